@@ -1,0 +1,194 @@
+"""The ``pipeline`` command: run, validate, components."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pipeline._version import __version__
+from pipeline.config import Config, load_config
+from pipeline.errors import ConfigErrors
+from pipeline.pluginmanager import default_registry
+from pipeline.telemetry import LOGGER_NAME, configure_logging
+
+log = logging.getLogger(f"{LOGGER_NAME}.cli")
+
+
+def default_config_path() -> str:
+    """The built-in default config: ``configs/gateway.yaml`` of the source tree, or the copy
+    packaged in the wheel."""
+    source = Path(__file__).resolve().parent.parent / "configs" / "gateway.yaml"
+    if source.is_file():
+        return str(source)
+    return str(resources.files("pipeline") / "_data" / "gateway.yaml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="A telemetry gateway for AI-agent systems, in the shape of the "
+        "OpenTelemetry Collector.",
+    )
+    parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            "-c",
+            action="extend",
+            nargs="+",
+            metavar="FILE",
+            default=[],
+            help="config file(s), merged in order: maps merge, lists replace "
+            "(default: the built-in configs/gateway.yaml)",
+        )
+
+    run = sub.add_parser("run", help="run the gateway")
+    add_config(run)
+    run.add_argument(
+        "--log-format", choices=["text", "json"], help="override service.telemetry.logs.encoding"
+    )
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warn", "error"],
+        help="override service.telemetry.logs.level",
+    )
+    validate = sub.add_parser("validate", help="check config files and exit (0 valid, 1 not)")
+    add_config(validate)
+    validate.add_argument(
+        "--check-endpoints",
+        action="store_true",
+        help="also check that every endpoint can be bound now",
+    )
+    components = sub.add_parser("components", help="list every registered component type")
+    components.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _load(files: list[str]) -> Config | None:
+    try:
+        config = load_config(files or [default_config_path()], default_registry())
+    except ConfigErrors as exc:
+        print(
+            f"invalid configuration ({len(exc.errors)} error"
+            f"{'s' if len(exc.errors) != 1 else ''}):",
+            file=sys.stderr,
+        )
+        for err in exc.errors:
+            print(f"  error: {err}", file=sys.stderr)
+        return None
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level or "info", "json" if args.log_format == "json" else "console")
+    config = _load(args.config)
+    if config is None:
+        return 1
+    logs = config.service.telemetry.logs
+    encoding = {"text": "console", "json": "json"}.get(args.log_format or "", logs.encoding)
+    configure_logging(args.log_level or logs.level, encoding)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    from pipeline.service import Service
+
+    service = Service(config)
+
+    async def main() -> int:
+        return await service.run()
+
+    try:
+        return asyncio.run(main())
+    except ConfigErrors as exc:
+        print(
+            f"cannot start ({len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''}):",
+            file=sys.stderr,
+        )
+        for err in exc.errors:
+            print(f"  error: {err}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        log.error("the gateway failed to start: %s", exc)
+        return 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    configure_logging("warn", "console")
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if args.check_endpoints:
+        from pipeline.service import check_endpoints
+
+        errors = check_endpoints(config)
+        if errors:
+            print(f"invalid configuration ({len(errors)} errors):", file=sys.stderr)
+            for err in errors:
+                print(f"  error: {err}", file=sys.stderr)
+            return 1
+    for warning in config.warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
+    print(f"configuration is valid: {len(config.pipelines)} pipeline(s)")
+    return 0
+
+
+def cmd_components(args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    for entry in default_registry().entries():
+        f = entry.factory
+        rows.append(
+            {
+                "kind": str(f.kind),
+                "type": f.type,
+                "signals": {k: str(v) for k, v in f.signal_stability().items()},
+                "distribution": entry.distribution,
+                "plugin": entry.plugin,
+                "description": f.description,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("KIND", "TYPE", "SIGNALS (STABILITY)", "DISTRIBUTION")
+    table = [header] + [
+        (
+            r["kind"],
+            r["type"],
+            ", ".join(f"{k} ({v})" for k, v in r["signals"].items()),
+            r["distribution"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    handler = {"run": cmd_run, "validate": cmd_validate, "components": cmd_components}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

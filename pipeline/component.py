@@ -1,0 +1,120 @@
+"""Component identity, kinds, stability and lifecycle."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pipeline.telemetry import ComponentTelemetry
+
+_TYPE_RE = re.compile(r"^[a-zA-Z][0-9a-zA-Z_]{0,62}$")
+_NAME_RE = re.compile(r"^[^\s/]+$")
+
+
+class Kind(enum.StrEnum):
+    """What part a component plays in a pipeline."""
+
+    RECEIVER = "receiver"
+    PROCESSOR = "processor"
+    EXPORTER = "exporter"
+    CONNECTOR = "connector"
+    EXTENSION = "extension"
+
+    @property
+    def section(self) -> str:
+        """The top-level config section holding components of this kind."""
+        return f"{self.value}s"
+
+
+class Stability(enum.StrEnum):
+    """The Collector's stability levels."""
+
+    UNDEVELOPED = "undeveloped"
+    DEVELOPMENT = "development"
+    ALPHA = "alpha"
+    BETA = "beta"
+    STABLE = "stable"
+    DEPRECATED = "deprecated"
+    UNMAINTAINED = "unmaintained"
+
+
+@dataclass(frozen=True, order=True)
+class ComponentID:
+    """``type[/name]``, as in the Collector: ``batch``, ``otlp/backend``."""
+
+    type: str
+    name: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> ComponentID:
+        """Parse ``type[/name]``; raises ``ValueError`` with a readable message."""
+        if not isinstance(text, str) or not text:
+            raise ValueError(
+                "a component ID must be a non-empty string such as 'otlp' or 'otlp/name'"
+            )
+        type_, sep, name = text.partition("/")
+        if not _TYPE_RE.match(type_):
+            raise ValueError(
+                f"invalid component type {type_!r}: it must start with a letter and hold only "
+                "letters, digits and '_'"
+            )
+        if sep and not _NAME_RE.match(name):
+            raise ValueError(
+                f"invalid component name {name!r} in {text!r}: it must be non-empty "
+                "and hold no spaces or '/'"
+            )
+        return cls(type_, name)
+
+    def __str__(self) -> str:
+        return f"{self.type}/{self.name}" if self.name else self.type
+
+
+class Host(Protocol):
+    """What the running service offers its components."""
+
+    def get_extension(self, component_id: ComponentID) -> Any | None:
+        """The running extension with this ID, or ``None``."""
+
+    def report_status(
+        self, component: str, status: str, error: BaseException | None = None
+    ) -> None:
+        """Report a component's status (``ok``, ``recoverable_error``, ``permanent_error``...)."""
+
+    def report_fatal_error(self, error: BaseException) -> None:
+        """Ask the service to shut down because this component cannot go on."""
+
+
+@dataclass
+class CreateSettings:
+    """What a factory receives besides the config: the component's ID, logger and telemetry."""
+
+    id: ComponentID
+    kind: Kind
+    logger: logging.LoggerAdapter[logging.Logger]
+    telemetry: ComponentTelemetry
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The ID as written in the config (``otlp/backend``)."""
+        return str(self.id)
+
+
+class Component:
+    """Base of every running component.
+
+    ``start`` and ``shutdown`` are coroutines. ``shutdown`` must be safe before ``start`` and
+    safe to call twice; it drains what the component holds. When the service's shutdown deadline
+    passes, the engine cancels the ``shutdown`` call: a component that still holds data then
+    counts it as dropped.
+    """
+
+    async def start(self, host: Host) -> None:
+        """Start serving (bind sockets, spawn tasks). Raise to abort the service's start."""
+
+    async def shutdown(self) -> None:
+        """Stop, after draining what this component holds."""

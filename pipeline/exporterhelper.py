@@ -1,0 +1,289 @@
+"""The shared exporter helper: a bounded sending queue, retry with backoff, a timeout per send,
+and counts of every item sent, retried, refused and dropped.
+
+Options, named as in the Collector's ``exporterhelper``::
+
+    timeout: 5s
+    sending_queue: {enabled: true, num_consumers: 10, queue_size: 1000}
+    retry_on_failure: {enabled: true, initial_interval: 5s, randomization_factor: 0.5,
+                       multiplier: 1.5, max_interval: 30s, max_elapsed_time: 300s}
+
+An exporter built on it provides one coroutine, ``send(payload)``, that raises
+:class:`~pipeline.errors.RetryableError` (optionally with the delay the server asked for) or
+:class:`~pipeline.errors.PermanentError`. With the queue enabled, ``consume`` returns once the
+payload is queued, and refuses it with a retryable error when the queue is full (counted as
+``enqueue_failed``). Shutdown drains the queue until the service's shutdown deadline; whatever
+is still queued then is counted as ``send_failed`` and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from pipeline.component import Component, CreateSettings, Host
+from pipeline.configtypes import ComponentConfig, ConfigModel, Duration, Seconds
+from pipeline.errors import PermanentError, RetryableError
+from pipeline.pdata import Payload, Signal
+
+SendFunc = Callable[[Payload], Awaitable[None]]
+
+
+class QueueConfig(ConfigModel):
+    """``sending_queue``."""
+
+    enabled: bool = True
+    num_consumers: int = Field(10, ge=1)
+    queue_size: int = Field(1000, ge=1)
+    """Capacity in requests (batches)."""
+
+
+class RetryConfig(ConfigModel):
+    """``retry_on_failure``."""
+
+    enabled: bool = True
+    initial_interval: Duration = Seconds(5.0)
+    randomization_factor: float = Field(0.5, ge=0, le=1)
+    multiplier: float = Field(1.5, ge=1)
+    max_interval: Duration = Seconds(30.0)
+    max_elapsed_time: Duration = Seconds(300.0)
+    """0 means retry until shutdown."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RetryConfig:
+        if self.enabled and self.initial_interval <= 0:
+            raise ValueError("initial_interval must be above 0 when retries are enabled")
+        if self.max_interval < self.initial_interval:
+            raise ValueError("max_interval must not be below initial_interval")
+        return self
+
+
+class ExporterHelperConfig(ComponentConfig):
+    """Mix into an exporter's config to get ``timeout``, ``sending_queue``, ``retry_on_failure``."""
+
+    timeout: Duration = Seconds(5.0)
+    sending_queue: QueueConfig = QueueConfig()
+    retry_on_failure: RetryConfig = RetryConfig()
+
+
+class Backoff:
+    """Exponential backoff with jitter, as the Collector's (cenkalti/backoff) computes it."""
+
+    def __init__(self, cfg: RetryConfig) -> None:
+        self.cfg = cfg
+        self.current = cfg.initial_interval
+
+    def next(self) -> float:
+        delta = self.cfg.randomization_factor * self.current
+        delay = random.uniform(self.current - delta, self.current + delta)
+        self.current = min(self.current * self.cfg.multiplier, self.cfg.max_interval)
+        return delay
+
+
+class ExporterHelper(Component):
+    """Queue + retry + timeout around an exporter's ``send``. Also a consumer."""
+
+    mutates_data = False
+
+    def __init__(
+        self,
+        settings: CreateSettings,
+        signal: Signal,
+        config: ExporterHelperConfig,
+        send: SendFunc,
+        *,
+        retry_enabled: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.signal = signal
+        self.config = config
+        self._send = send
+        self._retry = config.retry_on_failure
+        if retry_enabled is not None:
+            self._retry = self._retry.model_copy(update={"enabled": retry_enabled})
+        self._queue: deque[Payload] = deque()
+        self._queue_items = 0
+        self._has_work = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._shutdown_done = False
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+        tel = settings.telemetry
+        self._queue_gauge = tel.service.gauge(
+            "otelcol_exporter_queue_size",
+            "Current size of the sending queue (batches).",
+            ("exporter", "data_type"),
+        ).labels(settings.name, str(signal))
+        self._capacity_gauge = tel.service.gauge(
+            "otelcol_exporter_queue_capacity",
+            "Capacity of the sending queue (batches).",
+            ("exporter", "data_type"),
+        ).labels(settings.name, str(signal))
+        self._capacity_gauge.set(
+            config.sending_queue.queue_size if config.sending_queue.enabled else 0
+        )
+
+    # -- the consumer ---------------------------------------------------------------------
+    @property
+    def queue_size(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queue_capacity(self) -> int:
+        return self.config.sending_queue.queue_size if self.config.sending_queue.enabled else 0
+
+    async def consume(self, data: Payload) -> None:
+        n = data.item_count()
+        if self._closing:
+            self.settings.telemetry.enqueue_failed(self.signal, n)
+            raise RetryableError(f"exporter {self.settings.name} is shutting down", retry_after=1.0)
+        if not self.config.sending_queue.enabled:
+            await self._deliver(data, n, raise_errors=True)
+            return
+        if len(self._queue) >= self.config.sending_queue.queue_size:
+            self.settings.telemetry.enqueue_failed(self.signal, n)
+            raise RetryableError(
+                f"sending queue of exporter {self.settings.name} is full "
+                f"({self.config.sending_queue.queue_size} batches)",
+                retry_after=1.0,
+                resource_exhausted=True,
+            )
+        self._queue.append(data)
+        self._queue_gauge.set(len(self._queue))
+        self._idle.clear()
+        self._has_work.set()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self, host: Host) -> None:
+        if self.config.sending_queue.enabled and not self._workers:
+            self._workers = [
+                asyncio.create_task(self._worker(), name=f"{self.settings.name}-sender-{i}")
+                for i in range(self.config.sending_queue.num_consumers)
+            ]
+
+    async def shutdown(self) -> None:
+        if self._shutdown_done:
+            return
+        self._closing = True
+        try:
+            while self._queue or self._in_flight:
+                self._idle.clear()
+                await self._idle.wait()
+        except asyncio.CancelledError:
+            self._drop_queued("the shutdown deadline passed")
+            raise
+        finally:
+            for w in self._workers:
+                w.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            self._workers = []
+            self._drop_queued("the shutdown deadline passed")
+            self._shutdown_done = True
+
+    def _drop_queued(self, reason: str) -> None:
+        dropped = sum(p.item_count() for p in self._queue)
+        if dropped:
+            self.settings.telemetry.send_failed(self.signal, dropped)
+            self.settings.logger.error(
+                "dropping queued data: %s",
+                reason,
+                extra={"dropped_items": dropped, "batches": len(self._queue)},
+            )
+        self._queue.clear()
+        self._queue_gauge.set(0)
+
+    # -- sending ----------------------------------------------------------------------------
+    async def _worker(self) -> None:
+        while True:
+            while not self._queue:
+                self._has_work.clear()
+                if not self._in_flight:
+                    self._idle.set()
+                await self._has_work.wait()
+            data = self._queue.popleft()
+            self._queue_gauge.set(len(self._queue))
+            self._in_flight += 1
+            try:
+                await self._deliver(data, data.item_count(), raise_errors=False)
+            finally:
+                self._in_flight -= 1
+                if not self._queue and not self._in_flight:
+                    self._idle.set()
+
+    async def _deliver(self, data: Payload, n: int, raise_errors: bool) -> None:
+        """Send with retries; count the outcome. Raises only when ``raise_errors``."""
+        tel = self.settings.telemetry
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        backoff = Backoff(self._retry)
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self._send(data), timeout=self.config.timeout or None)
+                except TimeoutError:
+                    error: Exception = RetryableError(
+                        f"export timed out after {self.config.timeout}s"
+                    )
+                except (RetryableError, PermanentError) as exc:
+                    error = exc
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug or an unexpected client error: don't retry
+                    error = PermanentError(f"{type(exc).__name__}: {exc}")
+                else:
+                    tel.sent(self.signal, n)
+                    self.consecutive_failures = 0
+                    return
+                self.consecutive_failures += 1
+                self.last_error = str(error)
+                if isinstance(error, PermanentError) or not self._retry.enabled:
+                    tel.send_failed(self.signal, n)
+                    self.settings.logger.error(
+                        "export failed, dropping data: %s",
+                        error,
+                        extra={"dropped_items": n, "permanent": isinstance(error, PermanentError)},
+                    )
+                    if raise_errors:
+                        raise error
+                    return
+                assert isinstance(error, RetryableError)
+                delay = backoff.next()
+                if error.retry_after is not None:
+                    delay = max(delay, error.retry_after)
+                max_elapsed = self._retry.max_elapsed_time
+                if max_elapsed and loop.time() - started + delay > max_elapsed:
+                    tel.send_failed(self.signal, n)
+                    self.settings.logger.error(
+                        "export failed after retrying for %.0fs, dropping data: %s",
+                        loop.time() - started,
+                        error,
+                        extra={"dropped_items": n},
+                    )
+                    if raise_errors:
+                        raise PermanentError(str(error)) from error
+                    return
+                tel.retried(self.signal, n)
+                self.settings.logger.warning(
+                    "export failed, will retry in %.2fs: %s", delay, error, extra={"items": n}
+                )
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            tel.send_failed(self.signal, n)
+            self.settings.logger.error(
+                "export interrupted by shutdown, dropping data", extra={"dropped_items": n}
+            )
+            raise
+
+
+def exporter_helper_fields() -> dict[str, Any]:
+    """The option names the helper adds (for docs)."""
+    return dict(ExporterHelperConfig.model_fields)

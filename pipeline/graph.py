@@ -1,0 +1,279 @@
+"""The pipeline graph: from a validated config to running components wired together.
+
+Nodes are created once per running instance: a receiver per (ID, signal) shared by every
+pipeline naming it, processors per pipeline, an exporter per (ID, signal), a connector per
+(ID, from-signal, to-signal). Edges follow the data; the service starts nodes against the flow
+(exporters first) and shuts them down with it (receivers first), so everything in flight drains
+into the exporters.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.component import ComponentID, CreateSettings, Kind
+from pipeline.config import Config, PipelineConfig, PipelineID
+from pipeline.configtypes import ComponentConfig
+from pipeline.confmap import RawConfig
+from pipeline.consumer import Consumer, fan_out
+from pipeline.errors import ConfigError, ConsumeError
+from pipeline.factory import ConnectorFactory
+from pipeline.pdata import Payload, Signal
+from pipeline.telemetry import ComponentTelemetry, SelfTelemetry, component_logger
+
+
+def check_cycles(
+    pipelines: dict[PipelineID, PipelineConfig],
+    components: dict[Kind, dict[ComponentID, ComponentConfig]],
+    raw: RawConfig,
+) -> list[ConfigError]:
+    """Connectors that make data flow in a circle between pipelines."""
+    edges: dict[PipelineID, set[PipelineID]] = {p: set() for p in pipelines}
+    via: dict[tuple[PipelineID, PipelineID], ComponentID] = {}
+    for a in pipelines.values():
+        for cid in a.exporters:
+            if cid not in components[Kind.CONNECTOR]:
+                continue
+            for b in pipelines.values():
+                if cid in b.receivers:
+                    edges[a.id].add(b.id)
+                    via[(a.id, b.id)] = cid
+    sorter = graphlib.TopologicalSorter({b: {a for a in edges if b in edges[a]} for b in edges})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle: list[Any] = exc.args[1]
+        steps = []
+        for a, b in itertools.pairwise(cycle):
+            steps.append(f"pipeline {a} -> connector {via.get((a, b), via.get((b, a)))}")
+        first = cycle[0]
+        pipe = pipelines[first]
+        nxt = cycle[1] if len(cycle) > 1 else first
+        link = via.get((first, nxt)) or via.get((nxt, first))
+        idx = pipe.exporters.index(link) if link in pipe.exporters else 0
+        path = ("service", "pipelines", str(first), "exporters", idx)
+        return [
+            raw.error(
+                path, "connectors form a cycle: " + " -> ".join(steps) + f" -> pipeline {cycle[-1]}"
+            )
+        ]
+    return []
+
+
+class ObservedConsumer:
+    """Counts what a receiver pushes into its pipelines: accepted or refused."""
+
+    mutates_data = False
+
+    def __init__(self, inner: Consumer, telemetry: ComponentTelemetry) -> None:
+        self.inner = inner
+        self.telemetry = telemetry
+
+    async def consume(self, data: Payload) -> None:
+        n = data.item_count()
+        try:
+            await self.inner.consume(data)
+        except ConsumeError:
+            self.telemetry.refused(data.signal, n)
+            raise
+        self.telemetry.accepted(data.signal, n)
+
+
+class _CountingConsumer:
+    """Counts the items a processor passes on (``otelcol_processor_outgoing_items``)."""
+
+    mutates_data = False
+
+    def __init__(self, inner: Consumer, telemetry: ComponentTelemetry) -> None:
+        self.inner = inner
+        self.telemetry = telemetry
+        self.mutates_data = inner.mutates_data
+
+    async def consume(self, data: Payload) -> None:
+        self.telemetry.outgoing(data.signal, data.item_count())
+        await self.inner.consume(data)
+
+
+class _ProcessorEntry:
+    """Counts the items a processor takes in, then hands them to it."""
+
+    def __init__(self, processor: Consumer, telemetry: ComponentTelemetry) -> None:
+        self.processor = processor
+        self.telemetry = telemetry
+        self.mutates_data = processor.mutates_data
+
+    async def consume(self, data: Payload) -> None:
+        self.telemetry.incoming(data.signal, data.item_count())
+        await self.processor.consume(data)
+
+
+@dataclass(eq=False)
+class Node:
+    """One running instance in the graph."""
+
+    kind: Kind
+    id: ComponentID
+    label: str  # "receiver otlp (traces)"
+    component: Any = None
+    downstream: list[Node] = field(default_factory=list)
+
+
+class Graph:
+    """Builds every component of a config and orders them for start and shutdown."""
+
+    def __init__(self, config: Config, telemetry: SelfTelemetry) -> None:
+        self.config = config
+        self.telemetry = telemetry
+        self.nodes: list[Node] = []
+        self._exporters: dict[tuple[ComponentID, Signal], Node] = {}
+        self._connectors: dict[tuple[ComponentID, Signal, Signal], Node] = {}
+        self._entries: dict[PipelineID, tuple[Consumer, list[Node]]] = {}
+        self.extensions: dict[ComponentID, Node] = {}
+
+    def _settings(self, kind: Kind, cid: ComponentID) -> CreateSettings:
+        return CreateSettings(
+            id=cid,
+            kind=kind,
+            logger=component_logger(kind, cid),
+            telemetry=self.telemetry.component(kind, cid),
+        )
+
+    def _add(self, node: Node) -> Node:
+        self.nodes.append(node)
+        return node
+
+    def build(self) -> None:
+        """Create every component, wired to its consumers."""
+        cfg = self.config
+        for cid in cfg.extensions:
+            factory = cfg.factory(Kind.EXTENSION, cid)
+            comp = factory.create(  # type: ignore[attr-defined]
+                self._settings(Kind.EXTENSION, cid), cfg.components[Kind.EXTENSION][cid]
+            )
+            self.extensions[cid] = Node(Kind.EXTENSION, cid, f"extension {cid}", comp)
+        receivers: dict[tuple[ComponentID, Signal], list[PipelineID]] = {}
+        for pid, pipe in cfg.pipelines.items():
+            for rid in pipe.receivers:
+                if rid in cfg.components[Kind.RECEIVER]:
+                    receivers.setdefault((rid, pid.signal), []).append(pid)
+        for (rid, signal), pids in receivers.items():
+            node = self._add(Node(Kind.RECEIVER, rid, f"receiver {rid} ({signal})"))
+            consumers = []
+            for pid in pids:
+                entry, first_nodes = self._pipeline_entry(pid)
+                consumers.append(entry)
+                node.downstream.extend(first_nodes)
+            settings = self._settings(Kind.RECEIVER, rid)
+            consumer = ObservedConsumer(fan_out(consumers), settings.telemetry)
+            factory = cfg.factory(Kind.RECEIVER, rid)
+            node.component = factory.create(  # type: ignore[attr-defined]
+                signal, settings, cfg.components[Kind.RECEIVER][rid], consumer
+            )
+
+    def _pipeline_entry(self, pid: PipelineID) -> tuple[Consumer, list[Node]]:
+        """The consumer that receives a pipeline's data, and the node(s) it enters."""
+        if pid in self._entries:
+            return self._entries[pid]
+        cfg = self.config
+        pipe = cfg.pipelines[pid]
+        signal = pid.signal
+        tail_nodes: list[Node] = []
+        tail_consumers: list[Consumer] = []
+        for eid in pipe.exporters:
+            if eid in cfg.components[Kind.EXPORTER]:
+                node = self._exporter(eid, signal)
+                tail_nodes.append(node)
+                tail_consumers.append(node.component)
+            else:
+                for node in self._connector_nodes(eid, signal):
+                    tail_nodes.append(node)
+                    tail_consumers.append(node.component)
+        next_consumer: Consumer = fan_out(tail_consumers)
+        next_nodes = tail_nodes
+        for proc_id in reversed(pipe.processors):
+            settings = self._settings(Kind.PROCESSOR, proc_id)
+            factory = cfg.factory(Kind.PROCESSOR, proc_id)
+            proc = factory.create(  # type: ignore[attr-defined]
+                signal,
+                settings,
+                cfg.components[Kind.PROCESSOR][proc_id],
+                _CountingConsumer(next_consumer, settings.telemetry),
+            )
+            node = self._add(
+                Node(
+                    Kind.PROCESSOR,
+                    proc_id,
+                    f"processor {proc_id} (pipeline {pid})",
+                    proc,
+                    list(next_nodes),
+                )
+            )
+            next_consumer = _ProcessorEntry(proc, settings.telemetry)
+            next_nodes = [node]
+        self._entries[pid] = (next_consumer, next_nodes)
+        return self._entries[pid]
+
+    def _exporter(self, eid: ComponentID, signal: Signal) -> Node:
+        key = (eid, signal)
+        if key not in self._exporters:
+            factory = self.config.factory(Kind.EXPORTER, eid)
+            comp = factory.create(  # type: ignore[attr-defined]
+                signal,
+                self._settings(Kind.EXPORTER, eid),
+                self.config.components[Kind.EXPORTER][eid],
+            )
+            self._exporters[key] = self._add(
+                Node(Kind.EXPORTER, eid, f"exporter {eid} ({signal})", comp)
+            )
+        return self._exporters[key]
+
+    def _connector_nodes(self, cid: ComponentID, from_signal: Signal) -> list[Node]:
+        cfg = self.config
+        factory = cfg.factory(Kind.CONNECTOR, cid)
+        assert isinstance(factory, ConnectorFactory)
+        by_signal: dict[Signal, list[PipelineID]] = {}
+        for pid, pipe in cfg.pipelines.items():
+            if cid in pipe.receivers:
+                by_signal.setdefault(pid.signal, []).append(pid)
+        nodes = []
+        for to_signal, pids in by_signal.items():
+            if not factory.supports(from_signal, to_signal):
+                continue
+            key = (cid, from_signal, to_signal)
+            if key not in self._connectors:
+                node = Node(Kind.CONNECTOR, cid, f"connector {cid} ({from_signal} -> {to_signal})")
+                consumers = []
+                for pid in pids:
+                    entry, first = self._pipeline_entry(pid)
+                    consumers.append(entry)
+                    node.downstream.extend(first)
+                node.component = factory.create(
+                    from_signal,
+                    to_signal,
+                    self._settings(Kind.CONNECTOR, cid),
+                    cfg.components[Kind.CONNECTOR][cid],
+                    fan_out(consumers),
+                )
+                self._connectors[key] = self._add(node)
+            nodes.append(self._connectors[key])
+        return nodes
+
+    def flow_order(self) -> list[Node]:
+        """Nodes in the order data flows (receivers first); shared instances appear once."""
+        sorter: graphlib.TopologicalSorter[Node] = graphlib.TopologicalSorter()
+        for node in self.nodes:
+            sorter.add(node)
+            for d in node.downstream:
+                sorter.add(d, node)
+        ordered = list(sorter.static_order())
+        seen: set[int] = set()
+        out = []
+        for node in ordered:
+            if id(node.component) in seen:
+                continue
+            seen.add(id(node.component))
+            out.append(node)
+        return out

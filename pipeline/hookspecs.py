@@ -1,0 +1,72 @@
+"""Hook specifications: the plugin author's reference.
+
+A plugin is a module (or object) with functions marked ``@pipeline.hookimpl`` whose names are
+those of the hooks below. Ship it as a distribution that declares an entry point in the group
+``pipeline.plugins``; the entry point's name is the plugin's name::
+
+    # pyproject.toml of your distribution
+    [project.entry-points."pipeline.plugins"]
+    myplugin = "my_package.plugin"
+
+    # my_package/plugin.py
+    import pipeline
+
+    @pipeline.hookimpl
+    def register_components(registry):
+        registry.register(MyExporterFactory())
+
+The gateway loads every plugin of that group at start unless the environment variable
+``PIPELINE_DISABLE_PLUGIN_AUTOLOAD`` is set; ``PIPELINE_PLUGINS=mod1,mod2`` loads modules by
+import name in addition (also when autoload is off). ``pipeline components`` lists what is
+registered and which distribution provided it. The built-in components register through these
+same hooks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pipeline.registry import Registry
+
+PROJECT_NAME = "pipeline"
+ENTRY_POINT_GROUP = "pipeline.plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_components(registry: Registry) -> None:
+    """Register the plugin's component factories.
+
+    Called once per process, before any config is read. Call ``registry.register(factory)``
+    with an instance of a subclass of :class:`pipeline.ReceiverFactory`,
+    :class:`pipeline.ProcessorFactory`, :class:`pipeline.ExporterFactory`,
+    :class:`pipeline.ConnectorFactory` or :class:`pipeline.ExtensionFactory` for each component
+    type the plugin provides.
+
+    A factory declares:
+
+    * ``type``: the name used in YAML (``otlp``, ``batch``); unique per kind across all plugins,
+      or the gateway refuses to start and names both plugins;
+    * ``config_class``: a :class:`pipeline.ComponentConfig` subclass whose field defaults are
+      the default config. Unknown options are rejected with a "did you mean"; use
+      :data:`pipeline.Duration` for durations and :data:`pipeline.Endpoint` for ``host:port``.
+      Override ``listen_endpoints()`` to have endpoints checked before anything starts;
+    * ``stability``: the signals it supports, each with a :class:`pipeline.Stability`
+      (for connectors, keyed by ``(from_signal, to_signal)``);
+    * one creator per supported signal, ``create_traces(settings, config, next_consumer)`` and
+      so on (exporters take no ``next_consumer``; connectors are ``create_traces_to_metrics``).
+
+    Components subclass :class:`pipeline.Component` (``start(host)``/``shutdown()``, both
+    coroutines; shutdown safe before start and safe twice) and, unless receivers or extensions,
+    implement :class:`pipeline.Consumer` (``async consume(payload)`` and ``mutates_data``).
+    Payloads (:class:`pipeline.Traces`, :class:`pipeline.Metrics`) stay encoded until read:
+    call ``payload.message()`` to read and ``payload.mutable_message()`` to change one.
+
+    :func:`pipeline.testing.check_factory` runs the lifecycle contract on a factory; run it
+    in your plugin's tests.
+    """

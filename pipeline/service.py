@@ -1,0 +1,240 @@
+"""The running service: start in order, run until told to stop, drain on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal as signal_module
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pipeline.component import ComponentID, Kind
+from pipeline.config import Config
+from pipeline.configtypes import check_bindable, split_endpoint
+from pipeline.errors import ConfigError, ConfigErrors
+from pipeline.graph import Graph, Node
+from pipeline.telemetry import LOGGER_NAME, SelfTelemetry
+
+log = logging.getLogger(f"{LOGGER_NAME}.service")
+
+
+def check_endpoints(config: Config) -> list[ConfigError]:
+    """Every endpoint the config will listen on, tried before anything starts."""
+    errors: list[ConfigError] = []
+    seen: dict[tuple[str, int, str], str] = {}
+    used: set[tuple[Kind, ComponentID]] = set((Kind.EXTENSION, cid) for cid in config.extensions)
+    for pipe in config.pipelines.values():
+        for cid in pipe.receivers:
+            used.add(
+                (Kind.RECEIVER, cid)
+                if cid in config.components[Kind.RECEIVER]
+                else (Kind.CONNECTOR, cid)
+            )
+        for cid in pipe.exporters:
+            used.add(
+                (Kind.EXPORTER, cid)
+                if cid in config.components[Kind.EXPORTER]
+                else (Kind.CONNECTOR, cid)
+            )
+        for cid in pipe.processors:
+            used.add((Kind.PROCESSOR, cid))
+    targets: list[tuple[tuple[str | int, ...], str, str]] = []
+    for kind, cid in sorted(used):
+        cfg = config.components[kind][cid]
+        for ep in cfg.listen_endpoints():
+            targets.append(
+                ((kind.section, str(cid), *ep.path.split(".")), ep.endpoint, ep.transport)
+            )
+    metrics = config.service.telemetry.metrics
+    if metrics.level != "none":
+        targets.append((("service", "telemetry", "metrics", "address"), metrics.address, "tcp"))
+    for path, endpoint, transport in targets:
+        host, port = split_endpoint(endpoint)
+        key = (host, port, transport)
+        if port != 0 and key in seen:
+            errors.append(
+                config.raw.error(path, f"endpoint {endpoint} is also used by {seen[key]}")
+            )
+            continue
+        seen[key] = ".".join(str(p) for p in path)
+        reason = check_bindable(endpoint, transport)
+        if reason is not None:
+            errors.append(
+                config.raw.error(path, f"cannot listen on {endpoint} ({transport}): {reason}")
+            )
+    return errors
+
+
+@dataclass
+class ComponentStatus:
+    """The last status a component reported, for the health extension."""
+
+    status: str
+    error: str | None = None
+    timestamp: float = 0.0
+
+
+class Service:
+    """Runs the graph of a validated config."""
+
+    def __init__(self, config: Config, telemetry: SelfTelemetry | None = None) -> None:
+        self.config = config
+        self.telemetry = telemetry or SelfTelemetry()
+        self.graph = Graph(config, self.telemetry)
+        self.statuses: dict[str, ComponentStatus] = {}
+        self._started: list[Node] = []
+        self._fatal: asyncio.Future[BaseException] | None = None
+        self._telemetry_runner: web.AppRunner | None = None
+        self._stopped = False
+        self.start_time = time.time()
+
+    # -- Host ------------------------------------------------------------------------------
+    def get_extension(self, component_id: ComponentID) -> Any | None:
+        node = self.graph.extensions.get(component_id)
+        return node.component if node else None
+
+    def report_status(
+        self, component: str, status: str, error: BaseException | None = None
+    ) -> None:
+        self.statuses[component] = ComponentStatus(
+            status, str(error) if error else None, time.time()
+        )
+
+    def report_fatal_error(self, error: BaseException) -> None:
+        log.error("fatal error reported by a component: %s", error)
+        if self._fatal is not None and not self._fatal.done():
+            self._fatal.set_result(error)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Build and start everything: extensions, then exporters ... receivers last.
+
+        Raises ``ConfigErrors`` when an endpoint cannot be bound; on any start failure the
+        components already started are shut down before the error propagates.
+        """
+        self._fatal = asyncio.get_running_loop().create_future()
+        errors = check_endpoints(self.config)
+        if errors:
+            raise ConfigErrors(errors)
+        self.graph.build()
+        order = list(self.graph.extensions.values()) + list(reversed(self.graph.flow_order()))
+        try:
+            await self._start_telemetry()
+            for node in order:
+                self.report_status(node.label, "starting")
+                try:
+                    await node.component.start(self)
+                except Exception as exc:
+                    self.report_status(node.label, "permanent_error", exc)
+                    log.error(
+                        "component failed to start: %s",
+                        exc,
+                        extra={"kind": str(node.kind), "component": str(node.id)},
+                    )
+                    raise
+                self._started.append(node)
+                self.report_status(node.label, "ok")
+                log.info(
+                    "component started",
+                    extra={
+                        "kind": str(node.kind),
+                        "component": str(node.id),
+                        "instance": node.label,
+                    },
+                )
+        except BaseException:
+            await self.shutdown()
+            raise
+        log.info("everything is ready; serving", extra={"pipelines": len(self.config.pipelines)})
+
+    async def _start_telemetry(self) -> None:
+        metrics = self.config.service.telemetry.metrics
+        if metrics.level == "none":
+            return
+        registry = self.telemetry.registry
+
+        async def handle(_: web.Request) -> web.Response:
+            return web.Response(
+                body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
+
+        app = web.Application()
+        app.router.add_get("/metrics", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = split_endpoint(metrics.address)
+        site = web.TCPSite(runner, host or None, port)
+        await site.start()
+        self._telemetry_runner = runner
+        log.info("own telemetry served", extra={"address": metrics.address})
+
+    async def shutdown(self) -> None:
+        """Receivers stop taking data first; everything in flight drains to the exporters,
+        bounded by ``service.shutdown_timeout``. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.service.shutdown_timeout
+        started = {id(n) for n in self._started}
+        flow = [n for n in self.graph.flow_order() if id(n) in started]
+        extensions = [n for n in self._started if n.kind == Kind.EXTENSION]
+        for node in flow + list(reversed(extensions)):
+            remaining = max(deadline - loop.time(), 0.0)
+            # After the deadline each component still gets a moment to close its sockets and
+            # count what it drops.
+            budget = remaining if remaining > 0 else 1.0
+            self.report_status(node.label, "stopping")
+            try:
+                await asyncio.wait_for(node.component.shutdown(), timeout=budget)
+            except TimeoutError:
+                log.error(
+                    "component did not finish shutting down in time",
+                    extra={"kind": str(node.kind), "component": str(node.id)},
+                )
+            except Exception as exc:
+                log.error(
+                    "component failed to shut down: %s",
+                    exc,
+                    extra={"kind": str(node.kind), "component": str(node.id)},
+                )
+            self.report_status(node.label, "stopped")
+            log.info(
+                "component stopped",
+                extra={"kind": str(node.kind), "component": str(node.id), "instance": node.label},
+            )
+        if self._telemetry_runner is not None:
+            await self._telemetry_runner.cleanup()
+            self._telemetry_runner = None
+
+    @staticmethod
+    def _on_signal(sig: signal_module.Signals, stop: asyncio.Event) -> None:
+        log.info("signal received; shutting down", extra={"signal": sig.name})
+        stop.set()
+
+    async def run(
+        self, stop: asyncio.Event | None = None, install_signal_handlers: bool = True
+    ) -> int:
+        """Start, serve until SIGTERM/SIGINT (or ``stop``), then shut down. Returns an exit code."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for sig in (signal_module.SIGTERM, signal_module.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig, stop)
+        await self.start()
+        assert self._fatal is not None
+        stop_task: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        fatal: asyncio.Future[Any] = self._fatal
+        done, _ = await asyncio.wait({stop_task, fatal}, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        code = 1 if fatal in done else 0
+        await self.shutdown()
+        if install_signal_handlers:
+            for sig in (signal_module.SIGTERM, signal_module.SIGINT):
+                loop.remove_signal_handler(sig)
+        log.info("shutdown complete")
+        return code

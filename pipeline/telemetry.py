@@ -1,0 +1,216 @@
+"""The gateway's own telemetry: logs (text or JSON lines) and metrics with the Collector's
+``otelcol_*`` names, so existing Collector dashboards work."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from pipeline.component import ComponentID, Kind
+from pipeline.pdata import Signal
+
+prometheus_client.disable_created_metrics()
+
+LOGGER_NAME = "pipeline"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg`` and any extra fields."""
+
+    _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in self._STANDARD and not key.startswith("_"):
+                out[key] = (
+                    value if isinstance(value, str | int | float | bool | None) else str(value)
+                )
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-01-01T00:00:00.000Z info pipeline.receiver msg {"k": "v"}``."""
+
+    _STANDARD = JsonFormatter._STANDARD
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        extras = {
+            k: v if isinstance(v, str | int | float | bool | None) else str(v)
+            for k, v in record.__dict__.items()
+            if k not in self._STANDARD and not k.startswith("_")
+        }
+        line = f"{ts}.{int(record.msecs):03d}Z\t{record.levelname.lower()}\t{record.name}\t"
+        line += record.getMessage()
+        if extras:
+            line += "\t" + json.dumps(extras, ensure_ascii=False)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(level: str = "info", encoding: str = "console") -> None:
+    """Send the gateway's logs to stderr as text (``console``) or JSON lines (``json``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if encoding == "json" else TextFormatter())
+    root = logging.getLogger(LOGGER_NAME)
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+class ComponentLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger adapter that keeps the call's own ``extra`` fields beside the component's."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
+def component_logger(
+    kind: Kind, component_id: ComponentID | str
+) -> logging.LoggerAdapter[logging.Logger]:
+    """The logger of one component; every line carries ``kind`` and ``component``."""
+    logger = logging.getLogger(f"{LOGGER_NAME}.{kind}")
+    return ComponentLogger(logger, {"kind": str(kind), "component": str(component_id)})
+
+
+class SelfTelemetry:
+    """The metrics of one running service, in its own prometheus_client registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._metrics: dict[str, Any] = {}
+
+    def counter(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> Counter:
+        """Get or create a counter (exposed with the ``_total`` suffix)."""
+        return self._get(Counter, name, documentation, labelnames)
+
+    def gauge(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> Gauge:
+        """Get or create a gauge."""
+        return self._get(Gauge, name, documentation, labelnames)
+
+    def histogram(
+        self, name: str, documentation: str, labelnames: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> Histogram:
+        """Get or create a histogram."""
+        metric = self._metrics.get(name)
+        if metric is None:
+            metric = Histogram(
+                name, documentation, labelnames, registry=self.registry, buckets=buckets
+            )
+            self._metrics[name] = metric
+        return metric
+
+    def _get(self, cls: Any, name: str, documentation: str, labelnames: tuple[str, ...]) -> Any:
+        metric = self._metrics.get(name)
+        if metric is None:
+            metric = cls(name, documentation, labelnames, registry=self.registry)
+            self._metrics[name] = metric
+        return metric
+
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value (0 when absent): for tests and the health extension."""
+        v = self.registry.get_sample_value(name, labels)
+        return float(v) if v is not None else 0.0
+
+    def component(self, kind: Kind, component_id: ComponentID | str) -> ComponentTelemetry:
+        """The telemetry view of one component."""
+        return ComponentTelemetry(self, kind, str(component_id))
+
+
+class ComponentTelemetry:
+    """Counters of one component, labelled as the Collector labels them."""
+
+    def __init__(self, service: SelfTelemetry, kind: Kind, name: str) -> None:
+        self.service = service
+        self.kind = kind
+        self.name = name
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def _counter(self, what: str, signal: Signal, doc: str) -> Any:
+        key = (what, signal)
+        child = self._children.get(key)
+        if child is None:
+            label = str(self.kind)
+            metric = self.service.counter(
+                f"otelcol_{label}_{what}_{signal.item_name}", doc, (label,)
+            )
+            child = metric.labels(self.name)
+            self._children[key] = child
+        return child
+
+    # receivers
+    def accepted(self, signal: Signal, n: int) -> None:
+        """Items a receiver pushed into the pipeline successfully."""
+        self._counter("accepted", signal, "Items accepted by the receiver.").inc(n)
+
+    def refused(self, signal: Signal, n: int) -> None:
+        """Items a receiver could not push into the pipeline (or could not decode)."""
+        self._counter("refused", signal, "Items refused by the receiver or the pipeline.").inc(n)
+
+    # exporters
+    def sent(self, signal: Signal, n: int) -> None:
+        """Items an exporter delivered."""
+        self._counter("sent", signal, "Items sent by the exporter.").inc(n)
+
+    def send_failed(self, signal: Signal, n: int) -> None:
+        """Items an exporter gave up on (permanent error, retries exhausted, shutdown)."""
+        self._counter("send_failed", signal, "Items the exporter failed to send.").inc(n)
+
+    def enqueue_failed(self, signal: Signal, n: int) -> None:
+        """Items refused because the sending queue was full."""
+        self._counter("enqueue_failed", signal, "Items refused by a full sending queue.").inc(n)
+
+    def retried(self, signal: Signal, n: int) -> None:
+        """Items whose sending is being retried."""
+        self._counter("retried", signal, "Items whose sending was retried.").inc(n)
+
+    # processors
+    def incoming(self, signal: Signal, n: int) -> None:
+        self._items("incoming", signal, n)
+
+    def outgoing(self, signal: Signal, n: int) -> None:
+        self._items("outgoing", signal, n)
+
+    def _items(self, direction: str, signal: Signal, n: int) -> None:
+        key = (direction, signal)
+        child = self._children.get(key)
+        if child is None:
+            metric = self.service.counter(
+                f"otelcol_processor_{direction}_items",
+                f"Items {direction} to/from the processor.",
+                ("processor", "otel_signal"),
+            )
+            child = metric.labels(self.name, str(signal))
+            self._children[key] = child
+        child.inc(n)
+
+    def dropped(self, signal: Signal, n: int, reason: str = "") -> None:
+        """Items a component dropped; every drop must be counted."""
+        key = ("dropped", f"{signal}/{reason}")
+        child = self._children.get(key)
+        if child is None:
+            metric = self.service.counter(
+                f"otelcol_{self.kind}_dropped_items",
+                "Items dropped by the component, by reason.",
+                (str(self.kind), "otel_signal", "reason"),
+            )
+            child = metric.labels(self.name, str(signal), reason)
+            self._children[key] = child
+        child.inc(n)

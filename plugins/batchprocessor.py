@@ -1,0 +1,285 @@
+"""The ``batch`` processor, with the Collector's options and meaning.
+
+* ``send_batch_size`` (default 8192): once this many items are waiting, a batch is sent
+  (0: only ``timeout`` triggers a send);
+* ``timeout`` (default 200ms): the longest an item waits for its batch to fill (0: send at once);
+* ``send_batch_max_size`` (default 0, no limit): larger batches are split.
+
+Batches are built by concatenating encoded requests, and split without decoding a span.
+
+When the next consumer pushes back (an exporter's queue is full), the batch is held and retried,
+and new data is refused with a retryable error once eight batches' worth of items are waiting,
+so senders back off instead of data being dropped. On shutdown everything waiting is flushed;
+what cannot be delivered by the shutdown deadline is counted as dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from pydantic import Field, model_validator
+
+import pipeline
+from pipeline import (
+    Component,
+    ComponentConfig,
+    Consumer,
+    CreateSettings,
+    Duration,
+    Host,
+    Payload,
+    PermanentError,
+    ProcessorFactory,
+    RetryableError,
+    Seconds,
+    Signal,
+    Stability,
+)
+
+BATCH_SIZE_BUCKETS = (
+    10,
+    25,
+    50,
+    75,
+    100,
+    250,
+    500,
+    750,
+    1000,
+    2000,
+    3000,
+    4000,
+    5000,
+    6000,
+    7000,
+    8000,
+    9000,
+    10000,
+    20000,
+    30000,
+    50000,
+    100000,
+)
+BACKLOG_BATCHES = 8
+
+
+class BatchConfig(ComponentConfig):
+    """``processors.batch``."""
+
+    timeout: Duration = Seconds(0.2)
+    send_batch_size: int = Field(8192, ge=0)
+    send_batch_max_size: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> BatchConfig:
+        if self.send_batch_max_size and self.send_batch_max_size < self.send_batch_size:
+            raise ValueError(
+                f"send_batch_max_size ({self.send_batch_max_size}) must be greater than or equal "
+                f"to send_batch_size ({self.send_batch_size})"
+            )
+        return self
+
+
+class BatchProcessor(Component):
+    """Accumulates payloads and sends them in batches from one background task."""
+
+    mutates_data = False
+
+    def __init__(
+        self,
+        settings: CreateSettings,
+        config: BatchConfig,
+        signal: Signal,
+        next_consumer: Consumer,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.signal = signal
+        self.next = next_consumer
+        self._pending: list[Payload] = []
+        self._pending_items = 0
+        self._held_items = 0  # in the batch being sent (or retried)
+        self._first_arrival: float | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._done = False
+        size = max(config.send_batch_size, config.send_batch_max_size, 1)
+        if config.send_batch_size == 0 and config.send_batch_max_size == 0:
+            size = 8192
+        self.backlog_limit = size * BACKLOG_BATCHES
+        service = settings.telemetry.service
+        self._size_hist = service.histogram(
+            "otelcol_processor_batch_batch_send_size",
+            "Number of items in each batch sent.",
+            ("processor",),
+            BATCH_SIZE_BUCKETS,
+        ).labels(settings.name)
+        self._size_trigger = service.counter(
+            "otelcol_processor_batch_batch_size_trigger_send",
+            "Batches sent because they reached send_batch_size.",
+            ("processor",),
+        ).labels(settings.name)
+        self._timeout_trigger = service.counter(
+            "otelcol_processor_batch_timeout_trigger_send",
+            "Batches sent because the timeout passed.",
+            ("processor",),
+        ).labels(settings.name)
+
+    # -- consumer -----------------------------------------------------------------------------
+    async def consume(self, data: Payload) -> None:
+        n = data.item_count()
+        if n == 0:
+            return
+        if self._closing:
+            raise RetryableError(
+                f"processor {self.settings.name} is shutting down", retry_after=1.0
+            )
+        if self._pending_items + self._held_items + n > self.backlog_limit and self._pending_items:
+            raise RetryableError(
+                f"processor {self.settings.name} cannot pass data on as fast as it arrives "
+                f"({self._pending_items + self._held_items} items waiting)",
+                retry_after=1.0,
+                resource_exhausted=True,
+            )
+        self._pending.append(data)
+        self._pending_items += n
+        if self._first_arrival is None:
+            self._first_arrival = asyncio.get_running_loop().time()
+        if self.config.timeout == 0 or (
+            self.config.send_batch_size and self._pending_items >= self.config.send_batch_size
+        ):
+            self._wake.set()
+        elif len(self._pending) == 1:
+            self._wake.set()  # arm the timer
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self, host: Host) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"batch-{self.settings.name}")
+
+    async def shutdown(self) -> None:
+        if self._done:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            if self._task is not None:
+                await asyncio.shield(self._task)
+            else:
+                await self._flush_all()
+        except asyncio.CancelledError:
+            if self._task is not None:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+            self._count_lost()
+            raise
+        finally:
+            self._done = True
+
+    def _count_lost(self) -> None:
+        lost = self._pending_items + self._held_items
+        if lost:
+            self.settings.telemetry.dropped(self.signal, lost, "shutdown_deadline")
+            self.settings.logger.error(
+                "shutdown deadline passed before the batch could be sent; dropping data",
+                extra={"dropped_items": lost},
+            )
+        self._pending.clear()
+        self._pending_items = self._held_items = 0
+
+    # -- the batching loop --------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        while True:
+            if self._closing:
+                await self._flush_all()
+                return
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            size_reached = bool(cfg.send_batch_size) and self._pending_items >= cfg.send_batch_size
+            assert self._first_arrival is not None
+            wait = self._first_arrival + cfg.timeout - loop.time()
+            if size_reached or wait <= 0:
+                await self._send_pending(size_reached)
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    async def _flush_all(self) -> None:
+        while self._pending:
+            await self._send_pending(False)
+
+    async def _send_pending(self, size_triggered: bool) -> None:
+        batch_items = self._pending
+        self._pending = []
+        self._held_items += self._pending_items
+        self._pending_items = 0
+        self._first_arrival = None
+        merged = type(batch_items[0]).merge(batch_items)
+        parts = merged.split(self.config.send_batch_max_size)
+        (self._size_trigger if size_triggered else self._timeout_trigger).inc()
+        for part in parts:
+            await self._send(part)
+
+    async def _send(self, part: Payload) -> None:
+        """Deliver one batch, holding it while the next component pushes back. If the task is
+        cancelled (shutdown deadline), the batch stays counted in ``_held_items``."""
+        n = part.item_count()
+        delay = 0.05
+        warned = False
+        while True:
+            try:
+                await self.next.consume(part)
+            except RetryableError as exc:
+                if not warned:
+                    self.settings.logger.warning(
+                        "the next component refused a batch; holding it and retrying: %s",
+                        exc,
+                        extra={"items": n},
+                    )
+                    warned = True
+                await asyncio.sleep(min(delay, exc.retry_after or delay))
+                delay = min(delay * 2, 1.0)
+                continue
+            except PermanentError as exc:
+                self.settings.telemetry.dropped(self.signal, n, "refused_permanently")
+                self.settings.logger.error(
+                    "the next component refused a batch permanently; dropping it: %s",
+                    exc,
+                    extra={"dropped_items": n},
+                )
+            else:
+                self._size_hist.observe(n)
+            break
+        self._held_items -= n
+
+
+class BatchProcessorFactory(ProcessorFactory):
+    type = "batch"
+    config_class = BatchConfig
+    description = "Groups items into batches by size and time, without decoding them."
+    stability = {Signal.TRACES: Stability.BETA, Signal.METRICS: Stability.BETA}
+
+    def create_traces(
+        self, settings: CreateSettings, config: BatchConfig, next_consumer: Consumer
+    ) -> BatchProcessor:
+        return BatchProcessor(settings, config, Signal.TRACES, next_consumer)
+
+    def create_metrics(
+        self, settings: CreateSettings, config: BatchConfig, next_consumer: Consumer
+    ) -> BatchProcessor:
+        return BatchProcessor(settings, config, Signal.METRICS, next_consumer)
+
+
+@pipeline.hookimpl
+def register_components(registry: pipeline.Registry) -> None:
+    registry.register(BatchProcessorFactory())

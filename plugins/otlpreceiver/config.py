@@ -1,0 +1,56 @@
+"""Config of the ``otlp`` receiver, with the Collector's option names."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from pipeline import ComponentConfig, ConfigModel, Endpoint, ListenEndpoint
+
+
+class ServerTLSConfig(ConfigModel):
+    """``tls`` of a server: a certificate and key, optionally a CA to verify clients."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+
+class GRPCServerConfig(ConfigModel):
+    """``protocols.grpc``."""
+
+    endpoint: Endpoint = "0.0.0.0:4317"
+    transport: str = Field("tcp", pattern="^tcp$")
+    max_recv_msg_size_mib: int = Field(4, ge=1)
+    max_concurrent_streams: int = Field(0, ge=0)
+    tls: ServerTLSConfig | None = None
+
+
+class ProtocolsConfig(ConfigModel):
+    """``protocols``: a protocol is served when its section is present (even empty)."""
+
+    grpc: GRPCServerConfig | None = None
+
+
+class OTLPReceiverConfig(ComponentConfig):
+    """``receivers.otlp``."""
+
+    protocols: ProtocolsConfig = ProtocolsConfig()
+
+    @model_validator(mode="after")
+    def _at_least_one_protocol(self) -> OTLPReceiverConfig:
+        if not any(
+            getattr(self.protocols, name) is not None for name in type(self.protocols).model_fields
+        ):
+            raise ValueError(
+                "must specify at least one protocol when using the OTLP receiver: add "
+                "'protocols: {grpc: }'"
+            )
+        return self
+
+    def listen_endpoints(self) -> list[ListenEndpoint]:
+        out = []
+        for name in type(self.protocols).model_fields:
+            proto = getattr(self.protocols, name)
+            if proto is not None:
+                out.append(ListenEndpoint(f"protocols.{name}.endpoint", proto.endpoint))
+        return out

@@ -1,0 +1,70 @@
+"""The ``otlp`` receiver instance: one per config, serving every configured protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pipeline import Component, Consumer, CreateSettings, Host, Signal, payload_type
+from plugins.otlpreceiver.config import OTLPReceiverConfig
+
+
+class OTLPReceiver(Component):
+    """Owns the protocol servers; each hands decoded-enough payloads to :meth:`push`."""
+
+    def __init__(
+        self,
+        settings: CreateSettings,
+        config: OTLPReceiverConfig,
+        on_shutdown: Callable[[OTLPReceiverConfig], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.consumers: dict[Signal, Consumer] = {}
+        self._servers: list[Any] = []
+        self._started = False
+        self._on_shutdown = on_shutdown
+
+    def set_consumer(self, signal: Signal, consumer: Consumer) -> None:
+        self.consumers[signal] = consumer
+
+    async def push(self, signal: Signal, data: bytes) -> int:
+        """Validate an encoded request and pass it on; returns the item count.
+
+        Raises ``PermanentError`` for data that cannot be decoded and whatever the pipeline
+        raises (``RetryableError`` when it pushes back).
+        """
+        payload = payload_type(signal)(data)
+        try:
+            payload.validate()
+        except Exception:
+            self.settings.telemetry.service.counter(
+                "otelcol_receiver_malformed_requests",
+                "Requests refused because they could not be decoded.",
+                ("receiver", "otel_signal"),
+            ).labels(self.settings.name, str(signal)).inc()
+            raise
+        n = payload.item_count()
+        if n:
+            await self.consumers[signal].consume(payload)
+        return n
+
+    async def start(self, host: Host) -> None:
+        if self._started:
+            return
+        self._started = True
+        protocols = self.config.protocols
+        if protocols.grpc is not None:
+            from plugins.otlpreceiver.grpc_server import GRPCServer
+
+            server = GRPCServer(self, protocols.grpc)
+            await server.start()
+            self._servers.append(server)
+
+    async def shutdown(self) -> None:
+        """Stop taking requests; requests in progress finish first."""
+        servers, self._servers = self._servers, []
+        for server in servers:
+            await server.stop()
+        if self._on_shutdown is not None:
+            self._on_shutdown(self.config)

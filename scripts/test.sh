@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need and runs the whole suite: lint, types, tests.
+# Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+setup_venv test
+install_test_programs
+echo "== ruff"; .venv/bin/ruff check pipeline plugins tests benchmarks examples
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest"; .venv/bin/pytest "$@"

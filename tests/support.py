@@ -1,0 +1,145 @@
+"""Helpers shared by the tests: free ports, configs from text, the gateway in-process or as a
+subprocess, and external programs that must be present in CI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import Config, load_config
+from pipeline.pluginmanager import default_registry
+from pipeline.service import Service
+from pipeline.telemetry import SelfTelemetry
+
+ROOT = Path(__file__).resolve().parent.parent
+STRICT = bool(os.environ.get("CI") or os.environ.get("PIPELINE_TEST_STRICT"))
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port nobody listens on right now (TCP by default)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_program(name: str, hint: str) -> str:
+    """The path of an external program; skips the test when it is missing (fails in CI)."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"this test needs the program {name!r}, which is not installed: {hint}"
+        if STRICT:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def write_config(directory: Path | str, text: str, name: str = "config.yaml") -> Path:
+    path = Path(directory) / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def config_from_text(text: str, directory: Path | str | None = None) -> Config:
+    directory = directory or tempfile.mkdtemp(prefix="pipeline-test-")
+    return load_config([str(write_config(directory, text))], default_registry())
+
+
+@contextlib.asynccontextmanager
+async def running_service(text: str, directory: Path | str | None = None) -> AsyncIterator[Service]:
+    """Run a gateway in this event loop for the duration of the block."""
+    service = Service(config_from_text(text, directory), SelfTelemetry())
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.shutdown()
+
+
+class GatewayProcess:
+    """``pipeline run`` as a subprocess, with JSON logs collected."""
+
+    def __init__(self, *config_paths: Path | str, env: dict[str, str] | None = None) -> None:
+        args = [sys.executable, "-m", "pipeline", "run", "--log-format", "json"]
+        for p in config_paths:
+            args += ["--config", str(p)]
+        self.log_path = Path(tempfile.mkstemp(prefix="gateway-", suffix=".log")[1])
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def lines(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.lines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(r.get("msg") == "everything is ready; serving" for r in self.records()):
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError("gateway exited early:\n" + "\n".join(self.lines()))
+            time.sleep(0.05)
+        raise AssertionError("gateway not ready in time:\n" + "\n".join(self.lines()))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def __enter__(self) -> GatewayProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@contextlib.contextmanager
+def gateway(config_text: str, tmp_path: Path, **kw: Any) -> Iterator[GatewayProcess]:
+    """A ready gateway subprocess running ``config_text``."""
+    path = write_config(tmp_path, config_text)
+    with GatewayProcess(path, **kw) as gw:
+        gw.wait_ready()
+        yield gw
+
+
+async def wait_until(predicate: Any, within: float = 10.0, interval: float = 0.02) -> None:
+    """Poll ``predicate()`` (sync) until true, or fail."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        if predicate():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
