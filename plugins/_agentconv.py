@@ -1,0 +1,218 @@
+"""The attribute conventions the agent components read, shared by the ``workflow`` processor and
+the ``agentmetrics`` connector (see ``docs/agent-conventions.md``).
+
+Every attribute name is an option of :class:`AttributeNames`, so a system that spells them
+differently is configured, not patched. The helpers here work on decoded OTLP ``Span`` messages
+and on ``{key: AnyValue}`` views of their attributes; they never hold per-span state.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import Field
+
+from pipeline import ConfigModel
+
+SPAN_KIND_SERVER = 2
+SPAN_KIND_PRODUCER = 4
+SPAN_KIND_CONSUMER = 5
+STATUS_OK = 1
+STATUS_ERROR = 2
+
+OUTCOMES = ("success", "failed", "timeout", "cancelled")
+
+
+class AttributeNames(ConfigModel):
+    """Names of the attributes the gateway reads and writes; defaults are the conventions."""
+
+    # workflows (read on the root span; written on every span by the workflow processor)
+    workflow_span_prefix: str = "workflow."
+    workflow_name: str = "workflow.name"
+    workflow_id: str = "workflow.id"
+    workflow_type: str = "workflow.type"
+    workflow_outcome: str = "workflow.outcome"
+    workflow_complexity_tier: str = "workflow.complexity_tier"
+    workflow_agent_id: str = "workflow.agent.id"
+    # GenAI agents
+    agent_id: str = "gen_ai.agent.id"
+    agent_name: str = "gen_ai.agent.name"
+    operation_name: str = "gen_ai.operation.name"
+    tool_operation: str = "execute_tool"
+    tool_name: str = "gen_ai.tool.name"
+    # MCP
+    mcp_method_name: str = "mcp.method.name"
+    mcp_tool_method: str = "tools/call"
+    mcp_server_name: str = "mcp.server.name"
+    server_address: str = "server.address"
+    # errors
+    error_type: str = "error.type"
+    error_severity: str = "error.severity"
+    error_recoverable: str = "error.recoverable"
+    # agent-to-agent messages
+    a2a_message_type: str = "a2a.message.type"
+    a2a_recipient_type: str = "a2a.recipient.type"
+    a2a_sender_type: str = "a2a.sender.type"
+    a2a_priority: str = "a2a.priority"
+    a2a_processing_status: str = "a2a.processing.status"
+    # HTTP server spans
+    http_method: str = "http.request.method"
+    http_route: str = "http.route"
+    http_status_code: str = "http.response.status_code"
+    # databases (only to name the component of an error)
+    db_system: str = "db.system.name"
+    db_system_legacy: str = "db.system"
+
+
+class ErrorRule(ConfigModel):
+    """Classifies a failed span lacking ``error.type``: if ``pattern`` (a regular expression,
+    case-insensitive) matches the status message or an exception event's type or message, the
+    span gets ``error.type = error_type``."""
+
+    pattern: str
+    error_type: str
+
+
+DEFAULT_ERROR_RULES = [
+    ErrorRule(pattern=r"timeout|timed out|deadline exceeded", error_type="timeout"),
+    ErrorRule(pattern=r"cancel", error_type="cancelled"),
+    ErrorRule(pattern=r"rate.?limit|too many requests|\b429\b", error_type="rate_limited"),
+    ErrorRule(pattern=r"connection|refused|unreachable|reset by peer", error_type="connection"),
+    ErrorRule(pattern=r"not found|\b404\b", error_type="not_found"),
+    ErrorRule(
+        pattern=r"unauthori[sz]ed|forbidden|permission|\b401\b|\b403\b",
+        error_type="permission_denied",
+    ),
+    ErrorRule(pattern=r"invalid|validation|bad request|\b400\b", error_type="invalid_input"),
+]
+
+FALLBACK_ERROR_TYPE = "_OTHER"  # the semantic conventions' value when nothing better is known
+
+
+class ErrorClassifier:
+    """Applies :class:`ErrorRule` s in order; compiled once."""
+
+    def __init__(self, rules: list[ErrorRule]) -> None:
+        self._rules = [(re.compile(r.pattern, re.IGNORECASE), r.error_type) for r in rules]
+
+    def classify(self, span: Any) -> str:
+        """``error.type`` for a failed span that has none: an exception event's
+        ``exception.type`` when present (the SDK's ``record_exception``), else the first rule
+        matching the status message, else ``_OTHER``."""
+        texts = [span.status.message]
+        for ev in span.events:
+            if ev.name == "exception":
+                for kv in ev.attributes:
+                    if kv.key == "exception.type" and kv.value.string_value:
+                        return str(kv.value.string_value)
+                    if kv.key == "exception.message":
+                        texts.append(kv.value.string_value)
+        for text in texts:
+            if not text:
+                continue
+            for regex, error_type in self._rules:
+                if regex.search(text):
+                    return error_type
+        return FALLBACK_ERROR_TYPE
+
+
+_TIMEOUT_RE = re.compile(r"timeout|timed out|deadline", re.IGNORECASE)
+_CANCEL_RE = re.compile(r"cancel", re.IGNORECASE)
+
+
+def attr_str(value: Any) -> str:
+    """An ``AnyValue`` as a label string."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return str(value.string_value)
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "double_value":
+        return f"{value.double_value:g}"
+    return ""
+
+
+def attr_map(span: Any) -> dict[str, Any]:
+    """``{key: AnyValue}`` of a span's attributes (one pass)."""
+    return {kv.key: kv.value for kv in span.attributes}
+
+
+def exception_type(span: Any) -> str:
+    """``exception.type`` of the span's first exception event, or ``""``."""
+    for ev in span.events:
+        if ev.name == "exception":
+            for kv in ev.attributes:
+                if kv.key == "exception.type":
+                    return str(kv.value.string_value)
+    return ""
+
+
+def workflow_outcome(span: Any, attrs: dict[str, Any], names: AttributeNames) -> str:
+    """``success``, ``failed``, ``timeout`` or ``cancelled`` from a root span.
+
+    A valid ``workflow.outcome`` already on the span wins. Otherwise an error type (attribute,
+    exception event or status message) naming a timeout or a cancellation decides; else an
+    ERROR status or an ``error.type`` means ``failed``; else ``success``.
+    """
+    given = attrs.get(names.workflow_outcome)
+    if given is not None:
+        text = attr_str(given)
+        if text in OUTCOMES:
+            return text
+    error_type = attrs.get(names.error_type)
+    error_text = attr_str(error_type) if error_type is not None else ""
+    evidence = " ".join((error_text, exception_type(span), span.status.message))
+    failed = span.status.code == STATUS_ERROR or bool(error_text)
+    if _TIMEOUT_RE.search(evidence) and (failed or error_text):
+        return "timeout"
+    if _CANCEL_RE.search(evidence) and (failed or error_text):
+        return "cancelled"
+    return "failed" if failed else "success"
+
+
+def is_workflow_root(span: Any, attrs: dict[str, Any], names: AttributeNames) -> bool:
+    """A root span named ``workflow.<type>`` or carrying ``workflow.name`` / ``workflow.id``."""
+    return (
+        span.name.startswith(names.workflow_span_prefix)
+        or names.workflow_name in attrs
+        or names.workflow_id in attrs
+    )
+
+
+def workflow_type(span: Any, attrs: dict[str, Any], names: AttributeNames) -> str:
+    """``workflow.type``, else ``workflow.name``, else the span name after ``workflow.``."""
+    for key in (names.workflow_type, names.workflow_name):
+        value = attrs.get(key)
+        if value is not None and attr_str(value):
+            return attr_str(value)
+    if span.name.startswith(names.workflow_span_prefix):
+        return span.name[len(names.workflow_span_prefix) :] or "unknown"
+    return span.name or "unknown"
+
+
+def is_tool_call(attrs: dict[str, Any], names: AttributeNames) -> bool:
+    """``gen_ai.operation.name = execute_tool`` or ``mcp.method.name = tools/call``."""
+    op = attrs.get(names.operation_name)
+    if op is not None and op.string_value == names.tool_operation:
+        return True
+    method = attrs.get(names.mcp_method_name)
+    return method is not None and method.string_value == names.mcp_tool_method
+
+
+class ComplexityTier(ConfigModel):
+    """Upper bounds of one tier; a workflow is in the first tier whose every bound it meets."""
+
+    name: str
+    max_spans: int = Field(ge=0)
+    max_tool_calls: int = Field(ge=0)
+    max_depth: int = Field(ge=0)
+
+
+DEFAULT_TIERS = [
+    ComplexityTier(name="simple", max_spans=10, max_tool_calls=2, max_depth=3),
+    ComplexityTier(name="moderate", max_spans=50, max_tool_calls=10, max_depth=6),
+]
+TOP_TIER = "complex"
