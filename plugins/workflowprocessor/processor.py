@@ -1,0 +1,587 @@
+"""The ``workflow`` processor.
+
+Spans are grouped by trace id across requests and held until ``wait_duration`` has passed since
+the trace's last span (or until ``max_traces`` / ``max_bytes`` force the least recently active
+trace out early). A released workflow trace has every span stamped with ``workflow.id``,
+``workflow.type``, ``workflow.agent.id``, ``workflow.outcome`` and ``workflow.complexity_tier``;
+failed tool calls lacking ``error.type`` get one. Released workflows are remembered (a bounded
+LRU) so spans arriving after the release are stamped and passed on at once.
+
+How it stays cheap: requests are parsed with the shallow/skeleton views of ``pipeline._wire``
+(each span kept as its encoded bytes, only its ids parsed); a span is fully decoded only when it
+is a root, a tool call or the first to name the agent (found by a substring test on its bytes).
+Attributes are added by appending encoded ``KeyValue`` fields to a span's bytes: a repeated
+field may be appended on the wire, so stamping a span costs one bytes concatenation, and the
+output request is assembled from bytes without re-encoding any span. The input payload is never
+changed (new payloads are built), so ``mutates_data`` is false and the fan-out copies nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline import (
+    Component,
+    Consumer,
+    CreateSettings,
+    Host,
+    Payload,
+    PermanentError,
+    RetryableError,
+    Signal,
+    Traces,
+)
+from pipeline._wire import ShallowTraces, SkeletonTraces
+from plugins._agentconv import (
+    STATUS_ERROR,
+    TOP_TIER,
+    AttributeNames,
+    ErrorClassifier,
+    attr_map,
+    attr_str,
+    is_tool_call,
+    is_workflow_root,
+    workflow_outcome,
+    workflow_type,
+)
+from plugins.workflowprocessor.config import WorkflowConfig
+
+# Python-side cost of holding one span beyond its encoding: the bytes objects of the span and
+# its two ids, list slots and the group key reference. Counted against ``max_bytes``.
+SPAN_OVERHEAD = 160
+TRACE_OVERHEAD = 400
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _len_field(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+def encode_attribute(key: str, value: str) -> bytes:
+    """``Span.attributes`` entry (field 9) holding ``KeyValue{key, AnyValue{string_value}}``,
+    ready to be appended to an encoded span."""
+    any_value = _len_field(0x0A, value.encode())
+    kv = _len_field(0x0A, key.encode()) + _len_field(0x12, any_value)
+    return _len_field(0x4A, kv)
+
+
+def key_marker(key: str) -> bytes:
+    """The bytes a ``KeyValue`` with this key starts with (a cheap presence pre-test)."""
+    raw = key.encode()
+    return b"\x0a" + _varint(len(raw)) + raw
+
+
+GroupKey = tuple[bytes, bytes, bytes, bytes]  # resource, its schema url, scope, its schema url
+
+
+@dataclass(slots=True)
+class _Trace:
+    """The spans of one trace being held, and what was learned from them."""
+
+    last_seen: float
+    spans: list[bytes] = field(default_factory=list)
+    groups: list[GroupKey] = field(default_factory=list)
+    ids: list[bytes] = field(default_factory=list)
+    parents: list[bytes] = field(default_factory=list)
+    nbytes: int = TRACE_OVERHEAD
+    root_index: int = -1
+    root: Any = None  # decoded root span
+    root_attrs: dict[str, Any] | None = None
+    agent_id: str = ""
+    tool_calls: int = 0
+    stamp: _Stamp | None = None  # computed at release
+
+
+@dataclass(slots=True)
+class _Stamp:
+    """What a released workflow writes on its spans (remembered for late spans)."""
+
+    attrs: list[tuple[str, str]]
+    suffix: bytes  # the encoded attributes, appended to each span
+
+
+class WorkflowProcessor(Component):
+    """Holds traces for a bounded wait, then stamps workflow attributes on their spans."""
+
+    mutates_data = False
+
+    def __init__(
+        self, settings: CreateSettings, config: WorkflowConfig, next_consumer: Consumer
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.next = next_consumer
+        self.names: AttributeNames = config.attributes
+        self.classifier = ErrorClassifier(config.error_classification)
+        self._held: collections.OrderedDict[bytes, _Trace] = collections.OrderedDict()
+        self._held_bytes = 0
+        self._held_spans = 0
+        self._released: collections.OrderedDict[bytes, _Stamp | None] = collections.OrderedDict()
+        self._outbox: collections.deque[tuple[Payload, int, int]] = collections.deque()
+        self._outbox_bytes = 0
+        self._outbox_spans = 0
+        self._sending_spans = 0
+        self._wake = asyncio.Event()
+        self._outbox_ready = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._closing = False
+        self._done = False
+        names = self.names
+        self._tool_markers = (names.tool_operation.encode(), names.mcp_tool_method.encode())
+        self._agent_marker = key_marker(names.agent_id)
+        self._stamp_keys = (
+            names.workflow_id,
+            names.workflow_type,
+            names.workflow_agent_id,
+            names.workflow_outcome,
+            names.workflow_complexity_tier,
+        )
+        self._stamp_markers = [key_marker(k) for k in self._stamp_keys]
+        self._init_telemetry()
+
+    # -- self-telemetry -------------------------------------------------------------------------
+    def _init_telemetry(self) -> None:
+        service = self.settings.telemetry.service
+        name = self.settings.name
+        self._g_traces = service.gauge(
+            "otelcol_processor_workflow_traces_held",
+            "Traces held by the workflow processor, waiting for their last span.",
+            ("processor",),
+        ).labels(name)
+        self._g_spans = service.gauge(
+            "otelcol_processor_workflow_spans_held",
+            "Spans held by the workflow processor (waiting, or released and not yet sent).",
+            ("processor",),
+        ).labels(name)
+        self._g_bytes = service.gauge(
+            "otelcol_processor_workflow_bytes_held",
+            "Approximate bytes held by the workflow processor for waiting traces.",
+            ("processor",),
+        ).labels(name)
+        self._c_traces = service.counter(
+            "otelcol_processor_workflow_traces_released",
+            "Traces released by the workflow processor, by reason (wait = normal; max_traces, "
+            "max_bytes = released early because a limit was reached; shutdown).",
+            ("processor", "reason"),
+        )
+        self._c_spans = service.counter(
+            "otelcol_processor_workflow_spans_released",
+            "Spans released by the workflow processor, by reason (as traces_released).",
+            ("processor", "reason"),
+        )
+        self._c_late = service.counter(
+            "otelcol_processor_workflow_late_spans",
+            "Spans that arrived after their trace was released (enriched = stamped from the "
+            "cache of recent workflows; not_workflow = the trace was not a workflow).",
+            ("processor", "result"),
+        )
+        self._c_workflows = service.counter(
+            "otelcol_processor_workflow_workflows",
+            "Workflows stamped by the workflow processor, by outcome.",
+            ("processor", "outcome"),
+        )
+        self._c_error_types = service.counter(
+            "otelcol_processor_workflow_error_types_added",
+            "Failed tool calls given an error.type by the workflow processor.",
+            ("processor",),
+        ).labels(name)
+        self._c_refused = service.counter(
+            "otelcol_processor_workflow_refused_spans",
+            "Spans refused (retryable) because released data could not be sent fast enough.",
+            ("processor",),
+        ).labels(name)
+
+    def _update_gauges(self) -> None:
+        self._g_traces.set(len(self._held))
+        self._g_spans.set(self._held_spans + self._outbox_spans + self._sending_spans)
+        self._g_bytes.set(self._held_bytes)
+
+    # -- consume ----------------------------------------------------------------------------------
+    async def consume(self, data: Payload) -> None:
+        if self._closing:
+            raise RetryableError(f"processor {self.settings.name} is shutting down", retry_after=1)
+        if self._outbox_bytes > self.config.max_bytes:
+            # Give the sender a moment to pass released traces on before pushing back.
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout=0.5)
+        if self._outbox_bytes > self.config.max_bytes:
+            n = data.item_count()
+            self._c_refused.inc(n)
+            raise RetryableError(
+                f"processor {self.settings.name} cannot pass released traces on as fast as they "
+                f"arrive ({self._outbox_spans} spans waiting to be sent)",
+                retry_after=1.0,
+                resource_exhausted=True,
+            )
+        raw = data.to_bytes()
+        if not raw:
+            return
+        self._ingest(raw, asyncio.get_running_loop().time())
+        self._enforce_limits()
+        self._update_gauges()
+        self._wake.set()
+        if self._outbox:
+            await asyncio.sleep(0)  # let the sender pass released traces on
+
+    def _ingest(self, raw: bytes, now: float) -> None:
+        shallow = ShallowTraces.FromString(raw)
+        skeleton = SkeletonTraces.FromString(raw)
+        held = self._held
+        released = self._released
+        tool_a, tool_b = self._tool_markers
+        agent_marker = self._agent_marker
+        late: dict[GroupKey, list[bytes]] = {}
+        late_count = 0
+        added_bytes = 0
+        added_spans = 0
+        for rs_sh, rs_sk in zip(shallow.resource_spans, skeleton.resource_spans, strict=True):
+            resource = rs_sh.resource
+            resource_url = rs_sh.schema_url
+            for ss_sh, ss_sk in zip(rs_sh.scope_spans, rs_sk.scope_spans, strict=True):
+                group: GroupKey = (resource, resource_url, ss_sh.scope, ss_sh.schema_url)
+                for span_raw, sk in zip(ss_sh.spans, ss_sk.spans, strict=True):
+                    trace_id = sk.trace_id
+                    trace = held.get(trace_id)
+                    decoded = None
+                    if tool_a in span_raw or tool_b in span_raw:
+                        span_raw, decoded = self._check_tool_call(span_raw)
+                    if trace is None:
+                        if trace_id in released:
+                            late.setdefault(group, []).append(self._stamp_late(trace_id, span_raw))
+                            late_count += 1
+                            continue
+                        trace = _Trace(now)
+                        held[trace_id] = trace
+                        added_bytes += TRACE_OVERHEAD
+                    else:
+                        held.move_to_end(trace_id)
+                        trace.last_seen = now
+                    if decoded is not None and decoded[1]:
+                        trace.tool_calls += 1
+                    parent = sk.parent_span_id
+                    if not parent:
+                        root = decoded[0] if decoded is not None else Span.FromString(span_raw)
+                        trace.root_index = len(trace.spans)
+                        trace.root = root
+                        trace.root_attrs = attr_map(root)
+                        agent = trace.root_attrs.get(self.names.agent_id)
+                        if agent is not None and attr_str(agent):
+                            trace.agent_id = attr_str(agent)
+                    elif not trace.agent_id and agent_marker in span_raw:
+                        span = decoded[0] if decoded is not None else Span.FromString(span_raw)
+                        for kv in span.attributes:
+                            if kv.key == self.names.agent_id:
+                                trace.agent_id = attr_str(kv.value)
+                                break
+                    trace.spans.append(span_raw)
+                    trace.groups.append(group)
+                    trace.ids.append(sk.span_id)
+                    trace.parents.append(parent)
+                    size = len(span_raw) + SPAN_OVERHEAD
+                    trace.nbytes += size
+                    added_bytes += size
+                    added_spans += 1
+        self._held_bytes += added_bytes
+        self._held_spans += added_spans
+        if late:
+            self._enqueue(self._assemble_groups(late), late_count)
+
+    def _check_tool_call(self, span_raw: bytes) -> tuple[bytes, tuple[Any, bool]]:
+        """Decode a span that may be a tool call; a failed tool call lacking ``error.type``
+        gets one appended. Returns the (possibly extended) bytes and (span, is_tool_call)."""
+        span = Span.FromString(span_raw)
+        attrs = attr_map(span)
+        tool = is_tool_call(attrs, self.names)
+        if tool and span.status.code == STATUS_ERROR and self.names.error_type not in attrs:
+            error_type = self.classifier.classify(span)
+            span_raw = span_raw + encode_attribute(self.names.error_type, error_type)
+            self._c_error_types.inc()
+        return span_raw, (span, tool)
+
+    def _stamp_late(self, trace_id: bytes, span_raw: bytes) -> bytes:
+        stamp = self._released[trace_id]
+        self._released.move_to_end(trace_id)
+        name = self.settings.name
+        if stamp is None:
+            self._c_late.labels(name, "not_workflow").inc()
+            return span_raw
+        self._c_late.labels(name, "enriched").inc()
+        return span_raw + self._suffix_for(span_raw, stamp)
+
+    def _suffix_for(self, span_raw: bytes, stamp: _Stamp) -> bytes:
+        """The stamp, without the attributes the span already has."""
+        if not any(m in span_raw for m in self._stamp_markers):
+            return stamp.suffix
+        present = {kv.key for kv in Span.FromString(span_raw).attributes}
+        return b"".join(encode_attribute(k, v) for k, v in stamp.attrs if k not in present)
+
+    # -- limits and release ---------------------------------------------------------------------
+    def _enforce_limits(self) -> None:
+        cfg = self.config
+        early: list[_Trace] = []
+        while len(self._held) > cfg.max_traces:
+            early.append(self._pop_oldest("max_traces"))
+        while self._held_bytes > cfg.max_bytes and self._held:
+            early.append(self._pop_oldest("max_bytes"))
+        if early:
+            self._release(early)
+
+    def _pop_oldest(self, reason: str) -> _Trace:
+        trace_id, trace = self._held.popitem(last=False)
+        self._forget(trace_id, trace, reason)
+        return trace
+
+    def _forget(self, trace_id: bytes, trace: _Trace, reason: str) -> None:
+        self._held_bytes -= trace.nbytes
+        self._held_spans -= len(trace.spans)
+        self._c_traces.labels(self.settings.name, reason).inc()
+        self._c_spans.labels(self.settings.name, reason).inc(len(trace.spans))
+        stamp = self._stamp_for(trace)
+        if self.config.late_span_cache_size and trace.root is not None:
+            self._released[trace_id] = stamp
+            self._released.move_to_end(trace_id)
+            while len(self._released) > self.config.late_span_cache_size:
+                self._released.popitem(last=False)
+        trace.stamp = stamp
+        trace.root = trace.root_attrs = None
+
+    def _release_expired(self, now: float) -> None:
+        wait = self.config.wait_duration
+        out: list[_Trace] = []
+        held = self._held
+        while held:
+            trace_id, trace = next(iter(held.items()))
+            if trace.last_seen + wait > now:
+                break
+            del held[trace_id]
+            self._forget(trace_id, trace, "wait")
+            out.append(trace)
+        if out:
+            self._release(out)
+            self._update_gauges()
+
+    def _release_all(self, reason: str) -> None:
+        out = []
+        while self._held:
+            out.append(self._pop_oldest(reason))
+        if out:
+            self._release(out)
+        self._update_gauges()
+
+    def _release(self, traces: list[_Trace]) -> None:
+        by_group: dict[GroupKey, list[bytes]] = {}
+        count = 0
+        for trace in traces:
+            stamp = trace.stamp
+            spans = trace.spans
+            count += len(spans)
+            if stamp is None:
+                for span_raw, group in zip(spans, trace.groups, strict=True):
+                    by_group.setdefault(group, []).append(span_raw)
+                continue
+            suffix = stamp.suffix
+            markers = self._stamp_markers
+            for span_raw, group in zip(spans, trace.groups, strict=True):
+                if any(m in span_raw for m in markers):
+                    span_raw = span_raw + self._suffix_for(span_raw, stamp)
+                else:
+                    span_raw = span_raw + suffix
+                by_group.setdefault(group, []).append(span_raw)
+        self._enqueue(self._assemble_groups(by_group), count)
+
+    @staticmethod
+    def _assemble_groups(by_group: dict[GroupKey, list[bytes]]) -> bytes:
+        out = ShallowTraces()
+        for (resource, resource_url, scope, scope_url), spans in by_group.items():
+            rs = out.resource_spans.add(resource=resource, schema_url=resource_url)
+            rs.scope_spans.add(scope=scope, schema_url=scope_url, spans=spans)
+        return bytes(out.SerializeToString())
+
+    def _stamp_for(self, trace: _Trace) -> _Stamp | None:
+        """The workflow attributes of a trace, or ``None`` if it is not a workflow."""
+        root = trace.root
+        attrs = trace.root_attrs
+        names = self.names
+        if root is None or attrs is None or not is_workflow_root(root, attrs, names):
+            return None
+        wf_id_value = attrs.get(names.workflow_id)
+        wf_id = attr_str(wf_id_value) if wf_id_value is not None else ""
+        outcome = workflow_outcome(root, attrs, names)
+        values = (
+            wf_id or root.trace_id.hex(),
+            workflow_type(root, attrs, names),
+            trace.agent_id or "unknown",
+            outcome,
+            self._tier(trace),
+        )
+        self._c_workflows.labels(self.settings.name, outcome).inc()
+        pairs = list(zip(self._stamp_keys, values, strict=True))
+        return _Stamp(pairs, b"".join(encode_attribute(k, v) for k, v in pairs))
+
+    def _tier(self, trace: _Trace) -> str:
+        spans = len(trace.spans)
+        depth = _max_depth(trace.ids, trace.parents)
+        for tier in self.config.complexity_tiers:
+            if (
+                spans <= tier.max_spans
+                and trace.tool_calls <= tier.max_tool_calls
+                and depth <= tier.max_depth
+            ):
+                return tier.name
+        return TOP_TIER
+
+    # -- sending ----------------------------------------------------------------------------------
+    def _enqueue(self, encoded: bytes, count: int) -> None:
+        self._outbox.append((Traces(encoded, item_count=count), count, len(encoded)))
+        self._outbox_bytes += len(encoded)
+        self._outbox_spans += count
+        self._outbox_ready.set()
+
+    async def _send_loop(self) -> None:
+        while True:
+            if not self._outbox:
+                if self._closing and not self._held:
+                    return
+                self._outbox_ready.clear()
+                await self._outbox_ready.wait()
+                continue
+            payload, count, nbytes = self._outbox.popleft()
+            self._outbox_bytes -= nbytes
+            self._outbox_spans -= count
+            if self._outbox_bytes <= self.config.max_bytes:
+                self._drained.set()
+            self._sending_spans = count
+            await self._send(payload, count)
+            self._sending_spans = 0
+            self._update_gauges()
+
+    async def _send(self, payload: Payload, count: int) -> None:
+        delay = 0.05
+        warned = False
+        while True:
+            try:
+                await self.next.consume(payload)
+            except RetryableError as exc:
+                if not warned:
+                    self.settings.logger.warning(
+                        "the next component refused released traces; holding and retrying: %s",
+                        exc,
+                        extra={"spans": count},
+                    )
+                    warned = True
+                await asyncio.sleep(min(delay, exc.retry_after or delay))
+                delay = min(delay * 2, 1.0)
+                continue
+            except PermanentError as exc:
+                self.settings.telemetry.dropped(Signal.TRACES, count, "refused_permanently")
+                self.settings.logger.error(
+                    "the next component refused released traces permanently; dropping: %s",
+                    exc,
+                    extra={"dropped_items": count},
+                )
+            return
+
+    async def _timer_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait = self.config.wait_duration
+        while not self._closing:
+            timeout: float | None = None
+            if self._held:
+                first = next(iter(self._held.values()))
+                timeout = first.last_seen + wait - loop.time()
+                if timeout <= 0:
+                    self._release_expired(loop.time())
+                    continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except TimeoutError:
+                pass
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self, host: Host) -> None:
+        if self._timer is None:
+            self._timer = asyncio.create_task(self._timer_loop(), name=f"{self.settings.name}")
+            self._sender = asyncio.create_task(self._send_loop(), name=f"{self.settings.name}-send")
+
+    async def shutdown(self) -> None:
+        """Releases every held trace at once and sends it; what the deadline cuts off is
+        counted as dropped (``shutdown_deadline``)."""
+        if self._done:
+            return
+        self._closing = True
+        self._wake.set()
+        self._release_all("shutdown")
+        try:
+            if self._timer is not None:
+                await asyncio.gather(self._timer, return_exceptions=True)
+            if self._sender is not None:
+                self._outbox_ready.set()
+                await asyncio.shield(self._sender)
+            else:
+                while self._outbox:
+                    payload, count, nbytes = self._outbox.popleft()
+                    self._outbox_bytes -= nbytes
+                    self._outbox_spans -= count
+                    self._sending_spans = count
+                    await self._send(payload, count)
+                    self._sending_spans = 0
+        except asyncio.CancelledError:
+            if self._sender is not None:
+                self._sender.cancel()
+                await asyncio.gather(self._sender, return_exceptions=True)
+            lost = self._outbox_spans + self._sending_spans
+            if lost:
+                self.settings.telemetry.dropped(Signal.TRACES, lost, "shutdown_deadline")
+                self.settings.logger.error(
+                    "shutdown deadline passed before released traces could be sent; dropping",
+                    extra={"dropped_items": lost},
+                )
+            self._outbox.clear()
+            self._outbox_spans = self._outbox_bytes = self._sending_spans = 0
+            raise
+        finally:
+            self._done = True
+            self._update_gauges()
+
+
+def _max_depth(ids: list[bytes], parents: list[bytes]) -> int:
+    """Depth of the deepest span (a root is depth 1); spans whose parent is missing count
+    from where their chain starts."""
+    parent_of = dict(zip(ids, parents, strict=True))
+    depth: dict[bytes, int] = {}
+    best = 0
+    limit = len(ids)
+    for span_id in ids:
+        chain: list[bytes] = []
+        cur = span_id
+        while cur in parent_of and cur not in depth and len(chain) <= limit:
+            chain.append(cur)
+            cur = parent_of[cur]
+        d = depth.get(cur, 0)
+        for node in reversed(chain):
+            d += 1
+            depth[node] = d
+        if d > best:
+            best = d
+    return best

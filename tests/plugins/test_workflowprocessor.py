@@ -1,0 +1,246 @@
+"""The ``workflow`` processor: grouping across requests, stamping, limits, late spans."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline import Kind, Seconds
+from pipeline.telemetry import SelfTelemetry
+from plugins.workflowprocessor.config import WorkflowConfig
+from plugins.workflowprocessor.processor import WorkflowProcessor
+from tests.plugins._agent_support import Capture, attrs_of, request, settings, span, tid
+from tests.support import wait_until
+
+
+def make(
+    telemetry: SelfTelemetry | None = None, **options: object
+) -> tuple[WorkflowProcessor, Capture, SelfTelemetry]:
+    telemetry = telemetry or SelfTelemetry()
+    cfg = WorkflowConfig.model_validate({"wait_duration": "100ms", **options})
+    capture = Capture()
+    proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow", telemetry), cfg, capture)
+    return proc, capture, telemetry
+
+
+def workflow_spans(trace: int, *, error: str | None = None, tool_error: str | None = None):
+    """root(1) -> agent(2) -> tool(3), tool(4); 4 spans, 2 tool calls, depth 3."""
+    root = span(
+        trace,
+        1,
+        None,
+        "workflow.support",
+        attrs={"workflow.id": f"wf-{trace}", "workflow.name": "support"},
+        error=error,
+    )
+    agent = span(
+        trace,
+        2,
+        1,
+        "invoke_agent planner",
+        attrs={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": "agent-7"},
+    )
+    tools = [
+        span(
+            trace,
+            3 + i,
+            2,
+            f"execute_tool t{i}",
+            kind=Span.SPAN_KIND_CLIENT,
+            attrs={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": f"t{i}",
+                "mcp.server.name": "docs",
+            },
+            error=tool_error if i == 0 else None,
+        )
+        for i in range(2)
+    ]
+    return root, agent, tools
+
+
+async def test_children_before_root_in_other_requests_are_stamped() -> None:
+    proc, capture, tel = make()
+    await proc.start(None)  # type: ignore[arg-type]
+    root, agent, tools = workflow_spans(1, tool_error="upstream timed out after 5s")
+    await proc.consume(request([tools[0]]))
+    await proc.consume(request([tools[1], agent], service="other-svc"))
+    await proc.consume(request([root]))
+    assert capture.payloads == []  # held until the wait passes
+    await wait_until(lambda: len(capture.spans()) == 4, within=5)
+    got = {s.name: (res, attrs_of(s)) for res, s in capture.spans()}
+    for name in ("workflow.support", "invoke_agent planner", "execute_tool t0", "execute_tool t1"):
+        a = got[name][1]
+        assert a["workflow.id"] == "wf-1"
+        assert a["workflow.type"] == "support"
+        assert a["workflow.agent.id"] == "agent-7"
+        assert a["workflow.outcome"] == "success"
+        assert a["workflow.complexity_tier"] == "simple"
+    assert got["execute_tool t0"][1]["error.type"] == "timeout"
+    assert "error.type" not in got["execute_tool t1"][1]
+    # resources kept per span
+    assert got["execute_tool t1"][0].attributes[0].value.string_value == "other-svc"
+    assert got["workflow.support"][0].attributes[0].value.string_value == "agent-svc"
+    # no duplicated keys on the root, which already had workflow.id
+    keys = [kv.key for kv in next(s for _, s in capture.spans() if not s.parent_span_id).attributes]
+    assert len(keys) == len(set(keys))
+    assert (
+        tel.value(
+            "otelcol_processor_workflow_traces_released_total", processor="workflow", reason="wait"
+        )
+        == 1
+    )
+    await proc.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (None, "success"),
+        ("boom", "failed"),
+        ("TimeoutError: deadline exceeded", "timeout"),
+        ("task was cancelled", "cancelled"),
+    ],
+)
+async def test_outcomes(error: str | None, outcome: str) -> None:
+    proc, capture, _ = make()
+    await proc.start(None)  # type: ignore[arg-type]
+    root, agent, tools = workflow_spans(5, error=error)
+    await proc.consume(request([root, agent, *tools]))
+    await wait_until(lambda: len(capture.spans()) == 4, within=5)
+    assert {attrs_of(s)["workflow.outcome"] for _, s in capture.spans()} == {outcome}
+    await proc.shutdown()
+
+
+async def test_complexity_tiers_from_config() -> None:
+    tiers = [
+        {"name": "tiny", "max_spans": 3, "max_tool_calls": 5, "max_depth": 5},
+        {"name": "small", "max_spans": 10, "max_tool_calls": 1, "max_depth": 5},
+        {"name": "medium", "max_spans": 10, "max_tool_calls": 5, "max_depth": 2},
+    ]
+    proc, capture, _ = make(complexity_tiers=tiers)
+    await proc.start(None)  # type: ignore[arg-type]
+    root, agent, tools = workflow_spans(9)
+    await proc.consume(request([root, agent, *tools]))
+    await wait_until(lambda: len(capture.spans()) == 4, within=5)
+    # 4 spans (> tiny), 2 tool calls (> small), depth 3 (> medium): the top tier
+    assert {attrs_of(s)["workflow.complexity_tier"] for _, s in capture.spans()} == {"complex"}
+    await proc.shutdown()
+
+
+async def test_late_spans_are_enriched_from_the_cache() -> None:
+    proc, capture, tel = make()
+    await proc.start(None)  # type: ignore[arg-type]
+    root, agent, tools = workflow_spans(2)
+    await proc.consume(request([root, agent]))
+    await wait_until(lambda: len(capture.spans()) == 2, within=5)
+    late = span(2, 9, 2, "late child", attrs={"workflow.outcome": "keep-mine"})
+    await proc.consume(request([tools[0], late]))
+    # passed on at once, not held again
+    await wait_until(lambda: len(capture.spans()) == 4, within=0.08)
+    got = {s.name: attrs_of(s) for _, s in capture.spans()}
+    assert got["execute_tool t0"]["workflow.id"] == "wf-2"
+    assert got["execute_tool t0"]["workflow.agent.id"] == "agent-7"
+    assert got["late child"]["workflow.type"] == "support"
+    assert got["late child"]["workflow.outcome"] == "keep-mine"  # not duplicated
+    assert [kv.key for _, s in capture.spans() for kv in s.attributes].count(
+        "workflow.outcome"
+    ) == 4
+    assert (
+        tel.value(
+            "otelcol_processor_workflow_late_spans_total", processor="workflow", result="enriched"
+        )
+        == 2
+    )
+    await proc.shutdown()
+
+
+async def test_non_workflow_traces_pass_unchanged() -> None:
+    proc, capture, _ = make()
+    await proc.start(None)  # type: ignore[arg-type]
+    plain = span(3, 1, None, "GET /health", kind=Span.SPAN_KIND_SERVER)
+    await proc.consume(request([plain]))
+    await wait_until(lambda: len(capture.spans()) == 1, within=5)
+    assert capture.spans()[0][1] == plain
+    await proc.shutdown()
+
+
+async def test_max_traces_releases_early_counts_and_loses_nothing() -> None:
+    proc, capture, tel = make(wait_duration="1h", max_traces=3)
+    await proc.start(None)  # type: ignore[arg-type]
+    for t in range(10):
+        root, agent, tools = workflow_spans(100 + t)
+        await proc.consume(request([root, agent, *tools]))
+    await wait_until(lambda: len(capture.spans()) == 7 * 4, within=5)
+    assert (
+        tel.value(
+            "otelcol_processor_workflow_traces_released_total",
+            processor="workflow",
+            reason="max_traces",
+        )
+        == 7
+    )
+    assert tel.value("otelcol_processor_workflow_traces_held", processor="workflow") == 3
+    # the oldest were released first, fully stamped
+    released = {attrs_of(s)["workflow.id"] for _, s in capture.spans()}
+    assert released == {f"wf-{100 + t}" for t in range(7)}
+    await proc.shutdown()
+    assert len(capture.spans()) == 40
+    assert (
+        tel.value(
+            "otelcol_processor_workflow_spans_released_total",
+            processor="workflow",
+            reason="shutdown",
+        )
+        == 12
+    )
+
+
+async def test_max_bytes_releases_early_counts_and_loses_nothing() -> None:
+    proc, capture, tel = make(wait_duration="1h", max_bytes=8192)
+    await proc.start(None)  # type: ignore[arg-type]
+    big = "x" * 1000
+    for t in range(20):
+        s = span(200 + t, 1, None, "workflow.bulk", attrs={"payload": big})
+        await proc.consume(request([s]))
+    early = tel.value(
+        "otelcol_processor_workflow_traces_released_total", processor="workflow", reason="max_bytes"
+    )
+    assert early >= 12
+    assert tel.value("otelcol_processor_workflow_bytes_held", processor="workflow") <= 8192
+    await proc.shutdown()
+    ids = sorted(s.trace_id for _, s in capture.spans())
+    assert ids == sorted(tid(200 + t) for t in range(20))
+
+
+async def test_shutdown_flushes_everything_held() -> None:
+    proc, capture, _ = make(wait_duration="1h")
+    await proc.start(None)  # type: ignore[arg-type]
+    root, agent, tools = workflow_spans(7)
+    await proc.consume(request([root, agent, *tools]))
+    await asyncio.sleep(0.05)
+    assert capture.spans() == []
+    await proc.shutdown()
+    await proc.shutdown()  # safe twice
+    assert len(capture.spans()) == 4
+    assert all(attrs_of(s)["workflow.id"] == "wf-7" for _, s in capture.spans())
+
+
+async def test_shutdown_before_start_flushes() -> None:
+    proc, capture, _ = make()
+    await proc.consume(request(list(workflow_spans(8)[:2])))
+    await proc.shutdown()
+    assert len(capture.spans()) == 2
+
+
+def test_config_rejects_bad_regex_and_duplicate_tiers() -> None:
+    with pytest.raises(ValueError, match="error_classification"):
+        WorkflowConfig.model_validate(
+            {"error_classification": [{"pattern": "(", "error_type": "x"}]}
+        )
+    with pytest.raises(ValueError, match="unique"):
+        tier = {"name": "a", "max_spans": 1, "max_tool_calls": 1, "max_depth": 1}
+        WorkflowConfig.model_validate({"complexity_tiers": [tier, tier]})
+    assert WorkflowConfig().wait_duration == Seconds(2)
