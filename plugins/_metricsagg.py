@@ -1,0 +1,408 @@
+"""The aggregation core shared by the ``agentmetrics`` and ``spanmetrics`` connectors.
+
+A :class:`Metric` holds keyed series (a resource key and a tuple of attributes) of one
+instrument: a monotonic sum (counter), an explicit-bucket histogram or a gauge. Each metric has
+a cardinality limit: once reached, new attribute sets are recorded in one overflow series whose
+only attribute is ``otel.metric.overflow = true`` (as the OpenTelemetry SDKs and the Collector
+do), and every measurement routed there is counted. Histograms keep a few exemplars (trace and
+span ids) per series. :class:`Aggregator` turns the metrics into an
+``ExportMetricsServiceRequest`` in cumulative (default) or delta temporality and expires series
+that stopped receiving data; :class:`FlushingConnector` runs the periodic flush.
+
+The module name starts with ``_``: it is not a plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import enum
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from pipeline import (
+    Component,
+    ConsumeError,
+    Consumer,
+    CreateSettings,
+    Host,
+    Metrics,
+    Payload,
+    Signal,
+)
+
+OVERFLOW_ATTRS: tuple[tuple[str, Any], ...] = (("otel.metric.overflow", True),)
+OVERFLOW_RESOURCE = b""
+
+Attrs = tuple[tuple[str, Any], ...]
+SeriesKey = tuple[bytes, Attrs]
+
+
+class Temporality(enum.IntEnum):
+    """OTLP ``AggregationTemporality`` values."""
+
+    DELTA = 1
+    CUMULATIVE = 2
+
+
+class Kind(enum.StrEnum):
+    """The instrument a metric aggregates."""
+
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+    GAUGE = "gauge"
+
+
+class Series:
+    """One series' state; a plain slotted object (one per attribute set, not per span)."""
+
+    __slots__ = ("buckets", "count", "exemplar_next", "exemplars", "last_ns", "start_ns", "sum")
+
+    def __init__(self, start_ns: int, nbuckets: int) -> None:
+        self.start_ns = start_ns
+        self.last_ns = start_ns
+        self.count: float = 0  # counter/gauge value, or histogram count
+        self.sum = 0.0
+        self.buckets = [0] * nbuckets if nbuckets else []
+        self.exemplars: list[tuple[int, float, bytes, bytes]] = []
+        self.exemplar_next = 0
+
+
+def _any_value(value: Any) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    return AnyValue(string_value=str(value))
+
+
+class Metric:
+    """Keyed series of one instrument, bounded by ``cardinality_limit`` (0: no limit)."""
+
+    def __init__(
+        self,
+        name: str,
+        kind: Kind,
+        *,
+        description: str = "",
+        unit: str = "",
+        bounds: Sequence[float] = (),
+        cardinality_limit: int = 0,
+        max_exemplars: int = 0,
+        on_overflow: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.description = description
+        self.unit = unit
+        self.bounds = list(bounds)
+        self.nbuckets = len(self.bounds) + 1 if kind is Kind.HISTOGRAM else 0
+        self.cardinality_limit = cardinality_limit
+        self.max_exemplars = max_exemplars
+        self.series: dict[SeriesKey, Series] = {}
+        self.overflowed = 0  # measurements recorded in the overflow series, ever
+        self._on_overflow = on_overflow
+        self._touched: set[SeriesKey] = set()
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def _series(self, key: SeriesKey, now_ns: int) -> Series:
+        s = self.series.get(key)
+        if s is not None:
+            return s
+        limit = self.cardinality_limit
+        if limit and len(self.series) - ((OVERFLOW_RESOURCE, OVERFLOW_ATTRS) in self.series) >= (
+            limit
+        ):
+            self.overflowed += 1
+            if self._on_overflow is not None:
+                self._on_overflow(self.name, 1)
+            key = (OVERFLOW_RESOURCE, OVERFLOW_ATTRS)
+            s = self.series.get(key)
+            if s is not None:
+                return s
+        s = Series(now_ns, self.nbuckets)
+        self.series[key] = s
+        return s
+
+    def add(self, resource: bytes, attrs: Attrs, value: float, now_ns: int) -> None:
+        """Add to a counter."""
+        key = (resource, attrs)
+        s = self._series(key, now_ns)
+        s.count += value
+        s.last_ns = now_ns
+        self._touched.add(key)
+
+    def set(self, resource: bytes, attrs: Attrs, value: float, now_ns: int) -> None:
+        """Set a gauge."""
+        key = (resource, attrs)
+        s = self._series(key, now_ns)
+        s.count = value
+        s.last_ns = now_ns
+        self._touched.add(key)
+
+    def observe(
+        self,
+        resource: bytes,
+        attrs: Attrs,
+        value: float,
+        now_ns: int,
+        trace_id: bytes = b"",
+        span_id: bytes = b"",
+    ) -> None:
+        """Record a histogram measurement (with an exemplar when ids are given)."""
+        key = (resource, attrs)
+        s = self._series(key, now_ns)
+        s.count += 1
+        s.sum += value
+        s.buckets[bisect.bisect_left(self.bounds, value)] += 1
+        s.last_ns = now_ns
+        if self.max_exemplars and trace_id:
+            ex = (now_ns, value, trace_id, span_id)
+            if len(s.exemplars) < self.max_exemplars:
+                s.exemplars.append(ex)
+            else:
+                s.exemplars[s.exemplar_next] = ex
+                s.exemplar_next = (s.exemplar_next + 1) % self.max_exemplars
+        self._touched.add(key)
+
+    def clear(self) -> None:
+        self.series.clear()
+        self._touched.clear()
+
+    def expire(self, cutoff_ns: int) -> int:
+        """Forget series not updated since ``cutoff_ns``; returns how many."""
+        stale = [k for k, s in self.series.items() if s.last_ns < cutoff_ns]
+        for k in stale:
+            del self.series[k]
+        return len(stale)
+
+    # -- export ----------------------------------------------------------------------------------
+    def export(
+        self, now_ns: int, temporality: Temporality, out: dict[bytes, list[metrics_pb2.Metric]]
+    ) -> int:
+        """Append this metric's data points, per resource key, to ``out``; returns the number
+        of points. In delta temporality only series touched since the last export are written,
+        then forgotten."""
+        if self.kind is Kind.GAUGE or temporality is Temporality.CUMULATIVE:
+            keys: Iterable[SeriesKey] = list(self.series)
+        else:
+            keys = [k for k in self.series if k in self._touched]
+        by_resource: dict[bytes, metrics_pb2.Metric] = {}
+        points = 0
+        for key in keys:
+            s = self.series[key]
+            resource, attrs = key
+            m = by_resource.get(resource)
+            if m is None:
+                m = metrics_pb2.Metric(name=self.name, description=self.description, unit=self.unit)
+                if self.kind is Kind.COUNTER:
+                    m.sum.is_monotonic = True
+                    m.sum.aggregation_temporality = temporality  # type: ignore[assignment]
+                elif self.kind is Kind.HISTOGRAM:
+                    m.histogram.aggregation_temporality = temporality  # type: ignore[assignment]
+                else:
+                    m.gauge.SetInParent()
+                by_resource[resource] = m
+                out.setdefault(resource, []).append(m)
+            kvs = [KeyValue(key=k, value=_any_value(v)) for k, v in attrs]
+            if self.kind is Kind.HISTOGRAM:
+                dp = m.histogram.data_points.add(
+                    start_time_unix_nano=s.start_ns,
+                    time_unix_nano=now_ns,
+                    count=int(s.count),
+                    sum=s.sum,
+                    bucket_counts=s.buckets,
+                    explicit_bounds=self.bounds,
+                    attributes=kvs,
+                )
+                for t, v, trace_id, span_id in s.exemplars:
+                    dp.exemplars.add(
+                        time_unix_nano=t, as_double=v, trace_id=trace_id, span_id=span_id
+                    )
+            elif self.kind is Kind.COUNTER:
+                ndp = m.sum.data_points.add(
+                    start_time_unix_nano=s.start_ns, time_unix_nano=now_ns, attributes=kvs
+                )
+                if isinstance(s.count, int):
+                    ndp.as_int = s.count
+                else:
+                    ndp.as_double = s.count
+            else:
+                m.gauge.data_points.add(time_unix_nano=now_ns, as_double=s.count, attributes=kvs)
+            points += 1
+        if temporality is Temporality.DELTA and self.kind is not Kind.GAUGE:
+            for key in keys:
+                del self.series[key]
+        self._touched.clear()
+        return points
+
+
+class Aggregator:
+    """A set of metrics and the resources their series belong to."""
+
+    def __init__(
+        self,
+        scope_name: str,
+        temporality: Temporality = Temporality.CUMULATIVE,
+        expiration_s: float = 0.0,
+    ) -> None:
+        self.scope_name = scope_name
+        self.temporality = temporality
+        self.expiration_ns = int(expiration_s * 1e9)
+        self.metrics: list[Metric] = []
+        self.resources: dict[bytes, Resource] = {OVERFLOW_RESOURCE: Resource()}
+
+    def add_metric(self, metric: Metric) -> Metric:
+        self.metrics.append(metric)
+        return metric
+
+    def resource_key(self, resource: Any) -> bytes:
+        """A key for a resource message (its encoding); remembered for export."""
+        key = bytes(resource.SerializeToString(deterministic=True))
+        if key not in self.resources:
+            copy = Resource()
+            copy.CopyFrom(resource)
+            self.resources[key] = copy
+        return key
+
+    def expire(self, now_ns: int) -> int:
+        """Forget series (and resources) that stopped receiving data."""
+        if not self.expiration_ns:
+            return 0
+        cutoff = now_ns - self.expiration_ns
+        n = sum(m.expire(cutoff) for m in self.metrics if m.kind is not Kind.GAUGE)
+        if n:
+            live = {OVERFLOW_RESOURCE}
+            for m in self.metrics:
+                live.update(k[0] for k in m.series)
+            for key in [k for k in self.resources if k not in live]:
+                del self.resources[key]
+        return n
+
+    def build(self, now_ns: int | None = None) -> tuple[ExportMetricsServiceRequest, int]:
+        """The request holding every metric's points (and the number of points)."""
+        now_ns = now_ns or time.time_ns()
+        self.expire(now_ns)
+        by_resource: dict[bytes, list[metrics_pb2.Metric]] = {}
+        points = sum(m.export(now_ns, self.temporality, by_resource) for m in self.metrics)
+        req = ExportMetricsServiceRequest()
+        for key, metrics in by_resource.items():
+            rm = req.resource_metrics.add()
+            rm.resource.CopyFrom(self.resources.get(key, Resource()))
+            sm = rm.scope_metrics.add()
+            sm.scope.name = self.scope_name
+            sm.metrics.extend(metrics)
+        return req, points
+
+
+class FlushingConnector(Component):
+    """Base of a traces-to-metrics connector: aggregates in ``consume``; every
+    ``flush_interval`` (and at shutdown) sends the aggregator's metrics to the next consumer.
+
+    Subclasses implement ``consume`` and may override :meth:`before_flush` (to set gauges).
+    Self-telemetry: ``otelcol_connector_aggregation_series{connector, metric}`` (live series),
+    ``otelcol_connector_aggregation_overflow_measurements_total{connector, metric}`` (measurements
+    recorded in an overflow series because the metric's cardinality limit was reached), and
+    ``otelcol_connector_dropped_items_total`` for data points a flush could not deliver.
+    """
+
+    mutates_data = False
+
+    def __init__(
+        self,
+        settings: CreateSettings,
+        next_consumer: Consumer,
+        aggregator: Aggregator,
+        flush_interval: float,
+    ) -> None:
+        self.settings = settings
+        self.next = next_consumer
+        self.aggregator = aggregator
+        self.flush_interval = flush_interval
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._done = False
+        service = settings.telemetry.service
+        self._overflow_counter = service.counter(
+            "otelcol_connector_aggregation_overflow_measurements",
+            "Measurements recorded in a metric's overflow series (otel.metric.overflow=true) "
+            "because its cardinality limit was reached.",
+            ("connector", "metric"),
+        )
+        self._series_gauge = service.gauge(
+            "otelcol_connector_aggregation_series",
+            "Live series per metric of an aggregating connector.",
+            ("connector", "metric"),
+        )
+        self._flushes = service.counter(
+            "otelcol_connector_aggregation_flushes",
+            "Flushes of an aggregating connector, by result.",
+            ("connector", "result"),
+        )
+
+    def count_overflow(self, metric: str, n: int) -> None:
+        """Passed to :class:`Metric` as ``on_overflow``."""
+        self._overflow_counter.labels(self.settings.name, metric).inc(n)
+
+    async def consume(self, data: Payload) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def before_flush(self, now_ns: int) -> None:
+        """Hook to compute derived gauges right before a flush."""
+
+    async def flush(self) -> int:
+        """Build and send the metrics now; returns the number of data points sent."""
+        now_ns = time.time_ns()
+        self.before_flush(now_ns)
+        req, points = self.aggregator.build(now_ns)
+        for m in self.aggregator.metrics:
+            self._series_gauge.labels(self.settings.name, m.name).set(len(m))
+        if not points:
+            return 0
+        try:
+            await self.next.consume(Metrics.from_message(req))
+        except ConsumeError as exc:
+            self._flushes.labels(self.settings.name, "refused").inc()
+            self.settings.telemetry.dropped(Signal.METRICS, points, "refused")
+            self.settings.logger.warning(
+                "the next component refused a metrics flush: %s (cumulative series are sent "
+                "again at the next flush)",
+                exc,
+                extra={"data_points": points},
+            )
+            return 0
+        self._flushes.labels(self.settings.name, "ok").inc()
+        return points
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.flush_interval)
+            except TimeoutError:
+                await self.flush()
+
+    async def start(self, host: Host) -> None:
+        if self._task is None and self.flush_interval > 0:
+            self._task = asyncio.create_task(self._run(), name=f"{self.settings.name}-flush")
+
+    async def shutdown(self) -> None:
+        """Stops the timer and flushes once more."""
+        if self._done:
+            return
+        self._done = True
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.flush()
