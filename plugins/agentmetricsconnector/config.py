@@ -1,0 +1,73 @@
+"""``connectors.agentmetrics``: options."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline import ComponentConfig, ConfigModel, Duration, Seconds
+from plugins._agentconv import OUTCOMES, AttributeNames
+
+
+class ExemplarsConfig(ConfigModel):
+    """Exemplars (trace and span ids) on the histograms."""
+
+    enabled: bool = True
+    max_per_data_point: int = Field(3, ge=1)
+
+
+class SlaConfig(ConfigModel):
+    """Latency objectives per workflow type; ``default`` applies to types not listed (no
+    objective, no SLA gauge, when unset)."""
+
+    default: Duration | None = None
+    objectives: dict[str, Duration] = Field(default_factory=dict)
+
+    def objective(self, workflow_type: str) -> float | None:
+        return self.objectives.get(workflow_type, self.default)
+
+
+class SloConfig(ConfigModel):
+    """The availability objective of workflows, for the error budget and burn rates."""
+
+    target: float = Field(0.99, gt=0, lt=1)
+    targets: dict[str, float] = Field(default_factory=dict)
+    short_window: Duration = Seconds(300)
+    long_window: Duration = Seconds(3600)
+
+    def target_for(self, workflow_type: str) -> float:
+        return self.targets.get(workflow_type, self.target)
+
+
+class AgentMetricsConfig(ComponentConfig):
+    """``connectors.agentmetrics``."""
+
+    metrics_flush_interval: Duration = Seconds(15)
+    metrics_expiration: Duration = Seconds(600)
+    aggregation_temporality: Literal[
+        "AGGREGATION_TEMPORALITY_CUMULATIVE", "AGGREGATION_TEMPORALITY_DELTA"
+    ] = "AGGREGATION_TEMPORALITY_CUMULATIVE"
+    aggregation_cardinality_limit: int = Field(2000, ge=0)
+    exemplars: ExemplarsConfig = Field(default_factory=ExemplarsConfig)
+    failure_window: Duration = Seconds(300)
+    failure_outcomes: list[str] = Field(default_factory=lambda: ["failed", "timeout"])
+    sla: SlaConfig = Field(default_factory=SlaConfig)
+    slo: SloConfig = Field(default_factory=SloConfig)
+    a2a_producer_cache_size: int = Field(10_000, ge=0)
+    attributes: AttributeNames = Field(default_factory=AttributeNames)
+
+    @model_validator(mode="after")
+    def _check(self) -> AgentMetricsConfig:
+        bad = [o for o in self.failure_outcomes if o not in OUTCOMES]
+        if bad:
+            raise ValueError(f"failure_outcomes: unknown outcome(s) {bad}; known: {OUTCOMES}")
+        for name in ("failure_window",):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be greater than 0")
+        if self.slo.short_window <= 0 or self.slo.long_window < self.slo.short_window:
+            raise ValueError("slo: short_window must be > 0 and long_window >= short_window")
+        for wf_type, target in self.slo.targets.items():
+            if not 0 < target < 1:
+                raise ValueError(f"slo.targets.{wf_type}: expected a value between 0 and 1")
+        return self

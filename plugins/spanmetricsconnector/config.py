@@ -1,0 +1,77 @@
+"""``connectors.spanmetrics``: the Collector's options (those that apply here)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline import ComponentConfig, ConfigModel, Duration, Seconds
+
+DEFAULT_BUCKETS_MS = (2, 4, 6, 8, 10, 50, 100, 200, 400, 800, 1000, 1400, 2000, 5000, 10000, 15000)
+
+
+class Dimension(ConfigModel):
+    """An extra dimension: a span attribute, else a resource attribute, else ``default``
+    (omitted when there is no default)."""
+
+    name: str
+    default: str | None = None
+
+
+class ExplicitBuckets(ConfigModel):
+    """``histogram.explicit``."""
+
+    buckets: list[Duration] = Field(
+        default_factory=lambda: list[float]([Seconds(ms / 1000) for ms in DEFAULT_BUCKETS_MS])
+    )
+
+
+class HistogramConfig(ConfigModel):
+    """``histogram``: explicit-bucket histograms only (``exponential`` is not supported)."""
+
+    disable: bool = False
+    unit: Literal["ms", "s"] = "ms"
+    explicit: ExplicitBuckets = Field(default_factory=ExplicitBuckets)
+
+
+class ExemplarsConfig(ConfigModel):
+    """``exemplars``."""
+
+    enabled: bool = False
+    max_per_data_point: int = Field(5, ge=1)
+
+
+class SpanMetricsConfig(ComponentConfig):
+    """``connectors.spanmetrics``."""
+
+    dimensions: list[Dimension] = Field(default_factory=list)
+    exclude_dimensions: list[str] = Field(default_factory=list)
+    histogram: HistogramConfig = Field(default_factory=HistogramConfig)
+    exemplars: ExemplarsConfig = Field(default_factory=ExemplarsConfig)
+    namespace: str = "traces.span.metrics"
+    aggregation_cardinality_limit: int = Field(0, ge=0)
+    metrics_flush_interval: Duration = Seconds(60)
+    metrics_expiration: Duration = Seconds(0)
+    aggregation_temporality: Literal[
+        "AGGREGATION_TEMPORALITY_CUMULATIVE", "AGGREGATION_TEMPORALITY_DELTA"
+    ] = "AGGREGATION_TEMPORALITY_CUMULATIVE"
+    # Accepted for compatibility with Collector configs; caches are not needed here.
+    dimensions_cache_size: int = Field(1000, ge=1)
+    resource_metrics_cache_size: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SpanMetricsConfig:
+        buckets = self.histogram.explicit.buckets
+        if any(b2 <= b1 for b1, b2 in itertools.pairwise(buckets)):
+            raise ValueError("histogram.explicit.buckets must be strictly increasing")
+        names = [d.name for d in self.dimensions]
+        default = {"service.name", "span.name", "span.kind", "status.code"}
+        clash = [n for n in names if n in default and n not in self.exclude_dimensions]
+        if len(set(names)) != len(names) or clash:
+            raise ValueError(
+                f"dimensions: duplicate dimension names {names} (the defaults "
+                "service.name, span.name, span.kind, status.code are always present)"
+            )
+        return self
