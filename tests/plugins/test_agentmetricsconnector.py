@@ -1,0 +1,291 @@
+"""The ``agentmetrics`` connector on hand-built spans, behind the ``workflow`` processor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline import Kind
+from pipeline.telemetry import SelfTelemetry
+from plugins.agentmetricsconnector.config import AgentMetricsConfig
+from plugins.agentmetricsconnector.connector import (
+    A2A_BUCKETS,
+    HTTP_BUCKETS,
+    MCP_BUCKETS,
+    WORKFLOW_BUCKETS,
+    AgentMetricsConnector,
+    window_label,
+)
+from plugins.workflowprocessor.config import WorkflowConfig
+from plugins.workflowprocessor.processor import WorkflowProcessor
+from tests.plugins._agent_support import Capture, request, settings, span
+from tests.plugins.test__metricsagg import labels, points
+
+T0 = 1_700_000_000.0
+
+
+def workflow(trace: int, *, failed: bool, duration: float, tool_latency: float) -> list[Span]:
+    root = span(
+        trace,
+        1,
+        None,
+        "workflow.research",
+        attrs={"workflow.id": f"wf-{trace}", "gen_ai.agent.id": "agent-a"},
+        error="tool chain failed" if failed else None,
+        start=T0,
+        duration=duration,
+    )
+    tool = span(
+        trace,
+        2,
+        1,
+        "execute_tool search",
+        kind=Span.SPAN_KIND_CLIENT,
+        attrs={
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": "search",
+            "mcp.server.name": "web",
+        },
+        error="connection refused" if failed else None,
+        start=T0 + 0.01,
+        duration=tool_latency,
+    )
+    send = span(
+        trace,
+        3,
+        1,
+        "a2a send",
+        kind=Span.SPAN_KIND_PRODUCER,
+        attrs={
+            "a2a.message.type": "task",
+            "a2a.recipient.type": "writer",
+            "a2a.priority": "high",
+        },
+        start=T0 + 0.02,
+        duration=0.001,
+    )
+    receive = span(
+        trace,
+        4,
+        3,
+        "a2a receive",
+        kind=Span.SPAN_KIND_CONSUMER,
+        attrs={"a2a.message.type": "task", "a2a.sender.type": "planner"},
+        start=T0 + 0.02 + 0.007,
+        duration=0.002,
+    )
+    return [receive, tool, send, root]  # consumer before its producer, root last
+
+
+async def run(
+    traces: list[list[Span]], extra: list[Span] | None = None, **options: Any
+) -> tuple[Any, SelfTelemetry]:
+    tel = SelfTelemetry()
+    out = Capture()
+    cfg = AgentMetricsConfig.model_validate({"metrics_flush_interval": "0s", **options})
+    conn = AgentMetricsConnector(settings(Kind.CONNECTOR, "agentmetrics", tel), cfg, out)
+    proc = WorkflowProcessor(
+        settings(Kind.PROCESSOR, "workflow", tel),
+        WorkflowConfig.model_validate({"wait_duration": "1h"}),
+        conn,
+    )
+    for spans in traces:
+        await proc.consume(request(spans))
+    if extra:
+        await proc.consume(request(extra))
+    await proc.shutdown()
+    await conn.shutdown()
+    assert len(out.payloads) == 1
+    return out.payloads[0].message(), tel
+
+
+def by_labels(req: Any, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
+    return {tuple(sorted(labels(dp).items())): dp for dp in points(req, name)}
+
+
+def metric(req: Any, name: str) -> Any:
+    for rm in req.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if m.name == name:
+                    return m
+    raise AssertionError(f"no metric {name}")
+
+
+async def test_reference_metrics_names_labels_buckets() -> None:
+    traces = [
+        workflow(10 + i, failed=i < 2, duration=0.3 + i, tool_latency=0.04 * (i + 1))
+        for i in range(10)
+    ]
+    http_ok = span(
+        50,
+        1,
+        None,
+        "GET /orders/{id}",
+        kind=Span.SPAN_KIND_SERVER,
+        attrs={
+            "http.request.method": "GET",
+            "http.route": "/orders/{id}",
+            "http.response.status_code": 200,
+        },
+        duration=0.02,
+    )
+    http_err = span(
+        51,
+        1,
+        None,
+        "POST /orders",
+        kind=Span.SPAN_KIND_SERVER,
+        attrs={
+            "http.request.method": "POST",
+            "http.route": "/orders",
+            "http.response.status_code": 503,
+        },
+        error="upstream unavailable",
+        duration=0.6,
+    )
+    db_err = span(
+        52,
+        1,
+        None,
+        "SELECT",
+        kind=Span.SPAN_KIND_CLIENT,
+        attrs={"db.system.name": "postgresql", "error.type": "UndefinedTable"},
+        error="relation does not exist",
+    )
+    req, _ = await run(traces, [http_ok, http_err, db_err], sla={"default": "5s"})
+
+    # executions: 8 success + 2 failed, tier from the processor (4 spans, 1 tool, depth 3)
+    ex = by_labels(req, "agent_workflow_executions")
+    base = (("agent_id", "agent-a"), ("complexity_tier", "simple"))
+    assert {k: dp.as_int for k, dp in ex.items()} == {
+        (*base[:2], ("outcome", "success"), ("workflow_type", "research")): 8,
+        (*base[:2], ("outcome", "failed"), ("workflow_type", "research")): 2,
+    }
+    m = metric(req, "agent_workflow_executions")
+    assert m.unit == "" and m.sum.is_monotonic and m.sum.aggregation_temporality == 2
+
+    (dur,) = points(req, "agent_workflow_duration")
+    assert labels(dur) == {"workflow_type": "research", "complexity_tier": "simple"}
+    assert list(dur.explicit_bounds) == list(WORKFLOW_BUCKETS)
+    # durations 0.3, 1.3, ..., 9.3
+    assert list(dur.bucket_counts) == [0, 1, 0, 1, 3, 5, 0, 0, 0, 0]
+    assert metric(req, "agent_workflow_duration").unit == "s"
+    assert dur.exemplars and len(dur.exemplars[0].trace_id) == 16
+
+    calls = {k: dp.as_int for k, dp in by_labels(req, "mcp_tool_calls").items()}
+    assert calls == {
+        (("error_type", "none"), ("server", "web"), ("status", "success"), ("tool", "search")): 8,
+        (
+            ("error_type", "connection"),
+            ("server", "web"),
+            ("status", "error"),
+            ("tool", "search"),
+        ): 2,
+    }
+    (tool_dur,) = points(req, "mcp_tool_call_duration")
+    assert labels(tool_dur) == {"server": "web", "tool": "search"}
+    assert list(tool_dur.explicit_bounds) == list(MCP_BUCKETS)
+    # 0.04, 0.08, ... 0.40
+    assert list(tool_dur.bucket_counts) == [0, 1, 1, 4, 4, 0, 0, 0, 0, 0]
+
+    sent = by_labels(req, "a2a_messages_sent")
+    assert {k: dp.as_int for k, dp in sent.items()} == {
+        (("message_type", "task"), ("priority", "high"), ("recipient_type", "writer")): 10
+    }
+    received = by_labels(req, "a2a_messages_received")
+    assert {k: dp.as_int for k, dp in received.items()} == {
+        (
+            ("message_type", "task"),
+            ("processing_status", "processed"),
+            ("sender_type", "planner"),
+        ): 10
+    }
+    (lat,) = points(req, "a2a_message_latency")
+    assert list(lat.explicit_bounds) == list(A2A_BUCKETS)
+    assert lat.count == 10 and list(lat.bucket_counts) == [0, 0, 10, 0, 0, 0, 0, 0, 0]
+    assert abs(lat.sum - 0.07) < 1e-6
+
+    http = by_labels(req, "http_request_duration")
+    assert set(http) == {
+        (("endpoint", "/orders/{id}"), ("method", "GET"), ("status_class", "2xx")),
+        (("endpoint", "/orders"), ("method", "POST"), ("status_class", "5xx")),
+    }
+    assert list(next(iter(http.values())).explicit_bounds) == list(HTTP_BUCKETS)
+
+    errors = {k: dp.as_int for k, dp in by_labels(req, "errors").items()}
+    assert errors == {
+        (
+            ("component", "workflow"),
+            ("error_type", "_OTHER"),
+            ("recoverable", "false"),
+            ("severity", "critical"),
+        ): 2,
+        (
+            ("component", "mcp"),
+            ("error_type", "connection"),
+            ("recoverable", "true"),
+            ("severity", "error"),
+        ): 2,
+        (
+            ("component", "http"),
+            ("error_type", "_OTHER"),
+            ("recoverable", "true"),
+            ("severity", "error"),
+        ): 1,
+        (
+            ("component", "database"),
+            ("error_type", "UndefinedTable"),
+            ("recoverable", "false"),
+            ("severity", "error"),
+        ): 1,
+    }
+
+    # derived: 2 of 10 failed; durations > 5s: 5.3 .. 9.3 (5 of 10)
+    ratio = {k: dp.as_double for k, dp in by_labels(req, "agent_workflow_failure_ratio").items()}
+    assert ratio == {(("workflow_type", "research"),): pytest.approx(0.2)}
+    assert metric(req, "agent_workflow_failure_ratio").unit == "1"
+    sla = by_labels(req, "agent_workflow_sla_compliance_ratio")
+    assert sla[(("workflow_type", "research"),)].as_double == pytest.approx(0.5)
+    burn = {
+        k: dp.as_double for k, dp in by_labels(req, "agent_workflow_error_budget_burn_rate").items()
+    }
+    assert burn == {
+        (("window", "5m"), ("workflow_type", "research")): pytest.approx(20.0),
+        (("window", "1h"), ("workflow_type", "research")): pytest.approx(20.0),
+    }
+    remaining = by_labels(req, "agent_workflow_error_budget_remaining_ratio")
+    assert remaining[(("workflow_type", "research"),)].as_double == pytest.approx(-19.0)
+
+
+async def test_cardinality_limit_overflow_is_counted() -> None:
+    traces = []
+    for i in range(6):
+        root = span(100 + i, 1, None, f"workflow.type{i}", duration=0.2)
+        traces.append([root])
+    req, tel = await run(traces, aggregation_cardinality_limit=4)
+    ex = by_labels(req, "agent_workflow_executions")
+    assert len(ex) == 5
+    assert ex[(("otel.metric.overflow", True),)].as_int == 2
+    assert (
+        tel.value(
+            "otelcol_connector_aggregation_overflow_measurements_total",
+            connector="agentmetrics",
+            metric="agent_workflow_executions",
+        )
+        == 2
+    )
+
+
+async def test_delta_temporality() -> None:
+    req, _ = await run(
+        [workflow(1, failed=False, duration=1, tool_latency=0.1)],
+        aggregation_temporality="AGGREGATION_TEMPORALITY_DELTA",
+    )
+    assert metric(req, "agent_workflow_executions").sum.aggregation_temporality == 1
+
+
+def test_window_label() -> None:
+    assert [window_label(s) for s in (300, 3600, 90, 21600)] == ["5m", "1h", "90s", "6h"]
