@@ -70,6 +70,7 @@ class WorkloadConfig:
     db_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     http: bool = True
     realtime: bool = False
+    late_a2a_delay: float = 0.0  # end the A2A receive span this long after the root (late span)
     max_export_batch_size: int = 512
     seed: int = 1
     service_name: str = "agent-workload"
@@ -83,7 +84,9 @@ class Summary:
     workflows: collections.Counter[str] = field(default_factory=collections.Counter)
     tool_calls: collections.Counter[str] = field(default_factory=collections.Counter)
     tool_latencies: list[float] = field(default_factory=list)
-    workflow_durations: list[float] = field(default_factory=list)
+    workflow_durations: dict[str, list[float]] = field(
+        default_factory=lambda: collections.defaultdict(list)
+    )
     a2a_sent: int = 0
     a2a_latencies: list[float] = field(default_factory=list)
     http_server: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -95,7 +98,7 @@ class Summary:
             "workflows": dict(self.workflows),
             "tool_calls": dict(self.tool_calls),
             "tool_latencies": self.tool_latencies,
-            "workflow_durations": self.workflow_durations,
+            "workflow_durations": dict(self.workflow_durations),
             "a2a_sent": self.a2a_sent,
             "a2a_latencies": self.a2a_latencies,
             "http_server": dict(self.http_server),
@@ -120,7 +123,7 @@ def _serve_http(provider: TracerProvider, cfg: WorkloadConfig) -> ThreadingHTTPS
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             with lock:
                 calls["n"] += 1
                 n = calls["n"]
@@ -146,7 +149,7 @@ def _serve_http(provider: TracerProvider, cfg: WorkloadConfig) -> ThreadingHTTPS
                 self.end_headers()
                 self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -190,6 +193,7 @@ class Workload:
         self.http_url = ""
         self._server: ThreadingHTTPServer | None = None
         self._pool: Any = None
+        self._late: list[asyncio.Task[None]] = []
 
     async def run(self) -> Summary:
         cfg = self.cfg
@@ -215,6 +219,7 @@ class Workload:
                 task.add_done_callback(lambda _t: sem.release())
                 tasks.append(task)
             await asyncio.gather(*tasks)
+            await asyncio.gather(*self._late)
         finally:
             if self._pool is not None:
                 await self._pool.close()
@@ -226,6 +231,10 @@ class Workload:
             self.provider.shutdown()
         self.summary.spans = self.counter.count
         return self.summary
+
+    async def _end_late(self, span: Any, end_time: int) -> None:
+        await asyncio.sleep(self.cfg.late_a2a_delay)
+        span.end(end_time=end_time)
 
     async def _workflow(self, i: int) -> None:
         cfg = self.cfg
@@ -315,7 +324,9 @@ class Workload:
                 "a2a.processing.status": "processed",
             },
         )
-        receive.end(end_time=t0 + offset + int(a2a_latency * 1e9) + 1_000_000)
+        receive_end = t0 + offset + int(a2a_latency * 1e9) + 1_000_000
+        if not cfg.late_a2a_delay:
+            receive.end(end_time=receive_end)
         send.end(end_time=t0 + offset + 500_000)
         self.summary.a2a_sent += 1
         self.summary.a2a_latencies.append(a2a_latency)
@@ -326,7 +337,9 @@ class Workload:
                 self.summary.db_calls += 1
             if self.http_url:
                 response = await asyncio.to_thread(requests.get, f"{self.http_url}{i}", timeout=10)
-                self.summary.http_server[f"GET|/api/items/{{id}}|{response.status_code // 100}xx"] += 1
+                self.summary.http_server[
+                    f"GET|/api/items/{{id}}|{response.status_code // 100}xx"
+                ] += 1
         end = t0 + int(duration * 1e9)
         agent_span.end(end_time=max(end - 1_000, time.time_ns()))
         if failed:
@@ -341,8 +354,11 @@ class Workload:
             root.set_status(Status(StatusCode.OK))
             outcome = "success"
         root.end(end_time=end)
+        if cfg.late_a2a_delay:
+            # the receiving agent finishes after the workflow returned: exported later
+            self._late.append(asyncio.create_task(self._end_late(receive, receive_end)))
         self.summary.workflows[f"{wf_type}|{agent}|{outcome}"] += 1
-        self.summary.workflow_durations.append(duration)
+        self.summary.workflow_durations[wf_type].append(duration)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> WorkloadConfig:
@@ -369,6 +385,7 @@ def parse_args(argv: Sequence[str] | None = None) -> WorkloadConfig:
     p.add_argument("--db-dsn", default=d.db_dsn)
     p.add_argument("--no-http", action="store_true")
     p.add_argument("--realtime", action="store_true", help="sleep for tool latencies")
+    p.add_argument("--late-a2a-delay", type=float, default=d.late_a2a_delay)
     p.add_argument("--max-export-batch-size", type=int, default=d.max_export_batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--service-name", default=d.service_name)
@@ -391,6 +408,7 @@ def parse_args(argv: Sequence[str] | None = None) -> WorkloadConfig:
         db_dsn=a.db_dsn,
         http=not a.no_http,
         realtime=a.realtime,
+        late_a2a_delay=a.late_a2a_delay,
         max_export_batch_size=a.max_export_batch_size,
         seed=a.seed,
         service_name=a.service_name,
