@@ -103,6 +103,24 @@ class Cleanup:
 
 Probe = tuple[Status, str, dict[str, Any]]
 
+_closing: set[asyncio.Task[Any]] = set()
+
+
+def close_in_background(close: Callable[[], Awaitable[Any]]) -> Callable[[], None]:
+    """An ``abort`` for clients with no synchronous close: close them in a task of their own
+    (bounded to 2 s) so a check past its deadline does not wait for it."""
+
+    def abort() -> None:
+        async def run() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close(), timeout=2.0)
+
+        task = asyncio.get_running_loop().create_task(run())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    return abort
+
 
 class Check:
     """Base of every check type."""
@@ -239,7 +257,7 @@ class RedisCheck(Check):
             socket_timeout=self.config.timeout,
             decode_responses=True,
         )
-        cleanup.add(client.aclose, lambda: client.connection_pool.reset())
+        cleanup.add(client.aclose, close_in_background(client.aclose))
         if not await client.ping():
             raise ProbeFailed("PING got no PONG")
         key = f"pipeline:health_check:{self.config.name}:{uuid.uuid4().hex}"

@@ -232,8 +232,8 @@ async def block_redis(seconds: float) -> None:
 
 
 async def test_redis_slow_is_degraded() -> None:
-    blocker = asyncio.create_task(block_redis(0.8))
-    await asyncio.sleep(0.1)  # the server is now busy
+    blocker = asyncio.create_task(block_redis(1.5))
+    await asyncio.sleep(0.3)  # the server is now busy
     result = await run(type="redis", endpoint=REDIS)
     await blocker
     assert result.status == Status.DEGRADED, result.message
