@@ -504,7 +504,7 @@ class ProcessScraper(Scraper):
     def __init__(self, config: ProcessScraperConfig) -> None:
         super().__init__(config)
         self._cpu: dict[int, _CPUSample] = {}
-        self._total_memory = psutil.virtual_memory().total
+        self._total_memory = 0  # read on the first scrape (in the worker thread)
 
     def _select(self, proc: psutil.Process) -> dict[str, Any] | None:
         c = self.config
@@ -534,6 +534,8 @@ class ProcessScraper(Scraper):
         c = self.config
         assert isinstance(c, ProcessScraperConfig)
         result = ScrapeResult()
+        if not self._total_memory:
+            self._total_memory = psutil.virtual_memory().total
         now = time.time()
         alive: set[int] = set()
         attrs = ["pid", "ppid", "name", "exe", "cmdline", "username", "create_time"]

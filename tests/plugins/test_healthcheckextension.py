@@ -254,3 +254,29 @@ async def test_nearly_full_queue_makes_it_not_ready() -> None:
                 f"http://127.0.0.1:{port}/ready", lambda s, b: s == 200, within=20
             )
             assert body == "I'm OK"
+
+
+async def test_lifecycle_is_safe_before_start_and_twice() -> None:
+    from pipeline.component import ComponentID, CreateSettings, Kind
+    from pipeline.telemetry import SelfTelemetry, component_logger
+    from plugins.healthcheckextension.factory import HealthCheckExtensionFactory
+
+    cid = ComponentID.parse("health_check")
+    settings = CreateSettings(
+        cid,
+        Kind.EXTENSION,
+        component_logger(Kind.EXTENSION, cid),
+        SelfTelemetry().component(Kind.EXTENSION, cid),
+    )
+    port = free_port()
+    config = HealthCheckExtensionConfig(endpoint=f"127.0.0.1:{port}")
+    ext = HealthCheckExtensionFactory().create(settings, config)
+    await ext.shutdown()
+    await ext.start(None)  # type: ignore[arg-type]
+    status, body = await get(f"http://127.0.0.1:{port}/ready")
+    # Without a service, nothing is known to be running: not ready, but live.
+    assert status == 503 and body["live"] is True
+    await ext.shutdown()
+    await ext.shutdown()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await get(f"http://127.0.0.1:{port}/ready")
