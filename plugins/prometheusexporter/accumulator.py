@@ -83,6 +83,7 @@ class Accumulator:
         resource_to_telemetry: bool = False,
         metric_expiration: float = 300.0,
         on_drop: DropFunc | None = None,
+        on_update: Callable[[Family | None, Series], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.namespace = namespace
@@ -91,6 +92,9 @@ class Accumulator:
         self.resource_to_telemetry = resource_to_telemetry
         self.metric_expiration = metric_expiration
         self._on_drop = on_drop or (lambda n, reason: None)
+        # Called with each series as a point updates it (family None for target_info): the
+        # remote-write exporter turns these into samples.
+        self._on_update = on_update
         self._clock = clock
         self.families: dict[str, Family] = {}
         self.target_info: dict[LabelKey, Series] = {}
@@ -115,7 +119,10 @@ class Accumulator:
                 if instance:
                     info_labels["instance"] = instance
                 key = tuple(sorted(info_labels.items()))
-                self.target_info[key] = Series(info_labels, updated=now, value=1.0)
+                info = Series(info_labels, updated=now, value=1.0)
+                self.target_info[key] = info
+                if self._on_update is not None:
+                    self._on_update(None, info)
             for sm in rm.scope_metrics:
                 scope: dict[str, str] = {}
                 if sm.scope.name:
@@ -258,11 +265,12 @@ class Accumulator:
             s.exemplars = list(dp.exemplars)
         self._stamp(family, key, s, dp, now)
 
-    @staticmethod
-    def _stamp(family: Family, key: LabelKey, s: Series, dp: Any, now: float) -> None:
+    def _stamp(self, family: Family, key: LabelKey, s: Series, dp: Any, now: float) -> None:
         s.time_ns = dp.time_unix_nano
         s.updated = now
         family.series[key] = s
+        if self._on_update is not None:
+            self._on_update(family, s)
 
     # -- expiry ------------------------------------------------------------------------------
     def expire(self) -> int:
