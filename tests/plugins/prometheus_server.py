@@ -67,6 +67,7 @@ async def prometheus(
     scrape_configs: list[dict[str, Any]] | None = None,
     *,
     remote_write_receiver: bool = False,
+    rule_files: list[str] | None = None,
 ) -> AsyncIterator[PrometheusServer]:
     """Start Prometheus with these scrape configs; wait until it is ready; stop it after."""
     binary = require_program("prometheus", "apt-get install prometheus")
@@ -76,6 +77,7 @@ async def prometheus(
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "scrape_configs": scrape_configs or [],
+        "rule_files": rule_files or [],
     }
     config_file = directory / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
