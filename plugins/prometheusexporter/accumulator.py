@@ -99,12 +99,16 @@ class Accumulator:
         self.families: dict[str, Family] = {}
         self.target_info: dict[LabelKey, Series] = {}
         self._names: dict[tuple[str, str, MetricKind], str] = {}
+        self._last_expire = clock()
 
     # -- folding data in ---------------------------------------------------------------------
     def add(self, request: Any) -> int:
         """Fold an ``ExportMetricsServiceRequest`` in; returns the points accepted."""
         accepted = 0
         now = self._clock()
+        # Expire here too, not only on scrapes: an exporter nobody scrapes must not grow forever.
+        if now - self._last_expire > min(60.0, self.metric_expiration / 10):
+            self.expire()
         for rm in request.resource_metrics:
             attrs = resource_strings(rm.resource)
             job, instance = job_and_instance(attrs)
@@ -275,7 +279,8 @@ class Accumulator:
     # -- expiry ------------------------------------------------------------------------------
     def expire(self) -> int:
         """Forget series not updated for ``metric_expiration``; returns how many."""
-        cutoff = self._clock() - self.metric_expiration
+        self._last_expire = self._clock()
+        cutoff = self._last_expire - self.metric_expiration
         removed = 0
         for name in list(self.families):
             family = self.families[name]

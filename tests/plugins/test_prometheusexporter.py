@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 
 import aiohttp
@@ -19,11 +20,12 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from pipeline import ConfigErrors
 from pipeline.telemetry import SelfTelemetry
 from plugins.prometheusexporter.accumulator import Accumulator
 from plugins.prometheusexporter.exporter import wants_openmetrics
 from tests.plugins.prometheus_server import prometheus, run, value
-from tests.support import free_port, require_program, running_service
+from tests.support import config_from_text, free_port, require_program, running_service
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -293,3 +295,75 @@ async def test_text_only_when_open_metrics_is_disabled(tmp_path: Path) -> None:
     async with running_service(config, tmp_path):
         _, ctype = await scrape(prom_port, PROMETHEUS_ACCEPT)
     assert ctype.startswith("text/plain; version=0.0.4")
+
+
+async def test_options_namespace_const_labels_resource_timestamps_suffixes(
+    tmp_path: Path,
+) -> None:
+    otlp_port, prom_port = free_port(), free_port()
+    extra = """namespace: gw
+        const_labels: {region: eu}
+        send_timestamps: true
+        add_metric_suffixes: false
+        resource_to_telemetry_conversion: {enabled: true}"""
+    async with running_service(gateway_config(otlp_port, prom_port, extra), tmp_path):
+        provider = sdk_provider(otlp_port)
+        meter = provider.get_meter("m")
+        meter.create_counter("tool.calls", unit="{call}").add(4, {"tool": "fetch"})
+        meter.create_histogram("tool.latency", unit="s").record(0.2)
+        assert await asyncio.to_thread(provider.force_flush)
+        await asyncio.to_thread(provider.shutdown)
+        text, _ = await scrape(prom_port)
+    families = {f.name: f for f in parse_text(text)}
+    calls = families["gw_tool_calls"]
+    assert calls.type == "unknown"  # a counter without "_total" cannot be typed counter
+    (sample,) = calls.samples
+    assert sample.value == 4
+    assert sample.labels["region"] == "eu"
+    assert sample.labels["deployment_environment"] == "test"  # a resource attribute
+    assert sample.labels["service_name"] == "planner"
+    assert sample.labels["job"] == "agents/planner"
+    assert sample.timestamp is not None and abs(sample.timestamp - time.time()) < 60
+    assert "gw_tool_latency" in families  # no "_seconds" without suffixes
+    assert families["gw_tool_latency"].type == "histogram"
+
+
+def test_config_validation(tmp_path: Path) -> None:
+    base = """
+    receivers:
+      otlp:
+        protocols:
+          grpc:
+    exporters:
+      prometheus:
+        {opt}
+    service:
+      pipelines:
+        metrics:
+          receivers: [otlp]
+          exporters: [prometheus]
+    """
+    with pytest.raises(ConfigErrors, match="not a valid Prometheus label name"):
+        config_from_text(base.format(opt="const_labels: {'bad-name': x}"), tmp_path)
+    with pytest.raises(ConfigErrors, match="metric_expiration"):
+        config_from_text(base.format(opt="metric_expiration: 0s"), tmp_path)
+    with pytest.raises(ConfigErrors, match="endpoint"):
+        config_from_text(base.format(opt="endpoint: nowhere"), tmp_path)
+    cfg = config_from_text(base.format(opt="namespace: x"), tmp_path)
+    assert cfg is not None
+
+
+def test_series_expire_without_scrapes() -> None:
+    now = [0.0]
+    acc = Accumulator(metric_expiration=30, clock=lambda: now[0])
+
+    def gauge(name: str) -> ExportMetricsServiceRequest:
+        req = ExportMetricsServiceRequest()
+        m = req.resource_metrics.add().scope_metrics.add().metrics.add(name=name)
+        m.gauge.data_points.add(as_double=1.0, time_unix_nano=int(now[0] * 1e9) + 1)
+        return req
+
+    acc.add(gauge("old"))
+    now[0] = 40.0
+    acc.add(gauge("new"))
+    assert set(acc.families) == {"new"}
