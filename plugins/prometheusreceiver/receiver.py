@@ -75,7 +75,14 @@ class ScrapeLoop:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
-            await self.scrape_once(session)
+            try:
+                await self.scrape_once(session)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end this target's scraping for good
+                self.receiver.settings.logger.exception(
+                    "unexpected error while scraping", extra={"target": self.target.url}
+                )
             next_at += self.interval
             # A scrape that overran skips the missed slots rather than bunching up.
             while next_at <= loop.time():

@@ -145,6 +145,17 @@ class PrometheusRemoteWriteExporter(Component):
         return batch
 
     async def consume(self, data: Payload) -> None:
+        helper = self.helper
+        if helper.queue_capacity and helper.queue_size >= helper.queue_capacity:
+            # Refuse before translating: a payload that is sent again later must not have
+            # advanced the running totals the first time.
+            self.settings.telemetry.enqueue_failed(Signal.METRICS, data.item_count())
+            raise RetryableError(
+                f"sending queue of exporter {self.settings.name} is full "
+                f"({helper.queue_capacity} batches)",
+                retry_after=1.0,
+                resource_exhausted=True,
+            )
         batch = self.translate(data)
         if batch is not None:
             await self.helper.consume(batch)

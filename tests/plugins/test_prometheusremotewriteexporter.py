@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from pipeline import ConfigErrors
+from pipeline import ConfigErrors, Metrics
 from plugins.prometheusremotewriteexporter import prompb
 from tests.plugins.prometheus_server import prometheus, value
 from tests.support import config_from_text, free_port, running_service, wait_until
@@ -250,3 +250,83 @@ def test_config_errors(tmp_path: Path) -> None:
             base.format(opt="{endpoint: 'http://x/api/v1/write', headers: {Content-Type: x}}"),
             tmp_path,
         )
+
+
+class HoldingProxy:
+    """Holds every request until ``release`` is set, then forwards it to Prometheus."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.release = asyncio.Event()
+        self.arrived = 0
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.arrived += 1
+        await self.release.wait()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.target, data=body, headers=request.headers) as resp,
+        ):
+            return web.Response(status=resp.status, body=await resp.read())
+
+    async def __aenter__(self) -> HoldingProxy:
+        app = web.Application()
+        app.router.add_post("/api/v1/write", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def test_a_full_queue_refuses_before_counting_deltas(tmp_path: Path) -> None:
+    from pipeline import ComponentID, CreateSettings, Kind, RetryableError
+    from pipeline.telemetry import SelfTelemetry, component_logger
+    from plugins.prometheusremotewriteexporter.config import PrometheusRemoteWriteConfig
+    from plugins.prometheusremotewriteexporter.exporter import PrometheusRemoteWriteExporter
+
+    async with (
+        prometheus(tmp_path, remote_write_receiver=True) as prom,
+        HoldingProxy(f"{prom.url}/api/v1/write") as proxy,
+    ):
+        cid = ComponentID("prometheusremotewrite")
+        telemetry = SelfTelemetry()
+        settings = CreateSettings(
+            cid,
+            Kind.EXPORTER,
+            component_logger(Kind.EXPORTER, cid),
+            telemetry.component(Kind.EXPORTER, cid),
+        )
+        config = PrometheusRemoteWriteConfig.model_validate(
+            {
+                "endpoint": f"http://127.0.0.1:{proxy.port}/api/v1/write",
+                "sending_queue": {"queue_size": 1, "num_consumers": 1},
+            }
+        )
+        exporter = PrometheusRemoteWriteExporter(settings, config)
+        await exporter.start(None)  # type: ignore[arg-type]
+        try:
+            now = time.time_ns()
+            payloads = [
+                Metrics(_delta_request(v, now - (3 - i) * 10**9).SerializeToString())
+                for i, v in enumerate((1, 10, 100))
+            ]
+            await exporter.consume(payloads[0])
+            await wait_until(lambda: proxy.arrived == 1)  # in flight, held
+            await exporter.consume(payloads[1])  # queued
+            with pytest.raises(RetryableError, match=r"queue .* is full"):
+                await exporter.consume(payloads[2])
+            proxy.release.set()
+            await wait_until(lambda: exporter.helper.queue_size == 0)
+            await exporter.consume(payloads[2])  # the sender's retry
+            await prom.wait_for(
+                "tokens_total{model=''}", lambda r: len(r) == 1 and r[0]["value"][1] == "111"
+            )
+        finally:
+            await exporter.shutdown()
