@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from aiohttp import web
@@ -16,14 +17,21 @@ from plugins.prometheusexporter.config import PrometheusExporterConfig
 OPENMETRICS = "application/openmetrics-text"
 
 
-class _Collector:
-    """A ``prometheus_client`` collector over the accumulator (what a scrape serializes)."""
+class _Snapshot:
+    """A ``prometheus_client`` collector over families already built (what a scrape writes)."""
 
-    def __init__(self, exporter: PrometheusExporter) -> None:
-        self._exporter = exporter
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
 
     def collect(self) -> Iterator[Metric]:
-        return self._exporter.accumulator.collect(self._exporter.config.send_timestamps)
+        return iter(self._families)
+
+
+def serialize(families: list[Metric], openmetrics_format: bool) -> tuple[bytes, str]:
+    """The exposition of ``families``: body and content type."""
+    if openmetrics_format:
+        return openmetrics.generate_latest(_Snapshot(families)), openmetrics.CONTENT_TYPE_LATEST
+    return exposition.generate_latest(_Snapshot(families)), exposition.CONTENT_TYPE_PLAIN_0_0_4
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -60,7 +68,6 @@ class PrometheusExporter(Component):
             metric_expiration=config.metric_expiration,
             on_drop=self._dropped,
         )
-        self._collector = _Collector(self)
         self._runner: web.AppRunner | None = None
         self._warned: set[str] = set()
 
@@ -75,15 +82,15 @@ class PrometheusExporter(Component):
         if accepted:
             self.settings.telemetry.sent(Signal.METRICS, accepted)
 
-    def render(self, accept: str = "") -> tuple[bytes, str]:
-        """The exposition for a scrape with this ``Accept`` header: body and content type."""
-        if self.config.enable_open_metrics and wants_openmetrics(accept):
-            return openmetrics.generate_latest(self._collector), openmetrics.CONTENT_TYPE_LATEST
-        return exposition.generate_latest(self._collector), exposition.CONTENT_TYPE_PLAIN_0_0_4
-
     async def _handle(self, request: web.Request) -> web.Response:
         try:
-            body, content_type = self.render(request.headers.get("Accept", ""))
+            # Families are built here, on the loop, where the accumulator changes; the text is
+            # written in a worker thread (the larger part of the work) from that snapshot.
+            families = list(self.accumulator.collect(self.config.send_timestamps))
+            want_om = self.config.enable_open_metrics and wants_openmetrics(
+                request.headers.get("Accept", "")
+            )
+            body, content_type = await asyncio.to_thread(serialize, families, want_om)
         except Exception as exc:  # a bug must show in the scrape, not kill the server
             self.settings.logger.exception("cannot render the exposition")
             return web.Response(status=500, text=f"error rendering metrics: {exc}\n")

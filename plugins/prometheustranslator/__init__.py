@@ -22,6 +22,7 @@ This is a helper package: it registers no component.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -161,6 +162,7 @@ def metric_name(
     return out
 
 
+@functools.lru_cache(maxsize=8192)
 def label_name(key: str) -> str:
     """A valid Prometheus label name for an attribute key."""
     if not key:
