@@ -29,15 +29,28 @@ class SlaConfig(ConfigModel):
 
 
 class SloConfig(ConfigModel):
-    """The availability objective of workflows, for the error budget and burn rates."""
+    """The availability objective of workflows, for the error budget and burn rates.
+
+    ``burn_rate_windows``: one ``agent_workflow_error_budget_burn_rate{window}`` gauge per
+    window (the multi-window method pairs a short and a long one: 5m with 1h, 30m with 6h);
+    ``budget_window`` (default: the longest burn-rate window) is the window over which
+    ``agent_workflow_error_budget_remaining_ratio`` is computed."""
 
     target: float = Field(0.99, gt=0, lt=1)
     targets: dict[str, float] = Field(default_factory=dict)
-    short_window: Duration = Seconds(300)
-    long_window: Duration = Seconds(3600)
+    burn_rate_windows: list[Duration] = Field(
+        default_factory=lambda: list[float](
+            [Seconds(300), Seconds(1800), Seconds(3600), Seconds(21600)]
+        )
+    )
+    budget_window: Duration | None = None
 
     def target_for(self, workflow_type: str) -> float:
         return self.targets.get(workflow_type, self.target)
+
+    @property
+    def effective_budget_window(self) -> float:
+        return self.budget_window or max(self.burn_rate_windows)
 
 
 class AgentMetricsConfig(ComponentConfig):
@@ -65,8 +78,10 @@ class AgentMetricsConfig(ComponentConfig):
         for name in ("failure_window",):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be greater than 0")
-        if self.slo.short_window <= 0 or self.slo.long_window < self.slo.short_window:
-            raise ValueError("slo: short_window must be > 0 and long_window >= short_window")
+        if not self.slo.burn_rate_windows or min(self.slo.burn_rate_windows) <= 0:
+            raise ValueError("slo.burn_rate_windows: give at least one window, each > 0")
+        if self.slo.budget_window is not None and self.slo.budget_window <= 0:
+            raise ValueError("slo.budget_window must be greater than 0")
         for wf_type, target in self.slo.targets.items():
             if not 0 < target < 1:
                 raise ValueError(f"slo.targets.{wf_type}: expected a value between 0 and 1")

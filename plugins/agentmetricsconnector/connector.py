@@ -85,11 +85,12 @@ def window_label(seconds: float) -> str:
 
 
 class SlidingWindows:
-    """Per workflow type, counts of workflows in time buckets, for the derived ratios.
+    """Per workflow type, counts of workflows over one sliding window of ``horizon`` seconds.
 
-    Buckets are ``resolution`` seconds wide; a window sums the buckets that started within
-    it. Memory is bounded: ``horizon / resolution`` buckets per type, and at most
-    ``max_types`` types (others are not tracked; counted by the caller)."""
+    Buckets are ``resolution`` seconds wide; the window sums the buckets that overlap it (so it
+    may reach back up to one bucket further). Memory is bounded: ``horizon / resolution``
+    buckets per type, and at most ``max_types`` types (others are not tracked; counted by the
+    caller)."""
 
     def __init__(self, horizon: float, resolution: float, max_types: int) -> None:
         self.horizon = horizon
@@ -122,9 +123,9 @@ class SlidingWindows:
             if not buckets:
                 del self.types[wf_type]
 
-    def totals(self, wf_type: str, now: float, window: float) -> tuple[float, float, float]:
-        """(total, bad, within objective) over the last ``window`` seconds."""
-        cutoff = now - window
+    def totals(self, wf_type: str, now: float) -> tuple[float, float, float]:
+        """(total, bad, within objective) over the window (``horizon`` seconds)."""
+        cutoff = now - self.horizon
         total = bad = ok = 0.0
         for start, t, b, o in reversed(self.types.get(wf_type, ())):
             if start + self.resolution <= cutoff:
@@ -223,13 +224,13 @@ class AgentMetricsConnector(FlushingConnector):
             Kind.GAUGE,
             "Error budget burn rate over the short and long SLO windows.",
         )
-        horizon = max(config.failure_window, config.slo.long_window)
-        resolution = max(1.0, min(config.failure_window, config.slo.short_window) / 60)
-        self.windows = SlidingWindows(horizon, resolution, limit)
+        # one set of time buckets per distinct window length, 60 buckets per window
+        lengths = {config.failure_window, config.slo.effective_budget_window}
+        lengths.update(config.slo.burn_rate_windows)
+        self.windows = {w: SlidingWindows(w, max(1.0, w / 60), limit) for w in sorted(lengths)}
+        self._burn_windows = [(w, window_label(w)) for w in config.slo.burn_rate_windows]
         self._failure_outcomes = frozenset(config.failure_outcomes)
         self._producers: collections.OrderedDict[bytes, tuple[int, str]] = collections.OrderedDict()
-        self._short_label = window_label(config.slo.short_window)
-        self._long_label = window_label(config.slo.long_window)
 
     # -- aggregation -----------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:
@@ -362,7 +363,9 @@ class AgentMetricsConnector(FlushingConnector):
         )
         objective = self.config.sla.objective(wf_type)
         within = objective is None or duration <= objective
-        if not self.windows.record(wf_type, now, outcome in self._failure_outcomes, within):
+        bad = outcome in self._failure_outcomes
+        tracked = [w.record(wf_type, now, bad, within) for w in self.windows.values()]
+        if not all(tracked):
             self.count_overflow("agent_workflow_failure_ratio", 1)
 
     def _tool_call(
@@ -472,25 +475,27 @@ class AgentMetricsConnector(FlushingConnector):
     def before_flush(self, now_ns: int) -> None:
         now = now_ns / 1e9
         cfg = self.config
-        self.windows.prune(now)
+        for w in self.windows.values():
+            w.prune(now)
         for m in (self.failure_ratio, self.sla_ratio, self.budget_remaining, self.burn_rate):
             m.clear()
-        for wf_type in self.windows.types:
-            total, bad, ok = self.windows.totals(wf_type, now, cfg.failure_window)
+        failure = self.windows[cfg.failure_window]
+        budget_window = self.windows[cfg.slo.effective_budget_window]
+        for wf_type in failure.types.keys() | budget_window.types.keys():
             label = (("workflow_type", wf_type),)
+            total, bad, ok = failure.totals(wf_type, now)
             if total:
                 self.failure_ratio.set(NO_RESOURCE, label, bad / total, now_ns)
                 if cfg.sla.objective(wf_type) is not None:
                     self.sla_ratio.set(NO_RESOURCE, label, ok / total, now_ns)
             budget = 1.0 - cfg.slo.target_for(wf_type)
-            for window, window_name in (
-                (cfg.slo.short_window, self._short_label),
-                (cfg.slo.long_window, self._long_label),
-            ):
-                total_w, bad_w, _ = self.windows.totals(wf_type, now, window)
-                if not total_w:
-                    continue
-                burn = (bad_w / total_w) / budget
-                self.burn_rate.set(NO_RESOURCE, (*label, ("window", window_name)), burn, now_ns)
-                if window_name == self._long_label:
-                    self.budget_remaining.set(NO_RESOURCE, label, 1.0 - burn, now_ns)
+            for window, name in self._burn_windows:
+                total_w, bad_w, _ = self.windows[window].totals(wf_type, now)
+                if total_w:
+                    self.burn_rate.set(
+                        NO_RESOURCE, (*label, ("window", name)), (bad_w / total_w) / budget, now_ns
+                    )
+            total_b, bad_b, _ = budget_window.totals(wf_type, now)
+            if total_b:
+                remaining = 1.0 - (bad_b / total_b) / budget
+                self.budget_remaining.set(NO_RESOURCE, label, remaining, now_ns)

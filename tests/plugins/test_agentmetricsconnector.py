@@ -253,8 +253,8 @@ async def test_reference_metrics_names_labels_buckets() -> None:
         k: dp.as_double for k, dp in by_labels(req, "agent_workflow_error_budget_burn_rate").items()
     }
     assert burn == {
-        (("window", "5m"), ("workflow_type", "research")): pytest.approx(20.0),
-        (("window", "1h"), ("workflow_type", "research")): pytest.approx(20.0),
+        (("window", w), ("workflow_type", "research")): pytest.approx(20.0)
+        for w in ("5m", "30m", "1h", "6h")
     }
     remaining = by_labels(req, "agent_workflow_error_budget_remaining_ratio")
     assert remaining[(("workflow_type", "research"),)].as_double == pytest.approx(-19.0)
