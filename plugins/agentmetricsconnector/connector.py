@@ -147,7 +147,9 @@ class AgentMetricsConnector(FlushingConnector):
             if config.aggregation_temporality == "AGGREGATION_TEMPORALITY_DELTA"
             else Temporality.CUMULATIVE
         )
-        agg = Aggregator("pipeline.agentmetrics", temporality, config.metrics_expiration)
+        # No scope name: the Prometheus exporter would add it as an ``otel_scope_name`` label,
+        # and the reference document's label sets are exact.
+        agg = Aggregator("", temporality, config.metrics_expiration)
         super().__init__(settings, next_consumer, agg, config.metrics_flush_interval)
         self.config = config
         self.names = config.attributes
