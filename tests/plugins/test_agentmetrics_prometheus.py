@@ -100,9 +100,11 @@ REFERENCE = {
 
 
 async def scrape(port: int) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-            return await response.text()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        return await response.text()
 
 
 async def test_prometheus_names_labels_and_buckets(tmp_path: Any) -> None:
