@@ -1,0 +1,590 @@
+"""Benchmark: the agent pipeline on workflow-shaped traces, beside rotel's plain forward path.
+
+Cases (each on the same generated load, the server pinned to CPU 0, the load generator to CPU 1):
+
+* ``rotel``: rotel-agent, OTLP/gRPC in -> blackhole (its plain forward path);
+* ``forward``: this gateway, otlp -> batch -> blackhole;
+* ``agent``: otlp -> workflow -> batch -> blackhole, with agentmetrics feeding a metrics
+  pipeline (-> blackhole); ``agent+spanmetrics`` adds the spanmetrics connector.
+
+Then the agent pipeline again while one dimension grows: attributes per span, spans per trace,
+traces held (the workflow wait times the trace rate) and metric series (distinct workflow
+types x agents x tools).
+
+Reported per case: CPU seconds of the server process per million spans (user + system, from
+the start of the load until everything sent has left the pipeline), peak RSS, and whether
+every span came out. The exporter is a blackhole (``benchmarks/blackhole.py``; rotel's own
+``--exporter blackhole``) because no OTLP exporter is on main yet, and no ``memory_limiter``
+exists yet either: both are left out of the pipeline.
+
+    python -m benchmarks.agent_pipeline                # everything, writes results/agent-pipeline.md
+    python -m benchmarks.agent_pipeline --quick        # fewer, shorter cases
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@dataclass
+class Load:
+    """The shape and rate of the generated load."""
+
+    spans_per_trace: int = 10
+    attrs_per_span: int = 8
+    traces_per_request: int = 20
+    rate: float = 5000.0  # spans per second
+    seconds: float = 10.0
+    workflow_types: int = 4
+    agents: int = 5
+    tools: int = 5
+
+    @property
+    def spans_per_request(self) -> int:
+        return self.spans_per_trace * self.traces_per_request
+
+
+def _kv(key: str, value: Any) -> KeyValue:
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
+
+
+def placeholder(k: int) -> bytes:
+    """A 16-byte trace id marker replaced by a fresh id for every trace sent."""
+    return b"\xee\xd1\x7a\x3c" * 3 + k.to_bytes(4, "big")
+
+
+def build_template(load: Load, variant: int) -> bytes:
+    """One request of ``traces_per_request`` workflow traces, trace ids as placeholders.
+
+    A trace: ``workflow.<type>`` root, ``invoke_agent``, then children cycling through an MCP
+    tool call, an A2A send/receive pair, a database call and an HTTP server span; every 5th
+    workflow fails (its first tool call too)."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend([_kv("service.name", "bench-agents"), _kv("host.name", "h1")])
+    ss = rs.scope_spans.add()
+    ss.scope.name = "bench"
+    t0 = 1_700_000_000_000_000_000
+    for k in range(load.traces_per_request):
+        n = variant * load.traces_per_request + k
+        trace_id = placeholder(k)
+        wf_type = f"type{n % load.workflow_types}"
+        agent = f"agent-{n % load.agents}"
+        failed = n % 5 == 0
+        pad = [_kv(f"app.attr.{i}", f"value-{i}-{n % 7}") for i in range(load.attrs_per_span)]
+
+        def add(
+            span_id: int,
+            parent: int,
+            name: str,
+            kind: int,
+            attrs: list[KeyValue],
+            duration_ms: float,
+            error: str | None = None,
+            *,
+            _trace_id: bytes = trace_id,
+            _pad: list[KeyValue] = pad,
+            _n: int = n,
+        ) -> None:
+            s = ss.spans.add(
+                trace_id=_trace_id,
+                span_id=(span_id + 1).to_bytes(8, "big"),
+                parent_span_id=(parent + 1).to_bytes(8, "big") if parent >= 0 else b"",
+                name=name,
+                kind=kind,  # type: ignore[arg-type]
+                start_time_unix_nano=t0 + span_id * 1000,
+                end_time_unix_nano=t0 + span_id * 1000 + int(duration_ms * 1e6),
+            )
+            s.attributes.extend(attrs)
+            s.attributes.extend(_pad[: max(0, load.attrs_per_span - len(attrs))])
+            if error:
+                s.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=error))
+
+        add(
+            0,
+            -1,
+            f"workflow.{wf_type}",
+            Span.SPAN_KIND_INTERNAL,
+            [_kv("workflow.id", f"wf-{n}"), _kv("gen_ai.agent.id", agent)],
+            800 + 100 * (n % 30),
+            "tool chain failed" if failed else None,
+        )
+        add(
+            1,
+            0,
+            "invoke_agent",
+            Span.SPAN_KIND_INTERNAL,
+            [_kv("gen_ai.operation.name", "invoke_agent"), _kv("gen_ai.agent.id", agent)],
+            700,
+        )
+        for i in range(2, load.spans_per_trace):
+            which = (i - 2) % 5
+            if which == 0:
+                add(
+                    i,
+                    1,
+                    f"execute_tool tool{i % load.tools}",
+                    Span.SPAN_KIND_CLIENT,
+                    [
+                        _kv("gen_ai.operation.name", "execute_tool"),
+                        _kv("gen_ai.tool.name", f"tool{(n + i) % load.tools}"),
+                        _kv("mcp.server.name", "server-a"),
+                    ],
+                    20 + 10 * (i % 9),
+                    "connection refused" if failed and i == 2 else None,
+                )
+            elif which == 1:
+                add(
+                    i,
+                    1,
+                    "a2a send",
+                    Span.SPAN_KIND_PRODUCER,
+                    [
+                        _kv("a2a.message.type", "task"),
+                        _kv("a2a.recipient.type", "worker"),
+                        _kv("a2a.priority", "high"),
+                    ],
+                    1,
+                )
+            elif which == 2:
+                add(
+                    i,
+                    i - 1,
+                    "a2a receive",
+                    Span.SPAN_KIND_CONSUMER,
+                    [_kv("a2a.message.type", "task"), _kv("a2a.sender.type", "planner")],
+                    3,
+                )
+            elif which == 3:
+                add(
+                    i,
+                    1,
+                    "SELECT orders",
+                    Span.SPAN_KIND_CLIENT,
+                    [_kv("db.system.name", "postgresql"), _kv("db.operation.name", "SELECT")],
+                    4,
+                )
+            else:
+                add(
+                    i,
+                    1,
+                    "GET /api/items/{id}",
+                    Span.SPAN_KIND_SERVER,
+                    [
+                        _kv("http.request.method", "GET"),
+                        _kv("http.route", "/api/items/{id}"),
+                        _kv("http.response.status_code", 200),
+                    ],
+                    12,
+                )
+    return bytes(req.SerializeToString())
+
+
+# -- the load generator (a separate process, pinned to the other CPU) ----------------------------
+def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
+    import grpc
+
+    templates = [build_template(load, v) for v in range(variants)]
+    marks = [placeholder(k) for k in range(load.traces_per_request)]
+    channel = grpc.insecure_channel(endpoint)
+    grpc.channel_ready_future(channel).result(timeout=20)
+    export = channel.unary_unary(EXPORT_METHOD)
+    interval = load.spans_per_request / load.rate
+    total_requests = max(1, int(load.rate * load.seconds / load.spans_per_request))
+    seq = int.from_bytes(os.urandom(6), "big") << 40
+    sent_spans = 0
+    failures = 0
+    start = time.monotonic()
+    behind = 0.0
+    for r in range(total_requests):
+        data = templates[r % variants]
+        for mark in marks:
+            seq += 1
+            data = data.replace(mark, seq.to_bytes(16, "big"))
+        try:
+            export(data, timeout=30)
+            sent_spans += load.spans_per_request
+        except grpc.RpcError:
+            failures += 1
+        due = start + (r + 1) * interval
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        else:
+            behind = max(behind, now - due)
+    elapsed = time.monotonic() - start
+    channel.close()
+    return {
+        "sent_spans": sent_spans,
+        "failed_requests": failures,
+        "elapsed": elapsed,
+        "achieved_rate": sent_spans / elapsed,
+        "max_lag": behind,
+    }
+
+
+# -- servers ---------------------------------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+FORWARD = """
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
+processors:
+  batch: {{timeout: 200ms, send_batch_size: 8192}}
+exporters:
+  blackhole:
+service:
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [blackhole]}}
+  telemetry:
+    logs: {{level: warn}}
+    metrics: {{address: "127.0.0.1:{telemetry}"}}
+"""
+
+AGENT = """
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
+processors:
+  workflow: {{wait_duration: {wait}, max_traces: {max_traces}, max_bytes: {max_bytes}}}
+  batch: {{timeout: 200ms, send_batch_size: 8192}}
+connectors:
+  agentmetrics: {{metrics_flush_interval: 5s, aggregation_cardinality_limit: 100000}}
+{spanmetrics_def}
+exporters:
+  blackhole:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [workflow, batch]
+      exporters: [blackhole, agentmetrics{spanmetrics_use}]
+    metrics:
+      receivers: [agentmetrics{spanmetrics_use}]
+      exporters: [blackhole]
+  telemetry:
+    logs: {{level: warn}}
+    metrics: {{address: "127.0.0.1:{telemetry}"}}
+"""
+
+
+@dataclass
+class Case:
+    """One benchmark case."""
+
+    name: str
+    server: str  # rotel | forward | agent
+    load: Load
+    wait: str = "1s"
+    max_traces: int = 100_000
+    max_bytes: int = 256 * 1024 * 1024
+    spanmetrics: bool = False
+
+
+@dataclass
+class Result:
+    case: str
+    server: str
+    spans_per_trace: int
+    attrs_per_span: int
+    rate: float
+    sent_spans: int
+    out_spans: int | None
+    cpu_s: float
+    cpu_s_per_million: float
+    peak_rss_mib: float
+    traces_held_peak: float | None
+    series: float | None
+    lag_s: float
+
+
+def _telemetry_value(port: int, name: str, **labels: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    total = 0.0
+    found = False
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+                found = True
+    return total if found else None
+
+
+@contextlib.contextmanager
+def server(case: Case, workdir: Path) -> Iterator[tuple[psutil.Process, str, int]]:
+    port = free_port()
+    telemetry = free_port()
+    if case.server == "rotel":
+        rotel = shutil.which("rotel-agent") or str(
+            Path(sys.executable).parent.parent
+            / "lib"
+            / f"python{sys.version_info.major}.{sys.version_info.minor}"
+            / "site-packages"
+            / "rotel"
+            / "rotel-agent"
+        )
+        args = [
+            "taskset", "-c", "0", rotel, "start",
+            "--otlp-grpc-endpoint", f"127.0.0.1:{port}",
+            "--otlp-http-endpoint", f"127.0.0.1:{free_port()}",
+            "--exporter", "blackhole",
+            "--pid-file", str(workdir / "rotel.pid"),
+            "--log-file", str(workdir / "rotel.log"),
+        ]  # fmt: skip
+        env = dict(os.environ)
+    else:
+        if case.server == "forward":
+            text = FORWARD.format(port=port, telemetry=telemetry)
+        else:
+            sm_def = (
+                "  spanmetrics: {metrics_flush_interval: 5s, aggregation_cardinality_limit: 100000}"
+                if case.spanmetrics
+                else ""
+            )
+            text = AGENT.format(
+                port=port,
+                telemetry=telemetry,
+                wait=case.wait,
+                max_traces=case.max_traces,
+                max_bytes=case.max_bytes,
+                spanmetrics_def=sm_def,
+                spanmetrics_use=", spanmetrics" if case.spanmetrics else "",
+            )
+        config = workdir / f"{case.name}.yaml"
+        config.write_text(text)
+        args = ["taskset", "-c", "0", sys.executable, "-m", "pipeline", "run", "--config", str(config)]
+        env = {**os.environ, "PIPELINE_PLUGINS": "benchmarks.blackhole"}
+    log = open(workdir / f"{case.name}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    try:
+        ps = psutil.Process(proc.pid)
+        yield ps, f"127.0.0.1:{port}", telemetry
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def run_case(case: Case, workdir: Path) -> Result:
+    with server(case, workdir) as (ps, endpoint, telemetry):
+        # warm up: one small load, so start-up costs are not counted
+        warm = replace(case.load, seconds=1.0, rate=min(case.load.rate, 2000))
+        _spawn_load(endpoint, warm)
+        if case.server != "rotel":
+            _wait_out(telemetry, None, timeout=10, settle=_settle(case))
+        base_out = _out_spans(telemetry) if case.server != "rotel" else 0.0
+        cpu0 = sum(ps.cpu_times()[:2])
+        peak = {"rss": ps.memory_info().rss, "held": 0.0}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(psutil.Error):
+                    peak["rss"] = max(peak["rss"], ps.memory_info().rss)
+                if case.server == "agent":
+                    held = _telemetry_value(
+                        telemetry, "otelcol_processor_workflow_traces_held", processor="workflow"
+                    )
+                    peak["held"] = max(peak["held"], held or 0.0)
+                stop.wait(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        stats = _spawn_load(endpoint, case.load)
+        out = None
+        if case.server != "rotel":
+            expected = base_out + stats["sent_spans"]
+            out = _wait_out(telemetry, expected, timeout=60, settle=_settle(case)) - base_out
+        else:
+            time.sleep(0.5)  # rotel's batch timeout is 200 ms
+        cpu = sum(ps.cpu_times()[:2]) - cpu0
+        stop.set()
+        sampler.join()
+        series = None
+        if case.server == "agent":
+            series = _telemetry_value(telemetry, "otelcol_connector_aggregation_series")
+    return Result(
+        case=case.name,
+        server=case.server,
+        spans_per_trace=case.load.spans_per_trace,
+        attrs_per_span=case.load.attrs_per_span,
+        rate=round(stats["achieved_rate"]),
+        sent_spans=stats["sent_spans"],
+        out_spans=int(out) if out is not None else None,
+        cpu_s=round(cpu, 3),
+        cpu_s_per_million=round(cpu / stats["sent_spans"] * 1e6, 2),
+        peak_rss_mib=round(peak["rss"] / 2**20, 1),
+        traces_held_peak=peak["held"] if case.server == "agent" else None,
+        series=series,
+        lag_s=round(stats["max_lag"], 3),
+    )
+
+
+def _settle(case: Case) -> float:
+    from pipeline.configtypes import parse_duration
+
+    return parse_duration(case.wait) + 0.5 if case.server == "agent" else 0.5
+
+
+def _out_spans(telemetry: int) -> float:
+    return (
+        _telemetry_value(
+            telemetry, "otelcol_exporter_sent_spans_total", exporter="blackhole"
+        )
+        or 0.0
+    )
+
+
+def _wait_out(telemetry: int, expected: float | None, timeout: float, settle: float) -> float:
+    """Wait until the exporter has sent ``expected`` spans (or, when ``None``, until the count
+    stops moving for ``settle`` seconds)."""
+    deadline = time.monotonic() + timeout
+    last = -1.0
+    last_change = time.monotonic()
+    while time.monotonic() < deadline:
+        now_out = _out_spans(telemetry)
+        if expected is not None and now_out >= expected:
+            return now_out
+        if now_out != last:
+            last, last_change = now_out, time.monotonic()
+        elif expected is None and time.monotonic() - last_change > settle:
+            return now_out
+        time.sleep(0.1)
+    return last
+
+
+def _spawn_load(endpoint: str, load: Load) -> dict[str, Any]:
+    args = [
+        "taskset", "-c", "1", sys.executable, "-m", "benchmarks.agent_pipeline",
+        "--load-only", endpoint, "--load-json", json.dumps(asdict(load)),
+    ]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, cwd=ROOT, check=True, timeout=600)
+    stats: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    return stats
+
+
+def cases(quick: bool) -> list[Case]:
+    seconds = 6.0 if quick else 10.0
+    base = Load(seconds=seconds)
+    out = [
+        Case("rotel forward", "rotel", base),
+        Case("gateway forward", "forward", base),
+        Case("agent pipeline", "agent", base),
+        Case("agent + spanmetrics", "agent", base, spanmetrics=True),
+    ]
+    for attrs in (4, 32) if quick else (2, 16, 32, 64):
+        out.append(Case(f"attrs/span={attrs}", "agent", replace(base, attrs_per_span=attrs)))
+        if not quick:
+            out.append(
+                Case(f"rotel attrs/span={attrs}", "rotel", replace(base, attrs_per_span=attrs))
+            )
+    for spt in (5, 50) if quick else (5, 25, 100):
+        load = replace(base, spans_per_trace=spt, traces_per_request=max(1, 200 // spt))
+        out.append(Case(f"spans/trace={spt}", "agent", load))
+    for wait in ("200ms", "5s") if quick else ("200ms", "2s", "10s"):
+        out.append(Case(f"wait={wait}", "agent", base, wait=wait))
+    for types, agents, tools in ((2, 2, 2), (40, 50, 50)) if quick else (
+        (2, 2, 2),
+        (20, 20, 20),
+        (100, 100, 100),
+    ):
+        load = replace(base, workflow_types=types, agents=agents, tools=tools)
+        out.append(Case(f"series types={types} agents={agents}", "agent", load))
+    return out
+
+
+def report(results: list[Result], path: Path, note: str) -> None:
+    lines = [
+        "# Agent pipeline benchmark",
+        "",
+        note,
+        "",
+        "| case | server | spans/trace | attrs/span | rate (spans/s) | sent | out | CPU-s | "
+        "CPU-s per 1M spans | peak RSS MiB | traces held (peak) | series | load lag s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.case} | {r.server} | {r.spans_per_trace} | {r.attrs_per_span} | {r.rate} | "
+            f"{r.sent_spans} | {r.out_spans if r.out_spans is not None else 'n/a'} | {r.cpu_s} | "
+            f"{r.cpu_s_per_million} | {r.peak_rss_mib} | "
+            f"{r.traces_held_peak if r.traces_held_peak is not None else ''} | "
+            f"{r.series if r.series is not None else ''} | {r.lag_s} |"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", help="run only cases whose name contains this text")
+    p.add_argument("--rate", type=float, help="spans per second for every case")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "agent-pipeline-raw.md"))
+    p.add_argument("--load-only", help=argparse.SUPPRESS)
+    p.add_argument("--load-json", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.load_only:
+        load = Load(**json.loads(a.load_json))
+        print(json.dumps(run_load(a.load_only, load)))
+        return 0
+    selected = [c for c in cases(a.quick) if not a.only or a.only in c.name]
+    if a.rate:
+        selected = [replace(c, load=replace(c.load, rate=a.rate)) for c in selected]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp:
+        for case in selected:
+            r = run_case(case, Path(tmp))
+            print(json.dumps(asdict(r)), flush=True)
+            results.append(r)
+    note = (
+        f"Generated by `python -m benchmarks.agent_pipeline` on {time.strftime('%Y-%m-%d %H:%M')} "
+        f"UTC; {os.cpu_count()} CPUs; server on CPU 0, load generator on CPU 1."
+    )
+    report(results, Path(a.out), note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
