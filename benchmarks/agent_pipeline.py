@@ -388,7 +388,17 @@ def server(case: Case, workdir: Path) -> Iterator[tuple[psutil.Process, str, int
             )
         config = workdir / f"{case.name}.yaml"
         config.write_text(text)
-        args = ["taskset", "-c", "0", sys.executable, "-m", "pipeline", "run", "--config", str(config)]
+        args = [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            "--config",
+            str(config),
+        ]
         env = {**os.environ, "PIPELINE_PLUGINS": "benchmarks.blackhole"}
     log = open(workdir / f"{case.name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
@@ -469,9 +479,7 @@ def _settle(case: Case) -> float:
 
 def _out_spans(telemetry: int) -> float:
     return (
-        _telemetry_value(
-            telemetry, "otelcol_exporter_sent_spans_total", exporter="blackhole"
-        )
+        _telemetry_value(telemetry, "otelcol_exporter_sent_spans_total", exporter="blackhole")
         or 0.0
     )
 
@@ -524,10 +532,14 @@ def cases(quick: bool) -> list[Case]:
         out.append(Case(f"spans/trace={spt}", "agent", load))
     for wait in ("200ms", "5s") if quick else ("200ms", "2s", "10s"):
         out.append(Case(f"wait={wait}", "agent", base, wait=wait))
-    for types, agents, tools in ((2, 2, 2), (40, 50, 50)) if quick else (
-        (2, 2, 2),
-        (20, 20, 20),
-        (100, 100, 100),
+    for types, agents, tools in (
+        ((2, 2, 2), (40, 50, 50))
+        if quick
+        else (
+            (2, 2, 2),
+            (20, 20, 20),
+            (100, 100, 100),
+        )
     ):
         load = replace(base, workflow_types=types, agents=agents, tools=tools)
         out.append(Case(f"series types={types} agents={agents}", "agent", load))

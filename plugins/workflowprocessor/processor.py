@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +61,8 @@ TRACE_OVERHEAD = 400
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -74,9 +78,10 @@ def _len_field(tag: int, payload: bytes) -> bytes:
     return bytes((tag,)) + _varint(len(payload)) + payload
 
 
+@functools.lru_cache(maxsize=8192)
 def encode_attribute(key: str, value: str) -> bytes:
     """``Span.attributes`` entry (field 9) holding ``KeyValue{key, AnyValue{string_value}}``,
-    ready to be appended to an encoded span."""
+    ready to be appended to an encoded span (cached: keys and most values repeat)."""
     any_value = _len_field(0x0A, value.encode())
     kv = _len_field(0x0A, key.encode()) + _len_field(0x12, any_value)
     return _len_field(0x4A, kv)
@@ -155,7 +160,10 @@ class WorkflowProcessor(Component):
             names.workflow_outcome,
             names.workflow_complexity_tier,
         )
-        self._stamp_markers = [key_marker(k) for k in self._stamp_keys]
+        self._stamp_re = re.compile(b"|".join(re.escape(key_marker(k)) for k in self._stamp_keys))
+        self._released_children = {}
+        self._groups: dict[GroupKey, GroupKey] = {}
+        self._workflow_children: dict[str, Any] = {}
         self._init_telemetry()
 
     # -- self-telemetry -------------------------------------------------------------------------
@@ -210,6 +218,8 @@ class WorkflowProcessor(Component):
             ("processor",),
         ).labels(name)
 
+    _released_children: dict[str, tuple[Any, Any]]
+
     def _update_gauges(self) -> None:
         self._g_traces.set(len(self._held))
         self._g_spans.set(self._held_spans + self._outbox_spans + self._sending_spans)
@@ -252,6 +262,9 @@ class WorkflowProcessor(Component):
         agent_marker = self._agent_marker
         late: dict[GroupKey, list[bytes]] = {}
         late_count = 0
+        interned = self._groups
+        if len(interned) > 4096:
+            interned.clear()
         added_bytes = 0
         added_spans = 0
         for rs_sh, rs_sk in zip(shallow.resource_spans, skeleton.resource_spans, strict=True):
@@ -259,6 +272,8 @@ class WorkflowProcessor(Component):
             resource_url = rs_sh.schema_url
             for ss_sh, ss_sk in zip(rs_sh.scope_spans, rs_sk.scope_spans, strict=True):
                 group: GroupKey = (resource, resource_url, ss_sh.scope, ss_sh.schema_url)
+                # one instance per distinct resource/scope, so spans group by identity later
+                group = interned.setdefault(group, group)
                 for span_raw, sk in zip(ss_sh.spans, ss_sk.spans, strict=True):
                     trace_id = sk.trace_id
                     trace = held.get(trace_id)
@@ -330,7 +345,7 @@ class WorkflowProcessor(Component):
 
     def _suffix_for(self, span_raw: bytes, stamp: _Stamp) -> bytes:
         """The stamp, without the attributes the span already has."""
-        if not any(m in span_raw for m in self._stamp_markers):
+        if self._stamp_re.search(span_raw) is None:
             return stamp.suffix
         present = {kv.key for kv in Span.FromString(span_raw).attributes}
         return b"".join(encode_attribute(k, v) for k, v in stamp.attrs if k not in present)
@@ -354,8 +369,13 @@ class WorkflowProcessor(Component):
     def _forget(self, trace_id: bytes, trace: _Trace, reason: str) -> None:
         self._held_bytes -= trace.nbytes
         self._held_spans -= len(trace.spans)
-        self._c_traces.labels(self.settings.name, reason).inc()
-        self._c_spans.labels(self.settings.name, reason).inc(len(trace.spans))
+        children = self._released_children.get(reason)
+        if children is None:
+            name = self.settings.name
+            children = (self._c_traces.labels(name, reason), self._c_spans.labels(name, reason))
+            self._released_children[reason] = children
+        children[0].inc()
+        children[1].inc(len(trace.spans))
         stamp = self._stamp_for(trace)
         if self.config.late_span_cache_size and trace.root is not None:
             self._released[trace_id] = stamp
@@ -400,12 +420,23 @@ class WorkflowProcessor(Component):
                     by_group.setdefault(group, []).append(span_raw)
                 continue
             suffix = stamp.suffix
-            markers = self._stamp_markers
-            for span_raw, group in zip(spans, trace.groups, strict=True):
-                if any(m in span_raw for m in markers):
-                    span_raw = span_raw + self._suffix_for(span_raw, stamp)
-                else:
+            search = self._stamp_re.search
+            groups = trace.groups
+            first = groups[0]
+            if all(g is first for g in groups):
+                # the common case: the whole trace from one resource and scope
+                out = by_group.setdefault(first, [])
+                for span_raw in spans:
+                    if search(span_raw) is None:
+                        out.append(span_raw + suffix)
+                    else:
+                        out.append(span_raw + self._suffix_for(span_raw, stamp))
+                continue
+            for span_raw, group in zip(spans, groups, strict=True):
+                if search(span_raw) is None:
                     span_raw = span_raw + suffix
+                else:
+                    span_raw = span_raw + self._suffix_for(span_raw, stamp)
                 by_group.setdefault(group, []).append(span_raw)
         self._enqueue(self._assemble_groups(by_group), count)
 
@@ -434,7 +465,12 @@ class WorkflowProcessor(Component):
             outcome,
             self._tier(trace),
         )
-        self._c_workflows.labels(self.settings.name, outcome).inc()
+        child = self._workflow_children.get(outcome)
+        if child is None:
+            child = self._workflow_children[outcome] = self._c_workflows.labels(
+                self.settings.name, outcome
+            )
+        child.inc()
         pairs = list(zip(self._stamp_keys, values, strict=True))
         return _Stamp(pairs, b"".join(encode_attribute(k, v) for k, v in pairs))
 
