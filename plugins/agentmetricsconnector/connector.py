@@ -31,6 +31,8 @@ import collections
 import time
 from typing import Any
 
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
 from pipeline import Consumer, CreateSettings, Payload
 from plugins._agentconv import (
     OUTCOMES,
@@ -38,13 +40,12 @@ from plugins._agentconv import (
     SPAN_KIND_PRODUCER,
     SPAN_KIND_SERVER,
     STATUS_ERROR,
-    attr_str,
+    attr_map,
     exception_type,
-    is_workflow_root,
     workflow_outcome,
-    workflow_type,
 )
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
+from plugins._spanview import TracesView, value_str
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 
 WORKFLOW_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -134,6 +135,35 @@ class SlidingWindows:
             bad += b
             ok += o
         return total, bad, ok
+
+
+class _SpanView:
+    """A span of a :data:`TracesView`: attributes (a map of encoded values) decoded on demand."""
+
+    __slots__ = ("_full", "attrs", "span")
+
+    def __init__(self, span: Any, attrs: Any) -> None:
+        self.span = span
+        self.attrs = attrs
+        self._full: Any = None
+
+    @property
+    def name(self) -> str:
+        return str(self.span.name.decode("utf-8", "replace"))
+
+    def get(self, key: str) -> str | None:
+        value = self.attrs.get(key)
+        return value_str(value) if value is not None else None
+
+    def label(self, key: str) -> str:
+        value = self.attrs.get(key)
+        return (value_str(value) or UNKNOWN) if value is not None else UNKNOWN
+
+    def full(self) -> Any:
+        """The span decoded in full (for exception events, links, status message)."""
+        if self._full is None:
+            self._full = Span.FromString(self.span.SerializeToString())
+        return self._full
 
 
 class AgentMetricsConnector(FlushingConnector):
@@ -232,118 +262,126 @@ class AgentMetricsConnector(FlushingConnector):
         self.windows = {w: SlidingWindows(w, max(1.0, w / 60), limit) for w in sorted(lengths)}
         self._burn_windows = [(w, window_label(w)) for w in config.slo.burn_rate_windows]
         self._failure_outcomes = frozenset(config.failure_outcomes)
+
         self._producers: collections.OrderedDict[bytes, tuple[int, str]] = collections.OrderedDict()
 
     # -- aggregation -----------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:
-        msg = data.message()
+        """Reads the request through :data:`plugins._spanview.TracesView` (attributes as a
+        C-level map of encoded values): only the attributes the metrics need are decoded, and
+        a span is decoded in full only when an exception type, links or a fallback outcome are
+        needed."""
+        skeleton = TracesView.FromString(data.to_bytes())
         now_ns = time.time_ns()
         now = now_ns / 1e9
         names = self.names
         consumers: list[tuple[Any, str]] = []
         producers = self._producers
-        for rs in msg.resource_spans:
+        cache_size = self.config.a2a_producer_cache_size
+        tool_op = names.tool_operation
+        tool_method = names.mcp_tool_method
+        for rs in skeleton.resource_spans:
             for ss in rs.scope_spans:
-                for span in ss.spans:
-                    attrs = {kv.key: kv.value for kv in span.attributes}
-                    kind = span.kind
-                    failed = span.status.code == STATUS_ERROR
-                    duration = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9
+                for sp in ss.spans:
+                    kind = sp.kind
+                    status = sp.status
+                    failed = bool(status) and Status.FromString(status).code == STATUS_ERROR
                     component = ""
-                    if not span.parent_span_id and is_workflow_root(span, attrs, names):
-                        self._workflow(span, attrs, duration, now_ns, now)
+                    view = _SpanView(sp, sp.attributes)
+                    if not sp.parent_span_id and self._is_workflow_root(view):
+                        self._workflow(view, now_ns, now)
                         component = "workflow"
-                    op = attrs.get(names.operation_name)
-                    op_name = op.string_value if op is not None else ""
-                    method = attrs.get(names.mcp_method_name)
-                    if op_name == names.tool_operation or (
-                        method is not None and method.string_value == names.mcp_tool_method
-                    ):
-                        self._tool_call(span, attrs, failed, duration, now_ns)
+                    op_name = view.get(names.operation_name) or ""
+                    if op_name == tool_op or view.get(names.mcp_method_name) == tool_method:
+                        self._tool_call(view, failed, now_ns)
                         component = component or "mcp"
                     if kind in (SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER):
-                        mtype = attrs.get(names.a2a_message_type)
+                        mtype = view.get(names.a2a_message_type)
                         if mtype is not None:
-                            message_type = attr_str(mtype) or UNKNOWN
+                            message_type = mtype or UNKNOWN
                             if kind == SPAN_KIND_PRODUCER:
                                 self.a2a_sent.add(
                                     NO_RESOURCE,
                                     (
                                         ("message_type", message_type),
-                                        (
-                                            "recipient_type",
-                                            self._s(attrs, names.a2a_recipient_type),
-                                        ),
-                                        ("priority", self._s(attrs, names.a2a_priority)),
+                                        ("recipient_type", view.label(names.a2a_recipient_type)),
+                                        ("priority", view.label(names.a2a_priority)),
                                     ),
                                     1,
                                     now_ns,
                                 )
-                                if self.config.a2a_producer_cache_size:
-                                    producers[span.span_id] = (span.start_time_unix_nano, "")
-                                    if len(producers) > self.config.a2a_producer_cache_size:
+                                if cache_size:
+                                    producers[sp.span_id] = sp.start_time_unix_nano
+                                    if len(producers) > cache_size:
                                         producers.popitem(last=False)
                             else:
-                                status = attrs.get(names.a2a_processing_status)
+                                status_value = view.get(names.a2a_processing_status)
                                 processing = (
-                                    attr_str(status)
-                                    if status is not None
+                                    status_value
+                                    if status_value is not None
                                     else ("failed" if failed else "processed")
                                 )
                                 self.a2a_received.add(
                                     NO_RESOURCE,
                                     (
                                         ("message_type", message_type),
-                                        ("sender_type", self._s(attrs, names.a2a_sender_type)),
+                                        ("sender_type", view.label(names.a2a_sender_type)),
                                         ("processing_status", processing),
                                     ),
                                     1,
                                     now_ns,
                                 )
-                                consumers.append((span, message_type))
+                                consumers.append((sp, message_type))
                             component = component or "a2a"
                     if kind == SPAN_KIND_SERVER:
-                        http_method = attrs.get(names.http_method) or attrs.get("http.method")
+                        http_method = view.get(names.http_method) or view.get("http.method")
                         if http_method is not None:
-                            self._http(span, attrs, http_method, duration, now_ns)
+                            self._http(view, http_method, now_ns)
                             component = component or "http"
                     if failed:
-                        self._error(attrs, span, component, op_name, now_ns)
-        for span, message_type in consumers:
-            sent = producers.get(span.parent_span_id)
+                        self._error(view, component, op_name, now_ns)
+        for sp, message_type in consumers:
+            sent = producers.get(sp.parent_span_id)
             if sent is None:
-                for link in span.links:
-                    sent = producers.get(link.span_id)
+                for raw_link in sp.links:
+                    sent = producers.get(Span.Link.FromString(raw_link).span_id)
                     if sent is not None:
                         break
             if sent is not None:
-                latency = max(span.start_time_unix_nano - sent[0], 0) / 1e9
+                latency = max(sp.start_time_unix_nano - sent, 0) / 1e9
                 self.a2a_latency.observe(
                     NO_RESOURCE,
                     (("message_type", message_type),),
                     latency,
                     now_ns,
-                    span.trace_id,
-                    span.span_id,
+                    sp.trace_id,
+                    sp.span_id,
                 )
 
-    @staticmethod
-    def _s(attrs: dict[str, Any], key: str) -> str:
-        value = attrs.get(key)
-        return (attr_str(value) or UNKNOWN) if value is not None else UNKNOWN
-
-    def _workflow(
-        self, span: Any, attrs: dict[str, Any], duration: float, now_ns: int, now: float
-    ) -> None:
+    def _is_workflow_root(self, view: _SpanView) -> bool:
         names = self.names
-        given = attrs.get(names.workflow_outcome)
-        outcome = attr_str(given) if given is not None else ""
+        return (
+            view.name.startswith(names.workflow_span_prefix)
+            or names.workflow_name in view.attrs
+            or names.workflow_id in view.attrs
+            or names.workflow_type in view.attrs
+        )
+
+    def _workflow(self, view: _SpanView, now_ns: int, now: float) -> None:
+        names = self.names
+        sp = view.span
+        outcome = view.get(names.workflow_outcome) or ""
         if outcome not in OUTCOMES:
-            outcome = workflow_outcome(span, attrs, names)
-        wf_type = workflow_type(span, attrs, names)
-        tier = self._s(attrs, names.workflow_complexity_tier)
-        agent = attrs.get(names.workflow_agent_id) or attrs.get(names.agent_id)
-        agent_id = (attr_str(agent) or UNKNOWN) if agent is not None else UNKNOWN
+            full = view.full()
+            outcome = workflow_outcome(full, attr_map(full), names)
+        wf_type = view.get(names.workflow_type) or view.get(names.workflow_name) or ""
+        if not wf_type:
+            name = view.name
+            prefix = names.workflow_span_prefix
+            wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or UNKNOWN
+        tier = view.label(names.workflow_complexity_tier)
+        agent_id = view.get(names.workflow_agent_id) or view.get(names.agent_id) or UNKNOWN
+        duration = (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9
         self.executions.add(
             NO_RESOURCE,
             (
@@ -360,8 +398,8 @@ class AgentMetricsConnector(FlushingConnector):
             (("workflow_type", wf_type), ("complexity_tier", tier)),
             duration,
             now_ns,
-            span.trace_id,
-            span.span_id,
+            sp.trace_id,
+            sp.span_id,
         )
         objective = self.config.sla.objective(wf_type)
         within = objective is None or duration <= objective
@@ -370,24 +408,14 @@ class AgentMetricsConnector(FlushingConnector):
         if not all(tracked):
             self.count_overflow("agent_workflow_failure_ratio", 1)
 
-    def _tool_call(
-        self, span: Any, attrs: dict[str, Any], failed: bool, duration: float, now_ns: int
-    ) -> None:
+    def _tool_call(self, view: _SpanView, failed: bool, now_ns: int) -> None:
         names = self.names
-        server_value = attrs.get(names.mcp_server_name) or attrs.get(names.server_address)
-        server = (attr_str(server_value) or UNKNOWN) if server_value is not None else UNKNOWN
-        tool_value = attrs.get(names.tool_name)
-        tool = attr_str(tool_value) if tool_value is not None else ""
-        if not tool:
-            tool = span.name.rsplit(" ", 1)[-1] or UNKNOWN
-        error_value = attrs.get(names.error_type)
+        sp = view.span
+        server = view.get(names.mcp_server_name) or view.get(names.server_address) or UNKNOWN
+        tool = view.get(names.tool_name) or view.name.rsplit(" ", 1)[-1] or UNKNOWN
+        error_value = view.get(names.error_type)
         failed = failed or error_value is not None
-        if failed:
-            error_type = (
-                attr_str(error_value) if error_value is not None else exception_type(span)
-            ) or "_OTHER"
-        else:
-            error_type = "none"
+        error_type = (error_value or exception_type(view.full()) or "_OTHER") if failed else "none"
         self.tool_calls.add(
             NO_RESOURCE,
             (
@@ -402,39 +430,34 @@ class AgentMetricsConnector(FlushingConnector):
         self.tool_duration.observe(
             NO_RESOURCE,
             (("server", server), ("tool", tool)),
-            duration,
+            (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9,
             now_ns,
-            span.trace_id,
-            span.span_id,
+            sp.trace_id,
+            sp.span_id,
         )
 
-    def _http(
-        self, span: Any, attrs: dict[str, Any], method: Any, duration: float, now_ns: int
-    ) -> None:
+    def _http(self, view: _SpanView, method: str, now_ns: int) -> None:
         names = self.names
-        route = attrs.get(names.http_route)
-        code_value = attrs.get(names.http_status_code) or attrs.get("http.status_code")
-        code = attr_str(code_value) if code_value is not None else ""
+        sp = view.span
+        code = view.get(names.http_status_code) or view.get("http.status_code") or ""
         status_class = f"{code[0]}xx" if len(code) == 3 and code.isdigit() else UNKNOWN
         self.http_duration.observe(
             NO_RESOURCE,
             (
-                ("method", attr_str(method) or UNKNOWN),
-                ("endpoint", (attr_str(route) or UNKNOWN) if route is not None else UNKNOWN),
+                ("method", method or UNKNOWN),
+                ("endpoint", view.label(names.http_route)),
                 ("status_class", status_class),
             ),
-            duration,
+            (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9,
             now_ns,
-            span.trace_id,
-            span.span_id,
+            sp.trace_id,
+            sp.span_id,
         )
 
-    def _error(
-        self, attrs: dict[str, Any], span: Any, component: str, op_name: str, now_ns: int
-    ) -> None:
+    def _error(self, view: _SpanView, component: str, op_name: str, now_ns: int) -> None:
         names = self.names
-        value = attrs.get(names.error_type)
-        error_type = (attr_str(value) if value is not None else exception_type(span)) or "_OTHER"
+        attrs = view.attrs
+        error_type = view.get(names.error_type) or exception_type(view.full()) or "_OTHER"
         if not component:
             if names.db_system in attrs or names.db_system_legacy in attrs:
                 component = "database"
@@ -444,18 +467,12 @@ class AgentMetricsConnector(FlushingConnector):
                 component = "http"
             else:
                 component = "agent"
-        severity_value = attrs.get(names.error_severity)
-        severity = (
-            attr_str(severity_value)
-            if severity_value is not None
-            else ("critical" if component == "workflow" else "error")
-        )
-        recoverable_value = attrs.get(names.error_recoverable)
-        if recoverable_value is not None:
-            recoverable = attr_str(recoverable_value)
-        else:
-            code_value = attrs.get(names.http_status_code) or attrs.get("http.status_code")
-            code = attr_str(code_value) if code_value is not None else ""
+        severity = view.get(names.error_severity)
+        if severity is None:
+            severity = "critical" if component == "workflow" else "error"
+        recoverable = view.get(names.error_recoverable)
+        if recoverable is None:
+            code = view.get(names.http_status_code) or view.get("http.status_code") or ""
             recoverable = (
                 "true"
                 if error_type in RECOVERABLE_ERRORS or code.startswith("5") or code == "429"

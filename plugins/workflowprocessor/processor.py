@@ -47,11 +47,11 @@ from plugins._agentconv import (
     ErrorClassifier,
     attr_map,
     attr_str,
-    is_tool_call,
     is_workflow_root,
     workflow_outcome,
     workflow_type,
 )
+from plugins._spanview import SpanView, value_str
 from plugins.workflowprocessor.config import WorkflowConfig
 
 # Python-side cost of holding one span beyond its encoding: the bytes objects of the span and
@@ -277,9 +277,9 @@ class WorkflowProcessor(Component):
                 for span_raw, sk in zip(ss_sh.spans, ss_sk.spans, strict=True):
                     trace_id = sk.trace_id
                     trace = held.get(trace_id)
-                    decoded = None
+                    tool = False
                     if tool_a in span_raw or tool_b in span_raw:
-                        span_raw, decoded = self._check_tool_call(span_raw)
+                        span_raw, tool = self._check_tool_call(span_raw)
                     if trace is None:
                         if trace_id in released:
                             late.setdefault(group, []).append(self._stamp_late(trace_id, span_raw))
@@ -291,11 +291,11 @@ class WorkflowProcessor(Component):
                     else:
                         held.move_to_end(trace_id)
                         trace.last_seen = now
-                    if decoded is not None and decoded[1]:
+                    if tool:
                         trace.tool_calls += 1
                     parent = sk.parent_span_id
                     if not parent:
-                        root = decoded[0] if decoded is not None else Span.FromString(span_raw)
+                        root = Span.FromString(span_raw)
                         trace.root_index = len(trace.spans)
                         trace.root = root
                         trace.root_attrs = attr_map(root)
@@ -303,11 +303,11 @@ class WorkflowProcessor(Component):
                         if agent is not None and attr_str(agent):
                             trace.agent_id = attr_str(agent)
                     elif not trace.agent_id and agent_marker in span_raw:
-                        span = decoded[0] if decoded is not None else Span.FromString(span_raw)
-                        for kv in span.attributes:
-                            if kv.key == self.names.agent_id:
-                                trace.agent_id = attr_str(kv.value)
-                                break
+                        agent_value = SpanView.FromString(span_raw).attributes.get(
+                            self.names.agent_id
+                        )
+                        if agent_value is not None:
+                            trace.agent_id = value_str(agent_value)
                     trace.spans.append(span_raw)
                     trace.groups.append(group)
                     trace.ids.append(sk.span_id)
@@ -321,17 +321,25 @@ class WorkflowProcessor(Component):
         if late:
             self._enqueue(self._assemble_groups(late), late_count)
 
-    def _check_tool_call(self, span_raw: bytes) -> tuple[bytes, tuple[Any, bool]]:
-        """Decode a span that may be a tool call; a failed tool call lacking ``error.type``
-        gets one appended. Returns the (possibly extended) bytes and (span, is_tool_call)."""
-        span = Span.FromString(span_raw)
-        attrs = attr_map(span)
-        tool = is_tool_call(attrs, self.names)
-        if tool and span.status.code == STATUS_ERROR and self.names.error_type not in attrs:
-            error_type = self.classifier.classify(span)
-            span_raw = span_raw + encode_attribute(self.names.error_type, error_type)
-            self._c_error_types.inc()
-        return span_raw, (span, tool)
+    def _check_tool_call(self, span_raw: bytes) -> tuple[bytes, bool]:
+        """Look at a span that may be a tool call (its attributes read as a C-level map); a
+        failed tool call lacking ``error.type`` gets one appended. Returns the (possibly
+        extended) bytes and whether it is a tool call."""
+        view = SpanView.FromString(span_raw)
+        attrs = view.attributes
+        names = self.names
+        op = attrs.get(names.operation_name)
+        method = attrs.get(names.mcp_method_name)
+        tool = (op is not None and value_str(op) == names.tool_operation) or (
+            method is not None and value_str(method) == names.mcp_tool_method
+        )
+        if tool and names.error_type not in attrs and view.status:
+            span = Span.FromString(span_raw)
+            if span.status.code == STATUS_ERROR:
+                error_type = self.classifier.classify(span)
+                span_raw = span_raw + encode_attribute(names.error_type, error_type)
+                self._c_error_types.inc()
+        return span_raw, tool
 
     def _stamp_late(self, trace_id: bytes, span_raw: bytes) -> bytes:
         stamp = self._released[trace_id]
