@@ -10,9 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
 from pipeline import Consumer, CreateSettings, Payload
 from plugins._agentconv import attr_str
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
+from plugins._spanview import TracesView, value_str
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
 
 SPAN_KINDS = (
@@ -75,50 +79,60 @@ class SpanMetricsConnector(FlushingConnector):
             d not in excluded for d in ("service.name", "span.name", "span.kind", "status.code")
         )
         self._dimensions = [(d.name, d.default) for d in config.dimensions]
+        self._names: dict[bytes, str] = {}
+        self._statuses: dict[bytes, int] = {}
+        self._resources: dict[bytes, tuple[bytes, str, dict[str, str]]] = {}
 
     async def consume(self, data: Payload) -> None:
-        msg = data.message()
+        """Reads the request through :data:`plugins._spanview.TracesView`: resource, status
+        and attributes stay encoded; span names, status codes and resources are decoded once
+        per distinct value (small caches), not once per span."""
+        view = TracesView.FromString(data.to_bytes())
         now_ns = time.time_ns()
-        agg = self.aggregator
         calls = self.calls
         duration = self.duration
         divisor = self._divisor
         with_service, with_name, with_kind, with_status = self._with
         dimensions = self._dimensions
         exemplars = duration is not None and duration.max_exemplars > 0
-        for rs in msg.resource_spans:
-            resource_key = agg.resource_key(rs.resource)
-            resource_attrs: dict[str, Any] | None = None
-            service = ""
-            for kv in rs.resource.attributes:
-                if kv.key == "service.name":
-                    service = kv.value.string_value
-                    break
-            if dimensions:
-                resource_attrs = {kv.key: kv.value for kv in rs.resource.attributes}
+        names = self._names
+        statuses = self._statuses
+        if len(names) > 10_000:
+            names.clear()
+        for rs in view.resource_spans:
+            resource_key, service, resource_attrs = self._resource(rs.resource)
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     key: list[tuple[str, Any]] = []
                     if with_service:
                         key.append(("service.name", service))
                     if with_name:
-                        key.append(("span.name", span.name))
+                        raw_name = span.name
+                        name = names.get(raw_name)
+                        if name is None:
+                            name = names[raw_name] = raw_name.decode("utf-8", "replace")
+                        key.append(("span.name", name))
                     if with_kind:
-                        key.append(("span.kind", SPAN_KINDS[span.kind] if span.kind < 6 else ""))
+                        kind = span.kind
+                        key.append(("span.kind", SPAN_KINDS[kind] if 0 <= kind < 6 else ""))
                     if with_status:
-                        code = span.status.code
-                        key.append(("status.code", STATUS_CODES[code] if code < 3 else ""))
+                        raw_status = span.status
+                        code = statuses.get(raw_status)
+                        if code is None:
+                            code = Status.FromString(raw_status).code
+                            if len(statuses) < 1000:
+                                statuses[raw_status] = code
+                        key.append(("status.code", STATUS_CODES[code] if 0 <= code < 3 else ""))
                     if dimensions:
-                        assert resource_attrs is not None
-                        span_attrs = {kv.key: kv.value for kv in span.attributes}
-                        for name, default in dimensions:
-                            value = span_attrs.get(name)
-                            if value is None:
-                                value = resource_attrs.get(name)
+                        span_attrs = span.attributes
+                        for dim, default in dimensions:
+                            value = span_attrs.get(dim)
                             if value is not None:
-                                key.append((name, attr_str(value)))
+                                key.append((dim, value_str(value)))
+                            elif dim in resource_attrs:
+                                key.append((dim, resource_attrs[dim]))
                             elif default is not None:
-                                key.append((name, default))
+                                key.append((dim, default))
                     attrs = tuple(key)
                     calls.add(resource_key, attrs, 1, now_ns)
                     if duration is not None:
@@ -129,3 +143,16 @@ class SpanMetricsConnector(FlushingConnector):
                             )
                         else:
                             duration.observe(resource_key, attrs, value, now_ns)
+
+    def _resource(self, raw: bytes) -> tuple[bytes, str, dict[str, str]]:
+        """(key, service.name, attributes as strings) of an encoded resource, cached."""
+        cached = self._resources.get(raw)
+        if cached is None:
+            resource = Resource.FromString(raw)
+            key = self.aggregator.resource_key(resource)
+            attrs = {kv.key: attr_str(kv.value) for kv in resource.attributes}
+            cached = (key, attrs.get("service.name", ""), attrs)
+            if len(self._resources) > 1000:
+                self._resources.clear()
+            self._resources[raw] = cached
+        return cached
