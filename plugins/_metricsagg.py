@@ -113,6 +113,7 @@ class Metric:
         self.overflowed = 0  # measurements recorded in the overflow series, ever
         self._on_overflow = on_overflow
         self._touched: set[SeriesKey] = set()
+        self.track_touched = True  # only needed for delta temporality (set by Aggregator)
 
     def __len__(self) -> int:
         return len(self.series)
@@ -142,7 +143,8 @@ class Metric:
         s = self._series(key, now_ns)
         s.count += value
         s.last_ns = now_ns
-        self._touched.add(key)
+        if self.track_touched:
+            self._touched.add(key)
 
     def set(self, resource: bytes, attrs: Attrs, value: float, now_ns: int) -> None:
         """Set a gauge."""
@@ -175,7 +177,8 @@ class Metric:
             else:
                 s.exemplars[s.exemplar_next] = ex
                 s.exemplar_next = (s.exemplar_next + 1) % self.max_exemplars
-        self._touched.add(key)
+        if self.track_touched:
+            self._touched.add(key)
 
     def clear(self) -> None:
         self.series.clear()
@@ -265,6 +268,7 @@ class Aggregator:
         self.resources: dict[bytes, Resource] = {OVERFLOW_RESOURCE: Resource()}
 
     def add_metric(self, metric: Metric) -> Metric:
+        metric.track_touched = self.temporality is Temporality.DELTA
         self.metrics.append(metric)
         return metric
 

@@ -27,6 +27,7 @@ SPAN_KINDS = (
     "SPAN_KIND_PRODUCER",
     "SPAN_KIND_CONSUMER",
 )
+KIND_PAIRS = tuple(("span.kind", k) for k in SPAN_KINDS)
 STATUS_CODES = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
 
 
@@ -79,8 +80,8 @@ class SpanMetricsConnector(FlushingConnector):
             d not in excluded for d in ("service.name", "span.name", "span.kind", "status.code")
         )
         self._dimensions = [(d.name, d.default) for d in config.dimensions]
-        self._names: dict[bytes, str] = {}
-        self._statuses: dict[bytes, int] = {}
+        self._names: dict[bytes, tuple[str, str]] = {}
+        self._statuses: dict[bytes, tuple[str, str]] = {}
         self._resources: dict[bytes, tuple[bytes, str, dict[str, str]]] = {}
 
     async def consume(self, data: Payload) -> None:
@@ -108,21 +109,26 @@ class SpanMetricsConnector(FlushingConnector):
                         key.append(("service.name", service))
                     if with_name:
                         raw_name = span.name
-                        name = names.get(raw_name)
-                        if name is None:
-                            name = names[raw_name] = raw_name.decode("utf-8", "replace")
-                        key.append(("span.name", name))
+                        name_pair = names.get(raw_name)
+                        if name_pair is None:
+                            name_pair = ("span.name", raw_name.decode("utf-8", "replace"))
+                            names[raw_name] = name_pair
+                        key.append(name_pair)
                     if with_kind:
                         kind = span.kind
-                        key.append(("span.kind", SPAN_KINDS[kind] if 0 <= kind < 6 else ""))
+                        key.append(KIND_PAIRS[kind] if 0 <= kind < 6 else ("span.kind", ""))
                     if with_status:
                         raw_status = span.status
-                        code = statuses.get(raw_status)
-                        if code is None:
+                        status_pair = statuses.get(raw_status)
+                        if status_pair is None:
                             code = Status.FromString(raw_status).code
+                            status_pair = (
+                                "status.code",
+                                STATUS_CODES[code] if 0 <= code < 3 else "",
+                            )
                             if len(statuses) < 1000:
-                                statuses[raw_status] = code
-                        key.append(("status.code", STATUS_CODES[code] if 0 <= code < 3 else ""))
+                                statuses[raw_status] = status_pair
+                        key.append(status_pair)
                     if dimensions:
                         span_attrs = span.attributes
                         for dim, default in dimensions:
