@@ -101,6 +101,7 @@ class _Trace:
     """The spans of one trace being held, and what was learned from them."""
 
     last_seen: float
+    queued_at: float
     spans: list[bytes] = field(default_factory=list)
     groups: list[GroupKey] = field(default_factory=list)
     ids: list[bytes] = field(default_factory=list)
@@ -285,11 +286,11 @@ class WorkflowProcessor(Component):
                             late.setdefault(group, []).append(self._stamp_late(trace_id, span_raw))
                             late_count += 1
                             continue
-                        trace = _Trace(now)
+                        trace = _Trace(now, now)
                         held[trace_id] = trace
                         added_bytes += TRACE_OVERHEAD
                     else:
-                        held.move_to_end(trace_id)
+                        # reordered lazily: the timer moves a trace that is not due yet
                         trace.last_seen = now
                     if tool:
                         trace.tool_calls += 1
@@ -400,6 +401,11 @@ class WorkflowProcessor(Component):
         while held:
             trace_id, trace = next(iter(held.items()))
             if trace.last_seen + wait > now:
+                if trace.last_seen > trace.queued_at:
+                    # spans arrived since it was queued: queue it again, behind the others
+                    held.move_to_end(trace_id)
+                    trace.queued_at = trace.last_seen
+                    continue
                 break
             del held[trace_id]
             self._forget(trace_id, trace, "wait")
@@ -610,22 +616,26 @@ class WorkflowProcessor(Component):
 
 
 def _max_depth(ids: list[bytes], parents: list[bytes]) -> int:
-    """Depth of the deepest span (a root is depth 1); spans whose parent is missing count
-    from where their chain starts."""
-    parent_of = dict(zip(ids, parents, strict=True))
-    depth: dict[bytes, int] = {}
-    best = 0
-    limit = len(ids)
-    for span_id in ids:
-        chain: list[bytes] = []
-        cur = span_id
-        while cur in parent_of and cur not in depth and len(chain) <= limit:
-            chain.append(cur)
-            cur = parent_of[cur]
-        d = depth.get(cur, 0)
-        for node in reversed(chain):
-            d += 1
-            depth[node] = d
-        if d > best:
-            best = d
-    return best
+    """Depth of the span tree (a root alone is depth 1), level by level from the spans whose
+    parent is not in the trace; bounded even if the ids form a cycle."""
+    present = set(ids)
+    children: dict[bytes, list[bytes]] = {}
+    level: list[bytes] = []
+    for span_id, parent in zip(ids, parents, strict=True):
+        if parent in present:
+            children.setdefault(parent, []).append(span_id)
+        else:
+            level.append(span_id)
+    depth = 0
+    seen = 0
+    total = len(ids)
+    while level and seen < total:
+        depth += 1
+        seen += len(level)
+        nxt: list[bytes] = []
+        for span_id in level:
+            below = children.get(span_id)
+            if below:
+                nxt.extend(below)
+        level = nxt
+    return depth
