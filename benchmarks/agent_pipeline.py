@@ -17,7 +17,7 @@ every span came out. The exporter is a blackhole (``benchmarks/blackhole.py``; r
 ``--exporter blackhole``) because no OTLP exporter is on main yet, and no ``memory_limiter``
 exists yet either: both are left out of the pipeline.
 
-    python -m benchmarks.agent_pipeline                # everything, writes results/agent-pipeline.md
+    python -m benchmarks.agent_pipeline              # all cases (raw table to results/)
     python -m benchmarks.agent_pipeline --quick        # fewer, shorter cases
 """
 
@@ -46,6 +46,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 ROOT = Path(__file__).resolve().parent.parent
+# set BENCH_PROFILE=/path/out.prof to run the gateway under cProfile (one case at a time)
+PROFILE = (
+    ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+)
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
@@ -386,7 +390,8 @@ def server(case: Case, workdir: Path) -> Iterator[tuple[psutil.Process, str, int
                 spanmetrics_def=sm_def,
                 spanmetrics_use=", spanmetrics" if case.spanmetrics else "",
             )
-        config = workdir / f"{case.name}.yaml"
+        slug = "".join(c if c.isalnum() else "_" for c in case.name)
+        config = workdir / f"{slug}.yaml"
         config.write_text(text)
         args = [
             "taskset",
@@ -400,7 +405,8 @@ def server(case: Case, workdir: Path) -> Iterator[tuple[psutil.Process, str, int
             str(config),
         ]
         env = {**os.environ, "PIPELINE_PLUGINS": "benchmarks.blackhole"}
-    log = open(workdir / f"{case.name}.log", "wb")  # noqa: SIM115
+    slug = "".join(c if c.isalnum() else "_" for c in case.name)
+    log = open(workdir / f"{slug}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     try:
         ps = psutil.Process(proc.pid)

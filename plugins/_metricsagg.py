@@ -405,6 +405,9 @@ class FlushingConnector(Component):
         """Stops the timer and flushes once more."""
         if self._done:
             return
+        if self._task is None:
+            await self.flush()  # never started: send what there is, stay startable
+            return
         self._done = True
         self._stop.set()
         if self._task is not None:

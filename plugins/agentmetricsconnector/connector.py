@@ -31,6 +31,7 @@ import collections
 import time
 from typing import Any
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipeline import Consumer, CreateSettings, Payload
@@ -73,6 +74,7 @@ RECOVERABLE_ERRORS = frozenset(
 )
 UNKNOWN = "unknown"
 NO_RESOURCE = b""
+INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER})
 
 
 def window_label(seconds: float) -> str:
@@ -262,6 +264,14 @@ class AgentMetricsConnector(FlushingConnector):
         self.windows = {w: SlidingWindows(w, max(1.0, w / 60), limit) for w in sorted(lengths)}
         self._burn_windows = [(w, window_label(w)) for w in config.slo.burn_rate_windows]
         self._failure_outcomes = frozenset(config.failure_outcomes)
+        # the encoded AnyValue of the marker values: compared without decoding
+        self._tool_op_raw = AnyValue(
+            string_value=config.attributes.tool_operation
+        ).SerializeToString()
+        self._tool_method_raw = AnyValue(
+            string_value=config.attributes.mcp_tool_method
+        ).SerializeToString()
+        self._statuses: dict[bytes, int] = {}
 
         self._producers: collections.OrderedDict[bytes, tuple[int, str]] = collections.OrderedDict()
 
@@ -278,21 +288,37 @@ class AgentMetricsConnector(FlushingConnector):
         consumers: list[tuple[Any, str]] = []
         producers = self._producers
         cache_size = self.config.a2a_producer_cache_size
-        tool_op = names.tool_operation
-        tool_method = names.mcp_tool_method
+        op_key = names.operation_name
+        method_key = names.mcp_method_name
+        tool_op_raw = self._tool_op_raw
+        tool_method_raw = self._tool_method_raw
+        statuses = self._statuses
         for rs in skeleton.resource_spans:
             for ss in rs.scope_spans:
                 for sp in ss.spans:
                     kind = sp.kind
                     status = sp.status
-                    failed = bool(status) and Status.FromString(status).code == STATUS_ERROR
+                    failed = False
+                    if status:
+                        code = statuses.get(status)
+                        if code is None:
+                            code = Status.FromString(status).code
+                            if len(statuses) < 1000:
+                                statuses[status] = code
+                        failed = code == STATUS_ERROR
+                    attrs = sp.attributes
+                    op_raw = attrs.get(op_key)
+                    tool = op_raw == tool_op_raw or attrs.get(method_key) == tool_method_raw
+                    root = not sp.parent_span_id
+                    if not (root or tool or failed or kind in INTERESTING_KINDS):
+                        continue  # nothing to count for this span
                     component = ""
-                    view = _SpanView(sp, sp.attributes)
-                    if not sp.parent_span_id and self._is_workflow_root(view):
+                    view = _SpanView(sp, attrs)
+                    if root and self._is_workflow_root(view):
                         self._workflow(view, now_ns, now)
                         component = "workflow"
-                    op_name = view.get(names.operation_name) or ""
-                    if op_name == tool_op or view.get(names.mcp_method_name) == tool_method:
+                    op_name = value_str(op_raw) if op_raw is not None else ""
+                    if tool:
                         self._tool_call(view, failed, now_ns)
                         component = component or "mcp"
                     if kind in (SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER):

@@ -579,6 +579,8 @@ class WorkflowProcessor(Component):
         counted as dropped (``shutdown_deadline``)."""
         if self._done:
             return
+        if self._timer is None and not self._held and not self._outbox:
+            return  # never started and holding nothing: stays startable
         self._closing = True
         self._wake.set()
         self._release_all("shutdown")
