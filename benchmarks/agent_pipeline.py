@@ -577,8 +577,9 @@ def report(results: list[Result], path: Path, note: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", help="run only cases whose name contains this text")
+    p.add_argument("--only", help="comma-separated case names to run (default: all)")
     p.add_argument("--rate", type=float, help="spans per second for every case")
+    p.add_argument("--repeat", type=int, default=1, help="run each case this many times")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "agent-pipeline-raw.md"))
     p.add_argument("--load-only", help=argparse.SUPPRESS)
     p.add_argument("--load-json", help=argparse.SUPPRESS)
@@ -587,12 +588,13 @@ def main(argv: list[str] | None = None) -> int:
         load = Load(**json.loads(a.load_json))
         print(json.dumps(run_load(a.load_only, load)))
         return 0
-    selected = [c for c in cases(a.quick) if not a.only or a.only in c.name]
+    wanted = [w for w in (a.only or "").split(",") if w]
+    selected = [c for c in cases(a.quick) if not wanted or any(w == c.name for w in wanted)]
     if a.rate:
         selected = [replace(c, load=replace(c.load, rate=a.rate)) for c in selected]
     results = []
     with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp:
-        for case in selected:
+        for case in [c for c in selected for _ in range(a.repeat)]:
             r = run_case(case, Path(tmp))
             print(json.dumps(asdict(r)), flush=True)
             results.append(r)
