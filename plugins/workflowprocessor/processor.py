@@ -558,7 +558,7 @@ class WorkflowProcessor(Component):
             timeout: float | None = None
             if self._held:
                 first = next(iter(self._held.values()))
-                timeout = first.last_seen + wait - loop.time()
+                timeout = first.queued_at + wait - loop.time()
                 if timeout <= 0:
                     self._release_expired(loop.time())
                     continue

@@ -244,3 +244,19 @@ def test_config_rejects_bad_regex_and_duplicate_tiers() -> None:
         tier = {"name": "a", "max_spans": 1, "max_tool_calls": 1, "max_depth": 1}
         WorkflowConfig.model_validate({"complexity_tiers": [tier, tier]})
     assert WorkflowConfig().wait_duration == Seconds(2)
+
+
+async def test_an_active_trace_does_not_delay_the_release_of_others() -> None:
+    proc, capture, _ = make(wait_duration="300ms")
+    await proc.start(None)  # type: ignore[arg-type]
+    busy = workflow_spans(60)
+    quiet = workflow_spans(61)
+    await proc.consume(request([busy[1]]))  # first in the queue
+    await proc.consume(request([quiet[0], quiet[1], *quiet[2]]))
+    for tool in busy[2]:  # keeps trace 60 active
+        await asyncio.sleep(0.15)
+        await proc.consume(request([tool]))
+    # trace 61 is due 300 ms after its spans, while trace 60 is still receiving spans
+    await wait_until(lambda: any(s.trace_id == tid(61) for _, s in capture.spans()), within=0.5)
+    assert not any(s.trace_id == tid(60) for _, s in capture.spans())
+    await proc.shutdown()
