@@ -12,7 +12,9 @@ import socket
 import sys
 from typing import Any, ClassVar
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import pipeline
 from pipeline import (
@@ -32,11 +34,17 @@ from plugins.agentmetricsconnector.connector import (
     WORKFLOW_BUCKETS,
 )
 from tests.plugins.test__metricsagg import labels
-from tests.support import ROOT, STRICT, config_from_text, free_port
+from tests.support import ROOT, STRICT, config_from_text, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
 CAPTURED: dict[str, list[Payload]] = collections.defaultdict(list)
+SCRAPES: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+
+
+def scraped(run: str, name: str, **labels: str) -> float:
+    """A sample of the gateway's /metrics, scraped during the run."""
+    return SCRAPES[run].get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 class CaptureConfig(ComponentConfig):
@@ -126,7 +134,7 @@ service:
       exporters: [agenttestcapture/metrics]
   telemetry:
     metrics:
-      level: none
+      address: 127.0.0.1:{telemetry}
 """
 
 
@@ -158,15 +166,42 @@ async def gateway_run(
     limit: int = 2000,
 ) -> tuple[dict[str, Any], Service]:
     port = free_port()
+    telemetry = free_port()
     text = GATEWAY.format(
-        port=port, wait=wait, max_traces=max_traces, max_bytes=max_bytes, limit=limit, run=run
+        port=port,
+        wait=wait,
+        max_traces=max_traces,
+        max_bytes=max_bytes,
+        limit=limit,
+        run=run,
+        telemetry=telemetry,
     )
     service = Service(config_from_text(text, tmp_path))
     await service.start()
     try:
         summary = await run_workload(port, *workload_args)
-        # the SDK flushed before exiting; let the gateway take the last request in
+        # the SDK flushed before exiting; let the gateway take the last request in and
+        # release what it holds
         await asyncio.sleep(0.3)
+        await wait_until(
+            lambda: (
+                service.telemetry.value(
+                    "otelcol_processor_workflow_spans_held", processor="workflow"
+                )
+                == 0
+            ),
+            within=15,
+        )
+        # the gateway's own metrics, as served to Prometheus
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{telemetry}/metrics") as response,
+        ):
+            SCRAPES[run] = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(await response.text())
+                for s in fam.samples
+            }
     finally:
         await service.shutdown()
     return summary, service
@@ -396,6 +431,13 @@ async def test_limits_are_counted_and_lose_no_span(tmp_path: Any) -> None:
         reason="max_traces",
     )
     assert early > 0
+    visible = scraped(
+        "traces",
+        "otelcol_processor_workflow_traces_released_total",
+        processor="workflow",
+        reason="max_traces",
+    )
+    assert 0 < visible <= early
     # bytes held
     summary, service = await gateway_run(tmp_path, "bytes", common, wait="5s", max_bytes=8192)
     assert len(spans_out("bytes")) == summary["spans"]
@@ -423,3 +465,12 @@ async def test_limits_are_counted_and_lose_no_span(tmp_path: Any) -> None:
         metric="agent_workflow_executions",
     )
     assert overflow[0].as_int == overflowed > 0
+    assert (
+        scraped(
+            "series",
+            "otelcol_connector_aggregation_overflow_measurements_total",
+            connector="agentmetrics",
+            metric="agent_workflow_executions",
+        )
+        == overflowed
+    )
