@@ -150,27 +150,40 @@ def exception_type(span: Any) -> str:
     return ""
 
 
-def workflow_outcome(span: Any, attrs: dict[str, Any], names: AttributeNames) -> str:
-    """``success``, ``failed``, ``timeout`` or ``cancelled`` from a root span.
+def outcome_from(
+    given: str, error_text: str, exception: str, status_code: int, status_message: str
+) -> str:
+    """``success``, ``failed``, ``timeout`` or ``cancelled`` from what a root span says.
 
-    A valid ``workflow.outcome`` already on the span wins. Otherwise an error type (attribute,
-    exception event or status message) naming a timeout or a cancellation decides; else an
-    ERROR status or an ``error.type`` means ``failed``; else ``success``.
+    A valid ``workflow.outcome`` (``given``) wins. Otherwise, when the root failed (an ERROR
+    status or an ``error.type``): an error type, exception type or status message naming a
+    timeout or a cancellation decides, else ``failed``; a root that did not fail is
+    ``success``.
     """
-    given = attrs.get(names.workflow_outcome)
-    if given is not None:
-        text = attr_str(given)
-        if text in OUTCOMES:
-            return text
-    error_type = attrs.get(names.error_type)
-    error_text = attr_str(error_type) if error_type is not None else ""
-    evidence = " ".join((error_text, exception_type(span), span.status.message))
-    failed = span.status.code == STATUS_ERROR or bool(error_text)
-    if _TIMEOUT_RE.search(evidence) and (failed or error_text):
+    if given in OUTCOMES:
+        return given
+    failed = status_code == STATUS_ERROR or bool(error_text)
+    if not failed:
+        return "success"
+    evidence = " ".join((error_text, exception, status_message))
+    if _TIMEOUT_RE.search(evidence):
         return "timeout"
-    if _CANCEL_RE.search(evidence) and (failed or error_text):
+    if _CANCEL_RE.search(evidence):
         return "cancelled"
-    return "failed" if failed else "success"
+    return "failed"
+
+
+def workflow_outcome(span: Any, attrs: dict[str, Any], names: AttributeNames) -> str:
+    """:func:`outcome_from` for a decoded root span and its ``{key: AnyValue}``."""
+    given = attrs.get(names.workflow_outcome)
+    error_type = attrs.get(names.error_type)
+    return outcome_from(
+        attr_str(given) if given is not None else "",
+        attr_str(error_type) if error_type is not None else "",
+        exception_type(span),
+        span.status.code,
+        span.status.message,
+    )
 
 
 def is_workflow_root(span: Any, attrs: dict[str, Any], names: AttributeNames) -> bool:

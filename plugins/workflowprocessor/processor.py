@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipeline import (
     Component,
@@ -45,11 +45,7 @@ from plugins._agentconv import (
     TOP_TIER,
     AttributeNames,
     ErrorClassifier,
-    attr_map,
-    attr_str,
-    is_workflow_root,
-    workflow_outcome,
-    workflow_type,
+    outcome_from,
 )
 from plugins._spanview import SpanView, value_str
 from plugins.workflowprocessor.config import WorkflowConfig
@@ -108,11 +104,20 @@ class _Trace:
     parents: list[bytes] = field(default_factory=list)
     nbytes: int = TRACE_OVERHEAD
     root_index: int = -1
-    root: Any = None  # decoded root span
-    root_attrs: dict[str, Any] | None = None
+    root: _RootFacts | None = None  # what the root span says, once it arrived
     agent_id: str = ""
     tool_calls: int = 0
     stamp: _Stamp | None = None  # computed at release
+
+
+@dataclass(slots=True)
+class _RootFacts:
+    """What a root span says about its workflow (``workflow`` false: not a workflow)."""
+
+    workflow: bool
+    workflow_id: str = ""
+    workflow_type: str = ""
+    outcome: str = ""
 
 
 @dataclass(slots=True)
@@ -296,13 +301,10 @@ class WorkflowProcessor(Component):
                         trace.tool_calls += 1
                     parent = sk.parent_span_id
                     if not parent:
-                        root = Span.FromString(span_raw)
                         trace.root_index = len(trace.spans)
-                        trace.root = root
-                        trace.root_attrs = attr_map(root)
-                        agent = trace.root_attrs.get(self.names.agent_id)
-                        if agent is not None and attr_str(agent):
-                            trace.agent_id = attr_str(agent)
+                        trace.root, agent = self._root_facts(span_raw, trace_id)
+                        if agent:
+                            trace.agent_id = agent
                     elif not trace.agent_id and agent_marker in span_raw:
                         agent_value = SpanView.FromString(span_raw).attributes.get(
                             self.names.agent_id
@@ -321,6 +323,45 @@ class WorkflowProcessor(Component):
         self._held_spans += added_spans
         if late:
             self._enqueue(self._assemble_groups(late), late_count)
+
+    def _root_facts(self, span_raw: bytes, trace_id: bytes) -> tuple[_RootFacts, str]:
+        """Read a root span (attributes as a C-level map, status and events decoded only
+        when needed): whether it is a workflow, its id, type and outcome, and its agent."""
+        view = SpanView.FromString(span_raw)
+        attrs = view.attributes
+        names = self.names
+
+        def get(key: str) -> str:
+            value = attrs.get(key)
+            return value_str(value) if value is not None else ""
+
+        agent = get(names.agent_id)
+        name = view.name.decode("utf-8", "replace")
+        prefix = names.workflow_span_prefix
+        if not (
+            name.startswith(prefix) or names.workflow_name in attrs or names.workflow_id in attrs
+        ):
+            return _RootFacts(False), agent
+        code, message = 0, ""
+        if view.status:
+            status = Status.FromString(view.status)
+            code, message = status.code, status.message
+        error_text = get(names.error_type)
+        exception = ""
+        if code == STATUS_ERROR or error_text:
+            for raw_event in view.events:
+                event = Span.Event.FromString(raw_event)
+                if event.name == "exception":
+                    for kv in event.attributes:
+                        if kv.key == "exception.type":
+                            exception = str(kv.value.string_value)
+                    break
+        outcome = outcome_from(get(names.workflow_outcome), error_text, exception, code, message)
+        wf_type = get(names.workflow_type) or get(names.workflow_name)
+        if not wf_type:
+            wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or "unknown"
+        wf_id = get(names.workflow_id) or trace_id.hex()
+        return _RootFacts(True, wf_id, wf_type, outcome), agent
 
     def _check_tool_call(self, span_raw: bytes) -> tuple[bytes, bool]:
         """Look at a span that may be a tool call (its attributes read as a C-level map); a
@@ -356,7 +397,7 @@ class WorkflowProcessor(Component):
         """The stamp, without the attributes the span already has."""
         if self._stamp_re.search(span_raw) is None:
             return stamp.suffix
-        present = {kv.key for kv in Span.FromString(span_raw).attributes}
+        present = SpanView.FromString(span_raw).attributes
         return b"".join(encode_attribute(k, v) for k, v in stamp.attrs if k not in present)
 
     # -- limits and release ---------------------------------------------------------------------
@@ -392,7 +433,7 @@ class WorkflowProcessor(Component):
             while len(self._released) > self.config.late_span_cache_size:
                 self._released.popitem(last=False)
         trace.stamp = stamp
-        trace.root = trace.root_attrs = None
+        trace.root = None
 
     def _release_expired(self, now: float) -> None:
         wait = self.config.wait_duration
@@ -465,16 +506,12 @@ class WorkflowProcessor(Component):
     def _stamp_for(self, trace: _Trace) -> _Stamp | None:
         """The workflow attributes of a trace, or ``None`` if it is not a workflow."""
         root = trace.root
-        attrs = trace.root_attrs
-        names = self.names
-        if root is None or attrs is None or not is_workflow_root(root, attrs, names):
+        if root is None or not root.workflow:
             return None
-        wf_id_value = attrs.get(names.workflow_id)
-        wf_id = attr_str(wf_id_value) if wf_id_value is not None else ""
-        outcome = workflow_outcome(root, attrs, names)
+        outcome = root.outcome
         values = (
-            wf_id or root.trace_id.hex(),
-            workflow_type(root, attrs, names),
+            root.workflow_id,
+            root.workflow_type,
             trace.agent_id or "unknown",
             outcome,
             self._tier(trace),
