@@ -260,3 +260,35 @@ async def test_an_active_trace_does_not_delay_the_release_of_others() -> None:
     await wait_until(lambda: any(s.trace_id == tid(61) for _, s in capture.spans()), within=0.5)
     assert not any(s.trace_id == tid(60) for _, s in capture.spans())
     await proc.shutdown()
+
+
+class _Refusing:
+    """A next consumer that always pushes back."""
+
+    mutates_data = False
+
+    async def consume(self, data: object) -> None:
+        from pipeline import RetryableError
+
+        raise RetryableError("busy", retry_after=0.01)
+
+
+async def test_what_the_shutdown_deadline_cuts_off_is_counted() -> None:
+    tel = SelfTelemetry()
+    cfg = WorkflowConfig.model_validate({"wait_duration": "1h"})
+    proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow", tel), cfg, _Refusing())
+    await proc.start(None)  # type: ignore[arg-type]
+    root, agent, tools = workflow_spans(70)
+    await proc.consume(request([root, agent, *tools]))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(proc.shutdown(), timeout=0.3)
+    assert (
+        tel.value(
+            "otelcol_processor_dropped_items_total",
+            processor="workflow",
+            otel_signal="traces",
+            reason="shutdown_deadline",
+        )
+        == 4
+    )
+    assert tel.value("otelcol_processor_workflow_spans_held", processor="workflow") == 0
