@@ -20,6 +20,8 @@ class WorkflowConfig(ComponentConfig):
     """``processors.workflow``.
 
     * ``wait_duration`` (default 2s): how long a trace is held after its last span arrived;
+    * ``max_wait_duration`` (default 60s; 0: none): a trace that keeps receiving spans is
+      released at the latest about this long after its first span;
     * ``max_traces`` (default 10000) and ``max_bytes`` (default 64 MiB): bounds of what is held;
       beyond them the least recently active traces are released early (counted);
     * ``late_span_cache_size`` (default 10000): released workflows remembered to enrich spans
@@ -31,6 +33,7 @@ class WorkflowConfig(ComponentConfig):
     """
 
     wait_duration: Duration = Seconds(2)
+    max_wait_duration: Duration = Seconds(60)
     max_traces: int = Field(10_000, ge=1)
     max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
     late_span_cache_size: int = Field(10_000, ge=0)

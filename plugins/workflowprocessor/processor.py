@@ -98,6 +98,7 @@ class _Trace:
 
     last_seen: float
     queued_at: float
+    queued_first: float
     spans: list[bytes] = field(default_factory=list)
     groups: list[GroupKey] = field(default_factory=list)
     ids: list[bytes] = field(default_factory=list)
@@ -291,7 +292,7 @@ class WorkflowProcessor(Component):
                             late.setdefault(group, []).append(self._stamp_late(trace_id, span_raw))
                             late_count += 1
                             continue
-                        trace = _Trace(now, now)
+                        trace = _Trace(now, now, now)
                         held[trace_id] = trace
                         added_bytes += TRACE_OVERHEAD
                     else:
@@ -439,17 +440,22 @@ class WorkflowProcessor(Component):
         wait = self.config.wait_duration
         out: list[_Trace] = []
         held = self._held
+        max_wait = self.config.max_wait_duration
         while held:
             trace_id, trace = next(iter(held.items()))
+            reason = "wait"
             if trace.last_seen + wait > now:
-                if trace.last_seen > trace.queued_at:
+                if max_wait and now - trace.queued_first >= max_wait:
+                    reason = "max_wait"  # still receiving spans, but held long enough
+                elif trace.last_seen > trace.queued_at:
                     # spans arrived since it was queued: queue it again, behind the others
                     held.move_to_end(trace_id)
                     trace.queued_at = trace.last_seen
                     continue
-                break
+                else:
+                    break
             del held[trace_id]
-            self._forget(trace_id, trace, "wait")
+            self._forget(trace_id, trace, reason)
             out.append(trace)
         if out:
             self._release(out)

@@ -292,3 +292,27 @@ async def test_what_the_shutdown_deadline_cuts_off_is_counted() -> None:
         == 4
     )
     assert tel.value("otelcol_processor_workflow_spans_held", processor="workflow") == 0
+
+
+async def test_a_trace_that_never_goes_quiet_is_released_after_max_wait() -> None:
+    proc, capture, tel = make(wait_duration="200ms", max_wait_duration="500ms")
+    await proc.start(None)  # type: ignore[arg-type]
+    root, agent, _ = workflow_spans(80)
+    await proc.consume(request([root, agent]))
+    for i in range(12):  # a span every 100 ms: never quiet for 200 ms
+        await asyncio.sleep(0.1)
+        await proc.consume(request([span(80, 100 + i, 2, f"step {i}")]))
+        if capture.spans():
+            break
+    assert capture.spans(), "released while still receiving spans"
+    assert (
+        tel.value(
+            "otelcol_processor_workflow_traces_released_total",
+            processor="workflow",
+            reason="max_wait",
+        )
+        == 1
+    )
+    await proc.shutdown()
+    # what came after the release was stamped from the cache: nothing lost, all stamped
+    assert all(attrs_of(s)["workflow.id"] == "wf-80" for _, s in capture.spans())
