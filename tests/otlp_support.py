@@ -200,9 +200,9 @@ class Rotel:
     def output(self) -> str:
         return (self.dir / "stdout.log").read_text(errors="replace")
 
-    async def wait_ready(self, timeout: float = 15.0) -> None:
+    async def wait_ready(self, within: float = 15.0) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while loop.time() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"rotel exited early:\n{self.output()}")

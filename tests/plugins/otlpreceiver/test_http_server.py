@@ -327,7 +327,7 @@ async def test_bad_input_gets_the_right_status_and_the_gateway_goes_on() -> None
             async with session.post(f"http://127.0.0.1:{port}/v1/logs", data=good) as resp:
                 assert resp.status == 404
         await wait_until(lambda: backend.span_count() >= sent_ok + 1)
-        js = [s for s in backend.spans if s.name == "json-span"][0]
+        js = next(s for s in backend.spans if s.name == "json-span")
         assert js.trace_id.hex() == "0102030405060708090a0b0c0d0e0f10"
         assert js.span_id.hex() == "1112131415161718"
         assert js.kind == 3 and js.status.code == 2 and js.status.message == "boom"
