@@ -137,6 +137,9 @@ class OTLPGrpcSender:
         options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", MAX_MESSAGE),
             ("grpc.max_receive_message_length", MAX_MESSAGE),
+            # Reconnect soon after a backend comes back (gRPC's default backoff grows to 120s).
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 5000),
         ]
         if self.config.balancer_name:
             options.append(
