@@ -205,6 +205,10 @@ class HTTPServer:
             listener.close()
         if self._server is not None:
             server, self._server = self._server, None
+            # Idle keep-alive connections close now (else shutdown waits the whole grace
+            # period for a next request); requests in progress still finish.
+            for connection in list(server.connections):
+                connection.close()
             await server.shutdown(grace)
         if listener is not None:
             await listener.wait_closed()
