@@ -133,7 +133,10 @@ async def test_retryable_and_permanent_errors(
         await send(port)
         tel = service.telemetry
         if delivered:
-            await wait_until(lambda: backend.span_count() == 3)
+            await wait_until(
+                lambda: tel.value("otelcol_exporter_sent_spans_total", exporter=exporter) == 3
+            )
+            assert backend.span_count() == 3
             assert time.monotonic() - started >= min_elapsed
             assert backend.attempts == len(answers) + 1
             assert tel.value("otelcol_exporter_sent_spans_total", exporter=exporter) == 3
