@@ -8,7 +8,8 @@ choice):
   else is answered ``415``;
 * ``Content-Encoding: gzip`` (or ``deflate``) bodies are inflated incrementally, never past
   ``max_request_body_size``: a body larger than that, as sent or once inflated, gets ``413``;
-* the response is in the request's encoding: an ``Export*ServiceResponse`` on success, a
+* the response is in the request's encoding: an ``Export*ServiceResponse`` on success (with
+  ``partial_success`` when spans with invalid hex IDs were left out of a JSON request), a
   ``google.rpc.Status`` on failure, ``400`` for data that cannot be decoded, ``429``
   (the gateway's own limits) or ``503`` with ``Retry-After`` when the pipeline pushes back;
 * ``cors`` answers browser preflights for the allowed origins.
@@ -240,11 +241,17 @@ class HTTPServer:
                 f"got {request.headers.get('Content-Type', '(none)')!r}\n",
                 headers=cors,
             )
+        rejected, reason = 0, ""
         try:
             body = await self._read_body(request)
             if as_json:
-                message = otlpjson.parse(body, REQUEST_CLASSES[signal]())
+                message, rejected, reason = otlpjson.parse(body, REQUEST_CLASSES[signal]())
                 payload = payload_type(signal).from_message(message)
+                if rejected:
+                    if payload.item_count() == 0:
+                        raise PermanentError(reason)
+                    self.receiver.count_rejected(signal, rejected)
+                    self._warn(signal, f"rejected {rejected} of the request's items: {reason}", 200)
                 await self.receiver.push_payload(signal, payload)
             else:
                 await self.receiver.push(signal, body)
@@ -271,9 +278,29 @@ class HTTPServer:
         except Exception as exc:  # a bug downstream must not kill the server
             self.receiver.settings.logger.exception("unexpected error while receiving %s", signal)
             return self._status(500, code_pb2.INTERNAL, f"internal error: {exc}", as_json, cors)
+        if rejected:
+            return self._partial_success(signal, rejected, reason, as_json, cors)
         if as_json:
             return web.Response(body=_EMPTY_JSON_RESPONSE, content_type=JSON, headers=cors)
         return web.Response(body=b"", content_type=PROTOBUF, headers=cors)
+
+    def _partial_success(
+        self, signal: Signal, rejected: int, reason: str, as_json: bool, headers: dict[str, str]
+    ) -> web.Response:
+        """``200`` with ``partial_success``: how many items were left out, and why."""
+        response: Message
+        if signal is Signal.TRACES:
+            response = ExportTraceServiceResponse()
+            response.partial_success.rejected_spans = rejected
+        else:
+            response = ExportMetricsServiceResponse()
+            response.partial_success.rejected_data_points = rejected
+        response.partial_success.error_message = reason
+        if as_json:
+            return web.Response(body=otlpjson.dumps(response), content_type=JSON, headers=headers)
+        return web.Response(
+            body=response.SerializeToString(), content_type=PROTOBUF, headers=headers
+        )
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.config.max_request_body_size

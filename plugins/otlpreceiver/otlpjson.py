@@ -68,8 +68,44 @@ def _ids_base64_to_hex(node: Any) -> None:
                 _ids_base64_to_hex(item)
 
 
-def parse(data: bytes, message: Message) -> Message:
-    """Fill ``message`` from an OTLP/JSON document; ``PermanentError`` says what is wrong."""
+def _children(node: Any, camel: str, snake: str) -> list[Any]:
+    value = node.get(camel, node.get(snake)) if isinstance(node, dict) else None
+    return value if isinstance(value, list) else []
+
+
+def _span_ids_hex_to_base64(doc: dict[str, Any]) -> tuple[int, str]:
+    """Convert the IDs of every span (and its links); drop the spans whose IDs are invalid.
+
+    Returns how many spans were dropped and the first reason, for a partial-success answer.
+    """
+    rejected = 0
+    first_error = ""
+    for rs in _children(doc, "resourceSpans", "resource_spans"):
+        for ss in _children(rs, "scopeSpans", "scope_spans"):
+            spans = ss.get("spans") if isinstance(ss, dict) else None
+            if not isinstance(spans, list):
+                continue
+            kept = []
+            for span in spans:
+                try:
+                    _ids_hex_to_base64(span)
+                except PermanentError as exc:
+                    rejected += 1
+                    first_error = first_error or str(exc)
+                    continue
+                kept.append(span)
+            if rejected:
+                ss["spans"] = kept
+    return rejected, first_error
+
+
+def parse(data: bytes, message: Message) -> tuple[Message, int, str]:
+    """Fill ``message`` from an OTLP/JSON document.
+
+    Returns ``(message, rejected, error)``: spans whose IDs are not valid hex of the right
+    length are left out and counted in ``rejected`` (the receiver answers with a partial
+    success); raises ``PermanentError`` saying what is wrong when nothing can be accepted.
+    """
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -78,12 +114,16 @@ def parse(data: bytes, message: Message) -> Message:
         raise PermanentError(
             f"malformed OTLP/JSON: expected a JSON object, got {type(doc).__name__}"
         )
-    _ids_hex_to_base64(doc)
+    rejected, error = 0, ""
+    if message.DESCRIPTOR.name == "ExportTraceServiceRequest":
+        rejected, error = _span_ids_hex_to_base64(doc)
+    else:
+        _ids_hex_to_base64(doc)
     try:
         json_format.ParseDict(doc, message, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise PermanentError(f"malformed OTLP/JSON {message.DESCRIPTOR.name}: {exc}") from None
-    return message
+    return message, rejected, error
 
 
 def to_dict(message: Message) -> dict[str, Any]:

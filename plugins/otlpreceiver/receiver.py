@@ -50,6 +50,10 @@ class OTLPReceiver(Component):
             ("receiver", "otel_signal"),
         ).labels(self.settings.name, str(signal)).inc()
 
+    def count_rejected(self, signal: Signal, n: int) -> None:
+        """Count items left out of an accepted request (a partial success)."""
+        self.settings.telemetry.refused(signal, n)
+
     async def push_payload(self, signal: Signal, payload: Payload) -> int:
         """Pass on a payload already checked (or built from a decoded message)."""
         n = payload.item_count()

@@ -388,3 +388,33 @@ async def test_cors_preflight_and_simple_requests() -> None:
             ) as resp:
                 assert resp.status == 200
                 assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+
+
+async def test_json_spans_with_invalid_ids_get_a_partial_success() -> None:
+    port = free_port()
+    async with (
+        recording_backend() as backend,
+        running_service(gateway_config(port, backend)) as service,
+    ):
+        good = {"traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "1112131415161718",
+                "name": "good"}  # fmt: skip
+        bad = {"traceId": "0102", "spanId": "2122232425262728", "name": "bad"}
+        doc = {"resourceSpans": [{"scopeSpans": [{"spans": [good, bad, dict(good, name="g2")]}]}]}
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"http://127.0.0.1:{port}/v1/traces",
+                data=json.dumps(doc),
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
+            assert resp.status == 200
+            answer = json.loads(await resp.read())
+        partial = answer["partialSuccess"]
+        assert partial["rejectedSpans"] == "1"
+        assert "invalid traceId '0102'" in partial["errorMessage"]
+        await wait_until(lambda: backend.span_count() == 2)
+        assert sorted(s.name for s in backend.spans) == ["g2", "good"]
+        tel = service.telemetry
+        assert tel.value("otelcol_receiver_refused_spans_total", receiver="otlp") == 1
+        assert tel.value("otelcol_receiver_accepted_spans_total", receiver="otlp") == 2
