@@ -418,3 +418,46 @@ async def test_json_spans_with_invalid_ids_get_a_partial_success() -> None:
         tel = service.telemetry
         assert tel.value("otelcol_receiver_refused_spans_total", receiver="otlp") == 1
         assert tel.value("otelcol_receiver_accepted_spans_total", receiver="otlp") == 2
+
+
+async def test_backend_unavailable_without_queue_gives_503_with_retry_after() -> None:
+    port, dead = free_port(), free_port()
+    config = f"""
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: 127.0.0.1:{port}}}}}}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{dead}
+    tls: {{insecure: true}}
+    sending_queue: {{enabled: false}}
+    retry_on_failure: {{enabled: false}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp]}}
+"""
+    async with running_service(config) as service:
+        for content_type, body in (
+            ("application/x-protobuf", a_request(2).SerializeToString()),
+            ("application/json", b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a"}]}]}]}'),
+        ):
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(
+                    f"http://127.0.0.1:{port}/v1/traces",
+                    data=body,
+                    headers={"Content-Type": content_type},
+                ) as resp,
+            ):
+                assert resp.status == 503
+                assert int(resp.headers["Retry-After"]) >= 1
+                assert resp.content_type == content_type
+                content = await resp.read()
+                if content_type == "application/json":
+                    status = json.loads(content)
+                    assert status["code"] == 14 and "UNAVAILABLE" in status["message"]
+                else:
+                    assert "UNAVAILABLE" in status_pb2.Status.FromString(content).message
+        tel = service.telemetry
+        assert tel.value("otelcol_receiver_refused_spans_total", receiver="otlp") == 3
+        assert tel.value("otelcol_exporter_send_failed_spans_total", exporter="otlp") == 3
