@@ -267,10 +267,10 @@ receivers:
 processors:
   batch: {{timeout: 200ms, send_batch_size: 8192}}
 exporters:
-  blackhole:
+{exporter_def}
 service:
   pipelines:
-    traces: {{receivers: [otlp], processors: [batch], exporters: [blackhole]}}
+    traces: {{receivers: [otlp], processors: [batch], exporters: [{exporter}]}}
   telemetry:
     logs: {{level: warn}}
     metrics: {{address: "127.0.0.1:{telemetry}"}}
@@ -280,26 +280,38 @@ AGENT = """
 receivers:
   otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
 processors:
+  memory_limiter: {{check_interval: 1s, limit_mib: 1024}}
   workflow: {{wait_duration: {wait}, max_traces: {max_traces}, max_bytes: {max_bytes}}}
   batch: {{timeout: 200ms, send_batch_size: 8192}}
 connectors:
   agentmetrics: {{metrics_flush_interval: 5s, aggregation_cardinality_limit: 100000}}
 {spanmetrics_def}
 exporters:
-  blackhole:
+{exporter_def}
 service:
   pipelines:
     traces:
       receivers: [otlp]
-      processors: [workflow, batch]
-      exporters: [blackhole, agentmetrics{spanmetrics_use}]
+      processors: [memory_limiter, workflow, batch]
+      exporters: [{exporter}, agentmetrics{spanmetrics_use}]
     metrics:
       receivers: [agentmetrics{spanmetrics_use}]
-      exporters: [blackhole]
+      exporters: [{exporter}]
   telemetry:
     logs: {{level: warn}}
     metrics: {{address: "127.0.0.1:{telemetry}"}}
 """
+
+
+def exporter_def(sink: str | None) -> tuple[str, str]:
+    """The exporter section and the exporter's ID: the OTLP exporter to the sink, or the
+    blackhole when there is no sink."""
+    if sink is None:
+        return "  blackhole:", "blackhole"
+    return (
+        f'  otlp: {{endpoint: "{sink}", tls: {{insecure: true}}, compression: none}}',
+        "otlp",
+    )
 
 
 @dataclass
@@ -351,30 +363,36 @@ def _telemetry_value(port: int, name: str, **labels: str) -> float | None:
 
 
 @contextlib.contextmanager
-def server(case: Case, workdir: Path) -> Iterator[tuple[psutil.Process, str, int]]:
+def server(
+    case: Case, workdir: Path, sink: str | None
+) -> Iterator[tuple[psutil.Process, str, int]]:
     port = free_port()
     telemetry = free_port()
+    exporter_text, exporter_id = exporter_def(sink)
     if case.server == "rotel":
-        rotel = shutil.which("rotel-agent") or str(
-            Path(sys.executable).parent.parent
-            / "lib"
-            / f"python{sys.version_info.major}.{sys.version_info.minor}"
-            / "site-packages"
-            / "rotel"
-            / "rotel-agent"
-        )
+        rotel = rotel_binary()
         args = [
             "taskset", "-c", "0", rotel, "start",
             "--otlp-grpc-endpoint", f"127.0.0.1:{port}",
             "--otlp-http-endpoint", f"127.0.0.1:{free_port()}",
-            "--exporter", "blackhole",
             "--pid-file", str(workdir / "rotel.pid"),
             "--log-file", str(workdir / "rotel.log"),
         ]  # fmt: skip
+        if sink is None:
+            args += ["--exporter", "blackhole"]
+        else:
+            args += [
+                "--exporter", "otlp",
+                "--otlp-exporter-endpoint", f"http://{sink}",
+                "--otlp-exporter-protocol", "grpc",
+                "--otlp-exporter-compression", "none",
+            ]  # fmt: skip
         env = dict(os.environ)
     else:
         if case.server == "forward":
-            text = FORWARD.format(port=port, telemetry=telemetry)
+            text = FORWARD.format(
+                port=port, telemetry=telemetry, exporter_def=exporter_text, exporter=exporter_id
+            )
         else:
             sm_def = (
                 "  spanmetrics: {metrics_flush_interval: 5s, aggregation_cardinality_limit: 100000}"
@@ -389,6 +407,8 @@ def server(case: Case, workdir: Path) -> Iterator[tuple[psutil.Process, str, int
                 max_bytes=case.max_bytes,
                 spanmetrics_def=sm_def,
                 spanmetrics_use=", spanmetrics" if case.spanmetrics else "",
+                exporter_def=exporter_text,
+                exporter=exporter_id,
             )
         slug = "".join(c if c.isalnum() else "_" for c in case.name)
         config = workdir / f"{slug}.yaml"
@@ -422,8 +442,47 @@ def server(case: Case, workdir: Path) -> Iterator[tuple[psutil.Process, str, int
         log.close()
 
 
-def run_case(case: Case, workdir: Path) -> Result:
-    with server(case, workdir) as (ps, endpoint, telemetry):
+@contextlib.contextmanager
+def sink_process(workdir: Path) -> Iterator[str]:
+    """A rotel-agent with a blackhole exporter on CPU 1: where the OTLP exporters send."""
+    port = free_port()
+    args = [
+        "taskset", "-c", "1", rotel_binary(), "start",
+        "--otlp-grpc-endpoint", f"127.0.0.1:{port}",
+        "--otlp-http-endpoint", f"127.0.0.1:{free_port()}",
+        "--exporter", "blackhole",
+        "--pid-file", str(workdir / "sink.pid"),
+        "--log-file", str(workdir / "sink.log"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=20)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def rotel_binary() -> str:
+    return shutil.which("rotel-agent") or str(
+        Path(sys.executable).parent.parent
+        / "lib"
+        / f"python{sys.version_info.major}.{sys.version_info.minor}"
+        / "site-packages"
+        / "rotel"
+        / "rotel-agent"
+    )
+
+
+def run_case(case: Case, workdir: Path, sink: str | None) -> Result:
+    with server(case, workdir, sink) as (ps, endpoint, telemetry):
         # warm up: one small load, so start-up costs are not counted
         warm = replace(case.load, seconds=1.0, rate=min(case.load.rate, 2000))
         _spawn_load(endpoint, warm)
@@ -435,10 +494,13 @@ def run_case(case: Case, workdir: Path) -> Result:
         stop = threading.Event()
 
         def sample() -> None:
+            ticks = 0
             while not stop.is_set():
+                ticks += 1
                 with contextlib.suppress(psutil.Error):
                     peak["rss"] = max(peak["rss"], ps.memory_info().rss)
-                if case.server == "agent":
+                # a scrape costs the server CPU too: read the held traces once a second only
+                if case.server == "agent" and ticks % 5 == 0:
                     held = _telemetry_value(
                         telemetry, "otelcol_processor_workflow_traces_held", processor="workflow"
                     )
@@ -484,10 +546,8 @@ def _settle(case: Case) -> float:
 
 
 def _out_spans(telemetry: int) -> float:
-    return (
-        _telemetry_value(telemetry, "otelcol_exporter_sent_spans_total", exporter="blackhole")
-        or 0.0
-    )
+    """Spans the traces exporter (otlp or blackhole) delivered."""
+    return _telemetry_value(telemetry, "otelcol_exporter_sent_spans_total") or 0.0
 
 
 def _wait_out(telemetry: int, expected: float | None, timeout: float, settle: float) -> float:
@@ -504,7 +564,7 @@ def _wait_out(telemetry: int, expected: float | None, timeout: float, settle: fl
             last, last_change = now_out, time.monotonic()
         elif expected is None and time.monotonic() - last_change > settle:
             return now_out
-        time.sleep(0.1)
+        time.sleep(0.25)  # each poll is a scrape, which costs the server some CPU
     return last
 
 
@@ -580,6 +640,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated case names to run (default: all)")
     p.add_argument("--rate", type=float, help="spans per second for every case")
     p.add_argument("--repeat", type=int, default=1, help="run each case this many times")
+    p.add_argument(
+        "--exporter",
+        choices=("otlp", "blackhole"),
+        default="otlp",
+        help="otlp: every server exports OTLP/gRPC (uncompressed) to a rotel sink on CPU 1",
+    )
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "agent-pipeline-raw.md"))
     p.add_argument("--load-only", help=argparse.SUPPRESS)
     p.add_argument("--load-json", help=argparse.SUPPRESS)
@@ -593,14 +659,24 @@ def main(argv: list[str] | None = None) -> int:
     if a.rate:
         selected = [replace(c, load=replace(c.load, rate=a.rate)) for c in selected]
     results = []
-    with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp:
+    keep = os.environ.get("BENCH_KEEP")  # keep the configs and logs in this directory
+    with (
+        (
+            contextlib.nullcontext(keep)
+            if keep
+            else tempfile.TemporaryDirectory(prefix="agent-bench-")
+        ) as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        sink = stack.enter_context(sink_process(Path(tmp))) if a.exporter == "otlp" else None
         for case in [c for c in selected for _ in range(a.repeat)]:
-            r = run_case(case, Path(tmp))
+            r = run_case(case, Path(tmp), sink)
             print(json.dumps(asdict(r)), flush=True)
             results.append(r)
     note = (
         f"Generated by `python -m benchmarks.agent_pipeline` on {time.strftime('%Y-%m-%d %H:%M')} "
-        f"UTC; {os.cpu_count()} CPUs; server on CPU 0, load generator on CPU 1."
+        f"UTC; {os.cpu_count()} CPUs; server on CPU 0, load generator on CPU 1; exporter: "
+        f"{a.exporter}" + (" (to a rotel blackhole sink on CPU 1)" if a.exporter == "otlp" else "")
     )
     report(results, Path(a.out), note)
     return 0
