@@ -1,24 +1,26 @@
 """Benchmark: the agent pipeline on workflow-shaped traces, beside rotel's plain forward path.
 
-Cases (each on the same generated load, the server pinned to CPU 0, the load generator to CPU 1):
+Cases (each on the same generated load, the server pinned to CPU 0, the load generator and the
+sink to CPU 1):
 
-* ``rotel``: rotel-agent, OTLP/gRPC in -> blackhole (its plain forward path);
-* ``forward``: this gateway, otlp -> batch -> blackhole;
-* ``agent``: otlp -> workflow -> batch -> blackhole, with agentmetrics feeding a metrics
-  pipeline (-> blackhole); ``agent+spanmetrics`` adds the spanmetrics connector.
+* ``rotel``: rotel-agent, OTLP/gRPC in -> OTLP/gRPC out (its plain forward path);
+* ``forward``: this gateway, otlp -> batch -> otlp;
+* ``agent``: otlp -> memory_limiter -> workflow -> batch -> otlp, with agentmetrics feeding a
+  metrics pipeline (-> otlp); ``agent + spanmetrics`` adds the spanmetrics connector.
 
-Then the agent pipeline again while one dimension grows: attributes per span, spans per trace,
-traces held (the workflow wait times the trace rate) and metric series (distinct workflow
-types x agents x tools).
+Every server exports uncompressed OTLP/gRPC to one sink (a rotel-agent with a blackhole
+exporter); ``--exporter blackhole`` uses blackhole exporters instead (``benchmarks/blackhole.py``,
+rotel's ``--exporter blackhole``). Then the agent pipeline again while one dimension grows:
+attributes per span, spans per trace, traces held (the workflow wait times the trace rate) and
+metric series (distinct workflow types x agents x tools).
 
 Reported per case: CPU seconds of the server process per million spans (user + system, from
-the start of the load until everything sent has left the pipeline), peak RSS, and whether
-every span came out. The exporter is a blackhole (``benchmarks/blackhole.py``; rotel's own
-``--exporter blackhole``) because no OTLP exporter is on main yet, and no ``memory_limiter``
-exists yet either: both are left out of the pipeline.
+the start of the load until everything sent has been exported), peak RSS, and whether every
+span came out. Write-up: ``benchmarks/results/agent-pipeline.md``.
 
-    python -m benchmarks.agent_pipeline              # all cases (raw table to results/)
-    python -m benchmarks.agent_pipeline --quick        # fewer, shorter cases
+    python -m benchmarks.agent_pipeline --rate 10000          # all cases (raw table to results/)
+    python -m benchmarks.agent_pipeline --quick               # fewer, shorter cases
+    python -m benchmarks.agent_pipeline --only "agent pipeline" --repeat 3
 """
 
 from __future__ import annotations
@@ -265,7 +267,7 @@ FORWARD = """
 receivers:
   otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
 processors:
-  batch: {{timeout: 200ms, send_batch_size: 8192}}
+  batch: {{timeout: 200ms, send_batch_size: {batch}, send_batch_max_size: {batch}}}
 exporters:
 {exporter_def}
 service:
@@ -282,7 +284,7 @@ receivers:
 processors:
   memory_limiter: {{check_interval: 1s, limit_mib: 1024}}
   workflow: {{wait_duration: {wait}, max_traces: {max_traces}, max_bytes: {max_bytes}}}
-  batch: {{timeout: 200ms, send_batch_size: 8192}}
+  batch: {{timeout: 200ms, send_batch_size: {batch}, send_batch_max_size: {batch}}}
 connectors:
   agentmetrics: {{metrics_flush_interval: 5s, aggregation_cardinality_limit: 100000}}
 {spanmetrics_def}
@@ -325,6 +327,7 @@ class Case:
     max_traces: int = 100_000
     max_bytes: int = 256 * 1024 * 1024
     spanmetrics: bool = False
+    batch: int = 8192  # send_batch_size = send_batch_max_size
 
 
 @dataclass
@@ -391,7 +394,11 @@ def server(
     else:
         if case.server == "forward":
             text = FORWARD.format(
-                port=port, telemetry=telemetry, exporter_def=exporter_text, exporter=exporter_id
+                port=port,
+                telemetry=telemetry,
+                exporter_def=exporter_text,
+                exporter=exporter_id,
+                batch=case.batch,
             )
         else:
             sm_def = (
@@ -409,6 +416,7 @@ def server(
                 spanmetrics_use=", spanmetrics" if case.spanmetrics else "",
                 exporter_def=exporter_text,
                 exporter=exporter_id,
+                batch=case.batch,
             )
         slug = "".join(c if c.isalnum() else "_" for c in case.name)
         config = workdir / f"{slug}.yaml"
@@ -588,7 +596,11 @@ def cases(quick: bool) -> list[Case]:
         Case("agent + spanmetrics", "agent", base, spanmetrics=True),
     ]
     for attrs in (4, 32) if quick else (2, 16, 32, 64):
-        out.append(Case(f"attrs/span={attrs}", "agent", replace(base, attrs_per_span=attrs)))
+        # 8192 spans of 64 attributes make requests above gRPC's default 4 MiB message limit
+        batch = 1024 if attrs >= 64 else 8192
+        out.append(
+            Case(f"attrs/span={attrs}", "agent", replace(base, attrs_per_span=attrs), batch=batch)
+        )
         if not quick:
             out.append(
                 Case(f"rotel attrs/span={attrs}", "rotel", replace(base, attrs_per_span=attrs))
