@@ -350,10 +350,13 @@ async def test_malformed_http_body_gets_400_and_is_counted(
 
 async def test_wrong_content_type_gets_415(http_receiver: tuple[Service, str, str]) -> None:
     _, url, _ = http_receiver
-    async with aiohttp.ClientSession() as session:
-        async with session.post(url, data=b"{}", headers={"Content-Type": "application/json"}) as r:
-            assert r.status == 415
-            assert "application/x-thrift" in await r.text()
+    headers = {"Content-Type": "application/json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=b"{}", headers=headers) as r,
+    ):
+        assert r.status == 415
+        assert "application/x-thrift" in await r.text()
 
 
 async def test_oversize_http_body_gets_413(http_receiver: tuple[Service, str, str]) -> None:
@@ -362,11 +365,11 @@ async def test_oversize_http_body_gets_413(http_receiver: tuple[Service, str, st
         Batch(process=Process(serviceName="s"), spans=[sample_span(i) for i in range(1, 60)])
     )
     assert len(body) > 4096
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            url, data=body, headers={"Content-Type": "application/x-thrift"}
-        ) as r:
-            assert r.status == 413
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers={"Content-Type": "application/x-thrift"}) as r,
+    ):
+        assert r.status == 413
     assert (
         _value(
             service,
@@ -384,14 +387,16 @@ async def test_pipeline_push_back_gets_503_with_retry_after() -> None:
     protocols = f'      thrift_http: {{endpoint: "127.0.0.1:{port}"}}'
     async with running_service(_config("pushback", protocols, refuse="retryable")) as service:
         body = encode_struct(Batch(process=Process(serviceName="s"), spans=[sample_span()]))
-        async with aiohttp.ClientSession() as session:
-            async with session.post(
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
                 f"http://127.0.0.1:{port}/api/traces",
                 data=body,
                 headers={"Content-Type": "application/x-thrift"},
-            ) as r:
-                assert r.status == 503
-                assert r.headers["Retry-After"] == "7"
+            ) as r,
+        ):
+            assert r.status == 503
+            assert r.headers["Retry-After"] == "7"
         assert _value(service, "otelcol_receiver_refused_spans_total", receiver="jaeger") == 1
 
 
