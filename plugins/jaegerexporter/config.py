@@ -63,6 +63,11 @@ class JaegerExporterConfig(ExporterHelperConfig):
                     f"'http://jaeger:14268/api/traces', got {endpoint!r}"
                 )
         else:
+            if "://" in endpoint:
+                raise ValueError(
+                    f"endpoint: protocol {self.protocol} needs host:port (no scheme), "
+                    f"got {endpoint!r}"
+                )
             try:
                 parse_endpoint(endpoint)
             except ValueError as exc:
