@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import types
 import typing
 from typing import Annotated, Any
 
@@ -137,17 +138,24 @@ class ListenEndpoint(typing.NamedTuple):
     transport: str = "tcp"  # or "udp"
 
 
-def _model_fields_of(annotation: Any) -> bool:
-    """Whether a field's annotation is (optionally) a nested config model."""
+def _section_with_defaults(annotation: Any) -> bool:
+    """Whether a field is an optional section that can be built from defaults alone."""
     origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
-        return any(_model_fields_of(a) for a in typing.get_args(annotation) if a is not type(None))
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(
+            _section_with_defaults(a) for a in typing.get_args(annotation) if a is not type(None)
+        )
+    return (
+        isinstance(annotation, type)
+        and issubclass(annotation, BaseModel)
+        and all(not f.is_required() for f in annotation.model_fields.values())
+    )
 
 
 class ConfigModel(BaseModel):
     """Base of config sections: unknown keys rejected; a section written with no value
-    (``grpc:``) means "present, with every default", as in the Collector."""
+    (``grpc:``) means "present, with every default", as in the Collector (for sections whose
+    options all have defaults)."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
 
@@ -157,7 +165,7 @@ class ConfigModel(BaseModel):
         if isinstance(data, dict):
             for name, field in cls.model_fields.items():
                 key = field.alias or name
-                if key in data and data[key] is None and _model_fields_of(field.annotation):
+                if key in data and data[key] is None and _section_with_defaults(field.annotation):
                     data = {**data, key: {}}
         return data
 

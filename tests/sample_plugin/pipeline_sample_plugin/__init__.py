@@ -1,5 +1,9 @@
-"""A third-party plugin: the ``resource_tag`` processor sets one resource attribute on every
-resource of the data that passes through it (it decodes and changes the data)."""
+"""A third-party plugin for the gateway's tests.
+
+* ``resource_tag`` processor (traces, metrics): sets one resource attribute on every resource of
+  the data that passes through it (it decodes and changes the data);
+* ``span_sink`` exporter (traces only): counts the spans it receives and logs the total.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pipeline import (
     ComponentConfig,
     Consumer,
     CreateSettings,
+    ExporterFactory,
     Payload,
     ProcessorFactory,
     Signal,
@@ -56,6 +61,31 @@ class ResourceTagFactory(ProcessorFactory):
         return ResourceTagProcessor(config, next_consumer)
 
 
+class SpanSink(Component):
+    mutates_data = False
+
+    def __init__(self, settings: CreateSettings) -> None:
+        self.settings = settings
+        self.spans = 0
+
+    async def consume(self, data: Payload) -> None:
+        self.spans += data.item_count()
+        self.settings.telemetry.sent(data.signal, data.item_count())
+
+    async def shutdown(self) -> None:
+        self.settings.logger.info("span sink total", extra={"spans": self.spans})
+
+
+class SpanSinkFactory(ExporterFactory):
+    type = "span_sink"
+    description = "Counts spans (sample third-party plugin; traces only)."
+    stability = {Signal.TRACES: Stability.DEVELOPMENT}
+
+    def create_traces(self, settings: CreateSettings, config: ComponentConfig) -> SpanSink:
+        return SpanSink(settings)
+
+
 @pipeline.hookimpl
 def register_components(registry: pipeline.Registry) -> None:
     registry.register(ResourceTagFactory())
+    registry.register(SpanSinkFactory())

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from pipeline import ExporterHelper, ExporterHelperConfig, Kind, Payload, Signal, Traces
+from pipeline.errors import PermanentError, RetryableError
+from pipeline.testing import StubHost, create_settings
+
+
+def spans(n: int) -> Traces:
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    for i in range(n):
+        ss.spans.add(name=f"s{i}")
+    return Traces(req.SerializeToString())
+
+
+class Backend:
+    def __init__(self) -> None:
+        self.failures: list[Exception] = []
+        self.delivered = 0
+        self.calls = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def send(self, data: Payload) -> None:
+        self.calls += 1
+        await self.gate.wait()
+        if self.failures:
+            raise self.failures.pop(0)
+        self.delivered += data.item_count()
+
+
+def helper(backend: Backend, **options: object) -> ExporterHelper:
+    config = ExporterHelperConfig.model_validate(options)
+    return ExporterHelper(
+        create_settings(Kind.EXPORTER, "test"), Signal.TRACES, config, backend.send
+    )
+
+
+def value(h: ExporterHelper, what: str) -> float:
+    return h.settings.telemetry.service.value(
+        f"otelcol_exporter_{what}_spans_total", exporter="test"
+    )
+
+
+async def test_retries_honour_the_servers_delay_then_deliver() -> None:
+    backend = Backend()
+    backend.failures = [RetryableError("busy", retry_after=0.05), RetryableError("busy")]
+    h = helper(backend, retry_on_failure={"initial_interval": "10ms", "max_interval": "20ms"})
+    await h.start(StubHost())
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await h.consume(spans(5))
+    await h.shutdown()
+    assert backend.delivered == 5 and backend.calls == 3
+    assert loop.time() - t0 >= 0.05
+    assert value(h, "sent") == 5 and value(h, "retried") == 10 and value(h, "send_failed") == 0
+
+
+async def test_permanent_errors_drop_and_count() -> None:
+    backend = Backend()
+    backend.failures = [PermanentError("bad data")]
+    h = helper(backend)
+    await h.start(StubHost())
+    await h.consume(spans(3))
+    await h.shutdown()
+    assert backend.delivered == 0 and backend.calls == 1
+    assert value(h, "send_failed") == 3
+
+
+async def test_retries_stop_after_max_elapsed_time() -> None:
+    backend = Backend()
+    backend.failures = [RetryableError("down")] * 100
+    h = helper(
+        backend,
+        retry_on_failure={
+            "initial_interval": "10ms",
+            "max_interval": "10ms",
+            "max_elapsed_time": "50ms",
+        },
+    )
+    await h.start(StubHost())
+    await h.consume(spans(2))
+    await h.shutdown()
+    assert value(h, "send_failed") == 2 and backend.delivered == 0
+
+
+async def test_full_queue_refuses_with_a_retryable_error() -> None:
+    backend = Backend()
+    backend.gate.clear()  # the backend hangs
+    h = helper(backend, sending_queue={"queue_size": 2, "num_consumers": 1})
+    await h.start(StubHost())
+    for _ in range(3):  # one in flight, two queued
+        await h.consume(spans(1))
+        await asyncio.sleep(0.01)
+    with pytest.raises(RetryableError) as err:
+        await h.consume(spans(4))
+    assert err.value.resource_exhausted and "sending queue" in str(err.value)
+    assert value(h, "enqueue_failed") == 4
+    assert h.queue_size == 2
+    backend.gate.set()  # the backend recovers: the queue drains on shutdown
+    await h.shutdown()
+    assert backend.delivered == 3 and value(h, "sent") == 3
+
+
+async def test_shutdown_deadline_counts_what_is_left() -> None:
+    backend = Backend()
+    backend.gate.clear()
+    h = helper(backend, sending_queue={"queue_size": 10, "num_consumers": 1})
+    await h.start(StubHost())
+    for _ in range(3):
+        await h.consume(spans(2))
+    await asyncio.sleep(0.01)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(h.shutdown(), timeout=0.1)
+    assert value(h, "send_failed") == 6  # two queued batches and the one in flight
+    await h.shutdown()  # safe twice
+
+
+async def test_without_queue_the_caller_waits_and_sees_errors() -> None:
+    backend = Backend()
+    backend.failures = [PermanentError("no")]
+    h = helper(backend, sending_queue={"enabled": False})
+    await h.start(StubHost())
+    with pytest.raises(PermanentError):
+        await h.consume(spans(1))
+    await h.consume(spans(1))
+    assert backend.delivered == 1
+    await h.shutdown()
+
+
+async def test_timeout_is_retryable() -> None:
+    backend = Backend()
+    backend.gate.clear()
+    h = helper(
+        backend,
+        timeout="20ms",
+        sending_queue={"enabled": False},
+        retry_on_failure={"enabled": False},
+    )
+    await h.start(StubHost())
+    with pytest.raises(RetryableError, match="timed out"):
+        await h.consume(spans(1))
+    assert value(h, "send_failed") == 1
+    await h.shutdown()

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from pipeline import Kind, Payload, PermanentError, RetryableError, Signal, Traces
+from pipeline.testing import SinkConsumer, create_settings
+from plugins.batchprocessor import BatchConfig, BatchProcessor
+
+
+def spans(n: int, prefix: str = "s") -> Traces:
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    for i in range(n):
+        ss.spans.add(name=f"{prefix}{i}")
+    return Traces(req.SerializeToString())
+
+
+def names(payloads: list[Payload]) -> list[str]:
+    return [
+        s.name
+        for p in payloads
+        for rs in p.message().resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+
+
+def make(sink: object, **options: object) -> BatchProcessor:
+    config = BatchConfig.model_validate(options)
+    return BatchProcessor(create_settings(Kind.PROCESSOR, "batch"), config, Signal.TRACES, sink)  # type: ignore[arg-type]
+
+
+async def test_size_trigger_and_max_size_split() -> None:
+    sink = SinkConsumer()
+    proc = make(sink, timeout="10s", send_batch_size=10, send_batch_max_size=15)
+    await proc.start(None)  # type: ignore[arg-type]
+    for i in range(4):
+        await proc.consume(spans(6, f"r{i}-"))
+    await asyncio.sleep(0.05)
+    sizes = [p.item_count() for p in sink.received]
+    assert sum(sizes) >= 10 and all(s <= 15 for s in sizes)
+    await proc.shutdown()
+    assert sink.item_count() == 24
+    assert names(sink.received) == [f"r{i}-{j}" for i in range(4) for j in range(6)]
+    hist = proc.settings.telemetry.service.value(
+        "otelcol_processor_batch_batch_send_size_sum", processor="batch"
+    )
+    assert hist == 24
+
+
+async def test_timeout_trigger() -> None:
+    sink = SinkConsumer()
+    proc = make(sink, timeout="50ms", send_batch_size=1000)
+    await proc.start(None)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await proc.consume(spans(3))
+    while not sink.received:
+        await asyncio.sleep(0.005)
+    assert 0.04 <= loop.time() - started < 1.0
+    assert sink.item_count() == 3
+    await proc.shutdown()
+    assert (
+        proc.settings.telemetry.service.value(
+            "otelcol_processor_batch_timeout_trigger_send_total", processor="batch"
+        )
+        == 1
+    )
+
+
+class Flaky:
+    """Refuses the first ``failures`` batches with a retryable error."""
+
+    mutates_data = False
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sink = SinkConsumer()
+
+    async def consume(self, data: Payload) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RetryableError("queue full", retry_after=0.01)
+        await self.sink.consume(data)
+
+
+async def test_pushback_holds_data_then_refuses_new_data() -> None:
+    downstream = Flaky(failures=10**9)
+    proc = make(downstream, timeout="0s", send_batch_size=10)
+    await proc.start(None)  # type: ignore[arg-type]
+    accepted = 0
+    with pytest.raises(RetryableError) as err:
+        for _ in range(1000):
+            await proc.consume(spans(10))
+            accepted += 10
+            await asyncio.sleep(0)
+    assert err.value.resource_exhausted
+    assert accepted >= proc.backlog_limit - 10
+    downstream.failures = 0  # downstream recovers: everything accepted is delivered
+    await proc.shutdown()
+    assert downstream.sink.item_count() == accepted
+
+
+async def test_permanent_refusal_is_counted() -> None:
+    class Refuse:
+        mutates_data = False
+
+        async def consume(self, data: Payload) -> None:
+            raise PermanentError("nope")
+
+    proc = make(Refuse(), timeout="0s")
+    await proc.start(None)  # type: ignore[arg-type]
+    await proc.consume(spans(4))
+    await proc.shutdown()
+    assert (
+        proc.settings.telemetry.service.value(
+            "otelcol_processor_dropped_items_total",
+            processor="batch",
+            otel_signal="traces",
+            reason="refused_permanently",
+        )
+        == 4
+    )
+
+
+async def test_deadline_drop_is_counted() -> None:
+    proc = make(Flaky(failures=10**9), timeout="0s")
+    await proc.start(None)  # type: ignore[arg-type]
+    await proc.consume(spans(7))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(proc.shutdown(), timeout=0.2)
+    assert (
+        proc.settings.telemetry.service.value(
+            "otelcol_processor_dropped_items_total",
+            processor="batch",
+            otel_signal="traces",
+            reason="shutdown_deadline",
+        )
+        == 7
+    )
+
+
+def test_config_rules() -> None:
+    with pytest.raises(ValueError, match="send_batch_max_size"):
+        BatchConfig.model_validate({"send_batch_size": 10, "send_batch_max_size": 5})
+    cfg = BatchConfig()
+    assert (cfg.timeout, cfg.send_batch_size, cfg.send_batch_max_size) == (0.2, 8192, 0)

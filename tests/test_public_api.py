@@ -1,0 +1,60 @@
+"""The public API is small and deliberate: a change to it must be made here too."""
+
+import pipeline
+
+INTENDED = {
+    "Component",
+    "ComponentConfig",
+    "ComponentID",
+    "ComponentTelemetry",
+    "ConfigError",
+    "ConfigErrors",
+    "ConfigModel",
+    "ConnectorFactory",
+    "ConsumeError",
+    "Consumer",
+    "CreateSettings",
+    "Duration",
+    "EmptyConfig",
+    "Endpoint",
+    "ExporterFactory",
+    "ExporterHelper",
+    "ExporterHelperConfig",
+    "ExtensionFactory",
+    "FanOut",
+    "Host",
+    "Kind",
+    "ListenEndpoint",
+    "Metrics",
+    "Payload",
+    "PermanentError",
+    "ProcessorFactory",
+    "QueueConfig",
+    "ReceiverFactory",
+    "Registry",
+    "RetryConfig",
+    "RetryableError",
+    "Seconds",
+    "SharedComponents",
+    "Signal",
+    "Stability",
+    "Traces",
+    "__version__",
+    "hookimpl",
+    "parse_duration",
+    "payload_type",
+    "split_endpoint",
+}
+
+
+def test_exported_names_are_the_intended_ones() -> None:
+    assert set(pipeline.__all__) == INTENDED
+    for name in pipeline.__all__:
+        assert hasattr(pipeline, name), name
+
+
+def test_public_classes_are_documented() -> None:
+    for name in pipeline.__all__:
+        obj = getattr(pipeline, name)
+        if isinstance(obj, type):
+            assert obj.__doc__, f"{name} has no docstring"
