@@ -63,15 +63,28 @@ class JaegerThriftExporter(Component):
     # -- preparing ------------------------------------------------------------------------
     def prepare(self, data: Payload) -> PreparedTraces | None:
         """Translate and encode; spans too large for a datagram are counted and dropped."""
-        batches = traces_to_batches(data.message())
-        if not self.udp:
-            bodies = [encode_struct(b, "binary") for b in batches]
-            n = sum(len(b.spans or ()) for b in batches)
-            return PreparedTraces(bodies, n) if n else None
+        try:
+            batches = traces_to_batches(data.message())
+            if not self.udp:
+                bodies = [encode_struct(b, "binary") for b in batches]
+                n = sum(len(b.spans or ()) for b in batches)
+                return PreparedTraces(bodies, n) if n else None
+            return self._packets(batches)
+        except Exception as exc:  # a span the Thrift encoder cannot take
+            n = data.item_count()
+            self.settings.telemetry.send_failed(Signal.TRACES, n)
+            self.settings.logger.error(
+                "cannot encode spans for Jaeger, dropping them: %s",
+                exc,
+                extra={"dropped_items": n},
+            )
+            raise PermanentError(f"cannot encode spans for Jaeger: {exc}") from exc
+
+    def _packets(self, batches: list[Any]) -> PreparedTraces | None:
         packets: list[bytes] = []
         kept = 0
+        oversize: list[tuple[str, int]] = []
         for batch in batches:
-            assert batch.process is not None
             framer = EmitBatchFramer(batch.process, "compact")
             room = self.config.max_packet_size - framer.overhead
             current: list[bytes] = []
@@ -79,7 +92,7 @@ class JaegerThriftExporter(Component):
             for span in batch.spans or ():
                 encoded = framer.encode_span(span)
                 if len(encoded) > room:
-                    self._drop_oversize(span, len(encoded) + framer.overhead)
+                    oversize.append((span.operationName, len(encoded) + framer.overhead))
                     continue
                 if used + len(encoded) > room:
                     packets.append(framer.packet(current))
@@ -89,19 +102,25 @@ class JaegerThriftExporter(Component):
                 kept += 1
             if current:
                 packets.append(framer.packet(current))
+        if oversize:
+            self._drop_oversize(oversize)
         return PreparedTraces(packets, kept) if kept else None
 
-    def _drop_oversize(self, span: Any, size: int) -> None:
+    def _drop_oversize(self, spans: list[tuple[str, int]]) -> None:
+        n = len(spans)
         tel = self.settings.telemetry
-        tel.send_failed(Signal.TRACES, 1)
-        tel.dropped(Signal.TRACES, 1, reason="span_too_large")
+        tel.send_failed(Signal.TRACES, n)
+        tel.dropped(Signal.TRACES, n, reason="span_too_large")
+        name, size = max(spans, key=lambda s: s[1])
         self.settings.logger.error(
-            "dropping a span too large for one UDP packet: %d bytes encoded, max_packet_size is %d",
+            "dropping %d span(s) too large for one UDP packet: the largest is %d bytes "
+            "encoded, max_packet_size is %d",
+            n,
             size,
             self.config.max_packet_size,
             extra={
-                "dropped_items": 1,
-                "span_name": span.operationName,
+                "dropped_items": n,
+                "span_name": name,
                 "span_bytes": size,
                 "max_packet_size": self.config.max_packet_size,
             },
