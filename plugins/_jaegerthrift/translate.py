@@ -5,13 +5,14 @@
 OTLP -> Jaeger (the exporter):
 
 * one ``Batch`` per ``ResourceSpans``; ``service.name`` becomes ``Process.serviceName``
-  (``OTLPResourceNoServiceName`` when absent, as the Collector writes), the other resource
-  attributes become process tags;
+  (``unknown_service``, the SDKs' default, when absent), the other resource attributes
+  become process tags;
 * trace ids split into high/low signed 64-bit halves, span ids into signed 64-bit integers;
   times in microseconds;
 * the parent becomes the first reference (CHILD_OF, and ``parentSpanId``); links become
   FOLLOWS_FROM references (their attributes have no place in Jaeger and are not sent);
-* span tags: ``otel.scope.name`` / ``otel.scope.version``, the attributes, ``span.kind``
+* span tags: ``otel.scope.name`` / ``otel.scope.version`` (and their deprecated aliases
+  ``otel.library.name`` / ``otel.library.version``), the attributes, ``span.kind``
   (``client``/``server``/``producer``/``consumer``; none for INTERNAL or UNSPECIFIED, as the
   specification says), ``otel.status_code`` (``OK``/``ERROR``), ``error=true`` for ERROR,
   ``otel.status_description``, ``w3c.tracestate``, and ``otel.dropped_attributes_count`` /
@@ -44,7 +45,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 from plugins._jaegerthrift import model
 from plugins._jaegerthrift.model import Batch, Log, Process, SpanRef, SpanRefType, Tag, TagType
 
-NO_SERVICE_NAME = "OTLPResourceNoServiceName"
+# The specification: "from the default Resource" when absent (the SDKs' default service name).
+NO_SERVICE_NAME = "unknown_service"
 
 # Tag keys.
 SPAN_KIND = "span.kind"
@@ -181,14 +183,16 @@ def span_to_jaeger(span: Span, scope_tags: list[Tag]) -> model.Span:
         )
 
     tags = list(scope_tags)
-    tags.extend(_tags(span.attributes))
+    is_error = span.status.code == Status.STATUS_CODE_ERROR
+    # The error tag added for an ERROR status overrides an attribute of that name.
+    tags.extend(_tags(span.attributes, ERROR if is_error else None))
     kind = _KIND_TO_TAG.get(span.kind)
     if kind is not None:
         tags.append(_str_tag(SPAN_KIND, kind))
     code = span.status.code
     if code == Status.STATUS_CODE_OK:
         tags.append(_str_tag(STATUS_CODE, "OK"))
-    elif code == Status.STATUS_CODE_ERROR:
+    elif is_error:
         tags.append(_str_tag(STATUS_CODE, "ERROR"))
         tags.append(Tag(key=ERROR, vType=TagType.BOOL, vBool=True))
     if span.status.message:
@@ -204,8 +208,10 @@ def span_to_jaeger(span: Span, scope_tags: list[Tag]) -> model.Span:
 
     logs = []
     for ev in span.events:
-        fields = [_str_tag(EVENT_NAME, ev.name)] if ev.name else []
-        fields.extend(_tags(ev.attributes))
+        fields = _tags(ev.attributes)
+        # An attribute named "event" takes precedence over the event's name.
+        if ev.name and not any(kv.key == EVENT_NAME for kv in ev.attributes):
+            fields.insert(0, _str_tag(EVENT_NAME, ev.name))
         if ev.dropped_attributes_count:
             fields.append(_long_tag(EVENT_DROPPED_ATTRIBUTES, ev.dropped_attributes_count))
         logs.append(Log(timestamp=ev.time_unix_nano // 1000, fields=fields))
@@ -228,11 +234,15 @@ def span_to_jaeger(span: Span, scope_tags: list[Tag]) -> model.Span:
 
 
 def scope_tags(scope: Any) -> list[Tag]:
+    """``otel.scope.name`` / ``otel.scope.version``, and the deprecated aliases
+    ``otel.library.*`` that the specification says MUST also be reported."""
     tags = []
     if scope.name:
         tags.append(_str_tag(SCOPE_NAME, scope.name))
+        tags.append(_str_tag(LIBRARY_NAME, scope.name))
     if scope.version:
         tags.append(_str_tag(SCOPE_VERSION, scope.version))
+        tags.append(_str_tag(LIBRARY_VERSION, scope.version))
     return tags
 
 

@@ -147,7 +147,8 @@ async def test_missing_service_name() -> None:
     req, _ = one_span_request()
     del req.resource_spans[0].resource.attributes[:]
     (batch,) = await export_http(req)
-    assert batch[r.BATCH_PROCESS][r.PROCESS_SERVICE_NAME] == b"OTLPResourceNoServiceName"
+    # "populated from the default Resource": the SDKs' default service name
+    assert batch[r.BATCH_PROCESS][r.PROCESS_SERVICE_NAME] == b"unknown_service"
 
 
 async def test_one_batch_per_resource() -> None:
@@ -205,6 +206,15 @@ async def test_error_status() -> None:
     assert tags["otel.status_description"] == "card declined"
 
 
+async def test_error_tag_overrides_an_error_attribute() -> None:
+    req, s = one_span_request()
+    s.attributes.add(key="error").value.string_value = "no"
+    s.status.code = Status.STATUS_CODE_ERROR
+    tags = (await exported_span(req))[r.SPAN_TAGS]
+    assert [t[r.TAG_KEY] for t in tags].count(b"error") == 1
+    assert r.tag_values(tags)["error"] is True
+
+
 async def test_ok_and_unset_status() -> None:
     req, s = one_span_request()
     s.status.code = Status.STATUS_CODE_OK
@@ -228,6 +238,14 @@ async def test_events_become_logs() -> None:
         "otel.event.dropped_attributes_count": 3,
     }
     assert logs[1][r.LOG_FIELDS] == []
+
+
+async def test_event_attribute_takes_precedence_over_the_name() -> None:
+    req, s = one_span_request()
+    ev = s.events.add(name="generic", time_unix_nano=1)
+    ev.attributes.add(key="event").value.string_value = "specific"
+    (log,) = (await exported_span(req))[r.SPAN_LOGS]
+    assert [(f[r.TAG_KEY], f[r.TAG_STR]) for f in log[r.LOG_FIELDS]] == [(b"event", b"specific")]
 
 
 async def test_parent_is_child_of_and_links_follow_from() -> None:
@@ -264,7 +282,13 @@ async def test_scope_becomes_tags() -> None:
     scope = req.resource_spans[0].scope_spans[0].scope
     scope.name, scope.version = "io.opentelemetry.checkout", "1.4.0"
     tags = r.tag_values((await exported_span(req))[r.SPAN_TAGS])
-    assert tags == {"otel.scope.name": "io.opentelemetry.checkout", "otel.scope.version": "1.4.0"}
+    assert tags == {
+        "otel.scope.name": "io.opentelemetry.checkout",
+        "otel.scope.version": "1.4.0",
+        # deprecated aliases the specification still requires
+        "otel.library.name": "io.opentelemetry.checkout",
+        "otel.library.version": "1.4.0",
+    }
 
 
 async def test_dropped_counts() -> None:
