@@ -422,3 +422,45 @@ service:
         ("protocols.thrift_http.endpoint", "0.0.0.0:14268", "tcp"),
         ("protocols.thrift_compact.endpoint", "0.0.0.0:6831", "udp"),
     ]
+
+
+def test_gateway_process_receives_from_the_python_client(tmp_path: Path) -> None:
+    """The whole program (``pipeline run``): jaeger-client -> UDP -> jaeger receiver -> debug."""
+    import subprocess
+    import time
+
+    from tests.support import gateway
+
+    port = free_port(socket.SOCK_DGRAM)
+    config = f"""
+receivers:
+  jaeger:
+    protocols:
+      thrift_compact: {{endpoint: "127.0.0.1:{port}"}}
+exporters:
+  debug: {{verbosity: detailed}}
+service:
+  pipelines:
+    traces: {{receivers: [jaeger], exporters: [debug]}}
+"""
+    with gateway(config, tmp_path) as gw:
+        done = subprocess.run(
+            [sys.executable, str(HERE / "jaeger_py_client.py"), str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        sent = json.loads(done.stdout)
+        deadline = time.monotonic() + 10
+        text = ""
+        while time.monotonic() < deadline:
+            text = "\n".join(gw.lines())
+            if all(s["span_id"] in text for s in sent):
+                break
+            time.sleep(0.05)
+        for span in sent:
+            assert f"ID             : {span['span_id']}" in text
+            assert f"Trace ID       : {span['trace_id']}" in text
+        assert "Name           : checkout" in text
+        assert gw.stop() == 0
