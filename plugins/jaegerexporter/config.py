@@ -74,7 +74,10 @@ class JaegerExporterConfig(ExporterHelperConfig):
                 raise ValueError(
                     f"endpoint: protocol {self.protocol} needs host:port: {exc}"
                 ) from None
-        if self.protocol != "thrift_compact" and "max_packet_size" in self.model_fields_set:
+        if (
+            self.protocol != "thrift_compact"
+            and self.max_packet_size != type(self).model_fields["max_packet_size"].default
+        ):
             raise ValueError("max_packet_size applies only to protocol thrift_compact")
         if self.protocol.startswith("thrift") and (self.tls is not None or self.otlp):
             raise ValueError("tls and otlp apply only to the OTLP protocols")

@@ -59,6 +59,7 @@ class JaegerThriftExporter(Component):
         self._session: aiohttp.ClientSession | None = None
         self._sock: socket.socket | None = None
         self._addr: Any = None
+        self._started = False
 
     # -- preparing ------------------------------------------------------------------------
     def prepare(self, data: Payload) -> PreparedTraces | None:
@@ -191,8 +192,14 @@ class JaegerThriftExporter(Component):
         elif self._session is None:
             self._session = aiohttp.ClientSession()
         await self.helper.start(host)
+        self._started = True
 
     async def shutdown(self) -> None:
+        if not self._started:
+            # Before start there is nothing to drain; the helper's shutdown would also mark
+            # it closed for good, and a later start could not take data.
+            return
+        self._started = False
         await self.helper.shutdown()
         if self._session is not None:
             await self._session.close()

@@ -737,3 +737,23 @@ service:
         await wait_until(lambda: len(cap.spans("otlp-e2e")) == 1)
         # OTLP all the way: the kind survives (no Jaeger mapping in between).
         assert cap.spans("otlp-e2e")[0][2].kind == Span.SPAN_KIND_INTERNAL
+
+
+async def test_thrift_exporter_lifecycle_with_data() -> None:
+    """The contract (shutdown before start, start, consume, shutdown twice) with real spans."""
+    from pipeline.testing import check_factory
+
+    factory = default_registry().get(Kind.EXPORTER, "jaeger")
+    assert factory is not None
+    async with agent() as (agt, port):
+        exp, tel = make_exporter({"protocol": "thrift_compact", "endpoint": f"127.0.0.1:{port}"})
+        await exp.shutdown()
+        await exp.start(None)
+        await exp.consume(Traces.from_message(many_spans(3)))
+        await exp.shutdown()
+        await exp.shutdown()
+        assert tel.value("otelcol_exporter_sent_spans_total", exporter="jaeger") == 3
+        await wait_until(lambda: len(agt.packets) == 1)
+    for protocol in ("thrift_compact", "thrift_http"):
+        config = factory.config_class.model_validate({"protocol": protocol})
+        await check_factory(factory, config)
