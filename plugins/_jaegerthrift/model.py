@@ -364,12 +364,25 @@ def check_batch(batch: Batch) -> None:
                 raise ThriftDecodeError(
                     f"malformed Batch: span #{i} lacks the required field {name!r}"
                 )
+        for ref in span.references or ():
+            if None in (ref.refType, ref.traceIdLow, ref.traceIdHigh, ref.spanId):
+                raise ThriftDecodeError(
+                    f"malformed Batch: span #{i} has a reference that lacks a required field"
+                )
+        for log in span.logs or ():
+            if log.timestamp is None:
+                raise ThriftDecodeError(f"malformed Batch: span #{i} has a log without timestamp")
         for tags in (span.tags or [], *(log.fields or [] for log in span.logs or [])):
             for tag in tags:
                 if tag.key is None or tag.vType is None:
                     raise ThriftDecodeError(
                         f"malformed Batch: span #{i} has a tag without its key or type"
                     )
+    process = batch.process
+    if process is not None:
+        for tag in process.tags or ():
+            if tag.key is None or tag.vType is None:
+                raise ThriftDecodeError("malformed Batch: a process tag lacks its key or type")
 
 
 # -- agent datagrams, assembled from spans encoded once ----------------------------------------

@@ -101,6 +101,14 @@ def span_id_from_jaeger(span_id: int) -> bytes:
     return (span_id % _I64).to_bytes(8, "big")
 
 
+_MAX_MICROS = (_I64 - 1) // 1000
+
+
+def _nanos(micros: int | None) -> int:
+    """Microseconds to nanoseconds, kept within OTLP's unsigned 64-bit range."""
+    return min(max(micros or 0, 0), _MAX_MICROS) * 1000
+
+
 # -- values ---------------------------------------------------------------------------------
 def _json_value(v: AnyValue) -> Any:
     kind = v.WhichOneof("value")
@@ -339,9 +347,9 @@ def _span_from_jaeger(span: model.Span, dest: Span) -> None:
     dest.trace_id = trace_id_from_jaeger(span.traceIdHigh, span.traceIdLow)
     dest.span_id = span_id_from_jaeger(span.spanId)
     dest.name = span.operationName
-    start = max(span.startTime, 0) * 1000
+    start = _nanos(span.startTime)
     dest.start_time_unix_nano = start
-    dest.end_time_unix_nano = start + max(span.duration or 0, 0) * 1000
+    dest.end_time_unix_nano = min(start + _nanos(span.duration), _MAX_MICROS * 1000)
     parent = _parent_id(span)
     if parent:
         dest.parent_span_id = span_id_from_jaeger(parent)
@@ -394,12 +402,12 @@ def _span_from_jaeger(span: model.Span, dest: Span) -> None:
                 _set_value(dest.attributes.add(key=key).value, special[key])
 
     for log in span.logs or ():
-        ev = dest.events.add(time_unix_nano=max(log.timestamp or 0, 0) * 1000)
+        ev = dest.events.add(time_unix_nano=_nanos(log.timestamp))
         for tag in log.fields or ():
             if tag.key == EVENT_NAME and not ev.name and tag.vType == TagType.STRING:
                 ev.name = tag.vStr or ""
-            elif tag.key == EVENT_DROPPED_ATTRIBUTES and _tag_int(tag) is not None:
-                ev.dropped_attributes_count = min(_tag_int(tag) or 0, 2**32 - 1)
+            elif tag.key == EVENT_DROPPED_ATTRIBUTES and 0 <= (_tag_int(tag) or -1) < 2**32:
+                ev.dropped_attributes_count = _tag_int(tag) or 0
             else:
                 _set_value(ev.attributes.add(key=tag.key).value, tag)
 

@@ -104,7 +104,10 @@ class JaegerReceiver(Component):
     async def push(self, batch: Batch) -> int:
         """Translate a batch to OTLP and pass it on; returns the span count. Raises what the
         pipeline raises (``RetryableError`` when it pushes back)."""
-        request, n = batch_to_request(batch)
+        try:
+            request, n = batch_to_request(batch)
+        except ValueError as exc:  # a value OTLP cannot hold
+            raise ThriftDecodeError(f"malformed Batch: {exc}") from exc
         if n and self.consumer is not None:
             await self.consumer.consume(Traces.from_message(request))
         return n
@@ -185,6 +188,9 @@ class ThriftHTTPServer:
             return web.Response(status=400, text=f"cannot decode the Thrift Batch: {exc}")
         try:
             await rcv.push(batch)
+        except ThriftDecodeError as exc:
+            rcv.refuse("http", "malformed", str(exc), bytes=len(body))
+            return web.Response(status=400, text=f"cannot translate the Thrift Batch: {exc}")
         except RetryableError as exc:
             delay = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER
             return web.Response(
@@ -280,6 +286,8 @@ class ThriftUDPServer:
                     continue
                 try:
                     await rcv.push(batch)
+                except ThriftDecodeError as exc:
+                    rcv.refuse(self.name, "malformed", str(exc), bytes=len(data))
                 except (RetryableError, PermanentError) as exc:
                     # UDP cannot push back: the pipeline counted the refusal; say so here.
                     rcv.refuse(

@@ -181,3 +181,53 @@ def test_missing_required_fields_are_refused() -> None:
         decode_batch(data, "binary")
     with pytest.raises(ThriftDecodeError, match="spans"):
         decode_batch(encode_struct(Batch(process=Process(serviceName="s"))), "binary")
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+def test_mutated_input_decodes_or_is_refused_cleanly(protocol: model.Protocol) -> None:
+    """Random corruption of valid messages: every outcome is a decoded batch that translates,
+    or a ThriftDecodeError; never another exception."""
+    import random
+
+    from plugins._jaegerthrift.translate import batch_to_request
+
+    batch = sample_batch(3)
+    assert batch.process is not None and batch.spans is not None
+    framer = EmitBatchFramer(batch.process, protocol)
+    packet = framer.packet([framer.encode_span(s) for s in batch.spans])
+    body = encode_struct(batch, protocol)
+    rnd = random.Random(7)
+    refused = 0
+    for i in range(3000):
+        data = bytearray(packet if i % 2 else body)
+        for _ in range(rnd.randint(1, 4)):
+            if not data:
+                break
+            pos = rnd.randrange(len(data))
+            op = rnd.random()
+            if op < 0.5:
+                data[pos] = rnd.randrange(256)
+            elif op < 0.7:
+                del data[pos : pos + rnd.randint(1, 10)]
+            elif op < 0.85:
+                data[pos:pos] = rnd.randbytes(rnd.randint(1, 8))
+            else:
+                data = data[:pos]
+        try:
+            decoded = (decode_emit_batch if i % 2 else decode_batch)(bytes(data), protocol)
+        except ThriftDecodeError:
+            refused += 1
+            continue
+        batch_to_request(decoded)
+    assert refused > 1000
+
+
+def test_out_of_range_times_are_clamped() -> None:
+    from plugins._jaegerthrift.translate import batch_to_request
+
+    span = sample_span()
+    span.startTime = 2**62
+    span.duration = 2**62
+    request, _ = batch_to_request(Batch(process=Process(serviceName="s"), spans=[span]))
+    got = request.resource_spans[0].scope_spans[0].spans[0]
+    assert got.start_time_unix_nano <= got.end_time_unix_nano < 2**64
