@@ -4,7 +4,6 @@ over UDP (the agent's compact and binary ports), translated to OTLP."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections.abc import Callable
@@ -328,13 +327,22 @@ class ThriftUDPServer:
         )
 
     async def stop(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-            # Datagrams already taken in are still handled.
-            with contextlib.suppress(asyncio.CancelledError):
+        try:
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
+                # Datagrams already taken in are still handled (until the shutdown deadline).
                 await self._queue.join()
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
+        finally:
+            for task in self._workers:
+                task.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            self._workers = []
+            left = self._queue.qsize()
+            if left:
+                for _ in range(left):
+                    self._queue.get_nowait()
+                    self._queue.task_done()
+                    self.receiver.refuse(
+                        self.name, "shutdown", "datagram not handled before the shutdown deadline"
+                    )
