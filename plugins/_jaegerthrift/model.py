@@ -387,6 +387,7 @@ def check_batch(batch: Batch) -> None:
 
 # -- agent datagrams, assembled from spans encoded once ----------------------------------------
 LIST_HEADER_MAX = 6  # compact: 1 byte + a varint of up to 5 bytes; binary: 5 bytes
+SEQ_ID_SLACK = 4  # compact: a seq id is a varint of 1 to 5 bytes (binary: always 4)
 
 
 class EmitBatchFramer:
@@ -401,8 +402,10 @@ class EmitBatchFramer:
         self.kind = kind
         self.process_bytes = encode_struct(process, kind)
         self._seq = 0
-        # Size of a datagram holding no span: the prefix, the list header and the suffix.
-        self.overhead = len(self.packet([])) + LIST_HEADER_MAX
+        # Size of a datagram holding no span, at its largest: the prefix, the suffix, a list
+        # header of the longest form, and a sequence id grown to its longest varint.
+        self.overhead = len(self.packet([])) + LIST_HEADER_MAX + SEQ_ID_SLACK
+        self._seq = 0
 
     def encode_span(self, span: Span) -> bytes:
         return encode_struct(span, self.kind)
@@ -413,7 +416,7 @@ class EmitBatchFramer:
         # The framing goes through the pure-Python protocol (tiny); the spans and the process
         # were encoded by the accelerated one.
         proto: Any = TCompactProtocol(buf) if self.kind == "compact" else TBinaryProtocol(buf)
-        self._seq += 1
+        self._seq = self._seq % (2**31 - 1) + 1
         proto.writeMessageBegin(EMIT_BATCH, TMessageType.ONEWAY, self._seq)
         proto.writeStructBegin("emitBatch_args")
         proto.writeFieldBegin("batch", TType.STRUCT, 1)

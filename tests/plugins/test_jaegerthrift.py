@@ -126,7 +126,9 @@ def test_emit_batch_datagram(protocol: model.Protocol) -> None:
     assert (name, mtype) == ("emitBatch", 4)  # a oneway call
     assert [s[r.SPAN_ID] for s in args[1][r.BATCH_SPANS]] == [-1, -2, -3]
     assert decode_emit_batch(packet, protocol).spans == batch.spans
-    assert len(framer.packet([])) + model.LIST_HEADER_MAX == framer.overhead
+    assert len(framer.packet([])) + model.LIST_HEADER_MAX + model.SEQ_ID_SLACK == framer.overhead
+    framer._seq = 2**31 - 2  # the longest sequence ids still fit the overhead
+    assert len(framer.packet([])) + model.LIST_HEADER_MAX <= framer.overhead
 
 
 def test_decodes_jaeger_client_agent_message() -> None:
