@@ -17,5 +17,9 @@ USER 10001
 # OTLP gRPC, OTLP HTTP, own metrics, Prometheus exporter, health check,
 # Jaeger thrift_http, Jaeger thrift_compact / thrift_binary (UDP)
 EXPOSE 4317 4318 8888 8889 13133 14268 6831/udp 6832/udp
+# Liveness from the health_check extension (configs/gateway.yaml enables it on 13133);
+# load balancers should use /ready instead.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:13133/live', timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["pipeline"]
 CMD ["run", "--config", "/etc/pipeline/gateway.yaml"]

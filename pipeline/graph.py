@@ -78,8 +78,12 @@ class ObservedConsumer:
             await self.inner.consume(data)
         except ConsumeError:
             self.telemetry.refused(data.signal, n)
+            self.telemetry.accepted(data.signal, 0)
             raise
         self.telemetry.accepted(data.signal, n)
+        # As the Collector does: both series exist from the first request, so rates and
+        # refused/accepted ratios work before anything was refused.
+        self.telemetry.refused(data.signal, 0)
 
 
 class _CountingConsumer:

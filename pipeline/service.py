@@ -158,9 +158,9 @@ class Service:
         registry = self.telemetry.registry
 
         async def handle(_: web.Request) -> web.Response:
-            return web.Response(
-                body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-            )
+            # Collecting reads /proc (process metrics): done in a worker thread.
+            body = await asyncio.to_thread(generate_latest, registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         app = web.Application()
         app.router.add_get("/metrics", handle)

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import prometheus_client
+import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from pipeline.component import ComponentID, Kind
 from pipeline.pdata import Signal
@@ -90,11 +95,54 @@ def component_logger(
     return ComponentLogger(logger, {"kind": str(kind), "component": str(component_id)})
 
 
+class ProcessCollector(Collector):
+    """The gateway process's own resource use, with the Collector's ``otelcol_process_*``
+    names as its Prometheus endpoint exposes them.
+
+    Python has no Go runtime: ``otelcol_process_runtime_heap_alloc_bytes`` is the process's
+    private resident memory (RSS minus shared pages: the interpreter's heap and arenas) and
+    ``otelcol_process_runtime_total_sys_memory_bytes`` the virtual memory obtained from the
+    OS. Read on each scrape (the service scrapes off the event loop).
+    """
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._created = self._process.create_time()
+
+    def collect(self) -> Iterator[Metric]:
+        times = os.times()
+        mem = self._process.memory_info()
+        uptime = CounterMetricFamily("otelcol_process_uptime_seconds", "Uptime of the process.")
+        uptime.add_metric([], max(time.time() - self._created, 0.0))
+        yield uptime
+        cpu = CounterMetricFamily(
+            "otelcol_process_cpu_seconds", "Total CPU user and system time in seconds."
+        )
+        cpu.add_metric([], times.user + times.system)
+        yield cpu
+        yield GaugeMetricFamily(
+            "otelcol_process_memory_rss_bytes",
+            "Total physical memory (resident set size).",
+            value=float(mem.rss),
+        )
+        yield GaugeMetricFamily(
+            "otelcol_process_runtime_heap_alloc_bytes",
+            "Bytes of allocated heap objects (private resident memory of the interpreter).",
+            value=float(max(mem.rss - getattr(mem, "shared", 0), 0)),
+        )
+        yield GaugeMetricFamily(
+            "otelcol_process_runtime_total_sys_memory_bytes",
+            "Total bytes of memory obtained from the OS (virtual memory size).",
+            value=float(mem.vms),
+        )
+
+
 class SelfTelemetry:
     """The metrics of one running service, in its own prometheus_client registry."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(ProcessCollector())
         self._metrics: dict[str, Any] = {}
 
     def counter(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> Counter:

@@ -88,18 +88,18 @@ def _free_port() -> int:
 
 def with_free_endpoints(config: ComponentConfig) -> ComponentConfig:
     """A copy of ``config`` whose listen endpoints are free ports on 127.0.0.1."""
-    data = config.model_dump(by_alias=True, exclude_none=True)
-    for ep in config.listen_endpoints():
-        node: Any = data
+    copy = config.model_copy(deep=True)
+    for ep in copy.listen_endpoints():
+        node: Any = copy
         parts = ep.path.split(".")
         for part in parts[:-1]:
-            node = node[part]
-        node[parts[-1]] = f"127.0.0.1:{_free_port()}"
-    return type(config).model_validate(data)
+            node = node[int(part)] if isinstance(node, list) else getattr(node, part)
+        setattr(node, parts[-1], f"127.0.0.1:{_free_port()}")
+    return copy
 
 
 def _check_rejects_unknown(config: ComponentConfig) -> None:
-    data = config.model_dump(by_alias=True, exclude_none=True)
+    data = config.model_dump(by_alias=True, exclude_unset=True)
     data["surely_not_an_option"] = 1
     try:
         type(config).model_validate(data)

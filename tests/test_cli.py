@@ -31,10 +31,11 @@ def test_no_command_prints_help() -> None:
 
 def test_default_config_runs_and_stops_on_sigint() -> None:
     assert default_config_path().endswith("configs/gateway.yaml")
-    grpc_port, telemetry_port = free_port(), free_port()
+    grpc_port, telemetry_port, health_port = free_port(), free_port(), free_port()
     env = {
         "OTLP_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",
         "PIPELINE_TELEMETRY_ADDRESS": f"127.0.0.1:{telemetry_port}",
+        "HEALTH_CHECK_ENDPOINT": f"127.0.0.1:{health_port}",
     }
     with GatewayProcess(env=env) as gw:  # no --config: the built-in default
         gw.wait_ready()
@@ -42,6 +43,8 @@ def test_default_config_runs_and_stops_on_sigint() -> None:
 
         body = urllib.request.urlopen(f"http://127.0.0.1:{telemetry_port}/metrics").read().decode()
         assert "otelcol_processor_batch_batch_send_size" in body
+        health = urllib.request.urlopen(f"http://127.0.0.1:{health_port}/ready")
+        assert health.status == 200
         assert gw.stop(signal.SIGINT) == 0
         records = gw.records()
     # JSON lines, one per lifecycle event
@@ -49,7 +52,12 @@ def test_default_config_runs_and_stops_on_sigint() -> None:
     assert {(r["msg"], r["kind"], r["component"]) for r in lifecycle} == {
         (m, k, c)
         for m in ("component started", "component stopped")
-        for k, c in (("receiver", "otlp"), ("processor", "batch"), ("exporter", "debug"))
+        for k, c in (
+            ("receiver", "otlp"),
+            ("processor", "batch"),
+            ("exporter", "debug"),
+            ("extension", "health_check"),
+        )
     }
     for line in gw.lines():
         json.loads(line)  # every line is JSON

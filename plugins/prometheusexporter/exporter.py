@@ -1,0 +1,121 @@
+"""The running ``prometheus`` exporter: an accumulator and an aiohttp server for scrapes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import exposition
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+
+from pipeline import Component, CreateSettings, Host, Payload, Signal, split_endpoint
+from plugins.prometheusexporter.accumulator import Accumulator
+from plugins.prometheusexporter.config import PrometheusExporterConfig
+
+OPENMETRICS = "application/openmetrics-text"
+
+
+class _Snapshot:
+    """A ``prometheus_client`` collector over families already built (what a scrape writes)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def serialize(families: list[Metric], openmetrics_format: bool) -> tuple[bytes, str]:
+    """The exposition of ``families``: body and content type."""
+    if openmetrics_format:
+        return openmetrics.generate_latest(_Snapshot(families)), openmetrics.CONTENT_TYPE_LATEST
+    return exposition.generate_latest(_Snapshot(families)), exposition.CONTENT_TYPE_PLAIN_0_0_4
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Whether an ``Accept`` header asks for OpenMetrics (Prometheus's default does)."""
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if media != OPENMETRICS:
+            continue
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            return True
+    return False
+
+
+class PrometheusExporter(Component):
+    """Holds the latest state of every series and serves it at ``/metrics``."""
+
+    mutates_data = False
+
+    def __init__(self, settings: CreateSettings, config: PrometheusExporterConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.accumulator = Accumulator(
+            namespace=config.namespace,
+            const_labels=config.const_labels,
+            add_metric_suffixes=config.add_metric_suffixes,
+            resource_to_telemetry=config.resource_to_telemetry_conversion.enabled,
+            metric_expiration=config.metric_expiration,
+            on_drop=self._dropped,
+        )
+        self._runner: web.AppRunner | None = None
+        self._warned: set[str] = set()
+
+    def _dropped(self, n: int, reason: str) -> None:
+        self.settings.telemetry.dropped(Signal.METRICS, n, reason.split(":")[0][:60])
+        if reason not in self._warned and len(self._warned) < 1000:
+            self._warned.add(reason)
+            self.settings.logger.warning("dropping data points: %s", reason, extra={"points": n})
+
+    async def consume(self, data: Payload) -> None:
+        accepted = self.accumulator.add(data.message())
+        if accepted:
+            self.settings.telemetry.sent(Signal.METRICS, accepted)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        try:
+            # Families are built here, on the loop, where the accumulator changes; the text is
+            # written in a worker thread (the larger part of the work) from that snapshot.
+            families = list(self.accumulator.collect(self.config.send_timestamps))
+            want_om = self.config.enable_open_metrics and wants_openmetrics(
+                request.headers.get("Accept", "")
+            )
+            body, content_type = await asyncio.to_thread(serialize, families, want_om)
+        except Exception as exc:  # a bug must show in the scrape, not kill the server
+            self.settings.logger.exception("cannot render the exposition")
+            return web.Response(status=500, text=f"error rendering metrics: {exc}\n")
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def start(self, host: Host) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.router.add_get("/metrics", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        hostname, port = split_endpoint(self.config.endpoint)
+        site = web.TCPSite(runner, hostname or None, port)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.settings.logger.info(
+            "serving metrics for Prometheus", extra={"endpoint": self.config.endpoint}
+        )
+
+    async def shutdown(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()

@@ -1,0 +1,337 @@
+"""Prometheus metric families (as ``prometheus_client``'s parsers return them) → OTLP.
+
+What the Collector's ``prometheus`` receiver does, for the supported subset:
+
+* one resource per ``job``/``instance`` pair: ``service.name`` = job, ``service.instance.id``
+  = instance, plus ``server.address``, ``server.port`` and ``url.scheme``; the other labels
+  become data point attributes;
+* counters → cumulative monotonic sums (the sample's own name, ``_total`` included); gauges,
+  untyped, info and stateset metrics → gauges; histograms → cumulative histograms (bucket
+  counts de-accumulated, bounds from ``le``); summaries → summaries;
+* start times: a series' ``_created`` sample when exposed, else the time it was first seen,
+  moved to the current sample's time when a counter, histogram count or summary count goes
+  down (a reset);
+* target labels (``job``, ``instance``, ``static_configs`` labels) are added to every series;
+  a scraped label with the same name is renamed ``exported_<name>`` unless ``honor_labels``;
+* OpenMetrics exemplars become OTLP exemplars (``trace_id``/``span_id`` decoded).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+from pipeline import __version__
+
+SCOPE_NAME = "pipeline/receiver/prometheusreceiver"
+CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+GAUGE_TYPES = {"gauge", "unknown", "untyped", "info", "stateset"}
+
+LabelKey = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Target:
+    """One scrape target: its URL and the labels Prometheus gives its series."""
+
+    job: str
+    instance: str
+    url: str
+    scheme: str
+    labels: dict[str, str]  # job, instance and the static_configs labels
+
+    @property
+    def host_port(self) -> tuple[str, str]:
+        host, _, port = self.instance.rpartition(":")
+        return host.strip("[]"), port
+
+
+def _ns(timestamp: Any, default: int) -> int:
+    if timestamp is None:
+        return default
+    if hasattr(timestamp, "sec"):
+        return int(timestamp.sec) * 1_000_000_000 + int(timestamp.nsec)
+    # Through the decimal text: float seconds times 1e9 would lose the last digits.
+    return int(Decimal(repr(float(timestamp))) * 1_000_000_000)
+
+
+@dataclass
+class _Resource:
+    rm: Any
+    sm: Any
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Converter:
+    """Converts one target's scrapes, remembering each series' start time between them."""
+
+    def __init__(self, target: Target, honor_labels: bool, honor_timestamps: bool) -> None:
+        self.target = target
+        self.honor_labels = honor_labels
+        self.honor_timestamps = honor_timestamps
+        # (metric name, labels) -> (start time, last value used for reset detection)
+        self._starts: dict[tuple[str, LabelKey], tuple[int, float]] = {}
+        self._seen: set[tuple[str, LabelKey]] = set()
+        self.dropped: dict[str, int] = {}
+
+    # -- labels and resources ------------------------------------------------------------
+    def _final_labels(self, scraped: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in scraped.items():
+            if k in self.target.labels and not self.honor_labels:
+                out[f"exported_{k}"] = v
+            else:
+                out[k] = v
+        for k, v in self.target.labels.items():
+            if self.honor_labels and k in scraped:
+                continue
+            out[k] = v
+        return {k: v for k, v in out.items() if v != ""}
+
+    def _resource(
+        self, request: Any, resources: dict[tuple[str, str], _Resource], job: str, instance: str
+    ) -> _Resource:
+        key = (job, instance)
+        res = resources.get(key)
+        if res is None:
+            rm = request.resource_metrics.add()
+            attrs = [("service.name", job), ("service.instance.id", instance)]
+            if instance == self.target.instance:
+                host, port = self.target.host_port
+                attrs += [("server.address", host), ("server.port", port)]
+                attrs.append(("url.scheme", self.target.scheme))
+            for k, v in attrs:
+                if v:
+                    rm.resource.attributes.add(key=k).value.string_value = v
+            sm = rm.scope_metrics.add()
+            sm.scope.name = SCOPE_NAME
+            sm.scope.version = __version__
+            res = _Resource(rm, sm)
+            resources[key] = res
+        return res
+
+    def _metric(self, res: _Resource, name: str, kind: str, help_: str, unit: str) -> Any:
+        metric = res.metrics.get(name)
+        if metric is None:
+            metric = res.sm.metrics.add(name=name, description=help_, unit=unit)
+            if kind == "sum":
+                metric.sum.aggregation_temporality = CUMULATIVE
+                metric.sum.is_monotonic = True
+            elif kind == "histogram":
+                metric.histogram.aggregation_temporality = CUMULATIVE
+            elif kind == "gauge":
+                metric.gauge.SetInParent()
+            else:
+                metric.summary.SetInParent()
+            res.metrics[name] = metric
+        return metric
+
+    def _start(self, name: str, key: LabelKey, ts: int, value: float, created: int | None) -> int:
+        if created is not None:
+            self._starts[(name, key)] = (created, value)
+            self._seen.add((name, key))
+            return created
+        held = self._starts.get((name, key))
+        start = ts if held is None or value < held[1] else held[0]
+        self._starts[(name, key)] = (start, value)
+        self._seen.add((name, key))
+        return start
+
+    # -- conversion ------------------------------------------------------------------------
+    def convert(
+        self,
+        families: Iterable[Any],
+        scrape_ns: int,
+        *,
+        up: bool,
+        duration: float,
+        samples_scraped: int,
+    ) -> ExportMetricsServiceRequest:
+        """One request holding a scrape's families and the target's ``up`` and friends."""
+        request = ExportMetricsServiceRequest()
+        resources: dict[tuple[str, str], _Resource] = {}
+        self.dropped = {}
+        self._seen = set()
+        for family in families:
+            self._family(request, resources, family, scrape_ns)
+        if up:
+            # Series gone from the target are forgotten: if they come back, they start anew.
+            self._starts = {k: v for k, v in self._starts.items() if k in self._seen}
+        own = self._resource(request, resources, self.target.job, self.target.instance)
+        for name, value, unit, help_ in (
+            ("up", 1.0 if up else 0.0, "", "The scraping was successful"),
+            ("scrape_duration_seconds", duration, "s", "Duration of the scrape"),
+            (
+                "scrape_samples_scraped",
+                float(samples_scraped),
+                "",
+                "The number of samples the target exposed",
+            ),
+        ):
+            dp = self._metric(own, name, "gauge", help_, unit).gauge.data_points.add()
+            dp.time_unix_nano = scrape_ns
+            dp.as_double = value
+        return request
+
+    def _groups(self, family: Any) -> dict[LabelKey, list[Any]]:
+        groups: dict[LabelKey, list[Any]] = {}
+        for s in family.samples:
+            labels = {k: v for k, v in s.labels.items() if k not in ("le", "quantile")}
+            groups.setdefault(tuple(sorted(labels.items())), []).append(s)
+        return groups
+
+    def _family(
+        self, request: Any, resources: dict[tuple[str, str], _Resource], family: Any, now: int
+    ) -> None:
+        ftype = family.type
+        if ftype == "gaugehistogram":
+            self.dropped["gauge histograms are not supported"] = self.dropped.get(
+                "gauge histograms are not supported", 0
+            ) + len(family.samples)
+            return
+        for scraped_key, samples in self._groups(family).items():
+            labels = self._final_labels(dict(scraped_key))
+            job = labels.pop("job", "")
+            instance = labels.pop("instance", "")
+            res = self._resource(request, resources, job, instance)
+            key = tuple(sorted(labels.items()))
+            if ftype == "counter":
+                self._counter(res, family, samples, labels, key, now)
+            elif ftype == "histogram":
+                self._histogram(res, family, samples, labels, key, now)
+            elif ftype == "summary":
+                self._summary(res, family, samples, labels, key, now)
+            else:
+                for s in samples:
+                    metric = self._metric(res, s.name, "gauge", family.documentation, family.unit)
+                    dp = metric.gauge.data_points.add(time_unix_nano=self._ts(s, now))
+                    dp.as_double = s.value
+                    _attributes(dp, labels)
+
+    def _ts(self, sample: Any, now: int) -> int:
+        return _ns(sample.timestamp, now) if self.honor_timestamps else now
+
+    def _counter(
+        self,
+        res: _Resource,
+        family: Any,
+        samples: list[Any],
+        labels: dict[str, str],
+        key: LabelKey,
+        now: int,
+    ) -> None:
+        created = next((s for s in samples if s.name == family.name + "_created"), None)
+        for s in samples:
+            if s is created:
+                continue
+            ts = self._ts(s, now)
+            start = self._start(
+                s.name, key, ts, s.value, _ns(created.value, 0) if created is not None else None
+            )
+            metric = self._metric(res, s.name, "sum", family.documentation, family.unit)
+            dp = metric.sum.data_points.add(
+                start_time_unix_nano=start, time_unix_nano=ts, as_double=s.value
+            )
+            _attributes(dp, labels)
+            if s.exemplar is not None:
+                _exemplar(dp.exemplars.add(), s.exemplar, ts)
+
+    def _histogram(
+        self,
+        res: _Resource,
+        family: Any,
+        samples: list[Any],
+        labels: dict[str, str],
+        key: LabelKey,
+        now: int,
+    ) -> None:
+        buckets: list[tuple[float, float, Any]] = []
+        total = hsum = None
+        created: int | None = None
+        ts = now
+        for s in samples:
+            suffix = s.name[len(family.name) :]
+            ts = self._ts(s, now)
+            if suffix == "_bucket":
+                buckets.append((float(s.labels.get("le", "+Inf")), s.value, s.exemplar))
+            elif suffix == "_count":
+                total = s.value
+            elif suffix == "_sum":
+                hsum = s.value
+            elif suffix == "_created":
+                created = _ns(s.value, 0)
+        buckets.sort(key=lambda b: b[0])
+        if total is None:
+            total = buckets[-1][1] if buckets else 0.0
+        metric = self._metric(res, family.name, "histogram", family.documentation, family.unit)
+        dp = metric.histogram.data_points.add(time_unix_nano=ts, count=int(total))
+        if hsum is not None:
+            dp.sum = hsum
+        previous = 0.0
+        for bound, cumulative, exemplar in buckets:
+            if not math.isinf(bound):
+                dp.explicit_bounds.append(bound)
+            dp.bucket_counts.append(int(max(cumulative - previous, 0)))
+            previous = cumulative
+            if exemplar is not None:
+                _exemplar(dp.exemplars.add(), exemplar, ts)
+        if not buckets or not math.isinf(buckets[-1][0]):
+            dp.bucket_counts.append(int(max(total - previous, 0)))
+        dp.start_time_unix_nano = self._start(family.name, key, ts, total, created)
+        _attributes(dp, labels)
+
+    def _summary(
+        self,
+        res: _Resource,
+        family: Any,
+        samples: list[Any],
+        labels: dict[str, str],
+        key: LabelKey,
+        now: int,
+    ) -> None:
+        metric = self._metric(res, family.name, "summary", family.documentation, family.unit)
+        dp = metric.summary.data_points.add()
+        created: int | None = None
+        for s in samples:
+            suffix = s.name[len(family.name) :]
+            dp.time_unix_nano = self._ts(s, now)
+            if suffix == "_count":
+                dp.count = int(s.value)
+            elif suffix == "_sum":
+                dp.sum = s.value
+            elif suffix == "_created":
+                created = _ns(s.value, 0)
+            elif "quantile" in s.labels:
+                dp.quantile_values.add(quantile=float(s.labels["quantile"]), value=s.value)
+        dp.start_time_unix_nano = self._start(
+            family.name, key, dp.time_unix_nano, dp.count, created
+        )
+        _attributes(dp, labels)
+
+
+def _attributes(dp: Any, labels: dict[str, str]) -> None:
+    for k, v in labels.items():
+        dp.attributes.add(key=k).value.string_value = v
+
+
+def _exemplar(out: Any, exemplar: Any, default_ns: int) -> None:
+    out.as_double = float(exemplar.value)
+    out.time_unix_nano = _ns(exemplar.timestamp, default_ns)
+    for k, v in exemplar.labels.items():
+        if k in ("trace_id", "span_id"):
+            try:
+                raw = bytes.fromhex(v)
+            except ValueError:
+                raw = b""
+            if len(raw) == (16 if k == "trace_id" else 8):
+                setattr(out, k, raw)
+                continue
+        out.filtered_attributes.add(key=k).value.string_value = v

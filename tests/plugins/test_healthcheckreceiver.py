@@ -1,0 +1,519 @@
+"""The healthcheck receiver against the real PostgreSQL, Redis and an MCP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from pipeline import ConfigError, ConfigErrors, Payload
+from pipeline.component import ComponentID, CreateSettings, Kind
+from pipeline.telemetry import SelfTelemetry, component_logger
+from plugins.healthcheckreceiver.checks import CheckResult, Status, make_check
+from plugins.healthcheckreceiver.config import CheckConfig, HealthCheckReceiverConfig
+from plugins.healthcheckreceiver.receiver import HealthCheckReceiver
+from tests.plugins.helpers.peers import http_server, mcp_server, silent_port
+from tests.support import config_from_text, free_port, wait_until
+
+PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+async def run(**options: Any) -> CheckResult:
+    options.setdefault("name", "dep")
+    check = make_check(CheckConfig.model_validate(options))
+    await check.open()
+    try:
+        return await check.run()
+    finally:
+        await check.close()
+
+
+class Collect:
+    mutates_data = False
+
+    def __init__(self) -> None:
+        self.payloads: list[Payload] = []
+
+    async def consume(self, data: Payload) -> None:
+        self.payloads.append(data)
+
+
+def settings(telemetry: SelfTelemetry) -> CreateSettings:
+    cid = ComponentID.parse("healthcheck")
+    return CreateSettings(
+        cid,
+        Kind.RECEIVER,
+        component_logger(Kind.RECEIVER, cid),
+        telemetry.component(Kind.RECEIVER, cid),
+    )
+
+
+def gauges(payload: Payload) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for rm in payload.message().resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                for dp in m.gauge.data_points:
+                    labels = tuple(sorted((kv.key, kv.value.string_value) for kv in dp.attributes))
+                    v = dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
+                    out[(m.name, labels)] = v
+    return out
+
+
+# -- config -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("checks", "message"),
+    [
+        ("[{name: a, type: postgresql}]", "needs an endpoint"),
+        ("[{name: a, type: redis, endpoint: 'http://x'}]", "must start with redis://"),
+        (
+            "[{name: a, type: redis, endpoint: 'redis://x', thresholds: {active_connections: 3}}]",
+            "do not apply to a redis check",
+        ),
+        ("[{name: a, type: system}, {name: a, type: system}]", "names must be unique"),
+        ("[{name: a, type: http, endpoint: 'http://x', query: 'SELECT 1'}]", "'query'"),
+        ("[{name: a, type: mcp, endpoint: 'http://x', timeout: soon}]", "duration"),
+        ("[]", "at least 1"),
+        ("[{name: a, type: mongodb, endpoint: 'x'}]", "type"),
+    ],
+)
+def test_config_errors(checks: str, message: str) -> None:
+    text = f"""
+    receivers:
+      healthcheck:
+        checks: {checks}
+    exporters:
+      debug:
+    service:
+      pipelines:
+        metrics: {{receivers: [healthcheck], exporters: [debug]}}
+    """
+    with pytest.raises((ConfigErrors, ConfigError)) as info:
+        config_from_text(text)
+    assert message in str(info.value)
+    assert "receivers.healthcheck" in str(info.value)
+
+
+def test_issue_example_config() -> None:
+    cfg = HealthCheckReceiverConfig.model_validate(
+        {
+            "collection_interval": "10s",
+            "checks": [
+                {
+                    "name": "orders-db",
+                    "type": "postgresql",
+                    "endpoint": PG,
+                    "critical": True,
+                    "timeout": "5s",
+                },
+                {"name": "cache", "type": "redis", "endpoint": REDIS, "timeout": "3s"},
+                {
+                    "name": "tools",
+                    "type": "mcp",
+                    "endpoint": "http://127.0.0.1:8000/mcp",
+                    "critical": False,
+                    "timeout": "10s",
+                },
+            ],
+        }
+    )
+    assert [c.timeout for c in cfg.checks] == [5, 3, 10]
+    assert cfg.checks[0].response_time_threshold() == 1.0
+    assert cfg.checks[1].response_time_threshold() == 0.5
+
+
+# -- postgresql ------------------------------------------------------------------------------
+async def test_postgresql_healthy() -> None:
+    result = await run(type="postgresql", endpoint=PG)
+    assert result.status == Status.HEALTHY, result.message
+    assert result.details["active_connections"] >= 1
+    assert result.details["database_size_bytes"] > 1_000_000
+    assert 0 < result.response_time < 1.0
+
+
+async def test_postgresql_slow_is_degraded() -> None:
+    result = await run(type="postgresql", endpoint=PG, query="SELECT pg_sleep(1.1)")
+    assert result.status == Status.DEGRADED
+    assert "slowly" in result.message
+    assert result.response_time > 1.0
+
+
+async def test_postgresql_too_many_connections_is_degraded() -> None:
+    result = await run(type="postgresql", endpoint=PG, thresholds={"active_connections": 0})
+    assert result.status == Status.DEGRADED
+    assert "connection count" in result.message
+
+
+async def test_postgresql_closed_port_is_unhealthy() -> None:
+    started = time.monotonic()
+    result = await run(
+        type="postgresql",
+        endpoint=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
+        timeout="2s",
+    )
+    assert result.status == Status.UNHEALTHY
+    assert "refused" in result.message.lower() or "connect" in result.message.lower()
+    assert time.monotonic() - started < 2.0
+
+
+async def test_postgresql_silent_server_is_unhealthy_within_the_timeout() -> None:
+    with silent_port() as port:
+        started = time.monotonic()
+        result = await run(
+            type="postgresql",
+            endpoint=f"postgresql://postgres@127.0.0.1:{port}/postgres",
+            timeout="700ms",
+        )
+        elapsed = time.monotonic() - started
+    assert result.status == Status.UNHEALTHY
+    assert 0.6 < elapsed < 1.5
+    assert "timeout" in result.message
+
+
+async def test_postgresql_statement_left_behind_is_cancelled_by_the_server() -> None:
+    import asyncpg
+
+    result = await run(
+        name="stuck", type="postgresql", endpoint=PG, query="SELECT pg_sleep(20)", timeout="1s"
+    )
+    assert result.status == Status.UNHEALTHY
+    conn = await asyncpg.connect(PG)
+    try:
+        for _ in range(50):
+            n = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'pipeline-healthcheck stuck'"
+            )
+            if n == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert n == 0
+    finally:
+        await conn.close()
+
+
+# -- redis -----------------------------------------------------------------------------------
+async def test_redis_healthy_and_leaves_no_key() -> None:
+    result = await run(name="cache-probe", type="redis", endpoint=REDIS)
+    assert result.status == Status.HEALTHY, result.message
+    assert result.details["cluster_enabled"] == 0
+    client = aioredis.from_url(REDIS)
+    try:
+        assert await client.keys("pipeline:health_check:cache-probe:*") == []
+    finally:
+        await client.aclose()
+
+
+async def block_redis(seconds: float) -> None:
+    """Keep the Redis server busy from a second connection: DEBUG SLEEP where allowed, else a
+    busy Lua script (Redis refuses DEBUG unless enable-debug-command is set)."""
+    client = aioredis.from_url(REDIS, socket_timeout=seconds + 5)
+    try:
+        try:
+            await client.execute_command("DEBUG", "SLEEP", seconds)
+        except aioredis.ResponseError as exc:
+            if "DEBUG command not allowed" not in str(exc):
+                raise
+            script = (
+                "local t = redis.call('TIME'); local s = t[1] * 1000000 + t[2]; "
+                "while true do local n = redis.call('TIME'); "
+                f"if n[1] * 1000000 + n[2] - s > {int(seconds * 1_000_000)} then break end end "
+                "return 1"
+            )
+            await client.eval(script, 0)
+    finally:
+        await client.aclose()
+
+
+async def test_redis_slow_is_degraded() -> None:
+    blocker = asyncio.create_task(block_redis(1.5))
+    await asyncio.sleep(0.3)  # the server is now busy
+    result = await run(type="redis", endpoint=REDIS)
+    await blocker
+    assert result.status == Status.DEGRADED, result.message
+    assert result.response_time > 0.5
+
+
+async def test_redis_closed_port_is_unhealthy() -> None:
+    started = time.monotonic()
+    result = await run(type="redis", endpoint=f"redis://127.0.0.1:{free_port()}/0", timeout="2s")
+    assert result.status == Status.UNHEALTHY
+    assert time.monotonic() - started < 2.0
+
+
+async def test_redis_silent_server_is_unhealthy_within_the_timeout() -> None:
+    with silent_port() as port:
+        started = time.monotonic()
+        result = await run(type="redis", endpoint=f"redis://127.0.0.1:{port}/0", timeout="500ms")
+        elapsed = time.monotonic() - started
+    assert result.status == Status.UNHEALTHY
+    assert elapsed < 1.5
+
+
+def test_failed_cluster_nodes_are_counted() -> None:
+    from plugins.healthcheckreceiver.checks import _count_failed_nodes
+
+    text = (
+        "07c3 127.0.0.1:30004@31004 slave e7d1 0 1426238317239 4 connected\n"
+        "67ed 127.0.0.1:30002@31002 master,fail - 1426238316232 1426238316232 2 disconnected\n"
+        "292f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383\n"
+    )
+    assert _count_failed_nodes(text) == 1
+    assert _count_failed_nodes({"a": {"flags": "master,fail?"}, "b": {"flags": "myself"}}) == 1
+
+
+# -- http ------------------------------------------------------------------------------------
+async def test_http_checks() -> None:
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text='{"status": "up"}')
+
+    async def broken(_: web.Request) -> web.Response:
+        return web.Response(status=500, text="boom")
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(0.3)
+        return web.Response(text="late")
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    app.router.add_get("/broken", broken)
+    app.router.add_get("/slow", slow)
+    async with http_server(app) as base:
+        good = await run(type="http", endpoint=f"{base}/ok", body_match='"status": "up"')
+        assert good.status == Status.HEALTHY and good.details["http_status_code"] == 200
+        mismatch = await run(type="http", endpoint=f"{base}/ok", body_match="down")
+        assert mismatch.status == Status.UNHEALTHY and "does not match" in mismatch.message
+        bad = await run(type="http", endpoint=f"{base}/broken")
+        assert bad.status == Status.UNHEALTHY and bad.details["http_status_code"] == 500
+        expected = await run(type="http", endpoint=f"{base}/broken", expected_status=[500])
+        assert expected.status == Status.HEALTHY
+        late = await run(
+            type="http", endpoint=f"{base}/slow", thresholds={"response_time": "100ms"}
+        )
+        assert late.status == Status.DEGRADED
+        timed_out = await run(type="http", endpoint=f"{base}/slow", timeout="100ms")
+        assert timed_out.status == Status.UNHEALTHY and "timeout" in timed_out.message
+
+
+# -- mcp -------------------------------------------------------------------------------------
+async def test_mcp_server_healthy_then_stopped() -> None:
+    with mcp_server() as (url, proc):
+        result = await run(type="mcp", endpoint=url, timeout="10s")
+        assert result.status == Status.HEALTHY, result.message
+        assert result.details["tools_count"] == 2
+        assert result.details["server_name"] == "health-test-tools"
+        proc.kill()
+        proc.wait()
+        stopped = await run(type="mcp", endpoint=url, timeout="3s")
+    assert stopped.status == Status.UNHEALTHY
+    assert stopped.consecutive_failures == 0  # counted by the receiver, not the check
+
+
+def sse(message: Any) -> str:
+    return f"event: message\ndata: {json.dumps(message)}\n\n"
+
+
+async def test_mcp_protocol_errors_are_unhealthy() -> None:
+    init_ok = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "result": {
+            "protocolVersion": "2025-06-18",
+            "serverInfo": {"name": "x"},
+            "capabilities": {},
+        },
+    }
+
+    async def not_json(_: web.Request) -> web.Response:
+        return web.Response(text="{this is not json", content_type="application/json")
+
+    async def wrong_version(_: web.Request) -> web.Response:
+        return web.json_response({"jsonrpc": "1.0", "id": 1, "result": {}})
+
+    async def error(_: web.Request) -> web.Response:
+        return web.json_response(
+            {"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "no"}}
+        )
+
+    async def sse_garbage(_: web.Request) -> web.Response:
+        return web.Response(text="event: message\ndata: {{{\n\n", content_type="text/event-stream")
+
+    async def sse_no_tools(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("method") == "initialize":
+            return web.Response(
+                text=sse(init_ok),
+                content_type="text/event-stream",
+                headers={"mcp-session-id": "abc"},
+            )
+        if "id" not in body:
+            return web.Response(status=202)
+        assert request.headers.get("mcp-session-id") == "abc"
+        return web.Response(
+            text=sse({"jsonrpc": "2.0", "id": body["id"], "result": {}}),
+            content_type="text/event-stream",
+        )
+
+    async def html(_: web.Request) -> web.Response:
+        return web.Response(text="<html></html>", content_type="text/html")
+
+    app = web.Application()
+    for name, handler in [
+        ("not_json", not_json),
+        ("wrong_version", wrong_version),
+        ("error", error),
+        ("sse_garbage", sse_garbage),
+        ("sse_no_tools", sse_no_tools),
+        ("html", html),
+    ]:
+        app.router.add_post(f"/{name}", handler)
+    async with http_server(app) as base:
+        for name, expected in [
+            ("not_json", "not JSON"),
+            ("wrong_version", "not a JSON-RPC 2.0"),
+            ("error", "JSON-RPC error -32601"),
+            ("sse_garbage", "not JSON"),
+            ("sse_no_tools", "no tools list"),
+            ("html", "unexpected content type"),
+        ]:
+            result = await run(type="mcp", endpoint=f"{base}/{name}", timeout="3s")
+            assert result.status == Status.UNHEALTHY, name
+            assert expected in result.message, (name, result.message)
+
+
+# -- system ----------------------------------------------------------------------------------
+async def test_system_check() -> None:
+    fine = await run(
+        type="system", thresholds={"cpu_percent": 1000, "memory_percent": 100, "disk_percent": 100}
+    )
+    assert fine.status == Status.HEALTHY
+    assert 0 < fine.details["memory_percent"] < 100
+    pressed = await run(type="system", thresholds={"memory_percent": 0})
+    assert pressed.status == Status.DEGRADED
+    assert "memory_percent" in pressed.message
+
+
+# -- the receiver ----------------------------------------------------------------------------
+async def test_receiver_metrics_consecutive_failures_and_per_check_interval() -> None:
+    telemetry = SelfTelemetry()
+    sink = Collect()
+    closed = free_port()
+    cfg = HealthCheckReceiverConfig.model_validate(
+        {
+            "collection_interval": "1h",
+            "trace_checks": False,
+            "checks": [
+                {"name": "orders-db", "type": "postgresql", "endpoint": PG, "critical": True},
+                {
+                    "name": "gone",
+                    "type": "redis",
+                    "endpoint": f"redis://127.0.0.1:{closed}/0",
+                    "interval": "100ms",
+                    "timeout": "1s",
+                },
+            ],
+        }
+    )
+    receiver = HealthCheckReceiver(settings(telemetry), cfg, sink)
+    await receiver.start(None)  # type: ignore[arg-type]
+    try:
+        await wait_until(
+            lambda: (
+                "orders-db" in receiver.results
+                and receiver.results.get("gone") is not None
+                and receiver.results["gone"].consecutive_failures >= 3
+            ),
+            within=15,
+        )
+    finally:
+        await receiver.shutdown()
+        await receiver.shutdown()
+    # The postgres check ran once (1h interval), the redis one every 100ms.
+    per_check: dict[str, int] = {}
+    for p in sink.payloads:
+        for (name, labels), _ in gauges(p).items():
+            if name == "health_check_status":
+                check = dict(labels)["check"]
+                per_check[check] = per_check.get(check, 0) + 1
+    assert per_check["orders-db"] == 1
+    assert per_check["gone"] >= 3
+    last_gone = next(
+        gauges(p)
+        for p in reversed(sink.payloads)
+        if any(dict(lb).get("check") == "gone" for (_, lb) in gauges(p))
+    )
+    labels = (("check", "gone"), ("type", "redis"))
+    assert (
+        last_gone[
+            ("health_check_status", (("check", "gone"), ("critical", "false"), ("type", "redis")))
+        ]
+        == 0.0
+    )
+    assert last_gone[("health_check_consecutive_failures", labels)] == (
+        receiver.results["gone"].consecutive_failures
+    )
+    db = next(
+        gauges(p)
+        for p in sink.payloads
+        if any(dict(lb).get("check") == "orders-db" for (_, lb) in gauges(p))
+    )
+    db_labels = (("check", "orders-db"), ("type", "postgresql"))
+    assert (
+        db[
+            (
+                "health_check_status",
+                (("check", "orders-db"), ("critical", "true"), ("type", "postgresql")),
+            )
+        ]
+        == 1.0
+    )
+    assert db[("health_check_response_time_seconds", db_labels)] == pytest.approx(
+        receiver.results["orders-db"].response_time
+    )
+    assert db[("health_check_consecutive_failures", db_labels)] == 0
+    detail = tuple(sorted((*db_labels, ("detail", "active_connections"))))
+    assert db[("health_check_detail", detail)] >= 1
+    snapshot = receiver.snapshot()
+    assert snapshot["gone"]["status"] == "unhealthy"
+    assert snapshot["orders-db"]["critical"] is True
+
+
+async def test_checks_are_traced() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    assert isinstance(trace.get_tracer_provider(), TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    cfg = HealthCheckReceiverConfig.model_validate(
+        {
+            "collection_interval": "1h",
+            "checks": [{"name": "orders-db", "type": "postgresql", "endpoint": PG}],
+        }
+    )
+    receiver = HealthCheckReceiver(settings(SelfTelemetry()), cfg, Collect())
+    await receiver.start(None)  # type: ignore[arg-type]
+    try:
+        await wait_until(lambda: "orders-db" in receiver.results, within=10)
+    finally:
+        await receiver.shutdown()
+    spans = exporter.get_finished_spans()
+    (root,) = [s for s in spans if s.name == "health_check orders-db"]
+    assert root.attributes is not None and root.attributes["health_check.status"] == "healthy"
+    children = [
+        s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id
+    ]
+    statements = {str((s.attributes or {}).get("db.statement", "")) for s in children}
+    assert "SELECT 1" in statements, [s.name for s in spans]

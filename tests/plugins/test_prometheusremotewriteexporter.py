@@ -1,0 +1,332 @@
+"""The ``prometheusremotewrite`` exporter, writing into a real Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import cramjam
+import pytest
+from aiohttp import web
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from pipeline import ConfigErrors, Metrics
+from plugins.prometheusremotewriteexporter import prompb
+from tests.plugins.prometheus_server import prometheus, value
+from tests.support import config_from_text, free_port, running_service, wait_until
+
+
+def gateway_config(otlp_port: int, endpoint: str, extra: str = "") -> str:
+    return f"""
+    receivers:
+      otlp:
+        protocols:
+          grpc:
+            endpoint: 127.0.0.1:{otlp_port}
+    exporters:
+      prometheusremotewrite:
+        endpoint: {endpoint}
+        external_labels:
+          cluster: test-cluster
+        retry_on_failure:
+          initial_interval: 50ms
+          max_interval: 100ms
+        {extra}
+    service:
+      pipelines:
+        metrics:
+          receivers: [otlp]
+          exporters: [prometheusremotewrite]
+      telemetry:
+        metrics:
+          level: none
+    """
+
+
+def sdk_provider(otlp_port: int) -> MeterProvider:
+    exporter = OTLPMetricExporter(endpoint=f"127.0.0.1:{otlp_port}", insecure=True)
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    resource = Resource.create({"service.name": "writer", "service.instance.id": "w-1"})
+    return MeterProvider(resource=resource, metric_readers=[reader])
+
+
+async def send_with_sdk(otlp_port: int) -> None:
+    provider = sdk_provider(otlp_port)
+    meter = provider.get_meter("rw.test")
+    meter.create_counter("agent.workflow.executions").add(7, {"outcome": "success"})
+    meter.create_gauge("queue.depth").set(42)
+    hist = meter.create_histogram("agent.workflow.duration", unit="s")
+    for v in (0.5, 3.0, 30.0):
+        hist.record(v, {"workflow.type": "rag"})
+    assert await asyncio.to_thread(provider.force_flush)
+    await asyncio.to_thread(provider.shutdown)
+
+
+async def test_remote_write_lands_queryable_series(tmp_path: Path) -> None:
+    otlp_port = free_port()
+    async with prometheus(tmp_path, remote_write_receiver=True) as prom:
+        config = gateway_config(otlp_port, f"{prom.url}/api/v1/write")
+        async with running_service(config, tmp_path) as service:
+            await send_with_sdk(otlp_port)
+            total = 'agent_workflow_executions_total{outcome="success"}'
+            result = await prom.wait_for(total, lambda r: len(r) == 1)
+            assert value(result) == 7
+            labels = result[0]["metric"]
+            assert labels["job"] == "writer"
+            assert labels["instance"] == "w-1"
+            assert labels["cluster"] == "test-cluster"
+            assert value(await prom.query("queue_depth")) == 42
+            count = await prom.wait_for(
+                'agent_workflow_duration_seconds_count{workflow_type="rag"}'
+            )
+            assert value(count) == 3
+            assert value(await prom.query("agent_workflow_duration_seconds_sum")) == 33.5
+            le5 = await prom.query('agent_workflow_duration_seconds_bucket{le="5.0"}')
+            assert value(le5) == 2
+            inf = await prom.query('agent_workflow_duration_seconds_bucket{le="+Inf"}')
+            assert value(inf) == 3
+            sent = service.telemetry.value(
+                "otelcol_exporter_sent_metric_points_total", exporter="prometheusremotewrite"
+            )
+            assert sent in (3, 6)  # the SDK's shutdown may export the cumulative points again
+
+
+def _delta_request(value_: int, t_ns: int) -> ExportMetricsServiceRequest:
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.add(key="service.name").value.string_value = "delta"
+    m = rm.scope_metrics.add().metrics.add(name="tokens", unit="{token}")
+    m.sum.is_monotonic = True
+    m.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
+    m.sum.data_points.add(as_int=value_, start_time_unix_nano=t_ns - 10**9, time_unix_nano=t_ns)
+    m.sum.data_points.add(
+        as_int=1, start_time_unix_nano=t_ns - 10**9, time_unix_nano=t_ns
+    ).attributes.add(key="model").value.string_value = "a"
+    return req
+
+
+class FlakyProxy:
+    """Answers the first ``failures`` requests with ``status``, then forwards to Prometheus;
+    keeps every request's headers and body for inspection."""
+
+    def __init__(self, target: str, failures: int, status: int) -> None:
+        self.target = target
+        self.failures = failures
+        self.status = status
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append((dict(request.headers), body))
+        if self.failures > 0:
+            self.failures -= 1
+            return web.Response(status=self.status, text="try later", headers={"Retry-After": "0"})
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.target, data=body, headers=request.headers) as resp,
+        ):
+            return web.Response(status=resp.status, body=await resp.read())
+
+    async def __aenter__(self) -> FlakyProxy:
+        app = web.Application()
+        app.router.add_post("/api/v1/write", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def _export(otlp_port: int, req: ExportMetricsServiceRequest) -> None:
+    import grpc
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import (
+        MetricsServiceStub,
+    )
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{otlp_port}") as channel:
+        await MetricsServiceStub(channel).Export(req)
+
+
+@pytest.mark.parametrize("status", [503, 429])
+async def test_retryable_answers_are_retried_and_deltas_accumulate(
+    tmp_path: Path, status: int
+) -> None:
+    otlp_port = free_port()
+    async with prometheus(tmp_path, remote_write_receiver=True) as prom:
+        async with FlakyProxy(f"{prom.url}/api/v1/write", 2, status) as proxy:
+            endpoint = f"http://127.0.0.1:{proxy.port}/api/v1/write"
+            async with running_service(gateway_config(otlp_port, endpoint), tmp_path) as service:
+                now = time.time_ns()
+                await _export(otlp_port, _delta_request(5, now - 2 * 10**9))
+                await _export(otlp_port, _delta_request(4, now - 10**9))
+                result = await prom.wait_for(
+                    "tokens_total{model=''}", lambda r: len(r) == 1 and r[0]["value"][1] == "9"
+                )
+                assert result[0]["metric"]["job"] == "delta"
+                assert value(await prom.query("tokens_total{model='a'}")) == 2
+                retried = service.telemetry.value(
+                    "otelcol_exporter_retried_metric_points_total",
+                    exporter="prometheusremotewrite",
+                )
+                assert retried == 4  # the first batch (2 points), retried twice
+        # The wire format, as the remote-write 1.0 specification requires.
+        headers, body = proxy.requests[-1]
+        assert headers["Content-Encoding"] == "snappy"
+        assert headers["Content-Type"] == "application/x-protobuf"
+        assert headers["X-Prometheus-Remote-Write-Version"] == "0.1.0"
+        request = prompb.WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(body)))
+        keys = [[(lb.name, lb.value) for lb in ts.labels] for ts in request.timeseries]
+        assert keys == sorted(keys)
+        assert all(k == sorted(k) for k in keys)
+        assert keys[0][0] == ("__name__", "tokens_total")
+        assert [ts.samples[0].value for ts in request.timeseries] == [9.0, 2.0]
+
+
+async def test_refused_data_is_dropped_and_counted(tmp_path: Path) -> None:
+    """Prometheus refuses samples older than the newest of a series (400): permanent."""
+    otlp_port = free_port()
+    async with prometheus(tmp_path, remote_write_receiver=True) as prom:
+        config = gateway_config(otlp_port, f"{prom.url}/api/v1/write")
+        async with running_service(config, tmp_path) as service:
+            now = time.time_ns()
+            await _export(otlp_port, _delta_request(5, now))
+            await prom.wait_for("tokens_total{model=''}")
+        # A new gateway knows nothing of that series: it sends an older sample.
+        async with running_service(config, tmp_path) as service:
+            await _export(otlp_port, _delta_request(1, now - 60 * 10**9))
+
+            def failed() -> float:
+                return service.telemetry.value(
+                    "otelcol_exporter_send_failed_metric_points_total",
+                    exporter="prometheusremotewrite",
+                )
+
+            await wait_until(lambda: failed() == 2, within=20)
+            assert (
+                service.telemetry.value(
+                    "otelcol_exporter_retried_metric_points_total",
+                    exporter="prometheusremotewrite",
+                )
+                == 0
+            )
+        assert value(await prom.query("tokens_total{model=''}")) == 5
+
+
+def test_config_errors(tmp_path: Path) -> None:
+    base = """
+    receivers:
+      otlp:
+        protocols:
+          grpc:
+    exporters:
+      prometheusremotewrite:
+        {opt}
+    service:
+      pipelines:
+        metrics:
+          receivers: [otlp]
+          exporters: [prometheusremotewrite]
+    """
+    with pytest.raises(ConfigErrors, match="endpoint"):
+        config_from_text(base.format(opt="namespace: x"), tmp_path)
+    with pytest.raises(ConfigErrors, match="http"):
+        config_from_text(base.format(opt="endpoint: prometheus:9090"), tmp_path)
+    with pytest.raises(ConfigErrors, match="set by the exporter"):
+        config_from_text(
+            base.format(opt="{endpoint: 'http://x/api/v1/write', headers: {Content-Type: x}}"),
+            tmp_path,
+        )
+
+
+class HoldingProxy:
+    """Holds every request until ``release`` is set, then forwards it to Prometheus."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.release = asyncio.Event()
+        self.arrived = 0
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.arrived += 1
+        await self.release.wait()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.target, data=body, headers=request.headers) as resp,
+        ):
+            return web.Response(status=resp.status, body=await resp.read())
+
+    async def __aenter__(self) -> HoldingProxy:
+        app = web.Application()
+        app.router.add_post("/api/v1/write", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def test_a_full_queue_refuses_before_counting_deltas(tmp_path: Path) -> None:
+    from pipeline import ComponentID, CreateSettings, Kind, RetryableError
+    from pipeline.telemetry import SelfTelemetry, component_logger
+    from plugins.prometheusremotewriteexporter.config import PrometheusRemoteWriteConfig
+    from plugins.prometheusremotewriteexporter.exporter import PrometheusRemoteWriteExporter
+
+    async with (
+        prometheus(tmp_path, remote_write_receiver=True) as prom,
+        HoldingProxy(f"{prom.url}/api/v1/write") as proxy,
+    ):
+        cid = ComponentID("prometheusremotewrite")
+        telemetry = SelfTelemetry()
+        settings = CreateSettings(
+            cid,
+            Kind.EXPORTER,
+            component_logger(Kind.EXPORTER, cid),
+            telemetry.component(Kind.EXPORTER, cid),
+        )
+        config = PrometheusRemoteWriteConfig.model_validate(
+            {
+                "endpoint": f"http://127.0.0.1:{proxy.port}/api/v1/write",
+                "sending_queue": {"queue_size": 1, "num_consumers": 1},
+            }
+        )
+        exporter = PrometheusRemoteWriteExporter(settings, config)
+        await exporter.start(None)  # type: ignore[arg-type]
+        try:
+            now = time.time_ns()
+            payloads = [
+                Metrics(_delta_request(v, now - (3 - i) * 10**9).SerializeToString())
+                for i, v in enumerate((1, 10, 100))
+            ]
+            await exporter.consume(payloads[0])
+            await wait_until(lambda: proxy.arrived == 1)  # in flight, held
+            await exporter.consume(payloads[1])  # queued
+            with pytest.raises(RetryableError, match=r"queue .* is full"):
+                await exporter.consume(payloads[2])
+            proxy.release.set()
+            await wait_until(lambda: exporter.helper.queue_size == 0)
+            await exporter.consume(payloads[2])  # the sender's retry
+            await prom.wait_for(
+                "tokens_total{model=''}", lambda r: len(r) == 1 and r[0]["value"][1] == "111"
+            )
+        finally:
+            await exporter.shutdown()
