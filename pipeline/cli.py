@@ -99,8 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or logs.level, encoding)
     for warning in config.warnings:
         log.warning("%s", warning)
+    from pipeline._malloc import tune_allocator
     from pipeline.service import Service
 
+    tune_allocator()
     service = Service(config)
 
     async def main() -> int:

@@ -169,7 +169,7 @@ class Traces(Payload):
     @classmethod
     def _validate(cls, data: bytes) -> int:
         try:
-            return _wire.count_spans(_wire.SkeletonTraces.FromString(data))
+            return _wire.count_spans(_wire.FramingTraces.FromString(data))
         except DecodeError as exc:
             raise PermanentError(
                 "malformed ExportTraceServiceRequest: the protobuf wire format is corrupt"

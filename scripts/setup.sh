@@ -27,6 +27,7 @@ install_test_programs() {
   # tests that need them say what is missing.
   local missing=()
   command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+  command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
       echo "installing: ${missing[*]}"

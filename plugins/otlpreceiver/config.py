@@ -25,10 +25,40 @@ class GRPCServerConfig(ConfigModel):
     tls: ServerTLSConfig | None = None
 
 
+class CORSConfig(ConfigModel):
+    """``protocols.http.cors``: which browser origins may send, as in the Collector."""
+
+    allowed_origins: list[str] = []
+    """Origins allowed to send (``https://*.example.com`` wildcards, ``*`` for any)."""
+    allowed_headers: list[str] = []
+    """Request headers allowed beyond the CORS-safelisted ones (``*`` for any)."""
+    max_age: int = Field(0, ge=0)
+    """Seconds a browser may cache a preflight answer (0: not sent)."""
+
+
+class HTTPServerConfig(ConfigModel):
+    """``protocols.http``."""
+
+    endpoint: Endpoint = "0.0.0.0:4318"
+    traces_url_path: str = Field("/v1/traces", pattern="^/")
+    metrics_url_path: str = Field("/v1/metrics", pattern="^/")
+    max_request_body_size: int = Field(20 * 1024 * 1024, ge=1)
+    """Largest body accepted, in bytes, both as sent and once decompressed."""
+    cors: CORSConfig | None = None
+    tls: ServerTLSConfig | None = None
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> HTTPServerConfig:
+        if self.traces_url_path == self.metrics_url_path:
+            raise ValueError("traces_url_path and metrics_url_path must differ")
+        return self
+
+
 class ProtocolsConfig(ConfigModel):
     """``protocols``: a protocol is served when its section is present (even empty)."""
 
     grpc: GRPCServerConfig | None = None
+    http: HTTPServerConfig | None = None
 
 
 class OTLPReceiverConfig(ComponentConfig):
@@ -43,7 +73,7 @@ class OTLPReceiverConfig(ComponentConfig):
         ):
             raise ValueError(
                 "must specify at least one protocol when using the OTLP receiver: add "
-                "'protocols: {grpc: }'"
+                "'protocols: {grpc: , http: }'"
             )
         return self
 

@@ -24,7 +24,7 @@ class OTLPReceiverFactory(ReceiverFactory):
         self._shared = SharedComponents()
 
     def create_default_config(self) -> OTLPReceiverConfig:
-        return OTLPReceiverConfig.model_validate({"protocols": {"grpc": {}}})
+        return OTLPReceiverConfig.model_validate({"protocols": {"grpc": {}, "http": {}}})
 
     def _get(self, settings: CreateSettings, config: OTLPReceiverConfig) -> OTLPReceiver:
         receiver: OTLPReceiver = self._shared.get_or_create(

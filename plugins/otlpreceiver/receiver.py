@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pipeline import Component, Consumer, CreateSettings, Host, Signal, payload_type
+from pipeline import Component, Consumer, CreateSettings, Host, Payload, Signal, payload_type
 from plugins.otlpreceiver.config import OTLPReceiverConfig
 
 
@@ -38,12 +38,24 @@ class OTLPReceiver(Component):
         try:
             payload.validate()
         except Exception:
-            self.settings.telemetry.service.counter(
-                "otelcol_receiver_malformed_requests",
-                "Requests refused because they could not be decoded.",
-                ("receiver", "otel_signal"),
-            ).labels(self.settings.name, str(signal)).inc()
+            self.count_malformed(signal)
             raise
+        return await self.push_payload(signal, payload)
+
+    def count_malformed(self, signal: Signal) -> None:
+        """Count a request refused because it could not be decoded."""
+        self.settings.telemetry.service.counter(
+            "otelcol_receiver_malformed_requests",
+            "Requests refused because they could not be decoded.",
+            ("receiver", "otel_signal"),
+        ).labels(self.settings.name, str(signal)).inc()
+
+    def count_rejected(self, signal: Signal, n: int) -> None:
+        """Count items left out of an accepted request (a partial success)."""
+        self.settings.telemetry.refused(signal, n)
+
+    async def push_payload(self, signal: Signal, payload: Payload) -> int:
+        """Pass on a payload already checked (or built from a decoded message)."""
         n = payload.item_count()
         if n:
             await self.consumers[signal].consume(payload)
@@ -60,6 +72,16 @@ class OTLPReceiver(Component):
             server = GRPCServer(self, protocols.grpc)
             await server.start()
             self._servers.append(server)
+        if protocols.http is not None:
+            from plugins.otlpreceiver.http_server import HTTPServer
+
+            http_server = HTTPServer(self, protocols.http)
+            try:
+                await http_server.start()
+            except BaseException:
+                await self.shutdown()
+                raise
+            self._servers.append(http_server)
 
     async def shutdown(self) -> None:
         """Stop taking requests; requests in progress finish first."""

@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway against real peers (see docs/otlp.md)."""

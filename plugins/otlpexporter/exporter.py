@@ -1,0 +1,62 @@
+"""The exporter component shared by ``otlp`` and ``otlphttp``: a sender behind the engine's
+exporter helper (sending queue, retries with backoff, timeout, counts)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pipeline import (
+    Component,
+    CreateSettings,
+    ExporterHelper,
+    ExporterHelperConfig,
+    Host,
+    Payload,
+    Signal,
+)
+
+
+class Sender(Protocol):
+    """What an OTLP exporter needs from its transport."""
+
+    async def start(self) -> None: ...
+
+    async def send(self, signal: Signal, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class OTLPExporter(Component):
+    """One signal's exporter: consumes payloads and sends their encoded bytes, never decoding
+    them, through :class:`pipeline.ExporterHelper`."""
+
+    mutates_data = False
+
+    def __init__(
+        self,
+        settings: CreateSettings,
+        config: ExporterHelperConfig,
+        signal: Signal,
+        sender: Sender,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.signal = signal
+        self.sender = sender
+        self.helper = ExporterHelper(settings, signal, config, self._send)
+
+    async def _send(self, payload: Payload) -> None:
+        await self.sender.send(self.signal, payload.to_bytes())
+
+    async def consume(self, data: Payload) -> None:
+        await self.helper.consume(data)
+
+    async def start(self, host: Host) -> None:
+        await self.sender.start()
+        await self.helper.start(host)
+
+    async def shutdown(self) -> None:
+        try:
+            await self.helper.shutdown()
+        finally:
+            await self.sender.close()

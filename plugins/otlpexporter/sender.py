@@ -1,0 +1,196 @@
+"""Sending encoded OTLP requests over gRPC without decoding them.
+
+:class:`OTLPGrpcSender` is the reusable part: it owns a ``grpc.aio`` channel whose calls take
+and return raw bytes, and maps gRPC outcomes to the OTLP specification's split: retryable codes
+(``CANCELLED``, ``DEADLINE_EXCEEDED``, ``ABORTED``, ``OUT_OF_RANGE``, ``UNAVAILABLE``,
+``DATA_LOSS``, and ``RESOURCE_EXHAUSTED`` only when the server sent ``RetryInfo``) raise
+:class:`~pipeline.RetryableError` with the server's delay; every other code raises
+:class:`~pipeline.PermanentError`. A response with ``partial_success`` is counted and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from pipeline import ComponentTelemetry, PermanentError, RetryableError, Signal
+from plugins.otlpexporter.config import ClientTLSConfig, OTLPExporterConfig
+
+METHODS = {
+    Signal.TRACES: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    Signal.METRICS: "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+}
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+MAX_MESSAGE = 256 << 20
+
+
+def retry_delay_from_trailers(metadata: Any) -> float | None:
+    """The ``RetryInfo.retry_delay`` (seconds) carried in ``grpc-status-details-bin``."""
+    if not metadata:
+        return None
+    for key, value in metadata:
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except DecodeError:
+            return None
+        for detail in status.details:
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+                return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    return None
+
+
+def grpc_credentials(tls: ClientTLSConfig) -> grpc.ChannelCredentials:
+    """Channel credentials from the ``tls`` files."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(tls.ca_file).read_bytes() if tls.ca_file else None,
+        private_key=Path(tls.key_file).read_bytes() if tls.key_file else None,
+        certificate_chain=Path(tls.cert_file).read_bytes() if tls.cert_file else None,
+    )
+
+
+def record_partial_success(
+    signal: Signal,
+    rejected: int,
+    message: str,
+    telemetry: ComponentTelemetry | None,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    """Count and log the items a server said it rejected (``partial_success``)."""
+    if rejected and telemetry is not None:
+        telemetry.dropped(signal, rejected, "rejected_by_server")
+    if rejected or message:
+        logger.warning(
+            "partial success: the server rejected %d %s: %s",
+            rejected,
+            signal.item_name,
+            message or "(no message)",
+            extra={"rejected_items": rejected, "otel_signal": str(signal)},
+        )
+
+
+def parse_partial_success(signal: Signal, body: bytes) -> tuple[int, str]:
+    """``(rejected items, error_message)`` of an encoded ``Export*ServiceResponse``."""
+    if not body:
+        return 0, ""
+    try:
+        if signal is Signal.TRACES:
+            tr = ExportTraceServiceResponse.FromString(body)
+            return tr.partial_success.rejected_spans, tr.partial_success.error_message
+        mr = ExportMetricsServiceResponse.FromString(body)
+        return mr.partial_success.rejected_data_points, mr.partial_success.error_message
+    except DecodeError:
+        return 0, ""
+
+
+class OTLPGrpcSender:
+    """Sends encoded ``Export*ServiceRequest`` bytes to one OTLP/gRPC endpoint.
+
+    Use: ``await sender.start()`` (in the event loop), ``await sender.send(signal, data)`` as
+    often as needed, ``await sender.close()``. ``send`` raises ``RetryableError`` or
+    ``PermanentError`` as described in the module docstring.
+    """
+
+    def __init__(
+        self,
+        config: OTLPExporterConfig,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        telemetry: ComponentTelemetry | None = None,
+    ) -> None:
+        self.config = config
+        self.logger = logger
+        self.telemetry = telemetry
+        self._channel: grpc.aio.Channel | None = None
+        self._calls: dict[Signal, Any] = {}
+        self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
+        self._compression = (
+            grpc.Compression.Gzip
+            if config.compression == "gzip"
+            else grpc.Compression.NoCompression
+        )
+
+    async def start(self) -> None:
+        if self._channel is not None:
+            return
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            # Reconnect soon after a backend comes back (gRPC's default backoff grows to 120s).
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 5000),
+        ]
+        if self.config.balancer_name:
+            options.append(
+                (
+                    "grpc.service_config",
+                    '{"loadBalancingConfig": [{"%s": {}}]}' % self.config.balancer_name,  # noqa: UP031
+                )
+            )
+        if self.config.authority:
+            options.append(("grpc.default_authority", self.config.authority))
+        tls = self.config.tls
+        if tls.server_name_override:
+            options.append(("grpc.ssl_target_name_override", tls.server_name_override))
+        if self.config.insecure:
+            channel = grpc.aio.insecure_channel(self.config.target, options=options)
+        else:
+            channel = grpc.aio.secure_channel(
+                self.config.target, grpc_credentials(tls), options=options
+            )
+        self._channel = channel
+        # request_serializer/response_deserializer None: bytes go through untouched.
+        self._calls = {signal: channel.unary_unary(method) for signal, method in METHODS.items()}
+
+    async def send(self, signal: Signal, data: bytes) -> None:
+        """Send one encoded request; raises ``RetryableError`` / ``PermanentError``."""
+        if self._channel is None:
+            await self.start()
+        try:
+            response = await self._calls[signal](
+                data,
+                metadata=self._metadata or None,
+                compression=self._compression,
+                timeout=self.config.timeout or None,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self.error_for(exc) from None
+        rejected, message = parse_partial_success(signal, response)
+        record_partial_success(signal, rejected, message, self.telemetry, self.logger)
+
+    def error_for(self, exc: grpc.aio.AioRpcError) -> Exception:
+        """The OTLP specification's retryable/permanent split of a failed call."""
+        code = exc.code()
+        text = f"{self.config.endpoint}: {code.name}: {exc.details()}"
+        delay = retry_delay_from_trailers(exc.trailing_metadata())
+        if code in RETRYABLE_CODES:
+            return RetryableError(text, retry_after=delay)
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None:
+            return RetryableError(text, retry_after=delay, resource_exhausted=True)
+        return PermanentError(text)
+
+    async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()

@@ -1,0 +1,53 @@
+"""Config of the ``otlphttp`` exporter, with the Collector's option names."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+
+from pipeline import Duration, ExporterHelperConfig, Seconds
+from plugins.otlpexporter.config import ClientTLSConfig, Compression
+
+
+def _check_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{name} must be an http:// or https:// URL, got {url!r}")
+
+
+class OTLPHTTPExporterConfig(ExporterHelperConfig):
+    """``exporters.otlphttp``."""
+
+    endpoint: str = ""
+    """Base URL: traces go to ``<endpoint>/v1/traces``, metrics to ``<endpoint>/v1/metrics``."""
+    traces_endpoint: str = ""
+    metrics_endpoint: str = ""
+    tls: ClientTLSConfig = ClientTLSConfig()
+    headers: dict[str, str] = {}
+    compression: Compression = "gzip"
+    encoding: Literal["proto", "json"] = "proto"
+    timeout: Duration = Seconds(30.0)
+    max_idle_conns: int = Field(100, ge=0)
+
+    @model_validator(mode="after")
+    def _urls(self) -> OTLPHTTPExporterConfig:
+        if not (self.endpoint or self.traces_endpoint or self.metrics_endpoint):
+            raise ValueError(
+                "at least one endpoint must be given: endpoint, traces_endpoint or metrics_endpoint"
+            )
+        for name in ("endpoint", "traces_endpoint", "metrics_endpoint"):
+            value = getattr(self, name)
+            if value:
+                _check_url(name, value)
+        return self
+
+    def url(self, signal: str) -> str:
+        """Where ``signal`` (``traces`` / ``metrics``) is sent."""
+        specific = self.traces_endpoint if signal == "traces" else self.metrics_endpoint
+        if specific:
+            return specific
+        if not self.endpoint:
+            raise ValueError(f"no endpoint for {signal}: set endpoint or {signal}_endpoint")
+        return self.endpoint.rstrip("/") + f"/v1/{signal}"

@@ -1,0 +1,463 @@
+"""OTLP/HTTP receiver: the OpenTelemetry Python SDK sends protobuf and JSON, the gateway
+forwards with its ``otlp`` exporter, and what arrives is compared field by field with what the
+SDK recorded; bad input gets the right status and the gateway goes on serving."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from google.rpc import status_pb2
+from opentelemetry.exporter.otlp.common.http import Compression as JsonCompression
+from opentelemetry.exporter.otlp.json.http.metric_exporter import (
+    OTLPMetricExporter as JsonMetricExporter,
+)
+from opentelemetry.exporter.otlp.json.http.trace_exporter import (
+    OTLPSpanExporter as JsonSpanExporter,
+)
+from opentelemetry.exporter.otlp.proto.http import Compression as ProtoCompression
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+    OTLPMetricExporter as ProtoMetricExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as ProtoSpanExporter,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from plugins.otlpreceiver.http_server import inflate
+from tests.otlp_support import RecordingBackend, recording_backend
+from tests.support import free_port, running_service, wait_until
+
+
+def gateway_config(http_port: int, backend: RecordingBackend, extra_http: str = "") -> str:
+    return f"""
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{http_port}
+{extra_http}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{backend.grpc_port}
+    tls: {{insecure: true}}
+    retry_on_failure: {{initial_interval: 100ms, max_interval: 200ms}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp]}}
+    metrics: {{receivers: [otlp], exporters: [otlp]}}
+"""
+
+
+def make_spans(exporter: Any) -> list[ReadableSpan]:
+    """Record spans with the SDK, sending them with ``exporter`` and keeping a copy."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "interop-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("interop", "1.2.3")
+    for i in range(5):
+        with tracer.start_as_current_span(
+            f"agent-step-{i}", kind=SpanKind.CLIENT, attributes={"step": i, "tool": "search"}
+        ) as span:
+            span.add_event("tool.called", {"query": f"q{i}", "ok": True, "score": 0.5})
+            with tracer.start_as_current_span("llm-call") as child:
+                child.set_attribute("gen_ai.usage.input_tokens", 1234567890123)
+                child.set_attribute("tags", ["a", "b"])
+                if i % 2:
+                    child.set_status(Status(StatusCode.ERROR, "model timeout"))
+                else:
+                    child.set_status(Status(StatusCode.OK))
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def attr_value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return tuple(attr_value(x) for x in v.array_value.values)
+    return getattr(v, kind)
+
+
+def compare_spans(expected: list[ReadableSpan], backend: RecordingBackend) -> None:
+    got = {s.span_id: s for s in backend.spans}
+    assert len(got) == len(expected) == len(backend.spans)
+    for span in expected:
+        ctx = span.get_span_context()
+        assert ctx is not None
+        received = got[ctx.span_id.to_bytes(8, "big")]
+        assert received.trace_id == ctx.trace_id.to_bytes(16, "big")
+        assert received.name == span.name
+        parent = span.parent.span_id.to_bytes(8, "big") if span.parent else b""
+        assert received.parent_span_id == parent
+        assert received.kind == span.kind.value + 1
+        assert received.start_time_unix_nano == span.start_time
+        assert received.end_time_unix_nano == span.end_time
+        attrs = {kv.key: attr_value(kv.value) for kv in received.attributes}
+        assert attrs == {
+            k: tuple(v) if isinstance(v, tuple | list) else v
+            for k, v in (span.attributes or {}).items()
+        }
+        assert [e.name for e in received.events] == [e.name for e in span.events]
+        for ev_got, ev in zip(received.events, span.events, strict=True):
+            assert ev_got.time_unix_nano == ev.timestamp
+            assert {kv.key: attr_value(kv.value) for kv in ev_got.attributes} == dict(
+                ev.attributes or {}
+            )
+        code = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}[span.status.status_code]
+        assert received.status.code == code
+        assert received.status.message == (span.status.description or "")
+    for req in backend.traces:
+        for rs in req.resource_spans:
+            res = {kv.key: attr_value(kv.value) for kv in rs.resource.attributes}
+            assert res["service.name"] == "interop-test"
+            assert rs.scope_spans[0].scope.name == "interop"
+            assert rs.scope_spans[0].scope.version == "1.2.3"
+
+
+@pytest.mark.parametrize(
+    "make_exporter",
+    [
+        pytest.param(lambda url: ProtoSpanExporter(endpoint=url), id="protobuf"),
+        pytest.param(
+            lambda url: ProtoSpanExporter(endpoint=url, compression=ProtoCompression.Gzip),
+            id="protobuf-gzip",
+        ),
+        pytest.param(lambda url: JsonSpanExporter(endpoint=url), id="json"),
+        pytest.param(
+            lambda url: JsonSpanExporter(endpoint=url, compression=JsonCompression.GZIP),
+            id="json-gzip",
+        ),
+        pytest.param(
+            lambda url: JsonSpanExporter(endpoint=url, compression=JsonCompression.DEFLATE),
+            id="json-deflate",
+        ),
+    ],
+)
+async def test_sdk_traces_end_to_end(make_exporter: Any) -> None:
+    port = free_port()
+    async with recording_backend() as backend, running_service(gateway_config(port, backend)):
+        exporter = make_exporter(f"http://127.0.0.1:{port}/v1/traces")
+        expected = await asyncio.to_thread(make_spans, exporter)
+        assert len(expected) == 10
+        await wait_until(lambda: backend.span_count() >= 10)
+        compare_spans(expected, backend)
+
+
+def record_metrics(exporter: Any) -> Any:
+    memory = InMemoryMetricReader()
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": "interop-test"}), metric_readers=[memory, reader]
+    )
+    meter = provider.get_meter("interop")
+    counter = meter.create_counter("agent.tool_calls")
+    hist = meter.create_histogram("agent.latency", unit="ms")
+    gauge = meter.create_up_down_counter("agent.queue")
+    for i in range(6):
+        counter.add(3, {"tool": f"t{i % 3}"})
+        hist.record(12.5 * i, {"tool": f"t{i % 2}"})
+        gauge.add(i - 2)
+    data = memory.get_metrics_data()
+    provider.shutdown()
+    return data
+
+
+@pytest.mark.parametrize(
+    "make_exporter",
+    [
+        pytest.param(lambda url: ProtoMetricExporter(endpoint=url), id="protobuf"),
+        pytest.param(lambda url: JsonMetricExporter(endpoint=url), id="json"),
+    ],
+)
+async def test_sdk_metrics_end_to_end(make_exporter: Any) -> None:
+    port = free_port()
+    async with recording_backend() as backend, running_service(gateway_config(port, backend)):
+        exporter = make_exporter(f"http://127.0.0.1:{port}/v1/metrics")
+        expected = await asyncio.to_thread(record_metrics, exporter)
+        points = {
+            (m.name, tuple(sorted((dp.attributes or {}).items()))): dp
+            for rm in expected.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            for dp in m.data.data_points
+        }
+        assert len(points) == 3 + 2 + 1
+        await wait_until(lambda: backend.point_count() >= len(points))
+        assert backend.point_count() == len(points)
+        for req in backend.metrics:
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        for dp in getattr(m, kind).data_points:
+                            key = (
+                                m.name,
+                                tuple(
+                                    sorted((kv.key, attr_value(kv.value)) for kv in dp.attributes)
+                                ),
+                            )
+                            want = points[key]
+                            if kind == "sum":
+                                assert dp.as_int == want.value
+                                assert m.sum.is_monotonic == (m.name == "agent.tool_calls")
+                            else:
+                                assert kind == "histogram"
+                                assert m.unit == "ms"
+                                assert dp.count == want.count
+                                assert dp.sum == want.sum
+                                assert list(dp.bucket_counts) == list(want.bucket_counts)
+                                assert list(dp.explicit_bounds) == list(want.explicit_bounds)
+
+
+def a_request(n: int = 3) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    for i in range(n):
+        ss.spans.add(trace_id=bytes(range(16)), span_id=bytes([i + 1] * 8), name=f"s{i}")
+    return req
+
+
+async def test_bad_input_gets_the_right_status_and_the_gateway_goes_on() -> None:
+    port = free_port()
+    limit = 1 << 20
+    extra = f"        max_request_body_size: {limit}\n"
+    async with (
+        recording_backend() as backend,
+        running_service(gateway_config(port, backend, extra)) as service,
+    ):
+        url = f"http://127.0.0.1:{port}/v1/traces"
+        good = a_request().SerializeToString()
+        good_json = json.dumps(
+            {
+                "resourceSpans": [
+                    {
+                        "scopeSpans": [
+                            {
+                                "spans": [
+                                    {
+                                        "traceId": "0102030405060708090a0b0c0d0e0f10",
+                                        "spanId": "1112131415161718",
+                                        "name": "json-span",
+                                        "kind": 3,
+                                        "startTimeUnixNano": "1700000000000000000",
+                                        "endTimeUnixNano": 1700000000000000100,
+                                        "attributes": [{"key": "n", "value": {"intValue": "42"}}],
+                                        "status": {"code": 2, "message": "boom"},
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                ]
+            }
+        ).encode()
+        bomb = gzip.compress(b"\0" * (limit * 4))
+        cases: list[tuple[str, bytes, dict[str, str], int, str]] = [
+            ("malformed protobuf", b"\x0a\xff\xff\xff\x0f\x01", {}, 400, "malformed"),
+            (
+                "malformed json",
+                b'{"resourceSpans": [',
+                {"Content-Type": "application/json"},
+                400,
+                "malformed JSON",
+            ),
+            (
+                "bad hex id",
+                good_json.replace(b"1112131415161718", b"zz12131415161718"),
+                {"Content-Type": "application/json"},
+                400,
+                "invalid spanId",
+            ),
+            (
+                "truncated gzip",
+                gzip.compress(good)[:-6],
+                {"Content-Encoding": "gzip"},
+                400,
+                "truncated",
+            ),
+            ("gzip bomb", bomb, {"Content-Encoding": "gzip"}, 413, "inflates to more than"),
+            ("oversize", b"\0" * (limit + 1), {}, 413, "larger than max_request_body_size"),
+            ("wrong content type", good, {"Content-Type": "text/plain"}, 415, "unsupported"),
+            ("unknown encoding", good, {"Content-Encoding": "br"}, 400, "Content-Encoding"),
+        ]
+        async with aiohttp.ClientSession() as session:
+            sent_ok = 0
+            for name, body, headers, status, text in cases:
+                h = {"Content-Type": "application/x-protobuf", **headers}
+                async with session.post(url, data=body, headers=h) as resp:
+                    content = await resp.read()
+                    assert resp.status == status, (name, content)
+                    if resp.content_type == "application/x-protobuf":
+                        message = status_pb2.Status.FromString(content).message
+                    elif resp.content_type == "application/json":
+                        message = json.loads(content)["message"]
+                    else:
+                        message = content.decode()
+                    assert text in message, (name, message)
+                # the gateway goes on serving after each bad request
+                async with session.post(
+                    url, data=good, headers={"Content-Type": "application/x-protobuf"}
+                ) as resp:
+                    assert resp.status == 200
+                    assert resp.content_type == "application/x-protobuf"
+                    sent_ok += 3
+            async with session.post(
+                url,
+                data=gzip.compress(good_json),
+                headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            ) as resp:
+                assert resp.status == 200
+                assert resp.content_type == "application/json"
+                assert json.loads(await resp.read()) == {}
+            async with session.get(url) as resp:
+                assert resp.status == 405
+            async with session.post(f"http://127.0.0.1:{port}/v1/logs", data=good) as resp:
+                assert resp.status == 404
+        await wait_until(lambda: backend.span_count() >= sent_ok + 1)
+        js = next(s for s in backend.spans if s.name == "json-span")
+        assert js.trace_id.hex() == "0102030405060708090a0b0c0d0e0f10"
+        assert js.span_id.hex() == "1112131415161718"
+        assert js.kind == 3 and js.status.code == 2 and js.status.message == "boom"
+        assert js.start_time_unix_nano == 1700000000000000000
+        assert js.attributes[0].value.int_value == 42
+        malformed = service.telemetry.value(
+            "otelcol_receiver_malformed_requests_total", receiver="otlp", otel_signal="traces"
+        )
+        assert malformed == 7  # all but the content type
+
+
+def test_inflate_is_bounded() -> None:
+    data = b"x" * 1000
+    assert inflate(gzip.compress(data), 1000, 31, "gzip") == data
+    assert inflate(gzip.compress(data) + gzip.compress(data), 2000, 31, "gzip") == data * 2
+    with pytest.raises(Exception, match="inflates"):
+        inflate(gzip.compress(data), 999, 31, "gzip")
+
+
+async def test_cors_preflight_and_simple_requests() -> None:
+    port = free_port()
+    extra = (
+        "        cors:\n"
+        "          allowed_origins: ['https://*.example.com']\n"
+        "          allowed_headers: ['X-Agent']\n"
+        "          max_age: 600\n"
+    )
+    async with (
+        recording_backend() as backend,
+        running_service(gateway_config(port, backend, extra)),
+    ):
+        url = f"http://127.0.0.1:{port}/v1/traces"
+        async with aiohttp.ClientSession() as session:
+            pre = {
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type, x-agent",
+            }
+            async with session.options(url, headers=pre) as resp:
+                assert resp.status == 204
+                assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+                assert resp.headers["Access-Control-Allow-Methods"] == "POST"
+                assert "x-agent" in resp.headers["Access-Control-Allow-Headers"]
+                assert resp.headers["Access-Control-Max-Age"] == "600"
+            async with session.options(url, headers={**pre, "Origin": "https://evil.test"}) as resp:
+                assert "Access-Control-Allow-Origin" not in resp.headers
+            async with session.options(
+                url, headers={**pre, "Access-Control-Request-Headers": "x-other"}
+            ) as resp:
+                assert "Access-Control-Allow-Origin" not in resp.headers
+            async with session.post(
+                url,
+                data=a_request().SerializeToString(),
+                headers={
+                    "Content-Type": "application/x-protobuf",
+                    "Origin": "https://app.example.com",
+                },
+            ) as resp:
+                assert resp.status == 200
+                assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+
+
+async def test_json_spans_with_invalid_ids_get_a_partial_success() -> None:
+    port = free_port()
+    async with (
+        recording_backend() as backend,
+        running_service(gateway_config(port, backend)) as service,
+    ):
+        good = {"traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "1112131415161718",
+                "name": "good"}  # fmt: skip
+        bad = {"traceId": "0102", "spanId": "2122232425262728", "name": "bad"}
+        doc = {"resourceSpans": [{"scopeSpans": [{"spans": [good, bad, dict(good, name="g2")]}]}]}
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"http://127.0.0.1:{port}/v1/traces",
+                data=json.dumps(doc),
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
+            assert resp.status == 200
+            answer = json.loads(await resp.read())
+        partial = answer["partialSuccess"]
+        assert partial["rejectedSpans"] == "1"
+        assert "invalid traceId '0102'" in partial["errorMessage"]
+        await wait_until(lambda: backend.span_count() == 2)
+        assert sorted(s.name for s in backend.spans) == ["g2", "good"]
+        tel = service.telemetry
+        assert tel.value("otelcol_receiver_refused_spans_total", receiver="otlp") == 1
+        assert tel.value("otelcol_receiver_accepted_spans_total", receiver="otlp") == 2
+
+
+async def test_backend_unavailable_without_queue_gives_503_with_retry_after() -> None:
+    port, dead = free_port(), free_port()
+    config = f"""
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: 127.0.0.1:{port}}}}}}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{dead}
+    tls: {{insecure: true}}
+    sending_queue: {{enabled: false}}
+    retry_on_failure: {{enabled: false}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp]}}
+"""
+    async with running_service(config) as service:
+        for content_type, body in (
+            ("application/x-protobuf", a_request(2).SerializeToString()),
+            ("application/json", b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a"}]}]}]}'),
+        ):
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(
+                    f"http://127.0.0.1:{port}/v1/traces",
+                    data=body,
+                    headers={"Content-Type": content_type},
+                ) as resp,
+            ):
+                assert resp.status == 503
+                assert int(resp.headers["Retry-After"]) >= 1
+                assert resp.content_type == content_type
+                content = await resp.read()
+                if content_type == "application/json":
+                    status = json.loads(content)
+                    assert status["code"] == 14 and "UNAVAILABLE" in status["message"]
+                else:
+                    assert "UNAVAILABLE" in status_pb2.Status.FromString(content).message
+        tel = service.telemetry
+        assert tel.value("otelcol_receiver_refused_spans_total", receiver="otlp") == 3
+        assert tel.value("otelcol_exporter_send_failed_spans_total", exporter="otlp") == 3

@@ -1,0 +1,141 @@
+"""The ``memory_limiter`` processor: refuses with a retryable error above the soft limit (HTTP
+429 + Retry-After, gRPC RESOURCE_EXHAUSTED + RetryInfo), counts what it refuses, reads memory
+on its timer only, and lets data through below the limit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import grpc
+import pytest
+
+from pipeline import ComponentID, CreateSettings, Kind
+from pipeline.telemetry import SelfTelemetry
+from plugins.memorylimiterprocessor import MemoryLimiter, MemoryLimiterConfig
+from plugins.otlpexporter.sender import retry_delay_from_trailers
+from tests.otlp_support import TRACE_METHOD, recording_backend
+from tests.plugins.otlpreceiver.test_http_server import a_request
+from tests.support import free_port, running_service, wait_until
+
+
+def config(http: int, grpc_port: int, backend_port: int, limiter: str) -> str:
+    return f"""
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: 127.0.0.1:{http}}}
+      grpc: {{endpoint: 127.0.0.1:{grpc_port}}}
+processors:
+  memory_limiter: {limiter}
+exporters:
+  otlp: {{endpoint: '127.0.0.1:{backend_port}', tls: {{insecure: true}}}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [memory_limiter], exporters: [otlp]}}
+"""
+
+
+async def test_refuses_above_the_soft_limit() -> None:
+    http, gport = free_port(), free_port()
+    async with (
+        recording_backend() as backend,
+        running_service(
+            config(http, gport, backend.grpc_port, "{check_interval: 100ms, limit_mib: 10}")
+        ) as service,
+    ):
+        body = a_request(4).SerializeToString()
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"http://127.0.0.1:{http}/v1/traces",
+                data=body,
+                headers={"Content-Type": "application/x-protobuf"},
+            ) as resp,
+        ):
+            assert resp.status == 429
+            assert int(resp.headers["Retry-After"]) >= 1
+            assert "high memory usage" in (await resp.read()).decode(errors="replace")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gport}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await channel.unary_unary(TRACE_METHOD)(body, timeout=5)
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert retry_delay_from_trailers(info.value.trailing_metadata()) == pytest.approx(0.1)
+        tel = service.telemetry
+        assert tel.value("otelcol_processor_refused_spans_total", processor="memory_limiter") == 8
+        assert tel.value("otelcol_receiver_refused_spans_total", receiver="otlp") == 8
+        assert tel.value(
+            "otelcol_processor_memory_limiter_usage_bytes", processor="memory_limiter"
+        ) > (10 << 20)
+        await asyncio.sleep(0.3)
+        assert backend.span_count() == 0
+
+
+@pytest.mark.parametrize(
+    "limiter",
+    ["{check_interval: 1s, limit_mib: 4000}", "{check_interval: 1s, limit_percentage: 99}"],
+)
+async def test_passes_data_below_the_limit(limiter: str) -> None:
+    http, gport = free_port(), free_port()
+    async with (
+        recording_backend() as backend,
+        running_service(config(http, gport, backend.grpc_port, limiter)),
+    ):
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"http://127.0.0.1:{http}/v1/traces",
+                data=a_request(4).SerializeToString(),
+                headers={"Content-Type": "application/x-protobuf"},
+            ) as resp,
+        ):
+            assert resp.status == 200
+        await wait_until(lambda: backend.span_count() == 4)
+
+
+async def test_memory_is_read_on_the_timer_only() -> None:
+    reads: list[int] = []
+    usage = {"now": 5 << 20}
+
+    def read() -> int:
+        reads.append(usage["now"])
+        return usage["now"]
+
+    tel = SelfTelemetry()
+    cid = ComponentID("memory_limiter")
+    settings = CreateSettings(
+        id=cid,
+        kind=Kind.PROCESSOR,
+        logger=logging.LoggerAdapter(logging.getLogger("test"), {}),
+        telemetry=tel.component(Kind.PROCESSOR, cid),
+    )
+    cfg = MemoryLimiterConfig.model_validate(
+        {"check_interval": "50ms", "limit_mib": 100, "spike_limit_mib": 20}
+    )
+    limiter = MemoryLimiter(settings, cfg, read_usage=read)
+    assert limiter.soft_limit == 80 << 20 and limiter.hard_limit == 100 << 20
+    await limiter.start()
+    try:
+        assert not limiter.refusing
+        usage["now"] = 90 << 20  # above soft limit: refusing after the next check
+        await wait_until(lambda: limiter.refusing, within=2)
+        usage["now"] = 50 << 20
+        await wait_until(lambda: not limiter.refusing, within=2)
+        n = len(reads)
+        await asyncio.sleep(0.26)
+        assert 3 <= len(reads) - n <= 7  # about one read per check_interval, whatever the load
+    finally:
+        await limiter.stop()
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="limit_mib or limit_percentage"):
+        MemoryLimiterConfig.model_validate({"check_interval": "1s"})
+    with pytest.raises(ValueError, match="spike_limit_mib"):
+        MemoryLimiterConfig.model_validate({"limit_mib": 100, "spike_limit_mib": 100})
+    with pytest.raises(ValueError, match="spike_limit_percentage"):
+        MemoryLimiterConfig.model_validate({"limit_percentage": 50, "spike_limit_percentage": 60})
+    with pytest.raises(ValueError, match="check_interval"):
+        MemoryLimiterConfig.model_validate({"limit_mib": 100, "check_interval": "0s"})
