@@ -4,9 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline import ConfigError, CreateSettings, ExporterFactory, Kind, Signal, Stability
+from pipeline import (
+    Component,
+    ConfigError,
+    CreateSettings,
+    ExporterFactory,
+    Host,
+    Kind,
+    Payload,
+    Signal,
+    Stability,
+)
 from plugins.jaegerexporter.config import OTLP_EXPORTER_TYPES, JaegerExporterConfig
 from plugins.jaegerexporter.exporter import JaegerThriftExporter
+
+
+class DelegatingExporter(Component):
+    """The ``jaeger`` exporter for the OTLP protocols: the ``otlp`` / ``otlphttp`` exporter
+    does the work. A shutdown before start is a no-op here, so that it cannot leave the
+    inner exporter closed for good."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.mutates_data = bool(getattr(inner, "mutates_data", False))
+        self._started = False
+
+    async def consume(self, data: Payload) -> None:
+        if data.item_count():  # nothing to send for an empty payload (as the Thrift paths)
+            await self.inner.consume(data)
+
+    async def start(self, host: Host) -> None:
+        await self.inner.start(host)
+        self._started = True
+
+    async def shutdown(self) -> None:
+        if self._started:
+            self._started = False
+            await self.inner.shutdown()
 
 
 class JaegerExporterFactory(ExporterFactory):
@@ -42,5 +76,5 @@ class JaegerExporterFactory(ExporterFactory):
                     "installed in this gateway",
                 )
             inner_config = config.otlp_exporter_config()
-            return factory.create(Signal.TRACES, settings, inner_config)
+            return DelegatingExporter(factory.create(Signal.TRACES, settings, inner_config))
         return JaegerThriftExporter(settings, config)

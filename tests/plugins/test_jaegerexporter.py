@@ -499,7 +499,7 @@ def test_otlp_protocols_delegate_through_the_registry() -> None:
         cfg = _exporter_config("{endpoint: 'jaeger:4317', tls: {insecure: true}}")
         jaeger = cfg.components[Kind.EXPORTER][ComponentID("jaeger")]
         exp, _ = make_exporter(jaeger.model_dump(exclude_unset=True))
-        assert type(exp).__module__.split(".")[1] != "jaegerexporter"
+        assert type(exp.inner).__module__.split(".")[1] == "otlpexporter"
     else:
         with pytest.raises(ConfigErrors, match="'otlp' exporter, which is not installed"):
             _exporter_config("{protocol: otlp_grpc}")
@@ -673,7 +673,7 @@ def test_otlp_grpc_creates_the_otlp_exporter(
             "otlp": {"compression": "none"},
         }
     )
-    assert isinstance(exp, cap.CaptureExporter)
+    assert isinstance(exp.inner, cap.CaptureExporter)
     ((settings, config),) = standin_registry["otlp"].created
     assert settings.name == "jaeger"  # its counters carry the jaeger exporter's name
     assert config.endpoint == "jaeger:4317"
@@ -757,3 +757,18 @@ async def test_thrift_exporter_lifecycle_with_data() -> None:
     for protocol in ("thrift_compact", "thrift_http"):
         config = factory.config_class.model_validate({"protocol": protocol})
         await check_factory(factory, config)
+
+
+async def test_delegating_exporter_forwards_spans_and_skips_empty_payloads(
+    standin_registry: dict[str, _StandInOTLPFactory],
+) -> None:
+    exp, _ = make_exporter({"endpoint": "jaeger:4317"})
+    before = len(cap.CAPTURED["standin"])
+    await exp.shutdown()  # before start: a no-op, the inner exporter stays usable
+    await exp.start(None)
+    await exp.consume(Traces())
+    assert len(cap.CAPTURED["standin"]) == before
+    await exp.consume(Traces.from_message(one_span_request()[0]))
+    assert len(cap.CAPTURED["standin"]) == before + 1
+    await exp.shutdown()
+    await exp.shutdown()
