@@ -699,26 +699,31 @@ def test_bad_options_for_the_otlp_exporter_are_config_errors(
         _exporter_config("{protocol: otlp_grpc, otlp: {bogus: 1}}")
 
 
-async def test_otlp_grpc_end_to_end_when_the_otlp_exporter_is_installed() -> None:
-    """jaeger (protocol otlp_grpc) -> a second pipeline's otlp receiver -> captured. Runs once
-    the ``otlp`` exporter is part of the gateway (it is built separately)."""
-    if default_registry().get(Kind.EXPORTER, "otlp") is None:
-        pytest.skip("the 'otlp' exporter is not in this build; the delegation is tested above")
+@pytest.mark.parametrize("protocol", ["otlp_grpc", "otlp_http"])
+async def test_otlp_protocols_end_to_end(protocol: str) -> None:
+    """jaeger (protocol otlp_grpc / otlp_http, through the real otlp / otlphttp exporters)
+    -> a second pipeline's otlp receiver -> captured."""
     cap.install()
+    key = f"otlp-e2e-{protocol}"
     port_in, port_mid = free_port(), free_port()
+    mid = "grpc" if protocol == "otlp_grpc" else "http"
     config = f"""
 receivers:
   otlp/in: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port_in}"}}}}}}
-  otlp/mid: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port_mid}"}}}}}}
+  otlp/mid: {{protocols: {{{mid}: {{endpoint: "127.0.0.1:{port_mid}"}}}}}}
 exporters:
-  jaeger: {{endpoint: "127.0.0.1:{port_mid}", tls: {{insecure: true}}}}
-  jaeger_test_capture: {{key: otlp-e2e}}
+  jaeger:
+    protocol: {protocol}
+    endpoint: "127.0.0.1:{port_mid}"
+    tls: {{insecure: true}}
+    headers: {{x-tenant: t1}}
+  jaeger_test_capture: {{key: "{key}"}}
 service:
   pipelines:
     traces/in: {{receivers: [otlp/in], exporters: [jaeger]}}
     traces/out: {{receivers: [otlp/mid], exporters: [jaeger_test_capture]}}
 """
-    async with running_service(config):
+    async with running_service(config) as service:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -734,9 +739,10 @@ service:
             provider.shutdown()
 
         await asyncio.to_thread(send)
-        await wait_until(lambda: len(cap.spans("otlp-e2e")) == 1)
+        await wait_until(lambda: len(cap.spans(key)) == 1)
         # OTLP all the way: the kind survives (no Jaeger mapping in between).
-        assert cap.spans("otlp-e2e")[0][2].kind == Span.SPAN_KIND_INTERNAL
+        assert cap.spans(key)[0][2].kind == Span.SPAN_KIND_INTERNAL
+        assert service.telemetry.value("otelcol_exporter_sent_spans_total", exporter="jaeger") == 1
 
 
 async def test_thrift_exporter_lifecycle_with_data() -> None:
