@@ -143,6 +143,8 @@ class ExporterHelper(Component):
 
     async def consume(self, data: Payload) -> None:
         n = data.item_count()
+        if n == 0:
+            return  # nothing to send
         if self._closing:
             self.settings.telemetry.enqueue_failed(self.signal, n)
             raise RetryableError(f"exporter {self.settings.name} is shutting down", retry_after=1.0)

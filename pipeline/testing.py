@@ -10,13 +10,16 @@ Run it on your factory in your plugin's tests::
 
 For every signal (or signal pair) the factory declares, :func:`check_factory` creates the
 component from ``create_default_config()`` (endpoints moved to free local ports), checks that
-``shutdown`` is safe before ``start``, starts it, feeds an empty payload to consumers, shuts it
-down twice, and checks that the config class rejects unknown options.
+``shutdown`` is safe on an instance never started, then on a fresh instance starts it, feeds an
+empty payload to consumers and shuts it down twice; it also checks that the config class rejects
+unknown options.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -108,10 +111,11 @@ def _check_rejects_unknown(config: ComponentConfig) -> None:
     raise AssertionError(f"{type(config).__name__} accepts unknown options")
 
 
-async def _exercise(component: Any, consumer_signal: Signal | None) -> None:
-    host = StubHost()
-    await component.shutdown()  # safe before start
-    await component.start(host)
+async def _exercise(create: Callable[[], Any], consumer_signal: Signal | None) -> None:
+    """Shutdown before start on one instance; start, consume, shutdown twice on another."""
+    await create().shutdown()  # safe before start
+    component = create()
+    await component.start(StubHost())
     if consumer_signal is not None:
         assert isinstance(component.mutates_data, bool), "consumers must declare mutates_data"
         await component.consume(PAYLOAD_TYPES[consumer_signal]())
@@ -125,36 +129,30 @@ async def check_factory(factory: Factory, config: ComponentConfig | None = None)
     config = config or factory.create_default_config()
     assert isinstance(config, BaseModel)
     _check_rejects_unknown(config)
-    config = with_free_endpoints(config)
-    stability = factory.signal_stability()
-    assert stability, f"{factory.type}: declares no signal"
+    cfg = with_free_endpoints(config)
+    assert factory.signal_stability(), f"{factory.type}: declares no signal"
+
+    def settings() -> CreateSettings:
+        return create_settings(factory.kind, factory.type)
+
     if isinstance(factory, ReceiverFactory):
         for signal in factory.stability:
-            comp = factory.create(
-                signal, create_settings(factory.kind, factory.type), config, SinkConsumer()
-            )
-            await _exercise(comp, None)
+            create = partial(factory.create, signal, settings(), cfg, SinkConsumer())
+            await _exercise(create, None)
     elif isinstance(factory, ProcessorFactory):
         for signal in factory.stability:
-            sink = SinkConsumer()
-            comp = factory.create(signal, create_settings(factory.kind, factory.type), config, sink)
-            await _exercise(comp, signal)
+            create = partial(factory.create, signal, settings(), cfg, SinkConsumer())
+            await _exercise(create, signal)
     elif isinstance(factory, ExporterFactory):
         for signal in factory.stability:
-            comp = factory.create(signal, create_settings(factory.kind, factory.type), config)
-            await _exercise(comp, signal)
+            await _exercise(partial(factory.create, signal, settings(), cfg), signal)
     elif isinstance(factory, ConnectorFactory):
         for from_signal, to_signal in factory.stability:
-            comp = factory.create(
-                from_signal,
-                to_signal,
-                create_settings(factory.kind, factory.type),
-                config,
-                SinkConsumer(),
+            create = partial(
+                factory.create, from_signal, to_signal, settings(), cfg, SinkConsumer()
             )
-            await _exercise(comp, from_signal)
+            await _exercise(create, from_signal)
     elif isinstance(factory, ExtensionFactory):
-        comp = factory.create(create_settings(factory.kind, factory.type), config)
-        await _exercise(comp, None)
+        await _exercise(partial(factory.create, settings(), cfg), None)
     else:  # pragma: no cover
         raise AssertionError(f"unknown factory kind {type(factory).__name__}")

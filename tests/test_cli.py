@@ -31,9 +31,10 @@ def test_no_command_prints_help() -> None:
 
 def test_default_config_runs_and_stops_on_sigint() -> None:
     assert default_config_path().endswith("configs/gateway.yaml")
-    grpc_port, telemetry_port, health_port, prom_port = (free_port() for _ in range(4))
+    grpc_port, telemetry_port, health_port, prom_port, http_port = (free_port() for _ in range(5))
     env = {
         "OTLP_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",
+        "OTLP_HTTP_ENDPOINT": f"127.0.0.1:{http_port}",
         "PIPELINE_TELEMETRY_ADDRESS": f"127.0.0.1:{telemetry_port}",
         "HEALTH_CHECK_ENDPOINT": f"127.0.0.1:{health_port}",
         "PROMETHEUS_EXPORTER_ENDPOINT": f"127.0.0.1:{prom_port}",
