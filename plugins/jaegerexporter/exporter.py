@@ -1,0 +1,215 @@
+"""The ``jaeger`` exporter over Thrift: ``thrift_http`` (collector, binary Thrift over HTTP)
+and ``thrift_compact`` (agent, compact Thrift over UDP)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import aiohttp
+
+from pipeline import (
+    Component,
+    CreateSettings,
+    ExporterHelper,
+    Host,
+    Payload,
+    PermanentError,
+    RetryableError,
+    Signal,
+    Traces,
+    split_endpoint,
+)
+from plugins._jaegerthrift.model import EmitBatchFramer, encode_struct
+from plugins._jaegerthrift.translate import traces_to_batches
+from plugins.jaegerexporter.config import JaegerExporterConfig
+
+THRIFT_CONTENT_TYPE = "application/x-thrift"
+_RETRYABLE_HTTP = {408, 429, 502, 503, 504}
+
+
+class PreparedTraces(Traces):
+    """Spans already encoded for the wire: HTTP bodies or UDP datagrams.
+
+    The exporter encodes once, when the payload arrives, so retries resend the same bytes and
+    resume after the chunks already delivered (``done``)."""
+
+    __slots__ = ("chunks", "done")
+
+    def __init__(self, chunks: list[bytes], item_count: int) -> None:
+        super().__init__(b"", item_count=item_count)
+        self.chunks = chunks
+        self.done = 0
+
+
+class JaegerThriftExporter(Component):
+    """Sends spans to a Jaeger collector (HTTP) or agent (UDP) in Jaeger's Thrift encoding."""
+
+    mutates_data = False
+
+    def __init__(self, settings: CreateSettings, config: JaegerExporterConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.udp = config.protocol == "thrift_compact"
+        # UDP has no acknowledgement: a send that fails is counted, never retried.
+        self.helper = ExporterHelper(
+            settings, Signal.TRACES, config, self._send, retry_enabled=False if self.udp else None
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._sock: socket.socket | None = None
+        self._addr: Any = None
+        self._started = False
+
+    # -- preparing ------------------------------------------------------------------------
+    def prepare(self, data: Payload) -> PreparedTraces | None:
+        """Translate and encode; spans too large for a datagram are counted and dropped."""
+        try:
+            batches = traces_to_batches(data.message())
+            if not self.udp:
+                bodies = [encode_struct(b, "binary") for b in batches]
+                n = sum(len(b.spans or ()) for b in batches)
+                return PreparedTraces(bodies, n) if n else None
+            return self._packets(batches)
+        except Exception as exc:  # a span the Thrift encoder cannot take
+            n = data.item_count()
+            self.settings.telemetry.send_failed(Signal.TRACES, n)
+            self.settings.logger.error(
+                "cannot encode spans for Jaeger, dropping them: %s",
+                exc,
+                extra={"dropped_items": n},
+            )
+            raise PermanentError(f"cannot encode spans for Jaeger: {exc}") from exc
+
+    def _packets(self, batches: list[Any]) -> PreparedTraces | None:
+        packets: list[bytes] = []
+        kept = 0
+        oversize: list[tuple[str, int]] = []
+        for batch in batches:
+            framer = EmitBatchFramer(batch.process, "compact")
+            room = self.config.max_packet_size - framer.overhead
+            current: list[bytes] = []
+            used = 0
+            for span in batch.spans or ():
+                encoded = framer.encode_span(span)
+                if len(encoded) > room:
+                    oversize.append((span.operationName, len(encoded) + framer.overhead))
+                    continue
+                if used + len(encoded) > room:
+                    packets.append(framer.packet(current))
+                    current, used = [], 0
+                current.append(encoded)
+                used += len(encoded)
+                kept += 1
+            if current:
+                packets.append(framer.packet(current))
+        if oversize:
+            self._drop_oversize(oversize)
+        return PreparedTraces(packets, kept) if kept else None
+
+    def _drop_oversize(self, spans: list[tuple[str, int]]) -> None:
+        n = len(spans)
+        tel = self.settings.telemetry
+        tel.send_failed(Signal.TRACES, n)
+        tel.dropped(Signal.TRACES, n, reason="span_too_large")
+        name, size = max(spans, key=lambda s: s[1])
+        self.settings.logger.error(
+            "dropping %d span(s) too large for one UDP packet: the largest is %d bytes "
+            "encoded, max_packet_size is %d",
+            n,
+            size,
+            self.config.max_packet_size,
+            extra={
+                "dropped_items": n,
+                "span_name": name,
+                "span_bytes": size,
+                "max_packet_size": self.config.max_packet_size,
+            },
+        )
+
+    # -- the consumer ---------------------------------------------------------------------
+    async def consume(self, data: Payload) -> None:
+        prepared = self.prepare(data)
+        if prepared is not None:
+            await self.helper.consume(prepared)
+
+    # -- sending --------------------------------------------------------------------------
+    async def _send(self, data: Payload) -> None:
+        assert isinstance(data, PreparedTraces)
+        if self.udp:
+            await self._send_udp(data)
+        else:
+            await self._send_http(data)
+
+    async def _send_udp(self, data: PreparedTraces) -> None:
+        if self._sock is None:
+            raise RetryableError("the exporter is not started")
+        loop = asyncio.get_running_loop()
+        while data.done < len(data.chunks):
+            packet = data.chunks[data.done]
+            try:
+                await loop.sock_sendto(self._sock, packet, self._addr)
+            except OSError as exc:
+                raise RetryableError(
+                    f"UDP send of {len(packet)} bytes to {self.config.resolved_endpoint} "
+                    f"failed: {exc.strerror or exc}"
+                ) from exc
+            data.done += 1
+
+    async def _send_http(self, data: PreparedTraces) -> None:
+        if self._session is None:
+            raise RetryableError("the exporter is not started")
+        url = self.config.resolved_endpoint
+        headers = {**self.config.headers, "Content-Type": THRIFT_CONTENT_TYPE}
+        while data.done < len(data.chunks):
+            try:
+                async with self._session.post(
+                    url, data=data.chunks[data.done], headers=headers
+                ) as resp:
+                    body = (await resp.read())[:300].decode(errors="replace")
+                    if resp.status >= 300:
+                        message = f"{url} answered HTTP {resp.status}: {body.strip()}"
+                        if resp.status in _RETRYABLE_HTTP:
+                            raise RetryableError(
+                                message, retry_after=_retry_after(resp.headers.get("Retry-After"))
+                            )
+                        raise PermanentError(message)
+            except aiohttp.ClientError as exc:
+                raise RetryableError(f"cannot reach {url}: {exc}") from exc
+            data.done += 1
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self, host: Host) -> None:
+        if self.udp:
+            if self._sock is None:
+                host_name, port = split_endpoint(self.config.resolved_endpoint)
+                loop = asyncio.get_running_loop()
+                infos = await loop.getaddrinfo(host_name, port, type=socket.SOCK_DGRAM)
+                family, stype, proto, _, addr = infos[0]
+                sock = socket.socket(family, stype, proto)
+                sock.setblocking(False)
+                self._sock, self._addr = sock, addr
+        elif self._session is None:
+            self._session = aiohttp.ClientSession()
+        await self.helper.start(host)
+        self._started = True
+
+    async def shutdown(self) -> None:
+        if not self._started:
+            # Before start there is nothing to drain; the helper's shutdown would also mark
+            # it closed for good, and a later start could not take data.
+            return
+        self._started = False
+        await self.helper.shutdown()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value and value.strip().isdigit():
+        return float(value.strip())
+    return None

@@ -1,0 +1,90 @@
+"""Config of the ``jaeger`` receiver, in the Collector's shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from pipeline import ComponentConfig, ConfigModel, Endpoint, ListenEndpoint
+
+MAX_UDP_PAYLOAD = 65507
+
+
+class ThriftHTTPConfig(ConfigModel):
+    """``protocols.thrift_http``: the collector's ``POST /api/traces``."""
+
+    endpoint: Endpoint = "0.0.0.0:14268"
+    max_request_body_size: int = Field(20 * 1024 * 1024, ge=1024)
+    """Bodies larger than this are refused with HTTP 413."""
+
+
+class ThriftUDPConfig(ConfigModel):
+    """``protocols.thrift_compact`` / ``protocols.thrift_binary``: the agent's UDP ports."""
+
+    endpoint: Endpoint
+    queue_size: int = Field(1000, ge=1)
+    """Datagrams waiting to be decoded; more are dropped (counted)."""
+    max_packet_size: int = Field(65000, ge=512, le=MAX_UDP_PAYLOAD)
+    """Datagrams larger than this are refused (counted)."""
+    workers: int = Field(10, ge=1)
+    """Datagrams handled at once."""
+    socket_buffer_size: int = Field(0, ge=0)
+    """``SO_RCVBUF`` in bytes; 0 keeps the system default."""
+
+
+class ThriftCompactConfig(ThriftUDPConfig):
+    """``protocols.thrift_compact`` (UDP 6831)."""
+
+    endpoint: Endpoint = "0.0.0.0:6831"
+
+
+class ThriftBinaryConfig(ThriftUDPConfig):
+    """``protocols.thrift_binary`` (UDP 6832)."""
+
+    endpoint: Endpoint = "0.0.0.0:6832"
+
+
+class ProtocolsConfig(ConfigModel):
+    """``protocols``: a protocol is served when its section is present (even empty)."""
+
+    thrift_http: ThriftHTTPConfig | None = None
+    thrift_compact: ThriftCompactConfig | None = None
+    thrift_binary: ThriftBinaryConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "grpc" in data:
+            raise ValueError(
+                "grpc: Jaeger's gRPC protocol (api_v2, port 14250) is not supported by this "
+                "receiver; Jaeger clients that speak gRPC also speak OTLP: use the otlp "
+                "receiver, or thrift_http / thrift_compact / thrift_binary here"
+            )
+        return data
+
+
+class JaegerReceiverConfig(ComponentConfig):
+    """``receivers.jaeger``."""
+
+    protocols: ProtocolsConfig = ProtocolsConfig()
+
+    @model_validator(mode="after")
+    def _at_least_one_protocol(self) -> JaegerReceiverConfig:
+        if not any(
+            getattr(self.protocols, name) is not None for name in type(self.protocols).model_fields
+        ):
+            raise ValueError(
+                "must specify at least one protocol when using the Jaeger receiver: add "
+                "'protocols: {thrift_http: }' (or thrift_compact, thrift_binary)"
+            )
+        return self
+
+    def listen_endpoints(self) -> list[ListenEndpoint]:
+        out = []
+        for name in type(self.protocols).model_fields:
+            proto = getattr(self.protocols, name)
+            if proto is not None:
+                transport = "tcp" if name == "thrift_http" else "udp"
+                out.append(ListenEndpoint(f"protocols.{name}.endpoint", proto.endpoint, transport))
+        return out

@@ -1,0 +1,466 @@
+"""The ``jaeger`` receiver with real Jaeger clients: the PyPI ``jaeger-client`` over UDP
+(compact Thrift) and the npm ``jaeger-client`` over HTTP (binary Thrift, chunked); spans
+compared field by field after they arrive in OTLP. Then the refusals: malformed and
+truncated data, oversize packets and bodies, wrong content types, pipeline push-back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.transport.TTransport import TMemoryBuffer
+
+from pipeline import ComponentID, Kind
+from pipeline.errors import ConfigErrors
+from pipeline.service import Service
+from plugins._jaegerthrift.model import Batch, EmitBatchFramer, Process, encode_struct
+from tests.plugins import jaeger_capture as cap
+from tests.plugins.test_jaegerthrift import sample_span
+from tests.support import (
+    STRICT,
+    config_from_text,
+    free_port,
+    require_program,
+    running_service,
+    wait_until,
+)
+
+HERE = Path(__file__).resolve().parent
+NPM_DIR = HERE / "jaeger_npm"
+
+
+@pytest.fixture(autouse=True)
+def _capture() -> None:
+    cap.install()
+
+
+def _attrs(kvs: Any) -> dict[str, Any]:
+    out = {}
+    for kv in kvs:
+        kind = kv.value.WhichOneof("value")
+        out[kv.key] = getattr(kv.value, kind) if kind else None
+    return out
+
+
+def _config(key: str, protocols: str, refuse: str = "") -> str:
+    extra = f", refuse: {refuse}" if refuse else ""
+    return f"""
+receivers:
+  jaeger:
+    protocols:
+{protocols}
+exporters:
+  jaeger_test_capture: {{key: "{key}"{extra}}}
+service:
+  pipelines:
+    traces: {{receivers: [jaeger], exporters: [jaeger_test_capture]}}
+"""
+
+
+def _value(service: Service, name: str, **labels: str) -> float:
+    return service.telemetry.value(name, **labels)
+
+
+async def _udp_send(port: int, data: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(data, ("127.0.0.1", port))
+
+
+def _valid_packet(kind: str = "compact", n: int = 1, service: str = "udp-svc") -> bytes:
+    framer = EmitBatchFramer(Process(serviceName=service, tags=[]), kind)  # type: ignore[arg-type]
+    return framer.packet([framer.encode_span(sample_span(i)) for i in range(1, n + 1)])
+
+
+@pytest.fixture
+async def udp_receiver(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Service, int, str]]:
+    key = f"udp-{request.node.name}"
+    port = free_port(socket.SOCK_DGRAM)
+    protocols = (
+        f'      thrift_compact: {{endpoint: "127.0.0.1:{port}", max_packet_size: 2000, '
+        "queue_size: 4, workers: 1}"
+    )
+    async with running_service(_config(key, protocols)) as service:
+        yield service, port, key
+
+
+@pytest.fixture
+async def http_receiver(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[Service, str, str]]:
+    key = f"http-{request.node.name}"
+    port = free_port()
+    protocols = f'      thrift_http: {{endpoint: "127.0.0.1:{port}", max_request_body_size: 4096}}'
+    async with running_service(_config(key, protocols)) as service:
+        yield service, f"http://127.0.0.1:{port}/api/traces", key
+
+
+# -- real clients ---------------------------------------------------------------------------
+async def test_python_jaeger_client_over_udp_compact(
+    udp_receiver: tuple[Service, int, str],
+) -> None:
+    service, port, key = udp_receiver
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE / "jaeger_py_client.py"),
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    sent = {s["span_id"]: s for s in json.loads(out)}
+    await wait_until(lambda: len(cap.spans(key)) == 3)
+    got = {span.span_id.hex(): (rs, ss, span) for rs, ss, span in cap.spans(key)}
+    assert set(got) == set(sent)
+
+    for span_id, want in sent.items():
+        rs, _, span = got[span_id]
+        assert span.trace_id.hex() == want["trace_id"]  # 128-bit ids, both halves
+        assert span.name == want["name"]
+        assert span.start_time_unix_nano == want["start_us"] * 1000
+        duration = span.end_time_unix_nano - span.start_time_unix_nano
+        assert duration == want["duration_us"] * 1000
+        assert (span.parent_span_id.hex() or None) == want["parent_id"]
+        resource = _attrs(rs.resource.attributes)
+        assert resource["service.name"] == "py-jaeger-svc"
+        assert resource["jaeger.version"] == "Python-4.8.0"
+        assert resource["host.name"] == resource["hostname"]
+
+    root = got[next(i for i, s in sent.items() if s["name"] == "checkout")][2]
+    assert root.kind == Span.SPAN_KIND_SERVER
+    attrs = _attrs(root.attributes)
+    assert attrs["http.status_code"] == 200
+    assert attrs["ratio"] == 0.25
+    assert attrs["cached"] is True
+    assert attrs["user"] == "ada"
+    assert "span.kind" not in attrs
+    (event,) = root.events
+    want_root = next(s for s in sent.values() if s["name"] == "checkout")
+    assert event.name == "cart-loaded"
+    assert event.time_unix_nano == want_root["logs"][0]["ts_us"] * 1000
+    assert _attrs(event.attributes) == {"items": "3"}
+
+    charge = got[next(i for i, s in sent.items() if s["name"] == "charge")][2]
+    assert charge.kind == Span.SPAN_KIND_CLIENT
+    assert charge.status.code == Status.STATUS_CODE_ERROR
+    assert "error" not in _attrs(charge.attributes)
+
+    notify = got[next(i for i, s in sent.items() if s["name"] == "notify")][2]
+    (link,) = notify.links
+    assert link.span_id == root.span_id and link.trace_id == root.trace_id
+    assert _attrs(link.attributes) == {"opentracing.ref_type": "follows_from"}
+    assert _value(service, "otelcol_receiver_accepted_spans_total", receiver="jaeger") == 3
+
+
+async def test_npm_jaeger_client_over_http_chunked(
+    http_receiver: tuple[Service, str, str],
+) -> None:
+    require_program("node", "install Node.js 20 (apt-get install nodejs)")
+    if not (NPM_DIR / "node_modules" / "jaeger-client").is_dir():
+        message = (
+            "the npm jaeger-client is not installed: run 'npm ci --prefix tests/plugins/jaeger_npm'"
+        )
+        if STRICT:
+            pytest.fail(message)
+        pytest.skip(message)
+    service, url, key = http_receiver
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(NPM_DIR / "send.js"),
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert b"error" not in err, err.decode()
+    sent = {s["span_id"]: s for s in json.loads(out)}
+    await wait_until(lambda: len(cap.spans(key)) == 3)
+    got = {span.span_id.hex(): (rs, span) for rs, _, span in cap.spans(key)}
+    assert set(got) == set(sent)
+    for span_id, want in sent.items():
+        rs, span = got[span_id]
+        assert span.trace_id.hex() == want["trace_id"]
+        assert span.name == want["name"]
+        assert span.start_time_unix_nano == want["start_ms"] * 1_000_000
+        duration = span.end_time_unix_nano - span.start_time_unix_nano
+        assert duration == want["duration_ms"] * 1_000_000
+        assert (span.parent_span_id.hex() or None) == want["parent_id"]
+        resource = _attrs(rs.resource.attributes)
+        assert resource["service.name"] == "npm-jaeger-svc"
+        assert resource["deployment.environment"] == "test"
+        assert resource["jaeger.version"].startswith("Node-3.")
+        # Tags other than the mapped ones arrive as attributes, values and types intact.
+        expected = {k: v for k, v in want["tags"].items() if k not in ("span.kind", "error")}
+        assert _attrs(span.attributes) == expected
+        assert [(e.name, e.time_unix_nano, _attrs(e.attributes)) for e in span.events] == [
+            (
+                log["fields"]["event"],
+                log["ts_ms"] * 1_000_000,
+                {k: v for k, v in log["fields"].items() if k != "event"},
+            )
+            for log in want["logs"]
+        ]
+        assert [(link.span_id.hex(), _attrs(link.attributes)) for link in span.links] == [
+            (ref["span_id"], {"opentracing.ref_type": ref["type"]}) for ref in want["references"]
+        ]
+        kind = {"server": Span.SPAN_KIND_SERVER, "client": Span.SPAN_KIND_CLIENT}
+        assert span.kind == kind.get(want["tags"].get("span.kind"), Span.SPAN_KIND_UNSPECIFIED)
+        want_code = Status.STATUS_CODE_ERROR if want["tags"].get("error") else 0
+        assert span.status.code == want_code
+    assert _value(service, "otelcol_receiver_accepted_spans_total", receiver="jaeger") == 3
+
+
+async def test_thrift_binary_udp_from_generated_client_code() -> None:
+    """Port 6832 speaks binary Thrift; the datagram is written by the code generated from the
+    IDL that ships in the PyPI jaeger-client, not by ours."""
+    from jaeger_client.thrift_gen.agent import Agent
+    from jaeger_client.thrift_gen.jaeger import ttypes
+
+    port = free_port(socket.SOCK_DGRAM)
+    protocols = f'      thrift_binary: {{endpoint: "127.0.0.1:{port}"}}'
+    async with running_service(_config("binary-udp", protocols)):
+        span = ttypes.Span(
+            traceIdLow=-1,
+            traceIdHigh=1,
+            spanId=42,
+            parentSpanId=0,
+            operationName="bin",
+            flags=1,
+            startTime=1_700_000_000_000_000,
+            duration=10,
+            tags=[ttypes.Tag(key="n", vType=ttypes.TagType.LONG, vLong=-5)],
+        )
+        batch = ttypes.Batch(process=ttypes.Process(serviceName="bin-svc", tags=[]), spans=[span])
+        buf = TMemoryBuffer()
+        proto = TBinaryProtocol(buf)
+        proto.writeMessageBegin("emitBatch", 4, 1)
+        Agent.emitBatch_args(batch=batch).write(proto)
+        proto.writeMessageEnd()
+        await _udp_send(port, buf.getvalue())
+        await wait_until(lambda: len(cap.spans("binary-udp")) == 1)
+        _, _, got = cap.spans("binary-udp")[0]
+        assert got.trace_id.hex() == "0000000000000001ffffffffffffffff"
+        assert got.span_id.hex() == "000000000000002a"
+        assert got.end_time_unix_nano - got.start_time_unix_nano == 10_000
+        assert _attrs(got.attributes) == {"n": -5}
+
+
+# -- refusals --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(b"\x00\x01garbage", id="garbage"),
+        pytest.param(_valid_packet()[:30], id="truncated"),
+        pytest.param(_valid_packet("binary"), id="wrong-protocol"),
+        pytest.param(b"", id="empty"),
+    ],
+)
+async def test_bad_datagrams_are_counted_and_the_server_keeps_serving(
+    udp_receiver: tuple[Service, int, str], bad: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    service, port, key = udp_receiver
+    await _udp_send(port, bad)
+
+    def refused() -> float:
+        return _value(
+            service,
+            "otelcol_receiver_refused_requests_total",
+            receiver="jaeger",
+            transport="thrift_compact",
+            reason="malformed",
+        )
+
+    await wait_until(lambda: refused() == 1)
+    assert (
+        _value(
+            service,
+            "otelcol_receiver_malformed_requests_total",
+            receiver="jaeger",
+            otel_signal="traces",
+        )
+        == 1
+    )
+    assert any("refused Jaeger data" in r.getMessage() for r in caplog.records)
+    await _udp_send(port, _valid_packet(n=2))
+    await wait_until(lambda: len(cap.spans(key)) == 2)
+
+
+async def test_oversize_datagram_is_refused(udp_receiver: tuple[Service, int, str]) -> None:
+    service, port, key = udp_receiver
+    big = _valid_packet(n=40)
+    assert len(big) > 2000  # max_packet_size of the fixture
+    await _udp_send(port, big)
+    await wait_until(
+        lambda: (
+            _value(
+                service,
+                "otelcol_receiver_refused_requests_total",
+                receiver="jaeger",
+                transport="thrift_compact",
+                reason="too_large",
+            )
+            == 1
+        )
+    )
+    await _udp_send(port, _valid_packet(n=1))
+    await wait_until(lambda: len(cap.spans(key)) == 1)
+
+
+async def test_malformed_http_body_gets_400_and_is_counted(
+    http_receiver: tuple[Service, str, str],
+) -> None:
+    service, url, key = http_receiver
+    headers = {"Content-Type": "application/x-thrift"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=b"\x0c\x00\x01\xff\xff", headers=headers) as resp:
+            assert resp.status == 400
+            assert "cannot decode the Thrift Batch" in await resp.text()
+        good = encode_struct(Batch(process=Process(serviceName="s"), spans=[sample_span()]))
+        async with session.post(url, data=good[:-3], headers=headers) as resp:
+            assert resp.status == 400
+            assert "truncated" in await resp.text()
+        async with session.post(url, data=good, headers=headers) as resp:
+            assert resp.status == 202
+        async with session.post(
+            url, data=good, headers={"Content-Type": "application/vnd.apache.thrift.binary"}
+        ) as resp:
+            assert resp.status == 202
+    assert len(cap.spans(key)) == 2
+    assert (
+        _value(
+            service,
+            "otelcol_receiver_refused_requests_total",
+            receiver="jaeger",
+            transport="http",
+            reason="malformed",
+        )
+        == 2
+    )
+
+
+async def test_wrong_content_type_gets_415(http_receiver: tuple[Service, str, str]) -> None:
+    _, url, _ = http_receiver
+    headers = {"Content-Type": "application/json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=b"{}", headers=headers) as r,
+    ):
+        assert r.status == 415
+        assert "application/x-thrift" in await r.text()
+
+
+async def test_oversize_http_body_gets_413(http_receiver: tuple[Service, str, str]) -> None:
+    service, url, _ = http_receiver
+    body = encode_struct(
+        Batch(process=Process(serviceName="s"), spans=[sample_span(i) for i in range(1, 60)])
+    )
+    assert len(body) > 4096
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers={"Content-Type": "application/x-thrift"}) as r,
+    ):
+        assert r.status == 413
+    assert (
+        _value(
+            service,
+            "otelcol_receiver_refused_requests_total",
+            receiver="jaeger",
+            transport="http",
+            reason="too_large",
+        )
+        == 1
+    )
+
+
+async def test_pipeline_push_back_gets_503_with_retry_after() -> None:
+    port = free_port()
+    protocols = f'      thrift_http: {{endpoint: "127.0.0.1:{port}"}}'
+    async with running_service(_config("pushback", protocols, refuse="retryable")) as service:
+        body = encode_struct(Batch(process=Process(serviceName="s"), spans=[sample_span()]))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"http://127.0.0.1:{port}/api/traces",
+                data=body,
+                headers={"Content-Type": "application/x-thrift"},
+            ) as r,
+        ):
+            assert r.status == 503
+            assert r.headers["Retry-After"] == "7"
+        assert _value(service, "otelcol_receiver_refused_spans_total", receiver="jaeger") == 1
+
+
+# -- config ---------------------------------------------------------------------------------
+def test_config_needs_a_protocol_and_rejects_grpc() -> None:
+    base = """
+receivers:
+  jaeger: {protocols: %s}
+exporters:
+  debug:
+service:
+  pipelines:
+    traces: {receivers: [jaeger], exporters: [debug]}
+"""
+    with pytest.raises(ConfigErrors, match="at least one protocol"):
+        config_from_text(base % "{}")
+    with pytest.raises(ConfigErrors, match="gRPC protocol"):
+        config_from_text(base % "{grpc: }")
+    cfg = config_from_text(base % "{thrift_compact: , thrift_http: }")
+    receiver_cfg = cfg.components[Kind.RECEIVER][ComponentID("jaeger")]
+    endpoints = receiver_cfg.listen_endpoints()
+    assert [(e.path, e.endpoint, e.transport) for e in endpoints] == [
+        ("protocols.thrift_http.endpoint", "0.0.0.0:14268", "tcp"),
+        ("protocols.thrift_compact.endpoint", "0.0.0.0:6831", "udp"),
+    ]
+
+
+def test_gateway_process_receives_from_the_python_client(tmp_path: Path) -> None:
+    """The whole program (``pipeline run``): jaeger-client -> UDP -> jaeger receiver -> debug."""
+    import subprocess
+    import time
+
+    from tests.support import gateway
+
+    port = free_port(socket.SOCK_DGRAM)
+    config = f"""
+receivers:
+  jaeger:
+    protocols:
+      thrift_compact: {{endpoint: "127.0.0.1:{port}"}}
+exporters:
+  debug: {{verbosity: detailed}}
+service:
+  pipelines:
+    traces: {{receivers: [jaeger], exporters: [debug]}}
+"""
+    with gateway(config, tmp_path) as gw:
+        done = subprocess.run(
+            [sys.executable, str(HERE / "jaeger_py_client.py"), str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        sent = json.loads(done.stdout)
+        deadline = time.monotonic() + 10
+        text = ""
+        while time.monotonic() < deadline:
+            text = "\n".join(gw.lines())
+            if all(s["span_id"] in text for s in sent):
+                break
+            time.sleep(0.05)
+        for span in sent:
+            assert f"ID             : {span['span_id']}" in text
+            assert f"Trace ID       : {span['trace_id']}" in text
+        assert "Name           : checkout" in text
+        assert gw.stop() == 0
