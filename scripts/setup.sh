@@ -28,6 +28,10 @@ install_test_programs() {
   local missing=()
   command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
   command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+  # npm jaeger-client used by tests/plugins/test_jaegerreceiver.py (pinned by its package-lock.json)
+  if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    missing+=(nodejs npm)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
       echo "installing: ${missing[*]}"
@@ -36,5 +40,15 @@ install_test_programs() {
     else
       echo "note: not installed: ${missing[*]} (apt-get install ${missing[*]}); tests that need them are skipped" >&2
     fi
+  fi
+}
+
+install_npm_clients() {
+  if command -v npm >/dev/null 2>&1; then
+    [ -d tests/plugins/jaeger_npm/node_modules/jaeger-client ] || \
+      npm ci --prefix tests/plugins/jaeger_npm --no-audit --no-fund --silent || \
+      echo "note: npm ci --prefix tests/plugins/jaeger_npm failed; the npm Jaeger client test cannot run" >&2
+  else
+    echo "note: npm not installed (apt-get install nodejs npm); the npm Jaeger client test is skipped" >&2
   fi
 }
