@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pipeline.errors import ConsumeError, PermanentError, RetryableError
 from pipeline.pdata import Payload
+
+if TYPE_CHECKING:
+    from pipeline.component import CreateSettings
 
 
 @runtime_checkable
@@ -79,3 +82,43 @@ def fan_out(consumers: Sequence[Consumer]) -> Consumer:
     if len(consumers) == 1:
         return consumers[0]
     return FanOut(consumers)
+
+
+async def deliver_holding(
+    next_consumer: Consumer, data: Payload, settings: CreateSettings, what: str = "a batch"
+) -> bool:
+    """Deliver ``data`` from a component's background task, holding it while ``next_consumer``
+    pushes back (retried with a backoff of 50 ms doubling to 1 s, or the delay it asks for).
+
+    A permanent refusal drops the data, counted as ``refused_permanently`` and logged. Returns
+    whether the data was delivered. Cancellation (the shutdown deadline) propagates: the caller
+    still holds the data and counts it.
+    """
+    n = data.item_count()
+    delay = 0.05
+    warned = False
+    while True:
+        try:
+            await next_consumer.consume(data)
+        except RetryableError as exc:
+            if not warned:
+                settings.logger.warning(
+                    "the next component refused %s; holding it and retrying: %s",
+                    what,
+                    exc,
+                    extra={"items": n},
+                )
+                warned = True
+            await asyncio.sleep(min(delay, exc.retry_after or delay))
+            delay = min(delay * 2, 1.0)
+        except PermanentError as exc:
+            settings.telemetry.dropped(data.signal, n, "refused_permanently")
+            settings.logger.error(
+                "the next component refused %s permanently; dropping it: %s",
+                what,
+                exc,
+                extra={"dropped_items": n},
+            )
+            return False
+        else:
+            return True

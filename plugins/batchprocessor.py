@@ -29,13 +29,13 @@ from pipeline import (
     Duration,
     Host,
     Payload,
-    PermanentError,
     ProcessorFactory,
     RetryableError,
     Seconds,
     Signal,
     Stability,
 )
+from pipeline.consumer import deliver_holding
 
 BATCH_SIZE_BUCKETS = (
     10,
@@ -234,32 +234,8 @@ class BatchProcessor(Component):
         """Deliver one batch, holding it while the next component pushes back. If the task is
         cancelled (shutdown deadline), the batch stays counted in ``_held_items``."""
         n = part.item_count()
-        delay = 0.05
-        warned = False
-        while True:
-            try:
-                await self.next.consume(part)
-            except RetryableError as exc:
-                if not warned:
-                    self.settings.logger.warning(
-                        "the next component refused a batch; holding it and retrying: %s",
-                        exc,
-                        extra={"items": n},
-                    )
-                    warned = True
-                await asyncio.sleep(min(delay, exc.retry_after or delay))
-                delay = min(delay * 2, 1.0)
-                continue
-            except PermanentError as exc:
-                self.settings.telemetry.dropped(self.signal, n, "refused_permanently")
-                self.settings.logger.error(
-                    "the next component refused a batch permanently; dropping it: %s",
-                    exc,
-                    extra={"dropped_items": n},
-                )
-            else:
-                self._size_hist.observe(n)
-            break
+        if await deliver_holding(self.next, part, self.settings):
+            self._size_hist.observe(n)
         self._held_items -= n
 
 

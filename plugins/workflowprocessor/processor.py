@@ -34,12 +34,12 @@ from pipeline import (
     CreateSettings,
     Host,
     Payload,
-    PermanentError,
     RetryableError,
     Signal,
     Traces,
 )
 from pipeline._wire import ShallowTraces, SkeletonTraces
+from pipeline.consumer import deliver_holding
 from plugins._agentconv import (
     STATUS_ERROR,
     TOP_TIER,
@@ -569,30 +569,7 @@ class WorkflowProcessor(Component):
             self._update_gauges()
 
     async def _send(self, payload: Payload, count: int) -> None:
-        delay = 0.05
-        warned = False
-        while True:
-            try:
-                await self.next.consume(payload)
-            except RetryableError as exc:
-                if not warned:
-                    self.settings.logger.warning(
-                        "the next component refused released traces; holding and retrying: %s",
-                        exc,
-                        extra={"spans": count},
-                    )
-                    warned = True
-                await asyncio.sleep(min(delay, exc.retry_after or delay))
-                delay = min(delay * 2, 1.0)
-                continue
-            except PermanentError as exc:
-                self.settings.telemetry.dropped(Signal.TRACES, count, "refused_permanently")
-                self.settings.logger.error(
-                    "the next component refused released traces permanently; dropping: %s",
-                    exc,
-                    extra={"dropped_items": count},
-                )
-            return
+        await deliver_holding(self.next, payload, self.settings, "released traces")
 
     async def _timer_loop(self) -> None:
         loop = asyncio.get_running_loop()
