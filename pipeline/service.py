@@ -17,6 +17,7 @@ from pipeline.config import Config
 from pipeline.configtypes import check_bindable, split_endpoint
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.graph import Graph, Node
+from pipeline.httpserver import serve
 from pipeline.telemetry import LOGGER_NAME, SelfTelemetry
 
 log = logging.getLogger(f"{LOGGER_NAME}.service")
@@ -164,12 +165,7 @@ class Service:
 
         app = web.Application()
         app.router.add_get("/metrics", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        host, port = split_endpoint(metrics.address)
-        site = web.TCPSite(runner, host or None, port)
-        await site.start()
-        self._telemetry_runner = runner
+        self._telemetry_runner = await serve(app, metrics.address)
         log.info("own telemetry served", extra={"address": metrics.address})
 
     async def shutdown(self) -> None:

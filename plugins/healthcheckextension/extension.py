@@ -20,7 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline import Component, CreateSettings, ExporterHelper, Host, Kind, split_endpoint
+from pipeline import Component, CreateSettings, ExporterHelper, Host, Kind
+from pipeline.httpserver import serve
 from plugins.healthcheckextension.config import HealthCheckExtensionConfig
 
 # Component statuses (Service.report_status) that mean the gateway cannot go on.
@@ -84,16 +85,7 @@ class HealthCheckExtension(Component):
         app.router.add_get(self.config.path, self._overall)
         app.router.add_get(f"{base}/live", self._live)
         app.router.add_get(f"{base}/ready", self._ready)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        host_name, port = split_endpoint(self.config.endpoint)
-        site = web.TCPSite(runner, host_name or None, port)
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+        self._runner = await serve(app, self.config.endpoint)
         if self.config.check_collector_pipeline.enabled:
             self._sampler = asyncio.create_task(self._sample_loop(), name="health_check-sampler")
         self.settings.logger.info(

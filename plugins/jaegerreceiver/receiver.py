@@ -21,6 +21,7 @@ from pipeline import (
     Traces,
     split_endpoint,
 )
+from pipeline.httpserver import serve
 from plugins._jaegerthrift.model import (
     Batch,
     Protocol,
@@ -207,16 +208,7 @@ class ThriftHTTPServer:
     async def start(self) -> None:
         app = web.Application(client_max_size=self.config.max_request_body_size)
         app.router.add_post("/api/traces", self.handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        host, port = split_endpoint(self.config.endpoint)
-        site = web.TCPSite(runner, host or None, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+        self._runner = await serve(app, self.config.endpoint)
         self.receiver.settings.logger.info(
             "Jaeger Thrift/HTTP listening", extra={"endpoint": self.config.endpoint}
         )

@@ -10,7 +10,8 @@ from prometheus_client import exposition
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from pipeline import Component, CreateSettings, Host, Payload, Signal, split_endpoint
+from pipeline import Component, CreateSettings, Host, Payload, Signal
+from pipeline.httpserver import serve
 from plugins.prometheusexporter.accumulator import Accumulator
 from plugins.prometheusexporter.config import PrometheusExporterConfig
 
@@ -101,16 +102,7 @@ class PrometheusExporter(Component):
             return
         app = web.Application()
         app.router.add_get("/metrics", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        hostname, port = split_endpoint(self.config.endpoint)
-        site = web.TCPSite(runner, hostname or None, port)
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+        self._runner = await serve(app, self.config.endpoint)
         self.settings.logger.info(
             "serving metrics for Prometheus", extra={"endpoint": self.config.endpoint}
         )
