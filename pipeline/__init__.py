@@ -31,6 +31,7 @@ from pipeline.errors import (
     ConfigErrors,
     ConsumeError,
     PermanentError,
+    RequestTooLargeError,
     RetryableError,
 )
 from pipeline.exporterhelper import ExporterHelper, ExporterHelperConfig, QueueConfig, RetryConfig
@@ -77,6 +78,7 @@ __all__ = [
     "QueueConfig",
     "ReceiverFactory",
     "Registry",
+    "RequestTooLargeError",
     "RetryConfig",
     "RetryableError",
     "Seconds",

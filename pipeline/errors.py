@@ -72,5 +72,10 @@ class PermanentError(ConsumeError):
     """The data can never be accepted (malformed, rejected by policy); retrying is pointless."""
 
 
+class RequestTooLargeError(PermanentError):
+    """The receiving side refused a request as too large (gRPC "message larger than max", HTTP
+    413). The exporter helper sends such a request again in halves, down to single items."""
+
+
 class ComponentStartError(Exception):
     """A component could not start (for example its endpoint could not be bound)."""

@@ -12,8 +12,14 @@ An exporter built on it provides one coroutine, ``send(payload)``, that raises
 :class:`~pipeline.errors.RetryableError` (optionally with the delay the server asked for) or
 :class:`~pipeline.errors.PermanentError`. With the queue enabled, ``consume`` returns once the
 payload is queued, and refuses it with a retryable error when the queue is full (counted as
-``enqueue_failed``). Shutdown drains the queue until the service's shutdown deadline; whatever
-is still queued then is counted as ``send_failed`` and logged.
+``enqueue_failed``). A :class:`~pipeline.errors.RequestTooLargeError` from ``send`` (the
+receiving side refused the request as too large) makes the helper send the payload again in
+halves, each half with its own retries, recursively down to a single item; an item still too
+large is dropped and counted. With ``max_request_bytes`` the helper splits a payload whose
+encoding is larger before sending it. Splits are counted in
+``otelcol_exporter_split_requests_total{exporter,data_type,reason}``. Shutdown drains the
+queue until the service's shutdown deadline; whatever is still queued then is counted as
+``send_failed`` and logged.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pydantic import Field, model_validator
 
 from pipeline.component import Component, CreateSettings, Host
 from pipeline.configtypes import ComponentConfig, ConfigModel, Duration, Seconds
-from pipeline.errors import PermanentError, RetryableError
+from pipeline.errors import ConsumeError, PermanentError, RequestTooLargeError, RetryableError
 from pipeline.pdata import Payload, Signal
 
 SendFunc = Callable[[Payload], Awaitable[None]]
@@ -98,11 +104,13 @@ class ExporterHelper(Component):
         send: SendFunc,
         *,
         retry_enabled: bool | None = None,
+        max_request_bytes: int = 0,
     ) -> None:
         self.settings = settings
         self.signal = signal
         self.config = config
         self._send = send
+        self.max_request_bytes = max_request_bytes
         self._retry = config.retry_on_failure
         if retry_enabled is not None:
             self._retry = self._retry.model_copy(update={"enabled": retry_enabled})
@@ -128,6 +136,12 @@ class ExporterHelper(Component):
             "Capacity of the sending queue (batches).",
             ("exporter", "data_type"),
         ).labels(settings.name, str(signal))
+        self._split_counter = tel.service.counter(
+            "otelcol_exporter_split_requests",
+            "Requests sent in parts: refused by the receiving side as too large "
+            "(reason too_large) or above max_request_bytes (reason max_request_bytes).",
+            ("exporter", "data_type", "reason"),
+        )
         self._capacity_gauge.set(
             config.sending_queue.queue_size if config.sending_queue.enabled else 0
         )
@@ -224,8 +238,19 @@ class ExporterHelper(Component):
                 if not self._queue and not self._in_flight:
                     self._idle.set()
 
-    async def _deliver(self, data: Payload, n: int, raise_errors: bool) -> None:
+    async def _deliver(
+        self, data: Payload, n: int, raise_errors: bool, split_depth: int = 0
+    ) -> None:
         """Send with retries; count the outcome. Raises only when ``raise_errors``."""
+        if self.max_request_bytes and n > 1 and data.nbytes > self.max_request_bytes:
+            pieces = -(-data.nbytes // self.max_request_bytes)
+            parts = data.split(max(1, -(-n // pieces)))
+            if len(parts) > 1:
+                self._split_counter.labels(
+                    self.settings.name, str(self.signal), "max_request_bytes"
+                ).inc()
+                await self._deliver_parts(parts, raise_errors, split_depth)
+                return
         tel = self.settings.telemetry
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -248,6 +273,8 @@ class ExporterHelper(Component):
                     tel.sent(self.signal, n)
                     self.consecutive_failures = 0
                     return
+                if isinstance(error, RequestTooLargeError):
+                    break  # sent in parts below, outside this attempt's accounting
                 self.consecutive_failures += 1
                 self.last_error = str(error)
                 if isinstance(error, PermanentError) or not self._retry.enabled:
@@ -287,6 +314,59 @@ class ExporterHelper(Component):
                 "export interrupted by shutdown, dropping data", extra={"dropped_items": n}
             )
             raise
+        await self._split_too_large(data, n, error, raise_errors, split_depth)
+
+    async def _split_too_large(
+        self, data: Payload, n: int, error: Exception, raise_errors: bool, split_depth: int
+    ) -> None:
+        """The receiving side refused ``data`` as too large: send it in halves."""
+        parts = data.split(max(1, n // 2)) if n > 1 else [data]
+        if len(parts) < 2:
+            self.consecutive_failures += 1
+            self.last_error = str(error)
+            self.settings.telemetry.send_failed(self.signal, n)
+            self.settings.logger.error(
+                "export failed, dropping data: a single %s is too large for the receiving "
+                "side (%d bytes encoded): %s",
+                "span" if n == 1 and self.signal is Signal.TRACES else "item",
+                data.nbytes,
+                error,
+                extra={"dropped_items": n, "request_bytes": data.nbytes, "permanent": True},
+            )
+            if raise_errors:
+                raise error
+            return
+        self._split_counter.labels(self.settings.name, str(self.signal), "too_large").inc()
+        if split_depth == 0:
+            self.settings.logger.warning(
+                "the receiving side refused a request of %d items (%d bytes encoded) as too "
+                "large; sending it in parts (lower the batch size or set max_request_bytes to "
+                "avoid this): %s",
+                n,
+                data.nbytes,
+                error,
+                extra={"items": n, "request_bytes": data.nbytes},
+            )
+        await self._deliver_parts(parts, raise_errors, split_depth)
+
+    async def _deliver_parts(
+        self, parts: list[Payload], raise_errors: bool, split_depth: int
+    ) -> None:
+        """Deliver each part in order, each with its own retries and counts."""
+        first_error: ConsumeError | None = None
+        delivered = False
+        for part in parts:
+            try:
+                await self._deliver(part, part.item_count(), raise_errors, split_depth + 1)
+            except ConsumeError as exc:
+                first_error = first_error or exc
+            else:
+                delivered = True
+        if first_error is not None:
+            if delivered and isinstance(first_error, RetryableError):
+                # Some parts went through: a retry of the whole would duplicate them.
+                raise PermanentError(str(first_error)) from first_error
+            raise first_error
 
 
 def exporter_helper_fields() -> dict[str, Any]:

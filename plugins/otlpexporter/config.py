@@ -41,6 +41,10 @@ class OTLPExporterConfig(ExporterHelperConfig):
     compression: Compression = "gzip"
     balancer_name: str = ""
     authority: str = ""
+    max_request_bytes: int = Field(0, ge=0)
+    """Split a batch whose protobuf encoding (before compression) is larger than this many
+    bytes into requests below it before sending; 0 = off. Requests the server refuses as too
+    large are split in any case."""
 
     @model_validator(mode="after")
     def _endpoint(self) -> OTLPExporterConfig:

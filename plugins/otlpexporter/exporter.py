@@ -43,7 +43,13 @@ class OTLPExporter(Component):
         self.config = config
         self.signal = signal
         self.sender = sender
-        self.helper = ExporterHelper(settings, signal, config, self._send)
+        self.helper = ExporterHelper(
+            settings,
+            signal,
+            config,
+            self._send,
+            max_request_bytes=getattr(config, "max_request_bytes", 0),
+        )
 
     async def _send(self, payload: Payload) -> None:
         await self.sender.send(self.signal, payload.to_bytes())

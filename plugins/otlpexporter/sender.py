@@ -5,7 +5,11 @@ and return raw bytes, and maps gRPC outcomes to the OTLP specification's split: 
 (``CANCELLED``, ``DEADLINE_EXCEEDED``, ``ABORTED``, ``OUT_OF_RANGE``, ``UNAVAILABLE``,
 ``DATA_LOSS``, and ``RESOURCE_EXHAUSTED`` only when the server sent ``RetryInfo``) raise
 :class:`~pipeline.RetryableError` with the server's delay; every other code raises
-:class:`~pipeline.PermanentError`. A response with ``partial_success`` is counted and logged.
+:class:`~pipeline.PermanentError`. A refusal because the message is larger than the server (or
+this client) accepts raises :class:`~pipeline.RequestTooLargeError`, whatever its code: gRPC
+C-core and grpc-go answer ``RESOURCE_EXHAUSTED`` "received message larger than max", tonic
+(rotel) ``OUT_OF_RANGE`` "decoded message length too large"; the exporter helper then sends the
+request in halves. A response with ``partial_success`` is counted and logged.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from pipeline import ComponentTelemetry, PermanentError, RetryableError, Signal
+from pipeline import (
+    ComponentTelemetry,
+    PermanentError,
+    RequestTooLargeError,
+    RetryableError,
+    Signal,
+)
 from plugins.otlpexporter.config import ClientTLSConfig, OTLPExporterConfig
 
 METHODS = {
@@ -40,6 +50,21 @@ RETRYABLE_CODES = frozenset(
     }
 )
 MAX_MESSAGE = 256 << 20
+# How servers word a refusal of an oversize message (lower case): gRPC C-core and grpc-go
+# ("[grpc: ]received message larger than max (N vs. M)", and "sent ..." for the client's own
+# limit), tonic ("decoded message length too large"), grpc-java ("... exceeds maximum ...").
+TOO_LARGE_MARKERS = (
+    "message larger than max",
+    "message length too large",
+    "exceeds maximum",
+)
+TOO_LARGE_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE})
+
+
+def is_too_large(code: grpc.StatusCode, details: str | None) -> bool:
+    """Whether a failed call was refused because its message was too large."""
+    text = (details or "").lower()
+    return code in TOO_LARGE_CODES and any(m in text for m in TOO_LARGE_MARKERS)
 
 
 def retry_delay_from_trailers(metadata: Any) -> float | None:
@@ -183,6 +208,8 @@ class OTLPGrpcSender:
         """The OTLP specification's retryable/permanent split of a failed call."""
         code = exc.code()
         text = f"{self.config.endpoint}: {code.name}: {exc.details()}"
+        if is_too_large(code, exc.details()):
+            return RequestTooLargeError(text)
         delay = retry_delay_from_trailers(exc.trailing_metadata())
         if code in RETRYABLE_CODES:
             return RetryableError(text, retry_after=delay)

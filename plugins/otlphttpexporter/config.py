@@ -30,6 +30,10 @@ class OTLPHTTPExporterConfig(ExporterHelperConfig):
     encoding: Literal["proto", "json"] = "proto"
     timeout: Duration = Seconds(30.0)
     max_idle_conns: int = Field(100, ge=0)
+    max_request_bytes: int = Field(0, ge=0)
+    """Split a batch whose protobuf encoding (before compression) is larger than this many
+    bytes into requests below it before sending; 0 = off. Requests the server refuses as too
+    large are split in any case."""
 
     @model_validator(mode="after")
     def _urls(self) -> OTLPHTTPExporterConfig:

@@ -2,8 +2,10 @@
 
 :class:`OTLPHttpSender` is the reusable part. Outcomes follow the OTLP specification: ``429``,
 ``502``, ``503`` and ``504`` (and connection failures) are retryable, honouring ``Retry-After``
-(seconds or an HTTP date); other non-2xx statuses are permanent, with the server's
-``google.rpc.Status`` message when it sent one. ``partial_success`` is counted and logged.
+(seconds or an HTTP date); ``413 Payload Too Large`` raises
+:class:`~pipeline.RequestTooLargeError` (the exporter helper sends the request in halves); other
+non-2xx statuses are permanent, with the server's ``google.rpc.Status`` message when it sent one.
+``partial_success`` is counted and logged.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ import aiohttp
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
-from pipeline import ComponentTelemetry, PermanentError, RetryableError, Signal, payload_type
+from pipeline import (
+    ComponentTelemetry,
+    PermanentError,
+    RequestTooLargeError,
+    RetryableError,
+    Signal,
+    payload_type,
+)
 from plugins.otlpexporter.config import ClientTLSConfig
 from plugins.otlpexporter.sender import parse_partial_success, record_partial_success
 from plugins.otlphttpexporter.config import OTLPHTTPExporterConfig
@@ -151,6 +160,8 @@ class OTLPHttpSender:
             record_partial_success(signal, rejected, message, self.telemetry, self.logger)
             return
         text = f"{url}: HTTP {status}: {error_message(content, content_type)}"
+        if status == 413:
+            raise RequestTooLargeError(text)
         if status in RETRYABLE_STATUSES:
             raise RetryableError(
                 text, retry_after=parse_retry_after(retry_after), resource_exhausted=status == 429
