@@ -34,6 +34,7 @@ INTENDED = {
     "Registry",
     "RetryConfig",
     "RetryableError",
+    "RequestTooLargeError",
     "Seconds",
     "SharedComponents",
     "Signal",
