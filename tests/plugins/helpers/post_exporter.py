@@ -37,9 +37,12 @@ class PostExporter(ExporterHelper):
         await super().start(host)
 
     async def shutdown(self) -> None:
-        await super().shutdown()
-        if self.session is not None:
-            await self.session.close()
+        try:
+            await super().shutdown()
+        finally:
+            if self.session is not None:
+                await self.session.close()
+                self.session = None
 
     async def _post(self, payload: Payload) -> None:
         assert self.session is not None
