@@ -16,7 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from pipeline import Consumer, CreateSettings, Payload
 from plugins._agentconv import attr_str
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
-from plugins._spanview import TracesView, value_str
+from plugins._spanview import TracesView, cached_str
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
 
 SPAN_KINDS = (
@@ -134,7 +134,7 @@ class SpanMetricsConnector(FlushingConnector):
                         for dim, default in dimensions:
                             value = span_attrs.get(dim)
                             if value is not None:
-                                key.append((dim, value_str(value)))
+                                key.append((dim, cached_str(value)))
                             elif dim in resource_attrs:
                                 key.append((dim, resource_attrs[dim]))
                             elif default is not None:

@@ -47,7 +47,7 @@ from plugins._agentconv import (
     ErrorClassifier,
     outcome_from,
 )
-from plugins._spanview import SpanView, value_str
+from plugins._spanview import SpanView, cached_str, value_str
 from plugins.workflowprocessor.config import WorkflowConfig
 
 # Python-side cost of holding one span beyond its encoding: the bytes objects of the span and
@@ -311,7 +311,7 @@ class WorkflowProcessor(Component):
                             self.names.agent_id
                         )
                         if agent_value is not None:
-                            trace.agent_id = value_str(agent_value)
+                            trace.agent_id = cached_str(agent_value)
                     trace.spans.append(span_raw)
                     trace.groups.append(group)
                     trace.ids.append(sk.span_id)
@@ -334,7 +334,7 @@ class WorkflowProcessor(Component):
 
         def get(key: str) -> str:
             value = attrs.get(key)
-            return value_str(value) if value is not None else ""
+            return cached_str(value) if value is not None else ""
 
         agent = get(names.agent_id)
         name = view.name.decode("utf-8", "replace")
@@ -361,7 +361,8 @@ class WorkflowProcessor(Component):
         wf_type = get(names.workflow_type) or get(names.workflow_name)
         if not wf_type:
             wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or "unknown"
-        wf_id = get(names.workflow_id) or trace_id.hex()
+        wf_id_raw = attrs.get(names.workflow_id)  # unique per workflow: not cached
+        wf_id = (value_str(wf_id_raw) if wf_id_raw is not None else "") or trace_id.hex()
         return _RootFacts(True, wf_id, wf_type, outcome), agent
 
     def _check_tool_call(self, span_raw: bytes) -> tuple[bytes, bool]:
@@ -373,8 +374,8 @@ class WorkflowProcessor(Component):
         names = self.names
         op = attrs.get(names.operation_name)
         method = attrs.get(names.mcp_method_name)
-        tool = (op is not None and value_str(op) == names.tool_operation) or (
-            method is not None and value_str(method) == names.mcp_tool_method
+        tool = (op is not None and cached_str(op) == names.tool_operation) or (
+            method is not None and cached_str(method) == names.mcp_tool_method
         )
         if tool and names.error_type not in attrs and view.status:
             span = Span.FromString(span_raw)
