@@ -74,13 +74,17 @@ def _len_field(tag: int, payload: bytes) -> bytes:
     return bytes((tag,)) + _varint(len(payload)) + payload
 
 
+def _encode_attribute(key: str, value: str) -> bytes:
+    any_value = _len_field(0x0A, value.encode())
+    kv = _len_field(0x0A, key.encode()) + _len_field(0x12, any_value)
+    return _len_field(0x4A, kv)
+
+
 @functools.lru_cache(maxsize=8192)
 def encode_attribute(key: str, value: str) -> bytes:
     """``Span.attributes`` entry (field 9) holding ``KeyValue{key, AnyValue{string_value}}``,
     ready to be appended to an encoded span (cached: keys and most values repeat)."""
-    any_value = _len_field(0x0A, value.encode())
-    kv = _len_field(0x0A, key.encode()) + _len_field(0x12, any_value)
-    return _len_field(0x4A, kv)
+    return _encode_attribute(key, value)
 
 
 def key_marker(key: str) -> bytes:
@@ -171,6 +175,10 @@ class WorkflowProcessor(Component):
         self._released_children = {}
         self._groups: dict[GroupKey, GroupKey] = {}
         self._workflow_children: dict[str, Any] = {}
+        self._pending_released: dict[str, list[int]] = {}
+        self._pending_outcomes: dict[str, int] = {}
+        self._stamp_tails: dict[tuple[str, ...], bytes] = {}
+        self._depth_cap = max((t.max_depth for t in config.complexity_tiers), default=0) + 1
         self._init_telemetry()
 
     # -- self-telemetry -------------------------------------------------------------------------
@@ -421,13 +429,11 @@ class WorkflowProcessor(Component):
     def _forget(self, trace_id: bytes, trace: _Trace, reason: str) -> None:
         self._held_bytes -= trace.nbytes
         self._held_spans -= len(trace.spans)
-        children = self._released_children.get(reason)
-        if children is None:
-            name = self.settings.name
-            children = (self._c_traces.labels(name, reason), self._c_spans.labels(name, reason))
-            self._released_children[reason] = children
-        children[0].inc()
-        children[1].inc(len(trace.spans))
+        pending = self._pending_released.get(reason)
+        if pending is None:
+            pending = self._pending_released[reason] = [0, 0]
+        pending[0] += 1
+        pending[1] += len(trace.spans)
         stamp = self._stamp_for(trace)
         if self.config.late_span_cache_size and trace.root is not None:
             self._released[trace_id] = stamp
@@ -471,6 +477,7 @@ class WorkflowProcessor(Component):
         self._update_gauges()
 
     def _release(self, traces: list[_Trace]) -> None:
+        self._flush_counts()
         by_group: dict[GroupKey, list[bytes]] = {}
         count = 0
         for trace in traces:
@@ -488,6 +495,10 @@ class WorkflowProcessor(Component):
             if all(g is first for g in groups):
                 # the common case: the whole trace from one resource and scope
                 out = by_group.setdefault(first, [])
+                if search(b"".join(spans)) is None:
+                    # no span has any stamp attribute: one search for the whole trace
+                    out.extend([span_raw + suffix for span_raw in spans])
+                    continue
                 for span_raw in spans:
                     if search(span_raw) is None:
                         out.append(span_raw + suffix)
@@ -523,25 +534,48 @@ class WorkflowProcessor(Component):
             outcome,
             self._tier(trace),
         )
-        child = self._workflow_children.get(outcome)
-        if child is None:
-            child = self._workflow_children[outcome] = self._c_workflows.labels(
-                self.settings.name, outcome
-            )
-        child.inc()
+        pending = self._pending_outcomes
+        pending[outcome] = pending.get(outcome, 0) + 1
         pairs = list(zip(self._stamp_keys, values, strict=True))
-        return _Stamp(pairs, b"".join(encode_attribute(k, v) for k, v in pairs))
+        # the workflow id is unique: encoded uncached; the other four repeat: encoded once
+        tail_key = values[1:]
+        tail = self._stamp_tails.get(tail_key)
+        if tail is None:
+            if len(self._stamp_tails) >= 4096:
+                self._stamp_tails.clear()
+            tail = b"".join(encode_attribute(k, v) for k, v in pairs[1:])
+            self._stamp_tails[tail_key] = tail
+        return _Stamp(pairs, _encode_attribute(pairs[0][0], pairs[0][1]) + tail)
+
+    def _flush_counts(self) -> None:
+        """Adds the release and outcome counts gathered since the last call to the
+        self-telemetry counters (once per release, not once per trace)."""
+        name = self.settings.name
+        for reason, (traces, spans) in self._pending_released.items():
+            children = self._released_children.get(reason)
+            if children is None:
+                children = (self._c_traces.labels(name, reason), self._c_spans.labels(name, reason))
+                self._released_children[reason] = children
+            children[0].inc(traces)
+            children[1].inc(spans)
+        self._pending_released.clear()
+        for outcome, n in self._pending_outcomes.items():
+            child = self._workflow_children.get(outcome)
+            if child is None:
+                child = self._workflow_children[outcome] = self._c_workflows.labels(name, outcome)
+            child.inc(n)
+        self._pending_outcomes.clear()
 
     def _tier(self, trace: _Trace) -> str:
         spans = len(trace.spans)
-        depth = _max_depth(trace.ids, trace.parents)
+        tool_calls = trace.tool_calls
+        depth = -1  # computed only if a tier's span and tool bounds are met
         for tier in self.config.complexity_tiers:
-            if (
-                spans <= tier.max_spans
-                and trace.tool_calls <= tier.max_tool_calls
-                and depth <= tier.max_depth
-            ):
-                return tier.name
+            if spans <= tier.max_spans and tool_calls <= tier.max_tool_calls:
+                if depth < 0:
+                    depth = _max_depth(trace.ids, trace.parents, self._depth_cap)
+                if depth <= tier.max_depth:
+                    return tier.name
         return TOP_TIER
 
     # -- sending ----------------------------------------------------------------------------------
@@ -661,9 +695,10 @@ class WorkflowProcessor(Component):
             self._update_gauges()
 
 
-def _max_depth(ids: list[bytes], parents: list[bytes]) -> int:
+def _max_depth(ids: list[bytes], parents: list[bytes], cap: int = 0) -> int:
     """Depth of the span tree (a root alone is depth 1), level by level from the spans whose
-    parent is not in the trace; bounded even if the ids form a cycle."""
+    parent is not in the trace; bounded even if the ids form a cycle. With ``cap``, no more
+    than ``cap`` levels are walked (the result is ``min(depth, cap)``)."""
     present = set(ids)
     children: dict[bytes, list[bytes]] = {}
     level: list[bytes] = []
@@ -675,7 +710,7 @@ def _max_depth(ids: list[bytes], parents: list[bytes]) -> int:
     depth = 0
     seen = 0
     total = len(ids)
-    while level and seen < total:
+    while level and seen < total and depth != cap:
         depth += 1
         seen += len(level)
         nxt: list[bytes] = []
