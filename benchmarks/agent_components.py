@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in flushes:
             extra = f"  (one flush: {statistics.median(flushes[name]) * 1e3:.1f} ms)"
         runs = " ".join(f"{t / n_spans * 1e6:.2f}" for t in times)
-        print(f"  {name:13s} {us:6.2f}   runs: {runs}{extra}")
+        low = min(times) / n_spans * 1e6
+        print(f"  {name:13s} {us:6.2f}   min {low:5.2f}   runs: {runs}{extra}")
     print(f"  {'total':13s} {total:6.2f}")
     return 0
 

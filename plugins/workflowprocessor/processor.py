@@ -109,6 +109,7 @@ class _Trace:
     parents: list[bytes] = field(default_factory=list)
     nbytes: int = TRACE_OVERHEAD
     root_index: int = -1
+    root_present: tuple[str, ...] = ()  # the stamp attributes the root already has
     root: _RootFacts | None = None  # what the root span says, once it arrived
     agent_id: str = ""
     tool_calls: int = 0
@@ -123,6 +124,7 @@ class _RootFacts:
     workflow_id: str = ""
     workflow_type: str = ""
     outcome: str = ""
+    present: tuple[str, ...] = ()  # stamp attributes already on the root
 
 
 @dataclass(slots=True)
@@ -312,6 +314,7 @@ class WorkflowProcessor(Component):
                     if not parent:
                         trace.root_index = len(trace.spans)
                         trace.root, agent = self._root_facts(span_raw, trace_id)
+                        trace.root_present = trace.root.present
                         if agent:
                             trace.agent_id = agent
                     elif not trace.agent_id and agent_marker in span_raw:
@@ -371,7 +374,8 @@ class WorkflowProcessor(Component):
             wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or "unknown"
         wf_id_raw = attrs.get(names.workflow_id)  # unique per workflow: not cached
         wf_id = (value_str(wf_id_raw) if wf_id_raw is not None else "") or trace_id.hex()
-        return _RootFacts(True, wf_id, wf_type, outcome), agent
+        present = tuple(k for k in self._stamp_keys if k in attrs)
+        return _RootFacts(True, wf_id, wf_type, outcome, present), agent
 
     def _check_tool_call(self, span_raw: bytes) -> tuple[bytes, bool]:
         """Look at a span that may be a tool call (its attributes read as a C-level map); a
@@ -498,6 +502,22 @@ class WorkflowProcessor(Component):
                 if search(b"".join(spans)) is None:
                     # no span has any stamp attribute: one search for the whole trace
                     out.extend([span_raw + suffix for span_raw in spans])
+                    continue
+                ri = trace.root_index
+                if (
+                    ri >= 0
+                    and search(b"".join(spans[:ri])) is None
+                    and search(b"".join(spans[ri + 1 :])) is None
+                ):
+                    # only the root has stamp attributes (say workflow.id): known from ingest
+                    stamped = [span_raw + suffix for span_raw in spans]
+                    present = trace.root_present
+                    stamped[ri] = spans[ri] + b"".join(
+                        encode_attribute(k, v) if i else _encode_attribute(k, v)
+                        for i, (k, v) in enumerate(stamp.attrs)
+                        if k not in present
+                    )
+                    out.extend(stamped)
                     continue
                 for span_raw in spans:
                     if search(span_raw) is None:
