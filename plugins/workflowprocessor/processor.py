@@ -93,6 +93,9 @@ def key_marker(key: str) -> bytes:
     return b"\x0a" + _varint(len(raw)) + raw
 
 
+# ``ScopeSpans.spans`` field headers (tag 2, length) by span length (lengths repeat)
+_SPAN_HEADERS: dict[int, bytes] = {n: b"\x12" + _varint(n) for n in range(1, 16384)}
+
 GroupKey = tuple[bytes, bytes, bytes, bytes]  # resource, its schema url, scope, its schema url
 
 
@@ -535,11 +538,33 @@ class WorkflowProcessor(Component):
 
     @staticmethod
     def _assemble_groups(by_group: dict[GroupKey, list[bytes]]) -> bytes:
-        out = ShallowTraces()
+        """An ``ExportTraceServiceRequest`` with one ``ResourceSpans`` / ``ScopeSpans`` per
+        group, written directly on the wire (length-prefixed fields joined once: no message
+        is built, each span is copied once). Empty fields are left out, as protobuf does."""
+        headers = _SPAN_HEADERS
+        out: list[bytes] = []
         for (resource, resource_url, scope, scope_url), spans in by_group.items():
-            rs = out.resource_spans.add(resource=resource, schema_url=resource_url)
-            rs.scope_spans.add(scope=scope, schema_url=scope_url, spans=spans)
-        return bytes(out.SerializeToString())
+            parts: list[bytes] = []
+            if scope:
+                parts += (b"\x0a", _varint(len(scope)), scope)
+            for span_raw in spans:
+                n = len(span_raw)
+                header = headers.get(n)
+                if header is None:
+                    header = headers[n] = b"\x12" + _varint(n)
+                parts += (header, span_raw)
+            if scope_url:
+                parts += (b"\x1a", _varint(len(scope_url)), scope_url)
+            scope_spans = b"".join(parts)
+            rs: list[bytes] = []
+            if resource:
+                rs += (b"\x0a", _varint(len(resource)), resource)
+            rs += (b"\x12", _varint(len(scope_spans)), scope_spans)
+            if resource_url:
+                rs += (b"\x1a", _varint(len(resource_url)), resource_url)
+            resource_spans = b"".join(rs)
+            out += (b"\x0a", _varint(len(resource_spans)), resource_spans)
+        return b"".join(out)
 
     def _stamp_for(self, trace: _Trace) -> _Stamp | None:
         """The workflow attributes of a trace, or ``None`` if it is not a workflow."""
@@ -730,7 +755,7 @@ def _max_depth(ids: list[bytes], parents: list[bytes], cap: int = 0) -> int:
     depth = 0
     seen = 0
     total = len(ids)
-    while level and seen < total and depth != cap:
+    while level and seen < total and (not cap or depth < cap):
         depth += 1
         seen += len(level)
         nxt: list[bytes] = []
