@@ -118,7 +118,9 @@ class Metric:
     def __len__(self) -> int:
         return len(self.series)
 
-    def _series(self, key: SeriesKey, now_ns: int) -> Series:
+    def _series(self, key: SeriesKey, now_ns: int, n: int = 1) -> Series:
+        """The series of ``key`` (created if new), or the overflow series if the limit is
+        reached (``n``: how many measurements are about to be recorded in it)."""
         s = self.series.get(key)
         if s is not None:
             return s
@@ -126,9 +128,9 @@ class Metric:
         if limit and len(self.series) - ((OVERFLOW_RESOURCE, OVERFLOW_ATTRS) in self.series) >= (
             limit
         ):
-            self.overflowed += 1
+            self.overflowed += n
             if self._on_overflow is not None:
-                self._on_overflow(self.name, 1)
+                self._on_overflow(self.name, n)
             key = (OVERFLOW_RESOURCE, OVERFLOW_ATTRS)
             s = self.series.get(key)
             if s is not None:
@@ -140,8 +142,42 @@ class Metric:
     def add(self, resource: bytes, attrs: Attrs, value: float, now_ns: int) -> None:
         """Add to a counter."""
         key = (resource, attrs)
-        s = self._series(key, now_ns)
+        s = self.series.get(key)
+        if s is None:
+            s = self._series(key, now_ns)
         s.count += value
+        s.last_ns = now_ns
+        if self.track_touched:
+            self._touched.add(key)
+
+    def add_count(self, resource: bytes, attrs: Attrs, n: int, now_ns: int) -> None:
+        """Add ``n`` measurements of 1 to a counter at once (as ``n`` calls of :meth:`add`)."""
+        key = (resource, attrs)
+        s = self.series.get(key)
+        if s is None:
+            s = self._series(key, now_ns, n)
+        s.count += n
+        s.last_ns = now_ns
+        if self.track_touched:
+            self._touched.add(key)
+
+    def observe_many(
+        self, resource: bytes, attrs: Attrs, values: Sequence[float], now_ns: int
+    ) -> None:
+        """Record several histogram measurements without exemplars (as many calls of
+        :meth:`observe` without ids)."""
+        key = (resource, attrs)
+        s = self.series.get(key)
+        if s is None:
+            s = self._series(key, now_ns, len(values))
+        s.count += len(values)
+        total = s.sum  # added one by one, as observe() does (same rounding)
+        buckets = s.buckets
+        bounds = self.bounds
+        for value in values:
+            total += value
+            buckets[bisect.bisect_left(bounds, value)] += 1
+        s.sum = total
         s.last_ns = now_ns
         if self.track_touched:
             self._touched.add(key)
@@ -165,7 +201,9 @@ class Metric:
     ) -> None:
         """Record a histogram measurement (with an exemplar when ids are given)."""
         key = (resource, attrs)
-        s = self._series(key, now_ns)
+        s = self.series.get(key)
+        if s is None:
+            s = self._series(key, now_ns)
         s.count += 1
         s.sum += value
         s.buckets[bisect.bisect_left(self.bounds, value)] += 1

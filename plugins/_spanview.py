@@ -107,3 +107,19 @@ def value_str(encoded: bytes) -> str:
     if kind == "double_value":
         return f"{value.double_value:g}"
     return ""
+
+
+DECODED: dict[bytes, str] = {}
+DECODED_MAX = 65_536
+
+
+def cached_str(encoded: bytes) -> str:
+    """:func:`value_str`, remembered per distinct encoding (label values repeat: a bounded
+    cache, cleared when full, turns most decodes into one dict lookup)."""
+    text = DECODED.get(encoded)
+    if text is None:
+        text = value_str(encoded)
+        if len(DECODED) >= DECODED_MAX:
+            DECODED.clear()
+        DECODED[encoded] = text
+    return text

@@ -46,7 +46,7 @@ from plugins._agentconv import (
     workflow_outcome,
 )
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
-from plugins._spanview import TracesView, value_str
+from plugins._spanview import DECODED, TracesView, cached_str
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 
 WORKFLOW_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -155,11 +155,19 @@ class _SpanView:
 
     def get(self, key: str) -> str | None:
         value = self.attrs.get(key)
-        return value_str(value) if value is not None else None
+        if value is None:
+            return None
+        text = DECODED.get(value)
+        return text if text is not None else cached_str(value)
 
     def label(self, key: str) -> str:
         value = self.attrs.get(key)
-        return (value_str(value) or UNKNOWN) if value is not None else UNKNOWN
+        if value is None:
+            return UNKNOWN
+        text = DECODED.get(value)
+        if text is None:
+            text = cached_str(value)
+        return text or UNKNOWN
 
     def full(self) -> Any:
         """The span decoded in full (for exception events, links, status message)."""
@@ -317,7 +325,7 @@ class AgentMetricsConnector(FlushingConnector):
                     if root and self._is_workflow_root(view):
                         self._workflow(view, now_ns, now)
                         component = "workflow"
-                    op_name = value_str(op_raw) if op_raw is not None else ""
+                    op_name = cached_str(op_raw) if op_raw is not None else ""
                     if tool:
                         self._tool_call(view, failed, now_ns)
                         component = component or "mcp"

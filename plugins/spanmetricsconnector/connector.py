@@ -16,7 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from pipeline import Consumer, CreateSettings, Payload
 from plugins._agentconv import attr_str
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
-from plugins._spanview import TracesView, value_str
+from plugins._spanview import TracesView, cached_str
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
 
 SPAN_KINDS = (
@@ -83,72 +83,96 @@ class SpanMetricsConnector(FlushingConnector):
         self._names: dict[bytes, tuple[str, str]] = {}
         self._statuses: dict[bytes, tuple[str, str]] = {}
         self._resources: dict[bytes, tuple[bytes, str, dict[str, str]]] = {}
+        self._keys: dict[tuple[bytes, bytes, int, bytes], tuple[tuple[str, Any], ...]] = {}
 
     async def consume(self, data: Payload) -> None:
         """Reads the request through :data:`plugins._spanview.TracesView`: resource, status
-        and attributes stay encoded; span names, status codes and resources are decoded once
-        per distinct value (small caches), not once per span."""
+        and attributes stay encoded; the attribute set of a span is built once per distinct
+        (resource, name, kind, status) when no dimension is configured (small caches), and the
+        series are updated once per distinct attribute set of a request (without exemplars)."""
         view = TracesView.FromString(data.to_bytes())
         now_ns = time.time_ns()
         calls = self.calls
         duration = self.duration
         divisor = self._divisor
-        with_service, with_name, with_kind, with_status = self._with
-        dimensions = self._dimensions
         exemplars = duration is not None and duration.max_exemplars > 0
-        names = self._names
-        statuses = self._statuses
-        if len(names) > 10_000:
-            names.clear()
+        plain = not self._dimensions
+        if len(self._names) > 10_000:
+            self._names.clear()
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        keys = self._keys
         for rs in view.resource_spans:
-            resource_key, service, resource_attrs = self._resource(rs.resource)
+            resource = self._resource(rs.resource)
+            resource_key = resource[0]
+            # attribute set -> durations of the spans of this request (in order of arrival)
+            pending: dict[tuple[tuple[str, Any], ...], list[float]] = {}
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    key: list[tuple[str, Any]] = []
-                    if with_service:
-                        key.append(("service.name", service))
-                    if with_name:
-                        raw_name = span.name
-                        name_pair = names.get(raw_name)
-                        if name_pair is None:
-                            name_pair = ("span.name", raw_name.decode("utf-8", "replace"))
-                            names[raw_name] = name_pair
-                        key.append(name_pair)
-                    if with_kind:
-                        kind = span.kind
-                        key.append(KIND_PAIRS[kind] if 0 <= kind < 6 else ("span.kind", ""))
-                    if with_status:
-                        raw_status = span.status
-                        status_pair = statuses.get(raw_status)
-                        if status_pair is None:
-                            code = Status.FromString(raw_status).code
-                            status_pair = (
-                                "status.code",
-                                STATUS_CODES[code] if 0 <= code < 3 else "",
-                            )
-                            if len(statuses) < 1000:
-                                statuses[raw_status] = status_pair
-                        key.append(status_pair)
-                    if dimensions:
-                        span_attrs = span.attributes
-                        for dim, default in dimensions:
-                            value = span_attrs.get(dim)
-                            if value is not None:
-                                key.append((dim, value_str(value)))
-                            elif dim in resource_attrs:
-                                key.append((dim, resource_attrs[dim]))
-                            elif default is not None:
-                                key.append((dim, default))
-                    attrs = tuple(key)
-                    calls.add(resource_key, attrs, 1, now_ns)
-                    if duration is not None:
-                        value = (span.end_time_unix_nano - span.start_time_unix_nano) / divisor
-                        if exemplars:
-                            duration.observe(
-                                resource_key, attrs, value, now_ns, span.trace_id, span.span_id
-                            )
-                        else:
-                            duration.observe(resource_key, attrs, value, now_ns)
+                    if plain:
+                        cache_key = (resource_key, span.name, span.kind, span.status)
+                        attrs = keys.get(cache_key)
+                        if attrs is None:
+                            attrs = keys[cache_key] = self._attrs(span, resource)
+                    else:
+                        attrs = self._attrs(span, resource)
+                    value = (span.end_time_unix_nano - span.start_time_unix_nano) / divisor
+                    if exemplars:
+                        assert duration is not None
+                        calls.add(resource_key, attrs, 1, now_ns)
+                        duration.observe(
+                            resource_key, attrs, value, now_ns, span.trace_id, span.span_id
+                        )
+                        continue
+                    values = pending.get(attrs)
+                    if values is None:
+                        pending[attrs] = [value]
+                    else:
+                        values.append(value)
+            for attrs, values in pending.items():
+                calls.add_count(resource_key, attrs, len(values), now_ns)
+                if duration is not None:
+                    duration.observe_many(resource_key, attrs, values, now_ns)
+
+    def _attrs(
+        self, span: Any, resource: tuple[bytes, str, dict[str, str]]
+    ) -> tuple[tuple[str, Any], ...]:
+        """The attribute set of a span's series."""
+        with_service, with_name, with_kind, with_status = self._with
+        key: list[tuple[str, Any]] = []
+        if with_service:
+            key.append(("service.name", resource[1]))
+        if with_name:
+            raw_name = span.name
+            name_pair = self._names.get(raw_name)
+            if name_pair is None:
+                name_pair = ("span.name", raw_name.decode("utf-8", "replace"))
+                self._names[raw_name] = name_pair
+            key.append(name_pair)
+        if with_kind:
+            kind = span.kind
+            key.append(KIND_PAIRS[kind] if 0 <= kind < 6 else ("span.kind", ""))
+        if with_status:
+            raw_status = span.status
+            status_pair = self._statuses.get(raw_status)
+            if status_pair is None:
+                code = Status.FromString(raw_status).code
+                status_pair = ("status.code", STATUS_CODES[code] if 0 <= code < 3 else "")
+                if len(self._statuses) < 1000:
+                    self._statuses[raw_status] = status_pair
+            key.append(status_pair)
+        if self._dimensions:
+            span_attrs = span.attributes
+            resource_attrs = resource[2]
+            for dim, default in self._dimensions:
+                value = span_attrs.get(dim)
+                if value is not None:
+                    key.append((dim, cached_str(value)))
+                elif dim in resource_attrs:
+                    key.append((dim, resource_attrs[dim]))
+                elif default is not None:
+                    key.append((dim, default))
+        return tuple(key)
 
     def _resource(self, raw: bytes) -> tuple[bytes, str, dict[str, str]]:
         """(key, service.name, attributes as strings) of an encoded resource, cached."""

@@ -47,7 +47,7 @@ from plugins._agentconv import (
     ErrorClassifier,
     outcome_from,
 )
-from plugins._spanview import SpanView, value_str
+from plugins._spanview import SpanView, cached_str, value_str
 from plugins.workflowprocessor.config import WorkflowConfig
 
 # Python-side cost of holding one span beyond its encoding: the bytes objects of the span and
@@ -74,13 +74,17 @@ def _len_field(tag: int, payload: bytes) -> bytes:
     return bytes((tag,)) + _varint(len(payload)) + payload
 
 
+def _encode_attribute(key: str, value: str) -> bytes:
+    any_value = _len_field(0x0A, value.encode())
+    kv = _len_field(0x0A, key.encode()) + _len_field(0x12, any_value)
+    return _len_field(0x4A, kv)
+
+
 @functools.lru_cache(maxsize=8192)
 def encode_attribute(key: str, value: str) -> bytes:
     """``Span.attributes`` entry (field 9) holding ``KeyValue{key, AnyValue{string_value}}``,
     ready to be appended to an encoded span (cached: keys and most values repeat)."""
-    any_value = _len_field(0x0A, value.encode())
-    kv = _len_field(0x0A, key.encode()) + _len_field(0x12, any_value)
-    return _len_field(0x4A, kv)
+    return _encode_attribute(key, value)
 
 
 def key_marker(key: str) -> bytes:
@@ -88,6 +92,9 @@ def key_marker(key: str) -> bytes:
     raw = key.encode()
     return b"\x0a" + _varint(len(raw)) + raw
 
+
+# ``ScopeSpans.spans`` field headers (tag 2, length) by span length (lengths repeat)
+_SPAN_HEADERS: dict[int, bytes] = {n: b"\x12" + _varint(n) for n in range(1, 16384)}
 
 GroupKey = tuple[bytes, bytes, bytes, bytes]  # resource, its schema url, scope, its schema url
 
@@ -105,6 +112,7 @@ class _Trace:
     parents: list[bytes] = field(default_factory=list)
     nbytes: int = TRACE_OVERHEAD
     root_index: int = -1
+    root_present: tuple[str, ...] = ()  # the stamp attributes the root already has
     root: _RootFacts | None = None  # what the root span says, once it arrived
     agent_id: str = ""
     tool_calls: int = 0
@@ -119,6 +127,7 @@ class _RootFacts:
     workflow_id: str = ""
     workflow_type: str = ""
     outcome: str = ""
+    present: tuple[str, ...] = ()  # stamp attributes already on the root
 
 
 @dataclass(slots=True)
@@ -171,6 +180,10 @@ class WorkflowProcessor(Component):
         self._released_children = {}
         self._groups: dict[GroupKey, GroupKey] = {}
         self._workflow_children: dict[str, Any] = {}
+        self._pending_released: dict[str, list[int]] = {}
+        self._pending_outcomes: dict[str, int] = {}
+        self._stamp_tails: dict[tuple[str, ...], bytes] = {}
+        self._depth_cap = max((t.max_depth for t in config.complexity_tiers), default=0) + 1
         self._init_telemetry()
 
     # -- self-telemetry -------------------------------------------------------------------------
@@ -304,6 +317,7 @@ class WorkflowProcessor(Component):
                     if not parent:
                         trace.root_index = len(trace.spans)
                         trace.root, agent = self._root_facts(span_raw, trace_id)
+                        trace.root_present = trace.root.present
                         if agent:
                             trace.agent_id = agent
                     elif not trace.agent_id and agent_marker in span_raw:
@@ -311,7 +325,7 @@ class WorkflowProcessor(Component):
                             self.names.agent_id
                         )
                         if agent_value is not None:
-                            trace.agent_id = value_str(agent_value)
+                            trace.agent_id = cached_str(agent_value)
                     trace.spans.append(span_raw)
                     trace.groups.append(group)
                     trace.ids.append(sk.span_id)
@@ -334,7 +348,7 @@ class WorkflowProcessor(Component):
 
         def get(key: str) -> str:
             value = attrs.get(key)
-            return value_str(value) if value is not None else ""
+            return cached_str(value) if value is not None else ""
 
         agent = get(names.agent_id)
         name = view.name.decode("utf-8", "replace")
@@ -361,8 +375,10 @@ class WorkflowProcessor(Component):
         wf_type = get(names.workflow_type) or get(names.workflow_name)
         if not wf_type:
             wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or "unknown"
-        wf_id = get(names.workflow_id) or trace_id.hex()
-        return _RootFacts(True, wf_id, wf_type, outcome), agent
+        wf_id_raw = attrs.get(names.workflow_id)  # unique per workflow: not cached
+        wf_id = (value_str(wf_id_raw) if wf_id_raw is not None else "") or trace_id.hex()
+        present = tuple(k for k in self._stamp_keys if k in attrs)
+        return _RootFacts(True, wf_id, wf_type, outcome, present), agent
 
     def _check_tool_call(self, span_raw: bytes) -> tuple[bytes, bool]:
         """Look at a span that may be a tool call (its attributes read as a C-level map); a
@@ -373,8 +389,8 @@ class WorkflowProcessor(Component):
         names = self.names
         op = attrs.get(names.operation_name)
         method = attrs.get(names.mcp_method_name)
-        tool = (op is not None and value_str(op) == names.tool_operation) or (
-            method is not None and value_str(method) == names.mcp_tool_method
+        tool = (op is not None and cached_str(op) == names.tool_operation) or (
+            method is not None and cached_str(method) == names.mcp_tool_method
         )
         if tool and names.error_type not in attrs and view.status:
             span = Span.FromString(span_raw)
@@ -420,13 +436,11 @@ class WorkflowProcessor(Component):
     def _forget(self, trace_id: bytes, trace: _Trace, reason: str) -> None:
         self._held_bytes -= trace.nbytes
         self._held_spans -= len(trace.spans)
-        children = self._released_children.get(reason)
-        if children is None:
-            name = self.settings.name
-            children = (self._c_traces.labels(name, reason), self._c_spans.labels(name, reason))
-            self._released_children[reason] = children
-        children[0].inc()
-        children[1].inc(len(trace.spans))
+        pending = self._pending_released.get(reason)
+        if pending is None:
+            pending = self._pending_released[reason] = [0, 0]
+        pending[0] += 1
+        pending[1] += len(trace.spans)
         stamp = self._stamp_for(trace)
         if self.config.late_span_cache_size and trace.root is not None:
             self._released[trace_id] = stamp
@@ -470,6 +484,7 @@ class WorkflowProcessor(Component):
         self._update_gauges()
 
     def _release(self, traces: list[_Trace]) -> None:
+        self._flush_counts()
         by_group: dict[GroupKey, list[bytes]] = {}
         count = 0
         for trace in traces:
@@ -487,6 +502,26 @@ class WorkflowProcessor(Component):
             if all(g is first for g in groups):
                 # the common case: the whole trace from one resource and scope
                 out = by_group.setdefault(first, [])
+                if search(b"".join(spans)) is None:
+                    # no span has any stamp attribute: one search for the whole trace
+                    out.extend([span_raw + suffix for span_raw in spans])
+                    continue
+                ri = trace.root_index
+                if (
+                    ri >= 0
+                    and search(b"".join(spans[:ri])) is None
+                    and search(b"".join(spans[ri + 1 :])) is None
+                ):
+                    # only the root has stamp attributes (say workflow.id): known from ingest
+                    stamped = [span_raw + suffix for span_raw in spans]
+                    present = trace.root_present
+                    stamped[ri] = spans[ri] + b"".join(
+                        encode_attribute(k, v) if i else _encode_attribute(k, v)
+                        for i, (k, v) in enumerate(stamp.attrs)
+                        if k not in present
+                    )
+                    out.extend(stamped)
+                    continue
                 for span_raw in spans:
                     if search(span_raw) is None:
                         out.append(span_raw + suffix)
@@ -503,11 +538,33 @@ class WorkflowProcessor(Component):
 
     @staticmethod
     def _assemble_groups(by_group: dict[GroupKey, list[bytes]]) -> bytes:
-        out = ShallowTraces()
+        """An ``ExportTraceServiceRequest`` with one ``ResourceSpans`` / ``ScopeSpans`` per
+        group, written directly on the wire (length-prefixed fields joined once: no message
+        is built, each span is copied once). Empty fields are left out, as protobuf does."""
+        headers = _SPAN_HEADERS
+        out: list[bytes] = []
         for (resource, resource_url, scope, scope_url), spans in by_group.items():
-            rs = out.resource_spans.add(resource=resource, schema_url=resource_url)
-            rs.scope_spans.add(scope=scope, schema_url=scope_url, spans=spans)
-        return bytes(out.SerializeToString())
+            parts: list[bytes] = []
+            if scope:
+                parts += (b"\x0a", _varint(len(scope)), scope)
+            for span_raw in spans:
+                n = len(span_raw)
+                header = headers.get(n)
+                if header is None:
+                    header = headers[n] = b"\x12" + _varint(n)
+                parts += (header, span_raw)
+            if scope_url:
+                parts += (b"\x1a", _varint(len(scope_url)), scope_url)
+            scope_spans = b"".join(parts)
+            rs: list[bytes] = []
+            if resource:
+                rs += (b"\x0a", _varint(len(resource)), resource)
+            rs += (b"\x12", _varint(len(scope_spans)), scope_spans)
+            if resource_url:
+                rs += (b"\x1a", _varint(len(resource_url)), resource_url)
+            resource_spans = b"".join(rs)
+            out += (b"\x0a", _varint(len(resource_spans)), resource_spans)
+        return b"".join(out)
 
     def _stamp_for(self, trace: _Trace) -> _Stamp | None:
         """The workflow attributes of a trace, or ``None`` if it is not a workflow."""
@@ -522,25 +579,48 @@ class WorkflowProcessor(Component):
             outcome,
             self._tier(trace),
         )
-        child = self._workflow_children.get(outcome)
-        if child is None:
-            child = self._workflow_children[outcome] = self._c_workflows.labels(
-                self.settings.name, outcome
-            )
-        child.inc()
+        pending = self._pending_outcomes
+        pending[outcome] = pending.get(outcome, 0) + 1
         pairs = list(zip(self._stamp_keys, values, strict=True))
-        return _Stamp(pairs, b"".join(encode_attribute(k, v) for k, v in pairs))
+        # the workflow id is unique: encoded uncached; the other four repeat: encoded once
+        tail_key = values[1:]
+        tail = self._stamp_tails.get(tail_key)
+        if tail is None:
+            if len(self._stamp_tails) >= 4096:
+                self._stamp_tails.clear()
+            tail = b"".join(encode_attribute(k, v) for k, v in pairs[1:])
+            self._stamp_tails[tail_key] = tail
+        return _Stamp(pairs, _encode_attribute(pairs[0][0], pairs[0][1]) + tail)
+
+    def _flush_counts(self) -> None:
+        """Adds the release and outcome counts gathered since the last call to the
+        self-telemetry counters (once per release, not once per trace)."""
+        name = self.settings.name
+        for reason, (traces, spans) in self._pending_released.items():
+            children = self._released_children.get(reason)
+            if children is None:
+                children = (self._c_traces.labels(name, reason), self._c_spans.labels(name, reason))
+                self._released_children[reason] = children
+            children[0].inc(traces)
+            children[1].inc(spans)
+        self._pending_released.clear()
+        for outcome, n in self._pending_outcomes.items():
+            child = self._workflow_children.get(outcome)
+            if child is None:
+                child = self._workflow_children[outcome] = self._c_workflows.labels(name, outcome)
+            child.inc(n)
+        self._pending_outcomes.clear()
 
     def _tier(self, trace: _Trace) -> str:
         spans = len(trace.spans)
-        depth = _max_depth(trace.ids, trace.parents)
+        tool_calls = trace.tool_calls
+        depth = -1  # computed only if a tier's span and tool bounds are met
         for tier in self.config.complexity_tiers:
-            if (
-                spans <= tier.max_spans
-                and trace.tool_calls <= tier.max_tool_calls
-                and depth <= tier.max_depth
-            ):
-                return tier.name
+            if spans <= tier.max_spans and tool_calls <= tier.max_tool_calls:
+                if depth < 0:
+                    depth = _max_depth(trace.ids, trace.parents, self._depth_cap)
+                if depth <= tier.max_depth:
+                    return tier.name
         return TOP_TIER
 
     # -- sending ----------------------------------------------------------------------------------
@@ -637,9 +717,10 @@ class WorkflowProcessor(Component):
             self._update_gauges()
 
 
-def _max_depth(ids: list[bytes], parents: list[bytes]) -> int:
+def _max_depth(ids: list[bytes], parents: list[bytes], cap: int = 0) -> int:
     """Depth of the span tree (a root alone is depth 1), level by level from the spans whose
-    parent is not in the trace; bounded even if the ids form a cycle."""
+    parent is not in the trace; bounded even if the ids form a cycle. With ``cap``, no more
+    than ``cap`` levels are walked (the result is ``min(depth, cap)``)."""
     present = set(ids)
     children: dict[bytes, list[bytes]] = {}
     level: list[bytes] = []
@@ -651,7 +732,7 @@ def _max_depth(ids: list[bytes], parents: list[bytes]) -> int:
     depth = 0
     seen = 0
     total = len(ids)
-    while level and seen < total:
+    while level and seen < total and (not cap or depth < cap):
         depth += 1
         seen += len(level)
         nxt: list[bytes] = []
