@@ -11,7 +11,7 @@ import re
 import socket
 import types
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, model_validator
 
@@ -180,6 +180,48 @@ class ComponentConfig(ConfigModel):
     def listen_endpoints(self) -> list[ListenEndpoint]:
         """Sockets this component will listen on."""
         return []
+
+
+class ProtocolsReceiverConfig(ComponentConfig):
+    """Base of a receiver config whose ``protocols`` sections each turn on one listener, as the
+    Collector's ``otlp`` and ``jaeger`` receivers: a section is served when present (even
+    empty), at least one must be present, and each one's ``endpoint`` is checked before start.
+
+    Subclasses declare ``protocols`` and set ``receiver_title`` and ``protocol_example`` (for the
+    error message) and ``udp_protocols`` (sections that listen on UDP).
+    """
+
+    receiver_title: ClassVar[str] = "this receiver"
+    protocol_example: ClassVar[str] = "protocols: {...}"
+    udp_protocols: ClassVar[frozenset[str]] = frozenset()
+
+    def enabled_protocols(self) -> list[tuple[str, Any]]:
+        """``(name, section)`` of every protocol present."""
+        protocols = getattr(self, "protocols")  # noqa: B009 - declared by subclasses
+        return [
+            (name, section)
+            for name in type(protocols).model_fields
+            if (section := getattr(protocols, name)) is not None
+        ]
+
+    @model_validator(mode="after")
+    def _at_least_one_protocol(self) -> ProtocolsReceiverConfig:
+        if not self.enabled_protocols():
+            raise ValueError(
+                f"must specify at least one protocol when using {self.receiver_title}: add "
+                f"'{self.protocol_example}'"
+            )
+        return self
+
+    def listen_endpoints(self) -> list[ListenEndpoint]:
+        return [
+            ListenEndpoint(
+                f"protocols.{name}.endpoint",
+                section.endpoint,
+                "udp" if name in self.udp_protocols else "tcp",
+            )
+            for name, section in self.enabled_protocols()
+        ]
 
 
 class EmptyConfig(ComponentConfig):

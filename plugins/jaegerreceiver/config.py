@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from pipeline import ComponentConfig, ConfigModel, Endpoint, ListenEndpoint
+from pipeline import ConfigModel, Endpoint
+from pipeline.configtypes import ProtocolsReceiverConfig
 
 MAX_UDP_PAYLOAD = 65507
 
@@ -64,27 +65,13 @@ class ProtocolsConfig(ConfigModel):
         return data
 
 
-class JaegerReceiverConfig(ComponentConfig):
+class JaegerReceiverConfig(ProtocolsReceiverConfig):
     """``receivers.jaeger``."""
 
+    receiver_title: ClassVar[str] = "the Jaeger receiver"
+    protocol_example: ClassVar[str] = (
+        "protocols: {thrift_http: , thrift_compact: , thrift_binary: }"
+    )
+    udp_protocols: ClassVar[frozenset[str]] = frozenset({"thrift_compact", "thrift_binary"})
+
     protocols: ProtocolsConfig = ProtocolsConfig()
-
-    @model_validator(mode="after")
-    def _at_least_one_protocol(self) -> JaegerReceiverConfig:
-        if not any(
-            getattr(self.protocols, name) is not None for name in type(self.protocols).model_fields
-        ):
-            raise ValueError(
-                "must specify at least one protocol when using the Jaeger receiver: add "
-                "'protocols: {thrift_http: }' (or thrift_compact, thrift_binary)"
-            )
-        return self
-
-    def listen_endpoints(self) -> list[ListenEndpoint]:
-        out = []
-        for name in type(self.protocols).model_fields:
-            proto = getattr(self.protocols, name)
-            if proto is not None:
-                transport = "tcp" if name == "thrift_http" else "udp"
-                out.append(ListenEndpoint(f"protocols.{name}.endpoint", proto.endpoint, transport))
-        return out

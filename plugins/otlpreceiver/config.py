@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 
-from pipeline import ComponentConfig, ConfigModel, Endpoint, ListenEndpoint
+from pipeline import ConfigModel, Endpoint
+from pipeline.configtypes import ProtocolsReceiverConfig
 
 
 class ServerTLSConfig(ConfigModel):
@@ -61,26 +64,10 @@ class ProtocolsConfig(ConfigModel):
     http: HTTPServerConfig | None = None
 
 
-class OTLPReceiverConfig(ComponentConfig):
+class OTLPReceiverConfig(ProtocolsReceiverConfig):
     """``receivers.otlp``."""
 
+    receiver_title: ClassVar[str] = "the OTLP receiver"
+    protocol_example: ClassVar[str] = "protocols: {grpc: , http: }"
+
     protocols: ProtocolsConfig = ProtocolsConfig()
-
-    @model_validator(mode="after")
-    def _at_least_one_protocol(self) -> OTLPReceiverConfig:
-        if not any(
-            getattr(self.protocols, name) is not None for name in type(self.protocols).model_fields
-        ):
-            raise ValueError(
-                "must specify at least one protocol when using the OTLP receiver: add "
-                "'protocols: {grpc: , http: }'"
-            )
-        return self
-
-    def listen_endpoints(self) -> list[ListenEndpoint]:
-        out = []
-        for name in type(self.protocols).model_fields:
-            proto = getattr(self.protocols, name)
-            if proto is not None:
-                out.append(ListenEndpoint(f"protocols.{name}.endpoint", proto.endpoint))
-        return out
