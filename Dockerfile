@@ -1,8 +1,11 @@
 # The gateway as a container: installs the package and runs it as a non-root user on
 # configs/gateway.yaml (mount your own at /etc/pipeline/gateway.yaml, or pass --config).
 FROM python:3.11-slim AS build
+# a C compiler for the optional accelerators (plugins/_native); the wheel carries them
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md hatch_build.py ./
 COPY pipeline ./pipeline
 COPY plugins ./plugins
 COPY configs ./configs

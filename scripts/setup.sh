@@ -7,7 +7,11 @@ setup_venv() {
     "$PYTHON" -m venv .venv
   fi
   local stamp=".venv/.installed-${extra:-run}"
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  # CI tests the compiled accelerators (plugins/_native): there a failed compilation is fatal
+  if [ -n "${CI:-}" ]; then export PIPELINE_BUILD_NATIVE="${PIPELINE_BUILD_NATIVE:-require}"; fi
+  # reinstall when the project or the C sources of the accelerators changed
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || \
+     [ -n "$(find hatch_build.py plugins/_native -newer "$stamp" \( -name '*.c' -o -name '*.h' -o -name '*.py' \) 2>/dev/null)" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     if [ -n "$extra" ]; then
       .venv/bin/python -m pip install --quiet -e ".[$extra]"
