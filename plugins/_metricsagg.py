@@ -218,6 +218,44 @@ class Metric:
         if self.track_touched:
             self._touched.add(key)
 
+    def merge(
+        self,
+        resource: bytes,
+        attrs: Attrs,
+        count: int,
+        total: float,
+        buckets: Sequence[int],
+        exemplars: Sequence[tuple[float, bytes, bytes]],
+        now_ns: int,
+    ) -> None:
+        """Record ``count`` histogram measurements aggregated elsewhere (their sum ``total``,
+        per-bucket counts over this metric's bounds, and the latest exemplars as
+        ``(value, trace_id, span_id)``, oldest first), as that many :meth:`observe` calls
+        would."""
+        key = (resource, attrs)
+        s = self.series.get(key)
+        if s is None:
+            s = self._series(key, now_ns, count)
+        s.count += count
+        s.sum += total
+        mine = s.buckets
+        for i, n in enumerate(buckets):
+            if n:
+                mine[i] += n
+        s.last_ns = now_ns
+        if self.max_exemplars:
+            for value, trace_id, span_id in exemplars:
+                if not trace_id:
+                    continue
+                ex = (now_ns, value, trace_id, span_id)
+                if len(s.exemplars) < self.max_exemplars:
+                    s.exemplars.append(ex)
+                else:
+                    s.exemplars[s.exemplar_next] = ex
+                    s.exemplar_next = (s.exemplar_next + 1) % self.max_exemplars
+        if self.track_touched:
+            self._touched.add(key)
+
     def clear(self) -> None:
         self.series.clear()
         self._touched.clear()

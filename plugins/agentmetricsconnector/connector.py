@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -46,7 +47,8 @@ from plugins._agentconv import (
     workflow_outcome,
 )
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
-from plugins._spanview import DECODED, TracesView, cached_str
+from plugins._native import load
+from plugins._spanview import DECODED, SpanView, TracesView, cached_str
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 
 WORKFLOW_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -102,7 +104,11 @@ class SlidingWindows:
         # type -> deque of [bucket_start, total, bad, within_objective]
         self.types: dict[str, collections.deque[list[float]]] = {}
 
-    def record(self, wf_type: str, now: float, bad: bool, within_objective: bool) -> bool:
+    def record(
+        self, wf_type: str, now: float, bad: int, within_objective: int, total: int = 1
+    ) -> bool:
+        """Counts ``total`` workflows of a type at ``now``, ``bad`` of them failures and
+        ``within_objective`` of them within their latency objective."""
         buckets = self.types.get(wf_type)
         if buckets is None:
             if self.max_types and len(self.types) >= self.max_types:
@@ -112,7 +118,7 @@ class SlidingWindows:
         if not buckets or buckets[-1][0] != start:
             buckets.append([start, 0, 0, 0])
         b = buckets[-1]
-        b[1] += 1
+        b[1] += total
         b[2] += bad
         b[3] += within_objective
         return True
@@ -281,116 +287,242 @@ class AgentMetricsConnector(FlushingConnector):
         ).SerializeToString()
         self._statuses: dict[bytes, int] = {}
 
-        self._producers: collections.OrderedDict[bytes, tuple[int, str]] = collections.OrderedDict()
+        self._producers: collections.OrderedDict[bytes, int] = collections.OrderedDict()
+        # the metrics the C scanner aggregates, in its order, with their label names
+        self._native_metrics: tuple[tuple[Metric, tuple[str, ...]], ...] = (
+            (self.tool_calls, ("server", "tool", "status", "error_type")),
+            (self.tool_duration, ("server", "tool")),
+            (self.a2a_sent, ("message_type", "recipient_type", "priority")),
+            (self.a2a_received, ("message_type", "sender_type", "processing_status")),
+            (self.http_duration, ("method", "endpoint", "status_class")),
+            (self.errors, ("error_type", "component", "severity", "recoverable")),
+            (self.executions, ("workflow_type", "agent_id", "outcome", "complexity_tier")),
+            (self.workflow_duration, ("workflow_type", "complexity_tier")),
+        )
+        self._scanner = self._native_scanner(exemplars)
+
+    def _native_scanner(self, max_exemplars: int) -> Any:
+        """The C scanner for this config, or ``None`` (not built, disabled, or more exemplars
+        per data point than it keeps)."""
+        native = load("_agentscan")
+        if native is None or max_exemplars > 16:
+            return None
+        n = self.names
+        keys = (
+            n.operation_name,
+            n.mcp_method_name,
+            n.mcp_server_name,
+            n.server_address,
+            n.tool_name,
+            n.error_type,
+            n.a2a_message_type,
+            n.a2a_recipient_type,
+            n.a2a_priority,
+            n.a2a_sender_type,
+            n.a2a_processing_status,
+            n.http_method,
+            "http.method",
+            n.http_status_code,
+            "http.status_code",
+            n.http_route,
+            n.db_system,
+            n.db_system_legacy,
+            n.error_severity,
+            n.error_recoverable,
+            n.workflow_name,
+            n.workflow_id,
+            n.workflow_type,
+            n.workflow_outcome,
+            n.workflow_complexity_tier,
+            n.workflow_agent_id,
+            n.agent_id,
+        )
+        return native.Scanner(
+            tuple(k.encode() for k in keys),
+            self._tool_op_raw,
+            self._tool_method_raw,
+            n.workflow_span_prefix.encode(),
+            MCP_BUCKETS,
+            HTTP_BUCKETS,
+            WORKFLOW_BUCKETS,
+            max_exemplars,
+            RECOVERABLE_ERRORS,
+            LLM_OPERATIONS,
+            OUTCOMES,
+        )
 
     # -- aggregation -----------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:
-        """Reads the request through :data:`plugins._spanview.TracesView` (attributes as a
-        C-level map of encoded values): only the attributes the metrics need are decoded, and
-        a span is decoded in full only when an exception type, links or a fallback outcome are
-        needed."""
-        skeleton = TracesView.FromString(data.to_bytes())
+        """With the C scanner (``plugins/_native/_agentscan.c``), the request is walked once in
+        C and the measurements of most spans arrive aggregated per series; the spans it leaves
+        to Python (workflow roots, failed spans whose error type needs their exception events)
+        and the pure-Python path read spans through :data:`plugins._spanview.TracesView`
+        (attributes as a C-level map of encoded values)."""
+        raw = data.to_bytes()
         now_ns = time.time_ns()
         now = now_ns / 1e9
-        names = self.names
-        consumers: list[tuple[Any, str]] = []
-        producers = self._producers
-        cache_size = self.config.a2a_producer_cache_size
-        op_key = names.operation_name
-        method_key = names.mcp_method_name
-        tool_op_raw = self._tool_op_raw
-        tool_method_raw = self._tool_method_raw
-        statuses = self._statuses
+        if self._scanner is not None:
+            try:
+                series, fallback, producers, consumers, workflows = self._scanner.scan(raw)
+            except ValueError:
+                pass  # malformed: the Python path reports it as it always did
+            else:
+                self._merge_native(series, now_ns)
+                for (wf_type, outcome), durations in workflows.items():
+                    self._windows(wf_type, outcome, durations, now)
+                self._remember_producers(producers)
+                py_consumers: list[tuple[Any, str]] = []
+                for start, end in fallback:
+                    self._count_span(SpanView.FromString(raw[start:end]), now_ns, now, py_consumers)
+                self._match_consumers(consumers, now_ns)
+                self._match_consumers(self._decoded_consumers(py_consumers), now_ns)
+                return
+        skeleton = TracesView.FromString(raw)
+        py_consumers = []
         for rs in skeleton.resource_spans:
             for ss in rs.scope_spans:
                 for sp in ss.spans:
-                    kind = sp.kind
-                    status = sp.status
-                    failed = False
-                    if status:
-                        code = statuses.get(status)
-                        if code is None:
-                            code = Status.FromString(status).code
-                            if len(statuses) < 1000:
-                                statuses[status] = code
-                        failed = code == STATUS_ERROR
-                    attrs = sp.attributes
-                    op_raw = attrs.get(op_key)
-                    tool = op_raw == tool_op_raw or attrs.get(method_key) == tool_method_raw
-                    root = not sp.parent_span_id
-                    if not (root or tool or failed or kind in INTERESTING_KINDS):
-                        continue  # nothing to count for this span
-                    component = ""
-                    view = _SpanView(sp, attrs)
-                    if root and self._is_workflow_root(view):
-                        self._workflow(view, now_ns, now)
-                        component = "workflow"
-                    op_name = cached_str(op_raw) if op_raw is not None else ""
-                    if tool:
-                        self._tool_call(view, failed, now_ns)
-                        component = component or "mcp"
-                    if kind in (SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER):
-                        mtype = view.get(names.a2a_message_type)
-                        if mtype is not None:
-                            message_type = mtype or UNKNOWN
-                            if kind == SPAN_KIND_PRODUCER:
-                                self.a2a_sent.add(
-                                    NO_RESOURCE,
-                                    (
-                                        ("message_type", message_type),
-                                        ("recipient_type", view.label(names.a2a_recipient_type)),
-                                        ("priority", view.label(names.a2a_priority)),
-                                    ),
-                                    1,
-                                    now_ns,
-                                )
-                                if cache_size:
-                                    producers[sp.span_id] = sp.start_time_unix_nano
-                                    if len(producers) > cache_size:
-                                        producers.popitem(last=False)
-                            else:
-                                status_value = view.get(names.a2a_processing_status)
-                                processing = (
-                                    status_value
-                                    if status_value is not None
-                                    else ("failed" if failed else "processed")
-                                )
-                                self.a2a_received.add(
-                                    NO_RESOURCE,
-                                    (
-                                        ("message_type", message_type),
-                                        ("sender_type", view.label(names.a2a_sender_type)),
-                                        ("processing_status", processing),
-                                    ),
-                                    1,
-                                    now_ns,
-                                )
-                                consumers.append((sp, message_type))
-                            component = component or "a2a"
-                    if kind == SPAN_KIND_SERVER:
-                        http_method = view.get(names.http_method) or view.get("http.method")
-                        if http_method is not None:
-                            self._http(view, http_method, now_ns)
-                            component = component or "http"
-                    if failed:
-                        self._error(view, component, op_name, now_ns)
+                    self._count_span(sp, now_ns, now, py_consumers)
+        self._match_consumers(self._decoded_consumers(py_consumers), now_ns)
+
+    def _merge_native(self, series: list[Any], now_ns: int) -> None:
+        """Adds the C scanner's per-series aggregates to the metrics."""
+        metrics = self._native_metrics
+        for index, values, count, total, buckets, exemplars in series:
+            metric, labels = metrics[index]
+            attrs = tuple(zip(labels, values, strict=True))
+            if buckets is None:
+                metric.add_count(NO_RESOURCE, attrs, count, now_ns)
+            else:
+                metric.merge(NO_RESOURCE, attrs, count, total, buckets, exemplars, now_ns)
+
+    def _remember_producers(self, items: list[tuple[bytes, int]]) -> None:
+        """Remembers A2A producer spans (span id -> start) for the consumers' latency."""
+        cache_size = self.config.a2a_producer_cache_size
+        if not cache_size:
+            return
+        producers = self._producers
+        for span_id, start in items:
+            producers[span_id] = start
+            if len(producers) > cache_size:
+                producers.popitem(last=False)
+
+    @staticmethod
+    def _decoded_consumers(
+        consumers: list[tuple[Any, str]],
+    ) -> Iterator[tuple[bytes, Iterable[bytes], int, bytes, bytes, str]]:
         for sp, message_type in consumers:
-            sent = producers.get(sp.parent_span_id)
+            links = (Span.Link.FromString(raw_link).span_id for raw_link in sp.links)
+            yield (
+                sp.parent_span_id,
+                links,
+                sp.start_time_unix_nano,
+                sp.trace_id,
+                sp.span_id,
+                message_type,
+            )
+
+    def _match_consumers(
+        self,
+        consumers: Iterable[tuple[bytes, Iterable[bytes], int, bytes, bytes, str]],
+        now_ns: int,
+    ) -> None:
+        """A2A latency: a consumer span's start minus its producer's (found by parent, else by
+        link), when the producer was seen."""
+        producers = self._producers
+        for parent, links, start, trace_id, span_id, message_type in consumers:
+            sent = producers.get(parent)
             if sent is None:
-                for raw_link in sp.links:
-                    sent = producers.get(Span.Link.FromString(raw_link).span_id)
+                for link_span_id in links:
+                    sent = producers.get(link_span_id)
                     if sent is not None:
                         break
             if sent is not None:
-                latency = max(sp.start_time_unix_nano - sent, 0) / 1e9
+                latency = max(start - sent, 0) / 1e9
                 self.a2a_latency.observe(
                     NO_RESOURCE,
                     (("message_type", message_type),),
                     latency,
                     now_ns,
-                    sp.trace_id,
-                    sp.span_id,
+                    trace_id,
+                    span_id,
                 )
+
+    def _count_span(
+        self, sp: Any, now_ns: int, now: float, consumers: list[tuple[Any, str]]
+    ) -> None:
+        """The metrics of one span (a :data:`SpanView`), in Python."""
+        kind = sp.kind
+        status = sp.status
+        failed = False
+        if status:
+            statuses = self._statuses
+            code = statuses.get(status)
+            if code is None:
+                code = Status.FromString(status).code
+                if len(statuses) < 1000:
+                    statuses[status] = code
+            failed = code == STATUS_ERROR
+        names = self.names
+        attrs = sp.attributes
+        op_raw = attrs.get(names.operation_name)
+        tool = op_raw == self._tool_op_raw or attrs.get(names.mcp_method_name) == (
+            self._tool_method_raw
+        )
+        root = not sp.parent_span_id
+        if not (root or tool or failed or kind in INTERESTING_KINDS):
+            return  # nothing to count for this span
+        component = ""
+        view = _SpanView(sp, attrs)
+        if root and self._is_workflow_root(view):
+            self._workflow(view, now_ns, now)
+            component = "workflow"
+        op_name = cached_str(op_raw) if op_raw is not None else ""
+        if tool:
+            self._tool_call(view, failed, now_ns)
+            component = component or "mcp"
+        if kind in (SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER):
+            mtype = view.get(names.a2a_message_type)
+            if mtype is not None:
+                message_type = mtype or UNKNOWN
+                if kind == SPAN_KIND_PRODUCER:
+                    self.a2a_sent.add(
+                        NO_RESOURCE,
+                        (
+                            ("message_type", message_type),
+                            ("recipient_type", view.label(names.a2a_recipient_type)),
+                            ("priority", view.label(names.a2a_priority)),
+                        ),
+                        1,
+                        now_ns,
+                    )
+                    self._remember_producers([(sp.span_id, sp.start_time_unix_nano)])
+                else:
+                    status_value = view.get(names.a2a_processing_status)
+                    processing = (
+                        status_value
+                        if status_value is not None
+                        else ("failed" if failed else "processed")
+                    )
+                    self.a2a_received.add(
+                        NO_RESOURCE,
+                        (
+                            ("message_type", message_type),
+                            ("sender_type", view.label(names.a2a_sender_type)),
+                            ("processing_status", processing),
+                        ),
+                        1,
+                        now_ns,
+                    )
+                    consumers.append((sp, message_type))
+                component = component or "a2a"
+        if kind == SPAN_KIND_SERVER:
+            http_method = view.get(names.http_method) or view.get("http.method")
+            if http_method is not None:
+                self._http(view, http_method, now_ns)
+                component = component or "http"
+        if failed:
+            self._error(view, component, op_name, now_ns)
 
     def _is_workflow_root(self, view: _SpanView) -> bool:
         names = self.names
@@ -435,12 +567,17 @@ class AgentMetricsConnector(FlushingConnector):
             sp.trace_id,
             sp.span_id,
         )
+        self._windows(wf_type, outcome, (duration,), now)
+
+    def _windows(self, wf_type: str, outcome: str, durations: Sequence[float], now: float) -> None:
+        """Counts workflows of one type and outcome in the failure / SLO windows."""
+        n = len(durations)
         objective = self.config.sla.objective(wf_type)
-        within = objective is None or duration <= objective
-        bad = outcome in self._failure_outcomes
-        tracked = [w.record(wf_type, now, bad, within) for w in self.windows.values()]
+        within = n if objective is None else sum(1 for d in durations if d <= objective)
+        bad = n if outcome in self._failure_outcomes else 0
+        tracked = [w.record(wf_type, now, bad, within, n) for w in self.windows.values()]
         if not all(tracked):
-            self.count_overflow("agent_workflow_failure_ratio", 1)
+            self.count_overflow("agent_workflow_failure_ratio", n)
 
     def _tool_call(self, view: _SpanView, failed: bool, now_ns: int) -> None:
         names = self.names

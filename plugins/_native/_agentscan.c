@@ -1,0 +1,1036 @@
+/* The agentmetrics connector's per-span work, in C.
+ *
+ * Scanner.scan(request) walks an encoded ExportTraceServiceRequest once (the protobuf wire
+ * format read by hand, every length checked against its enclosing field), classifies each span
+ * as plugins/agentmetricsconnector/connector.py does, and returns the measurements already
+ * aggregated per series for the request: the Python side merges a few dozen series instead of
+ * looking at thousands of spans. Spans whose metrics need what only a full decode gives (root
+ * spans: the workflow's outcome may come from exception events; failed spans without an
+ * error.type; non-ASCII status codes) are returned as offsets for the Python path.
+ *
+ * Malformed input raises ValueError; nothing is read outside the buffer.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* attribute keys, in the order the Python side passes them */
+enum {
+    K_OP, K_METHOD, K_MCP_SERVER, K_SERVER_ADDRESS, K_TOOL, K_ERROR_TYPE,
+    K_A2A_TYPE, K_A2A_RECIPIENT, K_A2A_PRIORITY, K_A2A_SENDER, K_A2A_STATUS,
+    K_HTTP_METHOD, K_HTTP_METHOD_OLD, K_HTTP_STATUS, K_HTTP_STATUS_OLD, K_HTTP_ROUTE,
+    K_DB_SYSTEM, K_DB_SYSTEM_LEGACY, K_ERROR_SEVERITY, K_ERROR_RECOVERABLE,
+    K_WF_NAME, K_WF_ID, K_WF_TYPE, K_WF_OUTCOME, K_WF_TIER, K_WF_AGENT, K_AGENT,
+    NKEYS
+};
+
+/* metrics, in the order the Python side expects them */
+enum {
+    M_TOOL_CALLS, M_TOOL_DURATION, M_A2A_SENT, M_A2A_RECEIVED, M_HTTP_DURATION, M_ERRORS,
+    M_WF_EXECUTIONS, M_WF_DURATION, NMETRICS
+};
+/* histogram bounds sets */
+enum { B_TOOL, B_HTTP, B_WORKFLOW, NBOUNDS };
+
+#define KIND_SERVER 2
+#define KIND_PRODUCER 4
+#define KIND_CONSUMER 5
+#define STATUS_ERROR 2
+#define MAX_BUCKETS 32
+#define MAX_EXEMPLARS 16
+#define CACHE_SLOTS 8192 /* power of two */
+
+typedef struct { const uint8_t *p; Py_ssize_t n; } slice;
+
+typedef struct {
+    Py_hash_t hash;
+    uint8_t *raw;
+    Py_ssize_t n;
+    PyObject *text; /* owned */
+} cache_slot;
+
+typedef struct {
+    PyObject_HEAD
+    slice keys[NKEYS];
+    PyObject *key_bytes; /* owned tuple keeping the key buffers alive */
+    PyObject *tool_op;   /* bytes: encoded AnyValue */
+    PyObject *tool_method;
+    double bounds[NBOUNDS][MAX_BUCKETS];
+    int nbounds[NBOUNDS];
+    uint32_t key_sig[256]; /* bit k set: key k has this signature (see sig()) */
+    PyObject *wf_prefix; /* bytes */
+    PyObject *outcomes;  /* tuple of str: the valid workflow outcomes */
+    int max_exemplars;
+    PyObject *recoverable; /* frozenset of str */
+    PyObject *llm_ops;     /* frozenset of str */
+    PyObject *s_unknown, *s_none, *s_error, *s_success, *s_other, *s_true, *s_false, *s_failed,
+        *s_processed, *s_mcp, *s_a2a, *s_http, *s_database, *s_llm, *s_agent, *s_empty;
+    PyObject *s_class[10]; /* "0xx" .. "9xx" */
+    PyObject *s_success_outcome, *s_failed_outcome, *s_timeout, *s_cancelled, *s_critical, *s_workflow;
+    cache_slot *cache;
+    Py_ssize_t cache_used;
+    PyObject *spill; /* list: decoded values that did not fit in the cache this scan */
+} Scanner;
+
+/* -- wire reading ------------------------------------------------------------------------- */
+
+typedef struct { const uint8_t *p, *end; } reader;
+
+static inline __attribute__((always_inline)) int read_varint(reader *r, uint64_t *out) {
+    if (r->p < r->end && *r->p < 0x80) { *out = *r->p++; return 0; }
+    uint64_t v = 0;
+    int shift = 0;
+    while (r->p < r->end && shift < 64) {
+        uint8_t b = *r->p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) { *out = v; return 0; }
+        shift += 7;
+    }
+    PyErr_SetString(PyExc_ValueError, "malformed varint in OTLP request");
+    return -1;
+}
+
+/* One field: its number and wire type; for length-delimited fields the payload, for varints
+ * the value, for fixed64 the value. Returns 0, or 1 at the end, or -1 on error. */
+typedef struct { uint32_t number; int wire; uint64_t value; slice data; } field;
+
+static inline __attribute__((always_inline)) int next_field(reader *r, field *f) {
+    if (r->p >= r->end) return 1;
+    uint64_t tag;
+    if (read_varint(r, &tag) < 0) return -1;
+    f->number = (uint32_t)(tag >> 3);
+    f->wire = (int)(tag & 7);
+    if (f->number == 0) goto bad;
+    switch (f->wire) {
+    case 0:
+        return read_varint(r, &f->value) < 0 ? -1 : 0;
+    case 1:
+        if (r->end - r->p < 8) goto bad;
+        memcpy(&f->value, r->p, 8); /* little-endian hosts only (x86_64, aarch64) */
+        r->p += 8;
+        return 0;
+    case 2: {
+        uint64_t n;
+        if (read_varint(r, &n) < 0) return -1;
+        if (n > (uint64_t)(r->end - r->p)) goto bad;
+        f->data.p = r->p;
+        f->data.n = (Py_ssize_t)n;
+        r->p += n;
+        return 0;
+    }
+    case 5:
+        if (r->end - r->p < 4) goto bad;
+        f->value = 0;
+        memcpy(&f->value, r->p, 4);
+        r->p += 4;
+        return 0;
+    default:
+        goto bad;
+    }
+bad:
+    PyErr_SetString(PyExc_ValueError, "malformed field in OTLP request");
+    return -1;
+}
+
+/* A cheap signature of an attribute key (length, first and last byte): most attribute keys
+ * of a span match no configured key's signature and are skipped without a comparison. */
+static inline unsigned sig(slice k) {
+    return k.n ? (unsigned)((k.n * 31u + k.p[0] * 7u + k.p[k.n - 1]) & 255u) : 0u;
+}
+
+static inline int slice_eq(slice a, slice b) { return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0); }
+
+/* -- decoded label values ----------------------------------------------------------------- */
+
+/* An encoded AnyValue as a label string (as plugins._spanview.value_str): strings as they are,
+ * integers in decimal, booleans true/false, doubles with %g, "" otherwise. New reference. */
+static PyObject *decode_value(Scanner *self, slice raw) {
+    reader r = {raw.p, raw.p + raw.n};
+    field f;
+    int rc;
+    /* the last value field wins (a oneof) */
+    int which = 0;
+    slice text = {NULL, 0};
+    uint64_t num = 0;
+    while ((rc = next_field(&r, &f)) == 0) {
+        if (f.number == 1 && f.wire == 2) { which = 1; text = f.data; }
+        else if (f.number == 2 && f.wire == 0) { which = 2; num = f.value; }
+        else if (f.number == 3 && f.wire == 0) { which = 3; num = f.value; }
+        else if (f.number == 4 && f.wire == 1) { which = 4; num = f.value; }
+        else if (f.number >= 1 && f.number <= 7) { which = 0; }
+    }
+    if (rc < 0) return NULL;
+    switch (which) {
+    case 1: return PyUnicode_DecodeUTF8((const char *)text.p, text.n, "replace");
+    case 2: return Py_NewRef(num ? self->s_true : self->s_false);
+    case 3: return PyUnicode_FromFormat("%lld", (long long)(int64_t)num);
+    case 4: {
+        double d;
+        memcpy(&d, &num, 8);
+        char *s = PyOS_double_to_string(d, 'g', 6, 0, NULL);
+        if (s == NULL) return NULL;
+        PyObject *o = PyUnicode_FromString(s);
+        PyMem_Free(s);
+        return o;
+    }
+    default: return Py_NewRef(self->s_empty);
+    }
+}
+
+static Py_hash_t hash_bytes(slice s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < s.n; i++) { h ^= s.p[i]; h *= 1099511628211ULL; }
+    return (Py_hash_t)(h & 0x7fffffffffffffffLL);
+}
+
+static void cache_clear(Scanner *self) {
+    if (self->cache == NULL) return;
+    for (Py_ssize_t i = 0; i < CACHE_SLOTS; i++) {
+        cache_slot *c = &self->cache[i];
+        if (c->raw != NULL) { PyMem_Free(c->raw); c->raw = NULL; Py_CLEAR(c->text); }
+    }
+    self->cache_used = 0;
+}
+
+/* decode_value, remembered per distinct encoding. Borrowed reference, valid until the end of
+ * the scan: the table is only cleared between scans (scan_begin); when it is too full to take
+ * more during a scan, the value is kept alive in self->spill, emptied by scan_begin. */
+static PyObject *cached_value(Scanner *self, slice raw) {
+    Py_hash_t h = hash_bytes(raw);
+    Py_ssize_t i = h & (CACHE_SLOTS - 1);
+    for (;;) {
+        cache_slot *c = &self->cache[i];
+        if (c->raw == NULL) break;
+        if (c->hash == h && c->n == raw.n && memcmp(c->raw, raw.p, raw.n) == 0) return c->text;
+        i = (i + 1) & (CACHE_SLOTS - 1);
+    }
+    PyObject *text = decode_value(self, raw);
+    if (text == NULL) return NULL;
+    if (self->cache_used >= CACHE_SLOTS * 3 / 4) {
+        int rc = PyList_Append(self->spill, text);
+        Py_DECREF(text);
+        return rc < 0 ? NULL : text;
+    }
+    cache_slot *c = &self->cache[i];
+    c->raw = PyMem_Malloc(raw.n ? raw.n : 1);
+    if (c->raw == NULL) { Py_DECREF(text); PyErr_NoMemory(); return NULL; }
+    if (raw.n) memcpy(c->raw, raw.p, raw.n);
+    c->n = raw.n;
+    c->hash = h;
+    c->text = text;
+    self->cache_used++;
+    return text;
+}
+
+static int scan_begin(Scanner *self) {
+    if (self->cache_used >= CACHE_SLOTS / 2) cache_clear(self);
+    return PyList_SetSlice(self->spill, 0, PY_SSIZE_T_MAX, NULL);
+}
+
+/* -- per-request aggregation -------------------------------------------------------------- */
+
+typedef struct { double value; Py_ssize_t trace_off, trace_n, span_off, span_n; } exemplar;
+
+typedef struct {
+    int metric;
+    long long count;
+    double sum;
+    uint32_t buckets[MAX_BUCKETS + 1];
+    int nex, exnext;
+    exemplar ex[MAX_EXEMPLARS];
+} entry;
+
+typedef struct {
+    PyObject *index; /* dict: key tuple -> entry index */
+    entry *entries;
+    Py_ssize_t n, cap;
+} aggs;
+
+/* The entry of (metric, v0..v3); steals nothing, the values are borrowed. */
+static entry *get_entry(aggs *a, int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3) {
+    PyObject *m = PyLong_FromLong(metric); /* a small int: cached by CPython */
+    if (m == NULL) return NULL;
+    PyObject *key;
+    if (v3 != NULL) key = PyTuple_Pack(5, m, v0, v1, v2, v3);
+    else if (v2 != NULL) key = PyTuple_Pack(4, m, v0, v1, v2);
+    else key = PyTuple_Pack(3, m, v0, v1);
+    Py_DECREF(m);
+    if (key == NULL) return NULL;
+    PyObject *idx = PyDict_GetItemWithError(a->index, key);
+    if (idx != NULL) {
+        Py_DECREF(key);
+        return &a->entries[PyLong_AsSsize_t(idx)];
+    }
+    if (PyErr_Occurred()) { Py_DECREF(key); return NULL; }
+    if (a->n == a->cap) {
+        Py_ssize_t cap = a->cap ? a->cap * 2 : 32;
+        entry *e = PyMem_Realloc(a->entries, cap * sizeof(entry));
+        if (e == NULL) { Py_DECREF(key); PyErr_NoMemory(); return NULL; }
+        a->entries = e;
+        a->cap = cap;
+    }
+    PyObject *pos = PyLong_FromSsize_t(a->n);
+    if (pos == NULL || PyDict_SetItem(a->index, key, pos) < 0) {
+        Py_XDECREF(pos);
+        Py_DECREF(key);
+        return NULL;
+    }
+    Py_DECREF(pos);
+    Py_DECREF(key);
+    entry *e = &a->entries[a->n++];
+    memset(e, 0, sizeof(entry));
+    e->metric = metric;
+    return e;
+}
+
+static void observe(Scanner *self, entry *e, int which, double value, slice trace_id, slice span_id,
+                    const uint8_t *base) {
+    e->count++;
+    e->sum += value;
+    int nb = self->nbounds[which];
+    const double *b = self->bounds[which];
+    int i = 0;
+    while (i < nb && b[i] < value) i++; /* bisect_left */
+    e->buckets[i]++;
+    if (self->max_exemplars && trace_id.n) {
+        exemplar x = {value, trace_id.p - base, trace_id.n, span_id.p - base, span_id.n};
+        if (e->nex < self->max_exemplars) e->ex[e->nex++] = x;
+        else { e->ex[e->exnext] = x; e->exnext = (e->exnext + 1) % self->max_exemplars; }
+    }
+}
+
+/* -- the scan ------------------------------------------------------------------------------ */
+
+typedef struct {
+    slice trace_id, span_id, parent, name;
+    int64_t kind;
+    uint64_t start, end;
+    int64_t status_code;
+    slice status_message;
+    slice values[NKEYS];
+    int present[NKEYS];
+    slice raw; /* the whole span */
+} span_info;
+
+static int parse_span(Scanner *self, slice raw, span_info *s) {
+    memset(s, 0, sizeof(*s));
+    s->raw = raw;
+    reader r = {raw.p, raw.p + raw.n};
+    field f;
+    int rc;
+    while ((rc = next_field(&r, &f)) == 0) {
+        switch (f.number) {
+        case 1: if (f.wire == 2) s->trace_id = f.data; break;
+        case 2: if (f.wire == 2) s->span_id = f.data; break;
+        case 4: if (f.wire == 2) s->parent = f.data; break;
+        case 5: if (f.wire == 2) s->name = f.data; break;
+        case 6: if (f.wire == 0) s->kind = (int64_t)f.value; break;
+        case 7: if (f.wire == 1) s->start = f.value; break;
+        case 8: if (f.wire == 1) s->end = f.value; break;
+        case 9:
+            if (f.wire == 2) {
+                /* the usual encoding starts with the key (tag 0x0a, a one-byte length): a key
+                 * no configured key can be is skipped without reading further */
+                if (f.data.n >= 2 && f.data.p[0] == 0x0a && f.data.p[1] < 0x80 && f.data.p[1] + 2 <= f.data.n) {
+                    slice k0 = {f.data.p + 2, f.data.p[1]};
+                    if (self->key_sig[sig(k0)] == 0) break;
+                }
+                reader kr = {f.data.p, f.data.p + f.data.n};
+                field kf;
+                int krc;
+                slice key = {NULL, 0}, value = {(const uint8_t *)"", 0};
+                while ((krc = next_field(&kr, &kf)) == 0) {
+                    if (kf.number == 1 && kf.wire == 2) key = kf.data;
+                    else if (kf.number == 2 && kf.wire == 2) value = kf.data;
+                }
+                if (krc < 0) return -1;
+                if (key.p == NULL) break;
+                uint32_t mask = self->key_sig[sig(key)];
+                while (mask) {
+                    int k = __builtin_ctz(mask);
+                    mask &= mask - 1;
+                    if (slice_eq(key, self->keys[k])) { s->values[k] = value; s->present[k] = 1; }
+                }
+            }
+            break;
+        case 15:
+            if (f.wire == 2) {
+                reader sr = {f.data.p, f.data.p + f.data.n};
+                field sf;
+                int src;
+                while ((src = next_field(&sr, &sf)) == 0) {
+                    if (sf.number == 3 && sf.wire == 0) s->status_code = (int64_t)sf.value;
+                    else if (sf.number == 2 && sf.wire == 2) s->status_message = sf.data;
+                }
+                if (src < 0) return -1;
+            }
+            break;
+        default: break;
+        }
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+/* get(): the decoded value, or NULL when absent (borrowed; NULL with an error set on failure) */
+#define GET(k) (s->present[k] ? cached_value(self, s->values[k]) : NULL)
+
+/* get() as a truthiness test: value or "" when absent */
+static inline int truthy(PyObject *o) { return o != NULL && PyUnicode_GET_LENGTH(o) > 0; }
+
+typedef struct {
+    PyObject *fallback, *producers, *consumers; /* lists */
+    PyObject *workflows;                        /* dict: (type, outcome) -> [durations] */
+    aggs a;
+    const uint8_t *base;
+} scan_state;
+
+static PyObject *bytes_of(slice s) { return PyBytes_FromStringAndSize((const char *)s.p, s.n); }
+
+/* The span ids of a span's links (Span.links = 13, Link.span_id = 2), as a list of bytes. */
+static PyObject *link_span_ids(slice raw) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    reader r = {raw.p, raw.p + raw.n};
+    field f;
+    int rc;
+    while ((rc = next_field(&r, &f)) == 0) {
+        if (f.number != 13 || f.wire != 2) continue;
+        reader lr = {f.data.p, f.data.p + f.data.n};
+        field lf;
+        int lrc;
+        slice id = {(const uint8_t *)"", 0};
+        while ((lrc = next_field(&lr, &lf)) == 0)
+            if (lf.number == 2 && lf.wire == 2) id = lf.data;
+        if (lrc < 0) goto error;
+        PyObject *b = bytes_of(id);
+        if (b == NULL || PyList_Append(out, b) < 0) { Py_XDECREF(b); goto error; }
+        Py_DECREF(b);
+    }
+    if (rc == 0 || rc == 1) return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* exception.type of the span's first exception event that has one (Span.events = 11, Event.name
+ * = 2, Event.attributes = 3), as plugins._agentconv.exception_type: the AnyValue's string, ""
+ * for another kind. found = 0 when no exception event names one. */
+static int exception_type_of(slice raw, slice *out, int *found) {
+    static const char EXC[] = "exception", KEY[] = "exception.type";
+    *found = 0;
+    reader r = {raw.p, raw.p + raw.n};
+    field f;
+    int rc;
+    while ((rc = next_field(&r, &f)) == 0) {
+        if (f.number != 11 || f.wire != 2) continue;
+        reader er = {f.data.p, f.data.p + f.data.n};
+        field ef;
+        int erc;
+        slice name = {NULL, 0}, value = {NULL, 0};
+        int has = 0;
+        while ((erc = next_field(&er, &ef)) == 0) {
+            if (ef.number == 2 && ef.wire == 2) name = ef.data;
+            else if (ef.number == 3 && ef.wire == 2 && !has) {
+                reader kr = {ef.data.p, ef.data.p + ef.data.n};
+                field kf;
+                int krc;
+                slice key = {NULL, 0}, v = {(const uint8_t *)"", 0};
+                while ((krc = next_field(&kr, &kf)) == 0) {
+                    if (kf.number == 1 && kf.wire == 2) key = kf.data;
+                    else if (kf.number == 2 && kf.wire == 2) v = kf.data;
+                }
+                if (krc < 0) return -1;
+                if (key.n == sizeof(KEY) - 1 && memcmp(key.p, KEY, key.n) == 0) { has = 1; value = v; }
+            }
+        }
+        if (erc < 0) return -1;
+        if (!(has && name.n == sizeof(EXC) - 1 && memcmp(name.p, EXC, name.n) == 0)) continue;
+        /* the AnyValue's string_value: the last oneof field wins */
+        reader vr = {value.p, value.p + value.n};
+        field vf;
+        int vrc;
+        slice text = {(const uint8_t *)"", 0};
+        while ((vrc = next_field(&vr, &vf)) == 0) {
+            if (vf.number == 1 && vf.wire == 2) text = vf.data;
+            else if (vf.number >= 2 && vf.number <= 7) text.n = 0;
+        }
+        if (vrc < 0) return -1;
+        *out = text;
+        *found = 1;
+        return 0;
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+static int is_ascii(slice s) {
+    for (Py_ssize_t i = 0; i < s.n; i++)
+        if (s.p[i] & 0x80) return 0;
+    return 1;
+}
+
+static int contains_ci(const char *hay, Py_ssize_t n, const char *needle) {
+    Py_ssize_t m = (Py_ssize_t)strlen(needle);
+    for (Py_ssize_t i = 0; i + m <= n; i++) {
+        Py_ssize_t j = 0;
+        while (j < m) {
+            char c = hay[i + j];
+            if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+            if (c != needle[j]) break;
+            j++;
+        }
+        if (j == m) return 1;
+    }
+    return 0;
+}
+
+/* The outcome of a failed workflow without a valid workflow.outcome (as
+ * plugins._agentconv.outcome_from): borrowed, or NULL with no error set when the evidence is not
+ * ASCII (the Python path decides: its regular expressions fold Unicode case). */
+static PyObject *failed_outcome(Scanner *self, span_info *s, PyObject *error_text, int *fallback) {
+    slice exc = {(const uint8_t *)"", 0};
+    int found;
+    *fallback = 0;
+    if (exception_type_of(s->raw, &exc, &found) < 0) return NULL;
+    Py_ssize_t en = 0;
+    const char *e = "";
+    if (error_text != NULL) {
+        e = PyUnicode_AsUTF8AndSize(error_text, &en);
+        if (e == NULL) return NULL;
+    }
+    slice es = {(const uint8_t *)e, en};
+    if (!is_ascii(es) || !is_ascii(exc) || !is_ascii(s->status_message)) { *fallback = 1; return NULL; }
+    Py_ssize_t n = en + 1 + exc.n + 1 + s->status_message.n;
+    char *buf = PyMem_Malloc(n + 1);
+    if (buf == NULL) { PyErr_NoMemory(); return NULL; }
+    char *w = buf;
+    memcpy(w, e, en); w += en; *w++ = ' ';
+    if (exc.n) memcpy(w, exc.p, exc.n);
+    w += exc.n; *w++ = ' ';
+    if (s->status_message.n) memcpy(w, s->status_message.p, s->status_message.n);
+    PyObject *outcome = self->s_failed_outcome;
+    if (contains_ci(buf, n, "timeout") || contains_ci(buf, n, "timed out") || contains_ci(buf, n, "deadline"))
+        outcome = self->s_timeout;
+    else if (contains_ci(buf, n, "cancel"))
+        outcome = self->s_cancelled;
+    PyMem_Free(buf);
+    return outcome;
+}
+
+/* Returns 1 when the span must go to the Python path, 0 when handled, -1 on error. */
+static int handle_span(Scanner *self, span_info *s, scan_state *st) {
+    int failed = s->status_code == STATUS_ERROR;
+    int tool = (s->present[K_OP] && s->values[K_OP].n == PyBytes_GET_SIZE(self->tool_op) &&
+                memcmp(s->values[K_OP].p, PyBytes_AS_STRING(self->tool_op), s->values[K_OP].n) == 0) ||
+               (s->present[K_METHOD] && s->values[K_METHOD].n == PyBytes_GET_SIZE(self->tool_method) &&
+                memcmp(s->values[K_METHOD].p, PyBytes_AS_STRING(self->tool_method), s->values[K_METHOD].n) == 0);
+    int root = s->parent.n == 0;
+    int kind = (int)s->kind;
+    if (!(root || tool || failed || kind == KIND_SERVER || kind == KIND_PRODUCER || kind == KIND_CONSUMER))
+        return 0;
+    PyObject *error_value = GET(K_ERROR_TYPE);
+    if (error_value == NULL && PyErr_Occurred()) return -1;
+    /* an error type that only a full decode (exception events) can give */
+    if ((failed || (tool && error_value != NULL)) && !truthy(error_value)) return 1;
+    int workflow = 0;
+    PyObject *outcome = NULL;
+    if (root) {
+        Py_ssize_t pn = PyBytes_GET_SIZE(self->wf_prefix);
+        workflow = (s->name.n >= pn && memcmp(s->name.p, PyBytes_AS_STRING(self->wf_prefix), pn) == 0) ||
+                   s->present[K_WF_NAME] || s->present[K_WF_ID] || s->present[K_WF_TYPE];
+    }
+    if (workflow) {
+        outcome = GET(K_WF_OUTCOME);
+        if (outcome == NULL && PyErr_Occurred()) return -1;
+        int valid = 0;
+        if (outcome != NULL) {
+            valid = PySequence_Contains(self->outcomes, outcome);
+            if (valid < 0) return -1;
+        }
+        if (!valid) {
+            if (!(failed || truthy(error_value))) outcome = self->s_success_outcome;
+            else {
+                int fallback;
+                outcome = failed_outcome(self, s, error_value, &fallback);
+                if (fallback) return 1;
+                if (outcome == NULL) return -1;
+            }
+        }
+    }
+    if (kind == KIND_SERVER) {
+        /* str.isdigit() accepts non-ASCII digits: such a status code goes to Python */
+        PyObject *sc = GET(K_HTTP_STATUS);
+        if (sc == NULL && PyErr_Occurred()) return -1;
+        if (!truthy(sc)) {
+            sc = GET(K_HTTP_STATUS_OLD);
+            if (sc == NULL && PyErr_Occurred()) return -1;
+        }
+        if (sc != NULL && PyUnicode_GET_LENGTH(sc) == 3 && !PyUnicode_IS_ASCII(sc)) return 1;
+    }
+    double duration = (double)(int64_t)(s->end - s->start) / 1e9;
+    const char *component = NULL;
+    PyObject *comp_obj = NULL;
+
+    if (workflow) {
+        PyObject *wf_type = GET(K_WF_TYPE);
+        if (wf_type == NULL && PyErr_Occurred()) return -1;
+        if (!truthy(wf_type)) {
+            wf_type = GET(K_WF_NAME);
+            if (wf_type == NULL && PyErr_Occurred()) return -1;
+        }
+        PyObject *owned = NULL;
+        if (!truthy(wf_type)) {
+            Py_ssize_t pn = PyBytes_GET_SIZE(self->wf_prefix);
+            Py_ssize_t skip = (s->name.n >= pn && memcmp(s->name.p, PyBytes_AS_STRING(self->wf_prefix), pn) == 0) ? pn : 0;
+            owned = PyUnicode_DecodeUTF8((const char *)s->name.p + skip, s->name.n - skip, "replace");
+            if (owned == NULL) return -1;
+            wf_type = PyUnicode_GET_LENGTH(owned) ? owned : self->s_unknown;
+        }
+        PyObject *tier = GET(K_WF_TIER);
+        if (tier == NULL && PyErr_Occurred()) goto wf_error;
+        if (!truthy(tier)) tier = self->s_unknown;
+        PyObject *agent = GET(K_WF_AGENT);
+        if (agent == NULL && PyErr_Occurred()) goto wf_error;
+        if (!truthy(agent)) {
+            agent = GET(K_AGENT);
+            if (agent == NULL && PyErr_Occurred()) goto wf_error;
+        }
+        if (!truthy(agent)) agent = self->s_unknown;
+        entry *e = get_entry(&st->a, M_WF_EXECUTIONS, wf_type, agent, outcome, tier);
+        if (e == NULL) goto wf_error;
+        e->count++;
+        e = get_entry(&st->a, M_WF_DURATION, wf_type, tier, NULL, NULL);
+        if (e == NULL) goto wf_error;
+        observe(self, e, B_WORKFLOW, duration, s->trace_id, s->span_id, st->base);
+        /* (type, outcome) -> durations, for the failure/SLA windows */
+        PyObject *key = PyTuple_Pack(2, wf_type, outcome);
+        if (key == NULL) goto wf_error;
+        PyObject *durations = PyDict_GetItemWithError(st->workflows, key);
+        if (durations == NULL) {
+            if (PyErr_Occurred() || (durations = PyList_New(0)) == NULL ||
+                PyDict_SetItem(st->workflows, key, durations) < 0) {
+                Py_XDECREF(durations);
+                Py_DECREF(key);
+                goto wf_error;
+            }
+            Py_DECREF(durations); /* the dict holds it */
+        }
+        Py_DECREF(key);
+        PyObject *d = PyFloat_FromDouble(duration);
+        if (d == NULL || PyList_Append(durations, d) < 0) { Py_XDECREF(d); goto wf_error; }
+        Py_DECREF(d);
+        Py_XDECREF(owned);
+        component = "workflow";
+        comp_obj = self->s_workflow;
+        goto wf_done;
+    wf_error:
+        Py_XDECREF(owned);
+        return -1;
+    }
+wf_done:
+
+    if (tool) {
+        PyObject *server = GET(K_MCP_SERVER);
+        if (server == NULL && PyErr_Occurred()) return -1;
+        if (!truthy(server)) {
+            server = GET(K_SERVER_ADDRESS);
+            if (server == NULL && PyErr_Occurred()) return -1;
+        }
+        if (!truthy(server)) server = self->s_unknown;
+        PyObject *tool_name = GET(K_TOOL);
+        if (tool_name == NULL && PyErr_Occurred()) return -1;
+        PyObject *owned = NULL;
+        if (!truthy(tool_name)) {
+            Py_ssize_t i = s->name.n;
+            while (i > 0 && s->name.p[i - 1] != ' ') i--;
+            owned = PyUnicode_DecodeUTF8((const char *)s->name.p + i, s->name.n - i, "replace");
+            if (owned == NULL) return -1;
+            tool_name = PyUnicode_GET_LENGTH(owned) ? owned : self->s_unknown;
+        }
+        int tool_failed = failed || error_value != NULL;
+        PyObject *status = tool_failed ? self->s_error : self->s_success;
+        PyObject *etype = tool_failed ? error_value : self->s_none;
+        entry *e = get_entry(&st->a, M_TOOL_CALLS, server, tool_name, status, etype);
+        if (e == NULL) { Py_XDECREF(owned); return -1; }
+        e->count++;
+        e = get_entry(&st->a, M_TOOL_DURATION, server, tool_name, NULL, NULL);
+        Py_XDECREF(owned);
+        if (e == NULL) return -1;
+        observe(self, e, B_TOOL, duration, s->trace_id, s->span_id, st->base);
+        if (component == NULL) { component = "mcp"; comp_obj = self->s_mcp; }
+    }
+    if (kind == KIND_PRODUCER || kind == KIND_CONSUMER) {
+        PyObject *mtype = GET(K_A2A_TYPE);
+        if (mtype == NULL && PyErr_Occurred()) return -1;
+        if (mtype != NULL) {
+            if (!truthy(mtype)) mtype = self->s_unknown;
+            if (kind == KIND_PRODUCER) {
+                PyObject *rec = GET(K_A2A_RECIPIENT);
+                if (rec == NULL && PyErr_Occurred()) return -1;
+                if (!truthy(rec)) rec = self->s_unknown;
+                PyObject *prio = GET(K_A2A_PRIORITY);
+                if (prio == NULL && PyErr_Occurred()) return -1;
+                if (!truthy(prio)) prio = self->s_unknown;
+                entry *e = get_entry(&st->a, M_A2A_SENT, mtype, rec, prio, NULL);
+                if (e == NULL) return -1;
+                e->count++;
+                PyObject *item = Py_BuildValue("(y#K)", (const char *)s->span_id.p, s->span_id.n,
+                                               (unsigned long long)s->start);
+                if (item == NULL || PyList_Append(st->producers, item) < 0) { Py_XDECREF(item); return -1; }
+                Py_DECREF(item);
+            } else {
+                PyObject *sender = GET(K_A2A_SENDER);
+                if (sender == NULL && PyErr_Occurred()) return -1;
+                if (!truthy(sender)) sender = self->s_unknown;
+                PyObject *processing = GET(K_A2A_STATUS);
+                if (processing == NULL && PyErr_Occurred()) return -1;
+                if (processing == NULL) processing = failed ? self->s_failed : self->s_processed;
+                entry *e = get_entry(&st->a, M_A2A_RECEIVED, mtype, sender, processing, NULL);
+                if (e == NULL) return -1;
+                e->count++;
+                PyObject *links = link_span_ids(s->raw);
+                if (links == NULL) return -1;
+                PyObject *item = Py_BuildValue("(y#NKy#y#O)", (const char *)s->parent.p, s->parent.n,
+                                               links, (unsigned long long)s->start,
+                                               (const char *)s->trace_id.p, s->trace_id.n,
+                                               (const char *)s->span_id.p, s->span_id.n, mtype);
+                if (item == NULL || PyList_Append(st->consumers, item) < 0) { Py_XDECREF(item); return -1; }
+                Py_DECREF(item);
+            }
+            if (component == NULL) { component = "a2a"; comp_obj = self->s_a2a; }
+        }
+    }
+    if (kind == KIND_SERVER) {
+        PyObject *method = GET(K_HTTP_METHOD);
+        if (method == NULL && PyErr_Occurred()) return -1;
+        if (!truthy(method)) {
+            method = GET(K_HTTP_METHOD_OLD);
+            if (method == NULL && PyErr_Occurred()) return -1;
+        }
+        if (method != NULL) {
+            PyObject *code = GET(K_HTTP_STATUS);
+            if (code == NULL && PyErr_Occurred()) return -1;
+            if (!truthy(code)) {
+                code = GET(K_HTTP_STATUS_OLD);
+                if (code == NULL && PyErr_Occurred()) return -1;
+            }
+            PyObject *cls = self->s_unknown;
+            if (code != NULL && PyUnicode_GET_LENGTH(code) == 3) {
+                const char *c = PyUnicode_AsUTF8(code);
+                if (c == NULL) return -1;
+                if (c[0] >= '0' && c[0] <= '9' && c[1] >= '0' && c[1] <= '9' && c[2] >= '0' && c[2] <= '9')
+                    cls = self->s_class[c[0] - '0'];
+            }
+            PyObject *route = GET(K_HTTP_ROUTE);
+            if (route == NULL && PyErr_Occurred()) return -1;
+            if (!truthy(route)) route = self->s_unknown;
+            entry *e = get_entry(&st->a, M_HTTP_DURATION, truthy(method) ? method : self->s_unknown,
+                                 route, cls, NULL);
+            if (e == NULL) return -1;
+            observe(self, e, B_HTTP, duration, s->trace_id, s->span_id, st->base);
+            if (component == NULL) { component = "http"; comp_obj = self->s_http; }
+        }
+    }
+    if (failed) {
+        PyObject *error_type = error_value; /* non-empty: checked above */
+        if (component == NULL) {
+            if (s->present[K_DB_SYSTEM] || s->present[K_DB_SYSTEM_LEGACY]) comp_obj = self->s_database;
+            else {
+                PyObject *op = GET(K_OP);
+                if (op == NULL && PyErr_Occurred()) return -1;
+                int llm = 0;
+                if (op != NULL) {
+                    llm = PySet_Contains(self->llm_ops, op);
+                    if (llm < 0) return -1;
+                }
+                if (llm) comp_obj = self->s_llm;
+                else if (s->present[K_HTTP_METHOD] || s->present[K_HTTP_METHOD_OLD]) comp_obj = self->s_http;
+                else comp_obj = self->s_agent;
+            }
+        }
+        PyObject *severity = GET(K_ERROR_SEVERITY);
+        if (severity == NULL && PyErr_Occurred()) return -1;
+        if (severity == NULL) severity = comp_obj == self->s_workflow ? self->s_critical : self->s_error;
+        PyObject *recoverable = GET(K_ERROR_RECOVERABLE);
+        if (recoverable == NULL && PyErr_Occurred()) return -1;
+        if (recoverable == NULL) {
+            PyObject *code = GET(K_HTTP_STATUS);
+            if (code == NULL && PyErr_Occurred()) return -1;
+            if (!truthy(code)) {
+                code = GET(K_HTTP_STATUS_OLD);
+                if (code == NULL && PyErr_Occurred()) return -1;
+            }
+            int rec = PySet_Contains(self->recoverable, error_type);
+            if (rec < 0) return -1;
+            if (!rec && code != NULL) {
+                const char *c = PyUnicode_AsUTF8(code);
+                if (c == NULL) return -1;
+                rec = c[0] == '5' || strcmp(c, "429") == 0;
+            }
+            recoverable = rec ? self->s_true : self->s_false;
+        }
+        entry *e = get_entry(&st->a, M_ERRORS, error_type, comp_obj, severity, recoverable);
+        if (e == NULL) return -1;
+        e->count++;
+    }
+    return 0;
+}
+
+static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
+    reader r = {scope_spans.p, scope_spans.p + scope_spans.n};
+    field f;
+    int rc;
+    span_info s;
+    while ((rc = next_field(&r, &f)) == 0) {
+        if (f.number != 2 || f.wire != 2) continue;
+        if (parse_span(self, f.data, &s) < 0) return -1;
+        int h = handle_span(self, &s, st);
+        if (h < 0) return -1;
+        if (h == 1) {
+            PyObject *item = Py_BuildValue("(nn)", (Py_ssize_t)(f.data.p - st->base),
+                                           (Py_ssize_t)(f.data.p - st->base + f.data.n));
+            if (item == NULL || PyList_Append(st->fallback, item) < 0) { Py_XDECREF(item); return -1; }
+            Py_DECREF(item);
+        }
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+static PyObject *build_result(Scanner *self, scan_state *st, PyObject *buffer) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(st->a.index, &pos, &key, &value)) {
+        entry *e = &st->a.entries[PyLong_AsSsize_t(value)];
+        Py_ssize_t nkey = PyTuple_GET_SIZE(key);
+        PyObject *labels = PyTuple_GetSlice(key, 1, nkey);
+        if (labels == NULL) goto error;
+        PyObject *buckets = Py_NewRef(Py_None), *exemplars = Py_NewRef(Py_None);
+        if (e->metric == M_TOOL_DURATION || e->metric == M_HTTP_DURATION || e->metric == M_WF_DURATION) {
+            int which = e->metric == M_TOOL_DURATION ? B_TOOL : e->metric == M_HTTP_DURATION ? B_HTTP : B_WORKFLOW;
+            Py_DECREF(buckets);
+            Py_DECREF(exemplars);
+            buckets = PyList_New(self->nbounds[which] + 1);
+            exemplars = PyList_New(0);
+            if (buckets == NULL || exemplars == NULL) {
+                Py_XDECREF(buckets); Py_XDECREF(exemplars); Py_DECREF(labels);
+                goto error;
+            }
+            for (int i = 0; i <= self->nbounds[which]; i++)
+                PyList_SET_ITEM(buckets, i, PyLong_FromUnsignedLong(e->buckets[i]));
+            /* oldest first, as observe() would have kept them */
+            for (int k = 0; k < e->nex; k++) {
+                exemplar *x = &e->ex[(e->nex < self->max_exemplars ? k : (e->exnext + k) % e->nex)];
+                const char *b = PyBytes_AS_STRING(buffer);
+                PyObject *t = Py_BuildValue("(dy#y#)", x->value, b + x->trace_off, x->trace_n,
+                                            b + x->span_off, x->span_n);
+                if (t == NULL || PyList_Append(exemplars, t) < 0) {
+                    Py_XDECREF(t); Py_DECREF(buckets); Py_DECREF(exemplars); Py_DECREF(labels);
+                    goto error;
+                }
+                Py_DECREF(t);
+            }
+        }
+        PyObject *item = Py_BuildValue("(iNLdNN)", e->metric, labels, e->count, e->sum, buckets, exemplars);
+        if (item == NULL || PyList_Append(out, item) < 0) { Py_XDECREF(item); goto error; }
+        Py_DECREF(item);
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(scan_doc,
+"scan(request: bytes) -> (series, fallback, producers, consumers, workflows)\n\n"
+"series: [(metric, labels, count, sum, buckets | None, exemplars | None)] aggregated over the\n"
+"request; fallback: [(start, end)] offsets of spans for the Python path; producers:\n"
+"[(span_id, start_ns)]; consumers: [(parent_span_id, link_span_ids, start_ns, trace_id,\n"
+"span_id, message_type)]; workflows: {(type, outcome): [durations]}. Raises ValueError on\n"
+"malformed input.");
+
+static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "scan() expects bytes");
+        return NULL;
+    }
+    if (self->cache == NULL || self->spill == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Scanner not initialised");
+        return NULL;
+    }
+    if (scan_begin(self) < 0) return NULL;
+    const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(arg);
+    Py_ssize_t size = PyBytes_GET_SIZE(arg);
+    scan_state st = {PyList_New(0), PyList_New(0), PyList_New(0), PyDict_New(), {PyDict_New(), NULL, 0, 0}, base};
+    PyObject *result = NULL;
+    if (st.fallback == NULL || st.producers == NULL || st.consumers == NULL || st.workflows == NULL ||
+        st.a.index == NULL)
+        goto done;
+    reader r = {base, base + size};
+    field f;
+    int rc;
+    while ((rc = next_field(&r, &f)) == 0) {
+        if (f.number != 1 || f.wire != 2) continue;
+        reader rr = {f.data.p, f.data.p + f.data.n};
+        field rf;
+        int rrc;
+        while ((rrc = next_field(&rr, &rf)) == 0) {
+            if (rf.number != 2 || rf.wire != 2) continue;
+            if (scan_spans(self, rf.data, &st) < 0) goto done;
+        }
+        if (rrc < 0) goto done;
+    }
+    if (rc < 0) goto done;
+    PyObject *series = build_result(self, &st, arg);
+    if (series == NULL) goto done;
+    result = Py_BuildValue("(NOOOO)", series, st.fallback, st.producers, st.consumers, st.workflows);
+done:
+    Py_XDECREF(st.workflows);
+    Py_XDECREF(st.fallback);
+    Py_XDECREF(st.producers);
+    Py_XDECREF(st.consumers);
+    Py_XDECREF(st.a.index);
+    PyMem_Free(st.a.entries);
+    return result;
+}
+
+/* -- the type ------------------------------------------------------------------------------- */
+
+static int load_bounds(Scanner *self, int which, PyObject *seq) {
+    PyObject *fast = PySequence_Fast(seq, "bounds must be a sequence of floats");
+    if (fast == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > MAX_BUCKETS) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_ValueError, "too many histogram bounds");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double d = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, i));
+        if (d == -1.0 && PyErr_Occurred()) { Py_DECREF(fast); return -1; }
+        self->bounds[which][i] = d;
+    }
+    self->nbounds[which] = (int)n;
+    Py_DECREF(fast);
+    return 0;
+}
+
+static PyObject *intern(const char *s) { return PyUnicode_InternFromString(s); }
+
+static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"keys", "tool_operation", "tool_method", "workflow_prefix", "tool_bounds",
+                             "http_bounds", "workflow_bounds", "max_exemplars", "recoverable",
+                             "llm_operations", "outcomes", NULL};
+    PyObject *keys, *tool_op, *tool_method, *wf_prefix, *tool_bounds, *http_bounds, *wf_bounds, *recoverable,
+        *llm, *outcomes;
+    int max_exemplars;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOiOOO!", kwlist, &PyTuple_Type, &keys, &tool_op,
+                                     &tool_method, &wf_prefix, &tool_bounds, &http_bounds, &wf_bounds,
+                                     &max_exemplars, &recoverable, &llm, &PyTuple_Type, &outcomes))
+        return -1;
+    if (PyTuple_GET_SIZE(keys) != NKEYS) {
+        PyErr_Format(PyExc_ValueError, "expected %d attribute keys", NKEYS);
+        return -1;
+    }
+    if (max_exemplars < 0 || max_exemplars > MAX_EXEMPLARS) {
+        PyErr_Format(PyExc_ValueError, "max_exemplars must be between 0 and %d", MAX_EXEMPLARS);
+        return -1;
+    }
+    memset(self->key_sig, 0, sizeof(self->key_sig));
+    for (int k = 0; k < NKEYS; k++) {
+        PyObject *b = PyTuple_GET_ITEM(keys, k);
+        if (!PyBytes_Check(b)) {
+            PyErr_SetString(PyExc_TypeError, "attribute keys must be bytes");
+            return -1;
+        }
+        self->keys[k].p = (const uint8_t *)PyBytes_AS_STRING(b);
+        self->keys[k].n = PyBytes_GET_SIZE(b);
+        self->key_sig[sig(self->keys[k])] |= 1u << k;
+    }
+    Py_XSETREF(self->key_bytes, Py_NewRef(keys));
+    Py_XSETREF(self->tool_op, Py_NewRef(tool_op));
+    Py_XSETREF(self->tool_method, Py_NewRef(tool_method));
+    Py_XSETREF(self->wf_prefix, Py_NewRef(wf_prefix));
+    Py_XSETREF(self->outcomes, Py_NewRef(outcomes));
+    if (load_bounds(self, B_TOOL, tool_bounds) < 0 || load_bounds(self, B_HTTP, http_bounds) < 0 ||
+        load_bounds(self, B_WORKFLOW, wf_bounds) < 0)
+        return -1;
+    self->max_exemplars = max_exemplars;
+    Py_XSETREF(self->recoverable, PyFrozenSet_New(recoverable));
+    Py_XSETREF(self->llm_ops, PyFrozenSet_New(llm));
+    if (self->recoverable == NULL || self->llm_ops == NULL) return -1;
+#define S(field, text) Py_XSETREF(self->field, intern(text)); if (self->field == NULL) return -1;
+    S(s_unknown, "unknown") S(s_none, "none") S(s_error, "error") S(s_success, "success")
+    S(s_other, "_OTHER") S(s_true, "true") S(s_false, "false") S(s_failed, "failed")
+    S(s_processed, "processed") S(s_mcp, "mcp") S(s_a2a, "a2a") S(s_http, "http")
+    S(s_database, "database") S(s_llm, "llm") S(s_agent, "agent") S(s_empty, "")
+    S(s_success_outcome, "success") S(s_failed_outcome, "failed") S(s_timeout, "timeout")
+    S(s_cancelled, "cancelled") S(s_critical, "critical") S(s_workflow, "workflow")
+#undef S
+    for (int i = 0; i < 10; i++) {
+        char c[4] = {(char)('0' + i), 'x', 'x', 0};
+        Py_XSETREF(self->s_class[i], intern(c));
+        if (self->s_class[i] == NULL) return -1;
+    }
+    if (self->spill == NULL && (self->spill = PyList_New(0)) == NULL) return -1;
+    if (self->cache == NULL) {
+        self->cache = PyMem_Calloc(CACHE_SLOTS, sizeof(cache_slot));
+        if (self->cache == NULL) { PyErr_NoMemory(); return -1; }
+    }
+    return 0;
+}
+
+static void Scanner_dealloc(Scanner *self) {
+    cache_clear(self);
+    PyMem_Free(self->cache);
+    Py_XDECREF(self->key_bytes);
+    Py_XDECREF(self->tool_op);
+    Py_XDECREF(self->tool_method);
+    Py_XDECREF(self->recoverable);
+    Py_XDECREF(self->llm_ops);
+    Py_XDECREF(self->spill);
+    Py_XDECREF(self->wf_prefix);
+    Py_XDECREF(self->outcomes);
+    PyObject **strs[] = {&self->s_success_outcome, &self->s_failed_outcome, &self->s_timeout,
+                         &self->s_cancelled, &self->s_critical, &self->s_workflow,&self->s_unknown, &self->s_none, &self->s_error, &self->s_success,
+                         &self->s_other, &self->s_true, &self->s_false, &self->s_failed,
+                         &self->s_processed, &self->s_mcp, &self->s_a2a, &self->s_http,
+                         &self->s_database, &self->s_llm, &self->s_agent, &self->s_empty};
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) Py_CLEAR(*strs[i]);
+    for (int i = 0; i < 10; i++) Py_CLEAR(self->s_class[i]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"scan", (PyCFunction)Scanner_scan, METH_O, scan_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "plugins._native._agentscan.Scanner",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The agentmetrics connector's span scanner (see the module source).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Scanner_init,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_methods = Scanner_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_agentscan", "The agentmetrics connector's per-span work, in C.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__agentscan(void) {
+    if (PyType_Ready(&ScannerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Scanner", (PyObject *)&ScannerType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyModule_AddIntConstant(m, "NKEYS", NKEYS);
+    return m;
+}

@@ -1,0 +1,242 @@
+"""The C scanner of the ``agentmetrics`` connector (``plugins/_native/_agentscan.c``) against the
+connector's pure-Python path: the same spans give the same series, counts, buckets, windows and
+A2A latencies; malformed input is refused with ``ValueError`` and never crashes."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from pipeline import Kind, Traces
+from plugins._native import load
+from plugins.agentmetricsconnector.config import AgentMetricsConfig
+from plugins.agentmetricsconnector.connector import AgentMetricsConnector
+from tests.plugins._agent_support import Capture, kv, settings, sid, tid
+
+native = load("_agentscan")
+if native is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("plugins._native._agentscan was not built (CI requires it)")
+    pytest.skip(
+        "the C accelerator plugins._native._agentscan is not built (needs a C compiler: "
+        "reinstall with `pip install -e .`)",
+        allow_module_level=True,
+    )
+
+T0 = 1_700_000_000_000_000_000
+WORDS = ["search", "fetch", "", "Timeout", "cancelled by user", "deadline exceeded", "boom", "ünï"]
+
+
+def value(rng: random.Random) -> AnyValue:
+    pick = rng.random()
+    if pick < 0.7:
+        codes = ["200", "503", "429", "404", "\uff12\uff10\uff10"]  # the last: non-ASCII digits
+        return AnyValue(string_value=rng.choice([*WORDS, *codes]))
+    if pick < 0.8:
+        return AnyValue(int_value=rng.choice([200, 201, 429, 500, 503, -1, 1 << 40]))
+    if pick < 0.88:
+        return AnyValue(bool_value=rng.random() < 0.5)
+    if pick < 0.96:
+        return AnyValue(double_value=rng.choice([0.5, 1e-7, 123456789.0, float("inf")]))
+    return AnyValue()  # no value set
+
+
+KEYS = [
+    "gen_ai.operation.name",
+    "mcp.method.name",
+    "mcp.server.name",
+    "server.address",
+    "gen_ai.tool.name",
+    "error.type",
+    "a2a.message.type",
+    "a2a.recipient.type",
+    "a2a.priority",
+    "a2a.sender.type",
+    "a2a.processing.status",
+    "http.request.method",
+    "http.method",
+    "http.response.status_code",
+    "http.status_code",
+    "http.route",
+    "db.system.name",
+    "db.system",
+    "error.severity",
+    "error.recoverable",
+    "workflow.name",
+    "workflow.id",
+    "workflow.type",
+    "workflow.outcome",
+    "workflow.complexity_tier",
+    "workflow.agent.id",
+    "gen_ai.agent.id",
+    "app.padding",
+]
+
+
+def random_span(rng: random.Random, trace: int, n: int, producers: list[bytes]) -> Span:
+    root = rng.random() < 0.2
+    kind = rng.choice([0, 1, 2, 2, 3, 4, 4, 5, 5])
+    name = rng.choice(["workflow.research", "workflow.", "execute_tool lookup", "plain", "x ü"])
+    s = Span(
+        trace_id=tid(trace),
+        span_id=sid(n),
+        parent_span_id=b"" if root else sid(n - 1),
+        name=name,
+        kind=kind,  # type: ignore[arg-type]
+        start_time_unix_nano=T0 + n * 1_000_000,
+        end_time_unix_nano=T0 + n * 1_000_000 + rng.randrange(0, 20_000_000_000),
+    )
+    for key in rng.sample(KEYS, rng.randrange(0, 12)):
+        s.attributes.append(KeyValue(key=key, value=value(rng)))
+    if rng.random() < 0.3:
+        op = rng.choice(["execute_tool", "chat", "invoke_agent"])
+        s.attributes.append(kv("gen_ai.operation.name", op))
+    if rng.random() < 0.1:
+        s.attributes.append(kv("mcp.method.name", "tools/call"))
+    if kind in (4, 5) and rng.random() < 0.6:
+        s.attributes.append(kv("a2a.message.type", rng.choice(["task", "result", ""])))
+    if kind == 2 and rng.random() < 0.6:
+        s.attributes.append(kv("http.request.method", rng.choice(["GET", "POST", ""])))
+    if rng.random() < 0.1:  # a duplicate key: the last one wins
+        s.attributes.append(KeyValue(key="error.type", value=value(rng)))
+    if rng.random() < 0.35:
+        s.status.CopyFrom(
+            Status(code=Status.STATUS_CODE_ERROR, message=rng.choice([*WORDS, "Timed Out"]))
+        )
+    elif rng.random() < 0.1:
+        s.status.CopyFrom(Status(code=Status.STATUS_CODE_OK))
+    if rng.random() < 0.2:
+        ev = s.events.add(name=rng.choice(["exception", "log"]))
+        if rng.random() < 0.8:
+            ev.attributes.append(kv("exception.type", rng.choice(["TimeoutError", "KeyError"])))
+    if kind == 4:
+        producers.append(s.span_id)
+    if kind == 5 and producers and rng.random() < 0.5:
+        s.links.add(trace_id=tid(trace), span_id=rng.choice(producers))
+    return s
+
+
+def requests(seed: int, count: int = 20, spans: int = 60) -> list[bytes]:
+    rng = random.Random(seed)
+    producers: list[bytes] = []
+    out = []
+    n = 1
+    for r in range(count):
+        req = ExportTraceServiceRequest()
+        rs = req.resource_spans.add()
+        rs.resource.attributes.append(kv("service.name", "svc"))
+        for _ in range(rng.randrange(1, 3)):
+            ss = rs.scope_spans.add()
+            for _ in range(spans):
+                ss.spans.append(random_span(rng, r, n, producers))
+                n += 1
+        out.append(req.SerializeToString())
+    return out
+
+
+def connector(monkeypatch: pytest.MonkeyPatch, mode: str) -> AgentMetricsConnector:
+    monkeypatch.setenv("PIPELINE_NATIVE", mode)
+    cfg = AgentMetricsConfig(
+        sla={"default": "5s"},
+        # no limit: which series overflow depends on the order spans are counted in, and the
+        # scanner counts the spans it leaves to Python last
+        aggregation_cardinality_limit=0,
+    )
+    conn = AgentMetricsConnector(settings(Kind.CONNECTOR, "agentmetrics"), cfg, Capture())
+    assert (conn._scanner is not None) == (mode == "1")
+    return conn
+
+
+def state(conn: AgentMetricsConnector) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for m in conn.aggregator.metrics:
+        out[m.name] = {
+            key: (
+                s.count,
+                round(s.sum, 6),
+                list(s.buckets),
+                len(s.exemplars),
+            )
+            for key, s in m.series.items()
+        }
+        out[m.name + "/overflowed"] = m.overflowed
+    out["windows"] = {
+        w: {t: [b[1:] for b in buckets] for t, buckets in win.types.items()}
+        for w, win in conn.windows.items()
+    }
+    out["producers"] = dict(conn._producers)  # the order differs (Python spans last)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_same_metrics_as_the_python_path(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    reqs = requests(seed)
+    fast, slow = connector(monkeypatch, "1"), connector(monkeypatch, "0")
+
+    for raw in reqs:
+        await fast.consume(Traces(raw))
+        await slow.consume(Traces(raw))
+    # exemplars are the last few measurements of a series, and the scanner counts the spans it
+    # leaves to Python last: how many a series keeps is compared, not which
+    a, b = state(fast), state(slow)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name] == b[name], name
+    assert sum(len(m.series) for m in fast.aggregator.metrics) > 20  # the load covered a lot
+
+
+def test_scan_sends_what_it_cannot_decide_to_python() -> None:
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    failed_without_type = Span(
+        trace_id=tid(1), span_id=sid(2), parent_span_id=sid(1), name="execute_tool x"
+    )
+    failed_without_type.attributes.append(kv("gen_ai.operation.name", "execute_tool"))
+    failed_without_type.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="boom"))
+    handled = Span(trace_id=tid(1), span_id=sid(3), parent_span_id=sid(1), name="execute_tool y")
+    handled.attributes.append(kv("gen_ai.operation.name", "execute_tool"))
+    req = ExportTraceServiceRequest()
+    req.resource_spans.add().scope_spans.add().spans.extend([failed_without_type, handled])
+    raw = req.SerializeToString()
+    series, fallback, producers, consumers, workflows = conn._scanner.scan(raw)
+    assert [raw[a:b] for a, b in fallback] == [failed_without_type.SerializeToString()]
+    tool_calls = [s for s in series if s[0] == 0]
+    assert tool_calls == [(0, ("unknown", "y", "success", "none"), 1, 0.0, None, None)]
+    assert producers == consumers == [] and workflows == {}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_malformed_input_raises_value_error_and_never_crashes(seed: int) -> None:
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    scan = conn._scanner.scan
+    raw = requests(seed, count=1, spans=20)[0]
+    rng = random.Random(seed)
+    refused = 0
+    for _ in range(400):
+        data = bytearray(raw)
+        how = rng.random()
+        if how < 0.4:
+            data = data[: rng.randrange(len(data))]  # truncated
+        else:
+            for _ in range(rng.randrange(1, 4)):  # flipped bytes
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            scan(bytes(data))
+        except ValueError:
+            refused += 1
+    assert refused > 50
+    with pytest.raises(ValueError):
+        scan(b"\x0a\xff\xff\xff\xff\x0f")  # a length far past the end
+    with pytest.raises(ValueError):
+        scan(b"\x0b")  # a group wire type (not used by OTLP)
+    with pytest.raises(TypeError):
+        scan("not bytes")
