@@ -17,7 +17,9 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 # extension module name -> its C sources (relative to the project root)
-EXTENSIONS: dict[str, list[str]] = {}
+EXTENSIONS: dict[str, list[str]] = {
+    "plugins._native._tracewire": ["plugins/_native/_tracewire.c"],
+}
 
 
 class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
