@@ -45,10 +45,15 @@ malformed(const char *what)
     return -1;
 }
 
-static int
+static inline int
 read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out)
 {
     const uint8_t *p = *pp;
+    if (p < end && *p < 0x80) {
+        *out = *p;
+        *pp = p + 1;
+        return 0;
+    }
     uint64_t v = 0;
     for (int shift = 0; shift < 70; shift += 7) {
         if (p >= end)
@@ -65,7 +70,7 @@ read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out)
 }
 
 /* reads a tag: field number (> 0) and wire type */
-static int
+static inline int
 read_tag(const uint8_t **pp, const uint8_t *end, uint32_t *field, int *wt)
 {
     uint64_t tag;
@@ -78,7 +83,7 @@ read_tag(const uint8_t **pp, const uint8_t *end, uint32_t *field, int *wt)
     return 0;
 }
 
-static int
+static inline int
 read_len(const uint8_t **pp, const uint8_t *end, slice *out)
 {
     uint64_t n;
@@ -312,8 +317,46 @@ entry_for(entries *e, slice tid)
     return at;
 }
 
+/* substring test: Horspool, the shift table built once per call of ingest */
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t n;
+    uint8_t shift[256];
+} needle;
+
+static void
+needle_init(needle *nd, const void *p, Py_ssize_t n)
+{
+    nd->p = p;
+    nd->n = n;
+    uint8_t cap = n > 255 ? 255 : (uint8_t)n;
+    memset(nd->shift, cap, sizeof(nd->shift));
+    for (Py_ssize_t i = 0; i + 1 < n; i++)
+        if (n - 1 - i < 255)
+            nd->shift[nd->p[i]] = (uint8_t)(n - 1 - i);
+}
+
 static int
-contains(slice hay, const char *needle, Py_ssize_t n)
+needle_in(const needle *nd, slice hay)
+{
+    Py_ssize_t n = nd->n;
+    if (n == 0)
+        return 1;
+    if (n > hay.n)
+        return 0;
+    const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
+    uint8_t tail = nd->p[n - 1];
+    while (p <= last) {
+        uint8_t c = p[n - 1];
+        if (c == tail && memcmp(p, nd->p, (size_t)(n - 1)) == 0)
+            return 1;
+        p += nd->shift[c];
+    }
+    return 0;
+}
+
+static int
+contains(slice hay, const char *s, Py_ssize_t n)
 {
     if (n == 0)
         return 1;
@@ -322,16 +365,16 @@ contains(slice hay, const char *needle, Py_ssize_t n)
 #ifdef _WIN32
     const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
     while (p <= last) {
-        p = memchr(p, (unsigned char)needle[0], (size_t)(last - p + 1));
+        p = memchr(p, (unsigned char)s[0], (size_t)(last - p + 1));
         if (p == NULL)
             return 0;
-        if (memcmp(p, needle, (size_t)n) == 0)
+        if (memcmp(p, s, (size_t)n) == 0)
             return 1;
         p++;
     }
     return 0;
 #else
-    return memmem(hay.p, (size_t)hay.n, needle, (size_t)n) != NULL;
+    return memmem(hay.p, (size_t)hay.n, s, (size_t)n) != NULL;
 #endif
 }
 
@@ -352,8 +395,8 @@ bytes_of(slice s)
 }
 
 static int
-ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, Py_buffer *tool_a,
-            Py_buffer *tool_b, Py_buffer *agent)
+ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, const needle *tool_a,
+            const needle *tool_b, const needle *agent)
 {
     const uint8_t *p = span.p, *end = span.p + span.n;
     slice tid = {span.p, 0}, sid = {span.p, 0}, parent = {span.p, 0};
@@ -387,9 +430,9 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, Py_buffer
     int flags = 0;
     if (parent.n == 0)
         flags |= F_ROOT;
-    if (contains(span, tool_a->buf, tool_a->len) || contains(span, tool_b->buf, tool_b->len))
+    if (needle_in(tool_a, span) || needle_in(tool_b, span))
         flags |= F_TOOL;
-    if (!(flags & F_ROOT) && contains(span, agent->buf, agent->len))
+    if (!(flags & F_ROOT) && needle_in(agent, span))
         flags |= F_AGENT;
     if (flags) {
         if (t->specials == NULL && (t->specials = PyList_New(0)) == NULL)
@@ -415,6 +458,10 @@ tw_ingest(PyObject *self, PyObject *args)
         return NULL;
     entries e = {0};
     slices scopes = {0}, spans = {0};
+    needle nd_tool_a, nd_tool_b, nd_agent;
+    needle_init(&nd_tool_a, tool_a.buf, tool_a.len);
+    needle_init(&nd_tool_b, tool_b.buf, tool_b.len);
+    needle_init(&nd_agent, agent.buf, agent.len);
     PyObject *result = NULL;
     Py_ssize_t last = -1;
     const uint8_t *p = raw.buf, *end = p + raw.len;
@@ -461,7 +508,8 @@ tw_ingest(PyObject *self, PyObject *args)
             if (g == NULL)
                 goto scope_fail;
             for (Py_ssize_t j = 0; j < spans.len; j++) {
-                if (ingest_span(&e, &last, spans.items[j], g, &tool_a, &tool_b, &agent) < 0) {
+                if (ingest_span(&e, &last, spans.items[j], g, &nd_tool_a, &nd_tool_b,
+                                &nd_agent) < 0) {
                     Py_DECREF(g);
                     goto scope_fail;
                 }
