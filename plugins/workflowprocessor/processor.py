@@ -40,7 +40,6 @@ from pipeline import (
 )
 from pipeline._wire import ShallowTraces, SkeletonTraces
 from pipeline.consumer import deliver_holding
-from plugins._native import load as _load_native
 from plugins._agentconv import (
     STATUS_ERROR,
     TOP_TIER,
@@ -48,6 +47,7 @@ from plugins._agentconv import (
     ErrorClassifier,
     outcome_from,
 )
+from plugins._native import load as _load_native
 from plugins._spanview import SpanView, cached_str, value_str
 from plugins.workflowprocessor.config import WorkflowConfig
 
