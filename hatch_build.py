@@ -19,6 +19,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 # extension module name -> its C sources (relative to the project root)
 EXTENSIONS: dict[str, list[str]] = {
     "plugins._native._agentscan": ["plugins/_native/_agentscan.c"],
+    "plugins._native._tracewire": ["plugins/_native/_tracewire.c"],
 }
 
 

@@ -47,8 +47,14 @@ from plugins._agentconv import (
     ErrorClassifier,
     outcome_from,
 )
+from plugins._native import load as _load_native
 from plugins._spanview import SpanView, cached_str, value_str
 from plugins.workflowprocessor.config import WorkflowConfig
+
+# The C accelerator of the per-span loops (plugins/_native/_tracewire.c), or None: then the
+# pure-Python paths below, which give the same results, are used.
+_tracewire: Any = _load_native("_tracewire")
+_ROOT, _TOOL, _AGENT = 1, 2, 4  # its per-span flags
 
 # Python-side cost of holding one span beyond its encoding: the bytes objects of the span and
 # its two ids, list slots and the group key reference. Counted against ``max_bytes``.
@@ -176,7 +182,9 @@ class WorkflowProcessor(Component):
             names.workflow_outcome,
             names.workflow_complexity_tier,
         )
-        self._stamp_re = re.compile(b"|".join(re.escape(key_marker(k)) for k in self._stamp_keys))
+        self._stamp_markers = tuple(key_marker(k) for k in self._stamp_keys)
+        self._stamp_re = re.compile(b"|".join(re.escape(m) for m in self._stamp_markers))
+        self._tw: Any = _tracewire  # the C accelerator, or None
         self._released_children = {}
         self._groups: dict[GroupKey, GroupKey] = {}
         self._workflow_children: dict[str, Any] = {}
@@ -274,6 +282,76 @@ class WorkflowProcessor(Component):
             await asyncio.sleep(0)  # let the sender pass released traces on
 
     def _ingest(self, raw: bytes, now: float) -> None:
+        if self._tw is not None:
+            self._ingest_native(raw, now)
+        else:
+            self._ingest_python(raw, now)
+
+    def _ingest_native(self, raw: bytes, now: float) -> None:
+        """``_ingest`` with the request parsed and its spans grouped by trace in C: the Python
+        work is per trace, plus the few spans that are roots, tool calls or name the agent."""
+        interned = self._groups
+        if len(interned) > 4096:
+            interned.clear()
+        tool_a, tool_b = self._tool_markers
+        agent_marker = self._agent_marker
+        entries = self._tw.ingest(raw, interned, tool_a, tool_b, agent_marker)
+        held = self._held
+        released = self._released
+        if released:
+            for entry in entries:
+                trace_id = entry[0]
+                if trace_id not in held and trace_id in released:
+                    # late spans (rare): the Python path keeps their exact order in the output
+                    self._ingest_python(raw, now)
+                    return
+        added_bytes = 0
+        added_spans = 0
+        for trace_id, spans, groups, ids, parents, nbytes, specials in entries:
+            trace = held.get(trace_id)
+            if trace is None:
+                trace = _Trace(now, now, now)
+                held[trace_id] = trace
+                added_bytes += TRACE_OVERHEAD
+            else:
+                trace.last_seen = now
+            if specials is not None:
+                base = len(trace.spans)
+                for i, flags in specials:
+                    span_raw = spans[i]
+                    if flags & _TOOL:
+                        new_raw, tool = self._check_tool_call(span_raw)
+                        if tool:
+                            trace.tool_calls += 1
+                        if new_raw is not span_raw:
+                            nbytes += len(new_raw) - len(span_raw)
+                            spans[i] = span_raw = new_raw
+                            if agent_marker in span_raw:
+                                flags |= _AGENT
+                    if flags & _ROOT:
+                        trace.root_index = base + i
+                        trace.root, agent = self._root_facts(span_raw, trace_id)
+                        trace.root_present = trace.root.present
+                        if agent:
+                            trace.agent_id = agent
+                    elif flags & _AGENT and not trace.agent_id:
+                        agent_value = SpanView.FromString(span_raw).attributes.get(
+                            self.names.agent_id
+                        )
+                        if agent_value is not None:
+                            trace.agent_id = cached_str(agent_value)
+            trace.spans += spans
+            trace.groups += groups
+            trace.ids += ids
+            trace.parents += parents
+            size = nbytes + SPAN_OVERHEAD * len(spans)
+            trace.nbytes += size
+            added_bytes += size
+            added_spans += len(spans)
+        self._held_bytes += added_bytes
+        self._held_spans += added_spans
+
+    def _ingest_python(self, raw: bytes, now: float) -> None:
         shallow = ShallowTraces.FromString(raw)
         skeleton = SkeletonTraces.FromString(raw)
         held = self._held
@@ -484,6 +562,21 @@ class WorkflowProcessor(Component):
         self._update_gauges()
 
     def _release(self, traces: list[_Trace]) -> None:
+        tw = self._tw
+        if tw is None:
+            self._release_python(traces)
+            return
+        self._flush_counts()
+        count = 0
+        items: list[tuple[list[bytes], list[GroupKey], bytes, _Stamp | None]] = []
+        for trace in traces:
+            stamp = trace.stamp
+            count += len(trace.spans)
+            items.append((trace.spans, trace.groups, stamp.suffix if stamp else b"", stamp))
+        # spans with a stamp attribute's key get their own suffix (from _suffix_for)
+        self._enqueue(tw.assemble(items, self._stamp_markers, self._suffix_for), count)
+
+    def _release_python(self, traces: list[_Trace]) -> None:
         self._flush_counts()
         by_group: dict[GroupKey, list[bytes]] = {}
         count = 0
@@ -618,7 +711,10 @@ class WorkflowProcessor(Component):
         for tier in self.config.complexity_tiers:
             if spans <= tier.max_spans and tool_calls <= tier.max_tool_calls:
                 if depth < 0:
-                    depth = _max_depth(trace.ids, trace.parents, self._depth_cap)
+                    if self._tw is not None:
+                        depth = self._tw.max_depth(trace.ids, trace.parents, self._depth_cap)
+                    else:
+                        depth = _max_depth(trace.ids, trace.parents, self._depth_cap)
                 if depth <= tier.max_depth:
                     return tier.name
         return TOP_TIER

@@ -1,0 +1,980 @@
+/* _tracewire: the per-span loops of the workflow processor, on the OTLP wire format.
+ *
+ * ingest(raw, interned, tool_a, tool_b, agent_marker)
+ *     One pass over an encoded ExportTraceServiceRequest. Returns a list, one entry per trace
+ *     in order of first appearance: (trace_id, spans, groups, ids, parents, nbytes, specials)
+ *     with spans the encoded spans (bytes), groups the (resource, resource schema_url, scope,
+ *     scope schema_url) of each span (interned through the dict `interned`), ids and parents
+ *     the span and parent span ids, nbytes the total length of the spans and specials None or
+ *     a list of (index, flags) for the spans that are roots (1), contain a tool marker (2) or
+ *     the agent marker (4; looked for in non-root spans only).
+ *
+ * assemble(entries, markers, suffix_for)
+ *     An encoded ExportTraceServiceRequest from entries (spans, groups, suffix, stamp): groups
+ *     a list (one group per span) or one group tuple for all spans. Each span is written with
+ *     `suffix` appended; when stamp is not None and the span contains one of `markers`, with
+ *     suffix_for(span, stamp) appended instead. One ResourceSpans / ScopeSpans per distinct
+ *     group, in order of first appearance; empty fields are left out.
+ *
+ * max_depth(ids, parents, cap)
+ *     Depth of the span tree, as plugins.workflowprocessor.processor._max_depth.
+ *
+ * The wire format is parsed by hand with strict bounds checks; malformed input raises
+ * ValueError. Unknown fields are skipped by wire type (groups included), a field repeated
+ * where one is expected keeps the last value, as protobuf does.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_GROUP_DEPTH 100
+
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t n;
+} slice;
+
+static int
+malformed(const char *what)
+{
+    PyErr_Format(PyExc_ValueError, "malformed trace request: %s", what);
+    return -1;
+}
+
+static inline int
+read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *p = *pp;
+    if (p < end && *p < 0x80) {
+        *out = *p;
+        *pp = p + 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (p >= end)
+            return malformed("truncated varint");
+        uint8_t b = *p++;
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            *pp = p;
+            return 0;
+        }
+    }
+    return malformed("varint too long");
+}
+
+/* reads a tag: field number (> 0) and wire type */
+static inline int
+read_tag(const uint8_t **pp, const uint8_t *end, uint32_t *field, int *wt)
+{
+    uint64_t tag;
+    if (read_varint(pp, end, &tag) < 0)
+        return -1;
+    if (tag > 0xFFFFFFFFu || (tag >> 3) == 0)
+        return malformed("bad field tag");
+    *field = (uint32_t)(tag >> 3);
+    *wt = (int)(tag & 7);
+    return 0;
+}
+
+static inline int
+read_len(const uint8_t **pp, const uint8_t *end, slice *out)
+{
+    uint64_t n;
+    if (read_varint(pp, end, &n) < 0)
+        return -1;
+    if (n > (uint64_t)(end - *pp))
+        return malformed("length beyond the end of the message");
+    out->p = *pp;
+    out->n = (Py_ssize_t)n;
+    *pp += n;
+    return 0;
+}
+
+/* skips the value of a field (the tag already read) */
+static int
+skip_value(const uint8_t **pp, const uint8_t *end, uint32_t field, int wt, int depth)
+{
+    uint64_t v;
+    slice s;
+    switch (wt) {
+    case 0:
+        return read_varint(pp, end, &v);
+    case 1:
+        if (end - *pp < 8)
+            return malformed("truncated fixed64");
+        *pp += 8;
+        return 0;
+    case 2:
+        return read_len(pp, end, &s);
+    case 5:
+        if (end - *pp < 4)
+            return malformed("truncated fixed32");
+        *pp += 4;
+        return 0;
+    case 3:
+        if (depth >= MAX_GROUP_DEPTH)
+            return malformed("groups nested too deeply");
+        for (;;) {
+            uint32_t f;
+            int w;
+            if (*pp >= end)
+                return malformed("unterminated group");
+            if (read_tag(pp, end, &f, &w) < 0)
+                return -1;
+            if (w == 4) {
+                if (f != field)
+                    return malformed("mismatched end of group");
+                return 0;
+            }
+            if (skip_value(pp, end, f, w, depth + 1) < 0)
+                return -1;
+        }
+    case 4:
+        return malformed("unexpected end of group");
+    default:
+        return malformed("bad wire type");
+    }
+}
+
+/* growable array of slices */
+typedef struct {
+    slice *items;
+    Py_ssize_t len, cap;
+} slices;
+
+static int
+slices_push(slices *a, slice s)
+{
+    if (a->len == a->cap) {
+        Py_ssize_t cap = a->cap ? a->cap * 2 : 16;
+        slice *items = PyMem_Realloc(a->items, (size_t)cap * sizeof(slice));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        a->items = items;
+        a->cap = cap;
+    }
+    a->items[a->len++] = s;
+    return 0;
+}
+
+/* ResourceSpans / ScopeSpans: field 1 (bytes), field 2 (repeated, collected), field 3 (bytes) */
+static int
+parse_container(slice msg, slice *one, slices *twos, slice *three)
+{
+    const uint8_t *p = msg.p, *end = msg.p + msg.n;
+    one->p = three->p = msg.p;
+    one->n = three->n = 0;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        if (read_tag(&p, end, &f, &wt) < 0)
+            return -1;
+        if (wt == 2 && f <= 3) {
+            slice s;
+            if (read_len(&p, end, &s) < 0)
+                return -1;
+            if (f == 1)
+                *one = s;
+            else if (f == 2) {
+                if (slices_push(twos, s) < 0)
+                    return -1;
+            }
+            else
+                *three = s;
+        }
+        else if (skip_value(&p, end, f, wt, 0) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* ingest */
+
+#define F_ROOT 1
+#define F_TOOL 2
+#define F_AGENT 4
+
+typedef struct {
+    slice tid;
+    PyObject *trace_id, *spans, *groups, *ids, *parents, *specials;
+    Py_ssize_t nbytes;
+} entry;
+
+typedef struct {
+    entry *items;
+    Py_ssize_t len, cap;
+    Py_ssize_t *table; /* open addressing: entry index + 1, 0 = empty */
+    Py_ssize_t tcap;   /* power of two */
+} entries;
+
+static uint64_t
+hash_slice(slice s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < s.n; i++) {
+        h ^= s.p[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static void
+entries_clear(entries *e)
+{
+    for (Py_ssize_t i = 0; i < e->len; i++) {
+        entry *t = &e->items[i];
+        Py_XDECREF(t->trace_id);
+        Py_XDECREF(t->spans);
+        Py_XDECREF(t->groups);
+        Py_XDECREF(t->ids);
+        Py_XDECREF(t->parents);
+        Py_XDECREF(t->specials);
+    }
+    PyMem_Free(e->items);
+    PyMem_Free(e->table);
+}
+
+static int
+table_insert(entries *e, Py_ssize_t index)
+{
+    Py_ssize_t mask = e->tcap - 1;
+    Py_ssize_t i = (Py_ssize_t)(hash_slice(e->items[index].tid) & (uint64_t)mask);
+    while (e->table[i])
+        i = (i + 1) & mask;
+    e->table[i] = index + 1;
+    return 0;
+}
+
+static int
+table_grow(entries *e)
+{
+    Py_ssize_t cap = e->tcap ? e->tcap * 2 : 64;
+    Py_ssize_t *table = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    if (table == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyMem_Free(e->table);
+    e->table = table;
+    e->tcap = cap;
+    for (Py_ssize_t i = 0; i < e->len; i++)
+        table_insert(e, i);
+    return 0;
+}
+
+/* the index of the entry of a trace id, created if new; -1 on error */
+static Py_ssize_t
+entry_for(entries *e, slice tid)
+{
+    if (e->tcap) {
+        Py_ssize_t mask = e->tcap - 1;
+        Py_ssize_t i = (Py_ssize_t)(hash_slice(tid) & (uint64_t)mask);
+        Py_ssize_t k;
+        while ((k = e->table[i])) {
+            entry *t = &e->items[k - 1];
+            if (t->tid.n == tid.n && memcmp(t->tid.p, tid.p, (size_t)tid.n) == 0)
+                return k - 1;
+            i = (i + 1) & mask;
+        }
+    }
+    if (e->len == e->cap) {
+        Py_ssize_t cap = e->cap ? e->cap * 2 : 16;
+        entry *items = PyMem_Realloc(e->items, (size_t)cap * sizeof(entry));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        e->items = items;
+        e->cap = cap;
+    }
+    Py_ssize_t at = e->len++;
+    entry *t = &e->items[at];
+    memset(t, 0, sizeof(entry));
+    t->tid = tid;
+    if (e->len * 2 > e->tcap) {
+        if (table_grow(e) < 0) /* inserts every entry, this one included */
+            return -1;
+    }
+    else
+        table_insert(e, at);
+    t->trace_id = PyBytes_FromStringAndSize((const char *)tid.p, tid.n);
+    t->spans = PyList_New(0);
+    t->groups = PyList_New(0);
+    t->ids = PyList_New(0);
+    t->parents = PyList_New(0);
+    if (!t->trace_id || !t->spans || !t->groups || !t->ids || !t->parents)
+        return -1;
+    return at;
+}
+
+/* substring test: Horspool, the shift table built once per call of ingest */
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t n;
+    uint8_t shift[256];
+} needle;
+
+static void
+needle_init(needle *nd, const void *p, Py_ssize_t n)
+{
+    nd->p = p;
+    nd->n = n;
+    uint8_t cap = n > 255 ? 255 : (uint8_t)n;
+    memset(nd->shift, cap, sizeof(nd->shift));
+    for (Py_ssize_t i = 0; i + 1 < n; i++)
+        if (n - 1 - i < 255)
+            nd->shift[nd->p[i]] = (uint8_t)(n - 1 - i);
+}
+
+static int
+needle_in(const needle *nd, slice hay)
+{
+    Py_ssize_t n = nd->n;
+    if (n == 0)
+        return 1;
+    if (n > hay.n)
+        return 0;
+    const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
+    uint8_t tail = nd->p[n - 1];
+    while (p <= last) {
+        uint8_t c = p[n - 1];
+        if (c == tail && memcmp(p, nd->p, (size_t)(n - 1)) == 0)
+            return 1;
+        p += nd->shift[c];
+    }
+    return 0;
+}
+
+static int
+contains(slice hay, const char *s, Py_ssize_t n)
+{
+    if (n == 0)
+        return 1;
+    if (n > hay.n)
+        return 0;
+#ifdef _WIN32
+    const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
+    while (p <= last) {
+        p = memchr(p, (unsigned char)s[0], (size_t)(last - p + 1));
+        if (p == NULL)
+            return 0;
+        if (memcmp(p, s, (size_t)n) == 0)
+            return 1;
+        p++;
+    }
+    return 0;
+#else
+    return memmem(hay.p, (size_t)hay.n, s, (size_t)n) != NULL;
+#endif
+}
+
+static int
+append_new(PyObject *list, PyObject *item)
+{
+    if (item == NULL)
+        return -1;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static PyObject *
+bytes_of(slice s)
+{
+    return PyBytes_FromStringAndSize((const char *)s.p, s.n);
+}
+
+static int
+ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, const needle *tool_a,
+            const needle *tool_b, const needle *agent)
+{
+    const uint8_t *p = span.p, *end = span.p + span.n;
+    slice tid = {span.p, 0}, sid = {span.p, 0}, parent = {span.p, 0};
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        if (read_tag(&p, end, &f, &wt) < 0)
+            return -1;
+        if (wt == 2 && (f == 1 || f == 2 || f == 4)) {
+            slice s;
+            if (read_len(&p, end, &s) < 0)
+                return -1;
+            if (f == 1)
+                tid = s;
+            else if (f == 2)
+                sid = s;
+            else
+                parent = s;
+        }
+        else if (skip_value(&p, end, f, wt, 0) < 0)
+            return -1;
+    }
+    entry *t = *last >= 0 ? &e->items[*last] : NULL;
+    if (t == NULL || t->tid.n != tid.n || memcmp(t->tid.p, tid.p, (size_t)tid.n) != 0) {
+        Py_ssize_t at = entry_for(e, tid);
+        if (at < 0)
+            return -1;
+        *last = at;
+        t = &e->items[at];
+    }
+    int flags = 0;
+    if (parent.n == 0)
+        flags |= F_ROOT;
+    if (needle_in(tool_a, span) || needle_in(tool_b, span))
+        flags |= F_TOOL;
+    if (!(flags & F_ROOT) && needle_in(agent, span))
+        flags |= F_AGENT;
+    if (flags) {
+        if (t->specials == NULL && (t->specials = PyList_New(0)) == NULL)
+            return -1;
+        if (append_new(t->specials,
+                       Py_BuildValue("(ni)", PyList_GET_SIZE(t->spans), flags)) < 0)
+            return -1;
+    }
+    if (append_new(t->spans, bytes_of(span)) < 0 || PyList_Append(t->groups, group) < 0 ||
+        append_new(t->ids, bytes_of(sid)) < 0 || append_new(t->parents, bytes_of(parent)) < 0)
+        return -1;
+    t->nbytes += span.n;
+    return 0;
+}
+
+static PyObject *
+tw_ingest(PyObject *self, PyObject *args)
+{
+    Py_buffer raw, tool_a, tool_b, agent;
+    PyObject *interned;
+    if (!PyArg_ParseTuple(args, "y*O!y*y*y*", &raw, &PyDict_Type, &interned, &tool_a, &tool_b,
+                          &agent))
+        return NULL;
+    entries e = {0};
+    slices scopes = {0}, spans = {0};
+    needle nd_tool_a, nd_tool_b, nd_agent;
+    needle_init(&nd_tool_a, tool_a.buf, tool_a.len);
+    needle_init(&nd_tool_b, tool_b.buf, tool_b.len);
+    needle_init(&nd_agent, agent.buf, agent.len);
+    PyObject *result = NULL;
+    Py_ssize_t last = -1;
+    const uint8_t *p = raw.buf, *end = p + raw.len;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        if (read_tag(&p, end, &f, &wt) < 0)
+            goto done;
+        if (!(f == 1 && wt == 2)) {
+            if (skip_value(&p, end, f, wt, 0) < 0)
+                goto done;
+            continue;
+        }
+        slice rs, resource, resource_url;
+        if (read_len(&p, end, &rs) < 0)
+            goto done;
+        scopes.len = 0;
+        if (parse_container(rs, &resource, &scopes, &resource_url) < 0)
+            goto done;
+        PyObject *res_b = NULL, *res_url_b = NULL;
+        if (scopes.len) {
+            res_b = bytes_of(resource);
+            res_url_b = bytes_of(resource_url);
+            if (!res_b || !res_url_b) {
+                Py_XDECREF(res_b);
+                Py_XDECREF(res_url_b);
+                goto done;
+            }
+        }
+        for (Py_ssize_t i = 0; i < scopes.len; i++) {
+            slice scope, scope_url;
+            spans.len = 0;
+            if (parse_container(scopes.items[i], &scope, &spans, &scope_url) < 0)
+                goto scope_fail;
+            if (spans.len == 0)
+                continue;
+            PyObject *group = Py_BuildValue("(OONN)", res_b, res_url_b, bytes_of(scope),
+                                            bytes_of(scope_url));
+            if (group == NULL)
+                goto scope_fail;
+            PyObject *g = PyDict_SetDefault(interned, group, group); /* borrowed */
+            Py_XINCREF(g);
+            Py_DECREF(group);
+            if (g == NULL)
+                goto scope_fail;
+            for (Py_ssize_t j = 0; j < spans.len; j++) {
+                if (ingest_span(&e, &last, spans.items[j], g, &nd_tool_a, &nd_tool_b,
+                                &nd_agent) < 0) {
+                    Py_DECREF(g);
+                    goto scope_fail;
+                }
+            }
+            Py_DECREF(g);
+        }
+        Py_XDECREF(res_b);
+        Py_XDECREF(res_url_b);
+        continue;
+    scope_fail:
+        Py_XDECREF(res_b);
+        Py_XDECREF(res_url_b);
+        goto done;
+    }
+    result = PyList_New(e.len);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < e.len; i++) {
+        entry *t = &e.items[i];
+        PyObject *specials = t->specials ? t->specials : Py_None;
+        PyObject *item = Py_BuildValue("(OOOOOnO)", t->trace_id, t->spans, t->groups, t->ids,
+                                       t->parents, t->nbytes, specials);
+        if (item == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, item);
+    }
+done:
+    entries_clear(&e);
+    PyMem_Free(scopes.items);
+    PyMem_Free(spans.items);
+    PyBuffer_Release(&raw);
+    PyBuffer_Release(&tool_a);
+    PyBuffer_Release(&tool_b);
+    PyBuffer_Release(&agent);
+    return result;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* assemble */
+
+typedef struct {
+    PyObject *span, *suffix; /* borrowed (kept alive by the entries or `keep`) */
+} piece;
+
+typedef struct {
+    PyObject *key; /* borrowed: a 4-tuple of bytes */
+    piece *items;
+    Py_ssize_t len, cap;
+    Py_ssize_t ss_len, rs_len;
+} bucket;
+
+static Py_ssize_t
+varint_len(uint64_t n)
+{
+    Py_ssize_t k = 1;
+    while (n >= 0x80) {
+        n >>= 7;
+        k++;
+    }
+    return k;
+}
+
+static uint8_t *
+put_varint(uint8_t *o, uint64_t n)
+{
+    while (n >= 0x80) {
+        *o++ = (uint8_t)(n | 0x80);
+        n >>= 7;
+    }
+    *o++ = (uint8_t)n;
+    return o;
+}
+
+static Py_ssize_t
+field_len(Py_ssize_t n)
+{
+    return 1 + varint_len((uint64_t)n) + n;
+}
+
+static uint8_t *
+put_field(uint8_t *o, uint8_t tag, PyObject *b)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    *o++ = tag;
+    o = put_varint(o, (uint64_t)n);
+    memcpy(o, PyBytes_AS_STRING(b), (size_t)n);
+    return o + n;
+}
+
+static int
+check_group(PyObject *g)
+{
+    if (!PyTuple_CheckExact(g) || PyTuple_GET_SIZE(g) != 4)
+        goto bad;
+    for (int i = 0; i < 4; i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(g, i)))
+            goto bad;
+    return 0;
+bad:
+    PyErr_SetString(PyExc_TypeError, "a group is a tuple of 4 bytes");
+    return -1;
+}
+
+typedef struct {
+    bucket *items;
+    Py_ssize_t len, cap;
+    PyObject *index; /* group -> bucket number */
+    PyObject *last_key;
+    Py_ssize_t last;
+} buckets;
+
+static bucket *
+bucket_for(buckets *b, PyObject *key)
+{
+    if (key == b->last_key)
+        return &b->items[b->last];
+    PyObject *k = PyDict_GetItemWithError(b->index, key);
+    Py_ssize_t at;
+    if (k != NULL)
+        at = PyLong_AsSsize_t(k);
+    else {
+        if (PyErr_Occurred() || check_group(key) < 0)
+            return NULL;
+        if (b->len == b->cap) {
+            Py_ssize_t cap = b->cap ? b->cap * 2 : 8;
+            bucket *items = PyMem_Realloc(b->items, (size_t)cap * sizeof(bucket));
+            if (items == NULL) {
+                PyErr_NoMemory();
+                return NULL;
+            }
+            b->items = items;
+            b->cap = cap;
+        }
+        at = b->len;
+        PyObject *num = PyLong_FromSsize_t(at);
+        if (num == NULL)
+            return NULL;
+        int rc = PyDict_SetItem(b->index, key, num);
+        Py_DECREF(num);
+        if (rc < 0)
+            return NULL;
+        memset(&b->items[at], 0, sizeof(bucket));
+        b->items[at].key = key;
+        b->len++;
+    }
+    b->last_key = key;
+    b->last = at;
+    return &b->items[at];
+}
+
+static int
+bucket_push(bucket *g, PyObject *span, PyObject *suffix)
+{
+    if (g->len == g->cap) {
+        Py_ssize_t cap = g->cap ? g->cap * 2 : 64;
+        piece *items = PyMem_Realloc(g->items, (size_t)cap * sizeof(piece));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        g->items = items;
+        g->cap = cap;
+    }
+    g->items[g->len].span = span;
+    g->items[g->len].suffix = suffix;
+    g->len++;
+    return 0;
+}
+
+static int
+has_marker(PyObject *span, PyObject *markers)
+{
+    slice s = {(const uint8_t *)PyBytes_AS_STRING(span), PyBytes_GET_SIZE(span)};
+    Py_ssize_t n = PyTuple_GET_SIZE(markers);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *m = PyTuple_GET_ITEM(markers, i);
+        if (contains(s, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m)))
+            return 1;
+    }
+    return 0;
+}
+
+static PyObject *
+tw_assemble(PyObject *self, PyObject *args)
+{
+    PyObject *items, *markers, *suffix_for;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &items, &PyTuple_Type, &markers,
+                          &suffix_for))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(markers); i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(markers, i))) {
+            PyErr_SetString(PyExc_TypeError, "markers must be bytes");
+            return NULL;
+        }
+    buckets b = {0};
+    PyObject *keep = PyList_New(0), *result = NULL;
+    b.index = PyDict_New();
+    if (keep == NULL || b.index == NULL)
+        goto done;
+    Py_ssize_t n_items = PyList_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < n_items; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 4) {
+            PyErr_SetString(PyExc_TypeError, "an entry is (spans, groups, suffix, stamp)");
+            goto done;
+        }
+        /* held in `keep`: item may be dropped from the list by suffix_for */
+        if (PyList_Append(keep, item) < 0)
+            goto done;
+        PyObject *spans = PyTuple_GET_ITEM(item, 0), *groups = PyTuple_GET_ITEM(item, 1);
+        PyObject *suffix = PyTuple_GET_ITEM(item, 2), *stamp = PyTuple_GET_ITEM(item, 3);
+        if (!PyList_Check(spans) || !PyBytes_Check(suffix) ||
+            !(PyList_Check(groups) || PyTuple_Check(groups))) {
+            PyErr_SetString(PyExc_TypeError, "an entry is (spans, groups, suffix, stamp)");
+            goto done;
+        }
+        /* copies: suffix_for could change the lists */
+        PyObject *span_list = PyList_GetSlice(spans, 0, PyList_GET_SIZE(spans));
+        if (span_list == NULL)
+            goto done;
+        int rc = PyList_Append(keep, span_list);
+        Py_DECREF(span_list);
+        if (rc < 0)
+            goto done;
+        PyObject *group_list = NULL;
+        if (PyList_Check(groups)) {
+            group_list = PyList_GetSlice(groups, 0, PyList_GET_SIZE(groups));
+            if (group_list == NULL)
+                goto done;
+            rc = PyList_Append(keep, group_list);
+            Py_DECREF(group_list);
+            if (rc < 0)
+                goto done;
+            if (PyList_GET_SIZE(group_list) != PyList_GET_SIZE(span_list)) {
+                PyErr_SetString(PyExc_ValueError, "spans and groups differ in length");
+                goto done;
+            }
+        }
+        Py_ssize_t n = PyList_GET_SIZE(span_list);
+        int search = stamp != Py_None && PyTuple_GET_SIZE(markers) > 0;
+        bucket *g = NULL;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            PyObject *span = PyList_GET_ITEM(span_list, j);
+            if (!PyBytes_Check(span)) {
+                PyErr_SetString(PyExc_TypeError, "a span is bytes");
+                goto done;
+            }
+            if (g == NULL || group_list != NULL) {
+                g = bucket_for(&b, group_list ? PyList_GET_ITEM(group_list, j) : groups);
+                if (g == NULL)
+                    goto done;
+            }
+            PyObject *sfx = suffix;
+            if (search && has_marker(span, markers)) {
+                sfx = PyObject_CallFunctionObjArgs(suffix_for, span, stamp, NULL);
+                if (sfx == NULL)
+                    goto done;
+                rc = PyList_Append(keep, sfx);
+                Py_DECREF(sfx);
+                if (rc < 0)
+                    goto done;
+                if (!PyBytes_Check(sfx)) {
+                    PyErr_SetString(PyExc_TypeError, "suffix_for must return bytes");
+                    goto done;
+                }
+            }
+            if (bucket_push(g, span, sfx) < 0)
+                goto done;
+        }
+    }
+    /* sizes */
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < b.len; i++) {
+        bucket *g = &b.items[i];
+        PyObject *res = PyTuple_GET_ITEM(g->key, 0), *res_url = PyTuple_GET_ITEM(g->key, 1);
+        PyObject *scope = PyTuple_GET_ITEM(g->key, 2), *scope_url = PyTuple_GET_ITEM(g->key, 3);
+        Py_ssize_t ss = 0;
+        if (PyBytes_GET_SIZE(scope))
+            ss += field_len(PyBytes_GET_SIZE(scope));
+        for (Py_ssize_t j = 0; j < g->len; j++)
+            ss += field_len(PyBytes_GET_SIZE(g->items[j].span) +
+                            PyBytes_GET_SIZE(g->items[j].suffix));
+        if (PyBytes_GET_SIZE(scope_url))
+            ss += field_len(PyBytes_GET_SIZE(scope_url));
+        Py_ssize_t rs = field_len(ss);
+        if (PyBytes_GET_SIZE(res))
+            rs += field_len(PyBytes_GET_SIZE(res));
+        if (PyBytes_GET_SIZE(res_url))
+            rs += field_len(PyBytes_GET_SIZE(res_url));
+        g->ss_len = ss;
+        g->rs_len = rs;
+        total += field_len(rs);
+    }
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL)
+        goto done;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < b.len; i++) {
+        bucket *g = &b.items[i];
+        PyObject *res = PyTuple_GET_ITEM(g->key, 0), *res_url = PyTuple_GET_ITEM(g->key, 1);
+        PyObject *scope = PyTuple_GET_ITEM(g->key, 2), *scope_url = PyTuple_GET_ITEM(g->key, 3);
+        *o++ = 0x0A;
+        o = put_varint(o, (uint64_t)g->rs_len);
+        if (PyBytes_GET_SIZE(res))
+            o = put_field(o, 0x0A, res);
+        *o++ = 0x12;
+        o = put_varint(o, (uint64_t)g->ss_len);
+        if (PyBytes_GET_SIZE(scope))
+            o = put_field(o, 0x0A, scope);
+        for (Py_ssize_t j = 0; j < g->len; j++) {
+            Py_ssize_t a = PyBytes_GET_SIZE(g->items[j].span);
+            Py_ssize_t s = PyBytes_GET_SIZE(g->items[j].suffix);
+            *o++ = 0x12;
+            o = put_varint(o, (uint64_t)(a + s));
+            memcpy(o, PyBytes_AS_STRING(g->items[j].span), (size_t)a);
+            o += a;
+            memcpy(o, PyBytes_AS_STRING(g->items[j].suffix), (size_t)s);
+            o += s;
+        }
+        if (PyBytes_GET_SIZE(scope_url))
+            o = put_field(o, 0x1A, scope_url);
+        if (PyBytes_GET_SIZE(res_url))
+            o = put_field(o, 0x1A, res_url);
+    }
+    if (o != (uint8_t *)PyBytes_AS_STRING(result) + total) {
+        Py_CLEAR(result);
+        PyErr_SetString(PyExc_SystemError, "assemble: size mismatch");
+    }
+done:
+    for (Py_ssize_t i = 0; i < b.len; i++)
+        PyMem_Free(b.items[i].items);
+    PyMem_Free(b.items);
+    Py_XDECREF(b.index);
+    Py_XDECREF(keep);
+    return result;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* max_depth */
+
+static PyObject *
+tw_max_depth(PyObject *self, PyObject *args)
+{
+    PyObject *ids, *parents;
+    Py_ssize_t cap;
+    if (!PyArg_ParseTuple(args, "O!O!n", &PyList_Type, &ids, &PyList_Type, &parents, &cap))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(ids);
+    if (PyList_GET_SIZE(parents) != n) {
+        PyErr_SetString(PyExc_ValueError, "ids and parents differ in length");
+        return NULL;
+    }
+    PyObject *slots = PyDict_New(), *result = NULL;
+    Py_ssize_t *slot_of = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    Py_ssize_t *head = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    Py_ssize_t *tail = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    Py_ssize_t *next = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    Py_ssize_t *level = NULL, *nxt = NULL;
+    Py_ssize_t level_len = 0, level_cap = n + 1, nxt_cap = n + 1;
+    level = PyMem_Malloc((size_t)level_cap * sizeof(Py_ssize_t));
+    nxt = PyMem_Malloc((size_t)nxt_cap * sizeof(Py_ssize_t));
+    if (!slots || !slot_of || !head || !tail || !next || !level || !nxt) {
+        if (slots)
+            PyErr_NoMemory();
+        goto done;
+    }
+    /* slot number of each distinct id */
+    Py_ssize_t n_slots = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *id = PyList_GET_ITEM(ids, j);
+        PyObject *k = PyDict_GetItemWithError(slots, id);
+        if (k == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            k = PyLong_FromSsize_t(n_slots);
+            if (k == NULL)
+                goto done;
+            int rc = PyDict_SetItem(slots, id, k);
+            Py_DECREF(k);
+            if (rc < 0)
+                goto done;
+            head[n_slots] = tail[n_slots] = -1;
+            slot_of[j] = n_slots++;
+        }
+        else
+            slot_of[j] = PyLong_AsSsize_t(k);
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *k = PyDict_GetItemWithError(slots, PyList_GET_ITEM(parents, j));
+        next[j] = -1;
+        if (k == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            level[level_len++] = j;
+        }
+        else {
+            Py_ssize_t s = PyLong_AsSsize_t(k);
+            if (tail[s] < 0)
+                head[s] = j;
+            else
+                next[tail[s]] = j;
+            tail[s] = j;
+        }
+    }
+    Py_ssize_t depth = 0, seen = 0;
+    while (level_len && seen < n && (!cap || depth < cap)) {
+        depth++;
+        seen += level_len;
+        if (seen >= n || (cap && depth >= cap))
+            break; /* the walk ends here whatever the next level holds */
+        Py_ssize_t nxt_len = 0;
+        for (Py_ssize_t i = 0; i < level_len; i++) {
+            for (Py_ssize_t c = head[slot_of[level[i]]]; c >= 0; c = next[c]) {
+                if (nxt_len == nxt_cap) {
+                    Py_ssize_t ncap = nxt_cap * 2;
+                    Py_ssize_t *grown = PyMem_Realloc(nxt, (size_t)ncap * sizeof(Py_ssize_t));
+                    if (grown == NULL) {
+                        PyErr_NoMemory();
+                        goto done;
+                    }
+                    nxt = grown;
+                    nxt_cap = ncap;
+                }
+                nxt[nxt_len++] = c;
+            }
+        }
+        Py_ssize_t *t = level;
+        level = nxt;
+        nxt = t;
+        Py_ssize_t tc = level_cap;
+        level_cap = nxt_cap;
+        nxt_cap = tc;
+        level_len = nxt_len;
+    }
+    result = PyLong_FromSsize_t(depth);
+done:
+    Py_XDECREF(slots);
+    PyMem_Free(slot_of);
+    PyMem_Free(head);
+    PyMem_Free(tail);
+    PyMem_Free(next);
+    PyMem_Free(level);
+    PyMem_Free(nxt);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"ingest", tw_ingest, METH_VARARGS,
+     "ingest(raw, interned, tool_a, tool_b, agent_marker) -> list of per-trace entries"},
+    {"assemble", tw_assemble, METH_VARARGS,
+     "assemble(entries, markers, suffix_for) -> encoded ExportTraceServiceRequest"},
+    {"max_depth", tw_max_depth, METH_VARARGS, "max_depth(ids, parents, cap) -> int"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_tracewire",
+    "The workflow processor's per-span loops on the OTLP wire format.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__tracewire(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,428 @@
+"""The workflow processor's C accelerator (``plugins._native._tracewire``) against the
+pure-Python path: same inputs, byte-identical outputs, malformed input rejected."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline import Kind
+from pipeline._wire import ShallowTraces, SkeletonTraces
+from pipeline.telemetry import SelfTelemetry
+from plugins.workflowprocessor import processor as processor_module
+from plugins.workflowprocessor.config import WorkflowConfig
+from plugins.workflowprocessor.processor import (
+    WorkflowProcessor,
+    _max_depth,
+    key_marker,
+)
+from tests.plugins._agent_support import Capture, settings, span
+
+tw: Any = processor_module._tracewire
+pytestmark = pytest.mark.skipif(tw is None, reason="the C accelerator is not built")
+
+TOOL_A, TOOL_B = b"execute_tool", b"tools/call"
+AGENT = key_marker("gen_ai.agent.id")
+
+
+# -- a minimal encoder, so tests can write what protobuf would not -------------------------------
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def ld(field: int, payload: bytes) -> bytes:
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+def raw_span(trace: bytes, span_id: bytes, parent: bytes = b"", extra: bytes = b"") -> bytes:
+    out = b""
+    if trace:
+        out += ld(1, trace)
+    if span_id:
+        out += ld(2, span_id)
+    if parent:
+        out += ld(4, parent)
+    return out + ld(5, b"op") + extra
+
+
+def scope_spans(
+    spans: list[bytes], scope: bytes = b"", url: bytes = b"", extra: bytes = b""
+) -> bytes:
+    out = ld(1, scope) if scope else b""
+    out += b"".join(ld(2, s) for s in spans)
+    return out + (ld(3, url) if url else b"") + extra
+
+
+def resource_spans(scopes: list[bytes], resource: bytes = b"", url: bytes = b"") -> bytes:
+    out = ld(1, resource) if resource else b""
+    out += b"".join(ld(2, s) for s in scopes)
+    return out + (ld(3, url) if url else b"")
+
+
+def request(resources: list[bytes], extra: bytes = b"") -> bytes:
+    return b"".join(ld(1, r) for r in resources) + extra
+
+
+# unknown fields of every wire type, a group with a nested group among them
+UNKNOWN = (
+    varint(99 << 3 | 0)
+    + varint(300)
+    + varint(98 << 3 | 1)
+    + b"\x01" * 8
+    + varint(97 << 3 | 5)
+    + b"\x02" * 4
+    + ld(96, b"unknown")
+    + varint(95 << 3 | 3)
+    + varint(94 << 3 | 3)
+    + varint(1 << 3 | 0)
+    + b"\x05"
+    + varint(94 << 3 | 4)
+    + varint(95 << 3 | 4)
+)
+
+
+# -- ingest: against the upb views the Python path uses -----------------------------------------
+def reference_ingest(raw: bytes) -> list[tuple[Any, ...]]:
+    """What ``ingest`` must return, computed with the Python path's parsers."""
+    shallow = ShallowTraces.FromString(raw)
+    skeleton = SkeletonTraces.FromString(raw)
+    out: dict[bytes, list[Any]] = {}
+    for rs_sh, rs_sk in zip(shallow.resource_spans, skeleton.resource_spans, strict=True):
+        for ss_sh, ss_sk in zip(rs_sh.scope_spans, rs_sk.scope_spans, strict=True):
+            group = (rs_sh.resource, rs_sh.schema_url, ss_sh.scope, ss_sh.schema_url)
+            for span_raw, sk in zip(ss_sh.spans, ss_sk.spans, strict=True):
+                e = out.setdefault(sk.trace_id, [sk.trace_id, [], [], [], [], 0, None])
+                flags = 0 if sk.parent_span_id else 1
+                if TOOL_A in span_raw or TOOL_B in span_raw:
+                    flags |= 2
+                if sk.parent_span_id and AGENT in span_raw:
+                    flags |= 4
+                if flags:
+                    if e[6] is None:
+                        e[6] = []
+                    e[6].append((len(e[1]), flags))
+                e[1].append(span_raw)
+                e[2].append(group)
+                e[3].append(sk.span_id)
+                e[4].append(sk.parent_span_id)
+                e[5] += len(span_raw)
+    return [tuple(e) for e in out.values()]
+
+
+def native_ingest(raw: bytes, interned: dict[Any, Any] | None = None) -> list[tuple[Any, ...]]:
+    return list(tw.ingest(raw, {} if interned is None else interned, TOOL_A, TOOL_B, AGENT))
+
+
+T1, T2, T3 = b"\x01" * 16, b"\x02" * 16, b"\x03" * 16
+
+INGEST_CASES = {
+    "empty request": b"",
+    "empty resource spans": request([b""]),
+    "empty scope spans": request([resource_spans([b""])]),
+    "one span, no fields": request([resource_spans([scope_spans([b""])])]),
+    "interleaved traces": request(
+        [
+            resource_spans(
+                [
+                    scope_spans(
+                        [
+                            raw_span(T1, b"a" * 8),
+                            raw_span(T2, b"b" * 8),
+                            raw_span(T1, b"c" * 8, b"a" * 8, ld(9, b"execute_tool")),
+                            raw_span(T3, b"d" * 8, b"x" * 8, ld(9, AGENT + b"x")),
+                            raw_span(T2, b"e" * 8, b"b" * 8, ld(9, b"tools/call")),
+                        ],
+                        b"scope-1",
+                        b"https://scope",
+                    )
+                ],
+                b"res-1",
+                b"https://res",
+            )
+        ]
+    ),
+    "several resources and scopes, trace across them": request(
+        [
+            resource_spans(
+                [
+                    scope_spans([raw_span(T1, b"a" * 8)], b"s1"),
+                    scope_spans([raw_span(T1, b"b" * 8, b"a" * 8)], b"s2", b"u2"),
+                ],
+                b"r1",
+            ),
+            resource_spans([scope_spans([raw_span(T1, b"c" * 8, b"a" * 8)], b"s1")], b"r2", b"u"),
+            resource_spans([scope_spans([raw_span(T2, b"d" * 8)], b"s1")], b"r1"),
+        ]
+    ),
+    "unknown fields everywhere": request(
+        [
+            resource_spans(
+                [scope_spans([raw_span(T1, b"a" * 8, b"", UNKNOWN)], b"s", extra=UNKNOWN)]
+            )
+            + UNKNOWN
+        ],
+        UNKNOWN,
+    ),
+    "known fields with other wire types are unknown": request(
+        [
+            resource_spans([scope_spans([raw_span(T1, b"a" * 8) + varint(1 << 3 | 0) + b"\x07"])])
+            + varint(1 << 3 | 5)
+            + b"abcd"
+        ]
+    ),
+    "repeated singular fields: the last wins": request(
+        [ld(1, b"first") + ld(2, scope_spans([raw_span(T1, b"a" * 8) + ld(1, T2)])) + ld(1, b"r")]
+    ),
+    "fields out of order": request(
+        [ld(3, b"url") + ld(2, ld(3, b"su") + ld(2, ld(2, b"i" * 8) + ld(1, T1)) + ld(1, b"s"))]
+    ),
+    "spans over 16 KiB": request(
+        [
+            resource_spans(
+                [
+                    scope_spans(
+                        [
+                            raw_span(T1, b"a" * 8, b"", ld(9, b"x" * 20_000)),
+                            raw_span(T1, b"b" * 8, b"a" * 8, ld(9, b"y" * 200_000)),
+                        ]
+                    )
+                ],
+                b"r" * 17_000,
+            )
+        ]
+    ),
+    "empty trace id": request([resource_spans([scope_spans([raw_span(b"", b"a" * 8, b"p")])])]),
+}
+
+
+@pytest.mark.parametrize("raw", INGEST_CASES.values(), ids=INGEST_CASES.keys())
+def test_ingest_matches_the_python_parsers(raw: bytes) -> None:
+    assert native_ingest(raw) == reference_ingest(raw)
+
+
+def test_ingest_interns_groups() -> None:
+    raw = INGEST_CASES["several resources and scopes, trace across them"]
+    interned: dict[Any, Any] = {}
+    first = native_ingest(raw, interned)
+    again = native_ingest(raw, interned)
+    assert len(interned) == 3
+    for a, b in zip(first[0][2] + first[1][2], again[0][2] + again[1][2], strict=True):
+        assert a is b and interned[a] is a
+
+
+MALFORMED = {
+    "truncated length": request([resource_spans([scope_spans([raw_span(T1, b"a" * 8)])])])[:-3],
+    "length beyond the end": b"\x0a\x05abc",
+    "truncated varint": b"\x08\x80",
+    "varint too long": b"\x08" + b"\xff" * 10 + b"\x01",
+    "bad wire type": b"\x0f\x00",
+    "field number 0": b"\x02\x00",
+    "unterminated group": b"\x0b\x08\x01",
+    "unexpected end of group": b"\x0c",
+    "bad span": request([resource_spans([scope_spans([b"\x0a\x10" + b"x" * 4])])]),
+    "bad span field": request([resource_spans([scope_spans([raw_span(T1, b"a" * 8) + b"\x31"])])]),
+    "bad scope spans": request([resource_spans([b"\x12\x7f"])]),
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_input_raises_value_error(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        native_ingest(raw)
+    with pytest.raises(DecodeError):  # the Python path rejects it too
+        ShallowTraces.FromString(raw)
+        SkeletonTraces.FromString(raw)
+
+
+def test_every_truncation_is_rejected_or_parsed_without_reading_past_the_end() -> None:
+    raw = INGEST_CASES["unknown fields everywhere"] + INGEST_CASES["interleaved traces"]
+    for n in range(len(raw)):
+        cut = raw[:n]
+        try:
+            expected: Any = reference_ingest(cut)
+        except DecodeError:
+            expected = ValueError
+        if expected is ValueError:
+            with pytest.raises(ValueError):
+                native_ingest(cut)
+        else:
+            assert native_ingest(cut) == expected
+
+
+# -- assemble ------------------------------------------------------------------------------------
+def test_assemble_matches_assemble_groups() -> None:
+    g1 = (b"res", b"", b"scope", b"url")
+    g2 = (b"", b"rurl", b"", b"")
+    g3 = (b"r" * 20_000, b"u" * 200, b"s" * 300, b"")
+    spans = [raw_span(T1, bytes([i]) * 8, b"", b"z" * (i * 997)) for i in range(40)]
+    by_group = {g1: spans[:10], g2: spans[10:12], g3: spans[12:]}
+    expected = WorkflowProcessor._assemble_groups(by_group)
+    items = [(spans[:10], g1, b"", None), (spans[10:12], [g2, g2], b"", None)]
+    items.append((spans[12:], [g3] * 28, b"", None))
+    assert tw.assemble(items, (), None) == expected
+    # per-span groups, interleaved: the spans of each group keep their order
+    mixed = [(s, g) for i, s in enumerate(spans) for g in ((g1, g2, g3)[i % 3],)]
+    per_group: dict[Any, list[bytes]] = {}
+    for s, g in mixed:
+        per_group.setdefault(g, []).append(s)
+    got = tw.assemble([([s for s, _ in mixed], [g for _, g in mixed], b"", None)], (), None)
+    assert got == WorkflowProcessor._assemble_groups(per_group)
+    assert tw.assemble([], (), None) == b""
+
+
+def test_assemble_appends_suffixes_and_asks_for_marked_spans() -> None:
+    group = (b"res", b"", b"", b"")
+    spans = [b"plain-1", b"has MARK", b"plain-2"]
+    asked: list[tuple[bytes, object]] = []
+
+    def suffix_for(span_raw: bytes, stamp: object) -> bytes:
+        asked.append((span_raw, stamp))
+        return b"!own"
+
+    stamp = object()
+    got = tw.assemble([(spans, group, b"+sfx", stamp)], (b"MARK",), suffix_for)
+    expected = WorkflowProcessor._assemble_groups(
+        {group: [b"plain-1+sfx", b"has MARK!own", b"plain-2+sfx"]}
+    )
+    assert got == expected
+    assert asked == [(b"has MARK", stamp)]
+    # without a stamp, nothing is looked for
+    assert tw.assemble([(spans, group, b"", None)], (b"MARK",), suffix_for) == (
+        WorkflowProcessor._assemble_groups({group: spans})
+    )
+    assert len(asked) == 1
+
+
+def test_assemble_rejects_bad_entries() -> None:
+    with pytest.raises(TypeError):
+        tw.assemble([([b"s"], (b"", b""), b"", None)], (), None)
+    with pytest.raises(ValueError):
+        tw.assemble([([b"s", b"t"], [(b"", b"", b"", b"")], b"", None)], (), None)
+    with pytest.raises(TypeError):
+        tw.assemble([([1], (b"", b"", b"", b""), b"", None)], (), None)
+
+
+# -- max_depth -----------------------------------------------------------------------------------
+def test_max_depth_matches_python() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        n = rng.randint(0, 30)
+        ids = [bytes([rng.randint(0, n + 2)]) for _ in range(n)]  # duplicates, cycles
+        parents = [rng.choice([b"", b"\xff", *ids]) if ids else b"" for _ in range(n)]
+        for cap in (0, 1, 2, 5):
+            assert tw.max_depth(ids, parents, cap) == _max_depth(ids, parents, cap)
+    chain = [bytes([i]) for i in range(50)]
+    assert tw.max_depth(chain, [b"", *chain[:-1]], 0) == 50
+    assert tw.max_depth(chain, [b"", *chain[:-1]], 7) == 7
+
+
+# -- the processor, both paths -------------------------------------------------------------------
+def workload(seed: int) -> list[bytes]:
+    """Requests of workflow traces spread over requests, resources and scopes: roots, tool
+    calls (some failed, without error.type), agents, spans already carrying stamp attributes,
+    non-workflow traces, unknown fields, large spans."""
+    rng = random.Random(seed)
+    reqs: list[list[tuple[str, Span]]] = [[] for _ in range(6)]
+    for t in range(1, 40):
+        workflow = t % 5 != 0
+        root_attrs: dict[str, Any] = {"workflow.name": "support"} if workflow else {}
+        if t % 3 == 0:
+            root_attrs["workflow.id"] = f"wf-{t}"
+        if t % 7 == 0:
+            root_attrs["gen_ai.agent.id"] = "root-agent"
+        spans = [span(t, 1, None, "workflow.support" if workflow else "GET /", attrs=root_attrs)]
+        for i in range(2, rng.randint(2, 12)):
+            attrs: dict[str, Any] = {}
+            kind = rng.random()
+            if kind < 0.3:
+                attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "t"}
+            elif kind < 0.4:
+                attrs = {"mcp.method.name": "tools/call"}
+            elif kind < 0.5:
+                attrs = {"gen_ai.agent.id": f"agent-{t}"}
+            elif kind < 0.55:
+                attrs = {"workflow.type": "preset"}
+            elif kind < 0.6:
+                attrs = {"big": "x" * 17_000}
+            error = "boom: timed out" if kind < 0.4 and rng.random() < 0.3 else None
+            spans.append(span(t, i, rng.randint(1, i - 1), f"op{i}", attrs=attrs, error=error))
+        for s in spans:
+            service = rng.choice(["a", "b"])
+            reqs[rng.randrange(len(reqs))].append((service, s))
+    out = []
+    for items in reqs:
+        rng.shuffle(items)
+        by_service: dict[str, list[bytes]] = {}
+        for service, s in items:
+            raw = s.SerializeToString()
+            if rng.random() < 0.1:
+                raw += UNKNOWN
+            by_service.setdefault(service, []).append(raw)
+        out.append(
+            request(
+                [
+                    resource_spans(
+                        [scope_spans(spans[::2], b"scope"), scope_spans(spans[1::2])],
+                        ld(1, ld(1, b"service.name") + ld(2, ld(1, service.encode()))),
+                    )
+                    for service, spans in by_service.items()
+                ]
+            )
+        )
+    return out
+
+
+async def run(native: bool, reqs: list[bytes], late: list[bytes]) -> tuple[list[bytes], Any]:
+    telemetry = SelfTelemetry()
+    cfg = WorkflowConfig.model_validate({"wait_duration": "10s"})
+    capture = Capture()
+    proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow", telemetry), cfg, capture)
+    if not native:
+        proc._tw = None
+    out: list[bytes] = []
+    for raw in reqs:
+        proc._ingest(raw, 0.0)
+    state = (
+        proc._held_bytes,
+        proc._held_spans,
+        [
+            (tid, t.spans, t.groups, t.ids, t.parents, t.nbytes, t.root_index)
+            for tid, t in proc._held.items()
+        ],
+        [(t.agent_id, t.tool_calls, t.root_present, t.root) for t in proc._held.values()],
+    )
+    proc._release_all("shutdown")
+    for raw in late:
+        proc._ingest(raw, 0.0)
+    while proc._outbox:
+        payload, _, _ = proc._outbox.popleft()
+        out.append(payload.to_bytes())
+    counts = sorted(
+        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+        for metric in telemetry.registry.collect()
+        if metric.name.startswith("otelcol_processor_workflow")
+        for sample in metric.samples
+        if not sample.name.endswith("_created")
+    )
+    return out, (state, counts)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_processor_gives_identical_bytes_on_both_paths(seed: int) -> None:
+    reqs = workload(seed)
+    late = workload(seed + 100)[:2]  # the same trace ids: late spans of released traces
+    native_out, native_state = asyncio.run(run(True, reqs, late))
+    python_out, python_state = asyncio.run(run(False, reqs, late))
+    assert native_out == python_out
+    assert native_state == python_state
+    assert len(native_out) == 3 and all(native_out)
