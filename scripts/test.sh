@@ -7,7 +7,7 @@ source scripts/setup.sh
 setup_venv test
 install_test_programs
 install_npm_clients
-echo "== ruff"; .venv/bin/ruff check pipeline plugins tests benchmarks examples
-.venv/bin/ruff format --check pipeline plugins tests benchmarks examples
+echo "== ruff"; .venv/bin/ruff check pipeline plugins tests benchmarks examples hatch_build.py
+.venv/bin/ruff format --check pipeline plugins tests benchmarks examples hatch_build.py
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/pytest "$@"

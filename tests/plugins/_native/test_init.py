@@ -1,0 +1,47 @@
+"""``plugins._native.load``: the compiled accelerators, or ``None``."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from plugins._native import load
+
+MODULES = ("_agentscan", "_tracewire")  # hatch_build.EXTENSIONS
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_accelerator_is_built(name: str) -> None:
+    """Under CI the install must have compiled every accelerator (a missing one would leave
+    only the pure-Python paths tested); elsewhere a missing compiler is allowed."""
+    if load(name) is None and not os.environ.get("CI"):
+        pytest.skip(f"plugins._native.{name} is not built (no C compiler at install time?)")
+    assert load(name) is not None
+
+
+def test_pipeline_native_0_disables_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_NATIVE", "0")
+    assert all(load(name) is None for name in MODULES)
+
+
+def test_unknown_module_is_none() -> None:
+    assert load("_no_such_accelerator") is None
+
+
+def test_modules_list_matches_the_build_hook() -> None:
+    import ast
+    from pathlib import Path
+
+    hook = Path(__file__).resolve().parents[3] / "hatch_build.py"
+    tree = ast.parse(hook.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "EXTENSIONS":
+            assert isinstance(node.value, ast.Dict)
+            names = {
+                str(k.value).rsplit(".", 1)[-1]
+                for k in node.value.keys
+                if isinstance(k, ast.Constant)
+            }
+    assert names == set(MODULES)
