@@ -383,12 +383,11 @@ class WorkflowProcessor(Component):
             else:
                 trace.tool_calls += tools
                 if root is not None:
-                    index, agent, workflow, wf_id, wf_type, given, error, exc, code, msg, mask = root
+                    index, _, workflow, wf_id, wf_type, given, error, exc, code, msg, mask = root
                     trace.root_index = len(trace.spans) + index
                     if workflow:
-                        facts = _RootFacts(
-                            True, wf_id, wf_type, _outcome(given, error, exc, code, msg), masks[mask]
-                        )
+                        outcome = _outcome(given, error, exc, code, msg)
+                        facts = _RootFacts(True, wf_id, wf_type, outcome, masks[mask])
                     else:
                         facts = _RootFacts(False)
                     trace.root = facts
