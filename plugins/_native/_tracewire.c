@@ -208,6 +208,12 @@ typedef struct {
     slice tid;
     PyObject *trace_id, *spans, *groups, *ids, *parents, *specials;
     Py_ssize_t nbytes;
+    /* facts mode */
+    PyObject *errs;    /* indices of failed tool calls lacking error.type (list) or NULL */
+    PyObject *root;    /* facts of the last root, or NULL */
+    PyObject *agent;   /* agent value: set (agent_set) or default */
+    Py_ssize_t tools;
+    int fallback, agent_set;
 } entry;
 
 typedef struct {
@@ -239,6 +245,9 @@ entries_clear(entries *e)
         Py_XDECREF(t->ids);
         Py_XDECREF(t->parents);
         Py_XDECREF(t->specials);
+        Py_XDECREF(t->errs);
+        Py_XDECREF(t->root);
+        Py_XDECREF(t->agent);
     }
     PyMem_Free(e->items);
     PyMem_Free(e->table);
@@ -394,9 +403,318 @@ bytes_of(slice s)
     return PyBytes_FromStringAndSize((const char *)s.p, s.n);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* facts: what the Python path learns from parsing the special spans, decided here when the
+ * answer is certain; anything unusual (a value that is not a short string, a non-ASCII key, a
+ * malformed attribute or status, events to read) makes the trace's spans of this request
+ * fall back to the Python path, which then does exactly what it always did. */
+
+enum {
+    K_OP, K_MCP, K_ERR, K_AGENT, K_WF_NAME, K_WF_ID, K_WF_TYPE, K_WF_OUTCOME, K_STAMP0,
+    NKEYS = K_STAMP0 + 5
+};
+
+typedef struct {
+    slice keys[NKEYS];
+    slice tool_value, mcp_value, prefix;
+} facts_cfg;
+
+typedef struct {
+    slice val[NKEYS];
+    int has[NKEYS];
+    slice name, status;
+    Py_ssize_t events;
+} span_facts;
+
+static slice
+slice_of_bytes(PyObject *b)
+{
+    slice s = {(const uint8_t *)PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b)};
+    return s;
+}
+
+static inline int
+slice_eq(slice a, slice b)
+{
+    return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, (size_t)a.n) == 0);
+}
+
+/* the attributes (last duplicate wins), name, status and event count of a span whose
+ * top-level fields were already checked: 0, or 1 when the Python path must decide */
+static int
+scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
+{
+    memset(sf, 0, sizeof(*sf));
+    const uint8_t *p = span.p, *end = span.p + span.n;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        if (read_tag(&p, end, &f, &wt) < 0)
+            goto undecided;
+        if (wt != 2) {
+            if (skip_value(&p, end, f, wt, 0) < 0)
+                goto undecided;
+            continue;
+        }
+        slice s;
+        if (read_len(&p, end, &s) < 0)
+            goto undecided;
+        if (f == 5)
+            sf->name = s;
+        else if (f == 15)
+            sf->status = s;
+        else if (f == 11)
+            sf->events++;
+        else if (f == 9) {
+            slice key = {s.p, 0}, value = {s.p, 0};
+            const uint8_t *q = s.p, *qend = s.p + s.n;
+            while (q < qend) {
+                uint32_t g;
+                int w;
+                if (read_tag(&q, qend, &g, &w) < 0)
+                    goto undecided;
+                if (w == 2 && (g == 1 || g == 2)) {
+                    slice v;
+                    if (read_len(&q, qend, &v) < 0)
+                        goto undecided;
+                    if (g == 1)
+                        key = v;
+                    else
+                        value = v;
+                }
+                else if (skip_value(&q, qend, g, w, 0) < 0)
+                    goto undecided;
+            }
+            for (Py_ssize_t i = 0; i < key.n; i++)
+                if (key.p[i] >= 0x80)
+                    return 1; /* the Python path checks UTF-8 */
+            for (int k = 0; k < NKEYS; k++)
+                if (slice_eq(key, cfg->keys[k])) {
+                    sf->val[k] = value;
+                    sf->has[k] = 1;
+                }
+        }
+    }
+    return 0;
+undecided:
+    PyErr_Clear();
+    return 1;
+}
+
+/* plugins._spanview.value_str of an encoded AnyValue, as its UTF-8 bytes (invalid sequences
+ * left for the caller to replace): 0, or 1 when it is not a short string */
+static inline int
+value_bytes(slice v, slice *out)
+{
+    if (v.n == 0) {
+        out->p = v.p;
+        out->n = 0;
+        return 0;
+    }
+    if (v.n > 1 && v.p[0] == 0x0A && v.p[1] < 0x80) {
+        Py_ssize_t n = v.p[1];
+        if (n > v.n - 2)
+            n = v.n - 2;
+        out->p = v.p + 2;
+        out->n = n;
+        return 0;
+    }
+    return 1;
+}
+
+/* the value of key k as a str ("" when absent) in *out: 0, 1 (undecided) or -1 (error) */
+static int
+value_str(const span_facts *sf, int k, PyObject **out)
+{
+    slice b = {(const uint8_t *)"", 0};
+    if (sf->has[k] && value_bytes(sf->val[k], &b))
+        return 1;
+    *out = PyUnicode_DecodeUTF8((const char *)b.p, b.n, "replace");
+    return *out == NULL ? -1 : 0;
+}
+
+static int
+push_index(PyObject **list, Py_ssize_t index)
+{
+    if (*list == NULL && (*list = PyList_New(0)) == NULL)
+        return -1;
+    return append_new(*list, PyLong_FromSsize_t(index));
+}
+
+/* (index, agent, workflow, wf_id, wf_type, given outcome, error_text, exception, status code,
+ * status message, stamp keys present as a bit mask) */
+static int
+root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t index,
+           PyObject **agent_out, PyObject **out)
+{
+    PyObject *agent = NULL, *wf_id = NULL, *wf_type = NULL, *given = NULL, *error = NULL;
+    PyObject *message = NULL, *exception = NULL;
+    int rc = value_str(sf, K_AGENT, &agent);
+    if (rc)
+        return rc;
+    slice name = sf->name;
+    int prefixed = name.n >= cfg->prefix.n &&
+                   memcmp(name.p, cfg->prefix.p, (size_t)cfg->prefix.n) == 0;
+    if (!(prefixed || sf->has[K_WF_NAME] || sf->has[K_WF_ID])) {
+        *out = Py_BuildValue("(nOOOOOOOiOi)", index, agent, Py_False, Py_None, Py_None, Py_None,
+                             Py_None, Py_None, 0, Py_None, 0);
+        *agent_out = agent;
+        return *out == NULL ? -1 : 0;
+    }
+    int32_t code = 0;
+    slice msg = {NULL, 0};
+    if (sf->status.n) {
+        const uint8_t *p = sf->status.p, *end = p + sf->status.n;
+        while (p < end) {
+            uint32_t f;
+            int wt;
+            if (read_tag(&p, end, &f, &wt) < 0)
+                goto undecided;
+            if (f == 2 && wt == 2) {
+                if (read_len(&p, end, &msg) < 0)
+                    goto undecided;
+            }
+            else if (f == 3 && wt == 0) {
+                uint64_t v;
+                if (read_varint(&p, end, &v) < 0)
+                    goto undecided;
+                code = (int32_t)(uint32_t)v;
+            }
+            else if (skip_value(&p, end, f, wt, 0) < 0)
+                goto undecided;
+        }
+    }
+    message = PyUnicode_DecodeUTF8((const char *)msg.p, msg.n, NULL);
+    if (message == NULL)
+        goto undecided; /* the Python path rejects it */
+    if ((rc = value_str(sf, K_ERR, &error)) != 0)
+        goto fail;
+    if ((code == 2 || PyUnicode_GET_LENGTH(error)) && sf->events) {
+        rc = 1; /* the exception events are read by the Python path */
+        goto fail;
+    }
+    if ((rc = value_str(sf, K_WF_OUTCOME, &given)) != 0)
+        goto fail;
+    if ((rc = value_str(sf, K_WF_TYPE, &wf_type)) != 0)
+        goto fail;
+    if (PyUnicode_GET_LENGTH(wf_type) == 0) {
+        Py_CLEAR(wf_type);
+        if ((rc = value_str(sf, K_WF_NAME, &wf_type)) != 0)
+            goto fail;
+    }
+    if (PyUnicode_GET_LENGTH(wf_type) == 0) {
+        Py_CLEAR(wf_type);
+        slice rest = name;
+        if (prefixed) {
+            rest.p += cfg->prefix.n;
+            rest.n -= cfg->prefix.n;
+        }
+        if (rest.n)
+            wf_type = PyUnicode_DecodeUTF8((const char *)rest.p, rest.n, "replace");
+        else
+            wf_type = PyUnicode_FromString("unknown");
+        if (wf_type == NULL) {
+            rc = -1;
+            goto fail;
+        }
+    }
+    if ((rc = value_str(sf, K_WF_ID, &wf_id)) != 0)
+        goto fail;
+    if (PyUnicode_GET_LENGTH(wf_id) == 0) {
+        Py_CLEAR(wf_id);
+        if ((wf_id = PyObject_CallMethod(t->trace_id, "hex", NULL)) == NULL) {
+            rc = -1;
+            goto fail;
+        }
+    }
+    exception = PyUnicode_FromStringAndSize(NULL, 0);
+    int present = 0;
+    for (int k = 0; k < 5; k++)
+        if (sf->has[K_STAMP0 + k])
+            present |= 1 << k;
+    *out = exception == NULL ? NULL
+                             : Py_BuildValue("(nOOOOOOOiOi)", index, agent, Py_True, wf_id,
+                                             wf_type, given, error, exception, (int)code,
+                                             message, present);
+    rc = *out == NULL ? -1 : 0;
+    if (rc == 0) {
+        *agent_out = agent;
+        agent = NULL;
+    }
+    goto fail;
+undecided:
+    PyErr_Clear();
+    rc = 1;
+fail:
+    Py_XDECREF(agent);
+    Py_XDECREF(wf_id);
+    Py_XDECREF(wf_type);
+    Py_XDECREF(given);
+    Py_XDECREF(error);
+    Py_XDECREF(message);
+    Py_XDECREF(exception);
+    return rc;
+}
+
+/* the facts of one special span of entry t: 0, 1 (the entry falls back) or -1 (error) */
+static int
+span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg *cfg)
+{
+    int agent_open = !t->agent_set && (t->agent == NULL || PyUnicode_GET_LENGTH(t->agent) == 0);
+    if (!(flags & (F_TOOL | F_ROOT)) && !agent_open)
+        return 0; /* the agent is known: the Python path would not look at this span */
+    span_facts sf;
+    if (scan_span(span, cfg, &sf))
+        return 1;
+    if (flags & F_TOOL) {
+        slice b;
+        int tool = 0;
+        if (sf.has[K_OP]) {
+            if (value_bytes(sf.val[K_OP], &b))
+                return 1;
+            tool = slice_eq(b, cfg->tool_value);
+        }
+        if (!tool && sf.has[K_MCP]) {
+            if (value_bytes(sf.val[K_MCP], &b))
+                return 1;
+            tool = slice_eq(b, cfg->mcp_value);
+        }
+        if (tool) {
+            t->tools++;
+            if (!sf.has[K_ERR] && sf.status.n) {
+                if (flags & F_ROOT)
+                    return 1; /* its error.type would change the root's facts */
+                if (push_index(&t->errs, index) < 0)
+                    return -1;
+            }
+        }
+    }
+    if (flags & F_ROOT) {
+        PyObject *facts = NULL, *agent = NULL;
+        int rc = root_facts(t, &sf, cfg, index, &agent, &facts);
+        if (rc)
+            return rc;
+        Py_XSETREF(t->root, facts);
+        if (PyUnicode_GET_LENGTH(agent)) {
+            Py_XSETREF(t->agent, agent);
+            t->agent_set = 1;
+        }
+        else
+            Py_DECREF(agent);
+    }
+    else if ((flags & F_AGENT) && agent_open && sf.has[K_AGENT]) {
+        PyObject *agent;
+        int rc = value_str(&sf, K_AGENT, &agent);
+        if (rc)
+            return rc;
+        Py_XSETREF(t->agent, agent);
+    }
+    return 0;
+}
+
 static int
 ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, const needle *tool_a,
-            const needle *tool_b, const needle *agent)
+            const needle *tool_b, const needle *agent, const facts_cfg *cfg)
 {
     const uint8_t *p = span.p, *end = span.p + span.n;
     slice tid = {span.p, 0}, sid = {span.p, 0}, parent = {span.p, 0};
@@ -434,7 +752,16 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, const nee
         flags |= F_TOOL;
     if (!(flags & F_ROOT) && needle_in(agent, span))
         flags |= F_AGENT;
-    if (flags) {
+    if (cfg != NULL) {
+        if (flags && !t->fallback) {
+            int rc = span_facts_of(t, span, flags, PyList_GET_SIZE(t->spans), cfg);
+            if (rc < 0)
+                return -1;
+            if (rc)
+                t->fallback = 1;
+        }
+    }
+    else if (flags) {
         if (t->specials == NULL && (t->specials = PyList_New(0)) == NULL)
             return -1;
         if (append_new(t->specials,
@@ -452,17 +779,34 @@ static PyObject *
 tw_ingest(PyObject *self, PyObject *args)
 {
     Py_buffer raw, tool_a, tool_b, agent;
-    PyObject *interned;
-    if (!PyArg_ParseTuple(args, "y*O!y*y*y*", &raw, &PyDict_Type, &interned, &tool_a, &tool_b,
-                          &agent))
+    PyObject *interned, *cfg_tuple = Py_None, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*O!y*y*y*|O", &raw, &PyDict_Type, &interned, &tool_a, &tool_b,
+                          &agent, &cfg_tuple))
         return NULL;
+    facts_cfg cfg_store, *cfg = NULL;
+    if (cfg_tuple != Py_None) {
+        if (!PyTuple_Check(cfg_tuple) || PyTuple_GET_SIZE(cfg_tuple) != NKEYS + 3) {
+            PyErr_SetString(PyExc_TypeError, "facts: a tuple of 16 bytes");
+            goto release;
+        }
+        for (Py_ssize_t i = 0; i < NKEYS + 3; i++)
+            if (!PyBytes_Check(PyTuple_GET_ITEM(cfg_tuple, i))) {
+                PyErr_SetString(PyExc_TypeError, "facts: a tuple of 16 bytes");
+                goto release;
+            }
+        for (int k = 0; k < NKEYS; k++)
+            cfg_store.keys[k] = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, k));
+        cfg_store.tool_value = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS));
+        cfg_store.mcp_value = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS + 1));
+        cfg_store.prefix = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS + 2));
+        cfg = &cfg_store;
+    }
     entries e = {0};
     slices scopes = {0}, spans = {0};
     needle nd_tool_a, nd_tool_b, nd_agent;
     needle_init(&nd_tool_a, tool_a.buf, tool_a.len);
     needle_init(&nd_tool_b, tool_b.buf, tool_b.len);
     needle_init(&nd_agent, agent.buf, agent.len);
-    PyObject *result = NULL;
     Py_ssize_t last = -1;
     const uint8_t *p = raw.buf, *end = p + raw.len;
     while (p < end) {
@@ -509,7 +853,7 @@ tw_ingest(PyObject *self, PyObject *args)
                 goto scope_fail;
             for (Py_ssize_t j = 0; j < spans.len; j++) {
                 if (ingest_span(&e, &last, spans.items[j], g, &nd_tool_a, &nd_tool_b,
-                                &nd_agent) < 0) {
+                                &nd_agent, cfg) < 0) {
                     Py_DECREF(g);
                     goto scope_fail;
                 }
@@ -530,8 +874,20 @@ tw_ingest(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < e.len; i++) {
         entry *t = &e.items[i];
         PyObject *specials = t->specials ? t->specials : Py_None;
-        PyObject *item = Py_BuildValue("(OOOOOnO)", t->trace_id, t->spans, t->groups, t->ids,
-                                       t->parents, t->nbytes, specials);
+        PyObject *item;
+        if (cfg == NULL)
+            item = Py_BuildValue("(OOOOOnO)", t->trace_id, t->spans, t->groups, t->ids,
+                                 t->parents, t->nbytes, specials);
+        else if (t->fallback)
+            item = Py_BuildValue("(OOOOOnOnOOO)", t->trace_id, t->spans, t->groups, t->ids,
+                                 t->parents, t->nbytes, Py_None, (Py_ssize_t)-1, Py_None,
+                                 Py_None, Py_None);
+        else
+            item = Py_BuildValue("(OOOOOnOnOOO)", t->trace_id, t->spans, t->groups, t->ids,
+                                 t->parents, t->nbytes, t->errs ? t->errs : Py_None, t->tools,
+                                 t->root ? t->root : Py_None,
+                                 t->agent_set && t->agent ? t->agent : Py_None,
+                                 !t->agent_set && t->agent ? t->agent : Py_None);
         if (item == NULL) {
             Py_CLEAR(result);
             goto done;
@@ -542,6 +898,7 @@ done:
     entries_clear(&e);
     PyMem_Free(scopes.items);
     PyMem_Free(spans.items);
+release:
     PyBuffer_Release(&raw);
     PyBuffer_Release(&tool_a);
     PyBuffer_Release(&tool_b);

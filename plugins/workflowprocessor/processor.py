@@ -99,6 +99,9 @@ def key_marker(key: str) -> bytes:
     return b"\x0a" + _varint(len(raw)) + raw
 
 
+_outcome = functools.lru_cache(maxsize=4096)(outcome_from)
+
+
 # ``ScopeSpans.spans`` field headers (tag 2, length) by span length (lengths repeat)
 _SPAN_HEADERS: dict[int, bytes] = {n: b"\x12" + _varint(n) for n in range(1, 16384)}
 
@@ -185,6 +188,42 @@ class WorkflowProcessor(Component):
         self._stamp_markers = tuple(key_marker(k) for k in self._stamp_keys)
         self._stamp_re = re.compile(b"|".join(re.escape(m) for m in self._stamp_markers))
         self._tw: Any = _tracewire  # the C accelerator, or None
+        read_keys = (
+            names.operation_name,
+            names.mcp_method_name,
+            names.agent_id,
+            names.workflow_name,
+            names.workflow_id,
+            names.workflow_type,
+            names.workflow_outcome,
+        )
+        compared = (names.tool_operation, names.mcp_tool_method, names.workflow_span_prefix)
+        if names.error_type in read_keys or any("\ufffd" in v for v in compared):
+            # the C accelerator compares encoded values and assumes an appended error.type
+            # changes nothing else it read: such configurations use the Python path
+            self._tw = None
+        # what the C accelerator reads in the special spans: the keys (the order of its
+        # K_* constants), the values a tool call is recognised by, the workflow name prefix
+        self._facts_cfg = tuple(
+            v.encode()
+            for v in (
+                names.operation_name,
+                names.mcp_method_name,
+                names.error_type,
+                names.agent_id,
+                names.workflow_name,
+                names.workflow_id,
+                names.workflow_type,
+                names.workflow_outcome,
+                *self._stamp_keys,
+                *compared,
+            )
+        )
+        # the stamp attributes a root already has, by the bit mask C reports
+        self._present_by_mask = [
+            tuple(k for b, k in enumerate(self._stamp_keys) if mask >> b & 1)
+            for mask in range(1 << len(self._stamp_keys))
+        ]
         self._released_children = {}
         self._groups: dict[GroupKey, GroupKey] = {}
         self._workflow_children: dict[str, Any] = {}
@@ -288,14 +327,16 @@ class WorkflowProcessor(Component):
             self._ingest_python(raw, now)
 
     def _ingest_native(self, raw: bytes, now: float) -> None:
-        """``_ingest`` with the request parsed and its spans grouped by trace in C: the Python
-        work is per trace, plus the few spans that are roots, tool calls or name the agent."""
+        """``_ingest`` with the request parsed and its spans grouped by trace in C, which also
+        decides the tool calls, reads the roots and finds the agent: the Python work is per
+        trace, plus the failed tool calls lacking ``error.type`` (classified here) and the
+        traces whose special spans C leaves to the Python path (anything unusual)."""
         interned = self._groups
         if len(interned) > 4096:
             interned.clear()
         tool_a, tool_b = self._tool_markers
         agent_marker = self._agent_marker
-        entries = self._tw.ingest(raw, interned, tool_a, tool_b, agent_marker)
+        entries = self._tw.ingest(raw, interned, tool_a, tool_b, agent_marker, self._facts_cfg)
         held = self._held
         released = self._released
         if released:
@@ -307,7 +348,20 @@ class WorkflowProcessor(Component):
                     return
         added_bytes = 0
         added_spans = 0
-        for trace_id, spans, groups, ids, parents, nbytes, specials in entries:
+        masks = self._present_by_mask
+        for (
+            trace_id,
+            spans,
+            groups,
+            ids,
+            parents,
+            nbytes,
+            errs,
+            tools,
+            root,
+            agent_set,
+            agent_default,
+        ) in entries:
             trace = held.get(trace_id)
             if trace is None:
                 trace = _Trace(now, now, now)
@@ -315,31 +369,33 @@ class WorkflowProcessor(Component):
                 added_bytes += TRACE_OVERHEAD
             else:
                 trace.last_seen = now
-            if specials is not None:
-                base = len(trace.spans)
-                for i, flags in specials:
+            if errs is not None:
+                for i in errs:
                     span_raw = spans[i]
-                    if flags & _TOOL:
-                        new_raw, tool = self._check_tool_call(span_raw)
-                        if tool:
-                            trace.tool_calls += 1
-                        if new_raw is not span_raw:
-                            nbytes += len(new_raw) - len(span_raw)
-                            spans[i] = span_raw = new_raw
-                            if agent_marker in span_raw:
-                                flags |= _AGENT
-                    if flags & _ROOT:
-                        trace.root_index = base + i
-                        trace.root, agent = self._root_facts(span_raw, trace_id)
-                        trace.root_present = trace.root.present
-                        if agent:
-                            trace.agent_id = agent
-                    elif flags & _AGENT and not trace.agent_id:
-                        agent_value = SpanView.FromString(span_raw).attributes.get(
-                            self.names.agent_id
-                        )
-                        if agent_value is not None:
-                            trace.agent_id = cached_str(agent_value)
+                    new_raw = self._classify_tool_failure(span_raw)
+                    if new_raw is not span_raw:
+                        nbytes += len(new_raw) - len(span_raw)
+                        spans[i] = new_raw
+                        if agent_marker in new_raw and agent_marker not in span_raw:
+                            tools = -1  # the appended error.type names the agent (contrived)
+            if tools < 0:
+                nbytes = self._specials_python(trace, trace_id, spans, parents, nbytes)
+            else:
+                trace.tool_calls += tools
+                if root is not None:
+                    index, _, workflow, wf_id, wf_type, given, error, exc, code, msg, mask = root
+                    trace.root_index = len(trace.spans) + index
+                    if workflow:
+                        outcome = _outcome(given, error, exc, code, msg)
+                        facts = _RootFacts(True, wf_id, wf_type, outcome, masks[mask])
+                    else:
+                        facts = _RootFacts(False)
+                    trace.root = facts
+                    trace.root_present = facts.present
+                if agent_set is not None:
+                    trace.agent_id = agent_set
+                elif agent_default and not trace.agent_id:
+                    trace.agent_id = agent_default
             trace.spans += spans
             trace.groups += groups
             trace.ids += ids
@@ -350,6 +406,40 @@ class WorkflowProcessor(Component):
             added_spans += len(spans)
         self._held_bytes += added_bytes
         self._held_spans += added_spans
+
+    def _specials_python(
+        self, trace: _Trace, trace_id: bytes, spans: list[bytes], parents: list[bytes], nbytes: int
+    ) -> int:
+        """The special spans of one trace's spans of a request (roots, tool calls, spans naming
+        the agent), read in Python: what the C accelerator leaves undecided. Returns
+        ``nbytes`` updated for the failed tool calls given an ``error.type``."""
+        tool_a, tool_b = self._tool_markers
+        agent_marker = self._agent_marker
+        base = len(trace.spans)
+        for i, (span_raw, parent) in enumerate(zip(spans, parents, strict=True)):
+            flags = 0 if parent else _ROOT
+            if tool_a in span_raw or tool_b in span_raw:
+                flags |= _TOOL
+            elif not flags and agent_marker not in span_raw:
+                continue
+            if flags & _TOOL:
+                new_raw, tool = self._check_tool_call(span_raw)
+                if tool:
+                    trace.tool_calls += 1
+                if new_raw is not span_raw:
+                    nbytes += len(new_raw) - len(span_raw)
+                    spans[i] = span_raw = new_raw
+            if flags & _ROOT:
+                trace.root_index = base + i
+                trace.root, agent = self._root_facts(span_raw, trace_id)
+                trace.root_present = trace.root.present
+                if agent:
+                    trace.agent_id = agent
+            elif not trace.agent_id and agent_marker in span_raw:
+                agent_value = SpanView.FromString(span_raw).attributes.get(self.names.agent_id)
+                if agent_value is not None:
+                    trace.agent_id = cached_str(agent_value)
+        return nbytes
 
     def _ingest_python(self, raw: bytes, now: float) -> None:
         shallow = ShallowTraces.FromString(raw)
@@ -471,12 +561,18 @@ class WorkflowProcessor(Component):
             method is not None and cached_str(method) == names.mcp_tool_method
         )
         if tool and names.error_type not in attrs and view.status:
-            span = Span.FromString(span_raw)
-            if span.status.code == STATUS_ERROR:
-                error_type = self.classifier.classify(span)
-                span_raw = span_raw + encode_attribute(names.error_type, error_type)
-                self._c_error_types.inc()
+            span_raw = self._classify_tool_failure(span_raw)
         return span_raw, tool
+
+    def _classify_tool_failure(self, span_raw: bytes) -> bytes:
+        """A tool call lacking ``error.type`` with a status: if it failed, with an
+        ``error.type`` (from the classifier) appended."""
+        span = Span.FromString(span_raw)
+        if span.status.code == STATUS_ERROR:
+            error_type = self.classifier.classify(span)
+            span_raw = span_raw + encode_attribute(self.names.error_type, error_type)
+            self._c_error_types.inc()
+        return span_raw
 
     def _stamp_late(self, trace_id: bytes, span_raw: bytes) -> bytes:
         stamp = self._released[trace_id]

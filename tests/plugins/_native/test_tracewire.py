@@ -426,3 +426,142 @@ def test_the_processor_gives_identical_bytes_on_both_paths(seed: int) -> None:
     assert native_out == python_out
     assert native_state == python_state
     assert len(native_out) == 3 and all(native_out)
+
+
+# -- facts: tool calls, roots and agents decided in C -------------------------------------------
+def kv(key: bytes, value: bytes) -> bytes:
+    """``Span.attributes`` entry with an already encoded ``AnyValue``."""
+    return ld(9, ld(1, key) + ld(2, value))
+
+
+def s_(text: bytes) -> bytes:
+    return ld(1, text)
+
+
+VALUES = [
+    s_(b"execute_tool"),
+    s_(b"tools/call"),
+    s_(b"other"),
+    s_(b""),
+    b"",  # an empty AnyValue
+    s_(b"x" * 200),  # a long string: not the short-string fast path
+    varint(2 << 3) + b"\x01",  # bool
+    varint(3 << 3) + varint(42),  # int
+    varint(4 << 3 | 1) + b"\x00\x00\x00\x00\x00\x00\xf8\x3f",  # double 1.5
+    s_(b"execute_tool") + s_(b"other"),  # two string values: the fast path reads the first
+    s_("caf\u00e9".encode()),  # non-ASCII
+]
+KEYS = [
+    b"gen_ai.operation.name",
+    b"mcp.method.name",
+    b"error.type",
+    b"gen_ai.agent.id",
+    b"workflow.name",
+    b"workflow.id",
+    b"workflow.type",
+    b"workflow.outcome",
+    b"workflow.agent.id",
+    b"workflow.complexity_tier",
+    b"other.key",
+]
+STATUSES = [
+    b"",
+    ld(15, b""),
+    ld(15, varint(3 << 3) + b"\x02"),  # error
+    ld(15, varint(3 << 3) + b"\x02" + ld(2, b"call timed out")),
+    ld(15, varint(3 << 3) + b"\x01"),  # ok
+    ld(15, ld(2, b"cancelled by user") + varint(3 << 3) + b"\x02"),
+    ld(15, varint(3 << 3) + b"\x82\x80\x80\x80\x10"),  # code 2 in a long varint
+]
+EVENTS = [
+    b"",
+    ld(11, ld(2, b"exception") + ld(3, ld(1, b"exception.type") + ld(2, s_(b"TimeoutError")))),
+    ld(11, ld(2, b"exception") + ld(3, ld(1, b"exception.message") + ld(2, s_(b"cancel")))),
+    ld(11, ld(2, b"log")) + ld(11, ld(2, b"exception")),
+]
+
+
+def random_attrs(rng: random.Random, n: int) -> bytes:
+    """Attributes drawn from the keys the processor reads (duplicates included)."""
+    return b"".join(kv(rng.choice(KEYS), rng.choice(VALUES)) for _ in range(n))
+
+
+def facts_workload(seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    reqs: list[list[bytes]] = [[] for _ in range(4)]
+    for t in range(1, 80):
+        trace_id = t.to_bytes(16, "big")
+        names = [b"workflow.support", b"workflow.", b"GET /", "\u00e9t\u00e9".encode()]
+        for i in range(1, rng.randint(2, 10)):
+            parent = b"" if i == 1 or rng.random() < 0.05 else rng.randint(1, i - 1).to_bytes(8)
+            extra = random_attrs(rng, rng.randint(0, 6))
+            extra += rng.choice(STATUSES) + (rng.choice(EVENTS) if rng.random() < 0.3 else b"")
+            name = rng.choice(names) if not parent else b"op"
+            body = ld(1, trace_id) + ld(2, i.to_bytes(8)) + (ld(4, parent) if parent else b"")
+            reqs[rng.randrange(len(reqs))].append(body + ld(5, name) + extra)
+    return [request([resource_spans([scope_spans(spans)])]) for spans in reqs]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_facts_give_identical_results_on_both_paths(seed: int) -> None:
+    """Duplicate keys, non-string and long values, statuses, exception events, odd names."""
+    reqs = facts_workload(seed)
+    native_out, native_state = asyncio.run(run(True, reqs, []))
+    python_out, python_state = asyncio.run(run(False, reqs, []))
+    assert native_out == python_out
+    assert native_state == python_state
+
+
+def facts_cfg() -> tuple[bytes, ...]:
+    cfg = WorkflowConfig.model_validate({})
+    proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow"), cfg, Capture())
+    return proc._facts_cfg  # type: ignore[no-any-return]
+
+
+def test_facts_are_decided_in_c() -> None:
+    root = raw_span(T1, b"r" * 8, b"", kv(b"workflow.id", s_(b"wf-1")))
+    root += kv(b"gen_ai.agent.id", s_(b"a1")) + ld(15, varint(3 << 3) + b"\x02" + ld(2, b"m"))
+    tool = raw_span(T1, b"t" * 8, b"r" * 8, kv(b"gen_ai.operation.name", s_(b"execute_tool")))
+    failed = tool + ld(15, varint(3 << 3) + b"\x02")
+    mcp = raw_span(
+        T1,
+        b"m" * 8,
+        b"r" * 8,
+        kv(b"mcp.method.name", s_(b"tools/call")) + kv(b"mcp.method.name", s_(b"x")),
+    )  # the last duplicate wins: not a tool call
+    agent = raw_span(T1, b"a" * 8, b"r" * 8, kv(b"gen_ai.agent.id", s_(b"a2")))
+    raw = request([resource_spans([scope_spans([agent, tool, failed, mcp, root])])])
+    (entry,) = tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg())
+    _, _, _, _, _, _, errs, tools, facts, agent_set, agent_default = entry
+    assert (errs, tools, agent_set, agent_default) == ([2], 2, "a1", None)
+    assert facts == (4, "a1", True, "wf-1", "op", "", "", "", 2, "m", 1)
+    # a value that is not a short string: the trace is left to the Python path
+    odd = raw_span(T1, b"o" * 8, b"r" * 8, kv(b"gen_ai.operation.name", varint(3 << 3) + b"\x01"))
+    odd += kv(b"other", s_(b"execute_tool"))  # the marker, elsewhere
+    raw = request([resource_spans([scope_spans([odd])])])
+    assert tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg())[0][7] == -1
+
+
+MALFORMED_SPECIALS = {
+    "truncated attribute": raw_span(T1, b"a" * 8, b"", ld(9, b"\x0a\x05ab")),
+    "non-UTF-8 key": raw_span(T1, b"a" * 8, b"", kv(b"\xff", s_(b"execute_tool"))),
+    "bad status message": raw_span(
+        T1, b"a" * 8, b"", kv(b"workflow.id", s_(b"w")) + ld(15, ld(2, b"\xff"))
+    ),
+    "bad tool value": raw_span(
+        T1, b"a" * 8, b"p" * 8, kv(b"gen_ai.operation.name", b"\x0a\xff\x01execute_tool")
+    ),
+}
+
+
+@pytest.mark.parametrize("span_raw", MALFORMED_SPECIALS.values(), ids=MALFORMED_SPECIALS.keys())
+def test_malformed_special_spans_are_rejected_on_both_paths(span_raw: bytes) -> None:
+    raw = request([resource_spans([scope_spans([span_raw])])])
+    for native in (True, False):
+        with pytest.raises((ValueError, DecodeError)):
+            asyncio.run(run(native, [raw], []))
+
+
+def test_facts_reject_a_bad_configuration_tuple() -> None:
+    with pytest.raises(TypeError):
+        tw.ingest(b"", {}, TOOL_A, TOOL_B, AGENT, (b"x",))
