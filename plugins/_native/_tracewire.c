@@ -1038,10 +1038,45 @@ bucket_push(bucket *g, PyObject *span, PyObject *suffix)
     return 0;
 }
 
+/* The longest common run of the markers after their first two bytes (a KeyValue key's tag and
+ * one-byte length): "workflow." for the default stamp keys. A span without it has none of the
+ * markers, so one search rules most spans out instead of one per marker. */
+typedef struct { const char *p; Py_ssize_t n; } common_part;
+
+static common_part
+markers_common(PyObject *markers)
+{
+    common_part c = {NULL, 0};
+    Py_ssize_t n = PyTuple_GET_SIZE(markers);
+    if (n < 2)
+        return c;
+    PyObject *first = PyTuple_GET_ITEM(markers, 0);
+    if (PyBytes_GET_SIZE(first) < 3)
+        return c;
+    const char *p = PyBytes_AS_STRING(first) + 2;
+    Py_ssize_t len = PyBytes_GET_SIZE(first) - 2;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        PyObject *m = PyTuple_GET_ITEM(markers, i);
+        Py_ssize_t ml = PyBytes_GET_SIZE(m) - 2;
+        const char *mp = PyBytes_AS_STRING(m) + 2;
+        Py_ssize_t k = 0;
+        while (k < len && k < ml && p[k] == mp[k])
+            k++;
+        len = k;
+    }
+    if (len >= 4) {
+        c.p = p;
+        c.n = len;
+    }
+    return c;
+}
+
 static int
-has_marker(PyObject *span, PyObject *markers)
+has_marker_filtered(PyObject *span, PyObject *markers, common_part common)
 {
     slice s = {(const uint8_t *)PyBytes_AS_STRING(span), PyBytes_GET_SIZE(span)};
+    if (common.n && !contains(s, common.p, common.n))
+        return 0;
     Py_ssize_t n = PyTuple_GET_SIZE(markers);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *m = PyTuple_GET_ITEM(markers, i);
@@ -1063,6 +1098,7 @@ tw_assemble(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_TypeError, "markers must be bytes");
             return NULL;
         }
+    common_part common = markers_common(markers);
     buckets b = {0};
     PyObject *keep = PyList_New(0), *result = NULL;
     b.index = PyDict_New();
@@ -1071,9 +1107,23 @@ tw_assemble(PyObject *self, PyObject *args)
     Py_ssize_t n_items = PyList_GET_SIZE(items);
     for (Py_ssize_t i = 0; i < n_items; i++) {
         PyObject *item = PyList_GET_ITEM(items, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 4) {
-            PyErr_SetString(PyExc_TypeError, "an entry is (spans, groups, suffix, stamp)");
+        if (!PyTuple_Check(item) || (PyTuple_GET_SIZE(item) != 4 && PyTuple_GET_SIZE(item) != 6)) {
+            PyErr_SetString(PyExc_TypeError,
+                            "an entry is (spans, groups, suffix, stamp[, root_index, root_suffix])");
             goto done;
+        }
+        /* optionally, the root's own suffix (known from ingest): no marker test, no callback */
+        Py_ssize_t root_index = -1;
+        PyObject *root_suffix = NULL;
+        if (PyTuple_GET_SIZE(item) == 6) {
+            root_index = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 4));
+            if (root_index == -1 && PyErr_Occurred())
+                goto done;
+            root_suffix = PyTuple_GET_ITEM(item, 5);
+            if (!PyBytes_Check(root_suffix)) {
+                PyErr_SetString(PyExc_TypeError, "root_suffix must be bytes");
+                goto done;
+            }
         }
         /* held in `keep`: item may be dropped from the list by suffix_for */
         if (PyList_Append(keep, item) < 0)
@@ -1122,7 +1172,9 @@ tw_assemble(PyObject *self, PyObject *args)
                     goto done;
             }
             PyObject *sfx = suffix;
-            if (search && has_marker(span, markers)) {
+            if (j == root_index && stamp != Py_None) {
+                sfx = root_suffix;
+            } else if (search && has_marker_filtered(span, markers, common)) {
                 sfx = PyObject_CallFunctionObjArgs(suffix_for, span, stamp, NULL);
                 if (sfx == NULL)
                     goto done;

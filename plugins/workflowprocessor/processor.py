@@ -76,14 +76,36 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+# field headers (tag, length) for lengths that fit in two varint bytes, by tag
+_HEADERS: dict[int, list[bytes]] = {
+    tag: [bytes((tag,)) + _varint(n) for n in range(16384)] for tag in (0x0A, 0x12, 0x4A)
+}
+
+
 def _len_field(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + _varint(len(payload)) + payload
+    n = len(payload)
+    if n < 16384:
+        return _HEADERS[tag][n] + payload
+    return bytes((tag,)) + _varint(n) + payload
 
 
 def _encode_attribute(key: str, value: str) -> bytes:
-    any_value = _len_field(0x0A, value.encode())
+    """``Span.attributes`` entry (field 9) holding ``KeyValue{key, AnyValue{string_value}}``."""
+    raw = value.encode()
+    n = len(raw)
+    if n < 120:  # the usual case: every length fits in a table
+        any_value = _HEADERS[0x0A][n] + raw
+        kv = _key_field(key) + _HEADERS[0x12][n + 2] + any_value
+        return _len_field(0x4A, kv)
+    any_value = _len_field(0x0A, raw)
     kv = _len_field(0x0A, key.encode()) + _len_field(0x12, any_value)
     return _len_field(0x4A, kv)
+
+
+@functools.lru_cache(maxsize=256)
+def _key_field(key: str) -> bytes:
+    """``KeyValue.key`` (field 1), encoded."""
+    return _len_field(0x0A, key.encode())
 
 
 @functools.lru_cache(maxsize=8192)
@@ -664,12 +686,24 @@ class WorkflowProcessor(Component):
             return
         self._flush_counts()
         count = 0
-        items: list[tuple[list[bytes], list[GroupKey], bytes, _Stamp | None]] = []
+        items: list[tuple[Any, ...]] = []
         for trace in traces:
             stamp = trace.stamp
             count += len(trace.spans)
-            items.append((trace.spans, trace.groups, stamp.suffix if stamp else b"", stamp))
-        # spans with a stamp attribute's key get their own suffix (from _suffix_for)
+            if stamp is None:
+                items.append((trace.spans, trace.groups, b"", None))
+            elif trace.root_present:
+                # the root's stamp attributes are known from ingest: its suffix without them
+                present = trace.root_present
+                root_suffix = b"".join(
+                    encode_attribute(k, v) for k, v in stamp.attrs if k not in present
+                )
+                items.append(
+                    (trace.spans, trace.groups, stamp.suffix, stamp, trace.root_index, root_suffix)
+                )
+            else:
+                items.append((trace.spans, trace.groups, stamp.suffix, stamp))
+        # other spans with a stamp attribute's key get their own suffix (from _suffix_for)
         self._enqueue(tw.assemble(items, self._stamp_markers, self._suffix_for), count)
 
     def _release_python(self, traces: list[_Trace]) -> None:

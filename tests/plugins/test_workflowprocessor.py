@@ -328,3 +328,24 @@ async def test_a_trace_that_never_goes_quiet_is_released_after_max_wait() -> Non
     await proc.shutdown()
     # what came after the release was stamped from the cache: nothing lost, all stamped
     assert all(attrs_of(s)["workflow.id"] == "wf-80" for _, s in capture.spans())
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("workflow.id", "wf-1"),
+        ("k", "x" * 119),
+        ("k", "x" * 120),
+        ("k" * 200, "é" * 300),
+        ("a", ""),
+        ("workflow.id", "x" * 20_000),
+    ],
+)
+def test_encoded_attribute_is_what_protobuf_writes(key: str, value: str) -> None:
+    """Stamps are appended as hand-encoded ``Span.attributes`` entries (every length class of
+    the varints involved)."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    expected = Span(attributes=[KeyValue(key=key, value=AnyValue(string_value=value))])
+    assert processor_module._encode_attribute(key, value) == expected.SerializeToString()
+    assert processor_module.encode_attribute(key, value) == expected.SerializeToString()
