@@ -28,10 +28,10 @@ enum {
 /* metrics, in the order the Python side expects them */
 enum {
     M_TOOL_CALLS, M_TOOL_DURATION, M_A2A_SENT, M_A2A_RECEIVED, M_HTTP_DURATION, M_ERRORS,
-    M_WF_EXECUTIONS, M_WF_DURATION, NMETRICS
+    M_WF_EXECUTIONS, M_WF_DURATION, M_A2A_LATENCY, NMETRICS
 };
 /* histogram bounds sets */
-enum { B_TOOL, B_HTTP, B_WORKFLOW, NBOUNDS };
+enum { B_TOOL, B_HTTP, B_WORKFLOW, B_A2A, NBOUNDS };
 
 #define KIND_SERVER 2
 #define KIND_PRODUCER 4
@@ -56,6 +56,8 @@ typedef struct {
     PyObject *key_bytes; /* owned tuple keeping the key buffers alive */
     PyObject *tool_op;   /* bytes: encoded AnyValue */
     PyObject *tool_method;
+    PyObject *producers;   /* OrderedDict span id -> start (ns), or None: the A2A producer cache */
+    Py_ssize_t cache_size; /* its bound (0: no cache) */
     double bounds[NBOUNDS][MAX_BUCKETS];
     int nbounds[NBOUNDS];
     uint32_t key_sig[256]; /* bit k set: key k has this signature (see sig()) */
@@ -101,6 +103,8 @@ static inline __attribute__((always_inline)) int next_field(reader *r, field *f)
     if (read_varint(r, &tag) < 0) return -1;
     f->number = (uint32_t)(tag >> 3);
     f->wire = (int)(tag & 7);
+    f->data.p = NULL;
+    f->data.n = 0;
     if (f->number == 0) goto bad;
     switch (f->wire) {
     case 0:
@@ -254,7 +258,8 @@ static entry *get_entry(aggs *a, int metric, PyObject *v0, PyObject *v1, PyObjec
     PyObject *key;
     if (v3 != NULL) key = PyTuple_Pack(5, m, v0, v1, v2, v3);
     else if (v2 != NULL) key = PyTuple_Pack(4, m, v0, v1, v2);
-    else key = PyTuple_Pack(3, m, v0, v1);
+    else if (v1 != NULL) key = PyTuple_Pack(3, m, v0, v1);
+    else key = PyTuple_Pack(2, m, v0);
     Py_DECREF(m);
     if (key == NULL) return NULL;
     PyObject *idx = PyDict_GetItemWithError(a->index, key);
@@ -378,8 +383,31 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
 /* get() as a truthiness test: value or "" when absent */
 static inline int truthy(PyObject *o) { return o != NULL && PyUnicode_GET_LENGTH(o) > 0; }
 
+/* an A2A producer or consumer span seen in the scan (slices into the request) */
 typedef struct {
-    PyObject *fallback, *producers, *consumers; /* lists */
+    slice span_id, trace_id, parent, raw;
+    uint64_t start;
+    PyObject *message_type; /* borrowed (the value cache) */
+} a2a_span;
+
+typedef struct { a2a_span *items; Py_ssize_t n, cap; } a2a_list;
+
+static a2a_span *a2a_push(a2a_list *l) {
+    if (l->n == l->cap) {
+        Py_ssize_t cap = l->cap ? l->cap * 2 : 64;
+        a2a_span *items = PyMem_Realloc(l->items, cap * sizeof(a2a_span));
+        if (items == NULL) { PyErr_NoMemory(); return NULL; }
+        l->items = items;
+        l->cap = cap;
+    }
+    a2a_span *x = &l->items[l->n++];
+    memset(x, 0, sizeof(*x));
+    return x;
+}
+
+typedef struct {
+    PyObject *fallback, *consumers; /* lists */
+    a2a_list producers, pending;    /* this request's producers and consumers */
     PyObject *workflows;                        /* dict: (type, outcome) -> [durations] */
     aggs a;
     const uint8_t *base;
@@ -531,7 +559,27 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
     PyObject *error_value = GET(K_ERROR_TYPE);
     if (error_value == NULL && PyErr_Occurred()) return -1;
     /* an error type that only a full decode (exception events) can give */
-    if ((failed || (tool && error_value != NULL)) && !truthy(error_value)) return 1;
+    /* error.type, else the first exception event's exception.type, else _OTHER */
+    PyObject *error_label = error_value;
+    if ((failed || (tool && error_value != NULL)) && !truthy(error_value)) {
+        slice exc;
+        int found;
+        if (exception_type_of(s->raw, &exc, &found) < 0) return -1;
+        if (found && exc.n) {
+            PyObject *text = PyUnicode_DecodeUTF8((const char *)exc.p, exc.n, "strict");
+            if (text == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) return -1;
+                PyErr_Clear();
+                return 1; /* invalid UTF-8: the Python path's full decode refuses the span */
+            }
+            int rc = PyList_Append(self->spill, text); /* alive until the next scan */
+            Py_DECREF(text);
+            if (rc < 0) return -1;
+            error_label = text;
+        } else {
+            error_label = self->s_other;
+        }
+    }
     int workflow = 0;
     PyObject *outcome = NULL;
     if (root) {
@@ -649,7 +697,7 @@ wf_done:
         }
         int tool_failed = failed || error_value != NULL;
         PyObject *status = tool_failed ? self->s_error : self->s_success;
-        PyObject *etype = tool_failed ? error_value : self->s_none;
+        PyObject *etype = tool_failed ? error_label : self->s_none;
         entry *e = get_entry(&st->a, M_TOOL_CALLS, server, tool_name, status, etype);
         if (e == NULL) { Py_XDECREF(owned); return -1; }
         e->count++;
@@ -674,10 +722,12 @@ wf_done:
                 entry *e = get_entry(&st->a, M_A2A_SENT, mtype, rec, prio, NULL);
                 if (e == NULL) return -1;
                 e->count++;
-                PyObject *item = Py_BuildValue("(y#K)", (const char *)s->span_id.p, s->span_id.n,
-                                               (unsigned long long)s->start);
-                if (item == NULL || PyList_Append(st->producers, item) < 0) { Py_XDECREF(item); return -1; }
-                Py_DECREF(item);
+                if (self->cache_size) {
+                    a2a_span *x = a2a_push(&st->producers);
+                    if (x == NULL) return -1;
+                    x->span_id = s->span_id;
+                    x->start = s->start;
+                }
             } else {
                 PyObject *sender = GET(K_A2A_SENDER);
                 if (sender == NULL && PyErr_Occurred()) return -1;
@@ -688,14 +738,14 @@ wf_done:
                 entry *e = get_entry(&st->a, M_A2A_RECEIVED, mtype, sender, processing, NULL);
                 if (e == NULL) return -1;
                 e->count++;
-                PyObject *links = link_span_ids(s->raw);
-                if (links == NULL) return -1;
-                PyObject *item = Py_BuildValue("(y#NKy#y#O)", (const char *)s->parent.p, s->parent.n,
-                                               links, (unsigned long long)s->start,
-                                               (const char *)s->trace_id.p, s->trace_id.n,
-                                               (const char *)s->span_id.p, s->span_id.n, mtype);
-                if (item == NULL || PyList_Append(st->consumers, item) < 0) { Py_XDECREF(item); return -1; }
-                Py_DECREF(item);
+                a2a_span *x = a2a_push(&st->pending);
+                if (x == NULL) return -1;
+                x->span_id = s->span_id;
+                x->trace_id = s->trace_id;
+                x->parent = s->parent;
+                x->raw = s->raw;
+                x->start = s->start;
+                x->message_type = mtype;
             }
             if (component == NULL) { component = "a2a"; comp_obj = self->s_a2a; }
         }
@@ -732,7 +782,7 @@ wf_done:
         }
     }
     if (failed) {
-        PyObject *error_type = error_value; /* non-empty: checked above */
+        PyObject *error_type = error_label;
         if (component == NULL) {
             if (s->present[K_DB_SYSTEM] || s->present[K_DB_SYSTEM_LEGACY]) comp_obj = self->s_database;
             else {
@@ -796,6 +846,76 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
     return rc < 0 ? -1 : 0;
 }
 
+/* The request's producers go into the producer cache (an OrderedDict bounded by cache_size,
+ * oldest first out), then each consumer is matched with its producer (by parent, else by link)
+ * and its latency observed; consumers without a producer yet are handed to Python (spans the
+ * Python path counts may still add theirs). */
+static int finish_a2a(Scanner *self, scan_state *st) {
+    if (!self->cache_size) return 0;
+    PyObject *cache = self->producers;
+    for (Py_ssize_t i = 0; i < st->producers.n; i++) {
+        a2a_span *x = &st->producers.items[i];
+        PyObject *key = bytes_of(x->span_id);
+        PyObject *start = PyLong_FromUnsignedLongLong(x->start);
+        int rc = (key && start) ? PyObject_SetItem(cache, key, start) : -1;
+        Py_XDECREF(key);
+        Py_XDECREF(start);
+        if (rc < 0) return -1;
+        if (PyDict_GET_SIZE(cache) > self->cache_size) {
+            PyObject *r = PyObject_CallMethod(cache, "popitem", "O", Py_False);
+            if (r == NULL) return -1;
+            Py_DECREF(r);
+        }
+    }
+    for (Py_ssize_t i = 0; i < st->pending.n; i++) {
+        a2a_span *x = &st->pending.items[i];
+        PyObject *key = bytes_of(x->parent);
+        if (key == NULL) return -1;
+        PyObject *sent = PyDict_GetItemWithError(cache, key); /* borrowed */
+        Py_DECREF(key);
+        if (sent == NULL && PyErr_Occurred()) return -1;
+        PyObject *links = NULL;
+        if (sent == NULL && (links = link_span_ids(x->raw)) == NULL) return -1;
+        /* with spans left to Python, its parent may be one of them: the parent comes before the
+         * links, so the match is then left to Python too */
+        if (sent == NULL && PyList_GET_SIZE(st->fallback) == 0) {
+            for (Py_ssize_t j = 0; sent == NULL && j < PyList_GET_SIZE(links); j++) {
+                sent = PyDict_GetItemWithError(cache, PyList_GET_ITEM(links, j));
+                if (sent == NULL && PyErr_Occurred()) { Py_DECREF(links); return -1; }
+            }
+        }
+        if (sent == NULL) {
+            PyObject *item = Py_BuildValue("(y#NKy#y#O)", (const char *)x->parent.p, x->parent.n,
+                                           links, (unsigned long long)x->start,
+                                           (const char *)x->trace_id.p, x->trace_id.n,
+                                           (const char *)x->span_id.p, x->span_id.n, x->message_type);
+            if (item == NULL || PyList_Append(st->consumers, item) < 0) { Py_XDECREF(item); return -1; }
+            Py_DECREF(item);
+            continue;
+        }
+        Py_XDECREF(links);
+        /* max(start - sent, 0) / 1e9, with Python's integers */
+        PyObject *start = PyLong_FromUnsignedLongLong(x->start);
+        PyObject *diff = start ? PyNumber_Subtract(start, sent) : NULL;
+        Py_XDECREF(start);
+        if (diff == NULL) return -1;
+        double latency = 0.0;
+        PyObject *zero = PyLong_FromLong(0);
+        int positive = zero ? PyObject_RichCompareBool(diff, zero, Py_GT) : -1;
+        Py_XDECREF(zero);
+        if (positive < 0) { Py_DECREF(diff); return -1; }
+        if (positive) {
+            latency = PyLong_AsDouble(diff) / 1e9;
+            if (latency == -1.0 / 1e9 && PyErr_Occurred()) { Py_DECREF(diff); return -1; }
+        }
+        Py_DECREF(diff);
+        entry *e = get_entry(&st->a, M_A2A_LATENCY, x->message_type, NULL, NULL, NULL);
+        if (e == NULL) return -1;
+        observe(self, e, B_A2A, latency, x->trace_id, x->span_id, st->base);
+    }
+    return 0;
+}
+
 static PyObject *build_result(Scanner *self, scan_state *st, PyObject *buffer) {
     PyObject *out = PyList_New(0);
     if (out == NULL) return NULL;
@@ -807,8 +927,12 @@ static PyObject *build_result(Scanner *self, scan_state *st, PyObject *buffer) {
         PyObject *labels = PyTuple_GetSlice(key, 1, nkey);
         if (labels == NULL) goto error;
         PyObject *buckets = Py_NewRef(Py_None), *exemplars = Py_NewRef(Py_None);
-        if (e->metric == M_TOOL_DURATION || e->metric == M_HTTP_DURATION || e->metric == M_WF_DURATION) {
-            int which = e->metric == M_TOOL_DURATION ? B_TOOL : e->metric == M_HTTP_DURATION ? B_HTTP : B_WORKFLOW;
+        int which = e->metric == M_TOOL_DURATION   ? B_TOOL
+                    : e->metric == M_HTTP_DURATION ? B_HTTP
+                    : e->metric == M_WF_DURATION   ? B_WORKFLOW
+                    : e->metric == M_A2A_LATENCY   ? B_A2A
+                                                   : -1;
+        if (which >= 0) {
             Py_DECREF(buckets);
             Py_DECREF(exemplars);
             buckets = PyList_New(self->nbounds[which] + 1);
@@ -843,10 +967,11 @@ error:
 }
 
 PyDoc_STRVAR(scan_doc,
-"scan(request: bytes) -> (series, fallback, producers, consumers, workflows)\n\n"
+"scan(request: bytes) -> (series, fallback, consumers, workflows)\n\n"
 "series: [(metric, labels, count, sum, buckets | None, exemplars | None)] aggregated over the\n"
-"request; fallback: [(start, end)] offsets of spans for the Python path; producers:\n"
-"[(span_id, start_ns)]; consumers: [(parent_span_id, link_span_ids, start_ns, trace_id,\n"
+"request; fallback: [(start, end)] offsets of spans for the Python path; the request's A2A\n"
+"producers go into the producer cache and its consumers are matched with them; consumers:\n"
+"those without a producer yet, [(parent_span_id, link_span_ids, start_ns, trace_id,\n"
 "span_id, message_type)]; workflows: {(type, outcome): [durations]}. Raises ValueError on\n"
 "malformed input.");
 
@@ -862,10 +987,15 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     if (scan_begin(self) < 0) return NULL;
     const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(arg);
     Py_ssize_t size = PyBytes_GET_SIZE(arg);
-    scan_state st = {PyList_New(0), PyList_New(0), PyList_New(0), PyDict_New(), {PyDict_New(), NULL, 0, 0}, base};
+    scan_state st;
+    memset(&st, 0, sizeof(st));
+    st.fallback = PyList_New(0);
+    st.consumers = PyList_New(0);
+    st.workflows = PyDict_New();
+    st.a.index = PyDict_New();
+    st.base = base;
     PyObject *result = NULL;
-    if (st.fallback == NULL || st.producers == NULL || st.consumers == NULL || st.workflows == NULL ||
-        st.a.index == NULL)
+    if (st.fallback == NULL || st.consumers == NULL || st.workflows == NULL || st.a.index == NULL)
         goto done;
     reader r = {base, base + size};
     field f;
@@ -882,13 +1012,15 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
         if (rrc < 0) goto done;
     }
     if (rc < 0) goto done;
+    if (finish_a2a(self, &st) < 0) goto done;
     PyObject *series = build_result(self, &st, arg);
     if (series == NULL) goto done;
-    result = Py_BuildValue("(NOOOO)", series, st.fallback, st.producers, st.consumers, st.workflows);
+    result = Py_BuildValue("(NOOO)", series, st.fallback, st.consumers, st.workflows);
 done:
     Py_XDECREF(st.workflows);
     Py_XDECREF(st.fallback);
-    Py_XDECREF(st.producers);
+    PyMem_Free(st.producers.items);
+    PyMem_Free(st.pending.items);
     Py_XDECREF(st.consumers);
     Py_XDECREF(st.a.index);
     PyMem_Free(st.a.entries);
@@ -920,15 +1052,24 @@ static PyObject *intern(const char *s) { return PyUnicode_InternFromString(s); }
 
 static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"keys", "tool_operation", "tool_method", "workflow_prefix", "tool_bounds",
-                             "http_bounds", "workflow_bounds", "max_exemplars", "recoverable",
-                             "llm_operations", "outcomes", NULL};
-    PyObject *keys, *tool_op, *tool_method, *wf_prefix, *tool_bounds, *http_bounds, *wf_bounds, *recoverable,
-        *llm, *outcomes;
+                             "http_bounds", "workflow_bounds", "a2a_bounds", "max_exemplars",
+                             "recoverable", "llm_operations", "outcomes", "producers", "cache_size",
+                             NULL};
+    PyObject *keys, *tool_op, *tool_method, *wf_prefix, *tool_bounds, *http_bounds, *wf_bounds, *a2a_bounds,
+        *recoverable, *llm, *outcomes, *producers;
     int max_exemplars;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOiOOO!", kwlist, &PyTuple_Type, &keys, &tool_op,
+    Py_ssize_t cache_size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n", kwlist, &PyTuple_Type, &keys, &tool_op,
                                      &tool_method, &wf_prefix, &tool_bounds, &http_bounds, &wf_bounds,
-                                     &max_exemplars, &recoverable, &llm, &PyTuple_Type, &outcomes))
+                                     &a2a_bounds, &max_exemplars, &recoverable, &llm, &PyTuple_Type,
+                                     &outcomes, &PyDict_Type, &producers, &cache_size))
         return -1;
+    if (cache_size < 0) {
+        PyErr_SetString(PyExc_ValueError, "cache_size must be >= 0");
+        return -1;
+    }
+    Py_XSETREF(self->producers, Py_NewRef(producers));
+    self->cache_size = cache_size;
     if (PyTuple_GET_SIZE(keys) != NKEYS) {
         PyErr_Format(PyExc_ValueError, "expected %d attribute keys", NKEYS);
         return -1;
@@ -954,7 +1095,7 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->wf_prefix, Py_NewRef(wf_prefix));
     Py_XSETREF(self->outcomes, Py_NewRef(outcomes));
     if (load_bounds(self, B_TOOL, tool_bounds) < 0 || load_bounds(self, B_HTTP, http_bounds) < 0 ||
-        load_bounds(self, B_WORKFLOW, wf_bounds) < 0)
+        load_bounds(self, B_WORKFLOW, wf_bounds) < 0 || load_bounds(self, B_A2A, a2a_bounds) < 0)
         return -1;
     self->max_exemplars = max_exemplars;
     Py_XSETREF(self->recoverable, PyFrozenSet_New(recoverable));
@@ -992,6 +1133,7 @@ static void Scanner_dealloc(Scanner *self) {
     Py_XDECREF(self->spill);
     Py_XDECREF(self->wf_prefix);
     Py_XDECREF(self->outcomes);
+    Py_XDECREF(self->producers);
     PyObject **strs[] = {&self->s_success_outcome, &self->s_failed_outcome, &self->s_timeout,
                          &self->s_cancelled, &self->s_critical, &self->s_workflow,&self->s_unknown, &self->s_none, &self->s_error, &self->s_success,
                          &self->s_other, &self->s_true, &self->s_false, &self->s_failed,

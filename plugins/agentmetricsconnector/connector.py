@@ -298,6 +298,7 @@ class AgentMetricsConnector(FlushingConnector):
             (self.errors, ("error_type", "component", "severity", "recoverable")),
             (self.executions, ("workflow_type", "agent_id", "outcome", "complexity_tier")),
             (self.workflow_duration, ("workflow_type", "complexity_tier")),
+            (self.a2a_latency, ("message_type",)),
         )
         self._scanner = self._native_scanner(exemplars)
 
@@ -345,10 +346,13 @@ class AgentMetricsConnector(FlushingConnector):
             MCP_BUCKETS,
             HTTP_BUCKETS,
             WORKFLOW_BUCKETS,
+            A2A_BUCKETS,
             max_exemplars,
             RECOVERABLE_ERRORS,
             LLM_OPERATIONS,
             OUTCOMES,
+            self._producers,
+            self.config.a2a_producer_cache_size,
         )
 
     # -- aggregation -----------------------------------------------------------------------------
@@ -363,14 +367,13 @@ class AgentMetricsConnector(FlushingConnector):
         now = now_ns / 1e9
         if self._scanner is not None:
             try:
-                series, fallback, producers, consumers, workflows = self._scanner.scan(raw)
+                series, fallback, consumers, workflows = self._scanner.scan(raw)
             except ValueError:
                 pass  # malformed: the Python path reports it as it always did
             else:
                 self._merge_native(series, now_ns)
                 for (wf_type, outcome), durations in workflows.items():
                     self._windows(wf_type, outcome, durations, now)
-                self._remember_producers(producers)
                 py_consumers: list[tuple[Any, str]] = []
                 for start, end in fallback:
                     self._count_span(SpanView.FromString(raw[start:end]), now_ns, now, py_consumers)

@@ -198,21 +198,31 @@ def test_scan_sends_what_it_cannot_decide_to_python() -> None:
     conn = AgentMetricsConnector(
         settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
     )
-    failed_without_type = Span(
-        trace_id=tid(1), span_id=sid(2), parent_span_id=sid(1), name="execute_tool x"
-    )
-    failed_without_type.attributes.append(kv("gen_ai.operation.name", "execute_tool"))
-    failed_without_type.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="boom"))
-    handled = Span(trace_id=tid(1), span_id=sid(3), parent_span_id=sid(1), name="execute_tool y")
-    handled.attributes.append(kv("gen_ai.operation.name", "execute_tool"))
+    # decided in C: a failed tool call whose error type comes from its exception event
+    tool = Span(trace_id=tid(1), span_id=sid(2), parent_span_id=sid(1), name="execute_tool x")
+    tool.attributes.append(kv("gen_ai.operation.name", "execute_tool"))
+    tool.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="boom"))
+    tool.events.add(name="exception").attributes.append(kv("exception.type", "TimeoutError"))
+    # left to Python: the outcome of a failed workflow whose evidence is not ASCII (Python's
+    # regular expressions fold Unicode case), and an exception type that is not UTF-8
+    root = Span(trace_id=tid(1), span_id=sid(1), name="workflow.research")
+    root.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="délai dépassé"))
+    bad = Span(trace_id=tid(1), span_id=sid(3), parent_span_id=sid(1), name="step")
+    bad.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR))
+    bad.events.add(name="exception").attributes.append(kv("exception.type", "X"))
+    bad_raw = bad.SerializeToString().replace(b"\x01X", b"\x01\xff")  # invalid UTF-8
     req = ExportTraceServiceRequest()
-    req.resource_spans.add().scope_spans.add().spans.extend([failed_without_type, handled])
+    req.resource_spans.add().scope_spans.add().spans.extend([tool, root])
     raw = req.SerializeToString()
-    series, fallback, producers, consumers, workflows = conn._scanner.scan(raw)
-    assert [raw[a:b] for a, b in fallback] == [failed_without_type.SerializeToString()]
+    raw += b"\x0a" + bytes([len(bad_raw) + 4]) + b"\x12" + bytes([len(bad_raw) + 2])
+    raw += b"\x12" + bytes([len(bad_raw)]) + bad_raw
+    series, fallback, consumers, workflows = conn._scanner.scan(raw)
+    assert [raw[a:b] for a, b in fallback] == [root.SerializeToString(), bad_raw]
     tool_calls = [s for s in series if s[0] == 0]
-    assert tool_calls == [(0, ("unknown", "y", "success", "none"), 1, 0.0, None, None)]
-    assert producers == consumers == [] and workflows == {}
+    assert tool_calls == [(0, ("unknown", "x", "error", "TimeoutError"), 1, 0.0, None, None)]
+    errors = [s for s in series if s[0] == 5]
+    assert errors == [(5, ("TimeoutError", "mcp", "error", "true"), 1, 0.0, None, None)]
+    assert consumers == [] and workflows == {}
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -243,3 +253,47 @@ def test_malformed_input_raises_value_error_and_never_crashes(seed: int) -> None
         scan(b"\x0b")  # a group wire type (not used by OTLP)
     with pytest.raises(TypeError):
         scan("not bytes")
+
+
+@pytest.mark.parametrize("mode", ["1", "0"])
+async def test_producer_cache_is_bounded_oldest_first(
+    monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setenv("PIPELINE_NATIVE", mode)
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"),
+        AgentMetricsConfig(a2a_producer_cache_size=2),
+        Capture(),
+    )
+
+    def a2a(n: int, kind: int, parent: int, start_ms: int) -> Span:
+        s = Span(
+            trace_id=tid(1),
+            span_id=sid(n),
+            parent_span_id=sid(parent),
+            name="a2a",
+            kind=kind,  # type: ignore[arg-type]
+            start_time_unix_nano=T0 + start_ms * 1_000_000,
+            end_time_unix_nano=T0 + start_ms * 1_000_000,
+        )
+        s.attributes.append(kv("a2a.message.type", "task"))
+        return s
+
+    def req(spans: list[Span]) -> Traces:
+        r = ExportTraceServiceRequest()
+        r.resource_spans.add().scope_spans.add().spans.extend(spans)
+        return Traces(r.SerializeToString())
+
+    producer, consumer = Span.SPAN_KIND_PRODUCER, Span.SPAN_KIND_CONSUMER
+    await conn.consume(
+        req([a2a(10, producer, 1, 0), a2a(11, producer, 1, 5), a2a(12, producer, 1, 9)])
+    )
+    assert list(conn._producers) == [sid(11), sid(12)]  # the first one was evicted
+    # a consumer of the evicted producer gives no latency; one found by link does
+    late = a2a(20, consumer, 10, 50)
+    linked = a2a(21, consumer, 99, 40)
+    linked.links.add(trace_id=tid(1), span_id=sid(12))
+    await conn.consume(req([late, linked]))
+    (series,) = conn.a2a_latency.series.values()
+    assert series.count == 1
+    assert abs(series.sum - 0.031) < 1e-9
