@@ -75,6 +75,14 @@ class Series:
         self.exemplars: list[tuple[int, float, bytes, bytes]] = []
         self.exemplar_next = 0
 
+    def keep_exemplar(self, ex: tuple[int, float, bytes, bytes], max_exemplars: int) -> None:
+        """Keep ``ex`` (time, value, trace id, span id): the latest ``max_exemplars`` stay."""
+        if len(self.exemplars) < max_exemplars:
+            self.exemplars.append(ex)
+        else:
+            self.exemplars[self.exemplar_next] = ex
+            self.exemplar_next = (self.exemplar_next + 1) % max_exemplars
+
 
 def _any_value(value: Any) -> AnyValue:
     if isinstance(value, bool):
@@ -209,12 +217,7 @@ class Metric:
         s.buckets[bisect.bisect_left(self.bounds, value)] += 1
         s.last_ns = now_ns
         if self.max_exemplars and trace_id:
-            ex = (now_ns, value, trace_id, span_id)
-            if len(s.exemplars) < self.max_exemplars:
-                s.exemplars.append(ex)
-            else:
-                s.exemplars[s.exemplar_next] = ex
-                s.exemplar_next = (s.exemplar_next + 1) % self.max_exemplars
+            s.keep_exemplar((now_ns, value, trace_id, span_id), self.max_exemplars)
         if self.track_touched:
             self._touched.add(key)
 
@@ -245,14 +248,8 @@ class Metric:
         s.last_ns = now_ns
         if self.max_exemplars:
             for value, trace_id, span_id in exemplars:
-                if not trace_id:
-                    continue
-                ex = (now_ns, value, trace_id, span_id)
-                if len(s.exemplars) < self.max_exemplars:
-                    s.exemplars.append(ex)
-                else:
-                    s.exemplars[s.exemplar_next] = ex
-                    s.exemplar_next = (s.exemplar_next + 1) % self.max_exemplars
+                if trace_id:
+                    s.keep_exemplar((now_ns, value, trace_id, span_id), self.max_exemplars)
         if self.track_touched:
             self._touched.add(key)
 
