@@ -221,6 +221,7 @@ typedef struct {
     uint64_t *buckets;   /* nbounds + 1, or NULL without a histogram */
     exemplar *exemplars; /* max_exemplars, or NULL */
     int nex, exnext;
+    long long seen; /* measurements with an exemplar (a trace id) */
 } series;
 
 typedef struct {
@@ -549,6 +550,7 @@ static int scan_span(Scanner *self, rs_state *st, slice raw, span_info *s) {
     }
     x->buckets[lo]++;
     if (self->max_exemplars && s->trace_id.n) {
+        x->seen++;
         exemplar e = {value, s->trace_id.p - st->base, s->trace_id.n, s->span_id.p - st->base, s->span_id.n};
         if (x->nex < self->max_exemplars) x->exemplars[x->nex++] = e;
         else {
@@ -618,7 +620,7 @@ static PyObject *rs_result(Scanner *self, rs_state *st) {
             if (t == NULL) { Py_DECREF(buckets); Py_DECREF(exemplars); goto error; }
             PyList_SET_ITEM(exemplars, k, t);
         }
-        PyObject *item = Py_BuildValue("(OLdNN)", x->attrs, x->count, x->sum, buckets, exemplars);
+        PyObject *item = Py_BuildValue("(OLdNNL)", x->attrs, x->count, x->sum, buckets, exemplars, x->seen);
         if (item == NULL) goto error;
         PyList_SET_ITEM(list, i, item);
     }
@@ -661,10 +663,11 @@ static int scan_resource_spans(Scanner *self, rs_state *st, slice raw, span_info
 }
 
 PyDoc_STRVAR(scan_doc,
-"scan(request: bytes) -> [(resource_key, [(attrs, count, sum, buckets | None, exemplars)])]\n\n"
+"scan(request: bytes) -> [(resource_key, [(attrs, count, sum, buckets | None, exemplars, seen)])]\n\n"
 "Per ResourceSpans with spans (in order), the series of the request in order of first arrival:\n"
 "the attribute set, the number of spans, the sum of their durations, the bucket counts (None\n"
-"without a histogram) and the last exemplars as (value, trace_id, span_id), oldest first.\n"
+"without a histogram), the last exemplars as (value, trace_id, span_id), oldest first, and\n"
+"how many spans had one (a trace id).\n"
 "Calls resolve(resource_bytes) once per ResourceSpans. Raises ValueError on malformed input.");
 
 static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {

@@ -142,11 +142,11 @@ class SpanMetricsConnector(FlushingConnector):
                 pass
             else:
                 for resource_key, series in resources:
-                    for attrs, count, total, buckets, exemplars in series:
+                    for attrs, count, total, buckets, exemplars, seen in series:
                         calls.add_count(resource_key, attrs, count, now_ns)
                         if duration is not None:
                             duration.merge(
-                                resource_key, attrs, count, total, buckets, exemplars, now_ns
+                                resource_key, attrs, count, total, buckets, exemplars, now_ns, seen
                             )
                 return
         view = TracesView.FromString(raw)
