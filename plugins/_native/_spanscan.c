@@ -822,12 +822,28 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
+/* resolve() is usually a bound method of the connector holding the scanner: a cycle the
+ * garbage collector must see */
+static int Scanner_traverse(Scanner *self, visitproc visit, void *arg) {
+    Py_VISIT(self->resolve);
+    Py_VISIT(self->kind_pairs);
+    Py_VISIT(self->status_pairs);
+    Py_VISIT(self->dim_names);
+    return 0;
+}
+
+static int Scanner_clear(Scanner *self) {
+    Py_CLEAR(self->resolve);
+    Py_CLEAR(self->kind_pairs);
+    Py_CLEAR(self->status_pairs);
+    Py_CLEAR(self->dim_names);
+    return 0;
+}
+
 static void Scanner_dealloc(Scanner *self) {
+    PyObject_GC_UnTrack(self);
+    Scanner_clear(self);
     Py_XDECREF(self->dim_bytes);
-    Py_XDECREF(self->dim_names);
-    Py_XDECREF(self->kind_pairs);
-    Py_XDECREF(self->status_pairs);
-    Py_XDECREF(self->resolve);
     Py_XDECREF(self->s_span_name);
     Py_XDECREF(self->s_service_name);
     PyMem_Free(self->bounds);
@@ -846,7 +862,9 @@ static PyTypeObject ScannerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "plugins._native._spanscan.Scanner",
     .tp_basicsize = sizeof(Scanner),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Scanner_traverse,
+    .tp_clear = (inquiry)Scanner_clear,
     .tp_doc = "Scanner(dimensions, included, kind_pairs, status_pairs, bounds, divisor, "
               "max_exemplars, resolve): the spanmetrics connector's span scanner (see the "
               "module source).",

@@ -440,3 +440,15 @@ async def test_malformed_input_gives_what_the_python_path_gives(
         assert outcomes[0] == outcomes[1]
         assert_same(state(fast), state(slow))
     assert refused > 50
+
+
+def test_a_dropped_connector_is_collected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scanner holds the connector's resolve method (a cycle): the collector frees both."""
+    import gc
+    import weakref
+
+    conn = connector(monkeypatch, "1", {})
+    ref = weakref.ref(conn)
+    del conn
+    gc.collect()
+    assert ref() is None
