@@ -20,6 +20,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 EXTENSIONS: dict[str, list[str]] = {
     "plugins._native._agentscan": ["plugins/_native/_agentscan.c"],
     "plugins._native._tracewire": ["plugins/_native/_tracewire.c"],
+    "plugins._native._spanscan": ["plugins/_native/_spanscan.c"],
 }
 
 

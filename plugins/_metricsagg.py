@@ -230,11 +230,14 @@ class Metric:
         buckets: Sequence[int],
         exemplars: Sequence[tuple[float, bytes, bytes]],
         now_ns: int,
+        exemplars_seen: int = 0,
     ) -> None:
         """Record ``count`` histogram measurements aggregated elsewhere (their sum ``total``,
         per-bucket counts over this metric's bounds, and the latest exemplars as
         ``(value, trace_id, span_id)``, oldest first), as that many :meth:`observe` calls
-        would."""
+        would. ``exemplars_seen``: how many of the measurements had an exemplar (when more
+        than given, at least ``max_exemplars`` are given: the ring of exemplars then ends as
+        that many calls leave it, position included; 0: as many as given)."""
         key = (resource, attrs)
         s = self.series.get(key)
         if s is None:
@@ -247,6 +250,13 @@ class Metric:
                 mine[i] += n
         s.last_ns = now_ns
         if self.max_exemplars:
+            skipped = exemplars_seen - sum(1 for e in exemplars if e[1])
+            if skipped > 0:
+                # the writes of the exemplars not given: later writes overwrite every slot
+                # they would have filled, only the ring's size and position remain
+                room = min(skipped, self.max_exemplars - len(s.exemplars))
+                s.exemplars.extend([(now_ns, 0.0, b"", b"")] * room)
+                s.exemplar_next = (s.exemplar_next + skipped - room) % self.max_exemplars
             for value, trace_id, span_id in exemplars:
                 if trace_id:
                     s.keep_exemplar((now_ns, value, trace_id, span_id), self.max_exemplars)

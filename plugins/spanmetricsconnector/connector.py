@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from pipeline import Consumer, CreateSettings, Payload
 from plugins._agentconv import attr_str
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
+from plugins._native import load
 from plugins._spanview import TracesView, cached_str
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
 
@@ -29,6 +31,7 @@ SPAN_KINDS = (
 )
 KIND_PAIRS = tuple(("span.kind", k) for k in SPAN_KINDS)
 STATUS_CODES = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
+STATUS_PAIRS = tuple(("status.code", c) for c in STATUS_CODES)
 
 
 class SpanMetricsConnector(FlushingConnector):
@@ -84,16 +87,69 @@ class SpanMetricsConnector(FlushingConnector):
         self._statuses: dict[bytes, tuple[str, str]] = {}
         self._resources: dict[bytes, tuple[bytes, str, dict[str, str]]] = {}
         self._keys: dict[tuple[bytes, bytes, int, bytes], tuple[tuple[str, Any], ...]] = {}
+        self._scanner = self._native_scanner()
+
+    def _native_scanner(self) -> Any:
+        """The C scanner (``plugins/_native/_spanscan.c``) for this config, or ``None`` (not
+        built, disabled, or a config beyond its limits)."""
+        native = load("_spanscan")
+        duration = self.duration
+        max_exemplars = duration.max_exemplars if duration is not None else 0
+        if (
+            native is None
+            or len(self._dimensions) > native.MAX_DIMS
+            or max_exemplars > native.MAX_EXEMPLARS
+        ):
+            return None
+        return native.Scanner(
+            tuple(name for name, _ in self._dimensions),
+            self._with,
+            (*KIND_PAIRS, ("span.kind", "")),
+            (*STATUS_PAIRS, ("status.code", "")),
+            duration.bounds if duration is not None else None,
+            self._divisor,
+            max_exemplars,
+            self._native_resource,
+        )
+
+    def _native_resource(self, raw: bytes) -> tuple[bytes, str, tuple[str | None, ...]]:
+        """For the C scanner, once per ``ResourceSpans``: the resource key, service.name and
+        each dimension's value when a span lacks the attribute (the resource attribute, else
+        the default, else ``None``: omitted)."""
+        key, service, attrs = self._resource(raw)
+        return (
+            key,
+            service,
+            tuple(attrs.get(d, default) for d, default in self._dimensions),
+        )
 
     async def consume(self, data: Payload) -> None:
-        """Reads the request through :data:`plugins._spanview.TracesView`: resource, status
-        and attributes stay encoded; the attribute set of a span is built once per distinct
-        (resource, name, kind, status) when no dimension is configured (small caches), and the
-        series are updated once per distinct attribute set of a request (without exemplars)."""
-        view = TracesView.FromString(data.to_bytes())
+        """With the C scanner, the request is walked once in C and its spans arrive aggregated
+        per series (the resource is read here, once per ``ResourceSpans``). Otherwise (and
+        when the scanner refuses the request: the Python path then reports the error) it is
+        read through :data:`plugins._spanview.TracesView`: resource, status and attributes stay
+        encoded; the attribute set of a span is built once per distinct (resource, name, kind,
+        status) when no dimension is configured (small caches), and the series are updated
+        once per distinct attribute set of a request (without exemplars)."""
+        raw = data.to_bytes()
         now_ns = time.time_ns()
         calls = self.calls
         duration = self.duration
+        if self._scanner is not None:
+            try:
+                resources = self._scanner.scan(raw)
+            except (ValueError, DecodeError):
+                pass
+            else:
+                for resource_key, series in resources:
+                    for attrs, count, total, buckets, exemplars, seen in series:
+                        calls.add_count(resource_key, attrs, count, now_ns)
+                        if duration is not None:
+                            duration.merge(
+                                resource_key, attrs, count, total, buckets, exemplars, now_ns, seen
+                            )
+                return
+        view = TracesView.FromString(raw)
         divisor = self._divisor
         exemplars = duration is not None and duration.max_exemplars > 0
         plain = not self._dimensions

@@ -84,3 +84,26 @@ def test_cumulative_keeps_counting_and_expires_idle_series() -> None:
     req, _ = agg.build(int(1.8e9))
     (dp,) = points(req, "c")
     assert dp.as_int == 2 and dp.start_time_unix_nano == int(1.5e9)
+
+
+def test_merge_leaves_the_exemplar_ring_as_observe_does() -> None:
+    """``merge`` with the last exemplars and how many there were ends with the same ring
+    (content, order and position) as one ``observe`` per measurement."""
+    for before in range(5):
+        for seen in range(9):
+            observed = Metric("d", Kind.HISTOGRAM, bounds=[1.0], max_exemplars=3)
+            merged = Metric("d", Kind.HISTOGRAM, bounds=[1.0], max_exemplars=3)
+            for m in (observed, merged):
+                for i in range(before):
+                    m.observe(b"", (), 0.5, 1, b"t", bytes([i]))
+            values = [(float(i), b"t", bytes([100 + i])) for i in range(seen)]
+            for value, trace_id, span_id in values:
+                observed.observe(b"", (), value, 1, trace_id, span_id)
+            total = sum(v[0] for v in values)
+            buckets = [sum(v[0] <= 1.0 for v in values), sum(v[0] > 1.0 for v in values)]
+            merged.merge(b"", (), seen, total, buckets, values[-3:], 1, seen)
+            if not before and not seen:
+                continue
+            a, b = observed.series[b"", ()], merged.series[b"", ()]
+            assert (a.exemplars, a.exemplar_next) == (b.exemplars, b.exemplar_next), (before, seen)
+            assert (a.count, a.sum, a.buckets) == (b.count, b.sum, b.buckets)
