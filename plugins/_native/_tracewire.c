@@ -926,23 +926,68 @@ list_extend(PyObject **dst, PyObject **src, int steal)
     return PyList_SetSlice(*dst, n, n, *src);
 }
 
+/* the failed tool calls lacking error.type of entry t given one by classify(span) -> span
+ * (returned as is when it did not fail): 0, 1 (the appended error.type names the agent: the
+ * entry's special spans are left to the caller) or -1 (error) */
+static int
+classify_errs(entry *t, PyObject *classify, const needle *agent)
+{
+    int rc = 0;
+    Py_ssize_t n = PyList_GET_SIZE(t->errs);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(t->errs, k));
+        if (i < 0 || i >= PyList_GET_SIZE(t->spans)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_SystemError, "ingest: a bad error index");
+            return -1;
+        }
+        PyObject *span = PyList_GET_ITEM(t->spans, i);
+        Py_INCREF(span);
+        PyObject *fresh = PyObject_CallOneArg(classify, span);
+        if (fresh == NULL || !PyBytes_Check(fresh) || !PyBytes_Check(span)) {
+            if (fresh != NULL)
+                PyErr_SetString(PyExc_TypeError, "classify must return bytes");
+            Py_XDECREF(fresh);
+            Py_DECREF(span);
+            return -1;
+        }
+        if (fresh != span) {
+            t->nbytes += PyBytes_GET_SIZE(fresh) - PyBytes_GET_SIZE(span);
+            slice a = {(const uint8_t *)PyBytes_AS_STRING(fresh), PyBytes_GET_SIZE(fresh)};
+            slice b = {(const uint8_t *)PyBytes_AS_STRING(span), PyBytes_GET_SIZE(span)};
+            if (needle_in(agent, a) && !needle_in(agent, b))
+                rc = 1; /* contrived */
+            if (PyList_SetItem(t->spans, i, fresh) < 0) {
+                Py_DECREF(span);
+                return -1;
+            }
+        }
+        else
+            Py_DECREF(fresh);
+        Py_DECREF(span);
+    }
+    return rc;
+}
+
 /* ingest's apply mode: the entries applied to the held traces.
- * apply = (held, released, now, outcome, masks, not_workflow, span_overhead, trace_overhead)
+ * apply = (held, released, now, outcome, masks, not_workflow, span_overhead, trace_overhead,
+ *          classify)
  * Returns None (a trace of the request was released: the caller takes the Python path, nothing
  * was changed) or (leftovers, added_bytes, added_spans): leftovers the entries (in the format
- * of the plain facts mode) whose failed tool calls or special spans the caller handles, their
- * traces already created / touched (last_seen) but their spans not added. */
+ * of the plain facts mode, their failed tool calls already classified: errs None, tools -1)
+ * whose special spans the caller reads, their traces already created / touched (last_seen)
+ * but their spans not added. */
 static PyObject *
-apply_entries(entries *e, PyObject *apply)
+apply_entries(entries *e, PyObject *apply, const needle *agent)
 {
-    PyObject *held, *released, *outcome_fn, *masks, *not_workflow;
+    PyObject *held, *released, *outcome_fn, *masks, *not_workflow, *classify;
     double now;
     Py_ssize_t span_oh, trace_oh;
     if (!PyTuple_Check(apply) ||
-        !PyArg_ParseTuple(apply, "O!O!dOO!Onn;apply: (held, released, now, outcome, masks, "
-                          "not_workflow, span_overhead, trace_overhead)",
+        !PyArg_ParseTuple(apply, "O!O!dOO!OnnO;apply: (held, released, now, outcome, masks, "
+                          "not_workflow, span_overhead, trace_overhead, classify)",
                           &PyDict_Type, &held, &PyDict_Type, &released, &now, &outcome_fn,
-                          &PyList_Type, &masks, &not_workflow, &span_oh, &trace_oh))
+                          &PyList_Type, &masks, &not_workflow, &span_oh, &trace_oh, &classify))
         return NULL;
     if (PyDict_GET_SIZE(released)) {
         for (Py_ssize_t i = 0; i < e->len; i++) {
@@ -989,18 +1034,18 @@ apply_entries(entries *e, PyObject *apply)
         }
         if (!fresh)
             tr->last_seen = now;
-        if (t->fallback || t->errs) {
-            PyObject *item;
-            if (t->fallback)
-                item = Py_BuildValue("(OOOOOnOnOOO)", t->trace_id, t->spans, t->groups, t->ids,
-                                     t->parents, t->nbytes, Py_None, (Py_ssize_t)-1, Py_None,
-                                     Py_None, Py_None);
-            else
-                item = Py_BuildValue("(OOOOOnOnOOO)", t->trace_id, t->spans, t->groups, t->ids,
-                                     t->parents, t->nbytes, t->errs, t->tools,
-                                     t->root ? t->root : Py_None,
-                                     t->agent_set && t->agent ? t->agent : Py_None,
-                                     !t->agent_set && t->agent ? t->agent : Py_None);
+        if (t->errs && !t->fallback) {
+            int rc = classify_errs(t, classify, agent);
+            if (rc < 0) {
+                Py_DECREF(obj);
+                goto fail;
+            }
+            t->fallback = rc;
+        }
+        if (t->fallback) {
+            PyObject *item = Py_BuildValue("(OOOOOnOnOOO)", t->trace_id, t->spans, t->groups,
+                                           t->ids, t->parents, t->nbytes, Py_None,
+                                           (Py_ssize_t)-1, Py_None, Py_None, Py_None);
             Py_DECREF(obj);
             if (append_new(leftovers, item) < 0)
                 goto fail;
@@ -1169,7 +1214,7 @@ tw_ingest(PyObject *self, PyObject *args)
         goto done;
     }
     if (apply != Py_None) {
-        result = apply_entries(&e, apply);
+        result = apply_entries(&e, apply, &nd_agent);
         goto done;
     }
     result = PyList_New(e.len);
@@ -1599,6 +1644,14 @@ done:
 /* ---------------------------------------------------------------------------------------- */
 /* max_depth */
 
+static inline int
+bytes_equal(PyObject *a, PyObject *b)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(a);
+    return a == b || (n == PyBytes_GET_SIZE(b) &&
+                      memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)n) == 0);
+}
+
 /* depth of the span tree, at most cap levels walked (cap 0: no bound); -1 on error */
 static Py_ssize_t
 depth_of(PyObject *ids, PyObject *parents, Py_ssize_t cap)
@@ -1609,7 +1662,7 @@ depth_of(PyObject *ids, PyObject *parents, Py_ssize_t cap)
         return -1;
     }
     Py_ssize_t result = -1;
-    PyObject *slots = PyDict_New();
+    PyObject *slots = NULL;
     Py_ssize_t *slot_of = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
     Py_ssize_t *head = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
     Py_ssize_t *tail = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
@@ -1618,11 +1671,45 @@ depth_of(PyObject *ids, PyObject *parents, Py_ssize_t cap)
     Py_ssize_t level_len = 0, level_cap = n + 1, nxt_cap = n + 1;
     level = PyMem_Malloc((size_t)level_cap * sizeof(Py_ssize_t));
     nxt = PyMem_Malloc((size_t)nxt_cap * sizeof(Py_ssize_t));
-    if (!slots || !slot_of || !head || !tail || !next || !level || !nxt) {
-        if (slots)
-            PyErr_NoMemory();
+    if (!slot_of || !head || !tail || !next || !level || !nxt) {
+        PyErr_NoMemory();
         goto done;
     }
+    int small = n <= 64;
+    for (Py_ssize_t j = 0; small && j < n; j++)
+        small = PyBytes_CheckExact(PyList_GET_ITEM(ids, j)) &&
+                PyBytes_CheckExact(PyList_GET_ITEM(parents, j));
+    if (small) {
+        /* a few spans: ids compared directly (a slot is the index of an id's first span) */
+        for (Py_ssize_t j = 0; j < n; j++) {
+            PyObject *id = PyList_GET_ITEM(ids, j);
+            Py_ssize_t i = 0;
+            while (i < j && !bytes_equal(PyList_GET_ITEM(ids, i), id))
+                i++;
+            slot_of[j] = i;
+            head[j] = tail[j] = -1;
+        }
+        for (Py_ssize_t j = 0; j < n; j++) {
+            PyObject *parent = PyList_GET_ITEM(parents, j);
+            Py_ssize_t i = 0;
+            while (i < n && !bytes_equal(PyList_GET_ITEM(ids, i), parent))
+                i++;
+            next[j] = -1;
+            if (i == n)
+                level[level_len++] = j;
+            else {
+                Py_ssize_t s = slot_of[i];
+                if (tail[s] < 0)
+                    head[s] = j;
+                else
+                    next[tail[s]] = j;
+                tail[s] = j;
+            }
+        }
+        goto walk;
+    }
+    if ((slots = PyDict_New()) == NULL)
+        goto done;
     /* slot number of each distinct id */
     Py_ssize_t n_slots = 0;
     for (Py_ssize_t j = 0; j < n; j++) {
@@ -1661,6 +1748,7 @@ depth_of(PyObject *ids, PyObject *parents, Py_ssize_t cap)
             tail[s] = j;
         }
     }
+walk:;
     Py_ssize_t depth = 0, seen = 0;
     while (level_len && seen < n && (!cap || depth < cap)) {
         depth++;
@@ -2073,6 +2161,90 @@ done:
     return result;
 }
 
+/* expire(held, now, wait, max_wait) -> [(trace_id, Trace, reason), ...]
+ * The traces due in the OrderedDict held, from its front, taken out of it: a trace is due
+ * ("wait") when wait has passed since its last span, or ("max_wait", max_wait not 0) when
+ * max_wait has passed since it was first queued. A trace not due that received spans since
+ * it was queued is queued again (moved to the end, queued_at = last_seen); the first trace
+ * not due otherwise ends the walk. */
+static PyObject *
+tw_expire(PyObject *self, PyObject *args)
+{
+    PyObject *held;
+    double now, wait, max_wait;
+    if (!PyArg_ParseTuple(args, "O!ddd", &PyDict_Type, &held, &now, &wait, &max_wait))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    PyObject *r_wait = PyUnicode_InternFromString("wait");
+    PyObject *r_max = PyUnicode_InternFromString("max_wait");
+    if (out == NULL || r_wait == NULL || r_max == NULL)
+        goto fail;
+    for (;;) {
+        Py_ssize_t start = PyList_GET_SIZE(out);
+        PyObject *it = PyObject_GetIter(held), *key, *requeue = NULL;
+        if (it == NULL)
+            goto fail;
+        while ((key = PyIter_Next(it)) != NULL) {
+            PyObject *obj = PyDict_GetItemWithError(held, key);
+            if (obj == NULL || !PyObject_TypeCheck(obj, &TraceType)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "a held trace is a Trace");
+                Py_DECREF(key);
+                break;
+            }
+            TraceObject *t = (TraceObject *)obj;
+            PyObject *reason = r_wait;
+            if (t->last_seen + wait > now) {
+                if (max_wait != 0 && now - t->queued_first >= max_wait)
+                    reason = r_max; /* still receiving spans, but held long enough */
+                else if (t->last_seen > t->queued_at) {
+                    requeue = key; /* spans arrived since it was queued */
+                    break;
+                }
+                else {
+                    Py_DECREF(key);
+                    break;
+                }
+            }
+            int rc = append_new(out, PyTuple_Pack(3, key, obj, reason));
+            Py_DECREF(key);
+            if (rc < 0)
+                break;
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) {
+            Py_XDECREF(requeue);
+            goto fail;
+        }
+        for (Py_ssize_t i = start; i < PyList_GET_SIZE(out); i++)
+            if (PyObject_DelItem(held, PyTuple_GET_ITEM(PyList_GET_ITEM(out, i), 0)) < 0) {
+                Py_XDECREF(requeue);
+                goto fail;
+            }
+        if (requeue == NULL)
+            break;
+        /* queued again, behind the others */
+        PyObject *obj = PyDict_GetItemWithError(held, requeue);
+        PyObject *r = obj ? PyObject_CallMethod(held, "move_to_end", "O", requeue) : NULL;
+        Py_DECREF(requeue);
+        if (r == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_KeyError, "a held trace vanished");
+            goto fail;
+        }
+        Py_DECREF(r);
+        ((TraceObject *)obj)->queued_at = ((TraceObject *)obj)->last_seen;
+    }
+    Py_DECREF(r_wait);
+    Py_DECREF(r_max);
+    return out;
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(r_wait);
+    Py_XDECREF(r_max);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"ingest", tw_ingest, METH_VARARGS,
      "ingest(raw, interned, tool_a, tool_b, agent_marker[, facts[, apply]]) -> per-trace "
@@ -2082,6 +2254,8 @@ static PyMethodDef methods[] = {
     {"release", tw_release, METH_VARARGS,
      "release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers, "
      "suffix_for) -> (encoded ExportTraceServiceRequest, spans, nbytes)"},
+    {"expire", tw_expire, METH_VARARGS,
+     "expire(held, now, wait, max_wait) -> the due traces, taken out of held"},
     {"max_depth", tw_max_depth, METH_VARARGS, "max_depth(ids, parents, cap) -> int"},
     {NULL, NULL, 0, NULL},
 };

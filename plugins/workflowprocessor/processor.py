@@ -356,9 +356,9 @@ class WorkflowProcessor(Component):
     def _ingest_native(self, raw: bytes, now: float) -> None:
         """``_ingest`` with the request parsed, its spans grouped by trace and added to the held
         traces (``_tracewire.Trace``) in C, which also decides the tool calls, reads the roots
-        and finds the agent: the Python work is the failed tool calls lacking ``error.type``
-        (classified here) and the traces whose special spans C leaves to the Python path
-        (anything unusual)."""
+        and finds the agent: the Python work is classifying the failed tool calls lacking
+        ``error.type`` (called back from C) and the traces whose special spans C leaves to the
+        Python path (anything unusual)."""
         interned = self._groups
         if len(interned) > 4096:
             interned.clear()
@@ -374,57 +374,21 @@ class WorkflowProcessor(Component):
             _NOT_WORKFLOW,
             SPAN_OVERHEAD,
             TRACE_OVERHEAD,
+            self._classify_tool_failure,
         )
-        # C creates and updates the held traces (in order of first appearance) and returns
-        # the entries it leaves to Python: failed tool calls lacking error.type, undecided
-        # special spans (their traces already created and touched, their spans not added)
+        # C creates and updates the held traces (in order of first appearance), has the
+        # failed tool calls lacking error.type classified, and returns the entries whose
+        # special spans it leaves undecided (their traces already created and touched, their
+        # spans not added)
         done = self._tw.ingest(raw, interned, tool_a, tool_b, agent_marker, self._facts_cfg, apply)
         if done is None:
             # late spans (rare): the Python path keeps their exact order in the output
             self._ingest_python(raw, now)
             return
         leftovers, added_bytes, added_spans = done
-        for (
-            trace_id,
-            spans,
-            groups,
-            ids,
-            parents,
-            nbytes,
-            errs,
-            tools,
-            root,
-            agent_set,
-            agent_default,
-        ) in leftovers:
+        for trace_id, spans, groups, ids, parents, nbytes, *_ in leftovers:
             trace = held[trace_id]
-            if errs is not None:
-                for i in errs:
-                    span_raw = spans[i]
-                    new_raw = self._classify_tool_failure(span_raw)
-                    if new_raw is not span_raw:
-                        nbytes += len(new_raw) - len(span_raw)
-                        spans[i] = new_raw
-                        if agent_marker in new_raw and agent_marker not in span_raw:
-                            tools = -1  # the appended error.type names the agent (contrived)
-            if tools < 0:
-                nbytes = self._specials_python(trace, trace_id, spans, parents, nbytes)
-            else:
-                trace.tool_calls += tools
-                if root is not None:
-                    index, _, workflow, wf_id, wf_type, given, error, exc, code, msg, mask = root
-                    trace.root_index = len(trace.spans) + index
-                    if workflow:
-                        outcome = _outcome(given, error, exc, code, msg)
-                        facts = (True, wf_id, wf_type, outcome, self._present_by_mask[mask])
-                    else:
-                        facts = _NOT_WORKFLOW
-                    trace.root = facts
-                    trace.root_present = facts[4]
-                if agent_set is not None:
-                    trace.agent_id = agent_set
-                elif agent_default and not trace.agent_id:
-                    trace.agent_id = agent_default
+            nbytes = self._specials_python(trace, trace_id, spans, parents, nbytes)
             trace.spans += spans
             trace.groups += groups
             trace.ids += ids
@@ -682,10 +646,15 @@ class WorkflowProcessor(Component):
 
     def _release_expired(self, now: float) -> None:
         wait = self.config.wait_duration
-        native = self._tw is not None
-        out: list[Any] = []
-        held = self._held
         max_wait = self.config.max_wait_duration
+        if self._tw is not None:
+            batch = self._tw.expire(self._held, now, wait, max_wait)
+            if batch:
+                self._release_native(batch, counted=False)
+                self._update_gauges()
+            return
+        out: list[_Trace] = []
+        held = self._held
         while held:
             trace_id, trace = next(iter(held.items()))
             reason = "wait"
@@ -700,16 +669,10 @@ class WorkflowProcessor(Component):
                 else:
                     break
             del held[trace_id]
-            if native:
-                out.append((trace_id, trace, reason))
-            else:
-                self._forget(trace_id, trace, reason)
-                out.append(trace)
+            self._forget(trace_id, trace, reason)
+            out.append(trace)
         if out:
-            if native:
-                self._release_native(out, counted=False)
-            else:
-                self._release(out)
+            self._release(out)
             self._update_gauges()
 
     def _release_all(self, reason: str) -> None:

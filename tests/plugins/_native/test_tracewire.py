@@ -4,6 +4,7 @@ pure-Python path: same inputs, byte-identical outputs, malformed input rejected.
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 from typing import Any
 
@@ -313,12 +314,18 @@ def test_assemble_rejects_bad_entries() -> None:
 
 
 # -- max_depth -----------------------------------------------------------------------------------
+class Id(bytes):
+    """Not exactly bytes: the ids are compared through a dict, as for large traces."""
+
+
 def test_max_depth_matches_python() -> None:
     rng = random.Random(7)
-    for _ in range(300):
-        n = rng.randint(0, 30)
-        ids = [bytes([rng.randint(0, n + 2)]) for _ in range(n)]  # duplicates, cycles
+    for k in range(600):
+        n = rng.randint(0, 30) if k % 3 else rng.randint(50, 120)  # small and large traces
+        ids = [bytes([rng.randint(0, n + 2)]) * rng.randint(1, 2) for _ in range(n)]
         parents = [rng.choice([b"", b"\xff", *ids]) if ids else b"" for _ in range(n)]
+        if k % 7 == 0:
+            ids = [Id(i) for i in ids]
         for cap in (0, 1, 2, 5):
             assert tw.max_depth(ids, parents, cap) == _max_depth(ids, parents, cap)
     chain = [bytes([i]) for i in range(50)]
@@ -671,7 +678,9 @@ def test_held_traces_are_c_objects_on_the_native_path() -> None:
     assert (fresh.root, fresh.root_present, fresh.agent_id) == (None, (), "")
 
 
-def apply_args(held: dict[Any, Any], released: dict[Any, Any] | None = None) -> tuple[Any, ...]:
+def apply_args(
+    held: dict[Any, Any], released: dict[Any, Any] | None = None, classify: Any = None
+) -> tuple[Any, ...]:
     return (
         held,
         released or {},
@@ -681,6 +690,7 @@ def apply_args(held: dict[Any, Any], released: dict[Any, Any] | None = None) -> 
         (False, "", "", "", ()),
         160,
         400,
+        classify or (lambda span_raw: span_raw + b"E"),
     )
 
 
@@ -777,3 +787,45 @@ def test_release_rejects_bad_input() -> None:
     odd.spans = [b"x"]  # spans and groups differ in length
     with pytest.raises(ValueError):
         tw.release(*release_args([(T1, odd, "wait")]))
+
+
+def test_apply_mode_has_failed_tool_calls_classified() -> None:
+    failed = raw_span(T1, b"t" * 8, b"r" * 8, kv(b"gen_ai.operation.name", s_(b"execute_tool")))
+    failed += ld(15, varint(3 << 3) + b"\x02")
+    raw = request([resource_spans([scope_spans([failed])])])
+    held: dict[Any, Any] = {}
+    leftovers, added_bytes, _ = tw.ingest(
+        raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), apply_args(held)
+    )
+    assert leftovers == [] and held[T1].spans == [failed + b"E"]
+    assert held[T1].tool_calls == 1 and added_bytes == 400 + 160 + len(failed) + 1
+    # the appended error.type names the agent: the special spans are left to the caller
+    held = {}
+    named = apply_args(held, classify=lambda span_raw: span_raw + AGENT)
+    (left,), _, _ = tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), named)
+    assert left[1] == [failed + AGENT] and left[5] == len(failed + AGENT) and left[7] == -1
+    assert held[T1].spans == []
+    for classify in (lambda span_raw: "not bytes", lambda span_raw: 1 / 0):
+        with pytest.raises((TypeError, ZeroDivisionError)):
+            tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), apply_args({}, None, classify))
+
+
+def test_expire_takes_due_traces_and_requeues_the_others() -> None:
+    held: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+    for name, (last_seen, queued_at, queued_first) in {
+        b"a": (1.0, 1.0, 1.0),  # due (wait)
+        b"b": (9.0, 2.0, 2.0),  # spans since queued: queued again
+        b"c": (9.5, 3.0, 0.5),  # held longer than max_wait
+        b"d": (9.0, 9.0, 9.0),  # not due: the walk ends here
+        b"e": (1.0, 1.0, 1.0),
+    }.items():
+        held[name] = tw.Trace(last_seen, queued_at, queued_first)
+    b_trace = held[b"b"]
+    out = tw.expire(held, 10.0, 2.0, 9.0)
+    assert [(tid, reason) for tid, _, reason in out] == [(b"a", "wait"), (b"c", "max_wait")]
+    assert list(held) == [b"d", b"e", b"b"] and b_trace.queued_at == 9.0
+    assert tw.expire(held, 10.0, 2.0, 0.0) == []
+    assert [tid for tid, _, _ in tw.expire(held, 20.0, 2.0, 0.0)] == [b"d", b"e", b"b"]
+    assert not held
+    with pytest.raises(TypeError):
+        tw.expire(collections.OrderedDict({b"x": object()}), 0.0, 1.0, 0.0)
