@@ -283,6 +283,19 @@ table_grow(entries *e)
     return 0;
 }
 
+/* Held data is left out of the cyclic garbage collector: the span lists hold bytes and
+ * tuples of bytes only, the root facts and stamps str, bool, bytes and tuples of them, none
+ * of which can refer back to them (CPython untracks such tuples itself, lazily). Tracked,
+ * every held trace would be traversed by each collection its allocations trigger. */
+static void
+untrack4(PyObject *a, PyObject *b, PyObject *c, PyObject *d)
+{
+    PyObject_GC_UnTrack(a);
+    PyObject_GC_UnTrack(b);
+    PyObject_GC_UnTrack(c);
+    PyObject_GC_UnTrack(d);
+}
+
 /* the index of the entry of a trace id, created if new; -1 on error */
 static Py_ssize_t
 entry_for(entries *e, slice tid)
@@ -325,6 +338,7 @@ entry_for(entries *e, slice tid)
     t->parents = PyList_New(0);
     if (!t->trace_id || !t->spans || !t->groups || !t->ids || !t->parents)
         return -1;
+    untrack4(t->spans, t->groups, t->ids, t->parents);
     return at;
 }
 
@@ -816,6 +830,7 @@ trace_create(PyTypeObject *type, double now, double queued_at, double queued_fir
         Py_DECREF(t);
         return NULL;
     }
+    untrack4(t->spans, t->groups, t->ids, t->parents);
     return (PyObject *)t;
 }
 
@@ -830,21 +845,8 @@ trace_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return trace_create(type, a, b, c, nbytes);
 }
 
-static int
-trace_traverse(TraceObject *t, visitproc visit, void *arg)
-{
-    Py_VISIT(t->spans);
-    Py_VISIT(t->groups);
-    Py_VISIT(t->ids);
-    Py_VISIT(t->parents);
-    Py_VISIT(t->root_present);
-    Py_VISIT(t->root);
-    Py_VISIT(t->agent_id);
-    return 0;
-}
-
-static int
-trace_clear(TraceObject *t)
+static void
+trace_dealloc(TraceObject *t)
 {
     Py_CLEAR(t->spans);
     Py_CLEAR(t->groups);
@@ -853,14 +855,6 @@ trace_clear(TraceObject *t)
     Py_CLEAR(t->root_present);
     Py_CLEAR(t->root);
     Py_CLEAR(t->agent_id);
-    return 0;
-}
-
-static void
-trace_dealloc(TraceObject *t)
-{
-    PyObject_GC_UnTrack(t);
-    trace_clear(t);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
@@ -884,12 +878,10 @@ static PyMemberDef trace_members[] = {
 static PyTypeObject TraceType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "plugins._native._tracewire.Trace",
     .tp_basicsize = sizeof(TraceObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_flags = Py_TPFLAGS_DEFAULT, /* refers to untracked data only: see untrack4 */
     .tp_doc = "Trace(last_seen, queued_at, queued_first, nbytes=0): one held trace.",
     .tp_new = trace_new,
     .tp_dealloc = (destructor)trace_dealloc,
-    .tp_traverse = (traverseproc)trace_traverse,
-    .tp_clear = (inquiry)trace_clear,
     .tp_members = trace_members,
 };
 
@@ -1079,6 +1071,8 @@ apply_entries(entries *e, PyObject *apply, const needle *agent)
                     Py_DECREF(obj);
                     goto fail;
                 }
+                if (PyUnicode_CheckExact(PyTuple_GET_ITEM(facts, 3)))
+                    PyObject_GC_UnTrack(facts); /* str and a tuple of str */
             }
             else
                 facts = Py_NewRef(not_workflow);
@@ -1989,8 +1983,10 @@ stamp_of(TraceObject *t, const stamp_cfg *cfg, PyObject *tails, PyObject *outcom
     head = encode_stamp(cfg->keys, values, 0, ~1);
     if (head != NULL) {
         PyBytes_Concat(&head, tail);
-        if (head != NULL)
-            stamp = PyTuple_Pack(2, vt, head);
+        if (head != NULL && (stamp = PyTuple_Pack(2, vt, head)) != NULL) {
+            PyObject_GC_UnTrack(vt); /* str */
+            PyObject_GC_UnTrack(stamp);
+        }
     }
     Py_DECREF(tail);
 done:

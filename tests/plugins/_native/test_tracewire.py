@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import random
 from typing import Any
 
@@ -672,6 +673,10 @@ def test_held_traces_are_c_objects_on_the_native_path() -> None:
     trace = next(iter(proc._held.values()))
     assert type(trace) is tw.Trace
     assert (trace.last_seen, trace.queued_at, trace.queued_first) == (5.0, 5.0, 5.0)
+    # held data is left out of the cyclic garbage collector (it cannot form cycles)
+    roots = [t.root for t in proc._held.values() if t.root is not None]
+    assert roots and not any(gc.is_tracked(r) for r in roots)
+    assert not any(gc.is_tracked(x) for x in (trace, trace.spans, trace.groups, trace.parents))
     fresh = tw.Trace(1.0, 2.0, 3.0, processor_module.TRACE_OVERHEAD)
     assert (fresh.spans, fresh.groups, fresh.ids, fresh.parents) == ([], [], [], [])
     assert (fresh.nbytes, fresh.root_index, fresh.tool_calls) == (400, -1, 0)
