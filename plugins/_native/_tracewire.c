@@ -16,6 +16,26 @@
  *     suffix_for(span, stamp) appended instead. One ResourceSpans / ScopeSpans per distinct
  *     group, in order of first appearance; empty fields are left out.
  *
+ *     With facts (the keys and values read in special spans), each entry also carries what
+ *     the special spans say (tool calls, failed tool calls lacking error.type, root facts,
+ *     agent) instead of the flags. With apply (held, released, now, ...), the entries are
+ *     applied to the held traces (Trace objects in the OrderedDict held) and only those C
+ *     cannot decide are returned; None when a span belongs to a released trace (late spans:
+ *     the caller takes the Python path).
+ *
+ * Trace
+ *     The state of one held trace (spans, groups, ids, parents, nbytes, root facts, agent,
+ *     tool calls, timestamps), as the Python path's _Trace; not tracked by the cyclic GC.
+ *
+ * expire(held, now, wait, max_wait)
+ *     The due traces taken out of held, in order, with their reasons (wait, max_wait); traces
+ *     that received spans since queued are queued again.
+ *
+ * release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers,
+ *         suffix_for)
+ *     Released traces counted, stamped (workflow.id, type, agent, outcome, complexity tier),
+ *     remembered in the late-span LRU, and assembled as by assemble.
+ *
  * max_depth(ids, parents, cap)
  *     Depth of the span tree, as plugins.workflowprocessor.processor._max_depth.
  *
@@ -1253,11 +1273,12 @@ release:
 /* assemble */
 
 typedef struct {
-    PyObject *span, *suffix; /* borrowed (kept alive by the entries or `keep`) */
+    PyObject *span;   /* a reference */
+    PyObject *suffix; /* borrowed (kept alive by the entries or `keep`) */
 } piece;
 
 typedef struct {
-    PyObject *key; /* borrowed: a 4-tuple of bytes */
+    PyObject *key; /* a reference: a 4-tuple of bytes */
     piece *items;
     Py_ssize_t len, cap;
     Py_ssize_t ss_len, rs_len;
@@ -1354,7 +1375,7 @@ bucket_for(buckets *b, PyObject *key)
         if (rc < 0)
             return NULL;
         memset(&b->items[at], 0, sizeof(bucket));
-        b->items[at].key = key;
+        b->items[at].key = Py_NewRef(key);
         b->len++;
     }
     b->last_key = key;
@@ -1375,7 +1396,7 @@ bucket_push(bucket *g, PyObject *span, PyObject *suffix)
         g->items = items;
         g->cap = cap;
     }
-    g->items[g->len].span = span;
+    g->items[g->len].span = Py_NewRef(span);
     g->items[g->len].suffix = suffix;
     g->len++;
     return 0;
@@ -1431,7 +1452,8 @@ has_marker_filtered(PyObject *span, PyObject *markers, common_part common)
 
 /* one entry's spans into the buckets: each with `suffix` appended, or the root's (root_index)
  * with root_suffix, or (stamp not None) a span containing a marker with suffix_for(span,
- * stamp). The lists are copied (kept in `keep`): suffix_for could change them. */
+ * stamp). The buckets hold references to the spans and groups (suffix_for could change the
+ * lists: their lengths are checked as they are read). */
 static int
 add_item(buckets *b, PyObject *keep, PyObject *spans, PyObject *groups, PyObject *suffix,
          PyObject *stamp, Py_ssize_t root_index, PyObject *root_suffix, PyObject *markers,
@@ -1442,40 +1464,29 @@ add_item(buckets *b, PyObject *keep, PyObject *spans, PyObject *groups, PyObject
         PyErr_SetString(PyExc_TypeError, "an entry is (spans, groups, suffix, stamp)");
         return -1;
     }
-    PyObject *span_list = PyList_GetSlice(spans, 0, PyList_GET_SIZE(spans));
-    if (span_list == NULL)
-        return -1;
-    int rc = PyList_Append(keep, span_list);
-    Py_DECREF(span_list);
-    if (rc < 0)
-        return -1;
-    PyObject *group_list = NULL;
-    if (PyList_Check(groups)) {
-        group_list = PyList_GetSlice(groups, 0, PyList_GET_SIZE(groups));
-        if (group_list == NULL)
-            return -1;
-        rc = PyList_Append(keep, group_list);
-        Py_DECREF(group_list);
-        if (rc < 0)
-            return -1;
-        if (PyList_GET_SIZE(group_list) != PyList_GET_SIZE(span_list)) {
-            PyErr_SetString(PyExc_ValueError, "spans and groups differ in length");
-            return -1;
-        }
-    }
-    Py_ssize_t n = PyList_GET_SIZE(span_list);
+    int per_span = PyList_Check(groups);
     int search = stamp != Py_None && PyTuple_GET_SIZE(markers) > 0;
     bucket *g = NULL;
-    for (Py_ssize_t j = 0; j < n; j++) {
-        PyObject *span = PyList_GET_ITEM(span_list, j);
+    Py_INCREF(spans);
+    Py_INCREF(groups);
+    int rc = -1;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(spans); j++) {
+        if (per_span && PyList_GET_SIZE(groups) != PyList_GET_SIZE(spans)) {
+            PyErr_SetString(PyExc_ValueError, "spans and groups differ in length");
+            goto done;
+        }
+        PyObject *span = PyList_GET_ITEM(spans, j);
         if (!PyBytes_Check(span)) {
             PyErr_SetString(PyExc_TypeError, "a span is bytes");
-            return -1;
+            goto done;
         }
-        if (g == NULL || group_list != NULL) {
-            g = bucket_for(b, group_list ? PyList_GET_ITEM(group_list, j) : groups);
-            if (g == NULL)
-                return -1;
+        Py_INCREF(span);
+        if (g == NULL || per_span) {
+            g = bucket_for(b, per_span ? PyList_GET_ITEM(groups, j) : groups);
+            if (g == NULL) {
+                Py_DECREF(span);
+                goto done;
+            }
         }
         PyObject *sfx = suffix;
         if (j == root_index && root_suffix != NULL && stamp != Py_None) {
@@ -1483,21 +1494,30 @@ add_item(buckets *b, PyObject *keep, PyObject *spans, PyObject *groups, PyObject
         }
         else if (search && has_marker_filtered(span, markers, common)) {
             sfx = PyObject_CallFunctionObjArgs(suffix_for, span, stamp, NULL);
-            if (sfx == NULL)
-                return -1;
-            rc = PyList_Append(keep, sfx);
-            Py_DECREF(sfx);
-            if (rc < 0)
-                return -1;
-            if (!PyBytes_Check(sfx)) {
+            int bad = sfx == NULL || append_new(keep, sfx) < 0;
+            if (!bad && !PyBytes_Check(sfx)) {
                 PyErr_SetString(PyExc_TypeError, "suffix_for must return bytes");
-                return -1;
+                bad = 1;
+            }
+            if (bad) {
+                Py_DECREF(span);
+                goto done;
             }
         }
-        if (bucket_push(g, span, sfx) < 0)
-            return -1;
+        int pushed = bucket_push(g, span, sfx);
+        Py_DECREF(span);
+        if (pushed < 0)
+            goto done;
     }
-    return 0;
+    if (per_span && PyList_GET_SIZE(groups) != PyList_GET_SIZE(spans)) {
+        PyErr_SetString(PyExc_ValueError, "spans and groups differ in length");
+        goto done;
+    }
+    rc = 0;
+done:
+    Py_DECREF(spans);
+    Py_DECREF(groups);
+    return rc;
 }
 
 /* the request written from the buckets */
@@ -1567,8 +1587,12 @@ write_buckets(buckets *b)
 static void
 buckets_free(buckets *b)
 {
-    for (Py_ssize_t i = 0; i < b->len; i++)
+    for (Py_ssize_t i = 0; i < b->len; i++) {
+        for (Py_ssize_t j = 0; j < b->items[i].len; j++)
+            Py_DECREF(b->items[i].items[j].span);
+        Py_DECREF(b->items[i].key);
         PyMem_Free(b->items[i].items);
+    }
     PyMem_Free(b->items);
     Py_XDECREF(b->index);
 }

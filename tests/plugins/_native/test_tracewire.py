@@ -834,3 +834,19 @@ def test_expire_takes_due_traces_and_requeues_the_others() -> None:
     assert not held
     with pytest.raises(TypeError):
         tw.expire(collections.OrderedDict({b"x": object()}), 0.0, 1.0, 0.0)
+
+
+def test_assemble_survives_a_callback_changing_the_lists() -> None:
+    group = (b"r", b"", b"s", b"")
+    spans = [b"a MARK", b"b MARK", b"c"]
+    groups = [group] * 3
+
+    def clear(span_raw: bytes, stamp: object) -> bytes:
+        spans.clear()
+        return b"+"
+
+    got = tw.assemble([(spans, group, b"", object())], (b"MARK",), clear)
+    assert got == tw.assemble([([b"a MARK"], group, b"+", None)], (), clear)
+    spans[:] = [b"a MARK", b"b MARK", b"c"]
+    with pytest.raises(ValueError):  # the groups no longer match the spans
+        tw.assemble([(spans, groups, b"", object())], (b"MARK",), clear)
