@@ -16,6 +16,26 @@
  *     suffix_for(span, stamp) appended instead. One ResourceSpans / ScopeSpans per distinct
  *     group, in order of first appearance; empty fields are left out.
  *
+ *     With facts (the keys and values read in special spans), each entry also carries what
+ *     the special spans say (tool calls, failed tool calls lacking error.type, root facts,
+ *     agent) instead of the flags. With apply (held, released, now, ...), the entries are
+ *     applied to the held traces (Trace objects in the OrderedDict held) and only those C
+ *     cannot decide are returned; None when a span belongs to a released trace (late spans:
+ *     the caller takes the Python path).
+ *
+ * Trace
+ *     The state of one held trace (spans, groups, ids, parents, nbytes, root facts, agent,
+ *     tool calls, timestamps), as the Python path's _Trace; not tracked by the cyclic GC.
+ *
+ * expire(held, now, wait, max_wait)
+ *     The due traces taken out of held, in order, with their reasons (wait, max_wait); traces
+ *     that received spans since queued are queued again.
+ *
+ * release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers,
+ *         suffix_for)
+ *     Released traces counted, stamped (workflow.id, type, agent, outcome, complexity tier),
+ *     remembered in the late-span LRU, and assembled as by assemble.
+ *
  * max_depth(ids, parents, cap)
  *     Depth of the span tree, as plugins.workflowprocessor.processor._max_depth.
  *
@@ -28,6 +48,8 @@
 #endif
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -281,6 +303,19 @@ table_grow(entries *e)
     return 0;
 }
 
+/* Held data is left out of the cyclic garbage collector: the span lists hold bytes and
+ * tuples of bytes only, the root facts and stamps str, bool, bytes and tuples of them, none
+ * of which can refer back to them (CPython untracks such tuples itself, lazily). Tracked,
+ * every held trace would be traversed by each collection its allocations trigger. */
+static void
+untrack4(PyObject *a, PyObject *b, PyObject *c, PyObject *d)
+{
+    PyObject_GC_UnTrack(a);
+    PyObject_GC_UnTrack(b);
+    PyObject_GC_UnTrack(c);
+    PyObject_GC_UnTrack(d);
+}
+
 /* the index of the entry of a trace id, created if new; -1 on error */
 static Py_ssize_t
 entry_for(entries *e, slice tid)
@@ -323,6 +358,7 @@ entry_for(entries *e, slice tid)
     t->parents = PyList_New(0);
     if (!t->trace_id || !t->spans || !t->groups || !t->ids || !t->parents)
         return -1;
+    untrack4(t->spans, t->groups, t->ids, t->parents);
     return at;
 }
 
@@ -775,14 +811,337 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, const nee
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Trace: the state of one held trace (the attributes of the Python path's _Trace, as plain
+ * members), filled by ingest in apply mode and read by release without attribute lookups. */
+
+typedef struct {
+    PyObject_HEAD
+    double last_seen, queued_at, queued_first;
+    PyObject *spans, *groups, *ids, *parents; /* lists */
+    PyObject *root_present;                   /* tuple of the stamp keys the root has */
+    PyObject *root;     /* None or (workflow, workflow_id, workflow_type, outcome, present) */
+    PyObject *agent_id; /* str */
+    Py_ssize_t nbytes, root_index, tool_calls;
+} TraceObject;
+
+static PyTypeObject TraceType;
+
+static PyObject *
+trace_create(PyTypeObject *type, double now, double queued_at, double queued_first,
+             Py_ssize_t nbytes)
+{
+    TraceObject *t = (TraceObject *)type->tp_alloc(type, 0);
+    if (t == NULL)
+        return NULL;
+    t->last_seen = now;
+    t->queued_at = queued_at;
+    t->queued_first = queued_first;
+    t->nbytes = nbytes;
+    t->root_index = -1;
+    t->spans = PyList_New(0);
+    t->groups = PyList_New(0);
+    t->ids = PyList_New(0);
+    t->parents = PyList_New(0);
+    t->root_present = PyTuple_New(0);
+    t->agent_id = PyUnicode_FromStringAndSize(NULL, 0);
+    t->root = Py_NewRef(Py_None);
+    if (!t->spans || !t->groups || !t->ids || !t->parents || !t->root_present || !t->agent_id) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    untrack4(t->spans, t->groups, t->ids, t->parents);
+    return (PyObject *)t;
+}
+
+static PyObject *
+trace_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"last_seen", "queued_at", "queued_first", "nbytes", NULL};
+    double a, b, c;
+    Py_ssize_t nbytes = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ddd|n", kw, &a, &b, &c, &nbytes))
+        return NULL;
+    return trace_create(type, a, b, c, nbytes);
+}
+
+static void
+trace_dealloc(TraceObject *t)
+{
+    Py_CLEAR(t->spans);
+    Py_CLEAR(t->groups);
+    Py_CLEAR(t->ids);
+    Py_CLEAR(t->parents);
+    Py_CLEAR(t->root_present);
+    Py_CLEAR(t->root);
+    Py_CLEAR(t->agent_id);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static PyMemberDef trace_members[] = {
+    {"last_seen", T_DOUBLE, offsetof(TraceObject, last_seen), 0, NULL},
+    {"queued_at", T_DOUBLE, offsetof(TraceObject, queued_at), 0, NULL},
+    {"queued_first", T_DOUBLE, offsetof(TraceObject, queued_first), 0, NULL},
+    {"spans", T_OBJECT_EX, offsetof(TraceObject, spans), 0, NULL},
+    {"groups", T_OBJECT_EX, offsetof(TraceObject, groups), 0, NULL},
+    {"ids", T_OBJECT_EX, offsetof(TraceObject, ids), 0, NULL},
+    {"parents", T_OBJECT_EX, offsetof(TraceObject, parents), 0, NULL},
+    {"root_present", T_OBJECT_EX, offsetof(TraceObject, root_present), 0, NULL},
+    {"root", T_OBJECT, offsetof(TraceObject, root), 0, NULL},
+    {"agent_id", T_OBJECT_EX, offsetof(TraceObject, agent_id), 0, NULL},
+    {"nbytes", T_PYSSIZET, offsetof(TraceObject, nbytes), 0, NULL},
+    {"root_index", T_PYSSIZET, offsetof(TraceObject, root_index), 0, NULL},
+    {"tool_calls", T_PYSSIZET, offsetof(TraceObject, tool_calls), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject TraceType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "plugins._native._tracewire.Trace",
+    .tp_basicsize = sizeof(TraceObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT, /* refers to untracked data only: see untrack4 */
+    .tp_doc = "Trace(last_seen, queued_at, queued_first, nbytes=0): one held trace.",
+    .tp_new = trace_new,
+    .tp_dealloc = (destructor)trace_dealloc,
+    .tp_members = trace_members,
+};
+
+/* a Trace whose members have the types the C code relies on (Python code may assign any) */
+static TraceObject *
+trace_checked(PyObject *o)
+{
+    if (!PyObject_TypeCheck(o, &TraceType)) {
+        PyErr_SetString(PyExc_TypeError, "a held trace is a Trace");
+        return NULL;
+    }
+    TraceObject *t = (TraceObject *)o;
+    if (!t->spans || !PyList_Check(t->spans) || !t->groups || !PyList_Check(t->groups) ||
+        !t->ids || !PyList_Check(t->ids) || !t->parents || !PyList_Check(t->parents) ||
+        !t->root_present || !PyTuple_Check(t->root_present) || !t->agent_id ||
+        !PyUnicode_Check(t->agent_id) ||
+        !(t->root == NULL || t->root == Py_None ||
+          (PyTuple_Check(t->root) && PyTuple_GET_SIZE(t->root) == 5))) {
+        PyErr_SetString(PyExc_TypeError, "a Trace member has the wrong type");
+        return NULL;
+    }
+    return t;
+}
+
+static int
+list_extend(PyObject **dst, PyObject **src, int steal)
+{
+    if (steal && PyList_GET_SIZE(*dst) == 0) {
+        Py_SETREF(*dst, *src);
+        *src = NULL;
+        return 0;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(*dst);
+    return PyList_SetSlice(*dst, n, n, *src);
+}
+
+/* the failed tool calls lacking error.type of entry t given one by classify(span) -> span
+ * (returned as is when it did not fail): 0, 1 (the appended error.type names the agent: the
+ * entry's special spans are left to the caller) or -1 (error) */
+static int
+classify_errs(entry *t, PyObject *classify, const needle *agent)
+{
+    int rc = 0;
+    Py_ssize_t n = PyList_GET_SIZE(t->errs);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(t->errs, k));
+        if (i < 0 || i >= PyList_GET_SIZE(t->spans)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_SystemError, "ingest: a bad error index");
+            return -1;
+        }
+        PyObject *span = PyList_GET_ITEM(t->spans, i);
+        Py_INCREF(span);
+        PyObject *fresh = PyObject_CallOneArg(classify, span);
+        if (fresh == NULL || !PyBytes_Check(fresh) || !PyBytes_Check(span)) {
+            if (fresh != NULL)
+                PyErr_SetString(PyExc_TypeError, "classify must return bytes");
+            Py_XDECREF(fresh);
+            Py_DECREF(span);
+            return -1;
+        }
+        if (fresh != span) {
+            t->nbytes += PyBytes_GET_SIZE(fresh) - PyBytes_GET_SIZE(span);
+            slice a = {(const uint8_t *)PyBytes_AS_STRING(fresh), PyBytes_GET_SIZE(fresh)};
+            slice b = {(const uint8_t *)PyBytes_AS_STRING(span), PyBytes_GET_SIZE(span)};
+            if (needle_in(agent, a) && !needle_in(agent, b))
+                rc = 1; /* contrived */
+            if (PyList_SetItem(t->spans, i, fresh) < 0) {
+                Py_DECREF(span);
+                return -1;
+            }
+        }
+        else
+            Py_DECREF(fresh);
+        Py_DECREF(span);
+    }
+    return rc;
+}
+
+/* ingest's apply mode: the entries applied to the held traces.
+ * apply = (held, released, now, outcome, masks, not_workflow, span_overhead, trace_overhead,
+ *          classify)
+ * Returns None (a trace of the request was released: the caller takes the Python path, nothing
+ * was changed) or (leftovers, added_bytes, added_spans): leftovers the entries (in the format
+ * of the plain facts mode, their failed tool calls already classified: errs None, tools -1)
+ * whose special spans the caller reads, their traces already created / touched (last_seen)
+ * but their spans not added. */
+static PyObject *
+apply_entries(entries *e, PyObject *apply, const needle *agent)
+{
+    PyObject *held, *released, *outcome_fn, *masks, *not_workflow, *classify;
+    double now;
+    Py_ssize_t span_oh, trace_oh;
+    if (!PyTuple_Check(apply) ||
+        !PyArg_ParseTuple(apply, "O!O!dOO!OnnO;apply: (held, released, now, outcome, masks, "
+                          "not_workflow, span_overhead, trace_overhead, classify)",
+                          &PyDict_Type, &held, &PyDict_Type, &released, &now, &outcome_fn,
+                          &PyList_Type, &masks, &not_workflow, &span_oh, &trace_oh, &classify))
+        return NULL;
+    if (PyDict_GET_SIZE(released)) {
+        for (Py_ssize_t i = 0; i < e->len; i++) {
+            PyObject *tid = e->items[i].trace_id;
+            int in_held = PyDict_Contains(held, tid);
+            if (in_held < 0)
+                return NULL;
+            if (!in_held) {
+                int late = PyDict_Contains(released, tid);
+                if (late < 0)
+                    return NULL;
+                if (late)
+                    Py_RETURN_NONE;
+            }
+        }
+    }
+    PyObject *leftovers = PyList_New(0);
+    if (leftovers == NULL)
+        return NULL;
+    Py_ssize_t added_bytes = 0, added_spans = 0;
+    for (Py_ssize_t i = 0; i < e->len; i++) {
+        entry *t = &e->items[i];
+        PyObject *obj = PyDict_GetItemWithError(held, t->trace_id);
+        int fresh = 0;
+        if (obj == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            obj = trace_create(&TraceType, now, now, now, trace_oh);
+            if (obj == NULL)
+                goto fail;
+            if (PyObject_SetItem(held, t->trace_id, obj) < 0) {
+                Py_DECREF(obj);
+                goto fail;
+            }
+            fresh = 1;
+            added_bytes += trace_oh;
+        }
+        else
+            Py_INCREF(obj);
+        TraceObject *tr = trace_checked(obj);
+        if (tr == NULL) {
+            Py_DECREF(obj);
+            goto fail;
+        }
+        if (!fresh)
+            tr->last_seen = now;
+        if (t->errs && !t->fallback) {
+            int rc = classify_errs(t, classify, agent);
+            if (rc < 0) {
+                Py_DECREF(obj);
+                goto fail;
+            }
+            t->fallback = rc;
+        }
+        if (t->fallback) {
+            PyObject *item = Py_BuildValue("(OOOOOnOnOOO)", t->trace_id, t->spans, t->groups,
+                                           t->ids, t->parents, t->nbytes, Py_None,
+                                           (Py_ssize_t)-1, Py_None, Py_None, Py_None);
+            Py_DECREF(obj);
+            if (append_new(leftovers, item) < 0)
+                goto fail;
+            continue;
+        }
+        tr->tool_calls += t->tools;
+        if (t->root) {
+            /* (index, agent, workflow, wf_id, wf_type, given, error, exc, code, msg, mask) */
+            PyObject *r = t->root, *facts;
+            Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(r, 0));
+            tr->root_index = PyList_GET_SIZE(tr->spans) + index;
+            if (PyTuple_GET_ITEM(r, 2) == Py_True) {
+                Py_ssize_t mask = PyLong_AsSsize_t(PyTuple_GET_ITEM(r, 10));
+                if (mask < 0 || mask >= PyList_GET_SIZE(masks)) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_ValueError, "apply: masks too short");
+                    Py_DECREF(obj);
+                    goto fail;
+                }
+                PyObject *outcome = PyObject_CallFunctionObjArgs(
+                    outcome_fn, PyTuple_GET_ITEM(r, 5), PyTuple_GET_ITEM(r, 6),
+                    PyTuple_GET_ITEM(r, 7), PyTuple_GET_ITEM(r, 8), PyTuple_GET_ITEM(r, 9), NULL);
+                if (outcome == NULL) {
+                    Py_DECREF(obj);
+                    goto fail;
+                }
+                facts = PyTuple_Pack(5, Py_True, PyTuple_GET_ITEM(r, 3), PyTuple_GET_ITEM(r, 4),
+                                     outcome, PyList_GET_ITEM(masks, mask));
+                Py_DECREF(outcome);
+                if (facts == NULL) {
+                    Py_DECREF(obj);
+                    goto fail;
+                }
+                if (PyUnicode_CheckExact(PyTuple_GET_ITEM(facts, 3)))
+                    PyObject_GC_UnTrack(facts); /* str and a tuple of str */
+            }
+            else
+                facts = Py_NewRef(not_workflow);
+            Py_XSETREF(tr->root, facts);
+            PyObject *present = PyTuple_Check(facts) && PyTuple_GET_SIZE(facts) == 5
+                                    ? PyTuple_GET_ITEM(facts, 4)
+                                    : NULL;
+            if (present == NULL || !PyTuple_Check(present)) {
+                PyErr_SetString(PyExc_TypeError, "apply: root facts are a 5-tuple");
+                Py_DECREF(obj);
+                goto fail;
+            }
+            Py_SETREF(tr->root_present, Py_NewRef(present));
+        }
+        if (t->agent && (t->agent_set || (PyUnicode_GET_LENGTH(t->agent) &&
+                                          PyUnicode_GET_LENGTH(tr->agent_id) == 0)))
+            Py_SETREF(tr->agent_id, Py_NewRef(t->agent));
+        Py_ssize_t n = PyList_GET_SIZE(t->spans);
+        if (list_extend(&tr->spans, &t->spans, fresh) < 0 ||
+            list_extend(&tr->groups, &t->groups, fresh) < 0 ||
+            list_extend(&tr->ids, &t->ids, fresh) < 0 ||
+            list_extend(&tr->parents, &t->parents, fresh) < 0) {
+            Py_DECREF(obj);
+            goto fail;
+        }
+        Py_ssize_t size = t->nbytes + span_oh * n;
+        tr->nbytes += size;
+        added_bytes += size;
+        added_spans += n;
+        Py_DECREF(obj);
+    }
+    return Py_BuildValue("(Nnn)", leftovers, added_bytes, added_spans);
+fail:
+    Py_DECREF(leftovers);
+    return NULL;
+}
+
 static PyObject *
 tw_ingest(PyObject *self, PyObject *args)
 {
     Py_buffer raw, tool_a, tool_b, agent;
-    PyObject *interned, *cfg_tuple = Py_None, *result = NULL;
-    if (!PyArg_ParseTuple(args, "y*O!y*y*y*|O", &raw, &PyDict_Type, &interned, &tool_a, &tool_b,
-                          &agent, &cfg_tuple))
+    PyObject *interned, *cfg_tuple = Py_None, *apply = Py_None, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*O!y*y*y*|OO", &raw, &PyDict_Type, &interned, &tool_a, &tool_b,
+                          &agent, &cfg_tuple, &apply))
         return NULL;
+    if (apply != Py_None && cfg_tuple == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "apply needs facts");
+        goto release;
+    }
     facts_cfg cfg_store, *cfg = NULL;
     if (cfg_tuple != Py_None) {
         if (!PyTuple_Check(cfg_tuple) || PyTuple_GET_SIZE(cfg_tuple) != NKEYS + 3) {
@@ -868,6 +1227,10 @@ tw_ingest(PyObject *self, PyObject *args)
         Py_XDECREF(res_url_b);
         goto done;
     }
+    if (apply != Py_None) {
+        result = apply_entries(&e, apply, &nd_agent);
+        goto done;
+    }
     result = PyList_New(e.len);
     if (result == NULL)
         goto done;
@@ -910,11 +1273,12 @@ release:
 /* assemble */
 
 typedef struct {
-    PyObject *span, *suffix; /* borrowed (kept alive by the entries or `keep`) */
+    PyObject *span;   /* a reference */
+    PyObject *suffix; /* borrowed (kept alive by the entries or `keep`) */
 } piece;
 
 typedef struct {
-    PyObject *key; /* borrowed: a 4-tuple of bytes */
+    PyObject *key; /* a reference: a 4-tuple of bytes */
     piece *items;
     Py_ssize_t len, cap;
     Py_ssize_t ss_len, rs_len;
@@ -1011,7 +1375,7 @@ bucket_for(buckets *b, PyObject *key)
         if (rc < 0)
             return NULL;
         memset(&b->items[at], 0, sizeof(bucket));
-        b->items[at].key = key;
+        b->items[at].key = Py_NewRef(key);
         b->len++;
     }
     b->last_key = key;
@@ -1032,7 +1396,7 @@ bucket_push(bucket *g, PyObject *span, PyObject *suffix)
         g->items = items;
         g->cap = cap;
     }
-    g->items[g->len].span = span;
+    g->items[g->len].span = Py_NewRef(span);
     g->items[g->len].suffix = suffix;
     g->len++;
     return 0;
@@ -1086,6 +1450,164 @@ has_marker_filtered(PyObject *span, PyObject *markers, common_part common)
     return 0;
 }
 
+/* one entry's spans into the buckets: each with `suffix` appended, or the root's (root_index)
+ * with root_suffix, or (stamp not None) a span containing a marker with suffix_for(span,
+ * stamp). The buckets hold references to the spans and groups (suffix_for could change the
+ * lists: their lengths are checked as they are read). */
+static int
+add_item(buckets *b, PyObject *keep, PyObject *spans, PyObject *groups, PyObject *suffix,
+         PyObject *stamp, Py_ssize_t root_index, PyObject *root_suffix, PyObject *markers,
+         common_part common, PyObject *suffix_for)
+{
+    if (!PyList_Check(spans) || !PyBytes_Check(suffix) ||
+        !(PyList_Check(groups) || PyTuple_Check(groups))) {
+        PyErr_SetString(PyExc_TypeError, "an entry is (spans, groups, suffix, stamp)");
+        return -1;
+    }
+    int per_span = PyList_Check(groups);
+    int search = stamp != Py_None && PyTuple_GET_SIZE(markers) > 0;
+    bucket *g = NULL;
+    Py_INCREF(spans);
+    Py_INCREF(groups);
+    int rc = -1;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(spans); j++) {
+        if (per_span && PyList_GET_SIZE(groups) != PyList_GET_SIZE(spans)) {
+            PyErr_SetString(PyExc_ValueError, "spans and groups differ in length");
+            goto done;
+        }
+        PyObject *span = PyList_GET_ITEM(spans, j);
+        if (!PyBytes_Check(span)) {
+            PyErr_SetString(PyExc_TypeError, "a span is bytes");
+            goto done;
+        }
+        Py_INCREF(span);
+        if (g == NULL || per_span) {
+            g = bucket_for(b, per_span ? PyList_GET_ITEM(groups, j) : groups);
+            if (g == NULL) {
+                Py_DECREF(span);
+                goto done;
+            }
+        }
+        PyObject *sfx = suffix;
+        if (j == root_index && root_suffix != NULL && stamp != Py_None) {
+            sfx = root_suffix;
+        }
+        else if (search && has_marker_filtered(span, markers, common)) {
+            sfx = PyObject_CallFunctionObjArgs(suffix_for, span, stamp, NULL);
+            int bad = sfx == NULL || append_new(keep, sfx) < 0;
+            if (!bad && !PyBytes_Check(sfx)) {
+                PyErr_SetString(PyExc_TypeError, "suffix_for must return bytes");
+                bad = 1;
+            }
+            if (bad) {
+                Py_DECREF(span);
+                goto done;
+            }
+        }
+        int pushed = bucket_push(g, span, sfx);
+        Py_DECREF(span);
+        if (pushed < 0)
+            goto done;
+    }
+    if (per_span && PyList_GET_SIZE(groups) != PyList_GET_SIZE(spans)) {
+        PyErr_SetString(PyExc_ValueError, "spans and groups differ in length");
+        goto done;
+    }
+    rc = 0;
+done:
+    Py_DECREF(spans);
+    Py_DECREF(groups);
+    return rc;
+}
+
+/* the request written from the buckets */
+static PyObject *
+write_buckets(buckets *b)
+{
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < b->len; i++) {
+        bucket *g = &b->items[i];
+        PyObject *res = PyTuple_GET_ITEM(g->key, 0), *res_url = PyTuple_GET_ITEM(g->key, 1);
+        PyObject *scope = PyTuple_GET_ITEM(g->key, 2), *scope_url = PyTuple_GET_ITEM(g->key, 3);
+        Py_ssize_t ss = 0;
+        if (PyBytes_GET_SIZE(scope))
+            ss += field_len(PyBytes_GET_SIZE(scope));
+        for (Py_ssize_t j = 0; j < g->len; j++)
+            ss += field_len(PyBytes_GET_SIZE(g->items[j].span) +
+                            PyBytes_GET_SIZE(g->items[j].suffix));
+        if (PyBytes_GET_SIZE(scope_url))
+            ss += field_len(PyBytes_GET_SIZE(scope_url));
+        Py_ssize_t rs = field_len(ss);
+        if (PyBytes_GET_SIZE(res))
+            rs += field_len(PyBytes_GET_SIZE(res));
+        if (PyBytes_GET_SIZE(res_url))
+            rs += field_len(PyBytes_GET_SIZE(res_url));
+        g->ss_len = ss;
+        g->rs_len = rs;
+        total += field_len(rs);
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL)
+        return NULL;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < b->len; i++) {
+        bucket *g = &b->items[i];
+        PyObject *res = PyTuple_GET_ITEM(g->key, 0), *res_url = PyTuple_GET_ITEM(g->key, 1);
+        PyObject *scope = PyTuple_GET_ITEM(g->key, 2), *scope_url = PyTuple_GET_ITEM(g->key, 3);
+        *o++ = 0x0A;
+        o = put_varint(o, (uint64_t)g->rs_len);
+        if (PyBytes_GET_SIZE(res))
+            o = put_field(o, 0x0A, res);
+        *o++ = 0x12;
+        o = put_varint(o, (uint64_t)g->ss_len);
+        if (PyBytes_GET_SIZE(scope))
+            o = put_field(o, 0x0A, scope);
+        for (Py_ssize_t j = 0; j < g->len; j++) {
+            Py_ssize_t a = PyBytes_GET_SIZE(g->items[j].span);
+            Py_ssize_t s = PyBytes_GET_SIZE(g->items[j].suffix);
+            *o++ = 0x12;
+            o = put_varint(o, (uint64_t)(a + s));
+            memcpy(o, PyBytes_AS_STRING(g->items[j].span), (size_t)a);
+            o += a;
+            memcpy(o, PyBytes_AS_STRING(g->items[j].suffix), (size_t)s);
+            o += s;
+        }
+        if (PyBytes_GET_SIZE(scope_url))
+            o = put_field(o, 0x1A, scope_url);
+        if (PyBytes_GET_SIZE(res_url))
+            o = put_field(o, 0x1A, res_url);
+    }
+    if (o != (uint8_t *)PyBytes_AS_STRING(result) + total) {
+        Py_CLEAR(result);
+        PyErr_SetString(PyExc_SystemError, "assemble: size mismatch");
+    }
+    return result;
+}
+
+static void
+buckets_free(buckets *b)
+{
+    for (Py_ssize_t i = 0; i < b->len; i++) {
+        for (Py_ssize_t j = 0; j < b->items[i].len; j++)
+            Py_DECREF(b->items[i].items[j].span);
+        Py_DECREF(b->items[i].key);
+        PyMem_Free(b->items[i].items);
+    }
+    PyMem_Free(b->items);
+    Py_XDECREF(b->index);
+}
+
+static int
+check_markers(PyObject *markers)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(markers); i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(markers, i))) {
+            PyErr_SetString(PyExc_TypeError, "markers must be bytes");
+            return -1;
+        }
+    return 0;
+}
+
 static PyObject *
 tw_assemble(PyObject *self, PyObject *args)
 {
@@ -1093,11 +1615,8 @@ tw_assemble(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &items, &PyTuple_Type, &markers,
                           &suffix_for))
         return NULL;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(markers); i++)
-        if (!PyBytes_Check(PyTuple_GET_ITEM(markers, i))) {
-            PyErr_SetString(PyExc_TypeError, "markers must be bytes");
-            return NULL;
-        }
+    if (check_markers(markers) < 0)
+        return NULL;
     common_part common = markers_common(markers);
     buckets b = {0};
     PyObject *keep = PyList_New(0), *result = NULL;
@@ -1128,132 +1647,14 @@ tw_assemble(PyObject *self, PyObject *args)
         /* held in `keep`: item may be dropped from the list by suffix_for */
         if (PyList_Append(keep, item) < 0)
             goto done;
-        PyObject *spans = PyTuple_GET_ITEM(item, 0), *groups = PyTuple_GET_ITEM(item, 1);
-        PyObject *suffix = PyTuple_GET_ITEM(item, 2), *stamp = PyTuple_GET_ITEM(item, 3);
-        if (!PyList_Check(spans) || !PyBytes_Check(suffix) ||
-            !(PyList_Check(groups) || PyTuple_Check(groups))) {
-            PyErr_SetString(PyExc_TypeError, "an entry is (spans, groups, suffix, stamp)");
+        if (add_item(&b, keep, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1),
+                     PyTuple_GET_ITEM(item, 2), PyTuple_GET_ITEM(item, 3), root_index,
+                     root_suffix, markers, common, suffix_for) < 0)
             goto done;
-        }
-        /* copies: suffix_for could change the lists */
-        PyObject *span_list = PyList_GetSlice(spans, 0, PyList_GET_SIZE(spans));
-        if (span_list == NULL)
-            goto done;
-        int rc = PyList_Append(keep, span_list);
-        Py_DECREF(span_list);
-        if (rc < 0)
-            goto done;
-        PyObject *group_list = NULL;
-        if (PyList_Check(groups)) {
-            group_list = PyList_GetSlice(groups, 0, PyList_GET_SIZE(groups));
-            if (group_list == NULL)
-                goto done;
-            rc = PyList_Append(keep, group_list);
-            Py_DECREF(group_list);
-            if (rc < 0)
-                goto done;
-            if (PyList_GET_SIZE(group_list) != PyList_GET_SIZE(span_list)) {
-                PyErr_SetString(PyExc_ValueError, "spans and groups differ in length");
-                goto done;
-            }
-        }
-        Py_ssize_t n = PyList_GET_SIZE(span_list);
-        int search = stamp != Py_None && PyTuple_GET_SIZE(markers) > 0;
-        bucket *g = NULL;
-        for (Py_ssize_t j = 0; j < n; j++) {
-            PyObject *span = PyList_GET_ITEM(span_list, j);
-            if (!PyBytes_Check(span)) {
-                PyErr_SetString(PyExc_TypeError, "a span is bytes");
-                goto done;
-            }
-            if (g == NULL || group_list != NULL) {
-                g = bucket_for(&b, group_list ? PyList_GET_ITEM(group_list, j) : groups);
-                if (g == NULL)
-                    goto done;
-            }
-            PyObject *sfx = suffix;
-            if (j == root_index && stamp != Py_None) {
-                sfx = root_suffix;
-            } else if (search && has_marker_filtered(span, markers, common)) {
-                sfx = PyObject_CallFunctionObjArgs(suffix_for, span, stamp, NULL);
-                if (sfx == NULL)
-                    goto done;
-                rc = PyList_Append(keep, sfx);
-                Py_DECREF(sfx);
-                if (rc < 0)
-                    goto done;
-                if (!PyBytes_Check(sfx)) {
-                    PyErr_SetString(PyExc_TypeError, "suffix_for must return bytes");
-                    goto done;
-                }
-            }
-            if (bucket_push(g, span, sfx) < 0)
-                goto done;
-        }
     }
-    /* sizes */
-    Py_ssize_t total = 0;
-    for (Py_ssize_t i = 0; i < b.len; i++) {
-        bucket *g = &b.items[i];
-        PyObject *res = PyTuple_GET_ITEM(g->key, 0), *res_url = PyTuple_GET_ITEM(g->key, 1);
-        PyObject *scope = PyTuple_GET_ITEM(g->key, 2), *scope_url = PyTuple_GET_ITEM(g->key, 3);
-        Py_ssize_t ss = 0;
-        if (PyBytes_GET_SIZE(scope))
-            ss += field_len(PyBytes_GET_SIZE(scope));
-        for (Py_ssize_t j = 0; j < g->len; j++)
-            ss += field_len(PyBytes_GET_SIZE(g->items[j].span) +
-                            PyBytes_GET_SIZE(g->items[j].suffix));
-        if (PyBytes_GET_SIZE(scope_url))
-            ss += field_len(PyBytes_GET_SIZE(scope_url));
-        Py_ssize_t rs = field_len(ss);
-        if (PyBytes_GET_SIZE(res))
-            rs += field_len(PyBytes_GET_SIZE(res));
-        if (PyBytes_GET_SIZE(res_url))
-            rs += field_len(PyBytes_GET_SIZE(res_url));
-        g->ss_len = ss;
-        g->rs_len = rs;
-        total += field_len(rs);
-    }
-    result = PyBytes_FromStringAndSize(NULL, total);
-    if (result == NULL)
-        goto done;
-    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(result);
-    for (Py_ssize_t i = 0; i < b.len; i++) {
-        bucket *g = &b.items[i];
-        PyObject *res = PyTuple_GET_ITEM(g->key, 0), *res_url = PyTuple_GET_ITEM(g->key, 1);
-        PyObject *scope = PyTuple_GET_ITEM(g->key, 2), *scope_url = PyTuple_GET_ITEM(g->key, 3);
-        *o++ = 0x0A;
-        o = put_varint(o, (uint64_t)g->rs_len);
-        if (PyBytes_GET_SIZE(res))
-            o = put_field(o, 0x0A, res);
-        *o++ = 0x12;
-        o = put_varint(o, (uint64_t)g->ss_len);
-        if (PyBytes_GET_SIZE(scope))
-            o = put_field(o, 0x0A, scope);
-        for (Py_ssize_t j = 0; j < g->len; j++) {
-            Py_ssize_t a = PyBytes_GET_SIZE(g->items[j].span);
-            Py_ssize_t s = PyBytes_GET_SIZE(g->items[j].suffix);
-            *o++ = 0x12;
-            o = put_varint(o, (uint64_t)(a + s));
-            memcpy(o, PyBytes_AS_STRING(g->items[j].span), (size_t)a);
-            o += a;
-            memcpy(o, PyBytes_AS_STRING(g->items[j].suffix), (size_t)s);
-            o += s;
-        }
-        if (PyBytes_GET_SIZE(scope_url))
-            o = put_field(o, 0x1A, scope_url);
-        if (PyBytes_GET_SIZE(res_url))
-            o = put_field(o, 0x1A, res_url);
-    }
-    if (o != (uint8_t *)PyBytes_AS_STRING(result) + total) {
-        Py_CLEAR(result);
-        PyErr_SetString(PyExc_SystemError, "assemble: size mismatch");
-    }
+    result = write_buckets(&b);
 done:
-    for (Py_ssize_t i = 0; i < b.len; i++)
-        PyMem_Free(b.items[i].items);
-    PyMem_Free(b.items);
-    Py_XDECREF(b.index);
+    buckets_free(&b);
     Py_XDECREF(keep);
     return result;
 }
@@ -1261,19 +1662,25 @@ done:
 /* ---------------------------------------------------------------------------------------- */
 /* max_depth */
 
-static PyObject *
-tw_max_depth(PyObject *self, PyObject *args)
+static inline int
+bytes_equal(PyObject *a, PyObject *b)
 {
-    PyObject *ids, *parents;
-    Py_ssize_t cap;
-    if (!PyArg_ParseTuple(args, "O!O!n", &PyList_Type, &ids, &PyList_Type, &parents, &cap))
-        return NULL;
+    Py_ssize_t n = PyBytes_GET_SIZE(a);
+    return a == b || (n == PyBytes_GET_SIZE(b) &&
+                      memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)n) == 0);
+}
+
+/* depth of the span tree, at most cap levels walked (cap 0: no bound); -1 on error */
+static Py_ssize_t
+depth_of(PyObject *ids, PyObject *parents, Py_ssize_t cap)
+{
     Py_ssize_t n = PyList_GET_SIZE(ids);
     if (PyList_GET_SIZE(parents) != n) {
         PyErr_SetString(PyExc_ValueError, "ids and parents differ in length");
-        return NULL;
+        return -1;
     }
-    PyObject *slots = PyDict_New(), *result = NULL;
+    Py_ssize_t result = -1;
+    PyObject *slots = NULL;
     Py_ssize_t *slot_of = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
     Py_ssize_t *head = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
     Py_ssize_t *tail = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
@@ -1282,11 +1689,45 @@ tw_max_depth(PyObject *self, PyObject *args)
     Py_ssize_t level_len = 0, level_cap = n + 1, nxt_cap = n + 1;
     level = PyMem_Malloc((size_t)level_cap * sizeof(Py_ssize_t));
     nxt = PyMem_Malloc((size_t)nxt_cap * sizeof(Py_ssize_t));
-    if (!slots || !slot_of || !head || !tail || !next || !level || !nxt) {
-        if (slots)
-            PyErr_NoMemory();
+    if (!slot_of || !head || !tail || !next || !level || !nxt) {
+        PyErr_NoMemory();
         goto done;
     }
+    int small = n <= 64;
+    for (Py_ssize_t j = 0; small && j < n; j++)
+        small = PyBytes_CheckExact(PyList_GET_ITEM(ids, j)) &&
+                PyBytes_CheckExact(PyList_GET_ITEM(parents, j));
+    if (small) {
+        /* a few spans: ids compared directly (a slot is the index of an id's first span) */
+        for (Py_ssize_t j = 0; j < n; j++) {
+            PyObject *id = PyList_GET_ITEM(ids, j);
+            Py_ssize_t i = 0;
+            while (i < j && !bytes_equal(PyList_GET_ITEM(ids, i), id))
+                i++;
+            slot_of[j] = i;
+            head[j] = tail[j] = -1;
+        }
+        for (Py_ssize_t j = 0; j < n; j++) {
+            PyObject *parent = PyList_GET_ITEM(parents, j);
+            Py_ssize_t i = 0;
+            while (i < n && !bytes_equal(PyList_GET_ITEM(ids, i), parent))
+                i++;
+            next[j] = -1;
+            if (i == n)
+                level[level_len++] = j;
+            else {
+                Py_ssize_t s = slot_of[i];
+                if (tail[s] < 0)
+                    head[s] = j;
+                else
+                    next[tail[s]] = j;
+                tail[s] = j;
+            }
+        }
+        goto walk;
+    }
+    if ((slots = PyDict_New()) == NULL)
+        goto done;
     /* slot number of each distinct id */
     Py_ssize_t n_slots = 0;
     for (Py_ssize_t j = 0; j < n; j++) {
@@ -1325,6 +1766,7 @@ tw_max_depth(PyObject *self, PyObject *args)
             tail[s] = j;
         }
     }
+walk:;
     Py_ssize_t depth = 0, seen = 0;
     while (level_len && seen < n && (!cap || depth < cap)) {
         depth++;
@@ -1355,7 +1797,7 @@ tw_max_depth(PyObject *self, PyObject *args)
         nxt_cap = tc;
         level_len = nxt_len;
     }
-    result = PyLong_FromSsize_t(depth);
+    result = depth;
 done:
     Py_XDECREF(slots);
     PyMem_Free(slot_of);
@@ -1367,11 +1809,473 @@ done:
     return result;
 }
 
+static PyObject *
+tw_max_depth(PyObject *self, PyObject *args)
+{
+    PyObject *ids, *parents;
+    Py_ssize_t cap;
+    if (!PyArg_ParseTuple(args, "O!O!n", &PyList_Type, &ids, &PyList_Type, &parents, &cap))
+        return NULL;
+    Py_ssize_t depth = depth_of(ids, parents, cap);
+    return depth < 0 ? NULL : PyLong_FromSsize_t(depth);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* release */
+
+/* Span.attributes entry (field 9): KeyValue{key, AnyValue{string_value}} */
+static Py_ssize_t
+attr_len(Py_ssize_t kn, Py_ssize_t vn)
+{
+    Py_ssize_t any = field_len(vn);
+    Py_ssize_t kv = field_len(kn) + field_len(any);
+    return field_len(kv);
+}
+
+static uint8_t *
+put_attr(uint8_t *o, const char *k, Py_ssize_t kn, const char *v, Py_ssize_t vn)
+{
+    Py_ssize_t any = field_len(vn);
+    Py_ssize_t kv = field_len(kn) + field_len(any);
+    *o++ = 0x4A;
+    o = put_varint(o, (uint64_t)kv);
+    *o++ = 0x0A;
+    o = put_varint(o, (uint64_t)kn);
+    memcpy(o, k, (size_t)kn);
+    o += kn;
+    *o++ = 0x12;
+    o = put_varint(o, (uint64_t)any);
+    *o++ = 0x0A;
+    o = put_varint(o, (uint64_t)vn);
+    memcpy(o, v, (size_t)vn);
+    return o + vn;
+}
+
+/* the encoded attributes (keys[i], values[i]) for the i in [from, 5) whose bit is not in skip */
+static PyObject *
+encode_stamp(PyObject *keys, PyObject *const *values, int from, int skip)
+{
+    const char *vs[5];
+    Py_ssize_t vn[5], total = 0;
+    for (int i = from; i < 5; i++) {
+        if (skip >> i & 1)
+            continue;
+        if (!PyUnicode_Check(values[i])) {
+            PyErr_SetString(PyExc_TypeError, "a stamp value is a str");
+            return NULL;
+        }
+        vs[i] = PyUnicode_AsUTF8AndSize(values[i], &vn[i]);
+        if (vs[i] == NULL)
+            return NULL;
+        total += attr_len(PyBytes_GET_SIZE(PyTuple_GET_ITEM(keys, i)), vn[i]);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
+    for (int i = from; i < 5; i++) {
+        if (skip >> i & 1)
+            continue;
+        PyObject *k = PyTuple_GET_ITEM(keys, i);
+        o = put_attr(o, PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), vs[i], vn[i]);
+    }
+    return out;
+}
+
+typedef struct {
+    PyObject *keys;      /* the five stamp keys, encoded */
+    PyObject *key_strs;  /* the same, as str (matched against root_present) */
+    PyObject *tiers;     /* tuple of (name, max_spans, max_tool_calls, max_depth) */
+    Py_ssize_t depth_cap;
+    PyObject *top_tier, *unknown;
+} stamp_cfg;
+
+static PyObject *
+tier_of(TraceObject *t, const stamp_cfg *cfg)
+{
+    Py_ssize_t spans = PyList_GET_SIZE(t->spans), depth = -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cfg->tiers); i++) {
+        PyObject *tier = PyTuple_GET_ITEM(cfg->tiers, i);
+        Py_ssize_t max_spans = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 1));
+        Py_ssize_t max_tools = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 2));
+        Py_ssize_t max_depth = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 3));
+        if (PyErr_Occurred())
+            return NULL;
+        if (spans <= max_spans && t->tool_calls <= max_tools) {
+            if (depth < 0 && (depth = depth_of(t->ids, t->parents, cfg->depth_cap)) < 0)
+                return NULL;
+            if (depth <= max_depth)
+                return PyTuple_GET_ITEM(tier, 0);
+        }
+    }
+    return cfg->top_tier;
+}
+
+static int
+count_add(PyObject *dict, PyObject *key, Py_ssize_t add)
+{
+    PyObject *v = PyDict_GetItemWithError(dict, key);
+    Py_ssize_t now = 0;
+    if (v == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+    }
+    else if ((now = PyLong_AsSsize_t(v)) == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *n = PyLong_FromSsize_t(now + add);
+    if (n == NULL)
+        return -1;
+    int rc = PyDict_SetItem(dict, key, n);
+    Py_DECREF(n);
+    return rc;
+}
+
+/* pending[reason] = [traces, spans] += [1, n] */
+static int
+pending_add(PyObject *pending, PyObject *reason, Py_ssize_t n)
+{
+    PyObject *p = PyDict_GetItemWithError(pending, reason);
+    if (p == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        p = Py_BuildValue("[ii]", 0, 0);
+        if (p == NULL)
+            return -1;
+        int rc = PyDict_SetItem(pending, reason, p);
+        Py_DECREF(p);
+        if (rc < 0)
+            return -1;
+    }
+    if (!PyList_Check(p) || PyList_GET_SIZE(p) != 2) {
+        PyErr_SetString(PyExc_TypeError, "pending counts are [traces, spans]");
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        Py_ssize_t v = PyLong_AsSsize_t(PyList_GET_ITEM(p, i));
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        PyObject *nv = PyLong_FromSsize_t(v + (i ? n : 1));
+        if (nv == NULL)
+            return -1;
+        PyList_SetItem(p, i, nv);
+    }
+    return 0;
+}
+
+/* the stamp of a released workflow trace: ((values...), suffix); a new reference */
+static PyObject *
+stamp_of(TraceObject *t, const stamp_cfg *cfg, PyObject *tails, PyObject *outcomes)
+{
+    PyObject *root = t->root;
+    PyObject *values[5];
+    values[0] = PyTuple_GET_ITEM(root, 1);
+    values[1] = PyTuple_GET_ITEM(root, 2);
+    values[2] = PyUnicode_GET_LENGTH(t->agent_id) ? t->agent_id : cfg->unknown;
+    values[3] = PyTuple_GET_ITEM(root, 3);
+    values[4] = tier_of(t, cfg);
+    if (values[4] == NULL)
+        return NULL;
+    if (count_add(outcomes, values[3], 1) < 0)
+        return NULL;
+    PyObject *vt = PyTuple_Pack(5, values[0], values[1], values[2], values[3], values[4]);
+    if (vt == NULL)
+        return NULL;
+    /* the workflow id is unique: encoded each time; the other four repeat: encoded once */
+    PyObject *tail_key = PyTuple_GetSlice(vt, 1, 5), *head = NULL, *stamp = NULL;
+    if (tail_key == NULL)
+        goto done;
+    PyObject *tail = PyDict_GetItemWithError(tails, tail_key); /* borrowed */
+    if (tail == NULL) {
+        if (PyErr_Occurred())
+            goto done;
+        if (PyDict_GET_SIZE(tails) >= 4096)
+            PyDict_Clear(tails);
+        PyObject *fresh = encode_stamp(cfg->keys, values, 1, 0);
+        if (fresh == NULL)
+            goto done;
+        int rc = PyDict_SetItem(tails, tail_key, fresh);
+        Py_DECREF(fresh);
+        if (rc < 0)
+            goto done;
+        tail = fresh; /* held by tails */
+    }
+    if (!PyBytes_Check(tail)) {
+        PyErr_SetString(PyExc_TypeError, "a stamp tail is bytes");
+        goto done;
+    }
+    Py_INCREF(tail);
+    head = encode_stamp(cfg->keys, values, 0, ~1);
+    if (head != NULL) {
+        PyBytes_Concat(&head, tail);
+        if (head != NULL && (stamp = PyTuple_Pack(2, vt, head)) != NULL) {
+            PyObject_GC_UnTrack(vt); /* str */
+            PyObject_GC_UnTrack(stamp);
+        }
+    }
+    Py_DECREF(tail);
+done:
+    Py_XDECREF(tail_key);
+    Py_XDECREF(head);
+    Py_DECREF(vt);
+    return stamp;
+}
+
+/* release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers,
+ *         suffix_for) -> (encoded request, spans, nbytes)
+ * batch: list of (trace_id, Trace, reason), taken out of the held traces. For each: its
+ * release counted in pending_released[reason] ([traces, spans]); if its root says it is a
+ * workflow, its stamp ((workflow.id, type, agent or "unknown", outcome, tier), suffix) computed
+ * (tails caches the encoded last four attributes; the outcome counted in pending_outcomes);
+ * if it has a root, the stamp (or None) remembered in the OrderedDict lru (at most lru_size
+ * entries, lru_size 0: nothing remembered). Then its spans assembled as by assemble, the root
+ * with the stamp attributes it lacks. cfg = (keys (5 bytes), key_strs (5 str), tiers
+ * ((name, max_spans, max_tool_calls, max_depth), ...), depth_cap, top_tier, unknown). */
+static PyObject *
+tw_release(PyObject *self, PyObject *args)
+{
+    PyObject *batch, *cfg_tuple, *tails, *pending, *outcomes, *lru, *markers, *suffix_for;
+    Py_ssize_t lru_size;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!nO!O", &PyList_Type, &batch, &PyTuple_Type,
+                          &cfg_tuple, &PyDict_Type, &tails, &PyDict_Type, &pending,
+                          &PyDict_Type, &outcomes, &PyDict_Type, &lru, &lru_size, &PyTuple_Type,
+                          &markers, &suffix_for))
+        return NULL;
+    stamp_cfg cfg;
+    if (!PyArg_ParseTuple(cfg_tuple, "O!O!O!nUU;cfg: (keys, key_strs, tiers, depth_cap, top, "
+                          "unknown)",
+                          &PyTuple_Type, &cfg.keys, &PyTuple_Type, &cfg.key_strs, &PyTuple_Type,
+                          &cfg.tiers, &cfg.depth_cap, &cfg.top_tier, &cfg.unknown))
+        return NULL;
+    if (PyTuple_GET_SIZE(cfg.keys) != 5 || PyTuple_GET_SIZE(cfg.key_strs) != 5) {
+        PyErr_SetString(PyExc_TypeError, "cfg: five stamp keys");
+        return NULL;
+    }
+    for (int i = 0; i < 5; i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(cfg.keys, i))) {
+            PyErr_SetString(PyExc_TypeError, "cfg: the stamp keys are bytes");
+            return NULL;
+        }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cfg.tiers); i++) {
+        PyObject *tier = PyTuple_GET_ITEM(cfg.tiers, i);
+        if (!PyTuple_Check(tier) || PyTuple_GET_SIZE(tier) != 4 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(tier, 0))) {
+            PyErr_SetString(PyExc_TypeError, "cfg: a tier is (name, max_spans, "
+                                             "max_tool_calls, max_depth)");
+            return NULL;
+        }
+    }
+    if (check_markers(markers) < 0)
+        return NULL;
+    common_part common = markers_common(markers);
+    buckets b = {0};
+    PyObject *keep = PyList_New(0), *result = NULL, *empty = PyBytes_FromStringAndSize(NULL, 0);
+    b.index = PyDict_New();
+    if (keep == NULL || b.index == NULL || empty == NULL)
+        goto done;
+    /* copied: suffix_for could change the list */
+    PyObject *items = PyList_GetSlice(batch, 0, PyList_GET_SIZE(batch));
+    if (items == NULL || append_new(keep, items) < 0)
+        goto done;
+    Py_ssize_t n_items = PyList_GET_SIZE(items), count = 0, nbytes = 0;
+    /* first every release counted and remembered (as the Python path's _forget), then the
+     * spans assembled */
+    PyObject *stamps = PyList_New(n_items);
+    if (stamps == NULL || append_new(keep, stamps) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < n_items; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3 ||
+            !PyBytes_Check(PyTuple_GET_ITEM(item, 0))) {
+            PyErr_SetString(PyExc_TypeError, "a released trace is (trace_id, Trace, reason)");
+            goto done;
+        }
+        PyObject *tid = PyTuple_GET_ITEM(item, 0);
+        TraceObject *t = trace_checked(PyTuple_GET_ITEM(item, 1));
+        if (t == NULL)
+            goto done;
+        Py_ssize_t n = PyList_GET_SIZE(t->spans);
+        count += n;
+        nbytes += t->nbytes;
+        if (pending_add(pending, PyTuple_GET_ITEM(item, 2), n) < 0)
+            goto done;
+        PyObject *root = t->root == NULL ? Py_None : t->root;
+        PyObject *stamp = Py_None;
+        if (root != Py_None) {
+            int wf = PyObject_IsTrue(PyTuple_GET_ITEM(root, 0));
+            if (wf < 0)
+                goto done;
+            if (wf && (stamp = stamp_of(t, &cfg, tails, outcomes)) == NULL)
+                goto done;
+            if (!wf)
+                Py_INCREF(stamp);
+        }
+        else
+            Py_INCREF(stamp);
+        PyList_SET_ITEM(stamps, i, stamp);
+        if (lru_size && root != Py_None) {
+            int known = PyDict_Contains(lru, tid);
+            if (known < 0 || PyObject_SetItem(lru, tid, stamp) < 0)
+                goto done;
+            if (known) {
+                PyObject *r = PyObject_CallMethod(lru, "move_to_end", "O", tid);
+                if (r == NULL)
+                    goto done;
+                Py_DECREF(r);
+            }
+        }
+    }
+    if (lru_size) {
+        Py_ssize_t len;
+        while ((len = PyObject_Size(lru)) > lru_size) {
+            PyObject *r = PyObject_CallMethod(lru, "popitem", "O", Py_False);
+            if (r == NULL)
+                goto done;
+            Py_DECREF(r);
+        }
+        if (len < 0)
+            goto done;
+    }
+    for (Py_ssize_t i = 0; i < n_items; i++) {
+        TraceObject *t = (TraceObject *)PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1);
+        if (trace_checked((PyObject *)t) == NULL)
+            goto done; /* changed by suffix_for */
+        PyObject *stamp = PyList_GET_ITEM(stamps, i);
+        if (stamp == Py_None) {
+            if (add_item(&b, keep, t->spans, t->groups, empty, stamp, -1, NULL, markers, common,
+                         suffix_for) < 0)
+                goto done;
+            continue;
+        }
+        PyObject *suffix = PyTuple_GET_ITEM(stamp, 1), *root_suffix = NULL;
+        Py_ssize_t np = PyTuple_GET_SIZE(t->root_present);
+        if (np) {
+            /* the root's stamp attributes are known from ingest: its suffix without them */
+            int skip = 0;
+            for (int k = 0; k < 5; k++) {
+                PyObject *key = PyTuple_GET_ITEM(cfg.key_strs, k);
+                int has = PySequence_Contains(t->root_present, key);
+                if (has < 0)
+                    goto done;
+                if (has)
+                    skip |= 1 << k;
+            }
+            PyObject *values[5];
+            PyObject *vt = PyTuple_GET_ITEM(stamp, 0);
+            for (int k = 0; k < 5; k++)
+                values[k] = PyTuple_GET_ITEM(vt, k);
+            root_suffix = encode_stamp(cfg.keys, values, 0, skip);
+            if (root_suffix == NULL || append_new(keep, root_suffix) < 0)
+                goto done;
+        }
+        if (add_item(&b, keep, t->spans, t->groups, suffix, stamp, root_suffix ? t->root_index : -1,
+                     root_suffix, markers, common, suffix_for) < 0)
+            goto done;
+    }
+    PyObject *encoded = write_buckets(&b);
+    if (encoded != NULL)
+        result = Py_BuildValue("(Nnn)", encoded, count, nbytes);
+done:
+    buckets_free(&b);
+    Py_XDECREF(keep);
+    Py_XDECREF(empty);
+    return result;
+}
+
+/* expire(held, now, wait, max_wait) -> [(trace_id, Trace, reason), ...]
+ * The traces due in the OrderedDict held, from its front, taken out of it: a trace is due
+ * ("wait") when wait has passed since its last span, or ("max_wait", max_wait not 0) when
+ * max_wait has passed since it was first queued. A trace not due that received spans since
+ * it was queued is queued again (moved to the end, queued_at = last_seen); the first trace
+ * not due otherwise ends the walk. */
+static PyObject *
+tw_expire(PyObject *self, PyObject *args)
+{
+    PyObject *held;
+    double now, wait, max_wait;
+    if (!PyArg_ParseTuple(args, "O!ddd", &PyDict_Type, &held, &now, &wait, &max_wait))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    PyObject *r_wait = PyUnicode_InternFromString("wait");
+    PyObject *r_max = PyUnicode_InternFromString("max_wait");
+    if (out == NULL || r_wait == NULL || r_max == NULL)
+        goto fail;
+    for (;;) {
+        Py_ssize_t start = PyList_GET_SIZE(out);
+        PyObject *it = PyObject_GetIter(held), *key, *requeue = NULL;
+        if (it == NULL)
+            goto fail;
+        while ((key = PyIter_Next(it)) != NULL) {
+            PyObject *obj = PyDict_GetItemWithError(held, key);
+            if (obj == NULL || !PyObject_TypeCheck(obj, &TraceType)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "a held trace is a Trace");
+                Py_DECREF(key);
+                break;
+            }
+            TraceObject *t = (TraceObject *)obj;
+            PyObject *reason = r_wait;
+            if (t->last_seen + wait > now) {
+                if (max_wait != 0 && now - t->queued_first >= max_wait)
+                    reason = r_max; /* still receiving spans, but held long enough */
+                else if (t->last_seen > t->queued_at) {
+                    requeue = key; /* spans arrived since it was queued */
+                    break;
+                }
+                else {
+                    Py_DECREF(key);
+                    break;
+                }
+            }
+            int rc = append_new(out, PyTuple_Pack(3, key, obj, reason));
+            Py_DECREF(key);
+            if (rc < 0)
+                break;
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) {
+            Py_XDECREF(requeue);
+            goto fail;
+        }
+        for (Py_ssize_t i = start; i < PyList_GET_SIZE(out); i++)
+            if (PyObject_DelItem(held, PyTuple_GET_ITEM(PyList_GET_ITEM(out, i), 0)) < 0) {
+                Py_XDECREF(requeue);
+                goto fail;
+            }
+        if (requeue == NULL)
+            break;
+        /* queued again, behind the others */
+        PyObject *obj = PyDict_GetItemWithError(held, requeue);
+        PyObject *r = obj ? PyObject_CallMethod(held, "move_to_end", "O", requeue) : NULL;
+        Py_DECREF(requeue);
+        if (r == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_KeyError, "a held trace vanished");
+            goto fail;
+        }
+        Py_DECREF(r);
+        ((TraceObject *)obj)->queued_at = ((TraceObject *)obj)->last_seen;
+    }
+    Py_DECREF(r_wait);
+    Py_DECREF(r_max);
+    return out;
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(r_wait);
+    Py_XDECREF(r_max);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"ingest", tw_ingest, METH_VARARGS,
-     "ingest(raw, interned, tool_a, tool_b, agent_marker) -> list of per-trace entries"},
+     "ingest(raw, interned, tool_a, tool_b, agent_marker[, facts[, apply]]) -> per-trace "
+     "entries, or with apply (leftovers, added_bytes, added_spans) or None"},
     {"assemble", tw_assemble, METH_VARARGS,
      "assemble(entries, markers, suffix_for) -> encoded ExportTraceServiceRequest"},
+    {"release", tw_release, METH_VARARGS,
+     "release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers, "
+     "suffix_for) -> (encoded ExportTraceServiceRequest, spans, nbytes)"},
+    {"expire", tw_expire, METH_VARARGS,
+     "expire(held, now, wait, max_wait) -> the due traces, taken out of held"},
     {"max_depth", tw_max_depth, METH_VARARGS, "max_depth(ids, parents, cap) -> int"},
     {NULL, NULL, 0, NULL},
 };
@@ -1385,5 +2289,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__tracewire(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&TraceType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Trace", (PyObject *)&TraceType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

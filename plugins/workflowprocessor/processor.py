@@ -14,6 +14,9 @@ Attributes are added by appending encoded ``KeyValue`` fields to a span's bytes:
 field may be appended on the wire, so stamping a span costs one bytes concatenation, and the
 output request is assembled from bytes without re-encoding any span. The input payload is never
 changed (new payloads are built), so ``mutates_data`` is false and the fan-out copies nothing.
+With the C accelerator (``plugins/_native/_tracewire.c``) the per-trace work is done in C too:
+held traces are its ``Trace`` objects, filled by its ingest, picked by its expiry and stamped,
+remembered and assembled by one release call; the Python path below gives the same results.
 """
 
 from __future__ import annotations
@@ -130,9 +133,21 @@ _SPAN_HEADERS: dict[int, bytes] = {n: b"\x12" + _varint(n) for n in range(1, 163
 GroupKey = tuple[bytes, bytes, bytes, bytes]  # resource, its schema url, scope, its schema url
 
 
+# What a root span says about its workflow: (workflow, workflow_id, workflow_type, outcome,
+# present), ``workflow`` false: not a workflow; ``present``: the stamp attributes already on it.
+_RootFacts = tuple[bool, str, str, str, tuple[str, ...]]
+_NOT_WORKFLOW: _RootFacts = (False, "", "", "", ())
+
+# What a released workflow writes on its spans (remembered for late spans): the values of the
+# five stamp attributes (in the order of ``_stamp_keys``) and their encoding, appended to spans.
+_Stamp = tuple[tuple[str, str, str, str, str], bytes]
+
+
 @dataclass(slots=True)
 class _Trace:
-    """The spans of one trace being held, and what was learned from them."""
+    """The spans of one trace being held, and what was learned from them (the pure-Python
+    path's; with the C accelerator, ``_tracewire.Trace``, which has the same attributes but
+    ``stamp``)."""
 
     last_seen: float
     queued_at: float
@@ -148,25 +163,6 @@ class _Trace:
     agent_id: str = ""
     tool_calls: int = 0
     stamp: _Stamp | None = None  # computed at release
-
-
-@dataclass(slots=True)
-class _RootFacts:
-    """What a root span says about its workflow (``workflow`` false: not a workflow)."""
-
-    workflow: bool
-    workflow_id: str = ""
-    workflow_type: str = ""
-    outcome: str = ""
-    present: tuple[str, ...] = ()  # stamp attributes already on the root
-
-
-@dataclass(slots=True)
-class _Stamp:
-    """What a released workflow writes on its spans (remembered for late spans)."""
-
-    attrs: list[tuple[str, str]]
-    suffix: bytes  # the encoded attributes, appended to each span
 
 
 class WorkflowProcessor(Component):
@@ -253,6 +249,18 @@ class WorkflowProcessor(Component):
         self._pending_outcomes: dict[str, int] = {}
         self._stamp_tails: dict[tuple[str, ...], bytes] = {}
         self._depth_cap = max((t.max_depth for t in config.complexity_tiers), default=0) + 1
+        big = 1 << 62  # the bounds, as C integers
+        self._release_cfg = (
+            tuple(k.encode() for k in self._stamp_keys),
+            self._stamp_keys,
+            tuple(
+                (t.name, min(t.max_spans, big), min(t.max_tool_calls, big), min(t.max_depth, big))
+                for t in config.complexity_tiers
+            ),
+            self._depth_cap,
+            TOP_TIER,
+            "unknown",
+        )
         self._init_telemetry()
 
     # -- self-telemetry -------------------------------------------------------------------------
@@ -349,75 +357,41 @@ class WorkflowProcessor(Component):
             self._ingest_python(raw, now)
 
     def _ingest_native(self, raw: bytes, now: float) -> None:
-        """``_ingest`` with the request parsed and its spans grouped by trace in C, which also
-        decides the tool calls, reads the roots and finds the agent: the Python work is per
-        trace, plus the failed tool calls lacking ``error.type`` (classified here) and the
-        traces whose special spans C leaves to the Python path (anything unusual)."""
+        """``_ingest`` with the request parsed, its spans grouped by trace and added to the held
+        traces (``_tracewire.Trace``) in C, which also decides the tool calls, reads the roots
+        and finds the agent: the Python work is classifying the failed tool calls lacking
+        ``error.type`` (called back from C) and the traces whose special spans C leaves to the
+        Python path (anything unusual)."""
         interned = self._groups
         if len(interned) > 4096:
             interned.clear()
         tool_a, tool_b = self._tool_markers
         agent_marker = self._agent_marker
-        entries = self._tw.ingest(raw, interned, tool_a, tool_b, agent_marker, self._facts_cfg)
         held = self._held
-        released = self._released
-        if released:
-            for entry in entries:
-                trace_id = entry[0]
-                if trace_id not in held and trace_id in released:
-                    # late spans (rare): the Python path keeps their exact order in the output
-                    self._ingest_python(raw, now)
-                    return
-        added_bytes = 0
-        added_spans = 0
-        masks = self._present_by_mask
-        for (
-            trace_id,
-            spans,
-            groups,
-            ids,
-            parents,
-            nbytes,
-            errs,
-            tools,
-            root,
-            agent_set,
-            agent_default,
-        ) in entries:
-            trace = held.get(trace_id)
-            if trace is None:
-                trace = _Trace(now, now, now)
-                held[trace_id] = trace
-                added_bytes += TRACE_OVERHEAD
-            else:
-                trace.last_seen = now
-            if errs is not None:
-                for i in errs:
-                    span_raw = spans[i]
-                    new_raw = self._classify_tool_failure(span_raw)
-                    if new_raw is not span_raw:
-                        nbytes += len(new_raw) - len(span_raw)
-                        spans[i] = new_raw
-                        if agent_marker in new_raw and agent_marker not in span_raw:
-                            tools = -1  # the appended error.type names the agent (contrived)
-            if tools < 0:
-                nbytes = self._specials_python(trace, trace_id, spans, parents, nbytes)
-            else:
-                trace.tool_calls += tools
-                if root is not None:
-                    index, _, workflow, wf_id, wf_type, given, error, exc, code, msg, mask = root
-                    trace.root_index = len(trace.spans) + index
-                    if workflow:
-                        outcome = _outcome(given, error, exc, code, msg)
-                        facts = _RootFacts(True, wf_id, wf_type, outcome, masks[mask])
-                    else:
-                        facts = _RootFacts(False)
-                    trace.root = facts
-                    trace.root_present = facts.present
-                if agent_set is not None:
-                    trace.agent_id = agent_set
-                elif agent_default and not trace.agent_id:
-                    trace.agent_id = agent_default
+        apply = (
+            held,
+            self._released,
+            now,
+            _outcome,
+            self._present_by_mask,
+            _NOT_WORKFLOW,
+            SPAN_OVERHEAD,
+            TRACE_OVERHEAD,
+            self._classify_tool_failure,
+        )
+        # C creates and updates the held traces (in order of first appearance), has the
+        # failed tool calls lacking error.type classified, and returns the entries whose
+        # special spans it leaves undecided (their traces already created and touched, their
+        # spans not added)
+        done = self._tw.ingest(raw, interned, tool_a, tool_b, agent_marker, self._facts_cfg, apply)
+        if done is None:
+            # late spans (rare): the Python path keeps their exact order in the output
+            self._ingest_python(raw, now)
+            return
+        leftovers, added_bytes, added_spans = done
+        for trace_id, spans, groups, ids, parents, nbytes, *_ in leftovers:
+            trace = held[trace_id]
+            nbytes = self._specials_python(trace, trace_id, spans, parents, nbytes)
             trace.spans += spans
             trace.groups += groups
             trace.ids += ids
@@ -454,7 +428,7 @@ class WorkflowProcessor(Component):
             if flags & _ROOT:
                 trace.root_index = base + i
                 trace.root, agent = self._root_facts(span_raw, trace_id)
-                trace.root_present = trace.root.present
+                trace.root_present = trace.root[4]
                 if agent:
                     trace.agent_id = agent
             elif not trace.agent_id and agent_marker in span_raw:
@@ -495,7 +469,7 @@ class WorkflowProcessor(Component):
                             late.setdefault(group, []).append(self._stamp_late(trace_id, span_raw))
                             late_count += 1
                             continue
-                        trace = _Trace(now, now, now)
+                        trace = self._new_trace(now)
                         held[trace_id] = trace
                         added_bytes += TRACE_OVERHEAD
                     else:
@@ -507,7 +481,7 @@ class WorkflowProcessor(Component):
                     if not parent:
                         trace.root_index = len(trace.spans)
                         trace.root, agent = self._root_facts(span_raw, trace_id)
-                        trace.root_present = trace.root.present
+                        trace.root_present = trace.root[4]
                         if agent:
                             trace.agent_id = agent
                     elif not trace.agent_id and agent_marker in span_raw:
@@ -546,7 +520,7 @@ class WorkflowProcessor(Component):
         if not (
             name.startswith(prefix) or names.workflow_name in attrs or names.workflow_id in attrs
         ):
-            return _RootFacts(False), agent
+            return _NOT_WORKFLOW, agent
         code, message = 0, ""
         if view.status:
             status = Status.FromString(view.status)
@@ -568,7 +542,7 @@ class WorkflowProcessor(Component):
         wf_id_raw = attrs.get(names.workflow_id)  # unique per workflow: not cached
         wf_id = (value_str(wf_id_raw) if wf_id_raw is not None else "") or trace_id.hex()
         present = tuple(k for k in self._stamp_keys if k in attrs)
-        return _RootFacts(True, wf_id, wf_type, outcome, present), agent
+        return (True, wf_id, wf_type, outcome, present), agent
 
     def _check_tool_call(self, span_raw: bytes) -> tuple[bytes, bool]:
         """Look at a span that may be a tool call (its attributes read as a C-level map); a
@@ -609,17 +583,44 @@ class WorkflowProcessor(Component):
     def _suffix_for(self, span_raw: bytes, stamp: _Stamp) -> bytes:
         """The stamp, without the attributes the span already has."""
         if self._stamp_re.search(span_raw) is None:
-            return stamp.suffix
+            return stamp[1]
         present = SpanView.FromString(span_raw).attributes
-        return b"".join(encode_attribute(k, v) for k, v in stamp.attrs if k not in present)
+        return b"".join(
+            encode_attribute(k, v)
+            for k, v in zip(self._stamp_keys, stamp[0], strict=True)
+            if k not in present
+        )
 
     # -- limits and release ---------------------------------------------------------------------
+    def _new_trace(self, now: float) -> Any:
+        if self._tw is not None:
+            return self._tw.Trace(now, now, now, TRACE_OVERHEAD)
+        return _Trace(now, now, now)
+
     def _enforce_limits(self) -> None:
         cfg = self.config
+        held = self._held
+        if len(held) <= cfg.max_traces and self._held_bytes <= cfg.max_bytes:
+            return
+        if self._tw is not None:
+            batch: list[tuple[bytes, Any, str]] = []
+            while len(held) > cfg.max_traces:
+                trace_id, trace = held.popitem(last=False)
+                self._held_bytes -= trace.nbytes  # the loop below depends on it
+                self._held_spans -= len(trace.spans)
+                batch.append((trace_id, trace, "max_traces"))
+            while self._held_bytes > cfg.max_bytes and held:
+                trace_id, trace = held.popitem(last=False)
+                self._held_bytes -= trace.nbytes
+                self._held_spans -= len(trace.spans)
+                batch.append((trace_id, trace, "max_bytes"))
+            if batch:
+                self._release_native(batch, counted=True)
+            return
         early: list[_Trace] = []
-        while len(self._held) > cfg.max_traces:
+        while len(held) > cfg.max_traces:
             early.append(self._pop_oldest("max_traces"))
-        while self._held_bytes > cfg.max_bytes and self._held:
+        while self._held_bytes > cfg.max_bytes and held:
             early.append(self._pop_oldest("max_bytes"))
         if early:
             self._release(early)
@@ -648,9 +649,15 @@ class WorkflowProcessor(Component):
 
     def _release_expired(self, now: float) -> None:
         wait = self.config.wait_duration
+        max_wait = self.config.max_wait_duration
+        if self._tw is not None:
+            batch = self._tw.expire(self._held, now, wait, max_wait)
+            if batch:
+                self._release_native(batch, counted=False)
+                self._update_gauges()
+            return
         out: list[_Trace] = []
         held = self._held
-        max_wait = self.config.max_wait_duration
         while held:
             trace_id, trace = next(iter(held.items()))
             reason = "wait"
@@ -672,6 +679,14 @@ class WorkflowProcessor(Component):
             self._update_gauges()
 
     def _release_all(self, reason: str) -> None:
+        if self._tw is not None:
+            held = self._held
+            batch = [(trace_id, trace, reason) for trace_id, trace in held.items()]
+            held.clear()
+            if batch:
+                self._release_native(batch, counted=False)
+            self._update_gauges()
+            return
         out = []
         while self._held:
             out.append(self._pop_oldest(reason))
@@ -679,32 +694,29 @@ class WorkflowProcessor(Component):
             self._release(out)
         self._update_gauges()
 
-    def _release(self, traces: list[_Trace]) -> None:
-        tw = self._tw
-        if tw is None:
-            self._release_python(traces)
-            return
+    def _release_native(self, batch: list[tuple[bytes, Any, str]], counted: bool) -> None:
+        """Releases traces taken out of ``_held`` (with ``counted``, already subtracted from
+        the held bytes and spans) in one C call: release counts, stamps (with their
+        complexity tiers), the late-span cache and the assembled request."""
+        encoded, count, nbytes = self._tw.release(
+            batch,
+            self._release_cfg,
+            self._stamp_tails,
+            self._pending_released,
+            self._pending_outcomes,
+            self._released,
+            self.config.late_span_cache_size,
+            self._stamp_markers,
+            self._suffix_for,
+        )
+        if not counted:
+            self._held_bytes -= nbytes
+            self._held_spans -= count
         self._flush_counts()
-        count = 0
-        items: list[tuple[Any, ...]] = []
-        for trace in traces:
-            stamp = trace.stamp
-            count += len(trace.spans)
-            if stamp is None:
-                items.append((trace.spans, trace.groups, b"", None))
-            elif trace.root_present:
-                # the root's stamp attributes are known from ingest: its suffix without them
-                present = trace.root_present
-                root_suffix = b"".join(
-                    encode_attribute(k, v) for k, v in stamp.attrs if k not in present
-                )
-                items.append(
-                    (trace.spans, trace.groups, stamp.suffix, stamp, trace.root_index, root_suffix)
-                )
-            else:
-                items.append((trace.spans, trace.groups, stamp.suffix, stamp))
-        # other spans with a stamp attribute's key get their own suffix (from _suffix_for)
-        self._enqueue(tw.assemble(items, self._stamp_markers, self._suffix_for), count)
+        self._enqueue(encoded, count)
+
+    def _release(self, traces: list[_Trace]) -> None:
+        self._release_python(traces)
 
     def _release_python(self, traces: list[_Trace]) -> None:
         self._flush_counts()
@@ -718,7 +730,7 @@ class WorkflowProcessor(Component):
                 for span_raw, group in zip(spans, trace.groups, strict=True):
                     by_group.setdefault(group, []).append(span_raw)
                 continue
-            suffix = stamp.suffix
+            suffix = stamp[1]
             search = self._stamp_re.search
             groups = trace.groups
             first = groups[0]
@@ -740,7 +752,7 @@ class WorkflowProcessor(Component):
                     present = trace.root_present
                     stamped[ri] = spans[ri] + b"".join(
                         encode_attribute(k, v) if i else _encode_attribute(k, v)
-                        for i, (k, v) in enumerate(stamp.attrs)
+                        for i, (k, v) in enumerate(zip(self._stamp_keys, stamp[0], strict=True))
                         if k not in present
                     )
                     out.extend(stamped)
@@ -792,28 +804,22 @@ class WorkflowProcessor(Component):
     def _stamp_for(self, trace: _Trace) -> _Stamp | None:
         """The workflow attributes of a trace, or ``None`` if it is not a workflow."""
         root = trace.root
-        if root is None or not root.workflow:
+        if root is None or not root[0]:
             return None
-        outcome = root.outcome
-        values = (
-            root.workflow_id,
-            root.workflow_type,
-            trace.agent_id or "unknown",
-            outcome,
-            self._tier(trace),
-        )
+        outcome = root[3]
+        values = (root[1], root[2], trace.agent_id or "unknown", outcome, self._tier(trace))
         pending = self._pending_outcomes
         pending[outcome] = pending.get(outcome, 0) + 1
-        pairs = list(zip(self._stamp_keys, values, strict=True))
+        keys = self._stamp_keys
         # the workflow id is unique: encoded uncached; the other four repeat: encoded once
         tail_key = values[1:]
         tail = self._stamp_tails.get(tail_key)
         if tail is None:
             if len(self._stamp_tails) >= 4096:
                 self._stamp_tails.clear()
-            tail = b"".join(encode_attribute(k, v) for k, v in pairs[1:])
+            tail = b"".join(encode_attribute(k, v) for k, v in zip(keys[1:], tail_key, strict=True))
             self._stamp_tails[tail_key] = tail
-        return _Stamp(pairs, _encode_attribute(pairs[0][0], pairs[0][1]) + tail)
+        return values, _encode_attribute(keys[0], values[0]) + tail
 
     def _flush_counts(self) -> None:
         """Adds the release and outcome counts gathered since the last call to the
@@ -841,10 +847,7 @@ class WorkflowProcessor(Component):
         for tier in self.config.complexity_tiers:
             if spans <= tier.max_spans and tool_calls <= tier.max_tool_calls:
                 if depth < 0:
-                    if self._tw is not None:
-                        depth = self._tw.max_depth(trace.ids, trace.parents, self._depth_cap)
-                    else:
-                        depth = _max_depth(trace.ids, trace.parents, self._depth_cap)
+                    depth = _max_depth(trace.ids, trace.parents, self._depth_cap)
                 if depth <= tier.max_depth:
                     return tier.name
         return TOP_TIER

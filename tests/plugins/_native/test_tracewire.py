@@ -4,6 +4,8 @@ pure-Python path: same inputs, byte-identical outputs, malformed input rejected.
 from __future__ import annotations
 
 import asyncio
+import collections
+import gc
 import random
 from typing import Any
 
@@ -313,12 +315,18 @@ def test_assemble_rejects_bad_entries() -> None:
 
 
 # -- max_depth -----------------------------------------------------------------------------------
+class Id(bytes):
+    """Not exactly bytes: the ids are compared through a dict, as for large traces."""
+
+
 def test_max_depth_matches_python() -> None:
     rng = random.Random(7)
-    for _ in range(300):
-        n = rng.randint(0, 30)
-        ids = [bytes([rng.randint(0, n + 2)]) for _ in range(n)]  # duplicates, cycles
+    for k in range(600):
+        n = rng.randint(0, 30) if k % 3 else rng.randint(50, 120)  # small and large traces
+        ids = [bytes([rng.randint(0, n + 2)]) * rng.randint(1, 2) for _ in range(n)]
         parents = [rng.choice([b"", b"\xff", *ids]) if ids else b"" for _ in range(n)]
+        if k % 7 == 0:
+            ids = [Id(i) for i in ids]
         for cap in (0, 1, 2, 5):
             assert tw.max_depth(ids, parents, cap) == _max_depth(ids, parents, cap)
     chain = [bytes([i]) for i in range(50)]
@@ -565,3 +573,280 @@ def test_malformed_special_spans_are_rejected_on_both_paths(span_raw: bytes) -> 
 def test_facts_reject_a_bad_configuration_tuple() -> None:
     with pytest.raises(TypeError):
         tw.ingest(b"", {}, TOOL_A, TOOL_B, AGENT, (b"x",))
+
+
+# -- the held traces in C (Trace, ingest's apply mode, release), both paths -----------------------
+LIMITS = {
+    "expiry": {"wait_duration": "2s", "max_wait_duration": "3s"},
+    "max_traces": {"wait_duration": "2s", "max_traces": 7, "late_span_cache_size": 5},
+    "max_bytes": {"wait_duration": "5s", "max_bytes": 30_000, "late_span_cache_size": 3},
+    "no_cache": {"wait_duration": "1s", "late_span_cache_size": 0},
+    "tiers": {
+        "wait_duration": "2s",
+        "complexity_tiers": [
+            {"name": "tiny", "max_spans": 3, "max_tool_calls": 0, "max_depth": 2},
+            {"name": "deep", "max_spans": 20, "max_tool_calls": 3, "max_depth": 4},
+            {"name": "wide", "max_spans": 12, "max_tool_calls": 9, "max_depth": 1},
+        ],
+    },
+}
+
+
+def held_state(proc: WorkflowProcessor) -> tuple[Any, ...]:
+    return (
+        proc._held_bytes,
+        proc._held_spans,
+        [
+            (
+                tid,
+                t.spans,
+                t.groups,
+                t.ids,
+                t.parents,
+                t.nbytes,
+                t.root_index,
+                t.agent_id,
+                t.tool_calls,
+                t.root_present,
+                t.root,
+                t.last_seen,
+                t.queued_at,
+                t.queued_first,
+            )
+            for tid, t in proc._held.items()
+        ],
+        list(proc._released.items()),
+    )
+
+
+async def run_timed(native: bool, reqs: list[bytes], cfg: dict[str, Any]) -> tuple[Any, ...]:
+    """Requests one second apart, the limits enforced after each, the expired traces released
+    every other request (traces spread over requests are released early, their later spans
+    are late spans), the rest at shutdown."""
+    telemetry = SelfTelemetry()
+    config = WorkflowConfig.model_validate(cfg)
+    proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow", telemetry), config, Capture())
+    if not native:
+        proc._tw = None
+    states = []
+    now = 0.0
+    for i, raw in enumerate(reqs):
+        now += 1.0
+        proc._ingest(raw, now)
+        proc._enforce_limits()
+        if i % 2:
+            proc._release_expired(now)
+        states.append(held_state(proc))
+    proc._release_all("shutdown")
+    states.append(held_state(proc))
+    out = []
+    while proc._outbox:
+        payload, count, nbytes = proc._outbox.popleft()
+        out.append((payload.to_bytes(), count, nbytes))
+    counts = sorted(
+        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+        for metric in telemetry.registry.collect()
+        if metric.name.startswith("otelcol_processor_workflow")
+        for sample in metric.samples
+        if not sample.name.endswith("_created")
+    )
+    return out, states, counts
+
+
+@pytest.mark.parametrize("limits", LIMITS.keys())
+@pytest.mark.parametrize("seed", [1, 2])
+def test_limits_expiry_and_late_spans_are_identical_on_both_paths(limits: str, seed: int) -> None:
+    reqs = workload(seed) + workload(seed + 100)[:3] + facts_workload(seed)
+    native = asyncio.run(run_timed(True, reqs, LIMITS[limits]))
+    python = asyncio.run(run_timed(False, reqs, LIMITS[limits]))
+    assert native[0] == python[0]
+    assert native[1] == python[1]
+    assert native[2] == python[2]
+    assert any(b"workflow.complexity_tier" in raw for raw, _, _ in native[0])
+
+
+def test_held_traces_are_c_objects_on_the_native_path() -> None:
+    proc = WorkflowProcessor(
+        settings(Kind.PROCESSOR, "workflow"), WorkflowConfig.model_validate({}), Capture()
+    )
+    proc._ingest(workload(1)[0], 5.0)
+    trace = next(iter(proc._held.values()))
+    assert type(trace) is tw.Trace
+    assert (trace.last_seen, trace.queued_at, trace.queued_first) == (5.0, 5.0, 5.0)
+    # held data is left out of the cyclic garbage collector (it cannot form cycles)
+    roots = [t.root for t in proc._held.values() if t.root is not None]
+    assert roots and not any(gc.is_tracked(r) for r in roots)
+    assert not any(gc.is_tracked(x) for x in (trace, trace.spans, trace.groups, trace.parents))
+    fresh = tw.Trace(1.0, 2.0, 3.0, processor_module.TRACE_OVERHEAD)
+    assert (fresh.spans, fresh.groups, fresh.ids, fresh.parents) == ([], [], [], [])
+    assert (fresh.nbytes, fresh.root_index, fresh.tool_calls) == (400, -1, 0)
+    assert (fresh.root, fresh.root_present, fresh.agent_id) == (None, (), "")
+
+
+def apply_args(
+    held: dict[Any, Any], released: dict[Any, Any] | None = None, classify: Any = None
+) -> tuple[Any, ...]:
+    return (
+        held,
+        released or {},
+        1.0,
+        processor_module._outcome,
+        [()] * 32,
+        (False, "", "", "", ()),
+        160,
+        400,
+        classify or (lambda span_raw: span_raw + b"E"),
+    )
+
+
+def test_apply_mode_rejects_bad_arguments_and_leaves_held_unchanged() -> None:
+    raw = request([resource_spans([scope_spans([raw_span(T1, b"a" * 8)])])])
+    cfg = facts_cfg()
+    with pytest.raises(TypeError):
+        tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, None, apply_args({}))  # apply without facts
+    with pytest.raises(TypeError):
+        tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, cfg, (1, 2))
+    with pytest.raises(TypeError):  # a held trace that is not a Trace
+        tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, cfg, apply_args({T1: object()}))
+    broken = tw.Trace(0.0, 0.0, 0.0)
+    broken.spans = "not a list"
+    with pytest.raises(TypeError):
+        tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, cfg, apply_args({T1: broken}))
+    held: dict[Any, Any] = {}
+    for bad in (raw[:-1], raw + b"\xff"):
+        with pytest.raises(ValueError):
+            tw.ingest(bad, {}, TOOL_A, TOOL_B, AGENT, cfg, apply_args(held))
+    assert held == {}
+    # a trace already released: nothing applied, the caller takes the Python path
+    assert tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, cfg, apply_args(held, {T1: None})) is None
+    assert held == {}
+    leftovers, added_bytes, added_spans = tw.ingest(
+        raw, {}, TOOL_A, TOOL_B, AGENT, cfg, apply_args(held)
+    )
+    assert (leftovers, added_spans) == ([], 1)
+    assert added_bytes == 400 + 160 + len(held[T1].spans[0])
+    assert held[T1].root == (False, "", "", "", ())
+
+
+def release_args(batch: list[Any], **changes: Any) -> list[Any]:
+    proc = WorkflowProcessor(
+        settings(Kind.PROCESSOR, "workflow"), WorkflowConfig.model_validate({}), Capture()
+    )
+    args = {
+        "batch": batch,
+        "cfg": proc._release_cfg,
+        "tails": {},
+        "pending": {},
+        "outcomes": {},
+        "lru": {},
+        "lru_size": 10,
+        "markers": proc._stamp_markers,
+        "suffix_for": proc._suffix_for,
+    }
+    args.update(changes)
+    return list(args.values())
+
+
+def test_release_stamps_counts_and_remembers() -> None:
+    trace = tw.Trace(0.0, 0.0, 0.0, 400)
+    trace.spans = [raw_span(T1, b"r" * 8)]
+    trace.groups = [(b"", b"", b"", b"")]
+    trace.ids = [b"r" * 8]
+    trace.parents = [b""]
+    trace.root = (True, "wf-1", "support", "success", ())
+    trace.root_index = 0
+    args = release_args([(T1, trace, "wait")])
+    encoded, count, nbytes = tw.release(*args)
+    assert (count, nbytes) == (1, 400)
+    pending, outcomes, lru = args[3], args[4], args[5]
+    assert pending == {"wait": [1, 1]} and outcomes == {"success": 1}
+    values, suffix = lru[T1]
+    assert values == ("wf-1", "support", "unknown", "success", "simple")
+    assert encoded.endswith(suffix)
+    keys = ("workflow.id", "workflow.type", "workflow.agent.id", "workflow.outcome")
+    for key, value in zip((*keys, "workflow.complexity_tier"), values, strict=True):
+        assert processor_module._encode_attribute(key, value) in suffix
+
+
+def test_release_rejects_bad_input() -> None:
+    good = tw.Trace(0.0, 0.0, 0.0)
+    broken = tw.Trace(0.0, 0.0, 0.0)
+    broken.root = (True,)
+    cases = [
+        release_args([(T1, object(), "wait")]),
+        release_args([(T1, good)]),
+        release_args([("not bytes", good, "wait")]),
+        release_args([(T1, broken, "wait")]),
+        release_args([], cfg=(1, 2)),
+        release_args([], markers=("str",)),
+        release_args([(T1, good, "wait")], pending={"wait": "x"}),
+    ]
+    for args in cases:
+        with pytest.raises(TypeError):
+            tw.release(*args)
+    bad_root = tw.Trace(0.0, 0.0, 0.0)
+    bad_root.root = (True, "wf", "t", 5, ())  # an outcome that is not a str
+    with pytest.raises(TypeError):
+        tw.release(*release_args([(T1, bad_root, "wait")]))
+    odd = tw.Trace(0.0, 0.0, 0.0)
+    odd.spans = [b"x"]  # spans and groups differ in length
+    with pytest.raises(ValueError):
+        tw.release(*release_args([(T1, odd, "wait")]))
+
+
+def test_apply_mode_has_failed_tool_calls_classified() -> None:
+    failed = raw_span(T1, b"t" * 8, b"r" * 8, kv(b"gen_ai.operation.name", s_(b"execute_tool")))
+    failed += ld(15, varint(3 << 3) + b"\x02")
+    raw = request([resource_spans([scope_spans([failed])])])
+    held: dict[Any, Any] = {}
+    leftovers, added_bytes, _ = tw.ingest(
+        raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), apply_args(held)
+    )
+    assert leftovers == [] and held[T1].spans == [failed + b"E"]
+    assert held[T1].tool_calls == 1 and added_bytes == 400 + 160 + len(failed) + 1
+    # the appended error.type names the agent: the special spans are left to the caller
+    held = {}
+    named = apply_args(held, classify=lambda span_raw: span_raw + AGENT)
+    (left,), _, _ = tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), named)
+    assert left[1] == [failed + AGENT] and left[5] == len(failed + AGENT) and left[7] == -1
+    assert held[T1].spans == []
+    for classify in (lambda span_raw: "not bytes", lambda span_raw: 1 / 0):
+        with pytest.raises((TypeError, ZeroDivisionError)):
+            tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), apply_args({}, None, classify))
+
+
+def test_expire_takes_due_traces_and_requeues_the_others() -> None:
+    held: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+    for name, (last_seen, queued_at, queued_first) in {
+        b"a": (1.0, 1.0, 1.0),  # due (wait)
+        b"b": (9.0, 2.0, 2.0),  # spans since queued: queued again
+        b"c": (9.5, 3.0, 0.5),  # held longer than max_wait
+        b"d": (9.0, 9.0, 9.0),  # not due: the walk ends here
+        b"e": (1.0, 1.0, 1.0),
+    }.items():
+        held[name] = tw.Trace(last_seen, queued_at, queued_first)
+    b_trace = held[b"b"]
+    out = tw.expire(held, 10.0, 2.0, 9.0)
+    assert [(tid, reason) for tid, _, reason in out] == [(b"a", "wait"), (b"c", "max_wait")]
+    assert list(held) == [b"d", b"e", b"b"] and b_trace.queued_at == 9.0
+    assert tw.expire(held, 10.0, 2.0, 0.0) == []
+    assert [tid for tid, _, _ in tw.expire(held, 20.0, 2.0, 0.0)] == [b"d", b"e", b"b"]
+    assert not held
+    with pytest.raises(TypeError):
+        tw.expire(collections.OrderedDict({b"x": object()}), 0.0, 1.0, 0.0)
+
+
+def test_assemble_survives_a_callback_changing_the_lists() -> None:
+    group = (b"r", b"", b"s", b"")
+    spans = [b"a MARK", b"b MARK", b"c"]
+    groups = [group] * 3
+
+    def clear(span_raw: bytes, stamp: object) -> bytes:
+        spans.clear()
+        return b"+"
+
+    got = tw.assemble([(spans, group, b"", object())], (b"MARK",), clear)
+    assert got == tw.assemble([([b"a MARK"], group, b"+", None)], (), clear)
+    spans[:] = [b"a MARK", b"b MARK", b"c"]
+    with pytest.raises(ValueError):  # the groups no longer match the spans
+        tw.assemble([(spans, groups, b"", object())], (b"MARK",), clear)
