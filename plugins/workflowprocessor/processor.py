@@ -190,6 +190,7 @@ class WorkflowProcessor(Component):
         self._outbox_ready = asyncio.Event()
         self._drained = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
+        self._armed: float | None = None  # the deadline the timer waits for, if any
         self._sender: asyncio.Task[None] | None = None
         self._closing = False
         self._done = False
@@ -346,7 +347,11 @@ class WorkflowProcessor(Component):
         self._ingest(raw, asyncio.get_running_loop().time())
         self._enforce_limits()
         self._update_gauges()
-        self._wake.set()
+        held = self._held
+        if (
+            next(iter(held.values())).queued_at + self.config.wait_duration if held else None
+        ) != self._armed:
+            self._wake.set()  # the earliest deadline changed: the timer is set again
         if self._outbox:
             await asyncio.sleep(0)  # let the sender pass released traces on
 
@@ -881,21 +886,29 @@ class WorkflowProcessor(Component):
         await deliver_holding(self.next, payload, self.settings, "released traces")
 
     async def _timer_loop(self) -> None:
+        """Releases the due traces when the deadline of the first held trace (``_armed``)
+        passes. ``consume`` wakes it only when that deadline changed (the held traces went
+        from none to some, or limits released the first): no task, no timeout per request."""
         loop = asyncio.get_running_loop()
         wait = self.config.wait_duration
+        wake = self._wake
         while not self._closing:
-            timeout: float | None = None
+            handle: asyncio.TimerHandle | None = None
+            self._armed = None
             if self._held:
-                first = next(iter(self._held.values()))
-                timeout = first.queued_at + wait - loop.time()
-                if timeout <= 0:
+                deadline = next(iter(self._held.values())).queued_at + wait
+                if deadline <= loop.time():
                     self._release_expired(loop.time())
                     continue
-            self._wake.clear()
+                self._armed = deadline
+                handle = loop.call_at(deadline, wake.set)
+            wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except TimeoutError:
-                pass
+                await wake.wait()
+            finally:
+                if handle is not None:
+                    handle.cancel()
+        self._armed = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self, host: Host) -> None:

@@ -349,3 +349,42 @@ def test_encoded_attribute_is_what_protobuf_writes(key: str, value: str) -> None
     expected = Span(attributes=[KeyValue(key=key, value=AnyValue(string_value=value))])
     assert processor_module._encode_attribute(key, value) == expected.SerializeToString()
     assert processor_module.encode_attribute(key, value) == expected.SerializeToString()
+
+
+async def test_the_timer_is_woken_only_when_the_first_deadline_changes() -> None:
+    proc, capture, _ = make(wait_duration="300ms", max_traces=2)
+    await proc.start(None)  # type: ignore[arg-type]
+    wakes = 0
+    set_wake = proc._wake.set
+
+    def counting_set() -> None:
+        nonlocal wakes
+        wakes += 1
+        set_wake()
+
+    proc._wake.set = counting_set  # type: ignore[method-assign]
+    first = workflow_spans(90)
+    await proc.consume(request([first[0]]))  # none held -> one: woken, armed
+    await asyncio.sleep(0.01)
+    assert wakes == 1
+    loop = asyncio.get_running_loop()
+    armed = proc._armed
+    assert armed is not None and armed > loop.time()
+    await proc.consume(request([first[1]]))  # the first trace again: same deadline
+    second = workflow_spans(91)
+    await proc.consume(request([second[0], second[1]]))  # behind the first: same deadline
+    await asyncio.sleep(0.01)
+    assert wakes == 1 and proc._armed == armed
+    await asyncio.sleep(0.1)
+    third = workflow_spans(92)
+    await proc.consume(request([third[0], third[1]]))  # max_traces releases trace 90
+    assert any(s.trace_id == tid(90) for _, s in capture.spans())
+    await asyncio.sleep(0.01)
+    assert wakes == 2  # armed again for trace 91
+    assert proc._armed == proc._held[tid(91)].queued_at + 0.3
+    # traces 91 and 92 are still released by the timer, after their wait
+    await wait_until(lambda: any(s.trace_id == tid(92) for _, s in capture.spans()), within=1.0)
+    assert any(s.trace_id == tid(91) for _, s in capture.spans())
+    await asyncio.sleep(0.01)
+    assert not proc._held and proc._armed is None
+    await proc.shutdown()
