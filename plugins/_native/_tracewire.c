@@ -381,6 +381,11 @@ needle_init(needle *nd, const void *p, Py_ssize_t n)
             nd->shift[nd->p[i]] = (uint8_t)(n - 1 - i);
 }
 
+#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
+#include <emmintrin.h>
+#define HAVE_SSE2_SEARCH 1
+#endif
+
 static int
 needle_in(const needle *nd, slice hay)
 {
@@ -389,6 +394,34 @@ needle_in(const needle *nd, slice hay)
         return 1;
     if (n > hay.n)
         return 0;
+#ifdef HAVE_SSE2_SEARCH
+    if (n >= 2) {
+        /* 16 positions at a time: those whose first and last bytes match the needle's are
+         * compared in full (every load stays inside hay: see the bounds below) */
+        const uint8_t *h = hay.p, *s = nd->p;
+        Py_ssize_t limit = hay.n - n; /* the last possible start */
+        Py_ssize_t i = 0;
+        const __m128i first = _mm_set1_epi8((char)s[0]), last = _mm_set1_epi8((char)s[n - 1]);
+        for (; i + 15 <= limit; i += 16) {
+            /* reads h[i .. i+15] and h[i+n-1 .. i+n+14], i+n+14 <= limit+n-1 = hay.n-1 */
+            __m128i a = _mm_loadu_si128((const __m128i *)(h + i));
+            __m128i b = _mm_loadu_si128((const __m128i *)(h + i + n - 1));
+            unsigned mask = (unsigned)_mm_movemask_epi8(
+                _mm_and_si128(_mm_cmpeq_epi8(a, first), _mm_cmpeq_epi8(b, last)));
+            while (mask) {
+                int bit = __builtin_ctz(mask);
+                if (memcmp(h + i + bit + 1, s + 1, (size_t)(n - 2)) == 0)
+                    return 1;
+                mask &= mask - 1;
+            }
+        }
+        for (; i <= limit; i++)
+            if (h[i] == s[0] && h[i + n - 1] == s[n - 1] &&
+                memcmp(h + i + 1, s + 1, (size_t)(n - 2)) == 0)
+                return 1;
+        return 0;
+    }
+#endif
     const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
     uint8_t tail = nd->p[n - 1];
     while (p <= last) {

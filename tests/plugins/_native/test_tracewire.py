@@ -212,6 +212,25 @@ def test_ingest_matches_the_python_parsers(raw: bytes) -> None:
     assert native_ingest(raw) == reference_ingest(raw)
 
 
+def test_marker_search_matches_python_at_every_offset_and_length() -> None:
+    """The substring tests (16 positions at a time where SSE2 is available): markers of every
+    length, planted at every offset, near misses (first and last byte match), at the ends."""
+    rng = random.Random(7)
+    for n in (1, 2, 3, 5, 12, 16, 17, 31, 40):
+        marker = bytes(rng.randrange(1, 256) for _ in range(n))
+        near = marker[:1] + bytes(b ^ 1 for b in marker[1:-1]) + marker[-1:] if n > 2 else b"\0"
+        for size in range(0, 70, 3):
+            for at in sorted({0, size // 2, size} | {rng.randrange(size + 1) for _ in range(3)}):
+                filler = bytes(rng.choice(b"ab" + marker[:1] + marker[-1:]) for _ in range(size))
+                body = filler[:at] + (marker if rng.random() < 0.5 else near) + filler[at:]
+                spans = [raw_span(T1, b"a" * 8, b"p" * 8, ld(9, body)), raw_span(T1, b"b" * 8)]
+                raw = request([resource_spans([scope_spans(spans)])])
+                got = tw.ingest(raw, {}, marker, b"\xff" * 50, marker)[0][6]
+                expected = [(0, 2 | 4)] if marker in spans[0] else []
+                expected += [(1, 1 | (2 if marker in spans[1] else 0))]
+                assert got == expected, (n, size, at)
+
+
 def test_ingest_interns_groups() -> None:
     raw = INGEST_CASES["several resources and scopes, trace across them"]
     interned: dict[Any, Any] = {}
