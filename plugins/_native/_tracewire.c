@@ -384,6 +384,35 @@ needle_init(needle *nd, const void *p, Py_ssize_t n)
 #if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
 #include <emmintrin.h>
 #define HAVE_SSE2_SEARCH 1
+
+/* whether hay contains s (2 <= n <= hay.n): 16 positions at a time, those whose first and
+ * last bytes match compared in full (every load stays inside hay: see the bounds below) */
+static int
+find_sse2(const uint8_t *s, Py_ssize_t n, slice hay)
+{
+    const uint8_t *h = hay.p;
+    Py_ssize_t limit = hay.n - n; /* the last possible start */
+    Py_ssize_t i = 0;
+    const __m128i first = _mm_set1_epi8((char)s[0]), last = _mm_set1_epi8((char)s[n - 1]);
+    for (; i + 15 <= limit; i += 16) {
+        /* reads h[i .. i+15] and h[i+n-1 .. i+n+14], i+n+14 <= limit+n-1 = hay.n-1 */
+        __m128i a = _mm_loadu_si128((const __m128i *)(h + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(h + i + n - 1));
+        unsigned mask = (unsigned)_mm_movemask_epi8(
+            _mm_and_si128(_mm_cmpeq_epi8(a, first), _mm_cmpeq_epi8(b, last)));
+        while (mask) {
+            int bit = __builtin_ctz(mask);
+            if (memcmp(h + i + bit + 1, s + 1, (size_t)(n - 2)) == 0)
+                return 1;
+            mask &= mask - 1;
+        }
+    }
+    for (; i <= limit; i++)
+        if (h[i] == s[0] && h[i + n - 1] == s[n - 1] &&
+            memcmp(h + i + 1, s + 1, (size_t)(n - 2)) == 0)
+            return 1;
+    return 0;
+}
 #endif
 
 static int
@@ -395,32 +424,8 @@ needle_in(const needle *nd, slice hay)
     if (n > hay.n)
         return 0;
 #ifdef HAVE_SSE2_SEARCH
-    if (n >= 2) {
-        /* 16 positions at a time: those whose first and last bytes match the needle's are
-         * compared in full (every load stays inside hay: see the bounds below) */
-        const uint8_t *h = hay.p, *s = nd->p;
-        Py_ssize_t limit = hay.n - n; /* the last possible start */
-        Py_ssize_t i = 0;
-        const __m128i first = _mm_set1_epi8((char)s[0]), last = _mm_set1_epi8((char)s[n - 1]);
-        for (; i + 15 <= limit; i += 16) {
-            /* reads h[i .. i+15] and h[i+n-1 .. i+n+14], i+n+14 <= limit+n-1 = hay.n-1 */
-            __m128i a = _mm_loadu_si128((const __m128i *)(h + i));
-            __m128i b = _mm_loadu_si128((const __m128i *)(h + i + n - 1));
-            unsigned mask = (unsigned)_mm_movemask_epi8(
-                _mm_and_si128(_mm_cmpeq_epi8(a, first), _mm_cmpeq_epi8(b, last)));
-            while (mask) {
-                int bit = __builtin_ctz(mask);
-                if (memcmp(h + i + bit + 1, s + 1, (size_t)(n - 2)) == 0)
-                    return 1;
-                mask &= mask - 1;
-            }
-        }
-        for (; i <= limit; i++)
-            if (h[i] == s[0] && h[i + n - 1] == s[n - 1] &&
-                memcmp(h + i + 1, s + 1, (size_t)(n - 2)) == 0)
-                return 1;
-        return 0;
-    }
+    if (n >= 2)
+        return find_sse2(nd->p, n, hay);
 #endif
     const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
     uint8_t tail = nd->p[n - 1];
@@ -440,6 +445,10 @@ contains(slice hay, const char *s, Py_ssize_t n)
         return 1;
     if (n > hay.n)
         return 0;
+#ifdef HAVE_SSE2_SEARCH
+    if (n >= 2)
+        return find_sse2((const uint8_t *)s, n, hay);
+#endif
 #ifdef _WIN32
     const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
     while (p <= last) {
@@ -817,9 +826,15 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, const nee
     int flags = 0;
     if (parent.n == 0)
         flags |= F_ROOT;
-    if (needle_in(tool_a, span) || needle_in(tool_b, span))
+    /* with facts, the flags only pick the spans span_facts_of reads: no search for what it
+     * would not look at (an entry falling back, the agent once the entry knows it) */
+    int want = cfg == NULL || !t->fallback;
+    if (want && (needle_in(tool_a, span) || needle_in(tool_b, span)))
         flags |= F_TOOL;
-    if (!(flags & F_ROOT) && needle_in(agent, span))
+    if (cfg != NULL)
+        want = want && !t->agent_set &&
+               (t->agent == NULL || PyUnicode_GET_LENGTH(t->agent) == 0);
+    if (want && !(flags & F_ROOT) && needle_in(agent, span))
         flags |= F_AGENT;
     if (cfg != NULL) {
         if (flags && !t->fallback) {

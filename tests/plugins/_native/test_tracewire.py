@@ -324,6 +324,33 @@ def test_assemble_appends_suffixes_and_asks_for_marked_spans() -> None:
     assert len(asked) == 1
 
 
+def test_assemble_asks_exactly_for_the_spans_holding_a_marker() -> None:
+    """The marker tests of assemble (the common part first, then each marker), at every
+    offset, with near misses, in spans shorter and longer than 16 bytes."""
+    rng = random.Random(11)
+    markers = (key_marker("workflow.id"), key_marker("workflow.type"), b"\x0a\x02zz")
+    near = [m[:-1] + bytes([m[-1] ^ 1]) for m in markers] + [b"workflow.", b"\x0a\x0bworkflow"]
+    group = (b"r", b"", b"", b"")
+    spans = []
+    for size in range(0, 60, 2):
+        for planted in (*markers, *near):
+            at = rng.randrange(size + 1)
+            filler = bytes(rng.choice(b"\x0aworkflz.") for _ in range(size))
+            spans.append(filler[:at] + planted + filler[at:])
+    for looked_for in (markers[:2], markers):  # with a common part "workflow.", without
+        asked: list[bytes] = []
+
+        def suffix_for(span_raw: bytes, stamp: object) -> bytes:
+            asked.append(span_raw)  # noqa: B023
+            return b"!"
+
+        got = tw.assemble([(spans, group, b"+", "stamp")], looked_for, suffix_for)
+        marked = [s for s in spans if any(m in s for m in looked_for)]
+        assert asked == marked and 0 < len(marked) < len(spans)
+        expected = [s + (b"!" if any(m in s for m in looked_for) else b"+") for s in spans]
+        assert got == WorkflowProcessor._assemble_groups({group: expected})
+
+
 def test_assemble_rejects_bad_entries() -> None:
     with pytest.raises(TypeError):
         tw.assemble([([b"s"], (b"", b""), b"", None)], (), None)
