@@ -742,7 +742,11 @@ service:
         await wait_until(lambda: len(cap.spans(key)) == 1)
         # OTLP all the way: the kind survives (no Jaeger mapping in between).
         assert cap.spans(key)[0][2].kind == Span.SPAN_KIND_INTERNAL
-        assert service.telemetry.value("otelcol_exporter_sent_spans_total", exporter="jaeger") == 1
+        # counted once the backend's answer is back, which may be after the span was captured
+        tel = service.telemetry
+        await wait_until(
+            lambda: tel.value("otelcol_exporter_sent_spans_total", exporter="jaeger") == 1
+        )
 
 
 async def test_thrift_exporter_lifecycle_with_data() -> None:
