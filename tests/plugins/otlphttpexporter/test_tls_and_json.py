@@ -83,7 +83,12 @@ service:
             await wait_until(lambda: backend.span_count() == 12, within=15)
             tel = service.telemetry
             for exporter in ("otlp/tls", "otlphttp/tls", "otlphttp/json"):
-                assert tel.value("otelcol_exporter_sent_spans_total", exporter=exporter) == 4
+                # counted once the backend's answer is back (after it counted the spans)
+                await wait_until(
+                    lambda e=exporter: (
+                        tel.value("otelcol_exporter_sent_spans_total", exporter=e) == 4
+                    )
+                )
             expected = req.resource_spans[0].scope_spans[0].spans
             by_request = [r.resource_spans[0].scope_spans[0].spans for r in backend.traces]
             assert len(by_request) == 3
