@@ -9,16 +9,30 @@ it is not a plugin.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from types import ModuleType
+
+log = logging.getLogger("pipeline.native")
+_warned: set[str] = set()
 
 
 def load(name: str) -> ModuleType | None:
     """The compiled module ``plugins._native.<name>``, or ``None`` if it was not built or
-    ``PIPELINE_NATIVE=0`` disables the accelerators."""
+    ``PIPELINE_NATIVE=0`` disables the accelerators. A module that was not built is reported
+    once per process (a warning: the pure-Python path costs several times the CPU)."""
     if os.environ.get("PIPELINE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     try:
         return importlib.import_module(f"plugins._native.{name}")
-    except ImportError:
+    except ImportError as exc:
+        if name not in _warned:
+            _warned.add(name)
+            log.warning(
+                "C accelerator plugins._native.%s is not built (%s); using the pure-Python path "
+                "(same results, several times the CPU). Reinstall with a C compiler and the "
+                "Python headers to build it.",
+                name,
+                exc,
+            )
         return None

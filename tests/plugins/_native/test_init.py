@@ -25,8 +25,13 @@ def test_pipeline_native_0_disables_them(monkeypatch: pytest.MonkeyPatch) -> Non
     assert all(load(name) is None for name in MODULES)
 
 
-def test_unknown_module_is_none() -> None:
-    assert load("_no_such_accelerator") is None
+def test_unknown_module_is_none_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="pipeline.native"):
+        assert load("_no_such_accelerator") is None
+        assert load("_no_such_accelerator") is None
+    warnings = [r for r in caplog.records if "_no_such_accelerator" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "pure-Python path" in warnings[0].getMessage()
 
 
 def test_modules_list_matches_the_build_hook() -> None:
