@@ -358,10 +358,10 @@ class AgentMetricsConnector(FlushingConnector):
     # -- aggregation -----------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:
         """With the C scanner (``plugins/_native/_agentscan.c``), the request is walked once in
-        C and the measurements of most spans arrive aggregated per series; the spans it leaves
-        to Python (workflow roots, failed spans whose error type needs their exception events)
-        and the pure-Python path read spans through :data:`plugins._spanview.TracesView`
-        (attributes as a C-level map of encoded values)."""
+        C and the measurements arrive aggregated per series (A2A producers remembered and
+        consumers matched there too); the rare spans it leaves to Python (see
+        ``handle_span`` in the C source) and the pure-Python path read spans through
+        :data:`plugins._spanview.TracesView` (attributes as a C-level map of encoded values)."""
         raw = data.to_bytes()
         now_ns = time.time_ns()
         now = now_ns / 1e9
