@@ -782,3 +782,28 @@ async def test_delegating_exporter_forwards_spans_and_skips_empty_payloads(
     assert len(cap.CAPTURED["standin"]) == before + 1
     await exp.shutdown()
     await exp.shutdown()
+
+
+async def test_translation_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Translating and encoding a batch happens in a worker thread, not on the event loop, and
+    the spans still go out."""
+    import threading
+
+    from plugins.jaegerexporter.exporter import JaegerThriftExporter
+
+    threads: list[threading.Thread] = []
+    original = JaegerThriftExporter.prepare
+
+    def recording(self: JaegerThriftExporter, data: Any) -> Any:
+        threads.append(threading.current_thread())
+        return original(self, data)
+
+    monkeypatch.setattr(JaegerThriftExporter, "prepare", recording)
+    async with (
+        agent() as (agt, port),
+        exporter({"protocol": "thrift_compact", "endpoint": f"127.0.0.1:{port}"}) as (exp, tel),
+    ):
+        await exp.consume(Traces.from_message(many_spans(5)))
+        await wait_until(lambda: len(agt.packets) == 1)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    assert tel.value("otelcol_exporter_sent_spans_total", exporter="jaeger") == 5
