@@ -59,6 +59,9 @@ class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             Extension(
                 name,
                 sources,
+                depends=[
+                    str(h.relative_to(root)) for h in (root / "plugins" / "_native").glob("*.h")
+                ],
                 extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
             )
             for name, sources in EXTENSIONS.items()

@@ -10,10 +10,7 @@
  *
  * Malformed input raises ValueError; nothing is read outside the buffer.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <string.h>
+#include "pbwire.h"
 
 /* attribute keys, in the order the Python side passes them */
 enum {
@@ -40,8 +37,6 @@ enum { B_TOOL, B_HTTP, B_WORKFLOW, B_A2A, NBOUNDS };
 #define MAX_BUCKETS 32
 #define MAX_EXEMPLARS 16
 #define CACHE_SLOTS 8192 /* power of two */
-
-typedef struct { const uint8_t *p; Py_ssize_t n; } slice;
 
 typedef struct {
     Py_hash_t hash;
@@ -75,67 +70,7 @@ typedef struct {
     PyObject *spill; /* list: decoded values that did not fit in the cache this scan */
 } Scanner;
 
-/* -- wire reading ------------------------------------------------------------------------- */
-
-typedef struct { const uint8_t *p, *end; } reader;
-
-static inline __attribute__((always_inline)) int read_varint(reader *r, uint64_t *out) {
-    if (r->p < r->end && *r->p < 0x80) { *out = *r->p++; return 0; }
-    uint64_t v = 0;
-    int shift = 0;
-    while (r->p < r->end && shift < 64) {
-        uint8_t b = *r->p++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) { *out = v; return 0; }
-        shift += 7;
-    }
-    PyErr_SetString(PyExc_ValueError, "malformed varint in OTLP request");
-    return -1;
-}
-
-/* One field: its number and wire type; for length-delimited fields the payload, for varints
- * the value, for fixed64 the value. Returns 0, or 1 at the end, or -1 on error. */
-typedef struct { uint32_t number; int wire; uint64_t value; slice data; } field;
-
-static inline __attribute__((always_inline)) int next_field(reader *r, field *f) {
-    if (r->p >= r->end) return 1;
-    uint64_t tag;
-    if (read_varint(r, &tag) < 0) return -1;
-    f->number = (uint32_t)(tag >> 3);
-    f->wire = (int)(tag & 7);
-    f->data.p = NULL;
-    f->data.n = 0;
-    if (f->number == 0) goto bad;
-    switch (f->wire) {
-    case 0:
-        return read_varint(r, &f->value) < 0 ? -1 : 0;
-    case 1:
-        if (r->end - r->p < 8) goto bad;
-        memcpy(&f->value, r->p, 8); /* little-endian hosts only (x86_64, aarch64) */
-        r->p += 8;
-        return 0;
-    case 2: {
-        uint64_t n;
-        if (read_varint(r, &n) < 0) return -1;
-        if (n > (uint64_t)(r->end - r->p)) goto bad;
-        f->data.p = r->p;
-        f->data.n = (Py_ssize_t)n;
-        r->p += n;
-        return 0;
-    }
-    case 5:
-        if (r->end - r->p < 4) goto bad;
-        f->value = 0;
-        memcpy(&f->value, r->p, 4);
-        r->p += 4;
-        return 0;
-    default:
-        goto bad;
-    }
-bad:
-    PyErr_SetString(PyExc_ValueError, "malformed field in OTLP request");
-    return -1;
-}
+/* -- wire reading: pbwire.h -------------------------------------------------------------- */
 
 /* A cheap signature of an attribute key (length, first and last byte): most attribute keys
  * of a span match no configured key's signature and are skipped without a comparison. */

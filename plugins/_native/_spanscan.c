@@ -18,79 +18,13 @@
  * attribute key or status message that is not UTF-8): the caller then runs the Python path.
  * Nothing is read outside the buffer.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <string.h>
+#include "pbwire.h"
 
 #define MAX_DIMS 64
 #define MAX_EXEMPLARS 1024
 #define MAX_DEPTH 64 /* nesting of AnyValue arrays and maps validated here */
 
-typedef struct { const uint8_t *p; Py_ssize_t n; } slice;
-
-/* -- wire reading ------------------------------------------------------------------------- */
-
-typedef struct { const uint8_t *p, *end; } reader;
-
-static int bad(const char *what) {
-    PyErr_Format(PyExc_ValueError, "malformed OTLP request: %s", what);
-    return -1;
-}
-
-static inline __attribute__((always_inline)) int read_varint(reader *r, uint64_t *out) {
-    if (r->p < r->end && *r->p < 0x80) { *out = *r->p++; return 0; }
-    uint64_t v = 0;
-    int shift = 0;
-    while (r->p < r->end && shift < 64) {
-        uint8_t b = *r->p++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) { *out = v; return 0; }
-        shift += 7;
-    }
-    return bad("varint");
-}
-
-/* One field: its number and wire type; for length-delimited fields the payload, for varints
- * and fixed fields the value. Returns 0, or 1 at the end, or -1 on error (groups, field
- * number 0 or out of range, lengths past the end). */
-typedef struct { uint32_t number; int wire; uint64_t value; slice data; } field;
-
-static inline __attribute__((always_inline)) int next_field(reader *r, field *f) {
-    if (r->p >= r->end) return 1;
-    uint64_t tag;
-    if (read_varint(r, &tag) < 0) return -1;
-    if (tag > 0xffffffffu) return bad("field number");
-    f->number = (uint32_t)(tag >> 3);
-    f->wire = (int)(tag & 7);
-    if (f->number == 0) return bad("field number 0");
-    switch (f->wire) {
-    case 0:
-        return read_varint(r, &f->value);
-    case 1:
-        if (r->end - r->p < 8) return bad("truncated fixed64");
-        memcpy(&f->value, r->p, 8); /* little-endian hosts only (x86_64, aarch64) */
-        r->p += 8;
-        return 0;
-    case 2: {
-        uint64_t n;
-        if (read_varint(r, &n) < 0) return -1;
-        if (n > (uint64_t)(r->end - r->p)) return bad("length past the end");
-        f->data.p = r->p;
-        f->data.n = (Py_ssize_t)n;
-        r->p += n;
-        return 0;
-    }
-    case 5:
-        if (r->end - r->p < 4) return bad("truncated fixed32");
-        f->value = 0;
-        memcpy(&f->value, r->p, 4);
-        r->p += 4;
-        return 0;
-    default:
-        return bad("wire type");
-    }
-}
+/* -- wire reading: pbwire.h ---------------------------------------------------------------- */
 
 /* Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF), as protobuf checks
  * proto3 strings. */
@@ -516,7 +450,7 @@ static int scan_span(Scanner *self, rs_state *st, slice raw, span_info *s) {
         if (len > 0 && put(self, &n, s->dims[d].p, len) < 0) return -1;
     }
     uint64_t h = hash_key(self->scratch, n);
-    Py_ssize_t at;
+    Py_ssize_t at = 0;
     Py_ssize_t pos = lookup(self, h, self->scratch, n, &at);
     if (pos < 0) {
         PyObject *attrs = build_attrs(self, st, s, kc, sc);
