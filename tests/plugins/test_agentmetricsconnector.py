@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -10,7 +9,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import Kind
 from pipeline.telemetry import SelfTelemetry
-from plugins._native import load
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 from plugins.agentmetricsconnector.connector import (
     A2A_BUCKETS,
@@ -23,21 +21,14 @@ from plugins.agentmetricsconnector.connector import (
 from plugins.workflowprocessor.config import WorkflowConfig
 from plugins.workflowprocessor.processor import WorkflowProcessor
 from tests.plugins._agent_support import Capture, request, settings, span
+from tests.plugins._native_support import both_paths
 from tests.plugins.test__metricsagg import labels, points
 
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(autouse=True, params=["native", "python"])
-def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with the C scanner and with the pure-Python path."""
-    if request.param == "python":
-        monkeypatch.setenv("PIPELINE_NATIVE", "0")
-    elif load("_agentscan") is None:
-        if os.environ.get("CI"):
-            pytest.fail("plugins._native._agentscan was not built (CI requires it)")
-        pytest.skip("the C accelerator plugins._native._agentscan is not built")
-    return str(request.param)
+# every test runs with the C scanner and with the pure-Python path
+scanner = both_paths("_agentscan")
 
 
 def workflow(trace: int, *, failed: bool, duration: float, tool_latency: float) -> list[Span]:

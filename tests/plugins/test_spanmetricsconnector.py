@@ -10,23 +10,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import Kind
 from pipeline.telemetry import SelfTelemetry
-from plugins._native import load
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
 from plugins.spanmetricsconnector.connector import SpanMetricsConnector
 from tests.plugins._agent_support import Capture, request, settings, span
+from tests.plugins._native_support import both_paths
 from tests.plugins.test__metricsagg import labels, points
 
-
-@pytest.fixture(autouse=True, params=["native", "python"])
-def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with the C scanner and with the pure-Python path."""
-    if request.param == "python":
-        monkeypatch.setenv("PIPELINE_NATIVE", "0")
-    elif load("_spanscan") is None:
-        if os.environ.get("CI"):
-            pytest.fail("plugins._native._spanscan was not built (CI requires it)")
-        pytest.skip("the C accelerator plugins._native._spanscan is not built")
-    return str(request.param)
+# every test runs with the C scanner and with the pure-Python path
+scanner = both_paths("_spanscan")
 
 
 async def run(spans_by_service: dict[str, list[Span]], **options: Any) -> tuple[Any, SelfTelemetry]:

@@ -13,18 +13,14 @@ from plugins.workflowprocessor import processor as processor_module
 from plugins.workflowprocessor.config import WorkflowConfig
 from plugins.workflowprocessor.processor import WorkflowProcessor
 from tests.plugins._agent_support import Capture, attrs_of, request, settings, span, tid
+from tests.plugins._native_support import both_paths
 from tests.support import wait_until
 
-
-@pytest.fixture(autouse=True, params=["native", "python"])
-def accelerator(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs on the C accelerator and on the pure-Python fallback."""
-    if request.param == "native":
-        if processor_module._tracewire is None:
-            pytest.skip("the C accelerator is not built")
-    else:
-        monkeypatch.setattr(processor_module, "_tracewire", None)
-    return str(request.param)
+# every test runs on the C accelerator and on the pure-Python fallback (the module is loaded
+# once, when the processor's module is imported)
+accelerator = both_paths(
+    "_tracewire", lambda monkeypatch: monkeypatch.setattr(processor_module, "_tracewire", None)
+)
 
 
 def make(

@@ -4,7 +4,6 @@ A2A latencies; malformed input is refused with ``ValueError`` and never crashes.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from typing import Any
@@ -15,20 +14,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipeline import Kind, Traces
-from plugins._native import load
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 from plugins.agentmetricsconnector.connector import AgentMetricsConnector
 from tests.plugins._agent_support import Capture, kv, settings, sid, tid
+from tests.plugins._native_support import require_native
 
-native = load("_agentscan")
-if native is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("plugins._native._agentscan was not built (CI requires it)")
-    pytest.skip(
-        "the C accelerator plugins._native._agentscan is not built (needs a C compiler: "
-        "reinstall with `pip install -e .`)",
-        allow_module_level=True,
-    )
+native = require_native("_agentscan")
 
 T0 = 1_700_000_000_000_000_000
 WORDS = ["search", "fetch", "", "Timeout", "cancelled by user", "deadline exceeded", "boom", "ünï"]

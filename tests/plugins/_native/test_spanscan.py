@@ -5,7 +5,6 @@ counts, sums up to float rounding, exemplars); malformed input is refused with `
 
 from __future__ import annotations
 
-import os
 import random
 import struct
 import time
@@ -23,21 +22,13 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipeline import Kind, Traces
-from plugins._native import load
 from plugins._spanview import TracesView, value_str
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
 from plugins.spanmetricsconnector.connector import SpanMetricsConnector
 from tests.plugins._agent_support import Capture, settings, sid, tid
+from tests.plugins._native_support import require_native
 
-native = load("_spanscan")
-if native is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("plugins._native._spanscan was not built (CI requires it)")
-    pytest.skip(
-        "the C accelerator plugins._native._spanscan is not built (needs a C compiler: "
-        "reinstall with `pip install -e .`)",
-        allow_module_level=True,
-    )
+native = require_native("_spanscan")
 
 T0 = 1_700_000_000_000_000_000
 

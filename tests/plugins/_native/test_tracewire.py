@@ -24,9 +24,10 @@ from plugins.workflowprocessor.processor import (
     key_marker,
 )
 from tests.plugins._agent_support import Capture, settings, span
+from tests.plugins._native_support import require_native
 
-tw: Any = processor_module._tracewire
-pytestmark = pytest.mark.skipif(tw is None, reason="the C accelerator is not built")
+require_native("_tracewire")
+tw: Any = processor_module._tracewire  # the module the processor uses
 
 TOOL_A, TOOL_B = b"execute_tool", b"tools/call"
 AGENT = key_marker("gen_ai.agent.id")
