@@ -625,6 +625,34 @@ push_index(PyObject **list, Py_ssize_t index)
     return append_new(*list, PyLong_FromSsize_t(index));
 }
 
+/* Whether a span's Status says ERROR (code 2), or cannot be read here: only those tool calls
+ * are handed to the Python classifier (which decodes the span and checks the code itself), so
+ * the usual OK / UNSET statuses cost no call. */
+static int
+status_may_fail(slice status)
+{
+    const uint8_t *p = status.p, *end = p + status.n;
+    int32_t code = 0;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        if (read_tag(&p, end, &f, &wt) < 0)
+            goto unreadable;
+        if (f == 3 && wt == 0) {
+            uint64_t v;
+            if (read_varint(&p, end, &v) < 0)
+                goto unreadable;
+            code = (int32_t)(uint32_t)v;
+        }
+        else if (skip_value(&p, end, f, wt, 0) < 0)
+            goto unreadable;
+    }
+    return code == 2;
+unreadable:
+    PyErr_Clear();
+    return 1;
+}
+
 /* (index, agent, workflow, wf_id, wf_type, given outcome, error_text, exception, status code,
  * status message, stamp keys present as a bit mask) */
 static int
@@ -765,7 +793,7 @@ span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg
         }
         if (tool) {
             t->tools++;
-            if (!sf.has[K_ERR] && sf.status.n) {
+            if (!sf.has[K_ERR] && sf.status.n && status_may_fail(sf.status)) {
                 if (flags & F_ROOT)
                     return 1; /* its error.type would change the root's facts */
                 if (push_index(&t->errs, index) < 0)
