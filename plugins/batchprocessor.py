@@ -224,8 +224,7 @@ class BatchProcessor(Component):
         self._held_items += self._pending_items
         self._pending_items = 0
         self._first_arrival = None
-        merged = type(batch_items[0]).merge(batch_items)
-        parts = merged.split(self.config.send_batch_max_size)
+        parts = cut(batch_items, self.config.send_batch_max_size)
         (self._size_trigger if size_triggered else self._timeout_trigger).inc()
         for part in parts:
             await self._send(part)
@@ -237,6 +236,42 @@ class BatchProcessor(Component):
         if await deliver_holding(self.next, part, self.settings):
             self._size_hist.observe(n)
         self._held_items -= n
+
+
+def cut(payloads: list[Payload], max_items: int) -> list[Payload]:
+    """``payloads`` (in order) as batches of at most ``max_items`` items (0: one batch).
+
+    Whole payloads are concatenated (no decoding); only a payload that straddles a batch
+    boundary is split, so the cost of splitting is that of the straddling request, not of the
+    whole batch."""
+    merge = type(payloads[0]).merge
+    if not max_items:
+        return [merge(payloads)]
+    parts: list[Payload] = []
+    current: list[Payload] = []
+    room = max_items
+    for payload in payloads:
+        n = payload.item_count()
+        if n > room:
+            if room < max_items:  # its first items close the current batch
+                first, *rest = payload.split(room)
+                current.append(first)
+                parts.append(merge(current))
+                current, room = [], max_items
+                payload = merge(rest)
+                n = payload.item_count()
+            if n > max_items:
+                *full, payload = payload.split(max_items)
+                parts.extend(full)
+                n = payload.item_count()
+        current.append(payload)
+        room -= n
+        if room == 0:
+            parts.append(merge(current))
+            current, room = [], max_items
+    if current:
+        parts.append(merge(current))
+    return parts
 
 
 class BatchProcessorFactory(ProcessorFactory):

@@ -148,3 +148,22 @@ def test_config_rules() -> None:
         BatchConfig.model_validate({"send_batch_size": 10, "send_batch_max_size": 5})
     cfg = BatchConfig()
     assert (cfg.timeout, cfg.send_batch_size, cfg.send_batch_max_size) == (0.2, 8192, 0)
+
+
+@pytest.mark.parametrize("max_items", [1, 7, 10, 64])
+def test_cut_fills_batches_exactly_and_keeps_order(max_items: int) -> None:
+    import random
+
+    from plugins.batchprocessor import cut
+
+    rng = random.Random(max_items)
+    sizes = [rng.choice([1, 3, 6, 10, 25, 130]) for _ in range(40)]
+    payloads = [spans(n, f"p{i}-") for i, n in enumerate(sizes)]
+    parts = cut(payloads, max_items)
+    counts = [p.item_count() for p in parts]
+    assert counts[:-1] == [max_items] * (len(counts) - 1)
+    assert 0 < counts[-1] <= max_items and sum(counts) == sum(sizes)
+    # the counts are the real ones, and every span is there once, in order
+    assert [len(names([p])) for p in parts] == counts
+    assert names(parts) == [f"p{i}-{j}" for i, n in enumerate(sizes) for j in range(n)]
+    assert cut(payloads, 0)[0].item_count() == sum(sizes)
