@@ -106,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     service = Service(config)
 
     async def main() -> int:
-        return await service.run()
+        return await service.run(freeze_gc=True)
 
     try:
         return asyncio.run(main())

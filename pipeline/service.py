@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal as signal_module
 import time
@@ -213,15 +214,27 @@ class Service:
         stop.set()
 
     async def run(
-        self, stop: asyncio.Event | None = None, install_signal_handlers: bool = True
+        self,
+        stop: asyncio.Event | None = None,
+        install_signal_handlers: bool = True,
+        freeze_gc: bool = False,
     ) -> int:
-        """Start, serve until SIGTERM/SIGINT (or ``stop``), then shut down. Returns an exit code."""
+        """Start, serve until SIGTERM/SIGINT (or ``stop``), then shut down. Returns an exit code.
+
+        With ``freeze_gc`` (the ``pipeline run`` process), the objects alive once everything
+        has started (modules, classes, configs, component state: several hundred thousand) are
+        moved out of the cyclic garbage collector's reach (``gc.freeze``), so its periodic full
+        collections scan only what was created while serving: those scans were ~10 % of the
+        forward path's CPU at 10,000 spans/s."""
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         if install_signal_handlers:
             for sig in (signal_module.SIGTERM, signal_module.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig, stop)
         await self.start()
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         assert self._fatal is not None
         stop_task: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         fatal: asyncio.Future[Any] = self._fatal
