@@ -143,8 +143,9 @@ class Payload:
     def _validate(cls, data: bytes) -> int:
         raise NotImplementedError
 
-    def split(self, max_items: int) -> list[Payload]:
-        """Payloads of at most ``max_items`` items each, in order."""
+    def split(self, max_items: int, first: int = 0) -> list[Payload]:
+        """Payloads of at most ``max_items`` items each, in order; with ``first``, the first
+        payload holds at most ``first`` items (to top up a batch that has room for that many)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -175,13 +176,14 @@ class Traces(Payload):
                 "malformed ExportTraceServiceRequest: the protobuf wire format is corrupt"
             ) from exc
 
-    def split(self, max_items: int) -> list[Payload]:
-        if max_items <= 0 or self.item_count() <= max_items:
+    def split(self, max_items: int, first: int = 0) -> list[Payload]:
+        limit = first or max_items
+        if max_items <= 0 or self.item_count() <= limit:
             return [self]
         shallow = _wire.ShallowTraces.FromString(self.to_bytes())
         out: list[Payload] = []
         current = _wire.ShallowTraces()
-        room = max_items
+        room = limit
         for rs in shallow.resource_spans:
             for ss in rs.scope_spans:
                 spans = ss.spans
@@ -197,11 +199,11 @@ class Traces(Payload):
                     start += take
                     room -= take
                     if room == 0:
-                        out.append(Traces(current.SerializeToString(), item_count=max_items))
+                        out.append(Traces(current.SerializeToString(), item_count=limit))
                         current = _wire.ShallowTraces()
-                        room = max_items
-        if room != max_items:
-            out.append(Traces(current.SerializeToString(), item_count=max_items - room))
+                        room = limit = max_items
+        if room != limit:
+            out.append(Traces(current.SerializeToString(), item_count=limit - room))
         return out
 
 
@@ -236,10 +238,11 @@ class Metrics(Payload):
                 "malformed ExportMetricsServiceRequest: the protobuf wire format is corrupt"
             ) from exc
 
-    def split(self, max_items: int) -> list[Payload]:
+    def split(self, max_items: int, first: int = 0) -> list[Payload]:
         """Split at metric boundaries; one metric's points are never separated, so a single
-        metric with more than ``max_items`` points makes a payload of its own."""
-        if max_items <= 0 or self.item_count() <= max_items:
+        metric with more than ``max_items`` (or ``first``) points makes a payload of its own."""
+        limit = first or max_items
+        if max_items <= 0 or self.item_count() <= limit:
             return [self]
         shallow = _wire.ShallowMetrics.FromString(self.to_bytes())
         out: list[Payload] = []
@@ -250,11 +253,12 @@ class Metrics(Payload):
                 sm_out = None
                 for m in sm.metrics:
                     points = _wire.metric_points(m)
-                    if count and count + points > max_items:
+                    if count and count + points > limit:
                         out.append(Metrics(current.SerializeToString(), item_count=count))
                         current = _wire.ShallowMetrics()
                         count = 0
                         sm_out = None
+                        limit = max_items
                     if sm_out is None:
                         rm_out = current.resource_metrics.add(
                             resource=rm.resource, schema_url=rm.schema_url

@@ -242,33 +242,38 @@ def cut(payloads: list[Payload], max_items: int) -> list[Payload]:
     """``payloads`` (in order) as batches of at most ``max_items`` items (0: one batch).
 
     Whole payloads are concatenated (no decoding); only a payload that straddles a batch
-    boundary is split, so the cost of splitting is that of the straddling request, not of the
-    whole batch."""
+    boundary is split (once: its first piece tops up the open batch), so the cost of splitting
+    is that of the straddling request, not of the whole batch. Metrics are split at metric
+    boundaries, so their batches may hold fewer items, and a single metric with more points
+    than ``max_items`` makes a batch of its own."""
     merge = type(payloads[0]).merge
     if not max_items:
         return [merge(payloads)]
     parts: list[Payload] = []
     current: list[Payload] = []
     room = max_items
-    for payload in payloads:
-        n = payload.item_count()
+    for whole in payloads:
+        payload: Payload | None = whole
+        n = whole.item_count()
         if n > room:
-            if room < max_items:  # its first items close the current batch
-                first, *rest = payload.split(room)
-                current.append(first)
+            pieces = whole.split(max_items, first=room)
+            if current and pieces[0].item_count() <= room:
+                current.append(pieces.pop(0))
+            if current:
                 parts.append(merge(current))
                 current, room = [], max_items
-                payload = merge(rest)
-                n = payload.item_count()
-            if n > max_items:
-                *full, payload = payload.split(max_items)
-                parts.extend(full)
-                n = payload.item_count()
-        current.append(payload)
-        room -= n
-        if room == 0:
+            payload = pieces.pop() if pieces else None
+            parts.extend(pieces)
+            n = payload.item_count() if payload is not None else 0
+        if payload is None:
+            continue
+        if n >= room:  # fills the batch (or a single metric larger than a batch)
+            current.append(payload)
             parts.append(merge(current))
             current, room = [], max_items
+            continue
+        current.append(payload)
+        room -= n
     if current:
         parts.append(merge(current))
     return parts

@@ -167,3 +167,41 @@ def test_cut_fills_batches_exactly_and_keeps_order(max_items: int) -> None:
     assert [len(names([p])) for p in parts] == counts
     assert names(parts) == [f"p{i}-{j}" for i, n in enumerate(sizes) for j in range(n)]
     assert cut(payloads, 0)[0].item_count() == sum(sizes)
+
+
+def test_cut_metrics_never_exceeds_a_batch_except_one_oversized_metric() -> None:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    from pipeline import Metrics
+    from plugins.batchprocessor import cut
+
+    def metrics(points: list[int], prefix: str) -> Metrics:
+        req = ExportMetricsServiceRequest()
+        sm = req.resource_metrics.add().scope_metrics.add()
+        for i, n in enumerate(points):
+            m = sm.metrics.add(name=f"{prefix}{i}")
+            for v in range(n):
+                m.gauge.data_points.add(as_int=v)
+        return Metrics(req.SerializeToString())
+
+    payloads = [metrics([3, 4], "a"), metrics([2, 12, 1], "b"), metrics([5, 5, 5], "c")]
+    parts = cut(payloads, 10)
+    counts = [p.item_count() for p in parts]
+    assert sum(counts) == 37
+    # the 12-point metric is alone; every other batch is within the limit
+    assert [c for c in counts if c > 10] == [12]
+
+    def metric_list(p: Payload) -> list[object]:
+        return [
+            m for rm in p.message().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        ]
+
+    assert [m.name for p in parts for m in metric_list(p)] == [  # type: ignore[attr-defined]
+        "a0", "a1", "b0", "b1", "b2", "c0", "c1", "c2",
+    ]  # fmt: skip
+    assert counts == [
+        sum(len(m.gauge.data_points) for m in metric_list(p))  # type: ignore[attr-defined]
+        for p in parts
+    ]
