@@ -71,7 +71,7 @@ class ErrorRule(ConfigModel):
     span gets ``error.type = error_type``."""
 
     pattern: str
-    error_type: str
+    error_type: str = Field(min_length=1)
 
 
 DEFAULT_ERROR_RULES = [
@@ -95,6 +95,19 @@ class ErrorClassifier:
 
     def __init__(self, rules: list[ErrorRule]) -> None:
         self._rules = [(re.compile(r.pattern, re.IGNORECASE), r.error_type) for r in rules]
+        # text -> the first matching rule's error type ("" when none): status and exception
+        # messages repeat, so each distinct text is matched against the rules once
+        self._matched: dict[str, str] = {}
+
+    def match(self, text: str) -> str:
+        """The error type of the first rule matching ``text``, or ``""``."""
+        found = self._matched.get(text)
+        if found is None:
+            found = next((t for regex, t in self._rules if regex.search(text)), "")
+            if len(self._matched) >= 4096:
+                self._matched.clear()
+            self._matched[text] = found
+        return found
 
     def classify(self, span: Any) -> str:
         """``error.type`` for a failed span that has none: an exception event's
@@ -109,11 +122,10 @@ class ErrorClassifier:
                     if kv.key == "exception.message":
                         texts.append(kv.value.string_value)
         for text in texts:
-            if not text:
-                continue
-            for regex, error_type in self._rules:
-                if regex.search(text):
-                    return error_type
+            if text:
+                found = self.match(text)
+                if found:
+                    return found
         return FALLBACK_ERROR_TYPE
 
 
