@@ -4,6 +4,8 @@ Cases (each on the same generated load, the server pinned to CPU 0, the load gen
 sink to CPU 1):
 
 * ``rotel``: rotel-agent, OTLP/gRPC in -> OTLP/gRPC out (its plain forward path);
+* ``grpc floor``: a grpc.aio server that takes each request as raw bytes and answers at once
+  (``benchmarks/grpc_floor.py``): what grpcio itself costs any Python receiver per request;
 * ``forward``: this gateway, otlp -> batch -> otlp;
 * ``agent``: otlp -> memory_limiter -> workflow -> batch -> otlp, with agentmetrics feeding a
   metrics pipeline (-> otlp); ``agent + spanmetrics`` adds the spanmetrics connector.
@@ -321,7 +323,7 @@ class Case:
     """One benchmark case."""
 
     name: str
-    server: str  # rotel | forward | agent
+    server: str  # rotel | floor (grpc_floor.py) | forward | agent
     load: Load
     wait: str = "1s"
     max_traces: int = 100_000
@@ -390,6 +392,12 @@ def server(
                 "--otlp-exporter-protocol", "grpc",
                 "--otlp-exporter-compression", "none",
             ]  # fmt: skip
+        env = dict(os.environ)
+    elif case.server == "floor":
+        args = [
+            "taskset", "-c", "0", sys.executable, "-m", "benchmarks.grpc_floor",
+            "--port", str(port),
+        ]  # fmt: skip
         env = dict(os.environ)
     else:
         if case.server == "forward":
@@ -494,9 +502,9 @@ def run_case(case: Case, workdir: Path, sink: str | None) -> Result:
         # warm up: one small load, so start-up costs are not counted
         warm = replace(case.load, seconds=1.0, rate=min(case.load.rate, 2000))
         _spawn_load(endpoint, warm)
-        if case.server != "rotel":
+        if case.server not in ("rotel", "floor"):
             _wait_out(telemetry, None, timeout=10, settle=_settle(case))
-        base_out = _out_spans(telemetry) if case.server != "rotel" else 0.0
+        base_out = _out_spans(telemetry) if case.server not in ("rotel", "floor") else 0.0
         cpu0 = sum(ps.cpu_times()[:2])
         peak = {"rss": ps.memory_info().rss, "held": 0.0}
         stop = threading.Event()
@@ -519,7 +527,7 @@ def run_case(case: Case, workdir: Path, sink: str | None) -> Result:
         sampler.start()
         stats = _spawn_load(endpoint, case.load)
         out = None
-        if case.server != "rotel":
+        if case.server not in ("rotel", "floor"):
             expected = base_out + stats["sent_spans"]
             out = _wait_out(telemetry, expected, timeout=60, settle=_settle(case)) - base_out
         else:
@@ -591,6 +599,7 @@ def cases(quick: bool) -> list[Case]:
     base = Load(seconds=seconds)
     out = [
         Case("rotel forward", "rotel", base),
+        Case("grpc floor", "floor", base),
         Case("gateway forward", "forward", base),
         Case("agent pipeline", "agent", base),
         Case("agent + spanmetrics", "agent", base, spanmetrics=True),
