@@ -21,6 +21,7 @@ EXTENSIONS: dict[str, list[str]] = {
     "plugins._native._agentscan": ["plugins/_native/_agentscan.c"],
     "plugins._native._tracewire": ["plugins/_native/_tracewire.c"],
     "plugins._native._spanscan": ["plugins/_native/_spanscan.c"],
+    "plugins._native._framing": ["plugins/_native/_framing.c"],
 }
 
 

@@ -39,6 +39,9 @@ class Signal(enum.StrEnum):
 _ITEM_NAMES = {Signal.TRACES: "spans", Signal.METRICS: "metric_points", Signal.LOGS: "log_records"}
 
 
+MALFORMED_TRACES = "malformed ExportTraceServiceRequest: the protobuf wire format is corrupt"
+
+
 class Payload:
     """Base class of :class:`Traces` and :class:`Metrics`; not created directly."""
 
@@ -172,9 +175,7 @@ class Traces(Payload):
         try:
             return _wire.count_spans(_wire.FramingTraces.FromString(data))
         except DecodeError as exc:
-            raise PermanentError(
-                "malformed ExportTraceServiceRequest: the protobuf wire format is corrupt"
-            ) from exc
+            raise PermanentError(MALFORMED_TRACES) from exc
 
     def split(self, max_items: int, first: int = 0) -> list[Payload]:
         limit = first or max_items

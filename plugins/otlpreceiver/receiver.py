@@ -5,8 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pipeline import Component, Consumer, CreateSettings, Host, Payload, Signal, payload_type
+from pipeline import (
+    Component,
+    Consumer,
+    CreateSettings,
+    Host,
+    Payload,
+    PermanentError,
+    Signal,
+    Traces,
+    payload_type,
+)
+from pipeline.pdata import MALFORMED_TRACES
+from plugins._native import load as _load_native
 from plugins.otlpreceiver.config import OTLPReceiverConfig
+
+# The framing check of trace requests in C (plugins/_native/_framing.c; the same verdicts and
+# counts as Traces.validate, ~10x cheaper), or None: then Traces.validate.
+_framing: Any = _load_native("_framing")
 
 
 class OTLPReceiver(Component):
@@ -34,6 +50,13 @@ class OTLPReceiver(Component):
         Raises ``PermanentError`` for data that cannot be decoded and whatever the pipeline
         raises (``RetryableError`` when it pushes back).
         """
+        if signal is Signal.TRACES and _framing is not None:
+            try:
+                payload: Payload = Traces(data, item_count=_framing.count_spans(data))
+            except ValueError as exc:
+                self.count_malformed(signal)
+                raise PermanentError(MALFORMED_TRACES) from exc
+            return await self.push_payload(signal, payload)
         payload = payload_type(signal)(data)
         try:
             payload.validate()

@@ -8,7 +8,7 @@ import pytest
 
 from plugins._native import load
 
-MODULES = ("_agentscan", "_tracewire", "_spanscan")  # hatch_build.EXTENSIONS
+MODULES = ("_agentscan", "_tracewire", "_spanscan", "_framing")  # hatch_build.EXTENSIONS
 
 
 @pytest.mark.parametrize("name", MODULES)
