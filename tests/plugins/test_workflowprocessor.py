@@ -384,3 +384,34 @@ async def test_the_timer_is_woken_only_when_the_first_deadline_changes() -> None
     await asyncio.sleep(0.01)
     assert not proc._held and proc._armed is None
     await proc.shutdown()
+
+
+async def test_traces_falling_due_within_a_tick_are_released_together() -> None:
+    # wait 300 ms: releases at least 30 ms apart; 6 traces arriving a few ms apart fall due
+    # within one tick, so they go out in at most 2 releases (not 6), each after its full wait
+    proc, capture, _ = make(wait_duration="300ms")
+    assert proc._tick == pytest.approx(0.03)
+    await proc.start(None)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    arrived: dict[bytes, float] = {}
+    for t in range(100, 106):
+        root, agent, tools = workflow_spans(t)
+        await proc.consume(request([root, agent, *tools]))
+        arrived[tid(t)] = loop.time()
+        await asyncio.sleep(0.004)
+    released: dict[bytes, float] = {}
+
+    def seen() -> bool:
+        for _, s in capture.spans():
+            released.setdefault(s.trace_id, loop.time())
+        return len(released) == 6
+
+    await wait_until(seen, within=2.0, interval=0.002)
+    spread = max(arrived.values()) - min(arrived.values())
+    # (on a badly lagging machine the arrivals may spread over more than one tick)
+    assert 1 <= len(capture.payloads) <= 2 + int(spread / proc._tick)
+    for trace_id, at in released.items():
+        assert at - arrived[trace_id] >= 0.3 - 0.005
+    await proc.shutdown()
+    # a long wait: the tick stays at 100 ms
+    assert make(wait_duration="10s")[0]._tick == pytest.approx(0.1)
