@@ -226,9 +226,27 @@ parse_container(slice msg, slice *one, slices *twos, slice *three)
 #define F_TOOL 2
 #define F_AGENT 4
 
+/* one span of a request, before it is added to a held trace */
+typedef struct {
+    slice span, id, parent; /* in the request */
+    Py_ssize_t group;       /* index in the request's groups */
+    PyObject *fresh;        /* the span as classified (error.type appended), or NULL */
+} pend;
+
+static inline slice
+pend_span(const pend *p)
+{
+    if (p->fresh == NULL)
+        return p->span;
+    slice s = {(const uint8_t *)PyBytes_AS_STRING(p->fresh), PyBytes_GET_SIZE(p->fresh)};
+    return s;
+}
+
 typedef struct {
     slice tid;
-    PyObject *trace_id, *spans, *groups, *ids, *parents, *specials;
+    PyObject *trace_id, *specials;
+    pend *items; /* the trace's spans in the request, in order */
+    Py_ssize_t len, cap;
     Py_ssize_t nbytes;
     /* facts mode */
     PyObject *errs;    /* indices of failed tool calls lacking error.type (list) or NULL */
@@ -261,11 +279,10 @@ entries_clear(entries *e)
 {
     for (Py_ssize_t i = 0; i < e->len; i++) {
         entry *t = &e->items[i];
+        for (Py_ssize_t j = 0; j < t->len; j++)
+            Py_XDECREF(t->items[j].fresh);
+        PyMem_Free(t->items);
         Py_XDECREF(t->trace_id);
-        Py_XDECREF(t->spans);
-        Py_XDECREF(t->groups);
-        Py_XDECREF(t->ids);
-        Py_XDECREF(t->parents);
         Py_XDECREF(t->specials);
         Py_XDECREF(t->errs);
         Py_XDECREF(t->root);
@@ -273,6 +290,28 @@ entries_clear(entries *e)
     }
     PyMem_Free(e->items);
     PyMem_Free(e->table);
+}
+
+static int
+entry_push(entry *t, slice span, slice id, slice parent, Py_ssize_t group)
+{
+    if (t->len == t->cap) {
+        Py_ssize_t cap = t->cap ? t->cap * 2 : 16;
+        pend *items = PyMem_Realloc(t->items, (size_t)cap * sizeof(pend));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->items = items;
+        t->cap = cap;
+    }
+    pend *p = &t->items[t->len++];
+    p->span = span;
+    p->id = id;
+    p->parent = parent;
+    p->group = group;
+    p->fresh = NULL;
+    return 0;
 }
 
 static int
@@ -301,19 +340,6 @@ table_grow(entries *e)
     for (Py_ssize_t i = 0; i < e->len; i++)
         table_insert(e, i);
     return 0;
-}
-
-/* Held data is left out of the cyclic garbage collector: the span lists hold bytes and
- * tuples of bytes only, the root facts and stamps str, bool, bytes and tuples of them, none
- * of which can refer back to them (CPython untracks such tuples itself, lazily). Tracked,
- * every held trace would be traversed by each collection its allocations trigger. */
-static void
-untrack4(PyObject *a, PyObject *b, PyObject *c, PyObject *d)
-{
-    PyObject_GC_UnTrack(a);
-    PyObject_GC_UnTrack(b);
-    PyObject_GC_UnTrack(c);
-    PyObject_GC_UnTrack(d);
 }
 
 /* the index of the entry of a trace id, created if new; -1 on error */
@@ -352,13 +378,8 @@ entry_for(entries *e, slice tid)
     else
         table_insert(e, at);
     t->trace_id = PyBytes_FromStringAndSize((const char *)tid.p, tid.n);
-    t->spans = PyList_New(0);
-    t->groups = PyList_New(0);
-    t->ids = PyList_New(0);
-    t->parents = PyList_New(0);
-    if (!t->trace_id || !t->spans || !t->groups || !t->ids || !t->parents)
+    if (t->trace_id == NULL)
         return -1;
-    untrack4(t->spans, t->groups, t->ids, t->parents);
     return at;
 }
 
@@ -825,7 +846,7 @@ span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg
 }
 
 static int
-ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, const needle *tool_a,
+ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const needle *tool_a,
             const needle *tool_b, const needle *agent, const facts_cfg *cfg)
 {
     const uint8_t *p = span.p, *end = span.p + span.n;
@@ -872,7 +893,7 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, const nee
         flags |= F_AGENT;
     if (cfg != NULL) {
         if (flags && !t->fallback) {
-            int rc = span_facts_of(t, span, flags, PyList_GET_SIZE(t->spans), cfg);
+            int rc = span_facts_of(t, span, flags, t->len, cfg);
             if (rc < 0)
                 return -1;
             if (rc)
@@ -882,12 +903,10 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, const nee
     else if (flags) {
         if (t->specials == NULL && (t->specials = PyList_New(0)) == NULL)
             return -1;
-        if (append_new(t->specials,
-                       Py_BuildValue("(ni)", PyList_GET_SIZE(t->spans), flags)) < 0)
+        if (append_new(t->specials, Py_BuildValue("(ni)", t->len, flags)) < 0)
             return -1;
     }
-    if (append_new(t->spans, bytes_of(span)) < 0 || PyList_Append(t->groups, group) < 0 ||
-        append_new(t->ids, bytes_of(sid)) < 0 || append_new(t->parents, bytes_of(parent)) < 0)
+    if (entry_push(t, span, sid, parent, group) < 0)
         return -1;
     t->nbytes += span.n;
     return 0;
@@ -895,19 +914,197 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, PyObject *group, const nee
 
 /* ---------------------------------------------------------------------------------------- */
 /* Trace: the state of one held trace (the attributes of the Python path's _Trace, as plain
- * members), filled by ingest in apply mode and read by release without attribute lookups. */
+ * members), filled by ingest in apply mode and read by release without attribute lookups.
+ *
+ * Its spans are not Python objects: what one ingest adds to a trace is one chunk, a single
+ * allocation of the exact size holding a record per span and then the spans' encodings back
+ * to back. A record holds where its span is in the chunk, its group (an index in the trace's
+ * table of distinct groups) and its span and parent ids (up to 8 bytes in the record itself,
+ * longer ones in the chunk, after the span). A chunk is neither moved nor freed while its
+ * trace lives: release can point at the spans while Python callbacks run. */
+
+#define LONG_ID 0xFFFF
+#define GROUP_SCAN 32 /* distinct groups looked through before a group is added again */
+
+typedef struct {
+    uint32_t off, len;           /* the span: data[off, off + len) of its chunk */
+    uint64_t id, parent;         /* up to 8 bytes in place; longer: offset | length << 32 */
+    uint32_t group;              /* index in the trace's groups */
+    uint16_t id_len, parent_len; /* 0 to 8, or LONG_ID */
+} rec;
+
+typedef struct {
+    Py_ssize_t n, size; /* records; bytes allocated for the chunk */
+    rec recs[];         /* then the data */
+} chunk;
+
+static inline const uint8_t *
+chunk_data(const chunk *c)
+{
+    return (const uint8_t *)(c->recs + c->n);
+}
+
+static inline slice
+rec_span(const chunk *c, const rec *r)
+{
+    slice s = {chunk_data(c) + r->off, (Py_ssize_t)r->len};
+    return s;
+}
+
+static inline slice
+rec_id(const chunk *c, const uint64_t *v, uint16_t len)
+{
+    slice s;
+    if (len == LONG_ID) {
+        s.p = chunk_data(c) + (uint32_t)*v;
+        s.n = (Py_ssize_t)(*v >> 32);
+    }
+    else {
+        s.p = (const uint8_t *)v;
+        s.n = len;
+    }
+    return s;
+}
 
 typedef struct {
     PyObject_HEAD
     double last_seen, queued_at, queued_first;
-    PyObject *spans, *groups, *ids, *parents; /* lists */
-    PyObject *root_present;                   /* tuple of the stamp keys the root has */
+    chunk **chunks;               /* the spans (chunks[0] is chunk0 until a second one) */
+    Py_ssize_t nchunks, chunks_cap, count;
+    PyObject **groups;            /* distinct groups, references (group0 until a second) */
+    Py_ssize_t ngroups, groups_cap;
+    chunk *chunk0;
+    PyObject *group0;
+    PyObject *root_present;       /* tuple of the stamp keys the root has */
     PyObject *root;     /* None or (workflow, workflow_id, workflow_type, outcome, present) */
     PyObject *agent_id; /* str */
     Py_ssize_t nbytes, root_index, tool_calls;
 } TraceObject;
 
 static PyTypeObject TraceType;
+
+/* room for one more pointer in an array whose first one is kept in the object (*inline) */
+static int
+grow_slots(void **arr, Py_ssize_t *cap, Py_ssize_t len, void *inline_slot)
+{
+    if (len < *cap)
+        return 0;
+    Py_ssize_t ncap = *cap < 4 ? 4 : *cap * 2;
+    void *fresh;
+    if (*arr == inline_slot) {
+        fresh = PyMem_Malloc((size_t)ncap * sizeof(void *));
+        if (fresh != NULL)
+            memcpy(fresh, inline_slot, (size_t)len * sizeof(void *));
+    }
+    else
+        fresh = PyMem_Realloc(*arr, (size_t)ncap * sizeof(void *));
+    if (fresh == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *arr = fresh;
+    *cap = ncap;
+    return 0;
+}
+
+/* the index of group g in the trace's groups (looked for among the last GROUP_SCAN, by
+ * identity: groups are interned; an equal group found twice only costs a table slot, as
+ * assembly merges equal groups); -1 on error */
+static Py_ssize_t
+trace_group(TraceObject *t, PyObject *g)
+{
+    Py_ssize_t stop = t->ngroups > GROUP_SCAN ? t->ngroups - GROUP_SCAN : 0;
+    for (Py_ssize_t i = t->ngroups - 1; i >= stop; i--)
+        if (t->groups[i] == g)
+            return i;
+    if (t->ngroups >= (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many groups in one trace");
+        return -1;
+    }
+    void *arr = t->groups;
+    if (grow_slots(&arr, &t->groups_cap, t->ngroups, &t->group0) < 0)
+        return -1;
+    t->groups = arr;
+    t->groups[t->ngroups] = Py_NewRef(g);
+    return t->ngroups++;
+}
+
+static inline void
+put_id(uint64_t *v, uint16_t *len, slice id, uint8_t *data, uint32_t *off)
+{
+    if (id.n <= 8) {
+        *v = 0;
+        if (id.n)
+            memcpy(v, id.p, (size_t)id.n);
+        *len = (uint16_t)id.n;
+    }
+    else {
+        memcpy(data + *off, id.p, (size_t)id.n);
+        *v = *off | (uint64_t)id.n << 32;
+        *len = LONG_ID;
+        *off += (uint32_t)id.n;
+    }
+}
+
+/* items[0..n) added to the trace as one chunk; groups: the list their group indices refer to
+ * (its items are 4-tuples of bytes) */
+static int
+trace_add(TraceObject *t, const pend *items, Py_ssize_t n, PyObject *groups)
+{
+    if (n == 0)
+        return 0;
+    uint64_t data = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        data += (uint64_t)pend_span(&items[i]).n;
+        if (items[i].id.n > 8)
+            data += (uint64_t)items[i].id.n;
+        if (items[i].parent.n > 8)
+            data += (uint64_t)items[i].parent.n;
+    }
+    if (data > UINT32_MAX || (uint64_t)n > (uint64_t)(PY_SSIZE_T_MAX / 2) / sizeof(rec)) {
+        PyErr_SetString(PyExc_OverflowError, "the spans of a trace in one request exceed 4 GiB");
+        return -1;
+    }
+    void *arr = t->chunks;
+    if (grow_slots(&arr, &t->chunks_cap, t->nchunks, &t->chunk0) < 0)
+        return -1;
+    t->chunks = arr;
+    size_t size = sizeof(chunk) + (size_t)n * sizeof(rec) + (size_t)data;
+    chunk *c = PyMem_Malloc(size);
+    if (c == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->n = n;
+    c->size = (Py_ssize_t)size;
+    uint8_t *d = (uint8_t *)(c->recs + n);
+    uint32_t off = 0;
+    PyObject *last_group = NULL;
+    Py_ssize_t last_at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        rec *r = &c->recs[i];
+        slice s = pend_span(&items[i]);
+        r->off = off;
+        r->len = (uint32_t)s.n;
+        if (s.n)
+            memcpy(d + off, s.p, (size_t)s.n);
+        off += (uint32_t)s.n;
+        put_id(&r->id, &r->id_len, items[i].id, d, &off);
+        put_id(&r->parent, &r->parent_len, items[i].parent, d, &off);
+        PyObject *g = PyList_GET_ITEM(groups, items[i].group);
+        if (g != last_group) {
+            if ((last_at = trace_group(t, g)) < 0) {
+                PyMem_Free(c);
+                return -1;
+            }
+            last_group = g;
+        }
+        r->group = (uint32_t)last_at;
+    }
+    t->chunks[t->nchunks++] = c;
+    t->count += n;
+    return 0;
+}
 
 static PyObject *
 trace_create(PyTypeObject *type, double now, double queued_at, double queued_first,
@@ -921,18 +1118,17 @@ trace_create(PyTypeObject *type, double now, double queued_at, double queued_fir
     t->queued_first = queued_first;
     t->nbytes = nbytes;
     t->root_index = -1;
-    t->spans = PyList_New(0);
-    t->groups = PyList_New(0);
-    t->ids = PyList_New(0);
-    t->parents = PyList_New(0);
+    t->chunks = &t->chunk0;
+    t->chunks_cap = 1;
+    t->groups = &t->group0;
+    t->groups_cap = 1;
     t->root_present = PyTuple_New(0);
     t->agent_id = PyUnicode_FromStringAndSize(NULL, 0);
     t->root = Py_NewRef(Py_None);
-    if (!t->spans || !t->groups || !t->ids || !t->parents || !t->root_present || !t->agent_id) {
+    if (!t->root_present || !t->agent_id) {
         Py_DECREF(t);
         return NULL;
     }
-    untrack4(t->spans, t->groups, t->ids, t->parents);
     return (PyObject *)t;
 }
 
@@ -950,24 +1146,141 @@ trace_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static void
 trace_dealloc(TraceObject *t)
 {
-    Py_CLEAR(t->spans);
-    Py_CLEAR(t->groups);
-    Py_CLEAR(t->ids);
-    Py_CLEAR(t->parents);
+    if (t->chunks != NULL) {
+        for (Py_ssize_t i = 0; i < t->nchunks; i++)
+            PyMem_Free(t->chunks[i]);
+        if (t->chunks != &t->chunk0)
+            PyMem_Free(t->chunks);
+    }
+    if (t->groups != NULL) {
+        for (Py_ssize_t i = 0; i < t->ngroups; i++)
+            Py_DECREF(t->groups[i]);
+        if (t->groups != &t->group0)
+            PyMem_Free(t->groups);
+    }
     Py_CLEAR(t->root_present);
     Py_CLEAR(t->root);
     Py_CLEAR(t->agent_id);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
+static int
+check_group(PyObject *g)
+{
+    if (!PyTuple_CheckExact(g) || PyTuple_GET_SIZE(g) != 4)
+        goto bad;
+    for (int i = 0; i < 4; i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(g, i)))
+            goto bad;
+    return 0;
+bad:
+    PyErr_SetString(PyExc_TypeError, "a group is a tuple of 4 bytes");
+    return -1;
+}
+
+/* add(spans, groups, ids, parents): spans appended (lists of the same length: bytes, groups
+ * (4-tuples of bytes), bytes, bytes); nbytes is left to the caller */
+static PyObject *
+trace_add_py(TraceObject *t, PyObject *args)
+{
+    PyObject *spans, *groups, *ids, *parents;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!:add", &PyList_Type, &spans, &PyList_Type, &groups,
+                          &PyList_Type, &ids, &PyList_Type, &parents))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(spans);
+    if (PyList_GET_SIZE(groups) != n || PyList_GET_SIZE(ids) != n ||
+        PyList_GET_SIZE(parents) != n) {
+        PyErr_SetString(PyExc_ValueError, "add: the lists differ in length");
+        return NULL;
+    }
+    if (n == 0)
+        Py_RETURN_NONE;
+    pend *items = PyMem_Malloc((size_t)n * sizeof(pend));
+    if (items == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(spans, i), *id = PyList_GET_ITEM(ids, i);
+        PyObject *parent = PyList_GET_ITEM(parents, i);
+        if (!PyBytes_Check(s) || !PyBytes_Check(id) || !PyBytes_Check(parent)) {
+            PyErr_SetString(PyExc_TypeError, "add: spans and ids are bytes");
+            PyMem_Free(items);
+            return NULL;
+        }
+        if (check_group(PyList_GET_ITEM(groups, i)) < 0) {
+            PyMem_Free(items);
+            return NULL;
+        }
+        items[i].span = slice_of_bytes(s);
+        items[i].id = slice_of_bytes(id);
+        items[i].parent = slice_of_bytes(parent);
+        items[i].group = i;
+        items[i].fresh = NULL;
+    }
+    int rc = trace_add(t, items, n, groups);
+    PyMem_Free(items);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+enum { L_SPANS, L_GROUPS, L_IDS, L_PARENTS };
+
+/* the spans, groups, ids or parents as a new list */
+static PyObject *
+trace_list(TraceObject *t, void *which)
+{
+    int w = (int)(intptr_t)which;
+    PyObject *out = PyList_New(t->count);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t k = 0;
+    for (Py_ssize_t c = 0; c < t->nchunks; c++) {
+        const chunk *ch = t->chunks[c];
+        for (Py_ssize_t j = 0; j < ch->n; j++) {
+            const rec *r = &ch->recs[j];
+            PyObject *o;
+            if (w == L_SPANS)
+                o = bytes_of(rec_span(ch, r));
+            else if (w == L_GROUPS)
+                o = Py_NewRef(t->groups[r->group]);
+            else if (w == L_IDS)
+                o = bytes_of(rec_id(ch, &r->id, r->id_len));
+            else
+                o = bytes_of(rec_id(ch, &r->parent, r->parent_len));
+            if (o == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyList_SET_ITEM(out, k++, o);
+        }
+    }
+    return out;
+}
+
+static Py_ssize_t
+trace_len(TraceObject *t)
+{
+    return t->count;
+}
+
+/* the bytes this trace really allocated (the object, its chunks and tables) */
+static PyObject *
+trace_sizeof(TraceObject *t, PyObject *unused)
+{
+    size_t size = (size_t)Py_TYPE(t)->tp_basicsize;
+    for (Py_ssize_t c = 0; c < t->nchunks; c++)
+        size += (size_t)t->chunks[c]->size;
+    if (t->chunks != &t->chunk0)
+        size += (size_t)t->chunks_cap * sizeof(chunk *);
+    if (t->groups != &t->group0)
+        size += (size_t)t->groups_cap * sizeof(PyObject *);
+    return PyLong_FromSize_t(size);
+}
+
 static PyMemberDef trace_members[] = {
     {"last_seen", T_DOUBLE, offsetof(TraceObject, last_seen), 0, NULL},
     {"queued_at", T_DOUBLE, offsetof(TraceObject, queued_at), 0, NULL},
     {"queued_first", T_DOUBLE, offsetof(TraceObject, queued_first), 0, NULL},
-    {"spans", T_OBJECT_EX, offsetof(TraceObject, spans), 0, NULL},
-    {"groups", T_OBJECT_EX, offsetof(TraceObject, groups), 0, NULL},
-    {"ids", T_OBJECT_EX, offsetof(TraceObject, ids), 0, NULL},
-    {"parents", T_OBJECT_EX, offsetof(TraceObject, parents), 0, NULL},
     {"root_present", T_OBJECT_EX, offsetof(TraceObject, root_present), 0, NULL},
     {"root", T_OBJECT, offsetof(TraceObject, root), 0, NULL},
     {"agent_id", T_OBJECT_EX, offsetof(TraceObject, agent_id), 0, NULL},
@@ -977,14 +1290,43 @@ static PyMemberDef trace_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+static PyGetSetDef trace_getset[] = {
+    {"spans", (getter)trace_list, NULL, "the encoded spans (a new list)", (void *)L_SPANS},
+    {"groups", (getter)trace_list, NULL, "the group of each span (a new list)",
+     (void *)L_GROUPS},
+    {"ids", (getter)trace_list, NULL, "the span ids (a new list)", (void *)L_IDS},
+    {"parents", (getter)trace_list, NULL, "the parent span ids (a new list)",
+     (void *)L_PARENTS},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef trace_methods[] = {
+    {"add", (PyCFunction)trace_add_py, METH_VARARGS,
+     "add(spans, groups, ids, parents): spans appended (nbytes is the caller's)"},
+    {"__sizeof__", (PyCFunction)trace_sizeof, METH_NOARGS,
+     "bytes allocated: the object, its spans and tables"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods trace_as_sequence = {
+    .sq_length = (lenfunc)trace_len,
+};
+
 static PyTypeObject TraceType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "plugins._native._tracewire.Trace",
     .tp_basicsize = sizeof(TraceObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT, /* refers to untracked data only: see untrack4 */
-    .tp_doc = "Trace(last_seen, queued_at, queued_first, nbytes=0): one held trace.",
+    /* not tracked by the cyclic GC: it refers to bytes, str and tuples of them only (the
+     * groups, root facts and agent), none of which can refer back to it; tracked, every held
+     * trace would be traversed by each collection its allocations trigger */
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Trace(last_seen, queued_at, queued_first, nbytes=0): one held trace; len() is "
+              "its span count.",
     .tp_new = trace_new,
     .tp_dealloc = (destructor)trace_dealloc,
     .tp_members = trace_members,
+    .tp_getset = trace_getset,
+    .tp_methods = trace_methods,
+    .tp_as_sequence = &trace_as_sequence,
 };
 
 /* a Trace whose members have the types the C code relies on (Python code may assign any) */
@@ -996,9 +1338,7 @@ trace_checked(PyObject *o)
         return NULL;
     }
     TraceObject *t = (TraceObject *)o;
-    if (!t->spans || !PyList_Check(t->spans) || !t->groups || !PyList_Check(t->groups) ||
-        !t->ids || !PyList_Check(t->ids) || !t->parents || !PyList_Check(t->parents) ||
-        !t->root_present || !PyTuple_Check(t->root_present) || !t->agent_id ||
+    if (!t->root_present || !PyTuple_Check(t->root_present) || !t->agent_id ||
         !PyUnicode_Check(t->agent_id) ||
         !(t->root == NULL || t->root == Py_None ||
           (PyTuple_Check(t->root) && PyTuple_GET_SIZE(t->root) == 5))) {
@@ -1008,16 +1348,48 @@ trace_checked(PyObject *o)
     return t;
 }
 
+/* an entry's spans, groups, ids and parents as new lists (out[0..4)): 0 or -1 */
 static int
-list_extend(PyObject **dst, PyObject **src, int steal)
+entry_lists(const entry *t, PyObject *groups, PyObject **out)
 {
-    if (steal && PyList_GET_SIZE(*dst) == 0) {
-        Py_SETREF(*dst, *src);
-        *src = NULL;
-        return 0;
+    for (int w = 0; w < 4; w++)
+        if ((out[w] = PyList_New(t->len)) == NULL)
+            goto fail;
+    for (Py_ssize_t j = 0; j < t->len; j++) {
+        const pend *p = &t->items[j];
+        PyObject *span = p->fresh ? Py_NewRef(p->fresh) : bytes_of(p->span);
+        PyObject *id = bytes_of(p->id), *parent = bytes_of(p->parent);
+        PyList_SET_ITEM(out[L_GROUPS], j, Py_NewRef(PyList_GET_ITEM(groups, p->group)));
+        if (span)
+            PyList_SET_ITEM(out[L_SPANS], j, span);
+        if (id)
+            PyList_SET_ITEM(out[L_IDS], j, id);
+        if (parent)
+            PyList_SET_ITEM(out[L_PARENTS], j, parent);
+        if (!span || !id || !parent)
+            goto fail;
     }
-    Py_ssize_t n = PyList_GET_SIZE(*dst);
-    return PyList_SetSlice(*dst, n, n, *src);
+    return 0;
+fail:
+    for (int w = 0; w < 4; w++)
+        Py_CLEAR(out[w]);
+    return -1;
+}
+
+/* the entry as the plain facts mode returns it (facts: the entry's own, or none) */
+static PyObject *
+entry_tuple(const entry *t, PyObject *groups, int facts)
+{
+    PyObject *l[4] = {NULL, NULL, NULL, NULL};
+    if (entry_lists(t, groups, l) < 0)
+        return NULL;
+    if (!facts)
+        return Py_BuildValue("(ONNNNnOnOOO)", t->trace_id, l[0], l[1], l[2], l[3], t->nbytes,
+                             Py_None, (Py_ssize_t)-1, Py_None, Py_None, Py_None);
+    return Py_BuildValue("(ONNNNnOnOOO)", t->trace_id, l[0], l[1], l[2], l[3], t->nbytes,
+                         t->errs ? t->errs : Py_None, t->tools, t->root ? t->root : Py_None,
+                         t->agent_set && t->agent ? t->agent : Py_None,
+                         !t->agent_set && t->agent ? t->agent : Py_None);
 }
 
 /* the failed tool calls lacking error.type of entry t given one by classify(span) -> span
@@ -1030,15 +1402,17 @@ classify_errs(entry *t, PyObject *classify, const needle *agent)
     Py_ssize_t n = PyList_GET_SIZE(t->errs);
     for (Py_ssize_t k = 0; k < n; k++) {
         Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(t->errs, k));
-        if (i < 0 || i >= PyList_GET_SIZE(t->spans)) {
+        if (i < 0 || i >= t->len) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_SystemError, "ingest: a bad error index");
             return -1;
         }
-        PyObject *span = PyList_GET_ITEM(t->spans, i);
-        Py_INCREF(span);
+        pend *p = &t->items[i];
+        PyObject *span = p->fresh ? Py_NewRef(p->fresh) : bytes_of(p->span);
+        if (span == NULL)
+            return -1;
         PyObject *fresh = PyObject_CallOneArg(classify, span);
-        if (fresh == NULL || !PyBytes_Check(fresh) || !PyBytes_Check(span)) {
+        if (fresh == NULL || !PyBytes_Check(fresh)) {
             if (fresh != NULL)
                 PyErr_SetString(PyExc_TypeError, "classify must return bytes");
             Py_XDECREF(fresh);
@@ -1047,14 +1421,9 @@ classify_errs(entry *t, PyObject *classify, const needle *agent)
         }
         if (fresh != span) {
             t->nbytes += PyBytes_GET_SIZE(fresh) - PyBytes_GET_SIZE(span);
-            slice a = {(const uint8_t *)PyBytes_AS_STRING(fresh), PyBytes_GET_SIZE(fresh)};
-            slice b = {(const uint8_t *)PyBytes_AS_STRING(span), PyBytes_GET_SIZE(span)};
-            if (needle_in(agent, a) && !needle_in(agent, b))
+            if (needle_in(agent, slice_of_bytes(fresh)) && !needle_in(agent, slice_of_bytes(span)))
                 rc = 1; /* contrived */
-            if (PyList_SetItem(t->spans, i, fresh) < 0) {
-                Py_DECREF(span);
-                return -1;
-            }
+            Py_XSETREF(p->fresh, fresh);
         }
         else
             Py_DECREF(fresh);
@@ -1072,7 +1441,7 @@ classify_errs(entry *t, PyObject *classify, const needle *agent)
  * whose special spans the caller reads, their traces already created / touched (last_seen)
  * but their spans not added. */
 static PyObject *
-apply_entries(entries *e, PyObject *apply, const needle *agent)
+apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent)
 {
     PyObject *held, *released, *outcome_fn, *masks, *not_workflow, *classify;
     double now;
@@ -1137,9 +1506,7 @@ apply_entries(entries *e, PyObject *apply, const needle *agent)
             t->fallback = rc;
         }
         if (t->fallback) {
-            PyObject *item = Py_BuildValue("(OOOOOnOnOOO)", t->trace_id, t->spans, t->groups,
-                                           t->ids, t->parents, t->nbytes, Py_None,
-                                           (Py_ssize_t)-1, Py_None, Py_None, Py_None);
+            PyObject *item = entry_tuple(t, groups, 0);
             Py_DECREF(obj);
             if (append_new(leftovers, item) < 0)
                 goto fail;
@@ -1150,7 +1517,7 @@ apply_entries(entries *e, PyObject *apply, const needle *agent)
             /* (index, agent, workflow, wf_id, wf_type, given, error, exc, code, msg, mask) */
             PyObject *r = t->root, *facts;
             Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(r, 0));
-            tr->root_index = PyList_GET_SIZE(tr->spans) + index;
+            tr->root_index = tr->count + index;
             if (PyTuple_GET_ITEM(r, 2) == Py_True) {
                 Py_ssize_t mask = PyLong_AsSsize_t(PyTuple_GET_ITEM(r, 10));
                 if (mask < 0 || mask >= PyList_GET_SIZE(masks)) {
@@ -1192,11 +1559,8 @@ apply_entries(entries *e, PyObject *apply, const needle *agent)
         if (t->agent && (t->agent_set || (PyUnicode_GET_LENGTH(t->agent) &&
                                           PyUnicode_GET_LENGTH(tr->agent_id) == 0)))
             Py_SETREF(tr->agent_id, Py_NewRef(t->agent));
-        Py_ssize_t n = PyList_GET_SIZE(t->spans);
-        if (list_extend(&tr->spans, &t->spans, fresh) < 0 ||
-            list_extend(&tr->groups, &t->groups, fresh) < 0 ||
-            list_extend(&tr->ids, &t->ids, fresh) < 0 ||
-            list_extend(&tr->parents, &t->parents, fresh) < 0) {
+        Py_ssize_t n = t->len;
+        if (trace_add(tr, t->items, n, groups) < 0) {
             Py_DECREF(obj);
             goto fail;
         }
@@ -1216,7 +1580,7 @@ static PyObject *
 tw_ingest(PyObject *self, PyObject *args)
 {
     Py_buffer raw, tool_a, tool_b, agent;
-    PyObject *interned, *cfg_tuple = Py_None, *apply = Py_None, *result = NULL;
+    PyObject *interned, *cfg_tuple = Py_None, *apply = Py_None, *result = NULL, *groups = NULL;
     if (!PyArg_ParseTuple(args, "y*O!y*y*y*|OO", &raw, &PyDict_Type, &interned, &tool_a, &tool_b,
                           &agent, &cfg_tuple, &apply))
         return NULL;
@@ -1244,6 +1608,9 @@ tw_ingest(PyObject *self, PyObject *args)
     }
     entries e = {0};
     slices scopes = {0}, spans = {0};
+    /* the group of every ScopeSpans (interned), referred to by index */
+    if ((groups = PyList_New(0)) == NULL)
+        goto done;
     needle nd_tool_a, nd_tool_b, nd_agent;
     needle_init(&nd_tool_a, tool_a.buf, tool_a.len);
     needle_init(&nd_tool_b, tool_b.buf, tool_b.len);
@@ -1288,18 +1655,16 @@ tw_ingest(PyObject *self, PyObject *args)
             if (group == NULL)
                 goto scope_fail;
             PyObject *g = PyDict_SetDefault(interned, group, group); /* borrowed */
-            Py_XINCREF(g);
+            int rc = g == NULL ? -1 : PyList_Append(groups, g);
             Py_DECREF(group);
-            if (g == NULL)
+            if (rc < 0)
                 goto scope_fail;
+            Py_ssize_t gi = PyList_GET_SIZE(groups) - 1;
             for (Py_ssize_t j = 0; j < spans.len; j++) {
-                if (ingest_span(&e, &last, spans.items[j], g, &nd_tool_a, &nd_tool_b,
-                                &nd_agent, cfg) < 0) {
-                    Py_DECREF(g);
+                if (ingest_span(&e, &last, spans.items[j], gi, &nd_tool_a, &nd_tool_b,
+                                &nd_agent, cfg) < 0)
                     goto scope_fail;
-                }
             }
-            Py_DECREF(g);
         }
         Py_XDECREF(res_b);
         Py_XDECREF(res_url_b);
@@ -1310,7 +1675,7 @@ tw_ingest(PyObject *self, PyObject *args)
         goto done;
     }
     if (apply != Py_None) {
-        result = apply_entries(&e, apply, &nd_agent);
+        result = apply_entries(&e, groups, apply, &nd_agent);
         goto done;
     }
     result = PyList_New(e.len);
@@ -1318,21 +1683,14 @@ tw_ingest(PyObject *self, PyObject *args)
         goto done;
     for (Py_ssize_t i = 0; i < e.len; i++) {
         entry *t = &e.items[i];
-        PyObject *specials = t->specials ? t->specials : Py_None;
-        PyObject *item;
+        PyObject *item, *l[4] = {NULL, NULL, NULL, NULL};
         if (cfg == NULL)
-            item = Py_BuildValue("(OOOOOnO)", t->trace_id, t->spans, t->groups, t->ids,
-                                 t->parents, t->nbytes, specials);
-        else if (t->fallback)
-            item = Py_BuildValue("(OOOOOnOnOOO)", t->trace_id, t->spans, t->groups, t->ids,
-                                 t->parents, t->nbytes, Py_None, (Py_ssize_t)-1, Py_None,
-                                 Py_None, Py_None);
+            item = entry_lists(t, groups, l) < 0
+                       ? NULL
+                       : Py_BuildValue("(ONNNNnO)", t->trace_id, l[0], l[1], l[2], l[3],
+                                       t->nbytes, t->specials ? t->specials : Py_None);
         else
-            item = Py_BuildValue("(OOOOOnOnOOO)", t->trace_id, t->spans, t->groups, t->ids,
-                                 t->parents, t->nbytes, t->errs ? t->errs : Py_None, t->tools,
-                                 t->root ? t->root : Py_None,
-                                 t->agent_set && t->agent ? t->agent : Py_None,
-                                 !t->agent_set && t->agent ? t->agent : Py_None);
+            item = entry_tuple(t, groups, !t->fallback);
         if (item == NULL) {
             Py_CLEAR(result);
             goto done;
@@ -1341,6 +1699,7 @@ tw_ingest(PyObject *self, PyObject *args)
     }
 done:
     entries_clear(&e);
+    Py_XDECREF(groups);
     PyMem_Free(scopes.items);
     PyMem_Free(spans.items);
 release:
@@ -1355,7 +1714,9 @@ release:
 /* assemble */
 
 typedef struct {
-    PyObject *span;   /* a reference */
+    const uint8_t *p; /* the span: in `owner`, or in a chunk of a trace the caller keeps */
+    Py_ssize_t n;
+    PyObject *owner;  /* a reference, or NULL */
     PyObject *suffix; /* borrowed (kept alive by the entries or `keep`) */
 } piece;
 
@@ -1402,20 +1763,6 @@ put_field(uint8_t *o, uint8_t tag, PyObject *b)
     o = put_varint(o, (uint64_t)n);
     memcpy(o, PyBytes_AS_STRING(b), (size_t)n);
     return o + n;
-}
-
-static int
-check_group(PyObject *g)
-{
-    if (!PyTuple_CheckExact(g) || PyTuple_GET_SIZE(g) != 4)
-        goto bad;
-    for (int i = 0; i < 4; i++)
-        if (!PyBytes_Check(PyTuple_GET_ITEM(g, i)))
-            goto bad;
-    return 0;
-bad:
-    PyErr_SetString(PyExc_TypeError, "a group is a tuple of 4 bytes");
-    return -1;
 }
 
 typedef struct {
@@ -1466,7 +1813,7 @@ bucket_for(buckets *b, PyObject *key)
 }
 
 static int
-bucket_push(bucket *g, PyObject *span, PyObject *suffix)
+bucket_push(bucket *g, slice span, PyObject *owner, PyObject *suffix)
 {
     if (g->len == g->cap) {
         Py_ssize_t cap = g->cap ? g->cap * 2 : 64;
@@ -1478,7 +1825,9 @@ bucket_push(bucket *g, PyObject *span, PyObject *suffix)
         g->items = items;
         g->cap = cap;
     }
-    g->items[g->len].span = Py_NewRef(span);
+    g->items[g->len].p = span.p;
+    g->items[g->len].n = span.n;
+    g->items[g->len].owner = Py_XNewRef(owner);
     g->items[g->len].suffix = suffix;
     g->len++;
     return 0;
@@ -1518,9 +1867,8 @@ markers_common(PyObject *markers)
 }
 
 static int
-has_marker_filtered(PyObject *span, PyObject *markers, common_part common)
+has_marker_filtered(slice s, PyObject *markers, common_part common)
 {
-    slice s = {(const uint8_t *)PyBytes_AS_STRING(span), PyBytes_GET_SIZE(span)};
     if (common.n && !contains(s, common.p, common.n))
         return 0;
     Py_ssize_t n = PyTuple_GET_SIZE(markers);
@@ -1574,7 +1922,7 @@ add_item(buckets *b, PyObject *keep, PyObject *spans, PyObject *groups, PyObject
         if (j == root_index && root_suffix != NULL && stamp != Py_None) {
             sfx = root_suffix;
         }
-        else if (search && has_marker_filtered(span, markers, common)) {
+        else if (search && has_marker_filtered(slice_of_bytes(span), markers, common)) {
             sfx = PyObject_CallFunctionObjArgs(suffix_for, span, stamp, NULL);
             int bad = sfx == NULL || append_new(keep, sfx) < 0;
             if (!bad && !PyBytes_Check(sfx)) {
@@ -1586,7 +1934,7 @@ add_item(buckets *b, PyObject *keep, PyObject *spans, PyObject *groups, PyObject
                 goto done;
             }
         }
-        int pushed = bucket_push(g, span, sfx);
+        int pushed = bucket_push(g, slice_of_bytes(span), span, sfx);
         Py_DECREF(span);
         if (pushed < 0)
             goto done;
@@ -1602,6 +1950,51 @@ done:
     return rc;
 }
 
+/* a held trace's spans into the buckets, as add_item (the trace is kept alive by the caller;
+ * its chunks stay where they are even if suffix_for adds spans to it) */
+static int
+add_trace(buckets *b, PyObject *keep, TraceObject *t, PyObject *suffix, PyObject *stamp,
+          Py_ssize_t root_index, PyObject *root_suffix, PyObject *markers, common_part common,
+          PyObject *suffix_for)
+{
+    int search = stamp != Py_None && PyTuple_GET_SIZE(markers) > 0;
+    Py_ssize_t nchunks = t->nchunks, index = 0;
+    bucket *g = NULL;
+    uint32_t group = 0;
+    for (Py_ssize_t c = 0; c < nchunks; c++) {
+        const chunk *ch = t->chunks[c];
+        for (Py_ssize_t j = 0; j < ch->n; j++, index++) {
+            const rec *r = &ch->recs[j];
+            slice span = rec_span(ch, r);
+            if (g == NULL || r->group != group) {
+                /* t->groups read again: suffix_for may have grown the table */
+                if ((g = bucket_for(b, t->groups[r->group])) == NULL)
+                    return -1;
+                group = r->group;
+            }
+            PyObject *sfx = suffix;
+            if (index == root_index && root_suffix != NULL && stamp != Py_None)
+                sfx = root_suffix;
+            else if (search && has_marker_filtered(span, markers, common)) {
+                PyObject *arg = bytes_of(span);
+                if (arg == NULL)
+                    return -1;
+                sfx = PyObject_CallFunctionObjArgs(suffix_for, arg, stamp, NULL);
+                Py_DECREF(arg);
+                if (sfx == NULL || append_new(keep, sfx) < 0)
+                    return -1;
+                if (!PyBytes_Check(sfx)) {
+                    PyErr_SetString(PyExc_TypeError, "suffix_for must return bytes");
+                    return -1;
+                }
+            }
+            if (bucket_push(g, span, NULL, sfx) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 /* the request written from the buckets */
 static PyObject *
 write_buckets(buckets *b)
@@ -1615,8 +2008,7 @@ write_buckets(buckets *b)
         if (PyBytes_GET_SIZE(scope))
             ss += field_len(PyBytes_GET_SIZE(scope));
         for (Py_ssize_t j = 0; j < g->len; j++)
-            ss += field_len(PyBytes_GET_SIZE(g->items[j].span) +
-                            PyBytes_GET_SIZE(g->items[j].suffix));
+            ss += field_len(g->items[j].n + PyBytes_GET_SIZE(g->items[j].suffix));
         if (PyBytes_GET_SIZE(scope_url))
             ss += field_len(PyBytes_GET_SIZE(scope_url));
         Py_ssize_t rs = field_len(ss);
@@ -1645,11 +2037,12 @@ write_buckets(buckets *b)
         if (PyBytes_GET_SIZE(scope))
             o = put_field(o, 0x0A, scope);
         for (Py_ssize_t j = 0; j < g->len; j++) {
-            Py_ssize_t a = PyBytes_GET_SIZE(g->items[j].span);
+            Py_ssize_t a = g->items[j].n;
             Py_ssize_t s = PyBytes_GET_SIZE(g->items[j].suffix);
             *o++ = 0x12;
             o = put_varint(o, (uint64_t)(a + s));
-            memcpy(o, PyBytes_AS_STRING(g->items[j].span), (size_t)a);
+            if (a)
+                memcpy(o, g->items[j].p, (size_t)a);
             o += a;
             memcpy(o, PyBytes_AS_STRING(g->items[j].suffix), (size_t)s);
             o += s;
@@ -1671,7 +2064,7 @@ buckets_free(buckets *b)
 {
     for (Py_ssize_t i = 0; i < b->len; i++) {
         for (Py_ssize_t j = 0; j < b->items[i].len; j++)
-            Py_DECREF(b->items[i].items[j].span);
+            Py_XDECREF(b->items[i].items[j].owner);
         Py_DECREF(b->items[i].key);
         PyMem_Free(b->items[i].items);
     }
@@ -1744,25 +2137,13 @@ done:
 /* ---------------------------------------------------------------------------------------- */
 /* max_depth */
 
-static inline int
-bytes_equal(PyObject *a, PyObject *b)
-{
-    Py_ssize_t n = PyBytes_GET_SIZE(a);
-    return a == b || (n == PyBytes_GET_SIZE(b) &&
-                      memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)n) == 0);
-}
-
-/* depth of the span tree, at most cap levels walked (cap 0: no bound); -1 on error */
+/* depth of the span tree over ids[0..n) and parents[0..n), at most cap levels walked (cap 0:
+ * no bound); -1 on error. A span's slot is the index of the first span with its id. */
 static Py_ssize_t
-depth_of(PyObject *ids, PyObject *parents, Py_ssize_t cap)
+depth_slices(const slice *ids, const slice *parents, Py_ssize_t n, Py_ssize_t cap)
 {
-    Py_ssize_t n = PyList_GET_SIZE(ids);
-    if (PyList_GET_SIZE(parents) != n) {
-        PyErr_SetString(PyExc_ValueError, "ids and parents differ in length");
-        return -1;
-    }
     Py_ssize_t result = -1;
-    PyObject *slots = NULL;
+    Py_ssize_t *table = NULL, tcap = 0;
     Py_ssize_t *slot_of = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
     Py_ssize_t *head = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
     Py_ssize_t *tail = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
@@ -1775,24 +2156,19 @@ depth_of(PyObject *ids, PyObject *parents, Py_ssize_t cap)
         PyErr_NoMemory();
         goto done;
     }
-    int small = n <= 64;
-    for (Py_ssize_t j = 0; small && j < n; j++)
-        small = PyBytes_CheckExact(PyList_GET_ITEM(ids, j)) &&
-                PyBytes_CheckExact(PyList_GET_ITEM(parents, j));
-    if (small) {
-        /* a few spans: ids compared directly (a slot is the index of an id's first span) */
+    for (Py_ssize_t j = 0; j < n; j++)
+        head[j] = tail[j] = -1;
+    if (n <= 64) {
+        /* a few spans: ids compared directly */
         for (Py_ssize_t j = 0; j < n; j++) {
-            PyObject *id = PyList_GET_ITEM(ids, j);
             Py_ssize_t i = 0;
-            while (i < j && !bytes_equal(PyList_GET_ITEM(ids, i), id))
+            while (i < j && !slice_eq(ids[i], ids[j]))
                 i++;
             slot_of[j] = i;
-            head[j] = tail[j] = -1;
         }
         for (Py_ssize_t j = 0; j < n; j++) {
-            PyObject *parent = PyList_GET_ITEM(parents, j);
             Py_ssize_t i = 0;
-            while (i < n && !bytes_equal(PyList_GET_ITEM(ids, i), parent))
+            while (i < n && !slice_eq(ids[i], parents[j]))
                 i++;
             next[j] = -1;
             if (i == n)
@@ -1806,49 +2182,42 @@ depth_of(PyObject *ids, PyObject *parents, Py_ssize_t cap)
                 tail[s] = j;
             }
         }
-        goto walk;
     }
-    if ((slots = PyDict_New()) == NULL)
-        goto done;
-    /* slot number of each distinct id */
-    Py_ssize_t n_slots = 0;
-    for (Py_ssize_t j = 0; j < n; j++) {
-        PyObject *id = PyList_GET_ITEM(ids, j);
-        PyObject *k = PyDict_GetItemWithError(slots, id);
-        if (k == NULL) {
-            if (PyErr_Occurred())
-                goto done;
-            k = PyLong_FromSsize_t(n_slots);
-            if (k == NULL)
-                goto done;
-            int rc = PyDict_SetItem(slots, id, k);
-            Py_DECREF(k);
-            if (rc < 0)
-                goto done;
-            head[n_slots] = tail[n_slots] = -1;
-            slot_of[j] = n_slots++;
+    else {
+        /* open addressing: the first span of each distinct id, + 1 (0: empty) */
+        tcap = 128;
+        while (tcap < 2 * n)
+            tcap *= 2;
+        Py_ssize_t mask = tcap - 1;
+        if ((table = PyMem_Calloc((size_t)tcap, sizeof(Py_ssize_t))) == NULL) {
+            PyErr_NoMemory();
+            goto done;
         }
-        else
-            slot_of[j] = PyLong_AsSsize_t(k);
-    }
-    for (Py_ssize_t j = 0; j < n; j++) {
-        PyObject *k = PyDict_GetItemWithError(slots, PyList_GET_ITEM(parents, j));
-        next[j] = -1;
-        if (k == NULL) {
-            if (PyErr_Occurred())
-                goto done;
-            level[level_len++] = j;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            Py_ssize_t i = (Py_ssize_t)(hash_slice(ids[j]) & (uint64_t)mask), k;
+            while ((k = table[i]) && !slice_eq(ids[k - 1], ids[j]))
+                i = (i + 1) & mask;
+            if (!k)
+                table[i] = k = j + 1;
+            slot_of[j] = k - 1;
         }
-        else {
-            Py_ssize_t s = PyLong_AsSsize_t(k);
-            if (tail[s] < 0)
-                head[s] = j;
-            else
-                next[tail[s]] = j;
-            tail[s] = j;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            Py_ssize_t i = (Py_ssize_t)(hash_slice(parents[j]) & (uint64_t)mask), k;
+            while ((k = table[i]) && !slice_eq(ids[k - 1], parents[j]))
+                i = (i + 1) & mask;
+            next[j] = -1;
+            if (!k)
+                level[level_len++] = j;
+            else {
+                Py_ssize_t s = k - 1;
+                if (tail[s] < 0)
+                    head[s] = j;
+                else
+                    next[tail[s]] = j;
+                tail[s] = j;
+            }
         }
     }
-walk:;
     Py_ssize_t depth = 0, seen = 0;
     while (level_len && seen < n && (!cap || depth < cap)) {
         depth++;
@@ -1881,7 +2250,7 @@ walk:;
     }
     result = depth;
 done:
-    Py_XDECREF(slots);
+    PyMem_Free(table);
     PyMem_Free(slot_of);
     PyMem_Free(head);
     PyMem_Free(tail);
@@ -1891,6 +2260,29 @@ done:
     return result;
 }
 
+/* depth of a held trace's span tree, as depth_slices */
+static Py_ssize_t
+trace_depth(TraceObject *t, Py_ssize_t cap)
+{
+    Py_ssize_t n = t->count, k = 0;
+    slice *ids = PyMem_Malloc((size_t)(2 * n + 1) * sizeof(slice));
+    if (ids == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    slice *parents = ids + n;
+    for (Py_ssize_t c = 0; c < t->nchunks; c++) {
+        const chunk *ch = t->chunks[c];
+        for (Py_ssize_t j = 0; j < ch->n; j++, k++) {
+            ids[k] = rec_id(ch, &ch->recs[j].id, ch->recs[j].id_len);
+            parents[k] = rec_id(ch, &ch->recs[j].parent, ch->recs[j].parent_len);
+        }
+    }
+    Py_ssize_t depth = depth_slices(ids, parents, n, cap);
+    PyMem_Free(ids);
+    return depth;
+}
+
 static PyObject *
 tw_max_depth(PyObject *self, PyObject *args)
 {
@@ -1898,7 +2290,26 @@ tw_max_depth(PyObject *self, PyObject *args)
     Py_ssize_t cap;
     if (!PyArg_ParseTuple(args, "O!O!n", &PyList_Type, &ids, &PyList_Type, &parents, &cap))
         return NULL;
-    Py_ssize_t depth = depth_of(ids, parents, cap);
+    Py_ssize_t n = PyList_GET_SIZE(ids);
+    if (PyList_GET_SIZE(parents) != n) {
+        PyErr_SetString(PyExc_ValueError, "ids and parents differ in length");
+        return NULL;
+    }
+    slice *s = PyMem_Malloc((size_t)(2 * n + 1) * sizeof(slice));
+    if (s == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *id = PyList_GET_ITEM(ids, j), *parent = PyList_GET_ITEM(parents, j);
+        if (!PyBytes_Check(id) || !PyBytes_Check(parent)) {
+            PyErr_SetString(PyExc_TypeError, "ids are bytes");
+            PyMem_Free(s);
+            return NULL;
+        }
+        s[j] = slice_of_bytes(id);
+        s[n + j] = slice_of_bytes(parent);
+    }
+    Py_ssize_t depth = depth_slices(s, s + n, n, cap);
+    PyMem_Free(s);
     return depth < 0 ? NULL : PyLong_FromSsize_t(depth);
 }
 
@@ -1975,7 +2386,7 @@ typedef struct {
 static PyObject *
 tier_of(TraceObject *t, const stamp_cfg *cfg)
 {
-    Py_ssize_t spans = PyList_GET_SIZE(t->spans), depth = -1;
+    Py_ssize_t spans = t->count, depth = -1;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cfg->tiers); i++) {
         PyObject *tier = PyTuple_GET_ITEM(cfg->tiers, i);
         Py_ssize_t max_spans = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 1));
@@ -1984,7 +2395,7 @@ tier_of(TraceObject *t, const stamp_cfg *cfg)
         if (PyErr_Occurred())
             return NULL;
         if (spans <= max_spans && t->tool_calls <= max_tools) {
-            if (depth < 0 && (depth = depth_of(t->ids, t->parents, cfg->depth_cap)) < 0)
+            if (depth < 0 && (depth = trace_depth(t, cfg->depth_cap)) < 0)
                 return NULL;
             if (depth <= max_depth)
                 return PyTuple_GET_ITEM(tier, 0);
@@ -2175,7 +2586,7 @@ tw_release(PyObject *self, PyObject *args)
         TraceObject *t = trace_checked(PyTuple_GET_ITEM(item, 1));
         if (t == NULL)
             goto done;
-        Py_ssize_t n = PyList_GET_SIZE(t->spans);
+        Py_ssize_t n = t->count;
         count += n;
         nbytes += t->nbytes;
         if (pending_add(pending, PyTuple_GET_ITEM(item, 2), n) < 0)
@@ -2223,8 +2634,7 @@ tw_release(PyObject *self, PyObject *args)
             goto done; /* changed by suffix_for */
         PyObject *stamp = PyList_GET_ITEM(stamps, i);
         if (stamp == Py_None) {
-            if (add_item(&b, keep, t->spans, t->groups, empty, stamp, -1, NULL, markers, common,
-                         suffix_for) < 0)
+            if (add_trace(&b, keep, t, empty, stamp, -1, NULL, markers, common, suffix_for) < 0)
                 goto done;
             continue;
         }
@@ -2249,8 +2659,8 @@ tw_release(PyObject *self, PyObject *args)
             if (root_suffix == NULL || append_new(keep, root_suffix) < 0)
                 goto done;
         }
-        if (add_item(&b, keep, t->spans, t->groups, suffix, stamp, root_suffix ? t->root_index : -1,
-                     root_suffix, markers, common, suffix_for) < 0)
+        if (add_trace(&b, keep, t, suffix, stamp, root_suffix ? t->root_index : -1, root_suffix,
+                      markers, common, suffix_for) < 0)
             goto done;
     }
     PyObject *encoded = write_buckets(&b);

@@ -59,12 +59,21 @@ from plugins.workflowprocessor.config import WorkflowConfig
 _tracewire: Any = _load_native("_tracewire")
 _ROOT, _TOOL, _AGENT = 1, 2, 4  # its per-span flags
 
-# Python-side cost of holding one span beyond its encoding: the bytes objects of the span and
-# its two ids, list slots and the group key reference. Counted against ``max_bytes``.
+# What holding a trace costs beyond its spans' encodings, counted against ``max_bytes``:
+# per span and per trace. The Python path: the bytes objects of a span and its two ids, four
+# list slots and the group reference; the ``_Trace``, its lists, its key and entry in the held
+# traces and its root facts.
 SPAN_OVERHEAD = 160
 # the longest time between two releases (a tenth of wait_duration when that is shorter)
 RELEASE_TICK_MAX = 0.1
 TRACE_OVERHEAD = 400
+# The C path (``_tracewire.Trace``): a span is a 32-byte record beside its encoding in a chunk,
+# one allocation per trace and request (its header, allocator overhead and slot in the
+# trace's chunk table: ~48 bytes, counted per span as if every span came in a request of its
+# own: an upper bound); per trace the ~200-byte object, its key and entry in the held traces
+# and its root facts. ``Trace.__sizeof__`` is what the object and its chunks really take.
+NATIVE_SPAN_OVERHEAD = 80
+NATIVE_TRACE_OVERHEAD = 400
 
 
 def _varint(n: int) -> bytes:
@@ -165,6 +174,9 @@ class _Trace:
     agent_id: str = ""
     tool_calls: int = 0
     stamp: _Stamp | None = None  # computed at release
+
+    def __len__(self) -> int:
+        return len(self.spans)
 
 
 class WorkflowProcessor(Component):
@@ -387,8 +399,8 @@ class WorkflowProcessor(Component):
             _outcome,
             self._present_by_mask,
             _NOT_WORKFLOW,
-            SPAN_OVERHEAD,
-            TRACE_OVERHEAD,
+            NATIVE_SPAN_OVERHEAD,
+            NATIVE_TRACE_OVERHEAD,
             self._classify_tool_failure,
         )
         # C creates and updates the held traces (in order of first appearance), has the
@@ -402,13 +414,10 @@ class WorkflowProcessor(Component):
             return
         leftovers, added_bytes, added_spans = done
         for trace_id, spans, groups, ids, parents, nbytes, *_ in leftovers:
-            trace = held[trace_id]
+            trace: Any = held[trace_id]  # a _tracewire.Trace
             nbytes = self._specials_python(trace, trace_id, spans, parents, nbytes)
-            trace.spans += spans
-            trace.groups += groups
-            trace.ids += ids
-            trace.parents += parents
-            size = nbytes + SPAN_OVERHEAD * len(spans)
+            trace.add(spans, groups, ids, parents)
+            size = nbytes + NATIVE_SPAN_OVERHEAD * len(spans)
             trace.nbytes += size
             added_bytes += size
             added_spans += len(spans)
@@ -423,7 +432,7 @@ class WorkflowProcessor(Component):
         ``nbytes`` updated for the failed tool calls given an ``error.type``."""
         tool_a, tool_b = self._tool_markers
         agent_marker = self._agent_marker
-        base = len(trace.spans)
+        base = len(trace)
         for i, (span_raw, parent) in enumerate(zip(spans, parents, strict=True)):
             flags = 0 if parent else _ROOT
             if tool_a in span_raw or tool_b in span_raw:
@@ -463,6 +472,15 @@ class WorkflowProcessor(Component):
             interned.clear()
         added_bytes = 0
         added_spans = 0
+        # with the C accelerator (a request with late spans), the held traces are its Traces:
+        # their spans are gathered here and added to them at the end, one chunk each
+        native = self._tw is not None
+        if native:
+            span_overhead, trace_overhead = NATIVE_SPAN_OVERHEAD, NATIVE_TRACE_OVERHEAD
+        else:
+            span_overhead, trace_overhead = SPAN_OVERHEAD, TRACE_OVERHEAD
+        staged: dict[bytes, tuple[Any, list[bytes], list[GroupKey], list[bytes], list[bytes]]]
+        staged = {}
         for rs_sh, rs_sk in zip(shallow.resource_spans, skeleton.resource_spans, strict=True):
             resource = rs_sh.resource
             resource_url = rs_sh.schema_url
@@ -483,15 +501,25 @@ class WorkflowProcessor(Component):
                             continue
                         trace = self._new_trace(now)
                         held[trace_id] = trace
-                        added_bytes += TRACE_OVERHEAD
+                        added_bytes += trace_overhead
                     else:
                         # reordered lazily: the timer moves a trace that is not due yet
                         trace.last_seen = now
+                    if native:
+                        lists = staged.get(trace_id)
+                        if lists is None:
+                            lists = staged[trace_id] = (trace, [], [], [], [])
+                        _, spans, groups, ids, parents = lists
+                        base = len(trace)
+                    else:
+                        spans, groups, ids = trace.spans, trace.groups, trace.ids
+                        parents = trace.parents
+                        base = 0
                     if tool:
                         trace.tool_calls += 1
                     parent = sk.parent_span_id
                     if not parent:
-                        trace.root_index = len(trace.spans)
+                        trace.root_index = base + len(spans)
                         trace.root, agent = self._root_facts(span_raw, trace_id)
                         trace.root_present = trace.root[4]
                         if agent:
@@ -502,14 +530,16 @@ class WorkflowProcessor(Component):
                         )
                         if agent_value is not None:
                             trace.agent_id = cached_str(agent_value)
-                    trace.spans.append(span_raw)
-                    trace.groups.append(group)
-                    trace.ids.append(sk.span_id)
-                    trace.parents.append(parent)
-                    size = len(span_raw) + SPAN_OVERHEAD
+                    spans.append(span_raw)
+                    groups.append(group)
+                    ids.append(sk.span_id)
+                    parents.append(parent)
+                    size = len(span_raw) + span_overhead
                     trace.nbytes += size
                     added_bytes += size
                     added_spans += 1
+        for trace, spans, groups, ids, parents in staged.values():
+            trace.add(spans, groups, ids, parents)
         self._held_bytes += added_bytes
         self._held_spans += added_spans
         if late:
@@ -606,8 +636,8 @@ class WorkflowProcessor(Component):
     # -- limits and release ---------------------------------------------------------------------
     def _new_trace(self, now: float) -> Any:
         if self._tw is not None:
-            return self._tw.Trace(now, now, now, TRACE_OVERHEAD)
-        return _Trace(now, now, now)
+            return self._tw.Trace(now, now, now, NATIVE_TRACE_OVERHEAD)
+        return _Trace(now, now, now, nbytes=TRACE_OVERHEAD)
 
     def _enforce_limits(self) -> None:
         cfg = self.config
@@ -619,12 +649,12 @@ class WorkflowProcessor(Component):
             while len(held) > cfg.max_traces:
                 trace_id, trace = held.popitem(last=False)
                 self._held_bytes -= trace.nbytes  # the loop below depends on it
-                self._held_spans -= len(trace.spans)
+                self._held_spans -= len(trace)
                 batch.append((trace_id, trace, "max_traces"))
             while self._held_bytes > cfg.max_bytes and held:
                 trace_id, trace = held.popitem(last=False)
                 self._held_bytes -= trace.nbytes
-                self._held_spans -= len(trace.spans)
+                self._held_spans -= len(trace)
                 batch.append((trace_id, trace, "max_bytes"))
             if batch:
                 self._release_native(batch, counted=True)
