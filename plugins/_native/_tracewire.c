@@ -919,9 +919,10 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
  * Its spans are not Python objects: what one ingest adds to a trace is one chunk, a single
  * allocation of the exact size holding a record per span and then the spans' encodings back
  * to back. A record holds where its span is in the chunk, its group (an index in the trace's
- * table of distinct groups) and its span and parent ids (up to 8 bytes in the record itself,
- * longer ones in the chunk, after the span). A chunk is neither moved nor freed while its
- * trace lives: release can point at the spans while Python callbacks run. */
+ * table of distinct groups) and its span and parent ids (up to 8 bytes in the record itself;
+ * a longer one is where it is in the span's encoding, or copied after the span). A chunk is
+ * neither moved nor freed while its trace lives: release can point at the spans while Python
+ * callbacks run. */
 
 #define LONG_ID 0xFFFF
 #define GROUP_SCAN 32 /* distinct groups looked through before a group is added again */
@@ -1029,21 +1030,58 @@ trace_group(TraceObject *t, PyObject *g)
     return t->ngroups++;
 }
 
+/* where an id longer than 8 bytes is in the bytes s of its span p (p's encoding or, classified,
+ * its new bytes): its offset, or -1 (then it is copied into the chunk). Ingested ids are read
+ * from their span's encoding; those given to add() are looked for. */
+static Py_ssize_t
+long_id_at(slice id, const pend *p, slice s)
+{
+    Py_ssize_t off;
+    if (id.p >= p->span.p && id.p + id.n <= p->span.p + p->span.n)
+        off = id.p - p->span.p;
+    else {
+        if (s.n < id.n)
+            return -1;
+        const uint8_t *q = s.p, *last = s.p + (s.n - id.n);
+        for (;;) {
+            q = memchr(q, id.p[0], (size_t)(last - q + 1));
+            if (q == NULL)
+                return -1;
+            if (memcmp(q, id.p, (size_t)id.n) == 0)
+                break;
+            if (q++ == last)
+                return -1;
+        }
+        off = q - s.p;
+    }
+    if (off + id.n > s.n || memcmp(s.p + off, id.p, (size_t)id.n) != 0)
+        return -1;
+    return off;
+}
+
+/* an id into a record: up to 8 bytes in place, else where it is in the chunk (in its span at
+ * span_off, or copied to data + *off) */
 static inline void
-put_id(uint64_t *v, uint16_t *len, slice id, uint8_t *data, uint32_t *off)
+put_id(uint64_t *v, uint16_t *len, slice id, Py_ssize_t in_span, uint32_t span_off,
+       uint8_t *data, uint32_t *off)
 {
     if (id.n <= 8) {
         *v = 0;
         if (id.n)
             memcpy(v, id.p, (size_t)id.n);
         *len = (uint16_t)id.n;
+        return;
     }
+    uint32_t at;
+    if (in_span >= 0)
+        at = span_off + (uint32_t)in_span;
     else {
         memcpy(data + *off, id.p, (size_t)id.n);
-        *v = *off | (uint64_t)id.n << 32;
-        *len = LONG_ID;
+        at = *off;
         *off += (uint32_t)id.n;
     }
+    *v = at | (uint64_t)id.n << 32;
+    *len = LONG_ID;
 }
 
 /* items[0..n) added to the trace as one chunk; groups: the list their group indices refer to
@@ -1055,10 +1093,11 @@ trace_add(TraceObject *t, const pend *items, Py_ssize_t n, PyObject *groups)
         return 0;
     uint64_t data = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        data += (uint64_t)pend_span(&items[i]).n;
-        if (items[i].id.n > 8)
+        slice s = pend_span(&items[i]);
+        data += (uint64_t)s.n;
+        if (items[i].id.n > 8 && long_id_at(items[i].id, &items[i], s) < 0)
             data += (uint64_t)items[i].id.n;
-        if (items[i].parent.n > 8)
+        if (items[i].parent.n > 8 && long_id_at(items[i].parent, &items[i], s) < 0)
             data += (uint64_t)items[i].parent.n;
     }
     if (data > UINT32_MAX || (uint64_t)n > (uint64_t)(PY_SSIZE_T_MAX / 2) / sizeof(rec)) {
@@ -1084,13 +1123,17 @@ trace_add(TraceObject *t, const pend *items, Py_ssize_t n, PyObject *groups)
     for (Py_ssize_t i = 0; i < n; i++) {
         rec *r = &c->recs[i];
         slice s = pend_span(&items[i]);
+        slice id = items[i].id, parent = items[i].parent;
+        Py_ssize_t id_at = id.n > 8 ? long_id_at(id, &items[i], s) : -1;
+        Py_ssize_t parent_at = parent.n > 8 ? long_id_at(parent, &items[i], s) : -1;
+        uint32_t span_off = off;
         r->off = off;
         r->len = (uint32_t)s.n;
         if (s.n)
             memcpy(d + off, s.p, (size_t)s.n);
         off += (uint32_t)s.n;
-        put_id(&r->id, &r->id_len, items[i].id, d, &off);
-        put_id(&r->parent, &r->parent_len, items[i].parent, d, &off);
+        put_id(&r->id, &r->id_len, id, id_at, span_off, d, &off);
+        put_id(&r->parent, &r->parent_len, parent, parent_at, span_off, d, &off);
         PyObject *g = PyList_GET_ITEM(groups, items[i].group);
         if (g != last_group) {
             if ((last_at = trace_group(t, g)) < 0) {
@@ -1433,8 +1476,9 @@ classify_errs(entry *t, PyObject *classify, const needle *agent)
 }
 
 /* ingest's apply mode: the entries applied to the held traces.
- * apply = (held, released, now, outcome, masks, not_workflow, span_overhead, trace_overhead,
- *          classify)
+ * apply = (held, released, now, outcome, masks, not_workflow, span_overhead, chunk_overhead,
+ *          trace_overhead, classify): a trace is counted trace_overhead, and what a request
+ * adds to it the spans' lengths, span_overhead per span and chunk_overhead.
  * Returns None (a trace of the request was released: the caller takes the Python path, nothing
  * was changed) or (leftovers, added_bytes, added_spans): leftovers the entries (in the format
  * of the plain facts mode, their failed tool calls already classified: errs None, tools -1)
@@ -1445,12 +1489,14 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
 {
     PyObject *held, *released, *outcome_fn, *masks, *not_workflow, *classify;
     double now;
-    Py_ssize_t span_oh, trace_oh;
+    Py_ssize_t span_oh, chunk_oh, trace_oh;
     if (!PyTuple_Check(apply) ||
-        !PyArg_ParseTuple(apply, "O!O!dOO!OnnO;apply: (held, released, now, outcome, masks, "
-                          "not_workflow, span_overhead, trace_overhead, classify)",
+        !PyArg_ParseTuple(apply, "O!O!dOO!OnnnO;apply: (held, released, now, outcome, masks, "
+                          "not_workflow, span_overhead, chunk_overhead, trace_overhead, "
+                          "classify)",
                           &PyDict_Type, &held, &PyDict_Type, &released, &now, &outcome_fn,
-                          &PyList_Type, &masks, &not_workflow, &span_oh, &trace_oh, &classify))
+                          &PyList_Type, &masks, &not_workflow, &span_oh, &chunk_oh, &trace_oh,
+                          &classify))
         return NULL;
     if (PyDict_GET_SIZE(released)) {
         for (Py_ssize_t i = 0; i < e->len; i++) {
@@ -1533,8 +1579,14 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
                     Py_DECREF(obj);
                     goto fail;
                 }
-                facts = PyTuple_Pack(5, Py_True, PyTuple_GET_ITEM(r, 3), PyTuple_GET_ITEM(r, 4),
-                                     outcome, PyList_GET_ITEM(masks, mask));
+                /* the type repeats across traces: one str for all (interned strings are freed
+                 * when no longer used) */
+                PyObject *wf_type = Py_NewRef(PyTuple_GET_ITEM(r, 4));
+                if (PyUnicode_CheckExact(wf_type))
+                    PyUnicode_InternInPlace(&wf_type);
+                facts = PyTuple_Pack(5, Py_True, PyTuple_GET_ITEM(r, 3), wf_type, outcome,
+                                     PyList_GET_ITEM(masks, mask));
+                Py_DECREF(wf_type);
                 Py_DECREF(outcome);
                 if (facts == NULL) {
                     Py_DECREF(obj);
@@ -1557,14 +1609,18 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
             Py_SETREF(tr->root_present, Py_NewRef(present));
         }
         if (t->agent && (t->agent_set || (PyUnicode_GET_LENGTH(t->agent) &&
-                                          PyUnicode_GET_LENGTH(tr->agent_id) == 0)))
-            Py_SETREF(tr->agent_id, Py_NewRef(t->agent));
+                                          PyUnicode_GET_LENGTH(tr->agent_id) == 0))) {
+            PyObject *agent_id = Py_NewRef(t->agent); /* repeats: interned, as the type */
+            if (PyUnicode_CheckExact(agent_id))
+                PyUnicode_InternInPlace(&agent_id);
+            Py_SETREF(tr->agent_id, agent_id);
+        }
         Py_ssize_t n = t->len;
         if (trace_add(tr, t->items, n, groups) < 0) {
             Py_DECREF(obj);
             goto fail;
         }
-        Py_ssize_t size = t->nbytes + span_oh * n;
+        Py_ssize_t size = t->nbytes + span_oh * n + chunk_oh;
         tr->nbytes += size;
         added_bytes += size;
         added_spans += n;

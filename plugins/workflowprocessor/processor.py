@@ -67,13 +67,14 @@ SPAN_OVERHEAD = 160
 # the longest time between two releases (a tenth of wait_duration when that is shorter)
 RELEASE_TICK_MAX = 0.1
 TRACE_OVERHEAD = 400
-# The C path (``_tracewire.Trace``): a span is a 32-byte record beside its encoding in a chunk,
-# one allocation per trace and request (its header, allocator overhead and slot in the
-# trace's chunk table: ~48 bytes, counted per span as if every span came in a request of its
-# own: an upper bound); per trace the ~200-byte object, its key and entry in the held traces
-# and its root facts. ``Trace.__sizeof__`` is what the object and its chunks really take.
-NATIVE_SPAN_OVERHEAD = 80
-NATIVE_TRACE_OVERHEAD = 400
+# The C path (``_tracewire.Trace``): a span is a 32-byte record beside its encoding in a
+# chunk, one allocation per trace and request (its 16-byte header, the allocator's overhead,
+# its slot in the trace's chunk table and any new group slot: at most 64 bytes); per trace the
+# 160-byte object, its key and entry in the held traces and its root facts (~600 bytes).
+# ``Trace.__sizeof__`` is what the object and its chunks really take.
+NATIVE_SPAN_OVERHEAD = 32
+NATIVE_CHUNK_OVERHEAD = 64
+NATIVE_TRACE_OVERHEAD = 600
 
 
 def _varint(n: int) -> bytes:
@@ -400,6 +401,7 @@ class WorkflowProcessor(Component):
             self._present_by_mask,
             _NOT_WORKFLOW,
             NATIVE_SPAN_OVERHEAD,
+            NATIVE_CHUNK_OVERHEAD,
             NATIVE_TRACE_OVERHEAD,
             self._classify_tool_failure,
         )
@@ -417,7 +419,7 @@ class WorkflowProcessor(Component):
             trace: Any = held[trace_id]  # a _tracewire.Trace
             nbytes = self._specials_python(trace, trace_id, spans, parents, nbytes)
             trace.add(spans, groups, ids, parents)
-            size = nbytes + NATIVE_SPAN_OVERHEAD * len(spans)
+            size = nbytes + NATIVE_SPAN_OVERHEAD * len(spans) + NATIVE_CHUNK_OVERHEAD
             trace.nbytes += size
             added_bytes += size
             added_spans += len(spans)
@@ -540,6 +542,8 @@ class WorkflowProcessor(Component):
                     added_spans += 1
         for trace, spans, groups, ids, parents in staged.values():
             trace.add(spans, groups, ids, parents)
+            trace.nbytes += NATIVE_CHUNK_OVERHEAD
+            added_bytes += NATIVE_CHUNK_OVERHEAD
         self._held_bytes += added_bytes
         self._held_spans += added_spans
         if late:

@@ -134,6 +134,7 @@ def same_accounting(monkeypatch: pytest.MonkeyPatch) -> None:
     """Both paths count held bytes with the same constants (the C path's own are smaller: see
     test_the_held_bytes_each_path_counts), so their held state compares equal."""
     monkeypatch.setattr(processor_module, "NATIVE_SPAN_OVERHEAD", processor_module.SPAN_OVERHEAD)
+    monkeypatch.setattr(processor_module, "NATIVE_CHUNK_OVERHEAD", 0)
     monkeypatch.setattr(processor_module, "NATIVE_TRACE_OVERHEAD", processor_module.TRACE_OVERHEAD)
 
 
@@ -754,6 +755,7 @@ def apply_args(
         [()] * 32,
         (False, "", "", "", ()),
         160,
+        50,
         400,
         classify or (lambda span_raw: span_raw + b"E"),
     )
@@ -784,7 +786,7 @@ def test_apply_mode_rejects_bad_arguments_and_leaves_held_unchanged() -> None:
         raw, {}, TOOL_A, TOOL_B, AGENT, cfg, apply_args(held)
     )
     assert (leftovers, added_spans) == ([], 1)
-    assert added_bytes == 400 + 160 + len(held[T1].spans[0])
+    assert added_bytes == 400 + 160 + 50 + len(held[T1].spans[0])
     assert held[T1].root == (False, "", "", "", ())
 
 
@@ -860,7 +862,7 @@ def test_apply_mode_has_failed_tool_calls_classified() -> None:
         raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), apply_args(held)
     )
     assert leftovers == [] and held[T1].spans == [failed + b"E"]
-    assert held[T1].tool_calls == 1 and added_bytes == 400 + 160 + len(failed) + 1
+    assert held[T1].tool_calls == 1 and added_bytes == 400 + 160 + 50 + len(failed) + 1
     # the appended error.type names the agent: the special spans are left to the caller
     held = {}
     named = apply_args(held, classify=lambda span_raw: span_raw + AGENT)
