@@ -7,6 +7,7 @@ import asyncio
 import collections
 import gc
 import random
+import sys
 from typing import Any
 
 import pytest
@@ -909,3 +910,174 @@ def test_assemble_survives_a_callback_changing_the_lists() -> None:
     spans[:] = [b"a MARK", b"b MARK", b"c"]
     with pytest.raises(ValueError):  # the groups no longer match the spans
         tw.assemble([(spans, groups, b"", object())], (b"MARK",), clear)
+
+
+# -- the spans of a held trace, in C --------------------------------------------------------------
+def test_trace_add_keeps_spans_ids_and_groups_in_order() -> None:
+    """Spans added in several calls (one chunk each): ids of every length (longer than 8
+    bytes: found in the span's encoding, or copied when they are not there), groups repeated,
+    interleaved and more distinct ones than the table is searched for."""
+    rng = random.Random(3)
+    groups = [(b"r%d" % i, b"", b"s", b"u") for i in range(40)]
+    expected: tuple[list[Any], ...] = ([], [], [], [])
+    trace = tw.Trace(0.0, 0.0, 0.0)
+    sizes = [sys.getsizeof(trace)]
+    for call in range(12):
+        batch: tuple[list[Any], ...] = ([], [], [], [])
+        for _ in range(rng.randint(0, 30)):
+            span_id = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 8, 8, 9, 16, 300])))
+            parent = rng.choice([b"", span_id, b"p" * 9, b"q" * 12, b"\x00" * 8])
+            inside = rng.random() < 0.7  # the ids in the encoding, as ingested spans have them
+            body = raw_span(T1, span_id, parent) if inside else b"x" * rng.randint(0, 40)
+            for part, value in zip(batch, (body, rng.choice(groups), span_id, parent), strict=True):
+                part.append(value)
+        trace.add(*batch)
+        for part, more in zip(expected, batch, strict=True):
+            part.extend(more)
+        assert (trace.spans, trace.groups, trace.ids, trace.parents) == expected, call
+        assert len(trace) == len(expected[0])
+        sizes.append(sys.getsizeof(trace))
+    assert sizes == sorted(sizes) and sizes[-1] > sum(len(s) for s in expected[0])
+    # empty and bad additions change nothing
+    for bad, error in (
+        (([b"s"], [], [], []), ValueError),
+        (([1], [groups[0]], [b""], [b""]), TypeError),
+        (([b"s"], [groups[0]], [b""], ["p"]), TypeError),
+        (([b"s"], [(b"", b"", b"")], [b""], [b""]), TypeError),
+        (([b"s"], [(b"", b"", b"", "u")], [b""], [b""]), TypeError),
+        (((b"s",), [groups[0]], [b""], [b""]), TypeError),
+    ):
+        with pytest.raises(error):
+            trace.add(*bad)
+    trace.add([], [], [], [])
+    assert (trace.spans, trace.groups, trace.ids, trace.parents) == expected
+    for name in ("spans", "groups", "ids", "parents"):
+        with pytest.raises(AttributeError):
+            setattr(trace, name, [])
+
+
+def test_release_reads_the_chunks_even_while_a_callback_adds_to_the_trace() -> None:
+    """suffix_for (Python) adding spans to the trace being released: the spans released are
+    those the trace had; nothing read moved."""
+    markers = WorkflowProcessor(
+        settings(Kind.PROCESSOR, "workflow"), WorkflowConfig.model_validate({}), Capture()
+    )._stamp_markers
+    marked = raw_span(T1, b"m" * 8, b"r" * 8, kv(b"workflow.type", s_(b"preset")))
+    root = raw_span(T1, b"r" * 8)
+    group = (b"res", b"", b"scope", b"")
+    trace = tw.Trace(0.0, 0.0, 0.0, 400)
+    trace.add(
+        [root, marked, marked],
+        [group] * 3,
+        [b"r" * 8, b"m" * 8, b"m" * 8],
+        [b"", b"r" * 8, b"r" * 8],
+    )
+    trace.root = (True, "wf-1", "support", "success", ())
+    trace.root_index = 0
+    calls = []
+
+    def suffix_for(span_raw: bytes, stamp: Any) -> bytes:
+        calls.append(span_raw)
+        for _ in range(50):  # grows the chunk table and the group table
+            trace.add([b"late"], [(b"r%d" % len(calls), b"", b"", b"")], [b"i"], [b""])
+        return b"+"
+
+    encoded, count, _ = tw.release(*release_args([(T1, trace, "wait")], suffix_for=suffix_for))
+    assert calls == [marked, marked] and count == 3 and len(trace) == 103
+    assert encoded.count(b"late") == 0 and encoded.count(marked + b"+") == 2
+    assert markers  # the stamp keys are the markers searched for
+
+
+def big_workload(seed: int) -> list[bytes]:
+    """Traces of 65 to 150 spans (the depth is computed through a hash table), span and parent
+    ids of odd lengths (duplicates and cycles among them), each trace over three requests and
+    more resources than a trace's group table is searched through."""
+    rng = random.Random(seed)
+    reqs: list[list[bytes]] = [[] for _ in range(3)]
+    for t in range(1, 6):
+        trace_id = (1000 + t).to_bytes(16, "big")
+        n = rng.randint(65, 150)
+        ids = [
+            rng.choice([i.to_bytes(8, "big"), i.to_bytes(12, "big"), bytes([i % 7]), b""])
+            for i in range(n)
+        ]
+        for i in range(n):
+            root = i == 0
+            known = [x for x in ids[:i] if x]  # (an empty parent would make another root)
+            parent = b"" if root else rng.choice([*known, *known, b"\xff" * 9, ids[-1] or b"z"])
+            name = b"workflow.support" if root else b"op"
+            attrs = kv(b"gen_ai.operation.name", s_(b"execute_tool")) if i % 9 == 4 else b""
+            body = ld(1, trace_id) + (ld(2, ids[i]) if ids[i] else b"")
+            body += (ld(4, parent) if parent else b"") + ld(5, name) + attrs
+            reqs[rng.randrange(3)].append(body)
+    out = []
+    for spans in reqs:
+        resources = [resource_spans([scope_spans(spans[k::45])], b"r%d" % k) for k in range(45)]
+        out.append(request(resources))
+    return out
+
+
+def big_spans(seed: int) -> list[list[bytes]]:
+    return [
+        [
+            s
+            for rs in ShallowTraces.FromString(r).resource_spans
+            for ss in rs.scope_spans
+            for s in ss.spans
+        ]
+        for r in big_workload(seed)
+    ]
+
+
+@pytest.mark.usefixtures("same_accounting")
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_large_traces_with_odd_ids_are_identical_on_both_paths(seed: int) -> None:
+    cfg = {
+        "wait_duration": "10s",
+        "complexity_tiers": [
+            {"name": "flat", "max_spans": 1000, "max_tool_calls": 1000, "max_depth": 3},
+            {"name": "mid", "max_spans": 1000, "max_tool_calls": 1000, "max_depth": 6},
+        ],
+    }
+    reqs = big_workload(seed)
+    native = asyncio.run(run_timed(True, reqs, cfg))
+    python = asyncio.run(run_timed(False, reqs, cfg))
+    assert native == python
+    out = b"".join(raw for raw, _, _ in native[0])
+    assert out.count(b"workflow.complexity_tier") == sum(len(r) for r in big_spans(seed))
+
+
+def test_the_held_bytes_each_path_counts() -> None:
+    """Each path counts its own constants; the C path's count covers what its traces really
+    allocate, even when every span comes in a request of its own."""
+    P = processor_module
+    for native in (True, False):
+        proc = WorkflowProcessor(
+            settings(Kind.PROCESSOR, "workflow"), WorkflowConfig.model_validate({}), Capture()
+        )
+        if not native:
+            proc._tw = None
+        chunks: collections.Counter[bytes] = collections.Counter()  # requests with its spans
+        for raw in workload(4) + facts_workload(4):
+            proc._ingest(raw, 1.0)
+            chunks.update(tid for tid, *_ in reference_ingest(raw))
+        for tid, trace in proc._held.items():
+            spans = trace.spans
+            if native:
+                expected = P.NATIVE_TRACE_OVERHEAD + P.NATIVE_CHUNK_OVERHEAD * chunks[tid]
+                expected += sum(len(s) + P.NATIVE_SPAN_OVERHEAD for s in spans)
+                assert sys.getsizeof(trace) - type(trace).__basicsize__ <= (
+                    trace.nbytes - P.NATIVE_TRACE_OVERHEAD
+                )
+            else:
+                expected = P.TRACE_OVERHEAD + sum(len(s) + P.SPAN_OVERHEAD for s in spans)
+            assert trace.nbytes == expected
+        assert proc._held_bytes == sum(t.nbytes for t in proc._held.values())
+    # the worst case: one span per chunk, in a trace of many groups
+    trace = tw.Trace(0.0, 0.0, 0.0)
+    counted = 0
+    for i in range(300):
+        body = raw_span(T1, i.to_bytes(8, "big"), b"", b"x" * (i % 50))
+        trace.add([body], [(b"r%d" % i, b"", b"", b"")], [i.to_bytes(8, "big")], [b""])
+        counted += len(body) + P.NATIVE_SPAN_OVERHEAD + P.NATIVE_CHUNK_OVERHEAD
+        assert sys.getsizeof(trace) - type(trace).__basicsize__ <= counted
