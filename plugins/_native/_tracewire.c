@@ -19,13 +19,17 @@
  *     With facts (the keys and values read in special spans), each entry also carries what
  *     the special spans say (tool calls, failed tool calls lacking error.type, root facts,
  *     agent) instead of the flags. With apply (held, released, now, ...), the entries are
- *     applied to the held traces (Trace objects in the OrderedDict held) and only those C
- *     cannot decide are returned; None when a span belongs to a released trace (late spans:
- *     the caller takes the Python path).
+ *     applied to the held traces (Trace objects in the OrderedDict held: the spans copied
+ *     into them, no Python object per span) and only those C cannot decide are returned;
+ *     None when a span belongs to a released trace (late spans: the caller takes the Python
+ *     path).
  *
  * Trace
- *     The state of one held trace (spans, groups, ids, parents, nbytes, root facts, agent,
- *     tool calls, timestamps), as the Python path's _Trace; not tracked by the cyclic GC.
+ *     The state of one held trace (nbytes, root facts, agent, tool calls, timestamps), as the
+ *     Python path's _Trace, and its spans: not Python objects but one chunk per ingest
+ *     (records of 32 bytes and the encodings; see below). spans, groups, ids and parents read
+ *     them as new lists, add(spans, groups, ids, parents) appends, len() counts them and
+ *     __sizeof__ is what it really allocated. Not tracked by the cyclic GC.
  *
  * expire(held, now, wait, max_wait)
  *     The due traces taken out of held, in order, with their reasons (wait, max_wait); traces

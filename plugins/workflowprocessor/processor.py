@@ -15,8 +15,10 @@ field may be appended on the wire, so stamping a span costs one bytes concatenat
 output request is assembled from bytes without re-encoding any span. The input payload is never
 changed (new payloads are built), so ``mutates_data`` is false and the fan-out copies nothing.
 With the C accelerator (``plugins/_native/_tracewire.c``) the per-trace work is done in C too:
-held traces are its ``Trace`` objects, filled by its ingest, picked by its expiry and stamped,
-remembered and assembled by one release call; the Python path below gives the same results.
+held traces are its ``Trace`` objects, filled by its ingest (a trace's spans copied into one
+allocation per request, no Python object per span), picked by its expiry and stamped,
+remembered and assembled by one release call; the Python path below gives the same results
+(the held bytes each path counts differ by their constants, see ``SPAN_OVERHEAD``).
 """
 
 from __future__ import annotations
@@ -159,7 +161,8 @@ _Stamp = tuple[tuple[str, str, str, str, str], bytes]
 class _Trace:
     """The spans of one trace being held, and what was learned from them (the pure-Python
     path's; with the C accelerator, ``_tracewire.Trace``, which has the same attributes but
-    ``stamp``)."""
+    ``stamp``, its ``spans``, ``groups``, ``ids`` and ``parents`` read-only copies: spans are
+    added with its ``add(spans, groups, ids, parents)``)."""
 
     last_seen: float
     queued_at: float
