@@ -66,8 +66,6 @@ _ROOT, _TOOL, _AGENT = 1, 2, 4  # its per-span flags
 # list slots and the group reference; the ``_Trace``, its lists, its key and entry in the held
 # traces and its root facts.
 SPAN_OVERHEAD = 160
-# the longest time between two releases (a tenth of wait_duration when that is shorter)
-RELEASE_TICK_MAX = 0.1
 TRACE_OVERHEAD = 400
 # The C path (``_tracewire.Trace``): a span is a 32-byte record beside its encoding in a
 # chunk, one allocation per trace and request (its 16-byte header, the allocator's overhead,
@@ -77,6 +75,9 @@ TRACE_OVERHEAD = 400
 NATIVE_SPAN_OVERHEAD = 32
 NATIVE_CHUNK_OVERHEAD = 64
 NATIVE_TRACE_OVERHEAD = 600
+
+# the longest time between two releases (a tenth of wait_duration when that is shorter)
+RELEASE_TICK_MAX = 0.1
 
 
 def _varint(n: int) -> bytes:
