@@ -45,6 +45,7 @@ def _loaded_after(code: str) -> set[str]:
 
 def test_registering_imports_no_implementation() -> None:
     loaded = _loaded_after(
+        "import pipeline.cli, pipeline.service\n"  # the own-metrics endpoint needs no aiohttp
         "from pipeline.pluginmanager import build_registry\n"
         "registry = build_registry()\n"
         "assert registry.get(__import__('pipeline').Kind.PROCESSOR, 'workflow') is not None"
