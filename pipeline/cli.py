@@ -99,14 +99,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or logs.level, encoding)
     for warning in config.warnings:
         log.warning("%s", warning)
-    from pipeline._malloc import tune_allocator
+    from pipeline._malloc import PeriodicTrim, malloc_trim, tune_allocator
     from pipeline.service import Service
 
-    tune_allocator()
+    trim = malloc_trim() if tune_allocator() else None
     service = Service(config)
 
     async def main() -> int:
-        return await service.run(freeze_gc=True)
+        trimmer = PeriodicTrim(trim) if trim is not None else None
+        if trimmer is not None:
+            trimmer.start()
+        try:
+            return await service.run(freeze_gc=True)
+        finally:
+            if trimmer is not None:
+                trimmer.cancel()
 
     try:
         return asyncio.run(main())

@@ -8,7 +8,6 @@ its config path and file line.
 
 from __future__ import annotations
 
-import difflib
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -172,6 +171,8 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
 
 def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` or an empty string."""
+    import difflib  # only when a config is wrong (0.4 MiB a running gateway does not need)
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

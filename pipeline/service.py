@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.component import ComponentID, Kind
@@ -18,7 +17,7 @@ from pipeline.config import Config
 from pipeline.configtypes import check_bindable, split_endpoint
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.graph import Graph, Node
-from pipeline.httpserver import serve
+from pipeline.metricsserver import MetricsServer
 from pipeline.telemetry import LOGGER_NAME, SelfTelemetry
 
 log = logging.getLogger(f"{LOGGER_NAME}.service")
@@ -90,7 +89,7 @@ class Service:
         self.statuses: dict[str, ComponentStatus] = {}
         self._started: list[Node] = []
         self._fatal: asyncio.Future[BaseException] | None = None
-        self._telemetry_runner: web.AppRunner | None = None
+        self._telemetry_server: MetricsServer | None = None
         self._stopped = False
         self.start_time = time.time()
 
@@ -159,14 +158,13 @@ class Service:
             return
         registry = self.telemetry.registry
 
-        async def handle(_: web.Request) -> web.Response:
+        async def collect() -> tuple[bytes, str]:
             # Collecting reads /proc (process metrics): done in a worker thread.
-            body = await asyncio.to_thread(generate_latest, registry)
-            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return await asyncio.to_thread(generate_latest, registry), CONTENT_TYPE_LATEST
 
-        app = web.Application()
-        app.router.add_get("/metrics", handle)
-        self._telemetry_runner = await serve(app, metrics.address)
+        server = MetricsServer("/metrics", collect)
+        await server.start(metrics.address)
+        self._telemetry_server = server
         log.info("own telemetry served", extra={"address": metrics.address})
 
     async def shutdown(self) -> None:
@@ -204,9 +202,9 @@ class Service:
                 "component stopped",
                 extra={"kind": str(node.kind), "component": str(node.id), "instance": node.label},
             )
-        if self._telemetry_runner is not None:
-            await self._telemetry_runner.cleanup()
-            self._telemetry_runner = None
+        if self._telemetry_server is not None:
+            await self._telemetry_server.close()
+            self._telemetry_server = None
 
     @staticmethod
     def _on_signal(sig: signal_module.Signals, stop: asyncio.Event) -> None:

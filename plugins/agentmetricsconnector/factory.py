@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import ConnectorFactory, Consumer, CreateSettings, Signal, Stability
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
-from plugins.agentmetricsconnector.connector import AgentMetricsConnector
+
+if TYPE_CHECKING:
+    from plugins.agentmetricsconnector.connector import AgentMetricsConnector
 
 
 class AgentMetricsConnectorFactory(ConnectorFactory):
@@ -18,4 +22,6 @@ class AgentMetricsConnectorFactory(ConnectorFactory):
     def create_traces_to_metrics(
         self, settings: CreateSettings, config: AgentMetricsConfig, next_consumer: Consumer
     ) -> AgentMetricsConnector:
+        from plugins.agentmetricsconnector.connector import AgentMetricsConnector
+
         return AgentMetricsConnector(settings, config, next_consumer)

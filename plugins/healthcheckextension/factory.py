@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import CreateSettings, ExtensionFactory, Stability
 from plugins.healthcheckextension.config import HealthCheckExtensionConfig
-from plugins.healthcheckextension.extension import HealthCheckExtension
+
+if TYPE_CHECKING:
+    from plugins.healthcheckextension.extension import HealthCheckExtension
 
 
 class HealthCheckExtensionFactory(ExtensionFactory):
@@ -16,4 +20,6 @@ class HealthCheckExtensionFactory(ExtensionFactory):
     def create(  # type: ignore[override]
         self, settings: CreateSettings, config: HealthCheckExtensionConfig
     ) -> HealthCheckExtension:
+        from plugins.healthcheckextension.extension import HealthCheckExtension
+
         return HealthCheckExtension(settings, config)

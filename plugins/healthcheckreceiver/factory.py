@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import Consumer, CreateSettings, ReceiverFactory, Signal, Stability
 from plugins.healthcheckreceiver.config import HealthCheckReceiverConfig
-from plugins.healthcheckreceiver.receiver import HealthCheckReceiver
+
+if TYPE_CHECKING:
+    from plugins.healthcheckreceiver.receiver import HealthCheckReceiver
 
 
 class HealthCheckReceiverFactory(ReceiverFactory):
@@ -24,4 +28,6 @@ class HealthCheckReceiverFactory(ReceiverFactory):
         config: HealthCheckReceiverConfig,
         next_consumer: Consumer,
     ) -> HealthCheckReceiver:
+        from plugins.healthcheckreceiver.receiver import HealthCheckReceiver
+
         return HealthCheckReceiver(settings, config, next_consumer)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import Consumer, CreateSettings, ReceiverFactory, Signal, Stability
 from plugins.hostmetricsreceiver.config import HostMetricsConfig
-from plugins.hostmetricsreceiver.receiver import HostMetricsReceiver
+
+if TYPE_CHECKING:
+    from plugins.hostmetricsreceiver.receiver import HostMetricsReceiver
 
 
 class HostMetricsReceiverFactory(ReceiverFactory):
@@ -19,4 +23,6 @@ class HostMetricsReceiverFactory(ReceiverFactory):
     def create_metrics(
         self, settings: CreateSettings, config: HostMetricsConfig, next_consumer: Consumer
     ) -> HostMetricsReceiver:
+        from plugins.hostmetricsreceiver.receiver import HostMetricsReceiver
+
         return HostMetricsReceiver(settings, config, next_consumer)

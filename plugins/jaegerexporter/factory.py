@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import (
     Component,
@@ -16,7 +16,9 @@ from pipeline import (
     Stability,
 )
 from plugins.jaegerexporter.config import OTLP_EXPORTER_TYPES, JaegerExporterConfig
-from plugins.jaegerexporter.exporter import JaegerThriftExporter
+
+if TYPE_CHECKING:
+    pass
 
 
 class DelegatingExporter(Component):
@@ -77,4 +79,6 @@ class JaegerExporterFactory(ExporterFactory):
                 )
             inner_config = config.otlp_exporter_config()
             return DelegatingExporter(factory.create(Signal.TRACES, settings, inner_config))
+        from plugins.jaegerexporter.exporter import JaegerThriftExporter
+
         return JaegerThriftExporter(settings, config)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import Consumer, CreateSettings, ReceiverFactory, SharedComponents, Signal, Stability
 from plugins.jaegerreceiver.config import JaegerReceiverConfig
-from plugins.jaegerreceiver.receiver import JaegerReceiver
+
+if TYPE_CHECKING:
+    from plugins.jaegerreceiver.receiver import JaegerReceiver
 
 
 class JaegerReceiverFactory(ReceiverFactory):
@@ -27,6 +31,8 @@ class JaegerReceiverFactory(ReceiverFactory):
     def create_traces(
         self, settings: CreateSettings, config: JaegerReceiverConfig, next_consumer: Consumer
     ) -> JaegerReceiver:
+        from plugins.jaegerreceiver.receiver import JaegerReceiver
+
         receiver: JaegerReceiver = self._shared.get_or_create(
             config, lambda: JaegerReceiver(settings, config, on_shutdown=self._shared.release)
         )

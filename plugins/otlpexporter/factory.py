@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import CreateSettings, ExporterFactory, Signal, Stability
 from plugins.otlpexporter.config import OTLPExporterConfig
-from plugins.otlpexporter.exporter import OTLPExporter
-from plugins.otlpexporter.sender import OTLPGrpcSender
+
+if TYPE_CHECKING:
+    from plugins.otlpexporter.exporter import OTLPExporter
 
 
 class OTLPExporterFactory(ExporterFactory):
@@ -20,6 +23,9 @@ class OTLPExporterFactory(ExporterFactory):
     def _create(
         self, settings: CreateSettings, config: OTLPExporterConfig, signal: Signal
     ) -> OTLPExporter:
+        from plugins.otlpexporter.exporter import OTLPExporter
+        from plugins.otlpexporter.sender import OTLPGrpcSender
+
         sender = OTLPGrpcSender(config, settings.logger, settings.telemetry)
         return OTLPExporter(settings, config, signal, sender)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import CreateSettings, ExporterFactory, Signal, Stability
-from plugins.otlpexporter.exporter import OTLPExporter
 from plugins.otlphttpexporter.config import OTLPHTTPExporterConfig
-from plugins.otlphttpexporter.sender import OTLPHttpSender
+
+if TYPE_CHECKING:
+    from plugins.otlpexporter.exporter import OTLPExporter
 
 
 class OTLPHTTPExporterFactory(ExporterFactory):
@@ -21,6 +24,9 @@ class OTLPHTTPExporterFactory(ExporterFactory):
         self, settings: CreateSettings, config: OTLPHTTPExporterConfig, signal: Signal
     ) -> OTLPExporter:
         config.url(str(signal))  # a clear error now if this signal has nowhere to go
+        from plugins.otlpexporter.exporter import OTLPExporter
+        from plugins.otlphttpexporter.sender import OTLPHttpSender
+
         sender = OTLPHttpSender(config, settings.logger, settings.telemetry)
         return OTLPExporter(settings, config, signal, sender)
 

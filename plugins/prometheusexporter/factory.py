@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import CreateSettings, ExporterFactory, Signal, Stability
 from plugins.prometheusexporter.config import PrometheusExporterConfig
-from plugins.prometheusexporter.exporter import PrometheusExporter
+
+if TYPE_CHECKING:
+    from plugins.prometheusexporter.exporter import PrometheusExporter
 
 
 class PrometheusExporterFactory(ExporterFactory):
@@ -16,4 +20,6 @@ class PrometheusExporterFactory(ExporterFactory):
     def create_metrics(
         self, settings: CreateSettings, config: PrometheusExporterConfig
     ) -> PrometheusExporter:
+        from plugins.prometheusexporter.exporter import PrometheusExporter
+
         return PrometheusExporter(settings, config)

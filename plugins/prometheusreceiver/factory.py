@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import Consumer, CreateSettings, ReceiverFactory, Signal, Stability
 from plugins.prometheusreceiver.config import PrometheusReceiverConfig
-from plugins.prometheusreceiver.receiver import PrometheusReceiver
+
+if TYPE_CHECKING:
+    from plugins.prometheusreceiver.receiver import PrometheusReceiver
 
 
 class PrometheusReceiverFactory(ReceiverFactory):
@@ -30,4 +34,6 @@ class PrometheusReceiverFactory(ReceiverFactory):
     def create_metrics(
         self, settings: CreateSettings, config: PrometheusReceiverConfig, next_consumer: Consumer
     ) -> PrometheusReceiver:
+        from plugins.prometheusreceiver.receiver import PrometheusReceiver
+
         return PrometheusReceiver(settings, config, next_consumer)

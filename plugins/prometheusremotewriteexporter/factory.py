@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import CreateSettings, ExporterFactory, Signal, Stability
 from plugins.prometheusremotewriteexporter.config import PrometheusRemoteWriteConfig
-from plugins.prometheusremotewriteexporter.exporter import PrometheusRemoteWriteExporter
+
+if TYPE_CHECKING:
+    from plugins.prometheusremotewriteexporter.exporter import PrometheusRemoteWriteExporter
 
 
 class PrometheusRemoteWriteFactory(ExporterFactory):
@@ -19,4 +23,8 @@ class PrometheusRemoteWriteFactory(ExporterFactory):
     def create_metrics(
         self, settings: CreateSettings, config: PrometheusRemoteWriteConfig
     ) -> PrometheusRemoteWriteExporter:
+        from plugins.prometheusremotewriteexporter.exporter import (
+            PrometheusRemoteWriteExporter,
+        )
+
         return PrometheusRemoteWriteExporter(settings, config)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import ConnectorFactory, Consumer, CreateSettings, Signal, Stability
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
-from plugins.spanmetricsconnector.connector import SpanMetricsConnector
+
+if TYPE_CHECKING:
+    from plugins.spanmetricsconnector.connector import SpanMetricsConnector
 
 
 class SpanMetricsConnectorFactory(ConnectorFactory):
@@ -18,4 +22,6 @@ class SpanMetricsConnectorFactory(ConnectorFactory):
     def create_traces_to_metrics(
         self, settings: CreateSettings, config: SpanMetricsConfig, next_consumer: Consumer
     ) -> SpanMetricsConnector:
+        from plugins.spanmetricsconnector.connector import SpanMetricsConnector
+
         return SpanMetricsConnector(settings, config, next_consumer)

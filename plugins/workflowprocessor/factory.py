@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline import Consumer, CreateSettings, ProcessorFactory, Signal, Stability
 from plugins.workflowprocessor.config import WorkflowConfig
-from plugins.workflowprocessor.processor import WorkflowProcessor
+
+if TYPE_CHECKING:
+    from plugins.workflowprocessor.processor import WorkflowProcessor
 
 
 class WorkflowProcessorFactory(ProcessorFactory):
@@ -18,4 +22,6 @@ class WorkflowProcessorFactory(ProcessorFactory):
     def create_traces(
         self, settings: CreateSettings, config: WorkflowConfig, next_consumer: Consumer
     ) -> WorkflowProcessor:
+        from plugins.workflowprocessor.processor import WorkflowProcessor
+
         return WorkflowProcessor(settings, config, next_consumer)
