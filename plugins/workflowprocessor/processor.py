@@ -94,15 +94,16 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-# field headers (tag, length) for lengths that fit in two varint bytes, by tag
+# field headers (tag, length) for the usual lengths, by tag (larger ones are computed)
+_HEADER_TABLE = 1024
 _HEADERS: dict[int, list[bytes]] = {
-    tag: [bytes((tag,)) + _varint(n) for n in range(16384)] for tag in (0x0A, 0x12, 0x4A)
+    tag: [bytes((tag,)) + _varint(n) for n in range(_HEADER_TABLE)] for tag in (0x0A, 0x12, 0x4A)
 }
 
 
 def _len_field(tag: int, payload: bytes) -> bytes:
     n = len(payload)
-    if n < 16384:
+    if n < _HEADER_TABLE:
         return _HEADERS[tag][n] + payload
     return bytes((tag,)) + _varint(n) + payload
 
@@ -142,8 +143,10 @@ def key_marker(key: str) -> bytes:
 _outcome = functools.lru_cache(maxsize=4096)(outcome_from)
 
 
-# ``ScopeSpans.spans`` field headers (tag 2, length) by span length (lengths repeat)
-_SPAN_HEADERS: dict[int, bytes] = {n: b"\x12" + _varint(n) for n in range(1, 16384)}
+# ``ScopeSpans.spans`` field headers (tag 2, length) by span length (lengths repeat), filled
+# as lengths are seen (up to _SPAN_HEADERS_MAX)
+_SPAN_HEADERS: dict[int, bytes] = {}
+_SPAN_HEADERS_MAX = 16384
 
 GroupKey = tuple[bytes, bytes, bytes, bytes]  # resource, its schema url, scope, its schema url
 
@@ -836,7 +839,9 @@ class WorkflowProcessor(Component):
                 n = len(span_raw)
                 header = headers.get(n)
                 if header is None:
-                    header = headers[n] = b"\x12" + _varint(n)
+                    header = b"\x12" + _varint(n)
+                    if n < _SPAN_HEADERS_MAX:
+                        headers[n] = header
                 parts += (header, span_raw)
             if scope_url:
                 parts += (b"\x1a", _varint(len(scope_url)), scope_url)
