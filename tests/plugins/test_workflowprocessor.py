@@ -415,3 +415,24 @@ async def test_traces_falling_due_within_a_tick_are_released_together() -> None:
     await proc.shutdown()
     # a long wait: the tick stays at 100 ms
     assert make(wait_duration="10s")[0]._tick == pytest.approx(0.1)
+
+
+async def test_many_traces_due_at_once_go_out_in_bounded_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(processor_module, "RELEASE_MAX_SPANS", 10)
+    proc, capture, _ = make(wait_duration="50ms")
+    await proc.start(None)  # type: ignore[arg-type]
+    spans = []
+    for t in range(200, 210):
+        root, agent, tools = workflow_spans(t)
+        spans += [root, agent, *tools]
+    await proc.consume(request(spans))  # 10 traces of 4 spans, due together
+    await wait_until(lambda: len(capture.spans()) == 40, within=2.0)
+    # parts end with the trace that reaches 10 spans: 3 + 3 + 3 + 1 traces
+    assert [p.item_count() for p in capture.payloads] == [12, 12, 12, 4]
+    # every trace whole, in order, each stamped
+    ids = [s.trace_id for _, s in capture.spans()]
+    assert ids == [tid(t) for t in range(200, 210) for _ in range(4)]
+    assert all("workflow.outcome" in attrs_of(s) for _, s in capture.spans())
+    await proc.shutdown()
