@@ -589,7 +589,11 @@ def _spawn_load(endpoint: str, load: Load) -> dict[str, Any]:
         "taskset", "-c", "1", sys.executable, "-m", "benchmarks.agent_pipeline",
         "--load-only", endpoint, "--load-json", json.dumps(asdict(load)),
     ]  # fmt: skip
-    out = subprocess.run(args, capture_output=True, cwd=ROOT, check=True, timeout=600)
+    out = subprocess.run(args, capture_output=True, cwd=ROOT, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(
+            f"the load generator failed (exit {out.returncode}):\n{out.stderr.decode()[-2000:]}"
+        )
     stats: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
     return stats
 
