@@ -23,6 +23,7 @@ span came out. Write-up: ``benchmarks/results/agent-pipeline.md``.
     python -m benchmarks.agent_pipeline --rate 10000          # all cases (raw table to results/)
     python -m benchmarks.agent_pipeline --quick               # fewer, shorter cases
     python -m benchmarks.agent_pipeline --only "agent pipeline" --repeat 3
+    python -m benchmarks.agent_pipeline --traces-per-request 50   # 500 spans per request
 """
 
 from __future__ import annotations
@@ -664,6 +665,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", help="comma-separated case names to run (default: all)")
     p.add_argument("--rate", type=float, help="spans per second for every case")
+    p.add_argument(
+        "--traces-per-request",
+        type=int,
+        help="traces per request for every case (default 20: 200 spans per request)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="run each case this many times")
     p.add_argument(
         "--exporter",
@@ -683,6 +689,9 @@ def main(argv: list[str] | None = None) -> int:
     selected = [c for c in cases(a.quick) if not wanted or any(w == c.name for w in wanted)]
     if a.rate:
         selected = [replace(c, load=replace(c.load, rate=a.rate)) for c in selected]
+    if a.traces_per_request:
+        tpr = a.traces_per_request
+        selected = [replace(c, load=replace(c.load, traces_per_request=tpr)) for c in selected]
     results = []
     keep = os.environ.get("BENCH_KEEP")  # keep the configs and logs in this directory
     with (
