@@ -624,6 +624,8 @@ def cases(quick: bool) -> list[Case]:
         out.append(Case(f"spans/trace={spt}", "agent", load))
     for wait in ("200ms", "5s") if quick else ("200ms", "2s", "10s"):
         out.append(Case(f"wait={wait}", "agent", base, wait=wait))
+    # the held traces bounded by max_bytes instead of by the wait (early releases counted)
+    out.append(Case("max_bytes=16MiB", "agent", base, max_bytes=16 << 20))
     for types, agents, tools in (
         ((2, 2, 2), (40, 50, 50))
         if quick
