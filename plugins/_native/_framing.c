@@ -5,7 +5,10 @@
  * top-level fields are checked (tags, wire types, lengths inside their message; groups skipped
  * to their matching end), nothing inside a span's fields is read. Returns the number of spans;
  * raises ValueError for input that protobuf would refuse at that depth. A field whose wire type
- * does not match its declaration is skipped as an unknown field, as protobuf does.
+ * does not match its declaration is skipped as an unknown field, as protobuf does. One
+ * difference: protobuf's framing parse (a span read as a message with no known fields) lets a
+ * field number 0 through after a length-delimited field; this walk refuses it, as any full
+ * parse of the request does.
  */
 #include "pbwire.h"
 
@@ -110,11 +113,49 @@ walk(slice msg, uint32_t want, visit_fn inner, Py_ssize_t *count)
     }
 }
 
+/* A span's top-level fields: the common tags and lengths (one byte each, wire types 0, 1, 2,
+ * 5) are read inline; anything else goes through the general path. */
 static int
 span(slice msg, Py_ssize_t *count)
 {
     (*count)++;
-    return walk(msg, 0, NULL, count); /* field 0 never occurs: only checks the framing */
+    const uint8_t *p = msg.p, *end = msg.p + msg.n;
+    while (p < end) {
+        uint8_t tag = *p;
+        if (tag >= 0x80 || (tag >> 3) == 0)
+            break; /* a multi-byte tag or field number 0: the general path decides */
+        int wire = tag & 7;
+        if (wire == 2) {
+            if (end - p < 2 || p[1] >= 0x80)
+                break;
+            Py_ssize_t n = p[1];
+            if (n > end - p - 2)
+                return bad("length past the end");
+            p += 2 + n;
+        }
+        else if (wire == 0) {
+            const uint8_t *q = p + 1;
+            while (q < end && (*q & 0x80) && q - p < 9)
+                q++;
+            if (q >= end || (*q & 0x80))
+                break;
+            p = q + 1;
+        }
+        else if (wire == 1) {
+            if (end - p < 9)
+                break;
+            p += 9;
+        }
+        else if (wire == 5) {
+            if (end - p < 5)
+                break;
+            p += 5;
+        }
+        else
+            break;
+    }
+    slice rest = {p, end - p};
+    return walk(rest, 0, NULL, count); /* field 0 never occurs: only checks the framing */
 }
 
 static int

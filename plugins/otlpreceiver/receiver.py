@@ -20,8 +20,10 @@ from pipeline.pdata import MALFORMED_TRACES
 from plugins._native import load as _load_native
 from plugins.otlpreceiver.config import OTLPReceiverConfig
 
-# The framing check of trace requests in C (plugins/_native/_framing.c; the same verdicts and
-# counts as Traces.validate, ~10x cheaper), or None: then Traces.validate.
+# The framing check of trace requests in C (plugins/_native/_framing.c; the same counts and
+# verdicts as Traces.validate, see there for the one difference; 2x cheaper than it on a warm
+# cache, 5x on a cold one: 5.5 / 19.5 µs against 11.8 / 92 µs for 200 spans), or None: then
+# Traces.validate.
 _framing: Any = _load_native("_framing")
 
 
