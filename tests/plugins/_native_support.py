@@ -51,3 +51,25 @@ def both_paths(name: str, disable: Callable[[pytest.MonkeyPatch], None] | None =
         yield str(request.param)
 
     return path
+
+
+# -- hand encoding, so tests can write what protobuf's classes would not ------------------------
+def varint(n: int) -> bytes:
+    """``n`` as a protobuf varint (negative numbers as their 64-bit two's complement)."""
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def ld(number: int, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def vf(number: int, value: int) -> bytes:
+    """A varint field."""
+    return varint(number << 3) + varint(value)

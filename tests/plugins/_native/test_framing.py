@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from pipeline import PermanentError, Traces
-from tests.plugins._native_support import require_native
+from tests.plugins._native_support import ld, require_native
 
 framing = require_native("_framing")
 
@@ -29,6 +29,11 @@ def native_count(data: bytes) -> int | None:
         return int(framing.count_spans(data))
     except ValueError:
         return None
+
+
+def one_span(span: bytes) -> bytes:
+    """A request of one resource, one scope and this (hand-encoded) span."""
+    return ld(1, ld(2, ld(2, span)))
 
 
 def request(rng: random.Random) -> bytes:
@@ -140,10 +145,7 @@ def test_same_verdict_on_mutated_requests() -> None:
 
 
 def test_a_field_number_0_in_a_span_is_refused_as_a_full_parse_refuses_it() -> None:
-    span = b"\x2a\x05span1" + b"\x00\x0d"  # name, then a tag with field number 0
-    scope = b"\x12" + bytes([len(span)]) + span
-    resource = b"\x12" + bytes([len(scope)]) + scope
-    data = b"\x0a" + bytes([len(resource)]) + resource
+    data = one_span(b"\x2a\x05span1" + b"\x00\x0d")  # name, then a tag with field number 0
     assert full_parse_refuses(data)
     assert native_count(data) is None
 
@@ -166,27 +168,11 @@ def test_slow_path_fields_inside_a_span() -> None:
         + b"\x39" + b"\x00" * 8  # start_time_unix_nano (field 7), fixed64
         + b"\x85\x01" + b"\x00" * 4  # field 16, fixed32, two-byte tag
     )  # fmt: skip
-    span_field = b"\x12" + _varint(len(fields)) + fields
-    resource = b"\x12" + _varint(len(span_field)) + span_field
-    data = b"\x0a" + _varint(len(resource)) + resource
+    data = one_span(fields)
     assert native_count(data) == python_count(data) == 1
     # an eleven-byte varint and a truncated fixed64 are refused by both
     bad_varint = b"\x30" + b"\xff" * 10 + b"\x01"
     bad_fixed = b"\x39" + b"\x00" * 3
     for span_bytes in (bad_varint, bad_fixed):
-        span_field = b"\x12" + _varint(len(span_bytes)) + span_bytes
-        resource = b"\x12" + _varint(len(span_field)) + span_field
-        data = b"\x0a" + _varint(len(resource)) + resource
+        data = one_span(span_bytes)
         assert native_count(data) is None and python_count(data) is None
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)

@@ -26,7 +26,7 @@ from plugins._spanview import TracesView, value_str
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
 from plugins.spanmetricsconnector.connector import SpanMetricsConnector
 from tests.plugins._agent_support import Capture, settings, sid, tid
-from tests.plugins._native_support import require_native
+from tests.plugins._native_support import ld, require_native, varint, vf
 
 native = require_native("_spanscan")
 
@@ -34,29 +34,6 @@ T0 = 1_700_000_000_000_000_000
 
 
 # -- hand encoding (so the requests can hold what protobuf's classes would not write) -----------
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def ld(number: int, payload: bytes) -> bytes:
-    """A length-delimited field."""
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def vf(number: int, value: int) -> bytes:
-    """A varint field."""
-    return varint(number << 3) + varint(value)
-
-
 def raw_value(rng: random.Random) -> bytes:
     """An encoded AnyValue of any kind, including the odd ones."""
     pick = rng.randrange(14)

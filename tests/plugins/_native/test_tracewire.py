@@ -25,27 +25,13 @@ from plugins.workflowprocessor.processor import (
     key_marker,
 )
 from tests.plugins._agent_support import Capture, settings, span
-from tests.plugins._native_support import require_native
+from tests.plugins._native_support import ld, require_native, varint
 
 require_native("_tracewire")
 tw: Any = processor_module._tracewire  # the module the processor uses
 
 TOOL_A, TOOL_B = b"execute_tool", b"tools/call"
 AGENT = key_marker("gen_ai.agent.id")
-
-
-# -- a minimal encoder, so tests can write what protobuf would not -------------------------------
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def ld(field: int, payload: bytes) -> bytes:
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
 
 
 def raw_span(trace: bytes, span_id: bytes, parent: bytes = b"", extra: bytes = b"") -> bytes:
@@ -392,6 +378,17 @@ def test_max_depth_matches_python() -> None:
     assert tw.max_depth(chain, [b"", *chain[:-1]], 7) == 7
 
 
+def workflow_counts(telemetry: SelfTelemetry) -> list[tuple[str, tuple[Any, ...], float]]:
+    """The workflow processor's own counters and gauges, sorted (for comparing two paths)."""
+    return sorted(
+        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+        for metric in telemetry.registry.collect()
+        if metric.name.startswith("otelcol_processor_workflow")
+        for sample in metric.samples
+        if not sample.name.endswith("_created")
+    )
+
+
 # -- the processor, both paths -------------------------------------------------------------------
 def workload(seed: int) -> list[bytes]:
     """Requests of workflow traces spread over requests, resources and scopes: roots, tool
@@ -473,13 +470,7 @@ async def run(native: bool, reqs: list[bytes], late: list[bytes]) -> tuple[list[
     while proc._outbox:
         payload, _, _ = proc._outbox.popleft()
         out.append(payload.to_bytes())
-    counts = sorted(
-        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
-        for metric in telemetry.registry.collect()
-        if metric.name.startswith("otelcol_processor_workflow")
-        for sample in metric.samples
-        if not sample.name.endswith("_created")
-    )
+    counts = workflow_counts(telemetry)
     return out, (state, counts)
 
 
@@ -703,13 +694,7 @@ async def run_timed(native: bool, reqs: list[bytes], cfg: dict[str, Any]) -> tup
     while proc._outbox:
         payload, count, nbytes = proc._outbox.popleft()
         out.append((payload.to_bytes(), count, nbytes))
-    counts = sorted(
-        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
-        for metric in telemetry.registry.collect()
-        if metric.name.startswith("otelcol_processor_workflow")
-        for sample in metric.samples
-        if not sample.name.endswith("_created")
-    )
+    counts = workflow_counts(telemetry)
     return out, states, counts
 
 
