@@ -52,16 +52,15 @@ class OTLPReceiver(Component):
         Raises ``PermanentError`` for data that cannot be decoded and whatever the pipeline
         raises (``RetryableError`` when it pushes back).
         """
-        if signal is Signal.TRACES and _framing is not None:
-            try:
-                payload: Payload = Traces(data, item_count=_framing.count_spans(data))
-            except ValueError as exc:
-                self.count_malformed(signal)
-                raise PermanentError(MALFORMED_TRACES) from exc
-            return await self.push_payload(signal, payload)
         payload = payload_type(signal)(data)
         try:
-            payload.validate()
+            if signal is Signal.TRACES and _framing is not None:
+                try:
+                    payload = Traces(data, item_count=_framing.count_spans(data))
+                except ValueError as exc:
+                    raise PermanentError(MALFORMED_TRACES) from exc
+            else:
+                payload.validate()
         except Exception:
             self.count_malformed(signal)
             raise

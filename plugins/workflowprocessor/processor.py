@@ -377,12 +377,7 @@ class WorkflowProcessor(Component):
         self._ingest(raw, asyncio.get_running_loop().time())
         self._enforce_limits()
         self._update_gauges()
-        held = self._held
-        if (
-            max(next(iter(held.values())).queued_at + self.config.wait_duration, self._not_before)
-            if held
-            else None
-        ) != self._armed:
+        if self._next_release() != self._armed:
             self._wake.set()  # the earliest deadline changed: the timer is set again
         if self._outbox:
             await asyncio.sleep(0)  # let the sender pass released traces on
@@ -942,6 +937,14 @@ class WorkflowProcessor(Component):
     async def _send(self, payload: Payload, count: int) -> None:
         await deliver_holding(self.next, payload, self.settings, "released traces")
 
+    def _next_release(self) -> float | None:
+        """When the timer should release next: the first held trace's deadline, but not
+        before a tick after the last release; ``None`` when nothing is held."""
+        if not self._held:
+            return None
+        first = next(iter(self._held.values()))
+        return max(first.queued_at + self.config.wait_duration, self._not_before)
+
     async def _timer_loop(self) -> None:
         """Releases the due traces when the deadline of the first held trace (``_armed``)
         passes. ``consume`` wakes it only when that deadline changed (the held traces went
@@ -951,15 +954,14 @@ class WorkflowProcessor(Component):
         downstream and one pass of the connectors per tick instead of per incoming request;
         a trace is held between ``wait_duration`` and that plus the tick."""
         loop = asyncio.get_running_loop()
-        wait = self.config.wait_duration
         wake = self._wake
         while not self._closing:
             handle: asyncio.TimerHandle | None = None
             self._armed = None
-            if self._held:
-                deadline = max(next(iter(self._held.values())).queued_at + wait, self._not_before)
-                if deadline <= loop.time():
-                    now = loop.time()
+            deadline = self._next_release()
+            if deadline is not None:
+                now = loop.time()
+                if deadline <= now:
                     self._not_before = now + self._tick
                     self._release_expired(now)
                     continue
