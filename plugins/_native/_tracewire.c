@@ -170,6 +170,21 @@ skip_value(const uint8_t **pp, const uint8_t *end, uint32_t field, int wt, int d
 }
 
 /* growable array of slices */
+/* A growable array's storage with room for more: its capacity doubled (or `first` when it
+ * has none); NULL with MemoryError set (the old storage and *cap unchanged) on failure. */
+static void *
+grow_array(void *items, Py_ssize_t *cap, Py_ssize_t first, size_t size)
+{
+    Py_ssize_t ncap = *cap ? *cap * 2 : first;
+    void *grown = PyMem_Realloc(items, (size_t)ncap * size);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    *cap = ncap;
+    return grown;
+}
+
 typedef struct {
     slice *items;
     Py_ssize_t len, cap;
@@ -179,14 +194,10 @@ static int
 slices_push(slices *a, slice s)
 {
     if (a->len == a->cap) {
-        Py_ssize_t cap = a->cap ? a->cap * 2 : 16;
-        slice *items = PyMem_Realloc(a->items, (size_t)cap * sizeof(slice));
-        if (items == NULL) {
-            PyErr_NoMemory();
+        slice *items = grow_array(a->items, &a->cap, 16, sizeof(slice));
+        if (items == NULL)
             return -1;
-        }
         a->items = items;
-        a->cap = cap;
     }
     a->items[a->len++] = s;
     return 0;
@@ -300,14 +311,10 @@ static int
 entry_push(entry *t, slice span, slice id, slice parent, Py_ssize_t group)
 {
     if (t->len == t->cap) {
-        Py_ssize_t cap = t->cap ? t->cap * 2 : 16;
-        pend *items = PyMem_Realloc(t->items, (size_t)cap * sizeof(pend));
-        if (items == NULL) {
-            PyErr_NoMemory();
+        pend *items = grow_array(t->items, &t->cap, 16, sizeof(pend));
+        if (items == NULL)
             return -1;
-        }
         t->items = items;
-        t->cap = cap;
     }
     pend *p = &t->items[t->len++];
     p->span = span;
@@ -362,14 +369,10 @@ entry_for(entries *e, slice tid)
         }
     }
     if (e->len == e->cap) {
-        Py_ssize_t cap = e->cap ? e->cap * 2 : 16;
-        entry *items = PyMem_Realloc(e->items, (size_t)cap * sizeof(entry));
-        if (items == NULL) {
-            PyErr_NoMemory();
+        entry *items = grow_array(e->items, &e->cap, 16, sizeof(entry));
+        if (items == NULL)
             return -1;
-        }
         e->items = items;
-        e->cap = cap;
     }
     Py_ssize_t at = e->len++;
     entry *t = &e->items[at];
@@ -1846,14 +1849,10 @@ bucket_for(buckets *b, PyObject *key)
         if (PyErr_Occurred() || check_group(key) < 0)
             return NULL;
         if (b->len == b->cap) {
-            Py_ssize_t cap = b->cap ? b->cap * 2 : 8;
-            bucket *items = PyMem_Realloc(b->items, (size_t)cap * sizeof(bucket));
-            if (items == NULL) {
-                PyErr_NoMemory();
+            bucket *items = grow_array(b->items, &b->cap, 8, sizeof(bucket));
+            if (items == NULL)
                 return NULL;
-            }
             b->items = items;
-            b->cap = cap;
         }
         at = b->len;
         PyObject *num = PyLong_FromSsize_t(at);
@@ -1876,14 +1875,10 @@ static int
 bucket_push(bucket *g, slice span, PyObject *owner, PyObject *suffix)
 {
     if (g->len == g->cap) {
-        Py_ssize_t cap = g->cap ? g->cap * 2 : 64;
-        piece *items = PyMem_Realloc(g->items, (size_t)cap * sizeof(piece));
-        if (items == NULL) {
-            PyErr_NoMemory();
+        piece *items = grow_array(g->items, &g->cap, 64, sizeof(piece));
+        if (items == NULL)
             return -1;
-        }
         g->items = items;
-        g->cap = cap;
     }
     g->items[g->len].p = span.p;
     g->items[g->len].n = span.n;
