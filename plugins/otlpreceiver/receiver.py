@@ -52,7 +52,7 @@ class OTLPReceiver(Component):
         Raises ``PermanentError`` for data that cannot be decoded and whatever the pipeline
         raises (``RetryableError`` when it pushes back).
         """
-        payload = payload_type(signal)(data)
+        payload: Payload
         try:
             if signal is Signal.TRACES and _framing is not None:
                 try:
@@ -60,6 +60,7 @@ class OTLPReceiver(Component):
                 except ValueError as exc:
                     raise PermanentError(MALFORMED_TRACES) from exc
             else:
+                payload = payload_type(signal)(data)
                 payload.validate()
         except Exception:
             self.count_malformed(signal)
