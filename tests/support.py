@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,11 +31,40 @@ ROOT = Path(__file__).resolve().parent.parent
 STRICT = bool(os.environ.get("CI") or os.environ.get("PIPELINE_TEST_STRICT"))
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands out to outgoing connections and ``bind(0)``."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_handed_out: set[int] = set()
+_rng = random.Random()
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port nobody listens on right now (TCP by default)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on right now (TCP by default), not handed out before in this
+    process. It is taken below the kernel's ephemeral range when there is room there: a port
+    from ``bind(0)`` could be given to an outgoing connection (a peer's client socket) between
+    the moment it is picked and the moment the test binds it."""
+    low, _ = _ephemeral_range()
+    candidates = (10000, low - 1) if low > 12000 else None
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, kind) as s:
+            if candidates is None:
+                s.bind(("127.0.0.1", 0))
+            else:
+                try:
+                    s.bind(("127.0.0.1", _rng.randint(*candidates)))
+                except OSError:
+                    continue
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port found")
 
 
 def require_program(name: str, hint: str) -> str:
