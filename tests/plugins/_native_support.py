@@ -15,8 +15,11 @@ from plugins._native import load
 
 
 def _missing(name: str) -> str:
+    needs = "a C compiler"
+    if name == "_h2server":
+        needs += " and libnghttp2's headers (apt install libnghttp2-dev)"
     return (
-        f"the C accelerator plugins._native.{name} is not built (needs a C compiler: "
+        f"the C accelerator plugins._native.{name} is not built (needs {needs}: "
         "reinstall with `pip install -e .`)"
     )
 

@@ -1,0 +1,271 @@
+"""The HTTP/2 sessions of the native gRPC server (``plugins/_native/_h2server.c``), driven by a
+real HTTP/2 client state machine (the ``h2`` library) in memory."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from tests.plugins._native_support import require_native
+
+h2server = require_native("_h2server")
+
+PATH = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def headers(path: str = PATH, content_type: str = "application/grpc", **extra: str) -> list:
+    out = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "127.0.0.1"),
+        ("content-type", content_type),
+        ("te", "trailers"),
+    ]
+    return out + list(extra.items())
+
+
+def framed(message: bytes, compressed: bool = False) -> bytes:
+    return bytes([int(compressed)]) + len(message).to_bytes(4, "big") + message
+
+
+class Pair:
+    """A client (h2) and a server session, connected in memory."""
+
+    def __init__(self, max_message: int = 1 << 20, max_streams: int = 100) -> None:
+        self.client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        self.client.initiate_connection()
+        self.server: Any = h2server.Session(
+            max_message=max_message,
+            max_concurrent_streams=max_streams,
+            stream_window=1 << 20,
+            connection_window=1 << 24,
+        )
+        self.events: list[Any] = []
+        self.calls: list[tuple] = []
+        self.pump()
+
+    def pump(self) -> list[tuple]:
+        """Exchange bytes until both sides are quiet; returns the calls completed meanwhile."""
+        new: list[tuple] = []
+        for _ in range(100):
+            out = self.client.data_to_send()
+            if out:
+                new += self.server.feed(out)
+            back = self.server.data_to_send()
+            if back:
+                self.events += self.client.receive_data(back)
+            if not out and not back:
+                break
+        self.calls += new
+        return new
+
+    def call(self, body: bytes, **kw: Any) -> int:
+        sid = int(self.client.get_next_available_stream_id())
+        self.client.send_headers(sid, headers(**kw))
+        self.client.send_data(sid, body, end_stream=True)
+        return sid
+
+    def response(self, sid: int) -> dict[str, Any]:
+        """What the client received on a stream: headers, data, trailers, ended, reset."""
+        out: dict[str, Any] = {"headers": {}, "data": b"", "trailers": {}, "ended": False}
+        for ev in self.events:
+            if getattr(ev, "stream_id", None) != sid:
+                continue
+            if isinstance(ev, h2.events.ResponseReceived):
+                out["headers"] = dict(ev.headers)
+            elif isinstance(ev, h2.events.DataReceived):
+                out["data"] += ev.data
+            elif isinstance(ev, h2.events.TrailersReceived):
+                out["trailers"] = dict(ev.headers)
+            elif isinstance(ev, h2.events.StreamEnded):
+                out["ended"] = True
+            elif isinstance(ev, h2.events.StreamReset):
+                out["reset"] = ev.error_code
+        return out
+
+
+def test_a_call_arrives_and_is_answered() -> None:
+    p = Pair()
+    sid = p.call(framed(b"\x0a\x00"))
+    (call,) = p.pump()
+    assert call == (sid, PATH, "application/grpc", "", 0, b"\x0a\x00")
+    assert p.server.open_streams == 1
+    assert p.server.respond(sid, 0) is True
+    p.pump()
+    r = p.response(sid)
+    assert r["headers"] == {":status": "200", "content-type": "application/grpc"}
+    assert r["data"] == framed(b"")
+    assert r["trailers"] == {"grpc-status": "0"}
+    assert r["ended"]
+    assert p.server.open_streams == 0
+    assert p.server.respond(sid, 0) is False  # gone: answered already
+
+
+def test_errors_are_trailers_only_with_message_and_details() -> None:
+    p = Pair()
+    sid = p.call(framed(b""))
+    p.pump()
+    assert p.server.respond(sid, 14, b"busy %25", None, b"AAEC") is True
+    p.pump()
+    r = p.response(sid)
+    assert r["headers"] == {
+        ":status": "200",
+        "content-type": "application/grpc",
+        "grpc-status": "14",
+        "grpc-message": "busy %25",
+        "grpc-status-details-bin": "AAEC",
+    }
+    assert r["data"] == b"" and r["trailers"] == {} and r["ended"]
+
+
+def test_a_bare_http_status() -> None:
+    p = Pair()
+    sid = p.call(b"{}", content_type="application/json")
+    (call,) = p.pump()
+    assert call[2] == "application/json"
+    p.server.respond(sid, 0, http_status=415)
+    p.pump()
+    r = p.response(sid)
+    assert r["headers"] == {":status": "415"} and r["ended"]
+
+
+def test_a_body_split_in_frames_and_the_compressed_flag() -> None:
+    p = Pair()
+    message = bytes(range(256)) * 300  # 76,800 bytes: several DATA frames
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers(**{"grpc-encoding": "gzip"}))
+    body = framed(message, compressed=True)
+    for i in range(0, len(body), 10_000):
+        p.client.send_data(sid, body[i : i + 10_000])
+        p.pump()
+    assert p.calls == []
+    p.client.end_stream(sid)
+    (call,) = p.pump()
+    assert call == (sid, PATH, "application/grpc", "gzip", 1, message)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"\x00\x00\x00", framed(b"abc")[:-1], framed(b"abc") + b"x", b"\x02" + framed(b"a")[1:]],
+    ids=["empty", "short prefix", "truncated", "trailing bytes", "bad flag"],
+)
+def test_a_body_that_is_not_one_message(body: bytes) -> None:
+    p = Pair()
+    sid = p.call(body)
+    (call,) = p.pump()
+    assert call == (sid, PATH, "application/grpc", "", h2server.FRAMING, None)
+
+
+def test_a_message_over_the_limit_is_discarded_as_it_arrives() -> None:
+    p = Pair(max_message=1000)
+    sid = p.call(framed(b"x" * 1000))  # exactly the limit
+    ok = p.call(framed(b"y" * 3000))
+    calls = p.pump()
+    assert calls == [
+        (sid, PATH, "application/grpc", "", 0, b"x" * 1000),
+        (ok, PATH, "application/grpc", "", h2server.TOO_LARGE, 3005),
+    ]
+
+
+def test_many_concurrent_streams_and_answers_in_any_order() -> None:
+    p = Pair()
+    sids = [p.call(framed(str(i).encode())) for i in range(50)]
+    calls = p.pump()
+    assert [c[0] for c in calls] == sids
+    assert [c[5] for c in calls] == [str(i).encode() for i in range(50)]
+    for sid in reversed(sids):
+        p.server.respond(sid, 0)
+    p.pump()
+    assert all(p.response(s)["trailers"] == {"grpc-status": "0"} for s in sids)
+    assert p.server.open_streams == 0
+
+
+def test_a_stream_reset_by_the_client_is_forgotten() -> None:
+    p = Pair()
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers())
+    p.client.send_data(sid, b"\x00\x00\x00\x00\x10half")
+    p.pump()
+    assert p.server.open_streams == 1
+    p.client.reset_stream(sid)
+    assert p.pump() == []
+    assert p.server.open_streams == 0
+    # reset after its body ended: the answer has nowhere to go
+    sid2 = p.call(framed(b"z"))
+    p.pump()
+    p.client.reset_stream(sid2)
+    p.pump()
+    assert p.server.respond(sid2, 0) is False
+    assert p.server.open_streams == 0
+
+
+def test_goaway_refuses_new_streams_and_answers_the_others() -> None:
+    p = Pair()
+    sid = p.call(framed(b"a"))
+    p.pump()
+    p.server.shutdown_notice()
+    p.server.goaway()
+    p.pump()
+    notice, end = [e for e in p.events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert notice.last_stream_id == 2**31 - 1  # the notice: calls in flight may still arrive
+    assert end.last_stream_id == sid and end.error_code == 0
+    assert p.server.want_io() is True  # the call received is still to be answered
+    # (the h2 client closes on GOAWAY; grpc clients finish the calls up to last_stream_id)
+    assert p.server.respond(sid, 0) is True
+    answer = p.server.data_to_send()
+    assert framed(b"") in answer
+    assert p.server.open_streams == 0
+    assert p.server.want_io() is False
+
+
+def test_garbage_is_a_protocol_error() -> None:
+    s = h2server.Session(
+        max_message=100, max_concurrent_streams=1, stream_window=65535, connection_window=65535
+    )
+    with pytest.raises(ValueError, match="HTTP/2"):
+        s.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s.want_io() is False
+
+
+def test_limits_are_checked() -> None:
+    with pytest.raises(ValueError):
+        h2server.Session(
+            max_message=1, max_concurrent_streams=0, stream_window=65535, connection_window=65535
+        )
+    with pytest.raises(ValueError):
+        h2server.Session(
+            max_message=1, max_concurrent_streams=1, stream_window=1, connection_window=65535
+        )
+
+
+def test_random_corruption_never_crashes() -> None:
+    rng = random.Random(7)
+    good = Pair()
+    good.call(framed(b"\x0a\x02ab"))
+    wire = good.client.data_to_send()
+    for _ in range(2000):
+        data = bytearray(wire)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        cut = rng.randint(1, len(data))
+        s = h2server.Session(
+            max_message=1 << 16,
+            max_concurrent_streams=10,
+            stream_window=65535,
+            connection_window=65535,
+        )
+        try:
+            for call in s.feed(bytes(data[:cut])):
+                assert (isinstance(call[0], int) and call[1].startswith("/")) or call[1] == ""
+                s.respond(call[0], 0)
+        except ValueError:
+            continue
+        s.data_to_send()
