@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import math
-import ssl
 import time
-import zlib
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -39,7 +37,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from pipeline import PermanentError, RetryableError, Signal, payload_type, split_endpoint
 from plugins.otlpreceiver import otlpjson
-from plugins.otlpreceiver.config import CORSConfig, HTTPServerConfig, ServerTLSConfig
+from plugins.otlpreceiver.common import RequestError, inflate, server_ssl_context
+from plugins.otlpreceiver.config import CORSConfig, HTTPServerConfig
 
 if TYPE_CHECKING:
     from plugins.otlpreceiver.receiver import OTLPReceiver
@@ -68,52 +67,6 @@ SAFE_HEADERS = frozenset(
     }
 )
 _EMPTY_JSON_RESPONSE = b"{}"
-
-
-class RequestError(Exception):
-    """A request refused before it reached the pipeline: an HTTP status and a message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def inflate(body: bytes, limit: int, wbits: int, name: str) -> bytes:
-    """Decompress ``body`` (gzip members or a zlib stream), never producing more than ``limit``
-    bytes: a body that would inflate past it raises a 413 before it is fully inflated."""
-    out: list[bytes] = []
-    produced = 0
-    data = body
-    while True:
-        d = zlib.decompressobj(wbits)
-        try:
-            chunk = d.decompress(data, limit - produced + 1)
-        except zlib.error as exc:
-            raise RequestError(400, f"malformed {name} body: {exc}") from None
-        produced += len(chunk)
-        if produced > limit or d.unconsumed_tail:
-            raise RequestError(
-                413,
-                f"the {name} body inflates to more than max_request_body_size ({limit} bytes)",
-            )
-        out.append(chunk)
-        if not d.eof:
-            raise RequestError(400, f"malformed {name} body: truncated (unexpected end of data)")
-        data = d.unused_data
-        if not data or wbits != 31:  # only gzip may hold several members
-            break
-    return out[0] if len(out) == 1 else b"".join(out)
-
-
-def server_ssl_context(tls: ServerTLSConfig) -> ssl.SSLContext:
-    """TLS for the HTTP server: certificate and key, optionally verified client certificates."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.client_ca_file:
-        ctx.load_verify_locations(tls.client_ca_file)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
 
 
 class CORS:

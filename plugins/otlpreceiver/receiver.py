@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -92,9 +93,21 @@ class OTLPReceiver(Component):
         self._started = True
         protocols = self.config.protocols
         if protocols.grpc is not None:
-            from plugins.otlpreceiver.grpc_server import GRPCServer
+            server: Any
+            # the native server (plugins/otlpreceiver/grpc_native.py) when it was built, unless
+            # PIPELINE_GRPC_SERVER=grpcio asks for grpcio's
+            choice = os.environ.get("PIPELINE_GRPC_SERVER", "native").strip().lower()
+            if choice not in ("native", "grpcio"):
+                raise ValueError(f"PIPELINE_GRPC_SERVER={choice!r}: expected 'native' or 'grpcio'")
+            h2server = _load_native("_h2server") if choice == "native" else None
+            if h2server is not None:
+                from plugins.otlpreceiver.grpc_native import NativeGRPCServer
 
-            server = GRPCServer(self, protocols.grpc)
+                server = NativeGRPCServer(self, protocols.grpc, h2server)
+            else:
+                from plugins.otlpreceiver.grpc_server import GRPCServer
+
+                server = GRPCServer(self, protocols.grpc)
             await server.start()
             self._servers.append(server)
         if protocols.http is not None:

@@ -35,10 +35,15 @@ from pipeline.config import load_config
 from pipeline.pluginmanager import build_registry
 from pipeline.service import Service
 from pipeline.telemetry import SelfTelemetry
+from tests.plugins._native_support import both_paths
 from tests.support import free_port, running_service, write_config
 
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+
+
+# every test on the native gRPC server (plugins/otlpreceiver/grpc_native.py) and on grpcio's
+server = both_paths("_h2server", disable=lambda mp: mp.setenv("PIPELINE_GRPC_SERVER", "grpcio"))
 
 
 def gateway_yaml(port: int, verbosity: str = "detailed", extra_receiver: str = "") -> str:

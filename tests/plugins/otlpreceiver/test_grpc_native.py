@@ -1,0 +1,264 @@
+"""What the native gRPC server (plugins/otlpreceiver/grpc_native.py) decides itself, seen by
+a raw HTTP/2 client (the ``h2`` library over a socket): requests that are not gRPC, bodies that
+are not one gRPC message, resets, compression by hand, protocol garbage, and the GOAWAY at
+shutdown; and its status encodings."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from pathlib import Path
+from typing import Any
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from pipeline.service import Service
+from plugins.otlpreceiver.grpc_native import percent_encode, status_details
+from tests.plugins._native_support import require_native
+from tests.support import free_port, running_service, wait_until
+
+TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@pytest.fixture
+def native(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the tests of what only the native server decides: it must be there (not skipped
+    under CI), and those tests run once."""
+    require_native("_h2server")
+    monkeypatch.delenv("PIPELINE_GRPC_SERVER", raising=False)
+
+
+def config(port: int, max_mib: int = 1) -> str:
+    return f"""
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{port}", max_recv_msg_size_mib: {max_mib}}}
+exporters:
+  debug: {{verbosity: basic}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"""
+
+
+def request(spans: int, name: str = "s") -> bytes:
+    req = ExportTraceServiceRequest()
+    scope = req.resource_spans.add().scope_spans.add()
+    for i in range(spans):
+        scope.spans.add(
+            name=f"{name}{i}", trace_id=b"\x01" * 16, span_id=(i + 1).to_bytes(8, "big")
+        )
+    return req.SerializeToString()
+
+
+def accepted(service: Service) -> float:
+    return float(
+        service.telemetry.value("otelcol_receiver_accepted_spans_total", receiver="otlp") or 0
+    )
+
+
+def refused(service: Service, reason: str) -> float:
+    return float(
+        service.telemetry.value(
+            "otelcol_receiver_refused_requests_total",
+            receiver="otlp",
+            transport="grpc",
+            reason=reason,
+        )
+        or 0
+    )
+
+
+# -- raw HTTP/2: what the native server decides itself ----------------------------------------
+class RawClient:
+    """An HTTP/2 client connection (``h2``) over a socket."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        self.conn.initiate_connection()
+        self.events: list[Any] = []
+
+    @classmethod
+    async def open(cls, port: int) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = cls(reader, writer)
+        await client.flush()
+        return client
+
+    async def flush(self) -> None:
+        self.writer.write(self.conn.data_to_send())
+        await self.writer.drain()
+
+    async def read_until(self, done: Any, within: float = 5.0) -> None:
+        async with asyncio.timeout(within):
+            while not done():
+                data = await self.reader.read(65536)
+                if not data:
+                    self.events.append("eof")
+                    return
+                self.events += self.conn.receive_data(data)
+                await self.flush()
+
+    def ended(self, sid: int) -> bool:
+        return any(
+            isinstance(e, h2.events.StreamEnded | h2.events.StreamReset) and e.stream_id == sid
+            for e in self.events
+        )
+
+    def headers(self, sid: int) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for e in self.events:
+            kinds = h2.events.ResponseReceived | h2.events.TrailersReceived
+            if isinstance(e, kinds) and e.stream_id == sid:
+                out.update(dict(e.headers))
+        return out
+
+    async def call(self, body: bytes, content_type: str = "application/grpc") -> int:
+        sid = int(self.conn.get_next_available_stream_id())
+        self.conn.send_headers(
+            sid,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", TRACE_EXPORT),
+                (":authority", "127.0.0.1"),
+                ("content-type", content_type),
+                ("te", "trailers"),
+            ],
+        )
+        self.conn.send_data(sid, body, end_stream=True)
+        await self.flush()
+        return sid
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except OSError:
+            pass
+
+
+def framed(message: bytes) -> bytes:
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+async def test_raw_http2_not_grpc_bad_framing_resets_and_compression(
+    tmp_path: Path, native: None
+) -> None:
+    port = free_port()
+    async with running_service(config(port), tmp_path) as service:
+        c = await RawClient.open(port)
+        sid = await c.call(b'{"resourceSpans": []}', content_type="application/json")
+        await c.read_until(lambda: c.ended(sid))
+        assert c.headers(sid)[":status"] == "415"
+        sid = await c.call(framed(request(2))[:-1])  # the prefix says one byte more
+        await c.read_until(lambda: c.ended(sid))
+        assert c.headers(sid)["grpc-status"] == "13"
+        # a call reset half-way: nothing of it is taken, the connection goes on
+        half = int(c.conn.get_next_available_stream_id())
+        c.conn.send_headers(
+            half,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", TRACE_EXPORT),
+                (":authority", "x"),
+                ("content-type", "application/grpc"),
+            ],
+        )
+        c.conn.send_data(half, framed(request(5))[:20])
+        c.conn.reset_stream(half)
+        await c.flush()
+        # compressed with gzip by hand
+        body = gzip.compress(request(4))
+        sid = int(c.conn.get_next_available_stream_id())
+        c.conn.send_headers(
+            sid,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", TRACE_EXPORT),
+                (":authority", "x"),
+                ("content-type", "application/grpc+proto"),
+                ("grpc-encoding", "gzip"),
+            ],
+        )
+        c.conn.send_data(sid, b"\x01" + len(body).to_bytes(4, "big") + body, end_stream=True)
+        await c.flush()
+        await c.read_until(lambda: c.ended(sid))
+        assert c.headers(sid)["grpc-status"] == "0"
+        # compressed, with an encoding the server does not know
+        sid = int(c.conn.get_next_available_stream_id())
+        c.conn.send_headers(
+            sid,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", TRACE_EXPORT),
+                (":authority", "x"),
+                ("content-type", "application/grpc"),
+                ("grpc-encoding", "snappy"),
+            ],
+        )
+        c.conn.send_data(sid, b"\x01\x00\x00\x00\x01x", end_stream=True)
+        await c.flush()
+        await c.read_until(lambda: c.ended(sid))
+        assert c.headers(sid)["grpc-status"] == "12"
+        await c.close()
+        await wait_until(lambda: accepted(service) == 4)
+        assert refused(service, "not_grpc") == 1
+        assert refused(service, "bad_framing") == 1
+        assert refused(service, "unsupported_encoding") == 1
+
+
+async def test_garbage_closes_only_that_connection(tmp_path: Path, native: None) -> None:
+    port = free_port()
+    async with running_service(config(port), tmp_path) as service:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            while await reader.read(65536):
+                pass  # the server may say GOAWAY first; then it closes
+        writer.close()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert await channel.unary_unary(TRACE_EXPORT)(request(2)) == b""
+        await wait_until(lambda: accepted(service) == 2)
+
+
+async def test_shutdown_says_goaway_to_connected_clients(tmp_path: Path, native: None) -> None:
+    port = free_port()
+    async with running_service(config(port), tmp_path):
+        c = await RawClient.open(port)
+        sid = await c.call(framed(request(1)))
+        await c.read_until(lambda: c.ended(sid))
+    # the service stopped: the idle connection got a GOAWAY, then was closed
+    await c.read_until(lambda: "eof" in c.events)
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in c.events)
+    await c.close()
+
+
+def test_grpc_message_and_details_encoding() -> None:
+    assert percent_encode("plain text: ok") == b"plain text: ok"
+    assert percent_encode("100% caf\u00e9\n") == b"100%25 caf%C3%A9%0A"
+    details = status_details(14, "busy", 2.5)
+    import base64
+
+    from google.rpc import error_details_pb2, status_pb2
+
+    st = status_pb2.Status.FromString(base64.b64decode(details + b"=" * (-len(details) % 4)))
+    assert st.code == 14 and st.message == "busy"
+    info = error_details_pb2.RetryInfo()
+    assert st.details[0].Unpack(info)
+    assert info.retry_delay.seconds == 2 and info.retry_delay.nanos == 500_000_000
+    assert b"=" not in details
