@@ -1,8 +1,9 @@
 # The gateway as a container: installs the package and runs it as a non-root user on
 # configs/gateway.yaml (mount your own at /etc/pipeline/gateway.yaml, or pass --config).
 FROM python:3.11-slim AS build
-# a C compiler for the optional accelerators (plugins/_native); the wheel carries them
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+# a C compiler for the optional accelerators (plugins/_native); the wheel carries them.
+# libnghttp2-dev: the OTLP receiver's native gRPC server (plugins/_native/_h2server.c)
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libnghttp2-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md hatch_build.py ./
@@ -12,7 +13,9 @@ COPY configs ./configs
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pipeline
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pipeline \
+    && apt-get update && apt-get install -y --no-install-recommends libnghttp2-14 \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY configs /etc/pipeline

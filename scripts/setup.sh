@@ -1,8 +1,25 @@
 # Sourced by scripts/run.sh and scripts/test.sh: creates .venv and installs the project.
 PYTHON="${PYTHON:-python3}"
 
+install_build_deps() {
+  # libnghttp2's headers, for the OTLP receiver's native gRPC server (plugins/_native/_h2server.c).
+  # Without them that one module is not built and grpcio's server is used (slower), except
+  # under CI, where the build then fails.
+  if [ ! -f /usr/include/nghttp2/nghttp2.h ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      echo "installing: libnghttp2-dev"
+      apt-get update -qq >/dev/null 2>&1 || true
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnghttp2-dev >/dev/null
+    else
+      echo "note: libnghttp2-dev is not installed (apt-get install libnghttp2-dev); the native" \
+        "gRPC server is not built and grpcio's is used" >&2
+    fi
+  fi
+}
+
 setup_venv() {
   local extra="${1:-}"
+  install_build_deps
   if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
   fi
@@ -11,7 +28,8 @@ setup_venv() {
   if [ -n "${CI:-}" ]; then export PIPELINE_BUILD_NATIVE="${PIPELINE_BUILD_NATIVE:-require}"; fi
   # reinstall when the project or the C sources of the accelerators changed
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || \
-     [ -n "$(find hatch_build.py plugins/_native -newer "$stamp" \( -name '*.c' -o -name '*.h' -o -name '*.py' \) 2>/dev/null)" ]; then
+     [ -n "$(find hatch_build.py plugins/_native -newer "$stamp" \( -name '*.c' -o -name '*.h' -o -name '*.py' \) 2>/dev/null)" ] || \
+     { [ -f /usr/include/nghttp2/nghttp2.h ] && ! ls plugins/_native/_h2server*.so >/dev/null 2>&1; }; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     if [ -n "$extra" ]; then
       .venv/bin/python -m pip install --quiet -e ".[$extra]"
