@@ -343,12 +343,15 @@ class Aggregator:
         scope_name: str,
         temporality: Temporality = Temporality.CUMULATIVE,
         expiration_s: float = 0.0,
+        resource_key_attributes: Sequence[str] = (),
     ) -> None:
         self.scope_name = scope_name
         self.temporality = temporality
         self.expiration_ns = int(expiration_s * 1e9)
         self.metrics: list[Metric] = []
         self.resources: dict[bytes, Resource] = {OVERFLOW_RESOURCE: Resource()}
+        # only these resource attributes identify a resource (empty: all of them)
+        self.resource_key_attributes = frozenset(resource_key_attributes)
 
     def add_metric(self, metric: Metric) -> Metric:
         metric.track_touched = self.temporality is Temporality.DELTA
@@ -356,13 +359,39 @@ class Aggregator:
         return metric
 
     def resource_key(self, resource: Any) -> bytes:
-        """A key for a resource message (its encoding); remembered for export."""
-        key = bytes(resource.SerializeToString(deterministic=True))
+        """A key for a resource message, remembered for export: its encoding, or with
+        ``resource_key_attributes`` the encoding of just those attributes (sorted by name), so
+        resources differing only in other attributes (``process.pid``...) share their series.
+        The resource exported for a key is the first one seen with it (whole), as the
+        Collector's spanmetrics connector does; in delta temporality the first one seen since
+        the last flush (see :meth:`keep_resource`)."""
+        keep = self.resource_key_attributes
+        if keep:
+            kept = sorted(
+                (kv for kv in resource.attributes if kv.key in keep), key=lambda kv: kv.key
+            )
+            key = bytes(Resource(attributes=kept).SerializeToString(deterministic=True))
+        else:
+            key = bytes(resource.SerializeToString(deterministic=True))
         if key not in self.resources:
             copy = Resource()
             copy.CopyFrom(resource)
             self.resources[key] = copy
         return key
+
+    def keep_resource(self, key: bytes, raw: bytes) -> None:
+        """Remember the encoded resource ``raw`` for ``key`` (from :meth:`resource_key`) unless
+        one is remembered already: for callers that cache keys, since a flush or expiry may
+        forget the resources that no series refers to any more."""
+        if key not in self.resources:
+            self.resources[key] = Resource.FromString(raw)
+
+    def _forget_unused_resources(self) -> None:
+        live = {OVERFLOW_RESOURCE}
+        for m in self.metrics:
+            live.update(k[0] for k in m.series)
+        for key in [k for k in self.resources if k not in live]:
+            del self.resources[key]
 
     def expire(self, now_ns: int) -> int:
         """Forget series (and resources) that stopped receiving data."""
@@ -371,11 +400,7 @@ class Aggregator:
         cutoff = now_ns - self.expiration_ns
         n = sum(m.expire(cutoff) for m in self.metrics if m.kind is not Kind.GAUGE)
         if n:
-            live = {OVERFLOW_RESOURCE}
-            for m in self.metrics:
-                live.update(k[0] for k in m.series)
-            for key in [k for k in self.resources if k not in live]:
-                del self.resources[key]
+            self._forget_unused_resources()
         return n
 
     def build(self, now_ns: int | None = None) -> tuple[ExportMetricsServiceRequest, int]:
@@ -391,6 +416,10 @@ class Aggregator:
             sm = rm.scope_metrics.add()
             sm.scope.name = self.scope_name
             sm.metrics.extend(metrics)
+        if self.temporality is Temporality.DELTA and self.resource_key_attributes:
+            # the next interval's resource of a key is the first one seen in it (as the
+            # Collector, which starts afresh after each delta flush)
+            self._forget_unused_resources()
         return req, points
 
 

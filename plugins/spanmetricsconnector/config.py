@@ -57,6 +57,8 @@ class SpanMetricsConfig(ComponentConfig):
     aggregation_temporality: Literal[
         "AGGREGATION_TEMPORALITY_CUMULATIVE", "AGGREGATION_TEMPORALITY_DELTA"
     ] = "AGGREGATION_TEMPORALITY_CUMULATIVE"
+    # only these resource attributes identify a resource's series (empty: all of them)
+    resource_metrics_key_attributes: list[str] = Field(default_factory=list)
     # Accepted for compatibility with Collector configs; caches are not needed here.
     dimensions_cache_size: int = Field(1000, ge=1)
     resource_metrics_cache_size: int = Field(1000, ge=1)

@@ -45,7 +45,12 @@ class SpanMetricsConnector(FlushingConnector):
             if config.aggregation_temporality == "AGGREGATION_TEMPORALITY_DELTA"
             else Temporality.CUMULATIVE
         )
-        agg = Aggregator("pipeline.spanmetrics", temporality, config.metrics_expiration)
+        agg = Aggregator(
+            "pipeline.spanmetrics",
+            temporality,
+            config.metrics_expiration,
+            resource_key_attributes=config.resource_metrics_key_attributes,
+        )
         super().__init__(settings, next_consumer, agg, config.metrics_flush_interval)
         self.config = config
         prefix = f"{config.namespace}." if config.namespace else ""
@@ -241,4 +246,7 @@ class SpanMetricsConnector(FlushingConnector):
             if len(self._resources) > 1000:
                 self._resources.clear()
             self._resources[raw] = cached
+        else:
+            # the aggregator forgets resources no series refers to (expiry, delta flushes)
+            self.aggregator.keep_resource(cached[0], raw)
         return cached

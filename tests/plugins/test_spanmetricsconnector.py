@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from pipeline import Kind
+from pipeline import Kind, Traces
 from pipeline.telemetry import SelfTelemetry
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
 from plugins.spanmetricsconnector.connector import SpanMetricsConnector
-from tests.plugins._agent_support import Capture, request, settings, span
+from tests.plugins._agent_support import Capture, attrs_of, kv, request, settings, span
 from tests.plugins._native_support import both_paths
 from tests.plugins.test__metricsagg import labels, points
 
@@ -30,6 +32,37 @@ async def run(spans_by_service: dict[str, list[Span]], **options: Any) -> tuple[
         await conn.consume(request(spans, service=service))
     await conn.shutdown()
     return out.payloads[0].message(), tel
+
+
+def connector(tel: SelfTelemetry | None = None, **options: Any) -> tuple[Any, Capture]:
+    out = Capture()
+    cfg = SpanMetricsConfig.model_validate({"metrics_flush_interval": "0s", **options})
+    conn = SpanMetricsConnector(settings(Kind.CONNECTOR, "spanmetrics", tel), cfg, out)
+    return conn, out
+
+
+def resource_request(spans: list[Span], **resource: Any) -> Traces:
+    """One ResourceSpans with the given resource attributes."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend(kv(k, v) for k, v in resource.items())
+    rs.scope_spans.add().spans.extend(spans)
+    return Traces(req.SerializeToString())
+
+
+def calls_by_resource(req: Any) -> list[tuple[dict[str, Any], int]]:
+    """(resource attributes, sum of the calls points) per ResourceMetrics."""
+    out = []
+    for rm in req.resource_metrics:
+        total = sum(
+            dp.as_int
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name.endswith(".calls")
+            for dp in m.sum.data_points
+        )
+        out.append((attrs_of(rm.resource), total))
+    return out
 
 
 async def test_default_names_labels_and_buckets() -> None:
@@ -154,3 +187,74 @@ def test_config_errors() -> None:
         SpanMetricsConfig.model_validate({"histogram": {"explicit": {"buckets": ["2s", "1s"]}}})
     with pytest.raises(ValueError):
         SpanMetricsConfig.model_validate({"histogram": {"exponential": {"max_size": 10}}})
+
+
+async def test_resource_metrics_key_attributes_merge_resources_keeping_the_first() -> None:
+    """Only the key attributes identify a resource: a restarted process (new process.pid)
+    keeps counting in the same series; the exported resource is the first one seen, whole."""
+    conn, out = connector(resource_metrics_key_attributes=["service.name", "host.name"])
+    await conn.consume(
+        resource_request(
+            [span(1, 1, None, "a")], **{"service.name": "svc", "host.name": "h1", "process.pid": 1}
+        )
+    )
+    await conn.consume(
+        resource_request(
+            [span(1, 2, None, "a"), span(1, 3, None, "a")],
+            **{"service.name": "svc", "host.name": "h1", "process.pid": 2},
+        )
+    )
+    await conn.consume(
+        resource_request(
+            [span(1, 4, None, "a")], **{"service.name": "svc", "host.name": "h2", "process.pid": 3}
+        )
+    )
+    await conn.flush()
+    got = calls_by_resource(out.payloads[0].message())
+    assert sorted(got, key=lambda r: r[0]["host.name"]) == [
+        ({"service.name": "svc", "host.name": "h1", "process.pid": 1}, 3),
+        ({"service.name": "svc", "host.name": "h2", "process.pid": 3}, 1),
+    ]
+    # without the option every distinct resource is its own
+    conn, out = connector()
+    for pid in (1, 2):
+        await conn.consume(
+            resource_request(
+                [span(1, pid, None, "a")], **{"service.name": "svc", "process.pid": pid}
+            )
+        )
+    await conn.flush()
+    assert sorted(r[0]["process.pid"] for r in calls_by_resource(out.payloads[0].message())) == [
+        1,
+        2,
+    ]
+
+
+async def test_key_attributes_delta_takes_the_first_resource_of_each_interval() -> None:
+    conn, out = connector(
+        resource_metrics_key_attributes=["service.name"],
+        aggregation_temporality="AGGREGATION_TEMPORALITY_DELTA",
+    )
+    for pids in ((1, 2), (2, 1)):
+        for pid in pids:
+            await conn.consume(
+                resource_request(
+                    [span(1, pid, None, "a")], **{"service.name": "svc", "process.pid": pid}
+                )
+            )
+        await conn.flush()
+    assert [calls_by_resource(p.message()) for p in out.payloads] == [
+        [({"service.name": "svc", "process.pid": 1}, 2)],
+        [({"service.name": "svc", "process.pid": 2}, 2)],
+    ]
+
+
+async def test_a_resource_seen_again_after_expiry_is_exported_whole() -> None:
+    conn, out = connector(metrics_expiration="1ms")
+    res = {"service.name": "svc", "host.name": "h1"}
+    await conn.consume(resource_request([span(1, 1, None, "a")], **res))
+    await asyncio.sleep(0.01)
+    assert await conn.flush() == 0  # expired
+    await conn.consume(resource_request([span(1, 2, None, "a")], **res))
+    await conn.flush()
+    assert calls_by_resource(out.payloads[-1].message()) == [(res, 1)]
