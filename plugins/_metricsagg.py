@@ -18,7 +18,8 @@ import asyncio
 import bisect
 import enum
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, MutableSet, Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -276,20 +277,34 @@ class Metric:
 
     # -- export ----------------------------------------------------------------------------------
     def export(
-        self, now_ns: int, temporality: Temporality, out: dict[bytes, list[metrics_pb2.Metric]]
+        self,
+        now_ns: int,
+        temporality: Temporality,
+        out: dict[bytes, list[metrics_pb2.Metric]],
+        last_flush: dict[SeriesKey, int] | None = None,
+        exported: MutableSet[SeriesKey] | None = None,
     ) -> int:
         """Append this metric's data points, per resource key, to ``out``; returns the number
         of points. In delta temporality only series touched since the last export are written,
-        then forgotten."""
+        then forgotten; a point starts at ``last_flush[key]`` when there is one (the time of
+        the series' previous point), else when the series got its first measurement, and the
+        keys written are added to ``exported``."""
         if self.kind is Kind.GAUGE or temporality is Temporality.CUMULATIVE:
             keys: Iterable[SeriesKey] = list(self.series)
         else:
             keys = [k for k in self.series if k in self._touched]
         by_resource: dict[bytes, metrics_pb2.Metric] = {}
         points = 0
+        delta = temporality is Temporality.DELTA and self.kind is not Kind.GAUGE
         for key in keys:
             s = self.series[key]
             resource, attrs = key
+            start_ns = s.start_ns
+            if delta:
+                if last_flush is not None:
+                    start_ns = last_flush.get(key, start_ns)
+                if exported is not None:
+                    exported.add(key)
             m = by_resource.get(resource)
             if m is None:
                 m = metrics_pb2.Metric(name=self.name, description=self.description, unit=self.unit)
@@ -305,7 +320,7 @@ class Metric:
             kvs = [KeyValue(key=k, value=_any_value(v)) for k, v in attrs]
             if self.kind is Kind.HISTOGRAM:
                 dp = m.histogram.data_points.add(
-                    start_time_unix_nano=s.start_ns,
+                    start_time_unix_nano=start_ns,
                     time_unix_nano=now_ns,
                     count=int(s.count),
                     sum=s.sum,
@@ -319,7 +334,7 @@ class Metric:
                     )
             elif self.kind is Kind.COUNTER:
                 ndp = m.sum.data_points.add(
-                    start_time_unix_nano=s.start_ns, time_unix_nano=now_ns, attributes=kvs
+                    start_time_unix_nano=start_ns, time_unix_nano=now_ns, attributes=kvs
                 )
                 if isinstance(s.count, int):
                     ndp.as_int = s.count
@@ -328,7 +343,7 @@ class Metric:
             else:
                 m.gauge.data_points.add(time_unix_nano=now_ns, as_double=s.count, attributes=kvs)
             points += 1
-        if temporality is Temporality.DELTA and self.kind is not Kind.GAUGE:
+        if delta:
             for key in keys:
                 del self.series[key]
         self._touched.clear()
@@ -344,6 +359,7 @@ class Aggregator:
         temporality: Temporality = Temporality.CUMULATIVE,
         expiration_s: float = 0.0,
         resource_key_attributes: Sequence[str] = (),
+        delta_start_cache_size: int = 0,
     ) -> None:
         self.scope_name = scope_name
         self.temporality = temporality
@@ -352,6 +368,12 @@ class Aggregator:
         self.resources: dict[bytes, Resource] = {OVERFLOW_RESOURCE: Resource()}
         # only these resource attributes identify a resource (empty: all of them)
         self.resource_key_attributes = frozenset(resource_key_attributes)
+        # delta: series key -> time of its last point (the start of its next one), the
+        # least recently written evicted first; 0 entries: points start at their first
+        # measurement
+        self.delta_start_cache_size = delta_start_cache_size
+        self._last_flush: OrderedDict[SeriesKey, int] = OrderedDict()
+        self.delta_start_evictions = 0
 
     def add_metric(self, metric: Metric) -> Metric:
         metric.track_touched = self.temporality is Temporality.DELTA
@@ -386,6 +408,19 @@ class Aggregator:
         if key not in self.resources:
             self.resources[key] = Resource.FromString(raw)
 
+    def _remember_flush(self, keys: Iterable[SeriesKey], now_ns: int) -> None:
+        """The next points of ``keys`` start at ``now_ns`` (as the Collector's spanmetrics
+        connector: an uninterrupted delta series is (T1, T2), (T2, T3)...); beyond the cache
+        size the least recently written series are forgotten (their next point starts at its
+        first measurement: a reset for a delta-to-cumulative converter)."""
+        cache = self._last_flush
+        for key in keys:
+            cache[key] = now_ns
+            cache.move_to_end(key)
+        while len(cache) > self.delta_start_cache_size:
+            cache.popitem(last=False)
+            self.delta_start_evictions += 1
+
     def _forget_unused_resources(self) -> None:
         live = {OVERFLOW_RESOURCE}
         for m in self.metrics:
@@ -408,7 +443,15 @@ class Aggregator:
         now_ns = now_ns or time.time_ns()
         self.expire(now_ns)
         by_resource: dict[bytes, list[metrics_pb2.Metric]] = {}
-        points = sum(m.export(now_ns, self.temporality, by_resource) for m in self.metrics)
+        track = self.temporality is Temporality.DELTA and self.delta_start_cache_size > 0
+        last_flush = self._last_flush if track else None
+        exported: set[SeriesKey] | None = set() if track else None
+        points = sum(
+            m.export(now_ns, self.temporality, by_resource, last_flush, exported)
+            for m in self.metrics
+        )
+        if exported:
+            self._remember_flush(exported, now_ns)
         req = ExportMetricsServiceRequest()
         for key, metrics in by_resource.items():
             rm = req.resource_metrics.add()

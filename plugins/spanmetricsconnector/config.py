@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from pipeline import ComponentConfig, ConfigModel, Duration, Seconds
 
+DEFAULT_TIMESTAMP_CACHE_SIZE = 10_000
 DEFAULT_BUCKETS_MS = (2, 4, 6, 8, 10, 50, 100, 200, 400, 800, 1000, 1400, 2000, 5000, 10000, 15000)
 
 
@@ -43,6 +44,12 @@ class ExemplarsConfig(ConfigModel):
     max_per_data_point: int = Field(5, ge=1)
 
 
+class DeltaTemporalityConfig(ConfigModel):
+    """``delta_temporality``: options of delta temporality only."""
+
+    metric_timestamp_cache_size: int = Field(DEFAULT_TIMESTAMP_CACHE_SIZE, ge=1)
+
+
 class SpanMetricsConfig(ComponentConfig):
     """``connectors.spanmetrics``."""
 
@@ -57,6 +64,10 @@ class SpanMetricsConfig(ComponentConfig):
     aggregation_temporality: Literal[
         "AGGREGATION_TEMPORALITY_CUMULATIVE", "AGGREGATION_TEMPORALITY_DELTA"
     ] = "AGGREGATION_TEMPORALITY_CUMULATIVE"
+    delta_temporality: DeltaTemporalityConfig = Field(default_factory=DeltaTemporalityConfig)
+    # the Collector's code reads this key at the top level (its README documents it under
+    # delta_temporality): both are accepted
+    metric_timestamp_cache_size: int | None = Field(None, ge=1)
     # only these resource attributes identify a resource's series (empty: all of them)
     resource_metrics_key_attributes: list[str] = Field(default_factory=list)
     # Accepted for compatibility with Collector configs; caches are not needed here.
@@ -76,4 +87,22 @@ class SpanMetricsConfig(ComponentConfig):
                 f"dimensions: duplicate dimension names {names} (the defaults "
                 "service.name, span.name, span.kind, status.code are always present)"
             )
+        nested = self.delta_temporality.metric_timestamp_cache_size
+        top = self.metric_timestamp_cache_size
+        if (
+            top is not None
+            and "metric_timestamp_cache_size" in self.delta_temporality.model_fields_set
+            and top != nested
+        ):
+            raise ValueError(
+                f"metric_timestamp_cache_size ({top}) and "
+                f"delta_temporality.metric_timestamp_cache_size ({nested}) differ: set one"
+            )
         return self
+
+    @property
+    def timestamp_cache_size(self) -> int:
+        """Series whose last delta flush time is remembered (the start of their next point)."""
+        if self.metric_timestamp_cache_size is not None:
+            return self.metric_timestamp_cache_size
+        return self.delta_temporality.metric_timestamp_cache_size

@@ -50,6 +50,7 @@ class SpanMetricsConnector(FlushingConnector):
             temporality,
             config.metrics_expiration,
             resource_key_attributes=config.resource_metrics_key_attributes,
+            delta_start_cache_size=config.timestamp_cache_size,
         )
         super().__init__(settings, next_consumer, agg, config.metrics_flush_interval)
         self.config = config

@@ -107,3 +107,51 @@ def test_merge_leaves_the_exemplar_ring_as_observe_does() -> None:
             a, b = observed.series[b"", ()], merged.series[b"", ()]
             assert (a.exemplars, a.exemplar_next) == (b.exemplars, b.exemplar_next), (before, seen)
             assert (a.count, a.sum, a.buckets) == (b.count, b.sum, b.buckets)
+
+
+def test_delta_points_start_at_the_series_previous_point_until_evicted() -> None:
+    """(T1, T2), (T2, T3)...: a delta point starts where the series' previous one ended, even
+    across flushes without data; a series the bounded cache forgot starts at its first
+    measurement again."""
+    agg = Aggregator("t", Temporality.DELTA, delta_start_cache_size=2)
+    c = agg.add_metric(Metric("c", Kind.COUNTER))
+    h = agg.add_metric(Metric("h", Kind.HISTOGRAM, bounds=[1.0]))
+
+    def starts(req: Any) -> dict[tuple[str, str], int]:
+        return {
+            (name, labels(dp)["k"]): dp.start_time_unix_nano
+            for name in ("c", "h")
+            for dp in points(req, name)
+        }
+
+    c.add(b"", (("k", "a"),), 1, 5)
+    h.observe(b"", (("k", "a"),), 0.5, 6)
+    req, _ = agg.build(10)
+    assert starts(req) == {("c", "a"): 5, ("h", "a"): 6}
+    c.add(b"", (("k", "a"),), 1, 15)
+    h.observe(b"", (("k", "a"),), 0.5, 15)
+    req, _ = agg.build(20)
+    assert starts(req) == {("c", "a"): 10, ("h", "a"): 10}
+    assert agg.build(30)[1] == 0
+    c.add(b"", (("k", "a"),), 1, 35)
+    c.add(b"", (("k", "b"),), 1, 36)
+    req, _ = agg.build(40)
+    assert starts(req) == {("c", "a"): 20, ("c", "b"): 36}
+    c.add(b"", (("k", "c"),), 1, 45)  # a third series: "a" and "b" were written at 40
+    c.add(b"", (("k", "b"),), 1, 46)  # "b" more recently than "a"
+    agg.build(50)
+    assert agg.delta_start_evictions == 1
+    c.add(b"", (("k", "a"),), 1, 55)
+    c.add(b"", (("k", "b"),), 1, 56)
+    req, _ = agg.build(60)
+    assert starts(req) == {("c", "a"): 55, ("c", "b"): 50}
+
+
+def test_delta_without_a_start_cache_starts_points_at_the_first_measurement() -> None:
+    agg = Aggregator("t", Temporality.DELTA)
+    c = agg.add_metric(Metric("c", Kind.COUNTER))
+    c.add(b"", (), 1, 5)
+    agg.build(10)
+    c.add(b"", (), 1, 15)
+    req, _ = agg.build(20)
+    assert points(req, "c")[0].start_time_unix_nano == 15

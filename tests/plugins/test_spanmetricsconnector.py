@@ -258,3 +258,37 @@ async def test_a_resource_seen_again_after_expiry_is_exported_whole() -> None:
     await conn.consume(resource_request([span(1, 2, None, "a")], **res))
     await conn.flush()
     assert calls_by_resource(out.payloads[-1].message()) == [(res, 1)]
+
+
+async def test_delta_points_start_at_the_previous_flush() -> None:
+    conn, out = connector(aggregation_temporality="AGGREGATION_TEMPORALITY_DELTA")
+    assert conn.aggregator.delta_start_cache_size == 10_000
+    for i in range(2):
+        await conn.consume(request([span(1, i, None, "a")]))
+        await conn.flush()
+    first, second = (
+        {
+            m.name: m
+            for rm in p.message().resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        }
+        for p in out.payloads
+    )
+    for name, kind in (("calls", "sum"), ("duration", "histogram")):
+        (p1,) = getattr(first[f"traces.span.metrics.{name}"], kind).data_points
+        (p2,) = getattr(second[f"traces.span.metrics.{name}"], kind).data_points
+        assert p2.start_time_unix_nano == p1.time_unix_nano
+        assert p1.start_time_unix_nano < p1.time_unix_nano
+
+
+def test_metric_timestamp_cache_size_options() -> None:
+    nested = {"delta_temporality": {"metric_timestamp_cache_size": 5}}
+    assert SpanMetricsConfig.model_validate(nested).timestamp_cache_size == 5
+    top = {"metric_timestamp_cache_size": 7}
+    assert SpanMetricsConfig.model_validate(top).timestamp_cache_size == 7
+    assert SpanMetricsConfig.model_validate({}).timestamp_cache_size == 10_000
+    with pytest.raises(ValueError, match="differ"):
+        SpanMetricsConfig.model_validate({**nested, **top})
+    with pytest.raises(ValueError):
+        SpanMetricsConfig.model_validate({"delta_temporality": {"metric_timestamp_cache_size": 0}})
