@@ -37,6 +37,14 @@ class HistogramConfig(ConfigModel):
     explicit: ExplicitBuckets = Field(default_factory=ExplicitBuckets)
 
 
+class EventsConfig(ConfigModel):
+    """``events``: the ``<namespace>.events`` metric (span events counted)."""
+
+    enabled: bool = False
+    # looked up in the span's attributes, then the event's, then the resource's, then default
+    dimensions: list[Dimension] = Field(default_factory=list)
+
+
 class ExemplarsConfig(ConfigModel):
     """``exemplars``."""
 
@@ -57,6 +65,7 @@ class SpanMetricsConfig(ComponentConfig):
     exclude_dimensions: list[str] = Field(default_factory=list)
     histogram: HistogramConfig = Field(default_factory=HistogramConfig)
     exemplars: ExemplarsConfig = Field(default_factory=ExemplarsConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     namespace: str = "traces.span.metrics"
     aggregation_cardinality_limit: int = Field(0, ge=0)
     metrics_flush_interval: Duration = Seconds(60)
@@ -87,6 +96,18 @@ class SpanMetricsConfig(ComponentConfig):
                 f"dimensions: duplicate dimension names {names} (the defaults "
                 "service.name, span.name, span.kind, status.code are always present)"
             )
+        if self.events.enabled:
+            event_names = [d.name for d in self.events.dimensions]
+            if not event_names:
+                raise ValueError(
+                    "events.dimensions: at least one dimension is required when events.enabled"
+                )
+            clash = [n for n in event_names if n in default and n not in self.exclude_dimensions]
+            if len(set(event_names)) != len(event_names) or clash:
+                raise ValueError(
+                    f"events.dimensions: duplicate dimension names {event_names} (the defaults "
+                    "service.name, span.name, span.kind, status.code are always present)"
+                )
         nested = self.delta_temporality.metric_timestamp_cache_size
         top = self.metric_timestamp_cache_size
         if (

@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipeline import Consumer, CreateSettings, Payload
 from plugins._agentconv import attr_str
@@ -83,12 +83,29 @@ class SpanMetricsConnector(FlushingConnector):
                     on_overflow=self.count_overflow,
                 )
             )
+        self.events: Metric | None = None
+        if config.events.enabled:
+            self.events = agg.add_metric(
+                Metric(
+                    f"{prefix}events",
+                    Kind.COUNTER,
+                    description="Number of span events, by dimensions.",
+                    cardinality_limit=limit,
+                    on_overflow=self.count_overflow,
+                )
+            )
         self._divisor = 1e6 if unit == "ms" else 1e9
         excluded = set(config.exclude_dimensions)
         self._with = tuple(
             d not in excluded for d in ("service.name", "span.name", "span.kind", "status.code")
         )
         self._dimensions = [(d.name, d.default) for d in config.dimensions]
+        # the events metric: the span dimensions, then the event dimensions (a name in both
+        # appears once, where the span dimension is, with the event dimension's default)
+        event_dims = dict(self._dimensions)
+        event_dims.update((d.name, d.default) for d in config.events.dimensions)
+        self._event_dimensions = list(event_dims.items())
+        self._common = sum(self._with)
         self._names: dict[bytes, tuple[str, str]] = {}
         self._statuses: dict[bytes, tuple[str, str]] = {}
         self._resources: dict[bytes, tuple[bytes, str, dict[str, str]]] = {}
@@ -98,6 +115,8 @@ class SpanMetricsConnector(FlushingConnector):
     def _native_scanner(self) -> Any:
         """The C scanner (``plugins/_native/_spanscan.c``) for this config, or ``None`` (not
         built, disabled, or a config beyond its limits)."""
+        if self.events is not None:
+            return None  # events are counted on the Python path only
         native = load("_spanscan")
         duration = self.duration
         max_exemplars = duration.max_exemplars if duration is not None else 0
@@ -141,6 +160,7 @@ class SpanMetricsConnector(FlushingConnector):
         now_ns = time.time_ns()
         calls = self.calls
         duration = self.duration
+        events = self.events
         if self._scanner is not None:
             try:
                 resources = self._scanner.scan(raw)
@@ -178,6 +198,8 @@ class SpanMetricsConnector(FlushingConnector):
                             attrs = keys[cache_key] = self._attrs(span, resource)
                     else:
                         attrs = self._attrs(span, resource)
+                    if events is not None and span.events:
+                        self._count_events(events, span, resource, attrs, now_ns)
                     value = (span.end_time_unix_nano - span.start_time_unix_nano) / divisor
                     if exemplars:
                         assert duration is not None
@@ -235,6 +257,37 @@ class SpanMetricsConnector(FlushingConnector):
                 elif default is not None:
                     key.append((dim, default))
         return tuple(key)
+
+    def _count_events(
+        self,
+        events: Metric,
+        span: Any,
+        resource: tuple[bytes, str, dict[str, str]],
+        attrs: tuple[tuple[str, Any], ...],
+        now_ns: int,
+    ) -> None:
+        """Count each event of ``span`` in the events metric: the span's common dimensions,
+        then each span and event dimension looked up in the span's attributes, the event's,
+        the resource's, else its default (omitted without one), as the Collector does."""
+        common = attrs[: self._common]
+        span_attrs = span.attributes
+        resource_attrs = resource[2]
+        for raw_event in span.events:
+            event_attrs = {
+                kv.key: attr_str(kv.value) for kv in Span.Event.FromString(raw_event).attributes
+            }
+            key = list(common)
+            for dim, default in self._event_dimensions:
+                value = span_attrs.get(dim)
+                if value is not None:
+                    key.append((dim, cached_str(value)))
+                elif dim in event_attrs:
+                    key.append((dim, event_attrs[dim]))
+                elif dim in resource_attrs:
+                    key.append((dim, resource_attrs[dim]))
+                elif default is not None:
+                    key.append((dim, default))
+            events.add_count(resource[0], tuple(key), 1, now_ns)
 
     def _resource(self, raw: bytes) -> tuple[bytes, str, dict[str, str]]:
         """(key, service.name, attributes as strings) of an encoded resource, cached."""

@@ -292,3 +292,123 @@ def test_metric_timestamp_cache_size_options() -> None:
         SpanMetricsConfig.model_validate({**nested, **top})
     with pytest.raises(ValueError):
         SpanMetricsConfig.model_validate({"delta_temporality": {"metric_timestamp_cache_size": 0}})
+
+
+def with_events(s: Span, *events: dict[str, Any]) -> Span:
+    for i, attrs in enumerate(events):
+        s.events.add(
+            time_unix_nano=s.start_time_unix_nano + i,
+            name="exception",
+            attributes=[kv(k, v) for k, v in attrs.items()],
+        )
+    return s
+
+
+async def test_events_counted_by_common_span_and_event_dimensions() -> None:
+    conn, out = connector(
+        dimensions=[{"name": "http.method"}],
+        events={
+            "enabled": True,
+            "dimensions": [
+                {"name": "exception.type"},
+                {"name": "exception.message", "default": "none"},
+                {"name": "region"},
+            ],
+        },
+        exclude_dimensions=["status.code"],
+    )
+    assert conn._scanner is None  # the Python path counts events
+    spans = [
+        with_events(
+            span(1, 1, None, "a", attrs={"http.method": "GET"}),
+            {"exception.type": "ValueError", "exception.message": "bad"},
+            {"exception.type": "ValueError", "exception.message": "bad"},
+            {"exception.type": "KeyError", "exception.escaped": True},
+        ),
+        # a span attribute wins over the event's
+        with_events(
+            span(1, 2, None, "b", attrs={"exception.type": "FromSpan"}),
+            {"exception.type": "FromEvent", "exception.message": 7},
+        ),
+        span(1, 3, None, "c"),  # no events: not counted
+    ]
+    await conn.consume(resource_request(spans, **{"service.name": "svc", "region": "eu"}))
+    await conn.flush()
+    req = out.payloads[0].message()
+    got = {tuple(labels(dp).items()): dp.as_int for dp in points(req, "traces.span.metrics.events")}
+    common = (("service.name", "svc"),)
+    assert got == {
+        (
+            *common,
+            ("span.name", "a"),
+            ("span.kind", "SPAN_KIND_INTERNAL"),
+            ("http.method", "GET"),
+            ("exception.type", "ValueError"),
+            ("exception.message", "bad"),
+            ("region", "eu"),
+        ): 2,
+        (
+            *common,
+            ("span.name", "a"),
+            ("span.kind", "SPAN_KIND_INTERNAL"),
+            ("http.method", "GET"),
+            ("exception.type", "KeyError"),
+            ("exception.message", "none"),
+            ("region", "eu"),
+        ): 1,
+        (
+            *common,
+            ("span.name", "b"),
+            ("span.kind", "SPAN_KIND_INTERNAL"),
+            ("exception.type", "FromSpan"),
+            ("exception.message", "7"),
+            ("region", "eu"),
+        ): 1,
+    }
+    (events_metric,) = [
+        m
+        for rm in req.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "traces.span.metrics.events"
+    ]
+    assert events_metric.sum.is_monotonic and events_metric.sum.aggregation_temporality == 2
+    assert sum(dp.as_int for dp in points(req, "traces.span.metrics.calls")) == 3
+
+
+async def test_events_disabled_emit_no_events_metric() -> None:
+    req, _ = await run({"svc": [with_events(span(1, 1, None, "a"), {"exception.type": "E"})]})
+    assert not points(req, "traces.span.metrics.events")
+
+
+def test_events_config_errors() -> None:
+    with pytest.raises(ValueError, match="at least one dimension"):
+        SpanMetricsConfig.model_validate({"events": {"enabled": True}})
+    with pytest.raises(ValueError, match="duplicate"):
+        SpanMetricsConfig.model_validate(
+            {"events": {"enabled": True, "dimensions": [{"name": "span.name"}]}}
+        )
+    with pytest.raises(ValueError, match="duplicate"):
+        SpanMetricsConfig.model_validate(
+            {"events": {"enabled": True, "dimensions": [{"name": "x"}, {"name": "x"}]}}
+        )
+    # disabled: dimensions not needed
+    assert not SpanMetricsConfig.model_validate({"events": {"enabled": False}}).events.enabled
+
+
+async def test_events_without_span_dimensions_and_with_exemplars() -> None:
+    conn, out = connector(
+        exemplars={"enabled": True},
+        events={"enabled": True, "dimensions": [{"name": "exception.type"}]},
+    )
+    s = with_events(span(1, 1, None, "a"), {"exception.type": "E"}, {"other": 1})
+    await conn.consume(request([s, span(1, 2, None, "a")], service="svc"))
+    await conn.flush()
+    req = out.payloads[0].message()
+    got = sorted(
+        (labels(dp).get("exception.type", ""), dp.as_int)
+        for dp in points(req, "traces.span.metrics.events")
+    )
+    assert got == [("", 1), ("E", 1)]
+    (dur,) = points(req, "traces.span.metrics.duration")
+    assert dur.count == 2 and len(dur.exemplars) == 2
