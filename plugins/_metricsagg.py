@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import enum
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableSet, Sequence
@@ -59,22 +60,123 @@ class Kind(enum.StrEnum):
 
     COUNTER = "counter"
     HISTOGRAM = "histogram"
+    EXPONENTIAL_HISTOGRAM = "exponential_histogram"
     GAUGE = "gauge"
+
+
+# exponential histograms (OpenTelemetry data model): bucket ``i`` at scale ``s`` holds the
+# values in (2**(i / 2**s), 2**((i + 1) / 2**s)]
+MAX_SCALE = 20
+MIN_SCALE = -10
+DEFAULT_MAX_SIZE = 160
+_MIN_NORMAL = 2.0**-1022
+_LOG2E = 1 / math.log(2)
+
+
+def exponential_index(value: float, scale: int) -> int:
+    """The index of the bucket holding ``value`` (finite, > 0) at ``scale``. Exact for powers
+    of two (they close the bucket below: 1 is the upper bound of bucket -1) and for every value
+    at scales <= 0 (from the binary exponent, ``math.frexp``); above scale 0 from the natural
+    logarithm, as the OpenTelemetry specification describes. Values below the smallest normal
+    double share its bucket; the index is capped at the last one a double can reach."""
+    if value < _MIN_NORMAL:
+        value = _MIN_NORMAL
+    mantissa, exp = math.frexp(value)  # value = mantissa * 2**exp, 0.5 <= mantissa < 1
+    power_of_two = mantissa == 0.5
+    if scale <= 0:
+        # value in [2**(exp-1), 2**exp): bucket exp-1 at scale 0, less one at a power of two
+        return (exp - 1 - power_of_two) >> -scale
+    if power_of_two:
+        return ((exp - 1) << scale) - 1
+    index = math.floor(math.log(value) * math.ldexp(_LOG2E, scale))
+    return min(index, (1024 << scale) - 1)
 
 
 class Series:
     """One series' state; a plain slotted object (one per attribute set, not per span)."""
 
-    __slots__ = ("buckets", "count", "exemplar_next", "exemplars", "last_ns", "start_ns", "sum")
+    __slots__ = (
+        "buckets",
+        "count",
+        "exemplar_next",
+        "exemplars",
+        "last_ns",
+        "max",
+        "min",
+        "offset",
+        "scale",
+        "start_ns",
+        "sum",
+        "zero_count",
+    )
 
     def __init__(self, start_ns: int, nbuckets: int) -> None:
         self.start_ns = start_ns
         self.last_ns = start_ns
         self.count: float = 0  # counter/gauge value, or histogram count
         self.sum = 0.0
+        # explicit: per bucket; exponential: the positive buckets from index ``offset``
         self.buckets = [0] * nbuckets if nbuckets else []
         self.exemplars: list[tuple[int, float, bytes, bytes]] = []
         self.exemplar_next = 0
+        # exponential histograms only
+        self.scale = MAX_SCALE
+        self.offset = 0
+        self.zero_count = 0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def observe_exponential(self, value: float, max_size: int) -> None:
+        """Record ``value`` (finite, >= 0) in an exponential histogram of at most ``max_size``
+        buckets: zero in the zero bucket; otherwise, when its index and the buckets held span
+        more than ``max_size`` indexes, first lower the scale (each step merges pairs of
+        buckets) until they fit, as the Collector's histogram (go-expohisto) does."""
+        if not value >= 0 or value == math.inf:
+            raise ValueError(f"an exponential histogram records finite values >= 0, got {value}")
+        self.count += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        if value == 0:
+            self.zero_count += 1
+            return
+        index = exponential_index(value, self.scale)
+        buckets = self.buckets
+        if not buckets:
+            self.offset = index
+            buckets.append(1)
+            return
+        low = min(index, self.offset)
+        high = max(index, self.offset + len(buckets) - 1)
+        if high - low >= max_size:
+            change = 0
+            while high - low >= max_size:
+                high >>= 1
+                low >>= 1
+                change += 1
+            self._downscale(change)
+            index = exponential_index(value, self.scale)
+            buckets = self.buckets
+        if index < self.offset:
+            buckets[0:0] = [0] * (self.offset - index)
+            self.offset = index
+        elif index >= self.offset + len(buckets):
+            buckets.extend([0] * (index - self.offset - len(buckets) + 1))
+        buckets[index - self.offset] += 1
+
+    def _downscale(self, change: int) -> None:
+        """Lower the scale by ``change``: bucket ``i`` becomes bucket ``i >> change``."""
+        self.scale -= change
+        old, offset = self.buckets, self.offset
+        new_offset = offset >> change
+        merged = [0] * (((offset + len(old) - 1) >> change) - new_offset + 1)
+        for i, n in enumerate(old):
+            if n:
+                merged[((offset + i) >> change) - new_offset] += n
+        self.buckets = merged
+        self.offset = new_offset
 
     def keep_exemplar(self, ex: tuple[int, float, bytes, bytes], max_exemplars: int) -> None:
         """Keep ``ex`` (time, value, trace id, span id): the latest ``max_exemplars`` stay."""
@@ -109,13 +211,18 @@ class Metric:
         cardinality_limit: int = 0,
         max_exemplars: int = 0,
         on_overflow: Callable[[str, int], None] | None = None,
+        max_size: int = DEFAULT_MAX_SIZE,
     ) -> None:
+        if max_size < 2:
+            raise ValueError(f"max_size must be at least 2, got {max_size}")
         self.name = name
         self.kind = kind
         self.description = description
         self.unit = unit
         self.bounds = list(bounds)
         self.nbuckets = len(self.bounds) + 1 if kind is Kind.HISTOGRAM else 0
+        self.exponential = kind is Kind.EXPONENTIAL_HISTOGRAM
+        self.max_size = max_size  # exponential histograms: most buckets per data point
         self.cardinality_limit = cardinality_limit
         self.max_exemplars = max_exemplars
         self.series: dict[SeriesKey, Series] = {}
@@ -179,6 +286,13 @@ class Metric:
         s = self.series.get(key)
         if s is None:
             s = self._series(key, now_ns, len(values))
+        if self.exponential:
+            for value in values:
+                s.observe_exponential(value, self.max_size)
+            s.last_ns = now_ns
+            if self.track_touched:
+                self._touched.add(key)
+            return
         s.count += len(values)
         total = s.sum  # added one by one, as observe() does (same rounding)
         buckets = s.buckets
@@ -213,9 +327,12 @@ class Metric:
         s = self.series.get(key)
         if s is None:
             s = self._series(key, now_ns)
-        s.count += 1
-        s.sum += value
-        s.buckets[bisect.bisect_left(self.bounds, value)] += 1
+        if self.exponential:
+            s.observe_exponential(value, self.max_size)
+        else:
+            s.count += 1
+            s.sum += value
+            s.buckets[bisect.bisect_left(self.bounds, value)] += 1
         s.last_ns = now_ns
         if self.max_exemplars and trace_id:
             s.keep_exemplar((now_ns, value, trace_id, span_id), self.max_exemplars)
@@ -239,6 +356,8 @@ class Metric:
         would. ``exemplars_seen``: how many of the measurements had an exemplar (when more
         than given, at least ``max_exemplars`` are given: the ring of exemplars then ends as
         that many calls leave it, position included; 0: as many as given)."""
+        if self.exponential:
+            raise TypeError("merge() takes explicit-bucket counts, not an exponential histogram")
         key = (resource, attrs)
         s = self.series.get(key)
         if s is None:
@@ -313,6 +432,8 @@ class Metric:
                     m.sum.aggregation_temporality = temporality  # type: ignore[assignment]
                 elif self.kind is Kind.HISTOGRAM:
                     m.histogram.aggregation_temporality = temporality  # type: ignore[assignment]
+                elif self.exponential:
+                    m.exponential_histogram.aggregation_temporality = temporality  # type: ignore[assignment]
                 else:
                     m.gauge.SetInParent()
                 by_resource[resource] = m
@@ -330,6 +451,28 @@ class Metric:
                 )
                 for t, v, trace_id, span_id in s.exemplars:
                     dp.exemplars.add(
+                        time_unix_nano=t, as_double=v, trace_id=trace_id, span_id=span_id
+                    )
+            elif self.exponential:
+                count = int(s.count)
+                edp = m.exponential_histogram.data_points.add(
+                    start_time_unix_nano=start_ns,
+                    time_unix_nano=now_ns,
+                    count=count,
+                    sum=s.sum,
+                    # only zeros: any scale would do, 0 (as the Collector)
+                    scale=s.scale if count != s.zero_count else 0,
+                    zero_count=s.zero_count,
+                    attributes=kvs,
+                )
+                edp.positive.offset = s.offset
+                edp.positive.bucket_counts.extend(s.buckets)
+                edp.negative.SetInParent()
+                if count:
+                    edp.min = s.min
+                    edp.max = s.max
+                for t, v, trace_id, span_id in s.exemplars:
+                    edp.exemplars.add(
                         time_unix_nano=t, as_double=v, trace_id=trace_id, span_id=span_id
                     )
             elif self.kind is Kind.COUNTER:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipeline import ComponentConfig, ConfigModel, Duration, Seconds
+from plugins._metricsagg import DEFAULT_MAX_SIZE
 
 DEFAULT_TIMESTAMP_CACHE_SIZE = 10_000
 DEFAULT_BUCKETS_MS = (2, 4, 6, 8, 10, 50, 100, 200, 400, 800, 1000, 1400, 2000, 5000, 10000, 15000)
@@ -29,12 +30,39 @@ class ExplicitBuckets(ConfigModel):
     )
 
 
+class ExponentialBuckets(ConfigModel):
+    """``histogram.exponential``: base-2 exponential buckets, at most ``max_size`` of them (0:
+    the default, as in the Collector)."""
+
+    max_size: int = Field(DEFAULT_MAX_SIZE, ge=0, le=16384)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExponentialBuckets:
+        if self.max_size == 0:
+            self.max_size = DEFAULT_MAX_SIZE
+        elif self.max_size < 2:
+            raise ValueError(f"max_size: at least 2 buckets, got {self.max_size}")
+        return self
+
+
 class HistogramConfig(ConfigModel):
-    """``histogram``: explicit-bucket histograms only (``exponential`` is not supported)."""
+    """``histogram``: ``explicit`` buckets (the default) or ``exponential`` ones."""
 
     disable: bool = False
     unit: Literal["ms", "s"] = "ms"
-    explicit: ExplicitBuckets = Field(default_factory=ExplicitBuckets)
+    explicit: ExplicitBuckets | None = None
+    exponential: ExponentialBuckets | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> HistogramConfig:
+        if self.explicit is not None and self.exponential is not None:
+            raise ValueError("use either `explicit` or `exponential` buckets histogram, not both")
+        return self
+
+    @property
+    def buckets(self) -> list[float]:
+        """The explicit bucket bounds, in seconds."""
+        return (self.explicit or ExplicitBuckets()).buckets
 
 
 class EventsConfig(ConfigModel):
@@ -85,7 +113,7 @@ class SpanMetricsConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _check(self) -> SpanMetricsConfig:
-        buckets = self.histogram.explicit.buckets
+        buckets = self.histogram.buckets
         if any(b2 <= b1 for b1, b2 in itertools.pairwise(buckets)):
             raise ValueError("histogram.explicit.buckets must be strictly increasing")
         names = [d.name for d in self.dimensions]

@@ -16,7 +16,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipeline import Consumer, CreateSettings, Payload
 from plugins._agentconv import attr_str
-from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
+from plugins._metricsagg import (
+    DEFAULT_MAX_SIZE,
+    Aggregator,
+    FlushingConnector,
+    Kind,
+    Metric,
+    Temporality,
+)
 from plugins._native import load
 from plugins._spanview import TracesView, cached_str
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
@@ -68,14 +75,16 @@ class SpanMetricsConnector(FlushingConnector):
         unit = config.histogram.unit
         scale = 1000.0 if unit == "ms" else 1.0
         self.duration: Metric | None = None
+        exponential = config.histogram.exponential
         if not config.histogram.disable:
             self.duration = agg.add_metric(
                 Metric(
                     f"{prefix}duration",
-                    Kind.HISTOGRAM,
+                    Kind.EXPONENTIAL_HISTOGRAM if exponential else Kind.HISTOGRAM,
                     description="Span duration, by dimensions.",
                     unit=unit,
-                    bounds=[b * scale for b in config.histogram.explicit.buckets],
+                    bounds=[] if exponential else [b * scale for b in config.histogram.buckets],
+                    max_size=exponential.max_size if exponential else DEFAULT_MAX_SIZE,
                     cardinality_limit=limit,
                     max_exemplars=(
                         config.exemplars.max_per_data_point if config.exemplars.enabled else 0
@@ -115,8 +124,8 @@ class SpanMetricsConnector(FlushingConnector):
     def _native_scanner(self) -> Any:
         """The C scanner (``plugins/_native/_spanscan.c``) for this config, or ``None`` (not
         built, disabled, or a config beyond its limits)."""
-        if self.events is not None:
-            return None  # events are counted on the Python path only
+        if self.events is not None or (self.duration is not None and self.duration.exponential):
+            return None  # events and exponential histograms are on the Python path only
         native = load("_spanscan")
         duration = self.duration
         max_exemplars = duration.max_exemplars if duration is not None else 0
@@ -178,6 +187,9 @@ class SpanMetricsConnector(FlushingConnector):
         view = TracesView.FromString(raw)
         divisor = self._divisor
         exemplars = duration is not None and duration.max_exemplars > 0
+        # an exponential histogram takes no negative value: a span ending before it started
+        # lasted 0 (as in the Collector)
+        clamp = duration is not None and duration.exponential
         plain = not self._dimensions
         if len(self._names) > 10_000:
             self._names.clear()
@@ -201,6 +213,8 @@ class SpanMetricsConnector(FlushingConnector):
                     if events is not None and span.events:
                         self._count_events(events, span, resource, attrs, now_ns)
                     value = (span.end_time_unix_nano - span.start_time_unix_nano) / divisor
+                    if clamp and value < 0:
+                        value = 0.0
                     if exemplars:
                         assert duration is not None
                         calls.add(resource_key, attrs, 1, now_ns)

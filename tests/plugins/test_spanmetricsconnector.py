@@ -185,8 +185,16 @@ async def test_exclude_dimensions_and_delta() -> None:
 def test_config_errors() -> None:
     with pytest.raises(ValueError, match="increasing"):
         SpanMetricsConfig.model_validate({"histogram": {"explicit": {"buckets": ["2s", "1s"]}}})
-    with pytest.raises(ValueError):
-        SpanMetricsConfig.model_validate({"histogram": {"exponential": {"max_size": 10}}})
+    both = {"explicit": {"buckets": ["1s"]}, "exponential": {"max_size": 10}}
+    with pytest.raises(ValueError, match="either `explicit` or `exponential`"):
+        SpanMetricsConfig.model_validate({"histogram": both})
+    with pytest.raises(ValueError, match="at least 2"):
+        SpanMetricsConfig.model_validate({"histogram": {"exponential": {"max_size": 1}}})
+    zero = {"histogram": {"exponential": {"max_size": 0}}}
+    exponential = SpanMetricsConfig.model_validate(zero).histogram.exponential
+    assert exponential is not None and exponential.max_size == 160
+    empty = SpanMetricsConfig.model_validate({"histogram": {"exponential": None}}).histogram
+    assert empty.exponential is not None and empty.exponential.max_size == 160
 
 
 async def test_resource_metrics_key_attributes_merge_resources_keeping_the_first() -> None:
@@ -412,3 +420,40 @@ async def test_events_without_span_dimensions_and_with_exemplars() -> None:
     assert got == [("", 1), ("E", 1)]
     (dur,) = points(req, "traces.span.metrics.duration")
     assert dur.count == 2 and len(dur.exemplars) == 2
+
+
+async def test_exponential_histogram_end_to_end() -> None:
+    conn, out = connector(histogram={"exponential": {"max_size": 160}}, exemplars={"enabled": True})
+    assert conn._scanner is None  # the Python path aggregates exponential histograms
+    spans = []
+    # exact durations in ns (1, 2, 3 ms, 0, and a span ending before it started: 0)
+    for i, duration_ns in enumerate([1_000_000, 2_000_000, 3_000_000, 0, -1000]):
+        s = span(1, i + 1, None, "a")
+        s.end_time_unix_nano = s.start_time_unix_nano + duration_ns
+        spans.append(s)
+    await conn.consume(request(spans, service="svc"))
+    await conn.flush()
+    req = out.payloads[0].message()
+    (metric,) = [
+        m
+        for rm in req.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "traces.span.metrics.duration"
+    ]
+    assert metric.unit == "ms" and metric.WhichOneof("data") == "exponential_histogram"
+    assert metric.exponential_histogram.aggregation_temporality == 2
+    (dp,) = metric.exponential_histogram.data_points
+    # 1, 2 and 3 ms: at scale 6, 1 closes bucket -1, 2 closes bucket 63 and
+    # floor(log2(3) * 64) = 101; at scale 7 the indexes -1..202 would not fit in 160 buckets
+    assert (dp.count, dp.zero_count, dp.scale) == (5, 2, 6)
+    assert (dp.sum, dp.min, dp.max) == (6.0, 0.0, 3.0)
+    assert dp.positive.offset == -1 and len(dp.positive.bucket_counts) == 103
+    assert {i - 1: n for i, n in enumerate(dp.positive.bucket_counts) if n} == {
+        -1: 1,
+        63: 1,
+        101: 1,
+    }
+    assert not dp.negative.bucket_counts
+    assert len(dp.exemplars) == 5
+    assert labels(dp)["span.name"] == "a"
