@@ -160,7 +160,8 @@ class SpanMetricsConnector(FlushingConnector):
     async def consume(self, data: Payload) -> None:
         """With the C scanner, the request is walked once in C and its spans arrive aggregated
         per series (the resource is read here, once per ``ResourceSpans``). Otherwise (and
-        when the scanner refuses the request: the Python path then reports the error) it is
+        when the scanner refuses the request: the Python path then reports the error; and
+        always with ``events`` or exponential histograms, which the scanner lacks) it is
         read through :data:`plugins._spanview.TracesView`: resource, status and attributes stay
         encoded; the attribute set of a span is built once per distinct (resource, name, kind,
         status) when no dimension is configured (small caches), and the series are updated
