@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import enum
+import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, MutableSet, Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -58,22 +60,123 @@ class Kind(enum.StrEnum):
 
     COUNTER = "counter"
     HISTOGRAM = "histogram"
+    EXPONENTIAL_HISTOGRAM = "exponential_histogram"
     GAUGE = "gauge"
+
+
+# exponential histograms (OpenTelemetry data model): bucket ``i`` at scale ``s`` holds the
+# values in (2**(i / 2**s), 2**((i + 1) / 2**s)]
+MAX_SCALE = 20
+MIN_SCALE = -10
+DEFAULT_MAX_SIZE = 160
+_MIN_NORMAL = 2.0**-1022
+_LOG2E = 1 / math.log(2)
+
+
+def exponential_index(value: float, scale: int) -> int:
+    """The index of the bucket holding ``value`` (finite, > 0) at ``scale``. Exact for powers
+    of two (they close the bucket below: 1 is the upper bound of bucket -1) and for every value
+    at scales <= 0 (from the binary exponent, ``math.frexp``); above scale 0 from the natural
+    logarithm, as the OpenTelemetry specification describes. Values below the smallest normal
+    double share its bucket; the index is capped at the last one a double can reach."""
+    if value < _MIN_NORMAL:
+        value = _MIN_NORMAL
+    mantissa, exp = math.frexp(value)  # value = mantissa * 2**exp, 0.5 <= mantissa < 1
+    power_of_two = mantissa == 0.5
+    if scale <= 0:
+        # value in [2**(exp-1), 2**exp): bucket exp-1 at scale 0, less one at a power of two
+        return (exp - 1 - power_of_two) >> -scale
+    if power_of_two:
+        return ((exp - 1) << scale) - 1
+    index = math.floor(math.log(value) * math.ldexp(_LOG2E, scale))
+    return min(index, (1024 << scale) - 1)
 
 
 class Series:
     """One series' state; a plain slotted object (one per attribute set, not per span)."""
 
-    __slots__ = ("buckets", "count", "exemplar_next", "exemplars", "last_ns", "start_ns", "sum")
+    __slots__ = (
+        "buckets",
+        "count",
+        "exemplar_next",
+        "exemplars",
+        "last_ns",
+        "max",
+        "min",
+        "offset",
+        "scale",
+        "start_ns",
+        "sum",
+        "zero_count",
+    )
 
     def __init__(self, start_ns: int, nbuckets: int) -> None:
         self.start_ns = start_ns
         self.last_ns = start_ns
         self.count: float = 0  # counter/gauge value, or histogram count
         self.sum = 0.0
+        # explicit: per bucket; exponential: the positive buckets from index ``offset``
         self.buckets = [0] * nbuckets if nbuckets else []
         self.exemplars: list[tuple[int, float, bytes, bytes]] = []
         self.exemplar_next = 0
+        # exponential histograms only
+        self.scale = MAX_SCALE
+        self.offset = 0
+        self.zero_count = 0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def observe_exponential(self, value: float, max_size: int) -> None:
+        """Record ``value`` (finite, >= 0) in an exponential histogram of at most ``max_size``
+        buckets: zero in the zero bucket; otherwise, when its index and the buckets held span
+        more than ``max_size`` indexes, first lower the scale (each step merges pairs of
+        buckets) until they fit, as the Collector's histogram (go-expohisto) does."""
+        if not value >= 0 or value == math.inf:
+            raise ValueError(f"an exponential histogram records finite values >= 0, got {value}")
+        self.count += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        if value == 0:
+            self.zero_count += 1
+            return
+        index = exponential_index(value, self.scale)
+        buckets = self.buckets
+        if not buckets:
+            self.offset = index
+            buckets.append(1)
+            return
+        low = min(index, self.offset)
+        high = max(index, self.offset + len(buckets) - 1)
+        if high - low >= max_size:
+            change = 0
+            while high - low >= max_size:
+                high >>= 1
+                low >>= 1
+                change += 1
+            self._downscale(change)
+            index = exponential_index(value, self.scale)
+            buckets = self.buckets
+        if index < self.offset:
+            buckets[0:0] = [0] * (self.offset - index)
+            self.offset = index
+        elif index >= self.offset + len(buckets):
+            buckets.extend([0] * (index - self.offset - len(buckets) + 1))
+        buckets[index - self.offset] += 1
+
+    def _downscale(self, change: int) -> None:
+        """Lower the scale by ``change``: bucket ``i`` becomes bucket ``i >> change``."""
+        self.scale -= change
+        old, offset = self.buckets, self.offset
+        new_offset = offset >> change
+        merged = [0] * (((offset + len(old) - 1) >> change) - new_offset + 1)
+        for i, n in enumerate(old):
+            if n:
+                merged[((offset + i) >> change) - new_offset] += n
+        self.buckets = merged
+        self.offset = new_offset
 
     def keep_exemplar(self, ex: tuple[int, float, bytes, bytes], max_exemplars: int) -> None:
         """Keep ``ex`` (time, value, trace id, span id): the latest ``max_exemplars`` stay."""
@@ -108,13 +211,18 @@ class Metric:
         cardinality_limit: int = 0,
         max_exemplars: int = 0,
         on_overflow: Callable[[str, int], None] | None = None,
+        max_size: int = DEFAULT_MAX_SIZE,
     ) -> None:
+        if max_size < 2:
+            raise ValueError(f"max_size must be at least 2, got {max_size}")
         self.name = name
         self.kind = kind
         self.description = description
         self.unit = unit
         self.bounds = list(bounds)
         self.nbuckets = len(self.bounds) + 1 if kind is Kind.HISTOGRAM else 0
+        self.exponential = kind is Kind.EXPONENTIAL_HISTOGRAM
+        self.max_size = max_size  # exponential histograms: most buckets per data point
         self.cardinality_limit = cardinality_limit
         self.max_exemplars = max_exemplars
         self.series: dict[SeriesKey, Series] = {}
@@ -178,6 +286,13 @@ class Metric:
         s = self.series.get(key)
         if s is None:
             s = self._series(key, now_ns, len(values))
+        if self.exponential:
+            for value in values:
+                s.observe_exponential(value, self.max_size)
+            s.last_ns = now_ns
+            if self.track_touched:
+                self._touched.add(key)
+            return
         s.count += len(values)
         total = s.sum  # added one by one, as observe() does (same rounding)
         buckets = s.buckets
@@ -212,9 +327,12 @@ class Metric:
         s = self.series.get(key)
         if s is None:
             s = self._series(key, now_ns)
-        s.count += 1
-        s.sum += value
-        s.buckets[bisect.bisect_left(self.bounds, value)] += 1
+        if self.exponential:
+            s.observe_exponential(value, self.max_size)
+        else:
+            s.count += 1
+            s.sum += value
+            s.buckets[bisect.bisect_left(self.bounds, value)] += 1
         s.last_ns = now_ns
         if self.max_exemplars and trace_id:
             s.keep_exemplar((now_ns, value, trace_id, span_id), self.max_exemplars)
@@ -238,6 +356,8 @@ class Metric:
         would. ``exemplars_seen``: how many of the measurements had an exemplar (when more
         than given, at least ``max_exemplars`` are given: the ring of exemplars then ends as
         that many calls leave it, position included; 0: as many as given)."""
+        if self.exponential:
+            raise TypeError("merge() takes explicit-bucket counts, not an exponential histogram")
         key = (resource, attrs)
         s = self.series.get(key)
         if s is None:
@@ -276,20 +396,34 @@ class Metric:
 
     # -- export ----------------------------------------------------------------------------------
     def export(
-        self, now_ns: int, temporality: Temporality, out: dict[bytes, list[metrics_pb2.Metric]]
+        self,
+        now_ns: int,
+        temporality: Temporality,
+        out: dict[bytes, list[metrics_pb2.Metric]],
+        last_flush: dict[SeriesKey, int] | None = None,
+        exported: MutableSet[SeriesKey] | None = None,
     ) -> int:
         """Append this metric's data points, per resource key, to ``out``; returns the number
         of points. In delta temporality only series touched since the last export are written,
-        then forgotten."""
+        then forgotten; a point starts at ``last_flush[key]`` when there is one (the time of
+        the series' previous point), else when the series got its first measurement, and the
+        keys written are added to ``exported``."""
         if self.kind is Kind.GAUGE or temporality is Temporality.CUMULATIVE:
             keys: Iterable[SeriesKey] = list(self.series)
         else:
             keys = [k for k in self.series if k in self._touched]
         by_resource: dict[bytes, metrics_pb2.Metric] = {}
         points = 0
+        delta = temporality is Temporality.DELTA and self.kind is not Kind.GAUGE
         for key in keys:
             s = self.series[key]
             resource, attrs = key
+            start_ns = s.start_ns
+            if delta:
+                if last_flush is not None:
+                    start_ns = last_flush.get(key, start_ns)
+                if exported is not None:
+                    exported.add(key)
             m = by_resource.get(resource)
             if m is None:
                 m = metrics_pb2.Metric(name=self.name, description=self.description, unit=self.unit)
@@ -298,6 +432,8 @@ class Metric:
                     m.sum.aggregation_temporality = temporality  # type: ignore[assignment]
                 elif self.kind is Kind.HISTOGRAM:
                     m.histogram.aggregation_temporality = temporality  # type: ignore[assignment]
+                elif self.exponential:
+                    m.exponential_histogram.aggregation_temporality = temporality  # type: ignore[assignment]
                 else:
                     m.gauge.SetInParent()
                 by_resource[resource] = m
@@ -305,7 +441,7 @@ class Metric:
             kvs = [KeyValue(key=k, value=_any_value(v)) for k, v in attrs]
             if self.kind is Kind.HISTOGRAM:
                 dp = m.histogram.data_points.add(
-                    start_time_unix_nano=s.start_ns,
+                    start_time_unix_nano=start_ns,
                     time_unix_nano=now_ns,
                     count=int(s.count),
                     sum=s.sum,
@@ -317,9 +453,31 @@ class Metric:
                     dp.exemplars.add(
                         time_unix_nano=t, as_double=v, trace_id=trace_id, span_id=span_id
                     )
+            elif self.exponential:
+                count = int(s.count)
+                edp = m.exponential_histogram.data_points.add(
+                    start_time_unix_nano=start_ns,
+                    time_unix_nano=now_ns,
+                    count=count,
+                    sum=s.sum,
+                    # only zeros: any scale would do, 0 (as the Collector)
+                    scale=s.scale if count != s.zero_count else 0,
+                    zero_count=s.zero_count,
+                    attributes=kvs,
+                )
+                edp.positive.offset = s.offset
+                edp.positive.bucket_counts.extend(s.buckets)
+                edp.negative.SetInParent()
+                if count:
+                    edp.min = s.min
+                    edp.max = s.max
+                for t, v, trace_id, span_id in s.exemplars:
+                    edp.exemplars.add(
+                        time_unix_nano=t, as_double=v, trace_id=trace_id, span_id=span_id
+                    )
             elif self.kind is Kind.COUNTER:
                 ndp = m.sum.data_points.add(
-                    start_time_unix_nano=s.start_ns, time_unix_nano=now_ns, attributes=kvs
+                    start_time_unix_nano=start_ns, time_unix_nano=now_ns, attributes=kvs
                 )
                 if isinstance(s.count, int):
                     ndp.as_int = s.count
@@ -328,7 +486,7 @@ class Metric:
             else:
                 m.gauge.data_points.add(time_unix_nano=now_ns, as_double=s.count, attributes=kvs)
             points += 1
-        if temporality is Temporality.DELTA and self.kind is not Kind.GAUGE:
+        if delta:
             for key in keys:
                 del self.series[key]
         self._touched.clear()
@@ -343,12 +501,22 @@ class Aggregator:
         scope_name: str,
         temporality: Temporality = Temporality.CUMULATIVE,
         expiration_s: float = 0.0,
+        resource_key_attributes: Sequence[str] = (),
+        delta_start_cache_size: int = 0,
     ) -> None:
         self.scope_name = scope_name
         self.temporality = temporality
         self.expiration_ns = int(expiration_s * 1e9)
         self.metrics: list[Metric] = []
         self.resources: dict[bytes, Resource] = {OVERFLOW_RESOURCE: Resource()}
+        # only these resource attributes identify a resource (empty: all of them)
+        self.resource_key_attributes = frozenset(resource_key_attributes)
+        # delta: series key -> time of its last point (the start of its next one), the
+        # least recently written evicted first; 0 entries: points start at their first
+        # measurement
+        self.delta_start_cache_size = delta_start_cache_size
+        self._last_flush: OrderedDict[SeriesKey, int] = OrderedDict()
+        self.delta_start_evictions = 0
 
     def add_metric(self, metric: Metric) -> Metric:
         metric.track_touched = self.temporality is Temporality.DELTA
@@ -356,13 +524,52 @@ class Aggregator:
         return metric
 
     def resource_key(self, resource: Any) -> bytes:
-        """A key for a resource message (its encoding); remembered for export."""
-        key = bytes(resource.SerializeToString(deterministic=True))
+        """A key for a resource message, remembered for export: its encoding, or with
+        ``resource_key_attributes`` the encoding of just those attributes (sorted by name), so
+        resources differing only in other attributes (``process.pid``...) share their series.
+        The resource exported for a key is the first one seen with it (whole), as the
+        Collector's spanmetrics connector does; in delta temporality the first one seen since
+        the last flush (see :meth:`keep_resource`)."""
+        keep = self.resource_key_attributes
+        if keep:
+            kept = sorted(
+                (kv for kv in resource.attributes if kv.key in keep), key=lambda kv: kv.key
+            )
+            key = bytes(Resource(attributes=kept).SerializeToString(deterministic=True))
+        else:
+            key = bytes(resource.SerializeToString(deterministic=True))
         if key not in self.resources:
             copy = Resource()
             copy.CopyFrom(resource)
             self.resources[key] = copy
         return key
+
+    def keep_resource(self, key: bytes, raw: bytes) -> None:
+        """Remember the encoded resource ``raw`` for ``key`` (from :meth:`resource_key`) unless
+        one is remembered already: for callers that cache keys, since a flush or expiry may
+        forget the resources that no series refers to any more."""
+        if key not in self.resources:
+            self.resources[key] = Resource.FromString(raw)
+
+    def _remember_flush(self, keys: Iterable[SeriesKey], now_ns: int) -> None:
+        """The next points of ``keys`` start at ``now_ns`` (as the Collector's spanmetrics
+        connector: an uninterrupted delta series is (T1, T2), (T2, T3)...); beyond the cache
+        size the least recently written series are forgotten (their next point starts at its
+        first measurement: a reset for a delta-to-cumulative converter)."""
+        cache = self._last_flush
+        for key in keys:
+            cache[key] = now_ns
+            cache.move_to_end(key)
+        while len(cache) > self.delta_start_cache_size:
+            cache.popitem(last=False)
+            self.delta_start_evictions += 1
+
+    def _forget_unused_resources(self) -> None:
+        live = {OVERFLOW_RESOURCE}
+        for m in self.metrics:
+            live.update(k[0] for k in m.series)
+        for key in [k for k in self.resources if k not in live]:
+            del self.resources[key]
 
     def expire(self, now_ns: int) -> int:
         """Forget series (and resources) that stopped receiving data."""
@@ -371,11 +578,7 @@ class Aggregator:
         cutoff = now_ns - self.expiration_ns
         n = sum(m.expire(cutoff) for m in self.metrics if m.kind is not Kind.GAUGE)
         if n:
-            live = {OVERFLOW_RESOURCE}
-            for m in self.metrics:
-                live.update(k[0] for k in m.series)
-            for key in [k for k in self.resources if k not in live]:
-                del self.resources[key]
+            self._forget_unused_resources()
         return n
 
     def build(self, now_ns: int | None = None) -> tuple[ExportMetricsServiceRequest, int]:
@@ -383,7 +586,15 @@ class Aggregator:
         now_ns = now_ns or time.time_ns()
         self.expire(now_ns)
         by_resource: dict[bytes, list[metrics_pb2.Metric]] = {}
-        points = sum(m.export(now_ns, self.temporality, by_resource) for m in self.metrics)
+        track = self.temporality is Temporality.DELTA and self.delta_start_cache_size > 0
+        last_flush = self._last_flush if track else None
+        exported: set[SeriesKey] | None = set() if track else None
+        points = sum(
+            m.export(now_ns, self.temporality, by_resource, last_flush, exported)
+            for m in self.metrics
+        )
+        if exported:
+            self._remember_flush(exported, now_ns)
         req = ExportMetricsServiceRequest()
         for key, metrics in by_resource.items():
             rm = req.resource_metrics.add()
@@ -391,6 +602,10 @@ class Aggregator:
             sm = rm.scope_metrics.add()
             sm.scope.name = self.scope_name
             sm.metrics.extend(metrics)
+        if self.temporality is Temporality.DELTA and self.resource_key_attributes:
+            # the next interval's resource of a key is the first one seen in it (as the
+            # Collector, which starts afresh after each delta flush)
+            self._forget_unused_resources()
         return req, points
 
 

@@ -12,11 +12,18 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipeline import Consumer, CreateSettings, Payload
 from plugins._agentconv import attr_str
-from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
+from plugins._metricsagg import (
+    DEFAULT_MAX_SIZE,
+    Aggregator,
+    FlushingConnector,
+    Kind,
+    Metric,
+    Temporality,
+)
 from plugins._native import load
 from plugins._spanview import TracesView, cached_str
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
@@ -45,7 +52,13 @@ class SpanMetricsConnector(FlushingConnector):
             if config.aggregation_temporality == "AGGREGATION_TEMPORALITY_DELTA"
             else Temporality.CUMULATIVE
         )
-        agg = Aggregator("pipeline.spanmetrics", temporality, config.metrics_expiration)
+        agg = Aggregator(
+            "pipeline.spanmetrics",
+            temporality,
+            config.metrics_expiration,
+            resource_key_attributes=config.resource_metrics_key_attributes,
+            delta_start_cache_size=config.timestamp_cache_size,
+        )
         super().__init__(settings, next_consumer, agg, config.metrics_flush_interval)
         self.config = config
         prefix = f"{config.namespace}." if config.namespace else ""
@@ -62,18 +75,31 @@ class SpanMetricsConnector(FlushingConnector):
         unit = config.histogram.unit
         scale = 1000.0 if unit == "ms" else 1.0
         self.duration: Metric | None = None
+        exponential = config.histogram.exponential
         if not config.histogram.disable:
             self.duration = agg.add_metric(
                 Metric(
                     f"{prefix}duration",
-                    Kind.HISTOGRAM,
+                    Kind.EXPONENTIAL_HISTOGRAM if exponential else Kind.HISTOGRAM,
                     description="Span duration, by dimensions.",
                     unit=unit,
-                    bounds=[b * scale for b in config.histogram.explicit.buckets],
+                    bounds=[] if exponential else [b * scale for b in config.histogram.buckets],
+                    max_size=exponential.max_size if exponential else DEFAULT_MAX_SIZE,
                     cardinality_limit=limit,
                     max_exemplars=(
                         config.exemplars.max_per_data_point if config.exemplars.enabled else 0
                     ),
+                    on_overflow=self.count_overflow,
+                )
+            )
+        self.events: Metric | None = None
+        if config.events.enabled:
+            self.events = agg.add_metric(
+                Metric(
+                    f"{prefix}events",
+                    Kind.COUNTER,
+                    description="Number of span events, by dimensions.",
+                    cardinality_limit=limit,
                     on_overflow=self.count_overflow,
                 )
             )
@@ -83,6 +109,12 @@ class SpanMetricsConnector(FlushingConnector):
             d not in excluded for d in ("service.name", "span.name", "span.kind", "status.code")
         )
         self._dimensions = [(d.name, d.default) for d in config.dimensions]
+        # the events metric: the span dimensions, then the event dimensions (a name in both
+        # appears once, where the span dimension is, with the event dimension's default)
+        event_dims = dict(self._dimensions)
+        event_dims.update((d.name, d.default) for d in config.events.dimensions)
+        self._event_dimensions = list(event_dims.items())
+        self._common = sum(self._with)
         self._names: dict[bytes, tuple[str, str]] = {}
         self._statuses: dict[bytes, tuple[str, str]] = {}
         self._resources: dict[bytes, tuple[bytes, str, dict[str, str]]] = {}
@@ -92,6 +124,8 @@ class SpanMetricsConnector(FlushingConnector):
     def _native_scanner(self) -> Any:
         """The C scanner (``plugins/_native/_spanscan.c``) for this config, or ``None`` (not
         built, disabled, or a config beyond its limits)."""
+        if self.events is not None or (self.duration is not None and self.duration.exponential):
+            return None  # events and exponential histograms are on the Python path only
         native = load("_spanscan")
         duration = self.duration
         max_exemplars = duration.max_exemplars if duration is not None else 0
@@ -126,7 +160,8 @@ class SpanMetricsConnector(FlushingConnector):
     async def consume(self, data: Payload) -> None:
         """With the C scanner, the request is walked once in C and its spans arrive aggregated
         per series (the resource is read here, once per ``ResourceSpans``). Otherwise (and
-        when the scanner refuses the request: the Python path then reports the error) it is
+        when the scanner refuses the request: the Python path then reports the error; and
+        always with ``events`` or exponential histograms, which the scanner lacks) it is
         read through :data:`plugins._spanview.TracesView`: resource, status and attributes stay
         encoded; the attribute set of a span is built once per distinct (resource, name, kind,
         status) when no dimension is configured (small caches), and the series are updated
@@ -135,6 +170,7 @@ class SpanMetricsConnector(FlushingConnector):
         now_ns = time.time_ns()
         calls = self.calls
         duration = self.duration
+        events = self.events
         if self._scanner is not None:
             try:
                 resources = self._scanner.scan(raw)
@@ -152,6 +188,9 @@ class SpanMetricsConnector(FlushingConnector):
         view = TracesView.FromString(raw)
         divisor = self._divisor
         exemplars = duration is not None and duration.max_exemplars > 0
+        # an exponential histogram takes no negative value: a span ending before it started
+        # lasted 0 (as in the Collector)
+        clamp = duration is not None and duration.exponential
         plain = not self._dimensions
         if len(self._names) > 10_000:
             self._names.clear()
@@ -172,7 +211,11 @@ class SpanMetricsConnector(FlushingConnector):
                             attrs = keys[cache_key] = self._attrs(span, resource)
                     else:
                         attrs = self._attrs(span, resource)
+                    if events is not None and span.events:
+                        self._count_events(events, span, resource, attrs, now_ns)
                     value = (span.end_time_unix_nano - span.start_time_unix_nano) / divisor
+                    if clamp and value < 0:
+                        value = 0.0
                     if exemplars:
                         assert duration is not None
                         calls.add(resource_key, attrs, 1, now_ns)
@@ -230,6 +273,37 @@ class SpanMetricsConnector(FlushingConnector):
                     key.append((dim, default))
         return tuple(key)
 
+    def _count_events(
+        self,
+        events: Metric,
+        span: Any,
+        resource: tuple[bytes, str, dict[str, str]],
+        attrs: tuple[tuple[str, Any], ...],
+        now_ns: int,
+    ) -> None:
+        """Count each event of ``span`` in the events metric: the span's common dimensions,
+        then each span and event dimension looked up in the span's attributes, the event's,
+        the resource's, else its default (omitted without one), as the Collector does."""
+        common = attrs[: self._common]
+        span_attrs = span.attributes
+        resource_attrs = resource[2]
+        for raw_event in span.events:
+            event_attrs = {
+                kv.key: attr_str(kv.value) for kv in Span.Event.FromString(raw_event).attributes
+            }
+            key = list(common)
+            for dim, default in self._event_dimensions:
+                value = span_attrs.get(dim)
+                if value is not None:
+                    key.append((dim, cached_str(value)))
+                elif dim in event_attrs:
+                    key.append((dim, event_attrs[dim]))
+                elif dim in resource_attrs:
+                    key.append((dim, resource_attrs[dim]))
+                elif default is not None:
+                    key.append((dim, default))
+            events.add_count(resource[0], tuple(key), 1, now_ns)
+
     def _resource(self, raw: bytes) -> tuple[bytes, str, dict[str, str]]:
         """(key, service.name, attributes as strings) of an encoded resource, cached."""
         cached = self._resources.get(raw)
@@ -241,4 +315,7 @@ class SpanMetricsConnector(FlushingConnector):
             if len(self._resources) > 1000:
                 self._resources.clear()
             self._resources[raw] = cached
+        else:
+            # the aggregator forgets resources no series refers to (expiry, delta flushes)
+            self.aggregator.keep_resource(cached[0], raw)
         return cached

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import random
+from decimal import Decimal, localcontext
 from typing import Any
 
-from plugins._metricsagg import OVERFLOW_ATTRS, Aggregator, Kind, Metric, Temporality
+import pytest
+
+from plugins._metricsagg import (
+    OVERFLOW_ATTRS,
+    Aggregator,
+    Kind,
+    Metric,
+    Series,
+    Temporality,
+    exponential_index,
+)
 
 
 def points(req: Any, name: str) -> list[Any]:
@@ -107,3 +120,143 @@ def test_merge_leaves_the_exemplar_ring_as_observe_does() -> None:
             a, b = observed.series[b"", ()], merged.series[b"", ()]
             assert (a.exemplars, a.exemplar_next) == (b.exemplars, b.exemplar_next), (before, seen)
             assert (a.count, a.sum, a.buckets) == (b.count, b.sum, b.buckets)
+
+
+def test_delta_points_start_at_the_series_previous_point_until_evicted() -> None:
+    """(T1, T2), (T2, T3)...: a delta point starts where the series' previous one ended, even
+    across flushes without data; a series the bounded cache forgot starts at its first
+    measurement again."""
+    agg = Aggregator("t", Temporality.DELTA, delta_start_cache_size=2)
+    c = agg.add_metric(Metric("c", Kind.COUNTER))
+    h = agg.add_metric(Metric("h", Kind.HISTOGRAM, bounds=[1.0]))
+
+    def starts(req: Any) -> dict[tuple[str, str], int]:
+        return {
+            (name, labels(dp)["k"]): dp.start_time_unix_nano
+            for name in ("c", "h")
+            for dp in points(req, name)
+        }
+
+    c.add(b"", (("k", "a"),), 1, 5)
+    h.observe(b"", (("k", "a"),), 0.5, 6)
+    req, _ = agg.build(10)
+    assert starts(req) == {("c", "a"): 5, ("h", "a"): 6}
+    c.add(b"", (("k", "a"),), 1, 15)
+    h.observe(b"", (("k", "a"),), 0.5, 15)
+    req, _ = agg.build(20)
+    assert starts(req) == {("c", "a"): 10, ("h", "a"): 10}
+    assert agg.build(30)[1] == 0
+    c.add(b"", (("k", "a"),), 1, 35)
+    c.add(b"", (("k", "b"),), 1, 36)
+    req, _ = agg.build(40)
+    assert starts(req) == {("c", "a"): 20, ("c", "b"): 36}
+    c.add(b"", (("k", "c"),), 1, 45)  # a third series: "a" and "b" were written at 40
+    c.add(b"", (("k", "b"),), 1, 46)  # "b" more recently than "a"
+    agg.build(50)
+    assert agg.delta_start_evictions == 1
+    c.add(b"", (("k", "a"),), 1, 55)
+    c.add(b"", (("k", "b"),), 1, 56)
+    req, _ = agg.build(60)
+    assert starts(req) == {("c", "a"): 55, ("c", "b"): 50}
+
+
+def test_delta_without_a_start_cache_starts_points_at_the_first_measurement() -> None:
+    agg = Aggregator("t", Temporality.DELTA)
+    c = agg.add_metric(Metric("c", Kind.COUNTER))
+    c.add(b"", (), 1, 5)
+    agg.build(10)
+    c.add(b"", (), 1, 15)
+    req, _ = agg.build(20)
+    assert points(req, "c")[0].start_time_unix_nano == 15
+
+
+def exact_index(value: float, scale: int) -> int:
+    """The bucket of ``value`` at ``scale`` from a 60-digit logarithm (ceil(log2(v) * 2**s) - 1:
+    buckets are upper-inclusive)."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        x = Decimal(value).ln() / Decimal(2).ln() * (Decimal(2) ** scale)
+        return math.ceil(x) - 1
+
+
+def test_exponential_index_by_hand() -> None:
+    # scale 0: bucket i is (2**i, 2**(i+1)]; powers of two close the bucket below
+    assert [exponential_index(v, 0) for v in (1.0, 1.5, 2.0, 3.0, 4.0, 4.5)] == [-1, 0, 0, 1, 1, 2]
+    assert [exponential_index(v, 0) for v in (0.5, 0.75, 0.25)] == [-2, -1, -3]
+    # scale -1: (1, 4], (4, 16]...; scale -2: (1, 16]
+    assert [exponential_index(v, -1) for v in (4.0, 5.0, 16.0, 17.0, 0.5)] == [0, 1, 1, 2, -1]
+    assert [exponential_index(v, -2) for v in (16.0, 17.0, 1.0)] == [0, 1, -1]
+    # scale 1: (1, 2**0.5], (2**0.5, 2]...
+    assert [exponential_index(v, 1) for v in (1.4, 1.5, 2.0, 2.8, 2.9)] == [0, 1, 1, 2, 3]
+    # scale 20: exact at powers of two
+    assert exponential_index(1.0, 20) == -1
+    assert exponential_index(2.0, 20) == 2**20 - 1
+    assert exponential_index(0.001, 20) == exact_index(0.001, 20)
+    # tiny (subnormal) values share the bucket of the smallest normal double
+    assert exponential_index(5e-324, 0) == exponential_index(2.0**-1022, 0) == -1023
+    assert exponential_index(5e-324, 20) == (-1022 << 20) - 1
+    # the largest double: the last bucket
+    assert exponential_index(1.7976931348623157e308, 0) == 1023
+    assert exponential_index(1.7976931348623157e308, 20) == (1024 << 20) - 1
+    assert exponential_index(1.7976931348623157e308, -10) == 0
+
+
+def test_exponential_index_matches_a_precise_logarithm() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        value = math.ldexp(rng.uniform(0.5, 1.0), rng.randint(-40, 40))
+        for scale in (1, 3, 8, 20):
+            assert exponential_index(value, scale) == exact_index(value, scale), (value, scale)
+        for scale in (0, -1, -4):
+            assert exponential_index(value, scale) == exact_index(value, 0) >> -scale
+
+
+def test_exponential_histogram_downscales_to_fit_max_size() -> None:
+    s = Series(0, 0)
+    s.observe_exponential(1.0, 4)
+    assert (s.scale, s.offset, s.buckets) == (20, -1, [1])
+    # -1 and 2**20 - 1 fit in 4 buckets once shifted by 19: scale 1, indexes -1 and 1
+    s.observe_exponential(2.0, 4)
+    assert (s.scale, s.offset, s.buckets) == (1, -1, [1, 0, 1])
+    # 4 at scale 1 is index 3: -1..3 is 5 > 4 buckets, so scale 0: -1, 0, 1
+    s.observe_exponential(4.0, 4)
+    assert (s.scale, s.offset, s.buckets) == (0, -1, [1, 1, 1])
+    s.observe_exponential(1.5, 4)  # (1, 2] at scale 0: no change of scale
+    s.observe_exponential(0.0, 4)
+    assert (s.scale, s.offset, s.buckets, s.zero_count) == (0, -1, [1, 2, 1], 1)
+    assert (s.count, s.sum, s.min, s.max) == (5, 8.5, 0.0, 4.0)
+    # a value below the held range grows the buckets at the front (merging to stay within 4)
+    s.observe_exponential(0.1, 4)  # index -4 at scale 0: -4..1 is 6 buckets, scale -1: -2..0
+    assert (s.scale, s.offset, s.buckets) == (-1, -2, [1, 1, 3])
+    with pytest.raises(ValueError):
+        s.observe_exponential(-1.0, 4)
+    with pytest.raises(ValueError):
+        s.observe_exponential(math.nan, 4)
+
+
+def test_exponential_histogram_export_cumulative_and_delta() -> None:
+    for temporality in (Temporality.CUMULATIVE, Temporality.DELTA):
+        agg = Aggregator("t", temporality)
+        h = agg.add_metric(
+            Metric("h", Kind.EXPONENTIAL_HISTOGRAM, unit="ms", max_size=160, max_exemplars=2)
+        )
+        h.observe_many(b"", (("k", "a"),), [0.0], 5)
+        req, _ = agg.build(10)
+        (dp,) = points(req, "h")
+        assert (dp.count, dp.zero_count, dp.scale, dp.min, dp.max) == (1, 1, 0, 0.0, 0.0)
+        assert not dp.positive.bucket_counts
+        m = req.resource_metrics[0].scope_metrics[0].metrics[0]
+        assert m.exponential_histogram.aggregation_temporality == temporality
+        h.observe(b"", (("k", "a"),), 2.0, 15, b"T" * 16, b"S" * 8)
+        req, _ = agg.build(20)
+        (dp,) = points(req, "h")
+        if temporality is Temporality.CUMULATIVE:
+            assert (dp.count, dp.zero_count, dp.sum, dp.min) == (2, 1, 2.0, 0.0)
+        else:
+            assert (dp.count, dp.zero_count, dp.sum, dp.min) == (1, 0, 2.0, 2.0)
+        assert (dp.scale, dp.positive.offset, list(dp.positive.bucket_counts)) == (
+            20,
+            2**20 - 1,
+            [1],
+        )
+        assert dp.exemplars[0].span_id == b"S" * 8

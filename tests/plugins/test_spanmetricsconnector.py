@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from pipeline import Kind
+from pipeline import Kind, Traces
 from pipeline.telemetry import SelfTelemetry
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
 from plugins.spanmetricsconnector.connector import SpanMetricsConnector
-from tests.plugins._agent_support import Capture, request, settings, span
+from tests.plugins._agent_support import Capture, attrs_of, kv, request, settings, span
 from tests.plugins._native_support import both_paths
 from tests.plugins.test__metricsagg import labels, points
 
@@ -30,6 +32,37 @@ async def run(spans_by_service: dict[str, list[Span]], **options: Any) -> tuple[
         await conn.consume(request(spans, service=service))
     await conn.shutdown()
     return out.payloads[0].message(), tel
+
+
+def connector(tel: SelfTelemetry | None = None, **options: Any) -> tuple[Any, Capture]:
+    out = Capture()
+    cfg = SpanMetricsConfig.model_validate({"metrics_flush_interval": "0s", **options})
+    conn = SpanMetricsConnector(settings(Kind.CONNECTOR, "spanmetrics", tel), cfg, out)
+    return conn, out
+
+
+def resource_request(spans: list[Span], **resource: Any) -> Traces:
+    """One ResourceSpans with the given resource attributes."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend(kv(k, v) for k, v in resource.items())
+    rs.scope_spans.add().spans.extend(spans)
+    return Traces(req.SerializeToString())
+
+
+def calls_by_resource(req: Any) -> list[tuple[dict[str, Any], int]]:
+    """(resource attributes, sum of the calls points) per ResourceMetrics."""
+    out = []
+    for rm in req.resource_metrics:
+        total = sum(
+            dp.as_int
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name.endswith(".calls")
+            for dp in m.sum.data_points
+        )
+        out.append((attrs_of(rm.resource), total))
+    return out
 
 
 async def test_default_names_labels_and_buckets() -> None:
@@ -152,5 +185,275 @@ async def test_exclude_dimensions_and_delta() -> None:
 def test_config_errors() -> None:
     with pytest.raises(ValueError, match="increasing"):
         SpanMetricsConfig.model_validate({"histogram": {"explicit": {"buckets": ["2s", "1s"]}}})
+    both = {"explicit": {"buckets": ["1s"]}, "exponential": {"max_size": 10}}
+    with pytest.raises(ValueError, match="either `explicit` or `exponential`"):
+        SpanMetricsConfig.model_validate({"histogram": both})
+    with pytest.raises(ValueError, match="at least 2"):
+        SpanMetricsConfig.model_validate({"histogram": {"exponential": {"max_size": 1}}})
+    zero = {"histogram": {"exponential": {"max_size": 0}}}
+    exponential = SpanMetricsConfig.model_validate(zero).histogram.exponential
+    assert exponential is not None and exponential.max_size == 160
+    empty = SpanMetricsConfig.model_validate({"histogram": {"exponential": None}}).histogram
+    assert empty.exponential is not None and empty.exponential.max_size == 160
+
+
+async def test_resource_metrics_key_attributes_merge_resources_keeping_the_first() -> None:
+    """Only the key attributes identify a resource: a restarted process (new process.pid)
+    keeps counting in the same series; the exported resource is the first one seen, whole."""
+    conn, out = connector(resource_metrics_key_attributes=["service.name", "host.name"])
+    await conn.consume(
+        resource_request(
+            [span(1, 1, None, "a")], **{"service.name": "svc", "host.name": "h1", "process.pid": 1}
+        )
+    )
+    await conn.consume(
+        resource_request(
+            [span(1, 2, None, "a"), span(1, 3, None, "a")],
+            **{"service.name": "svc", "host.name": "h1", "process.pid": 2},
+        )
+    )
+    await conn.consume(
+        resource_request(
+            [span(1, 4, None, "a")], **{"service.name": "svc", "host.name": "h2", "process.pid": 3}
+        )
+    )
+    await conn.flush()
+    got = calls_by_resource(out.payloads[0].message())
+    assert sorted(got, key=lambda r: r[0]["host.name"]) == [
+        ({"service.name": "svc", "host.name": "h1", "process.pid": 1}, 3),
+        ({"service.name": "svc", "host.name": "h2", "process.pid": 3}, 1),
+    ]
+    # without the option every distinct resource is its own
+    conn, out = connector()
+    for pid in (1, 2):
+        await conn.consume(
+            resource_request(
+                [span(1, pid, None, "a")], **{"service.name": "svc", "process.pid": pid}
+            )
+        )
+    await conn.flush()
+    assert sorted(r[0]["process.pid"] for r in calls_by_resource(out.payloads[0].message())) == [
+        1,
+        2,
+    ]
+
+
+async def test_key_attributes_delta_takes_the_first_resource_of_each_interval() -> None:
+    conn, out = connector(
+        resource_metrics_key_attributes=["service.name"],
+        aggregation_temporality="AGGREGATION_TEMPORALITY_DELTA",
+    )
+    for pids in ((1, 2), (2, 1)):
+        for pid in pids:
+            await conn.consume(
+                resource_request(
+                    [span(1, pid, None, "a")], **{"service.name": "svc", "process.pid": pid}
+                )
+            )
+        await conn.flush()
+    assert [calls_by_resource(p.message()) for p in out.payloads] == [
+        [({"service.name": "svc", "process.pid": 1}, 2)],
+        [({"service.name": "svc", "process.pid": 2}, 2)],
+    ]
+
+
+async def test_a_resource_seen_again_after_expiry_is_exported_whole() -> None:
+    conn, out = connector(metrics_expiration="1ms")
+    res = {"service.name": "svc", "host.name": "h1"}
+    await conn.consume(resource_request([span(1, 1, None, "a")], **res))
+    await asyncio.sleep(0.01)
+    assert await conn.flush() == 0  # expired
+    await conn.consume(resource_request([span(1, 2, None, "a")], **res))
+    await conn.flush()
+    assert calls_by_resource(out.payloads[-1].message()) == [(res, 1)]
+
+
+async def test_delta_points_start_at_the_previous_flush() -> None:
+    conn, out = connector(aggregation_temporality="AGGREGATION_TEMPORALITY_DELTA")
+    assert conn.aggregator.delta_start_cache_size == 10_000
+    for i in range(2):
+        await conn.consume(request([span(1, i, None, "a")]))
+        await conn.flush()
+    first, second = (
+        {
+            m.name: m
+            for rm in p.message().resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        }
+        for p in out.payloads
+    )
+    for name, kind in (("calls", "sum"), ("duration", "histogram")):
+        (p1,) = getattr(first[f"traces.span.metrics.{name}"], kind).data_points
+        (p2,) = getattr(second[f"traces.span.metrics.{name}"], kind).data_points
+        assert p2.start_time_unix_nano == p1.time_unix_nano
+        assert p1.start_time_unix_nano < p1.time_unix_nano
+
+
+def test_metric_timestamp_cache_size_options() -> None:
+    nested = {"delta_temporality": {"metric_timestamp_cache_size": 5}}
+    assert SpanMetricsConfig.model_validate(nested).timestamp_cache_size == 5
+    top = {"metric_timestamp_cache_size": 7}
+    assert SpanMetricsConfig.model_validate(top).timestamp_cache_size == 7
+    assert SpanMetricsConfig.model_validate({}).timestamp_cache_size == 10_000
+    with pytest.raises(ValueError, match="differ"):
+        SpanMetricsConfig.model_validate({**nested, **top})
     with pytest.raises(ValueError):
-        SpanMetricsConfig.model_validate({"histogram": {"exponential": {"max_size": 10}}})
+        SpanMetricsConfig.model_validate({"delta_temporality": {"metric_timestamp_cache_size": 0}})
+
+
+def with_events(s: Span, *events: dict[str, Any]) -> Span:
+    for i, attrs in enumerate(events):
+        s.events.add(
+            time_unix_nano=s.start_time_unix_nano + i,
+            name="exception",
+            attributes=[kv(k, v) for k, v in attrs.items()],
+        )
+    return s
+
+
+async def test_events_counted_by_common_span_and_event_dimensions() -> None:
+    conn, out = connector(
+        dimensions=[{"name": "http.method"}],
+        events={
+            "enabled": True,
+            "dimensions": [
+                {"name": "exception.type"},
+                {"name": "exception.message", "default": "none"},
+                {"name": "region"},
+            ],
+        },
+        exclude_dimensions=["status.code"],
+    )
+    assert conn._scanner is None  # the Python path counts events
+    spans = [
+        with_events(
+            span(1, 1, None, "a", attrs={"http.method": "GET"}),
+            {"exception.type": "ValueError", "exception.message": "bad"},
+            {"exception.type": "ValueError", "exception.message": "bad"},
+            {"exception.type": "KeyError", "exception.escaped": True},
+        ),
+        # a span attribute wins over the event's
+        with_events(
+            span(1, 2, None, "b", attrs={"exception.type": "FromSpan"}),
+            {"exception.type": "FromEvent", "exception.message": 7},
+        ),
+        span(1, 3, None, "c"),  # no events: not counted
+    ]
+    await conn.consume(resource_request(spans, **{"service.name": "svc", "region": "eu"}))
+    await conn.flush()
+    req = out.payloads[0].message()
+    got = {tuple(labels(dp).items()): dp.as_int for dp in points(req, "traces.span.metrics.events")}
+    common = (("service.name", "svc"),)
+    assert got == {
+        (
+            *common,
+            ("span.name", "a"),
+            ("span.kind", "SPAN_KIND_INTERNAL"),
+            ("http.method", "GET"),
+            ("exception.type", "ValueError"),
+            ("exception.message", "bad"),
+            ("region", "eu"),
+        ): 2,
+        (
+            *common,
+            ("span.name", "a"),
+            ("span.kind", "SPAN_KIND_INTERNAL"),
+            ("http.method", "GET"),
+            ("exception.type", "KeyError"),
+            ("exception.message", "none"),
+            ("region", "eu"),
+        ): 1,
+        (
+            *common,
+            ("span.name", "b"),
+            ("span.kind", "SPAN_KIND_INTERNAL"),
+            ("exception.type", "FromSpan"),
+            ("exception.message", "7"),
+            ("region", "eu"),
+        ): 1,
+    }
+    (events_metric,) = [
+        m
+        for rm in req.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "traces.span.metrics.events"
+    ]
+    assert events_metric.sum.is_monotonic and events_metric.sum.aggregation_temporality == 2
+    assert sum(dp.as_int for dp in points(req, "traces.span.metrics.calls")) == 3
+
+
+async def test_events_disabled_emit_no_events_metric() -> None:
+    req, _ = await run({"svc": [with_events(span(1, 1, None, "a"), {"exception.type": "E"})]})
+    assert not points(req, "traces.span.metrics.events")
+
+
+def test_events_config_errors() -> None:
+    with pytest.raises(ValueError, match="at least one dimension"):
+        SpanMetricsConfig.model_validate({"events": {"enabled": True}})
+    with pytest.raises(ValueError, match="duplicate"):
+        SpanMetricsConfig.model_validate(
+            {"events": {"enabled": True, "dimensions": [{"name": "span.name"}]}}
+        )
+    with pytest.raises(ValueError, match="duplicate"):
+        SpanMetricsConfig.model_validate(
+            {"events": {"enabled": True, "dimensions": [{"name": "x"}, {"name": "x"}]}}
+        )
+    # disabled: dimensions not needed
+    assert not SpanMetricsConfig.model_validate({"events": {"enabled": False}}).events.enabled
+
+
+async def test_events_without_span_dimensions_and_with_exemplars() -> None:
+    conn, out = connector(
+        exemplars={"enabled": True},
+        events={"enabled": True, "dimensions": [{"name": "exception.type"}]},
+    )
+    s = with_events(span(1, 1, None, "a"), {"exception.type": "E"}, {"other": 1})
+    await conn.consume(request([s, span(1, 2, None, "a")], service="svc"))
+    await conn.flush()
+    req = out.payloads[0].message()
+    got = sorted(
+        (labels(dp).get("exception.type", ""), dp.as_int)
+        for dp in points(req, "traces.span.metrics.events")
+    )
+    assert got == [("", 1), ("E", 1)]
+    (dur,) = points(req, "traces.span.metrics.duration")
+    assert dur.count == 2 and len(dur.exemplars) == 2
+
+
+async def test_exponential_histogram_end_to_end() -> None:
+    conn, out = connector(histogram={"exponential": {"max_size": 160}}, exemplars={"enabled": True})
+    assert conn._scanner is None  # the Python path aggregates exponential histograms
+    spans = []
+    # exact durations in ns (1, 2, 3 ms, 0, and a span ending before it started: 0)
+    for i, duration_ns in enumerate([1_000_000, 2_000_000, 3_000_000, 0, -1000]):
+        s = span(1, i + 1, None, "a")
+        s.end_time_unix_nano = s.start_time_unix_nano + duration_ns
+        spans.append(s)
+    await conn.consume(request(spans, service="svc"))
+    await conn.flush()
+    req = out.payloads[0].message()
+    (metric,) = [
+        m
+        for rm in req.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "traces.span.metrics.duration"
+    ]
+    assert metric.unit == "ms" and metric.WhichOneof("data") == "exponential_histogram"
+    assert metric.exponential_histogram.aggregation_temporality == 2
+    (dp,) = metric.exponential_histogram.data_points
+    # 1, 2 and 3 ms: at scale 6, 1 closes bucket -1, 2 closes bucket 63 and
+    # floor(log2(3) * 64) = 101; at scale 7 the indexes -1..202 would not fit in 160 buckets
+    assert (dp.count, dp.zero_count, dp.scale) == (5, 2, 6)
+    assert (dp.sum, dp.min, dp.max) == (6.0, 0.0, 3.0)
+    assert dp.positive.offset == -1 and len(dp.positive.bucket_counts) == 103
+    assert {i - 1: n for i, n in enumerate(dp.positive.bucket_counts) if n} == {
+        -1: 1,
+        63: 1,
+        101: 1,
+    }
+    assert not dp.negative.bucket_counts
+    assert len(dp.exemplars) == 5
+    assert labels(dp)["span.name"] == "a"
