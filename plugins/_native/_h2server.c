@@ -44,6 +44,8 @@ typedef struct {
     PyObject_HEAD
     nghttp2_session *session;
     size_t max_message;
+    size_t buffered, max_buffered; /* request bytes held in the streams, and their bound */
+    Py_ssize_t refused;            /* streams reset (REFUSED_STREAM) because of that bound */
     PyObject *ready;    /* list of completed requests, handed out by feed() */
     stream *streams;    /* every stream with state here */
     Py_ssize_t nstreams;
@@ -51,8 +53,19 @@ typedef struct {
 } SessionObject;
 
 static void
+stream_drop_body(SessionObject *S, stream *x)
+{
+    if (!x->responding)
+        S->buffered -= x->len;
+    PyMem_Free(x->buf);
+    x->buf = NULL;
+    x->len = x->cap = 0;
+}
+
+static void
 stream_free(SessionObject *S, stream *x)
 {
+    stream_drop_body(S, x);
     if (x->prev)
         x->prev->next = x->next;
     else
@@ -60,7 +73,6 @@ stream_free(SessionObject *S, stream *x)
     if (x->next)
         x->next->prev = x->prev;
     S->nstreams--;
-    PyMem_Free(x->buf);
     PyMem_Free(x);
 }
 
@@ -129,9 +141,20 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
         return 0;
     if (x->received > S->max_message + 5) {
         x->too_large = 1; /* discarded from now on; answered RESOURCE_EXHAUSTED at its end */
-        PyMem_Free(x->buf);
-        x->buf = NULL;
-        x->len = x->cap = 0;
+        stream_drop_body(S, x);
+        return 0;
+    }
+    if (S->buffered + len > S->max_buffered) {
+        /* the connection holds too much unfinished request data: this call is refused (gRPC
+         * clients retry a REFUSED_STREAM), nothing of it reaches Python */
+        stream_drop_body(S, x);
+        x->done = 1;
+        S->refused++;
+        if (nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id,
+                                      NGHTTP2_REFUSED_STREAM) != 0) {
+            S->failed = 1;
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
         return 0;
     }
     if (x->len + len > x->cap) {
@@ -148,6 +171,7 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
     }
     memcpy(x->buf + x->len, data, len);
     x->len += len;
+    S->buffered += len;
     return 0;
 }
 
@@ -178,9 +202,7 @@ complete(SessionObject *S, stream *x)
             payload = PyBytes_FromStringAndSize((const char *)x->buf + 5, (Py_ssize_t)n);
         }
     }
-    PyMem_Free(x->buf);
-    x->buf = NULL;
-    x->len = x->cap = 0;
+    stream_drop_body(S, x);
     if (payload == NULL)
         return -1;
     PyObject *item = Py_BuildValue(
@@ -248,12 +270,15 @@ static int
 Session_init(SessionObject *S, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"max_message", "max_concurrent_streams", "stream_window",
-                             "connection_window", NULL};
-    Py_ssize_t max_message, max_streams, stream_window, conn_window;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnnn", kwlist, &max_message, &max_streams,
-                                     &stream_window, &conn_window))
+                             "connection_window", "max_buffered", NULL};
+    Py_ssize_t max_message, max_streams, stream_window, conn_window, max_buffered = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnnn|n", kwlist, &max_message, &max_streams,
+                                     &stream_window, &conn_window, &max_buffered))
         return -1;
-    if (max_message < 0 || max_streams < 1 || stream_window < 65535 ||
+    if (max_buffered < 0)
+        max_buffered = max_message + 5; /* default: one message as large as allowed */
+    if (max_message < 0 || max_buffered < max_message + 5 || max_streams < 1 ||
+        stream_window < 65535 ||
         stream_window > 0x7fffffff || conn_window < 65535 || conn_window > 0x7fffffff) {
         PyErr_SetString(PyExc_ValueError, "Session: a limit out of range");
         return -1;
@@ -263,6 +288,7 @@ Session_init(SessionObject *S, PyObject *args, PyObject *kwds)
         return -1;
     }
     S->max_message = (size_t)max_message;
+    S->max_buffered = (size_t)max_buffered;
     S->ready = PyList_New(0);
     if (S->ready == NULL)
         return -1;
@@ -416,6 +442,7 @@ Session_respond(SessionObject *S, PyObject *args, PyObject *kwds)
         result = Py_NewRef(Py_False);
         goto done;
     }
+    x->responding = 1; /* from here x->buf holds the response, not counted in S->buffered */
     char code[12], hstatus[4];
     if (http_status < 100 || http_status > 599) {
         PyErr_SetString(PyExc_ValueError, "respond: http_status out of range");
@@ -478,7 +505,6 @@ Session_respond(SessionObject *S, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "HTTP/2: %s", nghttp2_strerror(rv));
         goto done;
     }
-    x->responding = 1;
     result = Py_NewRef(Py_True);
 done:
     if (payload.buf)
@@ -568,7 +594,23 @@ static PyMethodDef Session_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *
+Session_get_refused(SessionObject *S, void *closure)
+{
+    return PyLong_FromSsize_t(S->refused);
+}
+
+static PyObject *
+Session_get_buffered(SessionObject *S, void *closure)
+{
+    return PyLong_FromSize_t(S->buffered);
+}
+
 static PyGetSetDef Session_getset[] = {
+    {"refused", (getter)Session_get_refused, NULL,
+     "streams reset with REFUSED_STREAM because max_buffered was reached", NULL},
+    {"buffered", (getter)Session_get_buffered, NULL,
+     "request bytes held in unfinished streams", NULL},
     {"open_streams", (getter)Session_get_open_streams, NULL,
      "streams received and not yet closed (answered and sent, or reset)", NULL},
     {NULL, NULL, NULL, NULL, NULL},

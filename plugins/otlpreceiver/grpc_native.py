@@ -53,6 +53,9 @@ DEFAULT_RETRY_DELAY = 1.0
 STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 16 << 20
 DEFAULT_MAX_STREAMS = 250  # concurrent calls per connection when max_concurrent_streams is 0
+# unfinished request bytes one connection may hold (at least one largest message): beyond, new
+# data is refused with REFUSED_STREAM, which gRPC clients retry
+MAX_BUFFERED = 64 << 20
 
 
 def percent_encode(message: str) -> bytes:
@@ -89,18 +92,26 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: Any = None
         self.closed = False
+        self._refused = 0  # the session's count of streams refused, as last seen
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         cfg = self.server.config
-        self.session = self.server.native.Session(
-            max_message=self.server.max_message,
-            max_concurrent_streams=cfg.max_concurrent_streams or DEFAULT_MAX_STREAMS,
-            stream_window=STREAM_WINDOW,
-            connection_window=CONNECTION_WINDOW,
-        )
+        try:
+            self.session = self.server.native.Session(
+                max_message=self.server.max_message,
+                max_concurrent_streams=cfg.max_concurrent_streams or DEFAULT_MAX_STREAMS,
+                stream_window=STREAM_WINDOW,
+                connection_window=CONNECTION_WINDOW,
+                max_buffered=max(MAX_BUFFERED, self.server.max_message + 5),
+            )
+        except Exception:
+            self.server.receiver.settings.logger.exception("cannot serve a gRPC connection")
+            self.closed = True
+            transport.close()
+            return
         self.server.connections.add(self)
         if self.server.closing:
             self.session.goaway()
@@ -115,6 +126,11 @@ class _Connection(asyncio.Protocol):
             self.flush()
             self.close()
             return
+        refused = self.session.refused
+        if refused != self._refused:
+            for _ in range(refused - self._refused):
+                self.server.refused("busy")
+            self._refused = refused
         for call in calls:
             self._call(*call)
         self.flush()
@@ -282,7 +298,8 @@ class NativeGRPCServer:
 
     def refused(self, reason: str) -> None:
         """Count a call refused before it reached the pipeline (``too_large``, ``bad_framing``,
-        ``unsupported_encoding``, ``unimplemented``, ``not_grpc``)."""
+        ``unsupported_encoding``, ``unimplemented``, ``not_grpc``, ``busy``: the connection
+        held too much unfinished request data)."""
         self.receiver.settings.telemetry.service.counter(
             "otelcol_receiver_refused_requests",
             "Requests or datagrams a receiver refused before they reached the pipeline.",

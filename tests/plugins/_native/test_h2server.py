@@ -8,6 +8,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import pytest
 
@@ -37,7 +38,9 @@ def framed(message: bytes, compressed: bool = False) -> bytes:
 class Pair:
     """A client (h2) and a server session, connected in memory."""
 
-    def __init__(self, max_message: int = 1 << 20, max_streams: int = 100) -> None:
+    def __init__(
+        self, max_message: int = 1 << 20, max_streams: int = 100, max_buffered: int = -1
+    ) -> None:
         self.client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )
@@ -47,6 +50,7 @@ class Pair:
             max_concurrent_streams=max_streams,
             stream_window=1 << 20,
             connection_window=1 << 24,
+            max_buffered=max_buffered,
         )
         self.events: list[Any] = []
         self.calls: list[tuple] = []
@@ -173,6 +177,26 @@ def test_a_message_over_the_limit_is_discarded_as_it_arrives() -> None:
         (sid, PATH, "application/grpc", "", 0, b"x" * 1000),
         (ok, PATH, "application/grpc", "", h2server.TOO_LARGE, 3005),
     ]
+
+
+def test_unfinished_request_data_per_connection_is_bounded() -> None:
+    p = Pair(max_message=1000, max_buffered=1500)
+    first = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(first, headers())
+    p.client.send_data(first, b"\x00\x00\x00\x03\x84" + b"a" * 895)  # 900 of 905 bytes
+    second = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(second, headers())
+    p.client.send_data(second, b"\x00\x00\x00\x03\x84" + b"b" * 895)
+    assert p.pump() == []
+    assert p.server.buffered == 900 and p.server.refused == 1
+    assert p.response(second).get("reset") == h2.errors.ErrorCodes.REFUSED_STREAM
+    p.client.send_data(first, b"a" * 5, end_stream=True)
+    (call,) = p.pump()
+    assert call[0] == first and call[5] == b"a" * 900
+    assert p.server.buffered == 0
+    third = p.call(framed(b"c" * 1000))  # room again
+    (call,) = p.pump()
+    assert call == (third, PATH, "application/grpc", "", 0, b"c" * 1000)
 
 
 def test_many_concurrent_streams_and_answers_in_any_order() -> None:
