@@ -287,12 +287,13 @@ class NativeGRPCServer:
         self.connections: set[_Connection] = set()
         self.closing = False
         self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start
         self._calls: set[asyncio.Task[None]] = set()
         self._last_log = 0.0
         self._suppressed = 0
 
     def spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = (self._loop or asyncio.get_running_loop()).create_task(coro)
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
 
@@ -329,7 +330,8 @@ class NativeGRPCServer:
 
     async def start(self) -> None:
         host, port = split_endpoint(self.config.endpoint)
-        loop = asyncio.get_running_loop()
+        # kept: asyncio.get_running_loop() costs a getpid() system call per request
+        loop = self._loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
                 lambda: _Connection(self),

@@ -205,6 +205,7 @@ class WorkflowProcessor(Component):
         self.next = next_consumer
         self.names: AttributeNames = config.attributes
         self.classifier = ErrorClassifier(config.error_classification)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._held: collections.OrderedDict[bytes, _Trace] = collections.OrderedDict()
         self._held_bytes = 0
         self._held_spans = 0
@@ -374,7 +375,11 @@ class WorkflowProcessor(Component):
         raw = data.to_bytes()
         if not raw:
             return
-        self._ingest(raw, asyncio.get_running_loop().time())
+        loop = self._loop
+        if loop is None:  # consume before start (tests)
+            loop = self._loop = asyncio.get_running_loop()
+        # (the loop is kept: asyncio.get_running_loop() costs a getpid() system call)
+        self._ingest(raw, loop.time())
         self._enforce_limits()
         self._update_gauges()
         if self._next_release() != self._armed:
@@ -977,6 +982,7 @@ class WorkflowProcessor(Component):
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self, host: Host) -> None:
+        self._loop = asyncio.get_running_loop()
         if self._timer is None:
             self._timer = asyncio.create_task(self._timer_loop(), name=f"{self.settings.name}")
             self._sender = asyncio.create_task(self._send_loop(), name=f"{self.settings.name}-send")
