@@ -9,7 +9,8 @@ install_build_deps() {
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
       echo "installing: libnghttp2-dev"
       apt-get update -qq >/dev/null 2>&1 || true
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnghttp2-dev >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnghttp2-dev >/dev/null || \
+        echo "note: apt-get install libnghttp2-dev failed; the native gRPC server is not built" >&2
     else
       echo "note: libnghttp2-dev is not installed (apt-get install libnghttp2-dev); the native" \
         "gRPC server is not built and grpcio's is used" >&2
