@@ -15,14 +15,17 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline.service import Service
 from plugins.otlpreceiver.grpc_native import percent_encode, status_details
 from tests.plugins._native_support import require_native
+from tests.plugins.otlpreceiver.test_grpc_server import (
+    TRACE_EXPORT,
+    accepted,
+    config,
+    refused,
+    request,
+)
 from tests.support import free_port, running_service, wait_until
-
-TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 @pytest.fixture
@@ -31,49 +34,6 @@ def native(monkeypatch: pytest.MonkeyPatch) -> None:
     under CI), and those tests run once."""
     require_native("_h2server")
     monkeypatch.delenv("PIPELINE_GRPC_SERVER", raising=False)
-
-
-def config(port: int, max_mib: int = 1) -> str:
-    return f"""
-receivers:
-  otlp:
-    protocols:
-      grpc: {{endpoint: "127.0.0.1:{port}", max_recv_msg_size_mib: {max_mib}}}
-exporters:
-  debug: {{verbosity: basic}}
-service:
-  telemetry: {{metrics: {{level: none}}}}
-  pipelines:
-    traces: {{receivers: [otlp], exporters: [debug]}}
-"""
-
-
-def request(spans: int, name: str = "s") -> bytes:
-    req = ExportTraceServiceRequest()
-    scope = req.resource_spans.add().scope_spans.add()
-    for i in range(spans):
-        scope.spans.add(
-            name=f"{name}{i}", trace_id=b"\x01" * 16, span_id=(i + 1).to_bytes(8, "big")
-        )
-    return req.SerializeToString()
-
-
-def accepted(service: Service) -> float:
-    return float(
-        service.telemetry.value("otelcol_receiver_accepted_spans_total", receiver="otlp") or 0
-    )
-
-
-def refused(service: Service, reason: str) -> float:
-    return float(
-        service.telemetry.value(
-            "otelcol_receiver_refused_requests_total",
-            receiver="otlp",
-            transport="grpc",
-            reason=reason,
-        )
-        or 0
-    )
 
 
 # -- raw HTTP/2: what the native server decides itself ----------------------------------------
@@ -123,19 +83,26 @@ class RawClient:
                 out.update(dict(e.headers))
         return out
 
-    async def call(self, body: bytes, content_type: str = "application/grpc") -> int:
+    def start(self, content_type: str = "application/grpc", encoding: str = "") -> int:
+        """Open a call (its headers queued, not its body); returns its stream id."""
         sid = int(self.conn.get_next_available_stream_id())
-        self.conn.send_headers(
-            sid,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", TRACE_EXPORT),
-                (":authority", "127.0.0.1"),
-                ("content-type", content_type),
-                ("te", "trailers"),
-            ],
-        )
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", TRACE_EXPORT),
+            (":authority", "127.0.0.1"),
+            ("content-type", content_type),
+            ("te", "trailers"),
+        ]
+        if encoding:
+            headers.append(("grpc-encoding", encoding))
+        self.conn.send_headers(sid, headers)
+        return sid
+
+    async def call(
+        self, body: bytes, content_type: str = "application/grpc", encoding: str = ""
+    ) -> int:
+        sid = self.start(content_type, encoding)
         self.conn.send_data(sid, body, end_stream=True)
         await self.flush()
         return sid
@@ -165,53 +132,21 @@ async def test_raw_http2_not_grpc_bad_framing_resets_and_compression(
         await c.read_until(lambda: c.ended(sid))
         assert c.headers(sid)["grpc-status"] == "13"
         # a call reset half-way: nothing of it is taken, the connection goes on
-        half = int(c.conn.get_next_available_stream_id())
-        c.conn.send_headers(
-            half,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", TRACE_EXPORT),
-                (":authority", "x"),
-                ("content-type", "application/grpc"),
-            ],
-        )
+        half = c.start()
         c.conn.send_data(half, framed(request(5))[:20])
         c.conn.reset_stream(half)
         await c.flush()
         # compressed with gzip by hand
         body = gzip.compress(request(4))
-        sid = int(c.conn.get_next_available_stream_id())
-        c.conn.send_headers(
-            sid,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", TRACE_EXPORT),
-                (":authority", "x"),
-                ("content-type", "application/grpc+proto"),
-                ("grpc-encoding", "gzip"),
-            ],
+        sid = await c.call(
+            b"\x01" + len(body).to_bytes(4, "big") + body,
+            content_type="application/grpc+proto",
+            encoding="gzip",
         )
-        c.conn.send_data(sid, b"\x01" + len(body).to_bytes(4, "big") + body, end_stream=True)
-        await c.flush()
         await c.read_until(lambda: c.ended(sid))
         assert c.headers(sid)["grpc-status"] == "0"
         # compressed, with an encoding the server does not know
-        sid = int(c.conn.get_next_available_stream_id())
-        c.conn.send_headers(
-            sid,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", TRACE_EXPORT),
-                (":authority", "x"),
-                ("content-type", "application/grpc"),
-                ("grpc-encoding", "snappy"),
-            ],
-        )
-        c.conn.send_data(sid, b"\x01\x00\x00\x00\x01x", end_stream=True)
-        await c.flush()
+        sid = await c.call(b"\x01\x00\x00\x00\x01x", encoding="snappy")
         await c.read_until(lambda: c.ended(sid))
         assert c.headers(sid)["grpc-status"] == "12"
         await c.close()
