@@ -28,11 +28,20 @@ def load(name: str) -> ModuleType | None:
     except ImportError as exc:
         if name not in _warned:
             _warned.add(name)
-            log.warning(
-                "C accelerator plugins._native.%s is not built (%s); using the pure-Python path "
-                "(same results, several times the CPU). Reinstall with a C compiler and the "
-                "Python headers to build it.",
-                name,
-                exc,
-            )
+            if name == "_h2server":
+                log.warning(
+                    "the native gRPC server (plugins._native._h2server) is not built (%s); "
+                    "grpcio's server is used (same answers, several times the CPU per "
+                    "request). Install libnghttp2's headers (apt install libnghttp2-dev) and "
+                    "reinstall to build it.",
+                    exc,
+                )
+            else:
+                log.warning(
+                    "C accelerator plugins._native.%s is not built (%s); using the pure-Python "
+                    "path (same results, several times the CPU). Reinstall with a C compiler "
+                    "and the Python headers to build it.",
+                    name,
+                    exc,
+                )
         return None

@@ -8,7 +8,8 @@ import pytest
 
 from plugins._native import load
 
-MODULES = ("_agentscan", "_tracewire", "_spanscan", "_framing")  # hatch_build.EXTENSIONS
+# hatch_build.EXTENSIONS and LIBRARY_EXTENSIONS
+MODULES = ("_agentscan", "_tracewire", "_spanscan", "_framing", "_h2server")
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -42,11 +43,38 @@ def test_modules_list_matches_the_build_hook() -> None:
     tree = ast.parse(hook.read_text())
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "EXTENSIONS":
+        target = getattr(node, "target", None)
+        if isinstance(node, ast.AnnAssign) and getattr(target, "id", "") in (
+            "EXTENSIONS",
+            "LIBRARY_EXTENSIONS",
+        ):
             assert isinstance(node.value, ast.Dict)
-            names = {
+            names |= {
                 str(k.value).rsplit(".", 1)[-1]
                 for k in node.value.keys
                 if isinstance(k, ast.Constant)
             }
     assert names == set(MODULES)
+
+
+def test_a_missing_grpc_server_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib
+
+    import plugins._native as native
+
+    real = importlib.import_module
+
+    def fake(name: str, package: str | None = None) -> object:
+        if name == "plugins._native._h2server":
+            raise ImportError("No module named 'plugins._native._h2server'")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    monkeypatch.setattr(native, "_warned", set())
+    with caplog.at_level("WARNING", logger="pipeline.native"):
+        assert load("_h2server") is None
+    (record,) = [r for r in caplog.records if "_h2server" in r.getMessage()]
+    assert "grpcio's server is used" in record.getMessage()
+    assert "libnghttp2-dev" in record.getMessage()
