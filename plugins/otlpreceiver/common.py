@@ -4,6 +4,7 @@ grpcio."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import zlib
 
@@ -44,6 +45,18 @@ def inflate(body: bytes, limit: int, wbits: int, name: str) -> bytes:
         if not data or wbits != 31:  # only gzip may hold several members
             break
     return out[0] if len(out) == 1 else b"".join(out)
+
+
+# bodies up to this size are inflated on the event loop; larger ones in a worker thread (zlib
+# lets go of the GIL while it works), so a large compressed request does not stall the loop
+INLINE_INFLATE = 64 * 1024
+
+
+async def inflate_off_loop(body: bytes, limit: int, wbits: int, name: str) -> bytes:
+    """:func:`inflate`, in a worker thread when ``body`` is larger than ``INLINE_INFLATE``."""
+    if len(body) <= INLINE_INFLATE:
+        return inflate(body, limit, wbits, name)
+    return await asyncio.to_thread(inflate, body, limit, wbits, name)
 
 
 def server_ssl_context(tls: ServerTLSConfig) -> ssl.SSLContext:

@@ -28,7 +28,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from pipeline import PermanentError, RetryableError, Signal, split_endpoint
-from plugins.otlpreceiver.common import RequestError, inflate, server_ssl_context
+from plugins.otlpreceiver.common import RequestError, inflate_off_loop, server_ssl_context
 from plugins.otlpreceiver.config import GRPCServerConfig
 
 if TYPE_CHECKING:
@@ -186,25 +186,29 @@ class _Connection(asyncio.Protocol):
                     "message (supported: gzip, deflate)",
                 )
                 return
+            self.server.spawn(self._export(stream_id, signal, payload, wbits, encoding))
+            return
+        self.server.spawn(self._export(stream_id, signal, payload))
+
+    async def _export(
+        self, stream_id: int, signal: Signal, data: bytes, wbits: int = 0, encoding: str = ""
+    ) -> None:
+        receiver = self.server.receiver
+        if wbits:
+            limit = self.server.max_message
             try:
-                payload = inflate(payload, limit, wbits, encoding)
+                data = await inflate_off_loop(data, limit, wbits, encoding)
             except RequestError as exc:
                 if exc.status == 413:
                     self.server.refused("too_large")
+                    message = f"received message larger than max once decompressed (limit {limit})"
+                    self.respond(stream_id, RESOURCE_EXHAUSTED, message)
                 else:  # data that cannot be decoded
-                    self.server.receiver.count_malformed(signal)
-                code = RESOURCE_EXHAUSTED if exc.status == 413 else INTERNAL
-                message = (
-                    f"received message larger than max once decompressed (limit {limit})"
-                    if exc.status == 413
-                    else f"cannot decompress the message: {exc.message}"
-                )
-                self.respond(stream_id, code, message)
+                    receiver.count_malformed(signal)
+                    self.respond(
+                        stream_id, INTERNAL, f"cannot decompress the message: {exc.message}"
+                    )
                 return
-        self.server.spawn(self._export(stream_id, signal, payload))
-
-    async def _export(self, stream_id: int, signal: Signal, data: bytes) -> None:
-        receiver = self.server.receiver
         try:
             await receiver.push(signal, data)
         except PermanentError as exc:

@@ -37,7 +37,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from pipeline import PermanentError, RetryableError, Signal, payload_type, split_endpoint
 from plugins.otlpreceiver import otlpjson
-from plugins.otlpreceiver.common import RequestError, inflate, server_ssl_context
+from plugins.otlpreceiver.common import (
+    RequestError,
+    inflate_off_loop,
+    server_ssl_context,
+)
 from plugins.otlpreceiver.config import CORSConfig, HTTPServerConfig
 
 if TYPE_CHECKING:
@@ -287,9 +291,9 @@ class HTTPServer:
         if not encoding or encoding == "identity":
             return body
         if encoding in ("gzip", "x-gzip"):
-            return inflate(body, limit, 31, "gzip")
+            return await inflate_off_loop(body, limit, 31, "gzip")
         if encoding in ("deflate", "zlib"):
-            return inflate(body, limit, 15, "deflate")
+            return await inflate_off_loop(body, limit, 15, "deflate")
         raise RequestError(
             400, f"unsupported Content-Encoding {encoding!r}: supported are gzip and deflate"
         )

@@ -5,6 +5,8 @@ once inflated, many concurrent calls on one connection, unknown methods."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import os
 from pathlib import Path
 
 import grpc
@@ -12,6 +14,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from pipeline.service import Service
+from plugins.otlpreceiver.common import INLINE_INFLATE
 from tests.plugins._native_support import both_paths
 from tests.support import free_port, running_service, wait_until
 
@@ -73,7 +76,15 @@ async def test_compressed_calls(tmp_path: Path, compression: grpc.Compression) -
             export = channel.unary_unary(TRACE_EXPORT)
             assert await export(request(30)) == b""
             assert await export(request(12)) == b""
-        await wait_until(lambda: accepted(service) == 42)
+            # compressed above INLINE_INFLATE: inflated in a worker thread
+            big = ExportTraceServiceRequest()
+            scope = big.resource_spans.add().scope_spans.add()
+            for _ in range(400):
+                name = os.urandom(250).hex()  # incompressible enough
+                scope.spans.add(name=name, trace_id=b"\x02" * 16, span_id=b"s" * 8)
+            assert len(gzip.compress(big.SerializeToString())) > INLINE_INFLATE
+            assert await export(big.SerializeToString()) == b""
+        await wait_until(lambda: accepted(service) == 442)
 
 
 async def test_messages_over_the_limit_as_sent_and_once_inflated(

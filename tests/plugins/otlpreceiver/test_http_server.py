@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from plugins.otlpreceiver.http_server import inflate
+from plugins.otlpreceiver.common import inflate
 from tests.otlp_support import RecordingBackend, recording_backend
 from tests.support import free_port, running_service, wait_until
 
