@@ -512,20 +512,6 @@ done:
     return result;
 }
 
-/* shutdown_notice(): the first GOAWAY of a graceful close (new streams may still race in) */
-static PyObject *
-Session_shutdown_notice(SessionObject *S, PyObject *unused)
-{
-    if (check(S) < 0)
-        return NULL;
-    int rv = nghttp2_submit_shutdown_notice(S->session);
-    if (rv != 0 && rv != NGHTTP2_ERR_INVALID_STATE) {
-        PyErr_Format(PyExc_ValueError, "HTTP/2: %s", nghttp2_strerror(rv));
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
 /* goaway(): the final GOAWAY: streams after the last one received are refused (the client may
  * retry them elsewhere); those received are still answered */
 static PyObject *
@@ -585,8 +571,6 @@ static PyMethodDef Session_methods[] = {
     {"respond", (PyCFunction)(void (*)(void))Session_respond, METH_VARARGS | METH_KEYWORDS,
      "respond(stream_id, status, message=None, payload=None, details=None, http_status=200) "
      "-> False when the stream is gone"},
-    {"shutdown_notice", (PyCFunction)Session_shutdown_notice, METH_NOARGS,
-     "the first GOAWAY of a graceful close"},
     {"goaway", (PyCFunction)Session_goaway, METH_NOARGS,
      "the final GOAWAY (last stream id: the last one received)"},
     {"want_io", (PyCFunction)Session_want_io, METH_NOARGS,

@@ -261,7 +261,6 @@ class _Connection(asyncio.Protocol):
     def goaway(self) -> None:
         """Tell the client no new call is taken here (calls received are still answered)."""
         if not self.closed:
-            self.session.shutdown_notice()
             self.session.goaway()
             self.flush()
 
