@@ -367,35 +367,25 @@ Session_feed(SessionObject *S, PyObject *arg)
     return ready;
 }
 
-/* data_to_send() -> bytes (b"" when there is nothing to write) */
+/* what nghttp2 has to send, as one bytes object (b"" for nothing); NULL with ValueError on a
+ * fatal session error */
 static PyObject *
-Session_data_to_send(SessionObject *S, PyObject *unused)
+session_output(nghttp2_session *session)
 {
-    if (check(S) < 0)
-        return NULL;
     PyObject *out = NULL;
     char *acc = NULL;
     size_t total = 0, cap = 0;
     for (;;) {
         const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(S->session, &data);
+        ssize_t n = nghttp2_session_mem_send(session, &data);
         if (n < 0) {
             PyErr_Format(PyExc_ValueError, "HTTP/2: %s", nghttp2_strerror((int)n));
             goto done;
         }
         if (n == 0)
             break;
-        if (total == 0 && out == NULL && acc == NULL) {
-            /* most often one piece: peek whether more follows before copying twice */
-            acc = PyMem_Malloc((size_t)n > 4096 ? (size_t)n : 4096);
-            if (acc == NULL) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            cap = (size_t)n > 4096 ? (size_t)n : 4096;
-        }
-        else if (total + (size_t)n > cap) {
-            size_t ncap = cap * 2;
+        if (total + (size_t)n > cap) {
+            size_t ncap = cap ? cap * 2 : 4096;
             while (ncap < total + (size_t)n)
                 ncap *= 2;
             char *fresh = PyMem_Realloc(acc, ncap);
@@ -413,6 +403,15 @@ Session_data_to_send(SessionObject *S, PyObject *unused)
 done:
     PyMem_Free(acc);
     return out;
+}
+
+/* data_to_send() -> bytes (b"" when there is nothing to write) */
+static PyObject *
+Session_data_to_send(SessionObject *S, PyObject *unused)
+{
+    if (check(S) < 0)
+        return NULL;
+    return session_output(S->session);
 }
 
 /* respond(stream_id, status, message=None, payload=None, details=None, http_status=200)
@@ -613,6 +612,484 @@ static PyTypeObject SessionType = {
     .tp_getset = Session_getset,
 };
 
+/* ---------------------------------------------------------------------------------------- */
+/* Client sessions: the OTLP exporter's unary gRPC calls.
+ *
+ * request() queues a call (headers and its framed body); feed() returns the calls that ended:
+ *
+ *     (stream_id, http_status, grpc_status, grpc_message, details, body, reset_code)
+ *
+ * http_status 0 when no response headers came; grpc_status -1 when none came (from the
+ * trailers, or the headers of a Trailers-Only answer); grpc_message and details (the raw
+ * grpc-status-details-bin text) as bytes, details None when absent; body the response DATA;
+ * reset_code the RST_STREAM error code (0: none). */
+
+typedef struct ccall {
+    int32_t id;
+    uint8_t *req;
+    size_t req_len, req_off;
+    uint8_t *body;
+    size_t body_len, body_cap;
+    int http_status, grpc_status;
+    char *message, *details;
+    size_t message_len, details_len;
+    struct ccall *prev, *next;
+} ccall;
+
+typedef struct {
+    PyObject_HEAD
+    nghttp2_session *session;
+    ccall *calls;
+    Py_ssize_t ncalls;
+    PyObject *done;
+    int failed, goaway;
+} ClientObject;
+
+static void
+ccall_free(ClientObject *C, ccall *x)
+{
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        C->calls = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    C->ncalls--;
+    PyMem_Free(x->req);
+    PyMem_Free(x->body);
+    PyMem_Free(x->message);
+    PyMem_Free(x->details);
+    PyMem_Free(x);
+}
+
+static int
+copy_value(char **dst, size_t *len, const uint8_t *v, size_t vl)
+{
+    char *fresh = PyMem_Malloc(vl ? vl : 1);
+    if (fresh == NULL)
+        return -1;
+    memcpy(fresh, v, vl);
+    PyMem_Free(*dst);
+    *dst = fresh;
+    *len = vl;
+    return 0;
+}
+
+static int
+c_on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+            size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
+{
+    ClientObject *C = user;
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    ccall *x = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (x == NULL)
+        return 0;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        int st = 0;
+        for (size_t i = 0; i < valuelen && i < 3; i++)
+            st = st * 10 + (value[i] >= '0' && value[i] <= '9' ? value[i] - '0' : 0);
+        x->http_status = st;
+    }
+    else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
+        int st = 0, ok = valuelen > 0 && valuelen < 10;
+        for (size_t i = 0; ok && i < valuelen; i++) {
+            if (value[i] < '0' || value[i] > '9')
+                ok = 0;
+            else
+                st = st * 10 + (value[i] - '0');
+        }
+        x->grpc_status = ok ? st : 2; /* UNKNOWN for an unreadable status */
+    }
+    else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
+        if (copy_value(&x->message, &x->message_len, value, valuelen) < 0)
+            goto nomem;
+    }
+    else if (namelen == 23 && memcmp(name, "grpc-status-details-bin", 23) == 0) {
+        if (copy_value(&x->details, &x->details_len, value, valuelen) < 0)
+            goto nomem;
+    }
+    return 0;
+nomem:
+    C->failed = 1;
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+static int
+c_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                size_t len, void *user)
+{
+    ClientObject *C = user;
+    ccall *x = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (x == NULL)
+        return 0;
+    if (x->body_len + len > x->body_cap) {
+        size_t cap = x->body_cap ? x->body_cap : 256;
+        while (cap < x->body_len + len)
+            cap *= 2;
+        uint8_t *fresh = PyMem_Realloc(x->body, cap);
+        if (fresh == NULL) {
+            C->failed = 1;
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        x->body = fresh;
+        x->body_cap = cap;
+    }
+    memcpy(x->body + x->body_len, data, len);
+    x->body_len += len;
+    return 0;
+}
+
+static int
+c_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    if (frame->hd.type == NGHTTP2_GOAWAY)
+        ((ClientObject *)user)->goaway = 1;
+    return 0;
+}
+
+static int
+c_on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user)
+{
+    ClientObject *C = user;
+    ccall *x = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (x == NULL)
+        return 0;
+    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+    PyObject *item = Py_BuildValue(
+        "(iiiy#Oy#I)", x->id, x->http_status, x->grpc_status, x->message ? x->message : "",
+        (Py_ssize_t)x->message_len, Py_None, x->body ? (const char *)x->body : "",
+        (Py_ssize_t)x->body_len, (unsigned int)error_code);
+    if (item != NULL && x->details != NULL) {
+        PyObject *d = PyBytes_FromStringAndSize(x->details, (Py_ssize_t)x->details_len);
+        if (d == NULL)
+            Py_CLEAR(item);
+        else
+            Py_SETREF(PyTuple_GET_ITEM(item, 4), d); /* replaces the None */
+    }
+    ccall_free(C, x);
+    if (item == NULL || PyList_Append(C->done, item) < 0) {
+        Py_XDECREF(item);
+        C->failed = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    Py_DECREF(item);
+    return 0;
+}
+
+static ssize_t
+c_read_request(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+               uint32_t *data_flags, nghttp2_data_source *source, void *user)
+{
+    ccall *x = source->ptr;
+    size_t n = x->req_len - x->req_off;
+    if (n > length)
+        n = length;
+    memcpy(buf, x->req + x->req_off, n);
+    x->req_off += n;
+    if (x->req_off == x->req_len) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        PyMem_Free(x->req); /* sent: not needed any more */
+        x->req = NULL;
+        x->req_len = x->req_off = 0;
+    }
+    return (ssize_t)n;
+}
+
+static int
+Client_init(ClientObject *C, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"stream_window", "connection_window", NULL};
+    Py_ssize_t stream_window, conn_window;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nn", kwlist, &stream_window, &conn_window))
+        return -1;
+    if (stream_window < 65535 || stream_window > 0x7fffffff || conn_window < 65535 ||
+        conn_window > 0x7fffffff) {
+        PyErr_SetString(PyExc_ValueError, "ClientSession: a window out of range");
+        return -1;
+    }
+    if (C->session != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ClientSession: already initialized");
+        return -1;
+    }
+    C->done = PyList_New(0);
+    if (C->done == NULL)
+        return -1;
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    nghttp2_session_callbacks_set_on_header_callback(cb, c_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, c_on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_on_stream_close);
+    int rv = nghttp2_session_client_new(&C->session, cb, C);
+    nghttp2_session_callbacks_del(cb);
+    if (rv != 0) {
+        C->session = NULL;
+        PyErr_NoMemory();
+        return -1;
+    }
+    nghttp2_settings_entry settings[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)stream_window},
+    };
+    if (nghttp2_submit_settings(C->session, NGHTTP2_FLAG_NONE, settings, 2) != 0 ||
+        nghttp2_session_set_local_window_size(C->session, NGHTTP2_FLAG_NONE, 0,
+                                              (int32_t)conn_window) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "ClientSession: cannot submit the settings");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+client_check(ClientObject *C)
+{
+    if (C->session == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ClientSession: not initialized");
+        return -1;
+    }
+    return 0;
+}
+
+/* request(headers, message, compressed) -> stream_id: headers a sequence of (name, value) bytes
+ * pairs, pseudo-headers first; the message framed here (flag byte, 4-byte length) */
+static PyObject *
+Client_request(ClientObject *C, PyObject *args)
+{
+    PyObject *headers;
+    Py_buffer message;
+    int compressed;
+    if (!PyArg_ParseTuple(args, "Oy*p", &headers, &message, &compressed))
+        return NULL;
+    PyObject *result = NULL, *seq = NULL;
+    nghttp2_nv *nv = NULL;
+    ccall *x = NULL;
+    if (client_check(C) < 0)
+        goto done;
+    if ((size_t)message.len > 0xffffffffu) {
+        PyErr_SetString(PyExc_ValueError, "request: message too large");
+        goto done;
+    }
+    seq = PySequence_Fast(headers, "request: headers must be a sequence");
+    if (seq == NULL)
+        goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    nv = PyMem_Calloc((size_t)(n ? n : 1), sizeof *nv);
+    x = PyMem_Calloc(1, sizeof *x);
+    if (nv == NULL || x == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
+        char *k, *v;
+        Py_ssize_t kl, vl;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            PyBytes_AsStringAndSize(PyTuple_GET_ITEM(pair, 0), &k, &kl) < 0 ||
+            PyBytes_AsStringAndSize(PyTuple_GET_ITEM(pair, 1), &v, &vl) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "request: a header is a (bytes, bytes) pair");
+            goto done;
+        }
+        nv[i].name = (uint8_t *)k;
+        nv[i].namelen = (size_t)kl;
+        nv[i].value = (uint8_t *)v;
+        nv[i].valuelen = (size_t)vl;
+        nv[i].flags = NGHTTP2_NV_FLAG_NONE;
+    }
+    x->grpc_status = -1;
+    x->req_len = (size_t)message.len + 5;
+    x->req = PyMem_Malloc(x->req_len);
+    if (x->req == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    x->req[0] = compressed ? 1 : 0;
+    x->req[1] = (uint8_t)((size_t)message.len >> 24);
+    x->req[2] = (uint8_t)((size_t)message.len >> 16);
+    x->req[3] = (uint8_t)((size_t)message.len >> 8);
+    x->req[4] = (uint8_t)message.len;
+    memcpy(x->req + 5, message.buf, (size_t)message.len);
+    nghttp2_data_provider provider;
+    provider.source.ptr = x;
+    provider.read_callback = c_read_request;
+    int32_t id = nghttp2_submit_request(C->session, NULL, nv, (size_t)n, &provider, x);
+    if (id < 0) {
+        PyErr_Format(PyExc_ValueError, "HTTP/2: %s", nghttp2_strerror(id));
+        goto done;
+    }
+    x->id = id;
+    x->next = C->calls;
+    if (C->calls)
+        C->calls->prev = x;
+    C->calls = x;
+    C->ncalls++;
+    x = NULL; /* owned by the session now */
+    result = PyLong_FromLong(id);
+done:
+    if (x != NULL) {
+        PyMem_Free(x->req);
+        PyMem_Free(x);
+    }
+    PyMem_Free(nv);
+    Py_XDECREF(seq);
+    PyBuffer_Release(&message);
+    return result;
+}
+
+/* feed(data) -> [ended calls]; ValueError on a protocol error */
+static PyObject *
+Client_feed(ClientObject *C, PyObject *arg)
+{
+    if (client_check(C) < 0)
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    ssize_t rv = nghttp2_session_mem_recv(C->session, b.buf, (size_t)b.len);
+    PyBuffer_Release(&b);
+    if (C->failed || rv < 0) {
+        if (!PyErr_Occurred()) {
+            if (C->failed)
+                PyErr_NoMemory();
+            else
+                PyErr_Format(PyExc_ValueError, "HTTP/2: %s", nghttp2_strerror((int)rv));
+        }
+        C->failed = 1;
+        return NULL;
+    }
+    PyObject *done = C->done;
+    if (PyList_GET_SIZE(done) == 0)
+        return Py_NewRef(done);
+    C->done = PyList_New(0);
+    if (C->done == NULL) {
+        C->done = done;
+        return NULL;
+    }
+    return done;
+}
+
+static PyObject *
+Client_data_to_send(ClientObject *C, PyObject *unused)
+{
+    if (client_check(C) < 0)
+        return NULL;
+    PyObject *out = session_output(C->session);
+    if (out == NULL)
+        C->failed = 1;
+    /* calls closed while sending (a stream refused locally) end here too */
+    return out;
+}
+
+/* take_done() -> the calls that ended outside feed() (while sending) */
+static PyObject *
+Client_take_done(ClientObject *C, PyObject *unused)
+{
+    if (client_check(C) < 0)
+        return NULL;
+    PyObject *done = C->done;
+    C->done = PyList_New(0);
+    if (C->done == NULL) {
+        C->done = done;
+        return NULL;
+    }
+    return done;
+}
+
+/* cancel(stream_id): RST_STREAM CANCEL (the call ends with reset_code 8) */
+static PyObject *
+Client_cancel(ClientObject *C, PyObject *arg)
+{
+    if (client_check(C) < 0)
+        return NULL;
+    int id = (int)PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    if (nghttp2_session_get_stream_user_data(C->session, id) != NULL)
+        nghttp2_submit_rst_stream(C->session, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Client_usable(ClientObject *C, PyObject *unused)
+{
+    if (client_check(C) < 0)
+        return NULL;
+    return PyBool_FromLong(!C->failed && !C->goaway &&
+                           (nghttp2_session_want_read(C->session) ||
+                            nghttp2_session_want_write(C->session)));
+}
+
+static PyObject *
+Client_want_io(ClientObject *C, PyObject *unused)
+{
+    if (client_check(C) < 0)
+        return NULL;
+    if (C->failed)
+        Py_RETURN_FALSE;
+    return PyBool_FromLong(nghttp2_session_want_read(C->session) ||
+                           nghttp2_session_want_write(C->session));
+}
+
+static PyObject *
+Client_get_open_calls(ClientObject *C, void *closure)
+{
+    return PyLong_FromSsize_t(C->ncalls);
+}
+
+static void
+Client_dealloc(ClientObject *C)
+{
+    while (C->calls != NULL) {
+        if (C->session != NULL)
+            nghttp2_session_set_stream_user_data(C->session, C->calls->id, NULL);
+        ccall_free(C, C->calls);
+    }
+    if (C->session != NULL)
+        nghttp2_session_del(C->session);
+    Py_XDECREF(C->done);
+    Py_TYPE(C)->tp_free((PyObject *)C);
+}
+
+static PyMethodDef Client_methods[] = {
+    {"request", (PyCFunction)Client_request, METH_VARARGS,
+     "request(headers, message, compressed) -> stream_id"},
+    {"feed", (PyCFunction)Client_feed, METH_O,
+     "feed(data) -> [(stream_id, http_status, grpc_status, grpc_message, details, body, "
+     "reset_code)]"},
+    {"data_to_send", (PyCFunction)Client_data_to_send, METH_NOARGS,
+     "data_to_send() -> the bytes to write to the server (b'' for none)"},
+    {"take_done", (PyCFunction)Client_take_done, METH_NOARGS,
+     "take_done() -> the calls that ended while sending"},
+    {"cancel", (PyCFunction)Client_cancel, METH_O, "cancel(stream_id): RST_STREAM CANCEL"},
+    {"want_io", (PyCFunction)Client_want_io, METH_NOARGS,
+     "False once the session is over (both sides done, or a fatal error)"},
+    {"usable", (PyCFunction)Client_usable, METH_NOARGS,
+     "False once the connection takes no new call (GOAWAY received, or an error)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Client_getset[] = {
+    {"open_calls", (getter)Client_get_open_calls, NULL, "calls not yet ended", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ClientType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "plugins._native._h2server.ClientSession",
+    .tp_doc = "One client connection's HTTP/2 state (nghttp2) for unary gRPC calls.",
+    .tp_basicsize = sizeof(ClientObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Client_init,
+    .tp_dealloc = (destructor)Client_dealloc,
+    .tp_methods = Client_methods,
+    .tp_getset = Client_getset,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_h2server",
     "HTTP/2 server sessions (libnghttp2) for the OTLP receiver's native gRPC server.", -1,
@@ -622,12 +1099,13 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__h2server(void)
 {
-    if (PyType_Ready(&SessionType) < 0)
+    if (PyType_Ready(&SessionType) < 0 || PyType_Ready(&ClientType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Session", (PyObject *)&SessionType) < 0 ||
+        PyModule_AddObjectRef(m, "ClientSession", (PyObject *)&ClientType) < 0 ||
         PyModule_AddIntConstant(m, "FRAMING", FRAMING) < 0 ||
         PyModule_AddIntConstant(m, "TOO_LARGE", TOO_LARGE) < 0 ||
         PyModule_AddStringConstant(m, "NGHTTP2_VERSION", NGHTTP2_VERSION) < 0) {

@@ -23,10 +23,26 @@ class OTLPExporterFactory(ExporterFactory):
     def _create(
         self, settings: CreateSettings, config: OTLPExporterConfig, signal: Signal
     ) -> OTLPExporter:
-        from plugins.otlpexporter.exporter import OTLPExporter
-        from plugins.otlpexporter.sender import OTLPGrpcSender
+        import os
 
-        sender = OTLPGrpcSender(config, settings.logger, settings.telemetry)
+        from plugins._native import load
+        from plugins.otlpexporter.exporter import OTLPExporter, Sender
+
+        # the native client (plugins/otlpexporter/native_sender.py) when it was built, unless
+        # PIPELINE_GRPC_CLIENT=grpcio asks for grpcio's, or balancer_name needs grpcio's
+        choice = os.environ.get("PIPELINE_GRPC_CLIENT", "native").strip().lower()
+        if choice not in ("native", "grpcio"):
+            raise ValueError(f"PIPELINE_GRPC_CLIENT={choice!r}: expected 'native' or 'grpcio'")
+        native = load("_h2server") if choice == "native" and not config.balancer_name else None
+        sender: Sender
+        if native is not None:
+            from plugins.otlpexporter.native_sender import NativeGrpcSender
+
+            sender = NativeGrpcSender(config, settings.logger, settings.telemetry, native)
+        else:
+            from plugins.otlpexporter.sender import OTLPGrpcSender
+
+            sender = OTLPGrpcSender(config, settings.logger, settings.telemetry)
         return OTLPExporter(settings, config, signal, sender)
 
     def create_traces(self, settings: CreateSettings, config: OTLPExporterConfig) -> OTLPExporter:

@@ -19,12 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from pipeline import (
     ComponentTelemetry,
@@ -34,11 +28,15 @@ from pipeline import (
     Signal,
 )
 from plugins.otlpexporter.config import ClientTLSConfig, OTLPExporterConfig
+from plugins.otlpexporter.grpcstatus import (
+    MAX_MESSAGE,
+    METHODS,
+    TOO_LARGE_MARKERS,
+    parse_partial_success,
+    record_partial_success,
+    retry_delay_from_status,
+)
 
-METHODS = {
-    Signal.TRACES: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    Signal.METRICS: "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-}
 RETRYABLE_CODES = frozenset(
     {
         grpc.StatusCode.CANCELLED,
@@ -48,15 +46,6 @@ RETRYABLE_CODES = frozenset(
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DATA_LOSS,
     }
-)
-MAX_MESSAGE = 256 << 20
-# How servers word a refusal of an oversize message (lower case): gRPC C-core and grpc-go
-# ("[grpc: ]received message larger than max (N vs. M)", and "sent ..." for the client's own
-# limit), tonic ("decoded message length too large"), grpc-java ("... exceeds maximum ...").
-TOO_LARGE_MARKERS = (
-    "message larger than max",
-    "message length too large",
-    "exceeds maximum",
 )
 TOO_LARGE_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE})
 
@@ -72,18 +61,8 @@ def retry_delay_from_trailers(metadata: Any) -> float | None:
     if not metadata:
         return None
     for key, value in metadata:
-        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status()
-        try:
-            status.ParseFromString(value)
-        except DecodeError:
-            return None
-        for detail in status.details:
-            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                info = error_details_pb2.RetryInfo()
-                detail.Unpack(info)
-                return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            return retry_delay_from_status(value)
     return None
 
 
@@ -94,40 +73,6 @@ def grpc_credentials(tls: ClientTLSConfig) -> grpc.ChannelCredentials:
         private_key=Path(tls.key_file).read_bytes() if tls.key_file else None,
         certificate_chain=Path(tls.cert_file).read_bytes() if tls.cert_file else None,
     )
-
-
-def record_partial_success(
-    signal: Signal,
-    rejected: int,
-    message: str,
-    telemetry: ComponentTelemetry | None,
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> None:
-    """Count and log the items a server said it rejected (``partial_success``)."""
-    if rejected and telemetry is not None:
-        telemetry.dropped(signal, rejected, "rejected_by_server")
-    if rejected or message:
-        logger.warning(
-            "partial success: the server rejected %d %s: %s",
-            rejected,
-            signal.item_name,
-            message or "(no message)",
-            extra={"rejected_items": rejected, "otel_signal": str(signal)},
-        )
-
-
-def parse_partial_success(signal: Signal, body: bytes) -> tuple[int, str]:
-    """``(rejected items, error_message)`` of an encoded ``Export*ServiceResponse``."""
-    if not body:
-        return 0, ""
-    try:
-        if signal is Signal.TRACES:
-            tr = ExportTraceServiceResponse.FromString(body)
-            return tr.partial_success.rejected_spans, tr.partial_success.error_message
-        mr = ExportMetricsServiceResponse.FromString(body)
-        return mr.partial_success.rejected_data_points, mr.partial_success.error_message
-    except DecodeError:
-        return 0, ""
 
 
 class OTLPGrpcSender:

@@ -32,7 +32,7 @@ from pipeline import (
     payload_type,
 )
 from plugins.otlpexporter.config import ClientTLSConfig
-from plugins.otlpexporter.sender import parse_partial_success, record_partial_success
+from plugins.otlpexporter.grpcstatus import parse_partial_success, record_partial_success
 from plugins.otlphttpexporter.config import OTLPHTTPExporterConfig
 from plugins.otlpreceiver import otlpjson
 

@@ -291,3 +291,92 @@ def test_random_corruption_never_crashes() -> None:
         except ValueError:
             continue
         s.data_to_send()
+
+
+# -- client sessions, against the server sessions above ---------------------------------------
+CLIENT_HEADERS = [
+    (b":method", b"POST"),
+    (b":scheme", b"http"),
+    (b":path", PATH.encode()),
+    (b":authority", b"127.0.0.1:4317"),
+    (b"content-type", b"application/grpc"),
+    (b"te", b"trailers"),
+]
+
+
+class Both:
+    """A native client session and a native server session, connected in memory."""
+
+    def __init__(self) -> None:
+        self.client: Any = h2server.ClientSession(stream_window=1 << 20, connection_window=1 << 24)
+        self.server: Any = h2server.Session(
+            max_message=1 << 20, max_concurrent_streams=100, stream_window=1 << 20,
+            connection_window=1 << 24,
+        )  # fmt: skip
+        self.calls: list[tuple] = []
+        self.ended: list[tuple] = []
+
+    def pump(self) -> None:
+        for _ in range(100):
+            out = self.client.data_to_send()
+            self.ended += self.client.take_done()
+            if out:
+                self.calls += self.server.feed(out)
+            back = self.server.data_to_send()
+            if back:
+                self.ended += self.client.feed(back)
+            if not out and not back:
+                break
+
+
+def test_client_calls_answered_ok_with_errors_and_reset() -> None:
+    b = Both()
+    ok = b.client.request(CLIENT_HEADERS, b"\x0a\x00", False)
+    err = b.client.request(CLIENT_HEADERS, b"abc", True)
+    gone = b.client.request(CLIENT_HEADERS, b"x" * 70_000, False)
+    assert b.client.open_calls == 3
+    b.pump()
+    assert [(c[0], c[4], c[5]) for c in b.calls] == [
+        (ok, 0, b"\x0a\x00"),
+        (err, 1, b"abc"),
+        (gone, 0, b"x" * 70_000),
+    ]
+    b.server.respond(ok, 0)
+    b.server.respond(err, 14, b"busy %25", None, b"AAEC")
+    b.client.cancel(gone)
+    b.pump()
+    by_id = {e[0]: e for e in b.ended}
+    assert by_id[ok] == (ok, 200, 0, b"", None, framed(b""), 0)
+    assert by_id[err] == (err, 200, 14, b"busy %25", b"AAEC", b"", 0)
+    assert by_id[gone][1:3] == (0, -1) and by_id[gone][6] == 8  # CANCEL
+    assert b.client.open_calls == 0 and b.server.open_streams == 0
+    assert b.client.usable() is True
+
+
+def test_client_after_goaway_takes_no_new_call() -> None:
+    b = Both()
+    sid = b.client.request(CLIENT_HEADERS, b"a", False)
+    b.pump()
+    b.server.goaway()
+    b.pump()
+    assert b.client.usable() is False
+    b.server.respond(sid, 0)
+    b.pump()
+    assert [e[:3] for e in b.ended] == [(sid, 200, 0)]  # the call received is still answered
+    late = b.client.request(CLIENT_HEADERS, b"b", False)
+    b.pump()
+    assert b.ended[-1] == (late, 0, -1, b"", None, b"", 7)  # REFUSED_STREAM: retry elsewhere
+
+
+def test_client_protocol_garbage() -> None:
+    c = h2server.ClientSession(stream_window=65535, connection_window=65535)
+    sid = c.request(CLIENT_HEADERS, b"a", False)
+    c.data_to_send()
+    try:
+        ended = c.feed(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    except ValueError:
+        ended = []
+    c.data_to_send()  # the GOAWAY saying why
+    ended += c.take_done()
+    assert c.usable() is False and c.want_io() is False
+    assert [e[0] for e in ended] in ([], [sid])
