@@ -1442,7 +1442,65 @@ entry_tuple(const entry *t, PyObject *groups, int facts)
                          !t->agent_set && t->agent ? t->agent : Py_None);
 }
 
-/* the failed tool calls lacking error.type of entry t given one by classify(span) -> span
+/* the status message of span s when its error.type can only come from it: a span without
+ * events whose one status has code ERROR; None otherwise (or when anything is unusual: the
+ * Python classifier then reads the whole span) */
+static PyObject *
+plain_status_message(slice s)
+{
+    const uint8_t *p = s.p, *end = s.p + s.n;
+    slice status = {NULL, 0};
+    int statuses = 0;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        if (read_tag(&p, end, &f, &wt) < 0)
+            goto none;
+        if (f == 11)
+            goto none; /* events: an exception event may name the error */
+        if (f == 15 && wt == 2) {
+            if (read_len(&p, end, &status) < 0)
+                goto none;
+            statuses++;
+        }
+        else if (skip_value(&p, end, f, wt, 0) < 0)
+            goto none;
+    }
+    if (statuses != 1)
+        goto none;
+    p = status.p;
+    end = status.p + status.n;
+    slice message = {(const uint8_t *)"", 0};
+    int32_t code = 0;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        if (read_tag(&p, end, &f, &wt) < 0)
+            goto none;
+        if (f == 2 && wt == 2) {
+            if (read_len(&p, end, &message) < 0)
+                goto none;
+        }
+        else if (f == 3 && wt == 0) {
+            uint64_t v;
+            if (read_varint(&p, end, &v) < 0)
+                goto none;
+            code = (int32_t)(uint32_t)v;
+        }
+        else if (skip_value(&p, end, f, wt, 0) < 0)
+            goto none;
+    }
+    if (code != 2)
+        goto none;
+    return PyBytes_FromStringAndSize((const char *)message.p, message.n);
+none:
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+/* the failed tool calls lacking error.type of entry t given one by classify(span, message)
+ * -> span, message the span's status message when nothing else can decide its error.type
+ * (see plain_status_message; else None)
  * (returned as is when it did not fail): 0, 1 (the appended error.type names the agent: the
  * entry's special spans are left to the caller) or -1 (error) */
 static int
@@ -1461,7 +1519,13 @@ classify_errs(entry *t, PyObject *classify, const needle *agent)
         PyObject *span = p->fresh ? Py_NewRef(p->fresh) : bytes_of(p->span);
         if (span == NULL)
             return -1;
-        PyObject *fresh = PyObject_CallOneArg(classify, span);
+        PyObject *message = plain_status_message(slice_of_bytes(span));
+        if (message == NULL) {
+            Py_DECREF(span);
+            return -1;
+        }
+        PyObject *fresh = PyObject_CallFunctionObjArgs(classify, span, message, NULL);
+        Py_DECREF(message);
         if (fresh == NULL || !PyBytes_Check(fresh)) {
             if (fresh != NULL)
                 PyErr_SetString(PyExc_TypeError, "classify must return bytes");

@@ -77,6 +77,9 @@ NATIVE_SPAN_OVERHEAD = 32
 NATIVE_CHUNK_OVERHEAD = 64
 NATIVE_TRACE_OVERHEAD = 600
 
+# distinct status messages whose error.type is remembered (then the memory starts over)
+ERROR_SUFFIX_CACHE = 1024
+
 # the longest time between two releases (a tenth of wait_duration when that is shorter)
 RELEASE_TICK_MAX = 0.1
 # the traces due at one release go downstream in requests of about this many spans: at
@@ -206,6 +209,8 @@ class WorkflowProcessor(Component):
         self.names: AttributeNames = config.attributes
         self.classifier = ErrorClassifier(config.error_classification)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # status message -> the encoded error.type of a failed tool call without events
+        self._error_suffixes: dict[bytes, bytes] = {}
         self._held: collections.OrderedDict[bytes, _Trace] = collections.OrderedDict()
         self._held_bytes = 0
         self._held_spans = 0
@@ -618,13 +623,25 @@ class WorkflowProcessor(Component):
             span_raw = self._classify_tool_failure(span_raw)
         return span_raw, tool
 
-    def _classify_tool_failure(self, span_raw: bytes) -> bytes:
+    def _classify_tool_failure(self, span_raw: bytes, message: bytes | None = None) -> bytes:
         """A tool call lacking ``error.type`` with a status: if it failed, with an
-        ``error.type`` (from the classifier) appended."""
+        ``error.type`` (from the classifier) appended. ``message``: the span's status message
+        when it alone decides the error type (the C path passes it for a failed span without
+        events); the encoded attribute is then remembered for that message."""
+        if message is not None:
+            suffix = self._error_suffixes.get(message)
+            if suffix is not None:
+                self._c_error_types.inc()
+                return span_raw + suffix
         span = Span.FromString(span_raw)
         if span.status.code == STATUS_ERROR:
             error_type = self.classifier.classify(span)
-            span_raw = span_raw + encode_attribute(self.names.error_type, error_type)
+            suffix = encode_attribute(self.names.error_type, error_type)
+            if message is not None:
+                if len(self._error_suffixes) >= ERROR_SUFFIX_CACHE:
+                    self._error_suffixes.clear()
+                self._error_suffixes[message] = suffix
+            span_raw = span_raw + suffix
             self._c_error_types.inc()
         return span_raw
 

@@ -436,3 +436,21 @@ async def test_many_traces_due_at_once_go_out_in_bounded_requests(
     assert ids == [tid(t) for t in range(200, 210) for _ in range(4)]
     assert all("workflow.outcome" in attrs_of(s) for _, s in capture.spans())
     await proc.shutdown()
+
+
+async def test_error_types_of_the_same_message_are_classified_alike_and_counted() -> None:
+    """The C path remembers the error.type of a status message (failed tool calls without
+    events); the results and counts are the Python path's."""
+    proc, capture, tel = make()
+    await proc.start(None)  # type: ignore[arg-type]
+    for trace in (1, 2, 3):
+        root, agent, tools = workflow_spans(trace, tool_error="connection refused by docs")
+        await proc.consume(request([root, agent, *tools]))
+    await wait_until(lambda: len(capture.spans()) == 12, within=5)
+    failed = [attrs_of(s) for _, s in capture.spans() if s.name == "execute_tool t0"]
+    assert [a["error.type"] for a in failed] == ["connection"] * 3
+    assert all("error.type" not in attrs_of(s) for _, s in capture.spans() if s.name.endswith("t1"))
+    assert (
+        tel.value("otelcol_processor_workflow_error_types_added_total", processor="workflow") == 3
+    )
+    await proc.shutdown()

@@ -743,7 +743,7 @@ def apply_args(
         160,
         50,
         400,
-        classify or (lambda span_raw: span_raw + b"E"),
+        classify or (lambda span_raw, message: span_raw + b"E"),
     )
 
 
@@ -851,13 +851,35 @@ def test_apply_mode_has_failed_tool_calls_classified() -> None:
     assert held[T1].tool_calls == 1 and added_bytes == 400 + 160 + 50 + len(failed) + 1
     # the appended error.type names the agent: the special spans are left to the caller
     held = {}
-    named = apply_args(held, classify=lambda span_raw: span_raw + AGENT)
+    named = apply_args(held, classify=lambda span_raw, message: span_raw + AGENT)
     (left,), _, _ = tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), named)
     assert left[1] == [failed + AGENT] and left[5] == len(failed + AGENT) and left[7] == -1
     assert held[T1].spans == []
-    for classify in (lambda span_raw: "not bytes", lambda span_raw: 1 / 0):
+    for classify in (lambda span_raw, message: "not bytes", lambda span_raw, message: 1 / 0):
         with pytest.raises((TypeError, ZeroDivisionError)):
             tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), apply_args({}, None, classify))
+
+
+def test_classify_gets_the_status_message_when_it_alone_decides() -> None:
+    """C passes the status message of a failed tool call without events (the workflow
+    processor remembers the error.type per message); None when the span has events, or
+    its status is not plainly ERROR (the Python classifier then reads the whole span)."""
+    tool = kv(b"gen_ai.operation.name", s_(b"execute_tool"))
+    plain = raw_span(T1, b"a" * 8, b"r" * 8, tool) + ld(
+        15, ld(2, b"boom") + varint(3 << 3) + b"\x02"
+    )
+    with_event = raw_span(T1, b"b" * 8, b"r" * 8, tool) + ld(11, ld(3, b"exception"))
+    with_event += ld(15, ld(2, b"boom") + varint(3 << 3) + b"\x02")
+    no_message = raw_span(T1, b"c" * 8, b"r" * 8, tool) + ld(15, varint(3 << 3) + b"\x02")
+    seen: list[tuple[bytes, bytes | None]] = []
+
+    def classify(span_raw: bytes, message: bytes | None) -> bytes:
+        seen.append((span_raw[:20], message))
+        return span_raw
+
+    raw = request([resource_spans([scope_spans([plain, with_event, no_message])])])
+    tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), apply_args({}, None, classify))
+    assert [m for _, m in seen] == [b"boom", None, b""]
 
 
 def test_expire_takes_due_traces_and_requeues_the_others() -> None:
