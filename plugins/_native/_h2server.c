@@ -334,6 +334,54 @@ check(SessionObject *S)
     return 0;
 }
 
+/* the list *list (emptied: a fresh one takes its place; an empty one is shared as is) */
+static PyObject *
+take_list(PyObject **list)
+{
+    PyObject *full = *list;
+    if (PyList_GET_SIZE(full) == 0)
+        return Py_NewRef(full);
+    *list = PyList_New(0);
+    if (*list == NULL) {
+        *list = full;
+        return NULL;
+    }
+    return full;
+}
+
+/* the bytes of arg to the session; then the entries its callbacks appended to *list. A fatal
+ * session error (or a callback out of memory: *failed) raises ValueError (MemoryError). */
+static PyObject *
+feed_session(nghttp2_session *session, int *failed, PyObject **list, PyObject *arg)
+{
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    ssize_t rv = nghttp2_session_mem_recv(session, b.buf, (size_t)b.len);
+    PyBuffer_Release(&b);
+    if (*failed || rv < 0) {
+        if (!PyErr_Occurred()) {
+            if (*failed)
+                PyErr_NoMemory();
+            else
+                PyErr_Format(PyExc_ValueError, "HTTP/2: %s", nghttp2_strerror((int)rv));
+        }
+        *failed = 1;
+        return NULL;
+    }
+    return take_list(list);
+}
+
+/* False once a session is over (both sides said GOAWAY and no stream is left, or an error) */
+static PyObject *
+session_want_io(nghttp2_session *session, int failed)
+{
+    if (failed)
+        Py_RETURN_FALSE;
+    return PyBool_FromLong(nghttp2_session_want_read(session) ||
+                           nghttp2_session_want_write(session));
+}
+
 /* feed(data) -> [completed requests]; ValueError on a protocol error (the connection is to be
  * closed once data_to_send() has been written: it may hold a GOAWAY) */
 static PyObject *
@@ -341,30 +389,7 @@ Session_feed(SessionObject *S, PyObject *arg)
 {
     if (check(S) < 0)
         return NULL;
-    Py_buffer b;
-    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
-        return NULL;
-    ssize_t rv = nghttp2_session_mem_recv(S->session, b.buf, (size_t)b.len);
-    PyBuffer_Release(&b);
-    PyObject *ready = S->ready;
-    if (S->failed || rv < 0) {
-        if (!PyErr_Occurred()) {
-            if (S->failed)
-                PyErr_NoMemory();
-            else
-                PyErr_Format(PyExc_ValueError, "HTTP/2: %s", nghttp2_strerror((int)rv));
-        }
-        S->failed = 1;
-        return NULL;
-    }
-    if (PyList_GET_SIZE(ready) == 0)
-        return Py_NewRef(ready); /* an empty list stays for the next call */
-    S->ready = PyList_New(0);
-    if (S->ready == NULL) {
-        S->ready = ready;
-        return NULL;
-    }
-    return ready;
+    return feed_session(S->session, &S->failed, &S->ready, arg);
 }
 
 /* what nghttp2 has to send, as one bytes object (b"" for nothing); NULL with ValueError on a
@@ -535,10 +560,7 @@ Session_want_io(SessionObject *S, PyObject *unused)
 {
     if (check(S) < 0)
         return NULL;
-    if (S->failed)
-        Py_RETURN_FALSE;
-    return PyBool_FromLong(nghttp2_session_want_read(S->session) ||
-                           nghttp2_session_want_write(S->session));
+    return session_want_io(S->session, S->failed);
 }
 
 static PyObject *
@@ -946,30 +968,7 @@ Client_feed(ClientObject *C, PyObject *arg)
 {
     if (client_check(C) < 0)
         return NULL;
-    Py_buffer b;
-    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
-        return NULL;
-    ssize_t rv = nghttp2_session_mem_recv(C->session, b.buf, (size_t)b.len);
-    PyBuffer_Release(&b);
-    if (C->failed || rv < 0) {
-        if (!PyErr_Occurred()) {
-            if (C->failed)
-                PyErr_NoMemory();
-            else
-                PyErr_Format(PyExc_ValueError, "HTTP/2: %s", nghttp2_strerror((int)rv));
-        }
-        C->failed = 1;
-        return NULL;
-    }
-    PyObject *done = C->done;
-    if (PyList_GET_SIZE(done) == 0)
-        return Py_NewRef(done);
-    C->done = PyList_New(0);
-    if (C->done == NULL) {
-        C->done = done;
-        return NULL;
-    }
-    return done;
+    return feed_session(C->session, &C->failed, &C->done, arg);
 }
 
 static PyObject *
@@ -990,13 +989,7 @@ Client_take_done(ClientObject *C, PyObject *unused)
 {
     if (client_check(C) < 0)
         return NULL;
-    PyObject *done = C->done;
-    C->done = PyList_New(0);
-    if (C->done == NULL) {
-        C->done = done;
-        return NULL;
-    }
-    return done;
+    return take_list(&C->done);
 }
 
 /* cancel(stream_id): RST_STREAM CANCEL (the call ends with reset_code 8) */
@@ -1028,10 +1021,7 @@ Client_want_io(ClientObject *C, PyObject *unused)
 {
     if (client_check(C) < 0)
         return NULL;
-    if (C->failed)
-        Py_RETURN_FALSE;
-    return PyBool_FromLong(nghttp2_session_want_read(C->session) ||
-                           nghttp2_session_want_write(C->session));
+    return session_want_io(C->session, C->failed);
 }
 
 static PyObject *
