@@ -76,11 +76,7 @@ def grpc_timeout(seconds: float) -> bytes:
 
 def client_ssl_context(config: OTLPExporterConfig) -> ssl.SSLContext:
     tls = config.tls
-    ctx = (
-        ssl.create_default_context(cafile=tls.ca_file)
-        if tls.ca_file
-        else (ssl.create_default_context())
-    )
+    ctx = ssl.create_default_context(cafile=tls.ca_file or None)
     if tls.cert_file and tls.key_file:
         ctx.load_cert_chain(tls.cert_file, tls.key_file)
     if tls.insecure_skip_verify:
@@ -116,8 +112,9 @@ class _Connection(asyncio.Protocol):
         self._resolve(ended)
         self.flush()
         if self.lost is None and not self.session.want_io():
-            # nghttp2 ended the session (a protocol error from the server): nothing more comes
-            self._fail(_CallError(UNAVAILABLE, "the server broke the HTTP/2 protocol"))
+            # the session is over (the server's GOAWAY with an error, or a protocol error):
+            # nothing more comes for the calls still waiting
+            self._fail(_CallError(UNAVAILABLE, "the server ended the HTTP/2 session"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(_CallError(UNAVAILABLE, f"connection lost: {exc or 'closed by the server'}"))
