@@ -45,3 +45,13 @@ def load(name: str) -> ModuleType | None:
                     exc,
                 )
         return None
+
+
+def load_h2(env: str) -> ModuleType | None:
+    """``_h2server`` (the native gRPC server and client) unless the environment variable
+    ``env`` (``PIPELINE_GRPC_SERVER`` / ``PIPELINE_GRPC_CLIENT``) says ``grpcio``; ``native``
+    is the default, anything else a ``ValueError``."""
+    choice = os.environ.get(env, "native").strip().lower()
+    if choice not in ("native", "grpcio"):
+        raise ValueError(f"{env}={choice!r}: expected 'native' or 'grpcio'")
+    return load("_h2server") if choice == "native" else None

@@ -976,10 +976,10 @@ Client_data_to_send(ClientObject *C, PyObject *unused)
 {
     if (client_check(C) < 0)
         return NULL;
+    /* calls closed while sending (a stream refused locally) are handed over by take_done() */
     PyObject *out = session_output(C->session);
     if (out == NULL)
         C->failed = 1;
-    /* calls closed while sending (a stream refused locally) end here too */
     return out;
 }
 
@@ -1011,9 +1011,9 @@ Client_usable(ClientObject *C, PyObject *unused)
 {
     if (client_check(C) < 0)
         return NULL;
-    return PyBool_FromLong(!C->failed && !C->goaway &&
-                           (nghttp2_session_want_read(C->session) ||
-                            nghttp2_session_want_write(C->session)));
+    if (C->goaway)
+        Py_RETURN_FALSE;
+    return session_want_io(C->session, C->failed);
 }
 
 static PyObject *

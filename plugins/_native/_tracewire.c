@@ -656,29 +656,45 @@ push_index(PyObject **list, Py_ssize_t index)
 /* Whether a span's Status says ERROR (code 2), or cannot be read here: only those tool calls
  * are handed to the Python classifier (which decodes the span and checks the code itself), so
  * the usual OK / UNSET statuses cost no call. */
+/* the code and message of an encoded Status (the last of each, as protobuf reads them); -1
+ * with the error cleared when it cannot be read */
 static int
-status_may_fail(slice status)
+read_status(slice status, int32_t *code, slice *message)
 {
     const uint8_t *p = status.p, *end = p + status.n;
-    int32_t code = 0;
+    *code = 0;
+    message->p = (const uint8_t *)"";
+    message->n = 0;
     while (p < end) {
         uint32_t f;
         int wt;
         if (read_tag(&p, end, &f, &wt) < 0)
             goto unreadable;
-        if (f == 3 && wt == 0) {
+        if (f == 2 && wt == 2) {
+            if (read_len(&p, end, message) < 0)
+                goto unreadable;
+        }
+        else if (f == 3 && wt == 0) {
             uint64_t v;
             if (read_varint(&p, end, &v) < 0)
                 goto unreadable;
-            code = (int32_t)(uint32_t)v;
+            *code = (int32_t)(uint32_t)v;
         }
         else if (skip_value(&p, end, f, wt, 0) < 0)
             goto unreadable;
     }
-    return code == 2;
+    return 0;
 unreadable:
     PyErr_Clear();
-    return 1;
+    return -1;
+}
+
+static int
+status_may_fail(slice status)
+{
+    int32_t code;
+    slice message;
+    return read_status(status, &code, &message) < 0 || code == 2;
 }
 
 /* (index, agent, workflow, wf_id, wf_type, given outcome, error_text, exception, status code,
@@ -1449,8 +1465,9 @@ static PyObject *
 plain_status_message(slice s)
 {
     const uint8_t *p = s.p, *end = s.p + s.n;
-    slice status = {NULL, 0};
+    slice status = {NULL, 0}, message;
     int statuses = 0;
+    int32_t code;
     while (p < end) {
         uint32_t f;
         int wt;
@@ -1466,31 +1483,7 @@ plain_status_message(slice s)
         else if (skip_value(&p, end, f, wt, 0) < 0)
             goto none;
     }
-    if (statuses != 1)
-        goto none;
-    p = status.p;
-    end = status.p + status.n;
-    slice message = {(const uint8_t *)"", 0};
-    int32_t code = 0;
-    while (p < end) {
-        uint32_t f;
-        int wt;
-        if (read_tag(&p, end, &f, &wt) < 0)
-            goto none;
-        if (f == 2 && wt == 2) {
-            if (read_len(&p, end, &message) < 0)
-                goto none;
-        }
-        else if (f == 3 && wt == 0) {
-            uint64_t v;
-            if (read_varint(&p, end, &v) < 0)
-                goto none;
-            code = (int32_t)(uint32_t)v;
-        }
-        else if (skip_value(&p, end, f, wt, 0) < 0)
-            goto none;
-    }
-    if (code != 2)
+    if (statuses != 1 || read_status(status, &code, &message) < 0 || code != 2)
         goto none;
     return PyBytes_FromStringAndSize((const char *)message.p, message.n);
 none:

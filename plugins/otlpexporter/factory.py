@@ -23,17 +23,12 @@ class OTLPExporterFactory(ExporterFactory):
     def _create(
         self, settings: CreateSettings, config: OTLPExporterConfig, signal: Signal
     ) -> OTLPExporter:
-        import os
-
-        from plugins._native import load
+        from plugins._native import load_h2
         from plugins.otlpexporter.exporter import OTLPExporter, Sender
 
         # the native client (plugins/otlpexporter/native_sender.py) when it was built, unless
         # PIPELINE_GRPC_CLIENT=grpcio asks for grpcio's, or balancer_name needs grpcio's
-        choice = os.environ.get("PIPELINE_GRPC_CLIENT", "native").strip().lower()
-        if choice not in ("native", "grpcio"):
-            raise ValueError(f"PIPELINE_GRPC_CLIENT={choice!r}: expected 'native' or 'grpcio'")
-        native = load("_h2server") if choice == "native" and not config.balancer_name else None
+        native = None if config.balancer_name else load_h2("PIPELINE_GRPC_CLIENT")
         sender: Sender
         if native is not None:
             from plugins.otlpexporter.native_sender import NativeGrpcSender

@@ -13,7 +13,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from pipeline import ComponentTelemetry, Signal
+from pipeline import (
+    ComponentTelemetry,
+    PermanentError,
+    RequestTooLargeError,
+    RetryableError,
+    Signal,
+)
 
 METHODS = {
     Signal.TRACES: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
@@ -62,6 +68,19 @@ def is_too_large_code(code: int, details: str | None) -> bool:
     """Whether a failed call (status number ``code``) was refused for its size."""
     text = (details or "").lower()
     return code in TOO_LARGE and any(m in text for m in TOO_LARGE_MARKERS)
+
+
+def failure(endpoint: str, code: int, message: str | None, delay: float | None) -> Exception:
+    """The OTLP specification's retryable/permanent split of a call that failed with status
+    number ``code`` (``delay``: the server's ``RetryInfo``, if any)."""
+    text = f"{endpoint}: {code_name(code)}: {message}"
+    if is_too_large_code(code, message):
+        return RequestTooLargeError(text)
+    if code in RETRYABLE:
+        return RetryableError(text, retry_after=delay)
+    if code == RESOURCE_EXHAUSTED and delay is not None:
+        return RetryableError(text, retry_after=delay, resource_exhausted=True)
+    return PermanentError(text)
 
 
 def retry_delay_from_status(value: bytes) -> float | None:

@@ -28,7 +28,6 @@ from typing import Any
 
 from pipeline import (
     ComponentTelemetry,
-    PermanentError,
     RequestTooLargeError,
     RetryableError,
     Signal,
@@ -39,12 +38,9 @@ from plugins.otlpexporter.grpcstatus import (
     INTERNAL,
     MAX_MESSAGE,
     METHODS,
-    RESOURCE_EXHAUSTED,
-    RETRYABLE,
     UNAVAILABLE,
     UNKNOWN,
-    code_name,
-    is_too_large_code,
+    failure,
     parse_partial_success,
     record_partial_success,
     retry_delay_from_status,
@@ -315,9 +311,6 @@ class NativeGrpcSender:
 
     def _error(self, code: int, message: str, details: bytes | None) -> Exception:
         """The OTLP specification's retryable/permanent split of a failed call."""
-        text = f"{self.config.endpoint}: {code_name(code)}: {message}"
-        if is_too_large_code(code, message):
-            return RequestTooLargeError(text)
         delay = None
         if details:
             try:
@@ -325,11 +318,7 @@ class NativeGrpcSender:
             except ValueError:
                 raw = b""
             delay = retry_delay_from_status(raw) if raw else None
-        if code in RETRYABLE:
-            return RetryableError(text, retry_after=delay)
-        if code == RESOURCE_EXHAUSTED and delay is not None:
-            return RetryableError(text, retry_after=delay, resource_exhausted=True)
-        return PermanentError(text)
+        return failure(self.config.endpoint, code, message, delay)
 
     async def close(self) -> None:
         if self._connecting is not None:

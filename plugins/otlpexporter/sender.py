@@ -22,38 +22,17 @@ import grpc
 
 from pipeline import (
     ComponentTelemetry,
-    PermanentError,
-    RequestTooLargeError,
-    RetryableError,
     Signal,
 )
 from plugins.otlpexporter.config import ClientTLSConfig, OTLPExporterConfig
 from plugins.otlpexporter.grpcstatus import (
     MAX_MESSAGE,
     METHODS,
-    TOO_LARGE_MARKERS,
+    failure,
     parse_partial_success,
     record_partial_success,
     retry_delay_from_status,
 )
-
-RETRYABLE_CODES = frozenset(
-    {
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
-TOO_LARGE_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE})
-
-
-def is_too_large(code: grpc.StatusCode, details: str | None) -> bool:
-    """Whether a failed call was refused because its message was too large."""
-    text = (details or "").lower()
-    return code in TOO_LARGE_CODES and any(m in text for m in TOO_LARGE_MARKERS)
 
 
 def retry_delay_from_trailers(metadata: Any) -> float | None:
@@ -151,16 +130,8 @@ class OTLPGrpcSender:
 
     def error_for(self, exc: grpc.aio.AioRpcError) -> Exception:
         """The OTLP specification's retryable/permanent split of a failed call."""
-        code = exc.code()
-        text = f"{self.config.endpoint}: {code.name}: {exc.details()}"
-        if is_too_large(code, exc.details()):
-            return RequestTooLargeError(text)
         delay = retry_delay_from_trailers(exc.trailing_metadata())
-        if code in RETRYABLE_CODES:
-            return RetryableError(text, retry_after=delay)
-        if code is grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None:
-            return RetryableError(text, retry_after=delay, resource_exhausted=True)
-        return PermanentError(text)
+        return failure(self.config.endpoint, exc.code().value[0], exc.details(), delay)
 
     async def close(self) -> None:
         channel, self._channel = self._channel, None

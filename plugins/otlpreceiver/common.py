@@ -8,6 +8,9 @@ import asyncio
 import ssl
 import zlib
 
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
 from plugins.otlpreceiver.config import ServerTLSConfig
 
 
@@ -57,6 +60,24 @@ async def inflate_off_loop(body: bytes, limit: int, wbits: int, name: str) -> by
     if len(body) <= INLINE_INFLATE:
         return inflate(body, limit, wbits, name)
     return await asyncio.to_thread(inflate, body, limit, wbits, name)
+
+
+def retry_status(code: int, message: str, delay: float | None) -> bytes:
+    """An encoded ``google.rpc.Status`` (what ``grpc-status-details-bin`` carries), with a
+    ``RetryInfo`` when a retry delay is given."""
+    status = status_pb2.Status(code=code, message=message)
+    if delay is not None:
+        detail = any_pb2.Any()
+        seconds = int(delay)
+        detail.Pack(
+            error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(
+                    seconds=seconds, nanos=int((delay - seconds) * 1e9)
+                )
+            )
+        )
+        status.details.append(detail)
+    return bytes(status.SerializeToString())
 
 
 def server_ssl_context(tls: ServerTLSConfig) -> ssl.SSLContext:

@@ -24,11 +24,13 @@ import base64
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
-
 from pipeline import PermanentError, RetryableError, Signal, split_endpoint
-from plugins.otlpreceiver.common import RequestError, inflate_off_loop, server_ssl_context
+from plugins.otlpreceiver.common import (
+    RequestError,
+    inflate_off_loop,
+    retry_status,
+    server_ssl_context,
+)
 from plugins.otlpreceiver.config import GRPCServerConfig
 
 if TYPE_CHECKING:
@@ -69,19 +71,7 @@ def percent_encode(message: str) -> bytes:
 def status_details(code: int, message: str, delay: float | None) -> bytes:
     """``grpc-status-details-bin``: a ``google.rpc.Status`` (with a ``RetryInfo`` when a retry
     delay is given), base64 without padding."""
-    status = status_pb2.Status(code=code, message=message)
-    if delay is not None:
-        detail = any_pb2.Any()
-        seconds = int(delay)
-        detail.Pack(
-            error_details_pb2.RetryInfo(
-                retry_delay=duration_pb2.Duration(
-                    seconds=seconds, nanos=int((delay - seconds) * 1e9)
-                )
-            )
-        )
-        status.details.append(detail)
-    return base64.b64encode(status.SerializeToString()).rstrip(b"=")
+    return base64.b64encode(retry_status(code, message, delay)).rstrip(b"=")
 
 
 class _Connection(asyncio.Protocol):

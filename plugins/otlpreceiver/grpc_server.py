@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2
 
 from pipeline import PermanentError, RetryableError, Signal, split_endpoint
+from plugins.otlpreceiver.common import retry_status
 from plugins.otlpreceiver.config import GRPCServerConfig, ServerTLSConfig
 
 if TYPE_CHECKING:
@@ -34,15 +34,8 @@ def retry_trailers(
     code: grpc.StatusCode, message: str, delay: float
 ) -> tuple[tuple[str, bytes], ...]:
     """``grpc-status-details-bin`` carrying a ``google.rpc.RetryInfo``."""
-    detail = any_pb2.Any()
-    seconds = int(delay)
-    detail.Pack(
-        error_details_pb2.RetryInfo(
-            retry_delay=duration_pb2.Duration(seconds=seconds, nanos=int((delay - seconds) * 1e9))
-        )
-    )
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=[detail])
-    return (("grpc-status-details-bin", status.SerializeToString()),)
+    status = retry_status(getattr(code_pb2, code.name), message, delay)
+    return (("grpc-status-details-bin", status),)
 
 
 def server_credentials(tls: ServerTLSConfig) -> grpc.ServerCredentials:

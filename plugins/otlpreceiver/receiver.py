@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from pipeline import (
 )
 from pipeline.pdata import MALFORMED_TRACES
 from plugins._native import load as _load_native
+from plugins._native import load_h2
 from plugins.otlpreceiver.config import OTLPReceiverConfig
 
 # The framing check of trace requests in C (plugins/_native/_framing.c; the same counts and
@@ -96,10 +96,7 @@ class OTLPReceiver(Component):
             server: Any
             # the native server (plugins/otlpreceiver/grpc_native.py) when it was built, unless
             # PIPELINE_GRPC_SERVER=grpcio asks for grpcio's
-            choice = os.environ.get("PIPELINE_GRPC_SERVER", "native").strip().lower()
-            if choice not in ("native", "grpcio"):
-                raise ValueError(f"PIPELINE_GRPC_SERVER={choice!r}: expected 'native' or 'grpcio'")
-            h2server = _load_native("_h2server") if choice == "native" else None
+            h2server = load_h2("PIPELINE_GRPC_SERVER")
             if h2server is not None:
                 from plugins.otlpreceiver.grpc_native import NativeGRPCServer
 

@@ -78,3 +78,15 @@ def test_a_missing_grpc_server_says_what_to_install(
     (record,) = [r for r in caplog.records if "_h2server" in r.getMessage()]
     assert "grpcio's server is used" in record.getMessage()
     assert "libnghttp2-dev" in record.getMessage()
+
+
+def test_load_h2_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from plugins._native import load_h2
+
+    monkeypatch.setenv("PIPELINE_GRPC_CLIENT", "grpcio")
+    assert load_h2("PIPELINE_GRPC_CLIENT") is None
+    monkeypatch.setenv("PIPELINE_GRPC_CLIENT", "nghttp3")
+    with pytest.raises(ValueError, match="PIPELINE_GRPC_CLIENT='nghttp3'"):
+        load_h2("PIPELINE_GRPC_CLIENT")
+    monkeypatch.setenv("PIPELINE_GRPC_CLIENT", "native")
+    assert load_h2("PIPELINE_GRPC_CLIENT") is load("_h2server")
