@@ -6,6 +6,7 @@ This module is the public API for plugin authors; everything else is internal. S
 """
 
 from pipeline._version import __version__
+from pipeline.client import ClientInfo, current_client
 from pipeline.component import (
     Component,
     ComponentID,
@@ -30,6 +31,8 @@ from pipeline.errors import (
     ConfigError,
     ConfigErrors,
     ConsumeError,
+    DataDroppedError,
+    MalformedDataError,
     PermanentError,
     RequestTooLargeError,
     RetryableError,
@@ -46,9 +49,11 @@ from pipeline.factory import (
 from pipeline.hookspecs import hookimpl
 from pipeline.pdata import Metrics, Payload, Signal, Traces, payload_type
 from pipeline.registry import Registry
+from pipeline.tasks import supervise
 from pipeline.telemetry import ComponentTelemetry
 
 __all__ = [
+    "ClientInfo",
     "Component",
     "ComponentConfig",
     "ComponentID",
@@ -60,6 +65,7 @@ __all__ = [
     "ConsumeError",
     "Consumer",
     "CreateSettings",
+    "DataDroppedError",
     "Duration",
     "EmptyConfig",
     "Endpoint",
@@ -71,6 +77,7 @@ __all__ = [
     "Host",
     "Kind",
     "ListenEndpoint",
+    "MalformedDataError",
     "Metrics",
     "Payload",
     "PermanentError",
@@ -87,8 +94,10 @@ __all__ = [
     "Stability",
     "Traces",
     "__version__",
+    "current_client",
     "hookimpl",
     "parse_duration",
     "payload_type",
     "split_endpoint",
+    "supervise",
 ]

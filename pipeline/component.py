@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipeline.ratelimit import LogLimiter
+
 if TYPE_CHECKING:
     from pipeline.telemetry import ComponentTelemetry
 
@@ -90,18 +92,40 @@ class Host(Protocol):
 
 @dataclass
 class CreateSettings:
-    """What a factory receives besides the config: the component's ID, logger and telemetry."""
+    """What a factory receives besides the config: the component's ID, logger and telemetry.
+
+    ``instance`` names this running instance as the host knows it (``processor batch (pipeline
+    traces)``): the name to give :meth:`Host.report_status`.
+    """
 
     id: ComponentID
     kind: Kind
     logger: logging.LoggerAdapter[logging.Logger]
     telemetry: ComponentTelemetry
     extra: dict[str, Any] = field(default_factory=dict)
+    instance: str = ""
+    log_limiter: LogLimiter = field(default_factory=LogLimiter, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         """The ID as written in the config (``otlp/backend``)."""
         return str(self.id)
+
+    def log_limited(
+        self,
+        level: int,
+        msg: str,
+        *args: object,
+        key: str | None = None,
+        extra: dict[str, Any] | None = None,
+        exc_info: Any = None,
+    ) -> bool:
+        """Log through the component's logger at most once a second per ``key`` (by default
+        the message template), with a count of the lines held back in between. For anything
+        a sender can cause once per request: refusals, malformed data, dropped payloads."""
+        return self.log_limiter.log(
+            self.logger, level, msg, *args, key=key, extra=extra, exc_info=exc_info
+        )
 
 
 class Component:

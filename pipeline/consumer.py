@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pipeline.errors import ConsumeError, PermanentError, RetryableError
-from pipeline.pdata import Payload
+from pipeline.client import current_client
+from pipeline.errors import ConsumeError, DataDroppedError, PermanentError, RetryableError
+from pipeline.pdata import Payload, describe_payload
 
 if TYPE_CHECKING:
     from pipeline.component import CreateSettings
@@ -23,6 +25,12 @@ class Consumer(Protocol):
 
     ``mutates_data`` tells the engine whether the consumer changes the payload it is given; the
     fan-out gives a mutating consumer its own copy when the same payload also goes elsewhere.
+
+    ``consume`` is atomic per payload: when it raises, it has taken none of the payload (no
+    state changed, nothing passed on). The engine relies on it to isolate failures: when a
+    component raises anything but a :class:`~pipeline.errors.ConsumeError`, the engine hands
+    it the halves of the payload again to find and drop only the items it cannot process
+    (:class:`IsolatedConsumer`).
     """
 
     mutates_data: bool
@@ -77,6 +85,123 @@ class FanOut:
         )
 
 
+# How long a component that pushes back while the engine isolates a failure may keep one part
+# of the payload waiting before that part is dropped (counted as ``refused_during_isolation``).
+ISOLATION_RETRY_SECONDS = 5.0
+
+
+class IsolatedConsumer:
+    """A component's ``consume`` behind the engine's failure isolation: the consumer the
+    engine puts in front of every processor, exporter and connector.
+
+    A :class:`~pipeline.errors.ConsumeError` passes through untouched (push-back and refusals
+    are the component's answer). Any other exception means the component could not process
+    this payload (corrupt data deep inside it, or a bug): the payload is halved without
+    decoding (:meth:`Payload.split`) and each half given to the component again, recursively,
+    so that only the items that fail on their own are dropped; the rest is taken. What is
+    dropped is counted (``otelcol_<kind>_dropped_items{reason="component_error"}``) and logged
+    at most once a second, with the exception, the sender when known and the trace ids of the
+    dropped items. The component goes on with the next payload. When nothing of the payload
+    could be taken, :class:`~pipeline.errors.DataDroppedError` tells upstream (a receiver
+    answers it as a permanent refusal; a batch processor does not count it again).
+    """
+
+    def __init__(self, inner: Consumer, settings: CreateSettings) -> None:
+        self.inner = inner
+        self.settings = settings
+        self.mutates_data = inner.mutates_data
+
+    async def consume(self, data: Payload) -> None:
+        try:
+            await self.inner.consume(data)
+        except ConsumeError:
+            raise
+        except Exception as exc:
+            total = _safe_count(data)
+            dropped = await self._isolate(data, exc)
+            if dropped >= total:
+                raise DataDroppedError(
+                    f"{self.settings.kind} {self.settings.name} could not process the data "
+                    f"and dropped it: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    async def _isolate(self, data: Payload, exc: Exception) -> int:
+        """Give the halves of ``data`` to the component again; returns the items dropped."""
+        halves = _halves(data)
+        if halves is None:
+            self._drop(data, exc)
+            return _safe_count(data)
+        dropped = 0
+        for part in halves:
+            try:
+                await self._consume_part(part)
+            except ConsumeError as refusal:
+                self._drop(part, refusal, "refused_during_isolation")
+                dropped += _safe_count(part)
+            except Exception as part_exc:
+                dropped += await self._isolate(part, part_exc)
+        return dropped
+
+    async def _consume_part(self, part: Payload) -> None:
+        """One part, retried while the component pushes back (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ISOLATION_RETRY_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                await self.inner.consume(part)
+                return
+            except RetryableError as exc:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(min(delay, exc.retry_after or delay))
+                delay = min(delay * 2, 1.0)
+
+    def _drop(self, data: Payload, exc: BaseException, reason: str = "component_error") -> None:
+        n = _safe_count(data)
+        self.settings.telemetry.dropped(data.signal, n, reason)
+        extra: dict[str, Any] = {
+            "dropped_items": n,
+            "reason": reason,
+            "error_type": type(exc).__name__,
+            "payload_bytes": len(data.to_bytes()),
+            **describe_payload(data),
+        }
+        client = current_client()
+        if client is not None:
+            extra["client"] = client.describe()
+        self.settings.log_limited(
+            logging.ERROR,
+            "could not process %s; dropped %d item(s): %s",
+            data.signal,
+            n,
+            exc,
+            key=f"isolation/{reason}/{type(exc).__name__}",
+            extra=extra,
+            exc_info=exc if reason == "component_error" else None,
+        )
+
+
+def _safe_count(data: Payload) -> int:
+    try:
+        return data.item_count()
+    except Exception:
+        return 1  # a payload too corrupt to count is at least one item lost
+
+
+def _halves(data: Payload) -> list[Payload] | None:
+    """``data`` in two parts without decoding its items, or ``None`` when it cannot be split
+    (a single item, a single metric, or framing too corrupt to split)."""
+    try:
+        n = data.item_count()
+        if n <= 1:
+            return None
+        parts = data.split((n + 1) // 2)
+    except Exception:
+        return None
+    return parts if len(parts) > 1 else None
+
+
 def fan_out(consumers: Sequence[Consumer]) -> Consumer:
     """A single consumer for ``consumers``: the consumer itself when there is only one."""
     if len(consumers) == 1:
@@ -90,9 +215,13 @@ async def deliver_holding(
     """Deliver ``data`` from a component's background task, holding it while ``next_consumer``
     pushes back (retried with a backoff of 50 ms doubling to 1 s, or the delay it asks for).
 
-    A permanent refusal drops the data, counted as ``refused_permanently`` and logged. Returns
-    whether the data was delivered. Cancellation (the shutdown deadline) propagates: the caller
-    still holds the data and counts it.
+    A permanent refusal drops the data, counted as ``refused_permanently`` and logged (unless
+    the component that refused it already counted and logged the drop:
+    :class:`~pipeline.errors.DataDroppedError`). Any other exception is a failure of the next
+    component that the engine did not isolate (a consumer outside a graph): the data is dropped,
+    counted as ``component_error`` and logged; the caller's task goes on. Returns whether the
+    data was delivered. Cancellation (the shutdown deadline) propagates: the caller still holds
+    the data and counts it.
     """
     n = data.item_count()
     delay = 0.05
@@ -111,13 +240,29 @@ async def deliver_holding(
                 warned = True
             await asyncio.sleep(min(delay, exc.retry_after or delay))
             delay = min(delay * 2, 1.0)
+        except DataDroppedError:
+            return False  # counted and logged where it was dropped
         except PermanentError as exc:
             settings.telemetry.dropped(data.signal, n, "refused_permanently")
-            settings.logger.error(
+            settings.log_limited(
+                logging.ERROR,
                 "the next component refused %s permanently; dropping it: %s",
                 what,
                 exc,
+                key="refused_permanently",
                 extra={"dropped_items": n},
+            )
+            return False
+        except Exception as exc:
+            settings.telemetry.dropped(data.signal, n, "component_error")
+            settings.log_limited(
+                logging.ERROR,
+                "the next component failed on %s; dropping it: %s",
+                what,
+                exc,
+                key=f"component_error/{type(exc).__name__}",
+                extra={"dropped_items": n, "error_type": type(exc).__name__},
+                exc_info=exc,
             )
             return False
         else:

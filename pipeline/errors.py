@@ -72,9 +72,23 @@ class PermanentError(ConsumeError):
     """The data can never be accepted (malformed, rejected by policy); retrying is pointless."""
 
 
+class DataDroppedError(PermanentError):
+    """A component could not process the data, dropped it and already counted the drop
+    (``otelcol_<kind>_dropped_items``) and logged it: upstream components pass the refusal on
+    without counting it again. Raised by the engine's isolation of each consumer boundary."""
+
+
 class RequestTooLargeError(PermanentError):
     """The receiving side refused a request as too large (gRPC "message larger than max", HTTP
     413). The exporter helper sends such a request again in halves, down to single items."""
+
+
+class MalformedDataError(ValueError):
+    """A component found the encoded data it tried to decode corrupt (:meth:`Payload.message`).
+
+    Not a :class:`ConsumeError`: it is a failure of the component on this payload, which the
+    engine isolates (the payload is halved until the corrupt items are found and dropped, see
+    :class:`pipeline.consumer.IsolatedConsumer`)."""
 
 
 class ComponentStartError(Exception):

@@ -25,6 +25,7 @@ queue until the service's shutdown deadline; whatever is still queued then is co
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ from pipeline.component import Component, CreateSettings, Host
 from pipeline.configtypes import ComponentConfig, ConfigModel, Duration, Seconds
 from pipeline.errors import ConsumeError, PermanentError, RequestTooLargeError, RetryableError
 from pipeline.pdata import Payload, Signal
+from pipeline.tasks import supervise
 
 SendFunc = Callable[[Payload], Awaitable[None]]
 
@@ -182,7 +184,7 @@ class ExporterHelper(Component):
     async def start(self, host: Host) -> None:
         if self.config.sending_queue.enabled and not self._workers:
             self._workers = [
-                asyncio.create_task(self._worker(), name=f"{self.settings.name}-sender-{i}")
+                supervise(self.settings, host, f"sender-{i}", self._worker)
                 for i in range(self.config.sending_queue.num_consumers)
             ]
 
@@ -230,6 +232,8 @@ class ExporterHelper(Component):
             self._in_flight += 1
             try:
                 await self._deliver(data, data.item_count(), raise_errors=False)
+            except Exception as exc:  # the data could not even be prepared for sending
+                self._fail_unexpected(data, exc)
             finally:
                 # Drop the reference now: an idle worker must not keep its last batch alive
                 # (with 10 workers that was 10 batches, ~25 MB at 100k spans/s).
@@ -237,6 +241,21 @@ class ExporterHelper(Component):
                 self._in_flight -= 1
                 if not self._queue and not self._in_flight:
                     self._idle.set()
+
+    def _fail_unexpected(self, data: Payload, exc: Exception) -> None:
+        try:
+            n = data.item_count()
+        except Exception:
+            n = 1
+        self.settings.telemetry.send_failed(self.signal, n)
+        self.settings.log_limited(
+            logging.ERROR,
+            "export failed unexpectedly, dropping data: %s",
+            exc,
+            key=f"unexpected/{type(exc).__name__}",
+            exc_info=exc,
+            extra={"dropped_items": n},
+        )
 
     async def _deliver(
         self, data: Payload, n: int, raise_errors: bool, split_depth: int = 0

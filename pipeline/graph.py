@@ -18,7 +18,7 @@ from pipeline.component import ComponentID, CreateSettings, Kind
 from pipeline.config import Config, PipelineConfig, PipelineID
 from pipeline.configtypes import ComponentConfig
 from pipeline.confmap import RawConfig
-from pipeline.consumer import Consumer, fan_out
+from pipeline.consumer import Consumer, IsolatedConsumer, fan_out
 from pipeline.errors import ConfigError, ConsumeError
 from pipeline.factory import ConnectorFactory
 from pipeline.pdata import Payload, Signal
@@ -102,11 +102,11 @@ class _CountingConsumer:
 
 
 class _ProcessorEntry:
-    """Counts the items a processor takes in, then hands them to it."""
+    """Counts the items a processor takes in, then hands them to it (isolated per payload)."""
 
-    def __init__(self, processor: Consumer, telemetry: ComponentTelemetry) -> None:
-        self.processor = processor
-        self.telemetry = telemetry
+    def __init__(self, processor: Consumer, settings: CreateSettings) -> None:
+        self.processor = IsolatedConsumer(processor, settings)
+        self.telemetry = settings.telemetry
         self.mutates_data = processor.mutates_data
 
     async def consume(self, data: Payload) -> None:
@@ -123,6 +123,12 @@ class Node:
     label: str  # "receiver otlp (traces)"
     component: Any = None
     downstream: list[Node] = field(default_factory=list)
+    settings: CreateSettings | None = None
+
+    def consumer(self) -> Consumer:
+        """The component as its upstream sees it: behind the engine's failure isolation."""
+        assert self.settings is not None
+        return IsolatedConsumer(self.component, self.settings)
 
 
 class Graph:
@@ -137,12 +143,13 @@ class Graph:
         self._entries: dict[PipelineID, tuple[Consumer, list[Node]]] = {}
         self.extensions: dict[ComponentID, Node] = {}
 
-    def _settings(self, kind: Kind, cid: ComponentID) -> CreateSettings:
+    def _settings(self, kind: Kind, cid: ComponentID, instance: str = "") -> CreateSettings:
         return CreateSettings(
             id=cid,
             kind=kind,
             logger=component_logger(kind, cid),
             telemetry=self.telemetry.component(kind, cid),
+            instance=instance,
         )
 
     def _add(self, node: Node) -> Node:
@@ -154,10 +161,12 @@ class Graph:
         cfg = self.config
         for cid in cfg.extensions:
             factory = cfg.factory(Kind.EXTENSION, cid)
+            label = f"extension {cid}"
+            settings = self._settings(Kind.EXTENSION, cid, label)
             comp = factory.create(  # type: ignore[attr-defined]
-                self._settings(Kind.EXTENSION, cid), cfg.components[Kind.EXTENSION][cid]
+                settings, cfg.components[Kind.EXTENSION][cid]
             )
-            self.extensions[cid] = Node(Kind.EXTENSION, cid, f"extension {cid}", comp)
+            self.extensions[cid] = Node(Kind.EXTENSION, cid, label, comp, settings=settings)
         receivers: dict[tuple[ComponentID, Signal], list[PipelineID]] = {}
         for pid, pipe in cfg.pipelines.items():
             for rid in pipe.receivers:
@@ -170,7 +179,7 @@ class Graph:
                 entry, first_nodes = self._pipeline_entry(pid)
                 consumers.append(entry)
                 node.downstream.extend(first_nodes)
-            settings = self._settings(Kind.RECEIVER, rid)
+            settings = node.settings = self._settings(Kind.RECEIVER, rid, node.label)
             consumer = ObservedConsumer(fan_out(consumers), settings.telemetry)
             factory = cfg.factory(Kind.RECEIVER, rid)
             node.component = factory.create(  # type: ignore[attr-defined]
@@ -190,15 +199,16 @@ class Graph:
             if eid in cfg.components[Kind.EXPORTER]:
                 node = self._exporter(eid, signal)
                 tail_nodes.append(node)
-                tail_consumers.append(node.component)
+                tail_consumers.append(node.consumer())
             else:
                 for node in self._connector_nodes(eid, signal):
                     tail_nodes.append(node)
-                    tail_consumers.append(node.component)
+                    tail_consumers.append(node.consumer())
         next_consumer: Consumer = fan_out(tail_consumers)
         next_nodes = tail_nodes
         for proc_id in reversed(pipe.processors):
-            settings = self._settings(Kind.PROCESSOR, proc_id)
+            label = f"processor {proc_id} (pipeline {pid})"
+            settings = self._settings(Kind.PROCESSOR, proc_id, label)
             factory = cfg.factory(Kind.PROCESSOR, proc_id)
             proc = factory.create(  # type: ignore[attr-defined]
                 signal,
@@ -207,15 +217,9 @@ class Graph:
                 _CountingConsumer(next_consumer, settings.telemetry),
             )
             node = self._add(
-                Node(
-                    Kind.PROCESSOR,
-                    proc_id,
-                    f"processor {proc_id} (pipeline {pid})",
-                    proc,
-                    list(next_nodes),
-                )
+                Node(Kind.PROCESSOR, proc_id, label, proc, list(next_nodes), settings=settings)
             )
-            next_consumer = _ProcessorEntry(proc, settings.telemetry)
+            next_consumer = _ProcessorEntry(proc, settings)
             next_nodes = [node]
         self._entries[pid] = (next_consumer, next_nodes)
         return self._entries[pid]
@@ -224,13 +228,13 @@ class Graph:
         key = (eid, signal)
         if key not in self._exporters:
             factory = self.config.factory(Kind.EXPORTER, eid)
+            label = f"exporter {eid} ({signal})"
+            settings = self._settings(Kind.EXPORTER, eid, label)
             comp = factory.create(  # type: ignore[attr-defined]
-                signal,
-                self._settings(Kind.EXPORTER, eid),
-                self.config.components[Kind.EXPORTER][eid],
+                signal, settings, self.config.components[Kind.EXPORTER][eid]
             )
             self._exporters[key] = self._add(
-                Node(Kind.EXPORTER, eid, f"exporter {eid} ({signal})", comp)
+                Node(Kind.EXPORTER, eid, label, comp, settings=settings)
             )
         return self._exporters[key]
 
@@ -248,7 +252,9 @@ class Graph:
                 continue
             key = (cid, from_signal, to_signal)
             if key not in self._connectors:
-                node = Node(Kind.CONNECTOR, cid, f"connector {cid} ({from_signal} -> {to_signal})")
+                label = f"connector {cid} ({from_signal} -> {to_signal})"
+                node = Node(Kind.CONNECTOR, cid, label)
+                node.settings = self._settings(Kind.CONNECTOR, cid, label)
                 consumers = []
                 for pid in pids:
                     entry, first = self._pipeline_entry(pid)
@@ -257,7 +263,7 @@ class Graph:
                 node.component = factory.create(
                     from_signal,
                     to_signal,
-                    self._settings(Kind.CONNECTOR, cid),
+                    node.settings,
                     cfg.components[Kind.CONNECTOR][cid],
                     fan_out(consumers),
                 )

@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from pipeline import _wire
-from pipeline.errors import PermanentError
+from pipeline.errors import MalformedDataError, PermanentError
 
 
 class Signal(enum.StrEnum):
@@ -98,8 +98,8 @@ class Payload:
             msg = self.request_class()
             try:
                 msg.ParseFromString(self.to_bytes())
-            except DecodeError as exc:  # pragma: no cover - validated on receipt
-                raise PermanentError(f"cannot decode {self.signal} request: {exc}") from exc
+            except DecodeError as exc:
+                raise MalformedDataError(f"cannot decode {self.signal} request: {exc}") from exc
             self._message = msg
         return self._message
 
@@ -286,3 +286,54 @@ def iter_spans(traces: Traces) -> Iterable[tuple[Any, Any, Any]]:
         for ss in rs.scope_spans:
             for span in ss.spans:
                 yield rs, ss, span
+
+
+def describe_payload(payload: Payload, limit: int = 3) -> dict[str, str]:
+    """What helps find the sender of a payload that could not be processed, read best-effort
+    (the payload may be corrupt): the ``service.name`` of its first resource and its first
+    trace ids (traces) or metric names (metrics). Never raises."""
+    out: dict[str, str] = {}
+    try:
+        data = payload.to_bytes()
+        resource = b""
+        if payload.signal is Signal.TRACES:
+            skeleton = _wire.SkeletonTraces.FromString(data)
+            ids: list[str] = []
+            for rs in skeleton.resource_spans:
+                resource = resource or rs.resource
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        tid = span.trace_id.hex()
+                        if tid not in ids:
+                            ids.append(tid)
+                        if len(ids) >= limit:
+                            break
+            if ids:
+                out["trace_ids"] = ",".join(ids)
+        elif payload.signal is Signal.METRICS:
+            shallow = _wire.ShallowMetrics.FromString(data)
+            names: list[str] = []
+            for rm in shallow.resource_metrics:
+                resource = resource or rm.resource
+                for sm in rm.scope_metrics:
+                    names.extend(m.name.decode("utf-8", "replace") for m in sm.metrics[:limit])
+            if names:
+                out["metrics"] = ",".join(names[:limit])
+        if resource:
+            out["service_name"] = _service_name(resource)
+    except Exception:
+        out.setdefault("payload", "unreadable framing")
+    return out
+
+
+def _service_name(resource: bytes) -> str:
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    try:
+        parsed = Resource.FromString(resource)
+    except DecodeError:
+        return "(resource unreadable)"
+    for kv in parsed.attributes:
+        if kv.key == "service.name":
+            return str(kv.value.string_value)
+    return ""

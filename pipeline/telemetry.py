@@ -212,6 +212,21 @@ class ComponentTelemetry:
         """Items a receiver could not push into the pipeline (or could not decode)."""
         self._counter("refused", signal, "Items refused by the receiver or the pipeline.").inc(n)
 
+    def refused_request(self, transport: str, reason: str, n: int = 1) -> None:
+        """Requests (or datagrams, connections) a receiver refused before they reached the
+        pipeline, by transport and reason: ``otelcol_receiver_refused_requests``."""
+        key = ("refused_request", f"{transport}/{reason}")
+        child = self._children.get(key)
+        if child is None:
+            metric = self.service.counter(
+                "otelcol_receiver_refused_requests",
+                "Requests or datagrams a receiver refused before they reached the pipeline.",
+                ("receiver", "transport", "reason"),
+            )
+            child = metric.labels(self.name, transport, reason)
+            self._children[key] = child
+        child.inc(n)
+
     # exporters
     def sent(self, signal: Signal, n: int) -> None:
         """Items an exporter delivered."""
@@ -248,6 +263,20 @@ class ComponentTelemetry:
             child = metric.labels(self.name, str(signal))
             self._children[key] = child
         child.inc(n)
+
+    def task_restarted(self, task: str) -> None:
+        """A background task of the component failed and was restarted."""
+        key = ("restart", task)
+        child = self._children.get(key)
+        if child is None:
+            metric = self.service.counter(
+                "otelcol_component_task_restarts",
+                "Background tasks of a component restarted after they failed.",
+                ("kind", "component", "task"),
+            )
+            child = metric.labels(str(self.kind), self.name, task)
+            self._children[key] = child
+        child.inc()
 
     def dropped(self, signal: Signal, n: int, reason: str = "") -> None:
         """Items a component dropped; every drop must be counted."""

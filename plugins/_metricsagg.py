@@ -40,6 +40,7 @@ from pipeline import (
     Payload,
     Signal,
 )
+from pipeline.tasks import supervise
 
 OVERFLOW_ATTRS: tuple[tuple[str, Any], ...] = (("otel.metric.overflow", True),)
 OVERFLOW_RESOURCE = b""
@@ -697,7 +698,7 @@ class FlushingConnector(Component):
 
     async def start(self, host: Host) -> None:
         if self._task is None and self.flush_interval > 0:
-            self._task = asyncio.create_task(self._run(), name=f"{self.settings.name}-flush")
+            self._task = supervise(self.settings, host, "flush", self._run)
 
     async def shutdown(self) -> None:
         """Stops the timer and flushes once more."""

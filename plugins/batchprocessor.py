@@ -16,6 +16,7 @@ what cannot be delivered by the shutdown deadline is counted as dropped.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from pydantic import Field, model_validator
@@ -36,6 +37,7 @@ from pipeline import (
     Stability,
 )
 from pipeline.consumer import deliver_holding
+from pipeline.tasks import supervise
 
 BATCH_SIZE_BUCKETS = (
     10,
@@ -158,7 +160,7 @@ class BatchProcessor(Component):
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, host: Host) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"batch-{self.settings.name}")
+            self._task = supervise(self.settings, host, "batch", self._run)
 
     async def shutdown(self) -> None:
         if self._done:
@@ -224,7 +226,18 @@ class BatchProcessor(Component):
         self._held_items += self._pending_items
         self._pending_items = 0
         self._first_arrival = None
-        parts = cut(batch_items, self.config.send_batch_max_size)
+        try:
+            parts = cut(batch_items, self.config.send_batch_max_size)
+        except Exception as exc:
+            # a payload whose framing cannot be split: each payload goes on alone, and the
+            # next components' isolation drops what they cannot process
+            self.settings.log_limited(
+                logging.WARNING,
+                "cannot cut the batch at send_batch_max_size; sending its requests one by one: %s",
+                exc,
+                key="cut",
+            )
+            parts = batch_items
         (self._size_trigger if size_triggered else self._timeout_trigger).inc()
         for part in parts:
             await self._send(part)

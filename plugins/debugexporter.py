@@ -257,9 +257,11 @@ class DebugExporter(Component):
 
     async def consume(self, data: Payload) -> None:
         n = data.item_count()
-        self.settings.telemetry.sent(self.signal, n)
         if not self._sampled():
+            self.settings.telemetry.sent(self.signal, n)
             return
+        # everything is decoded and formatted before anything is written or counted: a payload
+        # that cannot be decoded leaves no trace here (the engine isolates and drops it)
         if isinstance(data, Traces):
             msg = data.message()
             fields: dict[str, Any] = {"resource spans": len(msg.resource_spans), "spans": n}
@@ -274,15 +276,18 @@ class DebugExporter(Component):
                 "data points": n,
             }
             title = "Metrics"
-        self._emit(title, fields)
+        text = None
         if self.config.verbosity == "normal":
-            self._emit(format_normal(data), {})
+            text = format_normal(data)
         elif self.config.verbosity == "detailed":
             if isinstance(data, Traces):
                 text = format_traces_detailed(data)
             else:
                 assert isinstance(data, Metrics)
                 text = format_metrics_detailed(data)
+        self.settings.telemetry.sent(self.signal, n)
+        self._emit(title, fields)
+        if text is not None:
             self._emit(text, {})
 
 

@@ -3,6 +3,7 @@
 import pipeline
 
 INTENDED = {
+    "ClientInfo",
     "Component",
     "ComponentConfig",
     "ComponentID",
@@ -14,6 +15,7 @@ INTENDED = {
     "ConsumeError",
     "Consumer",
     "CreateSettings",
+    "DataDroppedError",
     "Duration",
     "EmptyConfig",
     "Endpoint",
@@ -25,6 +27,7 @@ INTENDED = {
     "Host",
     "Kind",
     "ListenEndpoint",
+    "MalformedDataError",
     "Metrics",
     "Payload",
     "PermanentError",
@@ -41,10 +44,12 @@ INTENDED = {
     "Stability",
     "Traces",
     "__version__",
+    "current_client",
     "hookimpl",
     "parse_duration",
     "payload_type",
     "split_endpoint",
+    "supervise",
 }
 
 

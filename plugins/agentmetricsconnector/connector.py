@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
@@ -371,15 +372,25 @@ class AgentMetricsConnector(FlushingConnector):
             except ValueError:
                 pass  # malformed: the Python path reports it as it always did
             else:
+                # the spans left to Python are decoded in full before anything is counted, so
+                # a corrupt one refuses the whole request with nothing changed (consume is
+                # atomic: the engine then isolates the corrupt spans)
+                views = []
+                for start, end in fallback:
+                    Span.FromString(raw[start:end])
+                    views.append(SpanView.FromString(raw[start:end]))
                 self._merge_native(series, now_ns)
                 for (wf_type, outcome), durations in workflows.items():
                     self._windows(wf_type, outcome, durations, now)
                 py_consumers: list[tuple[Any, str]] = []
-                for start, end in fallback:
-                    self._count_span(SpanView.FromString(raw[start:end]), now_ns, now, py_consumers)
+                for view in views:
+                    self._count_span(view, now_ns, now, py_consumers)
                 self._match_consumers(consumers, now_ns)
                 self._match_consumers(self._decoded_consumers(py_consumers), now_ns)
                 return
+        # the Python path counts span by span: the request is checked whole first (a full
+        # parse), so a corrupt one changes nothing (consume is atomic)
+        ExportTraceServiceRequest.FromString(raw)
         skeleton = TracesView.FromString(raw)
         py_consumers = []
         for rs in skeleton.resource_spans:

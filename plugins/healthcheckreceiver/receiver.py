@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from typing import Any
 
 from pipeline import Component, ConsumeError, Consumer, CreateSettings, Host, Metrics
+from pipeline.tasks import supervise
 from plugins._metricbuilder import Point, RequestBuilder
 from plugins.healthcheckreceiver.checks import Check, CheckResult, Status, make_check
 from plugins.healthcheckreceiver.config import HealthCheckReceiverConfig
@@ -86,8 +88,11 @@ class HealthCheckReceiver(Component):
         for check in self.checks:
             await check.open()
             self._tasks.append(
-                asyncio.create_task(
-                    self._loop(check), name=f"{self.settings.name}-{check.config.name}"
+                supervise(
+                    self.settings,
+                    host,
+                    f"check {check.config.name}",
+                    functools.partial(self._loop, check),
                 )
             )
 

@@ -7,6 +7,7 @@ import contextlib
 import time
 
 from pipeline import Component, ConsumeError, Consumer, CreateSettings, Host, Metrics
+from pipeline.tasks import supervise
 from plugins._metricbuilder import RequestBuilder
 from plugins.hostmetricsreceiver.config import HostMetricsConfig
 from plugins.hostmetricsreceiver.scrapers import Scraper, ScrapeResult, make_scrapers
@@ -39,7 +40,7 @@ class HostMetricsReceiver(Component):
 
     async def start(self, host: Host) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"{self.settings.name}-scrape")
+            self._task = supervise(self.settings, host, "scrape", self._run)
 
     async def shutdown(self) -> None:
         task, self._task = self._task, None

@@ -4,8 +4,8 @@ over UDP (the agent's compact and binary ports), translated to OTLP."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +22,7 @@ from pipeline import (
     split_endpoint,
 )
 from pipeline.httpserver import serve
+from pipeline.tasks import supervise
 from plugins._jaegerthrift.model import (
     Batch,
     Protocol,
@@ -41,22 +42,6 @@ HTTP_CONTENT_TYPES: dict[str, Protocol] = {
 DEFAULT_RETRY_AFTER = 5
 
 
-class _LogLimiter:
-    """At most one log line per reason and second; the lines in between are counted."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def allow(self, reason: str) -> int | None:
-        now = time.monotonic()
-        if now - self._last.get(reason, -1e9) >= 1.0:
-            self._last[reason] = now
-            return self._suppressed.pop(reason, 0)
-        self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-        return None
-
-
 class JaegerReceiver(Component):
     """Owns the configured servers; each hands decoded batches to :meth:`push`."""
 
@@ -72,18 +57,12 @@ class JaegerReceiver(Component):
         self._servers: list[Any] = []
         self._started = False
         self._on_shutdown = on_shutdown
-        self._limiter = _LogLimiter()
         service = settings.telemetry.service
         self._malformed = service.counter(
             "otelcol_receiver_malformed_requests",
             "Requests refused because they could not be decoded.",
             ("receiver", "otel_signal"),
         ).labels(settings.name, "traces")
-        self._refused_requests = service.counter(
-            "otelcol_receiver_refused_requests",
-            "Requests or datagrams a receiver refused before they reached the pipeline.",
-            ("receiver", "transport", "reason"),
-        )
 
     def set_consumer(self, consumer: Consumer) -> None:
         self.consumer = consumer
@@ -91,15 +70,16 @@ class JaegerReceiver(Component):
     # -- shared by the servers ------------------------------------------------------------
     def refuse(self, transport: str, reason: str, message: str, **fields: Any) -> None:
         """Count a request refused before the pipeline, and log it (rate-limited)."""
-        self._refused_requests.labels(self.settings.name, transport, reason).inc()
+        self.settings.telemetry.refused_request(transport, reason)
         if reason == "malformed":
             self._malformed.inc()
-        suppressed = self._limiter.allow(f"{transport}/{reason}")
-        if suppressed is not None:
-            extra = {"transport": transport, "reason": reason, **fields}
-            if suppressed:
-                extra["similar_refusals_not_logged"] = suppressed
-            self.settings.logger.warning("refused Jaeger data: %s", message, extra=extra)
+        self.settings.log_limited(
+            logging.WARNING,
+            "refused Jaeger data: %s",
+            message,
+            key=f"{transport}/{reason}",
+            extra={"transport": transport, "reason": reason, **fields},
+        )
 
     async def push(self, batch: Batch) -> int:
         """Translate a batch to OTLP and pass it on; returns the span count. Raises what the
@@ -310,7 +290,7 @@ class ThriftUDPServer:
         self._transport = transport
         self.local_address = sock.getsockname()
         self._workers = [
-            asyncio.create_task(self._worker(), name=f"{self.receiver.settings.name}-{self.name}")
+            supervise(self.receiver.settings, None, f"{self.name} worker", self._worker)
             for _ in range(self.config.workers)
         ]
         self.receiver.settings.logger.info(

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
 from pipeline import PermanentError, RetryableError, Signal, split_endpoint
+from pipeline.client import ClientInfo, client_context, peer_address
 from plugins.otlpreceiver.common import (
     RequestError,
     inflate_off_loop,
@@ -200,7 +202,8 @@ class _Connection(asyncio.Protocol):
                     )
                 return
         try:
-            await receiver.push(signal, data)
+            with client_context(ClientInfo(self._peer(), receiver.settings.name, "grpc")):
+                await receiver.push(signal, data)
         except PermanentError as exc:
             self.respond(stream_id, INVALID_ARGUMENT, str(exc))
         except RetryableError as exc:
@@ -208,7 +211,14 @@ class _Connection(asyncio.Protocol):
             delay = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_DELAY
             self.respond(stream_id, code, str(exc), delay=delay)
         except Exception as exc:  # a bug downstream must not kill the server
-            receiver.settings.logger.exception("unexpected error while receiving %s", signal)
+            receiver.settings.log_limited(
+                logging.ERROR,
+                "unexpected error while receiving %s",
+                signal,
+                key="unexpected",
+                exc_info=exc,
+                extra={"client": self._peer()},
+            )
             self.respond(stream_id, INTERNAL, f"internal error: {exc}")
         else:
             self.respond(stream_id, OK)
@@ -265,8 +275,7 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
 
     def _peer(self) -> str:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        return peer_address(self.transport.get_extra_info("peername") if self.transport else None)
 
 
 class NativeGRPCServer:
@@ -282,8 +291,6 @@ class NativeGRPCServer:
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start
         self._calls: set[asyncio.Task[None]] = set()
-        self._last_log = 0.0
-        self._suppressed = 0
 
     def spawn(self, coro: Any) -> None:
         task = (self._loop or asyncio.get_running_loop()).create_task(coro)
@@ -294,25 +301,11 @@ class NativeGRPCServer:
         """Count a call refused before it reached the pipeline (``too_large``, ``bad_framing``,
         ``unsupported_encoding``, ``unimplemented``, ``not_grpc``, ``busy``: the connection
         held too much unfinished request data)."""
-        self.receiver.settings.telemetry.service.counter(
-            "otelcol_receiver_refused_requests",
-            "Requests or datagrams a receiver refused before they reached the pipeline.",
-            ("receiver", "transport", "reason"),
-        ).labels(self.receiver.settings.name, "grpc", reason).inc()
+        self.receiver.settings.telemetry.refused_request("grpc", reason)
 
     def log_refusal(self, message: str) -> None:
         """A warning, at most one a second (with the count of those not logged)."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if now - self._last_log < 1.0:
-            self._suppressed += 1
-            return
-        extra: dict[str, Any] = {}
-        if self._suppressed:
-            extra["similar_not_logged"] = self._suppressed
-        self._suppressed = 0
-        self._last_log = now
-        self.receiver.settings.logger.warning(message, extra=extra)
+        self.receiver.settings.log_limited(logging.WARNING, "%s", message, key="grpc refusal")
 
     def _ssl(self) -> ssl.SSLContext | None:
         if self.config.tls is None:

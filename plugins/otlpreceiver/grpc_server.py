@@ -9,6 +9,7 @@ back.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import grpc
 from google.rpc import code_pb2
 
 from pipeline import PermanentError, RetryableError, Signal, split_endpoint
+from pipeline.client import ClientInfo, client_context
 from plugins.otlpreceiver.common import retry_status
 from plugins.otlpreceiver.config import GRPCServerConfig, ServerTLSConfig
 
@@ -57,11 +59,12 @@ class GRPCServer:
 
     def _handler(self, signal: Signal) -> Any:
         receiver = self.receiver
-        logger = receiver.settings.logger
 
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            client = ClientInfo(context.peer() or "", receiver.settings.name, "grpc")
             try:
-                await receiver.push(signal, request)
+                with client_context(client):
+                    await receiver.push(signal, request)
             except PermanentError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except RetryableError as exc:
@@ -75,7 +78,14 @@ class GRPCServer:
                     code, str(exc), trailing_metadata=retry_trailers(code, str(exc), delay)
                 )
             except Exception as exc:  # a bug downstream must not kill the server
-                logger.exception("unexpected error while receiving %s", signal)
+                receiver.settings.log_limited(
+                    logging.ERROR,
+                    "unexpected error while receiving %s",
+                    signal,
+                    key="unexpected",
+                    exc_info=exc,
+                    extra={"client": client.addr},
+                )
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
             return EMPTY_RESPONSE
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import logging
 import math
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from google.protobuf.message import Message
@@ -36,6 +36,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from pipeline import PermanentError, RetryableError, Signal, payload_type, split_endpoint
+from pipeline.client import ClientInfo, peer_address, set_client
 from plugins.otlpreceiver import otlpjson
 from plugins.otlpreceiver.common import (
     RequestError,
@@ -130,8 +131,6 @@ class HTTPServer:
         self.routes: dict[str, Signal] = {}
         self._server: web.Server | None = None
         self._listener: asyncio.Server | None = None
-        self._last_warning = 0.0
-        self._suppressed = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -199,6 +198,8 @@ class HTTPServer:
                 headers=cors,
             )
         rejected, reason = 0, ""
+        client = ClientInfo(peer_address(request.remote), self.receiver.settings.name, "http")
+        set_client(client)  # aiohttp runs each request in a task of its own
         try:
             body = await self._read_body(request)
             if as_json:
@@ -233,7 +234,14 @@ class HTTPServer:
             headers = {**cors, "Retry-After": str(max(1, math.ceil(delay)))}
             return self._status(status, code, str(exc), as_json, headers)
         except Exception as exc:  # a bug downstream must not kill the server
-            self.receiver.settings.logger.exception("unexpected error while receiving %s", signal)
+            self.receiver.settings.log_limited(
+                logging.ERROR,
+                "unexpected error while receiving %s",
+                signal,
+                key="unexpected",
+                exc_info=exc,
+                extra={"client": client.addr},
+            )
             return self._status(500, code_pb2.INTERNAL, f"internal error: {exc}", as_json, cors)
         if rejected:
             return self._partial_success(signal, rejected, reason, as_json, cors)
@@ -313,15 +321,10 @@ class HTTPServer:
 
     def _warn(self, signal: Signal, message: str, status: int) -> None:
         """Log a refused request; at most one line a second, with the count of the others."""
-        now = time.monotonic()
-        if now - self._last_warning < 1.0:
-            self._suppressed += 1
-            return
-        extra: dict[str, Any] = {"status": status, "otel_signal": str(signal)}
-        if self._suppressed:
-            extra["similar_refusals_not_logged"] = self._suppressed
-        self._suppressed = 0
-        self._last_warning = now
-        self.receiver.settings.logger.warning(
-            "refused an OTLP/HTTP request: %s", message, extra=extra
+        self.receiver.settings.log_limited(
+            logging.WARNING,
+            "refused an OTLP/HTTP request: %s",
+            message,
+            key="http refusal",
+            extra={"status": status, "otel_signal": str(signal)},
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -25,6 +26,7 @@ from pipeline import (
     Payload,
     Signal,
 )
+from pipeline.tasks import supervise
 from plugins.prometheusreceiver.config import PrometheusReceiverConfig, ScrapeConfig
 from plugins.prometheusreceiver.convert import Converter, Target
 
@@ -180,7 +182,12 @@ class PrometheusReceiver(Component):
         self._session = aiohttp.ClientSession()
         for loop in self.loops:
             self._tasks.append(
-                asyncio.create_task(loop.run(self._session), name=f"scrape {loop.target.url}")
+                supervise(
+                    self.settings,
+                    host,
+                    f"scrape {loop.target.url}",
+                    functools.partial(loop.run, self._session),
+                )
             )
         self.settings.logger.info("scraping", extra={"targets": len(self.loops)})
 

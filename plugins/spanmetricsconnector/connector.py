@@ -197,11 +197,16 @@ class SpanMetricsConnector(FlushingConnector):
         if len(self._keys) > 10_000:
             self._keys.clear()
         keys = self._keys
+        # Everything is read first and the series are updated only once the whole request
+        # was read: a request that fails to decode half-way changes nothing (consume is atomic).
+        observed: list[tuple[bytes, dict[Any, list[float]], list[tuple[Any, ...]]]] = []
+        event_keys: list[tuple[bytes, tuple[tuple[str, Any], ...]]] = []
         for rs in view.resource_spans:
             resource = self._resource(rs.resource)
             resource_key = resource[0]
             # attribute set -> durations of the spans of this request (in order of arrival)
             pending: dict[tuple[tuple[str, Any], ...], list[float]] = {}
+            singles: list[tuple[Any, ...]] = []  # with exemplars: one observation per span
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     if plain:
@@ -212,26 +217,31 @@ class SpanMetricsConnector(FlushingConnector):
                     else:
                         attrs = self._attrs(span, resource)
                     if events is not None and span.events:
-                        self._count_events(events, span, resource, attrs, now_ns)
+                        event_keys.extend(self._event_keys(span, resource, attrs))
                     value = (span.end_time_unix_nano - span.start_time_unix_nano) / divisor
                     if clamp and value < 0:
                         value = 0.0
                     if exemplars:
-                        assert duration is not None
-                        calls.add(resource_key, attrs, 1, now_ns)
-                        duration.observe(
-                            resource_key, attrs, value, now_ns, span.trace_id, span.span_id
-                        )
+                        singles.append((attrs, value, span.trace_id, span.span_id))
                         continue
                     values = pending.get(attrs)
                     if values is None:
                         pending[attrs] = [value]
                     else:
                         values.append(value)
+            observed.append((resource_key, pending, singles))
+        for resource_key, pending, singles in observed:
+            for attrs, value, trace_id, span_id in singles:
+                assert duration is not None
+                calls.add(resource_key, attrs, 1, now_ns)
+                duration.observe(resource_key, attrs, value, now_ns, trace_id, span_id)
             for attrs, values in pending.items():
                 calls.add_count(resource_key, attrs, len(values), now_ns)
                 if duration is not None:
                     duration.observe_many(resource_key, attrs, values, now_ns)
+        if events is not None:
+            for resource_key, key in event_keys:
+                events.add_count(resource_key, key, 1, now_ns)
 
     def _attrs(
         self, span: Any, resource: tuple[bytes, str, dict[str, str]]
@@ -273,20 +283,19 @@ class SpanMetricsConnector(FlushingConnector):
                     key.append((dim, default))
         return tuple(key)
 
-    def _count_events(
+    def _event_keys(
         self,
-        events: Metric,
         span: Any,
         resource: tuple[bytes, str, dict[str, str]],
         attrs: tuple[tuple[str, Any], ...],
-        now_ns: int,
-    ) -> None:
-        """Count each event of ``span`` in the events metric: the span's common dimensions,
+    ) -> list[tuple[bytes, tuple[tuple[str, Any], ...]]]:
+        """The events metric's series of each event of ``span``: the span's common dimensions,
         then each span and event dimension looked up in the span's attributes, the event's,
         the resource's, else its default (omitted without one), as the Collector does."""
         common = attrs[: self._common]
         span_attrs = span.attributes
         resource_attrs = resource[2]
+        out = []
         for raw_event in span.events:
             event_attrs = {
                 kv.key: attr_str(kv.value) for kv in Span.Event.FromString(raw_event).attributes
@@ -302,7 +311,8 @@ class SpanMetricsConnector(FlushingConnector):
                     key.append((dim, resource_attrs[dim]))
                 elif default is not None:
                     key.append((dim, default))
-            events.add_count(resource[0], tuple(key), 1, now_ns)
+            out.append((resource[0], tuple(key)))
+        return out
 
     def _resource(self, raw: bytes) -> tuple[bytes, str, dict[str, str]]:
         """(key, service.name, attributes as strings) of an encoded resource, cached."""

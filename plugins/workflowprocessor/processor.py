@@ -46,6 +46,7 @@ from pipeline import (
 )
 from pipeline._wire import ShallowTraces, SkeletonTraces
 from pipeline.consumer import deliver_holding
+from pipeline.tasks import supervise
 from plugins._agentconv import (
     STATUS_ERROR,
     TOP_TIER,
@@ -1001,8 +1002,8 @@ class WorkflowProcessor(Component):
     async def start(self, host: Host) -> None:
         self._loop = asyncio.get_running_loop()
         if self._timer is None:
-            self._timer = asyncio.create_task(self._timer_loop(), name=f"{self.settings.name}")
-            self._sender = asyncio.create_task(self._send_loop(), name=f"{self.settings.name}-send")
+            self._timer = supervise(self.settings, host, "release", self._timer_loop)
+            self._sender = supervise(self.settings, host, "send", self._send_loop)
 
     async def shutdown(self) -> None:
         """Releases every held trace at once and sends it; what the deadline cuts off is
