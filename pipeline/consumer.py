@@ -42,8 +42,10 @@ class FanOut:
     """Sends each payload to several consumers; copies only for those that mutate data.
 
     Every consumer gets the payload even if another fails. If any consumer refuses it, the
-    error is raised after all were tried: a permanent one if any was permanent, else retryable
-    with the longest retry delay asked for.
+    error is raised after all were tried: retryable (with the longest retry delay asked for)
+    if any consumer asked to retry, else permanent. A retry reaches every consumer again, so
+    those that took the payload get it twice: at least once, never silently lost (raising the
+    permanent error of one consumer would make the sender drop what another only deferred).
     """
 
     mutates_data = False
@@ -73,10 +75,9 @@ class FanOut:
         for err in errors:
             if not isinstance(err, ConsumeError):
                 raise err
-        permanent = [e for e in errors if isinstance(e, PermanentError)]
-        if permanent:
-            raise permanent[0]
         retryable = [e for e in errors if isinstance(e, RetryableError)]
+        if not retryable:
+            raise errors[0]
         delays = [e.retry_after for e in retryable if e.retry_after is not None]
         raise RetryableError(
             "; ".join(str(e) for e in errors),

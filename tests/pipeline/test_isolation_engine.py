@@ -174,3 +174,38 @@ async def test_a_task_that_keeps_failing_is_given_up_as_permanent_error(
     status, error = host.statuses[settings.instance]
     assert status == "permanent_error"
     assert isinstance(error, ValueError)
+
+
+async def test_fan_out_asks_to_retry_when_any_consumer_deferred() -> None:
+    """One consumer refuses permanently (or drops), another only pushes back: the sender must
+    retry (at least once), not drop what the second consumer deferred."""
+    from pipeline.consumer import FanOut
+
+    class Taking:
+        mutates_data = False
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        async def consume(self, data: Payload) -> None:
+            self.n += 1
+
+    class Full:
+        mutates_data = False
+
+        async def consume(self, data: Payload) -> None:
+            raise RetryableError("queue full", retry_after=0.5)
+
+    class Dropping:
+        mutates_data = False
+
+        async def consume(self, data: Payload) -> None:
+            raise DataDroppedError("corrupt")
+
+    taking = Taking()
+    with pytest.raises(RetryableError) as info:
+        await FanOut([taking, Dropping(), Full()]).consume(request(["a"]))
+    assert info.value.retry_after == 0.5
+    assert taking.n == 1
+    with pytest.raises(DataDroppedError):
+        await FanOut([taking, Dropping()]).consume(request(["a"]))
