@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -288,7 +289,12 @@ def make_logs(exporter: Any) -> list[Any]:
     for one record, more attributes than the limit (a dropped count); one record comes through
     the ``logging`` bridge. Each record carries ``seq`` to match it with what arrives.
     """
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, LogRecordLimits
+    from opentelemetry.sdk._logs import (
+        LoggerProvider,
+        LoggingHandler,
+        LogRecordDroppedAttributesWarning,
+        LogRecordLimits,
+    )
     from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -328,15 +334,19 @@ def make_logs(exporter: Any) -> list[Any]:
             "attributes": attributes,
             "event_name": "gen_ai.client.inference.operation.details" if i % 2 == 0 else None,
         }
-        if i % 3 == 2:
-            logger.emit(**kwargs)  # no span: no trace context
-        else:
-            with tracer.start_as_current_span(f"span-{i}"):
-                logger.emit(**kwargs)
+        with warnings.catch_warnings():  # the dropped attributes are meant
+            warnings.simplefilter("ignore", LogRecordDroppedAttributesWarning)
+            if i % 3 == 2:
+                logger.emit(**kwargs)  # no span: no trace context
+            else:
+                with tracer.start_as_current_span(f"span-{i}"):
+                    logger.emit(**kwargs)
     # the stdlib logging bridge
     std = logging.getLogger("interop.std")
     std.propagate = False
-    handler = LoggingHandler(logger_provider=provider)
+    with warnings.catch_warnings():  # the SDK's own handler is deprecated, not gone
+        warnings.simplefilter("ignore", DeprecationWarning)
+        handler = LoggingHandler(logger_provider=provider)
     std.addHandler(handler)
     try:
         with tracer.start_as_current_span("bridge"):
