@@ -56,7 +56,7 @@ def test_valid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_default_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(["validate"], capsys)
     assert code == 0, err
-    assert "configuration is valid: 3 pipeline(s)" in out
+    assert "configuration is valid: 4 pipeline(s)" in out
 
 
 def test_unknown_component_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
