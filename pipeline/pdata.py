@@ -1,11 +1,11 @@
 """Telemetry as it travels through a pipeline: encoded OTLP, decoded only on demand.
 
 A :class:`Traces`, :class:`Metrics` or :class:`Logs` payload holds an encoded
-``Export*ServiceRequest``. A
-component that only forwards never decodes it; one that must read it calls :meth:`message`, and
-one that changes it calls :meth:`mutable_message`, after which the payload re-encodes once when
-it is next needed as bytes. Payloads merge by concatenating their encodings (two encoded requests
-joined are one valid request) and split without decoding a span or log record.
+``Export*ServiceRequest``. A component that only forwards never decodes it; one that must read
+it calls :meth:`message`, and one that changes it calls :meth:`mutable_message`, after which the
+payload re-encodes once when it is next needed as bytes. Payloads merge by concatenating their
+encodings (two encoded requests joined are one valid request) and split without decoding a span
+or log record.
 """
 
 from __future__ import annotations
@@ -362,14 +362,16 @@ def describe_payload(payload: Payload, limit: int = 3) -> dict[str, str]:
         data = payload.to_bytes()
         resource = b""
         if payload.signal in (Signal.TRACES, Signal.LOGS):
-            traces = payload.signal is Signal.TRACES
-            skeleton = (_wire.SkeletonTraces if traces else _wire.SkeletonLogs).FromString(data)
+            skeleton_class, (groups, scopes, items) = (
+                (_wire.SkeletonTraces, _TRACE_LEVELS)
+                if payload.signal is Signal.TRACES
+                else (_wire.SkeletonLogs, _LOG_LEVELS)
+            )
             ids: list[str] = []
-            groups = skeleton.resource_spans if traces else skeleton.resource_logs
-            for group in groups:
+            for group in getattr(skeleton_class.FromString(data), groups):
                 resource = resource or group.resource
-                for scope in group.scope_spans if traces else group.scope_logs:
-                    for item in scope.spans if traces else scope.log_records:
+                for scope in getattr(group, scopes):
+                    for item in getattr(scope, items):
                         tid = item.trace_id.hex()
                         if tid and tid not in ids:
                             ids.append(tid)
