@@ -308,36 +308,25 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
     lines.append("")
     for protocol in sorted({r["protocol"] for r in rows}):
         by = {r["system"]: r for r in rows if r["protocol"] == protocol}
-        if "gateway" in by and "rotel" in by and by["rotel"]["cpu"]:
-            ratio = by["gateway"]["cpu"] / by["rotel"]["cpu"]
+        for other, name, goal in [
+            ("rotel", "rotel's", "; goal <= 0.33"),
+            ("baseline", f"the baseline's (`{getattr(args, 'baseline', '')}`)", ""),
+        ]:
+            if "gateway" not in by or other not in by or not by[other]["cpu"]:
+                continue
+            ratio = by["gateway"]["cpu"] / by[other]["cpu"]
             paired = [
-                g.cpu_s_per_million / r.cpu_s_per_million
-                for g, r in zip(
+                g.cpu_s_per_million / o.cpu_s_per_million
+                for g, o in zip(
                     [x for x in runs if x.protocol == protocol and x.system == "gateway"],
-                    [x for x in runs if x.protocol == protocol and x.system == "rotel"],
+                    [x for x in runs if x.protocol == protocol and x.system == other],
                     strict=False,
                 )
-                if r.cpu_s_per_million
+                if o.cpu_s_per_million
             ]
             lines.append(
-                f"- **{protocol}**: gateway CPU per span = {ratio:.2f} x rotel's (median of "
-                f"medians; per-run pairs: {', '.join(f'{p:.2f}' for p in paired)}); goal <= 0.33."
-            )
-        if "gateway" in by and "baseline" in by and by["baseline"]["cpu"]:
-            ratio = by["gateway"]["cpu"] / by["baseline"]["cpu"]
-            paired = [
-                g.cpu_s_per_million / b.cpu_s_per_million
-                for g, b in zip(
-                    [x for x in runs if x.protocol == protocol and x.system == "gateway"],
-                    [x for x in runs if x.protocol == protocol and x.system == "baseline"],
-                    strict=False,
-                )
-                if b.cpu_s_per_million
-            ]
-            lines.append(
-                f"- **{protocol}**: gateway CPU per span = {ratio:.2f} x the baseline's "
-                f"(`{args.baseline}`; median of medians; per-run pairs: "
-                f"{', '.join(f'{p:.2f}' for p in paired)})."
+                f"- **{protocol}**: gateway CPU per span = {ratio:.2f} x {name} (median of "
+                f"medians; per-run pairs: {', '.join(f'{p:.2f}' for p in paired)}){goal}."
             )
     lines += ["", "Raw runs:", "", "```json"]
     lines += [json.dumps(asdict(r)) for r in runs]

@@ -144,16 +144,27 @@ def _attrs(lines: list[str], title: str, attributes: Any, indent: str = "") -> N
             lines.append(f"{indent}     -> {kv.key}: {format_value(kv.value)}")
 
 
+def _resource(lines: list[str], title: str, i: int, group: Any) -> None:
+    """A ``Resource*`` header as the Collector writes it."""
+    lines.append(f"{title} #{i}")
+    lines.append(f"Resource SchemaURL: {group.schema_url}")
+    _attrs(lines, "Resource attributes", group.resource.attributes)
+
+
+def _scope(lines: list[str], title: str, j: int, group: Any) -> None:
+    """A ``Scope*`` header as the Collector writes it (name and version even when empty)."""
+    lines.append(f"{title} #{j}")
+    lines.append(f"{title} SchemaURL: {group.schema_url}")
+    lines.append(f"InstrumentationScope {group.scope.name} {group.scope.version}")
+    _attrs(lines, "InstrumentationScope attributes", group.scope.attributes)
+
+
 def format_traces_detailed(traces: Traces) -> str:
     lines: list[str] = []
     for i, rs in enumerate(traces.message().resource_spans):
-        lines.append(f"ResourceSpans #{i}")
-        lines.append(f"Resource SchemaURL: {rs.schema_url}")
-        _attrs(lines, "Resource attributes", rs.resource.attributes)
+        _resource(lines, "ResourceSpans", i, rs)
         for j, ss in enumerate(rs.scope_spans):
-            lines.append(f"ScopeSpans #{j}")
-            lines.append(f"ScopeSpans SchemaURL: {ss.schema_url}")
-            lines.append(f"InstrumentationScope {ss.scope.name} {ss.scope.version}".rstrip())
+            _scope(lines, "ScopeSpans", j, ss)
             for k, s in enumerate(ss.spans):
                 lines.append(f"Span #{k}")
                 lines.append(f"    Trace ID       : {s.trace_id.hex()}")
@@ -193,13 +204,9 @@ def format_traces_detailed(traces: Traces) -> str:
 def format_metrics_detailed(metrics: Metrics) -> str:
     lines: list[str] = []
     for i, rm in enumerate(metrics.message().resource_metrics):
-        lines.append(f"ResourceMetrics #{i}")
-        lines.append(f"Resource SchemaURL: {rm.schema_url}")
-        _attrs(lines, "Resource attributes", rm.resource.attributes)
+        _resource(lines, "ResourceMetrics", i, rm)
         for j, sm in enumerate(rm.scope_metrics):
-            lines.append(f"ScopeMetrics #{j}")
-            lines.append(f"ScopeMetrics SchemaURL: {sm.schema_url}")
-            lines.append(f"InstrumentationScope {sm.scope.name} {sm.scope.version}".rstrip())
+            _scope(lines, "ScopeMetrics", j, sm)
             for k, m in enumerate(sm.metrics):
                 kind = m.WhichOneof("data") or "empty"
                 if kind == "empty":
@@ -261,14 +268,9 @@ def format_metrics_detailed(metrics: Metrics) -> str:
 def format_logs_detailed(logs: Logs) -> str:
     lines: list[str] = []
     for i, rl in enumerate(logs.message().resource_logs):
-        lines.append(f"ResourceLog #{i}")
-        lines.append(f"Resource SchemaURL: {rl.schema_url}")
-        _attrs(lines, "Resource attributes", rl.resource.attributes)
+        _resource(lines, "ResourceLog", i, rl)
         for j, sl in enumerate(rl.scope_logs):
-            lines.append(f"ScopeLogs #{j}")
-            lines.append(f"ScopeLogs SchemaURL: {sl.schema_url}")
-            lines.append(f"InstrumentationScope {sl.scope.name} {sl.scope.version}")
-            _attrs(lines, "InstrumentationScope attributes", sl.scope.attributes)
+            _scope(lines, "ScopeLogs", j, sl)
             for k, lr in enumerate(sl.log_records):
                 severity = _SEVERITIES[lr.severity_number] if lr.severity_number < 25 else ""
                 lines.append(f"LogRecord #{k}")

@@ -45,6 +45,6 @@ def test_report_compares_with_a_baseline() -> None:
     )
     runs = [run("gateway", 1.1), run("baseline", 1.0), run("rotel", 4.0)]
     text = report(runs, args, "cmd")
-    assert "gateway CPU per span = 1.10 x the baseline's (`/tmp/base`" in text
+    assert "gateway CPU per span = 1.10 x the baseline's (`/tmp/base`) (median" in text
     rows = [line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| grpc")]
     assert rows == ["gateway", "baseline", "rotel"]

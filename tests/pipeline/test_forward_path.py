@@ -4,6 +4,7 @@ record."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,7 +19,9 @@ TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 
-async def test_forwarding_never_decodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def spy_decoding(monkeypatch: pytest.MonkeyPatch, request_class: Any) -> list[str]:
+    """What gets decoded from now on: every ``Payload.message()`` and every
+    ``request_class.FromString`` (its payload type or size) lands in the list returned."""
     decoded: list[str] = []
     original = pdata.Payload.message
 
@@ -27,13 +30,17 @@ async def test_forwarding_never_decodes(tmp_path: Path, monkeypatch: pytest.Monk
         return original(self)
 
     monkeypatch.setattr(pdata.Payload, "message", spy)
-    parses: list[int] = []
-    real_parse = ExportTraceServiceRequest.FromString
+    real_parse = request_class.FromString
     monkeypatch.setattr(
-        ExportTraceServiceRequest,
+        request_class,
         "FromString",
-        staticmethod(lambda b: parses.append(len(b)) or real_parse(b)),
+        staticmethod(lambda b: decoded.append(f"{len(b)} bytes") or real_parse(b)),
     )
+    return decoded
+
+
+async def test_forwarding_never_decodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = spy_decoding(monkeypatch, ExportTraceServiceRequest)
     port = free_port()
     text = f"""\
 receivers:
@@ -77,7 +84,7 @@ service:
             "otelcol_processor_batch_batch_send_size_count", processor="batch"
         )
         assert sizes >= 3  # batches were built and split (max 200)
-    assert decoded == [] and parses == []
+    assert decoded == []
 
 
 async def test_forwarding_logs_never_decodes_a_record(
@@ -85,21 +92,7 @@ async def test_forwarding_logs_never_decodes_a_record(
 ) -> None:
     """otlp (gRPC) -> batch (cut at send_batch_max_size) -> forward -> otlp exporter: no log
     record is decoded on the way, and what leaves is what came in, record for record."""
-    decoded: list[str] = []
-    original = pdata.Payload.message
-
-    def spy(self: pdata.Payload) -> object:
-        decoded.append(type(self).__name__)
-        return original(self)
-
-    monkeypatch.setattr(pdata.Payload, "message", spy)
-    parses: list[int] = []
-    real_parse = ExportLogsServiceRequest.FromString
-    monkeypatch.setattr(
-        ExportLogsServiceRequest,
-        "FromString",
-        staticmethod(lambda b: parses.append(len(b)) or real_parse(b)),
-    )
+    decoded = spy_decoding(monkeypatch, ExportLogsServiceRequest)
     received: list[bytes] = []
 
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -171,7 +164,7 @@ service:
             assert sizes >= 3  # batches were built and split (max 200)
     finally:
         await sink.stop(0)
-    assert decoded == [] and parses == []
+    assert decoded == []
 
     def records(data: list[bytes]) -> list[bytes]:
         return [

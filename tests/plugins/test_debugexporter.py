@@ -80,7 +80,7 @@ async def test_detailed_has_every_field(caplog: pytest.LogCaptureFixture) -> Non
     for line in [
         "ResourceSpans #0",
         "     -> service.name: Str(svc)",
-        "InstrumentationScope lib",
+        "InstrumentationScope lib ",  # the Collector's: name and version, even when empty
         "    Trace ID       : 0af7651916cd43dd8448eb211c80319c",
         "    ID             : b7ad6b7169203331",
         "    Name           : GET /x",

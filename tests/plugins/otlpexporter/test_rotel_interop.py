@@ -21,6 +21,20 @@ from tests.plugins.otlpreceiver.test_http_server import (
 from tests.support import free_port, running_service, wait_until
 
 
+def rotel_exporting_to(protocol: str, grpc_port: int, http_port: int) -> Rotel:
+    """rotel, exporting everything it receives over OTLP (``protocol``) to the given port."""
+    return Rotel(
+        "--exporter",
+        "otlp",
+        "--otlp-exporter-protocol",
+        protocol,
+        "--otlp-exporter-endpoint",
+        f"http://127.0.0.1:{grpc_port if protocol == 'grpc' else http_port}",
+        "--batch-timeout",
+        "100ms",
+    )
+
+
 @pytest.mark.parametrize(
     ("exporter", "rotel_protocol"),
     [("otlp", "grpc"), ("otlphttp", "http")],
@@ -30,16 +44,7 @@ async def test_gateway_to_rotel_to_gateway(exporter: str, rotel_protocol: str) -
     p_in, p_bg, p_bh = free_port(), free_port(), free_port()
     async with recording_backend() as backend:
         rotel_target = None
-        rotel = Rotel(
-            "--exporter",
-            "otlp",
-            "--otlp-exporter-protocol",
-            rotel_protocol,
-            "--otlp-exporter-endpoint",
-            f"http://127.0.0.1:{p_bg if rotel_protocol == 'grpc' else p_bh}",
-            "--batch-timeout",
-            "100ms",
-        )
+        rotel = rotel_exporting_to(rotel_protocol, p_bg, p_bh)
         try:
             if exporter == "otlp":
                 rotel_target = (
@@ -156,16 +161,7 @@ async def test_logs_gateway_to_rotel_to_gateway(
     rotel_binary()
     p_grpc, p_http, p_bg, p_bh = free_port(), free_port(), free_port(), free_port()
     async with recording_backend() as backend:
-        rotel = Rotel(
-            "--exporter",
-            "otlp",
-            "--otlp-exporter-protocol",
-            rotel_protocol,
-            "--otlp-exporter-endpoint",
-            f"http://127.0.0.1:{p_bg if rotel_protocol == 'grpc' else p_bh}",
-            "--batch-timeout",
-            "100ms",
-        )
+        rotel = rotel_exporting_to(rotel_protocol, p_bg, p_bh)
         try:
             if exporter == "otlp":
                 target = f"{{endpoint: '127.0.0.1:{rotel.grpc_port}', tls: {{insecure: true}}}}"
