@@ -2,6 +2,11 @@
 
     .venv/bin/python -m benchmarks.forward_path [--rate 100000] [--duration 20] [--repeat 3]
         [--protocols grpc,http] [--compression none] [--out benchmarks/results/forward-path.md]
+        [--baseline DIR]
+
+``--baseline DIR`` adds the system ``baseline``: the gateway run from another source tree (an
+earlier commit, e.g. ``git archive main | tar -x -C DIR`` with the C extensions built or copied
+in), measured in the same run as this tree's gateway and rotel, to show what a change costs.
 
 For each protocol and each repetition, the gateway and then rotel run one after the other,
 each pinned to core 0 with ``taskset -c 0``; the load generator and the counting sink run on
@@ -81,9 +86,9 @@ def sink_count(control_port: int) -> int:
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(cmd: list[str], log: Path, cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         try:
             yield proc
         finally:
@@ -127,7 +132,7 @@ def system_command(
     compression: str,
     workdir: Path,
 ) -> list[str]:
-    if system == "gateway":
+    if system in ("gateway", "baseline"):
         config = workdir / f"gateway-{protocol}.yaml"
         config.write_text(
             GATEWAY_CONFIG.format(
@@ -179,7 +184,13 @@ class Run:
 
 
 def one_run(
-    system: str, protocol: str, rate: float, duration: float, compression: str, workdir: Path
+    system: str,
+    protocol: str,
+    rate: float,
+    duration: float,
+    compression: str,
+    workdir: Path,
+    baseline: Path | None = None,
 ) -> Run:
     sink_grpc, sink_http, sink_ctl = free_port(), free_port(), free_port()
     port, other = free_port(), free_port()
@@ -191,7 +202,8 @@ def one_run(
     with process(sink_cmd, workdir / "sink.log") as sink:
         wait_port(sink_ctl, sink)
         cmd = system_command(system, protocol, port, other, sink_grpc, compression, workdir)
-        with process(cmd, workdir / f"{system}.log") as sut:
+        cwd = baseline if system == "baseline" and baseline is not None else ROOT
+        with process(cmd, workdir / f"{system}.log", cwd) as sut:
             wait_port(port, sut)
             time.sleep(1.0)
             cpu0 = cpu_seconds(sut.pid)
@@ -247,7 +259,8 @@ def one_run(
 
 def median_rows(runs: list[Run]) -> list[dict[str, Any]]:
     rows = []
-    keys = sorted({(r.protocol, r.system) for r in runs}, key=lambda k: (k[0], k[1] != "gateway"))
+    order = {"gateway": 0, "baseline": 1}
+    keys = sorted({(r.protocol, r.system) for r in runs}, key=lambda k: (k[0], order.get(k[1], 2)))
     for protocol, system in keys:
         rs = [r for r in runs if r.protocol == protocol and r.system == system]
         rows.append(
@@ -295,20 +308,25 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
     lines.append("")
     for protocol in sorted({r["protocol"] for r in rows}):
         by = {r["system"]: r for r in rows if r["protocol"] == protocol}
-        if "gateway" in by and "rotel" in by and by["rotel"]["cpu"]:
-            ratio = by["gateway"]["cpu"] / by["rotel"]["cpu"]
+        for other, name, goal in [
+            ("rotel", "rotel's", "; goal <= 0.33"),
+            ("baseline", f"the baseline's (`{getattr(args, 'baseline', '')}`)", ""),
+        ]:
+            if "gateway" not in by or other not in by or not by[other]["cpu"]:
+                continue
+            ratio = by["gateway"]["cpu"] / by[other]["cpu"]
             paired = [
-                g.cpu_s_per_million / r.cpu_s_per_million
-                for g, r in zip(
+                g.cpu_s_per_million / o.cpu_s_per_million
+                for g, o in zip(
                     [x for x in runs if x.protocol == protocol and x.system == "gateway"],
-                    [x for x in runs if x.protocol == protocol and x.system == "rotel"],
+                    [x for x in runs if x.protocol == protocol and x.system == other],
                     strict=False,
                 )
-                if r.cpu_s_per_million
+                if o.cpu_s_per_million
             ]
             lines.append(
-                f"- **{protocol}**: gateway CPU per span = {ratio:.2f} x rotel's (median of "
-                f"medians; per-run pairs: {', '.join(f'{p:.2f}' for p in paired)}); goal <= 0.33."
+                f"- **{protocol}**: gateway CPU per span = {ratio:.2f} x {name} (median of "
+                f"medians; per-run pairs: {', '.join(f'{p:.2f}' for p in paired)}){goal}."
             )
     lines += ["", "Raw runs:", "", "```json"]
     lines += [json.dumps(asdict(r)) for r in runs]
@@ -327,16 +345,28 @@ def main() -> None:
     parser.add_argument("--systems", default="gateway,rotel")
     parser.add_argument("--compression", choices=["none", "gzip"], default="none")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/forward-path.md"))
+    parser.add_argument(
+        "--baseline", type=Path, help="another source tree of the gateway, run as `baseline`"
+    )
     args = parser.parse_args()
+    systems = args.systems.split(",")
+    if args.baseline is not None and "baseline" not in systems:
+        systems.insert(1, "baseline")
     command = ".venv/bin/python -m benchmarks.forward_path " + shlex.join(sys.argv[1:])
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="forward-path-") as tmp:
         workdir = Path(tmp)
         for i in range(args.repeat):
             for protocol in args.protocols.split(","):
-                for system in args.systems.split(","):
+                for system in systems:
                     run = one_run(
-                        system, protocol, args.rate, args.duration, args.compression, workdir
+                        system,
+                        protocol,
+                        args.rate,
+                        args.duration,
+                        args.compression,
+                        workdir,
+                        args.baseline,
                     )
                     runs.append(run)
                     print(f"[{i + 1}/{args.repeat}] {json.dumps(asdict(run))}", flush=True)

@@ -47,7 +47,7 @@ from pipeline.factory import (
     SharedComponents,
 )
 from pipeline.hookspecs import hookimpl
-from pipeline.pdata import Metrics, Payload, Signal, Traces, payload_type
+from pipeline.pdata import Logs, Metrics, Payload, Signal, Traces, payload_type
 from pipeline.registry import Registry
 from pipeline.tasks import supervise
 from pipeline.telemetry import ComponentTelemetry
@@ -77,6 +77,7 @@ __all__ = [
     "Host",
     "Kind",
     "ListenEndpoint",
+    "Logs",
     "MalformedDataError",
     "Metrics",
     "Payload",

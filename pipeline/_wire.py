@@ -5,14 +5,16 @@ describe the same wire format with the inner messages left as ``bytes``: parsing
 checks the framing (tags, lengths, varints) and counts the items at a small fraction of that
 cost, and lets the batch processor split a request without decoding any span.
 
-Field numbers are those of ``opentelemetry/proto/{trace,metrics}/v1``; the two shapes here are
+Field numbers are those of ``opentelemetry/proto/{trace,metrics,logs}/v1``; the shapes here are
 
-* *shallow*: resource and scope kept as bytes, spans / data points as ``repeated bytes``;
-* *skeleton* (traces only): each span's top-level fields parsed, its attributes, events, links
-  and status kept as bytes;
-* *framing* (traces only): each span an empty message, its fields kept as unknown fields: the
-  parse checks the same framing as the skeleton at a third of the cost. Used to validate what a
-  receiver accepts.
+* *shallow*: resource and scope kept as bytes, spans / data points / log records as
+  ``repeated bytes``;
+* *skeleton* (traces and logs): each span's top-level fields parsed, its attributes, events,
+  links and status kept as bytes; each log record's trace and span ids (its other fields left
+  unknown);
+* *framing* (traces and logs): each span / log record an empty message, its fields kept as
+  unknown fields: the parse checks the same framing as the skeleton at a third of the cost. Used
+  to validate what a receiver accepts.
 """
 
 from __future__ import annotations
@@ -118,6 +120,33 @@ def _build() -> dict[str, Any]:
         ],
     )
     message("SpanFraming", [])
+    # logs: the same three levels as traces (ResourceLogs{resource 1, scope_logs 2, schema_url 3},
+    # ScopeLogs{scope 1, log_records 2, schema_url 3}), the record kept as bytes (shallow), as an
+    # empty message (framing) or with its ids read (skeleton: LogRecord.trace_id 9, span_id 10)
+    for suffix, record in (
+        ("", None),
+        ("Framing", "LogRecordFraming"),
+        ("Skeleton", "LogRecordIds"),
+    ):
+        message(f"LogsRequest{suffix}", [("resource_logs", 1, msg, _REP, f"ResourceLogs{suffix}")])
+        message(
+            f"ResourceLogs{suffix}",
+            [
+                ("resource", 1, byt, _OPT, None),
+                ("scope_logs", 2, msg, _REP, f"ScopeLogs{suffix}"),
+                ("schema_url", 3, byt, _OPT, None),
+            ],
+        )
+        message(
+            f"ScopeLogs{suffix}",
+            [
+                ("scope", 1, byt, _OPT, None),
+                ("log_records", 2, msg if record else byt, _REP, record),
+                ("schema_url", 3, byt, _OPT, None),
+            ],
+        )
+    message("LogRecordFraming", [])
+    message("LogRecordIds", [("trace_id", 9, byt, _OPT, None), ("span_id", 10, byt, _OPT, None)])
     # metrics, shallow down to the data points
     message("MetricsRequest", [("resource_metrics", 1, msg, _REP, "ResourceMetrics")])
     message(
@@ -173,6 +202,9 @@ ShallowTraces: Any = _CLASSES["TracesRequest"]
 SkeletonTraces: Any = _CLASSES["TracesRequestSkeleton"]
 FramingTraces: Any = _CLASSES["TracesRequestFraming"]
 ShallowMetrics: Any = _CLASSES["MetricsRequest"]
+ShallowLogs: Any = _CLASSES["LogsRequest"]
+SkeletonLogs: Any = _CLASSES["LogsRequestSkeleton"]
+FramingLogs: Any = _CLASSES["LogsRequestFraming"]
 
 METRIC_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 
@@ -180,6 +212,11 @@ METRIC_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 def count_spans(shallow: Any) -> int:
     """Spans in a parsed shallow or skeleton traces request."""
     return sum(len(ss.spans) for rs in shallow.resource_spans for ss in rs.scope_spans)
+
+
+def count_log_records(shallow: Any) -> int:
+    """Log records in a parsed shallow, skeleton or framing logs request."""
+    return sum(len(sl.log_records) for rl in shallow.resource_logs for sl in rl.scope_logs)
 
 
 def metric_points(metric: Any) -> int:

@@ -22,7 +22,7 @@ from pipeline.factory import ConnectorFactory, Factory
 from pipeline.pdata import Signal
 from pipeline.registry import Registry
 
-SUPPORTED_PIPELINE_SIGNALS = (Signal.TRACES, Signal.METRICS)
+SUPPORTED_PIPELINE_SIGNALS = (Signal.TRACES, Signal.METRICS, Signal.LOGS)
 TOP_LEVEL = ("receivers", "processors", "exporters", "connectors", "extensions", "service")
 
 
@@ -401,20 +401,12 @@ def _check_pipelines(
     for key, body in service.pipelines.items():
         base: Path = ("service", "pipelines", key)
         signal_text, _, name = key.partition("/")
-        if signal_text == "logs":
-            errors.append(
-                raw.error(
-                    base,
-                    "logs pipelines are not supported yet; this gateway carries traces and metrics",
-                )
-            )
-            continue
         if signal_text not in signal_names or (_ and not name):
             errors.append(
                 raw.error(
                     base,
-                    f"invalid pipeline ID {key!r}: expected 'traces' or "
-                    f"'metrics', optionally followed by '/name'"
+                    f"invalid pipeline ID {key!r}: expected 'traces', 'metrics' or "
+                    f"'logs', optionally followed by '/name'"
                     f"{did_you_mean(signal_text, signal_names)}",
                 )
             )

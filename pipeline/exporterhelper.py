@@ -40,6 +40,8 @@ from pipeline.pdata import Payload, Signal
 from pipeline.tasks import supervise
 
 SendFunc = Callable[[Payload], Awaitable[None]]
+# what a single item too large to send is called in the log (a metric is never split)
+_SINGLE_ITEM = {Signal.TRACES: "span", Signal.LOGS: "log record"}
 
 
 class QueueConfig(ConfigModel):
@@ -347,7 +349,7 @@ class ExporterHelper(Component):
             self.settings.logger.error(
                 "export failed, dropping data: a single %s is too large for the receiving "
                 "side (%d bytes encoded): %s",
-                "span" if n == 1 and self.signal is Signal.TRACES else "item",
+                _SINGLE_ITEM.get(self.signal, "item") if n == 1 else "item",
                 data.nbytes,
                 error,
                 extra={"dropped_items": n, "request_bytes": data.nbytes, "permanent": True},

@@ -3,8 +3,8 @@
 A plugin defines one factory class per component type and registers an instance in its
 ``register_components`` hook. A factory names its ``type``, its ``config_class`` (whose field
 defaults are the default config), the signals it supports with their stability, and one creator
-per supported signal: ``create_traces``, ``create_metrics`` (and, for connectors,
-``create_<from>_to_<to>``).
+per supported signal: ``create_traces``, ``create_metrics``, ``create_logs`` (and, for
+connectors, ``create_<from>_to_<to>``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
 * ``timeout`` (default 200ms): the longest an item waits for its batch to fill (0: send at once);
 * ``send_batch_max_size`` (default 0, no limit): larger batches are split.
 
-Batches are built by concatenating encoded requests, and split without decoding a span.
+Batches are built by concatenating encoded requests, and split without decoding a span or log
+record.
 
 When the next consumer pushes back (an exporter's queue is full), the batch is held and retried,
 and new data is refused with a retryable error once eight batches' worth of items are waiting,
@@ -296,7 +297,11 @@ class BatchProcessorFactory(ProcessorFactory):
     type = "batch"
     config_class = BatchConfig
     description = "Groups items into batches by size and time, without decoding them."
-    stability = {Signal.TRACES: Stability.BETA, Signal.METRICS: Stability.BETA}
+    stability = {
+        Signal.TRACES: Stability.BETA,
+        Signal.METRICS: Stability.BETA,
+        Signal.LOGS: Stability.BETA,
+    }
 
     def create_traces(
         self, settings: CreateSettings, config: BatchConfig, next_consumer: Consumer
@@ -307,6 +312,11 @@ class BatchProcessorFactory(ProcessorFactory):
         self, settings: CreateSettings, config: BatchConfig, next_consumer: Consumer
     ) -> BatchProcessor:
         return BatchProcessor(settings, config, Signal.METRICS, next_consumer)
+
+    def create_logs(
+        self, settings: CreateSettings, config: BatchConfig, next_consumer: Consumer
+    ) -> BatchProcessor:
+        return BatchProcessor(settings, config, Signal.LOGS, next_consumer)
 
 
 @pipeline.hookimpl

@@ -1,8 +1,9 @@
 """The ``debug`` exporter, with the Collector's options and output.
 
 * ``verbosity: basic`` (default): one line per batch with its counts;
-* ``normal``: one line per span or data point;
-* ``detailed``: every field of every item, in the Collector's layout.
+* ``normal``: one line per span, data point or log record;
+* ``detailed``: every field of every item, in the Collector's layout (values as the Collector
+  prints them: ``Str(x)``, ``Int(1)``, ``Double(0.5)``, ``Map({"k":"v"})``...).
 
 ``sampling_initial`` / ``sampling_thereafter`` limit how many messages are logged per second
 (the first ``sampling_initial`` each second, then every ``sampling_thereafter``-th), as the
@@ -12,6 +13,9 @@ Collector's logger sampling does. ``use_internal_logger: false`` writes to stand
 from __future__ import annotations
 
 import base64
+import decimal
+import json
+import math
 import sys
 import time
 from datetime import UTC, datetime
@@ -25,12 +29,14 @@ from pipeline import (
     ComponentConfig,
     CreateSettings,
     ExporterFactory,
+    Logs,
     Metrics,
     Payload,
     Signal,
     Stability,
     Traces,
 )
+from pipeline.pdata import iter_log_records
 
 
 class DebugConfig(ComponentConfig):
@@ -45,35 +51,90 @@ class DebugConfig(ComponentConfig):
 _SPAN_KINDS = ["Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"]
 _STATUS = ["Unset", "Ok", "Error"]
 _TEMPORALITY = ["Unspecified", "Delta", "Cumulative"]
+# plog.SeverityNumber's names, by number
+_SEVERITIES = ["Unspecified"] + [
+    f"{level}{n if n > 1 else ''}"
+    for level in ("Trace", "Debug", "Info", "Warn", "Error", "Fatal")
+    for n in range(1, 5)
+]
+_VALUE_TYPES = {
+    "string_value": "Str",
+    "int_value": "Int",
+    "double_value": "Double",
+    "bool_value": "Bool",
+    "bytes_value": "Bytes",
+    "array_value": "Slice",
+    "kvlist_value": "Map",
+}
 
 
 def _ts(nanos: int) -> str:
-    dt = datetime.fromtimestamp(nanos / 1e9, tz=UTC)
-    return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{nanos % 1_000_000_000:09d} +0000 UTC"
+    """A timestamp as Go prints a ``time.Time`` (trailing zeros of the fraction left out)."""
+    dt = datetime.fromtimestamp(nanos // 1_000_000_000, tz=UTC)
+    fraction = f"{nanos % 1_000_000_000:09d}".rstrip("0")
+    return dt.strftime("%Y-%m-%d %H:%M:%S") + (f".{fraction}" if fraction else "") + " +0000 UTC"
+
+
+def _go_float(f: float) -> str:
+    """A double as Go's ``strconv.FormatFloat(f, 'f', -1, 64)``: shortest, never exponent."""
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "+Inf" if f > 0 else "-Inf"
+    return format(decimal.Decimal(repr(f)).normalize(), "f")
+
+
+def _raw(v: Any) -> Any:
+    """An ``AnyValue`` as plain Python (pcommon's ``AsRaw``), for its JSON form."""
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "int_value":
+        return v.int_value
+    if kind == "double_value":
+        f = v.double_value
+        return int(f) if f.is_integer() and abs(f) < 1e21 else f  # Go prints 3.0 as 3
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode()
+    if kind == "array_value":
+        return [_raw(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _raw(kv.value) for kv in v.kvlist_value.values}
+    return None
+
+
+def _go_json(raw: Any) -> str:
+    """JSON as Go's ``encoding/json`` writes it: compact, keys sorted, ``<>&`` escaped."""
+    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def value_as_string(v: Any) -> str:
+    """An ``AnyValue`` as pcommon's ``AsString``: maps and slices as JSON."""
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return str(v.string_value)
+    if kind == "double_value":
+        return _go_float(v.double_value)
+    if kind == "bool_value":
+        return "true" if v.bool_value else "false"
+    if kind in ("array_value", "kvlist_value"):
+        return _go_json(_raw(v))
+    if kind is None:
+        return ""
+    return str(_raw(v))
 
 
 def format_value(v: Any) -> str:
-    """An ``AnyValue`` as the Collector prints it: ``Str(x)``, ``Int(1)``..."""
-    kind = v.WhichOneof("value")
-    if kind == "string_value":
-        return f"Str({v.string_value})"
-    if kind == "int_value":
-        return f"Int({v.int_value})"
-    if kind == "double_value":
-        return f"Double({v.double_value:g})"
-    if kind == "bool_value":
-        return f"Bool({str(v.bool_value).lower()})"
-    if kind == "bytes_value":
-        return f"Bytes({base64.b64encode(v.bytes_value).decode()})"
-    if kind == "array_value":
-        return "Slice([" + ", ".join(format_value(x)[:] for x in v.array_value.values) + "])"
-    if kind == "kvlist_value":
-        return (
-            "Map({"
-            + ", ".join(f"{kv.key}: {format_value(kv.value)}" for kv in v.kvlist_value.values)
-            + "})"
-        )
-    return "Empty()"
+    """An ``AnyValue`` as the Collector prints it: ``Str(x)``, ``Int(1)``, ``Map({"k":1})``..."""
+    return f"{_VALUE_TYPES.get(v.WhichOneof('value') or '', 'Empty')}({value_as_string(v)})"
+
+
+def _id(raw: bytes) -> str:
+    """A trace or span id as pdata prints it: hex, empty when unset (all zero)."""
+    return raw.hex() if any(raw) else ""
 
 
 def _attrs(lines: list[str], title: str, attributes: Any, indent: str = "") -> None:
@@ -83,16 +144,27 @@ def _attrs(lines: list[str], title: str, attributes: Any, indent: str = "") -> N
             lines.append(f"{indent}     -> {kv.key}: {format_value(kv.value)}")
 
 
+def _resource(lines: list[str], title: str, i: int, group: Any) -> None:
+    """A ``Resource*`` header as the Collector writes it."""
+    lines.append(f"{title} #{i}")
+    lines.append(f"Resource SchemaURL: {group.schema_url}")
+    _attrs(lines, "Resource attributes", group.resource.attributes)
+
+
+def _scope(lines: list[str], title: str, j: int, group: Any) -> None:
+    """A ``Scope*`` header as the Collector writes it (name and version even when empty)."""
+    lines.append(f"{title} #{j}")
+    lines.append(f"{title} SchemaURL: {group.schema_url}")
+    lines.append(f"InstrumentationScope {group.scope.name} {group.scope.version}")
+    _attrs(lines, "InstrumentationScope attributes", group.scope.attributes)
+
+
 def format_traces_detailed(traces: Traces) -> str:
     lines: list[str] = []
     for i, rs in enumerate(traces.message().resource_spans):
-        lines.append(f"ResourceSpans #{i}")
-        lines.append(f"Resource SchemaURL: {rs.schema_url}")
-        _attrs(lines, "Resource attributes", rs.resource.attributes)
+        _resource(lines, "ResourceSpans", i, rs)
         for j, ss in enumerate(rs.scope_spans):
-            lines.append(f"ScopeSpans #{j}")
-            lines.append(f"ScopeSpans SchemaURL: {ss.schema_url}")
-            lines.append(f"InstrumentationScope {ss.scope.name} {ss.scope.version}".rstrip())
+            _scope(lines, "ScopeSpans", j, ss)
             for k, s in enumerate(ss.spans):
                 lines.append(f"Span #{k}")
                 lines.append(f"    Trace ID       : {s.trace_id.hex()}")
@@ -132,13 +204,9 @@ def format_traces_detailed(traces: Traces) -> str:
 def format_metrics_detailed(metrics: Metrics) -> str:
     lines: list[str] = []
     for i, rm in enumerate(metrics.message().resource_metrics):
-        lines.append(f"ResourceMetrics #{i}")
-        lines.append(f"Resource SchemaURL: {rm.schema_url}")
-        _attrs(lines, "Resource attributes", rm.resource.attributes)
+        _resource(lines, "ResourceMetrics", i, rm)
         for j, sm in enumerate(rm.scope_metrics):
-            lines.append(f"ScopeMetrics #{j}")
-            lines.append(f"ScopeMetrics SchemaURL: {sm.schema_url}")
-            lines.append(f"InstrumentationScope {sm.scope.name} {sm.scope.version}".rstrip())
+            _scope(lines, "ScopeMetrics", j, sm)
             for k, m in enumerate(sm.metrics):
                 kind = m.WhichOneof("data") or "empty"
                 if kind == "empty":
@@ -197,9 +265,37 @@ def format_metrics_detailed(metrics: Metrics) -> str:
     return "\n".join(lines)
 
 
+def format_logs_detailed(logs: Logs) -> str:
+    lines: list[str] = []
+    for i, rl in enumerate(logs.message().resource_logs):
+        _resource(lines, "ResourceLog", i, rl)
+        for j, sl in enumerate(rl.scope_logs):
+            _scope(lines, "ScopeLogs", j, sl)
+            for k, lr in enumerate(sl.log_records):
+                severity = _SEVERITIES[lr.severity_number] if lr.severity_number < 25 else ""
+                lines.append(f"LogRecord #{k}")
+                lines.append(f"ObservedTimestamp: {_ts(lr.observed_time_unix_nano)}")
+                lines.append(f"Timestamp: {_ts(lr.time_unix_nano)}")
+                lines.append(f"SeverityText: {lr.severity_text}")
+                lines.append(f"SeverityNumber: {severity}({lr.severity_number})")
+                if lr.event_name:
+                    lines.append(f"EventName: {lr.event_name}")
+                lines.append(f"Body: {format_value(lr.body)}")
+                _attrs(lines, "Attributes", lr.attributes)
+                lines.append(f"Trace ID: {_id(lr.trace_id)}")
+                lines.append(f"Span ID: {_id(lr.span_id)}")
+                lines.append(f"Flags: {lr.flags}")
+    return "\n".join(lines)
+
+
 def format_normal(payload: Payload) -> str:
     lines = []
-    if isinstance(payload, Traces):
+    if isinstance(payload, Logs):
+        # the Collector's: the body as a string, then the attributes as key=value
+        for _, _, lr in iter_log_records(payload):
+            attrs = " ".join(f"{kv.key}={value_as_string(kv.value)}" for kv in lr.attributes)
+            lines.append(f"{value_as_string(lr.body)} {attrs}".rstrip())
+    elif isinstance(payload, Traces):
         for rs in payload.message().resource_spans:
             for ss in rs.scope_spans:
                 for s in ss.spans:
@@ -266,6 +362,10 @@ class DebugExporter(Component):
             msg = data.message()
             fields: dict[str, Any] = {"resource spans": len(msg.resource_spans), "spans": n}
             title = "Traces"
+        elif isinstance(data, Logs):
+            msg = data.message()
+            fields = {"resource logs": len(msg.resource_logs), "log records": n}
+            title = "Logs"
         else:
             msg = data.message()
             fields = {
@@ -282,6 +382,8 @@ class DebugExporter(Component):
         elif self.config.verbosity == "detailed":
             if isinstance(data, Traces):
                 text = format_traces_detailed(data)
+            elif isinstance(data, Logs):
+                text = format_logs_detailed(data)
             else:
                 assert isinstance(data, Metrics)
                 text = format_metrics_detailed(data)
@@ -295,13 +397,20 @@ class DebugExporterFactory(ExporterFactory):
     type = "debug"
     config_class = DebugConfig
     description = "Writes what it receives to the log, for debugging."
-    stability = {Signal.TRACES: Stability.DEVELOPMENT, Signal.METRICS: Stability.DEVELOPMENT}
+    stability = {
+        Signal.TRACES: Stability.DEVELOPMENT,
+        Signal.METRICS: Stability.DEVELOPMENT,
+        Signal.LOGS: Stability.DEVELOPMENT,
+    }
 
     def create_traces(self, settings: CreateSettings, config: DebugConfig) -> DebugExporter:
         return DebugExporter(settings, config, Signal.TRACES)
 
     def create_metrics(self, settings: CreateSettings, config: DebugConfig) -> DebugExporter:
         return DebugExporter(settings, config, Signal.METRICS)
+
+    def create_logs(self, settings: CreateSettings, config: DebugConfig) -> DebugExporter:
+        return DebugExporter(settings, config, Signal.LOGS)
 
 
 @pipeline.hookimpl

@@ -36,6 +36,7 @@ class ForwardConnectorFactory(ConnectorFactory):
     stability = {
         (Signal.TRACES, Signal.TRACES): Stability.BETA,
         (Signal.METRICS, Signal.METRICS): Stability.BETA,
+        (Signal.LOGS, Signal.LOGS): Stability.BETA,
     }
 
     def create_traces_to_traces(
@@ -44,6 +45,11 @@ class ForwardConnectorFactory(ConnectorFactory):
         return ForwardConnector(next_consumer)
 
     def create_metrics_to_metrics(
+        self, settings: CreateSettings, config: EmptyConfig, next_consumer: Consumer
+    ) -> ForwardConnector:
+        return ForwardConnector(next_consumer)
+
+    def create_logs_to_logs(
         self, settings: CreateSettings, config: EmptyConfig, next_consumer: Consumer
     ) -> ForwardConnector:
         return ForwardConnector(next_consumer)

@@ -242,7 +242,11 @@ class MemoryLimiterProcessorFactory(ProcessorFactory):
     type = "memory_limiter"
     config_class = MemoryLimiterConfig
     description = "Refuses data while the process's memory is above its soft limit."
-    stability = {Signal.TRACES: Stability.BETA, Signal.METRICS: Stability.BETA}
+    stability = {
+        Signal.TRACES: Stability.BETA,
+        Signal.METRICS: Stability.BETA,
+        Signal.LOGS: Stability.BETA,
+    }
 
     def __init__(self) -> None:
         self._shared = SharedComponents()
@@ -271,6 +275,11 @@ class MemoryLimiterProcessorFactory(ProcessorFactory):
         self, settings: CreateSettings, config: MemoryLimiterConfig, next_consumer: Consumer
     ) -> MemoryLimiterProcessor:
         return self._create(settings, config, Signal.METRICS, next_consumer)
+
+    def create_logs(
+        self, settings: CreateSettings, config: MemoryLimiterConfig, next_consumer: Consumer
+    ) -> MemoryLimiterProcessor:
+        return self._create(settings, config, Signal.LOGS, next_consumer)
 
 
 @pipeline.hookimpl

@@ -2,8 +2,9 @@
 (``Payload.validate``) and breaks a full decode deeper down. Shared by the isolation tests,
 the receivers' edge-validation tests and the fuzzers' seed corpora.
 
-Every request here passes ``Traces(data).validate()`` / ``Metrics(data).validate()`` (framing
-only) and either fails a full protobuf parse or carries ids of the wrong length.
+Every request here passes ``Traces(data).validate()`` / ``Metrics(data).validate()`` /
+``Logs(data).validate()`` (framing only) and either fails a full protobuf parse or carries ids
+of the wrong length.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import random
 
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -19,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from pipeline import _wire
 from pipeline.errors import PermanentError
-from pipeline.pdata import Metrics, Traces
+from pipeline.pdata import Logs, Metrics, Payload, Traces
 
 MARK = b"POISON"  # a placeholder replaced by bytes of the same length (framing unchanged)
 BAD_UTF8 = b"P\xff\xfeS\xc0N"  # invalid UTF-8, same length as MARK
@@ -84,6 +86,35 @@ def good_metrics(points: int = 3, service: str = "svc") -> bytes:
     return req.SerializeToString()
 
 
+def good_logs(records: int = 3, service: str = "svc", seed: int | None = None) -> bytes:
+    """A valid request: one resource, ``records`` log records of one trace, GenAI-event-like
+    (an event name, a map body, attributes), with every field of a record set."""
+    rng = random.Random(seed)
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.add(key="service.name").value.string_value = service
+    sl = rl.scope_logs.add()
+    sl.scope.name = "poison-tests"
+    trace_id = rng.randbytes(16) if seed is not None else os.urandom(16)
+    for i in range(records):
+        lr = sl.log_records.add(
+            time_unix_nano=1_700_000_000_000_000_000 + i,
+            observed_time_unix_nano=1_700_000_000_000_000_100 + i,
+            severity_number=9,
+            severity_text="INFO",
+            event_name="gen_ai.client.inference.operation.details",
+            trace_id=trace_id,
+            span_id=(rng.randbytes(8) if seed is not None else os.urandom(8)),
+            flags=1,
+        )
+        body = lr.body.kvlist_value.values
+        body.add(key="role").value.string_value = "assistant"
+        body.add(key="content").value.string_value = f"answer {i}"
+        lr.attributes.add(key="gen_ai.operation.name").value.string_value = "chat"
+        lr.attributes.add(key="n").value.int_value = i
+    return req.SerializeToString()
+
+
 def _with_mark(build_field: str, signal: str = "traces") -> bytes:
     """A valid request with MARK in one string field, then MARK replaced by invalid UTF-8."""
     if signal == "traces":
@@ -108,6 +139,23 @@ def _with_mark(build_field: str, signal: str = "traces") -> bytes:
         elif build_field == "event":
             span.events[0].name = MARK.decode()
         data = req.SerializeToString()
+    elif signal == "logs":
+        lreq = ExportLogsServiceRequest.FromString(good_logs(2, seed=1))
+        rl = lreq.resource_logs[0]
+        record = rl.scope_logs[0].log_records[0]
+        if build_field == "resource":
+            rl.resource.attributes.add(key="host.name").value.string_value = MARK.decode()
+        elif build_field == "scope":
+            rl.scope_logs[0].scope.name = MARK.decode()
+        elif build_field == "body":
+            record.body.kvlist_value.values[1].value.string_value = MARK.decode()
+        elif build_field == "attribute_key":
+            record.attributes.add(key=MARK.decode()).value.bool_value = True
+        elif build_field == "event_name":
+            record.event_name = MARK.decode()
+        elif build_field == "severity_text":
+            record.severity_text = MARK.decode()
+        data = lreq.SerializeToString()
     else:
         mreq = ExportMetricsServiceRequest.FromString(good_metrics(2))
         rm = mreq.resource_metrics[0]
@@ -128,6 +176,14 @@ def _span_with_extra_field(extra: bytes) -> bytes:
     shallow = _wire.ShallowTraces.FromString(good_traces(1, seed=2))
     span = shallow.resource_spans[0].scope_spans[0].spans[0]
     shallow.resource_spans[0].scope_spans[0].spans[0] = span + extra
+    return bytes(shallow.SerializeToString())
+
+
+def _record_with_extra_field(extra: bytes) -> bytes:
+    """A logs request whose one record carries ``extra`` appended to its encoding."""
+    shallow = _wire.ShallowLogs.FromString(good_logs(1, seed=2))
+    record = shallow.resource_logs[0].scope_logs[0].log_records[0]
+    shallow.resource_logs[0].scope_logs[0].log_records[0] = record + extra
     return bytes(shallow.SerializeToString())
 
 
@@ -187,8 +243,42 @@ def poison_metrics() -> list[tuple[str, bytes]]:
     ]
 
 
+def poison_logs() -> list[tuple[str, bytes]]:
+    """Named corrupt-but-framing-valid logs requests."""
+    cases = [
+        ("resource attribute not UTF-8", _with_mark("resource", "logs")),
+        ("scope name not UTF-8", _with_mark("scope", "logs")),
+        ("body string not UTF-8", _with_mark("body", "logs")),
+        ("attribute key not UTF-8", _with_mark("attribute_key", "logs")),
+        ("event name not UTF-8", _with_mark("event_name", "logs")),
+        ("severity text not UTF-8", _with_mark("severity_text", "logs")),
+        # attributes (field 6) holding a KeyValue whose key says 5 bytes and has 2
+        ("attribute truncated inside", _record_with_extra_field(ld(6, b"\x0a\x05ab"))),
+        # body (field 5, an AnyValue) holding a wire type 7
+        ("body with invalid wire type", _record_with_extra_field(ld(5, b"\x0f\x01"))),
+        # a body nested deeper than protobuf's recursion limit
+        ("body nested 200 deep", _record_with_extra_field(ld(5, _nested_anyvalue(200)))),
+        ("trace id of 5 bytes", _record_with_extra_field(ld(9, b"short"))),
+        ("span id of 3 bytes", _record_with_extra_field(ld(10, b"abc"))),
+    ]
+    for _name, data in cases:
+        Logs(data).validate()
+    return cases + [
+        (f"mutation {i}", data)
+        for i, data in enumerate(mutated(good_logs(4, seed=3), 24, signal="logs"))
+    ]
+
+
+_REQUESTS = {
+    "traces": ExportTraceServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+    "logs": ExportLogsServiceRequest,
+}
+_PAYLOADS: dict[str, type[Payload]] = {"traces": Traces, "metrics": Metrics, "logs": Logs}
+
+
 def full_parse_fails(data: bytes, signal: str = "traces") -> bool:
-    cls = ExportTraceServiceRequest if signal == "traces" else ExportMetricsServiceRequest
+    cls = _REQUESTS[signal]
     try:
         cls.FromString(data)
     except DecodeError:
@@ -200,7 +290,7 @@ def mutated(seed_request: bytes, count: int, signal: str = "traces", seed: int =
     """``count`` mutations of ``seed_request`` (byte flips, inserted 0xff, deleted bytes) that
     pass the framing check and fail a full parse; deterministic for a seed."""
     rng = random.Random(seed)
-    payload_type = Traces if signal == "traces" else Metrics
+    payload_type = _PAYLOADS[signal]
     out: list[bytes] = []
     attempts = 0
     while len(out) < count and attempts < 200_000:

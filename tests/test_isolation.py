@@ -19,17 +19,25 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from pipeline import ConsumeError, Kind, Signal
-from pipeline.pdata import Metrics, Payload, Traces
+from pipeline.pdata import Logs, Metrics, Payload, Traces
 from pipeline.pluginmanager import default_registry
 from pipeline.service import Service
 from tests.otlp_support import RecordingBackend, recording_backend
-from tests.poison import good_metrics, good_traces, poison_metrics, poison_traces
+from tests.poison import (
+    good_logs,
+    good_metrics,
+    good_traces,
+    poison_logs,
+    poison_metrics,
+    poison_traces,
+)
 from tests.support import free_port, running_service, wait_until
 
 # Options a component needs to run here (endpoints of the sinks are filled in per test).
@@ -49,12 +57,12 @@ def _cases() -> list[Any]:
     for entry in default_registry().entries():
         factory = entry.factory
         if factory.kind in (Kind.PROCESSOR, Kind.EXPORTER):
-            for signal in (Signal.TRACES, Signal.METRICS):
+            for signal in Signal:
                 if factory.supports(signal):  # type: ignore[attr-defined]
                     cases.append(pytest.param(factory.kind, factory.type, signal, signal))
         elif factory.kind == Kind.CONNECTOR:
-            for a in (Signal.TRACES, Signal.METRICS):
-                for b in (Signal.TRACES, Signal.METRICS):
+            for a in Signal:
+                for b in Signal:
                     if factory.supports(a, b):  # type: ignore[attr-defined]
                         cases.append(pytest.param(factory.kind, factory.type, a, b))
     return [
@@ -66,19 +74,27 @@ def _cases() -> list[Any]:
 def _good(i: int, signal: Signal) -> Payload:
     if signal is Signal.TRACES:
         return Traces(good_traces(3, service=f"good-{i}"))
+    if signal is Signal.LOGS:
+        return Logs(good_logs(3, service=f"good-{i}"))
     return Metrics(good_metrics(3, service=f"good-{i}"))
 
 
 def _bad(signal: Signal) -> list[Payload]:
     if signal is Signal.TRACES:
         return [Traces(data) for _, data in poison_traces()]
+    if signal is Signal.LOGS:
+        return [Logs(data) for _, data in poison_logs()]
     return [Metrics(data) for _, data in poison_metrics()]
 
 
 def _services(requests: list[Any]) -> set[str]:
     out = set()
     for req in requests:
-        groups = getattr(req, "resource_spans", None) or getattr(req, "resource_metrics", [])
+        groups = (
+            getattr(req, "resource_spans", None)
+            or getattr(req, "resource_metrics", None)
+            or getattr(req, "resource_logs", [])
+        )
         for group in groups:
             for kv in group.resource.attributes:
                 if kv.key == "service.name":
@@ -204,7 +220,7 @@ async def test_component_survives_poison(kind: Kind, type_: str, a: Signal, b: S
             await asyncio.sleep(0.3)  # what the component holds (batch, workflow) goes out
             assert not _not_ok(service), _not_ok(service)
             sent_before = _sent(service, type_, a) if kind == Kind.EXPORTER else 0.0
-            received_before = len(backend.traces) + len(backend.metrics)
+            received_before = len(backend.traces) + len(backend.metrics) + len(backend.logs)
             for i in range(GOOD_REQUESTS):
                 await receiver.push_payload(a, _good(i, a))
             good_items = GOOD_REQUESTS * 3
@@ -219,7 +235,7 @@ async def test_component_survives_poison(kind: Kind, type_: str, a: Signal, b: S
             else:
                 wanted = {f"good-{i}" for i in range(GOOD_REQUESTS)}
                 await wait_until(
-                    lambda: wanted <= _services(list(backend.traces) + list(backend.metrics))
+                    lambda: wanted <= _services([*backend.traces, *backend.metrics, *backend.logs])
                 )
             assert not _not_ok(service), _not_ok(service)
 
@@ -236,3 +252,22 @@ def test_poison_corpus_is_framing_valid_and_undecodable() -> None:
         Metrics(data).validate()
         with pytest.raises(Exception):  # noqa: B017
             ExportMetricsServiceRequest.FromString(data)
+    for name, data in poison_logs():
+        Logs(data).validate()
+        if "id of" not in name:
+            with pytest.raises(Exception):  # noqa: B017
+                ExportLogsServiceRequest.FromString(data)
+
+
+def test_every_signal_is_covered() -> None:
+    """The registry's logs components are fed poison too (the cases follow the registry)."""
+    ids = {p.id for p in _cases()}
+    for case in (
+        "processor-batch-logs-logs",
+        "processor-memory_limiter-logs-logs",
+        "exporter-otlp-logs-logs",
+        "exporter-otlphttp-logs-logs",
+        "exporter-debug-logs-logs",
+        "connector-forward-logs-logs",
+    ):
+        assert case in ids

@@ -44,6 +44,18 @@ def test_plugin_is_listed_with_its_distribution() -> None:
     # built-ins come through the same hooks, named by our distribution
     assert rows[("receiver", "otlp")]["distribution"] == "pipeline-gateway"
     assert rows[("processor", "batch")]["plugin"] == "builtin.batchprocessor"
+    # the logs signal: the components that carry it say so
+    for kind, type_ in [
+        ("receiver", "otlp"),
+        ("processor", "batch"),
+        ("processor", "memory_limiter"),
+        ("exporter", "otlp"),
+        ("exporter", "otlphttp"),
+        ("exporter", "debug"),
+    ]:
+        assert "logs" in rows[(kind, type_)]["signals"], (kind, type_)  # type: ignore[operator]
+    assert "logs_to_logs" in rows[("connector", "forward")]["signals"]  # type: ignore[operator]
+    assert "logs" not in rows[("processor", "workflow")]["signals"]  # type: ignore[operator]
 
 
 def test_table_output() -> None:

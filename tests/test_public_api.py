@@ -27,6 +27,7 @@ INTENDED = {
     "Host",
     "Kind",
     "ListenEndpoint",
+    "Logs",
     "MalformedDataError",
     "Metrics",
     "Payload",

@@ -15,7 +15,11 @@ class OTLPExporterFactory(ExporterFactory):
     type = "otlp"
     config_class = OTLPExporterConfig
     description = "Sends OTLP over gRPC, without decoding what it forwards."
-    stability = {Signal.TRACES: Stability.BETA, Signal.METRICS: Stability.BETA}
+    stability = {
+        Signal.TRACES: Stability.BETA,
+        Signal.METRICS: Stability.BETA,
+        Signal.LOGS: Stability.BETA,
+    }
 
     def create_default_config(self) -> OTLPExporterConfig:
         return OTLPExporterConfig(endpoint="localhost:4317")
@@ -45,3 +49,6 @@ class OTLPExporterFactory(ExporterFactory):
 
     def create_metrics(self, settings: CreateSettings, config: OTLPExporterConfig) -> OTLPExporter:
         return self._create(settings, config, Signal.METRICS)
+
+    def create_logs(self, settings: CreateSettings, config: OTLPExporterConfig) -> OTLPExporter:
+        return self._create(settings, config, Signal.LOGS)

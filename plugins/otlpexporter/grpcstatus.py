@@ -8,6 +8,7 @@ import logging
 
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
@@ -24,6 +25,7 @@ from pipeline import (
 METHODS = {
     Signal.TRACES: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
     Signal.METRICS: "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    Signal.LOGS: "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
 }
 # gRPC status codes by number (google.rpc.Code)
 CODE_NAMES = (
@@ -126,6 +128,9 @@ def parse_partial_success(signal: Signal, body: bytes) -> tuple[int, str]:
         if signal is Signal.TRACES:
             tr = ExportTraceServiceResponse.FromString(body)
             return tr.partial_success.rejected_spans, tr.partial_success.error_message
+        if signal is Signal.LOGS:
+            lr = ExportLogsServiceResponse.FromString(body)
+            return lr.partial_success.rejected_log_records, lr.partial_success.error_message
         mr = ExportMetricsServiceResponse.FromString(body)
         return mr.partial_success.rejected_data_points, mr.partial_success.error_message
     except DecodeError:

@@ -21,9 +21,11 @@ class OTLPHTTPExporterConfig(ExporterHelperConfig):
     """``exporters.otlphttp``."""
 
     endpoint: str = ""
-    """Base URL: traces go to ``<endpoint>/v1/traces``, metrics to ``<endpoint>/v1/metrics``."""
+    """Base URL: traces go to ``<endpoint>/v1/traces``, metrics to ``<endpoint>/v1/metrics``,
+    logs to ``<endpoint>/v1/logs``."""
     traces_endpoint: str = ""
     metrics_endpoint: str = ""
+    logs_endpoint: str = ""
     tls: ClientTLSConfig = ClientTLSConfig()
     headers: dict[str, str] = {}
     compression: Compression = "gzip"
@@ -37,19 +39,26 @@ class OTLPHTTPExporterConfig(ExporterHelperConfig):
 
     @model_validator(mode="after")
     def _urls(self) -> OTLPHTTPExporterConfig:
-        if not (self.endpoint or self.traces_endpoint or self.metrics_endpoint):
+        if not (
+            self.endpoint or self.traces_endpoint or self.metrics_endpoint or self.logs_endpoint
+        ):
             raise ValueError(
-                "at least one endpoint must be given: endpoint, traces_endpoint or metrics_endpoint"
+                "at least one endpoint must be given: endpoint, traces_endpoint, "
+                "metrics_endpoint or logs_endpoint"
             )
-        for name in ("endpoint", "traces_endpoint", "metrics_endpoint"):
+        for name in ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint"):
             value = getattr(self, name)
             if value:
                 _check_url(name, value)
         return self
 
     def url(self, signal: str) -> str:
-        """Where ``signal`` (``traces`` / ``metrics``) is sent."""
-        specific = self.traces_endpoint if signal == "traces" else self.metrics_endpoint
+        """Where ``signal`` (``traces`` / ``metrics`` / ``logs``) is sent."""
+        specific = {
+            "traces": self.traces_endpoint,
+            "metrics": self.metrics_endpoint,
+            "logs": self.logs_endpoint,
+        }[signal]
         if specific:
             return specific
         if not self.endpoint:

@@ -15,7 +15,11 @@ class OTLPHTTPExporterFactory(ExporterFactory):
     type = "otlphttp"
     config_class = OTLPHTTPExporterConfig
     description = "Sends OTLP over HTTP (protobuf or JSON)."
-    stability = {Signal.TRACES: Stability.BETA, Signal.METRICS: Stability.BETA}
+    stability = {
+        Signal.TRACES: Stability.BETA,
+        Signal.METRICS: Stability.BETA,
+        Signal.LOGS: Stability.BETA,
+    }
 
     def create_default_config(self) -> OTLPHTTPExporterConfig:
         return OTLPHTTPExporterConfig(endpoint="http://localhost:4318")
@@ -39,3 +43,6 @@ class OTLPHTTPExporterFactory(ExporterFactory):
         self, settings: CreateSettings, config: OTLPHTTPExporterConfig
     ) -> OTLPExporter:
         return self._create(settings, config, Signal.METRICS)
+
+    def create_logs(self, settings: CreateSettings, config: OTLPHTTPExporterConfig) -> OTLPExporter:
+        return self._create(settings, config, Signal.LOGS)

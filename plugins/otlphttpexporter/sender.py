@@ -37,6 +37,12 @@ from plugins.otlphttpexporter.config import OTLPHTTPExporterConfig
 from plugins.otlpreceiver import otlpjson
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+# the count of ``partialSuccess`` in each signal's OTLP/JSON response
+REJECTED_JSON_KEYS = {
+    Signal.TRACES: "rejectedSpans",
+    Signal.METRICS: "rejectedDataPoints",
+    Signal.LOGS: "rejectedLogRecords",
+}
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 # Compress large bodies off the event loop (zlib releases the GIL).
@@ -175,7 +181,7 @@ class OTLPHttpSender:
             try:
                 doc: Any = json.loads(body)
                 ps = doc.get("partialSuccess") or doc.get("partial_success") or {}
-                key = "rejectedSpans" if signal is Signal.TRACES else "rejectedDataPoints"
+                key = REJECTED_JSON_KEYS[signal]
                 return int(ps.get(key, 0) or 0), str(ps.get("errorMessage", "") or "")
             except (ValueError, AttributeError, TypeError):
                 return 0, ""

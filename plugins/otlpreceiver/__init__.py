@@ -1,4 +1,4 @@
-"""The ``otlp`` receiver: OTLP over gRPC (and HTTP), traces and metrics, one listener per
+"""The ``otlp`` receiver: OTLP over gRPC (and HTTP), traces, metrics and logs, one listener per
 protocol shared by every pipeline and signal that names the receiver."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
-from pipeline import ConfigModel, Endpoint
+from pipeline import ConfigModel, Endpoint, Signal
 from pipeline.configtypes import ProtocolsReceiverConfig
 
 
@@ -45,6 +45,7 @@ class HTTPServerConfig(ConfigModel):
     endpoint: Endpoint = "0.0.0.0:4318"
     traces_url_path: str = Field("/v1/traces", pattern="^/")
     metrics_url_path: str = Field("/v1/metrics", pattern="^/")
+    logs_url_path: str = Field("/v1/logs", pattern="^/")
     max_request_body_size: int = Field(20 * 1024 * 1024, ge=1)
     """Largest body accepted, in bytes, both as sent and once decompressed."""
     cors: CORSConfig | None = None
@@ -52,9 +53,24 @@ class HTTPServerConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _distinct_paths(self) -> HTTPServerConfig:
-        if self.traces_url_path == self.metrics_url_path:
-            raise ValueError("traces_url_path and metrics_url_path must differ")
+        paths = {
+            "traces_url_path": self.traces_url_path,
+            "metrics_url_path": self.metrics_url_path,
+            "logs_url_path": self.logs_url_path,
+        }
+        for name, path in paths.items():
+            same = [other for other, p in paths.items() if p == path and other != name]
+            if same:
+                raise ValueError(f"{name} and {same[0]} must differ (both are {path!r})")
         return self
+
+    def url_path(self, signal: Signal) -> str:
+        """The path a signal is served on."""
+        return {
+            Signal.TRACES: self.traces_url_path,
+            Signal.METRICS: self.metrics_url_path,
+            Signal.LOGS: self.logs_url_path,
+        }[signal]
 
 
 class ProtocolsConfig(ConfigModel):

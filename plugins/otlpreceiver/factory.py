@@ -18,7 +18,11 @@ class OTLPReceiverFactory(ReceiverFactory):
     type = "otlp"
     config_class = OTLPReceiverConfig
     description = "Receives OTLP over gRPC and HTTP (protobuf and JSON)."
-    stability = {Signal.TRACES: Stability.STABLE, Signal.METRICS: Stability.STABLE}
+    stability = {
+        Signal.TRACES: Stability.STABLE,
+        Signal.METRICS: Stability.STABLE,
+        Signal.LOGS: Stability.BETA,
+    }
 
     def __init__(self) -> None:
         self._shared = SharedComponents()
@@ -44,4 +48,11 @@ class OTLPReceiverFactory(ReceiverFactory):
     ) -> OTLPReceiver:
         receiver = self._get(settings, config)
         receiver.set_consumer(Signal.METRICS, next_consumer)
+        return receiver
+
+    def create_logs(
+        self, settings: CreateSettings, config: OTLPReceiverConfig, next_consumer: Consumer
+    ) -> OTLPReceiver:
+        receiver = self._get(settings, config)
+        receiver.set_consumer(Signal.LOGS, next_consumer)
         return receiver

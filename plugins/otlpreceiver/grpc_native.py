@@ -49,6 +49,7 @@ UNAVAILABLE = 14
 PATHS = {
     "/opentelemetry.proto.collector.trace.v1.TraceService/Export": Signal.TRACES,
     "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export": Signal.METRICS,
+    "/opentelemetry.proto.collector.logs.v1.LogsService/Export": Signal.LOGS,
 }
 ENCODINGS = {"gzip": 31, "deflate": 15}  # grpc-encoding -> zlib wbits
 DEFAULT_RETRY_DELAY = 1.0

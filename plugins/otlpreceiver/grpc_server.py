@@ -1,4 +1,5 @@
-"""OTLP/gRPC: ``TraceService/Export`` and ``MetricsService/Export`` on raw bytes.
+"""OTLP/gRPC: ``TraceService/Export``, ``MetricsService/Export`` and ``LogsService/Export`` on
+raw bytes.
 
 The request is never parsed into Python objects here: the handler gets the encoded bytes,
 checks their framing (:meth:`pipeline.Payload.validate`) and passes them on. Answers follow the
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 SERVICES = {
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
     Signal.METRICS: "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    Signal.LOGS: "opentelemetry.proto.collector.logs.v1.LogsService",
 }
 EMPTY_RESPONSE = b""  # an ExportServiceResponse with no partial_success
 DEFAULT_RETRY_DELAY = 1.0

@@ -1,4 +1,5 @@
-"""OTLP/HTTP: ``POST /v1/traces`` and ``POST /v1/metrics``, protobuf and JSON, on aiohttp.
+"""OTLP/HTTP: ``POST /v1/traces``, ``/v1/metrics`` and ``/v1/logs``, protobuf and JSON, on
+aiohttp.
 
 Behaviour follows the OTLP specification (and the Collector where the specification leaves a
 choice):
@@ -9,9 +10,10 @@ choice):
 * ``Content-Encoding: gzip`` (or ``deflate``) bodies are inflated incrementally, never past
   ``max_request_body_size``: a body larger than that, as sent or once inflated, gets ``413``;
 * the response is in the request's encoding: an ``Export*ServiceResponse`` on success (with
-  ``partial_success`` when spans with invalid hex IDs were left out of a JSON request), a
-  ``google.rpc.Status`` on failure, ``400`` for data that cannot be decoded, ``429``
-  (the gateway's own limits) or ``503`` with ``Retry-After`` when the pipeline pushes back;
+  ``partial_success`` when spans or log records with invalid hex IDs were left out of a JSON
+  request), a ``google.rpc.Status`` on failure, ``400`` for data that cannot be decoded,
+  ``429`` (the gateway's own limits) or ``503`` with ``Retry-After`` when the pipeline pushes
+  back;
 * ``cors`` answers browser preflights for the allowed origins.
 """
 
@@ -26,6 +28,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -54,10 +60,12 @@ DEFAULT_RETRY_AFTER = 1.0
 REQUEST_CLASSES: dict[Signal, type[Message]] = {
     Signal.TRACES: ExportTraceServiceRequest,
     Signal.METRICS: ExportMetricsServiceRequest,
+    Signal.LOGS: ExportLogsServiceRequest,
 }
 RESPONSE_CLASSES: dict[Signal, type[Message]] = {
     Signal.TRACES: ExportTraceServiceResponse,
     Signal.METRICS: ExportMetricsServiceResponse,
+    Signal.LOGS: ExportLogsServiceResponse,
 }
 # Headers a browser may always send, plus the two OTLP needs.
 SAFE_HEADERS = frozenset(
@@ -135,12 +143,7 @@ class HTTPServer:
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         for signal in self.receiver.consumers:
-            path = (
-                self.config.traces_url_path
-                if signal is Signal.TRACES
-                else self.config.metrics_url_path
-            )
-            self.routes[path] = signal
+            self.routes[self.config.url_path(signal)] = signal
         self._server = web.Server(self._handle, access_log=None, auto_decompress=False)
         host, port = split_endpoint(self.config.endpoint)
         ctx = server_ssl_context(self.config.tls) if self.config.tls else None
@@ -257,6 +260,9 @@ class HTTPServer:
         if signal is Signal.TRACES:
             response = ExportTraceServiceResponse()
             response.partial_success.rejected_spans = rejected
+        elif signal is Signal.LOGS:
+            response = ExportLogsServiceResponse()
+            response.partial_success.rejected_log_records = rejected
         else:
             response = ExportMetricsServiceResponse()
             response.partial_success.rejected_data_points = rejected

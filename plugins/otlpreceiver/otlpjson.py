@@ -73,38 +73,61 @@ def _children(node: Any, camel: str, snake: str) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _span_ids_hex_to_base64(doc: dict[str, Any]) -> tuple[int, str]:
-    """Convert the IDs of every span (and its links); drop the spans whose IDs are invalid.
+# Requests whose items are accepted or rejected one by one for their IDs: the item lists, as
+# (resources, scopes, items) in both spellings json_format accepts.
+_ITEM_LEVELS = {
+    "ExportTraceServiceRequest": (
+        ("resourceSpans", "resource_spans"),
+        ("scopeSpans", "scope_spans"),
+        ("spans", "spans"),
+    ),
+    "ExportLogsServiceRequest": (
+        ("resourceLogs", "resource_logs"),
+        ("scopeLogs", "scope_logs"),
+        ("logRecords", "log_records"),
+    ),
+}
 
-    Returns how many spans were dropped and the first reason, for a partial-success answer.
+
+def _item_ids_hex_to_base64(
+    doc: dict[str, Any], levels: tuple[tuple[str, str], ...]
+) -> tuple[int, str]:
+    """Convert the IDs of every item (a span and its links, a log record); drop the items whose
+    IDs are invalid.
+
+    Returns how many items were dropped and the first reason, for a partial-success answer.
     """
+    (groups, scopes, items_key) = levels
     rejected = 0
     first_error = ""
-    for rs in _children(doc, "resourceSpans", "resource_spans"):
-        for ss in _children(rs, "scopeSpans", "scope_spans"):
-            spans = ss.get("spans") if isinstance(ss, dict) else None
-            if not isinstance(spans, list):
+    for group in _children(doc, *groups):
+        for scope in _children(group, *scopes):
+            items = _children(scope, *items_key)
+            if not items:
                 continue
             kept = []
-            for span in spans:
+            for item in items:
                 try:
-                    _ids_hex_to_base64(span)
+                    _ids_hex_to_base64(item)
                 except PermanentError as exc:
                     rejected += 1
                     first_error = first_error or str(exc)
                     continue
-                kept.append(span)
-            if rejected:
-                ss["spans"] = kept
+                kept.append(item)
+            if len(kept) != len(items):
+                for key in items_key:
+                    if key in scope:
+                        scope[key] = kept
     return rejected, first_error
 
 
 def parse(data: bytes, message: Message) -> tuple[Message, int, str]:
     """Fill ``message`` from an OTLP/JSON document.
 
-    Returns ``(message, rejected, error)``: spans whose IDs are not valid hex of the right
-    length are left out and counted in ``rejected`` (the receiver answers with a partial
-    success); raises ``PermanentError`` saying what is wrong when nothing can be accepted.
+    Returns ``(message, rejected, error)``: spans and log records whose IDs are not valid hex
+    of the right length are left out and counted in ``rejected`` (the receiver answers with a
+    partial success); raises ``PermanentError`` saying what is wrong when nothing can be
+    accepted.
     """
     try:
         doc = json.loads(data)
@@ -115,8 +138,9 @@ def parse(data: bytes, message: Message) -> tuple[Message, int, str]:
             f"malformed OTLP/JSON: expected a JSON object, got {type(doc).__name__}"
         )
     rejected, error = 0, ""
-    if message.DESCRIPTOR.name == "ExportTraceServiceRequest":
-        rejected, error = _span_ids_hex_to_base64(doc)
+    levels = _ITEM_LEVELS.get(message.DESCRIPTOR.name)
+    if levels is not None:
+        rejected, error = _item_ids_hex_to_base64(doc, levels)
     else:
         _ids_hex_to_base64(doc)
     try:

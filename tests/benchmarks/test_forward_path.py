@@ -34,3 +34,17 @@ def test_report_ratios() -> None:
     text = report([run("gateway", 1.0), run("rotel", 4.0)], args, "cmd")
     assert "gateway CPU per span = 0.25 x rotel's" in text
     assert "| grpc | gateway |" in text
+
+
+def test_report_compares_with_a_baseline() -> None:
+    def run(system: str, cpu: float) -> Run:
+        return Run(system, "grpc", 100_000, 100_000, cpu, 70.0, 10, 10, 0, 0, 0)
+
+    args = argparse.Namespace(
+        rate=100_000, duration=20, compression="none", repeat=1, baseline="/tmp/base"
+    )
+    runs = [run("gateway", 1.1), run("baseline", 1.0), run("rotel", 4.0)]
+    text = report(runs, args, "cmd")
+    assert "gateway CPU per span = 1.10 x the baseline's (`/tmp/base`) (median" in text
+    rows = [line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| grpc")]
+    assert rows == ["gateway", "baseline", "rotel"]

@@ -56,7 +56,7 @@ def test_valid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_default_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(["validate"], capsys)
     assert code == 0, err
-    assert "configuration is valid: 3 pipeline(s)" in out
+    assert "configuration is valid: 4 pipeline(s)" in out
 
 
 def test_unknown_component_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -171,6 +171,53 @@ def test_component_on_unsupported_signal(
         "(it supports: traces)"
     ) in output
     assert "gateway.yaml line 22)" in output
+
+
+LOGS_HEAD = """\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{port}
+processors:
+  batch:
+  memory_limiter: {{limit_mib: 400}}
+  workflow:
+exporters:
+  debug:
+connectors:
+  forward:
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+"""
+
+
+def test_logs_pipelines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = LOGS_HEAD.format(port=free_port()) + (
+        "    logs/in: {receivers: [otlp], processors: [memory_limiter, batch], "
+        "exporters: [forward]}\n"
+        "    logs: {receivers: [forward], exporters: [debug]}\n"
+        "    traces: {receivers: [otlp], processors: [workflow], exporters: [debug]}\n"
+    )
+    code, output = validate(tmp_path, text, capsys)
+    assert code == 0, output
+    assert "configuration is valid: 3 pipeline(s)" in output
+
+
+def test_logs_pipeline_refuses_a_component_without_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = LOGS_HEAD.format(port=free_port()) + (
+        "    logs: {receivers: [otlp], processors: [batch, workflow], exporters: [debug]}\n"
+    )
+    code, output = validate(tmp_path, text, capsys)
+    assert code == 1
+    assert (
+        "service.pipelines.logs.processors[1]: processor 'workflow' does not support logs "
+        "(it supports: traces)"
+    ) in output
+    assert "gateway.yaml line 17)" in output
 
 
 def test_unused_component_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

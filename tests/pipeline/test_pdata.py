@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import random
+
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline import Metrics, PermanentError, Traces
+from pipeline import Logs, Metrics, Payload, PermanentError, Signal, Traces, _wire, payload_type
+from pipeline.pdata import describe_payload, iter_log_records
 
 
 def traces_request(
@@ -131,3 +135,133 @@ def test_metrics_count_and_split() -> None:
     ]
     assert names == ["g", "s", "h"]
     assert Metrics.from_message(metrics_request()).item_count() == 6
+
+
+def logs_request(
+    resources: int = 2, scopes: int = 2, records: int = 3, seed: int = 0
+) -> ExportLogsServiceRequest:
+    req = ExportLogsServiceRequest()
+    for r in range(resources):
+        rl = req.resource_logs.add(schema_url=f"https://schema/{r}")
+        rl.resource.attributes.add(key="service.name").value.string_value = f"svc{r}"
+        for s in range(scopes):
+            sl = rl.scope_logs.add(schema_url=f"https://scope-schema/{s}")
+            sl.scope.name = f"scope{s}"
+            sl.scope.version = "1.0"
+            for i in range(records):
+                lr = sl.log_records.add(
+                    time_unix_nano=1_700_000_000_000_000_000 + i,
+                    observed_time_unix_nano=1_700_000_000_000_000_500 + i,
+                    severity_number=9,
+                    severity_text="INFO",
+                    event_name=f"event-{r}-{s}-{i}",
+                    trace_id=bytes([seed + 1] * 16),
+                    span_id=bytes([i + 1] * 8),
+                    flags=1,
+                )
+                lr.body.string_value = f"record {r}/{s}/{i}"
+                lr.attributes.add(key="i").value.int_value = i
+    return req
+
+
+def _records(payload: Payload) -> list[tuple[str, str, str, str]]:
+    assert isinstance(payload, Logs)
+    return [
+        (
+            rl.resource.attributes[0].value.string_value,
+            rl.schema_url,
+            sl.scope.name,
+            sl.schema_url + "|" + lr.event_name,
+        )
+        for rl, sl, lr in iter_log_records(payload)
+    ]
+
+
+def test_logs_count_validate_and_merge_without_decoding() -> None:
+    payload = Logs(logs_request().SerializeToString())
+    assert payload.item_count() == 12
+    payload.validate()
+    assert payload._message is None  # counting and validating did not decode
+    other = Logs(logs_request(1, 1, 2).SerializeToString())
+    merged = Logs.merge([payload, other])
+    assert merged.item_count() == 14
+    assert merged.to_bytes() == payload.to_bytes() + other.to_bytes()
+    assert len(_records(merged)) == 14
+    assert Logs.from_message(logs_request()).item_count() == 12
+    assert payload_type(Signal.LOGS) is Logs and Logs.signal.item_name == "log_records"
+
+
+def test_logs_split_keeps_every_record_in_order_with_resource_and_scope() -> None:
+    data = logs_request().SerializeToString()
+    payload = Logs(data)
+    original = _records(payload)
+    parts = Logs(data).split(5)
+    assert [p.item_count() for p in parts] == [5, 5, 2]
+    assert [r for p in parts for r in _records(p)] == original
+    # topping up a batch: the first part holds at most `first`
+    parts = Logs(data).split(5, first=2)
+    assert [p.item_count() for p in parts] == [2, 5, 5]
+    assert [r for p in parts for r in _records(p)] == original
+    assert payload.split(0) == [payload]
+    assert payload.split(12) == [payload]
+
+
+def test_logs_split_copies_records_byte_for_byte() -> None:
+    """A record is never decoded by a split: even fields this protobuf does not know survive."""
+    shallow = _wire.ShallowLogs.FromString(logs_request(1, 1, 4).SerializeToString())
+    records = shallow.resource_logs[0].scope_logs[0].log_records
+    records[2] = records[2] + b"\xa8\x06\x07"  # an unknown field 101 (varint 7)
+    payload = Logs(shallow.SerializeToString())
+    parts = payload.split(3)
+    got = [
+        rec
+        for p in parts
+        for rl in _wire.ShallowLogs.FromString(p.to_bytes()).resource_logs
+        for sl in rl.scope_logs
+        for rec in sl.log_records
+    ]
+    assert got == list(records)
+
+
+def test_logs_split_randomized() -> None:
+    rng = random.Random(5)
+    for seed in range(30):
+        req = logs_request(rng.randint(1, 3), rng.randint(1, 3), rng.randint(0, 5), seed)
+        payload = Logs(req.SerializeToString())
+        n = payload.item_count()
+        size = rng.randint(1, 7)
+        first = rng.choice([0, rng.randint(1, size)])
+        parts = payload.split(size, first=first)
+        counts = [p.item_count() for p in parts]
+        assert sum(counts) == n
+        assert all(c <= size for c in counts)
+        if first and n > first:
+            assert counts[0] <= first
+        assert [r for p in parts for r in _records(p)] == _records(payload)
+        # counts given to the parts are those a decode finds
+        assert counts == [Logs(p.to_bytes()).item_count() for p in parts]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff\xff\xff", logs_request().SerializeToString()[:-5], b"\x0a\x05abc"],
+)
+def test_logs_validate_refuses_corrupt_data(data: bytes) -> None:
+    with pytest.raises(PermanentError, match="malformed ExportLogsServiceRequest"):
+        Logs(data).validate()
+
+
+def test_logs_validate_checks_record_framing() -> None:
+    bad_record = b"\x12\x03\xff\xff\xff"  # scope_logs.log_records (field 2) holding garbage
+    scope = b"\x12" + bytes([len(bad_record)]) + bad_record
+    rl = b"\x0a" + bytes([len(scope)]) + scope
+    with pytest.raises(PermanentError):
+        Logs(rl).validate()
+
+
+def test_describe_logs_names_service_and_trace_ids() -> None:
+    req = logs_request(1, 1, 2, seed=3)
+    req.resource_logs[0].scope_logs[0].log_records.add().body.string_value = "no trace"
+    described = describe_payload(Logs(req.SerializeToString()))
+    assert described == {"service_name": "svc0", "trace_ids": bytes([4] * 16).hex()}
+    assert describe_payload(Logs(b"\x0a\x05abc")) == {"payload": "unreadable framing"}

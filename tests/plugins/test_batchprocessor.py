@@ -3,9 +3,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline import Kind, Payload, PermanentError, RetryableError, Signal, Traces
+from pipeline import Kind, Logs, Payload, PermanentError, RetryableError, Signal, Traces
+from pipeline.pdata import iter_log_records
 from pipeline.testing import SinkConsumer, create_settings
 from plugins.batchprocessor import BatchConfig, BatchProcessor
 
@@ -205,3 +207,33 @@ def test_cut_metrics_never_exceeds_a_batch_except_one_oversized_metric() -> None
         sum(len(m.gauge.data_points) for m in metric_list(p))  # type: ignore[attr-defined]
         for p in parts
     ]
+
+
+def log_records(n: int, prefix: str = "l") -> Logs:
+    req = ExportLogsServiceRequest()
+    sl = req.resource_logs.add().scope_logs.add()
+    for i in range(n):
+        sl.log_records.add(event_name=f"{prefix}{i}").body.string_value = f"{prefix}{i}"
+    return Logs(req.SerializeToString())
+
+
+async def test_logs_batched_and_split_at_max_size_in_order() -> None:
+    sink = SinkConsumer()
+    config = BatchConfig.model_validate(
+        {"timeout": "10s", "send_batch_size": 10, "send_batch_max_size": 15}
+    )
+    proc = BatchProcessor(create_settings(Kind.PROCESSOR, "batch"), config, Signal.LOGS, sink)
+    await proc.start(None)  # type: ignore[arg-type]
+    for i in range(5):
+        await proc.consume(log_records(7, f"r{i}-"))
+    await proc.shutdown()
+    sizes = [p.item_count() for p in sink.received]
+    assert sum(sizes) == 35 and all(s <= 15 for s in sizes) and max(sizes) == 15
+    assert all(isinstance(p, Logs) for p in sink.received)
+    got = [
+        lr.event_name
+        for p in sink.received
+        if isinstance(p, Logs)
+        for _, _, lr in iter_log_records(p)
+    ]
+    assert got == [f"r{i}-{j}" for i in range(5) for j in range(7)]

@@ -15,8 +15,8 @@ from pipeline import ComponentID, CreateSettings, Kind
 from pipeline.telemetry import SelfTelemetry
 from plugins.memorylimiterprocessor import MemoryLimiter, MemoryLimiterConfig
 from plugins.otlpexporter.sender import retry_delay_from_trailers
-from tests.otlp_support import TRACE_METHOD, recording_backend
-from tests.plugins.otlpreceiver.test_http_server import a_request
+from tests.otlp_support import LOGS_METHOD, TRACE_METHOD, recording_backend
+from tests.plugins.otlpreceiver.test_http_server import a_logs_request, a_request
 from tests.support import free_port, running_service, wait_until
 
 
@@ -35,6 +35,7 @@ service:
   telemetry: {{metrics: {{level: none}}}}
   pipelines:
     traces: {{receivers: [otlp], processors: [memory_limiter], exporters: [otlp]}}
+    logs: {{receivers: [otlp], processors: [memory_limiter], exporters: [otlp]}}
 """
 
 
@@ -69,8 +70,28 @@ async def test_refuses_above_the_soft_limit() -> None:
         assert tel.value(
             "otelcol_processor_memory_limiter_usage_bytes", processor="memory_limiter"
         ) > (10 << 20)
+        # logs are refused the same way, by the same limiter, and counted as log records
+        logs_body = a_logs_request(3).SerializeToString()
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"http://127.0.0.1:{http}/v1/logs",
+                data=logs_body,
+                headers={"Content-Type": "application/x-protobuf"},
+            ) as resp,
+        ):
+            assert resp.status == 429
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gport}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await channel.unary_unary(LOGS_METHOD)(logs_body, timeout=5)
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (
+            tel.value("otelcol_processor_refused_log_records_total", processor="memory_limiter")
+            == 6
+        )
+        assert tel.value("otelcol_receiver_refused_log_records_total", receiver="otlp") == 6
         await asyncio.sleep(0.3)
-        assert backend.span_count() == 0
+        assert backend.span_count() == 0 and backend.log_record_count() == 0
 
 
 @pytest.mark.parametrize(
@@ -93,6 +114,16 @@ async def test_passes_data_below_the_limit(limiter: str) -> None:
         ):
             assert resp.status == 200
         await wait_until(lambda: backend.span_count() == 4)
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"http://127.0.0.1:{http}/v1/logs",
+                data=a_logs_request(3).SerializeToString(),
+                headers={"Content-Type": "application/x-protobuf"},
+            ) as resp,
+        ):
+            assert resp.status == 200
+        await wait_until(lambda: backend.log_record_count() == 3)
 
 
 async def test_memory_is_read_on_the_timer_only() -> None:

@@ -35,11 +35,14 @@ from pipeline.config import load_config
 from pipeline.pluginmanager import build_registry
 from pipeline.service import Service
 from pipeline.telemetry import SelfTelemetry
+from tests.otlp_support import compare_logs, make_logs, recording_backend, second_gateway
 from tests.plugins._native_support import both_paths
-from tests.support import free_port, running_service, write_config
+from tests.poison import good_logs, poison_logs
+from tests.support import free_port, running_service, wait_until, write_config
 
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 
 # every test on the native gRPC server (plugins/otlpreceiver/grpc_native.py) and on grpcio's
@@ -209,6 +212,101 @@ async def test_signal_without_pipeline_is_unimplemented(tmp_path: Path) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await channel.unary_unary(METRICS_EXPORT)(b"")
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("compression", [False, True])
+async def test_sdk_logs_arrive_complete(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, compression: bool
+) -> None:
+    """SDK (gRPC) -> gateway (batch, debug, otlp exporter) -> a second gateway -> backend:
+    every record field by field; the debug exporter printed them."""
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.grpc.exporter import Compression
+
+    caplog.set_level(logging.INFO, logger="pipeline")
+    port = free_port()
+    async with recording_backend() as backend, second_gateway(backend) as (relay, _):
+        text = gateway_yaml(port) + (
+            "    logs:\n"
+            "      receivers: [otlp]\n"
+            "      processors: [batch]\n"
+            "      exporters: [debug, otlp/relay]\n"
+        )
+        text = text.replace(
+            "exporters:\n  debug:\n",
+            "exporters:\n"
+            f"  otlp/relay: {{endpoint: '127.0.0.1:{relay}', tls: {{insecure: true}}}}\n"
+            "  debug:\n",
+        )
+        async with running_service(text, tmp_path) as service:
+            exporter = OTLPLogExporter(
+                endpoint=f"127.0.0.1:{port}",
+                insecure=True,
+                compression=Compression.Gzip if compression else Compression.NoCompression,
+            )
+            expected = await asyncio.to_thread(make_logs, exporter)
+            await wait_until(lambda: backend.log_record_count() >= len(expected))
+            tel = service.telemetry
+            assert tel.value("otelcol_receiver_accepted_log_records_total", receiver="otlp") == len(
+                expected
+            )
+            assert tel.value(
+                "otelcol_exporter_sent_log_records_total", exporter="otlp/relay"
+            ) == len(expected)
+        await asyncio.sleep(0.2)
+        compare_logs(expected, backend.logs)
+    text = debug_text(caplog)
+    assert text.count("\nLogRecord #") + text.startswith("LogRecord #") == len(expected)
+    assert "Body: Str(plain text body)" in text and "Body: Empty()" in text
+    assert "EventName: gen_ai.client.inference.operation.details" in text
+    assert "     -> service.name: Str(interop-test)" in text
+
+
+async def test_malformed_and_corrupt_logs_requests(tmp_path: Path) -> None:
+    """Bad logs are handled as bad traces: a request whose framing is wrong is refused at the
+    edge (INVALID_ARGUMENT, counted as malformed); one that passes the receiver's check but that
+    a full decode refuses has the records that cannot be decoded dropped where they are decoded
+    (the detailed debug exporter) and counted (INVALID_ARGUMENT when none could be taken); the
+    good requests after them are all delivered. (Each corrupt request is counted once either
+    way, so the test holds whether the receiver checks the framing only or every field.)"""
+    port = free_port()
+    text = gateway_yaml(port) + "    logs: {receivers: [otlp], exporters: [debug]}\n"
+    async with running_service(text, tmp_path) as service:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            export = channel.unary_unary(LOGS_EXPORT)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await export(b"\xff\xff\xff\xff garbage")
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "malformed ExportLogsServiceRequest" in (err.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await export(b"\x0a" + b"\xff" * (2 << 20))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            corrupt = [(n, d) for n, d in poison_logs() if "id of" not in n]
+            for name, data in corrupt:
+                try:
+                    await export(data)  # OK when some of its records could be taken
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+            for i in range(5):
+                assert await export(good_logs(3, service=f"good-{i}")) == b""
+        tel = service.telemetry
+        malformed = tel.value(
+            "otelcol_receiver_malformed_requests_total", receiver="otlp", otel_signal="logs"
+        )
+        await wait_until(
+            lambda: tel.value("otelcol_exporter_sent_log_records_total", exporter="debug") >= 15
+        )
+        dropped = tel.value(
+            "otelcol_exporter_dropped_items_total",
+            exporter="debug",
+            otel_signal="logs",
+            reason="component_error",
+        )
+        assert malformed >= 1  # the garbage
+        # each corrupt request was refused at the edge or had at least one record dropped
+        assert (malformed - 1) + dropped >= len(corrupt)
+        assert tel.value("otelcol_exporter_sent_log_records_total", exporter="debug") >= 15
+        assert all(s.status == "ok" for s in service.statuses.values())
 
 
 class Refuser(Component):

@@ -19,7 +19,11 @@ def test_http_defaults_are_the_collectors() -> None:
     http = cfg.protocols.http
     assert http is not None
     assert http.endpoint == "0.0.0.0:4318"
-    assert (http.traces_url_path, http.metrics_url_path) == ("/v1/traces", "/v1/metrics")
+    assert (http.traces_url_path, http.metrics_url_path, http.logs_url_path) == (
+        "/v1/traces",
+        "/v1/metrics",
+        "/v1/logs",
+    )
     assert http.max_request_body_size == 20 * 1024 * 1024
     assert http.cors is None and http.tls is None
     assert [e.path for e in cfg.listen_endpoints()] == ["protocols.http.endpoint"]
@@ -35,6 +39,8 @@ def test_default_config_serves_both_protocols() -> None:
     [
         ({"traces_url_path": "v1/traces"}, "should match pattern"),
         ({"traces_url_path": "/x", "metrics_url_path": "/x"}, "must differ"),
+        ({"logs_url_path": "/v1/metrics"}, "metrics_url_path and logs_url_path must differ"),
+        ({"logs_url_path": "logs"}, "should match pattern"),
         ({"cors": {"allowed_origin": ["*"]}}, "Extra inputs are not permitted"),
         ({"max_request_body_size": 0}, "greater than or equal to 1"),
     ],
@@ -48,7 +54,7 @@ def test_http_config_errors(section: dict[str, object], message: str) -> None:
     "factory",
     [OTLPExporterFactory(), OTLPHTTPExporterFactory(), MemoryLimiterProcessorFactory()],
 )
-async def test_factories_create_both_signals_from_their_default_config(factory: Any) -> None:
+async def test_factories_create_every_signal_from_their_default_config(factory: Any) -> None:
     tel = SelfTelemetry()
     f = factory
     cid = ComponentID(f.type)
@@ -59,7 +65,7 @@ async def test_factories_create_both_signals_from_their_default_config(factory: 
         telemetry=tel.component(f.kind, cid),
     )
     config = f.create_default_config()
-    for signal in (Signal.TRACES, Signal.METRICS):
+    for signal in Signal:
         if f.kind is Kind.EXPORTER:
             component = f.create(signal, settings, config)
         else:

@@ -123,7 +123,7 @@ async def test_unknown_methods_are_unimplemented(tmp_path: Path, server: str) ->
     async with running_service(config(port), tmp_path) as service:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             for method in (
-                "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                "/opentelemetry.proto.collector.logs.v1.LogsService/Export",  # no pipeline
                 "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",  # no pipeline
                 "/grpc.health.v1.Health/Check",
             ):

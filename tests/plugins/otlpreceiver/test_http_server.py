@@ -13,6 +13,9 @@ import aiohttp
 import pytest
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.common.http import Compression as JsonCompression
+from opentelemetry.exporter.otlp.json.http._log_exporter import (
+    OTLPLogExporter as JsonLogExporter,
+)
 from opentelemetry.exporter.otlp.json.http.metric_exporter import (
     OTLPMetricExporter as JsonMetricExporter,
 )
@@ -20,12 +23,16 @@ from opentelemetry.exporter.otlp.json.http.trace_exporter import (
     OTLPSpanExporter as JsonSpanExporter,
 )
 from opentelemetry.exporter.otlp.proto.http import Compression as ProtoCompression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+    OTLPLogExporter as ProtoLogExporter,
+)
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
     OTLPMetricExporter as ProtoMetricExporter,
 )
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as ProtoSpanExporter,
 )
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
@@ -36,7 +43,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from plugins.otlpreceiver.common import inflate
-from tests.otlp_support import RecordingBackend, recording_backend
+from tests.otlp_support import (
+    RecordingBackend,
+    compare_logs,
+    make_logs,
+    recording_backend,
+    second_gateway,
+)
 from tests.support import free_port, running_service, wait_until
 
 
@@ -227,6 +240,17 @@ def a_request(n: int = 3) -> ExportTraceServiceRequest:
     ss = req.resource_spans.add().scope_spans.add()
     for i in range(n):
         ss.spans.add(trace_id=bytes(range(16)), span_id=bytes([i + 1] * 8), name=f"s{i}")
+    return req
+
+
+def a_logs_request(n: int = 3) -> ExportLogsServiceRequest:
+    req = ExportLogsServiceRequest()
+    sl = req.resource_logs.add().scope_logs.add()
+    for i in range(n):
+        lr = sl.log_records.add(
+            trace_id=bytes(range(16)), span_id=bytes([i + 1] * 8), severity_number=9
+        )
+        lr.body.string_value = f"log {i}"
     return req
 
 
@@ -461,3 +485,114 @@ service:
         tel = service.telemetry
         assert tel.value("otelcol_receiver_refused_spans_total", receiver="otlp") == 3
         assert tel.value("otelcol_exporter_send_failed_spans_total", exporter="otlp") == 3
+
+
+@pytest.mark.parametrize(
+    "make_exporter",
+    [
+        pytest.param(lambda url: ProtoLogExporter(endpoint=url), id="protobuf"),
+        pytest.param(
+            lambda url: ProtoLogExporter(endpoint=url, compression=ProtoCompression.Gzip),
+            id="protobuf-gzip",
+        ),
+        pytest.param(lambda url: JsonLogExporter(endpoint=url), id="json"),
+        pytest.param(
+            lambda url: JsonLogExporter(endpoint=url, compression=JsonCompression.GZIP),
+            id="json-gzip",
+        ),
+        pytest.param(
+            lambda url: JsonLogExporter(endpoint=url, compression=JsonCompression.DEFLATE),
+            id="json-deflate",
+        ),
+    ],
+)
+async def test_sdk_logs_end_to_end(make_exporter: Any) -> None:
+    """SDK (OTLP/HTTP protobuf or JSON) -> gateway -> otlp exporter -> a second gateway ->
+    backend: every record field by field (bodies of every AnyValue type, attributes, severity,
+    ids, event name, times, dropped count, resource and scope)."""
+    port = free_port()
+    async with recording_backend() as backend, second_gateway(backend) as (relay, _):
+        config = (
+            gateway_config(port, backend).replace(
+                f"127.0.0.1:{backend.grpc_port}", f"127.0.0.1:{relay}"
+            )
+            + "    logs: {receivers: [otlp], exporters: [otlp]}\n"
+        )
+        async with running_service(config) as service:
+            exporter = make_exporter(f"http://127.0.0.1:{port}/v1/logs")
+            expected = await asyncio.to_thread(make_logs, exporter)
+            await wait_until(lambda: backend.log_record_count() >= len(expected))
+            assert service.telemetry.value(
+                "otelcol_receiver_accepted_log_records_total", receiver="otlp"
+            ) == len(expected)
+        await asyncio.sleep(0.2)
+        compare_logs(expected, backend.logs)
+
+
+async def test_logs_bad_input_partial_success_and_url_path() -> None:
+    """``logs_url_path`` moves the endpoint; bad logs get the statuses bad traces get; JSON
+    records with invalid hex ids are left out with a partial success naming them."""
+    port = free_port()
+    extra = "        logs_url_path: /custom/logs\n"
+    async with (
+        recording_backend() as backend,
+        running_service(
+            gateway_config(port, backend, extra)
+            + "    logs: {receivers: [otlp], exporters: [otlp]}\n"
+        ) as service,
+        aiohttp.ClientSession() as session,
+    ):
+        url = f"http://127.0.0.1:{port}/custom/logs"
+        proto = {"Content-Type": "application/x-protobuf"}
+        as_json = {"Content-Type": "application/json"}
+        async with session.post(f"http://127.0.0.1:{port}/v1/logs", data=b"", headers=proto) as r:
+            assert r.status == 404
+        for body, headers, status, text in [
+            (b"\x0a\xff\xff\xff\x0f\x01", proto, 400, "malformed ExportLogsServiceRequest"),
+            (b'{"resourceLogs": [', as_json, 400, "malformed JSON"),
+            (
+                gzip.compress(a_logs_request().SerializeToString())[:-6],
+                {**proto, "Content-Encoding": "gzip"},
+                400,
+                "truncated",
+            ),
+        ]:
+            async with session.post(url, data=body, headers=headers) as resp:
+                assert resp.status == status
+                content = await resp.read()
+                message = (
+                    json.loads(content)["message"]
+                    if resp.content_type == "application/json"
+                    else status_pb2.Status.FromString(content).message
+                )
+                assert text in message
+            async with session.post(
+                url, data=a_logs_request(2).SerializeToString(), headers=proto
+            ) as resp:
+                assert resp.status == 200
+        good = {"traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "1112131415161718",
+                "body": {"stringValue": "good"}, "severityNumber": 9}  # fmt: skip
+        no_ids = {"body": {"kvlistValue": {"values": [{"key": "k", "value": {"intValue": "7"}}]}}}
+        bad = {"traceId": "0102", "body": {"stringValue": "bad"}}
+        doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [good, bad, no_ids]}]}]}
+        async with session.post(url, data=json.dumps(doc), headers=as_json) as resp:
+            assert resp.status == 200
+            partial = json.loads(await resp.read())["partialSuccess"]
+        assert partial["rejectedLogRecords"] == "1"
+        assert "invalid traceId '0102'" in partial["errorMessage"]
+        only_bad = {"resourceLogs": [{"scopeLogs": [{"logRecords": [bad]}]}]}
+        async with session.post(url, data=json.dumps(only_bad), headers=as_json) as resp:
+            assert resp.status == 400
+        await wait_until(lambda: backend.log_record_count() == 3 * 2 + 2)
+        got = [r for r in backend.log_records if not r.body.string_value.startswith("log ")]
+        assert got[0].trace_id.hex() == "0102030405060708090a0b0c0d0e0f10"
+        assert got[0].span_id.hex() == "1112131415161718" and got[0].severity_number == 9
+        assert got[1].trace_id == b"" and got[1].body.kvlist_value.values[0].value.int_value == 7
+        tel = service.telemetry
+        assert tel.value("otelcol_receiver_refused_log_records_total", receiver="otlp") == 1
+        assert (
+            tel.value(
+                "otelcol_receiver_malformed_requests_total", receiver="otlp", otel_signal="logs"
+            )
+            == 4
+        )
