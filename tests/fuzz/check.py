@@ -1,6 +1,7 @@
 """The native-code job: sanitizers and coverage-guided fuzzing (``scripts/native_check.sh``).
 
-``python -m tests.fuzz.check [--seconds N] [--jobs N] [--no-sanitize] [--no-fuzz] [TARGET...]``
+``python -m tests.fuzz.check [--seconds N] [--jobs N] [--no-sanitize] [--no-fuzz] [TARGET...]``;
+``python -m tests.fuzz.check TARGET --replay FILE...`` runs inputs (a finding) through a target.
 
 1. Builds the C accelerators twice beside the normal build (``tests/fuzz/build.py``): with gcc,
    ASan and UBSan (``build/sanitize``), and with clang, ASan, UBSan and libFuzzer's coverage
@@ -195,7 +196,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("FUZZ_JOBS", "0")))
     parser.add_argument("--no-sanitize", action="store_true", help="skip the sanitized tests")
     parser.add_argument("--no-fuzz", action="store_true", help="skip the fuzzing")
+    parser.add_argument(
+        "--replay",
+        metavar="FILE",
+        nargs="+",
+        help="run these inputs through the one TARGET, on the fuzzing build with the sanitizers",
+    )
     args = parser.parse_args(argv)
+    if args.replay:
+        if len(args.targets) != 1 or args.targets[0] not in TARGETS:
+            parser.error("--replay needs one TARGET")
+        subprocess.run([sys.executable, "-m", "tests.fuzz.build", "fuzz"], check=True, cwd=ROOT)
+        cmd = [sys.executable, "-m", "tests.fuzz.run", args.targets[0], *args.replay]
+        return subprocess.run(cmd, env=fuzz_env(TARGETS[args.targets[0]].native)).returncode
     unknown = [t for t in args.targets if t not in TARGETS]
     if unknown:
         parser.error(f"unknown target(s) {unknown}; targets: {', '.join(TARGETS)}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -70,11 +71,27 @@ def native_env(on: bool) -> Iterator[None]:
 
 
 def outcome(call: Callable[[], Any], refused: tuple[type[BaseException], ...]) -> Any:
-    """``("ok", result)`` or ``("refused", None)`` when ``call`` raises one of ``refused``."""
+    """``("ok", result)`` or ``("refused", error)`` when ``call`` raises one of ``refused``."""
     try:
         return ("ok", call())
-    except refused:
-        return ("refused", None)
+    except refused as exc:
+        return ("refused", exc)
+
+
+# what the C walks say of a field number 0 (_framing: "field number", _tracewire: "bad field
+# tag"): protobuf's parser lets some through (inside an unterminated group, even in a full
+# parse); the C walks refuse them wherever they are, as the wire format says
+FIELD_NUMBER_0 = re.compile(r"field number$|bad field tag$")
+
+
+def assert_twins_agree(native: Any, python: Any) -> None:
+    """Two outcomes: the same result, or both refused, or C refused a field number 0 that
+    protobuf let through."""
+    if native[0] == python[0] == "refused":
+        return
+    if native[0] == "refused" and FIELD_NUMBER_0.search(str(native[1])):
+        return
+    assert native == python
 
 
 def c_entry(module: str, function: str, *args: Any) -> Callable[[], OneInput]:
@@ -124,7 +141,7 @@ def framing() -> OneInput:
         try:
             _framing.count_spans(data)
         except ValueError as exc:
-            return str(exc).endswith("field number")
+            return FIELD_NUMBER_0.search(str(exc)) is not None
         return False
 
     def one(data: bytes) -> None:
@@ -151,7 +168,7 @@ def tracewire_ingest() -> OneInput:
     def one(data: bytes) -> None:
         native = outcome(lambda: native_ingest(data), (ValueError,))
         python = outcome(lambda: reference_ingest(data), (DecodeError,))
-        assert native == python
+        assert_twins_agree(native, python)
 
     return one
 
@@ -179,7 +196,7 @@ def workflow() -> OneInput:
             refused = (ValueError, DecodeError)
             native = outcome(lambda: drive(run(True, [data, data], [data])), refused)
             python = outcome(lambda: drive(run(False, [data, data], [data])), refused)
-        assert native == python
+        assert_twins_agree(native, python)
 
     return one
 
