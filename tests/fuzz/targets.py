@@ -94,6 +94,24 @@ def assert_twins_agree(native: Any, python: Any) -> None:
     assert native == python
 
 
+def connector_outcome(
+    make: Callable[[], Any], native: bool, data: bytes, state: Callable[[Any], Any]
+) -> tuple[type[BaseException] | None, Any]:
+    """A connector made on one path (``native``) consumes the request: the type of the error it
+    raised (the Python path's, whatever it is: the same on both) and its ``state``."""
+    from pipeline import Traces
+
+    with native_env(native):
+        conn = make()
+    assert (conn._scanner is not None) == native
+    try:
+        drive(conn.consume(Traces(data)))
+        error = None
+    except Exception as exc:
+        error = type(exc)
+    return error, state(conn)
+
+
 def c_entry(module: str, function: str, *args: Any) -> Callable[[], OneInput]:
     """The setup of a C function taking the input (and ``args``) that may raise ``ValueError``
     and nothing else."""
@@ -214,7 +232,7 @@ def agentscan() -> OneInput:
         ExportTraceServiceRequest,
     )
 
-    from pipeline import Kind, Traces
+    from pipeline import Kind
     from plugins.agentmetricsconnector.config import AgentMetricsConfig
     from plugins.agentmetricsconnector.connector import AgentMetricsConnector
     from tests.plugins._agent_support import Capture, settings
@@ -222,20 +240,12 @@ def agentscan() -> OneInput:
 
     cfg = AgentMetricsConfig(sla={"default": "5s"}, aggregation_cardinality_limit=0)
 
-    def consume(native: bool, data: bytes) -> Any:
-        with native_env(native):
-            conn = AgentMetricsConnector(settings(Kind.CONNECTOR, "agentmetrics"), cfg, Capture())
-        assert (conn._scanner is not None) == native
-        try:
-            drive(conn.consume(Traces(data)))
-            error = None
-        except Exception as exc:  # the Python path's error, whatever it is: the same on both
-            error = type(exc)
-        return error, state(conn)
+    def make() -> Any:
+        return AgentMetricsConnector(settings(Kind.CONNECTOR, "agentmetrics"), cfg, Capture())
 
     def one(data: bytes) -> None:
         with mock.patch.object(time, "time_ns", lambda: T0):
-            fast, slow = consume(True, data), consume(False, data)
+            fast, slow = (connector_outcome(make, on, data, state) for on in (True, False))
         try:
             ExportTraceServiceRequest.FromString(data)
         except DecodeError:
@@ -250,7 +260,7 @@ def spanscan() -> OneInput:
     """The connector on both paths (dimensions, exemplars, seconds): the same outcome, the same
     series in the same order, sums equal to 1e-9."""
     require("_spanscan")
-    from pipeline import Kind, Traces
+    from pipeline import Kind
     from plugins.spanmetricsconnector.config import SpanMetricsConfig
     from plugins.spanmetricsconnector.connector import SpanMetricsConnector
     from tests.plugins._agent_support import Capture, settings
@@ -260,20 +270,14 @@ def spanscan() -> OneInput:
         {"metrics_flush_interval": "0s", **CONFIGS["dimensions+exemplars+seconds"]}
     )
 
-    def consume(native: bool, data: bytes) -> Any:
-        with native_env(native):
-            conn = SpanMetricsConnector(settings(Kind.CONNECTOR, "spanmetrics"), cfg, Capture())
-        assert (conn._scanner is not None) == native
-        try:
-            drive(conn.consume(Traces(data)))
-            error = None
-        except Exception as exc:
-            error = type(exc)
-        return error, state(conn)
+    def make() -> Any:
+        return SpanMetricsConnector(settings(Kind.CONNECTOR, "spanmetrics"), cfg, Capture())
 
     def one(data: bytes) -> None:
         with mock.patch.object(time, "time_ns", lambda: T0):
-            (fast_error, fast), (slow_error, slow) = consume(True, data), consume(False, data)
+            (fast_error, fast), (slow_error, slow) = (
+                connector_outcome(make, on, data, state) for on in (True, False)
+            )
         assert fast_error == slow_error
         assert_same(fast, slow)
 

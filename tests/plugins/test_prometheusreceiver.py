@@ -197,32 +197,6 @@ async def test_openmetrics_and_labels(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
-async def test_a_broken_exposition_gives_up_zero(tmp_path: Path) -> None:
-    async def handle(_: web.Request) -> web.Response:
-        return web.Response(text="this is not { a metric\n", content_type="text/plain")
-
-    app = web.Application()
-    app.router.add_get("/metrics", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        rcv, sink, _ = receiver(
-            [{"job_name": "bad", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
-        )
-        await rcv.start(None)  # type: ignore[arg-type]
-        try:
-            await wait_until(lambda: rcv.loops[0].scrapes >= 1)
-        finally:
-            await rcv.shutdown()
-    finally:
-        await runner.cleanup()
-    assert rcv.loops[0].last_error is not None and "parse" in rcv.loops[0].last_error
-    ((_, up),) = sink.metrics()[("bad", "up")]
-    assert up.gauge.data_points[0].as_double == 0
-
-
 async def serve_once(body: str, content_type: str, caplog: pytest.LogCaptureFixture) -> Any:
     """One scrape of a target serving ``body``: the receiver's loop, what it sent, its
     telemetry."""
@@ -249,6 +223,13 @@ async def serve_once(body: str, content_type: str, caplog: pytest.LogCaptureFixt
     finally:
         await runner.cleanup()
     return rcv.loops[0], sink, telemetry
+
+
+async def test_a_broken_exposition_gives_up_zero(caplog: pytest.LogCaptureFixture) -> None:
+    loop, sink, _ = await serve_once("this is not { a metric\n", "text/plain", caplog)
+    assert loop.last_error is not None and "parse" in loop.last_error
+    ((_, up),) = sink.metrics()[("odd", "up")]
+    assert up.gauge.data_points[0].as_double == 0
 
 
 async def test_families_otlp_cannot_hold_are_dropped_counted_and_logged(
