@@ -57,57 +57,72 @@ class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             build_data["infer_tag"] = True
 
     def _compile(self) -> list[str]:
-        from setuptools import Distribution, Extension
-        from setuptools.command.build_ext import build_ext
-
-        root = Path(self.root)
-        depends = [str(h.relative_to(root)) for h in (root / "plugins" / "_native").glob("*.h")]
-        flags = ["-O2", "-Wall", "-Wno-unused-function"]
-
-        def build(extensions: list[Extension]) -> list[str]:
-            cwd = os.getcwd()
-            os.chdir(root)
-            try:
-                dist = Distribution({"name": "pipeline-gateway-native", "ext_modules": extensions})
-                cmd = build_ext(dist)
-                cmd.inplace = True
-                cmd.build_temp = str(root / "build" / "native")
-                cmd.ensure_finalized()
-                cmd.run()
-                return [
-                    str(Path(cmd.get_ext_fullpath(ext.name)).resolve().relative_to(root))
-                    for ext in extensions
-                ]
-            finally:
-                os.chdir(cwd)
-
-        built = build(
-            [
-                Extension(name, sources, depends=depends, extra_compile_args=flags)
-                for name, sources in EXTENSIONS.items()
-            ]
-        )
-        # one at a time: a missing library only leaves its own module out (outside CI)
         strict = os.environ.get("PIPELINE_BUILD_NATIVE", "1").strip().lower() == "require"
-        for name, (sources, library) in LIBRARY_EXTENSIONS.items():
-            try:
-                built += build(
-                    [
-                        Extension(
-                            name,
-                            sources,
-                            depends=depends,
-                            extra_compile_args=flags,
-                            libraries=[library],
-                        )
-                    ]
-                )
-            except Exception as exc:
-                if strict:
-                    raise
-                print(
-                    f"pipeline: {name} was not built ({exc}); it needs lib{library} and its "
-                    f"headers (Debian/Ubuntu: apt install lib{library}-dev)",
-                    file=sys.stderr,
-                )
-        return built
+        return compile_native(Path(self.root), strict=strict)
+
+
+def compile_native(
+    root: Path,
+    *,
+    strict: bool,
+    output: Path | None = None,
+    build_temp: Path | None = None,
+    flags: list[str] | None = None,
+    link_flags: list[str] | None = None,
+) -> list[str]:
+    """Compiles every accelerator; returns the paths of the modules built (relative to
+    ``output``). By default into the source tree with the release flags; the sanitizer and
+    fuzzing builds (``tests/fuzz/build.py``) give another ``output`` and their own flags (the
+    compiler is the one ``CC`` names, as for any setuptools build). A module that needs a
+    missing system library is left out with a note unless ``strict``."""
+    from setuptools import Distribution, Extension
+    from setuptools.command.build_ext import build_ext
+
+    depends = [str(h.relative_to(root)) for h in (root / "plugins" / "_native").glob("*.h")]
+    compile_args = flags if flags is not None else ["-O2", "-Wall", "-Wno-unused-function"]
+    link_args = link_flags or []
+
+    def build(extensions: list[Extension]) -> list[str]:
+        cwd = os.getcwd()
+        os.chdir(root)
+        try:
+            dist = Distribution({"name": "pipeline-gateway-native", "ext_modules": extensions})
+            cmd = build_ext(dist)
+            cmd.inplace = output is None
+            if output is not None:
+                cmd.build_lib = str(output)
+            cmd.build_temp = str(build_temp or root / "build" / "native")
+            cmd.ensure_finalized()
+            cmd.run()
+            base = root if output is None else output
+            return [
+                str(Path(cmd.get_ext_fullpath(ext.name)).resolve().relative_to(base.resolve()))
+                for ext in extensions
+            ]
+        finally:
+            os.chdir(cwd)
+
+    def extension(name: str, sources: list[str], libraries: list[str] | None = None) -> Extension:
+        return Extension(
+            name,
+            sources,
+            depends=depends,
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+            libraries=libraries or [],
+        )
+
+    built = build([extension(name, sources) for name, sources in EXTENSIONS.items()])
+    # one at a time: a missing library only leaves its own module out (outside CI)
+    for name, (sources, library) in LIBRARY_EXTENSIONS.items():
+        try:
+            built += build([extension(name, sources, [library])])
+        except Exception as exc:
+            if strict:
+                raise
+            print(
+                f"pipeline: {name} was not built ({exc}); it needs lib{library} and its "
+                f"headers (Debian/Ubuntu: apt install lib{library}-dev)",
+                file=sys.stderr,
+            )
+    return built

@@ -4,6 +4,10 @@ Each module here is compiled at install time when a C compiler is available (see
 ``hatch_build.py``); every caller keeps a pure-Python path that gives the same results, used
 when the module is missing or ``PIPELINE_NATIVE=0`` is set. The package name starts with ``_``:
 it is not a plugin.
+
+``PIPELINE_NATIVE_DIR`` names another directory of these modules, looked in first: the
+sanitizer and fuzzing builds (``tests/fuzz/build.py``, run by ``scripts/native_check.sh``) are
+tested that way without touching the normal build.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import os
 from types import ModuleType
 
 log = logging.getLogger("pipeline.native")
+
+if os.environ.get("PIPELINE_NATIVE_DIR"):
+    __path__.insert(0, os.path.abspath(os.environ["PIPELINE_NATIVE_DIR"]))
 _warned: set[str] = set()
 
 

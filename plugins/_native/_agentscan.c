@@ -550,7 +550,10 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
         }
         if (sc != NULL && PyUnicode_GET_LENGTH(sc) == 3 && !PyUnicode_IS_ASCII(sc)) return 1;
     }
-    double duration = (double)(int64_t)(s->end - s->start) / 1e9;
+    /* (end - start) / 1e9 as Python computes it from the integers: the difference of two
+     * uint64 times need not fit an int64 (an end 300 years before the start) */
+    double duration =
+        (s->end >= s->start ? (double)(s->end - s->start) : -(double)(s->start - s->end)) / 1e9;
     const char *component = NULL;
     PyObject *comp_obj = NULL;
 

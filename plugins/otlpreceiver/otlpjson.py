@@ -121,6 +121,11 @@ def _item_ids_hex_to_base64(
     return rejected, first_error
 
 
+# OTLP nests a few levels (plus AnyValue lists and maps): a document nested as deeply as the
+# interpreter's recursion limit is refused, not answered with a server error (issue 13)
+_TOO_DEEP = "malformed OTLP/JSON: nested too deeply"
+
+
 def parse(data: bytes, message: Message) -> tuple[Message, int, str]:
     """Fill ``message`` from an OTLP/JSON document.
 
@@ -133,16 +138,21 @@ def parse(data: bytes, message: Message) -> tuple[Message, int, str]:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PermanentError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise PermanentError(_TOO_DEEP) from None
     if not isinstance(doc, dict):
         raise PermanentError(
             f"malformed OTLP/JSON: expected a JSON object, got {type(doc).__name__}"
         )
     rejected, error = 0, ""
     levels = _ITEM_LEVELS.get(message.DESCRIPTOR.name)
-    if levels is not None:
-        rejected, error = _item_ids_hex_to_base64(doc, levels)
-    else:
-        _ids_hex_to_base64(doc)
+    try:
+        if levels is not None:
+            rejected, error = _item_ids_hex_to_base64(doc, levels)
+        else:
+            _ids_hex_to_base64(doc)
+    except RecursionError:  # a document json.loads could just read
+        raise PermanentError(_TOO_DEEP) from None
     try:
         json_format.ParseDict(doc, message, ignore_unknown_fields=True)
     except json_format.ParseError as exc:

@@ -34,6 +34,8 @@ from pipeline import __version__
 SCOPE_NAME = "pipeline/receiver/prometheusreceiver"
 CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
 GAUGE_TYPES = {"gauge", "unknown", "untyped", "info", "stateset"}
+# the drop reason of a family with a sample OTLP cannot hold (see check_family)
+INVALID_SAMPLES = "invalid sample values"
 
 LabelKey = tuple[tuple[str, str], ...]
 
@@ -54,13 +56,48 @@ class Target:
         return host.strip("[]"), port
 
 
+_U64 = 1 << 64  # OTLP's times and counts are fixed64
+
+
 def _ns(timestamp: Any, default: int) -> int:
+    """Seconds (a float or an OpenMetrics ``Timestamp``) as OTLP nanoseconds; ``ValueError``
+    for a time OTLP cannot hold (not finite, before 1970, after 2554)."""
     if timestamp is None:
         return default
     if hasattr(timestamp, "sec"):
-        return int(timestamp.sec) * 1_000_000_000 + int(timestamp.nsec)
-    # Through the decimal text: float seconds times 1e9 would lose the last digits.
-    return int(Decimal(repr(float(timestamp))) * 1_000_000_000)
+        ns = int(timestamp.sec) * 1_000_000_000 + int(timestamp.nsec)
+    else:
+        seconds = float(timestamp)
+        if not math.isfinite(seconds):
+            raise ValueError(f"time {timestamp!r}")
+        # Through the decimal text: float seconds times 1e9 would lose the last digits.
+        ns = int(Decimal(repr(seconds)) * 1_000_000_000)
+    if not 0 <= ns < _U64:
+        raise ValueError(f"time {timestamp!r}")
+    return ns
+
+
+def check_family(family: Any, honor_timestamps: bool) -> None:
+    """Raises ``ValueError`` naming the first sample of a family that OTLP cannot represent: a
+    time out of range, a count that is not a whole number below 2^64, an ``le`` or ``quantile``
+    label that is not a number. Such a family is dropped whole (and counted)."""
+    kind = family.type
+    counts = {"histogram": ("_bucket", "_count"), "summary": ("_count",)}.get(kind, ())
+    for s in family.samples:
+        suffix = s.name[len(family.name) :]
+        if honor_timestamps:
+            _ns(s.timestamp, 0)
+        if suffix == "_created" and kind in ("counter", "histogram", "summary"):
+            _ns(s.value, 0)
+        if suffix in counts and not 0 <= s.value < _U64:
+            raise ValueError(f"{s.name}: count {s.value!r}")
+        if kind == "histogram" and suffix == "_bucket":
+            float(s.labels.get("le", "+Inf"))
+        if kind == "summary" and "quantile" in s.labels:
+            float(s.labels["quantile"])
+        if s.exemplar is not None:
+            float(s.exemplar.value)
+            _ns(s.exemplar.timestamp, 0)
 
 
 @dataclass
@@ -81,6 +118,7 @@ class Converter:
         self._starts: dict[tuple[str, LabelKey], tuple[int, float]] = {}
         self._seen: set[tuple[str, LabelKey]] = set()
         self.dropped: dict[str, int] = {}
+        self.invalid = ""  # why the last scrape's first dropped family was invalid
 
     # -- labels and resources ------------------------------------------------------------
     def _final_labels(self, scraped: dict[str, str]) -> dict[str, str]:
@@ -159,8 +197,15 @@ class Converter:
         request = ExportMetricsServiceRequest()
         resources: dict[tuple[str, str], _Resource] = {}
         self.dropped = {}
+        self.invalid = ""
         self._seen = set()
         for family in families:
+            try:
+                check_family(family, self.honor_timestamps)
+            except ValueError as exc:
+                self._drop(INVALID_SAMPLES, len(family.samples))
+                self.invalid = self.invalid or f"family {family.name!r}: {exc}"
+                continue
             self._family(request, resources, family, scrape_ns)
         if up:
             # Series gone from the target are forgotten: if they come back, they start anew.
@@ -181,6 +226,9 @@ class Converter:
             dp.as_double = value
         return request
 
+    def _drop(self, reason: str, n: int) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
     def _groups(self, family: Any) -> dict[LabelKey, list[Any]]:
         groups: dict[LabelKey, list[Any]] = {}
         for s in family.samples:
@@ -193,9 +241,7 @@ class Converter:
     ) -> None:
         ftype = family.type
         if ftype == "gaugehistogram":
-            self.dropped["gauge histograms are not supported"] = self.dropped.get(
-                "gauge histograms are not supported", 0
-            ) + len(family.samples)
+            self._drop("gauge histograms are not supported", len(family.samples))
             return
         for scraped_key, samples in self._groups(family).items():
             labels = self._final_labels(dict(scraped_key))

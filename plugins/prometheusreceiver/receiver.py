@@ -38,9 +38,17 @@ ACCEPT = (
 
 def parse(body: str, content_type: str) -> list[Any]:
     """The metric families of a scrape, by its content type (raises ``ValueError``)."""
-    if content_type.startswith("application/openmetrics-text"):
-        return list(parse_openmetrics(body))
-    return list(parse_text(body))
+    try:
+        if content_type.startswith("application/openmetrics-text"):
+            return list(parse_openmetrics(body))
+        return list(parse_text(body))
+    except ValueError:
+        raise
+    except Exception as exc:
+        # prometheus_client's parsers fail on some malformed lines with other errors (a
+        # KeyError for a native histogram without its count, found by fuzzing): the
+        # exposition cannot be parsed all the same
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def targets_of(sc: ScrapeConfig) -> list[Target]:
@@ -71,6 +79,7 @@ class ScrapeLoop:
         self.timeout = timeout
         self.converter = Converter(target, sc.honor_labels, sc.honor_timestamps)
         self.last_error: str | None = None
+        self.last_invalid = ""
         self.scrapes = 0
 
     async def run(self, session: aiohttp.ClientSession) -> None:
@@ -140,6 +149,13 @@ class ScrapeLoop:
         )
         for reason, n in self.converter.dropped.items():
             settings.telemetry.dropped(Signal.METRICS, n, reason)
+        invalid = self.converter.invalid
+        if invalid and invalid != self.last_invalid:  # logged when it changes, as errors
+            settings.logger.warning(
+                "dropped metric families OTLP cannot hold",
+                extra={"target": self.target.url, "error": invalid},
+            )
+        self.last_invalid = invalid
         self.scrapes += 1
         await self.receiver.push(Metrics.from_message(request))
 

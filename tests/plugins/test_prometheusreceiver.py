@@ -197,9 +197,12 @@ async def test_openmetrics_and_labels(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
-async def test_a_broken_exposition_gives_up_zero(tmp_path: Path) -> None:
+async def serve_once(body: str, content_type: str, caplog: pytest.LogCaptureFixture) -> Any:
+    """One scrape of a target serving ``body``: the receiver's loop, what it sent, its
+    telemetry."""
+
     async def handle(_: web.Request) -> web.Response:
-        return web.Response(text="this is not { a metric\n", content_type="text/plain")
+        return web.Response(body=body.encode(), headers={"Content-Type": content_type})
 
     app = web.Application()
     app.router.add_get("/metrics", handle)
@@ -208,18 +211,66 @@ async def test_a_broken_exposition_gives_up_zero(tmp_path: Path) -> None:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        rcv, sink, _ = receiver(
-            [{"job_name": "bad", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
+        rcv, sink, telemetry = receiver(
+            [{"job_name": "odd", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
         )
-        await rcv.start(None)  # type: ignore[arg-type]
-        try:
-            await wait_until(lambda: rcv.loops[0].scrapes >= 1)
-        finally:
-            await rcv.shutdown()
+        with caplog.at_level("WARNING"):
+            await rcv.start(None)  # type: ignore[arg-type]
+            try:
+                await wait_until(lambda: rcv.loops[0].scrapes >= 1)
+            finally:
+                await rcv.shutdown()
     finally:
         await runner.cleanup()
-    assert rcv.loops[0].last_error is not None and "parse" in rcv.loops[0].last_error
-    ((_, up),) = sink.metrics()[("bad", "up")]
+    return rcv.loops[0], sink, telemetry
+
+
+async def test_a_broken_exposition_gives_up_zero(caplog: pytest.LogCaptureFixture) -> None:
+    loop, sink, _ = await serve_once("this is not { a metric\n", "text/plain", caplog)
+    assert loop.last_error is not None and "parse" in loop.last_error
+    ((_, up),) = sink.metrics()[("odd", "up")]
+    assert up.gauge.data_points[0].as_double == 0
+
+
+async def test_families_otlp_cannot_hold_are_dropped_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by fuzzing (tests/fuzz/regressions/prometheus_text): a summary whose quantile is
+    not a number ended the scrape with a ValueError from the converter (no ``up``, nothing
+    sent). Such a family is dropped whole, counted and logged; the others go through."""
+    body = (
+        "# TYPE rpc_seconds summary\n"
+        'rpc_seconds{quantile="0.5x"} 0.1\nrpc_seconds_sum 3\nrpc_seconds_count 7\n'
+        "# TYPE big_seconds histogram\n"
+        'big_seconds_bucket{le="+Inf"} 1e30\nbig_seconds_count 1e30\nbig_seconds_sum 1\n'
+        "# TYPE fine gauge\nfine 2\n"
+    )
+    _, sink, telemetry = await serve_once(body, "text/plain; version=0.0.4", caplog)
+    got = sink.metrics()
+    assert ("odd", "fine") in got and ("odd", "rpc_seconds") not in got
+    assert ("odd", "big_seconds") not in got
+    assert got[("odd", "up")][0][1].gauge.data_points[0].as_double == 1
+    dropped = telemetry.value(
+        "otelcol_receiver_dropped_items_total",
+        receiver="prometheus",
+        otel_signal="metrics",
+        reason="invalid sample values",
+    )
+    assert dropped == 6
+    (record,) = [r for r in caplog.records if "OTLP cannot hold" in r.getMessage()]
+    assert "rpc_seconds" in record.error  # type: ignore[attr-defined]
+
+
+async def test_a_parser_failure_of_any_kind_is_a_failed_scrape(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by fuzzing (tests/fuzz/regressions/prometheus_openmetrics): prometheus_client's
+    OpenMetrics parser raised KeyError for a native histogram without its count, which the
+    scrape did not catch. It is a failed scrape like any unparsable exposition."""
+    body = "# TYPE h histogram\nh {sum:1,schema:0,zero_threshold:0,zero_count:0}\n# EOF\n"
+    loop, sink, _ = await serve_once(body, "application/openmetrics-text; version=1.0.0", caplog)
+    assert loop.last_error is not None and "KeyError" in loop.last_error
+    ((_, up),) = sink.metrics()[("odd", "up")]
     assert up.gauge.data_points[0].as_double == 0
 
 

@@ -288,3 +288,25 @@ async def test_producer_cache_is_bounded_oldest_first(
     (series,) = conn.a2a_latency.series.values()
     assert series.count == 1
     assert abs(series.sum - 0.031) < 1e-9
+
+
+async def test_a_span_ending_centuries_before_it_starts_has_the_python_duration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by fuzzing (tests/fuzz/regressions/agentscan): the scanner took end - start as an
+    int64, which wrapped to 39 years when the end came 545 years before the start; Python's
+    integers give the negative duration, and now C does too."""
+    monkeypatch.setattr(time, "time_ns", lambda: T0)
+    tool = Span(
+        trace_id=tid(1), span_id=sid(2), parent_span_id=sid(1), name="execute_tool x",
+        start_time_unix_nano=(1 << 64) - 1, end_time_unix_nano=1,
+    )  # fmt: skip
+    tool.attributes.append(kv("gen_ai.operation.name", "execute_tool"))
+    req = ExportTraceServiceRequest()
+    req.resource_spans.add().scope_spans.add().spans.append(tool)
+    fast, slow = connector(monkeypatch, "1"), connector(monkeypatch, "0")
+    for conn in (fast, slow):
+        await conn.consume(Traces(req.SerializeToString()))
+    assert state(fast) == state(slow)
+    ((count, total, _, _),) = state(fast)["mcp_tool_call_duration"].values()
+    assert count == 1 and total < -1.8e10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,42 @@ def test_load_h2_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
         load_h2("PIPELINE_GRPC_CLIENT")
     monkeypatch.setenv("PIPELINE_GRPC_CLIENT", "native")
     assert load_h2("PIPELINE_GRPC_CLIENT") is load("_h2server")
+
+
+def test_the_modules_come_from_pipeline_native_dir_when_it_is_set() -> None:
+    """The sanitizer job (scripts/native_check.sh) runs these tests on another build named by
+    ``PIPELINE_NATIVE_DIR``: every module must then come from there (else the job would test
+    the normal build); otherwise from the package's own directory."""
+    import plugins._native as native
+
+    expected = Path(os.environ.get("PIPELINE_NATIVE_DIR") or Path(native.__file__).parent)
+    for name in MODULES:
+        module = load(name)
+        if module is None and not os.environ.get("CI"):
+            continue
+        assert module is not None and module.__file__ is not None
+        assert Path(module.__file__).parent.resolve() == expected.resolve(), name
+
+
+def test_pipeline_native_dir_is_looked_in_first(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    framing = load("_framing")
+    if framing is None or framing.__file__ is None:
+        if os.environ.get("CI"):
+            raise AssertionError("plugins._native._framing is not built")
+        pytest.skip("plugins._native._framing is not built")
+    copy = tmp_path / Path(framing.__file__).name
+    shutil.copy(framing.__file__, copy)
+    code = "from plugins._native import load; print(load('_framing').__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PIPELINE_NATIVE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert out.stdout.strip() == str(copy)

@@ -299,6 +299,13 @@ async def test_bad_input_gets_the_right_status_and_the_gateway_goes_on() -> None
                 "malformed JSON",
             ),
             (
+                "deeply nested json",
+                b'{"resourceSpans":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                {"Content-Type": "application/json"},
+                400,
+                "nested too deeply",
+            ),
+            (
                 "bad hex id",
                 good_json.replace(b"1112131415161718", b"zz12131415161718"),
                 {"Content-Type": "application/json"},
@@ -360,7 +367,7 @@ async def test_bad_input_gets_the_right_status_and_the_gateway_goes_on() -> None
         malformed = service.telemetry.value(
             "otelcol_receiver_malformed_requests_total", receiver="otlp", otel_signal="traces"
         )
-        assert malformed == 7  # all but the content type
+        assert malformed == 8  # all but the content type
 
 
 def test_inflate_is_bounded() -> None:
