@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline.auth import auth_references
 from pipeline.component import ComponentID, Kind
+from pipeline.configtls import ServerTLSConfig
 from pipeline.configtypes import ComponentConfig, ConfigModel, Duration, Endpoint, Seconds
 from pipeline.confmap import Path, RawConfig, format_path, load
 from pipeline.errors import ConfigError, ConfigErrors
@@ -38,7 +39,10 @@ class MetricsTelemetryConfig(ConfigModel):
     """``service.telemetry.metrics``: the gateway's own metrics, in Prometheus format."""
 
     level: Literal["none", "basic", "normal", "detailed"] = "normal"
-    address: Endpoint = "0.0.0.0:8888"
+    address: Endpoint = "localhost:8888"
+    tls: ServerTLSConfig | None = None
+    """HTTPS for ``/metrics``; with ``client_ca_file``, only scrapers with a certificate of
+    that CA. Not a Collector option (its own metrics endpoint has no TLS)."""
 
 
 class TelemetryConfig(ConfigModel):
