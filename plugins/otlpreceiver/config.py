@@ -15,7 +15,7 @@ __all__ = ["GRPCServerConfig", "HTTPServerConfig", "OTLPReceiverConfig", "Server
 class GRPCServerConfig(ConfigModel):
     """``protocols.grpc``."""
 
-    endpoint: Endpoint = "0.0.0.0:4317"
+    endpoint: Endpoint = "localhost:4317"
     transport: str = Field("tcp", pattern="^tcp$")
     max_recv_msg_size_mib: int = Field(4, ge=1)
     max_concurrent_streams: int = Field(0, ge=0)
@@ -39,7 +39,7 @@ class CORSConfig(ConfigModel):
 class HTTPServerConfig(ConfigModel):
     """``protocols.http``."""
 
-    endpoint: Endpoint = "0.0.0.0:4318"
+    endpoint: Endpoint = "localhost:4318"
     traces_url_path: str = Field("/v1/traces", pattern="^/")
     metrics_url_path: str = Field("/v1/metrics", pattern="^/")
     max_request_body_size: int = Field(20 * 1024 * 1024, ge=1)

@@ -530,8 +530,8 @@ service:
     receiver_cfg = cfg.components[Kind.RECEIVER][ComponentID("jaeger")]
     endpoints = receiver_cfg.listen_endpoints()
     assert [(e.path, e.endpoint, e.transport) for e in endpoints] == [
-        ("protocols.thrift_http.endpoint", "0.0.0.0:14268", "tcp"),
-        ("protocols.thrift_compact.endpoint", "0.0.0.0:6831", "udp"),
+        ("protocols.thrift_http.endpoint", "localhost:14268", "tcp"),
+        ("protocols.thrift_compact.endpoint", "localhost:6831", "udp"),
     ]
 
 

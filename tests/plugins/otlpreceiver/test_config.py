@@ -18,7 +18,7 @@ def test_http_defaults_are_the_collectors() -> None:
     cfg = OTLPReceiverConfig.model_validate({"protocols": {"http": None}})
     http = cfg.protocols.http
     assert http is not None
-    assert http.endpoint == "0.0.0.0:4318"
+    assert http.endpoint == "localhost:4318"
     assert (http.traces_url_path, http.metrics_url_path) == ("/v1/traces", "/v1/metrics")
     assert http.max_request_body_size == 20 * 1024 * 1024
     assert http.cors is None and http.tls is None
