@@ -35,9 +35,9 @@ class WatchedFiles:
     ``stop()`` ends it.
     """
 
-    def __init__(self, settings: CreateSettings, interval: float = CHECK_INTERVAL) -> None:
+    def __init__(self, settings: CreateSettings, interval: float | None = None) -> None:
         self.settings = settings
-        self.interval = interval
+        self.interval = CHECK_INTERVAL if interval is None else interval
         self._files: list[tuple[str, Callable[[str], None], list[Any]]] = []
         self._task: asyncio.Task[None] | None = None
 

@@ -6,7 +6,8 @@ Password hashes made to be slow (bcrypt, MD5-crypt, SHA-crypt: ~1-100 ms each) a
 worker thread, at most two at a time, never on the event loop; the outcome is remembered for
 that user, password and hash (the last 4096, as SHA-256 digests, both matches and mismatches),
 so a sender pays for the hash once, not per request, and a misconfigured sender repeating a
-wrong password costs one hash. Plain, ``{SHA}`` and ``{SSHA}`` entries are checked at once.
+wrong password costs one hash (requests arriving with the same credentials while it is computed
+wait for that one). Plain, ``{SHA}`` and ``{SSHA}`` entries are checked at once.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class BasicAuthServer(Component, ServerAuthenticator):
         self._files = WatchedFiles(settings)
         self._file_read = False
         self._outcomes: OrderedDict[bytes, bool] = OrderedDict()
+        self._pending: dict[bytes, asyncio.Future[bool]] = {}  # hashes being computed
         self._slow = asyncio.Semaphore(SLOW_CHECKS)
 
     def _warn(self, message: str) -> None:
@@ -113,13 +115,25 @@ class BasicAuthServer(Component, ServerAuthenticator):
     async def _check_slow(
         self, key: bytes, entry: htpasswd.Entry, user: str, password: bytes
     ) -> Mapping[str, str]:
-        async with self._slow:
-            known = self._outcomes.get(key)  # checked meanwhile for another request
-            if known is None:
-                known = await asyncio.to_thread(entry.verify, password)
+        pending = self._pending.get(key)
+        if pending is None:  # the first request with these credentials computes the hash
+            pending = asyncio.get_running_loop().create_future()
+            self._pending[key] = pending
+            try:
+                async with self._slow:
+                    known = await asyncio.to_thread(entry.verify, password)
                 self._outcomes[key] = known
                 if len(self._outcomes) > CACHE_SIZE:
                     self._outcomes.popitem(last=False)
+                pending.set_result(known)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: no "never retrieved" warning without waiters
+                raise
+            finally:
+                del self._pending[key]
+        else:  # the others with the same credentials wait for its outcome
+            known = await asyncio.shield(pending)
         if not known:
             raise AuthenticationError("invalid credentials")
         return {"username": user}
