@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from pipeline import current_client
 from pipeline.service import Service
 from plugins.otlpreceiver.receiver import OTLPReceiver
+from tests.otlp_support import Rotel, rotel_binary
 from tests.plugins._native_support import both_paths
 from tests.plugins.otlpreceiver.test_grpc_native import RawClient, framed
 from tests.plugins.otlpreceiver.test_grpc_server import TRACE_EXPORT, request
@@ -398,3 +399,33 @@ async def test_http_refusal_comes_before_the_body(gateway: Gateway) -> None:
     finally:
         writer.close()
     assert gateway.unauthenticated("otlp/bearer", "http") == 1
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+async def test_rotel_sending_a_bearer_token_gets_through(gateway: Gateway, protocol: str) -> None:
+    """rotel's OTLP exporter (Rust: tonic / hyper) with the token as a custom header; with a
+    wrong one its requests are refused and counted."""
+    rotel_binary()
+    p = gateway.ports
+    target = p.bearer_grpc if protocol == "grpc" else p.bearer_http
+    for token, through in (("token-a", True), ("wrong", False)):
+        rotel = Rotel(
+            "--exporter", "otlp",
+            "--otlp-exporter-protocol", protocol,
+            "--otlp-exporter-endpoint", f"http://127.0.0.1:{target}",
+            "--otlp-exporter-custom-headers", f"authorization=Bearer {token}",
+            "--batch-timeout", "50ms",
+        )  # fmt: skip
+        try:
+            await rotel.wait_ready()
+            sdk = HttpSpanExporter(endpoint=f"http://127.0.0.1:{rotel.http_port}/v1/traces")
+            assert await asyncio.to_thread(sdk_export, sdk) == SpanExportResult.SUCCESS
+            if through:
+                await wait_until(lambda: gateway.accepted("otlp/bearer") == 3, within=15)
+            else:
+                await wait_until(
+                    lambda: gateway.unauthenticated("otlp/bearer", protocol) >= 1, within=15
+                )
+        finally:
+            await asyncio.to_thread(rotel.stop)
+    assert gateway.accepted("otlp/bearer") == 3
