@@ -218,6 +218,12 @@ class ServerAuth:
             return self._later(result, transport, peer)
         return {"authenticator": self.name, **result}
 
+    async def check(self, headers: Mapping[str, str], transport: str, peer: str) -> AuthInfo:
+        """:meth:`authenticate`, waited for when it needs time: for a server that handles each
+        request in a coroutine of its own anyway (an HTTP handler)."""
+        result = self.authenticate(headers, transport, peer)
+        return await result if inspect.isawaitable(result) else result
+
     async def _later(self, result: Awaitable[AuthInfo], transport: str, peer: str) -> AuthInfo:
         try:
             info = await result

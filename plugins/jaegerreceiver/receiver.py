@@ -4,7 +4,6 @@ over UDP (the agent's compact and binary ports), translated to OTLP."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import socket
 from collections.abc import Callable
@@ -154,9 +153,7 @@ class ThriftHTTPServer:
         auth: Any = {}
         if self.auth is not None:
             try:
-                auth = self.auth.authenticate(request.headers, "http", peer)
-                if inspect.isawaitable(auth):
-                    auth = await auth
+                auth = await self.auth.check(request.headers, "http", peer)
             except AuthenticationError as exc:
                 return web.Response(
                     status=401,

@@ -10,7 +10,6 @@ read: a refused call is answered ``UNAUTHENTICATED``.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
@@ -89,8 +88,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     value = value.decode("latin-1")
                 headers.setdefault(key.lower(), value)
             try:
-                result = auth.authenticate(headers, "grpc", context.peer() or "")
-                info = await result if inspect.isawaitable(result) else result
+                info = await auth.check(headers, "grpc", context.peer() or "")
             except AuthenticationError as exc:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
             request = None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import inspect
 import logging
 import math
 from typing import TYPE_CHECKING, Any
@@ -196,9 +195,7 @@ class HTTPServer:
         auth: Any = {}
         if self.auth is not None:  # from the headers, before anything else (the body unread)
             try:
-                auth = self.auth.authenticate(request.headers, "http", peer)
-                if inspect.isawaitable(auth):
-                    auth = await auth
+                auth = await self.auth.check(request.headers, "http", peer)
             except AuthenticationError as exc:
                 as_json = request.content_type.lower() == JSON
                 headers = {**cors, "WWW-Authenticate": self.auth.www_authenticate}
