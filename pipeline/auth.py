@@ -187,7 +187,9 @@ class ServerAuth:
     Build it in ``start`` with :meth:`from_config` (``None`` when the server has no ``auth``).
     """
 
-    def __init__(self, settings: CreateSettings, authenticator: ServerAuthenticator, name: str):
+    def __init__(
+        self, settings: CreateSettings, authenticator: ServerAuthenticator, name: str
+    ) -> None:
         self.settings = settings
         self.authenticator = authenticator
         self.name = name
