@@ -6,6 +6,15 @@ This module is the public API for plugin authors; everything else is internal. S
 """
 
 from pipeline._version import __version__
+from pipeline.auth import (
+    AuthenticationError,
+    ClientAuthConfig,
+    ClientAuthenticator,
+    ServerAuth,
+    ServerAuthConfig,
+    ServerAuthenticator,
+    client_authenticator,
+)
 from pipeline.client import ClientInfo, current_client
 from pipeline.component import (
     Component,
@@ -15,6 +24,7 @@ from pipeline.component import (
     Kind,
     Stability,
 )
+from pipeline.configtls import ServerTLSConfig, server_ssl_context
 from pipeline.configtypes import (
     ComponentConfig,
     ConfigModel,
@@ -53,6 +63,9 @@ from pipeline.tasks import supervise
 from pipeline.telemetry import ComponentTelemetry
 
 __all__ = [
+    "AuthenticationError",
+    "ClientAuthConfig",
+    "ClientAuthenticator",
     "ClientInfo",
     "Component",
     "ComponentConfig",
@@ -90,15 +103,21 @@ __all__ = [
     "RetryConfig",
     "RetryableError",
     "Seconds",
+    "ServerAuth",
+    "ServerAuthConfig",
+    "ServerAuthenticator",
+    "ServerTLSConfig",
     "SharedComponents",
     "Signal",
     "Stability",
     "Traces",
     "__version__",
+    "client_authenticator",
     "current_client",
     "hookimpl",
     "parse_duration",
     "payload_type",
+    "server_ssl_context",
     "split_endpoint",
     "supervise",
 ]

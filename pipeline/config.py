@@ -14,11 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from pipeline.auth import auth_references
 from pipeline.component import ComponentID, Kind
+from pipeline.configtls import ServerTLSConfig
 from pipeline.configtypes import ComponentConfig, ConfigModel, Duration, Endpoint, Seconds
 from pipeline.confmap import Path, RawConfig, format_path, load
 from pipeline.errors import ConfigError, ConfigErrors
-from pipeline.factory import ConnectorFactory, Factory
+from pipeline.factory import ConnectorFactory, ExtensionFactory, Factory
 from pipeline.pdata import Signal
 from pipeline.registry import Registry
 
@@ -37,7 +39,10 @@ class MetricsTelemetryConfig(ConfigModel):
     """``service.telemetry.metrics``: the gateway's own metrics, in Prometheus format."""
 
     level: Literal["none", "basic", "normal", "detailed"] = "normal"
-    address: Endpoint = "0.0.0.0:8888"
+    address: Endpoint = "localhost:8888"
+    tls: ServerTLSConfig | None = None
+    """HTTPS for ``/metrics``; with ``client_ca_file``, only scrapers with a certificate of
+    that CA. Not a Collector option (its own metrics endpoint has no TLS)."""
 
 
 class TelemetryConfig(ConfigModel):
@@ -320,6 +325,7 @@ def validate_raw(raw: RawConfig, registry: Registry) -> Config:
     extensions: list[ComponentID] = []
     if service is not None:
         extensions = _check_extensions(service, components, raw, errors)
+        _check_auth(components, extensions, registry, raw, errors)
         pipelines = _check_pipelines(service, components, registry, raw, errors, warnings)
         if not errors:
             from pipeline.graph import check_cycles
@@ -368,6 +374,62 @@ def _check_extensions(
                 )
             )
     return out
+
+
+def _check_auth(
+    components: dict[Kind, dict[ComponentID, ComponentConfig]],
+    enabled: list[ComponentID],
+    registry: Registry,
+    raw: RawConfig,
+    errors: list[ConfigError],
+) -> None:
+    """Every ``auth.authenticator`` names an extension that is defined, listed in
+    ``service.extensions`` and able to authenticate on that side."""
+    defined = components[Kind.EXTENSION]
+    for kind, configs in components.items():
+        for cid, cfg in configs.items():
+            for sub, auth in auth_references(cfg):
+                path: Path = (kind.section, str(cid), *sub, "authenticator")
+                target = auth.component_id
+                where = "requests a receiver takes" if auth.side == "server" else "exporters"
+                if target not in defined:
+                    if not _defined_but_invalid(raw, Kind.EXTENSION, auth.authenticator):
+                        errors.append(
+                            raw.error(
+                                path,
+                                f"authenticator {auth.authenticator!r} is not defined in "
+                                "'extensions'"
+                                + did_you_mean(auth.authenticator, map(str, defined)),
+                            )
+                        )
+                    continue
+                if target not in enabled:
+                    errors.append(
+                        raw.error(
+                            path,
+                            f"authenticator {auth.authenticator!r} is not listed in "
+                            "service.extensions, so it would not run",
+                        )
+                    )
+                    continue
+                factory = registry.get(Kind.EXTENSION, target.type)
+                sides = (
+                    factory.auth_sides(defined[target])
+                    if isinstance(factory, ExtensionFactory)
+                    else frozenset()
+                )
+                if auth.side not in sides:
+                    can = (
+                        f"it authenticates only on the {next(iter(sides))} side"
+                        if sides
+                        else "it is not an authenticator"
+                    )
+                    errors.append(
+                        raw.error(
+                            path,
+                            f"extension {auth.authenticator!r} cannot authenticate {where}: {can}",
+                        )
+                    )
 
 
 def _defined_but_invalid(raw: RawConfig, kind: Kind, text: str) -> bool:

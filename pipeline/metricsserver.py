@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
@@ -49,11 +50,12 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
-    async def start(self, endpoint: str) -> None:
-        """Listen on ``host:port``; a bind failure raises ``OSError`` and leaves nothing open."""
+    async def start(self, endpoint: str, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Listen on ``host:port`` (HTTPS with ``ssl_context``); a bind failure raises
+        ``OSError`` and leaves nothing open."""
         host, port = split_endpoint(endpoint)
         self._server = await asyncio.start_server(
-            self._serve, host or None, port, limit=MAX_HEAD_BYTES, backlog=128
+            self._serve, host or None, port, limit=MAX_HEAD_BYTES, backlog=128, ssl=ssl_context
         )
 
     @property

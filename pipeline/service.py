@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.component import ComponentID, Kind
 from pipeline.config import Config
+from pipeline.configtls import server_ssl_context
 from pipeline.configtypes import check_bindable, split_endpoint
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.graph import Graph, Node
@@ -163,7 +164,8 @@ class Service:
             return await asyncio.to_thread(generate_latest, registry), CONTENT_TYPE_LATEST
 
         server = MetricsServer("/metrics", collect)
-        await server.start(metrics.address)
+        tls = metrics.tls
+        await server.start(metrics.address, server_ssl_context(tls) if tls is not None else None)
         self._telemetry_server = server
         log.info("own telemetry served", extra={"address": metrics.address})
 

@@ -3,6 +3,15 @@
 import pipeline
 
 INTENDED = {
+    "AuthenticationError",
+    "ClientAuthConfig",
+    "ClientAuthenticator",
+    "ServerAuth",
+    "ServerAuthConfig",
+    "ServerAuthenticator",
+    "ServerTLSConfig",
+    "client_authenticator",
+    "server_ssl_context",
     "ClientInfo",
     "Component",
     "ComponentConfig",

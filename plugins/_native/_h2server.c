@@ -18,6 +18,16 @@
  * grpc-status 0) or a Trailers-Only error response, or a bare HTTP status. A stream the client
  * reset or closed before the answer is simply gone: respond() then does nothing. Nothing here
  * calls back into Python.
+ *
+ * With headers=True (a receiver with an authenticator), each request's headers are collected
+ * (regular ones, at most MAX_HEADERS of at most MAX_HEADER_BYTES in all; a name sent twice
+ * keeps its first value) and handed out by take_heads() as (stream_id, {name: value}) as soon
+ * as the HEADERS block has arrived, before its body. The call is then held (its body still
+ * arriving, bounded as any other) until Python admits it: admit(stream_id, tag) returns the
+ * completed call at once when its body had already ended, else feed() returns it when it ends;
+ * in this mode a completed call carries tag as a 7th item. Python refuses a call instead by
+ * answering it with respond() before (or after) its body ended: the rest of its body is then
+ * discarded as it arrives.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,6 +36,8 @@
 
 #define FRAMING (-1)
 #define TOO_LARGE (-2)
+#define MAX_HEADERS 64          /* headers collected per request in headers mode */
+#define MAX_HEADER_BYTES 16384  /* and their names and values together */
 
 typedef struct stream {
     int32_t id;
@@ -33,6 +45,12 @@ typedef struct stream {
     size_t len, cap, received;
     size_t resp_off;
     int too_large, done, responding;
+    int refused;               /* reset with REFUSED_STREAM (max_buffered) */
+    int rst_after;             /* answered before its body ended: RST_STREAM once answered */
+    int admitted, ended;       /* headers mode: let through by Python; body complete */
+    PyObject *headers;         /* headers mode: {name: value} until handed out */
+    PyObject *tag;             /* headers mode: what admit() attached (the caller's identity) */
+    size_t nheaders, header_bytes;
     char path[256];
     size_t path_len;
     char content_type[64];
@@ -47,6 +65,8 @@ typedef struct {
     size_t buffered, max_buffered; /* request bytes held in the streams, and their bound */
     Py_ssize_t refused;            /* streams reset (REFUSED_STREAM) because of that bound */
     PyObject *ready;    /* list of completed requests, handed out by feed() */
+    PyObject *heads;    /* headers mode: (stream_id, headers) of new requests, take_heads() */
+    int collect;        /* headers mode */
     stream *streams;    /* every stream with state here */
     Py_ssize_t nstreams;
     int failed;         /* a callback failed (memory): the connection is unusable */
@@ -66,6 +86,8 @@ static void
 stream_free(SessionObject *S, stream *x)
 {
     stream_drop_body(S, x);
+    Py_CLEAR(x->headers);
+    Py_CLEAR(x->tag);
     if (x->prev)
         x->prev->next = x->next;
     else
@@ -97,6 +119,13 @@ on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *use
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     x->id = frame->hd.stream_id;
+    x->admitted = !S->collect;
+    if (S->collect && (x->headers = PyDict_New()) == NULL) {
+        PyErr_Clear();
+        PyMem_Free(x);
+        S->failed = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     x->next = S->streams;
     if (S->streams)
         S->streams->prev = x;
@@ -125,6 +154,23 @@ on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *n
         copy_header(x->content_type, sizeof x->content_type, value, valuelen);
     else if (namelen == 13 && memcmp(name, "grpc-encoding", 13) == 0)
         copy_header(x->encoding, sizeof x->encoding, value, valuelen);
+    if (x->headers != NULL && namelen > 0 && name[0] != ':' && x->nheaders < MAX_HEADERS &&
+        x->header_bytes + namelen + valuelen <= MAX_HEADER_BYTES) {
+        /* nghttp2 lets through only lower-case names; latin-1 decodes any byte */
+        PyObject *k = PyUnicode_DecodeLatin1((const char *)name, (Py_ssize_t)namelen, NULL);
+        PyObject *v = k ? PyUnicode_DecodeLatin1((const char *)value, (Py_ssize_t)valuelen, NULL)
+                        : NULL;
+        PyObject *kept = v ? PyDict_SetDefault(x->headers, k, v) : NULL; /* borrowed */
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (kept == NULL) {
+            PyErr_Clear();
+            ((SessionObject *)user)->failed = 1;
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        x->nheaders++;
+        x->header_bytes += namelen + valuelen;
+    }
     return 0;
 }
 
@@ -149,6 +195,7 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
          * clients retry a REFUSED_STREAM), nothing of it reaches Python */
         stream_drop_body(S, x);
         x->done = 1;
+        x->refused = 1;
         S->refused++;
         if (nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id,
                                       NGHTTP2_REFUSED_STREAM) != 0) {
@@ -175,11 +222,10 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
     return 0;
 }
 
-/* the request of a stream whose body ended, appended to S->ready */
-static int
-complete(SessionObject *S, stream *x)
+/* the call of a stream whose body ended (its body dropped): a new reference, NULL on error */
+static PyObject *
+build_item(SessionObject *S, stream *x)
 {
-    x->done = 1;
     int flag;
     PyObject *payload;
     if (x->too_large) {
@@ -204,10 +250,24 @@ complete(SessionObject *S, stream *x)
     }
     stream_drop_body(S, x);
     if (payload == NULL)
-        return -1;
-    PyObject *item = Py_BuildValue(
-        "(is#ssiN)", x->id, x->path, (Py_ssize_t)x->path_len, x->content_type, x->encoding, flag,
-        payload);
+        return NULL;
+    if (S->collect)
+        return Py_BuildValue("(is#ssiNO)", x->id, x->path, (Py_ssize_t)x->path_len,
+                             x->content_type, x->encoding, flag, payload,
+                             x->tag ? x->tag : Py_None);
+    return Py_BuildValue("(is#ssiN)", x->id, x->path, (Py_ssize_t)x->path_len, x->content_type,
+                         x->encoding, flag, payload);
+}
+
+/* a stream whose body ended: its call appended to S->ready, or held until admit() */
+static int
+complete(SessionObject *S, stream *x)
+{
+    x->done = 1;
+    x->ended = 1;
+    if (!x->admitted)
+        return 0;
+    PyObject *item = build_item(S, x);
     if (item == NULL)
         return -1;
     int rc = PyList_Append(S->ready, item);
@@ -219,6 +279,21 @@ static int
 on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     SessionObject *S = user;
+    if (S->collect && frame->hd.type == NGHTTP2_HEADERS &&
+        frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        stream *h = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (h != NULL && h->headers != NULL) {
+            PyObject *item = Py_BuildValue("(iN)", h->id, h->headers); /* steals it */
+            h->headers = NULL;
+            if (item == NULL || PyList_Append(S->heads, item) < 0) {
+                Py_XDECREF(item);
+                PyErr_Clear();
+                S->failed = 1;
+                return NGHTTP2_ERR_CALLBACK_FAILURE;
+            }
+            Py_DECREF(item);
+        }
+    }
     if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
         !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
@@ -240,6 +315,22 @@ on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code
     if (x != NULL) {
         nghttp2_session_set_stream_user_data(session, stream_id, NULL);
         stream_free(S, x);
+    }
+    return 0;
+}
+
+/* once the answer to a call refused before its body ended is sent (its HEADERS with
+ * END_STREAM: Trailers-Only or a bare status), RST_STREAM NO_ERROR tells the client to stop
+ * sending the body (RFC 9113 8.1); submitted earlier, nghttp2 would send it first */
+static int
+on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    stream *x = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (x != NULL && x->rst_after) {
+        x->rst_after = 0;
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, x->id, NGHTTP2_NO_ERROR);
     }
     return 0;
 }
@@ -270,10 +361,11 @@ static int
 Session_init(SessionObject *S, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"max_message", "max_concurrent_streams", "stream_window",
-                             "connection_window", "max_buffered", NULL};
+                             "connection_window", "max_buffered", "headers", NULL};
     Py_ssize_t max_message, max_streams, stream_window, conn_window, max_buffered = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnnn|n", kwlist, &max_message, &max_streams,
-                                     &stream_window, &conn_window, &max_buffered))
+    int collect = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnnn|np", kwlist, &max_message, &max_streams,
+                                     &stream_window, &conn_window, &max_buffered, &collect))
         return -1;
     if (max_buffered < 0)
         max_buffered = max_message + 5; /* default: one message as large as allowed */
@@ -289,8 +381,10 @@ Session_init(SessionObject *S, PyObject *args, PyObject *kwds)
     }
     S->max_message = (size_t)max_message;
     S->max_buffered = (size_t)max_buffered;
+    S->collect = collect;
     S->ready = PyList_New(0);
-    if (S->ready == NULL)
+    S->heads = PyList_New(0);
+    if (S->ready == NULL || S->heads == NULL)
         return -1;
     nghttp2_session_callbacks *cb;
     if (nghttp2_session_callbacks_new(&cb) != 0) {
@@ -302,6 +396,8 @@ Session_init(SessionObject *S, PyObject *args, PyObject *kwds)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    if (collect) /* only refusals are answered before their body ended */
+        nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     int rv = nghttp2_session_server_new(&S->session, cb, S);
     nghttp2_session_callbacks_del(cb);
     if (rv != 0) {
@@ -462,10 +558,16 @@ Session_respond(SessionObject *S, PyObject *args, PyObject *kwds)
     if (check(S) < 0)
         goto done;
     stream *x = nghttp2_session_get_stream_user_data(S->session, stream_id);
-    if (x == NULL || !x->done || x->responding) {
+    if (x == NULL || x->responding || x->refused) {
         result = Py_NewRef(Py_False);
         goto done;
     }
+    /* an answer before the body ended (a refusal) ends its reception: what still comes is
+     * discarded, and a RST_STREAM (NO_ERROR) after the answer asks the client to stop sending
+     * it (RFC 9113 8.1); a body held for admit() is dropped */
+    int early = !x->ended;
+    x->done = 1;
+    stream_drop_body(S, x);
     x->responding = 1; /* from here x->buf holds the response, not counted in S->buffered */
     char code[12], hstatus[4];
     if (http_status < 100 || http_status > 599) {
@@ -529,11 +631,43 @@ Session_respond(SessionObject *S, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "HTTP/2: %s", nghttp2_strerror(rv));
         goto done;
     }
+    x->rst_after = early;
     result = Py_NewRef(Py_True);
 done:
     if (payload.buf)
         PyBuffer_Release(&payload);
     return result;
+}
+
+/* take_heads() -> [(stream_id, {name: value})]: headers mode, the requests whose headers
+ * arrived since the last call */
+static PyObject *
+Session_take_heads(SessionObject *S, PyObject *unused)
+{
+    if (check(S) < 0)
+        return NULL;
+    return take_list(&S->heads);
+}
+
+/* admit(stream_id, tag) -> the completed call (with tag) when its body already ended, else None
+ * (feed() returns it when it ends, or the stream is gone: reset, refused or answered) */
+static PyObject *
+Session_admit(SessionObject *S, PyObject *args)
+{
+    int stream_id;
+    PyObject *tag;
+    if (!PyArg_ParseTuple(args, "iO", &stream_id, &tag))
+        return NULL;
+    if (check(S) < 0)
+        return NULL;
+    stream *x = nghttp2_session_get_stream_user_data(S->session, stream_id);
+    if (x == NULL || x->admitted || x->responding || x->refused)
+        Py_RETURN_NONE;
+    x->admitted = 1;
+    Py_XSETREF(x->tag, Py_NewRef(tag));
+    if (!x->ended)
+        Py_RETURN_NONE;
+    return build_item(S, x);
 }
 
 /* goaway(): the final GOAWAY: streams after the last one received are refused (the client may
@@ -581,12 +715,13 @@ Session_dealloc(SessionObject *S)
     if (S->session != NULL)
         nghttp2_session_del(S->session);
     Py_XDECREF(S->ready);
+    Py_XDECREF(S->heads);
     Py_TYPE(S)->tp_free((PyObject *)S);
 }
 
 static PyMethodDef Session_methods[] = {
     {"feed", (PyCFunction)Session_feed, METH_O,
-     "feed(data) -> [(stream_id, path, content_type, encoding, flag, payload)]"},
+     "feed(data) -> [(stream_id, path, content_type, encoding, flag, payload[, tag])]"},
     {"data_to_send", (PyCFunction)Session_data_to_send, METH_NOARGS,
      "data_to_send() -> the bytes to write to the peer (b'' for none)"},
     {"respond", (PyCFunction)(void (*)(void))Session_respond, METH_VARARGS | METH_KEYWORDS,
@@ -594,6 +729,10 @@ static PyMethodDef Session_methods[] = {
      "-> False when the stream is gone"},
     {"goaway", (PyCFunction)Session_goaway, METH_NOARGS,
      "the final GOAWAY (last stream id: the last one received)"},
+    {"take_heads", (PyCFunction)Session_take_heads, METH_NOARGS,
+     "take_heads() -> [(stream_id, {name: value})] (headers mode)"},
+    {"admit", (PyCFunction)Session_admit, METH_VARARGS,
+     "admit(stream_id, tag) -> the completed call, or None (headers mode)"},
     {"want_io", (PyCFunction)Session_want_io, METH_NOARGS,
      "False once the session is over"},
     {NULL, NULL, 0, NULL},

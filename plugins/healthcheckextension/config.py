@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from pipeline import ComponentConfig, ConfigModel, Duration, Endpoint, ListenEndpoint, Seconds
+from pipeline import (
+    ComponentConfig,
+    ConfigModel,
+    Duration,
+    Endpoint,
+    ListenEndpoint,
+    Seconds,
+    ServerTLSConfig,
+)
 
 
 class CheckCollectorPipeline(ConfigModel):
@@ -27,7 +35,9 @@ class ResponseBody(ConfigModel):
 class HealthCheckExtensionConfig(ComponentConfig):
     """``extensions.health_check``."""
 
-    endpoint: Endpoint = "0.0.0.0:13133"
+    endpoint: Endpoint = "localhost:13133"
+    tls: ServerTLSConfig | None = None
+    """HTTPS; with ``client_ca_file``, only clients with a certificate of that CA (mTLS)."""
     path: str = "/"
     """The overall status; ``<path>/live`` and ``<path>/ready`` answer liveness and readiness."""
     response_body: ResponseBody | None = None

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline import Component, CreateSettings, ExporterHelper, Host, Kind
+from pipeline import Component, CreateSettings, ExporterHelper, Host, Kind, server_ssl_context
 from pipeline.httpserver import serve
 from plugins.healthcheckextension.config import HealthCheckExtensionConfig
 
@@ -85,7 +85,9 @@ class HealthCheckExtension(Component):
         app.router.add_get(self.config.path, self._overall)
         app.router.add_get(f"{base}/live", self._live)
         app.router.add_get(f"{base}/ready", self._ready)
-        self._runner = await serve(app, self.config.endpoint)
+        tls = self.config.tls
+        ssl_context = server_ssl_context(tls) if tls is not None else None
+        self._runner = await serve(app, self.config.endpoint, ssl_context)
         if self.config.check_collector_pipeline.enabled:
             self._sampler = asyncio.create_task(self._sample_loop(), name="health_check-sampler")
         self.settings.logger.info(

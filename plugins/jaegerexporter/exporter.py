@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from pipeline import (
+    ClientAuthenticator,
     Component,
     CreateSettings,
     ExporterHelper,
@@ -19,6 +20,7 @@ from pipeline import (
     RetryableError,
     Signal,
     Traces,
+    client_authenticator,
     split_endpoint,
 )
 from plugins._jaegerthrift.model import EmitBatchFramer, encode_struct
@@ -57,6 +59,7 @@ class JaegerThriftExporter(Component):
             settings, Signal.TRACES, config, self._send, retry_enabled=False if self.udp else None
         )
         self._session: aiohttp.ClientSession | None = None
+        self._auth: ClientAuthenticator | None = None
         self._sock: socket.socket | None = None
         self._addr: Any = None
         self._started = False
@@ -165,6 +168,8 @@ class JaegerThriftExporter(Component):
             raise RetryableError("the exporter is not started")
         url = self.config.resolved_endpoint
         headers = {**self.config.headers, "Content-Type": THRIFT_CONTENT_TYPE}
+        if self._auth is not None:
+            headers.update(await self._auth.request_headers())
         while data.done < len(data.chunks):
             try:
                 async with self._session.post(
@@ -194,6 +199,12 @@ class JaegerThriftExporter(Component):
                 sock.setblocking(False)
                 self._sock, self._addr = sock, addr
         elif self._session is None:
+            self._auth = client_authenticator(host, self.config.auth, self.settings.name)
+            if self._auth is not None and self.config.resolved_endpoint.startswith("http://"):
+                self.settings.logger.warning(
+                    "credentials of %s are sent without TLS: anyone on the path can read them",
+                    self.config.auth.authenticator if self.config.auth else "",
+                )
             self._session = aiohttp.ClientSession()
         await self.helper.start(host)
         self._started = True

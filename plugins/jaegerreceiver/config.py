@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from pipeline import ConfigModel, Endpoint
+from pipeline import ConfigModel, Endpoint, ServerAuthConfig, ServerTLSConfig
 from pipeline.configtypes import ProtocolsReceiverConfig
 
 MAX_UDP_PAYLOAD = 65507
@@ -15,9 +15,14 @@ MAX_UDP_PAYLOAD = 65507
 class ThriftHTTPConfig(ConfigModel):
     """``protocols.thrift_http``: the collector's ``POST /api/traces``."""
 
-    endpoint: Endpoint = "0.0.0.0:14268"
+    endpoint: Endpoint = "localhost:14268"
     max_request_body_size: int = Field(20 * 1024 * 1024, ge=1024)
     """Bodies larger than this are refused with HTTP 413."""
+    tls: ServerTLSConfig | None = None
+    """HTTPS; with ``client_ca_file``, clients must present a certificate (mTLS)."""
+    auth: ServerAuthConfig | None = None
+    """``{authenticator: <extension>}``: requests are refused (``401``) unless it
+    authenticates their headers."""
 
 
 class ThriftUDPConfig(ConfigModel):
@@ -37,13 +42,13 @@ class ThriftUDPConfig(ConfigModel):
 class ThriftCompactConfig(ThriftUDPConfig):
     """``protocols.thrift_compact`` (UDP 6831)."""
 
-    endpoint: Endpoint = "0.0.0.0:6831"
+    endpoint: Endpoint = "localhost:6831"
 
 
 class ThriftBinaryConfig(ThriftUDPConfig):
     """``protocols.thrift_binary`` (UDP 6832)."""
 
-    endpoint: Endpoint = "0.0.0.0:6832"
+    endpoint: Endpoint = "localhost:6832"
 
 
 class ProtocolsConfig(ConfigModel):

@@ -12,15 +12,19 @@ from typing import Any
 from aiohttp import web
 
 from pipeline import (
+    AuthenticationError,
     Component,
     Consumer,
     CreateSettings,
     Host,
     PermanentError,
     RetryableError,
+    ServerAuth,
     Traces,
+    server_ssl_context,
     split_endpoint,
 )
+from pipeline.client import ClientInfo, peer_address, set_client
 from pipeline.httpserver import serve
 from pipeline.tasks import supervise
 from plugins._jaegerthrift.model import (
@@ -100,7 +104,8 @@ class JaegerReceiver(Component):
         protocols = self.config.protocols
         try:
             if protocols.thrift_http is not None:
-                http = ThriftHTTPServer(self, protocols.thrift_http)
+                auth = ServerAuth.from_config(self.settings, host, protocols.thrift_http.auth)
+                http = ThriftHTTPServer(self, protocols.thrift_http, auth)
                 await http.start()
                 self._servers.append(http)
             udp_ports: tuple[tuple[str, Protocol], ...] = (
@@ -131,15 +136,31 @@ class JaegerReceiver(Component):
 
 class ThriftHTTPServer:
     """``POST /api/traces`` with one Thrift-encoded ``Batch`` per request (``Content-Length``
-    or chunked), as the Jaeger collector serves it."""
+    or chunked), as the Jaeger collector serves it; with ``auth``, authenticated from the
+    headers before the body is read (``401`` with ``WWW-Authenticate`` when refused)."""
 
-    def __init__(self, receiver: JaegerReceiver, config: ThriftHTTPConfig) -> None:
+    def __init__(
+        self, receiver: JaegerReceiver, config: ThriftHTTPConfig, auth: ServerAuth | None = None
+    ) -> None:
         self.receiver = receiver
         self.config = config
+        self.auth = auth
         self._runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         rcv = self.receiver
+        peer = peer_address(request.remote)
+        auth: Any = {}
+        if self.auth is not None:
+            try:
+                auth = await self.auth.check(request.headers, "http", peer)
+            except AuthenticationError as exc:
+                return web.Response(
+                    status=401,
+                    text=f"unauthenticated: {exc}",
+                    headers={"WWW-Authenticate": self.auth.www_authenticate},
+                )
+        set_client(ClientInfo(peer, rcv.settings.name, "http", auth))  # a task per request
         content_type = request.content_type.lower()
         kind = HTTP_CONTENT_TYPES.get(content_type)
         if kind is None:
@@ -188,7 +209,9 @@ class ThriftHTTPServer:
     async def start(self) -> None:
         app = web.Application(client_max_size=self.config.max_request_body_size)
         app.router.add_post("/api/traces", self.handle)
-        self._runner = await serve(app, self.config.endpoint)
+        tls = self.config.tls
+        ssl_context = server_ssl_context(tls) if tls is not None else None
+        self._runner = await serve(app, self.config.endpoint, ssl_context)
         self.receiver.settings.logger.info(
             "Jaeger Thrift/HTTP listening", extra={"endpoint": self.config.endpoint}
         )

@@ -5,13 +5,14 @@ grpcio."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 import zlib
 
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from plugins.otlpreceiver.config import ServerTLSConfig
+from pipeline.configtls import server_ssl_context
+
+__all__ = ["RequestError", "inflate", "inflate_off_loop", "retry_status", "server_ssl_context"]
 
 
 class RequestError(Exception):
@@ -78,13 +79,3 @@ def retry_status(code: int, message: str, delay: float | None) -> bytes:
         )
         status.details.append(detail)
     return bytes(status.SerializeToString())
-
-
-def server_ssl_context(tls: ServerTLSConfig) -> ssl.SSLContext:
-    """TLS for a server: certificate and key, optionally verified client certificates."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.client_ca_file:
-        ctx.load_verify_locations(tls.client_ca_file)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx

@@ -6,26 +6,23 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
-from pipeline import ConfigModel, Endpoint, Signal
+from pipeline import ConfigModel, Endpoint, ServerAuthConfig, ServerTLSConfig, Signal
 from pipeline.configtypes import ProtocolsReceiverConfig
 
-
-class ServerTLSConfig(ConfigModel):
-    """``tls`` of a server: a certificate and key, optionally a CA to verify clients."""
-
-    cert_file: str
-    key_file: str
-    client_ca_file: str | None = None
+__all__ = ["GRPCServerConfig", "HTTPServerConfig", "OTLPReceiverConfig", "ServerTLSConfig"]
 
 
 class GRPCServerConfig(ConfigModel):
     """``protocols.grpc``."""
 
-    endpoint: Endpoint = "0.0.0.0:4317"
+    endpoint: Endpoint = "localhost:4317"
     transport: str = Field("tcp", pattern="^tcp$")
     max_recv_msg_size_mib: int = Field(4, ge=1)
     max_concurrent_streams: int = Field(0, ge=0)
     tls: ServerTLSConfig | None = None
+    auth: ServerAuthConfig | None = None
+    """``{authenticator: <extension>}``: calls are refused (``UNAUTHENTICATED``) unless it
+    authenticates their metadata."""
 
 
 class CORSConfig(ConfigModel):
@@ -42,7 +39,7 @@ class CORSConfig(ConfigModel):
 class HTTPServerConfig(ConfigModel):
     """``protocols.http``."""
 
-    endpoint: Endpoint = "0.0.0.0:4318"
+    endpoint: Endpoint = "localhost:4318"
     traces_url_path: str = Field("/v1/traces", pattern="^/")
     metrics_url_path: str = Field("/v1/metrics", pattern="^/")
     logs_url_path: str = Field("/v1/logs", pattern="^/")
@@ -50,6 +47,9 @@ class HTTPServerConfig(ConfigModel):
     """Largest body accepted, in bytes, both as sent and once decompressed."""
     cors: CORSConfig | None = None
     tls: ServerTLSConfig | None = None
+    auth: ServerAuthConfig | None = None
+    """``{authenticator: <extension>}``: requests are refused (``401``) unless it
+    authenticates their headers."""
 
     @model_validator(mode="after")
     def _distinct_paths(self) -> HTTPServerConfig:

@@ -10,6 +10,10 @@ enforces ``max_recv_msg_size_mib`` on the message as sent and once decompressed,
 with the same statuses as the grpcio server (:mod:`plugins.otlpreceiver.grpc_server`), which
 stays the fallback when the C module is not built (or ``PIPELINE_NATIVE=0``).
 
+With ``auth``, each call's metadata goes to the authenticator as soon as its HEADERS arrive;
+a call it refuses is answered ``UNAUTHENTICATED`` at once and the rest of its body discarded
+(the session's headers mode, see ``_h2server.c``).
+
 Answers: ``OK`` with an empty ``Export*ServiceResponse``; ``INVALID_ARGUMENT`` for data that
 cannot be decoded; ``UNAVAILABLE`` / ``RESOURCE_EXHAUSTED`` with ``google.rpc.RetryInfo`` when
 the pipeline pushes back; ``RESOURCE_EXHAUSTED`` for a message over the size limit;
@@ -23,9 +27,17 @@ import asyncio
 import base64
 import logging
 import ssl
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pipeline import PermanentError, RetryableError, Signal, split_endpoint
+from pipeline import (
+    AuthenticationError,
+    PermanentError,
+    RetryableError,
+    ServerAuth,
+    Signal,
+    split_endpoint,
+)
 from pipeline.client import ClientInfo, client_context, peer_address
 from plugins.otlpreceiver.common import (
     RequestError,
@@ -45,6 +57,7 @@ RESOURCE_EXHAUSTED = 8
 UNIMPLEMENTED = 12
 INTERNAL = 13
 UNAVAILABLE = 14
+UNAUTHENTICATED = 16
 
 PATHS = {
     "/opentelemetry.proto.collector.trace.v1.TraceService/Export": Signal.TRACES,
@@ -99,6 +112,7 @@ class _Connection(asyncio.Protocol):
                 stream_window=STREAM_WINDOW,
                 connection_window=CONNECTION_WINDOW,
                 max_buffered=max(MAX_BUFFERED, self.server.max_message + 5),
+                headers=self.server.auth is not None,
             )
         except Exception:
             self.server.receiver.settings.logger.exception("cannot serve a gRPC connection")
@@ -124,6 +138,9 @@ class _Connection(asyncio.Protocol):
             for _ in range(refused - self._refused):
                 self.server.refused("busy")
             self._refused = refused
+        if self.server.auth is not None:
+            for stream_id, headers in self.session.take_heads():
+                self._authenticate(stream_id, headers)
         for call in calls:
             self._call(*call)
         self.flush()
@@ -141,9 +158,45 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
+    # -- authentication (with auth: the session hands out each call's headers first) ------------
+    def _authenticate(self, stream_id: int, headers: Mapping[str, str]) -> None:
+        auth = self.server.auth
+        assert auth is not None
+        try:
+            info = auth.authenticate(headers, "grpc", self._peer())
+        except AuthenticationError as exc:
+            self.respond(stream_id, UNAUTHENTICATED, str(exc))
+            return
+        if isinstance(info, Mapping):
+            self._admit(stream_id, info)
+        else:
+            self.server.spawn(self._authenticate_later(stream_id, info))
+
+    async def _authenticate_later(self, stream_id: int, pending: Awaitable[Any]) -> None:
+        try:
+            info = await pending
+        except AuthenticationError as exc:
+            self.respond(stream_id, UNAUTHENTICATED, str(exc))
+            return
+        if not self.closed:
+            self._admit(stream_id, info)
+            self.flush()
+
+    def _admit(self, stream_id: int, info: Mapping[str, Any]) -> None:
+        call = self.session.admit(stream_id, info)
+        if call is not None:  # its body had already ended
+            self._call(*call)
+
     # -- calls -----------------------------------------------------------------------------------
     def _call(
-        self, stream_id: int, path: str, content_type: str, encoding: str, flag: int, payload: Any
+        self,
+        stream_id: int,
+        path: str,
+        content_type: str,
+        encoding: str,
+        flag: int,
+        payload: Any,
+        auth: Mapping[str, Any] | None = None,
     ) -> None:
         if not content_type.startswith("application/grpc"):
             self.server.refused("not_grpc")
@@ -179,12 +232,18 @@ class _Connection(asyncio.Protocol):
                     "message (supported: gzip, deflate)",
                 )
                 return
-            self.server.spawn(self._export(stream_id, signal, payload, wbits, encoding))
+            self.server.spawn(self._export(stream_id, signal, payload, wbits, encoding, auth))
             return
-        self.server.spawn(self._export(stream_id, signal, payload))
+        self.server.spawn(self._export(stream_id, signal, payload, auth=auth))
 
     async def _export(
-        self, stream_id: int, signal: Signal, data: bytes, wbits: int = 0, encoding: str = ""
+        self,
+        stream_id: int,
+        signal: Signal,
+        data: bytes,
+        wbits: int = 0,
+        encoding: str = "",
+        auth: Mapping[str, Any] | None = None,
     ) -> None:
         receiver = self.server.receiver
         if wbits:
@@ -202,8 +261,9 @@ class _Connection(asyncio.Protocol):
                         stream_id, INTERNAL, f"cannot decompress the message: {exc.message}"
                     )
                 return
+        client = ClientInfo(self._peer(), receiver.settings.name, "grpc", auth or {})
         try:
-            with client_context(ClientInfo(self._peer(), receiver.settings.name, "grpc")):
+            with client_context(client):
                 await receiver.push(signal, data)
         except PermanentError as exc:
             self.respond(stream_id, INVALID_ARGUMENT, str(exc))
@@ -282,10 +342,17 @@ class _Connection(asyncio.Protocol):
 class NativeGRPCServer:
     """The gRPC side of one ``otlp`` receiver, served on the event loop."""
 
-    def __init__(self, receiver: OTLPReceiver, config: GRPCServerConfig, native: Any) -> None:
+    def __init__(
+        self,
+        receiver: OTLPReceiver,
+        config: GRPCServerConfig,
+        native: Any,
+        auth: ServerAuth | None = None,
+    ) -> None:
         self.receiver = receiver
         self.config = config
         self.native = native
+        self.auth = auth
         self.max_message = config.max_recv_msg_size_mib << 20
         self.connections: set[_Connection] = set()
         self.closing = False
@@ -301,7 +368,8 @@ class NativeGRPCServer:
     def refused(self, reason: str) -> None:
         """Count a call refused before it reached the pipeline (``too_large``, ``bad_framing``,
         ``unsupported_encoding``, ``unimplemented``, ``not_grpc``, ``busy``: the connection
-        held too much unfinished request data)."""
+        held too much unfinished request data; ``unauthenticated`` is counted by the
+        :class:`~pipeline.ServerAuth`)."""
         self.receiver.settings.telemetry.refused_request("grpc", reason)
 
     def log_refusal(self, message: str) -> None:
@@ -311,9 +379,8 @@ class NativeGRPCServer:
     def _ssl(self) -> ssl.SSLContext | None:
         if self.config.tls is None:
             return None
-        ctx = server_ssl_context(self.config.tls)
-        ctx.set_alpn_protocols(["h2"])  # gRPC clients require HTTP/2 negotiated by ALPN
-        return ctx
+        # gRPC clients require HTTP/2 negotiated by ALPN
+        return server_ssl_context(self.config.tls, alpn=["h2"])
 
     async def start(self) -> None:
         host, port = split_endpoint(self.config.endpoint)

@@ -5,19 +5,29 @@ The request is never parsed into Python objects here: the handler gets the encod
 checks their framing (:meth:`pipeline.Payload.validate`) and passes them on. Answers follow the
 OTLP specification: ``INVALID_ARGUMENT`` for data that cannot be decoded, ``UNAVAILABLE`` (or
 ``RESOURCE_EXHAUSTED`` for the gateway's own limits) with ``RetryInfo`` when the pipeline pushes
-back.
+back. With ``auth``, an interceptor authenticates each call's metadata before its message is
+read: a refused call is answered ``UNAUTHENTICATED``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.rpc import code_pb2
 
-from pipeline import PermanentError, RetryableError, Signal, split_endpoint
+from pipeline import (
+    AuthenticationError,
+    PermanentError,
+    RetryableError,
+    ServerAuth,
+    Signal,
+    split_endpoint,
+)
 from pipeline.client import ClientInfo, client_context
 from plugins.otlpreceiver.common import retry_status
 from plugins.otlpreceiver.config import GRPCServerConfig, ServerTLSConfig
@@ -32,6 +42,8 @@ SERVICES = {
 }
 EMPTY_RESPONSE = b""  # an ExportServiceResponse with no partial_success
 DEFAULT_RETRY_DELAY = 1.0
+# what the authenticator established, from the interceptor to the call's handler
+_auth_info: ContextVar[Mapping[str, Any] | None] = ContextVar("otlp_grpc_auth", default=None)
 
 
 def retry_trailers(
@@ -51,19 +63,69 @@ def server_credentials(tls: ServerTLSConfig) -> grpc.ServerCredentials:
     )
 
 
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates each call's metadata before its message is read: the Export handler is
+    served as a stream of requests, the first read only once the caller is authenticated. A
+    refused call gets ``UNAUTHENTICATED``; an accepted one runs with what the authenticator
+    established (``ClientInfo.auth``)."""
+
+    def __init__(self, auth: ServerAuth) -> None:
+        self.auth = auth
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # UNIMPLEMENTED
+        inner = handler.unary_unary
+        auth = self.auth
+
+        async def guarded(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            headers: dict[str, str] = {}
+            for key, value in context.invocation_metadata() or ():
+                if isinstance(value, bytes):  # -bin metadata
+                    value = value.decode("latin-1")
+                headers.setdefault(key.lower(), value)
+            try:
+                info = await auth.check(headers, "grpc", context.peer() or "")
+            except AuthenticationError as exc:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            request = None
+            async for message in requests:  # a unary call: one message
+                request = message
+                break
+            if request is None:
+                await context.abort(grpc.StatusCode.INTERNAL, "no request message")
+            token = _auth_info.set(info)
+            try:
+                return await inner(request, context)
+            finally:
+                _auth_info.reset(token)
+
+        return grpc.stream_unary_rpc_method_handler(guarded)
+
+
 class GRPCServer:
     """The gRPC side of one ``otlp`` receiver."""
 
-    def __init__(self, receiver: OTLPReceiver, config: GRPCServerConfig) -> None:
+    def __init__(
+        self, receiver: OTLPReceiver, config: GRPCServerConfig, auth: ServerAuth | None = None
+    ) -> None:
         self.receiver = receiver
         self.config = config
+        self.auth = auth
         self._server: Any = None
 
     def _handler(self, signal: Signal) -> Any:
         receiver = self.receiver
 
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            client = ClientInfo(context.peer() or "", receiver.settings.name, "grpc")
+            client = ClientInfo(
+                context.peer() or "", receiver.settings.name, "grpc", _auth_info.get() or {}
+            )
             try:
                 with client_context(client):
                     await receiver.push(signal, request)
@@ -100,7 +162,8 @@ class GRPCServer:
         ]
         if self.config.max_concurrent_streams:
             options.append(("grpc.max_concurrent_streams", self.config.max_concurrent_streams))
-        server = grpc.aio.server(options=options)
+        interceptors = [AuthInterceptor(self.auth)] if self.auth is not None else None
+        server = grpc.aio.server(options=options, interceptors=interceptors)
         for signal in self.receiver.consumers:
             server.add_generic_rpc_handlers(
                 (

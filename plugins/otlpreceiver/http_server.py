@@ -14,7 +14,9 @@ choice):
   request), a ``google.rpc.Status`` on failure, ``400`` for data that cannot be decoded,
   ``429`` (the gateway's own limits) or ``503`` with ``Retry-After`` when the pipeline pushes
   back;
-* ``cors`` answers browser preflights for the allowed origins.
+* ``cors`` answers browser preflights for the allowed origins;
+* with ``auth``, a request is authenticated from its headers before its body is read: refused,
+  it gets ``401`` with ``WWW-Authenticate`` and a ``Status`` (code 16) in its encoding.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import asyncio
 import fnmatch
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from google.protobuf.message import Message
@@ -41,7 +43,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from pipeline import PermanentError, RetryableError, Signal, payload_type, split_endpoint
+from pipeline import (
+    AuthenticationError,
+    PermanentError,
+    RetryableError,
+    ServerAuth,
+    Signal,
+    payload_type,
+    split_endpoint,
+)
 from pipeline.client import ClientInfo, peer_address, set_client
 from plugins.otlpreceiver import otlpjson
 from plugins.otlpreceiver.common import (
@@ -132,9 +142,12 @@ class CORS:
 class HTTPServer:
     """The HTTP side of one ``otlp`` receiver."""
 
-    def __init__(self, receiver: OTLPReceiver, config: HTTPServerConfig) -> None:
+    def __init__(
+        self, receiver: OTLPReceiver, config: HTTPServerConfig, auth: ServerAuth | None = None
+    ) -> None:
         self.receiver = receiver
         self.config = config
+        self.auth = auth
         self.cors = CORS(config.cors)
         self.routes: dict[str, Signal] = {}
         self._server: web.Server | None = None
@@ -181,6 +194,15 @@ class HTTPServer:
         if request.method == "OPTIONS":
             return self.cors.preflight(request)
         cors = self.cors.simple_headers(request.headers.get("Origin"))
+        peer = peer_address(request.remote)
+        auth: Any = {}
+        if self.auth is not None:  # from the headers, before anything else (the body unread)
+            try:
+                auth = await self.auth.check(request.headers, "http", peer)
+            except AuthenticationError as exc:
+                as_json = request.content_type.lower() == JSON
+                headers = {**cors, "WWW-Authenticate": self.auth.www_authenticate}
+                return self._status(401, code_pb2.UNAUTHENTICATED, str(exc), as_json, headers)
         if request.method != "POST":
             return web.Response(
                 status=405,
@@ -201,7 +223,7 @@ class HTTPServer:
                 headers=cors,
             )
         rejected, reason = 0, ""
-        client = ClientInfo(peer_address(request.remote), self.receiver.settings.name, "http")
+        client = ClientInfo(peer, self.receiver.settings.name, "http", auth)
         set_client(client)  # aiohttp runs each request in a task of its own
         try:
             body = await self._read_body(request)

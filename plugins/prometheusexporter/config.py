@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pydantic import field_validator
 
-from pipeline import ComponentConfig, ConfigModel, Duration, Endpoint, ListenEndpoint, Seconds
+from pipeline import (
+    ComponentConfig,
+    ConfigModel,
+    Duration,
+    Endpoint,
+    ListenEndpoint,
+    Seconds,
+    ServerTLSConfig,
+)
 from plugins.prometheustranslator import label_name
 
 
@@ -17,7 +25,10 @@ class ResourceToTelemetryConfig(ConfigModel):
 class PrometheusExporterConfig(ComponentConfig):
     """``exporters.prometheus``."""
 
-    endpoint: Endpoint = "0.0.0.0:8889"
+    endpoint: Endpoint = "localhost:8889"
+    tls: ServerTLSConfig | None = None
+    """HTTPS for scrapes; with ``client_ca_file``, only scrapers with a certificate of that CA
+    (Prometheus: ``tls_config.cert_file``/``key_file``)."""
     namespace: str = ""
     const_labels: dict[str, str] = {}
     send_timestamps: bool = False

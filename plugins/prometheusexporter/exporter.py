@@ -10,7 +10,7 @@ from prometheus_client import exposition
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from pipeline import Component, CreateSettings, Host, Payload, Signal
+from pipeline import Component, CreateSettings, Host, Payload, Signal, server_ssl_context
 from pipeline.httpserver import serve
 from plugins.prometheusexporter.accumulator import Accumulator
 from plugins.prometheusexporter.config import PrometheusExporterConfig
@@ -102,7 +102,9 @@ class PrometheusExporter(Component):
             return
         app = web.Application()
         app.router.add_get("/metrics", self._handle)
-        self._runner = await serve(app, self.config.endpoint)
+        tls = self.config.tls
+        ssl_context = server_ssl_context(tls) if tls is not None else None
+        self._runner = await serve(app, self.config.endpoint, ssl_context)
         self.settings.logger.info(
             "serving metrics for Prometheus", extra={"endpoint": self.config.endpoint}
         )

@@ -19,6 +19,7 @@ import cramjam
 from prometheus_client.utils import floatToGoString
 
 from pipeline import (
+    ClientAuthenticator,
     Component,
     CreateSettings,
     ExporterHelper,
@@ -28,6 +29,7 @@ from pipeline import (
     PermanentError,
     RetryableError,
     Signal,
+    client_authenticator,
 )
 from plugins.prometheusexporter.accumulator import Accumulator, Family, Series
 from plugins.prometheusremotewriteexporter import prompb
@@ -115,6 +117,7 @@ class PrometheusRemoteWriteExporter(Component):
         )
         self.helper = ExporterHelper(settings, Signal.METRICS, config, self._send)
         self._session: aiohttp.ClientSession | None = None
+        self._auth: ClientAuthenticator | None = None
         self._warned: set[str] = set()
 
     def _dropped(self, n: int, reason: str) -> None:
@@ -171,6 +174,8 @@ class PrometheusRemoteWriteExporter(Component):
             "X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION,
             "User-Agent": "pipeline-gateway",
         }
+        if self._auth is not None:
+            headers.update(await self._auth.request_headers())
         try:
             async with self._session.post(
                 self.config.endpoint, data=data.body, headers=headers
@@ -186,6 +191,7 @@ class PrometheusRemoteWriteExporter(Component):
         raise PermanentError(message)
 
     async def start(self, host: Host) -> None:
+        self._auth = client_authenticator(host, self.config.auth, self.settings.name)
         await self.helper.start(host)
 
     async def shutdown(self) -> None:

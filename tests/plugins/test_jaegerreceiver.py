@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +36,7 @@ from tests.support import (
     running_service,
     wait_until,
 )
+from tests.tls_support import make_pki, make_server_certs
 
 HERE = Path(__file__).resolve().parent
 NPM_DIR = HERE / "jaeger_npm"
@@ -51,9 +55,9 @@ def _attrs(kvs: Any) -> dict[str, Any]:
     return out
 
 
-def _config(key: str, protocols: str, refuse: str = "") -> str:
+def _config(key: str, protocols: str, refuse: str = "", head: str = "", ext: str = "") -> str:
     extra = f", refuse: {refuse}" if refuse else ""
-    return f"""
+    return f"""{head}
 receivers:
   jaeger:
     protocols:
@@ -61,6 +65,7 @@ receivers:
 exporters:
   jaeger_test_capture: {{key: "{key}"{extra}}}
 service:
+  extensions: [{ext}]
   pipelines:
     traces: {{receivers: [jaeger], exporters: [jaeger_test_capture]}}
 """
@@ -161,9 +166,8 @@ async def test_python_jaeger_client_over_udp_compact(
     assert _value(service, "otelcol_receiver_accepted_spans_total", receiver="jaeger") == 3
 
 
-async def test_npm_jaeger_client_over_http_chunked(
-    http_receiver: tuple[Service, str, str],
-) -> None:
+async def _npm_send(url: str, env: dict[str, str] | None = None) -> tuple[bytes, bytes]:
+    """The npm jaeger-client's spans sent to ``url``: what it printed (JSON) and its errors."""
     require_program("node", "install Node.js 20 (apt-get install nodejs)")
     if not (NPM_DIR / "node_modules" / "jaeger-client").is_dir():
         message = (
@@ -172,16 +176,24 @@ async def test_npm_jaeger_client_over_http_chunked(
         if STRICT:
             pytest.fail(message)
         pytest.skip(message)
-    service, url, key = http_receiver
     proc = await asyncio.create_subprocess_exec(
         "node",
         str(NPM_DIR / "send.js"),
         url,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
+    return out, err
+
+
+async def test_npm_jaeger_client_over_http_chunked(
+    http_receiver: tuple[Service, str, str],
+) -> None:
+    service, url, key = http_receiver
+    out, err = await _npm_send(url)
     assert b"error" not in err, err.decode()
     sent = {s["span_id"]: s for s in json.loads(out)}
     await wait_until(lambda: len(cap.spans(key)) == 3)
@@ -218,6 +230,105 @@ async def test_npm_jaeger_client_over_http_chunked(
         want_code = Status.STATUS_CODE_ERROR if want["tags"].get("error") else 0
         assert span.status.code == want_code
     assert _value(service, "otelcol_receiver_accepted_spans_total", receiver="jaeger") == 3
+
+
+async def test_npm_jaeger_client_with_basic_auth_over_https(tmp_path: Path) -> None:
+    """The npm client's ``username``/``password`` against ``basicauth`` (an htpasswd file
+    written by Apache's htpasswd) over TLS: the right user gets in and is recorded in
+    ``ClientInfo.auth``; a wrong password gets 401 (the client logs it), nothing taken."""
+    tool = require_program("htpasswd", "apt-get install -y apache2-utils")
+    htpasswd = tmp_path / "htpasswd"
+    await asyncio.to_thread(
+        subprocess.run, [tool, "-cbm", str(htpasswd), "jaeger-app", "pw-1"], check=True
+    )
+    ca, cert, key_file = make_server_certs(tmp_path)
+    key = "http-basic-tls"
+    port = free_port()
+    head = f"""
+extensions:
+  basicauth: {{htpasswd: {{file: '{htpasswd}'}}}}"""
+    protocols = (
+        f'      thrift_http: {{endpoint: "127.0.0.1:{port}", auth: {{authenticator: basicauth}},'
+        f" tls: {{cert_file: '{cert}', key_file: '{key_file}'}}}}"
+    )
+    url = f"https://localhost:{port}/api/traces"
+    tls_env = {"NODE_EXTRA_CA_CERTS": str(ca)}
+    async with running_service(_config(key, protocols, head=head, ext="basicauth")) as service:
+        _, err = await _npm_send(
+            url, {**tls_env, "JAEGER_USERNAME": "jaeger-app", "JAEGER_PASSWORD": "pw-1"}
+        )
+        assert b"error" not in err, err.decode()
+        await wait_until(lambda: len(cap.spans(key)) == 3)
+        assert [c.auth for c in cap.CLIENTS[key]] == [
+            {"authenticator": "basicauth", "username": "jaeger-app"}
+        ]
+        _, err = await _npm_send(
+            url, {**tls_env, "JAEGER_USERNAME": "jaeger-app", "JAEGER_PASSWORD": "wrong"}
+        )
+        assert b"server responded with HTTP 401" in err
+        _, err = await _npm_send(url, tls_env)  # no credentials at all
+        assert b"server responded with HTTP 401" in err
+        assert len(cap.spans(key)) == 3
+        refused = _value(
+            service,
+            "otelcol_receiver_refused_requests_total",
+            receiver="jaeger",
+            transport="http",
+            reason="unauthenticated",
+        )
+        assert refused == 2
+
+
+async def test_http_auth_refusals_and_client_certificates(tmp_path: Path) -> None:
+    """Missing and wrong bearer tokens get 401 with ``WWW-Authenticate``; with
+    ``client_ca_file``, a client without a certificate of that CA is not served."""
+    pki = make_pki(tmp_path / "pki")
+    key = "http-bearer-mtls"
+    port = free_port()
+    head = """
+extensions:
+  bearertokenauth: {token: jaeger-token}"""
+    protocols = (
+        f'      thrift_http: {{endpoint: "127.0.0.1:{port}", '
+        "auth: {authenticator: bearertokenauth}, "
+        f"tls: {{cert_file: '{pki.server_cert}', key_file: '{pki.server_key}', "
+        f"client_ca_file: '{pki.ca}'}}}}"
+    )
+    batch = encode_struct(
+        Batch(process=Process(serviceName="s", tags=[]), spans=[sample_span(1)]), "binary"
+    )
+    url = f"https://localhost:{port}/api/traces"
+    good_tls = ssl.create_default_context(cafile=str(pki.ca))
+    good_tls.load_cert_chain(pki.client_cert, pki.client_key)
+    headers = {"Content-Type": "application/x-thrift"}
+    config = _config(key, protocols, head=head, ext="bearertokenauth")
+    async with running_service(config) as service, aiohttp.ClientSession() as session:
+        for auth in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "jaeger-token"}):
+            async with session.post(
+                url, data=batch, headers={**headers, **auth}, ssl=good_tls
+            ) as resp:
+                assert resp.status == 401
+                assert resp.headers["WWW-Authenticate"] == 'Bearer realm="pipeline"'
+        good = {**headers, "Authorization": "Bearer jaeger-token"}
+        async with session.post(url, data=batch, headers=good, ssl=good_tls) as resp:
+            assert resp.status == 202
+        await wait_until(lambda: len(cap.spans(key)) == 1)
+        for cert in (None, (pki.rogue_cert, pki.rogue_key)):
+            bad_tls = ssl.create_default_context(cafile=str(pki.ca))
+            if cert is not None:
+                bad_tls.load_cert_chain(*cert)
+            with pytest.raises(aiohttp.ClientError):
+                async with session.post(url, data=batch, headers=good, ssl=bad_tls) as resp:
+                    await resp.read()
+        assert len(cap.spans(key)) == 1
+        refused = _value(
+            service,
+            "otelcol_receiver_refused_requests_total",
+            receiver="jaeger",
+            transport="http",
+            reason="unauthenticated",
+        )
+        assert refused == 3
 
 
 async def test_thrift_binary_udp_from_generated_client_code() -> None:
@@ -419,8 +530,8 @@ service:
     receiver_cfg = cfg.components[Kind.RECEIVER][ComponentID("jaeger")]
     endpoints = receiver_cfg.listen_endpoints()
     assert [(e.path, e.endpoint, e.transport) for e in endpoints] == [
-        ("protocols.thrift_http.endpoint", "0.0.0.0:14268", "tcp"),
-        ("protocols.thrift_compact.endpoint", "0.0.0.0:6831", "udp"),
+        ("protocols.thrift_http.endpoint", "localhost:14268", "tcp"),
+        ("protocols.thrift_compact.endpoint", "localhost:6831", "udp"),
     ]
 
 
@@ -440,6 +551,7 @@ receivers:
 exporters:
   debug: {{verbosity: detailed}}
 service:
+  telemetry: {{metrics: {{level: none}}}}
   pipelines:
     traces: {{receivers: [jaeger], exporters: [debug]}}
 """

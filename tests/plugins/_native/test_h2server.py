@@ -39,7 +39,11 @@ class Pair:
     """A client (h2) and a server session, connected in memory."""
 
     def __init__(
-        self, max_message: int = 1 << 20, max_streams: int = 100, max_buffered: int = -1
+        self,
+        max_message: int = 1 << 20,
+        max_streams: int = 100,
+        max_buffered: int = -1,
+        collect: bool = False,
     ) -> None:
         self.client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
@@ -51,6 +55,7 @@ class Pair:
             stream_window=1 << 20,
             connection_window=1 << 24,
             max_buffered=max_buffered,
+            headers=collect,
         )
         self.events: list[Any] = []
         self.calls: list[tuple] = []
@@ -231,6 +236,118 @@ def test_a_stream_reset_by_the_client_is_forgotten() -> None:
     assert p.server.open_streams == 0
 
 
+# -- headers mode: a receiver with an authenticator ----------------------------------------------
+
+
+def test_headers_mode_hands_out_headers_before_the_body() -> None:
+    p = Pair(collect=True)
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers(authorization="Bearer abc", **{"x-tenant": "t1"}))
+    assert p.pump() == []
+    ((hsid, got),) = p.server.take_heads()
+    assert hsid == sid
+    assert got == {
+        "content-type": "application/grpc",
+        "te": "trailers",
+        "authorization": "Bearer abc",
+        "x-tenant": "t1",
+    }
+    assert p.server.take_heads() == []
+    # admitted before its body: the call comes from feed(), with the tag
+    assert p.server.admit(sid, {"user": "u"}) is None
+    p.client.send_data(sid, framed(b"m"), end_stream=True)
+    (call,) = p.pump()
+    assert call == (sid, PATH, "application/grpc", "", 0, b"m", {"user": "u"})
+    assert p.server.admit(sid, None) is None  # once only
+
+
+def test_headers_mode_holds_a_call_whose_body_ended_until_admitted() -> None:
+    p = Pair(collect=True)
+    sid = p.call(framed(b"body"))
+    assert p.pump() == []  # ended, but not admitted
+    assert p.server.buffered == 9
+    ((hsid, _),) = p.server.take_heads()
+    call = p.server.admit(hsid, "tag")
+    assert call == (sid, PATH, "application/grpc", "", 0, b"body", "tag")
+    assert p.server.buffered == 0
+    p.server.respond(sid, 0)
+    p.pump()
+    assert p.response(sid)["trailers"] == {"grpc-status": "0"}
+
+
+def test_headers_mode_refusal_before_the_body_discards_it() -> None:
+    p = Pair(collect=True)
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers())
+    p.client.send_data(sid, b"\x00\x00\x01\x00\x00" + b"a" * 1000)
+    p.pump()
+    assert p.server.buffered == 1005
+    (_,) = p.server.take_heads()
+    assert p.server.respond(sid, 16, b"missing credentials") is True
+    assert p.server.buffered == 0
+    p.pump()
+    r = p.response(sid)
+    assert r["headers"]["grpc-status"] == "16" and r["ended"]
+    # then RST_STREAM NO_ERROR: the client may stop sending the body (RFC 9113 8.1)
+    assert r["reset"] == h2.errors.ErrorCodes.NO_ERROR
+    assert p.server.open_streams == 0
+    assert p.server.buffered == 0
+    assert p.server.admit(sid, None) is None
+    # a refused call whose body had ended: its held body is dropped too
+    sid2 = p.call(framed(b"x" * 100))
+    p.pump()
+    (_,) = p.server.take_heads()
+    assert p.server.buffered == 105
+    assert p.server.respond(sid2, 16, b"no") is True
+    assert p.server.buffered == 0
+    assert p.server.admit(sid2, None) is None
+    p.pump()
+    assert "reset" not in p.response(sid2)  # its body had ended: nothing to stop
+    assert p.server.open_streams == 0
+
+
+def test_headers_mode_refusal_discards_data_still_in_flight() -> None:
+    p = Pair(collect=True)
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers())
+    p.client.send_data(sid, b"\x00\x00\x01\x00\x00" + b"a" * 100)
+    p.pump()
+    (_,) = p.server.take_heads()
+    p.server.respond(sid, 16, b"no")
+    # the client sends more before it reads the answer
+    p.client.send_data(sid, b"b" * 5000)
+    p.server.feed(p.client.data_to_send())
+    assert p.server.buffered == 0 and p.server.take_heads() == []
+
+
+def test_headers_mode_bounds_the_headers_kept() -> None:
+    p = Pair(collect=True)
+    sid = int(p.client.get_next_available_stream_id())
+    many = {f"x-h{i:03d}": "v" for i in range(100)}
+    p.client.send_headers(sid, headers(**many), end_stream=True)
+    p.pump()
+    ((_, got),) = p.server.take_heads()
+    assert len(got) == 64  # MAX_HEADERS
+    sid2 = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(
+        sid2, headers(**{"x-big": "a" * 10_000, "x-bigger": "b" * 10_000, "x-small": "c"})
+    )
+    p.pump()
+    ((_, got),) = p.server.take_heads()
+    assert "x-big" in got and "x-bigger" not in got and got["x-small"] == "c"
+
+
+def test_headers_mode_forgets_a_stream_reset_while_held() -> None:
+    p = Pair(collect=True)
+    sid = p.call(framed(b"held"))
+    p.pump()
+    (_,) = p.server.take_heads()
+    p.client.reset_stream(sid)
+    p.pump()
+    assert p.server.open_streams == 0 and p.server.buffered == 0
+    assert p.server.admit(sid, object()) is None
+
+
 def test_goaway_refuses_new_streams_and_answers_the_others() -> None:
     p = Pair()
     sid = p.call(framed(b"a"))
@@ -268,12 +385,14 @@ def test_limits_are_checked() -> None:
         )
 
 
-def test_random_corruption_never_crashes() -> None:
+@pytest.mark.parametrize("collect", [False, True], ids=["plain", "headers mode"])
+def test_random_corruption_never_crashes(collect: bool) -> None:
     rng = random.Random(7)
     good = Pair()
-    good.call(framed(b"\x0a\x02ab"))
+    good.call(framed(b"\x0a\x02ab"), authorization="Basic dTpw", **{"x-a": "b"})
+    good.call(framed(b"\x0a\x02cd"))
     wire = good.client.data_to_send()
-    for _ in range(2000):
+    for i in range(2000):
         data = bytearray(wire)
         for _ in range(rng.randint(1, 8)):
             data[rng.randrange(len(data))] = rng.randrange(256)
@@ -283,10 +402,20 @@ def test_random_corruption_never_crashes() -> None:
             max_concurrent_streams=10,
             stream_window=65535,
             connection_window=65535,
+            headers=collect,
         )
         try:
-            for call in s.feed(bytes(data[:cut])):
+            calls = s.feed(bytes(data[:cut]))
+            for n, (sid, heads) in enumerate(s.take_heads()):
+                assert all(isinstance(k, str) and isinstance(v, str) for k, v in heads.items())
+                if (i + n) % 3 == 0:  # refused, before or after its body ended
+                    s.respond(sid, 16, b"no")
+                else:
+                    more = s.admit(sid, ("tag", sid))
+                    calls += [more] if more is not None else []
+            for call in calls:
                 assert (isinstance(call[0], int) and call[1].startswith("/")) or call[1] == ""
+                assert len(call) == (7 if collect else 6)
                 s.respond(call[0], 0)
         except ValueError:
             continue

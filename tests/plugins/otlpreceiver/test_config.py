@@ -18,7 +18,7 @@ def test_http_defaults_are_the_collectors() -> None:
     cfg = OTLPReceiverConfig.model_validate({"protocols": {"http": None}})
     http = cfg.protocols.http
     assert http is not None
-    assert http.endpoint == "0.0.0.0:4318"
+    assert http.endpoint == "localhost:4318"
     assert (http.traces_url_path, http.metrics_url_path, http.logs_url_path) == (
         "/v1/traces",
         "/v1/metrics",
