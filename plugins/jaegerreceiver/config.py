@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from pipeline import ConfigModel, Endpoint
 from pipeline.configtypes import ProtocolsReceiverConfig
+from plugins._jaegerthrift import DEFAULT_MAX_BATCH_ITEMS
 
 MAX_UDP_PAYLOAD = 65507
 
@@ -18,6 +19,8 @@ class ThriftHTTPConfig(ConfigModel):
     endpoint: Endpoint = "0.0.0.0:14268"
     max_request_body_size: int = Field(20 * 1024 * 1024, ge=1024)
     """Bodies larger than this are refused with HTTP 413."""
+    max_batch_items: int = Field(DEFAULT_MAX_BATCH_ITEMS, ge=1)
+    """Structs (spans, tags, logs, references) one batch may hold; more: HTTP 413."""
 
 
 class ThriftUDPConfig(ConfigModel):
@@ -32,6 +35,8 @@ class ThriftUDPConfig(ConfigModel):
     """Datagrams handled at once."""
     socket_buffer_size: int = Field(0, ge=0)
     """``SO_RCVBUF`` in bytes; 0 keeps the system default."""
+    max_batch_items: int = Field(DEFAULT_MAX_BATCH_ITEMS, ge=1)
+    """Structs (spans, tags, logs, references) one datagram may hold; more: refused."""
 
 
 class ThriftCompactConfig(ThriftUDPConfig):

@@ -3,8 +3,6 @@ code generated from the IDL that ships inside the PyPI ``jaeger-client``."""
 
 from __future__ import annotations
 
-import time
-import tracemalloc
 from typing import Any
 
 import pytest
@@ -28,6 +26,7 @@ from plugins._jaegerthrift.model import (
     decode_emit_batch,
     encode_struct,
 )
+from tests.hostile import cost
 from tests.plugins import jaeger_thrift_reader as r
 
 
@@ -302,21 +301,6 @@ def batch_with_list(kind: model.Protocol, where: str, element: bytes, n: int) ->
     p.writeFieldStop()
     p.writeStructEnd()
     return bytes(buf.getvalue())
-
-
-def cost(fn: Any) -> tuple[float, int]:
-    """CPU seconds of ``fn()`` (run once untraced), and the peak of the Python memory it
-    allocated (run again under tracemalloc)."""
-    started = time.process_time()
-    fn()
-    cpu = time.process_time() - started
-    tracemalloc.start()
-    try:
-        fn()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return cpu, peak
 
 
 def refused(data: bytes, kind: model.Protocol, **kw: Any) -> ThriftDecodeError:
