@@ -224,7 +224,12 @@ class ThriftHTTPServer:
         except PermanentError as exc:
             return web.Response(status=400, text=str(exc))
         except Exception as exc:  # a bug downstream must not kill the server
-            rcv.settings.logger.exception("unexpected error while receiving Jaeger spans")
+            rcv.settings.log_limited(
+                logging.ERROR,
+                "unexpected error while receiving Jaeger spans",
+                key="unexpected",
+                exc_info=exc,
+            )
             return web.Response(status=500, text=f"internal error: {exc}")
         return web.Response(status=202)
 
@@ -335,8 +340,13 @@ class ThriftUDPServer:
                         "pipeline",
                         f"the pipeline refused {n} span(s): {exc}",
                     )
-                except Exception:
-                    rcv.settings.logger.exception("unexpected error while receiving Jaeger spans")
+                except Exception as exc:
+                    rcv.settings.log_limited(
+                        logging.ERROR,
+                        "unexpected error while receiving Jaeger spans",
+                        key="unexpected",
+                        exc_info=exc,
+                    )
             finally:
                 self._queue.task_done()
 

@@ -10,6 +10,7 @@ import json
 import logging
 import socket
 import sys
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -519,9 +520,15 @@ async def test_http_bombs_and_batches_over_the_budget_are_refused() -> None:
         batch.spans = batch.spans[:3]  # type: ignore[index]
         async with session.post(url, data=encode_struct(batch, "compact"), headers=compact) as r:
             assert r.status == 202
+        # 64 MiB of zeros in 64 KB of gzip: inflated no further than max_request_body_size
+        deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+        bomb = b"".join(deflate.compress(bytes(1 << 20)) for _ in range(64)) + deflate.flush()
+        gzipped = {**compact, "Content-Encoding": "gzip"}
+        async with session.post(url, data=bomb, headers=gzipped) as r:
+            assert r.status == 413
     assert len(cap.spans("http-hostile")) == 3
     assert _refused(service, "http", "malformed") == 1
-    assert _refused(service, "http", "too_large") == 1
+    assert _refused(service, "http", "too_large") == 2
 
 
 async def test_udp_bombs_and_datagrams_over_the_budget_are_refused() -> None:
