@@ -84,10 +84,11 @@ _EMPTY_JSON_RESPONSE = b"{}"
 
 
 # JSON bodies up to this size are decoded on the event loop, larger ones in a decode thread.
-# Decoding OTLP/JSON costs 0.3-0.5 µs per byte for SDK requests (json_format is pure Python),
-# up to ~0.7 µs for the densest valid shapes (arrays of empty objects): ~3 ms at this size at
-# worst, within the 5 ms the loop may wait for the GIL while a thread decodes.
-INLINE_JSON = 4 * 1024
+# Decoding OTLP/JSON costs 0.3-0.5 µs per byte for SDK requests (json_format is pure Python)
+# and up to 2.5 µs for the densest valid shape (a list of empty spans, `{},` each): 2.5 ms at
+# this size at worst, within the 5 ms the loop may wait for the GIL while a thread decodes. A
+# one-span SDK request is about 1 KiB.
+INLINE_JSON = 1024
 
 
 def parse_json(signal: Signal, body: bytes, max_values: int) -> tuple[Payload, int, str]:

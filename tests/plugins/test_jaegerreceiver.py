@@ -420,6 +420,8 @@ service:
         config_from_text(base % "{}")
     with pytest.raises(ConfigErrors, match="gRPC protocol"):
         config_from_text(base % "{grpc: }")
+    with pytest.raises(ConfigErrors, match="greater than or equal to 1"):
+        config_from_text(base % "{thrift_http: {max_batch_items: 0}}")
     cfg = config_from_text(base % "{thrift_compact: , thrift_http: }")
     receiver_cfg = cfg.components[Kind.RECEIVER][ComponentID("jaeger")]
     endpoints = receiver_cfg.listen_endpoints()

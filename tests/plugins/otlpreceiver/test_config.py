@@ -21,6 +21,7 @@ def test_http_defaults_are_the_collectors() -> None:
     assert http.endpoint == "0.0.0.0:4318"
     assert (http.traces_url_path, http.metrics_url_path) == ("/v1/traces", "/v1/metrics")
     assert http.max_request_body_size == 20 * 1024 * 1024
+    assert http.max_json_values == 1_000_000
     assert http.cors is None and http.tls is None
     assert [e.path for e in cfg.listen_endpoints()] == ["protocols.http.endpoint"]
 
@@ -37,6 +38,7 @@ def test_default_config_serves_both_protocols() -> None:
         ({"traces_url_path": "/x", "metrics_url_path": "/x"}, "must differ"),
         ({"cors": {"allowed_origin": ["*"]}}, "Extra inputs are not permitted"),
         ({"max_request_body_size": 0}, "greater than or equal to 1"),
+        ({"max_json_values": 0}, "greater than or equal to 1"),
     ],
 )
 def test_http_config_errors(section: dict[str, object], message: str) -> None:
