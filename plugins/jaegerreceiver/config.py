@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from pipeline import ConfigModel, Endpoint, ServerAuthConfig, ServerTLSConfig
 from pipeline.configtypes import ProtocolsReceiverConfig
+from plugins._jaegerthrift import DEFAULT_MAX_BATCH_ITEMS
 
 MAX_UDP_PAYLOAD = 65507
 
@@ -23,6 +24,8 @@ class ThriftHTTPConfig(ConfigModel):
     auth: ServerAuthConfig | None = None
     """``{authenticator: <extension>}``: requests are refused (``401``) unless it
     authenticates their headers."""
+    max_batch_items: int = Field(DEFAULT_MAX_BATCH_ITEMS, ge=1)
+    """Structs (spans, tags, logs, references) one batch may hold; more: HTTP 413."""
 
 
 class ThriftUDPConfig(ConfigModel):
@@ -37,6 +40,8 @@ class ThriftUDPConfig(ConfigModel):
     """Datagrams handled at once."""
     socket_buffer_size: int = Field(0, ge=0)
     """``SO_RCVBUF`` in bytes; 0 keeps the system default."""
+    max_batch_items: int = Field(DEFAULT_MAX_BATCH_ITEMS, ge=1)
+    """Structs (spans, tags, logs, references) one datagram may hold; more: refused."""
 
 
 class ThriftCompactConfig(ThriftUDPConfig):

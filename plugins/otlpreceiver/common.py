@@ -18,10 +18,20 @@ __all__ = ["RequestError", "inflate", "inflate_off_loop", "retry_status", "serve
 class RequestError(Exception):
     """A request refused before it reached the pipeline: an HTTP status and a message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason or ("too_large" if status == 413 else "malformed")
+        """For ``otelcol_receiver_refused_requests``."""
+
+
+class ClientDisconnected(RequestError):
+    """The client went away before its request body was in (nothing to answer)."""
+
+    def __init__(self, detail: str = "") -> None:
+        message = "the client disconnected before the request body was received"
+        super().__init__(499, f"{message} ({detail})" if detail else message)
 
 
 def inflate(body: bytes, limit: int, wbits: int, name: str) -> bytes:

@@ -45,6 +45,9 @@ class HTTPServerConfig(ConfigModel):
     logs_url_path: str = Field("/v1/logs", pattern="^/")
     max_request_body_size: int = Field(20 * 1024 * 1024, ge=1)
     """Largest body accepted, in bytes, both as sent and once decompressed."""
+    max_json_values: int = Field(1_000_000, ge=1)
+    """JSON values (objects, arrays, strings, numbers) one OTLP/JSON body may hold, counted
+    before it is parsed; more: 413."""
     cors: CORSConfig | None = None
     tls: ServerTLSConfig | None = None
     auth: ServerAuthConfig | None = None

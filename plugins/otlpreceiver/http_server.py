@@ -45,6 +45,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from pipeline import (
     AuthenticationError,
+    Payload,
     PermanentError,
     RetryableError,
     ServerAuth,
@@ -53,8 +54,10 @@ from pipeline import (
     split_endpoint,
 )
 from pipeline.client import ClientInfo, peer_address, set_client
+from plugins._offload import decode_off_loop
 from plugins.otlpreceiver import otlpjson
 from plugins.otlpreceiver.common import (
+    ClientDisconnected,
     RequestError,
     inflate_off_loop,
     server_ssl_context,
@@ -90,6 +93,21 @@ SAFE_HEADERS = frozenset(
     }
 )
 _EMPTY_JSON_RESPONSE = b"{}"
+
+
+# JSON bodies up to this size are decoded on the event loop, larger ones in a decode thread.
+# Decoding OTLP/JSON costs 0.3-0.5 µs per byte for SDK requests (json_format is pure Python)
+# and up to 2.5 µs for the densest valid shape (a list of empty spans, `{},` each): 2.5 ms at
+# this size at worst, within the 5 ms the loop may wait for the GIL while a thread decodes. A
+# one-span SDK request is about 1 KiB.
+INLINE_JSON = 1024
+
+
+def parse_json(signal: Signal, body: bytes, max_values: int) -> tuple[Payload, int, str]:
+    """An OTLP/JSON body as a payload (run in a decode thread when large); raises
+    :class:`otlpjson.OTLPJSONError` as :func:`otlpjson.parse`."""
+    message, rejected, reason = otlpjson.parse(body, REQUEST_CLASSES[signal](), max_values)
+    return payload_type(signal).from_message(message), rejected, reason
 
 
 class CORS:
@@ -215,6 +233,7 @@ class HTTPServer:
         elif content_type == JSON:
             as_json = True
         else:
+            self._refused("content_type", signal)
             self._warn(signal, f"unsupported content type {content_type!r}", 415)
             return web.Response(
                 status=415,
@@ -228,8 +247,9 @@ class HTTPServer:
         try:
             body = await self._read_body(request)
             if as_json:
-                message, rejected, reason = otlpjson.parse(body, REQUEST_CLASSES[signal]())
-                payload = payload_type(signal).from_message(message)
+                payload, rejected, reason = await decode_off_loop(
+                    len(body), INLINE_JSON, parse_json, signal, body, self.config.max_json_values
+                )
                 if rejected:
                     if payload.item_count() == 0:
                         raise PermanentError(reason)
@@ -238,15 +258,25 @@ class HTTPServer:
                 await self.receiver.push_payload(signal, payload)
             else:
                 await self.receiver.push(signal, body)
+        except ClientDisconnected as exc:
+            self._refused("client_disconnected", signal, exc.message, logging.INFO)
+            return self._status(exc.status, code_pb2.CANCELLED, exc.message, as_json, cors)
         except RequestError as exc:
             if exc.status in (400, 413):
                 self.receiver.count_malformed(signal)
+            self._refused(exc.reason, signal)
             self._warn(signal, exc.message, exc.status)
             code = code_pb2.RESOURCE_EXHAUSTED if exc.status == 413 else code_pb2.INVALID_ARGUMENT
             return self._status(exc.status, code, exc.message, as_json, cors)
+        except otlpjson.OTLPJSONBudgetError as exc:
+            self.receiver.count_malformed(signal)
+            self._refused("too_large", signal)
+            self._warn(signal, str(exc), 413)
+            return self._status(413, code_pb2.RESOURCE_EXHAUSTED, str(exc), as_json, cors)
         except PermanentError as exc:
             if as_json:  # protobuf framing errors are counted by the receiver
                 self.receiver.count_malformed(signal)
+            self._refused("malformed", signal)
             self._warn(signal, str(exc), 400)
             return self._status(400, code_pb2.INVALID_ARGUMENT, str(exc), as_json, cors)
         except RetryableError as exc:
@@ -309,11 +339,16 @@ class HTTPServer:
                 body = await request.content.readexactly(length)
             except asyncio.IncompleteReadError as exc:
                 raise RequestError(400, "request body shorter than its Content-Length") from exc
+            except ConnectionError as exc:
+                raise ClientDisconnected(str(exc)) from None
         else:
             chunks: list[bytes] = []
             total = 0
             while True:
-                chunk = await request.content.readany()
+                try:
+                    chunk = await request.content.readany()
+                except ConnectionError as exc:
+                    raise ClientDisconnected(str(exc)) from None
                 if not chunk:
                     break
                 total += len(chunk)
@@ -331,7 +366,9 @@ class HTTPServer:
         if encoding in ("deflate", "zlib"):
             return await inflate_off_loop(body, limit, 15, "deflate")
         raise RequestError(
-            400, f"unsupported Content-Encoding {encoding!r}: supported are gzip and deflate"
+            400,
+            f"unsupported Content-Encoding {encoding!r}: supported are gzip and deflate",
+            "unsupported_encoding",
         )
 
     def _status(
@@ -346,6 +383,22 @@ class HTTPServer:
         return web.Response(
             status=status, body=st.SerializeToString(), content_type=PROTOBUF, headers=headers
         )
+
+    def _refused(
+        self, reason: str, signal: Signal, message: str = "", level: int | None = None
+    ) -> None:
+        """Count a request refused before the pipeline (``otelcol_receiver_refused_requests``
+        by reason); with ``level``, also log it (at most once a second per reason)."""
+        settings = self.receiver.settings
+        settings.telemetry.refused_request("http", reason)
+        if level is not None:
+            settings.log_limited(
+                level,
+                "refused an OTLP/HTTP request: %s",
+                message,
+                key=f"http refusal/{reason}",
+                extra={"reason": reason, "otel_signal": str(signal)},
+            )
 
     def _warn(self, signal: Signal, message: str, status: int) -> None:
         """Log a refused request; at most one line a second, with the count of the others."""

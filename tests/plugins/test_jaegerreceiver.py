@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import ssl
 import subprocess
 import sys
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,17 @@ import aiohttp
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.protocol.TCompactProtocol import TCompactProtocol
+from thrift.Thrift import TType
 from thrift.transport.TTransport import TMemoryBuffer
 
 from pipeline import ComponentID, Kind
 from pipeline.errors import ConfigErrors
 from pipeline.service import Service
 from plugins._jaegerthrift.model import Batch, EmitBatchFramer, Process, encode_struct
+from tests.hostile import probe_during
 from tests.plugins import jaeger_capture as cap
-from tests.plugins.test_jaegerthrift import sample_span
+from tests.plugins.test_jaegerthrift import EMPTY_STRUCT, batch_with_list, sample_span
 from tests.support import (
     STRICT,
     config_from_text,
@@ -526,6 +531,8 @@ service:
         config_from_text(base % "{}")
     with pytest.raises(ConfigErrors, match="gRPC protocol"):
         config_from_text(base % "{grpc: }")
+    with pytest.raises(ConfigErrors, match="greater than or equal to 1"):
+        config_from_text(base % "{thrift_http: {max_batch_items: 0}}")
     cfg = config_from_text(base % "{thrift_compact: , thrift_http: }")
     receiver_cfg = cfg.components[Kind.RECEIVER][ComponentID("jaeger")]
     endpoints = receiver_cfg.listen_endpoints()
@@ -576,3 +583,161 @@ service:
             assert f"Trace ID       : {span['trace_id']}" in text
         assert "Name           : checkout" in text
         assert gw.stop() == 0
+
+
+# -- hostile input ------------------------------------------------------------------------------
+def _emit_batch(kind: str, batch: bytes) -> bytes:
+    """An agent datagram around an encoded Batch (a struct's encoding does not depend on where
+    it stands)."""
+    buf = TMemoryBuffer()
+    proto: Any = TCompactProtocol(buf) if kind == "compact" else TBinaryProtocol(buf)
+    proto.writeMessageBegin("emitBatch", 4, 1)
+    proto.writeStructBegin("emitBatch_args")
+    proto.writeFieldBegin("batch", TType.STRUCT, 1)
+    buf.write(batch)
+    proto.writeFieldEnd()
+    proto.writeFieldStop()
+    proto.writeStructEnd()
+    proto.writeMessageEnd()
+    return bytes(buf.getvalue())
+
+
+def _refused(service: Service, transport: str, reason: str) -> float:
+    return _value(
+        service,
+        "otelcol_receiver_refused_requests_total",
+        receiver="jaeger",
+        transport=transport,
+        reason=reason,
+    )
+
+
+async def test_http_bombs_and_batches_over_the_budget_are_refused() -> None:
+    port = free_port()
+    protocols = f'      thrift_http: {{endpoint: "127.0.0.1:{port}", max_batch_items: 30}}'
+    url = f"http://127.0.0.1:{port}/api/traces"
+    compact = {"Content-Type": "application/vnd.apache.thrift.compact"}
+    async with (
+        running_service(_config("http-hostile", protocols)) as service,
+        aiohttp.ClientSession() as session,
+    ):
+        # 4 million empty spans (4 MiB): refused at the first one
+        bomb = batch_with_list("compact", "spans", EMPTY_STRUCT, 4_000_000)
+        async with session.post(url, data=bomb, headers=compact) as resp:
+            assert resp.status == 400
+            assert "span #0 lacks the required field 'traceIdLow'" in await resp.text()
+        # each sample span is 9 structs: 3 spans and the batch and process fit in 30, 5 not
+        batch = Batch(process=Process(serviceName="s"), spans=[sample_span(i) for i in range(5)])
+        async with session.post(url, data=encode_struct(batch, "compact"), headers=compact) as r:
+            assert r.status == 413
+            assert "more than 30 items" in await r.text()
+        batch.spans = batch.spans[:3]  # type: ignore[index]
+        async with session.post(url, data=encode_struct(batch, "compact"), headers=compact) as r:
+            assert r.status == 202
+        # 64 MiB of zeros in 64 KB of gzip: inflated no further than max_request_body_size
+        deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+        bomb = b"".join(deflate.compress(bytes(1 << 20)) for _ in range(64)) + deflate.flush()
+        gzipped = {**compact, "Content-Encoding": "gzip"}
+        async with session.post(url, data=bomb, headers=gzipped) as r:
+            assert r.status == 413
+    assert len(cap.spans("http-hostile")) == 3
+    assert _refused(service, "http", "malformed") == 1
+    assert _refused(service, "http", "too_large") == 2
+
+
+async def test_udp_bombs_and_datagrams_over_the_budget_are_refused() -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    key = "udp-hostile"
+    protocols = f'      thrift_compact: {{endpoint: "127.0.0.1:{port}", max_batch_items: 30}}'
+    async with running_service(_config(key, protocols)) as service:
+        bomb = _emit_batch("compact", batch_with_list("compact", "tags", EMPTY_STRUCT, 60_000))
+        await _udp_send(port, bomb)
+        await _udp_send(port, _valid_packet(n=5))  # 47 structs
+        await _udp_send(port, _valid_packet(n=3))
+        await wait_until(lambda: len(cap.spans(key)) == 3)
+        await wait_until(lambda: _refused(service, "thrift_compact", "too_large") == 1)
+        assert _refused(service, "thrift_compact", "malformed") == 1
+
+
+async def test_the_loop_keeps_serving_while_a_large_batch_is_decoded() -> None:
+    """A 3.4 MB batch (16,000 spans, 144,000 structs) takes about a second to decode and
+    translate; it runs in a decode thread while small requests keep being served (they used
+    to wait for the whole decode: a gRPC probe waited 19.7 s behind a 19 MiB batch). What
+    the loop still waits for is the GIL (5 ms at a time) and the garbage collector's passes
+    over what the decode allocates (tens of ms)."""
+    port = free_port()
+    protocols = f'      thrift_http: {{endpoint: "127.0.0.1:{port}", max_batch_items: 200000}}'
+    url = f"http://127.0.0.1:{port}/api/traces"
+    headers = {"Content-Type": "application/x-thrift"}
+    n = 16_000
+    big = encode_struct(
+        Batch(process=Process(serviceName="s"), spans=[sample_span(i) for i in range(n)])
+    )
+    small = encode_struct(Batch(process=Process(serviceName="s"), spans=[sample_span()]))
+    async with (
+        running_service(_config("http-big", protocols)),
+        aiohttp.ClientSession() as session,
+    ):
+
+        async def post(body: bytes) -> int:
+            async with session.post(url, data=body, headers=headers) as resp:
+                return resp.status
+
+        status, duration, latencies, lag = await probe_during(post(big), lambda: post(small))
+    assert status == 202
+    assert len(latencies) >= 5, (duration, latencies)
+    # decoded on the loop, the probes and the loop would wait for the whole decode
+    assert max(latencies) < duration / 3, (duration, latencies)
+    assert lag < duration / 3, (duration, lag)
+    assert len(cap.spans("http-big")) == n + len(latencies)
+
+
+async def test_kernel_drops_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Datagrams the kernel drops (the socket's receive buffer is full) are read from its
+    counters and counted as refused, reason kernel_dropped: every datagram sent is either
+    received or counted."""
+    from plugins.jaegerreceiver import receiver
+
+    monkeypatch.setattr(receiver, "KERNEL_DROPS_INTERVAL", 0.05)
+    port = free_port(socket.SOCK_DGRAM)
+    key = "udp-drops"
+    protocols = (
+        f'      thrift_compact: {{endpoint: "127.0.0.1:{port}", socket_buffer_size: 4096, '
+        "workers: 1, queue_size: 1000}"
+    )
+    packet = _valid_packet(n=4)  # ~900 bytes
+    sent = 300
+    async with running_service(_config(key, protocols)) as service:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(sent):  # without yielding: the receiver cannot read meanwhile
+                s.sendto(packet, ("127.0.0.1", port))
+
+        def accounted() -> float:
+            received = len(cap.spans(key)) / 4
+            return received + _refused(service, "thrift_compact", "kernel_dropped")
+
+        await wait_until(lambda: accounted() == sent)
+        dropped = _refused(service, "thrift_compact", "kernel_dropped")
+    assert dropped > sent / 2, dropped
+
+
+async def test_a_client_that_disconnects_mid_body_is_counted_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    protocols = f'      thrift_http: {{endpoint: "127.0.0.1:{port}"}}'
+    async with running_service(_config("http-gone", protocols)) as service:
+        for _ in range(20):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST /api/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-thrift\r\n"
+                b"Content-Length: 1000\r\n\r\n" + b"\x0c" * 10
+            )
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        await wait_until(lambda: _refused(service, "http", "client_disconnected") == 20)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, errors
+    lines = [r for r in caplog.records if "client_disconnected" in str(r.__dict__)]
+    assert 1 <= len(lines) <= 2  # one line a second at most

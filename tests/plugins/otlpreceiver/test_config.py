@@ -25,6 +25,7 @@ def test_http_defaults_are_the_collectors() -> None:
         "/v1/logs",
     )
     assert http.max_request_body_size == 20 * 1024 * 1024
+    assert http.max_json_values == 1_000_000
     assert http.cors is None and http.tls is None
     assert [e.path for e in cfg.listen_endpoints()] == ["protocols.http.endpoint"]
 
@@ -43,6 +44,7 @@ def test_default_config_serves_both_protocols() -> None:
         ({"logs_url_path": "logs"}, "should match pattern"),
         ({"cors": {"allowed_origin": ["*"]}}, "Extra inputs are not permitted"),
         ({"max_request_body_size": 0}, "greater than or equal to 1"),
+        ({"max_json_values": 0}, "greater than or equal to 1"),
     ],
 )
 def test_http_config_errors(section: dict[str, object], message: str) -> None:
