@@ -18,6 +18,7 @@ from pipeline.configtypes import check_bindable, split_endpoint
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.graph import Graph, Node
 from pipeline.metricsserver import MetricsServer
+from pipeline.netedge import BUDGET, FDS
 from pipeline.telemetry import LOGGER_NAME, SelfTelemetry
 
 log = logging.getLogger(f"{LOGGER_NAME}.service")
@@ -121,6 +122,9 @@ class Service:
         errors = check_endpoints(self.config)
         if errors:
             raise ConfigErrors(errors)
+        limits = self.config.service.limits
+        BUDGET.max_bytes = limits.max_unfinished_request_bytes
+        FDS.configure(limits.reserved_file_descriptors)
         self.graph.build()
         order = list(self.graph.extensions.values()) + list(reversed(self.graph.flow_order()))
         try:
@@ -162,7 +166,12 @@ class Service:
             # Collecting reads /proc (process metrics): done in a worker thread.
             return await asyncio.to_thread(generate_latest, registry), CONTENT_TYPE_LATEST
 
-        server = MetricsServer("/metrics", collect)
+        refused = self.telemetry.counter(
+            "otelcol_service_refused_requests",
+            "Requests or connections the gateway's own metrics endpoint refused.",
+            ("transport", "reason"),
+        )
+        server = MetricsServer("/metrics", collect, lambda r: refused.labels("http", r).inc())
         await server.start(metrics.address)
         self._telemetry_server = server
         log.info("own telemetry served", extra={"address": metrics.address})

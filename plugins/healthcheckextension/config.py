@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from pipeline import ComponentConfig, ConfigModel, Duration, Endpoint, ListenEndpoint, Seconds
+from pipeline.netedge import ControlHTTPServerLimits
 
 
 class CheckCollectorPipeline(ConfigModel):
@@ -24,8 +25,9 @@ class ResponseBody(ConfigModel):
     unhealthy: str = ""
 
 
-class HealthCheckExtensionConfig(ComponentConfig):
-    """``extensions.health_check``."""
+class HealthCheckExtensionConfig(ControlHTTPServerLimits, ComponentConfig):
+    """``extensions.health_check`` (with the connection limits and timeouts of
+    :class:`pipeline.netedge.ControlHTTPServerLimits`)."""
 
     endpoint: Endpoint = "0.0.0.0:13133"
     path: str = "/"

@@ -21,7 +21,7 @@ from pipeline import (
     Traces,
     split_endpoint,
 )
-from pipeline.httpserver import serve
+from pipeline.httpserver import Serving, body_read, serve
 from pipeline.tasks import supervise
 from plugins._jaegerthrift.model import (
     Batch,
@@ -136,7 +136,7 @@ class ThriftHTTPServer:
     def __init__(self, receiver: JaegerReceiver, config: ThriftHTTPConfig) -> None:
         self.receiver = receiver
         self.config = config
-        self._runner: web.AppRunner | None = None
+        self._runner: Serving | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         rcv = self.receiver
@@ -151,6 +151,7 @@ class ThriftHTTPServer:
             )
         try:
             body = await request.read()
+            body_read(request)
         except web.HTTPRequestEntityTooLarge:
             rcv.refuse(
                 "http",
@@ -188,7 +189,14 @@ class ThriftHTTPServer:
     async def start(self) -> None:
         app = web.Application(client_max_size=self.config.max_request_body_size)
         app.router.add_post("/api/traces", self.handle)
-        self._runner = await serve(app, self.config.endpoint)
+        settings = self.receiver.settings
+        self._runner = await serve(
+            app,
+            self.config.endpoint,
+            limits=self.config,
+            refused=lambda reason: settings.telemetry.refused_request("http", reason),
+            log_limited=settings.log_limited,
+        )
         self.receiver.settings.logger.info(
             "Jaeger Thrift/HTTP listening", extra={"endpoint": self.config.endpoint}
         )

@@ -35,8 +35,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from pipeline import PermanentError, RetryableError, Signal, payload_type, split_endpoint
+from pipeline import PermanentError, RetryableError, Signal, payload_type
 from pipeline.client import ClientInfo, peer_address, set_client
+from pipeline.netedge import HTTPEdge, Listener, http_edge, serve_http
 from plugins.otlpreceiver import otlpjson
 from plugins.otlpreceiver.common import (
     RequestError,
@@ -130,7 +131,7 @@ class HTTPServer:
         self.cors = CORS(config.cors)
         self.routes: dict[str, Signal] = {}
         self._server: web.Server | None = None
-        self._listener: asyncio.Server | None = None
+        self._listener: Listener | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -141,16 +142,24 @@ class HTTPServer:
                 else self.config.metrics_url_path
             )
             self.routes[path] = signal
-        self._server = web.Server(self._handle, access_log=None, auto_decompress=False)
-        host, port = split_endpoint(self.config.endpoint)
-        ctx = server_ssl_context(self.config.tls) if self.config.tls else None
-        loop = asyncio.get_running_loop()
-        try:
-            self._listener = await loop.create_server(
-                self._server, host or None, port, ssl=ctx, reuse_address=True
-            )
-        except OSError as exc:
-            raise OSError(f"cannot listen on {self.config.endpoint}: {exc.strerror}") from exc
+        cfg = self.config
+        self._server = web.Server(
+            self._handle,
+            access_log=None,
+            auto_decompress=False,
+            # idle_timeout is enforced by the edge (0: never, as Go's net/http)
+            keepalive_timeout=cfg.idle_timeout or 365 * 86400.0,
+        )
+        ctx = server_ssl_context(cfg.tls) if cfg.tls else None
+        settings = self.receiver.settings
+        self._listener = await serve_http(
+            cfg.endpoint,
+            self._server,
+            cfg,
+            refused=lambda reason: settings.telemetry.refused_request("http", reason),
+            log_limited=settings.log_limited,
+            ssl=ctx,
+        )
         self.receiver.settings.logger.info(
             "OTLP/HTTP listening",
             extra={"endpoint": self.config.endpoint, "paths": ",".join(self.routes)},
@@ -167,11 +176,19 @@ class HTTPServer:
             for connection in list(server.connections):
                 connection.close()
             await server.shutdown(grace)
-        if listener is not None:
-            await listener.wait_closed()
 
     # -- requests ---------------------------------------------------------------------------------
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        edge = http_edge(request.transport, self._listener)
+        if edge is None:
+            return await self._serve(request, None)
+        edge.started()
+        try:
+            return await self._serve(request, edge)
+        finally:
+            edge.ended()
+
+    async def _serve(self, request: web.BaseRequest, edge: HTTPEdge | None) -> web.StreamResponse:
         signal = self.routes.get(request.path)
         if signal is None:
             return web.Response(status=404, text=f"404 page not found: {request.path}\n")
@@ -201,7 +218,18 @@ class HTTPServer:
         client = ClientInfo(peer_address(request.remote), self.receiver.settings.name, "http")
         set_client(client)  # aiohttp runs each request in a task of its own
         try:
-            body = await self._read_body(request)
+            try:
+                body = await self._read_body(request)
+            except ConnectionError:  # the client went away (or the edge closed it)
+                return web.Response(status=400, text="400 the request body did not arrive\n")
+            if edge is not None:
+                edge.read_done()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                # the client is gone before its request was taken: not ingested (it will not
+                # learn the outcome, and may send it again)
+                self.receiver.settings.telemetry.refused_request("http", "cancelled")
+                return web.Response(status=400, text="400 the client went away\n")
             if as_json:
                 message, rejected, reason = otlpjson.parse(body, REQUEST_CLASSES[signal]())
                 payload = payload_type(signal).from_message(message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import field_validator
 
 from pipeline import ComponentConfig, ConfigModel, Duration, Endpoint, ListenEndpoint, Seconds
+from pipeline.netedge import ControlHTTPServerLimits
 from plugins.prometheustranslator import label_name
 
 
@@ -14,8 +15,9 @@ class ResourceToTelemetryConfig(ConfigModel):
     enabled: bool = False
 
 
-class PrometheusExporterConfig(ComponentConfig):
-    """``exporters.prometheus``."""
+class PrometheusExporterConfig(ControlHTTPServerLimits, ComponentConfig):
+    """``exporters.prometheus`` (with the connection limits and timeouts of
+    :class:`pipeline.netedge.ControlHTTPServerLimits`)."""
 
     endpoint: Endpoint = "0.0.0.0:8889"
     namespace: str = ""

@@ -11,7 +11,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from pipeline import Component, CreateSettings, Host, Payload, Signal
-from pipeline.httpserver import serve
+from pipeline.httpserver import Serving, serve
 from plugins.prometheusexporter.accumulator import Accumulator
 from plugins.prometheusexporter.config import PrometheusExporterConfig
 
@@ -69,7 +69,7 @@ class PrometheusExporter(Component):
             metric_expiration=config.metric_expiration,
             on_drop=self._dropped,
         )
-        self._runner: web.AppRunner | None = None
+        self._runner: Serving | None = None
         self._warned: set[str] = set()
 
     def _dropped(self, n: int, reason: str) -> None:
@@ -102,7 +102,15 @@ class PrometheusExporter(Component):
             return
         app = web.Application()
         app.router.add_get("/metrics", self._handle)
-        self._runner = await serve(app, self.config.endpoint)
+        settings = self.settings
+        self._runner = await serve(
+            app,
+            self.config.endpoint,
+            limits=self.config,
+            refused=lambda reason: settings.telemetry.refused_request("http", reason),
+            log_limited=settings.log_limited,
+            reserved=True,  # scrapes get through when the data endpoints are flooded
+        )
         self.settings.logger.info(
             "serving metrics for Prometheus", extra={"endpoint": self.config.endpoint}
         )
