@@ -38,6 +38,7 @@ import errno
 import heapq
 import itertools
 import logging
+import os
 import resource
 import socket
 import ssl as ssl_module
@@ -107,18 +108,28 @@ class NetworkLimitsConfig(ConfigModel):
 
 # -- file descriptors ---------------------------------------------------------------------------
 class FdBudget:
-    """The process's descriptor limit and the top part of it data endpoints leave alone.
+    """The process's descriptor limit and the part of it data endpoints leave alone.
 
-    The kernel hands out the lowest free descriptor, so an accepted socket numbered
-    ``limit - reserve`` or above means that every descriptor below it was in use: a data
-    endpoint closes it at once. Descriptors of that top range are then only ever taken by
-    what needs them (the reserved endpoints, exporters, files), without counting them."""
+    Data endpoints together keep at most ``limit - reserve - baseline`` connections, where the
+    baseline is what the process had open besides them when the last data endpoint started
+    (listening sockets, the log, the event loop's own): the ``reserve`` stays for the health
+    and metrics endpoints, exporters and files. As a second guard, the kernel hands out the
+    lowest free descriptor: an accepted socket numbered in the upper half of the reserve means
+    the process is nearly out, and a data endpoint closes it at once."""
 
     def __init__(self) -> None:
         self.limit = 1024
         self.reserve = 64
+        self.baseline = 0
         self.configured = 0
         self.refresh()
+
+    def measure(self, data_connections: int) -> None:
+        """Count what the process has open besides the data connections."""
+        try:
+            self.baseline = max(0, len(os.listdir("/proc/self/fd")) - data_connections)
+        except OSError:
+            self.baseline = 0
 
     def refresh(self) -> None:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -131,9 +142,14 @@ class FdBudget:
         self.refresh()
 
     @property
-    def data_ceiling(self) -> int:
-        """Accepted descriptors at or above this are closed by data endpoints."""
-        return self.limit - self.reserve
+    def data_connections(self) -> int:
+        """Connections all data endpoints together may keep."""
+        return max(1, self.limit - self.reserve - self.baseline)
+
+    @property
+    def deep_in_reserve(self) -> int:
+        """An accepted descriptor numbered this or above is closed by a data endpoint."""
+        return self.limit - self.reserve // 2
 
 
 FDS = FdBudget()
@@ -197,9 +213,10 @@ class RequestDataBudget:
                 self._heap.clear()
 
     def make_room(self, holder: BudgetHolder, need: int) -> int:
-        """Evict holders that hold more than ``holder`` would (its bytes plus ``need``),
-        largest first, until ``need`` bytes fit; returns the room left."""
-        mine = self._held.get(holder, 0) + need
+        """Evict holders that hold more than twice what ``holder`` would (its bytes plus
+        ``need``), largest first, until ``need`` bytes fit; returns the room left. (Twice: two
+        hoarders of about the same size do not evict each other in turn.)"""
+        mine = 2 * (self._held.get(holder, 0) + need)
         heap = self._heap
         while self.room < need and heap:
             neg, _, victim = heap[0]
@@ -226,8 +243,9 @@ class EdgeConnection(Protocol):
     def edge_check(self, now: float) -> None:
         """Apply the timeouts (called every ``tick`` seconds)."""
 
-    def edge_evict(self) -> None:
-        """Close this idle connection to make room for a new one."""
+    def edge_evict(self) -> bool:
+        """Close this idle connection to make room for a new one; ``False`` when it turned
+        out to be busy (it is kept)."""
 
 
 class Listener:
@@ -237,6 +255,10 @@ class Listener:
     from ``connection_made`` and :meth:`forget` from ``connection_lost``, and tell the
     listener when it is idle (evictable) or busy (:meth:`set_idle`). A new connection counts
     as idle until it says otherwise."""
+
+    # the started listeners of data endpoints: at the descriptor ceiling, the connection idle
+    # the longest on any of them makes room
+    _data: ClassVar[set[Listener]] = set()
 
     def __init__(
         self,
@@ -264,7 +286,7 @@ class Listener:
         self.backlog = backlog
         self.connections: set[Any] = set()
         self.by_transport: dict[Any, Any] = {}
-        self._idle: OrderedDict[Any, None] = OrderedDict()
+        self._idle: OrderedDict[Any, float] = OrderedDict()  # conn -> idle since
         self._handshakes: dict[Any, asyncio.Task[Any]] = {}
         self._sockets: list[socket.socket] = []
         self._paused: set[socket.socket] = set()
@@ -301,6 +323,9 @@ class Listener:
             self._close_sockets()
             raise OSError(exc.errno, f"cannot listen on {self.endpoint}: {exc.strerror}") from exc
         FDS.refresh()
+        if not self.reserved:
+            Listener._data.add(self)
+            FDS.measure(Listener.data_open())
         for sock in self._sockets:
             loop.add_reader(sock.fileno(), self._accept, sock)
         self._sweeper = loop.create_task(self._sweep(), name=f"edge-sweeper {self.endpoint}")
@@ -311,6 +336,7 @@ class Listener:
 
     def close(self) -> None:
         """Stop accepting (connections already accepted stay; their owner closes them)."""
+        Listener._data.discard(self)
         self._close_sockets()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -333,7 +359,7 @@ class Listener:
         self.by_transport[transport] = conn
         if conn not in self.connections:  # made outside the accept loop (tests)
             self.connections.add(conn)
-            self._idle[conn] = None
+            self._idle[conn] = self._now()
 
     def forget(self, conn: Any, transport: Any = None) -> None:
         """From ``connection_lost``."""
@@ -346,10 +372,18 @@ class Listener:
         """Idle connections may be closed to make room (the longest idle first)."""
         if idle:
             if conn in self.connections:
-                self._idle[conn] = None
+                self._idle[conn] = self._now()
                 self._idle.move_to_end(conn)
         else:
             self._idle.pop(conn, None)
+
+    @staticmethod
+    def data_open() -> int:
+        """Connections open on all data endpoints."""
+        return sum(len(listener.connections) for listener in Listener._data)
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else 0.0
 
     def _accept(self, sock: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
@@ -362,7 +396,8 @@ class Listener:
             except OSError as exc:
                 self._accept_failed(sock, exc)
                 return
-            self._admit(conn_sock)
+            if not self._admit(conn_sock):
+                return
 
     def _accept_failed(self, sock: socket.socket, exc: OSError) -> None:
         exhausted = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -401,41 +436,44 @@ class Listener:
             key=f"refused {self.endpoint} {reason}",
         )
 
-    def _admit(self, conn_sock: socket.socket) -> None:
-        if not self.reserved and conn_sock.fileno() >= FDS.data_ceiling:
+    def _admit(self, conn_sock: socket.socket) -> bool:
+        """Take or refuse an accepted socket; ``False`` to accept no more until the next
+        event (a connection closed to make room frees its descriptor only then)."""
+        if not self.reserved and conn_sock.fileno() >= FDS.deep_in_reserve:
             self._refuse(
                 conn_sock,
                 "fd_reserve",
-                f"the process is within {FDS.reserve} descriptors of its limit "
-                f"({FDS.limit}); they are kept for the health and metrics endpoints",
+                f"the process is within {FDS.limit - conn_sock.fileno()} descriptors of its "
+                f"limit ({FDS.limit}), which are kept for the health and metrics endpoints",
             )
-            return
-        if len(self.connections) >= self.max_connections:
-            victim = next(iter(self._idle), None)
-            if victim is None:
+            return True
+        fd_full = not self.reserved and Listener.data_open() >= FDS.data_connections
+        conn_full = len(self.connections) >= self.max_connections
+        # full: the connection idle the longest makes room (on this endpoint, or on any data
+        # endpoint when it is the descriptors that ran short)
+        if (fd_full or conn_full) and not self._make_room(anywhere=fd_full and not conn_full):
+            if conn_full:
                 self._refuse(
                     conn_sock,
                     "max_connections",
                     f"{len(self.connections)} connections are open (max_connections) and "
                     "none is idle",
                 )
-                return
-            self._idle.pop(victim)
-            self.refused("evicted_idle")
-            self.log_limited(
-                logging.INFO,
-                "closed an idle connection on %s to make room (max_connections %d)",
-                self.endpoint,
-                self.max_connections,
-                key=f"evicted {self.endpoint}",
-            )
-            self._evict(victim)
+            else:
+                self._refuse(
+                    conn_sock,
+                    "fd_reserve",
+                    f"data endpoints hold {FDS.data_connections} connections, all the "
+                    f"descriptor limit ({FDS.limit}) allows besides the {FDS.reserve} kept for "
+                    "the health and metrics endpoints, and none is idle",
+                )
+            return True
         loop = self._loop
         assert loop is not None
         conn_sock.setblocking(False)
         conn = self.factory()
         self.connections.add(conn)
-        self._idle[conn] = None
+        self._idle[conn] = loop.time()
         timeout = (self.handshake_timeout or None) if self.ssl is not None else None
         task = loop.create_task(
             loop.connect_accepted_socket(
@@ -444,18 +482,48 @@ class Listener:
         )
         self._handshakes[conn] = task
         task.add_done_callback(lambda t: self._handshake_done(conn, t))
+        return not fd_full
 
-    def _evict(self, conn: Any) -> None:
+    def _make_room(self, anywhere: bool = False) -> bool:
+        """Close the connection idle the longest, here or (``anywhere``) on any data
+        endpoint; a few tries, as one may turn out busy."""
+        for _ in range(8):
+            owner = self
+            if anywhere:
+                oldest = None
+                for listener in Listener._data:
+                    first = next(iter(listener._idle.items()), None)
+                    if first is not None and (oldest is None or first[1] < oldest):
+                        owner, oldest = listener, first[1]
+            victim = next(iter(owner._idle), None)
+            if victim is None:
+                return False
+            owner._idle.pop(victim)
+            if owner._evict(victim):
+                owner.refused("evicted_idle")
+                owner.log_limited(
+                    logging.INFO,
+                    "closed an idle connection on %s to make room (%s)",
+                    owner.endpoint,
+                    "file descriptors" if anywhere else f"max_connections {self.max_connections}",
+                    key=f"evicted {owner.endpoint}",
+                )
+                return True
+        return False
+
+    def _evict(self, conn: Any) -> bool:
         task = self._handshakes.pop(conn, None)
         if task is not None:  # still in its TLS handshake
             task.cancel()
             self.forget(conn)
-            return
+            return True
         try:
-            conn.edge_evict()
+            if not conn.edge_evict():
+                return False
         except Exception:
             log.exception("closing a connection failed")
-            self.forget(conn)
+        self.forget(conn)
+        return True
 
     def _handshake_done(self, conn: Any, task: asyncio.Task[Any]) -> None:
         # the socket belongs to the transport now, which closes it (closing it here could
@@ -539,12 +607,16 @@ class HTTPEdge(asyncio.Protocol):
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.state == self.IDLE or self.state == self.WRITING:
-            if self.state == self.IDLE:
-                self.listener.set_idle(self, False)
-                assert self._loop is not None
+        state = self.state
+        if state == self.IDLE or state == self.WRITING:
+            # the next request; while the last answer is still being written it is still
+            # the write_timeout that applies
+            assert self.transport is not None and self._loop is not None
+            if state == self.IDLE or not self.transport.get_write_buffer_size():
+                if state == self.IDLE:
+                    self.listener.set_idle(self, False)
                 self.since = self._loop.time()
-            self.state = self.HEAD
+                self.state = self.HEAD
             self.reading = True
         if self.reading:
             self._charge(len(data))
@@ -619,17 +691,23 @@ class HTTPEdge(asyncio.Protocol):
                 self._abort("write_timeout", "the response was not written in time")
         elif state == self.WRITING:
             if transport.get_write_buffer_size() == 0:
-                self.state = self.IDLE
                 self.since = now
-                self.listener.set_idle(self, True)
+                if self.pending:  # part of the next request arrived meanwhile
+                    self.state = self.HEAD
+                else:
+                    self.state = self.IDLE
+                    self.listener.set_idle(self, True)
             elif lim.write_timeout and now - self.busy_since > lim.write_timeout:
                 self._abort("write_timeout", "the client did not read the response in time")
         elif lim.idle_timeout and now - self.since > lim.idle_timeout:
             transport.close()
 
-    def edge_evict(self) -> None:
+    def edge_evict(self) -> bool:
+        if self.state == self.BUSY:
+            return False
         if self.transport is not None:
             self.transport.close()
+        return True
 
     def _abort(self, reason: str, message: str) -> None:
         listener = self.listener

@@ -172,6 +172,12 @@ class Service:
             ("transport", "reason"),
         )
         server = MetricsServer("/metrics", collect, lambda r: refused.labels("http", r).inc())
+        self.telemetry.gauge(
+            "otelcol_server_unfinished_request_bytes",
+            "Request data held by all connections while their requests are incomplete "
+            "(bounded by service.limits.max_unfinished_request_bytes).",
+            (),
+        ).set_function(lambda: BUDGET.used)
         await server.start(metrics.address)
         self._telemetry_server = server
         log.info("own telemetry served", extra={"address": metrics.address})

@@ -152,6 +152,11 @@ class ThriftHTTPServer:
         try:
             body = await request.read()
             body_read(request)
+        except ConnectionError as exc:  # the client went away, or the edge cut it off
+            # the exception stays in the request's payload and its traceback holds the partial
+            # body: a cycle only the cyclic GC would free
+            exc.__traceback__ = None
+            return web.Response(status=400, text="the request body did not arrive")
         except web.HTTPRequestEntityTooLarge:
             rcv.refuse(
                 "http",

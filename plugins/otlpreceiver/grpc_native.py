@@ -107,6 +107,7 @@ class _Connection(asyncio.Protocol):
         self.ping_sent = 0.0
         self.draining_since: float | None = None  # max_connection_age's GOAWAY was sent
         self.max_age = 0.0
+        self.evictable = True  # in the listener's idle set (new connections start there)
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -250,6 +251,11 @@ class _Connection(asyncio.Protocol):
         self, stream_id: int, path: str, content_type: str, encoding: str, flag: int, payload: Any
     ) -> None:
         self.calls += 1
+        if self.evictable:  # busy now: not to be closed to make room
+            self.evictable = False
+            listener = self.server.listener
+            if listener is not None:
+                listener.set_idle(self, False)
         if not content_type.startswith("application/grpc"):
             self.server.refused("not_grpc")
             self.session.respond(stream_id, 0, http_status=415)
@@ -413,12 +419,14 @@ class _Connection(asyncio.Protocol):
         # idle: no call in progress, none since the last look (pings do not count)
         if session.open_streams or called:
             self.idle_since = None
-            if server.listener is not None:
+            if self.evictable and server.listener is not None:
                 server.listener.set_idle(self, False)
+            self.evictable = False
         elif self.idle_since is None:
             self.idle_since = now
             if server.listener is not None:
                 server.listener.set_idle(self, True)
+            self.evictable = True
         elif params.max_connection_idle and now - self.idle_since > params.max_connection_idle:
             self._close_gracefully("max_connection_idle")
             return
@@ -441,9 +449,14 @@ class _Connection(asyncio.Protocol):
             self.ping_sent = now
             self.flush()
 
-    def edge_evict(self) -> None:
-        """Closed to make room for a new connection (max_connections; this one is idle)."""
+    def edge_evict(self) -> bool:
+        """Closed to make room for a new connection (max_connections) when it has no call in
+        progress; ``False`` (kept) otherwise."""
+        if self.session is not None and self.session.open_streams:
+            self.evictable = False
+            return False
         self._close_gracefully("max_connections")
+        return True
 
     def _close_gracefully(self, reason: str) -> None:
         if self.session is not None and not self.closed:

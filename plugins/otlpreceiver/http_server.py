@@ -17,7 +17,6 @@ choice):
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import logging
 import math
@@ -304,14 +303,11 @@ class HTTPServer:
                 f"request body of {length} bytes is larger than max_request_body_size "
                 f"({limit} bytes)",
             )
-        if length is not None:
-            try:
-                body = await request.content.readexactly(length)
-            except asyncio.IncompleteReadError as exc:
-                raise RequestError(400, "request body shorter than its Content-Length") from exc
-        else:
-            chunks: list[bytes] = []
-            total = 0
+        # read by chunks either way: a body cut off (the client went away, the edge closed
+        # it) is dropped without being joined
+        chunks: list[bytes] = []
+        total = 0
+        try:
             while True:
                 chunk = await request.content.readany()
                 if not chunk:
@@ -322,7 +318,14 @@ class HTTPServer:
                         413, f"request body is larger than max_request_body_size ({limit} bytes)"
                     )
                 chunks.append(chunk)
-            body = b"".join(chunks)
+        except ConnectionError as exc:
+            # aiohttp keeps this exception in the request's payload, which this frame (in its
+            # traceback) references: a cycle only the cyclic GC would free, with the chunks
+            chunks.clear()
+            raise ConnectionError(str(exc)) from None
+        if length is not None and total < length:
+            raise RequestError(400, "request body shorter than its Content-Length")
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if not encoding or encoding == "identity":
             return body
