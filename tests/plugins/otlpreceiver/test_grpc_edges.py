@@ -22,7 +22,7 @@ import hpack
 import pytest
 from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame
 
-from tests.edge_support import EdgeGateway, sdk_grpc_export, wait_for
+from tests.edge_support import EdgeGateway, rss_bound, sdk_grpc_export, wait_for
 from tests.plugins._native_support import require_native
 from tests.plugins.otlpreceiver.test_grpc_native import framed
 from tests.plugins.otlpreceiver.test_grpc_server import TRACE_EXPORT, request
@@ -128,17 +128,21 @@ async def test_idle_connection_flood_is_capped_and_good_clients_get_through(
 ) -> None:
     gw = gateway
     rss, cpu, fds = gw.rss_mib(), gw.cpu_s(), gw.fds()
-    evicted = gw.refused("evicted_idle")
+    closed = gw.refused("evicted_idle") + gw.refused("handshake_timeout")
     socks = await asyncio.to_thread(idle_flood, gw.grpc, 1000)
     try:
         # at most max_connections (300) kept: the oldest idle ones were closed to make room
+        # (and those that never said the preface once handshake_timeout passed)
         wait_for(lambda: gw.fds() <= fds + 300 + 5)
-        assert gw.refused("evicted_idle") - evicted >= 1000 - 300 - 5
+        wait_for(
+            lambda: gw.refused("evicted_idle") + gw.refused("handshake_timeout") - closed
+            >= 1000 - 300 - 5
+        )
         ok = await asyncio.to_thread(sdk_grpc_export, gw.grpc)
         assert ok, "the SDK's export failed during the idle flood"
         grown, spent = gw.rss_mib() - rss, gw.cpu_s() - cpu
         print(f"idle flood: 1000 connections, RSS +{grown:.1f} MiB, CPU {spent:.2f} s")
-        assert grown < 40  # ~15 KB per kept connection
+        assert grown < rss_bound(40)  # ~15 KB per kept connection
         # those that never said the HTTP/2 preface are closed after handshake_timeout (1s)
         wait_for(lambda: gw.refused("handshake_timeout") >= 100, within=5)
     finally:
@@ -233,7 +237,7 @@ async def test_header_flood_resets_the_call(
         assert resets and resets[0].error_code == h2.errors.ErrorCodes.INTERNAL_ERROR
         wait_for(lambda: gw.refused("header_too_large") == before + 1)
         assert gw.accepted_spans() == accepted + 3  # the SDK's, not the flooder's
-        assert gw.rss_mib() - rss < 10
+        assert gw.rss_mib() - rss < rss_bound(10)
         # the connection goes on: a normal call on it is answered
         sid = client.conn.get_next_available_stream_id()
         client.conn.send_headers(sid, HEADERS)
@@ -393,7 +397,7 @@ async def test_unfinished_calls_are_bounded_by_the_process_budget(gateway: EdgeG
         assert ok, "the SDK's export failed while connections held unfinished calls"
         print(f"unfinished calls: 512 MiB sent, {held / 2**20:.1f} MiB held, RSS +{peak:.1f} MiB")
         assert held <= 32 << 20
-        assert peak < 32 * 3 + 16
+        assert peak < rss_bound(32 * 3 + 16)
     finally:
         for c in clients:
             c.close()
