@@ -135,8 +135,10 @@ async def test_idle_connection_flood_is_capped_and_good_clients_get_through(
         # (and those that never said the preface once handshake_timeout passed)
         wait_for(lambda: gw.fds() <= fds + 300 + 5)
         wait_for(
-            lambda: gw.refused("evicted_idle") + gw.refused("handshake_timeout") - closed
-            >= 1000 - 300 - 5
+            lambda: (
+                gw.refused("evicted_idle") + gw.refused("handshake_timeout") - closed
+                >= 1000 - 300 - 5
+            )
         )
         ok = await asyncio.to_thread(sdk_grpc_export, gw.grpc)
         assert ok, "the SDK's export failed during the idle flood"
