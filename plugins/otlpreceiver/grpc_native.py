@@ -190,15 +190,15 @@ class _Connection(asyncio.Protocol):
         before = self._stats
         self._stats = stats
         server = self.server
-        for _ in range(refused - before[0]):
-            server.refused("busy")
-        for _ in range(cancelled - before[1]):
-            server.refused("cancelled")
-        for _ in range(expired - before[3]):
-            server.refused("read_timeout")
+        for reason, now, then in (
+            ("busy", refused, before[0]),
+            ("cancelled", cancelled, before[1]),
+            ("read_timeout", expired, before[3]),
+            ("header_too_large", header, before[2]),
+        ):
+            if now > then:
+                server.refused(reason, now - then)
         if header > before[2]:
-            for _ in range(header - before[2]):
-                server.refused("header_too_large")
             server.log_refusal(
                 f"reset a call from {self._peer()}: its header block is larger than "
                 f"max_header_list_size ({server.config.max_header_list_size} bytes)"
@@ -525,7 +525,7 @@ class NativeGRPCServer:
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: str, n: int = 1) -> None:
         """Count a call (or connection) refused before it reached the pipeline:
         ``too_large``, ``bad_framing``, ``unsupported_encoding``, ``unimplemented``,
         ``not_grpc``, ``busy`` (unfinished request data over a bound), ``cancelled`` (reset by
@@ -534,7 +534,7 @@ class NativeGRPCServer:
         ``keepalive_timeout``, ``too_many_resets``, ``too_many_pings``, and the listener's
         ``max_connections``, ``evicted_idle``, ``fd_reserve``, ``fd_exhausted``,
         ``accept_error``, ``handshake``."""
-        self.receiver.settings.telemetry.refused_request("grpc", reason)
+        self.receiver.settings.telemetry.refused_request("grpc", reason, n)
 
     def log_refusal(self, message: str) -> None:
         """A warning, at most one a second (with the count of those not logged)."""
