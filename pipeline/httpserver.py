@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from pipeline.netedge import HTTPServerLimits, Listener, http_edge, serve_http
+
+if TYPE_CHECKING:
+    from pipeline.component import CreateSettings
 
 log = logging.getLogger("pipeline.httpserver")
 
@@ -72,15 +75,15 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     *,
     limits: HTTPServerLimits | None = None,
-    refused: Callable[[str], None] | None = None,
-    log_limited: Callable[..., Any] | None = None,
+    settings: CreateSettings | None = None,
     reserved: bool = False,
 ) -> Serving:
     """Start ``app`` on ``host:port``; returns what ``await cleanup()`` stops.
 
-    ``limits`` (default :class:`HTTPServerLimits`) bound connections and their timeouts;
-    ``refused(reason)`` counts what they refuse and ``log_limited`` logs it (rate-limited);
-    ``reserved`` marks a control endpoint (health, metrics), which may use the descriptors
+    ``limits`` (default :class:`HTTPServerLimits`) bound connections and their timeouts; what
+    they refuse is counted in the component's ``refused_request("http", reason)`` and logged
+    through its ``log_limited`` (``settings``: the component serving; without it nothing is
+    counted); ``reserved`` marks a control endpoint (health, metrics), which may use the descriptors
     data endpoints leave free. Access logs are off (one line per request is not a lifecycle
     event); a bind failure leaves nothing behind and raises ``OSError``.
     """
@@ -101,8 +104,12 @@ async def serve(
             endpoint,
             runner.server,
             limits,
-            refused=refused or (lambda reason: None),
-            log_limited=log_limited or _log_with(log),
+            refused=(
+                (lambda reason: settings.telemetry.refused_request("http", reason))
+                if settings is not None
+                else (lambda reason: None)
+            ),
+            log_limited=settings.log_limited if settings is not None else _log_with(log),
             ssl=ssl_context,
             reserved=reserved,
         )

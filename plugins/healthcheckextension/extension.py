@@ -85,13 +85,11 @@ class HealthCheckExtension(Component):
         app.router.add_get(self.config.path, self._overall)
         app.router.add_get(f"{base}/live", self._live)
         app.router.add_get(f"{base}/ready", self._ready)
-        settings = self.settings
         self._runner = await serve(
             app,
             self.config.endpoint,
             limits=self.config,
-            refused=lambda reason: settings.telemetry.refused_request("http", reason),
-            log_limited=settings.log_limited,
+            settings=self.settings,
             reserved=True,  # reachable when the data endpoints are flooded
         )
         if self.config.check_collector_pipeline.enabled:

@@ -194,13 +194,8 @@ class ThriftHTTPServer:
     async def start(self) -> None:
         app = web.Application(client_max_size=self.config.max_request_body_size)
         app.router.add_post("/api/traces", self.handle)
-        settings = self.receiver.settings
         self._runner = await serve(
-            app,
-            self.config.endpoint,
-            limits=self.config,
-            refused=lambda reason: settings.telemetry.refused_request("http", reason),
-            log_limited=settings.log_limited,
+            app, self.config.endpoint, limits=self.config, settings=self.receiver.settings
         )
         self.receiver.settings.logger.info(
             "Jaeger Thrift/HTTP listening", extra={"endpoint": self.config.endpoint}

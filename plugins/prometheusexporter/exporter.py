@@ -102,13 +102,11 @@ class PrometheusExporter(Component):
             return
         app = web.Application()
         app.router.add_get("/metrics", self._handle)
-        settings = self.settings
         self._runner = await serve(
             app,
             self.config.endpoint,
             limits=self.config,
-            refused=lambda reason: settings.telemetry.refused_request("http", reason),
-            log_limited=settings.log_limited,
+            settings=self.settings,
             reserved=True,  # scrapes get through when the data endpoints are flooded
         )
         self.settings.logger.info(

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pipeline.component import ComponentID, CreateSettings, Kind
 from pipeline.configtypes import Seconds
 from pipeline.httpserver import serve
 from pipeline.netedge import (
@@ -25,6 +26,7 @@ from pipeline.netedge import (
     RequestDataBudget,
     sweep_tick,
 )
+from pipeline.telemetry import SelfTelemetry, component_logger
 from tests.plugins.otlphttpexporter.test_tls_and_json import make_certs
 from tests.support import free_port, wait_until
 
@@ -228,8 +230,24 @@ async def test_tls_handshake_timeout(tmp_path: Path) -> None:
 
 
 # -- HTTP/1.1 through pipeline.httpserver ------------------------------------------------------
-async def test_http_timeouts_and_cap_through_serve() -> None:
-    counts = Counts()
+async def test_http_timeouts_through_serve_counted_for_the_component() -> None:
+    telemetry = SelfTelemetry()
+    cid = ComponentID("health_check")
+    settings = CreateSettings(
+        id=cid,
+        kind=Kind.EXTENSION,
+        logger=component_logger(Kind.EXTENSION, cid),
+        telemetry=telemetry.component(Kind.EXTENSION, cid),
+    )
+
+    def refused(reason: str) -> float:
+        return telemetry.value(
+            "otelcol_extension_refused_requests_total",
+            extension="health_check",
+            transport="http",
+            reason=reason,
+        )
+
     port = free_port()
     app = web.Application()
 
@@ -244,22 +262,20 @@ async def test_http_timeouts_and_cap_through_serve() -> None:
         read_timeout=Seconds(1),
         write_timeout=Seconds(1),
     )
-    serving = await serve(
-        app, f"127.0.0.1:{port}", limits=limits, refused=counts.refuse, log_limited=counts.log
-    )
+    serving = await serve(app, f"127.0.0.1:{port}", limits=limits, settings=settings)
     try:
         # a head that never ends: cut after read_header_timeout, counted
         r1, w1 = await asyncio.open_connection("127.0.0.1", port)
         w1.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
         assert await closed(r1)
-        assert counts.refused == ["read_header_timeout"]
+        assert refused("read_header_timeout") == 1
         # a request answered, then the idle keep-alive connection closed (not counted)
         r2, w2 = await asyncio.open_connection("127.0.0.1", port)
         w2.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert (await r2.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
         assert await r2.readexactly(2) == b"hi"
         assert await closed(r2, within=3.0)
-        assert counts.refused == ["read_header_timeout"]
+        assert refused("read_header_timeout") == 1  # an idle close is not a refusal
         for w in (w1, w2):
             w.close()
     finally:

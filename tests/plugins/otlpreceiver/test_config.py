@@ -92,6 +92,19 @@ def test_edge_limits_defaults() -> None:
     assert (http.write_timeout, http.idle_timeout) == (30.0, 60.0)
 
 
+# keepalive as the Collector's configgrpc writes it
+COLLECTOR_KEEPALIVE = {
+    "server_parameters": {
+        "max_connection_idle": "11s",
+        "max_connection_age": "12s",
+        "max_connection_age_grace": "13s",
+        "time": "30s",
+        "timeout": "5s",
+    },
+    "enforcement_policy": {"min_time": "10s", "permit_without_stream": True},
+}
+
+
 def test_collector_keepalive_yaml_runs_unchanged() -> None:
     cfg = OTLPReceiverConfig.model_validate(
         {
@@ -100,16 +113,7 @@ def test_collector_keepalive_yaml_runs_unchanged() -> None:
                     "max_concurrent_streams": 100,
                     "read_buffer_size": 524288,
                     "write_buffer_size": 0,
-                    "keepalive": {
-                        "server_parameters": {
-                            "max_connection_idle": "11s",
-                            "max_connection_age": "12s",
-                            "max_connection_age_grace": "13s",
-                            "time": "30s",
-                            "timeout": "5s",
-                        },
-                        "enforcement_policy": {"min_time": "10s", "permit_without_stream": True},
-                    },
+                    "keepalive": COLLECTOR_KEEPALIVE,
                 },
                 "http": {
                     "read_timeout": "10s",

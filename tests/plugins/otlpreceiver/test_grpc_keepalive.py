@@ -18,6 +18,7 @@ from hyperframe.frame import PingFrame, SettingsFrame
 from pipeline.service import Service
 from plugins.otlpreceiver.config import GRPCServerConfig
 from tests.plugins._native_support import require_native
+from tests.plugins.otlpreceiver.test_config import COLLECTOR_KEEPALIVE
 from tests.plugins.otlpreceiver.test_grpc_native import RawClient, framed
 from tests.plugins.otlpreceiver.test_grpc_server import refused, request
 from tests.support import free_port, running_service, wait_until
@@ -154,16 +155,7 @@ def test_grpcio_gets_the_options_as_channel_arguments() -> None:
             "max_connections": 7,
             "max_header_list_size": 4096,
             "handshake_timeout": "2s",
-            "keepalive": {
-                "server_parameters": {
-                    "max_connection_idle": "11s",
-                    "max_connection_age": "12s",
-                    "max_connection_age_grace": "13s",
-                    "time": "30s",
-                    "timeout": "5s",
-                },
-                "enforcement_policy": {"min_time": "10s", "permit_without_stream": True},
-            },
+            "keepalive": COLLECTOR_KEEPALIVE,
         }
     )
     options = dict(GRPCServer(None, cfg).options())  # type: ignore[arg-type]
