@@ -190,29 +190,39 @@ class _Connection(asyncio.Protocol):
         before = self._stats
         self._stats = stats
         server = self.server
-        for reason, now, then in (
-            ("busy", refused, before[0]),
-            ("cancelled", cancelled, before[1]),
-            ("read_timeout", expired, before[3]),
-            ("header_too_large", header, before[2]),
+        cfg = server.config
+        peer = self._peer()
+        for reason, now, then, why in (
+            (
+                "busy",
+                refused,
+                before[0],
+                "unfinished request data over the connection's bound or "
+                "service.limits.max_unfinished_request_bytes: REFUSED_STREAM",
+            ),
+            ("cancelled", cancelled, before[1], "reset by the client before it was taken"),
+            ("read_timeout", expired, before[3], f"request not received in {cfg.read_timeout:g}s"),
+            (
+                "header_too_large",
+                header,
+                before[2],
+                f"header block over max_header_list_size ({cfg.max_header_list_size} bytes)",
+            ),
         ):
             if now > then:
                 server.refused(reason, now - then)
-        if header > before[2]:
-            server.log_refusal(
-                f"reset a call from {self._peer()}: its header block is larger than "
-                f"max_header_list_size ({server.config.max_header_list_size} bytes)"
-            )
+                server.log_refusal(f"refused {now - then} call(s) from {peer}: {why}", reason)
         if calm and not before[4] and calm in CALM_REASONS:
             reason = CALM_REASONS[calm]
             server.refused(reason)
             server.log_refusal(
-                f"GOAWAY ENHANCE_YOUR_CALM to {self._peer()}: {reason.replace('_', ' ')} "
+                f"GOAWAY ENHANCE_YOUR_CALM to {peer}: {reason.replace('_', ' ')} "
                 + (
                     f"(max_stream_resets_per_second {server.config.max_stream_resets_per_second})"
                     if calm == 1
                     else "(keepalive.enforcement_policy)"
-                )
+                ),
+                reason,
             )
 
     def budget_evict(self) -> None:
@@ -467,7 +477,7 @@ class _Connection(asyncio.Protocol):
     def _end(self, reason: str, message: str) -> None:
         """Close the connection because a limit was passed: counted and logged."""
         self.server.refused(reason)
-        self.server.log_refusal(f"closed the connection from {self._peer()}: {message}")
+        self.server.log_refusal(f"closed the connection from {self._peer()}: {message}", reason)
         if self.session is not None and not self.closed:
             self.session.terminate(reason)
             self.flush()
@@ -536,9 +546,11 @@ class NativeGRPCServer:
         ``accept_error``, ``handshake``."""
         self.receiver.settings.telemetry.refused_request("grpc", reason, n)
 
-    def log_refusal(self, message: str) -> None:
-        """A warning, at most one a second (with the count of those not logged)."""
-        self.receiver.settings.log_limited(logging.WARNING, "%s", message, key="grpc refusal")
+    def log_refusal(self, message: str, kind: str = "") -> None:
+        """A warning, at most one a second per kind (with the count of those not logged)."""
+        self.receiver.settings.log_limited(
+            logging.WARNING, "%s", message, key=f"grpc refusal {kind}"
+        )
 
     def _ssl(self) -> ssl.SSLContext | None:
         if self.config.tls is None:
