@@ -21,6 +21,7 @@ from pipeline.configtypes import ComponentConfig, ConfigModel, Duration, Endpoin
 from pipeline.confmap import Path, RawConfig, format_path, load
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.factory import ConnectorFactory, ExtensionFactory, Factory
+from pipeline.netedge import NetworkLimitsConfig
 from pipeline.pdata import Signal
 from pipeline.registry import Registry
 
@@ -69,6 +70,8 @@ class ServiceModel(ConfigModel):
     shutdown_timeout: Duration = Seconds(30.0)
     """How long shutdown may take to drain what is in flight before the rest is dropped
     (counted). Not a Collector option."""
+    limits: NetworkLimitsConfig = NetworkLimitsConfig()
+    """What all network endpoints of the process share (not a Collector option)."""
 
 
 @dataclass(frozen=True, order=True)

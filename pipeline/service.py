@@ -19,6 +19,7 @@ from pipeline.configtypes import check_bindable, split_endpoint
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.graph import Graph, Node
 from pipeline.metricsserver import MetricsServer
+from pipeline.netedge import BUDGET, FDS
 from pipeline.telemetry import LOGGER_NAME, SelfTelemetry
 
 log = logging.getLogger(f"{LOGGER_NAME}.service")
@@ -122,6 +123,9 @@ class Service:
         errors = check_endpoints(self.config)
         if errors:
             raise ConfigErrors(errors)
+        limits = self.config.service.limits
+        BUDGET.max_bytes = limits.max_unfinished_request_bytes
+        FDS.configure(limits.reserved_file_descriptors)
         self.graph.build()
         order = list(self.graph.extensions.values()) + list(reversed(self.graph.flow_order()))
         try:
@@ -163,7 +167,18 @@ class Service:
             # Collecting reads /proc (process metrics): done in a worker thread.
             return await asyncio.to_thread(generate_latest, registry), CONTENT_TYPE_LATEST
 
-        server = MetricsServer("/metrics", collect)
+        refused = self.telemetry.counter(
+            "otelcol_service_refused_requests",
+            "Requests or connections the gateway's own metrics endpoint refused.",
+            ("transport", "reason"),
+        )
+        server = MetricsServer("/metrics", collect, lambda r: refused.labels("http", r).inc())
+        self.telemetry.gauge(
+            "otelcol_server_unfinished_request_bytes",
+            "Request data held by all connections while their requests are incomplete "
+            "(bounded by service.limits.max_unfinished_request_bytes).",
+            (),
+        ).set_function(lambda: BUDGET.used)
         tls = metrics.tls
         await server.start(metrics.address, server_ssl_context(tls) if tls is not None else None)
         self._telemetry_server = server

@@ -13,6 +13,7 @@ from pipeline import (
     Seconds,
     ServerTLSConfig,
 )
+from pipeline.netedge import ControlHTTPServerLimits
 
 
 class CheckCollectorPipeline(ConfigModel):
@@ -32,8 +33,9 @@ class ResponseBody(ConfigModel):
     unhealthy: str = ""
 
 
-class HealthCheckExtensionConfig(ComponentConfig):
-    """``extensions.health_check``."""
+class HealthCheckExtensionConfig(ControlHTTPServerLimits, ComponentConfig):
+    """``extensions.health_check`` (with the connection limits and timeouts of
+    :class:`pipeline.netedge.ControlHTTPServerLimits`)."""
 
     endpoint: Endpoint = "localhost:13133"
     tls: ServerTLSConfig | None = None

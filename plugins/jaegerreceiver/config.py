@@ -8,13 +8,15 @@ from pydantic import Field, model_validator
 
 from pipeline import ConfigModel, Endpoint, ServerAuthConfig, ServerTLSConfig
 from pipeline.configtypes import ProtocolsReceiverConfig
+from pipeline.netedge import HTTPServerLimits
 from plugins._jaegerthrift import DEFAULT_MAX_BATCH_ITEMS
 
 MAX_UDP_PAYLOAD = 65507
 
 
-class ThriftHTTPConfig(ConfigModel):
-    """``protocols.thrift_http``: the collector's ``POST /api/traces``."""
+class ThriftHTTPConfig(HTTPServerLimits):
+    """``protocols.thrift_http``: the collector's ``POST /api/traces`` (with the connection
+    limits and timeouts of :class:`pipeline.netedge.HTTPServerLimits`)."""
 
     endpoint: Endpoint = "localhost:14268"
     max_request_body_size: int = Field(20 * 1024 * 1024, ge=1024)

@@ -27,7 +27,7 @@ from pipeline import (
     split_endpoint,
 )
 from pipeline.client import ClientInfo, peer_address, set_client
-from pipeline.httpserver import serve
+from pipeline.httpserver import Serving, body_read, serve
 from pipeline.tasks import supervise
 from plugins._jaegerthrift.model import (
     Protocol,
@@ -185,7 +185,7 @@ class ThriftHTTPServer:
         self.receiver = receiver
         self.config = config
         self.auth = auth
-        self._runner: web.AppRunner | None = None
+        self._runner: Serving | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         rcv = self.receiver
@@ -212,6 +212,13 @@ class ThriftHTTPServer:
             )
         try:
             body = await request.read()
+            body_read(request)
+        except ConnectionError as exc:  # the client went away, or the edge cut it off
+            # the exception stays in the request's payload and its traceback holds the partial
+            # body: a cycle only the cyclic GC would free
+            exc.__traceback__ = None
+            rcv.refuse("http", "client_disconnected", f"while reading the body: {exc}")
+            return web.Response(status=400, text="the request body did not arrive")
         except web.HTTPRequestEntityTooLarge:
             rcv.refuse(
                 "http",
@@ -222,9 +229,6 @@ class ThriftHTTPServer:
                 status=413,
                 text=f"request body larger than {self.config.max_request_body_size} bytes",
             )
-        except ConnectionError as exc:  # the client went away before its body was in
-            rcv.refuse("http", "client_disconnected", f"while reading the body: {exc}")
-            return web.Response(status=400, text="the connection was lost")
         try:
             traces, _ = await rcv.decode(body, kind, False, self.config.max_batch_items)
         except ThriftBudgetError as exc:
@@ -258,8 +262,13 @@ class ThriftHTTPServer:
         app = web.Application(client_max_size=self.config.max_request_body_size)
         app.router.add_post("/api/traces", self.handle)
         tls = self.config.tls
-        ssl_context = server_ssl_context(tls) if tls is not None else None
-        self._runner = await serve(app, self.config.endpoint, ssl_context)
+        self._runner = await serve(
+            app,
+            self.config.endpoint,
+            server_ssl_context(tls) if tls is not None else None,
+            limits=self.config,
+            settings=self.receiver.settings,
+        )
         self.receiver.settings.logger.info(
             "Jaeger Thrift/HTTP listening", extra={"endpoint": self.config.endpoint}
         )

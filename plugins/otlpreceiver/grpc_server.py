@@ -126,6 +126,9 @@ class GRPCServer:
             client = ClientInfo(
                 context.peer() or "", receiver.settings.name, "grpc", _auth_info.get() or {}
             )
+            if context.cancelled():  # reset by the client before it was taken: not ingested
+                receiver.settings.telemetry.refused_request("grpc", "cancelled")
+                return EMPTY_RESPONSE
             try:
                 with client_context(client):
                     await receiver.push(signal, request)
@@ -155,15 +158,46 @@ class GRPCServer:
 
         return grpc.unary_unary_rpc_method_handler(export)
 
-    async def start(self) -> None:
-        options = [
-            ("grpc.max_receive_message_length", self.config.max_recv_msg_size_mib << 20),
+    def options(self) -> list[tuple[str, Any]]:
+        """grpcio's channel arguments for the limits it has (see docs/otlp.md for those it has
+        not: the process-wide budget, the reset rate, read and write timeouts, the descriptor
+        reserve)."""
+        cfg = self.config
+        params = cfg.keepalive.server_parameters
+        policy = cfg.keepalive.enforcement_policy
+
+        def ms(seconds: float) -> int:
+            return max(1, int(seconds * 1000))
+
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", cfg.max_recv_msg_size_mib << 20),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_allowed_incoming_connections", cfg.max_connections),
+            ("grpc.max_metadata_size", cfg.max_header_list_size),
+            ("grpc.absolute_max_metadata_size", cfg.max_header_list_size),
+            ("grpc.keepalive_time_ms", ms(params.time or 7200.0)),
+            ("grpc.keepalive_timeout_ms", ms(params.timeout or 20.0)),
+            ("grpc.http2.min_ping_interval_without_data_ms", ms(policy.min_time or 300.0)),
+            ("grpc.keepalive_permit_without_calls", int(policy.permit_without_stream)),
+            ("grpc.http2.max_ping_strikes", 2),
         ]
-        if self.config.max_concurrent_streams:
-            options.append(("grpc.max_concurrent_streams", self.config.max_concurrent_streams))
+        if cfg.handshake_timeout:
+            options.append(("grpc.server_handshake_timeout_ms", ms(cfg.handshake_timeout)))
+        if params.max_connection_idle:
+            options.append(("grpc.max_connection_idle_ms", ms(params.max_connection_idle)))
+        if params.max_connection_age:
+            options.append(("grpc.max_connection_age_ms", ms(params.max_connection_age)))
+        if params.max_connection_age_grace:
+            options.append(
+                ("grpc.max_connection_age_grace_ms", ms(params.max_connection_age_grace))
+            )
+        if cfg.max_concurrent_streams:
+            options.append(("grpc.max_concurrent_streams", cfg.max_concurrent_streams))
+        return options
+
+    async def start(self) -> None:
         interceptors = [AuthInterceptor(self.auth)] if self.auth is not None else None
-        server = grpc.aio.server(options=options, interceptors=interceptors)
+        server = grpc.aio.server(options=self.options(), interceptors=interceptors)
         for signal in self.receiver.consumers:
             server.add_generic_rpc_handlers(
                 (

@@ -21,7 +21,6 @@ choice):
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import logging
 import math
@@ -51,9 +50,9 @@ from pipeline import (
     ServerAuth,
     Signal,
     payload_type,
-    split_endpoint,
 )
 from pipeline.client import ClientInfo, peer_address, set_client
+from pipeline.netedge import HTTPEdge, Listener, http_edge, serve_http
 from plugins._offload import decode_off_loop
 from plugins.otlpreceiver import otlpjson
 from plugins.otlpreceiver.common import (
@@ -169,22 +168,30 @@ class HTTPServer:
         self.cors = CORS(config.cors)
         self.routes: dict[str, Signal] = {}
         self._server: web.Server | None = None
-        self._listener: asyncio.Server | None = None
+        self._listener: Listener | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         for signal in self.receiver.consumers:
             self.routes[self.config.url_path(signal)] = signal
-        self._server = web.Server(self._handle, access_log=None, auto_decompress=False)
-        host, port = split_endpoint(self.config.endpoint)
-        ctx = server_ssl_context(self.config.tls) if self.config.tls else None
-        loop = asyncio.get_running_loop()
-        try:
-            self._listener = await loop.create_server(
-                self._server, host or None, port, ssl=ctx, reuse_address=True
-            )
-        except OSError as exc:
-            raise OSError(f"cannot listen on {self.config.endpoint}: {exc.strerror}") from exc
+        cfg = self.config
+        self._server = web.Server(
+            self._handle,
+            access_log=None,
+            auto_decompress=False,
+            # idle_timeout is enforced by the edge (0: never, as Go's net/http)
+            keepalive_timeout=cfg.idle_timeout or 365 * 86400.0,
+        )
+        ctx = server_ssl_context(cfg.tls) if cfg.tls else None
+        settings = self.receiver.settings
+        self._listener = await serve_http(
+            cfg.endpoint,
+            self._server,
+            cfg,
+            refused=lambda reason: settings.telemetry.refused_request("http", reason),
+            log_limited=settings.log_limited,
+            ssl=ctx,
+        )
         self.receiver.settings.logger.info(
             "OTLP/HTTP listening",
             extra={"endpoint": self.config.endpoint, "paths": ",".join(self.routes)},
@@ -201,11 +208,19 @@ class HTTPServer:
             for connection in list(server.connections):
                 connection.close()
             await server.shutdown(grace)
-        if listener is not None:
-            await listener.wait_closed()
 
     # -- requests ---------------------------------------------------------------------------------
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        edge = http_edge(request.transport, self._listener)
+        if edge is None:
+            return await self._serve(request, None)
+        edge.started()
+        try:
+            return await self._serve(request, edge)
+        finally:
+            edge.ended()
+
+    async def _serve(self, request: web.BaseRequest, edge: HTTPEdge | None) -> web.StreamResponse:
         signal = self.routes.get(request.path)
         if signal is None:
             return web.Response(status=404, text=f"404 page not found: {request.path}\n")
@@ -246,6 +261,14 @@ class HTTPServer:
         set_client(client)  # aiohttp runs each request in a task of its own
         try:
             body = await self._read_body(request)
+            if edge is not None:
+                edge.read_done()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                # the client is gone before its request was taken: not ingested (it will not
+                # learn the outcome, and may send it again)
+                self.receiver.settings.telemetry.refused_request("http", "cancelled")
+                return web.Response(status=400, text="400 the client went away\n")
             if as_json:
                 payload, rejected, reason = await decode_off_loop(
                     len(body), INLINE_JSON, parse_json, signal, body, self.config.max_json_values
@@ -334,30 +357,30 @@ class HTTPServer:
                 f"request body of {length} bytes is larger than max_request_body_size "
                 f"({limit} bytes)",
             )
-        if length is not None:
+        # read by chunks either way: a body cut off (the client went away, the edge closed
+        # it) is dropped without being joined
+        chunks: list[bytes] = []
+        total = 0
+        while True:
             try:
-                body = await request.content.readexactly(length)
-            except asyncio.IncompleteReadError as exc:
-                raise RequestError(400, "request body shorter than its Content-Length") from exc
+                chunk = await request.content.readany()
             except ConnectionError as exc:
+                # aiohttp keeps this exception in the request's payload, which this frame (in
+                # its traceback) references: a cycle only the cyclic GC would free, with the
+                # chunks
+                chunks.clear()
                 raise ClientDisconnected(str(exc)) from None
-        else:
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                try:
-                    chunk = await request.content.readany()
-                except ConnectionError as exc:
-                    raise ClientDisconnected(str(exc)) from None
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > limit:
-                    raise RequestError(
-                        413, f"request body is larger than max_request_body_size ({limit} bytes)"
-                    )
-                chunks.append(chunk)
-            body = b"".join(chunks)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise RequestError(
+                    413, f"request body is larger than max_request_body_size ({limit} bytes)"
+                )
+            chunks.append(chunk)
+        if length is not None and total < length:
+            raise RequestError(400, "request body shorter than its Content-Length")
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if not encoding or encoding == "identity":
             return body

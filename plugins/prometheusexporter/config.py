@@ -13,6 +13,7 @@ from pipeline import (
     Seconds,
     ServerTLSConfig,
 )
+from pipeline.netedge import ControlHTTPServerLimits
 from plugins.prometheustranslator import label_name
 
 
@@ -22,8 +23,9 @@ class ResourceToTelemetryConfig(ConfigModel):
     enabled: bool = False
 
 
-class PrometheusExporterConfig(ComponentConfig):
-    """``exporters.prometheus``."""
+class PrometheusExporterConfig(ControlHTTPServerLimits, ComponentConfig):
+    """``exporters.prometheus`` (with the connection limits and timeouts of
+    :class:`pipeline.netedge.ControlHTTPServerLimits`)."""
 
     endpoint: Endpoint = "localhost:8889"
     tls: ServerTLSConfig | None = None

@@ -57,6 +57,8 @@ def test_defaults_and_config_errors() -> None:
     cfg = HealthCheckExtensionConfig()
     assert cfg.endpoint == "localhost:13133" and cfg.path == "/"
     assert cfg.check_collector_pipeline.enabled is False
+    # a control endpoint: few connections, the descriptor reserve (pipeline/netedge.py)
+    assert (cfg.max_connections, cfg.read_header_timeout, cfg.idle_timeout) == (64, 10.0, 60.0)
     text = """
     extensions:
       health_check: {path: health}

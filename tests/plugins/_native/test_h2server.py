@@ -10,13 +10,17 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
+import hpack
 import pytest
+from hyperframe.frame import HeadersFrame, SettingsFrame
 
 from tests.plugins._native_support import require_native
 
 h2server = require_native("_h2server")
 
 PATH = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def headers(path: str = PATH, content_type: str = "application/grpc", **extra: str) -> list:
@@ -44,6 +48,7 @@ class Pair:
         max_streams: int = 100,
         max_buffered: int = -1,
         collect: bool = False,
+        **limits: Any,
     ) -> None:
         self.client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
@@ -56,6 +61,7 @@ class Pair:
             connection_window=1 << 24,
             max_buffered=max_buffered,
             headers=collect,
+            **limits,
         )
         self.events: list[Any] = []
         self.calls: list[tuple] = []
@@ -420,6 +426,251 @@ def test_random_corruption_never_crashes(collect: bool) -> None:
         except ValueError:
             continue
         s.data_to_send()
+
+
+# -- the limits of the server sessions -------------------------------------------------------
+def goaway(p: Pair) -> Any:
+    ends = [e for e in p.events if isinstance(e, h2.events.ConnectionTerminated)]
+    return ends[-1] if ends else None
+
+
+def test_the_preface_and_first_settings_establish_the_session() -> None:
+    s = h2server.Session(
+        max_message=100, max_concurrent_streams=1, stream_window=65535, connection_window=65535
+    )
+    assert s.established is False
+    s.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert s.established is False
+    s.feed(SettingsFrame(0).serialize())
+    assert s.established is True
+
+
+def test_a_header_block_over_the_limit_resets_the_call() -> None:
+    p = Pair(max_header_list_size=1024)
+    big = p.client.get_next_available_stream_id()
+    p.client.send_headers(big, headers(**{"x-big": "a" * 2000}))
+    p.client.send_data(big, framed(b"x"), end_stream=True)
+    # many references to one indexed field: small on the wire, large once decoded
+    bomb = p.client.get_next_available_stream_id()
+    p.client.send_headers(bomb, headers() + [("x-bomb", "b" * 200)] * 10)
+    p.client.send_data(bomb, framed(b"x"), end_stream=True)
+    assert p.pump() == []
+    assert p.response(big)["reset"] == h2.errors.ErrorCodes.INTERNAL_ERROR
+    assert p.response(bomb)["reset"] == h2.errors.ErrorCodes.INTERNAL_ERROR
+    assert p.server.stats[2] == 2 and p.server.notices >= 2
+    ok = p.call(framed(b"fine"))
+    (call,) = p.pump()
+    assert call[0] == ok and call[5] == b"fine"
+
+
+def test_resets_over_the_rate_get_goaway_enhance_your_calm() -> None:
+    p = Pair(reset_rate=5.0, reset_burst=10.0)
+    for _ in range(8):  # within the burst
+        sid = p.client.get_next_available_stream_id()
+        p.client.send_headers(sid, headers())
+        p.client.reset_stream(sid)
+    p.pump()
+    assert goaway(p) is None and p.server.stats[4] == 0
+    for _ in range(10):
+        sid = p.client.get_next_available_stream_id()
+        p.client.send_headers(sid, headers())
+        p.client.reset_stream(sid)
+    p.pump()
+    end = goaway(p)
+    assert end is not None and end.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert end.additional_data == b"too_many_resets"
+    assert p.server.stats[4] == 1  # CALM_RESETS
+    assert p.server.want_io() is False  # the GOAWAY is written: the connection is over
+    assert p.server.feed(b"anything at all") == []  # nothing more is read
+
+
+def test_a_call_reset_in_the_feed_that_completed_it_is_not_handed_out() -> None:
+    p = Pair()
+    sid = p.call(framed(b"gone"))
+    p.client.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+    kept = p.call(framed(b"kept"))
+    calls = p.pump()
+    assert [c[0] for c in calls] == [kept]
+    assert p.server.stats[1] == 1  # cancelled
+    # handed out, then reset before its answer: no longer pending
+    assert p.server.pending(kept) is True
+    p.client.reset_stream(kept, h2.errors.ErrorCodes.CANCEL)
+    p.pump()
+    assert p.server.pending(kept) is False
+    assert p.server.pending(0) is False and p.server.pending(999) is False
+
+
+def test_pings_closer_than_min_time_get_goaway_too_many_pings() -> None:
+    p = Pair(ping_min_time=60.0, permit_ping_without_stream=True)
+    for i in range(3):  # the 2nd and 3rd are strikes; the limit is more than two
+        p.client.ping(b"%08d" % i)
+        p.pump()
+    assert goaway(p) is None
+    p.client.ping(b"%08d" % 3)
+    p.pump()
+    end = goaway(p)
+    assert end is not None and end.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert end.additional_data == b"too_many_pings"
+    assert p.server.stats[4] == 2  # CALM_PINGS
+    # answers reset the count, as grpc-go does: a client pinging between calls is fine
+    q = Pair(ping_min_time=60.0, permit_ping_without_stream=True)
+    for i in range(6):
+        sid = q.call(framed(b"x"))
+        q.pump()
+        q.server.respond(sid, 0)
+        q.client.ping(b"%08d" % i)
+        q.pump()
+    assert goaway(q) is None
+
+
+def test_server_pings_and_their_acks() -> None:
+    p = Pair()
+    assert p.server.ping() is True
+    assert p.server.ping_outstanding is True
+    assert p.server.ping() is False  # one at a time
+    p.pump()  # the h2 client acknowledges
+    assert p.server.ping_outstanding is False
+
+
+def test_expire_resets_late_requests_and_reports_late_header_blocks() -> None:
+    p = Pair()
+    p.server.clock = 1000
+    late = p.client.get_next_available_stream_id()
+    p.client.send_headers(late, headers())
+    p.client.send_data(late, b"\x00\x00\x00\x00\x10half")
+    p.pump()
+    p.server.clock = 5000
+    fresh = p.client.get_next_available_stream_id()
+    p.client.send_headers(fresh, headers())
+    p.pump()
+    assert p.server.expire(-1, 2000) is False
+    p.pump()
+    assert p.response(late)["reset"] == h2.errors.ErrorCodes.CANCEL
+    assert "reset" not in p.response(fresh)
+    assert p.server.stats[3] == 1 and p.server.buffered == 0
+    # a header block begun and never ended (no CONTINUATION): the connection must go
+    s = h2server.Session(
+        max_message=100, max_concurrent_streams=5, stream_window=65535, connection_window=65535
+    )
+    s.clock = 100
+    block = hpack.Encoder().encode(headers())
+    s.feed(PREFACE + SettingsFrame(0).serialize() + HeadersFrame(1, data=block).serialize())
+    assert s.open_streams == 1
+    assert s.expire(99, -1) is False
+    assert s.expire(100, -1) is True
+
+
+def test_refuse_unfinished_frees_what_the_connection_holds() -> None:
+    p = Pair()
+    sids = []
+    for _ in range(3):
+        sid = p.client.get_next_available_stream_id()
+        p.client.send_headers(sid, headers())
+        p.client.send_data(sid, b"\x00\x00\x00\x10\x00" + b"z" * 1000)
+        sids.append(sid)
+    done = p.call(framed(b"complete"))
+    (call,) = p.pump()
+    assert call[0] == done and p.server.buffered == 3 * 1005
+    assert p.server.refuse_unfinished() == 3 * 1005
+    p.pump()
+    assert p.server.buffered == 0 and p.server.refused == 3
+    assert all(p.response(s)["reset"] == h2.errors.ErrorCodes.REFUSED_STREAM for s in sids)
+    assert p.server.respond(done, 0) is True  # the complete call is still answered
+    # max_buffered can be lowered: new data is then refused
+    p.server.max_buffered = 0
+    sid = p.client.get_next_available_stream_id()
+    p.client.send_headers(sid, headers())
+    p.client.send_data(sid, b"\x00\x00\x00\x00\x05")
+    p.pump()
+    assert p.response(sid)["reset"] == h2.errors.ErrorCodes.REFUSED_STREAM
+    with pytest.raises(ValueError):
+        p.server.max_buffered = -1
+
+
+def test_answers_are_counted_until_sent_and_terminate_says_why() -> None:
+    p = Pair()
+    sid = p.call(framed(b"a"))
+    p.pump()
+    p.server.respond(sid, 0)
+    assert (p.server.responding, p.server.answered) == (1, 0)
+    p.pump()
+    assert (p.server.responding, p.server.answered) == (0, 1)
+    p.server.terminate("max_connection_idle")
+    p.pump()
+    end = goaway(p)
+    assert end.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert end.additional_data == b"max_connection_idle"
+    assert p.server.want_io() is False
+
+
+def test_new_limits_are_checked() -> None:
+    base = {
+        "max_message": 1,
+        "max_concurrent_streams": 1,
+        "stream_window": 65535,
+        "connection_window": 65535,
+    }
+    for bad in (
+        {"max_header_list_size": 10},
+        {"reset_rate": -1.0},
+        {"reset_burst": 0.0},
+        {"ping_min_time": -1.0},
+    ):
+        with pytest.raises(ValueError):
+            h2server.Session(**base, **bad)
+
+
+def test_random_client_behaviour_under_tight_limits_never_crashes() -> None:
+    """Random sequences of what a hostile client can do (calls cut short, resets, pings,
+    large and repeated headers, settings), with the owner's calls (expire, refuse_unfinished,
+    pending, respond, ping, terminate) in between: no crash, consistent counts."""
+    rng = random.Random(13)
+    for _ in range(300):
+        p = Pair(
+            max_message=2000,
+            max_streams=8,
+            max_buffered=4000,
+            max_header_list_size=1024,
+            reset_rate=20.0,
+            reset_burst=15.0,
+            ping_min_time=1.0,
+        )
+        try:
+            for step in range(rng.randint(5, 60)):
+                op = rng.randrange(10)
+                c = p.client
+                if op <= 3 and c.open_outbound_streams < 8:
+                    sid = c.get_next_available_stream_id()
+                    extra = {"x-h": "v" * rng.choice((1, 300, 900))}
+                    c.send_headers(sid, headers(**extra))
+                    body = framed(b"q" * rng.choice((0, 10, 1500, 2500)))
+                    c.send_data(
+                        sid, body[: rng.randint(0, len(body))], end_stream=rng.random() < 0.6
+                    )
+                elif op == 4 and c.open_outbound_streams:
+                    sid = rng.choice(list(c.streams))
+                    if not c.streams[sid].closed:
+                        c.reset_stream(sid)
+                elif op == 5:
+                    c.ping(rng.randbytes(8))
+                elif op == 6:
+                    p.server.clock = step * 100
+                    p.server.expire(rng.randint(-1, step * 100), rng.randint(-1, step * 100))
+                elif op == 7:
+                    p.server.refuse_unfinished()
+                elif op == 8:
+                    for call in p.calls:
+                        if p.server.pending(call[0]):
+                            p.server.respond(call[0], rng.choice((0, 14)), b"m", None, None)
+                    p.server.ping()
+                elif op == 9 and rng.random() < 0.1:
+                    p.server.terminate("test")
+                p.pump()
+                stats = p.server.stats
+                assert p.server.buffered >= 0 and p.server.responding >= 0
+                assert all(n >= 0 for n in stats)
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, ValueError):
+            continue
 
 
 # -- client sessions, against the server sessions above ---------------------------------------
