@@ -327,7 +327,8 @@ def test_headers_mode_refusal_discards_data_still_in_flight() -> None:
 
 
 def test_headers_mode_bounds_the_headers_kept() -> None:
-    p = Pair(collect=True)
+    # a header list larger than headers mode keeps, within max_header_list_size
+    p = Pair(collect=True, max_header_list_size=1 << 16)
     sid = int(p.client.get_next_available_stream_id())
     many = {f"x-h{i:03d}": "v" for i in range(100)}
     p.client.send_headers(sid, headers(**many), end_stream=True)
@@ -341,6 +342,13 @@ def test_headers_mode_bounds_the_headers_kept() -> None:
     p.pump()
     ((_, got),) = p.server.take_heads()
     assert "x-big" in got and "x-bigger" not in got and got["x-small"] == "c"
+    # beyond max_header_list_size the call is reset before Python sees its headers
+    p = Pair(collect=True)
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers(**{"x-big": "a" * 10_000, "x-bigger": "b" * 10_000}))
+    p.pump()
+    assert p.server.take_heads() == []
+    assert p.server.stats[2] == 1  # header_refused
 
 
 def test_headers_mode_forgets_a_stream_reset_while_held() -> None:
