@@ -168,6 +168,7 @@ class SegmentLog:
         fsync_interval: float = 1.0,
         segment_bytes: int = SEGMENT_BYTES,
         lock_timeout: float = 1.0,
+        dir_mode: int = 0o750,
         name: str = "",
     ) -> None:
         self.directory = Path(directory)
@@ -175,6 +176,7 @@ class SegmentLog:
         self.fsync_interval = fsync_interval
         self.segment_bytes = segment_bytes
         self.lock_timeout = lock_timeout
+        self.dir_mode = dir_mode
         self.name = name or self.directory.name
         self.stats = LogStats()
         self._segments: dict[int, _Segment] = {}
@@ -199,7 +201,7 @@ class SegmentLog:
         not done, in the order they were written (read their bodies with :meth:`read`)."""
         if self.opened:
             raise StorageError(errno.EALREADY, f"log {self.directory} is already open")
-        self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self.directory.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
         self._lock()
         try:
             pending = self._recover()

@@ -46,6 +46,7 @@ from pipeline import (
 )
 from pipeline._wire import ShallowTraces, SkeletonTraces
 from pipeline.consumer import deliver_holding
+from pipeline.durability import HeldAcks
 from pipeline.tasks import supervise
 from plugins._agentconv import (
     STATUS_ERROR,
@@ -231,6 +232,10 @@ class WorkflowProcessor(Component):
         self._sender: asyncio.Task[None] | None = None
         self._closing = False
         self._done = False
+        # durable acknowledgements: the tokens of the requests whose spans are held, released
+        # onto the payloads that carry those spans on (pipeline.durability.HeldAcks)
+        self._acks = HeldAcks()
+        self._consuming: tuple[object, ...] = ()  # tokens of the request being ingested
         names = self.names
         self._tool_markers = (names.tool_operation.encode(), names.mcp_tool_method.encode())
         self._agent_marker = key_marker(names.agent_id)
@@ -385,7 +390,16 @@ class WorkflowProcessor(Component):
         if loop is None:  # consume before start (tests)
             loop = self._loop = asyncio.get_running_loop()
         # (the loop is kept: asyncio.get_running_loop() costs a getpid() system call)
-        self._ingest(raw, loop.time())
+        now = loop.time()
+        traces, spans = len(self._held), self._held_spans
+        self._consuming = data.ack_tokens  # late spans passed on at once carry them
+        try:
+            self._ingest(raw, now)
+        finally:
+            self._consuming = ()
+            self._acks.arrived(
+                now, data.ack_tokens, len(self._held) - traces, self._held_spans != spans
+            )
         self._enforce_limits()
         self._update_gauges()
         if self._next_release() != self._armed:
@@ -791,12 +805,12 @@ class WorkflowProcessor(Component):
             self._held_bytes -= nbytes
             self._held_spans -= count
         self._flush_counts()
-        self._enqueue(encoded, count)
+        self._enqueue(encoded, count, self._acks.released([t.queued_first for _, t, _ in batch]))
 
     def _release(self, traces: list[_Trace]) -> None:
-        self._release_python(traces)
+        self._release_python(traces, self._acks.released([t.queued_first for t in traces]))
 
-    def _release_python(self, traces: list[_Trace]) -> None:
+    def _release_python(self, traces: list[_Trace], acks: tuple[object, ...] = ()) -> None:
         self._flush_counts()
         by_group: dict[GroupKey, list[bytes]] = {}
         count = 0
@@ -847,7 +861,7 @@ class WorkflowProcessor(Component):
                 else:
                     span_raw = span_raw + self._suffix_for(span_raw, stamp)
                 by_group.setdefault(group, []).append(span_raw)
-        self._enqueue(self._assemble_groups(by_group), count)
+        self._enqueue(self._assemble_groups(by_group), count, acks)
 
     @staticmethod
     def _assemble_groups(by_group: dict[GroupKey, list[bytes]]) -> bytes:
@@ -933,8 +947,11 @@ class WorkflowProcessor(Component):
         return TOP_TIER
 
     # -- sending ----------------------------------------------------------------------------------
-    def _enqueue(self, encoded: bytes, count: int) -> None:
-        self._outbox.append((Traces(encoded, item_count=count), count, len(encoded)))
+    def _enqueue(self, encoded: bytes, count: int, acks: tuple[object, ...] = ()) -> None:
+        payload = Traces(encoded, item_count=count)
+        if acks or self._consuming:
+            payload.carry_acks(acks + self._consuming)
+        self._outbox.append((payload, count, len(encoded)))
         self._outbox_bytes += len(encoded)
         self._outbox_spans += count
         self._outbox_ready.set()
