@@ -499,7 +499,9 @@ class ExporterHelper(Component):
                         f"export timed out after {self.config.timeout}s"
                     )
                 except (RetryableError, PermanentError) as exc:
-                    error = exc
+                    # kept across the retry's sleep: without its traceback, which would hold
+                    # this frame (and the payload's acknowledgement tokens) in a cycle
+                    error = exc.with_traceback(None)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a bug or an unexpected client error: don't retry

@@ -971,6 +971,7 @@ class WorkflowProcessor(Component):
                 self._drained.set()
             self._sending_spans = count
             await self._send(payload, count)
+            del payload  # not kept (with its acknowledgement tokens) until the next release
             self._sending_spans = 0
             self._update_gauges()
 
