@@ -422,6 +422,8 @@ def _check_extension_references(
             errors.append(raw.error(path, str(exc)))
             continue
         if ext not in components[Kind.EXTENSION]:
+            if _defined_but_invalid(raw, Kind.EXTENSION, text):
+                continue  # its own errors are reported
             defined = [str(c) for c in components[Kind.EXTENSION]]
             errors.append(
                 raw.error(
