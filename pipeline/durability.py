@@ -33,6 +33,7 @@ import contextvars
 import logging
 import struct
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pipeline.component import ComponentID
@@ -125,10 +126,20 @@ class HeldAcks:
 
     __slots__ = ("_entries", "_live", "_order")
 
-    def __init__(self) -> None:
+    def __init__(self, held: Iterable[float] = ()) -> None:
+        """``held``: the creation times of the groups already held when tracking starts
+        (a component that makes its ``HeldAcks`` when the first payload with tokens arrives
+        counts what it held before, so those groups hold the watermark back too)."""
         self._entries: deque[tuple[float, tuple[object, ...]]] = deque()
         self._live: dict[float, list[int]] = {}  # creation time -> [groups held]
         self._order: deque[float] = deque()  # creation times, increasing
+        for t in sorted(held):
+            counter = self._live.get(t)
+            if counter is None:
+                self._live[t] = [1]
+                self._order.append(t)
+            else:
+                counter[0] += 1
 
     def arrived(self, now: float, acks: tuple[object, ...], created: int, held: bool) -> None:
         """A request consumed at ``now``: ``created`` new groups were stamped ``now``; ``held``
@@ -294,6 +305,10 @@ async def _deliver(
         except PermanentError as exc:
             telemetry.dropped(payload.signal, count, "replay_refused")
             log.error("the pipeline refused a replayed request permanently; dropped: %s", exc)
+            return False
+        except Exception as exc:  # a failure the engine did not isolate: never stop the start
+            telemetry.dropped(payload.signal, count, "replay_failed")
+            log.error("a replayed request failed in the pipeline; dropped: %s", exc, exc_info=exc)
             return False
 
 

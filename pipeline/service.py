@@ -210,7 +210,11 @@ class Service:
             budget = remaining if remaining > 0 else 1.0
             self.report_status(node.label, "stopping")
             task = asyncio.ensure_future(node.component.shutdown())
-            done, _ = await asyncio.wait({task}, timeout=budget)
+            try:
+                done, _ = await asyncio.wait({task}, timeout=budget)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
             if not done:
                 # data dropped from now on is not delivered: with a write-ahead log, it stays
                 # there for the next start instead of being marked done

@@ -411,8 +411,11 @@ class SegmentLog:
         seg.sealed = True
         if self._current is seg:
             self._current = None
-        if self._dirty:
-            self._sync()
+        if seg.fd >= 0 and (self.fsync or self.fsync_interval > 0):
+            # its last records are on disk before the file is closed (the policy's promise
+            # does not stop at a segment boundary)
+            os.fdatasync(seg.fd)
+            self.stats.fsyncs += 1
         with self._fd_lock:
             if seg.fd >= 0:
                 os.close(seg.fd)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -185,6 +186,7 @@ class IdBackend(RecordingBackend):
         super().__init__()
         self.raw: list[bytes] = []
         self._counted = 0
+        self.corrupt = 0
         self.ids: collections.Counter[bytes] = collections.Counter()
 
     def _record(self, method: str, data: bytes) -> None:
@@ -197,8 +199,13 @@ class IdBackend(RecordingBackend):
         """Span id -> times received (parses what arrived since the last call)."""
         raw = self.raw
         while self._counted < len(raw):
-            skeleton = _wire.SkeletonTraces.FromString(raw[self._counted])
-            self._counted += 1
+            try:
+                skeleton = _wire.SkeletonTraces.FromString(raw[self._counted])
+            except DecodeError:  # a corrupt request the gateway forwarded as it came
+                self.corrupt += 1
+                continue
+            finally:
+                self._counted += 1
             for rs in skeleton.resource_spans:
                 for ss in rs.scope_spans:
                     for span in ss.spans:

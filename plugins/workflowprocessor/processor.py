@@ -233,8 +233,9 @@ class WorkflowProcessor(Component):
         self._closing = False
         self._done = False
         # durable acknowledgements: the tokens of the requests whose spans are held, released
-        # onto the payloads that carry those spans on (pipeline.durability.HeldAcks)
-        self._acks = HeldAcks()
+        # onto the payloads that carry those spans on (pipeline.durability.HeldAcks); made
+        # when the first payload with tokens arrives (nothing to track without durability)
+        self._acks: HeldAcks | None = None
         self._consuming: tuple[object, ...] = ()  # tokens of the request being ingested
         names = self.names
         self._tool_markers = (names.tool_operation.encode(), names.mcp_tool_method.encode())
@@ -391,15 +392,21 @@ class WorkflowProcessor(Component):
             loop = self._loop = asyncio.get_running_loop()
         # (the loop is kept: asyncio.get_running_loop() costs a getpid() system call)
         now = loop.time()
-        traces, spans = len(self._held), self._held_spans
-        self._consuming = data.ack_tokens  # late spans passed on at once carry them
-        try:
+        acks = self._acks
+        if acks is None and data.ack_tokens:
+            acks = self._acks = HeldAcks([t.queued_first for t in self._held.values()])
+        if acks is None:
             self._ingest(raw, now)
-        finally:
-            self._consuming = ()
-            self._acks.arrived(
-                now, data.ack_tokens, len(self._held) - traces, self._held_spans != spans
-            )
+        else:
+            traces, spans = len(self._held), self._held_spans
+            self._consuming = data.ack_tokens  # late spans passed on at once carry them
+            try:
+                self._ingest(raw, now)
+            finally:
+                self._consuming = ()
+                acks.arrived(
+                    now, data.ack_tokens, len(self._held) - traces, self._held_spans != spans
+                )
         self._enforce_limits()
         self._update_gauges()
         if self._next_release() != self._armed:
@@ -805,10 +812,16 @@ class WorkflowProcessor(Component):
             self._held_bytes -= nbytes
             self._held_spans -= count
         self._flush_counts()
-        self._enqueue(encoded, count, self._acks.released([t.queued_first for _, t, _ in batch]))
+        acks = self._acks
+        self._enqueue(
+            encoded, count, acks.released([t.queued_first for _, t, _ in batch]) if acks else ()
+        )
 
     def _release(self, traces: list[_Trace]) -> None:
-        self._release_python(traces, self._acks.released([t.queued_first for t in traces]))
+        acks = self._acks
+        self._release_python(
+            traces, acks.released([t.queued_first for t in traces]) if acks else ()
+        )
 
     def _release_python(self, traces: list[_Trace], acks: tuple[object, ...] = ()) -> None:
         self._flush_counts()
