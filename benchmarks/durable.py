@@ -45,10 +45,12 @@ from benchmarks.forward_path import (
     PYTHON,
     ROOT,
     cpu_seconds,
+    drain,
     free_port,
     peak_rss_mib,
     process,
     rotel_binary,
+    sink_command,
     sink_count,
     wait_port,
 )
@@ -156,12 +158,7 @@ class Run:
 def one_run(case: str, rate: float, duration: float, workdir: Path, run: int) -> Run:
     sink_grpc, sink_http, sink_ctl = free_port(), free_port(), free_port()
     port = free_port()
-    sink_cmd = [
-        "taskset", "-c", "1", PYTHON, "-m", "benchmarks.sink",
-        "--grpc-port", str(sink_grpc), "--http-port", str(sink_http),
-        "--control-port", str(sink_ctl),
-    ]  # fmt: skip
-    with process(sink_cmd, workdir / "sink.log") as sink:
+    with process(sink_command(sink_grpc, sink_http, sink_ctl), workdir / "sink.log") as sink:
         wait_port(sink_ctl, sink)
         cmd = command(case, port, sink_grpc, workdir, run)
         with process(cmd, workdir / f"{case}.log") as sut:
@@ -177,17 +174,7 @@ def one_run(case: str, rate: float, duration: float, workdir: Path, run: int) ->
             ]  # fmt: skip
             out = subprocess.run(load_cmd, cwd=ROOT, capture_output=True, text=True, check=True)
             stats = json.loads(out.stdout.strip().splitlines()[-1])
-            want = count0 + stats["ok_spans"]
-            last, still_since = -1, time.monotonic()
-            while True:
-                n = sink_count(sink_ctl)
-                if n >= want:
-                    break
-                if n != last:
-                    last, still_since = n, time.monotonic()
-                elif time.monotonic() - still_since > 8:
-                    break
-                time.sleep(0.1)
+            drain(sink_ctl, count0 + stats["ok_spans"], patience=8.0)
             cpu1 = cpu_seconds(sut.pid)
             io1 = write_bytes(sut.pid)
             rss = peak_rss_mib(sut.pid)

@@ -20,22 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import _wire
 from tests.otlp_support import TRACE_METHOD, RecordingBackend
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def ld(field_number: int, payload: bytes) -> bytes:
-    return varint(field_number << 3 | 2) + varint(len(payload)) + payload
+from tests.poison import ld
 
 
 def _span_tail(name: str, attrs: int = 6) -> bytes:
