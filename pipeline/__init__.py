@@ -37,6 +37,7 @@ from pipeline.configtypes import (
     split_endpoint,
 )
 from pipeline.consumer import Consumer, FanOut
+from pipeline.durability import HeldAcks
 from pipeline.errors import (
     ConfigError,
     ConfigErrors,
@@ -47,7 +48,13 @@ from pipeline.errors import (
     RequestTooLargeError,
     RetryableError,
 )
-from pipeline.exporterhelper import ExporterHelper, ExporterHelperConfig, QueueConfig, RetryConfig
+from pipeline.exporterhelper import (
+    ExporterHelper,
+    ExporterHelperConfig,
+    QueueCodec,
+    QueueConfig,
+    RetryConfig,
+)
 from pipeline.factory import (
     ConnectorFactory,
     ExporterFactory,
@@ -87,6 +94,7 @@ __all__ = [
     "ExporterHelperConfig",
     "ExtensionFactory",
     "FanOut",
+    "HeldAcks",
     "Host",
     "Kind",
     "ListenEndpoint",
@@ -96,6 +104,7 @@ __all__ = [
     "Payload",
     "PermanentError",
     "ProcessorFactory",
+    "QueueCodec",
     "QueueConfig",
     "ReceiverFactory",
     "Registry",

@@ -61,6 +61,17 @@ class PipelineModel(ConfigModel):
     exporters: list[str] = []
 
 
+class DurabilityConfig(ConfigModel):
+    """``service.durability``: acknowledge a request only once it is in a write-ahead log kept
+    in a storage extension, and replay what was not delivered after a restart (not a
+    Collector option; see ``docs/durability.md``)."""
+
+    storage: str
+    """A ``file_storage`` extension, listed in ``service.extensions``."""
+    receivers: list[str] | None = None
+    """The receivers whose requests are logged (default: every receiver of the pipelines)."""
+
+
 class ServiceModel(ConfigModel):
     """``service``."""
 
@@ -72,6 +83,7 @@ class ServiceModel(ConfigModel):
     (counted). Not a Collector option."""
     limits: NetworkLimitsConfig = NetworkLimitsConfig()
     """What all network endpoints of the process share (not a Collector option)."""
+    durability: DurabilityConfig | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -330,6 +342,7 @@ def validate_raw(raw: RawConfig, registry: Registry) -> Config:
         extensions = _check_extensions(service, components, raw, errors)
         _check_auth(components, extensions, registry, raw, errors)
         pipelines = _check_pipelines(service, components, registry, raw, errors, warnings)
+        _check_extension_references(service, components, pipelines, registry, raw, errors)
         if not errors:
             from pipeline.graph import check_cycles
 
@@ -433,6 +446,74 @@ def _check_auth(
                             f"extension {auth.authenticator!r} cannot authenticate {where}: {can}",
                         )
                     )
+
+
+def _check_extension_references(
+    service: ServiceModel,
+    components: dict[Kind, dict[ComponentID, ComponentConfig]],
+    pipelines: dict[PipelineID, PipelineConfig],
+    registry: Registry,
+    raw: RawConfig,
+    errors: list[ConfigError],
+) -> None:
+    """Options that name an extension (``service.durability.storage``, an exporter's
+    ``sending_queue.storage``): it must be defined, listed in ``service.extensions`` and
+    provide what the option needs."""
+    refs: list[tuple[Path, str, str]] = []
+    durability = service.durability
+    if durability is not None:
+        refs.append((("service", "durability", "storage"), durability.storage, "storage"))
+        used = {cid for p in pipelines.values() for cid in p.receivers}
+        for i, text in enumerate(durability.receivers or []):
+            path: Path = ("service", "durability", "receivers", i)
+            try:
+                cid = ComponentID.parse(text)
+            except ValueError as exc:
+                errors.append(raw.error(path, str(exc)))
+                continue
+            if cid not in components[Kind.RECEIVER] or cid not in used:
+                errors.append(
+                    raw.error(path, f"receiver {text!r} is not a receiver of any pipeline")
+                )
+    for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.CONNECTOR):
+        for cid, cfg in components[kind].items():
+            for sub, ref, capability in cfg.extension_references():
+                refs.append(((kind.section, str(cid), *sub.split(".")), ref, capability))
+    listed = {str(c) for c in service.extensions}
+    for path, text, capability in refs:
+        try:
+            ext = ComponentID.parse(text)
+        except ValueError as exc:
+            errors.append(raw.error(path, str(exc)))
+            continue
+        if ext not in components[Kind.EXTENSION]:
+            if _defined_but_invalid(raw, Kind.EXTENSION, text):
+                continue  # its own errors are reported
+            defined = [str(c) for c in components[Kind.EXTENSION]]
+            errors.append(
+                raw.error(
+                    path,
+                    f"extension {text!r} is not defined in 'extensions'"
+                    f"{did_you_mean(text, defined)}",
+                )
+            )
+            continue
+        factory = registry.get(Kind.EXTENSION, ext.type)
+        if capability not in getattr(factory, "provides", frozenset()):
+            errors.append(
+                raw.error(
+                    path,
+                    f"extension {text!r} ({ext.type}) does not provide {capability}; use a "
+                    "file_storage extension",
+                )
+            )
+            continue
+        if str(ext) not in listed:
+            errors.append(
+                raw.error(
+                    path, f"extension {text!r} must also be listed in service.extensions to run"
+                )
+            )
 
 
 def _defined_but_invalid(raw: RawConfig, kind: Kind, text: str) -> bool:

@@ -212,6 +212,13 @@ class ComponentTelemetry:
         """Items a receiver could not push into the pipeline (or could not decode)."""
         self._counter("refused", signal, "Items refused by the receiver or the pipeline.").inc(n)
 
+    def replayed(self, signal: Signal, n: int) -> None:
+        """Items a receiver acknowledged before a crash, replayed from the write-ahead log
+        (their delivery was not confirmed: some may reach the backend twice)."""
+        self._counter(
+            "replayed", signal, "Items replayed from the write-ahead log after a restart."
+        ).inc(n)
+
     def refused_request(self, transport: str, reason: str, n: int = 1) -> None:
         """Requests (or datagrams, connections) a receiver refused before they reached the
         pipeline, by transport and reason: ``otelcol_receiver_refused_requests``. For another

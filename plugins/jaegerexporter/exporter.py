@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,7 @@ from pipeline import (
     Host,
     Payload,
     PermanentError,
+    QueueCodec,
     RetryableError,
     Signal,
     Traces,
@@ -45,6 +47,31 @@ class PreparedTraces(Traces):
         self.done = 0
 
 
+class PreparedCodec(QueueCodec):
+    """Prepared spans in a persistent sending queue: the item count and the chunks."""
+
+    _U32 = struct.Struct("<I")
+
+    def encode(self, data: Payload) -> list[bytes]:
+        assert isinstance(data, PreparedTraces)
+        pack = self._U32.pack
+        parts = [pack(data.item_count()), pack(len(data.chunks))]
+        for chunk in data.chunks:
+            parts += (pack(len(chunk)), chunk)
+        return parts
+
+    def decode(self, body: bytes) -> Payload:
+        unpack = self._U32.unpack_from
+        count, n = unpack(body, 0)[0], unpack(body, 4)[0]
+        pos = 8
+        chunks = []
+        for _ in range(n):
+            (size,) = unpack(body, pos)
+            chunks.append(body[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+        return PreparedTraces(chunks, count)
+
+
 class JaegerThriftExporter(Component):
     """Sends spans to a Jaeger collector (HTTP) or agent (UDP) in Jaeger's Thrift encoding."""
 
@@ -56,7 +83,12 @@ class JaegerThriftExporter(Component):
         self.udp = config.protocol == "thrift_compact"
         # UDP has no acknowledgement: a send that fails is counted, never retried.
         self.helper = ExporterHelper(
-            settings, Signal.TRACES, config, self._send, retry_enabled=False if self.udp else None
+            settings,
+            Signal.TRACES,
+            config,
+            self._send,
+            retry_enabled=False if self.udp else None,
+            codec=PreparedCodec(Signal.TRACES),
         )
         self._session: aiohttp.ClientSession | None = None
         self._auth: ClientAuthenticator | None = None

@@ -10,6 +10,7 @@ updates a series becomes a sample. The shared exporter helper then queues, sends
 from __future__ import annotations
 
 import math
+import struct
 import time
 from collections import defaultdict
 from typing import Any
@@ -27,6 +28,7 @@ from pipeline import (
     Metrics,
     Payload,
     PermanentError,
+    QueueCodec,
     RetryableError,
     Signal,
     client_authenticator,
@@ -47,6 +49,23 @@ class WriteBatch(Metrics):
 
     body: bytes
     series: int
+
+
+class WriteBatchCodec(QueueCodec):
+    """Translated batches in a persistent sending queue: item count, series, body."""
+
+    _HEAD = struct.Struct("<II")
+
+    def encode(self, data: Payload) -> list[bytes]:
+        assert isinstance(data, WriteBatch)
+        return [self._HEAD.pack(data.item_count(), data.series), data.body]
+
+    def decode(self, body: bytes) -> Payload:
+        count, series = self._HEAD.unpack_from(body)
+        batch = WriteBatch(b"", item_count=count)
+        batch.body = body[self._HEAD.size :]
+        batch.series = series
+        return batch
 
 
 class _Samples:
@@ -115,7 +134,9 @@ class PrometheusRemoteWriteExporter(Component):
             on_drop=self._dropped,
             on_update=self._on_update,
         )
-        self.helper = ExporterHelper(settings, Signal.METRICS, config, self._send)
+        self.helper = ExporterHelper(
+            settings, Signal.METRICS, config, self._send, codec=WriteBatchCodec(Signal.METRICS)
+        )
         self._session: aiohttp.ClientSession | None = None
         self._auth: ClientAuthenticator | None = None
         self._warned: set[str] = set()

@@ -375,3 +375,18 @@ async def test_a_full_queue_refuses_before_counting_deltas(tmp_path: Path) -> No
             )
         finally:
             await exporter.shutdown()
+
+
+def test_write_batches_round_trip_through_the_persistent_queue_codec() -> None:
+    from pipeline import Signal
+    from plugins.prometheusremotewriteexporter.exporter import WriteBatch, WriteBatchCodec
+
+    codec = WriteBatchCodec(Signal.METRICS)
+    batch = WriteBatch(b"", item_count=7)
+    batch.body = b"snappy-bytes"
+    batch.series = 3
+    body = b"".join(codec.encode(batch))
+    back = codec.decode(body)
+    assert isinstance(back, WriteBatch)
+    assert (back.body, back.series, back.item_count()) == (b"snappy-bytes", 3, 7)
+    assert codec.count(body) == 7
