@@ -56,6 +56,9 @@ def test_every_endpoint_listens_on_localhost_by_default(
 ) -> None:
     for name in variables():
         monkeypatch.delenv(name, raising=False)
+    # what a config requires without a default (an exporter's target, a storage directory)
+    monkeypatch.setenv("OTLP_EXPORTER_ENDPOINT", "backend.example:4317")
+    monkeypatch.setenv("PIPELINE_STORAGE_DIR", "/tmp/pipeline-storage")
     endpoints = listening(path)
     assert endpoints
     for where, endpoint in endpoints:
