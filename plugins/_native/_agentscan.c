@@ -234,7 +234,9 @@ static void observe(Scanner *self, entry *e, int which, double value, slice trac
     while (i < nb && b[i] < value) i++; /* bisect_left */
     e->buckets[i]++;
     if (self->max_exemplars && trace_id.n) {
-        exemplar x = {value, trace_id.p - base, trace_id.n, span_id.p - base, span_id.n};
+        /* an absent span id has no place in the buffer (its pointer is NULL): offset 0 */
+        exemplar x = {value, trace_id.p - base, trace_id.n, span_id.n ? span_id.p - base : 0,
+                      span_id.n};
         if (e->nex < self->max_exemplars) e->ex[e->nex++] = x;
         else { e->ex[e->exnext] = x; e->exnext = (e->exnext + 1) % self->max_exemplars; }
     }
