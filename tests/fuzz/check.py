@@ -15,7 +15,14 @@
    ``tests/fuzz/test_corpus.py`` checks instead that the C entry points leave no objects behind.
 3. Fuzzes every target of ``tests/fuzz/targets.py`` for ``--seconds`` (``FUZZ_SECONDS``, default
    10) from its seed corpus and past findings; new inputs go to ``build/fuzz/corpus/<target>``
-   (kept between local runs), crashes to ``build/fuzz/findings/<target>/``.
+   (kept between local runs), crashes to ``build/fuzz/findings/<target>/``. Under CI (``CI``
+   set, or ``--deterministic``) each target instead runs its fixed number of executions
+   (``Target.runs``, about 10 s each here) from a fixed seed (``FUZZ_SEED``, default 1) with
+   ``PYTHONHASHSEED=0``: a CI run tries the same mutations in the same order each time (the
+   coverage reached still varies a little: object addresses differ from run to run), so a
+   verdict says much more about the change than about the draw. Exploration with random seeds
+   and longer budgets is the local run's job (docs/testing.md); what it finds becomes a
+   regression input, replayed on every run.
 
 The steps of 2 and 3 share ``--jobs`` lanes (``FUZZ_JOBS``, default: the CPU count). Any test
 failure, sanitizer report, crash or broken property fails the job; the summary lists the
@@ -123,7 +130,7 @@ def fuzz_env(native: bool) -> dict[str, str]:
     return env
 
 
-def fuzz_step(name: str, seconds: int) -> Step:
+def fuzz_step(name: str, seconds: int, deterministic: bool = False) -> Step:
     target = TARGETS[name]
     work = WORK_CORPUS / name
     findings = FINDINGS / name
@@ -135,7 +142,16 @@ def fuzz_step(name: str, seconds: int) -> Step:
         "-m",
         "tests.fuzz.run",
         name,
-        f"-max_total_time={seconds}",
+        *(
+            # a guard far beyond the runs' usual time, so a slow machine still ends
+            [
+                f"-runs={target.runs}",
+                f"-seed={os.environ.get('FUZZ_SEED', '1')}",
+                f"-max_total_time={max(seconds, 10) * 12}",
+            ]
+            if deterministic
+            else [f"-max_total_time={seconds}"]
+        ),
         "-timeout=10",  # one input taking this long is a finding (a hang or an amplification)
         "-rss_limit_mb=2048",
         f"-max_len={target.max_len}",
@@ -143,7 +159,10 @@ def fuzz_step(name: str, seconds: int) -> Step:
         f"-artifact_prefix={findings}/",
         *corpora,
     ]
-    return Step(f"fuzz {name}", cmd, fuzz_env(target.native), FUZZ_LOGS / f"{name}.log")
+    env = fuzz_env(target.native)
+    if deterministic:
+        env["PYTHONHASHSEED"] = "0"
+    return Step(f"fuzz {name}", cmd, env, FUZZ_LOGS / f"{name}.log")
 
 
 def start(step: Step) -> None:
@@ -197,6 +216,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-sanitize", action="store_true", help="skip the sanitized tests")
     parser.add_argument("--no-fuzz", action="store_true", help="skip the fuzzing")
     parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        default=bool(os.environ.get("CI")),
+        help="a fixed number of runs per target from a fixed seed (default under CI)",
+    )
+    parser.add_argument(
         "--replay",
         metavar="FILE",
         nargs="+",
@@ -247,8 +272,9 @@ def main(argv: list[str]) -> int:
         )
     if not args.no_fuzz:
         shutil.rmtree(FINDINGS, ignore_errors=True)
-        steps += [fuzz_step(name, args.seconds) for name in names]
-    print(f"== native: {len(steps)} steps on {jobs} lane(s), {args.seconds}s per fuzz target")
+        steps += [fuzz_step(name, args.seconds, args.deterministic) for name in names]
+    budget = "Target.runs from a fixed seed" if args.deterministic else f"{args.seconds}s"
+    print(f"== native: {len(steps)} steps on {jobs} lane(s), {budget} per fuzz target")
     run_steps(steps, jobs)
 
     failed = False

@@ -42,6 +42,8 @@ class Target:
     # tests/fuzz/test_corpus.py checks that replaying the corpus leaves no objects behind
     # (off where the code under test keeps bounded state that takes thousands of calls to fill)
     leak_check: bool = True
+    # executions of a deterministic run (CI): about 10 s of this target on the 2-core machine
+    runs: int = 2000
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -517,31 +519,46 @@ def prometheus(content_type: str) -> Callable[[], OneInput]:
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
-        Target("framing", framing, native=True),
-        Target("tracewire_ingest", tracewire_ingest, native=True),
+        Target("framing", framing, native=True, runs=60_000),
+        Target("tracewire_ingest", tracewire_ingest, native=True, runs=50_000),
         # the processor's stamp tables fill over ~2,000 runs; ingest is leak-checked above
-        Target("workflow", workflow, native=True, leak_check=False),
-        Target("agentscan", agentscan, native=True),
-        Target("spanscan", spanscan, native=True),
-        Target("h2_server", h2_server, native=True),
-        Target("h2_client", h2_client, native=True),
-        Target("otlp_proto", otlp_proto, instrument=("pipeline.pdata", "pipeline._wire")),
+        Target("workflow", workflow, native=True, leak_check=False, runs=1_800),
+        Target("agentscan", agentscan, native=True, runs=2_700),
+        Target("spanscan", spanscan, native=True, runs=2_600),
+        Target("h2_server", h2_server, native=True, runs=130_000),
+        Target("h2_client", h2_client, native=True, runs=95_000),
+        Target(
+            "otlp_proto", otlp_proto, instrument=("pipeline.pdata", "pipeline._wire"), runs=750_000
+        ),
         Target(
             "otlp_json",
             otlp_json,
             instrument=("plugins.otlpreceiver.otlpjson", "google.protobuf.json_format"),
+            runs=17_000,
         ),
-        Target("jaeger_binary", jaeger("binary"), instrument=("plugins._jaegerthrift", "thrift")),
-        Target("jaeger_compact", jaeger("compact"), instrument=("plugins._jaegerthrift", "thrift")),
+        Target(
+            "jaeger_binary",
+            jaeger("binary"),
+            instrument=("plugins._jaegerthrift", "thrift"),
+            runs=7_000,
+        ),
+        Target(
+            "jaeger_compact",
+            jaeger("compact"),
+            instrument=("plugins._jaegerthrift", "thrift"),
+            runs=5_600,
+        ),
         Target(
             "prometheus_text",
             prometheus("text/plain; version=0.0.4"),
             instrument=("prometheus_client", "plugins.prometheusreceiver"),
+            runs=2_000,
         ),
         Target(
             "prometheus_openmetrics",
             prometheus("application/openmetrics-text; version=1.0.0"),
             instrument=("prometheus_client", "plugins.prometheusreceiver"),
+            runs=5_000,
         ),
     ]
 }
