@@ -452,7 +452,7 @@ def _filter_metrics(
     return (new if count or len(batch.request.resource_metrics) else None), max(before - count, 0)
 
 
-def error_reporter(logger_call: Callable[..., None]) -> ReportFn:
+def error_reporter(logger_call: Callable[..., object]) -> ReportFn:
     def report(text: str, exc: BaseException) -> None:
         logger_call(
             logging.WARNING,
