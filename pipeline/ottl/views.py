@@ -205,7 +205,13 @@ class LazyItem:
         if _key_needle(key) not in self.raw:
             return None  # the key's encoding appears nowhere in the item: not an attribute
         encoded = self.attributes_view().attributes.get(key)
-        return None if encoded is None else decode_any(encoded)
+        if encoded is None:
+            return None
+        value = decode_any(encoded)
+        if is_map(value) or is_slice(value):
+            # maps and slices are returned attached, so editors can change them in place
+            return PMap(self.materialize().attributes).get(key)
+        return value
 
     def has_attr(self, key: str) -> bool:
         if self.full is not None:
@@ -245,7 +251,12 @@ class LazyLog(LazyItem):
         if self.full is not None:
             return from_any(self.full.body) if self.full.HasField("body") else None
         body = self.view.body
-        return decode_any(body) if body else None
+        if not body:
+            return None
+        value = decode_any(body)
+        if is_map(value) or is_slice(value):
+            return from_any(self.materialize().body)
+        return value
 
 
 _NEEDLES: dict[str, bytes] = {}
