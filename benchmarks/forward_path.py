@@ -2,11 +2,17 @@
 
     .venv/bin/python -m benchmarks.forward_path [--rate 100000] [--duration 20] [--repeat 3]
         [--protocols grpc,http] [--compression none] [--out benchmarks/results/forward-path.md]
-        [--baseline DIR]
+        [--baseline DIR] [--ottl] [--health-every N]
 
 ``--baseline DIR`` adds the system ``baseline``: the gateway run from another source tree (an
 earlier commit, e.g. ``git archive main | tar -x -C DIR`` with the C extensions built or copied
 in), measured in the same run as this tree's gateway and rotel, to show what a change costs.
+
+``--ottl`` puts two processors before the gateway's batch: ``filter`` dropping spans named
+``health-check`` and ``transform`` setting one attribute on every span (rotel still forwards:
+the question is whether the gateway with both costs less than rotel without); ``--health-every
+N`` names every Nth span of the load ``health-check`` (default 50 with ``--ottl``, so the filter
+drops 2 % of the spans and CPU per span is counted over the spans delivered).
 
 For each protocol and each repetition, the gateway and then rotel run one after the other,
 each pinned to core 0 with ``taskset -c 0``; the load generator and the counting sink run on
@@ -108,7 +114,7 @@ receivers:
       {protocol}:
         endpoint: 127.0.0.1:{port}
 processors:
-  batch: {{}}
+  batch: {{}}{ottl_processors}
 exporters:
   otlp:
     endpoint: 127.0.0.1:{sink_port}
@@ -119,8 +125,18 @@ service:
     logs: {{level: warn}}
     metrics: {{address: 127.0.0.1:{metrics_port}}}
   pipelines:
-    traces: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
+    traces: {{receivers: [otlp], processors: [{processors}batch], exporters: [otlp]}}
 """
+OTTL_PROCESSORS = """
+  filter/health:
+    error_mode: ignore
+    traces:
+      span:
+        - 'span.name == "health-check"'
+  transform/env:
+    error_mode: ignore
+    trace_statements:
+      - 'set(span.attributes["deployment.environment"], "production")'"""
 
 
 def system_command(
@@ -131,6 +147,7 @@ def system_command(
     sink_port: int,
     compression: str,
     workdir: Path,
+    ottl: bool = False,
 ) -> list[str]:
     if system in ("gateway", "baseline"):
         config = workdir / f"gateway-{protocol}.yaml"
@@ -141,6 +158,8 @@ def system_command(
                 sink_port=sink_port,
                 compression=compression,
                 metrics_port=free_port(),
+                ottl_processors=OTTL_PROCESSORS if ottl else "",
+                processors="filter/health, transform/env, " if ottl else "",
             )
         )
         return ["taskset", "-c", "0", PYTHON, "-m", "pipeline", "run", "--config", str(config)]
@@ -181,6 +200,7 @@ class Run:
     spans_lost: int
     spans_refused: int
     late_requests: int
+    spans_filtered: int = 0  # dropped by the filter processor on purpose (--ottl)
 
 
 def one_run(
@@ -191,6 +211,8 @@ def one_run(
     compression: str,
     workdir: Path,
     baseline: Path | None = None,
+    ottl: bool = False,
+    health_every: int = 0,
 ) -> Run:
     sink_grpc, sink_http, sink_ctl = free_port(), free_port(), free_port()
     port, other = free_port(), free_port()
@@ -201,7 +223,16 @@ def one_run(
     ]  # fmt: skip
     with process(sink_cmd, workdir / "sink.log") as sink:
         wait_port(sink_ctl, sink)
-        cmd = system_command(system, protocol, port, other, sink_grpc, compression, workdir)
+        cmd = system_command(
+            system,
+            protocol,
+            port,
+            other,
+            sink_grpc,
+            compression,
+            workdir,
+            ottl and system != "rotel",
+        )
         cwd = baseline if system == "baseline" and baseline is not None else ROOT
         with process(cmd, workdir / f"{system}.log", cwd) as sut:
             wait_port(port, sut)
@@ -212,6 +243,7 @@ def one_run(
                 "taskset", "-c", "1", PYTHON, "-m", "benchmarks.loadgen",
                 "--protocol", protocol, "--target", f"127.0.0.1:{port}",
                 "--rate", str(rate), "--duration", str(duration),
+                "--health-every", str(health_every),
             ]  # fmt: skip
             samples: list[tuple[float, int]] = []
             with subprocess.Popen(
@@ -228,7 +260,12 @@ def one_run(
                 samples, stats["send_started_at"], stats["send_ended_at"]
             )
             # drain: wait until all acknowledged spans arrived, or the count stops moving
-            want = count0 + stats["ok_spans"]
+            filtered = (
+                stats["ok_spans"] // health_every
+                if ottl and system != "rotel" and health_every
+                else 0
+            )
+            want = count0 + stats["ok_spans"] - filtered
             last, still_since = -1, time.monotonic()
             while True:
                 n = sink_count(sink_ctl)
@@ -251,9 +288,10 @@ def one_run(
         peak_rss_mib=round(rss, 1),
         spans_acknowledged=stats["ok_spans"],
         spans_delivered=delivered,
-        spans_lost=max(0, stats["ok_spans"] - delivered),
+        spans_lost=max(0, stats["ok_spans"] - filtered - delivered),
         spans_refused=stats["refused_spans"],
         late_requests=stats["late"],
+        spans_filtered=filtered,
     )
 
 
@@ -293,6 +331,17 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
         f"export compression `{args.compression}` on both; process under test pinned with "
         "`taskset -c 0`, load generator and counting sink on core 1. Medians of "
         f"{args.repeat} runs (the machine is shared: figures are noisy).",
+        *(
+            [
+                "",
+                "The gateway runs `filter` (drops spans named `health-check`: every "
+                f"{args.health_every}th span of the load) and `transform` (sets "
+                "`deployment.environment` on every span) before its batch; rotel forwards. CPU "
+                "per span is counted over the spans delivered.",
+            ]
+            if getattr(args, "ottl", False)
+            else []
+        ),
         "",
         "| protocol in | system | spans/s offered | spans/s delivered | CPU-s per 1M spans "
         "(median; all runs) | peak RSS MiB (median / max) | spans lost | spans refused |",
@@ -308,8 +357,13 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
     lines.append("")
     for protocol in sorted({r["protocol"] for r in rows}):
         by = {r["system"]: r for r in rows if r["protocol"] == protocol}
+        rotel_goal = (
+            "; goal < 1: below rotel's forward cost with both processors"
+            if getattr(args, "ottl", False)
+            else "; goal <= 0.33"
+        )
         for other, name, goal in [
-            ("rotel", "rotel's", "; goal <= 0.33"),
+            ("rotel", "rotel's", rotel_goal),
             ("baseline", f"the baseline's (`{getattr(args, 'baseline', '')}`)", ""),
         ]:
             if "gateway" not in by or other not in by or not by[other]["cpu"]:
@@ -348,7 +402,13 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, help="another source tree of the gateway, run as `baseline`"
     )
+    parser.add_argument(
+        "--ottl", action="store_true", help="filter and transform processors before the batch"
+    )
+    parser.add_argument("--health-every", type=int, default=None)
     args = parser.parse_args()
+    if args.health_every is None:
+        args.health_every = 50 if args.ottl else 0
     systems = args.systems.split(",")
     if args.baseline is not None and "baseline" not in systems:
         systems.insert(1, "baseline")
@@ -367,6 +427,8 @@ def main() -> None:
                         args.compression,
                         workdir,
                         args.baseline,
+                        args.ottl,
+                        args.health_every,
                     )
                     runs.append(run)
                     print(f"[{i + 1}/{args.repeat}] {json.dumps(asdict(run))}", flush=True)

@@ -15,9 +15,7 @@ from pipeline.errors import ConfigError, Location
 
 Path = tuple[str | int, ...]
 
-_ENV_RE = re.compile(
-    r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{([^}]*)\}"
-)
+_ENV_RE = re.compile(r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{([^}]*)\}")
 
 
 def format_path(path: Path) -> str:

@@ -177,6 +177,12 @@ class Statement:
     editor: Callable[[Any], Any]
     condition: Callable[[Any], Any] | None
     span_fields: set[str] = field(default_factory=set)
+    needles: frozenset[bytes] | None = None
+    """Byte strings that must all appear in a span's (log record's) encoding for the ``where``
+    to hold (``None``: no such shortcut): items without them are skipped unread."""
+    constant_attribute: tuple[str, Any] | None = None
+    """``(key, value)`` when the statement is ``set(attributes[key], <literal>)`` with no
+    ``where``, on spans or log records: run as an append to every item's bytes."""
 
     def run(self, ctx: Any) -> None:
         condition = self.condition
@@ -192,6 +198,8 @@ class Condition:
     context: str
     evaluate: Callable[[Any], bool]
     span_fields: set[str] = field(default_factory=set)
+    needles: frozenset[bytes] | None = None
+    """Byte strings that must all appear in the item's encoding for the condition to hold."""
 
 
 class _Scope:
@@ -424,6 +432,104 @@ def _compile_bool(node: Node, scope: _Scope) -> Callable[[Any], bool]:
         "expected a condition (a comparison, true, false, a converter or not/and/or)",
         node.column,
     )
+
+
+def _item_path(node: Node, context: str) -> tuple[str, Any] | None:
+    """``("name", None)`` or ``("attributes", key)`` when ``node`` is that path of the item of
+    ``context`` (a span or a log record), else ``None``."""
+    if node.kind != "path" or context not in ("span", "log"):
+        return None
+    fields: list[tuple[str, list[Node]]] = node.value
+    if fields and fields[0][0] == context and not fields[0][1]:
+        fields = fields[1:]
+    if len(fields) != 1:
+        return None
+    name, keys = fields[0]
+    if name == "name" and not keys and context == "span":
+        return ("name", None)
+    if name == "attributes" and len(keys) == 1:
+        ok, key = _const(keys[0])
+        if ok and isinstance(key, str):
+            return ("attributes", key)
+    return None
+
+
+def _ld(tag: int, payload: bytes) -> bytes:
+    from pipeline.ottl.views import _varint
+
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+def needles(node: Node, context: str) -> frozenset[bytes] | None:
+    """Byte strings an item's encoding must all contain for the condition ``node`` to hold, or
+    ``None`` when there is no such simple test: an equality of the span name or of an
+    attribute with a string, an attribute that must be present (``!= nil``, ``IsMatch``),
+    ``and`` of those (all), ``or`` (what both sides need)."""
+    kind = node.kind
+    if kind == "paren":
+        return needles(node.children[0], context)
+    if kind == "and":
+        found = [needles(c, context) for c in node.children]
+        known = [f for f in found if f]
+        return frozenset().union(*known) if known else None
+    if kind == "or":
+        found = [needles(c, context) for c in node.children]
+        if any(f is None for f in found):
+            return None
+        common = frozenset.intersection(*[f for f in found if f is not None])
+        return common or None
+    if kind == "converter" and node.name in ("IsMatch", "IsString", "IsInt", "IsMap", "IsList"):
+        if node.children and not node.children[0].name:
+            target = _item_path(node.children[0].children[0], context)
+            if target is not None and target[0] == "attributes":
+                return frozenset({_ld(0x0A, target[1].encode())})
+        return None
+    if kind != "compare":
+        return None
+    left, right = node.children
+    path = _item_path(left, context)
+    other = right
+    if path is None:
+        path, other = _item_path(right, context), left
+    if path is None:
+        return None
+    ok, value = _const(other)
+    if not ok:
+        return None
+    what, key = path
+    out: set[bytes] = set()
+    if what == "attributes":
+        if (node.value == "==" and value is not None) or (node.value == "!=" and value is None):
+            out.add(_ld(0x0A, key.encode()))
+        else:
+            return None
+        if node.value == "==" and isinstance(value, str):
+            out.add(_ld(0x0A, value.encode()))  # the AnyValue's string_value
+        return frozenset(out)
+    if node.value == "==" and isinstance(value, str):
+        return frozenset({_ld(0x2A, value.encode())})  # Span.name, field 5
+    return None
+
+
+def _constant_attribute(editor: Node, where: Node | None, context: str) -> tuple[str, Any] | None:
+    if where is not None or editor.name != "set" or len(editor.children) != 2:
+        return None
+    target, value = (a.children[0] for a in editor.children)
+    if any(a.name for a in editor.children):
+        return None
+    path = _item_path(target, context)
+    if path is None or path[0] != "attributes":
+        return None
+    ok, constant = _const(value)
+    if not ok or constant is None or isinstance(constant, list | dict):
+        return None
+    if (
+        isinstance(constant, int)
+        and not isinstance(constant, bool)
+        and not (-(2**63) <= constant < 2**63)
+    ):
+        return None
+    return (path[1], constant)
 
 
 def _context_of(first: str, scope: _Scope) -> str | None:
@@ -694,7 +800,7 @@ def compile_statements(
                     1,
                 ),
             )
-    compiled: list[tuple[_Scope, Any, Any, str]] = []
+    compiled: list[tuple[_Scope, Any, Any, str, tuple[Node, Node | None]]] = []
     for i, text in enumerate(texts):
         scope = _Scope(signal, context, functions)
         try:
@@ -714,19 +820,29 @@ def compile_statements(
             condition = _compile_bool(where, scope) if where is not None else None
         except (OTTLSyntaxError, OTTLCompileError) as exc:
             raise StatementError(i, exc) from None
-        compiled.append((scope, editor, condition, text))
+        compiled.append((scope, editor, condition, text, (editor_node, where)))
     try:
         chosen = _infer([c[0] for c in compiled], signal, context, [1])
     except OTTLCompileError as exc:
         raise StatementError(0, exc) from None
     out = []
-    for i, (scope, editor, condition, text) in enumerate(compiled):
+    for i, (scope, editor, condition, text, (editor_node, where)) in enumerate(compiled):
         try:
             for check in scope.deferred:
                 check(chosen)
         except OTTLCompileError as exc:
             raise StatementError(i, exc) from None
-        out.append(Statement(text, chosen, editor, condition, scope.span_fields))
+        out.append(
+            Statement(
+                text,
+                chosen,
+                editor,
+                condition,
+                scope.span_fields,
+                needles(where, chosen) if where is not None else None,
+                _constant_attribute(editor_node, where, chosen),
+            )
+        )
     return chosen, out
 
 
@@ -741,7 +857,7 @@ def compile_conditions(
     functions = functions or default_functions()
     if context is not None:
         context = ALIASES.get(context, context)
-    compiled: list[tuple[_Scope, Any, str]] = []
+    compiled: list[tuple[_Scope, Any, str, Node]] = []
     for i, text in enumerate(texts):
         scope = _Scope(signal, context, functions)
         try:
@@ -749,19 +865,19 @@ def compile_conditions(
             evaluate = _compile_bool(node, scope)
         except (OTTLSyntaxError, OTTLCompileError) as exc:
             raise StatementError(i, exc) from None
-        compiled.append((scope, evaluate, text))
+        compiled.append((scope, evaluate, text, node))
     try:
         chosen = _infer([c[0] for c in compiled], signal, context, [1])
     except OTTLCompileError as exc:
         raise StatementError(0, exc) from None
     out = []
-    for i, (scope, evaluate, text) in enumerate(compiled):
+    for i, (scope, evaluate, text, node) in enumerate(compiled):
         try:
             for check in scope.deferred:
                 check(chosen)
         except OTTLCompileError as exc:
             raise StatementError(i, exc) from None
-        out.append(Condition(text, chosen, evaluate, scope.span_fields))
+        out.append(Condition(text, chosen, evaluate, scope.span_fields, needles(node, chosen)))
     return chosen, out
 
 

@@ -76,9 +76,21 @@ def run_statement(statement: Statement, ctx: Ctx, mode: ErrorMode, report: Repor
             report(statement.text, exc)
 
 
-def holds(conditions: Sequence[Condition], ctx: Ctx, mode: ErrorMode, report: ReportFn) -> bool:
-    """Whether any condition holds (an erroring condition does not, unless propagated)."""
+def holds(
+    conditions: Sequence[Condition],
+    ctx: Ctx,
+    mode: ErrorMode,
+    report: ReportFn,
+    item: LazyItem | None = None,
+) -> bool:
+    """Whether any condition holds (an erroring condition does not, unless propagated). With
+    ``item`` (unchanged so far), a condition whose needles are not all in its bytes is false
+    without being evaluated."""
+    raw = item.raw if item is not None and item.full is None and not item.extra else None
     for condition in conditions:
+        needles = condition.needles
+        if raw is not None and needles is not None and not all(n in raw for n in needles):
+            continue
         try:
             if condition.evaluate(ctx) is True:
                 return True
@@ -138,6 +150,7 @@ class ItemBatch:
                 )
             self.resources.append((handle, entries))
         self.dropped = 0
+        self.changed = False  # items rewritten in place (raw_items) by a batch-wide edit
 
     def items(self, entry: _ScopeEntry) -> list[LazyItem]:
         if entry.items is None:
@@ -196,7 +209,7 @@ class ItemBatch:
 
     def build(self, remove_empty: bool) -> tuple[Payload | None, int]:
         """The rebuilt payload (``None`` when nothing changed) and its item count."""
-        changed = self.dropped > 0
+        changed = self.dropped > 0 or self.changed
         count = 0
         traces = self.signal is Signal.TRACES
         group_field, scope_field = (
@@ -217,7 +230,13 @@ class ItemBatch:
                         changed = True
                 items = entry.items
                 if items is None:
-                    count += len(entry.raw_items)
+                    if entry.kept is None:
+                        count += len(entry.raw_items)
+                        continue
+                    kept_raw = [r for k, r in enumerate(entry.raw_items) if entry.kept[k]]
+                    count += len(kept_raw)
+                    del entry.raw_items[:]
+                    entry.raw_items.extend(kept_raw)
                     continue
                 kept = entry.kept
                 if kept is None and not any(item.changed() for item in items):
@@ -296,6 +315,36 @@ def _points(metric: Any) -> Any:
     return None if kind is None else getattr(metric, kind).data_points
 
 
+def append_constants(batch: ItemBatch, constants: list[tuple[str, Any]]) -> None:
+    """``set(attributes[key], <literal>)`` on every item of the batch, as bytes: the encoded
+    attribute is appended to each item that does not have the key (repeated fields concatenate
+    on the wire); an item that has it goes through the lazy item (decoded and re-encoded)."""
+    from pipeline.ottl.views import attribute_field, key_needle
+
+    tag = batch.item_class.attributes_tag
+    plan = [(key_needle(k), attribute_field(tag, k, v), k, v) for k, v in constants]
+    cls = batch.item_class
+    for entry in batch.entry_of():
+        if entry.items is not None:
+            for item in entry.items:
+                for _, _, key, value in plan:
+                    item.set_attr(key, value)
+            continue
+        out = []
+        for raw in entry.raw_items:
+            for needle, field_bytes, key, value in plan:
+                if needle not in raw:
+                    raw += field_bytes
+                else:
+                    item = cls(raw)
+                    item.set_attr(key, value)
+                    raw = item.encoded()
+            out.append(raw)
+        del entry.raw_items[:]
+        entry.raw_items.extend(out)
+        batch.changed = True
+
+
 # -- transform ---------------------------------------------------------------------------------
 def transform(payload: Payload, groups: Sequence[Group], report: ReportFn) -> Payload:
     """Run the groups in order over the payload; returns the new payload (or the same one when
@@ -309,6 +358,10 @@ def transform(payload: Payload, groups: Sequence[Group], report: ReportFn) -> Pa
     need_view = any(g.context not in ("resource", "scope") and g.span_fields for g in groups)
     ibatch = ItemBatch(payload, need_view)
     for group in groups:
+        constants = [s.constant_attribute for s in group.statements]
+        if group.context in ("span", "log") and not group.conditions and all(constants):
+            append_constants(ibatch, constants)  # type: ignore[arg-type]
+            continue
         _run_group(ibatch.each(group.context, ctx), group, ctx, report)
     new, _ = ibatch.build(remove_empty=False)
     return payload if new is None else new
@@ -318,10 +371,16 @@ def _run_group(items: Any, group: Group, ctx: Ctx, report: ReportFn) -> None:
     mode = group.error_mode
     statements = group.statements
     conditions = group.conditions
-    for _ in items:
-        if conditions and not holds(conditions, ctx, mode, report):
+    lazy = group.context in ("span", "log")
+    for item in items:
+        if conditions and not holds(conditions, ctx, mode, report, item if lazy else None):
             continue
         for statement in statements:
+            needles = statement.needles
+            if needles is not None and lazy and item.full is None and not item.extra:
+                raw = item.raw
+                if not all(n in raw for n in needles):
+                    continue
             run_statement(statement, ctx, mode, report)
 
 
@@ -334,24 +393,69 @@ def filter_payload(
     ctx = Ctx()
     if payload.signal is Signal.METRICS:
         return _filter_metrics(payload, filters, ctx, report)
-    need_view = any(f.context not in ("resource", "scope") and _fields(f) for f in filters)
+    data = payload.to_bytes()
+    # a condition whose needles are not all in the request holds for none of its items
+    filters = [
+        f
+        for f in filters
+        if f.context not in ("span", "log")
+        or any(c.needles is None or all(n in data for n in c.needles) for c in f.conditions)
+    ]
+    if not filters:
+        return payload, 0
+    # with needles for every condition, only the items holding them are read (each parsed
+    # alone): no view of the whole request
+    prefiltered = all(
+        c.needles is not None for f in filters if f.context in ("span", "log") for c in f.conditions
+    )
+    need_view = not prefiltered and any(
+        f.context not in ("resource", "scope") and _fields(f) for f in filters
+    )
     batch = ItemBatch(payload, need_view)
+    slot = "span" if batch.signal is Signal.TRACES else "log"
     for flt in filters:
         if flt.context == "spanevent":
             _drop_events(batch, flt, ctx, report)
             continue
-        slot = "span" if batch.signal is Signal.TRACES else "log"
-        for _, entries in batch.resources:
-            ctx.resource = _
+        needle_sets = [c.needles for c in flt.conditions]
+        use_needles = all(nd is not None for nd in needle_sets)
+        single = (
+            next(iter(needle_sets[0]))  # type: ignore[arg-type]
+            if use_needles and len(needle_sets) == 1 and len(needle_sets[0]) == 1  # type: ignore[arg-type]
+            else None
+        )
+        for handle, entries in batch.resources:
+            ctx.resource = handle
             for entry in entries:
                 ctx.scope = entry.handle
+                if entry.items is None and use_needles:
+                    kept = entry.kept
+                    for k, raw in enumerate(list(entry.raw_items)):
+                        if kept is not None and not kept[k]:
+                            continue
+                        if single is not None:
+                            if single not in raw:
+                                continue
+                        elif not any(
+                            all(n in raw for n in nd)  # type: ignore[union-attr]
+                            for nd in needle_sets
+                        ):
+                            continue
+                        view = entry.view_items[k] if entry.view_items is not None else None
+                        item = batch.item_class(raw, view)
+                        setattr(ctx, slot, item)
+                        ctx.cache = None
+                        if holds(flt.conditions, ctx, flt.error_mode, report, item):
+                            batch.drop(entry, k)
+                            kept = entry.kept
+                    continue
                 items = batch.items(entry)
                 for k, item in enumerate(items):
                     if entry.kept is not None and not entry.kept[k]:
                         continue
                     setattr(ctx, slot, item)
                     ctx.cache = None
-                    if holds(flt.conditions, ctx, flt.error_mode, report):
+                    if holds(flt.conditions, ctx, flt.error_mode, report, item):
                         batch.drop(entry, k)
     new, count = batch.build(remove_empty=True)
     if new is None:

@@ -262,6 +262,26 @@ class LazyLog(LazyItem):
 _NEEDLES: dict[str, bytes] = {}
 
 
+_FIELDS: dict[tuple[int, str, Any, type], bytes] = {}
+
+
+def attribute_field(tag: int, key: str, value: Any) -> bytes:
+    """The encoded attributes field (``tag``) holding ``KeyValue(key, value)``; remembered for
+    the values written again and again (a bounded cache)."""
+    cache_key = (tag, key, value, type(value))
+    field = _FIELDS.get(cache_key)
+    if field is None:
+        field = _ld(tag, _ld(0x0A, key.encode()) + _ld(0x12, encode_any(value)))
+        if len(_FIELDS) >= 4096:
+            _FIELDS.clear()
+        _FIELDS[cache_key] = field
+    return field
+
+
+def key_needle(key: str) -> bytes:
+    return _key_needle(key)
+
+
 def _key_needle(key: str) -> bytes:
     """How a ``KeyValue`` with this key starts on the wire (field 1, its length, the key)."""
     needle = _NEEDLES.get(key)
