@@ -292,7 +292,7 @@ def validate_raw(raw: RawConfig, registry: Registry) -> Config:
             factory = registry.get(kind, cid.type)
             if factory is None:
                 known = registry.types(kind)
-                hint = did_you_mean(cid.type, known)
+                hint = did_you_mean(cid.type, [*known, *registry.aliases(kind)])
                 listing = f"; known {kind} types: {', '.join(known)}" if not hint and known else ""
                 errors.append(raw.error(path, f"unknown {kind} type {cid.type!r}{hint}{listing}"))
                 continue
