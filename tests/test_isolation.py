@@ -51,6 +51,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     # every item read and changed, so corrupt items are met
     "attributes": {"actions": [{"key": "checked", "action": "upsert", "value": "yes"}]},
     "resource": {"attributes": [{"key": "checked", "action": "upsert", "value": "yes"}]},
+    "resourcedetection": {"detectors": ["system"]},
     "transform": {
         "trace_statements": [
             'set(span.attributes["checked"], Concat([span.name, "x"], "-"))',

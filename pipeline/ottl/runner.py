@@ -567,3 +567,31 @@ def error_reporter(logger_call: Callable[..., object]) -> ReportFn:
         )
 
     return report
+
+
+_SHALLOW = {
+    Signal.TRACES: (_wire.ShallowTraces, "resource_spans"),
+    Signal.METRICS: (_wire.ShallowMetrics, "resource_metrics"),
+    Signal.LOGS: (_wire.ShallowLogs, "resource_logs"),
+}
+
+
+def rewrite_resources(payload: Payload, apply: Callable[[Any], None]) -> Payload:
+    """Call ``apply(attributes)`` on every resource's attributes (a map) of any signal, decoding
+    the resources only: spans, data points and log records pass as bytes. Returns the payload
+    itself when no resource changed."""
+    from pipeline.ottl.values import PMap
+
+    shallow_class, field_name = _SHALLOW[payload.signal]
+    shallow = shallow_class.FromString(payload.to_bytes())
+    changed = False
+    for group in getattr(shallow, field_name):
+        resource = Resource.FromString(group.resource)
+        apply(PMap(resource.attributes))
+        encoded = resource.SerializeToString()
+        if encoded != group.resource:
+            group.resource = encoded
+            changed = True
+    if not changed:
+        return payload
+    return type(payload)(shallow.SerializeToString(), item_count=payload.item_count())

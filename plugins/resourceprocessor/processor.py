@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline import Component, Consumer, CreateSettings, Payload, Signal
-from pipeline.ottl.contexts import Ctx
-from pipeline.ottl.runner import ItemBatch, MetricBatch
-from pipeline.ottl.values import PMap
+from pipeline.ottl.runner import rewrite_resources
 from plugins._attractions import Actions
 
 
@@ -30,14 +28,4 @@ class ResourceProcessor(Component):
         await self.next.consume(data)
 
     def process(self, data: Payload) -> Payload:
-        ctx = Ctx()
-        if self.signal is Signal.METRICS:
-            batch = MetricBatch(data)
-            for rm in batch.each("resource", ctx):
-                self.actions.apply(PMap(rm.resource.attributes))
-            return batch.build()[0]
-        ibatch = ItemBatch(data, view_fields=False)
-        for handle in ibatch.each("resource", ctx):
-            self.actions.apply(PMap(handle.msg.attributes))
-        new, _ = ibatch.build(remove_empty=False)
-        return data if new is None else new
+        return rewrite_resources(data, self.actions.apply)
