@@ -212,6 +212,7 @@ class _Scope:
         self.contexts: set[str] = set()
         self.span_fields: set[str] = set()
         self.deferred: list[Callable[[str], None]] = []
+        self.function_contexts: list[frozenset[str]] = []
 
 
 # -- comparison and arithmetic ------------------------------------------------------------------
@@ -685,6 +686,7 @@ def _compile_call(node: Node, scope: _Scope) -> Callable[[Any], Any]:
         raise OTTLCompileError(f"undefined function {node.name!r}{close}", node.column)
     if fdef.contexts is not None:
         scope.deferred.append(functools.partial(_check_context, fdef, node))
+        scope.function_contexts.append(fdef.contexts)
     params = fdef.params
     values: list[Any] = [None] * len(params)
     given = [False] * len(params)
@@ -760,6 +762,15 @@ def _infer(scopes: list[_Scope], signal: str, given: str | None, column_of: list
     used: set[str] = set()
     for s in scopes:
         used |= s.contexts
+    if not used:
+        # functions usable in some contexts only name the context too (the Collector infers
+        # from paths, functions and enums)
+        allowed: set[str] | None = None
+        for s in scopes:
+            for contexts in s.function_contexts:
+                allowed = set(contexts) if allowed is None else allowed & contexts
+        if allowed:
+            return max(allowed, key=lambda c: DEPTH[c])
     if not used:
         raise OTTLCompileError(
             "cannot infer the context: no path names one (write paths such as "

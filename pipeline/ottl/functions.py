@@ -725,6 +725,87 @@ def _convert_case(target: Getter, to_case: str) -> Run:
     return run
 
 
+_HTTP_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"}
+)
+_SEMCONV_VERSIONS = {f"1.{minor}.0" for minor in range(37, 44)}
+
+
+def _first(get: Callable[[str], Any], *keys: str) -> str | None:
+    for key in keys:
+        value = get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def semconv_span_name(kind: int, get: Callable[[str], Any]) -> str | None:
+    """The span name the semantic conventions give an HTTP, database, RPC or messaging span
+    (``None`` for other spans): ``{method} {http.route}`` for an HTTP server, ``{method}`` (or
+    ``{method} {url.template}``) for a client, ``{db.query.summary}`` or ``{operation}
+    {target}`` for a database, ``{service}/{method}`` for RPC, ``{operation} {destination}`` for
+    messaging; deprecated attribute names are read too."""
+    method = _first(get, "http.request.method", "http.method")
+    if method is not None:
+        method = method if method.upper() in _HTTP_METHODS else "HTTP"
+        template = _first(get, "http.route") if kind == 2 else _first(get, "url.template")
+        return f"{method} {template}" if template else method
+    system = _first(get, "db.system.name", "db.system")
+    if system is not None:
+        summary = _first(get, "db.query.summary")
+        if summary:
+            return summary
+        operation = _first(get, "db.operation.name", "db.operation")
+        target = _first(get, "db.collection.name", "db.sql.table", "db.stored_procedure.name",
+                        "db.namespace", "db.name", "server.address")  # fmt: skip
+        if operation and target:
+            return f"{operation} {target}"
+        return operation or target or system
+    rpc = _first(get, "rpc.system.name", "rpc.system")
+    if rpc is not None:
+        service = _first(get, "rpc.service", "rpc.grpc.service")
+        rmethod = _first(get, "rpc.method", "rpc.grpc.method")
+        if service and rmethod:
+            return f"{service}/{rmethod}"
+        return rmethod or service or rpc
+    msystem = _first(get, "messaging.system")
+    if msystem is not None:
+        operation = _first(get, "messaging.operation.name", "messaging.operation")
+        destination = None
+        if (
+            get("messaging.destination.temporary") is not True
+            and get("messaging.destination.anonymous") is not True
+        ):
+            destination = _first(
+                get, "messaging.destination.template", "messaging.destination.name",
+                "messaging.destination",
+            )  # fmt: skip
+        if operation and destination:
+            return f"{operation} {destination}"
+        return operation or destination or msystem
+    return None
+
+
+def _set_semconv_span_name(version: str, original_attribute: str | None) -> Run:
+    if version not in _SEMCONV_VERSIONS:
+        raise ValueError(
+            f"unsupported semantic conventions version {version!r}: use 1.37.0 to 1.43.0"
+        )
+
+    def run(ctx: Any) -> None:
+        span = ctx.span
+        src = span.src
+        name = semconv_span_name(src.kind, span.get_attr)
+        if name is None or name == src.name:
+            return
+        original = src.name
+        span.materialize().name = name
+        if original_attribute:
+            span.set_attr(original_attribute, original)
+
+    return run
+
+
 def register_standard(functions: Functions) -> None:
     """Add the standard editors and converters to ``functions``."""
     p = Param
@@ -774,6 +855,12 @@ def register_standard(functions: Functions) -> None:
         _flatten,
     )  # fmt: skip
     add("append", [target, p("value", "getter", True), p("values", "getter", True)], _append)
+    add(
+        "set_semconv_span_name",
+        [p("semconvVersion", "string"), p("originalSpanNameAttribute", "string", True)],
+        _set_semconv_span_name,
+        contexts=["span"],
+    )
     # converters
     add("IsMatch", [p("target", "stringlike_getter"), p("pattern", "string")], _is_match)
     add("Concat", [p("values", "getter_list"), p("delimiter", "string")], _concat)

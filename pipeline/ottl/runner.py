@@ -172,11 +172,13 @@ class ItemBatch:
             ctx.resource = handle
             if context == "resource":
                 ctx.scope = None
+                ctx.cache = None
                 yield handle
                 continue
             for entry in entries:
                 ctx.scope = entry.handle
                 if context == "scope":
+                    ctx.cache = None
                     yield entry
                     continue
                 items = self.items(entry)
@@ -284,11 +286,13 @@ class MetricBatch:
         for rm in self.request.resource_metrics:
             ctx.resource = Handle(Resource, None, rm, rm.resource)
             if context == "resource":
+                ctx.cache = None
                 yield rm
                 continue
             for sm in rm.scope_metrics:
                 ctx.scope = Handle(InstrumentationScope, None, sm, sm.scope)
                 if context == "scope":
+                    ctx.cache = None
                     yield sm
                     continue
                 for metric in sm.metrics:

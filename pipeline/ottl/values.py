@@ -376,7 +376,10 @@ class DictMap:
         self.data = data if data is not None else {}
 
     def get(self, key: str) -> Any:
-        return self.data.get(key)
+        value = self.data.get(key)
+        if isinstance(value, dict):
+            return DictMap(value)  # attached: editors change it in place
+        return value
 
     def __contains__(self, key: object) -> bool:
         return key in self.data
@@ -391,7 +394,7 @@ class DictMap:
         return list(self.data)
 
     def items(self) -> list[tuple[str, Any]]:
-        return list(self.data.items())
+        return [(k, DictMap(v) if isinstance(v, dict) else v) for k, v in self.data.items()]
 
     def set(self, key: str, value: Any) -> None:
         self.data[key] = to_plain(value)

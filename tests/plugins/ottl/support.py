@@ -111,6 +111,7 @@ def plain(signal: Signal, requests: list[Any]) -> list[dict[str, Any]]:
                         out.append({
                             "body": any_value(r.body),
                             "severity_text": r.severity_text,
+                            "severity_number": r.severity_number,
                             "attributes": {kv.key: any_value(kv.value) for kv in r.attributes},
                             "resource": res,
                         })  # fmt: skip

@@ -714,6 +714,260 @@ CASES: list[tuple[str, dict[str, Any], Signal, Any, Any]] = [
     ),
 ]
 
+CASES += [
+    # -- transform README: set_semconv_span_name and the Examples section ------------------------
+    (
+        "set_semconv_span_name with http.route",
+        {
+            "transform": {
+                "trace_statements": ['set_semconv_span_name("1.43.0", "original_span_name")']
+            }
+        },
+        T,
+        traces(
+            [
+                {
+                    "name": "GET /api/v1/users/123",
+                    "kind": 2,
+                    "attributes": {
+                        "http.request.method": "GET",
+                        "http.route": "/api/v1/users/{id}",
+                        "url.path": "/api/v1/users/123",
+                    },
+                },
+                {
+                    "name": "GET /api/v1/users/123",
+                    "kind": 2,
+                    "attributes": {"http.request.method": "GET", "url.path": "/api/v1/users/123"},
+                },
+                {
+                    "name": "GET /api/v1/users/{id}",
+                    "kind": 2,
+                    "attributes": {
+                        "http.request.method": "GET",
+                        "http.route": "/api/v1/users/{id}",
+                    },
+                },
+                {"name": "internal work", "kind": 1, "attributes": {}},
+            ]
+        ),
+        lambda out: (
+            [s["name"] for s in out]
+            == ["GET /api/v1/users/{id}", "GET", "GET /api/v1/users/{id}", "internal work"]
+            and out[0]["attributes"]["original_span_name"] == "GET /api/v1/users/123"
+            and "original_span_name" not in out[2]["attributes"]
+        ),
+    ),
+    (
+        "set_semconv_span_name deprecated attributes (db, rpc, messaging)",
+        {"transform": {"trace_statements": ['set_semconv_span_name("1.37.0")']}},
+        T,
+        traces(
+            [
+                {
+                    "name": "SELECT * FROM product WHERE id=12345",
+                    "kind": 3,
+                    "attributes": {
+                        "db.system": "postgresql",
+                        "db.operation": "SELECT",
+                        "db.sql.table": "product",
+                    },
+                },
+                {
+                    "name": "x",
+                    "kind": 3,
+                    "attributes": {
+                        "rpc.system": "grpc",
+                        "rpc.grpc.service": "shop.Cart",
+                        "rpc.grpc.method": "Add",
+                    },
+                },
+                {
+                    "name": "y",
+                    "kind": 4,
+                    "attributes": {
+                        "messaging.system": "kafka",
+                        "messaging.operation": "publish",
+                        "messaging.destination": "orders",
+                    },
+                },
+            ]
+        ),
+        lambda out: (
+            [s["name"] for s in out] == ["SELECT product", "shop.Cart/Add", "publish orders"]
+        ),
+    ),
+    (
+        "perform transformation if field does not exist",
+        {
+            "transform": {
+                "error_mode": "ignore",
+                "trace_statements": [
+                    'set(span.attributes["test"], "pass") where span.attributes["test"] == nil'
+                ],
+            }
+        },
+        T,
+        traces([{"attributes": {}}, {"attributes": {"test": "kept"}}]),
+        lambda out: [s["attributes"]["test"] for s in out] == ["pass", "kept"],
+    ),
+    (
+        "rename attribute (set and delete)",
+        {
+            "transform": {
+                "error_mode": "ignore",
+                "trace_statements": [
+                    'set(resource.attributes["namespace"], resource.attributes["k8s.namespace.name"])',
+                    'delete_key(resource.attributes, "k8s.namespace.name")',
+                ],
+            }
+        },
+        T,
+        traces([{}], {"k8s.namespace.name": "shop"}),
+        lambda out: out[0]["resource"] == {"namespace": "shop"},
+    ),
+    (
+        "rename attribute (regex on keys)",
+        {
+            "transform": {
+                "error_mode": "ignore",
+                "trace_statements": [
+                    'replace_all_patterns(resource.attributes, "key", "k8s\\\\.namespace\\\\.name", "namespace")'
+                ],
+            }
+        },
+        T,
+        traces([{}], {"k8s.namespace.name": "shop", "other": "x"}),
+        lambda out: out[0]["resource"] == {"namespace": "shop", "other": "x"},
+    ),
+    (
+        "move field to attribute",
+        {
+            "transform": {
+                "error_mode": "ignore",
+                "log_statements": ['set(log.attributes["body"], log.body)'],
+            }
+        },
+        L,
+        logs([{"body": "hello"}]),
+        lambda out: out[0]["attributes"] == {"body": "hello"},
+    ),
+    (
+        "combine two attributes",
+        {
+            "transform": {
+                "error_mode": "ignore",
+                "trace_statements": [
+                    'set(resource.attributes["test"], Concat([resource.attributes["foo"], resource.attributes["bar"]], " "))'
+                ],
+            }
+        },
+        T,
+        traces([{}], {"foo": "a", "bar": "b"}),
+        lambda out: out[0]["resource"]["test"] == "a b",
+    ),
+    (
+        "parsing JSON logs through the cache",
+        {
+            "transform": {
+                "log_statements": [
+                    {
+                        "statements": [
+                            'merge_maps(log.cache, ParseJSON(log.body), "upsert") where IsMatch(log.body, "^\\\\{")',
+                            'set(log.attributes["attr1"], log.cache["attr1"])',
+                            'set(log.attributes["attr2"], log.cache["attr2"])',
+                            'set(log.attributes["nested.attr3"], log.cache["nested"]["attr3"])',
+                        ]
+                    }
+                ]
+            }
+        },
+        L,
+        logs(
+            [
+                {
+                    "body": '{"name": "log", "attr1": "foo", "attr2": "bar", "nested": {"attr3": "example"}}'
+                },
+                {"body": "not json"},
+            ]
+        ),
+        lambda out: (
+            out[0]["attributes"] == {"attr1": "foo", "attr2": "bar", "nested.attr3": "example"}
+            and out[1]["attributes"] == {}
+        ),
+    ),
+    (
+        "override context statements error mode",
+        {
+            "transform": {
+                "error_mode": "propagate",
+                "log_statements": [
+                    {
+                        "error_mode": "ignore",
+                        "statements": [
+                            'merge_maps(log.cache, ParseJSON(log.body), "upsert") where IsMatch(log.body, "^\\\\{")',
+                            'set(log.attributes["attr1"], log.cache["attr1"])',
+                        ],
+                    },
+                    {
+                        "statements": [
+                            'set(log.attributes["namespace"], log.attributes["k8s.namespace.name"])'
+                        ]
+                    },
+                ],
+            }
+        },
+        L,
+        logs([{"body": "{broken json", "attributes": {"k8s.namespace.name": "ns"}}]),
+        lambda out: out[0]["attributes"] == {"k8s.namespace.name": "ns", "namespace": "ns"},
+    ),
+    (
+        "severity of an unstructured log body",
+        {
+            "transform": {
+                "error_mode": "ignore",
+                "log_statements": [
+                    'set(log.severity_number, SEVERITY_NUMBER_INFO) where IsString(log.body) and IsMatch(log.body, "\\\\sINFO\\\\s")',
+                    'set(log.severity_number, SEVERITY_NUMBER_WARN) where IsString(log.body) and IsMatch(log.body, "\\\\sWARN\\\\s")',
+                    'set(log.severity_number, SEVERITY_NUMBER_ERROR) where IsString(log.body) and IsMatch(log.body, "\\\\sERROR\\\\s")',
+                ],
+            }
+        },
+        L,
+        logs(
+            [
+                {"body": "[2023-09-22 07:38:22,570] INFO [Something]: some interesting log"},
+                {"body": "[x] ERROR [y]: z"},
+            ]
+        ),
+        lambda out: [r["severity_number"] for r in out] == [9, 17],
+    ),
+    (
+        "copy attributes matching a regular expression",
+        {
+            "transform": {
+                "error_mode": "ignore",
+                "trace_statements": [
+                    {
+                        "statements": [
+                            'set(resource.cache["attrs"], resource.attributes)',
+                            'keep_matching_keys(resource.cache["attrs"], "pod_labels_.*")',
+                            'set(resource.attributes["kubernetes.labels"], resource.cache["attrs"])',
+                        ]
+                    }
+                ],
+            }
+        },
+        T,
+        traces([{}], {"pod_labels_app": "shop", "pod_labels_tier": "web", "host": "h"}),
+        lambda out: (
+            out[0]["resource"]["kubernetes.labels"]
+            == {"pod_labels_app": "shop", "pod_labels_tier": "web"}
+            and out[0]["resource"]["host"] == "h"
+        ),
+    ),
+]
+
 # Documented examples this gateway does not run, and why.
 UNSUPPORTED: list[tuple[str, str, str]] = [
     (
@@ -721,11 +975,6 @@ UNSUPPORTED: list[tuple[str, str, str]] = [
         'convert_sum_to_gauge() where metric.name == "system.processes.count"',
         "the transform processor's metric-only functions (convert_*, extract_*, copy_metric, "
         "scale_metric, aggregate_*) are not implemented",
-    ),
-    (
-        "set_semconv_span_name",
-        'set_semconv_span_name("1.43.0", "original_span_name")',
-        "needs the semantic-conventions span-name tables of a given version",
     ),
     (
         "lambdas",
