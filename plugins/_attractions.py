@@ -98,7 +98,10 @@ def _context_value(name: str) -> Any:
     if client is None:
         return None
     if name == "client.address":
-        return client.describe() if hasattr(client, "describe") else None
+        return client.addr.rsplit(":", 1)[0] if client.addr else None
+    if name.startswith("auth."):
+        value = client.auth.get(name[len("auth.") :])
+        return None if value is None else str(value)
     if name.startswith("metadata."):
         metadata = getattr(client, "metadata", None) or {}
         values = metadata.get(name[len("metadata.") :])
