@@ -125,7 +125,7 @@ class ItemBatch:
         traces = self.signal is Signal.TRACES
         shallow_class = _wire.ShallowTraces if traces else _wire.ShallowLogs
         self.shallow = shallow_class.FromString(data)
-        view = view_classes(str(self.signal), False)[0].FromString(data) if view_fields else None
+        view = view_classes(str(self.signal))[0].FromString(data) if view_fields else None
         self.item_class: type[LazyItem] = LazySpan if traces else LazyLog
         groups, scopes, items = (
             ("resource_spans", "scope_spans", "spans")

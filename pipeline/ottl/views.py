@@ -16,6 +16,7 @@ import functools
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -45,15 +46,13 @@ _REPEATED = {"events", "links"}
 
 
 @functools.cache
-def view_classes(signal: str, attributes_map: bool) -> tuple[Any, Any]:
+def view_classes(signal: str) -> tuple[Any, Any]:
     """``(request view class, item view class)`` for ``signal`` (``traces`` or ``logs``): every
-    field of a span (log record) parsed, its attributes as a ``map<string, bytes>`` when
-    ``attributes_map`` (a lookup is then a C map access), else as encoded ``KeyValue`` bytes
-    (about 0.2 µs a span with 8 attributes, against 0.9 with the map and 0.75 for a full parse;
-    declaring fewer fields costs more: protobuf keeps the others as unknown fields)."""
+    field of a span (log record) parsed, its attributes, events, links and the log body kept
+    encoded (about 0.2 µs a span with 8 attributes, against 0.75 for a full parse; declaring
+    fewer fields costs more: protobuf keeps the others as unknown fields)."""
     item_fields = SPAN_FIELDS if signal == "traces" else LOG_FIELDS
-    fields = set(item_fields) if attributes_map else set(item_fields) - {"attributes"}
-    key = "map" if attributes_map else "bytes"
+    key = "bytes"
     fdp = descriptor_pb2.FileDescriptorProto(
         name=f"pipeline_ottl_view_{signal}_{key}.proto",
         package="pipeline_ottl_view",
@@ -92,22 +91,13 @@ def view_classes(signal: str, attributes_map: bool) -> tuple[Any, Any]:
     spec: list[tuple[str, int, int, int, str | None]] = []
     for name in sorted(item_fields, key=lambda n: item_fields[n][0]):
         number, ftype = item_fields[name]
-        if name == "attributes" and name not in fields:
-            spec.append((name, number, byt, rep, None))
-            continue
         if name == "attributes":
-            spec.append((name, number, msg, rep, "Item.AttributesEntry"))
+            spec.append((name, number, byt, rep, None))
         elif name == "status":
             spec.append((name, number, msg, opt, "Status"))
         else:
             spec.append((name, number, ftype, rep if name in _REPEATED else opt, None))
-    item = message(fdp.message_type, "Item", spec)
-    entry = message(
-        item.nested_type,
-        "AttributesEntry",
-        [("key", 1, st, opt, None), ("value", 2, byt, opt, None)],
-    )
-    entry.options.map_entry = True
+    message(fdp.message_type, "Item", spec)
     message(
         fdp.message_type,
         "Status",
@@ -166,17 +156,19 @@ class LazyItem:
         or lacks a field."""
         view = self._view
         if view is None:
-            view = self._view = view_classes(self.signal, False)[1].FromString(self.raw)
+            view = self._view = view_classes(self.signal)[1].FromString(self.raw)
         return view
 
-    def attributes_view(self) -> Any:
-        """The view with the attributes as a map (parsed for this item alone when the request's
-        view has them as bytes)."""
-        view = self._view
-        map_class = view_classes(self.signal, True)[1]
-        if type(view) is not map_class:
-            view = self._view = map_class.FromString(self.raw)
-        return view
+    def _find_attribute(self, key: str) -> Any:
+        """The first ``KeyValue`` with ``key`` (as pdata finds it), or ``None``: only the
+        encoded attributes holding the key's encoding are decoded."""
+        needle = _key_needle(key)
+        for encoded in self.view.attributes:
+            if needle in encoded:
+                kv = KeyValue.FromString(encoded)
+                if kv.key == key:
+                    return kv
+        return None
 
     def materialize(self) -> Any:
         if self.full is None:
@@ -204,10 +196,10 @@ class LazyItem:
             return self.added[key]
         if _key_needle(key) not in self.raw:
             return None  # the key's encoding appears nowhere in the item: not an attribute
-        encoded = self.attributes_view().attributes.get(key)
-        if encoded is None:
+        kv = self._find_attribute(key)
+        if kv is None:
             return None
-        value = decode_any(encoded)
+        value = from_any(kv.value)
         if is_map(value) or is_slice(value):
             # maps and slices are returned attached, so editors can change them in place
             return PMap(self.materialize().attributes).get(key)
@@ -218,7 +210,7 @@ class LazyItem:
             return key in PMap(self.full.attributes)
         if self.added is not None and key in self.added:
             return True
-        return _key_needle(key) in self.raw and key in self.attributes_view().attributes
+        return _key_needle(key) in self.raw and self._find_attribute(key) is not None
 
     def set_attr(self, key: str, value: Any) -> None:
         if self.full is None and _is_scalar(value) and value is not None and not self.has_attr(key):
