@@ -19,9 +19,7 @@ from pipeline.ottl.values import (
     DictMap,
     OTTLRuntimeError,
     PMap,
-    PSlice,
     Time,
-    from_any,
     is_map,
     is_slice,
     set_any,
@@ -667,5 +665,3 @@ ENUMS: dict[str, int] = {
 for _i, _name in enumerate(("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")):
     for _j, _suffix in enumerate(("", "2", "3", "4")):
         ENUMS[f"SEVERITY_NUMBER_{_name}{_suffix}"] = 1 + _i * 4 + _j
-
-__all__ = ["PSlice", "from_any"]

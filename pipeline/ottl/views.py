@@ -279,7 +279,10 @@ def _key_needle(key: str) -> bytes:
     needle = _NEEDLES.get(key)
     if needle is None:
         data = key.encode()
-        needle = _NEEDLES[key] = b"\x0a" + _varint(len(data)) + data
+        needle = b"\x0a" + _varint(len(data)) + data
+        if len(_NEEDLES) >= 4096:  # keys computed from data: bounded
+            _NEEDLES.clear()
+        _NEEDLES[key] = needle
     return needle
 
 
