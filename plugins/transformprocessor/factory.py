@@ -63,9 +63,13 @@ class TransformConfig(ComponentConfig):
                     continue
                 flush()
                 mode = entry.error_mode or self.error_mode
+                group_context = entry.context
+                if group_context is None and entry.conditions:
+                    # the context is inferred from the conditions' paths too: the deepest
+                    group_context = _joint_context(entry.statements, entry.conditions, signal)
                 try:
                     context, statements = compile_statements(
-                        entry.statements, str(signal), entry.context
+                        entry.statements, str(signal), group_context
                     )
                 except StatementError as exc:
                     if exc.index < 0:
@@ -93,6 +97,22 @@ class TransformConfig(ComponentConfig):
 
     def groups(self, signal: Signal) -> list[Group]:
         return list(self._groups.get(signal, []))
+
+
+def _joint_context(statements: list[str], conditions: list[str], signal: Signal) -> str | None:
+    """The deepest of the contexts inferred from the statements and from the conditions, or
+    ``None`` (then the statements' own errors are reported)."""
+    from pipeline.ottl import StatementError, compile_conditions, compile_statements
+    from pipeline.ottl.contexts import DEPTH
+
+    found = []
+    for compile_ in (compile_statements, compile_conditions):
+        try:
+            found.append(compile_(statements if compile_ is compile_statements else conditions,
+                                  str(signal))[0])  # fmt: skip
+        except StatementError:
+            return None
+    return max(found, key=lambda c: DEPTH[c])
 
 
 class TransformProcessorFactory(ProcessorFactory):

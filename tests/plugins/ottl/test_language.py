@@ -178,3 +178,23 @@ service:
     assert "processors.transform.trace_statements[0].statements[1]" in out, out
     assert "column 41" in out and "c.yaml line 12" in out, out
     assert "processors.filter.traces.span[0]" in out and "c.yaml line 16" in out, out
+
+
+def test_group_context_is_inferred_from_conditions_too() -> None:
+    """A group without ``context`` whose conditions name a deeper context than its statements
+    runs in that deeper one, as the Collector infers it."""
+    from pipeline import Signal
+    from plugins.transformprocessor.factory import TransformConfig
+
+    config = TransformConfig.model_validate(
+        {
+            "metric_statements": [
+                {
+                    "conditions": ['datapoint.attributes["env"] == "dev"'],
+                    "statements": ['set(metric.description, "has dev points")'],
+                }
+            ]
+        }
+    )
+    (group,) = config.groups(Signal.METRICS)
+    assert group.context == "datapoint"
