@@ -10,7 +10,9 @@ in), measured in the same run as this tree's gateway and rotel, to show what a c
 
 ``--ottl`` puts two processors before the gateway's batch: ``filter`` dropping spans named
 ``health-check`` and ``transform`` setting one attribute on every span (rotel still forwards:
-the question is whether the gateway with both costs less than rotel without); ``--health-every
+the question is whether the gateway with both costs less than rotel without); the system
+``forward`` (``--systems gateway,forward,rotel``) is the same gateway without them, to show
+what the two cost; ``--health-every
 N`` names every Nth span of the load ``health-check`` (default 50 with ``--ottl``, so the filter
 drops 2 % of the spans and CPU per span is counted over the spans delivered).
 
@@ -149,7 +151,7 @@ def system_command(
     workdir: Path,
     ottl: bool = False,
 ) -> list[str]:
-    if system in ("gateway", "baseline"):
+    if system in ("gateway", "baseline", "forward"):
         config = workdir / f"gateway-{protocol}.yaml"
         config.write_text(
             GATEWAY_CONFIG.format(
@@ -231,7 +233,7 @@ def one_run(
             sink_grpc,
             compression,
             workdir,
-            ottl and system != "rotel",
+            ottl and system == "gateway",
         )
         cwd = baseline if system == "baseline" and baseline is not None else ROOT
         with process(cmd, workdir / f"{system}.log", cwd) as sut:
@@ -262,7 +264,7 @@ def one_run(
             # drain: wait until all acknowledged spans arrived, or the count stops moving
             filtered = (
                 stats["ok_spans"] // health_every
-                if ottl and system != "rotel" and health_every
+                if ottl and system == "gateway" and health_every
                 else 0
             )
             want = count0 + stats["ok_spans"] - filtered
@@ -297,7 +299,7 @@ def one_run(
 
 def median_rows(runs: list[Run]) -> list[dict[str, Any]]:
     rows = []
-    order = {"gateway": 0, "baseline": 1}
+    order = {"gateway": 0, "baseline": 1, "forward": 2}
     keys = sorted({(r.protocol, r.system) for r in runs}, key=lambda k: (k[0], order.get(k[1], 2)))
     for protocol, system in keys:
         rs = [r for r in runs if r.protocol == protocol and r.system == system]
@@ -365,6 +367,7 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
         for other, name, goal in [
             ("rotel", "rotel's", rotel_goal),
             ("baseline", f"the baseline's (`{getattr(args, 'baseline', '')}`)", ""),
+            ("forward", "the same gateway's without the two processors", ""),
         ]:
             if "gateway" not in by or other not in by or not by[other]["cpu"]:
                 continue
