@@ -19,6 +19,18 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pipe
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY configs /etc/pipeline
+# The configs listen on localhost unless these say otherwise. A container is reached through
+# its own network interface (published ports, a Kubernetes Service), never its loopback, so the
+# image listens on every interface of the container: restrict who can reach it at the network
+# level, and use TLS and an authenticator (docs/security.md) when it is reachable beyond that.
+ENV OTLP_GRPC_ENDPOINT=0.0.0.0:4317 \
+    OTLP_HTTP_ENDPOINT=0.0.0.0:4318 \
+    PROMETHEUS_EXPORTER_ENDPOINT=0.0.0.0:8889 \
+    HEALTH_CHECK_ENDPOINT=0.0.0.0:13133 \
+    PIPELINE_TELEMETRY_ADDRESS=0.0.0.0:8888 \
+    JAEGER_THRIFT_HTTP_ENDPOINT=0.0.0.0:14268 \
+    JAEGER_THRIFT_COMPACT_ENDPOINT=0.0.0.0:6831 \
+    JAEGER_THRIFT_BINARY_ENDPOINT=0.0.0.0:6832
 USER 10001
 # OTLP gRPC, OTLP HTTP, own metrics, Prometheus exporter, health check,
 # Jaeger thrift_http, Jaeger thrift_compact / thrift_binary (UDP)

@@ -10,7 +10,11 @@ to the pure-Python code paths, which give the same results more slowly. Set
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
 import sys
+import sysconfig
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,59 @@ LIBRARY_EXTENSIONS: dict[str, tuple[list[str], str]] = {
     # the OTLP receiver's native gRPC server (HTTP/2 by libnghttp2: apt install libnghttp2-dev)
     "plugins._native._h2server": (["plugins/_native/_h2server.c"], "nghttp2"),
 }
+
+
+# libnghttp2 must have the fixes of Rapid Reset (CVE-2023-44487, 1.57.0) and of the CONTINUATION
+# flood (CVE-2024-28182, 1.61.0): each added a function, which distributions that backport the
+# fix export too (Debian 12's 1.52.0-1+deb12u2 does). The probe links a program calling both.
+NGHTTP2_PROBE = """
+#include <stdio.h>
+#include <nghttp2/nghttp2.h>
+void nghttp2_option_set_stream_reset_rate_limit(nghttp2_option *, uint64_t, uint64_t);
+void nghttp2_option_set_max_continuations(nghttp2_option *, size_t);
+int main(void)
+{
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0)
+        return 1;
+    FIXES
+    nghttp2_option_del(opt);
+    printf("%s\\n", nghttp2_version(0)->version_str);
+    return 0;
+}
+"""
+NGHTTP2_FIX_CALLS = (
+    "nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);"
+    " nghttp2_option_set_max_continuations(opt, 8);"
+)
+
+
+def nghttp2_problem() -> str | None:
+    """``None`` when libnghttp2 (headers and library) has both fixes; else why not."""
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def links(fixes: str) -> str | None:
+            src = Path(tmp) / "probe.c"
+            src.write_text(NGHTTP2_PROBE.replace("FIXES", fixes))
+            exe = Path(tmp) / "probe"
+            build = subprocess.run(
+                [*cc, str(src), "-o", str(exe), "-lnghttp2"], capture_output=True, text=True
+            )
+            if build.returncode != 0:
+                return None
+            run = subprocess.run([str(exe)], capture_output=True, text=True)
+            return run.stdout.strip() if run.returncode == 0 else None
+
+        if links(NGHTTP2_FIX_CALLS) is not None:
+            return None
+        version = links("")
+        if version is None:
+            return "libnghttp2 or its headers are not installed"
+        return (
+            f"libnghttp2 {version} lacks the fixes of Rapid Reset (CVE-2023-44487, 1.57.0) or "
+            "of the CONTINUATION flood (CVE-2024-28182, 1.61.0)"
+        )
 
 
 class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
@@ -115,6 +172,18 @@ def compile_native(
     built = build([extension(name, sources) for name, sources in EXTENSIONS.items()])
     # one at a time: a missing library only leaves its own module out (outside CI)
     for name, (sources, library) in LIBRARY_EXTENSIONS.items():
+        if library == "nghttp2":
+            problem = nghttp2_problem()
+            if problem is not None:
+                message = (
+                    f"pipeline: {name} was not built: {problem}; grpcio's gRPC server and "
+                    "client are used instead (Debian/Ubuntu: apt install libnghttp2-dev, "
+                    "with the distribution's security updates)"
+                )
+                if strict:
+                    raise RuntimeError(message)
+                print(message, file=sys.stderr)
+                continue
         try:
             built += build([extension(name, sources, [library])])
         except Exception as exc:

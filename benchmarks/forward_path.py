@@ -93,6 +93,30 @@ def sink_count(control_port: int) -> int:
         return int(json.loads(r.read())["spans"])
 
 
+def sink_command(grpc_port: int, http_port: int, control_port: int) -> list[str]:
+    """The counting sink (``benchmarks/sink.py``), pinned to CPU 1."""
+    return [
+        "taskset", "-c", "1", PYTHON, "-m", "benchmarks.sink",
+        "--grpc-port", str(grpc_port), "--http-port", str(http_port),
+        "--control-port", str(control_port),
+    ]  # fmt: skip
+
+
+def drain(control_port: int, want: int, patience: float = 5.0) -> None:
+    """Wait until the sink counted ``want`` spans, or its count stopped moving for
+    ``patience`` seconds."""
+    last, still_since = -1, time.monotonic()
+    while True:
+        n = sink_count(control_port)
+        if n >= want:
+            return
+        if n != last:
+            last, still_since = n, time.monotonic()
+        elif time.monotonic() - still_since > patience:
+            return
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def process(cmd: list[str], log: Path, cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
@@ -218,12 +242,7 @@ def one_run(
 ) -> Run:
     sink_grpc, sink_http, sink_ctl = free_port(), free_port(), free_port()
     port, other = free_port(), free_port()
-    sink_cmd = [
-        "taskset", "-c", "1", PYTHON, "-m", "benchmarks.sink",
-        "--grpc-port", str(sink_grpc), "--http-port", str(sink_http),
-        "--control-port", str(sink_ctl),
-    ]  # fmt: skip
-    with process(sink_cmd, workdir / "sink.log") as sink:
+    with process(sink_command(sink_grpc, sink_http, sink_ctl), workdir / "sink.log") as sink:
         wait_port(sink_ctl, sink)
         cmd = system_command(
             system,
@@ -267,17 +286,7 @@ def one_run(
                 if ottl and system == "gateway" and health_every
                 else 0
             )
-            want = count0 + stats["ok_spans"] - filtered
-            last, still_since = -1, time.monotonic()
-            while True:
-                n = sink_count(sink_ctl)
-                if n >= want:
-                    break
-                if n != last:
-                    last, still_since = n, time.monotonic()
-                elif time.monotonic() - still_since > 5:
-                    break
-                time.sleep(0.1)
+            drain(sink_ctl, count0 + stats["ok_spans"] - filtered)
             cpu1 = cpu_seconds(sut.pid)
             rss = peak_rss_mib(sut.pid)
             delivered = sink_count(sink_ctl) - count0

@@ -6,6 +6,15 @@ This module is the public API for plugin authors; everything else is internal. S
 """
 
 from pipeline._version import __version__
+from pipeline.auth import (
+    AuthenticationError,
+    ClientAuthConfig,
+    ClientAuthenticator,
+    ServerAuth,
+    ServerAuthConfig,
+    ServerAuthenticator,
+    client_authenticator,
+)
 from pipeline.client import ClientInfo, current_client
 from pipeline.component import (
     Component,
@@ -15,6 +24,7 @@ from pipeline.component import (
     Kind,
     Stability,
 )
+from pipeline.configtls import ServerTLSConfig, server_ssl_context
 from pipeline.configtypes import (
     ComponentConfig,
     ConfigModel,
@@ -27,6 +37,7 @@ from pipeline.configtypes import (
     split_endpoint,
 )
 from pipeline.consumer import Consumer, FanOut
+from pipeline.durability import HeldAcks
 from pipeline.errors import (
     ConfigError,
     ConfigErrors,
@@ -37,7 +48,13 @@ from pipeline.errors import (
     RequestTooLargeError,
     RetryableError,
 )
-from pipeline.exporterhelper import ExporterHelper, ExporterHelperConfig, QueueConfig, RetryConfig
+from pipeline.exporterhelper import (
+    ExporterHelper,
+    ExporterHelperConfig,
+    QueueCodec,
+    QueueConfig,
+    RetryConfig,
+)
 from pipeline.factory import (
     ConnectorFactory,
     ExporterFactory,
@@ -53,6 +70,9 @@ from pipeline.tasks import supervise
 from pipeline.telemetry import ComponentTelemetry
 
 __all__ = [
+    "AuthenticationError",
+    "ClientAuthConfig",
+    "ClientAuthenticator",
     "ClientInfo",
     "Component",
     "ComponentConfig",
@@ -74,6 +94,7 @@ __all__ = [
     "ExporterHelperConfig",
     "ExtensionFactory",
     "FanOut",
+    "HeldAcks",
     "Host",
     "Kind",
     "ListenEndpoint",
@@ -83,6 +104,7 @@ __all__ = [
     "Payload",
     "PermanentError",
     "ProcessorFactory",
+    "QueueCodec",
     "QueueConfig",
     "ReceiverFactory",
     "Registry",
@@ -90,15 +112,21 @@ __all__ = [
     "RetryConfig",
     "RetryableError",
     "Seconds",
+    "ServerAuth",
+    "ServerAuthConfig",
+    "ServerAuthenticator",
+    "ServerTLSConfig",
     "SharedComponents",
     "Signal",
     "Stability",
     "Traces",
     "__version__",
+    "client_authenticator",
     "current_client",
     "hookimpl",
     "parse_duration",
     "payload_type",
+    "server_ssl_context",
     "split_endpoint",
     "supervise",
 ]

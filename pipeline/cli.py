@@ -100,9 +100,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         log.warning("%s", warning)
     from pipeline._malloc import PeriodicTrim, malloc_trim, tune_allocator
+    from pipeline.netedge import FDS, raise_fd_limit
     from pipeline.service import Service
 
     trim = malloc_trim() if tune_allocator() else None
+    soft, _ = raise_fd_limit()  # as the Go runtime does for the Collector
+    if soft < 1024:
+        log.warning(
+            "the process may open only %d file descriptors (RLIMIT_NOFILE); receivers leave "
+            "the last %d to the health and metrics endpoints, exporters and files",
+            soft,
+            FDS.reserve,
+        )
     service = Service(config)
 
     async def main() -> int:

@@ -14,11 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from pipeline.auth import auth_references
 from pipeline.component import ComponentID, Kind
+from pipeline.configtls import ServerTLSConfig
 from pipeline.configtypes import ComponentConfig, ConfigModel, Duration, Endpoint, Seconds
 from pipeline.confmap import Path, RawConfig, format_path, load
 from pipeline.errors import ConfigError, ConfigErrors
-from pipeline.factory import ConnectorFactory, Factory
+from pipeline.factory import ConnectorFactory, ExtensionFactory, Factory
+from pipeline.netedge import NetworkLimitsConfig
 from pipeline.pdata import Signal
 from pipeline.registry import Registry
 
@@ -71,7 +74,7 @@ class TelemetryExporterConfig(ConfigModel):
 class PrometheusPullExporter(ConfigModel):
     """``pull.exporter.prometheus``: where the own metrics are served."""
 
-    host: str = "0.0.0.0"
+    host: str = "localhost"
     port: int = Field(8888, ge=0, le=65535)
     without_units: bool | None = None
     without_type_suffix: bool | None = None
@@ -148,7 +151,10 @@ class MetricsTelemetryConfig(ConfigModel):
     ``address`` or as ``readers`` say (Prometheus endpoints and OTLP pushes)."""
 
     level: Literal["none", "basic", "normal", "detailed"] = "normal"
-    address: Endpoint = "0.0.0.0:8888"
+    address: Endpoint = "localhost:8888"
+    tls: ServerTLSConfig | None = None
+    """HTTPS for ``/metrics``; with ``client_ca_file``, only scrapers with a certificate of
+    that CA. Not a Collector option (its own metrics endpoint has no TLS)."""
     readers: list[ReaderConfig] = []
 
     def pull_addresses(self) -> list[tuple[int, str]]:
@@ -180,6 +186,17 @@ class PipelineModel(ConfigModel):
     exporters: list[str] = []
 
 
+class DurabilityConfig(ConfigModel):
+    """``service.durability``: acknowledge a request only once it is in a write-ahead log kept
+    in a storage extension, and replay what was not delivered after a restart (not a
+    Collector option; see ``docs/durability.md``)."""
+
+    storage: str
+    """A ``file_storage`` extension, listed in ``service.extensions``."""
+    receivers: list[str] | None = None
+    """The receivers whose requests are logged (default: every receiver of the pipelines)."""
+
+
 class ServiceModel(ConfigModel):
     """``service``."""
 
@@ -189,6 +206,9 @@ class ServiceModel(ConfigModel):
     shutdown_timeout: Duration = Seconds(30.0)
     """How long shutdown may take to drain what is in flight before the rest is dropped
     (counted). Not a Collector option."""
+    limits: NetworkLimitsConfig = NetworkLimitsConfig()
+    """What all network endpoints of the process share (not a Collector option)."""
+    durability: DurabilityConfig | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -445,7 +465,9 @@ def validate_raw(raw: RawConfig, registry: Registry) -> Config:
     extensions: list[ComponentID] = []
     if service is not None:
         extensions = _check_extensions(service, components, raw, errors)
+        _check_auth(components, extensions, registry, raw, errors)
         pipelines = _check_pipelines(service, components, registry, raw, errors, warnings)
+        _check_extension_references(service, components, pipelines, registry, raw, errors)
         if not errors:
             from pipeline.graph import check_cycles
 
@@ -493,6 +515,130 @@ def _check_extensions(
                 )
             )
     return out
+
+
+def _check_auth(
+    components: dict[Kind, dict[ComponentID, ComponentConfig]],
+    enabled: list[ComponentID],
+    registry: Registry,
+    raw: RawConfig,
+    errors: list[ConfigError],
+) -> None:
+    """Every ``auth.authenticator`` names an extension that is defined, listed in
+    ``service.extensions`` and able to authenticate on that side."""
+    defined = components[Kind.EXTENSION]
+    for kind, configs in components.items():
+        for cid, cfg in configs.items():
+            for sub, auth in auth_references(cfg):
+                path: Path = (kind.section, str(cid), *sub, "authenticator")
+                target = auth.component_id
+                where = "requests a receiver takes" if auth.side == "server" else "exporters"
+                if target not in defined:
+                    if not _defined_but_invalid(raw, Kind.EXTENSION, auth.authenticator):
+                        errors.append(
+                            raw.error(
+                                path,
+                                f"authenticator {auth.authenticator!r} is not defined in "
+                                "'extensions'"
+                                + did_you_mean(auth.authenticator, map(str, defined)),
+                            )
+                        )
+                    continue
+                if target not in enabled:
+                    errors.append(
+                        raw.error(
+                            path,
+                            f"authenticator {auth.authenticator!r} is not listed in "
+                            "service.extensions, so it would not run",
+                        )
+                    )
+                    continue
+                factory = registry.get(Kind.EXTENSION, target.type)
+                sides = (
+                    factory.auth_sides(defined[target])
+                    if isinstance(factory, ExtensionFactory)
+                    else frozenset()
+                )
+                if auth.side not in sides:
+                    can = (
+                        f"it authenticates only on the {next(iter(sides))} side"
+                        if sides
+                        else "it is not an authenticator"
+                    )
+                    errors.append(
+                        raw.error(
+                            path,
+                            f"extension {auth.authenticator!r} cannot authenticate {where}: {can}",
+                        )
+                    )
+
+
+def _check_extension_references(
+    service: ServiceModel,
+    components: dict[Kind, dict[ComponentID, ComponentConfig]],
+    pipelines: dict[PipelineID, PipelineConfig],
+    registry: Registry,
+    raw: RawConfig,
+    errors: list[ConfigError],
+) -> None:
+    """Options that name an extension (``service.durability.storage``, an exporter's
+    ``sending_queue.storage``): it must be defined, listed in ``service.extensions`` and
+    provide what the option needs."""
+    refs: list[tuple[Path, str, str]] = []
+    durability = service.durability
+    if durability is not None:
+        refs.append((("service", "durability", "storage"), durability.storage, "storage"))
+        used = {cid for p in pipelines.values() for cid in p.receivers}
+        for i, text in enumerate(durability.receivers or []):
+            path: Path = ("service", "durability", "receivers", i)
+            try:
+                cid = ComponentID.parse(text)
+            except ValueError as exc:
+                errors.append(raw.error(path, str(exc)))
+                continue
+            if cid not in components[Kind.RECEIVER] or cid not in used:
+                errors.append(
+                    raw.error(path, f"receiver {text!r} is not a receiver of any pipeline")
+                )
+    for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.CONNECTOR):
+        for cid, cfg in components[kind].items():
+            for sub, ref, capability in cfg.extension_references():
+                refs.append(((kind.section, str(cid), *sub.split(".")), ref, capability))
+    listed = {str(c) for c in service.extensions}
+    for path, text, capability in refs:
+        try:
+            ext = ComponentID.parse(text)
+        except ValueError as exc:
+            errors.append(raw.error(path, str(exc)))
+            continue
+        if ext not in components[Kind.EXTENSION]:
+            if _defined_but_invalid(raw, Kind.EXTENSION, text):
+                continue  # its own errors are reported
+            defined = [str(c) for c in components[Kind.EXTENSION]]
+            errors.append(
+                raw.error(
+                    path,
+                    f"extension {text!r} is not defined in 'extensions'"
+                    f"{did_you_mean(text, defined)}",
+                )
+            )
+            continue
+        factory = registry.get(Kind.EXTENSION, ext.type)
+        if capability not in getattr(factory, "provides", frozenset()):
+            errors.append(
+                raw.error(
+                    path,
+                    f"extension {text!r} ({ext.type}) does not provide {capability}; use a "
+                    "file_storage extension",
+                )
+            )
+            continue
+        if str(ext) not in listed:
+            errors.append(
+                raw.error(
+                    path, f"extension {text!r} must also be listed in service.extensions to run"
+                )
+            )
 
 
 def _defined_but_invalid(raw: RawConfig, kind: Kind, text: str) -> bool:

@@ -174,11 +174,18 @@ class ComponentConfig(ConfigModel):
     """Base of every component's config.
 
     Override :meth:`listen_endpoints` if the component listens on sockets, so that an endpoint
-    that cannot be bound is reported before anything starts.
+    that cannot be bound is reported before anything starts, and
+    :meth:`extension_references` if options name extensions.
     """
 
     def listen_endpoints(self) -> list[ListenEndpoint]:
         """Sockets this component will listen on."""
+        return []
+
+    def extension_references(self) -> list[tuple[str, str, str]]:
+        """Extensions this component's options name: ``(option path, extension ID, what it
+        must provide)``, such as ``("sending_queue.storage", "file_storage", "storage")``;
+        checked before anything starts."""
         return []
 
 

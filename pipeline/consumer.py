@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pipeline.client import current_client
+from pipeline.durability import enter_consume, leave_consume
 from pipeline.errors import ConsumeError, DataDroppedError, PermanentError, RetryableError
 from pipeline.pdata import Payload, describe_payload
 
@@ -113,6 +114,9 @@ class IsolatedConsumer:
         self.mutates_data = inner.mutates_data
 
     async def consume(self, data: Payload) -> None:
+        # with durability on: what the component builds from this payload during the call
+        # carries its acknowledgement tokens (pipeline.durability.carry_current)
+        entered = enter_consume(data) if data.ack_tokens else None
         try:
             await self.inner.consume(data)
         except ConsumeError:
@@ -125,6 +129,9 @@ class IsolatedConsumer:
                     f"{self.settings.kind} {self.settings.name} could not process the data "
                     f"and dropped it: {type(exc).__name__}: {exc}"
                 ) from exc
+        finally:
+            if entered is not None:
+                leave_consume(entered)
 
     async def _isolate(self, data: Payload, exc: Exception) -> int:
         """Give the halves of ``data`` to the component again; returns the items dropped."""

@@ -4,8 +4,8 @@ and counts of every item sent, retried, refused and dropped.
 Options, named as in the Collector's ``exporterhelper``::
 
     timeout: 5s
-    sending_queue: {enabled: true, num_consumers: 10, queue_size: 1000, sizer: requests,
-                    block_on_overflow: false,
+    sending_queue: {enabled: true, num_consumers: 10, queue_size: 1000, storage: file_storage,
+                    sizer: requests, block_on_overflow: false,
                     batch: {flush_timeout: 200ms, min_size: 8192, max_size: 0, sizer: items}}
     retry_on_failure: {enabled: true, initial_interval: 5s, randomization_factor: 0.5,
                        multiplier: 1.5, max_interval: 30s, max_elapsed_time: 300s}
@@ -22,6 +22,15 @@ encoding is larger before sending it. Splits are counted in
 ``otelcol_exporter_split_requests_total{exporter,data_type,reason}``. Shutdown drains the
 queue until the service's shutdown deadline; whatever is still queued then is counted as
 ``send_failed`` and logged.
+
+With ``sending_queue.storage`` naming a storage extension (``file_storage``), the queue is
+persistent, as the Collector's: ``consume`` writes the payload to the extension's log and
+returns once it is there (only its record handle and item count stay in memory); workers read
+it back to send it, and its record is marked done once it was sent or dropped (counted). On
+shutdown the workers finish the sends in progress and the rest stays on disk; the next start
+queues it again (``otelcol_exporter_queue_recovered_<items>``). A batch being sent when the
+process died is sent again: the receiving side may see it twice. With ``service.durability``
+on, a payload in the persistent queue releases its write-ahead log tokens.
 """
 
 from __future__ import annotations
@@ -29,21 +38,64 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.component import Component, CreateSettings, Host
+from pipeline.component import Component, ComponentID, CreateSettings, Host
 from pipeline.configtypes import ComponentConfig, ConfigModel, Duration, Seconds
-from pipeline.errors import ConsumeError, PermanentError, RequestTooLargeError, RetryableError
-from pipeline.pdata import Payload, Signal
+from pipeline.durability import carry_current
+from pipeline.errors import (
+    ComponentStartError,
+    ConsumeError,
+    PermanentError,
+    RequestTooLargeError,
+    RetryableError,
+)
+from pipeline.pdata import Payload, Signal, payload_type
+from pipeline.storage import Record, SegmentLog, StorageError, StorageExtension
 from pipeline.tasks import supervise
 
 SendFunc = Callable[[Payload], Awaitable[None]]
 # what a single item too large to send is called in the log (a metric is never split)
 _SINGLE_ITEM = {Signal.TRACES: "span", Signal.LOGS: "log record"}
+
+
+class QueueCodec:
+    """How a persistent queue writes a payload to storage and reads it back. The default
+    stores the encoded request; an exporter that queues payloads of its own (already
+    translated for its protocol) passes a codec for them."""
+
+    _HEAD = struct.Struct("<I")  # item count
+
+    def __init__(self, signal: Signal) -> None:
+        self.signal = signal
+
+    def encode(self, data: Payload) -> list[bytes]:
+        """The record body's parts."""
+        return [self._HEAD.pack(data.item_count()), data.to_bytes()]
+
+    def decode(self, body: bytes) -> Payload:
+        (count,) = self._HEAD.unpack_from(body)
+        return payload_type(self.signal)(body[self._HEAD.size :], item_count=count)
+
+    def count(self, body: bytes) -> int:
+        """The items of a stored payload (read when the queue is recovered)."""
+        return int(self._HEAD.unpack_from(body)[0])
+
+
+class _Stored:
+    """A payload in the persistent queue: where it is, and how many items it holds."""
+
+    __slots__ = ("items", "nbytes", "record")
+
+    def __init__(self, record: Record, items: int, nbytes: int = 0) -> None:
+        self.record = record
+        self.items = items
+        self.nbytes = nbytes
 
 
 class QueueBatchConfig(ConfigModel):
@@ -76,12 +128,23 @@ class QueueConfig(ConfigModel):
     num_consumers: int = Field(10, ge=1)
     queue_size: int = Field(1000, ge=1)
     """Capacity, in ``sizer`` units (requests by default)."""
+    storage: str | None = None
+    """A storage extension (``file_storage``) that makes the queue persistent."""
     sizer: Literal["requests", "items", "bytes"] = "requests"
     block_on_overflow: bool = False
     """Wait for room (bounded by ``timeout``) instead of refusing data when the queue is full."""
     wait_for_result: bool = False
     """Accepted for Collector configs: this queue answers once the data is queued."""
     batch: QueueBatchConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> QueueConfig:
+        if self.batch is not None and self.storage:
+            raise ValueError(
+                "sending_queue.batch with a persistent queue (storage) is not supported: "
+                "batch with the batch processor before the exporter"
+            )
+        return self
 
 
 class RetryConfig(ConfigModel):
@@ -110,6 +173,18 @@ class ExporterHelperConfig(ComponentConfig):
     timeout: Duration = Seconds(5.0)
     sending_queue: QueueConfig = QueueConfig()
     retry_on_failure: RetryConfig = RetryConfig()
+
+    @model_validator(mode="after")
+    def _storage_needs_the_queue(self) -> ExporterHelperConfig:
+        if self.sending_queue.storage and not self.sending_queue.enabled:
+            raise ValueError("sending_queue.storage needs the sending queue: enabled: true")
+        return self
+
+    def extension_references(self) -> list[tuple[str, str, str]]:
+        refs = super().extension_references()
+        if self.sending_queue.storage:
+            refs.append(("sending_queue.storage", self.sending_queue.storage, "storage"))
+        return refs
 
 
 class Backoff:
@@ -140,6 +215,7 @@ class ExporterHelper(Component):
         *,
         retry_enabled: bool | None = None,
         max_request_bytes: int = 0,
+        codec: QueueCodec | None = None,
     ) -> None:
         self.settings = settings
         self.signal = signal
@@ -149,13 +225,16 @@ class ExporterHelper(Component):
         self._retry = config.retry_on_failure
         if retry_enabled is not None:
             self._retry = self._retry.model_copy(update={"enabled": retry_enabled})
-        self._queue: deque[Payload] = deque()
+        self._queue: deque[Payload | _Stored] = deque()
         self._queue_items = 0
         self._queue_used = 0  # in sending_queue.sizer units
         batch = config.sending_queue.batch
         self._batcher: _Batcher | None = (
             _Batcher(self, batch) if batch is not None and config.sending_queue.enabled else None
         )
+        self.codec = codec or QueueCodec(signal)
+        self._storage: SegmentLog | None = None  # the persistent queue's log, once started
+        self._stop_taking = False
         self._has_work = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight = 0
@@ -218,13 +297,26 @@ class ExporterHelper(Component):
                     retry_after=1.0,
                     resource_exhausted=True,
                 )
-        if self._batcher is not None:
-            self._batcher.add(data)
+        if self._storage is not None:
+            size = self._size(data)
+            self._queue.append(await self._store(data, n))
+            self._queue_used += size
+        elif self._batcher is not None:
+            self._batcher.add(carry_current(data))
             return
-        self._enqueue(data)
+        else:
+            # a payload the exporter built from its input during this call keeps the input's
+            # acknowledgement tokens while it waits in memory
+            self._enqueue(carry_current(data))
+            return
+        self._queue_gauge.set(len(self._queue))
+        self._idle.clear()
+        self._has_work.set()
 
-    def _size(self, data: Payload) -> int:
+    def _size(self, data: Payload | _Stored) -> int:
         sizer = self.config.sending_queue.sizer
+        if isinstance(data, _Stored):
+            return data.items if sizer == "items" else data.nbytes if sizer == "bytes" else 1
         if sizer == "items":
             return data.item_count()
         if sizer == "bytes":
@@ -243,14 +335,86 @@ class ExporterHelper(Component):
             await asyncio.sleep(0.01)
 
     def _enqueue(self, data: Payload) -> None:
+        """Into the in-memory queue (from ``consume`` or the batcher)."""
         self._queue.append(data)
         self._queue_used += self._size(data)
         self._queue_gauge.set(len(self._queue))
         self._idle.clear()
         self._has_work.set()
 
+    async def _store(self, data: Payload, n: int) -> _Stored:
+        """Write ``data`` to the persistent queue; returns its handle."""
+        assert self._storage is not None
+        rec = Record()
+        try:
+            await self._storage.append(self.codec.encode(data), rec)
+        except StorageError as exc:
+            if rec.segment is not None:
+                self._storage.complete(rec)  # written but refused (fsync failed): not queued
+            self.settings.telemetry.enqueue_failed(self.signal, n)
+            self.settings.log_limited(
+                logging.ERROR,
+                "cannot write to the persistent sending queue: %s",
+                exc,
+                key="storage_write",
+            )
+            raise RetryableError(
+                f"exporter {self.settings.name} cannot write its persistent queue: "
+                f"{exc.strerror or exc}",
+                retry_after=1.0,
+                resource_exhausted=True,
+            ) from exc
+        return _Stored(rec, n, data.nbytes)
+
     # -- lifecycle --------------------------------------------------------------------------
+    def storage_owner(self) -> str:
+        """The name of this queue's log in the storage extension (as the Collector names
+        the file of a component's persistent queue)."""
+        cid = self.settings.id
+        return f"exporter_{cid.type}_{cid.name}_{self.signal}"
+
+    async def _open_storage(self, host: Host) -> None:
+        ref = self.config.sending_queue.storage
+        assert ref is not None
+        ext = host.get_extension(ComponentID.parse(ref))
+        if not isinstance(ext, StorageExtension):
+            raise ComponentStartError(
+                f"sending_queue.storage: extension {ref!r} is not running or does not provide "
+                "storage"
+            )
+        log = ext.log(self.storage_owner())
+        pending = await asyncio.to_thread(log.open)
+        recovered = 0
+        for rec in pending:
+            try:
+                items = self.codec.count(log.read(rec))
+            except (StorageError, ValueError, struct.error) as exc:
+                self.settings.logger.error("a persistent queue entry cannot be read: %s", exc)
+                log.complete(rec)
+                continue
+            stored = _Stored(rec, items)
+            self._queue.append(stored)
+            self._queue_used += self._size(stored)
+            recovered += items
+        self._storage = log
+        self._queue_gauge.set(len(self._queue))
+        if self._queue:
+            self._idle.clear()
+            self._has_work.set()
+            self.settings.telemetry.service.counter(
+                f"otelcol_exporter_queue_recovered_{self.signal.item_name}",
+                "Items found in the persistent sending queue at start and sent again (one "
+                "being sent when the process stopped may reach the backend twice).",
+                ("exporter",),
+            ).labels(self.settings.name).inc(recovered)
+            self.settings.logger.info(
+                "persistent sending queue recovered",
+                extra={"batches": len(self._queue), "items": recovered},
+            )
+
     async def start(self, host: Host) -> None:
+        if self.config.sending_queue.storage and self._storage is None:
+            await self._open_storage(host)
         if self.config.sending_queue.enabled and not self._workers:
             self._workers = [
                 supervise(self.settings, host, f"sender-{i}", self._worker)
@@ -265,6 +429,9 @@ class ExporterHelper(Component):
         self._closing = True
         if self._batcher is not None:
             self._batcher.flush()
+        if self._storage is not None:
+            await self._shutdown_persistent()
+            return
         try:
             while self._queue or self._in_flight:
                 self._idle.clear()
@@ -280,10 +447,36 @@ class ExporterHelper(Component):
             self._drop_queued("the shutdown deadline passed")
             self._shutdown_done = True
 
+    async def _shutdown_persistent(self) -> None:
+        """The persistent queue does not drain: the sends in progress finish (until the
+        deadline), what is queued stays on disk for the next start."""
+        self._stop_taking = True
+        self._has_work.set()
+        try:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        finally:
+            for w in self._workers:
+                w.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            self._workers = []
+            left = len(self._queue)
+            if left:
+                self.settings.logger.info(
+                    "batches stay in the persistent sending queue for the next start",
+                    extra={"batches": left, "items": sum(_items(q) for q in self._queue)},
+                )
+            self._queue.clear()
+            self._queue_used = 0
+            self._queue_gauge.set(0)
+            if self._storage is not None:
+                await asyncio.to_thread(self._storage.close)
+                self._storage = None
+            self._shutdown_done = True
+
     def _drop_queued(self, reason: str) -> None:
         if self._batcher is not None:
             self._batcher.flush()
-        dropped = sum(p.item_count() for p in self._queue)
+        dropped = sum(_items(p) for p in self._queue)
         if dropped:
             self.settings.telemetry.send_failed(self.signal, dropped)
             self.settings.logger.error(
@@ -298,14 +491,28 @@ class ExporterHelper(Component):
     # -- sending ----------------------------------------------------------------------------
     async def _worker(self) -> None:
         while True:
-            while not self._queue:
+            while not self._queue or self._stop_taking:
+                if self._stop_taking:
+                    return
                 self._has_work.clear()
                 if not self._in_flight:
                     self._idle.set()
                 await self._has_work.wait()
-            data = self._queue.popleft()
-            self._queue_used = max(self._queue_used - self._size(data), 0)
+            item = self._queue.popleft()
+            self._queue_used = max(self._queue_used - self._size(item), 0)
             self._queue_gauge.set(len(self._queue))
+            if isinstance(item, _Stored):
+                self._in_flight += 1
+                try:
+                    await self._send_stored(item)
+                finally:
+                    del item
+                    self._in_flight -= 1
+                    if not self._queue and not self._in_flight:
+                        self._idle.set()
+                continue
+            data = item
+            del item
             self._in_flight += 1
             try:
                 await self._deliver(data, data.item_count(), raise_errors=False)
@@ -318,6 +525,32 @@ class ExporterHelper(Component):
                 self._in_flight -= 1
                 if not self._queue and not self._in_flight:
                     self._idle.set()
+
+    async def _send_stored(self, item: _Stored) -> None:
+        """Read a persistent queue entry back and send it; its record is done once it was
+        sent or dropped (not when the send is interrupted by shutdown: it stays queued)."""
+        log = self._storage
+        assert log is not None
+        try:
+            data = self.codec.decode(log.read(item.record))
+        except Exception as exc:
+            self.settings.telemetry.send_failed(self.signal, item.items)
+            self.settings.log_limited(
+                logging.ERROR,
+                "cannot read a persistent queue entry back; dropping it: %s",
+                exc,
+                key="storage_read",
+                extra={"dropped_items": item.items},
+            )
+            log.complete(item.record)
+            return
+        try:
+            await self._deliver(data, item.items, raise_errors=False, persistent=True)
+        except asyncio.CancelledError:
+            raise  # shutdown: the entry stays for the next start
+        except Exception as exc:
+            self._fail_unexpected(data, exc)
+        log.complete(item.record)
 
     def _fail_unexpected(self, data: Payload, exc: Exception) -> None:
         try:
@@ -335,7 +568,12 @@ class ExporterHelper(Component):
         )
 
     async def _deliver(
-        self, data: Payload, n: int, raise_errors: bool, split_depth: int = 0
+        self,
+        data: Payload,
+        n: int,
+        raise_errors: bool,
+        split_depth: int = 0,
+        persistent: bool = False,
     ) -> None:
         """Send with retries; count the outcome. Raises only when ``raise_errors``."""
         if self.max_request_bytes and n > 1 and data.nbytes > self.max_request_bytes:
@@ -360,7 +598,9 @@ class ExporterHelper(Component):
                         f"export timed out after {self.config.timeout}s"
                     )
                 except (RetryableError, PermanentError) as exc:
-                    error = exc
+                    # kept across the retry's sleep: without its traceback, which would hold
+                    # this frame (and the payload's acknowledgement tokens) in a cycle
+                    error = exc.with_traceback(None)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a bug or an unexpected client error: don't retry
@@ -405,6 +645,12 @@ class ExporterHelper(Component):
                 )
                 await asyncio.sleep(delay)
         except asyncio.CancelledError:
+            if persistent:
+                self.settings.logger.warning(
+                    "export interrupted by shutdown; the batch stays in the persistent queue",
+                    extra={"items": n},
+                )
+                raise
             tel.send_failed(self.signal, n)
             self.settings.logger.error(
                 "export interrupted by shutdown, dropping data", extra={"dropped_items": n}
@@ -465,10 +711,15 @@ class ExporterHelper(Component):
             raise first_error
 
 
+def _items(entry: Payload | _Stored) -> int:
+    return entry.items if isinstance(entry, _Stored) else entry.item_count()
+
+
 class _Batcher:
     """``sending_queue.batch``: payloads admitted to the queue wait here until ``min_size``
     (items or bytes) is reached or ``flush_timeout`` passes since the first one, then go into
-    the queue merged (encodings concatenated) and split at ``max_size``."""
+    the queue merged (encodings concatenated, acknowledgement tokens united) and split at
+    ``max_size``."""
 
     def __init__(self, helper: ExporterHelper, config: QueueBatchConfig) -> None:
         self.helper = helper

@@ -144,6 +144,13 @@ class ExtensionFactory(Factory):
     def create(self, settings: CreateSettings, config: ComponentConfig) -> Component:
         raise NotImplementedError
 
+    def auth_sides(self, config: ComponentConfig) -> frozenset[str]:
+        """The sides on which an extension made from ``config`` authenticates: ``"server"``
+        (receivers' requests; the extension is a :class:`pipeline.ServerAuthenticator`) and/or
+        ``"client"`` (exporters' credentials; a :class:`pipeline.ClientAuthenticator`). Read by
+        the config check of every ``auth.authenticator``; none by default."""
+        return frozenset()
+
 
 class SharedComponents:
     """One component instance per config, shared by a factory's signal creators.

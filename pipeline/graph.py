@@ -19,6 +19,7 @@ from pipeline.config import Config, PipelineConfig, PipelineID
 from pipeline.configtypes import ComponentConfig
 from pipeline.confmap import RawConfig
 from pipeline.consumer import Consumer, IsolatedConsumer, fan_out
+from pipeline.durability import WriteAheadLog, carry_current
 from pipeline.errors import ConfigError, ConsumeError
 from pipeline.factory import ConnectorFactory
 from pipeline.pdata import Payload, Signal
@@ -98,7 +99,8 @@ class _CountingConsumer:
 
     async def consume(self, data: Payload) -> None:
         self.telemetry.outgoing(data.signal, data.item_count())
-        await self.inner.consume(data)
+        # a payload the processor built during its consume call carries the input's tokens
+        await self.inner.consume(carry_current(data))
 
 
 class _ProcessorEntry:
@@ -142,6 +144,15 @@ class Graph:
         self._connectors: dict[tuple[ComponentID, Signal, Signal], Node] = {}
         self._entries: dict[PipelineID, tuple[Consumer, list[Node]]] = {}
         self.extensions: dict[ComponentID, Node] = {}
+        durability = config.service.durability
+        self.wal: WriteAheadLog | None = None
+        if durability is not None:
+            self.wal = WriteAheadLog(
+                ComponentID.parse(durability.storage),
+                None
+                if durability.receivers is None
+                else [ComponentID.parse(r) for r in durability.receivers],
+            )
 
     def _settings(self, kind: Kind, cid: ComponentID, instance: str = "") -> CreateSettings:
         return CreateSettings(
@@ -180,7 +191,11 @@ class Graph:
                 consumers.append(entry)
                 node.downstream.extend(first_nodes)
             settings = node.settings = self._settings(Kind.RECEIVER, rid, node.label)
-            consumer = ObservedConsumer(fan_out(consumers), settings.telemetry)
+            inner = fan_out(consumers)
+            if self.wal is not None and self.wal.covers(rid):
+                # durable acknowledgements: the request is logged before the receiver answers
+                inner = self.wal.entry(rid, signal, inner, settings.telemetry)
+            consumer = ObservedConsumer(inner, settings.telemetry)
             factory = cfg.factory(Kind.RECEIVER, rid)
             node.component = factory.create(  # type: ignore[attr-defined]
                 signal, settings, cfg.components[Kind.RECEIVER][rid], consumer

@@ -68,6 +68,11 @@ def register_components(registry: Registry) -> None:
     Payloads (:class:`pipeline.Traces`, :class:`pipeline.Metrics`) stay encoded until read:
     call ``payload.message()`` to read and ``payload.mutable_message()`` to change one.
 
+    An extension that authenticates (for receivers' ``auth: {authenticator: ...}``) or gives
+    exporters credentials subclasses :class:`pipeline.ServerAuthenticator` and/or
+    :class:`pipeline.ClientAuthenticator`, and its factory's ``auth_sides(config)`` returns the
+    sides (``"server"``, ``"client"``) a config of it serves; see ``docs/plugins.md``.
+
     :func:`pipeline.testing.check_factory` runs the lifecycle contract on a factory; run it
     in your plugin's tests.
     """

@@ -7,7 +7,10 @@ aiohttp's ``TCPSite`` (``loop.create_server``: an empty host listens on every in
 connections alive as HTTP/1.1 allows, and answers as aiohttp's router did: 404 for other paths,
 405 for other methods, 400 (and closes) for what it cannot parse or an HTTP/1.1 request
 without ``Host``. Reads are bounded (request
-head size, body size, an idle timeout), so a slow or hostile client costs one small coroutine.
+head size, body size, an idle timeout), so a slow or hostile client costs one small coroutine;
+connections are accepted by a :class:`pipeline.netedge.Listener` (64 at most, a request head
+within 10 s, the response written within 30 s) that may use the descriptors data endpoints
+leave free, so the endpoint stays reachable when they are flooded.
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pipeline.configtypes import split_endpoint
+from pipeline.configtypes import Seconds
+from pipeline.netedge import ControlHTTPServerLimits, Listener, http_edge, serve_http
+from pipeline.ratelimit import LogLimiter
 from pipeline.telemetry import LOGGER_NAME
 
 log = logging.getLogger(f"{LOGGER_NAME}.telemetry")
@@ -43,17 +50,40 @@ class _BadRequest(Exception):
 class MetricsServer:
     """Serves ``handler()`` at ``path``; ``await start(endpoint)``, ``await close()``."""
 
-    def __init__(self, path: str, handler: Handler) -> None:
+    def __init__(
+        self,
+        path: str,
+        handler: Handler,
+        refused: Any = None,
+        limits: ControlHTTPServerLimits | None = None,
+    ) -> None:
         self.path = path
         self.handler = handler
-        self._server: asyncio.Server | None = None
+        self.refused = refused or (lambda reason: None)
+        self.limits = limits or ControlHTTPServerLimits(idle_timeout=Seconds(IDLE_TIMEOUT))
+        self._server: Listener | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._limiter = LogLimiter()
 
-    async def start(self, endpoint: str) -> None:
-        """Listen on ``host:port``; a bind failure raises ``OSError`` and leaves nothing open."""
-        host, port = split_endpoint(endpoint)
-        self._server = await asyncio.start_server(
-            self._serve, host or None, port, limit=MAX_HEAD_BYTES, backlog=128
+    def _log_limited(self, level: int, msg: str, *args: object, **kw: Any) -> bool:
+        return self._limiter.log(log, level, msg, *args, **kw)
+
+    async def start(self, endpoint: str, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Listen on ``host:port`` (HTTPS with ``ssl_context``); a bind failure raises
+        ``OSError`` and leaves nothing open."""
+
+        def protocol() -> asyncio.Protocol:
+            reader = asyncio.StreamReader(limit=MAX_HEAD_BYTES)
+            return asyncio.StreamReaderProtocol(reader, self._serve)
+
+        self._server = await serve_http(
+            endpoint,
+            protocol,
+            self.limits,
+            refused=self.refused,
+            log_limited=self._log_limited,
+            ssl=ssl_context,
+            reserved=True,
         )
 
     @property
@@ -73,7 +103,6 @@ class MetricsServer:
             task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
-        await server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -107,6 +136,18 @@ class MetricsServer:
                 writer, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, keep_alive=False
             )
             return False
+        edge = http_edge(writer.transport, self._server)
+        if edge is not None:
+            edge.started()
+        try:
+            return await self._answer(reader, writer, head)
+        finally:
+            if edge is not None:
+                edge.ended()
+
+    async def _answer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
+    ) -> bool:
         try:
             method, target, version, headers = _parse_head(head)
             length = _content_length(headers)

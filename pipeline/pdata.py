@@ -49,7 +49,7 @@ class Payload:
     """Base class of :class:`Traces`, :class:`Metrics` and :class:`Logs`; not created
     directly."""
 
-    __slots__ = ("_count", "_encoded", "_message")
+    __slots__ = ("_acks", "_count", "_encoded", "_message")
 
     signal: ClassVar[Signal]
     request_class: ClassVar[type[Message]]
@@ -66,6 +66,7 @@ class Payload:
         self._encoded = encoded
         self._message = message
         self._count = item_count
+        self._acks: tuple[object, ...] = ()
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -81,7 +82,32 @@ class Payload:
         encoded = b"".join(p.to_bytes() for p in payloads)
         counts = [p._count for p in payloads]
         total = None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
-        return cls(encoded, item_count=total)
+        merged = cls(encoded, item_count=total)
+        acks = [p._acks for p in payloads if p._acks]
+        if acks:
+            merged._acks = acks[0] if len(acks) == 1 else union_acks(acks)
+        return merged
+
+    # -- acknowledgement tokens -----------------------------------------------------------------
+    @property
+    def ack_tokens(self) -> tuple[object, ...]:
+        """The acknowledgement tokens this payload carries (empty unless durability is on).
+
+        With ``service.durability`` on, every request a receiver accepts is written to a
+        write-ahead log and its payload carries one token for that record; the record is done
+        (not replayed after a crash) once no live payload holds its token any more. Tokens
+        travel with the data: :meth:`merge` unions them, :meth:`split` and :meth:`copy` share
+        them. A component that holds data in another form than the payload it got (a trace
+        store, an aggregate) and later emits it in new payloads carries the tokens on with
+        :meth:`carry_acks` (see ``docs/durability.md``)."""
+        return self._acks
+
+    def carry_acks(self, tokens: Iterable[object]) -> Payload:
+        """Add ``tokens`` (of the payloads this one was made from) to this payload; returns it."""
+        more = tuple(tokens)
+        if more:
+            self._acks = union_acks((self._acks, more)) if self._acks else more
+        return self
 
     # -- access ------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -128,8 +154,11 @@ class Payload:
         return self.item_count() == 0
 
     def copy(self) -> Payload:
-        """An independent payload with the same content (cheap: encodings are immutable)."""
-        return type(self)(self.to_bytes(), item_count=self._count)
+        """An independent payload with the same content (cheap: encodings are immutable).
+        The copy shares the acknowledgement tokens."""
+        out = type(self)(self.to_bytes(), item_count=self._count)
+        out._acks = self._acks
+        return out
 
     def validate(self) -> None:
         """Check the encoding's framing and count the items.
@@ -247,6 +276,9 @@ class Metrics(Payload):
                     count += points
         if count or not out:
             out.append(Metrics(current.SerializeToString(), item_count=count))
+        if self._acks:
+            for part in out:
+                part._acks = self._acks
         return out
 
 
@@ -321,6 +353,9 @@ def _split_items(
                     room = limit = max_items
     if room != limit:
         out.append(make(current.SerializeToString(), item_count=limit - room))
+    if payload._acks:  # every part holds the whole request's durability tokens
+        for part in out:
+            part._acks = payload._acks
     return out
 
 
@@ -329,6 +364,11 @@ PAYLOAD_TYPES: dict[Signal, type[Payload]] = {
     Signal.METRICS: Metrics,
     Signal.LOGS: Logs,
 }
+
+
+def union_acks(groups: Iterable[tuple[object, ...]]) -> tuple[object, ...]:
+    """The tokens of several payloads, each once, in order."""
+    return tuple(dict.fromkeys(t for group in groups for t in group))
 
 
 def payload_type(signal: Signal) -> type[Payload]:

@@ -14,10 +14,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.component import ComponentID, Kind
 from pipeline.config import Config
+from pipeline.configtls import server_ssl_context
 from pipeline.configtypes import check_bindable, split_endpoint
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.graph import Graph, Node
 from pipeline.metricsserver import MetricsServer
+from pipeline.netedge import BUDGET, FDS
 from pipeline.telemetry import LOGGER_NAME, SelfTelemetry
 
 log = logging.getLogger(f"{LOGGER_NAME}.service")
@@ -128,36 +130,54 @@ class Service:
         errors = check_endpoints(self.config)
         if errors:
             raise ConfigErrors(errors)
+        limits = self.config.service.limits
+        BUDGET.max_bytes = limits.max_unfinished_request_bytes
+        FDS.configure(limits.reserved_file_descriptors)
         self.graph.build()
-        order = list(self.graph.extensions.values()) + list(reversed(self.graph.flow_order()))
+        flow = list(reversed(self.graph.flow_order()))
+        wal = self.graph.wal
         try:
             await self._start_telemetry()
-            for node in order:
-                self.report_status(node.label, "starting")
+            await self._start_nodes(list(self.graph.extensions.values()))
+            if wal is not None:
                 try:
-                    await node.component.start(self)
+                    waiting = await asyncio.to_thread(wal.open, self)
                 except Exception as exc:
-                    self.report_status(node.label, "permanent_error", exc)
-                    log.error(
-                        "component failed to start: %s",
-                        exc,
-                        extra={"kind": str(node.kind), "component": str(node.id)},
-                    )
+                    log.error("cannot open the write-ahead log: %s", exc)
                     raise
-                self._started.append(node)
-                self.report_status(node.label, "ok")
                 log.info(
-                    "component started",
-                    extra={
-                        "kind": str(node.kind),
-                        "component": str(node.id),
-                        "instance": node.label,
-                    },
+                    "write-ahead log open",
+                    extra={"storage": str(wal.storage), "records_to_replay": waiting},
                 )
+            # receivers last: what the write-ahead log holds is replayed before new data
+            await self._start_nodes([n for n in flow if n.kind != Kind.RECEIVER])
+            if wal is not None:
+                await wal.replay()
+            await self._start_nodes([n for n in flow if n.kind == Kind.RECEIVER])
         except BaseException:
             await self.shutdown()
             raise
         log.info("everything is ready; serving", extra={"pipelines": len(self.config.pipelines)})
+
+    async def _start_nodes(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            self.report_status(node.label, "starting")
+            try:
+                await node.component.start(self)
+            except Exception as exc:
+                self.report_status(node.label, "permanent_error", exc)
+                log.error(
+                    "component failed to start: %s",
+                    exc,
+                    extra={"kind": str(node.kind), "component": str(node.id)},
+                )
+                raise
+            self._started.append(node)
+            self.report_status(node.label, "ok")
+            log.info(
+                "component started",
+                extra={"kind": str(node.kind), "component": str(node.id), "instance": node.label},
+            )
 
     async def _start_telemetry(self) -> None:
         from pipeline.telemetryexport import start_exports
@@ -173,9 +193,21 @@ class Service:
             # Collecting reads /proc (process metrics): done in a worker thread.
             return await asyncio.to_thread(generate_latest, registry), CONTENT_TYPE_LATEST
 
+        refused = self.telemetry.counter(
+            "otelcol_service_refused_requests",
+            "Requests or connections the gateway's own metrics endpoint refused.",
+            ("transport", "reason"),
+        )
+        self.telemetry.gauge(
+            "otelcol_server_unfinished_request_bytes",
+            "Request data held by all connections while their requests are incomplete "
+            "(bounded by service.limits.max_unfinished_request_bytes).",
+            (),
+        ).set_function(lambda: BUDGET.used)
+        tls = metrics.tls
         for _, address in metrics.pull_addresses():
-            server = MetricsServer("/metrics", collect)
-            await server.start(address)
+            server = MetricsServer("/metrics", collect, lambda r: refused.labels("http", r).inc())
+            await server.start(address, server_ssl_context(tls) if tls is not None else None)
             self._telemetry_servers.append(server)
             log.info("own telemetry served", extra={"address": address})
 
@@ -190,20 +222,40 @@ class Service:
         started = {id(n) for n in self._started}
         flow = [n for n in self.graph.flow_order() if id(n) in started]
         extensions = [n for n in self._started if n.kind == Kind.EXTENSION]
-        for node in flow + list(reversed(extensions)):
+        wal = self.graph.wal
+        for node in [*flow, None, *reversed(extensions)]:
+            if node is None:
+                # everything that delivers has stopped: what is still held is replayed at
+                # the next start (cyclic garbage first, so dead payloads release their tokens)
+                if wal is not None:
+                    gc.collect()
+                    wal.close()
+                continue
             remaining = max(deadline - loop.time(), 0.0)
+            if remaining <= 0 and wal is not None:
+                wal.freeze()
             # After the deadline each component still gets a moment to close its sockets and
             # count what it drops.
             budget = remaining if remaining > 0 else 1.0
             self.report_status(node.label, "stopping")
+            task = asyncio.ensure_future(node.component.shutdown())
             try:
-                await asyncio.wait_for(node.component.shutdown(), timeout=budget)
-            except TimeoutError:
+                done, _ = await asyncio.wait({task}, timeout=budget)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            if not done:
+                # data dropped from now on is not delivered: with a write-ahead log, it stays
+                # there for the next start instead of being marked done
+                if wal is not None:
+                    wal.freeze()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
                 log.error(
                     "component did not finish shutting down in time",
                     extra={"kind": str(node.kind), "component": str(node.id)},
                 )
-            except Exception as exc:
+            elif (exc := task.exception()) is not None:
                 log.error(
                     "component failed to shut down: %s",
                     exc,
@@ -244,7 +296,20 @@ class Service:
         if install_signal_handlers:
             for sig in (signal_module.SIGTERM, signal_module.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig, stop)
-        await self.start()
+        # a start that waits (a replay the pipeline pushes back on) still ends on a signal
+        starting = asyncio.ensure_future(self.start())
+        stop_early = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stop_early}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            await self.shutdown()
+            if install_signal_handlers:
+                for sig in (signal_module.SIGTERM, signal_module.SIGINT):
+                    loop.remove_signal_handler(sig)
+            return 0
+        stop_early.cancel()
+        starting.result()
         if freeze_gc:
             gc.collect()
             gc.freeze()

@@ -212,16 +212,28 @@ class ComponentTelemetry:
         """Items a receiver could not push into the pipeline (or could not decode)."""
         self._counter("refused", signal, "Items refused by the receiver or the pipeline.").inc(n)
 
+    def replayed(self, signal: Signal, n: int) -> None:
+        """Items a receiver acknowledged before a crash, replayed from the write-ahead log
+        (their delivery was not confirmed: some may reach the backend twice)."""
+        self._counter(
+            "replayed", signal, "Items replayed from the write-ahead log after a restart."
+        ).inc(n)
+
     def refused_request(self, transport: str, reason: str, n: int = 1) -> None:
         """Requests (or datagrams, connections) a receiver refused before they reached the
-        pipeline, by transport and reason: ``otelcol_receiver_refused_requests``."""
+        pipeline, by transport and reason: ``otelcol_receiver_refused_requests``. For another
+        kind of component serving a network endpoint (the health check, the ``prometheus``
+        exporter): ``otelcol_<kind>_refused_requests{<kind>,transport,reason}``."""
         key = ("refused_request", f"{transport}/{reason}")
         child = self._children.get(key)
         if child is None:
+            label = str(self.kind)
             metric = self.service.counter(
-                "otelcol_receiver_refused_requests",
-                "Requests or datagrams a receiver refused before they reached the pipeline.",
-                ("receiver", "transport", "reason"),
+                f"otelcol_{label}_refused_requests",
+                "Requests or datagrams a receiver refused before they reached the pipeline."
+                if self.kind == Kind.RECEIVER
+                else f"Requests or connections the {label}'s endpoint refused.",
+                (label, "transport", "reason"),
             )
             child = metric.labels(self.name, transport, reason)
             self._children[key] = child

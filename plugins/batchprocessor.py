@@ -12,6 +12,10 @@ When the next consumer pushes back (an exporter's queue is full), the batch is h
 and new data is refused with a retryable error once eight batches' worth of items are waiting,
 so senders back off instead of data being dropped. On shutdown everything waiting is flushed;
 what cannot be delivered by the shutdown deadline is counted as dropped.
+
+Durability: waiting batches are in memory. With ``service.durability`` on they keep the
+write-ahead log tokens of their requests (``Payload.merge`` unions them), so a crash replays
+them; without it, a crash loses them (docs/durability.md).
 """
 
 from __future__ import annotations

@@ -103,7 +103,9 @@ async def running_service(text: str, directory: Path | str | None = None) -> Asy
 class GatewayProcess:
     """``pipeline run`` as a subprocess, with JSON logs collected."""
 
-    def __init__(self, *config_paths: Path | str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *config_paths: Path | str, env: dict[str, str] | None = None, preexec_fn: Any = None
+    ) -> None:
         args = [sys.executable, "-m", "pipeline", "run", "--log-format", "json"]
         for p in config_paths:
             args += ["--config", str(p)]
@@ -115,6 +117,7 @@ class GatewayProcess:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
         )
 
     def lines(self) -> list[str]:

@@ -3,6 +3,15 @@
 import pipeline
 
 INTENDED = {
+    "AuthenticationError",
+    "ClientAuthConfig",
+    "ClientAuthenticator",
+    "ServerAuth",
+    "ServerAuthConfig",
+    "ServerAuthenticator",
+    "ServerTLSConfig",
+    "client_authenticator",
+    "server_ssl_context",
     "ClientInfo",
     "Component",
     "ComponentConfig",
@@ -24,6 +33,7 @@ INTENDED = {
     "ExporterHelperConfig",
     "ExtensionFactory",
     "FanOut",
+    "HeldAcks",
     "Host",
     "Kind",
     "ListenEndpoint",
@@ -33,6 +43,7 @@ INTENDED = {
     "Payload",
     "PermanentError",
     "ProcessorFactory",
+    "QueueCodec",
     "QueueConfig",
     "ReceiverFactory",
     "Registry",

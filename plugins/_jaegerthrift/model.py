@@ -16,12 +16,16 @@ Two framings are used on the wire:
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, ClassVar, Literal
 
+from thrift.protocol.TBase import TFrozenBase
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol, TBinaryProtocolAccelerated
 from thrift.protocol.TCompactProtocol import TCompactProtocol, TCompactProtocolAccelerated
 from thrift.Thrift import TMessageType, TType
 from thrift.transport.TTransport import CReadableTransport, TMemoryBuffer
+
+from plugins._jaegerthrift import DEFAULT_MAX_BATCH_ITEMS
 
 try:  # the C extension is optional in the thrift package
     from thrift.protocol import fastbinary  # noqa: F401
@@ -56,9 +60,14 @@ class ThriftStruct:
 
     __slots__: ClassVar[tuple[str, ...]] = ()
     thrift_spec: ClassVar[tuple[Any, ...]] = ()
+    _model: ClassVar[type[ThriftStruct]]
+    """The IDL struct a class stands for (decoding classes stand for their base)."""
 
-    def __init_subclass__(cls) -> None:
+    def __init_subclass__(cls, decoding: bool = False) -> None:
         super().__init_subclass__()
+        if decoding:  # brings its own checking constructor (see _decoding_class)
+            return
+        cls._model = cls
         # A keyword-only __init__ made for the class: the translator and the decoder build
         # one struct per span, tag and log, and a generic loop over the fields costs twice
         # as much.
@@ -84,15 +93,17 @@ class ThriftStruct:
             oprot.writeStruct(self, self.thrift_spec)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and all(
-            getattr(self, n) == getattr(other, n) for n in self.__slots__
+        model = self._model
+        return getattr(other, "_model", None) is model and all(
+            getattr(self, n) == getattr(other, n) for n in model.__slots__
         )
 
     def __repr__(self) -> str:
+        model = self._model
         fields = ", ".join(
-            f"{n}={getattr(self, n)!r}" for n in self.__slots__ if getattr(self, n) is not None
+            f"{n}={getattr(self, n)!r}" for n in model.__slots__ if getattr(self, n) is not None
         )
-        return f"{type(self).__name__}({fields})"
+        return f"{model.__name__}({fields})"
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -273,10 +284,35 @@ EMIT_BATCH = "emitBatch"
 
 
 class ThriftDecodeError(ValueError):
-    """Bytes that are not a valid Jaeger Thrift message; the text says what is wrong."""
+    """Bytes that are not a valid Jaeger Thrift message; the text says what is wrong. The one
+    exception the decoders (:func:`decode_batch`, :func:`decode_emit_batch`) raise for bad
+    input, whatever it is."""
+
+
+class ThriftBudgetError(ThriftDecodeError):
+    """A message that holds more items (structs) than the decode budget allows: refused
+    before more of it is decoded, whether or not the rest is valid."""
+
+
+DEFAULT_MAX_ITEMS = DEFAULT_MAX_BATCH_ITEMS
 
 
 # -- protocols --------------------------------------------------------------------------------
+class _PyBinaryProtocol(TBinaryProtocol):
+    """The pure-Python binary protocol, reading strings as the C decoder does: invalid UTF-8
+    is replaced (U+FFFD), not refused."""
+
+    def readString(self) -> str:
+        return bytes(self.readBinary()).decode("utf-8", "replace")
+
+
+class _PyCompactProtocol(TCompactProtocol):
+    """The pure-Python compact protocol, reading strings as the C decoder does."""
+
+    def readString(self) -> str:
+        return bytes(self.readBinary()).decode("utf-8", "replace")
+
+
 def _protocol(kind: Protocol, trans: Any, limit: int | None = None) -> Any:
     kw: dict[str, Any] = {}
     if limit is not None:
@@ -284,9 +320,9 @@ def _protocol(kind: Protocol, trans: Any, limit: int | None = None) -> Any:
         # they turn into huge allocations.
         kw = {"string_length_limit": limit, "container_length_limit": limit}
     if kind == "binary":
-        cls: Any = TBinaryProtocolAccelerated if ACCELERATED else TBinaryProtocol
+        cls: Any = TBinaryProtocolAccelerated if ACCELERATED else _PyBinaryProtocol
         return cls(trans, **kw)
-    cls = TCompactProtocolAccelerated if ACCELERATED else TCompactProtocol
+    cls = TCompactProtocolAccelerated if ACCELERATED else _PyCompactProtocol
     return cls(trans, **kw)
 
 
@@ -297,27 +333,177 @@ def encode_struct(obj: ThriftStruct, kind: Protocol = "binary") -> bytes:
     return bytes(buf.getvalue())
 
 
+# -- decoding: every struct checked and counted as it is built ----------------------------------
+#
+# Thrift's decoders build a struct once its fields are read. The decoding classes below are
+# "frozen" for the thrift library (subclasses of TFrozenBase): it hands them their fields as
+# keyword arguments, so their constructor sees a whole struct and can refuse it on the spot.
+# A list header claiming 10^8 elements of empty structs then costs one struct, not 10^8: the
+# first element lacks its required fields. Every struct that passes takes one item from the
+# budget of the message being decoded, so a message of valid but tiny structs (a tag is 5
+# bytes in the compact protocol) is refused once it holds more than the budget, before the
+# rest is built. Strings and lists cannot be longer than the input (the protocols' length
+# limits), and thrift >= 0.25 bounds the nesting (64) and sizes lists by the bytes left.
+
+
+class _Budget:
+    """One decode: the items it may still build, and the spans built so far."""
+
+    __slots__ = ("left", "limit", "process", "spans")
+
+    def __init__(self, limit: int) -> None:
+        self.left = self.limit = limit
+        self.spans = 0
+        self.process = False  # built (its tags come before it, as a span's before the span)
+
+
+# The decode in progress in this thread (a context variable is per thread, and cheaper to
+# read than a threading.local); outside a decode (a decoding class built by hand), no limit.
+_budget_var: ContextVar[_Budget] = ContextVar("thrift_decode_budget")
+_UNLIMITED = _Budget(1 << 62)
+
+
+def _over_budget(budget: _Budget) -> None:
+    raise ThriftBudgetError(
+        f"the batch holds more than {budget.limit} items (spans, tags, logs, references): "
+        "over max_batch_items"
+    )
+
+
+def _decode_read(cls: Any, iprot: Any) -> Any:
+    if iprot._fast_decode is not None and isinstance(iprot.trans, CReadableTransport):
+        return iprot._fast_decode(None, iprot, [cls, cls.thrift_spec])
+    return iprot.readStruct(cls, cls.thrift_spec, True)
+
+
+def _missing_message(cls: type[ThriftStruct], fields: dict[str, Any]) -> str:
+    missing = [n for n in _REQUIRED[cls] if fields[n] is None]
+    budget = _budget_var.get(_UNLIMITED)
+    span = f"span #{budget.spans}"
+    if cls is Span:
+        return f"malformed Batch: {span} lacks the required field {missing[0]!r}"
+    if cls is SpanRef:
+        return f"malformed Batch: {span} has a reference that lacks a required field"
+    if cls is Log:
+        return f"malformed Batch: {span} has a log without timestamp"
+    if cls is Tag:
+        # clients send the process first: a tag refused before it is built is the process's
+        process = not budget.process and budget.spans == 0
+        where = "a process tag" if process else f"a tag or log field of {span}"
+        return f"malformed Batch: {where} lacks its key or type"
+    if cls is Batch:
+        return "malformed Batch: the required field 'spans' is missing"
+    return "emitBatch message without its batch argument"
+
+
+# What the IDL marks required and the translation needs (the IDL also requires a span's
+# parentSpanId, flags and duration, and a process's serviceName, which clients omit: read as
+# 0 / empty, as before).
+_REQUIRED: dict[type[ThriftStruct], tuple[str, ...]] = {
+    Tag: ("key", "vType"),
+    Log: ("timestamp",),
+    SpanRef: ("refType", "traceIdLow", "traceIdHigh", "spanId"),
+    Span: ("traceIdLow", "traceIdHigh", "spanId", "operationName", "startTime"),
+    Process: (),
+    ClientStats: (),
+    Batch: ("spans",),
+    EmitBatchArgs: ("batch",),
+}
+
+
+def _decoding_class(cls: type[ThriftStruct], decoding: dict[type, Any]) -> Any:
+    """A subclass of ``cls`` whose constructor refuses a struct without its required fields
+    and counts it against the budget; its ``thrift_spec`` builds decoding classes too."""
+    required = _REQUIRED[cls]
+    params = ", ".join(f"{n}=None" for n in cls.__slots__)
+    check = " or ".join(f"{n} is None" for n in required)
+    lines = [f"def __init__(self, *, {params}):"]
+    if check:
+        names = ", ".join(f"{n!r}: {n}" for n in required)
+        lines.append(f"    if {check}: raise ThriftDecodeError(_missing(_cls, {{{names}}}))")
+    lines.append("    b = _get_budget(_unlimited)")
+    lines.append("    b.left -= 1")
+    lines.append("    if b.left < 0: _over_budget(b)")
+    if cls is Span:
+        lines.append("    b.spans += 1")
+    elif cls is Process:
+        lines.append("    b.process = True")
+    lines.extend(f"    self.{n} = {n}" for n in cls.__slots__)
+    namespace: dict[str, Any] = {
+        "ThriftDecodeError": ThriftDecodeError,
+        "_missing": _missing_message,
+        "_cls": cls,
+        "_get_budget": _budget_var.get,
+        "_unlimited": _UNLIMITED,
+        "_over_budget": _over_budget,
+    }
+    exec("\n".join(lines), namespace)
+
+    def _spec_args(ttype: int, args: Any) -> Any:
+        if ttype == TType.STRUCT:
+            sub = decoding[args[0]]
+            return [sub, sub.thrift_spec]
+        if ttype == TType.LIST and args[0] == TType.STRUCT:
+            sub = decoding[args[1][0]]
+            return (TType.STRUCT, [sub, sub.thrift_spec], args[2])
+        return args
+
+    spec = tuple(
+        None if f is None else (f[0], f[1], f[2], _spec_args(f[1], f[3]), f[4])
+        for f in cls.thrift_spec
+    )
+    return type(
+        f"Decoding{cls.__name__}",
+        (cls, TFrozenBase),
+        {
+            "__slots__": (),
+            "__init__": namespace["__init__"],
+            "thrift_spec": spec,
+            "read": classmethod(_decode_read),
+        },
+        decoding=True,
+    )
+
+
+_DECODING: dict[type, Any] = {}
+for _cls in (Tag, Log, SpanRef, Span, Process, ClientStats, Batch, EmitBatchArgs):
+    _DECODING[_cls] = _decoding_class(_cls, _DECODING)
+
+
 def _check_consumed(buf: TMemoryBuffer, data: bytes, what: str) -> None:
     rest = len(data) - buf._buffer.tell()
     if rest:
         raise ThriftDecodeError(f"{rest} trailing byte(s) after the {what}")
 
 
-def decode_batch(data: bytes, kind: Protocol = "binary") -> Batch:
-    """A ``Batch`` from its encoding (the body of ``POST /api/traces``)."""
-    buf = TMemoryBuffer(data)
-    batch = Batch()
+def _read_struct(cls: type[ThriftStruct], proto: Any, what: str, max_items: int) -> Any:
+    token = _budget_var.set(_Budget(max_items))
     try:
-        batch.read(_protocol(kind, buf, len(data)))
+        return _decode_read(_DECODING[cls], proto)
+    except ThriftDecodeError:
+        raise
     except Exception as exc:
-        raise ThriftDecodeError(_describe(exc, "Batch")) from exc
+        raise ThriftDecodeError(_describe(exc, what)) from exc
+    finally:
+        _budget_var.reset(token)
+
+
+def decode_batch(
+    data: bytes, kind: Protocol = "binary", max_items: int = DEFAULT_MAX_ITEMS
+) -> Batch:
+    """A ``Batch`` from its encoding (the body of ``POST /api/traces``).
+
+    Raises :class:`ThriftDecodeError` for anything that is not a valid batch (its subclass
+    :class:`ThriftBudgetError` when it holds more than ``max_items`` structs)."""
+    buf = TMemoryBuffer(data)
+    batch: Batch = _read_struct(Batch, _protocol(kind, buf, len(data)), "Batch", max_items)
     _check_consumed(buf, data, "Batch")
-    check_batch(batch)
     return batch
 
 
-def decode_emit_batch(data: bytes, kind: Protocol) -> Batch:
-    """The ``Batch`` of an agent datagram (a Thrift ``emitBatch`` message)."""
+def decode_emit_batch(data: bytes, kind: Protocol, max_items: int = DEFAULT_MAX_ITEMS) -> Batch:
+    """The ``Batch`` of an agent datagram (a Thrift ``emitBatch`` message); raises as
+    :func:`decode_batch`."""
     buf = TMemoryBuffer(data)
     proto = _protocol(kind, buf, len(data))
     try:
@@ -331,16 +517,13 @@ def decode_emit_batch(data: bytes, kind: Protocol) -> Batch:
         )
     if mtype not in (TMessageType.ONEWAY, TMessageType.CALL):
         raise ThriftDecodeError(f"unexpected Thrift message type {mtype} for {EMIT_BATCH}")
-    args = EmitBatchArgs()
+    args: EmitBatchArgs = _read_struct(EmitBatchArgs, proto, "emitBatch arguments", max_items)
     try:
-        args.read(proto)
         proto.readMessageEnd()
     except Exception as exc:
-        raise ThriftDecodeError(_describe(exc, "emitBatch arguments")) from exc
+        raise ThriftDecodeError(_describe(exc, "emitBatch message")) from exc
     _check_consumed(buf, data, "emitBatch message")
-    if args.batch is None:
-        raise ThriftDecodeError("emitBatch message without its batch argument")
-    check_batch(args.batch)
+    assert args.batch is not None  # required: checked as it was built
     return args.batch
 
 
@@ -349,40 +532,6 @@ def _describe(exc: Exception, what: str) -> str:
     if isinstance(exc, EOFError) or "EOF" in text or "end of" in text.lower():
         return f"truncated {what}: the data ends early ({text})"
     return f"malformed {what}: {text}"
-
-
-_REQUIRED_SPAN_FIELDS = ("traceIdLow", "traceIdHigh", "spanId", "operationName", "startTime")
-
-
-def check_batch(batch: Batch) -> None:
-    """Refuse a decoded batch that lacks what the IDL marks ``required`` (and we need)."""
-    if batch.spans is None:
-        raise ThriftDecodeError("malformed Batch: the required field 'spans' is missing")
-    for i, span in enumerate(batch.spans):
-        for name in _REQUIRED_SPAN_FIELDS:
-            if getattr(span, name) is None:
-                raise ThriftDecodeError(
-                    f"malformed Batch: span #{i} lacks the required field {name!r}"
-                )
-        for ref in span.references or ():
-            if None in (ref.refType, ref.traceIdLow, ref.traceIdHigh, ref.spanId):
-                raise ThriftDecodeError(
-                    f"malformed Batch: span #{i} has a reference that lacks a required field"
-                )
-        for log in span.logs or ():
-            if log.timestamp is None:
-                raise ThriftDecodeError(f"malformed Batch: span #{i} has a log without timestamp")
-        for tags in (span.tags or [], *(log.fields or [] for log in span.logs or [])):
-            for tag in tags:
-                if tag.key is None or tag.vType is None:
-                    raise ThriftDecodeError(
-                        f"malformed Batch: span #{i} has a tag without its key or type"
-                    )
-    process = batch.process
-    if process is not None:
-        for tag in process.tags or ():
-            if tag.key is None or tag.vType is None:
-                raise ThriftDecodeError("malformed Batch: a process tag lacks its key or type")
 
 
 # -- agent datagrams, assembled from spans encoded once ----------------------------------------

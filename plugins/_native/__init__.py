@@ -54,11 +54,47 @@ def load(name: str) -> ModuleType | None:
         return None
 
 
+# libnghttp2 releases that fixed remote denial-of-service bugs a server must not have, and the
+# API each fix added: a library older than the release but exporting that function has the fix
+# backported (Debian 12's 1.52.0-1+deb12u1 and +deb12u2 do)
+NGHTTP2_FIXES = (
+    (0x013900, "RESET_RATE_LIMIT", "1.57.0", "Rapid Reset, CVE-2023-44487"),
+    (0x013D00, "MAX_CONTINUATIONS", "1.61.0", "CONTINUATION flood, CVE-2024-28182"),
+)
+
+
+def nghttp2_missing_fixes(module: ModuleType) -> list[str]:
+    """The fixes the libnghttp2 loaded by ``_h2server`` lacks: neither its version is at least
+    the fixed release nor does it export the function the fix added."""
+    version = int(getattr(module, "RUNTIME_VERSION_NUM", 0))
+    return [
+        f"{name} (fixed in {release})"
+        for fixed, symbol, release, name in NGHTTP2_FIXES
+        if version < fixed and not getattr(module, symbol, False)
+    ]
+
+
 def load_h2(env: str) -> ModuleType | None:
     """``_h2server`` (the native gRPC server and client) unless the environment variable
     ``env`` (``PIPELINE_GRPC_SERVER`` / ``PIPELINE_GRPC_CLIENT``) says ``grpcio``; ``native``
-    is the default, anything else a ``ValueError``."""
+    is the default, anything else a ``ValueError``. The server is not used on a libnghttp2
+    that lacks a fix of :data:`NGHTTP2_FIXES` (a warning says so; grpcio serves instead)."""
     choice = os.environ.get(env, "native").strip().lower()
     if choice not in ("native", "grpcio"):
         raise ValueError(f"{env}={choice!r}: expected 'native' or 'grpcio'")
-    return load("_h2server") if choice == "native" else None
+    module = load("_h2server") if choice == "native" else None
+    if module is not None and env == "PIPELINE_GRPC_SERVER":
+        missing = nghttp2_missing_fixes(module)
+        if missing:
+            if "nghttp2" not in _warned:
+                _warned.add("nghttp2")
+                log.warning(
+                    "the native gRPC server is not used: libnghttp2 %s lacks the fixes of %s; "
+                    "grpcio's server is used instead (same answers, several times the CPU per "
+                    "request). Upgrade libnghttp2 (or take your distribution's security "
+                    "update) to use it.",
+                    getattr(module, "RUNTIME_VERSION", "?"),
+                    ", ".join(missing),
+                )
+            return None
+    return module

@@ -16,16 +16,67 @@
  *
  * Python answers with respond(): a normal response (headers, the framed message, trailers with
  * grpc-status 0) or a Trailers-Only error response, or a bare HTTP status. A stream the client
- * reset or closed before the answer is simply gone: respond() then does nothing. Nothing here
- * calls back into Python.
+ * reset or closed before the answer is simply gone: respond() then does nothing, and a call
+ * reset within the feed() that completed it is not returned at all (counted in `cancelled`).
+ * Nothing here calls back into Python.
+ *
+ * Limits enforced here, per connection (the rest is in grpc_native.py): the unfinished request
+ * data held (max_buffered, which Python lowers under the process-wide budget; beyond it, new
+ * data refuses its call with REFUSED_STREAM), the size of a call's header block
+ * (max_header_list_size, advertised in SETTINGS; beyond it the call is reset), the rate of
+ * stream resets (sent or received: a token bucket of reset_rate per second and reset_burst; when
+ * empty, GOAWAY ENHANCE_YOUR_CALM "too_many_resets"), client pings (the keepalive enforcement
+ * policy of grpc-go: more than two pings closer than ping_min_time, or, without a call in
+ * progress and without permit_ping_without_stream, closer than two hours, get GOAWAY
+ * ENHANCE_YOUR_CALM "too_many_pings"). expire() resets calls whose headers or request did not
+ * arrive in time, by the clock Python sets (milliseconds).
+ *
+ * With headers=True (a receiver with an authenticator), each request's headers are collected
+ * (regular ones, at most MAX_HEADERS of at most MAX_HEADER_BYTES in all; a name sent twice
+ * keeps its first value) and handed out by take_heads() as (stream_id, {name: value}) as soon
+ * as the HEADERS block has arrived, before its body. The call is then held (its body still
+ * arriving, bounded as any other) until Python admits it: admit(stream_id, tag) returns the
+ * completed call at once when its body had already ended, else feed() returns it when it ends;
+ * in this mode a completed call carries tag as a 7th item. Python refuses a call instead by
+ * answering it with respond() before (or after) its body ended: the rest of its body is then
+ * discarded as it arrives.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <nghttp2/nghttp2.h>
 #include <string.h>
+#include <time.h>
 
 #define FRAMING (-1)
 #define TOO_LARGE (-2)
+#define MAX_HEADERS 64          /* headers collected per request in headers mode */
+#define MAX_HEADER_BYTES 16384  /* and their names and values together */
+
+/* Added by libnghttp2 1.57.0 (the Rapid Reset fix, CVE-2023-44487) and 1.61.0 (the CONTINUATION
+ * flood fix, CVE-2024-28182); distributions that backport the fixes export them too (Debian 12:
+ * 1.52.0-1+deb12u1 and +deb12u2). Weak: the module loads with a library that lacks them, and
+ * reports it (RESET_RATE_LIMIT, MAX_CONTINUATIONS), so the receiver can refuse to use it. */
+void nghttp2_option_set_stream_reset_rate_limit(nghttp2_option *option, uint64_t burst,
+                                                uint64_t rate);
+void nghttp2_option_set_max_continuations(nghttp2_option *option, size_t val);
+#pragma weak nghttp2_option_set_stream_reset_rate_limit
+#pragma weak nghttp2_option_set_max_continuations
+
+/* why a session said GOAWAY ENHANCE_YOUR_CALM (SessionObject.terminating) */
+#define CALM_RESETS 1
+#define CALM_PINGS 2
+#define CALM_CLOSE 3 /* close() from Python: a timeout, an eviction */
+/* a ping without a call in progress is due at most every two hours (grpc-go's rule) */
+#define PING_WITHOUT_STREAM_MIN 7200.0
+#define MAX_PING_STRIKES 2
+
+static double
+monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 typedef struct stream {
     int32_t id;
@@ -33,6 +84,15 @@ typedef struct stream {
     size_t len, cap, received;
     size_t resp_off;
     int too_large, done, responding;
+    int headers_done;    /* the request's header block ended */
+    size_t header_bytes; /* names + values + 32 per field, as SETTINGS_MAX_HEADER_LIST_SIZE */
+    long long born;      /* the session's clock when the stream began */
+    int refused;               /* reset with REFUSED_STREAM (max_buffered, the process budget) */
+    int rst_after;             /* answered before its body ended: RST_STREAM once answered */
+    int admitted, ended;       /* headers mode: let through by Python; body complete */
+    PyObject *headers;         /* headers mode: {name: value} until handed out */
+    PyObject *tag;             /* headers mode: what admit() attached (the caller's identity) */
+    size_t nheaders, collected_bytes; /* headers mode: what was collected */
     char path[256];
     size_t path_len;
     char content_type[64];
@@ -47,10 +107,83 @@ typedef struct {
     size_t buffered, max_buffered; /* request bytes held in the streams, and their bound */
     Py_ssize_t refused;            /* streams reset (REFUSED_STREAM) because of that bound */
     PyObject *ready;    /* list of completed requests, handed out by feed() */
+    PyObject *heads;    /* headers mode: (stream_id, headers) of new requests, take_heads() */
+    int collect;        /* headers mode */
     stream *streams;    /* every stream with state here */
     Py_ssize_t nstreams;
     int failed;         /* a callback failed (memory): the connection is unusable */
+    /* limits and what they counted */
+    size_t max_header_list;
+    double reset_rate, reset_burst, reset_tokens, reset_last;
+    double ping_min_time, last_ping;
+    int permit_ping_without_stream, ping_strikes, ping_outstanding;
+    int established;         /* the client's first SETTINGS frame arrived */
+    int terminating;         /* CALM_*: GOAWAY sent or queued, nothing more is read */
+    long long clock;         /* milliseconds, set by Python */
+    Py_ssize_t responding;   /* streams answered whose response is not completely sent */
+    Py_ssize_t answered;     /* streams closed after their response was sent */
+    Py_ssize_t cancelled;    /* calls completed, then reset before they were handed out */
+    Py_ssize_t header_refused; /* calls reset because their header block was too large */
+    Py_ssize_t expired;      /* calls reset by expire() (request not received in time) */
+    Py_ssize_t unanswered_closed; /* within one feed: completed calls closed before an answer */
+    Py_ssize_t notices;      /* grows whenever one of the counts above (or refused) does */
 } SessionObject;
+
+/* GOAWAY ENHANCE_YOUR_CALM with a reason (gRPC clients read "too_many_pings"); from then on
+ * nothing more is read and want_io() is False once the GOAWAY is written */
+static int
+terminate(SessionObject *S, int why, const char *reason)
+{
+    if (S->terminating)
+        return 0;
+    S->terminating = why;
+    S->notices++;
+    int rv = nghttp2_submit_goaway(S->session, NGHTTP2_FLAG_NONE,
+                                   nghttp2_session_get_last_proc_stream_id(S->session),
+                                   why == CALM_CLOSE ? NGHTTP2_NO_ERROR
+                                                     : NGHTTP2_ENHANCE_YOUR_CALM,
+                                   (const uint8_t *)reason, strlen(reason));
+    if (rv != 0 && rv != NGHTTP2_ERR_INVALID_STATE) {
+        S->failed = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    return 0;
+}
+
+/* one stream reset, sent or received: a token of the bucket */
+static int
+reset_event(SessionObject *S)
+{
+    if (S->reset_rate <= 0 || S->terminating)
+        return 0;
+    double now = monotonic();
+    S->reset_tokens += (now - S->reset_last) * S->reset_rate;
+    if (S->reset_tokens > S->reset_burst)
+        S->reset_tokens = S->reset_burst;
+    S->reset_last = now;
+    S->reset_tokens -= 1.0;
+    if (S->reset_tokens < 0)
+        return terminate(S, CALM_RESETS, "too_many_resets");
+    return 0;
+}
+
+/* a PING from the client: grpc-go's enforcement of keepalive.enforcement_policy */
+static int
+ping_event(SessionObject *S)
+{
+    if (S->terminating)
+        return 0;
+    double now = monotonic();
+    double min = S->ping_min_time;
+    if (S->nstreams == 0 && !S->permit_ping_without_stream)
+        min = PING_WITHOUT_STREAM_MIN;
+    if (S->last_ping > 0 && now - S->last_ping < min)
+        S->ping_strikes++;
+    S->last_ping = now;
+    if (S->ping_strikes > MAX_PING_STRIKES)
+        return terminate(S, CALM_PINGS, "too_many_pings");
+    return 0;
+}
 
 static void
 stream_drop_body(SessionObject *S, stream *x)
@@ -66,6 +199,8 @@ static void
 stream_free(SessionObject *S, stream *x)
 {
     stream_drop_body(S, x);
+    Py_CLEAR(x->headers);
+    Py_CLEAR(x->tag);
     if (x->prev)
         x->prev->next = x->next;
     else
@@ -89,7 +224,8 @@ static int
 on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     SessionObject *S = user;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST ||
+        S->terminating)
         return 0;
     stream *x = PyMem_Calloc(1, sizeof *x);
     if (x == NULL) {
@@ -97,6 +233,14 @@ on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *use
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     x->id = frame->hd.stream_id;
+    x->admitted = !S->collect;
+    if (S->collect && (x->headers = PyDict_New()) == NULL) {
+        PyErr_Clear();
+        PyMem_Free(x);
+        S->failed = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    x->born = S->clock;
     x->next = S->streams;
     if (S->streams)
         S->streams->prev = x;
@@ -110,11 +254,19 @@ static int
 on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
           size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
 {
+    SessionObject *S = user;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     stream *x = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (x == NULL)
         return 0;
+    x->header_bytes += namelen + valuelen + 32;
+    if (x->header_bytes > S->max_header_list) {
+        /* nghttp2 resets the stream (INTERNAL_ERROR) and skips its other fields */
+        S->header_refused++;
+        S->notices++;
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
         if (valuelen >= sizeof x->path) /* no such route: keep it unmatched */
             valuelen = sizeof x->path - 1;
@@ -125,6 +277,23 @@ on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *n
         copy_header(x->content_type, sizeof x->content_type, value, valuelen);
     else if (namelen == 13 && memcmp(name, "grpc-encoding", 13) == 0)
         copy_header(x->encoding, sizeof x->encoding, value, valuelen);
+    if (x->headers != NULL && namelen > 0 && name[0] != ':' && x->nheaders < MAX_HEADERS &&
+        x->collected_bytes + namelen + valuelen <= MAX_HEADER_BYTES) {
+        /* nghttp2 lets through only lower-case names; latin-1 decodes any byte */
+        PyObject *k = PyUnicode_DecodeLatin1((const char *)name, (Py_ssize_t)namelen, NULL);
+        PyObject *v = k ? PyUnicode_DecodeLatin1((const char *)value, (Py_ssize_t)valuelen, NULL)
+                        : NULL;
+        PyObject *kept = v ? PyDict_SetDefault(x->headers, k, v) : NULL; /* borrowed */
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (kept == NULL) {
+            PyErr_Clear();
+            ((SessionObject *)user)->failed = 1;
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        x->nheaders++;
+        x->collected_bytes += namelen + valuelen;
+    }
     return 0;
 }
 
@@ -134,7 +303,7 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
 {
     SessionObject *S = user;
     stream *x = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (x == NULL || x->done)
+    if (x == NULL || x->done || S->terminating)
         return 0;
     x->received += len;
     if (x->too_large)
@@ -149,7 +318,9 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
          * clients retry a REFUSED_STREAM), nothing of it reaches Python */
         stream_drop_body(S, x);
         x->done = 1;
+        x->refused = 1;
         S->refused++;
+        S->notices++;
         if (nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id,
                                       NGHTTP2_REFUSED_STREAM) != 0) {
             S->failed = 1;
@@ -175,11 +346,10 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
     return 0;
 }
 
-/* the request of a stream whose body ended, appended to S->ready */
-static int
-complete(SessionObject *S, stream *x)
+/* the call of a stream whose body ended (its body dropped): a new reference, NULL on error */
+static PyObject *
+build_item(SessionObject *S, stream *x)
 {
-    x->done = 1;
     int flag;
     PyObject *payload;
     if (x->too_large) {
@@ -204,10 +374,24 @@ complete(SessionObject *S, stream *x)
     }
     stream_drop_body(S, x);
     if (payload == NULL)
-        return -1;
-    PyObject *item = Py_BuildValue(
-        "(is#ssiN)", x->id, x->path, (Py_ssize_t)x->path_len, x->content_type, x->encoding, flag,
-        payload);
+        return NULL;
+    if (S->collect)
+        return Py_BuildValue("(is#ssiNO)", x->id, x->path, (Py_ssize_t)x->path_len,
+                             x->content_type, x->encoding, flag, payload,
+                             x->tag ? x->tag : Py_None);
+    return Py_BuildValue("(is#ssiN)", x->id, x->path, (Py_ssize_t)x->path_len, x->content_type,
+                         x->encoding, flag, payload);
+}
+
+/* a stream whose body ended: its call appended to S->ready, or held until admit() */
+static int
+complete(SessionObject *S, stream *x)
+{
+    x->done = 1;
+    x->ended = 1;
+    if (!x->admitted)
+        return 0;
+    PyObject *item = build_item(S, x);
     if (item == NULL)
         return -1;
     int rc = PyList_Append(S->ready, item);
@@ -219,10 +403,45 @@ static int
 on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     SessionObject *S = user;
-    if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
-        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    switch (frame->hd.type) {
+    case NGHTTP2_DATA:
+    case NGHTTP2_HEADERS:
+        break;
+    case NGHTTP2_SETTINGS:
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+            S->established = 1;
+        return 0;
+    case NGHTTP2_PING:
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
+            S->ping_outstanding = 0;
+            return 0;
+        }
+        return ping_event(S);
+    case NGHTTP2_RST_STREAM:
+        return reset_event(S);
+    default:
+        return 0;
+    }
+    if (S->terminating)
         return 0;
     stream *x = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (x != NULL && frame->hd.type == NGHTTP2_HEADERS) {
+        x->headers_done = 1;
+        if (x->headers != NULL && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            /* headers mode: the request's headers, for Python to authenticate */
+            PyObject *item = Py_BuildValue("(iN)", x->id, x->headers); /* steals it */
+            x->headers = NULL;
+            if (item == NULL || PyList_Append(S->heads, item) < 0) {
+                Py_XDECREF(item);
+                PyErr_Clear();
+                S->failed = 1;
+                return NGHTTP2_ERR_CALLBACK_FAILURE;
+            }
+            Py_DECREF(item);
+        }
+    }
+    if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
     if (x == NULL || x->done)
         return 0;
     if (complete(S, x) < 0) {
@@ -238,8 +457,33 @@ on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code
     SessionObject *S = user;
     stream *x = nghttp2_session_get_stream_user_data(session, stream_id);
     if (x != NULL) {
+        if (x->responding) {
+            S->responding--;
+            S->answered++;
+        }
+        else if (x->done)
+            S->unanswered_closed++; /* maybe in this feed's ready list: filtered out there */
         nghttp2_session_set_stream_user_data(session, stream_id, NULL);
         stream_free(S, x);
+    }
+    return 0;
+}
+
+/* once the answer to a call refused before its body ended is sent (its HEADERS with
+ * END_STREAM: Trailers-Only or a bare status), RST_STREAM NO_ERROR tells the client to stop
+ * sending the body (RFC 9113 8.1); submitted earlier, nghttp2 would send it first. Every
+ * RST_STREAM sent counts in the reset rate. */
+static int
+on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    if (frame->hd.type == NGHTTP2_RST_STREAM)
+        return reset_event((SessionObject *)user);
+    if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    stream *x = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (x != NULL && x->rst_after) {
+        x->rst_after = 0;
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, x->id, NGHTTP2_NO_ERROR);
     }
     return 0;
 }
@@ -270,16 +514,25 @@ static int
 Session_init(SessionObject *S, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"max_message", "max_concurrent_streams", "stream_window",
-                             "connection_window", "max_buffered", NULL};
+                             "connection_window", "max_buffered", "max_header_list_size",
+                             "reset_rate", "reset_burst", "ping_min_time",
+                             "permit_ping_without_stream", "headers", NULL};
     Py_ssize_t max_message, max_streams, stream_window, conn_window, max_buffered = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnnn|n", kwlist, &max_message, &max_streams,
-                                     &stream_window, &conn_window, &max_buffered))
+    Py_ssize_t max_header_list = 16384;
+    double reset_rate = 100.0, reset_burst = 200.0, ping_min_time = 300.0;
+    int permit_ping = 0, collect = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnnn|nndddpp", kwlist, &max_message,
+                                     &max_streams, &stream_window, &conn_window, &max_buffered,
+                                     &max_header_list, &reset_rate, &reset_burst,
+                                     &ping_min_time, &permit_ping, &collect))
         return -1;
     if (max_buffered < 0)
         max_buffered = max_message + 5; /* default: one message as large as allowed */
     if (max_message < 0 || max_buffered < max_message + 5 || max_streams < 1 ||
         stream_window < 65535 ||
-        stream_window > 0x7fffffff || conn_window < 65535 || conn_window > 0x7fffffff) {
+        stream_window > 0x7fffffff || conn_window < 65535 || conn_window > 0x7fffffff ||
+        max_header_list < 1024 || max_header_list > 0x7fffffff || !(reset_rate >= 0) ||
+        !(reset_burst >= 1) || !(ping_min_time >= 0)) {
         PyErr_SetString(PyExc_ValueError, "Session: a limit out of range");
         return -1;
     }
@@ -289,8 +542,16 @@ Session_init(SessionObject *S, PyObject *args, PyObject *kwds)
     }
     S->max_message = (size_t)max_message;
     S->max_buffered = (size_t)max_buffered;
+    S->collect = collect;
+    S->max_header_list = (size_t)max_header_list;
+    S->reset_rate = reset_rate;
+    S->reset_burst = S->reset_tokens = reset_burst;
+    S->reset_last = monotonic();
+    S->ping_min_time = ping_min_time;
+    S->permit_ping_without_stream = permit_ping;
     S->ready = PyList_New(0);
-    if (S->ready == NULL)
+    S->heads = PyList_New(0);
+    if (S->ready == NULL || S->heads == NULL)
         return -1;
     nghttp2_session_callbacks *cb;
     if (nghttp2_session_callbacks_new(&cb) != 0) {
@@ -301,8 +562,24 @@ Session_init(SessionObject *S, PyObject *args, PyObject *kwds)
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-    int rv = nghttp2_session_server_new(&S->session, cb, S);
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cb);
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* closed streams are not kept for the priority tree (memory per connection) */
+    nghttp2_option_set_no_closed_streams(opt, 1);
+    /* the library's own limits stay as a backstop, looser than ours (ours answer first) */
+    if (nghttp2_option_set_stream_reset_rate_limit != NULL && reset_rate > 0)
+        nghttp2_option_set_stream_reset_rate_limit(opt, (uint64_t)(reset_burst * 2 + 16),
+                                                   (uint64_t)(reset_rate * 2 + 16));
+    if (nghttp2_option_set_max_continuations != NULL)
+        nghttp2_option_set_max_continuations(opt, 8);
+    int rv = nghttp2_session_server_new2(&S->session, cb, S, opt);
+    nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rv != 0) {
         S->session = NULL;
@@ -314,8 +591,9 @@ Session_init(SessionObject *S, PyObject *args, PyObject *kwds)
                                                                   ? 0x7fffffff
                                                                   : max_streams)},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)stream_window},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)max_header_list},
     };
-    if (nghttp2_submit_settings(S->session, NGHTTP2_FLAG_NONE, settings, 2) != 0 ||
+    if (nghttp2_submit_settings(S->session, NGHTTP2_FLAG_NONE, settings, 3) != 0 ||
         nghttp2_session_set_local_window_size(S->session, NGHTTP2_FLAG_NONE, 0,
                                               (int32_t)conn_window) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "Session: cannot submit the settings");
@@ -389,7 +667,33 @@ Session_feed(SessionObject *S, PyObject *arg)
 {
     if (check(S) < 0)
         return NULL;
-    return feed_session(S->session, &S->failed, &S->ready, arg);
+    if (S->terminating) /* GOAWAY ENHANCE_YOUR_CALM said: nothing more is read */
+        return take_list(&S->ready);
+    S->unanswered_closed = 0;
+    PyObject *calls = feed_session(S->session, &S->failed, &S->ready, arg);
+    if (calls == NULL || S->unanswered_closed == 0 || PyList_GET_SIZE(calls) == 0)
+        return calls;
+    /* calls that completed and were reset (or refused) in this same feed: not handed out */
+    PyObject *kept = PyList_New(0);
+    if (kept == NULL) {
+        Py_DECREF(calls);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(calls); i++) {
+        PyObject *item = PyList_GET_ITEM(calls, i);
+        long id = PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+        if (nghttp2_session_get_stream_user_data(S->session, (int32_t)id) == NULL) {
+            S->cancelled++;
+            S->notices++;
+        }
+        else if (PyList_Append(kept, item) < 0) {
+            Py_DECREF(kept);
+            Py_DECREF(calls);
+            return NULL;
+        }
+    }
+    Py_DECREF(calls);
+    return kept;
 }
 
 /* what nghttp2 has to send, as one bytes object (b"" for nothing); NULL with ValueError on a
@@ -462,11 +766,19 @@ Session_respond(SessionObject *S, PyObject *args, PyObject *kwds)
     if (check(S) < 0)
         goto done;
     stream *x = nghttp2_session_get_stream_user_data(S->session, stream_id);
-    if (x == NULL || !x->done || x->responding) {
+    if (x == NULL || x->responding || x->refused) {
         result = Py_NewRef(Py_False);
         goto done;
     }
+    /* an answer before the body ended (a refusal) ends its reception: what still comes is
+     * discarded, and a RST_STREAM (NO_ERROR) after the answer asks the client to stop sending
+     * it (RFC 9113 8.1); a body held for admit() is dropped */
+    int early = !x->ended;
+    x->done = 1;
+    stream_drop_body(S, x);
     x->responding = 1; /* from here x->buf holds the response, not counted in S->buffered */
+    S->responding++;
+    S->ping_strikes = 0; /* as grpc-go: sending resets the count of pings too close */
     char code[12], hstatus[4];
     if (http_status < 100 || http_status > 599) {
         PyErr_SetString(PyExc_ValueError, "respond: http_status out of range");
@@ -529,11 +841,43 @@ Session_respond(SessionObject *S, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "HTTP/2: %s", nghttp2_strerror(rv));
         goto done;
     }
+    x->rst_after = early;
     result = Py_NewRef(Py_True);
 done:
     if (payload.buf)
         PyBuffer_Release(&payload);
     return result;
+}
+
+/* take_heads() -> [(stream_id, {name: value})]: headers mode, the requests whose headers
+ * arrived since the last call */
+static PyObject *
+Session_take_heads(SessionObject *S, PyObject *unused)
+{
+    if (check(S) < 0)
+        return NULL;
+    return take_list(&S->heads);
+}
+
+/* admit(stream_id, tag) -> the completed call (with tag) when its body already ended, else None
+ * (feed() returns it when it ends, or the stream is gone: reset, refused or answered) */
+static PyObject *
+Session_admit(SessionObject *S, PyObject *args)
+{
+    int stream_id;
+    PyObject *tag;
+    if (!PyArg_ParseTuple(args, "iO", &stream_id, &tag))
+        return NULL;
+    if (check(S) < 0)
+        return NULL;
+    stream *x = nghttp2_session_get_stream_user_data(S->session, stream_id);
+    if (x == NULL || x->admitted || x->responding || x->refused)
+        Py_RETURN_NONE;
+    x->admitted = 1;
+    Py_XSETREF(x->tag, Py_NewRef(tag));
+    if (!x->ended)
+        Py_RETURN_NONE;
+    return build_item(S, x);
 }
 
 /* goaway(): the final GOAWAY: streams after the last one received are refused (the client may
@@ -554,13 +898,122 @@ Session_goaway(SessionObject *S, PyObject *unused)
 }
 
 /* want_io() -> bool: False once the session is over (both sides said GOAWAY and no stream is
- * left, or a fatal error) */
+ * left, a GOAWAY ENHANCE_YOUR_CALM was written, or a fatal error) */
 static PyObject *
 Session_want_io(SessionObject *S, PyObject *unused)
 {
     if (check(S) < 0)
         return NULL;
+    if (S->terminating && !S->failed)
+        return PyBool_FromLong(nghttp2_session_want_write(S->session));
     return session_want_io(S->session, S->failed);
+}
+
+/* terminate(reason): GOAWAY (NO_ERROR) with reason as debug data, then nothing more is read:
+ * a connection closed by the server (idle, too old, a timeout, evicted) */
+static PyObject *
+Session_terminate(SessionObject *S, PyObject *arg)
+{
+    if (check(S) < 0)
+        return NULL;
+    const char *reason = PyUnicode_AsUTF8(arg);
+    if (reason == NULL)
+        return NULL;
+    if (terminate(S, CALM_CLOSE, reason) != 0) {
+        PyErr_SetString(PyExc_ValueError, "HTTP/2: cannot submit GOAWAY");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* pending(stream_id) -> bool: the call was handed out and is still waiting for its answer
+ * (False once the client reset it) */
+static PyObject *
+Session_pending(SessionObject *S, PyObject *arg)
+{
+    if (check(S) < 0)
+        return NULL;
+    long id = PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    if (id <= 0 || id > 0x7fffffff)
+        Py_RETURN_FALSE;
+    stream *x = nghttp2_session_get_stream_user_data(S->session, (int32_t)id);
+    return PyBool_FromLong(x != NULL && x->done && !x->responding && !x->refused);
+}
+
+/* refuse_unfinished() -> bytes freed: every call whose request is not complete is refused
+ * (REFUSED_STREAM, which gRPC clients retry): the process-wide budget needs the room */
+static PyObject *
+Session_refuse_unfinished(SessionObject *S, PyObject *unused)
+{
+    if (check(S) < 0)
+        return NULL;
+    size_t freed = 0;
+    for (stream *x = S->streams; x != NULL; x = x->next) {
+        if (x->done || x->len == 0)
+            continue;
+        freed += x->len;
+        stream_drop_body(S, x);
+        x->done = 1;
+        x->refused = 1;
+        S->refused++;
+        S->notices++;
+        if (nghttp2_submit_rst_stream(S->session, NGHTTP2_FLAG_NONE, x->id,
+                                      NGHTTP2_REFUSED_STREAM) != 0) {
+            S->failed = 1;
+            return PyErr_NoMemory();
+        }
+    }
+    return PyLong_FromSize_t(freed);
+}
+
+/* expire(header_cutoff, request_cutoff) -> bool: calls begun at or before request_cutoff (the
+ * session clock, ms) whose request has not fully arrived are reset (CANCEL, counted in
+ * `expired`); True when a header block begun at or before header_cutoff is still unfinished:
+ * the connection is to be closed (no frame but CONTINUATION may follow such a block). A cutoff
+ * below 0 checks nothing. */
+static PyObject *
+Session_expire(SessionObject *S, PyObject *args)
+{
+    long long header_cutoff, request_cutoff;
+    if (!PyArg_ParseTuple(args, "LL", &header_cutoff, &request_cutoff))
+        return NULL;
+    if (check(S) < 0)
+        return NULL;
+    int stuck = 0;
+    for (stream *x = S->streams; x != NULL; x = x->next) {
+        if (x->done)
+            continue;
+        if (!x->headers_done && header_cutoff >= 0 && x->born <= header_cutoff)
+            stuck = 1;
+        else if (request_cutoff >= 0 && x->born <= request_cutoff) {
+            stream_drop_body(S, x);
+            x->done = 1;
+            S->expired++;
+            S->notices++;
+            if (nghttp2_submit_rst_stream(S->session, NGHTTP2_FLAG_NONE, x->id,
+                                          NGHTTP2_CANCEL) != 0) {
+                S->failed = 1;
+                return PyErr_NoMemory();
+            }
+        }
+    }
+    return PyBool_FromLong(stuck);
+}
+
+/* ping() -> bool: a PING is queued (False when one is still unanswered) */
+static PyObject *
+Session_ping(SessionObject *S, PyObject *unused)
+{
+    if (check(S) < 0)
+        return NULL;
+    if (S->ping_outstanding)
+        Py_RETURN_FALSE;
+    if (nghttp2_submit_ping(S->session, NGHTTP2_FLAG_NONE, NULL) != 0)
+        return PyErr_NoMemory();
+    S->ping_outstanding = 1;
+    Py_RETURN_TRUE;
 }
 
 static PyObject *
@@ -581,12 +1034,13 @@ Session_dealloc(SessionObject *S)
     if (S->session != NULL)
         nghttp2_session_del(S->session);
     Py_XDECREF(S->ready);
+    Py_XDECREF(S->heads);
     Py_TYPE(S)->tp_free((PyObject *)S);
 }
 
 static PyMethodDef Session_methods[] = {
     {"feed", (PyCFunction)Session_feed, METH_O,
-     "feed(data) -> [(stream_id, path, content_type, encoding, flag, payload)]"},
+     "feed(data) -> [(stream_id, path, content_type, encoding, flag, payload[, tag])]"},
     {"data_to_send", (PyCFunction)Session_data_to_send, METH_NOARGS,
      "data_to_send() -> the bytes to write to the peer (b'' for none)"},
     {"respond", (PyCFunction)(void (*)(void))Session_respond, METH_VARARGS | METH_KEYWORDS,
@@ -594,8 +1048,22 @@ static PyMethodDef Session_methods[] = {
      "-> False when the stream is gone"},
     {"goaway", (PyCFunction)Session_goaway, METH_NOARGS,
      "the final GOAWAY (last stream id: the last one received)"},
+    {"take_heads", (PyCFunction)Session_take_heads, METH_NOARGS,
+     "take_heads() -> [(stream_id, {name: value})] (headers mode)"},
+    {"admit", (PyCFunction)Session_admit, METH_VARARGS,
+     "admit(stream_id, tag) -> the completed call, or None (headers mode)"},
     {"want_io", (PyCFunction)Session_want_io, METH_NOARGS,
      "False once the session is over"},
+    {"terminate", (PyCFunction)Session_terminate, METH_O,
+     "terminate(reason): GOAWAY with reason, nothing more read; want_io() False once written"},
+    {"pending", (PyCFunction)Session_pending, METH_O,
+     "pending(stream_id) -> True while a handed-out call waits for its answer"},
+    {"refuse_unfinished", (PyCFunction)Session_refuse_unfinished, METH_NOARGS,
+     "refuse every call whose request is incomplete (REFUSED_STREAM); -> bytes freed"},
+    {"expire", (PyCFunction)Session_expire, METH_VARARGS,
+     "expire(header_cutoff, request_cutoff) -> True when a header block is overdue"},
+    {"ping", (PyCFunction)Session_ping, METH_NOARGS,
+     "queue a PING; False when one is still unanswered"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -603,6 +1071,89 @@ static PyObject *
 Session_get_refused(SessionObject *S, void *closure)
 {
     return PyLong_FromSsize_t(S->refused);
+}
+
+static PyObject *
+Session_get_stats(SessionObject *S, void *closure)
+{
+    return Py_BuildValue("(nnnni)", S->refused, S->cancelled, S->header_refused, S->expired,
+                         S->terminating);
+}
+
+static PyObject *
+Session_get_notices(SessionObject *S, void *closure)
+{
+    return PyLong_FromSsize_t(S->notices);
+}
+
+static PyObject *
+Session_get_established(SessionObject *S, void *closure)
+{
+    return PyBool_FromLong(S->established);
+}
+
+static PyObject *
+Session_get_ping_outstanding(SessionObject *S, void *closure)
+{
+    return PyBool_FromLong(S->ping_outstanding);
+}
+
+static PyObject *
+Session_get_responding(SessionObject *S, void *closure)
+{
+    return PyLong_FromSsize_t(S->responding);
+}
+
+static PyObject *
+Session_get_answered(SessionObject *S, void *closure)
+{
+    return PyLong_FromSsize_t(S->answered);
+}
+
+static PyObject *
+Session_get_clock(SessionObject *S, void *closure)
+{
+    return PyLong_FromLongLong(S->clock);
+}
+
+static int
+Session_set_clock(SessionObject *S, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "clock cannot be deleted");
+        return -1;
+    }
+    long long v = PyLong_AsLongLong(value);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    S->clock = v;
+    return 0;
+}
+
+static PyObject *
+Session_get_max_buffered(SessionObject *S, void *closure)
+{
+    return PyLong_FromSize_t(S->max_buffered);
+}
+
+/* lowered by Python under the process-wide budget (never below what one call needs to be
+ * refused cleanly: 0 refuses any new request data) */
+static int
+Session_set_max_buffered(SessionObject *S, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "max_buffered cannot be deleted");
+        return -1;
+    }
+    Py_ssize_t v = PyLong_AsSsize_t(value);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_buffered must not be negative");
+        return -1;
+    }
+    S->max_buffered = (size_t)v;
+    return 0;
 }
 
 static PyObject *
@@ -618,6 +1169,23 @@ static PyGetSetDef Session_getset[] = {
      "request bytes held in unfinished streams", NULL},
     {"open_streams", (getter)Session_get_open_streams, NULL,
      "streams received and not yet closed (answered and sent, or reset)", NULL},
+    {"stats", (getter)Session_get_stats, NULL,
+     "(refused, cancelled, header_refused, expired, terminating): what the limits counted",
+     NULL},
+    {"notices", (getter)Session_get_notices, NULL,
+     "grows whenever one of the stats does: read stats only when it changed", NULL},
+    {"established", (getter)Session_get_established, NULL,
+     "the client's connection preface and first SETTINGS arrived", NULL},
+    {"ping_outstanding", (getter)Session_get_ping_outstanding, NULL,
+     "a PING sent by ping() is not answered yet", NULL},
+    {"responding", (getter)Session_get_responding, NULL,
+     "calls answered whose response is not completely sent", NULL},
+    {"answered", (getter)Session_get_answered, NULL,
+     "calls closed after their response was completely sent", NULL},
+    {"clock", (getter)Session_get_clock, (setter)Session_set_clock,
+     "milliseconds, set by the owner; calls are stamped with it when they begin", NULL},
+    {"max_buffered", (getter)Session_get_max_buffered, (setter)Session_set_max_buffered,
+     "bound of the request bytes held in unfinished calls", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1098,7 +1666,16 @@ PyInit__h2server(void)
         PyModule_AddObjectRef(m, "ClientSession", (PyObject *)&ClientType) < 0 ||
         PyModule_AddIntConstant(m, "FRAMING", FRAMING) < 0 ||
         PyModule_AddIntConstant(m, "TOO_LARGE", TOO_LARGE) < 0 ||
-        PyModule_AddStringConstant(m, "NGHTTP2_VERSION", NGHTTP2_VERSION) < 0) {
+        PyModule_AddStringConstant(m, "NGHTTP2_VERSION", NGHTTP2_VERSION) < 0 ||
+        PyModule_AddStringConstant(m, "RUNTIME_VERSION", nghttp2_version(0)->version_str) < 0 ||
+        PyModule_AddIntConstant(m, "RUNTIME_VERSION_NUM", nghttp2_version(0)->version_num) < 0 ||
+        PyModule_AddObjectRef(m, "RESET_RATE_LIMIT",
+                              nghttp2_option_set_stream_reset_rate_limit != NULL ? Py_True
+                                                                                 : Py_False) <
+            0 ||
+        PyModule_AddObjectRef(m, "MAX_CONTINUATIONS",
+                              nghttp2_option_set_max_continuations != NULL ? Py_True
+                                                                           : Py_False) < 0) {
         Py_DECREF(m);
         return NULL;
     }

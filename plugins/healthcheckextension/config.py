@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from pipeline import ComponentConfig, ConfigModel, Duration, Endpoint, ListenEndpoint, Seconds
+from pipeline import (
+    ComponentConfig,
+    ConfigModel,
+    Duration,
+    Endpoint,
+    ListenEndpoint,
+    Seconds,
+    ServerTLSConfig,
+)
+from pipeline.netedge import ControlHTTPServerLimits
 
 
 class CheckCollectorPipeline(ConfigModel):
@@ -24,10 +33,13 @@ class ResponseBody(ConfigModel):
     unhealthy: str = ""
 
 
-class HealthCheckExtensionConfig(ComponentConfig):
-    """``extensions.health_check``."""
+class HealthCheckExtensionConfig(ControlHTTPServerLimits, ComponentConfig):
+    """``extensions.health_check`` (with the connection limits and timeouts of
+    :class:`pipeline.netedge.ControlHTTPServerLimits`)."""
 
-    endpoint: Endpoint = "0.0.0.0:13133"
+    endpoint: Endpoint = "localhost:13133"
+    tls: ServerTLSConfig | None = None
+    """HTTPS; with ``client_ca_file``, only clients with a certificate of that CA (mTLS)."""
     path: str = "/"
     """The overall status; ``<path>/live`` and ``<path>/ready`` answer liveness and readiness."""
     response_body: ResponseBody | None = None

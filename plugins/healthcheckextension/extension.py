@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline import Component, CreateSettings, ExporterHelper, Host, Kind
-from pipeline.httpserver import serve
+from pipeline import Component, CreateSettings, ExporterHelper, Host, Kind, server_ssl_context
+from pipeline.httpserver import Serving, serve
 from plugins.healthcheckextension.config import HealthCheckExtensionConfig
 
 # Component statuses (Service.report_status) that mean the gateway cannot go on.
@@ -69,7 +69,7 @@ class HealthCheckExtension(Component):
         self.settings = settings
         self.config = config
         self.host: Host | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: Serving | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._windows: dict[str, _FailureWindow] = {}
         self.up_since = time.time()
@@ -85,7 +85,15 @@ class HealthCheckExtension(Component):
         app.router.add_get(self.config.path, self._overall)
         app.router.add_get(f"{base}/live", self._live)
         app.router.add_get(f"{base}/ready", self._ready)
-        self._runner = await serve(app, self.config.endpoint)
+        tls = self.config.tls
+        self._runner = await serve(
+            app,
+            self.config.endpoint,
+            server_ssl_context(tls) if tls is not None else None,
+            limits=self.config,
+            settings=self.settings,
+            reserved=True,  # reachable when the data endpoints are flooded
+        )
         if self.config.check_collector_pipeline.enabled:
             self._sampler = asyncio.create_task(self._sample_loop(), name="health_check-sampler")
         self.settings.logger.info(

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from pipeline import ExporterHelperConfig, Kind
+from pipeline import ClientAuthConfig, ExporterHelperConfig, Kind
 from pipeline.configtypes import parse_endpoint
 
 JaegerProtocol = Literal["otlp_grpc", "otlp_http", "thrift_http", "thrift_compact"]
@@ -39,6 +39,9 @@ class JaegerExporterConfig(ExporterHelperConfig):
     endpoint: str | None = None
     headers: dict[str, str] = {}
     """Extra HTTP headers (``thrift_http``) or request metadata (OTLP protocols)."""
+    auth: ClientAuthConfig | None = None
+    """``{authenticator: <extension>}``: credentials on every request (``thrift_http`` and
+    the OTLP protocols; UDP has none)."""
     tls: dict[str, Any] | None = None
     """OTLP protocols: the ``tls`` section handed to the OTLP exporter as written."""
     otlp: dict[str, Any] = {}
@@ -81,6 +84,10 @@ class JaegerExporterConfig(ExporterHelperConfig):
             raise ValueError("max_packet_size applies only to protocol thrift_compact")
         if self.protocol.startswith("thrift") and (self.tls is not None or self.otlp):
             raise ValueError("tls and otlp apply only to the OTLP protocols")
+        if self.protocol == "thrift_compact" and self.auth is not None:
+            raise ValueError("auth: protocol thrift_compact (UDP) carries no credentials")
+        if "auth" in self.otlp:
+            raise ValueError("otlp.auth: set auth at the top level of the jaeger exporter")
         if self.protocol in OTLP_EXPORTER_TYPES:
             self._otlp_config = self.otlp_exporter_config()
         return self
@@ -108,6 +115,8 @@ class JaegerExporterConfig(ExporterHelperConfig):
                 options[name] = dumped[name]
         if self.headers:
             options["headers"] = dict(self.headers)
+        if self.auth is not None:
+            options["auth"] = {"authenticator": self.auth.authenticator}
         if self.tls is not None:
             options["tls"] = self.tls
         options.update(self.otlp)

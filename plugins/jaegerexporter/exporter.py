@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from typing import Any
 
 import aiohttp
 
 from pipeline import (
+    ClientAuthenticator,
     Component,
     CreateSettings,
     ExporterHelper,
     Host,
     Payload,
     PermanentError,
+    QueueCodec,
     RetryableError,
     Signal,
     Traces,
+    client_authenticator,
     split_endpoint,
 )
 from plugins._jaegerthrift.model import EmitBatchFramer, encode_struct
@@ -43,6 +47,31 @@ class PreparedTraces(Traces):
         self.done = 0
 
 
+class PreparedCodec(QueueCodec):
+    """Prepared spans in a persistent sending queue: the item count and the chunks."""
+
+    _U32 = struct.Struct("<I")
+
+    def encode(self, data: Payload) -> list[bytes]:
+        assert isinstance(data, PreparedTraces)
+        pack = self._U32.pack
+        parts = [pack(data.item_count()), pack(len(data.chunks))]
+        for chunk in data.chunks:
+            parts += (pack(len(chunk)), chunk)
+        return parts
+
+    def decode(self, body: bytes) -> Payload:
+        unpack = self._U32.unpack_from
+        count, n = unpack(body, 0)[0], unpack(body, 4)[0]
+        pos = 8
+        chunks = []
+        for _ in range(n):
+            (size,) = unpack(body, pos)
+            chunks.append(body[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+        return PreparedTraces(chunks, count)
+
+
 class JaegerThriftExporter(Component):
     """Sends spans to a Jaeger collector (HTTP) or agent (UDP) in Jaeger's Thrift encoding."""
 
@@ -54,9 +83,15 @@ class JaegerThriftExporter(Component):
         self.udp = config.protocol == "thrift_compact"
         # UDP has no acknowledgement: a send that fails is counted, never retried.
         self.helper = ExporterHelper(
-            settings, Signal.TRACES, config, self._send, retry_enabled=False if self.udp else None
+            settings,
+            Signal.TRACES,
+            config,
+            self._send,
+            retry_enabled=False if self.udp else None,
+            codec=PreparedCodec(Signal.TRACES),
         )
         self._session: aiohttp.ClientSession | None = None
+        self._auth: ClientAuthenticator | None = None
         self._sock: socket.socket | None = None
         self._addr: Any = None
         self._started = False
@@ -165,6 +200,8 @@ class JaegerThriftExporter(Component):
             raise RetryableError("the exporter is not started")
         url = self.config.resolved_endpoint
         headers = {**self.config.headers, "Content-Type": THRIFT_CONTENT_TYPE}
+        if self._auth is not None:
+            headers.update(await self._auth.request_headers())
         while data.done < len(data.chunks):
             try:
                 async with self._session.post(
@@ -194,6 +231,12 @@ class JaegerThriftExporter(Component):
                 sock.setblocking(False)
                 self._sock, self._addr = sock, addr
         elif self._session is None:
+            self._auth = client_authenticator(host, self.config.auth, self.settings.name)
+            if self._auth is not None and self.config.resolved_endpoint.startswith("http://"):
+                self.settings.logger.warning(
+                    "credentials of %s are sent without TLS: anyone on the path can read them",
+                    self.config.auth.authenticator if self.config.auth else "",
+                )
             self._session = aiohttp.ClientSession()
         await self.helper.start(host)
         self._started = True

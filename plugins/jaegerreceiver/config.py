@@ -6,18 +6,28 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from pipeline import ConfigModel, Endpoint
+from pipeline import ConfigModel, Endpoint, ServerAuthConfig, ServerTLSConfig
 from pipeline.configtypes import ProtocolsReceiverConfig
+from pipeline.netedge import HTTPServerLimits
+from plugins._jaegerthrift import DEFAULT_MAX_BATCH_ITEMS
 
 MAX_UDP_PAYLOAD = 65507
 
 
-class ThriftHTTPConfig(ConfigModel):
-    """``protocols.thrift_http``: the collector's ``POST /api/traces``."""
+class ThriftHTTPConfig(HTTPServerLimits):
+    """``protocols.thrift_http``: the collector's ``POST /api/traces`` (with the connection
+    limits and timeouts of :class:`pipeline.netedge.HTTPServerLimits`)."""
 
-    endpoint: Endpoint = "0.0.0.0:14268"
+    endpoint: Endpoint = "localhost:14268"
     max_request_body_size: int = Field(20 * 1024 * 1024, ge=1024)
     """Bodies larger than this are refused with HTTP 413."""
+    tls: ServerTLSConfig | None = None
+    """HTTPS; with ``client_ca_file``, clients must present a certificate (mTLS)."""
+    auth: ServerAuthConfig | None = None
+    """``{authenticator: <extension>}``: requests are refused (``401``) unless it
+    authenticates their headers."""
+    max_batch_items: int = Field(DEFAULT_MAX_BATCH_ITEMS, ge=1)
+    """Structs (spans, tags, logs, references) one batch may hold; more: HTTP 413."""
 
 
 class ThriftUDPConfig(ConfigModel):
@@ -32,18 +42,20 @@ class ThriftUDPConfig(ConfigModel):
     """Datagrams handled at once."""
     socket_buffer_size: int = Field(0, ge=0)
     """``SO_RCVBUF`` in bytes; 0 keeps the system default."""
+    max_batch_items: int = Field(DEFAULT_MAX_BATCH_ITEMS, ge=1)
+    """Structs (spans, tags, logs, references) one datagram may hold; more: refused."""
 
 
 class ThriftCompactConfig(ThriftUDPConfig):
     """``protocols.thrift_compact`` (UDP 6831)."""
 
-    endpoint: Endpoint = "0.0.0.0:6831"
+    endpoint: Endpoint = "localhost:6831"
 
 
 class ThriftBinaryConfig(ThriftUDPConfig):
     """``protocols.thrift_binary`` (UDP 6832)."""
 
-    endpoint: Endpoint = "0.0.0.0:6832"
+    endpoint: Endpoint = "localhost:6832"
 
 
 class ProtocolsConfig(ConfigModel):

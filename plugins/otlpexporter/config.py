@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipeline import ConfigModel, ExporterHelperConfig
+from pipeline import ClientAuthConfig, ConfigModel, ExporterHelperConfig
 
 
 class ClientTLSConfig(ConfigModel):
@@ -38,6 +38,8 @@ class OTLPExporterConfig(ExporterHelperConfig):
     """``host:port``; an ``http://`` prefix means plaintext, ``https://`` TLS."""
     tls: ClientTLSConfig = ClientTLSConfig()
     headers: dict[str, str] = {}
+    auth: ClientAuthConfig | None = None
+    """``{authenticator: <extension>}``: every call carries its credentials (metadata)."""
     compression: Compression = "gzip"
     balancer_name: str = ""
     authority: str = ""

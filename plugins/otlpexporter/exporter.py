@@ -3,9 +3,10 @@ exporter helper (sending queue, retries with backoff, timeout, counts)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipeline import (
+    ClientAuthenticator,
     Component,
     CreateSettings,
     ExporterHelper,
@@ -13,11 +14,17 @@ from pipeline import (
     Host,
     Payload,
     Signal,
+    client_authenticator,
 )
 
 
 class Sender(Protocol):
     """What an OTLP exporter needs from its transport."""
+
+    authenticator: ClientAuthenticator | None
+    """Set before ``start``: its ``request_headers()`` go with every request."""
+    plaintext: bool
+    """Whether requests travel without TLS."""
 
     async def start(self) -> None: ...
 
@@ -58,6 +65,15 @@ class OTLPExporter(Component):
         await self.helper.consume(data)
 
     async def start(self, host: Host) -> None:
+        auth_config: Any = getattr(self.config, "auth", None)
+        auth = client_authenticator(host, auth_config, self.settings.name)
+        if auth is not None:
+            self.sender.authenticator = auth
+            if self.sender.plaintext:
+                self.settings.logger.warning(
+                    "credentials of %s are sent without TLS: anyone on the path can read them",
+                    auth_config.authenticator,
+                )
         await self.sender.start()
         await self.helper.start(host)
 

@@ -27,6 +27,7 @@ import urllib.parse
 from typing import Any
 
 from pipeline import (
+    ClientAuthenticator,
     ComponentTelemetry,
     RequestTooLargeError,
     RetryableError,
@@ -183,6 +184,8 @@ class NativeGrpcSender:
         self.logger = logger
         self.telemetry = telemetry
         self.native = native
+        self.authenticator: ClientAuthenticator | None = None
+        self.plaintext = config.insecure
         self._conn: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
         host, port = split_endpoint(config.target)
@@ -276,6 +279,9 @@ class NativeGrpcSender:
         timeout = self.config.timeout
         if timeout:
             headers = [*headers, (b"grpc-timeout", grpc_timeout(timeout))]
+        if self.authenticator is not None:
+            extra = await self.authenticator.request_headers()
+            headers = [*headers, *((k.lower().encode(), v.encode()) for k, v in extra.items())]
         conn = await self._connection()
         try:
             stream_id, fut = conn.call(headers, message, compressed)

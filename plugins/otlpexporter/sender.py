@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from pipeline import (
+    ClientAuthenticator,
     ComponentTelemetry,
     Signal,
 )
@@ -71,6 +72,8 @@ class OTLPGrpcSender:
         self.config = config
         self.logger = logger
         self.telemetry = telemetry
+        self.authenticator: ClientAuthenticator | None = None
+        self.plaintext = config.insecure
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[Signal, Any] = {}
         self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
@@ -116,10 +119,14 @@ class OTLPGrpcSender:
         """Send one encoded request; raises ``RetryableError`` / ``PermanentError``."""
         if self._channel is None:
             await self.start()
+        metadata = self._metadata
+        if self.authenticator is not None:
+            extra = await self.authenticator.request_headers()
+            metadata = metadata + tuple((k.lower(), v) for k, v in extra.items())
         try:
             response = await self._calls[signal](
                 data,
-                metadata=self._metadata or None,
+                metadata=metadata or None,
                 compression=self._compression,
                 timeout=self.config.timeout or None,
             )

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
-from pipeline import Duration, ExporterHelperConfig, Seconds
+from pipeline import ClientAuthConfig, Duration, ExporterHelperConfig, Seconds
 from plugins.otlpexporter.config import ClientTLSConfig, Compression
 
 
@@ -28,6 +28,8 @@ class OTLPHTTPExporterConfig(ExporterHelperConfig):
     logs_endpoint: str = ""
     tls: ClientTLSConfig = ClientTLSConfig()
     headers: dict[str, str] = {}
+    auth: ClientAuthConfig | None = None
+    """``{authenticator: <extension>}``: every request carries its credentials (headers)."""
     compression: Compression = "gzip"
     encoding: Literal["proto", "json"] = "proto"
     timeout: Duration = Seconds(30.0)

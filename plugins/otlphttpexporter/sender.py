@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
 from pipeline import (
+    ClientAuthenticator,
     ComponentTelemetry,
     PermanentError,
     RequestTooLargeError,
@@ -113,6 +114,12 @@ class OTLPHttpSender:
         self.config = config
         self.logger = logger
         self.telemetry = telemetry
+        self.authenticator: ClientAuthenticator | None = None
+        self.plaintext = any(
+            config.url(s).startswith("http://")
+            for s in ("traces", "metrics")
+            if config.endpoint or getattr(config, f"{s}_endpoint")
+        )
         self._session: aiohttp.ClientSession | None = None
         self._content_type = JSON if config.encoding == "json" else PROTOBUF
         self._headers = {**config.headers, "Content-Type": self._content_type}
@@ -153,8 +160,11 @@ class OTLPHttpSender:
                 body = await asyncio.to_thread(gzip_compress, body)
             else:
                 body = gzip_compress(body)
+        headers = self._headers
+        if self.authenticator is not None:
+            headers = {**headers, **await self.authenticator.request_headers()}
         try:
-            async with self._session.post(url, data=body, headers=self._headers) as resp:
+            async with self._session.post(url, data=body, headers=headers) as resp:
                 content = await resp.read()
                 status = resp.status
                 content_type = resp.content_type

@@ -5,22 +5,33 @@ grpcio."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 import zlib
 
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from plugins.otlpreceiver.config import ServerTLSConfig
+from pipeline.configtls import server_ssl_context
+
+__all__ = ["RequestError", "inflate", "inflate_off_loop", "retry_status", "server_ssl_context"]
 
 
 class RequestError(Exception):
     """A request refused before it reached the pipeline: an HTTP status and a message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason or ("too_large" if status == 413 else "malformed")
+        """For ``otelcol_receiver_refused_requests``."""
+
+
+class ClientDisconnected(RequestError):
+    """The client went away before its request body was in (nothing to answer)."""
+
+    def __init__(self, detail: str = "") -> None:
+        message = "the client disconnected before the request body was received"
+        super().__init__(499, f"{message} ({detail})" if detail else message)
 
 
 def inflate(body: bytes, limit: int, wbits: int, name: str) -> bytes:
@@ -78,13 +89,3 @@ def retry_status(code: int, message: str, delay: float | None) -> bytes:
         )
         status.details.append(detail)
     return bytes(status.SerializeToString())
-
-
-def server_ssl_context(tls: ServerTLSConfig) -> ssl.SSLContext:
-    """TLS for a server: certificate and key, optionally verified client certificates."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.client_ca_file:
-        ctx.load_verify_locations(tls.client_ca_file)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx

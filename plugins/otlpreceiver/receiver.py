@@ -12,6 +12,7 @@ from pipeline import (
     Host,
     Payload,
     PermanentError,
+    ServerAuth,
     Signal,
     Traces,
     payload_type,
@@ -92,6 +93,11 @@ class OTLPReceiver(Component):
             return
         self._started = True
         protocols = self.config.protocols
+        grpc_auth = http_auth = None
+        if protocols.grpc is not None:
+            grpc_auth = ServerAuth.from_config(self.settings, host, protocols.grpc.auth)
+        if protocols.http is not None:
+            http_auth = ServerAuth.from_config(self.settings, host, protocols.http.auth)
         if protocols.grpc is not None:
             server: Any
             # the native server (plugins/otlpreceiver/grpc_native.py) when it was built, unless
@@ -100,17 +106,17 @@ class OTLPReceiver(Component):
             if h2server is not None:
                 from plugins.otlpreceiver.grpc_native import NativeGRPCServer
 
-                server = NativeGRPCServer(self, protocols.grpc, h2server)
+                server = NativeGRPCServer(self, protocols.grpc, h2server, grpc_auth)
             else:
                 from plugins.otlpreceiver.grpc_server import GRPCServer
 
-                server = GRPCServer(self, protocols.grpc)
+                server = GRPCServer(self, protocols.grpc, grpc_auth)
             await server.start()
             self._servers.append(server)
         if protocols.http is not None:
             from plugins.otlpreceiver.http_server import HTTPServer
 
-            http_server = HTTPServer(self, protocols.http)
+            http_server = HTTPServer(self, protocols.http, http_auth)
             try:
                 await http_server.start()
             except BaseException:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pydantic import field_validator
 
-from pipeline import ComponentConfig, ConfigModel, Duration, Endpoint, ListenEndpoint, Seconds
+from pipeline import (
+    ComponentConfig,
+    ConfigModel,
+    Duration,
+    Endpoint,
+    ListenEndpoint,
+    Seconds,
+    ServerTLSConfig,
+)
+from pipeline.netedge import ControlHTTPServerLimits
 from plugins.prometheustranslator import label_name
 
 
@@ -14,10 +23,14 @@ class ResourceToTelemetryConfig(ConfigModel):
     enabled: bool = False
 
 
-class PrometheusExporterConfig(ComponentConfig):
-    """``exporters.prometheus``."""
+class PrometheusExporterConfig(ControlHTTPServerLimits, ComponentConfig):
+    """``exporters.prometheus`` (with the connection limits and timeouts of
+    :class:`pipeline.netedge.ControlHTTPServerLimits`)."""
 
-    endpoint: Endpoint = "0.0.0.0:8889"
+    endpoint: Endpoint = "localhost:8889"
+    tls: ServerTLSConfig | None = None
+    """HTTPS for scrapes; with ``client_ca_file``, only scrapers with a certificate of that CA
+    (Prometheus: ``tls_config.cert_file``/``key_file``)."""
     namespace: str = ""
     const_labels: dict[str, str] = {}
     send_timestamps: bool = False

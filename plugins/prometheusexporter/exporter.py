@@ -10,8 +10,8 @@ from prometheus_client import exposition
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from pipeline import Component, CreateSettings, Host, Payload, Signal
-from pipeline.httpserver import serve
+from pipeline import Component, CreateSettings, Host, Payload, Signal, server_ssl_context
+from pipeline.httpserver import Serving, serve
 from plugins.prometheusexporter.accumulator import Accumulator
 from plugins.prometheusexporter.config import PrometheusExporterConfig
 
@@ -69,7 +69,7 @@ class PrometheusExporter(Component):
             metric_expiration=config.metric_expiration,
             on_drop=self._dropped,
         )
-        self._runner: web.AppRunner | None = None
+        self._runner: Serving | None = None
         self._warned: set[str] = set()
 
     def _dropped(self, n: int, reason: str) -> None:
@@ -102,7 +102,15 @@ class PrometheusExporter(Component):
             return
         app = web.Application()
         app.router.add_get("/metrics", self._handle)
-        self._runner = await serve(app, self.config.endpoint)
+        tls = self.config.tls
+        self._runner = await serve(
+            app,
+            self.config.endpoint,
+            server_ssl_context(tls) if tls is not None else None,
+            limits=self.config,
+            settings=self.settings,
+            reserved=True,  # scrapes get through when the data endpoints are flooded
+        )
         self.settings.logger.info(
             "serving metrics for Prometheus", extra={"endpoint": self.config.endpoint}
         )

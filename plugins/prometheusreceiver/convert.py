@@ -30,6 +30,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from pipeline import __version__
+from plugins.prometheusreceiver.config import ScrapeLimits
 
 SCOPE_NAME = "pipeline/receiver/prometheusreceiver"
 CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -107,16 +108,40 @@ class _Resource:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+class ScrapeError(ValueError):
+    """A scrape that cannot be taken: its exposition does not parse, or it is over one of
+    the scrape limits (Prometheus's message, naming the limit). The scrape fails as a whole
+    (``up`` = 0) and nothing of it is sent. The one exception the receiver's decoding
+    (:func:`plugins.prometheusreceiver.receiver.decode_scrape`) raises for bad input.
+
+    ``reason`` names the limit (``sample_limit``, ``label_limit``...) or ``malformed``;
+    ``samples`` is the scrape's sample count when it is known."""
+
+    def __init__(self, message: str, reason: str = "malformed", samples: int = 0) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.samples = samples
+
+
 class Converter:
     """Converts one target's scrapes, remembering each series' start time between them."""
 
-    def __init__(self, target: Target, honor_labels: bool, honor_timestamps: bool) -> None:
+    def __init__(
+        self,
+        target: Target,
+        honor_labels: bool,
+        honor_timestamps: bool,
+        limits: ScrapeLimits | None = None,
+    ) -> None:
         self.target = target
         self.honor_labels = honor_labels
         self.honor_timestamps = honor_timestamps
+        self.limits = limits or ScrapeLimits()
         # (metric name, labels) -> (start time, last value used for reset detection)
         self._starts: dict[tuple[str, LabelKey], tuple[int, float]] = {}
-        self._seen: set[tuple[str, LabelKey]] = set()
+        # the same for the scrape being converted; it replaces _starts once the scrape is
+        # taken (a failed scrape leaves no trace, and series it lacks are forgotten)
+        self._next: dict[tuple[str, LabelKey], tuple[int, float]] = {}
         self.dropped: dict[str, int] = {}
         self.invalid = ""  # why the last scrape's first dropped family was invalid
 
@@ -174,13 +199,11 @@ class Converter:
 
     def _start(self, name: str, key: LabelKey, ts: int, value: float, created: int | None) -> int:
         if created is not None:
-            self._starts[(name, key)] = (created, value)
-            self._seen.add((name, key))
+            self._next[(name, key)] = (created, value)
             return created
-        held = self._starts.get((name, key))
+        held = self._next.get((name, key)) or self._starts.get((name, key))
         start = ts if held is None or value < held[1] else held[0]
-        self._starts[(name, key)] = (start, value)
-        self._seen.add((name, key))
+        self._next[(name, key)] = (start, value)
         return start
 
     # -- conversion ------------------------------------------------------------------------
@@ -193,24 +216,78 @@ class Converter:
         duration: float,
         samples_scraped: int,
     ) -> ExportMetricsServiceRequest:
-        """One request holding a scrape's families and the target's ``up`` and friends."""
+        """One request holding a scrape's families and the target's ``up`` and friends
+        (raises :class:`ScrapeError` when a limit is exceeded)."""
+        request, _ = self.convert_scrape(families, scrape_ns) if up else self.empty()
+        self.finish(request, scrape_ns, up=up, duration=duration, samples_scraped=samples_scraped)
+        return request
+
+    def empty(self) -> tuple[ExportMetricsServiceRequest, int]:
+        """The request of a failed scrape, before :meth:`finish`."""
+        self.dropped = {}
+        self.invalid = ""
+        return ExportMetricsServiceRequest(), 0
+
+    def convert_scrape(
+        self, families: Iterable[Any], scrape_ns: int
+    ) -> tuple[ExportMetricsServiceRequest, int]:
+        """A successful scrape's families as a request (to :meth:`finish`), and its sample
+        count. ``families`` may be a generator: they are converted as they are parsed, so
+        the parsed exposition is never held whole. Raises :class:`ScrapeError` as soon as
+        the scrape is over ``sample_limit`` or a label limit; the series' start times are
+        then as before it."""
         request = ExportMetricsServiceRequest()
         resources: dict[tuple[str, str], _Resource] = {}
         self.dropped = {}
+        self._next = {}
         self.invalid = ""
-        self._seen = set()
-        for family in families:
-            try:
-                check_family(family, self.honor_timestamps)
-            except ValueError as exc:
-                self._drop(INVALID_SAMPLES, len(family.samples))
-                self.invalid = self.invalid or f"family {family.name!r}: {exc}"
-                continue
-            self._family(request, resources, family, scrape_ns)
-        if up:
-            # Series gone from the target are forgotten: if they come back, they start anew.
-            self._starts = {k: v for k, v in self._starts.items() if k in self._seen}
-        own = self._resource(request, resources, self.target.job, self.target.instance)
+        samples = 0
+        limit = self.limits.sample_limit
+        try:
+            for family in families:
+                samples += len(family.samples)
+                if limit and samples > limit:
+                    raise ScrapeError(
+                        f"sample limit exceeded (more than {limit} samples: sample_limit)",
+                        reason="sample_limit",
+                    )
+                try:
+                    check_family(family, self.honor_timestamps)
+                except ValueError as exc:
+                    self._drop(INVALID_SAMPLES, len(family.samples))
+                    self.invalid = self.invalid or f"family {family.name!r}: {exc}"
+                    continue
+                self._family(request, resources, family, scrape_ns)
+        except BaseException:
+            self._next = {}
+            raise
+        # Series gone from the target are forgotten: if they come back, they start anew.
+        self._starts, self._next = self._next, {}
+        return request, samples
+
+    def finish(
+        self,
+        request: ExportMetricsServiceRequest,
+        scrape_ns: int,
+        *,
+        up: bool,
+        duration: float,
+        samples_scraped: int,
+    ) -> None:
+        """Add the target's ``up``, ``scrape_duration_seconds`` and
+        ``scrape_samples_scraped``."""
+        own = None
+        for rm in request.resource_metrics:
+            attrs = {kv.key: kv.value.string_value for kv in rm.resource.attributes}
+            if (attrs.get("service.name", ""), attrs.get("service.instance.id", "")) == (
+                self.target.job,
+                self.target.instance,
+            ):
+                own = _Resource(rm, rm.scope_metrics[0])
+                own.metrics = {m.name: m for m in own.sm.metrics}
+                break
+        if own is None:
+            own = self._resource(request, {}, self.target.job, self.target.instance)
         for name, value, unit, help_ in (
             ("up", 1.0 if up else 0.0, "", "The scraping was successful"),
             ("scrape_duration_seconds", duration, "s", "Duration of the scrape"),
@@ -224,7 +301,39 @@ class Converter:
             dp = self._metric(own, name, "gauge", help_, unit).gauge.data_points.add()
             dp.time_unix_nano = scrape_ns
             dp.as_double = value
-        return request
+
+    def _check_labels(self, family: Any, samples: list[Any], labels: dict[str, str]) -> None:
+        """Prometheus's label limits on each sample's final label set (its scraped labels,
+        the target's, ``__name__``, and ``le`` / ``quantile``)."""
+        lim = self.limits
+        if not (lim.label_limit or lim.label_name_length_limit or lim.label_value_length_limit):
+            return
+        for s in samples:
+            lset = {**labels, "__name__": s.name}
+            for extra in ("le", "quantile"):
+                if extra in s.labels:
+                    lset[extra] = s.labels[extra]
+            if lim.label_limit and len(lset) > lim.label_limit:
+                raise ScrapeError(
+                    f"label_limit exceeded (metric: {s.name:.50s}, number of labels: "
+                    f"{len(lset)}, limit: {lim.label_limit})",
+                    "label_limit",
+                )
+            for name, value in lset.items():
+                if lim.label_name_length_limit and len(name) > lim.label_name_length_limit:
+                    raise ScrapeError(
+                        f"label_name_length_limit exceeded (metric: {s.name:.50s}, label "
+                        f"name: {name:.50s}, length: {len(name)}, "
+                        f"limit: {lim.label_name_length_limit})",
+                        "label_name_length_limit",
+                    )
+                if lim.label_value_length_limit and len(value) > lim.label_value_length_limit:
+                    raise ScrapeError(
+                        f"label_value_length_limit exceeded (metric: {s.name:.50s}, label "
+                        f"name: {name:.50s}, value: {value[:50]!r}, length: {len(value)}, "
+                        f"limit: {lim.label_value_length_limit})",
+                        "label_value_length_limit",
+                    )
 
     def _drop(self, reason: str, n: int) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -241,10 +350,13 @@ class Converter:
     ) -> None:
         ftype = family.type
         if ftype == "gaugehistogram":
+            for scraped_key, samples in self._groups(family).items():
+                self._check_labels(family, samples, self._final_labels(dict(scraped_key)))
             self._drop("gauge histograms are not supported", len(family.samples))
             return
         for scraped_key, samples in self._groups(family).items():
             labels = self._final_labels(dict(scraped_key))
+            self._check_labels(family, samples, labels)
             job = labels.pop("job", "")
             instance = labels.pop("instance", "")
             res = self._resource(request, resources, job, instance)

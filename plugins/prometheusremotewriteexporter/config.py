@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from pydantic import field_validator
 
-from pipeline import ExporterHelperConfig, QueueConfig
+from pipeline import ClientAuthConfig, ExporterHelperConfig, QueueConfig
 from plugins.prometheusexporter.config import ResourceToTelemetryConfig
 from plugins.prometheustranslator import label_name
 
@@ -20,6 +20,9 @@ class PrometheusRemoteWriteConfig(ExporterHelperConfig):
 
     endpoint: str
     headers: dict[str, str] = {}
+    auth: ClientAuthConfig | None = None
+    """``{authenticator: <extension>}``: credentials on every request (such as ``basicauth``
+    for a Prometheus with ``basic_auth_users``)."""
     namespace: str = ""
     external_labels: dict[str, str] = {}
     resource_to_telemetry_conversion: ResourceToTelemetryConfig = ResourceToTelemetryConfig()

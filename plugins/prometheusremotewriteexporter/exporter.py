@@ -10,6 +10,7 @@ updates a series becomes a sample. The shared exporter helper then queues, sends
 from __future__ import annotations
 
 import math
+import struct
 import time
 from collections import defaultdict
 from typing import Any
@@ -19,6 +20,7 @@ import cramjam
 from prometheus_client.utils import floatToGoString
 
 from pipeline import (
+    ClientAuthenticator,
     Component,
     CreateSettings,
     ExporterHelper,
@@ -26,8 +28,10 @@ from pipeline import (
     Metrics,
     Payload,
     PermanentError,
+    QueueCodec,
     RetryableError,
     Signal,
+    client_authenticator,
 )
 from plugins.prometheusexporter.accumulator import Accumulator, Family, Series
 from plugins.prometheusremotewriteexporter import prompb
@@ -45,6 +49,23 @@ class WriteBatch(Metrics):
 
     body: bytes
     series: int
+
+
+class WriteBatchCodec(QueueCodec):
+    """Translated batches in a persistent sending queue: item count, series, body."""
+
+    _HEAD = struct.Struct("<II")
+
+    def encode(self, data: Payload) -> list[bytes]:
+        assert isinstance(data, WriteBatch)
+        return [self._HEAD.pack(data.item_count(), data.series), data.body]
+
+    def decode(self, body: bytes) -> Payload:
+        count, series = self._HEAD.unpack_from(body)
+        batch = WriteBatch(b"", item_count=count)
+        batch.body = body[self._HEAD.size :]
+        batch.series = series
+        return batch
 
 
 class _Samples:
@@ -113,8 +134,11 @@ class PrometheusRemoteWriteExporter(Component):
             on_drop=self._dropped,
             on_update=self._on_update,
         )
-        self.helper = ExporterHelper(settings, Signal.METRICS, config, self._send)
+        self.helper = ExporterHelper(
+            settings, Signal.METRICS, config, self._send, codec=WriteBatchCodec(Signal.METRICS)
+        )
         self._session: aiohttp.ClientSession | None = None
+        self._auth: ClientAuthenticator | None = None
         self._warned: set[str] = set()
 
     def _dropped(self, n: int, reason: str) -> None:
@@ -171,6 +195,8 @@ class PrometheusRemoteWriteExporter(Component):
             "X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION,
             "User-Agent": "pipeline-gateway",
         }
+        if self._auth is not None:
+            headers.update(await self._auth.request_headers())
         try:
             async with self._session.post(
                 self.config.endpoint, data=data.body, headers=headers
@@ -186,6 +212,7 @@ class PrometheusRemoteWriteExporter(Component):
         raise PermanentError(message)
 
     async def start(self, host: Host) -> None:
+        self._auth = client_authenticator(host, self.config.auth, self.settings.name)
         await self.helper.start(host)
 
     async def shutdown(self) -> None:

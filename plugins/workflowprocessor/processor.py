@@ -46,6 +46,7 @@ from pipeline import (
 )
 from pipeline._wire import ShallowTraces, SkeletonTraces
 from pipeline.consumer import deliver_holding
+from pipeline.durability import HeldAcks
 from pipeline.tasks import supervise
 from plugins._agentconv import (
     STATUS_ERROR,
@@ -231,6 +232,11 @@ class WorkflowProcessor(Component):
         self._sender: asyncio.Task[None] | None = None
         self._closing = False
         self._done = False
+        # durable acknowledgements: the tokens of the requests whose spans are held, released
+        # onto the payloads that carry those spans on (pipeline.durability.HeldAcks); made
+        # when the first payload with tokens arrives (nothing to track without durability)
+        self._acks: HeldAcks | None = None
+        self._consuming: tuple[object, ...] = ()  # tokens of the request being ingested
         names = self.names
         self._tool_markers = (names.tool_operation.encode(), names.mcp_tool_method.encode())
         self._agent_marker = key_marker(names.agent_id)
@@ -385,7 +391,22 @@ class WorkflowProcessor(Component):
         if loop is None:  # consume before start (tests)
             loop = self._loop = asyncio.get_running_loop()
         # (the loop is kept: asyncio.get_running_loop() costs a getpid() system call)
-        self._ingest(raw, loop.time())
+        now = loop.time()
+        acks = self._acks
+        if acks is None and data.ack_tokens:
+            acks = self._acks = HeldAcks([t.queued_first for t in self._held.values()])
+        if acks is None:
+            self._ingest(raw, now)
+        else:
+            traces, spans = len(self._held), self._held_spans
+            self._consuming = data.ack_tokens  # late spans passed on at once carry them
+            try:
+                self._ingest(raw, now)
+            finally:
+                self._consuming = ()
+                acks.arrived(
+                    now, data.ack_tokens, len(self._held) - traces, self._held_spans != spans
+                )
         self._enforce_limits()
         self._update_gauges()
         if self._next_release() != self._armed:
@@ -791,12 +812,18 @@ class WorkflowProcessor(Component):
             self._held_bytes -= nbytes
             self._held_spans -= count
         self._flush_counts()
-        self._enqueue(encoded, count)
+        acks = self._acks
+        self._enqueue(
+            encoded, count, acks.released([t.queued_first for _, t, _ in batch]) if acks else ()
+        )
 
     def _release(self, traces: list[_Trace]) -> None:
-        self._release_python(traces)
+        acks = self._acks
+        self._release_python(
+            traces, acks.released([t.queued_first for t in traces]) if acks else ()
+        )
 
-    def _release_python(self, traces: list[_Trace]) -> None:
+    def _release_python(self, traces: list[_Trace], acks: tuple[object, ...] = ()) -> None:
         self._flush_counts()
         by_group: dict[GroupKey, list[bytes]] = {}
         count = 0
@@ -847,7 +874,7 @@ class WorkflowProcessor(Component):
                 else:
                     span_raw = span_raw + self._suffix_for(span_raw, stamp)
                 by_group.setdefault(group, []).append(span_raw)
-        self._enqueue(self._assemble_groups(by_group), count)
+        self._enqueue(self._assemble_groups(by_group), count, acks)
 
     @staticmethod
     def _assemble_groups(by_group: dict[GroupKey, list[bytes]]) -> bytes:
@@ -933,8 +960,11 @@ class WorkflowProcessor(Component):
         return TOP_TIER
 
     # -- sending ----------------------------------------------------------------------------------
-    def _enqueue(self, encoded: bytes, count: int) -> None:
-        self._outbox.append((Traces(encoded, item_count=count), count, len(encoded)))
+    def _enqueue(self, encoded: bytes, count: int, acks: tuple[object, ...] = ()) -> None:
+        payload = Traces(encoded, item_count=count)
+        if acks or self._consuming:
+            payload.carry_acks(acks + self._consuming)
+        self._outbox.append((payload, count, len(encoded)))
         self._outbox_bytes += len(encoded)
         self._outbox_spans += count
         self._outbox_ready.set()
@@ -954,6 +984,7 @@ class WorkflowProcessor(Component):
                 self._drained.set()
             self._sending_spans = count
             await self._send(payload, count)
+            del payload  # not kept (with its acknowledgement tokens) until the next release
             self._sending_spans = 0
             self._update_gauges()
 

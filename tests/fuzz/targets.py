@@ -588,11 +588,11 @@ def jaeger(kind: str) -> Callable[[], OneInput]:
 # -- Python decoders: Prometheus scrapes ----------------------------------------------------------
 def prometheus(content_type: str) -> Callable[[], OneInput]:
     def setup() -> OneInput:
-        """A scrape body (decoded as the receiver decodes it) through the receiver's parser
-        (``ValueError`` only) and the converter (nothing), to a request that encodes."""
+        """A scrape body through the receiver's decoding (``decode_scrape``: ``ScrapeError``
+        only) and the converter's finish (nothing), to a request that encodes."""
         from pipeline import Metrics
-        from plugins.prometheusreceiver.convert import Converter, Target
-        from plugins.prometheusreceiver.receiver import parse
+        from plugins.prometheusreceiver.convert import Converter, ScrapeError, Target
+        from plugins.prometheusreceiver.receiver import decode_scrape
 
         target = Target(
             job="fuzz",
@@ -603,19 +603,15 @@ def prometheus(content_type: str) -> Callable[[], OneInput]:
         )
 
         def one(data: bytes) -> None:
-            body = data.decode("utf-8", errors="replace")
-            try:
-                families = parse(body, content_type)
-                up = True
-            except ValueError:
-                families, up = [], False
             converter = Converter(target, honor_labels=False, honor_timestamps=True)
-            samples = sum(len(f.samples) for f in families)
             for _ in range(2):  # the second scrape sees the start times the first kept
-                request = converter.convert(
-                    families, 1_700_000_000_000_000_000, up=up, duration=0.01,
-                    samples_scraped=samples,
-                )  # fmt: skip
+                now = 1_700_000_000_000_000_000
+                try:
+                    request, samples = decode_scrape(converter, data, content_type, "utf-8", now)
+                    up = True
+                except ScrapeError:
+                    (request, samples), up = converter.empty(), False
+                converter.finish(request, now, up=up, duration=0.01, samples_scraped=samples)
                 Metrics.from_message(request).to_bytes()
 
         return one

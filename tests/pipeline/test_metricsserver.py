@@ -184,3 +184,35 @@ async def test_bind_failure_raises_oserror(server: MetricsServer) -> None:
     with pytest.raises(OSError):
         await other.start(f"127.0.0.1:{_port(server)}")
     assert other.sockets == []
+
+
+async def test_connections_are_bounded_and_slow_heads_cut() -> None:
+    from pipeline.configtypes import Seconds
+    from pipeline.netedge import ControlHTTPServerLimits
+
+    refused: list[str] = []
+
+    async def collect() -> tuple[bytes, str]:
+        return BODY, CONTENT_TYPE
+
+    limits = ControlHTTPServerLimits(max_connections=2, read_header_timeout=Seconds(0.3))
+    srv = MetricsServer("/metrics", collect, refused.append, limits)
+    await srv.start("127.0.0.1:0")
+    try:
+        # two connections writing a head that never ends: cut at read_header_timeout, counted
+        slow = [await asyncio.open_connection("127.0.0.1", _port(srv)) for _ in range(2)]
+        for _, writer in slow:
+            writer.write(b"GET /metrics HTTP/1.1\r\n")
+        for reader, _ in slow:
+            async with asyncio.timeout(3):
+                assert await reader.read() == b""  # closed at read_header_timeout
+        assert refused.count("read_header_timeout") == 2
+        # a scrape still gets its answer
+        url = f"http://127.0.0.1:{_port(srv)}/metrics"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert response.status == 200
+            assert await response.read() == BODY
+        for _, writer in slow:
+            writer.close()
+    finally:
+        await srv.close()

@@ -97,7 +97,9 @@ def test_counters_match_what_the_sdk_sent(tmp_path: Path) -> None:
     assert values[("otelcol_exporter_sent_spans_total", (("exporter", "debug"),))] == 53
     batch = (("processor", "batch"),)
     assert values[("otelcol_processor_batch_batch_send_size_sum", batch)] == 53
-    assert values[("otelcol_processor_batch_batch_send_size_count", batch)] >= 3
+    # 8 requests of up to 7 spans against send_batch_size 20: at least 2 batches (3 when the
+    # requests arrive one by one; a busy machine lets several wait for the batch task)
+    assert values[("otelcol_processor_batch_batch_send_size_count", batch)] >= 2
     incoming = (("otel_signal", "traces"), ("processor", "batch"))
     assert values[("otelcol_processor_incoming_items_total", incoming)] == 53
     assert values[("otelcol_processor_outgoing_items_total", incoming)] == 53

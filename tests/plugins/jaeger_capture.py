@@ -17,10 +17,12 @@ from pipeline import (
     RetryableError,
     Signal,
     Stability,
+    current_client,
 )
 from pipeline.pluginmanager import default_registry
 
 CAPTURED: dict[str, list[Payload]] = defaultdict(list)
+CLIENTS: dict[str, list[Any]] = defaultdict(list)  # current_client() of each payload
 
 
 class CaptureConfig(ComponentConfig):
@@ -38,6 +40,7 @@ class CaptureExporter(Component):
         if self.config.refuse == "retryable":
             raise RetryableError("the test exporter pushes back", retry_after=7.0)
         CAPTURED[self.config.key].append(data)
+        CLIENTS[self.config.key].append(current_client())
 
 
 class CaptureFactory(ExporterFactory):

@@ -19,15 +19,22 @@ from tests.support import free_port, require_program
 class PrometheusServer:
     """One ``prometheus`` process; ``url`` is its base URL."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        port: int,
+        log: Path,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.proc = proc
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
+        self.headers = headers  # for its own API when it has basic_auth_users
 
     async def get_json(self, path: str, **params: str) -> Any:
         async with (
-            aiohttp.ClientSession() as session,
+            aiohttp.ClientSession(headers=self.headers) as session,
             session.get(self.url + path, params=params) as resp,
         ):
             return await resp.json()
@@ -68,8 +75,13 @@ async def prometheus(
     *,
     remote_write_receiver: bool = False,
     rule_files: list[str] | None = None,
+    web_config: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[PrometheusServer]:
-    """Start Prometheus with these scrape configs; wait until it is ready; stop it after."""
+    """Start Prometheus with these scrape configs; wait until it is ready; stop it after.
+
+    ``web_config``: its ``--web.config.file`` (``basic_auth_users``...); ``headers``: what the
+    helper itself sends then (an ``Authorization``)."""
     binary = require_program("prometheus", "apt-get install prometheus")
     port = free_port()
     directory = tmp_path / f"prometheus-{port}"
@@ -90,13 +102,17 @@ async def prometheus(
     ]
     if remote_write_receiver:
         args.append("--web.enable-remote-write-receiver")
+    if web_config is not None:
+        web_file = directory / "web.yml"
+        web_file.write_text(yaml.safe_dump(web_config))
+        args.append(f"--web.config.file={web_file}")
     log = directory / "prometheus.log"
     proc = _spawn(args, log)
-    server = PrometheusServer(proc, port, log)
+    server = PrometheusServer(proc, port, log, headers)
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=headers) as session:
             while True:
                 if proc.poll() is not None:
                     raise AssertionError("prometheus exited:\n" + log.read_text(errors="replace"))

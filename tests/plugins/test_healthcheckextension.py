@@ -55,8 +55,10 @@ def debug_metrics(text: str) -> dict[tuple[str, str], float]:
 
 def test_defaults_and_config_errors() -> None:
     cfg = HealthCheckExtensionConfig()
-    assert cfg.endpoint == "0.0.0.0:13133" and cfg.path == "/"
+    assert cfg.endpoint == "localhost:13133" and cfg.path == "/"
     assert cfg.check_collector_pipeline.enabled is False
+    # a control endpoint: few connections, the descriptor reserve (pipeline/netedge.py)
+    assert (cfg.max_connections, cfg.read_header_timeout, cfg.idle_timeout) == (64, 10.0, 60.0)
     text = """
     extensions:
       health_check: {path: health}
@@ -280,3 +282,51 @@ async def test_lifecycle_is_safe_before_start_and_twice() -> None:
     await ext.shutdown()
     with pytest.raises(aiohttp.ClientConnectionError):
         await get(f"http://127.0.0.1:{port}/ready")
+
+
+async def test_served_over_tls_and_mutual_tls(tmp_path: Any) -> None:
+    """``tls``: HTTPS only (a plain HTTP request is not answered); with ``client_ca_file``,
+    only clients with a certificate of that CA get an answer."""
+    import ssl
+
+    from tests.tls_support import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    plain, mutual = free_port(), free_port()
+    files = f"cert_file: '{pki.server_cert}', key_file: '{pki.server_key}'"
+    config = f"""
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{free_port()}"}}}}}}
+exporters:
+  debug: {{verbosity: basic}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{plain}", tls: {{{files}}}}}
+  health_check/mtls:
+    endpoint: "127.0.0.1:{mutual}"
+    tls: {{{files}, client_ca_file: '{pki.ca}'}}
+service:
+  extensions: [health_check, health_check/mtls]
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"""
+    server_only = ssl.create_default_context(cafile=str(pki.ca))
+    with_cert = ssl.create_default_context(cafile=str(pki.ca))
+    with_cert.load_cert_chain(pki.client_cert, pki.client_key)
+    rogue = ssl.create_default_context(cafile=str(pki.ca))
+    rogue.load_cert_chain(pki.rogue_cert, pki.rogue_key)
+
+    async def status(url: str, ctx: Any) -> int:
+        async with aiohttp.ClientSession() as s, s.get(url, ssl=ctx) as resp:
+            return resp.status
+
+    async with running_service(config, tmp_path):
+        assert await status(f"https://localhost:{plain}/live", server_only) == 200
+        assert await status(f"https://localhost:{mutual}/live", with_cert) == 200
+        for url, ctx in (
+            (f"http://127.0.0.1:{plain}/live", None),
+            (f"https://localhost:{mutual}/live", server_only),
+            (f"https://localhost:{mutual}/live", rogue),
+        ):
+            with pytest.raises(aiohttp.ClientError):
+                await status(url, ctx)

@@ -807,3 +807,15 @@ async def test_translation_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPat
         await wait_until(lambda: len(agt.packets) == 1)
     assert threads and all(t is not threading.main_thread() for t in threads)
     assert tel.value("otelcol_exporter_sent_spans_total", exporter="jaeger") == 5
+
+
+def test_prepared_spans_round_trip_through_the_persistent_queue_codec() -> None:
+    from pipeline import Signal
+    from plugins.jaegerexporter.exporter import PreparedCodec, PreparedTraces
+
+    codec = PreparedCodec(Signal.TRACES)
+    prepared = PreparedTraces([b"first chunk", b"", b"\x00" * 70000], item_count=12)
+    back = codec.decode(b"".join(codec.encode(prepared)))
+    assert isinstance(back, PreparedTraces)
+    assert back.chunks == prepared.chunks and back.item_count() == 12 and back.done == 0
+    assert codec.count(b"".join(codec.encode(prepared))) == 12

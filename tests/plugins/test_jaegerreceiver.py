@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import socket
+import ssl
+import subprocess
 import sys
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,14 +22,17 @@ import aiohttp
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.protocol.TCompactProtocol import TCompactProtocol
+from thrift.Thrift import TType
 from thrift.transport.TTransport import TMemoryBuffer
 
 from pipeline import ComponentID, Kind
 from pipeline.errors import ConfigErrors
 from pipeline.service import Service
 from plugins._jaegerthrift.model import Batch, EmitBatchFramer, Process, encode_struct
+from tests.hostile import probe_during
 from tests.plugins import jaeger_capture as cap
-from tests.plugins.test_jaegerthrift import sample_span
+from tests.plugins.test_jaegerthrift import EMPTY_STRUCT, batch_with_list, sample_span
 from tests.support import (
     STRICT,
     config_from_text,
@@ -33,6 +41,7 @@ from tests.support import (
     running_service,
     wait_until,
 )
+from tests.tls_support import make_pki, make_server_certs
 
 HERE = Path(__file__).resolve().parent
 NPM_DIR = HERE / "jaeger_npm"
@@ -51,9 +60,9 @@ def _attrs(kvs: Any) -> dict[str, Any]:
     return out
 
 
-def _config(key: str, protocols: str, refuse: str = "") -> str:
+def _config(key: str, protocols: str, refuse: str = "", head: str = "", ext: str = "") -> str:
     extra = f", refuse: {refuse}" if refuse else ""
-    return f"""
+    return f"""{head}
 receivers:
   jaeger:
     protocols:
@@ -61,6 +70,7 @@ receivers:
 exporters:
   jaeger_test_capture: {{key: "{key}"{extra}}}
 service:
+  extensions: [{ext}]
   pipelines:
     traces: {{receivers: [jaeger], exporters: [jaeger_test_capture]}}
 """
@@ -161,9 +171,8 @@ async def test_python_jaeger_client_over_udp_compact(
     assert _value(service, "otelcol_receiver_accepted_spans_total", receiver="jaeger") == 3
 
 
-async def test_npm_jaeger_client_over_http_chunked(
-    http_receiver: tuple[Service, str, str],
-) -> None:
+async def _npm_send(url: str, env: dict[str, str] | None = None) -> tuple[bytes, bytes]:
+    """The npm jaeger-client's spans sent to ``url``: what it printed (JSON) and its errors."""
     require_program("node", "install Node.js 20 (apt-get install nodejs)")
     if not (NPM_DIR / "node_modules" / "jaeger-client").is_dir():
         message = (
@@ -172,16 +181,24 @@ async def test_npm_jaeger_client_over_http_chunked(
         if STRICT:
             pytest.fail(message)
         pytest.skip(message)
-    service, url, key = http_receiver
     proc = await asyncio.create_subprocess_exec(
         "node",
         str(NPM_DIR / "send.js"),
         url,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
+    return out, err
+
+
+async def test_npm_jaeger_client_over_http_chunked(
+    http_receiver: tuple[Service, str, str],
+) -> None:
+    service, url, key = http_receiver
+    out, err = await _npm_send(url)
     assert b"error" not in err, err.decode()
     sent = {s["span_id"]: s for s in json.loads(out)}
     await wait_until(lambda: len(cap.spans(key)) == 3)
@@ -218,6 +235,105 @@ async def test_npm_jaeger_client_over_http_chunked(
         want_code = Status.STATUS_CODE_ERROR if want["tags"].get("error") else 0
         assert span.status.code == want_code
     assert _value(service, "otelcol_receiver_accepted_spans_total", receiver="jaeger") == 3
+
+
+async def test_npm_jaeger_client_with_basic_auth_over_https(tmp_path: Path) -> None:
+    """The npm client's ``username``/``password`` against ``basicauth`` (an htpasswd file
+    written by Apache's htpasswd) over TLS: the right user gets in and is recorded in
+    ``ClientInfo.auth``; a wrong password gets 401 (the client logs it), nothing taken."""
+    tool = require_program("htpasswd", "apt-get install -y apache2-utils")
+    htpasswd = tmp_path / "htpasswd"
+    await asyncio.to_thread(
+        subprocess.run, [tool, "-cbm", str(htpasswd), "jaeger-app", "pw-1"], check=True
+    )
+    ca, cert, key_file = make_server_certs(tmp_path)
+    key = "http-basic-tls"
+    port = free_port()
+    head = f"""
+extensions:
+  basicauth: {{htpasswd: {{file: '{htpasswd}'}}}}"""
+    protocols = (
+        f'      thrift_http: {{endpoint: "127.0.0.1:{port}", auth: {{authenticator: basicauth}},'
+        f" tls: {{cert_file: '{cert}', key_file: '{key_file}'}}}}"
+    )
+    url = f"https://localhost:{port}/api/traces"
+    tls_env = {"NODE_EXTRA_CA_CERTS": str(ca)}
+    async with running_service(_config(key, protocols, head=head, ext="basicauth")) as service:
+        _, err = await _npm_send(
+            url, {**tls_env, "JAEGER_USERNAME": "jaeger-app", "JAEGER_PASSWORD": "pw-1"}
+        )
+        assert b"error" not in err, err.decode()
+        await wait_until(lambda: len(cap.spans(key)) == 3)
+        assert [c.auth for c in cap.CLIENTS[key]] == [
+            {"authenticator": "basicauth", "username": "jaeger-app"}
+        ]
+        _, err = await _npm_send(
+            url, {**tls_env, "JAEGER_USERNAME": "jaeger-app", "JAEGER_PASSWORD": "wrong"}
+        )
+        assert b"server responded with HTTP 401" in err
+        _, err = await _npm_send(url, tls_env)  # no credentials at all
+        assert b"server responded with HTTP 401" in err
+        assert len(cap.spans(key)) == 3
+        refused = _value(
+            service,
+            "otelcol_receiver_refused_requests_total",
+            receiver="jaeger",
+            transport="http",
+            reason="unauthenticated",
+        )
+        assert refused == 2
+
+
+async def test_http_auth_refusals_and_client_certificates(tmp_path: Path) -> None:
+    """Missing and wrong bearer tokens get 401 with ``WWW-Authenticate``; with
+    ``client_ca_file``, a client without a certificate of that CA is not served."""
+    pki = make_pki(tmp_path / "pki")
+    key = "http-bearer-mtls"
+    port = free_port()
+    head = """
+extensions:
+  bearertokenauth: {token: jaeger-token}"""
+    protocols = (
+        f'      thrift_http: {{endpoint: "127.0.0.1:{port}", '
+        "auth: {authenticator: bearertokenauth}, "
+        f"tls: {{cert_file: '{pki.server_cert}', key_file: '{pki.server_key}', "
+        f"client_ca_file: '{pki.ca}'}}}}"
+    )
+    batch = encode_struct(
+        Batch(process=Process(serviceName="s", tags=[]), spans=[sample_span(1)]), "binary"
+    )
+    url = f"https://localhost:{port}/api/traces"
+    good_tls = ssl.create_default_context(cafile=str(pki.ca))
+    good_tls.load_cert_chain(pki.client_cert, pki.client_key)
+    headers = {"Content-Type": "application/x-thrift"}
+    config = _config(key, protocols, head=head, ext="bearertokenauth")
+    async with running_service(config) as service, aiohttp.ClientSession() as session:
+        for auth in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "jaeger-token"}):
+            async with session.post(
+                url, data=batch, headers={**headers, **auth}, ssl=good_tls
+            ) as resp:
+                assert resp.status == 401
+                assert resp.headers["WWW-Authenticate"] == 'Bearer realm="pipeline"'
+        good = {**headers, "Authorization": "Bearer jaeger-token"}
+        async with session.post(url, data=batch, headers=good, ssl=good_tls) as resp:
+            assert resp.status == 202
+        await wait_until(lambda: len(cap.spans(key)) == 1)
+        for cert in (None, (pki.rogue_cert, pki.rogue_key)):
+            bad_tls = ssl.create_default_context(cafile=str(pki.ca))
+            if cert is not None:
+                bad_tls.load_cert_chain(*cert)
+            with pytest.raises(aiohttp.ClientError):
+                async with session.post(url, data=batch, headers=good, ssl=bad_tls) as resp:
+                    await resp.read()
+        assert len(cap.spans(key)) == 1
+        refused = _value(
+            service,
+            "otelcol_receiver_refused_requests_total",
+            receiver="jaeger",
+            transport="http",
+            reason="unauthenticated",
+        )
+        assert refused == 3
 
 
 async def test_thrift_binary_udp_from_generated_client_code() -> None:
@@ -415,12 +531,14 @@ service:
         config_from_text(base % "{}")
     with pytest.raises(ConfigErrors, match="gRPC protocol"):
         config_from_text(base % "{grpc: }")
+    with pytest.raises(ConfigErrors, match="greater than or equal to 1"):
+        config_from_text(base % "{thrift_http: {max_batch_items: 0}}")
     cfg = config_from_text(base % "{thrift_compact: , thrift_http: }")
     receiver_cfg = cfg.components[Kind.RECEIVER][ComponentID("jaeger")]
     endpoints = receiver_cfg.listen_endpoints()
     assert [(e.path, e.endpoint, e.transport) for e in endpoints] == [
-        ("protocols.thrift_http.endpoint", "0.0.0.0:14268", "tcp"),
-        ("protocols.thrift_compact.endpoint", "0.0.0.0:6831", "udp"),
+        ("protocols.thrift_http.endpoint", "localhost:14268", "tcp"),
+        ("protocols.thrift_compact.endpoint", "localhost:6831", "udp"),
     ]
 
 
@@ -440,6 +558,7 @@ receivers:
 exporters:
   debug: {{verbosity: detailed}}
 service:
+  telemetry: {{metrics: {{level: none}}}}
   pipelines:
     traces: {{receivers: [jaeger], exporters: [debug]}}
 """
@@ -464,3 +583,161 @@ service:
             assert f"Trace ID       : {span['trace_id']}" in text
         assert "Name           : checkout" in text
         assert gw.stop() == 0
+
+
+# -- hostile input ------------------------------------------------------------------------------
+def _emit_batch(kind: str, batch: bytes) -> bytes:
+    """An agent datagram around an encoded Batch (a struct's encoding does not depend on where
+    it stands)."""
+    buf = TMemoryBuffer()
+    proto: Any = TCompactProtocol(buf) if kind == "compact" else TBinaryProtocol(buf)
+    proto.writeMessageBegin("emitBatch", 4, 1)
+    proto.writeStructBegin("emitBatch_args")
+    proto.writeFieldBegin("batch", TType.STRUCT, 1)
+    buf.write(batch)
+    proto.writeFieldEnd()
+    proto.writeFieldStop()
+    proto.writeStructEnd()
+    proto.writeMessageEnd()
+    return bytes(buf.getvalue())
+
+
+def _refused(service: Service, transport: str, reason: str) -> float:
+    return _value(
+        service,
+        "otelcol_receiver_refused_requests_total",
+        receiver="jaeger",
+        transport=transport,
+        reason=reason,
+    )
+
+
+async def test_http_bombs_and_batches_over_the_budget_are_refused() -> None:
+    port = free_port()
+    protocols = f'      thrift_http: {{endpoint: "127.0.0.1:{port}", max_batch_items: 30}}'
+    url = f"http://127.0.0.1:{port}/api/traces"
+    compact = {"Content-Type": "application/vnd.apache.thrift.compact"}
+    async with (
+        running_service(_config("http-hostile", protocols)) as service,
+        aiohttp.ClientSession() as session,
+    ):
+        # 4 million empty spans (4 MiB): refused at the first one
+        bomb = batch_with_list("compact", "spans", EMPTY_STRUCT, 4_000_000)
+        async with session.post(url, data=bomb, headers=compact) as resp:
+            assert resp.status == 400
+            assert "span #0 lacks the required field 'traceIdLow'" in await resp.text()
+        # each sample span is 9 structs: 3 spans and the batch and process fit in 30, 5 not
+        batch = Batch(process=Process(serviceName="s"), spans=[sample_span(i) for i in range(5)])
+        async with session.post(url, data=encode_struct(batch, "compact"), headers=compact) as r:
+            assert r.status == 413
+            assert "more than 30 items" in await r.text()
+        batch.spans = batch.spans[:3]  # type: ignore[index]
+        async with session.post(url, data=encode_struct(batch, "compact"), headers=compact) as r:
+            assert r.status == 202
+        # 64 MiB of zeros in 64 KB of gzip: inflated no further than max_request_body_size
+        deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+        bomb = b"".join(deflate.compress(bytes(1 << 20)) for _ in range(64)) + deflate.flush()
+        gzipped = {**compact, "Content-Encoding": "gzip"}
+        async with session.post(url, data=bomb, headers=gzipped) as r:
+            assert r.status == 413
+    assert len(cap.spans("http-hostile")) == 3
+    assert _refused(service, "http", "malformed") == 1
+    assert _refused(service, "http", "too_large") == 2
+
+
+async def test_udp_bombs_and_datagrams_over_the_budget_are_refused() -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    key = "udp-hostile"
+    protocols = f'      thrift_compact: {{endpoint: "127.0.0.1:{port}", max_batch_items: 30}}'
+    async with running_service(_config(key, protocols)) as service:
+        bomb = _emit_batch("compact", batch_with_list("compact", "tags", EMPTY_STRUCT, 60_000))
+        await _udp_send(port, bomb)
+        await _udp_send(port, _valid_packet(n=5))  # 47 structs
+        await _udp_send(port, _valid_packet(n=3))
+        await wait_until(lambda: len(cap.spans(key)) == 3)
+        await wait_until(lambda: _refused(service, "thrift_compact", "too_large") == 1)
+        assert _refused(service, "thrift_compact", "malformed") == 1
+
+
+async def test_the_loop_keeps_serving_while_a_large_batch_is_decoded() -> None:
+    """A 3.4 MB batch (16,000 spans, 144,000 structs) takes about a second to decode and
+    translate; it runs in a decode thread while small requests keep being served (they used
+    to wait for the whole decode: a gRPC probe waited 19.7 s behind a 19 MiB batch). What
+    the loop still waits for is the GIL (5 ms at a time) and the garbage collector's passes
+    over what the decode allocates (tens of ms)."""
+    port = free_port()
+    protocols = f'      thrift_http: {{endpoint: "127.0.0.1:{port}", max_batch_items: 200000}}'
+    url = f"http://127.0.0.1:{port}/api/traces"
+    headers = {"Content-Type": "application/x-thrift"}
+    n = 16_000
+    big = encode_struct(
+        Batch(process=Process(serviceName="s"), spans=[sample_span(i) for i in range(n)])
+    )
+    small = encode_struct(Batch(process=Process(serviceName="s"), spans=[sample_span()]))
+    async with (
+        running_service(_config("http-big", protocols)),
+        aiohttp.ClientSession() as session,
+    ):
+
+        async def post(body: bytes) -> int:
+            async with session.post(url, data=body, headers=headers) as resp:
+                return resp.status
+
+        status, duration, latencies, lag = await probe_during(post(big), lambda: post(small))
+    assert status == 202
+    assert len(latencies) >= 5, (duration, latencies)
+    # decoded on the loop, the probes and the loop would wait for the whole decode
+    assert max(latencies) < duration / 3, (duration, latencies)
+    assert lag < duration / 3, (duration, lag)
+    assert len(cap.spans("http-big")) == n + len(latencies)
+
+
+async def test_kernel_drops_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Datagrams the kernel drops (the socket's receive buffer is full) are read from its
+    counters and counted as refused, reason kernel_dropped: every datagram sent is either
+    received or counted."""
+    from plugins.jaegerreceiver import receiver
+
+    monkeypatch.setattr(receiver, "KERNEL_DROPS_INTERVAL", 0.05)
+    port = free_port(socket.SOCK_DGRAM)
+    key = "udp-drops"
+    protocols = (
+        f'      thrift_compact: {{endpoint: "127.0.0.1:{port}", socket_buffer_size: 4096, '
+        "workers: 1, queue_size: 1000}"
+    )
+    packet = _valid_packet(n=4)  # ~900 bytes
+    sent = 300
+    async with running_service(_config(key, protocols)) as service:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(sent):  # without yielding: the receiver cannot read meanwhile
+                s.sendto(packet, ("127.0.0.1", port))
+
+        def accounted() -> float:
+            received = len(cap.spans(key)) / 4
+            return received + _refused(service, "thrift_compact", "kernel_dropped")
+
+        await wait_until(lambda: accounted() == sent)
+        dropped = _refused(service, "thrift_compact", "kernel_dropped")
+    assert dropped > sent / 2, dropped
+
+
+async def test_a_client_that_disconnects_mid_body_is_counted_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    protocols = f'      thrift_http: {{endpoint: "127.0.0.1:{port}"}}'
+    async with running_service(_config("http-gone", protocols)) as service:
+        for _ in range(20):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST /api/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-thrift\r\n"
+                b"Content-Length: 1000\r\n\r\n" + b"\x0c" * 10
+            )
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        await wait_until(lambda: _refused(service, "http", "client_disconnected") == 20)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, errors
+    lines = [r for r in caplog.records if "client_disconnected" in str(r.__dict__)]
+    assert 1 <= len(lines) <= 2  # one line a second at most

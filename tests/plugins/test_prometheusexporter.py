@@ -26,6 +26,7 @@ from plugins.prometheusexporter.accumulator import Accumulator
 from plugins.prometheusexporter.exporter import wants_openmetrics
 from tests.plugins.prometheus_server import prometheus, run, value
 from tests.support import config_from_text, free_port, require_program, running_service
+from tests.tls_support import make_pki
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -367,3 +368,51 @@ def test_series_expire_without_scrapes() -> None:
     now[0] = 40.0
     acc.add(gauge("new"))
     assert set(acc.families) == {"new"}
+
+
+async def test_prometheus_scrapes_over_mutual_tls(tmp_path: Path) -> None:
+    """``tls`` on the exporter and on the gateway's own metrics, with ``client_ca_file``:
+    Prometheus scrapes both over HTTPS with its client certificate (targets up); the same
+    targets scraped without one, or over plain HTTP, are down."""
+    pki = make_pki(tmp_path / "pki")
+    prom_port, own_port = free_port(), free_port()
+    tls = (
+        f"tls: {{cert_file: '{pki.server_cert}', key_file: '{pki.server_key}', "
+        f"client_ca_file: '{pki.ca}'}}"
+    )
+    config = f"""
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{free_port()}"}}}}}}
+exporters:
+  prometheus: {{endpoint: "127.0.0.1:{prom_port}", {tls}}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:{own_port}", {tls}}}}}
+  pipelines:
+    metrics: {{receivers: [otlp], exporters: [prometheus]}}
+"""
+    targets = [f"localhost:{prom_port}", f"localhost:{own_port}"]
+    with_cert = {
+        "ca_file": str(pki.ca),
+        "cert_file": str(pki.client_cert),
+        "key_file": str(pki.client_key),
+    }
+    scrape_configs = [
+        {"job_name": "mtls", "scheme": "https", "tls_config": with_cert,
+         "static_configs": [{"targets": targets}]},
+        {"job_name": "no-client-cert", "scheme": "https", "tls_config": {"ca_file": str(pki.ca)},
+         "static_configs": [{"targets": targets}]},
+        {"job_name": "plain", "static_configs": [{"targets": targets}]},
+    ]  # fmt: skip
+    async with (
+        running_service(config, tmp_path),
+        prometheus(tmp_path, scrape_configs) as prom,
+    ):
+        await prom.wait_for(
+            'up{job="mtls"}', lambda r: len(r) == 2 and all(x["value"][1] == "1" for x in r)
+        )
+        # the gateway's own metrics arrived over TLS
+        await prom.wait_for('otelcol_process_memory_rss_bytes{job="mtls"}')
+        await prom.wait_for(
+            'up{job=~"no-client-cert|plain"}',
+            lambda r: len(r) == 4 and all(x["value"][1] == "0" for x in r),
+        )

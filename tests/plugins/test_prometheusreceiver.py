@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from pipeline import ComponentID, ConfigErrors, CreateSettings, Kind, Payload
 from pipeline.telemetry import SelfTelemetry, component_logger
 from plugins.prometheusreceiver.config import PrometheusReceiverConfig
 from plugins.prometheusreceiver.receiver import PrometheusReceiver
+from tests.hostile import cost
 from tests.plugins.prometheus_server import prometheus
 from tests.support import config_from_text, free_port, running_service, wait_until
 
@@ -344,3 +346,251 @@ def test_config_errors(tmp_path: Path) -> None:
             base.format(jobs="- {job_name: a, static_configs: [{targets: ['nohostport']}]}"),
             tmp_path,
         )
+
+
+# -- limits: hostile or runaway targets -------------------------------------------------------
+class Target:
+    """A scrape target serving what the test says, counting the requests it gets."""
+
+    def __init__(self) -> None:
+        self.bodies: list[tuple[bytes, dict[str, str]]] = []
+        self.requests = 0
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    def serve(self, text: str | bytes, **headers: str) -> None:
+        body = text.encode() if isinstance(text, str) else text
+        self.bodies.append((body, {"Content-Type": "text/plain; version=0.0.4", **headers}))
+
+    async def _handle(self, _: web.Request) -> web.Response:
+        self.requests += 1
+        body, headers = self.bodies[min(self.requests, len(self.bodies)) - 1]
+        return web.Response(body=body, headers=headers)
+
+    async def __aenter__(self) -> Target:
+        app = web.Application()
+        app.router.add_get("/metrics", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def scrape(
+    target: Target, scrapes: int = 1, **job: Any
+) -> tuple[PrometheusReceiver, Collected, SelfTelemetry]:
+    rcv, sink, telemetry = receiver(
+        [
+            {
+                "job_name": "t",
+                "scrape_interval": "100ms",
+                "scrape_timeout": "100ms",
+                "static_configs": [{"targets": [f"127.0.0.1:{target.port}"]}],
+                **job,
+            }
+        ]
+    )
+    await rcv.start(None)  # type: ignore[arg-type]
+    try:
+        await wait_until(lambda: rcv.loops[0].scrapes >= scrapes)
+    finally:
+        await rcv.shutdown()
+    return rcv, sink, telemetry
+
+
+def ups(sink: Collected) -> list[float]:
+    return [m.gauge.data_points[0].as_double for _, m in sink.metrics()[("t", "up")]]
+
+
+def refused_scrapes(telemetry: SelfTelemetry, reason: str) -> float:
+    return float(
+        telemetry.value(
+            "otelcol_receiver_refused_requests_total",
+            receiver="prometheus",
+            transport="scrape",
+            reason=reason,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("limit", "exposition", "error"),
+    [
+        ({"body_size_limit": "1KB"}, "m 1\n" * 300, "body size limit exceeded"),
+        ({"sample_limit": 10}, "m 1\n" * 11, "sample limit exceeded (11 samples, limit: 10"),
+        (
+            {"label_limit": 4},  # __name__, job, instance and two of its own
+            'm{a="1",b="2"} 1\n',
+            "label_limit exceeded (metric: m, number of labels: 5, limit: 4)",
+        ),
+        (
+            {"label_name_length_limit": 5},
+            'm{toolong="1"} 1\n',
+            "label_name_length_limit exceeded (metric: m, label name: toolong, length: 7",
+        ),
+        (
+            {"label_value_length_limit": 20},  # the instance label is 15 characters long
+            'm{a="longer_than_twenty_chars"} 1\n',
+            "label_value_length_limit exceeded (metric: m, label name: a, value: 'longer_than",
+        ),
+        (
+            {"label_value_length_limit": 20},  # the metric name is __name__'s value
+            "a_name_longer_than_twenty 1\n",
+            "label_value_length_limit exceeded (metric: a_name_longer_than_twenty, label name: "
+            "__name__",
+        ),
+    ],
+)
+async def test_a_scrape_over_a_limit_fails_as_in_prometheus(
+    limit: dict[str, Any], exposition: str, error: str
+) -> None:
+    async with Target() as target:
+        target.serve(exposition)
+        rcv, sink, telemetry = await scrape(target, **limit)
+    assert rcv.loops[0].last_error is not None and error in rcv.loops[0].last_error
+    assert set(ups(sink)) == {0.0}
+    assert {name for _, name in sink.metrics()} == {
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+    }
+    (name,) = limit
+    reason = "body_size_limit" if name == "body_size_limit" else name
+    assert refused_scrapes(telemetry, reason) >= 1
+
+
+async def test_limits_come_from_global_and_the_job_overrides_them() -> None:
+    config = PrometheusReceiverConfig.model_validate(
+        {
+            "config": {
+                "global": {"sample_limit": 5, "body_size_limit": "2MiB", "label_limit": 9},
+                "scrape_configs": [
+                    {"job_name": "a"},
+                    {"job_name": "b", "sample_limit": 0, "body_size_limit": 1000},
+                ],
+            }
+        }
+    )
+    prom = config.config
+    a, b = (prom.limits(sc) for sc in prom.scrape_configs)
+    assert (a.sample_limit, a.body_size_limit, a.label_limit) == (5, 2 << 20, 9)
+    assert (b.sample_limit, b.body_size_limit, b.label_limit) == (0, 1000, 9)
+    defaults = PrometheusReceiverConfig.model_validate({"config": {"scrape_configs": [a_job()]}})
+    limits = defaults.config.limits(defaults.config.scrape_configs[0])
+    assert (limits.body_size_limit, limits.sample_limit) == (10 << 20, 50_000)
+    with pytest.raises(ValueError, match="not a size"):
+        PrometheusReceiverConfig.model_validate(
+            {"config": {"scrape_configs": [a_job(body_size_limit="10 parsecs")]}}
+        )
+
+
+def a_job(**kw: Any) -> dict[str, Any]:
+    return {"job_name": "a", **kw}
+
+
+async def test_samples_under_the_limits_are_taken() -> None:
+    async with Target() as target:
+        target.serve("# TYPE m gauge\n" + "".join(f'm{{i="{i}"}} {i}\n' for i in range(10)))
+        rcv, sink, _ = await scrape(
+            target, sample_limit=10, label_limit=4, label_value_length_limit=15
+        )
+    assert rcv.loops[0].last_error is None and ups(sink)[0] == 1.0
+    assert len(sink.metrics()[("t", "m")][0][1].gauge.data_points) == 10
+
+
+async def test_a_gzip_bomb_is_read_no_further_than_body_size_limit() -> None:
+    """The limit is on the decompressed body, as Prometheus's; reading stops there."""
+    bomb = gzip.compress(b"m 1\n" * (16 << 20), compresslevel=9)  # 64 MiB in ~100 KB
+    async with Target() as target:
+        target.serve(bomb, **{"Content-Encoding": "gzip"})
+        rcv, _, telemetry = await scrape(target, body_size_limit="1MiB")
+    assert "body size limit exceeded" in (rcv.loops[0].last_error or "")
+    assert refused_scrapes(telemetry, "body_size_limit") >= 1
+
+
+async def test_target_limit_marks_every_target_down_without_scraping() -> None:
+    async with Target() as target:
+        target.serve("m 1\n")
+        rcv, sink, _ = receiver(
+            [
+                {
+                    "job_name": "t",
+                    "scrape_interval": "100ms",
+                    "scrape_timeout": "100ms",
+                    "target_limit": 2,
+                    "static_configs": [
+                        {"targets": [f"127.0.0.1:{target.port}", "127.0.0.1:1", "127.0.0.1:2"]}
+                    ],
+                }
+            ]
+        )
+        await rcv.start(None)  # type: ignore[arg-type]
+        try:
+            await wait_until(lambda: all(loop.scrapes >= 2 for loop in rcv.loops))
+        finally:
+            await rcv.shutdown()
+        assert target.requests == 0
+    for loop in rcv.loops:
+        assert loop.last_error == "target_limit exceeded (number of targets: 3, limit: 2)"
+    assert set(ups(sink)) == {0.0}
+
+
+def test_a_million_tiny_samples_cost_a_count_not_a_parse() -> None:
+    """1M one-line samples (4 MB: parsing them took ~8 s of CPU and ~400 MB; the audit's
+    49 MiB target of 1M series took 31 s and 1.85 GB): over sample_limit, refused after a
+    count of its lines, before any parse."""
+    from plugins.prometheusreceiver.config import ScrapeLimits
+    from plugins.prometheusreceiver.convert import Converter, ScrapeError
+    from plugins.prometheusreceiver.convert import Target as ConvTarget
+    from plugins.prometheusreceiver.receiver import decode_scrape
+
+    body = b"a 1\n" * 1_000_000
+    converter = Converter(
+        ConvTarget("t", "h:1", "http://h:1/metrics", "http", {"job": "t", "instance": "h:1"}),
+        False,
+        True,
+        ScrapeLimits(),
+    )
+
+    def attempt() -> None:
+        with pytest.raises(ScrapeError, match="sample limit exceeded") as info:
+            decode_scrape(converter, body, "text/plain", "utf-8", 0)
+        assert info.value.samples == 1_000_000 and info.value.reason == "sample_limit"
+
+    cpu, peak = cost(attempt)
+    assert cpu < 0.5, cpu
+    assert peak < 1 << 20, peak
+
+
+def test_a_failed_scrape_leaves_the_start_times_as_they_were() -> None:
+    """A scrape that fails half-way (a label limit) changes nothing: the counter's start time
+    survives it, as if it had not happened."""
+    from prometheus_client.parser import text_string_to_metric_families as parse
+
+    from plugins.prometheusreceiver.config import ScrapeLimits
+    from plugins.prometheusreceiver.convert import Converter, ScrapeError
+    from plugins.prometheusreceiver.convert import Target as ConvTarget
+
+    converter = Converter(
+        ConvTarget("t", "h:1", "http://h:1/metrics", "http", {"job": "t", "instance": "h:1"}),
+        False,
+        True,
+        ScrapeLimits(label_value_length_limit=20),
+    )
+
+    def start_of(request: Any) -> int:
+        (metric,) = request.resource_metrics[0].scope_metrics[0].metrics
+        return int(metric.sum.data_points[0].start_time_unix_nano)
+
+    first, _ = converter.convert_scrape(parse("# TYPE c_total counter\nc_total 5\n"), 1000)
+    with pytest.raises(ScrapeError):
+        converter.convert_scrape(
+            parse('# TYPE c_total counter\nc_total 1\n# TYPE d gauge\nd{a="' + "x" * 30 + '"} 1\n'),
+            2000,
+        )
+    third, _ = converter.convert_scrape(parse("# TYPE c_total counter\nc_total 7\n"), 3000)
+    assert start_of(first) == start_of(third) == 1000

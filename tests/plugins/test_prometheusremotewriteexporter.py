@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from pathlib import Path
 
@@ -226,6 +227,50 @@ async def test_refused_data_is_dropped_and_counted(tmp_path: Path) -> None:
         assert value(await prom.query("tokens_total{model=''}")) == 5
 
 
+async def test_basic_auth_against_a_prometheus_with_users(tmp_path: Path) -> None:
+    """Prometheus with ``basic_auth_users`` (a bcrypt hash, as its docs say): the exporter's
+    ``basicauth`` client gets in; a wrong password is refused (401) and dropped, not retried."""
+    import bcrypt
+
+    hashed = bcrypt.hashpw(b"rw-secret", bcrypt.gensalt(4)).decode()
+    web = {"basic_auth_users": {"writer": hashed}}
+    otlp_port = free_port()
+    async with prometheus(
+        tmp_path,
+        remote_write_receiver=True,
+        web_config=web,
+        headers={"Authorization": "Basic " + base64.b64encode(b"writer:rw-secret").decode()},
+    ) as prom:
+        for password, lands in (("rw-secret", True), ("wrong", False)):
+            auth = "auth: {authenticator: basicauth}"
+            config = gateway_config(otlp_port, f"{prom.url}/api/v1/write", auth).replace(
+                "    service:\n",
+                "    extensions:\n"
+                f"      basicauth: {{client_auth: {{username: writer, password: {password}}}}}\n"
+                "    service:\n      extensions: [basicauth]\n",
+            )
+            async with running_service(config, tmp_path) as service:
+                now = time.time_ns()
+                await _export(otlp_port, _delta_request(3 if lands else 4, now))
+                if lands:
+                    assert value(await prom.wait_for("tokens_total{model=''}")) == 3
+                    continue
+
+                def failed() -> float:
+                    return service.telemetry.value(
+                        "otelcol_exporter_send_failed_metric_points_total",
+                        exporter="prometheusremotewrite",
+                    )
+
+                await wait_until(lambda: failed() == 2, within=20)
+                retried = service.telemetry.value(
+                    "otelcol_exporter_retried_metric_points_total",
+                    exporter="prometheusremotewrite",
+                )
+                assert retried == 0
+        assert value(await prom.query("tokens_total{model=''}")) == 3
+
+
 def test_config_errors(tmp_path: Path) -> None:
     base = """
     receivers:
@@ -330,3 +375,18 @@ async def test_a_full_queue_refuses_before_counting_deltas(tmp_path: Path) -> No
             )
         finally:
             await exporter.shutdown()
+
+
+def test_write_batches_round_trip_through_the_persistent_queue_codec() -> None:
+    from pipeline import Signal
+    from plugins.prometheusremotewriteexporter.exporter import WriteBatch, WriteBatchCodec
+
+    codec = WriteBatchCodec(Signal.METRICS)
+    batch = WriteBatch(b"", item_count=7)
+    batch.body = b"snappy-bytes"
+    batch.series = 3
+    body = b"".join(codec.encode(batch))
+    back = codec.decode(body)
+    assert isinstance(back, WriteBatch)
+    assert (back.body, back.series, back.item_count()) == (b"snappy-bytes", 3, 7)
+    assert codec.count(body) == 7

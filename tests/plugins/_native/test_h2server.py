@@ -10,13 +10,17 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
+import hpack
 import pytest
+from hyperframe.frame import HeadersFrame, SettingsFrame
 
 from tests.plugins._native_support import require_native
 
 h2server = require_native("_h2server")
 
 PATH = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def headers(path: str = PATH, content_type: str = "application/grpc", **extra: str) -> list:
@@ -39,7 +43,12 @@ class Pair:
     """A client (h2) and a server session, connected in memory."""
 
     def __init__(
-        self, max_message: int = 1 << 20, max_streams: int = 100, max_buffered: int = -1
+        self,
+        max_message: int = 1 << 20,
+        max_streams: int = 100,
+        max_buffered: int = -1,
+        collect: bool = False,
+        **limits: Any,
     ) -> None:
         self.client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
@@ -51,6 +60,8 @@ class Pair:
             stream_window=1 << 20,
             connection_window=1 << 24,
             max_buffered=max_buffered,
+            headers=collect,
+            **limits,
         )
         self.events: list[Any] = []
         self.calls: list[tuple] = []
@@ -231,6 +242,126 @@ def test_a_stream_reset_by_the_client_is_forgotten() -> None:
     assert p.server.open_streams == 0
 
 
+# -- headers mode: a receiver with an authenticator ----------------------------------------------
+
+
+def test_headers_mode_hands_out_headers_before_the_body() -> None:
+    p = Pair(collect=True)
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers(authorization="Bearer abc", **{"x-tenant": "t1"}))
+    assert p.pump() == []
+    ((hsid, got),) = p.server.take_heads()
+    assert hsid == sid
+    assert got == {
+        "content-type": "application/grpc",
+        "te": "trailers",
+        "authorization": "Bearer abc",
+        "x-tenant": "t1",
+    }
+    assert p.server.take_heads() == []
+    # admitted before its body: the call comes from feed(), with the tag
+    assert p.server.admit(sid, {"user": "u"}) is None
+    p.client.send_data(sid, framed(b"m"), end_stream=True)
+    (call,) = p.pump()
+    assert call == (sid, PATH, "application/grpc", "", 0, b"m", {"user": "u"})
+    assert p.server.admit(sid, None) is None  # once only
+
+
+def test_headers_mode_holds_a_call_whose_body_ended_until_admitted() -> None:
+    p = Pair(collect=True)
+    sid = p.call(framed(b"body"))
+    assert p.pump() == []  # ended, but not admitted
+    assert p.server.buffered == 9
+    ((hsid, _),) = p.server.take_heads()
+    call = p.server.admit(hsid, "tag")
+    assert call == (sid, PATH, "application/grpc", "", 0, b"body", "tag")
+    assert p.server.buffered == 0
+    p.server.respond(sid, 0)
+    p.pump()
+    assert p.response(sid)["trailers"] == {"grpc-status": "0"}
+
+
+def test_headers_mode_refusal_before_the_body_discards_it() -> None:
+    p = Pair(collect=True)
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers())
+    p.client.send_data(sid, b"\x00\x00\x01\x00\x00" + b"a" * 1000)
+    p.pump()
+    assert p.server.buffered == 1005
+    (_,) = p.server.take_heads()
+    assert p.server.respond(sid, 16, b"missing credentials") is True
+    assert p.server.buffered == 0
+    p.pump()
+    r = p.response(sid)
+    assert r["headers"]["grpc-status"] == "16" and r["ended"]
+    # then RST_STREAM NO_ERROR: the client may stop sending the body (RFC 9113 8.1)
+    assert r["reset"] == h2.errors.ErrorCodes.NO_ERROR
+    assert p.server.open_streams == 0
+    assert p.server.buffered == 0
+    assert p.server.admit(sid, None) is None
+    # a refused call whose body had ended: its held body is dropped too
+    sid2 = p.call(framed(b"x" * 100))
+    p.pump()
+    (_,) = p.server.take_heads()
+    assert p.server.buffered == 105
+    assert p.server.respond(sid2, 16, b"no") is True
+    assert p.server.buffered == 0
+    assert p.server.admit(sid2, None) is None
+    p.pump()
+    assert "reset" not in p.response(sid2)  # its body had ended: nothing to stop
+    assert p.server.open_streams == 0
+
+
+def test_headers_mode_refusal_discards_data_still_in_flight() -> None:
+    p = Pair(collect=True)
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers())
+    p.client.send_data(sid, b"\x00\x00\x01\x00\x00" + b"a" * 100)
+    p.pump()
+    (_,) = p.server.take_heads()
+    p.server.respond(sid, 16, b"no")
+    # the client sends more before it reads the answer
+    p.client.send_data(sid, b"b" * 5000)
+    p.server.feed(p.client.data_to_send())
+    assert p.server.buffered == 0 and p.server.take_heads() == []
+
+
+def test_headers_mode_bounds_the_headers_kept() -> None:
+    # a header list larger than headers mode keeps, within max_header_list_size
+    p = Pair(collect=True, max_header_list_size=1 << 16)
+    sid = int(p.client.get_next_available_stream_id())
+    many = {f"x-h{i:03d}": "v" for i in range(100)}
+    p.client.send_headers(sid, headers(**many), end_stream=True)
+    p.pump()
+    ((_, got),) = p.server.take_heads()
+    assert len(got) == 64  # MAX_HEADERS
+    sid2 = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(
+        sid2, headers(**{"x-big": "a" * 10_000, "x-bigger": "b" * 10_000, "x-small": "c"})
+    )
+    p.pump()
+    ((_, got),) = p.server.take_heads()
+    assert "x-big" in got and "x-bigger" not in got and got["x-small"] == "c"
+    # beyond max_header_list_size the call is reset before Python sees its headers
+    p = Pair(collect=True)
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers(**{"x-big": "a" * 10_000, "x-bigger": "b" * 10_000}))
+    p.pump()
+    assert p.server.take_heads() == []
+    assert p.server.stats[2] == 1  # header_refused
+
+
+def test_headers_mode_forgets_a_stream_reset_while_held() -> None:
+    p = Pair(collect=True)
+    sid = p.call(framed(b"held"))
+    p.pump()
+    (_,) = p.server.take_heads()
+    p.client.reset_stream(sid)
+    p.pump()
+    assert p.server.open_streams == 0 and p.server.buffered == 0
+    assert p.server.admit(sid, object()) is None
+
+
 def test_goaway_refuses_new_streams_and_answers_the_others() -> None:
     p = Pair()
     sid = p.call(framed(b"a"))
@@ -268,12 +399,14 @@ def test_limits_are_checked() -> None:
         )
 
 
-def test_random_corruption_never_crashes() -> None:
+@pytest.mark.parametrize("collect", [False, True], ids=["plain", "headers mode"])
+def test_random_corruption_never_crashes(collect: bool) -> None:
     rng = random.Random(7)
     good = Pair()
-    good.call(framed(b"\x0a\x02ab"))
+    good.call(framed(b"\x0a\x02ab"), authorization="Basic dTpw", **{"x-a": "b"})
+    good.call(framed(b"\x0a\x02cd"))
     wire = good.client.data_to_send()
-    for _ in range(2000):
+    for i in range(2000):
         data = bytearray(wire)
         for _ in range(rng.randint(1, 8)):
             data[rng.randrange(len(data))] = rng.randrange(256)
@@ -283,14 +416,269 @@ def test_random_corruption_never_crashes() -> None:
             max_concurrent_streams=10,
             stream_window=65535,
             connection_window=65535,
+            headers=collect,
         )
         try:
-            for call in s.feed(bytes(data[:cut])):
+            calls = s.feed(bytes(data[:cut]))
+            for n, (sid, heads) in enumerate(s.take_heads()):
+                assert all(isinstance(k, str) and isinstance(v, str) for k, v in heads.items())
+                if (i + n) % 3 == 0:  # refused, before or after its body ended
+                    s.respond(sid, 16, b"no")
+                else:
+                    more = s.admit(sid, ("tag", sid))
+                    calls += [more] if more is not None else []
+            for call in calls:
                 assert (isinstance(call[0], int) and call[1].startswith("/")) or call[1] == ""
+                assert len(call) == (7 if collect else 6)
                 s.respond(call[0], 0)
         except ValueError:
             continue
         s.data_to_send()
+
+
+# -- the limits of the server sessions -------------------------------------------------------
+def goaway(p: Pair) -> Any:
+    ends = [e for e in p.events if isinstance(e, h2.events.ConnectionTerminated)]
+    return ends[-1] if ends else None
+
+
+def test_the_preface_and_first_settings_establish_the_session() -> None:
+    s = h2server.Session(
+        max_message=100, max_concurrent_streams=1, stream_window=65535, connection_window=65535
+    )
+    assert s.established is False
+    s.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert s.established is False
+    s.feed(SettingsFrame(0).serialize())
+    assert s.established is True
+
+
+def test_a_header_block_over_the_limit_resets_the_call() -> None:
+    p = Pair(max_header_list_size=1024)
+    big = p.client.get_next_available_stream_id()
+    p.client.send_headers(big, headers(**{"x-big": "a" * 2000}))
+    p.client.send_data(big, framed(b"x"), end_stream=True)
+    # many references to one indexed field: small on the wire, large once decoded
+    bomb = p.client.get_next_available_stream_id()
+    p.client.send_headers(bomb, headers() + [("x-bomb", "b" * 200)] * 10)
+    p.client.send_data(bomb, framed(b"x"), end_stream=True)
+    assert p.pump() == []
+    assert p.response(big)["reset"] == h2.errors.ErrorCodes.INTERNAL_ERROR
+    assert p.response(bomb)["reset"] == h2.errors.ErrorCodes.INTERNAL_ERROR
+    assert p.server.stats[2] == 2 and p.server.notices >= 2
+    ok = p.call(framed(b"fine"))
+    (call,) = p.pump()
+    assert call[0] == ok and call[5] == b"fine"
+
+
+def test_resets_over_the_rate_get_goaway_enhance_your_calm() -> None:
+    p = Pair(reset_rate=5.0, reset_burst=10.0)
+    for _ in range(8):  # within the burst
+        sid = p.client.get_next_available_stream_id()
+        p.client.send_headers(sid, headers())
+        p.client.reset_stream(sid)
+    p.pump()
+    assert goaway(p) is None and p.server.stats[4] == 0
+    for _ in range(10):
+        sid = p.client.get_next_available_stream_id()
+        p.client.send_headers(sid, headers())
+        p.client.reset_stream(sid)
+    p.pump()
+    end = goaway(p)
+    assert end is not None and end.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert end.additional_data == b"too_many_resets"
+    assert p.server.stats[4] == 1  # CALM_RESETS
+    assert p.server.want_io() is False  # the GOAWAY is written: the connection is over
+    assert p.server.feed(b"anything at all") == []  # nothing more is read
+
+
+def test_a_call_reset_in_the_feed_that_completed_it_is_not_handed_out() -> None:
+    p = Pair()
+    sid = p.call(framed(b"gone"))
+    p.client.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+    kept = p.call(framed(b"kept"))
+    calls = p.pump()
+    assert [c[0] for c in calls] == [kept]
+    assert p.server.stats[1] == 1  # cancelled
+    # handed out, then reset before its answer: no longer pending
+    assert p.server.pending(kept) is True
+    p.client.reset_stream(kept, h2.errors.ErrorCodes.CANCEL)
+    p.pump()
+    assert p.server.pending(kept) is False
+    assert p.server.pending(0) is False and p.server.pending(999) is False
+
+
+def test_pings_closer_than_min_time_get_goaway_too_many_pings() -> None:
+    p = Pair(ping_min_time=60.0, permit_ping_without_stream=True)
+    for i in range(3):  # the 2nd and 3rd are strikes; the limit is more than two
+        p.client.ping(b"%08d" % i)
+        p.pump()
+    assert goaway(p) is None
+    p.client.ping(b"%08d" % 3)
+    p.pump()
+    end = goaway(p)
+    assert end is not None and end.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert end.additional_data == b"too_many_pings"
+    assert p.server.stats[4] == 2  # CALM_PINGS
+    # answers reset the count, as grpc-go does: a client pinging between calls is fine
+    q = Pair(ping_min_time=60.0, permit_ping_without_stream=True)
+    for i in range(6):
+        sid = q.call(framed(b"x"))
+        q.pump()
+        q.server.respond(sid, 0)
+        q.client.ping(b"%08d" % i)
+        q.pump()
+    assert goaway(q) is None
+
+
+def test_server_pings_and_their_acks() -> None:
+    p = Pair()
+    assert p.server.ping() is True
+    assert p.server.ping_outstanding is True
+    assert p.server.ping() is False  # one at a time
+    p.pump()  # the h2 client acknowledges
+    assert p.server.ping_outstanding is False
+
+
+def test_expire_resets_late_requests_and_reports_late_header_blocks() -> None:
+    p = Pair()
+    p.server.clock = 1000
+    late = p.client.get_next_available_stream_id()
+    p.client.send_headers(late, headers())
+    p.client.send_data(late, b"\x00\x00\x00\x00\x10half")
+    p.pump()
+    p.server.clock = 5000
+    fresh = p.client.get_next_available_stream_id()
+    p.client.send_headers(fresh, headers())
+    p.pump()
+    assert p.server.expire(-1, 2000) is False
+    p.pump()
+    assert p.response(late)["reset"] == h2.errors.ErrorCodes.CANCEL
+    assert "reset" not in p.response(fresh)
+    assert p.server.stats[3] == 1 and p.server.buffered == 0
+    # a header block begun and never ended (no CONTINUATION): the connection must go
+    s = h2server.Session(
+        max_message=100, max_concurrent_streams=5, stream_window=65535, connection_window=65535
+    )
+    s.clock = 100
+    block = hpack.Encoder().encode(headers())
+    s.feed(PREFACE + SettingsFrame(0).serialize() + HeadersFrame(1, data=block).serialize())
+    assert s.open_streams == 1
+    assert s.expire(99, -1) is False
+    assert s.expire(100, -1) is True
+
+
+def test_refuse_unfinished_frees_what_the_connection_holds() -> None:
+    p = Pair()
+    sids = []
+    for _ in range(3):
+        sid = p.client.get_next_available_stream_id()
+        p.client.send_headers(sid, headers())
+        p.client.send_data(sid, b"\x00\x00\x00\x10\x00" + b"z" * 1000)
+        sids.append(sid)
+    done = p.call(framed(b"complete"))
+    (call,) = p.pump()
+    assert call[0] == done and p.server.buffered == 3 * 1005
+    assert p.server.refuse_unfinished() == 3 * 1005
+    p.pump()
+    assert p.server.buffered == 0 and p.server.refused == 3
+    assert all(p.response(s)["reset"] == h2.errors.ErrorCodes.REFUSED_STREAM for s in sids)
+    assert p.server.respond(done, 0) is True  # the complete call is still answered
+    # max_buffered can be lowered: new data is then refused
+    p.server.max_buffered = 0
+    sid = p.client.get_next_available_stream_id()
+    p.client.send_headers(sid, headers())
+    p.client.send_data(sid, b"\x00\x00\x00\x00\x05")
+    p.pump()
+    assert p.response(sid)["reset"] == h2.errors.ErrorCodes.REFUSED_STREAM
+    with pytest.raises(ValueError):
+        p.server.max_buffered = -1
+
+
+def test_answers_are_counted_until_sent_and_terminate_says_why() -> None:
+    p = Pair()
+    sid = p.call(framed(b"a"))
+    p.pump()
+    p.server.respond(sid, 0)
+    assert (p.server.responding, p.server.answered) == (1, 0)
+    p.pump()
+    assert (p.server.responding, p.server.answered) == (0, 1)
+    p.server.terminate("max_connection_idle")
+    p.pump()
+    end = goaway(p)
+    assert end.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert end.additional_data == b"max_connection_idle"
+    assert p.server.want_io() is False
+
+
+def test_new_limits_are_checked() -> None:
+    base = {
+        "max_message": 1,
+        "max_concurrent_streams": 1,
+        "stream_window": 65535,
+        "connection_window": 65535,
+    }
+    for bad in (
+        {"max_header_list_size": 10},
+        {"reset_rate": -1.0},
+        {"reset_burst": 0.0},
+        {"ping_min_time": -1.0},
+    ):
+        with pytest.raises(ValueError):
+            h2server.Session(**base, **bad)
+
+
+def test_random_client_behaviour_under_tight_limits_never_crashes() -> None:
+    """Random sequences of what a hostile client can do (calls cut short, resets, pings,
+    large and repeated headers, settings), with the owner's calls (expire, refuse_unfinished,
+    pending, respond, ping, terminate) in between: no crash, consistent counts."""
+    rng = random.Random(13)
+    for _ in range(300):
+        p = Pair(
+            max_message=2000,
+            max_streams=8,
+            max_buffered=4000,
+            max_header_list_size=1024,
+            reset_rate=20.0,
+            reset_burst=15.0,
+            ping_min_time=1.0,
+        )
+        try:
+            for step in range(rng.randint(5, 60)):
+                op = rng.randrange(10)
+                c = p.client
+                if op <= 3 and c.open_outbound_streams < 8:
+                    sid = c.get_next_available_stream_id()
+                    extra = {"x-h": "v" * rng.choice((1, 300, 900))}
+                    c.send_headers(sid, headers(**extra))
+                    body = framed(b"q" * rng.choice((0, 10, 1500, 2500)))
+                    c.send_data(
+                        sid, body[: rng.randint(0, len(body))], end_stream=rng.random() < 0.6
+                    )
+                elif op == 4 and c.open_outbound_streams:
+                    sid = rng.choice(list(c.streams))
+                    if not c.streams[sid].closed:
+                        c.reset_stream(sid)
+                elif op == 5:
+                    c.ping(rng.randbytes(8))
+                elif op == 6:
+                    p.server.clock = step * 100
+                    p.server.expire(rng.randint(-1, step * 100), rng.randint(-1, step * 100))
+                elif op == 7:
+                    p.server.refuse_unfinished()
+                elif op == 8:
+                    for call in p.calls:
+                        if p.server.pending(call[0]):
+                            p.server.respond(call[0], rng.choice((0, 14)), b"m", None, None)
+                    p.server.ping()
+                elif op == 9 and rng.random() < 0.1:
+                    p.server.terminate("test")
+                p.pump()
+                stats = p.server.stats
+                assert p.server.buffered >= 0 and p.server.responding >= 0
+                assert all(n >= 0 for n in stats)
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, ValueError):
+            continue
 
 
 # -- client sessions, against the server sessions above ---------------------------------------

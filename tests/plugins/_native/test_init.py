@@ -130,3 +130,41 @@ def test_pipeline_native_dir_is_looked_in_first(tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parents[3],
     )
     assert out.stdout.strip() == str(copy)
+
+
+def test_a_libnghttp2_without_the_dos_fixes_is_not_used_by_the_server(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import types
+
+    import plugins._native as native
+
+    def fake(version: int, reset: bool, continuations: bool) -> types.ModuleType:
+        module = types.ModuleType("_h2server")
+        module.RUNTIME_VERSION_NUM = version  # type: ignore[attr-defined]
+        module.RUNTIME_VERSION = f"{version >> 16}.{(version >> 8) & 255}.0"  # type: ignore[attr-defined]
+        module.RESET_RATE_LIMIT = reset  # type: ignore[attr-defined]
+        module.MAX_CONTINUATIONS = continuations  # type: ignore[attr-defined]
+        return module
+
+    # 1.52.0 as Debian 12 ships it (both fixes backported): used
+    assert native.nghttp2_missing_fixes(fake(0x013400, True, True)) == []
+    # upstream 1.61.0 without the symbols we probe for cannot exist, but the version suffices
+    assert native.nghttp2_missing_fixes(fake(0x013D00, False, False)) == []
+    # 1.58.0: Rapid Reset fixed by version, CONTINUATION flood not
+    assert native.nghttp2_missing_fixes(fake(0x013A00, False, False)) == [
+        "CONTINUATION flood, CVE-2024-28182 (fixed in 1.61.0)"
+    ]
+    old = fake(0x013400, False, False)
+    monkeypatch.setattr(native, "load", lambda name: old)
+    monkeypatch.delenv("PIPELINE_GRPC_SERVER", raising=False)
+    native._warned.discard("nghttp2")
+    with caplog.at_level("WARNING", logger="pipeline.native"):
+        assert native.load_h2("PIPELINE_GRPC_SERVER") is None
+        assert native.load_h2("PIPELINE_GRPC_CLIENT") is old  # the client is not refused
+    (warning,) = [r.getMessage() for r in caplog.records if "libnghttp2" in r.getMessage()]
+    assert "Rapid Reset, CVE-2023-44487" in warning and "grpcio" in warning
+    # the module built here reports its library
+    real = load("_h2server")
+    if real is not None:
+        assert real.RUNTIME_VERSION and native.nghttp2_missing_fixes(real) == []

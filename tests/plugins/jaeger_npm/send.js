@@ -1,6 +1,7 @@
 // Sends spans with the npm jaeger-client to a collector endpoint (HTTP, binary Thrift,
 // chunked transfer encoding) and prints what it sent as JSON.
 // Usage: node send.js http://127.0.0.1:PORT/api/traces
+// (JAEGER_USERNAME / JAEGER_PASSWORD: Basic authentication; NODE_EXTRA_CA_CERTS for https)
 'use strict';
 const { initTracer, opentracing } = require('jaeger-client');
 
@@ -10,7 +11,12 @@ const tracer = initTracer(
   {
     serviceName: 'npm-jaeger-svc',
     sampler: { type: 'const', param: 1 },
-    reporter: { collectorEndpoint: endpoint, flushIntervalMs: 100 },
+    reporter: {
+      collectorEndpoint: endpoint,
+      flushIntervalMs: 100,
+      ...(process.env.JAEGER_USERNAME ? { username: process.env.JAEGER_USERNAME } : {}),
+      ...(process.env.JAEGER_PASSWORD ? { password: process.env.JAEGER_PASSWORD } : {}),
+    },
   },
   { logger: quiet, traceId128bit: true, tags: { 'deployment.environment': 'test' } },
 );

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 from typing import Any
 
 import aiohttp
@@ -43,6 +44,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from plugins.otlpreceiver.common import inflate
+from tests.hostile import probe_during
 from tests.otlp_support import (
     RecordingBackend,
     compare_logs,
@@ -50,6 +52,7 @@ from tests.otlp_support import (
     recording_backend,
     second_gateway,
 )
+from tests.plugins import jaeger_capture as cap
 from tests.support import free_port, running_service, wait_until
 
 
@@ -299,8 +302,8 @@ async def test_bad_input_gets_the_right_status_and_the_gateway_goes_on() -> None
                 "malformed JSON",
             ),
             (
-                "deeply nested json",
-                b'{"resourceSpans":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                "100k-deep json",
+                b"[" * 100_000,
                 {"Content-Type": "application/json"},
                 400,
                 "nested too deeply",
@@ -603,3 +606,133 @@ async def test_logs_bad_input_partial_success_and_url_path() -> None:
             )
             == 4
         )
+
+
+# -- hostile input ------------------------------------------------------------------------------
+def capture_config(http_port: int, key: str, extra_http: str = "") -> str:
+    cap.install()
+    return f"""
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{http_port}
+{extra_http}
+exporters:
+  jaeger_test_capture: {{key: "{key}"}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [jaeger_test_capture]}}
+"""
+
+
+def json_spans(n: int, attributes: int = 0) -> bytes:
+    span = {
+        "traceId": "0102030405060708090a0b0c0d0e0f10",
+        "spanId": "1112131415161718",
+        "name": "step",
+        "startTimeUnixNano": "1700000000000000000",
+        "attributes": [
+            {"key": f"gen_ai.attr{k}", "value": {"stringValue": "value-value"}}
+            for k in range(attributes)
+        ],
+    }
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span] * n}]}]}).encode()
+
+
+def _refused(service: Any, reason: str) -> float:
+    return float(
+        service.telemetry.value(
+            "otelcol_receiver_refused_requests_total",
+            receiver="otlp",
+            transport="http",
+            reason=reason,
+        )
+    )
+
+
+async def test_hostile_json_gets_4xx_is_counted_and_logged_rate_limited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Deep JSON used to get a 500 and an error traceback; every malformed body is a 400
+    naming what is wrong, a body over max_json_values a 413; the refusals are counted and
+    logged at most once a second (1,000 malformed requests made 1.2 MiB of log)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/traces"
+    headers = {"Content-Type": "application/json"}
+    extra = "        max_json_values: 5000\n"
+    async with (
+        running_service(capture_config(port, "json-hostile", extra)) as service,
+        aiohttp.ClientSession() as session,
+    ):
+        cases = [
+            (b"[" * 4000, 400, "nested too deeply"),
+            (b'{"resourceSpans": [{"scopeSpans": 7}]}', 400, "scopeSpans"),
+            (json_spans(1).replace(b'"step"', b"5"), 400, "name"),
+            (json_spans(1000), 413, "max_json_values"),
+        ] + [(b'{"resourceSpans": [', 400, "malformed JSON")] * 200
+        for body, status, text in cases:
+            async with session.post(url, data=body, headers=headers) as resp:
+                assert resp.status == status
+                assert text in json.loads(await resp.read())["message"]
+        async with session.post(url, data=json_spans(3), headers=headers) as resp:
+            assert resp.status == 200
+        assert len(cap.spans("json-hostile")) == 3
+        assert _refused(service, "malformed") == len(cases) - 1
+        assert _refused(service, "too_large") == 1
+        malformed = service.telemetry.value(
+            "otelcol_receiver_malformed_requests_total", receiver="otlp", otel_signal="traces"
+        )
+        assert malformed == len(cases)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    lines = [r for r in caplog.records if "refused an OTLP/HTTP request" in r.getMessage()]
+    assert 1 <= len(lines) <= 6, len(lines)  # one a second per kind of refusal
+
+
+async def test_a_client_that_disconnects_mid_body_is_counted_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    async with running_service(capture_config(port, "json-gone")) as service:
+        for chunked in (False, True) * 10:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            framing = (
+                b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"res'
+                if chunked
+                else b'Content-Length: 1000\r\n\r\n{"res'
+            )
+            writer.write(
+                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + framing
+            )
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        await wait_until(lambda: _refused(service, "client_disconnected") == 20)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_the_loop_keeps_serving_while_a_large_json_body_is_decoded() -> None:
+    """A 2.8 MB OTLP/JSON body (4,000 spans of 6 attributes) takes a second or more to
+    decode (json_format is pure Python): it runs in a decode thread while small requests
+    are served (an 11.8 MiB body used to stop the loop for 2.3 s)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/traces"
+    headers = {"Content-Type": "application/json"}
+    big, small = json_spans(4000, attributes=6), json_spans(1)
+    async with (
+        running_service(capture_config(port, "json-big")),
+        aiohttp.ClientSession() as session,
+    ):
+
+        async def post(body: bytes) -> int:
+            async with session.post(url, data=body, headers=headers) as resp:
+                return resp.status
+
+        status, duration, latencies, lag = await probe_during(post(big), lambda: post(small))
+    assert status == 200
+    assert len(latencies) >= 5, (duration, latencies)
+    assert max(latencies) < duration / 3, (duration, latencies)
+    assert lag < duration / 3, (duration, lag)
+    assert len(cap.spans("json-big")) == 4000 + len(latencies)

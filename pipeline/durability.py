@@ -1,0 +1,349 @@
+"""Durable acknowledgements: a receiver answers success only once the request is in the
+write-ahead log, and the record stays there until the pipeline is done with the data.
+
+With ``service.durability.storage`` naming a storage extension (``file_storage``), the engine
+puts a :class:`DurableEntry` between each receiver and its pipelines. For every request:
+
+1. the payload gets an :class:`AckToken` for its record and goes into the pipelines (a
+   refusal is answered at once, nothing written);
+2. once the pipelines took it, the request is appended to the log (group commit: requests
+   arriving meanwhile share one write, and one fsync with ``fsync: true``);
+3. then the receiver acknowledges.
+
+The token travels with the data (``Payload.merge`` unions tokens, ``split``/``copy`` share
+them, a fan-out gives each branch the same payload or a copy, stateful components carry them
+to what they emit). The record is done when no live payload holds its token: the exporters
+delivered it (or put it into a persistent queue), or a component dropped it on purpose (and
+counted it). That is reference counting by object lifetime: :meth:`AckToken.__del__` marks the
+record done, so every path that lets go of the data - delivery, a filter, the engine's failure
+isolation, a queue given up on - completes the record without code of its own.
+
+On start, the records not done are replayed into the same receiver's pipelines, in the order
+they were written, before any receiver starts (waiting while the pipeline pushes back).
+Replayed items are counted in ``otelcol_receiver_replayed_<items>{receiver}``: they were
+acknowledged before the crash and their delivery was not confirmed; some of them may have
+reached the backend already (delivered, but the process died before the record was marked
+done, or a request delivered in parts), so that count bounds the duplicates a crash causes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import struct
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pipeline.component import ComponentID
+from pipeline.errors import ConfigError, DataDroppedError, PermanentError, RetryableError
+from pipeline.pdata import Payload, Signal, payload_type
+from pipeline.ratelimit import LogLimiter
+from pipeline.storage import Record, SegmentLog, StorageError, StorageExtension
+
+if TYPE_CHECKING:
+    from pipeline.component import Host
+    from pipeline.consumer import Consumer
+    from pipeline.telemetry import ComponentTelemetry
+
+log = logging.getLogger("pipeline.durability")
+
+WAL_OWNER = "service_wal"
+_ROUTE = struct.Struct("<H")
+
+
+class AckToken:
+    """One acknowledged request's record in the write-ahead log. The record is done when the
+    token is garbage (no payload holds it any more)."""
+
+    __slots__ = ("_log", "_record")
+
+    def __init__(self, wal: SegmentLog, record: Record) -> None:
+        self._log = wal
+        self._record = record
+
+    def __del__(self) -> None:
+        self._log.complete(self._record)
+
+    def __repr__(self) -> str:
+        return f"AckToken({self._record!r})"
+
+
+# -- tokens of the payload a component is consuming ---------------------------------------------
+# The engine's failure isolation (pipeline.consumer.IsolatedConsumer) sets this around every
+# processor's, exporter's and connector's ``consume``: a payload the component builds and
+# passes on during that call without tokens of its own (a stateless processor that makes a new
+# payload from the one it got, an exporter that translates before queueing) gets the tokens of
+# the input (``carry_current``). The holder is emptied when ``consume`` returns, so a task the
+# component started meanwhile (which copied the context) keeps no token alive.
+_CURRENT: contextvars.ContextVar[list[tuple[object, ...]] | None] = contextvars.ContextVar(
+    "pipeline_current_acks", default=None
+)
+
+
+def enter_consume(data: Payload) -> tuple[list[tuple[object, ...]], contextvars.Token[Any]] | None:
+    """Called by the engine before a component consumes ``data`` (tokens only)."""
+    acks = data.ack_tokens
+    if not acks:
+        return None
+    holder = [acks]
+    return holder, _CURRENT.set(holder)
+
+
+def leave_consume(entered: tuple[list[tuple[object, ...]], contextvars.Token[Any]]) -> None:
+    holder, reset = entered
+    holder.clear()
+    _CURRENT.reset(reset)
+
+
+def current_acks() -> tuple[object, ...]:
+    """The tokens of the payload being consumed in this call path (empty if none)."""
+    holder = _CURRENT.get()
+    return holder[0] if holder else ()
+
+
+def carry_current(data: Payload) -> Payload:
+    """Give ``data`` the tokens of the payload being consumed, if it carries none."""
+    if not data.ack_tokens:
+        holder = _CURRENT.get()
+        if holder:
+            data.carry_acks(holder[0])
+    return data
+
+
+class HeldAcks:
+    """The tokens of the requests a stateful component holds in a form of its own (the
+    workflow processor's trace store), released in arrival order with O(1) work per request.
+
+    The component reports each request's arrival (:meth:`arrived`: its time, its tokens and
+    how many new held groups - traces - it created, all stamped with that time) and, when it
+    releases groups, their creation times (:meth:`released`). A request's tokens are released
+    once no group created at or before its arrival is held any more (the *released watermark*
+    passed it): every group holding part of that request was created at or before it, so all
+    of it was released - onto the payloads the component emits, which carry the tokens on.
+    """
+
+    __slots__ = ("_entries", "_live", "_order")
+
+    def __init__(self, held: Iterable[float] = ()) -> None:
+        """``held``: the creation times of the groups already held when tracking starts
+        (a component that makes its ``HeldAcks`` when the first payload with tokens arrives
+        counts what it held before, so those groups hold the watermark back too)."""
+        self._entries: deque[tuple[float, tuple[object, ...]]] = deque()
+        self._live: dict[float, list[int]] = {}  # creation time -> [groups held]
+        self._order: deque[float] = deque()  # creation times, increasing
+        for t in sorted(held):
+            counter = self._live.get(t)
+            if counter is None:
+                self._live[t] = [1]
+                self._order.append(t)
+            else:
+                counter[0] += 1
+
+    def arrived(self, now: float, acks: tuple[object, ...], created: int, held: bool) -> None:
+        """A request consumed at ``now``: ``created`` new groups were stamped ``now``; ``held``
+        says whether any of its items is held (else its tokens need not wait)."""
+        if created:
+            counter = self._live.get(now)
+            if counter is None:
+                self._live[now] = [created]
+                self._order.append(now)
+            else:
+                counter[0] += created
+        if acks and held:
+            self._entries.append((now, acks))
+
+    def released(self, created_times: list[float]) -> tuple[object, ...]:
+        """Groups created at ``created_times`` were released: the tokens now free to go onto
+        what the component emits for them."""
+        live = self._live
+        for t in created_times:
+            counter = live.get(t)
+            if counter is not None:
+                counter[0] -= 1
+        order = self._order
+        while order and live[order[0]][0] <= 0:
+            del live[order.popleft()]
+        watermark = order[0] if order else float("inf")
+        entries = self._entries
+        if not entries or entries[0][0] >= watermark:
+            return ()
+        out: list[object] = []
+        while entries and entries[0][0] < watermark:
+            out.extend(entries.popleft()[1])
+        return tuple(out)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# -- the write-ahead log -------------------------------------------------------------------------
+class WriteAheadLog:
+    """The service's write-ahead log: the entries receivers push through, and the replay."""
+
+    def __init__(self, storage: ComponentID, receivers: list[ComponentID] | None) -> None:
+        self.storage = storage
+        self.receivers = set(receivers) if receivers is not None else None
+        self.log: SegmentLog | None = None
+        self._routes: dict[str, tuple[Consumer, Signal, ComponentTelemetry]] = {}
+        self._pending: list[Record] = []
+        self.limiter = LogLimiter()
+
+    def covers(self, receiver: ComponentID) -> bool:
+        return self.receivers is None or receiver in self.receivers
+
+    def entry(
+        self,
+        receiver: ComponentID,
+        signal: Signal,
+        inner: Consumer,
+        telemetry: ComponentTelemetry,
+    ) -> DurableEntry:
+        """The consumer a receiver pushes ``signal`` into: ``inner`` behind the log."""
+        route = f"{signal}:{receiver}"
+        self._routes[route] = (inner, signal, telemetry)
+        return DurableEntry(self, route, inner)
+
+    def open(self, host: Host) -> int:
+        """Open the log in the storage extension; returns the records waiting for replay."""
+        ext = host.get_extension(self.storage)
+        if not isinstance(ext, StorageExtension):
+            raise ConfigError(
+                "service.durability.storage",
+                f"extension {self.storage} does not provide storage (use a file_storage "
+                "extension listed in service.extensions)",
+            )
+        self.log = ext.log(WAL_OWNER)
+        self._pending = self.log.open()
+        return len(self._pending)
+
+    async def replay(self) -> None:
+        """Push every record not done into its receiver's pipelines, waiting while they push
+        back. Called after every other component started, before the receivers start."""
+        wal = self.log
+        pending, self._pending = self._pending, []
+        if wal is None or not pending:
+            return
+        log.info("replaying the write-ahead log", extra={"records": len(pending)})
+        items = 0
+        for rec in pending:
+            try:
+                body = wal.read(rec)
+            except StorageError as exc:
+                log.error("cannot read a write-ahead log record; it is lost: %s", exc)
+                wal.complete(rec)
+                continue
+            (n,) = _ROUTE.unpack_from(body)
+            route = body[_ROUTE.size : _ROUTE.size + n].decode("utf-8", "replace")
+            data = body[_ROUTE.size + n :]
+            target = self._routes.get(route)
+            if target is None:
+                log.error(
+                    "a write-ahead log record is for a receiver no longer in the configuration "
+                    "(%s); dropping it",
+                    route,
+                )
+                wal.complete(rec)
+                continue
+            consumer, signal, telemetry = target
+            payload = payload_type(signal)(data)
+            try:
+                count = payload.item_count()
+            except Exception as exc:
+                log.error("a write-ahead log record cannot be read (%s); dropping it", exc)
+                wal.complete(rec)
+                continue
+            payload.carry_acks((AckToken(wal, rec),))
+            del body, data
+            if await _deliver(consumer, payload, telemetry, count):
+                telemetry.replayed(signal, count)
+                items += count
+            del payload
+        log.info(
+            "write-ahead log replayed",
+            extra={"records": len(pending), "items": items},
+        )
+
+    def freeze(self) -> None:
+        """The shutdown deadline passed: what is dropped from now on stays in the log."""
+        if self.log is not None:
+            self.log.freeze()
+
+    def close(self) -> None:
+        wal = self.log
+        if wal is None:
+            return
+        wal.close()
+        left = wal.stats.live
+        if left:
+            log.warning(
+                "requests not delivered stay in the write-ahead log and are replayed at the "
+                "next start",
+                extra={"records": left},
+            )
+        self.log = None
+
+
+async def _deliver(
+    consumer: Consumer, payload: Payload, telemetry: ComponentTelemetry, count: int
+) -> bool:
+    delay = 0.05
+    warned = False
+    while True:
+        try:
+            await consumer.consume(payload)
+            return True
+        except RetryableError as exc:
+            if not warned:
+                log.warning("the pipeline pushes back during replay; waiting: %s", exc)
+                warned = True
+            await asyncio.sleep(max(delay, min(exc.retry_after or 0.0, 1.0)))
+            delay = min(delay * 2, 1.0)
+        except DataDroppedError:
+            return False  # counted where it was dropped
+        except PermanentError as exc:
+            telemetry.dropped(payload.signal, count, "replay_refused")
+            log.error("the pipeline refused a replayed request permanently; dropped: %s", exc)
+            return False
+        except Exception as exc:  # a failure the engine did not isolate: never stop the start
+            telemetry.dropped(payload.signal, count, "replay_failed")
+            log.error("a replayed request failed in the pipeline; dropped: %s", exc, exc_info=exc)
+            return False
+
+
+class DurableEntry:
+    """What a receiver pushes into when durability is on: pipelines first, then the log,
+    then the acknowledgement."""
+
+    mutates_data = False
+
+    def __init__(self, wal: WriteAheadLog, route: str, inner: Consumer) -> None:
+        self.wal = wal
+        self.inner = inner
+        raw = route.encode()
+        self.header = _ROUTE.pack(len(raw)) + raw
+
+    async def consume(self, data: Payload) -> None:
+        wal = self.wal.log
+        if wal is None:
+            raise RetryableError("the write-ahead log is not open yet", retry_after=1.0)
+        raw = data.to_bytes()  # the request as received (a processor may change the payload)
+        rec = Record()
+        data.carry_acks((AckToken(wal, rec),))
+        await self.inner.consume(data)
+        try:
+            await wal.append((self.header, raw), rec)
+        except StorageError as exc:
+            self.wal.limiter.log(
+                log,
+                logging.ERROR,
+                "cannot write the write-ahead log; the sender is asked to retry: %s",
+                exc,
+                key="wal_write",
+            )
+            raise RetryableError(
+                f"cannot write the write-ahead log: {exc.strerror or exc}",
+                retry_after=1.0,
+                resource_exhausted=True,
+            ) from exc

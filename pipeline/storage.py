@@ -1,0 +1,622 @@
+"""Durable storage for the engine: an append-only log of records in segment files, written with
+group commit, each record marked done when its data is no longer needed.
+
+Two users: the write-ahead log of ``service.durability`` (the requests receivers acknowledged,
+until the pipeline delivered them) and the exporters' persistent sending queue
+(``sending_queue.storage``). Both get their log from a storage extension (``file_storage``),
+which owns the directory and the fsync policy: :class:`StorageExtension`.
+
+On disk, a log is a directory of segments ``<seq>.seg`` (an 8-byte magic, then records: a
+16-byte header - body length, CRC-32 of the body, record id - and the body) with a side file
+``<seq>.done`` per segment listing the ids of its records that are done (8 bytes each). A
+segment is deleted once it is full (a new one was started) and all its records are done. On
+open, every record not listed as done is handed back (in write order) to be replayed; a record
+cut short or failing its CRC at the end of the last segment (a write the process died in, never
+acknowledged) is cut off.
+
+Writes are done by one thread per log: records appended while it writes wait and go out
+together in the next ``writev`` (group commit); with ``fsync`` the thread calls ``fdatasync``
+before any of them is acknowledged, so concurrent requests share one fsync. Without ``fsync``
+a record is acknowledged once it is in the page cache (it survives the process being killed,
+not a power loss) and the log is fsynced in the background every ``fsync_interval``. Done
+marks are written by the same thread every ``DONE_TICK`` without fsync: one lost in a crash
+only means its record is replayed once more (a duplicate, never a loss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+log = logging.getLogger("pipeline.storage")
+
+MAGIC = b"PLOGv1\r\n"
+HEADER = struct.Struct("<IIQ")  # body length, crc32(body), record id
+DONE = struct.Struct("<Q")
+SEGMENT_BYTES = 8 << 20
+DONE_TICK = 0.05  # seconds between two passes over the records completed meanwhile
+MAX_RECORD = (1 << 32) - 1
+_IOV_MAX = 512  # buffers per writev call (the kernel's limit is 1024)
+
+
+class StorageError(OSError):
+    """A log could not be opened, written or read."""
+
+
+@runtime_checkable
+class StorageExtension(Protocol):
+    """What a storage extension (``file_storage``) offers the engine and the components: a
+    log of their own for each owner (``"service_wal"``, ``"exporter_otlp__traces"``)."""
+
+    def log(self, owner: str) -> SegmentLog:
+        """The log of ``owner`` (created on first use; not opened yet)."""
+        ...
+
+
+def safe_name(text: str) -> str:
+    """``text`` usable as a file name, as the Collector's file storage writes component names:
+    every character but ASCII letters, digits, ``.``, ``-`` and ``_`` becomes ``~`` and its
+    code point in hex (``/`` -> ``~002F``)."""
+    out = []
+    for ch in text:
+        if ch.isascii() and (ch.isalnum() or ch in "._-"):
+            out.append(ch)
+        else:
+            out.append(f"~{ord(ch):04X}")
+    return "".join(out)
+
+
+class Record:
+    """A handle on one record of a log: where it is and whether it is done. Holds no data."""
+
+    __slots__ = ("length", "offset", "rid", "segment")
+
+    def __init__(self) -> None:
+        self.rid = -1
+        self.segment: _Segment | None = None
+        self.offset = 0
+        self.length = 0
+
+    def __repr__(self) -> str:
+        seq = self.segment.seq if self.segment is not None else None
+        return f"Record(rid={self.rid}, segment={seq}, offset={self.offset}, len={self.length})"
+
+
+class _Segment:
+    __slots__ = (
+        "deleted",
+        "done_fd",
+        "fd",
+        "live",
+        "path",
+        "read_fd",
+        "records",
+        "sealed",
+        "seq",
+        "size",
+    )
+
+    def __init__(self, seq: int, path: Path) -> None:
+        self.seq = seq
+        self.path = path
+        self.fd = -1  # for appending (the current segment only)
+        self.read_fd = -1
+        self.done_fd = -1
+        self.size = 0
+        self.live = 0  # records written and not done
+        self.records = 0
+        self.sealed = False
+        self.deleted = False
+
+    @property
+    def done_path(self) -> Path:
+        return self.path.with_suffix(".done")
+
+
+class _Write:
+    __slots__ = ("error", "future", "loop", "parts", "record")
+
+    def __init__(
+        self,
+        record: Record,
+        parts: Sequence[bytes],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[None],
+    ) -> None:
+        self.record = record
+        self.parts = parts
+        self.loop = loop
+        self.future = future
+        self.error: BaseException | None = None
+
+
+class LogStats:
+    """What a log holds, read by the self-metrics (approximate while the writer runs)."""
+
+    __slots__ = ("bytes", "commits", "fsyncs", "live", "records_written", "segments")
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.bytes = 0
+        self.segments = 0
+        self.commits = 0
+        self.fsyncs = 0
+        self.records_written = 0
+
+
+class SegmentLog:
+    """One log: :meth:`open`, then :meth:`append` records and :meth:`complete` them; records
+    not completed when the process ends are returned by the next :meth:`open`."""
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        fsync: bool = False,
+        fsync_interval: float = 1.0,
+        segment_bytes: int = SEGMENT_BYTES,
+        lock_timeout: float = 1.0,
+        dir_mode: int = 0o750,
+        name: str = "",
+    ) -> None:
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval
+        self.segment_bytes = segment_bytes
+        self.lock_timeout = lock_timeout
+        self.dir_mode = dir_mode
+        self.name = name or self.directory.name
+        self.stats = LogStats()
+        self._segments: dict[int, _Segment] = {}
+        self._current: _Segment | None = None
+        self._next_rid = 0
+        self._next_seq = 0
+        self._lock_fd = -1
+        self._cond = threading.Condition()
+        self._pending: list[_Write] = []
+        self._completed: collections.deque[Record] = collections.deque()
+        self._fd_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._frozen = False
+        self._dirty = False  # written since the last fsync
+        self._failed: BaseException | None = None
+        self.opened = False
+
+    # -- opening -------------------------------------------------------------------------
+    def open(self) -> list[Record]:
+        """Lock the directory, recover its segments and start the writer. Returns the records
+        not done, in the order they were written (read their bodies with :meth:`read`)."""
+        if self.opened:
+            raise StorageError(errno.EALREADY, f"log {self.directory} is already open")
+        self.directory.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
+        self._lock()
+        try:
+            pending = self._recover()
+        except BaseException:
+            self._unlock()
+            raise
+        self.opened = True
+        self._thread = threading.Thread(target=self._run, name=f"storage-{self.name}", daemon=True)
+        self._thread.start()
+        return pending
+
+    def _lock(self) -> None:
+        path = self.directory / "LOCK"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise StorageError(
+                        errno.EWOULDBLOCK,
+                        f"{self.directory} is locked by another process (waited "
+                        f"{self.lock_timeout:g}s): two gateways cannot share a storage directory",
+                    ) from None
+                time.sleep(0.02)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+    def _recover(self) -> list[Record]:
+        seqs = sorted(int(p.stem) for p in self.directory.glob("*.seg") if p.stem.isdigit())
+        pending: list[Record] = []
+        next_rid = 0
+        for i, seq in enumerate(seqs):
+            seg = _Segment(seq, self.directory / f"{seq:012d}.seg")
+            done = self._read_done(seg)
+            records, good_end, problem = self._scan(seg)
+            if problem:
+                if i == len(seqs) - 1:
+                    # the end of the last segment: a write the process died in, never
+                    # acknowledged; cut it off so the file stays well-formed
+                    log.warning(
+                        "storage %s: cutting off an unfinished record at the end of %s (%s)",
+                        self.name,
+                        seg.path.name,
+                        problem,
+                    )
+                    with open(seg.path, "r+b") as f:
+                        f.truncate(good_end)
+                else:
+                    log.error(
+                        "storage %s: %s is damaged after byte %d (%s); the records after it "
+                        "cannot be read",
+                        self.name,
+                        seg.path.name,
+                        good_end,
+                        problem,
+                    )
+            seg.size = good_end
+            seg.records = len(records)
+            seg.sealed = True
+            for rec in records:
+                rec.segment = seg
+                next_rid = max(next_rid, rec.rid + 1)
+                if rec.rid not in done:
+                    pending.append(rec)
+                    seg.live += 1
+            if seg.live == 0:
+                self._delete(seg)
+            else:
+                self._segments[seq] = seg
+                self.stats.bytes += seg.size
+            self._next_seq = seq + 1
+        self._next_rid = next_rid
+        self.stats.live = len(pending)
+        self.stats.segments = len(self._segments)
+        return pending
+
+    @staticmethod
+    def _read_done(seg: _Segment) -> set[int]:
+        try:
+            data = seg.done_path.read_bytes()
+        except FileNotFoundError:
+            return set()
+        n = len(data) // DONE.size
+        return set(struct.unpack_from(f"<{n}Q", data)) if n else set()
+
+    def _scan(self, seg: _Segment) -> tuple[list[Record], int, str]:
+        """The records of a segment, where the readable part ends and what stopped the scan."""
+        records: list[Record] = []
+        with open(seg.path, "rb") as f:
+            magic = f.read(len(MAGIC))
+            if magic != MAGIC:
+                return records, 0, "not a segment file (bad magic)"
+            pos = len(MAGIC)
+            while True:
+                header = f.read(HEADER.size)
+                if not header:
+                    return records, pos, ""
+                if len(header) < HEADER.size:
+                    return records, pos, "truncated record header"
+                length, crc, rid = HEADER.unpack(header)
+                body = f.read(length)
+                if len(body) < length:
+                    return records, pos, "truncated record"
+                if zlib.crc32(body) != crc:
+                    return records, pos, "record checksum mismatch"
+                rec = Record()
+                rec.rid = rid
+                rec.offset = pos + HEADER.size
+                rec.length = length
+                records.append(rec)
+                pos += HEADER.size + length
+
+    # -- writing -------------------------------------------------------------------------
+    async def append(self, parts: Sequence[bytes], record: Record | None = None) -> Record:
+        """Write one record whose body is ``parts`` joined; returns once it is durable as the
+        fsync policy says (in the page cache, or on disk with ``fsync``). Records appended
+        while the writer is busy are written together. Raises :class:`StorageError`."""
+        if not self.opened or self._closing:
+            raise StorageError(errno.EBADF, f"log {self.directory} is not open")
+        if self._failed is not None:
+            raise StorageError(errno.EIO, f"log {self.directory} failed: {self._failed}")
+        rec = record if record is not None else Record()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            self._pending.append(_Write(rec, parts, loop, future))
+            self._cond.notify()
+        await future
+        return rec
+
+    def complete(self, record: Record) -> None:
+        """Mark a record done: its space is reclaimed and it is not returned after a restart.
+        Cheap and safe from any thread (token finalizers); applied by the writer shortly."""
+        self._completed.append(record)
+
+    def freeze(self) -> None:
+        """From now on, records completed are not marked done (the service's shutdown deadline
+        passed: what is dropped now is replayed at the next start, not lost)."""
+        self._frozen = True
+
+    def read(self, record: Record) -> bytes:
+        """The body of a record written and not done. Raises :class:`StorageError`."""
+        seg = record.segment
+        if seg is None or seg.deleted:
+            raise StorageError(errno.ENOENT, f"{record!r} is not in log {self.directory}")
+        with self._fd_lock:
+            if seg.read_fd < 0:
+                seg.read_fd = os.open(seg.path, os.O_RDONLY)
+            fd = seg.read_fd
+        data = os.pread(fd, record.length, record.offset)
+        if len(data) != record.length:
+            raise StorageError(errno.EIO, f"{record!r}: short read in {seg.path}")
+        return data
+
+    # -- the writer thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        last_sync = time.monotonic()
+        while True:
+            with self._cond:
+                if not self._pending and not self._closing:
+                    self._cond.wait(DONE_TICK)
+                batch, self._pending = self._pending, []
+                closing = self._closing
+            if batch:
+                self._write_batch(batch)
+            self._apply_completed()
+            now = time.monotonic()
+            if (
+                self._dirty
+                and not self.fsync
+                and self.fsync_interval > 0
+                and now - last_sync >= self.fsync_interval
+            ):
+                self._sync()
+                last_sync = now
+            if closing:
+                with self._cond:
+                    if self._pending:
+                        continue
+                return
+
+    def _open_segment(self) -> _Segment:
+        seq = self._next_seq
+        self._next_seq += 1
+        seg = _Segment(seq, self.directory / f"{seq:012d}.seg")
+        seg.fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o640)
+        os.write(seg.fd, MAGIC)
+        seg.size = len(MAGIC)
+        if self.fsync:
+            os.fdatasync(seg.fd)
+            self._sync_directory()
+        self._segments[seq] = seg
+        self.stats.segments = len(self._segments)
+        self.stats.bytes += seg.size
+        self._current = seg
+        return seg
+
+    def _seal(self, seg: _Segment) -> None:
+        seg.sealed = True
+        if self._current is seg:
+            self._current = None
+        if seg.fd >= 0 and (self.fsync or self.fsync_interval > 0):
+            # its last records are on disk before the file is closed (the policy's promise
+            # does not stop at a segment boundary)
+            os.fdatasync(seg.fd)
+            self.stats.fsyncs += 1
+        with self._fd_lock:
+            if seg.fd >= 0:
+                os.close(seg.fd)
+                seg.fd = -1
+        if seg.live == 0:
+            self._delete(seg)
+
+    def _sync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _sync(self) -> None:
+        seg = self._current
+        if seg is not None and seg.fd >= 0:
+            os.fdatasync(seg.fd)
+            self.stats.fsyncs += 1
+        self._dirty = False
+
+    def _write_batch(self, batch: list[_Write]) -> None:
+        try:
+            self._write_records(batch)
+            if self.fsync:
+                self._sync()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                # an I/O error: the log cannot be trusted any more; a full disk may clear
+                self._failed = exc
+            error = StorageError(exc.errno or errno.EIO, f"cannot write {self.directory}: {exc}")
+            log.error("storage %s: %s", self.name, error)
+            for w in batch:
+                # with fsync nothing of the batch is acknowledged; without, what reached the
+                # page cache is
+                if w.error is None and (self.fsync or w.record.segment is None):
+                    w.error = error
+        self.stats.commits += 1
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Write]] = {}
+        for w in batch:
+            by_loop.setdefault(w.loop, []).append(w)
+        for loop, writes in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+                loop.call_soon_threadsafe(_resolve, writes)
+
+    def _write_records(self, batch: list[_Write]) -> None:
+        seg = self._current or self._open_segment()
+        iov: list[bytes] = []
+        staged: list[_Write] = []
+        size = seg.size
+        for w in batch:
+            parts = w.parts
+            length = 0
+            crc = 0
+            for part in parts:
+                length += len(part)
+                crc = zlib.crc32(part, crc)
+            if length > MAX_RECORD:
+                w.error = StorageError(errno.EFBIG, f"a record of {length} bytes is too large")
+                continue
+            if size > len(MAGIC) and size + HEADER.size + length > self.segment_bytes:
+                self._flush(seg, iov, staged)
+                iov, staged = [], []
+                self._seal(seg)
+                seg = self._open_segment()
+                size = seg.size
+            rec = w.record
+            rec.rid = self._next_rid
+            self._next_rid += 1
+            rec.offset = size + HEADER.size
+            rec.length = length
+            iov.append(HEADER.pack(length, crc, rec.rid))
+            iov.extend(parts)
+            staged.append(w)
+            size += HEADER.size + length
+        self._flush(seg, iov, staged)
+        if seg.size >= self.segment_bytes:
+            self._seal(seg)
+
+    def _flush(self, seg: _Segment, iov: list[bytes], staged: list[_Write]) -> None:
+        if not staged:
+            return
+        start = seg.size
+        total = sum(len(b) for b in iov)
+        try:
+            written = 0
+            for i in range(0, len(iov), _IOV_MAX):
+                chunk = iov[i : i + _IOV_MAX]
+                n = os.writev(seg.fd, chunk)
+                want = sum(len(b) for b in chunk)
+                if n != want:
+                    raise OSError(errno.ENOSPC, f"short write ({n} of {want} bytes)")
+                written += n
+        except OSError:
+            # leave the segment as it was: a later record must not follow a torn one
+            with contextlib.suppress(OSError):
+                os.ftruncate(seg.fd, start)
+            raise
+        seg.size = start + total
+        self.stats.bytes += total
+        for w in staged:
+            w.record.segment = seg
+            seg.live += 1
+            seg.records += 1
+        self.stats.live += len(staged)
+        self.stats.records_written += len(staged)
+        self._dirty = True
+
+    def _apply_completed(self) -> None:
+        completed = self._completed
+        if not completed:
+            return
+        marks: dict[_Segment, list[int]] = {}
+        while completed:
+            rec = completed.popleft()
+            seg = rec.segment
+            if seg is None or seg.deleted or self._frozen:
+                continue
+            seg.live -= 1
+            self.stats.live -= 1
+            marks.setdefault(seg, []).append(rec.rid)
+        for seg, rids in marks.items():
+            if seg.sealed and seg.live == 0:
+                self._delete(seg)
+                continue
+            try:
+                if seg.done_fd < 0:
+                    seg.done_fd = os.open(
+                        seg.done_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640
+                    )
+                os.write(seg.done_fd, struct.pack(f"<{len(rids)}Q", *rids))
+            except OSError as exc:
+                # only costs duplicates after a crash: the records are replayed once more
+                log.warning("storage %s: cannot write done marks: %s", self.name, exc)
+
+    def _delete(self, seg: _Segment) -> None:
+        seg.deleted = True
+        with self._fd_lock:
+            for attr in ("fd", "read_fd", "done_fd"):
+                fd = getattr(seg, attr)
+                if fd >= 0:
+                    os.close(fd)
+                    setattr(seg, attr, -1)
+        for path in (seg.path, seg.done_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if self._segments.pop(seg.seq, None) is not None:
+            self.stats.bytes -= seg.size
+        self.stats.segments = len(self._segments)
+
+    # -- closing -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Write what is pending and the done marks, fsync, stop the writer and unlock.
+        Records not done stay for the next :meth:`open`."""
+        if not self.opened:
+            return
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._apply_completed()
+        try:
+            if self._dirty:
+                self._sync()
+            for seg in list(self._segments.values()):
+                if seg.done_fd >= 0:
+                    os.fsync(seg.done_fd)
+        except OSError as exc:
+            log.warning("storage %s: fsync on close failed: %s", self.name, exc)
+        with self._fd_lock:
+            for seg in self._segments.values():
+                for attr in ("fd", "read_fd", "done_fd"):
+                    fd = getattr(seg, attr)
+                    if fd >= 0:
+                        os.close(fd)
+                        setattr(seg, attr, -1)
+        self._segments.clear()
+        self._current = None
+        self._unlock()
+        self.opened = False
+        self._closing = False
+
+    def describe(self) -> dict[str, Any]:
+        """What the log holds now (for logs and tests)."""
+        s = self.stats
+        return {
+            "records_not_done": s.live,
+            "bytes": s.bytes,
+            "segments": s.segments,
+            "commits": s.commits,
+            "records_written": s.records_written,
+        }
+
+
+def _resolve(writes: list[_Write]) -> None:
+    for w in writes:
+        if w.future.done():
+            continue
+        if w.error is not None:
+            w.future.set_exception(w.error)
+        else:
+            w.future.set_result(None)

@@ -1,0 +1,77 @@
+"""Measuring what hostile input costs, for the decoders' amplification and loop-stall tests:
+CPU time and Python memory in the test's own process (never wall-clock thresholds on the
+work itself), and how long the event loop stops answering while a receiver decodes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+def cost(fn: Callable[[], Any]) -> tuple[float, int]:
+    """CPU seconds of ``fn()`` (run once untraced), and the peak of the Python memory it
+    allocates (run again under ``tracemalloc``)."""
+    started = time.process_time()
+    fn()
+    cpu = time.process_time() - started
+    tracemalloc.start()
+    try:
+        fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return cpu, peak
+
+
+class LoopLag:
+    """The longest time the running event loop took to come back to a task that asked to
+    run every ``interval`` seconds: how long it was unable to serve anybody."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.interval)
+            self.worst = max(self.worst, loop.time() - before - self.interval)
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+
+async def probe_during(
+    work: Awaitable[Any], probe: Callable[[], Awaitable[Any]], pause: float = 0.01
+) -> tuple[Any, float, list[float], float]:
+    """Run ``work`` while probing: ``probe()`` again and again until ``work`` is done.
+    Returns ``work``'s result, its duration, every probe's latency and the loop's worst
+    lag meanwhile."""
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    async with LoopLag() as lag:
+        started = loop.time()
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            t0 = loop.time()
+            await probe()
+            latencies.append(loop.time() - t0)
+            await asyncio.sleep(pause)
+        result = await task
+        duration = loop.time() - started
+    return result, duration, latencies, lag.worst

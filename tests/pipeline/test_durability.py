@@ -1,0 +1,456 @@
+"""Durable acknowledgements in the engine (``service.durability``): the write-ahead log keeps
+every acknowledged request until the pipeline is done with it (no record retired early, none
+leaked), a crash image replays what was not delivered, refusals are not logged, the shutdown
+deadline keeps what it drops, and the persistent sending queue survives a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pipeline.config import load_config
+from pipeline.durability import HeldAcks
+from pipeline.errors import ConfigErrors
+from pipeline.pdata import Traces
+from pipeline.pluginmanager import default_registry
+from pipeline.service import Service
+from pipeline.storage import SegmentLog
+from pipeline.telemetry import SelfTelemetry
+from tests.durable_support import IdBackend, build_request, span_id, wait_delivered
+from tests.otlp_support import TRACE_METHOD
+from tests.poison import poison_traces
+from tests.support import free_port, wait_until, write_config
+
+CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{port}"}}
+processors:
+  batch: {{timeout: 20ms}}
+  workflow: {{wait_duration: {wait}}}
+connectors:
+  spanmetrics: {{metrics_flush_interval: 1s}}
+exporters:
+  otlp:
+    endpoint: "127.0.0.1:{backend}"
+    tls: {{insecure: true}}
+    compression: none
+    timeout: 2s
+    retry_on_failure: {{initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 0}}
+    sending_queue: {{{queue}}}
+  debug: {{verbosity: basic}}
+extensions:
+  file_storage:
+    directory: "{storage}"
+    create_directory: true
+    fsync: {fsync}
+service:
+  extensions: [file_storage]
+  durability: {{storage: file_storage}}
+  shutdown_timeout: {shutdown}
+  telemetry: {{metrics: {{level: none}}, logs: {{level: warn}}}}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [{processors}]
+      exporters: [otlp{extra_exporters}]
+    metrics/derived:
+      receivers: [spanmetrics]
+      exporters: [debug]
+"""
+
+
+def config_text(
+    port: int,
+    backend: int,
+    storage: Path,
+    *,
+    processors: str = "batch",
+    wait: str = "100ms",
+    queue: str = "enabled: true",
+    fsync: str = "false",
+    shutdown: str = "10s",
+    spanmetrics: bool = False,
+) -> str:
+    text = CONFIG.format(
+        port=port,
+        backend=backend,
+        storage=storage,
+        processors=processors,
+        wait=wait,
+        queue=queue,
+        fsync=fsync,
+        shutdown=shutdown,
+        extra_exporters=", spanmetrics" if spanmetrics else "",
+    )
+    if not spanmetrics:
+        text = text.replace(
+            "    metrics/derived:\n      receivers: [spanmetrics]\n      exporters: [debug]\n", ""
+        )
+    return text
+
+
+@contextlib.asynccontextmanager
+async def service(text: str, tmp_path: Path, name: str = "config.yaml") -> AsyncIterator[Service]:
+    path = write_config(tmp_path, text, name)
+    svc = Service(load_config([str(path)], default_registry()), SelfTelemetry())
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.shutdown()
+
+
+def wal_of(svc: Service) -> SegmentLog:
+    assert svc.graph.wal is not None and svc.graph.wal.log is not None
+    return svc.graph.wal.log
+
+
+async def send(port: int, bodies: list[bytes]) -> list[str]:
+    """Send each body as one OTLP/gRPC export; returns the status code names."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(TRACE_METHOD)
+        out = []
+        for body in bodies:
+            try:
+                await call(body, timeout=10)
+                out.append("OK")
+            except grpc.aio.AioRpcError as exc:
+                out.append(exc.code().name)
+        return out
+
+
+def ids(first: int, requests: int, per_request: int = 20) -> set[bytes]:
+    return {span_id(i) for i in range(first, first + requests * per_request)}
+
+
+def bodies(first: int, requests: int, per_request: int = 20) -> list[bytes]:
+    return [build_request(first + i * per_request, per_request) for i in range(requests)]
+
+
+@pytest.fixture(autouse=True)
+def no_log_records() -> Iterator[None]:
+    """pytest keeps every log record of a test, and a record whose arguments include an
+    exception keeps its traceback's frames - and the payloads in them, with their tokens -
+    alive until the test ends (a running gateway's log handlers keep nothing). These tests
+    count records that are done, so no record is created."""
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[IdBackend]:
+    b = IdBackend()
+    await b.start_grpc()
+    try:
+        yield b
+    finally:
+        await b.stop()
+
+
+async def test_records_stay_until_delivered_and_are_then_done(
+    tmp_path: Path, backend: IdBackend
+) -> None:
+    port = free_port()
+    backend.down()
+    text = config_text(port, backend.grpc_port, tmp_path / "storage", processors="workflow, batch")
+    async with service(text, tmp_path) as svc:
+        wal = wal_of(svc)
+        assert await send(port, bodies(1, 10)) == ["OK"] * 10
+        # held by the workflow processor, then by the exporter retrying: nothing retired early
+        await asyncio.sleep(0.5)
+        assert wal.stats.live == 10
+        assert backend.count() == {}
+        backend.up()
+        assert await wait_delivered(backend, ids(1, 10), within=10) == set()
+        # every record done once delivered: none leaked, the log holds nothing
+        await wait_until(lambda: wal.stats.live == 0, within=5)
+
+
+async def test_a_crash_image_replays_what_was_acknowledged(
+    tmp_path: Path, backend: IdBackend
+) -> None:
+    port = free_port()
+    storage = tmp_path / "storage"
+    held = config_text(port, backend.grpc_port, storage, processors="workflow, batch", wait="30s")
+    async with service(held, tmp_path) as svc:
+        assert await send(port, bodies(1, 15)) == ["OK"] * 15
+        await asyncio.sleep(0.2)
+        assert wal_of(svc).stats.live == 15  # the workflow processor holds every trace
+        # what a kill -9 leaves behind: the files as they are now
+        await asyncio.to_thread(shutil.copytree, storage, tmp_path / "crashed")
+    backend.raw.clear()
+    backend.ids.clear()
+    backend._counted = 0
+    port2 = free_port()
+    text = config_text(port2, backend.grpc_port, tmp_path / "crashed", processors="workflow, batch")
+    async with service(text, tmp_path, "restarted.yaml") as svc:
+        assert await wait_delivered(backend, ids(1, 15), within=10) == set()
+        replayed = svc.telemetry.value("otelcol_receiver_replayed_spans_total", receiver="otlp")
+        assert replayed == 15 * 20
+        await wait_until(lambda: wal_of(svc).stats.live == 0, within=5)
+
+
+async def test_refused_requests_are_not_logged(tmp_path: Path, backend: IdBackend) -> None:
+    port = free_port()
+    backend.respond = lambda proto: ("grpc", grpc.StatusCode.INVALID_ARGUMENT, "no", ())
+    text = config_text(
+        port, backend.grpc_port, tmp_path / "storage", processors="", queue="enabled: false"
+    )
+    async with service(text, tmp_path) as svc:
+        codes = await send(port, bodies(1, 3))
+        assert codes == ["INVALID_ARGUMENT"] * 3
+        assert wal_of(svc).stats.records_written == 0
+
+
+async def test_dropped_data_releases_its_records(tmp_path: Path, backend: IdBackend) -> None:
+    """Poison requests dropped by the engine's failure isolation (spanmetrics cannot decode
+    them) are done, not leaked; the good requests around them are delivered."""
+    port = free_port()
+    # no batch processor: without the C framing walk a poison request is forwarded as it came,
+    # and one batched with good ones would make the backend refuse them all
+    text = config_text(
+        port, backend.grpc_port, tmp_path / "storage", processors="", spanmetrics=True
+    )
+    async with service(text, tmp_path) as svc:
+        poison = [body for _, body in poison_traces()]
+        await send(port, bodies(1, 3) + poison + bodies(1000, 3))
+        want = ids(1, 3) | ids(1000, 3)
+        assert await wait_delivered(backend, want, within=10) == set()
+        await wait_until(lambda: wal_of(svc).stats.live == 0, within=5)
+
+
+async def test_the_shutdown_deadline_keeps_what_it_drops_for_the_next_start(
+    tmp_path: Path, backend: IdBackend
+) -> None:
+    port = free_port()
+    storage = tmp_path / "storage"
+    backend.down()
+    text = config_text(port, backend.grpc_port, storage, shutdown="500ms")
+    async with service(text, tmp_path) as svc:
+        assert await send(port, bodies(1, 5)) == ["OK"] * 5
+        await asyncio.sleep(0.2)
+        assert wal_of(svc).stats.live == 5
+    # the exporter dropped its queue at the deadline (counted); the log kept the records
+    backend.up()
+    port2 = free_port()
+    async with service(
+        config_text(port2, backend.grpc_port, storage), tmp_path, "restarted.yaml"
+    ) as svc:
+        assert await wait_delivered(backend, ids(1, 5), within=10) == set()
+        await wait_until(lambda: wal_of(svc).stats.live == 0, within=5)
+
+
+async def test_the_persistent_queue_survives_a_restart_and_frees_the_log(
+    tmp_path: Path, backend: IdBackend
+) -> None:
+    port = free_port()
+    storage = tmp_path / "storage"
+    backend.down()
+    queue = "enabled: true, storage: file_storage, num_consumers: 2"
+    text = config_text(port, backend.grpc_port, storage, queue=queue, shutdown="1s")
+    async with service(text, tmp_path) as svc:
+        assert await send(port, bodies(1, 8)) == ["OK"] * 8
+        # once a batch is in the persistent queue, its requests' log records are done
+        await wait_until(lambda: wal_of(svc).stats.live == 0, within=5)
+        assert svc.graph.wal is not None
+        queue_dir = storage / "exporter_otlp__traces"
+        assert list(queue_dir.glob("*.seg"))
+    backend.up()
+    port2 = free_port()
+    text2 = config_text(port2, backend.grpc_port, storage, queue=queue)
+    async with service(text2, tmp_path, "restarted.yaml") as svc:
+        assert await wait_delivered(backend, ids(1, 8), within=10) == set()
+        recovered = svc.telemetry.value(
+            "otelcol_exporter_queue_recovered_spans_total", exporter="otlp"
+        )
+        assert recovered == 8 * 20
+
+
+async def test_fsync_always_acknowledges_after_a_shared_fsync(
+    tmp_path: Path, backend: IdBackend
+) -> None:
+    port = free_port()
+    text = config_text(port, backend.grpc_port, tmp_path / "storage", fsync="true")
+    async with service(text, tmp_path) as svc:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(TRACE_METHOD)
+            await asyncio.gather(*(call(b, timeout=10) for b in bodies(1, 40)))
+        stats = wal_of(svc).stats
+        assert stats.records_written == 40
+        assert stats.fsyncs >= 1 and stats.fsyncs <= stats.commits
+        assert stats.commits < 40  # concurrent requests shared commits
+        assert await wait_delivered(backend, ids(1, 40), within=10) == set()
+
+
+# -- config -------------------------------------------------------------------------------------
+BASE = """
+receivers: {otlp: {protocols: {grpc: {endpoint: "127.0.0.1:0"}}}}
+exporters: {debug: {}}
+extensions:
+  file_storage: {directory: /tmp}
+  health_check: {}
+service:
+  extensions: [EXTENSIONS]
+  durability: DURABILITY
+  pipelines: {traces: {receivers: [otlp], exporters: [debug]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extensions", "durability", "message"),
+    [
+        ("health_check", "{storage: file_storage}", "must also be listed in service.extensions"),
+        ("file_storage", "{storage: nope}", "extension 'nope' is not defined"),
+        ("health_check", "{storage: health_check}", "does not provide storage"),
+        ("file_storage", "{}", "required option is missing"),
+        (
+            "file_storage",
+            "{storage: file_storage, receivers: [jaeger]}",
+            "receiver 'jaeger' is not a receiver of any pipeline",
+        ),
+    ],
+)
+def test_durability_config_errors(
+    tmp_path: Path, extensions: str, durability: str, message: str
+) -> None:
+    text = BASE.replace("EXTENSIONS", extensions).replace("DURABILITY", durability)
+    with pytest.raises(ConfigErrors, match=message):
+        load_config([str(write_config(tmp_path, text))], default_registry())
+
+
+def test_queue_storage_config_errors(tmp_path: Path) -> None:
+    text = BASE.replace("EXTENSIONS", "health_check").replace("  durability: DURABILITY\n", "")
+    text = text.replace(
+        "exporters: {debug: {}}",
+        "exporters: {debug: {}, otlp: {endpoint: 'h:1', sending_queue: {storage: file_storage}}}",
+    ).replace("exporters: [debug]", "exporters: [otlp]")
+    with pytest.raises(ConfigErrors, match=r"sending_queue\.storage.*must also be listed"):
+        load_config([str(write_config(tmp_path, text))], default_registry())
+    off = text.replace("{storage: file_storage}", "{enabled: false, storage: file_storage}")
+    with pytest.raises(ConfigErrors, match="needs the sending queue"):
+        load_config([str(write_config(tmp_path, off, "off.yaml"))], default_registry())
+
+
+# -- tokens -------------------------------------------------------------------------------------
+class Tok:
+    """A stand-in token that records its death."""
+
+    dead: list[int] = []
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __del__(self) -> None:
+        Tok.dead.append(self.n)
+
+
+def test_tokens_follow_the_data_through_merge_split_and_copy() -> None:
+    Tok.dead = []
+    a = Traces(build_request(1, 10)).carry_acks([Tok(1)])
+    b = Traces(build_request(100, 10)).carry_acks([Tok(2)])
+    merged = Traces.merge([a, b])
+    del a, b
+    assert Tok.dead == []
+    parts = merged.split(7)
+    copy = parts[-1].copy()
+    del merged
+    assert Tok.dead == []
+    assert {t.n for t in copy.ack_tokens} == {1, 2}  # type: ignore[attr-defined]
+    del parts
+    assert Tok.dead == []
+    del copy
+    assert sorted(Tok.dead) == [1, 2]
+
+
+def test_held_acks_release_by_the_released_watermark() -> None:
+    held = HeldAcks()
+    t1, t2, t3 = ("r1",), ("r2",), ("r3",)
+    held.arrived(1.0, t1, created=2, held=True)  # two traces created at 1.0
+    held.arrived(2.0, t2, created=0, held=True)  # spans into those traces only
+    held.arrived(3.0, t3, created=1, held=True)  # a new trace at 3.0
+    assert held.released([1.0]) == ()  # one trace of 1.0 still held
+    assert held.released([3.0]) == ()  # trace of 3.0 released, but 1.0 holds the rest
+    assert held.released([1.0]) == ("r1", "r2", "r3")  # everything before the watermark
+    held.arrived(4.0, ("late",), created=0, held=False)  # passed straight through: not held
+    assert len(held) == 0
+
+
+def test_held_acks_started_late_count_what_was_already_held() -> None:
+    held = HeldAcks([0.5, 0.2])  # two groups held before the first payload with tokens
+    held.arrived(1.0, ("r1",), created=0, held=True)  # its spans joined those groups
+    assert held.released([0.2]) == ()
+    assert held.released([0.5]) == ("r1",)
+
+
+# -- the workflow processor's released watermark -------------------------------------------------
+def trace_request(*spans: tuple[bytes, int]) -> Traces:
+    """A request of spans given as (trace id, span number)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    for trace_id, n in spans:
+        span = ss.spans.add(trace_id=trace_id, span_id=span_id(n), name=f"op-{n}")
+        span.parent_span_id = span_id(10_000)  # not roots: nothing to read
+    return Traces(req.SerializeToString())
+
+
+class DropAfter:
+    """A consumer that keeps what it gets until told to let go (a delivery in progress)."""
+
+    mutates_data = False
+
+    def __init__(self) -> None:
+        self.got: list[Traces] = []
+
+    async def consume(self, data: Traces) -> None:  # type: ignore[override]
+        self.got.append(data)
+
+    def deliver(self) -> int:
+        n = sum(p.item_count() for p in self.got)
+        self.got.clear()
+        return n
+
+
+async def test_the_workflow_processor_releases_a_request_only_with_its_last_trace() -> None:
+    from pipeline import Kind
+    from pipeline.testing import StubHost, create_settings
+    from plugins.workflowprocessor.config import WorkflowConfig
+    from plugins.workflowprocessor.processor import WorkflowProcessor
+
+    Tok.dead = []
+    out = DropAfter()
+    proc = WorkflowProcessor(
+        create_settings(Kind.PROCESSOR, "workflow"), WorkflowConfig(wait_duration="300ms"), out
+    )
+    await proc.start(StubHost())
+    x, y = b"X" * 16, b"Y" * 16
+    await proc.consume(trace_request((x, 1), (x, 2)).carry_acks([Tok(1)]))  # A: creates X
+    await asyncio.sleep(0.1)
+    await proc.consume(trace_request((y, 3), (x, 4)).carry_acks([Tok(2)]))  # B: Y, and into X
+    await asyncio.sleep(0.1)
+    await proc.consume(trace_request((x, 5)).carry_acks([Tok(3)]))  # C: keeps X going
+    # Y is released first (300 ms after B) while X still holds part of A, B and C
+    await wait_until(lambda: sum(p.item_count() for p in out.got) == 1, within=2)
+    assert out.deliver() == 1
+    assert Tok.dead == []  # B's spans in X are still held: its record must stay
+    await wait_until(lambda: sum(p.item_count() for p in out.got) == 4, within=2)
+    assert {t.n for p in out.got for t in p.ack_tokens} == {1, 2, 3}  # type: ignore[attr-defined]
+    assert Tok.dead == []
+    assert out.deliver() == 4
+    assert sorted(Tok.dead) == [1, 2, 3]  # delivered: every record done, none kept
+    await proc.shutdown()

@@ -1,0 +1,196 @@
+"""The segment log under the write-ahead log and the persistent queue: group commit, done marks,
+recovery after a crash (a torn tail, a damaged segment), segment deletion, the directory lock."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline.storage import MAGIC, SegmentLog, StorageError, safe_name
+
+
+async def wait_for(predicate, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def segments(path: Path) -> list[str]:
+    return sorted(p.name for p in path.glob("*.seg"))
+
+
+async def test_append_read_complete_and_reopen(tmp_path: Path) -> None:
+    wal = SegmentLog(tmp_path / "log")
+    assert wal.open() == []
+    recs = [await wal.append([b"head-", str(i).encode()]) for i in range(5)]
+    assert [r.rid for r in recs] == [0, 1, 2, 3, 4]
+    assert wal.read(recs[3]) == b"head-3"
+    wal.complete(recs[0])
+    wal.complete(recs[2])
+    await wait_for(lambda: wal.stats.live == 3)
+    wal.close()
+    again = SegmentLog(tmp_path / "log")
+    pending = again.open()
+    assert [r.rid for r in pending] == [1, 3, 4]
+    assert [again.read(r) for r in pending] == [b"head-1", b"head-3", b"head-4"]
+    new = await again.append([b"more"])
+    assert new.rid == 5  # ids go on after a restart
+    again.close()
+
+
+async def test_concurrent_appends_share_a_commit(tmp_path: Path) -> None:
+    wal = SegmentLog(tmp_path / "log", fsync=True)
+    wal.open()
+    recs = await asyncio.gather(*(wal.append([bytes(1000)]) for _ in range(200)))
+    assert len({r.rid for r in recs}) == 200
+    # 200 appends while the writer wrote and fsynced: far fewer commits than records
+    assert wal.stats.records_written == 200
+    assert wal.stats.commits < 100
+    assert wal.stats.fsyncs == wal.stats.commits
+    wal.close()
+
+
+async def test_full_segments_are_deleted_when_every_record_is_done(tmp_path: Path) -> None:
+    wal = SegmentLog(tmp_path / "log", segment_bytes=4096)
+    wal.open()
+    recs = [await wal.append([bytes(1000)]) for _ in range(20)]
+    assert len(segments(tmp_path / "log")) >= 5
+    for r in recs[:-1]:
+        wal.complete(r)
+    # every full segment went; the current one (holding the last record) stays
+    await wait_for(lambda: len(segments(tmp_path / "log")) == 1)
+    assert wal.stats.live == 1
+    wal.close()
+    again = SegmentLog(tmp_path / "log", segment_bytes=4096)
+    assert [r.rid for r in again.open()] == [19]
+    again.close()
+
+
+async def test_a_torn_tail_is_cut_off(tmp_path: Path) -> None:
+    wal = SegmentLog(tmp_path / "log")
+    wal.open()
+    for i in range(3):
+        await wal.append([b"x" * 100 + bytes([i])])
+    wal.close()
+    [seg] = (tmp_path / "log").glob("*.seg")
+    size = seg.stat().st_size
+    # a record the process died writing: half a header
+    seg.write_bytes(seg.read_bytes() + b"\x10\x00\x00")
+    again = SegmentLog(tmp_path / "log")
+    assert len(again.open()) == 3
+    assert seg.stat().st_size == size
+    rec = await again.append([b"after"])
+    again.close()
+    third = SegmentLog(tmp_path / "log")
+    pending = third.open()
+    assert [third.read(r) for r in pending][-1] == b"after"
+    assert rec.rid == 3
+    third.close()
+
+
+async def test_a_corrupt_record_in_an_older_segment_keeps_the_ones_before(
+    tmp_path: Path,
+) -> None:
+    wal = SegmentLog(tmp_path / "log", segment_bytes=400)
+    wal.open()
+    for i in range(6):
+        await wal.append([bytes([i]) * 150])
+    wal.close()
+    first = sorted((tmp_path / "log").glob("*.seg"))[0]
+    data = bytearray(first.read_bytes())
+    data[-5] ^= 0xFF  # the last record of the first segment fails its checksum
+    first.write_bytes(bytes(data))
+    again = SegmentLog(tmp_path / "log", segment_bytes=400)
+    pending = again.open()
+    bodies = [again.read(r)[0] for r in pending]
+    assert 0 in bodies and 5 in bodies and len(bodies) == 5
+    again.close()
+
+
+async def test_frozen_log_keeps_what_is_completed_afterwards(tmp_path: Path) -> None:
+    wal = SegmentLog(tmp_path / "log")
+    wal.open()
+    a = await wal.append([b"a"])
+    b = await wal.append([b"b"])
+    wal.complete(a)
+    await wait_for(lambda: wal.stats.live == 1)
+    wal.freeze()  # the shutdown deadline passed: b is dropped, not delivered
+    wal.complete(b)
+    wal.close()
+    again = SegmentLog(tmp_path / "log")
+    assert [again.read(r) for r in again.open()] == [b"b"]
+    again.close()
+
+
+async def test_a_second_process_cannot_open_a_locked_log(tmp_path: Path) -> None:
+    wal = SegmentLog(tmp_path / "log")
+    wal.open()
+    code = textwrap.dedent(
+        f"""
+        from pipeline.storage import SegmentLog, StorageError
+        try:
+            SegmentLog({str(tmp_path / "log")!r}, lock_timeout=0.2).open()
+        except StorageError as exc:
+            print("locked:", exc)
+        """
+    )
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path.cwd(),
+        check=True,
+    )
+    assert "locked:" in out.stdout and "another process" in out.stdout
+    wal.close()
+    # once closed (or the process died: the kernel drops the lock), it opens
+    again = SegmentLog(tmp_path / "log", lock_timeout=0.2)
+    again.open()
+    again.close()
+
+
+async def test_a_record_after_a_failed_write_does_not_follow_garbage(tmp_path: Path) -> None:
+    wal = SegmentLog(tmp_path / "log")
+    wal.open()
+    await wal.append([b"good"])
+    assert wal._current is not None
+    real_fd = wal._current.fd
+    wal._current.fd = os.open(os.devnull, os.O_RDONLY)  # writes to it fail (EBADF)
+    with pytest.raises(StorageError):
+        await wal.append([b"lost"])
+    os.close(wal._current.fd)
+    wal._current.fd = real_fd
+    wal._failed = None
+    await wal.append([b"next"])
+    wal.close()
+    again = SegmentLog(tmp_path / "log")
+    assert [again.read(r) for r in again.open()] == [b"good", b"next"]
+    again.close()
+
+
+def test_segment_files_start_with_the_magic(tmp_path: Path) -> None:
+    async def main() -> None:
+        wal = SegmentLog(tmp_path / "log")
+        wal.open()
+        await wal.append([b"x"])
+        wal.close()
+
+    asyncio.run(main())
+    [seg] = (tmp_path / "log").glob("*.seg")
+    assert seg.read_bytes().startswith(MAGIC)
+
+
+def test_safe_name_as_the_collector_writes_component_names() -> None:
+    assert safe_name("exporter_otlp_backend_traces") == "exporter_otlp_backend_traces"
+    assert safe_name("logs/container") == "logs~002Fcontainer"
+    assert safe_name("a~b") == "a~007Eb"

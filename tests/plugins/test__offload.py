@@ -1,0 +1,45 @@
+"""``plugins._offload``: small decodes in place, large ones in the process's decode threads,
+at most ``MAX_WORKERS`` at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from plugins import _offload
+
+
+async def test_small_inputs_are_decoded_in_place_large_ones_in_a_decode_thread() -> None:
+    here = threading.current_thread().name
+    assert await _offload.decode_off_loop(10, 100, lambda: threading.current_thread().name) == here
+    name = await _offload.decode_off_loop(100, 100, lambda: threading.current_thread().name)
+    assert name.startswith("pipeline-decode")
+
+
+async def test_exceptions_propagate() -> None:
+    def fail(text: str) -> None:
+        raise ValueError(text)
+
+    for size in (1, 1000):
+        with pytest.raises(ValueError, match="bad input"):
+            await _offload.decode_off_loop(size, 100, fail, "bad input")
+
+
+async def test_at_most_max_workers_decodes_run_at_once() -> None:
+    lock = threading.Lock()
+    running = peak = 0
+
+    def decode() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    await asyncio.gather(*(_offload.decode_off_loop(1 << 20, 0, decode) for _ in range(6)))
+    assert peak == _offload.MAX_WORKERS
