@@ -23,10 +23,17 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from pipeline import _wire
 from pipeline.ottl.compiler import Condition, Statement
 from pipeline.ottl.contexts import Ctx, Handle
-from pipeline.ottl.views import LazyItem, LazyLog, LazySpan, view_classes
+from pipeline.ottl.views import (
+    LazyItem,
+    LazyLog,
+    LazySpan,
+    joined,
+    replace_occurrences,
+    shallow_class,
+    view_classes,
+)
 from pipeline.pdata import Logs, Metrics, Payload, Signal, Traces
 
 ErrorMode = Literal["ignore", "silent", "propagate"]
@@ -123,8 +130,7 @@ class ItemBatch:
         self.signal = payload.signal
         data = payload.to_bytes()
         traces = self.signal is Signal.TRACES
-        shallow_class = _wire.ShallowTraces if traces else _wire.ShallowLogs
-        self.shallow = shallow_class.FromString(data)
+        self.shallow = shallow_class(str(self.signal)).FromString(data)
         view = view_classes(str(self.signal))[0].FromString(data) if view_fields else None
         self.item_class: type[LazyItem] = LazySpan if traces else LazyLog
         groups, scopes, items = (
@@ -135,14 +141,16 @@ class ItemBatch:
         self.resources: list[tuple[Handle, list[_ScopeEntry]]] = []
         view_groups = getattr(view, groups) if view is not None else None
         for i, group in enumerate(getattr(self.shallow, groups)):
-            handle = Handle(Resource, group.resource, group)
+            handle = Handle(Resource, joined(group.resource) if group.resource else b"", group)
             entries = []
             view_scopes = getattr(view_groups[i], scopes) if view_groups is not None else None
             for j, scope in enumerate(getattr(group, scopes)):
                 view_items = getattr(view_scopes[j], items) if view_scopes is not None else None
                 entries.append(
                     _ScopeEntry(
-                        Handle(InstrumentationScope, scope.scope, scope),
+                        Handle(
+                            InstrumentationScope, joined(scope.scope) if scope.scope else b"", scope
+                        ),
                         scope,
                         getattr(scope, items),
                         view_items,
@@ -222,13 +230,13 @@ class ItemBatch:
             if handle.decoded():
                 new = handle.msg.SerializeToString()
                 if new != handle.raw:
-                    group.resource = new
+                    replace_occurrences(group.resource, new)
                     changed = True
             for entry in entries:
                 if entry.handle.decoded():
                     new = entry.handle.msg.SerializeToString()
                     if new != entry.handle.raw:
-                        entry.holder.scope = new
+                        replace_occurrences(entry.holder.scope, new)
                         changed = True
                 items = entry.items
                 if items is None:
@@ -573,10 +581,10 @@ def error_reporter(logger_call: Callable[..., object]) -> ReportFn:
     return report
 
 
-_SHALLOW = {
-    Signal.TRACES: (_wire.ShallowTraces, "resource_spans"),
-    Signal.METRICS: (_wire.ShallowMetrics, "resource_metrics"),
-    Signal.LOGS: (_wire.ShallowLogs, "resource_logs"),
+_GROUPS = {
+    Signal.TRACES: "resource_spans",
+    Signal.METRICS: "resource_metrics",
+    Signal.LOGS: "resource_logs",
 }
 
 
@@ -586,15 +594,16 @@ def rewrite_resources(payload: Payload, apply: Callable[[Any], None]) -> Payload
     itself when no resource changed."""
     from pipeline.ottl.values import PMap
 
-    shallow_class, field_name = _SHALLOW[payload.signal]
-    shallow = shallow_class.FromString(payload.to_bytes())
+    field_name = _GROUPS[payload.signal]
+    shallow = shallow_class(str(payload.signal)).FromString(payload.to_bytes())
     changed = False
     for group in getattr(shallow, field_name):
-        resource = Resource.FromString(group.resource)
+        raw = joined(group.resource) if group.resource else b""
+        resource = Resource.FromString(raw)
         apply(PMap(resource.attributes))
         encoded = resource.SerializeToString()
-        if encoded != group.resource:
-            group.resource = encoded
+        if encoded != raw:
+            replace_occurrences(group.resource, encoded)
             changed = True
     if not changed:
         return payload

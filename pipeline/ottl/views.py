@@ -337,3 +337,53 @@ class LazyAttributes:
         return self._full() == other
 
     __hash__ = None  # type: ignore[assignment]
+
+
+@functools.cache
+def shallow_class(signal: str) -> Any:
+    """The request of ``signal`` with its items (spans, log records, metrics) kept as encoded
+    bytes, like ``pipeline._wire``'s shallow views, but every occurrence of a resource or scope
+    kept (``repeated bytes``): a request that writes ``resource`` twice means their merge (as a
+    full parse reads it), and a rebuilt request must say the same."""
+    group, scopes, items = {
+        "traces": ("resource_spans", "scope_spans", "spans"),
+        "logs": ("resource_logs", "scope_logs", "log_records"),
+        "metrics": ("resource_metrics", "scope_metrics", "metrics"),
+    }[signal]
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name=f"pipeline_ottl_shallow_{signal}.proto",
+        package="pipeline_ottl_shallow",
+        syntax="proto3",
+    )
+    pkg = ".pipeline_ottl_shallow."
+    opt, rep = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
+    msg, byt = _F.TYPE_MESSAGE, _F.TYPE_BYTES
+    specs: dict[str, list[tuple[str, int, int, int, str | None]]] = {
+        "Request": [(group, 1, msg, rep, "Group")],
+        "Group": [("resource", 1, byt, rep, None), (scopes, 2, msg, rep, "Scope"),
+                  ("schema_url", 3, byt, opt, None)],
+        "Scope": [("scope", 1, byt, rep, None), (items, 2, byt, rep, None),
+                  ("schema_url", 3, byt, opt, None)],
+    }  # fmt: skip
+    for name, spec in specs.items():
+        m = fdp.message_type.add(name=name)
+        for fname, number, ftype, label, type_name in spec:
+            f = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if type_name:
+                f.type_name = pkg + type_name
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("pipeline_ottl_shallow.Request")
+    )
+
+
+def joined(occurrences: Any) -> bytes:
+    """Every occurrence of a repeated-bytes message field as one encoding: concatenated
+    encodings of one message type parse as their merge."""
+    return occurrences[0] if len(occurrences) == 1 else b"".join(occurrences)
+
+
+def replace_occurrences(occurrences: Any, encoded: bytes) -> None:
+    del occurrences[:]
+    occurrences.append(encoded)
