@@ -73,9 +73,10 @@ class Action(ConfigModel):
             raise ValueError(f"invalid regular expression {self.pattern!r}: {exc}") from None
 
 
-def sha1_hex(value: Any) -> str:
-    """The Collector's attribute hash: SHA-1 over the value's bytes (a string's UTF-8, a
-    bool as one byte, an int64 or float64 big-endian), in hex."""
+def hash_hex(value: Any) -> str:
+    """The Collector's attribute hash: SHA-256 (its default since 2023; SHA-1 before) over the
+    value's bytes (a string's UTF-8, a bool as one byte, an int64 or float64 big-endian), in
+    hex."""
     if isinstance(value, str):
         data = value.encode()
     elif isinstance(value, bool):
@@ -177,7 +178,7 @@ class Actions:
                 for k in targets:
                     value = attrs.get(k)
                     if value is not None:
-                        attrs.set(k, sha1_hex(value))
+                        attrs.set(k, hash_hex(value))
             elif kind == "extract":
                 assert key is not None and regex is not None
                 value = attrs.get(key)

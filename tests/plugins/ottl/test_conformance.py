@@ -630,7 +630,7 @@ CASES: list[tuple[str, dict[str, Any], Signal, Any, Any]] = [
             == {
                 "copy_key": "new",
                 "key_original": "new",
-                "account_email": __import__("hashlib").sha1(b"a@b").hexdigest(),
+                "account_email": __import__("hashlib").sha256(b"a@b").hexdigest(),
                 "http.status_code": 200,
                 "redacted_span": True,
                 "account_id": 2245,
