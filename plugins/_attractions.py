@@ -91,7 +91,7 @@ def hash_hex(value: Any) -> str:
         from pipeline.ottl.values import as_string
 
         data = as_string(value).encode()
-    return hashlib.sha1(data).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _context_value(name: str) -> Any:
