@@ -2,11 +2,19 @@
 
     .venv/bin/python -m benchmarks.forward_path [--rate 100000] [--duration 20] [--repeat 3]
         [--protocols grpc,http] [--compression none] [--out benchmarks/results/forward-path.md]
-        [--baseline DIR]
+        [--baseline DIR] [--ottl] [--health-every N]
 
 ``--baseline DIR`` adds the system ``baseline``: the gateway run from another source tree (an
 earlier commit, e.g. ``git archive main | tar -x -C DIR`` with the C extensions built or copied
 in), measured in the same run as this tree's gateway and rotel, to show what a change costs.
+
+``--ottl`` puts two processors before the gateway's batch: ``filter`` dropping spans named
+``health-check`` and ``transform`` setting one attribute on every span (rotel still forwards:
+the question is whether the gateway with both costs less than rotel without); the system
+``forward`` (``--systems gateway,forward,rotel``) is the same gateway without them, to show
+what the two cost; ``--health-every
+N`` names every Nth span of the load ``health-check`` (default 50 with ``--ottl``, so the filter
+drops 2 % of the spans and CPU per span is counted over the spans delivered).
 
 For each protocol and each repetition, the gateway and then rotel run one after the other,
 each pinned to core 0 with ``taskset -c 0``; the load generator and the counting sink run on
@@ -132,7 +140,7 @@ receivers:
       {protocol}:
         endpoint: 127.0.0.1:{port}
 processors:
-  batch: {{}}
+  batch: {{}}{ottl_processors}
 exporters:
   otlp:
     endpoint: 127.0.0.1:{sink_port}
@@ -143,8 +151,18 @@ service:
     logs: {{level: warn}}
     metrics: {{address: 127.0.0.1:{metrics_port}}}
   pipelines:
-    traces: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
+    traces: {{receivers: [otlp], processors: [{processors}batch], exporters: [otlp]}}
 """
+OTTL_PROCESSORS = """
+  filter/health:
+    error_mode: ignore
+    traces:
+      span:
+        - 'span.name == "health-check"'
+  transform/env:
+    error_mode: ignore
+    trace_statements:
+      - 'set(span.attributes["deployment.environment"], "production")'"""
 
 
 def system_command(
@@ -155,8 +173,9 @@ def system_command(
     sink_port: int,
     compression: str,
     workdir: Path,
+    ottl: bool = False,
 ) -> list[str]:
-    if system in ("gateway", "baseline"):
+    if system in ("gateway", "baseline", "forward"):
         config = workdir / f"gateway-{protocol}.yaml"
         config.write_text(
             GATEWAY_CONFIG.format(
@@ -165,6 +184,8 @@ def system_command(
                 sink_port=sink_port,
                 compression=compression,
                 metrics_port=free_port(),
+                ottl_processors=OTTL_PROCESSORS if ottl else "",
+                processors="filter/health, transform/env, " if ottl else "",
             )
         )
         return ["taskset", "-c", "0", PYTHON, "-m", "pipeline", "run", "--config", str(config)]
@@ -205,6 +226,7 @@ class Run:
     spans_lost: int
     spans_refused: int
     late_requests: int
+    spans_filtered: int = 0  # dropped by the filter processor on purpose (--ottl)
 
 
 def one_run(
@@ -215,12 +237,23 @@ def one_run(
     compression: str,
     workdir: Path,
     baseline: Path | None = None,
+    ottl: bool = False,
+    health_every: int = 0,
 ) -> Run:
     sink_grpc, sink_http, sink_ctl = free_port(), free_port(), free_port()
     port, other = free_port(), free_port()
     with process(sink_command(sink_grpc, sink_http, sink_ctl), workdir / "sink.log") as sink:
         wait_port(sink_ctl, sink)
-        cmd = system_command(system, protocol, port, other, sink_grpc, compression, workdir)
+        cmd = system_command(
+            system,
+            protocol,
+            port,
+            other,
+            sink_grpc,
+            compression,
+            workdir,
+            ottl and system == "gateway",
+        )
         cwd = baseline if system == "baseline" and baseline is not None else ROOT
         with process(cmd, workdir / f"{system}.log", cwd) as sut:
             wait_port(port, sut)
@@ -231,6 +264,7 @@ def one_run(
                 "taskset", "-c", "1", PYTHON, "-m", "benchmarks.loadgen",
                 "--protocol", protocol, "--target", f"127.0.0.1:{port}",
                 "--rate", str(rate), "--duration", str(duration),
+                "--health-every", str(health_every),
             ]  # fmt: skip
             samples: list[tuple[float, int]] = []
             with subprocess.Popen(
@@ -247,7 +281,12 @@ def one_run(
                 samples, stats["send_started_at"], stats["send_ended_at"]
             )
             # drain: wait until all acknowledged spans arrived, or the count stops moving
-            drain(sink_ctl, count0 + stats["ok_spans"])
+            filtered = (
+                stats["ok_spans"] // health_every
+                if ottl and system == "gateway" and health_every
+                else 0
+            )
+            drain(sink_ctl, count0 + stats["ok_spans"] - filtered)
             cpu1 = cpu_seconds(sut.pid)
             rss = peak_rss_mib(sut.pid)
             delivered = sink_count(sink_ctl) - count0
@@ -260,15 +299,16 @@ def one_run(
         peak_rss_mib=round(rss, 1),
         spans_acknowledged=stats["ok_spans"],
         spans_delivered=delivered,
-        spans_lost=max(0, stats["ok_spans"] - delivered),
+        spans_lost=max(0, stats["ok_spans"] - filtered - delivered),
         spans_refused=stats["refused_spans"],
         late_requests=stats["late"],
+        spans_filtered=filtered,
     )
 
 
 def median_rows(runs: list[Run]) -> list[dict[str, Any]]:
     rows = []
-    order = {"gateway": 0, "baseline": 1}
+    order = {"gateway": 0, "baseline": 1, "forward": 2}
     keys = sorted({(r.protocol, r.system) for r in runs}, key=lambda k: (k[0], order.get(k[1], 2)))
     for protocol, system in keys:
         rs = [r for r in runs if r.protocol == protocol and r.system == system]
@@ -302,6 +342,17 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
         f"export compression `{args.compression}` on both; process under test pinned with "
         "`taskset -c 0`, load generator and counting sink on core 1. Medians of "
         f"{args.repeat} runs (the machine is shared: figures are noisy).",
+        *(
+            [
+                "",
+                "The gateway runs `filter` (drops spans named `health-check`: every "
+                f"{args.health_every}th span of the load) and `transform` (sets "
+                "`deployment.environment` on every span) before its batch; rotel forwards. CPU "
+                "per span is counted over the spans delivered.",
+            ]
+            if getattr(args, "ottl", False)
+            else []
+        ),
         "",
         "| protocol in | system | spans/s offered | spans/s delivered | CPU-s per 1M spans "
         "(median; all runs) | peak RSS MiB (median / max) | spans lost | spans refused |",
@@ -317,9 +368,15 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
     lines.append("")
     for protocol in sorted({r["protocol"] for r in rows}):
         by = {r["system"]: r for r in rows if r["protocol"] == protocol}
+        rotel_goal = (
+            "; goal < 1: below rotel's forward cost with both processors"
+            if getattr(args, "ottl", False)
+            else "; goal <= 0.33"
+        )
         for other, name, goal in [
-            ("rotel", "rotel's", "; goal <= 0.33"),
+            ("rotel", "rotel's", rotel_goal),
             ("baseline", f"the baseline's (`{getattr(args, 'baseline', '')}`)", ""),
+            ("forward", "the same gateway's without the two processors", ""),
         ]:
             if "gateway" not in by or other not in by or not by[other]["cpu"]:
                 continue
@@ -357,7 +414,13 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, help="another source tree of the gateway, run as `baseline`"
     )
+    parser.add_argument(
+        "--ottl", action="store_true", help="filter and transform processors before the batch"
+    )
+    parser.add_argument("--health-every", type=int, default=None)
     args = parser.parse_args()
+    if args.health_every is None:
+        args.health_every = 50 if args.ottl else 0
     systems = args.systems.split(",")
     if args.baseline is not None and "baseline" not in systems:
         systems.insert(1, "baseline")
@@ -376,6 +439,8 @@ def main() -> None:
                         args.compression,
                         workdir,
                         args.baseline,
+                        args.ottl,
+                        args.health_every,
                     )
                     runs.append(run)
                     print(f"[{i + 1}/{args.repeat}] {json.dumps(asdict(run))}", flush=True)

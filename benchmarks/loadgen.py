@@ -27,9 +27,14 @@ TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 async def run(
-    protocol: str, target: str, rate: float, duration: float, concurrency: int
+    protocol: str,
+    target: str,
+    rate: float,
+    duration: float,
+    concurrency: int,
+    health_every: int = 0,
 ) -> dict[str, Any]:
-    pool = request_pool()
+    pool = request_pool(health_every=health_every)
     per_second = rate / SPANS_PER_REQUEST
     total = int(per_second * duration)
     stats: dict[str, Any] = {
@@ -114,9 +119,21 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100_000, help="spans per second")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--health-every", type=int, default=0, help="name every Nth span 'health-check'"
+    )
     args = parser.parse_args()
     started = time.time()
-    stats = asyncio.run(run(args.protocol, args.target, args.rate, args.duration, args.concurrency))
+    stats = asyncio.run(
+        run(
+            args.protocol,
+            args.target,
+            args.rate,
+            args.duration,
+            args.concurrency,
+            args.health_every,
+        )
+    )
     stats["wall_s"] = round(time.time() - started, 2)
     print(json.dumps(stats), flush=True)
 

@@ -21,8 +21,9 @@ ATTRIBUTES = (
 )
 
 
-def build_request(seed: int, spans: int = SPANS_PER_REQUEST) -> bytes:
-    """One encoded ``ExportTraceServiceRequest`` with random IDs."""
+def build_request(seed: int, spans: int = SPANS_PER_REQUEST, health_every: int = 0) -> bytes:
+    """One encoded ``ExportTraceServiceRequest`` with random IDs; with ``health_every`` N,
+    every Nth span is named ``health-check`` (what a filter drops)."""
     rnd = random.Random(seed)
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
@@ -40,7 +41,7 @@ def build_request(seed: int, spans: int = SPANS_PER_REQUEST) -> bytes:
             trace_id=trace_id,
             span_id=rnd.randbytes(8),
             parent_span_id=rnd.randbytes(8),
-            name=f"step-{i % 50}",
+            name="health-check" if health_every and i % health_every == 0 else f"step-{i % 50}",
             kind=3,
             start_time_unix_nano=start + i * 1000,
             end_time_unix_nano=start + i * 1000 + 250_000,
@@ -50,6 +51,6 @@ def build_request(seed: int, spans: int = SPANS_PER_REQUEST) -> bytes:
     return req.SerializeToString()
 
 
-def request_pool(count: int = 32) -> list[bytes]:
+def request_pool(count: int = 32, health_every: int = 0) -> list[bytes]:
     """Distinct pre-encoded requests to cycle through."""
-    return [build_request(seed) for seed in range(count)]
+    return [build_request(seed, health_every=health_every) for seed in range(count)]

@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from pipeline.auth import auth_references
 from pipeline.component import ComponentID, Kind
@@ -29,21 +29,144 @@ SUPPORTED_PIPELINE_SIGNALS = (Signal.TRACES, Signal.METRICS, Signal.LOGS)
 TOP_LEVEL = ("receivers", "processors", "exporters", "connectors", "extensions", "service")
 
 
+class OTLPTelemetryExporter(ConfigModel):
+    """``exporter.otlp`` of a telemetry reader or log processor (the OpenTelemetry
+    declarative configuration's names)."""
+
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    endpoint: str
+    headers: dict[str, str] | list[dict[str, str]] = {}
+    compression: Literal["gzip", "none"] | None = None
+    timeout: int = Field(10000, ge=0)
+    """Milliseconds."""
+    insecure: bool | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> OTLPTelemetryExporter:
+        if self.protocol == "http/protobuf" and not self.endpoint.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError(
+                f"endpoint {self.endpoint!r} must be an http:// or https:// URL for "
+                "protocol http/protobuf"
+            )
+        return self
+
+    def header_items(self) -> list[tuple[str, str]]:
+        if isinstance(self.headers, dict):
+            return list(self.headers.items())
+        return [(h.get("name", ""), h.get("value", "")) for h in self.headers]
+
+
+class TelemetryExporterConfig(ConfigModel):
+    """``exporter``: ``otlp`` (pushing readers and log processors) or ``console``."""
+
+    otlp: OTLPTelemetryExporter | None = None
+    console: dict[str, object] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TelemetryExporterConfig:
+        if (self.otlp is None) == (self.console is None):
+            raise ValueError("give exactly one exporter: otlp or console")
+        return self
+
+
+class PrometheusPullExporter(ConfigModel):
+    """``pull.exporter.prometheus``: where the own metrics are served."""
+
+    host: str = "localhost"
+    port: int = Field(8888, ge=0, le=65535)
+    without_units: bool | None = None
+    without_type_suffix: bool | None = None
+    without_scope_info: bool | None = None
+    with_resource_constant_labels: dict[str, object] | None = None
+
+
+class PullExporterConfig(ConfigModel):
+    prometheus: PrometheusPullExporter
+
+
+class PullReader(ConfigModel):
+    exporter: PullExporterConfig
+
+
+class PeriodicReader(ConfigModel):
+    interval: int = Field(60000, gt=0)
+    """Milliseconds between two pushes."""
+    timeout: int = Field(30000, ge=0)
+    exporter: TelemetryExporterConfig
+
+
+class ReaderConfig(ConfigModel):
+    """One of ``service.telemetry.metrics.readers``: ``pull`` (a Prometheus endpoint) or
+    ``periodic`` (pushed by OTLP)."""
+
+    pull: PullReader | None = None
+    periodic: PeriodicReader | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ReaderConfig:
+        if (self.pull is None) == (self.periodic is None):
+            raise ValueError("a reader is either 'pull' or 'periodic'")
+        return self
+
+
+class BatchLogProcessor(ConfigModel):
+    schedule_delay: int = Field(1000, ge=0)
+    """Milliseconds."""
+    export_timeout: int = Field(30000, ge=0)
+    max_queue_size: int = Field(2048, ge=1)
+    max_export_batch_size: int = Field(512, ge=1)
+    exporter: TelemetryExporterConfig
+
+
+class SimpleLogProcessor(ConfigModel):
+    exporter: TelemetryExporterConfig
+
+
+class LogProcessorConfig(ConfigModel):
+    """One of ``service.telemetry.logs.processors``: ``batch`` or ``simple``."""
+
+    batch: BatchLogProcessor | None = None
+    simple: SimpleLogProcessor | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> LogProcessorConfig:
+        if (self.batch is None) == (self.simple is None):
+            raise ValueError("a log processor is either 'batch' or 'simple'")
+        return self
+
+
 class LogsTelemetryConfig(ConfigModel):
     """``service.telemetry.logs``."""
 
     level: Literal["debug", "info", "warn", "error"] = "info"
     encoding: Literal["console", "json"] = "console"
+    processors: list[LogProcessorConfig] = []
+    """The gateway's own logs also sent by OTLP (as the Collector's declarative form)."""
 
 
 class MetricsTelemetryConfig(ConfigModel):
-    """``service.telemetry.metrics``: the gateway's own metrics, in Prometheus format."""
+    """``service.telemetry.metrics``: the gateway's own metrics, in Prometheus format at
+    ``address`` or as ``readers`` say (Prometheus endpoints and OTLP pushes)."""
 
     level: Literal["none", "basic", "normal", "detailed"] = "normal"
     address: Endpoint = "localhost:8888"
     tls: ServerTLSConfig | None = None
     """HTTPS for ``/metrics``; with ``client_ca_file``, only scrapers with a certificate of
     that CA. Not a Collector option (its own metrics endpoint has no TLS)."""
+    readers: list[ReaderConfig] = []
+
+    def pull_addresses(self) -> list[tuple[int, str]]:
+        """``(reader index or -1 for address, host:port)`` of every Prometheus endpoint."""
+        pulls = [
+            (i, f"{r.pull.exporter.prometheus.host}:{r.pull.exporter.prometheus.port}")
+            for i, r in enumerate(self.readers)
+            if r.pull is not None
+        ]
+        if self.readers:
+            return pulls
+        return [(-1, self.address)]
 
 
 class TelemetryConfig(ConfigModel):
@@ -51,6 +174,8 @@ class TelemetryConfig(ConfigModel):
 
     logs: LogsTelemetryConfig = LogsTelemetryConfig()
     metrics: MetricsTelemetryConfig = MetricsTelemetryConfig()
+    resource: dict[str, str | None] = {}
+    """Resource attributes of the own telemetry pushed by OTLP (``null`` removes one)."""
 
 
 class PipelineModel(ConfigModel):
@@ -312,7 +437,7 @@ def validate_raw(raw: RawConfig, registry: Registry) -> Config:
             factory = registry.get(kind, cid.type)
             if factory is None:
                 known = registry.types(kind)
-                hint = did_you_mean(cid.type, known)
+                hint = did_you_mean(cid.type, [*known, *registry.aliases(kind)])
                 listing = f"; known {kind} types: {', '.join(known)}" if not hint and known else ""
                 errors.append(raw.error(path, f"unknown {kind} type {cid.type!r}{hint}{listing}"))
                 continue

@@ -15,7 +15,7 @@ from pipeline.errors import ConfigError, Location
 
 Path = tuple[str | int, ...]
 
-_ENV_RE = re.compile(r"\$\$|\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{([^}]*)\}")
+_ENV_RE = re.compile(r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{([^}]*)\}")
 
 
 def format_path(path: Path) -> str:
@@ -64,7 +64,8 @@ def _expand(
     errors: list[ConfigError],
     warnings: list[ConfigError],
 ) -> Any:
-    """Substitute ``${env:NAME}`` / ``${env:NAME:-default}``; ``$$`` stands for ``$``.
+    """Substitute ``${env:NAME}`` / ``${env:NAME:-default}`` and the bare ``${NAME}`` (read as
+    ``${env:NAME}``, as the Collector does); ``$$`` stands for ``$``.
 
     When the whole value is one reference and the YAML scalar was plain (unquoted), the result
     is read as YAML, so ``port: ${env:PORT}`` gives a number, as in the Collector.
@@ -81,7 +82,7 @@ def _expand(
             errors.append(
                 ConfigError(
                     format_path(path),
-                    f"unsupported substitution {m.group(0)!r}: use ${{env:NAME}} or "
+                    f"unsupported substitution {m.group(0)!r}: use ${{NAME}}, ${{env:NAME}} or "
                     "${env:NAME:-default} (write $$ for a literal $)",
                     loc,
                 )

@@ -4,7 +4,9 @@ and counts of every item sent, retried, refused and dropped.
 Options, named as in the Collector's ``exporterhelper``::
 
     timeout: 5s
-    sending_queue: {enabled: true, num_consumers: 10, queue_size: 1000, storage: file_storage}
+    sending_queue: {enabled: true, num_consumers: 10, queue_size: 1000, storage: file_storage,
+                    sizer: requests, block_on_overflow: false,
+                    batch: {flush_timeout: 200ms, min_size: 8192, max_size: 0, sizer: items}}
     retry_on_failure: {enabled: true, initial_interval: 5s, randomization_factor: 0.5,
                        multiplier: 1.5, max_interval: 30s, max_elapsed_time: 300s}
 
@@ -39,7 +41,7 @@ import random
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -88,11 +90,35 @@ class QueueCodec:
 class _Stored:
     """A payload in the persistent queue: where it is, and how many items it holds."""
 
-    __slots__ = ("items", "record")
+    __slots__ = ("items", "nbytes", "record")
 
-    def __init__(self, record: Record, items: int) -> None:
+    def __init__(self, record: Record, items: int, nbytes: int = 0) -> None:
         self.record = record
         self.items = items
+        self.nbytes = nbytes
+
+
+class QueueBatchConfig(ConfigModel):
+    """``sending_queue.batch``: exporter-side batching, as the Collector's exporterhelper
+    does it (the place of the ``batch`` processor in current Collector configs)."""
+
+    flush_timeout: Duration = Seconds(0.2)
+    min_size: int = Field(8192, ge=0)
+    """A batch is sent once it holds this much (in ``sizer`` units); 0: on the timeout only."""
+    max_size: int = Field(0, ge=0)
+    """Larger batches are split (0: no limit)."""
+    sizer: Literal["items", "bytes", "requests"] = "items"
+
+    @model_validator(mode="after")
+    def _check(self) -> QueueBatchConfig:
+        if self.max_size and self.max_size < self.min_size:
+            raise ValueError(
+                f"max_size ({self.max_size}) must be greater than or equal to min_size "
+                f"({self.min_size})"
+            )
+        if self.sizer == "requests":
+            raise ValueError("sizer 'requests' cannot size a batch: use items or bytes")
+        return self
 
 
 class QueueConfig(ConfigModel):
@@ -101,9 +127,24 @@ class QueueConfig(ConfigModel):
     enabled: bool = True
     num_consumers: int = Field(10, ge=1)
     queue_size: int = Field(1000, ge=1)
-    """Capacity in requests (batches)."""
+    """Capacity, in ``sizer`` units (requests by default)."""
     storage: str | None = None
     """A storage extension (``file_storage``) that makes the queue persistent."""
+    sizer: Literal["requests", "items", "bytes"] = "requests"
+    block_on_overflow: bool = False
+    """Wait for room (bounded by ``timeout``) instead of refusing data when the queue is full."""
+    wait_for_result: bool = False
+    """Accepted for Collector configs: this queue answers once the data is queued."""
+    batch: QueueBatchConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> QueueConfig:
+        if self.batch is not None and self.storage:
+            raise ValueError(
+                "sending_queue.batch with a persistent queue (storage) is not supported: "
+                "batch with the batch processor before the exporter"
+            )
+        return self
 
 
 class RetryConfig(ConfigModel):
@@ -186,6 +227,11 @@ class ExporterHelper(Component):
             self._retry = self._retry.model_copy(update={"enabled": retry_enabled})
         self._queue: deque[Payload | _Stored] = deque()
         self._queue_items = 0
+        self._queue_used = 0  # in sending_queue.sizer units
+        batch = config.sending_queue.batch
+        self._batcher: _Batcher | None = (
+            _Batcher(self, batch) if batch is not None and config.sending_queue.enabled else None
+        )
         self.codec = codec or QueueCodec(signal)
         self._storage: SegmentLog | None = None  # the persistent queue's log, once started
         self._stop_taking = False
@@ -238,20 +284,60 @@ class ExporterHelper(Component):
         if not self.config.sending_queue.enabled:
             await self._deliver(data, n, raise_errors=True)
             return
-        if len(self._queue) >= self.config.sending_queue.queue_size:
-            self.settings.telemetry.enqueue_failed(self.signal, n)
-            raise RetryableError(
-                f"sending queue of exporter {self.settings.name} is full "
-                f"({self.config.sending_queue.queue_size} batches)",
-                retry_after=1.0,
-                resource_exhausted=True,
-            )
+        queue = self.config.sending_queue
+        if self._is_full():
+            if queue.block_on_overflow:
+                await self._wait_for_room()
+            if self._is_full():
+                self.settings.telemetry.enqueue_failed(self.signal, n)
+                unit = queue.sizer if queue.sizer != "requests" else "batches"
+                raise RetryableError(
+                    f"sending queue of exporter {self.settings.name} is full "
+                    f"({queue.queue_size} {unit})",
+                    retry_after=1.0,
+                    resource_exhausted=True,
+                )
         if self._storage is not None:
+            size = self._size(data)
             self._queue.append(await self._store(data, n))
+            self._queue_used += size
+        elif self._batcher is not None:
+            self._batcher.add(carry_current(data))
+            return
         else:
             # a payload the exporter built from its input during this call keeps the input's
             # acknowledgement tokens while it waits in memory
-            self._queue.append(carry_current(data))
+            self._enqueue(carry_current(data))
+            return
+        self._queue_gauge.set(len(self._queue))
+        self._idle.clear()
+        self._has_work.set()
+
+    def _size(self, data: Payload | _Stored) -> int:
+        sizer = self.config.sending_queue.sizer
+        if isinstance(data, _Stored):
+            return data.items if sizer == "items" else data.nbytes if sizer == "bytes" else 1
+        if sizer == "items":
+            return data.item_count()
+        if sizer == "bytes":
+            return data.nbytes
+        return 1
+
+    def _is_full(self) -> bool:
+        queue = self.config.sending_queue
+        used = self._queue_used + (self._batcher.pending_size(queue.sizer) if self._batcher else 0)
+        return used >= queue.queue_size
+
+    async def _wait_for_room(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.timeout or 5.0)
+        while self._is_full() and not self._closing and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    def _enqueue(self, data: Payload) -> None:
+        """Into the in-memory queue (from ``consume`` or the batcher)."""
+        self._queue.append(data)
+        self._queue_used += self._size(data)
         self._queue_gauge.set(len(self._queue))
         self._idle.clear()
         self._has_work.set()
@@ -278,7 +364,7 @@ class ExporterHelper(Component):
                 retry_after=1.0,
                 resource_exhausted=True,
             ) from exc
-        return _Stored(rec, n)
+        return _Stored(rec, n, data.nbytes)
 
     # -- lifecycle --------------------------------------------------------------------------
     def storage_owner(self) -> str:
@@ -306,7 +392,9 @@ class ExporterHelper(Component):
                 self.settings.logger.error("a persistent queue entry cannot be read: %s", exc)
                 log.complete(rec)
                 continue
-            self._queue.append(_Stored(rec, items))
+            stored = _Stored(rec, items)
+            self._queue.append(stored)
+            self._queue_used += self._size(stored)
             recovered += items
         self._storage = log
         self._queue_gauge.set(len(self._queue))
@@ -332,11 +420,15 @@ class ExporterHelper(Component):
                 supervise(self.settings, host, f"sender-{i}", self._worker)
                 for i in range(self.config.sending_queue.num_consumers)
             ]
+            if self._batcher is not None:
+                self._workers.append(supervise(self.settings, host, "batch", self._batcher.run))
 
     async def shutdown(self) -> None:
         if self._shutdown_done:
             return
         self._closing = True
+        if self._batcher is not None:
+            self._batcher.flush()
         if self._storage is not None:
             await self._shutdown_persistent()
             return
@@ -374,6 +466,7 @@ class ExporterHelper(Component):
                     extra={"batches": left, "items": sum(_items(q) for q in self._queue)},
                 )
             self._queue.clear()
+            self._queue_used = 0
             self._queue_gauge.set(0)
             if self._storage is not None:
                 await asyncio.to_thread(self._storage.close)
@@ -381,6 +474,8 @@ class ExporterHelper(Component):
             self._shutdown_done = True
 
     def _drop_queued(self, reason: str) -> None:
+        if self._batcher is not None:
+            self._batcher.flush()
         dropped = sum(_items(p) for p in self._queue)
         if dropped:
             self.settings.telemetry.send_failed(self.signal, dropped)
@@ -390,6 +485,7 @@ class ExporterHelper(Component):
                 extra={"dropped_items": dropped, "batches": len(self._queue)},
             )
         self._queue.clear()
+        self._queue_used = 0
         self._queue_gauge.set(0)
 
     # -- sending ----------------------------------------------------------------------------
@@ -403,6 +499,7 @@ class ExporterHelper(Component):
                     self._idle.set()
                 await self._has_work.wait()
             item = self._queue.popleft()
+            self._queue_used = max(self._queue_used - self._size(item), 0)
             self._queue_gauge.set(len(self._queue))
             if isinstance(item, _Stored):
                 self._in_flight += 1
@@ -616,6 +713,79 @@ class ExporterHelper(Component):
 
 def _items(entry: Payload | _Stored) -> int:
     return entry.items if isinstance(entry, _Stored) else entry.item_count()
+
+
+class _Batcher:
+    """``sending_queue.batch``: payloads admitted to the queue wait here until ``min_size``
+    (items or bytes) is reached or ``flush_timeout`` passes since the first one, then go into
+    the queue merged (encodings concatenated, acknowledgement tokens united) and split at
+    ``max_size``."""
+
+    def __init__(self, helper: ExporterHelper, config: QueueBatchConfig) -> None:
+        self.helper = helper
+        self.config = config
+        self.pending: list[Payload] = []
+        self.items = 0
+        self.bytes = 0
+        self.first_at: float | None = None
+        self.wake = asyncio.Event()
+
+    def pending_size(self, sizer: str) -> int:
+        if sizer == "items":
+            return self.items
+        if sizer == "bytes":
+            return self.bytes
+        return 1 if self.pending else 0
+
+    def _size(self) -> int:
+        return self.items if self.config.sizer == "items" else self.bytes
+
+    def add(self, data: Payload) -> None:
+        self.pending.append(data)
+        self.items += data.item_count()
+        self.bytes += data.nbytes
+        if self.first_at is None:
+            self.first_at = asyncio.get_running_loop().time()
+        if self.config.min_size and self._size() >= self.config.min_size:
+            self.flush()
+        else:
+            self.wake.set()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        self.items = self.bytes = 0
+        self.first_at = None
+        merged = type(pending[0]).merge(pending)
+        max_size = self.config.max_size
+        if max_size and self.config.sizer == "items" and merged.item_count() > max_size:
+            parts = merged.split(max_size)
+        elif max_size and self.config.sizer == "bytes" and merged.nbytes > max_size:
+            n = merged.item_count()
+            pieces = -(-merged.nbytes // max_size)
+            parts = merged.split(max(1, n // pieces))
+        else:
+            parts = [merged]
+        for part in parts:
+            self.helper._enqueue(part)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.first_at is None:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            wait = self.first_at + self.config.flush_timeout - loop.time()
+            if wait <= 0:
+                self.flush()
+                continue
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=wait)
+            except TimeoutError:
+                pass
 
 
 def exporter_helper_fields() -> dict[str, Any]:

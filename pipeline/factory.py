@@ -26,6 +26,9 @@ class Factory:
     kind: ClassVar[Kind]
     config_class: ClassVar[builtins.type[ComponentConfig]] = EmptyConfig
     description: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    """Other type names the component answers to in YAML (the Collector's newer snake_case
+    names, such as ``otlp_grpc`` for ``otlp``)."""
 
     def create_default_config(self) -> ComponentConfig:
         """A complete, valid config for programmatic use and the contract tests.

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from pipeline.ottl.compiler import Functions
     from pipeline.registry import Registry
 
 PROJECT_NAME = "pipeline"
@@ -74,4 +75,51 @@ def register_components(registry: Registry) -> None:
 
     :func:`pipeline.testing.check_factory` runs the lifecycle contract on a factory; run it
     in your plugin's tests.
+    """
+
+
+@hookspec
+def register_ottl_functions(functions: Functions) -> None:
+    """Add OTTL functions (editors and converters) for the ``transform`` and ``filter``
+    processors and any other component that runs OTTL.
+
+    Called once per process, the first time a config with OTTL statements is validated.
+    Register each function with ``functions.add(name, params, factory)``:
+
+    * ``name``: an editor (changes telemetry) starts with a lower-case letter (``set_tenant``),
+      a converter (returns a value, changes nothing) with an upper-case one (``Reverse``);
+      names are unique across the standard functions and every plugin;
+    * ``params``: a list of :class:`pipeline.ottl.Param` ``(name, kind, optional=False,
+      default=None)``. ``kind`` says how the argument is compiled: ``"getter"`` (any
+      expression, passed as ``get(ctx) -> value``), ``"string_getter"``, ``"int_getter"``,
+      ``"float_getter"``, ``"bool_getter"``, ``"map_getter"``, ``"slice_getter"`` (the same,
+      type-checked at run time), ``"stringlike_getter"`` (numbers and booleans converted to a
+      string), ``"target"`` (a path, passed as an accessor with ``.get(ctx)`` and
+      ``.set(ctx, value)``), literals ``"string"``, ``"int"``, ``"float"``, ``"bool"``,
+      ``"string_list"`` (checked when the config is validated), ``"getter_list"`` (a list
+      ``[...]`` of expressions), ``"function"`` (the name of a one-value converter, passed as
+      a Python callable) and ``"enum"``;
+    * ``factory(*arguments)``: called once per use of the function in a statement, when the
+      config is validated, with the compiled arguments in ``params`` order; it returns the
+      function that runs for each item, ``run(ctx) -> value``. Raise ``ValueError`` for
+      arguments that can never work (the config is refused with the statement's column);
+      raise :class:`pipeline.ottl.OTTLRuntimeError` for one item's bad data (handled by the
+      component's ``error_mode``);
+    * ``contexts=[...]`` (keyword): the only contexts the function may be used in.
+
+    Values are ``None``, ``str``, ``int``, ``float``, ``bool``, ``bytes``, maps (read with
+    ``.get(key)``, ``.items()``, ``in``; changed with ``.set(key, value)``, ``.remove(key)``,
+    ``.remove_if(predicate)``; a converter may return a ``dict``) and slices (sequences; a
+    converter may return a ``list``). Example::
+
+        from pipeline.ottl import Param
+
+        @pipeline.hookimpl
+        def register_ottl_functions(functions):
+            def reverse(value):
+                return lambda ctx: value(ctx)[::-1]
+
+            functions.add("Reverse", [Param("value", "string_getter")], reverse)
+
+    after which ``set(attributes["r"], Reverse(name))`` works in every OTTL statement.
     """

@@ -26,6 +26,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._factories: dict[tuple[Kind, str], RegisteredFactory] = {}
+        self._aliases: dict[tuple[Kind, str], str] = {}
         self._plugin = "unknown"
         self._distribution = "unknown"
 
@@ -43,20 +44,37 @@ class Registry:
                 f"{existing.plugin!r} ({existing.distribution}) and by {self._plugin!r} "
                 f"({self._distribution})"
             )
+        if key in self._aliases:
+            raise RegistrationError(
+                f"{factory.kind} type {factory.type!r} is already an alias of "
+                f"{self._aliases[key]!r}"
+            )
+        for alias in factory.aliases:
+            akey = (factory.kind, alias)
+            if akey in self._factories or akey in self._aliases:
+                raise RegistrationError(
+                    f"{factory.kind} alias {alias!r} of {factory.type!r} is already registered"
+                )
         self._factories[key] = RegisteredFactory(factory, self._plugin, self._distribution)
+        for alias in factory.aliases:
+            self._aliases[(factory.kind, alias)] = factory.type
 
     def _set_source(self, plugin: str, distribution: str) -> None:
         self._plugin = plugin
         self._distribution = distribution
 
     def get(self, kind: Kind, type_: str) -> Factory | None:
-        """The factory of a type, or ``None``."""
-        entry = self._factories.get((kind, type_))
+        """The factory of a type (or of an alias), or ``None``."""
+        entry = self._factories.get((kind, self._aliases.get((kind, type_), type_)))
         return entry.factory if entry else None
 
     def types(self, kind: Kind) -> list[str]:
-        """Every registered type name of a kind, sorted."""
+        """Every registered type name of a kind, sorted (aliases not included)."""
         return sorted(t for k, t in self._factories if k == kind)
+
+    def aliases(self, kind: Kind) -> dict[str, str]:
+        """``{alias: type}`` of a kind."""
+        return {a: t for (k, a), t in self._aliases.items() if k == kind}
 
     def entries(self) -> list[RegisteredFactory]:
         """Every registration, sorted by kind then type."""

@@ -54,7 +54,13 @@ def check_endpoints(config: Config) -> list[ConfigError]:
             )
     metrics = config.service.telemetry.metrics
     if metrics.level != "none":
-        targets.append((("service", "telemetry", "metrics", "address"), metrics.address, "tcp"))
+        for index, address in metrics.pull_addresses():
+            path: tuple[str | int, ...] = (
+                ("service", "telemetry", "metrics", "address")
+                if index < 0
+                else ("service", "telemetry", "metrics", "readers", index, "pull")
+            )
+            targets.append((path, address, "tcp"))
     for path, endpoint, transport in targets:
         host, port = split_endpoint(endpoint)
         key = (host, port, transport)
@@ -91,7 +97,8 @@ class Service:
         self.statuses: dict[str, ComponentStatus] = {}
         self._started: list[Node] = []
         self._fatal: asyncio.Future[BaseException] | None = None
-        self._telemetry_server: MetricsServer | None = None
+        self._telemetry_servers: list[MetricsServer] = []
+        self._telemetry_exports: Any = None
         self._stopped = False
         self.start_time = time.time()
 
@@ -173,7 +180,11 @@ class Service:
             )
 
     async def _start_telemetry(self) -> None:
-        metrics = self.config.service.telemetry.metrics
+        from pipeline.telemetryexport import start_exports
+
+        telemetry = self.config.service.telemetry
+        self._telemetry_exports = await start_exports(telemetry, self.telemetry.registry)
+        metrics = telemetry.metrics
         if metrics.level == "none":
             return
         registry = self.telemetry.registry
@@ -187,7 +198,6 @@ class Service:
             "Requests or connections the gateway's own metrics endpoint refused.",
             ("transport", "reason"),
         )
-        server = MetricsServer("/metrics", collect, lambda r: refused.labels("http", r).inc())
         self.telemetry.gauge(
             "otelcol_server_unfinished_request_bytes",
             "Request data held by all connections while their requests are incomplete "
@@ -195,9 +205,11 @@ class Service:
             (),
         ).set_function(lambda: BUDGET.used)
         tls = metrics.tls
-        await server.start(metrics.address, server_ssl_context(tls) if tls is not None else None)
-        self._telemetry_server = server
-        log.info("own telemetry served", extra={"address": metrics.address})
+        for _, address in metrics.pull_addresses():
+            server = MetricsServer("/metrics", collect, lambda r: refused.labels("http", r).inc())
+            await server.start(address, server_ssl_context(tls) if tls is not None else None)
+            self._telemetry_servers.append(server)
+            log.info("own telemetry served", extra={"address": address})
 
     async def shutdown(self) -> None:
         """Receivers stop taking data first; everything in flight drains to the exporters,
@@ -254,9 +266,12 @@ class Service:
                 "component stopped",
                 extra={"kind": str(node.kind), "component": str(node.id), "instance": node.label},
             )
-        if self._telemetry_server is not None:
-            await self._telemetry_server.close()
-            self._telemetry_server = None
+        for server in self._telemetry_servers:
+            await server.close()
+        self._telemetry_servers = []
+        if self._telemetry_exports is not None:
+            await self._telemetry_exports.close()
+            self._telemetry_exports = None
 
     @staticmethod
     def _on_signal(sig: signal_module.Signals, stop: asyncio.Event) -> None:

@@ -48,6 +48,23 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "debug": {"verbosity": "detailed"},
     "spanmetrics": {"metrics_flush_interval": "100ms"},
     "agentmetrics": {"metrics_flush_interval": "100ms"},
+    # every item read and changed, so corrupt items are met
+    "attributes": {"actions": [{"key": "checked", "action": "upsert", "value": "yes"}]},
+    "resource": {"attributes": [{"key": "checked", "action": "upsert", "value": "yes"}]},
+    "resourcedetection": {"detectors": ["system"]},
+    "transform": {
+        "trace_statements": [
+            'set(span.attributes["checked"], Concat([span.name, "x"], "-"))',
+            'set(spanevent.attributes["checked"], "yes")',
+        ],
+        "metric_statements": ['set(datapoint.attributes["checked"], metric.name)'],
+        "log_statements": ['set(log.attributes["checked"], log.severity_text)'],
+    },
+    "filter": {
+        "traces": {"span": ['span.name == "never"'], "spanevent": ['name == "never"']},
+        "metrics": {"datapoint": ['attributes["route"] == "never"']},
+        "logs": {"log_record": ['IsMatch(body, "never")']},
+    },
 }
 GOOD_REQUESTS = 5
 

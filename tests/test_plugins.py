@@ -143,3 +143,17 @@ def test_duplicate_type_names_both_plugins() -> None:
     pm.register(Clash(), name="clash")
     with pytest.raises(RegistrationError, match="processor type 'batch' is registered twice"):
         build_registry(pm)
+
+
+async def test_plugin_adds_an_ottl_function() -> None:
+    """``register_ottl_functions``: the sample plugin's ``Reverse`` works in a transform
+    statement like a standard converter."""
+    from pipeline import Signal
+    from tests.plugins.ottl.support import through_gateway, traces
+
+    out = await through_gateway(
+        {"transform": {"trace_statements": ['set(span.attributes["r"], Reverse(span.name))']}},
+        Signal.TRACES,
+        traces([{"name": "abc"}]),
+    )
+    assert out[0]["attributes"] == {"r": "cba"}

@@ -247,6 +247,41 @@ class ProcessScraperConfig(ScraperConfig):
     exclude: ProcessFilter | None = None
     scrape_process_delay: Duration = Seconds(0)
     """Skip processes younger than this."""
+    mute_process_name_error: bool = False
+    mute_process_exe_error: bool = False
+    mute_process_io_error: bool = False
+    mute_process_user_error: bool = False
+    mute_process_cgroup_error: bool = False
+    mute_process_all_errors: bool = False
+    """The Collector's switches that silence the errors of reading a process's name,
+    executable, I/O counters, owner or cgroup (other users' processes without privileges):
+    muted errors are neither logged nor counted in otelcol_scraper_errored_metric_points."""
+
+    def muted(self, kind: str) -> bool:
+        return self.mute_process_all_errors or bool(getattr(self, f"mute_process_{kind}_error"))
+
+
+class PagingScraperConfig(ScraperConfig):
+    """``scrapers.paging``: swap usage and paging activity."""
+
+    DEFAULT_METRICS = {
+        "system.paging.usage": True,
+        "system.paging.operations": True,
+        "system.paging.faults": True,
+        "system.paging.utilization": False,
+    }
+
+
+class ProcessesScraperConfig(ScraperConfig):
+    """``scrapers.processes``: process counts by status and processes created."""
+
+    DEFAULT_METRICS = {"system.processes.count": True, "system.processes.created": True}
+
+
+class SystemScraperConfig(ScraperConfig):
+    """``scrapers.system``: ``system.uptime``."""
+
+    DEFAULT_METRICS = {"system.uptime": True}
 
 
 class ScrapersConfig(ConfigModel):
@@ -258,7 +293,10 @@ class ScrapersConfig(ConfigModel):
     disk: DiskScraperConfig | None = None
     filesystem: FilesystemScraperConfig | None = None
     network: NetworkScraperConfig | None = None
+    paging: PagingScraperConfig | None = None
+    processes: ProcessesScraperConfig | None = None
     process: ProcessScraperConfig | None = None
+    system: SystemScraperConfig | None = None
 
     def configured(self) -> dict[str, ScraperConfig]:
         out: dict[str, ScraperConfig] = {}
@@ -274,10 +312,23 @@ class HostMetricsConfig(ComponentConfig):
 
     collection_interval: Duration = Seconds(60)
     initial_delay: Duration = Seconds(1)
+    root_path: str = ""
+    """Where the host's file system is mounted when the gateway runs in a container (such as
+    ``/hostfs``): ``/proc`` is read below it and file systems are measured there."""
     scrapers: ScrapersConfig = ScrapersConfig()
 
     @model_validator(mode="after")
     def _check(self) -> HostMetricsConfig:
+        if self.root_path:
+            import os
+
+            if not os.path.isabs(self.root_path):
+                raise ValueError(f"root_path must be an absolute path, got {self.root_path!r}")
+            if not os.path.isdir(os.path.join(self.root_path, "proc")):
+                raise ValueError(
+                    f"root_path {self.root_path!r} has no proc directory: mount the host's "
+                    "file system there (such as -v /:/hostfs:ro)"
+                )
         if self.collection_interval <= 0:
             raise ValueError("collection_interval must be above 0")
         if not self.scrapers.configured():

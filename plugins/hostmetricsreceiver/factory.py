@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 class HostMetricsReceiverFactory(ReceiverFactory):
     type = "hostmetrics"
+    aliases = ("host_metrics",)  # the Collector's newer name
     config_class = HostMetricsConfig
     description = "Scrapes CPU, load, memory, disk, filesystem, network and process metrics."
     stability = {Signal.METRICS: Stability.BETA}

@@ -23,7 +23,7 @@ class HostMetricsReceiver(Component):
         self.settings = settings
         self.config = config
         self.next_consumer = next_consumer
-        self.scrapers: list[Scraper] = make_scrapers(config.scrapers.configured())
+        self.scrapers: list[Scraper] = make_scrapers(config.scrapers.configured(), config.root_path)
         self._task: asyncio.Task[None] | None = None
         self.cycles = 0
         service = settings.telemetry.service

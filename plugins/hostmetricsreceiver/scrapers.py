@@ -47,8 +47,13 @@ class Scraper:
 
     name = ""
 
-    def __init__(self, config: ScraperConfig) -> None:
+    def __init__(self, config: ScraperConfig, root_path: str = "") -> None:
         self.config = config
+        self.root = root_path
+
+    def host_path(self, path: str) -> str:
+        """``path`` of the host (below ``root_path`` when one is set)."""
+        return os.path.join(self.root, path.lstrip("/")) if self.root else path
 
     def on(self, metric: str) -> bool:
         return self.config.enabled(metric)
@@ -78,8 +83,8 @@ class CPUScraper(Scraper):
 
     name = "cpu"
 
-    def __init__(self, config: CPUScraperConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: CPUScraperConfig, root_path: str = "") -> None:
+        super().__init__(config, root_path)
         self._previous: list[Any] | None = None
 
     def scrape(self, builder: RequestBuilder, now_ns: int) -> ScrapeResult:
@@ -168,11 +173,15 @@ class LoadScraper(Scraper):
 
 
 # -- memory ----------------------------------------------------------------------------------
+def _procfs() -> str:
+    return str(getattr(psutil, "PROCFS_PATH", "/proc"))
+
+
 def _meminfo() -> dict[str, int]:
     """``/proc/meminfo`` in bytes (Linux); empty elsewhere."""
     out: dict[str, int] = {}
     try:
-        with open("/proc/meminfo") as f:
+        with open(os.path.join(_procfs(), "meminfo")) as f:
             for line in f:
                 key, _, rest = line.partition(":")
                 parts = rest.split()
@@ -349,7 +358,7 @@ class FilesystemScraper(Scraper):
                 continue
             seen.add(part.mountpoint)
             try:
-                st = os.statvfs(part.mountpoint)
+                st = os.statvfs(self.host_path(part.mountpoint))
             except OSError as exc:
                 result.errors.append(f"{part.mountpoint}: {exc.strerror or exc}")
                 continue
@@ -501,8 +510,9 @@ class ProcessScraper(Scraper):
 
     name = "process"
 
-    def __init__(self, config: ProcessScraperConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: ProcessScraperConfig, root_path: str = "") -> None:
+        super().__init__(config, root_path)
+        self._errors: list[str] = []
         self._cpu: dict[int, _CPUSample] = {}
         self._total_memory = 0  # read on the first scrape (in the worker thread)
 
@@ -512,6 +522,10 @@ class ProcessScraper(Scraper):
         info = proc.info
         exe = info.get("exe") or ""
         cmdline = info.get("cmdline") or []
+        if not exe and info.get("name") and not c.muted("exe"):
+            self._errors.append(f"pid {info['pid']}: cannot read the executable")
+        if not info.get("username") and not c.muted("user"):
+            self._errors.append(f"pid {info['pid']}: cannot read the owner")
         exe_name = os.path.basename(exe) if exe else (info.get("name") or "")
         names = [exe_name, info.get("name") or ""]
         command_line = " ".join(cmdline)
@@ -534,6 +548,7 @@ class ProcessScraper(Scraper):
         c = self.config
         assert isinstance(c, ProcessScraperConfig)
         result = ScrapeResult()
+        self._errors = result.errors
         if not self._total_memory:
             self._total_memory = psutil.virtual_memory().total
         now = time.time()
@@ -552,7 +567,10 @@ class ProcessScraper(Scraper):
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 continue  # it ended while we looked
             except psutil.AccessDenied as exc:
-                result.errors.append(f"pid {proc.pid}: access denied ({exc.msg or 'no detail'})")
+                if not c.muted("name"):
+                    result.errors.append(
+                        f"pid {proc.pid}: access denied ({exc.msg or 'no detail'})"
+                    )
         for pid in set(self._cpu) - alive:
             del self._cpu[pid]
         return result
@@ -680,7 +698,11 @@ class ProcessScraper(Scraper):
                 try:
                     io = proc.io_counters()
                 except (psutil.AccessDenied, AttributeError):
-                    io = None  # other users' processes without privileges: skipped quietly
+                    io = None  # other users' processes without privileges
+                    c = self.config
+                    assert isinstance(c, ProcessScraperConfig)
+                    if not c.muted("io"):
+                        result.errors.append(f"pid {proc.pid}: cannot read the I/O counters")
                 if io is not None:
                     if self.on("process.disk.io"):
                         result.points += w.sum(
@@ -728,6 +750,143 @@ class ProcessScraper(Scraper):
                 )
 
 
+# -- paging ----------------------------------------------------------------------------------
+def _read_pairs(path: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        with open(path) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 2 and parts[1].lstrip("-").isdigit():
+                    out[parts[0]] = int(parts[1])
+    except OSError:
+        pass
+    return out
+
+
+class PagingScraper(Scraper):
+    """``system.paging.usage`` / ``.utilization`` per swap device (``/proc/swaps``),
+    ``system.paging.operations`` (pages and swap pages in and out) and ``system.paging.faults``
+    (``/proc/vmstat``)."""
+
+    name = "paging"
+
+    def _swaps(self) -> list[tuple[str, int, int]]:
+        out = []
+        try:
+            with open(os.path.join(_procfs(), "swaps")) as fh:
+                next(fh, None)
+                for line in fh:
+                    parts = line.split()
+                    if len(parts) >= 4 and parts[2].isdigit() and parts[3].isdigit():
+                        out.append((parts[0], int(parts[2]) * 1024, int(parts[3]) * 1024))
+        except OSError:
+            pass
+        return out
+
+    def scrape(self, builder: RequestBuilder, now_ns: int) -> ScrapeResult:
+        result = ScrapeResult()
+        w = self.scope(builder, now_ns)
+        start = _boot_ns()
+        swaps = self._swaps()
+        if self.on("system.paging.usage"):
+            points: list[Point] = []
+            for device, size, used in swaps:
+                points.append((used, {"device": device, "state": "used"}))
+                points.append((size - used, {"device": device, "state": "free"}))
+            result.points += w.sum(
+                "system.paging.usage", "By", "Swap (unix) or pagefile (windows) usage.",
+                points, monotonic=False, start_ns=start,
+            )  # fmt: skip
+        if self.on("system.paging.utilization"):
+            upoints: list[Point] = []
+            for device, size, used in swaps:
+                if size:
+                    upoints.append((used / size, {"device": device, "state": "used"}))
+                    upoints.append(((size - used) / size, {"device": device, "state": "free"}))
+            result.points += w.gauge(
+                "system.paging.utilization", "1",
+                "Swap (unix) or pagefile (windows) utilization.", upoints,
+            )  # fmt: skip
+        vmstat = _read_pairs(os.path.join(_procfs(), "vmstat"))
+        if not vmstat:
+            result.errors.append("cannot read vmstat")
+            return result
+        if self.on("system.paging.operations"):
+            ops: list[Point] = []
+            for kind, (pin, pout) in (("major", ("pswpin", "pswpout")),
+                                      ("minor", ("pgpgin", "pgpgout"))):  # fmt: skip
+                if pin in vmstat:
+                    ops.append((vmstat[pin], {"direction": "page_in", "type": kind}))
+                if pout in vmstat:
+                    ops.append((vmstat[pout], {"direction": "page_out", "type": kind}))
+            result.points += w.sum(
+                "system.paging.operations", "{operations}",
+                "The number of paging operations.", ops, monotonic=True, start_ns=start,
+            )  # fmt: skip
+        if self.on("system.paging.faults") and "pgfault" in vmstat:
+            major = vmstat.get("pgmajfault", 0)
+            result.points += w.sum(
+                "system.paging.faults", "{faults}", "The number of page faults.",
+                [(major, {"type": "major"}), (max(vmstat["pgfault"] - major, 0),
+                                              {"type": "minor"})],
+                monotonic=True, start_ns=start,
+            )  # fmt: skip
+        return result
+
+
+# -- processes -------------------------------------------------------------------------------
+class ProcessesScraper(Scraper):
+    """``system.processes.count`` by status and ``system.processes.created``."""
+
+    name = "processes"
+
+    def scrape(self, builder: RequestBuilder, now_ns: int) -> ScrapeResult:
+        result = ScrapeResult()
+        w = self.scope(builder, now_ns)
+        if self.on("system.processes.count"):
+            counts: dict[str, int] = {}
+            for proc in psutil.process_iter(["status"], ad_value=None):
+                status = proc.info.get("status") or "unknown"
+                status = {"disk-sleep": "blocked", "tracing-stop": "stopped",
+                          "dead": "zombies", "zombie": "zombies", "idle": "idle",
+                          "parked": "idle", "waking": "running"}.get(status, status)  # fmt: skip
+                counts[status] = counts.get(status, 0) + 1
+            result.points += w.sum(
+                "system.processes.count", "{processes}",
+                "Total number of processes in each state.",
+                [(n, {"status": s}) for s, n in sorted(counts.items())],
+                monotonic=False, start_ns=_boot_ns(),
+            )  # fmt: skip
+        if self.on("system.processes.created"):
+            stat = _read_pairs(os.path.join(_procfs(), "stat"))
+            if "processes" in stat:
+                result.points += w.sum(
+                    "system.processes.created", "{processes}",
+                    "Total number of created processes.", [(stat["processes"], {})],
+                    monotonic=True, start_ns=_boot_ns(),
+                )  # fmt: skip
+            else:
+                result.errors.append("cannot read the processes created")
+        return result
+
+
+# -- system ----------------------------------------------------------------------------------
+class SystemScraper(Scraper):
+    """``system.uptime``."""
+
+    name = "system"
+
+    def scrape(self, builder: RequestBuilder, now_ns: int) -> ScrapeResult:
+        result = ScrapeResult()
+        if self.on("system.uptime"):
+            uptime = max(time.time() - psutil.boot_time(), 0.0)
+            result.points += self.scope(builder, now_ns).gauge(
+                "system.uptime", "s", "The time the system has been running.", [(uptime, {})]
+            )
+        return result
+
+
 SCRAPERS: dict[str, type[Scraper]] = {
     "cpu": CPUScraper,
     "load": LoadScraper,
@@ -735,10 +894,16 @@ SCRAPERS: dict[str, type[Scraper]] = {
     "disk": DiskScraper,
     "filesystem": FilesystemScraper,
     "network": NetworkScraper,
+    "paging": PagingScraper,
+    "processes": ProcessesScraper,
     "process": ProcessScraper,
+    "system": SystemScraper,
 }
 
 
-def make_scrapers(configured: dict[str, ScraperConfig]) -> list[Scraper]:
-    """One scraper per configured section, in a fixed order."""
-    return [SCRAPERS[name](cfg) for name, cfg in configured.items()]
+def make_scrapers(configured: dict[str, ScraperConfig], root_path: str = "") -> list[Scraper]:
+    """One scraper per configured section, in a fixed order. With ``root_path``, psutil reads
+    the host's ``/proc`` below it (a process-wide setting of psutil's)."""
+    if root_path:
+        psutil.PROCFS_PATH = os.path.join(root_path, "proc")
+    return [SCRAPERS[name](cfg, root_path) for name, cfg in configured.items()]

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 class OTLPExporterFactory(ExporterFactory):
     type = "otlp"
+    aliases = ("otlp_grpc",)  # the Collector's newer name
     config_class = OTLPExporterConfig
     description = "Sends OTLP over gRPC, without decoding what it forwards."
     stability = {

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 class OTLPHTTPExporterFactory(ExporterFactory):
     type = "otlphttp"
+    aliases = ("otlp_http",)  # the Collector's newer name
     config_class = OTLPHTTPExporterConfig
     description = "Sends OTLP over HTTP (protobuf or JSON)."
     stability = {

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 class PrometheusRemoteWriteFactory(ExporterFactory):
     type = "prometheusremotewrite"
+    aliases = ("prometheus_remote_write",)  # the Collector's newer name
     config_class = PrometheusRemoteWriteConfig
     description = "Pushes metrics to a Prometheus remote-write endpoint."
     stability = {Signal.METRICS: Stability.BETA}

@@ -15,6 +15,7 @@ class SpanMetricsConnectorFactory(ConnectorFactory):
     """``spanmetrics``: traces to metrics."""
 
     type = "spanmetrics"
+    aliases = ("span_metrics",)  # the Collector's newer name
     config_class = SpanMetricsConfig
     description = "Request, error and duration (R.E.D.) metrics from spans, as the Collector's."
     stability = {(Signal.TRACES, Signal.METRICS): Stability.ALPHA}

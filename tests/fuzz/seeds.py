@@ -38,7 +38,15 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "fuzz" / "corpus"
 HERE = ROOT / "tests" / "plugins"
 
-TRACE_TARGETS = ("framing", "tracewire_ingest", "workflow", "agentscan", "spanscan", "otlp_proto")
+TRACE_TARGETS = (
+    "framing",
+    "tracewire_ingest",
+    "workflow",
+    "agentscan",
+    "spanscan",
+    "otlp_proto",
+    "ottl",
+)
 
 
 def write(target: str, name: str, data: bytes) -> None:

@@ -443,6 +443,111 @@ def otlp_json() -> OneInput:
     return one
 
 
+# -- the OTTL processors' lazy path ----------------------------------------------------------------
+def ottl() -> OneInput:
+    """``filter`` and ``transform`` on traces as they run in the processors, lazily (spans read
+    from views and their bytes, decoded only when changed), against their twin: the same
+    statements applied to the fully decoded request as pdata applies them. What the receivers'
+    framing check lets through is either refused as corrupt data (a decoding error, which the
+    engine's isolation drops; only when a full decode refuses it too) or gives exactly the
+    twin's result; what a full decode refuses but the lazy path passes still has valid framing.
+    """
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from pipeline import PermanentError, Traces
+    from pipeline.ottl import compile_conditions, compile_statements
+    from pipeline.ottl.runner import DATA_ERRORS, Filter, Group, filter_payload, transform
+
+    _, conditions = compile_conditions(
+        ['span.name == "health-check"', 'span.attributes["http.route"] == "/health"'], "traces"
+    )
+    _, statements = compile_statements(
+        [
+            'set(span.attributes["env"], "prod")',
+            'set(span.attributes["n"], 1) where span.attributes["kind"] != nil',
+        ],
+        "traces",
+    )
+    filters = [Filter("span", conditions, "propagate")]
+    groups = [Group("span", statements, [], "propagate")]
+
+    def first(span: Any, key: str) -> Any:
+        return next((kv for kv in span.attributes if kv.key == key), None)
+
+    def put(span: Any, key: str, set_value: Callable[[Any], None]) -> None:
+        kv = first(span, key)
+        set_value((kv if kv is not None else span.attributes.add(key=key)).value)
+
+    def twin(request: Any) -> Any:
+        dropped = False
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                keep = []
+                for span in ss.spans:
+                    route = first(span, "http.route")
+                    if span.name == "health-check" or (
+                        route is not None
+                        and route.value.WhichOneof("value") == "string_value"
+                        and route.value.string_value == "/health"
+                    ):
+                        dropped = True
+                        continue
+                    keep.append(span)
+                if len(keep) != len(ss.spans):
+                    copies = [type(s).FromString(s.SerializeToString()) for s in keep]
+                    del ss.spans[:]
+                    ss.spans.extend(copies)
+        if dropped:
+            for rs in request.resource_spans:
+                scopes = [s for s in rs.scope_spans if len(s.spans)]
+                copies_s = [type(s).FromString(s.SerializeToString()) for s in scopes]
+                del rs.scope_spans[:]
+                rs.scope_spans.extend(copies_s)
+            groups_ = [g for g in request.resource_spans if len(g.scope_spans)]
+            copies_r = [type(g).FromString(g.SerializeToString()) for g in groups_]
+            del request.resource_spans[:]
+            request.resource_spans.extend(copies_r)
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    put(span, "env", lambda v: setattr(v, "string_value", "prod"))
+                    kind = first(span, "kind")  # an empty value reads as nil, as in pdata
+                    if kind is not None and kind.value.WhichOneof("value") is not None:
+                        put(span, "n", lambda v: setattr(v, "int_value", 1))
+        return request
+
+    def one(data: bytes) -> None:
+        try:
+            Traces._validate(data)
+        except PermanentError:
+            return
+        try:
+            full = ExportTraceServiceRequest.FromString(data)
+        except DecodeError:
+            full = None
+        try:
+            kept, _ = filter_payload(Traces(data), filters, lambda *a: None)
+            out = transform(kept, groups, lambda *a: None) if kept is not None else None
+        except DATA_ERRORS:
+            assert full is None, "the lazy path refused what a full decode accepts"
+            return
+        if out is not None:
+            Traces(out.to_bytes()).validate()
+        if full is None:
+            return
+        expected = twin(full)
+        if out is None:
+            assert not any(len(ss.spans) for rs in expected.resource_spans
+                           for ss in rs.scope_spans)  # fmt: skip
+            return
+        assert ExportTraceServiceRequest.FromString(out.to_bytes()) == expected
+
+    return one
+
+
 # -- Python decoders: Jaeger Thrift ---------------------------------------------------------------
 def jaeger(kind: str) -> Callable[[], OneInput]:
     def setup() -> OneInput:
@@ -530,6 +635,7 @@ TARGETS: dict[str, Target] = {
         Target(
             "otlp_proto", otlp_proto, instrument=("pipeline.pdata", "pipeline._wire"), runs=750_000
         ),
+        Target("ottl", ottl, instrument=("pipeline.ottl",), runs=30_000),
         Target(
             "otlp_json",
             otlp_json,

@@ -60,11 +60,23 @@ def test_env_substitution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_unsupported_substitution_is_an_error(tmp_path: Path) -> None:
-    path = write_config(tmp_path, "a: ${HOME}\n")
+    path = write_config(tmp_path, "a: ${file:/etc/passwd}\n")
     with pytest.raises(ConfigErrors) as err:
         load_file(str(path))
-    assert "unsupported substitution '${HOME}'" in str(err.value)
+    assert "unsupported substitution '${file:/etc/passwd}'" in str(err.value)
     assert "line 1" in str(err.value)
+
+
+def test_bare_name_is_an_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``${NAME}`` is read as ``${env:NAME}``, as the Collector reads it (the OpenTelemetry
+    demo's config writes ``${POSTGRES_HOST}:${POSTGRES_PORT}``)."""
+    monkeypatch.setenv("GW_HOST", "db")
+    monkeypatch.setenv("GW_PORT", "5432")
+    path = write_config(tmp_path, "a: ${GW_HOST}:${GW_PORT}\nb: ${GW_PORT}\nc: ${GW_NONE:-x}\n")
+    raw = load_file(str(path))
+    assert raw.data == {"a": "db:5432", "b": 5432, "c": "x"}
 
 
 def test_merge_maps_merge_lists_replace(tmp_path: Path) -> None:

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from pipeline import ConfigError, ConfigErrors, Payload, RetryableError
@@ -402,3 +404,71 @@ async def test_refused_points_are_counted_by_the_engine() -> None:
         telemetry.value("otelcol_receiver_accepted_metric_points_total", receiver="hostmetrics")
         == 0
     )
+
+
+def _vmstat() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        key, value = line.split()
+        out[key] = int(value)
+    return out
+
+
+def test_paging_processes_and_system_scrapers() -> None:
+    """The Collector's ``paging``, ``processes`` and ``system`` scrapers against /proc."""
+    before = _vmstat()
+    request = scrape({"paging": {"metrics": {"system.paging.utilization": {"enabled": True}}},
+                      "processes": None, "system": None})  # fmt: skip
+    after = _vmstat()
+    faults = {a["type"]: v for _, a, v, _ in points(request, "system.paging.faults")}
+    assert before["pgmajfault"] <= faults["major"] <= after["pgmajfault"]
+    ops = {
+        (a["direction"], a["type"]) for _, a, _, _ in points(request, "system.paging.operations")
+    }
+    assert ("page_in", "minor") in ops and ("page_out", "major") in ops
+    swaps = Path("/proc/swaps").read_text().splitlines()[1:]
+    assert len(points(request, "system.paging.usage")) == 2 * len(swaps)
+    counts = {a["status"]: v for _, a, v, _ in points(request, "system.processes.count")}
+    assert counts.get("running", 0) >= 1 and sum(counts.values()) >= len(psutil.pids()) // 2
+    created = points(request, "system.processes.created")[0][2]
+    assert created >= int(
+        next(line for line in Path("/proc/stat").read_text().splitlines()
+             if line.startswith("processes")).split()[1]
+    ) - 1000  # fmt: skip
+    uptime = points(request, "system.uptime")[0][2]
+    assert abs(uptime - (time.time() - psutil.boot_time())) < 5
+
+
+def test_root_path_reads_the_host_below_it(tmp_path: Path) -> None:
+    """``root_path``: the host's file system mounted elsewhere (here: symlinks to /)."""
+    for name in ("proc", "sys", "etc", "dev", "run"):
+        (tmp_path / name).symlink_to(f"/{name}")
+    (tmp_path / "mnt").mkdir()
+    try:
+        cfg = HostMetricsConfig.model_validate(
+            {"root_path": str(tmp_path), "scrapers": {"memory": None, "filesystem": None}}
+        )
+        builder = RequestBuilder()
+        for s in make_scrapers(cfg.scrapers.configured(), cfg.root_path):
+            s.scrape(builder, time.time_ns())
+        assert str(tmp_path / "proc") == psutil.PROCFS_PATH
+        assert points(builder.request, "system.memory.usage")
+    finally:
+        psutil.PROCFS_PATH = "/proc"
+    with pytest.raises(ValueError, match="has no proc directory"):
+        HostMetricsConfig.model_validate({"root_path": "/nonexistent", "scrapers": {"cpu": None}})
+
+
+def test_mute_process_errors() -> None:
+    """Without privileges some processes' I/O counters cannot be read: counted as errors,
+    unless ``mute_process_io_error`` (or ``mute_process_all_errors``) says otherwise."""
+    cfg = HostMetricsConfig.model_validate(
+        {"scrapers": {"process": {"mute_process_all_errors": True, "mute_process_io_error": True,
+                                  "mute_process_exe_error": True,
+                                  "mute_process_user_error": True,
+                                  "mute_process_name_error": True}}}
+    )  # fmt: skip
+    (scraper,) = make_scrapers(cfg.scrapers.configured())
+    result = scraper.scrape(RequestBuilder(), time.time_ns())
+    assert result.errors == []
+    assert cfg.scrapers.process is not None and cfg.scrapers.process.muted("io")

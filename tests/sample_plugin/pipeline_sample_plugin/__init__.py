@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pipeline
 from pipeline import (
     Component,
@@ -89,3 +91,20 @@ class SpanSinkFactory(ExporterFactory):
 def register_components(registry: pipeline.Registry) -> None:
     registry.register(ResourceTagFactory())
     registry.register(SpanSinkFactory())
+
+
+@pipeline.hookimpl
+def register_ottl_functions(functions: Any) -> None:
+    """An OTTL converter: ``Reverse(value)`` reverses a string."""
+    from pipeline.ottl import OTTLRuntimeError, Param
+
+    def reverse(value: Any) -> Any:
+        def run(ctx: Any) -> str:
+            text = value(ctx)
+            if not isinstance(text, str):
+                raise OTTLRuntimeError("Reverse needs a string")
+            return text[::-1]
+
+        return run
+
+    functions.add("Reverse", [Param("value", "getter")], reverse)
