@@ -15,6 +15,7 @@ behind it.
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -211,6 +212,81 @@ def sdk_requests() -> dict[str, list[bytes]]:
     return {"traces": traces, "metrics": metrics, "logs": logs}
 
 
+# -- agent workflows, as the agent components read them ------------------------------------------
+def agent_requests(seed: int, count: int = 6) -> list[bytes]:
+    """Requests of agent workflow traces spread over requests and resources: roots, tool calls
+    (MCP and GenAI, some failed with exception events), agents, A2A producers and consumers,
+    HTTP server spans, spans already stamped, non-workflow traces."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from tests.plugins._agent_support import kv, span
+
+    rng = random.Random(seed)
+    reqs: list[list[Any]] = [[] for _ in range(count)]
+    for t in range(1, 30):
+        workflow = t % 5 != 0
+        root_attrs: dict[str, Any] = {"workflow.name": "support"} if workflow else {}
+        if t % 3 == 0:
+            root_attrs["workflow.id"] = f"wf-{t}"
+        if t % 4 == 0:
+            root_attrs["gen_ai.agent.id"] = "root-agent"
+        spans = [
+            span(
+                t,
+                1,
+                None,
+                "workflow.support" if workflow else "GET /",
+                attrs=root_attrs,
+                error="tool chain failed: timeout" if t % 6 == 0 else None,
+                kind=Span.SPAN_KIND_SERVER if not workflow else Span.SPAN_KIND_INTERNAL,
+            )
+        ]
+        for i in range(2, rng.randint(2, 10)):
+            attrs: dict[str, Any] = {}
+            kind = Span.SPAN_KIND_INTERNAL
+            r = rng.random()
+            if r < 0.25:
+                attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"}
+                kind = Span.SPAN_KIND_CLIENT
+            elif r < 0.35:
+                attrs = {"mcp.method.name": "tools/call", "mcp.server.name": "web"}
+            elif r < 0.45:
+                attrs = {"gen_ai.agent.id": f"agent-{t}", "gen_ai.agent.name": "writer"}
+            elif r < 0.55:
+                attrs = {"a2a.message.type": "task", "a2a.recipient.type": "writer"}
+                kind = Span.SPAN_KIND_PRODUCER
+            elif r < 0.65:
+                attrs = {"a2a.message.type": "task", "a2a.sender.type": "planner"}
+                kind = Span.SPAN_KIND_CONSUMER
+            elif r < 0.75:
+                attrs = {"http.request.method": "POST", "http.response.status_code": 503}
+                kind = Span.SPAN_KIND_SERVER
+            elif r < 0.8:
+                attrs = {"workflow.outcome": "success", "workflow.complexity_tier": "simple"}
+            error = "boom: timed out" if r < 0.35 and rng.random() < 0.4 else None
+            s = span(t, i, rng.randint(1, i - 1), f"op{i}", attrs=attrs, error=error, kind=kind)
+            if error and rng.random() < 0.5:
+                s.events.add(name="exception").attributes.append(
+                    kv("exception.type", rng.choice(["TimeoutError", "ValueError"]))
+                )
+            spans.append(s)
+        for s in spans:
+            reqs[rng.randrange(count)].append((rng.choice(["a", "b"]), s))
+    out = []
+    for items in reqs:
+        req = REQUESTS["traces"]()
+        by_service: dict[str, Any] = {}
+        for service, s in items:
+            rs = by_service.get(service)
+            if rs is None:
+                rs = by_service[service] = req.resource_spans.add()
+                rs.resource.attributes.append(kv("service.name", service))
+                rs.scope_spans.add().scope.name = "agent"
+            rs.scope_spans[0].spans.append(s)
+        out.append(bytes(req.SerializeToString()))
+    return out
+
+
 # -- the request as a tree of fields, for structured mutations ------------------------------------
 class Node:
     """One field as it stands on the wire: its number, wire type and value (raw bytes, or the
@@ -326,7 +402,7 @@ def _structured(kind: str, data: bytes, rng: random.Random) -> bytes:
     _all_nodes(tree, table, places)
     for _ in range(rng.randint(1, 2)):
         nodes, t = rng.choice(places)
-        op = rng.randrange(11)
+        op = rng.randrange(13)
         known = [n for n in nodes if n.number in t.fields]
         if op == 0 and known:  # an id or a bytes field resized
             n = rng.choice(known)
@@ -387,6 +463,19 @@ def _structured(kind: str, data: bytes, rng: random.Random) -> bytes:
                 if raw:
                     raw[rng.randrange(len(raw))] = rng.randrange(256)
                 n.sub, n.raw = None, bytes(raw)
+        elif op == 10:  # a value of another type (an agent attribute as a map, an int...)
+            kv_nodes = [(ns, tt) for ns, tt in places if tt.name == "KeyValue"]
+            if kv_nodes:
+                ns, _ = rng.choice(kv_nodes)
+                ns[:] = [n for n in ns if n.number != 2] + [Node(2, 2, _random_any_value(rng))]
+        elif op == 11 and known:  # an extreme number in a known varint or fixed field
+            n = rng.choice(known)
+            if n.wire == 0:
+                n.raw = varint(rng.choice([0, 1, 2**31, 2**32 - 1, 2**63, 2**64 - 1, 6, 7, 255]))
+            elif n.wire == 1:
+                n.raw = rng.choice([bytes(8), b"\xff" * 8, struct.pack("<d", float("nan"))])
+            elif n.wire == 5:
+                n.raw = rng.choice([bytes(4), b"\xff" * 4])
         else:  # unpacked repeated scalars
             reps = [
                 f for f in t.fields.values() if f.repeated and f.kind in (VARINT, FIXED64, FIXED32)
@@ -397,6 +486,29 @@ def _structured(kind: str, data: bytes, rng: random.Random) -> bytes:
                 wire = {VARINT: 0, FIXED64: 1, FIXED32: 5}[f.kind]
                 nodes.append(Node(f.number, wire, raw[f.kind]))
     return encode_tree(tree)
+
+
+def _random_any_value(rng: random.Random) -> bytes:
+    cls = message_class(_descriptor("opentelemetry.proto.common.v1.AnyValue"))
+    value = cls()
+    choice = rng.randrange(8)
+    if choice == 0:
+        value.string_value = random_text(rng, rng.choice([0, 1, 3, 200]))
+    elif choice == 1:
+        value.int_value = rng.choice([0, -1, 2**63 - 1, -(2**63), 404, 503])
+    elif choice == 2:
+        value.double_value = rng.choice([0.0, -1.5, float("inf"), float("nan"), 1e308])
+    elif choice == 3:
+        value.bool_value = rng.random() < 0.5
+    elif choice == 4:
+        value.bytes_value = rng.randbytes(rng.randint(0, 20))
+    elif choice == 5:
+        value.array_value.values.add().string_value = "x"
+        value.array_value.values.add().int_value = 3
+    elif choice == 6:
+        kv = value.kvlist_value.values.add(key="k")
+        kv.value.string_value = "v"
+    return bytes(value.SerializeToString())  # choice 7: an empty value
 
 
 def random_request_of(table: Table, rng: random.Random) -> bytes:

@@ -35,7 +35,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from pipeline import PermanentError, RetryableError, Signal, payload_type, split_endpoint
+from pipeline import PermanentError, RetryableError, Signal, split_endpoint
 from plugins.otlpreceiver import otlpjson
 from plugins.otlpreceiver.common import (
     RequestError,
@@ -43,6 +43,7 @@ from plugins.otlpreceiver.common import (
     server_ssl_context,
 )
 from plugins.otlpreceiver.config import CORSConfig, HTTPServerConfig
+from plugins.otlpreceiver.receiver import MalformedRequestError
 
 if TYPE_CHECKING:
     from plugins.otlpreceiver.receiver import OTLPReceiver
@@ -198,28 +199,24 @@ class HTTPServer:
                 f"got {request.headers.get('Content-Type', '(none)')!r}\n",
                 headers=cors,
             )
-        rejected, reason = 0, ""
+        peer = request.remote or ""
         try:
             body = await self._read_body(request)
             if as_json:
-                message, rejected, reason = otlpjson.parse(body, REQUEST_CLASSES[signal]())
-                payload = payload_type(signal).from_message(message)
-                if rejected:
-                    if payload.item_count() == 0:
-                        raise PermanentError(reason)
-                    self.receiver.count_rejected(signal, rejected)
-                    self._warn(signal, f"rejected {rejected} of the request's items: {reason}", 200)
-                await self.receiver.push_payload(signal, payload)
+                message = otlpjson.parse(body, REQUEST_CLASSES[signal]())
+                await self.receiver.push_message(signal, message, "http", peer)
             else:
-                await self.receiver.push(signal, body)
+                await self.receiver.push(signal, body, "http", peer)
         except RequestError as exc:
             if exc.status in (400, 413):
                 self.receiver.count_malformed(signal)
             self._warn(signal, exc.message, exc.status)
             code = code_pb2.RESOURCE_EXHAUSTED if exc.status == 413 else code_pb2.INVALID_ARGUMENT
             return self._status(exc.status, code, exc.message, as_json, cors)
+        except MalformedRequestError as exc:  # counted and logged by the receiver
+            return self._status(400, code_pb2.INVALID_ARGUMENT, str(exc), as_json, cors)
         except PermanentError as exc:
-            if as_json:  # protobuf framing errors are counted by the receiver
+            if as_json:  # JSON that does not parse
                 self.receiver.count_malformed(signal)
             self._warn(signal, str(exc), 400)
             return self._status(400, code_pb2.INVALID_ARGUMENT, str(exc), as_json, cors)
@@ -235,29 +232,9 @@ class HTTPServer:
         except Exception as exc:  # a bug downstream must not kill the server
             self.receiver.settings.logger.exception("unexpected error while receiving %s", signal)
             return self._status(500, code_pb2.INTERNAL, f"internal error: {exc}", as_json, cors)
-        if rejected:
-            return self._partial_success(signal, rejected, reason, as_json, cors)
         if as_json:
             return web.Response(body=_EMPTY_JSON_RESPONSE, content_type=JSON, headers=cors)
         return web.Response(body=b"", content_type=PROTOBUF, headers=cors)
-
-    def _partial_success(
-        self, signal: Signal, rejected: int, reason: str, as_json: bool, headers: dict[str, str]
-    ) -> web.Response:
-        """``200`` with ``partial_success``: how many items were left out, and why."""
-        response: Message
-        if signal is Signal.TRACES:
-            response = ExportTraceServiceResponse()
-            response.partial_success.rejected_spans = rejected
-        else:
-            response = ExportMetricsServiceResponse()
-            response.partial_success.rejected_data_points = rejected
-        response.partial_success.error_message = reason
-        if as_json:
-            return web.Response(body=otlpjson.dumps(response), content_type=JSON, headers=headers)
-        return web.Response(
-            body=response.SerializeToString(), content_type=PROTOBUF, headers=headers
-        )
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.config.max_request_body_size

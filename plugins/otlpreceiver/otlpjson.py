@@ -29,30 +29,33 @@ _ID_FIELDS = {
 }
 
 
-def _ids_hex_to_base64(node: Any) -> None:
+def _ids_hex_to_base64(node: Any, path: str = "") -> None:
+    """Convert every id (hex in OTLP/JSON) to base64 for ``json_format``; an id that is not
+    hex of its length is a ``PermanentError`` naming it (``path`` is the JSON path so far)."""
     if isinstance(node, dict):
         for key, value in node.items():
+            here = f"{path}.{key}" if path else key
             size = _ID_FIELDS.get(key)
             if size is not None and isinstance(value, str):
-                if not value:
-                    continue
-                try:
-                    raw = bytes.fromhex(value)
-                except ValueError:
-                    raise PermanentError(
-                        f"invalid {key} {value!r}: expected {size * 2} hex digits"
-                    ) from None
-                if len(raw) != size:
-                    raise PermanentError(
-                        f"invalid {key} {value!r}: expected {size * 2} hex digits, got {len(value)}"
-                    )
-                node[key] = base64.b64encode(raw).decode("ascii")
+                if value:
+                    node[key] = base64.b64encode(_hex_id(value, size, here)).decode("ascii")
             elif isinstance(value, dict | list):
-                _ids_hex_to_base64(value)
+                _ids_hex_to_base64(value, here)
     elif isinstance(node, list):
-        for item in node:
+        for i, item in enumerate(node):
             if isinstance(item, dict | list):
-                _ids_hex_to_base64(item)
+                _ids_hex_to_base64(item, f"{path}[{i}]")
+
+
+def _hex_id(value: str, size: int, path: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = b""
+    if len(raw) != size or len(value) != size * 2:
+        shown = value if len(value) <= 64 else value[:61] + "..."
+        raise PermanentError(f"{path}: {shown!r} is not an id of {size * 2} hex digits")
+    return raw
 
 
 def _ids_base64_to_hex(node: Any) -> None:
@@ -68,62 +71,34 @@ def _ids_base64_to_hex(node: Any) -> None:
                 _ids_base64_to_hex(item)
 
 
-def _children(node: Any, camel: str, snake: str) -> list[Any]:
-    value = node.get(camel, node.get(snake)) if isinstance(node, dict) else None
-    return value if isinstance(value, list) else []
-
-
-def _span_ids_hex_to_base64(doc: dict[str, Any]) -> tuple[int, str]:
-    """Convert the IDs of every span (and its links); drop the spans whose IDs are invalid.
-
-    Returns how many spans were dropped and the first reason, for a partial-success answer.
-    """
-    rejected = 0
-    first_error = ""
-    for rs in _children(doc, "resourceSpans", "resource_spans"):
-        for ss in _children(rs, "scopeSpans", "scope_spans"):
-            spans = ss.get("spans") if isinstance(ss, dict) else None
-            if not isinstance(spans, list):
-                continue
-            kept = []
-            for span in spans:
-                try:
-                    _ids_hex_to_base64(span)
-                except PermanentError as exc:
-                    rejected += 1
-                    first_error = first_error or str(exc)
-                    continue
-                kept.append(span)
-            if rejected:
-                ss["spans"] = kept
-    return rejected, first_error
-
-
-def parse(data: bytes, message: Message) -> tuple[Message, int, str]:
+def parse(data: bytes, message: Message) -> Message:
     """Fill ``message`` from an OTLP/JSON document.
 
-    Returns ``(message, rejected, error)``: spans whose IDs are not valid hex of the right
-    length are left out and counted in ``rejected`` (the receiver answers with a partial
-    success); raises ``PermanentError`` saying what is wrong when nothing can be accepted.
-    """
+    Raises ``PermanentError`` saying what is wrong: JSON that does not parse (or nests past the
+    parser's limit), a document that is not an OTLP request, an id that is not hex of its
+    length (naming it: ``resourceSpans[0].scopeSpans[0].spans[3].traceId: '0102' is not an id
+    of 32 hex digits``). What protobuf could not parse back once encoded (nesting past its
+    limit, a required id missing) is refused by the receiver's check of the encoding."""
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PermanentError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise PermanentError("malformed JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise PermanentError(
             f"malformed OTLP/JSON: expected a JSON object, got {type(doc).__name__}"
         )
-    rejected, error = 0, ""
-    if message.DESCRIPTOR.name == "ExportTraceServiceRequest":
-        rejected, error = _span_ids_hex_to_base64(doc)
-    else:
-        _ids_hex_to_base64(doc)
     try:
+        _ids_hex_to_base64(doc)
         json_format.ParseDict(doc, message, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise PermanentError(f"malformed OTLP/JSON {message.DESCRIPTOR.name}: {exc}") from None
-    return message, rejected, error
+    except RecursionError:
+        raise PermanentError(
+            f"malformed OTLP/JSON {message.DESCRIPTOR.name}: nested too deeply"
+        ) from None
+    return message
 
 
 def to_dict(message: Message) -> dict[str, Any]:

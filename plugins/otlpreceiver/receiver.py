@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
+
+from google.protobuf.message import Message
 
 from pipeline import (
     Component,
@@ -11,11 +14,17 @@ from pipeline import (
     CreateSettings,
     Host,
     Payload,
+    PermanentError,
     Signal,
     payload_type,
 )
 from plugins._native import load_h2
 from plugins.otlpreceiver.config import OTLPReceiverConfig
+
+
+class MalformedRequestError(PermanentError):
+    """A request the edge check refused (:meth:`pipeline.Payload.validate`); the receiver has
+    counted and logged it already."""
 
 
 class OTLPReceiver(Component):
@@ -33,25 +42,66 @@ class OTLPReceiver(Component):
         self._servers: list[Any] = []
         self._started = False
         self._on_shutdown = on_shutdown
+        self._last_log = 0.0
+        self._suppressed = 0
 
     def set_consumer(self, signal: Signal, consumer: Consumer) -> None:
         self.consumers[signal] = consumer
 
-    async def push(self, signal: Signal, data: bytes) -> int:
+    async def push(
+        self, signal: Signal, data: bytes, transport: str = "grpc", peer: str = ""
+    ) -> int:
         """Validate an encoded request and pass it on; returns the item count.
 
-        Raises ``PermanentError`` naming the field for a request a full parse would refuse or
-        whose ids have the wrong length (:meth:`pipeline.Payload.validate`: one walk in C,
-        which also counts the items), and whatever the pipeline raises (``RetryableError`` when
-        it pushes back).
+        Raises :class:`MalformedRequestError` naming the field for a request that a full
+        protobuf parse would refuse or whose ids have the wrong length
+        (:meth:`pipeline.Payload.validate`: one walk in C, which also counts the items), counted
+        and logged (rate-limited, with the sender ``peer``); and whatever the pipeline raises
+        (``RetryableError`` when it pushes back).
         """
-        payload: Payload = payload_type(signal)(data)
+        return await self._push_checked(signal, payload_type(signal)(data), transport, peer)
+
+    async def push_message(
+        self, signal: Signal, message: Message, transport: str = "http", peer: str = ""
+    ) -> int:
+        """:meth:`push` for a request decoded from another encoding (OTLP/JSON): it is encoded
+        (as it would be to be sent on) and the encoding checked, so that what another encoding
+        can express and protobuf cannot parse back (nesting past its limit, ids of the wrong
+        length) is refused the same way."""
+        payload = payload_type(signal)(message.SerializeToString(), message=message)
+        return await self._push_checked(signal, payload, transport, peer)
+
+    async def _push_checked(
+        self, signal: Signal, payload: Payload, transport: str, peer: str
+    ) -> int:
         try:
             payload.validate()
-        except Exception:
-            self.count_malformed(signal)
-            raise
+        except PermanentError as exc:
+            self.refuse_malformed(signal, transport, str(exc), peer)
+            raise MalformedRequestError(str(exc)) from None
         return await self.push_payload(signal, payload)
+
+    def refuse_malformed(self, signal: Signal, transport: str, message: str, peer: str) -> None:
+        """Count a request refused at the edge and log it, at most one line a second (with the
+        count of those not logged)."""
+        self.count_malformed(signal)
+        self.settings.telemetry.service.counter(
+            "otelcol_receiver_refused_requests",
+            "Requests or datagrams a receiver refused before they reached the pipeline.",
+            ("receiver", "transport", "reason"),
+        ).labels(self.settings.name, transport, "malformed").inc()
+        now = time.monotonic()
+        if now - self._last_log < 1.0:
+            self._suppressed += 1
+            return
+        extra: dict[str, Any] = {"transport": transport, "otel_signal": str(signal)}
+        if peer:
+            extra["peer"] = peer
+        if self._suppressed:
+            extra["similar_not_logged"] = self._suppressed
+        self._suppressed = 0
+        self._last_log = now
+        self.settings.logger.warning("refused a malformed OTLP request: %s", message, extra=extra)
 
     def count_malformed(self, signal: Signal) -> None:
         """Count a request refused because it could not be decoded."""
@@ -60,10 +110,6 @@ class OTLPReceiver(Component):
             "Requests refused because they could not be decoded.",
             ("receiver", "otel_signal"),
         ).labels(self.settings.name, str(signal)).inc()
-
-    def count_rejected(self, signal: Signal, n: int) -> None:
-        """Count items left out of an accepted request (a partial success)."""
-        self.settings.telemetry.refused(signal, n)
 
     async def push_payload(self, signal: Signal, payload: Payload) -> int:
         """Pass on a payload already checked (or built from a decoded message)."""
