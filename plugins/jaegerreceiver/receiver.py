@@ -103,13 +103,23 @@ class JaegerReceiver(Component):
 
     async def push(self, batch: Batch) -> int:
         """Translate a batch to OTLP and pass it on; returns the span count. Raises what the
-        pipeline raises (``RetryableError`` when it pushes back)."""
+        pipeline raises (``RetryableError`` when it pushes back).
+
+        The translation makes valid OTLP by construction (ids of 16 and 8 bytes, strings that
+        Thrift's decoder made UTF-8, replacing what was not); the encoding is checked all the
+        same, as a receiver of OTLP checks it (:meth:`pipeline.Payload.validate`), so no later
+        stage can get a request it cannot decode."""
         try:
             request, n = batch_to_request(batch)
         except ValueError as exc:  # a value OTLP cannot hold
             raise ThriftDecodeError(f"malformed Batch: {exc}") from exc
+        payload = Traces(request.SerializeToString(), message=request)
+        try:
+            payload.validate()
+        except PermanentError as exc:
+            raise ThriftDecodeError(f"malformed Batch: as OTLP, {exc}") from exc
         if n and self.consumer is not None:
-            await self.consumer.consume(Traces.from_message(request))
+            await self.consumer.consume(payload)
         return n
 
     # -- lifecycle ------------------------------------------------------------------------
