@@ -37,6 +37,7 @@ supported range refuses what the gateway accepted.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -45,11 +46,6 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 MAX_DEPTH = 100  # upb's default recursion limit, which protobuf for Python uses
 
@@ -76,12 +72,27 @@ _KINDS = {
 }
 _KIND_NAMES = ("K_VARINT", "K_FIXED64", "K_FIXED32", "K_STRING", "K_BYTES", "K_MESSAGE")
 
-# the requests checked: name -> request class (the C module has one entry point per name)
-REQUESTS: dict[str, Any] = {
-    "traces": ExportTraceServiceRequest,
-    "metrics": ExportMetricsServiceRequest,
-    "logs": ExportLogsServiceRequest,
-}
+KINDS = ("traces", "metrics", "logs")  # the C module has one entry point per kind
+
+
+@functools.cache
+def requests() -> dict[str, Any]:
+    """The request class of each kind (imported on first use: with the C module built, a
+    gateway needs neither them nor the tables below)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    return {
+        "traces": ExportTraceServiceRequest,
+        "metrics": ExportMetricsServiceRequest,
+        "logs": ExportLogsServiceRequest,
+    }
+
 
 # OTLP ids: message -> field -> (length in bytes, may be empty)
 ID_RULES: dict[str, dict[str, tuple[int, bool]]] = {
@@ -144,8 +155,9 @@ class Message:
         return self.full_name.removeprefix("opentelemetry.proto.").replace(".", "_")
 
 
-def _tables() -> dict[str, Message]:
-    """The message tables, built from the generated OTLP descriptors; roots by request name."""
+@functools.cache
+def tables() -> dict[str, Message]:
+    """The message tables, built from the generated OTLP descriptors; roots by request kind."""
     messages: dict[str, Message] = {}
     descriptors: dict[str, Descriptor] = {}
 
@@ -178,7 +190,7 @@ def _tables() -> dict[str, Message]:
                 m.fields[fd.number].sub = build(fd.message_type)
         return m
 
-    roots = {name: build(cls.DESCRIPTOR) for name, cls in REQUESTS.items()}
+    roots = {name: build(cls.DESCRIPTOR) for name, cls in requests().items()}
     # what holds items or ids, down the tree (recursive messages converge: iterate)
     changed = True
     while changed:
@@ -208,9 +220,6 @@ def _tables() -> dict[str, Message]:
     return roots
 
 
-TABLES = _tables()
-
-
 def all_messages() -> list[Message]:
     """Every message table, in a stable order (depth first from the roots, as declared)."""
     seen: dict[str, Message] = {}
@@ -223,7 +232,7 @@ def all_messages() -> list[Message]:
             if f.sub is not None:
                 visit(f.sub)
 
-    for root in TABLES.values():
+    for root in tables().values():
         visit(root)
     return list(seen.values())
 
@@ -555,7 +564,7 @@ def walk(kind: str, data: bytes) -> int:
     count, or :class:`Invalid`. Gives what the C walk gives (messages included); used by the
     twin only to name the field when protobuf refused a request, and by the tests."""
     w = _Walk(bytes(data))
-    count = w.message(TABLES[kind], 0, len(w.data), MAX_DEPTH, _Frame(None, None, 0, 0))
+    count = w.message(tables()[kind], 0, len(w.data), MAX_DEPTH, _Frame(None, None, 0, 0))
     if w.id_error is not None:
         raise Invalid(w.id_error)
     return count
@@ -612,7 +621,7 @@ def check_python(kind: str, data: bytes) -> int:
     """The pure-Python twin of the C walk: the same verdicts, counts and (but for the paths of
     ids in merged messages) messages."""
     try:
-        request = REQUESTS[kind].FromString(data)
+        request = requests()[kind].FromString(data)
     except DecodeError as exc:
         try:
             walk(kind, data)
@@ -621,7 +630,7 @@ def check_python(kind: str, data: bytes) -> int:
         raise Invalid(f"the protobuf wire format is corrupt ({exc})") from exc
     except RecursionError as exc:  # pragma: no cover - upb stops at its own depth limit
         raise Invalid(f"nesting deeper than {MAX_DEPTH} levels") from exc
-    m = TABLES[kind]
+    m = tables()[kind]
     if m.has_ids:
         found = _check_ids(request, m, [])
         if found is not None:
@@ -714,7 +723,7 @@ def c_header() -> str:
             f"F_{m.c_name}, {len(fields)}, {len(m.ids)}, {ids}}};"
         )
         out.append("")
-    for kind, root in TABLES.items():
+    for kind, root in tables().items():
         out.append(f"#define ROOT_{kind.upper()} (&M_{root.c_name})")
     return "\n".join(out) + "\n"
 

@@ -29,15 +29,15 @@ from pipeline._otlpvalid import (
     FIXED64,
     ID_RULES,
     MESSAGE,
-    REQUESTS,
     STRING,
-    TABLES,
     VARINT,
+    requests,
+    tables,
 )
 from pipeline._otlpvalid import Message as Table
 from tests.plugins._native_support import varint
 
-KINDS = tuple(REQUESTS)
+KINDS = ("traces", "metrics", "logs")
 
 _TEXT = "abcxyz ._-/:0123456789ABCÉßçøΩЖ中文日本語한국🙂🚀\u200b\U0010fffd"
 
@@ -116,7 +116,7 @@ def _scalar(fd: FieldDescriptor, rng: random.Random) -> Any:
 def random_request(kind: str, rng: random.Random) -> bytes:
     """A valid request of ``kind`` with every field type set somewhere, ids of the right
     length; up to a few resources, scopes and items."""
-    cls = REQUESTS[kind]
+    cls = requests()[kind]
     msg = cls()
     _fill(msg, rng, 0)
     return bytes(msg.SerializeToString())
@@ -274,7 +274,7 @@ def agent_requests(seed: int, count: int = 6) -> list[bytes]:
             reqs[rng.randrange(count)].append((rng.choice(["a", "b"]), s))
     out = []
     for items in reqs:
-        req = REQUESTS["traces"]()
+        req = requests()["traces"]()
         by_service: dict[str, Any] = {}
         for service, s in items:
             rs = by_service.get(service)
@@ -396,7 +396,7 @@ _BAD_UTF8 = [b"\xff", b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\
 
 
 def _structured(kind: str, data: bytes, rng: random.Random) -> bytes:
-    table = TABLES[kind]
+    table = tables()[kind]
     tree = parse_tree(table, data)
     places: list[tuple[list[Node], Table]] = []
     _all_nodes(tree, table, places)
@@ -520,7 +520,7 @@ def random_request_of(table: Table, rng: random.Random) -> bytes:
 
 
 def _descriptor(full_name: str) -> Descriptor:
-    for cls in REQUESTS.values():
+    for cls in requests().values():
         try:
             return cls.DESCRIPTOR.file.pool.FindMessageTypeByName(full_name)  # type: ignore[no-any-return]
         except KeyError:

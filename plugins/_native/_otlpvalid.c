@@ -25,10 +25,14 @@
  * metric's data oneof that a later member replaces are dropped by a full parse: their items are
  * not counted and an id error inside them is forgotten.
  *
+ * The usual shapes of a span and of an attribute (one-byte tags, fields of their declared wire
+ * types) are checked in place (fast_span, fast_keyvalue); anything else in them is handed to
+ * the generic walk, which decides and reports.
+ *
  * Returns the items (spans, data points, log records) as a full parse holds them; raises
  * ValueError naming the field, e.g. "resource_spans[0].resource.attributes[2].value.
  * string_value: invalid UTF-8". Every read is bounds-checked; recursion is bounded by the
- * depth limit (about 200 bytes of C stack per level).
+ * depth limit (walk_message takes about 300 bytes of C stack per level: 40 KiB at most).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -520,6 +524,106 @@ keep_id_error(walk *w, const frame *fr, const pbfield *f, const char *fmt, ...)
     return w->id_error == NULL ? -1 : 0;
 }
 
+/* At the end of a message: keeps the first of its ids whose last length (ids[slot]) is wrong. */
+static int
+check_ids(walk *w, const pbmsg *m, const Py_ssize_t *ids, const frame *fr)
+{
+    for (int slot = 0; slot < m->nids; slot++) {
+        const pbfield *f = &m->fields[m->ids[slot]];
+        Py_ssize_t n = ids[slot];
+        if (n != f->id_len && !(n == 0 && (f->flags & PF_ID_OPTIONAL))) {
+            const char *fmt = f->flags & PF_ID_OPTIONAL ? "%zd bytes, expected %d (or none)"
+                                                        : "%zd bytes, expected %d";
+            return keep_id_error(w, fr, f, fmt, n, (int)f->id_len);
+        }
+    }
+    return 0;
+}
+
+static Py_ssize_t walk_message(walk *w, const pbmsg *m, const uint8_t *start, const uint8_t *end,
+                               int budget, const frame *fr);
+
+#define SPAN_FIELD(number) (&F_trace_v1_Span[N_trace_v1_Span[number]])
+
+/* A span in its usual shape (one-byte tags; ids, strings, varints and fixed-width values of
+ * the declared wire types; attributes, events, links and status walked as messages), checked
+ * without the generic dispatch: its items (0), or -1 with ValueError set (an error inside an
+ * attribute, event, link or status, reported as walk_message reports it), or -2 when anything
+ * else turns up: the caller then walks the whole span with walk_message, which decides. */
+static Py_ssize_t
+fast_span(walk *w, const uint8_t *start, const uint8_t *end, int budget, const frame *fr)
+{
+    Py_ssize_t ids[MAX_IDS] = {0, 0, 0, 0}; /* the slots of M_trace_v1_Span: 1, 2, 4 */
+    const uint8_t *p = start;
+    const char *why;
+    if (budget < 2)
+        return -2;
+    while (p < end) {
+        const uint8_t *tag_at = p;
+        uint8_t tag = *p++;
+        Py_ssize_t len;
+        switch (tag) {
+        case 0x0a: /* trace_id */
+        case 0x12: /* span_id */
+        case 0x22: /* parent_span_id */
+            p = read_length(p, end, &len, &why);
+            if (p == NULL)
+                return -2;
+            ids[tag == 0x0a ? 0 : tag == 0x12 ? 1 : 2] = len;
+            p += len;
+            break;
+        case 0x1a: /* trace_state */
+        case 0x2a: /* name */
+            p = read_length(p, end, &len, &why);
+            if (p == NULL || !utf8_valid(p, p + len))
+                return -2;
+            p += len;
+            break;
+        case 0x30: /* kind */
+        case 0x50: /* dropped_attributes_count */
+        case 0x60: /* dropped_events_count */
+        case 0x70: /* dropped_links_count */
+            p = skip_varint(p, end, &why);
+            if (p == NULL)
+                return -2;
+            break;
+        case 0x39: /* start_time_unix_nano */
+        case 0x41: /* end_time_unix_nano */
+            if (end - p < 8)
+                return -2;
+            p += 8;
+            break;
+        case 0x85: /* flags: field 16, fixed32 */
+            if (end - p < 5 || *p != 0x01)
+                return -2;
+            p += 5;
+            break;
+        case 0x4a: /* attributes */
+        case 0x5a: /* events */
+        case 0x6a: /* links */
+        case 0x7a: { /* status */
+            p = read_length(p, end, &len, &why);
+            if (p == NULL)
+                return -2;
+            const uint8_t *value_end = p + len;
+            if (tag != 0x4a || !fast_keyvalue(p, value_end)) {
+                const pbfield *f = SPAN_FIELD(tag >> 3);
+                frame child = {fr, f, start, tag_at};
+                if (walk_message(w, f->sub, p, value_end, budget - 1, &child) < 0)
+                    return -1;
+            }
+            p = value_end;
+            break;
+        }
+        default:
+            return -2;
+        }
+    }
+    if (w->id_error == NULL && check_ids(w, &M_trace_v1_Span, ids, fr) < 0)
+        return -1;
+    return 0;
+}
+
 /* Walks one message's bytes [start, end) with `budget` levels left below it; returns its items,
  * or -1 with ValueError set. */
 static Py_ssize_t
@@ -611,7 +715,11 @@ walk_message(walk *w, const pbmsg *m, const uint8_t *start, const uint8_t *end, 
                 if (f->sub == &M_common_v1_KeyValue && budget >= 2 && fast_keyvalue(p, value_end))
                     break; /* no items, no ids */
                 frame child = {fr, f, start, tag_at};
-                Py_ssize_t got = walk_message(w, f->sub, p, value_end, budget - 1, &child);
+                Py_ssize_t got = -2;
+                if (f->sub == &M_trace_v1_Span)
+                    got = fast_span(w, p, value_end, budget - 1, &child);
+                if (got == -2)
+                    got = walk_message(w, f->sub, p, value_end, budget - 1, &child);
                 if (got < 0)
                     return -1;
                 if (f->flags & PF_COUNTED)
@@ -654,19 +762,8 @@ walk_message(walk *w, const pbmsg *m, const uint8_t *start, const uint8_t *end, 
             return FAIL("invalid wire type %d", wire);
         }
     }
-    if (m->nids && w->id_error == NULL) {
-        for (int slot = 0; slot < m->nids; slot++) {
-            const pbfield *f = &m->fields[m->ids[slot]];
-            Py_ssize_t n = ids[slot];
-            if (n != f->id_len && !(n == 0 && (f->flags & PF_ID_OPTIONAL))) {
-                const char *fmt = f->flags & PF_ID_OPTIONAL ? "%zd bytes, expected %d (or none)"
-                                                            : "%zd bytes, expected %d";
-                if (keep_id_error(w, fr, f, fmt, n, (int)f->id_len) < 0)
-                    return -1;
-                break;
-            }
-        }
-    }
+    if (m->nids && w->id_error == NULL && check_ids(w, m, ids, fr) < 0)
+        return -1;
     return items + member_items;
 }
 

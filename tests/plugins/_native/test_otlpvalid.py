@@ -15,7 +15,7 @@ import pytest
 from google.protobuf.message import DecodeError
 
 from pipeline import _otlpvalid
-from pipeline._otlpvalid import REQUESTS, TABLES, Invalid, check_python, walk
+from pipeline._otlpvalid import Invalid, check_python, requests, tables, walk
 from tests.otlp_corpus import KINDS, corpus, mutate, sdk_requests
 from tests.plugins._native_support import ld, require_native, varint, vf
 
@@ -36,17 +36,24 @@ def verdict(fn: Callable[[bytes], int], data: bytes) -> tuple[str, int | str]:
         return "refused", str(exc)
 
 
+GROUP_FIELD_0 = re.compile(r"field \d+: field number 0$")
+
+
 def both(kind: str, data: bytes) -> tuple[str, int | str]:
-    """The verdict of the C walk, asserted equal to the twin's and the Python walk's."""
+    """The verdict of the C walk, asserted equal to the twin's and the Python walk's (but for
+    the one difference on purpose: a field number 0 inside an unknown group, which the
+    installed protobuf skips and the walk refuses)."""
     c = verdict(c_check(kind), data)
     assert verdict(lambda d: walk(kind, d), data) == c
-    assert verdict(lambda d: check_python(kind, d), data) == c
+    twin = verdict(lambda d: check_python(kind, d), data)
+    if not (c[0] == "refused" and GROUP_FIELD_0.search(str(c[1]))):
+        assert twin == c
     return c
 
 
 def protobuf_accepts(kind: str, data: bytes) -> bool:
     try:
-        REQUESTS[kind].FromString(data)
+        requests()[kind].FromString(data)
     except DecodeError:
         return False
     return True
@@ -71,8 +78,8 @@ def test_valid_requests_are_accepted_with_the_full_parse_s_count(
     for data in corpus(kind, 11, 150, sdk[kind]):
         c = both(kind, data)
         assert c[0] == "ok", c
-        request = REQUESTS[kind].FromString(data)
-        assert c[1] == _otlpvalid._count(request, TABLES[kind])
+        request = requests()[kind].FromString(data)
+        assert c[1] == _otlpvalid._count(request, tables()[kind])
         total += c[1]
     assert total > 100
 
@@ -93,7 +100,7 @@ def test_mutated_requests_get_the_same_verdicts_counts_and_messages(
         c = both(kind, data)
         if c[0] == "refused":
             refused += 1
-            if not re.search(r"bytes, expected|field \d+: field number 0", str(c[1])):
+            if not re.search(r"bytes, expected", str(c[1])) and not GROUP_FIELD_0.search(str(c[1])):
                 assert not protobuf_accepts(kind, data), c
         else:
             assert protobuf_accepts(kind, data)
@@ -157,7 +164,7 @@ def test_edge_cases_as_upb_decides_them(data: bytes, message: str | None, impl: 
     fn = c_check("traces") if impl == "native" else lambda d: check_python("traces", d)
     if message is None:
         assert protobuf_accepts("traces", data)
-        expected = _otlpvalid._count(REQUESTS["traces"].FromString(data), TABLES["traces"])
+        expected = _otlpvalid._count(requests()["traces"].FromString(data), tables()["traces"])
         assert fn(data) == expected
     else:
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -279,7 +286,7 @@ def test_every_string_field_is_checked() -> None:
     """Invalid UTF-8 in each string field of every message type, reached from its request:
     refused by protobuf, by the C walk and by the twin, naming the field."""
     checked = 0
-    for kind, root in TABLES.items():
+    for kind, root in tables().items():
         paths: dict[str, tuple[list[tuple[int, str]], _otlpvalid.Message]] = {
             root.full_name: ([], root)
         }
