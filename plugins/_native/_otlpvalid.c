@@ -477,9 +477,28 @@ group_body(const uint8_t *p, const uint8_t *end, uint32_t number, uint32_t outer
 /* A KeyValue in its usual shape (a key, then a value holding one string, bool, int or double,
  * every length and tag in one byte), checked in place: 1 when it is valid. Anything else (0) is
  * walked by walk_message, which reports what is wrong. */
-static inline int
+static inline __attribute__((always_inline)) int
 fast_keyvalue(const uint8_t *p, const uint8_t *end)
 {
+    /* the usual of all: a string key, a string value, all ASCII: 0a K key 12 V 0a S value with
+     * V = S + 2 (the tags and one-byte lengths being ASCII too, one check covers it all) */
+    Py_ssize_t n = end - p;
+    if (n >= 6 && p[0] == 0x0a && p[1] < 0x80) {
+        Py_ssize_t k = p[1];
+        if (k + 6 <= n && p[k + 2] == 0x12 && p[k + 3] < 0x80 && p[k + 3] == n - k - 4 &&
+            p[k + 4] == 0x0a && p[k + 5] == n - k - 6) {
+            uint64_t acc;
+            if (n >= 8) {
+                acc = load64(end - 8); /* the tail, overlapping */
+                for (const uint8_t *q = p; end - q >= 8; q += 8)
+                    acc |= load64(q);
+            }
+            else
+                acc = load32(p) | load32(end - 4);
+            if (!(acc & 0x8080808080808080ULL))
+                return 1;
+        }
+    }
     if (end - p < 2 || p[0] != 0x0a || p[1] >= 0x80 || p[1] > end - p - 2)
         return 0;
     const uint8_t *key = p + 2;
@@ -619,7 +638,8 @@ fast_span(walk *w, const uint8_t *start, const uint8_t *end, int budget, const f
             return -2;
         }
     }
-    if (w->id_error == NULL && check_ids(w, &M_trace_v1_Span, ids, fr) < 0)
+    int ids_ok = ids[0] == 16 && ids[1] == 8 && (ids[2] == 0 || ids[2] == 8);
+    if (!ids_ok && w->id_error == NULL && check_ids(w, &M_trace_v1_Span, ids, fr) < 0)
         return -1;
     return 0;
 }
@@ -831,5 +851,13 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__otlpvalid(void)
 {
+    /* fast_span knows the span's tags and id slots: refuse to load if the tables moved them */
+    const pbmsg *span = &M_trace_v1_Span;
+    if (span->nids != 3 || span->fields[span->ids[0]].number != 1 ||
+        span->fields[span->ids[1]].number != 2 || span->fields[span->ids[2]].number != 4 ||
+        SPAN_FIELD(9)->sub != &M_common_v1_KeyValue || SPAN_FIELD(16)->kind != K_FIXED32) {
+        PyErr_SetString(PyExc_ImportError, "_otlpvalid: the Span table does not match fast_span");
+        return NULL;
+    }
     return PyModule_Create(&module);
 }
