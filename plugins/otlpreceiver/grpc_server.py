@@ -1,10 +1,10 @@
 """OTLP/gRPC: ``TraceService/Export`` and ``MetricsService/Export`` on raw bytes.
 
 The request is never parsed into Python objects here: the handler gets the encoded bytes,
-checks their framing (:meth:`pipeline.Payload.validate`) and passes them on. Answers follow the
-OTLP specification: ``INVALID_ARGUMENT`` for data that cannot be decoded, ``UNAVAILABLE`` (or
-``RESOURCE_EXHAUSTED`` for the gateway's own limits) with ``RetryInfo`` when the pipeline pushes
-back.
+checks them as a full parse would (:meth:`pipeline.Payload.validate`) and passes them on.
+Answers follow the OTLP specification: ``INVALID_ARGUMENT`` for data that cannot be decoded,
+``UNAVAILABLE`` (or ``RESOURCE_EXHAUSTED`` for the gateway's own limits) with ``RetryInfo`` when
+the pipeline pushes back.
 """
 
 from __future__ import annotations

@@ -3,14 +3,15 @@
 Behaviour follows the OTLP specification (and the Collector where the specification leaves a
 choice):
 
-* ``Content-Type: application/x-protobuf`` is checked for framing only and forwarded still
-  encoded; ``application/json`` is decoded (hex trace/span IDs) and re-encoded once; anything
-  else is answered ``415``;
+* ``Content-Type: application/x-protobuf`` is checked as a full parse would check it (the edge
+  check of :meth:`pipeline.Payload.validate`) and forwarded still encoded;
+  ``application/json`` is decoded (hex trace/span IDs), re-encoded once and the encoding
+  checked the same way; anything else is answered ``415``;
 * ``Content-Encoding: gzip`` (or ``deflate``) bodies are inflated incrementally, never past
   ``max_request_body_size``: a body larger than that, as sent or once inflated, gets ``413``;
-* the response is in the request's encoding: an ``Export*ServiceResponse`` on success (with
-  ``partial_success`` when spans with invalid hex IDs were left out of a JSON request), a
-  ``google.rpc.Status`` on failure, ``400`` for data that cannot be decoded, ``429``
+* the response is in the request's encoding: an ``Export*ServiceResponse`` on success, a
+  ``google.rpc.Status`` on failure, ``400`` for data that cannot be decoded (the message names
+  the field), ``429``
   (the gateway's own limits) or ``503`` with ``Retry-After`` when the pipeline pushes back;
 * ``cors`` answers browser preflights for the allowed origins.
 """
