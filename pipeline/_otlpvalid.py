@@ -22,7 +22,7 @@ Two implementations give the same verdicts and counts:
 
 * the C walk of ``plugins/_native/_otlpvalid.c``, used when it was built: it walks the request
   once, with the message tables generated from this module (:func:`c_header`), creating no
-  object; about 0.1 µs per span;
+  object; about 1,000 instructions (0.1 µs) per span of 8 attributes;
 * the pure-Python twin, used without it (or with ``PIPELINE_NATIVE=0``): protobuf's full parse,
   the id lengths read from the decoded message, and, only when the parse fails, a walk in Python
   (:class:`_Walk`, the C walk's rules line for line) to say which field is wrong.
