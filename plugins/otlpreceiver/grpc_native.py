@@ -200,7 +200,7 @@ class _Connection(asyncio.Protocol):
                     )
                 return
         try:
-            await receiver.push(signal, data, "grpc", self._peer())
+            await receiver.push(signal, data, "grpc", self._peer)
         except PermanentError as exc:
             self.respond(stream_id, INVALID_ARGUMENT, str(exc))
         except RetryableError as exc:

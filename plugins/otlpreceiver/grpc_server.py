@@ -61,7 +61,7 @@ class GRPCServer:
 
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             try:
-                await receiver.push(signal, request, "grpc", context.peer())
+                await receiver.push(signal, request, "grpc", context.peer)
             except PermanentError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except RetryableError as exc:

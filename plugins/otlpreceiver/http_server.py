@@ -200,7 +200,10 @@ class HTTPServer:
                 f"got {request.headers.get('Content-Type', '(none)')!r}\n",
                 headers=cors,
             )
-        peer = request.remote or ""
+
+        def peer() -> str:
+            return request.remote or ""
+
         try:
             body = await self._read_body(request)
             if as_json:

@@ -49,7 +49,11 @@ class OTLPReceiver(Component):
         self.consumers[signal] = consumer
 
     async def push(
-        self, signal: Signal, data: bytes, transport: str = "grpc", peer: str = ""
+        self,
+        signal: Signal,
+        data: bytes,
+        transport: str = "grpc",
+        peer: Callable[[], str] | None = None,
     ) -> int:
         """Validate an encoded request and pass it on; returns the item count.
 
@@ -57,12 +61,17 @@ class OTLPReceiver(Component):
         protobuf parse would refuse or whose ids have the wrong length
         (:meth:`pipeline.Payload.validate`: one walk in C, which also counts the items), counted
         and logged (rate-limited, with the sender ``peer``); and whatever the pipeline raises
-        (``RetryableError`` when it pushes back).
+        (``RetryableError`` when it pushes back). ``peer`` gives the sender's address, asked
+        only for a refusal.
         """
         return await self._push_checked(signal, payload_type(signal)(data), transport, peer)
 
     async def push_message(
-        self, signal: Signal, message: Message, transport: str = "http", peer: str = ""
+        self,
+        signal: Signal,
+        message: Message,
+        transport: str = "http",
+        peer: Callable[[], str] | None = None,
     ) -> int:
         """:meth:`push` for a request decoded from another encoding (OTLP/JSON): it is encoded
         (as it would be to be sent on) and the encoding checked, so that what another encoding
@@ -72,12 +81,12 @@ class OTLPReceiver(Component):
         return await self._push_checked(signal, payload, transport, peer)
 
     async def _push_checked(
-        self, signal: Signal, payload: Payload, transport: str, peer: str
+        self, signal: Signal, payload: Payload, transport: str, peer: Callable[[], str] | None
     ) -> int:
         try:
             payload.validate()
         except PermanentError as exc:
-            self.refuse_malformed(signal, transport, str(exc), peer)
+            self.refuse_malformed(signal, transport, str(exc), peer() if peer else "")
             raise MalformedRequestError(str(exc)) from None
         return await self.push_payload(signal, payload)
 
