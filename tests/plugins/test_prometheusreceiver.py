@@ -197,10 +197,8 @@ async def test_openmetrics_and_labels(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
-async def test_a_broken_exposition_gives_up_zero(tmp_path: Path) -> None:
-    async def handle(_: web.Request) -> web.Response:
-        return web.Response(text="this is not { a metric\n", content_type="text/plain")
-
+async def scrape_once(job: str, handle: Any) -> tuple[PrometheusReceiver, Collected]:
+    """A target served by ``handle`` at ``/metrics``, scraped once by a receiver."""
     app = web.Application()
     app.router.add_get("/metrics", handle)
     runner = web.AppRunner(app)
@@ -209,7 +207,7 @@ async def test_a_broken_exposition_gives_up_zero(tmp_path: Path) -> None:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         rcv, sink, _ = receiver(
-            [{"job_name": "bad", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
+            [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
         )
         await rcv.start(None)  # type: ignore[arg-type]
         try:
@@ -218,6 +216,14 @@ async def test_a_broken_exposition_gives_up_zero(tmp_path: Path) -> None:
             await rcv.shutdown()
     finally:
         await runner.cleanup()
+    return rcv, sink
+
+
+async def test_a_broken_exposition_gives_up_zero(tmp_path: Path) -> None:
+    async def handle(_: web.Request) -> web.Response:
+        return web.Response(text="this is not { a metric\n", content_type="text/plain")
+
+    rcv, sink = await scrape_once("bad", handle)
     assert rcv.loops[0].last_error is not None and "parse" in rcv.loops[0].last_error
     ((_, up),) = sink.metrics()[("bad", "up")]
     assert up.gauge.data_points[0].as_double == 0
@@ -264,23 +270,7 @@ async def test_what_the_receiver_makes_of_hostile_targets_is_valid_otlp(
     async def handle(_: web.Request) -> web.Response:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    app = web.Application()
-    app.router.add_get("/metrics", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        rcv, sink, _ = receiver(
-            [{"job_name": "hostile", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
-        )
-        await rcv.start(None)  # type: ignore[arg-type]
-        try:
-            await wait_until(lambda: rcv.loops[0].scrapes >= 1)
-        finally:
-            await rcv.shutdown()
-    finally:
-        await runner.cleanup()
+    rcv, sink = await scrape_once("hostile", handle)
     assert sink.payloads
     for payload in sink.payloads:
         assert check("metrics", payload.to_bytes()) == payload.item_count()
