@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline import _wire
+from pipeline import _otlpvalid, _wire
 from pipeline.errors import MalformedDataError, PermanentError
 
 
@@ -39,10 +39,6 @@ class Signal(enum.StrEnum):
 
 
 _ITEM_NAMES = {Signal.TRACES: "spans", Signal.METRICS: "metric_points", Signal.LOGS: "log_records"}
-
-
-MALFORMED_TRACES = "malformed ExportTraceServiceRequest: the protobuf wire format is corrupt"
-MALFORMED_LOGS = "malformed ExportLogsServiceRequest: the protobuf wire format is corrupt"
 
 
 class Payload:
@@ -161,9 +157,15 @@ class Payload:
         return out
 
     def validate(self) -> None:
-        """Check the encoding's framing and count the items.
+        """Check the request as a receiver must before accepting it, and count its items.
 
-        Raises :class:`~pipeline.errors.PermanentError` with a message naming what is wrong.
+        Refuses what a full protobuf parse refuses, at every depth (invalid UTF-8 in a string,
+        truncated or corrupt fields, bad wire types, unclosed groups, nesting deeper than 100
+        levels), and OTLP ids of the wrong length (see :mod:`pipeline._otlpvalid`), so every
+        component after the receiver can decode what was accepted. One walk in C when the
+        accelerator is built. Raises :class:`~pipeline.errors.PermanentError` with a message
+        naming the field, e.g. ``malformed ExportTraceServiceRequest:
+        resource_spans[0].resource.attributes[2].value.string_value: invalid UTF-8``.
         """
         self._count = self._validate(self.to_bytes())
 
@@ -178,7 +180,10 @@ class Payload:
 
     @classmethod
     def _validate(cls, data: bytes) -> int:
-        raise NotImplementedError
+        try:
+            return _otlpvalid.check(cls.signal.value, data)
+        except ValueError as exc:
+            raise PermanentError(f"malformed {cls.request_class.DESCRIPTOR.name}: {exc}") from None
 
     def split(self, max_items: int, first: int = 0) -> list[Payload]:
         """Payloads of at most ``max_items`` items each, in order; with ``first``, the first
@@ -203,13 +208,6 @@ class Traces(Payload):
     @classmethod
     def _count_message(cls, message: Any) -> int:
         return sum(len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans)
-
-    @classmethod
-    def _validate(cls, data: bytes) -> int:
-        try:
-            return _wire.count_spans(_wire.FramingTraces.FromString(data))
-        except DecodeError as exc:
-            raise PermanentError(MALFORMED_TRACES) from exc
 
     def split(self, max_items: int, first: int = 0) -> list[Payload]:
         return _split_items(self, _wire.ShallowTraces, _TRACE_LEVELS, max_items, first)
@@ -236,15 +234,6 @@ class Metrics(Payload):
                     if kind is not None:
                         total += len(getattr(m, kind).data_points)
         return total
-
-    @classmethod
-    def _validate(cls, data: bytes) -> int:
-        try:
-            return _wire.count_metric_points(_wire.ShallowMetrics.FromString(data))
-        except DecodeError as exc:
-            raise PermanentError(
-                "malformed ExportMetricsServiceRequest: the protobuf wire format is corrupt"
-            ) from exc
 
     def split(self, max_items: int, first: int = 0) -> list[Payload]:
         """Split at metric boundaries; one metric's points are never separated, so a single
@@ -296,17 +285,6 @@ class Logs(Payload):
     @classmethod
     def _count_message(cls, message: Any) -> int:
         return sum(len(sl.log_records) for rl in message.resource_logs for sl in rl.scope_logs)
-
-    @classmethod
-    def _validate(cls, data: bytes) -> int:
-        # The framing check of the protobuf descriptors (each record an empty message, its
-        # top-level tags and lengths checked). Hook for the full-depth validator in C, whose
-        # per-message tables take logs as one more table: when it lands, it replaces this (and
-        # the receiver calls it through this same method).
-        try:
-            return _wire.count_log_records(_wire.FramingLogs.FromString(data))
-        except DecodeError as exc:
-            raise PermanentError(MALFORMED_LOGS) from exc
 
     def split(self, max_items: int, first: int = 0) -> list[Payload]:
         return _split_items(self, _wire.ShallowLogs, _LOG_LEVELS, max_items, first)

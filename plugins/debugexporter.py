@@ -68,6 +68,12 @@ _VALUE_TYPES = {
 }
 
 
+def _enum(names: list[str], value: int) -> str | int:
+    """An enum's name; OTLP enums are open, so a value without one (negative included) is
+    printed as its number."""
+    return names[value] if 0 <= value < len(names) else value
+
+
 def _ts(nanos: int) -> str:
     """A timestamp as Go prints a ``time.Time`` (trailing zeros of the fraction left out)."""
     dt = datetime.fromtimestamp(nanos // 1_000_000_000, tz=UTC)
@@ -171,13 +177,10 @@ def format_traces_detailed(traces: Traces) -> str:
                 lines.append(f"    Parent ID      : {s.parent_span_id.hex()}")
                 lines.append(f"    ID             : {s.span_id.hex()}")
                 lines.append(f"    Name           : {s.name}")
-                lines.append(
-                    f"    Kind           : {_SPAN_KINDS[s.kind] if s.kind < 6 else s.kind}"
-                )
+                lines.append(f"    Kind           : {_enum(_SPAN_KINDS, s.kind)}")
                 lines.append(f"    Start time     : {_ts(s.start_time_unix_nano)}")
                 lines.append(f"    End time       : {_ts(s.end_time_unix_nano)}")
-                code = _STATUS[s.status.code] if s.status.code < 3 else s.status.code
-                lines.append(f"    Status code    : {code}")
+                lines.append(f"    Status code    : {_enum(_STATUS, s.status.code)}")
                 lines.append(f"    Status message : {s.status.message}")
                 _attrs(lines, "Attributes", s.attributes)
                 if len(s.events):
@@ -230,7 +233,7 @@ def format_metrics_detailed(metrics: Metrics) -> str:
                 if kind in ("sum", "histogram", "exponential_histogram"):
                     lines.append(
                         "     -> AggregationTemporality: "
-                        f"{_TEMPORALITY[data.aggregation_temporality]}"
+                        f"{_enum(_TEMPORALITY, data.aggregation_temporality)}"
                     )
                 label = {
                     "gauge": "NumberDataPoints",

@@ -1,7 +1,7 @@
 """No input stops a component: every processor, exporter and connector that is registered is fed
-corrupt-but-framing-valid payloads (``tests/poison.py``: what the receivers' framing check lets
-through and a full decode refuses), and the pipeline still delivers the good requests after
-them, with every component still reporting ``ok``.
+corrupt-but-framing-valid payloads (``tests/poison.py``: what the receivers' old framing check
+let through and a full decode refuses; their edge check refuses them now), and the pipeline
+still delivers the good requests after them, with every component still reporting ``ok``.
 
 The payloads are pushed past the receiver's validation (``OTLPReceiver.push_payload``), so each
 component meets them as it would if a receiver (or a third-party one) let them through.
@@ -19,18 +19,20 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline import ConsumeError, Kind, Signal
+from pipeline import ConsumeError, Kind, PermanentError, Signal
 from pipeline.pdata import Logs, Metrics, Payload, Traces
 from pipeline.pluginmanager import default_registry
 from pipeline.service import Service
 from tests.otlp_support import RecordingBackend, recording_backend
 from tests.poison import (
+    framing_valid,
     good_logs,
     good_metrics,
     good_traces,
@@ -257,23 +259,21 @@ async def test_component_survives_poison(kind: Kind, type_: str, a: Signal, b: S
             assert not _not_ok(service), _not_ok(service)
 
 
-def test_poison_corpus_is_framing_valid_and_undecodable() -> None:
-    """The corpus is what it claims: framing-valid, and (but for the id-length cases) refused
-    by a full parse."""
-    for name, data in poison_traces():
-        Traces(data).validate()
-        if "id of" not in name:
-            with pytest.raises(Exception):  # noqa: B017 - protobuf's DecodeError
-                ExportTraceServiceRequest.FromString(data)
-    for _, data in poison_metrics():
-        Metrics(data).validate()
-        with pytest.raises(Exception):  # noqa: B017
-            ExportMetricsServiceRequest.FromString(data)
-    for name, data in poison_logs():
-        Logs(data).validate()
-        if "id of" not in name:
-            with pytest.raises(Exception):  # noqa: B017
-                ExportLogsServiceRequest.FromString(data)
+def test_poison_corpus_is_framing_valid_undecodable_and_refused_at_the_edge() -> None:
+    """The corpus is what it claims: framing-valid, refused by a full parse (but for the
+    id-length cases), and refused by the receivers' edge check (all of it)."""
+    for signal, cases, request, payload in (
+        ("traces", poison_traces(), ExportTraceServiceRequest, Traces),
+        ("metrics", poison_metrics(), ExportMetricsServiceRequest, Metrics),
+        ("logs", poison_logs(), ExportLogsServiceRequest, Logs),
+    ):
+        for name, data in cases:
+            assert framing_valid(data, signal), name
+            if "id of" not in name:
+                with pytest.raises(DecodeError):
+                    request.FromString(data)
+            with pytest.raises(PermanentError):
+                payload(data).validate()
 
 
 def test_every_signal_is_covered() -> None:

@@ -80,7 +80,18 @@ def decode_traces(
         raise ThriftDecodeError(
             f"cannot translate the Thrift Batch: malformed Batch: {exc}"
         ) from exc
-    return (Traces.from_message(request) if n else None), n
+    if not n:
+        return None, 0
+    # The translation makes valid OTLP by construction (ids of 16 and 8 bytes, strings that
+    # Thrift's decoder made UTF-8, replacing what was not); the encoding is checked all the
+    # same, as a receiver of OTLP checks it (Payload.validate), so no later stage can get a
+    # request it cannot decode.
+    payload = Traces(request.SerializeToString(), message=request)
+    try:
+        payload.validate()
+    except PermanentError as exc:
+        raise ThriftDecodeError(f"cannot translate the Thrift Batch: as OTLP, {exc}") from exc
+    return payload, n
 
 
 class JaegerReceiver(Component):

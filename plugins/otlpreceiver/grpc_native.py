@@ -390,7 +390,7 @@ class _Connection(asyncio.Protocol):
         client = ClientInfo(self._peer(), receiver.settings.name, "grpc", auth or {})
         try:
             with client_context(client):
-                await receiver.push(signal, data)
+                await receiver.push(signal, data, "grpc", self._peer)
         except PermanentError as exc:
             self.respond(stream_id, INVALID_ARGUMENT, str(exc))
         except RetryableError as exc:

@@ -2,11 +2,11 @@
 raw bytes.
 
 The request is never parsed into Python objects here: the handler gets the encoded bytes,
-checks their framing (:meth:`pipeline.Payload.validate`) and passes them on. Answers follow the
-OTLP specification: ``INVALID_ARGUMENT`` for data that cannot be decoded, ``UNAVAILABLE`` (or
-``RESOURCE_EXHAUSTED`` for the gateway's own limits) with ``RetryInfo`` when the pipeline pushes
-back. With ``auth``, an interceptor authenticates each call's metadata before its message is
-read: a refused call is answered ``UNAUTHENTICATED``.
+checks them as a full parse would (:meth:`pipeline.Payload.validate`) and passes them on.
+Answers follow the OTLP specification: ``INVALID_ARGUMENT`` for data that cannot be decoded,
+``UNAVAILABLE`` (or ``RESOURCE_EXHAUSTED`` for the gateway's own limits) with ``RetryInfo`` when
+the pipeline pushes back. With ``auth``, an interceptor authenticates each call's metadata
+before its message is read: a refused call is answered ``UNAUTHENTICATED``.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class GRPCServer:
                 return EMPTY_RESPONSE
             try:
                 with client_context(client):
-                    await receiver.push(signal, request)
+                    await receiver.push(signal, request, "grpc", context.peer)
             except PermanentError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except RetryableError as exc:

@@ -4,16 +4,16 @@ aiohttp.
 Behaviour follows the OTLP specification (and the Collector where the specification leaves a
 choice):
 
-* ``Content-Type: application/x-protobuf`` is checked for framing only and forwarded still
-  encoded; ``application/json`` is decoded (hex trace/span IDs) and re-encoded once; anything
-  else is answered ``415``;
+* ``Content-Type: application/x-protobuf`` is checked as a full parse would check it (the edge
+  check of :meth:`pipeline.Payload.validate`) and forwarded still encoded;
+  ``application/json`` is decoded (hex trace/span IDs), re-encoded once and the encoding
+  checked the same way; anything else is answered ``415``;
 * ``Content-Encoding: gzip`` (or ``deflate``) bodies are inflated incrementally, never past
   ``max_request_body_size``: a body larger than that, as sent or once inflated, gets ``413``;
-* the response is in the request's encoding: an ``Export*ServiceResponse`` on success (with
-  ``partial_success`` when spans or log records with invalid hex IDs were left out of a JSON
-  request), a ``google.rpc.Status`` on failure, ``400`` for data that cannot be decoded,
-  ``429`` (the gateway's own limits) or ``503`` with ``Retry-After`` when the pipeline pushes
-  back;
+* the response is in the request's encoding: an ``Export*ServiceResponse`` on success, a
+  ``google.rpc.Status`` on failure, ``400`` for data that cannot be decoded (the message names
+  the field), ``429`` (the gateway's own limits) or ``503`` with ``Retry-After`` when the
+  pipeline pushes back;
 * ``cors`` answers browser preflights for the allowed origins;
 * with ``auth``, a request is authenticated from its headers before its body is read: refused,
   it gets ``401`` with ``WWW-Authenticate`` and a ``Status`` (code 16) in its encoding.
@@ -44,12 +44,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from pipeline import (
     AuthenticationError,
-    Payload,
     PermanentError,
     RetryableError,
     ServerAuth,
     Signal,
-    payload_type,
 )
 from pipeline.client import ClientInfo, peer_address, set_client
 from pipeline.netedge import HTTPEdge, Listener, http_edge, serve_http
@@ -62,6 +60,7 @@ from plugins.otlpreceiver.common import (
     server_ssl_context,
 )
 from plugins.otlpreceiver.config import CORSConfig, HTTPServerConfig
+from plugins.otlpreceiver.receiver import MalformedRequestError
 
 if TYPE_CHECKING:
     from plugins.otlpreceiver.receiver import OTLPReceiver
@@ -102,11 +101,10 @@ _EMPTY_JSON_RESPONSE = b"{}"
 INLINE_JSON = 1024
 
 
-def parse_json(signal: Signal, body: bytes, max_values: int) -> tuple[Payload, int, str]:
-    """An OTLP/JSON body as a payload (run in a decode thread when large); raises
+def parse_json(signal: Signal, body: bytes, max_values: int) -> Message:
+    """An OTLP/JSON body as a request message (run in a decode thread when large); raises
     :class:`otlpjson.OTLPJSONError` as :func:`otlpjson.parse`."""
-    message, rejected, reason = otlpjson.parse(body, REQUEST_CLASSES[signal](), max_values)
-    return payload_type(signal).from_message(message), rejected, reason
+    return otlpjson.parse(body, REQUEST_CLASSES[signal](), max_values)
 
 
 class CORS:
@@ -256,7 +254,6 @@ class HTTPServer:
                 f"got {request.headers.get('Content-Type', '(none)')!r}\n",
                 headers=cors,
             )
-        rejected, reason = 0, ""
         client = ClientInfo(peer, self.receiver.settings.name, "http", auth)
         set_client(client)  # aiohttp runs each request in a task of its own
         try:
@@ -270,17 +267,12 @@ class HTTPServer:
                 self.receiver.settings.telemetry.refused_request("http", "cancelled")
                 return web.Response(status=400, text="400 the client went away\n")
             if as_json:
-                payload, rejected, reason = await decode_off_loop(
+                message = await decode_off_loop(
                     len(body), INLINE_JSON, parse_json, signal, body, self.config.max_json_values
                 )
-                if rejected:
-                    if payload.item_count() == 0:
-                        raise PermanentError(reason)
-                    self.receiver.count_rejected(signal, rejected)
-                    self._warn(signal, f"rejected {rejected} of the request's items: {reason}", 200)
-                await self.receiver.push_payload(signal, payload)
+                await self.receiver.push_message(signal, message, "http", lambda: peer)
             else:
-                await self.receiver.push(signal, body)
+                await self.receiver.push(signal, body, "http", lambda: peer)
         except ClientDisconnected as exc:
             self._refused("client_disconnected", signal, exc.message, logging.INFO)
             return self._status(exc.status, code_pb2.CANCELLED, exc.message, as_json, cors)
@@ -296,8 +288,10 @@ class HTTPServer:
             self._refused("too_large", signal)
             self._warn(signal, str(exc), 413)
             return self._status(413, code_pb2.RESOURCE_EXHAUSTED, str(exc), as_json, cors)
+        except MalformedRequestError as exc:  # counted and logged by the receiver
+            return self._status(400, code_pb2.INVALID_ARGUMENT, str(exc), as_json, cors)
         except PermanentError as exc:
-            if as_json:  # protobuf framing errors are counted by the receiver
+            if as_json:  # JSON that does not parse
                 self.receiver.count_malformed(signal)
             self._refused("malformed", signal)
             self._warn(signal, str(exc), 400)
@@ -321,32 +315,9 @@ class HTTPServer:
                 extra={"client": client.addr},
             )
             return self._status(500, code_pb2.INTERNAL, f"internal error: {exc}", as_json, cors)
-        if rejected:
-            return self._partial_success(signal, rejected, reason, as_json, cors)
         if as_json:
             return web.Response(body=_EMPTY_JSON_RESPONSE, content_type=JSON, headers=cors)
         return web.Response(body=b"", content_type=PROTOBUF, headers=cors)
-
-    def _partial_success(
-        self, signal: Signal, rejected: int, reason: str, as_json: bool, headers: dict[str, str]
-    ) -> web.Response:
-        """``200`` with ``partial_success``: how many items were left out, and why."""
-        response: Message
-        if signal is Signal.TRACES:
-            response = ExportTraceServiceResponse()
-            response.partial_success.rejected_spans = rejected
-        elif signal is Signal.LOGS:
-            response = ExportLogsServiceResponse()
-            response.partial_success.rejected_log_records = rejected
-        else:
-            response = ExportMetricsServiceResponse()
-            response.partial_success.rejected_data_points = rejected
-        response.partial_success.error_message = reason
-        if as_json:
-            return web.Response(body=otlpjson.dumps(response), content_type=JSON, headers=headers)
-        return web.Response(
-            body=response.SerializeToString(), content_type=PROTOBUF, headers=headers
-        )
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.config.max_request_body_size

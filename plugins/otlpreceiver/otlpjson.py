@@ -29,30 +29,33 @@ _ID_FIELDS = {
 }
 
 
-def _ids_hex_to_base64(node: Any) -> None:
+def _ids_hex_to_base64(node: Any, path: str = "") -> None:
+    """Convert every id (hex in OTLP/JSON) to base64 for ``json_format``; an id that is not
+    hex of its length is a ``PermanentError`` naming it (``path`` is the JSON path so far)."""
     if isinstance(node, dict):
         for key, value in node.items():
+            here = f"{path}.{key}" if path else key
             size = _ID_FIELDS.get(key)
             if size is not None and isinstance(value, str):
-                if not value:
-                    continue
-                try:
-                    raw = bytes.fromhex(value)
-                except ValueError:
-                    raise PermanentError(
-                        f"invalid {key} {value!r}: expected {size * 2} hex digits"
-                    ) from None
-                if len(raw) != size:
-                    raise PermanentError(
-                        f"invalid {key} {value!r}: expected {size * 2} hex digits, got {len(value)}"
-                    )
-                node[key] = base64.b64encode(raw).decode("ascii")
+                if value:
+                    node[key] = base64.b64encode(_hex_id(value, size, here)).decode("ascii")
             elif isinstance(value, dict | list):
-                _ids_hex_to_base64(value)
+                _ids_hex_to_base64(value, here)
     elif isinstance(node, list):
-        for item in node:
+        for i, item in enumerate(node):
             if isinstance(item, dict | list):
-                _ids_hex_to_base64(item)
+                _ids_hex_to_base64(item, f"{path}[{i}]")
+
+
+def _hex_id(value: str, size: int, path: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = b""
+    if len(raw) != size or len(value) != size * 2:
+        shown = value if len(value) <= 64 else value[:61] + "..."
+        raise PermanentError(f"{path}: {shown!r} is not an id of {size * 2} hex digits")
+    return raw
 
 
 def _ids_base64_to_hex(node: Any) -> None:
@@ -66,59 +69,6 @@ def _ids_base64_to_hex(node: Any) -> None:
         for item in node:
             if isinstance(item, dict | list):
                 _ids_base64_to_hex(item)
-
-
-def _children(node: Any, camel: str, snake: str) -> list[Any]:
-    value = node.get(camel, node.get(snake)) if isinstance(node, dict) else None
-    return value if isinstance(value, list) else []
-
-
-# Requests whose items are accepted or rejected one by one for their IDs: the item lists, as
-# (resources, scopes, items) in both spellings json_format accepts.
-_ITEM_LEVELS = {
-    "ExportTraceServiceRequest": (
-        ("resourceSpans", "resource_spans"),
-        ("scopeSpans", "scope_spans"),
-        ("spans", "spans"),
-    ),
-    "ExportLogsServiceRequest": (
-        ("resourceLogs", "resource_logs"),
-        ("scopeLogs", "scope_logs"),
-        ("logRecords", "log_records"),
-    ),
-}
-
-
-def _item_ids_hex_to_base64(
-    doc: dict[str, Any], levels: tuple[tuple[str, str], ...]
-) -> tuple[int, str]:
-    """Convert the IDs of every item (a span and its links, a log record); drop the items whose
-    IDs are invalid.
-
-    Returns how many items were dropped and the first reason, for a partial-success answer.
-    """
-    (groups, scopes, items_key) = levels
-    rejected = 0
-    first_error = ""
-    for group in _children(doc, *groups):
-        for scope in _children(group, *scopes):
-            items = _children(scope, *items_key)
-            if not items:
-                continue
-            kept = []
-            for item in items:
-                try:
-                    _ids_hex_to_base64(item)
-                except PermanentError as exc:
-                    rejected += 1
-                    first_error = first_error or str(exc)
-                    continue
-                kept.append(item)
-            if len(kept) != len(items):
-                for key in items_key:
-                    if key in scope:
-                        scope[key] = kept
-    return rejected, first_error
 
 
 class OTLPJSONError(PermanentError):
@@ -151,17 +101,16 @@ def _switch_point(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def parse(
-    data: bytes, message: Message, max_values: int = DEFAULT_MAX_VALUES
-) -> tuple[Message, int, str]:
+def parse(data: bytes, message: Message, max_values: int = DEFAULT_MAX_VALUES) -> Message:
     """Fill ``message`` from an OTLP/JSON document.
 
-    Returns ``(message, rejected, error)``: spans and log records whose IDs are not valid
-    hex of the right length are left out and counted in ``rejected`` (the receiver answers
-    with a partial success). Raises :class:`OTLPJSONError` saying what is wrong when nothing
-    can be accepted (invalid JSON, nesting beyond the parser's limits, values of the wrong
-    type, bad IDs outside spans and log records), :class:`OTLPJSONBudgetError` when the body
-    may hold more than ``max_values`` JSON values.
+    Raises :class:`OTLPJSONError` saying what is wrong: JSON that does not parse (or nests
+    past the parser's limits), a document that is not an OTLP request, values of the wrong
+    type, an id that is not hex of its length (naming it, as the Collector refuses the whole
+    request: ``resourceSpans[0].scopeSpans[0].spans[3].traceId: '0102' is not an id of 32 hex
+    digits``); :class:`OTLPJSONBudgetError` when the body may hold more than ``max_values``
+    JSON values. What protobuf could not parse back once encoded (nesting past its limit, a
+    required id missing) is refused by the receiver's check of the encoding.
 
     Cost: each JSON value becomes a Python object (at most ~72 bytes for an empty object or
     array) before it becomes protobuf, so ``max_values`` bounds what a body of tiny values
@@ -183,13 +132,8 @@ def parse(
             f"malformed OTLP/JSON: expected a JSON object, got {type(doc).__name__}"
         )
     name = message.DESCRIPTOR.name
-    rejected, error = 0, ""
-    levels = _ITEM_LEVELS.get(name)
     try:
-        if levels is not None:
-            rejected, error = _item_ids_hex_to_base64(doc, levels)
-        else:
-            _ids_hex_to_base64(doc)
+        _ids_hex_to_base64(doc)
     except PermanentError as exc:
         raise OTLPJSONError(str(exc)) from None
     except RecursionError:
@@ -200,7 +144,7 @@ def parse(
         raise OTLPJSONError(f"malformed OTLP/JSON {name}: nested too deeply") from None
     except Exception as exc:  # ParseError; anything else json_format trips on is the input's
         raise OTLPJSONError(f"malformed OTLP/JSON {name}: {exc}") from None
-    return message, rejected, error
+    return message
 
 
 def to_dict(message: Message) -> dict[str, Any]:

@@ -39,7 +39,7 @@ CORPUS = ROOT / "tests" / "fuzz" / "corpus"
 HERE = ROOT / "tests" / "plugins"
 
 TRACE_TARGETS = (
-    "framing",
+    "otlpvalid",
     "tracewire_ingest",
     "workflow",
     "agentscan",

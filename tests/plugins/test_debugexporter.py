@@ -220,3 +220,24 @@ def test_values_print_as_pdata_prints_them() -> None:
     cases.append((kv, 'Map({"a":2,"b":"\\u003cx\\u0026y\\u003e"})'))
     for value, text in cases:
         assert format_value(value) == text
+
+
+async def test_detailed_prints_enum_values_without_a_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """OTLP enums are open: a span kind, status code or temporality outside the known names
+    (negative included) is printed as its number (found by fuzzing what receivers accept)."""
+    caplog.set_level(logging.INFO, logger="pipeline")
+    payload = traces()
+    span = payload.mutable_message().resource_spans[0].scope_spans[0].spans[0]
+    span.kind = -7
+    span.status.code = 9
+    await exporter("detailed", Signal.TRACES).consume(payload)
+    text = "\n".join(messages(caplog))
+    assert "Kind           : -7" in text and "Status code    : 9" in text
+    req = ExportMetricsServiceRequest()
+    s = req.resource_metrics.add().scope_metrics.add().metrics.add(name="m").sum
+    s.aggregation_temporality = -4  # type: ignore[assignment]
+    s.data_points.add(as_int=1)
+    await exporter("detailed", Signal.METRICS).consume(Metrics(req.SerializeToString()))
+    assert "AggregationTemporality: -4" in "\n".join(messages(caplog))

@@ -191,10 +191,12 @@ def test_missing_required_fields_are_refused() -> None:
 
 @pytest.mark.parametrize("protocol", ["binary", "compact"])
 def test_mutated_input_decodes_or_is_refused_cleanly(protocol: model.Protocol) -> None:
-    """Random corruption of valid messages: every outcome is a decoded batch that translates,
-    or a ThriftDecodeError; never another exception."""
+    """Random corruption of valid messages: every outcome is a decoded batch that translates
+    to OTLP the edge check accepts (what every stage after the receiver can decode), or a
+    ThriftDecodeError; never another exception."""
     import random
 
+    from pipeline._otlpvalid import check
     from plugins._jaegerthrift.translate import batch_to_request
 
     batch = sample_batch(3)
@@ -224,8 +226,38 @@ def test_mutated_input_decodes_or_is_refused_cleanly(protocol: model.Protocol) -
         except ThriftDecodeError:
             refused += 1
             continue
-        batch_to_request(decoded)
+        request, n = batch_to_request(decoded)
+        assert check("traces", request.SerializeToString()) == n
     assert refused > 1000
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+def test_strings_that_are_not_utf8_become_valid_otlp(protocol: model.Protocol) -> None:
+    """Thrift strings are bytes on the wire: what is not UTF-8 (in a service name, an
+    operation name, a tag's key or value, a log field) is decoded with U+FFFD in its place, so
+    the OTLP made of it is valid; binary tags stay bytes."""
+    from pipeline._otlpvalid import check
+    from plugins._jaegerthrift.translate import batch_to_request
+
+    batch = sample_batch(1)
+    assert batch.process is not None and batch.spans is not None
+    batch.process.serviceName = "svcXXXX"
+    batch.spans[0].operationName = "opWWWW"
+    batch.spans[0].tags = [Tag(key="kQQQQ", vType=TagType.STRING, vStr="vRRRR")]
+    assert batch.spans[0].logs is not None
+    batch.spans[0].logs[0].fields = [Tag(key="event", vType=0, vStr="eSSSS")]
+    data = encode_struct(batch, protocol)
+    for marker in (b"XXXX", b"WWWW", b"QQQQ", b"RRRR", b"SSSS"):
+        data = data.replace(marker, b"\xff\xed\xa0\x80")  # not UTF-8: a surrogate, 0xff
+    request, n = batch_to_request(decode_batch(data, protocol))
+    assert check("traces", request.SerializeToString()) == n == 1
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    assert span.name.startswith("op\ufffd")
+    assert span.attributes[0].key.startswith("k\ufffd")
+    assert span.attributes[0].value.string_value.startswith("v\ufffd")
+    assert span.events[0].name.startswith("e\ufffd")
+    service = request.resource_spans[0].resource.attributes[0].value.string_value
+    assert service.startswith("svc\ufffd")
 
 
 def test_out_of_range_times_are_clamped() -> None:

@@ -189,7 +189,9 @@ async def test_malformed_and_oversize_requests(tmp_path: Path) -> None:
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             # still serving
             ok = ExportTraceServiceRequest()
-            ok.resource_spans.add().scope_spans.add().spans.add(name="fine")
+            ok.resource_spans.add().scope_spans.add().spans.add(
+                name="fine", trace_id=bytes(range(16)), span_id=bytes(8)
+            )
             assert await export(ok.SerializeToString()) == b""
         assert (
             service.telemetry.value("otelcol_receiver_accepted_spans_total", receiver="otlp") == 1
@@ -353,7 +355,9 @@ service:
     await service.start()
     try:
         req = ExportTraceServiceRequest()
-        req.resource_spans.add().scope_spans.add().spans.add(name="x")
+        req.resource_spans.add().scope_spans.add().spans.add(
+            name="x", trace_id=bytes(range(16)), span_id=bytes(8)
+        )
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = channel.unary_unary(TRACE_EXPORT)(req.SerializeToString())
             with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -199,12 +199,13 @@ async def test_openmetrics_and_labels(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
-async def serve_once(body: str, content_type: str, caplog: pytest.LogCaptureFixture) -> Any:
+async def serve_once(body: str | bytes, content_type: str, caplog: pytest.LogCaptureFixture) -> Any:
     """One scrape of a target serving ``body``: the receiver's loop, what it sent, its
     telemetry."""
+    raw = body.encode() if isinstance(body, str) else body
 
     async def handle(_: web.Request) -> web.Response:
-        return web.Response(body=body.encode(), headers={"Content-Type": content_type})
+        return web.Response(body=raw, headers={"Content-Type": content_type})
 
     app = web.Application()
     app.router.add_get("/metrics", handle)
@@ -274,6 +275,52 @@ async def test_a_parser_failure_of_any_kind_is_a_failed_scrape(
     assert loop.last_error is not None and "KeyError" in loop.last_error
     ((_, up),) = sink.metrics()[("odd", "up")]
     assert up.gauge.data_points[0].as_double == 0
+
+
+HOSTILE_TEXT = (
+    b"# HELP bad_help Help with bytes that are not UTF-8: \xff\xed\xa0\x80.\n"
+    b"# TYPE bad_help gauge\n"
+    b'bad_help{path="/caf\xe9",k="\xc0\x80"} 1\n'
+    b'nan_value{k="v"} NaN\n'
+    b'inf_value{k="v"} +Inf\n'
+    b'long_label{k="' + b"x" * 70_000 + b'"} 3\n'
+)
+HOSTILE_OPENMETRICS = (
+    b"# TYPE jobs counter\n"
+    b"# HELP jobs Help \xff\xfe.\n"
+    b'jobs_total{kind="\xed\xa0\x80"} 5 # {trace_id="0af7",span_id="b7ad6b7169203331aa"} 1.0\n'
+    b'jobs_total{kind="b"} 6 # {trace_id="zz",span_id="\xff"} 1.0\n'
+    b"# TYPE lat histogram\n"
+    b'lat_bucket{le="0.1"} 1 # {trace_id="0af7651916cd43dd8448eb211c80319c"} 0.05\n'
+    b'lat_bucket{le="+Inf"} 2\n'
+    b"lat_count 2\n"
+    b"lat_sum 0.3\n"
+    b"# EOF\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (HOSTILE_TEXT, "text/plain; version=0.0.4"),
+        (HOSTILE_OPENMETRICS, "application/openmetrics-text; version=1.0.0"),
+    ],
+)
+async def test_what_the_receiver_makes_of_hostile_targets_is_valid_otlp(
+    body: bytes, content_type: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The receiver builds its own OTLP: bytes that are not UTF-8 in names, help and label
+    values are replaced (the body is decoded with replacement), exemplar ids that are not hex
+    of their length stay attributes, so what it emits passes the edge check every receiver of
+    OTLP applies."""
+    from pipeline._otlpvalid import check
+
+    loop, sink, _ = await serve_once(body, content_type, caplog)
+    assert sink.payloads
+    for payload in sink.payloads:
+        assert check("metrics", payload.to_bytes()) == payload.item_count()
+    names = {name for _, name in sink.metrics()}
+    assert "up" in names and len(names) > 3, (names, loop.last_error)
 
 
 async def test_receiver_to_prometheus_exporter_pipeline(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from plugins._native import load
 
 # hatch_build.EXTENSIONS and LIBRARY_EXTENSIONS
-MODULES = ("_agentscan", "_tracewire", "_spanscan", "_framing", "_h2server")
+MODULES = ("_agentscan", "_tracewire", "_spanscan", "_otlpvalid", "_h2server")
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -113,14 +113,14 @@ def test_pipeline_native_dir_is_looked_in_first(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    framing = load("_framing")
-    if framing is None or framing.__file__ is None:
+    module = load("_otlpvalid")
+    if module is None or module.__file__ is None:
         if os.environ.get("CI"):
-            raise AssertionError("plugins._native._framing is not built")
-        pytest.skip("plugins._native._framing is not built")
-    copy = tmp_path / Path(framing.__file__).name
-    shutil.copy(framing.__file__, copy)
-    code = "from plugins._native import load; print(load('_framing').__file__)"
+            raise AssertionError("plugins._native._otlpvalid is not built")
+        pytest.skip("plugins._native._otlpvalid is not built")
+    copy = tmp_path / Path(module.__file__).name
+    shutil.copy(module.__file__, copy)
+    code = "from plugins._native import load; print(load('_otlpvalid').__file__)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, "PIPELINE_NATIVE_DIR": str(tmp_path)},

@@ -313,7 +313,7 @@ async def test_bad_input_gets_the_right_status_and_the_gateway_goes_on() -> None
                 good_json.replace(b"1112131415161718", b"zz12131415161718"),
                 {"Content-Type": "application/json"},
                 400,
-                "invalid spanId",
+                "resourceSpans[0].scopeSpans[0].spans[0].spanId: 'zz12131415161718' is not an id",
             ),
             (
                 "truncated gzip",
@@ -424,34 +424,65 @@ async def test_cors_preflight_and_simple_requests() -> None:
                 assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
 
 
-async def test_json_spans_with_invalid_ids_get_a_partial_success() -> None:
+async def test_json_that_encodes_to_an_invalid_request_is_refused_naming_the_field() -> None:
+    """OTLP/JSON is checked as the protobuf encoding is: an id that is not hex of its length,
+    a span without ids (the specification requires both), a value nested past protobuf's limit
+    are refused with 400 naming the field, counted and logged; nothing of the request is
+    delivered; a good request after them is."""
     port = free_port()
+    good = {"traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "1112131415161718",
+            "name": "good"}  # fmt: skip
+    deep: dict[str, Any] = {"stringValue": "x"}
+    for _ in range(60):
+        deep = {"arrayValue": {"values": [deep]}}
+    cases = [
+        (
+            [good, {"traceId": "0102", "spanId": "2122232425262728", "name": "bad"}],
+            "resourceSpans[0].scopeSpans[0].spans[1].traceId: '0102' is not an id of 32 hex",
+        ),
+        (
+            [dict(good, links=[{"traceId": "01", "spanId": "1112131415161718"}])],
+            "resourceSpans[0].scopeSpans[0].spans[0].links[0].traceId: '01' is not an id",
+        ),
+        (
+            [{"name": "no ids"}],
+            "resource_spans[0].scope_spans[0].spans[0].trace_id: 0 bytes, expected 16",
+        ),
+        (
+            [dict(good, attributes=[{"key": "deep", "value": deep}])],
+            # json_format stops at protobuf's own limit; the check of the encoding would too
+            "recursion depth is 100|nesting deeper than 100 levels",
+        ),
+    ]
     async with (
         recording_backend() as backend,
         running_service(gateway_config(port, backend)) as service,
+        aiohttp.ClientSession() as s,
     ):
-        good = {"traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "1112131415161718",
-                "name": "good"}  # fmt: skip
-        bad = {"traceId": "0102", "spanId": "2122232425262728", "name": "bad"}
-        doc = {"resourceSpans": [{"scopeSpans": [{"spans": [good, bad, dict(good, name="g2")]}]}]}
-        async with (
-            aiohttp.ClientSession() as s,
-            s.post(
-                f"http://127.0.0.1:{port}/v1/traces",
-                data=json.dumps(doc),
-                headers={"Content-Type": "application/json"},
-            ) as resp,
-        ):
+        url = f"http://127.0.0.1:{port}/v1/traces"
+        for spans, message in cases:
+            doc = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+            async with s.post(
+                url, data=json.dumps(doc), headers={"Content-Type": "application/json"}
+            ) as resp:
+                assert resp.status == 400
+                answer = json.loads(await resp.read())
+            assert answer["code"] == 3, answer
+            assert any(m in answer["message"] for m in message.split("|")), answer
+        doc = {"resourceSpans": [{"scopeSpans": [{"spans": [good]}]}]}
+        async with s.post(
+            url, data=json.dumps(doc), headers={"Content-Type": "application/json"}
+        ) as resp:
             assert resp.status == 200
-            answer = json.loads(await resp.read())
-        partial = answer["partialSuccess"]
-        assert partial["rejectedSpans"] == "1"
-        assert "invalid traceId '0102'" in partial["errorMessage"]
-        await wait_until(lambda: backend.span_count() == 2)
-        assert sorted(s.name for s in backend.spans) == ["g2", "good"]
+        await wait_until(lambda: backend.span_count() == 1)
         tel = service.telemetry
-        assert tel.value("otelcol_receiver_refused_spans_total", receiver="otlp") == 1
-        assert tel.value("otelcol_receiver_accepted_spans_total", receiver="otlp") == 2
+        assert tel.value("otelcol_receiver_accepted_spans_total", receiver="otlp") == 1
+        assert (
+            tel.value(
+                "otelcol_receiver_malformed_requests_total", receiver="otlp", otel_signal="traces"
+            )
+            == 4
+        )
 
 
 async def test_backend_unavailable_without_queue_gives_503_with_retry_after() -> None:
@@ -473,7 +504,11 @@ service:
     async with running_service(config) as service:
         for content_type, body in (
             ("application/x-protobuf", a_request(2).SerializeToString()),
-            ("application/json", b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a"}]}]}]}'),
+            (
+                "application/json",
+                b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a",'
+                b'"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"1112131415161718"}]}]}]}',
+            ),
         ):
             async with (
                 aiohttp.ClientSession() as s,
