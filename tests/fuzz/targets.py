@@ -419,11 +419,10 @@ def otlp_json() -> OneInput:
     def one(data: bytes) -> None:
         for request in (ExportTraceServiceRequest, ExportMetricsServiceRequest):
             try:
-                message, _, _ = otlpjson.parse(data, request())
+                message = otlpjson.parse(data, request())
             except PermanentError:
                 continue
-            again, rejected, _ = otlpjson.parse(otlpjson.dumps(message), request())
-            assert rejected == 0
+            again = otlpjson.parse(otlpjson.dumps(message), request())
             assert again.SerializeToString(deterministic=True) == message.SerializeToString(
                 deterministic=True
             )
