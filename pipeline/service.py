@@ -7,7 +7,7 @@ import gc
 import logging
 import signal as signal_module
 import time
-from dataclasses import dataclass
+from collections import deque
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,9 +20,21 @@ from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.graph import Graph, Node
 from pipeline.metricsserver import MetricsServer
 from pipeline.netedge import BUDGET, FDS
+from pipeline.status import (
+    ComponentSnapshot,
+    ExporterStateProvider,
+    PipelineSnapshot,
+    ProviderEntry,
+    ReloadRecord,
+    ServiceSnapshot,
+    StatusEvent,
+    StatusWatcher,
+)
 from pipeline.telemetry import LOGGER_NAME, SelfTelemetry
 
 log = logging.getLogger(f"{LOGGER_NAME}.service")
+
+RELOAD_HISTORY = 50  # config reloads remembered for the snapshot (the console shows them)
 
 
 def check_endpoints(config: Config) -> list[ConfigError]:
@@ -72,23 +84,19 @@ def check_endpoints(config: Config) -> list[ConfigError]:
     return errors
 
 
-@dataclass
-class ComponentStatus:
-    """The last status a component reported, for the health extension."""
-
-    status: str
-    error: str | None = None
-    timestamp: float = 0.0
+ComponentStatus = StatusEvent  # the name before pipeline.status existed
 
 
 class Service:
-    """Runs the graph of a validated config."""
+    """Runs the graph of a validated config; the :class:`pipeline.Host` of its components."""
 
     def __init__(self, config: Config, telemetry: SelfTelemetry | None = None) -> None:
         self.config = config
         self.telemetry = telemetry or SelfTelemetry()
         self.graph = Graph(config, self.telemetry)
-        self.statuses: dict[str, ComponentStatus] = {}
+        self.statuses: dict[str, StatusEvent] = {}
+        self.reloads: deque[ReloadRecord] = deque(maxlen=RELOAD_HISTORY)
+        self.generation = 1
         self._started: list[Node] = []
         self._fatal: asyncio.Future[BaseException] | None = None
         self._telemetry_server: MetricsServer | None = None
@@ -103,14 +111,110 @@ class Service:
     def report_status(
         self, component: str, status: str, error: BaseException | None = None
     ) -> None:
-        self.statuses[component] = ComponentStatus(
-            status, str(error) if error else None, time.time()
-        )
+        event = StatusEvent(str(status), str(error) if error else None, time.time())
+        self.statuses[component] = event
+        for node in self.graph.extensions.values():
+            watcher = node.component
+            if isinstance(watcher, StatusWatcher):
+                try:
+                    watcher.component_status_changed(component, event)
+                except Exception as exc:
+                    log.error(
+                        "a status watcher failed: %s",
+                        exc,
+                        exc_info=exc,
+                        extra={"component": str(node.id)},
+                    )
 
     def report_fatal_error(self, error: BaseException) -> None:
         log.error("fatal error reported by a component: %s", error)
         if self._fatal is not None and not self._fatal.done():
             self._fatal.set_result(error)
+
+    def providers(self, interface: type) -> list[ProviderEntry]:
+        out = []
+        for node in [*self.graph.extensions.values(), *self.graph.nodes]:
+            if node.settings is None:
+                continue
+            for provider in node.settings.providers:
+                if isinstance(provider, interface):
+                    out.append(ProviderEntry(node.label, str(node.kind), str(node.id), provider))
+        return out
+
+    def snapshot(self, counters: bool = True) -> ServiceSnapshot:
+        graph = self.graph
+        samples = self.telemetry.component_samples() if counters else {}
+        components = []
+        for node in [*graph.extensions.values(), *graph.nodes]:
+            values: dict[str, float] = {}
+            if counters:
+                kind, cid = str(node.kind), str(node.id)
+                keys = [(kind, cid, ""), (kind, cid, node.signal)]
+                if " -> " in node.signal:
+                    keys.insert(1, (kind, cid, node.signal.split(" -> ")[0]))
+                for key in keys:
+                    for name, value in samples.get(key, {}).items():
+                        values[name] = values.get(name, 0.0) + value
+            exporters = tuple(
+                p.exporter_state()
+                for p in (node.settings.providers if node.settings else ())
+                if isinstance(p, ExporterStateProvider)
+            )
+            components.append(
+                ComponentSnapshot(
+                    node.label,
+                    str(node.kind),
+                    str(node.id),
+                    node.id.type,
+                    node.signal,
+                    tuple(str(p) for p in node.pipelines),
+                    tuple(d.label for d in node.downstream),
+                    self.statuses.get(node.label),
+                    values,
+                    exporters,
+                )
+            )
+        pipelines = []
+        connectors = [n for n in graph.nodes if n.kind == Kind.CONNECTOR]
+
+        def side(cid: ComponentID, kind: Kind, signal: str, receiving: bool) -> list[str]:
+            if kind != Kind.CONNECTOR:
+                return [f"{kind} {cid} ({signal})"]
+            index = 1 if receiving else 0
+            return [
+                n.label
+                for n in connectors
+                if n.id == cid and n.signal.split(" -> ")[index] == signal
+            ]
+
+        components_of = self.config.components
+        for pid, pipe in self.config.pipelines.items():
+            signal = str(pid.signal)
+            receivers: list[str] = []
+            for rid in pipe.receivers:
+                kind = Kind.RECEIVER if rid in components_of[Kind.RECEIVER] else Kind.CONNECTOR
+                receivers += side(rid, kind, signal, True)
+            tails: list[str] = []
+            for eid in pipe.exporters:
+                kind = Kind.EXPORTER if eid in components_of[Kind.EXPORTER] else Kind.CONNECTOR
+                tails += side(eid, kind, signal, False)
+            pipelines.append(
+                PipelineSnapshot(
+                    str(pid),
+                    signal,
+                    tuple(receivers),
+                    tuple(f"processor {p} (pipeline {pid})" for p in pipe.processors),
+                    tuple(tails),
+                )
+            )
+        return ServiceSnapshot(
+            time.time(),
+            self.start_time,
+            self.generation,
+            tuple(pipelines),
+            tuple(components),
+            tuple(self.reloads),
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
