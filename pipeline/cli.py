@@ -1,4 +1,4 @@
-"""The ``pipeline`` command: run, validate, components."""
+"""The ``pipeline`` command: run, validate, components, top."""
 
 from __future__ import annotations
 
@@ -66,6 +66,24 @@ def _parser() -> argparse.ArgumentParser:
         "--check-endpoints",
         action="store_true",
         help="also check that every endpoint can be bound now",
+    )
+    top = sub.add_parser(
+        "top",
+        help="live per-component view of a running gateway (from its console extension)",
+    )
+    top.add_argument(
+        "--endpoint",
+        default="localhost:55679",
+        help="the console extension's host:port (default localhost:55679)",
+    )
+    top.add_argument("--url", help="the console's base URL instead (http://... or https://...)")
+    top.add_argument("--token", help="the bearer token, when the console has auth")
+    top.add_argument("--token-file", metavar="FILE", help="read the token from this file")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--cacert", metavar="FILE", help="CA file to verify an HTTPS console")
+    top.add_argument(
+        "--insecure", action="store_true", help="do not verify an HTTPS console's certificate"
     )
     components = sub.add_parser("components", help="list every registered component type")
     components.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -159,6 +177,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    import ssl
+
+    from pipeline.top import run
+
+    url = args.url or f"http://{args.endpoint}"
+    token = args.token
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            print(f"pipeline top: cannot read {args.token_file}: {exc.strerror}", file=sys.stderr)
+            return 1
+    context = None
+    if url.startswith("https://"):
+        context = ssl.create_default_context(cafile=args.cacert)
+        if args.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    if args.interval <= 0:
+        print("pipeline top: --interval must be positive", file=sys.stderr)
+        return 2
+    return run(url, token, args.interval, args.once, context)
+
+
 def cmd_components(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for entry in default_registry().entries():
@@ -197,7 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    handler = {"run": cmd_run, "validate": cmd_validate, "components": cmd_components}[args.command]
+    handler = {
+        "run": cmd_run,
+        "validate": cmd_validate,
+        "components": cmd_components,
+        "top": cmd_top,
+    }[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

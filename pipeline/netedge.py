@@ -584,6 +584,7 @@ class HTTPEdge(asyncio.Protocol):
     BUSY: ClassVar[int] = 1
     WRITING: ClassVar[int] = 2
     IDLE: ClassVar[int] = 3
+    STREAMING: ClassVar[int] = 4  # a response written as it happens (server-sent events)
 
     def __init__(self, inner: asyncio.Protocol, listener: Listener, limits: HTTPServerLimits):
         self.inner = inner
@@ -595,6 +596,7 @@ class HTTPEdge(asyncio.Protocol):
         self.busy_since = 0.0
         self.reading = True  # the request's body is not read yet
         self.pending = 0  # unfinished request bytes (in BUDGET)
+        self.stalled_since = 0.0  # STREAMING: when the client stopped reading (0: it reads)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- asyncio.Protocol, forwarded --------------------------------------------------------------
@@ -674,6 +676,14 @@ class HTTPEdge(asyncio.Protocol):
         self.read_done()
         self.state = self.WRITING
 
+    def streaming(self) -> None:
+        """The handler streams its response for as long as the client stays (server-sent
+        events): instead of a deadline for the whole response, ``write_timeout`` bounds how
+        long written data may wait for the client to read it."""
+        self.read_done()
+        self.state = self.STREAMING
+        self.stalled_since = 0.0
+
     # -- limits ----------------------------------------------------------------------------------
     def edge_check(self, now: float) -> None:
         transport = self.transport
@@ -699,11 +709,18 @@ class HTTPEdge(asyncio.Protocol):
                     self.listener.set_idle(self, True)
             elif lim.write_timeout and now - self.busy_since > lim.write_timeout:
                 self._abort("write_timeout", "the client did not read the response in time")
+        elif state == self.STREAMING:
+            if transport.get_write_buffer_size() == 0:
+                self.stalled_since = 0.0
+            elif not self.stalled_since:
+                self.stalled_since = now
+            elif lim.write_timeout and now - self.stalled_since > lim.write_timeout:
+                self._abort("write_timeout", "the client did not read the stream in time")
         elif lim.idle_timeout and now - self.since > lim.idle_timeout:
             transport.close()
 
     def edge_evict(self) -> bool:
-        if self.state == self.BUSY:
+        if self.state == self.BUSY or self.state == self.STREAMING:
             return False
         if self.transport is not None:
             self.transport.close()

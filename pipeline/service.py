@@ -256,13 +256,22 @@ class Service:
             raise
         log.info("everything is ready; serving", extra={"pipelines": len(self.config.pipelines)})
 
+    def _report_all(self, node: Node, status: str, error: BaseException | None = None) -> None:
+        """The status of every instance run by ``node``'s component (a receiver serving
+        several signals is one component with one instance name per signal)."""
+        if node.kind == Kind.RECEIVER:
+            for other in self.graph.nodes:
+                if other.component is node.component and other is not node:
+                    self.report_status(other.label, status, error)
+        self.report_status(node.label, status, error)
+
     async def _start_nodes(self, nodes: list[Node]) -> None:
         for node in nodes:
-            self.report_status(node.label, "starting")
+            self._report_all(node, "starting")
             try:
                 await node.component.start(self)
             except Exception as exc:
-                self.report_status(node.label, "permanent_error", exc)
+                self._report_all(node, "permanent_error", exc)
                 log.error(
                     "component failed to start: %s",
                     exc,
@@ -270,7 +279,7 @@ class Service:
                 )
                 raise
             self._started.append(node)
-            self.report_status(node.label, "ok")
+            self._report_all(node, "ok")
             log.info(
                 "component started",
                 extra={"kind": str(node.kind), "component": str(node.id), "instance": node.label},
@@ -329,7 +338,7 @@ class Service:
             # After the deadline each component still gets a moment to close its sockets and
             # count what it drops.
             budget = remaining if remaining > 0 else 1.0
-            self.report_status(node.label, "stopping")
+            self._report_all(node, "stopping")
             task = asyncio.ensure_future(node.component.shutdown())
             try:
                 done, _ = await asyncio.wait({task}, timeout=budget)
@@ -353,7 +362,7 @@ class Service:
                     exc,
                     extra={"kind": str(node.kind), "component": str(node.id)},
                 )
-            self.report_status(node.label, "stopped")
+            self._report_all(node, "stopped")
             log.info(
                 "component stopped",
                 extra={"kind": str(node.kind), "component": str(node.id), "instance": node.label},

@@ -164,17 +164,18 @@ class ServiceSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON-ready dicts and lists."""
-        out: dict[str, Any] = _plain(self)
+        out: dict[str, Any] = plain(self)
         return out
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A dataclass (or mapping, list, tuple of them) as JSON-ready dicts and lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
