@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format", choices=["text", "json"], help="override service.telemetry.logs.encoding"
     )
     run.add_argument(
+        "--watch-config",
+        action="store_true",
+        help="reload the config when its files change (SIGHUP reloads it in any case)",
+    )
+    run.add_argument(
         "--log-level",
         choices=["debug", "info", "warn", "error"],
         help="override service.telemetry.logs.level",
@@ -131,13 +136,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             FDS.reserve,
         )
     service = Service(config)
+    service.config_files = args.config or [default_config_path()]
 
     async def main() -> int:
         trimmer = PeriodicTrim(trim) if trim is not None else None
         if trimmer is not None:
             trimmer.start()
         try:
-            return await service.run(freeze_gc=True)
+            return await service.run(freeze_gc=True, watch_config=args.watch_config)
         finally:
             if trimmer is not None:
                 trimmer.cancel()

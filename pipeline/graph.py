@@ -9,6 +9,7 @@ into the exporters.
 
 from __future__ import annotations
 
+import asyncio
 import graphlib
 import itertools
 from dataclasses import dataclass, field
@@ -21,10 +22,12 @@ from pipeline.configtypes import ComponentConfig
 from pipeline.confmap import RawConfig
 from pipeline.consumer import Consumer, IsolatedConsumer, fan_out
 from pipeline.durability import WriteAheadLog, carry_current
-from pipeline.errors import ConfigError, ConsumeError
+from pipeline.errors import ConfigError, ConsumeError, RetryableError
 from pipeline.factory import ConnectorFactory
 from pipeline.pdata import Payload, Signal
 from pipeline.telemetry import ComponentTelemetry, SelfTelemetry, component_logger
+
+GATE_WAIT = 30.0  # how long data waits for an exporter being replaced by a reload to start
 
 
 def check_cycles(
@@ -143,7 +146,9 @@ class _ProcessorEntry:
 
 class _Incoming:
     """Counts the items an exporter takes in (``otelcol_exporter_incoming_items``), or a
-    connector (``otelcol_connector_incoming_items``), then hands them over isolated."""
+    connector (``otelcol_connector_incoming_items``), then hands them over isolated. An
+    exporter created by a config reload that must wait for the one it replaces has a gate:
+    data waits for it to start (at most ``GATE_WAIT``, then the sender is asked to retry)."""
 
     def __init__(self, inner: IsolatedConsumer, node: Node) -> None:
         self.inner = inner
@@ -151,8 +156,18 @@ class _Incoming:
         self.mutates_data = inner.mutates_data
         self.source, _, target = node.signal.partition(" -> ")
         self.target = target
+        self.gate = node.gate
+        self.label = node.label
 
     async def consume(self, data: Payload) -> None:
+        gate = self.gate
+        if gate is not None and not gate.is_set():
+            try:
+                await asyncio.wait_for(gate.wait(), GATE_WAIT)
+            except TimeoutError:
+                raise RetryableError(
+                    f"{self.label} is being replaced by a config reload", retry_after=1.0
+                ) from None
         n = data.item_count()
         if self.target:
             self.telemetry.connector_items("incoming", self.source, self.target, n)
@@ -176,6 +191,7 @@ class Node:
     config: ComponentConfig | None = None
     output: Any = None  # the link it passes data to (retarget() on a reload)
     reused: bool = False  # taken over from the graph a reload replaced
+    gate: asyncio.Event | None = None  # an exporter a reload created: set once it may take data
 
     def consumer(self) -> Consumer:
         """The component as its upstream sees it: behind the engine's failure isolation,
@@ -402,6 +418,9 @@ class Graph:
             if old is not None:
                 self._take_over(node, old)
             else:
+                if self.previous is not None:
+                    node.gate = asyncio.Event()
+                    node.gate.set()
                 factory = self.config.factory(Kind.EXPORTER, eid)
                 node.settings = self._settings(Kind.EXPORTER, eid, label)
                 node.component = factory.create(  # type: ignore[attr-defined]
