@@ -114,6 +114,10 @@ def _load(files: list[str]) -> Config | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or "info", "json" if args.log_format == "json" else "console")
+    from pipeline.reload import fingerprint
+
+    files = args.config or [default_config_path()]
+    read = fingerprint(files) if args.watch_config else None
     config = _load(args.config)
     if config is None:
         return 1
@@ -136,7 +140,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             FDS.reserve,
         )
     service = Service(config)
-    service.config_files = args.config or [default_config_path()]
+    service.config_files = files
+    service.config_fingerprint = read
 
     async def main() -> int:
         trimmer = PeriodicTrim(trim) if trim is not None else None

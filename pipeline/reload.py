@@ -85,7 +85,11 @@ def _storage(node: Node) -> bool:
     )
 
 
-def _fingerprint(paths: list[str]) -> tuple[tuple[str, int, int, str], ...]:
+Fingerprint = tuple[tuple[str, int, int, str], ...]
+
+
+def fingerprint(paths: list[str]) -> Fingerprint:
+    """What the watcher compares: each file's modification time, size and content hash."""
     out = []
     for p in paths:
         try:
@@ -109,20 +113,23 @@ class ConfigWatcher:
         paths: list[str],
         on_change: Callable[[], Awaitable[object]],
         interval: float = WATCH_INTERVAL,
+        initial: Fingerprint | None = None,
     ) -> None:
+        """``initial``: the files as they were when the running config was read."""
         self.paths = paths
         self.on_change = on_change
         self.interval = interval
+        self.initial = initial
 
     async def run(self) -> None:
-        current = await asyncio.to_thread(_fingerprint, self.paths)
+        current: Fingerprint = self.initial or await asyncio.to_thread(fingerprint, self.paths)
         while True:
             await asyncio.sleep(self.interval)
-            seen = await asyncio.to_thread(_fingerprint, self.paths)
+            seen = await asyncio.to_thread(fingerprint, self.paths)
             if seen == current:
                 continue
             await asyncio.sleep(SETTLE)
-            settled = await asyncio.to_thread(_fingerprint, self.paths)
+            settled = await asyncio.to_thread(fingerprint, self.paths)
             if settled != seen:
                 continue  # still being written: look again next time
             if any(size < 0 for _, _, size, _ in settled):

@@ -104,6 +104,7 @@ class Service:
         self.generation = 1
         self._running: set[int] = set()  # the components started and not stopped (by id)
         self.config_files: list[str] | None = None  # what a reload reads (pipeline run's)
+        self.config_fingerprint: Any = None  # those files when they were read (the watcher's)
         self._reload_lock = asyncio.Lock()
         self._reload_tasks: set[asyncio.Task[Any]] = set()
         self._next_graph: Graph | None = None  # while a reload starts its new components
@@ -670,7 +671,10 @@ class Service:
 
             files = self.config_files
             watcher = loop.create_task(
-                ConfigWatcher(files, lambda: self.reload("watch")).run(), name="config-watcher"
+                ConfigWatcher(
+                    files, lambda: self.reload("watch"), initial=self.config_fingerprint
+                ).run(),
+                name="config-watcher",
             )
         assert self._fatal is not None
         stop_task: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())

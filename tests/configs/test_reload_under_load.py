@@ -177,3 +177,38 @@ async def test_reload_under_load_loses_nothing_and_keeps_listening(
         gw.__exit__()
         await backend.stop()
         await second.stop()
+
+
+async def test_watch_config_reloads_when_the_file_changes(tmp_path: Path) -> None:
+    grpc_endpoint = f"127.0.0.1:{free_port()}"
+    text = f"""
+receivers:
+  otlp:
+    protocols: {{grpc: {{endpoint: "{grpc_endpoint}"}}}}
+processors:
+  batch: {{timeout: 200ms}}
+exporters:
+  debug: {{verbosity: basic}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [debug]}}
+"""
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with GatewayProcess(path, args=("--watch-config",)) as gw:
+        await asyncio.to_thread(gw.wait_ready, 30.0)
+        path.write_text(text.replace("timeout: 200ms", "timeout: 100ms"))
+        deadline = time.monotonic() + 15
+        while not reload_lines(gw):
+            assert time.monotonic() < deadline, "\n".join(gw.lines())
+            await asyncio.sleep(0.05)
+        (line,) = reload_lines(gw)
+        assert line["msg"] == "configuration reloaded" and line["replaced"] == 1
+        assert any(r.get("msg") == "config files changed; reloading" for r in gw.records())
+        path.write_text("service: [")
+        while len(reload_lines(gw)) < 2:
+            assert time.monotonic() < deadline + 15, "\n".join(gw.lines())
+            await asyncio.sleep(0.05)
+        assert reload_lines(gw)[1]["msg"].startswith("invalid configuration (1 error)")
+        assert await asyncio.to_thread(gw.stop) == 0

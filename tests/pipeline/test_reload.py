@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,87 @@ async def test_listening_socket_handed_over_without_refusing_anyone() -> None:
     second.close()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+async def test_exporter_with_a_persistent_queue_waits_for_its_predecessor(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """The replacement of an exporter whose queue is on disk opens that queue once the old
+    one has closed it; data for it waits meanwhile, and nothing queued is lost."""
+    from aiohttp import web
+
+    from tests.plugins.helpers import post_exporter
+    from tests.plugins.helpers.peers import http_server
+
+    registry.register(post_exporter.PostExporterFactory())
+    received: list[bytes] = []
+
+    async def accept(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/", accept)
+    async with http_server(app) as url:
+        text = f"""\
+receivers:
+  inject:
+exporters:
+  test_post:
+    url: {url}/
+    timeout: 5s
+    sending_queue: {{storage: file_storage, num_consumers: 1}}
+extensions:
+  file_storage: {{directory: {tmp_path / "storage"}, create_directory: true}}
+service:
+  extensions: [file_storage]
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [inject], exporters: [test_post]}}
+"""
+        service = await started(tmp_path, registry, text)
+        try:
+            await Injector.instances["inject"].push(traces("before"))
+            write_config(tmp_path, text.replace("timeout: 5s", "timeout: 6s"))
+            reloading = asyncio.ensure_future(service.reload("api"))
+            pushes = [Injector.instances["inject"].push(traces(f"during-{i}")) for i in range(5)]
+            await asyncio.gather(*pushes)
+            record = await reloading
+            assert record.result == "applied", record
+            assert record.replaced == ("exporter test_post (traces)",)
+            await Injector.instances["inject"].push(traces("after"))
+            await wait_until(lambda: len(received) >= 7, within=10)
+            assert service.statuses["exporter test_post (traces)"].status == "ok"
+        finally:
+            await service.shutdown()
+
+
+async def test_the_watcher_reloads_when_the_content_changes(tmp_path: Path) -> None:
+    from pipeline import reload as reload_module
+
+    path = tmp_path / "c.yaml"
+    path.write_text("a: 1\n")
+    calls: list[float] = []
+
+    async def changed() -> None:
+        calls.append(time.monotonic())
+
+    reload_module.SETTLE, settle = 0.05, reload_module.SETTLE
+    try:
+        task = asyncio.ensure_future(
+            reload_module.ConfigWatcher([str(path)], changed, interval=0.05).run()
+        )
+        await asyncio.sleep(0.2)
+        path.write_text("a: 1\n")  # touched, same content
+        await asyncio.sleep(0.3)
+        assert calls == []
+        path.write_text("a: 2\n")
+        await wait_until(lambda: len(calls) == 1)
+        path.unlink()  # being replaced: waited for
+        await asyncio.sleep(0.3)
+        assert len(calls) == 1
+        path.write_text("a: 3\n")
+        await wait_until(lambda: len(calls) == 2)
+        task.cancel()
+    finally:
+        reload_module.SETTLE = settle
