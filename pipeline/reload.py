@@ -122,7 +122,9 @@ class ConfigWatcher:
         self.initial = initial
 
     async def run(self) -> None:
-        current: Fingerprint = self.initial or await asyncio.to_thread(fingerprint, self.paths)
+        current = self.initial
+        if current is None:
+            current = await asyncio.to_thread(fingerprint, self.paths)
         while True:
             await asyncio.sleep(self.interval)
             seen = await asyncio.to_thread(fingerprint, self.paths)
