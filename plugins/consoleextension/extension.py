@@ -342,12 +342,10 @@ class ConsoleExtension(Component):
             for p in snap.pipelines
             for i, name in enumerate((*p.receivers, *p.processors, *p.exporters))
         }
+        # the flow's order (receivers, processors in pipeline order, connectors, exporters),
+        # then the extensions in the config's order
         components.sort(
-            key=lambda c: (
-                _KIND_ORDER.get(c["kind"], 9),
-                places.get(c["instance"], (99, 0)),
-                c["instance"],
-            )
+            key=lambda c: (_KIND_ORDER.get(c["kind"], 9), places.get(c["instance"], (99, 0)))
         )
         held = []
         for entry in self.host.providers(WorkflowProvider):

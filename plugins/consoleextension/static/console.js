@@ -65,7 +65,9 @@ function fmtDuration(sec) {
 }
 function fmtTime(t) {
   if (!t) return "–";
-  return new Date(t * 1000).toLocaleTimeString("en-GB", { hour12: false });
+  const d = new Date(t * 1000);
+  return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0") +
+    ":" + String(d.getSeconds()).padStart(2, "0");
 }
 function fmtUptime(sec) {
   const d = Math.floor(sec / 86400), hh = Math.floor(sec % 86400 / 3600);
@@ -338,12 +340,13 @@ function renderDetails(st) {
   panel.hidden = false;
   $("details-title").textContent = c.instance;
   const rows = [
-    ["status", h("span", { class: "badge " + c.health }, c.status), c.status_error || ""],
+    ["status", h("span", { class: "badge " + c.health }, c.failing ? c.status + " · exports failing" : c.status),
+      c.status_error || ""],
     ["pipelines", c.pipelines.join(", ") || "–", ""],
     ["passes to", c.downstream.join(", ") || "–", ""],
   ];
   if (c.queue) rows.push(["sending queue", `${c.queue.size} / ${c.queue.capacity} batches`, ""]);
-  if (c.last_error) rows.push(["last error", h("span", { class: "error" }, c.last_error),
+  if (c.last_error) rows.push(["last error", h("span", { class: "error last-error" }, c.last_error),
     (c.failing ? `failing (${c.consecutive_failures} attempts) since ` : "at ") + fmtTime(c.last_error_time)]);
   for (const [k, v] of Object.entries(c.counters).sort()) rows.push([k, fmtInt(v), ""]);
   $("details-body").replaceChildren(h("table", {}, h("tbody", {},
@@ -397,19 +400,31 @@ function renderWorkflows(st) {
     const span = wf[wf.length - 1].released_at - wf[0].released_at;
     $("workflow-rate").textContent = span > 0 ? `${fmtNum(wf.length / span * 60)} workflows/min (last ${wf.length})` : "";
   }
-  const rows = [];
+  // rows are made once per workflow: new ones go on top, those no longer kept are removed
+  const body = $("workflows-table").tBodies[0];
+  const keep = new Set(wf.map((w) => w.trace_id + ":" + w.seq));
+  for (const tr of [...body.rows]) {
+    if (!keep.has(tr.dataset.key)) tr.remove();
+  }
+  const have = new Set([...body.rows].map((tr) => tr.dataset.key));
+  const fresh = document.createDocumentFragment();
   for (let i = wf.length - 1; i >= 0; i--) {
     const w = wf[i];
-    const tr = h("tr", { class: "clickable" + (model.openTrace === w.trace_id ? " selected" : ""),
-      dataset: { trace: w.trace_id, outcome: w.outcome } },
-      h("td", {}, fmtTime(w.released_at)), h("td", {}, w.type), h("td", {}, w.agent),
-      h("td", {}, h("span", { class: "badge " + w.outcome }, w.outcome)), h("td", {}, w.tier),
-      h("td", { class: "n" }, fmtDuration(w.duration)), h("td", { class: "n" }, w.tool_calls),
-      h("td", { class: "n" }, w.spans), h("td", {}, h("code", {}, w.trace_id.slice(0, 16) + "…")));
-    tr.addEventListener("click", () => openWaterfall(w.trace_id));
-    rows.push(tr);
+    const key = w.trace_id + ":" + w.seq;
+    if (have.has(key)) break;  // the rest is on the page already
+    fresh.append(workflowRow(w, key));
   }
-  $("workflows-table").tBodies[0].replaceChildren(...rows);
+  body.prepend(fresh);
+  for (const tr of body.rows) tr.classList.toggle("selected", tr.dataset.trace === model.openTrace);
+}
+function workflowRow(w, key) {
+  const tr = h("tr", { class: "clickable", dataset: { trace: w.trace_id, outcome: w.outcome, key } },
+    h("td", {}, fmtTime(w.released_at)), h("td", {}, w.type), h("td", {}, w.agent),
+    h("td", {}, h("span", { class: "badge " + w.outcome }, w.outcome)), h("td", {}, w.tier),
+    h("td", { class: "n" }, fmtDuration(w.duration)), h("td", { class: "n" }, w.tool_calls),
+    h("td", { class: "n" }, w.spans), h("td", {}, h("code", {}, w.trace_id.slice(0, 16) + "…")));
+  tr.addEventListener("click", () => openWaterfall(w.trace_id));
+  return tr;
 }
 $("waterfall-close").addEventListener("click", () => { model.openTrace = null; $("waterfall-panel").hidden = true; render(); });
 async function openWaterfall(traceId) {
