@@ -121,14 +121,13 @@ def render(state: dict[str, Any], url: str, width: int = 120) -> list[str]:
             f"{held['bytes'] / 1048576:.1f} MiB; max {held['max_traces']})",
         ]
     workflows = state.get("workflows") or []
-    if len(workflows) > 1:
-        span = workflows[-1]["released_at"] - workflows[0]["released_at"]
+    per_second = [h["workflows_per_second"] for h in state.get("held") or []]
+    if any(r is not None for r in per_second):
         failed = sum(1 for w in workflows if w["outcome"] != "success")
-        if span > 0:
-            lines.append(
-                f"workflows: {len(workflows) / span * 60:.0f}/min over the last "
-                f"{len(workflows)}, {failed} not successful"
-            )
+        lines.append(
+            f"workflows: {sum(r or 0 for r in per_second) * 60:.0f}/min; of the last "
+            f"{len(workflows)}, {failed} not successful"
+        )
     reloads = state.get("reloads") or []
     if reloads:
         last = reloads[-1]

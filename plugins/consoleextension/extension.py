@@ -326,14 +326,20 @@ class ConsoleExtension(Component):
         components = []
         prev_all = self._prev
         self._prev = {}
+        counter_rates: dict[str, dict[str, float]] = {}
         for comp in snap.components:
-            totals = totals_of(comp.kind, dict(comp.counters))
-            self._prev[comp.instance] = totals
+            counters = dict(comp.counters)
+            totals = totals_of(comp.kind, counters)
+            self._prev[comp.instance] = {**counters, **{f"total:{k}": v for k, v in totals.items()}}
             prev = prev_all.get(comp.instance) if fresh else None
             rates: dict[str, float | None] = {
-                k: (max(v - prev.get(k, v), 0.0) / dt if prev is not None else None)
+                k: (max(v - prev.get(f"total:{k}", v), 0.0) / dt if prev is not None else None)
                 for k, v in totals.items()
             }
+            if prev is not None:
+                counter_rates[comp.instance] = {
+                    k: max(v - prev.get(k, v), 0.0) / dt for k, v in counters.items()
+                }
             components.append(self._component(comp, totals, rates))
         self._prev_time = now
         order = {p.id: i for i, p in enumerate(snap.pipelines)}
@@ -351,6 +357,9 @@ class ConsoleExtension(Component):
         for entry in self.host.providers(WorkflowProvider):
             h = plain(entry.provider.held_traces(HELD_SHOWN))
             h["processor"] = entry.instance
+            # workflows released per second: the processor's own counter, when it has one
+            per_s = counter_rates.get(entry.instance, {}).get("workflow_workflows")
+            h["workflows_per_second"] = per_s
             held.append(h)
         return {
             "time": snap.time,

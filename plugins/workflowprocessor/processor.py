@@ -823,8 +823,7 @@ class WorkflowProcessor(Component):
             self._held_bytes -= nbytes
             self._held_spans -= count
         if self.recent.recording:
-            for trace_id, trace, reason in batch:
-                self.recent.released(trace_id, trace, reason)
+            self.recent.released_batch(batch)
         self._flush_counts()
         acks = self._acks
         self._enqueue(

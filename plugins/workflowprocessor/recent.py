@@ -1,14 +1,14 @@
 """What the ``workflow`` processor offers the ``console``: its held traces and the workflows it
 released recently, as a :class:`pipeline.status.WorkflowProvider`.
 
-The processor calls :meth:`RecentWorkflows.released` where a trace leaves it (one hook per
-release path), only while :attr:`RecentWorkflows.recording` is true: from the first call of
-:meth:`recent_workflows` until ``WATCH_SECONDS`` after the last one. Recording keeps a
-reference to the released trace object (Python's ``_Trace`` or the C accelerator's ``Trace``:
-its spans stay encoded) in a ring bounded by count and by bytes; everything shown is decoded
-only when asked for: a workflow's summary (its root span's times) when it is listed, its spans
-when its waterfall is opened. So a gateway nobody watches pays one comparison per release, and
-one being watched a deque append per released workflow.
+The processor hands over what a release let go of (:meth:`RecentWorkflows.released_batch`,
+one hook per release path), only while :attr:`RecentWorkflows.recording` is true: from the
+first call of :meth:`recent_workflows` until ``WATCH_SECONDS`` after the last one. Recording
+keeps the release's list of trace objects (Python's ``_Trace`` or the C accelerator's
+``Trace``: their spans stay encoded) in a ring bounded by count and by bytes; everything shown
+is worked out only when asked for: which traces are workflows and their summaries (the root
+span's times) when they are listed, the spans when a waterfall is opened. So a gateway nobody
+watches pays one comparison per release, and one being watched a list append per release.
 """
 
 from __future__ import annotations
@@ -48,24 +48,27 @@ _STATUSES = {
 }
 
 
-class _Entry:
-    __slots__ = ("nbytes", "reason", "released_at", "seq", "summary", "trace", "trace_id")
+class _Batch:
+    """The traces one release let go of (the last ``max_workflows`` of them at most)."""
 
-    def __init__(self, seq: int, trace_id: bytes, trace: Any, reason: str, nbytes: int) -> None:
-        self.seq = seq
-        self.trace_id = trace_id
-        self.trace = trace
-        self.reason = reason
-        self.released_at = time.time()
+    __slots__ = ("first_seq", "items", "nbytes", "released_at", "summaries")
+
+    def __init__(self, first_seq: int, items: list[tuple[bytes, Any, str]], nbytes: int) -> None:
+        self.first_seq = first_seq
+        self.items = items
         self.nbytes = nbytes
-        self.summary: WorkflowSummary | None = None
+        self.released_at = time.time()
+        self.summaries: dict[int, WorkflowSummary | None] = {}
 
 
 class RecentWorkflows(WorkflowProvider):
     """The provider (see the module docstring). ``held`` gives the processor's held traces
     (trace id -> trace, oldest first), ``totals`` its held traces, spans and bytes, ``limits``
     its ``max_traces`` and ``max_bytes``, ``tier`` the complexity tier of a trace, ``clock``
-    the clock the traces' times are on (the event loop's)."""
+    the clock the traces' times are on (the event loop's).
+
+    What a release hands over is kept as it is (one list per release, no work per trace):
+    which traces are workflows, their summaries and spans are worked out when asked for."""
 
     def __init__(
         self,
@@ -84,7 +87,8 @@ class RecentWorkflows(WorkflowProvider):
         self._clock = clock
         self.max_workflows = max_workflows
         self.max_bytes = max_bytes
-        self._entries: collections.deque[_Entry] = collections.deque()
+        self._batches: collections.deque[_Batch] = collections.deque()
+        self._traces = 0
         self._bytes = 0
         self._seq = 0
         self._watch_until = 0.0
@@ -92,22 +96,31 @@ class RecentWorkflows(WorkflowProvider):
     # -- recording (the processor's side) -----------------------------------------------------
     @property
     def recording(self) -> bool:
-        """Whether released traces are to be handed to :meth:`released`."""
+        """Whether released traces are to be handed to :meth:`released_batch`."""
         return self._watch_until > 0.0 and time.monotonic() < self._watch_until
 
-    def released(self, trace_id: bytes, trace: Any, reason: str) -> None:
-        """A trace left the processor (its stamp computed): kept if it is a workflow."""
-        if _values(trace) is None:
-            return
-        self._seq += 1
-        nbytes = int(trace.nbytes)
-        entries = self._entries
-        entries.append(_Entry(self._seq, trace_id, trace, reason, nbytes))
+    def released_batch(self, items: list[tuple[bytes, Any, str]]) -> None:
+        """Traces a release let go of (their stamps computed): ``(trace id, trace, reason)``
+        (the list is kept as it is: the caller must not change it afterwards)."""
+        if len(items) > self.max_workflows:
+            items = items[-self.max_workflows :]
+        nbytes = sum(trace.nbytes for _, trace, _ in items)
+        self._batches.append(_Batch(self._seq + 1, items, nbytes))
+        self._seq += len(items)
+        self._traces += len(items)
         self._bytes += nbytes
-        while len(entries) > self.max_workflows or (
-            self._bytes > self.max_bytes and len(entries) > 1
+        batches = self._batches
+        while len(batches) > 1 and (
+            self._traces - len(batches[0].items) >= self.max_workflows
+            or self._bytes > self.max_bytes
         ):
-            self._bytes -= entries.popleft().nbytes
+            old = batches.popleft()
+            self._traces -= len(old.items)
+            self._bytes -= old.nbytes
+
+    def released(self, trace_id: bytes, trace: Any, reason: str) -> None:
+        """One trace (the Python path releases them one at a time)."""
+        self.released_batch([(trace_id, trace, reason)])
 
     # -- the provider ---------------------------------------------------------------------------
     def _watched(self) -> None:
@@ -132,12 +145,21 @@ class RecentWorkflows(WorkflowProvider):
     def recent_workflows(self, after: int = 0, limit: int = 100) -> list[WorkflowSummary]:
         self._watched()
         out: list[WorkflowSummary] = []
-        for entry in reversed(self._entries):
-            if entry.seq <= after or len(out) >= limit:
+        for batch in reversed(self._batches):
+            if batch.first_seq + len(batch.items) - 1 <= after:
                 break
-            if entry.summary is None:
-                entry.summary = self._summary(entry)
-            out.append(entry.summary)
+            for i in range(len(batch.items) - 1, -1, -1):
+                seq = batch.first_seq + i
+                if seq <= after or len(out) >= limit:
+                    break
+                if seq in batch.summaries:
+                    summary = batch.summaries[seq]
+                else:
+                    summary = batch.summaries[seq] = self._summary(batch, i)
+                if summary is not None:
+                    out.append(summary)
+            if len(out) >= limit:
+                break
         out.reverse()
         return out
 
@@ -147,15 +169,18 @@ class RecentWorkflows(WorkflowProvider):
             key = bytes.fromhex(trace_id)
         except ValueError:
             return None
-        for entry in reversed(self._entries):
-            if entry.trace_id == key:
-                return _spans(entry.trace)
+        for batch in reversed(self._batches):
+            for tid, trace, _ in reversed(batch.items):
+                if tid == key and _values(trace) is not None:
+                    return _spans(trace)
         return None
 
     # -- decoding on demand -------------------------------------------------------------------
-    def _summary(self, entry: _Entry) -> WorkflowSummary:
-        trace = entry.trace
-        values = _values(trace) or ("", "", "unknown", "unknown", None)
+    def _summary(self, batch: _Batch, i: int) -> WorkflowSummary | None:
+        trace_id, trace, reason = batch.items[i]
+        values = _values(trace)
+        if values is None:
+            return None
         workflow_id, wf_type, agent, outcome, tier = values
         if tier is None:
             tier = self._tier(trace)
@@ -172,8 +197,8 @@ class RecentWorkflows(WorkflowProvider):
                 if root.end_time_unix_nano >= root.start_time_unix_nano:
                     duration = (root.end_time_unix_nano - root.start_time_unix_nano) / 1e9
         return WorkflowSummary(
-            seq=entry.seq,
-            trace_id=entry.trace_id.hex(),
+            seq=batch.first_seq + i,
+            trace_id=trace_id.hex(),
             workflow_id=workflow_id,
             type=wf_type,
             agent=agent,
@@ -183,8 +208,8 @@ class RecentWorkflows(WorkflowProvider):
             tool_calls=int(trace.tool_calls),
             start_time=start,
             duration=duration,
-            released_at=entry.released_at,
-            reason=entry.reason,
+            released_at=batch.released_at,
+            reason=reason,
         )
 
 

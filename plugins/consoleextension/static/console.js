@@ -396,10 +396,9 @@ function renderWorkflows(st) {
   }));
   if (!(st.held || []).length) held.replaceChildren(h("p", { class: "hint" }, "No workflow processor in this configuration."));
   const wf = model.workflows;
-  if (wf.length > 1) {
-    const span = wf[wf.length - 1].released_at - wf[0].released_at;
-    $("workflow-rate").textContent = span > 0 ? `${fmtNum(wf.length / span * 60)} workflows/min (last ${wf.length})` : "";
-  }
+  const perSecond = (st.held || []).reduce((sum, p) => sum + (p.workflows_per_second || 0), 0);
+  const known = (st.held || []).some((p) => p.workflows_per_second !== null && p.workflows_per_second !== undefined);
+  $("workflow-rate").textContent = known ? `${fmtNum(perSecond * 60)} workflows/min · the last ${wf.length} listed` : "";
   // rows are made once per workflow: new ones go on top, those no longer kept are removed
   const body = $("workflows-table").tBodies[0];
   const keep = new Set(wf.map((w) => w.trace_id + ":" + w.seq));
