@@ -509,14 +509,15 @@ def run_case(
     workdir: Path,
     sink: str | None,
     overlay: str = "",
-    around: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    around: Callable[[int], contextlib.AbstractContextManager[Any]] | None = None,
     cwd: Path = ROOT,
 ) -> Result:
-    """One case: ``overlay`` is merged over the gateway's config; ``around()`` is entered once
-    the server started and left after the measurement (a browser watching the console)."""
+    """One case: ``overlay`` is merged over the gateway's config; ``around(telemetry port)``
+    is entered once the server started and left after the measurement (a browser watching the
+    console)."""
     with (
         server(case, workdir, sink, overlay, cwd) as (ps, endpoint, telemetry),
-        around() if around is not None else contextlib.nullcontext(),
+        around(telemetry) if around is not None else contextlib.nullcontext(),
     ):
         # warm up: one small load, so start-up costs are not counted
         warm = replace(case.load, seconds=1.0, rate=min(case.load.rate, 2000))

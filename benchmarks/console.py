@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -37,7 +38,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.agent_pipeline import Case, Load, Result, free_port, run_case, sink_process
+from benchmarks.agent_pipeline import (
+    Case,
+    Load,
+    Result,
+    _telemetry_value,
+    free_port,
+    run_case,
+    sink_process,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -98,6 +107,12 @@ def browser_watching(url: str, workdir: Path) -> Iterator[dict[str, Any]]:
             context.close()
 
 
+def console_busy(telemetry: int) -> float:
+    """The console's own CPU time so far (``otelcol_extension_busy_seconds``)."""
+    value = _telemetry_value(telemetry, "otelcol_extension_busy_seconds_total", extension="console")
+    return value or 0.0
+
+
 def run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, Result, dict[str, Any]]]:
     load = Load(rate=args.rate, seconds=args.seconds)
     agent = Case("agent pipeline", "agent", load)
@@ -110,24 +125,35 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, Result, dict
             if args.baseline:
                 cases.append(("baseline", agent, "", None, Path(args.baseline)))
             cases.append(("console off", agent, "", None, ROOT))
-            port = free_port()
-            cases.append(("console on", agent, overlay(port), None, ROOT))
-            port = free_port()
-            seen: dict[str, Any] = {}
+            seen: dict[str, dict[str, Any]] = {"console on": {}, "console watched": {}}
 
-            def watch(port: int = port, seen: dict[str, Any] = seen) -> Any:
+            def measure(
+                telemetry: int, port: int, watched: bool, seen: dict[str, Any]
+            ) -> contextlib.AbstractContextManager[None]:
                 @contextlib.contextmanager
                 def ctx() -> Iterator[None]:
-                    with browser_watching(f"http://127.0.0.1:{port}/", workdir) as got:
+                    busy0 = console_busy(telemetry)
+                    if watched:
+                        with browser_watching(f"http://127.0.0.1:{port}/", workdir) as got:
+                            yield
+                        seen.update(got)
+                    else:
                         yield
-                    seen.update(got)
+                    seen["busy_s"] = console_busy(telemetry) - busy0
 
                 return ctx()
 
-            cases.append(("console watched", agent, overlay(port), watch, ROOT))
+            for name in ("console on", "console watched"):
+                port = free_port()
+                around = functools.partial(
+                    measure, port=port, watched=name == "console watched", seen=seen[name]
+                )
+                cases.append((name, agent, overlay(port), around, ROOT))
             for name, case, extra, around, cwd in cases:
                 result = run_case(case, workdir, sink, extra, around, cwd)
-                info = dict(seen) if name == "console watched" else {}
+                info = dict(seen.get(name, {}))
+                if "busy_s" in info:
+                    info["busy_s_per_million"] = info["busy_s"] / result.sent_spans * 1e6
                 print(json.dumps({"run": i, "case": name, **asdict(result), **info}), flush=True)
                 out.append((name, result, info))
     return out
@@ -164,6 +190,30 @@ def report(results: list[tuple[str, Result, dict[str, Any]]], args: argparse.Nam
             if n not in ("rotel",)
             else f"| {n} | {med[n]:.3f} | {', '.join(f'{v:.3f}' for v in cpu[n])} | {ratio:.3f} | |"
         )
+    own = {
+        n: [info["busy_s_per_million"] for m, _, info in results if m == n and info]
+        for n in ("console on", "console watched")
+    }
+    if any(own.values()):
+        lines += [
+            "",
+            "The console's own CPU time, measured in the gateway "
+            "(`otelcol_extension_busy_seconds`: CPU time of its work on the event loop: "
+            "snapshots, views, JSON, the charts; not the socket writes), per 1M spans and as a "
+            "share of one core at this rate:",
+            "",
+            "| case | console CPU-s per 1M spans (median) | runs | share of a core | share of "
+            "the gateway's CPU (console off) |",
+            "|---|---|---|---|---|",
+        ]
+        for n, values in own.items():
+            if not values:
+                continue
+            m = statistics.median(values)
+            lines.append(
+                f"| {n} | {m:.4f} | {', '.join(f'{v:.4f}' for v in values)} | "
+                f"{m * args.rate / 1e6 * 100:.2f} % | {m / off * 100:.2f} % |"
+            )
     watched = [info for m, _, info in results if m == "console watched" and info]
     if watched:
         lines += [

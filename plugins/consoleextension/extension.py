@@ -166,6 +166,13 @@ class ConsoleExtension(Component):
         self._last_chart = 0.0
         self._sent_charts = 0.0
         self._assets: dict[str, bytes] = {}
+        # the CPU time the console's own work takes on the event loop (its cost, measured)
+        self._busy = settings.telemetry.service.counter(
+            "otelcol_extension_busy_seconds",
+            "CPU time an extension's own work took on the event loop (the console: computing, "
+            "encoding and pushing its views, sampling the charts).",
+            ("extension",),
+        ).labels(settings.name)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, host: Host) -> None:
@@ -221,11 +228,13 @@ class ConsoleExtension(Component):
         interval = self.config.refresh_interval
         while not self._closing:
             now = time.monotonic()
+            began = time.thread_time()
             if now >= self._next_chart:
                 self._next_chart = now + self.config.chart_interval
                 self.sample_charts()
             if self.watched():
                 self.refresh()
+            self._busy.inc(time.thread_time() - began)
             await asyncio.sleep(interval)
 
     def sample_charts(self) -> list[dict[str, Any]]:
@@ -460,7 +469,11 @@ class ConsoleExtension(Component):
         return web.Response(body=body, content_type=ASSETS[name])
 
     async def _api_state(self, _: web.Request) -> web.Response:
-        return _json(self.full_state())
+        began = time.thread_time()
+        try:
+            return _json(self.full_state())
+        finally:
+            self._busy.inc(time.thread_time() - began)
 
     async def _api_workflows(self, request: web.Request) -> web.Response:
         try:
@@ -509,7 +522,10 @@ class ConsoleExtension(Component):
                 if sub.resync:
                     sub.resync = False
                     sub.queue.clear()
-                    await response.write(_sse(self.full_state()))
+                    began = time.thread_time()
+                    message = _sse(self.full_state())
+                    self._busy.inc(time.thread_time() - began)
+                    await response.write(message)
                 while sub.queue:
                     await response.write(sub.queue.popleft())
                 if sub.resync:

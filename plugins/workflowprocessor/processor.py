@@ -313,6 +313,7 @@ class WorkflowProcessor(Component):
             lambda: (len(self._held), self._held_spans, self._held_bytes),
             (config.max_traces, config.max_bytes),
             self._tier,
+            stamp_of=self._released.get,
         )
         settings.provide(self.recent)
 

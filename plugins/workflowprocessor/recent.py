@@ -65,7 +65,8 @@ class RecentWorkflows(WorkflowProvider):
     """The provider (see the module docstring). ``held`` gives the processor's held traces
     (trace id -> trace, oldest first), ``totals`` its held traces, spans and bytes, ``limits``
     its ``max_traces`` and ``max_bytes``, ``tier`` the complexity tier of a trace, ``clock``
-    the clock the traces' times are on (the event loop's).
+    the clock the traces' times are on (the event loop's), ``stamp_of`` the stamp it remembers
+    for a released trace id (its late-span cache), if any.
 
     What a release hands over is kept as it is (one list per release, no work per trace):
     which traces are workflows, their summaries and spans are worked out when asked for."""
@@ -79,7 +80,9 @@ class RecentWorkflows(WorkflowProvider):
         clock: Callable[[], float] = time.monotonic,
         max_workflows: int = MAX_WORKFLOWS,
         max_bytes: int = MAX_BYTES,
+        stamp_of: Callable[[bytes], Any] | None = None,
     ) -> None:
+        self._stamp_of = stamp_of  # the stamp remembered for late spans, when still there
         self._held = held
         self._totals = totals
         self._limits = limits
@@ -182,6 +185,10 @@ class RecentWorkflows(WorkflowProvider):
         if values is None:
             return None
         workflow_id, wf_type, agent, outcome, tier = values
+        if tier is None and self._stamp_of is not None:
+            stamp = self._stamp_of(trace_id)
+            if stamp is not None:
+                tier = stamp[0][4]
         if tier is None:
             tier = self._tier(trace)
         start: float | None = None
@@ -217,14 +224,16 @@ def _values(trace: Any) -> tuple[str, str, str, str, str | None] | None:
     """(workflow id, type, agent, outcome, tier or ``None`` to compute) of a released workflow
     trace, ``None`` when it is not one. The Python path leaves the stamp on the trace; the C
     accelerator's traces keep their root facts."""
-    stamp = getattr(trace, "stamp", None)
-    if stamp is not None:
-        wid, wtype, agent, outcome, tier = stamp[0]
-        return wid, wtype, agent, outcome, tier
-    root = getattr(trace, "root", None)
-    if root is None or not root[0]:
+    root = trace.root
+    if root is not None:  # the C accelerator's trace
+        if not root[0]:
+            return None
+        return root[1], root[2], trace.agent_id or "unknown", root[3], None
+    stamp = getattr(trace, "stamp", None)  # the Python path's (its root facts are dropped)
+    if stamp is None:
         return None
-    return root[1], root[2], trace.agent_id or "unknown", root[3], None
+    wid, wtype, agent, outcome, tier = stamp[0]
+    return wid, wtype, agent, outcome, tier
 
 
 def _spans(trace: Any) -> list[SpanSummary]:
