@@ -117,6 +117,7 @@ class Service:
         self._fatal: asyncio.Future[BaseException] | None = None
         self._telemetry_server: MetricsServer | None = None
         self._stopped = False
+        self._ready = False  # everything started (a reload may run)
         self.start_time = time.time()
 
     # -- Host ------------------------------------------------------------------------------
@@ -271,13 +272,14 @@ class Service:
         except BaseException:
             await self.shutdown()
             raise
+        self._ready = True
         log.info("everything is ready; serving", extra={"pipelines": len(self.config.pipelines)})
 
     def _report_all(self, node: Node, status: str, error: BaseException | None = None) -> None:
         """The status of every instance run by ``node``'s component (a receiver serving
         several signals is one component with one instance name per signal)."""
         if node.kind == Kind.RECEIVER:
-            for other in self.graph.nodes:
+            for other in (self._next_graph or self.graph).nodes:
                 if other.component is node.component and other is not node:
                     self.report_status(other.label, status, error)
         self.report_status(node.label, status, error)
@@ -424,8 +426,10 @@ class Service:
         from pipeline.config import load_config
         from pipeline.reload import blockers, endpoints, restart_needed
 
-        if self._stopped or self._fatal is None:
-            return self._reload_record(trigger, "failed", began, ["the gateway is not running"])
+        if self._stopped or not self._ready:
+            return self._reload_record(
+                trigger, "failed", began, ["the gateway is not running (starting or stopping)"]
+            )
         if not files:
             return self._reload_record(
                 trigger, "failed", began, ["the gateway was not started from config files"]
@@ -538,8 +542,15 @@ class Service:
             if new.gate is not None:
                 new.gate.set()
         HANDOVER.end()
-        labels = {n.label for n in self._all_nodes(graph)}
-        for node in removed:
+        # every instance (a receiver serving several signals is one component, several
+        # instances): those of new components, those of the components that left
+        old_all = [*old.extensions.values(), *old.nodes]
+        new_all = [*graph.extensions.values(), *graph.nodes]
+        labels = {n.label for n in new_all}
+        gone = {id(n.component) for n in removed}
+        new_labels = {n.label for n in new_all if not n.reused}
+        old_labels = {n.label for n in old_all if id(n.component) in gone}
+        for node in old_all:
             if node.label not in labels:
                 self.statuses.pop(node.label, None)
         record = self._reload_record(
@@ -547,9 +558,9 @@ class Service:
             "failed" if errors else "applied",
             began,
             errors,
-            added=tuple(sorted({n.label for n in added} - {n.label for n in removed})),
-            removed=tuple(sorted({n.label for n in removed} - labels)),
-            replaced=tuple(sorted({n.label for n in added} & {n.label for n in removed})),
+            added=tuple(sorted(new_labels - old_labels)),
+            removed=tuple(sorted(old_labels - labels)),
+            replaced=tuple(sorted(new_labels & old_labels)),
             kept=len(kept),
         )
         log.info(

@@ -43,7 +43,6 @@ async def started(tmp_path: Path, registry: Registry, text: str) -> Service:
     service = Service(load_config([str(path)], registry), SelfTelemetry())
     service.config_files = [str(path)]
     await service.start()
-    service._fatal = service._fatal or asyncio.get_running_loop().create_future()
     return service
 
 

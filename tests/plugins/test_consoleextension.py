@@ -367,3 +367,27 @@ async def test_pipeline_top_says_what_is_wrong(
         assert "receiver inject (traces)" in capsys.readouterr().out
     finally:
         await service.shutdown()
+
+
+async def test_served_over_tls_and_read_by_pipeline_top(tmp_path: Path, registry: Registry) -> None:
+    """``tls``: HTTPS only; ``pipeline top --url https://... --cacert`` reads it."""
+    import ssl
+
+    from pipeline.cli import main
+    from tests.tls_support import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    tls = f"    tls: {{cert_file: '{pki.server_cert}', key_file: '{pki.server_key}'}}"
+    service = make_service(tmp_path, registry, config_text(port, console=tls))
+    await service.start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        status, state, _ = await get(f"https://localhost:{port}/api/state", ssl=ctx)
+        assert status == 200 and state["type"] == "full"
+        with pytest.raises(aiohttp.ClientError):
+            await get(f"http://127.0.0.1:{port}/api/state")
+        args = ["top", "--url", f"https://localhost:{port}", "--cacert", str(pki.ca), "--once"]
+        assert await asyncio.to_thread(main, [*args, "--interval", "0.2"]) == 0
+    finally:
+        await service.shutdown()
