@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -370,8 +370,10 @@ def _telemetry_value(port: int, name: str, **labels: str) -> float | None:
 
 @contextlib.contextmanager
 def server(
-    case: Case, workdir: Path, sink: str | None
+    case: Case, workdir: Path, sink: str | None, overlay: str = "", cwd: Path = ROOT
 ) -> Iterator[tuple[psutil.Process, str, int]]:
+    """The server of ``case`` (the gateway with ``overlay``, a config merged over the case's,
+    run from the source tree ``cwd``)."""
     port = free_port()
     telemetry = free_port()
     exporter_text, exporter_id = exporter_def(sink)
@@ -441,10 +443,14 @@ def server(
             "--config",
             str(config),
         ]
+        if overlay:
+            extra = workdir / f"{slug}-overlay.yaml"
+            extra.write_text(overlay)
+            args.append(str(extra))
         env = {**os.environ, "PIPELINE_PLUGINS": "benchmarks.blackhole"}
     slug = "".join(c if c.isalnum() else "_" for c in case.name)
     log = open(workdir / f"{slug}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
     try:
         ps = psutil.Process(proc.pid)
         yield ps, f"127.0.0.1:{port}", telemetry
@@ -498,8 +504,21 @@ def rotel_binary() -> str:
     )
 
 
-def run_case(case: Case, workdir: Path, sink: str | None) -> Result:
-    with server(case, workdir, sink) as (ps, endpoint, telemetry):
+def run_case(
+    case: Case,
+    workdir: Path,
+    sink: str | None,
+    overlay: str = "",
+    around: Callable[[int], contextlib.AbstractContextManager[Any]] | None = None,
+    cwd: Path = ROOT,
+) -> Result:
+    """One case: ``overlay`` is merged over the gateway's config; ``around(telemetry port)``
+    is entered once the server started and left after the measurement (a browser watching the
+    console)."""
+    with (
+        server(case, workdir, sink, overlay, cwd) as (ps, endpoint, telemetry),
+        around(telemetry) if around is not None else contextlib.nullcontext(),
+    ):
         # warm up: one small load, so start-up costs are not counted
         warm = replace(case.load, seconds=1.0, rate=min(case.load.rate, 2000))
         _spawn_load(endpoint, warm)

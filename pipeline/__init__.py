@@ -1,8 +1,9 @@
 """pipeline: a telemetry gateway for AI-agent systems, in the shape of the OpenTelemetry
 Collector.
 
-This module is the public API for plugin authors; everything else is internal. See
-:mod:`pipeline.hookspecs` for how a plugin registers components.
+This module is the public API for plugin authors, with :mod:`pipeline.status` (what the host
+tells components about the service, and the provider interfaces); everything else is internal.
+See :mod:`pipeline.hookspecs` for how a plugin registers components.
 """
 
 from pipeline._version import __version__
@@ -66,6 +67,7 @@ from pipeline.factory import (
 from pipeline.hookspecs import hookimpl
 from pipeline.pdata import Logs, Metrics, Payload, Signal, Traces, payload_type
 from pipeline.registry import Registry
+from pipeline.status import Status
 from pipeline.tasks import supervise
 from pipeline.telemetry import ComponentTelemetry
 
@@ -119,6 +121,7 @@ __all__ = [
     "SharedComponents",
     "Signal",
     "Stability",
+    "Status",
     "Traces",
     "__version__",
     "client_authenticator",

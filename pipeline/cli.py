@@ -1,4 +1,4 @@
-"""The ``pipeline`` command: run, validate, components."""
+"""The ``pipeline`` command: run, validate, components, top."""
 
 from __future__ import annotations
 
@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format", choices=["text", "json"], help="override service.telemetry.logs.encoding"
     )
     run.add_argument(
+        "--watch-config",
+        action="store_true",
+        help="reload the config when its files change (SIGHUP reloads it in any case)",
+    )
+    run.add_argument(
         "--log-level",
         choices=["debug", "info", "warn", "error"],
         help="override service.telemetry.logs.level",
@@ -66,6 +71,24 @@ def _parser() -> argparse.ArgumentParser:
         "--check-endpoints",
         action="store_true",
         help="also check that every endpoint can be bound now",
+    )
+    top = sub.add_parser(
+        "top",
+        help="live per-component view of a running gateway (from its console extension)",
+    )
+    top.add_argument(
+        "--endpoint",
+        default="localhost:55679",
+        help="the console extension's host:port (default localhost:55679)",
+    )
+    top.add_argument("--url", help="the console's base URL instead (http://... or https://...)")
+    top.add_argument("--token", help="the bearer token, when the console has auth")
+    top.add_argument("--token-file", metavar="FILE", help="read the token from this file")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--cacert", metavar="FILE", help="CA file to verify an HTTPS console")
+    top.add_argument(
+        "--insecure", action="store_true", help="do not verify an HTTPS console's certificate"
     )
     components = sub.add_parser("components", help="list every registered component type")
     components.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -91,6 +114,10 @@ def _load(files: list[str]) -> Config | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or "info", "json" if args.log_format == "json" else "console")
+    from pipeline.reload import fingerprint
+
+    files = args.config or [default_config_path()]
+    read = fingerprint(files) if args.watch_config else None
     config = _load(args.config)
     if config is None:
         return 1
@@ -113,13 +140,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             FDS.reserve,
         )
     service = Service(config)
+    service.config_files = files
+    service.config_fingerprint = read
 
     async def main() -> int:
         trimmer = PeriodicTrim(trim) if trim is not None else None
         if trimmer is not None:
             trimmer.start()
         try:
-            return await service.run(freeze_gc=True)
+            return await service.run(freeze_gc=True, watch_config=args.watch_config)
         finally:
             if trimmer is not None:
                 trimmer.cancel()
@@ -157,6 +186,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"  warning: {warning}", file=sys.stderr)
     print(f"configuration is valid: {len(config.pipelines)} pipeline(s)")
     return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    import ssl
+
+    from pipeline.top import run
+
+    url = args.url or f"http://{args.endpoint}"
+    token = args.token
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            print(f"pipeline top: cannot read {args.token_file}: {exc.strerror}", file=sys.stderr)
+            return 1
+    context = None
+    if url.startswith("https://"):
+        context = ssl.create_default_context(cafile=args.cacert)
+        if args.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    if args.interval <= 0:
+        print("pipeline top: --interval must be positive", file=sys.stderr)
+        return 2
+    return run(url, token, args.interval, args.once, context)
 
 
 def cmd_components(args: argparse.Namespace) -> int:
@@ -197,7 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    handler = {"run": cmd_run, "validate": cmd_validate, "components": cmd_components}[args.command]
+    handler = {
+        "run": cmd_run,
+        "validate": cmd_validate,
+        "components": cmd_components,
+        "top": cmd_top,
+    }[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pipeline.ratelimit import LogLimiter
 
 if TYPE_CHECKING:
+    from pipeline.status import ProviderEntry, ServiceSnapshot
     from pipeline.telemetry import ComponentTelemetry
 
 _TYPE_RE = re.compile(r"^[a-zA-Z][0-9a-zA-Z_]{0,62}$")
@@ -76,7 +77,7 @@ class ComponentID:
 
 
 class Host(Protocol):
-    """What the running service offers its components."""
+    """What the running service offers its components (see :mod:`pipeline.status`)."""
 
     def get_extension(self, component_id: ComponentID) -> Any | None:
         """The running extension with this ID, or ``None``."""
@@ -84,10 +85,20 @@ class Host(Protocol):
     def report_status(
         self, component: str, status: str, error: BaseException | None = None
     ) -> None:
-        """Report a component's status (``ok``, ``recoverable_error``, ``permanent_error``...)."""
+        """Report a component's status (a :class:`pipeline.Status`: ``ok``,
+        ``recoverable_error``, ``permanent_error``...); ``component`` is
+        ``settings.instance``."""
 
     def report_fatal_error(self, error: BaseException) -> None:
         """Ask the service to shut down because this component cannot go on."""
+
+    def snapshot(self, counters: bool = True) -> ServiceSnapshot:
+        """The pipelines, every running instance with its status, counters (unless
+        ``counters`` is false) and sending queues, and the reload history: plain data."""
+
+    def providers(self, interface: type) -> list[ProviderEntry]:
+        """The providers of ``interface`` (a :class:`pipeline.status.Provider` subclass) the
+        running components registered with :meth:`CreateSettings.provide`."""
 
 
 @dataclass
@@ -105,6 +116,12 @@ class CreateSettings:
     extra: dict[str, Any] = field(default_factory=dict)
     instance: str = ""
     log_limiter: LogLimiter = field(default_factory=LogLimiter, repr=False, compare=False)
+    providers: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    def provide(self, provider: Any) -> None:
+        """Offer ``provider`` (an object implementing a :class:`pipeline.status.Provider`
+        interface) to other components through :meth:`Host.providers`."""
+        self.providers.append(provider)
 
     @property
     def name(self) -> str:

@@ -39,6 +39,7 @@ import asyncio
 import logging
 import random
 import struct
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -56,6 +57,7 @@ from pipeline.errors import (
     RetryableError,
 )
 from pipeline.pdata import Payload, Signal, payload_type
+from pipeline.status import ExporterState, ExporterStateProvider
 from pipeline.storage import Record, SegmentLog, StorageError, StorageExtension
 from pipeline.tasks import supervise
 
@@ -201,8 +203,10 @@ class Backoff:
         return delay
 
 
-class ExporterHelper(Component):
-    """Queue + retry + timeout around an exporter's ``send``. Also a consumer."""
+class ExporterHelper(Component, ExporterStateProvider):
+    """Queue + retry + timeout around an exporter's ``send``. Also a consumer; offered to
+    other components as an :class:`pipeline.status.ExporterStateProvider` (its queue and
+    failures show in :meth:`pipeline.Host.snapshot`)."""
 
     mutates_data = False
 
@@ -244,6 +248,8 @@ class ExporterHelper(Component):
         self._shutdown_done = False
         self.consecutive_failures = 0
         self.last_error: str | None = None
+        self.last_error_time: float | None = None
+        settings.provide(self)
         tel = settings.telemetry
         self._queue_gauge = tel.service.gauge(
             "otelcol_exporter_queue_size",
@@ -273,6 +279,21 @@ class ExporterHelper(Component):
     @property
     def queue_capacity(self) -> int:
         return self.config.sending_queue.queue_size if self.config.sending_queue.enabled else 0
+
+    def exporter_state(self) -> ExporterState:
+        return ExporterState(
+            str(self.signal),
+            self.queue_size,
+            self.queue_capacity,
+            self.consecutive_failures,
+            self.last_error,
+            self.last_error_time,
+        )
+
+    def _failed(self, error: BaseException) -> None:
+        self.consecutive_failures += 1
+        self.last_error = str(error)
+        self.last_error_time = time.time()
 
     async def consume(self, data: Payload) -> None:
         n = data.item_count()
@@ -611,8 +632,7 @@ class ExporterHelper(Component):
                     return
                 if isinstance(error, RequestTooLargeError):
                     break  # sent in parts below, outside this attempt's accounting
-                self.consecutive_failures += 1
-                self.last_error = str(error)
+                self._failed(error)
                 if isinstance(error, PermanentError) or not self._retry.enabled:
                     tel.send_failed(self.signal, n)
                     self.settings.logger.error(
@@ -664,8 +684,7 @@ class ExporterHelper(Component):
         """The receiving side refused ``data`` as too large: send it in halves."""
         parts = data.split(max(1, n // 2)) if n > 1 else [data]
         if len(parts) < 2:
-            self.consecutive_failures += 1
-            self.last_error = str(error)
+            self._failed(error)
             self.settings.telemetry.send_failed(self.signal, n)
             self.settings.logger.error(
                 "export failed, dropping data: a single %s is too large for the receiving "

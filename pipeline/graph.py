@@ -9,21 +9,25 @@ into the exporters.
 
 from __future__ import annotations
 
+import asyncio
 import graphlib
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.auth import auth_references
 from pipeline.component import ComponentID, CreateSettings, Kind
 from pipeline.config import Config, PipelineConfig, PipelineID
 from pipeline.configtypes import ComponentConfig
 from pipeline.confmap import RawConfig
 from pipeline.consumer import Consumer, IsolatedConsumer, fan_out
 from pipeline.durability import WriteAheadLog, carry_current
-from pipeline.errors import ConfigError, ConsumeError
+from pipeline.errors import ConfigError, ConsumeError, RetryableError
 from pipeline.factory import ConnectorFactory
 from pipeline.pdata import Payload, Signal
 from pipeline.telemetry import ComponentTelemetry, SelfTelemetry, component_logger
+
+GATE_WAIT = 30.0  # how long data waits for an exporter being replaced by a reload to start
 
 
 def check_cycles(
@@ -65,13 +69,17 @@ def check_cycles(
 
 
 class ObservedConsumer:
-    """Counts what a receiver pushes into its pipelines: accepted or refused."""
+    """Counts what a receiver pushes into its pipelines: accepted or refused. Its ``inner`` is
+    re-pointed when a config reload changes the pipelines a kept receiver feeds."""
 
     mutates_data = False
 
     def __init__(self, inner: Consumer, telemetry: ComponentTelemetry) -> None:
         self.inner = inner
         self.telemetry = telemetry
+
+    def retarget(self, inner: Consumer) -> None:
+        self.inner = inner
 
     async def consume(self, data: Payload) -> None:
         n = data.item_count()
@@ -88,7 +96,8 @@ class ObservedConsumer:
 
 
 class _CountingConsumer:
-    """Counts the items a processor passes on (``otelcol_processor_outgoing_items``)."""
+    """Counts the items a processor passes on (``otelcol_processor_outgoing_items``): the
+    processor's next consumer, re-pointed when a reload changes what follows it."""
 
     mutates_data = False
 
@@ -97,9 +106,28 @@ class _CountingConsumer:
         self.telemetry = telemetry
         self.mutates_data = inner.mutates_data
 
+    def retarget(self, inner: Consumer) -> None:
+        self.inner = inner
+        self.mutates_data = inner.mutates_data
+
     async def consume(self, data: Payload) -> None:
         self.telemetry.outgoing(data.signal, data.item_count())
         # a payload the processor built during its consume call carries the input's tokens
+        await self.inner.consume(carry_current(data))
+
+
+class _ConnectorOutput(_CountingConsumer):
+    """What a connector passes into its pipelines (``otelcol_connector_outgoing_items``)."""
+
+    def __init__(
+        self, inner: Consumer, telemetry: ComponentTelemetry, source: Signal, target: Signal
+    ) -> None:
+        super().__init__(inner, telemetry)
+        self.source = source
+        self.target = target
+
+    async def consume(self, data: Payload) -> None:
+        self.telemetry.connector_items("outgoing", self.source, self.target, data.item_count())
         await self.inner.consume(carry_current(data))
 
 
@@ -116,6 +144,38 @@ class _ProcessorEntry:
         await self.processor.consume(data)
 
 
+class _Incoming:
+    """Counts the items an exporter takes in (``otelcol_exporter_incoming_items``), or a
+    connector (``otelcol_connector_incoming_items``), then hands them over isolated. An
+    exporter created by a config reload that must wait for the one it replaces has a gate:
+    data waits for it to start (at most ``GATE_WAIT``, then the sender is asked to retry)."""
+
+    def __init__(self, inner: IsolatedConsumer, node: Node) -> None:
+        self.inner = inner
+        self.telemetry = inner.settings.telemetry
+        self.mutates_data = inner.mutates_data
+        self.source, _, target = node.signal.partition(" -> ")
+        self.target = target
+        self.gate = node.gate
+        self.label = node.label
+
+    async def consume(self, data: Payload) -> None:
+        gate = self.gate
+        if gate is not None and not gate.is_set():
+            try:
+                await asyncio.wait_for(gate.wait(), GATE_WAIT)
+            except TimeoutError:
+                raise RetryableError(
+                    f"{self.label} is being replaced by a config reload", retry_after=1.0
+                ) from None
+        n = data.item_count()
+        if self.target:
+            self.telemetry.connector_items("incoming", self.source, self.target, n)
+        else:
+            self.telemetry.incoming(data.signal, n)
+        await self.inner.consume(data)
+
+
 @dataclass(eq=False)
 class Node:
     """One running instance in the graph."""
@@ -126,27 +186,51 @@ class Node:
     component: Any = None
     downstream: list[Node] = field(default_factory=list)
     settings: CreateSettings | None = None
+    signal: str = ""  # "traces"; "traces -> metrics" for a connector; "" for an extension
+    pipelines: list[PipelineID] = field(default_factory=list)
+    config: ComponentConfig | None = None
+    output: Any = None  # the link it passes data to (retarget() on a reload)
+    reused: bool = False  # taken over from the graph a reload replaced
+    gate: asyncio.Event | None = None  # an exporter a reload created: set once it may take data
 
     def consumer(self) -> Consumer:
-        """The component as its upstream sees it: behind the engine's failure isolation."""
+        """The component as its upstream sees it: behind the engine's failure isolation,
+        its incoming items counted."""
         assert self.settings is not None
-        return IsolatedConsumer(self.component, self.settings)
+        return _Incoming(IsolatedConsumer(self.component, self.settings), self)
 
 
 class Graph:
-    """Builds every component of a config and orders them for start and shutdown."""
+    """Builds every component of a config and orders them for start and shutdown.
 
-    def __init__(self, config: Config, telemetry: SelfTelemetry) -> None:
+    With ``previous`` (a config reload), an instance whose config did not change is taken over
+    from the previous graph instead of being created again (``Node.reused``); what it passes
+    data to is re-pointed by :meth:`rewire`, once the new components have started. A component
+    is created again when its config changed, when an extension its options name is created
+    again, or (a receiver) when the signals it serves changed.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        telemetry: SelfTelemetry,
+        previous: Graph | None = None,
+    ) -> None:
         self.config = config
         self.telemetry = telemetry
+        self.previous = previous
         self.nodes: list[Node] = []
         self._exporters: dict[tuple[ComponentID, Signal], Node] = {}
         self._connectors: dict[tuple[ComponentID, Signal, Signal], Node] = {}
         self._entries: dict[PipelineID, tuple[Consumer, list[Node]]] = {}
         self.extensions: dict[ComponentID, Node] = {}
+        self._by_key: dict[tuple[Any, ...], Node] = {}
+        self._rewiring: list[tuple[Any, Consumer]] = []
         durability = config.service.durability
         self.wal: WriteAheadLog | None = None
-        if durability is not None:
+        if previous is not None:
+            self.wal = previous.wal
+        elif durability is not None:
             self.wal = WriteAheadLog(
                 ComponentID.parse(durability.storage),
                 None
@@ -167,39 +251,109 @@ class Graph:
         self.nodes.append(node)
         return node
 
+    # -- taking instances over on a reload ----------------------------------------------------
+    def _previous(self, key: tuple[Any, ...], cfg: ComponentConfig) -> Node | None:
+        """The previous graph's instance for ``key`` if it can be kept as it is."""
+        prev = self.previous
+        if prev is None:
+            return None
+        old = prev._by_key.get(key)
+        if old is None or old.config != cfg or type(old.config) is not type(cfg):
+            return None
+        for ref in _extension_ids(cfg):
+            ext = self.extensions.get(ref)
+            if ext is None or not ext.reused:
+                return None  # it would keep using the extension being replaced
+        return old
+
+    def _take_over(self, node: Node, old: Node) -> Node:
+        node.component = old.component
+        node.settings = old.settings
+        node.output = old.output
+        node.reused = True
+        return node
+
+    def rewire(self) -> None:
+        """Point the kept instances at what follows them in this graph (synchronous: no data
+        moves while it runs)."""
+        for link, inner in self._rewiring:
+            link.retarget(inner)
+        self._rewiring.clear()
+
+    # -- building -------------------------------------------------------------------------------
     def build(self) -> None:
         """Create every component, wired to its consumers."""
         cfg = self.config
-        for cid in cfg.extensions:
-            factory = cfg.factory(Kind.EXTENSION, cid)
+        built: dict[ComponentID, Node] = {}
+        # extensions naming no other extension first: whether those that name one (an
+        # authenticator) are kept depends on them
+        ordered = sorted(
+            cfg.extensions,
+            key=lambda c: bool(_extension_ids(cfg.components[Kind.EXTENSION][c])),
+        )
+        for cid in ordered:
             label = f"extension {cid}"
-            settings = self._settings(Kind.EXTENSION, cid, label)
-            comp = factory.create(  # type: ignore[attr-defined]
-                settings, cfg.components[Kind.EXTENSION][cid]
-            )
-            self.extensions[cid] = Node(Kind.EXTENSION, cid, label, comp, settings=settings)
+            ext_cfg = cfg.components[Kind.EXTENSION][cid]
+            node = Node(Kind.EXTENSION, cid, label, config=ext_cfg)
+            old = self._previous(("extension", cid), ext_cfg)
+            if old is not None:
+                self._take_over(node, old)
+            else:
+                factory = cfg.factory(Kind.EXTENSION, cid)
+                node.settings = self._settings(Kind.EXTENSION, cid, label)
+                node.component = factory.create(  # type: ignore[attr-defined]
+                    node.settings, ext_cfg
+                )
+            built[cid] = self.extensions[cid] = node
+            self._by_key[("extension", cid)] = node
+        self.extensions = {cid: built[cid] for cid in cfg.extensions}  # started in this order
         receivers: dict[tuple[ComponentID, Signal], list[PipelineID]] = {}
         for pid, pipe in cfg.pipelines.items():
             for rid in pipe.receivers:
                 if rid in cfg.components[Kind.RECEIVER]:
                     receivers.setdefault((rid, pid.signal), []).append(pid)
         for (rid, signal), pids in receivers.items():
-            node = self._add(Node(Kind.RECEIVER, rid, f"receiver {rid} ({signal})"))
+            rcfg = cfg.components[Kind.RECEIVER][rid]
+            node = self._add(
+                Node(
+                    Kind.RECEIVER,
+                    rid,
+                    f"receiver {rid} ({signal})",
+                    signal=str(signal),
+                    pipelines=list(pids),
+                    config=rcfg,
+                )
+            )
             consumers = []
             for pid in pids:
                 entry, first_nodes = self._pipeline_entry(pid)
                 consumers.append(entry)
                 node.downstream.extend(first_nodes)
-            settings = node.settings = self._settings(Kind.RECEIVER, rid, node.label)
+            old = self._previous(("receiver", rid, signal), rcfg)
+            if old is not None and self._signals_of(rid) != self._signals_of(rid, self.previous):
+                old = None  # a receiver serves its signals together: created again
+            settings = old.settings if old is not None else None
+            if settings is None:
+                settings = self._settings(Kind.RECEIVER, rid, node.label)
             inner = fan_out(consumers)
             if self.wal is not None and self.wal.covers(rid):
                 # durable acknowledgements: the request is logged before the receiver answers
                 inner = self.wal.entry(rid, signal, inner, settings.telemetry)
-            consumer = ObservedConsumer(inner, settings.telemetry)
-            factory = cfg.factory(Kind.RECEIVER, rid)
-            node.component = factory.create(  # type: ignore[attr-defined]
-                signal, settings, cfg.components[Kind.RECEIVER][rid], consumer
-            )
+            if old is not None:
+                self._take_over(node, old)
+                self._rewiring.append((old.output, inner))
+            else:
+                node.settings = settings
+                node.output = ObservedConsumer(inner, settings.telemetry)
+                factory = cfg.factory(Kind.RECEIVER, rid)
+                node.component = factory.create(  # type: ignore[attr-defined]
+                    signal, settings, rcfg, node.output
+                )
+            self._by_key[("receiver", rid, signal)] = node
+
+    def _signals_of(self, rid: ComponentID, graph: Graph | None = None) -> set[Signal]:
+        config = (graph or self).config
+        return {pid.signal for pid, pipe in config.pipelines.items() if rid in pipe.receivers}
 
     def _pipeline_entry(self, pid: PipelineID) -> tuple[Consumer, list[Node]]:
         """The consumer that receives a pipeline's data, and the node(s) it enters."""
@@ -213,28 +367,43 @@ class Graph:
         for eid in pipe.exporters:
             if eid in cfg.components[Kind.EXPORTER]:
                 node = self._exporter(eid, signal)
+                node.pipelines.append(pid)
                 tail_nodes.append(node)
                 tail_consumers.append(node.consumer())
             else:
                 for node in self._connector_nodes(eid, signal):
+                    node.pipelines.append(pid)
                     tail_nodes.append(node)
                     tail_consumers.append(node.consumer())
         next_consumer: Consumer = fan_out(tail_consumers)
         next_nodes = tail_nodes
         for proc_id in reversed(pipe.processors):
             label = f"processor {proc_id} (pipeline {pid})"
-            settings = self._settings(Kind.PROCESSOR, proc_id, label)
-            factory = cfg.factory(Kind.PROCESSOR, proc_id)
-            proc = factory.create(  # type: ignore[attr-defined]
-                signal,
-                settings,
-                cfg.components[Kind.PROCESSOR][proc_id],
-                _CountingConsumer(next_consumer, settings.telemetry),
+            pcfg = cfg.components[Kind.PROCESSOR][proc_id]
+            node = Node(
+                Kind.PROCESSOR,
+                proc_id,
+                label,
+                downstream=list(next_nodes),
+                signal=str(signal),
+                pipelines=[pid],
+                config=pcfg,
             )
-            node = self._add(
-                Node(Kind.PROCESSOR, proc_id, label, proc, list(next_nodes), settings=settings)
-            )
-            next_consumer = _ProcessorEntry(proc, settings)
+            old = self._previous(("processor", pid, proc_id), pcfg)
+            if old is not None:
+                self._take_over(node, old)
+                self._rewiring.append((old.output, next_consumer))
+            else:
+                node.settings = self._settings(Kind.PROCESSOR, proc_id, label)
+                node.output = _CountingConsumer(next_consumer, node.settings.telemetry)
+                factory = cfg.factory(Kind.PROCESSOR, proc_id)
+                node.component = factory.create(  # type: ignore[attr-defined]
+                    signal, node.settings, pcfg, node.output
+                )
+            assert node.settings is not None
+            self._add(node)
+            self._by_key[("processor", pid, proc_id)] = node
+            next_consumer = _ProcessorEntry(node.component, node.settings)
             next_nodes = [node]
         self._entries[pid] = (next_consumer, next_nodes)
         return self._entries[pid]
@@ -242,15 +411,23 @@ class Graph:
     def _exporter(self, eid: ComponentID, signal: Signal) -> Node:
         key = (eid, signal)
         if key not in self._exporters:
-            factory = self.config.factory(Kind.EXPORTER, eid)
             label = f"exporter {eid} ({signal})"
-            settings = self._settings(Kind.EXPORTER, eid, label)
-            comp = factory.create(  # type: ignore[attr-defined]
-                signal, settings, self.config.components[Kind.EXPORTER][eid]
-            )
-            self._exporters[key] = self._add(
-                Node(Kind.EXPORTER, eid, label, comp, settings=settings)
-            )
+            ecfg = self.config.components[Kind.EXPORTER][eid]
+            node = Node(Kind.EXPORTER, eid, label, signal=str(signal), config=ecfg)
+            old = self._previous(("exporter", eid, signal), ecfg)
+            if old is not None:
+                self._take_over(node, old)
+            else:
+                if self.previous is not None:
+                    node.gate = asyncio.Event()
+                    node.gate.set()
+                factory = self.config.factory(Kind.EXPORTER, eid)
+                node.settings = self._settings(Kind.EXPORTER, eid, label)
+                node.component = factory.create(  # type: ignore[attr-defined]
+                    signal, node.settings, ecfg
+                )
+            self._exporters[key] = self._add(node)
+            self._by_key[("exporter", eid, signal)] = node
         return self._exporters[key]
 
     def _connector_nodes(self, cid: ComponentID, from_signal: Signal) -> list[Node]:
@@ -268,21 +445,31 @@ class Graph:
             key = (cid, from_signal, to_signal)
             if key not in self._connectors:
                 label = f"connector {cid} ({from_signal} -> {to_signal})"
-                node = Node(Kind.CONNECTOR, cid, label)
-                node.settings = self._settings(Kind.CONNECTOR, cid, label)
+                ccfg = cfg.components[Kind.CONNECTOR][cid]
+                node = Node(
+                    Kind.CONNECTOR, cid, label, signal=f"{from_signal} -> {to_signal}", config=ccfg
+                )
+                # registered before its pipelines are built: they cannot lead back to it
+                self._connectors[key] = node
                 consumers = []
                 for pid in pids:
                     entry, first = self._pipeline_entry(pid)
                     consumers.append(entry)
                     node.downstream.extend(first)
-                node.component = factory.create(
-                    from_signal,
-                    to_signal,
-                    node.settings,
-                    cfg.components[Kind.CONNECTOR][cid],
-                    fan_out(consumers),
-                )
-                self._connectors[key] = self._add(node)
+                old = self._previous(("connector", *key), ccfg)
+                if old is not None:
+                    self._take_over(node, old)
+                    self._rewiring.append((old.output, fan_out(consumers)))
+                else:
+                    node.settings = self._settings(Kind.CONNECTOR, cid, label)
+                    node.output = _ConnectorOutput(
+                        fan_out(consumers), node.settings.telemetry, from_signal, to_signal
+                    )
+                    node.component = factory.create(
+                        from_signal, to_signal, node.settings, ccfg, node.output
+                    )
+                self._add(node)
+                self._by_key[("connector", *key)] = node
             nodes.append(self._connectors[key])
         return nodes
 
@@ -302,3 +489,14 @@ class Graph:
             seen.add(id(node.component))
             out.append(node)
         return out
+
+
+def _extension_ids(cfg: ComponentConfig) -> list[ComponentID]:
+    """The extensions a component's options name (authenticators, storage)."""
+    out = [auth.component_id for _, auth in auth_references(cfg)]
+    for _path, ext, _what in cfg.extension_references():
+        try:
+            out.append(ComponentID.parse(ext))
+        except ValueError:
+            continue
+    return out

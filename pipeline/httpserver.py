@@ -58,6 +58,16 @@ def body_read(request: web.Request) -> None:
         edge.read_done()
 
 
+def response_streams(request: web.Request) -> None:
+    """Tell the edge the handler streams its response (server-sent events): the connection
+    stays as long as the client reads; ``write_timeout`` bounds how long a write may wait for
+    the client instead of the whole response."""
+    holder = request.app.get(_LISTENER)
+    edge = http_edge(request.transport, holder[0] if holder else None)
+    if edge is not None:
+        edge.streaming()
+
+
 def _log_with(logger: logging.Logger | logging.LoggerAdapter[Any]) -> Callable[..., Any]:
     from pipeline.ratelimit import LogLimiter
 

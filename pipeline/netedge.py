@@ -248,6 +248,57 @@ class EdgeConnection(Protocol):
         out to be busy (it is kept)."""
 
 
+class SocketHandover:
+    """Listening sockets kept open across a config reload.
+
+    While a reload runs (:meth:`begin` ... :meth:`end`), a listener that closes parks its
+    listening sockets here instead of closing them, and a listener that starts on the same
+    address takes them over: the socket never stops listening, so a client connecting while
+    the receiver behind it is replaced waits in the kernel's backlog instead of being
+    refused. Sockets nobody took over are closed by :meth:`end`."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self._parked: dict[tuple[int, Any], list[socket.socket]] = {}
+
+    def begin(self) -> None:
+        self.active += 1
+
+    def park(self, sock: socket.socket) -> bool:
+        """Keep ``sock`` for a listener of the same address; ``False`` when no reload runs."""
+        if not self.active:
+            return False
+        try:
+            key = (sock.family, sock.getsockname())
+        except OSError:
+            return False
+        self._parked.setdefault(key, []).append(sock)
+        return True
+
+    def take(self, family: int, addr: Any) -> socket.socket | None:
+        """A parked listening socket bound to ``addr``, or ``None``."""
+        socks = self._parked.get((family, addr))
+        if not socks:
+            return None
+        sock = socks.pop()
+        if not socks:
+            del self._parked[(family, addr)]
+        return sock
+
+    def end(self) -> None:
+        """The reload is over: close what was not taken over."""
+        self.active = max(self.active - 1, 0)
+        if self.active:
+            return
+        for socks in self._parked.values():
+            for sock in socks:
+                sock.close()
+        self._parked.clear()
+
+
+HANDOVER = SocketHandover()
+
+
 class Listener:
     """Accepts connections on one endpoint (every address it resolves to) with the limits.
 
@@ -307,6 +358,10 @@ class Listener:
                 if (family, addr) in seen:
                     continue
                 seen.add((family, addr))
+                parked = HANDOVER.take(family, addr)
+                if parked is not None:  # listening all along (a config reload)
+                    self._sockets.append(parked)
+                    continue
                 sock = socket.socket(family, stype, proto)
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -349,7 +404,8 @@ class Listener:
             if self._loop is not None and sock not in self._paused:
                 with contextlib.suppress(Exception):
                     self._loop.remove_reader(sock.fileno())
-            sock.close()
+            if not HANDOVER.park(sock):
+                sock.close()
         self._sockets = []
         self._paused.clear()
 
@@ -584,6 +640,7 @@ class HTTPEdge(asyncio.Protocol):
     BUSY: ClassVar[int] = 1
     WRITING: ClassVar[int] = 2
     IDLE: ClassVar[int] = 3
+    STREAMING: ClassVar[int] = 4  # a response written as it happens (server-sent events)
 
     def __init__(self, inner: asyncio.Protocol, listener: Listener, limits: HTTPServerLimits):
         self.inner = inner
@@ -595,6 +652,7 @@ class HTTPEdge(asyncio.Protocol):
         self.busy_since = 0.0
         self.reading = True  # the request's body is not read yet
         self.pending = 0  # unfinished request bytes (in BUDGET)
+        self.stalled_since = 0.0  # STREAMING: when the client stopped reading (0: it reads)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- asyncio.Protocol, forwarded --------------------------------------------------------------
@@ -674,6 +732,14 @@ class HTTPEdge(asyncio.Protocol):
         self.read_done()
         self.state = self.WRITING
 
+    def streaming(self) -> None:
+        """The handler streams its response for as long as the client stays (server-sent
+        events): instead of a deadline for the whole response, ``write_timeout`` bounds how
+        long written data may wait for the client to read it."""
+        self.read_done()
+        self.state = self.STREAMING
+        self.stalled_since = 0.0
+
     # -- limits ----------------------------------------------------------------------------------
     def edge_check(self, now: float) -> None:
         transport = self.transport
@@ -699,11 +765,18 @@ class HTTPEdge(asyncio.Protocol):
                     self.listener.set_idle(self, True)
             elif lim.write_timeout and now - self.busy_since > lim.write_timeout:
                 self._abort("write_timeout", "the client did not read the response in time")
+        elif state == self.STREAMING:
+            if transport.get_write_buffer_size() == 0:
+                self.stalled_since = 0.0
+            elif not self.stalled_since:
+                self.stalled_since = now
+            elif lim.write_timeout and now - self.stalled_since > lim.write_timeout:
+                self._abort("write_timeout", "the client did not read the stream in time")
         elif lim.idle_timeout and now - self.since > lim.idle_timeout:
             transport.close()
 
     def edge_evict(self) -> bool:
-        if self.state == self.BUSY:
+        if self.state == self.BUSY or self.state == self.STREAMING:
             return False
         if self.transport is not None:
             self.transport.close()

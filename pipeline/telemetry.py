@@ -181,6 +181,66 @@ class SelfTelemetry:
         """The telemetry view of one component."""
         return ComponentTelemetry(self, kind, str(component_id))
 
+    def component_samples(self) -> dict[tuple[str, str, str], dict[str, float]]:
+        """Every counter and gauge sample labelled with a component, keyed by ``(kind,
+        component ID, signal)`` (signal ``""`` when the sample names none; ``"traces ->
+        metrics"`` for a connector's), each a map of short names (``accepted``, ``incoming``,
+        ``queue_size``, ``dropped``...: the metric's name without ``otelcol_<kind>_``, the
+        item suffix and ``_total``) to values summed over the other labels. For the status
+        snapshot (:meth:`pipeline.Host.snapshot`): the same values ``/metrics`` shows."""
+        out: dict[tuple[str, str, str], dict[str, float]] = {}
+        for name, metric in list(self._metrics.items()):
+            if isinstance(metric, Histogram):
+                continue
+            short_kind = _kind_of(name)
+            if short_kind is None:
+                continue
+            kind, prefix = short_kind
+            short = name[len(prefix) :]
+            implied = ""
+            for suffix, signal in _ITEM_SUFFIXES:
+                if short.endswith(suffix):
+                    short = short[: -len(suffix)]
+                    implied = signal
+                    break
+            for family in metric.collect():
+                for sample in family.samples:
+                    if sample.name.endswith("_created"):
+                        continue
+                    labels = sample.labels
+                    component = labels.get(kind) if kind != "component" else None
+                    sample_kind = kind
+                    if kind == "component":  # otelcol_component_*{kind, component}
+                        sample_kind = labels.get("kind", "")
+                        component = labels.get("component")
+                    if component is None:
+                        continue
+                    if "from_signal" in labels:
+                        signal = f"{labels['from_signal']} -> {labels.get('to_signal', '')}"
+                    else:
+                        signal = labels.get("otel_signal") or labels.get("data_type") or implied
+                    values = out.setdefault((sample_kind, component, signal), {})
+                    values[short] = values.get(short, 0.0) + sample.value
+        return out
+
+
+_KINDS = tuple(str(k) for k in Kind)
+_ITEM_SUFFIXES = (
+    ("_spans", "traces"),
+    ("_metric_points", "metrics"),
+    ("_log_records", "logs"),
+    ("_items", ""),
+)
+
+
+def _kind_of(name: str) -> tuple[str, str] | None:
+    """The component label of an ``otelcol_<kind>_*`` metric and the prefix to strip."""
+    for kind in (*_KINDS, "component"):
+        prefix = f"otelcol_{kind}_"
+        if name.startswith(prefix):
+            return kind, prefix
+    return None
+
 
 class ComponentTelemetry:
     """Counters of one component, labelled as the Collector labels them."""
@@ -256,8 +316,9 @@ class ComponentTelemetry:
         """Items whose sending is being retried."""
         self._counter("retried", signal, "Items whose sending was retried.").inc(n)
 
-    # processors
+    # processors and exporters
     def incoming(self, signal: Signal, n: int) -> None:
+        """Items the processor (exporter) was given: ``otelcol_<kind>_incoming_items``."""
         self._items("incoming", signal, n)
 
     def outgoing(self, signal: Signal, n: int) -> None:
@@ -267,12 +328,28 @@ class ComponentTelemetry:
         key = (direction, signal)
         child = self._children.get(key)
         if child is None:
+            label = str(self.kind)
             metric = self.service.counter(
-                f"otelcol_processor_{direction}_items",
-                f"Items {direction} to/from the processor.",
-                ("processor", "otel_signal"),
+                f"otelcol_{label}_{direction}_items",
+                f"Items {direction} to/from the {label}.",
+                (label, "otel_signal"),
             )
             child = metric.labels(self.name, str(signal))
+            self._children[key] = child
+        child.inc(n)
+
+    def connector_items(self, direction: str, source: str, target: str, n: int) -> None:
+        """Items a connector takes in (``incoming``, from a pipeline of ``source``) or passes
+        into its pipelines (``outgoing``, of ``target``)."""
+        key = (direction, f"{source}->{target}")
+        child = self._children.get(key)
+        if child is None:
+            metric = self.service.counter(
+                f"otelcol_connector_{direction}_items",
+                f"Items {direction} to/from the connector, by the signals it joins.",
+                ("connector", "from_signal", "to_signal"),
+            )
+            child = metric.labels(self.name, str(source), str(target))
             self._children[key] = child
         child.inc(n)
 

@@ -18,6 +18,7 @@ unknown options.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -35,6 +36,7 @@ from pipeline.factory import (
     ReceiverFactory,
 )
 from pipeline.pdata import PAYLOAD_TYPES, Payload, Signal
+from pipeline.status import ProviderEntry, ServiceSnapshot
 from pipeline.telemetry import SelfTelemetry, component_logger
 
 
@@ -70,6 +72,12 @@ class StubHost:
 
     def report_fatal_error(self, error: BaseException) -> None:
         self.fatal.append(error)
+
+    def snapshot(self, counters: bool = True) -> ServiceSnapshot:
+        return ServiceSnapshot(time.time(), time.time(), 1, (), ())
+
+    def providers(self, interface: type) -> list[ProviderEntry]:
+        return []
 
 
 def create_settings(kind: Kind, type_: str, name: str = "") -> CreateSettings:

@@ -53,6 +53,9 @@ install_test_programs() {
   command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
   # Apache's htpasswd: the basicauth extension's tests read the files it writes
   command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+  # Chromium, driven by Playwright in the console's browser tests (Playwright's own browser
+  # download does not work here: the tests use /usr/bin/chromium)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   # npm jaeger-client used by tests/plugins/test_jaegerreceiver.py (pinned by its package-lock.json)
   if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     missing+=(nodejs npm)

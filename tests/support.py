@@ -104,11 +104,15 @@ class GatewayProcess:
     """``pipeline run`` as a subprocess, with JSON logs collected."""
 
     def __init__(
-        self, *config_paths: Path | str, env: dict[str, str] | None = None, preexec_fn: Any = None
+        self,
+        *config_paths: Path | str,
+        env: dict[str, str] | None = None,
+        preexec_fn: Any = None,
+        args: tuple[str, ...] = (),
     ) -> None:
-        args = [sys.executable, "-m", "pipeline", "run", "--log-format", "json"]
+        args = (sys.executable, "-m", "pipeline", "run", "--log-format", "json", *args)
         for p in config_paths:
-            args += ["--config", str(p)]
+            args += ("--config", str(p))
         self.log_path = Path(tempfile.mkstemp(prefix="gateway-", suffix=".log")[1])
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(

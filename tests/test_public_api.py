@@ -54,6 +54,7 @@ INTENDED = {
     "SharedComponents",
     "Signal",
     "Stability",
+    "Status",
     "Traces",
     "__version__",
     "current_client",

@@ -37,6 +37,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipeline import Consumer, CreateSettings, Payload
+from pipeline.status import AgentMetricsProvider, GaugeSample
 from plugins._agentconv import (
     OUTCOMES,
     SPAN_KIND_CONSUMER,
@@ -183,8 +184,9 @@ class _SpanView:
         return self._full
 
 
-class AgentMetricsConnector(FlushingConnector):
-    """Aggregates agent metrics from spans; flushes OTLP metrics periodically."""
+class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
+    """Aggregates agent metrics from spans; flushes OTLP metrics periodically. Offers its
+    derived gauges as a :class:`pipeline.status.AgentMetricsProvider`."""
 
     def __init__(
         self, settings: CreateSettings, config: AgentMetricsConfig, next_consumer: Consumer
@@ -200,6 +202,7 @@ class AgentMetricsConnector(FlushingConnector):
         super().__init__(settings, next_consumer, agg, config.metrics_flush_interval)
         self.config = config
         self.names = config.attributes
+        settings.provide(self)
         limit = config.aggregation_cardinality_limit
         exemplars = config.exemplars.max_per_data_point if config.exemplars.enabled else 0
 
@@ -678,28 +681,38 @@ class AgentMetricsConnector(FlushingConnector):
     # -- derived gauges ----------------------------------------------------------------------------
     def before_flush(self, now_ns: int) -> None:
         now = now_ns / 1e9
-        cfg = self.config
         for w in self.windows.values():
             w.prune(now)
         for m in (self.failure_ratio, self.sla_ratio, self.budget_remaining, self.burn_rate):
             m.clear()
+        for metric, labels, value in self._derived(now):
+            metric.set(NO_RESOURCE, labels, value, now_ns)
+
+    def _derived(self, now: float) -> Iterator[tuple[Metric, tuple[tuple[str, str], ...], float]]:
+        """The failure ratio, SLA compliance, error budget and burn rates of every workflow
+        type, over their windows at ``now``."""
+        cfg = self.config
         failure = self.windows[cfg.failure_window]
         budget_window = self.windows[cfg.slo.effective_budget_window]
         for wf_type in failure.types.keys() | budget_window.types.keys():
             label = (("workflow_type", wf_type),)
             total, bad, ok = failure.totals(wf_type, now)
             if total:
-                self.failure_ratio.set(NO_RESOURCE, label, bad / total, now_ns)
+                yield self.failure_ratio, label, bad / total
                 if cfg.sla.objective(wf_type) is not None:
-                    self.sla_ratio.set(NO_RESOURCE, label, ok / total, now_ns)
+                    yield self.sla_ratio, label, ok / total
             budget = 1.0 - cfg.slo.target_for(wf_type)
             for window, name in self._burn_windows:
                 total_w, bad_w, _ = self.windows[window].totals(wf_type, now)
                 if total_w:
-                    self.burn_rate.set(
-                        NO_RESOURCE, (*label, ("window", name)), (bad_w / total_w) / budget, now_ns
-                    )
+                    yield self.burn_rate, (*label, ("window", name)), (bad_w / total_w) / budget
             total_b, bad_b, _ = budget_window.totals(wf_type, now)
             if total_b:
-                remaining = 1.0 - (bad_b / total_b) / budget
-                self.budget_remaining.set(NO_RESOURCE, label, remaining, now_ns)
+                yield self.budget_remaining, label, 1.0 - (bad_b / total_b) / budget
+
+    def agent_gauges(self) -> list[GaugeSample]:
+        """The derived gauges as the next flush would export them (for the ``console``)."""
+        return [
+            GaugeSample(metric.name, dict(labels), value)
+            for metric, labels, value in self._derived(time.time())
+        ]

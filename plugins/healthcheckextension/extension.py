@@ -1,11 +1,12 @@
 """The ``health_check`` extension: liveness and readiness of the gateway over HTTP.
 
-It reads the running service it is started with (the Host): each component's last reported
-status (``Service.statuses``), the exporters' sending queues and failures (every exporter that
-is, or holds, an :class:`pipeline.ExporterHelper`), and the latest results of every
-``healthcheck`` receiver. ``<path>`` answers the overall state, ``<path>/live`` and
-``<path>/ready`` liveness and readiness: HTTP 200 when good, 503 otherwise, a JSON report
-either way.
+It reads the running service through the host's status interface (:mod:`pipeline.status`):
+each component's last reported status (:meth:`pipeline.Host.snapshot`), the sending queues and
+failures of the exporters (their :class:`pipeline.status.ExporterStateProvider`, which every
+:class:`pipeline.ExporterHelper` is), and the latest dependency results of the components
+offering a :class:`pipeline.status.DependencyProvider` (the ``healthcheck`` receivers).
+``<path>`` answers the overall state, ``<path>/live`` and ``<path>/ready`` liveness and
+readiness: HTTP 200 when good, 503 otherwise, a JSON report either way.
 """
 
 from __future__ import annotations
@@ -20,27 +21,17 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline import Component, CreateSettings, ExporterHelper, Host, Kind, server_ssl_context
+from pipeline import Component, CreateSettings, Host, server_ssl_context
 from pipeline.httpserver import Serving, serve
+from pipeline.status import FAILED_STATUSES, DependencyProvider, ExporterStateProvider
 from plugins.healthcheckextension.config import HealthCheckExtensionConfig
 
-# Component statuses (Service.report_status) that mean the gateway cannot go on.
-FATAL_STATUSES = {"permanent_error", "fatal_error"}
+# Component statuses (Host.report_status) that mean the gateway cannot go on.
+FATAL_STATUSES = {str(s) for s in FAILED_STATUSES}
 
 
 def _format_uptime(seconds: float) -> str:
     return f"{seconds:.3f}s"
-
-
-def exporter_helpers(component: Any) -> list[ExporterHelper]:
-    """The exporter helpers of an exporter: itself, or those it holds in an attribute."""
-    if isinstance(component, ExporterHelper):
-        return [component]
-    out: list[ExporterHelper] = []
-    for value in getattr(component, "__dict__", {}).values():
-        if isinstance(value, ExporterHelper):
-            out.append(value)
-    return out
 
 
 @dataclass
@@ -117,48 +108,53 @@ class HealthCheckExtension(Component):
             await asyncio.sleep(period)
 
     # -- evaluation -----------------------------------------------------------------------
-    def _graph_nodes(self) -> list[Any]:
-        graph = getattr(self.host, "graph", None)
-        return list(getattr(graph, "nodes", []))
-
     def _components(self) -> dict[str, dict[str, Any]]:
-        statuses = getattr(self.host, "statuses", {}) or {}
+        if self.host is None:
+            return {}
         out = {}
-        for label, st in sorted(statuses.items()):
+        snapshot = self.host.snapshot(counters=False)
+        for comp in sorted(snapshot.components, key=lambda c: c.instance):
+            st = comp.status
+            if st is None:
+                continue
             entry: dict[str, Any] = {"status": st.status}
             if st.error:
                 entry["error"] = st.error
             if st.timestamp:
                 entry["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.timestamp))
-            out[label] = entry
+            out[comp.instance] = entry
         return out
 
     def _exporters(self, now: float) -> dict[str, dict[str, Any]]:
         ccp = self.config.check_collector_pipeline
         out: dict[str, dict[str, Any]] = {}
-        for node in self._graph_nodes():
-            if node.kind != Kind.EXPORTER:
+        if self.host is None:
+            return out
+        seen: dict[str, int] = {}
+        for entry in self.host.providers(ExporterStateProvider):
+            if entry.kind != "exporter":
                 continue
-            for i, helper in enumerate(exporter_helpers(node.component)):
-                label = node.label if i == 0 else f"{node.label} #{i}"
-                window = self._windows.setdefault(label, _FailureWindow())
-                recent = window.observe(helper.consecutive_failures, now, ccp.interval)
-                out[label] = {
-                    "queue_size": helper.queue_size,
-                    "queue_capacity": helper.queue_capacity,
-                    "consecutive_failures": helper.consecutive_failures,
-                    "recent_failures": recent,
-                    "last_error": helper.last_error,
-                }
+            i = seen[entry.instance] = seen.get(entry.instance, -1) + 1
+            label = entry.instance if i == 0 else f"{entry.instance} #{i}"
+            state = entry.provider.exporter_state()
+            window = self._windows.setdefault(label, _FailureWindow())
+            recent = window.observe(state.consecutive_failures, now, ccp.interval)
+            out[label] = {
+                "queue_size": state.queue_size,
+                "queue_capacity": state.queue_capacity,
+                "consecutive_failures": state.consecutive_failures,
+                "recent_failures": recent,
+                "last_error": state.last_error,
+            }
         return out
 
     def _dependencies(self) -> dict[str, dict[str, Any]]:
-        from plugins.healthcheckreceiver import HealthCheckReceiver
-
         out: dict[str, dict[str, Any]] = {}
-        for node in self._graph_nodes():
-            if node.kind == Kind.RECEIVER and isinstance(node.component, HealthCheckReceiver):
-                out[str(node.id)] = node.component.snapshot()
+        if self.host is None:
+            return out
+        for entry in self.host.providers(DependencyProvider):
+            checks = out.setdefault(entry.id, {})
+            checks.update({k: dict(v) for k, v in entry.provider.dependencies().items()})
         return out
 
     def evaluate(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from pipeline import Component, ConsumeError, Consumer, CreateSettings, Host, Metrics
+from pipeline.status import DependencyProvider
 from pipeline.tasks import supervise
 from plugins._metricbuilder import Point, RequestBuilder
 from plugins.healthcheckreceiver.checks import Check, CheckResult, Status, make_check
@@ -47,13 +48,14 @@ def _tracer() -> Any | None:
     return trace.get_tracer("pipeline.receiver.healthcheck")
 
 
-class HealthCheckReceiver(Component):
+class HealthCheckReceiver(Component, DependencyProvider):
     """Runs the configured checks and emits ``health_check_status``,
     ``health_check_response_time_seconds``, ``health_check_consecutive_failures`` and
     ``health_check_detail``.
 
-    :attr:`results` holds the latest result per check name; the ``health_check`` extension
-    reads it through the service (the Host) it is started with.
+    :attr:`results` holds the latest result per check name; it is offered as a
+    :class:`pipeline.status.DependencyProvider` (the ``health_check`` extension finds it with
+    ``host.providers(DependencyProvider)``).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class HealthCheckReceiver(Component):
         self._tasks: list[asyncio.Task[None]] = []
         self._tracer: Any | None = None
         self._started = False
+        settings.provide(self)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, host: Host) -> None:
@@ -229,3 +232,6 @@ class HealthCheckReceiver(Component):
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """The latest results as JSON-ready dicts, by check name."""
         return {name: r.to_json() for name, r in sorted(self.results.items())}
+
+    def dependencies(self) -> dict[str, dict[str, Any]]:
+        return self.snapshot()

@@ -58,6 +58,7 @@ from plugins._agentconv import (
 from plugins._native import load as _load_native
 from plugins._spanview import SpanView, cached_str, value_str
 from plugins.workflowprocessor.config import WorkflowConfig
+from plugins.workflowprocessor.recent import RecentWorkflows
 
 # The C accelerator of the per-span loops (plugins/_native/_tracewire.c), or None: then the
 # pure-Python paths below, which give the same results, are used.
@@ -306,6 +307,15 @@ class WorkflowProcessor(Component):
             "unknown",
         )
         self._init_telemetry()
+        # the console's view: held traces and recent workflows (plugins/workflowprocessor/recent.py)
+        self.recent = RecentWorkflows(
+            lambda: self._held,
+            lambda: (len(self._held), self._held_spans, self._held_bytes),
+            (config.max_traces, config.max_bytes),
+            self._tier,
+            stamp_of=self._released.get,
+        )
+        settings.provide(self.recent)
 
     # -- self-telemetry -------------------------------------------------------------------------
     def _init_telemetry(self) -> None:
@@ -743,6 +753,8 @@ class WorkflowProcessor(Component):
                 self._released.popitem(last=False)
         trace.stamp = stamp
         trace.root = None
+        if self.recent.recording:
+            self.recent.released(trace_id, trace, reason)
 
     def _release_expired(self, now: float) -> None:
         wait = self.config.wait_duration
@@ -811,6 +823,8 @@ class WorkflowProcessor(Component):
         if not counted:
             self._held_bytes -= nbytes
             self._held_spans -= count
+        if self.recent.recording:
+            self.recent.released_batch(batch)
         self._flush_counts()
         acks = self._acks
         self._enqueue(

@@ -294,3 +294,42 @@ async def test_delta_temporality() -> None:
 
 def test_window_label() -> None:
     assert [window_label(s) for s in (300, 3600, 90, 21600)] == ["5m", "1h", "90s", "6h"]
+
+
+async def test_agent_gauges_offered_to_the_console_are_the_exported_values() -> None:
+    """The AgentMetricsProvider gives the derived gauges the next flush exports."""
+    from pipeline.status import AgentMetricsProvider
+
+    tel = SelfTelemetry()
+    out = Capture()
+    cfg = AgentMetricsConfig.model_validate({"metrics_flush_interval": "1h"})
+    conn = AgentMetricsConnector(settings(Kind.CONNECTOR, "agentmetrics", tel), cfg, out)
+    (provider,) = [p for p in conn.settings.providers if isinstance(p, AgentMetricsProvider)]
+    assert provider.agent_gauges() == []
+    proc = WorkflowProcessor(
+        settings(Kind.PROCESSOR, "workflow", tel),
+        WorkflowConfig.model_validate({"wait_duration": "1h"}),
+        conn,
+    )
+    for i in range(10):
+        await proc.consume(
+            request(workflow(10 + i, failed=i < 2, duration=0.3 + i, tool_latency=0.05))
+        )
+    await proc.shutdown()
+    gauges = {(g.name, tuple(sorted(g.labels.items()))): g.value for g in provider.agent_gauges()}
+    await conn.shutdown()
+    req = out.payloads[-1].message()
+    exported = {
+        (name, k): dp.as_double
+        for name in (
+            "agent_workflow_failure_ratio",
+            "agent_workflow_sla_compliance_ratio",
+            "agent_workflow_error_budget_burn_rate",
+            "agent_workflow_error_budget_remaining_ratio",
+        )
+        for k, dp in by_labels(req, name).items()
+    }
+    assert gauges == pytest.approx(exported)
+    assert gauges[("agent_workflow_failure_ratio", (("workflow_type", "research"),))] == (
+        pytest.approx(0.2)
+    )
