@@ -93,9 +93,8 @@ def test_bad_ids_outside_spans_refuse_the_request() -> None:
             ]
         }
     ).encode()
-    assert (
-        "dataPoints[0].exemplars[0].traceId: 'zz' is not an id of 32 hex digits"
-        in refusal(body, ExportMetricsServiceRequest)
+    assert "dataPoints[0].exemplars[0].traceId: 'zz' is not an id of 32 hex digits" in refusal(
+        body, ExportMetricsServiceRequest
     )
 
 
