@@ -410,6 +410,42 @@ class Dialects:
         ``exception.type`` of its first exception event, if any; ``service``: the
         ``service.name`` of its resource (names an MCP server on the server side).
         """
+        return self._classify(
+            name, kind, attrs, scope, root, status_code, exception_type, service, None
+        )
+
+    def explain(
+        self,
+        name: str,
+        kind: int,
+        attrs: Mapping[str, Any],
+        *,
+        scope: str = "",
+        root: bool = False,
+        status_code: int = 0,
+        exception_type: str = "",
+        service: str = "",
+    ) -> tuple[SpanFacts, dict[str, str]]:
+        """:meth:`classify`, plus, for each label read from an attribute, that attribute's key
+        (the normalizing processor renames and may drop them)."""
+        sources: dict[str, str] = {}
+        facts = self._classify(
+            name, kind, attrs, scope, root, status_code, exception_type, service, sources
+        )
+        return facts, sources
+
+    def _classify(
+        self,
+        name: str,
+        kind: int,
+        attrs: Mapping[str, Any],
+        scope: str,
+        root: bool,
+        status_code: int,
+        exception_type: str,
+        service: str,
+        sources: dict[str, str] | None,
+    ) -> SpanFacts:
         found = self.match(name, kind, attrs, scope, root)
         if found is None:
             failed = status_code == STATUS_ERROR
@@ -422,8 +458,8 @@ class Dialects:
         labels: dict[str, str] = {}
         run_id = ""
         input_tokens = output_tokens = None
-        for label, sources in rule.labels:
-            for key, regex in sources:
+        for label, candidates in rule.labels:
+            for key, regex in candidates:
                 if regex is None:
                     raw = attrs.get(key)
                     if raw is None:
@@ -436,6 +472,8 @@ class Dialects:
                             input_tokens = count
                         else:
                             output_tokens = count
+                        if sources is not None:
+                            sources[label] = key
                         break
                     text = value_text(raw)
                 else:
@@ -449,6 +487,8 @@ class Dialects:
                     run_id = run_id or text
                     continue
                 labels[label] = text
+                if sources is not None and regex is None:
+                    sources[label] = key
                 break
         for label, value in rule.values:
             labels.setdefault(label, value)

@@ -230,3 +230,43 @@ def test_run_id_shapes() -> None:
         assert looks_like_run_id(run_id), run_id
     for name in ("calc", "agent-7", "research_agent", "gpt-4o-2024-08-06", "add"):
         assert not looks_like_run_id(name), name
+
+
+def test_traceloop_decorator_spans() -> None:
+    d = default_dialects()
+    workflow = d.classify(
+        "support.workflow",
+        INTERNAL,
+        {"traceloop.span.kind": "workflow", "traceloop.workflow.name": "support",
+         "traceloop.entity.name": "support"},
+    )  # fmt: skip
+    assert (workflow.role, workflow.dialect, workflow.label("workflow_type")) == (
+        Role.WORKFLOW, "openllmetry", "support"
+    )  # fmt: skip
+    agent = d.classify(
+        "planner.agent",
+        INTERNAL,
+        {"traceloop.span.kind": "agent", "traceloop.entity.name": "planner"},
+    )
+    assert (agent.role, agent.label("agent_name")) == (Role.AGENT_RUN, "planner")
+    tool = d.classify(
+        "search.tool",
+        INTERNAL,
+        {"traceloop.span.kind": "tool", "traceloop.entity.name": "search"},
+    )
+    assert (tool.role, tool.label("tool_name")) == (Role.TOOL_CALL, "search")
+    llm = d.classify(
+        "openai.chat",
+        CLIENT,
+        {"llm.request.type": "chat", "gen_ai.request.model": "gpt-x",
+         "gen_ai.usage.prompt_tokens": 7, "gen_ai.usage.completion_tokens": 3},
+    )  # fmt: skip
+    assert (llm.role, llm.input_tokens, llm.output_tokens) == (Role.INFERENCE, 7, 3)
+    # the newer spans that also say gen_ai.operation.name are read by the conventions
+    both = d.classify(
+        "calc.workflow",
+        INTERNAL,
+        {"traceloop.span.kind": "workflow", "gen_ai.operation.name": "invoke_agent",
+         "gen_ai.agent.name": "calc"},
+    )  # fmt: skip
+    assert (both.role, both.dialect) == (Role.AGENT_RUN, "genai")
