@@ -11,36 +11,15 @@ from typing import Any
 
 import pytest
 
-from plugins._agentdialects import Role, SpanFacts, default_dialects, looks_like_run_id
+from plugins._agentdialects import Role, SpanFacts, looks_like_run_id
 from tests.agent_sources._otel import CORPUS, read_corpus
+from tests.agent_sources.summary import KEYS, facts, summary
 
-KEYS = ("workflow_type", "agent_name", "tool_name", "mcp_method", "a2a_message_type")
 MANIFEST = json.loads((CORPUS / "MANIFEST.json").read_text())
 
 
 def facts_of(source: str, scenario: str) -> Iterator[tuple[Any, SpanFacts]]:
-    request = read_corpus(CORPUS / source / f"{scenario}.json")
-    dialects = default_dialects()
-    for rs in request.resource_spans:
-        service = next(
-            (kv.value.string_value for kv in rs.resource.attributes if kv.key == "service.name"),
-            "",
-        )
-        for ss in rs.scope_spans:
-            for span in ss.spans:
-                yield span, dialects.classify_span(span, ss.scope.name, service)
-
-
-def summary(source: str, scenario: str) -> list[tuple[str, ...]]:
-    rows = []
-    for _, f in facts_of(source, scenario):
-        if f.role is Role.NONE:
-            continue
-        labels = [f"{k}={f.labels[k]}" for k in KEYS if k in f.labels]
-        rows.append(
-            (f.role.value, f.dialect, "failed" if f.failed else "ok", f.error_type, *labels)
-        )
-    return sorted(rows)
+    return facts(read_corpus(CORPUS / source / f"{scenario}.json"))
 
 
 EXPECTED: dict[tuple[str, str], list[tuple[str, ...]]] = {
@@ -594,7 +573,8 @@ def test_every_recorded_scenario_is_expected() -> None:
 
 @pytest.mark.parametrize(("source", "scenario"), sorted(EXPECTED))
 def test_recorded_spans_classified_as_expected(source: str, scenario: str) -> None:
-    assert summary(source, scenario) == sorted(EXPECTED[source, scenario])
+    request = read_corpus(CORPUS / source / f"{scenario}.json")
+    assert summary(request) == sorted(EXPECTED[source, scenario])
 
 
 @pytest.mark.parametrize(("source", "scenario"), sorted(EXPECTED))
