@@ -27,6 +27,9 @@ SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "mcp_stdio": ("mcp_source", ("mcp",)),
     "mcp_http": ("mcp_source", ("mcp",)),
     "mcp_openinference": ("mcp_source", ("mcp", "openinference-instrumentation-mcp")),
+    # needs mcp 1.x (the test extra has 2.x): record from an environment with mcp<2 and
+    # opentelemetry-instrumentation-mcp, PYTHONPATH=. python -m tests.agent_sources.record ...
+    "mcp_openllmetry": ("mcp_source", ("mcp", "opentelemetry-instrumentation-mcp")),
     "langgraph_openinference": (
         "langgraph_source",
         ("langgraph", "langchain-core", "openinference-instrumentation-langchain"),

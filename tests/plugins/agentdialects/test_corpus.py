@@ -265,6 +265,49 @@ EXPECTED: dict[tuple[str, str], list[tuple[str, ...]]] = {
         ("mcp_server", "mcp_sdk", "ok", "", "mcp_method=initialize"),
         ("mcp_server", "mcp_sdk", "ok", "", "mcp_method=notifications/initialized"),
     ],
+    ("mcp_openllmetry", "slow_tool"): [
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=initialize"),
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=tools/list"),
+        ("mcp_client", "openllmetry", "ok", "", "tool_name=slow", "mcp_method=tools/call"),
+    ],
+    ("mcp_openllmetry", "success"): [
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=initialize"),
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=tools/list"),
+        ("mcp_client", "openllmetry", "ok", "", "tool_name=add", "mcp_method=tools/call"),
+    ],
+    ("mcp_openllmetry", "tool_error"): [
+        (
+            "mcp_client",
+            "openllmetry",
+            "failed",
+            "tool_error",
+            "tool_name=divide",
+            "mcp_method=tools/call",
+        ),
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=initialize"),
+    ],
+    ("mcp_openllmetry", "tool_timeout"): [
+        (
+            "mcp_client",
+            "openllmetry",
+            "failed",
+            "tool_error",
+            "tool_name=lookup",
+            "mcp_method=tools/call",
+        ),
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=initialize"),
+    ],
+    ("mcp_openllmetry", "unknown_tool"): [
+        (
+            "mcp_client",
+            "openllmetry",
+            "failed",
+            "tool_error",
+            "tool_name=nope",
+            "mcp_method=tools/call",
+        ),
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=initialize"),
+    ],
     ("mcp_stdio", "slow_tool"): [
         ("mcp_client", "mcp_sdk", "ok", "", "mcp_method=initialize"),
         ("mcp_client", "mcp_sdk", "ok", "", "mcp_method=tools/list"),
@@ -634,3 +677,12 @@ def test_pydantic_ai_mcp_four_layers_of_one_call() -> None:
         ("tool_call", "genai"),  # pydantic-ai's execute_tool
     ]
     assert {f.label("tool_name") for f in layers} == {"add"}
+
+
+def test_openllmetry_mcp_client_spans() -> None:
+    """OpenLLMetry's MCP instrumentation (mcp 1.x): the client's "<tool>.tool" span is the
+    client side of an MCP tool call, its "<method>.mcp" spans other requests."""
+    layers = [f for _, f in facts_of("mcp_openllmetry", "tool_error") if f.is_tool_layer]
+    assert [(f.role, f.label("tool_name"), f.error_type) for f in layers] == [
+        (Role.MCP_CLIENT, "divide", "tool_error")
+    ]
