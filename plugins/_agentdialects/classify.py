@@ -292,7 +292,7 @@ class _Alt:
     """A compiled alternative as Python closures' data (fast path of :meth:`Dialects.classify`)."""
 
     __slots__ = ("absent", "equals", "kinds", "name_equals", "name_prefix", "name_re", "present",
-                 "root", "scope_prefix")  # fmt: skip
+                 "root", "scope_prefix", "trigger")  # fmt: skip
 
     def __init__(self, m: CompiledMatch, keys: tuple[str, ...]) -> None:
         self.equals = tuple((keys[k], frozenset(v)) for k, v in m.equals)
@@ -304,6 +304,8 @@ class _Alt:
         self.kinds = frozenset(m.kinds)
         self.scope_prefix = m.scope_prefix
         self.root = m.root
+        # an attribute that must be present for the alternative to hold: tested first, inline
+        self.trigger: str | None = (self.present or tuple(k for k, _ in self.equals) or (None,))[0]
 
     def holds(self, name: str, kind: int, attrs: Mapping[str, Any], scope: str, root: bool) -> bool:
         if self.kinds and kind not in self.kinds:
@@ -362,11 +364,47 @@ class Dialects:
         self.tables: tuple[DialectTable, ...] = tuple(tables)
         self.compiled: CompiledTables = compile_tables(tables)
         keys = self.compiled.attribute_keys
-        self._detect = tuple(tuple(_Alt(m, keys) for m in d) for d in self.compiled.detect)
-        by_dialect: list[list[_Rule]] = [[] for _ in tables]
-        for rule in self.compiled.rules:
-            by_dialect[rule.dialect].append(_Rule(rule, self.compiled))
-        self._rules = tuple(tuple(r) for r in by_dialect)
+        # detection: alternatives that only ask for one attribute are one set test
+        self._detect_keys: tuple[frozenset[str], ...] = tuple(
+            frozenset(keys[m.present[0]] for m in d if _only_present(m))
+            for d in self.compiled.detect
+        )
+        self._detect = tuple(
+            tuple(_Alt(m, keys) for m in d if not _only_present(m)) for d in self.compiled.detect
+        )
+        self._detect_any = tuple(not d for d in self.compiled.detect)
+        by_dialect: list[list[tuple[str | None, frozenset[str] | None, _Alt, _Rule]]] = [
+            [] for _ in tables
+        ]
+        for compiled_rule in self.compiled.rules:
+            rule = _Rule(compiled_rule, self.compiled)
+            for alt in rule.alternatives:
+                # the values the trigger attribute must have, when it is an equality test
+                allowed = next((v for k, v in alt.equals if k == alt.trigger), None)
+                by_dialect[rule.dialect].append((alt.trigger, allowed, alt, rule))
+        self._alternatives = tuple(tuple(r) for r in by_dialect)
+        # a span none of whose attributes, name or scope could start a dialect's detection is
+        # no agent span: most spans of a system are rejected by one set test
+        triggers: set[str] = set()
+        name_prefixes: list[str] = []
+        scope_prefixes: list[str] = []
+        self._always = False
+        for detect in self.compiled.detect:
+            if not detect:
+                self._always = True
+            for m in detect:
+                alt = _Alt(m, keys)
+                if alt.trigger is not None:
+                    triggers.add(alt.trigger)
+                elif m.name_prefix:
+                    name_prefixes.extend(m.name_prefix)
+                elif m.scope_prefix:
+                    scope_prefixes.extend(m.scope_prefix)
+                else:
+                    self._always = True
+        self._triggers = frozenset(triggers)
+        self._name_prefixes = tuple(name_prefixes)
+        self._scope_prefixes = tuple(scope_prefixes)
         self._run_ids = tuple(tuple(keys[k] for k in d) for d in self.compiled.run_ids)
         self._retries = tuple(frozenset(r) for r in self.compiled.retry_exception_types)
         self.attribute_keys: frozenset[str] = frozenset(keys)
@@ -380,13 +418,37 @@ class Dialects:
         self, name: str, kind: int, attrs: Mapping[str, Any], scope: str = "", root: bool = False
     ) -> tuple[int, _Rule] | None:
         """``(dialect index, rule)`` of the first rule that holds, or ``None``."""
+        if (
+            not self._always
+            and self._triggers.isdisjoint(attrs)
+            and not name.startswith(self._name_prefixes)
+            and not scope.startswith(self._scope_prefixes)
+        ):
+            return None
+        detect_keys = self._detect_keys
+        detect_any = self._detect_any
         for index, detect in enumerate(self._detect):
-            if detect and not any(a.holds(name, kind, attrs, scope, root) for a in detect):
-                continue
-            for rule in self._rules[index]:
-                for alt in rule.alternatives:
-                    if alt.holds(name, kind, attrs, scope, root):
-                        return index, rule
+            if not detect_any[index] and detect_keys[index].isdisjoint(attrs):
+                for a in detect:
+                    if a.trigger is not None and a.trigger not in attrs:
+                        continue
+                    if a.scope_prefix and not scope.startswith(a.scope_prefix):
+                        continue
+                    if a.name_prefix and not name.startswith(a.name_prefix):
+                        continue
+                    if a.holds(name, kind, attrs, scope, root):
+                        break
+                else:
+                    continue
+            for trigger, allowed, alt, rule in self._alternatives[index]:
+                if trigger is not None:
+                    value = attrs.get(trigger)
+                    if value is None:
+                        continue
+                    if allowed is not None and value_text(value) not in allowed:
+                        continue
+                if alt.holds(name, kind, attrs, scope, root):
+                    return index, rule
         return None
 
     def classify(
@@ -529,6 +591,11 @@ class Dialects:
             exception_type=first_exception_type(span),
             service=service,
         )
+
+
+def _only_present(m: CompiledMatch) -> bool:
+    """An alternative that only asks for one attribute to be present."""
+    return len(m.present) == 1 and m == CompiledMatch(present=m.present)
 
 
 def first_exception_type(span: Any) -> str:

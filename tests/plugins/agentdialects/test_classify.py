@@ -270,3 +270,36 @@ def test_traceloop_decorator_spans() -> None:
          "gen_ai.agent.name": "calc"},
     )  # fmt: skip
     assert (both.role, both.dialect) == (Role.AGENT_RUN, "genai")
+
+
+def test_hostile_values_and_shapes() -> None:
+    """AnyValues of every kind where a label or a condition is read, huge and odd names: no
+    exception, no label from a value that is not a scalar."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValueList
+
+    d = default_dialects()
+    odd = [
+        AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="execute_tool")])),
+        AnyValue(kvlist_value=KeyValueList()),
+        AnyValue(bytes_value=b"\xff\x00"),
+        AnyValue(),
+        AnyValue(double_value=float("nan")),
+        AnyValue(int_value=-(2**63)),
+        AnyValue(string_value="x" * 1_000_000),
+    ]
+    for value in odd:
+        attrs = {
+            "gen_ai.operation.name": value,
+            "gen_ai.tool.name": value,
+            "gen_ai.usage.input_tokens": value,
+            "mcp.method.name": value,
+            "openinference.span.kind": value,
+        }
+        for kind in (0, 1, 2, 3, 4, 5, 99, -1):
+            facts = d.classify("\x00" * 10_000, kind, attrs, scope="\udcff", root=True)
+            assert facts.input_tokens is None or facts.input_tokens >= 0
+            assert all(isinstance(v, str) for v in facts.labels.values())
+    nan_tokens = d.classify(
+        "chat", CLIENT, {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 1e300}
+    )
+    assert nan_tokens.input_tokens is None
