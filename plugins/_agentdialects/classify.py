@@ -410,6 +410,17 @@ class Dialects:
         self.attribute_keys: frozenset[str] = frozenset(keys)
 
     @property
+    def needles(self) -> tuple[bytes, ...] | None:
+        """Byte strings one of which appears in the OTLP encoding of every span some dialect
+        can claim (an attribute key that starts a detection, a span-name or scope prefix), or
+        ``None`` when a dialect can claim any span: a request containing none of them holds no
+        agent span and can pass unread."""
+        if self._always:
+            return None
+        texts = {*self._triggers, *self._name_prefixes, *self._scope_prefixes}
+        return tuple(sorted(t.encode() for t in texts if t))
+
+    @property
     def names(self) -> tuple[str, ...]:
         """The dialects, in the order they are tried."""
         return self.compiled.dialects
