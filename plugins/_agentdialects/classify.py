@@ -40,21 +40,23 @@ _RUN_ID_RE = re.compile(
 
 def looks_like_run_id(value: str) -> bool:
     """``True`` for UUID-, ULID- or long-hex-shaped values: per-run ids, never labels."""
-    return bool(_RUN_ID_RE.match(value))
+    return len(value) >= 16 and _RUN_ID_RE.match(value) is not None
 
 
 def value_text(value: Any) -> str:
     """An attribute value as text: Python scalars, or an OTLP ``AnyValue``."""
-    if isinstance(value, str):
+    if type(value) is str:
         return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:g}"
     which = getattr(value, "WhichOneof", None)
     if which is None:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            return f"{value:g}"
         return "" if value is None else str(value)
     kind = which("value")
     if kind == "string_value":
