@@ -567,6 +567,8 @@ class Dialects:
                 break
         for label, value in rule.values:
             labels.setdefault(label, value)
+        if rule.role is Role.AGENT_RUN and "workflow_type" not in labels and "agent_name" in labels:
+            labels["workflow_type"] = labels["agent_name"]  # an agent run's type: its agent
         for key in self._run_ids[index]:
             raw = attrs.get(key)
             if raw is not None:
