@@ -43,10 +43,28 @@ def looks_like_run_id(value: str) -> bool:
     return len(value) >= 16 and _RUN_ID_RE.match(value) is not None
 
 
+def _decode_any_value(encoded: bytes) -> Any:
+    """An encoded ``AnyValue`` (``plugins._spanview``'s attribute maps), or ``None``."""
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    try:
+        return AnyValue.FromString(encoded)
+    except (DecodeError, RuntimeError, ValueError):
+        return None
+
+
 def value_text(value: Any) -> str:
-    """An attribute value as text: Python scalars, or an OTLP ``AnyValue``."""
+    """An attribute value as text: Python scalars, an OTLP ``AnyValue``, or an encoded
+    ``AnyValue`` (``bytes``, as in ``plugins._spanview``'s attribute maps)."""
     if type(value) is str:
         return value
+    if type(value) is bytes:
+        if value[:1] == b"\x0a" and len(value) > 1 and value[1] < 0x80:  # a short string
+            return value[2 : 2 + value[1]].decode("utf-8", "replace")
+        value = _decode_any_value(value)
+        if value is None:
+            return ""
     which = getattr(value, "WhichOneof", None)
     if which is None:
         if isinstance(value, str):
@@ -72,6 +90,8 @@ def value_text(value: Any) -> str:
 
 def value_int(value: Any) -> int | None:
     """An attribute value as a non-negative integer, or ``None``."""
+    if type(value) is bytes:
+        value = _decode_any_value(value)
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -479,7 +499,9 @@ class Dialects:
         """The facts of one span.
 
         ``name``: the span name; ``kind``: the OTLP span kind number (1 INTERNAL .. 5
-        CONSUMER); ``attrs``: ``{key: value}`` with Python scalars or OTLP ``AnyValue`` s;
+        CONSUMER); ``attrs``: ``{key: value}`` with Python scalars, OTLP ``AnyValue`` s or
+        encoded ``AnyValue`` s (``bytes``: a ``plugins._spanview`` span's ``attributes`` map
+        can be passed as it is);
         ``scope``: the instrumentation scope name; ``root``: the span has no parent;
         ``status_code``: the OTLP status code (2 = ERROR); ``exception_type``: the
         ``exception.type`` of its first exception event, if any; ``service``: the

@@ -303,3 +303,29 @@ def test_hostile_values_and_shapes() -> None:
         "chat", CLIENT, {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 1e300}
     )
     assert nan_tokens.input_tokens is None
+
+
+def test_span_view_attribute_maps_classify_alike() -> None:
+    """A ``plugins._spanview`` span (attributes as a map of encoded AnyValues) classifies as
+    the decoded span does."""
+    from plugins._spanview import TracesView
+    from tests.agent_sources._otel import CORPUS, read_corpus
+
+    d = default_dialects()
+    for path in sorted(CORPUS.glob("*/success.json")):
+        request = read_corpus(path)
+        view = TracesView.FromString(request.SerializeToString())
+        decoded = [
+            (ss.scope.name, s) for rs in request.resource_spans for ss in rs.scope_spans
+            for s in ss.spans
+        ]  # fmt: skip
+        viewed = [s for rs in view.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        assert len(decoded) == len(viewed)
+        for (scope, span), sv in zip(decoded, viewed, strict=True):
+            want = d.classify_span(span, scope)
+            got = d.classify(
+                sv.name.decode(), sv.kind, sv.attributes, scope=scope,
+                root=not sv.parent_span_id,
+                status_code=span.status.code, exception_type=want.exception_type,
+            )  # fmt: skip
+            assert got == want, (path, span.name)
