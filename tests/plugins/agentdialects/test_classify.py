@@ -329,3 +329,28 @@ def test_span_view_attribute_maps_classify_alike() -> None:
                 status_code=span.status.code, exception_type=want.exception_type,
             )  # fmt: skip
             assert got == want, (path, span.name)
+
+
+def test_gateway_dialect_follows_the_attributes_option() -> None:
+    from plugins._agentconv import AttributeNames
+    from plugins._agentdialects import gateway_table
+
+    default = gateway_table(AttributeNames())
+    assert default == next(t for t in builtin_tables() if t.name == "gateway")
+    names = AttributeNames(
+        workflow_span_prefix="flow:", workflow_id="app.run.id", agent_id="myco.agent.id",
+        mcp_server_name="myco.mcp.server",
+    )  # fmt: skip
+    d = load_dialects(attribute_names=names)
+    root = d.classify("flow:billing", INTERNAL, {"myco.agent.id": "biller"}, root=True)
+    assert (root.role, root.label("workflow_type"), root.label("agent_name")) == (
+        Role.WORKFLOW, "billing", "biller"
+    )  # fmt: skip
+    assert d.classify("x", INTERNAL, {"app.run.id": "r1"}, root=True).run_id == "r1"
+    tool = d.classify(
+        "execute_tool s",
+        CLIENT,
+        {"gen_ai.operation.name": "execute_tool", "mcp.method.name": "tools/call",
+         "myco.mcp.server": "docs"},
+    )  # fmt: skip
+    assert tool.server == "docs" and tool.is_tool_layer
