@@ -199,7 +199,7 @@ def gateway_table(names: Any) -> DialectTable:
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
-            out = {}
+            out: dict[Any, Any] = {}
             for key, value in node.items():
                 if key == "name_prefix" and value == [default.workflow_span_prefix]:
                     out[key] = [prefix]
