@@ -222,9 +222,24 @@ class CompiledRule:
 @dataclass(frozen=True, slots=True)
 class CompiledTables:
     """Every table flattened to names, indexes and tuples: what a C scanner is configured with
-    once. ``attribute_keys`` is every attribute any table reads (a scanner may skip all
-    others); rules are in evaluation order (the first rule of the first dialect whose
-    ``detect`` holds wins)."""
+    once. :class:`Dialects` evaluates exactly this form (it is the Python twin):
+
+    1. dialects in order; a dialect is tried when it has no ``detect`` or one of its
+       ``detect`` alternatives holds; within it, ``rules`` (those whose ``dialect`` is its
+       index, in order), the first rule one of whose ``alternatives`` holds decides (an
+       alternative holds when every non-empty condition does; ``root``: -1 either);
+    2. each label (index into ``labels``): the first source giving a non-empty value — an
+       attribute (``key`` >= 0: index into ``attribute_keys``) as text, or the first group of
+       ``name_regex`` on the span name; token labels take the first source that is a
+       non-negative integer; a value of a ``name_labels`` label matching ``run_id_pattern`` is
+       skipped (and becomes the run id when there is none yet); then the rule's ``values``
+       for labels still missing; an ``agent_run`` without ``workflow_type`` takes its
+       ``agent_name``;
+    3. the run id: the first of the dialect's ``run_ids`` attributes present, else what 2.
+       found; ``model_retry``: the exception type's last dotted part is in the dialect's
+       ``retry_exception_types``; ``failed``: status ERROR or an ``error_type`` label.
+
+    ``attribute_keys`` is every attribute any table reads (a scanner may skip all others)."""
 
     dialects: tuple[str, ...]
     attribute_keys: tuple[str, ...]
@@ -233,6 +248,8 @@ class CompiledTables:
     rules: tuple[CompiledRule, ...]
     run_ids: tuple[tuple[int, ...], ...]
     retry_exception_types: tuple[tuple[str, ...], ...]
+    name_labels: tuple[int, ...] = ()
+    run_id_pattern: str = ""
 
 
 class _Keys:
@@ -306,6 +323,8 @@ def compile_tables(tables: Sequence[DialectTable]) -> CompiledTables:
         rules=tuple(rules),
         run_ids=tuple(run_ids),
         retry_exception_types=tuple(retries),
+        name_labels=tuple(i for i, label in enumerate(LABELS) if label in NAME_LABELS),
+        run_id_pattern=_RUN_ID_RE.pattern,
     )
 
 
