@@ -354,3 +354,15 @@ def test_gateway_dialect_follows_the_attributes_option() -> None:
          "myco.mcp.server": "docs"},
     )  # fmt: skip
     assert tool.server == "docs" and tool.is_tool_layer
+
+
+def test_conventions_a2a_needs_an_a2a_attribute() -> None:
+    d = default_dialects()
+    other = d.classify("create_thread", CLIENT, {"gen_ai.operation.name": "create_thread"})
+    assert other.role is Role.NONE
+    sent = d.classify("a2a send", CLIENT, {"a2a.method": "message/send", "a2a.task.id": "t-1"})
+    received = d.classify("a2a", SERVER, {"a2a.context.id": "c-1"})
+    assert (sent.role, sent.label("a2a_message_type"), sent.run_id) == (
+        Role.A2A_CLIENT, "message/send", "t-1"
+    )  # fmt: skip
+    assert (received.role, received.run_id) == (Role.A2A_SERVER, "c-1")
