@@ -47,6 +47,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "batch": {"timeout": "10ms"},
     "memory_limiter": {"check_interval": "1s", "limit_mib": 16000},
     "workflow": {"wait_duration": "100ms"},
+    "probabilistic_sampler": {"sampling_percentage": 100},
     "debug": {"verbosity": "detailed"},
     "spanmetrics": {"metrics_flush_interval": "100ms"},
     "agentmetrics": {"metrics_flush_interval": "100ms"},
