@@ -48,6 +48,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "memory_limiter": {"check_interval": "1s", "limit_mib": 16000},
     "workflow": {"wait_duration": "100ms"},
     "probabilistic_sampler": {"sampling_percentage": 100},
+    "tail_sampling": {
+        "decision_wait": "100ms",
+        "policies": [{"name": "all", "type": "always_sample"}],
+    },
     "debug": {"verbosity": "detailed"},
     "spanmetrics": {"metrics_flush_interval": "100ms"},
     "agentmetrics": {"metrics_flush_interval": "100ms"},

@@ -150,6 +150,7 @@ class ProbabilisticSamplerProcessor(Component):
         if not kept:
             return None
         result = type(data).from_message(out)
+        result.whole_traces = data.whole_traces  # whole traces are kept or dropped whole
         return result.carry_acks(data.ack_tokens)
 
     # -- traces --------------------------------------------------------------------------------

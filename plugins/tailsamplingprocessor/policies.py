@@ -1,0 +1,504 @@
+"""Policy evaluators of the ``tail_sampling`` processor: the Collector's, with its decision
+semantics, and the workflow-aware ones.
+
+A policy looks at a whole trace (:class:`TraceData`) and answers a :class:`Decision`. The final
+decision of the processor is the Collector's: a ``drop`` policy that matched, or an inverted
+match, drops the trace; otherwise any policy that sampled keeps it.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from plugins._agentconv import (
+    STATUS_ERROR,
+    AttributeNames,
+    attr_str,
+    is_tool_call,
+    is_workflow_root,
+    workflow_outcome,
+    workflow_type,
+)
+from plugins.tailsamplingprocessor.config import PolicyCfg
+
+NAMES = AttributeNames()
+_STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
+_MODEL_OPERATIONS = {"chat", "text_completion", "generate_content", "embeddings"}
+
+
+class Decision(enum.Enum):
+    SAMPLED = "sampled"
+    NOT_SAMPLED = "not_sampled"
+    INVERT_SAMPLED = "invert_sampled"
+    INVERT_NOT_SAMPLED = "invert_not_sampled"
+    DROPPED = "dropped"
+    ERROR = "error"
+
+
+SAMPLED_LIKE = (Decision.SAMPLED, Decision.INVERT_SAMPLED)
+
+
+class TraceData:
+    """The spans of one trace as held (encoded), decoded on first use, with what policies ask
+    (duration, attributes, the workflow root) worked out once."""
+
+    def __init__(self, trace_id: bytes, spans: list[bytes], resources: list[bytes]) -> None:
+        self.trace_id = trace_id
+        self._raw = spans
+        self._raw_resources = resources  # one per span (the same bytes object shared)
+        self._spans: list[Any] | None = None
+        self._resources: list[dict[str, Any]] | None = None
+        self._root: Any = None
+        self._root_done = False
+
+    @property
+    def span_count(self) -> int:
+        return len(self._raw)
+
+    @property
+    def spans(self) -> list[Any]:
+        if self._spans is None:
+            self._spans = [Span.FromString(raw) for raw in self._raw]
+        return self._spans
+
+    @property
+    def resources(self) -> list[dict[str, Any]]:
+        """Resource attributes (``{key: AnyValue}``), one per span."""
+        if self._resources is None:
+            decoded: dict[int, dict[str, Any]] = {}
+            out = []
+            for raw in self._raw_resources:
+                attrs = decoded.get(id(raw))
+                if attrs is None:
+                    attrs = {kv.key: kv.value for kv in Resource.FromString(raw).attributes}
+                    decoded[id(raw)] = attrs
+                out.append(attrs)
+            self._resources = out
+        return self._resources
+
+    def duration_ns(self) -> int:
+        spans = self.spans
+        start = min(s.start_time_unix_nano for s in spans)
+        end = max(s.end_time_unix_nano for s in spans)
+        return max(0, end - start)
+
+    def values(self, key: str) -> list[Any]:
+        """Every value of attribute ``key`` on the trace's resources and spans."""
+        out = []
+        seen: set[int] = set()
+        for attrs in self.resources:
+            if id(attrs) in seen:
+                continue
+            seen.add(id(attrs))
+            v = attrs.get(key)
+            if v is not None:
+                out.append(v)
+        for span in self.spans:
+            for kv in span.attributes:
+                if kv.key == key:
+                    out.append(kv.value)
+        return out
+
+    def span_value(self, span: Any, key: str) -> Any:
+        for kv in span.attributes:
+            if kv.key == key:
+                return kv.value
+        return None
+
+    @property
+    def root(self) -> Any:
+        """The workflow root span (a root that is a workflow), else the first root span."""
+        if not self._root_done:
+            self._root_done = True
+            roots = [s for s in self.spans if not s.parent_span_id]
+            for s in roots:
+                if is_workflow_root(s, {kv.key: kv.value for kv in s.attributes}, NAMES):
+                    self._root = s
+                    break
+            else:
+                self._root = roots[0] if roots else None
+        return self._root
+
+    def workflow_attr(self, key: str) -> str:
+        """A workflow attribute as the ``workflow`` processor stamps it on every span."""
+        for span in self.spans:
+            v = self.span_value(span, key)
+            if v is not None:
+                return attr_str(v)
+        return ""
+
+
+Evaluate = Callable[[TraceData], Decision]
+
+
+class Policy:
+    """A named evaluator; ``evaluate`` never raises (an error is ``Decision.ERROR``)."""
+
+    def __init__(self, name: str, run: Evaluate) -> None:
+        self.name = name
+        self._run = run
+
+    def evaluate(self, trace: TraceData) -> Decision:
+        try:
+            return self._run(trace)
+        except Exception:
+            return Decision.ERROR
+
+
+def _number(v: Any) -> float | None:
+    kind = v.WhichOneof("value")
+    if kind == "int_value":
+        return float(v.int_value)
+    if kind == "double_value":
+        return float(v.double_value)
+    return None
+
+
+def fnv1a_64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def probabilistic_threshold(ratio: float) -> int:
+    """The Collector's ``calculateThreshold``: ``MaxUint64 * ratio`` rounded to a 64-bit
+    mantissa (``big.Float``, round half to even), then truncated to an integer."""
+    if ratio <= 0:
+        return 0
+    exact = Fraction(2**64 - 1) * Fraction(ratio)
+    if exact < 1:
+        return 0
+    scale = 64 - int(exact).bit_length()  # fraction bits the 64-bit mantissa keeps
+    return min(round(exact * (1 << scale)) >> scale, 2**64 - 1)  # round(): half to even
+
+
+class _PerSecond:
+    """Spans counted in the current wall-clock second."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.second = -1
+        self.spans = 0
+
+    def room(self, n: int, limit: int) -> bool:
+        now = int(self.clock())
+        if now != self.second:
+            self.second, self.spans = now, 0
+        if self.spans + n > limit:
+            return False
+        self.spans += n
+        return True
+
+
+def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
+    """The evaluator of one policy config."""
+    kind = cfg.type
+    if kind == "always_sample":
+        return Policy(cfg.name, lambda t: Decision.SAMPLED)
+    if kind == "latency":
+        assert cfg.latency is not None
+        lo = cfg.latency.threshold_ms * 1_000_000
+        hi = cfg.latency.upper_threshold_ms * 1_000_000
+
+        def latency(t: TraceData) -> Decision:
+            d = t.duration_ns()
+            ok = d >= lo if not hi else lo <= d <= hi
+            return Decision.SAMPLED if ok else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, latency)
+    if kind == "numeric_attribute":
+        nc = cfg.numeric_attribute
+        assert nc is not None
+        lo_v = nc.min_value if nc.min_value is not None else float("-inf")
+        hi_v = nc.max_value if nc.max_value is not None else float("inf")
+
+        def numeric(t: TraceData) -> Decision:
+            hit = any((n := _number(v)) is not None and lo_v <= n <= hi_v for v in t.values(nc.key))
+            return _maybe_invert(hit, nc.invert_match)
+
+        return Policy(cfg.name, numeric)
+    if kind == "probabilistic":
+        pc = cfg.probabilistic
+        assert pc is not None
+        salt = (pc.hash_salt or "default-hash-seed").encode()
+        threshold = probabilistic_threshold(min(pc.sampling_percentage, 100.0) / 100)
+
+        def probabilistic(t: TraceData) -> Decision:
+            ok = fnv1a_64(salt + t.trace_id) <= threshold and threshold > 0
+            return Decision.SAMPLED if ok else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, probabilistic)
+    if kind == "status_code":
+        assert cfg.status_code is not None
+        codes = {_STATUS[c] for c in cfg.status_code.status_codes}
+        return Policy(
+            cfg.name,
+            lambda t: (
+                Decision.SAMPLED
+                if any(s.status.code in codes for s in t.spans)
+                else Decision.NOT_SAMPLED
+            ),
+        )
+    if kind == "string_attribute":
+        sc = cfg.string_attribute
+        assert sc is not None
+        if sc.enabled_regex_matching:
+            patterns = [re.compile(v) for v in sc.values]
+
+            def matches(value: str) -> bool:
+                return any(p.search(value) for p in patterns)
+        else:
+            wanted = set(sc.values)
+
+            def matches(value: str) -> bool:
+                return value in wanted
+
+        def string_attr(t: TraceData) -> Decision:
+            hit = any(
+                v.WhichOneof("value") == "string_value" and matches(v.string_value)
+                for v in t.values(sc.key)
+            )
+            return _maybe_invert(hit, sc.invert_match)
+
+        return Policy(cfg.name, string_attr)
+    if kind == "rate_limiting":
+        assert cfg.rate_limiting is not None
+        limit = cfg.rate_limiting.spans_per_second
+        window = _PerSecond(clock)
+        return Policy(
+            cfg.name,
+            lambda t: (
+                Decision.SAMPLED if window.room(t.span_count, limit) else Decision.NOT_SAMPLED
+            ),
+        )
+    if kind == "span_count":
+        assert cfg.span_count is not None
+        mn, mx = cfg.span_count.min_spans, cfg.span_count.max_spans
+        return Policy(
+            cfg.name,
+            lambda t: (
+                Decision.SAMPLED
+                if t.span_count >= mn and (not mx or t.span_count <= mx)
+                else Decision.NOT_SAMPLED
+            ),
+        )
+    if kind == "boolean_attribute":
+        bc = cfg.boolean_attribute
+        assert bc is not None
+
+        def boolean(t: TraceData) -> Decision:
+            hit = any(
+                v.WhichOneof("value") == "bool_value" and v.bool_value == bc.value
+                for v in t.values(bc.key)
+            )
+            return _maybe_invert(hit, bc.invert_match)
+
+        return Policy(cfg.name, boolean)
+    if kind == "trace_state":
+        tc = cfg.trace_state
+        assert tc is not None
+        members = {f"{tc.key}={v}" for v in tc.values}
+
+        def trace_state(t: TraceData) -> Decision:
+            for s in t.spans:
+                if any(m.strip() in members for m in s.trace_state.split(",")):
+                    return Decision.SAMPLED
+            return Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, trace_state)
+    if kind == "and":
+        assert cfg.and_ is not None
+        subs = [build(p, clock) for p in cfg.and_.and_sub_policy]
+
+        def and_(t: TraceData) -> Decision:
+            for p in subs:
+                if p.evaluate(t) not in SAMPLED_LIKE:
+                    return Decision.NOT_SAMPLED
+            return Decision.SAMPLED
+
+        return Policy(cfg.name, and_)
+    if kind == "drop":
+        assert cfg.drop is not None
+        subs = [build(p, clock) for p in cfg.drop.drop_sub_policy]
+
+        def drop(t: TraceData) -> Decision:
+            for p in subs:
+                if p.evaluate(t) not in SAMPLED_LIKE:
+                    return Decision.NOT_SAMPLED
+            return Decision.DROPPED
+
+        return Policy(cfg.name, drop)
+    if kind == "composite":
+        return _composite(cfg, clock)
+    return _workflow_policy(cfg)
+
+
+def _maybe_invert(hit: bool, invert: bool) -> Decision:
+    if invert:
+        return Decision.INVERT_NOT_SAMPLED if hit else Decision.INVERT_SAMPLED
+    return Decision.SAMPLED if hit else Decision.NOT_SAMPLED
+
+
+def _composite(cfg: PolicyCfg, clock: Callable[[], float]) -> Policy:
+    cc = cfg.composite
+    assert cc is not None
+    by_name = {p.name: build(p, clock) for p in cc.composite_sub_policy}
+    order = list(cc.policy_order) + [n for n in by_name if n not in cc.policy_order]
+    allocated = {
+        r.policy: cc.max_total_spans_per_second * r.percent // 100 for r in cc.rate_allocation
+    }
+    default = cc.max_total_spans_per_second // len(by_name)
+    budgets = [(by_name[n], allocated.get(n, default), _PerSecond(clock)) for n in order]
+
+    def composite(t: TraceData) -> Decision:
+        for policy, budget, window in budgets:
+            if policy.evaluate(t) in SAMPLED_LIKE and window.room(t.span_count, budget):
+                return Decision.SAMPLED
+        return Decision.NOT_SAMPLED
+
+    return Policy(cfg.name, composite)
+
+
+def _workflow_policy(cfg: PolicyCfg) -> Policy:
+    kind = cfg.type
+    if kind == "workflow_outcome":
+        outcomes = set(
+            cfg.workflow_outcome.outcomes if cfg.workflow_outcome else ["failed", "timeout"]
+        )
+
+        def outcome(t: TraceData) -> Decision:
+            value = t.workflow_attr(NAMES.workflow_outcome)
+            if not value:
+                root = t.root
+                if root is None:
+                    return Decision.NOT_SAMPLED
+                attrs = {kv.key: kv.value for kv in root.attributes}
+                if not is_workflow_root(root, attrs, NAMES):
+                    return Decision.NOT_SAMPLED
+                value = workflow_outcome(root, attrs, NAMES)
+            return Decision.SAMPLED if value in outcomes else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, outcome)
+    if kind == "workflow_complexity_tier":
+        assert cfg.workflow_complexity_tier is not None
+        tiers = set(cfg.workflow_complexity_tier.tiers)
+        return Policy(
+            cfg.name,
+            lambda t: (
+                Decision.SAMPLED
+                if t.workflow_attr(NAMES.workflow_complexity_tier) in tiers
+                else Decision.NOT_SAMPLED
+            ),
+        )
+    if kind == "workflow_sla":
+        sla = cfg.workflow_sla
+        assert sla is not None
+
+        def over_sla(t: TraceData) -> Decision:
+            root = t.root
+            if root is None:
+                return Decision.NOT_SAMPLED
+            attrs = {kv.key: kv.value for kv in root.attributes}
+            if not is_workflow_root(root, attrs, NAMES) and not t.workflow_attr(NAMES.workflow_id):
+                return Decision.NOT_SAMPLED
+            wf_type = t.workflow_attr(NAMES.workflow_type) or workflow_type(root, attrs, NAMES)
+            objective = sla.objective(wf_type)
+            if objective is None:
+                return Decision.NOT_SAMPLED
+            duration = (root.end_time_unix_nano - root.start_time_unix_nano) / 1e9
+            return Decision.SAMPLED if duration > objective else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, over_sla)
+    if kind == "workflow_usage":
+        uc = cfg.workflow_usage
+        assert uc is not None
+
+        def usage(t: TraceData) -> Decision:
+            tokens, cost = _usage(t, uc)
+            hit = (uc.min_tokens is not None and tokens >= uc.min_tokens) or (
+                uc.min_cost is not None and cost >= uc.min_cost
+            )
+            return Decision.SAMPLED if hit else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, usage)
+    if kind == "tool_call_failed":
+        tools = set(cfg.tool_call_failed.tools) if cfg.tool_call_failed else set()
+
+        def tool_failed(t: TraceData) -> Decision:
+            for s in t.spans:
+                attrs = {kv.key: kv.value for kv in s.attributes}
+                if not is_tool_call(attrs, NAMES):
+                    continue
+                if tools:
+                    name = attrs.get(NAMES.tool_name)
+                    if name is None or attr_str(name) not in tools:
+                        continue
+                if s.status.code == STATUS_ERROR or NAMES.error_type in attrs:
+                    return Decision.SAMPLED
+            return Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, tool_failed)
+    raise ValueError(f"unknown policy type {kind!r}")
+
+
+_INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+_OUTPUT = (
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+)
+
+
+def _usage(t: TraceData, uc: Any) -> tuple[int, float]:
+    """Tokens and cost of a trace: summed over its model calls (spans whose
+    ``gen_ai.operation.name`` is a model operation) when it has any, else the largest of any
+    span (an agent span reporting the run's total); cost from ``cost_attribute`` when spans
+    carry it, else from ``prices`` by ``gen_ai.response.model`` / ``gen_ai.request.model``."""
+    calls: list[tuple[int, int, float | None, str]] = []
+    others: list[tuple[int, int, float | None, str]] = []
+    for s in t.spans:
+        attrs = {kv.key: kv.value for kv in s.attributes}
+        inp = sum(int(_number(attrs[k]) or 0) for k in _INPUT if k in attrs)
+        out = sum(int(_number(attrs[k]) or 0) for k in _OUTPUT if k in attrs)
+        cost_v = attrs.get(uc.cost_attribute)
+        cost = _number(cost_v) if cost_v is not None else None
+        model_v = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
+        model = attr_str(model_v) if model_v is not None else ""
+        if not (inp or out or cost):
+            continue
+        op = attrs.get(NAMES.operation_name)
+        entry = (inp, out, cost, model)
+        if op is not None and attr_str(op) in _MODEL_OPERATIONS:
+            calls.append(entry)
+        else:
+            others.append(entry)
+
+    def cost_of(e: tuple[int, int, float | None, str]) -> float:
+        if e[2] is not None:
+            return e[2]
+        price = uc.prices.get(e[3])
+        return 0.0 if price is None else (e[0] * price.input + e[1] * price.output) / 1e6
+
+    if calls:
+        return sum(e[0] + e[1] for e in calls), sum(cost_of(e) for e in calls)
+    if others:
+        return max(e[0] + e[1] for e in others), max(cost_of(e) for e in others)
+    return 0, 0.0
+
+
+def final_decision(decisions: list[Decision]) -> bool:
+    """The Collector's rule: a drop or an inverted non-match drops the trace; otherwise any
+    sampled (or inverted sampled) decision keeps it."""
+    got = set(decisions)
+    if Decision.DROPPED in got or Decision.INVERT_NOT_SAMPLED in got:
+        return False
+    return Decision.SAMPLED in got or Decision.INVERT_SAMPLED in got
