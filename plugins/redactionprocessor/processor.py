@@ -210,11 +210,67 @@ class RedactionProcessor(Component):
             ("processor", "rule"),
         )
         self._children: dict[str, Any] = {}
+        self._fast = self._fast_path_possible()
+        rules = self.rules
+        # searched in a request's text: blocked values and key patterns, content key patterns;
+        # ignored key patterns only matter for the summary's count
+        self._searches = [*rules.block_re, *rules.block_key_re, *rules.content_key_re]
+        if config.summary in ("debug", "info"):
+            self._searches += rules.ignore_re
+        needles = [k.encode() for k in rules.content_keys]
+        if rules.genai is not None and signal is Signal.LOGS:
+            needles += [p.encode() for p in rules.genai.event_prefixes]  # GenAI events
+        self._needles = needles
+        # a span event whose name starts with a GenAI event prefix: its name field (field 2 of
+        # Event, tag 0x12) followed by the prefix, in the request's bytes
+        self._event_name_re: re.Pattern[bytes] | None = None
+        if rules.genai is not None and signal is Signal.TRACES and rules.genai.event_prefixes:
+            prefixes = b"|".join(re.escape(p.encode()) for p in rules.genai.event_prefixes)
+            self._event_name_re = re.compile(
+                rb"\x12(?:[\x01-\x7f]|[\x80-\xff][\x01-\x7f])(?:" + prefixes + rb")"
+            )
 
     async def consume(self, data: Payload) -> None:
-        if data.item_count():
+        if data.item_count() and self._may_redact(data):
             data = self.process(data)
         await self.next.consume(data)
+
+    def _fast_path_possible(self) -> bool:
+        """Whether a request can be passed on untouched when its bytes show nothing to do:
+        every key kept (``allow_all_keys``), values checked as strings only, and no pattern
+        that depends on what surrounds a value (anchors, word boundaries, lookbehinds: the
+        patterns are searched in the whole request's text, where a value's text is a
+        substring, so a match in a value is a match there)."""
+        c = self.config
+        if not c.allow_all_keys or c.redact_all_types:
+            return False
+        patterns = [*c.blocked_values, *c.blocked_key_patterns, *c.ignored_key_patterns]
+        g = self.rules.genai
+        if g is not None:
+            patterns += g.key_patterns
+        unsafe = ("^", "$", "\\A", "\\Z", "\\b", "\\B", "(?<")
+        return not any(u in p for p in patterns for u in unsafe)
+
+    def _may_redact(self, data: Payload) -> bool:
+        """False when the request certainly holds nothing any rule changes (see
+        :meth:`_fast_path_possible`): it is passed on as it is, never decoded."""
+        if not self._fast:
+            return True
+        raw = data.to_bytes()
+        rules = self.rules
+        summary = self.config.summary in ("debug", "info")
+        if summary and any(k.encode() in raw for k in rules.ignore):
+            return True
+        needles = self._needles
+        if any(n in raw for n in needles):
+            return True
+        if self._event_name_re is not None and self._event_name_re.search(raw):
+            return True
+        if self._searches:
+            text = raw.decode("utf-8", "replace")
+            if any(r.search(text) for r in self._searches):
+                return True
+        return False
 
     def process(self, data: Payload) -> Payload:
         out = type(data)(data.to_bytes())

@@ -16,8 +16,9 @@ from fractions import Fraction
 from typing import Any
 
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from pipeline._wire import _CLASSES
 from plugins._agentconv import (
     STATUS_ERROR,
     AttributeNames,
@@ -29,6 +30,7 @@ from plugins._agentconv import (
 )
 from plugins.tailsamplingprocessor.config import PolicyCfg
 
+SpanSkeleton: Any = _CLASSES["SpanSkeleton"]  # a span with its attributes left encoded
 NAMES = AttributeNames()
 _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 _MODEL_OPERATIONS = {"chat", "text_completion", "generate_content", "embeddings"}
@@ -47,27 +49,60 @@ SAMPLED_LIKE = (Decision.SAMPLED, Decision.INVERT_SAMPLED)
 
 
 class TraceData:
-    """The spans of one trace as held (encoded), decoded on first use, with what policies ask
-    (duration, attributes, the workflow root) worked out once."""
+    """The spans of one trace as held (encoded), decoded as little as each policy needs: the
+    span skeletons (ids, times, status; attributes left encoded) for structure, and a span in
+    full only when its bytes contain what a policy looks for (an attribute key, a value)."""
 
     def __init__(self, trace_id: bytes, spans: list[bytes], resources: list[bytes]) -> None:
         self.trace_id = trace_id
         self._raw = spans
         self._raw_resources = resources  # one per span (the same bytes object shared)
-        self._spans: list[Any] | None = None
+        self._decoded: list[Any] = [None] * len(spans)
+        self._skeletons: list[Any] | None = None
         self._resources: list[dict[str, Any]] | None = None
         self._root: Any = None
         self._root_done = False
+        self._joined: bytes | None = None
 
     @property
     def span_count(self) -> int:
         return len(self._raw)
 
+    def span(self, i: int) -> Any:
+        s = self._decoded[i]
+        if s is None:
+            s = self._decoded[i] = Span.FromString(self._raw[i])
+        return s
+
     @property
     def spans(self) -> list[Any]:
-        if self._spans is None:
-            self._spans = [Span.FromString(raw) for raw in self._raw]
-        return self._spans
+        return [self.span(i) for i in range(len(self._raw))]
+
+    def spans_containing(self, *needles: bytes) -> list[Any]:
+        """The decoded spans whose encoding contains any of ``needles`` (an attribute key or
+        value): the others cannot match and are not decoded."""
+        joined = self._joined
+        if joined is None:
+            joined = self._joined = b"".join(self._raw)
+        present = [n for n in needles if n in joined]
+        if not present:
+            return []
+        if len(present) == 1:
+            needle = present[0]
+            return [self.span(i) for i, raw in enumerate(self._raw) if needle in raw]
+        return [self.span(i) for i, raw in enumerate(self._raw) if any(n in raw for n in present)]
+
+    @property
+    def skeletons(self) -> list[Any]:
+        if self._skeletons is None:
+            self._skeletons = [SpanSkeleton.FromString(raw) for raw in self._raw]
+        return self._skeletons
+
+    def status_codes(self) -> set[int]:
+        codes = set()
+        for sk in self.skeletons:
+            codes.add(Status.FromString(sk.status).code if sk.status else 0)
+        return codes
 
     @property
     def resources(self) -> list[dict[str, Any]]:
@@ -85,9 +120,9 @@ class TraceData:
         return self._resources
 
     def duration_ns(self) -> int:
-        spans = self.spans
-        start = min(s.start_time_unix_nano for s in spans)
-        end = max(s.end_time_unix_nano for s in spans)
+        sks = self.skeletons
+        start = min(s.start_time_unix_nano for s in sks)
+        end = max(s.end_time_unix_nano for s in sks)
         return max(0, end - start)
 
     def values(self, key: str) -> list[Any]:
@@ -101,7 +136,7 @@ class TraceData:
             v = attrs.get(key)
             if v is not None:
                 out.append(v)
-        for span in self.spans:
+        for span in self.spans_containing(key.encode()):
             for kv in span.attributes:
                 if kv.key == key:
                     out.append(kv.value)
@@ -118,7 +153,7 @@ class TraceData:
         """The workflow root span (a root that is a workflow), else the first root span."""
         if not self._root_done:
             self._root_done = True
-            roots = [s for s in self.spans if not s.parent_span_id]
+            roots = [self.span(i) for i, sk in enumerate(self.skeletons) if not sk.parent_span_id]
             for s in roots:
                 if is_workflow_root(s, {kv.key: kv.value for kv in s.attributes}, NAMES):
                     self._root = s
@@ -129,7 +164,7 @@ class TraceData:
 
     def workflow_attr(self, key: str) -> str:
         """A workflow attribute as the ``workflow`` processor stamps it on every span."""
-        for span in self.spans:
+        for span in self.spans_containing(key.encode()):
             v = self.span_value(span, key)
             if v is not None:
                 return attr_str(v)
@@ -242,11 +277,7 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
         codes = {_STATUS[c] for c in cfg.status_code.status_codes}
         return Policy(
             cfg.name,
-            lambda t: (
-                Decision.SAMPLED
-                if any(s.status.code in codes for s in t.spans)
-                else Decision.NOT_SAMPLED
-            ),
+            lambda t: Decision.SAMPLED if t.status_codes() & codes else Decision.NOT_SAMPLED,
         )
     if kind == "string_attribute":
         sc = cfg.string_attribute
@@ -309,8 +340,9 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
         members = {f"{tc.key}={v}" for v in tc.values}
 
         def trace_state(t: TraceData) -> Decision:
-            for s in t.spans:
-                if any(m.strip() in members for m in s.trace_state.split(",")):
+            for sk in t.skeletons:
+                state = sk.trace_state.decode("utf-8", "replace")
+                if any(m.strip() in members for m in state.split(",")):
                     return Decision.SAMPLED
             return Decision.NOT_SAMPLED
 
@@ -434,7 +466,7 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
         tools = set(cfg.tool_call_failed.tools) if cfg.tool_call_failed else set()
 
         def tool_failed(t: TraceData) -> Decision:
-            for s in t.spans:
+            for s in t.spans_containing(TOOL_MARKERS[0], TOOL_MARKERS[1]):
                 attrs = {kv.key: kv.value for kv in s.attributes}
                 if not is_tool_call(attrs, NAMES):
                     continue
@@ -450,6 +482,7 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
     raise ValueError(f"unknown policy type {kind!r}")
 
 
+TOOL_MARKERS = (NAMES.tool_operation.encode(), NAMES.mcp_tool_method.encode())
 _INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 _OUTPUT = (
     "gen_ai.usage.output_tokens",
@@ -465,7 +498,7 @@ def _usage(t: TraceData, uc: Any) -> tuple[int, float]:
     carry it, else from ``prices`` by ``gen_ai.response.model`` / ``gen_ai.request.model``."""
     calls: list[tuple[int, int, float | None, str]] = []
     others: list[tuple[int, int, float | None, str]] = []
-    for s in t.spans:
+    for s in t.spans_containing(b"token", uc.cost_attribute.encode()):
         attrs = {kv.key: kv.value for kv in s.attributes}
         inp = sum(int(_number(attrs[k]) or 0) for k in _INPUT if k in attrs)
         out = sum(int(_number(attrs[k]) or 0) for k in _OUTPUT if k in attrs)

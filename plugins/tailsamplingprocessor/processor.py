@@ -175,6 +175,8 @@ class TailSamplingProcessor(Component):
             ("processor",),
         ).labels(name)
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._pending: dict[tuple[str, bool], list[int]] = {}
+        self._pending_final: dict[tuple[bool, str], int] = {}
 
     def _child(self, counter: Any, *labels: str) -> Any:
         key = (id(counter), *labels)
@@ -211,12 +213,28 @@ class TailSamplingProcessor(Component):
         """Remember and count a decision."""
         self._decided.put(trace_id, sampled)
         (self._sampled_cache if sampled else self._not_sampled_cache).put(trace_id, sampled)
+        pending = self._pending
         for name, d in results:
-            flag = "true" if d in SAMPLED_LIKE else "false"
-            self._child(self._c_policy, name, flag).inc()
+            key = (name, d in SAMPLED_LIKE)
+            counts = pending.get(key)
+            if counts is None:
+                counts = pending[key] = [0, 0]
+            counts[0] += 1
+            counts[1] += spans
+        final = self._pending_final
+        final[(sampled, when)] = final.get((sampled, when), 0) + 1
+
+    def _flush_counts(self) -> None:
+        """The decisions counted since the last call, added to the counters (once per call)."""
+        for (name, sampled), (traces, spans) in self._pending.items():
+            flag = "true" if sampled else "false"
+            self._child(self._c_policy, name, flag).inc(traces)
             self._child(self._c_policy_spans, name, flag).inc(spans)
-        self._child(self._c_global, "true" if sampled else "false").inc()
-        self._child(self._c_when, when).inc()
+        self._pending.clear()
+        for (sampled, when), n in self._pending_final.items():
+            self._child(self._c_global, "true" if sampled else "false").inc(n)
+            self._child(self._c_when, when).inc(n)
+        self._pending_final.clear()
 
     def _decide(self, trace_id: bytes, spans: list[bytes], groups: list[GroupKey],
                 when: str) -> bool:  # fmt: skip
@@ -238,16 +256,19 @@ class TailSamplingProcessor(Component):
         late_out: list[tuple[GroupKey, bytes]] = []
         late_dropped = 0
         fresh: list[tuple[bytes, GroupKey, bytes]] = []
+        held = self._held
+        seen: dict[bytes, bool | None] = {}
         for trace_id, group, span_raw in items:
-            if trace_id not in self._held:
-                known = self._known(trace_id)
-                if known is not None:
-                    if known:
-                        late_out.append((group, span_raw))
-                    else:
-                        late_dropped += 1
-                    continue
-            fresh.append((trace_id, group, span_raw))
+            if trace_id in seen:
+                known = seen[trace_id]
+            else:
+                known = seen[trace_id] = None if trace_id in held else self._known(trace_id)
+            if known is None:
+                fresh.append((trace_id, group, span_raw))
+            elif known:
+                late_out.append((group, span_raw))
+            else:
+                late_dropped += 1
         if data.whole_traces:
             # whole traces are decided at once; spans of a trace already held (rare: it also
             # came through another path) join it and wait for its decision
@@ -325,8 +346,9 @@ class TailSamplingProcessor(Component):
             payload.whole_traces = True
             await self.next.consume(payload)
         for trace_id, sampled, results, n in decisions:
-            self._c_new.inc()
             self._commit(trace_id, sampled, results, n, "released")
+        self._c_new.inc(len(decisions))
+        self._flush_counts()
         self._count_late(len(late_out), late_dropped)
 
     def _release_acks(self, traces: list[_Held]) -> tuple[object, ...]:
@@ -351,6 +373,7 @@ class TailSamplingProcessor(Component):
             self._held_bytes -= trace.nbytes
             if self._decide(trace_id, trace.spans, trace.groups, when):
                 kept.extend(zip(trace.groups, trace.spans, strict=True))
+        self._flush_counts()
         acks = self._release_acks([t for _, t in traces])
         if not kept:
             return None

@@ -196,3 +196,26 @@ def test_config_errors() -> None:
         RedactionConfig.model_validate({"genai_content": {"patterns": ["ssn"]}})
     with pytest.raises(ValidationError, match="hmac_key"):
         RedactionConfig.model_validate({"hash_function": "hmac-sha256"})
+
+
+async def test_requests_with_nothing_to_redact_pass_untouched() -> None:
+    """With allow_all_keys a request whose bytes hold no content key, no GenAI event and no
+    blocked value is passed on as it came (never decoded); a GenAI span event is found."""
+    config = {"allow_all_keys": True, "blocked_values": ["4[0-9]{15}"], "genai_content": {}}
+    plain = span_payload(**{"gen_ai.request.model": "m", "note": "a message"})
+    sink = Sink()
+    proc = RedactionProcessor(
+        create_settings(Kind.PROCESSOR, "redaction"),
+        RedactionConfig.model_validate(config),
+        Signal.TRACES,
+        sink,
+    )
+    await proc.consume(plain)
+    assert sink.got == [plain]
+    req = ExportTraceServiceRequest()
+    span = req.resource_spans.add().scope_spans.add().spans.add(name="chat", trace_id=b"t" * 16)
+    ev = span.events.add(name="gen_ai.user.message")
+    ev.attributes.add(key="content").value.string_value = "I am ann@example.com"
+    msg, _ = await run(config, Traces(req.SerializeToString()))
+    got = msg.resource_spans[0].scope_spans[0].spans[0].events[0].attributes[0].value
+    assert got.string_value == "I am ****"
