@@ -38,8 +38,8 @@ DEFAULT_CONTENT_KEYS = [
 ]
 # key patterns (regular expressions, searched from the start)
 DEFAULT_CONTENT_KEY_PATTERNS = [
-    r"gen_ai\.prompt\.\d+\.",  # OpenLLMetry
-    r"gen_ai\.completion\.\d+\.",
+    r"gen_ai\.prompt\.[0-9]+\.",  # OpenLLMetry
+    r"gen_ai\.completion\.[0-9]+\.",
     r"llm\.input_messages\.",  # OpenInference
     r"llm\.output_messages\.",
     r"llm\.prompts?\.",

@@ -217,6 +217,12 @@ class RedactionProcessor(Component):
         self._searches = [*rules.block_re, *rules.block_key_re, *rules.content_key_re]
         if config.summary in ("debug", "info"):
             self._searches += rules.ignore_re
+        # ASCII patterns that mean the same on bytes are searched in the request's bytes (no
+        # decoding); the others in its text
+        self._byte_searches = [
+            re.compile(r.pattern.encode()) for r in self._searches if _bytes_safe(r.pattern)
+        ]
+        self._searches = [r for r in self._searches if not _bytes_safe(r.pattern)]
         needles = [k.encode() for k in rules.content_keys]
         if rules.genai is not None and signal is Signal.LOGS:
             needles += [p.encode() for p in rules.genai.event_prefixes]  # GenAI events
@@ -265,6 +271,8 @@ class RedactionProcessor(Component):
         if any(n in raw for n in needles):
             return True
         if self._event_name_re is not None and self._event_name_re.search(raw):
+            return True
+        if any(r.search(raw) for r in self._byte_searches):
             return True
         if self._searches:
             text = raw.decode("utf-8", "replace")
@@ -489,6 +497,16 @@ class RedactionProcessor(Component):
                 self.rules.count("blocked_values")
                 masked.append(path)
                 value.string_value = new
+
+
+_BYTES_UNSAFE = re.compile(r"\\\\|\\[wWdDsSbBAZ]|(?<!\\)\.|\[\^|\(\?[aiLmsux]|\(\?<|[^\x00-\x7f]")
+
+
+def _bytes_safe(pattern: str) -> bool:
+    """Whether ``pattern`` finds the same matches in UTF-8 bytes as in text: ASCII only, no
+    class or ``.`` that would see one byte of a multi-byte character as a character, no
+    flags, boundaries or lookbehinds."""
+    return _BYTES_UNSAFE.search(pattern) is None
 
 
 def _get(attrs: Any, key: str) -> Any:

@@ -163,12 +163,22 @@ class TraceData:
         return self._root
 
     def workflow_attr(self, key: str) -> str:
-        """A workflow attribute as the ``workflow`` processor stamps it on every span."""
-        for span in self.spans_containing(key.encode()):
-            v = self.span_value(span, key)
-            if v is not None:
-                return attr_str(v)
+        """A workflow attribute as the ``workflow`` processor stamps it on every span: the
+        first span holding the key is decoded, no other."""
+        needle = key.encode()
+        for i, raw in enumerate(self._raw):
+            if needle in raw:
+                v = self.span_value(self.span(i), key)
+                if v is not None:
+                    return attr_str(v)
         return ""
+
+    def contains(self, needle: bytes) -> bool:
+        """Whether any span's encoding contains ``needle``."""
+        joined = self._joined
+        if joined is None:
+            joined = self._joined = b"".join(self._raw)
+        return needle in joined
 
 
 Evaluate = Callable[[TraceData], Decision]
@@ -197,8 +207,8 @@ def _number(v: Any) -> float | None:
     return None
 
 
-def fnv1a_64(data: bytes) -> int:
-    h = 0xCBF29CE484222325
+def fnv1a_64(data: bytes, h: int = 0xCBF29CE484222325) -> int:
+    """FNV-1a (64 bit) of ``data``, continuing from the state ``h`` (the offset basis)."""
     for b in data:
         h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h
@@ -267,8 +277,10 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
         salt = (pc.hash_salt or "default-hash-seed").encode()
         threshold = probabilistic_threshold(min(pc.sampling_percentage, 100.0) / 100)
 
+        salted = fnv1a_64(salt)  # the state after the salt, the same for every trace
+
         def probabilistic(t: TraceData) -> Decision:
-            ok = fnv1a_64(salt + t.trace_id) <= threshold and threshold > 0
+            ok = fnv1a_64(t.trace_id, salted) <= threshold and threshold > 0
             return Decision.SAMPLED if ok else Decision.NOT_SAMPLED
 
         return Policy(cfg.name, probabilistic)
@@ -466,6 +478,9 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
         tools = set(cfg.tool_call_failed.tools) if cfg.tool_call_failed else set()
 
         def tool_failed(t: TraceData) -> Decision:
+            # a failed call has an ERROR status (Status.code 2: bytes 0x18 0x02) or error.type
+            if not (t.contains(b"\x18\x02") or t.contains(ERROR_TYPE)):
+                return Decision.NOT_SAMPLED
             for s in t.spans_containing(TOOL_MARKERS[0], TOOL_MARKERS[1]):
                 attrs = {kv.key: kv.value for kv in s.attributes}
                 if not is_tool_call(attrs, NAMES):
@@ -482,6 +497,7 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
     raise ValueError(f"unknown policy type {kind!r}")
 
 
+ERROR_TYPE = NAMES.error_type.encode()
 TOOL_MARKERS = (NAMES.tool_operation.encode(), NAMES.mcp_tool_method.encode())
 _INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 _OUTPUT = (
@@ -531,7 +547,10 @@ def _usage(t: TraceData, uc: Any) -> tuple[int, float]:
 def final_decision(decisions: list[Decision]) -> bool:
     """The Collector's rule: a drop or an inverted non-match drops the trace; otherwise any
     sampled (or inverted sampled) decision keeps it."""
-    got = set(decisions)
-    if Decision.DROPPED in got or Decision.INVERT_NOT_SAMPLED in got:
-        return False
-    return Decision.SAMPLED in got or Decision.INVERT_SAMPLED in got
+    sampled = False
+    for d in decisions:
+        if d is Decision.DROPPED or d is Decision.INVERT_NOT_SAMPLED:
+            return False
+        if d is Decision.SAMPLED or d is Decision.INVERT_SAMPLED:
+            sampled = True
+    return sampled

@@ -274,7 +274,7 @@ class TailSamplingProcessor(Component):
             # came through another path) join it and wait for its decision
             whole = [item for item in fresh if item[0] not in self._held]
             if len(whole) == len(fresh):
-                await self._consume_whole(whole, late_out, late_dropped)
+                await self._consume_whole(whole, late_out, late_dropped, data)
                 return
             await self._consume_whole(whole, late_out, late_dropped)
             late_out, late_dropped = [], 0
@@ -320,8 +320,8 @@ class TailSamplingProcessor(Component):
             self._child(self._c_late, "false").inc(dropped)
 
     async def _consume_whole(self, fresh: list[tuple[bytes, GroupKey, bytes]],
-                             late_out: list[tuple[GroupKey, bytes]],
-                             late_dropped: int) -> None:  # fmt: skip
+                             late_out: list[tuple[GroupKey, bytes]], late_dropped: int,
+                             data: Payload | None = None) -> None:  # fmt: skip
         """Whole traces: decided at once, nothing held; the sampled ones and the late spans of
         sampled traces are passed on in one payload (it carries the input's durability tokens:
         what is dropped releases them). Decisions are remembered and counted once the next
@@ -340,7 +340,9 @@ class TailSamplingProcessor(Component):
             decisions.append((trace_id, sampled, results, len(spans)))
             if sampled:
                 out.extend(zip(groups, spans, strict=True))
-        if out:
+        if out and data is not None and not late_dropped and len(out) == len(fresh) + len(late_out):
+            await self.next.consume(data)  # every span kept: the request goes on as it came
+        elif out:
             encoded, n = _assemble(out)
             payload = Traces(encoded, item_count=n)
             payload.whole_traces = True

@@ -313,15 +313,16 @@ async def test_durability_tokens_released_with_the_decision() -> None:
     sampled traces, or done when the trace is dropped."""
     Tok.dead = []
     sink = Sink()
-    proc = processor({"decision_wait": "200ms", "policies": [ERRORS]}, sink)
+    proc = processor({"decision_wait": "500ms", "policies": [ERRORS]}, sink)
     await proc.start(StubHost())
     kept, dropped = b"K" * 16, b"D" * 16
     await proc.consume(request(span(dropped, 2)).carry_acks([Tok(2)]))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.4)  # decided apart (a trace's tokens go with the batch it is in)
     await proc.consume(request(span(kept, 1, status=2)).carry_acks([Tok(1)]))
     gc.collect()
     assert Tok.dead == []  # held: both records must stay
     await wait_until(lambda: proc._known(dropped) is False, within=2)
+    assert kept in proc._held
     gc.collect()
     assert Tok.dead == [2]  # the dropped trace's record is done, the held one's is not
     await wait_until(lambda: len(sink.ids()) == 1, within=2)
