@@ -5,6 +5,8 @@ Cases (the load of ``benchmarks/agent_pipeline.py``: workflow-shaped traces of 1
 
 * ``rotel``: rotel-agent's forward path;
 * ``agent``: otlp -> memory_limiter -> workflow -> batch -> otlp, agentmetrics fed beside;
+* ``agent, split pipelines``: the topology below without tail_sampling and redaction (what
+  the connectors-before-the-sampler layout costs by itself);
 * ``agent + sampling + redaction``: otlp -> memory_limiter -> workflow -> agentmetrics and a
   forward connector -> tail_sampling -> redaction -> batch -> otlp (the shape of
   ``configs/agent-gateway-sampled.yaml``). Every policy of that config is evaluated on every
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, Result, dict
     cases = [
         ("rotel", Case("rotel forward", "rotel", load), ""),
         ("agent", Case("agent pipeline", "agent", load), ""),
+        ("agent, split pipelines", Case("agent pipeline", "agent", load), "split"),
         ("agent + sampling + redaction", Case("agent pipeline", "agent", load), "sampled"),
     ]
     out: list[tuple[str, Result, dict[str, float]]] = []
@@ -98,7 +101,10 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, Result, dict
                         )
 
                 overlay = OVERLAY.replace("EXPORTER", exporter) if extra else ""
-                result = run_case(case, workdir, sink, overlay, decisions if extra else None)
+                if extra == "split":  # the same pipelines without the two processors
+                    overlay = overlay.replace("[tail_sampling, redaction, batch]", "[batch]")
+                sampled = extra == "sampled"
+                result = run_case(case, workdir, sink, overlay, decisions if sampled else None)
                 print(json.dumps({"run": i, "case": name, **asdict(result), **info}), flush=True)
                 out.append((name, result, info))
     return out
