@@ -4,9 +4,9 @@ policies."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from pipeline import ComponentConfig, ConfigModel, Duration, Seconds
 from plugins._agentconv import OUTCOMES
@@ -25,6 +25,7 @@ POLICY_TYPES = (
     "and",
     "composite",
     "drop",
+    "ottl_condition",
     # workflow-aware (this gateway's)
     "workflow_outcome",
     "workflow_complexity_tier",
@@ -105,6 +106,37 @@ class BooleanAttributeCfg(ConfigModel):
 class TraceStateCfg(ConfigModel):
     key: str
     values: list[str] = Field(min_length=1)
+
+
+class OttlConditionCfg(ConfigModel):
+    """Sample a trace when an OTTL condition holds for one of its spans (span events)."""
+
+    error_mode: Literal["ignore", "silent", "propagate"] = "propagate"
+    span: list[str] = Field(default_factory=list)
+    spanevent: list[str] = Field(default_factory=list)
+    _filters: list[Any] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _compile(self) -> OttlConditionCfg:
+        if not self.span and not self.spanevent:
+            raise ValueError("ottl_condition: give span or spanevent conditions")
+        from pipeline.ottl import StatementError, compile_conditions
+        from pipeline.ottl.runner import Filter
+
+        for context in ("span", "spanevent"):
+            texts = getattr(self, context)
+            if not texts:
+                continue
+            try:
+                _, conditions = compile_conditions(texts, "traces", context)
+            except StatementError as exc:
+                text = texts[max(exc.index, 0)]
+                raise ValueError(f"ottl_condition.{context}: {exc.detail} in {text!r}") from None
+            self._filters.append(Filter(context, conditions, self.error_mode))
+        return self
+
+    def filters(self) -> list[Any]:
+        return list(self._filters)
 
 
 class WorkflowOutcomeCfg(ConfigModel):
@@ -188,6 +220,7 @@ class PolicyCfg(ConfigModel):
     span_count: SpanCountCfg | None = None
     boolean_attribute: BooleanAttributeCfg | None = None
     trace_state: TraceStateCfg | None = None
+    ottl_condition: OttlConditionCfg | None = None
     workflow_outcome: WorkflowOutcomeCfg | None = None
     workflow_complexity_tier: WorkflowTierCfg | None = None
     workflow_sla: WorkflowSlaCfg | None = None

@@ -53,8 +53,15 @@ class TraceData:
     span skeletons (ids, times, status; attributes left encoded) for structure, and a span in
     full only when its bytes contain what a policy looks for (an attribute key, a value)."""
 
-    def __init__(self, trace_id: bytes, spans: list[bytes], resources: list[bytes]) -> None:
+    def __init__(
+        self,
+        trace_id: bytes,
+        spans: list[bytes],
+        resources: list[bytes],
+        groups: list[tuple[bytes, bytes, bytes, bytes]] | None = None,
+    ) -> None:
         self.trace_id = trace_id
+        self.groups = groups  # (resource, its schema url, scope, its schema url) per span
         self._raw = spans
         self._raw_resources = resources  # one per span (the same bytes object shared)
         self._decoded: list[Any] = [None] * len(spans)
@@ -383,6 +390,8 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
         return Policy(cfg.name, drop)
     if kind == "composite":
         return _composite(cfg, clock)
+    if kind == "ottl_condition":
+        return _ottl(cfg)
     return _workflow_policy(cfg)
 
 
@@ -410,6 +419,46 @@ def _composite(cfg: PolicyCfg, clock: Callable[[], float]) -> Policy:
         return Decision.NOT_SAMPLED
 
     return Policy(cfg.name, composite)
+
+
+def _ottl(cfg: PolicyCfg) -> Policy:
+    """OTTL conditions run as the ``filter`` processor runs them, on a request made of the
+    trace's spans: the trace is sampled when a condition holds for a span (span event)."""
+    from pipeline import Traces
+    from pipeline._wire import ShallowTraces
+    from pipeline.ottl.runner import filter_payload
+
+    oc = cfg.ottl_condition
+    assert oc is not None
+    filters = oc.filters()
+
+    def report(text: str, exc: BaseException) -> None:
+        pass  # error_mode ignore/silent: the condition does not hold
+
+    def ottl(t: TraceData) -> Decision:
+        groups = t.groups or [(r, b"", b"", b"") for r in t._raw_resources]
+        by_group: dict[tuple[bytes, bytes, bytes, bytes], list[bytes]] = {}
+        for group, raw in zip(groups, t._raw, strict=True):
+            by_group.setdefault(group, []).append(raw)
+        req = ShallowTraces()
+        for (resource, resource_url, scope, scope_url), raws in by_group.items():
+            rs = req.resource_spans.add(resource=resource, schema_url=resource_url)
+            rs.scope_spans.add(scope=scope, schema_url=scope_url).spans.extend(raws)
+        payload = Traces(req.SerializeToString())
+        kept, dropped = filter_payload(payload, filters, report)
+        if dropped:  # a span condition held
+            return Decision.SAMPLED
+        if kept is None or kept is payload:
+            return Decision.NOT_SAMPLED
+        # a span event condition held when the filter took an event out
+        events = sum(len(sk.events) for sk in t.skeletons)
+        left = sum(
+            len(s.events) for rs in kept.message().resource_spans
+            for ss in rs.scope_spans for s in ss.spans
+        )  # fmt: skip
+        return Decision.SAMPLED if left < events else Decision.NOT_SAMPLED
+
+    return Policy(cfg.name, ottl)
 
 
 def _workflow_policy(cfg: PolicyCfg) -> Policy:

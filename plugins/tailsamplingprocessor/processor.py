@@ -238,7 +238,7 @@ class TailSamplingProcessor(Component):
 
     def _decide(self, trace_id: bytes, spans: list[bytes], groups: list[GroupKey],
                 when: str) -> bool:  # fmt: skip
-        trace = TraceData(trace_id, spans, [g[0] for g in groups])
+        trace = TraceData(trace_id, spans, [g[0] for g in groups], groups)
         sampled, results = self._evaluate(trace)
         self._commit(trace_id, sampled, results, len(spans), when)
         return sampled
@@ -336,7 +336,8 @@ class TailSamplingProcessor(Component):
         out = list(late_out)
         decisions: list[tuple[bytes, bool, list[tuple[str, Decision]], int]] = []
         for trace_id, (spans, groups) in by_trace.items():
-            sampled, results = self._evaluate(TraceData(trace_id, spans, [g[0] for g in groups]))
+            trace = TraceData(trace_id, spans, [g[0] for g in groups], groups)
+            sampled, results = self._evaluate(trace)
             decisions.append((trace_id, sampled, results, len(spans)))
             if sampled:
                 out.extend(zip(groups, spans, strict=True))

@@ -334,3 +334,26 @@ async def test_durability_tokens_released_with_the_decision() -> None:
     gc.collect()
     assert sorted(Tok.dead) == [1, 2]
     await proc.shutdown()
+
+
+def test_ottl_condition_policy() -> None:
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = "checkout"
+    sp = rs.scope_spans.add().spans.add(trace_id=T, span_id=b"\x01" * 8, name="pay")
+    sp.attributes.add(key="tenant").value.string_value = "acme"
+    sp.events.add(name="retry")
+    payload = Traces(req.SerializeToString())
+
+    def ottl(**section: Any) -> Decision:
+        return decide({"type": "ottl_condition", "ottl_condition": section}, payload)
+
+    assert ottl(span=['attributes["tenant"] == "acme"']) is Decision.SAMPLED
+    assert ottl(span=['resource.attributes["service.name"] == "checkout"']) is Decision.SAMPLED
+    assert ottl(span=['name == "other"']) is Decision.NOT_SAMPLED
+    assert ottl(spanevent=['name == "retry"']) is Decision.SAMPLED
+    assert ottl(spanevent=['name == "other"']) is Decision.NOT_SAMPLED
+    with pytest.raises(ValidationError, match=r"ottl_condition\.span"):
+        TailSamplingConfig.model_validate({"policies": [
+            {"name": "o", "type": "ottl_condition", "ottl_condition": {"span": ["name =="]}}
+        ]})  # fmt: skip
