@@ -68,6 +68,7 @@ class TraceData:
         self._skeletons: list[Any] | None = None
         self._resources: list[dict[str, Any]] | None = None
         self._root: Any = None
+        self._root_attrs: dict[str, Any] = {}
         self._root_done = False
         self._joined: bytes | None = None
 
@@ -162,12 +163,21 @@ class TraceData:
             self._root_done = True
             roots = [self.span(i) for i, sk in enumerate(self.skeletons) if not sk.parent_span_id]
             for s in roots:
-                if is_workflow_root(s, {kv.key: kv.value for kv in s.attributes}, NAMES):
-                    self._root = s
+                attrs = {kv.key: kv.value for kv in s.attributes}
+                if is_workflow_root(s, attrs, NAMES):
+                    self._root, self._root_attrs = s, attrs
                     break
             else:
-                self._root = roots[0] if roots else None
+                if roots:
+                    self._root = roots[0]
+                    self._root_attrs = {kv.key: kv.value for kv in roots[0].attributes}
         return self._root
+
+    @property
+    def root_attrs(self) -> dict[str, Any]:
+        """``{key: AnyValue}`` of :attr:`root` (empty without a root)."""
+        _ = self.root
+        return self._root_attrs
 
     def workflow_attr(self, key: str) -> str:
         """A workflow attribute as the ``workflow`` processor stamps it on every span: the
@@ -474,7 +484,7 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
                 root = t.root
                 if root is None:
                     return Decision.NOT_SAMPLED
-                attrs = {kv.key: kv.value for kv in root.attributes}
+                attrs = t.root_attrs
                 if not is_workflow_root(root, attrs, NAMES):
                     return Decision.NOT_SAMPLED
                 value = workflow_outcome(root, attrs, NAMES)
@@ -500,7 +510,7 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
             root = t.root
             if root is None:
                 return Decision.NOT_SAMPLED
-            attrs = {kv.key: kv.value for kv in root.attributes}
+            attrs = t.root_attrs
             if not is_workflow_root(root, attrs, NAMES) and not t.workflow_attr(NAMES.workflow_id):
                 return Decision.NOT_SAMPLED
             wf_type = t.workflow_attr(NAMES.workflow_type) or workflow_type(root, attrs, NAMES)

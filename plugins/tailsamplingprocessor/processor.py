@@ -69,19 +69,32 @@ class _LRU:
 
 def _parse(data: Payload) -> list[tuple[bytes, GroupKey, bytes]]:
     """``(trace id, group, span bytes)`` of every span, in order; raises on a corrupt payload
-    before anything is changed."""
+    before anything is changed. The trace id is read from the span's first field (encoders
+    write fields in order: ``0x0a 0x10`` and 16 bytes); a span that does not start so has its
+    ids parsed."""
     raw = data.to_bytes()
     try:
         shallow = ShallowTraces.FromString(raw)
-        skeleton = SkeletonTraces.FromString(raw)
     except Exception as exc:
         raise MalformedDataError(f"cannot decode traces request: {exc}") from exc
     out = []
-    for rs, rs_ids in zip(shallow.resource_spans, skeleton.resource_spans, strict=True):
-        for ss, ss_ids in zip(rs.scope_spans, rs_ids.scope_spans, strict=True):
+    skeleton = None
+    for i, rs in enumerate(shallow.resource_spans):
+        for j, ss in enumerate(rs.scope_spans):
             group = (rs.resource, rs.schema_url, ss.scope, ss.schema_url)
-            for span_raw, ids in zip(ss.spans, ss_ids.spans, strict=True):
-                out.append((bytes(ids.trace_id), group, span_raw))
+            for k, span_raw in enumerate(ss.spans):
+                if span_raw[:2] == b"\x0a\x10":
+                    trace_id = span_raw[2:18]
+                else:
+                    if skeleton is None:
+                        try:
+                            skeleton = SkeletonTraces.FromString(raw)
+                        except Exception as exc:
+                            raise MalformedDataError(
+                                f"cannot decode traces request: {exc}"
+                            ) from exc
+                    trace_id = bytes(skeleton.resource_spans[i].scope_spans[j].spans[k].trace_id)
+                out.append((trace_id, group, span_raw))
     return out
 
 
