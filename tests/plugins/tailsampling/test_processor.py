@@ -357,3 +357,17 @@ def test_ottl_condition_policy() -> None:
         TailSamplingConfig.model_validate({"policies": [
             {"name": "o", "type": "ottl_condition", "ottl_condition": {"span": ["name =="]}}
         ]})  # fmt: skip
+
+
+def test_trace_ids_of_spans_encoded_in_any_field_order() -> None:
+    from pipeline import _wire
+    from plugins.tailsamplingprocessor.processor import _parse
+
+    tid = b"\x07" * 16
+    in_order = b"\x0a\x10" + tid + b"\x2a\x01a"  # trace_id first, as encoders write it
+    reordered = b"\x2a\x01b" + b"\x0a\x10" + tid  # the name first: the ids are parsed
+    no_id = b"\x2a\x01c"
+    req = _wire.ShallowTraces()
+    req.resource_spans.add().scope_spans.add().spans.extend([in_order, reordered, no_id])
+    got = _parse(Traces(req.SerializeToString()))
+    assert [(t, raw) for t, _, raw in got] == [(tid, in_order), (tid, reordered), (b"", no_id)]
