@@ -282,6 +282,8 @@ class TailSamplingConfig(ComponentConfig):
     num_traces: int = Field(50_000, gt=0)
     expected_new_traces_per_sec: int = Field(0, ge=0)
     sample_on_first_match: bool = False
+    block_on_overflow: bool = False
+    drop_pending_traces_on_shutdown: bool = False
     decision_cache: DecisionCacheCfg = Field(default_factory=DecisionCacheCfg)
     policies: list[PolicyCfg] = Field(default_factory=list)
 

@@ -16,7 +16,16 @@ import collections
 import logging
 from typing import Any
 
-from pipeline import Component, Consumer, CreateSettings, Host, Payload, Signal, Traces
+from pipeline import (
+    Component,
+    Consumer,
+    CreateSettings,
+    Host,
+    Payload,
+    RetryableError,
+    Signal,
+    Traces,
+)
 from pipeline._wire import ShallowTraces, SkeletonTraces
 from pipeline.consumer import deliver_holding
 from pipeline.durability import HeldAcks
@@ -292,6 +301,15 @@ class TailSamplingProcessor(Component):
             await self._consume_whole(whole, late_out, late_dropped)
             late_out, late_dropped = [], 0
             fresh = [item for item in fresh if item[0] in self._held]
+        if self.config.block_on_overflow and fresh:  # refused before anything changed
+            new = len({item[0] for item in fresh if item[0] not in held})
+            if len(self._held) + new > self.config.num_traces:
+                raise RetryableError(
+                    f"processor {self.settings.name} holds {len(self._held)} traces "
+                    f"(num_traces {self.config.num_traces}); try again later",
+                    retry_after=min(1.0, self.config.decision_wait),
+                    resource_exhausted=True,
+                )
         if late_out:
             encoded, n = _assemble(late_out)
             await self.next.consume(Traces(encoded, item_count=n))
@@ -443,6 +461,19 @@ class TailSamplingProcessor(Component):
             self._timer.cancel()
             await asyncio.gather(self._timer, return_exceptions=True)
             self._timer = None
+        if self._held and self.config.drop_pending_traces_on_shutdown:
+            due = list(self._held.items())
+            self._held.clear()
+            spans = sum(len(trace.spans) for _, trace in due)
+            self._held_spans = self._held_bytes = 0
+            self._release_acks([trace for _, trace in due])  # dropped on purpose: done
+            self.settings.telemetry.dropped(Signal.TRACES, spans, "shutdown")
+            self.settings.logger.warning(
+                "drop_pending_traces_on_shutdown: %d undecided trace(s), %d span(s) dropped",
+                len(due),
+                spans,
+            )
+            self._gauges()
         if self._held:
             due = list(self._held.items())
             self._held.clear()

@@ -371,3 +371,25 @@ def test_trace_ids_of_spans_encoded_in_any_field_order() -> None:
     req.resource_spans.add().scope_spans.add().spans.extend([in_order, reordered, no_id])
     got = _parse(Traces(req.SerializeToString()))
     assert [(t, raw) for t, _, raw in got] == [(tid, in_order), (tid, reordered), (b"", no_id)]
+
+
+async def test_block_on_overflow_and_drop_pending_traces_on_shutdown() -> None:
+    from pipeline import RetryableError
+
+    sink = Sink()
+    proc = processor({"decision_wait": "30s", "num_traces": 2, "block_on_overflow": True,
+                      "drop_pending_traces_on_shutdown": True,
+                      "policies": [{"name": "all", "type": "always_sample"}]}, sink)  # fmt: skip
+    ids = [bytes([i]) * 16 for i in range(1, 4)]
+    await proc.consume(request(span(ids[0], 1), span(ids[1], 2)))
+    with pytest.raises(RetryableError) as err:
+        await proc.consume(request(span(ids[2], 3)))  # a third trace: pushed back, not taken
+    assert err.value.resource_exhausted
+    assert len(proc._held) == 2 and ids[2] not in proc._held
+    await proc.consume(request(span(ids[0], 4)))  # more of a held trace is taken
+    await proc.shutdown()  # the two held traces are dropped, not decided
+    assert sink.got == []
+    tel = proc.settings.telemetry.service
+    dropped = tel.value("otelcol_processor_dropped_items_total", processor="tail_sampling",
+                        otel_signal="traces", reason="shutdown")  # fmt: skip
+    assert dropped == 3
