@@ -90,6 +90,7 @@ class StringAttributeCfg(ConfigModel):
 
 class RateLimitingCfg(ConfigModel):
     spans_per_second: int = Field(gt=0)
+    burst_capacity: int | None = Field(None, gt=0)  # default: twice spans_per_second
 
 
 class SpanCountCfg(ConfigModel):

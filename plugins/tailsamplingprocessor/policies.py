@@ -261,6 +261,28 @@ class _PerSecond:
         return True
 
 
+class _TokenBucket:
+    """The Collector's rate limiter (``golang.org/x/time/rate``): tokens (spans) refill at
+    ``rate`` a second up to ``burst``, the bucket starts full; a trace passes when its spans
+    fit in the tokens left."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self.last = clock()
+
+    def allow(self, n: int) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
+        self.last = now
+        if n > self.tokens:
+            return False
+        self.tokens -= n
+        return True
+
+
 def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
     """The evaluator of one policy config."""
     kind = cfg.type
@@ -332,13 +354,12 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
         return Policy(cfg.name, string_attr)
     if kind == "rate_limiting":
         assert cfg.rate_limiting is not None
-        limit = cfg.rate_limiting.spans_per_second
-        window = _PerSecond(clock)
+        rl = cfg.rate_limiting
+        burst = rl.burst_capacity or 2 * rl.spans_per_second
+        bucket = _TokenBucket(rl.spans_per_second, burst, clock)
         return Policy(
             cfg.name,
-            lambda t: (
-                Decision.SAMPLED if window.room(t.span_count, limit) else Decision.NOT_SAMPLED
-            ),
+            lambda t: Decision.SAMPLED if bucket.allow(t.span_count) else Decision.NOT_SAMPLED,
         )
     if kind == "span_count":
         assert cfg.span_count is not None

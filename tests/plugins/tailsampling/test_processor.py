@@ -148,10 +148,11 @@ def test_rate_limiting_and_composite_budgets() -> None:
     ]})  # fmt: skip
     rate = build(cfg.policies[0], lambda: now[0])
     two = trace_of(request(span(T, 1), span(T, 2)))
-    assert [rate.evaluate(two) for _ in range(3)] == [Decision.SAMPLED, Decision.SAMPLED,
-                                                      Decision.NOT_SAMPLED]  # fmt: skip
-    now[0] += 1
-    assert rate.evaluate(two) is Decision.SAMPLED
+    # a token bucket of 5 spans a second, 10 at most (twice the rate), full at the start
+    got = [rate.evaluate(two) for _ in range(6)]
+    assert got == [Decision.SAMPLED] * 5 + [Decision.NOT_SAMPLED]
+    now[0] += 0.4  # 2 tokens back
+    assert [rate.evaluate(two) for _ in range(2)] == [Decision.SAMPLED, Decision.NOT_SAMPLED]
     comp = build(cfg.policies[1], lambda: now[0])
     err = trace_of(request(span(T, 1, status=2), span(T, 2)))
     # errors has 2 spans/s, all the other half (2): an error trace uses errors' budget first
