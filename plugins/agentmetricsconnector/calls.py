@@ -76,7 +76,7 @@ class Layer:
     retry: bool = False  # the failure is a model-requested retry (ModelRetry)
     error_type: str = ""  # error.type
     exception: str = ""  # the first exception event's exception.type
-    message: str = ""  # the status message
+    message: str = ""  # the status message, else the exception event's message
     agent: str = ""
 
 
@@ -337,14 +337,19 @@ class CallJoiner:
         server = server or next((x.server for x in ordered if x.server), "") or UNKNOWN
         tool_type = "mcp" if mcp else (caller.tool_type or "function")
         agent = next((x.agent for x in ordered if x.agent), "")
-        failing = [x for x in ordered if x.failed and not x.retry]
+        classify = self.classify
+        # a retry the framework asks for because the tool timed out (pydantic-ai turns a tool
+        # timeout into a retry prompt) is a failure of the tool; any other retry is not
+        failing = [
+            x for x in ordered if x.failed and (not x.retry or classify(x.message) in TIMEOUTS)
+        ]
         labels = None
         if failing:
             status = STATUS_ERROR
             error_type = (
                 next((x.error_type for x in failing if x.error_type), "")
-                or next((x.exception for x in failing if x.exception), "")
-                or next((t for t in (self.classify(x.message) for x in failing) if t), "")
+                or next((x.exception for x in failing if x.exception and not x.retry), "")
+                or next((t for t in (classify(x.message) for x in failing) if t), "")
                 or OTHER
             )
             labels = (
@@ -372,6 +377,7 @@ class CallJoiner:
         return call, labels
 
 
+TIMEOUTS = frozenset({"timeout", "cancelled"})
 RECOVERABLE = frozenset(
     {"timeout", "rate_limited", "connection", "TimeoutError", "ConnectionError", "cancelled"}
 )

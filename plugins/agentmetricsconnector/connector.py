@@ -164,6 +164,16 @@ class SlidingWindows:
         return total, bad, ok
 
 
+def exception_message(span: Any) -> str:
+    """``exception.message`` of a decoded span's first exception event, or ``""``."""
+    for ev in span.events:
+        if ev.name == "exception":
+            for kv in ev.attributes:
+                if kv.key == "exception.message":
+                    return str(kv.value.string_value)
+    return ""
+
+
 class _Context:
     """The resource and instrumentation scope of spans (encoded), decoded on demand."""
 
@@ -754,9 +764,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         message = ""
         exc = facts.exception_type
         if failed:
-            message = view.full().status.message
+            full = view.full()
+            message = full.status.message or exception_message(full)
             if not exc:
-                exc = exception_type(view.full())
+                exc = exception_type(full)
         batch.layers.append(
             Layer(
                 trace_id=sp.trace_id,
