@@ -20,9 +20,13 @@ for a *join window* and then settles the trace:
   layers and of the other spans the connector reads in Python (agent runs, inference spans:
   every span a dialect recognises), so an agent run between a failed tool call and a failed
   workflow root carries the failure up even when its own status is not ERROR. A span that
-  recorded an exception of its own whose type none of the failures below it has is a new
-  failure, counted: a workflow that times out after one of its HTTP calls failed and was
-  handled failed twice.
+  recorded an exception of its own whose type none of the failures below it has, above a
+  span that did not fail (the failure below was handled), is a new failure, counted: a
+  workflow that times out after one of its HTTP calls failed and was handled failed twice;
+  an A2A client whose server failed (another exception type across the wire, no span
+  between them) failed once. Of two failures of one trace with the same error type where
+  one span's time holds the other's, only the inner one counts (a span that records an
+  error it did not raise, beside the span that raised it).
 
 A trace's entry is settled ``window`` seconds after its first span was seen (or earlier when
 more than ``max_traces`` traces are held: the oldest goes first, counted, never lost), and all
@@ -90,6 +94,8 @@ class Failure:
     parent_id: bytes
     labels: tuple[tuple[str, str], ...]
     exception: str = ""  # the type of the exception the span recorded itself, if any
+    start: int = 0
+    end: int = 0
 
     @property
     def types(self) -> tuple[str, ...]:
@@ -123,6 +129,43 @@ class _Entry:
 
 
 MAX_DEPTH = 512  # parent links followed up from one failure at most
+MAX_ORIGINS = 64  # failures of one trace compared with each other at most
+
+
+class _Marks:
+    """The spans of one trace entry with a failure below them, the error types of those
+    failures, and whether the path down to one of them is made of failed spans only."""
+
+    def __init__(self, entry: _Entry, memory: _Memory, now: float) -> None:
+        self.parents = entry.parents
+        self.memory = memory  # (trace, span) marked, kept across entries
+        self.now = now
+        self.failed: set[bytes] = set()  # span ids of the entry's failed spans
+        self.below: dict[tuple[bytes, bytes], set[str]] = {}
+        self.direct: set[tuple[bytes, bytes]] = set()
+
+    def above(self, trace: bytes, parent: bytes, types: tuple[str, ...]) -> None:
+        """Marks ``parent`` and the spans above it (as far as the entry's links go)."""
+        direct = True
+        for _ in range(MAX_DEPTH):
+            if not parent:
+                return
+            key = (trace, parent)
+            self.memory.add(key, self.now)
+            self.below.setdefault(key, set()).update(types)
+            if direct:
+                self.direct.add(key)
+                direct = parent in self.failed
+            parent = self.parents.get(parent, b"")
+
+    def propagated(self, failure: Failure) -> bool:
+        """A failure below it, and no exception of its own (a type none below has, reached
+        through a span that did not fail: the failure below was handled)."""
+        key = (failure.trace_id, failure.span_id)
+        if key not in self.memory:
+            return False
+        own = failure.exception
+        return not (own and own not in self.below.get(key, ()) and key not in self.direct)
 
 
 class _Memory:
@@ -272,8 +315,9 @@ class CallJoiner:
     ) -> None:
         layers = entry.layers
         groups = _group(layers)
-        failed_parents = self._failed_parents
-        below: dict[tuple[bytes, bytes], set[str]] = {}  # span -> error types below it
+        marks = _Marks(entry, self._failed_parents, now)
+        marks.failed.update(x.span_id for x in layers if x.failed and not x.retry)
+        marks.failed.update(f.span_id for f in entry.failures)
         for group in groups:
             call, labels = self._call(group)
             calls.append(call)
@@ -289,41 +333,27 @@ class CallJoiner:
             if call.status == STATUS_ERROR:
                 types = (call.error_type, *(x.exception for x in group if x.exception))
                 for layer in group:
-                    self._mark_above(entry, layer.trace_id, layer.parent_id, types, below, now)
+                    marks.above(layer.trace_id, layer.parent_id, types)
                 if labels is not None:
                     errors.append(labels)
         # failures: every span above a failed one is marked first, then each failure counts
-        # unless a span below it failed (the error arose below) and it recorded no exception
-        # of a type of its own
+        # unless it is a propagation (see the module docstring)
         for failure in entry.failures:
-            self._mark_above(entry, failure.trace_id, failure.parent_id, failure.types, below, now)
-        for failure in entry.failures:
-            span = (failure.trace_id, failure.span_id)
-            if span not in failed_parents or (
-                failure.exception and failure.exception not in below.get(span, ())
+            marks.above(failure.trace_id, failure.parent_id, failure.types)
+        origins = [f for f in entry.failures if not marks.propagated(f)]
+        for failure in origins:
+            # the same error recorded by a span whose time holds another's (OpenInference
+            # records LangGraph's node and its model call as siblings): once, the inner one
+            if len(origins) <= MAX_ORIGINS and any(
+                other is not failure
+                and other.labels[0] == failure.labels[0]
+                and failure.start <= other.start
+                and other.end <= failure.end
+                and (other.start, other.end) != (failure.start, failure.end)
+                for other in origins
             ):
-                errors.append(failure.labels)
-
-    def _mark_above(
-        self,
-        entry: _Entry,
-        trace: bytes,
-        parent: bytes,
-        types: tuple[str, ...],
-        below: dict[tuple[bytes, bytes], set[str]],
-        now: float,
-    ) -> None:
-        """Marks ``parent`` and the spans above it (as far as the entry's links go) as having
-        a failure (of ``types``) below them."""
-        parents = entry.parents
-        marked = self._failed_parents
-        for _ in range(MAX_DEPTH):
-            if not parent:
-                return
-            key = (trace, parent)
-            marked.add(key, now)
-            below.setdefault(key, set()).update(types)
-            parent = parents.get(parent, b"")
+                continue
+            errors.append(failure.labels)
 
     def _call(self, group: list[Layer]) -> tuple[Call, tuple[tuple[str, str], ...] | None]:
         ids = {(layer.trace_id, layer.span_id) for layer in group}

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from pipeline import ComponentConfig, ConfigModel, Duration, Seconds
 from plugins._agentconv import OUTCOMES, AttributeNames
+from plugins._agentdialects import DialectsConfig
 
 
 class ExemplarsConfig(ConfigModel):
@@ -94,6 +95,8 @@ class AgentMetricsConfig(ComponentConfig):
     prices per million tokens, for ``agent_workflow_cost_usd_total``; a model not listed
     costs nothing (its tokens are still counted)."""
     attributes: AttributeNames = Field(default_factory=AttributeNames)
+    dialects: DialectsConfig = Field(default_factory=DialectsConfig)
+    """Extra or disabled dialect tables (see ``docs/agent-conventions.md``)."""
 
     @model_validator(mode="after")
     def _check(self) -> AgentMetricsConfig:

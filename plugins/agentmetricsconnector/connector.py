@@ -51,10 +51,10 @@ from plugins._agentconv import (
     exception_type,
     workflow_outcome,
 )
+from plugins._agentdialects import Dialects, Role, SpanFacts, load_dialects
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
 from plugins._native import load
 from plugins._spanview import DECODED, SpanView, TracesView, cached_str
-from plugins.agentmetricsconnector import _interim_facts as dialects
 from plugins.agentmetricsconnector.calls import (
     FRAMEWORK,
     MCP_CLIENT,
@@ -172,6 +172,47 @@ def exception_message(span: Any) -> str:
                 if kv.key == "exception.message":
                     return str(kv.value.string_value)
     return ""
+
+
+def defer_markers(
+    dialects: Dialects, names: Any
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The attribute keys, span-name prefixes and scope-name prefixes of the dialects'
+    ``detect`` alternatives: a span with none of them is in no dialect (the C scanner counts
+    it). The attributes the workflow processor writes on every span are left out (they mark
+    a workflow only on its root, which is counted either way); a dialect that detects a span
+    by nothing of these (an empty ``detect``, a name regular expression) makes every span one
+    for Python (the empty name prefix)."""
+    compiled = dialects.compiled
+    written = {
+        names.workflow_id,
+        names.workflow_type,
+        names.workflow_outcome,
+        names.workflow_complexity_tier,
+        names.workflow_agent_id,
+    }
+    keys: dict[str, None] = {}
+    prefixes: dict[str, None] = {}
+    scopes: dict[str, None] = {}
+    for detect in compiled.detect:
+        if not detect:
+            prefixes[""] = None
+        for alt in detect:
+            alt_keys = [compiled.attribute_keys[k] for k, _ in alt.equals]
+            alt_keys += [compiled.attribute_keys[k] for k in alt.present]
+            if alt_keys:
+                # one key of the alternative is enough (all must be there for it to hold)
+                usable = [k for k in alt_keys if k not in written]
+                if usable:
+                    keys.setdefault(usable[0])
+                    continue
+            if alt.name_prefix:
+                prefixes.update(dict.fromkeys(alt.name_prefix))
+            elif alt.scope_prefix:
+                scopes.update(dict.fromkeys(alt.scope_prefix))
+            elif not alt_keys:
+                prefixes[""] = None
+    return tuple(keys), tuple(prefixes), tuple(scopes)
 
 
 class _Context:
@@ -408,14 +449,16 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         )
         self._late_seen = 0
         self._early_seen = 0
-        self._classify = dialects.classify
-        self._role = dialects.Role
+        self.dialects: Dialects = load_dialects(config.dialects)
+        self._dialect_keys = self.dialects.attribute_keys
+        self._role = Role
         # what makes a span one for the Python path beyond failed spans and tool calls: an
         # attribute or a name / scope prefix that a dialect table recognises (the workflow
         # attributes the workflow processor writes on every span are not such a marker)
-        self._defer_keys = tuple(dialects.DETECT_KEYS)
-        self._defer_names = tuple(p.encode() for p in dialects.DETECT_NAME_PREFIXES)
-        self._defer_scopes = tuple(dialects.DETECT_SCOPE_PREFIXES)
+        keys, prefixes, scopes = defer_markers(self.dialects, self.names)
+        self._defer_keys = keys
+        self._defer_names = tuple(p.encode() for p in prefixes)
+        self._defer_scopes = scopes
         self._prices = {m: (p.input / 1e6, p.output / 1e6) for m, p in config.prices.items()}
         # one set of time buckets per distinct window length, 60 buckets per window
         lengths = {config.failure_window, config.slo.effective_budget_window}
@@ -727,23 +770,28 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     sp.parent_span_id,
                     self._error_labels(view, component, op_name),
                     exception_type(view.full()),
+                    sp.start_time_unix_nano,
+                    sp.end_time_unix_nano,
                 )
             )
 
-    def _facts(self, view: _SpanView, ctx: _Context, root: bool) -> Any:
-        """The dialect tables' facts about a span."""
+    def _facts(self, view: _SpanView, ctx: _Context, root: bool) -> SpanFacts:
+        """The dialect tables' facts about a span (the attributes they read, decoded)."""
         sp = view.span
         status = sp.status
         code = self._statuses.get(status, 0) if status else 0
         failed = code == STATUS_ERROR
-        return self._classify(
+        wanted = self._dialect_keys
+        attrs = {k: cached_str(v) for k, v in sp.attributes.items() if k in wanted}
+        return self.dialects.classify(
             view.name,
             sp.kind,
-            sp.attributes,
+            attrs,
             scope=ctx.scope_name,
             root=root,
             status_code=code,
             exception_type=exception_type(view.full()) if failed else "",
+            service=ctx.service_name,
         )
 
     def _layer(self, view: _SpanView, facts: Any, ctx: _Context, batch: _Batch) -> None:
@@ -758,8 +806,6 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             else FRAMEWORK
         )
         server = facts.server
-        if side == MCP_SERVER:
-            server = ctx.service_name or server
         failed = facts.failed
         message = ""
         exc = facts.exception_type

@@ -191,10 +191,13 @@ def test_scan_sends_what_it_cannot_decide_to_python() -> None:
     conn = AgentMetricsConnector(
         settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
     )
-    # decided in C: an HTTP server span and a workflow root that did not fail
+    # decided in C: an HTTP server span and a workflow root that did not fail, stamped by the
+    # workflow processor (the attributes it writes on every span mark no dialect)
     http = Span(trace_id=tid(2), span_id=sid(1), name="GET /x", kind=Span.SPAN_KIND_SERVER)
     http.attributes.append(kv("http.request.method", "GET"))
-    ok_root = Span(trace_id=tid(3), span_id=sid(1), name="workflow.research")
+    ok_root = Span(trace_id=tid(3), span_id=sid(1), name="job")
+    ok_root.attributes.append(kv("workflow.type", "research"))
+    ok_root.attributes.append(kv("workflow.id", "wf-1"))
     # left to Python: a tool call (joined with its other layers), a failed span (counted once
     # per failure, where it arose), a span a dialect recognises by an attribute key (an
     # inference span), by its name or by its scope's name (a2a-sdk's spans)
