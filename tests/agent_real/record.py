@@ -1,5 +1,6 @@
-"""Records the spans of the real-library scenarios into ``tests/data/agent_sources/`` (one
-OTLP/JSON ``ExportTraceServiceRequest`` per scenario, every process's spans in it):
+"""Records the spans of this package's real-library scenarios into ``tests/data/agentmetrics/``
+(one OTLP/JSON ``ExportTraceServiceRequest`` per scenario, every process's spans in it; the
+shared corpus of every source is ``tests/data/agent_sources/``, by ``tests/agent_sources/``):
 
     python -m tests.agent_real.record
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from tests.support import ROOT
 
-CORPUS = ROOT / "tests" / "data" / "agent_sources"
+CORPUS = ROOT / "tests" / "data" / "agentmetrics"
 
 
 def record_pydantic_mcp() -> Path:
@@ -34,7 +35,7 @@ def record_pydantic_mcp() -> Path:
         )
         merged = json.loads(agent.read_text())
         merged["resourceSpans"] += json.loads(server.read_text())["resourceSpans"]
-    out = CORPUS / "pydantic_ai_mcp_stdio" / "tool_calls.json"
+    out = CORPUS / "pydantic_ai_mcp_tool_layers.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(merged, indent=1) + "\n")
     return out

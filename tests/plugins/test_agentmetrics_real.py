@@ -1,5 +1,5 @@
 """The ``agentmetrics`` connector on the recorded spans of real libraries
-(``tests/data/agent_sources/``, recorded by ``python -m tests.agent_real.record``): one tool call
+(``tests/data/agentmetrics/``, recorded by ``python -m tests.agent_real.record``): one tool call
 traced by several layers counts once, with its caller's duration and the status, error type and
 server the layers say; one failure counts once in ``errors_total``; function tools are not MCP;
 a model-requested retry is not a failure; tokens as the inference spans record them. The same
@@ -28,8 +28,7 @@ from tests.support import ROOT
 
 scanner = both_paths("_agentscan")
 
-CORPUS = ROOT / "tests" / "data" / "agent_sources"
-PYDANTIC_MCP = CORPUS / "pydantic_ai_mcp_stdio" / "tool_calls.json"
+PYDANTIC_MCP = ROOT / "tests" / "data" / "agentmetrics" / "pydantic_ai_mcp_tool_layers.json"
 
 
 def load(path: Any) -> ExportTraceServiceRequest:
