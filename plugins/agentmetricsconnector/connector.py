@@ -248,7 +248,8 @@ class _Batch:
     metric operations in span order, workflows for the windows, A2A producers and consumers,
     tool-call layers and failures for the joiner."""
 
-    __slots__ = ("consumers", "failures", "layers", "links", "ops", "producers", "workflows")
+    __slots__ = ("a2a_clients", "a2a_servers", "consumers", "failures", "layers", "links", "ops",
+                 "producers", "workflows")  # fmt: skip
 
     def __init__(self) -> None:
         self.ops: list[tuple[Any, tuple[Any, ...]]] = []
@@ -258,6 +259,8 @@ class _Batch:
         self.layers: list[Layer] = []
         self.failures: list[Failure] = []
         self.links: list[tuple[bytes, bytes, bytes]] = []  # (trace, span, parent)
+        self.a2a_clients: list[tuple[bytes, int]] = []  # (trace, start) of A2A client spans
+        self.a2a_servers: list[tuple[Any, str]] = []  # A2A server spans, message type
 
 
 class _SpanView:
@@ -476,6 +479,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._statuses: dict[bytes, int] = {}
 
         self._producers: collections.OrderedDict[bytes, int] = collections.OrderedDict()
+        # trace -> starts of its A2A client spans (the A2A conventions, a2a-sdk)
+        self._a2a_traces: collections.OrderedDict[bytes, list[int]] = collections.OrderedDict()
         # the metrics the C scanner aggregates, in its order, with their label names
         self._native_metrics: tuple[tuple[Metric, tuple[str, ...]], ...] = (
             (self.tool_calls, ("server", "tool", "status", "error_type")),
@@ -917,6 +922,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             )
             batch.ops.append((self.a2a_sent.add, (NO_RESOURCE, labels, 1, now_ns)))
             batch.producers.append((sp.span_id, sp.start_time_unix_nano))
+            batch.a2a_clients.append((sp.trace_id, sp.start_time_unix_nano))
         else:
             state = view.get("a2a.task.state") or ""
             processing = "failed" if failed or state == "TASK_STATE_FAILED" else "processed"
@@ -926,7 +932,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 ("processing_status", processing),
             )
             batch.ops.append((self.a2a_received.add, (NO_RESOURCE, labels, 1, now_ns)))
-            batch.consumers.append((sp, message_type))
+            batch.a2a_servers.append((sp, message_type))
 
     def _is_workflow_root(self, view: _SpanView) -> bool:
         names = self.names
@@ -1056,7 +1062,40 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             self._windows(wf_type, outcome, (duration,), now)
         self._remember_producers(batch.producers)
         consumers.extend(batch.consumers)
+        self._a2a_latencies(batch, now_ns)
         self.joiner.add(batch.layers, batch.failures, now, batch.links)
+
+    def _a2a_latencies(self, batch: _Batch, now_ns: int) -> None:
+        """A2A latency of the A2A conventions' and a2a-sdk's spans, where both sides are in
+        one trace: the server span's start minus that of its client span (its parent), else
+        of the latest client span of its trace that started before it (a2a-sdk's server span
+        sits below its HTTP handler's spans). Client spans are remembered (boundedly, as the
+        producers) for servers arriving in later requests."""
+        cache_size = self.config.a2a_producer_cache_size
+        traces = self._a2a_traces
+        if cache_size:
+            for trace, start in batch.a2a_clients:
+                starts = traces.get(trace)
+                if starts is None:
+                    starts = traces[trace] = []
+                    if len(traces) > cache_size:
+                        traces.popitem(last=False)
+                starts.append(start)
+                del starts[:-16]
+        for sp, message_type in batch.a2a_servers:
+            start = sp.start_time_unix_nano
+            sent = self._producers.get(sp.parent_span_id)
+            if sent is None:
+                sent = max((s for s in traces.get(sp.trace_id, ()) if s <= start), default=None)
+            if sent is not None:
+                self.a2a_latency.observe(
+                    NO_RESOURCE,
+                    (("message_type", message_type),),
+                    (start - sent) / 1e9,
+                    now_ns,
+                    sp.trace_id,
+                    sp.span_id,
+                )
 
     def _settle(self, now_ns: int, now: float, everything: bool = False) -> None:
         """Counts the tool calls and failures whose join window ended."""

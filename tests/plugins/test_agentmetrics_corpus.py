@@ -206,3 +206,81 @@ async def test_recorded_source_gives_exact_metrics(source: str, scenario: str) -
     for dp in points(got, "gen_ai.client.token.usage"):
         tokens[labels(dp)["gen_ai.token.type"]] += int(dp.sum)
     assert tokens == expected_tokens(req)
+
+
+def one_trace(req: ExportTraceServiceRequest) -> tuple[ExportTraceServiceRequest, float]:
+    """a2a-sdk's client and server spans as they are when the trace context crosses the wire
+    (an HTTP client instrumentation propagating it): the server's spans in the client's trace,
+    its root below the client's send_message span. Also the latency that gives."""
+    out = ExportTraceServiceRequest()
+    out.CopyFrom(req)
+    spans = [(rs, sp) for rs in out.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+    client = next(sp for _, sp in spans if sp.name.endswith("Transport.send_message"))
+    server = next(sp for _, sp in spans if sp.name.endswith(".on_message_send"))
+    server_trace = server.trace_id
+    for _, sp in spans:
+        if sp.trace_id == server_trace:
+            sp.trace_id = client.trace_id
+            if not sp.parent_span_id:
+                sp.parent_span_id = client.span_id
+    return out, (server.start_time_unix_nano - client.start_time_unix_nano) / 1e9
+
+
+async def test_a2a_sdk_latency_when_both_sides_are_in_one_trace() -> None:
+    req, latency = one_trace(load("a2a_sdk", "success"))
+    assert latency > 0
+    got = await run(req)
+    (dp,) = points(got, "a2a_message_latency")
+    assert labels(dp) == {"message_type": "message/send"}
+    assert dp.count == 1 and dp.sum == pytest.approx(latency)
+    # in two traces (as recorded): messages, no latency
+    got = await run(load("a2a_sdk", "success"))
+    assert points(got, "a2a_message_latency") == []
+
+
+async def test_a2a_conventions_client_and_server_spans() -> None:
+    """CLIENT / SERVER spans of the A2A semantic conventions (``a2a.method.name``), made by
+    the OpenTelemetry SDK: a message sent, one received (its task failed), the latency."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("a2a-app")
+    t0 = 1_700_000_000_000_000_000
+    client = tracer.start_span(
+        "SendMessage",
+        kind=SpanKind.CLIENT,
+        attributes={"a2a.method.name": "SendMessage", "gen_ai.agent.name": "Math Tutor"},
+        start_time=t0,
+    )
+    from opentelemetry import trace as api
+
+    with api.use_span(client, end_on_exit=False):
+        server = tracer.start_span(
+            "SendMessage",
+            kind=SpanKind.SERVER,
+            attributes={"a2a.method.name": "SendMessage", "a2a.task.state": "TASK_STATE_FAILED"},
+            start_time=t0 + 12_000_000,
+        )
+        server.end(end_time=t0 + 40_000_000)
+    client.end(end_time=t0 + 50_000_000)
+    got = await run(encode_spans(memory.get_finished_spans()))
+    sent = {tuple(sorted(labels(dp).items())): dp.as_int for dp in points(got, "a2a_messages_sent")}
+    assert sent == {
+        (
+            ("message_type", "SendMessage"),
+            ("priority", "unknown"),
+            ("recipient_type", "Math Tutor"),
+        ): 1
+    }
+    received = [labels(dp) for dp in points(got, "a2a_messages_received")]
+    assert received == [
+        {"message_type": "SendMessage", "sender_type": "unknown", "processing_status": "failed"}
+    ]
+    (dp,) = points(got, "a2a_message_latency")
+    assert dp.sum == pytest.approx(0.012)
