@@ -376,8 +376,10 @@ class CallJoiner:
         labels = None
         if failing:
             status = STATUS_ERROR
+            # a retry layer's error.type and exception name the retry, not the failure (a
+            # processor upstream may have copied the exception type into error.type)
             error_type = (
-                next((x.error_type for x in failing if x.error_type), "")
+                next((x.error_type for x in failing if x.error_type and not x.retry), "")
                 or next((x.exception for x in failing if x.exception and not x.retry), "")
                 or next((t for t in (classify(x.message) for x in failing) if t), "")
                 or OTHER
