@@ -45,6 +45,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 # the sides of a tool-call layer, from the caller inwards
 FRAMEWORK = 0  # a framework's tool span (execute_tool, an OpenInference TOOL span...)
@@ -138,50 +139,56 @@ class _Marks:
 
     def __init__(self, entry: _Entry, memory: _Memory, now: float) -> None:
         self.parents = entry.parents
-        self.memory = memory  # (trace, span) marked, kept across entries
+        # (trace, span) -> (error types below it, reached through failed spans only), kept
+        # across entries (a failed parent may arrive after its child was settled)
+        self.memory = memory
         self.now = now
         self.failed: set[bytes] = set()  # span ids of the entry's failed spans
-        self.below: dict[tuple[bytes, bytes], set[str]] = {}
-        self.direct: set[tuple[bytes, bytes]] = set()
 
     def above(self, trace: bytes, parent: bytes, types: tuple[str, ...]) -> None:
         """Marks ``parent`` and the spans above it (as far as the entry's links go)."""
         direct = True
+        memory = self.memory
         for _ in range(MAX_DEPTH):
             if not parent:
                 return
             key = (trace, parent)
-            self.memory.add(key, self.now)
-            self.below.setdefault(key, set()).update(types)
+            known = memory.get(key)
+            below = frozenset(types) if known is None else known[0] | frozenset(types)
+            memory.add(key, self.now, (below, direct or (known is not None and known[1])))
             if direct:
-                self.direct.add(key)
                 direct = parent in self.failed
             parent = self.parents.get(parent, b"")
 
     def propagated(self, failure: Failure) -> bool:
         """A failure below it, and no exception of its own (a type none below has, reached
         through a span that did not fail: the failure below was handled)."""
-        key = (failure.trace_id, failure.span_id)
-        if key not in self.memory:
+        known = self.memory.get((failure.trace_id, failure.span_id))
+        if known is None:
             return False
+        below, direct = known
         own = failure.exception
-        return not (own and own not in self.below.get(key, ()) and key not in self.direct)
+        return not (own and own not in below and not direct)
 
 
 class _Memory:
-    """A bounded, time-limited set of keys (oldest first out)."""
+    """A bounded, time-limited map of keys to values (oldest first out)."""
 
     def __init__(self, size: int, ttl: float) -> None:
         self.size = size
         self.ttl = ttl
-        self.items: collections.OrderedDict[object, float] = collections.OrderedDict()
+        self.items: collections.OrderedDict[object, tuple[float, Any]] = collections.OrderedDict()
 
-    def add(self, key: object, now: float) -> None:
+    def add(self, key: object, now: float, value: Any = None) -> None:
         items = self.items
-        items[key] = now + self.ttl
+        items[key] = (now + self.ttl, value)
         items.move_to_end(key)
         while len(items) > self.size:
             items.popitem(last=False)
+
+    def get(self, key: object) -> Any:
+        found = self.items.get(key)
+        return None if found is None else found[1]
 
     def __contains__(self, key: object) -> bool:
         return key in self.items
@@ -189,7 +196,7 @@ class _Memory:
     def prune(self, now: float) -> None:
         items = self.items
         while items:
-            _key, expiry = next(iter(items.items()))
+            _key, (expiry, _value) = next(iter(items.items()))
             if expiry > now:
                 break
             items.popitem(last=False)
