@@ -447,9 +447,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             ("connector",),
         )
         join = config.tool_call_join
-        self.joiner = CallJoiner(
-            join.window, join.max_traces, ErrorClassifier(DEFAULT_ERROR_RULES).match
-        )
+        self._classifier = ErrorClassifier(DEFAULT_ERROR_RULES)
+        self.joiner = CallJoiner(join.window, join.max_traces, self._classifier.match)
         self._late_seen = 0
         self._early_seen = 0
         self.dialects: Dialects = load_dialects(config.dialects)
@@ -862,7 +861,12 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             common.append(("gen_ai.agent.name", agent))
         duration_labels = list(common)
         if failed:
-            error = facts.label("error_type") or facts.exception_type or "_OTHER"
+            error = (
+                facts.label("error_type")
+                or facts.exception_type
+                or self._classifier.match(view.full().status.message)
+                or "_OTHER"
+            )
             duration_labels.append(("error.type", error))
         duration = (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9
         batch.ops.append(
