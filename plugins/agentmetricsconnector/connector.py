@@ -422,11 +422,15 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             "agent_workflow_tokens",
             Kind.COUNTER,
             "Tokens used by the inference calls of workflow executions.",
+            "{token}",
         )
+        # the currency is in the name (a Prometheus name carries its unit; the translation
+        # drops the {USD} annotation): agent_workflow_cost_usd_total
         self.workflow_cost = metric(
             "agent_workflow_cost_usd",
             Kind.COUNTER,
             "Cost in US dollars of the inference calls of workflow executions (price table).",
+            "{USD}",
         )
         service = settings.telemetry.service
         self._join_counter = service.counter(
