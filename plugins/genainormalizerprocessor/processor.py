@@ -58,12 +58,20 @@ class GenAINormalizerProcessor(Component):
         self.dialects: Dialects = load_dialects(config.dialects)
         self.sources: dict[str, bool] = config.source_options()
         self.overwrite_schema_url: bool = config.overwrite_schema_url
+        self.needles = self.dialects.needles
         self.normalized = 0
 
     async def consume(self, data: Payload) -> None:
-        if data.item_count():
+        if data.item_count() and self._may_hold_agent_spans(data):
             self.process(data)
         await self.next.consume(data)
+
+    def _may_hold_agent_spans(self, data: Payload) -> bool:
+        """A request none of whose bytes name what starts a dialect's detection passes unread."""
+        if self.needles is None:
+            return True
+        raw = data.to_bytes()
+        return any(n in raw for n in self.needles)
 
     def process(self, data: Payload) -> None:
         msg = data.mutable_message()

@@ -179,3 +179,17 @@ async def test_through_a_running_gateway() -> None:
     )
     tools = [s for s in got if s["name"] == "add"]
     assert tools and tools[0]["attributes"]["gen_ai.tool.name"] == "add"
+
+
+async def test_requests_without_agent_spans_pass_unread() -> None:
+    payload = traces([{"name": "GET /", "attributes": {"http.request.method": "GET"}}])
+    encoded = payload.to_bytes()
+    factory = GenAINormalizerProcessorFactory()
+    sink = SinkConsumer()
+    processor = factory.create_traces(
+        create_settings(Kind.PROCESSOR, "gen_ai_normalizer"), GenAINormalizerConfig(), sink
+    )
+    fresh = Traces(encoded)
+    await processor.consume(fresh)
+    assert sink.received[0] is fresh and fresh.to_bytes() == encoded
+    assert default_dialects().needles and b"gen_ai.operation.name" in default_dialects().needles

@@ -270,3 +270,62 @@ def test_traceloop_decorator_spans() -> None:
          "gen_ai.agent.name": "calc"},
     )  # fmt: skip
     assert (both.role, both.dialect) == (Role.AGENT_RUN, "genai")
+
+
+def test_hostile_values_and_shapes() -> None:
+    """AnyValues of every kind where a label or a condition is read, huge and odd names: no
+    exception, no label from a value that is not a scalar."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValueList
+
+    d = default_dialects()
+    odd = [
+        AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="execute_tool")])),
+        AnyValue(kvlist_value=KeyValueList()),
+        AnyValue(bytes_value=b"\xff\x00"),
+        AnyValue(),
+        AnyValue(double_value=float("nan")),
+        AnyValue(int_value=-(2**63)),
+        AnyValue(string_value="x" * 1_000_000),
+    ]
+    for value in odd:
+        attrs = {
+            "gen_ai.operation.name": value,
+            "gen_ai.tool.name": value,
+            "gen_ai.usage.input_tokens": value,
+            "mcp.method.name": value,
+            "openinference.span.kind": value,
+        }
+        for kind in (0, 1, 2, 3, 4, 5, 99, -1):
+            facts = d.classify("\x00" * 10_000, kind, attrs, scope="\udcff", root=True)
+            assert facts.input_tokens is None or facts.input_tokens >= 0
+            assert all(isinstance(v, str) for v in facts.labels.values())
+    nan_tokens = d.classify(
+        "chat", CLIENT, {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 1e300}
+    )
+    assert nan_tokens.input_tokens is None
+
+
+def test_span_view_attribute_maps_classify_alike() -> None:
+    """A ``plugins._spanview`` span (attributes as a map of encoded AnyValues) classifies as
+    the decoded span does."""
+    from plugins._spanview import TracesView
+    from tests.agent_sources._otel import CORPUS, read_corpus
+
+    d = default_dialects()
+    for path in sorted(CORPUS.glob("*/success.json")):
+        request = read_corpus(path)
+        view = TracesView.FromString(request.SerializeToString())
+        decoded = [
+            (ss.scope.name, s) for rs in request.resource_spans for ss in rs.scope_spans
+            for s in ss.spans
+        ]  # fmt: skip
+        viewed = [s for rs in view.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        assert len(decoded) == len(viewed)
+        for (scope, span), sv in zip(decoded, viewed, strict=True):
+            want = d.classify_span(span, scope)
+            got = d.classify(
+                sv.name.decode(), sv.kind, sv.attributes, scope=scope,
+                root=not sv.parent_span_id,
+                status_code=span.status.code, exception_type=want.exception_type,
+            )  # fmt: skip
+            assert got == want, (path, span.name)
