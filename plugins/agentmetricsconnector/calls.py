@@ -97,6 +97,7 @@ class Failure:
     exception: str = ""  # the type of the exception the span recorded itself, if any
     start: int = 0
     end: int = 0
+    message: str = ""  # the status message
 
     @property
     def types(self) -> tuple[str, ...]:
@@ -200,6 +201,17 @@ class _Memory:
             if expiry > now:
                 break
             items.popitem(last=False)
+
+
+def _inside_failed_call(failure: Failure, calls: list[tuple[int, int, set[str]]]) -> bool:
+    """A failure within the time of a failed tool call of its trace that says the same (its
+    status message or error type): a span of that call no dialect recognises (OpenLLMetry's
+    MCP transport spans), not a failure of its own."""
+    said = {failure.message, failure.labels[0][1]} - {"", OTHER}
+    return any(
+        start <= failure.start and failure.end <= end and not said.isdisjoint(what)
+        for start, end, what in calls
+    )
 
 
 def _rpc_key(layer: Layer) -> tuple[str, ...] | None:
@@ -325,9 +337,13 @@ class CallJoiner:
         marks = _Marks(entry, self._failed_parents, now)
         marks.failed.update(x.span_id for x in layers if x.failed and not x.retry)
         marks.failed.update(f.span_id for f in entry.failures)
+        failed_calls: list[tuple[int, int, set[str]]] = []  # (start, end, messages / types)
         for group in groups:
             call, labels = self._call(group)
             calls.append(call)
+            if call.status == STATUS_ERROR:
+                said = {x.message for x in group if x.message} | {call.error_type}
+                failed_calls.append((min(x.start for x in group), max(x.end for x in group), said))
             for layer in group:
                 self._settled_layers.add((layer.trace_id, layer.span_id), now)
                 if layer.call_id:
@@ -347,7 +363,11 @@ class CallJoiner:
         # unless it is a propagation (see the module docstring)
         for failure in entry.failures:
             marks.above(failure.trace_id, failure.parent_id, failure.types)
-        origins = [f for f in entry.failures if not marks.propagated(f)]
+        origins = [
+            f
+            for f in entry.failures
+            if not marks.propagated(f) and not _inside_failed_call(f, failed_calls)
+        ]
         for failure in origins:
             # the same error recorded by a span whose time holds another's (OpenInference
             # records LangGraph's node and its model call as siblings): once, the inner one

@@ -456,7 +456,6 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._late_seen = 0
         self._early_seen = 0
         self.dialects: Dialects = load_dialects(config.dialects)
-        self._dialect_keys = self.dialects.attribute_keys
         self._role = Role
         # what makes a span one for the Python path beyond failed spans and tool calls: an
         # attribute or a name / scope prefix that a dialect table recognises (the workflow
@@ -780,6 +779,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     exception_type(view.full()),
                     sp.start_time_unix_nano,
                     sp.end_time_unix_nano,
+                    view.full().status.message,
                 )
             )
 
@@ -789,12 +789,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         status = sp.status
         code = self._statuses.get(status, 0) if status else 0
         failed = code == STATUS_ERROR
-        wanted = self._dialect_keys
-        attrs = {k: cached_str(v) for k, v in sp.attributes.items() if k in wanted}
         return self.dialects.classify(
             view.name,
             sp.kind,
-            attrs,
+            sp.attributes,  # encoded AnyValues, decoded by the tables when read
             scope=ctx.scope_name,
             root=root,
             status_code=code,
