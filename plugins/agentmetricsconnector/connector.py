@@ -174,15 +174,21 @@ def exception_message(span: Any) -> str:
     return ""
 
 
+GATEWAY_DIALECT = "gateway"
+
+
 def defer_markers(
     dialects: Dialects, names: Any
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """The attribute keys, span-name prefixes and scope-name prefixes of the dialects'
     ``detect`` alternatives: a span with none of them is in no dialect (the C scanner counts
-    it). The attributes the workflow processor writes on every span are left out (they mark
-    a workflow only on its root, which is counted either way); a dialect that detects a span
-    by nothing of these (an empty ``detect``, a name regular expression) makes every span one
-    for Python (the empty name prefix)."""
+    it). The gateway's own dialect is left out (workflow roots, ``mcp.server.name``,
+    PRODUCER/CONSUMER spans with ``a2a.message.type``: the scanner counts those itself, and
+    sends its failed spans and tool calls to Python anyway), and so are the attributes the
+    workflow processor writes on every span (they mark a workflow only on its root, which is
+    counted either way); a dialect that detects a span by nothing of these (an empty
+    ``detect``, a name regular expression) makes every span one for Python (the empty name
+    prefix)."""
     compiled = dialects.compiled
     written = {
         names.workflow_id,
@@ -194,7 +200,9 @@ def defer_markers(
     keys: dict[str, None] = {}
     prefixes: dict[str, None] = {}
     scopes: dict[str, None] = {}
-    for detect in compiled.detect:
+    for name, detect in zip(compiled.dialects, compiled.detect, strict=True):
+        if name == GATEWAY_DIALECT:
+            continue
         if not detect:
             prefixes[""] = None
         for alt in detect:
@@ -255,7 +263,8 @@ class _Batch:
         self.ops: list[tuple[Any, tuple[Any, ...]]] = []
         self.workflows: list[tuple[str, str, float]] = []
         self.producers: list[tuple[bytes, int]] = []
-        self.consumers: list[tuple[Any, str]] = []
+        # A2A consumers: (parent, link span ids, start, trace, span, message type)
+        self.consumers: list[tuple[bytes, list[bytes], int, bytes, bytes, str]] = []
         self.layers: list[Layer] = []
         self.failures: list[Failure] = []
         self.links: list[tuple[bytes, bytes, bytes]] = []  # (trace, span, parent)
@@ -479,6 +488,11 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             string_value=config.attributes.mcp_tool_method
         ).SerializeToString()
         self._statuses: dict[bytes, int] = {}
+        # gen_ai.operation.name values of agent runs and workflows (encoded AnyValues)
+        self._run_ops_raw = frozenset(
+            AnyValue(string_value=op).SerializeToString()
+            for op in ("invoke_agent", "invoke_workflow", "create_agent")
+        )
 
         self._producers: collections.OrderedDict[bytes, int] = collections.OrderedDict()
         # trace -> starts of its A2A client spans (the A2A conventions, a2a-sdk)
@@ -575,28 +589,28 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             except ValueError:
                 pass  # malformed: the Python path reports it as it always did
             else:
-                # the spans left to Python are decoded in full before anything is counted, so
-                # a corrupt one refuses the whole request with nothing changed (consume is
-                # atomic: the engine then isolates the corrupt spans)
+                # the spans left to Python are read (parsed, classified, what they say
+                # decoded) before anything is counted, so one that cannot be read refuses the
+                # whole request with nothing changed (consume is atomic: the engine then
+                # isolates the corrupt spans); the receivers' edge check has checked every
+                # field of the request already
                 views = []
                 contexts: dict[tuple[int, int, int, int], _Context] = {}
                 for start, end, rs_start, rs_end, sc_start, sc_end in fallback:
-                    full = Span.FromString(raw[start:end])
                     view = SpanView.FromString(raw[start:end])
                     key = (rs_start, rs_end, sc_start, sc_end)
                     ctx = contexts.get(key)
                     if ctx is None:
                         ctx = contexts[key] = _Context(raw[rs_start:rs_end], raw[sc_start:sc_end])
-                    views.append((view, full, ctx))
-                py_consumers: list[tuple[Any, str]] = []
-                for view, full, ctx in views:
-                    self._read_span(view, now_ns, ctx, batch, full)
+                    views.append((view, ctx))
+                for view, ctx in views:
+                    self._read_span(view, now_ns, ctx, batch, None)
                 self._merge_native(series, now_ns)
                 for (wf_type, outcome), durations in workflows.items():
                     self._windows(wf_type, outcome, durations, now)
-                self._apply(batch, now_ns, now, py_consumers)
+                self._apply(batch, now_ns, now)
                 self._match_consumers(consumers, now_ns)
-                self._match_consumers(self._decoded_consumers(py_consumers), now_ns)
+                self._match_consumers(batch.consumers, now_ns)
                 self._settle(now_ns, now)
                 return
         # the Python path reads span by span: the request is checked whole first (a full
@@ -608,9 +622,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 ctx = _Context(rs.resource, ss.scope)
                 for sp in ss.spans:
                     self._read_span(sp, now_ns, ctx, batch, None)
-        py_consumers = []
-        self._apply(batch, now_ns, now, py_consumers)
-        self._match_consumers(self._decoded_consumers(py_consumers), now_ns)
+        self._apply(batch, now_ns, now)
+        self._match_consumers(batch.consumers, now_ns)
         self._settle(now_ns, now)
 
     def _merge_native(self, series: list[Any], now_ns: int) -> None:
@@ -634,21 +647,6 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             producers[span_id] = start
             if len(producers) > cache_size:
                 producers.popitem(last=False)
-
-    @staticmethod
-    def _decoded_consumers(
-        consumers: list[tuple[Any, str]],
-    ) -> Iterator[tuple[bytes, Iterable[bytes], int, bytes, bytes, str]]:
-        for sp, message_type in consumers:
-            links = (Span.Link.FromString(raw_link).span_id for raw_link in sp.links)
-            yield (
-                sp.parent_span_id,
-                links,
-                sp.start_time_unix_nano,
-                sp.trace_id,
-                sp.span_id,
-                message_type,
-            )
 
     def _match_consumers(
         self,
@@ -714,6 +712,13 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         marked = failed or tool or self._marked(sp, attrs, ctx)
         if not (root or marked or kind in INTERESTING_KINDS):
             return  # nothing to count for this span
+        if marked and not (failed or root) and op_raw in self._run_ops_raw:
+            # an agent run or workflow of the GenAI conventions that did not fail: executions
+            # are the workflow processor's; here it is only a link a failure may climb through
+            batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))
+            if kind not in INTERESTING_KINDS:
+                return
+            marked = False
         component = ""
         view = _SpanView(sp, attrs, full)
         if root and self._is_workflow_root(view):
@@ -762,7 +767,17 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                         ("processing_status", processing),
                     )
                     batch.ops.append((self.a2a_received.add, (NO_RESOURCE, labels, 1, now_ns)))
-                    batch.consumers.append((sp, message_type))
+                    links = [Span.Link.FromString(raw_link).span_id for raw_link in sp.links]
+                    batch.consumers.append(
+                        (
+                            sp.parent_span_id,
+                            links,
+                            sp.start_time_unix_nano,
+                            sp.trace_id,
+                            sp.span_id,
+                            message_type,
+                        )
+                    )
                 component = component or "a2a"
         if kind == SPAN_KIND_SERVER:
             http_method = view.get(names.http_method) or view.get("http.method")
@@ -1058,16 +1073,13 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         )
 
     # -- counting --------------------------------------------------------------------------------
-    def _apply(
-        self, batch: _Batch, now_ns: int, now: float, consumers: list[tuple[Any, str]]
-    ) -> None:
+    def _apply(self, batch: _Batch, now_ns: int, now: float) -> None:
         """Counts what a request's spans said (nothing here can fail on the spans' content)."""
         for fn, args in batch.ops:
             fn(*args)
         for wf_type, outcome, duration in batch.workflows:
             self._windows(wf_type, outcome, (duration,), now)
         self._remember_producers(batch.producers)
-        consumers.extend(batch.consumers)
         self._a2a_latencies(batch, now_ns)
         self.joiner.add(batch.layers, batch.failures, now, batch.links)
 
