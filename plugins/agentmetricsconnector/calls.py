@@ -239,10 +239,10 @@ class CallJoiner:
         memory = max(1024, 4 * max_traces)
         ttl = max(window * 6, 60.0)
         # settled span ids (trace, span) of layers, and their call and session keys
-        self._settled_layers = _Memory(memory * 4, ttl)
-        self._settled_keys = _Memory(memory * 4, ttl)
+        self._settled_layers = _Memory(memory, ttl)
+        self._settled_keys = _Memory(memory, ttl)
         # (trace, span) of spans known to have a failed child (their failure is propagated)
-        self._failed_parents = _Memory(memory * 4, ttl)
+        self._failed_parents = _Memory(memory, ttl)
         self.late_layers = 0  # layers of a call already counted: not counted again
         self.early_settled = 0  # traces settled before their window because of max_traces
 
