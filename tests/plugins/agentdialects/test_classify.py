@@ -4,6 +4,8 @@ test_corpus.py."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -329,3 +331,83 @@ def test_span_view_attribute_maps_classify_alike() -> None:
                 status_code=span.status.code, exception_type=want.exception_type,
             )  # fmt: skip
             assert got == want, (path, span.name)
+
+
+def test_gateway_dialect_follows_the_attributes_option() -> None:
+    from plugins._agentconv import AttributeNames
+    from plugins._agentdialects import gateway_table
+
+    default = gateway_table(AttributeNames())
+    assert default == next(t for t in builtin_tables() if t.name == "gateway")
+    names = AttributeNames(
+        workflow_span_prefix="flow:", workflow_id="app.run.id", agent_id="myco.agent.id",
+        mcp_server_name="myco.mcp.server",
+    )  # fmt: skip
+    d = load_dialects(attribute_names=names)
+    root = d.classify("flow:billing", INTERNAL, {"myco.agent.id": "biller"}, root=True)
+    assert (root.role, root.label("workflow_type"), root.label("agent_name")) == (
+        Role.WORKFLOW, "billing", "biller"
+    )  # fmt: skip
+    assert d.classify("x", INTERNAL, {"app.run.id": "r1"}, root=True).run_id == "r1"
+    tool = d.classify(
+        "execute_tool s",
+        CLIENT,
+        {"gen_ai.operation.name": "execute_tool", "mcp.method.name": "tools/call",
+         "myco.mcp.server": "docs"},
+    )  # fmt: skip
+    assert tool.server == "docs" and tool.is_tool_layer
+
+
+def test_conventions_a2a_needs_an_a2a_attribute() -> None:
+    d = default_dialects()
+    other = d.classify("create_thread", CLIENT, {"gen_ai.operation.name": "create_thread"})
+    assert other.role is Role.NONE
+    sent = d.classify("a2a send", CLIENT, {"a2a.method": "message/send", "a2a.task.id": "t-1"})
+    received = d.classify("a2a", SERVER, {"a2a.context.id": "c-1"})
+    assert (sent.role, sent.label("a2a_message_type"), sent.run_id) == (
+        Role.A2A_CLIENT, "message/send", "t-1"
+    )  # fmt: skip
+    assert (received.role, received.run_id) == (Role.A2A_SERVER, "c-1")
+
+
+def test_memo_gives_what_the_reference_gives() -> None:
+    """The memoized path (hashable values) equals the uncached one on every recorded span,
+    the first time, the second time, and with its ids and counts changed."""
+    from tests.agent_sources._otel import CORPUS, read_corpus
+
+    d = Dialects(builtin_tables())  # a fresh memo
+
+    def plain(v: Any) -> Any:
+        kind = v.WhichOneof("value")
+        return getattr(v, kind) if kind in ("string_value", "int_value", "bool_value",
+                                             "double_value") else None  # fmt: skip
+
+    checked = 0
+    for path in sorted(CORPUS.glob("*/*.json")):
+        request = read_corpus(path)
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    anyvalues = {kv.key: kv.value for kv in span.attributes}
+                    scalars = {k: plain(v) for k, v in anyvalues.items()}
+                    scalars = {k: v for k, v in scalars.items() if v is not None}
+                    args = dict(scope=ss.scope.name, root=not span.parent_span_id,
+                                status_code=span.status.code, exception_type="X")  # fmt: skip
+                    ref = d._classify(
+                        span.name, span.kind, scalars, args["scope"], args["root"],
+                        span.status.code, "X", "", None,
+                    )  # fmt: skip
+                    assert d.classify(span.name, span.kind, scalars, **args) == ref
+                    assert d.classify(span.name, span.kind, scalars, **args) == ref
+                    varied = dict(scalars)
+                    for key in ("gen_ai.tool.call.id", "jsonrpc.request.id",
+                                "gen_ai.usage.input_tokens", "gen_ai.conversation.id"):  # fmt: skip
+                        if key in varied:
+                            varied[key] = 12345 if "tokens" in key else "other-id"
+                    ref2 = d._classify(
+                        span.name, span.kind, varied, args["scope"], args["root"],
+                        span.status.code, "X", "", None,
+                    )  # fmt: skip
+                    assert d.classify(span.name, span.kind, varied, **args) == ref2
+                    checked += 1
+    assert checked > 400

@@ -721,3 +721,21 @@ def test_openllmetry_mcp_client_spans() -> None:
     assert [(f.role, f.label("tool_name"), f.error_type) for f in layers] == [
         (Role.MCP_CLIENT, "divide", "tool_error")
     ]
+
+
+@pytest.mark.parametrize(
+    ("source", "role"),
+    [
+        ("pydantic_ai", Role.TOOL_CALL),
+        ("pydantic_ai_mcp", Role.MCP_SERVER),
+        ("mcp_http", Role.MCP_SERVER),
+        ("langgraph_openinference", Role.TOOL_CALL),
+        ("langgraph_openllmetry", Role.TOOL_CALL),
+    ],
+)
+def test_slow_tool_takes_its_time(source: str, role: Role) -> None:
+    """The recordings are real runs: the slow tool's span lasts its 0.2 s sleep."""
+    spans = [s for s, f in facts_of(source, "slow_tool") if f.role is role and f.is_tool_layer]
+    assert spans
+    for span in spans:
+        assert span.end_time_unix_nano - span.start_time_unix_nano >= 200_000_000
