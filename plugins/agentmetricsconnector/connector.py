@@ -464,7 +464,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self.joiner = CallJoiner(join.window, join.max_traces, self._classifier.match)
         self._late_seen = 0
         self._early_seen = 0
-        self.dialects: Dialects = load_dialects(config.dialects)
+        self.dialects: Dialects = load_dialects(config.dialects, config.attributes)
         self._role = Role
         # what makes a span one for the Python path beyond failed spans and tool calls: an
         # attribute or a name / scope prefix that a dialect table recognises (the workflow
