@@ -383,11 +383,15 @@ class CallJoiner:
             errors.append(failure.labels)
 
     def _call(self, group: list[Layer]) -> tuple[Call, tuple[tuple[str, str], ...] | None]:
-        ids = {(layer.trace_id, layer.span_id) for layer in group}
-        # the caller: an outermost layer (its parent is not in the call), framework first
-        outer = [layer for layer in group if (layer.trace_id, layer.parent_id) not in ids]
-        caller = min(outer or group, key=lambda x: (x.side, x.start))
-        ordered = sorted(group, key=lambda x: (x.side, x.start))
+        if len(group) == 1:
+            caller = group[0]
+            ordered = group
+        else:
+            ids = {(layer.trace_id, layer.span_id) for layer in group}
+            # the caller: an outermost layer (its parent is not in the call), framework first
+            outer = [layer for layer in group if (layer.trace_id, layer.parent_id) not in ids]
+            caller = min(outer or group, key=lambda x: (x.side, x.start))
+            ordered = sorted(group, key=lambda x: (x.side, x.start))
         tool = caller.tool or next((x.tool for x in ordered if x.tool), "") or UNKNOWN
         mcp = any(x.mcp or x.side != FRAMEWORK for x in group)
         server = next((x.server for x in ordered if x.side != MCP_SERVER and x.server), "")
@@ -446,6 +450,8 @@ def _group(layers: list[Layer]) -> list[list[Layer]]:
     """The layers of one trace entry grouped into calls (union-find over parent links, call
     ids and JSON-RPC keys), each group in arrival order."""
     n = len(layers)
+    if n == 1:
+        return [layers]
     parent = list(range(n))
 
     def find(i: int) -> int:

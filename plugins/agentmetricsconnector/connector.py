@@ -94,6 +94,7 @@ RECOVERABLE_ERRORS = frozenset(
     {"timeout", "rate_limited", "connection", "TimeoutError", "ConnectionError", "cancelled"}
 )
 UNKNOWN = "unknown"
+FACTS_CACHE = 4096  # span shapes whose dialect facts are kept
 NO_RESOURCE = b""
 INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER})
 
@@ -466,6 +467,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._early_seen = 0
         self.dialects: Dialects = load_dialects(config.dialects, config.attributes)
         self._role = Role
+        self._dialect_keys = self.dialects.attribute_keys
+        self._facts_cache: dict[tuple[Any, ...], SpanFacts] = {}
         # what makes a span one for the Python path beyond failed spans and tool calls: an
         # attribute or a name / scope prefix that a dialect table recognises (the workflow
         # attributes the workflow processor writes on every span are not such a marker)
@@ -799,21 +802,43 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             )
 
     def _facts(self, view: _SpanView, ctx: _Context, root: bool) -> SpanFacts:
-        """The dialect tables' facts about a span (the attributes they read, decoded)."""
+        """The dialect tables' facts about a span. Spans of one shape repeat (the same
+        operation, tool, model and server, without per-call ids): the facts of a shape are
+        kept (``FACTS_CACHE`` of them) and the tables consulted once per shape."""
         sp = view.span
         status = sp.status
         code = self._statuses.get(status, 0) if status else 0
         failed = code == STATUS_ERROR
-        return self.dialects.classify(
-            view.name,
+        exc = exception_type(view.full()) if failed else ""
+        wanted = self._dialect_keys
+        attrs = sp.attributes
+        shape = (
+            sp.name,
             sp.kind,
-            sp.attributes,  # encoded AnyValues, decoded by the tables when read
-            scope=ctx.scope_name,
-            root=root,
-            status_code=code,
-            exception_type=exception_type(view.full()) if failed else "",
-            service=ctx.service_name,
+            ctx.scope_name,
+            ctx.service_name,
+            root,
+            code,
+            exc,
+            tuple([item for item in attrs.items() if item[0] in wanted]),
         )
+        cache = self._facts_cache
+        facts = cache.get(shape)
+        if facts is None:
+            facts = self.dialects.classify(
+                view.name,
+                sp.kind,
+                attrs,  # encoded AnyValues, decoded by the tables when read
+                scope=ctx.scope_name,
+                root=root,
+                status_code=code,
+                exception_type=exc,
+                service=ctx.service_name,
+            )
+            if len(cache) >= FACTS_CACHE:
+                cache.clear()
+            cache[shape] = facts
+        return facts
 
     def _layer(self, view: _SpanView, facts: Any, ctx: _Context, batch: _Batch) -> None:
         """A tool-call layer for the joiner."""
@@ -826,7 +851,6 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             if role is self._role.MCP_CLIENT
             else FRAMEWORK
         )
-        server = facts.server
         failed = facts.failed
         message = ""
         exc = facts.exception_type
@@ -835,27 +859,28 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             message = full.status.message or exception_message(full)
             if not exc:
                 exc = exception_type(full)
+        get = facts.labels.get
         batch.layers.append(
             Layer(
-                trace_id=sp.trace_id,
-                span_id=sp.span_id,
-                parent_id=sp.parent_span_id,
-                side=side,
-                tool=facts.label("tool_name"),
-                tool_type=facts.label("tool_type"),
-                mcp=side != FRAMEWORK or facts.mcp_method == self.names.mcp_tool_method,
-                call_id=facts.label("tool_call_id"),
-                rpc_id=facts.label("jsonrpc_request_id"),
-                session=facts.label("mcp_session_id"),
-                server=server,
-                start=sp.start_time_unix_nano,
-                end=sp.end_time_unix_nano,
-                failed=failed,
-                retry=facts.model_retry,
-                error_type=facts.label("error_type"),
-                exception=exc,
-                message=message,
-                agent=facts.label("agent_name"),
+                sp.trace_id,
+                sp.span_id,
+                sp.parent_span_id,
+                side,
+                get("tool_name", ""),
+                get("tool_type", ""),
+                side != FRAMEWORK or get("mcp_method", "") == self.names.mcp_tool_method,
+                get("tool_call_id", ""),
+                get("jsonrpc_request_id", ""),
+                get("mcp_session_id", ""),
+                facts.server,
+                sp.start_time_unix_nano,
+                sp.end_time_unix_nano,
+                failed,
+                facts.model_retry,
+                get("error_type", ""),
+                exc,
+                message,
+                get("agent_name", ""),
             )
         )
 
@@ -1119,6 +1144,12 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         """Counts the tool calls and failures whose join window ended."""
         joiner = self.joiner
         calls, errors = joiner.settle(now, everything)
+        if calls:
+            name = self.settings.name
+            self._join_counter.labels(name, "caller").inc(len(calls))
+            joined = sum(call.layers for call in calls) - len(calls)
+            if joined:
+                self._join_counter.labels(name, "joined").inc(joined)
         for call in calls:
             self._count_call(call, now_ns)
         for labels in errors:
@@ -1133,10 +1164,6 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._pending_gauge.labels(name).set(len(joiner))
 
     def _count_call(self, call: Call, now_ns: int) -> None:
-        name = self.settings.name
-        self._join_counter.labels(name, "caller").inc()
-        if call.layers > 1:
-            self._join_counter.labels(name, "joined").inc(call.layers - 1)
         if call.mcp:
             self.tool_calls.add(
                 NO_RESOURCE,
