@@ -411,3 +411,30 @@ def test_memo_gives_what_the_reference_gives() -> None:
                     assert d.classify(span.name, span.kind, varied, **args) == ref2
                     checked += 1
     assert checked > 400
+
+
+def test_random_spans_memo_and_reference_agree() -> None:
+    """Random spans over the attributes, names and scopes the tables know, with values of
+    every scalar type: no exception, and the memoized path equals the uncached one."""
+    import random
+
+    rnd = random.Random(12)
+    d = Dialects(builtin_tables())
+    keys = [*d.compiled.attribute_keys, "http.route", "x"]
+    values: list[Any] = [
+        "", "tools/call", "execute_tool", "invoke_agent", "chat", "TOOL", "AGENT", "tool",
+        "workflow", "LLM", "01a2499b-9d15-741f-ae38-21c8e6b11b56", "ä" * 40, 0, 7, -3, 2**70,
+        1.5, float("nan"), True, b"\x0a\x03abc", b"\xff",
+    ]  # fmt: skip
+    names = ["", "workflow.x", "MCP send tools/call add", "tools/call add", "execute_tool t",
+             "invoke_agent a", "a2a.client.transports.jsonrpc.JsonRpcTransport.send_message",
+             "add.tool", "initialize.mcp", "agent"]  # fmt: skip
+    scopes = ["", "mcp-python-sdk", "a2a-python-sdk", "opentelemetry.instrumentation.mcp.x"]
+    for _ in range(3000):
+        attrs = {rnd.choice(keys): rnd.choice(values) for _ in range(rnd.randint(0, 6))}
+        name, kind = rnd.choice(names), rnd.randint(0, 6)
+        scope, root = rnd.choice(scopes), rnd.random() < 0.5
+        status = rnd.choice([0, 1, 2])
+        got = d.classify(name, kind, attrs, scope=scope, root=root, status_code=status)
+        ref = d._classify(name, kind, attrs, scope, root, status, "", "", None)
+        assert got == ref, (name, kind, attrs, scope, root)
