@@ -132,6 +132,7 @@ class _Entry:
 
 MAX_DEPTH = 512  # parent links followed up from one failure at most
 MAX_ORIGINS = 64  # failures of one trace compared with each other at most
+MAX_ENTRY_ITEMS = 10_000  # layers and failures one held trace takes before it is settled
 
 
 class _Marks:
@@ -145,6 +146,12 @@ class _Marks:
         self.memory = memory
         self.now = now
         self.failed: set[bytes] = set()  # span ids of the entry's failed spans
+        # this settle's marks (the memory is bounded: it may forget some before the end)
+        self.marks: dict[tuple[bytes, bytes], tuple[frozenset[str], bool]] = {}
+
+    def known(self, key: tuple[bytes, bytes]) -> tuple[frozenset[str], bool] | None:
+        found = self.marks.get(key)
+        return found if found is not None else self.memory.get(key)
 
     def above(self, trace: bytes, parent: bytes, types: tuple[str, ...]) -> None:
         """Marks ``parent`` and the spans above it (as far as the entry's links go)."""
@@ -154,9 +161,13 @@ class _Marks:
             if not parent:
                 return
             key = (trace, parent)
-            known = memory.get(key)
+            known = self.known(key)
+            if known is not None and known[0].issuperset(types) and (known[1] or not direct):
+                return  # marked so already, and everything above it by the same walk
             below = frozenset(types) if known is None else known[0] | frozenset(types)
-            memory.add(key, self.now, (below, direct or (known is not None and known[1])))
+            mark = (below, direct or (known is not None and known[1]))
+            self.marks[key] = mark
+            memory.add(key, self.now, mark)
             if direct:
                 direct = parent in self.failed
             parent = self.parents.get(parent, b"")
@@ -164,7 +175,7 @@ class _Marks:
     def propagated(self, failure: Failure) -> bool:
         """A failure below it, and no exception of its own (a type none below has, reached
         through a span that did not fail: the failure below was handled)."""
-        known = self.memory.get((failure.trace_id, failure.span_id))
+        known = self.known((failure.trace_id, failure.span_id))
         if known is None:
             return False
         below, direct = known
@@ -280,6 +291,11 @@ class CallJoiner:
             entry.failures.append(failure)
             entry.parents[failure.span_id] = failure.parent_id
         pending = self.pending
+        for trace in {f.trace_id for f in failures} | {x.trace_id for x in layers}:
+            held = pending.get(trace)
+            if held is not None and len(held.layers) + len(held.failures) > MAX_ENTRY_ITEMS:
+                held.deadline = now  # a huge trace is not held: settled with this request
+                pending.move_to_end(trace, last=False)
         for trace, span, parent in links:
             held = pending.get(trace)
             if held is not None and parent:

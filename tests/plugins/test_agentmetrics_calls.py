@@ -154,3 +154,23 @@ def test_bounded_window_settles_the_oldest_early_and_shutdown_settles_all() -> N
     assert len(calls) == 3 and j.early_settled == 3 and len(j) == 2
     calls, _ = j.settle(5.0, everything=True)
     assert len(calls) == 2 and len(j) == 0
+
+
+def test_a_huge_trace_is_settled_at_once() -> None:
+    from plugins.agentmetricsconnector.calls import MAX_ENTRY_ITEMS
+
+    j = joiner(window=60.0)
+    j.add([layer(U, 1, 0, FRAMEWORK)], [], 0.0)  # an older trace stays held
+    j.add([layer(T, n + 2, 1, FRAMEWORK) for n in range(MAX_ENTRY_ITEMS + 1)], [], 1.0)
+    calls, _ = j.settle(1.0)
+    assert len(calls) == MAX_ENTRY_ITEMS + 1 and len(j) == 1
+
+
+def test_a_long_chain_of_failures_is_walked_once() -> None:
+    """Every failure of a 5,000-deep chain walks up only to where an earlier walk marked."""
+    j = joiner()
+    depth = 5000
+    failures = [failure(T, n + 1, n, "E") for n in range(1, depth)]
+    j.add([], failures, 0.0)
+    _, errors = j.settle(0.0, everything=True)
+    assert len(errors) == 1  # the deepest
