@@ -608,6 +608,68 @@ def prometheus(content_type: str) -> Callable[[], OneInput]:
     return setup
 
 
+def route() -> OneInput:
+    """The routing between workers (``pipeline._route``): on what the receivers accept, the
+    parts hold every span / resource exactly once, each at the worker its key names, and
+    decode; on anything else it raises ``ValueError`` at most."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from pipeline import Metrics, PermanentError, Traces, _route
+
+    def spans(data: bytes) -> list[bytes]:
+        req = ExportTraceServiceRequest.FromString(data)
+        return sorted(
+            s.SerializeToString(deterministic=True)
+            for rs in req.resource_spans
+            for ss in rs.scope_spans
+            for s in ss.spans
+        )
+
+    def one(data: bytes) -> None:
+        for workers in (2, 3):
+            try:
+                Traces._validate(data)
+            except PermanentError:
+                with contextlib.suppress(ValueError):
+                    _route.split_traces(data, workers)
+            else:
+                parts = _route.split_traces(data, workers)
+                every: list[bytes] = []
+                for owner, (raw, n) in parts.items():
+                    mine = spans(raw)
+                    assert n is None or n == len(mine)
+                    for s in ExportTraceServiceRequest.FromString(raw).resource_spans:
+                        for ss in s.scope_spans:
+                            for span in ss.spans:
+                                assert _route.trace_owner(span.trace_id, workers) == owner
+                    every += mine
+                assert sorted(every) == spans(data)
+            try:
+                Metrics._validate(data)
+            except PermanentError:
+                with contextlib.suppress(ValueError):
+                    _route.split_metrics(data, workers)
+            else:
+                parts = _route.split_metrics(data, workers)
+                total = ExportMetricsServiceRequest.FromString(data)
+                got = []
+                for owner, (raw, _) in parts.items():
+                    assert owner in range(workers)
+                    req = ExportMetricsServiceRequest.FromString(raw)
+                    got += [rm.SerializeToString(deterministic=True) for rm in req.resource_metrics]
+                want = sorted(
+                    rm.SerializeToString(deterministic=True) for rm in total.resource_metrics
+                )
+                assert sorted(got) == want
+
+    return one
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
@@ -623,6 +685,7 @@ TARGETS: dict[str, Target] = {
             "otlp_proto", otlp_proto, instrument=("pipeline.pdata", "pipeline._wire"), runs=750_000
         ),
         Target("ottl", ottl, instrument=("pipeline.ottl",), runs=30_000),
+        Target("route", route, instrument=("pipeline._route", "pipeline._wire"), runs=100_000),
         Target(
             "otlp_json",
             otlp_json,
