@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -135,6 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     worker = workers.enter_from_env()
     if worker is not None:
+        # the supervisor forwards SIGHUP: a worker still starting ignores it (the service
+        # installs its reload handler once it runs)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         logging.getLogger(LOGGER_NAME).handlers[0].addFilter(workers.WorkerLogFilter(worker.index))
     else:
         for warning in config.warnings:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import graphlib
 import itertools
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,12 @@ from pipeline.durability import WriteAheadLog, carry_current
 from pipeline.errors import ConfigError, ConsumeError, RetryableError
 from pipeline.factory import ConnectorFactory
 from pipeline.pdata import Payload, Signal
-from pipeline.telemetry import ComponentTelemetry, SelfTelemetry, component_logger
+from pipeline.telemetry import (
+    LOGGER_NAME,
+    ComponentTelemetry,
+    SelfTelemetry,
+    component_logger,
+)
 
 GATE_WAIT = 30.0  # how long data waits for an exporter being replaced by a reload to start
 
@@ -177,6 +183,9 @@ class _Incoming:
         await self.inner.consume(data)
 
 
+_PRIMARY_ONLY = logging.getLogger(f"{LOGGER_NAME}.workers")
+
+
 class Inert:
     """What stands for a component that runs in another worker process (see
     :mod:`pipeline.workers`): starts and stops, takes no data."""
@@ -320,7 +329,10 @@ class Graph:
                 node.settings = self._settings(Kind.EXTENSION, cid, label)
                 ctx = workers.current()
                 if ctx is not None and not ctx.runs_here("extension", ext_cfg, factory):
-                    node.component = Inert()  # runs in the primary worker only
+                    node.component = Inert()
+                    _PRIMARY_ONLY.info(
+                        "runs in the primary worker only", extra={"component": label}
+                    )
                 else:
                     node.component = factory.create(  # type: ignore[attr-defined]
                         node.settings, ext_cfg
@@ -371,7 +383,10 @@ class Graph:
                 node.output = ObservedConsumer(inner, settings.telemetry)
                 factory = cfg.factory(Kind.RECEIVER, rid)
                 if ctx is not None and not ctx.runs_here("receiver", rcfg, factory):
-                    node.component = Inert()  # a pull receiver: in the primary worker only
+                    node.component = Inert()  # a pull receiver
+                    _PRIMARY_ONLY.info(
+                        "runs in the primary worker only", extra={"component": node.label}
+                    )
                 else:
                     node.component = factory.create(  # type: ignore[attr-defined]
                         signal, settings, rcfg, node.output

@@ -484,7 +484,9 @@ class Service:
             frozenset(key for node in self._all_nodes(self.graph) for key in endpoints(node))
             | self._telemetry_endpoint()
         )
-        problems += [str(e) for e in check_endpoints(config, held)]
+        ctx = workers.current()
+        if ctx is None or ctx.primary:  # the other workers share the primary's endpoints
+            problems += [str(e) for e in check_endpoints(config, held)]
         if problems:
             return self._invalid(trigger, began, problems)
         for warning in config.warnings:

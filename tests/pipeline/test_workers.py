@@ -279,3 +279,151 @@ def test_killed_worker_is_restarted_and_counted_then_sigterm_drains(tmp_path: Pa
     for pid in live.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+PULL = """
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+  hostmetrics:
+    collection_interval: 200ms
+    scrapers: {{memory: }}
+exporters:
+  prometheus: {{endpoint: "127.0.0.1:{prom}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    metrics: {{receivers: [otlp, hostmetrics], exporters: [prometheus]}}
+  telemetry:
+    metrics: {{address: "127.0.0.1:{telemetry}"}}
+{extra}
+"""
+
+
+def scrape_port(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def test_pull_receivers_run_once_and_sighup_reloads_every_worker(tmp_path: Path) -> None:
+    """hostmetrics and health_check run in worker 0 only; metrics sent over OTLP/HTTP by the
+    SDK end in the one prometheus endpoint; SIGHUP reloads every worker; a reload that would
+    change service.workers is refused by each, the gateway running on."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    ports = {k: free_port() for k in ("health", "http", "prom", "telemetry")}
+    path = write_config(tmp_path, PULL.format(extra="", **ports), "pull.yaml")
+    with GatewayProcess(path, args=("--workers", "2")) as gw:
+        records = gw.records
+        wait_for(lambda: any(r.get("msg") == "every worker is ready; serving" for r in records()))
+        primary_only = {
+            (r.get("worker"), r.get("component"))
+            for r in records()
+            if r.get("msg") == "runs in the primary worker only"
+        }
+        assert primary_only == {
+            (1, "extension health_check"),
+            (1, "receiver hostmetrics (metrics)"),
+        }
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['health']}/", timeout=5) as r:
+            assert r.status == 200
+        wait_for(
+            lambda: any(k[0] == "system_memory_usage_bytes" for k in scrape_port(ports["prom"]))
+        )
+        # the SDK's counters, from several resources (each owned by one worker)
+        providers = []
+        for i in range(6):
+            reader = PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=f"http://127.0.0.1:{ports['http']}/v1/metrics"),
+                export_interval_millis=60_000,
+            )
+            provider = MeterProvider(
+                metric_readers=[reader],
+                resource=Resource.create({"service.name": f"svc-{i}", "service.instance.id": "x"}),
+            )
+            provider.get_meter("t").create_counter("jobs").add(i + 1)
+            provider.force_flush()
+            providers.append(provider)
+        for provider in providers:
+            provider.force_flush()  # cumulative: the same series again, to the same worker
+            provider.shutdown()
+
+        def jobs() -> dict[str, float]:
+            return {
+                dict(k[1])["job"]: v
+                for k, v in scrape_port(ports["prom"]).items()
+                if k[0] == "jobs_total"
+            }
+
+        wait_for(lambda: jobs() == {f"svc-{i}": float(i + 1) for i in range(6)})
+        own = scrape_port(ports["telemetry"])
+        assert own[("otelcol_worker_forwarded_items_total", (("signal", "metrics"),))] > 0
+
+        gw.proc.send_signal(signal.SIGHUP)  # the same config: "unchanged" in both workers
+        key = "otelcol_service_config_reloads_total"
+        wait_for(
+            lambda: scrape_port(ports["telemetry"]).get((key, (("result", "unchanged"),))) == 2
+        )
+        path.write_text(PULL.format(extra="  workers: 3", **ports))
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: scrape_port(ports["telemetry"]).get((key, (("result", "invalid"),))) == 2)
+        assert any(
+            "service.workers cannot change on a reload" in json.dumps(r)
+            for r in records()
+            if r.get("level") == "error" or "invalid" in json.dumps(r)
+        )
+        assert scrape_port(ports["telemetry"])[("otelcol_workers", ())] == 2
+        assert gw.stop(signal.SIGTERM, timeout=60) == 0
+
+
+DURABLE = """
+extensions:
+  file_storage: {{directory: "{dir}"}}
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  debug: {{}}
+service:
+  extensions: [file_storage]
+  durability: {{storage: file_storage}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+{extra}
+"""
+
+
+def test_durability_with_workers_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "wal").mkdir()
+    text = DURABLE.format(dir=tmp_path / "wal", http=free_port(), extra="")
+    path = write_config(tmp_path, text, "durable.yaml")
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--config", str(path), "--workers", "2"],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert b"service.durability cannot be combined with service.workers" in run.stderr
+    path = write_config(tmp_path, text + "  workers: 0\n", "durable-workers.yaml")
+    check = subprocess.run(
+        [sys.executable, "-m", "pipeline", "validate", "--config", str(path)],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert check.returncode == 1
+    out = check.stdout + check.stderr
+    assert b"service.durability" in out and b"service.workers" in out
