@@ -175,3 +175,24 @@ def test_merge_adds_counters_and_histograms_and_keeps_the_latest_gauge() -> None
         )
     }
     assert own == {"q": 5.0, "otelcol_process_uptime": 9.0}
+
+
+def test_the_c_split_and_its_python_twin_write_the_same_bytes() -> None:
+    from plugins._native import load
+
+    native = load("_route")
+    assert native is not None, "plugins._native._route is not built"
+    groups = [
+        (f"svc-{r}", [trace_id(i % 3, 3, salt=i % 5) for i in range(r + 4)]) for r in range(4)
+    ]
+    data = request(groups).SerializeToString()
+    twin = _route.split_traces_python(data, 3)
+    assert sorted(twin) == [0, 1, 2]
+    assert _route.split_traces(data, 3) == twin
+    assert sum(n or 0 for _, n in twin.values()) == sum(len(t) for _, t in groups)
+    # the last trace_id of a span wins, as a decoder keeps it
+    tid = trace_id(1, 2)
+    span = (
+        Span(trace_id=trace_id(0, 2)).SerializeToString() + Span(trace_id=tid).SerializeToString()
+    )
+    assert _route.span_trace_id(span) == tid
