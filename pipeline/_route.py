@@ -42,41 +42,68 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+_MAX_GROUP_DEPTH = 100
+
+
 def _fields(data: bytes) -> list[tuple[int, int, int, int, int]]:
-    """``(number, wire, start, payload_start, end)`` of every field of the message ``data``,
-    refusing what ``pbwire.h``'s ``next_field`` refuses."""
+    """``(number, wire, start, payload_start, end)`` of every field of the message ``data``
+    (a group, wire type 3, spans to its end), refusing what ``_route.c``'s ``next_any``
+    refuses."""
     out = []
     pos = 0
     end = len(data)
     while pos < end:
         start = pos
-        tag, pos = _varint(data, pos)
-        if tag > 0xFFFFFFFF:
-            raise ValueError("malformed OTLP request: field number")
-        number, wire = tag >> 3, tag & 7
-        if number == 0:
-            raise ValueError("malformed OTLP request: field number 0")
-        payload = pos
-        if wire == 0:
-            _, pos = _varint(data, pos)
-        elif wire == 1:
-            if end - pos < 8:
-                raise ValueError("malformed OTLP request: truncated fixed64")
-            pos += 8
-        elif wire == 2:
-            n, pos = _varint(data, pos)
-            if n > end - pos:
-                raise ValueError("malformed OTLP request: length past the end")
-            payload = pos
-            pos += n
-        elif wire == 5:
-            if end - pos < 4:
-                raise ValueError("malformed OTLP request: truncated fixed32")
-            pos += 4
-        else:
-            raise ValueError("malformed OTLP request: wire type")
+        number, wire, payload, pos = _field(data, pos, 0)
         out.append((number, wire, start, payload, pos))
     return out
+
+
+def _field(data: bytes, pos: int, depth: int) -> tuple[int, int, int, int]:
+    """One field at ``pos``: ``(number, wire, payload_start, end)``."""
+    end = len(data)
+    tag, pos = _varint(data, pos)
+    if tag > 0xFFFFFFFF:
+        raise ValueError("malformed OTLP request: field number")
+    number, wire = tag >> 3, tag & 7
+    if number == 0:
+        raise ValueError("malformed OTLP request: field number 0")
+    payload = pos
+    if wire == 3:
+        if depth >= _MAX_GROUP_DEPTH:
+            raise ValueError("malformed OTLP request: groups nested too deeply")
+        while True:
+            if pos >= end:
+                raise ValueError("malformed OTLP request: unterminated group")
+            inner, pos_after = _varint(data, pos)
+            if inner > 0xFFFFFFFF or inner >> 3 == 0:
+                raise ValueError("malformed OTLP request: field number")
+            if inner & 7 == 4:
+                if inner >> 3 != number:
+                    raise ValueError("malformed OTLP request: mismatched end of group")
+                return number, 3, payload, pos_after
+            _, _, _, pos = _field(data, pos, depth + 1)
+    if wire == 4:
+        raise ValueError("malformed OTLP request: unexpected end of group")
+    if wire == 0:
+        _, pos = _varint(data, pos)
+    elif wire == 1:
+        if end - pos < 8:
+            raise ValueError("malformed OTLP request: truncated fixed64")
+        pos += 8
+    elif wire == 2:
+        n, pos = _varint(data, pos)
+        if n > end - pos:
+            raise ValueError("malformed OTLP request: length past the end")
+        payload = pos
+        pos += n
+    elif wire == 5:
+        if end - pos < 4:
+            raise ValueError("malformed OTLP request: truncated fixed32")
+        pos += 4
+    else:
+        raise ValueError("malformed OTLP request: wire type")
+    return number, wire, payload, pos
 
 
 def field_bytes(data: bytes, number: int) -> bytes:

@@ -15,7 +15,8 @@
  * owner: its fields other than spans (verbatim), then those spans (verbatim). Fields of the
  * request other than resource_spans, and entries of a field 1 / 2 that are not length-delimited
  * where a message is expected, are left out / kept as the "other" fields as the twin does.
- * Malformed framing raises ValueError (pbwire.h).
+ * Unknown fields are kept whatever their wire type, groups included (skipped to their end, nested
+ * up to 100 deep, as protobuf). Malformed framing raises ValueError (pbwire.h).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -54,6 +55,51 @@ typedef struct {
     Py_ssize_t n_resources, cap_resources;
 } walk;
 
+#define MAX_GROUP_DEPTH 100
+
+static int skip_group(reader *r, uint32_t number, int depth);
+
+/* next_field (pbwire.h) that also takes groups, as protobuf does for unknown fields: a group
+ * (wire type 3) is skipped to its end (f->wire == 3, no payload); an end of group where none is
+ * open is malformed. Returns 0, 1 at the end, -1 on error. */
+static int next_any(reader *r, field *f, int depth) {
+    if (r->p >= r->end) return 1;
+    const uint8_t *start = r->p;
+    uint64_t tag;
+    if (read_varint(r, &tag) < 0) return -1;
+    int wire = (int)(tag & 7);
+    if (wire == 3 || wire == 4) {
+        if (tag > 0xffffffffu || (tag >> 3) == 0) return bad("field number");
+        if (wire == 4) return bad("unexpected end of group");
+        f->number = (uint32_t)(tag >> 3);
+        f->wire = 3;
+        f->data.p = NULL;
+        f->data.n = 0;
+        return skip_group(r, f->number, depth);
+    }
+    r->p = start;
+    return next_field(r, f);
+}
+
+static int skip_group(reader *r, uint32_t number, int depth) {
+    if (depth >= MAX_GROUP_DEPTH) return bad("groups nested too deeply");
+    for (;;) {
+        if (r->p >= r->end) return bad("unterminated group");
+        const uint8_t *start = r->p;
+        uint64_t tag;
+        if (read_varint(r, &tag) < 0) return -1;
+        if (tag > 0xffffffffu || (tag >> 3) == 0) return bad("field number");
+        if ((tag & 7) == 4) {
+            if ((uint32_t)(tag >> 3) != number) return bad("mismatched end of group");
+            return 0;
+        }
+        r->p = start;
+        field f;
+        int rc = next_any(r, &f, depth + 1);
+        if (rc != 0) return rc < 0 ? -1 : bad("unterminated group");
+    }
+}
+
 static int grow(void **buf, Py_ssize_t *cap, Py_ssize_t need, size_t size) {
     if (need <= *cap) return 0;
     Py_ssize_t n = *cap ? *cap * 2 : 16;
@@ -89,7 +135,7 @@ static int span_owner(slice span, uint32_t workers, uint32_t *owner) {
     field f;
     slice tid = {NULL, 0};
     int rc;
-    while ((rc = next_field(&r, &f)) == 0) {
+    while ((rc = next_any(&r, &f, 0)) == 0) {
         if (f.number == 1 && f.wire == 2) tid = f.data;
     }
     if (rc < 0) return -1;
@@ -107,7 +153,7 @@ static int walk_scope(walk *w, slice ss, uint32_t workers) {
     field f;
     int rc;
     const uint8_t *start = r.p;
-    while ((rc = next_field(&r, &f)) == 0) {
+    while ((rc = next_any(&r, &f, 0)) == 0) {
         if (f.number == 2 && f.wire == 2) {
             if (grow((void **)&w->spans, &w->cap_spans, w->n_spans + 1, sizeof(span_rec)) < 0)
                 return -1;
@@ -138,14 +184,14 @@ static int walk_resource(walk *w, slice rs, uint32_t workers) {
     int rc;
     const uint8_t *start = r.p;
     rec.others_start = w->others.len;
-    while ((rc = next_field(&r, &f)) == 0) {
+    while ((rc = next_any(&r, &f, 0)) == 0) {
         if (!(f.number == 2 && f.wire == 2) && add_other(w, start, r.p) < 0) return -1;
         start = r.p;
     }
     if (rc < 0) return -1;
     rec.others_end = w->others.len;
     r.p = rs.p;
-    while ((rc = next_field(&r, &f)) == 0) {
+    while ((rc = next_any(&r, &f, 0)) == 0) {
         if (f.number == 2 && f.wire == 2 && walk_scope(w, f.data, workers) < 0) return -1;
     }
     if (rc < 0) return -1;
@@ -275,7 +321,7 @@ static PyObject *route_traces(PyObject *module, PyObject *args) {
     reader r = {(const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
     field f;
     int rc;
-    while ((rc = next_field(&r, &f)) == 0) {
+    while ((rc = next_any(&r, &f, 0)) == 0) {
         if (f.number == 1 && f.wire == 2 && walk_resource(&w, f.data, workers) < 0) goto done;
     }
     if (rc < 0) goto done;

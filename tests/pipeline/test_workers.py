@@ -196,6 +196,8 @@ service:
 """
 
 FORWARDING = """
+extensions:
+  file_storage: {{directory: "{storage}"}}
 receivers:
   otlp:
     protocols:
@@ -206,7 +208,9 @@ exporters:
   otlp:
     endpoint: "127.0.0.1:{sink}"
     tls: {{insecure: true}}
+    sending_queue: {{storage: file_storage}}
 service:
+  extensions: [file_storage]
   pipelines:
     traces: {{receivers: [otlp], processors: [workflow], exporters: [otlp]}}
   telemetry:
@@ -221,9 +225,10 @@ def test_killed_worker_is_restarted_and_counted_then_sigterm_drains(tmp_path: Pa
     sink_ports = {"grpc": free_port(), "telemetry": free_port()}
     sink_path = write_config(tmp_path, SINK.format(**sink_ports), "sink.yaml")
     ports = {"grpc": free_port(), "telemetry": free_port()}
-    path = write_config(
-        tmp_path, FORWARDING.format(sink=sink_ports["grpc"], **ports), "forwarding.yaml"
-    )
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    text = FORWARDING.format(sink=sink_ports["grpc"], storage=storage, **ports)
+    path = write_config(tmp_path, text, "forwarding.yaml")
     with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
         sink.wait_ready()
         records = gw.records
@@ -275,6 +280,11 @@ def test_killed_worker_is_restarted_and_counted_then_sigterm_drains(tmp_path: Pa
         assert scrape(sink_ports["telemetry"])[sink_key] == spans
         done = records()
     assert sum(1 for r in done if r.get("msg") == "shutdown complete") == 2
+    # the persistent sending queue: one log per worker process
+    assert sorted(p.name for p in storage.iterdir()) == [
+        "exporter_otlp__traces.worker0",
+        "exporter_otlp__traces.worker1",
+    ]
     assert any(r.get("msg") == "every worker stopped" for r in done)
     for pid in live.values():
         with pytest.raises(ProcessLookupError):
