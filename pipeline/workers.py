@@ -488,6 +488,7 @@ def enter_from_env() -> WorkerContext | None:
         return None
     index, count, run_dir = text.split("/", 2)
     ctx = WorkerContext(int(index), int(count), Path(run_dir))
+    _die_with_parent()
     from pipeline import netedge
 
     netedge.REUSE_PORT = True
@@ -513,11 +514,16 @@ class WorkerLogFilter(logging.Filter):
 
 
 # -- the supervisor -------------------------------------------------------------------------------
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def _die_with_parent() -> None:
+    """SIGTERM to this worker when the supervisor goes away (even by SIGKILL); a worker whose
+    supervisor is already gone leaves."""
+    parent = os.getppid()
     with contextlib.suppress(Exception):
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal_module.SIGTERM)  # PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal_module.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent or parent == 1:
+        sys.exit("the supervisor is gone")
 
 
 @dataclass
@@ -551,7 +557,6 @@ class Supervisor:
             "pipeline",
             *self.argv,
             env=env,
-            preexec_fn=_die_with_parent,
         )
         slot.started = time.monotonic()
         log.info("worker started", extra={"worker": slot.index, "pid": slot.proc.pid})
@@ -625,13 +630,15 @@ class Supervisor:
             await self._spawn(first)
             if not await self._first_ready(first):
                 self.stopping = True
+                if self._stop.is_set():
+                    return 0  # asked to stop while starting
                 return (first.proc.returncode or 1) if first.proc is not None else 1
             for slot in self.slots[1:]:
                 await self._spawn(slot)
             for slot in self.slots[1:]:
                 if not await self._first_ready(slot):
                     self.stopping = True
-                    return 1
+                    return 0 if self._stop.is_set() else 1
             log.info(
                 "every worker is ready; serving",
                 extra={"workers": self.count, "run_dir": str(self.run_dir)},
