@@ -198,6 +198,11 @@ class WorkerContext:
                 task.add_done_callback(tasks.discard)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except asyncio.CancelledError:  # the loop ends (shutdown): not an error of the peer
+            for task in tasks:
+                task.cancel()
+            writer.close()
+            return
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -296,11 +301,18 @@ class _Peer:
         raw_key = key.encode()
         if len(body) + len(raw_key) >= _MAX_FRAME:
             raise PermanentError("request too large to hand to another worker")
+        # one write: the sibling wakes up once for the whole frame
         writer.write(
-            _HEADER.pack(len(raw_key) + len(body) + _HEADER.size - 4, req_id, op, len(raw_key))
+            b"".join(
+                (
+                    _HEADER.pack(
+                        len(raw_key) + len(body) + _HEADER.size - 4, req_id, op, len(raw_key)
+                    ),
+                    raw_key,
+                    body,
+                )
+            )
         )
-        writer.write(raw_key)
-        writer.write(body)
         try:
             await writer.drain()
         except ConnectionError:
