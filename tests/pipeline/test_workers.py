@@ -437,3 +437,74 @@ def test_durability_with_workers_is_a_config_error(tmp_path: Path) -> None:
     assert check.returncode == 1
     out = check.stdout + check.stderr
     assert b"service.durability" in out and b"service.workers" in out
+
+
+class _Sink:
+    mutates_data = False
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.got: list[bytes] = []
+        self.error = error
+
+    async def consume(self, data: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.got.append(data.to_bytes())
+
+
+class _Graph:
+    def __init__(self, sink: _Sink) -> None:
+        self.sink = sink
+
+    def pipeline_consumer(self, name: str) -> _Sink:
+        if name != "traces":
+            raise KeyError(name)
+        return self.sink
+
+
+class _Service:
+    _stopped = False
+
+    def __init__(self, sink: _Sink) -> None:
+        self.graph = _Graph(sink)
+
+
+def test_siblings_forward_and_answer_errors(tmp_path: Path) -> None:
+    """The socket between two workers: a part reaches the owner's pipeline; the owner's
+    retryable and permanent refusals come back as such; a worker that is not there is a
+    retryable error (the client retries); a scrape leaves out a worker that is not there."""
+    import asyncio
+
+    from pipeline.errors import PermanentError, RetryableError
+    from pipeline.pdata import Signal
+    from pipeline.workers import WorkerContext, resolve_count
+
+    assert resolve_count(0) == (os.cpu_count() or 1)
+    assert resolve_count(3) == 3
+
+    async def main() -> None:
+        sink = _Sink()
+        a = WorkerContext(0, 3, tmp_path)
+        b = WorkerContext(1, 3, tmp_path)
+        b.service = _Service(sink)
+        b.expose("k", lambda: ["from b"])
+        a.expose("k", lambda: ["from a"])
+        await a.open()
+        await b.open()
+        try:
+            await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x00")
+            assert sink.got == [b"\x0a\x00"]
+            sink.error = RetryableError("full")
+            with pytest.raises(RetryableError, match="full"):
+                await a.forward(1, Signal.TRACES, ["traces"], b"")
+            sink.error = PermanentError("never")
+            with pytest.raises(PermanentError, match="never"):
+                await a.forward(1, Signal.TRACES, ["traces"], b"")
+            with pytest.raises(RetryableError, match="worker 2 is not reachable"):
+                await a.forward(2, Signal.TRACES, ["traces"], b"")
+            assert await a.gather("k", within=2.0) == [["from a"], ["from b"]]
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
