@@ -64,7 +64,9 @@ _OK = 0
 _RETRY = 1
 _PERMANENT = 2
 _HEADER = struct.Struct("!IIBH")  # length of the rest, request id, op, key length
+_HEADER_REST = struct.Struct("!IBH")
 _REPLY = struct.Struct("!IIB")  # length of the rest, request id, status
+_REPLY_REST = struct.Struct("!IB")
 _MAX_FRAME = 1 << 31
 
 
@@ -168,13 +170,12 @@ class WorkerContext:
         path = self.socket_path(self.index)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        self._server = await asyncio.start_unix_server(self._serve, path=path)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _ServerProtocol(self), path=path)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
             self._server = None
         for peer in self._peers.values():
             peer.close()
@@ -184,32 +185,8 @@ class WorkerContext:
         """Tell the supervisor this worker serves."""
         (self.run_dir / f"ready-{self.index}").write_text(str(os.getpid()))
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tasks: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                head = await reader.readexactly(_HEADER.size)
-                length, req_id, op, key_len = _HEADER.unpack(head)
-                rest = await reader.readexactly(length - (_HEADER.size - 4))
-                key = rest[:key_len].decode()
-                body = rest[key_len:]
-                task = asyncio.ensure_future(self._handle(writer, req_id, op, key, body))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        except asyncio.CancelledError:  # the loop ends (shutdown): not an error of the peer
-            for task in tasks:
-                task.cancel()
-            writer.close()
-            return
-        finally:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-            writer.close()
-
     async def _handle(
-        self, writer: asyncio.StreamWriter, req_id: int, op: int, key: str, body: bytes
+        self, proto: _ServerProtocol, req_id: int, op: int, key: str, body: bytes
     ) -> None:
         status, reply = _OK, b""
         try:
@@ -227,9 +204,7 @@ class WorkerContext:
         except Exception as exc:  # a bug: the sender retries, the log says why
             log.exception("worker %d failed a request from a sibling", self.index)
             status, reply = _RETRY, f"{type(exc).__name__}: {exc}".encode()
-        if writer.is_closing():
-            return
-        writer.write(_REPLY.pack(len(reply) + _REPLY.size - 4, req_id, status) + reply)
+        proto.reply(_REPLY.pack(len(reply) + _REPLY.size - 4, req_id, status) + reply)
 
     async def _consume(self, key: str, body: bytes) -> None:
         service = self.service
@@ -243,66 +218,161 @@ class WorkerContext:
         await fan_out(consumers).consume(payload)
 
 
+class _Frames:
+    """Cuts a byte stream into frames (a 4-byte big-endian length, then that many bytes)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self.buf
+        if not buf and len(data) >= 4:  # the usual case: whole frames in one read
+            n = int.from_bytes(data[:4], "big")
+            if len(data) == 4 + n:
+                return [data[4:]]
+        buf += data
+        out = []
+        while len(buf) >= 4:
+            n = int.from_bytes(buf[:4], "big")
+            if n >= _MAX_FRAME:
+                raise ValueError("frame too large")
+            if len(buf) < 4 + n:
+                break
+            out.append(bytes(buf[4 : 4 + n]))
+            del buf[: 4 + n]
+        return out
+
+
+class _ServerProtocol(asyncio.Protocol):
+    """A sibling's connection to this worker: each frame is a request, handled in a task."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.frames = _Frames()
+        self.transport: asyncio.Transport | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.frames.feed(data)
+        except ValueError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for frame in frames:
+            req_id, op, key_len = _HEADER_REST.unpack_from(frame)
+            start = _HEADER_REST.size
+            key = frame[start : start + key_len].decode()
+            body = frame[start + key_len :]
+            task = asyncio.ensure_future(self.ctx._handle(self, req_id, op, key, body))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def reply(self, frame: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None  # the tasks finish; their answers have nowhere to go
+
+
+class _ClientProtocol(asyncio.Protocol):
+    """This worker's connection to a sibling: answers resolve the pending calls."""
+
+    def __init__(self, peer: _Peer) -> None:
+        self.peer = peer
+        self.frames = _Frames()
+        self.transport: asyncio.Transport | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.frames.feed(data)
+        except ValueError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        pending = self.peer._pending
+        for frame in frames:
+            req_id, status = _REPLY_REST.unpack_from(frame)
+            fut = pending.pop(req_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result((status, frame[_REPLY_REST.size :]))
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.writable.set()
+        self.peer._lost(self)
+
+
 class _Peer:
     """One connection to a sibling worker, requests multiplexed by id."""
 
     def __init__(self, path: str, index: int) -> None:
         self.path = path
         self.index = index
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._proto: _ClientProtocol | None = None
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._next = 0
         self._connecting: asyncio.Lock = asyncio.Lock()
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> _ClientProtocol:
+        proto = self._proto
+        if proto is not None and proto.transport is not None:
+            return proto
         async with self._connecting:
-            if self._writer is not None and not self._writer.is_closing():
-                return self._writer
+            if self._proto is not None and self._proto.transport is not None:
+                return self._proto
+            loop = asyncio.get_running_loop()
             try:
-                reader, writer = await asyncio.open_unix_connection(self.path)
+                _, proto = await loop.create_unix_connection(
+                    lambda: _ClientProtocol(self), self.path
+                )
             except OSError as exc:
                 raise RetryableError(
                     f"worker {self.index} is not reachable ({exc.strerror or exc})",
                     retry_after=1.0,
                 ) from None
-            self._writer = writer
-            self._reader_task = asyncio.ensure_future(self._read(reader))
-            return writer
+            self._proto = proto
+            return proto
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                head = await reader.readexactly(_REPLY.size)
-                length, req_id, status = _REPLY.unpack(head)
-                body = await reader.readexactly(length - (_REPLY.size - 4))
-                fut = self._pending.pop(req_id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result((status, body))
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._fail_pending()
-
-    def _fail_pending(self) -> None:
+    def _lost(self, proto: _ClientProtocol) -> None:
+        if self._proto is proto:
+            self._proto = None
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(RetryableError(f"worker {self.index} went away", retry_after=1.0))
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
     async def call(self, op: int, key: str, body: bytes) -> bytes:
-        writer = await self._connect()
+        raw_key = key.encode()
+        if len(body) + len(raw_key) >= _MAX_FRAME - _HEADER.size:
+            raise PermanentError("request too large to hand to another worker")
+        proto = await self._connect()
+        if not proto.writable.is_set():  # the sibling reads slower than we send: wait
+            await proto.writable.wait()
+        transport = proto.transport
+        if transport is None:
+            raise RetryableError(f"worker {self.index} went away", retry_after=1.0)
         self._next = req_id = (self._next + 1) & 0xFFFFFFFF
         fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
-        raw_key = key.encode()
-        if len(body) + len(raw_key) >= _MAX_FRAME:
-            raise PermanentError("request too large to hand to another worker")
         # one write: the sibling wakes up once for the whole frame
-        writer.write(
+        transport.write(
             b"".join(
                 (
                     _HEADER.pack(
@@ -313,10 +383,6 @@ class _Peer:
                 )
             )
         )
-        try:
-            await writer.drain()
-        except ConnectionError:
-            self._fail_pending()
         status, reply = await fut
         if status == _OK:
             return reply
@@ -325,11 +391,9 @@ class _Peer:
         raise PermanentError(f"worker {self.index}: {reply.decode(errors='replace')}")
 
     def close(self) -> None:
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        proto, self._proto = self._proto, None
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
 
 
 class Router:
