@@ -68,6 +68,7 @@ _HEADER_REST = struct.Struct("!IBH")
 _REPLY = struct.Struct("!IIB")  # length of the rest, request id, status
 _REPLY_REST = struct.Struct("!IB")
 _MAX_FRAME = 1 << 31
+_COALESCE_MAX = 8 << 20  # parts joined into one request to a sibling, at most (bytes)
 
 
 def resolve_count(value: int) -> int:
@@ -303,9 +304,10 @@ class _ClientProtocol(asyncio.Protocol):
         pending = self.peer._pending
         for frame in frames:
             req_id, status = _REPLY_REST.unpack_from(frame)
-            fut = pending.pop(req_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result((status, frame[_REPLY_REST.size :]))
+            answer = (status, frame[_REPLY_REST.size :])
+            for fut in pending.pop(req_id, ()):
+                if not fut.done():
+                    fut.set_result(answer)
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -320,15 +322,20 @@ class _ClientProtocol(asyncio.Protocol):
 
 
 class _Peer:
-    """One connection to a sibling worker, requests multiplexed by id."""
+    """One connection to a sibling worker, requests multiplexed by id. The parts handed to
+    one pipeline set during one turn of the event loop travel as one request (their
+    encodings joined: one valid request), answered once for all of them."""
 
     def __init__(self, path: str, index: int) -> None:
         self.path = path
         self.index = index
         self._proto: _ClientProtocol | None = None
-        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._pending: dict[int, list[asyncio.Future[tuple[int, bytes]]]] = {}
         self._next = 0
         self._connecting: asyncio.Lock = asyncio.Lock()
+        # key -> (bodies, futures) waiting for this turn's flush
+        self._queued: dict[str, tuple[list[bytes], list[asyncio.Future[tuple[int, bytes]]]]] = {}
+        self._flush_scheduled = False
 
     async def _connect(self) -> _ClientProtocol:
         proto = self._proto
@@ -354,9 +361,12 @@ class _Peer:
         if self._proto is proto:
             self._proto = None
         pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(RetryableError(f"worker {self.index} went away", retry_after=1.0))
+        for futs in pending.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(
+                        RetryableError(f"worker {self.index} went away", retry_after=1.0)
+                    )
 
     async def call(self, op: int, key: str, body: bytes) -> bytes:
         raw_key = key.encode()
@@ -365,12 +375,50 @@ class _Peer:
         proto = await self._connect()
         if not proto.writable.is_set():  # the sibling reads slower than we send: wait
             await proto.writable.wait()
-        transport = proto.transport
-        if transport is None:
+        if proto.transport is None:
             raise RetryableError(f"worker {self.index} went away", retry_after=1.0)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        if op == _OP_CONSUME:
+            bodies, futs = self._queued.setdefault(key, ([], []))
+            if sum(map(len, bodies)) + len(body) >= _COALESCE_MAX:
+                self._flush()
+                bodies, futs = self._queued.setdefault(key, ([], []))
+            bodies.append(body)
+            futs.append(fut)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+        else:
+            self._send(op, raw_key, body, [fut])
+        status, reply = await fut
+        if status == _OK:
+            return reply
+        if status == _RETRY:
+            raise RetryableError(f"worker {self.index}: {reply.decode(errors='replace')}")
+        raise PermanentError(f"worker {self.index}: {reply.decode(errors='replace')}")
+
+    def _flush(self) -> None:
+        """Send what this turn queued: one request per pipeline set."""
+        self._flush_scheduled = False
+        queued, self._queued = self._queued, {}
+        for key, (bodies, futs) in queued.items():
+            self._send(_OP_CONSUME, key.encode(), b"".join(bodies), futs)
+
+    def _send(
+        self, op: int, raw_key: bytes, body: bytes, futs: list[asyncio.Future[tuple[int, bytes]]]
+    ) -> None:
+        proto = self._proto
+        transport = proto.transport if proto is not None else None
+        if transport is None:
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(
+                        RetryableError(f"worker {self.index} went away", retry_after=1.0)
+                    )
+            return
         self._next = req_id = (self._next + 1) & 0xFFFFFFFF
-        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = fut
+        self._pending[req_id] = futs
         # one write: the sibling wakes up once for the whole frame
         transport.write(
             b"".join(
@@ -383,12 +431,6 @@ class _Peer:
                 )
             )
         )
-        status, reply = await fut
-        if status == _OK:
-            return reply
-        if status == _RETRY:
-            raise RetryableError(f"worker {self.index}: {reply.decode(errors='replace')}")
-        raise PermanentError(f"worker {self.index}: {reply.decode(errors='replace')}")
 
     def close(self) -> None:
         proto, self._proto = self._proto, None
