@@ -46,6 +46,7 @@ TRACE_TARGETS = (
     "spanscan",
     "otlp_proto",
     "ottl",
+    "route",
 )
 
 
@@ -181,6 +182,7 @@ def otlp_seeds() -> None:
         write(target, "sdk-workflow-root.pb", root)
     metrics = sdk_metrics()
     write("otlp_proto", "sdk-metrics.pb", encode_metrics(metrics).SerializeToString())
+    write("route", "sdk-metrics.pb", encode_metrics(metrics).SerializeToString())
     write("otlp_json", "sdk-agent-workflow.json", encode_spans_json(json_spans, spans))
     write("otlp_json", "sdk-tool-calls.json", encode_spans_json(json_spans, spans[2:5]))
     write("otlp_json", "sdk-metrics.json", json_metrics(metrics).to_json().encode())
