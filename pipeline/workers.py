@@ -69,6 +69,9 @@ _REPLY = struct.Struct("!IIB")  # length of the rest, request id, status
 _REPLY_REST = struct.Struct("!IB")
 _MAX_FRAME = 1 << 31
 _COALESCE_MAX = 8 << 20  # parts joined into one request to a sibling, at most (bytes)
+# consume requests to one sibling awaiting their answer before the next parts wait for one:
+# what arrives meanwhile is joined into one request (one write, one wake-up, one answer)
+_CONSUME_IN_FLIGHT = 1
 
 
 def resolve_count(value: int) -> int:
@@ -308,6 +311,7 @@ class _ClientProtocol(asyncio.Protocol):
             for fut in pending.pop(req_id, ()):
                 if not fut.done():
                     fut.set_result(answer)
+            self.peer._answered(req_id)
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -322,9 +326,14 @@ class _ClientProtocol(asyncio.Protocol):
 
 
 class _Peer:
-    """One connection to a sibling worker, requests multiplexed by id. The parts handed to
-    one pipeline set during one turn of the event loop travel as one request (their
-    encodings joined: one valid request), answered once for all of them."""
+    """One connection to a sibling worker, requests multiplexed by id. Parts handed to one
+    pipeline set are joined (their encodings concatenated: one valid request) and answered
+    once for all of them: those of one turn of the event loop, and, while a consume request
+    to this sibling awaits its answer (``_CONSUME_IN_FLIGHT``), every part that arrives
+    meanwhile (up to ``_COALESCE_MAX`` bytes), sent when the answer comes. Under load the
+    hand-overs thus grow with the rate instead of multiplying: one write, one wake-up of the
+    sibling and one answer for many client requests; each caller still returns only once the
+    sibling accepted the request holding its part."""
 
     def __init__(self, path: str, index: int) -> None:
         self.path = path
@@ -333,9 +342,11 @@ class _Peer:
         self._pending: dict[int, list[asyncio.Future[tuple[int, bytes]]]] = {}
         self._next = 0
         self._connecting: asyncio.Lock = asyncio.Lock()
-        # key -> (bodies, futures) waiting for this turn's flush
+        # key -> (bodies, futures) waiting for the next flush, and their size in bytes
         self._queued: dict[str, tuple[list[bytes], list[asyncio.Future[tuple[int, bytes]]]]] = {}
+        self._queued_bytes = 0
         self._flush_scheduled = False
+        self._consuming: set[int] = set()  # ids of the consume requests not answered yet
 
     async def _connect(self) -> _ClientProtocol:
         proto = self._proto
@@ -361,6 +372,10 @@ class _Peer:
         if self._proto is proto:
             self._proto = None
         pending, self._pending = self._pending, {}
+        self._consuming.clear()
+        if self._queued and not self._flush_scheduled:  # they fail at once: retryable
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         for futs in pending.values():
             for fut in futs:
                 if not fut.done():
@@ -380,13 +395,13 @@ class _Peer:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         if op == _OP_CONSUME:
-            bodies, futs = self._queued.setdefault(key, ([], []))
-            if sum(map(len, bodies)) + len(body) >= _COALESCE_MAX:
+            if self._queued_bytes + len(body) >= _COALESCE_MAX:
                 self._flush()
-                bodies, futs = self._queued.setdefault(key, ([], []))
+            bodies, futs = self._queued.setdefault(key, ([], []))
             bodies.append(body)
             futs.append(fut)
-            if not self._flush_scheduled:
+            self._queued_bytes += len(body)
+            if not self._flush_scheduled and len(self._consuming) < _CONSUME_IN_FLIGHT:
                 self._flush_scheduled = True
                 loop.call_soon(self._flush)
         else:
@@ -399,15 +414,29 @@ class _Peer:
         raise PermanentError(f"worker {self.index}: {reply.decode(errors='replace')}")
 
     def _flush(self) -> None:
-        """Send what this turn queued: one request per pipeline set."""
+        """Send what was queued: one request per pipeline set."""
         self._flush_scheduled = False
         queued, self._queued = self._queued, {}
+        self._queued_bytes = 0
         for key, (bodies, futs) in queued.items():
-            self._send(_OP_CONSUME, key.encode(), b"".join(bodies), futs)
+            req_id = self._send(_OP_CONSUME, key.encode(), b"".join(bodies), futs)
+            if req_id is not None:
+                self._consuming.add(req_id)
+
+    def _answered(self, req_id: int) -> None:
+        """A request was answered: when it was the last consume request in flight, what
+        queued behind it leaves now, joined."""
+        consuming = self._consuming
+        if req_id in consuming:
+            consuming.discard(req_id)
+            if self._queued and not self._flush_scheduled and len(consuming) < _CONSUME_IN_FLIGHT:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
 
     def _send(
         self, op: int, raw_key: bytes, body: bytes, futs: list[asyncio.Future[tuple[int, bytes]]]
-    ) -> None:
+    ) -> int | None:
+        """Write one request; its id (``None``: not sent, the callers were told)."""
         proto = self._proto
         transport = proto.transport if proto is not None else None
         if transport is None:
@@ -416,7 +445,7 @@ class _Peer:
                     fut.set_exception(
                         RetryableError(f"worker {self.index} went away", retry_after=1.0)
                     )
-            return
+            return None
         self._next = req_id = (self._next + 1) & 0xFFFFFFFF
         self._pending[req_id] = futs
         # one write: the sibling wakes up once for the whole frame
@@ -431,6 +460,7 @@ class _Peer:
                 )
             )
         )
+        return req_id
 
     def close(self) -> None:
         proto, self._proto = self._proto, None

@@ -508,3 +508,73 @@ def test_siblings_forward_and_answer_errors(tmp_path: Path) -> None:
             await b.close()
 
     asyncio.run(main())
+
+
+class _SlowSink(_Sink):
+    """Holds each request until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import asyncio
+
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def consume(self, data: Any) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await super().consume(data)
+
+
+def test_parts_behind_a_request_in_flight_are_joined_and_answered_after_it(
+    tmp_path: Path,
+) -> None:
+    """While a hand-over to a sibling awaits its answer, the parts that follow wait and then
+    travel as one request (their encodings joined); no caller returns before the sibling
+    accepted the request holding its part; parts waiting when the connection is lost fail
+    as retryable."""
+    import asyncio
+
+    from pipeline.errors import RetryableError
+    from pipeline.pdata import Signal
+    from pipeline.workers import WorkerContext
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        b = WorkerContext(1, 2, tmp_path)
+        sink = _SlowSink()
+        b.service = _Service(sink)
+        await b.open()
+        try:
+            first = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x01"))
+            await asyncio.wait_for(sink.entered.wait(), 5)
+            rest = []
+            for i in range(5):  # each in its own turn of the loop
+                part = bytes([0x0A, 1, i])
+                rest.append(asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], part)))
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
+            assert not first.done() and not any(t.done() for t in rest)
+            sink.release.set()
+            await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+            joined = b"".join(bytes([0x0A, 1, i]) for i in range(5))
+            assert sink.got == [b"\x0a\x01", joined]  # one request for the five behind
+
+            sink.release.clear()
+            sink.entered.clear()
+            held = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x00"))
+            await asyncio.wait_for(sink.entered.wait(), 5)
+            waiting = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x00"))
+            await asyncio.sleep(0.05)
+            proto = a._peers[1]._proto
+            assert proto is not None and proto.transport is not None
+            proto.transport.close()  # the sibling went away
+            for fut in (held, waiting):
+                with pytest.raises(RetryableError, match="went away"):
+                    await asyncio.wait_for(fut, 5)
+            sink.release.set()
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
