@@ -29,13 +29,14 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class Run:
     cpu_s_per_million: float
     accepted_per_s: float
     out_spans: float | None
+    loadgen_cpu_s: float = 0.0  # CPU seconds of the load generator processes
 
 
 def _tree_cpu(root: psutil.Process) -> float:
@@ -169,9 +171,12 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         base_acc = _accepted(telemetry) if kind != "rotel" else 0.0
         base_out = _out(telemetry) if kind != "rotel" else 0.0
         cpu0 = _tree_cpu(ps)
+        lg0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         stats = _loads(endpoint, load, clients)
         elapsed = time.monotonic() - t0
+        lg1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        loadgen = lg1.ru_utime + lg1.ru_stime - lg0.ru_utime - lg0.ru_stime
         sent = sum(s["sent_spans"] for s in stats)
         accepted = (_accepted(telemetry) - base_acc) if kind != "rotel" else float(sent)
         out = None
@@ -192,6 +197,7 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         cpu_s_per_million=round(cpu / max(sent, 1) * 1e6, 2),
         accepted_per_s=round(accepted / elapsed),
         out_spans=out,
+        loadgen_cpu_s=round(loadgen, 2),
     )
 
 
@@ -199,35 +205,45 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
     servers = ["rotel", "agent x1", f"agent x{workers}"]
     lines = ["# Workers benchmark (`pipeline run --workers`)", "", note, ""]
     lines += [
-        "| server | CPU-s per 1M spans at the fixed rate (median) | vs agent x1 | "
-        "saturation: accepted spans/s (median) | vs agent x1 | runs |",
-        "|---|---|---|---|---|---|",
+        "| server | CPU-s per 1M spans, fixed rate | vs agent x1 | CPU-s per 1M spans, "
+        "saturation | vs agent x1 | saturation: accepted spans/s | vs agent x1 | "
+        "load generators' CPU-s per 1M spans, saturation | runs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def median(server: str, mode: str, value: Callable[[Run], float]) -> float:
+        got = [value(r) for r in runs if r.server == server and r.mode == mode]
+        return statistics.median(got) if got else float("nan")
+
     med: dict[tuple[str, str], float] = {}
     for server in servers:
-        cost = [r.cpu_s_per_million for r in runs if r.server == server and r.mode == "cost"]
-        sat = [r.accepted_per_s for r in runs if r.server == server and r.mode == "saturation"]
-        med[(server, "cost")] = statistics.median(cost) if cost else float("nan")
-        med[(server, "sat")] = statistics.median(sat) if sat else float("nan")
+        med[(server, "cost")] = median(server, "cost", lambda r: r.cpu_s_per_million)
+        med[(server, "satcpu")] = median(server, "saturation", lambda r: r.cpu_s_per_million)
+        med[(server, "sat")] = median(server, "saturation", lambda r: r.accepted_per_s)
+        med[(server, "lg")] = median(
+            server, "saturation", lambda r: r.loadgen_cpu_s / max(r.sent_spans, 1) * 1e6
+        )
     for server in servers:
-        c, s = med[(server, "cost")], med[(server, "sat")]
+        c, sc, s = med[(server, "cost")], med[(server, "satcpu")], med[(server, "sat")]
         lines.append(
-            f"| {server} | {c:.2f} | {c / med[('agent x1', 'cost')]:.2f}x | {s:,.0f} | "
-            f"{s / med[('agent x1', 'sat')]:.2f}x | "
+            f"| {server} | {c:.2f} | {c / med[('agent x1', 'cost')]:.2f}x | {sc:.2f} | "
+            f"{sc / med[('agent x1', 'satcpu')]:.2f}x | {s:,.0f} | "
+            f"{s / med[('agent x1', 'sat')]:.2f}x | {med[(server, 'lg')]:.2f} | "
             f"{len([r for r in runs if r.server == server])} |"
         )
     lines += [
         "",
         "Every run:",
         "",
-        "| server | mode | sent | s | CPU-s | CPU-s/1M | accepted/s | out |",
+        "| server | mode | sent | s | CPU-s | CPU-s/1M | accepted/s | out | "
+        "load generators' CPU-s |",
     ]
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         lines.append(
             f"| {r.server} | {r.mode} | {r.sent_spans} | {r.seconds} | {r.cpu_s} | "
             f"{r.cpu_s_per_million} | {r.accepted_per_s:,.0f} | "
-            f"{'' if r.out_spans is None else int(r.out_spans)} |"
+            f"{'' if r.out_spans is None else int(r.out_spans)} | {r.loadgen_cpu_s} |"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -237,20 +253,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rate", type=float, default=20_000.0, help="spans/s of the cost runs")
-    p.add_argument("--saturation-rate", type=float, default=400_000.0)
+    p.add_argument("--saturation-rate", type=float, default=2_000_000.0)
     p.add_argument("--clients", type=int, default=2, help="load generator processes (cost)")
     p.add_argument(
         "--saturation-clients",
         type=int,
-        default=4,
-        help="load generator processes of the saturation runs (each waits for every answer)",
+        default=2,
+        help="load generator processes of the saturation runs (one per core)",
+    )
+    p.add_argument(
+        "--in-flight",
+        type=int,
+        default=8,
+        help="requests each load generator keeps in flight in the saturation runs",
     )
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "workers.md"))
     a = p.parse_args(argv)
     cost = Load(rate=a.rate, seconds=a.seconds)
-    sat = Load(rate=a.saturation_rate, seconds=a.seconds)
+    sat = Load(rate=a.saturation_rate, seconds=a.seconds, in_flight=a.in_flight)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp:
         for _ in range(a.repeat):
@@ -265,11 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     note = (
         f"Generated by `python -m benchmarks.workers` on {time.strftime('%Y-%m-%d %H:%M')} UTC; "
         f"{os.cpu_count()} CPUs shared with the load generator processes ({a.clients} for the "
-        f"cost runs, {a.saturation_clients} for the saturation runs; none pinned); "
+        f"cost runs, {a.saturation_clients} with {a.in_flight} requests in flight each for the "
+        f"saturation runs; none pinned); "
         f"agent pipeline of benchmarks/agent_pipeline.py (200 spans per request, 10 spans per "
         f"trace, 20 traces per request), blackhole exporters; cost runs at {a.rate:,.0f} "
-        f"spans/s for {a.seconds:g} s, saturation runs at up to {a.saturation_rate:,.0f} "
-        f"spans/s; {a.repeat} repeats, medians."
+        f"spans/s for {a.seconds:g} s, saturation runs as fast as the gateway answers for "
+        f"{a.seconds:g} s; {a.repeat} repeats, medians; load average at the start "
+        f"{os.getloadavg()[0]:.1f} (the machine is shared)."
     )
     report(runs, Path(a.out), note, a.workers)
     return 0
