@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--in-flight",
         type=int,
-        default=8,
+        default=32,
         help="requests each load generator keeps in flight in the saturation runs",
     )
     p.add_argument("--seconds", type=float, default=8.0)
