@@ -1,0 +1,66 @@
+"""The workers benchmark's load generator and report (benchmarks/agent_pipeline.py
+``run_load``, benchmarks/workers.py ``report``)."""
+
+from __future__ import annotations
+
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from benchmarks.agent_pipeline import EXPORT_METHOD, Load, placeholder, run_load
+from benchmarks.workers import Run, report
+
+
+def _server(got: list[bytes]) -> tuple[grpc.Server, int]:
+    def export(request: bytes, context: object) -> bytes:
+        got.append(request)
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        EXPORT_METHOD.split("/")[1],
+        {EXPORT_METHOD.split("/")[2]: grpc.unary_unary_rpc_method_handler(export)},
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(4), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def test_load_generator_sends_fresh_trace_ids_with_requests_in_flight() -> None:
+    got: list[bytes] = []
+    server, port = _server(got)
+    try:
+        load = Load(rate=4000.0, seconds=0.5, in_flight=4)
+        stats = run_load(f"127.0.0.1:{port}", load)
+    finally:
+        server.stop(None)
+    assert stats["failed_requests"] == 0
+    assert stats["sent_spans"] == len(got) * load.spans_per_request > 0
+    seen: set[bytes] = set()
+    for raw in got:
+        assert not any(placeholder(k) in raw for k in range(load.traces_per_request))
+        req = ExportTraceServiceRequest.FromString(raw)
+        spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        assert len(spans) == load.spans_per_request
+        ids = {s.trace_id for s in spans}
+        assert len(ids) == load.traces_per_request  # every trace of a request its own id
+        assert not ids & seen  # and never one of an earlier request
+        seen |= ids
+
+
+def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
+    runs = [
+        Run("rotel", "cost", 100, 1.0, 0.1, 1.0, 100.0, None, 0.1),
+        Run("rotel", "saturation", 1000, 1.0, 1.0, 1.0, 1000.0, None, 0.5),
+        Run("agent x1", "cost", 100, 1.0, 0.2, 2.0, 100.0, 100, 0.1),
+        Run("agent x1", "saturation", 1000, 1.0, 4.0, 4.0, 1000.0, 1000, 1.0),
+        Run("agent x2", "cost", 100, 1.0, 0.3, 3.0, 100.0, 100, 0.1),
+        Run("agent x2", "saturation", 1600, 1.0, 6.0, 4.4, 1600.0, 1600, 1.6),
+    ]
+    out = tmp_path / "w.md"
+    report(runs, out, "note", 2)
+    text = out.read_text()
+    assert "| agent x2 | 3.00 | 1.50x | 4.40 | 1.10x | 1,600 | 1.60x | 1000.00 | 2 |" in text
+    assert "| agent x1 | saturation | 1000 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 |" in text
