@@ -178,6 +178,11 @@ def _exporter_options(type_: str, backend: RecordingBackend, sink: Sink) -> dict
         return {"endpoint": f"http://127.0.0.1:{sink.port}/api/v1/write", **no_retry}
     if type_ == "prometheus":
         return {"endpoint": f"127.0.0.1:{free_port()}"}
+    if type_ == "loadbalancing":
+        return {
+            "protocol": {"otlp": {"tls": {"insecure": True}, **no_retry}},
+            "resolver": {"static": {"hostnames": [f"127.0.0.1:{backend.grpc_port}"]}},
+        }
     return OPTIONS.get(type_, {})
 
 
