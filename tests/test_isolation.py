@@ -178,6 +178,10 @@ def _exporter_options(type_: str, backend: RecordingBackend, sink: Sink) -> dict
         return {"endpoint": f"http://127.0.0.1:{sink.port}/api/v1/write", **no_retry}
     if type_ == "prometheus":
         return {"endpoint": f"127.0.0.1:{free_port()}"}
+    if type_ == "kafka":
+        from tests.kafka_support import shared_broker
+
+        return {"brokers": [shared_broker().bootstrap], **no_retry}
     if type_ == "loadbalancing":
         return {
             "protocol": {"otlp": {"tls": {"insecure": True}, **no_retry}},
