@@ -417,3 +417,82 @@ service:
             finally:
                 for gw in consumers:
                     gw.__exit__()
+
+
+async def test_metrics_and_logs_round_trip_through_the_broker(tmp_path: Path) -> None:
+    """Metrics (one message per resource) and logs out through the exporter and back in
+    through the receiver of another pipeline, every point and record once."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    from pipeline.pdata import Logs, Metrics
+
+    metrics = ExportMetricsServiceRequest()
+    for r in range(3):
+        rm = metrics.resource_metrics.add()
+        rm.resource.attributes.add(key="service.name").value.string_value = f"svc-{r}"
+        m = rm.scope_metrics.add().metrics.add(name="requests")
+        for i in range(4):
+            m.sum.data_points.add(as_int=i + 10 * r)
+    logs = ExportLogsServiceRequest()
+    sl = logs.resource_logs.add().scope_logs.add()
+    for i in range(5):
+        sl.log_records.add().body.string_value = f"log {i}"
+    with broker() as b:
+        b.create_topic("otlp_metrics", 2)
+        b.create_topic("otlp_logs", 1)
+        async with recording_backend() as sink:
+            config = f"""
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{free_port()}"}}}}}}
+  kafka:
+    brokers: ["{b.bootstrap}"]
+    initial_offset: earliest
+    session_timeout: 6s
+    heartbeat_interval: 1s
+exporters:
+  kafka:
+    brokers: ["{b.bootstrap}"]
+    partition_metrics_by_resource_attributes: true
+  otlp:
+    endpoint: "127.0.0.1:{sink.grpc_port}"
+    tls: {{insecure: true}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    metrics: {{receivers: [otlp], exporters: [kafka]}}
+    logs: {{receivers: [otlp], exporters: [kafka]}}
+    metrics/in: {{receivers: [kafka], exporters: [otlp]}}
+    logs/in: {{receivers: [kafka], exporters: [otlp]}}
+"""
+            async with running_service(config, tmp_path) as service:
+                exporters = [
+                    n.component
+                    for n in service.graph.nodes
+                    if type(n.component).__name__ == "KafkaExporter"
+                ]
+                for e in exporters:
+                    if e.signal == Signal.METRICS:
+                        await e.consume(Metrics(metrics.SerializeToString()))
+                    else:
+                        await e.consume(Logs(logs.SerializeToString()))
+                await wait_until(
+                    lambda: sink.point_count() == 12 and sink.log_record_count() == 5, within=30
+                )
+            metric_messages = b.messages("otlp_metrics")
+            assert len(metric_messages) == 3  # one per resource, keyed by it
+            assert len({key for _, key, _ in metric_messages}) == 3
+            values = sorted(
+                p.as_int
+                for req in sink.metrics
+                for rm in req.resource_metrics
+                for sm in rm.scope_metrics
+                for m in sm.metrics
+                for p in m.sum.data_points
+            )
+            assert values == sorted(i + 10 * r for r in range(3) for i in range(4))
+            assert sorted(r.body.string_value for r in sink.log_records) == [
+                f"log {i}" for i in range(5)
+            ]

@@ -418,3 +418,76 @@ async def test_three_gateways_one_leaves_one_joins_exact_counts(tmp_path: Path) 
         finally:
             for gw in gws.values():
                 gw.__exit__()
+
+
+def lb_static(port: int, backends: list[int], queue: str) -> str:
+    hostnames = ", ".join(f'"127.0.0.1:{p}"' for p in backends)
+    return f"""
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
+exporters:
+  loadbalancing:
+    protocol:
+      otlp:
+        tls: {{insecure: true}}
+        sending_queue: {queue}
+        retry_on_failure: {{initial_interval: 0.05s, max_interval: 0.1s, max_elapsed_time: 0}}
+    resolver: {{static: {{hostnames: [{hostnames}]}}}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [loadbalancing]}}
+"""
+
+
+async def test_without_a_queue_consume_returns_once_every_backend_has_its_part(
+    tmp_path: Path,
+) -> None:
+    from pipeline.pdata import Traces
+
+    async with recording_backend() as a, recording_backend() as b:
+        config = lb_static(free_port(), [a.grpc_port, b.grpc_port], "{enabled: false}")
+        async with running_service(config, tmp_path) as service:
+            exporter = lb_exporter(service)
+            req = traces_request(40, 3)
+            await exporter.consume(Traces(req.SerializeToString()))
+            # nothing waits: both backends already have their share
+            assert a.span_count() + b.span_count() == 120
+            assert a.span_count() and b.span_count()
+            ids_a = {s.trace_id for s in a.spans}
+            assert not ids_a & {s.trace_id for s in b.spans}
+
+
+async def test_a_full_backend_queue_refuses_the_whole_request(tmp_path: Path) -> None:
+    from pipeline import RetryableError
+    from pipeline.pdata import Traces
+
+    async with recording_backend() as a, recording_backend() as b:
+        b.respond = lambda _: ("grpc", 14, "unavailable", ())  # b refuses: its queue fills
+        config = lb_static(
+            free_port(), [a.grpc_port, b.grpc_port], "{queue_size: 1, num_consumers: 1}"
+        )
+        async with running_service(config, tmp_path) as service:
+            exporter = lb_exporter(service)
+            req = traces_request(40, 3)
+            raw = req.SerializeToString()
+            mine = f"127.0.0.1:{a.grpc_port}"
+            share = sum(
+                1
+                for rs in req.resource_spans
+                for ss in rs.scope_spans
+                for sp in ss.spans
+                if exporter.ring.endpoint_for(sp.trace_id) == mine
+            )
+            assert 0 < share < 120
+            await exporter.consume(Traces(raw))  # in flight to b (retrying)
+            await wait_until(lambda: b.attempts > 0)
+            await exporter.consume(Traces(raw))  # queued for b
+            await wait_until(lambda: a.span_count() == 2 * share)
+            with pytest.raises(RetryableError, match="queue of backend"):
+                await exporter.consume(Traces(raw))
+            await asyncio.sleep(0.2)
+            # nothing of the refused request went anywhere
+            assert a.span_count() == 2 * share
+            b.respond = None
+            await wait_until(lambda: a.span_count() + b.span_count() == 240)
