@@ -179,6 +179,7 @@ def _split_spans_or_logs(
     )
     request = _parse(cls, raw, signal)
     outs: dict[K, list[Any]] = {}  # group -> [request, count, last group ref, last scope ref]
+    picked: dict[bytes, K] = {}  # the spans of a trace share their pick
     for group in getattr(request, groups_name):
         resource = group.resource
         group_key: K | None = None
@@ -187,12 +188,35 @@ def _split_spans_or_logs(
         elif routing_key == "resource":
             group_key = pick(resource)
         for scope in getattr(group, scopes_name):
-            for item in getattr(scope, items_name):
-                if group_key is not None:
-                    label = group_key
+            items = getattr(scope, items_name)
+            if group_key is not None:  # the whole scope goes one way
+                out = outs.get(group_key)
+                if out is None:
+                    out = outs[group_key] = [cls(), 0, None, None, None, None]
+                if out[2] is not group:
+                    out[4] = getattr(out[0], groups_name).add(
+                        resource=resource, schema_url=group.schema_url
+                    )
+                    out[2] = group
+                scope_out = getattr(out[4], scopes_name).add(
+                    scope=scope.scope, schema_url=scope.schema_url
+                )
+                getattr(scope_out, items_name).extend(items)
+                out[3] = None
+                out[1] += len(items)
+                continue
+            for item in items:
+                if traces and item[:2] == b"\x0a\x10":
+                    tid = item[2:18]
                 else:
                     tid = span_trace_id(item) if traces else log_trace_id(item)
-                    label = pick(tid or os.urandom(16))
+                if not tid:
+                    label = pick(os.urandom(16))
+                else:
+                    hit = picked.get(tid)
+                    if hit is None:
+                        hit = picked[tid] = pick(tid)
+                    label = hit
                 out = outs.get(label)
                 if out is None:
                     out = outs[label] = [cls(), 0, None, None, None, None]
@@ -203,11 +227,14 @@ def _split_spans_or_logs(
                     out[2] = group
                     out[3] = None
                 if out[3] is not scope:
-                    out[5] = getattr(out[4], scopes_name).add(
-                        scope=scope.scope, schema_url=scope.schema_url
+                    out[5] = getattr(
+                        getattr(out[4], scopes_name).add(
+                            scope=scope.scope, schema_url=scope.schema_url
+                        ),
+                        items_name,
                     )
                     out[3] = scope
-                getattr(out[5], items_name).append(item)
+                out[5].append(item)
                 out[1] += 1
     return {label: (out[0].SerializeToString(), out[1]) for label, out in outs.items()}
 
