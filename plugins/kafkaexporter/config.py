@@ -63,7 +63,6 @@ class KafkaExporterConfig(ClientConfig, ExporterHelperConfig):
                 # the same partition for a key as the Collector's client (sarama's FNV-1a hash)
                 "partitioner": "fnv1a_random",
                 "message.timeout.ms": max(1000, int((self.timeout or 30.0) * 1000)),
-                "message.send.max.retries": self.metadata.retry.max,
             }
         )
         if p.compression != "none" and p.compression_params.level >= 0:
