@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -36,6 +37,7 @@ from pipeline import (
 )
 from pipeline.pdata import payload_type
 from pipeline.ratelimit import LogLimiter
+from pipeline.status import ExporterState, ExporterStateProvider
 from plugins._otlproute import DEFAULT_KEY, split
 from plugins.loadbalancingexporter.backends import DNSResolver, HashRing, with_port
 from plugins.loadbalancingexporter.config import LoadBalancingConfig
@@ -79,7 +81,10 @@ class _Backend:
         self.removed = False
 
 
-class LoadBalancingExporter(Component):
+class LoadBalancingExporter(Component, ExporterStateProvider):
+    """Offered to the host as an :class:`ExporterStateProvider`: its queues (summed over the
+    backends) and failures show in the console and the snapshot."""
+
     mutates_data = False
 
     def __init__(self, settings: CreateSettings, config: LoadBalancingConfig, signal: Signal):
@@ -107,6 +112,10 @@ class LoadBalancingExporter(Component):
         self._idle = asyncio.Event()
         self._idle.set()
         self._make = payload_type(signal)
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+        self.last_error_time: float | None = None
+        settings.provide(self)
         tel = settings.telemetry.service
         name = settings.name
         self._num_backends = tel.gauge(
@@ -135,6 +144,16 @@ class LoadBalancingExporter(Component):
             "Parts waiting in the per-backend sending queues.",
             ("exporter", "data_type"),
         ).labels(name, str(signal))
+
+    def exporter_state(self) -> ExporterState:
+        return ExporterState(
+            str(self.signal),
+            sum(len(b.queue) for b in self.backends.values()),
+            self.queue_size * len(self.backends) if self.queue_enabled else 0,
+            self.consecutive_failures,
+            self.last_error,
+            self.last_error_time,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: Host) -> None:
@@ -384,6 +403,12 @@ class LoadBalancingExporter(Component):
                 self.settings.logger.error("sending to %s failed: %s", backend.endpoint, exc)
             if backend.current.pop(task, None) is None:
                 continue  # taken back meanwhile
+            if error is None:
+                self.consecutive_failures = 0
+            else:
+                self.consecutive_failures += 1
+                self.last_error = f"{backend.endpoint}: {error}"
+                self.last_error_time = time.time()
             self._outcome.labels(
                 self.settings.name, backend.endpoint, "false" if error else "true"
             ).inc()

@@ -484,6 +484,8 @@ async def test_a_full_backend_queue_refuses_the_whole_request(tmp_path: Path) ->
             await wait_until(lambda: b.attempts > 0)
             await exporter.consume(Traces(raw))  # queued for b
             await wait_until(lambda: a.span_count() == 2 * share)
+            state = exporter.exporter_state()
+            assert (state.queue_size, state.queue_capacity) == (1, 2)
             with pytest.raises(RetryableError, match="queue of backend"):
                 await exporter.consume(Traces(raw))
             await asyncio.sleep(0.2)
