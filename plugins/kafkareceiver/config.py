@@ -33,8 +33,12 @@ class MessageMarkingConfig(ConfigModel):
 
 
 class HeaderExtractionConfig(ConfigModel):
+    """``header_extraction``: message headers copied to resource attributes
+    (``kafka.header.<name>``)."""
+
     extract_headers: bool = False
     headers: list[str] = []
+    """The header names to copy (exact match)."""
 
 
 class ErrorBackoffConfig(ConfigModel):

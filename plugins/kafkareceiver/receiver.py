@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -189,6 +190,25 @@ class KafkaReceiver(Component):
             if marked and not self.config.autocommit.enable:
                 await loop.run_in_executor(executor, self._commit, consumer)
 
+    def _extract_headers(self, payload: Any, headers: list[tuple[str, bytes | None]]) -> None:
+        """``header_extraction``: each listed header of the message (exact names) becomes the
+        resource attribute ``kafka.header.<name>`` of every resource in it, as the
+        Collector's receiver does."""
+        wanted = set(self.config.header_extraction.headers)
+        found = [(k, v) for k, v in headers if k in wanted]
+        if not found:
+            return
+        message = payload.mutable_message()
+        groups = {
+            Signal.TRACES: "resource_spans",
+            Signal.METRICS: "resource_metrics",
+            Signal.LOGS: "resource_logs",
+        }[self.signal]
+        for group in getattr(message, groups):
+            for key, value in found:
+                attr = group.resource.attributes.add(key=f"kafka.header.{key}")
+                attr.value.string_value = (value or b"").decode("utf-8", "replace")
+
     def _mark(self, message: Any) -> None:
         self._consumer.store_offsets(message=message)
 
@@ -225,6 +245,9 @@ class KafkaReceiver(Component):
             )
             self._mark(message)
             return True
+        extraction = self.config.header_extraction
+        if extraction.extract_headers and extraction.headers:
+            self._extract_headers(payload, message.headers() or [])
         marking = self.config.message_marking
         if not marking.after:
             self._mark(message)
@@ -271,7 +294,8 @@ class KafkaReceiver(Component):
                     key="retry",
                     extra=where,
                 )
-                await asyncio.sleep(delay)
+                jitter = backoff.randomization_factor
+                await asyncio.sleep(delay * random.uniform(1 - jitter, 1 + jitter))
                 delay = min(delay * backoff.multiplier, backoff.max_interval)
             except ConsumeError as exc:  # refused for good: it would be refused again
                 self._refused.inc()

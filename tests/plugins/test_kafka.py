@@ -261,7 +261,9 @@ def assigned(gw: GatewayProcess) -> list[list[int]]:
     ]
 
 
-def kcat_produce(b: Broker, topic: str, values: list[bytes], tmp_path: Path) -> None:
+def kcat_produce(
+    b: Broker, topic: str, values: list[bytes], tmp_path: Path, headers: tuple[str, ...] = ()
+) -> None:
     """Each value as one message, written by kcat (one file per message)."""
     files = []
     for i, v in enumerate(values):
@@ -269,7 +271,18 @@ def kcat_produce(b: Broker, topic: str, values: list[bytes], tmp_path: Path) -> 
         f.write_bytes(v)
         files.append(str(f))
     subprocess.run(
-        [kcat_binary(), "-b", b.bootstrap, "-P", "-t", topic, "-p", "0", *files],
+        [
+            kcat_binary(),
+            "-b",
+            b.bootstrap,
+            "-P",
+            "-t",
+            topic,
+            "-p",
+            "0",
+            *(a for h in headers for a in ("-H", h)),
+            *files,
+        ],
         check=True,
         timeout=30,
         capture_output=True,
@@ -496,3 +509,20 @@ service:
             assert sorted(r.body.string_value for r in sink.log_records) == [
                 f"log {i}" for i in range(5)
             ]
+
+
+async def test_header_extraction(tmp_path: Path) -> None:
+    with broker() as b:
+        b.create_topic("otlp_spans", 1)
+        values = [traces(1, 2, seed=9, prefix="h").SerializeToString()]
+        kcat_produce(b, "otlp_spans", values, tmp_path, ("tenant=acme", "other=x"))
+        async with recording_backend() as sink:
+            extra = "header_extraction: {extract_headers: true, headers: [tenant, missing]}"
+            async with running_service(receiver_gateway(b, sink, extra), tmp_path):
+                await wait_until(lambda: sink.span_count() == 2, within=30)
+            attrs = {
+                a.key: a.value.string_value
+                for a in sink.traces[0].resource_spans[0].resource.attributes
+            }
+            assert attrs["kafka.header.tenant"] == "acme"
+            assert "kafka.header.other" not in attrs and "kafka.header.missing" not in attrs
