@@ -379,7 +379,10 @@ async def test_two_tier_through_kafka_survives_sigkill_of_a_consumer(tmp_path: P
             for i in range(2):
                 path = write_config(
                     tmp_path,
-                    receiver_gateway(b, sink, group="tier2", name=f"b{i}"),
+                    # commits every 3 s: what the killed member handled since is read again
+                    receiver_gateway(
+                        b, sink, "autocommit: {interval: 3s}", group="tier2", name=f"b{i}"
+                    ),
                     f"tier2-{i}.yaml",
                 )
                 consumers.append(GatewayProcess(path))
@@ -420,9 +423,9 @@ service:
                 names = span_names(sink)
                 assert len(names) == total, f"{total - len(names)} spans lost"
                 duplicates = sum(names.values()) - total
-                # at least once: only what the killed member had handled since its last
-                # commit (autocommit every second) is read again
-                assert duplicates < total / 2, duplicates
+                # at least once: only what the killed member had delivered since its last
+                # commit is read again (by the survivor)
+                assert duplicates <= by_gateway(sink)["b0"], duplicates
                 print(
                     f"kill -9 under load: {total} spans, {duplicates} duplicates, "
                     f"by gateway {dict(by_gateway(sink))}"
