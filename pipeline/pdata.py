@@ -45,7 +45,7 @@ class Payload:
     """Base class of :class:`Traces`, :class:`Metrics` and :class:`Logs`; not created
     directly."""
 
-    __slots__ = ("_acks", "_count", "_encoded", "_message")
+    __slots__ = ("_acks", "_count", "_encoded", "_message", "_whole")
 
     signal: ClassVar[Signal]
     request_class: ClassVar[type[Message]]
@@ -63,6 +63,7 @@ class Payload:
         self._message = message
         self._count = item_count
         self._acks: tuple[object, ...] = ()
+        self._whole = False
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -82,7 +83,28 @@ class Payload:
         acks = [p._acks for p in payloads if p._acks]
         if acks:
             merged._acks = acks[0] if len(acks) == 1 else union_acks(acks)
+        merged._whole = all(p._whole for p in payloads)
         return merged
+
+    # -- whole traces ---------------------------------------------------------------------------
+    @property
+    def whole_traces(self) -> bool:
+        """Whether every trace in this (traces) payload is whole: the component that emitted
+        it held the traces until they were complete (the ``workflow`` processor releasing a
+        workflow after its ``wait_duration``; the late spans it passes on belong to traces it
+        released before) and nothing upstream holds more of them. A component that would
+        hold traces to see them whole (``tail_sampling``) decides at once instead of holding
+        them a second time.
+
+        Set by the component that emits the payload (``payload.whole_traces = True``); kept by
+        :meth:`copy` and by :meth:`merge` when every part has it; not by :meth:`split` (a part
+        may hold part of a trace) nor by a new payload a component builds (which sets it again
+        when it keeps whole traces whole, as ``probabilistic_sampler`` and ``redaction`` do)."""
+        return self._whole
+
+    @whole_traces.setter
+    def whole_traces(self, value: bool) -> None:
+        self._whole = bool(value)
 
     # -- acknowledgement tokens -----------------------------------------------------------------
     @property
@@ -154,6 +176,7 @@ class Payload:
         The copy shares the acknowledgement tokens."""
         out = type(self)(self.to_bytes(), item_count=self._count)
         out._acks = self._acks
+        out._whole = self._whole
         return out
 
     def validate(self) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import logging
 import time
 import uuid
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pipeline._version import __version__
+from pipeline.compression import gzip_compress
 from pipeline.telemetry import LOGGER_NAME
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ class Sender:
             self._session = aiohttp.ClientSession()
         headers = {"Content-Type": "application/x-protobuf", **dict(self.config.header_items())}
         if self.config.compression == "gzip":
-            body = gzip.compress(body)
+            body = gzip_compress(body)
             headers["Content-Encoding"] = "gzip"
         async with self._session.post(
             self.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)

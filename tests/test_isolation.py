@@ -47,6 +47,18 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "batch": {"timeout": "10ms"},
     "memory_limiter": {"check_interval": "1s", "limit_mib": 16000},
     "workflow": {"wait_duration": "100ms"},
+    "probabilistic_sampler": {"sampling_percentage": 100},
+    # every attribute read (allowed, values checked), GenAI content rules on
+    "redaction": {
+        "allow_all_keys": True,
+        "blocked_values": ["never-[0-9]+"],
+        "summary": "debug",
+        "genai_content": {"action": "mask"},
+    },
+    "tail_sampling": {
+        "decision_wait": "100ms",
+        "policies": [{"name": "all", "type": "always_sample"}],
+    },
     "debug": {"verbosity": "detailed"},
     "spanmetrics": {"metrics_flush_interval": "100ms"},
     "agentmetrics": {"metrics_flush_interval": "100ms"},

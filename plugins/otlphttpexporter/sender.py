@@ -16,7 +16,6 @@ import json
 import logging
 import ssl
 import time
-import zlib
 from typing import Any
 
 import aiohttp
@@ -32,6 +31,7 @@ from pipeline import (
     Signal,
     payload_type,
 )
+from pipeline.compression import gzip_compress
 from plugins import _otlpjson as otlpjson
 from plugins.otlpexporter.config import ClientTLSConfig
 from plugins.otlpexporter.grpcstatus import parse_partial_success, record_partial_success
@@ -46,7 +46,7 @@ REJECTED_JSON_KEYS = {
 }
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-# Compress large bodies off the event loop (zlib releases the GIL).
+# Compress large bodies off the event loop (ISA-L and zlib release the GIL).
 THREAD_COMPRESS_ABOVE = 256 << 10
 
 
@@ -73,12 +73,6 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def gzip_compress(data: bytes) -> bytes:
-    """gzip at the fastest level (the Collector's default for HTTP clients is also fast)."""
-    c = zlib.compressobj(1, zlib.DEFLATED, 31)
-    return c.compress(data) + c.flush()
 
 
 def error_message(body: bytes, content_type: str) -> str:

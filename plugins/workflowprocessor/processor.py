@@ -976,6 +976,7 @@ class WorkflowProcessor(Component):
     # -- sending ----------------------------------------------------------------------------------
     def _enqueue(self, encoded: bytes, count: int, acks: tuple[object, ...] = ()) -> None:
         payload = Traces(encoded, item_count=count)
+        payload.whole_traces = True  # released whole: a tail_sampling after decides at once
         if acks or self._consuming:
             payload.carry_acks(acks + self._consuming)
         self._outbox.append((payload, count, len(encoded)))

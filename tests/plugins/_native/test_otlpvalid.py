@@ -24,9 +24,13 @@ native = require_native("_otlpvalid")
 HEADER = Path(__file__).resolve().parents[3] / "plugins/_native/_otlpvalid_tables.h"
 
 
+# looked up once: a name built per call (f"validate_{kind}") is kept by CPython's type
+# attribute cache, which the fuzz corpus's leak check (tests/fuzz/test_corpus.py) would count
+C_CHECKS: dict[str, Callable[[bytes], int]] = {k: getattr(native, f"validate_{k}") for k in KINDS}
+
+
 def c_check(kind: str) -> Callable[[bytes], int]:
-    fn: Callable[[bytes], int] = getattr(native, f"validate_{kind}")
-    return fn
+    return C_CHECKS[kind]
 
 
 def verdict(fn: Callable[[bytes], int], data: bytes) -> tuple[str, int | str]:

@@ -1,0 +1,524 @@
+"""The ``redaction`` processor instance: the Collector's attribute rules (allow list, ignored
+keys, blocked key patterns, blocked and allowed values, hashing, summary attributes), applied
+to resources, scopes, spans, span events and log records (attributes and body), then the GenAI
+content rules on prompts, completions, system instructions and tool call arguments/results."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pipeline import Component, Consumer, CreateSettings, Payload, Signal
+from plugins.redactionprocessor.config import (
+    BUILTIN_PATTERNS,
+    EVENT_CONTENT_KEYS,
+    STRUCTURE_KEYS,
+    RedactionConfig,
+)
+
+_MASK = "****"
+_SEP = ","
+_SUMMARY_KEYS = (
+    "redaction.redacted.keys", "redaction.redacted.count",
+    "redaction.masked.keys", "redaction.masked.count",
+    "redaction.allowed.keys", "redaction.allowed.count",
+    "redaction.ignored.count",
+    "redaction.body.redacted.keys", "redaction.body.redacted.count",
+    "redaction.body.masked.keys", "redaction.body.masked.count",
+    "redaction.body.allowed.keys", "redaction.body.allowed.count",
+    "redaction.body.ignored.count",
+)  # fmt: skip
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+class Rules:
+    """The compiled configuration; ``counts`` gathers redactions by rule during one call."""
+
+    def __init__(self, config: RedactionConfig) -> None:
+        self.config = config
+        self.allow = set(config.allowed_keys) | set(_SUMMARY_KEYS)
+        self.ignore = set(config.ignored_keys)
+        self.ignore_re = [re.compile(p) for p in config.ignored_key_patterns]
+        self.block_key_re = [re.compile(p) for p in config.blocked_key_patterns]
+        self.block_re = [re.compile(p) for p in config.blocked_values]
+        self.allow_value_re = [re.compile(p) for p in config.allowed_values]
+        self.hash = _hasher(config.hash_function, config.hmac_key)
+        g = config.genai_content
+        self.genai = g if g is not None and g.enabled else None
+        self.content_keys: set[str] = set()
+        self.content_key_re: list[re.Pattern[str]] = []
+        self.pii: list[tuple[str, re.Pattern[str]]] = []
+        if self.genai is not None:
+            self.content_keys = set(self.genai.keys) | set(self.genai.extra_keys)
+            self.content_key_re = [re.compile(p) for p in self.genai.key_patterns]
+            self.pii = [(n, re.compile(BUILTIN_PATTERNS[n])) for n in self.genai.patterns]
+            self.pii += [(c.name, re.compile(c.regex)) for c in self.genai.custom_patterns]
+        self.event_keys = set(EVENT_CONTENT_KEYS)
+        self.counts: dict[str, int] = {}
+
+    def count(self, rule: str, n: int = 1) -> None:
+        self.counts[rule] = self.counts.get(rule, 0) + n
+
+    # -- the Collector's rules ---------------------------------------------------------------
+    def ignored(self, k: str) -> bool:
+        return k in self.ignore or any(r.search(k) for r in self.ignore_re)
+
+    def not_allowed(self, k: str) -> bool:
+        return not self.config.allow_all_keys and k not in self.allow
+
+    def mask_key(self, k: str) -> bool:
+        return any(r.search(k) for r in self.block_key_re)
+
+    def allowed_value(self, v: str) -> bool:
+        return any(r.search(v) for r in self.allow_value_re)
+
+    def mask_all(self, v: str) -> str:
+        return self.hash(v) if self.hash is not None else _MASK
+
+    def blocked(self, v: str) -> str:
+        for r in self.block_re:
+            if r.search(v):
+                v = r.sub(lambda m: self.mask_all(m.group(0)), v)
+        return v
+
+    # -- GenAI content -----------------------------------------------------------------------
+    def is_content(self, k: str, event: bool) -> bool:
+        if self.genai is None:
+            return False
+        if k in self.content_keys or (event and k in self.event_keys):
+            return True
+        return any(r.match(k) for r in self.content_key_re)
+
+    def content_text(self, text: str) -> str:
+        """``text`` after the content action (not ``drop``, handled by the caller)."""
+        g = self.genai
+        assert g is not None
+        if g.action == "keep" or not text:
+            return text
+        if g.action == "hash":
+            self.count("genai_content.hash")
+            return _sha256(text) if self.hash is None else self.hash(text)
+        if g.action == "truncate":
+            if len(text) > g.truncate_length:
+                self.count("genai_content.truncate")
+                return text[: g.truncate_length]
+            return text
+        for name, pattern in self.pii:
+            text = pattern.sub(self._replacer(name), text)
+        return text
+
+    def _replacer(self, name: str) -> Callable[[re.Match[str]], str]:
+        return lambda m: self._pii(name, m.group(0))
+
+    def _pii(self, name: str, found: str) -> str:
+        if name == "card_number":
+            digits = found.replace(" ", "").replace("-", "")
+            if not _luhn(digits):
+                return found
+        self.count(f"genai_content.pattern.{name}")
+        return self.mask_all(found)
+
+    def content_value(self, value: Any) -> bool:
+        """Applies the content action to an ``AnyValue`` in place; returns False when the
+        value is to be dropped."""
+        g = self.genai
+        assert g is not None
+        if g.action == "drop":
+            self.count("genai_content.drop")
+            return False
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            new = self.content_text(value.string_value)
+            if new != value.string_value:
+                value.string_value = new
+        elif kind == "array_value":
+            for item in value.array_value.values:
+                self.content_value(item)
+        elif kind == "kvlist_value":
+            for kv in value.kvlist_value.values:
+                if kv.key not in STRUCTURE_KEYS:
+                    self.content_value(kv.value)
+        elif kind == "bytes_value" and value.bytes_value and g.action != "keep":
+            self.count(f"genai_content.{g.action}")
+            value.bytes_value = b""  # opaque content: nothing of it is kept
+        return True
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hasher(name: str, key: str) -> Callable[[str], str] | None:
+    if name in ("", "none"):
+        return None
+    if name == "hmac-sha256":
+        return lambda s: hmac.new(key.encode(), s.encode(), hashlib.sha256).hexdigest()
+    if name == "hmac-sha512":
+        return lambda s: hmac.new(key.encode(), s.encode(), hashlib.sha512).hexdigest()
+    algo = {"md5": "md5", "sha1": "sha1", "sha3": "sha3_256", "sha256": "sha256"}[name]
+    return lambda s: hashlib.new(algo, s.encode()).hexdigest()
+
+
+def _as_string(value: Any) -> str:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return str(value.string_value)
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        return repr(value.double_value)
+    if kind == "bytes_value":
+        import base64
+
+        return base64.b64encode(value.bytes_value).decode()
+    return ""
+
+
+class RedactionProcessor(Component):
+    """Builds a redacted copy of every payload; never changes the one it is given."""
+
+    mutates_data = False
+
+    def __init__(
+        self, settings: CreateSettings, config: RedactionConfig, signal: Signal, nxt: Consumer
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.signal = signal
+        self.next = nxt
+        self.rules = Rules(config)
+        self._counter = settings.telemetry.service.counter(
+            "otelcol_processor_redaction_redactions",
+            "Attributes removed or masked, and content dropped, hashed, truncated or masked, "
+            "by rule.",
+            ("processor", "rule"),
+        )
+        self._children: dict[str, Any] = {}
+        self._fast = self._fast_path_possible()
+        rules = self.rules
+        # searched in a request's text: blocked values and key patterns, content key patterns;
+        # ignored key patterns only matter for the summary's count
+        self._searches = [*rules.block_re, *rules.block_key_re, *rules.content_key_re]
+        if config.summary in ("debug", "info"):
+            self._searches += rules.ignore_re
+        # ASCII patterns that mean the same on bytes are searched in the request's bytes (no
+        # decoding); the others in its text
+        self._byte_searches = [
+            re.compile(r.pattern.encode()) for r in self._searches if _bytes_safe(r.pattern)
+        ]
+        self._searches = [r for r in self._searches if not _bytes_safe(r.pattern)]
+        needles = [k.encode() for k in rules.content_keys]
+        if rules.genai is not None and signal is Signal.LOGS:
+            needles += [p.encode() for p in rules.genai.event_prefixes]  # GenAI events
+        self._needles = needles
+        # a span event whose name starts with a GenAI event prefix: its name field (field 2 of
+        # Event, tag 0x12) followed by the prefix, in the request's bytes
+        self._event_name_re: re.Pattern[bytes] | None = None
+        if rules.genai is not None and signal is Signal.TRACES and rules.genai.event_prefixes:
+            prefixes = b"|".join(re.escape(p.encode()) for p in rules.genai.event_prefixes)
+            self._event_name_re = re.compile(
+                rb"\x12(?:[\x01-\x7f]|[\x80-\xff][\x01-\x7f])(?:" + prefixes + rb")"
+            )
+
+    async def consume(self, data: Payload) -> None:
+        if data.item_count() and self._may_redact(data):
+            data = self.process(data)
+        await self.next.consume(data)
+
+    def _fast_path_possible(self) -> bool:
+        """Whether a request can be passed on untouched when its bytes show nothing to do:
+        every key kept (``allow_all_keys``), values checked as strings only, and no pattern
+        that depends on what surrounds a value (anchors, word boundaries, lookbehinds: the
+        patterns are searched in the whole request's text, where a value's text is a
+        substring, so a match in a value is a match there)."""
+        c = self.config
+        if not c.allow_all_keys or c.redact_all_types:
+            return False
+        patterns = [*c.blocked_values, *c.blocked_key_patterns, *c.ignored_key_patterns]
+        g = self.rules.genai
+        if g is not None:
+            patterns += g.key_patterns
+        unsafe = ("^", "$", "\\A", "\\Z", "\\b", "\\B", "(?<")
+        return not any(u in p for p in patterns for u in unsafe)
+
+    def _may_redact(self, data: Payload) -> bool:
+        """False when the request certainly holds nothing any rule changes (see
+        :meth:`_fast_path_possible`): it is passed on as it is, never decoded."""
+        if not self._fast:
+            return True
+        raw = data.to_bytes()
+        rules = self.rules
+        summary = self.config.summary in ("debug", "info")
+        if summary and any(k.encode() in raw for k in rules.ignore):
+            return True
+        needles = self._needles
+        if any(n in raw for n in needles):
+            return True
+        if self._event_name_re is not None and self._event_name_re.search(raw):
+            return True
+        if any(r.search(raw) for r in self._byte_searches):
+            return True
+        if self._searches:
+            text = raw.decode("utf-8", "replace")
+            if any(r.search(text) for r in self._searches):
+                return True
+        return False
+
+    def process(self, data: Payload) -> Payload:
+        out = type(data)(data.to_bytes())
+        msg = out.mutable_message()
+        rules = self.rules
+        rules.counts = {}
+        if self.signal is Signal.TRACES:
+            for rs in msg.resource_spans:
+                self._attrs(rs.resource.attributes)
+                for ss in rs.scope_spans:
+                    self._attrs(ss.scope.attributes)
+                    for span in ss.spans:
+                        self._attrs(span.attributes)
+                        for ev in span.events:
+                            self._attrs(ev.attributes, event=self._is_genai_event(ev.name))
+        elif self.signal is Signal.LOGS:
+            for rl in msg.resource_logs:
+                self._attrs(rl.resource.attributes)
+                for sl in rl.scope_logs:
+                    self._attrs(sl.scope.attributes)
+                    for record in sl.log_records:
+                        self._record(record)
+        else:
+            for rm in msg.resource_metrics:
+                self._attrs(rm.resource.attributes)
+                for sm in rm.scope_metrics:
+                    self._attrs(sm.scope.attributes)
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        if kind is not None:
+                            for dp in getattr(m, kind).data_points:
+                                self._attrs(dp.attributes)
+        for rule, n in rules.counts.items():
+            child = self._children.get(rule)
+            if child is None:
+                child = self._children[rule] = self._counter.labels(self.settings.name, rule)
+            child.inc(n)
+        out.whole_traces = data.whole_traces  # spans are changed, none added or removed
+        return out.carry_acks(data.ack_tokens)
+
+    def _is_genai_event(self, name: str) -> bool:
+        g = self.rules.genai
+        return g is not None and any(name.startswith(p) for p in g.event_prefixes)
+
+    def _attrs(self, attrs: Any, event: bool = False) -> None:
+        """The Collector's ``processAttrs``, with the GenAI content rules for content keys."""
+        rules = self.rules
+        redacted: list[str] = []
+        masked: list[str] = []
+        allowed: list[str] = []
+        ignored: list[str] = []
+        remove: list[int] = []
+        for i, kv in enumerate(attrs):
+            k = kv.key
+            if rules.ignored(k):
+                ignored.append(k)
+                continue
+            if rules.not_allowed(k):
+                redacted.append(k)
+                remove.append(i)
+                continue
+            if rules.is_content(k, event):
+                before = kv.value.SerializeToString()
+                if not rules.content_value(kv.value):
+                    redacted.append(k)
+                    remove.append(i)
+                elif kv.value.SerializeToString() != before:
+                    masked.append(k)
+                continue
+            value = kv.value
+            is_str = value.WhichOneof("value") == "string_value"
+            text = value.string_value if is_str else (
+                _as_string(value) if self.config.redact_all_types else ""
+            )  # fmt: skip
+            if rules.allowed_value(text):
+                allowed.append(k)
+                continue
+            if rules.mask_key(k):
+                masked.append(k)
+                rules.count("blocked_key_patterns")
+                value.string_value = rules.mask_all(text)
+                continue
+            new = rules.blocked(text)
+            if new != text:
+                masked.append(k)
+                rules.count("blocked_values")
+                value.string_value = new
+        for i in reversed(remove):
+            del attrs[i]
+        if redacted:
+            rules.count("allowed_keys", len([k for k in redacted if rules.not_allowed(k)]))
+        self._summary(attrs, redacted, "redaction.redacted.keys", "redaction.redacted.count")
+        self._summary(attrs, masked, "redaction.masked.keys", "redaction.masked.count")
+        self._summary(attrs, allowed, "redaction.allowed.keys", "redaction.allowed.count")
+        self._summary(attrs, ignored, "", "redaction.ignored.count")
+
+    def _summary(self, attrs: Any, keys: list[str], keys_attr: str, count_attr: str) -> None:
+        if not keys:
+            return
+        summary = self.config.summary
+        if summary == "debug" and keys_attr:
+            existing = _get(attrs, keys_attr)
+            names = list(keys)
+            if existing is not None and existing.string_value:
+                names += existing.string_value.split(_SEP)
+            _put(attrs, keys_attr).string_value = _SEP.join(sorted(names))
+        if summary in ("debug", "info"):
+            existing = _get(attrs, count_attr)
+            n = len(keys) + (existing.int_value if existing is not None else 0)
+            _put(attrs, count_attr).int_value = n
+
+    def _record(self, record: Any) -> None:
+        rules = self.rules
+        name = record.event_name
+        if not name:
+            ev = _get(record.attributes, "event.name")
+            name = ev.string_value if ev is not None else ""
+        genai_event = self._is_genai_event(name)
+        self._attrs(record.attributes, event=genai_event)
+        body = record.body
+        kind = body.WhichOneof("value")
+        if kind is None:
+            return
+        if genai_event:
+            # the event's content: the content keys of a map body, or the whole body
+            if kind == "kvlist_value":
+                self._content_map(body.kvlist_value.values)
+            elif not rules.content_value(body):
+                body.Clear()
+            return
+        redacted: list[str] = []
+        masked: list[str] = []
+        allowed: list[str] = []
+        ignored: list[str] = []
+        if kind == "kvlist_value":
+            self._body_map("", body.kvlist_value.values, redacted, masked, allowed, ignored)
+        elif kind == "array_value":
+            for i, item in enumerate(body.array_value.values):
+                self._body_value(f"[{i}]", item, redacted, masked, allowed, ignored)
+        else:
+            text = _as_string(body)
+            if rules.allowed_value(text):
+                return
+            new = rules.blocked(text)
+            if new != text:
+                rules.count("blocked_values")
+                masked.append("body")
+                body.string_value = new
+        attrs = record.attributes
+        self._summary(attrs, redacted, "redaction.body.redacted.keys",
+                      "redaction.body.redacted.count")  # fmt: skip
+        self._summary(attrs, masked, "redaction.body.masked.keys", "redaction.body.masked.count")
+        self._summary(attrs, allowed, "redaction.body.allowed.keys",
+                      "redaction.body.allowed.count")  # fmt: skip
+        self._summary(attrs, ignored, "", "redaction.body.ignored.count")
+
+    def _content_map(self, values: Any) -> None:
+        """A GenAI event body: content keys get the content action, at any depth."""
+        rules = self.rules
+        remove = []
+        for i, kv in enumerate(values):
+            if kv.key in rules.event_keys or rules.is_content(kv.key, True):
+                if not rules.content_value(kv.value):
+                    remove.append(i)
+            elif kv.value.WhichOneof("value") == "kvlist_value":
+                self._content_map(kv.value.kvlist_value.values)
+            elif kv.value.WhichOneof("value") == "array_value":
+                for item in kv.value.array_value.values:
+                    if item.WhichOneof("value") == "kvlist_value":
+                        self._content_map(item.kvlist_value.values)
+        for i in reversed(remove):
+            del values[i]
+
+    def _body_map(self, path: str, values: Any, redacted: list[str], masked: list[str],
+                  allowed: list[str], ignored: list[str]) -> None:  # fmt: skip
+        """The Collector's map-body rules: ignored keys kept, keys not allowed removed,
+        blocked key patterns masked, values recursed into."""
+        rules = self.rules
+        remove = []
+        for i, kv in enumerate(values):
+            k = kv.key
+            full = f"{path}.{k}" if path else k
+            if rules.ignored(k):
+                ignored.append(full)
+                continue
+            if rules.not_allowed(k):
+                remove.append(i)
+                redacted.append(full)
+                continue
+            if rules.mask_key(k):
+                masked.append(full)
+                rules.count("blocked_key_patterns")
+                kv.value.string_value = rules.mask_all(_as_string(kv.value))
+                continue
+            self._body_value(full, kv.value, redacted, masked, allowed, ignored)
+        for i in reversed(remove):
+            del values[i]
+        if remove:
+            rules.count("allowed_keys", len(remove))
+
+    def _body_value(self, path: str, value: Any, redacted: list[str], masked: list[str],
+                    allowed: list[str], ignored: list[str]) -> None:  # fmt: skip
+        kind = value.WhichOneof("value")
+        if kind == "kvlist_value":
+            self._body_map(path, value.kvlist_value.values, redacted, masked, allowed, ignored)
+        elif kind == "array_value":
+            for i, item in enumerate(value.array_value.values):
+                self._body_value(f"{path}.[{i}]", item, redacted, masked, allowed, ignored)
+        elif kind is not None:
+            text = _as_string(value)
+            if self.rules.allowed_value(text):
+                allowed.append(path)
+                return
+            new = self.rules.blocked(text)
+            if new != text:
+                self.rules.count("blocked_values")
+                masked.append(path)
+                value.string_value = new
+
+
+_BYTES_UNSAFE = re.compile(r"\\\\|\\[wWdDsSbBAZ]|(?<!\\)\.|\[\^|\(\?[aiLmsux]|\(\?<|[^\x00-\x7f]")
+
+
+def _bytes_safe(pattern: str) -> bool:
+    """Whether ``pattern`` finds the same matches in UTF-8 bytes as in text: ASCII only, no
+    class or ``.`` that would see one byte of a multi-byte character as a character, no
+    flags, boundaries or lookbehinds."""
+    return _BYTES_UNSAFE.search(pattern) is None
+
+
+def _get(attrs: Any, key: str) -> Any:
+    for kv in attrs:
+        if kv.key == key:
+            return kv.value
+    return None
+
+
+def _put(attrs: Any, key: str) -> Any:
+    for kv in attrs:
+        if kv.key == key:
+            kv.value.Clear()
+            return kv.value
+    return attrs.add(key=key).value

@@ -1,0 +1,636 @@
+"""Policy evaluators of the ``tail_sampling`` processor: the Collector's, with its decision
+semantics, and the workflow-aware ones.
+
+A policy looks at a whole trace (:class:`TraceData`) and answers a :class:`Decision`. The final
+decision of the processor is the Collector's: a ``drop`` policy that matched, or an inverted
+match, drops the trace; otherwise any policy that sampled keeps it.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from pipeline._wire import _CLASSES
+from plugins._agentconv import (
+    STATUS_ERROR,
+    AttributeNames,
+    attr_str,
+    is_tool_call,
+    is_workflow_root,
+    workflow_outcome,
+    workflow_type,
+)
+from plugins.tailsamplingprocessor.config import PolicyCfg
+
+SpanSkeleton: Any = _CLASSES["SpanSkeleton"]  # a span with its attributes left encoded
+NAMES = AttributeNames()
+_STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
+_MODEL_OPERATIONS = {"chat", "text_completion", "generate_content", "embeddings"}
+
+
+class Decision(enum.Enum):
+    SAMPLED = "sampled"
+    NOT_SAMPLED = "not_sampled"
+    INVERT_SAMPLED = "invert_sampled"
+    INVERT_NOT_SAMPLED = "invert_not_sampled"
+    DROPPED = "dropped"
+    ERROR = "error"
+
+
+SAMPLED_LIKE = (Decision.SAMPLED, Decision.INVERT_SAMPLED)
+
+
+class TraceData:
+    """The spans of one trace as held (encoded), decoded as little as each policy needs: the
+    span skeletons (ids, times, status; attributes left encoded) for structure, and a span in
+    full only when its bytes contain what a policy looks for (an attribute key, a value)."""
+
+    def __init__(
+        self,
+        trace_id: bytes,
+        spans: list[bytes],
+        resources: list[bytes],
+        groups: list[tuple[bytes, bytes, bytes, bytes]] | None = None,
+    ) -> None:
+        self.trace_id = trace_id
+        self.groups = groups  # (resource, its schema url, scope, its schema url) per span
+        self._raw = spans
+        self._raw_resources = resources  # one per span (the same bytes object shared)
+        self._decoded: list[Any] = [None] * len(spans)
+        self._skeletons: list[Any] | None = None
+        self._resources: list[dict[str, Any]] | None = None
+        self._root: Any = None
+        self._root_attrs: dict[str, Any] = {}
+        self._root_done = False
+        self._joined: bytes | None = None
+
+    @property
+    def span_count(self) -> int:
+        return len(self._raw)
+
+    def span(self, i: int) -> Any:
+        s = self._decoded[i]
+        if s is None:
+            s = self._decoded[i] = Span.FromString(self._raw[i])
+        return s
+
+    @property
+    def spans(self) -> list[Any]:
+        return [self.span(i) for i in range(len(self._raw))]
+
+    def spans_containing(self, *needles: bytes) -> list[Any]:
+        """The decoded spans whose encoding contains any of ``needles`` (an attribute key or
+        value): the others cannot match and are not decoded."""
+        joined = self._joined
+        if joined is None:
+            joined = self._joined = b"".join(self._raw)
+        present = [n for n in needles if n in joined]
+        if not present:
+            return []
+        if len(present) == 1:
+            needle = present[0]
+            return [self.span(i) for i, raw in enumerate(self._raw) if needle in raw]
+        return [self.span(i) for i, raw in enumerate(self._raw) if any(n in raw for n in present)]
+
+    @property
+    def skeletons(self) -> list[Any]:
+        if self._skeletons is None:
+            self._skeletons = [SpanSkeleton.FromString(raw) for raw in self._raw]
+        return self._skeletons
+
+    def status_codes(self) -> set[int]:
+        codes = set()
+        for sk in self.skeletons:
+            codes.add(Status.FromString(sk.status).code if sk.status else 0)
+        return codes
+
+    @property
+    def resources(self) -> list[dict[str, Any]]:
+        """Resource attributes (``{key: AnyValue}``), one per span."""
+        if self._resources is None:
+            decoded: dict[int, dict[str, Any]] = {}
+            out = []
+            for raw in self._raw_resources:
+                attrs = decoded.get(id(raw))
+                if attrs is None:
+                    attrs = {kv.key: kv.value for kv in Resource.FromString(raw).attributes}
+                    decoded[id(raw)] = attrs
+                out.append(attrs)
+            self._resources = out
+        return self._resources
+
+    def duration_ns(self) -> int:
+        sks = self.skeletons
+        start = min(s.start_time_unix_nano for s in sks)
+        end = max(s.end_time_unix_nano for s in sks)
+        return max(0, end - start)
+
+    def values(self, key: str) -> list[Any]:
+        """Every value of attribute ``key`` on the trace's resources and spans."""
+        out = []
+        seen: set[int] = set()
+        for attrs in self.resources:
+            if id(attrs) in seen:
+                continue
+            seen.add(id(attrs))
+            v = attrs.get(key)
+            if v is not None:
+                out.append(v)
+        for span in self.spans_containing(key.encode()):
+            for kv in span.attributes:
+                if kv.key == key:
+                    out.append(kv.value)
+        return out
+
+    def span_value(self, span: Any, key: str) -> Any:
+        for kv in span.attributes:
+            if kv.key == key:
+                return kv.value
+        return None
+
+    @property
+    def root(self) -> Any:
+        """The workflow root span (a root that is a workflow), else the first root span."""
+        if not self._root_done:
+            self._root_done = True
+            roots = [self.span(i) for i, sk in enumerate(self.skeletons) if not sk.parent_span_id]
+            for s in roots:
+                attrs = {kv.key: kv.value for kv in s.attributes}
+                if is_workflow_root(s, attrs, NAMES):
+                    self._root, self._root_attrs = s, attrs
+                    break
+            else:
+                if roots:
+                    self._root = roots[0]
+                    self._root_attrs = {kv.key: kv.value for kv in roots[0].attributes}
+        return self._root
+
+    @property
+    def root_attrs(self) -> dict[str, Any]:
+        """``{key: AnyValue}`` of :attr:`root` (empty without a root)."""
+        _ = self.root
+        return self._root_attrs
+
+    def workflow_attr(self, key: str) -> str:
+        """A workflow attribute as the ``workflow`` processor stamps it on every span: the
+        first span holding the key is decoded, no other."""
+        needle = key.encode()
+        for i, raw in enumerate(self._raw):
+            if needle in raw:
+                v = self.span_value(self.span(i), key)
+                if v is not None:
+                    return attr_str(v)
+        return ""
+
+    def contains(self, needle: bytes) -> bool:
+        """Whether any span's encoding contains ``needle``."""
+        joined = self._joined
+        if joined is None:
+            joined = self._joined = b"".join(self._raw)
+        return needle in joined
+
+
+Evaluate = Callable[[TraceData], Decision]
+
+
+class Policy:
+    """A named evaluator; ``evaluate`` never raises (an error is ``Decision.ERROR``)."""
+
+    def __init__(self, name: str, run: Evaluate) -> None:
+        self.name = name
+        self._run = run
+
+    def evaluate(self, trace: TraceData) -> Decision:
+        try:
+            return self._run(trace)
+        except Exception:
+            return Decision.ERROR
+
+
+def _number(v: Any) -> float | None:
+    kind = v.WhichOneof("value")
+    if kind == "int_value":
+        return float(v.int_value)
+    if kind == "double_value":
+        return float(v.double_value)
+    return None
+
+
+def fnv1a_64(data: bytes, h: int = 0xCBF29CE484222325) -> int:
+    """FNV-1a (64 bit) of ``data``, continuing from the state ``h`` (the offset basis)."""
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def probabilistic_threshold(ratio: float) -> int:
+    """The Collector's ``calculateThreshold``: ``MaxUint64 * ratio`` rounded to a 64-bit
+    mantissa (``big.Float``, round half to even), then truncated to an integer."""
+    if ratio <= 0:
+        return 0
+    exact = Fraction(2**64 - 1) * Fraction(ratio)
+    if exact < 1:
+        return 0
+    scale = 64 - int(exact).bit_length()  # fraction bits the 64-bit mantissa keeps
+    return min(round(exact * (1 << scale)) >> scale, 2**64 - 1)  # round(): half to even
+
+
+class _PerSecond:
+    """Spans counted in the current wall-clock second."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.second = -1
+        self.spans = 0
+
+    def room(self, n: int, limit: int) -> bool:
+        now = int(self.clock())
+        if now != self.second:
+            self.second, self.spans = now, 0
+        if self.spans + n > limit:
+            return False
+        self.spans += n
+        return True
+
+
+class _TokenBucket:
+    """The Collector's rate limiter (``golang.org/x/time/rate``): tokens (spans) refill at
+    ``rate`` a second up to ``burst``, the bucket starts full; a trace passes when its spans
+    fit in the tokens left."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self.last = clock()
+
+    def allow(self, n: int) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
+        self.last = now
+        if n > self.tokens:
+            return False
+        self.tokens -= n
+        return True
+
+
+def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
+    """The evaluator of one policy config."""
+    kind = cfg.type
+    if kind == "always_sample":
+        return Policy(cfg.name, lambda t: Decision.SAMPLED)
+    if kind == "latency":
+        assert cfg.latency is not None
+        lo = cfg.latency.threshold_ms * 1_000_000
+        hi = cfg.latency.upper_threshold_ms * 1_000_000
+
+        def latency(t: TraceData) -> Decision:
+            d = t.duration_ns()
+            ok = d >= lo if not hi else lo <= d <= hi
+            return Decision.SAMPLED if ok else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, latency)
+    if kind == "numeric_attribute":
+        nc = cfg.numeric_attribute
+        assert nc is not None
+        lo_v = nc.min_value if nc.min_value is not None else float("-inf")
+        hi_v = nc.max_value if nc.max_value is not None else float("inf")
+
+        def numeric(t: TraceData) -> Decision:
+            hit = any((n := _number(v)) is not None and lo_v <= n <= hi_v for v in t.values(nc.key))
+            return _maybe_invert(hit, nc.invert_match)
+
+        return Policy(cfg.name, numeric)
+    if kind == "probabilistic":
+        pc = cfg.probabilistic
+        assert pc is not None
+        salt = (pc.hash_salt or "default-hash-seed").encode()
+        threshold = probabilistic_threshold(min(pc.sampling_percentage, 100.0) / 100)
+
+        salted = fnv1a_64(salt)  # the state after the salt, the same for every trace
+
+        def probabilistic(t: TraceData) -> Decision:
+            ok = fnv1a_64(t.trace_id, salted) <= threshold and threshold > 0
+            return Decision.SAMPLED if ok else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, probabilistic)
+    if kind == "status_code":
+        assert cfg.status_code is not None
+        codes = {_STATUS[c] for c in cfg.status_code.status_codes}
+        return Policy(
+            cfg.name,
+            lambda t: Decision.SAMPLED if t.status_codes() & codes else Decision.NOT_SAMPLED,
+        )
+    if kind == "string_attribute":
+        sc = cfg.string_attribute
+        assert sc is not None
+        if sc.enabled_regex_matching:
+            patterns = [re.compile(v) for v in sc.values]
+
+            def matches(value: str) -> bool:
+                return any(p.search(value) for p in patterns)
+        else:
+            wanted = set(sc.values)
+
+            def matches(value: str) -> bool:
+                return value in wanted
+
+        def string_attr(t: TraceData) -> Decision:
+            hit = any(
+                v.WhichOneof("value") == "string_value" and matches(v.string_value)
+                for v in t.values(sc.key)
+            )
+            return _maybe_invert(hit, sc.invert_match)
+
+        return Policy(cfg.name, string_attr)
+    if kind == "rate_limiting":
+        assert cfg.rate_limiting is not None
+        rl = cfg.rate_limiting
+        burst = rl.burst_capacity or 2 * rl.spans_per_second
+        bucket = _TokenBucket(rl.spans_per_second, burst, clock)
+        return Policy(
+            cfg.name,
+            lambda t: Decision.SAMPLED if bucket.allow(t.span_count) else Decision.NOT_SAMPLED,
+        )
+    if kind == "span_count":
+        assert cfg.span_count is not None
+        mn, mx = cfg.span_count.min_spans, cfg.span_count.max_spans
+        return Policy(
+            cfg.name,
+            lambda t: (
+                Decision.SAMPLED
+                if t.span_count >= mn and (not mx or t.span_count <= mx)
+                else Decision.NOT_SAMPLED
+            ),
+        )
+    if kind == "boolean_attribute":
+        bc = cfg.boolean_attribute
+        assert bc is not None
+
+        def boolean(t: TraceData) -> Decision:
+            hit = any(
+                v.WhichOneof("value") == "bool_value" and v.bool_value == bc.value
+                for v in t.values(bc.key)
+            )
+            return _maybe_invert(hit, bc.invert_match)
+
+        return Policy(cfg.name, boolean)
+    if kind == "trace_state":
+        tc = cfg.trace_state
+        assert tc is not None
+        members = {f"{tc.key}={v}" for v in tc.values}
+
+        def trace_state(t: TraceData) -> Decision:
+            for sk in t.skeletons:
+                state = sk.trace_state.decode("utf-8", "replace")
+                if any(m.strip() in members for m in state.split(",")):
+                    return Decision.SAMPLED
+            return Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, trace_state)
+    if kind == "and":
+        assert cfg.and_ is not None
+        subs = [build(p, clock) for p in cfg.and_.and_sub_policy]
+
+        def and_(t: TraceData) -> Decision:
+            for p in subs:
+                if p.evaluate(t) not in SAMPLED_LIKE:
+                    return Decision.NOT_SAMPLED
+            return Decision.SAMPLED
+
+        return Policy(cfg.name, and_)
+    if kind == "drop":
+        assert cfg.drop is not None
+        subs = [build(p, clock) for p in cfg.drop.drop_sub_policy]
+
+        def drop(t: TraceData) -> Decision:
+            for p in subs:
+                if p.evaluate(t) not in SAMPLED_LIKE:
+                    return Decision.NOT_SAMPLED
+            return Decision.DROPPED
+
+        return Policy(cfg.name, drop)
+    if kind == "composite":
+        return _composite(cfg, clock)
+    if kind == "ottl_condition":
+        return _ottl(cfg)
+    return _workflow_policy(cfg)
+
+
+def _maybe_invert(hit: bool, invert: bool) -> Decision:
+    if invert:
+        return Decision.INVERT_NOT_SAMPLED if hit else Decision.INVERT_SAMPLED
+    return Decision.SAMPLED if hit else Decision.NOT_SAMPLED
+
+
+def _composite(cfg: PolicyCfg, clock: Callable[[], float]) -> Policy:
+    cc = cfg.composite
+    assert cc is not None
+    by_name = {p.name: build(p, clock) for p in cc.composite_sub_policy}
+    order = list(cc.policy_order) + [n for n in by_name if n not in cc.policy_order]
+    allocated = {
+        r.policy: cc.max_total_spans_per_second * r.percent // 100 for r in cc.rate_allocation
+    }
+    default = cc.max_total_spans_per_second // len(by_name)
+    budgets = [(by_name[n], allocated.get(n, default), _PerSecond(clock)) for n in order]
+
+    def composite(t: TraceData) -> Decision:
+        for policy, budget, window in budgets:
+            if policy.evaluate(t) in SAMPLED_LIKE and window.room(t.span_count, budget):
+                return Decision.SAMPLED
+        return Decision.NOT_SAMPLED
+
+    return Policy(cfg.name, composite)
+
+
+def _ottl(cfg: PolicyCfg) -> Policy:
+    """OTTL conditions run as the ``filter`` processor runs them, on a request made of the
+    trace's spans: the trace is sampled when a condition holds for a span (span event)."""
+    from pipeline import Traces
+    from pipeline._wire import ShallowTraces
+    from pipeline.ottl.runner import filter_payload
+
+    oc = cfg.ottl_condition
+    assert oc is not None
+    filters = oc.filters()
+
+    def report(text: str, exc: BaseException) -> None:
+        pass  # error_mode ignore/silent: the condition does not hold
+
+    def ottl(t: TraceData) -> Decision:
+        groups = t.groups or [(r, b"", b"", b"") for r in t._raw_resources]
+        by_group: dict[tuple[bytes, bytes, bytes, bytes], list[bytes]] = {}
+        for group, raw in zip(groups, t._raw, strict=True):
+            by_group.setdefault(group, []).append(raw)
+        req = ShallowTraces()
+        for (resource, resource_url, scope, scope_url), raws in by_group.items():
+            rs = req.resource_spans.add(resource=resource, schema_url=resource_url)
+            rs.scope_spans.add(scope=scope, schema_url=scope_url).spans.extend(raws)
+        payload = Traces(req.SerializeToString())
+        kept, dropped = filter_payload(payload, filters, report)
+        if dropped:  # a span condition held
+            return Decision.SAMPLED
+        if kept is None or kept is payload:
+            return Decision.NOT_SAMPLED
+        # a span event condition held when the filter took an event out
+        events = sum(len(sk.events) for sk in t.skeletons)
+        left = sum(
+            len(s.events) for rs in kept.message().resource_spans
+            for ss in rs.scope_spans for s in ss.spans
+        )  # fmt: skip
+        return Decision.SAMPLED if left < events else Decision.NOT_SAMPLED
+
+    return Policy(cfg.name, ottl)
+
+
+def _workflow_policy(cfg: PolicyCfg) -> Policy:
+    kind = cfg.type
+    if kind == "workflow_outcome":
+        outcomes = set(
+            cfg.workflow_outcome.outcomes if cfg.workflow_outcome else ["failed", "timeout"]
+        )
+
+        def outcome(t: TraceData) -> Decision:
+            value = t.workflow_attr(NAMES.workflow_outcome)
+            if not value:
+                root = t.root
+                if root is None:
+                    return Decision.NOT_SAMPLED
+                attrs = t.root_attrs
+                if not is_workflow_root(root, attrs, NAMES):
+                    return Decision.NOT_SAMPLED
+                value = workflow_outcome(root, attrs, NAMES)
+            return Decision.SAMPLED if value in outcomes else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, outcome)
+    if kind == "workflow_complexity_tier":
+        assert cfg.workflow_complexity_tier is not None
+        tiers = set(cfg.workflow_complexity_tier.tiers)
+        return Policy(
+            cfg.name,
+            lambda t: (
+                Decision.SAMPLED
+                if t.workflow_attr(NAMES.workflow_complexity_tier) in tiers
+                else Decision.NOT_SAMPLED
+            ),
+        )
+    if kind == "workflow_sla":
+        sla = cfg.workflow_sla
+        assert sla is not None
+
+        def over_sla(t: TraceData) -> Decision:
+            root = t.root
+            if root is None:
+                return Decision.NOT_SAMPLED
+            attrs = t.root_attrs
+            if not is_workflow_root(root, attrs, NAMES) and not t.workflow_attr(NAMES.workflow_id):
+                return Decision.NOT_SAMPLED
+            wf_type = t.workflow_attr(NAMES.workflow_type) or workflow_type(root, attrs, NAMES)
+            objective = sla.objective(wf_type)
+            if objective is None:
+                return Decision.NOT_SAMPLED
+            duration = (root.end_time_unix_nano - root.start_time_unix_nano) / 1e9
+            return Decision.SAMPLED if duration > objective else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, over_sla)
+    if kind == "workflow_usage":
+        uc = cfg.workflow_usage
+        assert uc is not None
+
+        def usage(t: TraceData) -> Decision:
+            tokens, cost = _usage(t, uc)
+            hit = (uc.min_tokens is not None and tokens >= uc.min_tokens) or (
+                uc.min_cost is not None and cost >= uc.min_cost
+            )
+            return Decision.SAMPLED if hit else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, usage)
+    if kind == "tool_call_failed":
+        tools = set(cfg.tool_call_failed.tools) if cfg.tool_call_failed else set()
+
+        def tool_failed(t: TraceData) -> Decision:
+            # a failed call has an ERROR status (Status.code 2: bytes 0x18 0x02) or error.type
+            if not (t.contains(b"\x18\x02") or t.contains(ERROR_TYPE)):
+                return Decision.NOT_SAMPLED
+            for s in t.spans_containing(TOOL_MARKERS[0], TOOL_MARKERS[1]):
+                attrs = {kv.key: kv.value for kv in s.attributes}
+                if not is_tool_call(attrs, NAMES):
+                    continue
+                if tools:
+                    name = attrs.get(NAMES.tool_name)
+                    if name is None or attr_str(name) not in tools:
+                        continue
+                if s.status.code == STATUS_ERROR or NAMES.error_type in attrs:
+                    return Decision.SAMPLED
+            return Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, tool_failed)
+    raise ValueError(f"unknown policy type {kind!r}")
+
+
+ERROR_TYPE = NAMES.error_type.encode()
+TOOL_MARKERS = (NAMES.tool_operation.encode(), NAMES.mcp_tool_method.encode())
+_INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+_OUTPUT = (
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+)
+
+
+def _usage(t: TraceData, uc: Any) -> tuple[int, float]:
+    """Tokens and cost of a trace: summed over its model calls (spans whose
+    ``gen_ai.operation.name`` is a model operation) when it has any, else the largest of any
+    span (an agent span reporting the run's total); cost from ``cost_attribute`` when spans
+    carry it, else from ``prices`` by ``gen_ai.response.model`` / ``gen_ai.request.model``."""
+    calls: list[tuple[int, int, float | None, str]] = []
+    others: list[tuple[int, int, float | None, str]] = []
+    for s in t.spans_containing(b"token", uc.cost_attribute.encode()):
+        attrs = {kv.key: kv.value for kv in s.attributes}
+        inp = sum(int(_number(attrs[k]) or 0) for k in _INPUT if k in attrs)
+        out = sum(int(_number(attrs[k]) or 0) for k in _OUTPUT if k in attrs)
+        cost_v = attrs.get(uc.cost_attribute)
+        cost = _number(cost_v) if cost_v is not None else None
+        model_v = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
+        model = attr_str(model_v) if model_v is not None else ""
+        if not (inp or out or cost):
+            continue
+        op = attrs.get(NAMES.operation_name)
+        entry = (inp, out, cost, model)
+        if op is not None and attr_str(op) in _MODEL_OPERATIONS:
+            calls.append(entry)
+        else:
+            others.append(entry)
+
+    def cost_of(e: tuple[int, int, float | None, str]) -> float:
+        if e[2] is not None:
+            return e[2]
+        price = uc.prices.get(e[3])
+        return 0.0 if price is None else (e[0] * price.input + e[1] * price.output) / 1e6
+
+    if calls:
+        return sum(e[0] + e[1] for e in calls), sum(cost_of(e) for e in calls)
+    if others:
+        return max(e[0] + e[1] for e in others), max(cost_of(e) for e in others)
+    return 0, 0.0
+
+
+def final_decision(decisions: list[Decision]) -> bool:
+    """The Collector's rule: a drop or an inverted non-match drops the trace; otherwise any
+    sampled (or inverted sampled) decision keeps it."""
+    sampled = False
+    for d in decisions:
+        if d is Decision.DROPPED or d is Decision.INVERT_NOT_SAMPLED:
+            return False
+        if d is Decision.SAMPLED or d is Decision.INVERT_SAMPLED:
+            sampled = True
+    return sampled

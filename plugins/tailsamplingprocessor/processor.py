@@ -1,0 +1,492 @@
+"""The ``tail_sampling`` processor instance.
+
+Spans are grouped by trace id and held (encoded, as their bytes) until ``decision_wait`` has
+passed since the trace's first span; then the policies decide and the trace is passed on or
+dropped. A payload whose traces are whole (:attr:`pipeline.Payload.whole_traces`, set by the
+``workflow`` processor when it releases workflows) is decided at once: nothing is held a second
+time. Decisions are remembered (the last ``num_traces`` decided traces, plus the Collector's
+``decision_cache``), so late spans follow their trace's decision. ``num_traces`` bounds the held
+traces: past it the oldest is decided early with what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from pipeline import (
+    Component,
+    Consumer,
+    CreateSettings,
+    Host,
+    Payload,
+    RetryableError,
+    Signal,
+    Traces,
+)
+from pipeline._wire import ShallowTraces, SkeletonTraces
+from pipeline.consumer import deliver_holding
+from pipeline.durability import HeldAcks
+from pipeline.errors import MalformedDataError
+from pipeline.tasks import supervise
+from plugins.tailsamplingprocessor.config import TailSamplingConfig
+from plugins.tailsamplingprocessor.policies import (
+    SAMPLED_LIKE,
+    Decision,
+    Policy,
+    TraceData,
+    build,
+    final_decision,
+)
+
+# (resource bytes, resource schema url, scope bytes, scope schema url)
+GroupKey = tuple[bytes, bytes, bytes, bytes]
+SPAN_OVERHEAD = 120  # bytes held per span beyond its encoding (list slots, the group reference)
+
+
+class _Held:
+    __slots__ = ("first", "groups", "nbytes", "spans")
+
+    def __init__(self, first: float) -> None:
+        self.first = first
+        self.spans: list[bytes] = []
+        self.groups: list[GroupKey] = []
+        self.nbytes = 0
+
+
+class _LRU:
+    """Trace ids with their decision, the oldest forgotten past ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: collections.OrderedDict[bytes, bool] = collections.OrderedDict()
+
+    def put(self, key: bytes, value: bool) -> None:
+        if self.size <= 0:
+            return
+        items = self.items
+        items[key] = value
+        items.move_to_end(key)
+        while len(items) > self.size:
+            items.popitem(last=False)
+
+    def get(self, key: bytes) -> bool | None:
+        return self.items.get(key)
+
+
+def _parse(data: Payload) -> list[tuple[bytes, GroupKey, bytes]]:
+    """``(trace id, group, span bytes)`` of every span, in order; raises on a corrupt payload
+    before anything is changed. The trace id is read from the span's first field (encoders
+    write fields in order: ``0x0a 0x10`` and 16 bytes); a span that does not start so has its
+    ids parsed."""
+    raw = data.to_bytes()
+    try:
+        shallow = ShallowTraces.FromString(raw)
+    except Exception as exc:
+        raise MalformedDataError(f"cannot decode traces request: {exc}") from exc
+    out = []
+    skeleton = None
+    for i, rs in enumerate(shallow.resource_spans):
+        for j, ss in enumerate(rs.scope_spans):
+            group = (rs.resource, rs.schema_url, ss.scope, ss.schema_url)
+            for k, span_raw in enumerate(ss.spans):
+                if span_raw[:2] == b"\x0a\x10":
+                    trace_id = span_raw[2:18]
+                else:
+                    if skeleton is None:
+                        try:
+                            skeleton = SkeletonTraces.FromString(raw)
+                        except Exception as exc:
+                            raise MalformedDataError(
+                                f"cannot decode traces request: {exc}"
+                            ) from exc
+                    trace_id = bytes(skeleton.resource_spans[i].scope_spans[j].spans[k].trace_id)
+                out.append((trace_id, group, span_raw))
+    return out
+
+
+def _assemble(spans: list[tuple[GroupKey, bytes]]) -> tuple[bytes, int]:
+    """An encoded request of ``(group, span bytes)``, one resource/scope entry per group."""
+    by_group: dict[GroupKey, list[bytes]] = {}
+    for group, span_raw in spans:
+        by_group.setdefault(group, []).append(span_raw)
+    out = ShallowTraces()
+    for (resource, resource_url, scope, scope_url), raws in by_group.items():
+        rs = out.resource_spans.add(resource=resource, schema_url=resource_url)
+        rs.scope_spans.add(scope=scope, schema_url=scope_url).spans.extend(raws)
+    return out.SerializeToString(), len(spans)
+
+
+class TailSamplingProcessor(Component):
+    """See the module docstring. Never changes the payload it is given."""
+
+    mutates_data = False
+
+    def __init__(
+        self, settings: CreateSettings, config: TailSamplingConfig, next_consumer: Consumer
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.next = next_consumer
+        self.policies: list[Policy] = [build(p) for p in config.policies]
+        self._held: collections.OrderedDict[bytes, _Held] = collections.OrderedDict()
+        self._held_spans = 0
+        self._held_bytes = 0
+        # decided traces (no spans): the last num_traces, then the Collector's decision caches
+        self._decided = _LRU(config.num_traces)
+        self._sampled_cache = _LRU(config.decision_cache.sampled_cache_size)
+        self._not_sampled_cache = _LRU(config.decision_cache.non_sampled_cache_size)
+        self._acks: HeldAcks | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._tick = min(config.decision_wait / 10, 1.0)
+        self._init_telemetry()
+
+    # -- telemetry -------------------------------------------------------------------------------
+    def _init_telemetry(self) -> None:
+        service = self.settings.telemetry.service
+        name = self.settings.name
+        self._c_policy = service.counter(
+            "otelcol_processor_tail_sampling_count_traces_sampled",
+            "Traces each policy sampled or not (sampled: whether that policy sampled it).",
+            ("processor", "policy", "sampled"),
+        )
+        self._c_policy_spans = service.counter(
+            "otelcol_processor_tail_sampling_count_spans_sampled",
+            "Spans of the traces each policy sampled or not.",
+            ("processor", "policy", "sampled"),
+        )
+        self._c_global = service.counter(
+            "otelcol_processor_tail_sampling_global_count_traces_sampled",
+            "Traces sampled or not by the final decision.",
+            ("processor", "sampled"),
+        )
+        self._c_when = service.counter(
+            "otelcol_processor_tail_sampling_decisions",
+            "Decisions by when they were taken: at once on whole traces (released), after "
+            "decision_wait, early to stay within num_traces, or at shutdown.",
+            ("processor", "when"),
+        )
+        self._c_late = service.counter(
+            "otelcol_processor_tail_sampling_late_spans",
+            "Spans of already decided traces, passed on or dropped by that decision.",
+            ("processor", "sampled"),
+        )
+        self._c_new = service.counter(
+            "otelcol_processor_tail_sampling_new_trace_id_received",
+            "Traces seen for the first time.",
+            ("processor",),
+        ).labels(name)
+        self._g_traces = service.gauge(
+            "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+            "Traces held waiting for their decision.",
+            ("processor",),
+        ).labels(name)
+        self._g_spans = service.gauge(
+            "otelcol_processor_tail_sampling_sampling_spans_on_memory",
+            "Spans held waiting for their trace's decision.",
+            ("processor",),
+        ).labels(name)
+        self._g_bytes = service.gauge(
+            "otelcol_processor_tail_sampling_sampling_bytes_on_memory",
+            "Approximate bytes held for traces waiting for their decision.",
+            ("processor",),
+        ).labels(name)
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._pending: dict[tuple[str, bool], list[int]] = {}
+        self._pending_final: dict[tuple[bool, str], int] = {}
+
+    def _child(self, counter: Any, *labels: str) -> Any:
+        key = (id(counter), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(self.settings.name, *labels)
+        return child
+
+    def _gauges(self) -> None:
+        self._g_traces.set(len(self._held))
+        self._g_spans.set(self._held_spans)
+        self._g_bytes.set(self._held_bytes)
+
+    # -- decisions -------------------------------------------------------------------------------
+    def _known(self, trace_id: bytes) -> bool | None:
+        d = self._decided.get(trace_id)
+        if d is None:
+            d = self._sampled_cache.get(trace_id)
+            if d is None and self._not_sampled_cache.get(trace_id) is not None:
+                return False
+        return d
+
+    def _evaluate(self, trace: TraceData) -> tuple[bool, list[tuple[str, Decision]]]:
+        results: list[tuple[str, Decision]] = []
+        for policy in self.policies:
+            d = policy.evaluate(trace)
+            results.append((policy.name, d))
+            if self.config.sample_on_first_match and d in SAMPLED_LIKE:
+                break
+        return final_decision([d for _, d in results]), results
+
+    def _commit(self, trace_id: bytes, sampled: bool, results: list[tuple[str, Decision]],
+                spans: int, when: str) -> None:  # fmt: skip
+        """Remember and count a decision."""
+        self._decided.put(trace_id, sampled)
+        (self._sampled_cache if sampled else self._not_sampled_cache).put(trace_id, sampled)
+        pending = self._pending
+        for name, d in results:
+            key = (name, d in SAMPLED_LIKE)
+            counts = pending.get(key)
+            if counts is None:
+                counts = pending[key] = [0, 0]
+            counts[0] += 1
+            counts[1] += spans
+        final = self._pending_final
+        final[(sampled, when)] = final.get((sampled, when), 0) + 1
+
+    def _flush_counts(self) -> None:
+        """The decisions counted since the last call, added to the counters (once per call)."""
+        for (name, sampled), (traces, spans) in self._pending.items():
+            flag = "true" if sampled else "false"
+            self._child(self._c_policy, name, flag).inc(traces)
+            self._child(self._c_policy_spans, name, flag).inc(spans)
+        self._pending.clear()
+        for (sampled, when), n in self._pending_final.items():
+            self._child(self._c_global, "true" if sampled else "false").inc(n)
+            self._child(self._c_when, when).inc(n)
+        self._pending_final.clear()
+
+    def _decide(self, trace_id: bytes, spans: list[bytes], groups: list[GroupKey],
+                when: str) -> bool:  # fmt: skip
+        trace = TraceData(trace_id, spans, [g[0] for g in groups], groups)
+        sampled, results = self._evaluate(trace)
+        self._commit(trace_id, sampled, results, len(spans), when)
+        return sampled
+
+    # -- consume ---------------------------------------------------------------------------------
+    async def consume(self, data: Payload) -> None:
+        items = _parse(data)
+        if not items:
+            return
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        # 1. spans of decided traces follow the decision (late spans)
+        late_out: list[tuple[GroupKey, bytes]] = []
+        late_dropped = 0
+        fresh: list[tuple[bytes, GroupKey, bytes]] = []
+        held = self._held
+        seen: dict[bytes, bool | None] = {}
+        for trace_id, group, span_raw in items:
+            if trace_id in seen:
+                known = seen[trace_id]
+            else:
+                known = seen[trace_id] = None if trace_id in held else self._known(trace_id)
+            if known is None:
+                fresh.append((trace_id, group, span_raw))
+            elif known:
+                late_out.append((group, span_raw))
+            else:
+                late_dropped += 1
+        if data.whole_traces:
+            # whole traces are decided at once; spans of a trace already held (rare: it also
+            # came through another path) join it and wait for its decision
+            whole = [item for item in fresh if item[0] not in self._held]
+            if len(whole) == len(fresh):
+                await self._consume_whole(whole, late_out, late_dropped, data)
+                return
+            await self._consume_whole(whole, late_out, late_dropped)
+            late_out, late_dropped = [], 0
+            fresh = [item for item in fresh if item[0] in self._held]
+        if self.config.block_on_overflow and fresh:  # refused before anything changed
+            new = len({item[0] for item in fresh if item[0] not in held})
+            if len(self._held) + new > self.config.num_traces:
+                raise RetryableError(
+                    f"processor {self.settings.name} holds {len(self._held)} traces "
+                    f"(num_traces {self.config.num_traces}); try again later",
+                    retry_after=min(1.0, self.config.decision_wait),
+                    resource_exhausted=True,
+                )
+        if late_out:
+            encoded, n = _assemble(late_out)
+            await self.next.consume(Traces(encoded, item_count=n))
+        # 2. nothing can fail from here on: hold the rest
+        self._count_late(len(late_out), late_dropped)
+        if not fresh:
+            return
+        held = self._held
+        traces_before, spans_before = len(held), self._held_spans
+        for trace_id, group, span_raw in fresh:
+            trace = held.get(trace_id)
+            if trace is None:
+                trace = held[trace_id] = _Held(now)
+                self._c_new.inc()
+            trace.spans.append(span_raw)
+            trace.groups.append(group)
+            size = len(span_raw) + SPAN_OVERHEAD
+            trace.nbytes += size
+            self._held_bytes += size
+            self._held_spans += 1
+        acks = self._acks
+        if acks is None and data.ack_tokens:
+            acks = self._acks = HeldAcks([t.first for t in held.values() if t.first != now])
+        if acks is not None:
+            acks.arrived(
+                now, data.ack_tokens, len(held) - traces_before, self._held_spans != spans_before
+            )
+        early = self._enforce_limit()
+        self._gauges()
+        if traces_before == 0:
+            self._wake.set()
+        if early:
+            await deliver_holding(self.next, early, self.settings, "early decided traces")
+
+    def _count_late(self, passed: int, dropped: int) -> None:
+        if passed:
+            self._child(self._c_late, "true").inc(passed)
+        if dropped:
+            self._child(self._c_late, "false").inc(dropped)
+
+    async def _consume_whole(self, fresh: list[tuple[bytes, GroupKey, bytes]],
+                             late_out: list[tuple[GroupKey, bytes]], late_dropped: int,
+                             data: Payload | None = None) -> None:  # fmt: skip
+        """Whole traces: decided at once, nothing held; the sampled ones and the late spans of
+        sampled traces are passed on in one payload (it carries the input's durability tokens:
+        what is dropped releases them). Decisions are remembered and counted once the next
+        component took the payload (atomic: a retry decides again, the same way)."""
+        by_trace: dict[bytes, tuple[list[bytes], list[GroupKey]]] = {}
+        for trace_id, group, span_raw in fresh:
+            entry = by_trace.get(trace_id)
+            if entry is None:
+                entry = by_trace[trace_id] = ([], [])
+            entry[0].append(span_raw)
+            entry[1].append(group)
+        out = list(late_out)
+        decisions: list[tuple[bytes, bool, list[tuple[str, Decision]], int]] = []
+        for trace_id, (spans, groups) in by_trace.items():
+            trace = TraceData(trace_id, spans, [g[0] for g in groups], groups)
+            sampled, results = self._evaluate(trace)
+            decisions.append((trace_id, sampled, results, len(spans)))
+            if sampled:
+                out.extend(zip(groups, spans, strict=True))
+        if out and data is not None and not late_dropped and len(out) == len(fresh) + len(late_out):
+            await self.next.consume(data)  # every span kept: the request goes on as it came
+        elif out:
+            encoded, n = _assemble(out)
+            payload = Traces(encoded, item_count=n)
+            payload.whole_traces = True
+            await self.next.consume(payload)
+        for trace_id, sampled, results, n in decisions:
+            self._commit(trace_id, sampled, results, n, "released")
+        self._c_new.inc(len(decisions))
+        self._flush_counts()
+        self._count_late(len(late_out), late_dropped)
+
+    def _release_acks(self, traces: list[_Held]) -> tuple[object, ...]:
+        acks = self._acks
+        return acks.released([t.first for t in traces]) if acks is not None else ()
+
+    def _enforce_limit(self) -> Traces | None:
+        """Past ``num_traces``: the oldest traces are decided early, with what they have."""
+        held = self._held
+        if len(held) <= self.config.num_traces:
+            return None
+        out: list[tuple[bytes, _Held]] = []
+        while len(held) > self.config.num_traces:
+            out.append(held.popitem(last=False))
+        return self._decide_batch(out, "num_traces")
+
+    def _decide_batch(self, traces: list[tuple[bytes, _Held]], when: str) -> Traces | None:
+        """Decides traces taken out of ``_held``; returns the payload of the sampled ones."""
+        kept: list[tuple[GroupKey, bytes]] = []
+        for trace_id, trace in traces:
+            self._held_spans -= len(trace.spans)
+            self._held_bytes -= trace.nbytes
+            if self._decide(trace_id, trace.spans, trace.groups, when):
+                kept.extend(zip(trace.groups, trace.spans, strict=True))
+        self._flush_counts()
+        acks = self._release_acks([t for _, t in traces])
+        if not kept:
+            return None
+        encoded, n = _assemble(kept)
+        payload = Traces(encoded, item_count=n)
+        payload.whole_traces = True  # each trace decided with all it had
+        return payload.carry_acks(acks)  # type: ignore[return-value]
+
+    # -- the decision timer ----------------------------------------------------------------------
+    async def _timer_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait = self.config.decision_wait
+        while True:
+            if not self._held:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            first = next(iter(self._held.values())).first
+            delay = first + wait - loop.time()
+            if delay > 0:
+                await asyncio.sleep(max(delay, self._tick))
+                continue
+            now = loop.time()
+            due: list[tuple[bytes, _Held]] = []
+            while self._held:
+                trace_id, trace = next(iter(self._held.items()))
+                if trace.first + wait > now:
+                    break
+                del self._held[trace_id]
+                due.append((trace_id, trace))
+            payload = self._decide_batch(due, "decision_wait")
+            del due
+            self._gauges()
+            if payload is not None:
+                await deliver_holding(self.next, payload, self.settings, "sampled traces")
+            # no reference kept while waiting: the durability tokens go with the data
+            payload = None
+
+    async def start(self, host: Host) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._timer is None:
+            self._timer = supervise(self.settings, host, "decide", self._timer_loop)
+
+    async def shutdown(self) -> None:
+        """Decides every held trace with what it has and passes the sampled ones on."""
+        self._closing = True
+        self._wake.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.gather(self._timer, return_exceptions=True)
+            self._timer = None
+        if self._held and self.config.drop_pending_traces_on_shutdown:
+            due = list(self._held.items())
+            self._held.clear()
+            spans = sum(len(trace.spans) for _, trace in due)
+            self._held_spans = self._held_bytes = 0
+            self._release_acks([trace for _, trace in due])  # dropped on purpose: done
+            self.settings.telemetry.dropped(Signal.TRACES, spans, "shutdown")
+            self.settings.logger.warning(
+                "drop_pending_traces_on_shutdown: %d undecided trace(s), %d span(s) dropped",
+                len(due),
+                spans,
+            )
+            self._gauges()
+        if self._held:
+            due = list(self._held.items())
+            self._held.clear()
+            payload = self._decide_batch(due, "shutdown")
+            self._gauges()
+            if payload is not None:
+                try:
+                    await deliver_holding(self.next, payload, self.settings, "sampled traces")
+                except asyncio.CancelledError:
+                    n = payload.item_count()
+                    self.settings.telemetry.dropped(Signal.TRACES, n, "shutdown_deadline")
+                    self.settings.log_limited(
+                        logging.ERROR, "shutdown deadline: %d sampled span(s) dropped", n,
+                        key="shutdown_deadline",
+                    )  # fmt: skip
+                    raise

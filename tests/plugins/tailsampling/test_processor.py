@@ -1,0 +1,396 @@
+"""``tail_sampling`` unit behaviour: each policy type, the Collector's final decision, holding
+for ``decision_wait``, late spans, ``num_traces``, the decision caches, whole-trace payloads
+and durability tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from pydantic import ValidationError
+
+from pipeline import Kind, Traces
+from pipeline.testing import StubHost, create_settings
+from plugins.tailsamplingprocessor.config import TailSamplingConfig
+from plugins.tailsamplingprocessor.policies import (
+    Decision,
+    TraceData,
+    build,
+    final_decision,
+    fnv1a_64,
+    probabilistic_threshold,
+)
+from plugins.tailsamplingprocessor.processor import TailSamplingProcessor
+from tests.support import wait_until
+
+
+def span(trace_id: bytes, n: int, **kw: Any) -> dict[str, Any]:
+    return {"trace_id": trace_id, "span_id": n.to_bytes(8, "big"), "name": f"op-{n}", **kw}
+
+
+def request(*spans: dict[str, Any], resource: dict[str, Any] | None = None) -> Traces:
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    for k, v in (resource or {}).items():
+        _set(rs.resource.attributes.add(key=k).value, v)
+    ss = rs.scope_spans.add()
+    for s in spans:
+        attrs = s.pop("attributes", {})
+        status = s.pop("status", None)
+        sp = ss.spans.add(**s)
+        for k, v in attrs.items():
+            _set(sp.attributes.add(key=k).value, v)
+        if status is not None:
+            sp.status.code = status
+    return Traces(req.SerializeToString())
+
+
+def _set(value: Any, v: Any) -> None:
+    if isinstance(v, bool):
+        value.bool_value = v
+    elif isinstance(v, int):
+        value.int_value = v
+    elif isinstance(v, float):
+        value.double_value = v
+    else:
+        value.string_value = v
+
+
+def trace_of(payload: Traces) -> TraceData:
+    msg = payload.message()
+    spans = [sp for rs in msg.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+    res = msg.resource_spans[0].resource.SerializeToString()
+    return TraceData(
+        bytes(spans[0].trace_id), [sp.SerializeToString() for sp in spans], [res] * len(spans)
+    )
+
+
+def decide(policy: dict[str, Any], payload: Traces) -> Decision:
+    cfg = TailSamplingConfig.model_validate({"policies": [{"name": "p", **policy}]})
+    return build(cfg.policies[0]).evaluate(trace_of(payload))
+
+
+T = b"\x01" * 16
+
+
+def test_collector_policies() -> None:
+    slow = request(
+        span(T, 1, start_time_unix_nano=0, end_time_unix_nano=10),
+        span(T, 2, start_time_unix_nano=5, end_time_unix_nano=6_000_000_000,
+             attributes={"http.status_code": 503, "tenant": "acme", "vip": True},
+             status=2, trace_state="key3=value1"),
+        resource={"service.name": "checkout"},
+    )  # fmt: skip
+    S, N = Decision.SAMPLED, Decision.NOT_SAMPLED
+    assert decide({"type": "always_sample"}, slow) is S
+    assert decide({"type": "latency", "latency": {"threshold_ms": 5000}}, slow) is S
+    assert decide({"type": "latency", "latency": {"threshold_ms": 7000}}, slow) is N
+    assert (
+        decide(
+            {"type": "latency", "latency": {"threshold_ms": 1, "upper_threshold_ms": 5000}}, slow
+        )
+        is N
+    )
+    num = {"type": "numeric_attribute"}
+    assert decide({**num, "numeric_attribute": {"key": "http.status_code", "min_value": 500,
+                                                "max_value": 599}}, slow) is S  # fmt: skip
+    assert decide({**num, "numeric_attribute": {"key": "http.status_code", "min_value": 400,
+                                                "max_value": 499}}, slow) is N  # fmt: skip
+    assert decide({**num, "numeric_attribute": {"key": "http.status_code", "min_value": 500,
+                   "invert_match": True}}, slow) is Decision.INVERT_NOT_SAMPLED  # fmt: skip
+    assert decide({"type": "status_code", "status_code": {"status_codes": ["ERROR"]}}, slow) is S
+    assert decide({"type": "status_code", "status_code": {"status_codes": ["OK"]}}, slow) is N
+    sa = {"type": "string_attribute"}
+    assert (
+        decide({**sa, "string_attribute": {"key": "service.name", "values": ["checkout"]}}, slow)
+        is S
+    )  # fmt: skip  (resource attributes count)
+    regex = {"key": "tenant", "values": ["ac.*"], "enabled_regex_matching": True}
+    assert decide({**sa, "string_attribute": regex}, slow) is S
+    assert decide({**sa, "string_attribute": {"key": "tenant", "values": ["acme"],
+                   "invert_match": True}}, slow) is Decision.INVERT_NOT_SAMPLED  # fmt: skip
+    assert decide({**sa, "string_attribute": {"key": "tenant", "values": ["other"],
+                   "invert_match": True}}, slow) is Decision.INVERT_SAMPLED  # fmt: skip
+    assert decide({"type": "span_count", "span_count": {"min_spans": 2}}, slow) is S
+    assert decide({"type": "span_count", "span_count": {"min_spans": 1, "max_spans": 1}}, slow) is N
+    assert decide({"type": "boolean_attribute",
+                   "boolean_attribute": {"key": "vip", "value": True}}, slow) is S  # fmt: skip
+    assert decide({"type": "trace_state",
+                   "trace_state": {"key": "key3", "values": ["value1"]}}, slow) is S  # fmt: skip
+    both = {"type": "and", "and": {"and_sub_policy": [
+        {"name": "a", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "b", "type": "latency", "latency": {"threshold_ms": 5000}}]}}  # fmt: skip
+    assert decide(both, slow) is S
+    drop = {"type": "drop", "drop": {"drop_sub_policy": [
+        {"name": "a", "type": "string_attribute",
+         "string_attribute": {"key": "service.name", "values": ["checkout"]}}]}}  # fmt: skip
+    assert decide(drop, slow) is Decision.DROPPED
+    # the final decision: drop and inverted non-matches win over sampled
+    assert final_decision([S, Decision.DROPPED]) is False
+    assert final_decision([S, Decision.INVERT_NOT_SAMPLED]) is False
+    assert final_decision([N, Decision.INVERT_SAMPLED]) is True
+    assert final_decision([N, Decision.ERROR]) is False
+
+
+def test_rate_limiting_and_composite_budgets() -> None:
+    now = [100.0]
+    cfg = TailSamplingConfig.model_validate({"policies": [
+        {"name": "r", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 5}},
+        {"name": "c", "type": "composite", "composite": {
+            "max_total_spans_per_second": 4, "policy_order": ["errors", "all"],
+            "composite_sub_policy": [
+                ERRORS, {"name": "all", "type": "always_sample"}],
+            "rate_allocation": [{"policy": "errors", "percent": 50}]}},
+    ]})  # fmt: skip
+    rate = build(cfg.policies[0], lambda: now[0])
+    two = trace_of(request(span(T, 1), span(T, 2)))
+    # a token bucket of 5 spans a second, 10 at most (twice the rate), full at the start
+    got = [rate.evaluate(two) for _ in range(6)]
+    assert got == [Decision.SAMPLED] * 5 + [Decision.NOT_SAMPLED]
+    now[0] += 0.4  # 2 tokens back
+    assert [rate.evaluate(two) for _ in range(2)] == [Decision.SAMPLED, Decision.NOT_SAMPLED]
+    comp = build(cfg.policies[1], lambda: now[0])
+    err = trace_of(request(span(T, 1, status=2), span(T, 2)))
+    # errors has 2 spans/s, all the other half (2): an error trace uses errors' budget first
+    assert comp.evaluate(err) is Decision.SAMPLED
+    assert comp.evaluate(err) is Decision.SAMPLED  # errors' budget spent: "all" takes it
+    assert comp.evaluate(err) is Decision.NOT_SAMPLED
+
+
+def test_probabilistic_policy_is_the_collectors_hash() -> None:
+    # FNV-1a 64 reference value, and the threshold arithmetic of calculateThreshold
+    assert fnv1a_64(b"a") == 0xAF63DC4C8601EC8C
+    assert probabilistic_threshold(1.0) == 2**64 - 1
+    assert probabilistic_threshold(0.5) == 2**63 - 1  # 2^63 - 0.5 fits 64 bits, truncated
+    assert probabilistic_threshold(0.0) == 0
+    p = {"type": "probabilistic", "probabilistic": {"sampling_percentage": 25}}
+    kept = 0
+    rng = random.Random(5)
+    for _ in range(2000):
+        tid = rng.randbytes(16)  # random ids, as SDKs make them (FNV's high bits need entropy)
+        want = fnv1a_64(b"default-hash-seed" + tid) <= probabilistic_threshold(0.25)
+        got = decide(p, request(span(tid, 1))) is Decision.SAMPLED
+        assert got == want
+        kept += got
+    assert 400 < kept < 600
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ValidationError, match="policies"):
+        TailSamplingConfig.model_validate({})
+    with pytest.raises(ValidationError, match="missing 'latency:'"):
+        TailSamplingConfig.model_validate({"policies": [{"name": "l", "type": "latency"}]})
+    with pytest.raises(ValidationError, match="unique"):
+        TailSamplingConfig.model_validate(
+            {"policies": [{"name": "a", "type": "always_sample"}] * 2}
+        )
+    with pytest.raises(ValidationError, match="unknown outcome"):
+        TailSamplingConfig.model_validate({"policies": [
+            {"name": "o", "type": "workflow_outcome", "workflow_outcome": {"outcomes": ["bad"]}}
+        ]})  # fmt: skip
+
+
+class Sink:
+    mutates_data = False
+
+    def __init__(self) -> None:
+        self.got: list[Traces] = []
+
+    async def consume(self, data: Traces) -> None:  # type: ignore[override]
+        self.got.append(data)
+
+    def ids(self) -> list[bytes]:
+        return [bytes(s.trace_id) for p in self.got for rs in p.message().resource_spans
+                for ss in rs.scope_spans for s in ss.spans]  # fmt: skip
+
+    def deliver(self) -> None:
+        self.got.clear()
+
+
+def processor(config: dict[str, Any], sink: Sink) -> TailSamplingProcessor:
+    return TailSamplingProcessor(
+        create_settings(Kind.PROCESSOR, "tail_sampling"),
+        TailSamplingConfig.model_validate(config),
+        sink,
+    )
+
+
+ERRORS = {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
+
+
+async def test_held_for_decision_wait_then_late_spans_follow() -> None:
+    sink = Sink()
+    proc = processor({"decision_wait": "150ms", "policies": [ERRORS]}, sink)
+    await proc.start(StubHost())
+    a, b = b"A" * 16, b"B" * 16
+    await proc.consume(request(span(a, 1), span(b, 2)))
+    await asyncio.sleep(0.05)
+    await proc.consume(request(span(a, 3, status=2), span(b, 4)))  # a has an error now
+    assert sink.got == []
+    await wait_until(lambda: len(sink.ids()) == 2, within=2)
+    assert sink.ids() == [a, a]
+    # late spans follow: a's is passed on at once, b's dropped
+    await proc.consume(request(span(a, 5), span(b, 6)))
+    assert sink.ids() == [a, a, a]
+    tel = proc.settings.telemetry.service
+    assert tel.value("otelcol_processor_tail_sampling_late_spans_total",
+                     processor="tail_sampling", sampled="false") == 1  # fmt: skip
+    assert tel.value("otelcol_processor_tail_sampling_decisions_total",
+                     processor="tail_sampling", when="decision_wait") == 2  # fmt: skip
+    await proc.shutdown()
+    await proc.shutdown()
+
+
+async def test_num_traces_bounds_memory_by_deciding_early() -> None:
+    sink = Sink()
+    proc = processor({"decision_wait": "30s", "num_traces": 10,
+                      "policies": [{"name": "all", "type": "always_sample"}]}, sink)  # fmt: skip
+    await proc.start(StubHost())
+    for i in range(25):
+        await proc.consume(request(span(i.to_bytes(16, "big"), i)))
+    assert len(proc._held) == 10
+    assert len(sink.ids()) == 15  # the oldest decided early, with what they had
+    tel = proc.settings.telemetry.service
+    assert tel.value("otelcol_processor_tail_sampling_sampling_traces_on_memory",
+                     processor="tail_sampling") == 10  # fmt: skip
+    await proc.shutdown()  # decides the rest
+    assert len(sink.ids()) == 25
+
+
+async def test_decision_cache_outlives_num_traces() -> None:
+    sink = Sink()
+    proc = processor({"decision_wait": "30s", "num_traces": 1,
+                      "decision_cache": {"non_sampled_cache_size": 100},
+                      "policies": [ERRORS]}, sink)  # fmt: skip
+    ids = [i.to_bytes(16, "big") for i in range(10)]
+    whole = request(*[span(t, n) for n, t in enumerate(ids)])
+    whole.whole_traces = True
+    await proc.consume(whole)  # decided at once: all not sampled
+    assert sink.got == [] and len(proc._held) == 0
+    # a late span of the first trace: the decided map (num_traces 1) forgot it, the cache not
+    await proc.consume(request(span(ids[0], 99, status=2)))
+    assert sink.got == [] and len(proc._held) == 0
+
+
+async def test_whole_payload_decided_at_once_and_atomic() -> None:
+    class Refuses(Sink):
+        async def consume(self, data: Traces) -> None:  # type: ignore[override]
+            from pipeline import RetryableError
+
+            raise RetryableError("later")
+
+    sink = Refuses()
+    proc = processor({"policies": [ERRORS]}, sink)
+    whole = request(span(T, 1, status=2), span(T, 2))
+    whole.whole_traces = True
+    from pipeline import RetryableError
+
+    with pytest.raises(RetryableError):
+        await proc.consume(whole)
+    assert proc._known(T) is None  # nothing remembered, nothing counted
+    ok = Sink()
+    proc.next = ok
+    await proc.consume(whole)
+    assert ok.ids() == [T, T] and ok.got[0].whole_traces
+    assert proc._known(T) is True
+
+
+class Tok:
+    dead: list[int] = []
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __del__(self) -> None:
+        Tok.dead.append(self.n)
+
+
+async def test_durability_tokens_released_with_the_decision() -> None:
+    """Tokens of held spans stay alive until their trace is decided: on the payload of the
+    sampled traces, or done when the trace is dropped."""
+    Tok.dead = []
+    sink = Sink()
+    proc = processor({"decision_wait": "500ms", "policies": [ERRORS]}, sink)
+    await proc.start(StubHost())
+    kept, dropped = b"K" * 16, b"D" * 16
+    await proc.consume(request(span(dropped, 2)).carry_acks([Tok(2)]))
+    await asyncio.sleep(0.4)  # decided apart (a trace's tokens go with the batch it is in)
+    await proc.consume(request(span(kept, 1, status=2)).carry_acks([Tok(1)]))
+    gc.collect()
+    assert Tok.dead == []  # held: both records must stay
+    await wait_until(lambda: proc._known(dropped) is False, within=2)
+    assert kept in proc._held
+    gc.collect()
+    assert Tok.dead == [2]  # the dropped trace's record is done, the held one's is not
+    await wait_until(lambda: len(sink.ids()) == 1, within=2)
+    gc.collect()
+    assert Tok.dead == [2]
+    carried = [t.n for t in sink.got[0].ack_tokens]  # type: ignore[attr-defined]
+    assert carried == [1]  # (computed outside the assert: pytest keeps its operands)
+    sink.deliver()
+    gc.collect()
+    assert sorted(Tok.dead) == [1, 2]
+    await proc.shutdown()
+
+
+def test_ottl_condition_policy() -> None:
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = "checkout"
+    sp = rs.scope_spans.add().spans.add(trace_id=T, span_id=b"\x01" * 8, name="pay")
+    sp.attributes.add(key="tenant").value.string_value = "acme"
+    sp.events.add(name="retry")
+    payload = Traces(req.SerializeToString())
+
+    def ottl(**section: Any) -> Decision:
+        return decide({"type": "ottl_condition", "ottl_condition": section}, payload)
+
+    assert ottl(span=['attributes["tenant"] == "acme"']) is Decision.SAMPLED
+    assert ottl(span=['resource.attributes["service.name"] == "checkout"']) is Decision.SAMPLED
+    assert ottl(span=['name == "other"']) is Decision.NOT_SAMPLED
+    assert ottl(spanevent=['name == "retry"']) is Decision.SAMPLED
+    assert ottl(spanevent=['name == "other"']) is Decision.NOT_SAMPLED
+    with pytest.raises(ValidationError, match=r"ottl_condition\.span"):
+        TailSamplingConfig.model_validate({"policies": [
+            {"name": "o", "type": "ottl_condition", "ottl_condition": {"span": ["name =="]}}
+        ]})  # fmt: skip
+
+
+def test_trace_ids_of_spans_encoded_in_any_field_order() -> None:
+    from pipeline import _wire
+    from plugins.tailsamplingprocessor.processor import _parse
+
+    tid = b"\x07" * 16
+    in_order = b"\x0a\x10" + tid + b"\x2a\x01a"  # trace_id first, as encoders write it
+    reordered = b"\x2a\x01b" + b"\x0a\x10" + tid  # the name first: the ids are parsed
+    no_id = b"\x2a\x01c"
+    req = _wire.ShallowTraces()
+    req.resource_spans.add().scope_spans.add().spans.extend([in_order, reordered, no_id])
+    got = _parse(Traces(req.SerializeToString()))
+    assert [(t, raw) for t, _, raw in got] == [(tid, in_order), (tid, reordered), (b"", no_id)]
+
+
+async def test_block_on_overflow_and_drop_pending_traces_on_shutdown() -> None:
+    from pipeline import RetryableError
+
+    sink = Sink()
+    proc = processor({"decision_wait": "30s", "num_traces": 2, "block_on_overflow": True,
+                      "drop_pending_traces_on_shutdown": True,
+                      "policies": [{"name": "all", "type": "always_sample"}]}, sink)  # fmt: skip
+    ids = [bytes([i]) * 16 for i in range(1, 4)]
+    await proc.consume(request(span(ids[0], 1), span(ids[1], 2)))
+    with pytest.raises(RetryableError) as err:
+        await proc.consume(request(span(ids[2], 3)))  # a third trace: pushed back, not taken
+    assert err.value.resource_exhausted
+    assert len(proc._held) == 2 and ids[2] not in proc._held
+    await proc.consume(request(span(ids[0], 4)))  # more of a held trace is taken
+    await proc.shutdown()  # the two held traces are dropped, not decided
+    assert sink.got == []
+    tel = proc.settings.telemetry.service
+    dropped = tel.value("otelcol_processor_dropped_items_total", processor="tail_sampling",
+                        otel_signal="traces", reason="shutdown")  # fmt: skip
+    assert dropped == 3
