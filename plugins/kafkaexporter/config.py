@@ -60,7 +60,7 @@ class KafkaExporterConfig(ClientConfig, ExporterHelperConfig):
                 "compression.type": p.compression,
                 "message.max.bytes": p.max_message_bytes + 4096,
                 "allow.auto.create.topics": p.allow_auto_topic_creation,
-                # the same partition for a key as the Collector's client (sarama's FNV-1a hash)
+                # a key's partition from its FNV-1a hash, as the Collector's client (sarama)
                 "partitioner": "fnv1a_random",
                 "message.timeout.ms": max(1000, int((self.timeout or 30.0) * 1000)),
             }
