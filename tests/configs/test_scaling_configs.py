@@ -21,7 +21,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
         ("tier2-kafka.yaml", "otlp", "kafka"),
     ],
 )
-def test_two_tier_configs_are_valid(name: str, exporter: str, receiver: str) -> None:
+def test_two_tier_configs_are_valid(
+    name: str, exporter: str, receiver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTLP_EXPORTER_ENDPOINT", "backend.example:4317")
     config = load_config([str(CONFIGS / name)], default_registry())
     assert exporter in {c.type for c in config.components[Kind.EXPORTER]}
     assert receiver in {c.type for c in config.components[Kind.RECEIVER]}
