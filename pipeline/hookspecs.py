@@ -31,6 +31,7 @@ import pluggy
 if TYPE_CHECKING:
     from pipeline.ottl.compiler import Functions
     from pipeline.registry import Registry
+    from plugins._agentdialects import DialectRegistry
 
 PROJECT_NAME = "pipeline"
 ENTRY_POINT_GROUP = "pipeline.plugins"
@@ -122,4 +123,40 @@ def register_ottl_functions(functions: Functions) -> None:
             functions.add("Reverse", [Param("value", "string_getter")], reverse)
 
     after which ``set(attributes["r"], Reverse(name))`` works in every OTTL statement.
+    """
+
+
+@hookspec
+def register_agent_dialects(dialects: DialectRegistry) -> None:
+    """Teach the agent components (``workflow``, ``agentmetrics``, ``gen_ai_normalizer``) the
+    span dialect of another agent library.
+
+    Called once per process, the first time an agent component is created. Call
+    ``dialects.add(table)`` for each dialect, with a ``dict`` shaped like the YAML tables of
+    ``plugins/_agentdialects/builtin.yaml`` (or a ``plugins._agentdialects.DialectTable``):
+    ``name`` (unique across plugins), ``detect`` (cheap tests that a span may be in this
+    dialect), ``rules`` (the first rule whose ``match`` holds gives the span's role:
+    ``workflow``, ``agent_run``, ``create_agent``, ``tool_call``, ``inference``,
+    ``mcp_client``, ``mcp_server``, ``a2a_client``, ``a2a_server`` or ``none``), ``labels``
+    (which attributes give ``agent_name``, ``tool_name``, ``tool_call_id``, ``error_type``,
+    ``input_tokens``, ...), ``run_ids`` (attributes holding per-run ids, never used as
+    labels). Plugin dialects are tried after those of a component's ``dialects:`` option and
+    before the built-in ones. Example::
+
+        @pipeline.hookimpl
+        def register_agent_dialects(dialects):
+            dialects.add({
+                "name": "acme_agents",
+                "detect": [{"present": ["acme.kind"]}],
+                "rules": [
+                    {"role": "agent_run", "match": [{"attributes": {"acme.kind": ["agent"]}}]},
+                    {"role": "tool_call", "match": [{"attributes": {"acme.kind": ["tool"]}}],
+                     "labels": {"tool_name": ["acme.tool"]}},
+                ],
+                "labels": {"agent_name": ["acme.agent"], "error_type": ["acme.error"]},
+                "run_ids": ["acme.run_id"],
+            })
+
+    A table that does not validate raises ``pydantic.ValidationError`` (the component is
+    refused with the message). See ``docs/agent-conventions.md``.
     """

@@ -1,0 +1,486 @@
+"""The compiled classifier: dialect tables in, :class:`SpanFacts` per span out.
+
+Compiled once (from the built-in tables, the plugins' and the config's); classifying a span
+reads only the attributes the tables name and keeps no per-span state.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from plugins._agentdialects.tables import (
+    LABELS,
+    ROLE_LABELS,
+    SPAN_KINDS,
+    TOKEN_LABELS,
+    DialectTable,
+    LabelSource,
+    Match,
+    NameRegex,
+    Role,
+)
+
+STATUS_ERROR = 2
+TOOLS_CALL = "tools/call"
+
+# Labels that name things (become metric labels): a per-run id found there is not a name.
+NAME_LABELS = frozenset({"workflow_type", "agent_name", "tool_name", "a2a_message_type"})
+
+_RUN_ID_RE = re.compile(
+    r"^[A-Za-z_\-]*[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+    r"[0-9a-fA-F]{12}$"  # a UUID, bare or behind a short prefix (pyd_ai_..., call_...)
+    r"|^[0-9a-fA-F]{16,}$"  # a long hex id
+    r"|^[0-9A-HJKMNP-TV-Z]{26}$"  # a ULID
+)
+
+
+def looks_like_run_id(value: str) -> bool:
+    """``True`` for UUID-, ULID- or long-hex-shaped values: per-run ids, never labels."""
+    return bool(_RUN_ID_RE.match(value))
+
+
+def value_text(value: Any) -> str:
+    """An attribute value as text: Python scalars, or an OTLP ``AnyValue``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    which = getattr(value, "WhichOneof", None)
+    if which is None:
+        return "" if value is None else str(value)
+    kind = which("value")
+    if kind == "string_value":
+        return str(value.string_value)
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "double_value":
+        return f"{value.double_value:g}"
+    return ""
+
+
+def value_int(value: Any) -> int | None:
+    """An attribute value as a non-negative integer, or ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float):
+        return int(value) if value >= 0 and value == value and value < 2**63 else None
+    which = getattr(value, "WhichOneof", None)
+    if which is not None:
+        kind = which("value")
+        if kind == "int_value":
+            return int(value.int_value) if value.int_value >= 0 else None
+        if kind == "double_value":
+            return value_int(float(value.double_value))
+        if kind == "string_value":
+            value = value.string_value
+        else:
+            return None
+    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        return int(value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SpanFacts:
+    """What the dialect tables say about one span.
+
+    ``labels`` holds the labels found (see :data:`~plugins._agentdialects.LABELS`; never a
+    per-run id in a name label, never the token counts); ``run_id`` the first per-run id
+    (``gen_ai.conversation.id``, a UUID-shaped ``gen_ai.agent.id``, ...), for ``workflow.id``.
+    ``failed`` is set when the status is ERROR or the span has an ``error_type``;
+    ``model_retry`` when its exception is one of the dialect's retry types (pydantic-ai's
+    ``ModelRetry``): the model was asked to try again, the tool did not fail.
+    """
+
+    role: Role
+    dialect: str = ""
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    run_id: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    failed: bool = False
+    exception_type: str = ""
+    model_retry: bool = False
+
+    def label(self, name: str, default: str = "") -> str:
+        """A label's value, or ``default``."""
+        return self.labels.get(name, default)
+
+    @property
+    def error_type(self) -> str:
+        """``error.type`` (or the dialect's equivalent), else the exception type, else ``""``."""
+        return self.labels.get("error_type") or self.exception_type
+
+    @property
+    def mcp_method(self) -> str:
+        return self.labels.get("mcp_method", "")
+
+    @property
+    def is_tool_layer(self) -> bool:
+        """A span that traces a tool call: a framework's tool span, or an MCP ``tools/call``
+        request on either side."""
+        role = self.role
+        if role is Role.TOOL_CALL:
+            return True
+        return role in (Role.MCP_CLIENT, Role.MCP_SERVER) and self.mcp_method == TOOLS_CALL
+
+    @property
+    def is_execution(self) -> bool:
+        """An agent run or a workflow (an execution when it is the outermost one)."""
+        return self.role in (Role.AGENT_RUN, Role.WORKFLOW)
+
+    @property
+    def server(self) -> str:
+        """``server.address[:server.port]``, or ``""``."""
+        address = self.labels.get("server_address", "")
+        port = self.labels.get("server_port", "")
+        return f"{address}:{port}" if address and port else address
+
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+NO_FACTS = SpanFacts(Role.NONE)
+
+
+# -- compiled (flat) form -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CompiledMatch:
+    """One alternative of a match, with attribute keys as indexes into
+    :attr:`CompiledTables.attribute_keys` and span kinds as OTLP numbers."""
+
+    equals: tuple[tuple[int, tuple[str, ...]], ...] = ()
+    present: tuple[int, ...] = ()
+    absent: tuple[int, ...] = ()
+    name_prefix: tuple[str, ...] = ()
+    name_equals: tuple[str, ...] = ()
+    name_regex: str = ""
+    kinds: tuple[int, ...] = ()
+    scope_prefix: tuple[str, ...] = ()
+    root: int = -1
+    """-1: either; 1: only a span without parent; 0: only one with a parent."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSource:
+    """A label source: an attribute (``key`` >= 0) or a span-name regex (``key`` == -1)."""
+
+    key: int
+    name_regex: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    dialect: int
+    role: Role
+    alternatives: tuple[CompiledMatch, ...]
+    labels: tuple[tuple[int, tuple[CompiledSource, ...]], ...]
+    """``(label index into LABELS, sources in order)``: the rule's sources, then the dialect's."""
+    values: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTables:
+    """Every table flattened to names, indexes and tuples: what a C scanner is configured with
+    once. ``attribute_keys`` is every attribute any table reads (a scanner may skip all
+    others); rules are in evaluation order (the first rule of the first dialect whose
+    ``detect`` holds wins)."""
+
+    dialects: tuple[str, ...]
+    attribute_keys: tuple[str, ...]
+    labels: tuple[str, ...]
+    detect: tuple[tuple[CompiledMatch, ...], ...]
+    rules: tuple[CompiledRule, ...]
+    run_ids: tuple[tuple[int, ...], ...]
+    retry_exception_types: tuple[tuple[str, ...], ...]
+
+
+class _Keys:
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def __call__(self, key: str) -> int:
+        found = self.index.get(key)
+        if found is None:
+            found = self.index[key] = len(self.index)
+        return found
+
+
+def _compile_match(m: Match, keys: _Keys) -> CompiledMatch:
+    return CompiledMatch(
+        equals=tuple((keys(k), tuple(v)) for k, v in m.attributes.items()),
+        present=tuple(keys(k) for k in m.present),
+        absent=tuple(keys(k) for k in m.absent),
+        name_prefix=tuple(m.name_prefix),
+        name_equals=tuple(m.name_equals),
+        name_regex=m.name_regex or "",
+        kinds=tuple(SPAN_KINDS[k] for k in m.kind),
+        scope_prefix=tuple(m.scope_prefix),
+        root=-1 if m.root is None else int(m.root),
+    )
+
+
+def _compile_sources(sources: Iterable[LabelSource], keys: _Keys) -> tuple[CompiledSource, ...]:
+    out = []
+    for s in sources:
+        if isinstance(s, NameRegex):
+            out.append(CompiledSource(-1, s.name_regex))
+        else:
+            out.append(CompiledSource(keys(s)))
+    return tuple(out)
+
+
+def compile_tables(tables: Sequence[DialectTable]) -> CompiledTables:
+    """The flat form of ``tables`` (in priority order)."""
+    keys = _Keys()
+    rules: list[CompiledRule] = []
+    detect = []
+    run_ids = []
+    retries = []
+    for d_index, table in enumerate(tables):
+        detect.append(tuple(_compile_match(m, keys) for m in table.detect))
+        run_ids.append(tuple(keys(k) for k in table.run_ids))
+        retries.append(tuple(table.retry_exception_types))
+        for rule in table.rules:
+            labels = []
+            relevant = ROLE_LABELS[rule.role]
+            for label in LABELS:
+                shared = table.labels.get(label, ()) if label in relevant else ()
+                sources = [*rule.labels.get(label, ()), *shared]
+                if sources:
+                    labels.append((LABELS.index(label), _compile_sources(sources, keys)))
+            rules.append(
+                CompiledRule(
+                    dialect=d_index,
+                    role=rule.role,
+                    alternatives=tuple(_compile_match(m, keys) for m in rule.match),
+                    labels=tuple(labels),
+                    values=tuple((LABELS.index(k), v) for k, v in rule.values.items()),
+                )
+            )
+    return CompiledTables(
+        dialects=tuple(t.name for t in tables),
+        attribute_keys=tuple(keys.index),
+        labels=LABELS,
+        detect=tuple(detect),
+        rules=tuple(rules),
+        run_ids=tuple(run_ids),
+        retry_exception_types=tuple(retries),
+    )
+
+
+# -- the Python classifier ------------------------------------------------------------------------
+class _Alt:
+    """A compiled alternative as Python closures' data (fast path of :meth:`Dialects.classify`)."""
+
+    __slots__ = ("absent", "equals", "kinds", "name_equals", "name_prefix", "name_re", "present",
+                 "root", "scope_prefix")  # fmt: skip
+
+    def __init__(self, m: CompiledMatch, keys: tuple[str, ...]) -> None:
+        self.equals = tuple((keys[k], frozenset(v)) for k, v in m.equals)
+        self.present = tuple(keys[k] for k in m.present)
+        self.absent = tuple(keys[k] for k in m.absent)
+        self.name_prefix = m.name_prefix
+        self.name_equals = frozenset(m.name_equals)
+        self.name_re = re.compile(m.name_regex) if m.name_regex else None
+        self.kinds = frozenset(m.kinds)
+        self.scope_prefix = m.scope_prefix
+        self.root = m.root
+
+    def holds(self, name: str, kind: int, attrs: Mapping[str, Any], scope: str, root: bool) -> bool:
+        if self.kinds and kind not in self.kinds:
+            return False
+        if self.root >= 0 and root != bool(self.root):
+            return False
+        if self.name_prefix and not name.startswith(self.name_prefix):
+            return False
+        if self.name_equals and name not in self.name_equals:
+            return False
+        if self.scope_prefix and not scope.startswith(self.scope_prefix):
+            return False
+        for key in self.present:
+            if key not in attrs:
+                return False
+        for key in self.absent:
+            if key in attrs:
+                return False
+        for key, allowed in self.equals:
+            value = attrs.get(key)
+            if value is None or value_text(value) not in allowed:
+                return False
+        return not (self.name_re is not None and self.name_re.search(name) is None)
+
+
+class _Rule:
+    __slots__ = ("alternatives", "dialect", "labels", "role", "values")
+
+    def __init__(self, rule: CompiledRule, tables: CompiledTables) -> None:
+        keys = tables.attribute_keys
+        self.dialect = rule.dialect
+        self.role = rule.role
+        self.alternatives = tuple(_Alt(m, keys) for m in rule.alternatives)
+        self.labels = tuple(
+            (
+                LABELS[label],
+                tuple(
+                    (keys[s.key], None) if s.key >= 0 else ("", re.compile(s.name_regex))
+                    for s in sources
+                ),
+            )
+            for label, sources in rule.labels
+        )
+        self.values = tuple((LABELS[label], value) for label, value in rule.values)
+
+
+class Dialects:
+    """The compiled classifier. Build with :func:`~plugins._agentdialects.load_dialects` (or
+    ``Dialects(tables)``); then :meth:`classify` each span. Thread-safe, no per-span state."""
+
+    def __init__(self, tables: Sequence[DialectTable]) -> None:
+        names = [t.name for t in tables]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"dialects named twice: {', '.join(sorted(duplicates))}")
+        self.tables: tuple[DialectTable, ...] = tuple(tables)
+        self.compiled: CompiledTables = compile_tables(tables)
+        keys = self.compiled.attribute_keys
+        self._detect = tuple(tuple(_Alt(m, keys) for m in d) for d in self.compiled.detect)
+        by_dialect: list[list[_Rule]] = [[] for _ in tables]
+        for rule in self.compiled.rules:
+            by_dialect[rule.dialect].append(_Rule(rule, self.compiled))
+        self._rules = tuple(tuple(r) for r in by_dialect)
+        self._run_ids = tuple(tuple(keys[k] for k in d) for d in self.compiled.run_ids)
+        self._retries = tuple(frozenset(r) for r in self.compiled.retry_exception_types)
+        self.attribute_keys: frozenset[str] = frozenset(keys)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The dialects, in the order they are tried."""
+        return self.compiled.dialects
+
+    def match(
+        self, name: str, kind: int, attrs: Mapping[str, Any], scope: str = "", root: bool = False
+    ) -> tuple[int, _Rule] | None:
+        """``(dialect index, rule)`` of the first rule that holds, or ``None``."""
+        for index, detect in enumerate(self._detect):
+            if detect and not any(a.holds(name, kind, attrs, scope, root) for a in detect):
+                continue
+            for rule in self._rules[index]:
+                for alt in rule.alternatives:
+                    if alt.holds(name, kind, attrs, scope, root):
+                        return index, rule
+        return None
+
+    def classify(
+        self,
+        name: str,
+        kind: int,
+        attrs: Mapping[str, Any],
+        *,
+        scope: str = "",
+        root: bool = False,
+        status_code: int = 0,
+        exception_type: str = "",
+    ) -> SpanFacts:
+        """The facts of one span.
+
+        ``name``: the span name; ``kind``: the OTLP span kind number (1 INTERNAL .. 5
+        CONSUMER); ``attrs``: ``{key: value}`` with Python scalars or OTLP ``AnyValue`` s;
+        ``scope``: the instrumentation scope name; ``root``: the span has no parent;
+        ``status_code``: the OTLP status code (2 = ERROR); ``exception_type``: the
+        ``exception.type`` of its first exception event, if any.
+        """
+        found = self.match(name, kind, attrs, scope, root)
+        if found is None:
+            failed = status_code == STATUS_ERROR
+            if not failed and not exception_type:
+                return NO_FACTS
+            return SpanFacts(Role.NONE, failed=failed, exception_type=exception_type)
+        index, rule = found
+        labels: dict[str, str] = {}
+        run_id = ""
+        input_tokens = output_tokens = None
+        for label, sources in rule.labels:
+            for key, regex in sources:
+                if regex is None:
+                    raw = attrs.get(key)
+                    if raw is None:
+                        continue
+                    if label in TOKEN_LABELS:
+                        count = value_int(raw)
+                        if count is None:
+                            continue
+                        if label == "input_tokens":
+                            input_tokens = count
+                        else:
+                            output_tokens = count
+                        break
+                    text = value_text(raw)
+                else:
+                    m = regex.search(name)
+                    if m is None:
+                        continue
+                    text = m.group(1) if m.groups() else m.group(0)
+                if not text:
+                    continue
+                if label in NAME_LABELS and looks_like_run_id(text):
+                    run_id = run_id or text
+                    continue
+                labels[label] = text
+                break
+        for label, value in rule.values:
+            labels.setdefault(label, value)
+        for key in self._run_ids[index]:
+            raw = attrs.get(key)
+            if raw is not None:
+                text = value_text(raw)
+                if text:
+                    run_id = text
+                    break
+        failed = status_code == STATUS_ERROR or bool(labels.get("error_type"))
+        retry = bool(exception_type) and exception_type.rsplit(".", 1)[-1] in self._retries[index]
+        return SpanFacts(
+            role=rule.role,
+            dialect=self.compiled.dialects[index],
+            labels=MappingProxyType(labels),
+            run_id=run_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            failed=failed,
+            exception_type=exception_type,
+            model_retry=retry,
+        )
+
+    def classify_span(self, span: Any, scope: str = "") -> SpanFacts:
+        """:meth:`classify` for a decoded OTLP ``Span`` message (its attributes, parent,
+        status and first exception event)."""
+        attrs = {kv.key: kv.value for kv in span.attributes}
+        return self.classify(
+            span.name,
+            span.kind,
+            attrs,
+            scope=scope,
+            root=not span.parent_span_id,
+            status_code=span.status.code,
+            exception_type=first_exception_type(span),
+        )
+
+
+def first_exception_type(span: Any) -> str:
+    """``exception.type`` of a decoded span's first exception event, or ``""``."""
+    for ev in span.events:
+        if ev.name == "exception":
+            for kv in ev.attributes:
+                if kv.key == "exception.type":
+                    return str(kv.value.string_value)
+    return ""

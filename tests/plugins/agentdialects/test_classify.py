@@ -1,0 +1,232 @@
+"""The dialect tables and the compiled classifier (plugins/_agentdialects), on hand-written
+spans of each dialect; the recorded spans of the real libraries are covered by
+test_corpus.py."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from plugins._agentdialects import (
+    LABELS,
+    Dialects,
+    DialectsConfig,
+    DialectTable,
+    Role,
+    builtin_tables,
+    default_dialects,
+    load_dialects,
+    looks_like_run_id,
+    resolve_tables,
+)
+
+INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER = 1, 2, 3, 4, 5
+
+
+def test_builtin_dialects_in_order() -> None:
+    assert default_dialects().names[-1] == "genai"
+    assert {"gateway", "openllmetry", "openinference", "mcp_sdk", "a2a_sdk", "genai"} <= set(
+        default_dialects().names
+    )
+
+
+def test_genai_agent_run_keeps_per_run_ids_out_of_labels() -> None:
+    facts = default_dialects().classify(
+        "invoke_agent calc",
+        INTERNAL,
+        {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": "calc",
+            "gen_ai.agent.call.id": "01a2499b-9d15-741f-ae38-21c8e6b11b56",
+            "gen_ai.conversation.id": "01a2499b-9d15-741f-ae38-21c95e1aeffc",
+        },
+    )
+    assert facts.role is Role.AGENT_RUN
+    assert facts.dialect == "genai"
+    assert facts.label("agent_name") == "calc"
+    assert facts.label("workflow_type") == "calc"
+    assert facts.run_id == "01a2499b-9d15-741f-ae38-21c95e1aeffc"
+    assert not any(looks_like_run_id(v) for v in facts.labels.values())
+
+
+def test_uuid_agent_id_is_a_run_id_not_a_name() -> None:
+    facts = default_dialects().classify(
+        "workflow.support",
+        INTERNAL,
+        {"gen_ai.agent.id": "5b8efff7-9803-8103-d269-b633813fc60c"},
+        root=True,
+    )
+    assert facts.role is Role.WORKFLOW
+    assert facts.dialect == "gateway"
+    assert "agent_name" not in facts.labels
+    assert facts.run_id == "5b8efff7-9803-8103-d269-b633813fc60c"
+
+
+def test_genai_tool_call_and_tokens() -> None:
+    d = default_dialects()
+    tool = d.classify(
+        "execute_tool add",
+        INTERNAL,
+        {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add",
+         "gen_ai.tool.call.id": "call_1", "error.type": "ValueError"},
+    )  # fmt: skip
+    assert tool.role is Role.TOOL_CALL and tool.is_tool_layer
+    assert tool.label("tool_name") == "add" and tool.label("tool_call_id") == "call_1"
+    assert tool.failed and tool.error_type == "ValueError"
+    chat = d.classify(
+        "chat gpt",
+        CLIENT,
+        {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-x",
+         "gen_ai.usage.input_tokens": 51, "gen_ai.usage.output_tokens": "6"},
+    )  # fmt: skip
+    assert chat.role is Role.INFERENCE
+    assert (chat.input_tokens, chat.output_tokens, chat.label("model")) == (51, 6, "gpt-x")
+
+
+def test_mcp_client_and_server_sides() -> None:
+    d = default_dialects()
+    client = d.classify(
+        "tools/call search",
+        CLIENT,
+        {"mcp.method.name": "tools/call", "jsonrpc.request.id": 7, "server.address": "docs",
+         "server.port": 8080},
+    )  # fmt: skip
+    assert client.role is Role.MCP_CLIENT and client.is_tool_layer
+    assert client.label("tool_name") == "search"
+    assert client.label("jsonrpc_request_id") == "7"
+    assert client.server == "docs:8080"
+    listing = d.classify("tools/list", CLIENT, {"mcp.method.name": "tools/list"})
+    assert listing.role is Role.MCP_CLIENT and not listing.is_tool_layer
+    server = d.classify(
+        "tools/call search",
+        SERVER,
+        {"mcp.method.name": "tools/call", "gen_ai.operation.name": "execute_tool",
+         "gen_ai.tool.name": "search", "error.type": "tool_error"},
+    )  # fmt: skip
+    assert server.role is Role.MCP_SERVER and server.failed
+
+
+def test_gateway_dialect_a2a_and_mcp_server_name() -> None:
+    d = default_dialects()
+    sent = d.classify("a2a send", PRODUCER, {"a2a.message.type": "task_delegation"})
+    received = d.classify("a2a receive", CONSUMER, {"a2a.message.type": "task_delegation"})
+    assert (sent.role, received.role) == (Role.A2A_CLIENT, Role.A2A_SERVER)
+    assert sent.label("a2a_message_type") == "task_delegation"
+    tool = d.classify(
+        "execute_tool search_docs",
+        CLIENT,
+        {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search_docs",
+         "mcp.method.name": "tools/call", "mcp.server.name": "docs-server"},
+    )  # fmt: skip
+    assert tool.is_tool_layer and tool.label("server_address") == "docs-server"
+
+
+def test_workflow_id_marks_a_workflow_only_on_a_root() -> None:
+    d = default_dialects()
+    # the workflow processor writes workflow.id on every span of a workflow
+    assert d.classify("child", INTERNAL, {"workflow.id": "wf-1"}).role is Role.NONE
+    assert d.classify("root", INTERNAL, {"workflow.id": "wf-1"}, root=True).role is Role.WORKFLOW
+
+
+def test_unrecognised_span_and_status() -> None:
+    d = default_dialects()
+    assert d.classify("GET /", SERVER, {"http.request.method": "GET"}).role is Role.NONE
+    failed = d.classify("x", INTERNAL, {}, status_code=2, exception_type="KeyError")
+    assert failed.failed and failed.error_type == "KeyError" and failed.role is Role.NONE
+
+
+def test_model_retry_is_not_a_failure_type() -> None:
+    facts = default_dialects().classify(
+        "execute_tool add",
+        INTERNAL,
+        {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"},
+        exception_type="pydantic_ai.exceptions.ModelRetry",
+    )
+    assert facts.model_retry
+
+
+def test_dialect_from_config_comes_first_and_replaces_by_name() -> None:
+    table = {
+        "name": "acme",
+        "detect": [{"present": ["acme.kind"]}],
+        "rules": [
+            {"role": "agent_run", "match": [{"attributes": {"acme.kind": ["agent"]}}]},
+            {
+                "role": "tool_call",
+                "match": [{"attributes": {"acme.kind": ["tool"]}}],
+                "labels": {"tool_name": ["acme.tool"]},
+            },
+        ],
+        "labels": {"agent_name": ["acme.agent"]},
+        "run_ids": ["acme.run"],
+    }
+    d = load_dialects(DialectsConfig.model_validate({"tables": [table], "disable": ["gateway"]}))
+    assert d.names[0] == "acme" and "gateway" not in d.names
+    facts = d.classify("x", INTERNAL, {"acme.kind": "agent", "acme.agent": "bob", "acme.run": "r1"})
+    assert (facts.role, facts.dialect, facts.label("agent_name"), facts.run_id) == (
+        Role.AGENT_RUN, "acme", "bob", "r1"
+    )  # fmt: skip
+    assert (
+        d.classify("x", INTERNAL, {"acme.kind": "tool", "acme.tool": "t"}).label("tool_name") == "t"
+    )
+
+
+def test_dialect_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "d.yaml"
+    path.write_text(
+        "- name: mine\n  rules:\n    - role: tool_call\n      match: [{present: [my.tool]}]\n"
+        "      labels: {tool_name: [my.tool]}\n"
+    )
+    d = load_dialects(DialectsConfig(files=[str(path)]))
+    assert d.classify("x", INTERNAL, {"my.tool": "t"}).label("tool_name") == "t"
+    with pytest.raises(ValueError, match="dialect file"):
+        load_dialects(DialectsConfig(files=[str(tmp_path / "missing.yaml")]))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"name": "x", "rules": [{"role": "nonsense", "match": [{}]}]},
+        {"name": "x", "labels": {"agent": ["a"]}},
+        {"name": "x", "rules": [{"role": "tool_call", "match": [{"name_regex": "("}]}]},
+        {"name": "bad name!"},
+        {"name": "x", "rules": [{"role": "tool_call", "match": []}]},
+    ],
+)
+def test_bad_tables_are_refused(bad: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValidationError):
+        DialectTable.model_validate(bad)
+
+
+def test_unknown_disable_and_duplicates_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown dialects"):
+        resolve_tables(DialectsConfig(disable=["nope"]))
+    with pytest.raises(ValueError, match="named twice"):
+        Dialects([*builtin_tables(), builtin_tables()[0]])
+
+
+def test_compiled_form_is_flat() -> None:
+    c = default_dialects().compiled
+    assert c.labels == LABELS
+    assert all(isinstance(k, str) for k in c.attribute_keys)
+    for rule in c.rules:
+        assert 0 <= rule.dialect < len(c.dialects)
+        for alt in rule.alternatives:
+            for key, values in alt.equals:
+                assert 0 <= key < len(c.attribute_keys) and all(isinstance(v, str) for v in values)
+        for label, sources in rule.labels:
+            assert 0 <= label < len(LABELS)
+            assert all(s.key < len(c.attribute_keys) for s in sources)
+
+
+def test_run_id_shapes() -> None:
+    run_ids = (
+        "01a2499b-9d15-741f-ae38-21c8e6b11b56",
+        "pyd_ai_685185f0c4154bb8a1c44ff8101faf25",
+        "5b8efff798038103d269b633813fc60c",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+    )
+    for run_id in run_ids:
+        assert looks_like_run_id(run_id), run_id
+    for name in ("calc", "agent-7", "research_agent", "gpt-4o-2024-08-06", "add"):
+        assert not looks_like_run_id(name), name
