@@ -113,6 +113,8 @@ class SpanFacts:
     failed: bool = False
     exception_type: str = ""
     model_retry: bool = False
+    service: str = ""
+    """The ``service.name`` of the span's resource, when the caller gave it."""
 
     def label(self, name: str, default: str = "") -> str:
         """A label's value, or ``default``."""
@@ -143,10 +145,16 @@ class SpanFacts:
 
     @property
     def server(self) -> str:
-        """``server.address[:server.port]``, or ``""``."""
+        """The MCP (or A2A) server: ``server.address[:server.port]`` (the client side says
+        where it sent the request), else, on the server side, its ``service.name``; ``""``
+        when neither is known."""
         address = self.labels.get("server_address", "")
-        port = self.labels.get("server_port", "")
-        return f"{address}:{port}" if address and port else address
+        if address:
+            port = self.labels.get("server_port", "")
+            return f"{address}:{port}" if port else address
+        if self.role in (Role.MCP_SERVER, Role.A2A_SERVER):
+            return self.service
+        return ""
 
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -391,6 +399,7 @@ class Dialects:
         root: bool = False,
         status_code: int = 0,
         exception_type: str = "",
+        service: str = "",
     ) -> SpanFacts:
         """The facts of one span.
 
@@ -398,14 +407,17 @@ class Dialects:
         CONSUMER); ``attrs``: ``{key: value}`` with Python scalars or OTLP ``AnyValue`` s;
         ``scope``: the instrumentation scope name; ``root``: the span has no parent;
         ``status_code``: the OTLP status code (2 = ERROR); ``exception_type``: the
-        ``exception.type`` of its first exception event, if any.
+        ``exception.type`` of its first exception event, if any; ``service``: the
+        ``service.name`` of its resource (names an MCP server on the server side).
         """
         found = self.match(name, kind, attrs, scope, root)
         if found is None:
             failed = status_code == STATUS_ERROR
             if not failed and not exception_type:
                 return NO_FACTS
-            return SpanFacts(Role.NONE, failed=failed, exception_type=exception_type)
+            return SpanFacts(
+                Role.NONE, failed=failed, exception_type=exception_type, service=service
+            )
         index, rule = found
         labels: dict[str, str] = {}
         run_id = ""
@@ -459,11 +471,13 @@ class Dialects:
             failed=failed,
             exception_type=exception_type,
             model_retry=retry,
+            service=service,
         )
 
-    def classify_span(self, span: Any, scope: str = "") -> SpanFacts:
+    def classify_span(self, span: Any, scope: str = "", service: str = "") -> SpanFacts:
         """:meth:`classify` for a decoded OTLP ``Span`` message (its attributes, parent,
-        status and first exception event)."""
+        status and first exception event); ``scope``: its scope's name; ``service``: its
+        resource's ``service.name``."""
         attrs = {kv.key: kv.value for kv in span.attributes}
         return self.classify(
             span.name,
@@ -473,6 +487,7 @@ class Dialects:
             root=not span.parent_span_id,
             status_code=span.status.code,
             exception_type=first_exception_type(span),
+            service=service,
         )
 
 
