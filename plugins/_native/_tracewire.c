@@ -1,6 +1,6 @@
 /* _tracewire: the per-span loops of the workflow processor, on the OTLP wire format.
  *
- * ingest(raw, interned, tool_a, tool_b, agent_marker)
+ * ingest(raw, interned, tool_a, tool_b, agent_marker[, facts, apply, execs])
  *     One pass over an encoded ExportTraceServiceRequest. Returns a list, one entry per trace
  *     in order of first appearance: (trace_id, spans, groups, ids, parents, nbytes, specials)
  *     with spans the encoded spans (bytes), groups the (resource, resource schema_url, scope,
@@ -22,7 +22,10 @@
  *     applied to the held traces (Trace objects in the OrderedDict held: the spans copied
  *     into them, no Python object per span) and only those C cannot decide are returned;
  *     None when a span belongs to a released trace (late spans: the caller takes the Python
- *     path).
+ *     path). With execs (a tuple of byte strings, apply mode only), the result has a fourth
+ *     item: (trace_id, index) of the applied spans holding one of them (the spans that may
+ *     be an agent run or a workflow, read by the caller with the dialect tables), for the
+ *     traces whose root is not a workflow.
  *
  * Trace
  *     The state of one held trace (nbytes, root facts, agent, tool calls, timestamps), as the
@@ -1548,8 +1551,45 @@ classify_errs(entry *t, PyObject *classify, const needle *agent)
  * of the plain facts mode, their failed tool calls already classified: errs None, tools -1)
  * whose special spans the caller reads, their traces already created / touched (last_seen)
  * but their spans not added. */
+#define MAX_EXEC_MARKERS 32
+
+/* the execution markers of ingest (spans that may be an agent run or a workflow) */
+typedef struct {
+    needle items[MAX_EXEC_MARKERS];
+    Py_ssize_t n;
+} exec_markers;
+
+static inline int
+is_workflow_facts(PyObject *facts)
+{
+    return facts != NULL && PyTuple_Check(facts) && PyTuple_GET_SIZE(facts) == 5 &&
+           PyTuple_GET_ITEM(facts, 0) == Py_True;
+}
+
+/* the spans of an applied entry holding an execution marker, appended to cands as
+ * (trace_id, index in the trace): only while the trace's root is not a workflow (a root
+ * workflow is the outermost execution: nothing below it is looked at) */
+static int
+entry_execs(entry *t, TraceObject *tr, const exec_markers *ex, PyObject *cands)
+{
+    if (ex == NULL || ex->n == 0 || is_workflow_facts(tr->root))
+        return 0;
+    for (Py_ssize_t k = 0; k < t->len; k++) {
+        slice span = pend_span(&t->items[k]);
+        for (Py_ssize_t m = 0; m < ex->n; m++) {
+            if (needle_in(&ex->items[m], span)) {
+                if (append_new(cands, Py_BuildValue("(On)", t->trace_id, tr->count + k)) < 0)
+                    return -1;
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
 static PyObject *
-apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent)
+apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent,
+              const exec_markers *ex)
 {
     PyObject *held, *released, *outcome_fn, *masks, *not_workflow, *classify;
     double now;
@@ -1580,6 +1620,11 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
     PyObject *leftovers = PyList_New(0);
     if (leftovers == NULL)
         return NULL;
+    PyObject *cands = NULL;
+    if (ex != NULL && (cands = PyList_New(0)) == NULL) {
+        Py_DECREF(leftovers);
+        return NULL;
+    }
     Py_ssize_t added_bytes = 0, added_spans = 0;
     for (Py_ssize_t i = 0; i < e->len; i++) {
         entry *t = &e->items[i];
@@ -1679,6 +1724,10 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
                 PyUnicode_InternInPlace(&agent_id);
             Py_SETREF(tr->agent_id, agent_id);
         }
+        if (entry_execs(t, tr, ex, cands) < 0) {
+            Py_DECREF(obj);
+            goto fail;
+        }
         Py_ssize_t n = t->len;
         if (trace_add(tr, t->items, n, groups) < 0) {
             Py_DECREF(obj);
@@ -1690,9 +1739,12 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
         added_spans += n;
         Py_DECREF(obj);
     }
+    if (cands != NULL)
+        return Py_BuildValue("(NnnN)", leftovers, added_bytes, added_spans, cands);
     return Py_BuildValue("(Nnn)", leftovers, added_bytes, added_spans);
 fail:
     Py_DECREF(leftovers);
+    Py_XDECREF(cands);
     return NULL;
 }
 
@@ -1701,12 +1753,33 @@ tw_ingest(PyObject *self, PyObject *args)
 {
     Py_buffer raw, tool_a, tool_b, agent;
     PyObject *interned, *cfg_tuple = Py_None, *apply = Py_None, *result = NULL, *groups = NULL;
-    if (!PyArg_ParseTuple(args, "y*O!y*y*y*|OO", &raw, &PyDict_Type, &interned, &tool_a, &tool_b,
-                          &agent, &cfg_tuple, &apply))
+    PyObject *exec_tuple = Py_None;
+    if (!PyArg_ParseTuple(args, "y*O!y*y*y*|OOO", &raw, &PyDict_Type, &interned, &tool_a, &tool_b,
+                          &agent, &cfg_tuple, &apply, &exec_tuple))
         return NULL;
     if (apply != Py_None && cfg_tuple == Py_None) {
         PyErr_SetString(PyExc_TypeError, "apply needs facts");
         goto release;
+    }
+    exec_markers ex_store, *ex = NULL;
+    if (exec_tuple != Py_None) {
+        if (apply == Py_None || !PyTuple_Check(exec_tuple) ||
+            PyTuple_GET_SIZE(exec_tuple) > MAX_EXEC_MARKERS) {
+            PyErr_SetString(PyExc_TypeError,
+                            "execution markers: a tuple of at most 32 bytes, with apply");
+            goto release;
+        }
+        ex_store.n = PyTuple_GET_SIZE(exec_tuple);
+        for (Py_ssize_t i = 0; i < ex_store.n; i++) {
+            PyObject *m = PyTuple_GET_ITEM(exec_tuple, i);
+            if (!PyBytes_Check(m)) { /* (an empty one: every span) */
+                PyErr_SetString(PyExc_TypeError,
+                                "execution markers: a tuple of at most 32 bytes, with apply");
+                goto release;
+            }
+            needle_init(&ex_store.items[i], PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m));
+        }
+        ex = &ex_store;
     }
     facts_cfg cfg_store, *cfg = NULL;
     if (cfg_tuple != Py_None) {
@@ -1795,7 +1868,7 @@ tw_ingest(PyObject *self, PyObject *args)
         goto done;
     }
     if (apply != Py_None) {
-        result = apply_entries(&e, groups, apply, &nd_agent);
+        result = apply_entries(&e, groups, apply, &nd_agent, ex);
         goto done;
     }
     result = PyList_New(e.len);

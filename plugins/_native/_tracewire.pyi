@@ -63,12 +63,16 @@ def ingest(
     agent_marker: bytes,
     facts: tuple[bytes, ...] | None = ...,
     apply: Apply | None = ...,
+    execs: tuple[bytes, ...] | None = ...,
     /,
 ) -> Any:
     """Without ``facts``: per trace (trace_id, spans, groups, ids, parents, nbytes,
     specials). With ``facts``, each entry also carries what the special spans say. With
     ``apply``: the entries applied to the held traces; returns (leftovers, added_bytes,
-    added_spans), or ``None`` when a span belongs to a released trace."""
+    added_spans), or ``None`` when a span belongs to a released trace. With ``execs`` (the
+    execution markers, at most 32; ``b""`` matches every span): (leftovers, added_bytes,
+    added_spans, candidates), candidates the (trace_id, index) of the applied spans holding
+    one, for the traces whose root is not a workflow."""
 
 def expire(
     held: MutableMapping[bytes, Trace], now: float, wait: float, max_wait: float, /

@@ -55,7 +55,7 @@ class FactsConfig(NamedTuple):
     operation_name: bytes
     mcp_method_name: bytes
     error_type: bytes
-    agent_id: bytes
+    agent_name: bytes
     workflow_name: bytes
     workflow_id: bytes
     workflow_type: bytes
@@ -99,6 +99,7 @@ class NativeConfig:
     facts: FactsConfig
     stamp: StampConfig
     markers: tuple[bytes, ...]  # the stamp keys' markers
+    exec_markers: tuple[bytes, ...]  # what an agent run or workflow holds (b"": every span)
     present_by_mask: list[tuple[str, ...]]  # the stamp attributes a root has, by C's bit mask
 
     @classmethod
@@ -116,7 +117,7 @@ class NativeConfig:
                         names.operation_name,
                         names.mcp_method_name,
                         names.error_type,
-                        names.agent_id,
+                        names.agent_name,
                         names.workflow_name,
                         names.workflow_id,
                         names.workflow_type,
@@ -145,6 +146,7 @@ class NativeConfig:
                 "unknown",
             ),
             markers=cfg.stamp_markers,
+            exec_markers=(b"",) if cfg.exec_markers is None else cfg.exec_markers,
             present_by_mask=[
                 tuple(k for b, k in enumerate(keys) if mask >> b & 1)
                 for mask in range(1 << len(keys))
@@ -158,7 +160,7 @@ def supports(names: AttributeNames) -> bool:
     read_keys = (
         names.operation_name,
         names.mcp_method_name,
-        names.agent_id,
+        names.agent_name,
         names.workflow_name,
         names.workflow_id,
         names.workflow_type,
@@ -216,12 +218,26 @@ class NativeTraceStore(BaseTraceStore):
         # special spans it leaves undecided (their traces already created and touched, their
         # spans not added)
         done = self.tw.ingest(
-            raw, self.interned_groups(), tool_a, tool_b, nc.agent_marker, nc.facts, apply
+            raw,
+            self.interned_groups(),
+            tool_a,
+            tool_b,
+            nc.agent_marker,
+            nc.facts,
+            apply,
+            nc.exec_markers,
         )
         if done is None:
             # late spans (rare): the walk in Python keeps their exact order in the output
             return self._walk(raw, now)
-        leftovers, added_bytes, added_spans = done
+        leftovers, added_bytes, added_spans, found = done
+        cands = self.cands
+        for trace_id, index in found:
+            at = cands.get(trace_id)
+            if at is None:
+                cands[trace_id] = [index]
+            else:
+                at.append(index)
         for trace_id, spans, groups, ids, parents, nbytes, *_ in leftovers:
             trace = held[trace_id]
             nbytes = self._specials(trace, trace_id, spans, parents, nbytes)
@@ -244,8 +260,12 @@ class NativeTraceStore(BaseTraceStore):
         keys = self.config.stamp_keys
         tool_a, tool_b = self.native.tool_markers
         agent_marker = self.native.agent_marker
+        is_execution = self.may_be_execution
         base = len(trace)
+        found: list[int] = []
         for i, (span_raw, parent) in enumerate(zip(spans, parents, strict=True)):
+            if is_execution(span_raw):
+                found.append(base + i)
             flags = 0 if parent else _ROOT
             if tool_a in span_raw or tool_b in span_raw:
                 flags |= _TOOL
@@ -268,6 +288,7 @@ class NativeTraceStore(BaseTraceStore):
                 agent = span_agent(span_raw, names)
                 if agent:
                     trace.agent_id = agent
+        self.remember_executions(trace_id, trace, found)
         return nbytes
 
     def _stage(
@@ -325,6 +346,8 @@ class NativeTraceStore(BaseTraceStore):
         the held bytes and spans) in one C call: release counts, stamps (with their
         complexity tiers), the late-span memory and the assembled request."""
         nc = self.native
+        for trace_id, trace, _ in batch:
+            self.decide(trace_id, trace)
         encoded, count, nbytes = self.tw.release(
             batch,
             nc.stamp,

@@ -57,8 +57,9 @@ def root_facts(
     span_raw: bytes, trace_id: bytes, names: AttributeNames, keys: Sequence[str]
 ) -> tuple[RootFacts, str]:
     """Read a root span (attributes as a C-level map, status and events decoded only when
-    needed): whether it is a workflow, its id, type and outcome, the stamp attributes
-    (``keys``) it already has, and its agent."""
+    needed): whether it is a workflow by the gateway's own rules (named ``workflow.<type>``
+    or carrying ``workflow.name`` / ``workflow.id``), its id, type and outcome, the stamp
+    attributes (``keys``) it already has, and its agent's name (``gen_ai.agent.name``)."""
     view = SpanView.FromString(span_raw)
     attrs = view.attributes
 
@@ -66,7 +67,7 @@ def root_facts(
         value = attrs.get(key)
         return cached_str(value) if value is not None else ""
 
-    agent = get(names.agent_id)
+    agent = get(names.agent_name)
     name = view.name.decode("utf-8", "replace")
     prefix = names.workflow_span_prefix
     if not (name.startswith(prefix) or names.workflow_name in attrs or names.workflow_id in attrs):
@@ -96,8 +97,8 @@ def root_facts(
 
 
 def span_agent(span_raw: bytes, names: AttributeNames) -> str:
-    """The agent a (non-root) span names, or ``""``."""
-    value = SpanView.FromString(span_raw).attributes.get(names.agent_id)
+    """The agent a (non-root) span names (``gen_ai.agent.name``), or ``""``."""
+    value = SpanView.FromString(span_raw).attributes.get(names.agent_name)
     return cached_str(value) if value is not None else ""
 
 

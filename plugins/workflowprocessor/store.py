@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from pipeline._wire import ShallowTraces, SkeletonTraces
 from plugins._agentconv import AttributeNames, ComplexityTier, ErrorClassifier
+from plugins._agentdialects import Dialects, load_dialects
 from plugins.workflowprocessor.config import WorkflowConfig
+from plugins.workflowprocessor.executions import execution_markers, execution_of, outermost
 from plugins.workflowprocessor.rules import (
     NOT_WORKFLOW,
     RootFacts,
@@ -142,11 +144,14 @@ class StoreConfig:
     stamp_re: re.Pattern[bytes]
     agent_marker: bytes
     depth_cap: int
+    dialects: Dialects
+    exec_markers: tuple[bytes, ...] | None  # None: every span may be an execution
 
     @classmethod
     def from_config(cls, config: WorkflowConfig) -> StoreConfig:
         names = config.attributes
         keys = stamp_keys(names)
+        dialects = load_dialects(config.dialects)
         return cls(
             names=names,
             wait_duration=config.wait_duration,
@@ -158,8 +163,10 @@ class StoreConfig:
             stamp_keys=keys,
             stamp_markers=tuple(key_marker(k) for k in keys),
             stamp_re=stamp_pattern(keys),
-            agent_marker=key_marker(names.agent_id),
+            agent_marker=key_marker(names.agent_name),
             depth_cap=max((t.max_depth for t in config.complexity_tiers), default=0) + 1,
+            dialects=dialects,
+            exec_markers=execution_markers(dialects),
         )
 
 
@@ -232,6 +239,66 @@ class BaseTraceStore:
         self.groups: dict[GroupKey, GroupKey] = {}  # interned: spans group by identity later
         # (type, agent, outcome, tier) -> their encoding (the workflow id is encoded apart)
         self.stamp_tails: dict[tuple[str, ...], bytes] = {}
+        # trace id -> the indexes of its spans that may be agent runs or workflows, read when
+        # it is released (see executions.py); only while its root is not a workflow
+        self.cands: dict[bytes, list[int]] = {}
+
+    # -- executions -------------------------------------------------------------------------------
+    def may_be_execution(self, span_raw: bytes) -> bool:
+        """Whether a span holds what an agent run or workflow needs (a cheap pre-test)."""
+        markers = self.config.exec_markers
+        if markers is None:
+            return True
+        return any(m in span_raw for m in markers)
+
+    def remember_executions(self, trace_id: bytes, trace: Any, found: list[int]) -> None:
+        """Remembers what a request added to a trace that may be agent runs or workflows,
+        unless its root is a workflow (which is then the execution)."""
+        if not found:
+            return
+        root = trace.root
+        if root is not None and root[0]:
+            return
+        at = self.cands.get(trace_id)
+        if at is None:
+            self.cands[trace_id] = found
+        else:
+            at.extend(found)
+
+    def decide(self, trace_id: bytes, trace: Any) -> None:
+        """At release: the trace's execution (its outermost agent run or workflow, when its
+        root is no workflow) written into its root facts, agent and root index, as a
+        workflow root's would be."""
+        found = self.cands.pop(trace_id, None)
+        if found is None:
+            return
+        root = trace.root
+        if root is not None and root[0]:
+            return
+        cfg = self.config
+        spans, groups = trace.spans, trace.groups
+        executions = []
+        for index in found:
+            e = execution_of(
+                spans[index],
+                groups[index][2],
+                index,
+                trace_id,
+                cfg.dialects,
+                cfg.names,
+                cfg.stamp_keys,
+            )
+            if e is not None:
+                executions.append(e)
+        chosen = outermost(executions, trace.ids, trace.parents)
+        if chosen is None:
+            return
+        execution, agent = chosen
+        trace.root = execution.facts
+        trace.root_present = execution.facts[4]
+        trace.root_index = execution.index
+        if agent:
+            trace.agent_id = agent
 
     # -- shared -----------------------------------------------------------------------------------
     def take_counts(self) -> tuple[dict[str, list[int]], dict[str, int]]:
@@ -296,6 +363,8 @@ class BaseTraceStore:
         added_spans = 0
         span_overhead, trace_overhead = self.span_overhead, self.trace_overhead
         staged: dict[bytes, Any] = {}
+        exec_markers = self.config.exec_markers
+        found: dict[bytes, tuple[Any, list[int]]] = {}
         for rs_sh, rs_sk in zip(shallow.resource_spans, skeleton.resource_spans, strict=True):
             resource = rs_sh.resource
             resource_url = rs_sh.schema_url
@@ -320,6 +389,11 @@ class BaseTraceStore:
                         # reordered lazily: the timer moves a trace that is not due yet
                         trace.last_seen = now
                     spans, groups, ids, parents, base = self._stage(staged, trace_id, trace)
+                    if exec_markers is None or any(m in span_raw for m in exec_markers):
+                        at = found.get(trace_id)
+                        if at is None:
+                            at = found[trace_id] = (trace, [])
+                        at[1].append(base + len(spans))
                     if tool:
                         trace.tool_calls += 1
                     parent = sk.parent_span_id
@@ -342,6 +416,8 @@ class BaseTraceStore:
                     added_bytes += size
                     added_spans += 1
         added_bytes += self._commit_staged(staged)
+        for trace_id, (trace, indexes) in found.items():
+            self.remember_executions(trace_id, trace, indexes)
         self.held_bytes += added_bytes
         self.held_spans += added_spans
         if late:
@@ -430,6 +506,7 @@ class PythonTraceStore(BaseTraceStore):
         return trace
 
     def _forget(self, trace_id: bytes, trace: PyTrace, reason: str) -> None:
+        self.decide(trace_id, trace)
         self.held_bytes -= trace.nbytes
         self.held_spans -= len(trace.spans)
         self.count_release(reason, len(trace.spans))

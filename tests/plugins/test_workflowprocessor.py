@@ -51,7 +51,7 @@ def workflow_spans(trace: int, *, error: str | None = None, tool_error: str | No
         2,
         1,
         "invoke_agent planner",
-        attrs={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": "agent-7"},
+        attrs={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "agent-7"},
     )
     tools = [
         span(

@@ -33,7 +33,7 @@ require_native("_tracewire")
 tw: Any = processor_module._tracewire  # the module the processor uses
 
 TOOL_A, TOOL_B = b"execute_tool", b"tools/call"
-AGENT = key_marker("gen_ai.agent.id")
+AGENT = key_marker("gen_ai.agent.name")
 
 
 def raw_span(trace: bytes, span_id: bytes, parent: bytes = b"", extra: bytes = b"") -> bytes:
@@ -402,7 +402,7 @@ def workload(seed: int) -> list[bytes]:
         if t % 3 == 0:
             root_attrs["workflow.id"] = f"wf-{t}"
         if t % 7 == 0:
-            root_attrs["gen_ai.agent.id"] = "root-agent"
+            root_attrs["gen_ai.agent.name"] = "root-agent"
         spans = [span(t, 1, None, "workflow.support" if workflow else "GET /", attrs=root_attrs)]
         for i in range(2, rng.randint(2, 12)):
             attrs: dict[str, Any] = {}
@@ -412,7 +412,7 @@ def workload(seed: int) -> list[bytes]:
             elif kind < 0.4:
                 attrs = {"mcp.method.name": "tools/call"}
             elif kind < 0.5:
-                attrs = {"gen_ai.agent.id": f"agent-{t}"}
+                attrs = {"gen_ai.agent.name": f"agent-{t}"}
             elif kind < 0.55:
                 attrs = {"workflow.type": "preset"}
             elif kind < 0.6:
@@ -513,7 +513,7 @@ KEYS = [
     b"gen_ai.operation.name",
     b"mcp.method.name",
     b"error.type",
-    b"gen_ai.agent.id",
+    b"gen_ai.agent.name",
     b"workflow.name",
     b"workflow.id",
     b"workflow.type",
@@ -579,7 +579,7 @@ def facts_cfg() -> tuple[bytes, ...]:
 
 def test_facts_are_decided_in_c() -> None:
     root = raw_span(T1, b"r" * 8, b"", kv(b"workflow.id", s_(b"wf-1")))
-    root += kv(b"gen_ai.agent.id", s_(b"a1")) + ld(15, varint(3 << 3) + b"\x02" + ld(2, b"m"))
+    root += kv(b"gen_ai.agent.name", s_(b"a1")) + ld(15, varint(3 << 3) + b"\x02" + ld(2, b"m"))
     tool = raw_span(T1, b"t" * 8, b"r" * 8, kv(b"gen_ai.operation.name", s_(b"execute_tool")))
     failed = tool + ld(15, varint(3 << 3) + b"\x02")
     mcp = raw_span(
@@ -588,7 +588,7 @@ def test_facts_are_decided_in_c() -> None:
         b"r" * 8,
         kv(b"mcp.method.name", s_(b"tools/call")) + kv(b"mcp.method.name", s_(b"x")),
     )  # the last duplicate wins: not a tool call
-    agent = raw_span(T1, b"a" * 8, b"r" * 8, kv(b"gen_ai.agent.id", s_(b"a2")))
+    agent = raw_span(T1, b"a" * 8, b"r" * 8, kv(b"gen_ai.agent.name", s_(b"a2")))
     raw = request([resource_spans([scope_spans([agent, tool, failed, mcp, root])])])
     (entry,) = tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg())
     _, _, _, _, _, _, errs, tools, facts, agent_set, agent_default = entry
