@@ -346,8 +346,9 @@ class NativeTraceStore(BaseTraceStore):
         the held bytes and spans) in one C call: release counts, stamps (with their
         complexity tiers), the late-span memory and the assembled request."""
         nc = self.native
-        for trace_id, trace, _ in batch:
-            self.decide(trace_id, trace)
+        if self.cands:
+            for trace_id, trace, _ in batch:
+                self.decide(trace_id, trace)
         encoded, count, nbytes = self.tw.release(
             batch,
             nc.stamp,
