@@ -21,15 +21,17 @@ classifier when the trace is released.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from plugins._agentconv import AttributeNames, outcome_from
+from plugins._agentconv import STATUS_ERROR, AttributeNames, outcome_from
 from plugins._agentdialects import CompiledMatch, Dialects, Role
+from plugins._spanview import SpanView, cached_str
 from plugins.workflowprocessor.rules import RootFacts
 from plugins.workflowprocessor.wire import varint
 
@@ -121,6 +123,32 @@ class Execution:
     agent: str  # the agent's logical name, or ""
 
 
+class _Attributes(Mapping[str, str]):
+    """A span's attributes (a C-level map of encoded values) read as text, decoding only the
+    values looked up (what the classifier reads is a handful of them)."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, encoded: Any) -> None:
+        self._map = encoded
+
+    def __getitem__(self, key: str) -> str:
+        return cached_str(self._map[key])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._map.get(key)
+        return default if value is None else cached_str(value)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+
 def execution_of(
     span_raw: bytes,
     scope: bytes,
@@ -136,39 +164,51 @@ def execution_of(
     ``gen_ai.agent.id``, ``workflow.id``...), else the trace id; the outcome is from the
     status, ``error.type`` and the exception events' types."""
     try:
-        span = Span.FromString(span_raw)
+        view = SpanView.FromString(span_raw)
+        code, message = 0, ""
+        if view.status:
+            status = Status.FromString(view.status)
+            code, message = status.code, status.message
     except DecodeError:  # (the receivers refuse such spans; held spans are never dropped)
         return None
-    facts = dialects.classify_span(span, scope_name(scope))
+    attrs = _Attributes(view.attributes)
+    facts = dialects.classify(
+        view.name.decode("utf-8", "replace"),
+        view.kind,
+        attrs,
+        scope=scope_name(scope),
+        root=not view.parent_span_id,
+        status_code=code,
+    )
     if facts.role not in EXECUTION_ROLES:
         return None
     agent = facts.label("agent_name")
     wf_type = facts.label("workflow_type") or agent or "unknown"
-    attrs = {kv.key: kv.value for kv in span.attributes}
-    given = attrs.get(names.workflow_outcome)
+    error_type = facts.label("error_type")
     exception = ""
-    for event in span.events:
-        if event.name == "exception":
-            for kv in event.attributes:
-                if kv.key == "exception.type" and kv.value.string_value:
-                    exception = str(kv.value.string_value)
+    if code == STATUS_ERROR or error_type:
+        for raw_event in view.events:
+            try:
+                event = Span.Event.FromString(raw_event)
+            except DecodeError:
+                continue
+            if event.name == "exception":
+                for kv in event.attributes:
+                    if kv.key == "exception.type" and kv.value.string_value:
+                        exception = str(kv.value.string_value)
+                        break
+                if exception:
                     break
-            if exception:
-                break
     outcome = outcome_from(
-        given.string_value if given is not None else "",
-        facts.label("error_type"),
-        exception,
-        span.status.code,
-        span.status.message,
+        attrs.get(names.workflow_outcome, ""), error_type, exception, code, message
     )
     wf_id = facts.run_id or trace_id.hex()
     present = tuple(k for k in keys if k in attrs)
     return Execution(
         index,
-        span.span_id,
-        span.parent_span_id,
-        span.start_time_unix_nano,
+        view.span_id,
+        view.parent_span_id,
+        view.start_time_unix_nano,
         (True, wf_id, wf_type, outcome, present),
         agent,
     )
