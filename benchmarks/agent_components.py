@@ -7,7 +7,10 @@ output, and reports process CPU microseconds per span (median of ``--repeat`` ru
 * ``workflow``: ``consume`` of every request, and the release (stamping, re-assembly) of the
   held traces every ``--release-every`` requests (as the processor's timer would);
 * ``agentmetrics`` / ``spanmetrics``: ``consume`` of the workflow processor's output, then one
-  flush (building the OTLP metrics request).
+  flush (building the OTLP metrics request);
+* ``gen_ai_normalizer`` (alone, not in the total: it is not in the default pipeline):
+  ``consume`` of every request, with its default sources; ``--corpus`` also runs it on the
+  recorded spans of the real agent libraries (tests/data/agent_sources/).
 
     python -m benchmarks.agent_components                    # default shape, 100k spans
     python -m benchmarks.agent_components --attrs 32 --profile workflow   # cProfile top 25
@@ -121,6 +124,30 @@ def spanmetrics(keep: Keep) -> SpanMetricsConnector:
     )
 
 
+async def run_normalizer(reqs: list[bytes]) -> float:
+    """CPU of the ``gen_ai_normalizer`` processor consuming every request."""
+    from plugins.genainormalizerprocessor import GenAINormalizerConfig
+    from plugins.genainormalizerprocessor.processor import GenAINormalizerProcessor
+
+    proc = GenAINormalizerProcessor(
+        create_settings(Kind.PROCESSOR, "gen_ai_normalizer"), GenAINormalizerConfig(), Keep()
+    )
+    payloads = [Traces(r) for r in reqs]
+    start = cpu()
+    for p in payloads:
+        await proc.consume(p)
+    return cpu() - start
+
+
+def corpus_requests(copies: int) -> tuple[list[bytes], int]:
+    """The recorded corpus (every source and scenario), ``copies`` times, and its span count."""
+    from tests.agent_sources._otel import CORPUS, read_corpus
+
+    reqs = [read_corpus(p).SerializeToString() for p in sorted(CORPUS.glob("*/*.json"))]
+    spans = sum(Traces(r).item_count() for r in reqs)
+    return reqs * copies, spans * copies
+
+
 def profiled(coro: Coroutine[Any, Any, Any], top: int) -> Any:
     prof = cProfile.Profile()
     prof.enable()
@@ -145,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         help="workflow: workflow.<type> roots; http: an HTTP server root above an invoke_agent "
         "span (the execution found with the dialect tables)",
     )
+    ap.add_argument("--corpus", action="store_true", help="also the normalizer on the corpus")
     args = ap.parse_args(argv)
     spt = args.spans_per_trace
     load = Load(
@@ -188,6 +216,16 @@ def main(argv: list[str] | None = None) -> int:
         low = min(times) / n_spans * 1e6
         print(f"  {name:13s} {us:6.2f}   min {low:5.2f}   runs: {runs}{extra}")
     print(f"  {'total':13s} {total:6.2f}")
+    norm = [asyncio.run(run_normalizer(reqs)) for _ in range(args.repeat)]
+    runs = " ".join(f"{t / n_spans * 1e6:.2f}" for t in norm)
+    print(f"  {'gen_ai_normalizer':17s} {statistics.median(norm) / n_spans * 1e6:6.2f}"
+          f"   (alone) runs: {runs}")  # fmt: skip
+    if args.corpus:
+        creqs, cspans = corpus_requests(max(1, args.spans // 500))
+        norm = [asyncio.run(run_normalizer(creqs)) for _ in range(args.repeat)]
+        runs = " ".join(f"{t / cspans * 1e6:.2f}" for t in norm)
+        print(f"  {'gen_ai_normalizer':17s} {statistics.median(norm) / cspans * 1e6:6.2f}"
+              f"   on the recorded corpus ({cspans} spans) runs: {runs}")  # fmt: skip
     return 0
 
 

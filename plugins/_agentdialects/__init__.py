@@ -21,6 +21,7 @@ dialects of real libraries), those registered by plugins through the
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,12 +149,24 @@ def resolve_tables(
     return out
 
 
-def load_dialects(config: DialectsConfig | None = None) -> Dialects:
-    """The compiled classifier for a component's ``dialects:`` option (``None``: the default).
+def load_dialects(
+    config: DialectsConfig | None = None, attribute_names: Any | None = None
+) -> Dialects:
+    """The compiled classifier for a component's ``dialects:`` option (``None``: the default)
+    and, for the ``gateway`` dialect, its ``attributes:`` option (an
+    ``plugins._agentconv.AttributeNames``; ``None`` or the defaults: the built-in table).
     Raises ``ValueError`` for a file that cannot be read or a table that does not validate."""
-    if config is None or config == DialectsConfig():
+    from plugins._agentconv import AttributeNames
+
+    custom_names = attribute_names is not None and attribute_names != AttributeNames()
+    if (config is None or config == DialectsConfig()) and not custom_names:
         return default_dialects()
-    return Dialects(resolve_tables(config))
+    builtin: list[DialectTable] | None = None
+    if custom_names:
+        builtin = [
+            gateway_table(attribute_names) if t.name == "gateway" else t for t in builtin_tables()
+        ]
+    return Dialects(resolve_tables(config, builtin=builtin))
 
 
 @functools.cache
@@ -163,7 +176,46 @@ def default_dialects() -> Dialects:
 
 
 def table_of(tables: Sequence[DialectTable], name: str) -> DialectTable | None:
+    """The table named ``name``, or ``None``."""
     return next((t for t in tables if t.name == name), None)
+
+
+def gateway_table(names: Any) -> DialectTable:
+    """The built-in ``gateway`` dialect with the attribute names of an
+    ``plugins._agentconv.AttributeNames`` (the ``attributes:`` option of the workflow
+    processor and the agentmetrics connector), so a system configured with its own names keeps
+    being recognised: ``load_dialects(config, attribute_names=names)`` uses it."""
+    from plugins._agentconv import AttributeNames
+
+    default = AttributeNames()
+    base = table_of(builtin_tables(), "gateway")
+    assert base is not None
+    mapping = {
+        getattr(default, f): getattr(names, f)
+        for f in AttributeNames.model_fields
+        if getattr(default, f) != getattr(names, f) and f != "workflow_span_prefix"
+    }
+    prefix = names.workflow_span_prefix
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out: dict[Any, Any] = {}
+            for key, value in node.items():
+                if key == "name_prefix" and value == [default.workflow_span_prefix]:
+                    out[key] = [prefix]
+                elif key == "name_regex" and value == r"^workflow\.(.+)$":
+                    out[key] = f"^{re.escape(prefix)}(.+)$"
+                else:
+                    out[mapping.get(key, key) if isinstance(key, str) else key] = walk(value)
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, str):
+            return mapping.get(node, node)
+        return node
+
+    data = walk(base.model_dump(mode="json", exclude_none=True))
+    return DialectTable.model_validate(data)
 
 
 __all__ = [
@@ -189,6 +241,7 @@ __all__ = [
     "compile_tables",
     "default_dialects",
     "first_exception_type",
+    "gateway_table",
     "load_dialects",
     "looks_like_run_id",
     "plugin_tables",

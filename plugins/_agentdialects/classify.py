@@ -40,21 +40,41 @@ _RUN_ID_RE = re.compile(
 
 def looks_like_run_id(value: str) -> bool:
     """``True`` for UUID-, ULID- or long-hex-shaped values: per-run ids, never labels."""
-    return bool(_RUN_ID_RE.match(value))
+    return len(value) >= 16 and _RUN_ID_RE.match(value) is not None
+
+
+def _decode_any_value(encoded: bytes) -> Any:
+    """An encoded ``AnyValue`` (``plugins._spanview``'s attribute maps), or ``None``."""
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    try:
+        return AnyValue.FromString(encoded)
+    except (DecodeError, RuntimeError, ValueError):
+        return None
 
 
 def value_text(value: Any) -> str:
-    """An attribute value as text: Python scalars, or an OTLP ``AnyValue``."""
-    if isinstance(value, str):
+    """An attribute value as text: Python scalars, an OTLP ``AnyValue``, or an encoded
+    ``AnyValue`` (``bytes``, as in ``plugins._spanview``'s attribute maps)."""
+    if type(value) is str:
         return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:g}"
+    if type(value) is bytes:
+        if value[:1] == b"\x0a" and len(value) > 1 and value[1] < 0x80:  # a short string
+            return value[2 : 2 + value[1]].decode("utf-8", "replace")
+        value = _decode_any_value(value)
+        if value is None:
+            return ""
     which = getattr(value, "WhichOneof", None)
     if which is None:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            return f"{value:g}"
         return "" if value is None else str(value)
     kind = which("value")
     if kind == "string_value":
@@ -70,6 +90,8 @@ def value_text(value: Any) -> str:
 
 def value_int(value: Any) -> int | None:
     """An attribute value as a non-negative integer, or ``None``."""
+    if type(value) is bytes:
+        value = _decode_any_value(value)
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -200,9 +222,24 @@ class CompiledRule:
 @dataclass(frozen=True, slots=True)
 class CompiledTables:
     """Every table flattened to names, indexes and tuples: what a C scanner is configured with
-    once. ``attribute_keys`` is every attribute any table reads (a scanner may skip all
-    others); rules are in evaluation order (the first rule of the first dialect whose
-    ``detect`` holds wins)."""
+    once. :class:`Dialects` evaluates exactly this form (it is the Python twin):
+
+    1. dialects in order; a dialect is tried when it has no ``detect`` or one of its
+       ``detect`` alternatives holds; within it, ``rules`` (those whose ``dialect`` is its
+       index, in order), the first rule one of whose ``alternatives`` holds decides (an
+       alternative holds when every non-empty condition does; ``root``: -1 either);
+    2. each label (index into ``labels``): the first source giving a non-empty value — an
+       attribute (``key`` >= 0: index into ``attribute_keys``) as text, or the first group of
+       ``name_regex`` on the span name; token labels take the first source that is a
+       non-negative integer; a value of a ``name_labels`` label matching ``run_id_pattern`` is
+       skipped (and becomes the run id when there is none yet); then the rule's ``values``
+       for labels still missing; an ``agent_run`` without ``workflow_type`` takes its
+       ``agent_name``;
+    3. the run id: the first of the dialect's ``run_ids`` attributes present, else what 2.
+       found; ``model_retry``: the exception type's last dotted part is in the dialect's
+       ``retry_exception_types``; ``failed``: status ERROR or an ``error_type`` label.
+
+    ``attribute_keys`` is every attribute any table reads (a scanner may skip all others)."""
 
     dialects: tuple[str, ...]
     attribute_keys: tuple[str, ...]
@@ -211,6 +248,8 @@ class CompiledTables:
     rules: tuple[CompiledRule, ...]
     run_ids: tuple[tuple[int, ...], ...]
     retry_exception_types: tuple[tuple[str, ...], ...]
+    name_labels: tuple[int, ...] = ()
+    run_id_pattern: str = ""
 
 
 class _Keys:
@@ -284,6 +323,8 @@ def compile_tables(tables: Sequence[DialectTable]) -> CompiledTables:
         rules=tuple(rules),
         run_ids=tuple(run_ids),
         retry_exception_types=tuple(retries),
+        name_labels=tuple(i for i, label in enumerate(LABELS) if label in NAME_LABELS),
+        run_id_pattern=_RUN_ID_RE.pattern,
     )
 
 
@@ -292,7 +333,7 @@ class _Alt:
     """A compiled alternative as Python closures' data (fast path of :meth:`Dialects.classify`)."""
 
     __slots__ = ("absent", "equals", "kinds", "name_equals", "name_prefix", "name_re", "present",
-                 "root", "scope_prefix")  # fmt: skip
+                 "root", "scope_prefix", "trigger")  # fmt: skip
 
     def __init__(self, m: CompiledMatch, keys: tuple[str, ...]) -> None:
         self.equals = tuple((keys[k], frozenset(v)) for k, v in m.equals)
@@ -304,6 +345,8 @@ class _Alt:
         self.kinds = frozenset(m.kinds)
         self.scope_prefix = m.scope_prefix
         self.root = m.root
+        # an attribute that must be present for the alternative to hold: tested first, inline
+        self.trigger: str | None = (self.present or tuple(k for k, _ in self.equals) or (None,))[0]
 
     def holds(self, name: str, kind: int, attrs: Mapping[str, Any], scope: str, root: bool) -> bool:
         if self.kinds and kind not in self.kinds:
@@ -362,14 +405,61 @@ class Dialects:
         self.tables: tuple[DialectTable, ...] = tuple(tables)
         self.compiled: CompiledTables = compile_tables(tables)
         keys = self.compiled.attribute_keys
-        self._detect = tuple(tuple(_Alt(m, keys) for m in d) for d in self.compiled.detect)
-        by_dialect: list[list[_Rule]] = [[] for _ in tables]
-        for rule in self.compiled.rules:
-            by_dialect[rule.dialect].append(_Rule(rule, self.compiled))
-        self._rules = tuple(tuple(r) for r in by_dialect)
+        # detection: alternatives that only ask for one attribute are one set test
+        self._detect_keys: tuple[frozenset[str], ...] = tuple(
+            frozenset(keys[m.present[0]] for m in d if _only_present(m))
+            for d in self.compiled.detect
+        )
+        self._detect = tuple(
+            tuple(_Alt(m, keys) for m in d if not _only_present(m)) for d in self.compiled.detect
+        )
+        self._detect_any = tuple(not d for d in self.compiled.detect)
+        by_dialect: list[list[tuple[str | None, frozenset[str] | None, _Alt, _Rule]]] = [
+            [] for _ in tables
+        ]
+        for compiled_rule in self.compiled.rules:
+            rule = _Rule(compiled_rule, self.compiled)
+            for alt in rule.alternatives:
+                # the values the trigger attribute must have, when it is an equality test
+                allowed = next((v for k, v in alt.equals if k == alt.trigger), None)
+                by_dialect[rule.dialect].append((alt.trigger, allowed, alt, rule))
+        self._alternatives = tuple(tuple(r) for r in by_dialect)
+        # a span none of whose attributes, name or scope could start a dialect's detection is
+        # no agent span: most spans of a system are rejected by one set test
+        triggers: set[str] = set()
+        name_prefixes: list[str] = []
+        scope_prefixes: list[str] = []
+        self._always = False
+        for detect in self.compiled.detect:
+            if not detect:
+                self._always = True
+            for m in detect:
+                alt = _Alt(m, keys)
+                if alt.trigger is not None:
+                    triggers.add(alt.trigger)
+                elif m.name_prefix:
+                    name_prefixes.extend(m.name_prefix)
+                elif m.scope_prefix:
+                    scope_prefixes.extend(m.scope_prefix)
+                else:
+                    self._always = True
+        self._triggers = frozenset(triggers)
+        self._name_prefixes = tuple(name_prefixes)
+        self._scope_prefixes = tuple(scope_prefixes)
         self._run_ids = tuple(tuple(keys[k] for k in d) for d in self.compiled.run_ids)
         self._retries = tuple(frozenset(r) for r in self.compiled.retry_exception_types)
         self.attribute_keys: frozenset[str] = frozenset(keys)
+
+    @property
+    def needles(self) -> tuple[bytes, ...] | None:
+        """Byte strings one of which appears in the OTLP encoding of every span some dialect
+        can claim (an attribute key that starts a detection, a span-name or scope prefix), or
+        ``None`` when a dialect can claim any span: a request containing none of them holds no
+        agent span and can pass unread."""
+        if self._always:
+            return None
+        texts = {*self._triggers, *self._name_prefixes, *self._scope_prefixes}
+        return tuple(sorted(t.encode() for t in texts if t))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -380,13 +470,37 @@ class Dialects:
         self, name: str, kind: int, attrs: Mapping[str, Any], scope: str = "", root: bool = False
     ) -> tuple[int, _Rule] | None:
         """``(dialect index, rule)`` of the first rule that holds, or ``None``."""
+        if (
+            not self._always
+            and self._triggers.isdisjoint(attrs)
+            and not name.startswith(self._name_prefixes)
+            and not scope.startswith(self._scope_prefixes)
+        ):
+            return None
+        detect_keys = self._detect_keys
+        detect_any = self._detect_any
         for index, detect in enumerate(self._detect):
-            if detect and not any(a.holds(name, kind, attrs, scope, root) for a in detect):
-                continue
-            for rule in self._rules[index]:
-                for alt in rule.alternatives:
-                    if alt.holds(name, kind, attrs, scope, root):
-                        return index, rule
+            if not detect_any[index] and detect_keys[index].isdisjoint(attrs):
+                for a in detect:
+                    if a.trigger is not None and a.trigger not in attrs:
+                        continue
+                    if a.scope_prefix and not scope.startswith(a.scope_prefix):
+                        continue
+                    if a.name_prefix and not name.startswith(a.name_prefix):
+                        continue
+                    if a.holds(name, kind, attrs, scope, root):
+                        break
+                else:
+                    continue
+            for trigger, allowed, alt, rule in self._alternatives[index]:
+                if trigger is not None:
+                    value = attrs.get(trigger)
+                    if value is None:
+                        continue
+                    if allowed is not None and value_text(value) not in allowed:
+                        continue
+                if alt.holds(name, kind, attrs, scope, root):
+                    return index, rule
         return None
 
     def classify(
@@ -404,12 +518,50 @@ class Dialects:
         """The facts of one span.
 
         ``name``: the span name; ``kind``: the OTLP span kind number (1 INTERNAL .. 5
-        CONSUMER); ``attrs``: ``{key: value}`` with Python scalars or OTLP ``AnyValue`` s;
+        CONSUMER); ``attrs``: ``{key: value}`` with Python scalars, OTLP ``AnyValue`` s or
+        encoded ``AnyValue`` s (``bytes``: a ``plugins._spanview`` span's ``attributes`` map
+        can be passed as it is);
         ``scope``: the instrumentation scope name; ``root``: the span has no parent;
         ``status_code``: the OTLP status code (2 = ERROR); ``exception_type``: the
         ``exception.type`` of its first exception event, if any; ``service``: the
         ``service.name`` of its resource (names an MCP server on the server side).
         """
+        return self._classify(
+            name, kind, attrs, scope, root, status_code, exception_type, service, None
+        )
+
+    def explain(
+        self,
+        name: str,
+        kind: int,
+        attrs: Mapping[str, Any],
+        *,
+        scope: str = "",
+        root: bool = False,
+        status_code: int = 0,
+        exception_type: str = "",
+        service: str = "",
+    ) -> tuple[SpanFacts, dict[str, str]]:
+        """:meth:`classify`, plus, for each label read from an attribute, that attribute's key
+        (the normalizing processor renames and may drop them)."""
+        sources: dict[str, str] = {}
+        facts = self._classify(
+            name, kind, attrs, scope, root, status_code, exception_type, service, sources
+        )
+        return facts, sources
+
+    def _classify(
+        self,
+        name: str,
+        kind: int,
+        attrs: Mapping[str, Any],
+        scope: str,
+        root: bool,
+        status_code: int,
+        exception_type: str,
+        service: str,
+        sources: dict[str, str] | None,
+    ) -> SpanFacts:
         found = self.match(name, kind, attrs, scope, root)
         if found is None:
             failed = status_code == STATUS_ERROR
@@ -422,8 +574,8 @@ class Dialects:
         labels: dict[str, str] = {}
         run_id = ""
         input_tokens = output_tokens = None
-        for label, sources in rule.labels:
-            for key, regex in sources:
+        for label, candidates in rule.labels:
+            for key, regex in candidates:
                 if regex is None:
                     raw = attrs.get(key)
                     if raw is None:
@@ -436,6 +588,8 @@ class Dialects:
                             input_tokens = count
                         else:
                             output_tokens = count
+                        if sources is not None:
+                            sources[label] = key
                         break
                     text = value_text(raw)
                 else:
@@ -449,9 +603,13 @@ class Dialects:
                     run_id = run_id or text
                     continue
                 labels[label] = text
+                if sources is not None and regex is None:
+                    sources[label] = key
                 break
         for label, value in rule.values:
             labels.setdefault(label, value)
+        if rule.role is Role.AGENT_RUN and "workflow_type" not in labels and "agent_name" in labels:
+            labels["workflow_type"] = labels["agent_name"]  # an agent run's type: its agent
         for key in self._run_ids[index]:
             raw = attrs.get(key)
             if raw is not None:
@@ -489,6 +647,11 @@ class Dialects:
             exception_type=first_exception_type(span),
             service=service,
         )
+
+
+def _only_present(m: CompiledMatch) -> bool:
+    """An alternative that only asks for one attribute to be present."""
+    return len(m.present) == 1 and m == CompiledMatch(present=m.present)
 
 
 def first_exception_type(span: Any) -> str:

@@ -21,9 +21,8 @@ classifier when the trace is released.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
@@ -123,32 +122,6 @@ class Execution:
     agent: str  # the agent's logical name, or ""
 
 
-class _Attributes(Mapping[str, str]):
-    """A span's attributes (a C-level map of encoded values) read as text, decoding only the
-    values looked up (what the classifier reads is a handful of them)."""
-
-    __slots__ = ("_map",)
-
-    def __init__(self, encoded: Any) -> None:
-        self._map = encoded
-
-    def __getitem__(self, key: str) -> str:
-        return cached_str(self._map[key])
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self._map.get(key)
-        return default if value is None else cached_str(value)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._map
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map)
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-
 def execution_of(
     span_raw: bytes,
     scope: bytes,
@@ -171,7 +144,7 @@ def execution_of(
             code, message = status.code, status.message
     except DecodeError:  # (the receivers refuse such spans; held spans are never dropped)
         return None
-    attrs = _Attributes(view.attributes)
+    attrs = view.attributes  # encoded values: the classifier decodes those it reads
     facts = dialects.classify(
         view.name.decode("utf-8", "replace"),
         view.kind,
@@ -199,8 +172,9 @@ def execution_of(
                         break
                 if exception:
                     break
+    given = attrs.get(names.workflow_outcome)
     outcome = outcome_from(
-        attrs.get(names.workflow_outcome, ""), error_type, exception, code, message
+        cached_str(given) if given is not None else "", error_type, exception, code, message
     )
     wf_id = facts.run_id or trace_id.hex()
     present = tuple(k for k in keys if k in attrs)

@@ -151,7 +151,7 @@ class StoreConfig:
     def from_config(cls, config: WorkflowConfig) -> StoreConfig:
         names = config.attributes
         keys = stamp_keys(names)
-        dialects = load_dialects(config.dialects)
+        dialects = load_dialects(config.dialects, attribute_names=names)
         return cls(
             names=names,
             wait_duration=config.wait_duration,

@@ -1,10 +1,12 @@
-"""The MCP server of the scenarios (``mcp`` 2.x ``MCPServer``), run as a subprocess:
+"""The MCP server of the scenarios (``mcp`` 2.x ``MCPServer``, 1.x ``FastMCP``), run as a
+subprocess:
 ``python -m tests.agent_sources.mcp_server stdio`` or ``... streamable-http PORT``.
 
 Its spans go to the file named by ``AGENT_SOURCES_SPANS_FILE`` (the mcp SDK traces itself
-through the global tracer provider); ``AGENT_SOURCES_INSTRUMENT=openinference`` also installs
-OpenInference's MCP instrumentation. Tools: ``add``, ``divide`` (raises on b=0), ``lookup``
-(its backend times out), ``flaky`` (fails on its first call), ``slow`` (sleeps 0.2 s).
+through the global tracer provider); ``AGENT_SOURCES_INSTRUMENT=openinference`` (or
+``openllmetry``) also installs OpenInference's (OpenLLMetry's) MCP instrumentation. Tools:
+``add``, ``divide`` (raises on b=0), ``lookup`` (its backend times out), ``flaky`` (fails on
+its first call), ``slow`` (sleeps 0.2 s).
 """
 
 from __future__ import annotations
@@ -21,11 +23,19 @@ SLOW_SECONDS = 0.2
 
 def main() -> None:
     tp = install_file_tracing(SERVICE)
-    if tp is not None and os.environ.get("AGENT_SOURCES_INSTRUMENT") == "openinference":
+    instrument = os.environ.get("AGENT_SOURCES_INSTRUMENT", "")
+    if tp is not None and instrument == "openinference":
         from openinference.instrumentation.mcp import MCPInstrumentor
 
         MCPInstrumentor().instrument(tracer_provider=tp)
-    from mcp.server.mcpserver import MCPServer
+    if tp is not None and instrument == "openllmetry":
+        from opentelemetry.instrumentation.mcp import McpInstrumentor
+
+        McpInstrumentor().instrument(tracer_provider=tp)
+    try:
+        from mcp.server.mcpserver import MCPServer
+    except ImportError:  # mcp 1.x (for OpenLLMetry's MCP instrumentation, recorded apart)
+        from mcp.server.fastmcp import FastMCP as MCPServer  # type: ignore[no-redef]
 
     transport = sys.argv[1] if len(sys.argv) > 1 else "stdio"
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 0

@@ -1,7 +1,10 @@
 """The ``mcp`` SDK (2.x) client and server with the SDK's own tracing, over stdio and over
 streamable HTTP; ``openinference`` adds OpenInference's MCP instrumentation to both sides.
 
-Sources: ``mcp_stdio``, ``mcp_http``, ``mcp_openinference`` (stdio). The server runs in a
+Sources: ``mcp_stdio``, ``mcp_http``, ``mcp_openinference`` (stdio), ``mcp_openllmetry``
+(stdio, OpenLLMetry's ``opentelemetry-instrumentation-mcp``, which works with ``mcp`` 1.x only:
+recorded from a separate environment with ``mcp<2``, not run live by the tests; ``mcp`` 1.x
+itself emits no spans). The server runs in a
 subprocess (``mcp_server.py``) writing its spans to a file; the recorded request holds the
 client's and the server's spans (one trace: the SDK carries the context in ``_meta``).
 Scenarios: ``success`` (add), ``tool_error`` (divide by 0), ``tool_timeout`` (lookup),
@@ -29,7 +32,7 @@ from tests.agent_sources._otel import (
 )
 from tests.support import free_port
 
-SOURCES = ("mcp_stdio", "mcp_http", "mcp_openinference")
+SOURCES = ("mcp_stdio", "mcp_http", "mcp_openinference", "mcp_openllmetry")
 SCENARIOS = ("success", "tool_error", "tool_timeout", "slow_tool", "unknown_tool")
 CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "success": ("add", {"a": 1, "b": 2}),
@@ -51,12 +54,17 @@ def server_env(spans_file: str, instrument: str = "") -> dict[str, str]:
     return env
 
 
-def _instrument_client(tp: Any) -> None:
+def _instrument_client(tp: Any, instrument: str) -> None:
     global _instrumented
     if not _instrumented:
-        from openinference.instrumentation.mcp import MCPInstrumentor
+        if instrument == "openllmetry":
+            from opentelemetry.instrumentation.mcp import McpInstrumentor
 
-        MCPInstrumentor().instrument(tracer_provider=tp)
+            McpInstrumentor().instrument(tracer_provider=tp)
+        else:
+            from openinference.instrumentation.mcp import MCPInstrumentor
+
+            MCPInstrumentor().instrument(tracer_provider=tp)
         _instrumented = True
 
 
@@ -76,7 +84,7 @@ async def run_stdio(scenario: str, instrument: str = "") -> ExportTraceServiceRe
 
     exporter = global_capture(CLIENT_SERVICE)
     if instrument:
-        _instrument_client(trace.get_tracer_provider())
+        _instrument_client(trace.get_tracer_provider(), instrument)
     with tempfile.TemporaryDirectory() as tmp:
         spans_file = os.path.join(tmp, "server.spans")
         params = StdioServerParameters(
@@ -135,6 +143,8 @@ async def run_source(source: str, scenario: str) -> ExportTraceServiceRequest:
         return await run_stdio(scenario)
     if source == "mcp_openinference":
         return await run_stdio(scenario, instrument="openinference")
+    if source == "mcp_openllmetry":
+        return await run_stdio(scenario, instrument="openllmetry")
     if source == "mcp_http":
         return await run_http(scenario)
     raise ValueError(source)

@@ -3,6 +3,7 @@
 
     .venv/bin/python -m tests.agent_sources.record            # every source
     .venv/bin/python -m tests.agent_sources.record mcp_http   # some
+    .venv/bin/python -m tests.agent_sources.record --summary mcp_http success  # live, as JSON
 
 Each source runs in its own process (instrumentations patch libraries globally).
 """
@@ -26,6 +27,9 @@ SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "mcp_stdio": ("mcp_source", ("mcp",)),
     "mcp_http": ("mcp_source", ("mcp",)),
     "mcp_openinference": ("mcp_source", ("mcp", "openinference-instrumentation-mcp")),
+    # needs mcp 1.x (the test extra has 2.x): record from an environment with mcp<2 and
+    # opentelemetry-instrumentation-mcp, PYTHONPATH=. python -m tests.agent_sources.record ...
+    "mcp_openllmetry": ("mcp_source", ("mcp", "opentelemetry-instrumentation-mcp")),
     "langgraph_openinference": (
         "langgraph_source",
         ("langgraph", "langchain-core", "openinference-instrumentation-langchain"),
@@ -63,9 +67,21 @@ def versions(source: str) -> dict[str, str]:
     return {n: importlib.metadata.version(n) for n in names}
 
 
+def print_summaries(source: str, scenarios: list[str]) -> None:
+    """Runs the scenarios live and prints ``{scenario: summary rows}`` as JSON (for the tests
+    that compare the installed libraries with the corpus)."""
+    from tests.agent_sources.summary import summary
+
+    out = {s: summary(asyncio.run(run_scenario(source, s))) for s in scenarios}
+    print(json.dumps(out))
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--one"]:
         record_one(argv[1])
+        return 0
+    if argv[:1] == ["--summary"]:
+        print_summaries(argv[1], argv[2:])
         return 0
     sources = argv or list(SOURCES)
     manifest_path = CORPUS / "MANIFEST.json"

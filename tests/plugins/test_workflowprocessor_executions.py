@@ -43,7 +43,7 @@ EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
 }
 # sources without agent runs: MCP alone, a2a-sdk (its spans say a message was handled, not
 # that an agent ran)
-NO_EXECUTIONS = ("mcp_stdio", "mcp_http", "mcp_openinference", "a2a_sdk")
+NO_EXECUTIONS = ("mcp_stdio", "mcp_http", "mcp_openinference", "mcp_openllmetry", "a2a_sdk")
 
 
 def corpus_cases() -> list[tuple[str, str]]:
@@ -132,6 +132,7 @@ def test_every_recorded_source_gives_its_executions(store: str, source: str, sce
         assert found == {}
         assert outcomes(telemetry) == {}
         return
+    assert source in EXPECTED, f"a newly recorded source: say what executions {source} gives"
     agent, by_scenario = EXPECTED[source]
     outcome = by_scenario[scenario]
     # one execution per run, whatever the source nests inside it

@@ -230,3 +230,139 @@ def test_run_id_shapes() -> None:
         assert looks_like_run_id(run_id), run_id
     for name in ("calc", "agent-7", "research_agent", "gpt-4o-2024-08-06", "add"):
         assert not looks_like_run_id(name), name
+
+
+def test_traceloop_decorator_spans() -> None:
+    d = default_dialects()
+    workflow = d.classify(
+        "support.workflow",
+        INTERNAL,
+        {"traceloop.span.kind": "workflow", "traceloop.workflow.name": "support",
+         "traceloop.entity.name": "support"},
+    )  # fmt: skip
+    assert (workflow.role, workflow.dialect, workflow.label("workflow_type")) == (
+        Role.WORKFLOW, "openllmetry", "support"
+    )  # fmt: skip
+    agent = d.classify(
+        "planner.agent",
+        INTERNAL,
+        {"traceloop.span.kind": "agent", "traceloop.entity.name": "planner"},
+    )
+    assert (agent.role, agent.label("agent_name")) == (Role.AGENT_RUN, "planner")
+    tool = d.classify(
+        "search.tool",
+        INTERNAL,
+        {"traceloop.span.kind": "tool", "traceloop.entity.name": "search"},
+    )
+    assert (tool.role, tool.label("tool_name")) == (Role.TOOL_CALL, "search")
+    llm = d.classify(
+        "openai.chat",
+        CLIENT,
+        {"llm.request.type": "chat", "gen_ai.request.model": "gpt-x",
+         "gen_ai.usage.prompt_tokens": 7, "gen_ai.usage.completion_tokens": 3},
+    )  # fmt: skip
+    assert (llm.role, llm.input_tokens, llm.output_tokens) == (Role.INFERENCE, 7, 3)
+    # the newer spans that also say gen_ai.operation.name are read by the conventions
+    both = d.classify(
+        "calc.workflow",
+        INTERNAL,
+        {"traceloop.span.kind": "workflow", "gen_ai.operation.name": "invoke_agent",
+         "gen_ai.agent.name": "calc"},
+    )  # fmt: skip
+    assert (both.role, both.dialect) == (Role.AGENT_RUN, "genai")
+
+
+def test_hostile_values_and_shapes() -> None:
+    """AnyValues of every kind where a label or a condition is read, huge and odd names: no
+    exception, no label from a value that is not a scalar."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValueList
+
+    d = default_dialects()
+    odd = [
+        AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="execute_tool")])),
+        AnyValue(kvlist_value=KeyValueList()),
+        AnyValue(bytes_value=b"\xff\x00"),
+        AnyValue(),
+        AnyValue(double_value=float("nan")),
+        AnyValue(int_value=-(2**63)),
+        AnyValue(string_value="x" * 1_000_000),
+    ]
+    for value in odd:
+        attrs = {
+            "gen_ai.operation.name": value,
+            "gen_ai.tool.name": value,
+            "gen_ai.usage.input_tokens": value,
+            "mcp.method.name": value,
+            "openinference.span.kind": value,
+        }
+        for kind in (0, 1, 2, 3, 4, 5, 99, -1):
+            facts = d.classify("\x00" * 10_000, kind, attrs, scope="\udcff", root=True)
+            assert facts.input_tokens is None or facts.input_tokens >= 0
+            assert all(isinstance(v, str) for v in facts.labels.values())
+    nan_tokens = d.classify(
+        "chat", CLIENT, {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 1e300}
+    )
+    assert nan_tokens.input_tokens is None
+
+
+def test_span_view_attribute_maps_classify_alike() -> None:
+    """A ``plugins._spanview`` span (attributes as a map of encoded AnyValues) classifies as
+    the decoded span does."""
+    from plugins._spanview import TracesView
+    from tests.agent_sources._otel import CORPUS, read_corpus
+
+    d = default_dialects()
+    for path in sorted(CORPUS.glob("*/success.json")):
+        request = read_corpus(path)
+        view = TracesView.FromString(request.SerializeToString())
+        decoded = [
+            (ss.scope.name, s) for rs in request.resource_spans for ss in rs.scope_spans
+            for s in ss.spans
+        ]  # fmt: skip
+        viewed = [s for rs in view.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        assert len(decoded) == len(viewed)
+        for (scope, span), sv in zip(decoded, viewed, strict=True):
+            want = d.classify_span(span, scope)
+            got = d.classify(
+                sv.name.decode(), sv.kind, sv.attributes, scope=scope,
+                root=not sv.parent_span_id,
+                status_code=span.status.code, exception_type=want.exception_type,
+            )  # fmt: skip
+            assert got == want, (path, span.name)
+
+
+def test_gateway_dialect_follows_the_attributes_option() -> None:
+    from plugins._agentconv import AttributeNames
+    from plugins._agentdialects import gateway_table
+
+    default = gateway_table(AttributeNames())
+    assert default == next(t for t in builtin_tables() if t.name == "gateway")
+    names = AttributeNames(
+        workflow_span_prefix="flow:", workflow_id="app.run.id", agent_id="myco.agent.id",
+        mcp_server_name="myco.mcp.server",
+    )  # fmt: skip
+    d = load_dialects(attribute_names=names)
+    root = d.classify("flow:billing", INTERNAL, {"myco.agent.id": "biller"}, root=True)
+    assert (root.role, root.label("workflow_type"), root.label("agent_name")) == (
+        Role.WORKFLOW, "billing", "biller"
+    )  # fmt: skip
+    assert d.classify("x", INTERNAL, {"app.run.id": "r1"}, root=True).run_id == "r1"
+    tool = d.classify(
+        "execute_tool s",
+        CLIENT,
+        {"gen_ai.operation.name": "execute_tool", "mcp.method.name": "tools/call",
+         "myco.mcp.server": "docs"},
+    )  # fmt: skip
+    assert tool.server == "docs" and tool.is_tool_layer
+
+
+def test_conventions_a2a_needs_an_a2a_attribute() -> None:
+    d = default_dialects()
+    other = d.classify("create_thread", CLIENT, {"gen_ai.operation.name": "create_thread"})
+    assert other.role is Role.NONE
+    sent = d.classify("a2a send", CLIENT, {"a2a.method": "message/send", "a2a.task.id": "t-1"})
+    received = d.classify("a2a", SERVER, {"a2a.context.id": "c-1"})
+    assert (sent.role, sent.label("a2a_message_type"), sent.run_id) == (
+        Role.A2A_CLIENT, "message/send", "t-1"
+    )  # fmt: skip
+    assert (received.role, received.run_id) == (Role.A2A_SERVER, "c-1")

@@ -11,36 +11,15 @@ from typing import Any
 
 import pytest
 
-from plugins._agentdialects import Role, SpanFacts, default_dialects, looks_like_run_id
+from plugins._agentdialects import Role, SpanFacts, looks_like_run_id
 from tests.agent_sources._otel import CORPUS, read_corpus
+from tests.agent_sources.summary import KEYS, facts, summary
 
-KEYS = ("workflow_type", "agent_name", "tool_name", "mcp_method", "a2a_message_type")
 MANIFEST = json.loads((CORPUS / "MANIFEST.json").read_text())
 
 
 def facts_of(source: str, scenario: str) -> Iterator[tuple[Any, SpanFacts]]:
-    request = read_corpus(CORPUS / source / f"{scenario}.json")
-    dialects = default_dialects()
-    for rs in request.resource_spans:
-        service = next(
-            (kv.value.string_value for kv in rs.resource.attributes if kv.key == "service.name"),
-            "",
-        )
-        for ss in rs.scope_spans:
-            for span in ss.spans:
-                yield span, dialects.classify_span(span, ss.scope.name, service)
-
-
-def summary(source: str, scenario: str) -> list[tuple[str, ...]]:
-    rows = []
-    for _, f in facts_of(source, scenario):
-        if f.role is Role.NONE:
-            continue
-        labels = [f"{k}={f.labels[k]}" for k in KEYS if k in f.labels]
-        rows.append(
-            (f.role.value, f.dialect, "failed" if f.failed else "ok", f.error_type, *labels)
-        )
-    return sorted(rows)
+    return facts(read_corpus(CORPUS / source / f"{scenario}.json"))
 
 
 EXPECTED: dict[tuple[str, str], list[tuple[str, ...]]] = {
@@ -63,28 +42,63 @@ EXPECTED: dict[tuple[str, str], list[tuple[str, ...]]] = {
         ("a2a_server", "a2a_sdk", "ok", "", "a2a_message_type=message/send"),
     ],
     ("langgraph_openinference", "failed_run"): [
-        ("agent_run", "openinference", "failed", "RuntimeError", "agent_name=calc_agent"),
+        (
+            "agent_run",
+            "openinference",
+            "failed",
+            "RuntimeError",
+            "workflow_type=calc_agent",
+            "agent_name=calc_agent",
+        ),
         ("inference", "openinference", "failed", "RuntimeError"),
     ],
     ("langgraph_openinference", "slow_tool"): [
-        ("agent_run", "openinference", "ok", "", "agent_name=calc_agent"),
+        (
+            "agent_run",
+            "openinference",
+            "ok",
+            "",
+            "workflow_type=calc_agent",
+            "agent_name=calc_agent",
+        ),
         ("inference", "openinference", "ok", ""),
         ("inference", "openinference", "ok", ""),
         ("tool_call", "openinference", "ok", "", "tool_name=slow"),
     ],
     ("langgraph_openinference", "success"): [
-        ("agent_run", "openinference", "ok", "", "agent_name=calc_agent"),
+        (
+            "agent_run",
+            "openinference",
+            "ok",
+            "",
+            "workflow_type=calc_agent",
+            "agent_name=calc_agent",
+        ),
         ("inference", "openinference", "ok", ""),
         ("inference", "openinference", "ok", ""),
         ("tool_call", "openinference", "ok", "", "tool_name=add"),
     ],
     ("langgraph_openinference", "tool_error"): [
-        ("agent_run", "openinference", "failed", "ZeroDivisionError", "agent_name=calc_agent"),
+        (
+            "agent_run",
+            "openinference",
+            "failed",
+            "ZeroDivisionError",
+            "workflow_type=calc_agent",
+            "agent_name=calc_agent",
+        ),
         ("inference", "openinference", "ok", ""),
         ("tool_call", "openinference", "failed", "ZeroDivisionError", "tool_name=divide"),
     ],
     ("langgraph_openinference", "tool_timeout"): [
-        ("agent_run", "openinference", "failed", "TimeoutError", "agent_name=calc_agent"),
+        (
+            "agent_run",
+            "openinference",
+            "failed",
+            "TimeoutError",
+            "workflow_type=calc_agent",
+            "agent_name=calc_agent",
+        ),
         ("inference", "openinference", "ok", ""),
         ("tool_call", "openinference", "failed", "TimeoutError", "tool_name=lookup"),
     ],
@@ -97,34 +111,42 @@ EXPECTED: dict[tuple[str, str], list[tuple[str, ...]]] = {
             "workflow_type=calc_agent",
             "agent_name=calc_agent",
         ),
-        ("create_agent", "genai", "ok", "", "agent_name=calc_agent"),
-        ("inference", "genai", "failed", "RuntimeError"),
         (
-            "workflow",
-            "openllmetry",
+            "agent_run",
+            "genai",
             "failed",
             "RuntimeError",
             "workflow_type=calc_agent",
             "agent_name=calc_agent",
         ),
+        ("create_agent", "genai", "ok", "", "agent_name=calc_agent"),
+        ("inference", "genai", "failed", "RuntimeError"),
     ],
     ("langgraph_openllmetry", "slow_tool"): [
+        ("agent_run", "genai", "ok", "", "workflow_type=calc_agent", "agent_name=calc_agent"),
         ("agent_run", "genai", "ok", "", "workflow_type=calc_agent", "agent_name=calc_agent"),
         ("create_agent", "genai", "ok", "", "agent_name=calc_agent"),
         ("inference", "genai", "ok", ""),
         ("inference", "genai", "ok", ""),
         ("tool_call", "openllmetry", "ok", "", "tool_name=slow"),
-        ("workflow", "openllmetry", "ok", "", "workflow_type=calc_agent", "agent_name=calc_agent"),
     ],
     ("langgraph_openllmetry", "success"): [
+        ("agent_run", "genai", "ok", "", "workflow_type=calc_agent", "agent_name=calc_agent"),
         ("agent_run", "genai", "ok", "", "workflow_type=calc_agent", "agent_name=calc_agent"),
         ("create_agent", "genai", "ok", "", "agent_name=calc_agent"),
         ("inference", "genai", "ok", ""),
         ("inference", "genai", "ok", ""),
         ("tool_call", "openllmetry", "ok", "", "tool_name=add"),
-        ("workflow", "openllmetry", "ok", "", "workflow_type=calc_agent", "agent_name=calc_agent"),
     ],
     ("langgraph_openllmetry", "tool_error"): [
+        (
+            "agent_run",
+            "genai",
+            "failed",
+            "ZeroDivisionError",
+            "workflow_type=calc_agent",
+            "agent_name=calc_agent",
+        ),
         (
             "agent_run",
             "genai",
@@ -136,16 +158,16 @@ EXPECTED: dict[tuple[str, str], list[tuple[str, ...]]] = {
         ("create_agent", "genai", "ok", "", "agent_name=calc_agent"),
         ("inference", "genai", "ok", ""),
         ("tool_call", "openllmetry", "failed", "ZeroDivisionError", "tool_name=divide"),
+    ],
+    ("langgraph_openllmetry", "tool_timeout"): [
         (
-            "workflow",
-            "openllmetry",
+            "agent_run",
+            "genai",
             "failed",
-            "ZeroDivisionError",
+            "TimeoutError",
             "workflow_type=calc_agent",
             "agent_name=calc_agent",
         ),
-    ],
-    ("langgraph_openllmetry", "tool_timeout"): [
         (
             "agent_run",
             "genai",
@@ -157,14 +179,6 @@ EXPECTED: dict[tuple[str, str], list[tuple[str, ...]]] = {
         ("create_agent", "genai", "ok", "", "agent_name=calc_agent"),
         ("inference", "genai", "ok", ""),
         ("tool_call", "openllmetry", "failed", "TimeoutError", "tool_name=lookup"),
-        (
-            "workflow",
-            "openllmetry",
-            "failed",
-            "TimeoutError",
-            "workflow_type=calc_agent",
-            "agent_name=calc_agent",
-        ),
     ],
     ("mcp_http", "slow_tool"): [
         ("mcp_client", "mcp_sdk", "ok", "", "mcp_method=initialize"),
@@ -285,6 +299,49 @@ EXPECTED: dict[tuple[str, str], list[tuple[str, ...]]] = {
         ),
         ("mcp_server", "mcp_sdk", "ok", "", "mcp_method=initialize"),
         ("mcp_server", "mcp_sdk", "ok", "", "mcp_method=notifications/initialized"),
+    ],
+    ("mcp_openllmetry", "slow_tool"): [
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=initialize"),
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=tools/list"),
+        ("mcp_client", "openllmetry", "ok", "", "tool_name=slow", "mcp_method=tools/call"),
+    ],
+    ("mcp_openllmetry", "success"): [
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=initialize"),
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=tools/list"),
+        ("mcp_client", "openllmetry", "ok", "", "tool_name=add", "mcp_method=tools/call"),
+    ],
+    ("mcp_openllmetry", "tool_error"): [
+        (
+            "mcp_client",
+            "openllmetry",
+            "failed",
+            "tool_error",
+            "tool_name=divide",
+            "mcp_method=tools/call",
+        ),
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=initialize"),
+    ],
+    ("mcp_openllmetry", "tool_timeout"): [
+        (
+            "mcp_client",
+            "openllmetry",
+            "failed",
+            "tool_error",
+            "tool_name=lookup",
+            "mcp_method=tools/call",
+        ),
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=initialize"),
+    ],
+    ("mcp_openllmetry", "unknown_tool"): [
+        (
+            "mcp_client",
+            "openllmetry",
+            "failed",
+            "tool_error",
+            "tool_name=nope",
+            "mcp_method=tools/call",
+        ),
+        ("mcp_client", "openllmetry", "ok", "", "mcp_method=initialize"),
     ],
     ("mcp_stdio", "slow_tool"): [
         ("mcp_client", "mcp_sdk", "ok", "", "mcp_method=initialize"),
@@ -594,7 +651,8 @@ def test_every_recorded_scenario_is_expected() -> None:
 
 @pytest.mark.parametrize(("source", "scenario"), sorted(EXPECTED))
 def test_recorded_spans_classified_as_expected(source: str, scenario: str) -> None:
-    assert summary(source, scenario) == sorted(EXPECTED[source, scenario])
+    request = read_corpus(CORPUS / source / f"{scenario}.json")
+    assert summary(request) == sorted(EXPECTED[source, scenario])
 
 
 @pytest.mark.parametrize(("source", "scenario"), sorted(EXPECTED))
@@ -654,3 +712,30 @@ def test_pydantic_ai_mcp_four_layers_of_one_call() -> None:
         ("tool_call", "genai"),  # pydantic-ai's execute_tool
     ]
     assert {f.label("tool_name") for f in layers} == {"add"}
+
+
+def test_openllmetry_mcp_client_spans() -> None:
+    """OpenLLMetry's MCP instrumentation (mcp 1.x): the client's "<tool>.tool" span is the
+    client side of an MCP tool call, its "<method>.mcp" spans other requests."""
+    layers = [f for _, f in facts_of("mcp_openllmetry", "tool_error") if f.is_tool_layer]
+    assert [(f.role, f.label("tool_name"), f.error_type) for f in layers] == [
+        (Role.MCP_CLIENT, "divide", "tool_error")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "role"),
+    [
+        ("pydantic_ai", Role.TOOL_CALL),
+        ("pydantic_ai_mcp", Role.MCP_SERVER),
+        ("mcp_http", Role.MCP_SERVER),
+        ("langgraph_openinference", Role.TOOL_CALL),
+        ("langgraph_openllmetry", Role.TOOL_CALL),
+    ],
+)
+def test_slow_tool_takes_its_time(source: str, role: Role) -> None:
+    """The recordings are real runs: the slow tool's span lasts its 0.2 s sleep."""
+    spans = [s for s, f in facts_of(source, "slow_tool") if f.role is role and f.is_tool_layer]
+    assert spans
+    for span in spans:
+        assert span.end_time_unix_nano - span.start_time_unix_nano >= 200_000_000
