@@ -14,10 +14,10 @@ and added to the ``Trace`` s one chunk each.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 from plugins._agentconv import TOP_TIER, AttributeNames, ErrorClassifier
 from plugins.workflowprocessor.rules import (
@@ -170,6 +170,48 @@ def supports(names: AttributeNames) -> bool:
     return names.error_type not in read_keys and not any("\ufffd" in v for v in compared)
 
 
+class TracewireAPI(Protocol):
+    """What the store calls in ``_tracewire`` (its stubs: ``plugins/_native/_tracewire.pyi``;
+    mypy checks that the module's stubs satisfy this)."""
+
+    def ingest(
+        self,
+        raw: bytes,
+        interned: dict[GroupKey, GroupKey],
+        tool_a: bytes,
+        tool_b: bytes,
+        agent_marker: bytes,
+        facts: tuple[bytes, ...] | None = ...,
+        apply: Any = ...,
+        execs: tuple[bytes, ...] | None = ...,
+        /,
+    ) -> Any: ...
+
+    def expire(
+        self, held: MutableMapping[bytes, Any], now: float, wait: float, max_wait: float, /
+    ) -> list[tuple[bytes, Any, str]]: ...
+
+    def release(
+        self,
+        batch: list[tuple[bytes, Any, str]],
+        cfg: tuple[Any, ...],
+        tails: dict[tuple[str, ...], bytes],
+        pending_released: dict[str, list[int]],
+        pending_outcomes: dict[str, int],
+        lru: MutableMapping[bytes, Any],
+        lru_size: int,
+        markers: tuple[bytes, ...],
+        suffix_for: Callable[[bytes, Any], bytes],
+        /,
+    ) -> tuple[bytes, int, int]: ...
+
+
+if TYPE_CHECKING:  # the stubs satisfy the protocol
+    from plugins._native import _tracewire as _stubs
+
+    _checked: TracewireAPI = _stubs
+
+
 class NativeTraceStore(BaseTraceStore):
     """The store on ``_tracewire`` (see the module docstring)."""
 
@@ -182,7 +224,8 @@ class NativeTraceStore(BaseTraceStore):
         on_late: Callable[[str], None],
     ) -> None:
         super().__init__(config, classifier, on_classified, on_late)
-        self.tw: Any = tracewire
+        self.tw = cast(TracewireAPI, tracewire)
+        self._trace_type: Callable[[float, float, float, int], Any] = tracewire.Trace
         self.native = NativeConfig.from_store_config(config)
         # read once (the module's values at creation)
         self.span_overhead = NATIVE_SPAN_OVERHEAD
@@ -190,7 +233,7 @@ class NativeTraceStore(BaseTraceStore):
         self.trace_overhead = NATIVE_TRACE_OVERHEAD
 
     def new_trace(self, now: float) -> Any:
-        return self.tw.Trace(now, now, now, self.trace_overhead)
+        return self._trace_type(now, now, now, self.trace_overhead)
 
     # -- ingest -----------------------------------------------------------------------------------
     def ingest(self, raw: bytes, now: float) -> Release | None:
