@@ -372,8 +372,15 @@ class _Alt:
         return not (self.name_re is not None and self.name_re.search(name) is None)
 
 
+# labels whose values differ from span to span (ids, counts): read on every call, never part of
+# the memo key of Dialects.classify
+VOLATILE_LABELS = frozenset(
+    {"tool_call_id", "jsonrpc_request_id", "mcp_session_id", "input_tokens", "output_tokens"}
+)
+
+
 class _Rule:
-    __slots__ = ("alternatives", "dialect", "labels", "role", "values")
+    __slots__ = ("alternatives", "dialect", "labels", "role", "stable", "values", "volatile")
 
     def __init__(self, rule: CompiledRule, tables: CompiledTables) -> None:
         keys = tables.attribute_keys
@@ -391,11 +398,19 @@ class _Rule:
             for label, sources in rule.labels
         )
         self.values = tuple((LABELS[label], value) for label, value in rule.values)
+        self.stable = tuple(x for x in self.labels if x[0] not in VOLATILE_LABELS)
+        self.volatile = tuple(x for x in self.labels if x[0] in VOLATILE_LABELS)
+
+
+MEMO_MAX = 65_536
 
 
 class Dialects:
     """The compiled classifier. Build with :func:`~plugins._agentdialects.load_dialects` (or
-    ``Dialects(tables)``); then :meth:`classify` each span. Thread-safe, no per-span state."""
+    ``Dialects(tables)``); then :meth:`classify` each span. No per-span state; a bounded memo
+    of decisions (role and stable labels per span shape: name, kind, scope, root and the
+    attributes the tables test or name things from) makes repeated shapes cheap when the
+    values are hashable (Python scalars, encoded ``AnyValue`` s)."""
 
     def __init__(self, tables: Sequence[DialectTable]) -> None:
         names = [t.name for t in tables]
@@ -444,6 +459,19 @@ class Dialects:
                 else:
                     self._always = True
         self._triggers = frozenset(triggers)
+        # what a span's role and its stable labels depend on: the attributes any condition
+        # tests and those the stable labels are read from (plus name, kind, scope, root)
+        stable_keys: set[str] = set()
+        for matches in (*self.compiled.detect, *(r.alternatives for r in self.compiled.rules)):
+            for m in matches:
+                stable_keys.update(keys[k] for k, _ in m.equals)
+                stable_keys.update(keys[k] for k in (*m.present, *m.absent))
+        for alternatives in self._alternatives:
+            for _, _, _, rule in alternatives:
+                for _, candidates in rule.stable:
+                    stable_keys.update(key for key, regex in candidates if regex is None)
+        self._stable_keys = frozenset(stable_keys)
+        self._memo: dict[Any, tuple[int, _Rule, dict[str, str], str] | None] = {}
         self._name_prefixes = tuple(name_prefixes)
         self._scope_prefixes = tuple(scope_prefixes)
         self._run_ids = tuple(tuple(keys[k] for k in d) for d in self.compiled.run_ids)
@@ -526,9 +554,121 @@ class Dialects:
         ``exception.type`` of its first exception event, if any; ``service``: the
         ``service.name`` of its resource (names an MCP server on the server side).
         """
-        return self._classify(
-            name, kind, attrs, scope, root, status_code, exception_type, service, None
+        if (
+            not self._always
+            and self._triggers.isdisjoint(attrs)
+            and not name.startswith(self._name_prefixes)
+            and not scope.startswith(self._scope_prefixes)
+        ):  # no dialect can claim it (as in match): no memo needed
+            if status_code != STATUS_ERROR and not exception_type:
+                return NO_FACTS
+            return SpanFacts(
+                Role.NONE,
+                failed=status_code == STATUS_ERROR,
+                exception_type=exception_type,
+                service=service,
+            )
+        stable = self._stable_keys
+        key = (name, kind, scope, root, tuple([kv for kv in attrs.items() if kv[0] in stable]))
+        memo = self._memo
+        try:
+            known = key in memo
+        except TypeError:  # unhashable values (decoded AnyValues): no memo
+            return self._classify(
+                name, kind, attrs, scope, root, status_code, exception_type, service, None
+            )
+        if known:
+            decided = memo[key]
+        else:
+            decided = self._decide(name, kind, attrs, scope, root)
+            if len(memo) >= MEMO_MAX:
+                memo.clear()
+            memo[key] = decided
+        if decided is None:
+            failed = status_code == STATUS_ERROR
+            if not failed and not exception_type:
+                return NO_FACTS
+            return SpanFacts(
+                Role.NONE, failed=failed, exception_type=exception_type, service=service
+            )
+        index, rule, stable_labels, name_run_id = decided
+        labels = dict(stable_labels)
+        input_tokens = output_tokens = None
+        for label, candidates in rule.volatile:
+            for akey, _ in candidates:
+                raw = attrs.get(akey)
+                if raw is None:
+                    continue
+                if label in TOKEN_LABELS:
+                    count = value_int(raw)
+                    if count is None:
+                        continue
+                    if label == "input_tokens":
+                        input_tokens = count
+                    else:
+                        output_tokens = count
+                    break
+                text = value_text(raw)
+                if text:
+                    labels[label] = text
+                    break
+        for label, value in rule.values:
+            labels.setdefault(label, value)
+        if rule.role is Role.AGENT_RUN and "workflow_type" not in labels and "agent_name" in labels:
+            labels["workflow_type"] = labels["agent_name"]
+        run_id = name_run_id
+        for akey in self._run_ids[index]:
+            raw = attrs.get(akey)
+            if raw is not None:
+                text = value_text(raw)
+                if text:
+                    run_id = text
+                    break
+        failed = status_code == STATUS_ERROR or bool(labels.get("error_type"))
+        retry = bool(exception_type) and exception_type.rsplit(".", 1)[-1] in self._retries[index]
+        return SpanFacts(
+            role=rule.role,
+            dialect=self.compiled.dialects[index],
+            labels=MappingProxyType(labels),
+            run_id=run_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            failed=failed,
+            exception_type=exception_type,
+            model_retry=retry,
+            service=service,
         )
+
+    def _decide(
+        self, name: str, kind: int, attrs: Mapping[str, Any], scope: str, root: bool
+    ) -> tuple[int, _Rule, dict[str, str], str] | None:
+        """The matching rule and the stable labels (what the memo keeps), or ``None``."""
+        found = self.match(name, kind, attrs, scope, root)
+        if found is None:
+            return None
+        index, rule = found
+        labels: dict[str, str] = {}
+        run_id = ""
+        for label, candidates in rule.stable:
+            for key, regex in candidates:
+                if regex is None:
+                    raw = attrs.get(key)
+                    if raw is None:
+                        continue
+                    text = value_text(raw)
+                else:
+                    m = regex.search(name)
+                    if m is None:
+                        continue
+                    text = m.group(1) if m.groups() else m.group(0)
+                if not text:
+                    continue
+                if label in NAME_LABELS and looks_like_run_id(text):
+                    run_id = run_id or text
+                    continue
+                labels[label] = text
+                break
+        return index, rule, labels, run_id
 
     def explain(
         self,

@@ -4,6 +4,8 @@ test_corpus.py."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -366,3 +368,73 @@ def test_conventions_a2a_needs_an_a2a_attribute() -> None:
         Role.A2A_CLIENT, "message/send", "t-1"
     )  # fmt: skip
     assert (received.role, received.run_id) == (Role.A2A_SERVER, "c-1")
+
+
+def test_memo_gives_what_the_reference_gives() -> None:
+    """The memoized path (hashable values) equals the uncached one on every recorded span,
+    the first time, the second time, and with its ids and counts changed."""
+    from tests.agent_sources._otel import CORPUS, read_corpus
+
+    d = Dialects(builtin_tables())  # a fresh memo
+
+    def plain(v: Any) -> Any:
+        kind = v.WhichOneof("value")
+        return getattr(v, kind) if kind in ("string_value", "int_value", "bool_value",
+                                             "double_value") else None  # fmt: skip
+
+    checked = 0
+    for path in sorted(CORPUS.glob("*/*.json")):
+        request = read_corpus(path)
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    anyvalues = {kv.key: kv.value for kv in span.attributes}
+                    scalars = {k: plain(v) for k, v in anyvalues.items()}
+                    scalars = {k: v for k, v in scalars.items() if v is not None}
+                    args = dict(scope=ss.scope.name, root=not span.parent_span_id,
+                                status_code=span.status.code, exception_type="X")  # fmt: skip
+                    ref = d._classify(
+                        span.name, span.kind, scalars, args["scope"], args["root"],
+                        span.status.code, "X", "", None,
+                    )  # fmt: skip
+                    assert d.classify(span.name, span.kind, scalars, **args) == ref
+                    assert d.classify(span.name, span.kind, scalars, **args) == ref
+                    varied = dict(scalars)
+                    for key in ("gen_ai.tool.call.id", "jsonrpc.request.id",
+                                "gen_ai.usage.input_tokens", "gen_ai.conversation.id"):  # fmt: skip
+                        if key in varied:
+                            varied[key] = 12345 if "tokens" in key else "other-id"
+                    ref2 = d._classify(
+                        span.name, span.kind, varied, args["scope"], args["root"],
+                        span.status.code, "X", "", None,
+                    )  # fmt: skip
+                    assert d.classify(span.name, span.kind, varied, **args) == ref2
+                    checked += 1
+    assert checked > 400
+
+
+def test_random_spans_memo_and_reference_agree() -> None:
+    """Random spans over the attributes, names and scopes the tables know, with values of
+    every scalar type: no exception, and the memoized path equals the uncached one."""
+    import random
+
+    rnd = random.Random(12)
+    d = Dialects(builtin_tables())
+    keys = [*d.compiled.attribute_keys, "http.route", "x"]
+    values: list[Any] = [
+        "", "tools/call", "execute_tool", "invoke_agent", "chat", "TOOL", "AGENT", "tool",
+        "workflow", "LLM", "01a2499b-9d15-741f-ae38-21c8e6b11b56", "ä" * 40, 0, 7, -3, 2**70,
+        1.5, float("nan"), True, b"\x0a\x03abc", b"\xff",
+    ]  # fmt: skip
+    names = ["", "workflow.x", "MCP send tools/call add", "tools/call add", "execute_tool t",
+             "invoke_agent a", "a2a.client.transports.jsonrpc.JsonRpcTransport.send_message",
+             "add.tool", "initialize.mcp", "agent"]  # fmt: skip
+    scopes = ["", "mcp-python-sdk", "a2a-python-sdk", "opentelemetry.instrumentation.mcp.x"]
+    for _ in range(3000):
+        attrs = {rnd.choice(keys): rnd.choice(values) for _ in range(rnd.randint(0, 6))}
+        name, kind = rnd.choice(names), rnd.randint(0, 6)
+        scope, root = rnd.choice(scopes), rnd.random() < 0.5
+        status = rnd.choice([0, 1, 2])
+        got = d.classify(name, kind, attrs, scope=scope, root=root, status_code=status)
+        ref = d._classify(name, kind, attrs, scope, root, status, "", "", None)
+        assert got == ref, (name, kind, attrs, scope, root)
