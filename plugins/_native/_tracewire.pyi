@@ -5,7 +5,7 @@ tuples once (``FactsConfig``, ``StampConfig`` there: named tuples, accepted as t
 input raises ``ValueError``; arguments of the wrong shape ``TypeError``."""
 
 from collections.abc import Callable, MutableMapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 GroupKey = tuple[bytes, bytes, bytes, bytes]
 RootFacts = tuple[bool, str, str, str, tuple[str, ...]]
@@ -55,6 +55,27 @@ Apply = tuple[
     Callable[[bytes, bytes | None], bytes],
 ]
 
+class IngestConfig:
+    """What ingest reads in the special spans, read once: the tool-call markers, the agent
+    marker, the facts (16 bytes: keys, tool values, workflow prefix) and the execution
+    markers (at most 32; ``b""`` matches every span)."""
+
+    def __init__(
+        self,
+        tool_a: bytes,
+        tool_b: bytes,
+        agent_marker: bytes,
+        facts: tuple[bytes, ...],
+        execs: tuple[bytes, ...] | None = ...,
+    ) -> None: ...
+
+@overload
+def ingest(
+    raw: bytes, interned: dict[GroupKey, GroupKey], config: IngestConfig, apply: Apply, /
+) -> Any:
+    """Apply mode with a configuration read once (``IngestConfig``): as below."""
+
+@overload
 def ingest(
     raw: bytes,
     interned: dict[GroupKey, GroupKey],

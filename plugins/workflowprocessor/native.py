@@ -6,7 +6,8 @@ as :class:`plugins.workflowprocessor.store.PythonTraceStore` (the fuzz twin test
 them); the held bytes each counts differ by their constants (see below).
 
 What C receives is configured once (:class:`NativeConfig`: the typed tuples of the C
-boundary, built from the :class:`~plugins.workflowprocessor.store.StoreConfig`). What C
+boundary, built from the :class:`~plugins.workflowprocessor.store.StoreConfig`; ingest's part
+read by C once, into an ``IngestConfig``). What C
 leaves undecided (special spans it does not read: a non-string value, say) comes back and is
 read with the rules in Python; a request with late spans is walked in Python, its spans staged
 and added to the ``Trace`` s one chunk each.
@@ -175,16 +176,7 @@ class TracewireAPI(Protocol):
     mypy checks that the module's stubs satisfy this)."""
 
     def ingest(
-        self,
-        raw: bytes,
-        interned: dict[GroupKey, GroupKey],
-        tool_a: bytes,
-        tool_b: bytes,
-        agent_marker: bytes,
-        facts: tuple[bytes, ...] | None = ...,
-        apply: Any = ...,
-        execs: tuple[bytes, ...] | None = ...,
-        /,
+        self, raw: bytes, interned: dict[GroupKey, GroupKey], config: Any, apply: Any, /
     ) -> Any: ...
 
     def expire(
@@ -226,7 +218,11 @@ class NativeTraceStore(BaseTraceStore):
         super().__init__(config, classifier, on_classified, on_late)
         self.tw = cast(TracewireAPI, tracewire)
         self._trace_type: Callable[[float, float, float, int], Any] = tracewire.Trace
-        self.native = NativeConfig.from_store_config(config)
+        self.native = nc = NativeConfig.from_store_config(config)
+        # what ingest reads in the special spans, read by C once (search tables built)
+        self.ingest_config = tracewire.IngestConfig(
+            *nc.tool_markers, nc.agent_marker, nc.facts, nc.exec_markers
+        )
         # read once (the module's values at creation)
         self.span_overhead = NATIVE_SPAN_OVERHEAD
         self.chunk_overhead = NATIVE_CHUNK_OVERHEAD
@@ -243,7 +239,6 @@ class NativeTraceStore(BaseTraceStore):
         traces whose special spans C leaves to the rules in Python (anything unusual)."""
         nc = self.native
         held = self.held
-        tool_a, tool_b = nc.tool_markers
         apply = (
             held,
             self.released,
@@ -260,16 +255,7 @@ class NativeTraceStore(BaseTraceStore):
         # failed tool calls lacking error.type classified, and returns the entries whose
         # special spans it leaves undecided (their traces already created and touched, their
         # spans not added)
-        done = self.tw.ingest(
-            raw,
-            self.interned_groups(),
-            tool_a,
-            tool_b,
-            nc.agent_marker,
-            nc.facts,
-            apply,
-            nc.exec_markers,
-        )
+        done = self.tw.ingest(raw, self.interned_groups(), self.ingest_config, apply)
         if done is None:
             # late spans (rare): the walk in Python keeps their exact order in the output
             return self._walk(raw, now)

@@ -1090,3 +1090,46 @@ def test_the_held_bytes_each_path_counts() -> None:
         trace.add([body], [(b"r%d" % i, b"", b"", b"")], [i.to_bytes(8, "big")], [b""])
         counted += len(body) + N.NATIVE_SPAN_OVERHEAD + N.NATIVE_CHUNK_OVERHEAD
         assert sys.getsizeof(trace) - type(trace).__basicsize__ <= counted
+
+
+# -- IngestConfig: ingest's configuration read once ------------------------------------------------
+def test_ingest_config_gives_what_the_positional_form_gives() -> None:
+    cfg = facts_cfg()
+    execs = (b"\x0a\x0cinvoke_agent", b"workflow.")
+    agent_run = raw_span(T2, b"i" * 8, b"h" * 8, kv(b"gen_ai.operation.name", s_(b"invoke_agent")))
+    reqs = workload(5) + facts_workload(5)
+    reqs.append(request([resource_spans([scope_spans([raw_span(T2, b"h" * 8), agent_run])])]))
+    config = tw.IngestConfig(TOOL_A, TOOL_B, AGENT, cfg, execs)
+    for raw in reqs:
+        held_a: dict[Any, Any] = {}
+        held_b: dict[Any, Any] = {}
+        a = tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, cfg, apply_args(held_a), execs)
+        b = tw.ingest(raw, {}, config, apply_args(held_b))
+        assert a == b
+        assert [(k, t.spans, t.root, t.agent_id) for k, t in held_a.items()] == [
+            (k, t.spans, t.root, t.agent_id) for k, t in held_b.items()
+        ]
+    *_, found = tw.ingest(reqs[-1], {}, config, apply_args({}))
+    assert found == [(T2, 1)]  # the agent run below an HTTP-like root, by its index
+    # without execution markers: the three-item result
+    plain = tw.IngestConfig(TOOL_A, TOOL_B, AGENT, cfg)
+    assert len(tw.ingest(reqs[-1], {}, plain, apply_args({}))) == 3
+
+
+def test_ingest_config_rejects_bad_arguments() -> None:
+    cfg = facts_cfg()
+    for args in (
+        (TOOL_A, TOOL_B, AGENT, (b"x",)),
+        (TOOL_A, TOOL_B, AGENT, cfg, (b"a",) * 33),
+        (TOOL_A, TOOL_B, AGENT, cfg, ("str",)),
+        ("str", TOOL_B, AGENT, cfg),
+    ):
+        with pytest.raises(TypeError):
+            tw.IngestConfig(*args)
+    config = tw.IngestConfig(TOOL_A, TOOL_B, AGENT, cfg)
+    with pytest.raises(TypeError):
+        tw.ingest(b"", {}, config, None)  # apply is required with a config
+    with pytest.raises(TypeError):
+        tw.ingest(b"", {}, TOOL_A, TOOL_B, AGENT, cfg, None, (b"x",))  # markers need apply
+    with pytest.raises(ValueError):
+        tw.ingest(b"\xff", {}, config, apply_args({}))
