@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from pipeline import (
@@ -67,8 +68,8 @@ _tracewire: Any = _load_native("_tracewire")
 def make_store(
     config: StoreConfig,
     classifier: ErrorClassifier,
-    on_classified: Any,
-    on_late: Any,
+    on_classified: Callable[[], None],
+    on_late: Callable[[str], None],
     native: bool | None = None,
 ) -> TraceStore:
     """The C store when the accelerator is there and handles the configuration (and
