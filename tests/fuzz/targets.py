@@ -189,17 +189,18 @@ def workflow() -> OneInput:
     require("_tracewire")
     from google.protobuf.message import DecodeError
 
-    from plugins.workflowprocessor import processor as processor_module
+    from plugins.workflowprocessor import native as native_module
+    from plugins.workflowprocessor import store as store_module
     from tests.plugins._native.test_tracewire import run
 
     same_accounting = {  # as the test's fixture: both paths count held bytes alike
-        "NATIVE_SPAN_OVERHEAD": processor_module.SPAN_OVERHEAD,
+        "NATIVE_SPAN_OVERHEAD": store_module.SPAN_OVERHEAD,
         "NATIVE_CHUNK_OVERHEAD": 0,
-        "NATIVE_TRACE_OVERHEAD": processor_module.TRACE_OVERHEAD,
+        "NATIVE_TRACE_OVERHEAD": store_module.TRACE_OVERHEAD,
     }
 
     def one(data: bytes) -> None:
-        with mock.patch.multiple(processor_module, **same_accounting):
+        with mock.patch.multiple(native_module, **same_accounting):
             # a refusal: ValueError from C, DecodeError from protobuf (both paths decode some
             # spans with it: the failed tool calls C hands to the classifier)
             refused = (ValueError, DecodeError)
