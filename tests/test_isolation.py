@@ -50,6 +50,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "debug": {"verbosity": "detailed"},
     "spanmetrics": {"metrics_flush_interval": "100ms"},
     "agentmetrics": {"metrics_flush_interval": "100ms"},
+    # the good metrics' series are watched, and a threshold every one of them crosses opens
+    # an anomaly at the first evaluation: scores and records carry their services
+    "anomaly": {
+        "interval": "100ms",
+        "open_after": "100ms",
+        "rules": [{"metric": "requests", "type": "threshold", "above": 0, "value": "value"}],
+    },
     # every item read and changed, so corrupt items are met
     "attributes": {"actions": [{"key": "checked", "action": "upsert", "value": "yes"}]},
     "resource": {"attributes": [{"key": "checked", "action": "upsert", "value": "yes"}]},
