@@ -185,6 +185,20 @@ def _exporter_options(type_: str, backend: RecordingBackend, sink: Sink) -> dict
         return {"endpoint": f"http://127.0.0.1:{sink.port}/api/v1/write", **no_retry}
     if type_ == "prometheus":
         return {"endpoint": f"127.0.0.1:{free_port()}"}
+    if type_ == "alertmanager":
+        # every good record raises an alert (one per service: its label)
+        return {
+            "endpoint": f"http://127.0.0.1:{sink.port}",
+            "resend_interval": "1h",
+            "conditions": [
+                {
+                    "name": "GoodRecord",
+                    "match": {"event_name": "gen_ai.client.inference.operation.details"},
+                    "label_attributes": {"service": "service.name"},
+                }
+            ],
+            **no_retry,
+        }
     return OPTIONS.get(type_, {})
 
 
