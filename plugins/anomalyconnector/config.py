@@ -198,7 +198,13 @@ class AnomalyConfig(ComponentConfig):
     actions: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ACTIONS))
     """Suggested actions per anomaly type; types left out keep the defaults."""
     resource_attributes: list[str] = Field(
-        default_factory=lambda: ["service.name", "service.namespace", "service.instance.id"]
+        default_factory=lambda: [
+            "service.name",
+            "service.namespace",
+            "service.instance.id",
+            "host.name",
+            "process.pid",
+        ]
     )
     """Resource attributes that tell series apart (kept on the emitted series)."""
     max_series: int = Field(10_000, ge=1)
