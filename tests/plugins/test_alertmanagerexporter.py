@@ -4,15 +4,18 @@ with the shipped ``configs/alerts/alertmanager.yml`` to a local webhook."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from pipeline import Kind, Logs, Payload
+from pipeline.telemetry import LOGGER_NAME
 from pipeline.testing import SinkConsumer, StubHost, check_factory, create_settings
 from plugins.alertmanagerexporter.config import AlertmanagerExporterConfig
 from plugins.alertmanagerexporter.exporter import AlertBatch, AlertmanagerExporter
@@ -313,3 +316,106 @@ def test_config_errors() -> None:
 
 async def test_factory_contract() -> None:
     await check_factory(AlertmanagerExporterFactory())
+
+
+async def test_health_check_state_changes_alert_through_the_gateway_s_own_logs(
+    tmp_path: Path,
+) -> None:
+    """A real healthcheck receiver watching a local HTTP dependency; the gateway pushes its own
+    logs (``service.telemetry.logs``) to its OTLP receiver; the shipped conditions of
+    ``configs/anomaly-alerts.yaml`` raise DependencyUnhealthy when the dependency fails and
+    resolve it when it recovers."""
+    from aiohttp import web
+
+    from tests.support import ROOT, running_service
+
+    shipped = yaml.safe_load((ROOT / "configs" / "anomaly-alerts.yaml").read_text())
+    conditions = shipped["exporters"]["alertmanager"]["conditions"]
+    state = {"status": 503}
+
+    async def handle(_: web.Request) -> web.Response:
+        return web.Response(status=state["status"], text="dependency")
+
+    app = web.Application()
+    app.router.add_get("/health", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    dep_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", dep_port).start()
+    http_port = free_port()
+    async with alertmanager(tmp_path) as (am, webhook):
+        config = {
+            "receivers": {
+                "otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{http_port}"}}},
+                "healthcheck": {
+                    "collection_interval": "200ms",
+                    "trace_checks": False,
+                    "checks": [
+                        {
+                            "name": "orders-api",
+                            "type": "http",
+                            "endpoint": f"http://127.0.0.1:{dep_port}/health",
+                            "critical": True,
+                        }
+                    ],
+                },
+            },
+            "exporters": {
+                "alertmanager": {"endpoint": am.url, "conditions": conditions},
+                "debug": {"verbosity": "basic"},
+            },
+            "service": {
+                "pipelines": {
+                    "metrics": {"receivers": ["healthcheck"], "exporters": ["debug"]},
+                    "logs": {"receivers": ["otlp"], "exporters": ["alertmanager"]},
+                },
+                "telemetry": {
+                    "metrics": {"level": "none"},
+                    "logs": {
+                        "level": "info",
+                        "processors": [
+                            {
+                                "simple": {
+                                    "exporter": {
+                                        "otlp": {
+                                            "protocol": "http/protobuf",
+                                            "endpoint": f"http://127.0.0.1:{http_port}",
+                                        }
+                                    }
+                                }
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+        # what `pipeline run` does with service.telemetry.logs.level (the info record of the
+        # recovery must not be filtered by the test runner's level)
+        logger = logging.getLogger(LOGGER_NAME)
+        level = logger.level
+        logger.setLevel(logging.INFO)
+        try:
+            async with running_service(json.dumps(config)):
+                got = await am.wait_for(
+                    lambda a: any(x["labels"]["alertname"] == "DependencyUnhealthy" for x in a)
+                )
+                alert = next(x for x in got if x["labels"]["alertname"] == "DependencyUnhealthy")
+                assert alert["labels"] == {
+                    "alertname": "DependencyUnhealthy",
+                    "severity": "critical",
+                    "team": "platform",
+                    "component": "health",
+                    "check": "orders-api",
+                    "check_type": "http",
+                }
+                assert alert["annotations"]["summary"] == "Dependency orders-api is unhealthy"
+                assert "HTTP status 503" in alert["annotations"]["description"]
+                await wait_until_async(lambda: bool(webhook.alerts("firing")))
+                assert webhook.alerts("firing")[0][0] == "platform-pager"
+                state["status"] = 200  # the dependency recovers
+                await am.wait_for(
+                    lambda a: not any(x["labels"]["alertname"] == "DependencyUnhealthy" for x in a)
+                )
+        finally:
+            logger.setLevel(level)
+            await runner.cleanup()
