@@ -49,6 +49,7 @@ from plugins.alertmanagerexporter.config import (
 )
 
 MAX_VALUE = 4096  # a label or annotation value is cut to this many characters
+MAX_LABELS = 64  # labels taken from a record's anomaly.labels
 VALID_FOR = 4  # endsAt of an active alert: this many resend intervals ahead
 PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 BAD_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
@@ -247,7 +248,7 @@ class AlertmanagerExporter(Component):
         labels = dict(self.config.labels)
         for kv in lr.attributes:
             if kv.key == "anomaly.labels" and kv.value.WhichOneof("value") == "kvlist_value":
-                for item in kv.value.kvlist_value.values:
+                for item in kv.value.kvlist_value.values[:MAX_LABELS]:
                     t = _text(item.value)
                     if t:
                         labels[label_name(item.key)] = t[:MAX_VALUE]

@@ -53,6 +53,8 @@ from plugins.anomalyconnector.detector import Event, SeriesState
 SCOPE = "pipeline/connector/anomalyconnector"
 STATE_VERSION = 1
 MAX_LABEL_TEXT = 4096  # a series whose labels are longer is not tracked
+MAX_BOUNDS = 1000  # a histogram point with more buckets is not tracked
+MAX_ABS = 1e150  # observations beyond this are not judged (their squares would overflow)
 CUMULATIVE = 2
 SEVERITY_NUMBER = {"warning": 13, "critical": 17, "closed": 9}  # WARN, ERROR, INFO
 TYPE_TEXT = {
@@ -336,9 +338,13 @@ class AnomalyEngine:
             p.h_count += dc
 
     def _histogram(self, p: _Pending, body: Any, dp: Any) -> None:
+        if len(dp.explicit_bounds) > MAX_BOUNDS:
+            self._untracked.labels(self.settings.name, "too_many_buckets").inc()
+            return
         bounds = [float(b) for b in dp.explicit_bounds]
         counts = [float(c) for c in dp.bucket_counts]
         if len(counts) != len(bounds) + 1 or any(not math.isfinite(b) for b in bounds):
+            self._untracked.labels(self.settings.name, "malformed_histogram").inc()
             return
         cumulative = getattr(body, "aggregation_temporality", CUMULATIVE) == CUMULATIVE
         if bounds != p.bounds:
@@ -381,6 +387,9 @@ class AnomalyEngine:
         p.clear()
         if value is None or not math.isfinite(value):
             return None
+        if abs(value) > MAX_ABS:
+            self._untracked.labels(self.settings.name, "out_of_range").inc()
+            return None
         return value
 
     async def tick(self, now: float | None = None) -> tuple[int, list[Event]]:
@@ -397,8 +406,14 @@ class AnomalyEngine:
                 series.state.last_seen = now
             value = self._observation(series)
             if value is not None:
-                for ev in series.state.observe(now, value):
-                    events.append((series, ev))
+                try:
+                    got = series.state.observe(now, value)
+                except (ArithmeticError, ValueError) as exc:  # a bug must not stop the rest
+                    self.settings.log_limited(
+                        40, "anomaly: series %s skipped: %r", series.key[:200], exc, key="observe"
+                    )
+                    continue
+                events.extend((series, ev) for ev in got)
             elif now - series.state.last_seen > self.config.series_expiration:
                 expired.append(key)
         for key in expired:

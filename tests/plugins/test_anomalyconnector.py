@@ -509,3 +509,56 @@ def test_config_errors() -> None:
 
 async def test_factory_contract() -> None:
     await check_factory(AnomalyConnectorFactory())
+
+
+async def test_hostile_points_are_skipped_and_counted() -> None:
+    """Non-finite values, histograms whose buckets do not match their bounds or have NaN or
+    too many bounds, empty summaries, resets and time going backwards: nothing raises, and
+    the good point after them is still judged."""
+    rules = [
+        RuleConfig(metric="g", type="latency_increase"),
+        RuleConfig(metric="h", type="latency_increase"),
+        RuleConfig(metric="s", type="latency_increase"),
+        RuleConfig(metric="c", type="throughput_drop"),
+        RuleConfig(metric="e", type="latency_increase", value="mean"),
+    ]
+    m, _, _, _ = make(rules=rules)
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    ms = rm.scope_metrics.add().metrics
+    g = ms.add(name="g").gauge.data_points
+    for v in (math.nan, math.inf, -math.inf, 1e308):
+        g.add(as_double=v)
+    h = ms.add(name="h").histogram
+    h.aggregation_temporality = 2
+    h.data_points.add(explicit_bounds=[1.0, 2.0], bucket_counts=[1])  # mismatch
+    h.data_points.add(explicit_bounds=[math.nan], bucket_counts=[1, 1])
+    h.data_points.add(explicit_bounds=[float(i) for i in range(5000)], bucket_counts=[1] * 5001)
+    h.data_points.add(explicit_bounds=[1.0], bucket_counts=[5, 5], count=10, sum=math.nan)
+    h.data_points.add(explicit_bounds=[1.0], bucket_counts=[1, 1], count=2, sum=1.0)  # reset
+    ms.add(name="s").summary.data_points.add(count=0)
+    c = ms.add(name="c").sum
+    c.is_monotonic = True
+    c.aggregation_temporality = 2
+    c.data_points.add(as_int=10, time_unix_nano=2_000)
+    c.data_points.add(as_int=5, time_unix_nano=1_000)  # backwards and lower
+    c.data_points.add(as_int=2**62, time_unix_nano=3_000)
+    e = ms.add(name="e").exponential_histogram
+    e.data_points.add(count=3, sum=math.inf)
+    e.data_points.add(count=3, sum=3.0)
+    await m.consume(Metrics.from_message(req))
+    await m.engine.tick(T0)
+    await m.consume(gauge("g", 0.5, {}, T0 + MINUTE))
+    points, _ = await m.engine.tick(T0 + MINUTE)
+    assert points > 0
+    good = next(s for s in m.engine.series.values() if s.resource == {"service.name": "agent"})
+    assert (good.state.observations, good.state.value) == (1, 0.5)
+    tel = m.engine.settings.telemetry.service
+    name = m.engine.settings.name
+    for reason in ("not_finite", "malformed_histogram", "too_many_buckets", "out_of_range"):
+        assert (
+            tel.value(
+                "otelcol_connector_anomaly_untracked_points_total", connector=name, reason=reason
+            )
+            >= 1
+        ), reason
