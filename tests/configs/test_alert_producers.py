@@ -25,6 +25,7 @@ from tests.support import ROOT, free_port
 pytestmark = pytest.mark.slow
 
 RULE_FILES = sorted((ROOT / "configs" / "alerts").glob("*-alerts.yml"))
+RECORDING = ROOT / "configs" / "alerts" / "recording-rules.yml"
 COMPARISON = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*[0-9.e+]+")
 PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -38,6 +39,19 @@ def rules() -> list[tuple[str, str]]:
                 if "alert" in rule:
                     out.append((f"{rule['alert']}/{rule['labels'].get('severity')}", rule["expr"]))
     return out
+
+
+def test_promtool_checks_the_recording_rules() -> None:
+    import subprocess
+
+    from tests.support import require_program
+
+    promtool = require_program("promtool", "apt-get install prometheus")
+    proc = subprocess.run(
+        [promtool, "check", "rules", str(RECORDING)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 1 rules found" in proc.stdout
 
 
 def test_thresholds_are_taken_away() -> None:
@@ -91,7 +105,7 @@ async def test_every_alert_expression_returns_data(
                 "service": {
                     "pipelines": {
                         "metrics/agent": {
-                            "receivers": ["agentmetrics", "hostmetrics", "healthcheck"]
+                            "receivers": ["agentmetrics", "dbmetrics", "hostmetrics", "healthcheck"]
                         }
                     }
                 },
@@ -105,8 +119,8 @@ async def test_every_alert_expression_returns_data(
     await service.start()
     try:
         scrape = [{"job_name": "gateway", "static_configs": [{"targets": [metrics]}]}]
-        async with prometheus(tmp_path, scrape) as prom:
-            cfg = WorkloadConfig(endpoint=grpc, workflows=40, rate=20, failure_rate=0.2)
+        async with prometheus(tmp_path, scrape, rule_files=[str(RECORDING)]) as prom:
+            cfg = WorkloadConfig(endpoint=grpc, workflows=40, rate=20, failure_rate=0.2, redis=True)
             # its own event loop in a thread: the SDK's flush blocks, the gateway serves here
             await asyncio.to_thread(lambda: asyncio.run(Workload(cfg).run()))
             missing = []
@@ -119,6 +133,18 @@ async def test_every_alert_expression_returns_data(
                 # the whole expression is valid PromQL for this Prometheus
                 body = await prom.get_json("/api/v1/query", query=expr)
                 assert body["status"] == "success", (name, body)
+            # the reference's other families: derived (dbmetrics) or recorded
+            for family in (
+                'database_operations_total{operation="SELECT",query_type="read"}',
+                'cache_operations_total{cache_type="redis",operation="GET",result="hit"}',
+                'cache_operations_total{cache_type="redis",operation="GET",result="miss"}',
+                'cache_hit_ratio{cache_type="redis"}',
+                'http_requests_per_second{method="GET",endpoint="/api/items/{id}"}',
+            ):
+                try:
+                    await prom.wait_for(family, bool, within=40)
+                except AssertionError:
+                    missing.append(family)
             assert not missing, missing
     finally:
         await service.shutdown()
