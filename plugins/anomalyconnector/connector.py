@@ -430,7 +430,7 @@ class AnomalyEngine:
         await self._send_events(events, now)
         if self.config.state_file and now - self._last_save >= self.config.state_save_interval:
             self._last_save = now
-            await asyncio.to_thread(self.save_state)
+            await self.save()
         return points, [ev for _, ev in events]
 
     async def _send_scores(self, now: float) -> int:
@@ -573,15 +573,25 @@ class AnomalyEngine:
             )
 
     # -- state file -------------------------------------------------------------------------------
-    def save_state(self) -> None:
-        path = self.config.state_file
-        if not path:
-            return
-        doc = {
+    def snapshot(self) -> dict[str, Any]:
+        """The baselines as plain data (taken in the event loop, where they change)."""
+        return {
             "version": STATE_VERSION,
             "saved_at": self.clock(),
             "series": {**self._saved_docs, **{k: s.state.state() for k, s in self.series.items()}},
         }
+
+    async def save(self) -> None:
+        """Write the baselines to ``state_file``: the snapshot here, the file in a thread."""
+        if self.config.state_file:
+            await asyncio.to_thread(self.save_state, self.snapshot())
+
+    def save_state(self, doc: dict[str, Any] | None = None) -> None:
+        path = self.config.state_file
+        if not path:
+            return
+        if doc is None:
+            doc = self.snapshot()
         target = Path(path)
         tmp = target.with_name(target.name + ".tmp")
         try:
@@ -656,7 +666,7 @@ class AnomalyEngine:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await asyncio.to_thread(self.save_state)
+        await self.save()
 
 
 class AnomalyConnector(Component):
