@@ -142,7 +142,13 @@ def default_rules() -> list[RuleConfig]:
     health = {"team": "platform", "component": "health"}
     return [
         RuleConfig(metric="mcp_tool_call_duration", type="latency_increase", labels=mcp),
-        RuleConfig(metric="mcp_tool_calls", type="throughput_drop", labels=mcp),
+        # throughput: the successful calls and runs (fewer failures is no drop)
+        RuleConfig(
+            metric="mcp_tool_calls",
+            type="throughput_drop",
+            attributes={"status": "success"},
+            labels=mcp,
+        ),
         RuleConfig(metric="agent_workflow_duration", type="latency_increase", labels=workflow),
         RuleConfig(
             metric="agent_workflow_failure_ratio",
@@ -150,7 +156,12 @@ def default_rules() -> list[RuleConfig]:
             labels=workflow,
             min_stddev=0.02,
         ),
-        RuleConfig(metric="agent_workflow_executions", type="throughput_drop", labels=workflow),
+        RuleConfig(
+            metric="agent_workflow_executions",
+            type="throughput_drop",
+            attributes={"outcome": "success"},
+            labels=workflow,
+        ),
         RuleConfig(
             metric="errors", type="error_rate_spike", labels={"team": "platform"}, min_stddev=0.05
         ),
