@@ -357,7 +357,12 @@ class AnomalyEngine:
                 p.prev_buckets = counts
                 p.prev_count, p.prev_sum = float(dp.count), float(dp.sum)
                 return
+        if len(p.buckets) != len(counts):
+            p.buckets = [0.0] * len(counts)
         if cumulative:
+            if len(p.prev_buckets) != len(counts):  # a delta series that turned cumulative
+                p.prev_buckets = [0.0] * len(counts)
+                p.prev_count = p.prev_sum = 0.0
             if float(dp.count) < p.prev_count or any(
                 c < pc for c, pc in zip(counts, p.prev_buckets, strict=True)
             ):

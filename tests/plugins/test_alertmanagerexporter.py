@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -419,3 +421,67 @@ async def test_health_check_state_changes_alert_through_the_gateway_s_own_logs(
         finally:
             logger.setLevel(level)
             await runner.cleanup()
+
+
+def test_fuzzed_records_never_stop_the_exporter() -> None:
+    """Records with hostile anomaly attributes (any value kind, huge, nested, missing):
+    translating never raises, and every alert it makes has valid label names and strings."""
+    rng = random.Random(99)
+    exp = exporter(
+        "http://127.0.0.1:1",
+        conditions=[
+            {
+                "name": "Any",
+                "match": {"severity_min": "WARN"},
+                "label_attributes": {"who": "component"},
+                "annotations": {"summary": "{body} {component} {missing}"},
+            }
+        ],
+    )
+    keys = [
+        "anomaly.state",
+        "anomaly.id",
+        "anomaly.type",
+        "anomaly.severity",
+        "anomaly.labels",
+        "anomaly.metric_name",
+        "anomaly.suggested_actions",
+        "component",
+        "service.name",
+    ]
+    for _ in range(500):
+        req = ExportLogsServiceRequest()
+        lr = (
+            req.resource_logs.add()
+            .scope_logs.add()
+            .log_records.add(
+                severity_number=rng.choice([0, 9, 13, 17, 24, 99])  # type: ignore[arg-type]
+            )
+        )
+        if rng.random() < 0.5:
+            lr.body.string_value = rng.choice(["", "x" * 10_000, "\x00\udcff".encode(
+                "utf-8", "surrogatepass").decode("utf-8", "replace")])  # fmt: skip
+        for key in rng.sample(keys, rng.randint(0, len(keys))):
+            v = lr.attributes.add(key=key).value
+            kind = rng.choice(["s", "i", "d", "b", "a", "kv", "none"])
+            if kind == "s":
+                v.string_value = rng.choice(["opened", "closed", "escalated", "", "y" * 9000])
+            elif kind == "i":
+                v.int_value = rng.randrange(-(2**63), 2**63)
+            elif kind == "d":
+                v.double_value = rng.choice([math.nan, math.inf, 1.5])
+            elif kind == "b":
+                v.bool_value = True
+            elif kind == "a":
+                v.array_value.values.add().kvlist_value.values.add(key="k")
+            elif kind == "kv":
+                for j in range(rng.choice([0, 3, 200])):
+                    item = v.kvlist_value.values.add(key=rng.choice(["a-b", "1x", "", f"k{j}"]))
+                    item.value.string_value = "v"
+        changed = exp.translate(Logs.from_message(req), 1_800_000_000.0)
+        for alert in changed:
+            assert len(alert.labels) <= 64 + 8
+            for name, value in {**alert.labels, **alert.annotations}.items():
+                assert re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name), name
+                assert isinstance(value, str) and len(value) <= 4096
+        json.loads(exp._batch(list(exp.active.values()), 1_800_000_000.0, 1).body)

@@ -562,3 +562,76 @@ async def test_hostile_points_are_skipped_and_counted() -> None:
             )
             >= 1
         ), reason
+
+
+def _random_request(rng: random.Random) -> ExportMetricsServiceRequest:
+    """Metrics of every kind with values from a hostile distribution."""
+    values = [0.0, -1.0, 1e308, -1e308, math.nan, math.inf, 1e-300, 2.0**63, 1.5]
+    req = ExportMetricsServiceRequest()
+    for _ in range(rng.randint(1, 3)):
+        rm = req.resource_metrics.add()
+        if rng.random() < 0.5:
+            rm.resource.attributes.add(key="service.name").value.string_value = rng.choice(
+                ["a", "b", "x" * 5000]
+            )
+        ms = rm.scope_metrics.add().metrics
+        for _ in range(rng.randint(1, 4)):
+            m = ms.add(name=rng.choice(["g", "h", "c", "s", "e"]))
+            kind = rng.choice(["gauge", "sum", "histogram", "summary", "exponential_histogram"])
+            body = getattr(m, kind)
+            if kind in ("sum", "histogram", "exponential_histogram"):
+                body.aggregation_temporality = rng.choice([0, 1, 2])
+            if kind == "sum":
+                body.is_monotonic = rng.random() < 0.7
+            for _ in range(rng.randint(0, 3)):
+                dp = body.data_points.add(
+                    time_unix_nano=rng.choice([0, 1, 2**63, rng.randrange(2**62)]),
+                    start_time_unix_nano=rng.choice([0, 1, rng.randrange(2**62)]),
+                )
+                dp.attributes.add(key="k").value.string_value = rng.choice(["1", "2", ""])
+                if kind in ("gauge", "sum"):
+                    if rng.random() < 0.5:
+                        dp.as_double = rng.choice(values)
+                    else:
+                        dp.as_int = rng.randrange(-(2**63), 2**63)
+                elif kind == "histogram":
+                    n = rng.randint(0, 5)
+                    dp.explicit_bounds.extend(sorted(rng.choice(values) for _ in range(n)))
+                    dp.bucket_counts.extend(
+                        rng.randrange(2**64) for _ in range(n + rng.choice([0, 1, 1, 2]))
+                    )
+                    dp.count = rng.randrange(2**64)
+                    dp.sum = rng.choice(values)
+                elif kind == "summary":
+                    dp.count = rng.randrange(2**64)
+                    dp.sum = rng.choice(values)
+                    for _ in range(rng.randint(0, 3)):
+                        dp.quantile_values.add(
+                            quantile=rng.choice([0.5, 0.95, math.nan]), value=rng.choice(values)
+                        )
+                else:
+                    dp.count = rng.randrange(2**64)
+                    dp.sum = rng.choice(values)
+    return req
+
+
+async def test_fuzzed_metrics_never_stop_the_detector() -> None:
+    rules = [
+        RuleConfig(metric="g", type="latency_increase"),
+        RuleConfig(metric="h", type="latency_increase"),
+        RuleConfig(metric="h", type="memory_leak", value="mean"),
+        RuleConfig(metric="c", type="throughput_drop"),
+        RuleConfig(metric="s", type="threshold", above=1),
+        RuleConfig(metric="e", type="resource_increase"),
+    ]
+    m, _, metrics, _ = make(rules=rules, open_after="1m", baseline={"min_samples": 2})
+    rng = random.Random(12345)
+    t = T0
+    for i in range(300):
+        await m.consume(Metrics.from_message(_random_request(rng)))
+        if i % 3 == 0:
+            t += MINUTE
+            await m.engine.tick(t)
+    doc = m.engine.snapshot()
+    json.dumps(doc, allow_nan=False)  # the state file is strict JSON
+    assert m.engine.series and metrics.received
