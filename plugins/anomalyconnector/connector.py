@@ -451,14 +451,14 @@ class AnomalyEngine:
             w = builder.scope(SCOPE, now_ns, group[0].resource)
             w.gauge(
                 "anomaly_score",
-                "1",
+                "",  # unit "1" would be exported as anomaly_score_ratio
                 "How many baseline standard deviations the recent mean is away, in the bad "
                 "direction (0 while normal).",
                 [(max(0.0, round(s.state.score, 6)), s.labels) for s in group],
             )
             w.gauge(
                 "anomaly_active",
-                "1",
+                "",
                 "1 while an anomaly of the series is open.",
                 [(int(s.state.active), s.labels) for s in group],
             )

@@ -133,8 +133,13 @@ async def test_every_alert_expression_returns_data(
                 # the whole expression is valid PromQL for this Prometheus
                 body = await prom.get_json("/api/v1/query", query=expr)
                 assert body["status"] == "success", (name, body)
-            # the reference's other families: derived (dbmetrics) or recorded
+            # one evaluation of the anomaly connector (its interval is a minute)
+            engine = next(n.component.engine for n in service.graph.nodes if n.id.type == "anomaly")
+            await engine.tick()
+            # the reference's other families: derived (dbmetrics) or recorded; the scores
             for family in (
+                'anomaly_score{metric="mcp_tool_call_duration",anomaly_type="latency_increase"}',
+                'anomaly_active{metric="process_memory_rss_bytes",anomaly_type="memory_leak"}',
                 'database_operations_total{operation="SELECT",query_type="read"}',
                 'cache_operations_total{cache_type="redis",operation="GET",result="hit"}',
                 'cache_operations_total{cache_type="redis",operation="GET",result="miss"}',
