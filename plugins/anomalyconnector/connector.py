@@ -54,6 +54,7 @@ SCOPE = "pipeline/connector/anomalyconnector"
 STATE_VERSION = 1
 MAX_LABEL_TEXT = 4096  # a series whose labels are longer is not tracked
 MAX_BOUNDS = 1000  # a histogram point with more buckets is not tracked
+YIELD_EVERY = 500  # series judged between two yields to the event loop
 MAX_ABS = 1e150  # observations beyond this are not judged (their squares would overflow)
 CUMULATIVE = 2
 SEVERITY_NUMBER = {"warning": 13, "critical": 17, "closed": 9}  # WARN, ERROR, INFO
@@ -406,7 +407,9 @@ class AnomalyEngine:
         self._last_tick = now
         events: list[tuple[_Series, Event]] = []
         expired = []
-        for key, series in self.series.items():
+        for n, (key, series) in enumerate(list(self.series.items())):
+            if n and n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # many series: let the event loop serve in between
             if series.pending.touched:
                 series.state.last_seen = now
             value = self._observation(series)
@@ -422,8 +425,10 @@ class AnomalyEngine:
             elif now - series.state.last_seen > self.config.series_expiration:
                 expired.append(key)
         for key in expired:
-            series = self.series.pop(key)
-            st = series.state
+            gone = self.series.pop(key, None)
+            if gone is None:
+                continue
+            series, st = gone, gone.state
             if st.active:  # the series stopped reporting: its anomaly cannot go on
                 st.active = False
                 events.append((series, st._event("closed", now)))

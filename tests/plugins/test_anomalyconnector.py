@@ -635,3 +635,19 @@ async def test_fuzzed_metrics_never_stop_the_detector() -> None:
     doc = m.engine.snapshot()
     json.dumps(doc, allow_nan=False)  # the state file is strict JSON
     assert m.engine.series and metrics.received
+
+
+async def test_a_series_that_stops_reporting_is_forgotten_and_its_anomaly_closed() -> None:
+    rule = RuleConfig(metric="health_check_status", type="threshold", below=1)
+    m, _, _, logs = make(rules=[rule], open_after="1m", series_expiration="10m")
+    t = T0
+    for _ in range(2):
+        t += MINUTE
+        await m.consume(gauge("health_check_status", 0, {"check": "db"}, t))
+        await m.engine.tick(t)
+    assert [r["anomaly.state"] for r in records(logs)] == ["opened"]
+    for _ in range(11):  # nothing more arrives
+        t += MINUTE
+        await m.engine.tick(t)
+    assert [r["anomaly.state"] for r in records(logs)] == ["opened", "closed"]
+    assert not m.engine.series
