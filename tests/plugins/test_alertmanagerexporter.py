@@ -485,3 +485,73 @@ def test_fuzzed_records_never_stop_the_exporter() -> None:
                 assert re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name), name
                 assert isinstance(value, str) and len(value) <= 4096
         json.loads(exp._batch(list(exp.active.values()), 1_800_000_000.0, 1).body)
+
+
+async def test_an_exporter_failure_of_the_gateway_alerts(tmp_path: Path) -> None:
+    """An ``otlphttp`` exporter whose backend is down drops a batch; the gateway's own error
+    log comes back through its OTLP receiver and the shipped GatewayExportFailing condition
+    raises an alert naming the exporter."""
+    import aiohttp
+
+    from tests.poison import good_traces
+    from tests.support import ROOT, running_service
+
+    shipped = yaml.safe_load((ROOT / "configs" / "anomaly-alerts.yaml").read_text())
+    conditions = shipped["exporters"]["alertmanager"]["conditions"]
+    http_port = free_port()
+    async with alertmanager(tmp_path) as (am, _):
+        config = {
+            "receivers": {
+                "otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{http_port}"}}},
+            },
+            "exporters": {
+                "otlphttp/backend": {
+                    "endpoint": f"http://127.0.0.1:{free_port()}",
+                    "retry_on_failure": {"enabled": False},
+                },
+                "alertmanager": {"endpoint": am.url, "conditions": conditions},
+            },
+            "service": {
+                "pipelines": {
+                    "traces": {"receivers": ["otlp"], "exporters": ["otlphttp/backend"]},
+                    "logs": {"receivers": ["otlp"], "exporters": ["alertmanager"]},
+                },
+                "telemetry": {
+                    "metrics": {"level": "none"},
+                    "logs": {
+                        "processors": [
+                            {
+                                "simple": {
+                                    "exporter": {
+                                        "otlp": {
+                                            "protocol": "http/protobuf",
+                                            "endpoint": f"http://127.0.0.1:{http_port}",
+                                        }
+                                    }
+                                }
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+        async with running_service(json.dumps(config)):
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    f"http://127.0.0.1:{http_port}/v1/traces",
+                    data=good_traces(2),
+                    headers={"Content-Type": "application/x-protobuf"},
+                ) as resp,
+            ):
+                assert resp.status == 200
+            got = await am.wait_for(
+                lambda a: any(x["labels"]["alertname"] == "GatewayExportFailing" for x in a)
+            )
+            alert = next(x for x in got if x["labels"]["alertname"] == "GatewayExportFailing")
+            assert alert["labels"]["exporter"] == "otlphttp/backend"
+            assert alert["labels"]["team"] == "platform"
+            assert alert["annotations"]["summary"] == (
+                "Exporter otlphttp/backend of the gateway is failing"
+            )
+            assert alert["annotations"]["description"].startswith("export failed")
