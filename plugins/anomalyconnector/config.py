@@ -222,9 +222,10 @@ class AnomalyConfig(ComponentConfig):
     """Tracked series; beyond it new series are not tracked (counted), the idlest ones are
     forgotten after ``series_expiration``."""
     series_expiration: Duration = Seconds(3600)
-    state_file: str = ""
+    state_file: str | None = ""
     """Baselines are written here on shutdown (and every ``state_save_interval``) and read
-    back at start; empty = not kept across restarts."""
+    back at start; empty (or null, as an unset ``${env:...:-}`` gives) = not kept across
+    restarts."""
     state_save_interval: Duration = Seconds(600)
 
     @model_validator(mode="after")
