@@ -70,7 +70,7 @@ async def test_every_alert_expression_returns_data(
     for name, value in {
         "OTLP_GRPC_ENDPOINT": grpc,
         "OTLP_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
-        "PROMETHEUS_ENDPOINT": metrics,
+        "PROMETHEUS_EXPORTER_ENDPOINT": metrics,
         "PIPELINE_TELEMETRY_ADDRESS": f"127.0.0.1:{free_port()}",
         "ALERTMANAGER_ENDPOINT": f"http://127.0.0.1:{free_port()}",
         "ANOMALY_STATE_FILE": str(tmp_path / "baselines.json"),

@@ -50,7 +50,7 @@ async def test_a_slow_tool_alerts_the_team_and_resolves(
         for name, value in {
             "OTLP_GRPC_ENDPOINT": grpc,
             "OTLP_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
-            "PROMETHEUS_ENDPOINT": f"127.0.0.1:{free_port()}",
+            "PROMETHEUS_EXPORTER_ENDPOINT": f"127.0.0.1:{free_port()}",
             "PIPELINE_TELEMETRY_ADDRESS": f"127.0.0.1:{free_port()}",
             "ALERTMANAGER_ENDPOINT": am.url,
             "ANOMALY_STATE_FILE": str(state),
