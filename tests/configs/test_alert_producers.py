@@ -20,6 +20,7 @@ from pipeline.pluginmanager import default_registry
 from pipeline.service import Service
 from pipeline.telemetry import SelfTelemetry
 from tests.plugins.prometheus_server import prometheus
+from tests.plugins.test_dbmetricsconnector import own_instrumentation
 from tests.support import ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -122,7 +123,8 @@ async def test_every_alert_expression_returns_data(
         async with prometheus(tmp_path, scrape, rule_files=[str(RECORDING)]) as prom:
             cfg = WorkloadConfig(endpoint=grpc, workflows=40, rate=20, failure_rate=0.2, redis=True)
             # its own event loop in a thread: the SDK's flush blocks, the gateway serves here
-            await asyncio.to_thread(lambda: asyncio.run(Workload(cfg).run()))
+            with own_instrumentation():
+                await asyncio.to_thread(lambda: asyncio.run(Workload(cfg).run()))
             missing = []
             for name, expr in rules():
                 data = COMPARISON.sub("", expr)

@@ -5,7 +5,9 @@ OpenTelemetry SDK), and on query texts whose answer is known."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +26,26 @@ from plugins.dbmetricsconnector.connector import (
 from plugins.dbmetricsconnector.factory import DBMetricsConnectorFactory
 from tests.otlp_support import recording_backend
 from tests.support import free_port, running_service, wait_until
+
+
+@contextlib.contextmanager
+def own_instrumentation() -> Iterator[None]:
+    """The workload instruments asyncpg and redis with its own tracer provider; an
+    instrumentation another test left in place (the healthcheck receiver instruments asyncpg
+    globally) would keep its spans: it is taken off for the workload and put back after."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    taken = []
+    for inst in (AsyncPGInstrumentor(), RedisInstrumentor()):
+        if inst.is_instrumented_by_opentelemetry:
+            inst.uninstrument()
+            taken.append(inst)
+    try:
+        yield
+    finally:
+        for inst in taken:
+            inst.instrument()
 
 
 def points(requests: list[Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -73,7 +95,8 @@ async def test_database_and_cache_families_from_real_instrumentations() -> None:
                 seed=7,
             )
             # its own event loop in a thread: the SDK's flush blocks, the gateway serves here
-            summary = await asyncio.to_thread(lambda: asyncio.run(Workload(cfg).run()))
+            with own_instrumentation():
+                summary = await asyncio.to_thread(lambda: asyncio.run(Workload(cfg).run()))
             connector = next(n.component for n in service.graph.nodes if n.id.type == "dbmetrics")
             await connector.flush()
             await wait_until(lambda: bool(backend.metrics))
