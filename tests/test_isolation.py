@@ -62,6 +62,14 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "debug": {"verbosity": "detailed"},
     "spanmetrics": {"metrics_flush_interval": "100ms"},
     "agentmetrics": {"metrics_flush_interval": "100ms"},
+    "dbmetrics": {"metrics_flush_interval": "100ms"},
+    # the good metrics' series are watched, and a threshold every one of them crosses opens
+    # an anomaly at the first evaluation: scores and records carry their services
+    "anomaly": {
+        "interval": "100ms",
+        "open_after": "100ms",
+        "rules": [{"metric": "requests", "type": "threshold", "above": 0, "value": "value"}],
+    },
     # every item read and changed, so corrupt items are met
     "attributes": {"actions": [{"key": "checked", "action": "upsert", "value": "yes"}]},
     "resource": {"attributes": [{"key": "checked", "action": "upsert", "value": "yes"}]},
@@ -102,8 +110,23 @@ def _cases() -> list[Any]:
     ]
 
 
-def _good(i: int, signal: Signal) -> Payload:
+# Span attributes a connector needs to derive anything from the good spans.
+GOOD_SPAN_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "dbmetrics": {"db.system.name": "postgresql", "db.query.text": "SELECT 1 FROM t"},
+}
+
+
+def _good(i: int, signal: Signal, type_: str = "") -> Payload:
     if signal is Signal.TRACES:
+        extra = GOOD_SPAN_ATTRIBUTES.get(type_)
+        if extra:
+            req = ExportTraceServiceRequest.FromString(good_traces(3, service=f"good-{i}"))
+            for rs in req.resource_spans:
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        for key, value in extra.items():
+                            span.attributes.add(key=key).value.string_value = value
+            return Traces(req.SerializeToString())
         return Traces(good_traces(3, service=f"good-{i}"))
     if signal is Signal.LOGS:
         return Logs(good_logs(3, service=f"good-{i}"))
@@ -199,6 +222,20 @@ def _exporter_options(type_: str, backend: RecordingBackend, sink: Sink) -> dict
             "protocol": {"otlp": {"tls": {"insecure": True}, **no_retry}},
             "resolver": {"static": {"hostnames": [f"127.0.0.1:{backend.grpc_port}"]}},
         }
+    if type_ == "alertmanager":
+        # every good record raises an alert (one per service: its label)
+        return {
+            "endpoint": f"http://127.0.0.1:{sink.port}",
+            "resend_interval": "1h",
+            "conditions": [
+                {
+                    "name": "GoodRecord",
+                    "match": {"event_name": "gen_ai.client.inference.operation.details"},
+                    "label_attributes": {"service": "service.name"},
+                }
+            ],
+            **no_retry,
+        }
     return OPTIONS.get(type_, {})
 
 
@@ -262,7 +299,7 @@ async def test_component_survives_poison(kind: Kind, type_: str, a: Signal, b: S
             sent_before = _sent(service, type_, a) if kind == Kind.EXPORTER else 0.0
             received_before = len(backend.traces) + len(backend.metrics) + len(backend.logs)
             for i in range(GOOD_REQUESTS):
-                await receiver.push_payload(a, _good(i, a))
+                await receiver.push_payload(a, _good(i, a, type_))
             good_items = GOOD_REQUESTS * 3
             if kind == Kind.EXPORTER and type_ not in ("otlp", "otlphttp"):
                 await wait_until(lambda: _sent(service, type_, a) - sent_before >= good_items)

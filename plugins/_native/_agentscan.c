@@ -5,8 +5,11 @@
  * as plugins/agentmetricsconnector/connector.py does, and returns the measurements already
  * aggregated per series for the request: the Python side merges a few dozen series instead of
  * looking at thousands of spans. Spans whose metrics need what only a full decode gives (root
- * spans: the workflow's outcome may come from exception events; failed spans without an
- * error.type; non-ASCII status codes) are returned as offsets for the Python path.
+ * spans: the workflow's outcome may come from exception events; non-ASCII status codes), and
+ * the spans the Python side joins across spans and requests or classifies with its dialect
+ * tables (failed spans, tool calls, spans with one of the "defer" attribute keys, a name or an
+ * instrumentation scope name starting with one of the "defer" prefixes) are returned as
+ * offsets for the Python path, with the offsets of their resource and scope messages.
  *
  * Malformed input raises ValueError; nothing is read outside the buffer.
  */
@@ -37,6 +40,7 @@ enum { B_TOOL, B_HTTP, B_WORKFLOW, B_A2A, NBOUNDS };
 #define MAX_BUCKETS 32
 #define MAX_EXEMPLARS 16
 #define CACHE_SLOTS 8192 /* power of two */
+#define MAX_DEFER_KEYS 64
 
 typedef struct {
     Py_hash_t hash;
@@ -68,6 +72,11 @@ typedef struct {
     cache_slot *cache;
     Py_ssize_t cache_used;
     PyObject *spill; /* list: decoded values that did not fit in the cache this scan */
+    /* spans left to Python: attribute keys, span-name and scope-name prefixes (bytes) */
+    slice defer_keys[MAX_DEFER_KEYS];
+    int ndefer_keys;
+    uint64_t defer_sig[256]; /* bit k set: defer key k has this signature */
+    PyObject *defer_keys_obj, *defer_names, *defer_scopes; /* owned tuples of bytes */
 } Scanner;
 
 /* -- wire reading: pbwire.h -------------------------------------------------------------- */
@@ -253,6 +262,7 @@ typedef struct {
     slice values[NKEYS];
     int present[NKEYS];
     slice raw; /* the whole span */
+    int defer; /* has one of the defer keys */
 } span_info;
 
 static int parse_span(Scanner *self, slice raw, span_info *s) {
@@ -276,7 +286,7 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
                  * no configured key can be is skipped without reading further */
                 if (f.data.n >= 2 && f.data.p[0] == 0x0a && f.data.p[1] < 0x80 && f.data.p[1] + 2 <= f.data.n) {
                     slice k0 = {f.data.p + 2, f.data.p[1]};
-                    if (self->key_sig[sig(k0)] == 0) break;
+                    if (self->key_sig[sig(k0)] == 0 && self->defer_sig[sig(k0)] == 0) break;
                 }
                 reader kr = {f.data.p, f.data.p + f.data.n};
                 field kf;
@@ -288,6 +298,12 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
                 }
                 if (krc < 0) return -1;
                 if (key.p == NULL) break;
+                uint64_t dmask = self->defer_sig[sig(key)];
+                while (dmask && !s->defer) {
+                    int k = __builtin_ctzll(dmask);
+                    dmask &= dmask - 1;
+                    if (slice_eq(key, self->defer_keys[k])) s->defer = 1;
+                }
                 uint32_t mask = self->key_sig[sig(key)];
                 while (mask) {
                     int k = __builtin_ctz(mask);
@@ -344,6 +360,8 @@ static a2a_span *a2a_push(a2a_list *l) {
 
 typedef struct {
     PyObject *fallback, *consumers; /* lists */
+    Py_ssize_t rs_start, rs_end, sc_start, sc_end; /* the current resource and scope messages */
+    int scope_deferred; /* the current scope's name starts with a defer prefix */
     a2a_list producers, pending;    /* this request's producers and consumers */
     PyObject *workflows;                        /* dict: (type, outcome) -> [durations] */
     aggs a;
@@ -483,6 +501,17 @@ static PyObject *failed_outcome(Scanner *self, span_info *s, PyObject *error_tex
 }
 
 /* Returns 1 when the span must go to the Python path, 0 when handled, -1 on error. */
+/* the slice starts with one of the tuple's bytes (a tuple of bytes checked at init) */
+static int has_prefix(slice text, PyObject *prefixes) {
+    if (prefixes == NULL) return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(prefixes); i++) {
+        PyObject *b = PyTuple_GET_ITEM(prefixes, i);
+        Py_ssize_t n = PyBytes_GET_SIZE(b);
+        if (text.n >= n && memcmp(text.p, PyBytes_AS_STRING(b), n) == 0) return 1;
+    }
+    return 0;
+}
+
 static int handle_span(Scanner *self, span_info *s, scan_state *st) {
     int failed = s->status_code == STATUS_ERROR;
     int tool = (s->present[K_OP] && s->values[K_OP].n == PyBytes_GET_SIZE(self->tool_op) &&
@@ -491,7 +520,9 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
                 memcmp(s->values[K_METHOD].p, PyBytes_AS_STRING(self->tool_method), s->values[K_METHOD].n) == 0);
     int root = s->parent.n == 0;
     int kind = (int)s->kind;
-    if (!(root || tool || failed || kind == KIND_SERVER || kind == KIND_PRODUCER || kind == KIND_CONSUMER))
+    /* joined across spans and requests, or classified by the dialect tables: Python's */
+    if (failed || tool || s->defer || st->scope_deferred || has_prefix(s->name, self->defer_names)) return 1;
+    if (!(root || kind == KIND_SERVER || kind == KIND_PRODUCER || kind == KIND_CONSUMER))
         return 0;
     PyObject *error_value = GET(K_ERROR_TYPE);
     if (error_value == NULL && PyErr_Occurred()) return -1;
@@ -766,7 +797,25 @@ wf_done:
     return 0;
 }
 
+/* the last field `number` (length-delimited) of a message, or an empty slice; -1 if malformed */
+static int find_message(slice msg, int number, slice *out) {
+    reader r = {msg.p, msg.p + msg.n};
+    field f;
+    int rc;
+    out->p = NULL;
+    out->n = 0;
+    while ((rc = next_field(&r, &f)) == 0)
+        if (f.number == (uint32_t)number && f.wire == 2) *out = f.data;
+    return rc < 0 ? -1 : 0;
+}
+
 static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
+    slice scope, scope_name = {NULL, 0};
+    if (find_message(scope_spans, 1, &scope) < 0) return -1;
+    st->sc_start = scope.p ? scope.p - st->base : 0;
+    st->sc_end = scope.p ? scope.p - st->base + scope.n : 0;
+    if (scope.p && find_message(scope, 1, &scope_name) < 0) return -1;
+    st->scope_deferred = scope_name.p != NULL && has_prefix(scope_name, self->defer_scopes);
     reader r = {scope_spans.p, scope_spans.p + scope_spans.n};
     field f;
     int rc;
@@ -777,8 +826,9 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
         int h = handle_span(self, &s, st);
         if (h < 0) return -1;
         if (h == 1) {
-            PyObject *item = Py_BuildValue("(nn)", (Py_ssize_t)(f.data.p - st->base),
-                                           (Py_ssize_t)(f.data.p - st->base + f.data.n));
+            PyObject *item = Py_BuildValue("(nnnnnn)", (Py_ssize_t)(f.data.p - st->base),
+                                           (Py_ssize_t)(f.data.p - st->base + f.data.n), st->rs_start,
+                                           st->rs_end, st->sc_start, st->sc_end);
             if (item == NULL || PyList_Append(st->fallback, item) < 0) { Py_XDECREF(item); return -1; }
             Py_DECREF(item);
         }
@@ -909,7 +959,9 @@ error:
 PyDoc_STRVAR(scan_doc,
 "scan(request: bytes) -> (series, fallback, consumers, workflows)\n\n"
 "series: [(metric, labels, count, sum, buckets | None, exemplars | None)] aggregated over the\n"
-"request; fallback: [(start, end)] offsets of spans for the Python path; the request's A2A\n"
+"request; fallback: [(start, end, resource_start, resource_end, scope_start, scope_end)]\n"
+"offsets of spans for the Python path, of their Resource and InstrumentationScope messages\n"
+"((0, 0) when absent); the request's A2A\n"
 "producers go into the producer cache and its consumers are matched with them; consumers:\n"
 "those without a producer yet, [(parent_span_id, link_span_ids, start_ns, trace_id,\n"
 "span_id, message_type)]; workflows: {(type, outcome): [durations]}. Raises ValueError on\n"
@@ -942,6 +994,10 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     int rc;
     while ((rc = next_field(&r, &f)) == 0) {
         if (f.number != 1 || f.wire != 2) continue;
+        slice resource;
+        if (find_message(f.data, 1, &resource) < 0) goto done;
+        st.rs_start = resource.p ? resource.p - base : 0;
+        st.rs_end = resource.p ? resource.p - base + resource.n : 0;
         reader rr = {f.data.p, f.data.p + f.data.n};
         field rf;
         int rrc;
@@ -994,16 +1050,47 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"keys", "tool_operation", "tool_method", "workflow_prefix", "tool_bounds",
                              "http_bounds", "workflow_bounds", "a2a_bounds", "max_exemplars",
                              "recoverable", "llm_operations", "outcomes", "producers", "cache_size",
-                             NULL};
+                             "defer_keys", "defer_names", "defer_scopes", NULL};
     PyObject *keys, *tool_op, *tool_method, *wf_prefix, *tool_bounds, *http_bounds, *wf_bounds, *a2a_bounds,
         *recoverable, *llm, *outcomes, *producers;
+    PyObject *defer_keys = NULL, *defer_names = NULL, *defer_scopes = NULL;
     int max_exemplars;
     Py_ssize_t cache_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n", kwlist, &PyTuple_Type, &keys, &tool_op,
-                                     &tool_method, &wf_prefix, &tool_bounds, &http_bounds, &wf_bounds,
-                                     &a2a_bounds, &max_exemplars, &recoverable, &llm, &PyTuple_Type,
-                                     &outcomes, &PyDict_Type, &producers, &cache_size))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!", kwlist, &PyTuple_Type, &keys,
+                                     &tool_op, &tool_method, &wf_prefix, &tool_bounds, &http_bounds,
+                                     &wf_bounds, &a2a_bounds, &max_exemplars, &recoverable, &llm,
+                                     &PyTuple_Type, &outcomes, &PyDict_Type, &producers, &cache_size,
+                                     &PyTuple_Type, &defer_keys, &PyTuple_Type, &defer_names,
+                                     &PyTuple_Type, &defer_scopes))
         return -1;
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL) return -1;
+    PyObject *tuples[3] = {defer_keys ? defer_keys : empty, defer_names ? defer_names : empty,
+                           defer_scopes ? defer_scopes : empty};
+    for (int t = 0; t < 3; t++)
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuples[t]); i++)
+            if (!PyBytes_Check(PyTuple_GET_ITEM(tuples[t], i))) {
+                Py_DECREF(empty);
+                PyErr_SetString(PyExc_TypeError, "defer keys and prefixes must be bytes");
+                return -1;
+            }
+    if (PyTuple_GET_SIZE(tuples[0]) > MAX_DEFER_KEYS) {
+        Py_DECREF(empty);
+        PyErr_Format(PyExc_ValueError, "at most %d defer keys", MAX_DEFER_KEYS);
+        return -1;
+    }
+    memset(self->defer_sig, 0, sizeof(self->defer_sig));
+    self->ndefer_keys = (int)PyTuple_GET_SIZE(tuples[0]);
+    for (int k = 0; k < self->ndefer_keys; k++) {
+        PyObject *b = PyTuple_GET_ITEM(tuples[0], k);
+        self->defer_keys[k].p = (const uint8_t *)PyBytes_AS_STRING(b);
+        self->defer_keys[k].n = PyBytes_GET_SIZE(b);
+        self->defer_sig[sig(self->defer_keys[k])] |= 1ull << k;
+    }
+    Py_XSETREF(self->defer_keys_obj, Py_NewRef(tuples[0]));
+    Py_XSETREF(self->defer_names, Py_NewRef(tuples[1]));
+    Py_XSETREF(self->defer_scopes, Py_NewRef(tuples[2]));
+    Py_DECREF(empty);
     if (cache_size < 0) {
         PyErr_SetString(PyExc_ValueError, "cache_size must be >= 0");
         return -1;
@@ -1074,6 +1161,9 @@ static void Scanner_dealloc(Scanner *self) {
     Py_XDECREF(self->wf_prefix);
     Py_XDECREF(self->outcomes);
     Py_XDECREF(self->producers);
+    Py_XDECREF(self->defer_keys_obj);
+    Py_XDECREF(self->defer_names);
+    Py_XDECREF(self->defer_scopes);
     PyObject **strs[] = {&self->s_success_outcome, &self->s_failed_outcome, &self->s_timeout,
                          &self->s_cancelled, &self->s_critical, &self->s_workflow,&self->s_unknown, &self->s_none, &self->s_error, &self->s_success,
                          &self->s_other, &self->s_true, &self->s_false, &self->s_failed,

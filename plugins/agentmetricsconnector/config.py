@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from pipeline import ComponentConfig, ConfigModel, Duration, Seconds
 from plugins._agentconv import OUTCOMES, AttributeNames
+from plugins._agentdialects import DialectsConfig
 
 
 class ExemplarsConfig(ConfigModel):
@@ -53,6 +54,26 @@ class SloConfig(ConfigModel):
         return self.budget_window or max(self.burn_rate_windows)
 
 
+class ToolCallJoinConfig(ConfigModel):
+    """How the layers that trace one tool call are joined (see ``docs/agent-workflow.md``).
+
+    ``window``: how long a trace's tool-call spans and failed spans are held, from the first
+    one seen, waiting for the other layers of the same calls (an MCP server span exported by
+    another process, in another request); ``0s`` joins only what arrives in one request.
+    ``max_traces``: traces held at most; beyond it the oldest is settled early (counted,
+    never lost)."""
+
+    window: Duration = Seconds(10)
+    max_traces: int = Field(10_000, ge=1)
+
+
+class ModelPrice(ConfigModel):
+    """The price of one model, in US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
 class AgentMetricsConfig(ComponentConfig):
     """``connectors.agentmetrics``."""
 
@@ -68,7 +89,14 @@ class AgentMetricsConfig(ComponentConfig):
     sla: SlaConfig = Field(default_factory=SlaConfig)
     slo: SloConfig = Field(default_factory=SloConfig)
     a2a_producer_cache_size: int = Field(10_000, ge=0)
+    tool_call_join: ToolCallJoinConfig = Field(default_factory=ToolCallJoinConfig)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Per model (``gen_ai.response.model``, else ``gen_ai.request.model``): input and output
+    prices per million tokens, for ``agent_workflow_cost_usd_total``; a model not listed
+    costs nothing (its tokens are still counted)."""
     attributes: AttributeNames = Field(default_factory=AttributeNames)
+    dialects: DialectsConfig = Field(default_factory=DialectsConfig)
+    """Extra or disabled dialect tables (see ``docs/agent-conventions.md``)."""
 
     @model_validator(mode="after")
     def _check(self) -> AgentMetricsConfig:
@@ -78,6 +106,8 @@ class AgentMetricsConfig(ComponentConfig):
         for name in ("failure_window",):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be greater than 0")
+        if self.tool_call_join.window < 0:
+            raise ValueError("tool_call_join.window must be 0 or more")
         if not self.slo.burn_rate_windows or min(self.slo.burn_rate_windows) <= 0:
             raise ValueError("slo.burn_rate_windows: give at least one window, each > 0")
         if self.slo.budget_window is not None and self.slo.budget_window <= 0:

@@ -33,24 +33,37 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from pipeline import Consumer, CreateSettings, Payload
+from pipeline import Consumer, CreateSettings, Host, Payload, workers
 from pipeline.status import AgentMetricsProvider, GaugeSample
 from plugins._agentconv import (
+    DEFAULT_ERROR_RULES,
     OUTCOMES,
     SPAN_KIND_CONSUMER,
     SPAN_KIND_PRODUCER,
     SPAN_KIND_SERVER,
     STATUS_ERROR,
+    ErrorClassifier,
     attr_map,
     exception_type,
     workflow_outcome,
 )
+from plugins._agentdialects import Dialects, Role, SpanFacts, load_dialects
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
 from plugins._native import load
 from plugins._spanview import DECODED, SpanView, TracesView, cached_str
+from plugins.agentmetricsconnector.calls import (
+    FRAMEWORK,
+    MCP_CLIENT,
+    MCP_SERVER,
+    Call,
+    CallJoiner,
+    Failure,
+    Layer,
+)
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 
 WORKFLOW_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -72,11 +85,16 @@ HTTP_BUCKETS = (
     7.5,
     10.0,
 )
+# the OpenTelemetry GenAI metrics' buckets (gen_ai.client.token.usage,
+# gen_ai.client.operation.duration)
+TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1, 4, 16, ... 67108864
+GENAI_DURATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01 ... 81.92
 LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
 RECOVERABLE_ERRORS = frozenset(
     {"timeout", "rate_limited", "connection", "TimeoutError", "ConnectionError", "cancelled"}
 )
 UNKNOWN = "unknown"
+FACTS_CACHE = 4096  # span shapes whose dialect facts are kept
 NO_RESOURCE = b""
 INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER})
 
@@ -147,15 +165,123 @@ class SlidingWindows:
         return total, bad, ok
 
 
+def exception_message(span: Any) -> str:
+    """``exception.message`` of a decoded span's first exception event, or ``""``."""
+    for ev in span.events:
+        if ev.name == "exception":
+            for kv in ev.attributes:
+                if kv.key == "exception.message":
+                    return str(kv.value.string_value)
+    return ""
+
+
+GATEWAY_DIALECT = "gateway"
+
+
+def defer_markers(
+    dialects: Dialects, names: Any
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The attribute keys, span-name prefixes and scope-name prefixes of the dialects'
+    ``detect`` alternatives: a span with none of them is in no dialect (the C scanner counts
+    it). The gateway's own dialect is left out (workflow roots, ``mcp.server.name``,
+    PRODUCER/CONSUMER spans with ``a2a.message.type``: the scanner counts those itself, and
+    sends its failed spans and tool calls to Python anyway), and so are the attributes the
+    workflow processor writes on every span (they mark a workflow only on its root, which is
+    counted either way); a dialect that detects a span by nothing of these (an empty
+    ``detect``, a name regular expression) makes every span one for Python (the empty name
+    prefix)."""
+    compiled = dialects.compiled
+    written = {
+        names.workflow_id,
+        names.workflow_type,
+        names.workflow_outcome,
+        names.workflow_complexity_tier,
+        names.workflow_agent_id,
+    }
+    keys: dict[str, None] = {}
+    prefixes: dict[str, None] = {}
+    scopes: dict[str, None] = {}
+    for name, detect in zip(compiled.dialects, compiled.detect, strict=True):
+        if name == GATEWAY_DIALECT:
+            continue
+        if not detect:
+            prefixes[""] = None
+        for alt in detect:
+            alt_keys = [compiled.attribute_keys[k] for k, _ in alt.equals]
+            alt_keys += [compiled.attribute_keys[k] for k in alt.present]
+            if alt_keys:
+                # one key of the alternative is enough (all must be there for it to hold)
+                usable = [k for k in alt_keys if k not in written]
+                if usable:
+                    keys.setdefault(usable[0])
+                    continue
+            if alt.name_prefix:
+                prefixes.update(dict.fromkeys(alt.name_prefix))
+            elif alt.scope_prefix:
+                scopes.update(dict.fromkeys(alt.scope_prefix))
+            elif not alt_keys:
+                prefixes[""] = None
+    return tuple(keys), tuple(prefixes), tuple(scopes)
+
+
+class _Context:
+    """The resource and instrumentation scope of spans (encoded), decoded on demand."""
+
+    __slots__ = ("_scope", "_service", "resource", "scope")
+
+    def __init__(self, resource: bytes, scope: bytes) -> None:
+        self.resource = resource
+        self.scope = scope
+        self._service: str | None = None
+        self._scope: str | None = None
+
+    @property
+    def service_name(self) -> str:
+        if self._service is None:
+            self._service = ""
+            if self.resource:
+                for kv in Resource.FromString(self.resource).attributes:
+                    if kv.key == "service.name":
+                        self._service = kv.value.string_value
+        return self._service
+
+    @property
+    def scope_name(self) -> str:
+        if self._scope is None:
+            self._scope = InstrumentationScope.FromString(self.scope).name if self.scope else ""
+        return self._scope
+
+
+class _Batch:
+    """What a request's spans add, gathered before anything is counted (consume is atomic):
+    metric operations in span order, workflows for the windows, A2A producers and consumers,
+    tool-call layers and failures for the joiner."""
+
+    __slots__ = ("a2a_clients", "a2a_servers", "consumers", "failures", "layers", "links", "ops",
+                 "producers", "workflows")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[Any, tuple[Any, ...]]] = []
+        self.workflows: list[tuple[str, str, float]] = []
+        self.producers: list[tuple[bytes, int]] = []
+        # A2A consumers: (parent, link span ids, start, trace, span, message type)
+        self.consumers: list[tuple[bytes, list[bytes], int, bytes, bytes, str]] = []
+        self.layers: list[Layer] = []
+        self.failures: list[Failure] = []
+        self.links: list[tuple[bytes, bytes, bytes]] = []  # (trace, span, parent)
+        self.a2a_clients: list[tuple[bytes, int]] = []  # (trace, start) of A2A client spans
+        self.a2a_servers: list[tuple[Any, str]] = []  # A2A server spans, message type
+
+
 class _SpanView:
     """A span of a :data:`TracesView`: attributes (a map of encoded values) decoded on demand."""
 
     __slots__ = ("_full", "attrs", "span")
 
-    def __init__(self, span: Any, attrs: Any) -> None:
+    def __init__(self, span: Any, attrs: Any, full: Any = None) -> None:
         self.span = span
         self.attrs = attrs
-        self._full: Any = None
+        self._full: Any = full
 
     @property
     def name(self) -> str:
@@ -276,6 +402,81 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             Kind.GAUGE,
             "Error budget burn rate over the short and long SLO windows.",
         )
+        self.function_calls = metric(
+            "agent_tool_calls",
+            Kind.COUNTER,
+            "Tool calls that are not MCP (a framework's function tools), once per call.",
+        )
+        self.function_duration = metric(
+            "agent_tool_call_duration",
+            Kind.HISTOGRAM,
+            "Duration of tool calls that are not MCP (the caller's span).",
+            "s",
+            MCP_BUCKETS,
+        )
+        self.token_usage = metric(
+            "gen_ai.client.token.usage",
+            Kind.HISTOGRAM,
+            "Number of input and output tokens used (derived from inference spans).",
+            "{token}",
+            TOKEN_BUCKETS,
+        )
+        self.operation_duration = metric(
+            "gen_ai.client.operation.duration",
+            Kind.HISTOGRAM,
+            "GenAI operation duration (derived from inference spans).",
+            "s",
+            GENAI_DURATION_BUCKETS,
+        )
+        self.workflow_tokens = metric(
+            "agent_workflow_tokens",
+            Kind.COUNTER,
+            "Tokens used by the inference calls of workflow executions.",
+            "{token}",
+        )
+        # the currency is in the name (a Prometheus name carries its unit; the translation
+        # drops the {USD} annotation): agent_workflow_cost_usd_total
+        self.workflow_cost = metric(
+            "agent_workflow_cost_usd",
+            Kind.COUNTER,
+            "Cost in US dollars of the inference calls of workflow executions (price table).",
+            "{USD}",
+        )
+        service = settings.telemetry.service
+        self._join_counter = service.counter(
+            "otelcol_connector_agentmetrics_tool_call_layers",
+            "Spans of tool calls by what became of them: joined into a call counted once "
+            "(joined), the caller of a call (caller), a late layer of a call already counted "
+            "(late).",
+            ("connector", "result"),
+        )
+        self._pending_gauge = service.gauge(
+            "otelcol_connector_agentmetrics_join_pending_traces",
+            "Traces whose tool calls and failures wait in the join window.",
+            ("connector",),
+        )
+        self._early_counter = service.counter(
+            "otelcol_connector_agentmetrics_join_early_settled_traces",
+            "Traces settled before the end of their join window (tool_call_join.max_traces).",
+            ("connector",),
+        )
+        join = config.tool_call_join
+        self._classifier = ErrorClassifier(DEFAULT_ERROR_RULES)
+        self.joiner = CallJoiner(join.window, join.max_traces, self._classifier.match)
+        self._late_seen = 0
+        self._early_seen = 0
+        self.dialects: Dialects = load_dialects(config.dialects, config.attributes)
+        self._role = Role
+        self._dialect_keys = self.dialects.attribute_keys
+        self._facts_cache: dict[tuple[Any, ...], SpanFacts] = {}
+        # what makes a span one for the Python path beyond failed spans and tool calls: an
+        # attribute or a name / scope prefix that a dialect table recognises (the workflow
+        # attributes the workflow processor writes on every span are not such a marker)
+        keys, prefixes, scopes = defer_markers(self.dialects, self.names)
+        self._defer_keys = keys
+        self._defer_names = tuple(p.encode() for p in prefixes)
+        self._defer_scopes = scopes
+        self._prices = {m: (p.input / 1e6, p.output / 1e6) for m, p in config.prices.items()}
         # one set of time buckets per distinct window length, 60 buckets per window
         lengths = {config.failure_window, config.slo.effective_budget_window}
         lengths.update(config.slo.burn_rate_windows)
@@ -290,8 +491,15 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             string_value=config.attributes.mcp_tool_method
         ).SerializeToString()
         self._statuses: dict[bytes, int] = {}
+        # gen_ai.operation.name values of agent runs and workflows (encoded AnyValues)
+        self._run_ops_raw = frozenset(
+            AnyValue(string_value=op).SerializeToString()
+            for op in ("invoke_agent", "invoke_workflow", "create_agent")
+        )
 
         self._producers: collections.OrderedDict[bytes, int] = collections.OrderedDict()
+        # trace -> starts of its A2A client spans (the A2A conventions, a2a-sdk)
+        self._a2a_traces: collections.OrderedDict[bytes, list[int]] = collections.OrderedDict()
         # the metrics the C scanner aggregates, in its order, with their label names
         self._native_metrics: tuple[tuple[Metric, tuple[str, ...]], ...] = (
             (self.tool_calls, ("server", "tool", "status", "error_type")),
@@ -357,50 +565,69 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             OUTCOMES,
             self._producers,
             self.config.a2a_producer_cache_size,
+            defer_keys=tuple(k.encode() for k in self._defer_keys),
+            defer_names=self._defer_names,
+            defer_scopes=tuple(p.encode() for p in self._defer_scopes),
         )
 
     # -- aggregation -----------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:
         """With the C scanner (``plugins/_native/_agentscan.c``), the request is walked once in
         C and the measurements arrive aggregated per series (A2A producers remembered and
-        consumers matched there too); the rare spans it leaves to Python (see
-        ``handle_span`` in the C source) and the pure-Python path read spans through
-        :data:`plugins._spanview.TracesView` (attributes as a C-level map of encoded values)."""
+        consumers matched there too); the spans it leaves to Python (failed spans, tool-call
+        layers, spans a dialect recognises: see ``handle_span`` in the C source) and the
+        pure-Python path read spans through :data:`plugins._spanview.TracesView` (attributes
+        as a C-level map of encoded values). Tool-call layers and failures go to the
+        :class:`CallJoiner`, which counts them once when their trace's join window ends.
+
+        Atomic: every span is decoded and classified before anything is counted, so a request
+        that fails changes nothing."""
         raw = data.to_bytes()
         now_ns = time.time_ns()
         now = now_ns / 1e9
+        batch = _Batch()
         if self._scanner is not None:
             try:
                 series, fallback, consumers, workflows = self._scanner.scan(raw)
             except ValueError:
                 pass  # malformed: the Python path reports it as it always did
             else:
-                # the spans left to Python are decoded in full before anything is counted, so
-                # a corrupt one refuses the whole request with nothing changed (consume is
-                # atomic: the engine then isolates the corrupt spans)
+                # the spans left to Python are read (parsed, classified, what they say
+                # decoded) before anything is counted, so one that cannot be read refuses the
+                # whole request with nothing changed (consume is atomic: the engine then
+                # isolates the corrupt spans); the receivers' edge check has checked every
+                # field of the request already
                 views = []
-                for start, end in fallback:
-                    Span.FromString(raw[start:end])
-                    views.append(SpanView.FromString(raw[start:end]))
+                contexts: dict[tuple[int, int, int, int], _Context] = {}
+                for start, end, rs_start, rs_end, sc_start, sc_end in fallback:
+                    view = SpanView.FromString(raw[start:end])
+                    key = (rs_start, rs_end, sc_start, sc_end)
+                    ctx = contexts.get(key)
+                    if ctx is None:
+                        ctx = contexts[key] = _Context(raw[rs_start:rs_end], raw[sc_start:sc_end])
+                    views.append((view, ctx))
+                for view, ctx in views:
+                    self._read_span(view, now_ns, ctx, batch, None)
                 self._merge_native(series, now_ns)
                 for (wf_type, outcome), durations in workflows.items():
                     self._windows(wf_type, outcome, durations, now)
-                py_consumers: list[tuple[Any, str]] = []
-                for view in views:
-                    self._count_span(view, now_ns, now, py_consumers)
+                self._apply(batch, now_ns, now)
                 self._match_consumers(consumers, now_ns)
-                self._match_consumers(self._decoded_consumers(py_consumers), now_ns)
+                self._match_consumers(batch.consumers, now_ns)
+                self._settle(now_ns, now)
                 return
-        # the Python path counts span by span: the request is checked whole first (a full
-        # parse), so a corrupt one changes nothing (consume is atomic)
+        # the Python path reads span by span: the request is checked whole first (a full
+        # parse), and every span is read before anything is counted (consume is atomic)
         ExportTraceServiceRequest.FromString(raw)
         skeleton = TracesView.FromString(raw)
-        py_consumers = []
         for rs in skeleton.resource_spans:
             for ss in rs.scope_spans:
+                ctx = _Context(rs.resource, ss.scope)
                 for sp in ss.spans:
-                    self._count_span(sp, now_ns, now, py_consumers)
-        self._match_consumers(self._decoded_consumers(py_consumers), now_ns)
+                    self._read_span(sp, now_ns, ctx, batch, None)
+        self._apply(batch, now_ns, now)
+        self._match_consumers(batch.consumers, now_ns)
+        self._settle(now_ns, now)
 
     def _merge_native(self, series: list[Any], now_ns: int) -> None:
         """Adds the C scanner's per-series aggregates to the metrics."""
@@ -423,21 +650,6 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             producers[span_id] = start
             if len(producers) > cache_size:
                 producers.popitem(last=False)
-
-    @staticmethod
-    def _decoded_consumers(
-        consumers: list[tuple[Any, str]],
-    ) -> Iterator[tuple[bytes, Iterable[bytes], int, bytes, bytes, str]]:
-        for sp, message_type in consumers:
-            links = (Span.Link.FromString(raw_link).span_id for raw_link in sp.links)
-            yield (
-                sp.parent_span_id,
-                links,
-                sp.start_time_unix_nano,
-                sp.trace_id,
-                sp.span_id,
-                message_type,
-            )
 
     def _match_consumers(
         self,
@@ -465,10 +677,23 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     span_id,
                 )
 
-    def _count_span(
-        self, sp: Any, now_ns: int, now: float, consumers: list[tuple[Any, str]]
+    # -- reading spans (nothing counted) ---------------------------------------------------------
+    def _marked(self, sp: Any, attrs: Any, ctx: _Context) -> bool:
+        """A span a dialect table recognises beyond failed spans and tool calls (the same test
+        as the C scanner's ``defer`` keys and prefixes)."""
+        for key in self._defer_keys:
+            if key in attrs:
+                return True
+        if self._defer_names and sp.name.startswith(self._defer_names):
+            return True
+        return bool(self._defer_scopes) and ctx.scope_name.startswith(self._defer_scopes)
+
+    def _read_span(
+        self, sp: Any, now_ns: int, ctx: _Context, batch: _Batch, full: Any | None
     ) -> None:
-        """The metrics of one span (a :data:`SpanView`), in Python."""
+        """What one span (a :data:`SpanView`) adds to the metrics, as operations on ``batch``
+        applied once the whole request is read (:meth:`_apply`); ``full``: the span decoded
+        in full when the caller has it."""
         kind = sp.kind
         status = sp.status
         failed = False
@@ -487,33 +712,51 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             self._tool_method_raw
         )
         root = not sp.parent_span_id
-        if not (root or tool or failed or kind in INTERESTING_KINDS):
+        marked = failed or tool or self._marked(sp, attrs, ctx)
+        if not (root or marked or kind in INTERESTING_KINDS):
             return  # nothing to count for this span
+        if marked and not (failed or root) and op_raw in self._run_ops_raw:
+            # an agent run or workflow of the GenAI conventions that did not fail: executions
+            # are the workflow processor's; here it is only a link a failure may climb through
+            batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))
+            if kind not in INTERESTING_KINDS:
+                return
+            marked = False
         component = ""
-        view = _SpanView(sp, attrs)
+        view = _SpanView(sp, attrs, full)
         if root and self._is_workflow_root(view):
-            self._workflow(view, now_ns, now)
+            self._workflow(view, now_ns, batch)
             component = "workflow"
         op_name = cached_str(op_raw) if op_raw is not None else ""
-        if tool:
-            self._tool_call(view, failed, now_ns)
-            component = component or "mcp"
+        facts = None
+        if marked:
+            facts = self._facts(view, ctx, root)
+            role = facts.role
+            if facts.is_tool_layer:
+                self._layer(view, facts, ctx, batch)
+                return  # counted (and its failure) once per call, by the joiner
+            if not failed:  # a link a failure below may climb through (see calls.py)
+                batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))
+            if role is self._role.INFERENCE:
+                self._inference(view, facts, failed, now_ns, batch)
+                component = component or "llm"
+            elif (
+                role is self._role.A2A_CLIENT or role is self._role.A2A_SERVER
+            ) and names.a2a_message_type not in attrs:
+                self._a2a(view, facts, role is self._role.A2A_CLIENT, failed, now_ns, batch)
+                component = component or "a2a"
         if kind in (SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER):
             mtype = view.get(names.a2a_message_type)
             if mtype is not None:
                 message_type = mtype or UNKNOWN
                 if kind == SPAN_KIND_PRODUCER:
-                    self.a2a_sent.add(
-                        NO_RESOURCE,
-                        (
-                            ("message_type", message_type),
-                            ("recipient_type", view.label(names.a2a_recipient_type)),
-                            ("priority", view.label(names.a2a_priority)),
-                        ),
-                        1,
-                        now_ns,
+                    labels = (
+                        ("message_type", message_type),
+                        ("recipient_type", view.label(names.a2a_recipient_type)),
+                        ("priority", view.label(names.a2a_priority)),
                     )
-                    self._remember_producers([(sp.span_id, sp.start_time_unix_nano)])
+                    batch.ops.append((self.a2a_sent.add, (NO_RESOURCE, labels, 1, now_ns)))
+                    batch.producers.append((sp.span_id, sp.start_time_unix_nano))
                 else:
                     status_value = view.get(names.a2a_processing_status)
                     processing = (
@@ -521,25 +764,221 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                         if status_value is not None
                         else ("failed" if failed else "processed")
                     )
-                    self.a2a_received.add(
-                        NO_RESOURCE,
-                        (
-                            ("message_type", message_type),
-                            ("sender_type", view.label(names.a2a_sender_type)),
-                            ("processing_status", processing),
-                        ),
-                        1,
-                        now_ns,
+                    labels = (
+                        ("message_type", message_type),
+                        ("sender_type", view.label(names.a2a_sender_type)),
+                        ("processing_status", processing),
                     )
-                    consumers.append((sp, message_type))
+                    batch.ops.append((self.a2a_received.add, (NO_RESOURCE, labels, 1, now_ns)))
+                    links = [Span.Link.FromString(raw_link).span_id for raw_link in sp.links]
+                    batch.consumers.append(
+                        (
+                            sp.parent_span_id,
+                            links,
+                            sp.start_time_unix_nano,
+                            sp.trace_id,
+                            sp.span_id,
+                            message_type,
+                        )
+                    )
                 component = component or "a2a"
         if kind == SPAN_KIND_SERVER:
             http_method = view.get(names.http_method) or view.get("http.method")
             if http_method is not None:
-                self._http(view, http_method, now_ns)
+                self._http(view, http_method, now_ns, batch)
                 component = component or "http"
         if failed:
-            self._error(view, component, op_name, now_ns)
+            batch.failures.append(
+                Failure(
+                    sp.trace_id,
+                    sp.span_id,
+                    sp.parent_span_id,
+                    self._error_labels(view, component, op_name),
+                    exception_type(view.full()),
+                    sp.start_time_unix_nano,
+                    sp.end_time_unix_nano,
+                    view.full().status.message,
+                )
+            )
+
+    def _facts(self, view: _SpanView, ctx: _Context, root: bool) -> SpanFacts:
+        """The dialect tables' facts about a span. Spans of one shape repeat (the same
+        operation, tool, model and server, without per-call ids): the facts of a shape are
+        kept (``FACTS_CACHE`` of them) and the tables consulted once per shape."""
+        sp = view.span
+        status = sp.status
+        code = self._statuses.get(status, 0) if status else 0
+        failed = code == STATUS_ERROR
+        exc = exception_type(view.full()) if failed else ""
+        wanted = self._dialect_keys
+        attrs = sp.attributes
+        shape = (
+            sp.name,
+            sp.kind,
+            ctx.scope_name,
+            ctx.service_name,
+            root,
+            code,
+            exc,
+            tuple([item for item in attrs.items() if item[0] in wanted]),
+        )
+        cache = self._facts_cache
+        facts = cache.get(shape)
+        if facts is None:
+            facts = self.dialects.classify(
+                view.name,
+                sp.kind,
+                attrs,  # encoded AnyValues, decoded by the tables when read
+                scope=ctx.scope_name,
+                root=root,
+                status_code=code,
+                exception_type=exc,
+                service=ctx.service_name,
+            )
+            if len(cache) >= FACTS_CACHE:
+                cache.clear()
+            cache[shape] = facts
+        return facts
+
+    def _layer(self, view: _SpanView, facts: Any, ctx: _Context, batch: _Batch) -> None:
+        """A tool-call layer for the joiner."""
+        sp = view.span
+        role = facts.role
+        side = (
+            MCP_SERVER
+            if role is self._role.MCP_SERVER
+            else MCP_CLIENT
+            if role is self._role.MCP_CLIENT
+            else FRAMEWORK
+        )
+        failed = facts.failed
+        message = ""
+        exc = facts.exception_type
+        if failed:
+            full = view.full()
+            message = full.status.message or exception_message(full)
+            if not exc:
+                exc = exception_type(full)
+        get = facts.labels.get
+        batch.layers.append(
+            Layer(
+                sp.trace_id,
+                sp.span_id,
+                sp.parent_span_id,
+                side,
+                get("tool_name", ""),
+                get("tool_type", ""),
+                side != FRAMEWORK or get("mcp_method", "") == self.names.mcp_tool_method,
+                get("tool_call_id", ""),
+                get("jsonrpc_request_id", ""),
+                get("mcp_session_id", ""),
+                facts.server,
+                sp.start_time_unix_nano,
+                sp.end_time_unix_nano,
+                failed,
+                facts.model_retry,
+                get("error_type", ""),
+                exc,
+                message,
+                get("agent_name", ""),
+            )
+        )
+
+    def _inference(
+        self, view: _SpanView, facts: Any, failed: bool, now_ns: int, batch: _Batch
+    ) -> None:
+        """``gen_ai.client.operation.duration`` and ``gen_ai.client.token.usage`` of an
+        inference span, and its tokens (and cost) in its workflow's totals."""
+        sp = view.span
+        names = self.names
+        common: list[tuple[str, str]] = [
+            ("gen_ai.operation.name", facts.label("operation") or UNKNOWN),
+            ("gen_ai.provider.name", facts.label("provider") or UNKNOWN),
+        ]
+        model = facts.label("model")
+        if model:
+            common.append(("gen_ai.request.model", model))
+        agent = facts.label("agent_name")
+        if agent:
+            common.append(("gen_ai.agent.name", agent))
+        duration_labels = list(common)
+        if failed:
+            error = (
+                facts.label("error_type")
+                or facts.exception_type
+                or self._classifier.match(view.full().status.message)
+                or "_OTHER"
+            )
+            duration_labels.append(("error.type", error))
+        duration = (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9
+        batch.ops.append(
+            (
+                self.operation_duration.observe,
+                (NO_RESOURCE, tuple(duration_labels), duration, now_ns, sp.trace_id, sp.span_id),
+            )
+        )
+        wf_type = view.get(names.workflow_type) or ""
+        wf_agent = view.get(names.workflow_agent_id) or agent or UNKNOWN
+        price = self._prices.get(model) if model else None
+        cost = 0.0
+        for token_type, count in (("input", facts.input_tokens), ("output", facts.output_tokens)):
+            if count is None:
+                continue
+            labels = (*common, ("gen_ai.token.type", token_type))
+            batch.ops.append(
+                (
+                    self.token_usage.observe,
+                    (NO_RESOURCE, labels, float(count), now_ns, sp.trace_id, sp.span_id),
+                )
+            )
+            if wf_type:
+                wf_labels = (
+                    ("workflow_type", wf_type),
+                    ("agent_id", wf_agent),
+                    ("token_type", token_type),
+                )
+                batch.ops.append(
+                    (self.workflow_tokens.add, (NO_RESOURCE, wf_labels, count, now_ns))
+                )
+            if price is not None:
+                cost += count * (price[0] if token_type == "input" else price[1])
+        if wf_type and price is not None and cost:
+            labels = (("workflow_type", wf_type), ("agent_id", wf_agent))
+            batch.ops.append((self.workflow_cost.add, (NO_RESOURCE, labels, cost, now_ns)))
+
+    def _a2a(
+        self,
+        view: _SpanView,
+        facts: Any,
+        client: bool,
+        failed: bool,
+        now_ns: int,
+        batch: _Batch,
+    ) -> None:
+        """An A2A message of the A2A conventions (CLIENT / SERVER spans with ``a2a.*``) or of
+        a2a-sdk's own spans: sent by a client span, received by a server span; its latency
+        when the client span is the server span's parent."""
+        sp = view.span
+        message_type = facts.label("a2a_message_type") or UNKNOWN
+        if client:
+            labels = (
+                ("message_type", message_type),
+                ("recipient_type", facts.label("agent_name") or facts.server or UNKNOWN),
+                ("priority", UNKNOWN),
+            )
+            batch.ops.append((self.a2a_sent.add, (NO_RESOURCE, labels, 1, now_ns)))
+            batch.producers.append((sp.span_id, sp.start_time_unix_nano))
+            batch.a2a_clients.append((sp.trace_id, sp.start_time_unix_nano))
+        else:
+            state = view.get("a2a.task.state") or ""
+            processing = "failed" if failed or state == "TASK_STATE_FAILED" else "processed"
+            labels = (
+                ("message_type", message_type),
+                ("sender_type", UNKNOWN),
+                ("processing_status", processing),
+            )
+            batch.ops.append((self.a2a_received.add, (NO_RESOURCE, labels, 1, now_ns)))
+            batch.a2a_servers.append((sp, message_type))
 
     def _is_workflow_root(self, view: _SpanView) -> bool:
         names = self.names
@@ -550,7 +989,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             or names.workflow_type in view.attrs
         )
 
-    def _workflow(self, view: _SpanView, now_ns: int, now: float) -> None:
+    def _workflow(self, view: _SpanView, now_ns: int, batch: _Batch) -> None:
         names = self.names
         sp = view.span
         outcome = view.get(names.workflow_outcome) or ""
@@ -565,26 +1004,36 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         tier = view.label(names.workflow_complexity_tier)
         agent_id = view.get(names.workflow_agent_id) or view.get(names.agent_id) or UNKNOWN
         duration = (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9
-        self.executions.add(
-            NO_RESOURCE,
+        batch.ops.append(
             (
-                ("workflow_type", wf_type),
-                ("agent_id", agent_id),
-                ("outcome", outcome),
-                ("complexity_tier", tier),
-            ),
-            1,
-            now_ns,
+                self.executions.add,
+                (
+                    NO_RESOURCE,
+                    (
+                        ("workflow_type", wf_type),
+                        ("agent_id", agent_id),
+                        ("outcome", outcome),
+                        ("complexity_tier", tier),
+                    ),
+                    1,
+                    now_ns,
+                ),
+            )
         )
-        self.workflow_duration.observe(
-            NO_RESOURCE,
-            (("workflow_type", wf_type), ("complexity_tier", tier)),
-            duration,
-            now_ns,
-            sp.trace_id,
-            sp.span_id,
+        batch.ops.append(
+            (
+                self.workflow_duration.observe,
+                (
+                    NO_RESOURCE,
+                    (("workflow_type", wf_type), ("complexity_tier", tier)),
+                    duration,
+                    now_ns,
+                    sp.trace_id,
+                    sp.span_id,
+                ),
+            )
         )
-        self._windows(wf_type, outcome, (duration,), now)
+        batch.workflows.append((wf_type, outcome, duration))
 
     def _windows(self, wf_type: str, outcome: str, durations: Sequence[float], now: float) -> None:
         """Counts workflows of one type and outcome in the failure / SLO windows."""
@@ -596,53 +1045,28 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         if not all(tracked):
             self.count_overflow("agent_workflow_failure_ratio", n)
 
-    def _tool_call(self, view: _SpanView, failed: bool, now_ns: int) -> None:
-        names = self.names
-        sp = view.span
-        server = view.get(names.mcp_server_name) or view.get(names.server_address) or UNKNOWN
-        tool = view.get(names.tool_name) or view.name.rsplit(" ", 1)[-1] or UNKNOWN
-        error_value = view.get(names.error_type)
-        failed = failed or error_value is not None
-        error_type = (error_value or exception_type(view.full()) or "_OTHER") if failed else "none"
-        self.tool_calls.add(
-            NO_RESOURCE,
-            (
-                ("server", server),
-                ("tool", tool),
-                ("status", "error" if failed else "success"),
-                ("error_type", error_type),
-            ),
-            1,
-            now_ns,
-        )
-        self.tool_duration.observe(
-            NO_RESOURCE,
-            (("server", server), ("tool", tool)),
-            (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9,
-            now_ns,
-            sp.trace_id,
-            sp.span_id,
-        )
-
-    def _http(self, view: _SpanView, method: str, now_ns: int) -> None:
+    def _http(self, view: _SpanView, method: str, now_ns: int, batch: _Batch) -> None:
         names = self.names
         sp = view.span
         code = view.get(names.http_status_code) or view.get("http.status_code") or ""
         status_class = f"{code[0]}xx" if len(code) == 3 and code.isdigit() else UNKNOWN
-        self.http_duration.observe(
-            NO_RESOURCE,
+        labels = (
+            ("method", method or UNKNOWN),
+            ("endpoint", view.label(names.http_route)),
+            ("status_class", status_class),
+        )
+        duration = (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9
+        batch.ops.append(
             (
-                ("method", method or UNKNOWN),
-                ("endpoint", view.label(names.http_route)),
-                ("status_class", status_class),
-            ),
-            (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9,
-            now_ns,
-            sp.trace_id,
-            sp.span_id,
+                self.http_duration.observe,
+                (NO_RESOURCE, labels, duration, now_ns, sp.trace_id, sp.span_id),
+            )
         )
 
-    def _error(self, view: _SpanView, component: str, op_name: str, now_ns: int) -> None:
+    def _error_labels(
+        self, view: _SpanView, component: str, op_name: str
+    ) -> tuple[tuple[str, str], ...]:
+        """The ``errors_total`` labels of a failed span."""
         names = self.names
         attrs = view.attrs
         error_type = view.get(names.error_type) or exception_type(view.full()) or "_OTHER"
@@ -666,21 +1090,131 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 if error_type in RECOVERABLE_ERRORS or code.startswith("5") or code == "429"
                 else "false"
             )
-        self.errors.add(
-            NO_RESOURCE,
-            (
-                ("error_type", error_type),
-                ("component", component),
-                ("severity", severity),
-                ("recoverable", recoverable),
-            ),
-            1,
-            now_ns,
+        return (
+            ("error_type", error_type),
+            ("component", component),
+            ("severity", severity),
+            ("recoverable", recoverable),
         )
+
+    # -- counting --------------------------------------------------------------------------------
+    def _apply(self, batch: _Batch, now_ns: int, now: float) -> None:
+        """Counts what a request's spans said (nothing here can fail on the spans' content)."""
+        for fn, args in batch.ops:
+            fn(*args)
+        for wf_type, outcome, duration in batch.workflows:
+            self._windows(wf_type, outcome, (duration,), now)
+        self._remember_producers(batch.producers)
+        self._a2a_latencies(batch, now_ns)
+        self.joiner.add(batch.layers, batch.failures, now, batch.links)
+
+    def _a2a_latencies(self, batch: _Batch, now_ns: int) -> None:
+        """A2A latency of the A2A conventions' and a2a-sdk's spans, where both sides are in
+        one trace: the server span's start minus that of its client span (its parent), else
+        of the latest client span of its trace that started before it (a2a-sdk's server span
+        sits below its HTTP handler's spans). Client spans are remembered (boundedly, as the
+        producers) for servers arriving in later requests."""
+        cache_size = self.config.a2a_producer_cache_size
+        traces = self._a2a_traces
+        if cache_size:
+            for trace, start in batch.a2a_clients:
+                starts = traces.get(trace)
+                if starts is None:
+                    starts = traces[trace] = []
+                    if len(traces) > cache_size:
+                        traces.popitem(last=False)
+                starts.append(start)
+                del starts[:-16]
+        for sp, message_type in batch.a2a_servers:
+            start = sp.start_time_unix_nano
+            sent = self._producers.get(sp.parent_span_id)
+            if sent is None:
+                sent = max((s for s in traces.get(sp.trace_id, ()) if s <= start), default=None)
+            if sent is not None:
+                self.a2a_latency.observe(
+                    NO_RESOURCE,
+                    (("message_type", message_type),),
+                    (start - sent) / 1e9,
+                    now_ns,
+                    sp.trace_id,
+                    sp.span_id,
+                )
+
+    def _settle(self, now_ns: int, now: float, everything: bool = False) -> None:
+        """Counts the tool calls and failures whose join window ended."""
+        joiner = self.joiner
+        calls, errors = joiner.settle(now, everything)
+        if calls:
+            name = self.settings.name
+            self._join_counter.labels(name, "caller").inc(len(calls))
+            joined = sum(call.layers for call in calls) - len(calls)
+            if joined:
+                self._join_counter.labels(name, "joined").inc(joined)
+        for call in calls:
+            self._count_call(call, now_ns)
+        for labels in errors:
+            self.errors.add(NO_RESOURCE, labels, 1, now_ns)
+        name = self.settings.name
+        if joiner.late_layers != self._late_seen:
+            self._join_counter.labels(name, "late").inc(joiner.late_layers - self._late_seen)
+            self._late_seen = joiner.late_layers
+        if joiner.early_settled != self._early_seen:
+            self._early_counter.labels(name).inc(joiner.early_settled - self._early_seen)
+            self._early_seen = joiner.early_settled
+        self._pending_gauge.labels(name).set(len(joiner))
+
+    def _count_call(self, call: Call, now_ns: int) -> None:
+        if call.mcp:
+            self.tool_calls.add(
+                NO_RESOURCE,
+                (
+                    ("server", call.server),
+                    ("tool", call.tool),
+                    ("status", call.status),
+                    ("error_type", call.error_type),
+                ),
+                1,
+                now_ns,
+            )
+            self.tool_duration.observe(
+                NO_RESOURCE,
+                (("server", call.server), ("tool", call.tool)),
+                call.duration,
+                now_ns,
+                call.trace_id,
+                call.span_id,
+            )
+        else:
+            self.function_calls.add(
+                NO_RESOURCE,
+                (
+                    ("tool", call.tool),
+                    ("tool_type", call.tool_type),
+                    ("status", call.status),
+                    ("error_type", call.error_type),
+                ),
+                1,
+                now_ns,
+            )
+            self.function_duration.observe(
+                NO_RESOURCE,
+                (("tool", call.tool), ("tool_type", call.tool_type)),
+                call.duration,
+                now_ns,
+                call.trace_id,
+                call.span_id,
+            )
+
+    async def shutdown(self) -> None:
+        """Settles every held trace (nothing is lost), then stops and flushes."""
+        now_ns = time.time_ns()
+        self._settle(now_ns, now_ns / 1e9, everything=True)
+        await super().shutdown()
 
     # -- derived gauges ----------------------------------------------------------------------------
     def before_flush(self, now_ns: int) -> None:
         now = now_ns / 1e9
+        self._settle(now_ns, now)
         for w in self.windows.values():
             w.prune(now)
         for m in (self.failure_ratio, self.sla_ratio, self.budget_remaining, self.burn_rate):
@@ -688,12 +1222,67 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         for metric, labels, value in self._derived(now):
             metric.set(NO_RESOURCE, labels, value, now_ns)
 
-    def _derived(self, now: float) -> Iterator[tuple[Metric, tuple[tuple[str, str], ...], float]]:
+    async def start(self, host: Host) -> None:
+        await super().start(host)
+        ctx = workers.current()
+        if ctx is not None:
+            ctx.expose(self._windows_key, self._window_state)
+
+    @property
+    def _windows_key(self) -> str:
+        return f"agentmetrics-windows/{self.settings.id}"
+
+    def _window_state(self) -> dict[float, dict[str, list[list[float]]]]:
+        return {
+            h: {t: [list(b) for b in bs] for t, bs in w.types.items()}
+            for h, w in self.windows.items()
+        }
+
+    async def prepare_flush(self, now_ns: int) -> None:
+        """With several workers (``service.workers``), each counts the workflows it owns:
+        the primary computes the derived gauges from every worker's windows added up (the
+        same buckets in every process: they start at multiples of the resolution), the
+        others export none, so the merged scrape holds the gauges of one process."""
+        ctx = workers.current()
+        if ctx is None or ctx.count <= 1:
+            self.before_flush(now_ns)
+            return
+        now = now_ns / 1e9
+        for w in self.windows.values():
+            w.prune(now)
+        for m in (self.failure_ratio, self.sla_ratio, self.budget_remaining, self.burn_rate):
+            m.clear()
+        if not ctx.primary:
+            return
+        states = await ctx.gather(self._windows_key)
+        merged: dict[float, SlidingWindows] = {}
+        for horizon, own in self.windows.items():
+            total = SlidingWindows(own.horizon, own.resolution, 0)
+            by_type: dict[str, dict[float, list[float]]] = {}
+            for state in states:
+                for wf_type, buckets in (state or {}).get(horizon, {}).items():
+                    slots = by_type.setdefault(wf_type, {})
+                    for start, t, b, o in buckets:
+                        slot = slots.setdefault(start, [start, 0, 0, 0])
+                        slot[1] += t
+                        slot[2] += b
+                        slot[3] += o
+            for wf_type, slots in by_type.items():
+                total.types[wf_type] = collections.deque(slots[s] for s in sorted(slots))
+            total.prune(now)
+            merged[horizon] = total
+        for metric, labels, value in self._derived(now, merged):
+            metric.set(NO_RESOURCE, labels, value, now_ns)
+
+    def _derived(
+        self, now: float, windows: dict[float, SlidingWindows] | None = None
+    ) -> Iterator[tuple[Metric, tuple[tuple[str, str], ...], float]]:
         """The failure ratio, SLA compliance, error budget and burn rates of every workflow
-        type, over their windows at ``now``."""
+        type, over their windows at ``now`` (``windows``: instead of this process's)."""
         cfg = self.config
-        failure = self.windows[cfg.failure_window]
-        budget_window = self.windows[cfg.slo.effective_budget_window]
+        windows = self.windows if windows is None else windows
+        failure = windows[cfg.failure_window]
+        budget_window = windows[cfg.slo.effective_budget_window]
         for wf_type in failure.types.keys() | budget_window.types.keys():
             label = (("workflow_type", wf_type),)
             total, bad, ok = failure.totals(wf_type, now)
@@ -703,7 +1292,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     yield self.sla_ratio, label, ok / total
             budget = 1.0 - cfg.slo.target_for(wf_type)
             for window, name in self._burn_windows:
-                total_w, bad_w, _ = self.windows[window].totals(wf_type, now)
+                total_w, bad_w, _ = windows[window].totals(wf_type, now)
                 if total_w:
                     yield self.burn_rate, (*label, ("window", name)), (bad_w / total_w) / budget
             total_b, bad_b, _ = budget_window.totals(wf_type, now)

@@ -37,7 +37,7 @@ def workflow(trace: int, *, failed: bool, duration: float, tool_latency: float) 
         1,
         None,
         "workflow.research",
-        attrs={"workflow.id": f"wf-{trace}", "gen_ai.agent.id": "agent-a"},
+        attrs={"workflow.id": f"wf-{trace}", "gen_ai.agent.name": "agent-a"},
         error="tool chain failed" if failed else None,
         start=T0,
         duration=duration,
@@ -221,13 +221,9 @@ async def test_reference_metrics_names_labels_buckets() -> None:
     assert list(next(iter(http.values())).explicit_bounds) == list(HTTP_BUCKETS)
 
     errors = {k: dp.as_int for k, dp in by_labels(req, "errors").items()}
+    # a failed workflow's root failed because its tool call did (its direct child): the
+    # failure counts once, where it arose (the tool call), not again at the root
     assert errors == {
-        (
-            ("component", "workflow"),
-            ("error_type", "_OTHER"),
-            ("recoverable", "false"),
-            ("severity", "critical"),
-        ): 2,
         (
             ("component", "mcp"),
             ("error_type", "connection"),
@@ -333,3 +329,90 @@ async def test_agent_gauges_offered_to_the_console_are_the_exported_values() -> 
     assert gauges[("agent_workflow_failure_ratio", (("workflow_type", "research"),))] == (
         pytest.approx(0.2)
     )
+
+
+def chat(trace: int, n: int, model: str, tokens_in: int, tokens_out: int, **kw: Any) -> Span:
+    return span(
+        trace,
+        n,
+        1,
+        f"chat {model}",
+        kind=Span.SPAN_KIND_CLIENT,
+        attrs={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": model,
+            "gen_ai.agent.name": "planner",
+            "gen_ai.usage.input_tokens": tokens_in,
+            "gen_ai.usage.output_tokens": tokens_out,
+        },
+        duration=0.3,
+        **kw,
+    )
+
+
+async def test_genai_metrics_tokens_and_cost_per_workflow() -> None:
+    """gen_ai.client.token.usage / gen_ai.client.operation.duration from inference spans (the
+    conventions' attributes and buckets, plus the agent name), and per workflow type and agent
+    the tokens and, from the price table, the cost."""
+    traces = []
+    for t in range(3):
+        root = span(
+            t + 1,
+            1,
+            None,
+            "workflow.research",
+            attrs={"workflow.id": f"wf-{t}", "gen_ai.agent.id": "planner"},
+            duration=2.0,
+        )
+        traces.append(
+            [
+                root,
+                chat(t + 1, 2, "gpt-4o", 1000, 200),
+                chat(t + 1, 3, "mini", 50, 10, error="rate limited" if t == 0 else None),
+            ]
+        )
+    req, _ = await run(
+        traces, prices={"gpt-4o": {"input": 2.5, "output": 10.0}}, sla={"default": "5s"}
+    )
+    usage = {
+        (labels(dp)["gen_ai.request.model"], labels(dp)["gen_ai.token.type"]): dp
+        for dp in points(req, "gen_ai.client.token.usage")
+    }
+    assert {k: (dp.count, dp.sum) for k, dp in usage.items()} == {
+        ("gpt-4o", "input"): (3, 3000.0),
+        ("gpt-4o", "output"): (3, 600.0),
+        ("mini", "input"): (3, 150.0),
+        ("mini", "output"): (3, 30.0),
+    }
+    dp = usage["gpt-4o", "input"]
+    assert labels(dp) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.agent.name": "planner",
+        "gen_ai.token.type": "input",
+    }
+    assert list(dp.explicit_bounds) == [float(4**i) for i in range(14)]
+    assert metric(req, "gen_ai.client.token.usage").unit == "{token}"
+    durations = {
+        tuple(sorted(labels(dp).items())): dp.count
+        for dp in points(req, "gen_ai.client.operation.duration")
+    }
+    assert sum(durations.values()) == 6
+    failed = [dict(k) for k in durations if "error.type" in dict(k)]
+    assert [f["error.type"] for f in failed] == ["rate_limited"]  # the classification rules
+    (op,) = [dp for dp in points(req, "gen_ai.client.operation.duration") if dp.count == 3]
+    assert list(op.explicit_bounds) == pytest.approx([0.01 * 2**i for i in range(14)])
+    tokens = {
+        tuple(labels(dp)[k] for k in ("workflow_type", "agent_id", "token_type")): dp.as_int
+        for dp in points(req, "agent_workflow_tokens")
+    }
+    assert tokens == {
+        ("research", "planner", "input"): 3150,
+        ("research", "planner", "output"): 630,
+    }
+    (cost,) = points(req, "agent_workflow_cost_usd")
+    assert labels(cost) == {"workflow_type": "research", "agent_id": "planner"}
+    # 3 x (1000 x 2.5 + 200 x 10) / 1e6; "mini" has no price
+    assert cost.as_double == pytest.approx(3 * (1000 * 2.5 + 200 * 10) / 1e6)

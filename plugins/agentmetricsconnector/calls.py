@@ -1,0 +1,507 @@
+"""Tool calls and failures counted once: the join of the layers that trace one call.
+
+One tool call is often traced by several layers: a framework's tool span (pydantic-ai's
+``execute_tool``), one or two MCP client spans (FastMCP's ``tools/call x``, the ``mcp`` SDK's
+``MCP send tools/call x``) and the MCP server span in the server process, which may reach the
+gateway in another request, or in another trace when the client does not propagate its
+context. The connector turns each such span into a :class:`Layer` and each other failed span
+into a :class:`Failure`, and hands them to a :class:`CallJoiner`, which holds them per trace
+for a *join window* and then settles the trace:
+
+* layers are joined into one call when one is the parent of another, when they share a
+  ``gen_ai.tool.call.id``, or (MCP client and server sides) the same JSON-RPC request id with
+  the same ``mcp.session.id`` (or, without a session id, within one trace) and tool name;
+* the call is counted once (:class:`Call`), with the caller's (outermost layer's) duration,
+  failed when any layer failed for another reason than a model-requested retry, as a *retry*
+  when the only failing layer asked the model to retry (pydantic-ai's ``ModelRetry``);
+* a failure counts once: a failed span is *propagated* (not counted) when a span below it
+  failed too (or is a layer of a failed call): the error arose below it. "Below" follows the
+  parent links the joiner knows in the trace: those of the failed spans, of the tool-call
+  layers and of the other spans the connector reads in Python (agent runs, inference spans:
+  every span a dialect recognises), so an agent run between a failed tool call and a failed
+  workflow root carries the failure up even when its own status is not ERROR. A span that
+  recorded an exception of its own whose type none of the failures below it has, above a
+  span that did not fail (the failure below was handled), is a new failure, counted: a
+  workflow that times out after one of its HTTP calls failed and was handled failed twice;
+  an A2A client whose server failed (another exception type across the wire, no span
+  between them) failed once. Of two failures of one trace with the same error type where
+  one span's time holds the other's, only the inner one counts (a span that records an
+  error it did not raise, beside the span that raised it).
+
+A trace's entry is settled ``window`` seconds after its first span was seen (or earlier when
+more than ``max_traces`` traces are held: the oldest goes first, counted, never lost), and all
+of them at shutdown. Layers joined to a pending call from another trace (by session and request
+id) are moved into that call's entry. A layer or failure arriving after its trace was settled
+is matched against a bounded memory of settled span ids and keys: a late layer of a call
+already counted is not counted again (``late_layers``), a failure below one already counted
+marks nothing twice (its parent is remembered as propagated).
+
+The module keeps no protobuf: the connector builds the records; everything here is plain
+Python, so applying a request cannot fail half-way (the connector builds every record first).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+# the sides of a tool-call layer, from the caller inwards
+FRAMEWORK = 0  # a framework's tool span (execute_tool, an OpenInference TOOL span...)
+MCP_CLIENT = 1  # an MCP tools/call request sent
+MCP_SERVER = 2  # an MCP tools/call request handled by the server
+
+STATUS_SUCCESS = "success"
+STATUS_ERROR = "error"
+STATUS_RETRY = "retry"
+NO_ERROR = "none"
+OTHER = "_OTHER"
+UNKNOWN = "unknown"
+
+
+@dataclass(slots=True)
+class Layer:
+    """One span that traces a tool call."""
+
+    trace_id: bytes
+    span_id: bytes
+    parent_id: bytes
+    side: int
+    tool: str = ""
+    tool_type: str = ""  # gen_ai.tool.type when given ("function", "extension", ...)
+    mcp: bool = False  # an MCP layer (or a framework span that says it called MCP)
+    call_id: str = ""  # gen_ai.tool.call.id
+    rpc_id: str = ""  # jsonrpc.request.id
+    session: str = ""  # mcp.session.id
+    server: str = ""  # client side: server.address[:port]; server side: service.name
+    start: int = 0
+    end: int = 0
+    failed: bool = False
+    retry: bool = False  # the failure is a model-requested retry (ModelRetry)
+    error_type: str = ""  # error.type
+    exception: str = ""  # the first exception event's exception.type
+    message: str = ""  # the status message, else the exception event's message
+    agent: str = ""
+
+
+@dataclass(slots=True)
+class Failure:
+    """A failed span that is not a tool-call layer; ``labels`` are its ``errors_total``
+    labels, decided when it was read."""
+
+    trace_id: bytes
+    span_id: bytes
+    parent_id: bytes
+    labels: tuple[tuple[str, str], ...]
+    exception: str = ""  # the type of the exception the span recorded itself, if any
+    start: int = 0
+    end: int = 0
+    message: str = ""  # the status message
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The error types this failure is known by (error_type label, exception type)."""
+        return (self.labels[0][1], self.exception) if self.exception else (self.labels[0][1],)
+
+
+@dataclass(slots=True)
+class Call:
+    """One tool call, settled."""
+
+    tool: str
+    server: str
+    mcp: bool
+    tool_type: str
+    status: str
+    error_type: str
+    duration: float
+    trace_id: bytes
+    span_id: bytes
+    layers: int
+    agent: str
+
+
+@dataclass(slots=True)
+class _Entry:
+    deadline: float
+    layers: list[Layer] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    parents: dict[bytes, bytes] = field(default_factory=dict)  # span id -> parent span id
+
+
+MAX_DEPTH = 512  # parent links followed up from one failure at most
+MAX_ORIGINS = 64  # failures of one trace compared with each other at most
+MAX_ENTRY_ITEMS = 10_000  # layers and failures one held trace takes before it is settled
+
+
+class _Marks:
+    """The spans of one trace entry with a failure below them, the error types of those
+    failures, and whether the path down to one of them is made of failed spans only."""
+
+    def __init__(self, entry: _Entry, memory: _Memory, now: float) -> None:
+        self.parents = entry.parents
+        # (trace, span) -> (error types below it, reached through failed spans only), kept
+        # across entries (a failed parent may arrive after its child was settled)
+        self.memory = memory
+        self.now = now
+        self.failed: set[bytes] = set()  # span ids of the entry's failed spans
+        # this settle's marks (the memory is bounded: it may forget some before the end)
+        self.marks: dict[tuple[bytes, bytes], tuple[frozenset[str], bool]] = {}
+
+    def known(self, key: tuple[bytes, bytes]) -> tuple[frozenset[str], bool] | None:
+        found = self.marks.get(key)
+        return found if found is not None else self.memory.get(key)
+
+    def above(self, trace: bytes, parent: bytes, types: tuple[str, ...]) -> None:
+        """Marks ``parent`` and the spans above it (as far as the entry's links go)."""
+        direct = True
+        memory = self.memory
+        for _ in range(MAX_DEPTH):
+            if not parent:
+                return
+            key = (trace, parent)
+            known = self.known(key)
+            if known is not None and known[0].issuperset(types) and (known[1] or not direct):
+                return  # marked so already, and everything above it by the same walk
+            below = frozenset(types) if known is None else known[0] | frozenset(types)
+            mark = (below, direct or (known is not None and known[1]))
+            self.marks[key] = mark
+            memory.add(key, self.now, mark)
+            if direct:
+                direct = parent in self.failed
+            parent = self.parents.get(parent, b"")
+
+    def propagated(self, failure: Failure) -> bool:
+        """A failure below it, and no exception of its own (a type none below has, reached
+        through a span that did not fail: the failure below was handled)."""
+        known = self.known((failure.trace_id, failure.span_id))
+        if known is None:
+            return False
+        below, direct = known
+        own = failure.exception
+        return not (own and own not in below and not direct)
+
+
+class _Memory:
+    """A bounded, time-limited map of keys to values (oldest first out)."""
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self.size = size
+        self.ttl = ttl
+        self.items: collections.OrderedDict[object, tuple[float, Any]] = collections.OrderedDict()
+
+    def add(self, key: object, now: float, value: Any = None) -> None:
+        items = self.items
+        items[key] = (now + self.ttl, value)
+        items.move_to_end(key)
+        while len(items) > self.size:
+            items.popitem(last=False)
+
+    def get(self, key: object) -> Any:
+        found = self.items.get(key)
+        return None if found is None else found[1]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.items
+
+    def prune(self, now: float) -> None:
+        items = self.items
+        while items:
+            _key, (expiry, _value) = next(iter(items.items()))
+            if expiry > now:
+                break
+            items.popitem(last=False)
+
+
+def _inside_failed_call(failure: Failure, calls: list[tuple[int, int, set[str]]]) -> bool:
+    """A failure within the time of a failed tool call of its trace that says the same (its
+    status message or error type): a span of that call no dialect recognises (OpenLLMetry's
+    MCP transport spans), not a failure of its own."""
+    said = {failure.message, failure.labels[0][1]} - {"", OTHER}
+    return any(
+        start <= failure.start and failure.end <= end and not said.isdisjoint(what)
+        for start, end, what in calls
+    )
+
+
+def _rpc_key(layer: Layer) -> tuple[str, ...] | None:
+    """The key joining MCP client and server sides of one request across traces (with a
+    session id) or within one trace (without)."""
+    if not layer.rpc_id or layer.side == FRAMEWORK:
+        return None
+    scope = layer.session or layer.trace_id.hex()
+    return (scope, layer.rpc_id, layer.tool)
+
+
+class CallJoiner:
+    """Holds tool-call layers and failures per trace for ``window`` seconds, then settles them
+    into :class:`Call` s and counted failures (see the module docstring)."""
+
+    def __init__(
+        self, window: float, max_traces: int, classify: Callable[[str], str] | None = None
+    ) -> None:
+        self.window = window
+        self.max_traces = max_traces
+        self.classify = classify or (lambda text: "")
+        self.pending: collections.OrderedDict[bytes, _Entry] = collections.OrderedDict()
+        # (session, rpc id, tool) of pending MCP layers with a session -> their trace
+        self._by_session: dict[tuple[str, ...], bytes] = {}
+        memory = max(1024, 4 * max_traces)
+        ttl = max(window * 6, 60.0)
+        # settled span ids (trace, span) of layers, and their call and session keys
+        self._settled_layers = _Memory(memory, ttl)
+        self._settled_keys = _Memory(memory, ttl)
+        # (trace, span) of spans known to have a failed child (their failure is propagated)
+        self._failed_parents = _Memory(memory, ttl)
+        self.late_layers = 0  # layers of a call already counted: not counted again
+        self.early_settled = 0  # traces settled before their window because of max_traces
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    # -- input -------------------------------------------------------------------------------
+    def add(
+        self,
+        layers: Iterable[Layer],
+        failures: Iterable[Failure],
+        now: float,
+        links: Iterable[tuple[bytes, bytes, bytes]] = (),
+    ) -> None:
+        """Holds a request's layers and failures (plain appends: cannot fail half-way), and
+        the parent links ``(trace, span, parent)`` of other spans of the traces held."""
+        for layer in layers:
+            if self._is_late(layer):
+                self.late_layers += 1
+                continue
+            trace = layer.trace_id
+            if layer.session and layer.rpc_id:
+                key = (layer.session, layer.rpc_id, layer.tool)
+                other = self._by_session.get(key)
+                if other is not None and other in self.pending:
+                    trace = other  # joins the pending call of another trace
+                else:
+                    self._by_session[key] = trace
+            entry = self._entry(trace, now)
+            entry.layers.append(layer)
+            if layer.trace_id == trace:
+                entry.parents[layer.span_id] = layer.parent_id
+        for failure in failures:
+            entry = self._entry(failure.trace_id, now)
+            entry.failures.append(failure)
+            entry.parents[failure.span_id] = failure.parent_id
+        pending = self.pending
+        for trace in {f.trace_id for f in failures} | {x.trace_id for x in layers}:
+            held = pending.get(trace)
+            if held is not None and len(held.layers) + len(held.failures) > MAX_ENTRY_ITEMS:
+                held.deadline = now  # a huge trace is not held: settled with this request
+                pending.move_to_end(trace, last=False)
+        for trace, span, parent in links:
+            held = pending.get(trace)
+            if held is not None and parent:
+                held.parents[span] = parent
+
+    def _is_late(self, layer: Layer) -> bool:
+        settled = self._settled_layers
+        trace = layer.trace_id
+        if (trace, layer.parent_id) in settled:
+            return True
+        if layer.call_id and ("call", trace, layer.call_id) in self._settled_keys:
+            return True
+        key = _rpc_key(layer)
+        return key is not None and ("rpc", *key) in self._settled_keys
+
+    def _entry(self, trace: bytes, now: float) -> _Entry:
+        entry = self.pending.get(trace)
+        if entry is None:
+            entry = self.pending[trace] = _Entry(now + self.window)
+        return entry
+
+    # -- output ------------------------------------------------------------------------------
+    def settle(
+        self, now: float, everything: bool = False
+    ) -> tuple[list[Call], list[tuple[tuple[str, str], ...]]]:
+        """The calls and the ``errors_total`` label sets of the traces whose window ended (all
+        of them with ``everything``; the oldest beyond ``max_traces`` in any case)."""
+        calls: list[Call] = []
+        errors: list[tuple[tuple[str, str], ...]] = []
+        pending = self.pending
+        while pending:
+            trace, entry = next(iter(pending.items()))
+            over = len(pending) > self.max_traces
+            if not (everything or over or entry.deadline <= now):
+                break
+            if over and not everything and entry.deadline > now:
+                self.early_settled += 1
+            del pending[trace]
+            self._settle(entry, now, calls, errors)
+        for memory in (self._settled_layers, self._settled_keys, self._failed_parents):
+            memory.prune(now)
+        if len(self._by_session) > 4 * max(len(pending), 256):
+            self._by_session = {k: t for k, t in self._by_session.items() if t in pending}
+        return calls, errors
+
+    def _settle(
+        self,
+        entry: _Entry,
+        now: float,
+        calls: list[Call],
+        errors: list[tuple[tuple[str, str], ...]],
+    ) -> None:
+        layers = entry.layers
+        groups = _group(layers)
+        marks = _Marks(entry, self._failed_parents, now)
+        marks.failed.update(x.span_id for x in layers if x.failed and not x.retry)
+        marks.failed.update(f.span_id for f in entry.failures)
+        failed_calls: list[tuple[int, int, set[str]]] = []  # (start, end, messages / types)
+        for group in groups:
+            call, labels = self._call(group)
+            calls.append(call)
+            if call.status == STATUS_ERROR:
+                said = {x.message for x in group if x.message} | {call.error_type}
+                failed_calls.append((min(x.start for x in group), max(x.end for x in group), said))
+            for layer in group:
+                self._settled_layers.add((layer.trace_id, layer.span_id), now)
+                if layer.call_id:
+                    self._settled_keys.add(("call", layer.trace_id, layer.call_id), now)
+                key = _rpc_key(layer)
+                if key is not None:
+                    self._settled_keys.add(("rpc", *key), now)
+                if layer.session and layer.rpc_id:
+                    self._by_session.pop((layer.session, layer.rpc_id, layer.tool), None)
+            if call.status == STATUS_ERROR:
+                types = (call.error_type, *(x.exception for x in group if x.exception))
+                for layer in group:
+                    marks.above(layer.trace_id, layer.parent_id, types)
+                if labels is not None:
+                    errors.append(labels)
+        # failures: every span above a failed one is marked first, then each failure counts
+        # unless it is a propagation (see the module docstring)
+        for failure in entry.failures:
+            marks.above(failure.trace_id, failure.parent_id, failure.types)
+        origins = [
+            f
+            for f in entry.failures
+            if not marks.propagated(f) and not _inside_failed_call(f, failed_calls)
+        ]
+        for failure in origins:
+            # the same error recorded by a span whose time holds another's (OpenInference
+            # records LangGraph's node and its model call as siblings): once, the inner one
+            if len(origins) <= MAX_ORIGINS and any(
+                other is not failure
+                and other.labels[0] == failure.labels[0]
+                and failure.start <= other.start
+                and other.end <= failure.end
+                and (other.start, other.end) != (failure.start, failure.end)
+                for other in origins
+            ):
+                continue
+            errors.append(failure.labels)
+
+    def _call(self, group: list[Layer]) -> tuple[Call, tuple[tuple[str, str], ...] | None]:
+        if len(group) == 1:
+            caller = group[0]
+            ordered = group
+        else:
+            ids = {(layer.trace_id, layer.span_id) for layer in group}
+            # the caller: an outermost layer (its parent is not in the call), framework first
+            outer = [layer for layer in group if (layer.trace_id, layer.parent_id) not in ids]
+            caller = min(outer or group, key=lambda x: (x.side, x.start))
+            ordered = sorted(group, key=lambda x: (x.side, x.start))
+        tool = caller.tool or next((x.tool for x in ordered if x.tool), "") or UNKNOWN
+        mcp = any(x.mcp or x.side != FRAMEWORK for x in group)
+        server = next((x.server for x in ordered if x.side != MCP_SERVER and x.server), "")
+        server = server or next((x.server for x in ordered if x.server), "") or UNKNOWN
+        tool_type = "mcp" if mcp else (caller.tool_type or "function")
+        agent = next((x.agent for x in ordered if x.agent), "")
+        classify = self.classify
+        # a retry the framework asks for because the tool timed out (pydantic-ai turns a tool
+        # timeout into a retry prompt) is a failure of the tool; any other retry is not
+        failing = [
+            x for x in ordered if x.failed and (not x.retry or classify(x.message) in TIMEOUTS)
+        ]
+        labels = None
+        if failing:
+            status = STATUS_ERROR
+            # a retry layer's error.type and exception name the retry, not the failure (a
+            # processor upstream may have copied the exception type into error.type)
+            error_type = (
+                next((x.error_type for x in failing if x.error_type and not x.retry), "")
+                or next((x.exception for x in failing if x.exception and not x.retry), "")
+                or next((t for t in (classify(x.message) for x in failing) if t), "")
+                or OTHER
+            )
+            labels = (
+                ("error_type", error_type),
+                ("component", "mcp" if mcp else "tool"),
+                ("severity", "error"),
+                ("recoverable", "true" if error_type in RECOVERABLE else "false"),
+            )
+        else:
+            status = STATUS_RETRY if any(x.retry for x in group) else STATUS_SUCCESS
+            error_type = NO_ERROR
+        call = Call(
+            tool=tool,
+            server=server if mcp else "",
+            mcp=mcp,
+            tool_type=tool_type,
+            status=status,
+            error_type=error_type,
+            duration=(caller.end - caller.start) / 1e9,
+            trace_id=caller.trace_id,
+            span_id=caller.span_id,
+            layers=len(group),
+            agent=agent,
+        )
+        return call, labels
+
+
+TIMEOUTS = frozenset({"timeout", "cancelled"})
+RECOVERABLE = frozenset(
+    {"timeout", "rate_limited", "connection", "TimeoutError", "ConnectionError", "cancelled"}
+)
+
+
+def _group(layers: list[Layer]) -> list[list[Layer]]:
+    """The layers of one trace entry grouped into calls (union-find over parent links, call
+    ids and JSON-RPC keys), each group in arrival order."""
+    n = len(layers)
+    if n == 1:
+        return [layers]
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    by_span: dict[tuple[bytes, bytes], int] = {}
+    by_key: dict[object, int] = {}
+    for i, layer in enumerate(layers):
+        by_span.setdefault((layer.trace_id, layer.span_id), i)
+    for i, layer in enumerate(layers):
+        j = by_span.get((layer.trace_id, layer.parent_id))
+        if j is not None:
+            union(i, j)
+        keys: list[object] = []
+        if layer.call_id:
+            keys.append(("call", layer.trace_id, layer.call_id))
+        key = _rpc_key(layer)
+        if key is not None:
+            keys.append(("rpc", *key))
+            if layer.session:
+                keys.append(("session", layer.session, layer.rpc_id, layer.tool))
+        for k in keys:
+            j = by_key.setdefault(k, i)
+            if j != i:
+                union(i, j)
+    groups: dict[int, list[Layer]] = {}
+    for i, layer in enumerate(layers):
+        groups.setdefault(find(i), []).append(layer)
+    return list(groups.values())

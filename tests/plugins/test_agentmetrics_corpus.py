@@ -1,0 +1,289 @@
+"""The ``agentmetrics`` connector on every recorded source of ``tests/data/agent_sources/`` (the
+spans of real libraries, recorded by ``tests/agent_sources/record.py``): exact tool calls (once
+each, with status, error type and server), ``errors_total`` once per failure, A2A messages,
+tokens as the spans record them, durations the caller's within 5 %."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from google.protobuf.json_format import Parse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from pipeline import Kind, Traces
+from pipeline.telemetry import SelfTelemetry
+from plugins._agentdialects import default_dialects
+from plugins.agentmetricsconnector.config import AgentMetricsConfig
+from plugins.agentmetricsconnector.connector import AgentMetricsConnector
+from tests.plugins._agent_support import Capture, settings
+from tests.plugins._native_support import both_paths
+from tests.plugins.test__metricsagg import labels, points
+from tests.support import ROOT
+
+scanner = both_paths("_agentscan")
+
+CORPUS = ROOT / "tests" / "data" / "agent_sources"
+MCP = "mcp-calc-server"
+
+# (source, scenario) -> tool calls {(family, tool, status, error_type, server)}, errors
+# {(error_type, component)}, A2A {(direction, message_type, status)}
+Calls = dict[tuple[str, ...], int]
+EXPECTED: dict[tuple[str, str], tuple[Calls, Calls, Calls]] = {}
+
+
+def _mcp_source(source: str, server: str = MCP) -> None:
+    for scenario, tool, status, error in (
+        ("success", "add", "success", "none"),
+        ("slow_tool", "slow", "success", "none"),
+        ("tool_error", "divide", "error", "tool_error"),
+        ("tool_timeout", "lookup", "error", "tool_error"),
+        ("unknown_tool", "nope", "error", "tool_error"),
+    ):
+        errors = {("tool_error", "mcp"): 1} if status == "error" else {}
+        EXPECTED[source, scenario] = ({("mcp", tool, status, error, server): 1}, errors, {})
+
+
+for _source in ("mcp_stdio", "mcp_http", "mcp_openinference"):
+    _mcp_source(_source)
+# OpenLLMetry's MCP instrumentation: its client spans name no server, its server spans are
+# transport spans no dialect recognises (the server's failed one is the call's: once)
+_mcp_source("mcp_openllmetry", "unknown")
+
+for _source in ("pydantic_ai", "langgraph_openinference", "langgraph_openllmetry"):
+    EXPECTED[_source, "success"] = ({("function", "add", "success", "none", ""): 1}, {}, {})
+    EXPECTED[_source, "slow_tool"] = ({("function", "slow", "success", "none", ""): 1}, {}, {})
+    EXPECTED[_source, "tool_error"] = (
+        {("function", "divide", "error", "ZeroDivisionError", ""): 1},
+        {("ZeroDivisionError", "tool"): 1},
+        {},
+    )
+    EXPECTED[_source, "tool_timeout"] = (
+        {("function", "lookup", "error", "TimeoutError", ""): 1},
+        {("TimeoutError", "tool"): 1},
+        {},
+    )
+    # the model call fails: once, at the model call (the agent run above it propagated it)
+    EXPECTED[_source, "failed_run"] = ({}, {("RuntimeError", "llm"): 1}, {})
+EXPECTED["pydantic_ai", "model_retry"] = (
+    {
+        ("function", "flaky", "retry", "none", ""): 1,  # ModelRetry: not a failure
+        ("function", "flaky", "success", "none", ""): 1,
+    },
+    {},
+    {},
+)
+for _scenario, _tool, _status, _error in (
+    ("success", "add", "success", "none"),
+    ("slow_tool", "slow", "success", "none"),
+    ("tool_error", "divide", "error", "tool_error"),
+    ("tool_timeout", "lookup", "error", "tool_error"),
+):
+    EXPECTED["pydantic_ai_mcp", _scenario] = (
+        {("mcp", _tool, _status, _error, MCP): 1},
+        {("tool_error", "mcp"): 1} if _status == "error" else {},
+        {},
+    )
+# the MCP tool failed the first time (the server said so; pydantic-ai asked the model to
+# retry): a failed call, then a successful one
+EXPECTED["pydantic_ai_mcp", "model_retry"] = (
+    {("mcp", "flaky", "error", "tool_error", MCP): 1, ("mcp", "flaky", "success", "none", MCP): 1},
+    {("tool_error", "mcp"): 1},
+    {},
+)
+EXPECTED["pydantic_ai_mcp", "failed_run"] = ({}, {("RuntimeError", "llm"): 1}, {})
+_A2A_OK = {("sent", "message/send", "unknown"): 1, ("received", "message/send", "processed"): 1}
+EXPECTED["a2a_sdk", "success"] = ({}, {}, _A2A_OK)
+EXPECTED["a2a_sdk", "slow_tool"] = ({}, {}, _A2A_OK)
+# the server's handler raised; the client got a JSON-RPC internal error. a2a-sdk propagates
+# no trace context and sets no ids: the two sides are two traces nothing links, two failures
+EXPECTED["a2a_sdk", "failed_run"] = (
+    {},
+    {("RuntimeError", "a2a"): 1, ("a2a.utils.errors.InternalError", "agent"): 1},
+    {("sent", "message/send", "unknown"): 1, ("received", "message/send", "failed"): 1},
+)
+
+TOKEN_KEYS = {
+    "input": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
+    "output": (
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+    ),
+}
+
+
+def recorded() -> set[tuple[str, str]]:
+    manifest = json.loads((CORPUS / "MANIFEST.json").read_text())
+    return {(source, s) for source, entry in manifest.items() for s in entry["scenarios"]}
+
+
+def load(source: str, scenario: str) -> ExportTraceServiceRequest:
+    return Parse((CORPUS / source / f"{scenario}.json").read_text(), ExportTraceServiceRequest())
+
+
+async def run(req: ExportTraceServiceRequest) -> Any:
+    cfg = AgentMetricsConfig.model_validate({"metrics_flush_interval": "0s"})
+    out = Capture()
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics", SelfTelemetry()), cfg, out
+    )
+    await conn.consume(Traces(req.SerializeToString()))
+    await conn.shutdown()
+    return out.payloads[0].message() if out.payloads else None
+
+
+def expected_tokens(req: ExportTraceServiceRequest) -> Counter[str]:
+    """The token counts the inference spans record (each span's first known attribute)."""
+    dialects = default_dialects()
+    out: Counter[str] = Counter()
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                if dialects.classify_span(sp, ss.scope.name).role.value != "inference":
+                    continue
+                attrs = {kv.key: kv.value for kv in sp.attributes}
+                for kind, keys in TOKEN_KEYS.items():
+                    for key in keys:
+                        if key in attrs:
+                            v = attrs[key]
+                            out[kind] += int(v.int_value or v.string_value or v.double_value)
+                            break
+    return out
+
+
+def layer_durations(req: ExportTraceServiceRequest) -> dict[str, float]:
+    """Per tool, the longest duration among the spans tracing its calls (the caller's)."""
+    dialects = default_dialects()
+    out: dict[str, float] = {}
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                facts = dialects.classify_span(sp, ss.scope.name)
+                if facts.is_tool_layer:
+                    tool = facts.label("tool_name")
+                    d = (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9
+                    out[tool] = max(out.get(tool, 0.0), d)
+    return out
+
+
+def test_every_recorded_scenario_is_expected() -> None:
+    assert recorded() == set(EXPECTED)
+
+
+@pytest.mark.parametrize(("source", "scenario"), sorted(EXPECTED))
+async def test_recorded_source_gives_exact_metrics(source: str, scenario: str) -> None:
+    req = load(source, scenario)
+    want_calls, want_errors, want_a2a = EXPECTED[source, scenario]
+    got = await run(req)
+    assert got is not None
+    calls: Calls = {}
+    for family, name in (("mcp", "mcp_tool_calls"), ("function", "agent_tool_calls")):
+        for dp in points(got, name):
+            lab = labels(dp)
+            key = (family, lab["tool"], lab["status"], lab["error_type"], lab.get("server", ""))
+            calls[key] = dp.as_int
+    assert calls == want_calls
+    errors = {
+        (labels(dp)["error_type"], labels(dp)["component"]): dp.as_int
+        for dp in points(got, "errors")
+    }
+    assert errors == want_errors
+    a2a: Calls = {}
+    for dp in points(got, "a2a_messages_sent"):
+        a2a["sent", labels(dp)["message_type"], labels(dp)["priority"]] = dp.as_int
+    for dp in points(got, "a2a_messages_received"):
+        lab = labels(dp)
+        a2a["received", lab["message_type"], lab["processing_status"]] = dp.as_int
+    assert a2a == want_a2a
+    # durations: the caller's, within 5 %
+    longest = layer_durations(req)
+    for name in ("mcp_tool_call_duration", "agent_tool_call_duration"):
+        for dp in points(got, name):
+            tool = labels(dp)["tool"]
+            assert dp.sum / dp.count == pytest.approx(longest[tool], rel=0.05) or dp.count > 1
+    # tokens: as the inference spans record them
+    tokens: Counter[str] = Counter()
+    for dp in points(got, "gen_ai.client.token.usage"):
+        tokens[labels(dp)["gen_ai.token.type"]] += int(dp.sum)
+    assert tokens == expected_tokens(req)
+
+
+def one_trace(req: ExportTraceServiceRequest) -> tuple[ExportTraceServiceRequest, float]:
+    """a2a-sdk's client and server spans as they are when the trace context crosses the wire
+    (an HTTP client instrumentation propagating it): the server's spans in the client's trace,
+    its root below the client's send_message span. Also the latency that gives."""
+    out = ExportTraceServiceRequest()
+    out.CopyFrom(req)
+    spans = [(rs, sp) for rs in out.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+    client = next(sp for _, sp in spans if sp.name.endswith("Transport.send_message"))
+    server = next(sp for _, sp in spans if sp.name.endswith(".on_message_send"))
+    server_trace = server.trace_id
+    for _, sp in spans:
+        if sp.trace_id == server_trace:
+            sp.trace_id = client.trace_id
+            if not sp.parent_span_id:
+                sp.parent_span_id = client.span_id
+    return out, (server.start_time_unix_nano - client.start_time_unix_nano) / 1e9
+
+
+async def test_a2a_sdk_latency_when_both_sides_are_in_one_trace() -> None:
+    req, latency = one_trace(load("a2a_sdk", "success"))
+    assert latency > 0
+    got = await run(req)
+    (dp,) = points(got, "a2a_message_latency")
+    assert labels(dp) == {"message_type": "message/send"}
+    assert dp.count == 1 and dp.sum == pytest.approx(latency)
+    # in two traces (as recorded): messages, no latency
+    got = await run(load("a2a_sdk", "success"))
+    assert points(got, "a2a_message_latency") == []
+
+
+async def test_a2a_conventions_client_and_server_spans() -> None:
+    """CLIENT / SERVER spans of the A2A semantic conventions (``a2a.method.name``), made by
+    the OpenTelemetry SDK: a message sent, one received (its task failed), the latency."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("a2a-app")
+    t0 = 1_700_000_000_000_000_000
+    client = tracer.start_span(
+        "SendMessage",
+        kind=SpanKind.CLIENT,
+        attributes={"a2a.method.name": "SendMessage", "gen_ai.agent.name": "Math Tutor"},
+        start_time=t0,
+    )
+    from opentelemetry import trace as api
+
+    with api.use_span(client, end_on_exit=False):
+        server = tracer.start_span(
+            "SendMessage",
+            kind=SpanKind.SERVER,
+            attributes={"a2a.method.name": "SendMessage", "a2a.task.state": "TASK_STATE_FAILED"},
+            start_time=t0 + 12_000_000,
+        )
+        server.end(end_time=t0 + 40_000_000)
+    client.end(end_time=t0 + 50_000_000)
+    got = await run(encode_spans(memory.get_finished_spans()))
+    sent = {tuple(sorted(labels(dp).items())): dp.as_int for dp in points(got, "a2a_messages_sent")}
+    assert sent == {
+        (
+            ("message_type", "SendMessage"),
+            ("priority", "unknown"),
+            ("recipient_type", "Math Tutor"),
+        ): 1
+    }
+    received = [labels(dp) for dp in points(got, "a2a_messages_received")]
+    assert received == [
+        {"message_type": "SendMessage", "sender_type": "unknown", "processing_status": "failed"}
+    ]
+    (dp,) = points(got, "a2a_message_latency")
+    assert dp.sum == pytest.approx(0.012)
