@@ -443,6 +443,7 @@ def server(
             "-c",
             "0",
             sys.executable,
+            *PROFILE,
             "-m",
             "pipeline",
             "run",

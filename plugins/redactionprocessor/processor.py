@@ -9,6 +9,8 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable
+from re import _constants as _sre_constants
+from re import _parser as _sre_parse
 from typing import Any
 
 from pipeline import Component, Consumer, CreateSettings, Payload, Signal
@@ -219,14 +221,23 @@ class RedactionProcessor(Component):
             self._searches += rules.ignore_re
         # ASCII patterns that mean the same on bytes are searched in the request's bytes (no
         # decoding); the others in its text
-        self._byte_searches = [
+        byte_searches = [
             re.compile(r.pattern.encode()) for r in self._searches if _bytes_safe(r.pattern)
         ]
         self._searches = [r for r in self._searches if not _bytes_safe(r.pattern)]
         needles = [k.encode() for k in rules.content_keys]
         if rules.genai is not None and signal is Signal.LOGS:
             needles += [p.encode() for p in rules.genai.event_prefixes]  # GenAI events
-        self._needles = needles
+        # a needle that contains another is found only where that one is: one search is enough
+        self._needles = _minimal_needles(needles)
+        # a byte pattern is searched only when the literal it starts with is in the request;
+        # one whose literal contains a needle is never searched (it is searched only when no
+        # needle was found, so it cannot match)
+        self._byte_searches: list[tuple[bytes, re.Pattern[bytes]]] = []
+        for r in byte_searches:
+            lit = _leading_literal(r.pattern)
+            if not any(n in lit for n in self._needles):
+                self._byte_searches.append((lit, r))
         # a span event whose name starts with a GenAI event prefix: its name field (field 2 of
         # Event, tag 0x12) followed by the prefix, in the request's bytes
         self._event_name_re: re.Pattern[bytes] | None = None
@@ -272,8 +283,16 @@ class RedactionProcessor(Component):
             return True
         if self._event_name_re is not None and self._event_name_re.search(raw):
             return True
-        if any(r.search(raw) for r in self._byte_searches):
-            return True
+        absent: set[bytes] = set()
+        for lit, r in self._byte_searches:
+            if lit:
+                if lit in absent:
+                    continue
+                if lit not in raw:
+                    absent.add(lit)
+                    continue
+            if r.search(raw):
+                return True
         if self._searches:
             text = raw.decode("utf-8", "replace")
             if any(r.search(text) for r in self._searches):
@@ -507,6 +526,33 @@ def _bytes_safe(pattern: str) -> bool:
     class or ``.`` that would see one byte of a multi-byte character as a character, no
     flags, boundaries or lookbehinds."""
     return _BYTES_UNSAFE.search(pattern) is None
+
+
+def _minimal_needles(needles: list[bytes]) -> list[bytes]:
+    """``needles`` without those that contain another (the shorter one is found wherever
+    the longer one is), in their order."""
+    unique = list(dict.fromkeys(needles))
+    return [n for n in unique if n and not any(m != n and m and m in n for m in unique)] + (
+        [b""] if b"" in unique else []
+    )
+
+
+def _leading_literal(pattern: bytes) -> bytes:
+    """The literal every match of ``pattern`` starts with (``b""`` when there is none): its
+    leading literal characters, up to the first that is optional, repeated, in a class, an
+    alternation or anything else."""
+    try:
+        parsed = _sre_parse.parse(pattern.decode("latin-1"))
+    except Exception:
+        return b""
+    if parsed.state.flags & re.IGNORECASE:
+        return b""
+    out = bytearray()
+    for op, av in parsed:
+        if op is not _sre_constants.LITERAL or not 0 <= av < 256:
+            break
+        out.append(av)
+    return bytes(out)
 
 
 def _get(attrs: Any, key: str) -> Any:

@@ -48,6 +48,24 @@ class Decision(enum.Enum):
 SAMPLED_LIKE = (Decision.SAMPLED, Decision.INVERT_SAMPLED)
 
 
+class RequestBytes:
+    """The encoded request the spans of a batch of traces came from: a needle it does not
+    contain is in none of their spans, so each needle is searched in it once, not once per
+    trace."""
+
+    __slots__ = ("_found", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._found: dict[bytes, bool] = {}
+
+    def has(self, needle: bytes) -> bool:
+        found = self._found.get(needle)
+        if found is None:
+            found = self._found[needle] = needle in self.raw
+        return found
+
+
 class TraceData:
     """The spans of one trace as held (encoded), decoded as little as each policy needs: the
     span skeletons (ids, times, status; attributes left encoded) for structure, and a span in
@@ -59,8 +77,10 @@ class TraceData:
         spans: list[bytes],
         resources: list[bytes],
         groups: list[tuple[bytes, bytes, bytes, bytes]] | None = None,
+        request: RequestBytes | None = None,
     ) -> None:
         self.trace_id = trace_id
+        self.request = request  # the request holding every span of the trace, when known
         self.groups = groups  # (resource, its schema url, scope, its schema url) per span
         self._raw = spans
         self._raw_resources = resources  # one per span (the same bytes object shared)
@@ -89,6 +109,11 @@ class TraceData:
     def spans_containing(self, *needles: bytes) -> list[Any]:
         """The decoded spans whose encoding contains any of ``needles`` (an attribute key or
         value): the others cannot match and are not decoded."""
+        request = self.request
+        if request is not None:
+            needles = tuple(n for n in needles if request.has(n))
+            if not needles:
+                return []
         joined = self._joined
         if joined is None:
             joined = self._joined = b"".join(self._raw)
@@ -192,10 +217,17 @@ class TraceData:
 
     def contains(self, needle: bytes) -> bool:
         """Whether any span's encoding contains ``needle``."""
+        request = self.request
+        if request is not None and not request.has(needle):
+            return False
         joined = self._joined
         if joined is None:
             joined = self._joined = b"".join(self._raw)
-        return needle in joined
+        if needle not in joined:
+            return False
+        # found in the joined encodings: in one span, not across the end of one and the start
+        # of the next
+        return any(needle in raw for raw in self._raw)
 
 
 Evaluate = Callable[[TraceData], Decision]

@@ -36,6 +36,7 @@ from plugins.tailsamplingprocessor.policies import (
     SAMPLED_LIKE,
     Decision,
     Policy,
+    RequestBytes,
     TraceData,
     build,
     final_decision,
@@ -292,13 +293,14 @@ class TailSamplingProcessor(Component):
             else:
                 late_dropped += 1
         if data.whole_traces:
+            request = RequestBytes(data.to_bytes())
             # whole traces are decided at once; spans of a trace already held (rare: it also
             # came through another path) join it and wait for its decision
             whole = [item for item in fresh if item[0] not in self._held]
             if len(whole) == len(fresh):
-                await self._consume_whole(whole, late_out, late_dropped, data)
+                await self._consume_whole(whole, late_out, late_dropped, request, data)
                 return
-            await self._consume_whole(whole, late_out, late_dropped)
+            await self._consume_whole(whole, late_out, late_dropped, request)
             late_out, late_dropped = [], 0
             fresh = [item for item in fresh if item[0] in self._held]
         if self.config.block_on_overflow and fresh:  # refused before anything changed
@@ -352,6 +354,7 @@ class TailSamplingProcessor(Component):
 
     async def _consume_whole(self, fresh: list[tuple[bytes, GroupKey, bytes]],
                              late_out: list[tuple[GroupKey, bytes]], late_dropped: int,
+                             request: RequestBytes | None = None,
                              data: Payload | None = None) -> None:  # fmt: skip
         """Whole traces: decided at once, nothing held; the sampled ones and the late spans of
         sampled traces are passed on in one payload (it carries the input's durability tokens:
@@ -367,7 +370,7 @@ class TailSamplingProcessor(Component):
         out = list(late_out)
         decisions: list[tuple[bytes, bool, list[tuple[str, Decision]], int]] = []
         for trace_id, (spans, groups) in by_trace.items():
-            trace = TraceData(trace_id, spans, [g[0] for g in groups], groups)
+            trace = TraceData(trace_id, spans, [g[0] for g in groups], groups, request)
             sampled, results = self._evaluate(trace)
             decisions.append((trace_id, sampled, results, len(spans)))
             if sampled:
