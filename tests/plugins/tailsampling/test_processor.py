@@ -394,3 +394,33 @@ async def test_block_on_overflow_and_drop_pending_traces_on_shutdown() -> None:
     dropped = tel.value("otelcol_processor_dropped_items_total", processor="tail_sampling",
                         otel_signal="traces", reason="shutdown")  # fmt: skip
     assert dropped == 3
+
+
+def test_attr_view_answers_as_the_dict_of_the_attributes() -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from plugins.tailsamplingprocessor.policies import AttrView
+
+    s = Span(name="x")
+    for k, v in (("a", "1"), ("b", "2"), ("a", "3")):
+        s.attributes.add(key=k).value.string_value = v
+    view, plain = AttrView(s.attributes), {kv.key: kv.value for kv in s.attributes}
+    assert list(view) == list(plain) and len(view) == len(plain)
+    for key in ("a", "b", "c"):
+        assert (key in view) == (key in plain)
+        assert view.get(key) == plain.get(key)
+    assert view["a"].string_value == "3" and view.first("a").string_value == "1"
+    with pytest.raises(KeyError):
+        view["c"]
+
+
+def test_contains_and_request_bytes_look_inside_one_span() -> None:
+    from plugins.tailsamplingprocessor.policies import RequestBytes
+
+    spans = [b"..ab", b"cd.."]  # "bc" only across the two spans' encodings
+    t = TraceData(T, spans, [b""] * 2)
+    assert t.contains(b"ab") and not t.contains(b"bc")
+    request = RequestBytes(b"\x0a\x04..ab\x0a\x04cd..")
+    t = TraceData(T, spans, [b""] * 2, request=request)
+    assert t.contains(b"cd") and not t.contains(b"bc") and not t.contains(b"zz")
+    assert request.has(b"zz") is False and t.indices_containing(b"zz", b"cd") == [1]
