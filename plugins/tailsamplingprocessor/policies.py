@@ -335,6 +335,31 @@ def probabilistic_threshold(ratio: float) -> int:
     return min(round(exact * (1 << scale)) >> scale, 2**64 - 1)  # round(): half to even
 
 
+class BudgetLog:
+    """The spans rate budgets (``rate_limiting``, ``composite``) gave while a batch of traces
+    was decided, to be given back when the decisions are not kept (the next component did not
+    take the payload: a retry of the request decides again and must not count twice).
+    Decisions are taken synchronously inside ``with BudgetLog() as log:``; budgets note what
+    they gave in the log that is open, if any."""
+
+    current: BudgetLog | None = None
+
+    def __init__(self) -> None:
+        self.refunds: list[Callable[[], None]] = []
+
+    def __enter__(self) -> BudgetLog:
+        BudgetLog.current = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        BudgetLog.current = None
+
+    def refund(self) -> None:
+        """Gives back everything noted (the newest first)."""
+        while self.refunds:
+            self.refunds.pop()()
+
+
 class _PerSecond:
     """Spans counted in the current wall-clock second."""
 
@@ -350,7 +375,14 @@ class _PerSecond:
         if self.spans + n > limit:
             return False
         self.spans += n
+        log = BudgetLog.current
+        if log is not None:
+            log.refunds.append(lambda: self._refund(now, n))
         return True
+
+    def _refund(self, second: int, n: int) -> None:
+        if self.second == second:
+            self.spans = max(0, self.spans - n)
 
 
 class _TokenBucket:
@@ -372,7 +404,13 @@ class _TokenBucket:
         if n > self.tokens:
             return False
         self.tokens -= n
+        log = BudgetLog.current
+        if log is not None:
+            log.refunds.append(lambda: self._refund(n))
         return True
+
+    def _refund(self, n: int) -> None:
+        self.tokens = min(float(self.burst), self.tokens + n)
 
 
 def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:

@@ -34,6 +34,7 @@ from pipeline.tasks import supervise
 from plugins.tailsamplingprocessor.config import TailSamplingConfig
 from plugins.tailsamplingprocessor.policies import (
     SAMPLED_LIKE,
+    BudgetLog,
     Decision,
     Policy,
     RequestBytes,
@@ -369,19 +370,27 @@ class TailSamplingProcessor(Component):
             entry[1].append(group)
         out = list(late_out)
         decisions: list[tuple[bytes, bool, list[tuple[str, Decision]], int]] = []
-        for trace_id, (spans, groups) in by_trace.items():
-            trace = TraceData(trace_id, spans, [g[0] for g in groups], groups, request)
-            sampled, results = self._evaluate(trace)
-            decisions.append((trace_id, sampled, results, len(spans)))
-            if sampled:
-                out.extend(zip(groups, spans, strict=True))
-        if out and data is not None and not late_dropped and len(out) == len(fresh) + len(late_out):
-            await self.next.consume(data)  # every span kept: the request goes on as it came
-        elif out:
-            encoded, n = _assemble(out)
-            payload = Traces(encoded, item_count=n)
-            payload.whole_traces = True
-            await self.next.consume(payload)
+        with BudgetLog() as budget:  # rate budgets given back if the payload is not taken
+            for trace_id, (spans, groups) in by_trace.items():
+                trace = TraceData(trace_id, spans, [g[0] for g in groups], groups, request)
+                sampled, results = self._evaluate(trace)
+                decisions.append((trace_id, sampled, results, len(spans)))
+                if sampled:
+                    out.extend(zip(groups, spans, strict=True))
+        try:
+            if (
+                out and data is not None and not late_dropped
+                and len(out) == len(fresh) + len(late_out)
+            ):  # fmt: skip
+                await self.next.consume(data)  # every span kept: the request goes on as it came
+            elif out:
+                encoded, n = _assemble(out)
+                payload = Traces(encoded, item_count=n)
+                payload.whole_traces = True
+                await self.next.consume(payload)
+        except BaseException:
+            budget.refund()
+            raise
         for trace_id, sampled, results, n in decisions:
             self._commit(trace_id, sampled, results, n, "released")
         self._c_new.inc(len(decisions))

@@ -424,3 +424,49 @@ def test_contains_and_request_bytes_look_inside_one_span() -> None:
     t = TraceData(T, spans, [b""] * 2, request=request)
     assert t.contains(b"cd") and not t.contains(b"bc") and not t.contains(b"zz")
     assert request.has(b"zz") is False and t.indices_containing(b"zz", b"cd") == [1]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"type": "rate_limiting", "rate_limiting": {"spans_per_second": 10}},
+        {
+            "type": "composite",
+            "composite": {
+                "max_total_spans_per_second": 20,
+                "policy_order": ["all"],
+                "composite_sub_policy": [{"name": "all", "type": "always_sample"}],
+            },
+        },
+    ],
+)
+async def test_a_retried_request_is_not_counted_twice_by_rate_budgets(
+    policy: dict[str, Any],
+) -> None:
+    """The budget a refused payload took is given back: its retry is decided the same way."""
+    from pipeline import RetryableError
+
+    class Refusing:
+        mutates_data = False
+
+        def __init__(self) -> None:
+            self.refuse = 1
+            self.got: list[Traces] = []
+
+        async def consume(self, data: Traces) -> None:
+            if self.refuse:
+                self.refuse -= 1
+                raise RetryableError("full")
+            self.got.append(data)
+
+    sink = Refusing()
+    cfg = TailSamplingConfig.model_validate({"policies": [{"name": "p", **policy}]})
+    proc = TailSamplingProcessor(create_settings(Kind.PROCESSOR, "tail_sampling"), cfg, sink)
+    payload = request(*(span(T, i) for i in range(1, 16)))  # 15 spans: within 20, not twice
+    payload.whole_traces = True
+    with pytest.raises(RetryableError):
+        await proc.consume(payload)
+    again = request(*(span(T, i) for i in range(1, 16)))
+    again.whole_traces = True
+    await proc.consume(again)
+    assert sum(p.item_count() for p in sink.got) == 15
