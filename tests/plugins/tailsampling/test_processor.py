@@ -470,3 +470,45 @@ async def test_a_retried_request_is_not_counted_twice_by_rate_budgets(
     again.whole_traces = True
     await proc.consume(again)
     assert sum(p.item_count() for p in sink.got) == 15
+
+
+async def test_spans_of_a_trace_decided_while_a_whole_payload_is_taken_follow_it() -> None:
+    """A whole-traces request that also holds a span of a held trace: if that trace is decided
+    while the next component takes the whole traces, the span follows the decision (it was
+    lost), and what is passed on carries the request's tokens."""
+    a, b = b"\x0a" * 16, b"\x0b" * 16
+
+    class Deciding:
+        mutates_data = False
+
+        def __init__(self) -> None:
+            self.got: list[Traces] = []
+            self.proc: TailSamplingProcessor | None = None
+
+        async def consume(self, data: Traces) -> None:
+            self.got.append(data)
+            proc = self.proc
+            if proc is not None and a in proc._held:  # the timer decides trace a meanwhile
+                decided = proc._decide_batch([(a, proc._held.pop(a))], "decision_wait")
+                assert decided is not None
+                self.got.append(decided)
+
+    sink = Deciding()
+    cfg = TailSamplingConfig.model_validate(
+        {"decision_wait": "10s", "policies": [{"name": "all", "type": "always_sample"}]}
+    )
+    proc = TailSamplingProcessor(create_settings(Kind.PROCESSOR, "tail_sampling"), cfg, sink)
+    await proc.consume(request(span(a, 1), span(a, 2)))  # held, waiting for decision_wait
+    sink.proc = proc
+    mixed = request(span(b, 3), span(b, 4), span(b, 5), span(a, 6))
+    mixed.whole_traces = True
+    mixed.carry_acks(["token"])
+    await proc.consume(mixed)
+    spans = [
+        (bytes(s.trace_id), int.from_bytes(s.span_id, "big"))
+        for p in sink.got for rs in p.message().resource_spans
+        for ss in rs.scope_spans for s in ss.spans
+    ]  # fmt: skip
+    assert sorted(spans) == sorted([(a, 1), (a, 2), (b, 3), (b, 4), (b, 5), (a, 6)])
+    assert not proc._held
+    assert all("token" in p.ack_tokens for p in sink.got if p is not sink.got[1])
