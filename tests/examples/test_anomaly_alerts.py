@@ -55,6 +55,8 @@ async def test_a_slow_tool_alerts_the_team_and_resolves(
             "ALERTMANAGER_ENDPOINT": am.url,
             "ANOMALY_STATE_FILE": str(state),
             "WORKFLOW_WAIT_DURATION": "50ms",
+            # each simulated minute's tool calls are counted at its flush, not a window later
+            "TOOL_CALL_JOIN_WINDOW": "0s",
             "GATEWAY_NAME": "gw-test",
         }.items():
             monkeypatch.setenv(name, value)
