@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline import ConnectorFactory, Consumer, CreateSettings, Signal, Stability
+from pipeline import (
+    ConnectorFactory,
+    Consumer,
+    CreateSettings,
+    SharedComponents,
+    Signal,
+    Stability,
+)
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 
 if TYPE_CHECKING:
@@ -12,16 +19,41 @@ if TYPE_CHECKING:
 
 
 class AgentMetricsConnectorFactory(ConnectorFactory):
-    """``agentmetrics``: traces to metrics."""
+    """``agentmetrics``: traces (and GenAI events, logs) to metrics. One instance per config
+    serves both inputs: the events are joined to the spans of the same instance."""
 
     type = "agentmetrics"
     config_class = AgentMetricsConfig
-    description = "Agent workflow, MCP, A2A, HTTP and error metrics (and SLO gauges) from spans."
-    stability = {(Signal.TRACES, Signal.METRICS): Stability.ALPHA}
+    description = (
+        "Agent workflow, MCP, A2A, HTTP, error and GenAI token metrics (and SLO gauges) from "
+        "spans and GenAI events."
+    )
+    stability = {
+        (Signal.TRACES, Signal.METRICS): Stability.ALPHA,
+        (Signal.LOGS, Signal.METRICS): Stability.ALPHA,
+    }
 
-    def create_traces_to_metrics(
+    def __init__(self) -> None:
+        self._shared = SharedComponents()
+
+    def _create(
         self, settings: CreateSettings, config: AgentMetricsConfig, next_consumer: Consumer
     ) -> AgentMetricsConnector:
         from plugins.agentmetricsconnector.connector import AgentMetricsConnector
 
-        return AgentMetricsConnector(settings, config, next_consumer)
+        connector: AgentMetricsConnector = self._shared.get_or_create(
+            config, lambda: AgentMetricsConnector(settings, config, next_consumer)
+        )
+        connector.on_stop = lambda: self._shared.release(config)
+        return connector
+
+    def create_traces_to_metrics(
+        self, settings: CreateSettings, config: AgentMetricsConfig, next_consumer: Consumer
+    ) -> AgentMetricsConnector:
+        return self._create(settings, config, next_consumer)
+
+    def create_logs_to_metrics(
+        self, settings: CreateSettings, config: AgentMetricsConfig, next_consumer: Consumer
+    ) -> AgentMetricsConnector:
+        """GenAI events joined to the spans of the traces input (same instance)."""
+        return self._create(settings, config, next_consumer)
