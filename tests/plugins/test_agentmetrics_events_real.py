@@ -1,0 +1,120 @@
+"""The ``agentmetrics`` connector on what the OpenTelemetry Python SDK's GenAI instrumentation
+(opentelemetry-instrumentation-openai-v2, the latest experimental conventions, content on
+spans and events) really sends: its chat spans and its ``gen_ai.client.inference.operation.
+details`` events (log records carrying the token usage too), over OTLP to one gateway with a
+traces and a logs pipeline into each connector. The model is a local fake of the chat
+completions API (``tests/plugins/redaction/genai_sources.py``): two calls of 42 input and 17
+output tokens each.
+
+Three connectors, three cases of the join rule, each counting the tokens exactly once:
+``both`` (spans and events carry the usage: the span wins), ``stripped`` (the spans' usage
+deleted by an ``attributes`` processor: the events give it) and ``alone`` (events only: they
+count on their own)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.otlp_support import RecordingBackend, recording_backend
+from tests.plugins.test__metricsagg import labels, points
+from tests.support import ROOT, free_port, running_service, wait_until
+
+CASES = ("both", "stripped", "alone")
+
+
+def config(port: int, backends: dict[str, RecordingBackend]) -> str:
+    exporters = "\n".join(
+        f'  otlp/{name}: {{endpoint: "127.0.0.1:{b.grpc_port}", tls: {{insecure: true}}}}'
+        for name, b in backends.items()
+    )
+    return f"""
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
+processors:
+  attributes/strip:
+    actions:
+      - {{key: gen_ai.usage.input_tokens, action: delete}}
+      - {{key: gen_ai.usage.output_tokens, action: delete}}
+connectors:
+  agentmetrics/both: {{metrics_flush_interval: 100ms, genai_events: {{window: 1h}}}}
+  agentmetrics/stripped: {{metrics_flush_interval: 100ms, genai_events: {{window: 1h}}}}
+  agentmetrics/alone: {{metrics_flush_interval: 100ms, genai_events: {{window: 0s}}}}
+exporters:
+{exporters}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:{free_port()}"}}}}
+  pipelines:
+    traces/both: {{receivers: [otlp], exporters: [agentmetrics/both]}}
+    logs/both: {{receivers: [otlp], exporters: [agentmetrics/both]}}
+    traces/stripped:
+      receivers: [otlp]
+      processors: [attributes/strip]
+      exporters: [agentmetrics/stripped]
+    logs/stripped: {{receivers: [otlp], exporters: [agentmetrics/stripped]}}
+    logs/alone: {{receivers: [otlp], exporters: [agentmetrics/alone]}}
+    metrics/both: {{receivers: [agentmetrics/both], exporters: [otlp/both]}}
+    metrics/stripped: {{receivers: [agentmetrics/stripped], exporters: [otlp/stripped]}}
+    metrics/alone: {{receivers: [agentmetrics/alone], exporters: [otlp/alone]}}
+"""
+
+
+def usage(backend: RecordingBackend) -> dict[tuple[str, str], tuple[int, float]]:
+    """gen_ai.client.token.usage of the latest flush (cumulative)."""
+    for req in reversed(backend.metrics):
+        found = points(req, "gen_ai.client.token.usage")
+        if found:
+            return {
+                (labels(dp)["gen_ai.request.model"], labels(dp)["gen_ai.token.type"]): (
+                    dp.count,
+                    dp.sum,
+                )
+                for dp in found
+            }
+    return {}
+
+
+def results(service: Any, name: str) -> dict[str, float]:
+    out = {}
+    for result in ("joined", "duplicate", "alone", "early", "no_usage", "forgotten"):
+        value = service.telemetry.value(
+            "otelcol_connector_agentmetrics_genai_events_total", connector=name, result=result
+        )
+        if value:
+            out[result] = value
+    return out
+
+
+async def test_openai_v2_events_and_spans_count_tokens_once(tmp_path: Path) -> None:
+    port = free_port()
+    async with (
+        recording_backend() as both,
+        recording_backend() as stripped,
+        recording_backend() as alone,
+    ):
+        backends = {"both": both, "stripped": stripped, "alone": alone}
+        async with running_service(config(port, backends), tmp_path) as service:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.plugins.redaction.genai_sources", "otel", str(port),
+                cwd=ROOT,
+            )  # fmt: skip
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
+            expected = {("gpt-4o-mini", "input"): (2, 84.0), ("gpt-4o-mini", "output"): (2, 34.0)}
+            # the spans' own usage (both), the events' given to the spans (stripped) and on
+            # their own (alone): the same exact counts
+            for backend in backends.values():
+                await wait_until(lambda b=backend: usage(b) == expected, within=20)
+            # a few more flushes: still counted once
+            flushes = len(both.metrics)
+            await wait_until(lambda: len(both.metrics) > flushes + 2)
+            for name, backend in backends.items():
+                assert usage(backend) == expected, name
+            assert results(service, "agentmetrics/both") == {"duplicate": 2}
+            assert results(service, "agentmetrics/stripped") == {"joined": 2}
+            assert results(service, "agentmetrics/alone") == {"alone": 2}
+            # the spans' durations, with the model (both and stripped; none from events)
+            for name, backend in backends.items():
+                ops = points(backend.metrics[-1], "gen_ai.client.operation.duration")
+                assert sum(dp.count for dp in ops) == (0 if name == "alone" else 2), name
