@@ -9,7 +9,9 @@ output tokens each.
 Three connectors, three cases of the join rule, each counting the tokens exactly once:
 ``both`` (spans and events carry the usage: the span wins), ``stripped`` (the spans' usage
 deleted by an ``attributes`` processor: the events give it) and ``alone`` (events only: they
-count on their own)."""
+count on their own). OpenLLMetry's content events (``use_attributes=False``) carry no usage:
+they count nothing, the spans count theirs once (``tests/plugins/agentmetrics_event_sources.py``
+drives both instrumentations)."""
 
 from __future__ import annotations
 
@@ -88,6 +90,14 @@ def results(service: Any, name: str) -> dict[str, float]:
 
 
 async def test_openai_v2_events_and_spans_count_tokens_once(tmp_path: Path) -> None:
+    await run_source("otel", tmp_path)
+
+
+async def test_openllmetry_content_events_count_nothing(tmp_path: Path) -> None:
+    await run_source("openllmetry_events", tmp_path)
+
+
+async def run_source(kind: str, tmp_path: Path) -> None:
     port = free_port()
     async with (
         recording_backend() as both,
@@ -97,24 +107,38 @@ async def test_openai_v2_events_and_spans_count_tokens_once(tmp_path: Path) -> N
         backends = {"both": both, "stripped": stripped, "alone": alone}
         async with running_service(config(port, backends), tmp_path) as service:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.plugins.redaction.genai_sources", "otel", str(port),
+                sys.executable, "-m", "tests.plugins.agentmetrics_event_sources", kind, str(port),
                 cwd=ROOT,
             )  # fmt: skip
             assert await asyncio.wait_for(proc.wait(), 60) == 0
             expected = {("gpt-4o-mini", "input"): (2, 84.0), ("gpt-4o-mini", "output"): (2, 34.0)}
-            # the spans' own usage (both), the events' given to the spans (stripped) and on
-            # their own (alone): the same exact counts
-            for backend in backends.values():
-                await wait_until(lambda b=backend: usage(b) == expected, within=20)
+            if kind == "otel":
+                # the spans' own usage (both), the events' given to the spans (stripped) and
+                # on their own (alone): the same exact counts
+                wanted = dict.fromkeys(CASES, expected)
+                events = {
+                    "both": {"duplicate": 2},
+                    "stripped": {"joined": 2},
+                    "alone": {"alone": 2},
+                }
+            else:
+                # (system, user, choice) + (system, user, assistant, tool, choice): no usage
+                wanted = {"both": expected, "stripped": {}, "alone": {}}
+                events = {name: {"no_usage": 8} for name in CASES}
+            for name, backend in backends.items():
+                if wanted[name]:
+                    await wait_until(lambda b=backend, w=wanted[name]: usage(b) == w, within=20)
             # a few more flushes: still counted once
             flushes = len(both.metrics)
             await wait_until(lambda: len(both.metrics) > flushes + 2)
             for name, backend in backends.items():
-                assert usage(backend) == expected, name
-            assert results(service, "agentmetrics/both") == {"duplicate": 2}
-            assert results(service, "agentmetrics/stripped") == {"joined": 2}
-            assert results(service, "agentmetrics/alone") == {"alone": 2}
+                assert usage(backend) == wanted[name], name
+                assert results(service, f"agentmetrics/{name}") == events[name], name
             # the spans' durations, with the model (both and stripped; none from events)
             for name, backend in backends.items():
-                ops = points(backend.metrics[-1], "gen_ai.client.operation.duration")
+                ops = [
+                    dp
+                    for req in backend.metrics[-1:]
+                    for dp in points(req, "gen_ai.client.operation.duration")
+                ]
                 assert sum(dp.count for dp in ops) == (0 if name == "alone" else 2), name

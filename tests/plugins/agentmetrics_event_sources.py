@@ -1,0 +1,38 @@
+"""GenAI instrumentations that emit events (log records), driven offline against the local fake
+of the chat completions API of ``tests/plugins/redaction/genai_sources.py``, sending spans and
+log records over OTLP: ``python -m tests.plugins.agentmetrics_event_sources KIND GRPC_PORT``.
+
+KIND is ``otel`` (opentelemetry-instrumentation-openai-v2, latest experimental conventions:
+``gen_ai.client.inference.operation.details`` events with the token usage) or
+``openllmetry_events`` (OpenLLMetry's opentelemetry-instrumentation-openai with
+``use_attributes=False``: the content events ``gen_ai.user.message`` ... ``gen_ai.choice``,
+no usage in them; the usage on the spans)."""
+
+from __future__ import annotations
+
+import sys
+
+from tests.plugins.redaction import genai_sources as src
+
+
+def run(kind: str, port: int) -> None:
+    if kind == "otel":
+        src.run("otel", port)
+        return
+    if kind != "openllmetry_events":
+        raise SystemExit(f"unknown kind {kind}")
+    import os
+
+    os.environ["TRACELOOP_TRACE_CONTENT"] = "true"
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+    tp, lp = src._providers(port)
+    base_url = src._llm_server()
+    OpenAIInstrumentor(use_attributes=False).instrument(tracer_provider=tp, logger_provider=lp)
+    src._chat(base_url)
+    tp.shutdown()
+    lp.shutdown()
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], int(sys.argv[2]))
