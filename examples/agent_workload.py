@@ -2,7 +2,7 @@
 
 Each workflow is a trace::
 
-    workflow.<type>                (root: workflow.id, workflow.name, gen_ai.agent.id)
+    workflow.<type>                (root: workflow.id, workflow.name, gen_ai.agent.name)
       invoke_agent <agent>         (gen_ai.operation.name = invoke_agent)
         execute_tool <tool>  x N   (CLIENT; MCP: mcp.method.name = tools/call, mcp.server.name)
         chat <model>               (CLIENT; gen_ai.operation.name = chat)
@@ -357,7 +357,7 @@ class Workload:
         if cfg.late_a2a_delay:
             # the receiving agent finishes after the workflow returned: exported later
             self._late.append(asyncio.create_task(self._end_late(receive, receive_end)))
-        self.summary.workflows[f"{wf_type}|{agent}|{outcome}"] += 1
+        self.summary.workflows[f"{wf_type}|{wf_type}-agent|{outcome}"] += 1  # agent_id: the name
         self.summary.workflow_durations[wf_type].append(duration)
 
 

@@ -37,7 +37,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from pipeline import Consumer, CreateSettings, Host, Payload, Signal
+from pipeline import Consumer, CreateSettings, Host, Payload, Signal, workers
 from pipeline.status import AgentMetricsProvider, GaugeSample
 from plugins._agentconv import (
     DEFAULT_ERROR_RULES,
@@ -1280,11 +1280,6 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             self._count_tokens(tokens, now_ns)
         self._events_gauge.labels(self.settings.name).set(len(self.events))
 
-    async def start(self, host: Host) -> None:
-        """One instance serves the traces and the logs input (the factory shares it)."""
-        self._users += 1
-        await super().start(host)
-
     async def shutdown(self) -> None:
         """Settles every held trace and event (nothing is lost), then stops and flushes
         (at the last of its inputs' shutdowns)."""
@@ -1310,12 +1305,69 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         for metric, labels, value in self._derived(now):
             metric.set(NO_RESOURCE, labels, value, now_ns)
 
-    def _derived(self, now: float) -> Iterator[tuple[Metric, tuple[tuple[str, str], ...], float]]:
+    async def start(self, host: Host) -> None:
+        """One instance serves the traces and the logs input (the factory shares it)."""
+        self._users += 1
+        await super().start(host)
+        ctx = workers.current()
+        if ctx is not None:
+            ctx.expose(self._windows_key, self._window_state)
+
+    @property
+    def _windows_key(self) -> str:
+        return f"agentmetrics-windows/{self.settings.id}"
+
+    def _window_state(self) -> dict[float, dict[str, list[list[float]]]]:
+        return {
+            h: {t: [list(b) for b in bs] for t, bs in w.types.items()}
+            for h, w in self.windows.items()
+        }
+
+    async def prepare_flush(self, now_ns: int) -> None:
+        """With several workers (``service.workers``), each counts the workflows it owns:
+        the primary computes the derived gauges from every worker's windows added up (the
+        same buckets in every process: they start at multiples of the resolution), the
+        others export none, so the merged scrape holds the gauges of one process."""
+        ctx = workers.current()
+        if ctx is None or ctx.count <= 1:
+            self.before_flush(now_ns)
+            return
+        now = now_ns / 1e9
+        for w in self.windows.values():
+            w.prune(now)
+        for m in (self.failure_ratio, self.sla_ratio, self.budget_remaining, self.burn_rate):
+            m.clear()
+        if not ctx.primary:
+            return
+        states = await ctx.gather(self._windows_key)
+        merged: dict[float, SlidingWindows] = {}
+        for horizon, own in self.windows.items():
+            total = SlidingWindows(own.horizon, own.resolution, 0)
+            by_type: dict[str, dict[float, list[float]]] = {}
+            for state in states:
+                for wf_type, buckets in (state or {}).get(horizon, {}).items():
+                    slots = by_type.setdefault(wf_type, {})
+                    for start, t, b, o in buckets:
+                        slot = slots.setdefault(start, [start, 0, 0, 0])
+                        slot[1] += t
+                        slot[2] += b
+                        slot[3] += o
+            for wf_type, slots in by_type.items():
+                total.types[wf_type] = collections.deque(slots[s] for s in sorted(slots))
+            total.prune(now)
+            merged[horizon] = total
+        for metric, labels, value in self._derived(now, merged):
+            metric.set(NO_RESOURCE, labels, value, now_ns)
+
+    def _derived(
+        self, now: float, windows: dict[float, SlidingWindows] | None = None
+    ) -> Iterator[tuple[Metric, tuple[tuple[str, str], ...], float]]:
         """The failure ratio, SLA compliance, error budget and burn rates of every workflow
-        type, over their windows at ``now``."""
+        type, over their windows at ``now`` (``windows``: instead of this process's)."""
         cfg = self.config
-        failure = self.windows[cfg.failure_window]
-        budget_window = self.windows[cfg.slo.effective_budget_window]
+        windows = self.windows if windows is None else windows
+        failure = windows[cfg.failure_window]
+        budget_window = windows[cfg.slo.effective_budget_window]
         for wf_type in failure.types.keys() | budget_window.types.keys():
             label = (("workflow_type", wf_type),)
             total, bad, ok = failure.totals(wf_type, now)
@@ -1325,7 +1377,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     yield self.sla_ratio, label, ok / total
             budget = 1.0 - cfg.slo.target_for(wf_type)
             for window, name in self._burn_windows:
-                total_w, bad_w, _ = self.windows[window].totals(wf_type, now)
+                total_w, bad_w, _ = windows[window].totals(wf_type, now)
                 if total_w:
                     yield self.burn_rate, (*label, ("window", name)), (bad_w / total_w) / budget
             total_b, bad_b, _ = budget_window.totals(wf_type, now)
