@@ -316,5 +316,6 @@ def test_every_signal_is_covered() -> None:
         "exporter-debug-logs-logs",
         "connector-forward-logs-logs",
         "connector-agentmetrics-logs-metrics",
+        "processor-workflow-logs-logs",
     ):
         assert case in ids
