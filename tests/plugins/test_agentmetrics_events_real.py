@@ -142,3 +142,77 @@ async def run_source(kind: str, tmp_path: Path) -> None:
                     for dp in points(req, "gen_ai.client.operation.duration")
                 ]
                 assert sum(dp.count for dp in ops) == (0 if name == "alone" else 2), name
+
+
+def workflow_config(port: int, backends: dict[str, RecordingBackend]) -> str:
+    exporters = "\n".join(
+        f'  otlp/{name}: {{endpoint: "127.0.0.1:{b.grpc_port}", tls: {{insecure: true}}}}'
+        for name, b in backends.items()
+    )
+    return f"""
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
+processors:
+  workflow: {{wait_duration: 200ms}}
+connectors:
+  agentmetrics/both: {{metrics_flush_interval: 100ms, genai_events: {{window: 1h}}}}
+  agentmetrics/alone: {{metrics_flush_interval: 100ms, genai_events: {{window: 0s}}}}
+exporters:
+{exporters}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:{free_port()}"}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [workflow], exporters: [agentmetrics/both]}}
+    logs:
+      receivers: [otlp]
+      processors: [workflow]
+      exporters: [agentmetrics/both, agentmetrics/alone, otlp/records]
+    metrics/both: {{receivers: [agentmetrics/both], exporters: [otlp/both]}}
+    metrics/alone: {{receivers: [agentmetrics/alone], exporters: [otlp/alone]}}
+"""
+
+
+def workflow_tokens(backend: RecordingBackend) -> dict[tuple[str, str], int]:
+    for req in reversed(backend.metrics):
+        found = points(req, "agent_workflow_tokens")
+        if found:
+            return {
+                (labels(dp)["workflow_type"], labels(dp)["token_type"]): dp.as_int for dp in found
+            }
+    return {}
+
+
+async def test_workflow_stamps_the_events_of_its_trace(tmp_path: Path) -> None:
+    """openai-v2 inside a workflow root span: the ``workflow`` processor of the logs pipeline
+    stamps the events with their workflow (held until the trace's release), so the events
+    alone give the workflow's tokens; with the spans too, the tokens count once."""
+    port = free_port()
+    async with (
+        recording_backend() as both,
+        recording_backend() as alone,
+        recording_backend() as records,
+    ):
+        backends = {"both": both, "alone": alone, "records": records}
+        async with running_service(workflow_config(port, backends), tmp_path) as service:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.plugins.agentmetrics_event_sources", "otel_workflow",
+                str(port), cwd=ROOT,
+            )  # fmt: skip
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
+            expected = {("research", "input"): 84, ("research", "output"): 34}
+            for backend in (both, alone):
+                await wait_until(lambda b=backend: workflow_tokens(b) == expected, within=20)
+            await wait_until(lambda: records.log_record_count() == 2)
+            for record in records.log_records:
+                attrs = {kv.key: kv.value.string_value for kv in record.attributes}
+                assert attrs["workflow.id"] == "wf-events-1"
+                assert attrs["workflow.type"] == "research"
+                assert attrs["workflow.outcome"] == "success"
+            assert usage(both) == usage(alone)
+            assert results(service, "agentmetrics/both") == {"duplicate": 2}
+            assert results(service, "agentmetrics/alone") == {"alone": 2}
+            stamped = service.telemetry.value(
+                "otelcol_processor_workflow_log_records_total", processor="workflow",
+                result="stamped",
+            )  # fmt: skip
+            assert stamped == 2
