@@ -482,6 +482,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             ("connector",),
         )
         ev = config.genai_events
+        # whether a logs input feeds this instance (set by the factory, or by the first logs
+        # request): only then are inference spans remembered for the GenAI events' join
+        self.accepts_logs = False
         self.events = EventJoiner(
             ev.window,
             ev.max_pending,
@@ -958,7 +961,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         span_usage = SpanUsage(
             sp.trace_id, sp.span_id, has_usage, tuple(common), model, wf_type, wf_agent
         )
-        batch.inferences.append(span_usage)
+        if self.accepts_logs:
+            batch.inferences.append(span_usage)
         if has_usage and not self.events.counted_alone(sp.trace_id, sp.span_id):
             tokens = TokenCount(
                 span_usage.common,
@@ -1268,6 +1272,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
     async def consume_logs(self, data: Payload) -> None:
         """GenAI events joined to their inference spans (see ``events.py`` for the rule).
         Atomic: every record is read before anything is counted."""
+        self.accepts_logs = True
         now_ns = time.time_ns()
         now = now_ns / 1e9
         events = list(read_events(data.to_bytes(), self.names))

@@ -56,4 +56,6 @@ class AgentMetricsConnectorFactory(ConnectorFactory):
         self, settings: CreateSettings, config: AgentMetricsConfig, next_consumer: Consumer
     ) -> AgentMetricsConnector:
         """GenAI events joined to the spans of the traces input (same instance)."""
-        return self._create(settings, config, next_consumer)
+        connector = self._create(settings, config, next_consumer)
+        connector.accepts_logs = True
+        return connector

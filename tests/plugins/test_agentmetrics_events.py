@@ -85,7 +85,9 @@ def connector(**options: Any) -> tuple[AgentMetricsConnector, Capture, SelfTelem
             **options,
         }
     )
-    return AgentMetricsConnector(settings(Kind.CONNECTOR, "agentmetrics", tel), cfg, out), out, tel
+    conn = AgentMetricsConnector(settings(Kind.CONNECTOR, "agentmetrics", tel), cfg, out)
+    conn.accepts_logs = True  # as the factory sets it when a logs pipeline feeds the connector
+    return conn, out, tel
 
 
 async def finish(conn: AgentMetricsConnector, out: Capture) -> Any:
@@ -288,6 +290,16 @@ async def test_factory_one_instance_serves_traces_and_logs() -> None:
     b = factory.create(
         Signal.LOGS, Signal.METRICS, settings(Kind.CONNECTOR, "agentmetrics", tel), cfg, out
     )
-    assert a is b
+    assert a is b and a.accepts_logs
     with pytest.raises(ValueError, match="genai_events"):
         factory.config_class.model_validate({"genai_events": {"window": "-1s"}})
+
+
+async def test_without_a_logs_input_no_span_is_remembered() -> None:
+    """The span path pays nothing for the join when no logs pipeline feeds the connector."""
+    conn, out, _ = connector()
+    conn.accepts_logs = False
+    await conn.consume(request([chat(1, 2), chat(1, 3, tokens=False)]))
+    assert not conn.events.remembered
+    req = await finish(conn, out)
+    assert usage(req) == {("gpt-4o", "input"): (1, 100.0), ("gpt-4o", "output"): (1, 20.0)}
