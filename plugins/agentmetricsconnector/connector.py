@@ -958,14 +958,16 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         wf_type = view.get(names.workflow_type) or ""
         wf_agent = view.get(names.workflow_agent_id) or agent or UNKNOWN
         has_usage = facts.input_tokens is not None or facts.output_tokens is not None
-        span_usage = SpanUsage(
-            sp.trace_id, sp.span_id, has_usage, tuple(common), model, wf_type, wf_agent
-        )
+        labels = tuple(common)
         if self.accepts_logs:
-            batch.inferences.append(span_usage)
-        if has_usage and not self.events.counted_alone(sp.trace_id, sp.span_id):
+            batch.inferences.append(
+                SpanUsage(sp.trace_id, sp.span_id, has_usage, labels, model, wf_type, wf_agent)
+            )
+        if has_usage and not (
+            self.accepts_logs and self.events.counted_alone(sp.trace_id, sp.span_id)
+        ):
             tokens = TokenCount(
-                span_usage.common,
+                labels,
                 model,
                 wf_type,
                 wf_agent,

@@ -47,6 +47,9 @@ OUTPUT_TOKEN_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_toke
 MAX_TOKENS = 1 << 40  # a larger count is not a token count (hostile input): ignored
 
 Key = tuple[bytes, bytes]  # (trace id, span id)
+# what is remembered of a span whose usage was counted (by itself or from its event): no labels
+# (nothing more will be counted for it); few objects for the garbage collector to walk
+COUNTED = "counted"
 
 
 @dataclass(slots=True)
@@ -229,9 +232,10 @@ class EventJoiner:
         self._on_count = on_count
         # events with usage waiting for their span, oldest first
         self.pending: collections.OrderedDict[Key, EventUsage] = collections.OrderedDict()
-        # key -> (when, the span's labels or None when an event counted on its own, usage
-        # counted): spans seen and events settled, oldest first
-        self.remembered: collections.OrderedDict[Key, tuple[float, SpanUsage | None, bool]] = (
+        # key -> (when, what is known): the span without usage (its labels, for its event),
+        # COUNTED (a span whose usage was counted), or None (an event counted on its own):
+        # spans seen and events settled, oldest first
+        self.remembered: collections.OrderedDict[Key, tuple[float, SpanUsage | str | None]] = (
             collections.OrderedDict()
         )
 
@@ -242,10 +246,11 @@ class EventJoiner:
         if self._on_count is not None and n:
             self._on_count(result, n)
 
-    def _remember(self, key: Key, now: float, span: SpanUsage | None, counted: bool) -> None:
+    def _remember(self, key: Key, now: float, known: SpanUsage | str | None) -> None:
         remembered = self.remembered
-        remembered[key] = (now, span, counted)
-        remembered.move_to_end(key)
+        if key in remembered:
+            remembered.move_to_end(key)
+        remembered[key] = (now, known)
         if len(remembered) > self.max_remembered:
             remembered.popitem(last=False)
             self._count("forgotten")
@@ -268,12 +273,12 @@ class EventJoiner:
             key = (event.trace_id, event.span_id)
             seen = self.remembered.get(key)
             if seen is not None:
-                _, span, counted = seen
-                if counted or span is None:
+                span = seen[1]
+                if not isinstance(span, SpanUsage):
                     self._count("duplicate")  # the span (or an earlier event) counted them
                     continue
                 out.append(self._joined(span, event))
-                self.remembered[key] = (seen[0], span, True)
+                self.remembered[key] = (seen[0], COUNTED)
                 self._count("joined")
                 continue
             held = self.pending.get(key)
@@ -285,7 +290,7 @@ class EventJoiner:
             if len(self.pending) > self.max_pending:
                 _, oldest = self.pending.popitem(last=False)
                 out.append(_alone(oldest))
-                self._remember((oldest.trace_id, oldest.span_id), now, None, True)
+                self._remember((oldest.trace_id, oldest.span_id), now, None)
                 self._count("early")
         return out
 
@@ -313,7 +318,7 @@ class EventJoiner:
         out: list[TokenCount] = []
         for span in spans:
             key = (span.trace_id, span.span_id)
-            event = self.pending.pop(key, None)
+            event = self.pending.pop(key, None) if self.pending else None
             counted = span.has_usage
             if event is not None:
                 if span.has_usage:
@@ -322,7 +327,7 @@ class EventJoiner:
                     out.append(self._joined(span, event))
                     self._count("joined")
                     counted = True
-            self._remember(key, now, span, counted)
+            self._remember(key, now, COUNTED if counted else span)
         return out
 
     def counted_alone(self, trace_id: bytes, span_id: bytes) -> bool:
@@ -342,12 +347,12 @@ class EventJoiner:
                 break
             del pending[key]
             out.append(_alone(event))
-            self._remember(key, now, None, True)
+            self._remember(key, now, None)
             self._count("alone")
         forget = now - self.remember
         remembered = self.remembered
         while remembered:
-            key, (when, _, _) = next(iter(remembered.items()))
+            key, (when, _) = next(iter(remembered.items()))
             if when > forget:
                 break
             del remembered[key]
