@@ -165,8 +165,7 @@ def main() -> None:
     for key in runs[0]:
         values = [r[key] for r in runs]
         print(
-            f"| {key} | {statistics.median(values):.2f} | {min(values):.2f} | "
-            f"{max(values):.2f} |"
+            f"| {key} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |"
         )
 
 
