@@ -255,8 +255,11 @@ def split_logs(data: bytes, workers: int, local: int) -> dict[int, tuple[bytes, 
     without records, ``{owner: (request, None)}`` when one worker owns them all."""
     if not 1 <= workers <= 65536:
         raise ValueError("workers must be between 1 and 65536")
+    # the records' trace ids, in order, read by the C parser (the skeleton view); the walk
+    # below reads them itself when the request is not one the parser takes
+    ids = _log_trace_ids(data)
     resources: list[tuple[bytes, list[tuple[bytes, list[tuple[int, bytes]]]]]] = []
-    owners: set[int] = set()
+    flat: list[tuple[list[tuple[int, bytes]], int]] = []  # (scope's records, index)
     for number, wire, _, payload, stop in _fields(data):
         if number != 1 or wire != 2:
             continue
@@ -268,18 +271,22 @@ def split_logs(data: bytes, workers: int, local: int) -> dict[int, tuple[bytes, 
                 continue
             sl = rl[sp:sb]
             sl_fields: list[bytes] = []
-            records = []
+            records: list[tuple[int, bytes]] = []
             for n2, w2, a2, p2, b2 in _fields(sl):
                 if n2 == 2 and w2 == 2:
-                    record = sl[p2:b2]
-                    trace = field_bytes(record, LOG_RECORD_TRACE_ID)
-                    owner = trace_owner(trace, workers) if len(trace) == 16 else local
-                    owners.add(owner)
-                    records.append((owner, record))
+                    flat.append((records, len(records)))
+                    records.append((local, sl[p2:b2]))
                 else:
                     sl_fields.append(sl[a2:b2])
             scopes.append((b"".join(sl_fields), records))
         resources.append((others, scopes))
+    if ids is None or len(ids) != len(flat):  # the parser saw other records: read them here
+        ids = [field_bytes(records[i][1], LOG_RECORD_TRACE_ID) for records, i in flat]
+    owners: set[int] = set()
+    for (records, i), trace in zip(flat, ids, strict=True):
+        owner = trace_owner(trace, workers) if len(trace) == 16 else local
+        owners.add(owner)
+        records[i] = (owner, records[i][1])
     if not owners:
         return {}
     if len(owners) == 1:
@@ -303,3 +310,22 @@ def split_logs(data: bytes, workers: int, local: int) -> dict[int, tuple[bytes, 
             parts.append(b"\x0a" + _encode_varint(len(body)) + body)
         out[k] = (b"".join(parts), count)
     return out
+
+
+def _log_trace_ids(data: bytes) -> list[bytes] | None:
+    """The trace ids of a logs request's records, in order, or ``None`` when the C parser
+    refuses the request."""
+    from google.protobuf.message import DecodeError
+
+    from pipeline._wire import SkeletonLogs
+
+    try:
+        skeleton = SkeletonLogs.FromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        return None
+    return [
+        lr.trace_id
+        for rl in skeleton.resource_logs
+        for sl in rl.scope_logs
+        for lr in sl.log_records
+    ]
