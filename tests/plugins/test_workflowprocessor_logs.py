@@ -172,3 +172,25 @@ async def test_record_attributes_are_kept_over_the_stamp() -> None:
     await logs.consume(Logs.from_message(req))
     got = received(logs_out)["own"]
     assert got["workflow.type"] == "mine" and got["workflow.id"] == "wf-1"
+
+
+async def test_held_records_keep_their_acknowledgement_tokens() -> None:
+    """With durability on, a held record's request stays unacknowledged until the record is
+    passed on: the payload that carries it holds the request's tokens."""
+    traces, _, logs, logs_out, _ = make(wait_duration="1h")
+
+    class Token:
+        pass
+
+    token = Token()
+    root, agent, tools = workflow_spans(1)
+    await traces.consume(request([agent, *tools]))
+    await logs.consume(records((1, "held"), (None, "now")).carry_acks((token,)))
+    (first,) = logs_out.payloads
+    assert token in first.ack_tokens  # the record passed at once
+    assert all(token in entry.acks for entry in logs.held.values())
+    await traces.consume(request([root]))
+    await traces.shutdown()  # released: the held record's trace is now known
+    payload = logs.release(asyncio.get_running_loop().time())
+    assert payload is not None and token in payload.ack_tokens
+    assert logs.held_records == 0
