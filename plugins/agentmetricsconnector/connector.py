@@ -1277,7 +1277,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self.accepts_logs = True
         now_ns = time.time_ns()
         now = now_ns / 1e9
-        events = list(read_events(data.to_bytes(), self.names))
+        raw = data.to_bytes()
+        # a request without the bytes "gen_ai." holds no GenAI event (no event name, no usage
+        # attribute): not decoded (an application's own logs pass through a logs pipeline)
+        events = list(read_events(raw, self.names)) if b"gen_ai." in raw else []
         for tokens in self.events.add_events(events, now):
             self._count_tokens(tokens, now_ns)
         self._settle_events(now_ns, now)

@@ -303,3 +303,18 @@ async def test_without_a_logs_input_no_span_is_remembered() -> None:
     assert not conn.events.remembered
     req = await finish(conn, out)
     assert usage(req) == {("gpt-4o", "input"): (1, 100.0), ("gpt-4o", "output"): (1, 20.0)}
+
+
+async def test_logs_without_genai_events_are_not_decoded() -> None:
+    """An application's own logs (no ``gen_ai.`` anywhere) are skipped unread."""
+    conn, out, tel = connector()
+    req = ExportLogsServiceRequest()
+    lr = req.resource_logs.add().scope_logs.add().log_records.add(trace_id=tid(1), span_id=sid(2))
+    lr.body.string_value = "GET /health 200"
+    raw = req.SerializeToString()
+    assert b"gen_ai." not in raw
+    await conn.consume(Logs(raw))
+    await conn.consume(Logs(raw + b"\xff"))  # corrupt, but nothing of ours in it: skipped
+    assert not results(tel) and not conn.events.pending
+    await conn.shutdown()
+    assert not out.payloads
