@@ -25,9 +25,9 @@ The rule (see ``docs/agent-workflow.md``, "Logs: GenAI events"):
   each for ``remember`` (the oldest forgotten first, counted: ``forgotten``).
 
 Events without usage (the content events, an inference event of a failed call) count nothing
-(``no_usage``); an event with usage that is held lends the span path its model and
-``error.type`` when the span has none. Reading a request is atomic: every record is read
-before anything changes.
+(``no_usage``); an event that is held (one with usage, or with ``error.type``: a failed call)
+lends the span path its model and ``error.type`` when the span has none. Reading a request is
+atomic: every record is read before anything changes.
 """
 
 from __future__ import annotations
@@ -263,15 +263,19 @@ class EventJoiner:
         """Takes a request's events; returns the tokens to count now."""
         out: list[TokenCount] = []
         for event in events:
-            if not event.has_usage:
+            joinable = bool(event.span_id and event.trace_id)
+            if not event.has_usage and not (joinable and event.error_type):
                 self._count("no_usage")
                 continue
-            if not event.span_id or not event.trace_id:
+            if not joinable:
                 out.append(_alone(event))
                 self._count("alone")
                 continue
             key = (event.trace_id, event.span_id)
             seen = self.remembered.get(key)
+            if seen is not None and not event.has_usage:
+                self._count("no_usage")  # an error.type for a span already counted
+                continue
             if seen is not None:
                 span = seen[1]
                 if not isinstance(span, SpanUsage):
@@ -283,15 +287,24 @@ class EventJoiner:
                 continue
             held = self.pending.get(key)
             if held is not None:
-                self._count("duplicate")  # a second event of one call: the first one's usage
+                if event.has_usage and not held.has_usage:  # the usage after an error.type
+                    event.error_type = event.error_type or held.error_type
+                    event.arrived = held.arrived
+                    self.pending[key] = event
+                    self._count("no_usage")
+                else:  # a second event of one call: the first one's usage
+                    self._count("duplicate" if event.has_usage else "no_usage")
                 continue
             event.arrived = now
             self.pending[key] = event
             if len(self.pending) > self.max_pending:
                 _, oldest = self.pending.popitem(last=False)
-                out.append(_alone(oldest))
-                self._remember((oldest.trace_id, oldest.span_id), now, None)
-                self._count("early")
+                if oldest.has_usage:
+                    out.append(_alone(oldest))
+                    self._remember((oldest.trace_id, oldest.span_id), now, None)
+                    self._count("early")
+                else:
+                    self._count("no_usage")
         return out
 
     @staticmethod
@@ -321,7 +334,9 @@ class EventJoiner:
             event = self.pending.pop(key, None) if self.pending else None
             counted = span.has_usage
             if event is not None:
-                if span.has_usage:
+                if not event.has_usage:
+                    self._count("no_usage")  # its error.type labelled the span's duration
+                elif span.has_usage:
                     self._count("duplicate")
                 else:
                     out.append(self._joined(span, event))
@@ -346,6 +361,9 @@ class EventJoiner:
             if not everything and event.arrived > cutoff:
                 break
             del pending[key]
+            if not event.has_usage:  # an error.type whose span did not come: nothing to count
+                self._count("no_usage")
+                continue
             out.append(_alone(event))
             self._remember(key, now, None)
             self._count("alone")

@@ -318,3 +318,23 @@ async def test_logs_without_genai_events_are_not_decoded() -> None:
     assert not results(tel) and not conn.events.pending
     await conn.shutdown()
     assert not out.payloads
+
+
+async def test_error_type_of_a_failed_call_labels_its_span() -> None:
+    """A failed call's event (no usage, error.type) sent before its span: the span's duration
+    takes the event's error.type (the span has none); nothing is counted from the event."""
+    conn, out, tel = connector()
+    failed = event(1, 2, tokens=None, **{"error.type": "rate_limit_exceeded"})
+    await conn.consume(logs(failed))
+    assert len(conn.events) == 1
+    await conn.consume(request([chat(1, 2, tokens=False, error="boom")]))
+    assert len(conn.events) == 0
+    # the same without a span: nothing counted, nothing remembered (a span later counts)
+    await conn.consume(logs(event(1, 3, tokens=None, **{"error.type": "timeout"})))
+    conn._settle_events(0, 1e12)
+    assert not conn.events.counted_alone(tid(1), sid(3))
+    req = await finish(conn, out)
+    (op,) = points(req, "gen_ai.client.operation.duration")
+    assert labels(op)["error.type"] == "rate_limit_exceeded"
+    assert not points(req, "gen_ai.client.token.usage")
+    assert results(tel) == {"no_usage": 2}
