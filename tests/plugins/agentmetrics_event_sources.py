@@ -4,7 +4,8 @@ log records over OTLP: ``python -m tests.plugins.agentmetrics_event_sources KIND
 
 KIND is ``otel`` (opentelemetry-instrumentation-openai-v2, latest experimental conventions:
 ``gen_ai.client.inference.operation.details`` events with the token usage), ``otel_workflow``
-(the same two calls inside a workflow root span ``workflow.research``, ``workflow.id`` set) or
+(the same two calls inside a workflow root span ``workflow.research``, ``workflow.id`` set),
+``otel_event_only`` (``otel`` with the content in the events only) or
 ``openllmetry_events`` (OpenLLMetry's opentelemetry-instrumentation-openai with
 ``use_attributes=False``: the content events ``gen_ai.user.message`` ... ``gen_ai.choice``,
 no usage in them; the usage on the spans)."""
@@ -20,21 +21,26 @@ def run(kind: str, port: int) -> None:
     if kind == "otel":
         src.run("otel", port)
         return
-    if kind == "otel_workflow":
+    if kind in ("otel_workflow", "otel_event_only"):
         import os
 
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
-        os.environ["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = "SPAN_AND_EVENT"
+        os.environ["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = (
+            "EVENT_ONLY" if kind == "otel_event_only" else "SPAN_AND_EVENT"
+        )
         os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "gen_ai_latest_experimental"
         tp, lp = src._providers(port)
         base_url = src._llm_server()
         OpenAIInstrumentor().instrument(tracer_provider=tp, logger_provider=lp)
-        tracer = tp.get_tracer("agent")
-        with tracer.start_as_current_span(
-            "workflow.research", attributes={"workflow.id": "wf-events-1"}
-        ):
+        if kind == "otel_event_only":
             src._chat(base_url)
+        else:
+            tracer = tp.get_tracer("agent")
+            with tracer.start_as_current_span(
+                "workflow.research", attributes={"workflow.id": "wf-events-1"}
+            ):
+                src._chat(base_url)
         tp.shutdown()
         lp.shutdown()
         return

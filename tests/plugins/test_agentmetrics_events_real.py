@@ -93,6 +93,11 @@ async def test_openai_v2_events_and_spans_count_tokens_once(tmp_path: Path) -> N
     await run_source("otel", tmp_path)
 
 
+async def test_openai_v2_content_in_events_only(tmp_path: Path) -> None:
+    """Content capture EVENT_ONLY: the spans keep the usage, the events carry it too."""
+    await run_source("otel_event_only", tmp_path)
+
+
 async def test_openllmetry_content_events_count_nothing(tmp_path: Path) -> None:
     await run_source("openllmetry_events", tmp_path)
 
@@ -112,7 +117,7 @@ async def run_source(kind: str, tmp_path: Path) -> None:
             )  # fmt: skip
             assert await asyncio.wait_for(proc.wait(), 60) == 0
             expected = {("gpt-4o-mini", "input"): (2, 84.0), ("gpt-4o-mini", "output"): (2, 34.0)}
-            if kind == "otel":
+            if kind in ("otel", "otel_event_only"):
                 # the spans' own usage (both), the events' given to the spans (stripped) and
                 # on their own (alone): the same exact counts
                 wanted = dict.fromkeys(CASES, expected)
