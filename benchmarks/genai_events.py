@@ -139,7 +139,8 @@ async def run_once(spans: list[bytes], logs: list[bytes], calls: int) -> dict[st
             for i in range(calls)
         }
 
-    link.store = Store()
+    store = Store()
+    link.held_by(store)
     proc = WorkflowLogsProcessor(
         create_settings(Kind.PROCESSOR, "workflow"), WorkflowConfig(), Sink(), link
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipeline import (
+    ComponentID,
     ConnectorFactory,
     Consumer,
     CreateSettings,
-    SharedComponents,
     Signal,
     Stability,
 )
@@ -34,17 +34,34 @@ class AgentMetricsConnectorFactory(ConnectorFactory):
     }
 
     def __init__(self) -> None:
-        self._shared = SharedComponents()
+        # (service, component ID) -> the running instance: the traces and the logs input of one
+        # ID share it, also when a reload adds one input to a running instance (same options);
+        # services running side by side in one process (tests) each have their own
+        self._instances: dict[tuple[int, ComponentID], AgentMetricsConnector] = {}
 
     def _create(
         self, settings: CreateSettings, config: AgentMetricsConfig, next_consumer: Consumer
     ) -> AgentMetricsConnector:
         from plugins.agentmetricsconnector.connector import AgentMetricsConnector
 
-        connector: AgentMetricsConnector = self._shared.get_or_create(
-            config, lambda: AgentMetricsConnector(settings, config, next_consumer)
-        )
-        connector.on_stop = lambda: self._shared.release(config)
+        service = settings.telemetry.service
+        key = (id(service), settings.id)
+        connector = self._instances.get(key)
+        if (
+            connector is None
+            or connector.config != config
+            or connector.settings.telemetry.service is not service
+        ):
+            connector = AgentMetricsConnector(settings, config, next_consumer)
+            self._instances[key] = connector
+
+            def forget(
+                key: tuple[int, ComponentID] = key, connector: AgentMetricsConnector = connector
+            ) -> None:
+                if self._instances.get(key) is connector:
+                    del self._instances[key]
+
+            connector.on_stop = forget
         return connector
 
     def create_traces_to_metrics(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, Any
 
 from pipeline import (
+    ComponentID,
     Consumer,
     CreateSettings,
     ProcessorFactory,
-    SharedComponents,
     Signal,
     Stability,
 )
@@ -29,12 +30,21 @@ class WorkflowProcessorFactory(ProcessorFactory):
     stability = {Signal.TRACES: Stability.ALPHA, Signal.LOGS: Stability.ALPHA}
 
     def __init__(self) -> None:
-        self._links = SharedComponents()
+        # service -> component ID -> the trace hold its logs processors read (the store of the
+        # latest traces processor of that ID, weakly: a reload that rebuilds it is followed);
+        # services running side by side in one process (tests) each have their own, and a
+        # service that is gone takes its links with it
+        self._links: weakref.WeakKeyDictionary[Any, dict[ComponentID, TraceLink]] = (
+            weakref.WeakKeyDictionary()
+        )
 
-    def _link(self, config: WorkflowConfig) -> TraceLink:
+    def _link(self, settings: CreateSettings) -> TraceLink:
         from plugins.workflowprocessor.logs import TraceLink
 
-        link: TraceLink = self._links.get_or_create(config, TraceLink)
+        links = self._links.setdefault(settings.telemetry.service, {})
+        link = links.get(settings.id)
+        if link is None:
+            link = links[settings.id] = TraceLink()
         return link
 
     def create_traces(
@@ -43,7 +53,7 @@ class WorkflowProcessorFactory(ProcessorFactory):
         from plugins.workflowprocessor.processor import WorkflowProcessor
 
         processor = WorkflowProcessor(settings, config, next_consumer)
-        self._link(config).store = processor.store
+        self._link(settings).held_by(processor.store)
         return processor
 
     def create_logs(
@@ -51,10 +61,4 @@ class WorkflowProcessorFactory(ProcessorFactory):
     ) -> WorkflowLogsProcessor:
         from plugins.workflowprocessor.logs import WorkflowLogsProcessor
 
-        return WorkflowLogsProcessor(
-            settings,
-            config,
-            next_consumer,
-            self._link(config),
-            on_stop=lambda: self._links.release(config),
-        )
+        return WorkflowLogsProcessor(settings, config, next_consumer, self._link(settings))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -49,14 +50,21 @@ TICK_MIN, TICK_MAX = 0.01, 1.0
 
 
 class TraceLink:
-    """The trace hold of a config's traces processor (``store``: its ``held`` and
+    """The trace hold of the traces processor of the same ID (``store``: its ``held`` and
     ``released`` mappings by trace id), for the processor of a logs pipeline; ``None`` until a
-    traces pipeline made one."""
+    traces pipeline made one, or once it is gone (held weakly)."""
 
-    __slots__ = ("store",)
+    __slots__ = ("_store",)
 
     def __init__(self) -> None:
-        self.store: Any = None
+        self._store: Any = None
+
+    def held_by(self, store: Any) -> None:
+        self._store = weakref.ref(store)
+
+    @property
+    def store(self) -> Any:
+        return self._store() if self._store is not None else None
 
 
 def stamp_keys(names: AttributeNames) -> tuple[str, str, str, str, str]:

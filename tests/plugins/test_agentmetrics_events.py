@@ -338,3 +338,52 @@ async def test_error_type_of_a_failed_call_labels_its_span() -> None:
     assert labels(op)["error.type"] == "rate_limit_exceeded"
     assert not points(req, "gen_ai.client.token.usage")
     assert results(tel) == {"no_usage": 2}
+
+
+async def test_reload_adding_and_removing_the_logs_input_keeps_one_instance(
+    tmp_path: Any,
+) -> None:
+    """A reload that adds a logs pipeline to a running connector feeds the same instance (its
+    held spans and events stay joined); removing it again leaves the instance running."""
+    from pipeline.config import load_config
+    from pipeline.pluginmanager import default_registry
+    from pipeline.service import Service
+    from tests.support import free_port, write_config
+
+    base = f"""
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{free_port()}"}}}}}}
+connectors:
+  agentmetrics: {{metrics_flush_interval: 1h}}
+exporters:
+  debug:
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [agentmetrics]}}
+    metrics: {{receivers: [agentmetrics], exporters: [debug]}}
+"""
+    with_logs = base + "    logs: {receivers: [otlp], exporters: [agentmetrics]}\n"
+    path = write_config(tmp_path, base)
+    service = Service(load_config([str(path)], default_registry()), SelfTelemetry())
+    service.config_files = [str(path)]
+    await service.start()
+
+    def connectors() -> set[int]:
+        return {id(n.component) for n in service.graph.nodes if n.kind == Kind.CONNECTOR}
+
+    try:
+        (first,) = connectors()
+        write_config(tmp_path, with_logs)
+        record = await service.reload("api")
+        assert record.result == "applied", record
+        assert connectors() == {first}
+        (conn,) = [n.component for n in service.graph.nodes if n.kind == Kind.CONNECTOR][:1]
+        assert conn.accepts_logs
+        write_config(tmp_path, base)
+        record = await service.reload("api")
+        assert record.result == "applied", record
+        assert connectors() == {first}
+        assert conn._users == 1  # still running for its traces input
+    finally:
+        await service.shutdown()
