@@ -1343,6 +1343,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             self.before_flush(now_ns)
             return
         now = now_ns / 1e9
+        self._settle_events(now_ns, now)
         for w in self.windows.values():
             w.prune(now)
         for m in (self.failure_ratio, self.sla_ratio, self.budget_remaining, self.burn_rate):
