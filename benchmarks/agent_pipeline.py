@@ -467,6 +467,7 @@ def server(
             "-c",
             "0",
             sys.executable,
+            *PROFILE,
             "-m",
             "pipeline",
             "run",

@@ -23,6 +23,7 @@ NUMERIC_DETAILS = (
     "database_size_bytes",
     "cluster_enabled",
     "cluster_failed_nodes",
+    "cluster_known_nodes",
     "http_status_code",
     "tools_count",
     "cpu_percent",
@@ -215,6 +216,30 @@ class HealthCheckReceiver(Component, DependencyProvider):
             "Numbers a check measured (active connections, database size, tools...).",
             details,
         )
+        # The reference's infrastructure families, for configs/alerts' DatabaseConnectionPool-
+        # Exhausted and RedisClusterNodeDown (an application's own pool metric of the same
+        # name, passed through, is more precise; see docs/anomaly.md).
+        d = result.details
+        active = d.get("active_connections")
+        if result.type == "postgresql" and isinstance(active, int):
+            w.gauge(
+                "database_connection_pool_active",
+                "",
+                "Active connections of the database server (pg_stat_activity, state active).",
+                [(active, {"check": result.name})],
+            )
+        if result.type == "redis" and "cluster_enabled" in d:
+            failed = int(d.get("cluster_failed_nodes", 0))
+            known = int(d.get("cluster_known_nodes", 1)) if d["cluster_enabled"] else 1
+            w.gauge(
+                "redis_cluster_nodes",
+                "",
+                "Redis nodes by state (ok, fail); a standalone server counts as one node.",
+                [
+                    (max(known - failed, 0), {"check": result.name, "status": "ok"}),
+                    (failed, {"check": result.name, "status": "fail"}),
+                ],
+            )
         return Metrics.from_message(builder.request)  # type: ignore[return-value]
 
     async def _emit(self, result: CheckResult) -> None:

@@ -297,7 +297,8 @@ def test_a_workflows_waterfall_opens_with_its_spans(stack: Stack, page: Any) -> 
     row = page.locator("#workflows-table tbody tr").first
     trace_id = row.get_attribute("data-trace")
     cells = row.locator("td").all_text_contents()
-    assert cells[1] in ("research", "support") and cells[2].startswith("agent-")
+    # the agent label is the logical name (gen_ai.agent.name), never a per-run id
+    assert cells[1] in ("research", "support") and cells[2] == f"{cells[1]}-agent"
     assert cells[3] in ("success", "failed")
     row.click()
     page.wait_for_selector("#waterfall .wf-row")

@@ -405,7 +405,7 @@ def otlp_proto() -> OneInput:
 
 
 def otlp_json() -> OneInput:
-    """OTLP/JSON of traces and metrics (``plugins/otlpreceiver/otlpjson.py``): ``PermanentError``
+    """OTLP/JSON of traces and metrics (``plugins/_otlpjson.py``): ``PermanentError``
     only; what it accepts encodes back to JSON that parses to the same request."""
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
         ExportMetricsServiceRequest,
@@ -415,7 +415,7 @@ def otlp_json() -> OneInput:
     )
 
     from pipeline import PermanentError
-    from plugins.otlpreceiver import otlpjson
+    from plugins import _otlpjson as otlpjson
 
     def one(data: bytes) -> None:
         for request in (ExportTraceServiceRequest, ExportMetricsServiceRequest):

@@ -266,6 +266,27 @@ def test_failed_cluster_nodes_are_counted() -> None:
     )
     assert _count_failed_nodes(text) == 1
     assert _count_failed_nodes({"a": {"flags": "master,fail?"}, "b": {"flags": "myself"}}) == 1
+    from plugins.healthcheckreceiver.checks import _count_nodes
+
+    assert _count_nodes(text) == 3
+    assert _count_nodes({"a": {}, "b": {}}) == 2
+
+
+async def test_redis_cluster_nodes_family() -> None:
+    """redis_cluster_nodes{status} (configs/alerts' RedisClusterNodeDown) from a real check;
+    the standalone test server counts as one healthy node."""
+    cfg = HealthCheckReceiverConfig.model_validate(
+        {"checks": [{"name": "cache", "type": "redis", "endpoint": REDIS}]}
+    )
+    receiver = HealthCheckReceiver(settings(SelfTelemetry()), cfg, Collect())
+    result = await run(name="cache", type="redis", endpoint=REDIS)
+    got = gauges(receiver.metrics_of(result))
+    assert got[("redis_cluster_nodes", (("check", "cache"), ("status", "ok")))] == 1
+    assert got[("redis_cluster_nodes", (("check", "cache"), ("status", "fail")))] == 0
+    result.details.update(cluster_enabled=1, cluster_known_nodes=6, cluster_failed_nodes=2)
+    got = gauges(receiver.metrics_of(result))
+    assert got[("redis_cluster_nodes", (("check", "cache"), ("status", "ok")))] == 4
+    assert got[("redis_cluster_nodes", (("check", "cache"), ("status", "fail")))] == 2
 
 
 # -- http ------------------------------------------------------------------------------------
@@ -479,6 +500,8 @@ async def test_receiver_metrics_consecutive_failures_and_per_check_interval() ->
     assert db[("health_check_consecutive_failures", db_labels)] == 0
     detail = tuple(sorted((*db_labels, ("detail", "active_connections"))))
     assert db[("health_check_detail", detail)] >= 1
+    # the reference's family for DatabaseConnectionPoolExhausted
+    assert db[("database_connection_pool_active", (("check", "orders-db"),))] >= 1
     snapshot = receiver.snapshot()
     assert snapshot["gone"]["status"] == "unhealthy"
     assert snapshot["orders-db"]["critical"] is True
