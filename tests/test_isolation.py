@@ -61,7 +61,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
     },
     "debug": {"verbosity": "detailed"},
     "spanmetrics": {"metrics_flush_interval": "100ms"},
-    "agentmetrics": {"metrics_flush_interval": "100ms"},
+    # GenAI events (the logs input) whose span does not come count at once
+    "agentmetrics": {"metrics_flush_interval": "100ms", "genai_events": {"window": "0s"}},
     "dbmetrics": {"metrics_flush_interval": "100ms"},
     # the good metrics' series are watched, and a threshold every one of them crosses opens
     # an anomaly at the first evaluation: scores and records carry their services
@@ -131,6 +132,17 @@ def _good(i: int, signal: Signal, type_: str = "") -> Payload:
     if signal is Signal.LOGS:
         return Logs(good_logs(3, service=f"good-{i}"))
     return Metrics(good_metrics(3, service=f"good-{i}"))
+
+
+def _with_usage(payload: Payload) -> Payload:
+    """Good GenAI events with token usage: what a connector deriving metrics from logs counts."""
+    req = ExportLogsServiceRequest.FromString(payload.to_bytes())
+    for rl in req.resource_logs:
+        for sl in rl.scope_logs:
+            for lr in sl.log_records:
+                lr.attributes.add(key="gen_ai.usage.input_tokens").value.int_value = 10
+                lr.attributes.add(key="gen_ai.usage.output_tokens").value.int_value = 2
+    return Logs(req.SerializeToString())
 
 
 def _bad(signal: Signal) -> list[Payload]:
@@ -298,14 +310,19 @@ async def test_component_survives_poison(kind: Kind, type_: str, a: Signal, b: S
             assert not _not_ok(service), _not_ok(service)
             sent_before = _sent(service, type_, a) if kind == Kind.EXPORTER else 0.0
             received_before = len(backend.traces) + len(backend.metrics) + len(backend.logs)
+            derives = kind == Kind.CONNECTOR and b is Signal.METRICS
             for i in range(GOOD_REQUESTS):
-                await receiver.push_payload(a, _good(i, a, type_))
+                good = _good(i, a, type_)
+                await receiver.push_payload(
+                    a, _with_usage(good) if derives and a is Signal.LOGS else good
+                )
             good_items = GOOD_REQUESTS * 3
             if kind == Kind.EXPORTER and type_ not in ("otlp", "otlphttp"):
                 await wait_until(lambda: _sent(service, type_, a) - sent_before >= good_items)
                 assert _sent(service, type_, a) - sent_before == good_items
-            elif b is Signal.METRICS and a is Signal.TRACES:
-                # a connector deriving metrics: a flush after the good spans reaches the backend
+            elif derives and a in (Signal.TRACES, Signal.LOGS):
+                # a connector deriving metrics: a flush after the good spans (or GenAI events)
+                # reaches the backend
                 await wait_until(
                     lambda: len(backend.traces) + len(backend.metrics) > received_before + 1
                 )
@@ -344,5 +361,7 @@ def test_every_signal_is_covered() -> None:
         "exporter-otlphttp-logs-logs",
         "exporter-debug-logs-logs",
         "connector-forward-logs-logs",
+        "connector-agentmetrics-logs-metrics",
+        "processor-workflow-logs-logs",
     ):
         assert case in ids

@@ -613,6 +613,7 @@ def route() -> OneInput:
     """The routing between workers (``pipeline._route``): on what the receivers accept, the
     parts hold every span / resource exactly once, each at the worker its key names, and
     decode; on anything else it raises ``ValueError`` at most."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
         ExportMetricsServiceRequest,
     )
@@ -620,7 +621,7 @@ def route() -> OneInput:
         ExportTraceServiceRequest,
     )
 
-    from pipeline import Metrics, PermanentError, Traces, _route
+    from pipeline import Logs, Metrics, PermanentError, Traces, _route
 
     def spans(data: bytes) -> list[bytes]:
         req = ExportTraceServiceRequest.FromString(data)
@@ -692,6 +693,37 @@ def route() -> OneInput:
                     rm.SerializeToString(deterministic=True) for rm in total.resource_metrics
                 )
                 assert sorted(got) == want
+            # log records: by trace id, those without one at the receiving worker
+            local = workers - 1
+            try:
+                Logs._validate(data)
+            except PermanentError:
+                with contextlib.suppress(ValueError):
+                    _route.split_logs(data, workers, local)
+            else:
+                parts = _route.split_logs(data, workers, local)
+                every = []
+                for owner, (raw, n) in parts.items():
+                    req = ExportLogsServiceRequest.FromString(raw)
+                    mine = [
+                        lr
+                        for rl in req.resource_logs
+                        for sl in rl.scope_logs
+                        for lr in sl.log_records
+                    ]
+                    assert n is None or n == len(mine)
+                    for lr in mine:
+                        tid = bytes(lr.trace_id)
+                        want_owner = _route.trace_owner(tid, workers) if len(tid) == 16 else local
+                        assert want_owner == owner
+                    every += [lr.SerializeToString(deterministic=True) for lr in mine]
+                total_logs = ExportLogsServiceRequest.FromString(data)
+                assert sorted(every) == sorted(
+                    lr.SerializeToString(deterministic=True)
+                    for rl in total_logs.resource_logs
+                    for sl in rl.scope_logs
+                    for lr in sl.log_records
+                )
 
     return one
 
