@@ -9,6 +9,7 @@ expression (its thresholds taken away) return data."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -22,6 +23,7 @@ from pipeline.config import load_config
 from pipeline.pluginmanager import default_registry
 from pipeline.service import Service
 from pipeline.telemetry import SelfTelemetry
+from tests.plugins.helpers.peers import mcp_server
 from tests.plugins.prometheus_server import prometheus
 from tests.plugins.test_dbmetricsconnector import own_instrumentation
 from tests.support import ROOT, free_port
@@ -103,13 +105,16 @@ def test_thresholds_are_taken_away() -> None:
 
 
 async def test_the_default_config_produces_every_alert_expression(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """configs/gateway.yaml as shipped; the environment gives the local services to check
-    (PostgreSQL and Redis, critical as in the reference; an HTTP service, not critical: the
-    gateway's own health endpoint) and random ports."""
+    (PostgreSQL and Redis, critical as in the reference; an MCP server of the official SDK and
+    an HTTP service, the gateway's own health endpoint, not critical) and random ports."""
     grpc, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     health = f"127.0.0.1:{free_port()}"
+    peers = contextlib.ExitStack()
+    request.addfinalizer(peers.close)
+    mcp_url, _ = peers.enter_context(mcp_server())
     for name, value in {
         "OTLP_GRPC_ENDPOINT": grpc,
         "OTLP_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
@@ -119,9 +124,10 @@ async def test_the_default_config_produces_every_alert_expression(
         "HEALTHCHECK_POSTGRESQL_ENDPOINT": PG,
         "HEALTHCHECK_REDIS_ENDPOINT": REDIS,
         "HEALTHCHECK_HTTP_ENDPOINT": f"http://{health}/live",
+        "HEALTHCHECK_MCP_ENDPOINT": mcp_url,
     }.items():
         monkeypatch.setenv(name, value)
-    for name in ("MCP_ENDPOINT", "POSTGRESQL_CRITICAL", "REDIS_CRITICAL", "HTTP_CRITICAL"):
+    for name in ("POSTGRESQL_CRITICAL", "REDIS_CRITICAL", "MCP_CRITICAL", "HTTP_CRITICAL"):
         monkeypatch.delenv(f"HEALTHCHECK_{name}", raising=False)
     config = load_config([str(ROOT / "configs" / "gateway.yaml")], default_registry())
     service = Service(config, SelfTelemetry())
@@ -142,8 +148,11 @@ async def test_the_default_config_produces_every_alert_expression(
             assert {(r["metric"]["check"], r["metric"]["critical"]) for r in status} == {
                 ("postgresql", "true"),
                 ("redis", "true"),
+                ("mcp", "false"),
                 ("http", "false"),
             }
+            healthy = await prom.query("health_check_status == 1")
+            assert len(healthy) == 4, status
             own = await prom.query("process_memory_rss_bytes")
             assert len(own) == 1  # the gateway's own process only
     finally:
