@@ -68,7 +68,7 @@ class HealthCheckReceiver(Component, DependencyProvider):
         self.settings = settings
         self.config = config
         self.next_consumer = next_consumer
-        self.checks: list[Check] = [make_check(c) for c in config.checks]
+        self.checks: list[Check] = [make_check(c) for c in config.checks if not c.disabled]
         self.results: dict[str, CheckResult] = {}
         self._failures: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,7 +81,16 @@ class HealthCheckReceiver(Component, DependencyProvider):
         if self._started:
             return
         self._started = True
-        if self.config.trace_checks:
+        for c in self.config.checks:
+            if c.disabled:
+                self.settings.logger.info(
+                    "health check %s (%s) is disabled: its endpoint is empty (an unset "
+                    "environment variable?)",
+                    c.name,
+                    c.type,
+                    extra={"check": c.name, "type": c.type, "status": "disabled"},
+                )
+        if self.config.trace_checks and self.checks:
             self._tracer = _tracer()
             if self._tracer is None:
                 self.settings.logger.warning(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -421,6 +422,48 @@ async def test_system_check() -> None:
 
 
 # -- the receiver ----------------------------------------------------------------------------
+async def test_an_empty_endpoint_disables_the_check(caplog: pytest.LogCaptureFixture) -> None:
+    """``endpoint: ${env:X:-}`` with X unset: that check is off (logged at start), the others
+    run; a check without an endpoint key stays a config error (test_config_errors)."""
+    text = (
+        """
+    receivers:
+      healthcheck:
+        trace_checks: false
+        collection_interval: 1h
+        checks:
+          - {name: db, type: postgresql, endpoint: "${env:HC_TEST_UNSET_PG:-}", critical: true}
+          - {name: cache, type: redis, endpoint: ""}
+          - {name: tools, type: mcp, endpoint: }
+          - {name: orders-db, type: postgresql, endpoint: "PG_DSN"}
+    exporters:
+      debug:
+    service:
+      pipelines:
+        metrics: {receivers: [healthcheck], exporters: [debug]}
+    """
+    ).replace("PG_DSN", PG)
+    config = config_from_text(text)
+    cfg = next(iter(config.components[Kind.RECEIVER].values()))
+    assert isinstance(cfg, HealthCheckReceiverConfig)
+    assert [c.disabled for c in cfg.checks] == [True, True, True, False]
+    sink = Collect()
+    receiver = HealthCheckReceiver(settings(SelfTelemetry()), cfg, sink)
+    assert [c.config.name for c in receiver.checks] == ["orders-db"]
+    with caplog.at_level(logging.INFO):
+        await receiver.start(None)  # type: ignore[arg-type]
+    try:
+        await wait_until(lambda: "orders-db" in receiver.results, within=15)
+    finally:
+        await receiver.shutdown()
+    disabled = [r for r in caplog.records if getattr(r, "status", None) == "disabled"]
+    assert [r.check for r in disabled] == ["db", "cache", "tools"]  # type: ignore[attr-defined]
+    assert "endpoint is empty" in disabled[0].getMessage()
+    assert set(receiver.results) == {"orders-db"}
+    checked = {dict(lb)["check"] for p in sink.payloads for (_, lb) in gauges(p) if lb}
+    assert checked == {"orders-db"}
+
+
 async def test_receiver_metrics_consecutive_failures_and_per_check_interval() -> None:
     telemetry = SelfTelemetry()
     sink = Collect()
