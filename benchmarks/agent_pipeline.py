@@ -21,7 +21,7 @@ Reported per case: CPU seconds of the server process per million spans (user + s
 the start of the load until everything sent has been exported), peak RSS, and whether every
 span came out. Write-up: ``benchmarks/results/agent-pipeline.md``.
 
-    python -m benchmarks.agent_pipeline --rate 10000          # all cases (raw table to results/)
+    python -m benchmarks.agent_pipeline --rate 10000          # all cases (raw table to build/)
     python -m benchmarks.agent_pipeline --quick               # fewer, shorter cases
     python -m benchmarks.agent_pipeline --only "agent pipeline" --repeat 3
     python -m benchmarks.agent_pipeline --traces-per-request 50   # 500 spans per request
@@ -735,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         default="gzip",
         help="export compression of every server (default gzip, as the default settings)",
     )
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "agent-pipeline-raw.md"))
+    p.add_argument("--out", default=str(ROOT / "build" / "benchmarks" / "agent-pipeline-raw.md"))
     p.add_argument("--load-only", help=argparse.SUPPRESS)
     p.add_argument("--load-json", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
