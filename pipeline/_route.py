@@ -6,7 +6,10 @@ A request is split by owner without decoding more than the routing key:
   decoder keeps it), so that every span of a trace is processed by one worker;
 * metrics: each ``ResourceMetrics``' ``resource`` bytes, so that every series of a resource
   lives in one worker (a cumulative series is never held, and summed, twice);
-* logs: not routed (no processor keeps state across log records).
+* logs: each log record's ``trace_id`` (field 9 of the record), so that the records of a trace
+  are processed by the worker that owns its spans (the ``workflow`` processor stamps them from
+  its trace hold; ``agentmetrics`` joins GenAI events to their spans); a record without a
+  trace id stays with the worker that received it. Split in Python (:func:`split_logs`).
 
 The owner of a key is a pure function of its bytes and the worker count (the last 8 bytes of a
 trace id, which W3C trace context keeps random, big-endian, modulo the count; a CRC-32 of the
@@ -240,3 +243,89 @@ def split_metrics(data: bytes, workers: int) -> dict[int, tuple[bytes, int | Non
     if len(chunks) == 1:
         return {next(iter(chunks)): (data, None)}
     return {owner: (b"".join(parts), None) for owner, parts in sorted(chunks.items())}
+
+
+LOG_RECORD_TRACE_ID = 9  # LogRecord.trace_id
+
+
+def split_logs(data: bytes, workers: int, local: int) -> dict[int, tuple[bytes, int | None]]:
+    """An ``ExportLogsServiceRequest`` split by owning worker, as :func:`split_traces_python`
+    splits spans: a record goes to the owner of its trace id; one without a trace id (or with
+    one that is not 16 bytes) to ``local``, the worker that received it. ``{}`` for a request
+    without records, ``{owner: (request, None)}`` when one worker owns them all."""
+    if not 1 <= workers <= 65536:
+        raise ValueError("workers must be between 1 and 65536")
+    # the records' trace ids, in order, read by the C parser (the skeleton view); the walk
+    # below reads them itself when the request is not one the parser takes
+    ids = _log_trace_ids(data)
+    resources: list[tuple[bytes, list[tuple[bytes, list[tuple[int, bytes]]]]]] = []
+    flat: list[tuple[list[tuple[int, bytes]], int]] = []  # (scope's records, index)
+    for number, wire, _, payload, stop in _fields(data):
+        if number != 1 or wire != 2:
+            continue
+        rl = data[payload:stop]
+        others = b"".join(rl[a:b] for n, w, a, _, b in _fields(rl) if not (n == 2 and w == 2))
+        scopes = []
+        for n, w, _, sp, sb in _fields(rl):
+            if not (n == 2 and w == 2):
+                continue
+            sl = rl[sp:sb]
+            sl_fields: list[bytes] = []
+            records: list[tuple[int, bytes]] = []
+            for n2, w2, a2, p2, b2 in _fields(sl):
+                if n2 == 2 and w2 == 2:
+                    flat.append((records, len(records)))
+                    records.append((local, sl[p2:b2]))
+                else:
+                    sl_fields.append(sl[a2:b2])
+            scopes.append((b"".join(sl_fields), records))
+        resources.append((others, scopes))
+    if ids is None or len(ids) != len(flat):  # the parser saw other records: read them here
+        ids = [field_bytes(records[i][1], LOG_RECORD_TRACE_ID) for records, i in flat]
+    owners: set[int] = set()
+    for (records, i), trace in zip(flat, ids, strict=True):
+        owner = trace_owner(trace, workers) if len(trace) == 16 else local
+        owners.add(owner)
+        records[i] = (owner, records[i][1])
+    if not owners:
+        return {}
+    if len(owners) == 1:
+        return {next(iter(owners)): (data, None)}
+    out: dict[int, tuple[bytes, int | None]] = {}
+    for k in sorted(owners):
+        parts = []
+        count = 0
+        for others, scopes in resources:
+            scope_parts = []
+            for sl_others, records in scopes:
+                mine = [r for o, r in records if o == k]
+                if not mine:
+                    continue
+                count += len(mine)
+                body = sl_others + b"".join(b"\x12" + _encode_varint(len(r)) + r for r in mine)
+                scope_parts.append(b"\x12" + _encode_varint(len(body)) + body)
+            if not scope_parts:
+                continue
+            body = others + b"".join(scope_parts)
+            parts.append(b"\x0a" + _encode_varint(len(body)) + body)
+        out[k] = (b"".join(parts), count)
+    return out
+
+
+def _log_trace_ids(data: bytes) -> list[bytes] | None:
+    """The trace ids of a logs request's records, in order, or ``None`` when the C parser
+    refuses the request."""
+    from google.protobuf.message import DecodeError
+
+    from pipeline._wire import SkeletonLogs
+
+    try:
+        skeleton = SkeletonLogs.FromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        return None
+    return [
+        lr.trace_id
+        for rl in skeleton.resource_logs
+        for sl in rl.scope_logs
+        for lr in sl.log_records
+    ]

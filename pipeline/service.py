@@ -167,6 +167,9 @@ class Service:
                     out.append(ProviderEntry(node.label, str(node.kind), str(node.id), provider))
         return out
 
+    def get_factory(self, kind: Kind, type_: str) -> Any | None:
+        return self.config.registry.get(kind, type_)
+
     def snapshot(self, counters: bool = True) -> ServiceSnapshot:
         graph = self.graph
         samples = self.telemetry.component_samples() if counters else {}

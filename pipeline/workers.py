@@ -144,17 +144,18 @@ class WorkerContext:
     def router(
         self, signal: Signal, pipelines: Sequence[Any], inner: Consumer, telemetry: Any = None
     ) -> Consumer:
-        """``inner`` (what a receiver feeds) behind the routing by owner; logs pass as they
-        are. ``telemetry`` (a :class:`pipeline.telemetry.SelfTelemetry`) counts the items
-        handed to other workers."""
-        if self.count <= 1 or signal is Signal.LOGS:
+        """``inner`` (what a receiver feeds) behind the routing by owner (log records by their
+        trace id, those without one kept here). ``telemetry`` (a
+        :class:`pipeline.telemetry.SelfTelemetry`) counts the items handed to other
+        workers."""
+        if self.count <= 1:
             return inner
         counter = None
         if telemetry is not None:
             counter = telemetry.counter(
                 "otelcol_worker_forwarded_items",
-                "Items a worker received and handed to the worker that owns them (spans by "
-                "trace id, metric points by resource), by signal.",
+                "Items a worker received and handed to the worker that owns them (spans and log "
+                "records by trace id, metric points by resource), by signal.",
                 ("signal",),
             ).labels(str(signal))
         return Router(self, signal, [str(p) for p in pipelines], inner, counter)
@@ -488,7 +489,10 @@ class Router:
         self.pipelines = pipelines
         self.inner = inner
         self.mutates_data = inner.mutates_data
-        self._split = _route.split_traces if signal is Signal.TRACES else _route.split_metrics
+        self._split: Any = _route.split_traces if signal is Signal.TRACES else _route.split_metrics
+        if signal is Signal.LOGS:
+            index = ctx.index
+            self._split = lambda raw, count: _route.split_logs(raw, count, index)
 
     def retarget(self, inner: Consumer) -> None:
         self.inner = inner

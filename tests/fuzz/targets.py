@@ -189,17 +189,18 @@ def workflow() -> OneInput:
     require("_tracewire")
     from google.protobuf.message import DecodeError
 
-    from plugins.workflowprocessor import processor as processor_module
+    from plugins.workflowprocessor import native as native_module
+    from plugins.workflowprocessor import store as store_module
     from tests.plugins._native.test_tracewire import run
 
     same_accounting = {  # as the test's fixture: both paths count held bytes alike
-        "NATIVE_SPAN_OVERHEAD": processor_module.SPAN_OVERHEAD,
+        "NATIVE_SPAN_OVERHEAD": store_module.SPAN_OVERHEAD,
         "NATIVE_CHUNK_OVERHEAD": 0,
-        "NATIVE_TRACE_OVERHEAD": processor_module.TRACE_OVERHEAD,
+        "NATIVE_TRACE_OVERHEAD": store_module.TRACE_OVERHEAD,
     }
 
     def one(data: bytes) -> None:
-        with mock.patch.multiple(processor_module, **same_accounting):
+        with mock.patch.multiple(native_module, **same_accounting):
             # a refusal: ValueError from C, DecodeError from protobuf (both paths decode some
             # spans with it: the failed tool calls C hands to the classifier)
             refused = (ValueError, DecodeError)
@@ -404,7 +405,7 @@ def otlp_proto() -> OneInput:
 
 
 def otlp_json() -> OneInput:
-    """OTLP/JSON of traces and metrics (``plugins/otlpreceiver/otlpjson.py``): ``PermanentError``
+    """OTLP/JSON of traces and metrics (``plugins/_otlpjson.py``): ``PermanentError``
     only; what it accepts encodes back to JSON that parses to the same request."""
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
         ExportMetricsServiceRequest,
@@ -414,7 +415,7 @@ def otlp_json() -> OneInput:
     )
 
     from pipeline import PermanentError
-    from plugins.otlpreceiver import otlpjson
+    from plugins import _otlpjson as otlpjson
 
     def one(data: bytes) -> None:
         for request in (ExportTraceServiceRequest, ExportMetricsServiceRequest):
@@ -612,6 +613,7 @@ def route() -> OneInput:
     """The routing between workers (``pipeline._route``): on what the receivers accept, the
     parts hold every span / resource exactly once, each at the worker its key names, and
     decode; on anything else it raises ``ValueError`` at most."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
         ExportMetricsServiceRequest,
     )
@@ -619,7 +621,7 @@ def route() -> OneInput:
         ExportTraceServiceRequest,
     )
 
-    from pipeline import Metrics, PermanentError, Traces, _route
+    from pipeline import Logs, Metrics, PermanentError, Traces, _route
 
     def spans(data: bytes) -> list[bytes]:
         req = ExportTraceServiceRequest.FromString(data)
@@ -691,6 +693,37 @@ def route() -> OneInput:
                     rm.SerializeToString(deterministic=True) for rm in total.resource_metrics
                 )
                 assert sorted(got) == want
+            # log records: by trace id, those without one at the receiving worker
+            local = workers - 1
+            try:
+                Logs._validate(data)
+            except PermanentError:
+                with contextlib.suppress(ValueError):
+                    _route.split_logs(data, workers, local)
+            else:
+                parts = _route.split_logs(data, workers, local)
+                every = []
+                for owner, (raw, n) in parts.items():
+                    req = ExportLogsServiceRequest.FromString(raw)
+                    mine = [
+                        lr
+                        for rl in req.resource_logs
+                        for sl in rl.scope_logs
+                        for lr in sl.log_records
+                    ]
+                    assert n is None or n == len(mine)
+                    for lr in mine:
+                        tid = bytes(lr.trace_id)
+                        want_owner = _route.trace_owner(tid, workers) if len(tid) == 16 else local
+                        assert want_owner == owner
+                    every += [lr.SerializeToString(deterministic=True) for lr in mine]
+                total_logs = ExportLogsServiceRequest.FromString(data)
+                assert sorted(every) == sorted(
+                    lr.SerializeToString(deterministic=True)
+                    for rl in total_logs.resource_logs
+                    for sl in rl.scope_logs
+                    for lr in sl.log_records
+                )
 
     return one
 

@@ -196,3 +196,60 @@ def test_the_c_split_and_its_python_twin_write_the_same_bytes() -> None:
         Span(trace_id=trace_id(0, 2)).SerializeToString() + Span(trace_id=tid).SerializeToString()
     )
     assert _route.span_trace_id(span) == tid
+
+
+def logs_request(groups: list[tuple[str, list[bytes]]]) -> bytes:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    req = ExportLogsServiceRequest()
+    for service, tids in groups:
+        rl = req.resource_logs.add(schema_url="https://r")
+        rl.resource.attributes.add(key="service.name").value.string_value = service
+        sl = rl.scope_logs.add(schema_url="https://s")
+        sl.scope.name = "scope"
+        for i, tid in enumerate(tids):
+            lr = sl.log_records.add(trace_id=tid, event_name=f"{service}-{i}")
+            lr.body.string_value = "x" * i
+    return req.SerializeToString()
+
+
+def records_of(raw: bytes) -> list[tuple[str, str, str, str, bytes]]:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    req = ExportLogsServiceRequest.FromString(raw)
+    return [
+        (rl.resource.attributes[0].value.string_value, rl.schema_url, sl.scope.name,
+         r.event_name, bytes(r.trace_id))
+        for rl in req.resource_logs
+        for sl in rl.scope_logs
+        for r in sl.log_records
+    ]  # fmt: skip
+
+
+def test_log_records_go_to_the_owner_of_their_trace_and_without_one_stay() -> None:
+    """Log records follow their trace's spans (same owner); records without a trace id stay
+    with the receiving worker; a request of one owner passes as it came."""
+    a0, b1, c2 = trace_id(0, 3), trace_id(1, 3), trace_id(2, 3)
+    raw = logs_request([("svc-a", [a0, b"", b1]), ("svc-b", [c2, a0])])
+    parts = _route.split_logs(raw, 3, local=1)
+    assert sorted(parts) == [0, 1, 2]
+    got = {k: records_of(v[0]) for k, v in parts.items()}
+    assert {k: v[1] for k, v in parts.items()} == {0: 2, 1: 2, 2: 1}
+    assert got[0] == [
+        ("svc-a", "https://r", "scope", "svc-a-0", a0),
+        ("svc-b", "https://r", "scope", "svc-b-1", a0),
+    ]
+    assert got[1] == [
+        ("svc-a", "https://r", "scope", "svc-a-1", b""),
+        ("svc-a", "https://r", "scope", "svc-a-2", b1),
+    ]
+    assert got[2] == [("svc-b", "https://r", "scope", "svc-b-0", c2)]
+    # the owner of a trace's records is the owner of its spans
+    spans = _route.split_traces_python(request([("svc", [a0, b1, c2])]).SerializeToString(), 3)
+    for owner, (part, _) in spans.items():
+        assert {s[3] for s in spans_of(part)} == {r[4] for r in got[owner] if r[4]}
+    one = logs_request([("svc", [b"", b""])])
+    assert _route.split_logs(one, 3, local=2) == {2: (one, None)}
+    assert _route.split_logs(b"", 3, local=0) == {}
+    with pytest.raises(ValueError):
+        _route.split_logs(b"\x0a\x7f\x01", 2, local=0)
