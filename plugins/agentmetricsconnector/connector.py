@@ -95,6 +95,10 @@ RECOVERABLE_ERRORS = frozenset(
 )
 UNKNOWN = "unknown"
 FACTS_CACHE = 4096  # span shapes whose dialect facts are kept
+SHAPE_MEMO = 4096  # span shapes (of the C scanner) whose reading is remembered, per context
+SHAPE_CONTEXTS = 256  # (scope, service) pairs with such a memo
+MAX_SHAPE_KEYS = 1024  # the C scanner's bound (plugins/_native/_agentscan.c)
+LINK = "link"  # a remembered reading: the span is only a parent link (see _read_span)
 NO_RESOURCE = b""
 INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER})
 
@@ -310,6 +314,20 @@ class _SpanView:
         return self._full
 
 
+class _Shape:
+    """A span's shape as the C scanner gives it (``span_shape`` in ``_agentscan.c``: name,
+    kind, parent or not, status, the attribute entries the dialect tables and the tool-call
+    markers read) and the memo of its (scope, service) context: what :meth:`_read_span`
+    concluded for the first span of this shape when that is a function of the shape alone
+    (a parent link only, or a tool-call layer that did not fail)."""
+
+    __slots__ = ("key", "memo")
+
+    def __init__(self, key: bytes, memo: dict[bytes, Any]) -> None:
+        self.key = key
+        self.memo = memo
+
+
 class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
     """Aggregates agent metrics from spans; flushes OTLP metrics periodically. Offers its
     derived gauges as a :class:`pipeline.status.AgentMetricsProvider`."""
@@ -491,6 +509,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             string_value=config.attributes.mcp_tool_method
         ).SerializeToString()
         self._statuses: dict[bytes, int] = {}
+        # (scope, service) -> {shape: remembered reading} (see _Shape)
+        self._shapes: dict[tuple[str, str], dict[bytes, Any]] = {}
         # gen_ai.operation.name values of agent runs and workflows (encoded AnyValues)
         self._run_ops_raw = frozenset(
             AnyValue(string_value=op).SerializeToString()
@@ -568,7 +588,22 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             defer_keys=tuple(k.encode() for k in self._defer_keys),
             defer_names=self._defer_names,
             defer_scopes=tuple(p.encode() for p in self._defer_scopes),
+            shape_keys=self._shape_keys(),
         )
+
+    def _shape_keys(self) -> tuple[bytes, ...]:
+        """Every attribute key the reading of a span the C scanner leaves to Python depends
+        on when it is remembered by shape (a link, a tool-call layer): the keys the dialect
+        tables read and the tool-call markers (none when there are more than the scanner
+        takes: then nothing is remembered)."""
+        n = self.names
+        keys = dict.fromkeys(
+            (*sorted(self.dialects.attribute_keys), *self._defer_keys, n.operation_name,
+             n.mcp_method_name)
+        )  # fmt: skip
+        if len(keys) > MAX_SHAPE_KEYS:
+            return ()
+        return tuple(k.encode() for k in keys)
 
     # -- aggregation -----------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:
@@ -597,17 +632,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 # whole request with nothing changed (consume is atomic: the engine then
                 # isolates the corrupt spans); the receivers' edge check has checked every
                 # field of the request already
-                views = []
-                contexts: dict[tuple[int, int, int, int], _Context] = {}
-                for start, end, rs_start, rs_end, sc_start, sc_end in fallback:
-                    view = SpanView.FromString(raw[start:end])
-                    key = (rs_start, rs_end, sc_start, sc_end)
-                    ctx = contexts.get(key)
-                    if ctx is None:
-                        ctx = contexts[key] = _Context(raw[rs_start:rs_end], raw[sc_start:sc_end])
-                    views.append((view, ctx))
-                for view, ctx in views:
-                    self._read_span(view, now_ns, ctx, batch, None)
+                self._read_fallback(raw, fallback, now_ns, batch)
                 self._merge_native(series, now_ns)
                 for (wf_type, outcome), durations in workflows.items():
                     self._windows(wf_type, outcome, durations, now)
@@ -628,6 +653,50 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._apply(batch, now_ns, now)
         self._match_consumers(batch.consumers, now_ns)
         self._settle(now_ns, now)
+
+    def _read_fallback(self, raw: bytes, fallback: list[Any], now_ns: int, batch: _Batch) -> None:
+        """Reads the spans the C scanner left to Python, in order. A span whose shape (see
+        :class:`_Shape`) was read before as a link or a tool-call layer is not parsed again:
+        its ids and times (given by the scanner) complete the remembered reading."""
+        contexts: dict[tuple[int, int, int, int], tuple[_Context, dict[bytes, Any] | None]] = {}
+        links = batch.links
+        layers = batch.layers
+        for item in fallback:
+            start, end, rs_start, rs_end, sc_start, sc_end = item[:6]
+            key = (rs_start, rs_end, sc_start, sc_end)
+            found = contexts.get(key)
+            if found is None:
+                ctx = _Context(raw[rs_start:rs_end], raw[sc_start:sc_end])
+                memo = None
+                if len(item) > 6:
+                    shapes = self._shapes
+                    where = (ctx.scope_name, ctx.service_name)
+                    memo = shapes.get(where)
+                    if memo is None:
+                        if len(shapes) >= SHAPE_CONTEXTS:
+                            shapes.clear()
+                        memo = shapes[where] = {}
+                found = contexts[key] = (ctx, memo)
+            ctx, memo = found
+            shape = None
+            if memo is not None:
+                key_bytes = item[6]
+                if key_bytes is not None:
+                    known = memo.get(key_bytes)
+                    if known is LINK:
+                        links.append((item[7], item[8], item[9]))
+                        continue
+                    if known is not None:  # (side, tool, tool type, mcp, server, retry, agent)
+                        side, tool, tool_type, mcp, server, retry, agent = known
+                        layers.append(Layer(item[7], item[8], item[9], side, tool, tool_type,
+                                            mcp, "", "", "", server, item[10], item[11], False,
+                                            retry, "", "", "", agent))  # fmt: skip
+                        continue
+                    if len(memo) >= SHAPE_MEMO:
+                        memo.clear()
+                    shape = _Shape(key_bytes, memo)
+            view = SpanView.FromString(raw[start:end])
+            self._read_span(view, now_ns, ctx, batch, None, shape)
 
     def _merge_native(self, series: list[Any], now_ns: int) -> None:
         """Adds the C scanner's per-series aggregates to the metrics."""
@@ -689,11 +758,18 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         return bool(self._defer_scopes) and ctx.scope_name.startswith(self._defer_scopes)
 
     def _read_span(
-        self, sp: Any, now_ns: int, ctx: _Context, batch: _Batch, full: Any | None
+        self,
+        sp: Any,
+        now_ns: int,
+        ctx: _Context,
+        batch: _Batch,
+        full: Any | None,
+        shape: _Shape | None = None,
     ) -> None:
         """What one span (a :data:`SpanView`) adds to the metrics, as operations on ``batch``
         applied once the whole request is read (:meth:`_apply`); ``full``: the span decoded
-        in full when the caller has it."""
+        in full when the caller has it; ``shape``: its shape, when the reading is to be
+        remembered for the spans of the same shape (a link, a tool-call layer)."""
         kind = sp.kind
         status = sp.status
         failed = False
@@ -720,6 +796,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             # are the workflow processor's; here it is only a link a failure may climb through
             batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))
             if kind not in INTERESTING_KINDS:
+                if shape is not None:
+                    shape.memo[shape.key] = LINK
                 return
             marked = False
         component = ""
@@ -733,7 +811,19 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             facts = self._facts(view, ctx, root)
             role = facts.role
             if facts.is_tool_layer:
-                self._layer(view, facts, ctx, batch)
+                layer = self._layer(view, facts, ctx, batch)
+                if shape is not None and not (
+                    root
+                    or layer.failed
+                    or layer.error_type
+                    or layer.exception
+                    or layer.message
+                    or layer.call_id
+                    or layer.rpc_id
+                    or layer.session
+                ):  # (per-call ids: a shape that does not repeat)
+                    shape.memo[shape.key] = (layer.side, layer.tool, layer.tool_type, layer.mcp,
+                                             layer.server, layer.retry, layer.agent)  # fmt: skip
                 return  # counted (and its failure) once per call, by the joiner
             if not failed:  # a link a failure below may climb through (see calls.py)
                 batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))
@@ -840,8 +930,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             cache[shape] = facts
         return facts
 
-    def _layer(self, view: _SpanView, facts: Any, ctx: _Context, batch: _Batch) -> None:
-        """A tool-call layer for the joiner."""
+    def _layer(self, view: _SpanView, facts: Any, ctx: _Context, batch: _Batch) -> Layer:
+        """A tool-call layer for the joiner (added to ``batch``, and returned)."""
         sp = view.span
         role = facts.role
         side = (
@@ -860,29 +950,29 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             if not exc:
                 exc = exception_type(full)
         get = facts.labels.get
-        batch.layers.append(
-            Layer(
-                sp.trace_id,
-                sp.span_id,
-                sp.parent_span_id,
-                side,
-                get("tool_name", ""),
-                get("tool_type", ""),
-                side != FRAMEWORK or get("mcp_method", "") == self.names.mcp_tool_method,
-                get("tool_call_id", ""),
-                get("jsonrpc_request_id", ""),
-                get("mcp_session_id", ""),
-                facts.server,
-                sp.start_time_unix_nano,
-                sp.end_time_unix_nano,
-                failed,
-                facts.model_retry,
-                get("error_type", ""),
-                exc,
-                message,
-                get("agent_name", ""),
-            )
+        layer = Layer(
+            sp.trace_id,
+            sp.span_id,
+            sp.parent_span_id,
+            side,
+            get("tool_name", ""),
+            get("tool_type", ""),
+            side != FRAMEWORK or get("mcp_method", "") == self.names.mcp_tool_method,
+            get("tool_call_id", ""),
+            get("jsonrpc_request_id", ""),
+            get("mcp_session_id", ""),
+            facts.server,
+            sp.start_time_unix_nano,
+            sp.end_time_unix_nano,
+            failed,
+            facts.model_retry,
+            get("error_type", ""),
+            exc,
+            message,
+            get("agent_name", ""),
         )
+        batch.layers.append(layer)
+        return layer
 
     def _inference(
         self, view: _SpanView, facts: Any, failed: bool, now_ns: int, batch: _Batch
