@@ -399,6 +399,25 @@ class CallJoiner:
             errors.append(failure.labels)
 
     def _call(self, group: list[Layer]) -> tuple[Call, tuple[tuple[str, str], ...] | None]:
+        if len(group) == 1 and not group[0].failed:
+            # one layer that did not fail (the common case): what the general case below
+            # gives for it, without its searches
+            x = group[0]
+            mcp = x.mcp or x.side != FRAMEWORK
+            call = Call(
+                tool=x.tool or UNKNOWN,
+                server=(x.server or UNKNOWN) if mcp else "",
+                mcp=mcp,
+                tool_type="mcp" if mcp else (x.tool_type or "function"),
+                status=STATUS_RETRY if x.retry else STATUS_SUCCESS,
+                error_type=NO_ERROR,
+                duration=(x.end - x.start) / 1e9,
+                trace_id=x.trace_id,
+                span_id=x.span_id,
+                layers=1,
+                agent=x.agent,
+            )
+            return call, None
         if len(group) == 1:
             caller = group[0]
             ordered = group
@@ -468,6 +487,11 @@ def _group(layers: list[Layer]) -> list[list[Layer]]:
     n = len(layers)
     if n == 1:
         return [layers]
+    if not any(x.call_id or (x.rpc_id and x.side != FRAMEWORK) for x in layers):
+        # no join keys: only parent links can join them
+        spans = {(x.trace_id, x.span_id) for x in layers}
+        if len(spans) == n and not any((x.trace_id, x.parent_id) in spans for x in layers):
+            return [[x] for x in layers]
     parent = list(range(n))
 
     def find(i: int) -> int:
