@@ -350,6 +350,16 @@ class CallJoiner:
     ) -> None:
         layers = entry.layers
         groups = _group(layers)
+        if not entry.failures and not any(x.failed for x in layers):
+            # nothing failed: the calls, and the memory of their layers
+            settled_layers = self._settled_layers
+            for group in groups:
+                calls.append(self._call(group)[0])
+                for layer in group:
+                    settled_layers.add((layer.trace_id, layer.span_id), now)
+                    if layer.call_id or layer.rpc_id or layer.session:
+                        self._remember_keys(layer, now)
+            return
         marks = _Marks(entry, self._failed_parents, now)
         marks.failed.update(x.span_id for x in layers if x.failed and not x.retry)
         marks.failed.update(f.span_id for f in entry.failures)
@@ -362,13 +372,7 @@ class CallJoiner:
                 failed_calls.append((min(x.start for x in group), max(x.end for x in group), said))
             for layer in group:
                 self._settled_layers.add((layer.trace_id, layer.span_id), now)
-                if layer.call_id:
-                    self._settled_keys.add(("call", layer.trace_id, layer.call_id), now)
-                key = _rpc_key(layer)
-                if key is not None:
-                    self._settled_keys.add(("rpc", *key), now)
-                if layer.session and layer.rpc_id:
-                    self._by_session.pop((layer.session, layer.rpc_id, layer.tool), None)
+                self._remember_keys(layer, now)
             if call.status == STATUS_ERROR:
                 types = (call.error_type, *(x.exception for x in group if x.exception))
                 for layer in group:
@@ -397,6 +401,17 @@ class CallJoiner:
             ):
                 continue
             errors.append(failure.labels)
+
+    def _remember_keys(self, layer: Layer, now: float) -> None:
+        """A settled layer's call and JSON-RPC keys (a late layer with one is not counted
+        again); its pending session key goes."""
+        if layer.call_id:
+            self._settled_keys.add(("call", layer.trace_id, layer.call_id), now)
+        key = _rpc_key(layer)
+        if key is not None:
+            self._settled_keys.add(("rpc", *key), now)
+        if layer.session and layer.rpc_id:
+            self._by_session.pop((layer.session, layer.rpc_id, layer.tool), None)
 
     def _call(self, group: list[Layer]) -> tuple[Call, tuple[tuple[str, str], ...] | None]:
         if len(group) == 1 and not group[0].failed:

@@ -509,6 +509,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             string_value=config.attributes.mcp_tool_method
         ).SerializeToString()
         self._statuses: dict[bytes, int] = {}
+        # the label sets of settled tool calls, by (mcp, server, tool, tool type, status, error)
+        self._call_labels: dict[tuple[Any, ...], tuple[Any, Any]] = {}
         # (scope, service) -> {shape: remembered reading} (see _Shape)
         self._shapes: dict[tuple[str, str], dict[bytes, Any]] = {}
         # gen_ai.operation.name values of agent runs and workflows (encoded AnyValues)
@@ -1254,46 +1256,40 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._pending_gauge.labels(name).set(len(joiner))
 
     def _count_call(self, call: Call, now_ns: int) -> None:
+        key = (call.mcp, call.server, call.tool, call.tool_type, call.status, call.error_type)
+        labels = self._call_labels.get(key)
+        if labels is None:
+            if call.mcp:
+                labels = (
+                    (
+                        ("server", call.server),
+                        ("tool", call.tool),
+                        ("status", call.status),
+                        ("error_type", call.error_type),
+                    ),
+                    (("server", call.server), ("tool", call.tool)),
+                )
+            else:
+                labels = (
+                    (
+                        ("tool", call.tool),
+                        ("tool_type", call.tool_type),
+                        ("status", call.status),
+                        ("error_type", call.error_type),
+                    ),
+                    (("tool", call.tool), ("tool_type", call.tool_type)),
+                )
+            if len(self._call_labels) >= FACTS_CACHE:
+                self._call_labels.clear()
+            self._call_labels[key] = labels
         if call.mcp:
-            self.tool_calls.add(
-                NO_RESOURCE,
-                (
-                    ("server", call.server),
-                    ("tool", call.tool),
-                    ("status", call.status),
-                    ("error_type", call.error_type),
-                ),
-                1,
-                now_ns,
-            )
-            self.tool_duration.observe(
-                NO_RESOURCE,
-                (("server", call.server), ("tool", call.tool)),
-                call.duration,
-                now_ns,
-                call.trace_id,
-                call.span_id,
-            )
+            counter, histogram = self.tool_calls, self.tool_duration
         else:
-            self.function_calls.add(
-                NO_RESOURCE,
-                (
-                    ("tool", call.tool),
-                    ("tool_type", call.tool_type),
-                    ("status", call.status),
-                    ("error_type", call.error_type),
-                ),
-                1,
-                now_ns,
-            )
-            self.function_duration.observe(
-                NO_RESOURCE,
-                (("tool", call.tool), ("tool_type", call.tool_type)),
-                call.duration,
-                now_ns,
-                call.trace_id,
-                call.span_id,
-            )
+            counter, histogram = self.function_calls, self.function_duration
+        counter.add(NO_RESOURCE, labels[0], 1, now_ns)
+        histogram.observe(
+            NO_RESOURCE, labels[1], call.duration, now_ns, call.trace_id, call.span_id
+        )
 
     async def shutdown(self) -> None:
         """Settles every held trace (nothing is lost), then stops and flushes."""
