@@ -270,11 +270,22 @@ class CallJoiner:
     ) -> None:
         """Holds a request's layers and failures (plain appends: cannot fail half-way), and
         the parent links ``(trace, span, parent)`` of other spans of the traces held."""
+        settled = self._settled_layers.items
+        pending = self.pending
         for layer in layers:
-            if self._is_late(layer):
+            trace = layer.trace_id
+            if (trace, layer.parent_id) in settled or (
+                (layer.call_id or layer.rpc_id) and self._is_late(layer)
+            ):
                 self.late_layers += 1
                 continue
-            trace = layer.trace_id
+            if not layer.session:  # (the common case: _entry inline)
+                entry = pending.get(trace)
+                if entry is None:
+                    entry = pending[trace] = _Entry(now + self.window)
+                entry.layers.append(layer)
+                entry.parents[layer.span_id] = layer.parent_id
+                continue
             if layer.session and layer.rpc_id:
                 key = (layer.session, layer.rpc_id, layer.tool)
                 other = self._by_session.get(key)
@@ -290,7 +301,6 @@ class CallJoiner:
             entry = self._entry(failure.trace_id, now)
             entry.failures.append(failure)
             entry.parents[failure.span_id] = failure.parent_id
-        pending = self.pending
         for trace in {f.trace_id for f in failures} | {x.trace_id for x in layers}:
             held = pending.get(trace)
             if held is not None and len(held.layers) + len(held.failures) > MAX_ENTRY_ITEMS:

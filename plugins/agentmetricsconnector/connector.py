@@ -810,7 +810,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         op_name = cached_str(op_raw) if op_raw is not None else ""
         facts = None
         if marked:
-            facts = self._facts(view, ctx, root)
+            facts = self._facts(view, ctx, root, shape)
             role = facts.role
             if facts.is_tool_layer:
                 layer = self._layer(view, facts, ctx, batch)
@@ -893,27 +893,35 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 )
             )
 
-    def _facts(self, view: _SpanView, ctx: _Context, root: bool) -> SpanFacts:
+    def _facts(
+        self, view: _SpanView, ctx: _Context, root: bool, span_shape: _Shape | None = None
+    ) -> SpanFacts:
         """The dialect tables' facts about a span. Spans of one shape repeat (the same
         operation, tool, model and server, without per-call ids): the facts of a shape are
-        kept (``FACTS_CACHE`` of them) and the tables consulted once per shape."""
+        kept (``FACTS_CACHE`` of them) and the tables consulted once per shape. The shape is
+        the C scanner's when it gave one (``span_shape``: it holds the name, kind, parent or
+        not, status and every attribute the tables read), else built here."""
         sp = view.span
         status = sp.status
         code = self._statuses.get(status, 0) if status else 0
         failed = code == STATUS_ERROR
         exc = exception_type(view.full()) if failed else ""
-        wanted = self._dialect_keys
         attrs = sp.attributes
-        shape = (
-            sp.name,
-            sp.kind,
-            ctx.scope_name,
-            ctx.service_name,
-            root,
-            code,
-            exc,
-            tuple([item for item in attrs.items() if item[0] in wanted]),
-        )
+        shape: tuple[Any, ...]
+        if span_shape is not None:
+            shape = (span_shape.key, ctx.scope_name, ctx.service_name, exc)
+        else:
+            wanted = self._dialect_keys
+            shape = (
+                sp.name,
+                sp.kind,
+                ctx.scope_name,
+                ctx.service_name,
+                root,
+                code,
+                exc,
+                tuple([item for item in attrs.items() if item[0] in wanted]),
+            )
         cache = self._facts_cache
         facts = cache.get(shape)
         if facts is None:
