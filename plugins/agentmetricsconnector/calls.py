@@ -336,13 +336,17 @@ class CallJoiner:
         calls: list[Call] = []
         errors: list[tuple[tuple[str, str], ...]] = []
         pending = self.pending
-        while pending:
-            trace, entry = next(iter(pending.items()))
-            over = len(pending) > self.max_traces
+        due: list[tuple[bytes, _Entry]] = []
+        held = len(pending)
+        for trace, entry in pending.items():  # oldest first, up to the first not due
+            over = held > self.max_traces
             if not (everything or over or entry.deadline <= now):
                 break
             if over and not everything and entry.deadline > now:
                 self.early_settled += 1
+            due.append((trace, entry))
+            held -= 1
+        for trace, entry in due:
             del pending[trace]
             self._settle(entry, now, calls, errors)
         for memory in (self._settled_layers, self._settled_keys, self._failed_parents):
@@ -362,13 +366,20 @@ class CallJoiner:
         groups = _group(layers)
         if not entry.failures and not any(x.failed for x in layers):
             # nothing failed: the calls, and the memory of their layers
-            settled_layers = self._settled_layers
+            # (Memory.add inline: trimmed once at the end, which leaves the same keys)
+            memory = self._settled_layers
+            items = memory.items
+            value = (now + memory.ttl, None)
             for group in groups:
                 calls.append(self._call(group)[0])
                 for layer in group:
-                    settled_layers.add((layer.trace_id, layer.span_id), now)
+                    key = (layer.trace_id, layer.span_id)
+                    items[key] = value
+                    items.move_to_end(key)
                     if layer.call_id or layer.rpc_id or layer.session:
                         self._remember_keys(layer, now)
+            while len(items) > memory.size:
+                items.popitem(last=False)
             return
         marks = _Marks(entry, self._failed_parents, now)
         marks.failed.update(x.span_id for x in layers if x.failed and not x.retry)
