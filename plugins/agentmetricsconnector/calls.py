@@ -363,6 +363,8 @@ class CallJoiner:
         errors: list[tuple[tuple[str, str], ...]],
     ) -> None:
         layers = entry.layers
+        if not entry.failures and self._settle_simple(layers, now, calls):
+            return
         groups = _group(layers)
         if not entry.failures and not any(x.failed for x in layers):
             # nothing failed: the calls, and the memory of their layers
@@ -422,6 +424,51 @@ class CallJoiner:
             ):
                 continue
             errors.append(failure.labels)
+
+    def _settle_simple(self, layers: list[Layer], now: float, calls: list[Call]) -> bool:
+        """The common trace: layers that did not fail, none with a join key or the parent of
+        another: each is a call of its own. Settles them as the general path would
+        (:func:`_group` gives one group per layer, :meth:`_call` its fast case), or returns
+        ``False`` (nothing done) for any other trace."""
+        spans = set()
+        for x in layers:
+            if x.failed or x.call_id or (x.rpc_id and x.side != FRAMEWORK):
+                return False
+            spans.add((x.trace_id, x.span_id))
+        if len(layers) > 1:
+            if len(spans) != len(layers):
+                return False
+            for x in layers:
+                if (x.trace_id, x.parent_id) in spans:
+                    return False
+        memory = self._settled_layers
+        items = memory.items
+        value = (now + memory.ttl, None)
+        for x in layers:
+            mcp = x.mcp or x.side != FRAMEWORK
+            calls.append(
+                Call(
+                    x.tool or UNKNOWN,
+                    (x.server or UNKNOWN) if mcp else "",
+                    mcp,
+                    "mcp" if mcp else (x.tool_type or "function"),
+                    STATUS_RETRY if x.retry else STATUS_SUCCESS,
+                    NO_ERROR,
+                    (x.end - x.start) / 1e9,
+                    x.trace_id,
+                    x.span_id,
+                    1,
+                    x.agent,
+                )
+            )
+            key = (x.trace_id, x.span_id)
+            items[key] = value
+            items.move_to_end(key)
+            if x.rpc_id or x.session:
+                self._remember_keys(x, now)
+        while len(items) > memory.size:
+            items.popitem(last=False)
+        return True
 
     def _remember_keys(self, layer: Layer, now: float) -> None:
         """A settled layer's call and JSON-RPC keys (a late layer with one is not counted
