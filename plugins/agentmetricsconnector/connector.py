@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -669,15 +670,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             found = contexts.get(key)
             if found is None:
                 ctx = _Context(raw[rs_start:rs_end], raw[sc_start:sc_end])
-                memo = None
-                if len(item) > 6:
-                    shapes = self._shapes
-                    where = (ctx.scope_name, ctx.service_name)
-                    memo = shapes.get(where)
-                    if memo is None:
-                        if len(shapes) >= SHAPE_CONTEXTS:
-                            shapes.clear()
-                        memo = shapes[where] = {}
+                memo = self._shape_memo(ctx) if len(item) > 6 else None
+                if memo is None:  # (a context that failed to decode is not reused)
+                    ctx = _Context(raw[rs_start:rs_end], raw[sc_start:sc_end])
                 found = contexts[key] = (ctx, memo)
             ctx, memo = found
             shape = None
@@ -699,6 +694,22 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     shape = _Shape(key_bytes, memo)
             view = SpanView.FromString(raw[start:end])
             self._read_span(view, now_ns, ctx, batch, None, shape)
+
+    def _shape_memo(self, ctx: _Context) -> dict[bytes, Any] | None:
+        """The memo of the spans' shapes of one (scope, service), or ``None`` when the scope
+        or the resource does not decode (its spans are then read one by one, which reports
+        it as without shapes)."""
+        try:
+            where = (ctx.scope_name, ctx.service_name)
+        except DecodeError:
+            return None
+        shapes = self._shapes
+        memo = shapes.get(where)
+        if memo is None:
+            if len(shapes) >= SHAPE_CONTEXTS:
+                shapes.clear()
+            memo = shapes[where] = {}
+        return memo
 
     def _merge_native(self, series: list[Any], now_ns: int) -> None:
         """Adds the C scanner's per-series aggregates to the metrics."""

@@ -392,3 +392,27 @@ async def test_spans_read_by_shape_count_as_when_read_in_full(
         assert a[name] == b[name], name
     assert sum(len(memo) for memo in fast._shapes.values()) > 0
     assert hits - calls > 500  # spans left to Python and read by their shape
+
+
+async def test_a_scope_that_does_not_decode_is_refused_on_both_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scanner does not decode scope names; the shapes' memo is per scope, and a scope
+    that does not decode leaves its spans to be read one by one, which refuses the request as
+    the pure-Python path does (nothing counted)."""
+    from google.protobuf.message import DecodeError
+
+    monkeypatch.setattr(time, "time_ns", lambda: T0)
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    ss.scope.name = "zzzz"
+    tool = Span(trace_id=tid(1), span_id=sid(2), parent_span_id=sid(1), name="execute_tool x")
+    tool.attributes.append(kv("gen_ai.operation.name", "execute_tool"))
+    tool.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="boom"))
+    ss.spans.append(tool)
+    raw = req.SerializeToString().replace(b"zzzz", b"\xff\xfe\xfd\xfc")
+    for mode in ("1", "0"):
+        conn = connector(monkeypatch, mode)
+        with pytest.raises((DecodeError, ValueError)):
+            await conn.consume(Traces(raw))
+        assert not conn.joiner.pending and not any(m.series for m in conn.aggregator.metrics)
