@@ -511,7 +511,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         ).SerializeToString()
         self._statuses: dict[bytes, int] = {}
         # the label sets of settled tool calls, by (mcp, server, tool, tool type, status, error)
-        self._call_labels: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+        self._call_labels: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         # (scope, service) -> {shape: remembered reading} (see _Shape)
         self._shapes: dict[tuple[str, str], dict[bytes, Any]] = {}
         # gen_ai.operation.name values of agent runs and workflows (encoded AnyValues)
@@ -1261,8 +1261,17 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             joined = sum(call.layers for call in calls) - len(calls)
             if joined:
                 self._join_counter.labels(name, "joined").inc(joined)
+        known = self._call_labels
         for call in calls:
-            self._count_call(call, now_ns)
+            key = (call.mcp, call.server, call.tool, call.tool_type, call.status, call.error_type)
+            labels = known.get(key)
+            if labels is None:
+                labels = self._call_label_sets(call, key)
+            counter, histogram, count_labels, duration_labels = labels
+            counter.add(NO_RESOURCE, count_labels, 1, now_ns)
+            histogram.observe(
+                NO_RESOURCE, duration_labels, call.duration, now_ns, call.trace_id, call.span_id
+            )
         for labels in errors:
             self.errors.add(NO_RESOURCE, labels, 1, now_ns)
         name = self.settings.name
@@ -1274,41 +1283,38 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             self._early_seen = joiner.early_settled
         self._pending_gauge.labels(name).set(len(joiner))
 
-    def _count_call(self, call: Call, now_ns: int) -> None:
-        key = (call.mcp, call.server, call.tool, call.tool_type, call.status, call.error_type)
-        labels = self._call_labels.get(key)
-        if labels is None:
-            if call.mcp:
-                labels = (
-                    (
-                        ("server", call.server),
-                        ("tool", call.tool),
-                        ("status", call.status),
-                        ("error_type", call.error_type),
-                    ),
-                    (("server", call.server), ("tool", call.tool)),
-                )
-            else:
-                labels = (
-                    (
-                        ("tool", call.tool),
-                        ("tool_type", call.tool_type),
-                        ("status", call.status),
-                        ("error_type", call.error_type),
-                    ),
-                    (("tool", call.tool), ("tool_type", call.tool_type)),
-                )
-            if len(self._call_labels) >= FACTS_CACHE:
-                self._call_labels.clear()
-            self._call_labels[key] = labels
+    def _call_label_sets(self, call: Call, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The metrics and label sets a settled tool call is counted with (kept per series):
+        ``mcp_tool_calls`` / ``mcp_tool_call_duration`` (server, tool) for MCP tools,
+        ``agent_tool_calls`` / ``agent_tool_call_duration`` (tool, tool type) for others."""
         if call.mcp:
-            counter, histogram = self.tool_calls, self.tool_duration
+            labels: tuple[Any, ...] = (
+                self.tool_calls,
+                self.tool_duration,
+                (
+                    ("server", call.server),
+                    ("tool", call.tool),
+                    ("status", call.status),
+                    ("error_type", call.error_type),
+                ),
+                (("server", call.server), ("tool", call.tool)),
+            )
         else:
-            counter, histogram = self.function_calls, self.function_duration
-        counter.add(NO_RESOURCE, labels[0], 1, now_ns)
-        histogram.observe(
-            NO_RESOURCE, labels[1], call.duration, now_ns, call.trace_id, call.span_id
-        )
+            labels = (
+                self.function_calls,
+                self.function_duration,
+                (
+                    ("tool", call.tool),
+                    ("tool_type", call.tool_type),
+                    ("status", call.status),
+                    ("error_type", call.error_type),
+                ),
+                (("tool", call.tool), ("tool_type", call.tool_type)),
+            )
+        if len(self._call_labels) >= FACTS_CACHE:
+            self._call_labels.clear()
+        self._call_labels[key] = labels
+        return labels
 
     async def shutdown(self) -> None:
         """Settles every held trace (nothing is lost), then stops and flushes."""
