@@ -15,6 +15,7 @@ output, and reports process CPU microseconds per span (median of ``--repeat`` ru
     python -m benchmarks.agent_components                    # default shape, 100k spans
     python -m benchmarks.agent_components --attrs 32 --profile workflow   # cProfile top 25
     python -m benchmarks.agent_components --join-window 0s   # agentmetrics settling included
+    python -m benchmarks.agent_components --root http   # executions found with the dialects
 """
 
 from __future__ import annotations
@@ -167,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--release-every", type=int, default=50, help="requests between releases")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--profile", choices=("workflow", "agentmetrics", "spanmetrics"))
+    ap.add_argument(
+        "--root",
+        choices=("workflow", "http"),
+        default="workflow",
+        help="workflow: workflow.<type> roots; http: an HTTP server root above an invoke_agent "
+        "span (the execution found with the dialect tables)",
+    )
     ap.add_argument("--corpus", action="store_true", help="also the normalizer on the corpus")
     ap.add_argument(
         "--join-window",
@@ -178,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         JOIN.update(window=args.join_window, max_traces=1_000_000)
     spt = args.spans_per_trace
     load = Load(
-        attrs_per_span=args.attrs, spans_per_trace=spt, traces_per_request=max(1, 200 // spt)
+        attrs_per_span=args.attrs,
+        spans_per_trace=spt,
+        traces_per_request=max(1, 200 // spt),
+        root=args.root,
     )
     n_req = max(1, args.spans // load.spans_per_request)
     n_spans = n_req * load.spans_per_request

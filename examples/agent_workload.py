@@ -2,12 +2,14 @@
 
 Each workflow is a trace::
 
-    workflow.<type>                (root: workflow.id, workflow.name, gen_ai.agent.id)
+    workflow.<type>                (root: workflow.id, workflow.name, gen_ai.agent.name)
       invoke_agent <agent>         (gen_ai.operation.name = invoke_agent)
         execute_tool <tool>  x N   (CLIENT; MCP: mcp.method.name = tools/call, mcp.server.name)
         chat <model>               (CLIENT; gen_ai.operation.name = chat)
         a2a send <type>            (PRODUCER) -> a2a receive <type> (CONSUMER, child)
         SELECT ...                 (real asyncpg call to PostgreSQL, instrumented)
+        GET / SET                  (with --redis: a real cache lookup in Redis, instrumented;
+                                    the response hook marks hits and misses)
         GET /api/items/{id}        (real requests call, instrumented) -> SERVER span of the
                                     local HTTP endpoint this program starts
 
@@ -68,6 +70,8 @@ class WorkloadConfig:
     http_error_every: int = 0  # every n-th HTTP call answers 503 (0: never)
     db: bool = True
     db_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    redis: bool = False
+    redis_url: str = "redis://127.0.0.1:6379/0"
     http: bool = True
     realtime: bool = False
     late_a2a_delay: float = 0.0  # end the A2A receive span this long after the root (late span)
@@ -91,6 +95,8 @@ class Summary:
     a2a_latencies: list[float] = field(default_factory=list)
     http_server: collections.Counter[str] = field(default_factory=collections.Counter)
     db_calls: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +109,8 @@ class Summary:
             "a2a_latencies": self.a2a_latencies,
             "http_server": dict(self.http_server),
             "db_calls": self.db_calls,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
         }
 
 
@@ -157,6 +165,13 @@ def _serve_http(provider: TracerProvider, cfg: WorkloadConfig) -> ThreadingHTTPS
     return server
 
 
+def _cache_result(span: Any, instance: Any, response: Any) -> None:
+    """The redis instrumentation's response hook: whether a GET found its key, as the
+    semantic conventions' ``db.response.returned_rows`` (what a gateway counts hits by)."""
+    if span.is_recording() and span.name == "GET":
+        span.set_attribute("db.response.returned_rows", 0 if response is None else 1)
+
+
 def _exact_plan(n: int, rate: float, rng: random.Random) -> list[bool]:
     k = round(n * rate)
     plan = [True] * k + [False] * (n - k)
@@ -193,6 +208,7 @@ class Workload:
         self.http_url = ""
         self._server: ThreadingHTTPServer | None = None
         self._pool: Any = None
+        self._redis: Any = None
         self._late: list[asyncio.Task[None]] = []
 
     async def run(self) -> Summary:
@@ -200,6 +216,15 @@ class Workload:
         if cfg.db:
             AsyncPGInstrumentor().instrument(tracer_provider=self.provider)
             self._pool = await asyncpg.create_pool(cfg.db_dsn, min_size=1, max_size=cfg.concurrency)
+        if cfg.redis:
+            import redis.asyncio as aioredis
+            from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+            RedisInstrumentor().instrument(
+                tracer_provider=self.provider, response_hook=_cache_result
+            )
+            self._redis = aioredis.from_url(cfg.redis_url)
+            await self._redis.delete(*(f"agent-workload:{cfg.seed}:item:{k}" for k in range(4)))
         if cfg.http:
             RequestsInstrumentor().instrument(tracer_provider=self.provider)
             self._server = _serve_http(self.provider, cfg)
@@ -224,6 +249,11 @@ class Workload:
             if self._pool is not None:
                 await self._pool.close()
                 AsyncPGInstrumentor().uninstrument()
+            if self._redis is not None:
+                from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+                await self._redis.aclose()
+                RedisInstrumentor().uninstrument()
             if self._server is not None:
                 self._server.shutdown()
                 RequestsInstrumentor().uninstrument()
@@ -335,6 +365,14 @@ class Workload:
                 async with self._pool.acquire() as conn:
                     await conn.fetchval("SELECT $1::int + 1", i)
                 self.summary.db_calls += 1
+            if self._redis is not None:
+                # a cache lookup (4 keys: the first use of each is a miss, then hits)
+                key = f"agent-workload:{cfg.seed}:item:{i % 4}"
+                if await self._redis.get(key) is None:
+                    self.summary.cache_misses += 1
+                    await self._redis.set(key, "cached", ex=60)
+                else:
+                    self.summary.cache_hits += 1
             if self.http_url:
                 response = await asyncio.to_thread(requests.get, f"{self.http_url}{i}", timeout=10)
                 self.summary.http_server[
@@ -357,7 +395,7 @@ class Workload:
         if cfg.late_a2a_delay:
             # the receiving agent finishes after the workflow returned: exported later
             self._late.append(asyncio.create_task(self._end_late(receive, receive_end)))
-        self.summary.workflows[f"{wf_type}|{agent}|{outcome}"] += 1
+        self.summary.workflows[f"{wf_type}|{wf_type}-agent|{outcome}"] += 1  # agent_id: the name
         self.summary.workflow_durations[wf_type].append(duration)
 
 
@@ -384,6 +422,8 @@ def parse_args(argv: Sequence[str] | None = None) -> WorkloadConfig:
     p.add_argument("--no-db", action="store_true")
     p.add_argument("--db-dsn", default=d.db_dsn)
     p.add_argument("--no-http", action="store_true")
+    p.add_argument("--redis", action="store_true", help="a cache lookup in Redis per workflow")
+    p.add_argument("--redis-url", default=d.redis_url)
     p.add_argument("--realtime", action="store_true", help="sleep for tool latencies")
     p.add_argument("--late-a2a-delay", type=float, default=d.late_a2a_delay)
     p.add_argument("--max-export-batch-size", type=int, default=d.max_export_batch_size)
@@ -407,6 +447,8 @@ def parse_args(argv: Sequence[str] | None = None) -> WorkloadConfig:
         db=not a.no_db,
         db_dsn=a.db_dsn,
         http=not a.no_http,
+        redis=a.redis,
+        redis_url=a.redis_url,
         realtime=a.realtime,
         late_a2a_delay=a.late_a2a_delay,
         max_export_batch_size=a.max_export_batch_size,

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -59,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         "--watch-config",
         action="store_true",
         help="reload the config when its files change (SIGHUP reloads it in any case)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes sharing the receiving ports (0: one per core); overrides "
+        "service.workers",
     )
     run.add_argument(
         "--log-level",
@@ -124,8 +132,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs = config.service.telemetry.logs
     encoding = {"text": "console", "json": "json"}.get(args.log_format or "", logs.encoding)
     configure_logging(args.log_level or logs.level, encoding)
-    for warning in config.warnings:
-        log.warning("%s", warning)
+    from pipeline import workers
+
+    worker = workers.enter_from_env()
+    if worker is not None:
+        # the supervisor forwards SIGHUP: a worker still starting ignores it (the service
+        # installs its reload handler once it runs)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        logging.getLogger(LOGGER_NAME).handlers[0].addFilter(workers.WorkerLogFilter(worker.index))
+    else:
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        if args.workers is not None and args.workers < 0:
+            print("cannot start: --workers must be 0 (one per core) or more", file=sys.stderr)
+            return 1
+        count = workers.resolve_count(
+            args.workers if args.workers is not None else config.service.workers
+        )
+        if count > 1:
+            if config.service.durability is not None:
+                from pipeline.config import DURABILITY_WITH_WORKERS
+
+                print(
+                    f"cannot start (1 error):\n  error: {DURABILITY_WITH_WORKERS}", file=sys.stderr
+                )
+                return 1
+            return workers.supervise(_ARGV, count, config.service.shutdown_timeout)
     from pipeline._malloc import PeriodicTrim, malloc_trim, tune_allocator
     from pipeline.netedge import FDS, raise_fd_limit
     from pipeline.service import Service
@@ -147,9 +179,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         trimmer = PeriodicTrim(trim) if trim is not None else None
         if trimmer is not None:
             trimmer.start()
+        if worker is not None:
+            await worker.open()  # the siblings hand this worker what it owns
         try:
             return await service.run(freeze_gc=True, watch_config=args.watch_config)
         finally:
+            if worker is not None:
+                await worker.close()
             if trimmer is not None:
                 trimmer.cancel()
 
@@ -246,7 +282,12 @@ def cmd_components(args: argparse.Namespace) -> int:
     return 0
 
 
+_ARGV: list[str] = []  # the arguments main() was given (a supervisor's workers get them too)
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command is None:
         _parser().print_help()

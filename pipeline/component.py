@@ -100,6 +100,11 @@ class Host(Protocol):
         """The providers of ``interface`` (a :class:`pipeline.status.Provider` subclass) the
         running components registered with :meth:`CreateSettings.provide`."""
 
+    def get_factory(self, kind: Kind, type_: str) -> Any | None:
+        """The registered factory of a component type (or alias), or ``None``: for a
+        component that creates others at run time (the ``loadbalancing`` exporter creates an
+        ``otlp`` exporter per backend) without importing their internals."""
+
 
 @dataclass
 class CreateSettings:

@@ -186,6 +186,14 @@ class PipelineModel(ConfigModel):
     exporters: list[str] = []
 
 
+DURABILITY_WITH_WORKERS = (
+    "service.durability cannot be combined with service.workers other than 1: a request "
+    "acknowledged once its write-ahead-log record is written would be split across workers "
+    "whose logs replay independently; run one worker, or several gateways each with its own "
+    "log behind a load balancer or Kafka"
+)
+
+
 class DurabilityConfig(ConfigModel):
     """``service.durability``: acknowledge a request only once it is in a write-ahead log kept
     in a storage extension, and replay what was not delivered after a restart (not a
@@ -209,6 +217,9 @@ class ServiceModel(ConfigModel):
     limits: NetworkLimitsConfig = NetworkLimitsConfig()
     """What all network endpoints of the process share (not a Collector option)."""
     durability: DurabilityConfig | None = None
+    workers: int = Field(1, ge=0)
+    """Worker processes sharing the receiving ports (0: one per core; not a Collector option;
+    see ``docs/architecture.md``, "Workers"). ``pipeline run --workers`` overrides it."""
 
 
 @dataclass(frozen=True, order=True)
@@ -468,6 +479,8 @@ def validate_raw(raw: RawConfig, registry: Registry) -> Config:
         _check_auth(components, extensions, registry, raw, errors)
         pipelines = _check_pipelines(service, components, registry, raw, errors, warnings)
         _check_extension_references(service, components, pipelines, registry, raw, errors)
+        if service.durability is not None and service.workers != 1:
+            errors.append(raw.error(("service", "durability"), DURABILITY_WITH_WORKERS))
         if not errors:
             from pipeline.graph import check_cycles
 

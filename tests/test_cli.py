@@ -38,6 +38,8 @@ def test_default_config_runs_and_stops_on_sigint() -> None:
         "PIPELINE_TELEMETRY_ADDRESS": f"127.0.0.1:{telemetry_port}",
         "HEALTH_CHECK_ENDPOINT": f"127.0.0.1:{health_port}",
         "PROMETHEUS_EXPORTER_ENDPOINT": f"127.0.0.1:{prom_port}",
+        # no local service to check: every health check of the default config is disabled
+        **{f"HEALTHCHECK_{s}_ENDPOINT": "" for s in ("POSTGRESQL", "REDIS", "MCP", "HTTP")},
     }
     with GatewayProcess(env=env) as gw:  # no --config: the built-in default
         gw.wait_ready()
@@ -58,6 +60,8 @@ def test_default_config_runs_and_stops_on_sigint() -> None:
         == stopped
         == {
             ("receiver", "otlp"),
+            ("receiver", "hostmetrics"),
+            ("receiver", "healthcheck"),
             ("processor", "memory_limiter"),
             ("processor", "workflow"),
             ("processor", "batch"),
@@ -65,9 +69,12 @@ def test_default_config_runs_and_stops_on_sigint() -> None:
             ("exporter", "prometheus"),
             ("connector", "agentmetrics"),
             ("connector", "spanmetrics"),
+            ("connector", "dbmetrics"),
             ("extension", "health_check"),
         }
     )
+    disabled = {r["check"] for r in records if r.get("status") == "disabled"}
+    assert disabled == {"postgresql", "redis", "mcp", "http"}
     for line in gw.lines():
         json.loads(line)  # every line is JSON
 

@@ -61,7 +61,16 @@ OPTIONS: dict[str, dict[str, Any]] = {
     },
     "debug": {"verbosity": "detailed"},
     "spanmetrics": {"metrics_flush_interval": "100ms"},
-    "agentmetrics": {"metrics_flush_interval": "100ms"},
+    # GenAI events (the logs input) whose span does not come count at once
+    "agentmetrics": {"metrics_flush_interval": "100ms", "genai_events": {"window": "0s"}},
+    "dbmetrics": {"metrics_flush_interval": "100ms"},
+    # the good metrics' series are watched, and a threshold every one of them crosses opens
+    # an anomaly at the first evaluation: scores and records carry their services
+    "anomaly": {
+        "interval": "100ms",
+        "open_after": "100ms",
+        "rules": [{"metric": "requests", "type": "threshold", "above": 0, "value": "value"}],
+    },
     # every item read and changed, so corrupt items are met
     "attributes": {"actions": [{"key": "checked", "action": "upsert", "value": "yes"}]},
     "resource": {"attributes": [{"key": "checked", "action": "upsert", "value": "yes"}]},
@@ -102,12 +111,38 @@ def _cases() -> list[Any]:
     ]
 
 
-def _good(i: int, signal: Signal) -> Payload:
+# Span attributes a connector needs to derive anything from the good spans.
+GOOD_SPAN_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "dbmetrics": {"db.system.name": "postgresql", "db.query.text": "SELECT 1 FROM t"},
+}
+
+
+def _good(i: int, signal: Signal, type_: str = "") -> Payload:
     if signal is Signal.TRACES:
+        extra = GOOD_SPAN_ATTRIBUTES.get(type_)
+        if extra:
+            req = ExportTraceServiceRequest.FromString(good_traces(3, service=f"good-{i}"))
+            for rs in req.resource_spans:
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        for key, value in extra.items():
+                            span.attributes.add(key=key).value.string_value = value
+            return Traces(req.SerializeToString())
         return Traces(good_traces(3, service=f"good-{i}"))
     if signal is Signal.LOGS:
         return Logs(good_logs(3, service=f"good-{i}"))
     return Metrics(good_metrics(3, service=f"good-{i}"))
+
+
+def _with_usage(payload: Payload) -> Payload:
+    """Good GenAI events with token usage: what a connector deriving metrics from logs counts."""
+    req = ExportLogsServiceRequest.FromString(payload.to_bytes())
+    for rl in req.resource_logs:
+        for sl in rl.scope_logs:
+            for lr in sl.log_records:
+                lr.attributes.add(key="gen_ai.usage.input_tokens").value.int_value = 10
+                lr.attributes.add(key="gen_ai.usage.output_tokens").value.int_value = 2
+    return Logs(req.SerializeToString())
 
 
 def _bad(signal: Signal) -> list[Payload]:
@@ -190,6 +225,29 @@ def _exporter_options(type_: str, backend: RecordingBackend, sink: Sink) -> dict
         return {"endpoint": f"http://127.0.0.1:{sink.port}/api/v1/write", **no_retry}
     if type_ == "prometheus":
         return {"endpoint": f"127.0.0.1:{free_port()}"}
+    if type_ == "kafka":
+        from tests.kafka_support import shared_broker
+
+        return {"brokers": [shared_broker().bootstrap], **no_retry}
+    if type_ == "loadbalancing":
+        return {
+            "protocol": {"otlp": {"tls": {"insecure": True}, **no_retry}},
+            "resolver": {"static": {"hostnames": [f"127.0.0.1:{backend.grpc_port}"]}},
+        }
+    if type_ == "alertmanager":
+        # every good record raises an alert (one per service: its label)
+        return {
+            "endpoint": f"http://127.0.0.1:{sink.port}",
+            "resend_interval": "1h",
+            "conditions": [
+                {
+                    "name": "GoodRecord",
+                    "match": {"event_name": "gen_ai.client.inference.operation.details"},
+                    "label_attributes": {"service": "service.name"},
+                }
+            ],
+            **no_retry,
+        }
     return OPTIONS.get(type_, {})
 
 
@@ -252,14 +310,19 @@ async def test_component_survives_poison(kind: Kind, type_: str, a: Signal, b: S
             assert not _not_ok(service), _not_ok(service)
             sent_before = _sent(service, type_, a) if kind == Kind.EXPORTER else 0.0
             received_before = len(backend.traces) + len(backend.metrics) + len(backend.logs)
+            derives = kind == Kind.CONNECTOR and b is Signal.METRICS
             for i in range(GOOD_REQUESTS):
-                await receiver.push_payload(a, _good(i, a))
+                good = _good(i, a, type_)
+                await receiver.push_payload(
+                    a, _with_usage(good) if derives and a is Signal.LOGS else good
+                )
             good_items = GOOD_REQUESTS * 3
             if kind == Kind.EXPORTER and type_ not in ("otlp", "otlphttp"):
                 await wait_until(lambda: _sent(service, type_, a) - sent_before >= good_items)
                 assert _sent(service, type_, a) - sent_before == good_items
-            elif b is Signal.METRICS and a is Signal.TRACES:
-                # a connector deriving metrics: a flush after the good spans reaches the backend
+            elif derives and a in (Signal.TRACES, Signal.LOGS):
+                # a connector deriving metrics: a flush after the good spans (or GenAI events)
+                # reaches the backend
                 await wait_until(
                     lambda: len(backend.traces) + len(backend.metrics) > received_before + 1
                 )
@@ -298,5 +361,7 @@ def test_every_signal_is_covered() -> None:
         "exporter-otlphttp-logs-logs",
         "exporter-debug-logs-logs",
         "connector-forward-logs-logs",
+        "connector-agentmetrics-logs-metrics",
+        "processor-workflow-logs-logs",
     ):
         assert case in ids

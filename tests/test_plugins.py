@@ -55,7 +55,10 @@ def test_plugin_is_listed_with_its_distribution() -> None:
     ]:
         assert "logs" in rows[(kind, type_)]["signals"], (kind, type_)  # type: ignore[operator]
     assert "logs_to_logs" in rows[("connector", "forward")]["signals"]  # type: ignore[operator]
-    assert "logs" not in rows[("processor", "workflow")]["signals"]  # type: ignore[operator]
+    # the agent components where the GenAI conventions use events (log records)
+    assert "logs" in rows[("processor", "workflow")]["signals"]  # type: ignore[operator]
+    assert "logs_to_metrics" in rows[("connector", "agentmetrics")]["signals"]  # type: ignore[operator]
+    assert "logs" not in rows[("processor", "tail_sampling")]["signals"]  # type: ignore[operator]
 
 
 def test_table_output() -> None:

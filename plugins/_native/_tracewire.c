@@ -1,6 +1,7 @@
 /* _tracewire: the per-span loops of the workflow processor, on the OTLP wire format.
  *
- * ingest(raw, interned, tool_a, tool_b, agent_marker)
+ * ingest(raw, interned, tool_a, tool_b, agent_marker[, facts, apply, execs])
+ * ingest(raw, interned, IngestConfig(tool_a, tool_b, agent_marker, facts, execs), apply)
  *     One pass over an encoded ExportTraceServiceRequest. Returns a list, one entry per trace
  *     in order of first appearance: (trace_id, spans, groups, ids, parents, nbytes, specials)
  *     with spans the encoded spans (bytes), groups the (resource, resource schema_url, scope,
@@ -22,7 +23,10 @@
  *     applied to the held traces (Trace objects in the OrderedDict held: the spans copied
  *     into them, no Python object per span) and only those C cannot decide are returned;
  *     None when a span belongs to a released trace (late spans: the caller takes the Python
- *     path).
+ *     path). With execs (a tuple of byte strings, apply mode only), the result has a fourth
+ *     item: (trace_id, index) of the applied spans holding one of them (the spans that may
+ *     be an agent run or a workflow, read by the caller with the dialect tables), for the
+ *     traces whose root is not a workflow.
  *
  * Trace
  *     The state of one held trace (nbytes, root facts, agent, tool calls, timestamps), as the
@@ -1548,8 +1552,45 @@ classify_errs(entry *t, PyObject *classify, const needle *agent)
  * of the plain facts mode, their failed tool calls already classified: errs None, tools -1)
  * whose special spans the caller reads, their traces already created / touched (last_seen)
  * but their spans not added. */
+#define MAX_EXEC_MARKERS 32
+
+/* the execution markers of ingest (spans that may be an agent run or a workflow) */
+typedef struct {
+    needle items[MAX_EXEC_MARKERS];
+    Py_ssize_t n;
+} exec_markers;
+
+static inline int
+is_workflow_facts(PyObject *facts)
+{
+    return facts != NULL && PyTuple_Check(facts) && PyTuple_GET_SIZE(facts) == 5 &&
+           PyTuple_GET_ITEM(facts, 0) == Py_True;
+}
+
+/* the spans of an applied entry holding an execution marker, appended to cands as
+ * (trace_id, index in the trace): only while the trace's root is not a workflow (a root
+ * workflow is the outermost execution: nothing below it is looked at) */
+static int
+entry_execs(entry *t, TraceObject *tr, const exec_markers *ex, PyObject *cands)
+{
+    if (ex == NULL || ex->n == 0 || is_workflow_facts(tr->root))
+        return 0;
+    for (Py_ssize_t k = 0; k < t->len; k++) {
+        slice span = pend_span(&t->items[k]);
+        for (Py_ssize_t m = 0; m < ex->n; m++) {
+            if (needle_in(&ex->items[m], span)) {
+                if (append_new(cands, Py_BuildValue("(On)", t->trace_id, tr->count + k)) < 0)
+                    return -1;
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
 static PyObject *
-apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent)
+apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent,
+              const exec_markers *ex)
 {
     PyObject *held, *released, *outcome_fn, *masks, *not_workflow, *classify;
     double now;
@@ -1580,6 +1621,11 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
     PyObject *leftovers = PyList_New(0);
     if (leftovers == NULL)
         return NULL;
+    PyObject *cands = NULL;
+    if (ex != NULL && (cands = PyList_New(0)) == NULL) {
+        Py_DECREF(leftovers);
+        return NULL;
+    }
     Py_ssize_t added_bytes = 0, added_spans = 0;
     for (Py_ssize_t i = 0; i < e->len; i++) {
         entry *t = &e->items[i];
@@ -1679,6 +1725,10 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
                 PyUnicode_InternInPlace(&agent_id);
             Py_SETREF(tr->agent_id, agent_id);
         }
+        if (entry_execs(t, tr, ex, cands) < 0) {
+            Py_DECREF(obj);
+            goto fail;
+        }
         Py_ssize_t n = t->len;
         if (trace_add(tr, t->items, n, groups) < 0) {
             Py_DECREF(obj);
@@ -1690,53 +1740,29 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
         added_spans += n;
         Py_DECREF(obj);
     }
+    if (cands != NULL)
+        return Py_BuildValue("(NnnN)", leftovers, added_bytes, added_spans, cands);
     return Py_BuildValue("(Nnn)", leftovers, added_bytes, added_spans);
 fail:
     Py_DECREF(leftovers);
+    Py_XDECREF(cands);
     return NULL;
 }
 
+/* one pass of ingest over raw (see the module docstring); apply NULL: the plain modes */
 static PyObject *
-tw_ingest(PyObject *self, PyObject *args)
+ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const needle *nd_tool_a,
+           const needle *nd_tool_b, const needle *nd_agent, const facts_cfg *cfg,
+           PyObject *apply, const exec_markers *ex)
 {
-    Py_buffer raw, tool_a, tool_b, agent;
-    PyObject *interned, *cfg_tuple = Py_None, *apply = Py_None, *result = NULL, *groups = NULL;
-    if (!PyArg_ParseTuple(args, "y*O!y*y*y*|OO", &raw, &PyDict_Type, &interned, &tool_a, &tool_b,
-                          &agent, &cfg_tuple, &apply))
-        return NULL;
-    if (apply != Py_None && cfg_tuple == Py_None) {
-        PyErr_SetString(PyExc_TypeError, "apply needs facts");
-        goto release;
-    }
-    facts_cfg cfg_store, *cfg = NULL;
-    if (cfg_tuple != Py_None) {
-        if (!PyTuple_Check(cfg_tuple) || PyTuple_GET_SIZE(cfg_tuple) != NKEYS + 3) {
-            PyErr_SetString(PyExc_TypeError, "facts: a tuple of 16 bytes");
-            goto release;
-        }
-        for (Py_ssize_t i = 0; i < NKEYS + 3; i++)
-            if (!PyBytes_Check(PyTuple_GET_ITEM(cfg_tuple, i))) {
-                PyErr_SetString(PyExc_TypeError, "facts: a tuple of 16 bytes");
-                goto release;
-            }
-        for (int k = 0; k < NKEYS; k++)
-            cfg_store.keys[k] = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, k));
-        cfg_store.tool_value = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS));
-        cfg_store.mcp_value = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS + 1));
-        cfg_store.prefix = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS + 2));
-        cfg = &cfg_store;
-    }
+    PyObject *result = NULL, *groups = NULL;
     entries e = {0};
     slices scopes = {0}, spans = {0};
     /* the group of every ScopeSpans (interned), referred to by index */
     if ((groups = PyList_New(0)) == NULL)
         goto done;
-    needle nd_tool_a, nd_tool_b, nd_agent;
-    needle_init(&nd_tool_a, tool_a.buf, tool_a.len);
-    needle_init(&nd_tool_b, tool_b.buf, tool_b.len);
-    needle_init(&nd_agent, agent.buf, agent.len);
     Py_ssize_t last = -1;
-    const uint8_t *p = raw.buf, *end = p + raw.len;
+    const uint8_t *p = raw, *end = p + raw_len;
     while (p < end) {
         uint32_t f;
         int wt;
@@ -1781,8 +1807,8 @@ tw_ingest(PyObject *self, PyObject *args)
                 goto scope_fail;
             Py_ssize_t gi = PyList_GET_SIZE(groups) - 1;
             for (Py_ssize_t j = 0; j < spans.len; j++) {
-                if (ingest_span(&e, &last, spans.items[j], gi, &nd_tool_a, &nd_tool_b,
-                                &nd_agent, cfg) < 0)
+                if (ingest_span(&e, &last, spans.items[j], gi, nd_tool_a, nd_tool_b, nd_agent,
+                                cfg) < 0)
                     goto scope_fail;
             }
         }
@@ -1794,8 +1820,8 @@ tw_ingest(PyObject *self, PyObject *args)
         Py_XDECREF(res_url_b);
         goto done;
     }
-    if (apply != Py_None) {
-        result = apply_entries(&e, groups, apply, &nd_agent);
+    if (apply != NULL) {
+        result = apply_entries(&e, groups, apply, nd_agent, ex);
         goto done;
     }
     result = PyList_New(e.len);
@@ -1822,6 +1848,158 @@ done:
     Py_XDECREF(groups);
     PyMem_Free(scopes.items);
     PyMem_Free(spans.items);
+    return result;
+}
+
+/* the facts tuple (16 bytes) read into cfg */
+static int
+read_facts(PyObject *cfg_tuple, facts_cfg *cfg)
+{
+    if (!PyTuple_Check(cfg_tuple) || PyTuple_GET_SIZE(cfg_tuple) != NKEYS + 3) {
+        PyErr_SetString(PyExc_TypeError, "facts: a tuple of 16 bytes");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < NKEYS + 3; i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(cfg_tuple, i))) {
+            PyErr_SetString(PyExc_TypeError, "facts: a tuple of 16 bytes");
+            return -1;
+        }
+    for (int k = 0; k < NKEYS; k++)
+        cfg->keys[k] = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, k));
+    cfg->tool_value = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS));
+    cfg->mcp_value = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS + 1));
+    cfg->prefix = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS + 2));
+    return 0;
+}
+
+/* the execution markers (a tuple of at most MAX_EXEC_MARKERS bytes) read into ex */
+static int
+read_execs(PyObject *exec_tuple, exec_markers *ex)
+{
+    if (!PyTuple_Check(exec_tuple) || PyTuple_GET_SIZE(exec_tuple) > MAX_EXEC_MARKERS) {
+        PyErr_SetString(PyExc_TypeError, "execution markers: a tuple of at most 32 bytes");
+        return -1;
+    }
+    ex->n = PyTuple_GET_SIZE(exec_tuple);
+    for (Py_ssize_t i = 0; i < ex->n; i++) {
+        PyObject *m = PyTuple_GET_ITEM(exec_tuple, i);
+        if (!PyBytes_Check(m)) { /* (an empty one: every span) */
+            PyErr_SetString(PyExc_TypeError, "execution markers: a tuple of at most 32 bytes");
+            return -1;
+        }
+        needle_init(&ex->items[i], PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m));
+    }
+    return 0;
+}
+
+/* IngestConfig: what ingest reads in the special spans, read once (the markers' search
+ * tables built, the facts' keys and values as slices of the bytes it keeps) */
+typedef struct {
+    PyObject_HEAD
+    PyObject *keep; /* (tool_a, tool_b, agent_marker, facts, execs): what the slices point in */
+    needle tool_a, tool_b, agent;
+    facts_cfg facts;
+    exec_markers execs;
+    int has_execs;
+} IngestConfigObject;
+
+static void
+ingest_config_dealloc(IngestConfigObject *self)
+{
+    Py_XDECREF(self->keep);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+ingest_config_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"tool_a", "tool_b", "agent_marker", "facts", "execs", NULL};
+    PyObject *tool_a, *tool_b, *agent, *facts, *execs = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O|O:IngestConfig", kw, &PyBytes_Type,
+                                     &tool_a, &PyBytes_Type, &tool_b, &PyBytes_Type, &agent,
+                                     &facts, &execs))
+        return NULL;
+    IngestConfigObject *self = (IngestConfigObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->keep = PyTuple_Pack(5, tool_a, tool_b, agent, facts, execs);
+    if (self->keep == NULL || read_facts(facts, &self->facts) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (execs != Py_None) {
+        if (read_execs(execs, &self->execs) < 0) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        self->has_execs = 1;
+    }
+    needle_init(&self->tool_a, PyBytes_AS_STRING(tool_a), PyBytes_GET_SIZE(tool_a));
+    needle_init(&self->tool_b, PyBytes_AS_STRING(tool_b), PyBytes_GET_SIZE(tool_b));
+    needle_init(&self->agent, PyBytes_AS_STRING(agent), PyBytes_GET_SIZE(agent));
+    return (PyObject *)self;
+}
+
+static PyTypeObject IngestConfigType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_tracewire.IngestConfig",
+    .tp_basicsize = sizeof(IngestConfigObject),
+    .tp_dealloc = (destructor)ingest_config_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "IngestConfig(tool_a, tool_b, agent_marker, facts, execs=None): ingest's "
+              "configuration, read once",
+    .tp_new = ingest_config_new,
+};
+
+static PyObject *
+tw_ingest(PyObject *self, PyObject *args)
+{
+    if (PyTuple_GET_SIZE(args) >= 3 &&
+        Py_IS_TYPE(PyTuple_GET_ITEM(args, 2), &IngestConfigType)) {
+        /* ingest(raw, interned, config, apply) */
+        Py_buffer raw;
+        PyObject *interned, *config, *apply;
+        if (!PyArg_ParseTuple(args, "y*O!O!O!:ingest", &raw, &PyDict_Type, &interned,
+                              &IngestConfigType, &config, &PyTuple_Type, &apply))
+            return NULL;
+        IngestConfigObject *ic = (IngestConfigObject *)config;
+        PyObject *result = ingest_run(raw.buf, raw.len, interned, &ic->tool_a, &ic->tool_b,
+                                      &ic->agent, &ic->facts, apply,
+                                      ic->has_execs ? &ic->execs : NULL);
+        PyBuffer_Release(&raw);
+        return result;
+    }
+    Py_buffer raw, tool_a, tool_b, agent;
+    PyObject *interned, *cfg_tuple = Py_None, *apply = Py_None, *result = NULL;
+    PyObject *exec_tuple = Py_None;
+    if (!PyArg_ParseTuple(args, "y*O!y*y*y*|OOO", &raw, &PyDict_Type, &interned, &tool_a, &tool_b,
+                          &agent, &cfg_tuple, &apply, &exec_tuple))
+        return NULL;
+    if (apply != Py_None && cfg_tuple == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "apply needs facts");
+        goto release;
+    }
+    exec_markers ex_store, *ex = NULL;
+    if (exec_tuple != Py_None) {
+        if (apply == Py_None) {
+            PyErr_SetString(PyExc_TypeError, "execution markers need apply");
+            goto release;
+        }
+        if (read_execs(exec_tuple, &ex_store) < 0)
+            goto release;
+        ex = &ex_store;
+    }
+    facts_cfg cfg_store, *cfg = NULL;
+    if (cfg_tuple != Py_None) {
+        if (read_facts(cfg_tuple, &cfg_store) < 0)
+            goto release;
+        cfg = &cfg_store;
+    }
+    needle nd_tool_a, nd_tool_b, nd_agent;
+    needle_init(&nd_tool_a, tool_a.buf, tool_a.len);
+    needle_init(&nd_tool_b, tool_b.buf, tool_b.len);
+    needle_init(&nd_agent, agent.buf, agent.len);
+    result = ingest_run(raw.buf, raw.len, interned, &nd_tool_a, &nd_tool_b, &nd_agent, cfg,
+                        apply == Py_None ? NULL : apply, ex);
 release:
     PyBuffer_Release(&raw);
     PyBuffer_Release(&tool_a);
@@ -2893,12 +3071,13 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__tracewire(void)
 {
-    if (PyType_Ready(&TraceType) < 0)
+    if (PyType_Ready(&TraceType) < 0 || PyType_Ready(&IngestConfigType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Trace", (PyObject *)&TraceType) < 0) {
+    if (PyModule_AddObjectRef(m, "Trace", (PyObject *)&TraceType) < 0 ||
+        PyModule_AddObjectRef(m, "IngestConfig", (PyObject *)&IngestConfigType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -67,6 +67,22 @@ class ToolCallJoinConfig(ConfigModel):
     max_traces: int = Field(10_000, ge=1)
 
 
+class GenAIEventsConfig(ConfigModel):
+    """How GenAI events (the logs input) are joined to their inference spans (see
+    ``docs/agent-workflow.md``, "Logs: GenAI events").
+
+    ``window``: how long an event with token usage waits for its span; one whose span does not
+    arrive in time counts on its own. ``max_pending``: events waiting at most (beyond it the
+    oldest counts on its own early, counted). ``max_remembered`` / ``remember``: inference
+    spans and settled events remembered (at most that many, for that long) so that an event
+    or a span arriving later is not counted twice."""
+
+    window: Duration = Seconds(10)
+    max_pending: int = Field(10_000, ge=1)
+    max_remembered: int = Field(100_000, ge=1)
+    remember: Duration = Seconds(300)
+
+
 class ModelPrice(ConfigModel):
     """The price of one model, in US dollars per million tokens."""
 
@@ -90,6 +106,7 @@ class AgentMetricsConfig(ComponentConfig):
     slo: SloConfig = Field(default_factory=SloConfig)
     a2a_producer_cache_size: int = Field(10_000, ge=0)
     tool_call_join: ToolCallJoinConfig = Field(default_factory=ToolCallJoinConfig)
+    genai_events: GenAIEventsConfig = Field(default_factory=GenAIEventsConfig)
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     """Per model (``gen_ai.response.model``, else ``gen_ai.request.model``): input and output
     prices per million tokens, for ``agent_workflow_cost_usd_total``; a model not listed
@@ -106,6 +123,8 @@ class AgentMetricsConfig(ComponentConfig):
         for name in ("failure_window",):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be greater than 0")
+        if self.genai_events.window < 0 or self.genai_events.remember < 0:
+            raise ValueError("genai_events.window and genai_events.remember must be 0 or more")
         if self.tool_call_join.window < 0:
             raise ValueError("tool_call_join.window must be 0 or more")
         if not self.slo.burn_rate_windows or min(self.slo.burn_rate_windows) <= 0:

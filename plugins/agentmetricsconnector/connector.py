@@ -38,7 +38,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from pipeline import Consumer, CreateSettings, Payload
+from pipeline import Consumer, CreateSettings, Host, Payload, Signal, workers
 from pipeline.status import AgentMetricsProvider, GaugeSample
 from plugins._agentconv import (
     DEFAULT_ERROR_RULES,
@@ -66,6 +66,7 @@ from plugins.agentmetricsconnector.calls import (
     Layer,
 )
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
+from plugins.agentmetricsconnector.events import EventJoiner, SpanUsage, TokenCount, read_events
 
 WORKFLOW_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 MCP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -262,8 +263,8 @@ class _Batch:
     metric operations in span order, workflows for the windows, A2A producers and consumers,
     tool-call layers and failures for the joiner."""
 
-    __slots__ = ("a2a_clients", "a2a_servers", "consumers", "failures", "layers", "links", "ops",
-                 "producers", "workflows")  # fmt: skip
+    __slots__ = ("a2a_clients", "a2a_servers", "consumers", "failures", "inferences", "layers",
+                 "links", "ops", "producers", "workflows")  # fmt: skip
 
     def __init__(self) -> None:
         self.ops: list[tuple[Any, tuple[Any, ...]]] = []
@@ -276,6 +277,7 @@ class _Batch:
         self.links: list[tuple[bytes, bytes, bytes]] = []  # (trace, span, parent)
         self.a2a_clients: list[tuple[bytes, int]] = []  # (trace, start) of A2A client spans
         self.a2a_servers: list[tuple[Any, str]] = []  # A2A server spans, message type
+        self.inferences: list[SpanUsage] = []  # inference spans, for the GenAI events' join
 
 
 class _SpanView:
@@ -484,6 +486,33 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self.joiner = CallJoiner(join.window, join.max_traces, self._classifier.match)
         self._late_seen = 0
         self._early_seen = 0
+        self._events_counter = service.counter(
+            "otelcol_connector_agentmetrics_genai_events",
+            "GenAI events (log records) by what became of their token usage: given to their "
+            "span that had none (joined), already counted by their span or an earlier event "
+            "(duplicate), counted on their own when their span did not arrive in time (alone) "
+            "or when too many waited (early), none to count (no_usage); remembered spans "
+            "forgotten to bound memory (forgotten).",
+            ("connector", "result"),
+        )
+        self._events_gauge = service.gauge(
+            "otelcol_connector_agentmetrics_genai_events_pending",
+            "GenAI events with token usage waiting for their span.",
+            ("connector",),
+        )
+        ev = config.genai_events
+        # whether a logs input feeds this instance (set by the factory, or by the first logs
+        # request): only then are inference spans remembered for the GenAI events' join
+        self.accepts_logs = False
+        self.events = EventJoiner(
+            ev.window,
+            ev.max_pending,
+            ev.max_remembered,
+            ev.remember,
+            lambda result, n: self._events_counter.labels(settings.name, result).inc(n),
+        )
+        self._users = 0
+        self.on_stop: Any = None  # the factory forgets the shared instance at its last shutdown
         self.dialects: Dialects = load_dialects(config.dialects, config.attributes)
         self._role = Role
         self._dialect_keys = self.dialects.attribute_keys
@@ -619,7 +648,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         :class:`CallJoiner`, which counts them once when their trace's join window ends.
 
         Atomic: every span is decoded and classified before anything is counted, so a request
-        that fails changes nothing."""
+        that fails changes nothing. Logs (GenAI events) go to :meth:`consume_logs`."""
+        if data.signal is Signal.LOGS:
+            await self.consume_logs(data)
+            return
         raw = data.to_bytes()
         now_ns = time.time_ns()
         now = now_ns / 1e9
@@ -1012,10 +1044,16 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         agent = facts.label("agent_name")
         if agent:
             common.append(("gen_ai.agent.name", agent))
+        # a GenAI event of this span already held lends what the span lacks
+        event = self.events.peek(sp.trace_id, sp.span_id) if self.events.pending else None
+        if event is not None and not model and event.model:
+            model = event.model
+            common.append(("gen_ai.request.model", model))
         duration_labels = list(common)
         if failed:
             error = (
                 facts.label("error_type")
+                or (event.error_type if event is not None else "")
                 or facts.exception_type
                 or self._classifier.match(view.full().status.message)
                 or "_OTHER"
@@ -1030,32 +1068,56 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         )
         wf_type = view.get(names.workflow_type) or ""
         wf_agent = view.get(names.workflow_agent_id) or agent or UNKNOWN
+        has_usage = facts.input_tokens is not None or facts.output_tokens is not None
+        labels = tuple(common)
+        if self.accepts_logs:
+            batch.inferences.append(
+                SpanUsage(sp.trace_id, sp.span_id, has_usage, labels, model, wf_type, wf_agent)
+            )
+        if has_usage and not (
+            self.accepts_logs and self.events.counted_alone(sp.trace_id, sp.span_id)
+        ):
+            tokens = TokenCount(
+                labels,
+                model,
+                wf_type,
+                wf_agent,
+                facts.input_tokens,
+                facts.output_tokens,
+                sp.trace_id,
+                sp.span_id,
+            )
+            batch.ops.append((self._count_tokens, (tokens, now_ns)))
+
+    def _count_tokens(self, tokens: TokenCount, now_ns: int) -> None:
+        """``gen_ai.client.token.usage`` and the workflow's token and cost totals of one
+        inference call (from its span, or its GenAI event)."""
+        wf_type = tokens.workflow_type
+        model = tokens.model
         price = self._prices.get(model) if model else None
         cost = 0.0
-        for token_type, count in (("input", facts.input_tokens), ("output", facts.output_tokens)):
+        for token_type, count in (
+            ("input", tokens.input_tokens),
+            ("output", tokens.output_tokens),
+        ):
             if count is None:
                 continue
-            labels = (*common, ("gen_ai.token.type", token_type))
-            batch.ops.append(
-                (
-                    self.token_usage.observe,
-                    (NO_RESOURCE, labels, float(count), now_ns, sp.trace_id, sp.span_id),
-                )
+            labels = (*tokens.common, ("gen_ai.token.type", token_type))
+            self.token_usage.observe(
+                NO_RESOURCE, labels, float(count), now_ns, tokens.trace_id, tokens.span_id
             )
             if wf_type:
                 wf_labels = (
                     ("workflow_type", wf_type),
-                    ("agent_id", wf_agent),
+                    ("agent_id", tokens.workflow_agent),
                     ("token_type", token_type),
                 )
-                batch.ops.append(
-                    (self.workflow_tokens.add, (NO_RESOURCE, wf_labels, count, now_ns))
-                )
+                self.workflow_tokens.add(NO_RESOURCE, wf_labels, count, now_ns)
             if price is not None:
                 cost += count * (price[0] if token_type == "input" else price[1])
         if wf_type and price is not None and cost:
-            labels = (("workflow_type", wf_type), ("agent_id", wf_agent))
-            batch.ops.append((self.workflow_cost.add, (NO_RESOURCE, labels, cost, now_ns)))
+            labels = (("workflow_type", wf_type), ("agent_id", tokens.workflow_agent))
+            self.workflow_cost.add(NO_RESOURCE, labels, cost, now_ns)
 
     def _a2a(
         self,
@@ -1218,6 +1280,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._remember_producers(batch.producers)
         self._a2a_latencies(batch, now_ns)
         self.joiner.add(batch.layers, batch.failures, now, batch.links)
+        if batch.inferences:
+            for tokens in self.events.add_spans(batch.inferences, now):
+                self._count_tokens(tokens, now_ns)
 
     def _a2a_latencies(self, batch: _Batch, now_ns: int) -> None:
         """A2A latency of the A2A conventions' and a2a-sdk's spans, where both sides are in
@@ -1316,16 +1381,44 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._call_labels[key] = labels
         return labels
 
+    # -- the logs input: GenAI events (events.py) -----------------------------------------------
+    async def consume_logs(self, data: Payload) -> None:
+        """GenAI events joined to their inference spans (see ``events.py`` for the rule).
+        Atomic: every record is read before anything is counted."""
+        self.accepts_logs = True
+        now_ns = time.time_ns()
+        now = now_ns / 1e9
+        raw = data.to_bytes()
+        # a request without the bytes "gen_ai." holds no GenAI event (no event name, no usage
+        # attribute): not decoded (an application's own logs pass through a logs pipeline)
+        events = list(read_events(raw, self.names)) if b"gen_ai." in raw else []
+        for tokens in self.events.add_events(events, now):
+            self._count_tokens(tokens, now_ns)
+        self._settle_events(now_ns, now)
+
+    def _settle_events(self, now_ns: int, now: float, everything: bool = False) -> None:
+        for tokens in self.events.settle(now, everything):
+            self._count_tokens(tokens, now_ns)
+        self._events_gauge.labels(self.settings.name).set(len(self.events))
+
     async def shutdown(self) -> None:
-        """Settles every held trace (nothing is lost), then stops and flushes."""
+        """Settles every held trace and event (nothing is lost), then stops and flushes
+        (at the last of its inputs' shutdowns)."""
+        self._users = max(0, self._users - 1)
+        if self._users:
+            return
         now_ns = time.time_ns()
         self._settle(now_ns, now_ns / 1e9, everything=True)
+        self._settle_events(now_ns, now_ns / 1e9, everything=True)
         await super().shutdown()
+        if self.on_stop is not None:
+            self.on_stop()
 
     # -- derived gauges ----------------------------------------------------------------------------
     def before_flush(self, now_ns: int) -> None:
         now = now_ns / 1e9
         self._settle(now_ns, now)
+        self._settle_events(now_ns, now)
         for w in self.windows.values():
             w.prune(now)
         for m in (self.failure_ratio, self.sla_ratio, self.budget_remaining, self.burn_rate):
@@ -1333,12 +1426,70 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         for metric, labels, value in self._derived(now):
             metric.set(NO_RESOURCE, labels, value, now_ns)
 
-    def _derived(self, now: float) -> Iterator[tuple[Metric, tuple[tuple[str, str], ...], float]]:
+    async def start(self, host: Host) -> None:
+        """One instance serves the traces and the logs input (the factory shares it)."""
+        self._users += 1
+        await super().start(host)
+        ctx = workers.current()
+        if ctx is not None:
+            ctx.expose(self._windows_key, self._window_state)
+
+    @property
+    def _windows_key(self) -> str:
+        return f"agentmetrics-windows/{self.settings.id}"
+
+    def _window_state(self) -> dict[float, dict[str, list[list[float]]]]:
+        return {
+            h: {t: [list(b) for b in bs] for t, bs in w.types.items()}
+            for h, w in self.windows.items()
+        }
+
+    async def prepare_flush(self, now_ns: int) -> None:
+        """With several workers (``service.workers``), each counts the workflows it owns:
+        the primary computes the derived gauges from every worker's windows added up (the
+        same buckets in every process: they start at multiples of the resolution), the
+        others export none, so the merged scrape holds the gauges of one process."""
+        ctx = workers.current()
+        if ctx is None or ctx.count <= 1:
+            self.before_flush(now_ns)
+            return
+        now = now_ns / 1e9
+        self._settle_events(now_ns, now)
+        for w in self.windows.values():
+            w.prune(now)
+        for m in (self.failure_ratio, self.sla_ratio, self.budget_remaining, self.burn_rate):
+            m.clear()
+        if not ctx.primary:
+            return
+        states = await ctx.gather(self._windows_key)
+        merged: dict[float, SlidingWindows] = {}
+        for horizon, own in self.windows.items():
+            total = SlidingWindows(own.horizon, own.resolution, 0)
+            by_type: dict[str, dict[float, list[float]]] = {}
+            for state in states:
+                for wf_type, buckets in (state or {}).get(horizon, {}).items():
+                    slots = by_type.setdefault(wf_type, {})
+                    for start, t, b, o in buckets:
+                        slot = slots.setdefault(start, [start, 0, 0, 0])
+                        slot[1] += t
+                        slot[2] += b
+                        slot[3] += o
+            for wf_type, slots in by_type.items():
+                total.types[wf_type] = collections.deque(slots[s] for s in sorted(slots))
+            total.prune(now)
+            merged[horizon] = total
+        for metric, labels, value in self._derived(now, merged):
+            metric.set(NO_RESOURCE, labels, value, now_ns)
+
+    def _derived(
+        self, now: float, windows: dict[float, SlidingWindows] | None = None
+    ) -> Iterator[tuple[Metric, tuple[tuple[str, str], ...], float]]:
         """The failure ratio, SLA compliance, error budget and burn rates of every workflow
-        type, over their windows at ``now``."""
+        type, over their windows at ``now`` (``windows``: instead of this process's)."""
         cfg = self.config
-        failure = self.windows[cfg.failure_window]
-        budget_window = self.windows[cfg.slo.effective_budget_window]
+        windows = self.windows if windows is None else windows
+        failure = windows[cfg.failure_window]
+        budget_window = windows[cfg.slo.effective_budget_window]
         for wf_type in failure.types.keys() | budget_window.types.keys():
             label = (("workflow_type", wf_type),)
             total, bad, ok = failure.totals(wf_type, now)
@@ -1348,7 +1499,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     yield self.sla_ratio, label, ok / total
             budget = 1.0 - cfg.slo.target_for(wf_type)
             for window, name in self._burn_windows:
-                total_w, bad_w, _ = self.windows[window].totals(wf_type, now)
+                total_w, bad_w, _ = windows[window].totals(wf_type, now)
                 if total_w:
                     yield self.burn_rate, (*label, ("window", name)), (bad_w / total_w) / budget
             total_b, bad_b, _ = budget_window.totals(wf_type, now)

@@ -10,7 +10,7 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from pipeline import Component, CreateSettings, Host
+from pipeline import Component, CreateSettings, Host, workers
 from pipeline.errors import ComponentStartError
 from pipeline.storage import SegmentLog, safe_name
 from plugins.filestorageextension.config import CompactionConfig, FileStorageConfig
@@ -32,8 +32,12 @@ class FileStorageExtension(Component):
         if existing is not None:
             return existing
         cfg = self.config
+        sub = safe_name(owner)
+        ctx = workers.current()
+        if ctx is not None and ctx.count > 1:
+            sub += f".worker{ctx.index}"  # each worker process its own log (service.workers)
         created = SegmentLog(
-            self.directory / safe_name(owner),
+            self.directory / sub,
             fsync=cfg.fsync,
             fsync_interval=cfg.fsync_interval,
             lock_timeout=cfg.timeout,

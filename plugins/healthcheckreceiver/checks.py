@@ -243,6 +243,17 @@ def _count_failed_nodes(nodes: Any) -> int:
     return sum(1 for f in flags if "fail" in f.split(",") or "fail?" in f.split(","))
 
 
+def _count_nodes(nodes: Any) -> int:
+    """Nodes in a ``CLUSTER NODES`` answer (raw text or as redis-py parses it)."""
+    if isinstance(nodes, bytes):
+        nodes = nodes.decode()
+    if isinstance(nodes, str):
+        return sum(1 for line in nodes.splitlines() if len(line.split()) > 2)
+    if isinstance(nodes, dict):
+        return len(nodes)
+    return 0
+
+
 class RedisCheck(Check):
     """PING, a set/get/delete round trip with expiry, failed cluster nodes; degraded above
     500 ms or with failed nodes."""
@@ -278,6 +289,7 @@ class RedisCheck(Check):
             nodes = await client.execute_command("CLUSTER NODES")
             failed = _count_failed_nodes(nodes)
             details["cluster_failed_nodes"] = failed
+            details["cluster_known_nodes"] = _count_nodes(nodes)
             limit = self.config.thresholds.failed_nodes or 0
             if failed > limit:
                 return Status.DEGRADED, f"redis cluster has {failed} failed node(s)", details

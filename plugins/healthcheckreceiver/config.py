@@ -77,7 +77,11 @@ class CheckConfig(ConfigModel):
     name: str = Field(min_length=1)
     type: CheckType
     endpoint: str | None = None
-    """A DSN (``postgresql://``), a URL (``redis://``, ``http://``) or none for ``system``."""
+    """A DSN (``postgresql://``), a URL (``redis://``, ``http://``) or none for ``system``.
+    An empty value (``""`` or null) disables the check (logged at start): that is what an unset
+    environment variable gives, so ``endpoint: ${env:HEALTHCHECK_POSTGRESQL_ENDPOINT:-}`` checks the
+    database only where its address is set. A check with no ``endpoint`` key (other than
+    ``system``) is a config error."""
     interval: Duration | None = None
     """How often this check runs; the receiver's ``collection_interval`` by default."""
     timeout: Duration = Seconds(5)
@@ -97,13 +101,24 @@ class CheckConfig(ConfigModel):
     path: str = "/"
     """System: the filesystem whose usage is checked."""
 
+    @property
+    def disabled(self) -> bool:
+        """Its endpoint is an empty string (an unset environment variable): not run."""
+        return (
+            self.type != "system"
+            and "endpoint" in self.model_fields_set
+            and not (self.endpoint or "").strip()
+        )
+
     @model_validator(mode="after")
     def _check(self) -> CheckConfig:
-        if self.type != "system" and not self.endpoint:
-            raise ValueError(f"a {self.type} check needs an endpoint")
+        if self.type != "system" and "endpoint" not in self.model_fields_set:
+            raise ValueError(
+                f"a {self.type} check needs an endpoint (an empty one disables the check)"
+            )
         if self.type == "system" and self.endpoint:
             raise ValueError("a system check takes no endpoint")
-        if self.endpoint:
+        if self.endpoint and not self.disabled:
             schemes = {
                 "postgresql": ("postgresql://", "postgres://"),
                 "redis": ("redis://", "rediss://", "unix://"),
@@ -148,6 +163,7 @@ class HealthCheckReceiverConfig(ComponentConfig):
     """The default interval of every check."""
     initial_delay: Duration = Seconds(0)
     checks: list[CheckConfig] = Field(min_length=1)
+    """The checks; those whose endpoint is empty are disabled (see ``CheckConfig.endpoint``)."""
     trace_checks: bool = True
     """Trace each check (a span per run; PostgreSQL statements through
     opentelemetry-instrumentation-asyncpg) when the OpenTelemetry API is installed."""

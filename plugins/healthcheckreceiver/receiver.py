@@ -23,6 +23,7 @@ NUMERIC_DETAILS = (
     "database_size_bytes",
     "cluster_enabled",
     "cluster_failed_nodes",
+    "cluster_known_nodes",
     "http_status_code",
     "tools_count",
     "cpu_percent",
@@ -67,7 +68,7 @@ class HealthCheckReceiver(Component, DependencyProvider):
         self.settings = settings
         self.config = config
         self.next_consumer = next_consumer
-        self.checks: list[Check] = [make_check(c) for c in config.checks]
+        self.checks: list[Check] = [make_check(c) for c in config.checks if not c.disabled]
         self.results: dict[str, CheckResult] = {}
         self._failures: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -80,7 +81,16 @@ class HealthCheckReceiver(Component, DependencyProvider):
         if self._started:
             return
         self._started = True
-        if self.config.trace_checks:
+        for c in self.config.checks:
+            if c.disabled:
+                self.settings.logger.info(
+                    "health check %s (%s) is disabled: its endpoint is empty (an unset "
+                    "environment variable?)",
+                    c.name,
+                    c.type,
+                    extra={"check": c.name, "type": c.type, "status": "disabled"},
+                )
+        if self.config.trace_checks and self.checks:
             self._tracer = _tracer()
             if self._tracer is None:
                 self.settings.logger.warning(
@@ -215,6 +225,30 @@ class HealthCheckReceiver(Component, DependencyProvider):
             "Numbers a check measured (active connections, database size, tools...).",
             details,
         )
+        # The reference's infrastructure families, for configs/alerts' DatabaseConnectionPool-
+        # Exhausted and RedisClusterNodeDown (an application's own pool metric of the same
+        # name, passed through, is more precise; see docs/anomaly.md).
+        d = result.details
+        active = d.get("active_connections")
+        if result.type == "postgresql" and isinstance(active, int):
+            w.gauge(
+                "database_connection_pool_active",
+                "",
+                "Active connections of the database server (pg_stat_activity, state active).",
+                [(active, {"check": result.name})],
+            )
+        if result.type == "redis" and "cluster_enabled" in d:
+            failed = int(d.get("cluster_failed_nodes", 0))
+            known = int(d.get("cluster_known_nodes", 1)) if d["cluster_enabled"] else 1
+            w.gauge(
+                "redis_cluster_nodes",
+                "",
+                "Redis nodes by state (ok, fail); a standalone server counts as one node.",
+                [
+                    (max(known - failed, 0), {"check": result.name, "status": "ok"}),
+                    (failed, {"check": result.name, "status": "fail"}),
+                ],
+            )
         return Metrics.from_message(builder.request)  # type: ignore[return-value]
 
     async def _emit(self, result: CheckResult) -> None:

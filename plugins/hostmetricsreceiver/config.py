@@ -7,6 +7,7 @@ as the Collector's generated ``metadata.yaml`` settings do.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import ClassVar, Literal
 
@@ -123,22 +124,35 @@ class MountPointFilter(Filter):
 
 class ProcessFilter(Filter):
     """``include``/``exclude`` of the process scraper: a process matches when its executable
-    name is in ``names``, its pid in ``pids``, or its command line matches ``command_lines``
-    (``pids`` and ``command_lines`` are this gateway's additions)."""
+    name is in ``names``, its pid in ``pids``, its command line matches ``command_lines``, or
+    it is the gateway's own process with ``own_process: true`` (``pids``, ``command_lines``
+    and ``own_process`` are this gateway's additions)."""
 
     names: list[str] = Field(default_factory=list)
     pids: list[int] = Field(default_factory=list)
     command_lines: list[str] = Field(default_factory=list)
+    own_process: bool = False
+    """The gateway's own process (whatever its pid after a restart): ``include: {own_process:
+    true}`` gives the gateway's CPU and memory (the default config's memory rules)."""
 
     @model_validator(mode="after")
     def _check(self) -> ProcessFilter:
-        if not (self.names or self.pids or self.command_lines):
-            raise ValueError("give at least one of names, pids or command_lines")
+        if not (self.names or self.pids or self.command_lines or self.own_process):
+            raise ValueError("give at least one of names, pids, command_lines or own_process")
         self._compile(self.names + self.command_lines)
         return self
 
+    def only_pids(self) -> set[int] | None:
+        """The pids this filter can match when it names processes by pid only (``pids``,
+        ``own_process``): the scraper then reads just those, not every process."""
+        if self.names or self.command_lines:
+            return None
+        return set(self.pids) | ({os.getpid()} if self.own_process else set())
+
     def match(self, pid: int, names: list[str], command_line: str) -> bool:
         if pid in self.pids:
+            return True
+        if self.own_process and pid == os.getpid():
             return True
         if any(self.matches(self.names, n) for n in names if n):
             return True

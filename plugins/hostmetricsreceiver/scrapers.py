@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -544,6 +545,23 @@ class ProcessScraper(Scraper):
             "process.owner": info.get("username") or "",
         }
 
+    def _processes(self, attrs: list[str]) -> Iterator[psutil.Process]:
+        """Every process, or only the pids an include filter by pid names (the gateway's own
+        process in the default config: no walk over the host's processes)."""
+        c = self.config
+        assert isinstance(c, ProcessScraperConfig)
+        pids = c.include.only_pids() if c.include is not None else None
+        if pids is None:
+            yield from psutil.process_iter(attrs, ad_value=None)
+            return
+        for pid in sorted(pids):
+            try:
+                proc = psutil.Process(pid)
+                proc.info = proc.as_dict(attrs, ad_value=None)  # what process_iter sets
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+            yield proc
+
     def scrape(self, builder: RequestBuilder, now_ns: int) -> ScrapeResult:
         c = self.config
         assert isinstance(c, ProcessScraperConfig)
@@ -554,7 +572,7 @@ class ProcessScraper(Scraper):
         now = time.time()
         alive: set[int] = set()
         attrs = ["pid", "ppid", "name", "exe", "cmdline", "username", "create_time"]
-        for proc in psutil.process_iter(attrs, ad_value=None):
+        for proc in self._processes(attrs):
             try:
                 resource = self._select(proc)
                 if resource is None:

@@ -23,6 +23,7 @@ from pipeline import (
     RetryableError,
     ServerAuth,
     Traces,
+    netedge,
     server_ssl_context,
     split_endpoint,
 )
@@ -402,6 +403,8 @@ class ThriftUDPServer:
         family, stype, proto, _, addr = infos[0]
         sock = socket.socket(family, stype, proto)
         try:
+            if netedge.REUSE_PORT:  # workers share the port (pipeline.workers)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if self.config.socket_buffer_size:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.socket_buffer_size)
             sock.bind(addr)

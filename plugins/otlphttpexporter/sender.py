@@ -32,10 +32,10 @@ from pipeline import (
     payload_type,
 )
 from pipeline.compression import gzip_compress
+from plugins import _otlpjson as otlpjson
 from plugins.otlpexporter.config import ClientTLSConfig
 from plugins.otlpexporter.grpcstatus import parse_partial_success, record_partial_success
 from plugins.otlphttpexporter.config import OTLPHTTPExporterConfig
-from plugins.otlpreceiver import otlpjson
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 # the count of ``partialSuccess`` in each signal's OTLP/JSON response

@@ -26,6 +26,7 @@ from pipeline import (
     RetryableError,
     ServerAuth,
     Signal,
+    netedge,
     split_endpoint,
 )
 from pipeline.client import ClientInfo, client_context
@@ -171,7 +172,7 @@ class GRPCServer:
 
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", cfg.max_recv_msg_size_mib << 20),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if netedge.REUSE_PORT else 0),
             ("grpc.max_allowed_incoming_connections", cfg.max_connections),
             ("grpc.max_metadata_size", cfg.max_header_list_size),
             ("grpc.absolute_max_metadata_size", cfg.max_header_list_size),

@@ -51,8 +51,8 @@ from pipeline import (
 )
 from pipeline.client import ClientInfo, peer_address, set_client
 from pipeline.netedge import HTTPEdge, Listener, http_edge, serve_http
+from plugins import _otlpjson as otlpjson
 from plugins._offload import decode_off_loop
-from plugins.otlpreceiver import otlpjson
 from plugins.otlpreceiver.common import (
     ClientDisconnected,
     RequestError,

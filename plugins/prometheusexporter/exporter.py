@@ -10,7 +10,7 @@ from prometheus_client import exposition
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from pipeline import Component, CreateSettings, Host, Payload, Signal, server_ssl_context
+from pipeline import Component, CreateSettings, Host, Payload, Signal, server_ssl_context, workers
 from pipeline.httpserver import Serving, serve
 from plugins.prometheusexporter.accumulator import Accumulator
 from plugins.prometheusexporter.config import PrometheusExporterConfig
@@ -87,7 +87,7 @@ class PrometheusExporter(Component):
         try:
             # Families are built here, on the loop, where the accumulator changes; the text is
             # written in a worker thread (the larger part of the work) from that snapshot.
-            families = list(self.accumulator.collect(self.config.send_timestamps))
+            families = await self._families()
             want_om = self.config.enable_open_metrics and wants_openmetrics(
                 request.headers.get("Accept", "")
             )
@@ -97,9 +97,30 @@ class PrometheusExporter(Component):
             return web.Response(status=500, text=f"error rendering metrics: {exc}\n")
         return web.Response(body=body, headers={"Content-Type": content_type})
 
+    async def _families(self) -> list[Metric]:
+        """The families to serve: this process's, or with workers (``service.workers``)
+        every worker's merged (each holds the series of what it processed)."""
+        ctx = workers.current()
+        if ctx is None:
+            return list(self.accumulator.collect(self.config.send_timestamps))
+        merged = workers.merge_families(await ctx.gather(self._key), gauges="latest")
+        return merged if self.config.send_timestamps else workers.strip_timestamps(merged)
+
+    def _exposition(self) -> list[Metric]:
+        return list(self.accumulator.collect(True))
+
+    @property
+    def _key(self) -> str:
+        return f"prometheus/{self.settings.id}"
+
     async def start(self, host: Host) -> None:
         if self._runner is not None:
             return
+        ctx = workers.current()
+        if ctx is not None:
+            ctx.expose(self._key, self._exposition)
+            if not ctx.primary:
+                return  # the primary worker serves the endpoint
         app = web.Application()
         app.router.add_get("/metrics", self._handle)
         tls = self.config.tls
@@ -116,6 +137,9 @@ class PrometheusExporter(Component):
         )
 
     async def shutdown(self) -> None:
+        ctx = workers.current()
+        if ctx is not None:
+            ctx.withdraw(self._key, self._exposition)
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()

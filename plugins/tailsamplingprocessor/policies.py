@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -48,6 +48,72 @@ class Decision(enum.Enum):
 SAMPLED_LIKE = (Decision.SAMPLED, Decision.INVERT_SAMPLED)
 
 
+class RequestBytes:
+    """The encoded request the spans of a batch of traces came from: a needle it does not
+    contain is in none of their spans, so each needle is searched in it once, not once per
+    trace."""
+
+    __slots__ = ("_found", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._found: dict[bytes, bool] = {}
+
+    def has(self, needle: bytes) -> bool:
+        found = self._found.get(needle)
+        if found is None:
+            found = self._found[needle] = needle in self.raw
+        return found
+
+
+class AttrView(Mapping[str, Any]):
+    """``{key: AnyValue}`` of a decoded span's attributes, answering as the dict of them
+    would (a repeated key has its last value) without building it: the keys are read once,
+    a value only when asked for (reading every value of a decoded span is what costs)."""
+
+    __slots__ = ("_attrs", "_keys")
+
+    def __init__(self, attributes: Any) -> None:
+        self._attrs = attributes
+        self._keys: list[str] = [kv.key for kv in attributes]
+
+    def _index(self, key: object) -> int:
+        keys = self._keys
+        try:
+            i = keys.index(key)  # type: ignore[arg-type]
+        except ValueError:
+            return -1
+        if keys.count(key) > 1:  # type: ignore[arg-type]
+            i = len(keys) - 1 - keys[::-1].index(key)  # type: ignore[arg-type]
+        return i
+
+    def first(self, key: str) -> Any:
+        """The value of the first attribute ``key`` (None without one)."""
+        try:
+            return self._attrs[self._keys.index(key)].value
+        except ValueError:
+            return None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._index(key)
+        return default if i < 0 else self._attrs[i].value
+
+    def __getitem__(self, key: str) -> Any:
+        i = self._index(key)
+        if i < 0:
+            raise KeyError(key)
+        return self._attrs[i].value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(self._keys))
+
+    def __len__(self) -> int:
+        return len(set(self._keys))
+
+
 class TraceData:
     """The spans of one trace as held (encoded), decoded as little as each policy needs: the
     span skeletons (ids, times, status; attributes left encoded) for structure, and a span in
@@ -59,16 +125,19 @@ class TraceData:
         spans: list[bytes],
         resources: list[bytes],
         groups: list[tuple[bytes, bytes, bytes, bytes]] | None = None,
+        request: RequestBytes | None = None,
     ) -> None:
         self.trace_id = trace_id
+        self.request = request  # the request holding every span of the trace, when known
         self.groups = groups  # (resource, its schema url, scope, its schema url) per span
         self._raw = spans
         self._raw_resources = resources  # one per span (the same bytes object shared)
         self._decoded: list[Any] = [None] * len(spans)
+        self._attrs: list[AttrView | None] = [None] * len(spans)
         self._skeletons: list[Any] | None = None
         self._resources: list[dict[str, Any]] | None = None
         self._root: Any = None
-        self._root_attrs: dict[str, Any] = {}
+        self._root_attrs: Mapping[str, Any] = {}
         self._root_done = False
         self._joined: bytes | None = None
 
@@ -82,6 +151,13 @@ class TraceData:
             s = self._decoded[i] = Span.FromString(self._raw[i])
         return s
 
+    def attrs(self, i: int) -> AttrView:
+        """The attributes of span ``i`` (decoded), as :class:`AttrView`."""
+        a = self._attrs[i]
+        if a is None:
+            a = self._attrs[i] = AttrView(self.span(i).attributes)
+        return a
+
     @property
     def spans(self) -> list[Any]:
         return [self.span(i) for i in range(len(self._raw))]
@@ -89,6 +165,15 @@ class TraceData:
     def spans_containing(self, *needles: bytes) -> list[Any]:
         """The decoded spans whose encoding contains any of ``needles`` (an attribute key or
         value): the others cannot match and are not decoded."""
+        return [self.span(i) for i in self.indices_containing(*needles)]
+
+    def indices_containing(self, *needles: bytes) -> list[int]:
+        """The indices of the spans whose encoding contains any of ``needles``."""
+        request = self.request
+        if request is not None:
+            needles = tuple(n for n in needles if request.has(n))
+            if not needles:
+                return []
         joined = self._joined
         if joined is None:
             joined = self._joined = b"".join(self._raw)
@@ -97,8 +182,8 @@ class TraceData:
             return []
         if len(present) == 1:
             needle = present[0]
-            return [self.span(i) for i, raw in enumerate(self._raw) if needle in raw]
-        return [self.span(i) for i, raw in enumerate(self._raw) if any(n in raw for n in present)]
+            return [i for i, raw in enumerate(self._raw) if needle in raw]
+        return [i for i, raw in enumerate(self._raw) if any(n in raw for n in present)]
 
     @property
     def skeletons(self) -> list[Any]:
@@ -161,20 +246,20 @@ class TraceData:
         """The workflow root span (a root that is a workflow), else the first root span."""
         if not self._root_done:
             self._root_done = True
-            roots = [self.span(i) for i, sk in enumerate(self.skeletons) if not sk.parent_span_id]
-            for s in roots:
-                attrs = {kv.key: kv.value for kv in s.attributes}
+            roots = [i for i, sk in enumerate(self.skeletons) if not sk.parent_span_id]
+            for i in roots:
+                s, attrs = self.span(i), self.attrs(i)
                 if is_workflow_root(s, attrs, NAMES):
                     self._root, self._root_attrs = s, attrs
                     break
             else:
                 if roots:
-                    self._root = roots[0]
-                    self._root_attrs = {kv.key: kv.value for kv in roots[0].attributes}
+                    self._root = self.span(roots[0])
+                    self._root_attrs = self.attrs(roots[0])
         return self._root
 
     @property
-    def root_attrs(self) -> dict[str, Any]:
+    def root_attrs(self) -> Mapping[str, Any]:
         """``{key: AnyValue}`` of :attr:`root` (empty without a root)."""
         _ = self.root
         return self._root_attrs
@@ -185,17 +270,24 @@ class TraceData:
         needle = key.encode()
         for i, raw in enumerate(self._raw):
             if needle in raw:
-                v = self.span_value(self.span(i), key)
+                v = self.attrs(i).first(key)
                 if v is not None:
                     return attr_str(v)
         return ""
 
     def contains(self, needle: bytes) -> bool:
         """Whether any span's encoding contains ``needle``."""
+        request = self.request
+        if request is not None and not request.has(needle):
+            return False
         joined = self._joined
         if joined is None:
             joined = self._joined = b"".join(self._raw)
-        return needle in joined
+        if needle not in joined:
+            return False
+        # found in the joined encodings: in one span, not across the end of one and the start
+        # of the next
+        return any(needle in raw for raw in self._raw)
 
 
 Evaluate = Callable[[TraceData], Decision]
@@ -243,6 +335,31 @@ def probabilistic_threshold(ratio: float) -> int:
     return min(round(exact * (1 << scale)) >> scale, 2**64 - 1)  # round(): half to even
 
 
+class BudgetLog:
+    """The spans rate budgets (``rate_limiting``, ``composite``) gave while a batch of traces
+    was decided, to be given back when the decisions are not kept (the next component did not
+    take the payload: a retry of the request decides again and must not count twice).
+    Decisions are taken synchronously inside ``with BudgetLog() as log:``; budgets note what
+    they gave in the log that is open, if any."""
+
+    current: BudgetLog | None = None
+
+    def __init__(self) -> None:
+        self.refunds: list[Callable[[], None]] = []
+
+    def __enter__(self) -> BudgetLog:
+        BudgetLog.current = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        BudgetLog.current = None
+
+    def refund(self) -> None:
+        """Gives back everything noted (the newest first)."""
+        while self.refunds:
+            self.refunds.pop()()
+
+
 class _PerSecond:
     """Spans counted in the current wall-clock second."""
 
@@ -258,7 +375,14 @@ class _PerSecond:
         if self.spans + n > limit:
             return False
         self.spans += n
+        log = BudgetLog.current
+        if log is not None:
+            log.refunds.append(lambda: self._refund(now, n))
         return True
+
+    def _refund(self, second: int, n: int) -> None:
+        if self.second == second:
+            self.spans = max(0, self.spans - n)
 
 
 class _TokenBucket:
@@ -280,7 +404,13 @@ class _TokenBucket:
         if n > self.tokens:
             return False
         self.tokens -= n
+        log = BudgetLog.current
+        if log is not None:
+            log.refunds.append(lambda: self._refund(n))
         return True
+
+    def _refund(self, n: int) -> None:
+        self.tokens = min(float(self.burst), self.tokens + n)
 
 
 def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
@@ -561,15 +691,15 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
             # a failed call has an ERROR status (Status.code 2: bytes 0x18 0x02) or error.type
             if not (t.contains(b"\x18\x02") or t.contains(ERROR_TYPE)):
                 return Decision.NOT_SAMPLED
-            for s in t.spans_containing(TOOL_MARKERS[0], TOOL_MARKERS[1]):
-                attrs = {kv.key: kv.value for kv in s.attributes}
+            for i in t.indices_containing(TOOL_MARKERS[0], TOOL_MARKERS[1]):
+                attrs = t.attrs(i)
                 if not is_tool_call(attrs, NAMES):
                     continue
                 if tools:
                     name = attrs.get(NAMES.tool_name)
                     if name is None or attr_str(name) not in tools:
                         continue
-                if s.status.code == STATUS_ERROR or NAMES.error_type in attrs:
+                if NAMES.error_type in attrs or t.span(i).status.code == STATUS_ERROR:
                     return Decision.SAMPLED
             return Decision.NOT_SAMPLED
 
@@ -594,8 +724,8 @@ def _usage(t: TraceData, uc: Any) -> tuple[int, float]:
     carry it, else from ``prices`` by ``gen_ai.response.model`` / ``gen_ai.request.model``."""
     calls: list[tuple[int, int, float | None, str]] = []
     others: list[tuple[int, int, float | None, str]] = []
-    for s in t.spans_containing(b"token", uc.cost_attribute.encode()):
-        attrs = {kv.key: kv.value for kv in s.attributes}
+    for i in t.indices_containing(b"token", uc.cost_attribute.encode()):
+        attrs = t.attrs(i)
         inp = sum(int(_number(attrs[k]) or 0) for k in _INPUT if k in attrs)
         out = sum(int(_number(attrs[k]) or 0) for k in _OUTPUT if k in attrs)
         cost_v = attrs.get(uc.cost_attribute)

@@ -34,8 +34,10 @@ from pipeline.tasks import supervise
 from plugins.tailsamplingprocessor.config import TailSamplingConfig
 from plugins.tailsamplingprocessor.policies import (
     SAMPLED_LIKE,
+    BudgetLog,
     Decision,
     Policy,
+    RequestBytes,
     TraceData,
     build,
     final_decision,
@@ -291,17 +293,25 @@ class TailSamplingProcessor(Component):
                 late_out.append((group, span_raw))
             else:
                 late_dropped += 1
+        after_out: list[tuple[GroupKey, bytes]] = []
+        after_dropped = 0
+        taken = False  # part of the request was passed on: it can no longer be refused
         if data.whole_traces:
+            request = RequestBytes(data.to_bytes())
             # whole traces are decided at once; spans of a trace already held (rare: it also
             # came through another path) join it and wait for its decision
-            whole = [item for item in fresh if item[0] not in self._held]
+            whole = [item for item in fresh if item[0] not in held]
             if len(whole) == len(fresh):
-                await self._consume_whole(whole, late_out, late_dropped, data)
+                await self._consume_whole(whole, late_out, late_dropped, request, data)
                 return
-            await self._consume_whole(whole, late_out, late_dropped)
+            rest = [item for item in fresh if item[0] in held]
+            # the whole traces go on carrying the request's tokens (the rest holds them too)
+            await self._consume_whole(whole, late_out, late_dropped, request, acks=data.ack_tokens)
             late_out, late_dropped = [], 0
-            fresh = [item for item in fresh if item[0] in self._held]
-        if self.config.block_on_overflow and fresh:  # refused before anything changed
+            # while the next component took them, the held traces may have been decided
+            fresh, after_out, after_dropped = self._reclassify(rest)
+            taken = True
+        if self.config.block_on_overflow and fresh and not taken:  # refused before anything changed
             new = len({item[0] for item in fresh if item[0] not in held})
             if len(self._held) + new > self.config.num_traces:
                 raise RetryableError(
@@ -312,10 +322,14 @@ class TailSamplingProcessor(Component):
                 )
         if late_out:
             encoded, n = _assemble(late_out)
-            await self.next.consume(Traces(encoded, item_count=n))
-        # 2. nothing can fail from here on: hold the rest
+            await self.next.consume(Traces(encoded, item_count=n).carry_acks(data.ack_tokens))
+            # while the next component took them, held traces may have been decided
+            fresh, after_out, after_dropped = self._reclassify(fresh)
+        # 2. nothing can fail from here on: hold the rest (no await before it is held), then
+        # pass on the spans of traces decided while the next component took the first part
         self._count_late(len(late_out), late_dropped)
         if not fresh:
+            await self._deliver_late(after_out, after_dropped, data.ack_tokens)
             return
         held = self._held
         traces_before, spans_before = len(held), self._held_spans
@@ -341,8 +355,40 @@ class TailSamplingProcessor(Component):
         self._gauges()
         if traces_before == 0:
             self._wake.set()
+        await self._deliver_late(after_out, after_dropped, data.ack_tokens)
         if early:
             await deliver_holding(self.next, early, self.settings, "early decided traces")
+
+    def _reclassify(self, fresh: list[tuple[bytes, GroupKey, bytes]]) -> tuple[
+        list[tuple[bytes, GroupKey, bytes]], list[tuple[GroupKey, bytes]], int
+    ]:  # fmt: skip
+        """``fresh`` after an ``await``: spans of traces decided meanwhile follow the decision
+        (passed on or dropped); the others are still to be held."""
+        held = self._held
+        if all(item[0] in held for item in fresh):
+            return fresh, [], 0
+        keep: list[tuple[bytes, GroupKey, bytes]] = []
+        out: list[tuple[GroupKey, bytes]] = []
+        dropped = 0
+        for item in fresh:
+            known = None if item[0] in held else self._known(item[0])
+            if known is None:
+                keep.append(item)
+            elif known:
+                out.append((item[1], item[2]))
+            else:
+                dropped += 1
+        return keep, out, dropped
+
+    async def _deliver_late(self, out: list[tuple[GroupKey, bytes]], dropped: int,
+                            acks: tuple[object, ...]) -> None:  # fmt: skip
+        """Late spans found after the request's data was taken: passed on holding them (the
+        request cannot be refused any more), counted."""
+        self._count_late(len(out), dropped)
+        if out:
+            encoded, n = _assemble(out)
+            payload = Traces(encoded, item_count=n).carry_acks(acks)
+            await deliver_holding(self.next, payload, self.settings, "late spans")
 
     def _count_late(self, passed: int, dropped: int) -> None:
         if passed:
@@ -352,7 +398,9 @@ class TailSamplingProcessor(Component):
 
     async def _consume_whole(self, fresh: list[tuple[bytes, GroupKey, bytes]],
                              late_out: list[tuple[GroupKey, bytes]], late_dropped: int,
-                             data: Payload | None = None) -> None:  # fmt: skip
+                             request: RequestBytes | None = None,
+                             data: Payload | None = None,
+                             acks: tuple[object, ...] = ()) -> None:  # fmt: skip
         """Whole traces: decided at once, nothing held; the sampled ones and the late spans of
         sampled traces are passed on in one payload (it carries the input's durability tokens:
         what is dropped releases them). Decisions are remembered and counted once the next
@@ -366,19 +414,29 @@ class TailSamplingProcessor(Component):
             entry[1].append(group)
         out = list(late_out)
         decisions: list[tuple[bytes, bool, list[tuple[str, Decision]], int]] = []
-        for trace_id, (spans, groups) in by_trace.items():
-            trace = TraceData(trace_id, spans, [g[0] for g in groups], groups)
-            sampled, results = self._evaluate(trace)
-            decisions.append((trace_id, sampled, results, len(spans)))
-            if sampled:
-                out.extend(zip(groups, spans, strict=True))
-        if out and data is not None and not late_dropped and len(out) == len(fresh) + len(late_out):
-            await self.next.consume(data)  # every span kept: the request goes on as it came
-        elif out:
-            encoded, n = _assemble(out)
-            payload = Traces(encoded, item_count=n)
-            payload.whole_traces = True
-            await self.next.consume(payload)
+        with BudgetLog() as budget:  # rate budgets given back if the payload is not taken
+            for trace_id, (spans, groups) in by_trace.items():
+                trace = TraceData(trace_id, spans, [g[0] for g in groups], groups, request)
+                sampled, results = self._evaluate(trace)
+                decisions.append((trace_id, sampled, results, len(spans)))
+                if sampled:
+                    out.extend(zip(groups, spans, strict=True))
+        try:
+            if (
+                out and data is not None and not late_dropped
+                and len(out) == len(fresh) + len(late_out)
+            ):  # fmt: skip
+                await self.next.consume(data)  # every span kept: the request goes on as it came
+            elif out:
+                encoded, n = _assemble(out)
+                payload = Traces(encoded, item_count=n)
+                payload.whole_traces = True
+                await self.next.consume(
+                    payload.carry_acks(data.ack_tokens if data is not None else acks)
+                )
+        except BaseException:
+            budget.refund()
+            raise
         for trace_id, sampled, results, n in decisions:
             self._commit(trace_id, sampled, results, n, "released")
         self._c_new.inc(len(decisions))

@@ -14,6 +14,7 @@ from plugins._agentconv import (
     ComplexityTier,
     ErrorRule,
 )
+from plugins._agentdialects import DialectsConfig
 
 
 class WorkflowConfig(ComponentConfig):
@@ -29,7 +30,10 @@ class WorkflowConfig(ComponentConfig):
     * ``complexity_tiers``: ordered tiers (``name``, ``max_spans``, ``max_tool_calls``,
       ``max_depth``); a workflow meeting none is ``complex``;
     * ``error_classification``: ordered ``{pattern, error_type}`` rules for failed tool calls;
-    * ``attributes``: the attribute names read and written (``docs/agent-conventions.md``).
+    * ``attributes``: the attribute names read and written (``docs/agent-conventions.md``);
+    * ``dialects``: which agent dialects are recognised (built-in, plugins', added tables: see
+      ``docs/agent-conventions.md``); an execution is the outermost agent run or workflow of
+      a trace by these tables.
     """
 
     wait_duration: Duration = Seconds(2)
@@ -40,6 +44,7 @@ class WorkflowConfig(ComponentConfig):
     complexity_tiers: list[ComplexityTier] = Field(default_factory=lambda: list(DEFAULT_TIERS))
     error_classification: list[ErrorRule] = Field(default_factory=lambda: list(DEFAULT_ERROR_RULES))
     attributes: AttributeNames = Field(default_factory=AttributeNames)
+    dialects: DialectsConfig = Field(default_factory=DialectsConfig)
 
     @model_validator(mode="after")
     def _check(self) -> WorkflowConfig:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pipeline.config import load_config
 from pipeline.graph import Graph
@@ -133,6 +134,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "PIPELINE_TELEMETRY_ADDRESS": f"127.0.0.1:{free_port()}",
     }
     console = f"127.0.0.1:{free_port()}"
+    # the default config's trace exporters, and the sink
+    default = yaml.safe_load((ROOT / "configs" / "gateway.yaml").read_text())
+    traces_to = ", ".join([*default["service"]["pipelines"]["traces"]["exporters"], "otlp/sink"])
     overlay_text = f"""
 exporters:
   otlp/sink:
@@ -145,7 +149,7 @@ service:
   extensions: [health_check, console]
   pipelines:
     traces:
-      exporters: [debug, agentmetrics, spanmetrics, otlp/sink]
+      exporters: [{traces_to}]
 """
     overlay = write_config(tmp, overlay_text, "console.yaml")
     gw = GatewayProcess(ROOT / "configs" / "gateway.yaml", overlay, env=env)
@@ -297,7 +301,8 @@ def test_a_workflows_waterfall_opens_with_its_spans(stack: Stack, page: Any) -> 
     row = page.locator("#workflows-table tbody tr").first
     trace_id = row.get_attribute("data-trace")
     cells = row.locator("td").all_text_contents()
-    assert cells[1] in ("research", "support") and cells[2].startswith("agent-")
+    # the agent label is the logical name (gen_ai.agent.name), never a per-run id
+    assert cells[1] in ("research", "support") and cells[2] == f"{cells[1]}-agent"
     assert cells[3] in ("success", "failed")
     row.click()
     page.wait_for_selector("#waterfall .wf-row")

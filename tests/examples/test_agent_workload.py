@@ -286,7 +286,7 @@ async def test_known_mix_gives_exact_metrics(tmp_path: Any) -> None:
             a = str_attrs(s)
             assert a["workflow.id"] == root_attrs["workflow.id"], s.name
             assert a["workflow.type"] == root.name.removeprefix("workflow.")
-            assert a["workflow.agent.id"] == root_attrs["gen_ai.agent.id"]
+            assert a["workflow.agent.id"] == root_attrs["gen_ai.agent.name"]
             assert a["workflow.outcome"] == root_attrs["workflow.outcome"]
             assert a["workflow.complexity_tier"] == "moderate"
         outcomes[root_attrs["workflow.outcome"]] += 1

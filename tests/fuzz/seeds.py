@@ -46,6 +46,7 @@ TRACE_TARGETS = (
     "spanscan",
     "otlp_proto",
     "ottl",
+    "route",
 )
 
 
@@ -181,6 +182,8 @@ def otlp_seeds() -> None:
         write(target, "sdk-workflow-root.pb", root)
     metrics = sdk_metrics()
     write("otlp_proto", "sdk-metrics.pb", encode_metrics(metrics).SerializeToString())
+    write("route", "sdk-metrics.pb", encode_metrics(metrics).SerializeToString())
+    write("route", "genai-events-logs.pb", genai_events_logs())
     write("otlp_json", "sdk-agent-workflow.json", encode_spans_json(json_spans, spans))
     write("otlp_json", "sdk-tool-calls.json", encode_spans_json(json_spans, spans[2:5]))
     write("otlp_json", "sdk-metrics.json", json_metrics(metrics).to_json().encode())
@@ -474,9 +477,30 @@ def prometheus_seeds() -> None:
     write("prometheus_openmetrics", "prometheus-server.om", cut_families(om.decode(), 12, True))
 
 
+def agent_source_seeds() -> None:
+    """Traces of real agent libraries (the recorded corpus, tests/data/agent_sources): agent
+    runs that are not the trace root, OpenLLMetry workflows below an agent span (the workflow
+    processor's execution path)."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    sources = ROOT / "tests" / "data" / "agent_sources"
+    for source, scenario in (
+        ("pydantic_ai_mcp", "tool_error"),
+        ("langgraph_openllmetry", "success"),
+    ):
+        text = (sources / source / f"{scenario}.json").read_text()
+        data = json_format.Parse(text, ExportTraceServiceRequest()).SerializeToString()
+        for target in ("tracewire_ingest", "workflow"):
+            write(target, f"{source}-{scenario}.pb", data)
+
+
 def main() -> None:
     print(f"writing seeds to {CORPUS.relative_to(ROOT)}")
     otlp_seeds()
+    agent_source_seeds()
     grpc_seeds()
     h2_seeds()
     jaeger_seeds()
@@ -485,3 +509,17 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def genai_events_logs() -> bytes:
+    """Log records of two traces (GenAI-event-like) and one without a trace id: the logs
+    routing between workers (``split_logs``)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    from tests.poison import good_logs
+
+    req = ExportLogsServiceRequest.FromString(good_logs(2, seed=1))
+    req.MergeFrom(ExportLogsServiceRequest.FromString(good_logs(2, seed=2)))
+    rl = req.resource_logs[0]
+    rl.scope_logs[0].log_records.add(event_name="app.log").body.string_value = "no trace"
+    return req.SerializeToString()

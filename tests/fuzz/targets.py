@@ -189,17 +189,18 @@ def workflow() -> OneInput:
     require("_tracewire")
     from google.protobuf.message import DecodeError
 
-    from plugins.workflowprocessor import processor as processor_module
+    from plugins.workflowprocessor import native as native_module
+    from plugins.workflowprocessor import store as store_module
     from tests.plugins._native.test_tracewire import run
 
     same_accounting = {  # as the test's fixture: both paths count held bytes alike
-        "NATIVE_SPAN_OVERHEAD": processor_module.SPAN_OVERHEAD,
+        "NATIVE_SPAN_OVERHEAD": store_module.SPAN_OVERHEAD,
         "NATIVE_CHUNK_OVERHEAD": 0,
-        "NATIVE_TRACE_OVERHEAD": processor_module.TRACE_OVERHEAD,
+        "NATIVE_TRACE_OVERHEAD": store_module.TRACE_OVERHEAD,
     }
 
     def one(data: bytes) -> None:
-        with mock.patch.multiple(processor_module, **same_accounting):
+        with mock.patch.multiple(native_module, **same_accounting):
             # a refusal: ValueError from C, DecodeError from protobuf (both paths decode some
             # spans with it: the failed tool calls C hands to the classifier)
             refused = (ValueError, DecodeError)
@@ -419,7 +420,7 @@ def otlp_proto() -> OneInput:
 
 
 def otlp_json() -> OneInput:
-    """OTLP/JSON of traces and metrics (``plugins/otlpreceiver/otlpjson.py``): ``PermanentError``
+    """OTLP/JSON of traces and metrics (``plugins/_otlpjson.py``): ``PermanentError``
     only; what it accepts encodes back to JSON that parses to the same request."""
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
         ExportMetricsServiceRequest,
@@ -429,7 +430,7 @@ def otlp_json() -> OneInput:
     )
 
     from pipeline import PermanentError
-    from plugins.otlpreceiver import otlpjson
+    from plugins import _otlpjson as otlpjson
 
     def one(data: bytes) -> None:
         for request in (ExportTraceServiceRequest, ExportMetricsServiceRequest):
@@ -623,6 +624,125 @@ def prometheus(content_type: str) -> Callable[[], OneInput]:
     return setup
 
 
+def route() -> OneInput:
+    """The routing between workers (``pipeline._route``): on what the receivers accept, the
+    parts hold every span / resource exactly once, each at the worker its key names, and
+    decode; on anything else it raises ``ValueError`` at most."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from pipeline import Logs, Metrics, PermanentError, Traces, _route
+
+    def spans(data: bytes) -> list[bytes]:
+        req = ExportTraceServiceRequest.FromString(data)
+        return sorted(
+            s.SerializeToString(deterministic=True)
+            for rs in req.resource_spans
+            for ss in rs.scope_spans
+            for s in ss.spans
+        )
+
+    from plugins._native import load
+
+    native = load("_route")
+
+    def twin(data: bytes, workers: int) -> Any:
+        """The C result and the Python twin's: the same, or both ValueError."""
+        try:
+            want = _route.split_traces_python(data, workers)
+        except ValueError:
+            want = ValueError
+        if native is None:
+            return want
+        try:
+            raw = native.route_traces(data, workers)
+            got: Any = (
+                ({} if raw < 0 else {raw: (data, None)})
+                if isinstance(raw, int)
+                else {o: (b, n) for o, b, n in raw}
+            )
+        except ValueError:
+            got = ValueError
+        assert got == want, (got, want)
+        return got
+
+    def one(data: bytes) -> None:
+        for workers in (1, 2, 3):
+            twin(data, workers)
+            try:
+                Traces._validate(data)
+            except PermanentError:
+                with contextlib.suppress(ValueError):
+                    _route.split_traces(data, workers)
+            else:
+                parts = _route.split_traces(data, workers)
+                every: list[bytes] = []
+                for owner, (raw, n) in parts.items():
+                    mine = spans(raw)
+                    assert n is None or n == len(mine)
+                    for s in ExportTraceServiceRequest.FromString(raw).resource_spans:
+                        for ss in s.scope_spans:
+                            for span in ss.spans:
+                                assert _route.trace_owner(span.trace_id, workers) == owner
+                    every += mine
+                assert sorted(every) == spans(data)
+            try:
+                Metrics._validate(data)
+            except PermanentError:
+                with contextlib.suppress(ValueError):
+                    _route.split_metrics(data, workers)
+            else:
+                parts = _route.split_metrics(data, workers)
+                total = ExportMetricsServiceRequest.FromString(data)
+                got = []
+                for owner, (raw, _) in parts.items():
+                    assert owner in range(workers)
+                    req = ExportMetricsServiceRequest.FromString(raw)
+                    got += [rm.SerializeToString(deterministic=True) for rm in req.resource_metrics]
+                want = sorted(
+                    rm.SerializeToString(deterministic=True) for rm in total.resource_metrics
+                )
+                assert sorted(got) == want
+            # log records: by trace id, those without one at the receiving worker
+            local = workers - 1
+            try:
+                Logs._validate(data)
+            except PermanentError:
+                with contextlib.suppress(ValueError):
+                    _route.split_logs(data, workers, local)
+            else:
+                parts = _route.split_logs(data, workers, local)
+                every = []
+                for owner, (raw, n) in parts.items():
+                    req = ExportLogsServiceRequest.FromString(raw)
+                    mine = [
+                        lr
+                        for rl in req.resource_logs
+                        for sl in rl.scope_logs
+                        for lr in sl.log_records
+                    ]
+                    assert n is None or n == len(mine)
+                    for lr in mine:
+                        tid = bytes(lr.trace_id)
+                        want_owner = _route.trace_owner(tid, workers) if len(tid) == 16 else local
+                        assert want_owner == owner
+                    every += [lr.SerializeToString(deterministic=True) for lr in mine]
+                total_logs = ExportLogsServiceRequest.FromString(data)
+                assert sorted(every) == sorted(
+                    lr.SerializeToString(deterministic=True)
+                    for rl in total_logs.resource_logs
+                    for sl in rl.scope_logs
+                    for lr in sl.log_records
+                )
+
+    return one
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
@@ -638,6 +758,7 @@ TARGETS: dict[str, Target] = {
             "otlp_proto", otlp_proto, instrument=("pipeline.pdata", "pipeline._wire"), runs=750_000
         ),
         Target("ottl", ottl, instrument=("pipeline.ottl",), runs=30_000),
+        Target("route", route, native=True, runs=60_000),
         Target(
             "otlp_json",
             otlp_json,

@@ -182,7 +182,7 @@ receivers:
 processors:
   batch:
   memory_limiter: {{limit_mib: 400}}
-  workflow:
+  tail_sampling: {{policies: [{{name: all, type: always_sample}}]}}
 exporters:
   debug:
 connectors:
@@ -198,7 +198,7 @@ def test_logs_pipelines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "    logs/in: {receivers: [otlp], processors: [memory_limiter, batch], "
         "exporters: [forward]}\n"
         "    logs: {receivers: [forward], exporters: [debug]}\n"
-        "    traces: {receivers: [otlp], processors: [workflow], exporters: [debug]}\n"
+        "    traces: {receivers: [otlp], processors: [tail_sampling], exporters: [debug]}\n"
     )
     code, output = validate(tmp_path, text, capsys)
     assert code == 0, output
@@ -209,12 +209,12 @@ def test_logs_pipeline_refuses_a_component_without_logs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = LOGS_HEAD.format(port=free_port()) + (
-        "    logs: {receivers: [otlp], processors: [batch, workflow], exporters: [debug]}\n"
+        "    logs: {receivers: [otlp], processors: [batch, tail_sampling], exporters: [debug]}\n"
     )
     code, output = validate(tmp_path, text, capsys)
     assert code == 1
     assert (
-        "service.pipelines.logs.processors[1]: processor 'workflow' does not support logs "
+        "service.pipelines.logs.processors[1]: processor 'tail_sampling' does not support logs "
         "(it supports: traces)"
     ) in output
     assert "gateway.yaml line 17)" in output

@@ -37,7 +37,7 @@ def workflow(trace: int, *, failed: bool, duration: float, tool_latency: float) 
         1,
         None,
         "workflow.research",
-        attrs={"workflow.id": f"wf-{trace}", "gen_ai.agent.id": "agent-a"},
+        attrs={"workflow.id": f"wf-{trace}", "gen_ai.agent.name": "agent-a"},
         error="tool chain failed" if failed else None,
         start=T0,
         duration=duration,

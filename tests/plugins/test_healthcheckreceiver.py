@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -266,6 +267,27 @@ def test_failed_cluster_nodes_are_counted() -> None:
     )
     assert _count_failed_nodes(text) == 1
     assert _count_failed_nodes({"a": {"flags": "master,fail?"}, "b": {"flags": "myself"}}) == 1
+    from plugins.healthcheckreceiver.checks import _count_nodes
+
+    assert _count_nodes(text) == 3
+    assert _count_nodes({"a": {}, "b": {}}) == 2
+
+
+async def test_redis_cluster_nodes_family() -> None:
+    """redis_cluster_nodes{status} (configs/alerts' RedisClusterNodeDown) from a real check;
+    the standalone test server counts as one healthy node."""
+    cfg = HealthCheckReceiverConfig.model_validate(
+        {"checks": [{"name": "cache", "type": "redis", "endpoint": REDIS}]}
+    )
+    receiver = HealthCheckReceiver(settings(SelfTelemetry()), cfg, Collect())
+    result = await run(name="cache", type="redis", endpoint=REDIS)
+    got = gauges(receiver.metrics_of(result))
+    assert got[("redis_cluster_nodes", (("check", "cache"), ("status", "ok")))] == 1
+    assert got[("redis_cluster_nodes", (("check", "cache"), ("status", "fail")))] == 0
+    result.details.update(cluster_enabled=1, cluster_known_nodes=6, cluster_failed_nodes=2)
+    got = gauges(receiver.metrics_of(result))
+    assert got[("redis_cluster_nodes", (("check", "cache"), ("status", "ok")))] == 4
+    assert got[("redis_cluster_nodes", (("check", "cache"), ("status", "fail")))] == 2
 
 
 # -- http ------------------------------------------------------------------------------------
@@ -400,6 +422,48 @@ async def test_system_check() -> None:
 
 
 # -- the receiver ----------------------------------------------------------------------------
+async def test_an_empty_endpoint_disables_the_check(caplog: pytest.LogCaptureFixture) -> None:
+    """``endpoint: ${env:X:-}`` with X unset: that check is off (logged at start), the others
+    run; a check without an endpoint key stays a config error (test_config_errors)."""
+    text = (
+        """
+    receivers:
+      healthcheck:
+        trace_checks: false
+        collection_interval: 1h
+        checks:
+          - {name: db, type: postgresql, endpoint: "${env:HC_TEST_UNSET_PG:-}", critical: true}
+          - {name: cache, type: redis, endpoint: ""}
+          - {name: tools, type: mcp, endpoint: }
+          - {name: orders-db, type: postgresql, endpoint: "PG_DSN"}
+    exporters:
+      debug:
+    service:
+      pipelines:
+        metrics: {receivers: [healthcheck], exporters: [debug]}
+    """
+    ).replace("PG_DSN", PG)
+    config = config_from_text(text)
+    cfg = next(iter(config.components[Kind.RECEIVER].values()))
+    assert isinstance(cfg, HealthCheckReceiverConfig)
+    assert [c.disabled for c in cfg.checks] == [True, True, True, False]
+    sink = Collect()
+    receiver = HealthCheckReceiver(settings(SelfTelemetry()), cfg, sink)
+    assert [c.config.name for c in receiver.checks] == ["orders-db"]
+    with caplog.at_level(logging.INFO):
+        await receiver.start(None)  # type: ignore[arg-type]
+    try:
+        await wait_until(lambda: "orders-db" in receiver.results, within=15)
+    finally:
+        await receiver.shutdown()
+    disabled = [r for r in caplog.records if getattr(r, "status", None) == "disabled"]
+    assert [r.check for r in disabled] == ["db", "cache", "tools"]  # type: ignore[attr-defined]
+    assert "endpoint is empty" in disabled[0].getMessage()
+    assert set(receiver.results) == {"orders-db"}
+    checked = {dict(lb)["check"] for p in sink.payloads for (_, lb) in gauges(p) if lb}
+    assert checked == {"orders-db"}
+
+
 async def test_receiver_metrics_consecutive_failures_and_per_check_interval() -> None:
     telemetry = SelfTelemetry()
     sink = Collect()
@@ -479,6 +543,8 @@ async def test_receiver_metrics_consecutive_failures_and_per_check_interval() ->
     assert db[("health_check_consecutive_failures", db_labels)] == 0
     detail = tuple(sorted((*db_labels, ("detail", "active_connections"))))
     assert db[("health_check_detail", detail)] >= 1
+    # the reference's family for DatabaseConnectionPoolExhausted
+    assert db[("database_connection_pool_active", (("check", "orders-db"),))] >= 1
     snapshot = receiver.snapshot()
     assert snapshot["gone"]["status"] == "unhealthy"
     assert snapshot["orders-db"]["critical"] is True

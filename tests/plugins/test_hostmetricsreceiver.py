@@ -283,6 +283,43 @@ def test_process_by_pid_and_command_line(sleeper: subprocess.Popen[bytes]) -> No
     assert sleeper.pid not in {p[0]["process.pid"] for p in points(excluded, "process.cpu.time")}
 
 
+def test_process_own_process(
+    sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``own_process: true`` selects the gateway's own process (the default config's memory
+    rules), read directly: the host's other processes are not walked."""
+    walked: list[int] = []
+    real = psutil.process_iter
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        walked.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(psutil, "process_iter", spy)
+    own = scrape({"process": {"include": {"own_process": True}}})
+    assert {p[0]["process.pid"] for p in points(own, "process_memory_rss_bytes")} == {os.getpid()}
+    assert {p[0]["process.pid"] for p in points(own, "process_cpu_usage_percent")} == {os.getpid()}
+    assert not walked
+    # with another pid, both; with names as well, the walk (names need every process)
+    both = scrape({"process": {"include": {"own_process": True, "pids": [sleeper.pid]}}})
+    assert {p[0]["process.pid"] for p in points(both, "process.cpu.time")} == {
+        os.getpid(),
+        sleeper.pid,
+    }
+    assert not walked
+    mixed = scrape({"process": {"include": {"own_process": True, "names": ["sleep"]}}})
+    assert {os.getpid(), sleeper.pid} <= {
+        p[0]["process.pid"] for p in points(mixed, "process.cpu.time")
+    }
+    assert walked
+    # a pid that is gone is skipped
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert not points(scrape({"process": {"include": {"pids": [gone.pid]}}}), "process.cpu.time")
+    with pytest.raises(ValueError, match="own_process"):
+        HostMetricsConfig.model_validate({"scrapers": {"process": {"include": {}}}})
+
+
 def test_process_cpu_percent_of_a_busy_process() -> None:
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:

@@ -9,7 +9,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import Kind, Seconds
 from pipeline.telemetry import SelfTelemetry
+from plugins.workflowprocessor import native as native_module
 from plugins.workflowprocessor import processor as processor_module
+from plugins.workflowprocessor import store as store_module
+from plugins.workflowprocessor import wire as wire_module
 from plugins.workflowprocessor.config import WorkflowConfig
 from plugins.workflowprocessor.processor import WorkflowProcessor
 from tests.plugins._agent_support import Capture, attrs_of, request, settings, span, tid
@@ -48,7 +51,7 @@ def workflow_spans(trace: int, *, error: str | None = None, tool_error: str | No
         2,
         1,
         "invoke_agent planner",
-        attrs={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": "agent-7"},
+        attrs={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "agent-7"},
     )
     tools = [
         span(
@@ -343,46 +346,46 @@ def test_encoded_attribute_is_what_protobuf_writes(key: str, value: str) -> None
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
     expected = Span(attributes=[KeyValue(key=key, value=AnyValue(string_value=value))])
-    assert processor_module._encode_attribute(key, value) == expected.SerializeToString()
-    assert processor_module.encode_attribute(key, value) == expected.SerializeToString()
+    assert wire_module.encode_attribute_uncached(key, value) == expected.SerializeToString()
+    assert wire_module.encode_attribute(key, value) == expected.SerializeToString()
 
 
 async def test_the_timer_is_woken_only_when_the_first_deadline_changes() -> None:
     proc, capture, _ = make(wait_duration="300ms", max_traces=2)
     await proc.start(None)  # type: ignore[arg-type]
     wakes = 0
-    set_wake = proc._wake.set
+    set_wake = proc.timer.wake.set
 
     def counting_set() -> None:
         nonlocal wakes
         wakes += 1
         set_wake()
 
-    proc._wake.set = counting_set  # type: ignore[method-assign]
+    proc.timer.wake.set = counting_set  # type: ignore[method-assign]
     first = workflow_spans(90)
     await proc.consume(request([first[0]]))  # none held -> one: woken, armed
     await asyncio.sleep(0.01)
     assert wakes == 1
     loop = asyncio.get_running_loop()
-    armed = proc._armed
+    armed = proc.timer.armed
     assert armed is not None and armed > loop.time()
     await proc.consume(request([first[1]]))  # the first trace again: same deadline
     second = workflow_spans(91)
     await proc.consume(request([second[0], second[1]]))  # behind the first: same deadline
     await asyncio.sleep(0.01)
-    assert wakes == 1 and proc._armed == armed
+    assert wakes == 1 and proc.timer.armed == armed
     await asyncio.sleep(0.1)
     third = workflow_spans(92)
     await proc.consume(request([third[0], third[1]]))  # max_traces releases trace 90
     assert any(s.trace_id == tid(90) for _, s in capture.spans())
     await asyncio.sleep(0.01)
     assert wakes == 2  # armed again for trace 91
-    assert proc._armed == proc._held[tid(91)].queued_at + 0.3
+    assert proc.timer.armed == proc.store.held[tid(91)].queued_at + 0.3
     # traces 91 and 92 are still released by the timer, after their wait
     await wait_until(lambda: any(s.trace_id == tid(92) for _, s in capture.spans()), within=1.0)
     assert any(s.trace_id == tid(91) for _, s in capture.spans())
     await asyncio.sleep(0.01)
-    assert not proc._held and proc._armed is None
+    assert not proc.store.held and proc.timer.armed is None
     await proc.shutdown()
 
 
@@ -390,7 +393,7 @@ async def test_traces_falling_due_within_a_tick_are_released_together() -> None:
     # wait 300 ms: releases at least 30 ms apart; 6 traces arriving a few ms apart fall due
     # within one tick, so they go out in at most 2 releases (not 6), each after its full wait
     proc, capture, _ = make(wait_duration="300ms")
-    assert proc._tick == pytest.approx(0.03)
+    assert proc.timer.tick == pytest.approx(0.03)
     await proc.start(None)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
     arrived: dict[bytes, float] = {}
@@ -409,18 +412,19 @@ async def test_traces_falling_due_within_a_tick_are_released_together() -> None:
     await wait_until(seen, within=2.0, interval=0.002)
     spread = max(arrived.values()) - min(arrived.values())
     # (on a badly lagging machine the arrivals may spread over more than one tick)
-    assert 1 <= len(capture.payloads) <= 2 + int(spread / proc._tick)
+    assert 1 <= len(capture.payloads) <= 2 + int(spread / proc.timer.tick)
     for trace_id, at in released.items():
         assert at - arrived[trace_id] >= 0.3 - 0.005
     await proc.shutdown()
     # a long wait: the tick stays at 100 ms
-    assert make(wait_duration="10s")[0]._tick == pytest.approx(0.1)
+    assert make(wait_duration="10s")[0].timer.tick == pytest.approx(0.1)
 
 
 async def test_many_traces_due_at_once_go_out_in_bounded_requests(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(processor_module, "RELEASE_MAX_SPANS", 10)
+    monkeypatch.setattr(store_module, "RELEASE_MAX_SPANS", 10)
+    monkeypatch.setattr(native_module, "RELEASE_MAX_SPANS", 10)
     proc, capture, _ = make(wait_duration="50ms")
     await proc.start(None)  # type: ignore[arg-type]
     spans = []

@@ -17,13 +17,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from pipeline import Kind
 from pipeline._wire import ShallowTraces, SkeletonTraces
 from pipeline.telemetry import SelfTelemetry
+from plugins.workflowprocessor import native as native_module
 from plugins.workflowprocessor import processor as processor_module
+from plugins.workflowprocessor import rules as rules_module
+from plugins.workflowprocessor import store as store_module
+from plugins.workflowprocessor import wire as wire_module
 from plugins.workflowprocessor.config import WorkflowConfig
-from plugins.workflowprocessor.processor import (
-    WorkflowProcessor,
-    _max_depth,
-    key_marker,
-)
+from plugins.workflowprocessor.processor import WorkflowProcessor
+from plugins.workflowprocessor.rules import max_depth as _max_depth
+from plugins.workflowprocessor.wire import assemble_groups, key_marker
 from tests.plugins._agent_support import Capture, settings, span
 from tests.plugins._native_support import ld, require_native, varint
 
@@ -31,7 +33,7 @@ require_native("_tracewire")
 tw: Any = processor_module._tracewire  # the module the processor uses
 
 TOOL_A, TOOL_B = b"execute_tool", b"tools/call"
-AGENT = key_marker("gen_ai.agent.id")
+AGENT = key_marker("gen_ai.agent.name")
 
 
 def raw_span(trace: bytes, span_id: bytes, parent: bytes = b"", extra: bytes = b"") -> bytes:
@@ -120,9 +122,9 @@ T1, T2, T3 = b"\x01" * 16, b"\x02" * 16, b"\x03" * 16
 def same_accounting(monkeypatch: pytest.MonkeyPatch) -> None:
     """Both paths count held bytes with the same constants (the C path's own are smaller: see
     test_the_held_bytes_each_path_counts), so their held state compares equal."""
-    monkeypatch.setattr(processor_module, "NATIVE_SPAN_OVERHEAD", processor_module.SPAN_OVERHEAD)
-    monkeypatch.setattr(processor_module, "NATIVE_CHUNK_OVERHEAD", 0)
-    monkeypatch.setattr(processor_module, "NATIVE_TRACE_OVERHEAD", processor_module.TRACE_OVERHEAD)
+    monkeypatch.setattr(native_module, "NATIVE_SPAN_OVERHEAD", store_module.SPAN_OVERHEAD)
+    monkeypatch.setattr(native_module, "NATIVE_CHUNK_OVERHEAD", 0)
+    monkeypatch.setattr(native_module, "NATIVE_TRACE_OVERHEAD", store_module.TRACE_OVERHEAD)
 
 
 INGEST_CASES = {
@@ -285,7 +287,7 @@ def test_assemble_matches_assemble_groups() -> None:
     g3 = (b"r" * 20_000, b"u" * 200, b"s" * 300, b"")
     spans = [raw_span(T1, bytes([i]) * 8, b"", b"z" * (i * 997)) for i in range(40)]
     by_group = {g1: spans[:10], g2: spans[10:12], g3: spans[12:]}
-    expected = WorkflowProcessor._assemble_groups(by_group)
+    expected = assemble_groups(by_group)
     items = [(spans[:10], g1, b"", None), (spans[10:12], [g2, g2], b"", None)]
     items.append((spans[12:], [g3] * 28, b"", None))
     assert tw.assemble(items, (), None) == expected
@@ -295,7 +297,7 @@ def test_assemble_matches_assemble_groups() -> None:
     for s, g in mixed:
         per_group.setdefault(g, []).append(s)
     got = tw.assemble([([s for s, _ in mixed], [g for _, g in mixed], b"", None)], (), None)
-    assert got == WorkflowProcessor._assemble_groups(per_group)
+    assert got == assemble_groups(per_group)
     assert tw.assemble([], (), None) == b""
 
 
@@ -310,14 +312,12 @@ def test_assemble_appends_suffixes_and_asks_for_marked_spans() -> None:
 
     stamp = object()
     got = tw.assemble([(spans, group, b"+sfx", stamp)], (b"MARK",), suffix_for)
-    expected = WorkflowProcessor._assemble_groups(
-        {group: [b"plain-1+sfx", b"has MARK!own", b"plain-2+sfx"]}
-    )
+    expected = assemble_groups({group: [b"plain-1+sfx", b"has MARK!own", b"plain-2+sfx"]})
     assert got == expected
     assert asked == [(b"has MARK", stamp)]
     # without a stamp, nothing is looked for
     assert tw.assemble([(spans, group, b"", None)], (b"MARK",), suffix_for) == (
-        WorkflowProcessor._assemble_groups({group: spans})
+        assemble_groups({group: spans})
     )
     assert len(asked) == 1
 
@@ -346,7 +346,7 @@ def test_assemble_asks_exactly_for_the_spans_holding_a_marker() -> None:
         marked = [s for s in spans if any(m in s for m in looked_for)]
         assert asked == marked and 0 < len(marked) < len(spans)
         expected = [s + (b"!" if any(m in s for m in looked_for) else b"+") for s in spans]
-        assert got == WorkflowProcessor._assemble_groups({group: expected})
+        assert got == assemble_groups({group: expected})
 
 
 def test_assemble_rejects_bad_entries() -> None:
@@ -402,7 +402,7 @@ def workload(seed: int) -> list[bytes]:
         if t % 3 == 0:
             root_attrs["workflow.id"] = f"wf-{t}"
         if t % 7 == 0:
-            root_attrs["gen_ai.agent.id"] = "root-agent"
+            root_attrs["gen_ai.agent.name"] = "root-agent"
         spans = [span(t, 1, None, "workflow.support" if workflow else "GET /", attrs=root_attrs)]
         for i in range(2, rng.randint(2, 12)):
             attrs: dict[str, Any] = {}
@@ -412,7 +412,7 @@ def workload(seed: int) -> list[bytes]:
             elif kind < 0.4:
                 attrs = {"mcp.method.name": "tools/call"}
             elif kind < 0.5:
-                attrs = {"gen_ai.agent.id": f"agent-{t}"}
+                attrs = {"gen_ai.agent.name": f"agent-{t}"}
             elif kind < 0.55:
                 attrs = {"workflow.type": "preset"}
             elif kind < 0.6:
@@ -449,20 +449,20 @@ async def run(native: bool, reqs: list[bytes], late: list[bytes]) -> tuple[list[
     telemetry = SelfTelemetry()
     cfg = WorkflowConfig.model_validate({"wait_duration": "10s"})
     capture = Capture()
-    proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow", telemetry), cfg, capture)
-    if not native:
-        proc._tw = None
+    proc = WorkflowProcessor(
+        settings(Kind.PROCESSOR, "workflow", telemetry), cfg, capture, native=native
+    )
     out: list[bytes] = []
     for raw in reqs:
         proc._ingest(raw, 0.0)
     state = (
-        proc._held_bytes,
-        proc._held_spans,
+        proc.store.held_bytes,
+        proc.store.held_spans,
         [
             (tid, [*t.spans], [*t.groups], [*t.ids], [*t.parents], t.nbytes, t.root_index)
-            for tid, t in proc._held.items()
+            for tid, t in proc.store.held.items()
         ],
-        [(t.agent_id, t.tool_calls, t.root_present, t.root) for t in proc._held.values()],
+        [(t.agent_id, t.tool_calls, t.root_present, t.root) for t in proc.store.held.values()],
     )
     proc._release_all("shutdown")
     for raw in late:
@@ -513,7 +513,7 @@ KEYS = [
     b"gen_ai.operation.name",
     b"mcp.method.name",
     b"error.type",
-    b"gen_ai.agent.id",
+    b"gen_ai.agent.name",
     b"workflow.name",
     b"workflow.id",
     b"workflow.type",
@@ -574,12 +574,12 @@ def test_facts_give_identical_results_on_both_paths(seed: int) -> None:
 def facts_cfg() -> tuple[bytes, ...]:
     cfg = WorkflowConfig.model_validate({})
     proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow"), cfg, Capture())
-    return proc._facts_cfg  # type: ignore[no-any-return]
+    return proc.store.native.facts  # type: ignore[attr-defined,no-any-return]
 
 
 def test_facts_are_decided_in_c() -> None:
     root = raw_span(T1, b"r" * 8, b"", kv(b"workflow.id", s_(b"wf-1")))
-    root += kv(b"gen_ai.agent.id", s_(b"a1")) + ld(15, varint(3 << 3) + b"\x02" + ld(2, b"m"))
+    root += kv(b"gen_ai.agent.name", s_(b"a1")) + ld(15, varint(3 << 3) + b"\x02" + ld(2, b"m"))
     tool = raw_span(T1, b"t" * 8, b"r" * 8, kv(b"gen_ai.operation.name", s_(b"execute_tool")))
     failed = tool + ld(15, varint(3 << 3) + b"\x02")
     mcp = raw_span(
@@ -588,7 +588,7 @@ def test_facts_are_decided_in_c() -> None:
         b"r" * 8,
         kv(b"mcp.method.name", s_(b"tools/call")) + kv(b"mcp.method.name", s_(b"x")),
     )  # the last duplicate wins: not a tool call
-    agent = raw_span(T1, b"a" * 8, b"r" * 8, kv(b"gen_ai.agent.id", s_(b"a2")))
+    agent = raw_span(T1, b"a" * 8, b"r" * 8, kv(b"gen_ai.agent.name", s_(b"a2")))
     raw = request([resource_spans([scope_spans([agent, tool, failed, mcp, root])])])
     (entry,) = tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg())
     _, _, _, _, _, _, errs, tools, facts, agent_set, agent_default = entry
@@ -645,8 +645,8 @@ LIMITS = {
 
 def held_state(proc: WorkflowProcessor) -> tuple[Any, ...]:
     return (
-        proc._held_bytes,
-        proc._held_spans,
+        proc.store.held_bytes,
+        proc.store.held_spans,
         [
             (
                 tid,
@@ -664,9 +664,9 @@ def held_state(proc: WorkflowProcessor) -> tuple[Any, ...]:
                 t.queued_at,
                 t.queued_first,
             )
-            for tid, t in proc._held.items()
+            for tid, t in proc.store.held.items()
         ],
-        list(proc._released.items()),
+        list(proc.store.released.items()),
     )
 
 
@@ -676,9 +676,9 @@ async def run_timed(native: bool, reqs: list[bytes], cfg: dict[str, Any]) -> tup
     are late spans), the rest at shutdown."""
     telemetry = SelfTelemetry()
     config = WorkflowConfig.model_validate(cfg)
-    proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow", telemetry), config, Capture())
-    if not native:
-        proc._tw = None
+    proc = WorkflowProcessor(
+        settings(Kind.PROCESSOR, "workflow", telemetry), config, Capture(), native=native
+    )
     states = []
     now = 0.0
     for i, raw in enumerate(reqs):
@@ -716,14 +716,14 @@ def test_held_traces_are_c_objects_on_the_native_path() -> None:
         settings(Kind.PROCESSOR, "workflow"), WorkflowConfig.model_validate({}), Capture()
     )
     proc._ingest(workload(1)[0], 5.0)
-    trace = next(iter(proc._held.values()))
+    trace = next(iter(proc.store.held.values()))
     assert type(trace) is tw.Trace
     assert (trace.last_seen, trace.queued_at, trace.queued_first) == (5.0, 5.0, 5.0)
     # held data is left out of the cyclic garbage collector (it cannot form cycles)
-    roots = [t.root for t in proc._held.values() if t.root is not None]
+    roots = [t.root for t in proc.store.held.values() if t.root is not None]
     assert roots and not any(gc.is_tracked(r) for r in roots)
     assert not gc.is_tracked(trace)
-    fresh = tw.Trace(1.0, 2.0, 3.0, processor_module.TRACE_OVERHEAD)
+    fresh = tw.Trace(1.0, 2.0, 3.0, store_module.TRACE_OVERHEAD)
     assert (fresh.spans, fresh.groups, fresh.ids, fresh.parents) == ([], [], [], [])
     assert len(fresh) == 0
     assert (fresh.nbytes, fresh.root_index, fresh.tool_calls) == (400, -1, 0)
@@ -737,7 +737,7 @@ def apply_args(
         held,
         released or {},
         1.0,
-        processor_module._outcome,
+        rules_module.outcome,
         [()] * 32,
         (False, "", "", "", ()),
         160,
@@ -780,16 +780,17 @@ def release_args(batch: list[Any], **changes: Any) -> list[Any]:
     proc = WorkflowProcessor(
         settings(Kind.PROCESSOR, "workflow"), WorkflowConfig.model_validate({}), Capture()
     )
+    store: Any = proc.store
     args = {
         "batch": batch,
-        "cfg": proc._release_cfg,
+        "cfg": store.native.stamp,
         "tails": {},
         "pending": {},
         "outcomes": {},
         "lru": {},
         "lru_size": 10,
-        "markers": proc._stamp_markers,
-        "suffix_for": proc._suffix_for,
+        "markers": store.native.markers,
+        "suffix_for": store.suffix_for,
     }
     args.update(changes)
     return list(args.values())
@@ -810,7 +811,7 @@ def test_release_stamps_counts_and_remembers() -> None:
     assert encoded.endswith(suffix)
     keys = ("workflow.id", "workflow.type", "workflow.agent.id", "workflow.outcome")
     for key, value in zip((*keys, "workflow.complexity_tier"), values, strict=True):
-        assert processor_module._encode_attribute(key, value) in suffix
+        assert wire_module.encode_attribute_uncached(key, value) in suffix
 
 
 def test_release_rejects_bad_input() -> None:
@@ -968,7 +969,7 @@ def test_release_reads_the_chunks_even_while_a_callback_adds_to_the_trace() -> N
     those the trace had; nothing read moved."""
     markers = WorkflowProcessor(
         settings(Kind.PROCESSOR, "workflow"), WorkflowConfig.model_validate({}), Capture()
-    )._stamp_markers
+    ).store.config.stamp_markers
     marked = raw_span(T1, b"m" * 8, b"r" * 8, kv(b"workflow.type", s_(b"preset")))
     root = raw_span(T1, b"r" * 8)
     group = (b"res", b"", b"scope", b"")
@@ -1057,34 +1058,78 @@ def test_large_traces_with_odd_ids_are_identical_on_both_paths(seed: int) -> Non
 def test_the_held_bytes_each_path_counts() -> None:
     """Each path counts its own constants; the C path's count covers what its traces really
     allocate, even when every span comes in a request of its own."""
-    P = processor_module
+    P, N = store_module, native_module
     for native in (True, False):
         proc = WorkflowProcessor(
-            settings(Kind.PROCESSOR, "workflow"), WorkflowConfig.model_validate({}), Capture()
+            settings(Kind.PROCESSOR, "workflow"),
+            WorkflowConfig.model_validate({}),
+            Capture(),
+            native=native,
         )
-        if not native:
-            proc._tw = None
         chunks: collections.Counter[bytes] = collections.Counter()  # requests with its spans
         for raw in workload(4) + facts_workload(4):
             proc._ingest(raw, 1.0)
             chunks.update(tid for tid, *_ in reference_ingest(raw))
-        for tid, trace in proc._held.items():
+        for tid, trace in proc.store.held.items():
             spans = trace.spans
             if native:
-                expected = P.NATIVE_TRACE_OVERHEAD + P.NATIVE_CHUNK_OVERHEAD * chunks[tid]
-                expected += sum(len(s) + P.NATIVE_SPAN_OVERHEAD for s in spans)
+                expected = N.NATIVE_TRACE_OVERHEAD + N.NATIVE_CHUNK_OVERHEAD * chunks[tid]
+                expected += sum(len(s) + N.NATIVE_SPAN_OVERHEAD for s in spans)
                 assert sys.getsizeof(trace) - type(trace).__basicsize__ <= (
-                    trace.nbytes - P.NATIVE_TRACE_OVERHEAD
+                    trace.nbytes - N.NATIVE_TRACE_OVERHEAD
                 )
             else:
                 expected = P.TRACE_OVERHEAD + sum(len(s) + P.SPAN_OVERHEAD for s in spans)
             assert trace.nbytes == expected
-        assert proc._held_bytes == sum(t.nbytes for t in proc._held.values())
+        assert proc.store.held_bytes == sum(t.nbytes for t in proc.store.held.values())
     # the worst case: one span per chunk, in a trace of many groups
     trace = tw.Trace(0.0, 0.0, 0.0)
     counted = 0
     for i in range(300):
         body = raw_span(T1, i.to_bytes(8, "big"), b"", b"x" * (i % 50))
         trace.add([body], [(b"r%d" % i, b"", b"", b"")], [i.to_bytes(8, "big")], [b""])
-        counted += len(body) + P.NATIVE_SPAN_OVERHEAD + P.NATIVE_CHUNK_OVERHEAD
+        counted += len(body) + N.NATIVE_SPAN_OVERHEAD + N.NATIVE_CHUNK_OVERHEAD
         assert sys.getsizeof(trace) - type(trace).__basicsize__ <= counted
+
+
+# -- IngestConfig: ingest's configuration read once ------------------------------------------------
+def test_ingest_config_gives_what_the_positional_form_gives() -> None:
+    cfg = facts_cfg()
+    execs = (b"\x0a\x0cinvoke_agent", b"workflow.")
+    agent_run = raw_span(T2, b"i" * 8, b"h" * 8, kv(b"gen_ai.operation.name", s_(b"invoke_agent")))
+    reqs = workload(5) + facts_workload(5)
+    reqs.append(request([resource_spans([scope_spans([raw_span(T2, b"h" * 8), agent_run])])]))
+    config = tw.IngestConfig(TOOL_A, TOOL_B, AGENT, cfg, execs)
+    for raw in reqs:
+        held_a: dict[Any, Any] = {}
+        held_b: dict[Any, Any] = {}
+        a = tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, cfg, apply_args(held_a), execs)
+        b = tw.ingest(raw, {}, config, apply_args(held_b))
+        assert a == b
+        assert [(k, t.spans, t.root, t.agent_id) for k, t in held_a.items()] == [
+            (k, t.spans, t.root, t.agent_id) for k, t in held_b.items()
+        ]
+    *_, found = tw.ingest(reqs[-1], {}, config, apply_args({}))
+    assert found == [(T2, 1)]  # the agent run below an HTTP-like root, by its index
+    # without execution markers: the three-item result
+    plain = tw.IngestConfig(TOOL_A, TOOL_B, AGENT, cfg)
+    assert len(tw.ingest(reqs[-1], {}, plain, apply_args({}))) == 3
+
+
+def test_ingest_config_rejects_bad_arguments() -> None:
+    cfg = facts_cfg()
+    for args in (
+        (TOOL_A, TOOL_B, AGENT, (b"x",)),
+        (TOOL_A, TOOL_B, AGENT, cfg, (b"a",) * 33),
+        (TOOL_A, TOOL_B, AGENT, cfg, ("str",)),
+        ("str", TOOL_B, AGENT, cfg),
+    ):
+        with pytest.raises(TypeError):
+            tw.IngestConfig(*args)
+    config = tw.IngestConfig(TOOL_A, TOOL_B, AGENT, cfg)
+    with pytest.raises(TypeError):
+        tw.ingest(b"", {}, config, None)  # apply is required with a config
+    with pytest.raises(TypeError):
+        tw.ingest(b"", {}, TOOL_A, TOOL_B, AGENT, cfg, None, (b"x",))  # markers need apply
+    with pytest.raises(ValueError):
+        tw.ingest(b"\xff", {}, config, apply_args({}))

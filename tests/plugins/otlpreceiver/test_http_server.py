@@ -767,9 +767,10 @@ async def test_the_loop_keeps_serving_while_a_large_json_body_is_decoded() -> No
         status, duration, latencies, lag = await probe_during(post(big), lambda: post(small))
     assert status == 200
     assert len(latencies) >= 5, (duration, latencies)
-    # a loop stopped by the decode would lag by about the whole duration; on a loaded 2-core
-    # machine the decode thread's GIL share alone stretches the served loop's worst lag to a
-    # third of it, so the bound sits between the two
-    assert max(latencies) < duration * 0.6, (duration, latencies)
-    assert lag < duration * 0.6, (duration, lag)
+    # a loop stopped by the decode serves one or two probes and lags by the whole duration;
+    # on a loaded 2-core machine (a full suite beside eight other engineers' runs) the decode
+    # thread's GIL share and the collector's passes stretch the served loop's worst lag to
+    # 0.35-0.65 of it, so the probes served are the measure and the lag bounds are loose
+    assert max(latencies) < duration * 0.9, (duration, latencies)
+    assert lag < duration * 0.9, (duration, lag)
     assert len(cap.spans("json-big")) == 4000 + len(latencies)

@@ -141,7 +141,7 @@ async def test_known_mix_one_hold_metrics_before_sampling(
 ) -> None:
     text, port = sampled_config
     async with recording_backend() as backend:
-        monkeypatch.setenv("BACKEND_OTLP_ENDPOINT", f"127.0.0.1:{backend.grpc_port}")
+        monkeypatch.setenv("OTLP_EXPORTER_ENDPOINT", f"127.0.0.1:{backend.grpc_port}")
         async with running_service(text, tmp_path) as service:
             tel = service.telemetry
             held_max = 0.0

@@ -394,3 +394,121 @@ async def test_block_on_overflow_and_drop_pending_traces_on_shutdown() -> None:
     dropped = tel.value("otelcol_processor_dropped_items_total", processor="tail_sampling",
                         otel_signal="traces", reason="shutdown")  # fmt: skip
     assert dropped == 3
+
+
+def test_attr_view_answers_as_the_dict_of_the_attributes() -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from plugins.tailsamplingprocessor.policies import AttrView
+
+    s = Span(name="x")
+    for k, v in (("a", "1"), ("b", "2"), ("a", "3")):
+        s.attributes.add(key=k).value.string_value = v
+    view, plain = AttrView(s.attributes), {kv.key: kv.value for kv in s.attributes}
+    assert list(view) == list(plain) and len(view) == len(plain)
+    for key in ("a", "b", "c"):
+        assert (key in view) == (key in plain)
+        assert view.get(key) == plain.get(key)
+    assert view["a"].string_value == "3" and view.first("a").string_value == "1"
+    with pytest.raises(KeyError):
+        view["c"]
+
+
+def test_contains_and_request_bytes_look_inside_one_span() -> None:
+    from plugins.tailsamplingprocessor.policies import RequestBytes
+
+    spans = [b"..ab", b"cd.."]  # "bc" only across the two spans' encodings
+    t = TraceData(T, spans, [b""] * 2)
+    assert t.contains(b"ab") and not t.contains(b"bc")
+    request = RequestBytes(b"\x0a\x04..ab\x0a\x04cd..")
+    t = TraceData(T, spans, [b""] * 2, request=request)
+    assert t.contains(b"cd") and not t.contains(b"bc") and not t.contains(b"zz")
+    assert request.has(b"zz") is False and t.indices_containing(b"zz", b"cd") == [1]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"type": "rate_limiting", "rate_limiting": {"spans_per_second": 10}},
+        {
+            "type": "composite",
+            "composite": {
+                "max_total_spans_per_second": 20,
+                "policy_order": ["all"],
+                "composite_sub_policy": [{"name": "all", "type": "always_sample"}],
+            },
+        },
+    ],
+)
+async def test_a_retried_request_is_not_counted_twice_by_rate_budgets(
+    policy: dict[str, Any],
+) -> None:
+    """The budget a refused payload took is given back: its retry is decided the same way."""
+    from pipeline import RetryableError
+
+    class Refusing:
+        mutates_data = False
+
+        def __init__(self) -> None:
+            self.refuse = 1
+            self.got: list[Traces] = []
+
+        async def consume(self, data: Traces) -> None:
+            if self.refuse:
+                self.refuse -= 1
+                raise RetryableError("full")
+            self.got.append(data)
+
+    sink = Refusing()
+    cfg = TailSamplingConfig.model_validate({"policies": [{"name": "p", **policy}]})
+    proc = TailSamplingProcessor(create_settings(Kind.PROCESSOR, "tail_sampling"), cfg, sink)
+    payload = request(*(span(T, i) for i in range(1, 16)))  # 15 spans: within 20, not twice
+    payload.whole_traces = True
+    with pytest.raises(RetryableError):
+        await proc.consume(payload)
+    again = request(*(span(T, i) for i in range(1, 16)))
+    again.whole_traces = True
+    await proc.consume(again)
+    assert sum(p.item_count() for p in sink.got) == 15
+
+
+async def test_spans_of_a_trace_decided_while_a_whole_payload_is_taken_follow_it() -> None:
+    """A whole-traces request that also holds a span of a held trace: if that trace is decided
+    while the next component takes the whole traces, the span follows the decision (it was
+    lost), and what is passed on carries the request's tokens."""
+    a, b = b"\x0a" * 16, b"\x0b" * 16
+
+    class Deciding:
+        mutates_data = False
+
+        def __init__(self) -> None:
+            self.got: list[Traces] = []
+            self.proc: TailSamplingProcessor | None = None
+
+        async def consume(self, data: Traces) -> None:
+            self.got.append(data)
+            proc = self.proc
+            if proc is not None and a in proc._held:  # the timer decides trace a meanwhile
+                decided = proc._decide_batch([(a, proc._held.pop(a))], "decision_wait")
+                assert decided is not None
+                self.got.append(decided)
+
+    sink = Deciding()
+    cfg = TailSamplingConfig.model_validate(
+        {"decision_wait": "10s", "policies": [{"name": "all", "type": "always_sample"}]}
+    )
+    proc = TailSamplingProcessor(create_settings(Kind.PROCESSOR, "tail_sampling"), cfg, sink)
+    await proc.consume(request(span(a, 1), span(a, 2)))  # held, waiting for decision_wait
+    sink.proc = proc
+    mixed = request(span(b, 3), span(b, 4), span(b, 5), span(a, 6))
+    mixed.whole_traces = True
+    mixed.carry_acks(["token"])
+    await proc.consume(mixed)
+    spans = [
+        (bytes(s.trace_id), int.from_bytes(s.span_id, "big"))
+        for p in sink.got for rs in p.message().resource_spans
+        for ss in rs.scope_spans for s in ss.spans
+    ]  # fmt: skip
+    assert sorted(spans) == sorted([(a, 1), (a, 2), (b, 3), (b, 4), (b, 5), (a, 6)])
+    assert not proc._held
+    assert all("token" in p.ack_tokens for p in sink.got if p is not sink.got[1])

@@ -1,0 +1,279 @@
+"""Benchmark: the agent pipeline in one process and in N worker processes (``--workers``),
+beside rotel, in the same run.
+
+Servers (each exporting to a blackhole: ``benchmarks/blackhole.py``, rotel's
+``--exporter blackhole``), none pinned to a CPU (the workers need every core; the load
+generators share them, as the issue's goal says: "the load generator included"):
+
+* ``rotel``: rotel-agent, OTLP/gRPC in, blackhole out (the peer; its forward path);
+* ``agent x1``: the gateway, otlp -> memory_limiter -> workflow -> batch -> blackhole, with
+  agentmetrics (the agent pipeline of ``benchmarks/agent_pipeline.py``), one process;
+* ``agent xN``: the same config with ``--workers N``.
+
+Two measurements per server, each repeated (``--repeat``) and reported as medians:
+
+* **cost**: a fixed rate (``--rate`` spans/s from ``--clients`` load generators, one gRPC
+  connection each): CPU seconds of the whole process tree (supervisor and workers) per million
+  spans. The routing overhead is ``agent xN`` / ``agent x1``;
+* **saturation**: the load generators send as fast as they can for ``--seconds``; spans the
+  gateway accepted per second (``otelcol_receiver_accepted_spans``: the receiver answers once
+  the workflow processor took the spans; for rotel, spans its clients had acknowledged).
+
+    python -m benchmarks.workers                  # writes benchmarks/results/workers.md
+    python -m benchmarks.workers --repeat 1 --seconds 5 --out /tmp/w.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.agent_pipeline import (
+    AGENT,
+    ROOT,
+    Load,
+    _telemetry_value,
+    exporter_def,
+    free_port,
+    rotel_binary,
+)
+
+
+@dataclass
+class Run:
+    server: str
+    mode: str  # cost | saturation
+    sent_spans: int
+    seconds: float
+    cpu_s: float
+    cpu_s_per_million: float
+    accepted_per_s: float
+    out_spans: float | None
+
+
+def _tree_cpu(root: psutil.Process) -> float:
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+@contextlib.contextmanager
+def _server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[psutil.Process, str, int]]:
+    port = free_port()
+    telemetry = free_port()
+    if kind == "rotel":
+        args = [
+            rotel_binary(), "start",
+            "--otlp-grpc-endpoint", f"127.0.0.1:{port}",
+            "--otlp-http-endpoint", f"127.0.0.1:{free_port()}",
+            "--exporter", "blackhole",
+            "--pid-file", str(workdir / "rotel.pid"),
+            "--log-file", str(workdir / "rotel.log"),
+        ]  # fmt: skip
+        env = dict(os.environ)
+    else:
+        text, eid = exporter_def(None)
+        config = workdir / f"agent-{workers}.yaml"
+        config.write_text(
+            AGENT.format(
+                port=port,
+                telemetry=telemetry,
+                wait="1s",
+                max_traces=100_000,
+                max_bytes=256 << 20,
+                spanmetrics_def="",
+                spanmetrics_use="",
+                exporter_def=text,
+                exporter=eid,
+                batch=8192,
+            )
+        )
+        # info: the "ready" lines are waited for
+        args = [sys.executable, "-m", "pipeline", "run", "--config", str(config)]
+        args += ["--log-level", "info"]
+        if workers != 1:
+            args += ["--workers", str(workers)]
+        env = {**os.environ, "PIPELINE_PLUGINS": "benchmarks.blackhole"}
+    log = open(workdir / f"{kind}-{workers}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    try:
+        if kind != "rotel":
+            deadline = time.monotonic() + 60
+            want = b"every worker is ready" if workers != 1 else b"everything is ready"
+            while want not in (workdir / f"{kind}-{workers}.log").read_bytes():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((workdir / f"{kind}-{workers}.log").read_text()[-3000:])
+                time.sleep(0.1)
+        else:
+            import grpc
+
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                grpc.channel_ready_future(channel).result(timeout=30)
+        yield psutil.Process(proc.pid), f"127.0.0.1:{port}", telemetry
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _loads(endpoint: str, load: Load, clients: int) -> list[dict[str, Any]]:
+    """``clients`` load generators at once (each its own process and connection)."""
+    each = replace(load, rate=load.rate / clients)
+    args = [
+        sys.executable, "-m", "benchmarks.agent_pipeline",
+        "--load-only", endpoint, "--load-json", json.dumps(asdict(each)),
+    ]  # fmt: skip
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, cwd=ROOT) for _ in range(clients)]
+    out = []
+    for p in procs:
+        stdout, _ = p.communicate(timeout=600)
+        if p.returncode != 0:
+            raise RuntimeError("a load generator failed")
+        out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    return out
+
+
+def _accepted(telemetry: int) -> float:
+    return _telemetry_value(telemetry, "otelcol_receiver_accepted_spans_total") or 0.0
+
+
+def _out(telemetry: int) -> float:
+    return _telemetry_value(telemetry, "otelcol_exporter_sent_spans_total") or 0.0
+
+
+def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdir: Path) -> Run:
+    with _server(kind, workers, workdir) as (ps, endpoint, telemetry):
+        _loads(endpoint, replace(load, seconds=1.0, rate=min(load.rate, 4000)), 1)  # warm up
+        time.sleep(1.5)
+        base_acc = _accepted(telemetry) if kind != "rotel" else 0.0
+        base_out = _out(telemetry) if kind != "rotel" else 0.0
+        cpu0 = _tree_cpu(ps)
+        t0 = time.monotonic()
+        stats = _loads(endpoint, load, clients)
+        elapsed = time.monotonic() - t0
+        sent = sum(s["sent_spans"] for s in stats)
+        accepted = (_accepted(telemetry) - base_acc) if kind != "rotel" else float(sent)
+        out = None
+        if kind != "rotel":
+            deadline = time.monotonic() + 60
+            while _out(telemetry) - base_out < sent and time.monotonic() < deadline:
+                time.sleep(0.25)
+            out = _out(telemetry) - base_out
+        else:
+            time.sleep(0.5)
+        cpu = _tree_cpu(ps) - cpu0
+    return Run(
+        server=kind if kind == "rotel" else f"agent x{workers}",
+        mode=mode,
+        sent_spans=sent,
+        seconds=round(elapsed, 2),
+        cpu_s=round(cpu, 2),
+        cpu_s_per_million=round(cpu / max(sent, 1) * 1e6, 2),
+        accepted_per_s=round(accepted / elapsed),
+        out_spans=out,
+    )
+
+
+def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
+    servers = ["rotel", "agent x1", f"agent x{workers}"]
+    lines = ["# Workers benchmark (`pipeline run --workers`)", "", note, ""]
+    lines += [
+        "| server | CPU-s per 1M spans at the fixed rate (median) | vs agent x1 | "
+        "saturation: accepted spans/s (median) | vs agent x1 | runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    med: dict[tuple[str, str], float] = {}
+    for server in servers:
+        cost = [r.cpu_s_per_million for r in runs if r.server == server and r.mode == "cost"]
+        sat = [r.accepted_per_s for r in runs if r.server == server and r.mode == "saturation"]
+        med[(server, "cost")] = statistics.median(cost) if cost else float("nan")
+        med[(server, "sat")] = statistics.median(sat) if sat else float("nan")
+    for server in servers:
+        c, s = med[(server, "cost")], med[(server, "sat")]
+        lines.append(
+            f"| {server} | {c:.2f} | {c / med[('agent x1', 'cost')]:.2f}x | {s:,.0f} | "
+            f"{s / med[('agent x1', 'sat')]:.2f}x | "
+            f"{len([r for r in runs if r.server == server])} |"
+        )
+    lines += [
+        "",
+        "Every run:",
+        "",
+        "| server | mode | sent | s | CPU-s | CPU-s/1M | accepted/s | out |",
+    ]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        lines.append(
+            f"| {r.server} | {r.mode} | {r.sent_spans} | {r.seconds} | {r.cpu_s} | "
+            f"{r.cpu_s_per_million} | {r.accepted_per_s:,.0f} | "
+            f"{'' if r.out_spans is None else int(r.out_spans)} |"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rate", type=float, default=20_000.0, help="spans/s of the cost runs")
+    p.add_argument("--saturation-rate", type=float, default=400_000.0)
+    p.add_argument("--clients", type=int, default=2, help="load generator processes (cost)")
+    p.add_argument(
+        "--saturation-clients",
+        type=int,
+        default=4,
+        help="load generator processes of the saturation runs (each waits for every answer)",
+    )
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "workers.md"))
+    a = p.parse_args(argv)
+    cost = Load(rate=a.rate, seconds=a.seconds)
+    sat = Load(rate=a.saturation_rate, seconds=a.seconds)
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp:
+        for _ in range(a.repeat):
+            for kind, workers in (("rotel", 1), ("agent", 1), ("agent", a.workers)):
+                for mode, load, clients in (
+                    ("cost", cost, a.clients),
+                    ("saturation", sat, a.saturation_clients),
+                ):
+                    r = measure(kind, workers, mode, load, clients, Path(tmp))
+                    print(json.dumps(asdict(r)), flush=True)
+                    runs.append(r)
+    note = (
+        f"Generated by `python -m benchmarks.workers` on {time.strftime('%Y-%m-%d %H:%M')} UTC; "
+        f"{os.cpu_count()} CPUs shared with the load generator processes ({a.clients} for the "
+        f"cost runs, {a.saturation_clients} for the saturation runs; none pinned); "
+        f"agent pipeline of benchmarks/agent_pipeline.py (200 spans per request, 10 spans per "
+        f"trace, 20 traces per request), blackhole exporters; cost runs at {a.rate:,.0f} "
+        f"spans/s for {a.seconds:g} s, saturation runs at up to {a.saturation_rate:,.0f} "
+        f"spans/s; {a.repeat} repeats, medians."
+    )
+    report(runs, Path(a.out), note, a.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

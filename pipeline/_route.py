@@ -1,0 +1,331 @@
+"""Which worker owns which part of an encoded OTLP request (``service.workers``).
+
+A request is split by owner without decoding more than the routing key:
+
+* traces: each span's ``trace_id`` (the last length-delimited field 1 of the span, as a
+  decoder keeps it), so that every span of a trace is processed by one worker;
+* metrics: each ``ResourceMetrics``' ``resource`` bytes, so that every series of a resource
+  lives in one worker (a cumulative series is never held, and summed, twice);
+* logs: each log record's ``trace_id`` (field 9 of the record), so that the records of a trace
+  are processed by the worker that owns its spans (the ``workflow`` processor stamps them from
+  its trace hold; ``agentmetrics`` joins GenAI events to their spans); a record without a
+  trace id stays with the worker that received it. Split in Python (:func:`split_logs`).
+
+The owner of a key is a pure function of its bytes and the worker count (the last 8 bytes of a
+trace id, which W3C trace context keeps random, big-endian, modulo the count; a CRC-32 of the
+resource), the same in every process. A request whose items all belong to one worker is
+returned as it came; otherwise each owner's part is written from the request's bytes (spans,
+resources and scopes copied verbatim, only the enclosing lengths written anew). Traces are split
+by the C module ``plugins/_native/_route.c`` when it was built, else by its twin
+:func:`split_traces_python` (the same bytes, checked by the fuzz target ``route``). Malformed
+framing raises ``ValueError``; the receivers check every request before it gets here.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import Any
+
+_MASK64 = (1 << 64) - 1
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A varint as ``plugins/_native/pbwire.h`` reads it: at most 10 bytes, kept to 64 bits."""
+    result = 0
+    shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("malformed OTLP request: varint")
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result & _MASK64, pos
+        shift += 7
+
+
+_MAX_GROUP_DEPTH = 100
+
+
+def _fields(data: bytes) -> list[tuple[int, int, int, int, int]]:
+    """``(number, wire, start, payload_start, end)`` of every field of the message ``data``
+    (a group, wire type 3, spans to its end), refusing what ``_route.c``'s ``next_any``
+    refuses."""
+    out = []
+    pos = 0
+    end = len(data)
+    while pos < end:
+        start = pos
+        number, wire, payload, pos = _field(data, pos, 0)
+        out.append((number, wire, start, payload, pos))
+    return out
+
+
+def _field(data: bytes, pos: int, depth: int) -> tuple[int, int, int, int]:
+    """One field at ``pos``: ``(number, wire, payload_start, end)``."""
+    end = len(data)
+    tag, pos = _varint(data, pos)
+    if tag > 0xFFFFFFFF:
+        raise ValueError("malformed OTLP request: field number")
+    number, wire = tag >> 3, tag & 7
+    if number == 0:
+        raise ValueError("malformed OTLP request: field number 0")
+    payload = pos
+    if wire == 3:
+        if depth >= _MAX_GROUP_DEPTH:
+            raise ValueError("malformed OTLP request: groups nested too deeply")
+        while True:
+            if pos >= end:
+                raise ValueError("malformed OTLP request: unterminated group")
+            inner, pos_after = _varint(data, pos)
+            if inner > 0xFFFFFFFF or inner >> 3 == 0:
+                raise ValueError("malformed OTLP request: field number")
+            if inner & 7 == 4:
+                if inner >> 3 != number:
+                    raise ValueError("malformed OTLP request: mismatched end of group")
+                return number, 3, payload, pos_after
+            _, _, _, pos = _field(data, pos, depth + 1)
+    if wire == 4:
+        raise ValueError("malformed OTLP request: unexpected end of group")
+    if wire == 0:
+        _, pos = _varint(data, pos)
+    elif wire == 1:
+        if end - pos < 8:
+            raise ValueError("malformed OTLP request: truncated fixed64")
+        pos += 8
+    elif wire == 2:
+        n, pos = _varint(data, pos)
+        if n > end - pos:
+            raise ValueError("malformed OTLP request: length past the end")
+        payload = pos
+        pos += n
+    elif wire == 5:
+        if end - pos < 4:
+            raise ValueError("malformed OTLP request: truncated fixed32")
+        pos += 4
+    else:
+        raise ValueError("malformed OTLP request: wire type")
+    return number, wire, payload, pos
+
+
+def field_bytes(data: bytes, number: int) -> bytes:
+    """The last length-delimited field ``number`` of the message ``data`` (as a decoder keeps
+    it), ``b""`` when absent."""
+    found = b""
+    for n, wire, _, payload, stop in _fields(data):
+        if n == number and wire == 2:
+            found = data[payload:stop]
+    return found
+
+
+def span_trace_id(span: bytes) -> bytes:
+    """A span's trace id, reading no other field."""
+    return field_bytes(span, 1)
+
+
+def trace_owner(trace_id: bytes, workers: int) -> int:
+    """The worker (0-based) that processes every span of ``trace_id``."""
+    return int.from_bytes(trace_id[-8:], "big") % workers
+
+
+def resource_owner(resource: bytes, workers: int) -> int:
+    """The worker that holds every series of the resource encoded as ``resource``."""
+    return zlib.crc32(resource) % workers
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def split_traces(data: bytes, workers: int) -> dict[int, tuple[bytes, int | None]]:
+    """An ``ExportTraceServiceRequest`` split by owning worker: ``{worker: (request, spans)}``
+    with only the workers that own spans (``{}`` for a request without any; the request itself
+    and ``None`` when one worker owns every span). The C module ``plugins._native._route``
+    when it was built, else :func:`split_traces_python` (the same bytes)."""
+    mod = native()
+    if mod is None:
+        return split_traces_python(data, workers)
+    result = mod.route_traces(data, workers)
+    if isinstance(result, int):
+        return {} if result < 0 else {result: (data, None)}
+    return {owner: (raw, n) for owner, raw, n in result}
+
+
+def split_traces_python(data: bytes, workers: int) -> dict[int, tuple[bytes, int | None]]:
+    """The twin of ``_route.c``'s ``route_traces``: for each owner, each ResourceSpans with
+    spans of that owner (its fields other than scope_spans verbatim, then each ScopeSpans with
+    spans of that owner: its fields other than spans verbatim, then those spans)."""
+    if not 1 <= workers <= 65536:
+        raise ValueError("workers must be between 1 and 65536")
+    # resource: (others, [(others, [(owner, span)])])
+    resources: list[tuple[bytes, list[tuple[bytes, list[tuple[int, bytes]]]]]] = []
+    for number, wire, _, payload, stop in _fields(data):
+        if number != 1 or wire != 2:
+            continue
+        rs = data[payload:stop]
+        others = b"".join(rs[a:b] for n, w, a, _, b in _fields(rs) if not (n == 2 and w == 2))
+        scopes = []
+        for n, w, _, sp, sb in _fields(rs):
+            if not (n == 2 and w == 2):
+                continue
+            ss = rs[sp:sb]
+            ss_fields: list[bytes] = []
+            spans = []
+            for n2, w2, a2, p2, b2 in _fields(ss):
+                if n2 == 2 and w2 == 2:
+                    span = ss[p2:b2]
+                    spans.append((trace_owner(span_trace_id(span), workers), span))
+                else:
+                    ss_fields.append(ss[a2:b2])
+            scopes.append((b"".join(ss_fields), spans))
+        resources.append((others, scopes))
+    owners = sorted({o for _, scopes in resources for _, spans in scopes for o, _ in spans})
+    if not owners:
+        return {}
+    if len(owners) == 1:
+        return {owners[0]: (data, None)}
+    out: dict[int, tuple[bytes, int | None]] = {}
+    for k in owners:
+        parts = []
+        count = 0
+        for others, scopes in resources:
+            scope_parts = []
+            for ss_others, spans in scopes:
+                mine = [s for o, s in spans if o == k]
+                if not mine:
+                    continue
+                count += len(mine)
+                body = ss_others + b"".join(b"\x12" + _encode_varint(len(s)) + s for s in mine)
+                scope_parts.append(b"\x12" + _encode_varint(len(body)) + body)
+            if not scope_parts:
+                continue
+            body = others + b"".join(scope_parts)
+            parts.append(b"\x0a" + _encode_varint(len(body)) + body)
+        out[k] = (b"".join(parts), count)
+    return out
+
+
+_native_flag: str | None = "unset"
+_native: Any = None
+
+
+def native() -> Any:
+    """The C module (``plugins._native._route``), or None when it was not built or
+    ``PIPELINE_NATIVE=0`` is set (read again when it changes)."""
+    global _native_flag, _native
+    flag = os.environ.get("PIPELINE_NATIVE")
+    if flag != _native_flag:
+        from plugins._native import load
+
+        _native = load("_route")
+        _native_flag = flag
+    return _native
+
+
+def split_metrics(data: bytes, workers: int) -> dict[int, tuple[bytes, int | None]]:
+    """An ``ExportMetricsServiceRequest`` split by owning worker, one ``ResourceMetrics`` at
+    a time: ``{worker: (request, None)}``, the encoded entries copied as they are (two
+    encodings joined are one valid request); other fields of the request are left out."""
+    chunks: dict[int, list[bytes]] = {}
+    for number, wire, start, payload, stop in _fields(data):
+        if number != 1 or wire != 2:
+            continue
+        owner = resource_owner(field_bytes(data[payload:stop], 1), workers)
+        chunks.setdefault(owner, []).append(data[start:stop])
+    if not chunks:
+        return {}
+    if len(chunks) == 1:
+        return {next(iter(chunks)): (data, None)}
+    return {owner: (b"".join(parts), None) for owner, parts in sorted(chunks.items())}
+
+
+LOG_RECORD_TRACE_ID = 9  # LogRecord.trace_id
+
+
+def split_logs(data: bytes, workers: int, local: int) -> dict[int, tuple[bytes, int | None]]:
+    """An ``ExportLogsServiceRequest`` split by owning worker, as :func:`split_traces_python`
+    splits spans: a record goes to the owner of its trace id; one without a trace id (or with
+    one that is not 16 bytes) to ``local``, the worker that received it. ``{}`` for a request
+    without records, ``{owner: (request, None)}`` when one worker owns them all."""
+    if not 1 <= workers <= 65536:
+        raise ValueError("workers must be between 1 and 65536")
+    # the records' trace ids, in order, read by the C parser (the skeleton view); the walk
+    # below reads them itself when the request is not one the parser takes
+    ids = _log_trace_ids(data)
+    resources: list[tuple[bytes, list[tuple[bytes, list[tuple[int, bytes]]]]]] = []
+    flat: list[tuple[list[tuple[int, bytes]], int]] = []  # (scope's records, index)
+    for number, wire, _, payload, stop in _fields(data):
+        if number != 1 or wire != 2:
+            continue
+        rl = data[payload:stop]
+        others = b"".join(rl[a:b] for n, w, a, _, b in _fields(rl) if not (n == 2 and w == 2))
+        scopes = []
+        for n, w, _, sp, sb in _fields(rl):
+            if not (n == 2 and w == 2):
+                continue
+            sl = rl[sp:sb]
+            sl_fields: list[bytes] = []
+            records: list[tuple[int, bytes]] = []
+            for n2, w2, a2, p2, b2 in _fields(sl):
+                if n2 == 2 and w2 == 2:
+                    flat.append((records, len(records)))
+                    records.append((local, sl[p2:b2]))
+                else:
+                    sl_fields.append(sl[a2:b2])
+            scopes.append((b"".join(sl_fields), records))
+        resources.append((others, scopes))
+    if ids is None or len(ids) != len(flat):  # the parser saw other records: read them here
+        ids = [field_bytes(records[i][1], LOG_RECORD_TRACE_ID) for records, i in flat]
+    owners: set[int] = set()
+    for (records, i), trace in zip(flat, ids, strict=True):
+        owner = trace_owner(trace, workers) if len(trace) == 16 else local
+        owners.add(owner)
+        records[i] = (owner, records[i][1])
+    if not owners:
+        return {}
+    if len(owners) == 1:
+        return {next(iter(owners)): (data, None)}
+    out: dict[int, tuple[bytes, int | None]] = {}
+    for k in sorted(owners):
+        parts = []
+        count = 0
+        for others, scopes in resources:
+            scope_parts = []
+            for sl_others, records in scopes:
+                mine = [r for o, r in records if o == k]
+                if not mine:
+                    continue
+                count += len(mine)
+                body = sl_others + b"".join(b"\x12" + _encode_varint(len(r)) + r for r in mine)
+                scope_parts.append(b"\x12" + _encode_varint(len(body)) + body)
+            if not scope_parts:
+                continue
+            body = others + b"".join(scope_parts)
+            parts.append(b"\x0a" + _encode_varint(len(body)) + body)
+        out[k] = (b"".join(parts), count)
+    return out
+
+
+def _log_trace_ids(data: bytes) -> list[bytes] | None:
+    """The trace ids of a logs request's records, in order, or ``None`` when the C parser
+    refuses the request."""
+    from google.protobuf.message import DecodeError
+
+    from pipeline._wire import SkeletonLogs
+
+    try:
+        skeleton = SkeletonLogs.FromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        return None
+    return [
+        lr.trace_id
+        for rl in skeleton.resource_logs
+        for sl in rl.scope_logs
+        for lr in sl.log_records
+    ]

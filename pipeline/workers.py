@@ -1,0 +1,820 @@
+"""Several worker processes on one machine (``service.workers``, ``pipeline run --workers``).
+
+``pipeline run`` with more than one worker becomes a *supervisor* (:func:`supervise`) that runs
+N copies of itself as worker processes and does nothing else: it starts them, restarts one that
+dies (counted: ``otelcol_worker_restarts_total``), forwards SIGHUP, and on SIGTERM/SIGINT asks
+every worker to drain and waits for them. Each worker runs the whole config
+(:class:`pipeline.service.Service`) with a :class:`WorkerContext` (:func:`current`) that
+changes four things:
+
+* push receivers (a receiver that listens) bind their ports with ``SO_REUSEPORT``: the kernel
+  spreads connections over the workers;
+* the data a receiver takes is routed by owner before it enters the pipelines
+  (:class:`Router`): spans by trace id, metrics by resource (:mod:`pipeline._route`); the
+  parts other workers own travel over a Unix socket to them and enter their pipelines there,
+  the receiving worker answering its client once every owner accepted its part;
+* what must exist once runs in worker 0, the *primary*: pull receivers (``prometheus``,
+  ``hostmetrics``, ``httpcheck``, ``healthcheck``: a receiver that does not listen),
+  extensions that listen (``health_check``, ``console``), the gateway's own metrics endpoint
+  and the ``prometheus`` exporter's endpoint; elsewhere they are inert placeholders;
+* the primary's metrics endpoints merge every worker's state at each scrape
+  (:func:`merge_families`): counters, histograms and summaries' counts and sums are added,
+  the ``prometheus`` exporter's gauges keep the most recent point, the own telemetry's gauges
+  are added (``*uptime*`` takes the largest, ``*start_time*`` the earliest).
+
+See docs/architecture.md ("Workers") for the design and its limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import signal as signal_module
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+
+from pipeline import _route
+from pipeline.consumer import Consumer, fan_out
+from pipeline.errors import ConsumeError, PermanentError, RetryableError
+from pipeline.pdata import Payload, Signal, payload_type
+
+log = logging.getLogger("pipeline.workers")
+
+ENV = "PIPELINE_WORKER"  # "index/count/run_dir", set by the supervisor for its workers
+READY_TIMEOUT = 120.0  # how long a worker may take to start before the supervisor gives up
+RESTART_BACKOFF_MAX = 10.0
+
+_OP_CONSUME = 1
+_OP_COLLECT = 2
+_OK = 0
+_RETRY = 1
+_PERMANENT = 2
+_HEADER = struct.Struct("!IIBH")  # length of the rest, request id, op, key length
+_HEADER_REST = struct.Struct("!IBH")
+_REPLY = struct.Struct("!IIB")  # length of the rest, request id, status
+_REPLY_REST = struct.Struct("!IB")
+_MAX_FRAME = 1 << 31
+_COALESCE_MAX = 8 << 20  # parts joined into one request to a sibling, at most (bytes)
+
+
+def resolve_count(value: int) -> int:
+    """``service.workers`` / ``--workers``: 0 means one per core."""
+    return value if value > 0 else max(1, os.cpu_count() or 1)
+
+
+# -- the worker side ------------------------------------------------------------------------------
+@dataclass
+class WorkerContext:
+    """What a worker process knows about its siblings (``current()`` in a worker)."""
+
+    index: int
+    count: int
+    run_dir: Path
+    service: Any = None  # the running pipeline.service.Service
+    _exposed: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    _peers: dict[int, _Peer] = field(default_factory=dict)
+    _server: asyncio.AbstractServer | None = None
+
+    @property
+    def primary(self) -> bool:
+        """Worker 0 runs what must exist once."""
+        return self.index == 0
+
+    def socket_path(self, index: int) -> str:
+        return str(self.run_dir / f"worker-{index}.sock")
+
+    # -- singletons ----------------------------------------------------------------------------
+    def runs_here(self, kind: str, config: Any, factory: Any) -> bool:
+        """Whether a receiver or extension runs in this worker: push receivers (those that
+        listen, or whose factory says ``every_worker = True``, a Kafka consumer group member)
+        run in every worker; other receivers and extensions that listen only in the primary."""
+        if self.primary:
+            return True
+        listens = bool(config.listen_endpoints())
+        if kind == "receiver":
+            return listens or bool(getattr(factory, "every_worker", False))
+        return not listens
+
+    # -- exposition ----------------------------------------------------------------------------
+    def expose(self, key: str, collect: Callable[[], Any]) -> None:
+        """Make what ``collect`` returns (metric families, or any picklable state) available
+        to the sibling workers' :meth:`gather` of ``key``."""
+        self._exposed[key] = collect
+
+    def withdraw(self, key: str, collect: Callable[[], Any]) -> None:
+        if self._exposed.get(key) == collect:
+            del self._exposed[key]
+
+    async def gather(self, key: str, within: float = 5.0) -> list[Any]:
+        """The families of ``key`` from every worker: this one's first, then those that
+        answered ``within`` seconds (a worker being restarted is missing from one scrape)."""
+        own = self._exposed.get(key)
+        out: list[Any] = [own() if own is not None else []]
+
+        async def one(i: int) -> Any:
+            try:
+                body = await asyncio.wait_for(self._peer(i).call(_OP_COLLECT, key, b""), within)
+            except (ConsumeError, OSError, TimeoutError) as exc:
+                log.debug("worker %d did not answer a scrape: %s", i, exc)
+                return None
+            return pickle.loads(body)  # our own workers, through a 0700 directory
+
+        others = await asyncio.gather(*(one(i) for i in range(self.count) if i != self.index))
+        out.extend(f for f in others if f is not None)
+        return out
+
+    # -- routing -------------------------------------------------------------------------------
+    def router(
+        self, signal: Signal, pipelines: Sequence[Any], inner: Consumer, telemetry: Any = None
+    ) -> Consumer:
+        """``inner`` (what a receiver feeds) behind the routing by owner (log records by their
+        trace id, those without one kept here). ``telemetry`` (a
+        :class:`pipeline.telemetry.SelfTelemetry`) counts the items handed to other
+        workers."""
+        if self.count <= 1:
+            return inner
+        counter = None
+        if telemetry is not None:
+            counter = telemetry.counter(
+                "otelcol_worker_forwarded_items",
+                "Items a worker received and handed to the worker that owns them (spans and log "
+                "records by trace id, metric points by resource), by signal.",
+                ("signal",),
+            ).labels(str(signal))
+        return Router(self, signal, [str(p) for p in pipelines], inner, counter)
+
+    async def forward(self, owner: int, signal: Signal, pipelines: list[str], data: bytes) -> None:
+        key = f"{signal}|{','.join(pipelines)}"
+        await self._peer(owner).call(_OP_CONSUME, key, data)
+
+    def _peer(self, index: int) -> _Peer:
+        peer = self._peers.get(index)
+        if peer is None:
+            peer = self._peers[index] = _Peer(self.socket_path(index), index)
+        return peer
+
+    # -- the socket the siblings call ----------------------------------------------------------
+    async def open(self) -> None:
+        path = self.socket_path(self.index)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _ServerProtocol(self), path=path)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for peer in self._peers.values():
+            peer.close()
+        self._peers.clear()
+
+    def ready(self) -> None:
+        """Tell the supervisor this worker serves."""
+        (self.run_dir / f"ready-{self.index}").write_text(str(os.getpid()))
+
+    async def _handle(
+        self, proto: _ServerProtocol, req_id: int, op: int, key: str, body: bytes
+    ) -> None:
+        status, reply = _OK, b""
+        try:
+            if op == _OP_CONSUME:
+                await self._consume(key, body)
+            elif op == _OP_COLLECT:
+                collect = self._exposed.get(key)
+                reply = pickle.dumps(collect() if collect is not None else [])
+            else:
+                raise PermanentError(f"unknown operation {op}")
+        except RetryableError as exc:
+            status, reply = _RETRY, str(exc).encode()
+        except PermanentError as exc:
+            status, reply = _PERMANENT, str(exc).encode()
+        except Exception as exc:  # a bug: the sender retries, the log says why
+            log.exception("worker %d failed a request from a sibling", self.index)
+            status, reply = _RETRY, f"{type(exc).__name__}: {exc}".encode()
+        proto.reply(_REPLY.pack(len(reply) + _REPLY.size - 4, req_id, status) + reply)
+
+    async def _consume(self, key: str, body: bytes) -> None:
+        service = self.service
+        if service is None or getattr(service, "_stopped", False):
+            raise RetryableError(f"worker {self.index} is not serving", retry_after=1.0)
+        signal_text, _, names = key.partition("|")
+        signal = Signal(signal_text)
+        graph = service.graph
+        consumers = [graph.pipeline_consumer(name) for name in names.split(",")]
+        payload = payload_type(signal)(body)
+        await fan_out(consumers).consume(payload)
+
+
+class _Frames:
+    """Cuts a byte stream into frames (a 4-byte big-endian length, then that many bytes)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self.buf
+        if not buf and len(data) >= 4:  # the usual case: whole frames in one read
+            n = int.from_bytes(data[:4], "big")
+            if len(data) == 4 + n:
+                return [data[4:]]
+        buf += data
+        out = []
+        while len(buf) >= 4:
+            n = int.from_bytes(buf[:4], "big")
+            if n >= _MAX_FRAME:
+                raise ValueError("frame too large")
+            if len(buf) < 4 + n:
+                break
+            out.append(bytes(buf[4 : 4 + n]))
+            del buf[: 4 + n]
+        return out
+
+
+class _ServerProtocol(asyncio.Protocol):
+    """A sibling's connection to this worker: each frame is a request, handled in a task."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.frames = _Frames()
+        self.transport: asyncio.Transport | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.frames.feed(data)
+        except ValueError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for frame in frames:
+            req_id, op, key_len = _HEADER_REST.unpack_from(frame)
+            start = _HEADER_REST.size
+            key = frame[start : start + key_len].decode()
+            body = frame[start + key_len :]
+            task = asyncio.ensure_future(self.ctx._handle(self, req_id, op, key, body))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def reply(self, frame: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None  # the tasks finish; their answers have nowhere to go
+
+
+class _ClientProtocol(asyncio.Protocol):
+    """This worker's connection to a sibling: answers resolve the pending calls."""
+
+    def __init__(self, peer: _Peer) -> None:
+        self.peer = peer
+        self.frames = _Frames()
+        self.transport: asyncio.Transport | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.frames.feed(data)
+        except ValueError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        pending = self.peer._pending
+        for frame in frames:
+            req_id, status = _REPLY_REST.unpack_from(frame)
+            answer = (status, frame[_REPLY_REST.size :])
+            for fut in pending.pop(req_id, ()):
+                if not fut.done():
+                    fut.set_result(answer)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.writable.set()
+        self.peer._lost(self)
+
+
+class _Peer:
+    """One connection to a sibling worker, requests multiplexed by id. The parts handed to
+    one pipeline set during one turn of the event loop travel as one request (their
+    encodings joined: one valid request), answered once for all of them."""
+
+    def __init__(self, path: str, index: int) -> None:
+        self.path = path
+        self.index = index
+        self._proto: _ClientProtocol | None = None
+        self._pending: dict[int, list[asyncio.Future[tuple[int, bytes]]]] = {}
+        self._next = 0
+        self._connecting: asyncio.Lock = asyncio.Lock()
+        # key -> (bodies, futures) waiting for this turn's flush
+        self._queued: dict[str, tuple[list[bytes], list[asyncio.Future[tuple[int, bytes]]]]] = {}
+        self._flush_scheduled = False
+
+    async def _connect(self) -> _ClientProtocol:
+        proto = self._proto
+        if proto is not None and proto.transport is not None:
+            return proto
+        async with self._connecting:
+            if self._proto is not None and self._proto.transport is not None:
+                return self._proto
+            loop = asyncio.get_running_loop()
+            try:
+                _, proto = await loop.create_unix_connection(
+                    lambda: _ClientProtocol(self), self.path
+                )
+            except OSError as exc:
+                raise RetryableError(
+                    f"worker {self.index} is not reachable ({exc.strerror or exc})",
+                    retry_after=1.0,
+                ) from None
+            self._proto = proto
+            return proto
+
+    def _lost(self, proto: _ClientProtocol) -> None:
+        if self._proto is proto:
+            self._proto = None
+        pending, self._pending = self._pending, {}
+        for futs in pending.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(
+                        RetryableError(f"worker {self.index} went away", retry_after=1.0)
+                    )
+
+    async def call(self, op: int, key: str, body: bytes) -> bytes:
+        raw_key = key.encode()
+        if len(body) + len(raw_key) >= _MAX_FRAME - _HEADER.size:
+            raise PermanentError("request too large to hand to another worker")
+        proto = await self._connect()
+        if not proto.writable.is_set():  # the sibling reads slower than we send: wait
+            await proto.writable.wait()
+        if proto.transport is None:
+            raise RetryableError(f"worker {self.index} went away", retry_after=1.0)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        if op == _OP_CONSUME:
+            bodies, futs = self._queued.setdefault(key, ([], []))
+            if sum(map(len, bodies)) + len(body) >= _COALESCE_MAX:
+                self._flush()
+                bodies, futs = self._queued.setdefault(key, ([], []))
+            bodies.append(body)
+            futs.append(fut)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+        else:
+            self._send(op, raw_key, body, [fut])
+        status, reply = await fut
+        if status == _OK:
+            return reply
+        if status == _RETRY:
+            raise RetryableError(f"worker {self.index}: {reply.decode(errors='replace')}")
+        raise PermanentError(f"worker {self.index}: {reply.decode(errors='replace')}")
+
+    def _flush(self) -> None:
+        """Send what this turn queued: one request per pipeline set."""
+        self._flush_scheduled = False
+        queued, self._queued = self._queued, {}
+        for key, (bodies, futs) in queued.items():
+            self._send(_OP_CONSUME, key.encode(), b"".join(bodies), futs)
+
+    def _send(
+        self, op: int, raw_key: bytes, body: bytes, futs: list[asyncio.Future[tuple[int, bytes]]]
+    ) -> None:
+        proto = self._proto
+        transport = proto.transport if proto is not None else None
+        if transport is None:
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(
+                        RetryableError(f"worker {self.index} went away", retry_after=1.0)
+                    )
+            return
+        self._next = req_id = (self._next + 1) & 0xFFFFFFFF
+        self._pending[req_id] = futs
+        # one write: the sibling wakes up once for the whole frame
+        transport.write(
+            b"".join(
+                (
+                    _HEADER.pack(
+                        len(raw_key) + len(body) + _HEADER.size - 4, req_id, op, len(raw_key)
+                    ),
+                    raw_key,
+                    body,
+                )
+            )
+        )
+
+    def close(self) -> None:
+        proto, self._proto = self._proto, None
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
+
+
+class Router:
+    """A receiver's consumer in a worker: the parts of each payload that other workers own
+    go to them, the rest to ``inner``; it returns once every part was accepted, and raises
+    what a part raised (retryable before permanent, as a fan-out: the sender retries the whole
+    request, the parts already accepted arrive twice: at least once)."""
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        signal: Signal,
+        pipelines: list[str],
+        inner: Consumer,
+        counter: Any = None,
+    ) -> None:
+        self.counter = counter
+        self.ctx = ctx
+        self.signal = signal
+        self.pipelines = pipelines
+        self.inner = inner
+        self.mutates_data = inner.mutates_data
+        self._split: Any = _route.split_traces if signal is Signal.TRACES else _route.split_metrics
+        if signal is Signal.LOGS:
+            index = ctx.index
+            self._split = lambda raw, count: _route.split_logs(raw, count, index)
+
+    def retarget(self, inner: Consumer) -> None:
+        self.inner = inner
+        self.mutates_data = inner.mutates_data
+
+    async def consume(self, data: Payload) -> None:
+        ctx = self.ctx
+        parts = self._split(data.to_bytes(), ctx.count)
+        local = parts.pop(ctx.index, None)
+        if not parts:
+            if local is not None:
+                await self.inner.consume(data)
+            return
+        make = type(data)
+        if self.counter is not None:
+            self.counter.inc(
+                sum(n if n is not None else make(raw).item_count() for raw, n in parts.values())
+            )
+        jobs = [
+            ctx.forward(owner, self.signal, self.pipelines, raw)
+            for owner, (raw, _) in parts.items()
+        ]
+        if local is not None:
+            raw, n = local
+            jobs.append(self.inner.consume(make(raw, item_count=n).carry_acks(data.ack_tokens)))
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if not errors:
+            return
+        for err in errors:
+            if isinstance(err, RetryableError):
+                raise err
+        raise errors[0]
+
+
+# -- merging the expositions -------------------------------------------------------------------
+_ADDED_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
+
+
+def merge_families(workers: Iterable[list[Metric]], gauges: str = "latest") -> list[Metric]:
+    """One list of families from every worker's: samples with the same name and labels are
+    added, except gauges (and ``unknown`` families): ``latest`` keeps the sample with the most
+    recent timestamp (the first worker's when none has one), ``sum`` adds them (``*uptime*``
+    the largest, ``*start_time*`` the earliest). Summary quantiles keep the first worker's."""
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], Sample]] = {}
+    for families in workers:
+        for fam in families:
+            target = merged.get(fam.name)
+            if target is None:
+                target = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                values[fam.name] = {}
+            held = values[fam.name]
+            for s in fam.samples:
+                key = (s.name, tuple(sorted(s.labels.items())))
+                old = held.get(key)
+                if old is None:
+                    held[key] = s
+                    continue
+                held[key] = _combine(fam, old, s, gauges)
+    out = []
+    for name, fam in merged.items():
+        fam.samples = list(values[name].values())
+        out.append(fam)
+    return out
+
+
+def _combine(fam: Metric, old: Sample, new: Sample, gauges: str) -> Sample:
+    if gauges == "sum":  # the gateway's own metrics: one process's clock is not summed
+        if "uptime" in fam.name:
+            return old._replace(value=max(old.value, new.value))
+        if "start_time" in fam.name:
+            return old._replace(value=min(old.value, new.value))
+    if fam.type in ("gauge", "unknown", "info", "stateset"):
+        if gauges == "latest":
+            if _ts(new) > _ts(old):
+                return new
+            return old
+        return old._replace(value=old.value + new.value)
+    if fam.type == "summary" and "quantile" in old.labels:
+        return old
+    if new.name.endswith("_created"):
+        return old._replace(value=min(old.value, new.value))
+    ts = new.timestamp if _ts(new) > _ts(old) else old.timestamp
+    return old._replace(value=old.value + new.value, timestamp=ts)
+
+
+def _ts(s: Sample) -> float:
+    return 0.0 if s.timestamp is None else float(s.timestamp)
+
+
+def strip_timestamps(families: list[Metric]) -> list[Metric]:
+    for fam in families:
+        fam.samples = [s._replace(timestamp=None) for s in fam.samples]
+    return families
+
+
+class FamiliesCollector:
+    """Families as a ``prometheus_client`` collector (for ``generate_latest``)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(self.families)
+
+
+def restart_families(run_dir: Path, count: int) -> list[Metric]:
+    """``otelcol_worker_restarts_total{worker}`` and ``otelcol_workers``, from what the
+    supervisor wrote."""
+    try:
+        restarts = json.loads((run_dir / "restarts.json").read_text())
+    except (OSError, ValueError):
+        restarts = {}
+    counter = Metric(
+        "otelcol_worker_restarts",
+        "Worker processes that died and were started again by the supervisor, by worker.",
+        "counter",
+    )
+    for i in range(count):
+        counter.add_sample(
+            "otelcol_worker_restarts_total", {"worker": str(i)}, float(restarts.get(str(i), 0))
+        )
+    gauge = Metric(
+        "otelcol_workers", "Worker processes the gateway runs (service.workers).", "gauge"
+    )
+    gauge.add_sample("otelcol_workers", {}, float(count))
+    return [counter, gauge]
+
+
+# -- process-wide state ---------------------------------------------------------------------------
+_CONTEXT: WorkerContext | None = None
+
+
+def current() -> WorkerContext | None:
+    """This process's :class:`WorkerContext`, or ``None`` when it is the only process."""
+    return _CONTEXT
+
+
+def enter_from_env() -> WorkerContext | None:
+    """Become a worker when the supervisor said so (``PIPELINE_WORKER``)."""
+    global _CONTEXT
+    text = os.environ.get(ENV)
+    if not text:
+        return None
+    index, count, run_dir = text.split("/", 2)
+    ctx = WorkerContext(int(index), int(count), Path(run_dir))
+    _die_with_parent()
+    from pipeline import netedge
+
+    netedge.REUSE_PORT = True
+    _CONTEXT = ctx
+    return ctx
+
+
+def leave() -> None:
+    global _CONTEXT
+    _CONTEXT = None
+
+
+class WorkerLogFilter(logging.Filter):
+    """Stamps every log record of a worker with ``worker`` (its index)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        return True
+
+
+# -- the supervisor -------------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    """SIGTERM to this worker when the supervisor goes away (even by SIGKILL); a worker whose
+    supervisor is already gone leaves."""
+    parent = os.getppid()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal_module.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent or parent == 1:
+        sys.exit("the supervisor is gone")
+
+
+@dataclass
+class _Slot:
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started: float = 0.0
+    failures: int = 0  # consecutive quick deaths (backoff)
+
+
+class Supervisor:
+    """Runs ``count`` workers of ``argv`` (``pipeline run``'s own arguments)."""
+
+    def __init__(self, argv: list[str], count: int, shutdown_timeout: float) -> None:
+        self.argv = argv
+        self.count = count
+        self.shutdown_timeout = shutdown_timeout
+        self.run_dir = Path(tempfile.mkdtemp(prefix="pipeline-workers-"))
+        self.slots = [_Slot(i) for i in range(count)]
+        self.stopping = False
+        self._stop = asyncio.Event()
+
+    async def _spawn(self, slot: _Slot) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.run_dir / f"ready-{slot.index}").unlink()
+        env = {**os.environ, ENV: f"{slot.index}/{self.count}/{self.run_dir}"}
+        slot.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pipeline",
+            *self.argv,
+            env=env,
+        )
+        slot.started = time.monotonic()
+        log.info("worker started", extra={"worker": slot.index, "pid": slot.proc.pid})
+
+    async def _wait_ready(self, slot: _Slot) -> bool:
+        deadline = time.monotonic() + READY_TIMEOUT
+        ready = self.run_dir / f"ready-{slot.index}"
+        while time.monotonic() < deadline:
+            if ready.exists():
+                return True
+            if slot.proc is None or slot.proc.returncode is not None:
+                return False
+            await asyncio.sleep(0.02)
+        return False
+
+    def _write_restarts(self) -> None:
+        tmp = self.run_dir / "restarts.json.tmp"
+        tmp.write_text(json.dumps({str(s.index): s.restarts for s in self.slots}))
+        tmp.replace(self.run_dir / "restarts.json")
+
+    async def _watch(self, slot: _Slot) -> None:
+        while True:
+            proc = slot.proc
+            assert proc is not None
+            code = await proc.wait()
+            if self.stopping:
+                return
+            slot.restarts += 1
+            self._write_restarts()
+            quick = time.monotonic() - slot.started < 5.0
+            slot.failures = slot.failures + 1 if quick else 0
+            delay = min(0.1 * (2**slot.failures), RESTART_BACKOFF_MAX) if quick else 0.0
+            log.error(
+                "worker died; starting it again",
+                extra={
+                    "worker": slot.index,
+                    "pid": proc.pid,
+                    "exit_code": code,
+                    "restarts": slot.restarts,
+                    "delay_s": delay,
+                },
+            )
+            if delay:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+            if self.stopping:
+                return
+            await self._spawn(slot)
+
+    def _signal(self, sig: signal_module.Signals) -> None:
+        if sig == signal_module.SIGHUP:
+            log.info("signal received; every worker reloads", extra={"signal": "SIGHUP"})
+            for slot in self.slots:
+                if slot.proc is not None and slot.proc.returncode is None:
+                    slot.proc.send_signal(sig)
+            return
+        log.info("signal received; draining every worker", extra={"signal": sig.name})
+        self.stopping = True
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal_module.SIGTERM, signal_module.SIGINT, signal_module.SIGHUP):
+            loop.add_signal_handler(sig, self._signal, sig)
+        self._write_restarts()
+        watchers: list[asyncio.Task[None]] = []
+        code = 0
+        try:
+            # the primary first: it checks every endpoint (a config error ends here)
+            first = self.slots[0]
+            await self._spawn(first)
+            if not await self._first_ready(first):
+                self.stopping = True
+                if self._stop.is_set():
+                    return 0  # asked to stop while starting
+                return (first.proc.returncode or 1) if first.proc is not None else 1
+            for slot in self.slots[1:]:
+                await self._spawn(slot)
+            for slot in self.slots[1:]:
+                if not await self._first_ready(slot):
+                    self.stopping = True
+                    return 0 if self._stop.is_set() else 1
+            log.info(
+                "every worker is ready; serving",
+                extra={"workers": self.count, "run_dir": str(self.run_dir)},
+            )
+            watchers = [asyncio.ensure_future(self._watch(s)) for s in self.slots]
+            await self._stop.wait()
+        finally:
+            self.stopping = True
+            code = await self._drain()
+            for task in watchers:
+                task.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+            for sig in (signal_module.SIGTERM, signal_module.SIGINT, signal_module.SIGHUP):
+                loop.remove_signal_handler(sig)
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        log.info("every worker stopped", extra={"exit_code": code})
+        return code
+
+    async def _first_ready(self, slot: _Slot) -> bool:
+        waiting = asyncio.ensure_future(self._wait_ready(slot))
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            return False
+        if not waiting.result():
+            log.error(
+                "worker failed to start",
+                extra={
+                    "worker": slot.index,
+                    "exit_code": slot.proc.returncode if slot.proc is not None else None,
+                },
+            )
+            return False
+        return True
+
+    async def _drain(self) -> int:
+        live = [s.proc for s in self.slots if s.proc is not None and s.proc.returncode is None]
+        for proc in live:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal_module.SIGTERM)
+        codes: list[int] = []
+        for proc in live:
+            try:
+                codes.append(await asyncio.wait_for(proc.wait(), self.shutdown_timeout + 10.0))
+            except TimeoutError:
+                log.error("worker did not stop in time; killed", extra={"pid": proc.pid})
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                codes.append(await proc.wait())
+        return max(codes, default=0)
+
+
+def supervise(argv: list[str], count: int, shutdown_timeout: float) -> int:
+    """Run the gateway as ``count`` workers until SIGTERM/SIGINT; the exit code."""
+    return asyncio.run(Supervisor(argv, count, shutdown_timeout).run())

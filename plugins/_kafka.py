@@ -1,0 +1,181 @@
+"""What the ``kafka`` exporter and receiver share: the client options (with the Collector's
+names), their translation to librdkafka's (through ``confluent-kafka``), the topics and the
+encodings. Not a plugin (the name starts with ``_``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from pipeline import ConfigModel, Duration, Payload, Seconds, Signal
+from pipeline.pdata import payload_type
+
+DEFAULT_TOPICS = {
+    Signal.TRACES: "otlp_spans",
+    Signal.METRICS: "otlp_metrics",
+    Signal.LOGS: "otlp_logs",
+}
+Encoding = Literal["otlp_proto", "otlp_json"]
+
+
+class TLSConfig(ConfigModel):
+    """``tls`` (or ``auth.tls``): TLS to the brokers (on unless ``insecure``)."""
+
+    insecure: bool = False
+    insecure_skip_verify: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name_override: str = ""
+
+    @model_validator(mode="after")
+    def _pair(self) -> TLSConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class PlainTextConfig(ConfigModel):
+    """``auth.plain_text`` (the Collector's older spelling of SASL PLAIN)."""
+
+    username: str = Field(min_length=1)
+    password: str = ""
+
+
+class SASLConfig(ConfigModel):
+    """``auth.sasl``."""
+
+    username: str = Field(min_length=1)
+    password: str = ""
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    version: int = Field(0, ge=0, le=1)
+    """Accepted for Collector configs (librdkafka negotiates the handshake version)."""
+
+
+class AuthConfig(ConfigModel):
+    """``auth``: SASL (``sasl`` or ``plain_text``) and/or TLS."""
+
+    plain_text: PlainTextConfig | None = None
+    sasl: SASLConfig | None = None
+    tls: TLSConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_sasl(self) -> AuthConfig:
+        if self.plain_text is not None and self.sasl is not None:
+            raise ValueError("auth: give 'sasl' or 'plain_text', not both")
+        return self
+
+
+class MetadataRetryConfig(ConfigModel):
+    max: int = Field(3, ge=0)
+    backoff: Duration = Seconds(0.25)
+
+
+class MetadataConfig(ConfigModel):
+    """``metadata``."""
+
+    full: bool = True
+    """Accepted for Collector configs (librdkafka fetches the metadata it needs)."""
+    retry: MetadataRetryConfig = MetadataRetryConfig()
+
+
+class SignalTopicConfig(ConfigModel):
+    """``traces`` / ``metrics`` / ``logs``: the topic and encoding of one signal (the
+    Collector's newer spelling; ``topic`` and ``encoding`` at the top apply otherwise)."""
+
+    topic: str = ""
+    encoding: Encoding | None = None
+
+
+class ClientConfig(ConfigModel):
+    """The options of any Kafka client, as the Collector names them."""
+
+    brokers: list[str] = Field(default_factory=lambda: ["localhost:9092"], min_length=1)
+    protocol_version: str = ""
+    """Accepted for Collector configs: librdkafka negotiates the protocol with the broker."""
+    resolve_canonical_bootstrap_servers_only: bool = False
+    client_id: str = "otel-collector"
+    auth: AuthConfig | None = None
+    tls: TLSConfig | None = None
+    metadata: MetadataConfig = MetadataConfig()
+    topic: str = ""
+    """The topic of every signal (default: ``otlp_spans``, ``otlp_metrics``, ``otlp_logs``)."""
+    encoding: Encoding = "otlp_proto"
+    traces: SignalTopicConfig = SignalTopicConfig()
+    metrics: SignalTopicConfig = SignalTopicConfig()
+    logs: SignalTopicConfig = SignalTopicConfig()
+
+    def topic_for(self, signal: Signal) -> str:
+        own: SignalTopicConfig = getattr(self, str(signal))
+        return own.topic or self.topic or DEFAULT_TOPICS[signal]
+
+    def encoding_for(self, signal: Signal) -> str:
+        own: SignalTopicConfig = getattr(self, str(signal))
+        return own.encoding or self.encoding
+
+    def librdkafka(self) -> dict[str, Any]:
+        """The librdkafka properties of these options."""
+        out: dict[str, Any] = {
+            "bootstrap.servers": ",".join(self.brokers),
+            "client.id": self.client_id,
+            "retry.backoff.ms": max(1, int(self.metadata.retry.backoff * 1000)),
+        }
+        if self.resolve_canonical_bootstrap_servers_only:
+            out["client.dns.lookup"] = "resolve_canonical_bootstrap_servers_only"
+        auth = self.auth or AuthConfig()
+        tls = auth.tls or self.tls
+        sasl = auth.sasl or (
+            SASLConfig(username=auth.plain_text.username, password=auth.plain_text.password)
+            if auth.plain_text
+            else None
+        )
+        use_tls = tls is not None and not tls.insecure
+        if sasl is not None:
+            out["security.protocol"] = "SASL_SSL" if use_tls else "SASL_PLAINTEXT"
+            out["sasl.mechanism"] = sasl.mechanism
+            out["sasl.username"] = sasl.username
+            out["sasl.password"] = sasl.password
+        elif use_tls:
+            out["security.protocol"] = "SSL"
+        if use_tls and tls is not None:
+            if tls.ca_file:
+                out["ssl.ca.location"] = tls.ca_file
+            if tls.cert_file and tls.key_file:
+                out["ssl.certificate.location"] = tls.cert_file
+                out["ssl.key.location"] = tls.key_file
+            if tls.insecure_skip_verify:
+                out["enable.ssl.certificate.verification"] = False
+                out["ssl.endpoint.identification.algorithm"] = "none"
+        return out
+
+    @property
+    def plaintext_credentials(self) -> bool:
+        """SASL credentials sent without TLS."""
+        auth = self.auth or AuthConfig()
+        tls = auth.tls or self.tls
+        return (auth.sasl or auth.plain_text) is not None and (tls is None or tls.insecure)
+
+
+def encode(payload: Payload, encoding: str) -> bytes:
+    """The message value of ``payload`` in ``encoding``."""
+    if encoding == "otlp_json":
+        from plugins import _otlpjson
+
+        return _otlpjson.dumps(payload.message())
+    return payload.to_bytes()
+
+
+def decode(signal: Signal, value: bytes, encoding: str) -> Payload:
+    """The payload of a message value, checked as a receiver checks a request (raises
+    :class:`pipeline.PermanentError` saying what is wrong)."""
+    make = payload_type(signal)
+    if encoding == "otlp_json":
+        from plugins import _otlpjson
+
+        message = _otlpjson.parse(value, make.request_class())
+        payload = make(message.SerializeToString())
+    else:
+        payload = make(value)
+    payload.validate()
+    return payload

@@ -1,0 +1,383 @@
+/* _route: an encoded ExportTraceServiceRequest split by the worker that owns each span's trace
+ * (pipeline.workers, service.workers). The pure-Python twin is pipeline._route.split_traces_python;
+ * both give the same bytes.
+ *
+ * route_traces(data, workers)
+ *     -1 when the request holds no span; the owner (0 <= owner < workers) when every span
+ *     belongs to one worker; else a list of (owner, request, spans) in owner order.
+ *
+ * A span's trace id is the last length-delimited field 1 of the span (as a decoder keeps it; b""
+ * without one); its owner is the big-endian value of its last 8 bytes (all of them when
+ * shorter) modulo workers. Nothing but the framing and the trace ids is read.
+ *
+ * The request of one owner holds, for each ResourceSpans with spans of that owner (in order):
+ * its fields other than scope_spans (verbatim, in order), then each ScopeSpans with spans of that
+ * owner: its fields other than spans (verbatim), then those spans (verbatim). Fields of the
+ * request other than resource_spans, and entries of a field 1 / 2 that are not length-delimited
+ * where a message is expected, are left out / kept as the "other" fields as the twin does.
+ * Unknown fields are kept whatever their wire type, groups included (skipped to their end, nested
+ * up to 100 deep, as protobuf). Malformed framing raises ValueError (pbwire.h).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pbwire.h"
+
+typedef struct { const uint8_t *p; Py_ssize_t n; } range;
+
+typedef struct {
+    range *items;
+    Py_ssize_t len, cap;
+} ranges;
+
+typedef struct { uint32_t owner; range raw; } span_rec;
+
+typedef struct {
+    Py_ssize_t others_start, others_end; /* into the shared "others" list */
+    Py_ssize_t spans_start, spans_end;   /* into the spans list */
+} scope_rec;
+
+typedef struct {
+    Py_ssize_t others_start, others_end;
+    Py_ssize_t scopes_start, scopes_end;
+} resource_rec;
+
+typedef struct {
+    ranges others;
+    span_rec *spans;
+    Py_ssize_t n_spans, cap_spans;
+    scope_rec *scopes;
+    Py_ssize_t n_scopes, cap_scopes;
+    resource_rec *resources;
+    Py_ssize_t n_resources, cap_resources;
+} walk;
+
+#define MAX_GROUP_DEPTH 100
+
+static int skip_group(reader *r, uint32_t number, int depth);
+
+/* next_field (pbwire.h) that also takes groups, as protobuf does for unknown fields: a group
+ * (wire type 3) is skipped to its end (f->wire == 3, no payload); an end of group where none is
+ * open is malformed. Returns 0, 1 at the end, -1 on error. */
+static int next_any(reader *r, field *f, int depth) {
+    if (r->p >= r->end) return 1;
+    const uint8_t *start = r->p;
+    uint64_t tag;
+    if (read_varint(r, &tag) < 0) return -1;
+    int wire = (int)(tag & 7);
+    if (wire == 3 || wire == 4) {
+        if (tag > 0xffffffffu || (tag >> 3) == 0) return bad("field number");
+        if (wire == 4) return bad("unexpected end of group");
+        f->number = (uint32_t)(tag >> 3);
+        f->wire = 3;
+        f->data.p = NULL;
+        f->data.n = 0;
+        return skip_group(r, f->number, depth);
+    }
+    r->p = start;
+    return next_field(r, f);
+}
+
+static int skip_group(reader *r, uint32_t number, int depth) {
+    if (depth >= MAX_GROUP_DEPTH) return bad("groups nested too deeply");
+    for (;;) {
+        if (r->p >= r->end) return bad("unterminated group");
+        const uint8_t *start = r->p;
+        uint64_t tag;
+        if (read_varint(r, &tag) < 0) return -1;
+        if (tag > 0xffffffffu || (tag >> 3) == 0) return bad("field number");
+        if ((tag & 7) == 4) {
+            if ((uint32_t)(tag >> 3) != number) return bad("mismatched end of group");
+            return 0;
+        }
+        r->p = start;
+        field f;
+        int rc = next_any(r, &f, depth + 1);
+        if (rc != 0) return rc < 0 ? -1 : bad("unterminated group");
+    }
+}
+
+static int grow(void **buf, Py_ssize_t *cap, Py_ssize_t need, size_t size) {
+    if (need <= *cap) return 0;
+    Py_ssize_t n = *cap ? *cap * 2 : 16;
+    while (n < need) n *= 2;
+    void *p = PyMem_Realloc(*buf, (size_t)n * size);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *buf = p;
+    *cap = n;
+    return 0;
+}
+
+static int add_other(walk *w, const uint8_t *start, const uint8_t *end) {
+    if (grow((void **)&w->others.items, &w->others.cap, w->others.len + 1, sizeof(range)) < 0)
+        return -1;
+    w->others.items[w->others.len].p = start;
+    w->others.items[w->others.len].n = end - start;
+    w->others.len++;
+    return 0;
+}
+
+static uint32_t owner_of(slice tid, uint32_t workers) {
+    uint64_t v = 0;
+    Py_ssize_t start = tid.n > 8 ? tid.n - 8 : 0;
+    for (Py_ssize_t i = start; i < tid.n; i++) v = (v << 8) | tid.p[i];
+    return (uint32_t)(v % workers);
+}
+
+static int span_owner(slice span, uint32_t workers, uint32_t *owner) {
+    reader r = {span.p, span.p + span.n};
+    field f;
+    slice tid = {NULL, 0};
+    int rc;
+    while ((rc = next_any(&r, &f, 0)) == 0) {
+        if (f.number == 1 && f.wire == 2) tid = f.data;
+    }
+    if (rc < 0) return -1;
+    *owner = owner_of(tid, workers);
+    return 0;
+}
+
+static int walk_scope(walk *w, slice ss, uint32_t workers) {
+    if (grow((void **)&w->scopes, &w->cap_scopes, w->n_scopes + 1, sizeof(scope_rec)) < 0)
+        return -1;
+    scope_rec rec;
+    rec.others_start = w->others.len;
+    rec.spans_start = w->n_spans;
+    reader r = {ss.p, ss.p + ss.n};
+    field f;
+    int rc;
+    const uint8_t *start = r.p;
+    while ((rc = next_any(&r, &f, 0)) == 0) {
+        if (f.number == 2 && f.wire == 2) {
+            if (grow((void **)&w->spans, &w->cap_spans, w->n_spans + 1, sizeof(span_rec)) < 0)
+                return -1;
+            span_rec *s = &w->spans[w->n_spans];
+            s->raw.p = f.data.p;
+            s->raw.n = f.data.n;
+            if (span_owner(f.data, workers, &s->owner) < 0) return -1;
+            w->n_spans++;
+        } else if (add_other(w, start, r.p) < 0) {
+            return -1;
+        }
+        start = r.p;
+    }
+    if (rc < 0) return -1;
+    rec.others_end = w->others.len;
+    rec.spans_end = w->n_spans;
+    w->scopes[w->n_scopes++] = rec;
+    return 0;
+}
+
+static int walk_resource(walk *w, slice rs, uint32_t workers) {
+    resource_rec rec;
+    rec.scopes_start = w->n_scopes;
+    /* the "other" fields first, then the scopes: collected in two passes so that the others
+     * of this resource are contiguous in the shared list */
+    reader r = {rs.p, rs.p + rs.n};
+    field f;
+    int rc;
+    const uint8_t *start = r.p;
+    rec.others_start = w->others.len;
+    while ((rc = next_any(&r, &f, 0)) == 0) {
+        if (!(f.number == 2 && f.wire == 2) && add_other(w, start, r.p) < 0) return -1;
+        start = r.p;
+    }
+    if (rc < 0) return -1;
+    rec.others_end = w->others.len;
+    r.p = rs.p;
+    while ((rc = next_any(&r, &f, 0)) == 0) {
+        if (f.number == 2 && f.wire == 2 && walk_scope(w, f.data, workers) < 0) return -1;
+    }
+    if (rc < 0) return -1;
+    rec.scopes_end = w->n_scopes;
+    if (grow((void **)&w->resources, &w->cap_resources, w->n_resources + 1,
+             sizeof(resource_rec)) < 0)
+        return -1;
+    w->resources[w->n_resources++] = rec;
+    return 0;
+}
+
+static Py_ssize_t varint_size(uint64_t v) {
+    Py_ssize_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *put_varint(uint8_t *out, uint64_t v) {
+    while (v >= 0x80) {
+        *out++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *out++ = (uint8_t)v;
+    return out;
+}
+
+static Py_ssize_t others_len(walk *w, Py_ssize_t a, Py_ssize_t b) {
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = a; i < b; i++) n += w->others.items[i].n;
+    return n;
+}
+
+static uint8_t *put_others(walk *w, Py_ssize_t a, Py_ssize_t b, uint8_t *out) {
+    for (Py_ssize_t i = a; i < b; i++) {
+        memcpy(out, w->others.items[i].p, (size_t)w->others.items[i].n);
+        out += w->others.items[i].n;
+    }
+    return out;
+}
+
+/* The length of one scope's body for owner k (-1 when it holds no span of k). */
+static Py_ssize_t scope_len(walk *w, scope_rec *sc, uint32_t k, Py_ssize_t *count) {
+    Py_ssize_t n = 0, c = 0;
+    for (Py_ssize_t i = sc->spans_start; i < sc->spans_end; i++) {
+        if (w->spans[i].owner != k) continue;
+        n += 1 + varint_size((uint64_t)w->spans[i].raw.n) + w->spans[i].raw.n;
+        c++;
+    }
+    if (c == 0) return -1;
+    *count += c;
+    return n + others_len(w, sc->others_start, sc->others_end);
+}
+
+static Py_ssize_t resource_len(walk *w, resource_rec *rr, uint32_t k, Py_ssize_t *count) {
+    Py_ssize_t n = 0;
+    int any = 0;
+    for (Py_ssize_t j = rr->scopes_start; j < rr->scopes_end; j++) {
+        Py_ssize_t s = scope_len(w, &w->scopes[j], k, count);
+        if (s < 0) continue;
+        n += 1 + varint_size((uint64_t)s) + s;
+        any = 1;
+    }
+    if (!any) return -1;
+    return n + others_len(w, rr->others_start, rr->others_end);
+}
+
+static PyObject *build(walk *w, uint32_t k) {
+    Py_ssize_t total = 0, count = 0;
+    for (Py_ssize_t i = 0; i < w->n_resources; i++) {
+        Py_ssize_t r = resource_len(w, &w->resources[i], k, &count);
+        if (r >= 0) total += 1 + varint_size((uint64_t)r) + r;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, total);
+    if (bytes == NULL) return NULL;
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(bytes);
+    Py_ssize_t ignored = 0;
+    for (Py_ssize_t i = 0; i < w->n_resources; i++) {
+        resource_rec *rr = &w->resources[i];
+        Py_ssize_t r = resource_len(w, rr, k, &ignored);
+        if (r < 0) continue;
+        *out++ = 0x0a;
+        out = put_varint(out, (uint64_t)r);
+        out = put_others(w, rr->others_start, rr->others_end, out);
+        for (Py_ssize_t j = rr->scopes_start; j < rr->scopes_end; j++) {
+            scope_rec *sc = &w->scopes[j];
+            Py_ssize_t s = scope_len(w, sc, k, &ignored);
+            if (s < 0) continue;
+            *out++ = 0x12;
+            out = put_varint(out, (uint64_t)s);
+            out = put_others(w, sc->others_start, sc->others_end, out);
+            for (Py_ssize_t x = sc->spans_start; x < sc->spans_end; x++) {
+                if (w->spans[x].owner != k) continue;
+                *out++ = 0x12;
+                out = put_varint(out, (uint64_t)w->spans[x].raw.n);
+                memcpy(out, w->spans[x].raw.p, (size_t)w->spans[x].raw.n);
+                out += w->spans[x].raw.n;
+            }
+        }
+    }
+    PyObject *result = Py_BuildValue("(INn)", (unsigned int)k, bytes, count);
+    return result;
+}
+
+static void release(walk *w) {
+    PyMem_Free(w->others.items);
+    PyMem_Free(w->spans);
+    PyMem_Free(w->scopes);
+    PyMem_Free(w->resources);
+}
+
+static PyObject *route_traces(PyObject *module, PyObject *args) {
+    Py_buffer view;
+    long workers_arg;
+    if (!PyArg_ParseTuple(args, "y*l", &view, &workers_arg)) return NULL;
+    if (workers_arg < 1 || workers_arg > 65536) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "workers must be between 1 and 65536");
+        return NULL;
+    }
+    uint32_t workers = (uint32_t)workers_arg;
+    walk w;
+    memset(&w, 0, sizeof(w));
+    PyObject *result = NULL;
+    reader r = {(const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
+    field f;
+    int rc;
+    while ((rc = next_any(&r, &f, 0)) == 0) {
+        if (f.number == 1 && f.wire == 2 && walk_resource(&w, f.data, workers) < 0) goto done;
+    }
+    if (rc < 0) goto done;
+    if (w.n_spans == 0) {
+        result = PyLong_FromLong(-1);
+        goto done;
+    }
+    /* which owners, in order */
+    uint8_t *present = PyMem_Calloc(workers, 1);
+    if (present == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t distinct = 0;
+    uint32_t first = w.spans[0].owner;
+    for (Py_ssize_t i = 0; i < w.n_spans; i++) {
+        if (!present[w.spans[i].owner]) {
+            present[w.spans[i].owner] = 1;
+            distinct++;
+        }
+    }
+    if (distinct == 1) {
+        PyMem_Free(present);
+        result = PyLong_FromUnsignedLong(first);
+        goto done;
+    }
+    result = PyList_New(0);
+    if (result == NULL) {
+        PyMem_Free(present);
+        goto done;
+    }
+    for (uint32_t k = 0; k < workers; k++) {
+        if (!present[k]) continue;
+        PyObject *part = build(&w, k);
+        if (part == NULL || PyList_Append(result, part) < 0) {
+            Py_XDECREF(part);
+            Py_CLEAR(result);
+            break;
+        }
+        Py_DECREF(part);
+    }
+    PyMem_Free(present);
+done:
+    release(&w);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"route_traces", route_traces, METH_VARARGS,
+     "route_traces(data, workers) -> -1 | owner | [(owner, request, spans), ...]"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_route", "Splits OTLP traces requests by owning worker.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__route(void) { return PyModule_Create(&module); }

@@ -1,0 +1,315 @@
+"""The ``kafka`` receiver at run time: librdkafka's consumer (``confluent-kafka``) in a
+consumer group; each message is decoded, checked as any receiver checks a request, and
+pushed into the pipeline.
+
+The client's blocking calls run on one thread of this receiver (so they never overlap); the
+messages are handled one after the other on the event loop. Offsets are stored (marked) by
+the receiver only, before the pipeline (``message_marking.after: false``, the Collector's
+default: at most once) or once the pipeline accepted the message (``after: true``: at least
+once; a message refused for now is tried again, with ``error_backoff``, and nothing after it
+in the batch is marked meanwhile). The stored offsets are committed every
+``autocommit.interval`` (or after each batch without autocommit), and when the partitions are
+revoked or the receiver stops. A message that cannot be decoded, or that the pipeline refuses
+for good, is counted, logged with its topic, partition and offset, and marked: it never
+blocks its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pipeline import (
+    Component,
+    ConsumeError,
+    Consumer,
+    CreateSettings,
+    Host,
+    RetryableError,
+    Signal,
+)
+from plugins._kafka import decode
+from plugins.kafkareceiver.config import KafkaReceiverConfig
+
+
+class KafkaReceiver(Component):
+    def __init__(
+        self,
+        settings: CreateSettings,
+        config: KafkaReceiverConfig,
+        signal: Signal,
+        next_consumer: Consumer,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.signal = signal
+        self.next = next_consumer
+        self.topic = config.topic_for(signal)
+        self.encoding = config.encoding_for(signal)
+        self._consumer: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.messages = 0  # messages handled (also otelcol_kafka_receiver_messages)
+        self.undecodable = 0
+        self.assigned: set[int] = set()
+        tel = settings.telemetry.service
+        name = settings.name
+        self._messages = tel.counter(
+            "otelcol_kafka_receiver_messages",
+            "Messages read from Kafka.",
+            ("receiver", "topic"),
+        ).labels(name, self.topic)
+        self._unmarshal_failed = tel.counter(
+            "otelcol_kafka_receiver_unmarshal_failed_messages",
+            "Messages that could not be decoded (skipped: their offsets are logged).",
+            ("receiver", "topic"),
+        ).labels(name, self.topic)
+        self._refused = tel.counter(
+            "otelcol_kafka_receiver_refused_messages",
+            "Messages the pipeline refused for good, or for now with message_marking.on_error "
+            "(skipped: their offsets are logged).",
+            ("receiver", "topic"),
+        ).labels(name, self.topic)
+        self._rebalances = tel.counter(
+            "otelcol_kafka_receiver_partition_changes",
+            "Partitions assigned to (start) or revoked from (close) this receiver.",
+            ("receiver", "topic", "change"),
+        )
+        self._partitions = tel.gauge(
+            "otelcol_kafka_receiver_partitions",
+            "Partitions this receiver currently consumes.",
+            ("receiver", "topic"),
+        ).labels(name, self.topic)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self, host: Host) -> None:
+        from confluent_kafka import Consumer as KafkaConsumer
+
+        if self._task is not None:
+            return
+        props = self.config.consumer_properties()
+        props["error_cb"] = self._client_error
+        props["logger"] = logging.getLogger("pipeline.kafka")
+        if self.config.plaintext_credentials:
+            self.settings.logger.warning(
+                "SASL credentials are sent without TLS: anyone on the path can read them"
+            )
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"kafka {self.settings.name}")
+        loop = asyncio.get_running_loop()
+        self._consumer = await loop.run_in_executor(self._executor, KafkaConsumer, props)
+        await loop.run_in_executor(
+            self._executor,
+            lambda: self._consumer.subscribe(
+                [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+            ),
+        )
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"kafka receiver {self.settings.name}")
+
+    def _client_error(self, error: Any) -> None:  # librdkafka's thread
+        self.settings.log_limited(
+            logging.WARNING, "kafka client: %s", error, key="kafka_client_error"
+        )
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:  # the client's thread
+        self.assigned |= {p.partition for p in partitions}
+        self._partitions.set(len(self.assigned))
+        self._rebalances.labels(self.settings.name, self.topic, "start").inc(len(partitions))
+        self.settings.logger.info(
+            "partitions assigned",
+            extra={"topic": self.topic, "partitions": sorted(p.partition for p in partitions)},
+        )
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:  # the client's thread
+        self.assigned -= {p.partition for p in partitions}
+        self._partitions.set(len(self.assigned))
+        self._rebalances.labels(self.settings.name, self.topic, "close").inc(len(partitions))
+        self.settings.logger.info(
+            "partitions revoked",
+            extra={"topic": self.topic, "partitions": sorted(p.partition for p in partitions)},
+        )
+
+    async def shutdown(self) -> None:
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await task
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            except Exception as exc:
+                self.settings.logger.error("the kafka receiver failed: %s", exc)
+        consumer, self._consumer = self._consumer, None
+        executor, self._executor = self._executor, None
+        if consumer is not None and executor is not None:
+            loop = asyncio.get_running_loop()
+            if not self.config.autocommit.enable:
+                await loop.run_in_executor(executor, self._commit, consumer)
+            # close commits the stored offsets (autocommit) and leaves the group
+            await loop.run_in_executor(executor, consumer.close)
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    @staticmethod
+    def _commit(consumer: Any) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException:
+            pass  # nothing stored since the last commit
+
+    # -- consuming --------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        consumer = self._consumer
+        executor = self._executor
+        while not self._stopping:
+            try:
+                batch = await loop.run_in_executor(
+                    executor, consumer.consume, self.config.max_batch, 0.2
+                )
+            except Exception as exc:
+                self.settings.log_limited(
+                    logging.ERROR, "reading from kafka failed: %s", exc, key="consume"
+                )
+                await asyncio.sleep(0.5)
+                continue
+            marked = False
+            for message in batch:
+                if self._stopping:
+                    break  # the rest is not marked: read again after a restart or rebalance
+                if not await self._handle(message):
+                    break
+                marked = True
+            if marked and not self.config.autocommit.enable:
+                await loop.run_in_executor(executor, self._commit, consumer)
+
+    def _extract_headers(self, payload: Any, headers: list[tuple[str, bytes | None]]) -> None:
+        """``header_extraction``: each listed header of the message (exact names) becomes the
+        resource attribute ``kafka.header.<name>`` of every resource in it, as the
+        Collector's receiver does."""
+        wanted = set(self.config.header_extraction.headers)
+        found = [(k, v) for k, v in headers if k in wanted]
+        if not found:
+            return
+        message = payload.mutable_message()
+        groups = {
+            Signal.TRACES: "resource_spans",
+            Signal.METRICS: "resource_metrics",
+            Signal.LOGS: "resource_logs",
+        }[self.signal]
+        for group in getattr(message, groups):
+            for key, value in found:
+                attr = group.resource.attributes.add(key=f"kafka.header.{key}")
+                attr.value.string_value = (value or b"").decode("utf-8", "replace")
+
+    def _mark(self, message: Any) -> None:
+        self._consumer.store_offsets(message=message)
+
+    async def _handle(self, message: Any) -> bool:
+        """Handle one message; False when the receiver stopped before it was marked."""
+        error = message.error()
+        if error is not None:
+            self.settings.log_limited(
+                logging.WARNING, "kafka: %s", error.str(), key="consume_error"
+            )
+            return True
+        self.messages += 1
+        self._messages.inc()
+        where = {
+            "topic": message.topic(),
+            "partition": message.partition(),
+            "offset": message.offset(),
+        }
+        try:
+            payload = decode(self.signal, message.value() or b"", self.encoding)
+        except Exception as exc:
+            self.undecodable += 1
+            self._unmarshal_failed.inc()
+            self.settings.telemetry.refused_request("kafka", "undecodable")
+            self.settings.log_limited(
+                logging.ERROR,
+                "cannot decode a message (skipped) at %s[%d] offset %d: %s",
+                where["topic"],
+                where["partition"],
+                where["offset"],
+                exc,
+                key="undecodable",
+                extra=where,
+            )
+            self._mark(message)
+            return True
+        extraction = self.config.header_extraction
+        if extraction.extract_headers and extraction.headers:
+            self._extract_headers(payload, message.headers() or [])
+        marking = self.config.message_marking
+        if not marking.after:
+            self._mark(message)
+        if payload.item_count() == 0:
+            if marking.after:
+                self._mark(message)
+            return True
+        backoff = self.config.error_backoff
+        delay = backoff.initial_interval
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            try:
+                await self.next.consume(payload)
+                break
+            except RetryableError as exc:
+                if not marking.after or marking.on_error or not backoff.enabled:
+                    self._refused.inc()
+                    self.settings.log_limited(
+                        logging.ERROR,
+                        "the pipeline refused a message (skipped) at %s[%d] offset %d: %s",
+                        where["topic"],
+                        where["partition"],
+                        where["offset"],
+                        exc,
+                        key="refused",
+                        extra=where,
+                    )
+                    break
+                if self._stopping:
+                    return False  # not marked: read again
+                if backoff.max_elapsed_time and loop.time() - started > backoff.max_elapsed_time:
+                    self.settings.logger.warning(
+                        "the pipeline still refuses a message after %.0fs; still retrying",
+                        loop.time() - started,
+                        extra=where,
+                    )
+                    started = loop.time()
+                self.settings.log_limited(
+                    logging.WARNING,
+                    "the pipeline refused a message for now, retrying in %.2fs: %s",
+                    delay,
+                    exc,
+                    key="retry",
+                    extra=where,
+                )
+                jitter = backoff.randomization_factor
+                await asyncio.sleep(delay * random.uniform(1 - jitter, 1 + jitter))
+                delay = min(delay * backoff.multiplier, backoff.max_interval)
+            except ConsumeError as exc:  # refused for good: it would be refused again
+                self._refused.inc()
+                self.settings.log_limited(
+                    logging.ERROR,
+                    "the pipeline refused a message for good (skipped) at %s[%d] offset %d: %s",
+                    where["topic"],
+                    where["partition"],
+                    where["offset"],
+                    exc,
+                    key="refused",
+                    extra=where,
+                )
+                break
+        if marking.after:
+            self._mark(message)
+        return True

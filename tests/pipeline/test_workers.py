@@ -1,0 +1,510 @@
+"""``pipeline run --workers N``: real gateway processes, the OpenTelemetry SDK (the example agent
+workload) sending to them, their ``/metrics`` scraped; a worker killed with SIGKILL, the
+gateway drained with SIGTERM, reloaded with SIGHUP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import ROOT, GatewayProcess, free_port, write_config
+
+pytestmark = pytest.mark.slow
+
+AGENT_FAMILIES = ("agent_", "mcp_", "a2a_", "errors")
+
+CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+      http: {{endpoint: "127.0.0.1:{http}"}}
+processors:
+  workflow: {{wait_duration: {wait}}}
+connectors:
+  agentmetrics:
+    metrics_flush_interval: 100ms
+    sla: {{default: 2s}}
+exporters:
+  prometheus: {{endpoint: "127.0.0.1:{prom}"}}
+  debug: {{verbosity: basic}}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], processors: [workflow], exporters: [agentmetrics, debug]}}
+    metrics: {{receivers: [agentmetrics, otlp], exporters: [prometheus]}}
+  telemetry:
+    metrics: {{address: "127.0.0.1:{telemetry}"}}
+"""
+
+
+class Gateway:
+    def __init__(self, tmp: Path, name: str, workers: int, wait: str = "200ms") -> None:
+        self.ports = {k: free_port() for k in ("grpc", "http", "prom", "telemetry")}
+        path = write_config(tmp, CONFIG.format(wait=wait, **self.ports), f"{name}.yaml")
+        self.config = path
+        args = ("--workers", str(workers)) if workers != 1 else ()
+        self.proc = GatewayProcess(path, args=args)
+        self.workers = workers
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.ports['grpc']}"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        want = (
+            "every worker is ready; serving" if self.workers > 1 else "everything is ready; serving"
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(r.get("msg") == want for r in self.proc.records()):
+                return
+            if self.proc.proc.poll() is not None:
+                raise AssertionError("gateway exited:\n" + "\n".join(self.proc.lines()))
+            time.sleep(0.05)
+        raise AssertionError("not ready:\n" + "\n".join(self.proc.lines()))
+
+    def scrape(self, which: str = "prom") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        url = f"http://127.0.0.1:{self.ports[which]}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        out = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def worker_pids(self) -> dict[int, int]:
+        pids: dict[int, int] = {}
+        for r in self.proc.records():
+            if r.get("msg") == "worker started":
+                pids[int(r["worker"])] = int(r["pid"])
+        return pids
+
+
+@contextlib.contextmanager
+def running(tmp: Path, name: str, workers: int, wait: str = "200ms") -> Iterator[Gateway]:
+    gw = Gateway(tmp, name, workers, wait)
+    with gw.proc:
+        gw.wait_ready()
+        yield gw
+
+
+def send_workload(endpoint: str, workflows: int, seed: int = 7) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "examples/agent_workload.py",
+            "--endpoint",
+            endpoint,
+            "--workflows",
+            str(workflows),
+            "--no-db",
+            "--no-http",
+            "--seed",
+            str(seed),
+            "--types",
+            "research,support,triage",
+            "--agents",
+            "4",
+        ],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
+        check=True,
+    )
+    summary: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    return summary
+
+
+def executions(sample: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+    return sum(v for (n, _), v in sample.items() if n == "agent_workflow_executions_total")
+
+
+def agent_samples(
+    sample: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {k: v for k, v in sample.items() if k[0].startswith(AGENT_FAMILIES)}
+
+
+def wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if predicate():
+                return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def test_two_workers_give_the_agent_metrics_of_one_process(tmp_path: Path) -> None:
+    """The same SDK workload through 1 and 2 workers: identical agent metrics (counters,
+    histograms and the SLO gauges), one /metrics with every worker's share merged, the spans
+    of other workers' traces forwarded to them."""
+    workflows = 90
+    with running(tmp_path, "one", 1) as one, running(tmp_path, "two", 2) as two:
+        summary = send_workload(one.grpc, workflows)
+        send_workload(two.grpc, workflows)
+        wait_for(lambda: executions(one.scrape()) == workflows)
+        wait_for(lambda: executions(two.scrape()) == workflows)
+        time.sleep(0.3)  # one more flush of the gauges
+        single = agent_samples(one.scrape())
+        merged = agent_samples(two.scrape())
+        assert single, "no agent metrics"
+        # exact, except the float sums of histograms: added in another order (per worker,
+        # then across workers), they may differ in the last bits
+        assert merged.keys() == single.keys()
+        for key, value in single.items():
+            if key[0].endswith("_sum"):
+                assert merged[key] == pytest.approx(value, rel=1e-12), key
+            else:
+                assert merged[key] == value, key
+        assert any(k[0] == "agent_workflow_failure_ratio" for k in single)
+        own = two.scrape("telemetry")
+        spans = summary["spans"]
+        assert own[("otelcol_receiver_accepted_spans_total", (("receiver", "otlp"),))] == spans
+        forwarded = own[("otelcol_worker_forwarded_items_total", (("signal", "traces"),))]
+        assert 0 < forwarded < spans  # the SDK's batches mix traces: some spans crossed
+        assert own[("otelcol_workers", ())] == 2
+        # the exporter's spans: every span exported once, in whichever worker owns it
+        assert own[("otelcol_exporter_sent_spans_total", (("exporter", "debug"),))] == spans
+
+
+SINK = """
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+exporters:
+  debug: {{verbosity: basic}}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+  telemetry:
+    metrics: {{address: "127.0.0.1:{telemetry}"}}
+"""
+
+FORWARDING = """
+extensions:
+  file_storage: {{directory: "{storage}"}}
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+processors:
+  workflow: {{wait_duration: 30s}}
+exporters:
+  otlp:
+    endpoint: "127.0.0.1:{sink}"
+    tls: {{insecure: true}}
+    sending_queue: {{storage: file_storage}}
+service:
+  extensions: [file_storage]
+  pipelines:
+    traces: {{receivers: [otlp], processors: [workflow], exporters: [otlp]}}
+  telemetry:
+    metrics: {{address: "127.0.0.1:{telemetry}"}}
+"""
+
+
+def test_killed_worker_is_restarted_and_counted_then_sigterm_drains(tmp_path: Path) -> None:
+    """SIGKILL of a worker: started again, counted in otelcol_worker_restarts_total; data
+    keeps flowing; SIGTERM drains every worker (the workflow processor holds every trace for
+    30 s: only the shutdown releases them) into the next tier, a real gateway."""
+    sink_ports = {"grpc": free_port(), "telemetry": free_port()}
+    sink_path = write_config(tmp_path, SINK.format(**sink_ports), "sink.yaml")
+    ports = {"grpc": free_port(), "telemetry": free_port()}
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    text = FORWARDING.format(sink=sink_ports["grpc"], storage=storage, **ports)
+    path = write_config(tmp_path, text, "forwarding.yaml")
+    with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
+        sink.wait_ready()
+        records = gw.records
+        wait_for(lambda: any(r.get("msg") == "every worker is ready; serving" for r in records()))
+        pids = {
+            int(r["worker"]): int(r["pid"]) for r in records() if r.get("msg") == "worker started"
+        }
+        os.kill(pids[1], signal.SIGKILL)
+
+        def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            return {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(text)
+                for s in fam.samples
+            }
+
+        wait_for(
+            lambda: (
+                scrape(ports["telemetry"]).get(
+                    ("otelcol_worker_restarts_total", (("worker", "1"),))
+                )
+                == 1.0
+            )
+        )
+        wait_for(
+            lambda: (
+                sum(
+                    1
+                    for r in records()
+                    if r.get("msg") == "everything is ready; serving" and r.get("worker") == 1
+                )
+                == 2
+            )
+        )
+        died = [r for r in records() if r.get("msg") == "worker died; starting it again"]
+        assert died and died[0]["exit_code"] == -9 and died[0]["worker"] == 1
+        summary = send_workload(f"127.0.0.1:{ports['grpc']}", 30, seed=11)
+        spans = summary["spans"]
+        own = scrape(ports["telemetry"])
+        assert own[("otelcol_receiver_accepted_spans_total", (("receiver", "otlp"),))] == spans
+        sink_key = ("otelcol_receiver_accepted_spans_total", (("receiver", "otlp"),))
+        assert scrape(sink_ports["telemetry"]).get(sink_key, 0) == 0  # all held
+        live = {
+            int(r["worker"]): int(r["pid"]) for r in records() if r.get("msg") == "worker started"
+        }
+        assert gw.stop(signal.SIGTERM, timeout=60) == 0
+        assert scrape(sink_ports["telemetry"])[sink_key] == spans
+        done = records()
+    assert sum(1 for r in done if r.get("msg") == "shutdown complete") == 2
+    # the persistent sending queue: one log per worker process
+    assert sorted(p.name for p in storage.iterdir()) == [
+        "exporter_otlp__traces.worker0",
+        "exporter_otlp__traces.worker1",
+    ]
+    assert any(r.get("msg") == "every worker stopped" for r in done)
+    for pid in live.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+PULL = """
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+  hostmetrics:
+    collection_interval: 200ms
+    scrapers: {{memory: }}
+exporters:
+  prometheus: {{endpoint: "127.0.0.1:{prom}"}}
+service:
+  extensions: [health_check]
+  pipelines:
+    metrics: {{receivers: [otlp, hostmetrics], exporters: [prometheus]}}
+  telemetry:
+    metrics: {{address: "127.0.0.1:{telemetry}"}}
+{extra}
+"""
+
+
+def scrape_port(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def test_pull_receivers_run_once_and_sighup_reloads_every_worker(tmp_path: Path) -> None:
+    """hostmetrics and health_check run in worker 0 only; metrics sent over OTLP/HTTP by the
+    SDK end in the one prometheus endpoint; SIGHUP reloads every worker; a reload that would
+    change service.workers is refused by each, the gateway running on."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    ports = {k: free_port() for k in ("health", "http", "prom", "telemetry")}
+    path = write_config(tmp_path, PULL.format(extra="", **ports), "pull.yaml")
+    with GatewayProcess(path, args=("--workers", "2")) as gw:
+        records = gw.records
+        wait_for(lambda: any(r.get("msg") == "every worker is ready; serving" for r in records()))
+        primary_only = {
+            (r.get("worker"), r.get("component"))
+            for r in records()
+            if r.get("msg") == "runs in the primary worker only"
+        }
+        assert primary_only == {
+            (1, "extension health_check"),
+            (1, "receiver hostmetrics (metrics)"),
+        }
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['health']}/", timeout=5) as r:
+            assert r.status == 200
+        wait_for(
+            lambda: any(k[0] == "system_memory_usage_bytes" for k in scrape_port(ports["prom"]))
+        )
+        # the SDK's counters, from several resources (each owned by one worker)
+        providers = []
+        for i in range(6):
+            reader = PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=f"http://127.0.0.1:{ports['http']}/v1/metrics"),
+                export_interval_millis=60_000,
+            )
+            provider = MeterProvider(
+                metric_readers=[reader],
+                resource=Resource.create({"service.name": f"svc-{i}", "service.instance.id": "x"}),
+            )
+            provider.get_meter("t").create_counter("jobs").add(i + 1)
+            provider.force_flush()
+            providers.append(provider)
+        for provider in providers:
+            provider.force_flush()  # cumulative: the same series again, to the same worker
+            provider.shutdown()
+
+        def jobs() -> dict[str, float]:
+            return {
+                dict(k[1])["job"]: v
+                for k, v in scrape_port(ports["prom"]).items()
+                if k[0] == "jobs_total"
+            }
+
+        wait_for(lambda: jobs() == {f"svc-{i}": float(i + 1) for i in range(6)})
+        own = scrape_port(ports["telemetry"])
+        assert own[("otelcol_worker_forwarded_items_total", (("signal", "metrics"),))] > 0
+
+        gw.proc.send_signal(signal.SIGHUP)  # the same config: "unchanged" in both workers
+        key = "otelcol_service_config_reloads_total"
+        wait_for(
+            lambda: scrape_port(ports["telemetry"]).get((key, (("result", "unchanged"),))) == 2
+        )
+        path.write_text(PULL.format(extra="  workers: 3", **ports))
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: scrape_port(ports["telemetry"]).get((key, (("result", "invalid"),))) == 2)
+        assert any(
+            "service.workers cannot change on a reload" in json.dumps(r)
+            for r in records()
+            if r.get("level") == "error" or "invalid" in json.dumps(r)
+        )
+        assert scrape_port(ports["telemetry"])[("otelcol_workers", ())] == 2
+        assert gw.stop(signal.SIGTERM, timeout=60) == 0
+
+
+DURABLE = """
+extensions:
+  file_storage: {{directory: "{dir}"}}
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  debug: {{}}
+service:
+  extensions: [file_storage]
+  durability: {{storage: file_storage}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+{extra}
+"""
+
+
+def test_durability_with_workers_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "wal").mkdir()
+    text = DURABLE.format(dir=tmp_path / "wal", http=free_port(), extra="")
+    path = write_config(tmp_path, text, "durable.yaml")
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--config", str(path), "--workers", "2"],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert b"service.durability cannot be combined with service.workers" in run.stderr
+    path = write_config(tmp_path, text + "  workers: 0\n", "durable-workers.yaml")
+    check = subprocess.run(
+        [sys.executable, "-m", "pipeline", "validate", "--config", str(path)],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert check.returncode == 1
+    out = check.stdout + check.stderr
+    assert b"service.durability" in out and b"service.workers" in out
+
+
+class _Sink:
+    mutates_data = False
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.got: list[bytes] = []
+        self.error = error
+
+    async def consume(self, data: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.got.append(data.to_bytes())
+
+
+class _Graph:
+    def __init__(self, sink: _Sink) -> None:
+        self.sink = sink
+
+    def pipeline_consumer(self, name: str) -> _Sink:
+        if name != "traces":
+            raise KeyError(name)
+        return self.sink
+
+
+class _Service:
+    _stopped = False
+
+    def __init__(self, sink: _Sink) -> None:
+        self.graph = _Graph(sink)
+
+
+def test_siblings_forward_and_answer_errors(tmp_path: Path) -> None:
+    """The socket between two workers: a part reaches the owner's pipeline; the owner's
+    retryable and permanent refusals come back as such; a worker that is not there is a
+    retryable error (the client retries); a scrape leaves out a worker that is not there."""
+    import asyncio
+
+    from pipeline.errors import PermanentError, RetryableError
+    from pipeline.pdata import Signal
+    from pipeline.workers import WorkerContext, resolve_count
+
+    assert resolve_count(0) == (os.cpu_count() or 1)
+    assert resolve_count(3) == 3
+
+    async def main() -> None:
+        sink = _Sink()
+        a = WorkerContext(0, 3, tmp_path)
+        b = WorkerContext(1, 3, tmp_path)
+        b.service = _Service(sink)
+        b.expose("k", lambda: ["from b"])
+        a.expose("k", lambda: ["from a"])
+        await a.open()
+        await b.open()
+        try:
+            await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x00")
+            assert sink.got == [b"\x0a\x00"]
+            sink.error = RetryableError("full")
+            with pytest.raises(RetryableError, match="full"):
+                await a.forward(1, Signal.TRACES, ["traces"], b"")
+            sink.error = PermanentError("never")
+            with pytest.raises(PermanentError, match="never"):
+                await a.forward(1, Signal.TRACES, ["traces"], b"")
+            with pytest.raises(RetryableError, match="worker 2 is not reachable"):
+                await a.forward(2, Signal.TRACES, ["traces"], b"")
+            assert await a.gather("k", within=2.0) == [["from a"], ["from b"]]
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
