@@ -14,6 +14,7 @@ output, and reports process CPU microseconds per span (median of ``--repeat`` ru
 
     python -m benchmarks.agent_components                    # default shape, 100k spans
     python -m benchmarks.agent_components --attrs 32 --profile workflow   # cProfile top 25
+    python -m benchmarks.agent_components --join-window 0s   # agentmetrics settling included
     python -m benchmarks.agent_components --root http   # executions found with the dialects
 """
 
@@ -110,10 +111,12 @@ async def run_connector(
     return mid - start, cpu() - mid
 
 
+JOIN: dict[str, Any] = {}  # the agentmetrics connector's tool_call_join (--join-window)
+
+
 def agentmetrics(keep: Keep) -> AgentMetricsConnector:
-    return AgentMetricsConnector(
-        create_settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), keep
-    )
+    config = AgentMetricsConfig(tool_call_join=JOIN) if JOIN else AgentMetricsConfig()
+    return AgentMetricsConnector(create_settings(Kind.CONNECTOR, "agentmetrics"), config, keep)
 
 
 def spanmetrics(keep: Keep) -> SpanMetricsConnector:
@@ -173,7 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         "span (the execution found with the dialect tables)",
     )
     ap.add_argument("--corpus", action="store_true", help="also the normalizer on the corpus")
+    ap.add_argument(
+        "--join-window",
+        help="agentmetrics tool_call_join.window (0s: every trace's tool calls and failures "
+        "settled with its request, so the settling is measured too; default: the connector's)",
+    )
     args = ap.parse_args(argv)
+    if args.join_window:
+        JOIN.update(window=args.join_window, max_traces=1_000_000)
     spt = args.spans_per_trace
     load = Load(
         attrs_per_span=args.attrs,

@@ -41,6 +41,7 @@ enum { B_TOOL, B_HTTP, B_WORKFLOW, B_A2A, NBOUNDS };
 #define MAX_EXEMPLARS 16
 #define CACHE_SLOTS 8192 /* power of two */
 #define MAX_DEFER_KEYS 64
+#define MAX_SHAPE_KEYS 1024
 
 typedef struct {
     Py_hash_t hash;
@@ -77,6 +78,14 @@ typedef struct {
     int ndefer_keys;
     uint64_t defer_sig[256]; /* bit k set: defer key k has this signature */
     PyObject *defer_keys_obj, *defer_names, *defer_scopes; /* owned tuples of bytes */
+    /* the attribute keys a deferred span's shape holds (see span_shape): a chain per key
+     * signature; none configured: no shapes (the fallback items have their short form) */
+    slice shape_keys[MAX_SHAPE_KEYS];
+    int nshape_keys;
+    int16_t shape_head[256], shape_next[MAX_SHAPE_KEYS];
+    PyObject *shape_keys_obj; /* owned tuple of bytes */
+    uint8_t *scratch;         /* the shape being built */
+    Py_ssize_t scratch_cap;
 } Scanner;
 
 /* -- wire reading: pbwire.h -------------------------------------------------------------- */
@@ -797,6 +806,89 @@ wf_done:
     return 0;
 }
 
+/* -- shapes: what the Python side's memo of a deferred span is keyed by ---------------------- */
+
+static int is_shape_key(Scanner *self, slice key) {
+    for (int k = self->shape_head[sig(key)]; k >= 0; k = self->shape_next[k])
+        if (slice_eq(key, self->shape_keys[k])) return 1;
+    return 0;
+}
+
+static int scratch_put(Scanner *self, Py_ssize_t *used, uint8_t tag, const uint8_t *p, Py_ssize_t n) {
+    Py_ssize_t need = *used + 1 + 10 + n;
+    if (need > self->scratch_cap) {
+        Py_ssize_t cap = self->scratch_cap ? self->scratch_cap : 512;
+        while (cap < need) cap *= 2;
+        uint8_t *b = PyMem_Realloc(self->scratch, cap);
+        if (b == NULL) { PyErr_NoMemory(); return -1; }
+        self->scratch = b;
+        self->scratch_cap = cap;
+    }
+    uint8_t *o = self->scratch + *used;
+    *o++ = tag;
+    uint64_t v = (uint64_t)n;
+    do { uint8_t b = v & 0x7f; v >>= 7; *o++ = b | (v ? 0x80 : 0); } while (v);
+    if (n) memcpy(o, p, n);
+    *used = (o - self->scratch) + n;
+    return 0;
+}
+
+/* The shape of a span left to Python: everything the Python side's reading of it depends on
+ * apart from its ids and times and its resource and scope (which Python adds): the name, the
+ * kind, whether it has a parent, the status message (as SpanView keeps it: the last one, raw)
+ * and the attribute entries (raw, in order) whose key is a shape key. Two spans with equal
+ * shapes (in one scope and resource) are read alike, so Python reads the first in full and
+ * remembers the outcome when it is a plain tool-call layer or a link (connector.py,
+ * ``_read_span``). Py_None when the span is not one SpanView surely parses as this walk reads
+ * it: an attribute entry that is not well-formed or a non-ASCII attribute key (the Python path
+ * then reads the span itself). New reference; NULL on error. */
+static PyObject *span_shape(Scanner *self, slice raw) {
+    slice name = {NULL, 0}, parent = {NULL, 0}, status = {NULL, 0};
+    uint64_t kind = 0;
+    reader r = {raw.p, raw.p + raw.n};
+    field f;
+    int rc;
+    Py_ssize_t used = 0;
+    uint8_t head[9];
+    /* the attribute entries first (in order), then the fixed part */
+    while ((rc = next_field(&r, &f)) == 0) {
+        switch (f.number) {
+        case 4: if (f.wire == 2) parent = f.data; break;
+        case 5: if (f.wire == 2) name = f.data; break;
+        case 6: if (f.wire == 0) kind = f.value; break;
+        case 15: if (f.wire == 2) status = f.data; break;
+        case 9:
+            if (f.wire == 2) {
+                reader er = {f.data.p, f.data.p + f.data.n};
+                field ef;
+                int erc;
+                slice key = {NULL, 0};
+                while ((erc = next_field(&er, &ef)) == 0) {
+                    if (ef.number == 1 && ef.wire == 2) {
+                        for (Py_ssize_t i = 0; i < ef.data.n; i++)
+                            if (ef.data.p[i] & 0x80) return Py_NewRef(Py_None);
+                        key = ef.data;
+                    }
+                }
+                if (erc < 0) { PyErr_Clear(); return Py_NewRef(Py_None); }
+                if (key.p != NULL && is_shape_key(self, key) &&
+                    scratch_put(self, &used, 'a', f.data.p, f.data.n) < 0)
+                    return NULL;
+            }
+            break;
+        default: break;
+        }
+    }
+    if (rc < 0) { PyErr_Clear(); return Py_NewRef(Py_None); }
+    memcpy(head, &kind, 8);
+    head[8] = parent.n == 0;
+    if (scratch_put(self, &used, 'k', head, 9) < 0 ||
+        scratch_put(self, &used, 'n', name.p, name.n) < 0 ||
+        scratch_put(self, &used, 's', status.p, status.n) < 0)
+        return NULL;
+    return PyBytes_FromStringAndSize((const char *)self->scratch, used);
+}
+
 /* the last field `number` (length-delimited) of a message, or an empty slice; -1 if malformed */
 static int find_message(slice msg, int number, slice *out) {
     reader r = {msg.p, msg.p + msg.n};
@@ -808,6 +900,9 @@ static int find_message(slice msg, int number, slice *out) {
         if (f.number == (uint32_t)number && f.wire == 2) *out = f.data;
     return rc < 0 ? -1 : 0;
 }
+
+/* a slice's bytes for Py_BuildValue's y# (which gives None for a NULL pointer) */
+#define PTR(x) ((x).p ? (const char *)(x).p : "")
 
 static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
     slice scope, scope_name = {NULL, 0};
@@ -826,9 +921,19 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
         int h = handle_span(self, &s, st);
         if (h < 0) return -1;
         if (h == 1) {
-            PyObject *item = Py_BuildValue("(nnnnnn)", (Py_ssize_t)(f.data.p - st->base),
-                                           (Py_ssize_t)(f.data.p - st->base + f.data.n), st->rs_start,
-                                           st->rs_end, st->sc_start, st->sc_end);
+            PyObject *item;
+            Py_ssize_t start = f.data.p - st->base, end = start + f.data.n;
+            if (self->nshape_keys) {
+                PyObject *shape = span_shape(self, f.data);
+                if (shape == NULL) return -1;
+                item = Py_BuildValue("(nnnnnnNy#y#y#KK)", start, end, st->rs_start, st->rs_end,
+                                     st->sc_start, st->sc_end, shape, PTR(s.trace_id), s.trace_id.n,
+                                     PTR(s.span_id), s.span_id.n, PTR(s.parent), s.parent.n,
+                                     (unsigned long long)s.start, (unsigned long long)s.end);
+            } else {
+                item = Py_BuildValue("(nnnnnn)", start, end, st->rs_start, st->rs_end, st->sc_start,
+                                     st->sc_end);
+            }
             if (item == NULL || PyList_Append(st->fallback, item) < 0) { Py_XDECREF(item); return -1; }
             Py_DECREF(item);
         }
@@ -961,7 +1066,8 @@ PyDoc_STRVAR(scan_doc,
 "series: [(metric, labels, count, sum, buckets | None, exemplars | None)] aggregated over the\n"
 "request; fallback: [(start, end, resource_start, resource_end, scope_start, scope_end)]\n"
 "offsets of spans for the Python path, of their Resource and InstrumentationScope messages\n"
-"((0, 0) when absent); the request's A2A\n"
+"((0, 0) when absent), with shape_keys configured followed by (shape | None, trace_id,\n"
+"span_id, parent_span_id, start_ns, end_ns) (see span_shape in the source); the request's A2A\n"
 "producers go into the producer cache and its consumers are matched with them; consumers:\n"
 "those without a producer yet, [(parent_span_id, link_span_ids, start_ns, trace_id,\n"
 "span_id, message_type)]; workflows: {(type, outcome): [durations]}. Raises ValueError on\n"
@@ -1050,19 +1156,42 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"keys", "tool_operation", "tool_method", "workflow_prefix", "tool_bounds",
                              "http_bounds", "workflow_bounds", "a2a_bounds", "max_exemplars",
                              "recoverable", "llm_operations", "outcomes", "producers", "cache_size",
-                             "defer_keys", "defer_names", "defer_scopes", NULL};
+                             "defer_keys", "defer_names", "defer_scopes", "shape_keys", NULL};
     PyObject *keys, *tool_op, *tool_method, *wf_prefix, *tool_bounds, *http_bounds, *wf_bounds, *a2a_bounds,
         *recoverable, *llm, *outcomes, *producers;
-    PyObject *defer_keys = NULL, *defer_names = NULL, *defer_scopes = NULL;
+    PyObject *defer_keys = NULL, *defer_names = NULL, *defer_scopes = NULL, *shape_keys = NULL;
     int max_exemplars;
     Py_ssize_t cache_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!", kwlist, &PyTuple_Type, &keys,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!O!", kwlist, &PyTuple_Type, &keys,
                                      &tool_op, &tool_method, &wf_prefix, &tool_bounds, &http_bounds,
                                      &wf_bounds, &a2a_bounds, &max_exemplars, &recoverable, &llm,
                                      &PyTuple_Type, &outcomes, &PyDict_Type, &producers, &cache_size,
                                      &PyTuple_Type, &defer_keys, &PyTuple_Type, &defer_names,
-                                     &PyTuple_Type, &defer_scopes))
+                                     &PyTuple_Type, &defer_scopes, &PyTuple_Type, &shape_keys))
         return -1;
+    if (shape_keys != NULL) {
+        Py_ssize_t n = PyTuple_GET_SIZE(shape_keys);
+        if (n > MAX_SHAPE_KEYS) {
+            PyErr_Format(PyExc_ValueError, "at most %d shape keys", MAX_SHAPE_KEYS);
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!PyBytes_Check(PyTuple_GET_ITEM(shape_keys, i))) {
+                PyErr_SetString(PyExc_TypeError, "shape keys must be bytes");
+                return -1;
+            }
+    }
+    memset(self->shape_head, 0xff, sizeof(self->shape_head)); /* -1: no key */
+    self->nshape_keys = shape_keys ? (int)PyTuple_GET_SIZE(shape_keys) : 0;
+    for (int k = 0; k < self->nshape_keys; k++) {
+        PyObject *b = PyTuple_GET_ITEM(shape_keys, k);
+        self->shape_keys[k].p = (const uint8_t *)PyBytes_AS_STRING(b);
+        self->shape_keys[k].n = PyBytes_GET_SIZE(b);
+        unsigned g = sig(self->shape_keys[k]);
+        self->shape_next[k] = self->shape_head[g];
+        self->shape_head[g] = (int16_t)k;
+    }
+    Py_XSETREF(self->shape_keys_obj, shape_keys ? Py_NewRef(shape_keys) : NULL);
     PyObject *empty = PyTuple_New(0);
     if (empty == NULL) return -1;
     PyObject *tuples[3] = {defer_keys ? defer_keys : empty, defer_names ? defer_names : empty,
@@ -1164,6 +1293,8 @@ static void Scanner_dealloc(Scanner *self) {
     Py_XDECREF(self->defer_keys_obj);
     Py_XDECREF(self->defer_names);
     Py_XDECREF(self->defer_scopes);
+    Py_XDECREF(self->shape_keys_obj);
+    PyMem_Free(self->scratch);
     PyObject **strs[] = {&self->s_success_outcome, &self->s_failed_outcome, &self->s_timeout,
                          &self->s_cancelled, &self->s_critical, &self->s_workflow,&self->s_unknown, &self->s_none, &self->s_error, &self->s_success,
                          &self->s_other, &self->s_true, &self->s_false, &self->s_failed,

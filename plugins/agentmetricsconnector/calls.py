@@ -270,11 +270,22 @@ class CallJoiner:
     ) -> None:
         """Holds a request's layers and failures (plain appends: cannot fail half-way), and
         the parent links ``(trace, span, parent)`` of other spans of the traces held."""
+        settled = self._settled_layers.items
+        pending = self.pending
         for layer in layers:
-            if self._is_late(layer):
+            trace = layer.trace_id
+            if (trace, layer.parent_id) in settled or (
+                (layer.call_id or layer.rpc_id) and self._is_late(layer)
+            ):
                 self.late_layers += 1
                 continue
-            trace = layer.trace_id
+            if not layer.session:  # (the common case: _entry inline)
+                entry = pending.get(trace)
+                if entry is None:
+                    entry = pending[trace] = _Entry(now + self.window)
+                entry.layers.append(layer)
+                entry.parents[layer.span_id] = layer.parent_id
+                continue
             if layer.session and layer.rpc_id:
                 key = (layer.session, layer.rpc_id, layer.tool)
                 other = self._by_session.get(key)
@@ -290,7 +301,6 @@ class CallJoiner:
             entry = self._entry(failure.trace_id, now)
             entry.failures.append(failure)
             entry.parents[failure.span_id] = failure.parent_id
-        pending = self.pending
         for trace in {f.trace_id for f in failures} | {x.trace_id for x in layers}:
             held = pending.get(trace)
             if held is not None and len(held.layers) + len(held.failures) > MAX_ENTRY_ITEMS:
@@ -326,13 +336,17 @@ class CallJoiner:
         calls: list[Call] = []
         errors: list[tuple[tuple[str, str], ...]] = []
         pending = self.pending
-        while pending:
-            trace, entry = next(iter(pending.items()))
-            over = len(pending) > self.max_traces
+        due: list[tuple[bytes, _Entry]] = []
+        held = len(pending)
+        for trace, entry in pending.items():  # oldest first, up to the first not due
+            over = held > self.max_traces
             if not (everything or over or entry.deadline <= now):
                 break
             if over and not everything and entry.deadline > now:
                 self.early_settled += 1
+            due.append((trace, entry))
+            held -= 1
+        for trace, entry in due:
             del pending[trace]
             self._settle(entry, now, calls, errors)
         for memory in (self._settled_layers, self._settled_keys, self._failed_parents):
@@ -349,7 +363,26 @@ class CallJoiner:
         errors: list[tuple[tuple[str, str], ...]],
     ) -> None:
         layers = entry.layers
+        if not entry.failures and self._settle_simple(layers, now, calls):
+            return
         groups = _group(layers)
+        if not entry.failures and not any(x.failed for x in layers):
+            # nothing failed: the calls, and the memory of their layers
+            # (Memory.add inline: trimmed once at the end, which leaves the same keys)
+            memory = self._settled_layers
+            items = memory.items
+            value = (now + memory.ttl, None)
+            for group in groups:
+                calls.append(self._call(group)[0])
+                for layer in group:
+                    key = (layer.trace_id, layer.span_id)
+                    items[key] = value
+                    items.move_to_end(key)
+                    if layer.call_id or layer.rpc_id or layer.session:
+                        self._remember_keys(layer, now)
+            while len(items) > memory.size:
+                items.popitem(last=False)
+            return
         marks = _Marks(entry, self._failed_parents, now)
         marks.failed.update(x.span_id for x in layers if x.failed and not x.retry)
         marks.failed.update(f.span_id for f in entry.failures)
@@ -362,13 +395,7 @@ class CallJoiner:
                 failed_calls.append((min(x.start for x in group), max(x.end for x in group), said))
             for layer in group:
                 self._settled_layers.add((layer.trace_id, layer.span_id), now)
-                if layer.call_id:
-                    self._settled_keys.add(("call", layer.trace_id, layer.call_id), now)
-                key = _rpc_key(layer)
-                if key is not None:
-                    self._settled_keys.add(("rpc", *key), now)
-                if layer.session and layer.rpc_id:
-                    self._by_session.pop((layer.session, layer.rpc_id, layer.tool), None)
+                self._remember_keys(layer, now)
             if call.status == STATUS_ERROR:
                 types = (call.error_type, *(x.exception for x in group if x.exception))
                 for layer in group:
@@ -398,7 +425,82 @@ class CallJoiner:
                 continue
             errors.append(failure.labels)
 
+    def _settle_simple(self, layers: list[Layer], now: float, calls: list[Call]) -> bool:
+        """The common trace: layers that did not fail, none with a join key or the parent of
+        another: each is a call of its own. Settles them as the general path would
+        (:func:`_group` gives one group per layer, :meth:`_call` its fast case), or returns
+        ``False`` (nothing done) for any other trace."""
+        spans = set()
+        for x in layers:
+            if x.failed or x.call_id or (x.rpc_id and x.side != FRAMEWORK):
+                return False
+            spans.add((x.trace_id, x.span_id))
+        if len(layers) > 1:
+            if len(spans) != len(layers):
+                return False
+            for x in layers:
+                if (x.trace_id, x.parent_id) in spans:
+                    return False
+        memory = self._settled_layers
+        items = memory.items
+        value = (now + memory.ttl, None)
+        for x in layers:
+            mcp = x.mcp or x.side != FRAMEWORK
+            calls.append(
+                Call(
+                    x.tool or UNKNOWN,
+                    (x.server or UNKNOWN) if mcp else "",
+                    mcp,
+                    "mcp" if mcp else (x.tool_type or "function"),
+                    STATUS_RETRY if x.retry else STATUS_SUCCESS,
+                    NO_ERROR,
+                    (x.end - x.start) / 1e9,
+                    x.trace_id,
+                    x.span_id,
+                    1,
+                    x.agent,
+                )
+            )
+            key = (x.trace_id, x.span_id)
+            items[key] = value
+            items.move_to_end(key)
+            if x.rpc_id or x.session:
+                self._remember_keys(x, now)
+        while len(items) > memory.size:
+            items.popitem(last=False)
+        return True
+
+    def _remember_keys(self, layer: Layer, now: float) -> None:
+        """A settled layer's call and JSON-RPC keys (a late layer with one is not counted
+        again); its pending session key goes."""
+        if layer.call_id:
+            self._settled_keys.add(("call", layer.trace_id, layer.call_id), now)
+        key = _rpc_key(layer)
+        if key is not None:
+            self._settled_keys.add(("rpc", *key), now)
+        if layer.session and layer.rpc_id:
+            self._by_session.pop((layer.session, layer.rpc_id, layer.tool), None)
+
     def _call(self, group: list[Layer]) -> tuple[Call, tuple[tuple[str, str], ...] | None]:
+        if len(group) == 1 and not group[0].failed:
+            # one layer that did not fail (the common case): what the general case below
+            # gives for it, without its searches
+            x = group[0]
+            mcp = x.mcp or x.side != FRAMEWORK
+            call = Call(
+                tool=x.tool or UNKNOWN,
+                server=(x.server or UNKNOWN) if mcp else "",
+                mcp=mcp,
+                tool_type="mcp" if mcp else (x.tool_type or "function"),
+                status=STATUS_RETRY if x.retry else STATUS_SUCCESS,
+                error_type=NO_ERROR,
+                duration=(x.end - x.start) / 1e9,
+                trace_id=x.trace_id,
+                span_id=x.span_id,
+                layers=1,
+                agent=x.agent,
+            )
+            return call, None
         if len(group) == 1:
             caller = group[0]
             ordered = group
@@ -468,6 +570,11 @@ def _group(layers: list[Layer]) -> list[list[Layer]]:
     n = len(layers)
     if n == 1:
         return [layers]
+    if not any(x.call_id or (x.rpc_id and x.side != FRAMEWORK) for x in layers):
+        # no join keys: only parent links can join them
+        spans = {(x.trace_id, x.span_id) for x in layers}
+        if len(spans) == n and not any((x.trace_id, x.parent_id) in spans for x in layers):
+            return [[x] for x in layers]
     parent = list(range(n))
 
     def find(i: int) -> int:

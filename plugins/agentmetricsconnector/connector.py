@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -96,6 +97,10 @@ RECOVERABLE_ERRORS = frozenset(
 )
 UNKNOWN = "unknown"
 FACTS_CACHE = 4096  # span shapes whose dialect facts are kept
+SHAPE_MEMO = 4096  # span shapes (of the C scanner) whose reading is remembered, per context
+SHAPE_CONTEXTS = 256  # (scope, service) pairs with such a memo
+MAX_SHAPE_KEYS = 1024  # the C scanner's bound (plugins/_native/_agentscan.c)
+LINK = "link"  # a remembered reading: the span is only a parent link (see _read_span)
 NO_RESOURCE = b""
 INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER})
 
@@ -312,6 +317,20 @@ class _SpanView:
         return self._full
 
 
+class _Shape:
+    """A span's shape as the C scanner gives it (``span_shape`` in ``_agentscan.c``: name,
+    kind, parent or not, status, the attribute entries the dialect tables and the tool-call
+    markers read) and the memo of its (scope, service) context: what :meth:`_read_span`
+    concluded for the first span of this shape when that is a function of the shape alone
+    (a parent link only, or a tool-call layer that did not fail)."""
+
+    __slots__ = ("key", "memo")
+
+    def __init__(self, key: bytes, memo: dict[bytes, Any]) -> None:
+        self.key = key
+        self.memo = memo
+
+
 class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
     """Aggregates agent metrics from spans; flushes OTLP metrics periodically. Offers its
     derived gauges as a :class:`pipeline.status.AgentMetricsProvider`."""
@@ -520,6 +539,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             string_value=config.attributes.mcp_tool_method
         ).SerializeToString()
         self._statuses: dict[bytes, int] = {}
+        # the label sets of settled tool calls, by (mcp, server, tool, tool type, status, error)
+        self._call_labels: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        # (scope, service) -> {shape: remembered reading} (see _Shape)
+        self._shapes: dict[tuple[str, str], dict[bytes, Any]] = {}
         # gen_ai.operation.name values of agent runs and workflows (encoded AnyValues)
         self._run_ops_raw = frozenset(
             AnyValue(string_value=op).SerializeToString()
@@ -597,7 +620,22 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             defer_keys=tuple(k.encode() for k in self._defer_keys),
             defer_names=self._defer_names,
             defer_scopes=tuple(p.encode() for p in self._defer_scopes),
+            shape_keys=self._shape_keys(),
         )
+
+    def _shape_keys(self) -> tuple[bytes, ...]:
+        """Every attribute key the reading of a span the C scanner leaves to Python depends
+        on when it is remembered by shape (a link, a tool-call layer): the keys the dialect
+        tables read and the tool-call markers (none when there are more than the scanner
+        takes: then nothing is remembered)."""
+        n = self.names
+        keys = dict.fromkeys(
+            (*sorted(self.dialects.attribute_keys), *self._defer_keys, n.operation_name,
+             n.mcp_method_name)
+        )  # fmt: skip
+        if len(keys) > MAX_SHAPE_KEYS:
+            return ()
+        return tuple(k.encode() for k in keys)
 
     # -- aggregation -----------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:
@@ -629,17 +667,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 # whole request with nothing changed (consume is atomic: the engine then
                 # isolates the corrupt spans); the receivers' edge check has checked every
                 # field of the request already
-                views = []
-                contexts: dict[tuple[int, int, int, int], _Context] = {}
-                for start, end, rs_start, rs_end, sc_start, sc_end in fallback:
-                    view = SpanView.FromString(raw[start:end])
-                    key = (rs_start, rs_end, sc_start, sc_end)
-                    ctx = contexts.get(key)
-                    if ctx is None:
-                        ctx = contexts[key] = _Context(raw[rs_start:rs_end], raw[sc_start:sc_end])
-                    views.append((view, ctx))
-                for view, ctx in views:
-                    self._read_span(view, now_ns, ctx, batch, None)
+                self._read_fallback(raw, fallback, now_ns, batch)
                 self._merge_native(series, now_ns)
                 for (wf_type, outcome), durations in workflows.items():
                     self._windows(wf_type, outcome, durations, now)
@@ -660,6 +688,60 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._apply(batch, now_ns, now)
         self._match_consumers(batch.consumers, now_ns)
         self._settle(now_ns, now)
+
+    def _read_fallback(self, raw: bytes, fallback: list[Any], now_ns: int, batch: _Batch) -> None:
+        """Reads the spans the C scanner left to Python, in order. A span whose shape (see
+        :class:`_Shape`) was read before as a link or a tool-call layer is not parsed again:
+        its ids and times (given by the scanner) complete the remembered reading."""
+        contexts: dict[tuple[int, int, int, int], tuple[_Context, dict[bytes, Any] | None]] = {}
+        links = batch.links
+        layers = batch.layers
+        for item in fallback:
+            start, end, rs_start, rs_end, sc_start, sc_end = item[:6]
+            key = (rs_start, rs_end, sc_start, sc_end)
+            found = contexts.get(key)
+            if found is None:
+                ctx = _Context(raw[rs_start:rs_end], raw[sc_start:sc_end])
+                memo = self._shape_memo(ctx) if len(item) > 6 else None
+                if memo is None:  # (a context that failed to decode is not reused)
+                    ctx = _Context(raw[rs_start:rs_end], raw[sc_start:sc_end])
+                found = contexts[key] = (ctx, memo)
+            ctx, memo = found
+            shape = None
+            if memo is not None:
+                key_bytes = item[6]
+                if key_bytes is not None:
+                    known = memo.get(key_bytes)
+                    if known is LINK:
+                        links.append((item[7], item[8], item[9]))
+                        continue
+                    if known is not None:  # (side, tool, tool type, mcp, server, retry, agent)
+                        side, tool, tool_type, mcp, server, retry, agent = known
+                        layers.append(Layer(item[7], item[8], item[9], side, tool, tool_type,
+                                            mcp, "", "", "", server, item[10], item[11], False,
+                                            retry, "", "", "", agent))  # fmt: skip
+                        continue
+                    if len(memo) >= SHAPE_MEMO:
+                        memo.clear()
+                    shape = _Shape(key_bytes, memo)
+            view = SpanView.FromString(raw[start:end])
+            self._read_span(view, now_ns, ctx, batch, None, shape)
+
+    def _shape_memo(self, ctx: _Context) -> dict[bytes, Any] | None:
+        """The memo of the spans' shapes of one (scope, service), or ``None`` when the scope
+        or the resource does not decode (its spans are then read one by one, which reports
+        it as without shapes)."""
+        try:
+            where = (ctx.scope_name, ctx.service_name)
+        except DecodeError:
+            return None
+        shapes = self._shapes
+        memo = shapes.get(where)
+        if memo is None:
+            if len(shapes) >= SHAPE_CONTEXTS:
+                shapes.clear()
+            memo = shapes[where] = {}
+        return memo
 
     def _merge_native(self, series: list[Any], now_ns: int) -> None:
         """Adds the C scanner's per-series aggregates to the metrics."""
@@ -721,11 +803,18 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         return bool(self._defer_scopes) and ctx.scope_name.startswith(self._defer_scopes)
 
     def _read_span(
-        self, sp: Any, now_ns: int, ctx: _Context, batch: _Batch, full: Any | None
+        self,
+        sp: Any,
+        now_ns: int,
+        ctx: _Context,
+        batch: _Batch,
+        full: Any | None,
+        shape: _Shape | None = None,
     ) -> None:
         """What one span (a :data:`SpanView`) adds to the metrics, as operations on ``batch``
         applied once the whole request is read (:meth:`_apply`); ``full``: the span decoded
-        in full when the caller has it."""
+        in full when the caller has it; ``shape``: its shape, when the reading is to be
+        remembered for the spans of the same shape (a link, a tool-call layer)."""
         kind = sp.kind
         status = sp.status
         failed = False
@@ -752,6 +841,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             # are the workflow processor's; here it is only a link a failure may climb through
             batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))
             if kind not in INTERESTING_KINDS:
+                if shape is not None:
+                    shape.memo[shape.key] = LINK
                 return
             marked = False
         component = ""
@@ -762,10 +853,22 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         op_name = cached_str(op_raw) if op_raw is not None else ""
         facts = None
         if marked:
-            facts = self._facts(view, ctx, root)
+            facts = self._facts(view, ctx, root, shape)
             role = facts.role
             if facts.is_tool_layer:
-                self._layer(view, facts, ctx, batch)
+                layer = self._layer(view, facts, ctx, batch)
+                if shape is not None and not (
+                    root
+                    or layer.failed
+                    or layer.error_type
+                    or layer.exception
+                    or layer.message
+                    or layer.call_id
+                    or layer.rpc_id
+                    or layer.session
+                ):  # (per-call ids: a shape that does not repeat)
+                    shape.memo[shape.key] = (layer.side, layer.tool, layer.tool_type, layer.mcp,
+                                             layer.server, layer.retry, layer.agent)  # fmt: skip
                 return  # counted (and its failure) once per call, by the joiner
             if not failed:  # a link a failure below may climb through (see calls.py)
                 batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))
@@ -833,27 +936,35 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 )
             )
 
-    def _facts(self, view: _SpanView, ctx: _Context, root: bool) -> SpanFacts:
+    def _facts(
+        self, view: _SpanView, ctx: _Context, root: bool, span_shape: _Shape | None = None
+    ) -> SpanFacts:
         """The dialect tables' facts about a span. Spans of one shape repeat (the same
         operation, tool, model and server, without per-call ids): the facts of a shape are
-        kept (``FACTS_CACHE`` of them) and the tables consulted once per shape."""
+        kept (``FACTS_CACHE`` of them) and the tables consulted once per shape. The shape is
+        the C scanner's when it gave one (``span_shape``: it holds the name, kind, parent or
+        not, status and every attribute the tables read), else built here."""
         sp = view.span
         status = sp.status
         code = self._statuses.get(status, 0) if status else 0
         failed = code == STATUS_ERROR
         exc = exception_type(view.full()) if failed else ""
-        wanted = self._dialect_keys
         attrs = sp.attributes
-        shape = (
-            sp.name,
-            sp.kind,
-            ctx.scope_name,
-            ctx.service_name,
-            root,
-            code,
-            exc,
-            tuple([item for item in attrs.items() if item[0] in wanted]),
-        )
+        shape: tuple[Any, ...]
+        if span_shape is not None:
+            shape = (span_shape.key, ctx.scope_name, ctx.service_name, exc)
+        else:
+            wanted = self._dialect_keys
+            shape = (
+                sp.name,
+                sp.kind,
+                ctx.scope_name,
+                ctx.service_name,
+                root,
+                code,
+                exc,
+                tuple([item for item in attrs.items() if item[0] in wanted]),
+            )
         cache = self._facts_cache
         facts = cache.get(shape)
         if facts is None:
@@ -872,8 +983,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             cache[shape] = facts
         return facts
 
-    def _layer(self, view: _SpanView, facts: Any, ctx: _Context, batch: _Batch) -> None:
-        """A tool-call layer for the joiner."""
+    def _layer(self, view: _SpanView, facts: Any, ctx: _Context, batch: _Batch) -> Layer:
+        """A tool-call layer for the joiner (added to ``batch``, and returned)."""
         sp = view.span
         role = facts.role
         side = (
@@ -892,29 +1003,29 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             if not exc:
                 exc = exception_type(full)
         get = facts.labels.get
-        batch.layers.append(
-            Layer(
-                sp.trace_id,
-                sp.span_id,
-                sp.parent_span_id,
-                side,
-                get("tool_name", ""),
-                get("tool_type", ""),
-                side != FRAMEWORK or get("mcp_method", "") == self.names.mcp_tool_method,
-                get("tool_call_id", ""),
-                get("jsonrpc_request_id", ""),
-                get("mcp_session_id", ""),
-                facts.server,
-                sp.start_time_unix_nano,
-                sp.end_time_unix_nano,
-                failed,
-                facts.model_retry,
-                get("error_type", ""),
-                exc,
-                message,
-                get("agent_name", ""),
-            )
+        layer = Layer(
+            sp.trace_id,
+            sp.span_id,
+            sp.parent_span_id,
+            side,
+            get("tool_name", ""),
+            get("tool_type", ""),
+            side != FRAMEWORK or get("mcp_method", "") == self.names.mcp_tool_method,
+            get("tool_call_id", ""),
+            get("jsonrpc_request_id", ""),
+            get("mcp_session_id", ""),
+            facts.server,
+            sp.start_time_unix_nano,
+            sp.end_time_unix_nano,
+            failed,
+            facts.model_retry,
+            get("error_type", ""),
+            exc,
+            message,
+            get("agent_name", ""),
         )
+        batch.layers.append(layer)
+        return layer
 
     def _inference(
         self, view: _SpanView, facts: Any, failed: bool, now_ns: int, batch: _Batch
@@ -1215,8 +1326,17 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             joined = sum(call.layers for call in calls) - len(calls)
             if joined:
                 self._join_counter.labels(name, "joined").inc(joined)
+        known = self._call_labels
         for call in calls:
-            self._count_call(call, now_ns)
+            key = (call.mcp, call.server, call.tool, call.tool_type, call.status, call.error_type)
+            labels = known.get(key)
+            if labels is None:
+                labels = self._call_label_sets(call, key)
+            counter, histogram, count_labels, duration_labels = labels
+            counter.add(NO_RESOURCE, count_labels, 1, now_ns)
+            histogram.observe(
+                NO_RESOURCE, duration_labels, call.duration, now_ns, call.trace_id, call.span_id
+            )
         for labels in errors:
             self.errors.add(NO_RESOURCE, labels, 1, now_ns)
         name = self.settings.name
@@ -1228,47 +1348,38 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             self._early_seen = joiner.early_settled
         self._pending_gauge.labels(name).set(len(joiner))
 
-    def _count_call(self, call: Call, now_ns: int) -> None:
+    def _call_label_sets(self, call: Call, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The metrics and label sets a settled tool call is counted with (kept per series):
+        ``mcp_tool_calls`` / ``mcp_tool_call_duration`` (server, tool) for MCP tools,
+        ``agent_tool_calls`` / ``agent_tool_call_duration`` (tool, tool type) for others."""
         if call.mcp:
-            self.tool_calls.add(
-                NO_RESOURCE,
+            labels: tuple[Any, ...] = (
+                self.tool_calls,
+                self.tool_duration,
                 (
                     ("server", call.server),
                     ("tool", call.tool),
                     ("status", call.status),
                     ("error_type", call.error_type),
                 ),
-                1,
-                now_ns,
-            )
-            self.tool_duration.observe(
-                NO_RESOURCE,
                 (("server", call.server), ("tool", call.tool)),
-                call.duration,
-                now_ns,
-                call.trace_id,
-                call.span_id,
             )
         else:
-            self.function_calls.add(
-                NO_RESOURCE,
+            labels = (
+                self.function_calls,
+                self.function_duration,
                 (
                     ("tool", call.tool),
                     ("tool_type", call.tool_type),
                     ("status", call.status),
                     ("error_type", call.error_type),
                 ),
-                1,
-                now_ns,
-            )
-            self.function_duration.observe(
-                NO_RESOURCE,
                 (("tool", call.tool), ("tool_type", call.tool_type)),
-                call.duration,
-                now_ns,
-                call.trace_id,
-                call.span_id,
             )
+        if len(self._call_labels) >= FACTS_CACHE:
+            self._call_labels.clear()
+        self._call_labels[key] = labels
+        return labels
 
     # -- the logs input: GenAI events (events.py) -----------------------------------------------
     async def consume_logs(self, data: Payload) -> None:

@@ -226,11 +226,17 @@ def test_scan_sends_what_it_cannot_decide_to_python() -> None:
     from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-    for _, _, r0, r1, _, _ in fallback:
+    for _, _, r0, r1, *_ in fallback:
         assert Resource.FromString(raw[r0:r1]) == rs.resource
-    assert [InstrumentationScope.FromString(raw[s0:s1]).name for *_, s0, s1 in fallback] == [
+    assert [InstrumentationScope.FromString(raw[x[4] : x[5]]).name for x in fallback] == [
         "app", "app", "app", "app", "a2a-python-sdk"
     ]  # fmt: skip
+    # with each, its shape (for the Python side's memo) and its ids and times
+    for item, span in zip(fallback, (tool, root, chat, named, scoped), strict=True):
+        shape, trace, span_id, parent, start, end = item[6:]
+        assert isinstance(shape, bytes) and span.name.encode() in shape
+        assert (trace, span_id, parent) == (span.trace_id, span.span_id, span.parent_span_id)
+        assert (start, end) == (span.start_time_unix_nano, span.end_time_unix_nano)
     assert {s[0] for s in series} == {4, 6, 7}  # HTTP, executions, workflow durations
     assert consumers == [] and workflows == {("research", "success"): [0.0]}
 
@@ -330,3 +336,83 @@ async def test_a_span_ending_centuries_before_it_starts_has_the_python_duration(
     assert state(fast) == state(slow)
     ((count, total, _, _),) = state(fast)["http_request_duration"].values()
     assert count == 1 and total < -1.8e10
+
+
+def repeated_requests() -> list[bytes]:
+    """Requests whose spans repeat shapes (the spans the Python side remembers by shape): the
+    agent pipeline benchmark's load (tool calls, agent runs, failures) and every recorded
+    source of the real libraries, several times each (fresh trace and span ids per copy)."""
+    from benchmarks.agent_components import requests as bench_requests
+    from benchmarks.agent_pipeline import Load
+    from tests.agent_sources._otel import CORPUS, read_corpus
+
+    out = bench_requests(Load(attrs_per_span=8, spans_per_trace=10, traces_per_request=20), 12)
+    corpus = [read_corpus(p) for p in sorted(CORPUS.glob("*/*.json"))]
+    for copy in range(3):
+        for req in corpus:
+            req = ExportTraceServiceRequest.FromString(req.SerializeToString())
+            for rs in req.resource_spans:
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        span.trace_id = bytes([copy + 1]) + span.trace_id[1:]
+                        if span.parent_span_id:
+                            span.parent_span_id = bytes([copy + 1]) + span.parent_span_id[1:]
+                        span.span_id = bytes([copy + 1]) + span.span_id[1:]
+            out.append(req.SerializeToString())
+    return out
+
+
+async def test_spans_read_by_shape_count_as_when_read_in_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scanner's shapes let the Python side read a repeated tool-call layer or parent link
+    once: every count, bucket, join and failure stays that of the pure-Python path (which
+    parses every span), and the memo is used."""
+    monkeypatch.setattr(time, "time_ns", lambda: T0)
+    fast, slow = connector(monkeypatch, "1"), connector(monkeypatch, "0")
+    hits = 0
+    read = fast._read_span
+    calls = 0
+
+    def counting(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        read(*args, **kwargs)
+
+    monkeypatch.setattr(fast, "_read_span", counting)
+    reqs = repeated_requests()
+    for raw in reqs:
+        fallback = fast._scanner.scan(raw)[1]
+        hits += len(fallback)
+        await fast.consume(Traces(raw))
+        await slow.consume(Traces(raw))
+    a, b = state(fast), state(slow)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name] == b[name], name
+    assert sum(len(memo) for memo in fast._shapes.values()) > 0
+    assert hits - calls > 500  # spans left to Python and read by their shape
+
+
+async def test_a_scope_that_does_not_decode_is_refused_on_both_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scanner does not decode scope names; the shapes' memo is per scope, and a scope
+    that does not decode leaves its spans to be read one by one, which refuses the request as
+    the pure-Python path does (nothing counted)."""
+    from google.protobuf.message import DecodeError
+
+    monkeypatch.setattr(time, "time_ns", lambda: T0)
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    ss.scope.name = "zzzz"
+    tool = Span(trace_id=tid(1), span_id=sid(2), parent_span_id=sid(1), name="execute_tool x")
+    tool.attributes.append(kv("gen_ai.operation.name", "execute_tool"))
+    tool.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="boom"))
+    ss.spans.append(tool)
+    raw = req.SerializeToString().replace(b"zzzz", b"\xff\xfe\xfd\xfc")
+    for mode in ("1", "0"):
+        conn = connector(monkeypatch, mode)
+        with pytest.raises((DecodeError, ValueError)):
+            await conn.consume(Traces(raw))
+        assert not conn.joiner.pending and not any(m.series for m in conn.aggregator.metrics)

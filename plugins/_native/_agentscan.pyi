@@ -1,0 +1,47 @@
+"""The ``agentmetrics`` connector's span scanner in C (``_agentscan.c``); the pure-Python twin
+is the connector's own reading of spans (``plugins/agentmetricsconnector/connector.py``). Built
+once per connector from its configuration; :meth:`Scanner.scan` raises ``ValueError`` on a
+malformed request."""
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+NKEYS: int
+
+# a span left to Python: (start, end, resource_start, resource_end, scope_start, scope_end),
+# and with ``shape_keys`` configured also (shape | None, trace_id, span_id, parent_span_id,
+# start_ns, end_ns)
+Fallback = tuple[Any, ...]
+
+class Scanner:
+    def __init__(
+        self,
+        keys: tuple[bytes, ...],
+        tool_operation: bytes,
+        tool_method: bytes,
+        workflow_prefix: bytes,
+        tool_bounds: Sequence[float],
+        http_bounds: Sequence[float],
+        workflow_bounds: Sequence[float],
+        a2a_bounds: Sequence[float],
+        max_exemplars: int,
+        recoverable: Iterable[str],
+        llm_operations: Iterable[str],
+        outcomes: tuple[str, ...],
+        producers: OrderedDict[bytes, int],
+        cache_size: int,
+        defer_keys: tuple[bytes, ...] = (),
+        defer_names: tuple[bytes, ...] = (),
+        defer_scopes: tuple[bytes, ...] = (),
+        shape_keys: tuple[bytes, ...] = (),
+    ) -> None: ...
+    def scan(
+        self, request: bytes, /
+    ) -> tuple[
+        list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None]],
+        list[Fallback],
+        list[tuple[bytes, list[bytes], int, bytes, bytes, str]],
+        dict[tuple[str, str], list[float]],
+    ]:
+        """(series, fallback, consumers, workflows): see the docstring in the C source."""
