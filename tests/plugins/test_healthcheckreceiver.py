@@ -450,8 +450,18 @@ async def test_an_empty_endpoint_disables_the_check(caplog: pytest.LogCaptureFix
     sink = Collect()
     receiver = HealthCheckReceiver(settings(SelfTelemetry()), cfg, sink)
     assert [c.config.name for c in receiver.checks] == ["orders-db"]
-    with caplog.at_level(logging.INFO):
-        await receiver.start(None)  # type: ignore[arg-type]
+    # caplog's handler on the gateway's logger itself: a service started in-process by an
+    # earlier test (configure_logging) stops that logger's propagation to the root
+    gateway_logger = logging.getLogger("pipeline")
+    own = not gateway_logger.propagate
+    if own:
+        gateway_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="pipeline"):
+            await receiver.start(None)  # type: ignore[arg-type]
+    finally:
+        if own:
+            gateway_logger.removeHandler(caplog.handler)
     try:
         await wait_until(lambda: "orders-db" in receiver.results, within=15)
     finally:
