@@ -387,6 +387,7 @@ class CallJoiner:
         marks.failed.update(x.span_id for x in layers if x.failed and not x.retry)
         marks.failed.update(f.span_id for f in entry.failures)
         failed_calls: list[tuple[int, int, set[str]]] = []  # (start, end, messages / types)
+        settled = self._settled_layers
         for group in groups:
             call, labels = self._call(group)
             calls.append(call)
@@ -394,8 +395,9 @@ class CallJoiner:
                 said = {x.message for x in group if x.message} | {call.error_type}
                 failed_calls.append((min(x.start for x in group), max(x.end for x in group), said))
             for layer in group:
-                self._settled_layers.add((layer.trace_id, layer.span_id), now)
-                self._remember_keys(layer, now)
+                settled.add((layer.trace_id, layer.span_id), now)
+                if layer.call_id or layer.rpc_id or layer.session:
+                    self._remember_keys(layer, now)
             if call.status == STATUS_ERROR:
                 types = (call.error_type, *(x.exception for x in group if x.exception))
                 for layer in group:
@@ -430,12 +432,16 @@ class CallJoiner:
         another: each is a call of its own. Settles them as the general path would
         (:func:`_group` gives one group per layer, :meth:`_call` its fast case), or returns
         ``False`` (nothing done) for any other trace."""
-        spans = set()
-        for x in layers:
+        if len(layers) == 1:
+            x = layers[0]
             if x.failed or x.call_id or (x.rpc_id and x.side != FRAMEWORK):
                 return False
-            spans.add((x.trace_id, x.span_id))
-        if len(layers) > 1:
+        else:
+            spans = set()
+            for x in layers:
+                if x.failed or x.call_id or (x.rpc_id and x.side != FRAMEWORK):
+                    return False
+                spans.add((x.trace_id, x.span_id))
             if len(spans) != len(layers):
                 return False
             for x in layers:
