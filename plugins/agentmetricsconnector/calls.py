@@ -157,17 +157,27 @@ class _Marks:
         """Marks ``parent`` and the spans above it (as far as the entry's links go)."""
         direct = True
         memory = self.memory
+        items = memory.items  # (known() and Memory.add inline)
+        marks = self.marks
+        expiry = self.now + memory.ttl
         for _ in range(MAX_DEPTH):
             if not parent:
                 return
             key = (trace, parent)
-            known = self.known(key)
+            known = marks.get(key)
+            if known is None:
+                found = items.get(key)
+                if found is not None:
+                    known = found[1]
             if known is not None and known[0].issuperset(types) and (known[1] or not direct):
                 return  # marked so already, and everything above it by the same walk
             below = frozenset(types) if known is None else known[0] | frozenset(types)
             mark = (below, direct or (known is not None and known[1]))
-            self.marks[key] = mark
-            memory.add(key, self.now, mark)
+            marks[key] = mark
+            items[key] = (expiry, mark)
+            items.move_to_end(key)
+            while len(items) > memory.size:
+                items.popitem(last=False)
             if direct:
                 direct = parent in self.failed
             parent = self.parents.get(parent, b"")
@@ -508,14 +518,45 @@ class CallJoiner:
             )
             return call, None
         if len(group) == 1:
-            caller = group[0]
-            ordered = group
-        else:
-            ids = {(layer.trace_id, layer.span_id) for layer in group}
-            # the caller: an outermost layer (its parent is not in the call), framework first
-            outer = [layer for layer in group if (layer.trace_id, layer.parent_id) not in ids]
-            caller = min(outer or group, key=lambda x: (x.side, x.start))
-            ordered = sorted(group, key=lambda x: (x.side, x.start))
+            # one failed layer: what the general case below gives for it, without its searches
+            x = group[0]
+            mcp = x.mcp or x.side != FRAMEWORK
+            classify = self.classify
+            if not x.retry or classify(x.message) in TIMEOUTS:
+                error_type = (
+                    (x.error_type if not x.retry else "")
+                    or (x.exception if not x.retry else "")
+                    or classify(x.message)
+                    or OTHER
+                )
+                status = STATUS_ERROR
+                labels: tuple[tuple[str, str], ...] | None = (
+                    ("error_type", error_type),
+                    ("component", "mcp" if mcp else "tool"),
+                    ("severity", "error"),
+                    ("recoverable", "true" if error_type in RECOVERABLE else "false"),
+                )
+            else:  # a retry the model was asked for: not a failure
+                status, error_type, labels = STATUS_RETRY, NO_ERROR, None
+            call = Call(
+                tool=x.tool or UNKNOWN,
+                server=(x.server or UNKNOWN) if mcp else "",
+                mcp=mcp,
+                tool_type="mcp" if mcp else (x.tool_type or "function"),
+                status=status,
+                error_type=error_type,
+                duration=(x.end - x.start) / 1e9,
+                trace_id=x.trace_id,
+                span_id=x.span_id,
+                layers=1,
+                agent=x.agent,
+            )
+            return call, labels
+        ids = {(layer.trace_id, layer.span_id) for layer in group}
+        # the caller: an outermost layer (its parent is not in the call), framework first
+        outer = [layer for layer in group if (layer.trace_id, layer.parent_id) not in ids]
+        caller = min(outer or group, key=lambda x: (x.side, x.start))
+        ordered = sorted(group, key=lambda x: (x.side, x.start))
         tool = caller.tool or next((x.tool for x in ordered if x.tool), "") or UNKNOWN
         mcp = any(x.mcp or x.side != FRAMEWORK for x in group)
         server = next((x.server for x in ordered if x.side != MCP_SERVER and x.server), "")
