@@ -157,17 +157,27 @@ class _Marks:
         """Marks ``parent`` and the spans above it (as far as the entry's links go)."""
         direct = True
         memory = self.memory
+        items = memory.items  # (known() and Memory.add inline)
+        marks = self.marks
+        expiry = self.now + memory.ttl
         for _ in range(MAX_DEPTH):
             if not parent:
                 return
             key = (trace, parent)
-            known = self.known(key)
+            known = marks.get(key)
+            if known is None:
+                found = items.get(key)
+                if found is not None:
+                    known = found[1]
             if known is not None and known[0].issuperset(types) and (known[1] or not direct):
                 return  # marked so already, and everything above it by the same walk
             below = frozenset(types) if known is None else known[0] | frozenset(types)
             mark = (below, direct or (known is not None and known[1]))
-            self.marks[key] = mark
-            memory.add(key, self.now, mark)
+            marks[key] = mark
+            items[key] = (expiry, mark)
+            items.move_to_end(key)
+            while len(items) > memory.size:
+                items.popitem(last=False)
             if direct:
                 direct = parent in self.failed
             parent = self.parents.get(parent, b"")
@@ -387,6 +397,7 @@ class CallJoiner:
         marks.failed.update(x.span_id for x in layers if x.failed and not x.retry)
         marks.failed.update(f.span_id for f in entry.failures)
         failed_calls: list[tuple[int, int, set[str]]] = []  # (start, end, messages / types)
+        settled = self._settled_layers
         for group in groups:
             call, labels = self._call(group)
             calls.append(call)
@@ -394,8 +405,9 @@ class CallJoiner:
                 said = {x.message for x in group if x.message} | {call.error_type}
                 failed_calls.append((min(x.start for x in group), max(x.end for x in group), said))
             for layer in group:
-                self._settled_layers.add((layer.trace_id, layer.span_id), now)
-                self._remember_keys(layer, now)
+                settled.add((layer.trace_id, layer.span_id), now)
+                if layer.call_id or layer.rpc_id or layer.session:
+                    self._remember_keys(layer, now)
             if call.status == STATUS_ERROR:
                 types = (call.error_type, *(x.exception for x in group if x.exception))
                 for layer in group:
@@ -430,12 +442,16 @@ class CallJoiner:
         another: each is a call of its own. Settles them as the general path would
         (:func:`_group` gives one group per layer, :meth:`_call` its fast case), or returns
         ``False`` (nothing done) for any other trace."""
-        spans = set()
-        for x in layers:
+        if len(layers) == 1:
+            x = layers[0]
             if x.failed or x.call_id or (x.rpc_id and x.side != FRAMEWORK):
                 return False
-            spans.add((x.trace_id, x.span_id))
-        if len(layers) > 1:
+        else:
+            spans = set()
+            for x in layers:
+                if x.failed or x.call_id or (x.rpc_id and x.side != FRAMEWORK):
+                    return False
+                spans.add((x.trace_id, x.span_id))
             if len(spans) != len(layers):
                 return False
             for x in layers:
@@ -502,14 +518,45 @@ class CallJoiner:
             )
             return call, None
         if len(group) == 1:
-            caller = group[0]
-            ordered = group
-        else:
-            ids = {(layer.trace_id, layer.span_id) for layer in group}
-            # the caller: an outermost layer (its parent is not in the call), framework first
-            outer = [layer for layer in group if (layer.trace_id, layer.parent_id) not in ids]
-            caller = min(outer or group, key=lambda x: (x.side, x.start))
-            ordered = sorted(group, key=lambda x: (x.side, x.start))
+            # one failed layer: what the general case below gives for it, without its searches
+            x = group[0]
+            mcp = x.mcp or x.side != FRAMEWORK
+            classify = self.classify
+            if not x.retry or classify(x.message) in TIMEOUTS:
+                error_type = (
+                    (x.error_type if not x.retry else "")
+                    or (x.exception if not x.retry else "")
+                    or classify(x.message)
+                    or OTHER
+                )
+                status = STATUS_ERROR
+                labels: tuple[tuple[str, str], ...] | None = (
+                    ("error_type", error_type),
+                    ("component", "mcp" if mcp else "tool"),
+                    ("severity", "error"),
+                    ("recoverable", "true" if error_type in RECOVERABLE else "false"),
+                )
+            else:  # a retry the model was asked for: not a failure
+                status, error_type, labels = STATUS_RETRY, NO_ERROR, None
+            call = Call(
+                tool=x.tool or UNKNOWN,
+                server=(x.server or UNKNOWN) if mcp else "",
+                mcp=mcp,
+                tool_type="mcp" if mcp else (x.tool_type or "function"),
+                status=status,
+                error_type=error_type,
+                duration=(x.end - x.start) / 1e9,
+                trace_id=x.trace_id,
+                span_id=x.span_id,
+                layers=1,
+                agent=x.agent,
+            )
+            return call, labels
+        ids = {(layer.trace_id, layer.span_id) for layer in group}
+        # the caller: an outermost layer (its parent is not in the call), framework first
+        outer = [layer for layer in group if (layer.trace_id, layer.parent_id) not in ids]
+        caller = min(outer or group, key=lambda x: (x.side, x.start))
+        ordered = sorted(group, key=lambda x: (x.side, x.start))
         tool = caller.tool or next((x.tool for x in ordered if x.tool), "") or UNKNOWN
         mcp = any(x.mcp or x.side != FRAMEWORK for x in group)
         server = next((x.server for x in ordered if x.side != MCP_SERVER and x.server), "")

@@ -697,10 +697,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         links = batch.links
         layers = batch.layers
         for item in fallback:
-            start, end, rs_start, rs_end, sc_start, sc_end = item[:6]
-            key = (rs_start, rs_end, sc_start, sc_end)
+            key = item[2:6]  # (resource start, end, scope start, end)
             found = contexts.get(key)
             if found is None:
+                rs_start, rs_end, sc_start, sc_end = key
                 ctx = _Context(raw[rs_start:rs_end], raw[sc_start:sc_end])
                 memo = self._shape_memo(ctx) if len(item) > 6 else None
                 if memo is None:  # (a context that failed to decode is not reused)
@@ -724,7 +724,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     if len(memo) >= SHAPE_MEMO:
                         memo.clear()
                     shape = _Shape(key_bytes, memo)
-            view = SpanView.FromString(raw[start:end])
+            view = SpanView.FromString(raw[item[0] : item[1]])
             self._read_span(view, now_ns, ctx, batch, None, shape)
 
     def _shape_memo(self, ctx: _Context) -> dict[bytes, Any] | None:
