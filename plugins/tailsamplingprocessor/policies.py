@@ -126,8 +126,14 @@ class TraceData:
         resources: list[bytes],
         groups: list[tuple[bytes, bytes, bytes, bytes]] | None = None,
         request: RequestBytes | None = None,
+        roots: list[int] | None = None,
+        tools: list[int] | None = None,
     ) -> None:
         self.trace_id = trace_id
+        # what the request's walk already found (``_tracewire.ingest``): the root spans and
+        # the spans holding a tool marker, by index; None: found here when asked
+        self._roots = roots
+        self._tools = tools
         self.request = request  # the request holding every span of the trace, when known
         self.groups = groups  # (resource, its schema url, scope, its schema url) per span
         self._raw = spans
@@ -140,10 +146,15 @@ class TraceData:
         self._root_attrs: Mapping[str, Any] = {}
         self._root_done = False
         self._joined: bytes | None = None
+        self._contains: dict[bytes, bool] = {}
 
     @property
     def span_count(self) -> int:
         return len(self._raw)
+
+    def raw(self, i: int) -> bytes:
+        """The encoding of span ``i``."""
+        return self._raw[i]
 
     def span(self, i: int) -> Any:
         s = self._decoded[i]
@@ -197,6 +208,29 @@ class TraceData:
             codes.add(Status.FromString(sk.status).code if sk.status else 0)
         return codes
 
+    def has_status(self, codes: set[int] | frozenset[int]) -> bool:
+        """Whether a span's status code is in ``codes``. A code other than UNSET is written
+        ``0x18 <code>`` in the span's status (encoders write varints in their shortest form,
+        as :meth:`contains` assumes): a trace none of whose spans holds those bytes has none
+        of those codes, and is answered without decoding a span."""
+        if 0 not in codes and not any(self.contains(_STATUS_BYTES[c]) for c in codes):
+            return False
+        return bool(self.status_codes() & codes)
+
+    def root_indices(self) -> list[int]:
+        """The indices of the spans without a parent, in order: as the request's walk found
+        them (``roots``, given by the processor), else from the span skeletons."""
+        if self._roots is not None:
+            return self._roots
+        return [i for i, sk in enumerate(self.skeletons) if not sk.parent_span_id]
+
+    def tool_indices(self) -> list[int]:
+        """The indices of the spans holding a tool-call marker (``gen_ai.operation.name``
+        ``execute_tool`` or the MCP ``tools/call`` method, as bytes anywhere in the span)."""
+        if self._tools is not None:
+            return self._tools
+        return self.indices_containing(TOOL_MARKERS[0], TOOL_MARKERS[1])
+
     @property
     def resources(self) -> list[dict[str, Any]]:
         """Resource attributes (``{key: AnyValue}``), one per span."""
@@ -246,7 +280,7 @@ class TraceData:
         """The workflow root span (a root that is a workflow), else the first root span."""
         if not self._root_done:
             self._root_done = True
-            roots = [i for i, sk in enumerate(self.skeletons) if not sk.parent_span_id]
+            roots = self.root_indices()
             for i in roots:
                 s, attrs = self.span(i), self.attrs(i)
                 if is_workflow_root(s, attrs, NAMES):
@@ -276,7 +310,14 @@ class TraceData:
         return ""
 
     def contains(self, needle: bytes) -> bool:
-        """Whether any span's encoding contains ``needle``."""
+        """Whether any span's encoding contains ``needle`` (remembered: several policies ask
+        for the same bytes)."""
+        found = self._contains.get(needle)
+        if found is None:
+            found = self._contains[needle] = self._search(needle)
+        return found
+
+    def _search(self, needle: bytes) -> bool:
         request = self.request
         if request is not None and not request.has(needle):
             return False
@@ -288,6 +329,9 @@ class TraceData:
         # found in the joined encodings: in one span, not across the end of one and the start
         # of the next
         return any(needle in raw for raw in self._raw)
+
+
+_STATUS_BYTES = {1: b"\x18\x01", 2: b"\x18\x02"}
 
 
 Evaluate = Callable[[TraceData], Decision]
@@ -458,7 +502,7 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
         codes = {_STATUS[c] for c in cfg.status_code.status_codes}
         return Policy(
             cfg.name,
-            lambda t: Decision.SAMPLED if t.status_codes() & codes else Decision.NOT_SAMPLED,
+            lambda t: Decision.SAMPLED if t.has_status(codes) else Decision.NOT_SAMPLED,
         )
     if kind == "string_attribute":
         sc = cfg.string_attribute
@@ -691,7 +735,10 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
             # a failed call has an ERROR status (Status.code 2: bytes 0x18 0x02) or error.type
             if not (t.contains(b"\x18\x02") or t.contains(ERROR_TYPE)):
                 return Decision.NOT_SAMPLED
-            for i in t.indices_containing(TOOL_MARKERS[0], TOOL_MARKERS[1]):
+            for i in t.tool_indices():
+                raw = t.raw(i)
+                if b"\x18\x02" not in raw and ERROR_TYPE not in raw:
+                    continue  # neither failed nor given an error type: nothing to decode
                 attrs = t.attrs(i)
                 if not is_tool_call(attrs, NAMES):
                     continue

@@ -31,9 +31,11 @@ from pipeline.consumer import deliver_holding
 from pipeline.durability import HeldAcks
 from pipeline.errors import MalformedDataError
 from pipeline.tasks import supervise
+from plugins._native import load
 from plugins.tailsamplingprocessor.config import TailSamplingConfig
 from plugins.tailsamplingprocessor.policies import (
     SAMPLED_LIKE,
+    TOOL_MARKERS,
     BudgetLog,
     Decision,
     Policy,
@@ -43,8 +45,16 @@ from plugins.tailsamplingprocessor.policies import (
     final_decision,
 )
 
+# The request walk of the workflow processor's C accelerator (plugins/_native/_tracewire.c),
+# or None: ``ingest`` groups a request's spans by trace in one pass and notes the roots and
+# the spans holding a tool marker. Its Python twin here is ``_parse`` and the per-trace
+# grouping of ``_consume_whole`` (the roots then read from the span skeletons).
+_tracewire: Any = load("_tracewire")
+
 # (resource bytes, resource schema url, scope bytes, scope schema url)
 GroupKey = tuple[bytes, bytes, bytes, bytes]
+# one trace of a request as the walk gives it: (trace id, spans, groups, roots, tool spans)
+Walked = tuple[bytes, list[bytes], list[GroupKey], list[int] | None, list[int] | None]
 SPAN_OVERHEAD = 120  # bytes held per span beyond its encoding (list slots, the group reference)
 
 
@@ -141,6 +151,7 @@ class TailSamplingProcessor(Component):
         self._sampled_cache = _LRU(config.decision_cache.sampled_cache_size)
         self._not_sampled_cache = _LRU(config.decision_cache.non_sampled_cache_size)
         self._acks: HeldAcks | None = None
+        self._interned: dict[GroupKey, GroupKey] = {}  # the C walk's groups, shared
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -268,7 +279,42 @@ class TailSamplingProcessor(Component):
         return sampled
 
     # -- consume ---------------------------------------------------------------------------------
+    def _walk_whole(self, data: Payload) -> list[Walked] | None:
+        """A whole-traces request none of whose traces is held or decided, walked in C (one
+        pass: its spans grouped by trace, the roots and tool spans noted); ``None`` when the
+        accelerator is missing, refuses the request (the Python path then says why) or a trace
+        is already known (late spans: the general path)."""
+        tw = _tracewire
+        if tw is None or not data.whole_traces:
+            return None
+        try:
+            entries = tw.ingest(data.to_bytes(), self._interned, *TOOL_MARKERS, TOOL_MARKERS[0])
+        except ValueError:
+            return None
+        held = self._held
+        known = self._known
+        out: list[Walked] = []
+        for trace_id, spans, groups, _ids, _parents, _nbytes, specials in entries:
+            if trace_id in held or known(trace_id) is not None:
+                return None
+            if specials is None:
+                roots: list[int] = []
+                tools: list[int] = []
+            else:
+                roots = [i for i, f in specials if f & 1]
+                tools = [i for i, f in specials if f & 2]
+            out.append((trace_id, spans, groups, roots, tools))
+        if len(self._interned) > 4096:  # bounded: groups are interned per request run
+            self._interned.clear()
+        return out
+
     async def consume(self, data: Payload) -> None:
+        walked = self._walk_whole(data)
+        if walked is not None:
+            if walked:
+                request = RequestBytes(data.to_bytes())
+                await self._consume_whole([], [], 0, request, data, walked=walked)
+            return
         items = _parse(data)
         if not items:
             return
@@ -400,23 +446,31 @@ class TailSamplingProcessor(Component):
                              late_out: list[tuple[GroupKey, bytes]], late_dropped: int,
                              request: RequestBytes | None = None,
                              data: Payload | None = None,
-                             acks: tuple[object, ...] = ()) -> None:  # fmt: skip
+                             acks: tuple[object, ...] = (),
+                             walked: list[Walked] | None = None) -> None:  # fmt: skip
         """Whole traces: decided at once, nothing held; the sampled ones and the late spans of
         sampled traces are passed on in one payload (it carries the input's durability tokens:
         what is dropped releases them). Decisions are remembered and counted once the next
         component took the payload (atomic: a retry decides again, the same way)."""
-        by_trace: dict[bytes, tuple[list[bytes], list[GroupKey]]] = {}
-        for trace_id, group, span_raw in fresh:
-            entry = by_trace.get(trace_id)
-            if entry is None:
-                entry = by_trace[trace_id] = ([], [])
-            entry[0].append(span_raw)
-            entry[1].append(group)
+        if walked is None:
+            by_trace: dict[bytes, tuple[list[bytes], list[GroupKey]]] = {}
+            for trace_id, group, span_raw in fresh:
+                entry = by_trace.get(trace_id)
+                if entry is None:
+                    entry = by_trace[trace_id] = ([], [])
+                entry[0].append(span_raw)
+                entry[1].append(group)
+            walked = [(t, spans, groups, None, None) for t, (spans, groups) in by_trace.items()]
+            total = len(fresh)
+        else:
+            total = sum(len(w[1]) for w in walked)
         out = list(late_out)
         decisions: list[tuple[bytes, bool, list[tuple[str, Decision]], int]] = []
         with BudgetLog() as budget:  # rate budgets given back if the payload is not taken
-            for trace_id, (spans, groups) in by_trace.items():
-                trace = TraceData(trace_id, spans, [g[0] for g in groups], groups, request)
+            for trace_id, spans, groups, roots, tools in walked:
+                trace = TraceData(
+                    trace_id, spans, [g[0] for g in groups], groups, request, roots, tools
+                )
                 sampled, results = self._evaluate(trace)
                 decisions.append((trace_id, sampled, results, len(spans)))
                 if sampled:
@@ -424,7 +478,7 @@ class TailSamplingProcessor(Component):
         try:
             if (
                 out and data is not None and not late_dropped
-                and len(out) == len(fresh) + len(late_out)
+                and len(out) == total + len(late_out)
             ):  # fmt: skip
                 await self.next.consume(data)  # every span kept: the request goes on as it came
             elif out:
