@@ -128,12 +128,14 @@ class TraceData:
         request: RequestBytes | None = None,
         roots: list[int] | None = None,
         tools: list[int] | None = None,
+        marked: tuple[bytes, list[int]] | None = None,
     ) -> None:
         self.trace_id = trace_id
         # what the request's walk already found (``_tracewire.ingest``): the root spans and
         # the spans holding a tool marker, by index; None: found here when asked
         self._roots = roots
         self._tools = tools
+        self._marked = marked  # (needle, the indices of the spans holding it, in order)
         self.request = request  # the request holding every span of the trace, when known
         self.groups = groups  # (resource, its schema url, scope, its schema url) per span
         self._raw = spans
@@ -180,6 +182,15 @@ class TraceData:
 
     def indices_containing(self, *needles: bytes) -> list[int]:
         """The indices of the spans whose encoding contains any of ``needles``."""
+        marked = self._marked
+        if marked is not None and marked[0] in needles:  # found by the request's walk
+            others = tuple(n for n in needles if n != marked[0])
+            if not others:
+                return marked[1]
+            return sorted({*marked[1], *self._indices(others)})
+        return self._indices(needles)
+
+    def _indices(self, needles: tuple[bytes, ...]) -> list[int]:
         request = self.request
         if request is not None:
             needles = tuple(n for n in needles if request.has(n))
@@ -496,6 +507,8 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
             ok = fnv1a_64(t.trace_id, salted) <= threshold and threshold > 0
             return Decision.SAMPLED if ok else Decision.NOT_SAMPLED
 
+        if threshold == 2**64 - 1:  # every hash is at most that: no need to compute it
+            return Policy(cfg.name, lambda t: Decision.SAMPLED)
         return Policy(cfg.name, probabilistic)
     if kind == "status_code":
         assert cfg.status_code is not None
@@ -755,6 +768,7 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
 
 
 ERROR_TYPE = NAMES.error_type.encode()
+USAGE_MARKER = b"token"  # in every usage key _usage reads
 TOOL_MARKERS = (NAMES.tool_operation.encode(), NAMES.mcp_tool_method.encode())
 _INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 _OUTPUT = (
@@ -771,7 +785,7 @@ def _usage(t: TraceData, uc: Any) -> tuple[int, float]:
     carry it, else from ``prices`` by ``gen_ai.response.model`` / ``gen_ai.request.model``."""
     calls: list[tuple[int, int, float | None, str]] = []
     others: list[tuple[int, int, float | None, str]] = []
-    for i in t.indices_containing(b"token", uc.cost_attribute.encode()):
+    for i in t.indices_containing(USAGE_MARKER, uc.cost_attribute.encode()):
         attrs = t.attrs(i)
         inp = sum(int(_number(attrs[k]) or 0) for k in _INPUT if k in attrs)
         out = sum(int(_number(attrs[k]) or 0) for k in _OUTPUT if k in attrs)

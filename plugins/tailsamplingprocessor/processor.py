@@ -32,10 +32,11 @@ from pipeline.durability import HeldAcks
 from pipeline.errors import MalformedDataError
 from pipeline.tasks import supervise
 from plugins._native import load
-from plugins.tailsamplingprocessor.config import TailSamplingConfig
+from plugins.tailsamplingprocessor.config import PolicyCfg, TailSamplingConfig
 from plugins.tailsamplingprocessor.policies import (
     SAMPLED_LIKE,
     TOOL_MARKERS,
+    USAGE_MARKER,
     BudgetLog,
     Decision,
     Policy,
@@ -53,8 +54,26 @@ _tracewire: Any = load("_tracewire")
 
 # (resource bytes, resource schema url, scope bytes, scope schema url)
 GroupKey = tuple[bytes, bytes, bytes, bytes]
-# one trace of a request as the walk gives it: (trace id, spans, groups, roots, tool spans)
-Walked = tuple[bytes, list[bytes], list[GroupKey], list[int] | None, list[int] | None]
+# one trace of a request as the walk gives it: (trace id, spans, groups, roots, tool spans,
+# the spans holding the usage marker)
+Walked = tuple[
+    bytes, list[bytes], list[GroupKey], list[int] | None, list[int] | None,
+    tuple[bytes, list[int]] | None,
+]  # fmt: skip
+
+
+def _policy_types(policies: list[PolicyCfg]) -> set[str]:
+    """The types of ``policies`` and of their sub-policies."""
+    out: set[str] = set()
+    for p in policies:
+        out.add(p.type)
+        for sub in (p.and_, p.drop, p.composite):
+            if sub is not None:
+                for name in ("and_sub_policy", "drop_sub_policy", "composite_sub_policy"):
+                    out |= _policy_types(getattr(sub, name, None) or [])
+    return out
+
+
 SPAN_OVERHEAD = 120  # bytes held per span beyond its encoding (list slots, the group reference)
 
 
@@ -152,6 +171,10 @@ class TailSamplingProcessor(Component):
         self._not_sampled_cache = _LRU(config.decision_cache.non_sampled_cache_size)
         self._acks: HeldAcks | None = None
         self._interned: dict[GroupKey, GroupKey] = {}  # the C walk's groups, shared
+        # the third needle the C walk looks for (its "agent marker", in spans other than the
+        # roots): the usage policy's, when there is one
+        self._usage = "workflow_usage" in _policy_types(config.policies)
+        self._marker = USAGE_MARKER if self._usage else TOOL_MARKERS[0]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -288,11 +311,12 @@ class TailSamplingProcessor(Component):
         if tw is None or not data.whole_traces:
             return None
         try:
-            entries = tw.ingest(data.to_bytes(), self._interned, *TOOL_MARKERS, TOOL_MARKERS[0])
+            entries = tw.ingest(data.to_bytes(), self._interned, *TOOL_MARKERS, self._marker)
         except ValueError:
             return None
         held = self._held
         known = self._known
+        marker, usage = self._marker, self._usage
         out: list[Walked] = []
         for trace_id, spans, groups, _ids, _parents, _nbytes, specials in entries:
             if trace_id in held or known(trace_id) is not None:
@@ -300,10 +324,13 @@ class TailSamplingProcessor(Component):
             if specials is None:
                 roots: list[int] = []
                 tools: list[int] = []
+                marked: list[int] = []
             else:
                 roots = [i for i, f in specials if f & 1]
                 tools = [i for i, f in specials if f & 2]
-            out.append((trace_id, spans, groups, roots, tools))
+                # flag 4: a span other than a root holding the marker; roots are searched here
+                marked = [i for i, f in specials if f & 4 or (f & 1 and marker in spans[i])]
+            out.append((trace_id, spans, groups, roots, tools, (marker, marked) if usage else None))
         if len(self._interned) > 4096:  # bounded: groups are interned per request run
             self._interned.clear()
         return out
@@ -460,16 +487,18 @@ class TailSamplingProcessor(Component):
                     entry = by_trace[trace_id] = ([], [])
                 entry[0].append(span_raw)
                 entry[1].append(group)
-            walked = [(t, spans, groups, None, None) for t, (spans, groups) in by_trace.items()]
+            walked = [
+                (t, spans, groups, None, None, None) for t, (spans, groups) in by_trace.items()
+            ]
             total = len(fresh)
         else:
             total = sum(len(w[1]) for w in walked)
         out = list(late_out)
         decisions: list[tuple[bytes, bool, list[tuple[str, Decision]], int]] = []
         with BudgetLog() as budget:  # rate budgets given back if the payload is not taken
-            for trace_id, spans, groups, roots, tools in walked:
+            for trace_id, spans, groups, roots, tools, marked in walked:
                 trace = TraceData(
-                    trace_id, spans, [g[0] for g in groups], groups, request, roots, tools
+                    trace_id, spans, [g[0] for g in groups], groups, request, roots, tools, marked
                 )
                 sampled, results = self._evaluate(trace)
                 decisions.append((trace_id, sampled, results, len(spans)))

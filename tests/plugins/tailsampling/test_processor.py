@@ -557,6 +557,8 @@ def mixed_request(n: int = 60) -> bytes:
             tool.attributes.add(key="gen_ai.usage.input_tokens").value.int_value = 5000
         if kind == 4:
             root.status.code = 1
+        if kind == 5 and k % 4 == 1:  # a run's total on its root
+            root.attributes.add(key="gen_ai.usage.output_tokens").value.int_value = 2000
         child = ss.spans.add(span_id=b"c" * 8, parent_span_id=b"t" * 8, name="c")
         child.trace_id = tid
     raw = req.SerializeToString()
