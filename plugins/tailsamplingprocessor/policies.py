@@ -219,13 +219,13 @@ class TraceData:
             codes.add(Status.FromString(sk.status).code if sk.status else 0)
         return codes
 
+    def may_have_status(self, code: int) -> bool:
+        """False when no span of the trace can have status ``code`` (1 or 2): none holds the
+        bytes every encoding of it in a ``Status`` starts with (see :data:`STATUS_BYTES`)."""
+        return any(self.contains(n) for n in STATUS_BYTES[code])
+
     def has_status(self, codes: set[int] | frozenset[int]) -> bool:
-        """Whether a span's status code is in ``codes``. A code other than UNSET is written
-        ``0x18 <code>`` in the span's status (encoders write varints in their shortest form,
-        as :meth:`contains` assumes): a trace none of whose spans holds those bytes has none
-        of those codes, and is answered without decoding a span."""
-        if 0 not in codes and not any(self.contains(_STATUS_BYTES[c]) for c in codes):
-            return False
+        """Whether a span's status code is in ``codes`` (read from the span skeletons)."""
         return bool(self.status_codes() & codes)
 
     def root_indices(self) -> list[int]:
@@ -342,7 +342,15 @@ class TraceData:
         return any(needle in raw for raw in self._raw)
 
 
-_STATUS_BYTES = {1: b"\x18\x01", 2: b"\x18\x02"}
+# Every encoding of ``Status.code`` (field 3, a varint) equal to 1 or 2 holds one of these: its
+# tag in the shortest form (0x18) then the value's first byte (the code, or the code with the
+# continuation bit when the value is written longer), or the tag written longer than needed
+# (0x98, then 0x80 ... 0x00): protobuf accepts all of them, so a trace holding none of these
+# bytes has no span with that code. Encoders write the shortest forms (0x18 0x02 for ERROR).
+STATUS_BYTES = {
+    code: (bytes((0x18, code)), bytes((0x18, code | 0x80)), b"\x98\x80", b"\x98\x00")
+    for code in (1, 2)
+}
 
 
 Evaluate = Callable[[TraceData], Decision]
@@ -745,12 +753,14 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
         tools = set(cfg.tool_call_failed.tools) if cfg.tool_call_failed else set()
 
         def tool_failed(t: TraceData) -> Decision:
-            # a failed call has an ERROR status (Status.code 2: bytes 0x18 0x02) or error.type
+            # a failed call has an ERROR status (Status.code 2: bytes 0x18 0x02 as encoders
+            # write it) or error.type; in the trace's spans, the tool spans that can have
+            # either (STATUS_BYTES: every encoding of code 2) are decoded, no other
             if not (t.contains(b"\x18\x02") or t.contains(ERROR_TYPE)):
                 return Decision.NOT_SAMPLED
             for i in t.tool_indices():
                 raw = t.raw(i)
-                if b"\x18\x02" not in raw and ERROR_TYPE not in raw:
+                if ERROR_TYPE not in raw and not any(n in raw for n in ERROR_STATUS):
                     continue  # neither failed nor given an error type: nothing to decode
                 attrs = t.attrs(i)
                 if not is_tool_call(attrs, NAMES):
@@ -768,6 +778,7 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
 
 
 ERROR_TYPE = NAMES.error_type.encode()
+ERROR_STATUS = STATUS_BYTES[STATUS_ERROR]
 USAGE_MARKER = b"token"  # in every usage key _usage reads
 TOOL_MARKERS = (NAMES.tool_operation.encode(), NAMES.mcp_tool_method.encode())
 _INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")

@@ -604,3 +604,34 @@ async def test_whole_requests_decided_the_same_with_and_without_the_c_walk(
     assert results[0] == results[1]
     kept = sum(results[0][1].values())
     assert 0 < kept < len(results[0][1])  # some kept, some dropped
+
+
+def test_status_bytes_are_in_every_encoding_of_the_code() -> None:
+    """A tool span is decoded only when it holds one of ``STATUS_BYTES[2]`` (or error.type):
+    every encoding protobuf accepts for code 1 or 2, tag or value written longer, holds one."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+    from plugins.tailsamplingprocessor.policies import STATUS_BYTES
+
+    for code in (1, 2):
+        for tag in (b"\x18", b"\x98\x00", b"\x98\x80\x00", b"\x98\x80\x80\x80\x00"):
+            longest = bytes([code | 0x80]) + b"\x80" * 3 + b"\x10"  # 2**32 + code: int32 code
+            for value in (bytes([code]), bytes([code | 0x80, 0]), longest):
+                encoded = tag + value
+                assert Status.FromString(encoded).code == code
+                assert any(n in encoded for n in STATUS_BYTES[code])
+
+
+def test_a_tool_call_failed_with_its_status_written_longer_is_found() -> None:
+    """The tool span's own bytes decide whether it is decoded: an ERROR written with a longer
+    varint than encoders use still counts when another span of the trace failed."""
+    tool = {"gen_ai.operation.name": "execute_tool"}
+    payload = request(span(T, 1, status=2), span(T, 2, attributes=dict(tool)))
+    raws = [sp.SerializeToString() for rs in payload.message().resource_spans
+            for ss in rs.scope_spans for sp in ss.spans]  # fmt: skip
+    raws[1] += b"\x7a\x03\x18\x82\x00"  # status {code: 2}, the value in two bytes
+    trace = TraceData(T, raws, [b""] * 2)
+    cfg = TailSamplingConfig.model_validate(
+        {"policies": [{"name": "p", "type": "tool_call_failed"}]}
+    )
+    assert build(cfg.policies[0]).evaluate(trace) is Decision.SAMPLED
