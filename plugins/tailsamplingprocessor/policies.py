@@ -219,11 +219,6 @@ class TraceData:
             codes.add(Status.FromString(sk.status).code if sk.status else 0)
         return codes
 
-    def may_have_status(self, code: int) -> bool:
-        """False when no span of the trace can have status ``code`` (1 or 2): none holds the
-        bytes every encoding of it in a ``Status`` starts with (see :data:`STATUS_BYTES`)."""
-        return any(self.contains(n) for n in STATUS_BYTES[code])
-
     def has_status(self, codes: set[int] | frozenset[int]) -> bool:
         """Whether a span's status code is in ``codes`` (read from the span skeletons)."""
         return bool(self.status_codes() & codes)
