@@ -635,3 +635,44 @@ def test_a_tool_call_failed_with_its_status_written_longer_is_found() -> None:
         {"policies": [{"name": "p", "type": "tool_call_failed"}]}
     )
     assert build(cfg.policies[0]).evaluate(trace) is Decision.SAMPLED
+
+
+async def test_corrupt_whole_requests_answered_the_same_with_and_without_the_c_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutated requests (bytes changed, cut, repeated): the C walk and the Python path refuse
+    the same ones and decide the others the same way."""
+    from pipeline import MalformedDataError
+    from plugins.tailsamplingprocessor import processor as module
+
+    if module._tracewire is None:
+        pytest.skip("the C accelerator _tracewire is not built")
+    raw = mixed_request(8)
+    rng = random.Random(11)
+    seen: set[str] = set()
+    for _ in range(300):
+        data = bytearray(raw)
+        for _ in range(rng.randint(1, 4)):
+            op = rng.random()
+            at = rng.randrange(len(data))
+            if op < 0.6:
+                data[at] = rng.randrange(256)
+            elif op < 0.8:
+                del data[at : at + rng.randint(1, 20)]
+            else:
+                data[at:at] = data[at : at + rng.randint(1, 40)]
+        outcomes = []
+        for native in (module._tracewire, None):
+            monkeypatch.setattr(module, "_tracewire", native)
+            sink = Sink()
+            proc = processor({"policies": MIXED_POLICIES}, sink)
+            payload = Traces(bytes(data))
+            payload.whole_traces = True
+            try:
+                await proc.consume(payload)
+                outcomes.append(("ok", [p.to_bytes() for p in sink.got], dict(proc._decided.items)))
+            except MalformedDataError:
+                outcomes.append(("refused", [], {}))
+        assert outcomes[0] == outcomes[1], bytes(data).hex()
+        seen.add(outcomes[0][0])
+    assert seen == {"ok", "refused"}
