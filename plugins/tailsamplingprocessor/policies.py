@@ -126,8 +126,16 @@ class TraceData:
         resources: list[bytes],
         groups: list[tuple[bytes, bytes, bytes, bytes]] | None = None,
         request: RequestBytes | None = None,
+        roots: list[int] | None = None,
+        tools: list[int] | None = None,
+        marked: tuple[bytes, list[int]] | None = None,
     ) -> None:
         self.trace_id = trace_id
+        # what the request's walk already found (``_tracewire.ingest``): the root spans and
+        # the spans holding a tool marker, by index; None: found here when asked
+        self._roots = roots
+        self._tools = tools
+        self._marked = marked  # (needle, the indices of the spans holding it, in order)
         self.request = request  # the request holding every span of the trace, when known
         self.groups = groups  # (resource, its schema url, scope, its schema url) per span
         self._raw = spans
@@ -140,10 +148,15 @@ class TraceData:
         self._root_attrs: Mapping[str, Any] = {}
         self._root_done = False
         self._joined: bytes | None = None
+        self._contains: dict[bytes, bool] = {}
 
     @property
     def span_count(self) -> int:
         return len(self._raw)
+
+    def raw(self, i: int) -> bytes:
+        """The encoding of span ``i``."""
+        return self._raw[i]
 
     def span(self, i: int) -> Any:
         s = self._decoded[i]
@@ -169,6 +182,15 @@ class TraceData:
 
     def indices_containing(self, *needles: bytes) -> list[int]:
         """The indices of the spans whose encoding contains any of ``needles``."""
+        marked = self._marked
+        if marked is not None and marked[0] in needles:  # found by the request's walk
+            others = tuple(n for n in needles if n != marked[0])
+            if not others:
+                return marked[1]
+            return sorted({*marked[1], *self._indices(others)})
+        return self._indices(needles)
+
+    def _indices(self, needles: tuple[bytes, ...]) -> list[int]:
         request = self.request
         if request is not None:
             needles = tuple(n for n in needles if request.has(n))
@@ -196,6 +218,24 @@ class TraceData:
         for sk in self.skeletons:
             codes.add(Status.FromString(sk.status).code if sk.status else 0)
         return codes
+
+    def has_status(self, codes: set[int] | frozenset[int]) -> bool:
+        """Whether a span's status code is in ``codes`` (read from the span skeletons)."""
+        return bool(self.status_codes() & codes)
+
+    def root_indices(self) -> list[int]:
+        """The indices of the spans without a parent, in order: as the request's walk found
+        them (``roots``, given by the processor), else from the span skeletons."""
+        if self._roots is not None:
+            return self._roots
+        return [i for i, sk in enumerate(self.skeletons) if not sk.parent_span_id]
+
+    def tool_indices(self) -> list[int]:
+        """The indices of the spans holding a tool-call marker (``gen_ai.operation.name``
+        ``execute_tool`` or the MCP ``tools/call`` method, as bytes anywhere in the span)."""
+        if self._tools is not None:
+            return self._tools
+        return self.indices_containing(TOOL_MARKERS[0], TOOL_MARKERS[1])
 
     @property
     def resources(self) -> list[dict[str, Any]]:
@@ -246,7 +286,7 @@ class TraceData:
         """The workflow root span (a root that is a workflow), else the first root span."""
         if not self._root_done:
             self._root_done = True
-            roots = [i for i, sk in enumerate(self.skeletons) if not sk.parent_span_id]
+            roots = self.root_indices()
             for i in roots:
                 s, attrs = self.span(i), self.attrs(i)
                 if is_workflow_root(s, attrs, NAMES):
@@ -276,7 +316,14 @@ class TraceData:
         return ""
 
     def contains(self, needle: bytes) -> bool:
-        """Whether any span's encoding contains ``needle``."""
+        """Whether any span's encoding contains ``needle`` (remembered: several policies ask
+        for the same bytes)."""
+        found = self._contains.get(needle)
+        if found is None:
+            found = self._contains[needle] = self._search(needle)
+        return found
+
+    def _search(self, needle: bytes) -> bool:
         request = self.request
         if request is not None and not request.has(needle):
             return False
@@ -288,6 +335,17 @@ class TraceData:
         # found in the joined encodings: in one span, not across the end of one and the start
         # of the next
         return any(needle in raw for raw in self._raw)
+
+
+# Every encoding of ``Status.code`` (field 3, a varint) equal to 1 or 2 holds one of these: its
+# tag in the shortest form (0x18) then the value's first byte (the code, or the code with the
+# continuation bit when the value is written longer), or the tag written longer than needed
+# (0x98, then 0x80 ... 0x00): protobuf accepts all of them, so a trace holding none of these
+# bytes has no span with that code. Encoders write the shortest forms (0x18 0x02 for ERROR).
+STATUS_BYTES = {
+    code: (bytes((0x18, code)), bytes((0x18, code | 0x80)), b"\x98\x80", b"\x98\x00")
+    for code in (1, 2)
+}
 
 
 Evaluate = Callable[[TraceData], Decision]
@@ -452,13 +510,15 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
             ok = fnv1a_64(t.trace_id, salted) <= threshold and threshold > 0
             return Decision.SAMPLED if ok else Decision.NOT_SAMPLED
 
+        if threshold == 2**64 - 1:  # every hash is at most that: no need to compute it
+            return Policy(cfg.name, lambda t: Decision.SAMPLED)
         return Policy(cfg.name, probabilistic)
     if kind == "status_code":
         assert cfg.status_code is not None
         codes = {_STATUS[c] for c in cfg.status_code.status_codes}
         return Policy(
             cfg.name,
-            lambda t: Decision.SAMPLED if t.status_codes() & codes else Decision.NOT_SAMPLED,
+            lambda t: Decision.SAMPLED if t.has_status(codes) else Decision.NOT_SAMPLED,
         )
     if kind == "string_attribute":
         sc = cfg.string_attribute
@@ -688,10 +748,15 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
         tools = set(cfg.tool_call_failed.tools) if cfg.tool_call_failed else set()
 
         def tool_failed(t: TraceData) -> Decision:
-            # a failed call has an ERROR status (Status.code 2: bytes 0x18 0x02) or error.type
+            # a failed call has an ERROR status (Status.code 2: bytes 0x18 0x02 as encoders
+            # write it) or error.type; in the trace's spans, the tool spans that can have
+            # either (STATUS_BYTES: every encoding of code 2) are decoded, no other
             if not (t.contains(b"\x18\x02") or t.contains(ERROR_TYPE)):
                 return Decision.NOT_SAMPLED
-            for i in t.indices_containing(TOOL_MARKERS[0], TOOL_MARKERS[1]):
+            for i in t.tool_indices():
+                raw = t.raw(i)
+                if ERROR_TYPE not in raw and not any(n in raw for n in ERROR_STATUS):
+                    continue  # neither failed nor given an error type: nothing to decode
                 attrs = t.attrs(i)
                 if not is_tool_call(attrs, NAMES):
                     continue
@@ -708,6 +773,8 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
 
 
 ERROR_TYPE = NAMES.error_type.encode()
+ERROR_STATUS = STATUS_BYTES[STATUS_ERROR]
+USAGE_MARKER = b"token"  # in every usage key _usage reads
 TOOL_MARKERS = (NAMES.tool_operation.encode(), NAMES.mcp_tool_method.encode())
 _INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 _OUTPUT = (
@@ -724,7 +791,7 @@ def _usage(t: TraceData, uc: Any) -> tuple[int, float]:
     carry it, else from ``prices`` by ``gen_ai.response.model`` / ``gen_ai.request.model``."""
     calls: list[tuple[int, int, float | None, str]] = []
     others: list[tuple[int, int, float | None, str]] = []
-    for i in t.indices_containing(b"token", uc.cost_attribute.encode()):
+    for i in t.indices_containing(USAGE_MARKER, uc.cost_attribute.encode()):
         attrs = t.attrs(i)
         inp = sum(int(_number(attrs[k]) or 0) for k in _INPUT if k in attrs)
         out = sum(int(_number(attrs[k]) or 0) for k in _OUTPUT if k in attrs)

@@ -31,9 +31,12 @@ from pipeline.consumer import deliver_holding
 from pipeline.durability import HeldAcks
 from pipeline.errors import MalformedDataError
 from pipeline.tasks import supervise
-from plugins.tailsamplingprocessor.config import TailSamplingConfig
+from plugins._native import load
+from plugins.tailsamplingprocessor.config import PolicyCfg, TailSamplingConfig
 from plugins.tailsamplingprocessor.policies import (
     SAMPLED_LIKE,
+    TOOL_MARKERS,
+    USAGE_MARKER,
     BudgetLog,
     Decision,
     Policy,
@@ -43,8 +46,34 @@ from plugins.tailsamplingprocessor.policies import (
     final_decision,
 )
 
+# The request walk of the workflow processor's C accelerator (plugins/_native/_tracewire.c),
+# or None: ``ingest`` groups a request's spans by trace in one pass and notes the roots and
+# the spans holding a tool marker. Its Python twin here is ``_parse`` and the per-trace
+# grouping of ``_consume_whole`` (the roots then read from the span skeletons).
+_tracewire: Any = load("_tracewire")
+
 # (resource bytes, resource schema url, scope bytes, scope schema url)
 GroupKey = tuple[bytes, bytes, bytes, bytes]
+# one trace of a request as the walk gives it: (trace id, spans, groups, roots, tool spans,
+# the spans holding the usage marker)
+Walked = tuple[
+    bytes, list[bytes], list[GroupKey], list[int] | None, list[int] | None,
+    tuple[bytes, list[int]] | None,
+]  # fmt: skip
+
+
+def _policy_types(policies: list[PolicyCfg]) -> set[str]:
+    """The types of ``policies`` and of their sub-policies."""
+    out: set[str] = set()
+    for p in policies:
+        out.add(p.type)
+        for sub in (p.and_, p.drop, p.composite):
+            if sub is not None:
+                for name in ("and_sub_policy", "drop_sub_policy", "composite_sub_policy"):
+                    out |= _policy_types(getattr(sub, name, None) or [])
+    return out
+
+
 SPAN_OVERHEAD = 120  # bytes held per span beyond its encoding (list slots, the group reference)
 
 
@@ -141,6 +170,11 @@ class TailSamplingProcessor(Component):
         self._sampled_cache = _LRU(config.decision_cache.sampled_cache_size)
         self._not_sampled_cache = _LRU(config.decision_cache.non_sampled_cache_size)
         self._acks: HeldAcks | None = None
+        self._interned: dict[GroupKey, GroupKey] = {}  # the C walk's groups, shared
+        # the third needle the C walk looks for (its "agent marker", in spans other than the
+        # roots): the usage policy's, when there is one
+        self._usage = "workflow_usage" in _policy_types(config.policies)
+        self._marker = USAGE_MARKER if self._usage else TOOL_MARKERS[0]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -268,7 +302,46 @@ class TailSamplingProcessor(Component):
         return sampled
 
     # -- consume ---------------------------------------------------------------------------------
+    def _walk_whole(self, data: Payload) -> list[Walked] | None:
+        """A whole-traces request none of whose traces is held or decided, walked in C (one
+        pass: its spans grouped by trace, the roots and tool spans noted); ``None`` when the
+        accelerator is missing, refuses the request (the Python path then says why) or a trace
+        is already known (late spans: the general path)."""
+        tw = _tracewire
+        if tw is None or not data.whole_traces:
+            return None
+        try:
+            entries = tw.ingest(data.to_bytes(), self._interned, *TOOL_MARKERS, self._marker)
+        except ValueError:
+            return None
+        held = self._held
+        known = self._known
+        marker, usage = self._marker, self._usage
+        out: list[Walked] = []
+        for trace_id, spans, groups, _ids, _parents, _nbytes, specials in entries:
+            if trace_id in held or known(trace_id) is not None:
+                return None
+            if specials is None:
+                roots: list[int] = []
+                tools: list[int] = []
+                marked: list[int] = []
+            else:
+                roots = [i for i, f in specials if f & 1]
+                tools = [i for i, f in specials if f & 2]
+                # flag 4: a span other than a root holding the marker; roots are searched here
+                marked = [i for i, f in specials if f & 4 or (f & 1 and marker in spans[i])]
+            out.append((trace_id, spans, groups, roots, tools, (marker, marked) if usage else None))
+        if len(self._interned) > 4096:  # bounded: groups are interned per request run
+            self._interned.clear()
+        return out
+
     async def consume(self, data: Payload) -> None:
+        walked = self._walk_whole(data)
+        if walked is not None:
+            if walked:
+                request = RequestBytes(data.to_bytes())
+                await self._consume_whole([], [], 0, request, data, walked=walked)
+            return
         items = _parse(data)
         if not items:
             return
@@ -400,23 +473,33 @@ class TailSamplingProcessor(Component):
                              late_out: list[tuple[GroupKey, bytes]], late_dropped: int,
                              request: RequestBytes | None = None,
                              data: Payload | None = None,
-                             acks: tuple[object, ...] = ()) -> None:  # fmt: skip
+                             acks: tuple[object, ...] = (),
+                             walked: list[Walked] | None = None) -> None:  # fmt: skip
         """Whole traces: decided at once, nothing held; the sampled ones and the late spans of
         sampled traces are passed on in one payload (it carries the input's durability tokens:
         what is dropped releases them). Decisions are remembered and counted once the next
         component took the payload (atomic: a retry decides again, the same way)."""
-        by_trace: dict[bytes, tuple[list[bytes], list[GroupKey]]] = {}
-        for trace_id, group, span_raw in fresh:
-            entry = by_trace.get(trace_id)
-            if entry is None:
-                entry = by_trace[trace_id] = ([], [])
-            entry[0].append(span_raw)
-            entry[1].append(group)
+        if walked is None:
+            by_trace: dict[bytes, tuple[list[bytes], list[GroupKey]]] = {}
+            for trace_id, group, span_raw in fresh:
+                entry = by_trace.get(trace_id)
+                if entry is None:
+                    entry = by_trace[trace_id] = ([], [])
+                entry[0].append(span_raw)
+                entry[1].append(group)
+            walked = [
+                (t, spans, groups, None, None, None) for t, (spans, groups) in by_trace.items()
+            ]
+            total = len(fresh)
+        else:
+            total = sum(len(w[1]) for w in walked)
         out = list(late_out)
         decisions: list[tuple[bytes, bool, list[tuple[str, Decision]], int]] = []
         with BudgetLog() as budget:  # rate budgets given back if the payload is not taken
-            for trace_id, (spans, groups) in by_trace.items():
-                trace = TraceData(trace_id, spans, [g[0] for g in groups], groups, request)
+            for trace_id, spans, groups, roots, tools, marked in walked:
+                trace = TraceData(
+                    trace_id, spans, [g[0] for g in groups], groups, request, roots, tools, marked
+                )
                 sampled, results = self._evaluate(trace)
                 decisions.append((trace_id, sampled, results, len(spans)))
                 if sampled:
@@ -424,7 +507,7 @@ class TailSamplingProcessor(Component):
         try:
             if (
                 out and data is not None and not late_dropped
-                and len(out) == len(fresh) + len(late_out)
+                and len(out) == total + len(late_out)
             ):  # fmt: skip
                 await self.next.consume(data)  # every span kept: the request goes on as it came
             elif out:

@@ -512,3 +512,167 @@ async def test_spans_of_a_trace_decided_while_a_whole_payload_is_taken_follow_it
     assert sorted(spans) == sorted([(a, 1), (a, 2), (b, 3), (b, 4), (b, 5), (a, 6)])
     assert not proc._held
     assert all("token" in p.ack_tokens for p in sink.got if p is not sink.got[1])
+
+
+# the policies of benchmarks/sampling.py, but keeping a share of the rest: some traces dropped
+MIXED_POLICIES = [
+    {"name": "failed", "type": "workflow_outcome",
+     "workflow_outcome": {"outcomes": ["failed"]}},
+    {"name": "sla", "type": "workflow_sla", "workflow_sla": {"default": "30s"}},
+    {"name": "tool", "type": "tool_call_failed"},
+    {"name": "usage", "type": "workflow_usage", "workflow_usage": {"min_tokens": 1000}},
+    ERRORS,
+    {"name": "ok-status", "type": "status_code", "status_code": {"status_codes": ["OK"]}},
+    {"name": "rest", "type": "probabilistic", "probabilistic": {"sampling_percentage": 30}},
+]  # fmt: skip
+
+
+def mixed_request(n: int = 60) -> bytes:
+    """Whole traces of every kind the policies tell apart, over two resources; some spans
+    with their fields out of the order encoders write them."""
+    req = ExportTraceServiceRequest()
+    groups = [req.resource_spans.add().scope_spans.add() for _ in range(2)]
+    req.resource_spans[1].resource.attributes.add(key="service.name").value.string_value = "b"
+    rng = random.Random(7)
+    for k in range(n):
+        tid = rng.randbytes(16)
+        kind = k % 6
+        root_end = 40_000_000_000 if kind == 1 else 1_000_000_000
+        ss = groups[k % 2]
+        root = ss.spans.add(
+            trace_id=tid, span_id=b"r" * 8, name="workflow.support",
+            start_time_unix_nano=1, end_time_unix_nano=1 + root_end,
+        )  # fmt: skip
+        root.attributes.add(key="workflow.id").value.string_value = f"wf-{k}"
+        if kind == 0:
+            root.attributes.add(key="workflow.outcome").value.string_value = "failed"
+        tool = groups[(k + 1) % 2].spans.add(
+            trace_id=tid, span_id=b"t" * 8, parent_span_id=b"r" * 8, name="execute_tool x",
+            start_time_unix_nano=2, end_time_unix_nano=3,
+        )  # fmt: skip
+        tool.attributes.add(key="gen_ai.operation.name").value.string_value = "execute_tool"
+        if kind == 2:
+            tool.status.code = 2
+        if kind == 3:
+            tool.attributes.add(key="gen_ai.usage.input_tokens").value.int_value = 5000
+        if kind == 4:
+            root.status.code = 1
+        if kind == 5 and k % 4 == 1:  # a run's total on its root
+            root.attributes.add(key="gen_ai.usage.output_tokens").value.int_value = 2000
+        child = ss.spans.add(span_id=b"c" * 8, parent_span_id=b"t" * 8, name="c")
+        child.trace_id = tid
+    raw = req.SerializeToString()
+    # a span whose trace id comes last (fields in another order): the walk reads it anyway
+    odd = ExportTraceServiceRequest()
+    sp = odd.resource_spans.add().scope_spans.add().spans.add(span_id=b"o" * 8, name="odd")
+    body = sp.SerializeToString() + b"\x0a\x10" + b"\x0d" * 16
+    span_field = b"\x12" + bytes([len(body)]) + body
+    scope_spans = b"\x12" + bytes([len(span_field)]) + span_field
+    return raw + b"\x0a" + bytes([len(scope_spans)]) + scope_spans
+
+
+@pytest.mark.parametrize("policies", [MIXED_POLICIES, [ERRORS]])
+async def test_whole_requests_decided_the_same_with_and_without_the_c_walk(
+    monkeypatch: pytest.MonkeyPatch, policies: list[dict[str, Any]]
+) -> None:
+    """The C walk (``_tracewire.ingest``) and the Python path give the same decisions, the same
+    output bytes and the same counts; a corrupt request is refused the same way."""
+    from pipeline import MalformedDataError
+    from plugins.tailsamplingprocessor import processor as module
+
+    if module._tracewire is None:
+        pytest.skip("the C accelerator _tracewire is not built")
+    raw = mixed_request()
+    results = []
+    for native in (module._tracewire, None):
+        monkeypatch.setattr(module, "_tracewire", native)
+        sink = Sink()
+        proc = processor({"policies": policies}, sink)
+        payload = Traces(raw)
+        payload.whole_traces = True
+        await proc.consume(payload)
+        bad = Traces(raw[:-3])
+        bad.whole_traces = True
+        with pytest.raises(MalformedDataError):
+            await proc.consume(bad)
+        counts = dict(proc._decided.items)
+        children = {k[1:]: c._value.get() for k, c in proc._children.items()}
+        results.append(([p.to_bytes() for p in sink.got], counts, children))
+        fresh = processor({"policies": policies}, Sink())
+        assert (fresh._walk_whole(payload) is not None) == (native is not None)
+        assert proc._walk_whole(payload) is None  # its traces are decided: the general path
+    assert results[0] == results[1]
+    kept = sum(results[0][1].values())
+    assert 0 < kept < len(results[0][1])  # some kept, some dropped
+
+
+def test_status_bytes_are_in_every_encoding_of_the_code() -> None:
+    """A tool span is decoded only when it holds one of ``STATUS_BYTES[2]`` (or error.type):
+    every encoding protobuf accepts for code 1 or 2, tag or value written longer, holds one."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+    from plugins.tailsamplingprocessor.policies import STATUS_BYTES
+
+    for code in (1, 2):
+        for tag in (b"\x18", b"\x98\x00", b"\x98\x80\x00", b"\x98\x80\x80\x80\x00"):
+            longest = bytes([code | 0x80]) + b"\x80" * 3 + b"\x10"  # 2**32 + code: int32 code
+            for value in (bytes([code]), bytes([code | 0x80, 0]), longest):
+                encoded = tag + value
+                assert Status.FromString(encoded).code == code
+                assert any(n in encoded for n in STATUS_BYTES[code])
+
+
+def test_a_tool_call_failed_with_its_status_written_longer_is_found() -> None:
+    """The tool span's own bytes decide whether it is decoded: an ERROR written with a longer
+    varint than encoders use still counts when another span of the trace failed."""
+    tool = {"gen_ai.operation.name": "execute_tool"}
+    payload = request(span(T, 1, status=2), span(T, 2, attributes=dict(tool)))
+    raws = [sp.SerializeToString() for rs in payload.message().resource_spans
+            for ss in rs.scope_spans for sp in ss.spans]  # fmt: skip
+    raws[1] += b"\x7a\x03\x18\x82\x00"  # status {code: 2}, the value in two bytes
+    trace = TraceData(T, raws, [b""] * 2)
+    cfg = TailSamplingConfig.model_validate(
+        {"policies": [{"name": "p", "type": "tool_call_failed"}]}
+    )
+    assert build(cfg.policies[0]).evaluate(trace) is Decision.SAMPLED
+
+
+async def test_corrupt_whole_requests_answered_the_same_with_and_without_the_c_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutated requests (bytes changed, cut, repeated): the C walk and the Python path refuse
+    the same ones and decide the others the same way."""
+    from pipeline import MalformedDataError
+    from plugins.tailsamplingprocessor import processor as module
+
+    if module._tracewire is None:
+        pytest.skip("the C accelerator _tracewire is not built")
+    raw = mixed_request(8)
+    rng = random.Random(11)
+    seen: set[str] = set()
+    for _ in range(300):
+        data = bytearray(raw)
+        for _ in range(rng.randint(1, 4)):
+            op = rng.random()
+            at = rng.randrange(len(data))
+            if op < 0.6:
+                data[at] = rng.randrange(256)
+            elif op < 0.8:
+                del data[at : at + rng.randint(1, 20)]
+            else:
+                data[at:at] = data[at : at + rng.randint(1, 40)]
+        outcomes = []
+        for native in (module._tracewire, None):
+            monkeypatch.setattr(module, "_tracewire", native)
+            sink = Sink()
+            proc = processor({"policies": MIXED_POLICIES}, sink)
+            payload = Traces(bytes(data))
+            payload.whole_traces = True
+            try:
+                await proc.consume(payload)
+                outcomes.append(("ok", [p.to_bytes() for p in sink.got], dict(proc._decided.items)))
+            except MalformedDataError:
+                outcomes.append(("refused", [], {}))
+        assert outcomes[0] == outcomes[1], bytes(data).hex()
+        seen.add(outcomes[0][0])
+    assert seen == {"ok", "refused"}
