@@ -99,6 +99,12 @@ def check_endpoints(
 ComponentStatus = StatusEvent  # the name before pipeline.status existed
 
 
+# gc thresholds of a serving ``pipeline run`` process (CPython's defaults: 700, 10, 10). At
+# 100,000 spans/s through the agent pipeline, (50,000, 50, 50) took 7.63 to 6.31 CPU-s per 1M
+# spans and peak RSS 210 to 181 MiB (benchmarks/results/agent-pipeline.md, Update 13).
+GC_THRESHOLDS = (50_000, 50, 50)
+
+
 class Service:
     """Runs the graph of a validated config; the :class:`pipeline.Host` of its components."""
 
@@ -700,7 +706,11 @@ class Service:
         has started (modules, classes, configs, component state: several hundred thousand) are
         moved out of the cyclic garbage collector's reach (``gc.freeze``), so its periodic full
         collections scan only what was created while serving: those scans were ~10 % of the
-        forward path's CPU at 10,000 spans/s.
+        forward path's CPU at 10,000 spans/s. The collector's thresholds are then raised
+        (:data:`GC_THRESHOLDS`): what the pipeline allocates is freed by reference counting,
+        and the state the agent components hold (a join window of tool calls) made the
+        default young-generation collections a sixth of the agent pipeline's CPU at 100,000
+        spans/s.
 
         With :attr:`config_files` set, SIGHUP reloads them (:meth:`reload`); with
         ``watch_config`` as well, so does a change of their content."""
@@ -728,6 +738,7 @@ class Service:
         if freeze_gc:
             gc.collect()
             gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
         watcher: asyncio.Task[None] | None = None
         if watch_config and self.config_files:
             from pipeline.reload import ConfigWatcher
