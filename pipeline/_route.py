@@ -190,18 +190,28 @@ def split_traces_python(data: bytes, workers: int) -> dict[int, tuple[bytes, int
         return {}
     if len(owners) == 1:
         return {owners[0]: (data, None)}
+    return _reassemble(resources, owners)
+
+
+def _reassemble(
+    resources: list[tuple[bytes, list[tuple[bytes, list[tuple[int, bytes]]]]]],
+    owners: list[int],
+) -> dict[int, tuple[bytes, int | None]]:
+    """Each owner's request: the resources and scopes (their other fields as they came) that
+    hold items (spans or log records, field 2 of a scope either way) it owns, with those
+    items only, and their count."""
     out: dict[int, tuple[bytes, int | None]] = {}
     for k in owners:
         parts = []
         count = 0
         for others, scopes in resources:
             scope_parts = []
-            for ss_others, spans in scopes:
-                mine = [s for o, s in spans if o == k]
+            for scope_others, items in scopes:
+                mine = [item for o, item in items if o == k]
                 if not mine:
                     continue
                 count += len(mine)
-                body = ss_others + b"".join(b"\x12" + _encode_varint(len(s)) + s for s in mine)
+                body = scope_others + b"".join(b"\x12" + _encode_varint(len(i)) + i for i in mine)
                 scope_parts.append(b"\x12" + _encode_varint(len(body)) + body)
             if not scope_parts:
                 continue
@@ -291,25 +301,7 @@ def split_logs(data: bytes, workers: int, local: int) -> dict[int, tuple[bytes, 
         return {}
     if len(owners) == 1:
         return {next(iter(owners)): (data, None)}
-    out: dict[int, tuple[bytes, int | None]] = {}
-    for k in sorted(owners):
-        parts = []
-        count = 0
-        for others, scopes in resources:
-            scope_parts = []
-            for sl_others, records in scopes:
-                mine = [r for o, r in records if o == k]
-                if not mine:
-                    continue
-                count += len(mine)
-                body = sl_others + b"".join(b"\x12" + _encode_varint(len(r)) + r for r in mine)
-                scope_parts.append(b"\x12" + _encode_varint(len(body)) + body)
-            if not scope_parts:
-                continue
-            body = others + b"".join(scope_parts)
-            parts.append(b"\x0a" + _encode_varint(len(body)) + body)
-        out[k] = (b"".join(parts), count)
-    return out
+    return _reassemble(resources, sorted(owners))
 
 
 def _log_trace_ids(data: bytes) -> list[bytes] | None:
