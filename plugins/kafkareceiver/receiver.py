@@ -31,7 +31,7 @@ from pipeline import (
     RetryableError,
     Signal,
 )
-from plugins._kafka import decode
+from plugins._kafka import ClientErrors, decode
 from plugins.kafkareceiver.config import KafkaReceiverConfig
 
 
@@ -56,6 +56,7 @@ class KafkaReceiver(Component):
         self.messages = 0  # messages handled (also otelcol_kafka_receiver_messages)
         self.undecodable = 0
         self.assigned: set[int] = set()
+        self.client_errors = ClientErrors(settings)
         tel = settings.telemetry.service
         name = settings.name
         self._messages = tel.counter(
@@ -91,8 +92,9 @@ class KafkaReceiver(Component):
 
         if self._task is not None:
             return
+        self.client_errors.bind(host, asyncio.get_running_loop())
         props = self.config.consumer_properties()
-        props["error_cb"] = self._client_error
+        props["error_cb"] = self.client_errors
         props["logger"] = logging.getLogger("pipeline.kafka")
         if self.config.plaintext_credentials:
             self.settings.logger.warning(
@@ -109,11 +111,6 @@ class KafkaReceiver(Component):
         )
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"kafka receiver {self.settings.name}")
-
-    def _client_error(self, error: Any) -> None:  # librdkafka's thread
-        self.settings.log_limited(
-            logging.WARNING, "kafka client: %s", error, key="kafka_client_error"
-        )
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:  # the client's thread
         self.assigned |= {p.partition for p in partitions}
@@ -180,6 +177,8 @@ class KafkaReceiver(Component):
                 )
                 await asyncio.sleep(0.5)
                 continue
+            if self.assigned or batch:
+                self.client_errors.served()  # the group coordinator assigned partitions
             marked = False
             for message in batch:
                 if self._stopping:
