@@ -36,16 +36,25 @@ class TLSConfig(ConfigModel):
     insecure: bool = False
     insecure_skip_verify: bool = False
     ca_file: str | None = None
+    ca_pem: str | None = None
+    """The CA certificates themselves (PEM), instead of ``ca_file``."""
     cert_file: str | None = None
+    cert_pem: str | None = None
     key_file: str | None = None
+    key_pem: str | None = None
     server_name_override: str = ""
     """Accepted for Collector configs when empty: librdkafka checks the certificate against
     the broker's own host name and cannot be given another (an error when set)."""
 
     @model_validator(mode="after")
     def _pair(self) -> TLSConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file must be given together")
+        for name in ("ca", "cert", "key"):
+            if getattr(self, f"{name}_file") and getattr(self, f"{name}_pem"):
+                raise ValueError(f"give {name}_file or {name}_pem, not both")
+        if (self.cert_file or self.cert_pem) and not (self.key_file or self.key_pem):
+            raise ValueError("a client certificate (cert_file, cert_pem) needs its key")
+        if (self.key_file or self.key_pem) and not (self.cert_file or self.cert_pem):
+            raise ValueError("a key (key_file, key_pem) needs its certificate")
         if self.server_name_override:
             raise ValueError(
                 "server_name_override is not supported by the kafka client (librdkafka checks "
@@ -160,9 +169,16 @@ class ClientConfig(ConfigModel):
         if use_tls and tls is not None:
             if tls.ca_file:
                 out["ssl.ca.location"] = tls.ca_file
-            if tls.cert_file and tls.key_file:
+            if tls.ca_pem:
+                out["ssl.ca.pem"] = tls.ca_pem
+            if tls.cert_file:
                 out["ssl.certificate.location"] = tls.cert_file
+            if tls.cert_pem:
+                out["ssl.certificate.pem"] = tls.cert_pem
+            if tls.key_file:
                 out["ssl.key.location"] = tls.key_file
+            if tls.key_pem:
+                out["ssl.key.pem"] = tls.key_pem
             if tls.insecure_skip_verify:
                 out["enable.ssl.certificate.verification"] = False
                 out["ssl.endpoint.identification.algorithm"] = "none"

@@ -18,6 +18,7 @@ run here accepts one.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 from pathlib import Path
@@ -108,7 +109,7 @@ def logged(caplog: pytest.LogCaptureFixture, *words: str) -> list[str]:
 # -- TLS ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "spelling",
-    ["tls", "auth.tls", "insecure_skip_verify"],
+    ["tls", "auth.tls", "ca_pem", "insecure_skip_verify"],
 )
 async def test_exporter_over_tls_read_back_by_kcat_over_tls(
     tmp_path: Path, pki: PKI, other_server: tuple[Path, Path, Path], spelling: str
@@ -122,7 +123,9 @@ async def test_exporter_over_tls_read_back_by_kcat_over_tls(
     else:
         cert, key = pki.server_cert, pki.server_key
         tls = f"{{ca_file: {pki.ca}}}"
-        security = f"tls: {tls}" if spelling == "tls" else f"auth: {{tls: {tls}}}"
+        if spelling == "ca_pem":  # the CA itself in the config (a JSON string is YAML)
+            tls = f"{{ca_pem: {json.dumps(pki.ca.read_text())}}}"
+        security = f"auth: {{tls: {tls}}}" if spelling == "auth.tls" else f"tls: {tls}"
         reader = kcat_tls(pki)
         client = {"security.protocol": "SSL", "ssl.ca.location": str(pki.ca)}
     with broker(tls=(cert, key), client=client) as b:
@@ -159,7 +162,9 @@ async def test_receiver_over_mutual_tls_reads_what_kcat_wrote(tmp_path: Path, pk
         refused = kcat(b, *kcat_tls(pki), "-L", "-m", "3", check=False)
         assert refused.returncode != 0
         async with recording_backend() as sink:
-            tls = f"{{ca_file: {pki.ca}, cert_file: {pki.client_cert}, key_file: {pki.client_key}}}"
+            # the client certificate as a file, its key inline (cert_file + key_pem)
+            key = json.dumps(pki.client_key.read_text())
+            tls = f"{{ca_file: {pki.ca}, cert_file: {pki.client_cert}, key_pem: {key}}}"
             config = f"""
 receivers:
   kafka:
@@ -363,3 +368,18 @@ service:
     with pytest.raises(ConfigErrors) as info:
         config_from_text(text)
     assert "server_name_override is not supported" in str(info.value)
+
+
+def test_pem_options_and_their_errors() -> None:
+    props = KafkaExporterConfig.model_validate(
+        {"tls": {"ca_pem": "CA", "cert_pem": "CERT", "key_file": "/k.pem"}}
+    ).producer_properties()
+    assert props["ssl.ca.pem"] == "CA" and props["ssl.certificate.pem"] == "CERT"
+    assert props["ssl.key.location"] == "/k.pem" and "ssl.ca.location" not in props
+    for tls, message in [
+        ({"ca_file": "/ca.pem", "ca_pem": "CA"}, "ca_file or ca_pem"),
+        ({"cert_pem": "CERT"}, "needs its key"),
+        ({"key_file": "/k.pem"}, "needs its certificate"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            KafkaReceiverConfig.model_validate({"auth": {"tls": tls}})
