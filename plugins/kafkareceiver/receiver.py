@@ -56,6 +56,7 @@ class KafkaReceiver(Component):
         self.messages = 0  # messages handled (also otelcol_kafka_receiver_messages)
         self.undecodable = 0
         self.assigned: set[int] = set()
+        self._joined = False  # partitions assigned since the last look (the client's thread)
         self.client_errors = ClientErrors(settings)
         tel = settings.telemetry.service
         name = settings.name
@@ -114,6 +115,7 @@ class KafkaReceiver(Component):
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:  # the client's thread
         self.assigned |= {p.partition for p in partitions}
+        self._joined = True
         self._partitions.set(len(self.assigned))
         self._rebalances.labels(self.settings.name, self.topic, "start").inc(len(partitions))
         self.settings.logger.info(
@@ -177,8 +179,9 @@ class KafkaReceiver(Component):
                 )
                 await asyncio.sleep(0.5)
                 continue
-            if self.assigned or batch:
-                self.client_errors.served()  # the group coordinator assigned partitions
+            if self._joined or any(m.error() is None for m in batch):
+                self._joined = False
+                self.client_errors.served()  # an assignment or a message: the brokers serve
             marked = False
             for message in batch:
                 if self._stopping:

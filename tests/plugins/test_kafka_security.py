@@ -200,9 +200,13 @@ async def test_broker_certificate_of_another_ca_is_refused_then_the_queue_delive
     counted), delivers nothing and keeps the data; once the broker's certificate is right,
     the same data is delivered and the status is ``ok`` again."""
     caplog.set_level(logging.INFO)
-    _, wrong_cert, wrong_key = other_server
-    client = {"security.protocol": "SSL", "ssl.ca.location": str(pki.ca)}
+    other_ca, wrong_cert, wrong_key = other_server
+    # the test's own client trusts both CAs: it makes the topic before the exporter starts
+    bundle = tmp_path / "both-cas.pem"
+    bundle.write_text(pki.ca.read_text() + other_ca.read_text())
+    client = {"security.protocol": "SSL", "ssl.ca.location": str(bundle)}
     with broker(tls=(wrong_cert, wrong_key), client=client) as b:
+        b.create_topic("otlp_spans", 1)
         security = f"tls: {{ca_file: {pki.ca}}}"
         async with running_service(exporter_config(b, security), tmp_path) as service:
             exporter = exporter_of(service)
@@ -219,11 +223,54 @@ async def test_broker_certificate_of_another_ca_is_refused_then_the_queue_delive
             # the broker's certificate is fixed: the retried data goes through
             assert b.front is not None
             b.front.start(pki.server_cert, pki.server_key)
-            b.create_topic("otlp_spans", 1)
             await wait_until(lambda: exporter.messages_sent == 1, within=30)
             await wait_until(lambda: status_of(service, exporter) == "ok")
         ((_, _, value),) = b.messages("otlp_spans")
         assert ExportTraceServiceRequest.FromString(value) == req
+
+
+async def test_receiver_refuses_a_broker_certificate_of_another_ca_then_reads_once_fixed(
+    tmp_path: Path,
+    pki: PKI,
+    other_server: tuple[Path, Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    other_ca, wrong_cert, wrong_key = other_server
+    client = {"security.protocol": "SSL", "ssl.ca.location": str(other_ca)}
+    with broker(tls=(wrong_cert, wrong_key), client=client) as b:
+        b.create_topic("otlp_spans", 1)
+        f = tmp_path / "m.bin"
+        f.write_bytes(traces(2, 2, seed=41, prefix="fix-").SerializeToString())
+        tls = ["-X", "security.protocol=ssl", "-X", f"ssl.ca.location={other_ca}"]
+        kcat(b, *tls, "-P", "-t", "otlp_spans", "-p", "0", str(f))
+        async with recording_backend() as sink:
+            config = f"""
+receivers:
+  kafka:
+    brokers: ["{b.bootstrap}"]
+    group_id: fix
+    initial_offset: earliest
+    tls: {{ca_file: {pki.ca}}}
+exporters:
+  otlp:
+    endpoint: "127.0.0.1:{sink.grpc_port}"
+    tls: {{insecure: true}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [kafka], exporters: [otlp]}}
+"""
+            async with running_service(config, tmp_path) as service:
+                receiver = receiver_of(service)
+                await wait_until(lambda: status_of(service, receiver) == "recoverable_error")
+                assert logged(caplog, "TLS with the brokers failed", "certificate verify failed")
+                assert client_errors(receiver, "tls") >= 1 and receiver.messages == 0
+                assert b.front is not None
+                b.front.start(pki.server_cert, pki.server_key)
+                await wait_until(lambda: sink.span_count() >= 4, within=30)
+                await wait_until(lambda: status_of(service, receiver) == "ok")
+            assert len(span_names(sink)) == 4
 
 
 # -- SASL --------------------------------------------------------------------------------------
