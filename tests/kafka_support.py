@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, require_program
 
 
 def tansu_binary() -> str:
@@ -85,15 +85,6 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, log: Pa
         time.sleep(0.02)
 
 
-def socat_binary() -> str:
-    path = shutil.which("socat")
-    if path is None:
-        if os.environ.get("CI"):
-            raise AssertionError("socat is not installed (apt-get install socat)")
-        pytest.skip("socat is not installed (apt-get install socat)")
-    return path
-
-
 class TLSFront:
     """``socat`` serving TLS (OpenSSL) on ``port`` with ``cert``/``key`` and forwarding each
     connection to ``target``; with ``client_ca``, a client certificate signed by it is
@@ -114,7 +105,11 @@ class TLSFront:
         listen = f"OPENSSL-LISTEN:{self.port},reuseaddr,fork,cert={cert},key={key},{verify}"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [socat_binary(), listen, f"TCP:127.0.0.1:{self.target}"],
+                [
+                    require_program("socat", "apt-get install socat"),
+                    listen,
+                    f"TCP:127.0.0.1:{self.target}",
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

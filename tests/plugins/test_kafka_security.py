@@ -31,7 +31,7 @@ from pipeline import ConfigErrors, Signal
 from plugins.kafkaexporter import KafkaExporterConfig
 from plugins.kafkareceiver import KafkaReceiverConfig
 from tests.kafka_support import Broker, broker, kcat_binary, kcat_env
-from tests.otlp_support import recording_backend
+from tests.otlp_support import RecordingBackend, recording_backend
 from tests.plugins.test_kafka import exporter_of, receiver_of, span_names, traces
 from tests.support import config_from_text, free_port, running_service, wait_until
 from tests.tls_support import PKI, make_pki, make_server_certs
@@ -81,6 +81,26 @@ service:
   telemetry: {{metrics: {{level: none}}}}
   pipelines:
     traces: {{receivers: [otlp], exporters: [kafka]}}
+"""
+
+
+def receiver_config(b: Broker, sink: RecordingBackend, group: str, security: str) -> str:
+    return f"""
+receivers:
+  kafka:
+    brokers: ["{b.bootstrap}"]
+    group_id: {group}
+    initial_offset: earliest
+    {security}
+exporters:
+  otlp:
+    endpoint: "127.0.0.1:{sink.grpc_port}"
+    tls: {{insecure: true}}
+service:
+  shutdown_timeout: 2s
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [kafka], exporters: [otlp]}}
 """
 
 
@@ -165,22 +185,7 @@ async def test_receiver_over_mutual_tls_reads_what_kcat_wrote(tmp_path: Path, pk
             # the client certificate as a file, its key inline (cert_file + key_pem)
             key = json.dumps(pki.client_key.read_text())
             tls = f"{{ca_file: {pki.ca}, cert_file: {pki.client_cert}, key_pem: {key}}}"
-            config = f"""
-receivers:
-  kafka:
-    brokers: ["{b.bootstrap}"]
-    group_id: tls
-    initial_offset: earliest
-    auth: {{tls: {tls}}}
-exporters:
-  otlp:
-    endpoint: "127.0.0.1:{sink.grpc_port}"
-    tls: {{insecure: true}}
-service:
-  telemetry: {{metrics: {{level: none}}}}
-  pipelines:
-    traces: {{receivers: [kafka], exporters: [otlp]}}
-"""
+            config = receiver_config(b, sink, "tls", f"auth: {{tls: {tls}}}")
             async with running_service(config, tmp_path) as service:
                 receiver = receiver_of(service)
                 await wait_until(lambda: sink.span_count() >= 12, within=30)
@@ -245,22 +250,8 @@ async def test_receiver_refuses_a_broker_certificate_of_another_ca_then_reads_on
         tls = ["-X", "security.protocol=ssl", "-X", f"ssl.ca.location={other_ca}"]
         kcat(b, *tls, "-P", "-t", "otlp_spans", "-p", "0", str(f))
         async with recording_backend() as sink:
-            config = f"""
-receivers:
-  kafka:
-    brokers: ["{b.bootstrap}"]
-    group_id: fix
-    initial_offset: earliest
-    tls: {{ca_file: {pki.ca}}}
-exporters:
-  otlp:
-    endpoint: "127.0.0.1:{sink.grpc_port}"
-    tls: {{insecure: true}}
-service:
-  telemetry: {{metrics: {{level: none}}}}
-  pipelines:
-    traces: {{receivers: [kafka], exporters: [otlp]}}
-"""
+            security = f"tls: {{ca_file: {pki.ca}}}"
+            config = receiver_config(b, sink, "fix", security)
             async with running_service(config, tmp_path) as service:
                 receiver = receiver_of(service)
                 await wait_until(lambda: status_of(service, receiver) == "recoverable_error")
@@ -346,24 +337,9 @@ async def test_receiver_refused_by_the_broker_says_so(
     caplog.set_level(logging.INFO)
     with broker(authentication=True, tls=(pki.server_cert, pki.server_key)) as b:
         async with recording_backend() as sink:
-            config = f"""
-receivers:
-  kafka:
-    brokers: ["{b.bootstrap}"]
-    group_id: sasl
-    auth:
-      sasl: {{username: bob, password: pw, mechanism: SCRAM-SHA-512}}
-      tls: {{ca_file: {pki.ca}}}
-exporters:
-  otlp:
-    endpoint: "127.0.0.1:{sink.grpc_port}"
-    tls: {{insecure: true}}
-service:
-  shutdown_timeout: 2s
-  telemetry: {{metrics: {{level: none}}}}
-  pipelines:
-    traces: {{receivers: [kafka], exporters: [otlp]}}
-"""
+            sasl = "sasl: {username: bob, password: pw, mechanism: SCRAM-SHA-512}"
+            security = f"auth: {{{sasl}, tls: {{ca_file: {pki.ca}}}}}"
+            config = receiver_config(b, sink, "sasl", security)
             async with running_service(config, tmp_path) as service:
                 receiver = receiver_of(service)
                 props = receiver.config.consumer_properties()
