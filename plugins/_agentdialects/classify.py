@@ -560,14 +560,7 @@ class Dialects:
             and not name.startswith(self._name_prefixes)
             and not scope.startswith(self._scope_prefixes)
         ):  # no dialect can claim it (as in match): no memo needed
-            if status_code != STATUS_ERROR and not exception_type:
-                return NO_FACTS
-            return SpanFacts(
-                Role.NONE,
-                failed=status_code == STATUS_ERROR,
-                exception_type=exception_type,
-                service=service,
-            )
+            return _unclaimed(status_code, exception_type, service)
         stable = self._stable_keys
         key = (name, kind, scope, root, tuple([kv for kv in attrs.items() if kv[0] in stable]))
         memo = self._memo
@@ -585,12 +578,7 @@ class Dialects:
                 memo.clear()
             memo[key] = decided
         if decided is None:
-            failed = status_code == STATUS_ERROR
-            if not failed and not exception_type:
-                return NO_FACTS
-            return SpanFacts(
-                Role.NONE, failed=failed, exception_type=exception_type, service=service
-            )
+            return _unclaimed(status_code, exception_type, service)
         index, rule, stable_labels, name_run_id = decided
         labels = dict(stable_labels)
         input_tokens = output_tokens = None
@@ -612,31 +600,16 @@ class Dialects:
                 if text:
                     labels[label] = text
                     break
-        for label, value in rule.values:
-            labels.setdefault(label, value)
-        if rule.role is Role.AGENT_RUN and "workflow_type" not in labels and "agent_name" in labels:
-            labels["workflow_type"] = labels["agent_name"]
-        run_id = name_run_id
-        for akey in self._run_ids[index]:
-            raw = attrs.get(akey)
-            if raw is not None:
-                text = value_text(raw)
-                if text:
-                    run_id = text
-                    break
-        failed = status_code == STATUS_ERROR or bool(labels.get("error_type"))
-        retry = bool(exception_type) and exception_type.rsplit(".", 1)[-1] in self._retries[index]
-        return SpanFacts(
-            role=rule.role,
-            dialect=self.compiled.dialects[index],
-            labels=MappingProxyType(labels),
-            run_id=run_id,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            failed=failed,
-            exception_type=exception_type,
-            model_retry=retry,
-            service=service,
+        return self._facts(
+            index,
+            rule,
+            attrs,
+            labels,
+            name_run_id,
+            (input_tokens, output_tokens),
+            status_code,
+            exception_type,
+            service,
         )
 
     def _decide(
@@ -704,12 +677,7 @@ class Dialects:
     ) -> SpanFacts:
         found = self.match(name, kind, attrs, scope, root)
         if found is None:
-            failed = status_code == STATUS_ERROR
-            if not failed and not exception_type:
-                return NO_FACTS
-            return SpanFacts(
-                Role.NONE, failed=failed, exception_type=exception_type, service=service
-            )
+            return _unclaimed(status_code, exception_type, service)
         index, rule = found
         labels: dict[str, str] = {}
         run_id = ""
@@ -746,6 +714,33 @@ class Dialects:
                 if sources is not None and regex is None:
                     sources[label] = key
                 break
+        return self._facts(
+            index,
+            rule,
+            attrs,
+            labels,
+            run_id,
+            (input_tokens, output_tokens),
+            status_code,
+            exception_type,
+            service,
+        )
+
+    def _facts(
+        self,
+        index: int,
+        rule: _Rule,
+        attrs: Mapping[str, Any],
+        labels: dict[str, str],
+        run_id: str,
+        tokens: tuple[int | None, int | None],
+        status_code: int,
+        exception_type: str,
+        service: str,
+    ) -> SpanFacts:
+        """The end of a classification (memoised or not): the rule's fixed labels, an agent
+        run's type from its agent, the per-run id (the dialect's run-id attributes win over
+        ``run_id``, the one a name label gave), failed / retry, and the :class:`SpanFacts`."""
         for label, value in rule.values:
             labels.setdefault(label, value)
         if rule.role is Role.AGENT_RUN and "workflow_type" not in labels and "agent_name" in labels:
@@ -764,8 +759,8 @@ class Dialects:
             dialect=self.compiled.dialects[index],
             labels=MappingProxyType(labels),
             run_id=run_id,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
             failed=failed,
             exception_type=exception_type,
             model_retry=retry,
@@ -787,6 +782,14 @@ class Dialects:
             exception_type=first_exception_type(span),
             service=service,
         )
+
+
+def _unclaimed(status_code: int, exception_type: str, service: str) -> SpanFacts:
+    """The facts of a span no dialect claims: nothing, or that it failed."""
+    failed = status_code == STATUS_ERROR
+    if not failed and not exception_type:
+        return NO_FACTS
+    return SpanFacts(Role.NONE, failed=failed, exception_type=exception_type, service=service)
 
 
 def _only_present(m: CompiledMatch) -> bool:
