@@ -26,6 +26,7 @@ from plugins._agentdialects.tables import (
 
 STATUS_ERROR = 2
 TOOLS_CALL = "tools/call"
+SPAN_KIND_CLIENT = SPAN_KINDS["CLIENT"]
 
 # Labels that name things (become metric labels): a per-run id found there is not a name.
 NAME_LABELS = frozenset({"workflow_type", "agent_name", "tool_name", "a2a_message_type"})
@@ -123,7 +124,9 @@ class SpanFacts:
     (``gen_ai.conversation.id``, a UUID-shaped ``gen_ai.agent.id``, ...), for ``workflow.id``.
     ``failed`` is set when the status is ERROR or the span has an ``error_type``;
     ``model_retry`` when its exception is one of the dialect's retry types (pydantic-ai's
-    ``ModelRetry``): the model was asked to try again, the tool did not fail.
+    ``ModelRetry``): the model was asked to try again, the tool did not fail;
+    ``peer_error`` when a CLIENT span's exception is one of the dialect's peer error types (the
+    remote peer answered with an error: the failure arose there, not here).
     """
 
     role: Role
@@ -137,6 +140,7 @@ class SpanFacts:
     model_retry: bool = False
     service: str = ""
     """The ``service.name`` of the span's resource, when the caller gave it."""
+    peer_error: bool = False
 
     def label(self, name: str, default: str = "") -> str:
         """A label's value, or ``default``."""
@@ -237,7 +241,9 @@ class CompiledTables:
        ``agent_name``;
     3. the run id: the first of the dialect's ``run_ids`` attributes present, else what 2.
        found; ``model_retry``: the exception type's last dotted part is in the dialect's
-       ``retry_exception_types``; ``failed``: status ERROR or an ``error_type`` label.
+       ``retry_exception_types``; ``peer_error``: a CLIENT span's exception type is one of
+       the dialect's ``peer_error_types`` (see :func:`type_matches`); ``failed``: status
+       ERROR or an ``error_type`` label.
 
     ``attribute_keys`` is every attribute any table reads (a scanner may skip all others)."""
 
@@ -250,6 +256,7 @@ class CompiledTables:
     retry_exception_types: tuple[tuple[str, ...], ...]
     name_labels: tuple[int, ...] = ()
     run_id_pattern: str = ""
+    peer_error_types: tuple[tuple[str, ...], ...] = ()
 
 
 class _Keys:
@@ -294,10 +301,12 @@ def compile_tables(tables: Sequence[DialectTable]) -> CompiledTables:
     detect = []
     run_ids = []
     retries = []
+    peers = []
     for d_index, table in enumerate(tables):
         detect.append(tuple(_compile_match(m, keys) for m in table.detect))
         run_ids.append(tuple(keys(k) for k in table.run_ids))
         retries.append(tuple(table.retry_exception_types))
+        peers.append(tuple(table.peer_error_types))
         for rule in table.rules:
             labels = []
             relevant = ROLE_LABELS[rule.role]
@@ -323,6 +332,7 @@ def compile_tables(tables: Sequence[DialectTable]) -> CompiledTables:
         rules=tuple(rules),
         run_ids=tuple(run_ids),
         retry_exception_types=tuple(retries),
+        peer_error_types=tuple(peers),
         name_labels=tuple(i for i, label in enumerate(LABELS) if label in NAME_LABELS),
         run_id_pattern=_RUN_ID_RE.pattern,
     )
@@ -476,6 +486,7 @@ class Dialects:
         self._scope_prefixes = tuple(scope_prefixes)
         self._run_ids = tuple(tuple(keys[k] for k in d) for d in self.compiled.run_ids)
         self._retries = tuple(frozenset(r) for r in self.compiled.retry_exception_types)
+        self._peers = self.compiled.peer_error_types or ((),) * len(self.compiled.dialects)
         self.attribute_keys: frozenset[str] = frozenset(keys)
 
     @property
@@ -603,6 +614,7 @@ class Dialects:
         return self._facts(
             index,
             rule,
+            kind,
             attrs,
             labels,
             name_run_id,
@@ -717,6 +729,7 @@ class Dialects:
         return self._facts(
             index,
             rule,
+            kind,
             attrs,
             labels,
             run_id,
@@ -730,6 +743,7 @@ class Dialects:
         self,
         index: int,
         rule: _Rule,
+        kind: int,
         attrs: Mapping[str, Any],
         labels: dict[str, str],
         run_id: str,
@@ -754,6 +768,11 @@ class Dialects:
                     break
         failed = status_code == STATUS_ERROR or bool(labels.get("error_type"))
         retry = bool(exception_type) and exception_type.rsplit(".", 1)[-1] in self._retries[index]
+        peer = (
+            kind == SPAN_KIND_CLIENT
+            and bool(exception_type)
+            and type_matches(exception_type, self._peers[index])
+        )
         return SpanFacts(
             role=rule.role,
             dialect=self.compiled.dialects[index],
@@ -765,6 +784,7 @@ class Dialects:
             exception_type=exception_type,
             model_retry=retry,
             service=service,
+            peer_error=peer,
         )
 
     def classify_span(self, span: Any, scope: str = "", service: str = "") -> SpanFacts:
@@ -790,6 +810,16 @@ def _unclaimed(status_code: int, exception_type: str, service: str) -> SpanFacts
     if not failed and not exception_type:
         return NO_FACTS
     return SpanFacts(Role.NONE, failed=failed, exception_type=exception_type, service=service)
+
+
+def type_matches(exception_type: str, types: Sequence[str]) -> bool:
+    """An exception type is one of ``types``: the whole type or its last dotted part, or
+    prefixed by an entry ending with ``.`` (every error of a module)."""
+    last = exception_type.rsplit(".", 1)[-1]
+    for t in types:
+        if t in (exception_type, last) or (t.endswith(".") and exception_type.startswith(t)):
+            return True
+    return False
 
 
 def _only_present(m: CompiledMatch) -> bool:

@@ -13,7 +13,12 @@ A *dialect* is how one instrumentation library spells agent telemetry. Its table
 * ``run_ids``: attributes holding per-run ids (a UUID in ``gen_ai.agent.id``, a conversation
   id): they go to :attr:`SpanFacts.run_id`, never to a label;
 * ``retry_exception_types``: exception types that mean "the model is asked to retry" (not a
-  tool failure).
+  tool failure);
+* ``peer_error_types``: exception types that mean "the remote peer answered with an error"
+  when a CLIENT span records them (a2a-sdk's ``a2a.utils.errors.*``, raised from a JSON-RPC
+  error response): the failure arose at the peer, which counts it; the client's spans carry it
+  up without counting it again. An entry matches the whole type or its last dotted part; an
+  entry ending with ``.`` matches every type it prefixes (a module's errors).
 
 Tables are data: the built-in ones are ``builtin.yaml`` beside this module; config and plugins
 add more of the same shape (see ``docs/agent-conventions.md``).
@@ -212,6 +217,7 @@ class DialectTable(ConfigModel):
     labels: dict[str, list[LabelSource]] = Field(default_factory=dict)
     run_ids: list[str] = Field(default_factory=list)
     retry_exception_types: list[str] = Field(default_factory=list)
+    peer_error_types: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _labels_known(self) -> DialectTable:

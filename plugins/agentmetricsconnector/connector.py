@@ -49,6 +49,7 @@ from plugins._agentconv import (
     STATUS_ERROR,
     ErrorClassifier,
     attr_map,
+    duration_of,
     exception_type,
     workflow_outcome,
 )
@@ -521,7 +522,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         # attribute or a name / scope prefix that a dialect table recognises (the workflow
         # attributes the workflow processor writes on every span are not such a marker)
         keys, prefixes, scopes = defer_markers(self.dialects, self.names)
-        self._defer_keys = keys
+        # a root carrying its execution's duration (the workflow processor writes it when the
+        # execution is a span below the root) is read in Python: the C scanner times roots
+        self._defer_keys = (*keys, self.names.workflow_duration)
         self._defer_names = tuple(p.encode() for p in prefixes)
         self._defer_scopes = scopes
         self._prices = {m: (p.input / 1e6, p.output / 1e6) for m, p in config.prices.items()}
@@ -933,6 +936,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     sp.start_time_unix_nano,
                     sp.end_time_unix_nano,
                     view.full().status.message,
+                    facts is not None and facts.peer_error,
                 )
             )
 
@@ -1176,7 +1180,11 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or UNKNOWN
         tier = view.label(names.workflow_complexity_tier)
         agent_id = view.get(names.workflow_agent_id) or view.get(names.agent_id) or UNKNOWN
-        duration = (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9
+        # the execution's duration: the root's own, unless the execution is below it
+        given = view.attrs.get(names.workflow_duration)
+        duration = duration_of(given) if given is not None else None
+        if duration is None:
+            duration = (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9
         batch.ops.append(
             (
                 self.executions.add,
