@@ -490,6 +490,7 @@ def agent_source_seeds() -> None:
     for source, scenario in (
         ("pydantic_ai_mcp", "tool_error"),
         ("langgraph_openllmetry", "success"),
+        ("pydantic_ai_http", "success"),  # an HTTP server span above the agent run
     ):
         text = (sources / source / f"{scenario}.json").read_text()
         data = json_format.Parse(text, ExportTraceServiceRequest()).SerializeToString()
