@@ -611,17 +611,9 @@ class Dialects:
                 if text:
                     labels[label] = text
                     break
+        span = (kind, status_code, exception_type, service)
         return self._facts(
-            index,
-            rule,
-            kind,
-            attrs,
-            labels,
-            name_run_id,
-            (input_tokens, output_tokens),
-            status_code,
-            exception_type,
-            service,
+            index, rule, span, attrs, labels, name_run_id, (input_tokens, output_tokens)
         )
 
     def _decide(
@@ -726,35 +718,24 @@ class Dialects:
                 if sources is not None and regex is None:
                     sources[label] = key
                 break
-        return self._facts(
-            index,
-            rule,
-            kind,
-            attrs,
-            labels,
-            run_id,
-            (input_tokens, output_tokens),
-            status_code,
-            exception_type,
-            service,
-        )
+        span = (kind, status_code, exception_type, service)
+        return self._facts(index, rule, span, attrs, labels, run_id, (input_tokens, output_tokens))
 
     def _facts(
         self,
         index: int,
         rule: _Rule,
-        kind: int,
+        span: tuple[int, int, str, str],
         attrs: Mapping[str, Any],
         labels: dict[str, str],
         run_id: str,
         tokens: tuple[int | None, int | None],
-        status_code: int,
-        exception_type: str,
-        service: str,
     ) -> SpanFacts:
         """The end of a classification (memoised or not): the rule's fixed labels, an agent
         run's type from its agent, the per-run id (the dialect's run-id attributes win over
-        ``run_id``, the one a name label gave), failed / retry, and the :class:`SpanFacts`."""
+        ``run_id``, the one a name label gave), failed / retry / peer error, and the
+        :class:`SpanFacts`. ``span``: its kind, status code, exception type and service."""
+        kind, status_code, exception_type, service = span
         for label, value in rule.values:
             labels.setdefault(label, value)
         if rule.role is Role.AGENT_RUN and "workflow_type" not in labels and "agent_name" in labels:

@@ -63,10 +63,7 @@ async def drive(endpoint: str) -> None:
         tp.shutdown()
 
 
-@pytest.mark.slow
-def test_pydantic_ai_runs_give_exact_workflow_series_on_the_default_config(
-    tmp_path: Path,
-) -> None:
+def gateway_env() -> tuple[dict[str, int], dict[str, str]]:
     ports = {name: free_port() for name in ("grpc", "http", "prom", "health", "self")}
     env = {
         "OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
@@ -75,6 +72,14 @@ def test_pydantic_ai_runs_give_exact_workflow_series_on_the_default_config(
         "HEALTH_CHECK_ENDPOINT": f"127.0.0.1:{ports['health']}",
         "PIPELINE_TELEMETRY_ADDRESS": f"127.0.0.1:{ports['self']}",
     }
+    return ports, env
+
+
+@pytest.mark.slow
+def test_pydantic_ai_runs_give_exact_workflow_series_on_the_default_config(
+    tmp_path: Path,
+) -> None:
+    ports, env = gateway_env()
     with GatewayProcess(ROOT / "configs" / "gateway.yaml", env=env) as gw:
         gw.wait_ready()
         asyncio.run(drive(f"http://127.0.0.1:{ports['http']}/v1/traces"))
@@ -115,18 +120,6 @@ def test_pydantic_ai_runs_give_exact_workflow_series_on_the_default_config(
         for _, lbl in series(text, "agent_workflow"):
             assert not any(looks_like_run_id(v) for _, v in lbl), lbl
         assert gw.stop() == 0
-
-
-def gateway_env() -> tuple[dict[str, int], dict[str, str]]:
-    ports = {name: free_port() for name in ("grpc", "http", "prom", "health", "self")}
-    env = {
-        "OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
-        "OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
-        "PROMETHEUS_EXPORTER_ENDPOINT": f"127.0.0.1:{ports['prom']}",
-        "HEALTH_CHECK_ENDPOINT": f"127.0.0.1:{ports['health']}",
-        "PIPELINE_TELEMETRY_ADDRESS": f"127.0.0.1:{ports['self']}",
-    }
-    return ports, env
 
 
 @pytest.mark.slow
