@@ -522,9 +522,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         # attribute or a name / scope prefix that a dialect table recognises (the workflow
         # attributes the workflow processor writes on every span are not such a marker)
         keys, prefixes, scopes = defer_markers(self.dialects, self.names)
-        # a root carrying its execution's duration (the workflow processor writes it when the
-        # execution is a span below the root) is read in Python: the C scanner times roots
-        self._defer_keys = (*keys, self.names.workflow_duration)
+        self._defer_keys = keys
         self._defer_names = tuple(p.encode() for p in prefixes)
         self._defer_scopes = scopes
         self._prices = {m: (p.input / 1e6, p.output / 1e6) for m, p in config.prices.items()}
@@ -620,7 +618,11 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             OUTCOMES,
             self._producers,
             self.config.a2a_producer_cache_size,
-            defer_keys=tuple(k.encode() for k in self._defer_keys),
+            # also a root carrying its execution's duration (the workflow processor writes it
+            # when the execution is a span below the root): the scanner times roots by their
+            # own start and end, Python reads the attribute (nothing else of the span in
+            # Python: no dialect marks it, so it is read as the scanner would read it)
+            defer_keys=tuple(k.encode() for k in (*self._defer_keys, n.workflow_duration)),
             defer_names=self._defer_names,
             defer_scopes=tuple(p.encode() for p in self._defer_scopes),
             shape_keys=self._shape_keys(),
