@@ -10,6 +10,7 @@ policy judges it."""
 from __future__ import annotations
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import Kind, Traces
@@ -176,3 +177,50 @@ def test_tail_sampling_workflow_sla_judges_the_execution(store: str) -> None:
     # over the agent run's duration: sampled; between it and the HTTP span's: not
     assert tail_decision(spans, execution * 0.9) is Decision.SAMPLED
     assert tail_decision(spans, (execution + http) / 2) is Decision.NOT_SAMPLED
+
+
+class _Sink:
+    mutates_data = False
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    async def consume(self, data: Traces) -> None:
+        self.spans += sum(len(ss.spans) for rs in data.message().resource_spans
+                          for ss in rs.scope_spans)  # fmt: skip
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_tail_sampling_processor_judges_the_execution(store: str) -> None:
+    """The same through the ``tail_sampling`` processor, on the whole traces the workflow
+    processor releases (decided at once, by its own reading of the trace)."""
+    from plugins.tailsamplingprocessor.config import TailSamplingConfig
+    from plugins.tailsamplingprocessor.processor import TailSamplingProcessor
+
+    spans = run(make(store), [load(SOURCE, "slow_tool").SerializeToString()])
+    execution = seconds(named(spans, RUN))
+    http = seconds(named(spans, "POST /compute"))
+    req = ExportTraceServiceRequest()
+    req.resource_spans.add().scope_spans.add().spans.extend(spans)
+    for objective, kept in ((execution * 0.9, len(spans)), ((execution + http) / 2, 0)):
+        sink = _Sink()
+        proc = TailSamplingProcessor(
+            settings(Kind.PROCESSOR, "tail_sampling", SelfTelemetry()),
+            TailSamplingConfig.model_validate(
+                {
+                    "policies": [
+                        {
+                            "name": "sla",
+                            "type": "workflow_sla",
+                            "workflow_sla": {"default": f"{objective * 1000:.3f}ms"},
+                        }
+                    ]
+                }
+            ),
+            sink,
+        )
+        whole = Traces(req.SerializeToString())
+        whole.whole_traces = True
+        await proc.consume(whole)
+        await proc.shutdown()
+        assert sink.spans == kept, objective
