@@ -141,6 +141,9 @@ class SpanFacts:
     service: str = ""
     """The ``service.name`` of the span's resource, when the caller gave it."""
     peer_error: bool = False
+    status_report: bool = False
+    """It failed only as the report of an answer's status (a rule's ``reports_status``, no
+    exception of its own): not a failure of its own."""
 
     def label(self, name: str, default: str = "") -> str:
         """A label's value, or ``default``."""
@@ -221,6 +224,7 @@ class CompiledRule:
     labels: tuple[tuple[int, tuple[CompiledSource, ...]], ...]
     """``(label index into LABELS, sources in order)``: the rule's sources, then the dialect's."""
     values: tuple[tuple[int, str], ...]
+    reports_status: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +326,7 @@ def compile_tables(tables: Sequence[DialectTable]) -> CompiledTables:
                     alternatives=tuple(_compile_match(m, keys) for m in rule.match),
                     labels=tuple(labels),
                     values=tuple((LABELS.index(k), v) for k, v in rule.values.items()),
+                    reports_status=rule.reports_status,
                 )
             )
     return CompiledTables(
@@ -390,12 +395,14 @@ VOLATILE_LABELS = frozenset(
 
 
 class _Rule:
-    __slots__ = ("alternatives", "dialect", "labels", "role", "stable", "values", "volatile")
+    __slots__ = ("alternatives", "dialect", "labels", "reports", "role", "stable", "values",
+                 "volatile")  # fmt: skip
 
     def __init__(self, rule: CompiledRule, tables: CompiledTables) -> None:
         keys = tables.attribute_keys
         self.dialect = rule.dialect
         self.role = rule.role
+        self.reports = rule.reports_status
         self.alternatives = tuple(_Alt(m, keys) for m in rule.alternatives)
         self.labels = tuple(
             (
@@ -766,6 +773,7 @@ class Dialects:
             model_retry=retry,
             service=service,
             peer_error=peer,
+            status_report=rule.reports and failed and not exception_type,
         )
 
     def classify_span(self, span: Any, scope: str = "", service: str = "") -> SpanFacts:

@@ -191,6 +191,11 @@ class Rule(ConfigModel):
     values: dict[str, str] = Field(default_factory=dict)
     """Constant labels for spans of this rule (when no source gives one), e.g.
     ``mcp_method: tools/call`` for a tool span of an MCP instrumentation."""
+    reports_status: bool = False
+    """Spans of this rule report the status of an answer another span gives (OpenTelemetry's
+    ASGI ``http send`` span, set ERROR for a 5xx response): when one fails without recording
+    an exception of its own, the failure is not its own and not counted there (the server
+    span it reports for says the request failed; what failed below that, where it arose)."""
 
     @field_validator("role", mode="before")
     @classmethod

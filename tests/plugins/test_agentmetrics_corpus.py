@@ -96,20 +96,16 @@ EXPECTED["pydantic_ai_mcp", "model_retry"] = (
 EXPECTED["pydantic_ai_mcp", "failed_run"] = ({}, {("RuntimeError", "llm"): 1}, {})
 # served over HTTP (Starlette under OpenTelemetry's ASGI instrumentation): the endpoint
 # catches the run's failure and answers 500. The ASGI instrumentation sets ERROR on its
-# "POST /compute http send" span for the 5xx answer (no exception): a sibling of the agent
-# run, nothing failed below it, so it counts as a failure of its own (component "agent")
-# beside the model call's -- a limitation documented in docs/agent-workflow.md
+# "POST /compute http send" span for the 5xx answer (no exception): the asgi dialect's
+# reports_status, not a failure of its own; the server span is above the failed agent run:
+# one failure, the model call's
 for _scenario, _tool in (("success", "add"), ("slow_tool", "slow")):
     EXPECTED["pydantic_ai_http", _scenario] = (
         {("function", _tool, "success", "none", ""): 1},
         {},
         {},
     )
-EXPECTED["pydantic_ai_http", "failed_run"] = (
-    {},
-    {("RuntimeError", "llm"): 1, ("_OTHER", "agent"): 1},
-    {},
-)
+EXPECTED["pydantic_ai_http", "failed_run"] = ({}, {("RuntimeError", "llm"): 1}, {})
 _A2A_OK = {("sent", "message/send", "unknown"): 1, ("received", "message/send", "processed"): 1}
 EXPECTED["a2a_sdk", "success"] = ({}, {}, _A2A_OK)
 EXPECTED["a2a_sdk", "slow_tool"] = ({}, {}, _A2A_OK)
@@ -361,3 +357,23 @@ async def test_a2a_peer_error_propagates_to_the_callers_span() -> None:
     root.parent_span_id = above.span_id
     req.resource_spans[0].scope_spans[-1].spans.append(above)
     assert await errors_of(req) == {("RuntimeError", "a2a"): 1}
+
+
+async def test_a_5xx_answered_by_the_handler_counts_once_at_the_server_span() -> None:
+    """The recorded HTTP trace, the handler answering 500 by its own logic (nothing below
+    failed): the server span and the ASGI 'http send' span that reports the answer are ERROR;
+    the failure is the server span's, once (component http)."""
+    req = load("pydantic_ai_http", "success")
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                kinds = {kv.key: kv.value for kv in sp.attributes}
+                if sp.name == "POST /compute" or (
+                    "asgi.event.type" in kinds
+                    and kinds["asgi.event.type"].string_value == "http.response.start"
+                ):
+                    sp.status.code = 2
+                    for kv in sp.attributes:
+                        if kv.key == "http.status_code":
+                            kv.value.int_value = 500
+    assert await errors_of(req) == {("_OTHER", "http"): 1}

@@ -27,9 +27,34 @@ INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER = 1, 2, 3, 4, 5
 
 def test_builtin_dialects_in_order() -> None:
     assert default_dialects().names[-1] == "genai"
-    assert {"gateway", "openllmetry", "openinference", "mcp_sdk", "a2a_sdk", "genai"} <= set(
-        default_dialects().names
+    assert {
+        "gateway",
+        "openllmetry",
+        "openinference",
+        "mcp_sdk",
+        "a2a_sdk",
+        "asgi",
+        "genai",
+    } <= set(default_dialects().names)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "status", "exception", "report"),
+    [
+        ({"asgi.event.type": "http.response.start", "http.status_code": 500}, 2, "", True),
+        ({"asgi.event.type": "http.response.start"}, 0, "", False),  # did not fail
+        ({"asgi.event.type": "http.response.body"}, 2, "OSError", False),  # its own exception
+        ({"http.status_code": 500}, 2, "", False),  # not an ASGI message span
+    ],
+)
+def test_asgi_send_span_reports_a_status(
+    attrs: dict[str, Any], status: int, exception: str, report: bool
+) -> None:
+    facts = default_dialects().classify(
+        "POST /compute http send", INTERNAL, attrs, status_code=status, exception_type=exception
     )
+    assert facts.role is Role.NONE
+    assert facts.status_report is report
 
 
 def test_genai_agent_run_keeps_per_run_ids_out_of_labels() -> None:
