@@ -606,6 +606,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             n.workflow_complexity_tier,
             n.workflow_agent_id,
             n.agent_id,
+            n.workflow_duration,
         )
         return native.Scanner(
             tuple(k.encode() for k in keys),
@@ -622,11 +623,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             OUTCOMES,
             self._producers,
             self.config.a2a_producer_cache_size,
-            # also a root carrying its execution's duration (the workflow processor writes it
-            # when the execution is a span below the root): the scanner times roots by their
-            # own start and end, Python reads the attribute (nothing else of the span in
-            # Python: no dialect marks it, so it is read as the scanner would read it)
-            defer_keys=tuple(k.encode() for k in (*self._defer_keys, n.workflow_duration)),
+            defer_keys=tuple(k.encode() for k in self._defer_keys),
             defer_names=self._defer_names,
             defer_scopes=tuple(p.encode() for p in self._defer_scopes),
             shape_keys=self._shape_keys(),
