@@ -8,10 +8,13 @@ and on ``{key: AnyValue}`` views of their attributes; they never hold per-span s
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import Field
 
 from pipeline import ConfigModel
@@ -36,6 +39,10 @@ class AttributeNames(ConfigModel):
     workflow_outcome: str = "workflow.outcome"
     workflow_complexity_tier: str = "workflow.complexity_tier"
     workflow_agent_id: str = "workflow.agent.id"
+    # the execution's duration in seconds (a double), written by the workflow processor on
+    # the trace's root when the execution is a span below it (an HTTP server span above an
+    # agent run): the workflow's duration is the execution's, not the root's
+    workflow_duration: str = "workflow.duration"
     # GenAI agents
     agent_id: str = "gen_ai.agent.id"
     agent_name: str = "gen_ai.agent.name"
@@ -197,6 +204,41 @@ def workflow_outcome(span: Any, attrs: Mapping[str, Any], names: AttributeNames)
         span.status.code,
         span.status.message,
     )
+
+
+def duration_of(value: Any) -> float | None:
+    """A ``workflow.duration`` value in seconds (a decoded ``AnyValue`` or its encoding; a
+    double, an integer or a numeric string), or ``None`` when it is none of these, negative
+    or not finite."""
+    if isinstance(value, bytes | bytearray):
+        try:
+            value = AnyValue.FromString(bytes(value))
+        except DecodeError:
+            return None
+    kind = value.WhichOneof("value")
+    if kind == "double_value":
+        seconds = float(value.double_value)
+    elif kind == "int_value":
+        seconds = float(value.int_value)
+    elif kind == "string_value":
+        try:
+            seconds = float(value.string_value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def workflow_duration(span: Any, attrs: Mapping[str, Any], names: AttributeNames) -> float:
+    """The duration of a workflow root's execution in seconds: ``workflow.duration`` when the
+    workflow processor wrote it (the execution is below the root), else the root's own."""
+    given = attrs.get(names.workflow_duration)
+    if given is not None:
+        seconds = duration_of(given)
+        if seconds is not None:
+            return seconds
+    return float((span.end_time_unix_nano - span.start_time_unix_nano) / 1e9)
 
 
 def is_workflow_root(span: Any, attrs: Mapping[str, Any], names: AttributeNames) -> bool:

@@ -26,6 +26,7 @@ from plugins._agentdialects.tables import (
 
 STATUS_ERROR = 2
 TOOLS_CALL = "tools/call"
+SPAN_KIND_CLIENT = SPAN_KINDS["CLIENT"]
 
 # Labels that name things (become metric labels): a per-run id found there is not a name.
 NAME_LABELS = frozenset({"workflow_type", "agent_name", "tool_name", "a2a_message_type"})
@@ -123,7 +124,9 @@ class SpanFacts:
     (``gen_ai.conversation.id``, a UUID-shaped ``gen_ai.agent.id``, ...), for ``workflow.id``.
     ``failed`` is set when the status is ERROR or the span has an ``error_type``;
     ``model_retry`` when its exception is one of the dialect's retry types (pydantic-ai's
-    ``ModelRetry``): the model was asked to try again, the tool did not fail.
+    ``ModelRetry``): the model was asked to try again, the tool did not fail;
+    ``peer_error`` when a CLIENT span's exception is one of the dialect's peer error types (the
+    remote peer answered with an error: the failure arose there, not here).
     """
 
     role: Role
@@ -137,6 +140,10 @@ class SpanFacts:
     model_retry: bool = False
     service: str = ""
     """The ``service.name`` of the span's resource, when the caller gave it."""
+    peer_error: bool = False
+    status_report: bool = False
+    """It failed only as the report of an answer's status (a rule's ``reports_status``, no
+    exception of its own): not a failure of its own."""
 
     def label(self, name: str, default: str = "") -> str:
         """A label's value, or ``default``."""
@@ -217,6 +224,7 @@ class CompiledRule:
     labels: tuple[tuple[int, tuple[CompiledSource, ...]], ...]
     """``(label index into LABELS, sources in order)``: the rule's sources, then the dialect's."""
     values: tuple[tuple[int, str], ...]
+    reports_status: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +245,9 @@ class CompiledTables:
        ``agent_name``;
     3. the run id: the first of the dialect's ``run_ids`` attributes present, else what 2.
        found; ``model_retry``: the exception type's last dotted part is in the dialect's
-       ``retry_exception_types``; ``failed``: status ERROR or an ``error_type`` label.
+       ``retry_exception_types``; ``peer_error``: a CLIENT span's exception type is one of
+       the dialect's ``peer_error_types`` (see :func:`type_matches`); ``failed``: status
+       ERROR or an ``error_type`` label.
 
     ``attribute_keys`` is every attribute any table reads (a scanner may skip all others)."""
 
@@ -250,6 +260,7 @@ class CompiledTables:
     retry_exception_types: tuple[tuple[str, ...], ...]
     name_labels: tuple[int, ...] = ()
     run_id_pattern: str = ""
+    peer_error_types: tuple[tuple[str, ...], ...] = ()
 
 
 class _Keys:
@@ -294,10 +305,12 @@ def compile_tables(tables: Sequence[DialectTable]) -> CompiledTables:
     detect = []
     run_ids = []
     retries = []
+    peers = []
     for d_index, table in enumerate(tables):
         detect.append(tuple(_compile_match(m, keys) for m in table.detect))
         run_ids.append(tuple(keys(k) for k in table.run_ids))
         retries.append(tuple(table.retry_exception_types))
+        peers.append(tuple(table.peer_error_types))
         for rule in table.rules:
             labels = []
             relevant = ROLE_LABELS[rule.role]
@@ -313,6 +326,7 @@ def compile_tables(tables: Sequence[DialectTable]) -> CompiledTables:
                     alternatives=tuple(_compile_match(m, keys) for m in rule.match),
                     labels=tuple(labels),
                     values=tuple((LABELS.index(k), v) for k, v in rule.values.items()),
+                    reports_status=rule.reports_status,
                 )
             )
     return CompiledTables(
@@ -323,6 +337,7 @@ def compile_tables(tables: Sequence[DialectTable]) -> CompiledTables:
         rules=tuple(rules),
         run_ids=tuple(run_ids),
         retry_exception_types=tuple(retries),
+        peer_error_types=tuple(peers),
         name_labels=tuple(i for i, label in enumerate(LABELS) if label in NAME_LABELS),
         run_id_pattern=_RUN_ID_RE.pattern,
     )
@@ -380,12 +395,14 @@ VOLATILE_LABELS = frozenset(
 
 
 class _Rule:
-    __slots__ = ("alternatives", "dialect", "labels", "role", "stable", "values", "volatile")
+    __slots__ = ("alternatives", "dialect", "labels", "reports", "role", "stable", "values",
+                 "volatile")  # fmt: skip
 
     def __init__(self, rule: CompiledRule, tables: CompiledTables) -> None:
         keys = tables.attribute_keys
         self.dialect = rule.dialect
         self.role = rule.role
+        self.reports = rule.reports_status
         self.alternatives = tuple(_Alt(m, keys) for m in rule.alternatives)
         self.labels = tuple(
             (
@@ -476,6 +493,7 @@ class Dialects:
         self._scope_prefixes = tuple(scope_prefixes)
         self._run_ids = tuple(tuple(keys[k] for k in d) for d in self.compiled.run_ids)
         self._retries = tuple(frozenset(r) for r in self.compiled.retry_exception_types)
+        self._peers = self.compiled.peer_error_types or ((),) * len(self.compiled.dialects)
         self.attribute_keys: frozenset[str] = frozenset(keys)
 
     @property
@@ -560,14 +578,7 @@ class Dialects:
             and not name.startswith(self._name_prefixes)
             and not scope.startswith(self._scope_prefixes)
         ):  # no dialect can claim it (as in match): no memo needed
-            if status_code != STATUS_ERROR and not exception_type:
-                return NO_FACTS
-            return SpanFacts(
-                Role.NONE,
-                failed=status_code == STATUS_ERROR,
-                exception_type=exception_type,
-                service=service,
-            )
+            return _unclaimed(status_code, exception_type, service)
         stable = self._stable_keys
         key = (name, kind, scope, root, tuple([kv for kv in attrs.items() if kv[0] in stable]))
         memo = self._memo
@@ -585,12 +596,7 @@ class Dialects:
                 memo.clear()
             memo[key] = decided
         if decided is None:
-            failed = status_code == STATUS_ERROR
-            if not failed and not exception_type:
-                return NO_FACTS
-            return SpanFacts(
-                Role.NONE, failed=failed, exception_type=exception_type, service=service
-            )
+            return _unclaimed(status_code, exception_type, service)
         index, rule, stable_labels, name_run_id = decided
         labels = dict(stable_labels)
         input_tokens = output_tokens = None
@@ -612,31 +618,9 @@ class Dialects:
                 if text:
                     labels[label] = text
                     break
-        for label, value in rule.values:
-            labels.setdefault(label, value)
-        if rule.role is Role.AGENT_RUN and "workflow_type" not in labels and "agent_name" in labels:
-            labels["workflow_type"] = labels["agent_name"]
-        run_id = name_run_id
-        for akey in self._run_ids[index]:
-            raw = attrs.get(akey)
-            if raw is not None:
-                text = value_text(raw)
-                if text:
-                    run_id = text
-                    break
-        failed = status_code == STATUS_ERROR or bool(labels.get("error_type"))
-        retry = bool(exception_type) and exception_type.rsplit(".", 1)[-1] in self._retries[index]
-        return SpanFacts(
-            role=rule.role,
-            dialect=self.compiled.dialects[index],
-            labels=MappingProxyType(labels),
-            run_id=run_id,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            failed=failed,
-            exception_type=exception_type,
-            model_retry=retry,
-            service=service,
+        span = (kind, status_code, exception_type, service)
+        return self._facts(
+            index, rule, span, attrs, labels, name_run_id, (input_tokens, output_tokens)
         )
 
     def _decide(
@@ -704,12 +688,7 @@ class Dialects:
     ) -> SpanFacts:
         found = self.match(name, kind, attrs, scope, root)
         if found is None:
-            failed = status_code == STATUS_ERROR
-            if not failed and not exception_type:
-                return NO_FACTS
-            return SpanFacts(
-                Role.NONE, failed=failed, exception_type=exception_type, service=service
-            )
+            return _unclaimed(status_code, exception_type, service)
         index, rule = found
         labels: dict[str, str] = {}
         run_id = ""
@@ -746,6 +725,24 @@ class Dialects:
                 if sources is not None and regex is None:
                     sources[label] = key
                 break
+        span = (kind, status_code, exception_type, service)
+        return self._facts(index, rule, span, attrs, labels, run_id, (input_tokens, output_tokens))
+
+    def _facts(
+        self,
+        index: int,
+        rule: _Rule,
+        span: tuple[int, int, str, str],
+        attrs: Mapping[str, Any],
+        labels: dict[str, str],
+        run_id: str,
+        tokens: tuple[int | None, int | None],
+    ) -> SpanFacts:
+        """The end of a classification (memoised or not): the rule's fixed labels, an agent
+        run's type from its agent, the per-run id (the dialect's run-id attributes win over
+        ``run_id``, the one a name label gave), failed / retry / peer error, and the
+        :class:`SpanFacts`. ``span``: its kind, status code, exception type and service."""
+        kind, status_code, exception_type, service = span
         for label, value in rule.values:
             labels.setdefault(label, value)
         if rule.role is Role.AGENT_RUN and "workflow_type" not in labels and "agent_name" in labels:
@@ -759,17 +756,24 @@ class Dialects:
                     break
         failed = status_code == STATUS_ERROR or bool(labels.get("error_type"))
         retry = bool(exception_type) and exception_type.rsplit(".", 1)[-1] in self._retries[index]
+        peer = (
+            kind == SPAN_KIND_CLIENT
+            and bool(exception_type)
+            and type_matches(exception_type, self._peers[index])
+        )
         return SpanFacts(
             role=rule.role,
             dialect=self.compiled.dialects[index],
             labels=MappingProxyType(labels),
             run_id=run_id,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
             failed=failed,
             exception_type=exception_type,
             model_retry=retry,
             service=service,
+            peer_error=peer,
+            status_report=rule.reports and failed and not exception_type,
         )
 
     def classify_span(self, span: Any, scope: str = "", service: str = "") -> SpanFacts:
@@ -787,6 +791,24 @@ class Dialects:
             exception_type=first_exception_type(span),
             service=service,
         )
+
+
+def _unclaimed(status_code: int, exception_type: str, service: str) -> SpanFacts:
+    """The facts of a span no dialect claims: nothing, or that it failed."""
+    failed = status_code == STATUS_ERROR
+    if not failed and not exception_type:
+        return NO_FACTS
+    return SpanFacts(Role.NONE, failed=failed, exception_type=exception_type, service=service)
+
+
+def type_matches(exception_type: str, types: Sequence[str]) -> bool:
+    """An exception type is one of ``types``: the whole type or its last dotted part, or
+    prefixed by an entry ending with ``.`` (every error of a module)."""
+    last = exception_type.rsplit(".", 1)[-1]
+    for t in types:
+        if t in (exception_type, last) or (t.endswith(".") and exception_type.startswith(t)):
+            return True
+    return False
 
 
 def _only_present(m: CompiledMatch) -> bool:

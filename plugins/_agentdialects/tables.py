@@ -13,7 +13,12 @@ A *dialect* is how one instrumentation library spells agent telemetry. Its table
 * ``run_ids``: attributes holding per-run ids (a UUID in ``gen_ai.agent.id``, a conversation
   id): they go to :attr:`SpanFacts.run_id`, never to a label;
 * ``retry_exception_types``: exception types that mean "the model is asked to retry" (not a
-  tool failure).
+  tool failure);
+* ``peer_error_types``: exception types that mean "the remote peer answered with an error"
+  when a CLIENT span records them (a2a-sdk's ``a2a.utils.errors.*``, raised from a JSON-RPC
+  error response): the failure arose at the peer, which counts it; the client's spans carry it
+  up without counting it again. An entry matches the whole type or its last dotted part; an
+  entry ending with ``.`` matches every type it prefixes (a module's errors).
 
 Tables are data: the built-in ones are ``builtin.yaml`` beside this module; config and plugins
 add more of the same shape (see ``docs/agent-conventions.md``).
@@ -186,6 +191,11 @@ class Rule(ConfigModel):
     values: dict[str, str] = Field(default_factory=dict)
     """Constant labels for spans of this rule (when no source gives one), e.g.
     ``mcp_method: tools/call`` for a tool span of an MCP instrumentation."""
+    reports_status: bool = False
+    """Spans of this rule report the status of an answer another span gives (OpenTelemetry's
+    ASGI ``http send`` span, set ERROR for a 5xx response): when one fails without recording
+    an exception of its own, the failure is not its own and not counted there (the server
+    span it reports for says the request failed; what failed below that, where it arose)."""
 
     @field_validator("role", mode="before")
     @classmethod
@@ -212,6 +222,7 @@ class DialectTable(ConfigModel):
     labels: dict[str, list[LabelSource]] = Field(default_factory=dict)
     run_ids: list[str] = Field(default_factory=list)
     retry_exception_types: list[str] = Field(default_factory=list)
+    peer_error_types: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _labels_known(self) -> DialectTable:

@@ -14,6 +14,7 @@
  * Malformed input raises ValueError; nothing is read outside the buffer.
  */
 #include "pbwire.h"
+#include <math.h>
 
 /* attribute keys, in the order the Python side passes them */
 enum {
@@ -22,6 +23,7 @@ enum {
     K_HTTP_METHOD, K_HTTP_METHOD_OLD, K_HTTP_STATUS, K_HTTP_STATUS_OLD, K_HTTP_ROUTE,
     K_DB_SYSTEM, K_DB_SYSTEM_LEGACY, K_ERROR_SEVERITY, K_ERROR_RECOVERABLE,
     K_WF_NAME, K_WF_ID, K_WF_TYPE, K_WF_OUTCOME, K_WF_TIER, K_WF_AGENT, K_AGENT,
+    K_WF_DURATION,
     NKEYS
 };
 
@@ -600,6 +602,18 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
     PyObject *comp_obj = NULL;
 
     if (workflow) {
+        /* the execution's duration when the workflow processor wrote it on the root (the
+         * execution is below it): a double (AnyValue field 4); another encoding: Python's */
+        double wf_duration = duration;
+        if (s->present[K_WF_DURATION]) {
+            slice v = s->values[K_WF_DURATION];
+            if (v.n != 9 || v.p[0] != 0x21) return 1;
+            uint64_t bits = 0;
+            for (int i = 8; i >= 1; i--) bits = bits << 8 | v.p[i];
+            double given;
+            memcpy(&given, &bits, sizeof given);
+            if (isfinite(given) && given >= 0) wf_duration = given;
+        }
         PyObject *wf_type = GET(K_WF_TYPE);
         if (wf_type == NULL && PyErr_Occurred()) return -1;
         if (!truthy(wf_type)) {
@@ -629,7 +643,7 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
         e->count++;
         e = get_entry(&st->a, M_WF_DURATION, wf_type, tier, NULL, NULL);
         if (e == NULL) goto wf_error;
-        observe(self, e, B_WORKFLOW, duration, s->trace_id, s->span_id, st->base);
+        observe(self, e, B_WORKFLOW, wf_duration, s->trace_id, s->span_id, st->base);
         /* (type, outcome) -> durations, for the failure/SLA windows */
         PyObject *key = PyTuple_Pack(2, wf_type, outcome);
         if (key == NULL) goto wf_error;
@@ -644,7 +658,7 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
             Py_DECREF(durations); /* the dict holds it */
         }
         Py_DECREF(key);
-        PyObject *d = PyFloat_FromDouble(duration);
+        PyObject *d = PyFloat_FromDouble(wf_duration);
         if (d == NULL || PyList_Append(durations, d) < 0) { Py_XDECREF(d); goto wf_error; }
         Py_DECREF(d);
         Py_XDECREF(owned);

@@ -1006,6 +1006,8 @@ typedef struct {
     PyObject *root_present;       /* tuple of the stamp keys the root has */
     PyObject *root;     /* None or (workflow, workflow_id, workflow_type, outcome, present) */
     PyObject *agent_id; /* str */
+    PyObject *root_extra; /* bytes appended to the span at root_index after its stamp (the
+                           * execution's workflow.duration when it is below the root) */
     Py_ssize_t nbytes, root_index, tool_calls;
 } TraceObject;
 
@@ -1195,7 +1197,8 @@ trace_create(PyTypeObject *type, double now, double queued_at, double queued_fir
     t->root_present = PyTuple_New(0);
     t->agent_id = PyUnicode_FromStringAndSize(NULL, 0);
     t->root = Py_NewRef(Py_None);
-    if (!t->root_present || !t->agent_id) {
+    t->root_extra = PyBytes_FromStringAndSize(NULL, 0);
+    if (!t->root_present || !t->agent_id || !t->root_extra) {
         Py_DECREF(t);
         return NULL;
     }
@@ -1231,6 +1234,7 @@ trace_dealloc(TraceObject *t)
     Py_CLEAR(t->root_present);
     Py_CLEAR(t->root);
     Py_CLEAR(t->agent_id);
+    Py_CLEAR(t->root_extra);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
@@ -1354,6 +1358,7 @@ static PyMemberDef trace_members[] = {
     {"root_present", T_OBJECT_EX, offsetof(TraceObject, root_present), 0, NULL},
     {"root", T_OBJECT, offsetof(TraceObject, root), 0, NULL},
     {"agent_id", T_OBJECT_EX, offsetof(TraceObject, agent_id), 0, NULL},
+    {"root_extra", T_OBJECT_EX, offsetof(TraceObject, root_extra), 0, NULL},
     {"nbytes", T_PYSSIZET, offsetof(TraceObject, nbytes), 0, NULL},
     {"root_index", T_PYSSIZET, offsetof(TraceObject, root_index), 0, NULL},
     {"tool_calls", T_PYSSIZET, offsetof(TraceObject, tool_calls), 0, NULL},
@@ -1409,7 +1414,7 @@ trace_checked(PyObject *o)
     }
     TraceObject *t = (TraceObject *)o;
     if (!t->root_present || !PyTuple_Check(t->root_present) || !t->agent_id ||
-        !PyUnicode_Check(t->agent_id) ||
+        !PyUnicode_Check(t->agent_id) || !t->root_extra || !PyBytes_Check(t->root_extra) ||
         !(t->root == NULL || t->root == Py_None ||
           (PyTuple_Check(t->root) && PyTuple_GET_SIZE(t->root) == 5))) {
         PyErr_SetString(PyExc_TypeError, "a Trace member has the wrong type");
@@ -2240,12 +2245,13 @@ done:
     return rc;
 }
 
-/* a held trace's spans into the buckets, as add_item (the trace is kept alive by the caller;
- * its chunks stay where they are even if suffix_for adds spans to it) */
+/* a held trace's spans into the buckets, as add_item, the span at root_index followed by
+ * root_extra too when it is not NULL (the trace is kept alive by the caller; its chunks stay
+ * where they are even if suffix_for adds spans to it) */
 static int
 add_trace(buckets *b, PyObject *keep, TraceObject *t, PyObject *suffix, PyObject *stamp,
-          Py_ssize_t root_index, PyObject *root_suffix, PyObject *markers, common_part common,
-          PyObject *suffix_for)
+          Py_ssize_t root_index, PyObject *root_suffix, PyObject *root_extra, PyObject *markers,
+          common_part common, PyObject *suffix_for)
 {
     int search = stamp != Py_None && PyTuple_GET_SIZE(markers) > 0;
     Py_ssize_t nchunks = t->nchunks, index = 0;
@@ -2277,6 +2283,16 @@ add_trace(buckets *b, PyObject *keep, TraceObject *t, PyObject *suffix, PyObject
                     PyErr_SetString(PyExc_TypeError, "suffix_for must return bytes");
                     return -1;
                 }
+            }
+            if (index == root_index && root_extra != NULL && stamp != Py_None) {
+                /* the root's stamp, then what the root carries of its execution */
+                Py_ssize_t a = PyBytes_GET_SIZE(sfx), e = PyBytes_GET_SIZE(root_extra);
+                PyObject *joined = PyBytes_FromStringAndSize(NULL, a + e);
+                if (joined == NULL || append_new(keep, joined) < 0)
+                    return -1;
+                memcpy(PyBytes_AS_STRING(joined), PyBytes_AS_STRING(sfx), (size_t)a);
+                memcpy(PyBytes_AS_STRING(joined) + a, PyBytes_AS_STRING(root_extra), (size_t)e);
+                sfx = joined;
             }
             if (bucket_push(g, span, NULL, sfx) < 0)
                 return -1;
@@ -2924,7 +2940,8 @@ tw_release(PyObject *self, PyObject *args)
             goto done; /* changed by suffix_for */
         PyObject *stamp = PyList_GET_ITEM(stamps, i);
         if (stamp == Py_None) {
-            if (add_trace(&b, keep, t, empty, stamp, -1, NULL, markers, common, suffix_for) < 0)
+            if (add_trace(&b, keep, t, empty, stamp, -1, NULL, NULL, markers, common,
+                          suffix_for) < 0)
                 goto done;
             continue;
         }
@@ -2949,8 +2966,12 @@ tw_release(PyObject *self, PyObject *args)
             if (root_suffix == NULL || append_new(keep, root_suffix) < 0)
                 goto done;
         }
-        if (add_trace(&b, keep, t, suffix, stamp, root_suffix ? t->root_index : -1, root_suffix,
-                      markers, common, suffix_for) < 0)
+        /* held in `keep`: suffix_for could assign the member */
+        PyObject *extra = PyBytes_GET_SIZE(t->root_extra) ? t->root_extra : NULL;
+        if (extra != NULL && PyList_Append(keep, extra) < 0)
+            goto done;
+        if (add_trace(&b, keep, t, suffix, stamp, (root_suffix || extra) ? t->root_index : -1,
+                      root_suffix, extra, markers, common, suffix_for) < 0)
             goto done;
     }
     PyObject *encoded = write_buckets(&b);

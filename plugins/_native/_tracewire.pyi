@@ -24,6 +24,7 @@ class Trace:
     root: RootFacts | None
     agent_id: str
     tool_calls: int
+    root_extra: bytes  # appended to the span at root_index after its stamp (b"": nothing)
     def __init__(
         self, last_seen: float, queued_at: float, queued_first: float, nbytes: int = ...
     ) -> None: ...

@@ -24,9 +24,12 @@ for a *join window* and then settles the trace:
   span that did not fail (the failure below was handled), is a new failure, counted: a
   workflow that times out after one of its HTTP calls failed and was handled failed twice;
   an A2A client whose server failed (another exception type across the wire, no span
-  between them) failed once. Of two failures of one trace with the same error type where
-  one span's time holds the other's, only the inner one counts (a span that records an
-  error it did not raise, beside the span that raised it).
+  between them) failed once. A client span failing with an error the remote peer answered
+  (the dialect's ``peer_error_types``: a2a-sdk's JSON-RPC errors) is not counted: the failure
+  arose at the peer, which counts it (a2a-sdk carries no trace context across, so the two
+  sides are two traces); it still propagates to the spans above it. Of two failures of one
+  trace with the same error type where one span's time holds the other's, only the inner one
+  counts (a span that records an error it did not raise, beside the span that raised it).
 
 A trace's entry is settled ``window`` seconds after its first span was seen (or earlier when
 more than ``max_traces`` traces are held: the oldest goes first, counted, never lost), and all
@@ -98,6 +101,7 @@ class Failure:
     start: int = 0
     end: int = 0
     message: str = ""  # the status message
+    peer: bool = False  # the remote peer answered with this error: counted there, not here
 
     @property
     def types(self) -> tuple[str, ...]:
@@ -421,7 +425,7 @@ class CallJoiner:
         origins = [
             f
             for f in entry.failures
-            if not marks.propagated(f) and not _inside_failed_call(f, failed_calls)
+            if not (f.peer or marks.propagated(f)) and not _inside_failed_call(f, failed_calls)
         ]
         for failure in origins:
             # the same error recorded by a span whose time holds another's (OpenInference

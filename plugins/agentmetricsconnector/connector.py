@@ -49,6 +49,7 @@ from plugins._agentconv import (
     STATUS_ERROR,
     ErrorClassifier,
     attr_map,
+    duration_of,
     exception_type,
     workflow_outcome,
 )
@@ -193,9 +194,10 @@ def defer_markers(
     PRODUCER/CONSUMER spans with ``a2a.message.type``: the scanner counts those itself, and
     sends its failed spans and tool calls to Python anyway), and so are the attributes the
     workflow processor writes on every span (they mark a workflow only on its root, which is
-    counted either way); a dialect that detects a span by nothing of these (an empty
-    ``detect``, a name regular expression) makes every span one for Python (the empty name
-    prefix)."""
+    counted either way), and so are the dialects whose rules give no role (they say something
+    of failed spans only, which Python reads anyway); a dialect that detects a span by nothing
+    of these (an empty ``detect``, a name regular expression) makes every span one for Python
+    (the empty name prefix)."""
     compiled = dialects.compiled
     written = {
         names.workflow_id,
@@ -207,9 +209,12 @@ def defer_markers(
     keys: dict[str, None] = {}
     prefixes: dict[str, None] = {}
     scopes: dict[str, None] = {}
-    for name, detect in zip(compiled.dialects, compiled.detect, strict=True):
-        if name == GATEWAY_DIALECT:
-            continue
+    only_none = {i for i, _ in enumerate(compiled.dialects)} - {
+        r.dialect for r in compiled.rules if r.role is not Role.NONE
+    }
+    for index, (name, detect) in enumerate(zip(compiled.dialects, compiled.detect, strict=True)):
+        if name == GATEWAY_DIALECT or index in only_none:
+            continue  # (a dialect giving no role says something of failed spans only)
         if not detect:
             prefixes[""] = None
         for alt in detect:
@@ -601,6 +606,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             n.workflow_complexity_tier,
             n.workflow_agent_id,
             n.agent_id,
+            n.workflow_duration,
         )
         return native.Scanner(
             tuple(k.encode() for k in keys),
@@ -922,7 +928,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             if http_method is not None:
                 self._http(view, http_method, now_ns, batch)
                 component = component or "http"
-        if failed:
+        if failed and not (facts is not None and facts.status_report):
             batch.failures.append(
                 Failure(
                     sp.trace_id,
@@ -933,6 +939,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     sp.start_time_unix_nano,
                     sp.end_time_unix_nano,
                     view.full().status.message,
+                    facts is not None and facts.peer_error,
                 )
             )
 
@@ -1176,7 +1183,11 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or UNKNOWN
         tier = view.label(names.workflow_complexity_tier)
         agent_id = view.get(names.workflow_agent_id) or view.get(names.agent_id) or UNKNOWN
-        duration = (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9
+        # the execution's duration: the root's own, unless the execution is below it
+        given = view.attrs.get(names.workflow_duration)
+        duration = duration_of(given) if given is not None else None
+        if duration is None:
+            duration = (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9
         batch.ops.append(
             (
                 self.executions.add,

@@ -25,6 +25,7 @@ from plugins._agentconv import (
     attr_str,
     is_tool_call,
     is_workflow_root,
+    workflow_duration,
     workflow_outcome,
     workflow_type,
 )
@@ -728,7 +729,7 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
             objective = sla.objective(wf_type)
             if objective is None:
                 return Decision.NOT_SAMPLED
-            duration = (root.end_time_unix_nano - root.start_time_unix_nano) / 1e9
+            duration = workflow_duration(root, attrs, NAMES)  # the execution's
             return Decision.SAMPLED if duration > objective else Decision.NOT_SAMPLED
 
         return Policy(cfg.name, over_sla)

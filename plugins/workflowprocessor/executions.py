@@ -118,6 +118,7 @@ class Execution:
     span_id: bytes
     parent: bytes
     start: int
+    end: int
     facts: RootFacts  # (True, workflow id, type, outcome, stamp attributes present)
     agent: str  # the agent's logical name, or ""
 
@@ -183,6 +184,7 @@ def execution_of(
         view.span_id,
         view.parent_span_id,
         view.start_time_unix_nano,
+        view.end_time_unix_nano,
         (True, wf_id, wf_type, outcome, present),
         agent,
     )

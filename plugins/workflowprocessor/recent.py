@@ -28,6 +28,7 @@ from pipeline.status import (
     WorkflowProvider,
     WorkflowSummary,
 )
+from plugins._agentconv import duration_of
 
 MAX_WORKFLOWS = 1000  # released workflows kept for the console
 MAX_BYTES = 32 * 1024 * 1024  # ... and the bytes their traces may hold at most
@@ -203,6 +204,9 @@ class RecentWorkflows(WorkflowProvider):
                 start = root.start_time_unix_nano / 1e9
                 if root.end_time_unix_nano >= root.start_time_unix_nano:
                     duration = (root.end_time_unix_nano - root.start_time_unix_nano) / 1e9
+            if trace.root_extra:  # the execution's duration, below the root
+                for kv in Span.FromString(trace.root_extra).attributes:
+                    duration = duration_of(kv.value)
         return WorkflowSummary(
             seq=batch.first_seq + i,
             trace_id=trace_id.hex(),

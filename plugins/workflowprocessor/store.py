@@ -47,6 +47,7 @@ from plugins.workflowprocessor.wire import (
     assemble_groups,
     encode_attribute,
     encode_attribute_uncached,
+    encode_double_attribute,
     key_marker,
 )
 
@@ -82,6 +83,7 @@ class HeldTrace(Protocol):
     root: RootFacts | None
     agent_id: str
     tool_calls: int
+    root_extra: bytes
 
     @property
     def spans(self) -> list[bytes]: ...
@@ -112,6 +114,9 @@ class PyTrace:
     root: RootFacts | None = None  # what the root span says, once it arrived
     agent_id: str = ""
     tool_calls: int = 0
+    # appended to the span at root_index after its stamp: the execution's duration when the
+    # execution is a span below the root (see BaseTraceStore.decide)
+    root_extra: bytes = b""
     stamp: Stamp | None = None  # computed at release
 
     def __len__(self) -> int:
@@ -242,6 +247,9 @@ class BaseTraceStore:
         # trace id -> the indexes of its spans that may be agent runs or workflows, read when
         # it is released (see executions.py); only while its root is not a workflow
         self.cands: dict[bytes, list[int]] = {}
+        # trace id -> what its root carries of an execution below it, for a root arriving
+        # after the trace was released (bounded as the late-span memory)
+        self.late_roots: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
 
     # -- executions -------------------------------------------------------------------------------
     def may_be_execution(self, span_raw: bytes) -> bool:
@@ -267,8 +275,13 @@ class BaseTraceStore:
 
     def decide(self, trace_id: bytes, trace: Any) -> None:
         """At release: the trace's execution (its outermost agent run or workflow, when its
-        root is no workflow) written into its root facts, agent and root index, as a
-        workflow root's would be."""
+        root is no workflow) written into its root facts and agent, as a workflow root's would
+        be. When the execution is a span below the root (an HTTP server span above an agent
+        run), the root also carries the execution's duration (``workflow.duration``, in
+        ``root_extra``): the root is where the connector and ``tail_sampling`` read a
+        workflow, and its own duration is not the workflow's. Without a root yet, the
+        execution takes the root's place (its index), and a root arriving late gets the
+        duration then (:meth:`_stamp_late`)."""
         found = self.cands.pop(trace_id, None)
         if found is None:
             return
@@ -295,10 +308,25 @@ class BaseTraceStore:
             return
         execution, agent = chosen
         trace.root = execution.facts
-        trace.root_present = execution.facts[4]
-        trace.root_index = execution.index
         if agent:
             trace.agent_id = agent
+        root_index = trace.root_index  # the root's, when it arrived
+        if root_index == execution.index:
+            return
+        duration = encode_double_attribute(
+            cfg.names.workflow_duration, (execution.end - execution.start) / 1e9
+        )
+        if root_index >= 0:
+            trace.root_extra = duration  # (root_index and root_present stay the root's)
+            return
+        trace.root_present = execution.facts[4]
+        trace.root_index = execution.index
+        cache = cfg.late_span_cache_size
+        if cache:
+            late = self.late_roots
+            late[trace_id] = duration
+            while len(late) > cache:
+                late.popitem(last=False)
 
     # -- shared -----------------------------------------------------------------------------------
     def take_counts(self) -> tuple[dict[str, list[int]], dict[str, int]]:
@@ -379,7 +407,8 @@ class BaseTraceStore:
                         span_raw, tool = tools.check(span_raw)
                     if trace is None:
                         if trace_id in released:
-                            late.setdefault(group, []).append(self._stamp_late(trace_id, span_raw))
+                            stamped = self._stamp_late(trace_id, span_raw, sk.parent_span_id)
+                            late.setdefault(group, []).append(stamped)
                             late_count += 1
                             continue
                         trace = self.new_trace(now)
@@ -424,14 +453,15 @@ class BaseTraceStore:
             return Release(assemble_groups(late), late_count, [])
         return None
 
-    def _stamp_late(self, trace_id: bytes, span_raw: bytes) -> bytes:
+    def _stamp_late(self, trace_id: bytes, span_raw: bytes, parent: bytes) -> bytes:
         stamp = self.released[trace_id]
         self.released.move_to_end(trace_id)
         if stamp is None:
             self.on_late("not_workflow")
             return span_raw
         self.on_late("enriched")
-        return span_raw + self.suffix_for(span_raw, stamp)
+        extra = b"" if parent else self.late_roots.pop(trace_id, b"")
+        return span_raw + self.suffix_for(span_raw, stamp) + extra
 
     def count_release(self, reason: str, spans: int) -> None:
         pending = self.pending_released.get(reason)
@@ -559,7 +589,8 @@ class PythonTraceStore(BaseTraceStore):
             suffix = stamp[1]
             groups = trace.groups
             first = groups[0]
-            if all(g is first for g in groups):
+            extra = trace.root_extra
+            if not extra and all(g is first for g in groups):
                 # the common case: the whole trace from one resource and scope
                 out = by_group.setdefault(first, [])
                 if search(b"".join(spans)) is None:
@@ -588,11 +619,14 @@ class PythonTraceStore(BaseTraceStore):
                     else:
                         out.append(span_raw + self.suffix_for(span_raw, stamp))
                 continue
-            for span_raw, group in zip(spans, groups, strict=True):
+            ri = trace.root_index if extra else -1
+            for i, (span_raw, group) in enumerate(zip(spans, groups, strict=True)):
                 if search(span_raw) is None:
                     span_raw = span_raw + suffix
                 else:
                     span_raw = span_raw + self.suffix_for(span_raw, stamp)
+                if i == ri:
+                    span_raw += extra  # the root's stamp, then its execution's duration
                 by_group.setdefault(group, []).append(span_raw)
         return Release(assemble_groups(by_group), count, [t.queued_first for t in traces])
 

@@ -10,6 +10,7 @@ same bytes (the fuzz twin tests compare them).
 from __future__ import annotations
 
 import functools
+import struct
 
 GroupKey = tuple[bytes, bytes, bytes, bytes]  # resource, its schema url, scope, its schema url
 
@@ -68,6 +69,13 @@ def encode_attribute(key: str, value: str) -> bytes:
     """``Span.attributes`` entry (field 9) holding ``KeyValue{key, AnyValue{string_value}}``,
     ready to be appended to an encoded span (cached: keys and most values repeat)."""
     return encode_attribute_uncached(key, value)
+
+
+def encode_double_attribute(key: str, value: float) -> bytes:
+    """``Span.attributes`` entry (field 9) holding ``KeyValue{key, AnyValue{double_value}}``
+    (the ``workflow.duration`` written on a root above its execution)."""
+    any_value = b"\x21" + struct.pack("<d", value)
+    return _len_field(0x4A, _key_field(key) + _len_field(0x12, any_value))
 
 
 def key_marker(key: str) -> bytes:

@@ -39,6 +39,10 @@ SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("langgraph", "langchain-core", "opentelemetry-instrumentation-langchain"),
     ),
     "a2a_sdk": ("a2a_source", ("a2a-sdk",)),
+    "pydantic_ai_http": (
+        "pydantic_ai_http_source",
+        ("pydantic-ai-slim", "starlette", "opentelemetry-instrumentation-starlette"),
+    ),
 }
 
 

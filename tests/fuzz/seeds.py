@@ -490,11 +490,20 @@ def agent_source_seeds() -> None:
     for source, scenario in (
         ("pydantic_ai_mcp", "tool_error"),
         ("langgraph_openllmetry", "success"),
+        ("pydantic_ai_http", "success"),  # an HTTP server span above the agent run
     ):
         text = (sources / source / f"{scenario}.json").read_text()
         data = json_format.Parse(text, ExportTraceServiceRequest()).SerializeToString()
         for target in ("tracewire_ingest", "workflow"):
             write(target, f"{source}-{scenario}.pb", data)
+    # what the workflow processor releases for an agent run below an HTTP server span: the root
+    # carries workflow.duration (the connector's scanner reads it)
+    from tests.plugins.test_workflowprocessor_executions import load, make, run
+
+    spans = run(make("python"), [load("pydantic_ai_http", "success").SerializeToString()])
+    stamped = ExportTraceServiceRequest()
+    stamped.resource_spans.add().scope_spans.add().spans.extend(spans)
+    write("agentscan", "pydantic_ai_http-stamped.pb", stamped.SerializeToString())
 
 
 def main() -> None:

@@ -94,14 +94,28 @@ EXPECTED["pydantic_ai_mcp", "model_retry"] = (
     {},
 )
 EXPECTED["pydantic_ai_mcp", "failed_run"] = ({}, {("RuntimeError", "llm"): 1}, {})
+# served over HTTP (Starlette under OpenTelemetry's ASGI instrumentation): the endpoint
+# catches the run's failure and answers 500. The ASGI instrumentation sets ERROR on its
+# "POST /compute http send" span for the 5xx answer (no exception): the asgi dialect's
+# reports_status, not a failure of its own; the server span is above the failed agent run:
+# one failure, the model call's
+for _scenario, _tool in (("success", "add"), ("slow_tool", "slow")):
+    EXPECTED["pydantic_ai_http", _scenario] = (
+        {("function", _tool, "success", "none", ""): 1},
+        {},
+        {},
+    )
+EXPECTED["pydantic_ai_http", "failed_run"] = ({}, {("RuntimeError", "llm"): 1}, {})
 _A2A_OK = {("sent", "message/send", "unknown"): 1, ("received", "message/send", "processed"): 1}
 EXPECTED["a2a_sdk", "success"] = ({}, {}, _A2A_OK)
 EXPECTED["a2a_sdk", "slow_tool"] = ({}, {}, _A2A_OK)
 # the server's handler raised; the client got a JSON-RPC internal error. a2a-sdk propagates
-# no trace context and sets no ids: the two sides are two traces nothing links, two failures
+# no trace context and sets no ids: the two sides are two traces nothing links, but the
+# client's failure is an a2a.utils.errors type, raised from the server's error answer (the
+# dialect's peer_error_types): it arose at the server, and counts once, there
 EXPECTED["a2a_sdk", "failed_run"] = (
     {},
-    {("RuntimeError", "a2a"): 1, ("a2a.utils.errors.InternalError", "agent"): 1},
+    {("RuntimeError", "a2a"): 1},
     {("sent", "message/send", "unknown"): 1, ("received", "message/send", "failed"): 1},
 )
 
@@ -287,3 +301,79 @@ async def test_a2a_conventions_client_and_server_spans() -> None:
     ]
     (dp,) = points(got, "a2a_message_latency")
     assert dp.sum == pytest.approx(0.012)
+
+
+def _client_spans(req: ExportTraceServiceRequest) -> list[Any]:
+    return [
+        sp
+        for rs in req.resource_spans
+        for ss in rs.scope_spans
+        for sp in ss.spans
+        if sp.name.startswith("a2a.client.")
+    ]
+
+
+async def errors_of(req: ExportTraceServiceRequest) -> Calls:
+    got = await run(req)
+    return {
+        (labels(dp)["error_type"], labels(dp)["component"]): dp.as_int
+        for dp in points(got, "errors")
+    }
+
+
+async def test_a2a_client_failure_of_its_own_counts_on_the_client() -> None:
+    """The recorded failure with the client's exceptions made the client's own (a network
+    error, a2a.client.errors.A2AClientError): no peer answered it, so it counts on the client
+    too (beside the server's, which the recording also holds)."""
+    req = load("a2a_sdk", "failed_run")
+    for sp in _client_spans(req):
+        for ev in sp.events:
+            for kv in ev.attributes:
+                if kv.key == "exception.type":
+                    kv.value.string_value = "a2a.client.errors.A2AClientError"
+    assert await errors_of(req) == {
+        ("RuntimeError", "a2a"): 1,
+        ("a2a.client.errors.A2AClientError", "agent"): 1,
+    }
+
+
+async def test_a2a_peer_error_propagates_to_the_callers_span() -> None:
+    """An application span above the client call that failed with the peer's error (the
+    planner's agent run re-raising it) is not a new failure either: it carried it up."""
+    req = load("a2a_sdk", "failed_run")
+    clients = _client_spans(req)
+    root = next(sp for sp in clients if sp.name.endswith(".send_message"))
+    assert not root.parent_span_id
+    above = type(root)()
+    above.CopyFrom(root)
+    above.name = "invoke_agent planner"
+    above.kind = 1  # INTERNAL
+    above.span_id = b"\x42" * 8
+    above.start_time_unix_nano -= 1000
+    above.end_time_unix_nano += 1000
+    above.ClearField("attributes")
+    kv = above.attributes.add()
+    kv.key, kv.value.string_value = "gen_ai.operation.name", "invoke_agent"
+    root.parent_span_id = above.span_id
+    req.resource_spans[0].scope_spans[-1].spans.append(above)
+    assert await errors_of(req) == {("RuntimeError", "a2a"): 1}
+
+
+async def test_a_5xx_answered_by_the_handler_counts_once_at_the_server_span() -> None:
+    """The recorded HTTP trace, the handler answering 500 by its own logic (nothing below
+    failed): the server span and the ASGI 'http send' span that reports the answer are ERROR;
+    the failure is the server span's, once (component http)."""
+    req = load("pydantic_ai_http", "success")
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                kinds = {kv.key: kv.value for kv in sp.attributes}
+                if sp.name == "POST /compute" or (
+                    "asgi.event.type" in kinds
+                    and kinds["asgi.event.type"].string_value == "http.response.start"
+                ):
+                    sp.status.code = 2
+                    for kv in sp.attributes:
+                        if kv.key == "http.status_code":
+                            kv.value.int_value = 500
+    assert await errors_of(req) == {("_OTHER", "http"): 1}

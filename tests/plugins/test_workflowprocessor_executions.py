@@ -36,6 +36,8 @@ EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
     # over MCP the server's timeout reaches the agent as fastmcp's ToolError("Error executing
     # tool lookup"): the telemetry says failed, not timeout
     "pydantic_ai_mcp": ("calculator", {**PYDANTIC, "tool_timeout": F}),
+    # served over HTTP: the execution is the agent run below the HTTP server span
+    "pydantic_ai_http": ("calculator", {"success": S, "failed_run": F, "slow_tool": S}),
     # OpenInference: the graph's AGENT span; OpenLLMetry: the traceloop workflow span below an
     # invoke_agent span without gen_ai attributes (its create_agent trace is no execution)
     "langgraph_openinference": ("calc_agent", LANGGRAPH),

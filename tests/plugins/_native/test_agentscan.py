@@ -67,6 +67,7 @@ KEYS = [
     "workflow.complexity_tier",
     "workflow.agent.id",
     "gen_ai.agent.id",
+    "workflow.duration",
     "app.padding",
 ]
 
@@ -336,6 +337,50 @@ async def test_a_span_ending_centuries_before_it_starts_has_the_python_duration(
     assert state(fast) == state(slow)
     ((count, total, _, _),) = state(fast)["http_request_duration"].values()
     assert count == 1 and total < -1.8e10
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        AnyValue(double_value=0.25),
+        AnyValue(double_value=-1.0),  # not a duration: the root's own
+        AnyValue(double_value=float("inf")),
+        AnyValue(double_value=float("nan")),
+        AnyValue(int_value=3),  # another encoding: read in Python, as Python reads it
+        AnyValue(string_value="0.5"),
+        AnyValue(bool_value=True),
+    ],
+)
+async def test_a_root_carrying_its_execution_duration_counts_it_on_both_paths(
+    monkeypatch: pytest.MonkeyPatch, given: AnyValue
+) -> None:
+    """``workflow.duration`` (written by the workflow processor on a root above its execution)
+    is the workflow's duration in the histogram and the SLA windows; the HTTP server span it
+    is keeps its own duration."""
+    monkeypatch.setattr(time, "time_ns", lambda: T0)
+    root = Span(
+        trace_id=tid(1), span_id=sid(1), name="POST /compute", kind=Span.SPAN_KIND_SERVER,
+        start_time_unix_nano=T0, end_time_unix_nano=T0 + 2_000_000_000,
+    )  # fmt: skip
+    root.attributes.append(kv("http.request.method", "POST"))
+    root.attributes.append(kv("workflow.id", "wf-1"))
+    root.attributes.append(kv("workflow.type", "calculator"))
+    root.attributes.append(kv("workflow.outcome", "success"))
+    duration = root.attributes.add()
+    duration.key = "workflow.duration"
+    duration.value.CopyFrom(given)
+    req = ExportTraceServiceRequest()
+    req.resource_spans.add().scope_spans.add().spans.append(root)
+    fast, slow = connector(monkeypatch, "1"), connector(monkeypatch, "0")
+    for conn in (fast, slow):
+        await conn.consume(Traces(req.SerializeToString()))
+    assert state(fast) == state(slow)
+    ((count, total, _, _),) = state(fast)["agent_workflow_duration"].values()
+    kind = given.WhichOneof("value")
+    usable = kind != "bool_value" and 0 <= float(getattr(given, kind)) < float("inf")
+    assert count == 1 and total == (float(getattr(given, kind)) if usable else 2.0)
+    ((_, http_total, _, _),) = state(fast)["http_request_duration"].values()
+    assert http_total == 2.0
 
 
 def repeated_requests() -> list[bytes]:

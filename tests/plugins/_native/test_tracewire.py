@@ -486,6 +486,29 @@ def test_the_processor_gives_identical_bytes_on_both_paths(seed: int) -> None:
     assert len(native_out) == 3 and all(native_out)
 
 
+@pytest.mark.usefixtures("same_accounting")
+@pytest.mark.parametrize("scenario", ["success", "failed_run", "slow_tool"])
+def test_a_root_above_the_execution_gives_identical_bytes_on_both_paths(scenario: str) -> None:
+    """Recorded pydantic-ai under an HTTP server span: the root carries the execution's
+    ``workflow.duration`` after its stamp (``Trace.root_extra`` in C), whole, one span per
+    request, and with the root arriving after the release (from the late-root memory)."""
+    from tests.plugins.test_workflowprocessor_executions import load, one_span_per_request
+
+    req = load("pydantic_ai_http", scenario)
+    parts = one_span_per_request(req, seed=5)
+    root = next(p for p in parts if b"POST /compute" in p and b"http send" not in p)
+    for reqs, late in (
+        ([req.SerializeToString()], []),
+        (parts, []),
+        ([p for p in parts if p is not root], [root]),
+    ):
+        native_out, native_state = asyncio.run(run(True, reqs, late))
+        python_out, python_state = asyncio.run(run(False, reqs, late))
+        assert native_out == python_out
+        assert native_state == python_state
+        assert sum(o.count(b"workflow.duration") for o in native_out) == 1
+
+
 # -- facts: tool calls, roots and agents decided in C -------------------------------------------
 def kv(key: bytes, value: bytes) -> bytes:
     """``Span.attributes`` entry with an already encoded ``AnyValue``."""

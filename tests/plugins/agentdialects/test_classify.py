@@ -27,9 +27,34 @@ INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER = 1, 2, 3, 4, 5
 
 def test_builtin_dialects_in_order() -> None:
     assert default_dialects().names[-1] == "genai"
-    assert {"gateway", "openllmetry", "openinference", "mcp_sdk", "a2a_sdk", "genai"} <= set(
-        default_dialects().names
+    assert {
+        "gateway",
+        "openllmetry",
+        "openinference",
+        "mcp_sdk",
+        "a2a_sdk",
+        "asgi",
+        "genai",
+    } <= set(default_dialects().names)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "status", "exception", "report"),
+    [
+        ({"asgi.event.type": "http.response.start", "http.status_code": 500}, 2, "", True),
+        ({"asgi.event.type": "http.response.start"}, 0, "", False),  # did not fail
+        ({"asgi.event.type": "http.response.body"}, 2, "OSError", False),  # its own exception
+        ({"http.status_code": 500}, 2, "", False),  # not an ASGI message span
+    ],
+)
+def test_asgi_send_span_reports_a_status(
+    attrs: dict[str, Any], status: int, exception: str, report: bool
+) -> None:
+    facts = default_dialects().classify(
+        "POST /compute http send", INTERNAL, attrs, status_code=status, exception_type=exception
     )
+    assert facts.role is Role.NONE
+    assert facts.status_report is report
 
 
 def test_genai_agent_run_keeps_per_run_ids_out_of_labels() -> None:
@@ -145,6 +170,64 @@ def test_model_retry_is_not_a_failure_type() -> None:
         exception_type="pydantic_ai.exceptions.ModelRetry",
     )
     assert facts.model_retry
+
+
+A2A_SEND = "a2a.client.transports.jsonrpc.JsonRpcTransport.send_message"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "exception", "peer"),
+    [
+        # the JSON-RPC error answered by the remote agent, raised on the client side
+        (A2A_SEND, CLIENT, "a2a.utils.errors.InternalError", True),
+        (A2A_SEND, CLIENT, "a2a.utils.errors.TaskNotFoundError", True),
+        (
+            "a2a.client.transports.jsonrpc.JsonRpcTransport._send_request",
+            CLIENT,
+            "a2a.utils.errors.InvalidParamsError",
+            True,
+        ),
+        # the client's own failures: network, timeout, an answer that is no JSON-RPC response
+        (A2A_SEND, CLIENT, "a2a.client.errors.A2AClientError", False),
+        (A2A_SEND, CLIENT, "a2a.client.errors.A2AClientTimeoutError", False),
+        (A2A_SEND, CLIENT, "httpx.ConnectError", False),
+        # on the server side an a2a.utils.errors type arose there
+        (
+            "a2a.server.request_handlers.default_request_handler_v2.DefaultRequestHandlerV2"
+            ".on_message_send",
+            SERVER,
+            "a2a.utils.errors.TaskNotFoundError",
+            False,
+        ),
+        # another dialect's client span with a type of that name: not a2a-sdk's rule
+        ("chat gpt", CLIENT, "a2a.utils.errors.InternalError", False),
+    ],
+)
+def test_a2a_peer_errors(name: str, kind: int, exception: str, peer: bool) -> None:
+    d = default_dialects()
+    attrs = {"gen_ai.operation.name": "chat"} if name == "chat gpt" else {}
+    facts = d.classify(
+        name, kind, attrs, scope="a2a-python-sdk" if not attrs else "", status_code=2,
+        exception_type=exception,
+    )  # fmt: skip
+    assert facts.failed
+    assert facts.peer_error is peer
+    # the memo (decided by name, kind and attributes) gives the same on a second look
+    again = d.classify(
+        name, kind, attrs, scope="a2a-python-sdk" if not attrs else "", status_code=2,
+        exception_type=exception,
+    )  # fmt: skip
+    assert again.peer_error is peer
+
+
+def test_peer_error_types_match_a_module_prefix_or_a_type() -> None:
+    from plugins._agentdialects.classify import type_matches
+
+    assert type_matches("a.b.Err", ("a.b.",))
+    assert not type_matches("a.bc.Err", ("a.b.",))
+    assert type_matches("a.b.Err", ("Err",))
+    assert type_matches("a.b.Err", ("a.b.Err",))
+    assert not type_matches("a.b.Error", ("Err",))
 
 
 def test_dialect_from_config_comes_first_and_replaces_by_name() -> None:

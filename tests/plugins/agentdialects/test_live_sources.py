@@ -24,6 +24,7 @@ LIVE = {
     "langgraph_openinference": ["success", "tool_error", "failed_run"],
     "langgraph_openllmetry": ["success", "tool_timeout", "failed_run"],
     "a2a_sdk": ["success", "failed_run"],
+    "pydantic_ai_http": ["success", "failed_run"],
 }  # fmt: skip
 
 
