@@ -14,6 +14,7 @@ from re import _parser as _sre_parse
 from typing import Any
 
 from pipeline import Component, Consumer, CreateSettings, Payload, Signal
+from plugins._anyvalue import scalar_to_string as _as_string
 from plugins.redactionprocessor.config import (
     BUILTIN_PATTERNS,
     EVENT_CONTENT_KEYS,
@@ -173,23 +174,6 @@ def _hasher(name: str, key: str) -> Callable[[str], str] | None:
         return lambda s: hmac.new(key.encode(), s.encode(), hashlib.sha512).hexdigest()
     algo = {"md5": "md5", "sha1": "sha1", "sha3": "sha3_256", "sha256": "sha256"}[name]
     return lambda s: hashlib.new(algo, s.encode()).hexdigest()
-
-
-def _as_string(value: Any) -> str:
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return str(value.string_value)
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind == "int_value":
-        return str(value.int_value)
-    if kind == "double_value":
-        return repr(value.double_value)
-    if kind == "bytes_value":
-        import base64
-
-        return base64.b64encode(value.bytes_value).decode()
-    return ""
 
 
 class RedactionProcessor(Component):
