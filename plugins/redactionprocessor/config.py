@@ -104,6 +104,50 @@ class GenAIContentConfig(ConfigModel):
         return self
 
 
+# the attributes each sanitizer handles when its ``attributes`` is left empty: the semantic
+# conventions' keys (current and older) that hold a URL or a database statement
+DEFAULT_URL_ATTRIBUTES = ["url.full", "url.path", "url.original", "http.url", "http.target"]
+DEFAULT_DB_ATTRIBUTES = ["db.statement", "db.query.text"]
+
+
+class URLSanitizationConfig(ConfigModel):
+    """``url_sanitization``: ids, numbers, hashes and tokens in URL paths, query values,
+    fragments and user info become ``*``."""
+
+    enabled: bool = False
+    attributes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> URLSanitizationConfig:
+        if not self.attributes:
+            self.attributes = list(DEFAULT_URL_ATTRIBUTES)
+        return self
+
+
+class DBSanitizerOption(ConfigModel):
+    """One database family of ``db_sanitizer``: its literals become ``?``."""
+
+    enabled: bool = False
+    attributes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> DBSanitizerOption:
+        if not self.attributes:
+            self.attributes = list(DEFAULT_DB_ATTRIBUTES)
+        return self
+
+
+class DBSanitizerConfig(ConfigModel):
+    """``db_sanitizer``: the Collector's database families."""
+
+    sql: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    redis: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    memcached: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    mongo: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    opensearch: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    es: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+
+
 class RedactionConfig(ComponentConfig):
     """``processors.redaction``."""
 
@@ -119,6 +163,8 @@ class RedactionConfig(ComponentConfig):
     hmac_key: str = ""
     summary: Literal["", "debug", "info", "silent"] = ""
     genai_content: GenAIContentConfig | None = None
+    url_sanitization: URLSanitizationConfig = Field(default_factory=URLSanitizationConfig)
+    db_sanitizer: DBSanitizerConfig = Field(default_factory=DBSanitizerConfig)
 
     @model_validator(mode="after")
     def _check(self) -> RedactionConfig:

@@ -21,6 +21,7 @@ from plugins.redactionprocessor.config import (
     STRUCTURE_KEYS,
     RedactionConfig,
 )
+from plugins.redactionprocessor.sanitize import Sanitizers
 
 _MASK = "****"
 _SEP = ","
@@ -71,6 +72,8 @@ class Rules:
             self.pii = [(n, re.compile(BUILTIN_PATTERNS[n])) for n in self.genai.patterns]
             self.pii += [(c.name, re.compile(c.regex)) for c in self.genai.custom_patterns]
         self.event_keys = set(EVENT_CONTENT_KEYS)
+        sanitizers = Sanitizers(config.url_sanitization, config.db_sanitizer)
+        self.sanitizers = sanitizers if sanitizers else None  # url_sanitization, db_sanitizer
         self.counts: dict[str, int] = {}
 
     def count(self, rule: str, n: int = 1) -> None:
@@ -210,6 +213,8 @@ class RedactionProcessor(Component):
         ]
         self._searches = [r for r in self._searches if not _bytes_safe(r.pattern)]
         needles = [k.encode() for k in rules.content_keys]
+        if rules.sanitizers is not None:
+            needles += [k.encode() for k in rules.sanitizers.keys]
         if rules.genai is not None and signal is Signal.LOGS:
             needles += [p.encode() for p in rules.genai.event_prefixes]  # GenAI events
         # a needle that contains another is found only where that one is: one search is enough
@@ -370,6 +375,13 @@ class RedactionProcessor(Component):
                 masked.append(k)
                 rules.count("blocked_values")
                 value.string_value = new
+            if rules.sanitizers is not None and is_str:  # url_sanitization, db_sanitizer
+                rule, sanitized = rules.sanitizers.apply(k, new, attrs)
+                if rule:
+                    if new == text:
+                        masked.append(k)
+                    rules.count(rule)
+                    value.string_value = sanitized
         for i in reversed(remove):
             del attrs[i]
         if redacted:

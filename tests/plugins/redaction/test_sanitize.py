@@ -1,0 +1,329 @@
+"""``redaction``'s ``url_sanitization`` and ``db_sanitizer``: the sanitizers on statements of
+every family (the shapes the Collector's documentation and the obfuscator it uses show),
+hostile input (huge, unterminated, deeply nested, invalid UTF-8, random) that never raises
+and never lets a marked literal through, and the processor's side: Collector YAML, the
+database chosen by ``db.system``, the per-rule counter and the summary attributes."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+import yaml
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from pipeline import Kind, Logs, Signal, Traces
+from pipeline.testing import create_settings
+from plugins.redactionprocessor.config import RedactionConfig
+from plugins.redactionprocessor.processor import RedactionProcessor
+from plugins.redactionprocessor.sanitize import (
+    sanitize_json,
+    sanitize_memcached,
+    sanitize_redis,
+    sanitize_sql,
+    sanitize_url,
+)
+from tests.plugins.redaction.test_processor import Sink, attrs_of, run, span_payload
+
+SQL = [
+    ("SELECT * FROM users WHERE id = 42", "SELECT * FROM users WHERE id = ?"),
+    ("SELECT * FROM users WHERE name = 'John'", "SELECT * FROM users WHERE name = ?"),
+    ("SELECT articles.* FROM articles WHERE articles.id = 1 LIMIT 1",
+     "SELECT articles.* FROM articles WHERE articles.id = ? LIMIT ?"),
+    ("SELECT * FROM t WHERE id IN (1, 2, 3)", "SELECT * FROM t WHERE id IN ( ? )"),
+    ("SELECT * FROM t WHERE s IN ('a','b') AND n NOT IN (1)",
+     "SELECT * FROM t WHERE s IN ( ? ) AND n NOT IN ( ? )"),
+    ("INSERT INTO owners (created_at, first_name, locked) VALUES "
+     "('2011-02-08 20:56:12.592485', 'Andy', 1), ('2011-02-09', 'Bea', 0)",
+     "INSERT INTO owners (created_at, first_name, locked) VALUES ( ? ), ( ? )"),
+    ("UPDATE user_dash_pref SET json_prefs = %(json_prefs)s, modified = "
+     "'2015-08-27 22:10:32.492912' WHERE user_id = %(user_id)s",
+     "UPDATE user_dash_pref SET json_prefs = %(json_prefs)s, modified = ? "
+     "WHERE user_id = %(user_id)s"),
+    # escaped quotes, prefixes, backslashes
+    ("SELECT 'it''s', 'a\\'b', E'c\\'d', N'ünï', U&'d\\0061t' FROM t",
+     "SELECT ?, ?, ?, ?, ? FROM t"),
+    ("SELECT * FROM t WHERE a = 'x\\\\' AND b = 'secret'",
+     "SELECT * FROM t WHERE a = ? AND b = ?"),
+    # numbers, hex and bit/blob literals
+    ("SELECT 1.5e10, -3, .5, 0xDEADBEEF, X'00ff', B'0101', x'AB' FROM t2",
+     "SELECT ?, -?, ?, ?, ?, ?, ? FROM t2"),
+    # dollar-quoted strings (tagged and not), PostgreSQL casts and intervals
+    ("SELECT $$it's $ secret$$, $fn$ body $$ $fn$, '2024-01-01'::date, interval '1 day'",
+     "SELECT ?, ?, ?::date, interval ?"),
+    # comments (sqlcommenter's carry data) removed, white space collapsed
+    ("SELECT a -- the tenant acme\n  FROM t /* traceparent='00-0af7651916cd43dd' */ WHERE b=1",
+     "SELECT a FROM t WHERE b=?"),
+    # names are kept: quoted identifiers with quotes and digits inside, digits in names
+    ('SELECT "it\'s 2", `col 3`, t1.c2, users_2024 FROM s3.t4 WHERE x=\'y\'',
+     'SELECT "it\'s 2", `col 3`, t1.c2, users_2024 FROM s3.t4 WHERE x=?'),
+    # placeholders are kept
+    ("SELECT * FROM t WHERE a = $1 AND b = %s AND c = :name AND d = ? AND e = @p1",
+     "SELECT * FROM t WHERE a = $1 AND b = %s AND c = :name AND d = ? AND e = @p1"),
+    # truncated statements: the rest is replaced
+    ("SELECT * FROM t WHERE name = 'unterminated secr", "SELECT * FROM t WHERE name = ?"),
+    ("SELECT * FROM t WHERE name = \"unterminated secr", "SELECT * FROM t WHERE name = ?"),
+    ("SELECT $$never closed", "SELECT ?"),
+    ("SELECT 1 /* never closed", "SELECT ?"),
+    ("", ""),
+]  # fmt: skip
+
+REDIS = [
+    ("SET user:1 secret", "SET ?"),
+    ("GET user:1", "GET ?"),
+    ("AUTH hunter2", "AUTH ?"),
+    ("HSET h email alice@example.com\nEXPIRE h 60", "HSET ?\nEXPIRE ?"),
+    ("CONFIG SET requirepass s3cret", "CONFIG SET ?"),
+    ("CLIENT SETNAME app", "CLIENT SETNAME ?"),
+    ("PING", "PING"),
+    ("MULTI\nINCR counter\nEXEC", "MULTI\nINCR ?\nEXEC"),
+    # what the Python redis instrumentation writes is already sanitized: left as it is
+    ("SET ? ? ? ?", "SET ? ? ? ?"),
+    ('"quoted" thing', "?"),
+    ("", ""),
+]
+
+MEMCACHED = [
+    ("set mykey 0 60 5\r\nhello", "set ?"),
+    ("get k1 k2", "get ?"),
+    ("cas k 0 0 5 99\r\nworld\r\nget k", "cas ?\nget ?"),
+    ("stats", "stats"),
+]
+
+JSON = [
+    ('{"find": "users", "filter": {"name": "bob", "age": {"$gt": 30}}}',
+     '{"find": "?", "filter": {"name": "?", "age": {"$gt": "?"}}}'),
+    ('{"query":{"match":{"title":"secret"}},"size":10,"ok":true,"n":null,"tags":["a",1.5]}',
+     '{"query":{"match":{"title":"?"}},"size":"?","ok":"?","n":"?","tags":["?","?"]}'),
+    # Python reprs and shell syntax, as some instrumentations write them
+    ("{'name': 'bob', 'id': ObjectId('5f1d'), 'n': -1.5, 'x': True, 'y': None}",
+     "{'name': \"?\", 'id': ObjectId(\"?\"), 'n': \"?\", 'x': \"?\", 'y': \"?\"}"),
+    ('{name: "bob", $or: [{a: 1}]}', '{name: "?", $or: [{a: "?"}]}'),
+    # truncated: the rest of the open string is replaced
+    ('{"query": {"match": {"title": "unterminated secr', '{"query": {"match": {"title": "?"'),
+    ('{"k": "a\\"b", "e": "\\u00e9"}', '{"k": "?", "e": "?"}'),
+]  # fmt: skip
+
+URLS = [
+    ("https://example.com/api/v1/users/12345/orders/550e8400-e29b-41d4-a716-446655440000",
+     "https://example.com/api/v1/users/*/orders/*"),
+    ("https://user:pw@example.com:8443/a?token=abc&flag&empty=#section",
+     "https://*@example.com:8443/a?token=*&flag&empty=#*"),
+    ("/users/alice@example.com/profile", "/users/*/profile"),
+    ("/repos/octocat/hello-world/commits/6dcb09b5b57875f334f61aebed695e2e4193db5e",
+     "/repos/octocat/hello-world/commits/*"),
+    ("/api/v2beta1/items/abc123def/details", "/api/v2beta1/items/*/details"),
+    ("/static/js/app.min.js", "/static/js/app.min.js"),
+    ("/files/report_2023.pdf", "/files/*"),
+    ("/search?q=secret+words", "/search?q=*"),
+    ("/a/%40me/b", "/a/*/b"),
+    ("http://h/", "http://h/"),
+    ("", ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fn", "cases"), [
+    (sanitize_sql, SQL), (sanitize_redis, REDIS), (sanitize_memcached, MEMCACHED),
+    (sanitize_json, JSON), (sanitize_url, URLS),
+])  # fmt: skip
+def test_vectors(fn: Any, cases: list[tuple[str, str]]) -> None:
+    for text, want in cases:
+        assert fn(text) == want, text
+        assert fn(want) == want, want  # sanitizing twice changes nothing more
+
+
+FUNCTIONS = [sanitize_sql, sanitize_redis, sanitize_memcached, sanitize_json, sanitize_url]
+PIECES = [
+    "'", '"', "`", "\\", "$", "$$", "$a$", "/*", "*/", "--", "\n", "(", ")", ",", "?", "{",
+    "}", "[", "]", ":", "=", "&", "#", "@", "%", "/", "0x", "1", ".5", "e", "E'", "X'",
+    "SELECT", " ", "\udcff", "\x00", "é", "𝄞", "a" * 50, "9" * 30,
+]  # fmt: skip
+
+
+def test_hostile_input_never_raises() -> None:
+    rnd = random.Random(15)
+    for _ in range(3000):
+        text = "".join(rnd.choice(PIECES) for _ in range(rnd.randint(0, 40)))
+        for fn in FUNCTIONS:
+            out = fn(text)
+            assert isinstance(out, str)
+    huge = [
+        "'" * 300_000, '"a' * 300_000, "\\" * 300_000, "$a$" * 100_000, "/*" * 300_000,
+        "(?," * 200_000, "[" * 500_000 + "1", '{"a":' * 200_000 + '"x"', "x" * 2_000_000,
+        "/" + ("a" * 15 + "!") * 100_000, "?" + "a=b&" * 200_000,
+        b"SELECT '\xff\xfe' FROM t".decode("utf-8", "surrogateescape"),
+    ]  # fmt: skip
+    for text in huge:
+        for fn in FUNCTIONS:
+            assert isinstance(fn(text), str)
+
+
+def test_marked_literals_never_survive() -> None:
+    """Random statements whose literals (of every kind) carry a marker: the marker is gone
+    from the sanitized text, the names around it stay."""
+    rnd = random.Random(7)
+
+    def literal() -> str:
+        kind = rnd.randrange(7)
+        m = "ZQ"
+        return [
+            f"'{m} it''s'", f"E'{m}\\'x'", f"$${m}$$", f"$t${m} $ $t$", f"X'{m}'",
+            f"'{m}" + "\\\\'", f"/* {m} */ 7",
+        ][kind]  # fmt: skip
+
+    for _ in range(2000):
+        parts = ["SELECT col1 FROM tbl WHERE"]
+        for _ in range(rnd.randint(1, 6)):
+            parts.append(f"c{rnd.randint(0, 9)} = {literal()} AND")
+        parts.append("c IN (" + ", ".join(literal() for _ in range(rnd.randint(1, 4))) + ")")
+        text = " ".join(parts)
+        if rnd.random() < 0.3:
+            text = text[: rnd.randint(0, len(text))]  # truncated by the instrumentation
+        out = sanitize_sql(text)
+        assert "ZQ" not in out, (text, out)
+        assert out.startswith("SELECT") or len(text) < 6
+    for _ in range(2000):
+        doc = "{" + ", ".join(
+            f'"k{i}": ' + rnd.choice(['"ZQ x"', "'ZQ'", '["ZQ", {"n": "ZQ"}]', '{"$in": ["ZQ"]}'])
+            for i in range(rnd.randint(1, 5))
+        ) + "}"  # fmt: skip
+        out = sanitize_json(doc[: rnd.randint(1, len(doc))] if rnd.random() < 0.3 else doc)
+        assert "ZQ" not in out and ("k0" in out or len(out) < 6), out
+
+
+# -- the processor ---------------------------------------------------------------------------
+COLLECTOR_YAML = """
+allow_all_keys: true
+summary: debug
+url_sanitization:
+  enabled: true
+  attributes: ["http.url", "url.full"]
+db_sanitizer:
+  sql:
+    enabled: true
+    attributes: ["db.statement", "db.query.text"]
+  redis:
+    enabled: true
+    attributes: ["db.statement"]
+  memcached:
+    enabled: true
+  mongo:
+    enabled: true
+    attributes: ["db.statement"]
+  opensearch:
+    enabled: true
+  es:
+    enabled: true
+    attributes: ["db.statement"]
+"""
+
+
+def test_collector_yaml_and_defaults() -> None:
+    config = RedactionConfig.model_validate(yaml.safe_load(COLLECTOR_YAML))
+    assert config.url_sanitization.attributes == ["http.url", "url.full"]
+    assert config.db_sanitizer.memcached.attributes == ["db.statement", "db.query.text"]
+    default = RedactionConfig.model_validate({"url_sanitization": {"enabled": True}})
+    assert "url.full" in default.url_sanitization.attributes
+    assert not default.db_sanitizer.sql.enabled
+    with pytest.raises(ValueError, match=r"postgres"):
+        RedactionConfig.model_validate({"db_sanitizer": {"postgres": {"enabled": True}}})
+
+
+async def test_database_chosen_by_db_system_counted_and_summarized() -> None:
+    config = yaml.safe_load(COLLECTOR_YAML)
+    cases = [
+        ({"db.system": "postgresql"}, "SELECT * FROM t WHERE a = 'x'",
+         "SELECT * FROM t WHERE a = ?", "db_sanitizer.sql"),
+        ({"db.system.name": "redis"}, "SET k v", "SET ?", "db_sanitizer.redis"),
+        ({"db.system": "mongodb"}, '{"a": "b"}', '{"a": "?"}', "db_sanitizer.mongo"),
+        ({"db.system": "elasticsearch"}, '{"a": 1}', '{"a": "?"}', "db_sanitizer.es"),
+        ({"db.system": "opensearch"}, '{"a": 1}', '{"a": "?"}', "db_sanitizer.opensearch"),
+        ({"db.system": "memcached"}, "get k", "get ?", "db_sanitizer.memcached"),
+        ({}, "SELECT 1", "SELECT ?", "db_sanitizer.sql"),  # no db.system: SQL
+    ]  # fmt: skip
+    for attrs, text, want, rule in cases:
+        msg, proc = await run(config, span_payload(**attrs, **{"db.statement": text}))
+        got = attrs_of(msg)
+        assert got["db.statement"] == want, (attrs, text)
+        assert got["redaction.masked.keys"] == "db.statement"
+        assert got["redaction.masked.count"] == 1
+        tel = proc.settings.telemetry.service
+        n = tel.value("otelcol_processor_redaction_redactions_total", processor="redaction",
+                      rule=rule)  # fmt: skip
+        assert n == 1, rule
+    # redis is not enabled for db.query.text: a redis statement there is left alone
+    msg, _ = await run(config, span_payload(**{"db.system": "redis", "db.query.text": "SET k v"}))
+    assert attrs_of(msg) == {"db.system": "redis", "db.query.text": "SET k v"}
+    # nothing changed: nothing counted, no summary
+    msg, _ = await run(config, span_payload(**{"db.statement": "SELECT a FROM t"}))
+    assert attrs_of(msg) == {"db.statement": "SELECT a FROM t"}
+
+
+async def test_url_sanitization_with_the_other_rules() -> None:
+    config = {
+        "allow_all_keys": True,
+        "summary": "info",
+        "ignored_keys": ["http.target"],
+        "allowed_values": [r"^https://status\."],
+        "blocked_values": ["secret"],
+        "url_sanitization": {"enabled": True},
+    }
+    msg, proc = await run(
+        config,
+        span_payload(**{
+            "url.full": "https://api.example.com/v1/users/42?secret=1",
+            "http.url": "https://status.example.com/check/99",
+            "http.target": "/users/42",
+            "url.path": "/orders/7",
+            "note": "/users/42",
+            "http.status_code": 200,
+        }),
+    )  # fmt: skip
+    assert attrs_of(msg) == {
+        # blocked value masked first, then the URL sanitized: one masked key
+        "url.full": "https://api.example.com/v1/users/*?****=*",
+        "http.url": "https://status.example.com/check/99",  # an allowed value
+        "http.target": "/users/42",  # ignored
+        "url.path": "/orders/*",
+        "note": "/users/42",  # not a URL attribute
+        "http.status_code": 200,
+        "redaction.masked.count": 2,
+        "redaction.allowed.count": 1,
+        "redaction.ignored.count": 1,
+    }
+    tel = proc.settings.telemetry.service
+    value = tel.value
+    assert value("otelcol_processor_redaction_redactions_total", processor="redaction",
+                 rule="url_sanitization") == 2  # fmt: skip
+    assert value("otelcol_processor_redaction_redactions_total", processor="redaction",
+                 rule="blocked_values") == 1  # fmt: skip
+
+
+async def test_log_record_attributes_and_the_fast_check() -> None:
+    """Log record attributes are sanitized too; with allow_all_keys a request without any
+    sanitized key passes untouched (never decoded), one with such a key is processed."""
+    config = {"allow_all_keys": True, "db_sanitizer": {"sql": {"enabled": True}}}
+    req = ExportLogsServiceRequest()
+    rec = req.resource_logs.add().scope_logs.add().log_records.add()
+    rec.body.string_value = "query ran"
+    rec.attributes.add(key="db.query.text").value.string_value = "DELETE FROM t WHERE id = 9"
+    msg, _ = await run(config, Logs(req.SerializeToString()), Signal.LOGS)
+    got = msg.resource_logs[0].scope_logs[0].log_records[0].attributes[0].value
+    assert got.string_value == "DELETE FROM t WHERE id = ?"
+    plain = span_payload(note="SELECT 1")
+    sink = Sink()
+    proc = RedactionProcessor(
+        create_settings(Kind.PROCESSOR, "redaction"),
+        RedactionConfig.model_validate(config),
+        Signal.TRACES,
+        sink,
+    )
+    await proc.consume(plain)
+    assert sink.got == [plain]  # the very payload: passed on, not rebuilt
+    req2 = ExportTraceServiceRequest()
+    span = req2.resource_spans.add().scope_spans.add().spans.add(name="q", trace_id=b"t" * 16)
+    span.attributes.add(key="db.statement").value.string_value = "SELECT 'a'"
+    await proc.consume(Traces(req2.SerializeToString()))
+    assert attrs_of(sink.got[1].message()) == {"db.statement": "SELECT ?"}
