@@ -743,6 +743,76 @@ def route() -> OneInput:
     return one
 
 
+def redaction_sanitize() -> OneInput:
+    """``redaction``'s ``url_sanitization`` and ``db_sanitizer`` (``sanitize.py``): every
+    sanitizer takes any text (invalid UTF-8 kept as surrogates) without raising and sanitizing
+    its result again changes nothing; through the processor, a span carrying the text as its
+    statement and URL (the database named by the first byte) gets exactly those results."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from pipeline import Kind, Signal, Traces
+    from pipeline.testing import create_settings
+    from plugins.redactionprocessor.config import RedactionConfig
+    from plugins.redactionprocessor.processor import RedactionProcessor
+    from plugins.redactionprocessor.sanitize import (
+        sanitize_json,
+        sanitize_memcached,
+        sanitize_redis,
+        sanitize_sql,
+        sanitize_url,
+    )
+
+    functions = [sanitize_sql, sanitize_redis, sanitize_memcached, sanitize_json, sanitize_url]
+    systems = {"postgresql": sanitize_sql, "redis": sanitize_redis,
+               "memcached": sanitize_memcached, "mongodb": sanitize_json,
+               "elasticsearch": sanitize_json, "opensearch": sanitize_json}  # fmt: skip
+    family = {"sql": {}, "redis": {}, "memcached": {}, "mongo": {}, "es": {}, "opensearch": {}}
+    config = RedactionConfig.model_validate({
+        "allow_all_keys": True,
+        "summary": "debug",
+        "url_sanitization": {"enabled": True},
+        "db_sanitizer": {name: {"enabled": True} for name in family},
+    })  # fmt: skip
+    got: list[Any] = []
+
+    class Sink:
+        mutates_data = False
+
+        async def consume(self, data: Any) -> None:
+            got.append(data)
+
+    proc = RedactionProcessor(
+        create_settings(Kind.PROCESSOR, "redaction"), config, Signal.TRACES, Sink()
+    )
+    names = sorted(systems)
+
+    def one(data: bytes) -> None:
+        text = data.decode("utf-8", "surrogateescape")
+        for fn in functions:
+            out = fn(text)
+            assert isinstance(out, str)
+            assert fn(out) == out, (fn.__name__, text, out)
+        value = data.decode("utf-8", "replace")
+        system = names[data[0] % len(names)] if data else "postgresql"
+        req = ExportTraceServiceRequest()
+        span = req.resource_spans.add().scope_spans.add().spans.add(name="q")
+        for key, v in (("db.system", system), ("db.statement", value), ("url.full", value)):
+            span.attributes.add(key=key).value.string_value = v
+        got.clear()
+        drive(proc.consume(Traces(req.SerializeToString())))
+        (out,) = got
+        attrs = {
+            kv.key: kv.value.string_value
+            for kv in out.message().resource_spans[0].scope_spans[0].spans[0].attributes
+        }
+        assert attrs["db.statement"] == systems[system](value)
+        assert attrs["url.full"] == sanitize_url(value)
+
+    return one
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
@@ -759,6 +829,12 @@ TARGETS: dict[str, Target] = {
         ),
         Target("ottl", ottl, instrument=("pipeline.ottl",), runs=30_000),
         Target("route", route, native=True, runs=60_000),
+        Target(
+            "redaction_sanitize",
+            redaction_sanitize,
+            instrument=("plugins.redactionprocessor.sanitize",),
+            runs=20_000,
+        ),
         Target(
             "otlp_json",
             otlp_json,
