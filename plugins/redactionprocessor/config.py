@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -110,31 +110,30 @@ DEFAULT_URL_ATTRIBUTES = ["url.full", "url.path", "url.original", "http.url", "h
 DEFAULT_DB_ATTRIBUTES = ["db.statement", "db.query.text"]
 
 
-class URLSanitizationConfig(ConfigModel):
+class SanitizerOption(ConfigModel):
+    """``enabled`` and the ``attributes`` sanitized (``default_attributes`` when empty)."""
+
+    default_attributes: ClassVar[list[str]] = DEFAULT_DB_ATTRIBUTES
+
+    enabled: bool = False
+    attributes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> SanitizerOption:
+        if not self.attributes:
+            self.attributes = list(self.default_attributes)
+        return self
+
+
+class URLSanitizationConfig(SanitizerOption):
     """``url_sanitization``: ids, numbers, hashes and tokens in URL paths, query values,
     fragments and user info become ``*``."""
 
-    enabled: bool = False
-    attributes: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _defaults(self) -> URLSanitizationConfig:
-        if not self.attributes:
-            self.attributes = list(DEFAULT_URL_ATTRIBUTES)
-        return self
+    default_attributes: ClassVar[list[str]] = DEFAULT_URL_ATTRIBUTES
 
 
-class DBSanitizerOption(ConfigModel):
+class DBSanitizerOption(SanitizerOption):
     """One database family of ``db_sanitizer``: its literals become ``?``."""
-
-    enabled: bool = False
-    attributes: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _defaults(self) -> DBSanitizerOption:
-        if not self.attributes:
-            self.attributes = list(DEFAULT_DB_ATTRIBUTES)
-        return self
 
 
 class DBSanitizerConfig(ConfigModel):

@@ -6,17 +6,14 @@ rule and in the summary, and everything else is untouched."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.otlp_support import RecordingBackend, recording_backend
 from tests.plugins.redaction import db_sources as src
-from tests.support import ROOT, free_port, running_service
+from tests.plugins.redaction.test_genai import run_gateway
 
 DB_KEYS = ("db.statement", "db.query.text")
 
@@ -35,26 +32,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def config(port: int, raw: RecordingBackend, redacted: RecordingBackend) -> str:
-    return f"""
-receivers:
-  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
-processors:
-  redaction:
-    allow_all_keys: true
-    summary: debug
+SANITIZER = """summary: debug
     db_sanitizer:
-      sql: {{enabled: true, attributes: [db.statement, db.query.text]}}
-      redis: {{enabled: true, attributes: [db.statement, db.query.text]}}
-exporters:
-  otlp/raw: {{endpoint: "127.0.0.1:{raw.grpc_port}", tls: {{insecure: true}}}}
-  otlp/redacted: {{endpoint: "127.0.0.1:{redacted.grpc_port}", tls: {{insecure: true}}}}
-service:
-  telemetry: {{metrics: {{address: "127.0.0.1:{free_port()}"}}}}
-  pipelines:
-    traces/raw: {{receivers: [otlp], exporters: [otlp/raw]}}
-    traces: {{receivers: [otlp], processors: [redaction], exporters: [otlp/redacted]}}
-"""
+      sql: {enabled: true, attributes: [db.statement, db.query.text]}
+      redis: {enabled: true, attributes: [db.statement, db.query.text]}"""
 
 
 def _attrs(span: Any) -> dict[str, Any]:
@@ -68,66 +49,53 @@ def _system(span: Any) -> str:
 
 
 async def test_no_literal_survives_real_instrumentations(tmp_path: Path) -> None:
-    port = free_port()
-    async with recording_backend() as raw, recording_backend() as redacted:
-        async with running_service(config(port, raw, redacted), tmp_path) as service:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.plugins.redaction.db_sources", str(port), cwd=ROOT
-            )
-            assert await asyncio.wait_for(proc.wait(), 60) == 0
-            for _ in range(100):
-                if raw.span_count() and raw.span_count() == redacted.span_count():
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.2)
-            tel = service.telemetry
-            counts = {
-                rule: tel.value(
-                    "otelcol_processor_redaction_redactions_total", processor="redaction", rule=rule
-                )
-                for rule in ("db_sanitizer.sql", "db_sanitizer.redis")
-            }
-        assert raw.span_count() == redacted.span_count() > 0
-        raw_bytes = b"".join(r.SerializeToString() for r in raw.traces)
-        out_bytes = b"".join(r.SerializeToString() for r in redacted.traces)
-        for name, secret in src.SECRETS.items():
-            assert secret.encode() in raw_bytes, name  # the instrumentation exported it
-            assert secret.encode() not in out_bytes, name
-        pg = [s for s in raw.spans if _system(s) == "postgresql"]
-        rd = [s for s in raw.spans if _system(s) == "redis"]
-        assert len(pg) >= len(src.STATEMENTS) and rd
+    raw, redacted, counts = await run_gateway(
+        SANITIZER,
+        ["tests.plugins.redaction.db_sources"],
+        ["db_sanitizer.sql", "db_sanitizer.redis"],
+        tmp_path,
+    )
+    assert raw.span_count() == redacted.span_count() > 0
+    raw_bytes = b"".join(r.SerializeToString() for r in raw.traces)
+    out_bytes = b"".join(r.SerializeToString() for r in redacted.traces)
+    for name, secret in src.SECRETS.items():
+        assert secret.encode() in raw_bytes, name  # the instrumentation exported it
+        assert secret.encode() not in out_bytes, name
+    pg = [s for s in raw.spans if _system(s) == "postgresql"]
+    rd = [s for s in raw.spans if _system(s) == "redis"]
+    assert len(pg) >= len(src.STATEMENTS) and rd
 
-        by_id = {bytes(s.span_id): s for s in redacted.spans}
-        sanitized = 0
-        for span in raw.spans:
-            out = by_id[bytes(span.span_id)]
-            before, after = _attrs(span), _attrs(out)
-            changed = sorted(k for k in DB_KEYS if k in before and before[k] != after[k])
-            sanitized += len(changed)
-            # everything but the statements is untouched; the summary names what changed
-            rest = {k: v for k, v in after.items() if k not in DB_KEYS}
-            summary = {k: rest.pop(k) for k in list(rest) if k.startswith("redaction.")}
-            assert rest == {k: v for k, v in before.items() if k not in DB_KEYS}
-            if changed:
-                assert summary["redaction.masked.keys"].string_value == ",".join(changed)
-                assert summary["redaction.masked.count"].int_value == len(changed)
-            else:
-                assert not summary
-            for k in DB_KEYS:
-                if k in after:
-                    assert "'" not in after[k].string_value, after[k].string_value
-        # the statements keep their shape
-        texts = {_attrs(by_id[bytes(s.span_id)])["db.statement"].string_value for s in pg}
-        assert "SELECT id FROM zx_users WHERE id = $1" in texts
-        assert "SELECT ? AS q, ?::bit( ? ) AS b" in texts
-        assert (
-            "INSERT INTO zx_users (id, name, email, score, blob) "
-            "VALUES (?, ?, ?, ?, ?::bytea), (?, ?, ?, ?, NULL)" in texts
-        )
-        assert "SELECT id, name FROM zx_users WHERE email = ? AND id IN ( ? )" in texts, texts
-        # the redis instrumentation writes its commands already sanitized (``SET ? ? ?``):
-        # left as they are, nothing counted
-        for span in rd:
-            assert _attrs(by_id[bytes(span.span_id)]) == _attrs(span)
-        assert counts["db_sanitizer.redis"] == 0
-        assert counts["db_sanitizer.sql"] == sanitized > 0
+    by_id = {bytes(s.span_id): s for s in redacted.spans}
+    sanitized = 0
+    for span in raw.spans:
+        out = by_id[bytes(span.span_id)]
+        before, after = _attrs(span), _attrs(out)
+        changed = sorted(k for k in DB_KEYS if k in before and before[k] != after[k])
+        sanitized += len(changed)
+        # everything but the statements is untouched; the summary names what changed
+        rest = {k: v for k, v in after.items() if k not in DB_KEYS}
+        summary = {k: rest.pop(k) for k in list(rest) if k.startswith("redaction.")}
+        assert rest == {k: v for k, v in before.items() if k not in DB_KEYS}
+        if changed:
+            assert summary["redaction.masked.keys"].string_value == ",".join(changed)
+            assert summary["redaction.masked.count"].int_value == len(changed)
+        else:
+            assert not summary
+        for k in DB_KEYS:
+            if k in after:
+                assert "'" not in after[k].string_value, after[k].string_value
+    # the statements keep their shape
+    texts = {_attrs(by_id[bytes(s.span_id)])["db.statement"].string_value for s in pg}
+    assert "SELECT id FROM zx_users WHERE id = $1" in texts
+    assert "SELECT ? AS q, ?::bit( ? ) AS b" in texts
+    assert (
+        "INSERT INTO zx_users (id, name, email, score, blob) "
+        "VALUES (?, ?, ?, ?, ?::bytea), (?, ?, ?, ?, NULL)" in texts
+    )
+    assert "SELECT id, name FROM zx_users WHERE email = ? AND id IN ( ? )" in texts, texts
+    # the redis instrumentation writes its commands already sanitized (``SET ? ? ?``):
+    # left as they are, nothing counted
+    for span in rd:
+        assert _attrs(by_id[bytes(span.span_id)]) == _attrs(span)
+    assert counts["db_sanitizer.redis"] == 0
+    assert counts["db_sanitizer.sql"] == sanitized > 0

@@ -14,10 +14,8 @@ import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline import Kind, Logs, Signal, Traces
-from pipeline.testing import create_settings
+from pipeline import Logs, Signal, Traces
 from plugins.redactionprocessor.config import RedactionConfig
-from plugins.redactionprocessor.processor import RedactionProcessor
 from plugins.redactionprocessor.sanitize import (
     sanitize_json,
     sanitize_memcached,
@@ -25,7 +23,7 @@ from plugins.redactionprocessor.sanitize import (
     sanitize_sql,
     sanitize_url,
 )
-from tests.plugins.redaction.test_processor import Sink, attrs_of, run, span_payload
+from tests.plugins.redaction.test_processor import attrs_of, processor, run, span_payload
 
 SQL = [
     ("SELECT * FROM users WHERE id = 42", "SELECT * FROM users WHERE id = ?"),
@@ -317,13 +315,7 @@ async def test_log_record_attributes_and_the_fast_check() -> None:
     got = msg.resource_logs[0].scope_logs[0].log_records[0].attributes[0].value
     assert got.string_value == "DELETE FROM t WHERE id = ?"
     plain = span_payload(note="SELECT 1")
-    sink = Sink()
-    proc = RedactionProcessor(
-        create_settings(Kind.PROCESSOR, "redaction"),
-        RedactionConfig.model_validate(config),
-        Signal.TRACES,
-        sink,
-    )
+    proc, sink = processor(config)
     await proc.consume(plain)
     assert sink.got == [plain]  # the very payload: passed on, not rebuilt
     req2 = ExportTraceServiceRequest()
