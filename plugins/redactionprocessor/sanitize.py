@@ -29,35 +29,50 @@ if TYPE_CHECKING:
     from plugins.redactionprocessor.config import DBSanitizerConfig, URLSanitizationConfig
 
 # -- SQL -----------------------------------------------------------------------------------
-# one alternation, tried left to right at each position; the groups name what is found.
-# Quoted identifiers come first so that a quote or digit inside one is not taken for a
-# literal; strings end at the closing quote or at the end of the text (truncated statement),
-# and so does a quoted name that is never closed (the rest could be a MySQL string).
+# one match: a run of text that holds no literal (``pre``: names consumed whole, so a digit
+# in one is no number, but not past a ``$``, which may open a dollar-quoted string; white
+# space, operators, placeholders ``$1`` ``?1``), then one token or
+# the end. Quoted identifiers are kept whole, so a quote or digit inside one is not taken for
+# a literal; strings end at the closing quote or at the end of the text (a truncated
+# statement), and so does a quoted name never closed (the rest could be a MySQL string).
 _SQL = re.compile(
     r"""
-    (?P<ident>"(?:[^"]++|"")*+"|`[^`]*+`)
-  | (?P<unterminated>["`](?s:.*))
-  | (?P<comment>--[^\n]*+|/\*(?s:.*?)(?:\*/|\Z))
-  | (?P<dollar>\$\$(?s:.*?)(?:\$\$|\Z)
-              |\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*+)\$(?s:.*?)(?:\$(?P=tag)\$|\Z))
-  | (?P<string>(?:(?<![\w$])(?:[EeNnBbXx]|[Uu]&))?'(?:[^'\\]++|\\(?s:.)|'')*+(?:'|\\?\Z))
-  | (?P<number>(?<![\w$?])(?:0[xX][0-9A-Fa-f]++|[0-9]++(?:\.[0-9]*+)?(?:[eE][-+]?[0-9]++)?
-                |\.[0-9]++(?:[eE][-+]?[0-9]++)?))
+    (?P<pre>(?:[^'"`$/\-0-9.?A-Za-z_]++|[A-Za-z_]\w*+|\$[0-9]++
+              |\$(?!\$|[A-Za-z_][A-Za-z0-9_]*+\$)|\?[0-9]*+|\.(?![0-9])|-(?!-)|/(?!\*))*+)
+    (?:
+      (?P<ident>"(?:[^"]++|"")*+"|`[^`]*+`)
+    | (?P<unterminated>["`](?s:.*))
+    | (?P<comment>--[^\n]*+|/\*(?s:.*?)(?:\*/|\Z))
+    | (?P<dollar>\$\$(?s:.*?)(?:\$\$|\Z)
+                |\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*+)\$(?s:.*?)(?:\$(?P=tag)\$|\Z))
+    | (?P<string>'(?:[^'\\]++|\\(?s:.)|'')*+(?:'|\\?\Z))
+    | (?P<number>0[xX][0-9A-Fa-f]++|[0-9]++(?:\.[0-9]*+)?(?:[eE][-+]?[0-9]++)?
+                |\.[0-9]++(?:[eE][-+]?[0-9]++)?)
+    | \Z
+    )
     """,
     re.VERBOSE,
 )
 # a parenthesized list of nothing but literals, collapsed to one
 _SQL_LIST = re.compile(r"\(\s*+\?(?:\s*+,\s*+\?)*+\s*+\)")
-_SPACE = re.compile(r"\s++")
 
 
 def _sql_token(m: re.Match[str]) -> str:
     kind = m.lastgroup
-    if kind == "ident":
+    if kind == "pre" or kind == "ident":
         return m.group(0)
+    pre = m.group("pre")
     if kind == "comment":
-        return " "
-    return "?"
+        return pre + " "
+    if kind == "string" and pre:  # a prefix (E'', N'', X'', B'', U&'') is the literal's
+        cut = 2 if pre.endswith(("U&", "u&")) else 1 if pre[-1] in "EeNnBbXx" else 0
+        if cut and (len(pre) == cut or not _word_char(pre[-cut - 1])):
+            pre = pre[:-cut]
+    return pre + "?"
+
+
+def _word_char(ch: str) -> bool:
+    return ch.isalnum() or ch in "_$"
 
 
 def sanitize_sql(text: str) -> str:
@@ -65,7 +80,7 @@ def sanitize_sql(text: str) -> str:
     out = _SQL.sub(_sql_token, text)
     if "(" in out:
         out = _SQL_LIST.sub("( ? )", out)
-    return _SPACE.sub(" ", out).strip()
+    return " ".join(out.split())  # white space collapsed
 
 
 # -- Redis, Memcached ----------------------------------------------------------------------
