@@ -278,6 +278,8 @@ _DB_SANITIZERS: dict[str, Callable[[str], str]] = {
     "opensearch": sanitize_json,
 }
 DB_SYSTEM_KEYS = ("db.system.name", "db.system")
+CACHE_ENTRIES = 1024  # at most ~4 MiB of texts and results
+CACHE_TEXT_MAX = 2048
 
 
 class Sanitizers:
@@ -295,6 +297,10 @@ class Sanitizers:
                 for key in option.attributes:
                     self.db_keys.setdefault(key, []).append(name)
         self.keys = self.url_keys | frozenset(self.db_keys)
+        # results of recent texts by sanitizer: the same statement comes again and again
+        # (parameterized queries, db.statement and db.query.text both set); bounded, emptied
+        # when full, long texts never kept
+        self._cache: dict[tuple[str, str], str] = {}
 
     def __bool__(self) -> bool:
         return bool(self.keys)
@@ -304,7 +310,7 @@ class Sanitizers:
         attributes it is one of, where ``db.system`` is looked up); ``("", text)`` when no
         sanitizer handles the key or nothing changed."""
         if key in self.url_keys:
-            new = sanitize_url(text)
+            new = self._run("url", sanitize_url, text)
             return ("url_sanitization", new) if new != text else ("", text)
         names = self.db_keys.get(key)
         if not names:
@@ -312,8 +318,19 @@ class Sanitizers:
         name = self._db_for(names, attrs)
         if name is None:
             return "", text
-        new = _DB_SANITIZERS[name](text)
+        new = self._run(name, _DB_SANITIZERS[name], text)
         return (f"db_sanitizer.{name}", new) if new != text else ("", text)
+
+    def _run(self, name: str, fn: Callable[[str], str], text: str) -> str:
+        if len(text) > CACHE_TEXT_MAX:
+            return fn(text)
+        cache = self._cache
+        new = cache.get((name, text))
+        if new is None:
+            if len(cache) >= CACHE_ENTRIES:
+                cache.clear()
+            new = cache[(name, text)] = fn(text)
+        return new
 
     @staticmethod
     def _db_for(names: list[str], attrs: Any) -> str | None:

@@ -323,3 +323,21 @@ async def test_log_record_attributes_and_the_fast_check() -> None:
     span.attributes.add(key="db.statement").value.string_value = "SELECT 'a'"
     await proc.consume(Traces(req2.SerializeToString()))
     assert attrs_of(sink.got[1].message()) == {"db.statement": "SELECT ?"}
+
+
+def test_results_cache_is_bounded_and_exact() -> None:
+    from plugins.redactionprocessor.sanitize import CACHE_ENTRIES, CACHE_TEXT_MAX, Sanitizers
+
+    config = RedactionConfig.model_validate(yaml.safe_load(COLLECTOR_YAML))
+    s = Sanitizers(config.url_sanitization, config.db_sanitizer)
+    for i in range(CACHE_ENTRIES * 3):
+        text = f"SELECT * FROM t{i % 700} WHERE id = {i}"
+        assert s.apply("db.statement", text, []) == ("db_sanitizer.sql", sanitize_sql(text))
+        assert len(s._cache) <= CACHE_ENTRIES
+    long = "SELECT '" + "x" * CACHE_TEXT_MAX + "'"
+    assert s.apply("db.query.text", long, []) == ("db_sanitizer.sql", "SELECT ?")
+    assert ("sql", long) not in s._cache
+    # the same text under another sanitizer is its own entry
+    assert s.apply("url.full", "/a/1", []) == ("url_sanitization", "/a/*")
+    assert s.apply("http.url", "/a/1", []) == ("url_sanitization", "/a/*")
+    assert s.apply("db.statement", "/a/1", []) == ("db_sanitizer.sql", "/a/?")
