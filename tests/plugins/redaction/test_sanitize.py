@@ -341,3 +341,31 @@ def test_results_cache_is_bounded_and_exact() -> None:
     assert s.apply("url.full", "/a/1", []) == ("url_sanitization", "/a/*")
     assert s.apply("http.url", "/a/1", []) == ("url_sanitization", "/a/*")
     assert s.apply("db.statement", "/a/1", []) == ("db_sanitizer.sql", "/a/?")
+
+
+async def test_huge_and_nested_statements_through_the_processor() -> None:
+    """Megabytes of statement, JSON nested 200,000 deep, a URL of 100,000 segments: every
+    literal replaced, the span otherwise kept, each attribute counted once."""
+    secret = "zq-secret"
+    sql = "INSERT INTO t VALUES " + ", ".join(f"({i}, '{secret}')" for i in range(100_000))
+    mongo = '{"a":' * 200_000 + f'"{secret}"' + "}" * 200_000
+    url = "https://h/" + "/".join(f"{secret}{i}" for i in range(100_000))
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add().spans
+    for system, key, text in (("postgresql", "db.statement", sql),
+                              ("mongodb", "db.statement", mongo),
+                              ("", "url.full", url)):  # fmt: skip
+        span = spans.add(name=system or "GET", trace_id=b"t" * 16)
+        if system:
+            span.attributes.add(key="db.system").value.string_value = system
+        span.attributes.add(key=key).value.string_value = text
+    msg, proc = await run(yaml.safe_load(COLLECTOR_YAML), Traces(req.SerializeToString()))
+    assert secret.encode() not in msg.SerializeToString()
+    got = [s.attributes[-3].value.string_value for s in msg.resource_spans[0].scope_spans[0].spans]
+    assert got[0] == "INSERT INTO t VALUES ( ? )" + ", ( ? )" * 99_999
+    assert got[1] == '{"a":' * 200_000 + '"?"' + "}" * 200_000
+    assert got[2] == "https://h/" + "/".join(["*"] * 100_000)
+    tel = proc.settings.telemetry.service
+    for rule in ("db_sanitizer.sql", "db_sanitizer.mongo", "url_sanitization"):
+        assert tel.value("otelcol_processor_redaction_redactions_total", processor="redaction",
+                         rule=rule) == 1, rule  # fmt: skip
