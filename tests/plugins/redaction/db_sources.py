@@ -1,15 +1,20 @@
 """Database spans from the OpenTelemetry Python SDK's asyncpg and redis instrumentations,
 driven against the machine's real PostgreSQL (127.0.0.1:5432, user postgres) and Redis
-(127.0.0.1:6379) and exported over OTLP/gRPC to the port given: ``python -m
-tests.plugins.redaction.db_sources PORT``. The statements carry the literals in ``SECRETS``
-inline (as applications that build SQL text do), so the raw export holds them in
-``db.statement`` and ``db.query.text`` (``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup``)."""
+(127.0.0.1:6379), and an HTTP client span of its requests instrumentation (a call to a local
+server with ids in the path and a token in the query), exported over OTLP/gRPC to the port
+given: ``python -m tests.plugins.redaction.db_sources PORT``. The statements carry the
+literals in ``SECRETS`` inline (as applications that build SQL text do), so the raw export
+holds them in ``db.statement`` and ``db.query.text``, and the URL's in ``http.url`` and
+``url.full`` (``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup,http/dup``)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 # literals the statements carry; none may survive db_sanitizer
 SECRETS = {
@@ -21,7 +26,10 @@ SECRETS = {
     "hex": "DEADBEEF0042",
     "comment": "zx-comment-tenant",
     "escaped": "it''s zx-escaped",
+    "token": "zx-url-token",
+    "uuid": "7d444840-9dc0-11d1-b245-5ffdce74fad2",
 }
+URL_PATH = f"/api/v1/users/{SECRETS['number']}/orders/{SECRETS['uuid']}"
 STATEMENTS = [
     "CREATE TEMP TABLE zx_users (id bigint, name text, email text, score numeric, blob bytea)",
     f"INSERT INTO zx_users (id, name, email, score, blob) VALUES ({SECRETS['number']}, "
@@ -77,16 +85,41 @@ def _redis() -> None:
     client.delete(key, key + ":h")
 
 
+class _Ok(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _http() -> None:
+    import requests
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}{URL_PATH}?token={SECRETS['token']}"
+        requests.get(url, timeout=10).raise_for_status()
+    finally:
+        server.shutdown()
+
+
 def run(port: int) -> None:
-    os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "database/dup"
+    os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "database/dup,http/dup"
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
     tp = _provider(port)
     AsyncPGInstrumentor().instrument(tracer_provider=tp)
     RedisInstrumentor().instrument(tracer_provider=tp)
+    RequestsInstrumentor().instrument(tracer_provider=tp)
     asyncio.run(_postgres())
     _redis()
+    _http()
     tp.shutdown()
 
 

@@ -1,5 +1,6 @@
-"""``db_sanitizer`` on what real database instrumentations send: the OpenTelemetry Python
-SDK's asyncpg and redis instrumentations against the machine's PostgreSQL and Redis
+"""``db_sanitizer`` and ``url_sanitization`` on what real instrumentations send: the
+OpenTelemetry Python SDK's asyncpg and redis instrumentations against the machine's
+PostgreSQL and Redis, and its requests instrumentation calling a local server
 (``db_sources.py``). One gateway pipeline passes the spans as they came, one sanitizes
 them; on the exported bytes no literal survives, every sanitized attribute is counted by
 rule and in the summary, and everything else is untouched."""
@@ -15,7 +16,7 @@ import pytest
 from tests.plugins.redaction import db_sources as src
 from tests.plugins.redaction.test_genai import run_gateway
 
-DB_KEYS = ("db.statement", "db.query.text")
+DB_KEYS = ("db.statement", "db.query.text", "http.url", "url.full")  # the sanitized keys
 
 
 def _reachable(port: int) -> bool:
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.skipif(
 
 
 SANITIZER = """summary: debug
+    url_sanitization: {enabled: true}
     db_sanitizer:
       sql: {enabled: true, attributes: [db.statement, db.query.text]}
       redis: {enabled: true, attributes: [db.statement, db.query.text]}"""
@@ -52,7 +54,7 @@ async def test_no_literal_survives_real_instrumentations(tmp_path: Path) -> None
     raw, redacted, counts = await run_gateway(
         SANITIZER,
         ["tests.plugins.redaction.db_sources"],
-        ["db_sanitizer.sql", "db_sanitizer.redis"],
+        ["db_sanitizer.sql", "db_sanitizer.redis", "url_sanitization"],
         tmp_path,
     )
     assert raw.span_count() == redacted.span_count() > 0
@@ -66,12 +68,13 @@ async def test_no_literal_survives_real_instrumentations(tmp_path: Path) -> None
     assert len(pg) >= len(src.STATEMENTS) and rd
 
     by_id = {bytes(s.span_id): s for s in redacted.spans}
-    sanitized = 0
+    sanitized = {"db": 0, "url": 0}
     for span in raw.spans:
         out = by_id[bytes(span.span_id)]
         before, after = _attrs(span), _attrs(out)
         changed = sorted(k for k in DB_KEYS if k in before and before[k] != after[k])
-        sanitized += len(changed)
+        for k in changed:
+            sanitized["db" if k.startswith("db.") else "url"] += 1
         # everything but the statements is untouched; the summary names what changed
         rest = {k: v for k, v in after.items() if k not in DB_KEYS}
         summary = {k: rest.pop(k) for k in list(rest) if k.startswith("redaction.")}
@@ -98,4 +101,10 @@ async def test_no_literal_survives_real_instrumentations(tmp_path: Path) -> None
     for span in rd:
         assert _attrs(by_id[bytes(span.span_id)]) == _attrs(span)
     assert counts["db_sanitizer.redis"] == 0
-    assert counts["db_sanitizer.sql"] == sanitized > 0
+    assert counts["db_sanitizer.sql"] == sanitized["db"] > 0
+    # the HTTP client span: ids in the path and the query's value replaced, both URL keys
+    (http,) = [s for s in redacted.spans if "url.full" in _attrs(s)]
+    url = _attrs(http)["url.full"].string_value
+    assert url.endswith("/api/v1/users/*/orders/*?token=*") and url.startswith("http://127.0.0.1:")
+    assert _attrs(http)["http.url"].string_value == url
+    assert counts["url_sanitization"] == sanitized["url"] == 2
