@@ -14,10 +14,10 @@ replaced by ``?``:
 - MongoDB, Elasticsearch, OpenSearch: JSON (or the Python/shell-style dicts some
   instrumentations write) keeps its keys and punctuation; every value becomes ``"?"``.
 
-Every function is a single left-to-right pass (regular expressions without nested
-repetition, no recursion, no parsing that can fail): any string, however large, broken or
-deeply nested, gives a result and never raises. Text that ends inside a literal (a
-truncated statement) has the rest replaced."""
+Every function is a single left-to-right pass (regular expressions whose repetitions are
+possessive, so they never backtrack; no recursion, no parsing that can fail): any string,
+however large, broken or deeply nested, gives a result in linear time and never raises.
+Text that ends inside a literal (a truncated statement) has the rest replaced."""
 
 from __future__ import annotations
 
@@ -85,26 +85,10 @@ def sanitize_sql(text: str) -> str:
 
 # -- Redis, Memcached ----------------------------------------------------------------------
 # commands whose first argument names what they do (kept with the command)
-_REDIS_SUBCOMMANDS = frozenset(
-    [
-        "ACL",
-        "CLIENT",
-        "CLUSTER",
-        "COMMAND",
-        "CONFIG",
-        "DEBUG",
-        "FUNCTION",
-        "LATENCY",
-        "MEMORY",
-        "MODULE",
-        "OBJECT",
-        "PUBSUB",
-        "SCRIPT",
-        "SLOWLOG",
-        "XGROUP",
-        "XINFO",
-    ]
-)
+_REDIS_SUBCOMMANDS = frozenset((
+    "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY",
+    "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
+))  # fmt: skip
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*+")
 
 
