@@ -187,7 +187,7 @@ _UUID = re.compile(r"[0-9A-Fa-f]{8}-?(?:[0-9A-Fa-f]{4}-?){3}[0-9A-Fa-f]{12}")
 _HEX_ID = re.compile(r"[0-9A-Fa-f]{16,}|(?=[a-f]*+[0-9])[0-9a-f]{8,}|(?=[A-F]*+[0-9])[0-9A-F]{8,}")
 _VERSION = re.compile(r"[vV][0-9]{1,3}(?:\.[0-9]{1,3})*+(?:(?:alpha|beta|rc)[0-9]*+)?")
 _HAS_DIGIT = re.compile(r"[0-9]")
-_WORDLIKE = re.compile(r"[A-Za-z]++(?:[-_.][A-Za-z]++)*+(?:\.[A-Za-z0-9]{1,5})?")
+_WORDLIKE = re.compile(r"[A-Za-z]++(?:[-_.][A-Za-z]++)*(?:\.[A-Za-z0-9]{1,5})?")
 
 
 def _dynamic(segment: str) -> bool:

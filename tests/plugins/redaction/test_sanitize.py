@@ -117,6 +117,7 @@ URLS = [
      "/repos/octocat/hello-world/commits/*"),
     ("/api/v2beta1/items/abc123def/details", "/api/v2beta1/items/*/details"),
     ("/static/js/app.min.js", "/static/js/app.min.js"),
+    ("/media/intro-video.mp4", "/media/intro-video.mp4"),
     ("/files/report_2023.pdf", "/files/*"),
     ("/search?q=secret+words", "/search?q=*"),
     ("/a/%40me/b", "/a/*/b"),
