@@ -833,7 +833,7 @@ TARGETS: dict[str, Target] = {
             "redaction_sanitize",
             redaction_sanitize,
             instrument=("plugins.redactionprocessor.sanitize",),
-            runs=20_000,
+            runs=8_000,
         ),
         Target(
             "otlp_json",
