@@ -138,11 +138,18 @@ def sanitize_memcached(text: str) -> str:
 
 
 # -- JSON (MongoDB, Elasticsearch, OpenSearch) -----------------------------------------------
+# one match: the punctuation and white space before a token, then the token (names consumed
+# whole, so a digit in one is no number), or a lone "." or "-", or the end: every match
+# succeeds where it starts, so a long run is never scanned again from its next character
 _JSON = re.compile(
     r"""
-    (?P<string>"(?:[^"\\]++|\\(?s:.))*+(?:"|\\?\Z)|'(?:[^'\\]++|\\(?s:.))*+(?:'|\\?\Z))
-  | (?P<number>(?<![\w$])-?(?:[0-9]++(?:\.[0-9]*+)?|\.[0-9]++)(?:[eE][-+]?[0-9]++)?)
-  | (?P<word>[A-Za-z_$][\w$]*+)
+    [^"'0-9.\-A-Za-z_$]*+
+    (?:
+      (?P<string>"(?:[^"\\]++|\\(?s:.))*+(?:"|\\?\Z)|'(?:[^'\\]++|\\(?s:.))*+(?:'|\\?\Z))
+    | (?P<number>-?(?:[0-9]++(?:\.[0-9]*+)?|\.[0-9]++)(?:[eE][-+]?[0-9]++)?)
+    | (?P<word>[A-Za-z_$][\w$]*+)
+    | [.\-]|\Z
+    )
     """,
     re.VERBOSE,
 )
@@ -158,12 +165,14 @@ def sanitize_json(text: str) -> str:
     pos = 0
     for m in _JSON.finditer(text):
         kind = m.lastgroup
+        if kind is None:  # a lone "." or "-", or the end
+            continue
         if kind == "word":
-            if m.group(0) not in _LITERAL_WORDS or _KEY_FOLLOWS.match(text, m.end()):
+            if m.group(kind) not in _LITERAL_WORDS or _KEY_FOLLOWS.match(text, m.end()):
                 continue
         elif kind == "string" and _KEY_FOLLOWS.match(text, m.end()):
             continue
-        out.append(text[pos : m.start()])
+        out.append(text[pos : m.start(kind)])
         out.append('"?"')
         pos = m.end()
     if not out:
