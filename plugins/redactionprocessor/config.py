@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -104,47 +104,38 @@ class GenAIContentConfig(ConfigModel):
         return self
 
 
-# the attributes each sanitizer handles when its ``attributes`` is left empty: the semantic
-# conventions' keys (current and older) that hold a URL or a database statement
-DEFAULT_URL_ATTRIBUTES = ["url.full", "url.path", "url.original", "http.url", "http.target"]
-DEFAULT_DB_ATTRIBUTES = ["db.statement", "db.query.text"]
-
-
 class SanitizerOption(ConfigModel):
-    """``enabled`` and the ``attributes`` sanitized (``default_attributes`` when empty)."""
-
-    default_attributes: ClassVar[list[str]] = DEFAULT_DB_ATTRIBUTES
+    """``enabled`` and the ``attributes`` whose string values are sanitized (the Collector's:
+    none when the list is empty)."""
 
     enabled: bool = False
     attributes: list[str] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _defaults(self) -> SanitizerOption:
-        if not self.attributes:
-            self.attributes = list(self.default_attributes)
-        return self
 
-
-class URLSanitizationConfig(SanitizerOption):
-    """``url_sanitization``: ids, numbers, hashes and tokens in URL paths, query values,
-    fragments and user info become ``*``."""
-
-    default_attributes: ClassVar[list[str]] = DEFAULT_URL_ATTRIBUTES
+class URLSanitizerConfig(SanitizerOption):
+    """``url_sanitizer``: ids, numbers, hashes and tokens in URL paths become ``*``, the
+    query and fragment are dropped; also the names of HTTP client and server spans."""
 
 
 class DBSanitizerOption(SanitizerOption):
-    """One database family of ``db_sanitizer``: its literals become ``?``."""
+    """One database family of ``db_sanitizer``: its literals become ``?`` in the listed
+    attributes; with no ``attributes``, in log records' string bodies."""
 
 
 class DBSanitizerConfig(ConfigModel):
-    """``db_sanitizer``: the Collector's database families."""
+    """``db_sanitizer``: the Collector's database families and span-name switch."""
 
     sql: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
     redis: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    valkey: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
     memcached: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
     mongo: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
     opensearch: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
     es: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    # the names of database spans sanitized by their database's family
+    sanitize_span_name: bool = True
+    # a span without db.system.name / db.system: every enabled family listing the key, in turn
+    allow_fallback_without_system: bool = False
 
 
 class RedactionConfig(ComponentConfig):
@@ -162,7 +153,7 @@ class RedactionConfig(ComponentConfig):
     hmac_key: str = ""
     summary: Literal["", "debug", "info", "silent"] = ""
     genai_content: GenAIContentConfig | None = None
-    url_sanitization: URLSanitizationConfig = Field(default_factory=URLSanitizationConfig)
+    url_sanitizer: URLSanitizerConfig = Field(default_factory=URLSanitizerConfig)
     db_sanitizer: DBSanitizerConfig = Field(default_factory=DBSanitizerConfig)
 
     @model_validator(mode="after")

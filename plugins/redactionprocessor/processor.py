@@ -72,8 +72,8 @@ class Rules:
             self.pii = [(n, re.compile(BUILTIN_PATTERNS[n])) for n in self.genai.patterns]
             self.pii += [(c.name, re.compile(c.regex)) for c in self.genai.custom_patterns]
         self.event_keys = set(EVENT_CONTENT_KEYS)
-        sanitizers = Sanitizers(config.url_sanitization, config.db_sanitizer)
-        self.sanitizers = sanitizers if sanitizers else None  # url_sanitization, db_sanitizer
+        sanitizers = Sanitizers(config.url_sanitizer, config.db_sanitizer)
+        self.sanitizers = sanitizers if sanitizers else None  # url_sanitizer, db_sanitizer
         self.counts: dict[str, int] = {}
 
     def count(self, rule: str, n: int = 1) -> None:
@@ -215,6 +215,7 @@ class RedactionProcessor(Component):
         needles = [k.encode() for k in rules.content_keys]
         if rules.sanitizers is not None:
             needles += [k.encode() for k in rules.sanitizers.keys]
+            needles += rules.sanitizers.needles(signal is Signal.TRACES, signal is Signal.LOGS)
         if rules.genai is not None and signal is Signal.LOGS:
             needles += [p.encode() for p in rules.genai.event_prefixes]  # GenAI events
         # a needle that contains another is found only where that one is: one search is enough
@@ -300,6 +301,8 @@ class RedactionProcessor(Component):
                 for ss in rs.scope_spans:
                     self._attrs(ss.scope.attributes)
                     for span in ss.spans:
+                        if rules.sanitizers is not None and rules.sanitizers.span_names:
+                            self._span_name(span)
                         self._attrs(span.attributes)
                         for ev in span.events:
                             self._attrs(ev.attributes, event=self._is_genai_event(ev.name))
@@ -327,6 +330,16 @@ class RedactionProcessor(Component):
             child.inc(n)
         out.whole_traces = data.whole_traces  # spans are changed, none added or removed
         return out.carry_acks(data.ack_tokens)
+
+    def _span_name(self, span: Any) -> None:
+        """``db_sanitizer.sanitize_span_name`` and ``url_sanitizer`` on the span's name (seen
+        with the attributes as they came)."""
+        assert self.rules.sanitizers is not None
+        changed, name = self.rules.sanitizers.span_name(span.name, span.kind, span.attributes)
+        if changed:
+            span.name = name
+            for rule in changed:
+                self.rules.count(rule)
 
     def _is_genai_event(self, name: str) -> bool:
         g = self.rules.genai
@@ -375,12 +388,13 @@ class RedactionProcessor(Component):
                 masked.append(k)
                 rules.count("blocked_values")
                 value.string_value = new
-            if rules.sanitizers is not None and is_str:  # url_sanitization, db_sanitizer
-                rule, sanitized = rules.sanitizers.apply(k, new, attrs)
-                if rule:
+            if rules.sanitizers is not None and is_str:  # url_sanitizer, db_sanitizer
+                changed, sanitized = rules.sanitizers.apply(k, new, attrs)
+                if changed:
                     if new == text:
                         masked.append(k)
-                    rules.count(rule)
+                    for rule in changed:
+                        rules.count(rule)
                     value.string_value = sanitized
         for i in reversed(remove):
             del attrs[i]
@@ -443,6 +457,14 @@ class RedactionProcessor(Component):
                 rules.count("blocked_values")
                 masked.append("body")
                 body.string_value = new
+            if kind == "string_value" and rules.sanitizers is not None:  # db_sanitizer
+                changed, sanitized = rules.sanitizers.body(new)
+                if changed:
+                    if new == text:
+                        masked.append("body")
+                    for rule in changed:
+                        rules.count(rule)
+                    body.string_value = sanitized
         attrs = record.attributes
         self._summary(attrs, redacted, "redaction.body.redacted.keys",
                       "redaction.body.redacted.count")  # fmt: skip

@@ -1,7 +1,7 @@
-"""The ``redaction`` processor's ``url_sanitization`` and ``db_sanitizer`` (the Collector's
-options): URL paths' dynamic segments (ids, UUIDs, hashes, numbers) become ``*``, query
-values ``*`` and user info ``*``; database statements keep their shape with every literal
-replaced by ``?``:
+"""The ``redaction`` processor's ``url_sanitizer`` and ``db_sanitizer`` (the Collector's
+options and results): URL paths' dynamic segments (ids, UUIDs, hashes, numbers) become ``*``,
+the query and fragment are dropped and user info becomes ``*``; database statements keep
+their shape with every literal replaced by ``?``:
 
 - SQL: quoted strings (with ``''`` and backslash escapes, ``E''``/``N''``/``U&''``
   prefixes), dollar-quoted strings, numbers, hex and bit/blob literals become ``?``;
@@ -9,8 +9,8 @@ replaced by ``?``:
   nothing but literals (``IN (1, 2, 3)``, ``VALUES (...)``) becomes ``( ? )``; white space
   is collapsed. Identifiers, double-quoted and backquoted names, keywords and placeholders
   (``$1``, ``%s``, ``?``, ``:name``) are kept.
-- Redis and Memcached: each command keeps its name (and a subcommand, ``CONFIG GET``) and
-  its arguments become one ``?``.
+- Redis and Valkey: each command keeps its name and its key (the first argument); the other
+  arguments become one ``?``. Memcached: the command line is kept, its data dropped.
 - MongoDB, Elasticsearch, OpenSearch: JSON (or the Python/shell-style dicts some
   instrumentations write) keeps its keys and punctuation; every value becomes ``"?"``.
 
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from plugins.redactionprocessor.config import DBSanitizerConfig, URLSanitizationConfig
+    from plugins.redactionprocessor.config import DBSanitizerConfig, URLSanitizerConfig
 
 # -- SQL -----------------------------------------------------------------------------------
 # one match: a run of text that holds no literal (``pre``: names consumed whole, so a digit
@@ -83,58 +83,48 @@ def sanitize_sql(text: str) -> str:
     return " ".join(out.split())  # white space collapsed
 
 
-# -- Redis, Memcached ----------------------------------------------------------------------
-# commands whose first argument names what they do (kept with the command)
-_REDIS_SUBCOMMANDS = frozenset((
-    "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY",
-    "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
-))  # fmt: skip
+# -- Redis, Valkey, Memcached ---------------------------------------------------------------
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*+")
+# commands whose first argument is a credential, not a key: nothing of their arguments is kept
+_REDIS_SECRET_ARGS = frozenset(("AUTH",))
 
 
-def _command_line(line: str, subcommands: frozenset[str]) -> str:
+def _only_placeholders(text: str) -> bool:
+    return set(text.split()) == {"?"}
+
+
+def _redis_line(line: str) -> str:
     parts = line.split(None, 2)
     if not parts:
         return ""
-    if _WORD.fullmatch(parts[0]) is None:
+    cmd = parts[0]
+    if _WORD.fullmatch(cmd) is None:
         return "?"  # not a command: nothing of it is kept
-    keep = [parts[0]]
-    rest = parts[1:]
-    if rest and parts[0].upper() in subcommands and _WORD.fullmatch(rest[0]) is not None:
-        keep.append(rest[0])
-        rest = rest[1:]
-    if rest and set(" ".join(rest).split()) == {"?"}:
+    if len(parts) == 1:
+        return cmd
+    if _only_placeholders(" ".join(parts[1:])):
         return line.strip()  # already sanitized (as the Python redis instrumentation writes)
-    if rest:
-        keep.append("?")
-    return " ".join(keep)
+    key = parts[1]
+    if cmd.upper() in _REDIS_SECRET_ARGS or key[0] in "\"'":
+        return f"{cmd} ?"
+    if len(parts) == 2:
+        return f"{cmd} {key}"
+    return f"{cmd} {key} ?"
 
 
 def sanitize_redis(text: str) -> str:
-    """Each command (one a line, as instrumentations write pipelines) keeps its name and
-    subcommand; its arguments become one ``?``."""
-    lines = (_command_line(line, _REDIS_SUBCOMMANDS) for line in text.splitlines())
+    """Redis and Valkey (the Collector's ``redis`` and ``valkey``): each command (one a line,
+    as instrumentations write pipelines) keeps its name and its key (the first argument); the
+    other arguments become one ``?`` (``SET user:1 top-secret`` -> ``SET user:1 ?``). The
+    arguments of ``AUTH`` (credentials) and a quoted first argument become ``?`` too."""
+    lines = (_redis_line(line) for line in text.splitlines())
     return "\n".join(line for line in lines if line)
 
 
-_MEMCACHED_STORAGE = frozenset(("set", "add", "replace", "append", "prepend", "cas"))
-
-
 def sanitize_memcached(text: str) -> str:
-    """Each command keeps its name; its keys, flags and the data that follows become ``?``
-    (the data line of a storage command, ``set``, ``add``..., is dropped)."""
-    out: list[str] = []
-    data_next = False
-    for line in text.splitlines():
-        if data_next:
-            data_next = False
-            continue
-        cmd = _command_line(line, frozenset())
-        if cmd:
-            out.append(cmd)
-            # a storage command's data follows it (not when the line was already sanitized)
-            data_next = cmd != line.strip() and cmd.split(" ", 1)[0].lower() in _MEMCACHED_STORAGE
-    return "\n".join(out)
+    """The command line (up to the first CRLF) kept, what follows (a storage command's data)
+    dropped: ``set mykey 0 60 5\\r\\nsecret\\r\\n`` -> ``set mykey 0 60 5``."""
+    return text.split("\r\n", 1)[0].strip()
 
 
 # -- JSON (MongoDB, Elasticsearch, OpenSearch) -----------------------------------------------
@@ -186,9 +176,7 @@ _URL = re.compile(
     r"""
     (?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*+://)?
     (?(scheme)(?:(?P<userinfo>[^/?#@]*+)@)?(?P<host>[^/?#]*+))
-    (?P<path>[^?#]*+)
-    (?:\?(?P<query>[^#]*+))?
-    (?:\#(?P<fragment>.*+))?
+    (?P<path>[^?#]*+)  # what follows (query, fragment) is dropped
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -223,18 +211,11 @@ def _path(path: str) -> str:
     return "/".join(parts) if changed else path
 
 
-def _query(query: str) -> str:
-    out = []
-    for pair in query.split("&"):
-        name, eq, value = pair.partition("=")
-        out.append(f"{name}=*" if eq and value else pair if eq else f"{name}")
-    return "&".join(out)
-
-
 def sanitize_url(text: str) -> str:
-    """A URL (or a path with its query, ``http.target``) with the path's dynamic segments
-    (see :func:`_dynamic`), every query value, the fragment and any user info replaced by
-    ``*``; scheme, host, port, fixed path segments and query parameter names kept."""
+    """A URL (or a path with its query, ``http.target``, or a span name ``GET /users/42``)
+    with the path's dynamic segments (see :func:`_dynamic`) replaced by ``*``, the query and
+    the fragment dropped (``/api/users?id=123&name=john`` -> ``/api/users``) and any user
+    info replaced by ``*``; scheme, host, port and the route's fixed segments kept."""
     m = _URL.match(text)
     if m is None:  # cannot happen (every part is optional); kept for the type checker
         return text
@@ -245,74 +226,153 @@ def sanitize_url(text: str) -> str:
             out.append("*@")
         out.append(m.group("host") or "")
     out.append(_path(m.group("path")))
-    if m.group("query") is not None:
-        out.append("?" + _query(m.group("query")))
-    if m.group("fragment") is not None:
-        out.append("#*" if m.group("fragment") else "#")
     return "".join(out)
 
 
 # -- the processor's side ------------------------------------------------------------------
-# db.system / db.system.name values that are no SQL database, by the sanitizer that fits
-_NOSQL_SYSTEMS = {
-    "redis": "redis",
-    "valkey": "redis",
-    "memcached": "memcached",
-    "mongodb": "mongo",
-    "elasticsearch": "es",
-    "opensearch": "opensearch",
+# the Collector's families in its order, with the db.system.name / db.system values each handles
+FAMILY_SYSTEMS: dict[str, tuple[str, ...]] = {
+    "sql": ("other_sql", "mysql", "postgresql", "mariadb", "sqlite"),
+    "redis": ("redis",),
+    "valkey": ("valkey",),
+    "memcached": ("memcached",),
+    "mongo": ("mongodb",),
+    "opensearch": ("opensearch",),
+    "es": ("elasticsearch",),
 }
+_SYSTEM_FAMILY = {system: name for name, systems in FAMILY_SYSTEMS.items() for system in systems}
 _DB_SANITIZERS: dict[str, Callable[[str], str]] = {
     "sql": sanitize_sql,
     "redis": sanitize_redis,
+    "valkey": sanitize_redis,
     "memcached": sanitize_memcached,
     "mongo": sanitize_json,
-    "es": sanitize_json,
     "opensearch": sanitize_json,
+    "es": sanitize_json,
 }
 DB_SYSTEM_KEYS = ("db.system.name", "db.system")
+# a span with one of these attributes is an HTTP span (its name is a URL sanitizer's too)
+HTTP_KEYS = frozenset((
+    "http.route", "http.request.method", "http.request.method_original",
+    "http.response.status_code", "url.full", "http.scheme", "http.target", "http.method",
+    "http.url",
+))  # fmt: skip
+SPAN_KIND_INTERNAL, SPAN_KIND_SERVER, SPAN_KIND_CLIENT = 1, 2, 3
+URL_RULE = "url_sanitizer"
 CACHE_ENTRIES = 1024  # at most ~4 MiB of texts and results
 CACHE_TEXT_MAX = 2048
 
 
-class Sanitizers:
-    """The enabled sanitizers by attribute key. :meth:`apply` sanitizes one string
-    attribute value; ``keys`` are the keys any of them handles (the processor's fast check
-    looks for them in a request's bytes)."""
+def _db_system(attrs: Any) -> str:
+    """The lower-cased ``db.system.name`` (else ``db.system``) of ``attrs``, "" when none."""
+    found = {}
+    for kv in attrs:
+        if kv.key in DB_SYSTEM_KEYS and kv.value.WhichOneof("value") == "string_value":
+            found[kv.key] = kv.value.string_value
+    return (found.get("db.system.name") or found.get("db.system") or "").lower()
 
-    def __init__(self, url: URLSanitizationConfig, db: DBSanitizerConfig) -> None:
+
+class Sanitizers:
+    """The enabled sanitizers, as the Collector applies them:
+
+    - attributes: a ``url_sanitizer`` key gets the URL sanitizer; a key of a db family gets
+      the family of the span's database (``db.system.name``, else ``db.system``) when that
+      family is enabled and lists the key; without a database nothing, unless
+      ``allow_fallback_without_system`` (then every enabled family listing the key, in turn);
+    - span names (:meth:`span_name`): ``sanitize_span_name`` and ``url_sanitizer``;
+    - log bodies (:meth:`body`): every enabled family without ``attributes``, in turn.
+
+    ``keys`` are the attribute keys any of them handles (the processor's fast check looks for
+    them, and :meth:`needles`, in a request's bytes)."""
+
+    def __init__(self, url: URLSanitizerConfig, db: DBSanitizerConfig) -> None:
         self.url_keys = frozenset(url.attributes) if url.enabled else frozenset()
-        # key -> the db sanitizers (by option name) that handle it, in the options' order
+        self.url_names = url.enabled
+        # key -> the db families (by option name) that list it, in the Collector's order
         self.db_keys: dict[str, list[str]] = {}
-        for name in _DB_SANITIZERS:
-            option = getattr(db, name)
-            if option.enabled:
-                for key in option.attributes:
-                    self.db_keys.setdefault(key, []).append(name)
+        enabled = [name for name in _DB_SANITIZERS if getattr(db, name).enabled]
+        for name in enabled:
+            for key in getattr(db, name).attributes:
+                self.db_keys.setdefault(key, []).append(name)
+        self.db_names = frozenset(enabled) if db.sanitize_span_name else frozenset()
+        self.fallback = db.allow_fallback_without_system
+        # the families that sanitize log bodies: those enabled without an attribute list
+        self.body_families = tuple(n for n in enabled if not getattr(db, n).attributes)
         self.keys = self.url_keys | frozenset(self.db_keys)
+        self.span_names = self.url_names or bool(self.db_names)
         # results of recent texts by sanitizer: the same statement comes again and again
         # (parameterized queries, db.statement and db.query.text both set); bounded, emptied
         # when full, long texts never kept
         self._cache: dict[tuple[str, str], str] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.keys)
+        return bool(self.keys) or self.span_names or bool(self.body_families)
 
-    def apply(self, key: str, text: str, attrs: Any) -> tuple[str, str]:
-        """``(rule, new text)`` for the value ``text`` of attribute ``key`` (``attrs``: the
-        attributes it is one of, where ``db.system`` is looked up); ``("", text)`` when no
+    def needles(self, traces: bool, logs: bool) -> list[bytes]:
+        """What a request must hold for anything here to change it (beside ``keys``): a
+        database span (``db.system``) or a name a URL sanitizer changes (``/``, ``?``, ``#``);
+        any log record when bodies are sanitized (the empty needle)."""
+        out: list[bytes] = []
+        if traces and self.db_names:
+            out.append(b"db.system")
+        if traces and self.url_names:
+            out += [b"/", b"?", b"#"]
+        if logs and self.body_families:
+            out.append(b"")
+        return out
+
+    def apply(self, key: str, text: str, attrs: Any) -> tuple[list[str], str]:
+        """``(rules, new text)`` for the value ``text`` of attribute ``key`` (``attrs``: the
+        attributes it is one of, where the database is looked up); ``([], text)`` when no
         sanitizer handles the key or nothing changed."""
         if key in self.url_keys:
             new = self._run("url", sanitize_url, text)
-            return ("url_sanitization", new) if new != text else ("", text)
+            return ([URL_RULE], new) if new != text else ([], text)
         names = self.db_keys.get(key)
         if not names:
-            return "", text
-        name = self._db_for(names, attrs)
-        if name is None:
-            return "", text
-        new = self._run(name, _DB_SANITIZERS[name], text)
-        return (f"db_sanitizer.{name}", new) if new != text else ("", text)
+            return [], text
+        system = _db_system(attrs)
+        if system:
+            name = _SYSTEM_FAMILY.get(system)
+            names = [name] if name in names else []
+        elif not self.fallback:
+            names = []
+        return self._db(names, text)
+
+    def span_name(self, name: str, kind: int, attrs: Any) -> tuple[list[str], str]:
+        """``(rules, new name)`` for a span: a client, server or internal span of a database
+        whose family is enabled (``sanitize_span_name``) gets that family's sanitizer; a
+        client or server span with an HTTP attribute or a ``/`` in its name the URL
+        sanitizer, unless the result would be nothing but ``*`` segments."""
+        rules: list[str] = []
+        if self.db_names and kind in (SPAN_KIND_INTERNAL, SPAN_KIND_SERVER, SPAN_KIND_CLIENT):
+            family = _SYSTEM_FAMILY.get(_db_system(attrs))
+            if family in self.db_names:
+                rules, name = self._db([family], name)
+        if (
+            self.url_names
+            and kind in (SPAN_KIND_SERVER, SPAN_KIND_CLIENT)
+            and ("/" in name or any(kv.key in HTTP_KEYS for kv in attrs))
+        ):
+            new = self._run("url", sanitize_url, name)
+            if new != name and any(s not in ("", "*") for s in new.split("/")):
+                rules.append(URL_RULE)
+                name = new
+        return rules, name
+
+    def body(self, text: str) -> tuple[list[str], str]:
+        """``(rules, new text)`` for a log record's string body: every enabled family without
+        an attribute list, in turn."""
+        return self._db(self.body_families, text)
+
+    def _db(self, names: Any, text: str) -> tuple[list[str], str]:
+        rules = []
+        for name in names:
+            new = self._run(name, _DB_SANITIZERS[name], text)
+            if new != text:
+                rules.append(f"db_sanitizer.{name}")
+                text = new
+        return rules, text
 
     def _run(self, name: str, fn: Callable[[str], str], text: str) -> str:
         if len(text) > CACHE_TEXT_MAX:
@@ -324,18 +384,3 @@ class Sanitizers:
                 cache.clear()
             new = cache[(name, text)] = fn(text)
         return new
-
-    @staticmethod
-    def _db_for(names: list[str], attrs: Any) -> str | None:
-        """The sanitizer for the span's database: the one its ``db.system.name`` (or older
-        ``db.system``) names, none when that one is not enabled for the key; without that
-        attribute, ``sql`` if enabled for the key, else the first enabled one."""
-        system = ""
-        for kv in attrs:
-            if kv.key in DB_SYSTEM_KEYS and kv.value.WhichOneof("value") == "string_value":
-                system = kv.value.string_value.lower()
-                break
-        if system:
-            wanted = _NOSQL_SYSTEMS.get(system, "sql")
-            return wanted if wanted in names else None
-        return "sql" if "sql" in names else names[0]

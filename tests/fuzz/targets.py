@@ -744,10 +744,12 @@ def route() -> OneInput:
 
 
 def redaction_sanitize() -> OneInput:
-    """``redaction``'s ``url_sanitization`` and ``db_sanitizer`` (``sanitize.py``): every
+    """``redaction``'s ``url_sanitizer`` and ``db_sanitizer`` (``sanitize.py``): every
     sanitizer takes any text (invalid UTF-8 kept as surrogates) without raising and sanitizing
-    its result again changes nothing; through the processor, a span carrying the text as its
-    statement and URL (the database named by the first byte) gets exactly those results."""
+    its result again changes nothing; through the processor, a client span carrying the text
+    as its name, statement and URL (the database named by the first byte) gets exactly those
+    results (the name: its database's sanitizer, then the URL sanitizer unless only ``*``
+    segments would be left)."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -765,15 +767,17 @@ def redaction_sanitize() -> OneInput:
     )
 
     functions = [sanitize_sql, sanitize_redis, sanitize_memcached, sanitize_json, sanitize_url]
-    systems = {"postgresql": sanitize_sql, "redis": sanitize_redis,
+    systems = {"postgresql": sanitize_sql, "redis": sanitize_redis, "valkey": sanitize_redis,
                "memcached": sanitize_memcached, "mongodb": sanitize_json,
                "elasticsearch": sanitize_json, "opensearch": sanitize_json}  # fmt: skip
-    family = {"sql": {}, "redis": {}, "memcached": {}, "mongo": {}, "es": {}, "opensearch": {}}
+    families = ["sql", "redis", "valkey", "memcached", "mongo", "es", "opensearch"]
     config = RedactionConfig.model_validate({
         "allow_all_keys": True,
         "summary": "debug",
-        "url_sanitization": {"enabled": True},
-        "db_sanitizer": {name: {"enabled": True} for name in family},
+        "url_sanitizer": {"enabled": True, "attributes": ["url.full"]},
+        "db_sanitizer": {
+            name: {"enabled": True, "attributes": ["db.statement"]} for name in families
+        },
     })  # fmt: skip
     got: list[Any] = []
 
@@ -797,18 +801,21 @@ def redaction_sanitize() -> OneInput:
         value = data.decode("utf-8", "replace")
         system = names[data[0] % len(names)] if data else "postgresql"
         req = ExportTraceServiceRequest()
-        span = req.resource_spans.add().scope_spans.add().spans.add(name="q")
+        span = req.resource_spans.add().scope_spans.add().spans.add(name=value, kind=3)
         for key, v in (("db.system", system), ("db.statement", value), ("url.full", value)):
             span.attributes.add(key=key).value.string_value = v
         got.clear()
         drive(proc.consume(Traces(req.SerializeToString())))
         (out,) = got
-        attrs = {
-            kv.key: kv.value.string_value
-            for kv in out.message().resource_spans[0].scope_spans[0].spans[0].attributes
-        }
+        span = out.message().resource_spans[0].scope_spans[0].spans[0]
+        attrs = {kv.key: kv.value.string_value for kv in span.attributes}
         assert attrs["db.statement"] == systems[system](value)
         assert attrs["url.full"] == sanitize_url(value)
+        name = systems[system](value)
+        url_name = sanitize_url(name)
+        if any(s not in ("", "*") for s in url_name.split("/")):
+            name = url_name
+        assert span.name == name, (value, span.name)
 
     return one
 
