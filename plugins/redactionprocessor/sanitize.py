@@ -55,6 +55,11 @@ _SQL = re.compile(
 )
 # a parenthesized list of nothing but literals, collapsed to one
 _SQL_LIST = re.compile(r"\(\s*+\?(?:\s*+,\s*+\?)*+\s*+\)")
+# a name with a digit in it (not a placeholder's: @p1, :name1, %(name1)s), whose digits the
+# Collector's SQL obfuscator (ReplaceDigits) replaces: users_2024 -> users_?
+_SQL_NAME_DIGITS = re.compile(r"(?<![@:\w$])(?<!%\()[A-Za-z_][A-Za-z_]*+[0-9]\w*+")
+_DIGITS = re.compile(r"[0-9]++")
+_SQL_DIGIT = re.compile(r"[0-9]")
 
 
 def _sql_token(m: re.Match[str]) -> str:
@@ -71,6 +76,10 @@ def _sql_token(m: re.Match[str]) -> str:
     return pre + "?"
 
 
+def _name_digits(m: re.Match[str]) -> str:
+    return _DIGITS.sub("?", m.group(0))
+
+
 def _word_char(ch: str) -> bool:
     return ch.isalnum() or ch in "_$"
 
@@ -78,6 +87,8 @@ def _word_char(ch: str) -> bool:
 def sanitize_sql(text: str) -> str:
     """``text`` with every literal replaced by ``?`` and comments removed (see the module)."""
     out = _SQL.sub(_sql_token, text)
+    if _SQL_DIGIT.search(out) is not None:  # a digit left: in a name or a placeholder
+        out = _SQL_NAME_DIGITS.sub(_name_digits, out)
     if "(" in out:
         out = _SQL_LIST.sub("( ? )", out)
     return " ".join(out.split())  # white space collapsed

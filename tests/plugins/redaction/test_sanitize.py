@@ -48,22 +48,25 @@ SQL = [
      "SELECT * FROM t WHERE a = ? AND b = ?"),
     # a quote right after a name still opens a string
     ("SELECT * FROM t WHERE a LIKE'%secret%' AND b=x1'y' OR c=e'z'",
-     "SELECT * FROM t WHERE a LIKE? AND b=x1? OR c=?"),
+     "SELECT * FROM t WHERE a LIKE? AND b=x?? OR c=?"),
     # numbers, hex and bit/blob literals
     ("SELECT 1.5e10, -3, .5, 0xDEADBEEF, X'00ff', B'0101', x'AB' FROM t2",
-     "SELECT ?, -?, ?, ?, ?, ?, ? FROM t2"),
+     "SELECT ?, -?, ?, ?, ?, ?, ? FROM t?"),
     # dollar-quoted strings (tagged and not), PostgreSQL casts and intervals
     ("SELECT $$it's $ secret$$, $fn$ body $$ $fn$, '2024-01-01'::date, interval '1 day'",
      "SELECT ?, ?, ?::date, interval ?"),
     # comments (sqlcommenter's carry data) removed, white space collapsed
     ("SELECT a -- the tenant acme\n  FROM t /* traceparent='00-0af7651916cd43dd' */ WHERE b=1",
      "SELECT a FROM t WHERE b=?"),
-    # names are kept: quoted identifiers with quotes and digits inside, digits in names
-    ('SELECT "it\'s 2", `col 3`, t1.c2, users_2024 FROM s3.t4 WHERE x=\'y\'',
-     'SELECT "it\'s 2", `col 3`, t1.c2, users_2024 FROM s3.t4 WHERE x=?'),
+    # names are kept, quoted identifiers with quotes inside; the digits in names become ?
+    # (the Collector's ReplaceDigits), not those of placeholders
+    ('SELECT "it\'s", `col 3`, "tbl_2", t1.c2, users_2024, x1y FROM s3.t4 WHERE x=\'y\'',
+     'SELECT "it\'s", `col 3`, "tbl_?", t?.c?, users_?, x?y FROM s?.t? WHERE x=?'),
     # placeholders are kept
-    ("SELECT * FROM t WHERE a = $1 AND b = %s AND c = :name AND d = ? AND e = @p1",
-     "SELECT * FROM t WHERE a = $1 AND b = %s AND c = :name AND d = ? AND e = @p1"),
+    ("SELECT * FROM t WHERE a = $1 AND b = %s AND c = :name1 AND d = ?2 AND e = @p1"
+     " AND f = %(f1)s",
+     "SELECT * FROM t WHERE a = $1 AND b = %s AND c = :name1 AND d = ?2 AND e = @p1"
+     " AND f = %(f1)s"),
     # truncated statements: the rest is replaced
     ("SELECT * FROM t WHERE name = 'unterminated secr", "SELECT * FROM t WHERE name = ?"),
     ("SELECT * FROM t WHERE name = \"unterminated secr", "SELECT * FROM t WHERE name = ?"),
