@@ -21,7 +21,7 @@ from plugins.redactionprocessor.config import (
     STRUCTURE_KEYS,
     RedactionConfig,
 )
-from plugins.redactionprocessor.sanitize import Sanitizers
+from plugins.redactionprocessor.sanitize import Sanitizers, idle_options
 
 _MASK = "****"
 _SEP = ","
@@ -192,6 +192,13 @@ class RedactionProcessor(Component):
         self.signal = signal
         self.next = nxt
         self.rules = Rules(config)
+        for option in idle_options(config.url_sanitizer, config.db_sanitizer, signal.value):
+            settings.logger.warning(
+                "%s is enabled without attributes: it sanitizes nothing in a %s pipeline "
+                "(list the attribute keys in its attributes)",
+                option,
+                signal.value,
+            )
         self._counter = settings.telemetry.service.counter(
             "otelcol_processor_redaction_redactions",
             "Attributes removed or masked, and content dropped, hashed, truncated or masked, "

@@ -274,6 +274,22 @@ CACHE_ENTRIES = 1024  # at most ~4 MiB of texts and results
 CACHE_TEXT_MAX = 2048
 
 
+def idle_options(url: URLSanitizerConfig, db: DBSanitizerConfig, signal: str) -> list[str]:
+    """The sanitizers enabled that change nothing in a ``signal`` ("traces", "metrics",
+    "logs") pipeline: no ``attributes`` (the Collector's: no attribute sanitized) and no span
+    names or log bodies there to act on."""
+    out = []
+    if url.enabled and not url.attributes and signal != "traces":
+        out.append("url_sanitizer")
+    # a family without attributes acts on log bodies, and on span names when asked to
+    nothing = signal == "metrics" or (signal == "traces" and not db.sanitize_span_name)
+    for name in _DB_SANITIZERS:
+        option = getattr(db, name)
+        if nothing and option.enabled and not option.attributes:
+            out.append(f"db_sanitizer.{name}")
+    return out
+
+
 def _db_system(attrs: Any) -> str:
     """The lower-cased ``db.system.name`` (else ``db.system``) of ``attrs``, "" when none."""
     found = {}

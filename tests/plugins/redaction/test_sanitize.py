@@ -289,6 +289,27 @@ def test_collector_yaml_and_defaults() -> None:
         RedactionConfig.model_validate({"url_sanitization": {"enabled": True}})
 
 
+def test_warning_for_a_sanitizer_that_does_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """Enabled without attributes: the URL sanitizer still acts on trace span names, a db
+    family on span names and log bodies; where neither exists the processor warns."""
+    from plugins.redactionprocessor.sanitize import idle_options
+
+    c = RedactionConfig.model_validate({
+        "url_sanitizer": {"enabled": True},
+        "db_sanitizer": {"sql": {"enabled": True},
+                         "redis": {"enabled": True, "attributes": ["db.statement"]}},
+    })  # fmt: skip
+    url, db = c.url_sanitizer, c.db_sanitizer
+    assert idle_options(url, db, "traces") == []
+    assert idle_options(url, db, "logs") == ["url_sanitizer"]
+    assert idle_options(url, db, "metrics") == ["url_sanitizer", "db_sanitizer.sql"]
+    db.sanitize_span_name = False
+    assert idle_options(url, db, "traces") == ["db_sanitizer.sql"]
+    with caplog.at_level("WARNING"):
+        processor({"url_sanitizer": {"enabled": True}}, Signal.METRICS)
+    assert "url_sanitizer is enabled without attributes" in caplog.text
+
+
 async def test_database_chosen_by_db_system_counted_and_summarized() -> None:
     config = yaml.safe_load(COLLECTOR_YAML)
     cases = [
