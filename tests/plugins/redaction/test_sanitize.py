@@ -563,3 +563,32 @@ async def test_huge_and_nested_statements_through_the_processor() -> None:
     for rule in ("db_sanitizer.sql", "db_sanitizer.mongo", "url_sanitizer"):
         assert tel.value("otelcol_processor_redaction_redactions_total", processor="redaction",
                          rule=rule) == 1, rule  # fmt: skip
+
+
+async def test_huge_span_names_and_log_bodies_through_the_processor() -> None:
+    """Span names and log bodies of megabytes (unterminated, deeply nested) are sanitized in
+    linear time like attributes: no marked literal survives, each is counted once."""
+    secret = "zq-secret"
+    sql = "SELECT * FROM t WHERE a IN (" + ", ".join(f"'{secret}{i}'" for i in range(50_000))
+    url = "GET /" + "/".join(f"{secret}{i}" for i in range(50_000)) + "?q=" + secret * 1000
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add().spans
+    db_span = spans.add(name=sql, kind=3, trace_id=b"t" * 16)
+    db_span.attributes.add(key="db.system").value.string_value = "postgresql"
+    spans.add(name=url, kind=2, trace_id=b"t" * 16)
+    msg, proc = await run(yaml.safe_load(COLLECTOR_YAML), Traces(req.SerializeToString()))
+    assert secret.encode() not in msg.SerializeToString()
+    names = [s.name for s in msg.resource_spans[0].scope_spans[0].spans]
+    assert names == ["SELECT * FROM t WHERE a IN (?" + ", ?" * 49_999, "GET /*" + "/*" * 49_999]
+    logs = ExportLogsServiceRequest()
+    rec = logs.resource_logs.add().scope_logs.add().log_records.add()
+    rec.body.string_value = '{"a":' * 100_000 + f'"{secret}' + "}" * 10
+    config = {"db_sanitizer": {"mongo": {"enabled": True}}, "allow_all_keys": True}
+    out, lproc = await run(config, Logs(logs.SerializeToString()), Signal.LOGS)
+    body = out.resource_logs[0].scope_logs[0].log_records[0].body.string_value
+    assert body == '{"a":' * 100_000 + '"?"'
+    for p, rule, n in ((proc, "db_sanitizer.sql", 1), (proc, "url_sanitizer", 1),
+                       (lproc, "db_sanitizer.mongo", 1)):  # fmt: skip
+        tel = p.settings.telemetry.service
+        assert tel.value("otelcol_processor_redaction_redactions_total", processor="redaction",
+                         rule=rule) == n, rule  # fmt: skip
