@@ -749,12 +749,14 @@ def redaction_sanitize() -> OneInput:
     its result again changes nothing; through the processor, a client span carrying the text
     as its name, statement and URL (the database named by the first byte) gets exactly those
     results (the name: its database's sanitizer, then the URL sanitizer unless only ``*``
-    segments would be left)."""
+    segments would be left); a log record with the text as its body gets every family
+    without attributes in turn."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
 
-    from pipeline import Kind, Signal, Traces
+    from pipeline import Kind, Logs, Signal, Traces
     from pipeline.testing import create_settings
     from plugins.redactionprocessor.config import RedactionConfig
     from plugins.redactionprocessor.processor import RedactionProcessor
@@ -790,6 +792,15 @@ def redaction_sanitize() -> OneInput:
     proc = RedactionProcessor(
         create_settings(Kind.PROCESSOR, "redaction"), config, Signal.TRACES, Sink()
     )
+    logs_config = RedactionConfig.model_validate(
+        {"db_sanitizer": {name: {"enabled": True} for name in families}}
+    )
+    logs_proc = RedactionProcessor(
+        create_settings(Kind.PROCESSOR, "redaction"), logs_config, Signal.LOGS, Sink()
+    )
+    # the families in the Collector's order: sql, redis, valkey, memcached, mongo, opensearch, es
+    body_chain = [sanitize_sql, sanitize_redis, sanitize_redis, sanitize_memcached,
+                  sanitize_json, sanitize_json, sanitize_json]  # fmt: skip
     names = sorted(systems)
 
     def one(data: bytes) -> None:
@@ -816,6 +827,16 @@ def redaction_sanitize() -> OneInput:
         if any(s not in ("", "*") for s in url_name.split("/")):
             name = url_name
         assert span.name == name, (value, span.name)
+        logs = ExportLogsServiceRequest()
+        logs.resource_logs.add().scope_logs.add().log_records.add().body.string_value = value
+        got.clear()
+        drive(logs_proc.consume(Logs(logs.SerializeToString())))
+        (out,) = got
+        body = value
+        for fn in body_chain:
+            body = fn(body)
+        record = out.message().resource_logs[0].scope_logs[0].log_records[0]
+        assert record.body.string_value == body, (value, record.body.string_value)
 
     return one
 
