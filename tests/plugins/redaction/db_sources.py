@@ -5,7 +5,12 @@ server with ids in the path and a token in the query), exported over OTLP/gRPC t
 given: ``python -m tests.plugins.redaction.db_sources PORT``. The statements carry the
 literals in ``SECRETS`` inline (as applications that build SQL text do), so the raw export
 holds them in ``db.statement`` and ``db.query.text``, and the URL's in ``http.url`` and
-``url.full`` (``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup,http/dup``)."""
+``url.full`` (``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup,http/dup``).
+
+``python -m tests.plugins.redaction.db_sources PORT logs``: instead, SQLite's statement trace
+(``sqlite3``'s trace callback, the statements as SQLite ran them, bound values written in)
+logged through Python's ``logging`` and the OpenTelemetry SDK's ``LoggingHandler``: log
+records whose string bodies are SQL carrying the literals in ``SECRETS``."""
 
 from __future__ import annotations
 
@@ -123,5 +128,45 @@ def run(port: int) -> None:
     tp.shutdown()
 
 
+# the statements run on SQLite, with bound values (SQLite's trace writes them in)
+SQLITE_STATEMENTS: list[tuple[str, tuple[Any, ...]]] = [
+    ("CREATE TABLE zx_users (id INTEGER, name TEXT, email TEXT, score REAL)", ()),
+    ("INSERT INTO zx_users VALUES (?, ?, ?, ?)",
+     (int(SECRETS["number"]), SECRETS["string"], SECRETS["email"], float(SECRETS["decimal"]))),
+    ("SELECT id, name FROM zx_users WHERE email = ? AND id IN (?, 2, 3)",
+     (SECRETS["email"], int(SECRETS["number"]))),
+    ("UPDATE zx_users SET name = ? WHERE score > ?", (SECRETS["escaped"], 1.5)),
+]  # fmt: skip
+
+
+def run_logs(port: int) -> None:
+    import logging
+    import sqlite3
+
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
+
+    lp = LoggerProvider(resource=Resource.create({"service.name": "db-sanitizer-logs"}))
+    lp.add_log_record_processor(
+        SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"127.0.0.1:{port}", insecure=True))
+    )
+    log = logging.getLogger("zx.sqlite")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(LoggingHandler(logger_provider=lp))
+    conn = sqlite3.connect(":memory:")
+    conn.set_trace_callback(log.info)
+    for stmt, params in SQLITE_STATEMENTS:
+        conn.execute(stmt, params).fetchall()
+    conn.commit()
+    conn.close()
+    lp.shutdown()
+
+
 if __name__ == "__main__":
-    run(int(sys.argv[1]))
+    if sys.argv[2:] == ["logs"]:
+        run_logs(int(sys.argv[1]))
+    else:
+        run(int(sys.argv[1]))

@@ -112,3 +112,39 @@ async def test_no_literal_survives_real_instrumentations(tmp_path: Path) -> None
     assert {s.name for s in pg} >= {"SELECT", "INSERT", "UPDATE"}
     assert _attrs(http)["http.url"].string_value == url
     assert counts["url_sanitizer"] == sanitized["url"] == 2
+
+
+async def test_log_bodies_of_sqlite_statement_trace(tmp_path: Path) -> None:
+    """``db_sanitizer.sql`` enabled without ``attributes`` (the Collector's: log bodies
+    only): SQLite's statement trace logged through the OpenTelemetry SDK's logging handler
+    arrives with every bound value written in; the exported bodies keep the statements'
+    shape and carry none of them, each sanitized body counted once and summarized."""
+    raw, redacted, counts = await run_gateway(
+        "summary: debug\n    db_sanitizer: {sql: {enabled: true}}",
+        ["tests.plugins.redaction.db_sources"],
+        ["db_sanitizer.sql"],
+        tmp_path,
+        args=["logs"],
+    )
+    raw_records = [r for req in raw.logs for rl in req.resource_logs for sl in rl.scope_logs
+                   for r in sl.log_records]  # fmt: skip
+    out_records = [r for req in redacted.logs for rl in req.resource_logs
+                   for sl in rl.scope_logs for r in sl.log_records]  # fmt: skip
+    assert len(raw_records) == len(out_records) >= len(src.SQLITE_STATEMENTS)
+    raw_bytes = b"".join(r.SerializeToString() for r in raw.logs)
+    out_bytes = b"".join(r.SerializeToString() for r in redacted.logs)
+    for name in ("string", "email", "number", "decimal"):
+        assert src.SECRETS[name].encode() in raw_bytes, name  # SQLite wrote it in
+        assert src.SECRETS[name].encode() not in out_bytes, name
+    bodies = [r.body.string_value for r in out_records]
+    assert "INSERT INTO zx_users VALUES ( ? )" in bodies, bodies
+    assert "SELECT id, name FROM zx_users WHERE email = ? AND id IN ( ? )" in bodies
+    assert "UPDATE zx_users SET name = ? WHERE score > ?" in bodies
+    changed = [
+        (a, b) for a, b in zip(raw_records, out_records, strict=True)
+        if a.body.string_value != b.body.string_value
+    ]  # fmt: skip
+    assert counts["db_sanitizer.sql"] == len(changed) >= 3
+    for _, out in changed:
+        summary = {kv.key: kv.value for kv in out.attributes}
+        assert summary["redaction.body.masked.keys"].string_value == "body"

@@ -62,7 +62,7 @@ async def settle(raw: RecordingBackend, redacted: RecordingBackend) -> None:
         if (raw.span_count(), raw.log_record_count()) == (
             redacted.span_count(),
             redacted.log_record_count(),
-        ) and raw.span_count():
+        ) and (raw.span_count() or raw.log_record_count()):
             break
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.2)
@@ -100,16 +100,18 @@ def exported(backend: RecordingBackend) -> bytes:
 
 
 async def run_gateway(
-    redaction: str, source: list[str], rules: list[str], tmp_path: Path
-) -> tuple[RecordingBackend, RecordingBackend, dict[str, float]]:
-    """Runs ``python -m <source...> PORT`` against a :func:`gateway_config` gateway: what the
-    raw and the redacted backends received, and the processor's counts of ``rules``."""
+    redaction: str, source: list[str], rules: list[str], tmp_path: Path,
+    args: list[str] | None = None,
+) -> tuple[RecordingBackend, RecordingBackend, dict[str, float]]:  # fmt: skip
+    """Runs ``python -m <source...> PORT <args...>`` against a :func:`gateway_config`
+    gateway: what the raw and the redacted backends received, and the processor's counts of
+    ``rules``."""
     port = free_port()
     async with recording_backend() as raw, recording_backend() as redacted:
         config_text = gateway_config(port, raw, redacted, redaction)
         async with running_service(config_text, tmp_path) as service:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", *source, str(port), cwd=ROOT
+                sys.executable, "-m", *source, str(port), *(args or []), cwd=ROOT
             )
             assert await asyncio.wait_for(proc.wait(), 60) == 0
             await settle(raw, redacted)
