@@ -119,7 +119,7 @@ class URLSanitizerConfig(SanitizerOption):
 
 class DBSanitizerOption(SanitizerOption):
     """One database family of ``db_sanitizer``: its literals become ``?`` in the listed
-    attributes; with no ``attributes``, in log records' string bodies."""
+    attributes; with no ``attributes``, in the string values of log records' bodies."""
 
 
 class DBSanitizerConfig(ConfigModel):

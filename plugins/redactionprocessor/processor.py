@@ -542,6 +542,15 @@ class RedactionProcessor(Component):
                 self.rules.count("blocked_values")
                 masked.append(path)
                 value.string_value = new
+            sanitizers = self.rules.sanitizers
+            if kind == "string_value" and sanitizers is not None:  # db_sanitizer
+                changed, sanitized = sanitizers.body(new)
+                if changed:
+                    if new == text:
+                        masked.append(path)
+                    for rule in changed:
+                        self.rules.count(rule)
+                    value.string_value = sanitized
 
 
 _BYTES_UNSAFE = re.compile(r"\\\\|\\[wWdDsSbBAZ]|(?<!\\)\.|\[\^|\(\?[aiLmsux]|\(\?<|[^\x00-\x7f]")

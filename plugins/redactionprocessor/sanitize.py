@@ -307,7 +307,8 @@ class Sanitizers:
       family is enabled and lists the key; without a database nothing, unless
       ``allow_fallback_without_system`` (then every enabled family listing the key, in turn);
     - span names (:meth:`span_name`): ``sanitize_span_name`` and ``url_sanitizer``;
-    - log bodies (:meth:`body`): every enabled family without ``attributes``, in turn.
+    - log bodies' string values (:meth:`body`): every enabled family without ``attributes``,
+      in turn.
 
     ``keys`` are the attribute keys any of them handles (the processor's fast check looks for
     them, and :meth:`needles`, in a request's bytes)."""
@@ -388,8 +389,8 @@ class Sanitizers:
         return rules, name
 
     def body(self, text: str) -> tuple[list[str], str]:
-        """``(rules, new text)`` for a log record's string body: every enabled family without
-        an attribute list, in turn."""
+        """``(rules, new text)`` for a string value of a log record's body: every enabled
+        family without an attribute list, in turn."""
         return self._db(self.body_families, text)
 
     def _db(self, names: Any, text: str) -> tuple[list[str], str]:

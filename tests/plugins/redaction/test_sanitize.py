@@ -415,8 +415,9 @@ async def test_span_names() -> None:
 
 
 async def test_log_bodies_by_families_without_attributes() -> None:
-    """A family enabled without ``attributes`` sanitizes log records' string bodies (every
-    such family in turn) and no attribute; a family with attributes leaves bodies alone."""
+    """A family enabled without ``attributes`` sanitizes the string values of log records'
+    bodies (every such family in turn) and no attribute; a family with attributes leaves
+    bodies alone."""
     families = {"sql": {"enabled": True},
                 "mongo": {"enabled": True, "attributes": ["db.statement"]}}  # fmt: skip
     config = {"allow_all_keys": True, "summary": "debug", "db_sanitizer": families}
@@ -435,6 +436,22 @@ async def test_log_bodies_by_families_without_attributes() -> None:
             for r in got] == ["SELECT 1"] * 3  # fmt: skip
     first = {kv.key: kv.value for kv in got[0].attributes}
     assert first["redaction.body.masked.keys"].string_value == "body"
+    # "all string values in log bodies": those of a map body too, at any depth
+    req = ExportLogsServiceRequest()
+    rec = req.resource_logs.add().scope_logs.add().log_records.add()
+    kv = rec.body.kvlist_value.values.add(key="query")
+    kv.value.string_value = "DELETE FROM t WHERE id = 7"
+    inner = rec.body.kvlist_value.values.add(key="batch").value.array_value.values.add()
+    inner.string_value = "SELECT 'x'"
+    rec.body.kvlist_value.values.add(key="rows").value.int_value = 3
+    msg, _ = await run(config, Logs(req.SerializeToString()), Signal.LOGS)
+    out = msg.resource_logs[0].scope_logs[0].log_records[0]
+    values = out.body.kvlist_value.values
+    assert values[0].value.string_value == "DELETE FROM t WHERE id = ?"
+    assert values[1].value.array_value.values[0].string_value == "SELECT ?"
+    assert values[2].value.int_value == 3
+    summary = {kv.key: kv.value for kv in out.attributes}
+    assert summary["redaction.body.masked.keys"].string_value == "batch.[0],query"
     tel = proc.settings.telemetry.service
     assert tel.value("otelcol_processor_redaction_redactions_total", processor="redaction",
                      rule="db_sanitizer.sql") == 1  # fmt: skip
