@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import enum
 import functools
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from plugins._anyvalue import any_value_to_string
 
 __all__ = [
     "MetricKind",
@@ -173,43 +174,6 @@ def label_name(key: str) -> str:
     elif out.startswith("_") and not out.startswith("__"):
         out = "key" + out
     return out
-
-
-def any_value_to_string(value: Any) -> str:
-    """An OTLP ``AnyValue`` as a label value (arrays and maps as JSON)."""
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return str(value.string_value)
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind == "int_value":
-        return str(value.int_value)
-    if kind == "double_value":
-        return repr(value.double_value)
-    if kind == "bytes_value":
-        import base64
-
-        return base64.b64encode(value.bytes_value).decode()
-    if kind in ("array_value", "kvlist_value"):
-        return json.dumps(_to_python(value), separators=(",", ":"))
-    return ""
-
-
-def _to_python(value: Any) -> Any:
-    kind = value.WhichOneof("value")
-    if kind == "array_value":
-        return [_to_python(v) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _to_python(kv.value) for kv in value.kvlist_value.values}
-    if kind == "int_value":
-        return value.int_value
-    if kind == "double_value":
-        return value.double_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind is None:
-        return None
-    return any_value_to_string(value)
 
 
 def attributes_to_labels(

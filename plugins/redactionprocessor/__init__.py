@@ -1,9 +1,10 @@
 """The ``redaction`` processor (traces, logs, metrics): the Collector's options
 (``allow_all_keys``, ``allowed_keys``, ``ignored_keys``, ``ignored_key_patterns``,
 ``blocked_key_patterns``, ``blocked_values``, ``allowed_values``, ``redact_all_types``,
-``hash_function``, ``hmac_key``, ``summary``) and ``genai_content``: the prompts, completions,
-system instructions and tool call arguments/results of the GenAI conventions and the common
-dialects dropped, hashed, truncated or masked (see ``docs/sampling.md``)."""
+``hash_function``, ``hmac_key``, ``summary``, ``url_sanitizer``, ``db_sanitizer``) and
+``genai_content``: the prompts, completions, system instructions and tool call
+arguments/results of the GenAI conventions and the common dialects dropped, hashed, truncated
+or masked (see ``docs/sampling.md``)."""
 
 from __future__ import annotations
 

@@ -104,6 +104,40 @@ class GenAIContentConfig(ConfigModel):
         return self
 
 
+class SanitizerOption(ConfigModel):
+    """``enabled`` and the ``attributes`` whose string values are sanitized (the Collector's:
+    none when the list is empty)."""
+
+    enabled: bool = False
+    attributes: list[str] = Field(default_factory=list)
+
+
+class URLSanitizerConfig(SanitizerOption):
+    """``url_sanitizer``: ids, numbers, hashes and tokens in URL paths become ``*``, the
+    query and fragment are dropped; also the names of HTTP client and server spans."""
+
+
+class DBSanitizerOption(SanitizerOption):
+    """One database family of ``db_sanitizer``: its literals become ``?`` in the listed
+    attributes; with no ``attributes``, in the string values of log records' bodies."""
+
+
+class DBSanitizerConfig(ConfigModel):
+    """``db_sanitizer``: the Collector's database families and span-name switch."""
+
+    sql: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    redis: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    valkey: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    memcached: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    mongo: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    opensearch: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    es: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
+    # the names of database spans sanitized by their database's family
+    sanitize_span_name: bool = True
+    # a span without db.system.name / db.system: every enabled family listing the key, in turn
+    allow_fallback_without_system: bool = False
+
+
 class RedactionConfig(ComponentConfig):
     """``processors.redaction``."""
 
@@ -119,6 +153,8 @@ class RedactionConfig(ComponentConfig):
     hmac_key: str = ""
     summary: Literal["", "debug", "info", "silent"] = ""
     genai_content: GenAIContentConfig | None = None
+    url_sanitizer: URLSanitizerConfig = Field(default_factory=URLSanitizerConfig)
+    db_sanitizer: DBSanitizerConfig = Field(default_factory=DBSanitizerConfig)
 
     @model_validator(mode="after")
     def _check(self) -> RedactionConfig:

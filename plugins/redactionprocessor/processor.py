@@ -14,12 +14,14 @@ from re import _parser as _sre_parse
 from typing import Any
 
 from pipeline import Component, Consumer, CreateSettings, Payload, Signal
+from plugins._anyvalue import scalar_to_string as _as_string
 from plugins.redactionprocessor.config import (
     BUILTIN_PATTERNS,
     EVENT_CONTENT_KEYS,
     STRUCTURE_KEYS,
     RedactionConfig,
 )
+from plugins.redactionprocessor.sanitize import Sanitizers, idle_options
 
 _MASK = "****"
 _SEP = ","
@@ -70,6 +72,8 @@ class Rules:
             self.pii = [(n, re.compile(BUILTIN_PATTERNS[n])) for n in self.genai.patterns]
             self.pii += [(c.name, re.compile(c.regex)) for c in self.genai.custom_patterns]
         self.event_keys = set(EVENT_CONTENT_KEYS)
+        sanitizers = Sanitizers(config.url_sanitizer, config.db_sanitizer)
+        self.sanitizers = sanitizers if sanitizers else None  # url_sanitizer, db_sanitizer
         self.counts: dict[str, int] = {}
 
     def count(self, rule: str, n: int = 1) -> None:
@@ -175,23 +179,6 @@ def _hasher(name: str, key: str) -> Callable[[str], str] | None:
     return lambda s: hashlib.new(algo, s.encode()).hexdigest()
 
 
-def _as_string(value: Any) -> str:
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return str(value.string_value)
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind == "int_value":
-        return str(value.int_value)
-    if kind == "double_value":
-        return repr(value.double_value)
-    if kind == "bytes_value":
-        import base64
-
-        return base64.b64encode(value.bytes_value).decode()
-    return ""
-
-
 class RedactionProcessor(Component):
     """Builds a redacted copy of every payload; never changes the one it is given."""
 
@@ -205,6 +192,13 @@ class RedactionProcessor(Component):
         self.signal = signal
         self.next = nxt
         self.rules = Rules(config)
+        for option in idle_options(config.url_sanitizer, config.db_sanitizer, signal.value):
+            settings.logger.warning(
+                "%s is enabled without attributes: it sanitizes nothing in a %s pipeline "
+                "(list the attribute keys in its attributes)",
+                option,
+                signal.value,
+            )
         self._counter = settings.telemetry.service.counter(
             "otelcol_processor_redaction_redactions",
             "Attributes removed or masked, and content dropped, hashed, truncated or masked, "
@@ -226,6 +220,9 @@ class RedactionProcessor(Component):
         ]
         self._searches = [r for r in self._searches if not _bytes_safe(r.pattern)]
         needles = [k.encode() for k in rules.content_keys]
+        if rules.sanitizers is not None:
+            needles += [k.encode() for k in rules.sanitizers.keys]
+            needles += rules.sanitizers.needles(signal is Signal.TRACES, signal is Signal.LOGS)
         if rules.genai is not None and signal is Signal.LOGS:
             needles += [p.encode() for p in rules.genai.event_prefixes]  # GenAI events
         # a needle that contains another is found only where that one is: one search is enough
@@ -311,6 +308,8 @@ class RedactionProcessor(Component):
                 for ss in rs.scope_spans:
                     self._attrs(ss.scope.attributes)
                     for span in ss.spans:
+                        if rules.sanitizers is not None and rules.sanitizers.span_names:
+                            self._span_name(span)
                         self._attrs(span.attributes)
                         for ev in span.events:
                             self._attrs(ev.attributes, event=self._is_genai_event(ev.name))
@@ -338,6 +337,16 @@ class RedactionProcessor(Component):
             child.inc(n)
         out.whole_traces = data.whole_traces  # spans are changed, none added or removed
         return out.carry_acks(data.ack_tokens)
+
+    def _span_name(self, span: Any) -> None:
+        """``db_sanitizer.sanitize_span_name`` and ``url_sanitizer`` on the span's name (seen
+        with the attributes as they came)."""
+        assert self.rules.sanitizers is not None
+        changed, name = self.rules.sanitizers.span_name(span.name, span.kind, span.attributes)
+        if changed:
+            span.name = name
+            for rule in changed:
+                self.rules.count(rule)
 
     def _is_genai_event(self, name: str) -> bool:
         g = self.rules.genai
@@ -386,6 +395,14 @@ class RedactionProcessor(Component):
                 masked.append(k)
                 rules.count("blocked_values")
                 value.string_value = new
+            if rules.sanitizers is not None and is_str:  # url_sanitizer, db_sanitizer
+                changed, sanitized = rules.sanitizers.apply(k, new, attrs)
+                if changed:
+                    if new == text:
+                        masked.append(k)
+                    for rule in changed:
+                        rules.count(rule)
+                    value.string_value = sanitized
         for i in reversed(remove):
             del attrs[i]
         if redacted:
@@ -447,6 +464,14 @@ class RedactionProcessor(Component):
                 rules.count("blocked_values")
                 masked.append("body")
                 body.string_value = new
+            if kind == "string_value" and rules.sanitizers is not None:  # db_sanitizer
+                changed, sanitized = rules.sanitizers.body(new)
+                if changed:
+                    if new == text:
+                        masked.append("body")
+                    for rule in changed:
+                        rules.count(rule)
+                    body.string_value = sanitized
         attrs = record.attributes
         self._summary(attrs, redacted, "redaction.body.redacted.keys",
                       "redaction.body.redacted.count")  # fmt: skip
@@ -517,6 +542,15 @@ class RedactionProcessor(Component):
                 self.rules.count("blocked_values")
                 masked.append(path)
                 value.string_value = new
+            sanitizers = self.rules.sanitizers
+            if kind == "string_value" and sanitizers is not None:  # db_sanitizer
+                changed, sanitized = sanitizers.body(new)
+                if changed:
+                    if new == text:
+                        masked.append(path)
+                    for rule in changed:
+                        self.rules.count(rule)
+                    value.string_value = sanitized
 
 
 _BYTES_UNSAFE = re.compile(r"\\\\|\\[wWdDsSbBAZ]|(?<!\\)\.|\[\^|\(\?[aiLmsux]|\(\?<|[^\x00-\x7f]")

@@ -506,9 +506,32 @@ def agent_source_seeds() -> None:
     write("agentscan", "pydantic_ai_http-stamped.pb", stamped.SerializeToString())
 
 
+def sanitizer_seeds() -> None:
+    """The statements the redaction tests send to the real PostgreSQL (through the asyncpg
+    instrumentation), commands of Redis and Memcached, MongoDB/Elasticsearch documents and
+    URLs with ids, for ``redaction``'s sanitizers."""
+    from tests.plugins.redaction.db_sources import STATEMENTS
+
+    for i, statement in enumerate(STATEMENTS):
+        write("redaction_sanitize", f"sql-{i}.txt", statement.encode())
+    others = {
+        "redis.txt": "SET user:1 secret\nHSET h email alice@example.com\nAUTH pw\nSET ? ?",
+        "memcached.txt": "set mykey 0 60 5\r\nhello\r\nget mykey",
+        "mongo.txt": '{"find": "users", "filter": {"name": "bob", "age": {"$gt": 30}}}',
+        "mongo-repr.txt": "{'name': 'bob', 'id': ObjectId('5f1d'), 'n': -1.5, 'x': True}",
+        "es.txt": '{"query":{"match":{"title":"x"}},"size":10,"tags":["a",1.5],"n":null}',
+        "url.txt": "https://u:p@example.com:8443/api/v1/users/12345/o/550e8400-e29b-41d4-a716"
+        "-446655440000?token=abc&flag#frag",
+        "span-name.txt": "GET /api/users/123/posts/456?id=7",
+    }
+    for name, text in others.items():
+        write("redaction_sanitize", name, text.encode())
+
+
 def main() -> None:
     print(f"writing seeds to {CORPUS.relative_to(ROOT)}")
     otlp_seeds()
+    sanitizer_seeds()
     agent_source_seeds()
     grpc_seeds()
     h2_seeds()

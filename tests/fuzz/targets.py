@@ -743,6 +743,104 @@ def route() -> OneInput:
     return one
 
 
+def redaction_sanitize() -> OneInput:
+    """``redaction``'s ``url_sanitizer`` and ``db_sanitizer`` (``sanitize.py``): every
+    sanitizer takes any text (invalid UTF-8 kept as surrogates) without raising and sanitizing
+    its result again changes nothing; through the processor, a client span carrying the text
+    as its name, statement and URL (the database named by the first byte) gets exactly those
+    results (the name: its database's sanitizer, then the URL sanitizer unless only ``*``
+    segments would be left); a log record with the text as its body gets every family
+    without attributes in turn."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from pipeline import Kind, Logs, Signal, Traces
+    from pipeline.testing import create_settings
+    from plugins.redactionprocessor.config import RedactionConfig
+    from plugins.redactionprocessor.processor import RedactionProcessor
+    from plugins.redactionprocessor.sanitize import (
+        sanitize_json,
+        sanitize_memcached,
+        sanitize_redis,
+        sanitize_sql,
+        sanitize_url,
+    )
+
+    functions = [sanitize_sql, sanitize_redis, sanitize_memcached, sanitize_json, sanitize_url]
+    systems = {"postgresql": sanitize_sql, "redis": sanitize_redis, "valkey": sanitize_redis,
+               "memcached": sanitize_memcached, "mongodb": sanitize_json,
+               "elasticsearch": sanitize_json, "opensearch": sanitize_json}  # fmt: skip
+    families = ["sql", "redis", "valkey", "memcached", "mongo", "es", "opensearch"]
+    config = RedactionConfig.model_validate({
+        "allow_all_keys": True,
+        "summary": "debug",
+        "url_sanitizer": {"enabled": True, "attributes": ["url.full"]},
+        "db_sanitizer": {
+            name: {"enabled": True, "attributes": ["db.statement"]} for name in families
+        },
+    })  # fmt: skip
+    got: list[Any] = []
+
+    class Sink:
+        mutates_data = False
+
+        async def consume(self, data: Any) -> None:
+            got.append(data)
+
+    proc = RedactionProcessor(
+        create_settings(Kind.PROCESSOR, "redaction"), config, Signal.TRACES, Sink()
+    )
+    logs_config = RedactionConfig.model_validate(
+        {"db_sanitizer": {name: {"enabled": True} for name in families}}
+    )
+    logs_proc = RedactionProcessor(
+        create_settings(Kind.PROCESSOR, "redaction"), logs_config, Signal.LOGS, Sink()
+    )
+    # the families in the Collector's order: sql, redis, valkey, memcached, mongo, opensearch, es
+    body_chain = [sanitize_sql, sanitize_redis, sanitize_redis, sanitize_memcached,
+                  sanitize_json, sanitize_json, sanitize_json]  # fmt: skip
+    names = sorted(systems)
+
+    def one(data: bytes) -> None:
+        text = data.decode("utf-8", "surrogateescape")
+        for fn in functions:
+            out = fn(text)
+            assert isinstance(out, str)
+            assert fn(out) == out, (fn.__name__, text, out)
+        value = data.decode("utf-8", "replace")
+        system = names[data[0] % len(names)] if data else "postgresql"
+        req = ExportTraceServiceRequest()
+        span = req.resource_spans.add().scope_spans.add().spans.add(name=value, kind=3)
+        for key, v in (("db.system", system), ("db.statement", value), ("url.full", value)):
+            span.attributes.add(key=key).value.string_value = v
+        got.clear()
+        drive(proc.consume(Traces(req.SerializeToString())))
+        (out,) = got
+        span = out.message().resource_spans[0].scope_spans[0].spans[0]
+        attrs = {kv.key: kv.value.string_value for kv in span.attributes}
+        assert attrs["db.statement"] == systems[system](value)
+        assert attrs["url.full"] == sanitize_url(value)
+        name = systems[system](value)
+        url_name = sanitize_url(name)
+        if any(s not in ("", "*") for s in url_name.split("/")):
+            name = url_name
+        assert span.name == name, (value, span.name)
+        logs = ExportLogsServiceRequest()
+        logs.resource_logs.add().scope_logs.add().log_records.add().body.string_value = value
+        got.clear()
+        drive(logs_proc.consume(Logs(logs.SerializeToString())))
+        (out,) = got
+        body = value
+        for fn in body_chain:
+            body = fn(body)
+        record = out.message().resource_logs[0].scope_logs[0].log_records[0]
+        assert record.body.string_value == body, (value, record.body.string_value)
+
+    return one
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
@@ -759,6 +857,12 @@ TARGETS: dict[str, Target] = {
         ),
         Target("ottl", ottl, instrument=("pipeline.ottl",), runs=30_000),
         Target("route", route, native=True, runs=60_000),
+        Target(
+            "redaction_sanitize",
+            redaction_sanitize,
+            instrument=("plugins.redactionprocessor.sanitize",),
+            runs=8_000,
+        ),
         Target(
             "otlp_json",
             otlp_json,

@@ -31,15 +31,18 @@ PATTERN_OF = {
 KEPT = [b"gpt-4o-mini", b"gen_ai.usage", b"gen_ai.operation.name", b"genai-redaction"]
 
 
-def config(port: int, raw: RecordingBackend, redacted: RecordingBackend, genai: str) -> str:
+def gateway_config(port: int, raw: RecordingBackend, redacted: RecordingBackend,
+                   redaction: str) -> str:  # fmt: skip
+    """A gateway that exports what it receives as it came to ``raw`` and through a
+    ``redaction`` processor (``allow_all_keys`` and the options in ``redaction``, YAML
+    indented by four) to ``redacted``."""
     return f"""
 receivers:
   otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}
 processors:
   redaction:
     allow_all_keys: true
-    summary: info
-    genai_content: {genai}
+    {redaction}
 exporters:
   otlp/raw: {{endpoint: "127.0.0.1:{raw.grpc_port}", tls: {{insecure: true}}}}
   otlp/redacted: {{endpoint: "127.0.0.1:{redacted.grpc_port}", tls: {{insecure: true}}}}
@@ -51,6 +54,18 @@ service:
     traces: {{receivers: [otlp], processors: [redaction], exporters: [otlp/redacted]}}
     logs: {{receivers: [otlp], processors: [redaction], exporters: [otlp/redacted]}}
 """
+
+
+async def settle(raw: RecordingBackend, redacted: RecordingBackend) -> None:
+    """Waits until both backends hold the same number of spans and records (some)."""
+    for _ in range(100):
+        if (raw.span_count(), raw.log_record_count()) == (
+            redacted.span_count(),
+            redacted.log_record_count(),
+        ) and (raw.span_count() or raw.log_record_count()):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
 
 
 def _is_content(key: str) -> bool:
@@ -84,35 +99,45 @@ def exported(backend: RecordingBackend) -> bytes:
     return b"".join(r.SerializeToString() for r in [*backend.traces, *backend.logs])
 
 
-async def run_source(kind: str, genai: str, tmp_path: Path) -> tuple[bytes, bytes, Any, Any]:
+async def run_gateway(
+    redaction: str, source: list[str], rules: list[str], tmp_path: Path,
+    args: list[str] | None = None,
+) -> tuple[RecordingBackend, RecordingBackend, dict[str, float]]:  # fmt: skip
+    """Runs ``python -m <source...> PORT <args...>`` against a :func:`gateway_config`
+    gateway: what the raw and the redacted backends received, and the processor's counts of
+    ``rules``."""
     port = free_port()
     async with recording_backend() as raw, recording_backend() as redacted:
-        async with running_service(config(port, raw, redacted, genai), tmp_path) as service:
+        config_text = gateway_config(port, raw, redacted, redaction)
+        async with running_service(config_text, tmp_path) as service:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.plugins.redaction.genai_sources", kind, str(port),
-                cwd=ROOT,
-            )  # fmt: skip
+                sys.executable, "-m", *source, str(port), *(args or []), cwd=ROOT
+            )
             assert await asyncio.wait_for(proc.wait(), 60) == 0
-            for _ in range(100):
-                if (raw.span_count(), raw.log_record_count()) == (
-                    redacted.span_count(),
-                    redacted.log_record_count(),
-                ) and raw.span_count():
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.2)
+            await settle(raw, redacted)
             tel = service.telemetry
             counts = {
                 rule: tel.value(
                     "otelcol_processor_redaction_redactions_total", processor="redaction", rule=rule
                 )
-                for rule in [f"genai_content.pattern.{p}" for p in PATTERN_OF]
-                + ["genai_content.drop", "genai_content.hash", "genai_content.truncate"]
+                for rule in rules
             }
-        assert raw.span_count() == redacted.span_count() > 0
-        assert raw.log_record_count() == redacted.log_record_count()
-        assert rest(raw) == rest(redacted)  # everything but the content is untouched
-        return exported(raw), exported(redacted), counts, redacted
+    return raw, redacted, counts
+
+
+async def run_source(kind: str, genai: str, tmp_path: Path) -> tuple[bytes, bytes, Any, Any]:
+    rules = [f"genai_content.pattern.{p}" for p in PATTERN_OF]
+    rules += ["genai_content.drop", "genai_content.hash", "genai_content.truncate"]
+    raw, redacted, counts = await run_gateway(
+        f"summary: info\n    genai_content: {genai}",
+        ["tests.plugins.redaction.genai_sources", kind],
+        rules,
+        tmp_path,
+    )
+    assert raw.span_count() == redacted.span_count() > 0
+    assert raw.log_record_count() == redacted.log_record_count()
+    assert rest(raw) == rest(redacted)  # everything but the content is untouched
+    return exported(raw), exported(redacted), counts, redacted
 
 
 @pytest.mark.parametrize("kind", SOURCES)

@@ -28,7 +28,7 @@ class Sink:
         self.got.append(data)
 
 
-async def run(config: dict[str, Any], payload: Any, signal: Signal = Signal.TRACES) -> Any:
+def processor(config: dict[str, Any], signal: Signal = Signal.TRACES) -> tuple[Any, Sink]:
     sink = Sink()
     proc = RedactionProcessor(
         create_settings(Kind.PROCESSOR, "redaction"),
@@ -36,6 +36,11 @@ async def run(config: dict[str, Any], payload: Any, signal: Signal = Signal.TRAC
         signal,
         sink,
     )
+    return proc, sink
+
+
+async def run(config: dict[str, Any], payload: Any, signal: Signal = Signal.TRACES) -> Any:
+    proc, sink = processor(config, signal)
     before = payload.to_bytes()
     await proc.consume(payload)
     assert payload.to_bytes() == before  # the input is never changed
@@ -203,13 +208,7 @@ async def test_requests_with_nothing_to_redact_pass_untouched() -> None:
     blocked value is passed on as it came (never decoded); a GenAI span event is found."""
     config = {"allow_all_keys": True, "blocked_values": ["4[0-9]{15}"], "genai_content": {}}
     plain = span_payload(**{"gen_ai.request.model": "m", "note": "a message"})
-    sink = Sink()
-    proc = RedactionProcessor(
-        create_settings(Kind.PROCESSOR, "redaction"),
-        RedactionConfig.model_validate(config),
-        Signal.TRACES,
-        sink,
-    )
+    proc, sink = processor(config)
     await proc.consume(plain)
     assert sink.got == [plain]
     req = ExportTraceServiceRequest()
