@@ -134,8 +134,6 @@ class DBSanitizerConfig(ConfigModel):
     es: DBSanitizerOption = Field(default_factory=DBSanitizerOption)
     # the names of database spans sanitized by their database's family
     sanitize_span_name: bool = True
-    # a span without db.system.name / db.system: every enabled family listing the key, in turn
-    allow_fallback_without_system: bool = False
 
 
 class RedactionConfig(ComponentConfig):

@@ -52,7 +52,7 @@ def _luhn(digits: str) -> bool:
 class Rules:
     """The compiled configuration; ``counts`` gathers redactions by rule during one call."""
 
-    def __init__(self, config: RedactionConfig) -> None:
+    def __init__(self, config: RedactionConfig, logs: bool = False) -> None:
         self.config = config
         self.allow = set(config.allowed_keys) | set(_SUMMARY_KEYS)
         self.ignore = set(config.ignored_keys)
@@ -72,7 +72,7 @@ class Rules:
             self.pii = [(n, re.compile(BUILTIN_PATTERNS[n])) for n in self.genai.patterns]
             self.pii += [(c.name, re.compile(c.regex)) for c in self.genai.custom_patterns]
         self.event_keys = set(EVENT_CONTENT_KEYS)
-        sanitizers = Sanitizers(config.url_sanitizer, config.db_sanitizer)
+        sanitizers = Sanitizers(config.url_sanitizer, config.db_sanitizer, logs)
         self.sanitizers = sanitizers if sanitizers else None  # url_sanitizer, db_sanitizer
         self.counts: dict[str, int] = {}
 
@@ -191,7 +191,7 @@ class RedactionProcessor(Component):
         self.config = config
         self.signal = signal
         self.next = nxt
-        self.rules = Rules(config)
+        self.rules = Rules(config, signal is Signal.LOGS)
         for option in idle_options(config.url_sanitizer, config.db_sanitizer, signal.value):
             settings.logger.warning(
                 "%s is enabled without attributes: it sanitizes nothing in a %s pipeline "

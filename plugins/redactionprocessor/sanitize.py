@@ -304,8 +304,9 @@ class Sanitizers:
 
     - attributes: a ``url_sanitizer`` key gets the URL sanitizer; a key of a db family gets
       the family of the span's database (``db.system.name``, else ``db.system``) when that
-      family is enabled and lists the key; without a database nothing, unless
-      ``allow_fallback_without_system`` (then every enabled family listing the key, in turn);
+      family is enabled and lists the key; without a database nothing on spans and metric
+      points, while a log record's value (logs have no database attribute to rely on, as
+      in the Collector) goes through every enabled family listing the key, in turn;
     - span names (:meth:`span_name`): ``sanitize_span_name`` and ``url_sanitizer``;
     - log bodies' string values (:meth:`body`): every enabled family without ``attributes``,
       in turn.
@@ -313,7 +314,7 @@ class Sanitizers:
     ``keys`` are the attribute keys any of them handles (the processor's fast check looks for
     them, and :meth:`needles`, in a request's bytes)."""
 
-    def __init__(self, url: URLSanitizerConfig, db: DBSanitizerConfig) -> None:
+    def __init__(self, url: URLSanitizerConfig, db: DBSanitizerConfig, logs: bool = False) -> None:
         self.url_keys = frozenset(url.attributes) if url.enabled else frozenset()
         self.url_names = url.enabled
         # key -> the db families (by option name) that list it, in the Collector's order
@@ -323,7 +324,7 @@ class Sanitizers:
             for key in getattr(db, name).attributes:
                 self.db_keys.setdefault(key, []).append(name)
         self.db_names = frozenset(enabled) if db.sanitize_span_name else frozenset()
-        self.fallback = db.allow_fallback_without_system
+        self.fallback = logs  # the Collector's logs processor: no db.system needed
         # the families that sanitize log bodies: those enabled without an attribute list
         self.body_families = tuple(n for n in enabled if not getattr(db, n).attributes)
         self.keys = self.url_keys | frozenset(self.db_keys)

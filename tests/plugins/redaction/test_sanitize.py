@@ -160,8 +160,8 @@ def test_collector_vectors(fn: Any, text: str, want: str) -> None:
 
 
 def test_collector_vector_of_the_fallback_chain() -> None:
-    """Every obfuscator in turn (``allow_fallback_without_system``): the SQL pass replaces
-    the key's digits first."""
+    """Every obfuscator in turn (the Collector's fallback without a database, which its logs
+    processor sets): the SQL pass replaces the key's digits first."""
     assert sanitize_redis(sanitize_sql("SET user:123 john")) == "SET user:? ?"
 
 
@@ -278,7 +278,6 @@ def test_collector_yaml_and_defaults() -> None:
     config = RedactionConfig.model_validate(yaml.safe_load(COLLECTOR_YAML))
     assert config.url_sanitizer.attributes == ["http.url", "url.full"]
     assert config.db_sanitizer.valkey.enabled and config.db_sanitizer.sanitize_span_name
-    assert not config.db_sanitizer.allow_fallback_without_system
     # the Collector's: no attribute list, no attribute sanitized
     default = RedactionConfig.model_validate({"url_sanitizer": {"enabled": True}})
     assert default.url_sanitizer.attributes == []
@@ -351,15 +350,18 @@ async def test_database_chosen_by_db_system_counted_and_summarized() -> None:
 
 
 def test_fallback_without_system_runs_every_family_in_turn() -> None:
-    """``allow_fallback_without_system``: a span without a database gets every enabled
-    family listing the key, in the Collector's order (the Collector's vector: the SQL pass
-    replaces the key's digits, the Redis pass the value); with a database only its own."""
+    """Logs (the Collector's logs processor sets its fallback, not a YAML option): a value
+    without a database gets every enabled family listing the key, in the Collector's order
+    (its vector: the SQL pass replaces the key's digits, the Redis pass the value); with a
+    database only its own. Spans without a database are left as they are."""
     from plugins.redactionprocessor.sanitize import Sanitizers
 
-    config = yaml.safe_load(COLLECTOR_YAML)
-    config["db_sanitizer"]["allow_fallback_without_system"] = True
-    c = RedactionConfig.model_validate(config)
-    s = Sanitizers(c.url_sanitizer, c.db_sanitizer)
+    c = RedactionConfig.model_validate(yaml.safe_load(COLLECTOR_YAML))
+    spans = Sanitizers(c.url_sanitizer, c.db_sanitizer)
+    assert spans.apply("db.statement", "SET user:123 john", []) == ([], "SET user:123 john")
+    with pytest.raises(ValueError, match="allow_fallback_without_system"):
+        RedactionConfig.model_validate({"db_sanitizer": {"allow_fallback_without_system": True}})
+    s = Sanitizers(c.url_sanitizer, c.db_sanitizer, logs=True)
     assert s.apply("db.statement", "SET user:123 john", []) == (
         ["db_sanitizer.sql", "db_sanitizer.redis"], "SET user:? ?")  # fmt: skip
     got = s.apply("db.statement", "SET user:123 john", _kv(**{"db.system": "redis"}))
@@ -426,13 +428,15 @@ async def test_log_bodies_by_families_without_attributes() -> None:
     for body in ("SELECT * FROM t WHERE name = 'bob'", '{"a": "b"}', "nothing to do"):
         rec = records.add()
         rec.body.string_value = body
-        rec.attributes.add(key="db.statement").value.string_value = "SELECT 1"
+        # a key no family lists (mongo's db.statement would be sanitized: logs have no
+        # database attribute to choose by, so every family listing a key applies)
+        rec.attributes.add(key="db.query.text").value.string_value = "SELECT 1"
     msg, proc = await run(config, Logs(req.SerializeToString()), Signal.LOGS)
     got = msg.resource_logs[0].scope_logs[0].log_records
     assert [r.body.string_value for r in got] == [
         "SELECT * FROM t WHERE name = ?", '{"a": "b"}', "nothing to do"
     ]  # fmt: skip
-    assert [{kv.key: kv.value for kv in r.attributes}["db.statement"].string_value
+    assert [{kv.key: kv.value for kv in r.attributes}["db.query.text"].string_value
             for r in got] == ["SELECT 1"] * 3  # fmt: skip
     first = {kv.key: kv.value for kv in got[0].attributes}
     assert first["redaction.body.masked.keys"].string_value == "body"
