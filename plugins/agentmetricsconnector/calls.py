@@ -38,6 +38,14 @@ marks nothing twice (its parent is remembered as propagated).
 
 The module keeps no protobuf: the connector builds the records; everything here is plain
 Python, so applying a request cannot fail half-way (the connector builds every record first).
+
+The common case in C: with the C scanner, the layers and agent-run links of a trace that the
+connector read before by their shape arrive packed (:data:`Packed`, one item per trace and
+request) instead of one :class:`Layer` each. An entry made of packed items only is settled by
+the scanner (``settle_simple``: the same calls, counted per series in C, the same memory of
+settled layers) when it is the common case; anything else arriving for its trace, or a trace
+that is not the common case, unpacks it into the layers and parent links it stands for, in
+their order, and the join goes on as above: the results are those of the pure-Python join.
 """
 
 from __future__ import annotations

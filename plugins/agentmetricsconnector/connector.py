@@ -491,6 +491,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self.joiner = CallJoiner(join.window, join.max_traces, self._classifier.match)
         self._late_seen = 0
         self._early_seen = 0
+        self._caller_child: Any = None  # the labelled children _settle sets, once created
+        self._pending_child: Any = None
         self._events_counter = service.counter(
             "otelcol_connector_agentmetrics_genai_events",
             "GenAI events (log records) by what became of their token usage: given to their "
@@ -1392,7 +1394,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             self._merge_native(self._scanner.take_calls(), now_ns)
         if calls or native:
             name = self.settings.name
-            self._join_counter.labels(name, "caller").inc(len(calls) + native)
+            caller = self._caller_child
+            if caller is None:  # (labels() is a lookup per call: the child is kept)
+                caller = self._caller_child = self._join_counter.labels(name, "caller")
+            caller.inc(len(calls) + native)
             joined = sum(call.layers for call in calls) - len(calls)
             if joined:
                 self._join_counter.labels(name, "joined").inc(joined)
@@ -1416,7 +1421,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         if joiner.early_settled != self._early_seen:
             self._early_counter.labels(name).inc(joiner.early_settled - self._early_seen)
             self._early_seen = joiner.early_settled
-        self._pending_gauge.labels(name).set(len(joiner))
+        pending = self._pending_child
+        if pending is None:
+            pending = self._pending_child = self._pending_gauge.labels(name)
+        pending.set(len(joiner))
 
     def _call_label_sets(self, call: Call, key: tuple[Any, ...]) -> tuple[Any, ...]:
         """The metrics and label sets a settled tool call is counted with (kept per series):
