@@ -271,11 +271,12 @@ static void observe(Scanner *self, entry *e, int which, double value, slice trac
     e->buckets[i]++;
     if (self->max_exemplars && trace_id.n) {
         /* an absent span id has no place in the buffer (its pointer is NULL): offset 0 */
-        exemplar x = {value, trace_id.p - base, trace_id.n, span_id.n ? span_id.p - base : 0,
-                      span_id.n, 0, {0}};
-        if (base == NULL) { /* inline (settle_simple): trace id 16 bytes, span id at most 8 */
+        exemplar x = {value, 0, trace_id.n, 0, span_id.n, 0, {0}};
+        if (base != NULL) {
+            x.trace_off = trace_id.p - base;
+            x.span_off = span_id.n ? span_id.p - base : 0;
+        } else { /* inline (settle_simple): trace id 16 bytes, span id at most 8 */
             x.inl = 1;
-            x.trace_off = 0;
             x.span_off = 16;
             memcpy(x.ids, trace_id.p, trace_id.n);
             if (span_id.n) memcpy(x.ids + 16, span_id.p, span_id.n);
