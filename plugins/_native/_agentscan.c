@@ -30,7 +30,7 @@ enum {
 /* metrics, in the order the Python side expects them */
 enum {
     M_TOOL_CALLS, M_TOOL_DURATION, M_A2A_SENT, M_A2A_RECEIVED, M_HTTP_DURATION, M_ERRORS,
-    M_WF_EXECUTIONS, M_WF_DURATION, M_A2A_LATENCY, NMETRICS
+    M_WF_EXECUTIONS, M_WF_DURATION, M_A2A_LATENCY, M_FN_CALLS, M_FN_DURATION, NMETRICS
 };
 /* histogram bounds sets */
 enum { B_TOOL, B_HTTP, B_WORKFLOW, B_A2A, NBOUNDS };
@@ -87,6 +87,17 @@ typedef struct {
     int16_t shape_head[256], shape_next[MAX_SHAPE_KEYS];
     PyObject *shape_keys_obj; /* owned tuple of bytes */
     uint8_t *scratch;         /* the shape being built */
+    /* the tool-call join's common case (see "the join's common case" below): the Python side's
+     * learned shapes, its series table and its memory of settled layers (all Python-owned, read
+     * here; the memory is written by settle_simple as the Python side would) */
+    PyObject *join_shapes;  /* dict (resource, scope, shape) -> int, or NULL: no packing */
+    PyObject *join_series;  /* list: series id -> (mcp, label a, label b, status) */
+    PyObject *join_settled; /* the joiner's OrderedDict (trace, span) -> (expiry, None) */
+    Py_ssize_t join_late;   /* layers the last scan found late (take_late) */
+    /* the calls settle_simple counted since the last take_calls() (an aggs, see below) */
+    PyObject *calls_index;
+    void *calls_entries;
+    Py_ssize_t calls_n, calls_cap;
     Py_ssize_t scratch_cap;
 } Scanner;
 
@@ -189,7 +200,14 @@ static int scan_begin(Scanner *self) {
 
 /* -- per-request aggregation -------------------------------------------------------------- */
 
-typedef struct { double value; Py_ssize_t trace_off, trace_n, span_off, span_n; } exemplar;
+/* an exemplar's ids: offsets into the request (scan), or held inline (settle_simple: the
+ * packed layers are gone by the time the series are built) */
+typedef struct {
+    double value;
+    Py_ssize_t trace_off, trace_n, span_off, span_n;
+    int inl;
+    uint8_t ids[24]; /* inline: trace id (16) then span id (at most 8) */
+} exemplar;
 
 typedef struct {
     int metric;
@@ -255,8 +273,16 @@ static void observe(Scanner *self, entry *e, int which, double value, slice trac
     e->buckets[i]++;
     if (self->max_exemplars && trace_id.n) {
         /* an absent span id has no place in the buffer (its pointer is NULL): offset 0 */
-        exemplar x = {value, trace_id.p - base, trace_id.n, span_id.n ? span_id.p - base : 0,
-                      span_id.n};
+        exemplar x = {value, 0, trace_id.n, 0, span_id.n, 0, {0}};
+        if (base != NULL) {
+            x.trace_off = trace_id.p - base;
+            x.span_off = span_id.n ? span_id.p - base : 0;
+        } else { /* inline (settle_simple): trace id 16 bytes, span id at most 8 */
+            x.inl = 1;
+            x.span_off = 16;
+            memcpy(x.ids, trace_id.p, trace_id.n);
+            if (span_id.n) memcpy(x.ids + 16, span_id.p, span_id.n);
+        }
         if (e->nex < self->max_exemplars) e->ex[e->nex++] = x;
         else { e->ex[e->exnext] = x; e->exnext = (e->exnext + 1) % self->max_exemplars; }
     }
@@ -369,8 +395,25 @@ static a2a_span *a2a_push(a2a_list *l) {
     return x;
 }
 
+/* a span left to Python, in request order, when the join's common case is on: a fallback
+ * tuple, or a candidate for packing (a span whose shape the Python side learned) */
+typedef struct {
+    PyObject *item; /* owned: the fallback tuple; NULL: a candidate */
+    slice trace, span, parent;
+    uint64_t start, end;
+    long series; /* >= 0: a tool-call layer's series; -1: a link */
+    Py_ssize_t off_start, off_end, rs_start, rs_end, sc_start, sc_end;
+    PyObject *shape; /* owned (candidates) */
+    Py_ssize_t group; /* after finish_join's first pass: the trace's group, -1 to Python, -2 late */
+} held_item;
+
 typedef struct {
     PyObject *fallback, *consumers; /* lists */
+    int join;                       /* the join's common case is on */
+    held_item *held;                /* the spans left to Python, in order (join only) */
+    Py_ssize_t nheld, capheld;
+    PyObject *touched;              /* set: traces with a span read in Python (join only) */
+    PyObject *res_obj, *scope_obj;  /* the current resource and scope messages as bytes */
     Py_ssize_t rs_start, rs_end, sc_start, sc_end; /* the current resource and scope messages */
     int scope_deferred; /* the current scope's name starts with a defer prefix */
     a2a_list producers, pending;    /* this request's producers and consumers */
@@ -918,6 +961,203 @@ static int find_message(slice msg, int number, slice *out) {
 /* a slice's bytes for Py_BuildValue's y# (which gives None for a NULL pointer) */
 #define PTR(x) ((x).p ? (const char *)(x).p : "")
 
+/* -- the join's common case ------------------------------------------------------------------
+ *
+ * The tool-call join (plugins/agentmetricsconnector/calls.py) holds every tool-call layer and
+ * failure of a trace for its join window. Most traces have neither failures nor join keys: each
+ * of their layers is a call of its own, and most of their layers (and the agent runs a failure
+ * could climb through: links) have a shape the Python side read before (see span_shape). Such
+ * spans are not handed over one by one: when the Python side learned their shape (join_shapes:
+ * (resource, scope, shape) -> series id, -1 for a link) and no other span of their trace is read
+ * in Python in this request, the trace's spans of this request are packed into one record string
+ * (RECORD bytes each) given in the fallback list as (trace_id, records, layers) at the place of
+ * the trace's first layer (of its first link when it has none): the joiner holds it as it is,
+ * and when the trace's window ends without anything else arriving for it, settle_simple counts
+ * its calls here. Anything else arriving for the trace unpacks it in Python (calls.py), which
+ * then goes on as it would have. Layers already counted (their parent is a settled layer:
+ * join_settled) are dropped here as the joiner drops them (counted: take_late). */
+
+#define RECORD 40 /* kind, span id length, span id[8], parent length, parent[8], pad, start, end, series */
+
+static held_item *held_push(scan_state *st) {
+    if (st->nheld == st->capheld) {
+        Py_ssize_t cap = st->capheld ? st->capheld * 2 : 256;
+        held_item *h = PyMem_Realloc(st->held, cap * sizeof(held_item));
+        if (h == NULL) { PyErr_NoMemory(); return NULL; }
+        st->held = h;
+        st->capheld = cap;
+    }
+    held_item *x = &st->held[st->nheld++];
+    memset(x, 0, sizeof(*x));
+    return x;
+}
+
+static void held_clear(scan_state *st) {
+    for (Py_ssize_t i = 0; i < st->nheld; i++) {
+        Py_CLEAR(st->held[i].item);
+        Py_CLEAR(st->held[i].shape);
+    }
+    PyMem_Free(st->held);
+    st->held = NULL;
+    st->nheld = st->capheld = 0;
+}
+
+/* 1 and *series when the Python side learned this shape in the current resource and scope, 0
+ * when not, -1 on error */
+static int learned(Scanner *self, scan_state *st, PyObject *shape, long *series) {
+    if (st->res_obj == NULL) {
+        st->res_obj = PyBytes_FromStringAndSize((const char *)st->base + st->rs_start, st->rs_end - st->rs_start);
+        if (st->res_obj == NULL) return -1;
+    }
+    if (st->scope_obj == NULL) {
+        st->scope_obj = PyBytes_FromStringAndSize((const char *)st->base + st->sc_start, st->sc_end - st->sc_start);
+        if (st->scope_obj == NULL) return -1;
+    }
+    PyObject *key = PyTuple_Pack(3, st->res_obj, st->scope_obj, shape);
+    if (key == NULL) return -1;
+    PyObject *v = PyDict_GetItemWithError(self->join_shapes, key); /* borrowed */
+    Py_DECREF(key);
+    if (v == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyLong_Check(v)) { PyErr_SetString(PyExc_TypeError, "join shapes map to int"); return -1; }
+    long n = PyLong_AsLong(v);
+    if (n == -1 && PyErr_Occurred()) return -1;
+    if (n < -1 || n >= PyList_GET_SIZE(self->join_series)) {
+        PyErr_SetString(PyExc_ValueError, "join shape maps to no series");
+        return -1;
+    }
+    *series = n;
+    return 1;
+}
+
+static void put_u64(uint8_t *o, uint64_t v) { for (int i = 0; i < 8; i++) o[i] = (uint8_t)(v >> (8 * i)); }
+static uint64_t get_u64(const uint8_t *o) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | o[i];
+    return v;
+}
+
+static int append_record(PyObject *blob, held_item *x) {
+    Py_ssize_t n = PyByteArray_GET_SIZE(blob);
+    if (PyByteArray_Resize(blob, n + RECORD) < 0) return -1;
+    uint8_t *o = (uint8_t *)PyByteArray_AS_STRING(blob) + n;
+    memset(o, 0, RECORD);
+    o[0] = x->series >= 0;
+    o[1] = (uint8_t)x->span.n;
+    memcpy(o + 2, x->span.p, x->span.n);
+    o[10] = (uint8_t)x->parent.n;
+    if (x->parent.n) memcpy(o + 11, x->parent.p, x->parent.n);
+    put_u64(o + 20, x->start);
+    put_u64(o + 28, x->end);
+    uint32_t series = x->series >= 0 ? (uint32_t)x->series : 0;
+    for (int i = 0; i < 4; i++) o[36 + i] = (uint8_t)(series >> (8 * i));
+    return 0;
+}
+
+typedef struct { PyObject *trace, *blob; long layers; Py_ssize_t first, first_link; } join_group;
+
+/* The fallback list in request order, the packed traces in it (see above). */
+static int finish_join(Scanner *self, scan_state *st) {
+    PyObject *index = PyDict_New();
+    join_group *groups = NULL;
+    Py_ssize_t ngroups = 0;
+    int rc = -1;
+    if (index == NULL) return -1;
+    if (st->nheld) {
+        groups = PyMem_Calloc(st->nheld, sizeof(join_group));
+        if (groups == NULL) { PyErr_NoMemory(); goto done; }
+    }
+    for (Py_ssize_t i = 0; i < st->nheld; i++) {
+        held_item *x = &st->held[i];
+        if (x->item != NULL) continue;
+        PyObject *trace = bytes_of(x->trace);
+        if (trace == NULL) goto done;
+        int touched = PySet_Contains(st->touched, trace);
+        if (touched) {
+            Py_DECREF(trace);
+            if (touched < 0) goto done;
+            x->group = -1;
+            continue;
+        }
+        if (x->series >= 0) {
+            PyObject *parent = bytes_of(x->parent);
+            PyObject *key = parent ? PyTuple_Pack(2, trace, parent) : NULL;
+            Py_XDECREF(parent);
+            int late = key ? PyDict_Contains(self->join_settled, key) : -1;
+            Py_XDECREF(key);
+            if (late) {
+                Py_DECREF(trace);
+                if (late < 0) goto done;
+                x->group = -2;
+                self->join_late++;
+                continue;
+            }
+        }
+        PyObject *g = PyDict_GetItemWithError(index, trace);
+        Py_ssize_t k;
+        if (g == NULL) {
+            if (PyErr_Occurred()) { Py_DECREF(trace); goto done; }
+            k = ngroups++;
+            groups[k].trace = trace; /* owned */
+            groups[k].first = groups[k].first_link = -1;
+            groups[k].blob = PyByteArray_FromStringAndSize(NULL, 0);
+            PyObject *pos = PyLong_FromSsize_t(k);
+            if (groups[k].blob == NULL || pos == NULL || PyDict_SetItem(index, trace, pos) < 0) {
+                Py_XDECREF(pos);
+                goto done;
+            }
+            Py_DECREF(pos);
+        } else {
+            Py_DECREF(trace);
+            k = PyLong_AsSsize_t(g);
+        }
+        join_group *jg = &groups[k];
+        if (append_record(jg->blob, x) < 0) goto done;
+        if (x->series >= 0) {
+            if (jg->first < 0) jg->first = i;
+            jg->layers++;
+        } else if (jg->first_link < 0) {
+            jg->first_link = i;
+        }
+        x->group = k;
+    }
+    for (Py_ssize_t i = 0; i < st->nheld; i++) {
+        held_item *x = &st->held[i];
+        PyObject *item = NULL;
+        if (x->item != NULL) {
+            item = Py_NewRef(x->item);
+        } else if (x->group == -1) {
+            item = Py_BuildValue("(nnnnnnOy#y#y#KK)", x->off_start, x->off_end, x->rs_start, x->rs_end,
+                                 x->sc_start, x->sc_end, x->shape, PTR(x->trace), x->trace.n,
+                                 PTR(x->span), x->span.n, PTR(x->parent), x->parent.n,
+                                 (unsigned long long)x->start, (unsigned long long)x->end);
+        } else if (x->group >= 0) {
+            join_group *jg = &groups[x->group];
+            if (i == (jg->layers ? jg->first : jg->first_link)) {
+                PyObject *records = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(jg->blob),
+                                                              PyByteArray_GET_SIZE(jg->blob));
+                if (records == NULL) goto done;
+                item = Py_BuildValue("(ONl)", jg->trace, records, jg->layers);
+            } else {
+                continue;
+            }
+        } else {
+            continue; /* late */
+        }
+        if (item == NULL) goto done;
+        if (PyList_Append(st->fallback, item) < 0) { Py_DECREF(item); goto done; }
+        Py_DECREF(item);
+    }
+    rc = 0;
+done:
+    for (Py_ssize_t k = 0; k < ngroups; k++) {
+        Py_XDECREF(groups[k].trace);
+        Py_XDECREF(groups[k].blob);
+    }
+    PyMem_Free(groups);
+    Py_DECREF(index);
+    return rc;
+}
+
 static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
     slice scope, scope_name = {NULL, 0};
     if (find_message(scope_spans, 1, &scope) < 0) return -1;
@@ -925,6 +1165,8 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
     st->sc_end = scope.p ? scope.p - st->base + scope.n : 0;
     if (scope.p && find_message(scope, 1, &scope_name) < 0) return -1;
     st->scope_deferred = scope_name.p != NULL && has_prefix(scope_name, self->defer_scopes);
+    Py_CLEAR(st->res_obj); /* (made when needed: see learned) */
+    Py_CLEAR(st->scope_obj);
     reader r = {scope_spans.p, scope_spans.p + scope_spans.n};
     field f;
     int rc;
@@ -940,6 +1182,30 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
             if (self->nshape_keys) {
                 PyObject *shape = span_shape(self, f.data);
                 if (shape == NULL) return -1;
+                if (st->join && shape != Py_None && s.trace_id.n == 16 && s.span_id.n >= 1 &&
+                    s.span_id.n <= 8 && s.parent.n <= 8) {
+                    long series;
+                    int known = learned(self, st, shape, &series);
+                    if (known < 0) { Py_DECREF(shape); return -1; }
+                    if (known) {
+                        held_item *x = held_push(st);
+                        if (x == NULL) { Py_DECREF(shape); return -1; }
+                        x->trace = s.trace_id;
+                        x->span = s.span_id;
+                        x->parent = s.parent;
+                        x->start = s.start;
+                        x->end = s.end;
+                        x->series = series;
+                        x->off_start = start;
+                        x->off_end = end;
+                        x->rs_start = st->rs_start;
+                        x->rs_end = st->rs_end;
+                        x->sc_start = st->sc_start;
+                        x->sc_end = st->sc_end;
+                        x->shape = shape; /* owned */
+                        continue;
+                    }
+                }
                 item = Py_BuildValue("(nnnnnnNy#y#y#KK)", start, end, st->rs_start, st->rs_end,
                                      st->sc_start, st->sc_end, shape, PTR(s.trace_id), s.trace_id.n,
                                      PTR(s.span_id), s.span_id.n, PTR(s.parent), s.parent.n,
@@ -948,7 +1214,19 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                 item = Py_BuildValue("(nnnnnn)", start, end, st->rs_start, st->rs_end, st->sc_start,
                                      st->sc_end);
             }
-            if (item == NULL || PyList_Append(st->fallback, item) < 0) { Py_XDECREF(item); return -1; }
+            if (item == NULL) return -1;
+            if (st->join) {
+                /* held in order; its trace is read in Python in this request */
+                held_item *x = held_push(st);
+                if (x == NULL) { Py_DECREF(item); return -1; }
+                x->item = item; /* owned */
+                PyObject *trace = bytes_of(s.trace_id);
+                int rc2 = trace ? PySet_Add(st->touched, trace) : -1;
+                Py_XDECREF(trace);
+                if (rc2 < 0) return -1;
+                continue;
+            }
+            if (PyList_Append(st->fallback, item) < 0) { Py_DECREF(item); return -1; }
             Py_DECREF(item);
         }
     }
@@ -1025,13 +1303,13 @@ static int finish_a2a(Scanner *self, scan_state *st) {
     return 0;
 }
 
-static PyObject *build_result(Scanner *self, scan_state *st, PyObject *buffer) {
+static PyObject *build_result(Scanner *self, aggs *a, PyObject *buffer) {
     PyObject *out = PyList_New(0);
     if (out == NULL) return NULL;
     PyObject *key, *value;
     Py_ssize_t pos = 0;
-    while (PyDict_Next(st->a.index, &pos, &key, &value)) {
-        entry *e = &st->a.entries[PyLong_AsSsize_t(value)];
+    while (PyDict_Next(a->index, &pos, &key, &value)) {
+        entry *e = &a->entries[PyLong_AsSsize_t(value)];
         Py_ssize_t nkey = PyTuple_GET_SIZE(key);
         PyObject *labels = PyTuple_GetSlice(key, 1, nkey);
         if (labels == NULL) goto error;
@@ -1040,6 +1318,7 @@ static PyObject *build_result(Scanner *self, scan_state *st, PyObject *buffer) {
                     : e->metric == M_HTTP_DURATION ? B_HTTP
                     : e->metric == M_WF_DURATION   ? B_WORKFLOW
                     : e->metric == M_A2A_LATENCY   ? B_A2A
+                    : e->metric == M_FN_DURATION   ? B_TOOL
                                                    : -1;
         if (which >= 0) {
             Py_DECREF(buckets);
@@ -1055,7 +1334,7 @@ static PyObject *build_result(Scanner *self, scan_state *st, PyObject *buffer) {
             /* oldest first, as observe() would have kept them */
             for (int k = 0; k < e->nex; k++) {
                 exemplar *x = &e->ex[(e->nex < self->max_exemplars ? k : (e->exnext + k) % e->nex)];
-                const char *b = PyBytes_AS_STRING(buffer);
+                const char *b = x->inl ? (const char *)x->ids : PyBytes_AS_STRING(buffer);
                 PyObject *t = Py_BuildValue("(dy#y#)", x->value, b + x->trace_off, x->trace_n,
                                             b + x->span_off, x->span_n);
                 if (t == NULL || PyList_Append(exemplars, t) < 0) {
@@ -1097,6 +1376,7 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
         return NULL;
     }
     if (scan_begin(self) < 0) return NULL;
+    self->join_late = 0; /* (take_late: this scan's) */
     const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(arg);
     Py_ssize_t size = PyBytes_GET_SIZE(arg);
     scan_state st;
@@ -1106,9 +1386,11 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     st.workflows = PyDict_New();
     st.a.index = PyDict_New();
     st.base = base;
+    st.join = self->join_shapes != NULL && self->nshape_keys;
     PyObject *result = NULL;
     if (st.fallback == NULL || st.consumers == NULL || st.workflows == NULL || st.a.index == NULL)
         goto done;
+    if (st.join && (st.touched = PySet_New(NULL)) == NULL) goto done;
     reader r = {base, base + size};
     field f;
     int rc;
@@ -1128,11 +1410,16 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
         if (rrc < 0) goto done;
     }
     if (rc < 0) goto done;
+    if (st.join && finish_join(self, &st) < 0) goto done;
     if (finish_a2a(self, &st) < 0) goto done;
-    PyObject *series = build_result(self, &st, arg);
+    PyObject *series = build_result(self, &st.a, arg);
     if (series == NULL) goto done;
     result = Py_BuildValue("(NOOO)", series, st.fallback, st.consumers, st.workflows);
 done:
+    held_clear(&st);
+    Py_XDECREF(st.touched);
+    Py_XDECREF(st.res_obj);
+    Py_XDECREF(st.scope_obj);
     Py_XDECREF(st.workflows);
     Py_XDECREF(st.fallback);
     PyMem_Free(st.producers.items);
@@ -1141,6 +1428,188 @@ done:
     Py_XDECREF(st.a.index);
     PyMem_Free(st.a.entries);
     return result;
+}
+
+/* -- settling the join's common case ------------------------------------------------------ */
+
+typedef struct { const uint8_t *rec; } layer_rec;
+
+static int rec_cmp_span(const void *a, const void *b) {
+    const uint8_t *x = ((const layer_rec *)a)->rec, *y = ((const layer_rec *)b)->rec;
+    if (x[1] != y[1]) return x[1] < y[1] ? -1 : 1;
+    return memcmp(x + 2, y + 2, x[1]);
+}
+
+static int has_span(layer_rec *sorted, Py_ssize_t n, const uint8_t *id, uint8_t len) {
+    Py_ssize_t lo = 0, hi = n;
+    uint8_t key[RECORD];
+    key[1] = len;
+    memcpy(key + 2, id, len);
+    layer_rec probe = {key};
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        int c = rec_cmp_span(&sorted[mid], &probe);
+        if (c == 0) return 1;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(settle_simple_doc,
+"settle_simple(packed: list[tuple[bytes, bytes, int]], size: int, value: object, /) -> int\n\n"
+"Settles a held trace made of packed records only (see finish_join in the source) as the\n"
+"joiner's _settle_simple would: when its layers are calls of their own (no span id twice, no\n"
+"layer the parent of another), counts each call in its series (take_calls), puts (trace, span)\n"
+"-> value into join_settled (moved to the end when there), trims it to size (oldest first out)\n"
+"and returns the number of calls; -1 (nothing done) for any other trace.");
+
+static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "settle_simple(packed: list, size: int, value)");
+        return NULL;
+    }
+    if (self->join_shapes == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the join's common case is off");
+        return NULL;
+    }
+    PyObject *packed = args[0], *value = args[2];
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t np = PyList_GET_SIZE(packed), n = 0;
+    PyObject *trace = NULL;
+    for (Py_ssize_t i = 0; i < np; i++) {
+        PyObject *t = PyList_GET_ITEM(packed, i);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3 || !PyBytes_Check(PyTuple_GET_ITEM(t, 0)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 0)) != 16 || !PyBytes_Check(PyTuple_GET_ITEM(t, 1)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) % RECORD) {
+            PyErr_SetString(PyExc_ValueError, "packed: (trace id, records, layers) tuples expected");
+            return NULL;
+        }
+        if (trace == NULL) trace = PyTuple_GET_ITEM(t, 0);
+        else if (PyObject_RichCompareBool(trace, PyTuple_GET_ITEM(t, 0), Py_EQ) != 1) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "packed: one trace expected");
+            return NULL;
+        }
+        n += PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) / RECORD;
+    }
+    if (trace == NULL) return PyLong_FromLong(-1);
+    layer_rec *layers = PyMem_Malloc((n ? n : 1) * sizeof(layer_rec));
+    layer_rec *sorted = PyMem_Malloc((n ? n : 1) * sizeof(layer_rec));
+    if (layers == NULL || sorted == NULL) {
+        PyMem_Free(layers);
+        PyMem_Free(sorted);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t nl = 0;
+    for (Py_ssize_t i = 0; i < np; i++) {
+        PyObject *records = PyTuple_GET_ITEM(PyList_GET_ITEM(packed, i), 1);
+        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(records);
+        for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(records); k += RECORD)
+            if (p[k] == 1) layers[nl++].rec = p + k;
+    }
+    PyObject *result = NULL;
+    int simple = nl > 0;
+    for (Py_ssize_t i = 0; i < nl; i++) {
+        const uint8_t *r = layers[i].rec;
+        if (r[1] < 1 || r[1] > 8 || r[10] > 8) {
+            PyErr_SetString(PyExc_ValueError, "packed: malformed record");
+            goto done;
+        }
+    }
+    if (nl > 1) { /* no span id twice, no layer the parent of another */
+        memcpy(sorted, layers, nl * sizeof(layer_rec));
+        qsort(sorted, nl, sizeof(layer_rec), rec_cmp_span);
+        for (Py_ssize_t i = 1; simple && i < nl; i++)
+            if (rec_cmp_span(&sorted[i - 1], &sorted[i]) == 0) simple = 0;
+        for (Py_ssize_t i = 0; simple && i < nl; i++)
+            if (has_span(sorted, nl, layers[i].rec + 11, layers[i].rec[10])) simple = 0;
+    }
+    if (!simple) {
+        result = PyLong_FromLong(-1);
+        goto done;
+    }
+    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap};
+    slice trace_id = {(const uint8_t *)PyBytes_AS_STRING(trace), 16};
+    for (Py_ssize_t i = 0; i < nl; i++) {
+        const uint8_t *r = layers[i].rec;
+        uint32_t id = (uint32_t)r[36] | (uint32_t)r[37] << 8 | (uint32_t)r[38] << 16 | (uint32_t)r[39] << 24;
+        if ((Py_ssize_t)id >= PyList_GET_SIZE(self->join_series)) {
+            PyErr_SetString(PyExc_ValueError, "packed: unknown series");
+            goto counted;
+        }
+        PyObject *series = PyList_GET_ITEM(self->join_series, id);
+        if (!PyTuple_Check(series) || PyTuple_GET_SIZE(series) != 4) {
+            PyErr_SetString(PyExc_TypeError, "join series: (mcp, a, b, status) tuples expected");
+            goto counted;
+        }
+        int mcp = PyObject_IsTrue(PyTuple_GET_ITEM(series, 0));
+        if (mcp < 0) goto counted;
+        PyObject *la = PyTuple_GET_ITEM(series, 1), *lb = PyTuple_GET_ITEM(series, 2);
+        entry *e = get_entry(&a, mcp ? M_TOOL_CALLS : M_FN_CALLS, la, lb, PyTuple_GET_ITEM(series, 3), self->s_none);
+        if (e == NULL) goto counted;
+        e->count++;
+        e = get_entry(&a, mcp ? M_TOOL_DURATION : M_FN_DURATION, la, lb, NULL, NULL);
+        if (e == NULL) goto counted;
+        uint64_t start = get_u64(r + 20), end = get_u64(r + 28);
+        double duration = (end >= start ? (double)(end - start) : -(double)(start - end)) / 1e9;
+        slice span_id = {r + 2, r[1]};
+        observe(self, e, B_TOOL, duration, trace_id, span_id, NULL);
+        /* the memory of settled layers, as the joiner's _settle_simple keeps it */
+        PyObject *span = PyBytes_FromStringAndSize((const char *)r + 2, r[1]);
+        PyObject *key = span ? PyTuple_Pack(2, trace, span) : NULL;
+        Py_XDECREF(span);
+        if (key == NULL) goto counted;
+        int known = PyDict_Contains(self->join_settled, key);
+        int ok = known >= 0 && PyObject_SetItem(self->join_settled, key, value) == 0;
+        if (ok && known) {
+            PyObject *moved = PyObject_CallMethod(self->join_settled, "move_to_end", "(O)", key);
+            ok = moved != NULL;
+            Py_XDECREF(moved);
+        }
+        Py_DECREF(key);
+        if (!ok) goto counted;
+    }
+    while (PyObject_Length(self->join_settled) > size) {
+        PyObject *r = PyObject_CallMethod(self->join_settled, "popitem", "O", Py_False);
+        if (r == NULL) goto counted;
+        Py_DECREF(r);
+    }
+    result = PyLong_FromSsize_t(nl);
+counted:
+    self->calls_entries = a.entries;
+    self->calls_n = a.n;
+    self->calls_cap = a.cap;
+done:
+    PyMem_Free(layers);
+    PyMem_Free(sorted);
+    return result;
+}
+
+PyDoc_STRVAR(take_calls_doc,
+"take_calls() -> series\n\n"
+"The calls settle_simple counted since the last call, aggregated per series as scan's series\n"
+"(mcp_tool_calls / mcp_tool_call_duration, agent_tool_calls / agent_tool_call_duration).");
+
+static PyObject *Scanner_take_calls(Scanner *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->calls_index == NULL) return PyList_New(0);
+    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap};
+    PyObject *out = build_result(self, &a, NULL);
+    if (out == NULL) return NULL;
+    PyObject *index = PyDict_New();
+    if (index == NULL) { Py_DECREF(out); return NULL; }
+    Py_SETREF(self->calls_index, index);
+    self->calls_n = 0;
+    return out;
+}
+
+PyDoc_STRVAR(take_late_doc,
+"take_late() -> int\n\nThe layers the last scan dropped as late (their parent a settled layer).");
+
+static PyObject *Scanner_take_late(Scanner *self, PyObject *Py_UNUSED(ignored)) {
+    Py_ssize_t n = self->join_late;
+    self->join_late = 0;
+    return PyLong_FromSsize_t(n);
 }
 
 /* -- the type ------------------------------------------------------------------------------- */
@@ -1170,19 +1639,31 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"keys", "tool_operation", "tool_method", "workflow_prefix", "tool_bounds",
                              "http_bounds", "workflow_bounds", "a2a_bounds", "max_exemplars",
                              "recoverable", "llm_operations", "outcomes", "producers", "cache_size",
-                             "defer_keys", "defer_names", "defer_scopes", "shape_keys", NULL};
+                             "defer_keys", "defer_names", "defer_scopes", "shape_keys", "join_shapes",
+                             "join_series", "join_settled", NULL};
     PyObject *keys, *tool_op, *tool_method, *wf_prefix, *tool_bounds, *http_bounds, *wf_bounds, *a2a_bounds,
         *recoverable, *llm, *outcomes, *producers;
     PyObject *defer_keys = NULL, *defer_names = NULL, *defer_scopes = NULL, *shape_keys = NULL;
+    PyObject *join_shapes = NULL, *join_series = NULL, *join_settled = NULL;
     int max_exemplars;
     Py_ssize_t cache_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!O!", kwlist, &PyTuple_Type, &keys,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!O!O!O!O!", kwlist, &PyTuple_Type, &keys,
                                      &tool_op, &tool_method, &wf_prefix, &tool_bounds, &http_bounds,
                                      &wf_bounds, &a2a_bounds, &max_exemplars, &recoverable, &llm,
                                      &PyTuple_Type, &outcomes, &PyDict_Type, &producers, &cache_size,
                                      &PyTuple_Type, &defer_keys, &PyTuple_Type, &defer_names,
-                                     &PyTuple_Type, &defer_scopes, &PyTuple_Type, &shape_keys))
+                                     &PyTuple_Type, &defer_scopes, &PyTuple_Type, &shape_keys,
+                                     &PyDict_Type, &join_shapes, &PyList_Type, &join_series,
+                                     &PyDict_Type, &join_settled))
         return -1;
+    if ((join_shapes != NULL) != (join_series != NULL) || (join_shapes != NULL) != (join_settled != NULL)) {
+        PyErr_SetString(PyExc_TypeError, "join_shapes, join_series and join_settled go together");
+        return -1;
+    }
+    Py_XSETREF(self->join_shapes, Py_XNewRef(join_shapes));
+    Py_XSETREF(self->join_series, Py_XNewRef(join_series));
+    Py_XSETREF(self->join_settled, Py_XNewRef(join_settled));
+    if (self->calls_index == NULL && (self->calls_index = PyDict_New()) == NULL) return -1;
     if (shape_keys != NULL) {
         Py_ssize_t n = PyTuple_GET_SIZE(shape_keys);
         if (n > MAX_SHAPE_KEYS) {
@@ -1308,6 +1789,11 @@ static void Scanner_dealloc(Scanner *self) {
     Py_XDECREF(self->defer_names);
     Py_XDECREF(self->defer_scopes);
     Py_XDECREF(self->shape_keys_obj);
+    Py_XDECREF(self->join_shapes);
+    Py_XDECREF(self->join_series);
+    Py_XDECREF(self->join_settled);
+    Py_XDECREF(self->calls_index);
+    PyMem_Free(self->calls_entries);
     PyMem_Free(self->scratch);
     PyObject **strs[] = {&self->s_success_outcome, &self->s_failed_outcome, &self->s_timeout,
                          &self->s_cancelled, &self->s_critical, &self->s_workflow,&self->s_unknown, &self->s_none, &self->s_error, &self->s_success,
@@ -1321,6 +1807,9 @@ static void Scanner_dealloc(Scanner *self) {
 
 static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_O, scan_doc},
+    {"settle_simple", (PyCFunction)(void (*)(void))Scanner_settle_simple, METH_FASTCALL, settle_simple_doc},
+    {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
+    {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},
     {NULL, NULL, 0, NULL},
 };
 

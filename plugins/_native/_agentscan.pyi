@@ -11,7 +11,8 @@ NKEYS: int
 
 # a span left to Python: (start, end, resource_start, resource_end, scope_start, scope_end),
 # and with ``shape_keys`` configured also (shape | None, trace_id, span_id, parent_span_id,
-# start_ns, end_ns)
+# start_ns, end_ns); with ``join_shapes`` also a trace's packed spans (trace_id, records,
+# layers): see "the join's common case" in the C source
 Fallback = tuple[Any, ...]
 
 class Scanner:
@@ -35,6 +36,9 @@ class Scanner:
         defer_names: tuple[bytes, ...] = (),
         defer_scopes: tuple[bytes, ...] = (),
         shape_keys: tuple[bytes, ...] = (),
+        join_shapes: dict[tuple[bytes, bytes, bytes], int] | None = None,
+        join_series: list[tuple[bool, str, str, str]] | None = None,
+        join_settled: OrderedDict[Any, Any] | None = None,
     ) -> None: ...
     def scan(
         self, request: bytes, /
@@ -45,3 +49,12 @@ class Scanner:
         dict[tuple[str, str], list[float]],
     ]:
         """(series, fallback, consumers, workflows): see the docstring in the C source."""
+    def settle_simple(self, packed: list[Any], size: int, value: object, /) -> int:
+        """Settles a held trace of packed records (the join's common case): its calls counted
+        (take_calls), join_settled updated; -1 (nothing done) when it is not the common case."""
+    def take_calls(
+        self,
+    ) -> list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None]]:
+        """The calls settle_simple counted since the last call, per series (as scan's)."""
+    def take_late(self) -> int:
+        """The layers the last scan dropped as late (their parent a settled layer)."""

@@ -41,14 +41,23 @@ marks nothing twice (its parent is remembered as propagated).
 
 The module keeps no protobuf: the connector builds the records; everything here is plain
 Python, so applying a request cannot fail half-way (the connector builds every record first).
+
+The common case in C: with the C scanner, the layers and agent-run links of a trace that the
+connector read before by their shape arrive packed (:data:`Packed`, one item per trace and
+request) instead of one :class:`Layer` each. An entry made of packed items only is settled by
+the scanner (``settle_simple``: the same calls, counted per series in C, the same memory of
+settled layers) when it is the common case; anything else arriving for its trace, or a trace
+that is not the common case, unpacks it into the layers and parent links it stands for, in
+their order, and the join goes on as above: the results are those of the pure-Python join.
 """
 
 from __future__ import annotations
 
 import collections
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # the sides of a tool-call layer, from the caller inwards
 FRAMEWORK = 0  # a framework's tool span (execute_tool, an OpenInference TOOL span...)
@@ -126,12 +135,32 @@ class Call:
     agent: str
 
 
+# The join's common case in C (``_agentscan.c``, "the join's common case"): the layers and
+# links of one trace from one request whose shapes were read before and with nothing else of
+# their trace in that request, packed as (trace id, records, layers) records, RECORD bytes
+# each: kind (1 a layer, 0 a link), span id length, span id, parent length, parent, start, end,
+# and the layer's series (an index into the connector's table of learned layers).
+Packed = tuple[bytes, bytes, int]
+RECORD = struct.Struct("<BB8sB8sxQQI")
+
+
+class NativeJoin(Protocol):
+    """The C side of the join's common case (``Scanner.settle_simple``)."""
+
+    def settle_simple(self, packed: list[Any], size: int, value: object, /) -> int: ...
+
+
 @dataclass(slots=True)
 class _Entry:
     deadline: float
-    layers: list[Layer] = field(default_factory=list)
+    layers: list[Any] = field(default_factory=list)  # Layer (or Packed while ``packed``)
     failures: list[Failure] = field(default_factory=list)
     parents: dict[bytes, bytes] = field(default_factory=dict)  # span id -> parent span id
+    # the entry holds Packed records only (nothing read in Python arrived for its trace); its
+    # parents are in the records, unpacked when anything else arrives for it or it does not
+    # settle as the common case
+    packed: bool = False
+    extra: int = 0  # the layers in its Packed records beyond one per record string
 
 
 MAX_DEPTH = 512  # parent links followed up from one failure at most
@@ -270,9 +299,20 @@ class CallJoiner:
         self._failed_parents = _Memory(memory, ttl)
         self.late_layers = 0  # layers of a call already counted: not counted again
         self.early_settled = 0  # traces settled before their window because of max_traces
+        # the join's common case in C: the scanner that packs (settles Packed entries), the
+        # learned layers' readings (side, tool, tool type, mcp, server, retry, agent) by series,
+        # and the calls it settled since the connector last counted them
+        self.native: NativeJoin | None = None
+        self.learned: list[tuple[Any, ...]] = []
+        self.native_calls = 0
 
     def __len__(self) -> int:
         return len(self.pending)
+
+    def settled_memory(self) -> collections.OrderedDict[object, tuple[float, Any]]:
+        """The memory of settled layers ((trace, span) -> (expiry, None)), which the C side of
+        the join's common case reads (late layers) and writes (``settle_simple``)."""
+        return self._settled_layers.items
 
     # -- input -------------------------------------------------------------------------------
     def add(
@@ -287,6 +327,19 @@ class CallJoiner:
         settled = self._settled_layers.items
         pending = self.pending
         for layer in layers:
+            if layer.__class__ is tuple:  # Packed (the C scanner dropped its late layers)
+                trace, _records, count = layer
+                entry = pending.get(trace)
+                if entry is None:
+                    if count:  # (links only: kept for a trace held, as links are)
+                        pending[trace] = _Entry(now + self.window, [layer], packed=True,
+                                                extra=count - 1)  # fmt: skip
+                elif entry.packed:
+                    entry.layers.append(layer)
+                    entry.extra += count - 1
+                else:
+                    self._unpack_into(entry, layer)
+                continue
             trace = layer.trace_id
             if (trace, layer.parent_id) in settled or (
                 (layer.call_id or layer.rpc_id) and self._is_late(layer)
@@ -297,6 +350,8 @@ class CallJoiner:
                 entry = pending.get(trace)
                 if entry is None:
                     entry = pending[trace] = _Entry(now + self.window)
+                elif entry.packed:
+                    self._unpack(entry)
                 entry.layers.append(layer)
                 entry.parents[layer.span_id] = layer.parent_id
                 continue
@@ -315,15 +370,52 @@ class CallJoiner:
             entry = self._entry(failure.trace_id, now)
             entry.failures.append(failure)
             entry.parents[failure.span_id] = failure.parent_id
-        for trace in {f.trace_id for f in failures} | {x.trace_id for x in layers}:
+        traces = {x[0] if x.__class__ is tuple else x.trace_id for x in layers}
+        for trace in {f.trace_id for f in failures} | traces:
             held = pending.get(trace)
-            if held is not None and len(held.layers) + len(held.failures) > MAX_ENTRY_ITEMS:
+            if (
+                held is not None
+                and len(held.layers) + held.extra + len(held.failures) > MAX_ENTRY_ITEMS
+            ):
                 held.deadline = now  # a huge trace is not held: settled with this request
                 pending.move_to_end(trace, last=False)
         for trace, span, parent in links:
             held = pending.get(trace)
             if held is not None and parent:
+                if held.packed:
+                    self._unpack(held)
                 held.parents[span] = parent
+
+    def _unpack(self, entry: _Entry) -> None:
+        """A Packed entry as the layers and parents it holds (in their order)."""
+        packed = entry.layers
+        entry.layers = []
+        entry.packed = False
+        entry.extra = 0
+        for item in packed:
+            self._unpack_into(entry, item)
+
+    def _unpack_into(self, entry: _Entry, item: Packed) -> None:
+        """Adds a Packed record string's layers and links to ``entry`` as :meth:`add` adds a
+        request's (layers, then links)."""
+        trace, records, _count = item
+        learned = self.learned
+        links = []
+        parents = entry.parents
+        for kind, sn, span, pn, parent, start, end, series in RECORD.iter_unpack(records):
+            span = span[:sn]
+            parent = parent[:pn]
+            if kind:
+                side, tool, tool_type, mcp, server, retry, agent = learned[series]
+                entry.layers.append(Layer(trace, span, parent, side, tool, tool_type, mcp, "",
+                                          "", "", server, start, end, False, retry, "", "", "",
+                                          agent))  # fmt: skip
+                parents[span] = parent
+            else:
+                links.append((span, parent))
+        for span, parent in links:
+            if parent:
+                parents[span] = parent
 
     def _is_late(self, layer: Layer) -> bool:
         settled = self._settled_layers
@@ -339,6 +431,8 @@ class CallJoiner:
         entry = self.pending.get(trace)
         if entry is None:
             entry = self.pending[trace] = _Entry(now + self.window)
+        elif entry.packed:
+            self._unpack(entry)
         return entry
 
     # -- output ------------------------------------------------------------------------------
@@ -376,6 +470,15 @@ class CallJoiner:
         calls: list[Call],
         errors: list[tuple[tuple[str, str], ...]],
     ) -> None:
+        if entry.packed:
+            native = self.native
+            if native is not None:
+                memory = self._settled_layers
+                count = native.settle_simple(entry.layers, memory.size, (now + memory.ttl, None))
+                if count >= 0:
+                    self.native_calls += count
+                    return
+            self._unpack(entry)
         layers = entry.layers
         if not entry.failures and self._settle_simple(layers, now, calls):
             return

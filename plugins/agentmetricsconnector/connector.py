@@ -101,6 +101,8 @@ FACTS_CACHE = 4096  # span shapes whose dialect facts are kept
 SHAPE_MEMO = 4096  # span shapes (of the C scanner) whose reading is remembered, per context
 SHAPE_CONTEXTS = 256  # (scope, service) pairs with such a memo
 MAX_SHAPE_KEYS = 1024  # the C scanner's bound (plugins/_native/_agentscan.c)
+JOIN_SHAPES = 4096  # shapes the C scanner may pack (see _learn) at most
+JOIN_SERIES = 65_536  # distinct tool-call layer readings it may pack at most
 LINK = "link"  # a remembered reading: the span is only a parent link (see _read_span)
 NO_RESOURCE = b""
 INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER})
@@ -329,11 +331,14 @@ class _Shape:
     concluded for the first span of this shape when that is a function of the shape alone
     (a parent link only, or a tool-call layer that did not fail)."""
 
-    __slots__ = ("key", "memo")
+    __slots__ = ("key", "memo", "where")
 
-    def __init__(self, key: bytes, memo: dict[bytes, Any]) -> None:
+    def __init__(
+        self, key: bytes, memo: dict[bytes, Any], where: tuple[bytes, bytes, bytes]
+    ) -> None:
         self.key = key
         self.memo = memo
+        self.where = where  # (resource, scope, shape): the C scanner's key of the reading
 
 
 class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
@@ -491,6 +496,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self.joiner = CallJoiner(join.window, join.max_traces, self._classifier.match)
         self._late_seen = 0
         self._early_seen = 0
+        self._caller_child: Any = None  # the labelled children _settle sets, once created
+        self._pending_child: Any = None
         self._events_counter = service.counter(
             "otelcol_connector_agentmetrics_genai_events",
             "GenAI events (log records) by what became of their token usage: given to their "
@@ -568,8 +575,19 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             (self.executions, ("workflow_type", "agent_id", "outcome", "complexity_tier")),
             (self.workflow_duration, ("workflow_type", "complexity_tier")),
             (self.a2a_latency, ("message_type",)),
+            (self.function_calls, ("tool", "tool_type", "status", "error_type")),
+            (self.function_duration, ("tool", "tool_type")),
         )
+        # the join's common case in C (calls.py, Packed): the shapes whose reading the C
+        # scanner may pack, (resource, scope, shape) -> series (-1: a link), the series' labels
+        # (mcp, server or tool, tool or tool type, status) and their ids by reading
+        self._join_shapes: dict[tuple[bytes, bytes, bytes], int] = {}
+        self._join_series: list[tuple[bool, str, str, str]] = []
+        self._join_ids: dict[tuple[Any, ...], int] = {}
+        self._join_enabled = False
         self._scanner = self._native_scanner(exemplars)
+        if self._scanner is not None and self._join_enabled:
+            self.joiner.native = self._scanner
 
     def _native_scanner(self, max_exemplars: int) -> Any:
         """The C scanner for this config, or ``None`` (not built, disabled, or more exemplars
@@ -627,7 +645,49 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             defer_names=self._defer_names,
             defer_scopes=tuple(p.encode() for p in self._defer_scopes),
             shape_keys=self._shape_keys(),
+            **self._join_native(),
         )
+
+    def _join_native(self) -> dict[str, Any]:
+        """The C scanner's part of the join's common case (see ``Packed`` in calls.py): the
+        shapes it may pack, their series and the joiner's memory of settled layers (off when
+        no span is remembered by shape: more dialect keys than the scanner takes)."""
+        self._join_enabled = bool(self._shape_keys())
+        if not self._join_enabled:
+            return {}
+        return {
+            "join_shapes": self._join_shapes,
+            "join_series": self._join_series,
+            "join_settled": self.joiner.settled_memory(),
+        }
+
+    def _learn(self, shape: _Shape, reading: Any) -> None:
+        """Lets the C scanner pack the spans of a shape whose reading was remembered (a link,
+        or a tool-call layer: (side, tool, tool type, mcp, server, retry, agent))."""
+        if self.joiner.native is None:
+            return
+        shapes = self._join_shapes
+        if len(shapes) >= JOIN_SHAPES:
+            shapes.clear()
+        if reading is LINK:
+            shapes[shape.where] = -1
+            return
+        series = self._join_ids.get(reading)
+        if series is None:
+            if len(self._join_series) >= JOIN_SERIES:
+                return  # (a bound on what is learned: the rest is read as before)
+            side, tool, tool_type, mcp, server, retry, _agent = reading
+            mcp = mcp or side != FRAMEWORK
+            status = "retry" if retry else "success"
+            labels = (
+                (True, server or UNKNOWN, tool or UNKNOWN, status)
+                if mcp
+                else (False, tool or UNKNOWN, tool_type or "function", status)
+            )
+            series = self._join_ids[reading] = len(self._join_series)
+            self._join_series.append(labels)
+            self.joiner.learned.append(reading)
+        shapes[shape.where] = series
 
     def _shape_keys(self) -> tuple[bytes, ...]:
         """Every attribute key the reading of a span the C scanner leaves to Python depends
@@ -668,12 +728,14 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             except ValueError:
                 pass  # malformed: the Python path reports it as it always did
             else:
+                late = self._scanner.take_late() if self.joiner.native is not None else 0
                 # the spans left to Python are read (parsed, classified, what they say
                 # decoded) before anything is counted, so one that cannot be read refuses the
                 # whole request with nothing changed (consume is atomic: the engine then
                 # isolates the corrupt spans); the receivers' edge check has checked every
                 # field of the request already
                 self._read_fallback(raw, fallback, now_ns, batch)
+                self.joiner.late_layers += late  # (layers the scanner found late)
                 self._merge_native(series, now_ns)
                 for (wf_type, outcome), durations in workflows.items():
                     self._windows(wf_type, outcome, durations, now)
@@ -703,6 +765,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         links = batch.links
         layers = batch.layers
         for item in fallback:
+            if len(item) == 3:  # Packed: a trace's layers and links (see calls.py)
+                layers.append(item)
+                continue
             key = item[2:6]  # (resource start, end, scope start, end)
             found = contexts.get(key)
             if found is None:
@@ -729,7 +794,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                         continue
                     if len(memo) >= SHAPE_MEMO:
                         memo.clear()
-                    shape = _Shape(key_bytes, memo)
+                    shape = _Shape(key_bytes, memo, (ctx.resource, ctx.scope, key_bytes))
             view = SpanView.FromString(raw[item[0] : item[1]])
             self._read_span(view, now_ns, ctx, batch, None, shape)
 
@@ -849,6 +914,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             if kind not in INTERESTING_KINDS:
                 if shape is not None:
                     shape.memo[shape.key] = LINK
+                    self._learn(shape, LINK)
                 return
             marked = False
         component = ""
@@ -873,8 +939,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     or layer.rpc_id
                     or layer.session
                 ):  # (per-call ids: a shape that does not repeat)
-                    shape.memo[shape.key] = (layer.side, layer.tool, layer.tool_type, layer.mcp,
-                                             layer.server, layer.retry, layer.agent)  # fmt: skip
+                    shape.memo[shape.key] = reading = (layer.side, layer.tool, layer.tool_type,
+                                                       layer.mcp, layer.server, layer.retry,
+                                                       layer.agent)  # fmt: skip
+                    self._learn(shape, reading)
                 return  # counted (and its failure) once per call, by the joiner
             if not failed:  # a link a failure below may climb through (see calls.py)
                 batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))
@@ -1331,9 +1399,16 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         """Counts the tool calls and failures whose join window ended."""
         joiner = self.joiner
         calls, errors = joiner.settle(now, everything)
-        if calls:
+        native = joiner.native_calls
+        if native and self._scanner is not None:  # the join's common case, counted in C
+            joiner.native_calls = 0
+            self._merge_native(self._scanner.take_calls(), now_ns)
+        if calls or native:
             name = self.settings.name
-            self._join_counter.labels(name, "caller").inc(len(calls))
+            caller = self._caller_child
+            if caller is None:  # (labels() is a lookup per call: the child is kept)
+                caller = self._caller_child = self._join_counter.labels(name, "caller")
+            caller.inc(len(calls) + native)
             joined = sum(call.layers for call in calls) - len(calls)
             if joined:
                 self._join_counter.labels(name, "joined").inc(joined)
@@ -1357,7 +1432,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         if joiner.early_settled != self._early_seen:
             self._early_counter.labels(name).inc(joiner.early_settled - self._early_seen)
             self._early_seen = joiner.early_settled
-        self._pending_gauge.labels(name).set(len(joiner))
+        pending = self._pending_child
+        if pending is None:
+            pending = self._pending_child = self._pending_gauge.labels(name)
+        pending.set(len(joiner))
 
     def _call_label_sets(self, call: Call, key: tuple[Any, ...]) -> tuple[Any, ...]:
         """The metrics and label sets a settled tool call is counted with (kept per series):

@@ -51,6 +51,7 @@ SANITIZED_TESTS = [
     "tests/plugins/_native",
     "tests/plugins/test_workflowprocessor.py",
     "tests/plugins/test_agentmetricsconnector.py",
+    "tests/plugins/test_agentmetrics_join_native.py",
     "tests/plugins/test_spanmetricsconnector.py",
     "tests/plugins/test_otlpreceiver.py",
     "tests/plugins/otlpreceiver/test_grpc_native.py",

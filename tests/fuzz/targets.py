@@ -237,7 +237,8 @@ def agentscan() -> OneInput:
 
     def twice(native: bool, data: bytes) -> tuple[list[type[BaseException] | None], Any]:
         # twice: the second time, the spans the Python side remembers by their shape (a
-        # tool-call layer, a parent link) are read from its memo
+        # tool-call layer, a parent link) are read from its memo, and the C scanner packs the
+        # traces made of them only (the join's common case: settled by settle_simple)
         with native_env(native):
             conn = make()
         assert (conn._scanner is not None) == native
@@ -250,9 +251,26 @@ def agentscan() -> OneInput:
                 errors.append(type(exc))
         return errors, state(conn)
 
+    def packed(data: bytes) -> None:
+        # the join's common case takes packed records from scan only, but settle_simple is a
+        # method: any record string is refused cleanly or settled, never read out of bounds
+        with native_env(True):
+            conn = make()
+        scanner = conn._scanner
+        scanner.settle_simple([], 4, None)
+        conn._learn(_FuzzShape(b"r", b"s", b"x"), (0, "t", "", False, "", False, ""))
+        cut = len(data) - len(data) % 40
+        for records in (data[:cut], data[: min(cut, 40)]):
+            try:
+                scanner.settle_simple([(data[:16].ljust(16, b"\0"), records, 1)], 4, (0.0, None))
+            except ValueError:
+                pass
+        scanner.take_calls()
+
     def one(data: bytes) -> None:
         with mock.patch.object(time, "time_ns", lambda: T0):
             fast, slow = (twice(on, data) for on in (True, False))
+            packed(data)
         try:
             ExportTraceServiceRequest.FromString(data)
         except DecodeError:
@@ -260,6 +278,13 @@ def agentscan() -> OneInput:
         assert fast == slow
 
     return one
+
+
+class _FuzzShape:
+    """A shape as the connector's ``_learn`` reads it (the C scanner's key of a reading)."""
+
+    def __init__(self, resource: bytes, scope: bytes, shape: bytes) -> None:
+        self.where = (resource, scope, shape)
 
 
 # -- C: the spanmetrics connector's scanner (_spanscan) -------------------------------------------

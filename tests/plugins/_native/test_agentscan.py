@@ -428,7 +428,8 @@ async def test_spans_read_by_shape_count_as_when_read_in_full(
     reqs = repeated_requests()
     for raw in reqs:
         fallback = fast._scanner.scan(raw)[1]
-        hits += len(fallback)
+        # (a trace's spans packed for the join's common case are not read in Python at all)
+        hits += sum(len(x[1]) // 40 if len(x) == 3 else 1 for x in fallback)
         await fast.consume(Traces(raw))
         await slow.consume(Traces(raw))
     a, b = state(fast), state(slow)
