@@ -34,6 +34,7 @@ from pipeline.tasks import supervise
 from plugins._native import load
 from plugins.tailsamplingprocessor.config import PolicyCfg, TailSamplingConfig
 from plugins.tailsamplingprocessor.policies import (
+    ERROR_TYPE,
     SAMPLED_LIKE,
     TOOL_MARKERS,
     USAGE_MARKER,
@@ -43,8 +44,10 @@ from plugins.tailsamplingprocessor.policies import (
     RequestBytes,
     TraceData,
     build,
+    fact_keys,
     final_decision,
 )
+from plugins.tailsamplingprocessor.scan import trace_facts
 
 # The request walk of the workflow processor's C accelerator (plugins/_native/_tracewire.c),
 # or None: ``ingest`` groups a request's spans by trace in one pass and notes the roots and
@@ -175,6 +178,11 @@ class TailSamplingProcessor(Component):
         # roots): the usage policy's, when there is one
         self._usage = "workflow_usage" in _policy_types(config.policies)
         self._marker = USAGE_MARKER if self._usage else TOOL_MARKERS[0]
+        # what the one scan of a trace's spans gives the policies (compiled once): the first
+        # value of these keys, status codes, times, roots, failed spans
+        keys = fact_keys(config.policies)
+        self._fact_keys = {k: i for i, k in enumerate(keys)}
+        self._fact_needles = tuple(k.encode() for k in keys)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -296,7 +304,11 @@ class TailSamplingProcessor(Component):
 
     def _decide(self, trace_id: bytes, spans: list[bytes], groups: list[GroupKey],
                 when: str) -> bool:  # fmt: skip
-        trace = TraceData(trace_id, spans, [g[0] for g in groups], groups)
+        facts = trace_facts(spans, self._fact_needles, ERROR_TYPE)
+        trace = TraceData(
+            trace_id, spans, [g[0] for g in groups], groups, facts=facts,
+            fact_keys=self._fact_keys,
+        )  # fmt: skip
         sampled, results = self._evaluate(trace)
         self._commit(trace_id, sampled, results, len(spans), when)
         return sampled
@@ -495,11 +507,13 @@ class TailSamplingProcessor(Component):
             total = sum(len(w[1]) for w in walked)
         out = list(late_out)
         decisions: list[tuple[bytes, bool, list[tuple[str, Decision]], int]] = []
+        needles, keys = self._fact_needles, self._fact_keys
         with BudgetLog() as budget:  # rate budgets given back if the payload is not taken
             for trace_id, spans, groups, roots, tools, marked in walked:
                 trace = TraceData(
-                    trace_id, spans, [g[0] for g in groups], groups, request, roots, tools, marked
-                )
+                    trace_id, spans, [g[0] for g in groups], groups, request, roots, tools,
+                    marked, trace_facts(spans, needles, ERROR_TYPE), keys,
+                )  # fmt: skip
                 sampled, results = self._evaluate(trace)
                 decisions.append((trace_id, sampled, results, len(spans)))
                 if sampled:
