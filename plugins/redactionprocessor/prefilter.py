@@ -134,12 +134,16 @@ def find_patterns_python(data: bytes, table: bytes) -> int:
     ``data`` (the pair filter is left out: it only skips positions where nothing matches)."""
     patterns = _parse_table(table)
     everything = (1 << len(patterns)) - 1
+    first = [
+        [j for j, (classes, _) in enumerate(patterns) if classes[0] >> b & 1] for b in range(256)
+    ]
     mask = 0
     n = len(data)
     for i in range(n):
         if mask == everything:
             break
-        for j, (classes, flags) in enumerate(patterns):
+        for j in first[data[i]]:
+            classes, flags = patterns[j]
             if mask >> j & 1 or len(classes) > n - i:
                 continue
             if all(cls >> data[i + c] & 1 for c, cls in enumerate(classes)) and (
