@@ -48,6 +48,7 @@ class Decision(enum.Enum):
 
 
 SAMPLED_LIKE = (Decision.SAMPLED, Decision.INVERT_SAMPLED)
+DROP_LIKE = (Decision.DROPPED, Decision.INVERT_NOT_SAMPLED)  # these drop the trace
 
 
 class RequestBytes:
@@ -554,10 +555,14 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
     if kind == "status_code":
         assert cfg.status_code is not None
         codes = {_STATUS[c] for c in cfg.status_code.status_codes}
-        return Policy(
-            cfg.name,
-            lambda t: Decision.SAMPLED if t.has_status(codes) else Decision.NOT_SAMPLED,
-        )
+        bits = sum(1 << c for c in codes)  # of the scan's status mask
+
+        def status(t: TraceData) -> Decision:
+            facts = t.facts
+            hit = facts.status_mask & bits if facts is not None else t.has_status(codes)
+            return Decision.SAMPLED if hit else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, status)
     if kind == "string_attribute":
         sc = cfg.string_attribute
         assert sc is not None
