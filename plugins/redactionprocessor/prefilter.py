@@ -12,6 +12,7 @@ expression itself is searched. An expression without such a start is always sear
 
 from __future__ import annotations
 
+import functools
 import re
 from re import _constants as _sre_constants
 from re import _parser as _sre_parse
@@ -123,34 +124,35 @@ def _parse_table(table: bytes) -> list[tuple[list[int], int]]:
     return out
 
 
-def _after_event_name_tag(data: bytes, i: int) -> bool:
-    if i >= 2 and data[i - 2] == 0x12 and 1 <= data[i - 1] <= 0x7F:
-        return True
-    return i >= 3 and data[i - 3] == 0x12 and data[i - 2] >= 0x80 and 1 <= data[i - 1] <= 0x7F
+# a match that follows a span event's name field start: 0x12 and a one-byte length, or 0x12, a
+# byte with the high bit and a length byte
+_AFTER_EVENT_NAME = rb"(?:(?<=\x12[\x01-\x7f])|(?<=\x12[\x80-\xff][\x01-\x7f]))"
+
+
+def _class_regex(cls: int) -> bytes:
+    members = [b for b in range(256) if cls >> b & 1]
+    return b"[" + b"".join(re.escape(bytes([b])) for b in members) + b"]"
+
+
+def pattern_regex(classes: Classes, flags: int) -> re.Pattern[bytes]:
+    """A table pattern as a regular expression (the twin's way of finding it)."""
+    body = b"".join(_class_regex(c) for c in classes)
+    return re.compile((_AFTER_EVENT_NAME if flags & EVENT_NAME else b"") + body)
 
 
 def find_patterns_python(data: bytes, table: bytes) -> int:
     """The twin of ``_tailscan.find_patterns``: the bit mask of the table's patterns found in
-    ``data`` (the pair filter is left out: it only skips positions where nothing matches)."""
-    patterns = _parse_table(table)
-    everything = (1 << len(patterns)) - 1
-    first = [
-        [j for j, (classes, _) in enumerate(patterns) if classes[0] >> b & 1] for b in range(256)
-    ]
+    ``data``, each pattern searched as a regular expression (:func:`pattern_regex`)."""
     mask = 0
-    n = len(data)
-    for i in range(n):
-        if mask == everything:
-            break
-        for j in first[data[i]]:
-            classes, flags = patterns[j]
-            if mask >> j & 1 or len(classes) > n - i:
-                continue
-            if all(cls >> data[i + c] & 1 for c, cls in enumerate(classes)) and (
-                not flags & EVENT_NAME or _after_event_name_tag(data, i)
-            ):
-                mask |= 1 << j
+    for j, regex in enumerate(_table_regexes(bytes(table))):
+        if regex.search(data):
+            mask |= 1 << j
     return mask
+
+
+@functools.lru_cache(maxsize=16)
+def _table_regexes(table: bytes) -> list[re.Pattern[bytes]]:
+    return [pattern_regex(classes, flags) for classes, flags in _parse_table(table)]
 
 
 class Prefilter:
