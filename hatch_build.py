@@ -27,6 +27,7 @@ EXTENSIONS: dict[str, list[str]] = {
     "plugins._native._spanscan": ["plugins/_native/_spanscan.c"],
     "plugins._native._otlpvalid": ["plugins/_native/_otlpvalid.c"],
     "plugins._native._route": ["plugins/_native/_route.c"],
+    "plugins._native._tailscan": ["plugins/_native/_tailscan.c"],
 }
 # extensions that need a system library (its headers at build time): module -> (sources, library)
 LIBRARY_EXTENSIONS: dict[str, tuple[list[str], str]] = {

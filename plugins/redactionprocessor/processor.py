@@ -21,6 +21,7 @@ from plugins.redactionprocessor.config import (
     STRUCTURE_KEYS,
     RedactionConfig,
 )
+from plugins.redactionprocessor.prefilter import Prefilter
 from plugins.redactionprocessor.sanitize import Sanitizers, idle_options
 
 _MASK = "****"
@@ -244,6 +245,16 @@ class RedactionProcessor(Component):
             self._event_name_re = _event_name_pattern(
                 [p.encode() for p in rules.genai.event_prefixes]
             )
+        # the same searches in one C pass over the request (prefilter.py), when it is built
+        summary_keys = (
+            [k.encode() for k in rules.ignore] if config.summary in ("debug", "info") else []
+        )
+        event_prefixes = []
+        if self._event_name_re is not None and rules.genai is not None:
+            event_prefixes = [p.encode() for p in rules.genai.event_prefixes]
+        self._prefilter = Prefilter.build(
+            [*summary_keys, *self._needles], event_prefixes, [r for _, r in gated]
+        )
 
     async def consume(self, data: Payload) -> None:
         if data.item_count() and self._may_redact(data):
@@ -272,6 +283,11 @@ class RedactionProcessor(Component):
         if not self._fast:
             return True
         raw = data.to_bytes()
+        prefilter = self._prefilter
+        if prefilter is not None:
+            if prefilter.may_match(raw):
+                return True
+            return bool(self._searches) and self._text_search(raw)
         rules = self.rules
         summary = self.config.summary in ("debug", "info")
         if summary and any(k.encode() in raw for k in rules.ignore):
@@ -291,11 +307,11 @@ class RedactionProcessor(Component):
                     continue
             if r.search(raw):
                 return True
-        if self._searches:
-            text = raw.decode("utf-8", "replace")
-            if any(r.search(text) for r in self._searches):
-                return True
-        return False
+        return bool(self._searches) and self._text_search(raw)
+
+    def _text_search(self, raw: bytes) -> bool:
+        text = raw.decode("utf-8", "replace")
+        return any(r.search(text) for r in self._searches)
 
     def process(self, data: Payload) -> Payload:
         out = type(data)(data.to_bytes())

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
 from typing import Any
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
@@ -30,6 +31,7 @@ from plugins._agentconv import (
     workflow_type,
 )
 from plugins.tailsamplingprocessor.config import PolicyCfg
+from plugins.tailsamplingprocessor.scan import Facts
 
 SpanSkeleton: Any = _CLASSES["SpanSkeleton"]  # a span with its attributes left encoded
 NAMES = AttributeNames()
@@ -47,6 +49,7 @@ class Decision(enum.Enum):
 
 
 SAMPLED_LIKE = (Decision.SAMPLED, Decision.INVERT_SAMPLED)
+DROP_LIKE = (Decision.DROPPED, Decision.INVERT_NOT_SAMPLED)  # these drop the trace
 
 
 class RequestBytes:
@@ -130,8 +133,14 @@ class TraceData:
         roots: list[int] | None = None,
         tools: list[int] | None = None,
         marked: tuple[bytes, list[int]] | None = None,
+        facts: Facts | None = None,
+        fact_keys: Mapping[str, int] | None = None,
     ) -> None:
         self.trace_id = trace_id
+        # what the C scan of the trace's spans found (scan.trace_facts), with the index of each
+        # attribute key it looked for in ``facts.values``; None: read from the spans when asked
+        self.facts = facts
+        self._fact_keys = fact_keys or {}
         # what the request's walk already found (``_tracewire.ingest``): the root spans and
         # the spans holding a tool marker, by index; None: found here when asked
         self._roots = roots
@@ -221,7 +230,12 @@ class TraceData:
         return codes
 
     def has_status(self, codes: set[int] | frozenset[int]) -> bool:
-        """Whether a span's status code is in ``codes`` (read from the span skeletons)."""
+        """Whether a span's status code is in ``codes`` (from the scan's facts, else read from
+        the span skeletons)."""
+        facts = self.facts
+        if facts is not None and codes <= _KNOWN_CODES:
+            mask = facts.status_mask
+            return any(mask >> c & 1 for c in codes)
         return bool(self.status_codes() & codes)
 
     def root_indices(self) -> list[int]:
@@ -229,6 +243,8 @@ class TraceData:
         them (``roots``, given by the processor), else from the span skeletons."""
         if self._roots is not None:
             return self._roots
+        if self.facts is not None:
+            return [r[0] for r in self.facts.roots]
         return [i for i, sk in enumerate(self.skeletons) if not sk.parent_span_id]
 
     def tool_indices(self) -> list[int]:
@@ -254,6 +270,9 @@ class TraceData:
         return self._resources
 
     def duration_ns(self) -> int:
+        facts = self.facts
+        if facts is not None:
+            return max(0, facts.end_max - facts.start_min)
         sks = self.skeletons
         start = min(s.start_time_unix_nano for s in sks)
         end = max(s.end_time_unix_nano for s in sks)
@@ -307,7 +326,10 @@ class TraceData:
 
     def workflow_attr(self, key: str) -> str:
         """A workflow attribute as the ``workflow`` processor stamps it on every span: the
-        first span holding the key is decoded, no other."""
+        first span holding the key is decoded, no other (none when the scan's facts have it)."""
+        k = self._fact_keys.get(key)
+        if k is not None and self.facts is not None:
+            return value_str(self.facts.values[k])
         needle = key.encode()
         for i, raw in enumerate(self._raw):
             if needle in raw:
@@ -336,6 +358,23 @@ class TraceData:
         # found in the joined encodings: in one span, not across the end of one and the start
         # of the next
         return any(needle in raw for raw in self._raw)
+
+
+_KNOWN_CODES = frozenset((0, 1, 2))
+
+
+def value_str(encoded: bytes | None) -> str:
+    """``attr_str`` of an encoded ``AnyValue`` (``""`` for None): a string read from its
+    bytes when it is encoded as one string field, else the value decoded."""
+    if not encoded:
+        return ""
+    n = len(encoded)
+    if encoded[0] == 0x0A and n >= 2 and encoded[1] == n - 2 and encoded[1] < 0x80:
+        try:
+            return encoded[2:].decode()
+        except UnicodeDecodeError:
+            pass
+    return attr_str(AnyValue.FromString(encoded))
 
 
 # Every encoding of ``Status.code`` (field 3, a varint) equal to 1 or 2 holds one of these: its
@@ -517,10 +556,14 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
     if kind == "status_code":
         assert cfg.status_code is not None
         codes = {_STATUS[c] for c in cfg.status_code.status_codes}
-        return Policy(
-            cfg.name,
-            lambda t: Decision.SAMPLED if t.has_status(codes) else Decision.NOT_SAMPLED,
-        )
+        bits = sum(1 << c for c in codes)  # of the scan's status mask
+
+        def status(t: TraceData) -> Decision:
+            facts = t.facts
+            hit = facts.status_mask & bits if facts is not None else t.has_status(codes)
+            return Decision.SAMPLED if hit else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, status)
     if kind == "string_attribute":
         sc = cfg.string_attribute
         assert sc is not None
@@ -719,6 +762,19 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
         assert sla is not None
 
         def over_sla(t: TraceData) -> Decision:
+            facts = t.facts
+            if facts is not None and len(facts.roots) <= 1 and t.workflow_attr(NAMES.workflow_id):
+                # one root (or none): it is the workflow's, its times are in the facts
+                if not facts.roots:
+                    return Decision.NOT_SAMPLED
+                wf_type = t.workflow_attr(NAMES.workflow_type)
+                if not wf_type:
+                    wf_type = workflow_type(t.root, t.root_attrs, NAMES)
+                objective = sla.objective(wf_type)
+                if objective is None:
+                    return Decision.NOT_SAMPLED
+                _, start, end = facts.roots[0]
+                return Decision.SAMPLED if (end - start) / 1e9 > objective else Decision.NOT_SAMPLED
             root = t.root
             if root is None:
                 return Decision.NOT_SAMPLED
@@ -749,6 +805,23 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
         tools = set(cfg.tool_call_failed.tools) if cfg.tool_call_failed else set()
 
         def tool_failed(t: TraceData) -> Decision:
+            facts = t.facts
+            if facts is not None:  # the spans that failed are known: only those are decoded
+                if not facts.failed:
+                    return Decision.NOT_SAMPLED
+                marked = set(t.tool_indices())
+                for i in facts.failed:
+                    if i not in marked:
+                        continue
+                    attrs = t.attrs(i)
+                    if not is_tool_call(attrs, NAMES):
+                        continue
+                    if tools:
+                        name = attrs.get(NAMES.tool_name)
+                        if name is None or attr_str(name) not in tools:
+                            continue
+                    return Decision.SAMPLED
+                return Decision.NOT_SAMPLED
             # a failed call has an ERROR status (Status.code 2: bytes 0x18 0x02 as encoders
             # write it) or error.type; in the trace's spans, the tool spans that can have
             # either (STATUS_BYTES: every encoding of code 2) are decoded, no other
@@ -820,6 +893,24 @@ def _usage(t: TraceData, uc: Any) -> tuple[int, float]:
     if others:
         return max(e[0] + e[1] for e in others), max(cost_of(e) for e in others)
     return 0, 0.0
+
+
+def fact_keys(policies: list[PolicyCfg]) -> tuple[str, ...]:
+    """The attribute keys whose first value the configured policies read (``workflow_attr``),
+    for the scan of a trace's spans."""
+    keys: dict[str, None] = {}
+    for p in policies:
+        if p.type == "workflow_outcome":
+            keys[NAMES.workflow_outcome] = None
+        elif p.type == "workflow_complexity_tier":
+            keys[NAMES.workflow_complexity_tier] = None
+        elif p.type == "workflow_sla":
+            keys[NAMES.workflow_id] = keys[NAMES.workflow_type] = None
+        for sub in (p.and_, p.drop, p.composite):
+            if sub is not None:
+                for name in ("and_sub_policy", "drop_sub_policy", "composite_sub_policy"):
+                    keys.update(dict.fromkeys(fact_keys(getattr(sub, name, None) or [])))
+    return tuple(keys)
 
 
 def final_decision(decisions: list[Decision]) -> bool:

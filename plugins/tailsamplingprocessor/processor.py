@@ -34,6 +34,8 @@ from pipeline.tasks import supervise
 from plugins._native import load
 from plugins.tailsamplingprocessor.config import PolicyCfg, TailSamplingConfig
 from plugins.tailsamplingprocessor.policies import (
+    DROP_LIKE,
+    ERROR_TYPE,
     SAMPLED_LIKE,
     TOOL_MARKERS,
     USAGE_MARKER,
@@ -43,8 +45,9 @@ from plugins.tailsamplingprocessor.policies import (
     RequestBytes,
     TraceData,
     build,
-    final_decision,
+    fact_keys,
 )
+from plugins.tailsamplingprocessor.scan import trace_facts
 
 # The request walk of the workflow processor's C accelerator (plugins/_native/_tracewire.c),
 # or None: ``ingest`` groups a request's spans by trace in one pass and notes the roots and
@@ -175,6 +178,11 @@ class TailSamplingProcessor(Component):
         # roots): the usage policy's, when there is one
         self._usage = "workflow_usage" in _policy_types(config.policies)
         self._marker = USAGE_MARKER if self._usage else TOOL_MARKERS[0]
+        # what the one scan of a trace's spans gives the policies (compiled once): the first
+        # value of these keys, status codes, times, roots, failed spans
+        keys = fact_keys(config.policies)
+        self._fact_keys = {k: i for i, k in enumerate(keys)}
+        self._fact_needles = tuple(k.encode() for k in keys)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -233,7 +241,7 @@ class TailSamplingProcessor(Component):
             ("processor",),
         ).labels(name)
         self._children: dict[tuple[Any, ...], Any] = {}
-        self._pending: dict[tuple[str, bool], list[int]] = {}
+        self._pending: dict[tuple[tuple[str, Decision], ...], list[int]] = {}
         self._pending_final: dict[tuple[bool, str], int] = {}
 
     def _child(self, counter: Any, *labels: str) -> Any:
@@ -259,36 +267,50 @@ class TailSamplingProcessor(Component):
 
     def _evaluate(self, trace: TraceData) -> tuple[bool, list[tuple[str, Decision]]]:
         results: list[tuple[str, Decision]] = []
+        first_match = self.config.sample_on_first_match
+        sampled = False
+        dropped = False
         for policy in self.policies:
             d = policy.evaluate(trace)
             results.append((policy.name, d))
-            if self.config.sample_on_first_match and d in SAMPLED_LIKE:
-                break
-        return final_decision([d for _, d in results]), results
+            if d in SAMPLED_LIKE:
+                sampled = True
+                if first_match:
+                    break
+            elif d in DROP_LIKE:
+                dropped = True
+        # final_decision's rule, folded into the loop
+        return sampled and not dropped, results
 
     def _commit(self, trace_id: bytes, sampled: bool, results: list[tuple[str, Decision]],
                 spans: int, when: str) -> None:  # fmt: skip
         """Remember and count a decision."""
         self._decided.put(trace_id, sampled)
         (self._sampled_cache if sampled else self._not_sampled_cache).put(trace_id, sampled)
-        pending = self._pending
-        for name, d in results:
-            key = (name, d in SAMPLED_LIKE)
-            counts = pending.get(key)
-            if counts is None:
-                counts = pending[key] = [0, 0]
-            counts[0] += 1
-            counts[1] += spans
+        # counted per distinct set of results (traces of a load mostly share one): one
+        # dictionary update per trace, spread over the policies when flushed
+        key = tuple(results)
+        counts = self._pending.get(key)
+        if counts is None:
+            counts = self._pending[key] = [0, 0]
+        counts[0] += 1
+        counts[1] += spans
         final = self._pending_final
         final[(sampled, when)] = final.get((sampled, when), 0) + 1
 
     def _flush_counts(self) -> None:
         """The decisions counted since the last call, added to the counters (once per call)."""
-        for (name, sampled), (traces, spans) in self._pending.items():
+        by_policy: dict[tuple[str, bool], list[int]] = {}
+        for results, (traces, spans) in self._pending.items():
+            for name, d in results:
+                counts = by_policy.setdefault((name, d in SAMPLED_LIKE), [0, 0])
+                counts[0] += traces
+                counts[1] += spans
+        self._pending.clear()
+        for (name, sampled), (traces, spans) in by_policy.items():
             flag = "true" if sampled else "false"
             self._child(self._c_policy, name, flag).inc(traces)
             self._child(self._c_policy_spans, name, flag).inc(spans)
-        self._pending.clear()
         for (sampled, when), n in self._pending_final.items():
             self._child(self._c_global, "true" if sampled else "false").inc(n)
             self._child(self._c_when, when).inc(n)
@@ -296,7 +318,11 @@ class TailSamplingProcessor(Component):
 
     def _decide(self, trace_id: bytes, spans: list[bytes], groups: list[GroupKey],
                 when: str) -> bool:  # fmt: skip
-        trace = TraceData(trace_id, spans, [g[0] for g in groups], groups)
+        facts = trace_facts(spans, self._fact_needles, ERROR_TYPE)
+        trace = TraceData(
+            trace_id, spans, [g[0] for g in groups], groups, facts=facts,
+            fact_keys=self._fact_keys,
+        )  # fmt: skip
         sampled, results = self._evaluate(trace)
         self._commit(trace_id, sampled, results, len(spans), when)
         return sampled
@@ -493,24 +519,32 @@ class TailSamplingProcessor(Component):
             total = len(fresh)
         else:
             total = sum(len(w[1]) for w in walked)
-        out = list(late_out)
         decisions: list[tuple[bytes, bool, list[tuple[str, Decision]], int]] = []
+        needles, keys = self._fact_needles, self._fact_keys
+        kept_spans = 0
         with BudgetLog() as budget:  # rate budgets given back if the payload is not taken
             for trace_id, spans, groups, roots, tools, marked in walked:
                 trace = TraceData(
-                    trace_id, spans, [g[0] for g in groups], groups, request, roots, tools, marked
-                )
+                    trace_id, spans, [g[0] for g in groups], groups, request, roots, tools,
+                    marked, trace_facts(spans, needles, ERROR_TYPE), keys,
+                )  # fmt: skip
                 sampled, results = self._evaluate(trace)
                 decisions.append((trace_id, sampled, results, len(spans)))
                 if sampled:
-                    out.extend(zip(groups, spans, strict=True))
+                    kept_spans += len(spans)
         try:
             if (
-                out and data is not None and not late_dropped
-                and len(out) == total + len(late_out)
+                (kept_spans or late_out) and data is not None and not late_dropped
+                and kept_spans == total
             ):  # fmt: skip
                 await self.next.consume(data)  # every span kept: the request goes on as it came
-            elif out:
+            elif kept_spans or late_out:
+                out = list(late_out)
+                for (_, spans, groups, *_), (_, sampled, _, _) in zip(
+                    walked, decisions, strict=True
+                ):
+                    if sampled:
+                        out.extend(zip(groups, spans, strict=True))
                 encoded, n = _assemble(out)
                 payload = Traces(encoded, item_count=n)
                 payload.whole_traces = True

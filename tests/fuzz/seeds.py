@@ -47,6 +47,7 @@ TRACE_TARGETS = (
     "otlp_proto",
     "ottl",
     "route",
+    "tailscan",
 )
 
 

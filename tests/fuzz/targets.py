@@ -316,6 +316,51 @@ def spanscan() -> OneInput:
     return one
 
 
+# -- C: tail_sampling's facts and redaction's prefilter (_tailscan) -------------------------------
+def tailscan() -> OneInput:
+    """``trace_facts`` on the input's spans (the spans of the request when its framing parses,
+    else the input cut in three) and ``find_patterns`` on the input with the table of the
+    redaction processor's GenAI defaults plus a blocked value, each against its Python twin:
+    the same facts (``None`` included), the same mask."""
+    mod = require("_tailscan")
+    from pipeline import Kind, Signal
+    from pipeline._wire import ShallowTraces
+    from plugins.redactionprocessor.config import RedactionConfig
+    from plugins.redactionprocessor.prefilter import find_patterns_python
+    from plugins.redactionprocessor.processor import RedactionProcessor
+    from plugins.tailsamplingprocessor.scan import Facts, trace_facts_python
+    from tests.plugins._agent_support import Capture, settings
+
+    keys = (b"workflow.outcome", b"workflow.id", b"workflow.type")
+    cfg = RedactionConfig.model_validate(
+        {"allow_all_keys": True, "blocked_values": ["4[0-9]{12}(?:[0-9]{3})?"],
+         "summary": "debug", "ignored_keys": ["password"], "genai_content": {"action": "mask"}}
+    )  # fmt: skip
+    tables = []
+    for signal in (Signal.TRACES, Signal.LOGS):
+        proc = RedactionProcessor(settings(Kind.PROCESSOR, "redaction"), cfg, signal, Capture())
+        assert proc._prefilter is not None
+        tables.append(proc._prefilter.table)
+
+    def one(data: bytes) -> None:
+        try:
+            msg = ShallowTraces.FromString(data)
+            spans = [
+                bytes(s) for rs in msg.resource_spans for ss in rs.scope_spans for s in ss.spans
+            ]
+        except Exception:
+            third = len(data) // 3
+            spans = [data[:third], data[third : 2 * third], data[2 * third :]]
+        native = mod.trace_facts(spans, keys, b"error.type")
+        assert (None if native is None else Facts._make(native)) == trace_facts_python(
+            spans, keys, b"error.type"
+        )
+        for table in tables:
+            assert mod.find_patterns(data, table) == find_patterns_python(data, table)
+
+    return one
+
+
 # -- C: HTTP/2 sessions on libnghttp2 (_h2server) -------------------------------------------------
 def pieces(data: bytes) -> list[bytes]:
     """The input in three reads, so frames are split across ``feed`` calls."""
@@ -882,6 +927,7 @@ TARGETS: dict[str, Target] = {
         ),
         Target("ottl", ottl, instrument=("pipeline.ottl",), runs=30_000),
         Target("route", route, native=True, runs=60_000),
+        Target("tailscan", tailscan, native=True, runs=20_000),
         Target(
             "redaction_sanitize",
             redaction_sanitize,

@@ -18,7 +18,7 @@ HERE = Path(__file__).parent
 CORPUS, REGRESSIONS = HERE / "corpus", HERE / "regressions"
 
 # every C module the targets drive must be there (under CI; skipped elsewhere without a compiler)
-for _name in ("_otlpvalid", "_tracewire", "_agentscan", "_spanscan", "_h2server"):
+for _name in ("_otlpvalid", "_tracewire", "_agentscan", "_spanscan", "_h2server", "_tailscan"):
     require_native(_name)
 
 

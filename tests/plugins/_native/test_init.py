@@ -10,7 +10,15 @@ import pytest
 from plugins._native import load
 
 # hatch_build.EXTENSIONS and LIBRARY_EXTENSIONS
-MODULES = ("_agentscan", "_tracewire", "_spanscan", "_otlpvalid", "_h2server", "_route")
+MODULES = (
+    "_agentscan",
+    "_tracewire",
+    "_spanscan",
+    "_otlpvalid",
+    "_h2server",
+    "_route",
+    "_tailscan",
+)
 
 
 @pytest.mark.parametrize("name", MODULES)

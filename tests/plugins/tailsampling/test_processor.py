@@ -676,3 +676,84 @@ async def test_corrupt_whole_requests_answered_the_same_with_and_without_the_c_w
         assert outcomes[0] == outcomes[1], bytes(data).hex()
         seen.add(outcomes[0][0])
     assert seen == {"ok", "refused"}
+
+
+FACT_POLICIES = [
+    *MIXED_POLICIES,
+    {"name": "tier", "type": "workflow_complexity_tier",
+     "workflow_complexity_tier": {"tiers": ["simple"]}},
+    {"name": "slow", "type": "latency", "latency": {"threshold_ms": 5000}},
+    {"name": "and", "type": "and", "and": {"and_sub_policy": [
+        {"name": "a1", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "a2", "type": "workflow_sla", "workflow_sla": {"default": "10s"}}]}},
+    {"name": "drop-unset", "type": "drop", "drop": {"drop_sub_policy": [
+        {"name": "d1", "type": "status_code", "status_code": {"status_codes": ["UNSET"]}},
+        {"name": "d2", "type": "workflow_outcome",
+         "workflow_outcome": {"outcomes": ["cancelled"]}}]}},
+]  # fmt: skip
+
+
+async def test_decisions_the_same_with_and_without_the_scans_facts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The facts of the C scan (``scan.trace_facts``: status codes, times, roots, workflow
+    attributes, failed spans) give every policy the answer it gets reading the spans: the same
+    decisions, bytes and counts, on whole requests and on mutated ones whose spans protobuf
+    decodes (a span it refuses, a string that is not UTF-8 say, is for the receivers' edge
+    check to refuse)."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from pipeline import MalformedDataError
+    from plugins.tailsamplingprocessor import processor as module
+    from plugins.tailsamplingprocessor import scan
+
+    req = ExportTraceServiceRequest()
+    req.MergeFromString(mixed_request(40))
+    for i, sp in enumerate(s for rs in req.resource_spans for ss in rs.scope_spans
+                           for s in ss.spans):  # fmt: skip
+        if i % 3 == 0:  # workflow attributes stamped on some spans, as the workflow processor
+            sp.attributes.add(key="workflow.complexity_tier").value.string_value = (
+                "simple" if i % 2 else "complex"
+            )
+            sp.attributes.add(key="workflow.type").value.string_value = "support"
+        if i % 7 == 0:
+            sp.attributes.add(key="error.type").value.string_value = "Timeout"
+            sp.attributes.add(key="gen_ai.operation.name").value.string_value = "execute_tool"
+    raw = req.SerializeToString()
+    rng = random.Random(5)
+    inputs = [raw]
+    for _ in range(150):
+        data = bytearray(raw)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data))
+            data[at] = rng.randrange(256)
+        inputs.append(bytes(data))
+    compared = 0
+    for data in inputs:
+        try:
+            decoded = ExportTraceServiceRequest.FromString(data)
+            for rs in decoded.resource_spans:
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        Span.FromString(s.SerializeToString())
+        except Exception:
+            continue
+        outcomes = []
+        for facts in (scan.trace_facts, lambda *a: None):
+            monkeypatch.setattr(module, "trace_facts", facts)
+            sink = Sink()
+            proc = processor({"policies": FACT_POLICIES}, sink)
+            payload = Traces(data)
+            payload.whole_traces = True
+            try:
+                await proc.consume(payload)
+            except MalformedDataError:
+                outcomes.append(("refused", [], {}, {}))
+                continue
+            children = {k[1:]: c._value.get() for k, c in proc._children.items()}
+            outcomes.append(
+                ("ok", [p.to_bytes() for p in sink.got], dict(proc._decided.items), children)
+            )
+        assert outcomes[0] == outcomes[1], data.hex()
+        compared += 1
+    assert compared > 20
