@@ -24,6 +24,7 @@ from plugins._agentconv import (
     STATUS_ERROR,
     AttributeNames,
     attr_str,
+    duration_of,
     is_tool_call,
     is_workflow_root,
     workflow_duration,
@@ -337,6 +338,14 @@ class TraceData:
                 if v is not None:
                     return attr_str(v)
         return ""
+
+    def fact_value(self, key: str) -> bytes | None:
+        """The encoded ``AnyValue`` of ``key``'s first attribute in the trace, from the scan's
+        facts (``None`` when absent or when the facts do not list the key)."""
+        k = self._fact_keys.get(key)
+        if k is None or self.facts is None:
+            return None
+        return self.facts.values[k]
 
     def contains(self, needle: bytes) -> bool:
         """Whether any span's encoding contains ``needle`` (remembered: several policies ask
@@ -774,7 +783,12 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
                 if objective is None:
                     return Decision.NOT_SAMPLED
                 _, start, end = facts.roots[0]
-                return Decision.SAMPLED if (end - start) / 1e9 > objective else Decision.NOT_SAMPLED
+                # the execution's duration when it is below the root (the workflow processor
+                # wrote it on the root), else the root's own
+                given = t.fact_value(NAMES.workflow_duration)
+                seconds = duration_of(given) if given is not None else None
+                duration = (end - start) / 1e9 if seconds is None else seconds
+                return Decision.SAMPLED if duration > objective else Decision.NOT_SAMPLED
             root = t.root
             if root is None:
                 return Decision.NOT_SAMPLED
@@ -906,6 +920,7 @@ def fact_keys(policies: list[PolicyCfg]) -> tuple[str, ...]:
             keys[NAMES.workflow_complexity_tier] = None
         elif p.type == "workflow_sla":
             keys[NAMES.workflow_id] = keys[NAMES.workflow_type] = None
+            keys[NAMES.workflow_duration] = None
         for sub in (p.and_, p.drop, p.composite):
             if sub is not None:
                 for name in ("and_sub_policy", "drop_sub_policy", "composite_sub_policy"):
