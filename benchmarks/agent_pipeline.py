@@ -76,6 +76,9 @@ class Load:
     # root above an invoke_agent span naming its agent (the GenAI conventions: the execution
     # is found with the dialect tables)
     root: str = "workflow"
+    # the load generator's gRPC client: "grpcio", or "nghttp2" (benchmarks.loadgen's
+    # LeanGrpcClient: libnghttp2 from one thread, a fraction of grpcio's CPU per request)
+    client: str = "grpcio"
 
     @property
     def spans_per_request(self) -> int:
@@ -248,8 +251,6 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
     the round trip, sets the pace)."""
     import collections
 
-    import grpc
-
     templates = [build_template(load, v) for v in range(variants)]
     marks = [placeholder(k) for k in range(load.traces_per_request)]
     offsets = []  # per template: where each trace id goes, with the trace it belongs to
@@ -261,6 +262,10 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
                 at.append((i, k))
                 i = t.find(mark, i + 1)
         offsets.append(at)
+    if load.client == "nghttp2":
+        return _run_load_lean(endpoint, load, templates, offsets)
+    import grpc
+
     channel = grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 64 << 20)])
     grpc.channel_ready_future(channel).result(timeout=20)
     export = channel.unary_unary(EXPORT_METHOD)
@@ -280,6 +285,8 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
         except grpc.RpcError:
             failures += 1
 
+    cpu0 = _own_cpu()
+    started_at = time.time()
     start = time.monotonic()
     behind = 0.0
     stop = start + load.seconds
@@ -311,12 +318,84 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
     while window:
         settle(window.popleft())
     elapsed = time.monotonic() - start
+    cpu = _own_cpu() - cpu0
     channel.close()
     return {
         "sent_spans": sent_spans,
         "failed_requests": failures,
         "elapsed": elapsed,
+        "started_at": started_at,
+        "ended_at": started_at + elapsed,
+        "cpu_s": cpu,
         "achieved_rate": sent_spans / elapsed,
+        "max_lag": behind,
+    }
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process so far, every thread (grpcio's included)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _run_load_lean(
+    endpoint: str, load: Load, templates: list[bytes], offsets: list[list[tuple[int, int]]]
+) -> dict[str, Any]:
+    """:func:`run_load` with :class:`benchmarks.loadgen.LeanGrpcClient` (one thread, one
+    HTTP/2 connection, up to ``load.in_flight`` calls outstanding)."""
+    from benchmarks.loadgen import LeanGrpcClient
+
+    client = LeanGrpcClient(endpoint, EXPORT_METHOD)
+    variants = len(templates)
+    interval = load.spans_per_request / load.rate
+    total_requests = max(1, int(load.rate * load.seconds / load.spans_per_request))
+    seq = int.from_bytes(os.urandom(6), "big") << 40
+    per_request = load.traces_per_request
+    depth = max(1, load.in_flight)
+    cpu0 = _own_cpu()
+    started_at = time.time()
+    start = time.monotonic()
+    stop = start + load.seconds
+    behind = 0.0
+    for r in range(total_requests):
+        now = time.monotonic()
+        if depth > 1 and now > stop:  # saturation: a duration, not a count
+            break
+        while client.in_flight >= depth:
+            client.wait(None)
+        v = r % variants
+        data = bytearray(templates[v])
+        ids = [(seq + k + 1).to_bytes(16, "big") for k in range(per_request)]
+        seq += per_request
+        for i, k in offsets[v]:
+            data[i : i + 16] = ids[k]
+        client.send(data)
+        due = start + (r + 1) * interval
+        now = time.monotonic()
+        if due > now:
+            client.wait(due - now)
+            while (now := time.monotonic()) < due:  # answers came early: wait the rest
+                client.wait(due - now)
+        else:
+            behind = max(behind, now - due)
+            client.wait(0)
+    deadline = time.monotonic() + 60
+    while client.in_flight > 0 and time.monotonic() < deadline:
+        client.wait(deadline - time.monotonic())
+    elapsed = time.monotonic() - start
+    cpu = _own_cpu() - cpu0
+    client.close()
+    return {
+        "sent_spans": client.ok * load.spans_per_request,
+        "failed_requests": client.failed + client.in_flight,
+        "codes": dict(client.codes),
+        "elapsed": elapsed,
+        "started_at": started_at,
+        "ended_at": started_at + elapsed,
+        "cpu_s": cpu,
+        "achieved_rate": client.ok * load.spans_per_request / elapsed,
         "max_lag": behind,
     }
 

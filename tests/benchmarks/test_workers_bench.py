@@ -7,15 +7,18 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from benchmarks.agent_pipeline import EXPORT_METHOD, Load, placeholder, run_load
 from benchmarks.workers import Run, report
 
 
-def _server(got: list[bytes]) -> tuple[grpc.Server, int]:
-    def export(request: bytes, context: object) -> bytes:
+def _server(got: list[bytes], refuse_every: int = 0) -> tuple[grpc.Server, int]:
+    def export(request: bytes, context: grpc.ServicerContext) -> bytes:
         got.append(request)
+        if refuse_every and len(got) % refuse_every == 0:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "refused by the test")
         return b""
 
     handler = grpc.method_handlers_generic_handler(
@@ -28,11 +31,32 @@ def _server(got: list[bytes]) -> tuple[grpc.Server, int]:
     return server, port
 
 
-def test_load_generator_sends_fresh_trace_ids_with_requests_in_flight() -> None:
-    got: list[bytes] = []
-    server, port = _server(got)
+def _native_client() -> bool:
     try:
-        load = Load(rate=4000.0, seconds=0.5, in_flight=4)
+        from plugins._native import _h2server  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+CLIENTS = [
+    "grpcio",
+    pytest.param(
+        "nghttp2",
+        marks=pytest.mark.skipif(not _native_client(), reason="libnghttp2 module not built"),
+    ),
+]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_load_generator_sends_fresh_trace_ids_with_requests_in_flight(
+    client: str, in_flight: int
+) -> None:
+    got: list[bytes] = []
+    server, port = _server(got)  # grpcio's server: a peer independent of the client
+    try:
+        load = Load(rate=4000.0, seconds=0.5, in_flight=in_flight, client=client)
         stats = run_load(f"127.0.0.1:{port}", load)
     finally:
         server.stop(None)
@@ -48,6 +72,23 @@ def test_load_generator_sends_fresh_trace_ids_with_requests_in_flight() -> None:
         assert len(ids) == load.traces_per_request  # every trace of a request its own id
         assert not ids & seen  # and never one of an earlier request
         seen |= ids
+    assert stats["cpu_s"] > 0
+    assert stats["started_at"] < stats["ended_at"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_load_generator_counts_refused_requests(client: str) -> None:
+    got: list[bytes] = []
+    server, port = _server(got, refuse_every=3)
+    try:
+        load = Load(rate=4000.0, seconds=0.5, in_flight=4, client=client)
+        stats = run_load(f"127.0.0.1:{port}", load)
+    finally:
+        server.stop(None)
+    refused = len(got) // 3
+    assert refused > 0
+    assert stats["failed_requests"] == refused
+    assert stats["sent_spans"] == (len(got) - refused) * load.spans_per_request
 
 
 def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
@@ -57,10 +98,15 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
         Run("agent x1", "cost", 100, 1.0, 0.2, 2.0, 100.0, 100, 0.1),
         Run("agent x1", "saturation", 1000, 1.0, 4.0, 4.0, 1000.0, 1000, 1.0),
         Run("agent x2", "cost", 100, 1.0, 0.3, 3.0, 100.0, 100, 0.1),
-        Run("agent x2", "saturation", 1600, 1.0, 6.0, 4.4, 1600.0, 1600, 1.6),
+        Run("agent x2", "saturation", 1600, 1.0, 6.0, 4.4, 1600.0, 1600, 1.6, 0.8),
     ]
     out = tmp_path / "w.md"
     report(runs, out, "note", 2)
     text = out.read_text()
-    assert "| agent x2 | 3.00 | 1.50x | 4.40 | 1.10x | 1,600 | 1.60x | 1000.00 | 2 |" in text
-    assert "| agent x1 | saturation | 1000 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 |" in text
+    assert (
+        "| agent x2 | 3.00 | 1.50x | 4.40 | 1.10x | 1,600 | 1.60x | 500.00 (0.80) | 6.00 | 2 |"
+        in (text)
+    )
+    assert (
+        "| agent x1 | saturation | 1000 | 0 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 (0.0) |" in text
+    )
