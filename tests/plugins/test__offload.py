@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,34 @@ async def test_at_most_max_workers_decodes_run_at_once() -> None:
 
     await asyncio.gather(*(_offload.decode_off_loop(1 << 20, 0, decode) for _ in range(6)))
     assert peak == _offload.MAX_WORKERS
+
+
+async def test_worker_processes_share_the_decode_threads(tmp_path: Path) -> None:
+    from pipeline import workers
+
+    assert _offload.threads() == _offload.MAX_WORKERS
+    old, _offload._executor = _offload._executor, None
+    workers._CONTEXT = workers.WorkerContext(0, 2, tmp_path)
+    lock = threading.Lock()
+    running = peak = 0
+
+    def decode() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    try:
+        assert _offload.threads() == max(1, _offload.MAX_WORKERS // 2)
+        await asyncio.gather(*(_offload.decode_off_loop(1 << 20, 0, decode) for _ in range(4)))
+        assert peak == max(1, _offload.MAX_WORKERS // 2)
+        workers._CONTEXT = workers.WorkerContext(0, 8, tmp_path)
+        assert _offload.threads() == 1  # never none
+    finally:
+        workers.leave()
+        if _offload._executor is not None:
+            _offload._executor.shutdown()
+        _offload._executor = old
