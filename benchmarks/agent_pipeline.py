@@ -79,6 +79,9 @@ class Load:
     # the load generator's gRPC client: "grpcio", or "nghttp2" (benchmarks.loadgen's
     # LeanGrpcClient: libnghttp2 from one thread, a fraction of grpcio's CPU per request)
     client: str = "grpcio"
+    # connections of one load generator ("nghttp2" client): requests take them in turn, so
+    # that the kernel's SO_REUSEPORT spreads them over the workers as it would many clients'
+    connections: int = 1
 
     @property
     def spans_per_request(self) -> int:
@@ -343,11 +346,16 @@ def _own_cpu() -> float:
 def _run_load_lean(
     endpoint: str, load: Load, templates: list[bytes], offsets: list[list[tuple[int, int]]]
 ) -> dict[str, Any]:
-    """:func:`run_load` with :class:`benchmarks.loadgen.LeanGrpcClient` (one thread, one
-    HTTP/2 connection, up to ``load.in_flight`` calls outstanding)."""
-    from benchmarks.loadgen import LeanGrpcClient
+    """:func:`run_load` with :class:`benchmarks.loadgen.LeanGrpcClient` (one thread,
+    ``load.connections`` HTTP/2 connections taking the requests in turn, up to
+    ``load.in_flight`` calls outstanding in all)."""
+    from benchmarks.loadgen import LeanGrpcClient, wait_any
 
-    client = LeanGrpcClient(endpoint, EXPORT_METHOD)
+    clients = [LeanGrpcClient(endpoint, EXPORT_METHOD) for _ in range(max(1, load.connections))]
+
+    def in_flight() -> int:
+        return sum(c.in_flight for c in clients)
+
     variants = len(templates)
     interval = load.spans_per_request / load.rate
     total_requests = max(1, int(load.rate * load.seconds / load.spans_per_request))
@@ -363,39 +371,44 @@ def _run_load_lean(
         now = time.monotonic()
         if depth > 1 and now > stop:  # saturation: a duration, not a count
             break
-        while client.in_flight >= depth:
-            client.wait(None)
+        while in_flight() >= depth:
+            wait_any(clients, None)
         v = r % variants
         data = bytearray(templates[v])
         ids = [(seq + k + 1).to_bytes(16, "big") for k in range(per_request)]
         seq += per_request
         for i, k in offsets[v]:
             data[i : i + 16] = ids[k]
-        client.send(data)
+        clients[r % len(clients)].send(data)
         due = start + (r + 1) * interval
         now = time.monotonic()
         if due > now:
-            client.wait(due - now)
+            wait_any(clients, due - now)
             while (now := time.monotonic()) < due:  # answers came early: wait the rest
-                client.wait(due - now)
+                wait_any(clients, due - now)
         else:
             behind = max(behind, now - due)
-            client.wait(0)
+            wait_any(clients, 0)
     deadline = time.monotonic() + 60
-    while client.in_flight > 0 and time.monotonic() < deadline:
-        client.wait(deadline - time.monotonic())
+    while in_flight() > 0 and time.monotonic() < deadline:
+        wait_any(clients, deadline - time.monotonic())
     elapsed = time.monotonic() - start
     cpu = _own_cpu() - cpu0
-    client.close()
+    ok = sum(c.ok for c in clients)
+    codes: dict[str, int] = {}
+    for c in clients:
+        for code, n in c.codes.items():
+            codes[code] = codes.get(code, 0) + n
+        c.close()
     return {
-        "sent_spans": client.ok * load.spans_per_request,
-        "failed_requests": client.failed + client.in_flight,
-        "codes": dict(client.codes),
+        "sent_spans": ok * load.spans_per_request,
+        "failed_requests": sum(c.failed for c in clients) + in_flight(),
+        "codes": codes,
         "elapsed": elapsed,
         "started_at": started_at,
         "ended_at": started_at + elapsed,
         "cpu_s": cpu,
-        "achieved_rate": client.ok * load.spans_per_request / elapsed,
+        "achieved_rate": ok * load.spans_per_request / elapsed,
         "max_lag": behind,
     }
 

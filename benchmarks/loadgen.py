@@ -88,17 +88,29 @@ class LeanGrpcClient:
     def wait(self, timeout: float | None) -> None:
         """Read and handle the server's answers: at most ``timeout`` s waiting for the first
         bytes (``None``: until some arrive), then whatever else is ready."""
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        while ready:
-            data = self.sock.recv(1 << 18)
-            if not data:
-                raise ConnectionError("the server closed the connection")
-            self._ended(self.session.feed(data))
-            self._flush()
-            ready, _, _ = select.select([self.sock], [], [], 0)
+        wait_any([self], timeout)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _read(self) -> None:
+        data = self.sock.recv(1 << 18)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self._ended(self.session.feed(data))
+        self._flush()
 
     def close(self) -> None:
         self.sock.close()
+
+
+def wait_any(clients: list[LeanGrpcClient], timeout: float | None) -> None:
+    """:meth:`LeanGrpcClient.wait` for several connections at once."""
+    ready, _, _ = select.select(clients, [], [], timeout)
+    while ready:
+        for client in ready:
+            client._read()
+        ready, _, _ = select.select(clients, [], [], 0)
 
 
 async def run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -39,24 +40,28 @@ def _native_client() -> bool:
     return True
 
 
-CLIENTS = [
-    "grpcio",
-    pytest.param(
+def _nghttp2(connections: int) -> Any:
+    return pytest.param(
         "nghttp2",
+        connections,
         marks=pytest.mark.skipif(not _native_client(), reason="libnghttp2 module not built"),
-    ),
-]
+    )
 
 
-@pytest.mark.parametrize("client", CLIENTS)
+CLIENTS = [("grpcio", 1), _nghttp2(1)]
+
+
+@pytest.mark.parametrize(("client", "connections"), [*CLIENTS, _nghttp2(3)])
 @pytest.mark.parametrize("in_flight", [1, 4])
 def test_load_generator_sends_fresh_trace_ids_with_requests_in_flight(
-    client: str, in_flight: int
+    client: str, connections: int, in_flight: int
 ) -> None:
     got: list[bytes] = []
     server, port = _server(got)  # grpcio's server: a peer independent of the client
     try:
-        load = Load(rate=4000.0, seconds=0.5, in_flight=in_flight, client=client)
+        load = Load(
+            rate=4000.0, seconds=0.5, in_flight=in_flight, client=client, connections=connections
+        )
         stats = run_load(f"127.0.0.1:{port}", load)
     finally:
         server.stop(None)
@@ -76,12 +81,12 @@ def test_load_generator_sends_fresh_trace_ids_with_requests_in_flight(
     assert stats["started_at"] < stats["ended_at"]
 
 
-@pytest.mark.parametrize("client", CLIENTS)
-def test_load_generator_counts_refused_requests(client: str) -> None:
+@pytest.mark.parametrize(("client", "connections"), [*CLIENTS, _nghttp2(2)])
+def test_load_generator_counts_refused_requests(client: str, connections: int) -> None:
     got: list[bytes] = []
     server, port = _server(got, refuse_every=3)
     try:
-        load = Load(rate=4000.0, seconds=0.5, in_flight=4, client=client)
+        load = Load(rate=4000.0, seconds=0.5, in_flight=4, client=client, connections=connections)
         stats = run_load(f"127.0.0.1:{port}", load)
     finally:
         server.stop(None)
