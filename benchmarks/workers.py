@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -70,6 +71,26 @@ class Run:
     failed_requests: int = 0
     load_avg: float = 0.0  # the machine's 1-minute load average at the start
     others_cores: float = 0.0  # cores the rest of the machine used meanwhile (shared machine)
+    # cores the server used while the load generators sent (its CPU-s above also count the
+    # backlog it works off after they stopped)
+    cores_sending: float = 0.0
+    # spans the exporter sent per second over the second half of the sending: what the
+    # pipeline processes (accepted spans wait in the workflow processor, wait_duration)
+    processed_per_s: float = 0.0
+
+
+def _cpu_at(samples: list[tuple[float, float]], when: float) -> float:
+    """The CPU-s of sampled ``(time, cpu)`` pairs at ``when``, interpolated."""
+    if not samples:
+        return 0.0
+    before = [x for x in samples if x[0] <= when]
+    after = [x for x in samples if x[0] >= when]
+    if not before:
+        return samples[0][1]
+    if not after:
+        return samples[-1][1]
+    (t0, c0), (t1, c1) = before[-1], after[0]
+    return c0 if t1 <= t0 else c0 + (c1 - c0) * (when - t0) / (t1 - t0)
 
 
 def _machine_busy() -> float:
@@ -185,9 +206,36 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         machine0 = _machine_busy()
         cpu0 = _tree_cpu(ps)
         lg0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        samples: list[tuple[float, float]] = []
+        outs: list[tuple[float, float]] = []
+        sampling = threading.Event()
+
+        def sample() -> None:
+            n = 0
+            while not sampling.wait(0.2):
+                samples.append((time.time(), _tree_cpu(ps)))
+                n += 1
+                if kind != "rotel" and n % 3 == 0:
+                    outs.append((time.time(), _out(telemetry)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         t0 = time.monotonic()
-        stats = _loads(endpoint, load, clients)
+        try:
+            stats = _loads(endpoint, load, clients)
+        finally:
+            sampling.set()
+            sampler.join()
         elapsed = wall = time.monotonic() - t0
+        cores_sending = processed = 0.0
+        if all("started_at" in s for s in stats):
+            begin = min(s["started_at"] for s in stats)
+            end = max(s["ended_at"] for s in stats)
+            cores_sending = (_cpu_at(samples, end) - _cpu_at(samples, begin)) / max(
+                end - begin, 1e-9
+            )
+            mid = (begin + end) / 2
+            processed = (_cpu_at(outs, end) - _cpu_at(outs, mid)) / max(end - mid, 1e-9)
         # the rate over the load generators' sending (their start-up, while the server waits,
         # left out)
         if all("started_at" in s for s in stats):
@@ -221,6 +269,8 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         failed_requests=sum(s.get("failed_requests", 0) for s in stats),
         load_avg=round(load_avg, 1),
         others_cores=round(max(0.0, machine - during - loadgen) / wall, 2),
+        cores_sending=round(cores_sending, 2),
+        processed_per_s=round(processed if kind != "rotel" else accepted / elapsed),
     )
 
 
@@ -232,9 +282,9 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
     lines += [
         "| server | CPU-s per 1M spans, fixed rate | vs agent x1 | CPU-s per 1M spans, "
         "saturation | vs agent x1 | saturation: accepted spans/s | vs agent x1 | "
-        "load generators' CPU-s per 1M spans, saturation (cores) | server's cores, "
-        "saturation | runs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "load generators' CPU-s per 1M spans, saturation (cores) | server's cores while "
+        "the load was sent, saturation | saturation: processed spans/s | vs agent x1 | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def median(server: str, mode: str, value: Callable[[Run], float]) -> float:
@@ -252,9 +302,8 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         med[(server, "lgcores")] = median(
             server, "saturation", lambda r: r.loadgen_send_cpu_s / max(r.seconds, 1e-9)
         )
-        med[(server, "cores")] = median(
-            server, "saturation", lambda r: r.cpu_s / max(r.seconds, 1e-9)
-        )
+        med[(server, "cores")] = median(server, "saturation", lambda r: r.cores_sending)
+        med[(server, "proc")] = median(server, "saturation", lambda r: r.processed_per_s)
     for server in servers:
         c, sc, s = med[(server, "cost")], med[(server, "satcpu")], med[(server, "sat")]
         lines.append(
@@ -262,6 +311,8 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
             f"{sc / med[('agent x1', 'satcpu')]:.2f}x | {s:,.0f} | "
             f"{s / med[('agent x1', 'sat')]:.2f}x | {med[(server, 'lg')]:.2f} "
             f"({med[(server, 'lgcores')]:.2f}) | {med[(server, 'cores')]:.2f} | "
+            f"{med[(server, 'proc')]:,.0f} | "
+            f"{med[(server, 'proc')] / max(med[('agent x1', 'proc')], 1e-9):.2f}x | "
             f"{len([r for r in runs if r.server == server])} |"
         )
     lines += [
@@ -269,15 +320,17 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         "Every run:",
         "",
         "| server | mode | sent | failed requests | s | CPU-s | CPU-s/1M | accepted/s | out | "
-        "load generators' CPU-s (sending) | load average | other processes' cores |",
+        "load generators' CPU-s (sending) | server's cores while sent | processed/s | "
+        "load average | other processes' cores |",
     ]
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         lines.append(
             f"| {r.server} | {r.mode} | {r.sent_spans} | {r.failed_requests} | {r.seconds} | "
             f"{r.cpu_s} | {r.cpu_s_per_million} | {r.accepted_per_s:,.0f} | "
             f"{'' if r.out_spans is None else int(r.out_spans)} | {r.loadgen_cpu_s} "
-            f"({r.loadgen_send_cpu_s}) | {r.load_avg} | {r.others_cores} |"
+            f"({r.loadgen_send_cpu_s}) | {r.cores_sending} | {r.processed_per_s:,.0f} | "
+            f"{r.load_avg} | {r.others_cores} |"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

@@ -96,22 +96,36 @@ def test_load_generator_counts_refused_requests(client: str, connections: int) -
     assert stats["sent_spans"] == (len(got) - refused) * load.spans_per_request
 
 
+def test_cpu_between_samples_is_interpolated() -> None:
+    from benchmarks.workers import _cpu_at
+
+    samples = [(10.0, 1.0), (11.0, 2.0), (12.0, 4.0)]
+    assert _cpu_at(samples, 11.5) == 3.0
+    assert _cpu_at(samples, 9.0) == 1.0 and _cpu_at(samples, 13.0) == 4.0
+    assert _cpu_at([], 5.0) == 0.0
+
+
 def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
     runs = [
         Run("rotel", "cost", 100, 1.0, 0.1, 1.0, 100.0, None, 0.1),
         Run("rotel", "saturation", 1000, 1.0, 1.0, 1.0, 1000.0, None, 0.5),
         Run("agent x1", "cost", 100, 1.0, 0.2, 2.0, 100.0, 100, 0.1),
-        Run("agent x1", "saturation", 1000, 1.0, 4.0, 4.0, 1000.0, 1000, 1.0),
+        Run(
+            "agent x1", "saturation", 1000, 1.0, 4.0, 4.0, 1000.0, 1000, 1.0, processed_per_s=900.0
+        ),
         Run("agent x2", "cost", 100, 1.0, 0.3, 3.0, 100.0, 100, 0.1),
-        Run("agent x2", "saturation", 1600, 1.0, 6.0, 4.4, 1600.0, 1600, 1.6, 0.8),
+        Run(
+            "agent x2", "saturation", 1600, 1.0, 6.0, 4.4, 1600.0, 1600, 1.6, 0.8, cores_sending=1.7
+        ),
     ]
     out = tmp_path / "w.md"
     report(runs, out, "note", 2)
     text = out.read_text()
     assert (
-        "| agent x2 | 3.00 | 1.50x | 4.40 | 1.10x | 1,600 | 1.60x | 500.00 (0.80) | 6.00 | 2 |"
-        in (text)
+        "| agent x2 | 3.00 | 1.50x | 4.40 | 1.10x | 1,600 | 1.60x | 500.00 (0.80) | 1.70 | "
+        "1,500 | 1.67x | 2 |" in (text)
     )
     assert (
-        "| agent x1 | saturation | 1000 | 0 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 (0.0) |" in text
+        "| agent x1 | saturation | 1000 | 0 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 (0.0) | 0.0 | "
+        "900 |" in text
     )
