@@ -115,7 +115,18 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
         ),
         Run("agent x2", "cost", 100, 1.0, 0.3, 3.0, 100.0, 100, 0.1),
         Run(
-            "agent x2", "saturation", 1600, 1.0, 6.0, 4.4, 1600.0, 1600, 1.6, 0.8, cores_sending=1.7
+            "agent x2",
+            "saturation",
+            1600,
+            1.0,
+            6.0,
+            4.4,
+            1600.0,
+            1600,
+            1.6,
+            0.8,
+            cores_sending=1.7,
+            processed_per_s=1500.0,
         ),
     ]
     out = tmp_path / "w.md"
