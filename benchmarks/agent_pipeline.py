@@ -76,6 +76,12 @@ class Load:
     # root above an invoke_agent span naming its agent (the GenAI conventions: the execution
     # is found with the dialect tables)
     root: str = "workflow"
+    # the load generator's gRPC client: "grpcio", or "nghttp2" (benchmarks.loadgen's
+    # LeanGrpcClient: libnghttp2 from one thread, a fraction of grpcio's CPU per request)
+    client: str = "grpcio"
+    # connections of one load generator ("nghttp2" client): requests take them in turn, so
+    # that the kernel's SO_REUSEPORT spreads them over the workers as it would many clients'
+    connections: int = 1
 
     @property
     def spans_per_request(self) -> int:
@@ -248,8 +254,6 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
     the round trip, sets the pace)."""
     import collections
 
-    import grpc
-
     templates = [build_template(load, v) for v in range(variants)]
     marks = [placeholder(k) for k in range(load.traces_per_request)]
     offsets = []  # per template: where each trace id goes, with the trace it belongs to
@@ -261,6 +265,10 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
                 at.append((i, k))
                 i = t.find(mark, i + 1)
         offsets.append(at)
+    if load.client == "nghttp2":
+        return _run_load_lean(endpoint, load, templates, offsets)
+    import grpc
+
     channel = grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 64 << 20)])
     grpc.channel_ready_future(channel).result(timeout=20)
     export = channel.unary_unary(EXPORT_METHOD)
@@ -280,6 +288,8 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
         except grpc.RpcError:
             failures += 1
 
+    cpu0 = _own_cpu()
+    started_at = time.time()
     start = time.monotonic()
     behind = 0.0
     stop = start + load.seconds
@@ -311,12 +321,94 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
     while window:
         settle(window.popleft())
     elapsed = time.monotonic() - start
+    cpu = _own_cpu() - cpu0
     channel.close()
     return {
         "sent_spans": sent_spans,
         "failed_requests": failures,
         "elapsed": elapsed,
+        "started_at": started_at,
+        "ended_at": started_at + elapsed,
+        "cpu_s": cpu,
         "achieved_rate": sent_spans / elapsed,
+        "max_lag": behind,
+    }
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process so far, every thread (grpcio's included)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _run_load_lean(
+    endpoint: str, load: Load, templates: list[bytes], offsets: list[list[tuple[int, int]]]
+) -> dict[str, Any]:
+    """:func:`run_load` with :class:`benchmarks.loadgen.LeanGrpcClient` (one thread,
+    ``load.connections`` HTTP/2 connections taking the requests in turn, up to
+    ``load.in_flight`` calls outstanding in all)."""
+    from benchmarks.loadgen import LeanGrpcClient, wait_any
+
+    clients = [LeanGrpcClient(endpoint, EXPORT_METHOD) for _ in range(max(1, load.connections))]
+
+    def in_flight() -> int:
+        return sum(c.in_flight for c in clients)
+
+    variants = len(templates)
+    interval = load.spans_per_request / load.rate
+    total_requests = max(1, int(load.rate * load.seconds / load.spans_per_request))
+    seq = int.from_bytes(os.urandom(6), "big") << 40
+    per_request = load.traces_per_request
+    depth = max(1, load.in_flight)
+    cpu0 = _own_cpu()
+    started_at = time.time()
+    start = time.monotonic()
+    stop = start + load.seconds
+    behind = 0.0
+    for r in range(total_requests):
+        now = time.monotonic()
+        if depth > 1 and now > stop:  # saturation: a duration, not a count
+            break
+        while in_flight() >= depth:
+            wait_any(clients, None)
+        v = r % variants
+        data = bytearray(templates[v])
+        ids = [(seq + k + 1).to_bytes(16, "big") for k in range(per_request)]
+        seq += per_request
+        for i, k in offsets[v]:
+            data[i : i + 16] = ids[k]
+        clients[r % len(clients)].send(data)
+        due = start + (r + 1) * interval
+        now = time.monotonic()
+        if due > now:
+            wait_any(clients, due - now)
+            while (now := time.monotonic()) < due:  # answers came early: wait the rest
+                wait_any(clients, due - now)
+        else:
+            behind = max(behind, now - due)
+            wait_any(clients, 0)
+    deadline = time.monotonic() + 60
+    while in_flight() > 0 and time.monotonic() < deadline:
+        wait_any(clients, deadline - time.monotonic())
+    elapsed = time.monotonic() - start
+    cpu = _own_cpu() - cpu0
+    ok = sum(c.ok for c in clients)
+    codes: dict[str, int] = {}
+    for c in clients:
+        for code, n in c.codes.items():
+            codes[code] = codes.get(code, 0) + n
+        c.close()
+    return {
+        "sent_spans": ok * load.spans_per_request,
+        "failed_requests": sum(c.failed for c in clients) + in_flight(),
+        "codes": codes,
+        "elapsed": elapsed,
+        "started_at": started_at,
+        "ended_at": started_at + elapsed,
+        "cpu_s": cpu,
+        "achieved_rate": ok * load.spans_per_request / elapsed,
         "max_lag": behind,
     }
 

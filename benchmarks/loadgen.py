@@ -1,5 +1,10 @@
 """Load generator: pre-encoded OTLP trace requests at a fixed offered rate, over gRPC or HTTP.
 
+:class:`LeanGrpcClient` is the cheapest real OTLP/gRPC client this repository has: HTTP/2 by
+libnghttp2 (the C ``ClientSession`` of ``plugins/_native/_h2server``: framing, HPACK, flow
+control), one blocking socket, no threads, no event loop; the benchmarks whose load generator
+shares the cores with the server (``benchmarks/workers.py``) use it.
+
     python -m benchmarks.loadgen --protocol grpc --target 127.0.0.1:4317 \
         --rate 100000 --duration 20
 
@@ -15,6 +20,8 @@ import argparse
 import asyncio
 import collections
 import json
+import select
+import socket
 import time
 from typing import Any
 
@@ -24,6 +31,86 @@ import grpc
 from benchmarks.payload import SPANS_PER_REQUEST, request_pool
 
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+class LeanGrpcClient:
+    """Unary OTLP/gRPC calls over one HTTP/2 connection, several in flight, from one thread.
+
+    ``send(body)`` writes a call and returns at once; ``wait(timeout)`` reads what the server
+    answered (at most ``timeout`` seconds of waiting) and counts the calls that ended:
+    ``ok`` (gRPC status 0) and ``failed`` (by status: ``codes``). Every byte goes over the
+    network as a gRPC client's would; the server cannot tell it from any other client."""
+
+    def __init__(self, target: str, method: str = TRACE_METHOD) -> None:
+        from plugins._native import _h2server  # built by scripts/setup.sh (needs libnghttp2)
+
+        host, _, port = target.rpartition(":")
+        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=20)
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.session = _h2server.ClientSession(stream_window=1 << 20, connection_window=16 << 20)
+        self.headers = [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", method.encode()),
+            (b":authority", target.encode()),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"grpc-timeout", b"30S"),
+        ]
+        self.in_flight = 0
+        self.ok = 0
+        self.failed = 0
+        self.codes: collections.Counter[str] = collections.Counter()
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out:
+            self.sock.sendall(out)
+        self._ended(self.session.take_done())
+
+    def _ended(self, calls: list[tuple[Any, ...]]) -> None:
+        for call in calls:
+            self.in_flight -= 1
+            status = call[2]
+            if status == 0:
+                self.ok += 1
+                continue
+            self.failed += 1
+            self.codes[f"grpc {status}" if status >= 0 else f"HTTP {call[1]} reset {call[6]}"] += 1
+
+    def send(self, body: bytes) -> None:
+        self.session.request(self.headers, body, False)
+        self.in_flight += 1
+        self._flush()
+
+    def wait(self, timeout: float | None) -> None:
+        """Read and handle the server's answers: at most ``timeout`` s waiting for the first
+        bytes (``None``: until some arrive), then whatever else is ready."""
+        wait_any([self], timeout)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _read(self) -> None:
+        data = self.sock.recv(1 << 18)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self._ended(self.session.feed(data))
+        self._flush()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def wait_any(clients: list[LeanGrpcClient], timeout: float | None) -> None:
+    """:meth:`LeanGrpcClient.wait` for several connections at once."""
+    ready, _, _ = select.select(clients, [], [], timeout)
+    while ready:
+        for client in ready:
+            client._read()
+        ready, _, _ = select.select(clients, [], [], 0)
 
 
 async def run(

@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -65,6 +66,37 @@ class Run:
     accepted_per_s: float
     out_spans: float | None
     loadgen_cpu_s: float = 0.0  # CPU seconds of the load generator processes
+    # of which while sending (their start-up: imports, building the requests, left out)
+    loadgen_send_cpu_s: float = 0.0
+    failed_requests: int = 0
+    load_avg: float = 0.0  # the machine's 1-minute load average at the start
+    others_cores: float = 0.0  # cores the rest of the machine used meanwhile (shared machine)
+    # cores the server used while the load generators sent (its CPU-s above also count the
+    # backlog it works off after they stopped)
+    cores_sending: float = 0.0
+    # spans the exporter sent per second over the second half of the sending: what the
+    # pipeline processes (accepted spans wait in the workflow processor, wait_duration)
+    processed_per_s: float = 0.0
+
+
+def _cpu_at(samples: list[tuple[float, float]], when: float) -> float:
+    """The CPU-s of sampled ``(time, cpu)`` pairs at ``when``, interpolated."""
+    if not samples:
+        return 0.0
+    before = [x for x in samples if x[0] <= when]
+    after = [x for x in samples if x[0] >= when]
+    if not before:
+        return samples[0][1]
+    if not after:
+        return samples[-1][1]
+    (t0, c0), (t1, c1) = before[-1], after[0]
+    return c0 if t1 <= t0 else c0 + (c1 - c0) * (when - t0) / (t1 - t0)
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (every process, every core)."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0))
 
 
 def _tree_cpu(root: psutil.Process) -> float:
@@ -170,13 +202,48 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         time.sleep(1.5)
         base_acc = _accepted(telemetry) if kind != "rotel" else 0.0
         base_out = _out(telemetry) if kind != "rotel" else 0.0
+        load_avg = os.getloadavg()[0]
+        machine0 = _machine_busy()
         cpu0 = _tree_cpu(ps)
         lg0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        samples: list[tuple[float, float]] = []
+        outs: list[tuple[float, float]] = []
+        sampling = threading.Event()
+
+        def sample() -> None:
+            n = 0
+            while not sampling.wait(0.2):
+                samples.append((time.time(), _tree_cpu(ps)))
+                n += 1
+                if kind != "rotel" and n % 3 == 0:
+                    outs.append((time.time(), _out(telemetry)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         t0 = time.monotonic()
-        stats = _loads(endpoint, load, clients)
-        elapsed = time.monotonic() - t0
+        try:
+            stats = _loads(endpoint, load, clients)
+        finally:
+            sampling.set()
+            sampler.join()
+        elapsed = wall = time.monotonic() - t0
+        cores_sending = processed = 0.0
+        if all("started_at" in s for s in stats):
+            begin = min(s["started_at"] for s in stats)
+            end = max(s["ended_at"] for s in stats)
+            cores_sending = (_cpu_at(samples, end) - _cpu_at(samples, begin)) / max(
+                end - begin, 1e-9
+            )
+            mid = (begin + end) / 2
+            processed = (_cpu_at(outs, end) - _cpu_at(outs, mid)) / max(end - mid, 1e-9)
+        # the rate over the load generators' sending (their start-up, while the server waits,
+        # left out)
+        if all("started_at" in s for s in stats):
+            elapsed = max(s["ended_at"] for s in stats) - min(s["started_at"] for s in stats)
         lg1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        machine = _machine_busy() - machine0
         loadgen = lg1.ru_utime + lg1.ru_stime - lg0.ru_utime - lg0.ru_stime
+        during = _tree_cpu(ps) - cpu0
         sent = sum(s["sent_spans"] for s in stats)
         accepted = (_accepted(telemetry) - base_acc) if kind != "rotel" else float(sent)
         out = None
@@ -198,17 +265,26 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         accepted_per_s=round(accepted / elapsed),
         out_spans=out,
         loadgen_cpu_s=round(loadgen, 2),
+        loadgen_send_cpu_s=round(sum(s.get("cpu_s", 0.0) for s in stats), 2),
+        failed_requests=sum(s.get("failed_requests", 0) for s in stats),
+        load_avg=round(load_avg, 1),
+        others_cores=round(max(0.0, machine - during - loadgen) / wall, 2),
+        cores_sending=round(cores_sending, 2),
+        processed_per_s=round(processed if kind != "rotel" else accepted / elapsed),
     )
 
 
 def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
-    servers = ["rotel", "agent x1", f"agent x{workers}"]
+    servers = [
+        s for s in ("rotel", "agent x1", f"agent x{workers}") if any(r.server == s for r in runs)
+    ]
     lines = ["# Workers benchmark (`pipeline run --workers`)", "", note, ""]
     lines += [
         "| server | CPU-s per 1M spans, fixed rate | vs agent x1 | CPU-s per 1M spans, "
         "saturation | vs agent x1 | saturation: accepted spans/s | vs agent x1 | "
-        "load generators' CPU-s per 1M spans, saturation | runs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "load generators' CPU-s per 1M spans, saturation (cores) | server's cores while "
+        "the load was sent, saturation | saturation: processed spans/s | vs agent x1 | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def median(server: str, mode: str, value: Callable[[Run], float]) -> float:
@@ -221,29 +297,40 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         med[(server, "satcpu")] = median(server, "saturation", lambda r: r.cpu_s_per_million)
         med[(server, "sat")] = median(server, "saturation", lambda r: r.accepted_per_s)
         med[(server, "lg")] = median(
-            server, "saturation", lambda r: r.loadgen_cpu_s / max(r.sent_spans, 1) * 1e6
+            server, "saturation", lambda r: r.loadgen_send_cpu_s / max(r.sent_spans, 1) * 1e6
         )
+        med[(server, "lgcores")] = median(
+            server, "saturation", lambda r: r.loadgen_send_cpu_s / max(r.seconds, 1e-9)
+        )
+        med[(server, "cores")] = median(server, "saturation", lambda r: r.cores_sending)
+        med[(server, "proc")] = median(server, "saturation", lambda r: r.processed_per_s)
     for server in servers:
         c, sc, s = med[(server, "cost")], med[(server, "satcpu")], med[(server, "sat")]
         lines.append(
             f"| {server} | {c:.2f} | {c / med[('agent x1', 'cost')]:.2f}x | {sc:.2f} | "
             f"{sc / med[('agent x1', 'satcpu')]:.2f}x | {s:,.0f} | "
-            f"{s / med[('agent x1', 'sat')]:.2f}x | {med[(server, 'lg')]:.2f} | "
+            f"{s / med[('agent x1', 'sat')]:.2f}x | {med[(server, 'lg')]:.2f} "
+            f"({med[(server, 'lgcores')]:.2f}) | {med[(server, 'cores')]:.2f} | "
+            f"{med[(server, 'proc')]:,.0f} | "
+            f"{med[(server, 'proc')] / max(med[('agent x1', 'proc')], 1e-9):.2f}x | "
             f"{len([r for r in runs if r.server == server])} |"
         )
     lines += [
         "",
         "Every run:",
         "",
-        "| server | mode | sent | s | CPU-s | CPU-s/1M | accepted/s | out | "
-        "load generators' CPU-s |",
+        "| server | mode | sent | failed requests | s | CPU-s | CPU-s/1M | accepted/s | out | "
+        "load generators' CPU-s (sending) | server's cores while sent | processed/s | "
+        "load average | other processes' cores |",
     ]
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         lines.append(
-            f"| {r.server} | {r.mode} | {r.sent_spans} | {r.seconds} | {r.cpu_s} | "
-            f"{r.cpu_s_per_million} | {r.accepted_per_s:,.0f} | "
-            f"{'' if r.out_spans is None else int(r.out_spans)} | {r.loadgen_cpu_s} |"
+            f"| {r.server} | {r.mode} | {r.sent_spans} | {r.failed_requests} | {r.seconds} | "
+            f"{r.cpu_s} | {r.cpu_s_per_million} | {r.accepted_per_s:,.0f} | "
+            f"{'' if r.out_spans is None else int(r.out_spans)} | {r.loadgen_cpu_s} "
+            f"({r.loadgen_send_cpu_s}) | {r.cores_sending} | {r.processed_per_s:,.0f} | "
+            f"{r.load_avg} | {r.others_cores} |"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -267,20 +354,53 @@ def main(argv: list[str] | None = None) -> int:
         default=32,
         help="requests each load generator keeps in flight in the saturation runs",
     )
+    p.add_argument(
+        "--client",
+        choices=["nghttp2", "grpcio"],
+        default="nghttp2",
+        help="the load generators' gRPC client (nghttp2: benchmarks.loadgen.LeanGrpcClient, "
+        "one thread; grpcio: its sync API with futures)",
+    )
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=4,
+        help="connections per load generator (nghttp2 client), requests in turn: with "
+        "SO_REUSEPORT the kernel places each connection on a worker; with one per generator "
+        "both could land on one worker",
+    )
+    p.add_argument(
+        "--servers",
+        default="rotel,1,N",
+        help="what to run, in this order each repeat: rotel, 1 (agent x1), N (agent x--workers)",
+    )
+    p.add_argument("--modes", default="cost,saturation", help="cost, saturation or both")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "workers.md"))
     a = p.parse_args(argv)
-    cost = Load(rate=a.rate, seconds=a.seconds)
-    sat = Load(rate=a.saturation_rate, seconds=a.seconds, in_flight=a.in_flight)
+    cost = Load(rate=a.rate, seconds=a.seconds, client=a.client, connections=a.connections)
+    sat = Load(
+        rate=a.saturation_rate,
+        seconds=a.seconds,
+        in_flight=a.in_flight,
+        client=a.client,
+        connections=a.connections,
+    )
+    servers = [
+        ("rotel", 1) if s == "rotel" else ("agent", a.workers if s == "N" else int(s))
+        for s in a.servers.split(",")
+    ]
+    modes = [
+        m
+        for m in (("cost", cost, a.clients), ("saturation", sat, a.saturation_clients))
+        if m[0] in a.modes.split(",")
+    ]
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp:
         for _ in range(a.repeat):
-            for kind, workers in (("rotel", 1), ("agent", 1), ("agent", a.workers)):
-                for mode, load, clients in (
-                    ("cost", cost, a.clients),
-                    ("saturation", sat, a.saturation_clients),
-                ):
+            for kind, workers in servers:
+                for mode, load, clients in modes:
                     r = measure(kind, workers, mode, load, clients, Path(tmp))
                     print(json.dumps(asdict(r)), flush=True)
                     runs.append(r)
@@ -288,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Generated by `python -m benchmarks.workers` on {time.strftime('%Y-%m-%d %H:%M')} UTC; "
         f"{os.cpu_count()} CPUs shared with the load generator processes ({a.clients} for the "
         f"cost runs, {a.saturation_clients} with {a.in_flight} requests in flight each for the "
-        f"saturation runs; none pinned); "
+        f"saturation runs; none pinned; client {a.client}"
+        f"{f', {a.connections} connections each' if a.client == 'nghttp2' else ''}); "
         f"agent pipeline of benchmarks/agent_pipeline.py (200 spans per request, 10 spans per "
         f"trace, 20 traces per request), blackhole exporters; cost runs at {a.rate:,.0f} "
         f"spans/s for {a.seconds:g} s, saturation runs as fast as the gateway answers for "

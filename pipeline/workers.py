@@ -68,6 +68,7 @@ _HEADER_REST = struct.Struct("!IBH")
 _REPLY = struct.Struct("!IIB")  # length of the rest, request id, status
 _REPLY_REST = struct.Struct("!IB")
 _MAX_FRAME = 1 << 31
+_READ_SIZE = 256 << 10  # the least room a worker's socket is read into
 _COALESCE_MAX = 8 << 20  # parts joined into one request to a sibling, at most (bytes)
 # consume requests to one sibling awaiting their answer before the next parts wait for one:
 # what arrives meanwhile is joined into one request (one write, one wake-up, one answer)
@@ -160,9 +161,19 @@ class WorkerContext:
             ).labels(str(signal))
         return Router(self, signal, [str(p) for p in pipelines], inner, counter)
 
-    async def forward(self, owner: int, signal: Signal, pipelines: list[str], data: bytes) -> None:
+    async def forward(
+        self,
+        owner: int,
+        signal: Signal,
+        pipelines: list[str],
+        data: bytes,
+        items: int | None = None,
+    ) -> None:
+        """Hand ``data`` (an encoded request of ``signal``; ``items`` spans, points or
+        records when known: the owner does not count them again) to worker ``owner``'s
+        ``pipelines``; returns once that worker accepted it."""
         key = f"{signal}|{','.join(pipelines)}"
-        await self._peer(owner).call(_OP_CONSUME, key, data)
+        await self._peer(owner).call(_OP_CONSUME, key, data, items)
 
     def _peer(self, index: int) -> _Peer:
         peer = self._peers.get(index)
@@ -215,11 +226,12 @@ class WorkerContext:
         service = self.service
         if service is None or getattr(service, "_stopped", False):
             raise RetryableError(f"worker {self.index} is not serving", retry_after=1.0)
-        signal_text, _, names = key.partition("|")
+        signal_text, names, count = key.split("|", 2)
         signal = Signal(signal_text)
         graph = service.graph
         consumers = [graph.pipeline_consumer(name) for name in names.split(",")]
-        payload = payload_type(signal)(body)
+        items = int(count)
+        payload = payload_type(signal)(body, item_count=items if items >= 0 else None)
         await fan_out(consumers).consume(payload)
 
 
@@ -248,33 +260,66 @@ class _Frames:
         return out
 
 
-class _ServerProtocol(asyncio.Protocol):
-    """A sibling's connection to this worker: each frame is a request, handled in a task."""
+class _ServerProtocol(asyncio.BufferedProtocol):
+    """A sibling's connection to this worker: each frame is a request, handled in a task.
+
+    The socket is read straight into one buffer (``get_buffer``), grown to hold a whole
+    frame once its length is known: a part of several megabytes is copied once, into the
+    ``bytes`` its payload holds, instead of once per read and again per slice."""
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self.frames = _Frames()
         self.transport: asyncio.Transport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.buf = bytearray(_READ_SIZE)
+        self.start = 0  # where the first frame not handled yet begins
+        self.end = 0  # bytes read so far
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buf, start, end = self.buf, self.start, self.end
+        need = _READ_SIZE
+        if end - start >= 4:  # a frame's length is known: room for all of it
+            need = max(need, 4 + int.from_bytes(buf[start : start + 4], "big") - (end - start))
+        if len(buf) - end < need:
+            # move what is not handled yet to the front of a buffer large enough
+            grown = bytearray(max(_READ_SIZE, end - start + need))
+            grown[: end - start] = memoryview(buf)[start:end]
+            self.buf, self.start, self.end = grown, 0, end - start
+            buf, end = grown, end - start
+        return memoryview(buf)[end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.end += nbytes
+        buf, start, end = self.buf, self.start, self.end
+        view = memoryview(buf)
         try:
-            frames = self.frames.feed(data)
-        except ValueError:
-            if self.transport is not None:
-                self.transport.close()
-            return
-        for frame in frames:
-            req_id, op, key_len = _HEADER_REST.unpack_from(frame)
-            start = _HEADER_REST.size
-            key = frame[start : start + key_len].decode()
-            body = frame[start + key_len :]
-            task = asyncio.ensure_future(self.ctx._handle(self, req_id, op, key, body))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            while end - start >= 4:
+                n = int.from_bytes(view[start : start + 4], "big")
+                if n >= _MAX_FRAME or n < _HEADER_REST.size:
+                    if self.transport is not None:
+                        self.transport.close()
+                    self.start = self.end = 0
+                    return
+                if end - start < 4 + n:
+                    break
+                req_id, op, key_len = _HEADER_REST.unpack_from(buf, start + 4)
+                at = start + 4 + _HEADER_REST.size
+                key = bytes(view[at : at + key_len]).decode()
+                body = bytes(view[at + key_len : start + 4 + n])  # the only copy
+                task = asyncio.ensure_future(self.ctx._handle(self, req_id, op, key, body))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+                start += 4 + n
+        finally:
+            view.release()
+        if start == end:  # everything handled: start over at the front (a small buffer)
+            start = end = 0
+            if len(buf) > _READ_SIZE * 4:
+                self.buf = bytearray(_READ_SIZE)
+        self.start, self.end = start, end
 
     def reply(self, frame: bytes) -> None:
         transport = self.transport
@@ -343,8 +388,11 @@ class _Peer:
         self._pending: dict[int, list[asyncio.Future[tuple[int, bytes]]]] = {}
         self._next = 0
         self._connecting: asyncio.Lock = asyncio.Lock()
-        # key -> (bodies, futures) waiting for the next flush, and their size in bytes
-        self._queued: dict[str, tuple[list[bytes], list[asyncio.Future[tuple[int, bytes]]]]] = {}
+        # key -> (bodies, futures, item counts: -1 unknown) waiting for the next flush, and
+        # their size in bytes
+        self._queued: dict[
+            str, tuple[list[bytes], list[asyncio.Future[tuple[int, bytes]]], list[int]]
+        ] = {}
         self._queued_bytes = 0
         self._flush_scheduled = False
         self._consuming: set[int] = set()  # ids of the consume requests not answered yet
@@ -384,9 +432,9 @@ class _Peer:
                         RetryableError(f"worker {self.index} went away", retry_after=1.0)
                     )
 
-    async def call(self, op: int, key: str, body: bytes) -> bytes:
+    async def call(self, op: int, key: str, body: bytes, items: int | None = None) -> bytes:
         raw_key = key.encode()
-        if len(body) + len(raw_key) >= _MAX_FRAME - _HEADER.size:
+        if len(body) + len(raw_key) + 16 >= _MAX_FRAME - _HEADER.size:
             raise PermanentError("request too large to hand to another worker")
         proto = await self._connect()
         if not proto.writable.is_set():  # the sibling reads slower than we send: wait
@@ -398,15 +446,16 @@ class _Peer:
         if op == _OP_CONSUME:
             if self._queued_bytes + len(body) >= _COALESCE_MAX:
                 self._flush()
-            bodies, futs = self._queued.setdefault(key, ([], []))
+            bodies, futs, counts = self._queued.setdefault(key, ([], [], []))
             bodies.append(body)
             futs.append(fut)
+            counts.append(-1 if items is None else items)
             self._queued_bytes += len(body)
             if not self._flush_scheduled and len(self._consuming) < _CONSUME_IN_FLIGHT:
                 self._flush_scheduled = True
                 loop.call_soon(self._flush)
         else:
-            self._send(op, raw_key, body, [fut])
+            self._send(op, raw_key, [body], [fut])
         status, reply = await fut
         if status == _OK:
             return reply
@@ -419,8 +468,10 @@ class _Peer:
         self._flush_scheduled = False
         queued, self._queued = self._queued, {}
         self._queued_bytes = 0
-        for key, (bodies, futs) in queued.items():
-            req_id = self._send(_OP_CONSUME, key.encode(), b"".join(bodies), futs)
+        for key, (bodies, futs, counts) in queued.items():
+            # the owner is told how many items the joined parts hold (-1: not known)
+            total = -1 if -1 in counts else sum(counts)
+            req_id = self._send(_OP_CONSUME, f"{key}|{total}".encode(), bodies, futs)
             if req_id is not None:
                 self._consuming.add(req_id)
 
@@ -435,9 +486,14 @@ class _Peer:
                 asyncio.get_running_loop().call_soon(self._flush)
 
     def _send(
-        self, op: int, raw_key: bytes, body: bytes, futs: list[asyncio.Future[tuple[int, bytes]]]
+        self,
+        op: int,
+        raw_key: bytes,
+        bodies: list[bytes],
+        futs: list[asyncio.Future[tuple[int, bytes]]],
     ) -> int | None:
-        """Write one request; its id (``None``: not sent, the callers were told)."""
+        """Write one request (``bodies`` joined: its body); its id (``None``: not sent, the
+        callers were told)."""
         proto = self._proto
         transport = proto.transport if proto is not None else None
         if transport is None:
@@ -449,15 +505,14 @@ class _Peer:
             return None
         self._next = req_id = (self._next + 1) & 0xFFFFFFFF
         self._pending[req_id] = futs
-        # one write: the sibling wakes up once for the whole frame
+        size = sum(map(len, bodies))
+        # one write, one copy of the parts: the sibling wakes up once for the whole frame
         transport.write(
             b"".join(
                 (
-                    _HEADER.pack(
-                        len(raw_key) + len(body) + _HEADER.size - 4, req_id, op, len(raw_key)
-                    ),
+                    _HEADER.pack(len(raw_key) + size + _HEADER.size - 4, req_id, op, len(raw_key)),
                     raw_key,
-                    body,
+                    *bodies,
                 )
             )
         )
@@ -512,8 +567,8 @@ class Router:
                 sum(n if n is not None else make(raw).item_count() for raw, n in parts.values())
             )
         jobs = [
-            ctx.forward(owner, self.signal, self.pipelines, raw)
-            for owner, (raw, _) in parts.items()
+            ctx.forward(owner, self.signal, self.pipelines, raw, n)
+            for owner, (raw, n) in parts.items()
         ]
         if local is not None:
             raw, n = local

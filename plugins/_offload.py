@@ -10,7 +10,10 @@ While a worker holds the GIL the loop waits for it at most the interpreter's swi
 (5 ms) before it gets its turn, so the loop keeps serving during a decode of any size; each
 decoder's threshold (``inline_below``) is chosen so that its worst-case decode in place is no
 longer than that (see the callers). At most :data:`MAX_WORKERS` large decodes run at once; the
-others wait their turn, which bounds the memory that decodes in progress hold at once.
+others wait their turn, which bounds the memory that decodes in progress hold at once. With
+several worker processes (``service.workers``) that budget is shared: each worker runs
+``MAX_WORKERS // workers`` decode threads (at least one), so N workers on a machine decode no
+more at once than one process did and do not crowd out each other's event loops.
 """
 
 from __future__ import annotations
@@ -25,10 +28,18 @@ from typing import TypeVar
 T = TypeVar("T")
 
 MAX_WORKERS = 2
-"""Large decodes running at once, in the whole process."""
+"""Large decodes running at once, in the whole process (shared by the worker processes)."""
 
 _executor: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
+
+
+def threads() -> int:
+    """Decode threads of this process: :data:`MAX_WORKERS`, divided among the workers."""
+    from pipeline import workers
+
+    ctx = workers.current()
+    return max(1, MAX_WORKERS // ctx.count) if ctx is not None else MAX_WORKERS
 
 
 def executor() -> ThreadPoolExecutor:
@@ -36,7 +47,7 @@ def executor() -> ThreadPoolExecutor:
     global _executor
     with _lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="pipeline-decode")
+            _executor = ThreadPoolExecutor(threads(), thread_name_prefix="pipeline-decode")
         return _executor
 
 

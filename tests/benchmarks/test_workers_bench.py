@@ -5,17 +5,21 @@ from __future__ import annotations
 
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from benchmarks.agent_pipeline import EXPORT_METHOD, Load, placeholder, run_load
 from benchmarks.workers import Run, report
 
 
-def _server(got: list[bytes]) -> tuple[grpc.Server, int]:
-    def export(request: bytes, context: object) -> bytes:
+def _server(got: list[bytes], refuse_every: int = 0) -> tuple[grpc.Server, int]:
+    def export(request: bytes, context: grpc.ServicerContext) -> bytes:
         got.append(request)
+        if refuse_every and len(got) % refuse_every == 0:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "refused by the test")
         return b""
 
     handler = grpc.method_handlers_generic_handler(
@@ -28,11 +32,36 @@ def _server(got: list[bytes]) -> tuple[grpc.Server, int]:
     return server, port
 
 
-def test_load_generator_sends_fresh_trace_ids_with_requests_in_flight() -> None:
-    got: list[bytes] = []
-    server, port = _server(got)
+def _native_client() -> bool:
     try:
-        load = Load(rate=4000.0, seconds=0.5, in_flight=4)
+        from plugins._native import _h2server  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _nghttp2(connections: int) -> Any:
+    return pytest.param(
+        "nghttp2",
+        connections,
+        marks=pytest.mark.skipif(not _native_client(), reason="libnghttp2 module not built"),
+    )
+
+
+CLIENTS = [("grpcio", 1), _nghttp2(1)]
+
+
+@pytest.mark.parametrize(("client", "connections"), [*CLIENTS, _nghttp2(3)])
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_load_generator_sends_fresh_trace_ids_with_requests_in_flight(
+    client: str, connections: int, in_flight: int
+) -> None:
+    got: list[bytes] = []
+    server, port = _server(got)  # grpcio's server: a peer independent of the client
+    try:
+        load = Load(
+            rate=4000.0, seconds=0.5, in_flight=in_flight, client=client, connections=connections
+        )
         stats = run_load(f"127.0.0.1:{port}", load)
     finally:
         server.stop(None)
@@ -48,6 +77,32 @@ def test_load_generator_sends_fresh_trace_ids_with_requests_in_flight() -> None:
         assert len(ids) == load.traces_per_request  # every trace of a request its own id
         assert not ids & seen  # and never one of an earlier request
         seen |= ids
+    assert stats["cpu_s"] > 0
+    assert stats["started_at"] < stats["ended_at"]
+
+
+@pytest.mark.parametrize(("client", "connections"), [*CLIENTS, _nghttp2(2)])
+def test_load_generator_counts_refused_requests(client: str, connections: int) -> None:
+    got: list[bytes] = []
+    server, port = _server(got, refuse_every=3)
+    try:
+        load = Load(rate=4000.0, seconds=0.5, in_flight=4, client=client, connections=connections)
+        stats = run_load(f"127.0.0.1:{port}", load)
+    finally:
+        server.stop(None)
+    refused = len(got) // 3
+    assert refused > 0
+    assert stats["failed_requests"] == refused
+    assert stats["sent_spans"] == (len(got) - refused) * load.spans_per_request
+
+
+def test_cpu_between_samples_is_interpolated() -> None:
+    from benchmarks.workers import _cpu_at
+
+    samples = [(10.0, 1.0), (11.0, 2.0), (12.0, 4.0)]
+    assert _cpu_at(samples, 11.5) == 3.0
+    assert _cpu_at(samples, 9.0) == 1.0 and _cpu_at(samples, 13.0) == 4.0
+    assert _cpu_at([], 5.0) == 0.0
 
 
 def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
@@ -55,12 +110,33 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
         Run("rotel", "cost", 100, 1.0, 0.1, 1.0, 100.0, None, 0.1),
         Run("rotel", "saturation", 1000, 1.0, 1.0, 1.0, 1000.0, None, 0.5),
         Run("agent x1", "cost", 100, 1.0, 0.2, 2.0, 100.0, 100, 0.1),
-        Run("agent x1", "saturation", 1000, 1.0, 4.0, 4.0, 1000.0, 1000, 1.0),
+        Run(
+            "agent x1", "saturation", 1000, 1.0, 4.0, 4.0, 1000.0, 1000, 1.0, processed_per_s=900.0
+        ),
         Run("agent x2", "cost", 100, 1.0, 0.3, 3.0, 100.0, 100, 0.1),
-        Run("agent x2", "saturation", 1600, 1.0, 6.0, 4.4, 1600.0, 1600, 1.6),
+        Run(
+            "agent x2",
+            "saturation",
+            1600,
+            1.0,
+            6.0,
+            4.4,
+            1600.0,
+            1600,
+            1.6,
+            0.8,
+            cores_sending=1.7,
+            processed_per_s=1500.0,
+        ),
     ]
     out = tmp_path / "w.md"
     report(runs, out, "note", 2)
     text = out.read_text()
-    assert "| agent x2 | 3.00 | 1.50x | 4.40 | 1.10x | 1,600 | 1.60x | 1000.00 | 2 |" in text
-    assert "| agent x1 | saturation | 1000 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 |" in text
+    assert (
+        "| agent x2 | 3.00 | 1.50x | 4.40 | 1.10x | 1,600 | 1.60x | 500.00 (0.80) | 1.70 | "
+        "1,500 | 1.67x | 2 |" in (text)
+    )
+    assert (
+        "| agent x1 | saturation | 1000 | 0 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 (0.0) | 0.0 | "
+        "900 |" in text
+    )

@@ -578,3 +578,69 @@ def test_parts_behind_a_request_in_flight_are_joined_and_answered_after_it(
             await b.close()
 
     asyncio.run(main())
+
+
+class _CountingSink(_Sink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: list[int | None] = []
+
+    async def consume(self, data: Any) -> None:
+        self.counts.append(data._count)
+        await super().consume(data)
+
+
+def test_frames_of_any_size_and_split_anyhow_reach_the_owner_whole(tmp_path: Path) -> None:
+    """The owner reads its socket into one buffer: a part of several megabytes, frames cut
+    into single bytes, and several frames in one read each arrive whole and in order; the
+    item count the sender knew travels with the part; a frame with an impossible length
+    closes the connection and the owner keeps serving."""
+    import asyncio
+    import struct
+
+    from pipeline.pdata import Signal
+    from pipeline.workers import _HEADER, WorkerContext
+
+    def frame(req_id: int, key: bytes, body: bytes) -> bytes:
+        return _HEADER.pack(len(key) + len(body) + _HEADER.size - 4, req_id, 1, len(key)) + (
+            key + body
+        )
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        b = WorkerContext(1, 2, tmp_path)
+        sink = _CountingSink()
+        b.service = _Service(sink)
+        await b.open()
+        try:
+            big = b"\x0a" + bytes(range(256)) * (5 << 12)  # 5 MiB
+            await a.forward(1, Signal.TRACES, ["traces"], big, 7)
+            assert sink.got == [big] and sink.counts == [7]
+
+            reader, writer = await asyncio.open_unix_connection(b.socket_path(1))
+            parts = [bytes([0x0A, 1, i]) * (i + 1) for i in range(6)]
+            raw = b"".join(frame(i + 1, b"traces|traces|-1", p) for i, p in enumerate(parts))
+            for i in range(0, 40):  # the first frames byte by byte
+                writer.write(raw[i : i + 1])
+                await writer.drain()
+                await asyncio.sleep(0)
+            writer.write(raw[40:])  # the rest in one write
+            await writer.drain()
+            answers = [await reader.readexactly(9) for _ in parts]
+            assert sorted(struct.unpack("!IIB", x)[1:] for x in answers) == [
+                (i + 1, 0) for i in range(6)
+            ]
+            assert sink.got[1:] == parts and sink.counts[1:] == [None] * 6
+
+            writer.write(struct.pack("!I", 3) + b"\x00" * 3)  # shorter than any header
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the owner
+            writer.close()
+
+            await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x02", 1)  # still serving
+            assert sink.got[-1] == b"\x0a\x02"
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
