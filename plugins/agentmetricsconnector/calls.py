@@ -460,16 +460,15 @@ class CallJoiner:
             size = memory.size
             value = (now + memory.ttl, None)
             settle_simple = native.settle_simple
-            count = 0
             for trace, entry in due:
                 del pending[trace]
                 if entry.packed:
                     done = settle_simple(entry.layers, size, value)
                     if done >= 0:
-                        count += done
+                        self.native_calls += done
                         continue
+                    self._unpack(entry)  # not the common case (settle_simple did nothing)
                 self._settle(entry, now, calls, errors)
-            self.native_calls += count
         else:
             for trace, entry in due:
                 del pending[trace]
