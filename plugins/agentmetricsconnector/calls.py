@@ -454,9 +454,25 @@ class CallJoiner:
                 self.early_settled += 1
             due.append((trace, entry))
             held -= 1
-        for trace, entry in due:
-            del pending[trace]
-            self._settle(entry, now, calls, errors)
+        native = self.native
+        if native is not None:  # the join's common case settled here (_settle's first step)
+            memory = self._settled_layers
+            size = memory.size
+            value = (now + memory.ttl, None)
+            settle_simple = native.settle_simple
+            for trace, entry in due:
+                del pending[trace]
+                if entry.packed:
+                    done = settle_simple(entry.layers, size, value)
+                    if done >= 0:
+                        self.native_calls += done
+                        continue
+                    self._unpack(entry)  # not the common case (settle_simple did nothing)
+                self._settle(entry, now, calls, errors)
+        else:
+            for trace, entry in due:
+                del pending[trace]
+                self._settle(entry, now, calls, errors)
         for memory in (self._settled_layers, self._settled_keys, self._failed_parents):
             memory.prune(now)
         if len(self._by_session) > 4 * max(len(pending), 256):

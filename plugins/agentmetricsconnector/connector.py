@@ -290,12 +290,14 @@ class _Batch:
 class _SpanView:
     """A span of a :data:`TracesView`: attributes (a map of encoded values) decoded on demand."""
 
-    __slots__ = ("_full", "attrs", "span")
+    __slots__ = ("_exception", "_full", "attrs", "encoded", "span")
 
-    def __init__(self, span: Any, attrs: Any, full: Any = None) -> None:
+    def __init__(self, span: Any, attrs: Any, full: Any = None, encoded: bytes = b"") -> None:
         self.span = span
         self.attrs = attrs
         self._full: Any = full
+        self.encoded = encoded  # the span's own encoding, when the caller has it
+        self._exception: str | None = None
 
     @property
     def name(self) -> str:
@@ -318,10 +320,17 @@ class _SpanView:
         return text or UNKNOWN
 
     def full(self) -> Any:
-        """The span decoded in full (for exception events, links, status message)."""
+        """The span decoded in full (for exception events, links, status message): from its
+        own encoding when given (a span the C scanner left to Python), else re-encoded."""
         if self._full is None:
-            self._full = Span.FromString(self.span.SerializeToString())
+            self._full = Span.FromString(self.encoded or self.span.SerializeToString())
         return self._full
+
+    def exception(self) -> str:
+        """:func:`exception_type` of the span decoded in full (read once)."""
+        if self._exception is None:
+            self._exception = exception_type(self.full())
+        return self._exception
 
 
 class _Shape:
@@ -795,8 +804,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     if len(memo) >= SHAPE_MEMO:
                         memo.clear()
                     shape = _Shape(key_bytes, memo, (ctx.resource, ctx.scope, key_bytes))
-            view = SpanView.FromString(raw[item[0] : item[1]])
-            self._read_span(view, now_ns, ctx, batch, None, shape)
+            encoded = raw[item[0] : item[1]]
+            self._read_span(SpanView.FromString(encoded), now_ns, ctx, batch, None, shape, encoded)
 
     def _shape_memo(self, ctx: _Context) -> dict[bytes, Any] | None:
         """The memo of the spans' shapes of one (scope, service), or ``None`` when the scope
@@ -881,11 +890,13 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         batch: _Batch,
         full: Any | None,
         shape: _Shape | None = None,
+        encoded: bytes = b"",
     ) -> None:
         """What one span (a :data:`SpanView`) adds to the metrics, as operations on ``batch``
         applied once the whole request is read (:meth:`_apply`); ``full``: the span decoded
         in full when the caller has it; ``shape``: its shape, when the reading is to be
-        remembered for the spans of the same shape (a link, a tool-call layer)."""
+        remembered for the spans of the same shape (a link, a tool-call layer); ``encoded``:
+        the span's own encoding when the caller has it (decoded by :meth:`_SpanView.full`)."""
         kind = sp.kind
         status = sp.status
         failed = False
@@ -918,7 +929,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 return
             marked = False
         component = ""
-        view = _SpanView(sp, attrs, full)
+        view = _SpanView(sp, attrs, full, encoded)
         if root and self._is_workflow_root(view):
             self._workflow(view, now_ns, batch)
             component = "workflow"
@@ -1003,7 +1014,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     sp.span_id,
                     sp.parent_span_id,
                     self._error_labels(view, component, op_name),
-                    exception_type(view.full()),
+                    view.exception(),
                     sp.start_time_unix_nano,
                     sp.end_time_unix_nano,
                     view.full().status.message,
@@ -1023,7 +1034,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         status = sp.status
         code = self._statuses.get(status, 0) if status else 0
         failed = code == STATUS_ERROR
-        exc = exception_type(view.full()) if failed else ""
+        exc = view.exception() if failed else ""
         attrs = sp.attributes
         shape: tuple[Any, ...]
         if span_shape is not None:
@@ -1076,7 +1087,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             full = view.full()
             message = full.status.message or exception_message(full)
             if not exc:
-                exc = exception_type(full)
+                exc = view.exception()
         get = facts.labels.get
         layer = Layer(
             sp.trace_id,
@@ -1321,7 +1332,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         """The ``errors_total`` labels of a failed span."""
         names = self.names
         attrs = view.attrs
-        error_type = view.get(names.error_type) or exception_type(view.full()) or "_OTHER"
+        error_type = view.get(names.error_type) or view.exception() or "_OTHER"
         if not component:
             if names.db_system in attrs or names.db_system_legacy in attrs:
                 component = "database"

@@ -156,3 +156,100 @@ def test_the_scanner_packs_the_common_case_and_settles_it_in_c() -> None:
                            "error_type": "none"}  # fmt: skip
     assert s.count == 3
     assert len(conn.joiner.settled_memory()) == 3
+
+
+EXCEPTIONS = ["TimeoutError", "ConnectionError", "ValueError", "mcp.shared.exceptions.McpError"]
+
+
+def failing_spans(rng: random.Random, traces: list[int], ids: dict[int, list[int]]) -> list[Span]:
+    """One request's spans, failures first: a failed workflow root, agent runs and tool-call
+    layers whose failures say what failed in any of the ways a span can (a status message or
+    none, ``error.type``, an exception event with its type and message, an attribute given
+    twice), beside the layers of :func:`random_spans`."""
+    out = random_spans(rng, traces, ids)
+    for _ in range(rng.randint(1, 6)):
+        trace = rng.choice(traces)
+        known = ids.setdefault(trace, [1])
+        span_id = max(known) + 1
+        known.append(span_id)
+        what = rng.random()
+        start = T0 + rng.randint(0, 1000) / 1000
+        if what < 0.25 and 1 not in known[1:-1]:
+            # the failed root: a workflow of the gateway's dialect
+            s = span(trace, 1, None, "workflow.checkout", attrs={"workflow.type": "checkout"},
+                     error=rng.choice(["", "deadline exceeded", "boom"]), start=start,
+                     duration=3.0)  # fmt: skip
+        else:
+            parent = rng.choice(known[:-1] or [1])
+            if what < 0.7:
+                name, attrs = rng.choice(TOOLS)
+                attrs = dict(attrs)
+                kind = Span.SPAN_KIND_CLIENT
+            else:
+                name, attrs = "invoke_agent", {"gen_ai.operation.name": "invoke_agent",
+                                               "gen_ai.agent.name": "planner"}  # fmt: skip
+                kind = Span.SPAN_KIND_INTERNAL
+            if rng.random() < 0.3:
+                attrs["error.type"] = rng.choice(["rate_limited", "ModelRetry", "tool_error"])
+            message = rng.choice(["", "", "timed out", "connection refused"])
+            s = span(trace, span_id, parent, name, kind=kind, attrs=attrs, error=message,
+                     start=start, duration=rng.choice([0.02, 0.3, 2.5]))  # fmt: skip
+            if rng.random() < 0.1:  # an attribute given twice (the last one wins)
+                s.attributes.add(key="error.type").value.string_value = "twice"
+        if rng.random() < 0.6:
+            event = s.events.add(name="exception", time_unix_nano=s.start_time_unix_nano)
+            event.attributes.add(key="exception.type").value.string_value = rng.choice(EXCEPTIONS)
+            if rng.random() < 0.5:
+                event.attributes.add(key="exception.message").value.string_value = "timed out"
+        out.insert(rng.randint(0, len(out)), s)
+    return out
+
+
+def workflows(conn: AgentMetricsConnector) -> dict[str, Any]:
+    """The executions and their durations counted (the failed roots' outcomes)."""
+    out: dict[str, Any] = {}
+    for metric in (conn.executions, conn.workflow_duration):
+        for (_resource, attrs), s in metric.series.items():
+            out[f"{metric.name}{attrs}"] = (s.count, round(getattr(s, "sum", 0.0), 6))
+    return out
+
+
+async def run_with_workflows(requests: list[list[Span]], join: dict[str, Any]) -> dict[str, Any]:
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"),
+        AgentMetricsConfig(tool_call_join=join),
+        Capture(),
+    )
+    for spans in requests:
+        await conn.consume(request(spans))
+    await conn.shutdown()
+    return {**outcome(conn), **workflows(conn)}
+
+
+@pytest.mark.parametrize(
+    "join",
+    [{"window": "0s"}, {"window": "1h"}, {"window": "1h", "max_traces": 3}],
+    ids=["settled-each-request", "held", "early"],
+)
+def test_the_c_join_counts_failed_traces_as_the_python_join(
+    join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Traces with failures (the spans the C scanner leaves to Python, read from their own
+    encoding there, the Python path re-encoding its view): the same calls, errors, workflow
+    outcomes as the pure-Python join."""
+    rng = random.Random(1215)
+    errors = 0
+    for _sequence in range(100):
+        ids: dict[int, list[int]] = {}
+        traces = list(range(1, rng.randint(2, 6)))
+        requests = [failing_spans(rng, traces, ids) for _ in range(rng.randint(1, 6))]
+        warm = [span(999, 2 + i, 1, name, kind=Span.SPAN_KIND_CLIENT, attrs=attrs, start=T0)
+                for i, (name, attrs) in enumerate(TOOLS)]  # fmt: skip
+        sequence = [warm, *requests]
+        results = []
+        for native in ("1", "0"):
+            monkeypatch.setenv("PIPELINE_NATIVE", native)
+            results.append(asyncio.run(run_with_workflows(sequence, join)))
+        assert results[0] == results[1], sequence
+        errors += sum(v[0] for k, v in results[0].items() if k.startswith("errors"))
+    assert errors > 100  # failures were counted, not only calls
