@@ -398,14 +398,21 @@ STATUS_BYTES = {
 
 
 Evaluate = Callable[[TraceData], Decision]
+# A policy's decision from the scan's facts of a trace (``scan.trace_facts``), its trace id and
+# its span count alone, without a :class:`TraceData`; ``None`` when the facts do not settle it
+# (the policy then reads the trace). Never stateful: it may be called and its answer dropped.
+Fast = Callable[[Facts, bytes, int], "Decision | None"]
 
 
 class Policy:
-    """A named evaluator; ``evaluate`` never raises (an error is ``Decision.ERROR``)."""
+    """A named evaluator; ``evaluate`` never raises (an error is ``Decision.ERROR``).
+    ``fast``, when given, answers as ``evaluate`` would on the trace the facts were read from,
+    or ``None`` (see :data:`Fast`); it may raise (the caller then evaluates)."""
 
-    def __init__(self, name: str, run: Evaluate) -> None:
+    def __init__(self, name: str, run: Evaluate, fast: Fast | None = None) -> None:
         self.name = name
         self._run = run
+        self.fast = fast
 
     def evaluate(self, trace: TraceData) -> Decision:
         try:
@@ -520,11 +527,18 @@ class _TokenBucket:
         self.tokens = min(float(self.burst), self.tokens + n)
 
 
-def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
-    """The evaluator of one policy config."""
+def build(
+    cfg: PolicyCfg,
+    clock: Callable[[], float] = time.time,
+    keys: Mapping[str, int] | None = None,
+) -> Policy:
+    """The evaluator of one policy config. ``keys``: the index of each attribute key in the
+    facts' ``values`` (the keys :func:`fact_keys` gives, in the order the scan is given them),
+    for the policies' :data:`Fast` answers; without it, only the policies that read no
+    attribute answer from the facts."""
     kind = cfg.type
     if kind == "always_sample":
-        return Policy(cfg.name, lambda t: Decision.SAMPLED)
+        return Policy(cfg.name, lambda t: Decision.SAMPLED, lambda f, tid, n: Decision.SAMPLED)
     if kind == "latency":
         assert cfg.latency is not None
         lo = cfg.latency.threshold_ms * 1_000_000
@@ -535,7 +549,12 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
             ok = d >= lo if not hi else lo <= d <= hi
             return Decision.SAMPLED if ok else Decision.NOT_SAMPLED
 
-        return Policy(cfg.name, latency)
+        def latency_fast(f: Facts, tid: bytes, n: int) -> Decision:
+            d = max(0, f.end_max - f.start_min)
+            ok = d >= lo if not hi else lo <= d <= hi
+            return Decision.SAMPLED if ok else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, latency, latency_fast)
     if kind == "numeric_attribute":
         nc = cfg.numeric_attribute
         assert nc is not None
@@ -559,9 +578,13 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
             ok = fnv1a_64(t.trace_id, salted) <= threshold and threshold > 0
             return Decision.SAMPLED if ok else Decision.NOT_SAMPLED
 
+        def probabilistic_fast(f: Facts, tid: bytes, n: int) -> Decision:
+            ok = fnv1a_64(tid, salted) <= threshold and threshold > 0
+            return Decision.SAMPLED if ok else Decision.NOT_SAMPLED
+
         if threshold == 2**64 - 1:  # every hash is at most that: no need to compute it
-            return Policy(cfg.name, lambda t: Decision.SAMPLED)
-        return Policy(cfg.name, probabilistic)
+            return Policy(cfg.name, lambda t: Decision.SAMPLED, lambda f, tid, n: Decision.SAMPLED)
+        return Policy(cfg.name, probabilistic, probabilistic_fast)
     if kind == "status_code":
         assert cfg.status_code is not None
         codes = {_STATUS[c] for c in cfg.status_code.status_codes}
@@ -572,7 +595,11 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
             hit = facts.status_mask & bits if facts is not None else t.has_status(codes)
             return Decision.SAMPLED if hit else Decision.NOT_SAMPLED
 
-        return Policy(cfg.name, status)
+        return Policy(
+            cfg.name,
+            status,
+            lambda f, tid, n: Decision.SAMPLED if f.status_mask & bits else Decision.NOT_SAMPLED,
+        )
     if kind == "string_attribute":
         sc = cfg.string_attribute
         assert sc is not None
@@ -607,6 +634,10 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
     if kind == "span_count":
         assert cfg.span_count is not None
         mn, mx = cfg.span_count.min_spans, cfg.span_count.max_spans
+
+        def count_fast(f: Facts, tid: bytes, n: int) -> Decision:
+            return Decision.SAMPLED if n >= mn and (not mx or n <= mx) else Decision.NOT_SAMPLED
+
         return Policy(
             cfg.name,
             lambda t: (
@@ -614,6 +645,7 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
                 if t.span_count >= mn and (not mx or t.span_count <= mx)
                 else Decision.NOT_SAMPLED
             ),
+            count_fast,
         )
     if kind == "boolean_attribute":
         bc = cfg.boolean_attribute
@@ -642,7 +674,7 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
         return Policy(cfg.name, trace_state)
     if kind == "and":
         assert cfg.and_ is not None
-        subs = [build(p, clock) for p in cfg.and_.and_sub_policy]
+        subs = [build(p, clock, keys) for p in cfg.and_.and_sub_policy]
 
         def and_(t: TraceData) -> Decision:
             for p in subs:
@@ -650,10 +682,10 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
                     return Decision.NOT_SAMPLED
             return Decision.SAMPLED
 
-        return Policy(cfg.name, and_)
+        return Policy(cfg.name, and_, _all_fast(subs, Decision.SAMPLED))
     if kind == "drop":
         assert cfg.drop is not None
-        subs = [build(p, clock) for p in cfg.drop.drop_sub_policy]
+        subs = [build(p, clock, keys) for p in cfg.drop.drop_sub_policy]
 
         def drop(t: TraceData) -> Decision:
             for p in subs:
@@ -661,12 +693,32 @@ def build(cfg: PolicyCfg, clock: Callable[[], float] = time.time) -> Policy:
                     return Decision.NOT_SAMPLED
             return Decision.DROPPED
 
-        return Policy(cfg.name, drop)
+        return Policy(cfg.name, drop, _all_fast(subs, Decision.DROPPED))
     if kind == "composite":
         return _composite(cfg, clock)
     if kind == "ottl_condition":
         return _ottl(cfg)
-    return _workflow_policy(cfg)
+    return _workflow_policy(cfg, keys or {})
+
+
+def _all_fast(subs: list[Policy], hit: Decision) -> Fast | None:
+    """The :data:`Fast` answer of ``and`` / ``drop`` (``hit`` when every sub-policy samples),
+    when every sub-policy has one."""
+    fasts = [p.fast for p in subs]
+    if any(f is None for f in fasts):
+        return None
+    ready: list[Fast] = fasts  # type: ignore[assignment]
+
+    def fast(f: Facts, tid: bytes, n: int) -> Decision | None:
+        for sub in ready:
+            d = sub(f, tid, n)
+            if d is None:
+                return None
+            if d not in SAMPLED_LIKE:
+                return Decision.NOT_SAMPLED
+        return hit
+
+    return fast
 
 
 def _maybe_invert(hit: bool, invert: bool) -> Decision:
@@ -735,7 +787,7 @@ def _ottl(cfg: PolicyCfg) -> Policy:
     return Policy(cfg.name, ottl)
 
 
-def _workflow_policy(cfg: PolicyCfg) -> Policy:
+def _workflow_policy(cfg: PolicyCfg, keys: Mapping[str, int]) -> Policy:
     kind = cfg.type
     if kind == "workflow_outcome":
         outcomes = set(
@@ -754,16 +806,30 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
                 value = workflow_outcome(root, attrs, NAMES)
             return Decision.SAMPLED if value in outcomes else Decision.NOT_SAMPLED
 
-        return Policy(cfg.name, outcome)
+        k_outcome = keys.get(NAMES.workflow_outcome)
+
+        def outcome_fast(f: Facts, tid: bytes, n: int) -> Decision | None:
+            value = value_str(f.values[k_outcome])  # type: ignore[index]
+            if not value:
+                return None  # read from the root
+            return Decision.SAMPLED if value in outcomes else Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, outcome, None if k_outcome is None else outcome_fast)
     if kind == "workflow_complexity_tier":
         assert cfg.workflow_complexity_tier is not None
         tiers = set(cfg.workflow_complexity_tier.tiers)
+        k_tier = keys.get(NAMES.workflow_complexity_tier)
         return Policy(
             cfg.name,
             lambda t: (
                 Decision.SAMPLED
                 if t.workflow_attr(NAMES.workflow_complexity_tier) in tiers
                 else Decision.NOT_SAMPLED
+            ),
+            None
+            if k_tier is None
+            else lambda f, tid, n: (
+                Decision.SAMPLED if value_str(f.values[k_tier]) in tiers else Decision.NOT_SAMPLED
             ),
         )
     if kind == "workflow_sla":
@@ -802,7 +868,30 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
             duration = workflow_duration(root, attrs, NAMES)  # the execution's
             return Decision.SAMPLED if duration > objective else Decision.NOT_SAMPLED
 
-        return Policy(cfg.name, over_sla)
+        k_id, k_type = keys.get(NAMES.workflow_id), keys.get(NAMES.workflow_type)
+        k_duration = keys.get(NAMES.workflow_duration)
+
+        def over_sla_fast(f: Facts, tid: bytes, n: int) -> Decision | None:
+            # over_sla's first branch, where it reads nothing but the facts
+            values = f.values
+            if len(f.roots) > 1 or not value_str(values[k_id]):  # type: ignore[index]
+                return None
+            if not f.roots:
+                return Decision.NOT_SAMPLED
+            wf_type = value_str(values[k_type])  # type: ignore[index]
+            if not wf_type:
+                return None  # read from the root
+            objective = sla.objective(wf_type)
+            if objective is None:
+                return Decision.NOT_SAMPLED
+            _, start, end = f.roots[0]
+            given = values[k_duration]  # type: ignore[index]
+            seconds = duration_of(given) if given is not None else None
+            duration = (end - start) / 1e9 if seconds is None else seconds
+            return Decision.SAMPLED if duration > objective else Decision.NOT_SAMPLED
+
+        ready = k_id is not None and k_type is not None and k_duration is not None
+        return Policy(cfg.name, over_sla, over_sla_fast if ready else None)
     if kind == "workflow_usage":
         uc = cfg.workflow_usage
         assert uc is not None
@@ -814,7 +903,18 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
             )
             return Decision.SAMPLED if hit else Decision.NOT_SAMPLED
 
-        return Policy(cfg.name, usage)
+        # no span has any key _usage reads: 0 tokens, 0 cost, below any minimum (the config
+        # wants min_tokens >= 1, min_cost > 0)
+        k_usage = [keys.get(k) for k in (*_INPUT, *_OUTPUT, uc.cost_attribute)]
+
+        def usage_fast(f: Facts, tid: bytes, n: int) -> Decision | None:
+            values = f.values
+            for k in k_usage:
+                if values[k] is not None:  # type: ignore[index]
+                    return None
+            return Decision.NOT_SAMPLED
+
+        return Policy(cfg.name, usage, None if None in k_usage else usage_fast)
     if kind == "tool_call_failed":
         tools = set(cfg.tool_call_failed.tools) if cfg.tool_call_failed else set()
 
@@ -856,7 +956,11 @@ def _workflow_policy(cfg: PolicyCfg) -> Policy:
                     return Decision.SAMPLED
             return Decision.NOT_SAMPLED
 
-        return Policy(cfg.name, tool_failed)
+        return Policy(
+            cfg.name,
+            tool_failed,
+            lambda f, tid, n: None if f.failed else Decision.NOT_SAMPLED,
+        )
     raise ValueError(f"unknown policy type {kind!r}")
 
 
@@ -910,8 +1014,9 @@ def _usage(t: TraceData, uc: Any) -> tuple[int, float]:
 
 
 def fact_keys(policies: list[PolicyCfg]) -> tuple[str, ...]:
-    """The attribute keys whose first value the configured policies read (``workflow_attr``),
-    for the scan of a trace's spans."""
+    """The attribute keys whose first value the configured policies read (``workflow_attr``,
+    the :data:`Fast` answers), for the scan of a trace's spans (at most ``scan.MAX_KEYS``:
+    past it the policies read the spans)."""
     keys: dict[str, None] = {}
     for p in policies:
         if p.type == "workflow_outcome":
@@ -921,6 +1026,9 @@ def fact_keys(policies: list[PolicyCfg]) -> tuple[str, ...]:
         elif p.type == "workflow_sla":
             keys[NAMES.workflow_id] = keys[NAMES.workflow_type] = None
             keys[NAMES.workflow_duration] = None
+        elif p.type == "workflow_usage" and p.workflow_usage is not None:
+            # whether any span has a key the usage reads (none: no span to read)
+            keys.update(dict.fromkeys((*_INPUT, *_OUTPUT, p.workflow_usage.cost_attribute)))
         for sub in (p.and_, p.drop, p.composite):
             if sub is not None:
                 for name in ("and_sub_policy", "drop_sub_policy", "composite_sub_policy"):

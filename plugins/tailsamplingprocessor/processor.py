@@ -34,7 +34,6 @@ from pipeline.tasks import supervise
 from plugins._native import load
 from plugins.tailsamplingprocessor.config import PolicyCfg, TailSamplingConfig
 from plugins.tailsamplingprocessor.policies import (
-    DROP_LIKE,
     ERROR_TYPE,
     SAMPLED_LIKE,
     TOOL_MARKERS,
@@ -47,7 +46,7 @@ from plugins.tailsamplingprocessor.policies import (
     build,
     fact_keys,
 )
-from plugins.tailsamplingprocessor.scan import trace_facts
+from plugins.tailsamplingprocessor.scan import MAX_KEYS, Facts, trace_facts
 
 # The request walk of the workflow processor's C accelerator (plugins/_native/_tracewire.c),
 # or None: ``ingest`` groups a request's spans by trace in one pass and notes the roots and
@@ -103,6 +102,19 @@ class _LRU:
         items = self.items
         items[key] = value
         items.move_to_end(key)
+        while len(items) > self.size:
+            items.popitem(last=False)
+
+    def put_many(self, pairs: list[tuple[bytes, bool]]) -> None:
+        """``put`` of each pair, in order."""
+        if self.size <= 0 or not pairs:
+            return
+        items = self.items
+        before = len(items)
+        items.update(pairs)
+        if len(items) != before + len(pairs):  # some were there: they become the newest
+            for key, _ in pairs:
+                items.move_to_end(key)
         while len(items) > self.size:
             items.popitem(last=False)
 
@@ -164,7 +176,6 @@ class TailSamplingProcessor(Component):
         self.settings = settings
         self.config = config
         self.next = next_consumer
-        self.policies: list[Policy] = [build(p) for p in config.policies]
         self._held: collections.OrderedDict[bytes, _Held] = collections.OrderedDict()
         self._held_spans = 0
         self._held_bytes = 0
@@ -180,9 +191,12 @@ class TailSamplingProcessor(Component):
         self._marker = USAGE_MARKER if self._usage else TOOL_MARKERS[0]
         # what the one scan of a trace's spans gives the policies (compiled once): the first
         # value of these keys, status codes, times, roots, failed spans
-        keys = fact_keys(config.policies)
+        keys = fact_keys(config.policies)[:MAX_KEYS]  # past it: read from the spans
         self._fact_keys = {k: i for i, k in enumerate(keys)}
         self._fact_needles = tuple(k.encode() for k in keys)
+        # each policy with its answer from those facts when it has one (Policy.fast)
+        self.policies: list[Policy] = [build(p, keys=self._fact_keys) for p in config.policies]
+        self._names = tuple(p.name for p in self.policies)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -241,7 +255,7 @@ class TailSamplingProcessor(Component):
             ("processor",),
         ).labels(name)
         self._children: dict[tuple[Any, ...], Any] = {}
-        self._pending: dict[tuple[tuple[str, Decision], ...], list[int]] = {}
+        self._pending: dict[tuple[Decision, ...], list[int]] = {}  # by policy results
         self._pending_final: dict[tuple[bool, str], int] = {}
 
     def _child(self, counter: Any, *labels: str) -> Any:
@@ -265,44 +279,61 @@ class TailSamplingProcessor(Component):
                 return False
         return d
 
-    def _evaluate(self, trace: TraceData) -> tuple[bool, list[tuple[str, Decision]]]:
-        results: list[tuple[str, Decision]] = []
+    def _evaluate(self, facts: Facts | None, trace_id: bytes, n: int,
+                  trace_args: tuple[Any, ...]) -> tuple[bool, tuple[Decision, ...]]:  # fmt: skip
+        """The final decision and each policy's (in order; fewer with sample_on_first_match).
+        A policy answers from the scan's ``facts`` when it can (``Policy.fast``); the trace
+        (``TraceData(*trace_args)``) is made only for a policy that reads it."""
+        results: list[Decision] = []
         first_match = self.config.sample_on_first_match
         sampled = False
         dropped = False
+        trace: TraceData | None = None
         for policy in self.policies:
-            d = policy.evaluate(trace)
-            results.append((policy.name, d))
-            if d in SAMPLED_LIKE:
+            d = None
+            fast = policy.fast
+            if fast is not None and facts is not None:
+                try:
+                    d = fast(facts, trace_id, n)
+                except Exception:
+                    d = None  # the policy says what is wrong (Decision.ERROR)
+            if d is None:
+                if trace is None:
+                    trace = TraceData(*trace_args)
+                d = policy.evaluate(trace)
+            results.append(d)
+            if d is Decision.SAMPLED or d is Decision.INVERT_SAMPLED:
                 sampled = True
                 if first_match:
                     break
-            elif d in DROP_LIKE:
+            elif d is Decision.DROPPED or d is Decision.INVERT_NOT_SAMPLED:
                 dropped = True
         # final_decision's rule, folded into the loop
-        return sampled and not dropped, results
+        return sampled and not dropped, tuple(results)
 
-    def _commit(self, trace_id: bytes, sampled: bool, results: list[tuple[str, Decision]],
-                spans: int, when: str) -> None:  # fmt: skip
-        """Remember and count a decision."""
-        self._decided.put(trace_id, sampled)
-        (self._sampled_cache if sampled else self._not_sampled_cache).put(trace_id, sampled)
+    def _commit(self, decisions: list[tuple[bytes, bool, tuple[Decision, ...], int]],
+                when: str) -> None:  # fmt: skip
+        """Remember and count the decisions of a batch of traces."""
+        self._decided.put_many([(d[0], d[1]) for d in decisions])
+        self._sampled_cache.put_many([(d[0], True) for d in decisions if d[1]])
+        self._not_sampled_cache.put_many([(d[0], False) for d in decisions if not d[1]])
         # counted per distinct set of results (traces of a load mostly share one): one
         # dictionary update per trace, spread over the policies when flushed
-        key = tuple(results)
-        counts = self._pending.get(key)
-        if counts is None:
-            counts = self._pending[key] = [0, 0]
-        counts[0] += 1
-        counts[1] += spans
+        pending = self._pending
         final = self._pending_final
-        final[(sampled, when)] = final.get((sampled, when), 0) + 1
+        for _, sampled, results, spans in decisions:
+            counts = pending.get(results)
+            if counts is None:
+                counts = pending[results] = [0, 0]
+            counts[0] += 1
+            counts[1] += spans
+            final[(sampled, when)] = final.get((sampled, when), 0) + 1
 
     def _flush_counts(self) -> None:
         """The decisions counted since the last call, added to the counters (once per call)."""
         by_policy: dict[tuple[str, bool], list[int]] = {}
         for results, (traces, spans) in self._pending.items():
-            for name, d in results:
+            for name, d in zip(self._names, results, strict=False):
                 counts = by_policy.setdefault((name, d in SAMPLED_LIKE), [0, 0])
                 counts[0] += traces
                 counts[1] += spans
@@ -317,15 +348,12 @@ class TailSamplingProcessor(Component):
         self._pending_final.clear()
 
     def _decide(self, trace_id: bytes, spans: list[bytes], groups: list[GroupKey],
-                when: str) -> bool:  # fmt: skip
+                when: str) -> tuple[bytes, bool, tuple[Decision, ...], int]:  # fmt: skip
         facts = trace_facts(spans, self._fact_needles, ERROR_TYPE)
-        trace = TraceData(
-            trace_id, spans, [g[0] for g in groups], groups, facts=facts,
-            fact_keys=self._fact_keys,
-        )  # fmt: skip
-        sampled, results = self._evaluate(trace)
-        self._commit(trace_id, sampled, results, len(spans), when)
-        return sampled
+        args = (trace_id, spans, [g[0] for g in groups], groups, None, None, None, None, facts,
+                self._fact_keys)  # fmt: skip
+        sampled, results = self._evaluate(facts, trace_id, len(spans), args)
+        return trace_id, sampled, results, len(spans)
 
     # -- consume ---------------------------------------------------------------------------------
     def _walk_whole(self, data: Payload) -> list[Walked] | None:
@@ -519,19 +547,22 @@ class TailSamplingProcessor(Component):
             total = len(fresh)
         else:
             total = sum(len(w[1]) for w in walked)
-        decisions: list[tuple[bytes, bool, list[tuple[str, Decision]], int]] = []
+        decisions: list[tuple[bytes, bool, tuple[Decision, ...], int]] = []
         needles, keys = self._fact_needles, self._fact_keys
+        evaluate = self._evaluate
         kept_spans = 0
         with BudgetLog() as budget:  # rate budgets given back if the payload is not taken
             for trace_id, spans, groups, roots, tools, marked in walked:
-                trace = TraceData(
-                    trace_id, spans, [g[0] for g in groups], groups, request, roots, tools,
-                    marked, trace_facts(spans, needles, ERROR_TYPE), keys,
+                facts = trace_facts(spans, needles, ERROR_TYPE)
+                n = len(spans)
+                sampled, results = evaluate(
+                    facts, trace_id, n,
+                    (trace_id, spans, [g[0] for g in groups], groups, request, roots, tools,
+                     marked, facts, keys),
                 )  # fmt: skip
-                sampled, results = self._evaluate(trace)
-                decisions.append((trace_id, sampled, results, len(spans)))
+                decisions.append((trace_id, sampled, results, n))
                 if sampled:
-                    kept_spans += len(spans)
+                    kept_spans += n
         try:
             if (
                 (kept_spans or late_out) and data is not None and not late_dropped
@@ -554,8 +585,7 @@ class TailSamplingProcessor(Component):
         except BaseException:
             budget.refund()
             raise
-        for trace_id, sampled, results, n in decisions:
-            self._commit(trace_id, sampled, results, n, "released")
+        self._commit(decisions, "released")
         self._c_new.inc(len(decisions))
         self._flush_counts()
         self._count_late(len(late_out), late_dropped)
@@ -577,11 +607,15 @@ class TailSamplingProcessor(Component):
     def _decide_batch(self, traces: list[tuple[bytes, _Held]], when: str) -> Traces | None:
         """Decides traces taken out of ``_held``; returns the payload of the sampled ones."""
         kept: list[tuple[GroupKey, bytes]] = []
+        decisions = []
         for trace_id, trace in traces:
             self._held_spans -= len(trace.spans)
             self._held_bytes -= trace.nbytes
-            if self._decide(trace_id, trace.spans, trace.groups, when):
+            decision = self._decide(trace_id, trace.spans, trace.groups, when)
+            decisions.append(decision)
+            if decision[1]:
                 kept.extend(zip(trace.groups, trace.spans, strict=True))
+        self._commit(decisions, when)
         self._flush_counts()
         acks = self._release_acks([t for _, t in traces])
         if not kept:

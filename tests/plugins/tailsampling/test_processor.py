@@ -690,6 +690,18 @@ FACT_POLICIES = [
         {"name": "d1", "type": "status_code", "status_code": {"status_codes": ["UNSET"]}},
         {"name": "d2", "type": "workflow_outcome",
          "workflow_outcome": {"outcomes": ["cancelled"]}}]}},
+    # policies answering from the facts alone (Policy.fast), inside and / drop
+    {"name": "and-fast", "type": "and", "and": {"and_sub_policy": [
+        {"name": "f1", "type": "always_sample"},
+        {"name": "f2", "type": "span_count", "span_count": {"min_spans": 2, "max_spans": 3}},
+        {"name": "f4", "type": "probabilistic", "probabilistic": {"sampling_percentage": 60}},
+        {"name": "f5", "type": "latency",
+         "latency": {"threshold_ms": 1, "upper_threshold_ms": 900000}}]}},
+    {"name": "drop-costly", "type": "drop", "drop": {"drop_sub_policy": [
+        {"name": "c1", "type": "workflow_usage", "workflow_usage": {"min_cost": 0.0001}},
+        {"name": "c2", "type": "tool_call_failed"}]}},
+    {"name": "tier-complex", "type": "workflow_complexity_tier",
+     "workflow_complexity_tier": {"tiers": ["complex"]}},
 ]  # fmt: skip
 
 
