@@ -94,6 +94,7 @@ typedef struct {
     PyObject *join_series;  /* list: series id -> (mcp, label a, label b, status) */
     PyObject *join_settled; /* the joiner's OrderedDict (trace, span) -> (expiry, None) */
     Py_ssize_t join_late;   /* layers the last scan found late (take_late) */
+    PyObject *failures;     /* dict or NULL: the last scan's failed spans' facts (take_failures) */
     /* the calls settle_simple counted since the last take_calls() (an aggs, see below) */
     PyObject *calls_index;
     void *calls_entries;
@@ -453,8 +454,8 @@ error:
 /* exception.type of the span's first exception event that has one (Span.events = 11, Event.name
  * = 2, Event.attributes = 3), as plugins._agentconv.exception_type: the AnyValue's string, ""
  * for another kind. found = 0 when no exception event names one. */
-static int exception_type_of(slice raw, slice *out, int *found) {
-    static const char EXC[] = "exception", KEY[] = "exception.type";
+static int exception_attr_of(slice raw, const char *KEY, Py_ssize_t keylen, slice *out, int *found) {
+    static const char EXC[] = "exception";
     *found = 0;
     reader r = {raw.p, raw.p + raw.n};
     field f;
@@ -478,7 +479,7 @@ static int exception_type_of(slice raw, slice *out, int *found) {
                     else if (kf.number == 2 && kf.wire == 2) v = kf.data;
                 }
                 if (krc < 0) return -1;
-                if (key.n == sizeof(KEY) - 1 && memcmp(key.p, KEY, key.n) == 0) { has = 1; value = v; }
+                if (key.n == keylen && memcmp(key.p, KEY, key.n) == 0) { has = 1; value = v; }
             }
         }
         if (erc < 0) return -1;
@@ -500,10 +501,49 @@ static int exception_type_of(slice raw, slice *out, int *found) {
     return rc < 0 ? -1 : 0;
 }
 
+static int exception_type_of(slice raw, slice *out, int *found) {
+    return exception_attr_of(raw, "exception.type", 14, out, found);
+}
+
 static int is_ascii(slice s) {
     for (Py_ssize_t i = 0; i < s.n; i++)
         if (s.p[i] & 0x80) return 0;
     return 1;
+}
+
+/* What the Python side reads of a failed span it is left (plugins/agentmetricsconnector/
+ * connector.py, _SpanView): (status message, exception.type, exception.message) of
+ * Span.status and its first exception events naming them, as its full decode gives them; so
+ * that it does not decode the span in full for them. None when the span did not fail or any of
+ * them is not ASCII (then the full decode, which also refuses what is not UTF-8); NULL on a
+ * malformed event (an error set). Kept by the span's start offset in the request (the fallback
+ * tuple's first item) for take_failures. */
+static PyObject *failure_facts(span_info *s) {
+    slice exc = {(const uint8_t *)"", 0}, msg = {(const uint8_t *)"", 0};
+    int found;
+    if (exception_attr_of(s->raw, "exception.type", 14, &exc, &found) < 0 ||
+        exception_attr_of(s->raw, "exception.message", 17, &msg, &found) < 0) {
+        PyErr_SetString(PyExc_ValueError, "malformed span event");
+        return NULL;
+    }
+    slice status = s->status_message.p ? s->status_message : (slice){(const uint8_t *)"", 0};
+    if (!is_ascii(status) || !is_ascii(exc) || !is_ascii(msg)) Py_RETURN_NONE;
+    return Py_BuildValue("(s#s#s#)", (const char *)status.p, status.n, (const char *)exc.p, exc.n,
+                         (const char *)msg.p, msg.n);
+}
+
+static int keep_failure(Scanner *self, span_info *s, Py_ssize_t start) {
+    PyObject *facts = failure_facts(s);
+    if (facts == NULL) return -1;
+    int rc = 0;
+    if (facts != Py_None) {
+        if (self->failures == NULL && (self->failures = PyDict_New()) == NULL) rc = -1;
+        PyObject *key = rc < 0 ? NULL : PyLong_FromSsize_t(start);
+        rc = key == NULL ? -1 : PyDict_SetItem(self->failures, key, facts);
+        Py_XDECREF(key);
+    }
+    Py_DECREF(facts);
+    return rc;
 }
 
 static int contains_ci(const char *hay, Py_ssize_t n, const char *needle) {
@@ -1206,6 +1246,10 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                         continue;
                     }
                 }
+                if (s.status_code == STATUS_ERROR && keep_failure(self, &s, start) < 0) {
+                    Py_DECREF(shape);
+                    return -1;
+                }
                 item = Py_BuildValue("(nnnnnnNy#y#y#KK)", start, end, st->rs_start, st->rs_end,
                                      st->sc_start, st->sc_end, shape, PTR(s.trace_id), s.trace_id.n,
                                      PTR(s.span_id), s.span_id.n, PTR(s.parent), s.parent.n,
@@ -1377,6 +1421,7 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     }
     if (scan_begin(self) < 0) return NULL;
     self->join_late = 0; /* (take_late: this scan's) */
+    Py_CLEAR(self->failures); /* (take_failures: this scan's) */
     const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(arg);
     Py_ssize_t size = PyBytes_GET_SIZE(arg);
     scan_state st;
@@ -1612,6 +1657,20 @@ static PyObject *Scanner_take_late(Scanner *self, PyObject *Py_UNUSED(ignored)) 
     return PyLong_FromSsize_t(n);
 }
 
+PyDoc_STRVAR(take_failures_doc,
+"take_failures() -> dict[int, tuple[str, str, str]] | None\n\n"
+"The failed spans the last scan left to Python (with shape_keys configured) whose status\n"
+"message, exception.type and exception.message (of the first exception events naming them) are\n"
+"ASCII: by the span's start offset in the request (the fallback tuple's first item), those\n"
+"three as a full decode gives them; None when there is none.");
+
+static PyObject *Scanner_take_failures(Scanner *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = self->failures;
+    self->failures = NULL;
+    if (out == NULL) Py_RETURN_NONE;
+    return out;
+}
+
 /* -- the type ------------------------------------------------------------------------------- */
 
 static int load_bounds(Scanner *self, int which, PyObject *seq) {
@@ -1782,6 +1841,7 @@ static void Scanner_dealloc(Scanner *self) {
     Py_XDECREF(self->recoverable);
     Py_XDECREF(self->llm_ops);
     Py_XDECREF(self->spill);
+    Py_XDECREF(self->failures);
     Py_XDECREF(self->wf_prefix);
     Py_XDECREF(self->outcomes);
     Py_XDECREF(self->producers);
@@ -1810,6 +1870,7 @@ static PyMethodDef Scanner_methods[] = {
     {"settle_simple", (PyCFunction)(void (*)(void))Scanner_settle_simple, METH_FASTCALL, settle_simple_doc},
     {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
     {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},
+    {"take_failures", (PyCFunction)Scanner_take_failures, METH_NOARGS, take_failures_doc},
     {NULL, NULL, 0, NULL},
 };
 

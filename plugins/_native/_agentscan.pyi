@@ -56,5 +56,9 @@ class Scanner:
         self,
     ) -> list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None]]:
         """The calls settle_simple counted since the last call, per series (as scan's)."""
+    def take_failures(self) -> dict[int, tuple[str, str, str]] | None:
+        """The last scan's failed spans left to Python (``shape_keys`` configured) whose status
+        message, ``exception.type`` and ``exception.message`` are ASCII: by the span's start
+        offset (the fallback tuple's first item), those three as a full decode gives them."""
     def take_late(self) -> int:
         """The layers the last scan dropped as late (their parent a settled layer)."""

@@ -290,14 +290,24 @@ class _Batch:
 class _SpanView:
     """A span of a :data:`TracesView`: attributes (a map of encoded values) decoded on demand."""
 
-    __slots__ = ("_exception", "_full", "attrs", "encoded", "span")
+    __slots__ = ("_exception", "_full", "attrs", "encoded", "failure", "span")
 
-    def __init__(self, span: Any, attrs: Any, full: Any = None, encoded: bytes = b"") -> None:
+    def __init__(
+        self,
+        span: Any,
+        attrs: Any,
+        full: Any = None,
+        encoded: bytes = b"",
+        failure: tuple[str, str, str] | None = None,
+    ) -> None:
         self.span = span
         self.attrs = attrs
         self._full: Any = full
         self.encoded = encoded  # the span's own encoding, when the caller has it
-        self._exception: str | None = None
+        # a failed span's (status message, exception type, exception message) when the C
+        # scanner gave them (``failure_facts`` in _agentscan.c): no full decode for them
+        self.failure = failure
+        self._exception: str | None = failure[1] if failure is not None else None
 
     @property
     def name(self) -> str:
@@ -331,6 +341,19 @@ class _SpanView:
         if self._exception is None:
             self._exception = exception_type(self.full())
         return self._exception
+
+    def status_message(self) -> str:
+        """``status.message`` of the span decoded in full."""
+        failure = self.failure
+        return failure[0] if failure is not None else str(self.full().status.message)
+
+    def failure_message(self) -> str:
+        """The status message, else :func:`exception_message` of the span decoded in full."""
+        failure = self.failure
+        if failure is not None:
+            return failure[0] or failure[2]
+        full = self.full()
+        return str(full.status.message or exception_message(full))
 
 
 class _Shape:
@@ -743,7 +766,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 # whole request with nothing changed (consume is atomic: the engine then
                 # isolates the corrupt spans); the receivers' edge check has checked every
                 # field of the request already
-                self._read_fallback(raw, fallback, now_ns, batch)
+                self._read_fallback(raw, fallback, now_ns, batch, self._scanner.take_failures())
                 self.joiner.late_layers += late  # (layers the scanner found late)
                 self._merge_native(series, now_ns)
                 for (wf_type, outcome), durations in workflows.items():
@@ -766,10 +789,19 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._match_consumers(batch.consumers, now_ns)
         self._settle(now_ns, now)
 
-    def _read_fallback(self, raw: bytes, fallback: list[Any], now_ns: int, batch: _Batch) -> None:
+    def _read_fallback(
+        self,
+        raw: bytes,
+        fallback: list[Any],
+        now_ns: int,
+        batch: _Batch,
+        failures: dict[int, tuple[str, str, str]] | None = None,
+    ) -> None:
         """Reads the spans the C scanner left to Python, in order. A span whose shape (see
         :class:`_Shape`) was read before as a link or a tool-call layer is not parsed again:
-        its ids and times (given by the scanner) complete the remembered reading."""
+        its ids and times (given by the scanner) complete the remembered reading. A failed
+        span's status message and exception type and message come from ``failures`` (the
+        scanner's ``take_failures``) when it has them, instead of a full decode."""
         contexts: dict[tuple[int, int, int, int], tuple[_Context, dict[bytes, Any] | None]] = {}
         links = batch.links
         layers = batch.layers
@@ -805,7 +837,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                         memo.clear()
                     shape = _Shape(key_bytes, memo, (ctx.resource, ctx.scope, key_bytes))
             encoded = raw[item[0] : item[1]]
-            self._read_span(SpanView.FromString(encoded), now_ns, ctx, batch, None, shape, encoded)
+            failure = failures.get(item[0]) if failures is not None else None
+            self._read_span(
+                SpanView.FromString(encoded), now_ns, ctx, batch, None, shape, encoded, failure
+            )
 
     def _shape_memo(self, ctx: _Context) -> dict[bytes, Any] | None:
         """The memo of the spans' shapes of one (scope, service), or ``None`` when the scope
@@ -891,12 +926,15 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         full: Any | None,
         shape: _Shape | None = None,
         encoded: bytes = b"",
+        failure: tuple[str, str, str] | None = None,
     ) -> None:
         """What one span (a :data:`SpanView`) adds to the metrics, as operations on ``batch``
         applied once the whole request is read (:meth:`_apply`); ``full``: the span decoded
         in full when the caller has it; ``shape``: its shape, when the reading is to be
         remembered for the spans of the same shape (a link, a tool-call layer); ``encoded``:
-        the span's own encoding when the caller has it (decoded by :meth:`_SpanView.full`)."""
+        the span's own encoding when the caller has it (decoded by :meth:`_SpanView.full`);
+        ``failure``: a failed span's (status message, exception type, exception message) when
+        the C scanner read them (then no full decode for them)."""
         kind = sp.kind
         status = sp.status
         failed = False
@@ -929,7 +967,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 return
             marked = False
         component = ""
-        view = _SpanView(sp, attrs, full, encoded)
+        view = _SpanView(sp, attrs, full, encoded, failure)
         if root and self._is_workflow_root(view):
             self._workflow(view, now_ns, batch)
             component = "workflow"
@@ -1017,7 +1055,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     view.exception(),
                     sp.start_time_unix_nano,
                     sp.end_time_unix_nano,
-                    view.full().status.message,
+                    view.status_message(),
                     facts is not None and facts.peer_error,
                 )
             )
@@ -1084,8 +1122,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         message = ""
         exc = facts.exception_type
         if failed:
-            full = view.full()
-            message = full.status.message or exception_message(full)
+            message = view.failure_message()
             if not exc:
                 exc = view.exception()
         get = facts.labels.get
@@ -1141,7 +1178,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 facts.label("error_type")
                 or (event.error_type if event is not None else "")
                 or facts.exception_type
-                or self._classifier.match(view.full().status.message)
+                or self._classifier.match(view.status_message())
                 or "_OTHER"
             )
             duration_labels.append(("error.type", error))

@@ -267,6 +267,26 @@ def agentscan() -> OneInput:
                 pass
         scanner.take_calls()
 
+    def failures(data: bytes) -> None:
+        # take_failures: a failed span's status message, exception type and message as the
+        # Python side's full decode of that span gives them (the fallback item at its offset)
+        from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+        from plugins._agentconv import exception_type
+        from plugins.agentmetricsconnector.connector import exception_message
+
+        with native_env(True):
+            scanner = make()._scanner
+        try:
+            _, fallback, _, _ = scanner.scan(data)
+        except ValueError:
+            return
+        ends = {item[0]: item[1] for item in fallback if len(item) > 3}
+        for start, facts in (scanner.take_failures() or {}).items():
+            span = Span.FromString(data[start : ends[start]])
+            assert span.status.code == 2
+            assert facts == (span.status.message, exception_type(span), exception_message(span))
+
     def one(data: bytes) -> None:
         with mock.patch.object(time, "time_ns", lambda: T0):
             fast, slow = (twice(on, data) for on in (True, False))
@@ -276,6 +296,7 @@ def agentscan() -> OneInput:
         except DecodeError:
             return
         assert fast == slow
+        failures(data)
 
     return one
 

@@ -242,6 +242,51 @@ def test_scan_sends_what_it_cannot_decide_to_python() -> None:
     assert consumers == [] and workflows == {("research", "success"): [0.0]}
 
 
+def test_take_failures_gives_a_failed_spans_status_and_exception_as_a_full_decode() -> None:
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+
+    def failed(n: int, message: str, events: list[tuple[str, str, str]]) -> Span:
+        span = Span(trace_id=tid(1), span_id=sid(n), parent_span_id=sid(1), name=f"step {n}")
+        span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=message))
+        for name, key, text in events:
+            event = span.events.add(name=name)
+            event.attributes.append(kv(key, text))
+        return span
+
+    spans = [
+        # the first exception event naming each: type from the second, message from the first
+        failed(
+            2,
+            "boom",
+            [
+                ("log", "exception.type", "Nope"),
+                ("exception", "exception.message", "first"),
+                ("exception", "exception.type", "ValueError"),
+            ],
+        ),
+        failed(3, "", [("exception", "exception.message", "no status message")]),
+        failed(4, "ünï", [("exception", "exception.type", "E")]),  # not ASCII: a full decode
+        failed(5, "", []),
+    ]
+    ok = Span(trace_id=tid(1), span_id=sid(6), parent_span_id=sid(1), name="execute_tool x")
+    ok.attributes.append(kv("gen_ai.operation.name", "execute_tool"))
+    req = ExportTraceServiceRequest()
+    req.resource_spans.add().scope_spans.add().spans.extend([*spans, ok])
+    raw = req.SerializeToString()
+    _, fallback, _, _ = conn._scanner.scan(raw)
+    starts = {raw[a:b]: a for a, b, *_ in fallback}
+    assert len(starts) == 5
+    expected = {starts[spans[0].SerializeToString()]: ("boom", "ValueError", "first"),
+                starts[spans[1].SerializeToString()]: ("", "", "no status message"),
+                starts[spans[3].SerializeToString()]: ("", "", "")}  # fmt: skip
+    assert conn._scanner.take_failures() == expected
+    assert conn._scanner.take_failures() is None  # taken
+    conn._scanner.scan(ExportTraceServiceRequest().SerializeToString())
+    assert conn._scanner.take_failures() is None
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_malformed_input_raises_value_error_and_never_crashes(seed: int) -> None:
     conn = AgentMetricsConnector(
