@@ -918,6 +918,15 @@ def _workflow_policy(cfg: PolicyCfg, keys: Mapping[str, int]) -> Policy:
     if kind == "tool_call_failed":
         tools = set(cfg.tool_call_failed.tools) if cfg.tool_call_failed else set()
 
+        def counted_tool(attrs: Any) -> bool:
+            """A tool call the policy counts (any, or one of ``tools``)."""
+            if not is_tool_call(attrs, NAMES):
+                return False
+            if not tools:
+                return True
+            name = attrs.get(NAMES.tool_name)
+            return name is not None and attr_str(name) in tools
+
         def tool_failed(t: TraceData) -> Decision:
             facts = t.facts
             if facts is not None:  # the spans that failed are known: only those are decoded
@@ -925,16 +934,8 @@ def _workflow_policy(cfg: PolicyCfg, keys: Mapping[str, int]) -> Policy:
                     return Decision.NOT_SAMPLED
                 marked = set(t.tool_indices())
                 for i in facts.failed:
-                    if i not in marked:
-                        continue
-                    attrs = t.attrs(i)
-                    if not is_tool_call(attrs, NAMES):
-                        continue
-                    if tools:
-                        name = attrs.get(NAMES.tool_name)
-                        if name is None or attr_str(name) not in tools:
-                            continue
-                    return Decision.SAMPLED
+                    if i in marked and counted_tool(t.attrs(i)):
+                        return Decision.SAMPLED
                 return Decision.NOT_SAMPLED
             # a failed call has an ERROR status (Status.code 2: bytes 0x18 0x02 as encoders
             # write it) or error.type; in the trace's spans, the tool spans that can have
@@ -946,12 +947,8 @@ def _workflow_policy(cfg: PolicyCfg, keys: Mapping[str, int]) -> Policy:
                 if ERROR_TYPE not in raw and not any(n in raw for n in ERROR_STATUS):
                     continue  # neither failed nor given an error type: nothing to decode
                 attrs = t.attrs(i)
-                if not is_tool_call(attrs, NAMES):
+                if not counted_tool(attrs):
                     continue
-                if tools:
-                    name = attrs.get(NAMES.tool_name)
-                    if name is None or attr_str(name) not in tools:
-                        continue
                 if NAMES.error_type in attrs or t.span(i).status.code == STATUS_ERROR:
                     return Decision.SAMPLED
             return Decision.NOT_SAMPLED
