@@ -400,14 +400,16 @@ class _ClientProtocol(asyncio.Protocol):
 
 
 class _Peer:
-    """One connection to a sibling worker, requests multiplexed by id. Parts handed to one
-    pipeline set are joined (their encodings concatenated: one valid request) and answered
-    once for all of them: those of one turn of the event loop, and, while a consume request
-    to this sibling awaits its answer (``_CONSUME_IN_FLIGHT``), every part that arrives
-    meanwhile (up to ``_COALESCE_MAX`` bytes), sent when the answer comes. Under load the
-    hand-overs thus grow with the rate instead of multiplying: one write, one wake-up of the
-    sibling and one answer for many client requests; each caller still returns only once the
-    sibling accepted the request holding its part."""
+    """One connection to a sibling worker, requests multiplexed by id. A part handed over
+    while no consume request to this sibling awaits its answer leaves at once (the sibling
+    works on it while this worker goes on); while one does (``_CONSUME_IN_FLIGHT``), every
+    part that arrives meanwhile is queued, and the queued parts of one pipeline set are
+    joined (their encodings concatenated: one valid request, up to ``_COALESCE_MAX`` bytes)
+    and sent when the answer comes, answered once for all of them. Under load the hand-overs
+    thus grow with the rate instead of multiplying: one write, one wake-up of the sibling and
+    one answer for many client requests; each caller still returns only once the sibling
+    accepted the request holding its part, and every caller whose part was in flight or
+    queued when the connection is lost (the sibling died) gets a retryable error."""
 
     def __init__(self, path: str, index: int) -> None:
         self.path = path
