@@ -14,7 +14,9 @@ Two measurements per server, each repeated (``--repeat``) and reported as median
 
 * **cost**: a fixed rate (``--rate`` spans/s from ``--clients`` load generators, one gRPC
   connection each): CPU seconds of the whole process tree (supervisor and workers) per million
-  spans. The routing overhead is ``agent xN`` / ``agent x1``;
+  spans. The routing overhead is ``agent xN`` / ``agent x1``; beside it the wake-ups per
+  client request (voluntary context switches of the server's processes), what a crossing
+  between workers costs;
 * **saturation**: the load generators send as fast as they can for ``--seconds``; spans the
   gateway accepted per second (``otelcol_receiver_accepted_spans``: the receiver answers once
   the workflow processor took the spans; for rotel, spans its clients had acknowledged).
@@ -77,6 +79,10 @@ class Run:
     # spans the exporter sent per second over the second half of the sending: what the
     # pipeline processes (accepted spans wait in the workflow processor, wait_duration)
     processed_per_s: float = 0.0
+    # voluntary context switches of the server's processes (their main threads: the event
+    # loops) per client request: how often a process went to sleep and was woken up, the
+    # cost of a crossing between workers (a wake-up of an idle process costs tens of µs)
+    wakeups_per_request: float = 0.0
 
 
 def _cpu_at(samples: list[tuple[float, float]], when: float) -> float:
@@ -97,6 +103,15 @@ def _machine_busy() -> float:
     """CPU seconds the whole machine spent busy (every process, every core)."""
     t = psutil.cpu_times()
     return float(t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0))
+
+
+def _tree_wakeups(root: psutil.Process) -> int:
+    """Voluntary context switches of ``root`` and its children (their main threads)."""
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += p.num_ctx_switches().voluntary
+    return total
 
 
 def _tree_cpu(root: psutil.Process) -> float:
@@ -205,6 +220,7 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         load_avg = os.getloadavg()[0]
         machine0 = _machine_busy()
         cpu0 = _tree_cpu(ps)
+        wake0 = _tree_wakeups(ps)
         lg0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         samples: list[tuple[float, float]] = []
         outs: list[tuple[float, float]] = []
@@ -255,6 +271,7 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         else:
             time.sleep(0.5)
         cpu = _tree_cpu(ps) - cpu0
+        wakeups = _tree_wakeups(ps) - wake0
     return Run(
         server=kind if kind == "rotel" else f"agent x{workers}",
         mode=mode,
@@ -271,6 +288,7 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         others_cores=round(max(0.0, machine - during - loadgen) / wall, 2),
         cores_sending=round(cores_sending, 2),
         processed_per_s=round(processed if kind != "rotel" else accepted / elapsed),
+        wakeups_per_request=round(wakeups / max(sent / load.spans_per_request, 1), 2),
     )
 
 
@@ -280,11 +298,12 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
     ]
     lines = ["# Workers benchmark (`pipeline run --workers`)", "", note, ""]
     lines += [
-        "| server | CPU-s per 1M spans, fixed rate | vs agent x1 | CPU-s per 1M spans, "
+        "| server | CPU-s per 1M spans, fixed rate | vs agent x1 | wake-ups per request, "
+        "fixed rate | CPU-s per 1M spans, "
         "saturation | vs agent x1 | saturation: accepted spans/s | vs agent x1 | "
         "load generators' CPU-s per 1M spans, saturation (cores) | server's cores while "
         "the load was sent, saturation | saturation: processed spans/s | vs agent x1 | runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def median(server: str, mode: str, value: Callable[[Run], float]) -> float:
@@ -294,6 +313,7 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
     med: dict[tuple[str, str], float] = {}
     for server in servers:
         med[(server, "cost")] = median(server, "cost", lambda r: r.cpu_s_per_million)
+        med[(server, "wake")] = median(server, "cost", lambda r: r.wakeups_per_request)
         med[(server, "satcpu")] = median(server, "saturation", lambda r: r.cpu_s_per_million)
         med[(server, "sat")] = median(server, "saturation", lambda r: r.accepted_per_s)
         med[(server, "lg")] = median(
@@ -307,7 +327,8 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
     for server in servers:
         c, sc, s = med[(server, "cost")], med[(server, "satcpu")], med[(server, "sat")]
         lines.append(
-            f"| {server} | {c:.2f} | {c / med[('agent x1', 'cost')]:.2f}x | {sc:.2f} | "
+            f"| {server} | {c:.2f} | {c / med[('agent x1', 'cost')]:.2f}x | "
+            f"{med[(server, 'wake')]:.2f} | {sc:.2f} | "
             f"{sc / med[('agent x1', 'satcpu')]:.2f}x | {s:,.0f} | "
             f"{s / med[('agent x1', 'sat')]:.2f}x | {med[(server, 'lg')]:.2f} "
             f"({med[(server, 'lgcores')]:.2f}) | {med[(server, 'cores')]:.2f} | "
@@ -321,16 +342,16 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         "",
         "| server | mode | sent | failed requests | s | CPU-s | CPU-s/1M | accepted/s | out | "
         "load generators' CPU-s (sending) | server's cores while sent | processed/s | "
-        "load average | other processes' cores |",
+        "load average | other processes' cores | wake-ups per request |",
     ]
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         lines.append(
             f"| {r.server} | {r.mode} | {r.sent_spans} | {r.failed_requests} | {r.seconds} | "
             f"{r.cpu_s} | {r.cpu_s_per_million} | {r.accepted_per_s:,.0f} | "
             f"{'' if r.out_spans is None else int(r.out_spans)} | {r.loadgen_cpu_s} "
             f"({r.loadgen_send_cpu_s}) | {r.cores_sending} | {r.processed_per_s:,.0f} | "
-            f"{r.load_avg} | {r.others_cores} |"
+            f"{r.load_avg} | {r.others_cores} | {r.wakeups_per_request} |"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

@@ -39,7 +39,7 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +175,25 @@ class WorkerContext:
         key = f"{signal}|{','.join(pipelines)}"
         await self._peer(owner).call(_OP_CONSUME, key, data, items)
 
+    def hand_over(
+        self,
+        owner: int,
+        signal: Signal,
+        pipelines: list[str],
+        data: bytes,
+        items: int | None = None,
+    ) -> tuple[_Peer, asyncio.Future[tuple[int, bytes]] | Coroutine[Any, Any, bytes]]:
+        """:meth:`forward` without waiting: the request leaves now when it can (see
+        :meth:`_Peer.submit`); what to await (a future of the answer, for
+        :meth:`_Peer.result`, or, when the sibling is not connected yet, :meth:`forward`'s
+        coroutine)."""
+        key = f"{signal}|{','.join(pipelines)}"
+        peer = self._peer(owner)
+        fut = peer.submit(_OP_CONSUME, key, data, items)
+        if fut is not None:
+            return peer, fut
+        return peer, peer.call(_OP_CONSUME, key, data, items)
+
     def _peer(self, index: int) -> _Peer:
         peer = self._peers.get(index)
         if peer is None:
@@ -271,6 +290,7 @@ class _ServerProtocol(asyncio.BufferedProtocol):
         self.ctx = ctx
         self.transport: asyncio.Transport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.out: list[bytes] = []  # answers waiting for the end of this turn of the loop
         self.buf = bytearray(_READ_SIZE)
         self.start = 0  # where the first frame not handled yet begins
         self.end = 0  # bytes read so far
@@ -322,9 +342,17 @@ class _ServerProtocol(asyncio.BufferedProtocol):
         self.start, self.end = start, end
 
     def reply(self, frame: bytes) -> None:
+        """Answer a request: the answers of one turn of the event loop leave in one write
+        (one wake-up of the sibling for all of them)."""
+        self.out.append(frame)
+        if len(self.out) == 1:
+            asyncio.get_running_loop().call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        out, self.out = self.out, []
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(frame)
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None  # the tasks finish; their answers have nowhere to go
@@ -372,14 +400,16 @@ class _ClientProtocol(asyncio.Protocol):
 
 
 class _Peer:
-    """One connection to a sibling worker, requests multiplexed by id. Parts handed to one
-    pipeline set are joined (their encodings concatenated: one valid request) and answered
-    once for all of them: those of one turn of the event loop, and, while a consume request
-    to this sibling awaits its answer (``_CONSUME_IN_FLIGHT``), every part that arrives
-    meanwhile (up to ``_COALESCE_MAX`` bytes), sent when the answer comes. Under load the
-    hand-overs thus grow with the rate instead of multiplying: one write, one wake-up of the
-    sibling and one answer for many client requests; each caller still returns only once the
-    sibling accepted the request holding its part."""
+    """One connection to a sibling worker, requests multiplexed by id. A part handed over
+    while no consume request to this sibling awaits its answer leaves at once (the sibling
+    works on it while this worker goes on); while one does (``_CONSUME_IN_FLIGHT``), every
+    part that arrives meanwhile is queued, and the queued parts of one pipeline set are
+    joined (their encodings concatenated: one valid request, up to ``_COALESCE_MAX`` bytes)
+    and sent when the answer comes, answered once for all of them. Under load the hand-overs
+    thus grow with the rate instead of multiplying: one write, one wake-up of the sibling and
+    one answer for many client requests; each caller still returns only once the sibling
+    accepted the request holding its part, and every caller whose part was in flight or
+    queued when the connection is lost (the sibling died) gets a retryable error."""
 
     def __init__(self, path: str, index: int) -> None:
         self.path = path
@@ -394,7 +424,6 @@ class _Peer:
             str, tuple[list[bytes], list[asyncio.Future[tuple[int, bytes]]], list[int]]
         ] = {}
         self._queued_bytes = 0
-        self._flush_scheduled = False
         self._consuming: set[int] = set()  # ids of the consume requests not answered yet
 
     async def _connect(self) -> _ClientProtocol:
@@ -422,9 +451,8 @@ class _Peer:
             self._proto = None
         pending, self._pending = self._pending, {}
         self._consuming.clear()
-        if self._queued and not self._flush_scheduled:  # they fail at once: retryable
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if self._queued:  # they fail at once: retryable
+            self._flush()
         for futs in pending.values():
             for fut in futs:
                 if not fut.done():
@@ -433,30 +461,52 @@ class _Peer:
                     )
 
     async def call(self, op: int, key: str, body: bytes, items: int | None = None) -> bytes:
-        raw_key = key.encode()
-        if len(body) + len(raw_key) + 16 >= _MAX_FRAME - _HEADER.size:
-            raise PermanentError("request too large to hand to another worker")
+        fut = self.submit(op, key, body, items)
+        if fut is None:  # not connected yet, or the sibling reads slower than we send
+            await self.ready()
+            fut = self.submit(op, key, body, items)
+            if fut is None:
+                raise RetryableError(f"worker {self.index} went away", retry_after=1.0)
+        return self.result(await fut)
+
+    async def ready(self) -> None:
+        """Wait until a request can be submitted: connected, and the socket writable."""
         proto = await self._connect()
-        if not proto.writable.is_set():  # the sibling reads slower than we send: wait
+        if not proto.writable.is_set():
             await proto.writable.wait()
-        if proto.transport is None:
-            raise RetryableError(f"worker {self.index} went away", retry_after=1.0)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
-        if op == _OP_CONSUME:
-            if self._queued_bytes + len(body) >= _COALESCE_MAX:
-                self._flush()
-            bodies, futs, counts = self._queued.setdefault(key, ([], [], []))
-            bodies.append(body)
-            futs.append(fut)
-            counts.append(-1 if items is None else items)
-            self._queued_bytes += len(body)
-            if not self._flush_scheduled and len(self._consuming) < _CONSUME_IN_FLIGHT:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush)
-        else:
-            self._send(op, raw_key, [body], [fut])
-        status, reply = await fut
+
+    def submit(
+        self, op: int, key: str, body: bytes, items: int | None = None
+    ) -> asyncio.Future[tuple[int, bytes]] | None:
+        """Hand ``body`` over without waiting: the future of its answer (``(status, reply)``,
+        see :meth:`result`), or ``None`` when not connected or not writable (then
+        :meth:`ready` first). A consume request leaves at once when no other is in flight
+        to this sibling (the sibling works on it while this worker goes on, with its own
+        part of the same request); otherwise it is joined with the others queued, and they
+        leave together when the answer comes."""
+        proto = self._proto
+        if proto is None or proto.transport is None or not proto.writable.is_set():
+            return None
+        if len(body) + len(key) + 16 >= _MAX_FRAME - _HEADER.size:
+            raise PermanentError("request too large to hand to another worker")
+        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        if op != _OP_CONSUME:
+            self._send(op, key.encode(), [body], [fut])
+            return fut
+        if self._queued_bytes + len(body) >= _COALESCE_MAX:
+            self._flush()
+        bodies, futs, counts = self._queued.setdefault(key, ([], [], []))
+        bodies.append(body)
+        futs.append(fut)
+        counts.append(-1 if items is None else items)
+        self._queued_bytes += len(body)
+        if len(self._consuming) < _CONSUME_IN_FLIGHT:
+            self._flush()
+        return fut
+
+    def result(self, answer: tuple[int, bytes]) -> bytes:
+        """The reply of an answer, or the sibling's refusal raised."""
+        status, reply = answer
         if status == _OK:
             return reply
         if status == _RETRY:
@@ -465,7 +515,6 @@ class _Peer:
 
     def _flush(self) -> None:
         """Send what was queued: one request per pipeline set."""
-        self._flush_scheduled = False
         queued, self._queued = self._queued, {}
         self._queued_bytes = 0
         for key, (bodies, futs, counts) in queued.items():
@@ -481,9 +530,8 @@ class _Peer:
         consuming = self._consuming
         if req_id in consuming:
             consuming.discard(req_id)
-            if self._queued and not self._flush_scheduled and len(consuming) < _CONSUME_IN_FLIGHT:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
+            if self._queued and len(consuming) < _CONSUME_IN_FLIGHT:
+                self._flush()
 
     def _send(
         self,
@@ -566,21 +614,51 @@ class Router:
             self.counter.inc(
                 sum(n if n is not None else make(raw).item_count() for raw, n in parts.values())
             )
-        jobs = [
-            ctx.forward(owner, self.signal, self.pipelines, raw, n)
-            for owner, (raw, n) in parts.items()
-        ]
-        if local is not None:
-            raw, n = local
-            jobs.append(self.inner.consume(make(raw, item_count=n).carry_acks(data.ack_tokens)))
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
+        # the parts for the siblings leave first (each sibling works on its part while this
+        # worker works on its own: at a low rate the answer is often there before this
+        # worker would sleep), without a task per part
+        errors: list[BaseException] = []
+        waits: list[tuple[Any, asyncio.Future[tuple[int, bytes]] | Coroutine[Any, Any, bytes]]] = []
+        for owner, (raw, n) in parts.items():
+            try:
+                waits.append(ctx.hand_over(owner, self.signal, self.pipelines, raw, n))
+            except ConsumeError as exc:
+                errors.append(exc)
+        done = 0
+        try:
+            if local is not None:
+                raw, n = local
+                try:
+                    await self.inner.consume(make(raw, item_count=n).carry_acks(data.ack_tokens))
+                except ConsumeError as exc:
+                    errors.append(exc)
+            for peer, wait in waits:
+                try:
+                    if isinstance(wait, asyncio.Future):
+                        peer.result(await wait)
+                    else:
+                        await wait
+                except ConsumeError as exc:
+                    errors.append(exc)
+                done += 1
+        except BaseException:  # cancelled, or a bug: the answers still due are dropped
+            for _, wait in waits[done:]:
+                if isinstance(wait, asyncio.Future):
+                    wait.add_done_callback(_retrieve)
+                else:
+                    wait.close()
+            raise
         if not errors:
             return
         for err in errors:
             if isinstance(err, RetryableError):
                 raise err
         raise errors[0]
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 # -- merging the expositions -------------------------------------------------------------------

@@ -644,3 +644,242 @@ def test_frames_of_any_size_and_split_anyhow_reach_the_owner_whole(tmp_path: Pat
             await b.close()
 
     asyncio.run(main())
+
+
+class _HoldingSink(_Sink):
+    """Holds each payload until ``release``; records, when it is entered, what the sink
+    ``watch`` had already got."""
+
+    def __init__(self, watch: _Sink | None = None, error: Exception | None = None) -> None:
+        super().__init__(error)
+        import asyncio
+
+        self.watch = watch
+        self.seen: list[int] = []
+        self.release = asyncio.Event()
+
+    async def consume(self, data: Any) -> None:
+        import asyncio
+
+        if self.watch is not None:
+            for _ in range(200):  # the sibling's part travels while this one is held
+                if self.watch.got:
+                    break
+                await asyncio.sleep(0.005)
+            self.seen.append(len(self.watch.got))
+        await self.release.wait()
+        await super().consume(data)
+
+
+def test_router_hands_the_siblings_parts_over_before_its_own_and_waits_for_every_answer(
+    tmp_path: Path,
+) -> None:
+    """A request split between two workers: the sibling's part leaves before the receiving
+    worker consumes its own (the sibling works on it meanwhile), without a task per part;
+    the receiving worker returns only once both accepted, and a refusal of either comes back
+    (retryable before permanent, as a fan-out)."""
+    import asyncio
+
+    from pipeline.errors import PermanentError, RetryableError
+    from pipeline.pdata import Signal, Traces
+    from pipeline.workers import Router, WorkerContext
+    from tests.pipeline.test__route import request, spans_of, trace_id
+
+    t0, t1 = trace_id(0, 2), trace_id(1, 2)
+    data = request([("a", [t0, t1, t0, t1, t1])]).SerializeToString()
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        b = WorkerContext(1, 2, tmp_path)
+        remote = _Sink()
+        b.service = _Service(remote)
+        await b.open()
+        local = _HoldingSink(watch=remote)
+        router = Router(a, Signal.TRACES, ["traces"], local)
+        try:
+            await a._peer(1).ready()  # connected: the parts leave without waiting
+            tasks = asyncio.all_tasks()
+            done = asyncio.ensure_future(router.consume(Traces(data)))
+            await asyncio.sleep(0.2)
+            # the sibling got its part while the local one was still held
+            assert local.seen == [1] and not done.done()
+            assert [s[3] for s in spans_of(remote.got[0])] == [t1] * 3
+            assert len(asyncio.all_tasks() - tasks) == 1  # the consume alone
+            local.release.set()
+            await asyncio.wait_for(done, 5)
+            assert [s[3] for s in spans_of(local.got[0])] == [t0] * 2
+
+            remote.error = RetryableError("full")
+            local.error = PermanentError("bad")
+            with pytest.raises(RetryableError, match="full"):
+                await router.consume(Traces(data))
+            remote.error = PermanentError("never")
+            local.error = None
+            with pytest.raises(PermanentError, match="never"):
+                await router.consume(Traces(data))
+            remote.error = None
+            await b.close()  # the sibling is gone: retryable, the local part still consumed
+            proto = a._peers[1]._proto
+            assert proto is not None and proto.transport is not None
+            proto.transport.close()
+            await asyncio.sleep(0.05)
+            before = len(local.got)
+            with pytest.raises(RetryableError):
+                await router.consume(Traces(data))
+            assert len(local.got) == before + 1
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_the_answers_of_one_turn_leave_in_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests the owner accepted in the same turn of its event loop are answered in one
+    write (one wake-up of the sender for all of them), each with its own id and status."""
+    import asyncio
+    import struct
+
+    from pipeline import workers
+    from pipeline.errors import RetryableError
+    from pipeline.workers import _HEADER, WorkerContext
+
+    writes: list[bytes] = []
+
+    class Recording(workers._ServerProtocol):
+        def connection_made(self, transport: Any) -> None:
+            write = transport.write
+
+            def recorded(data: bytes) -> None:
+                writes.append(bytes(data))
+                write(data)
+
+            transport.write = recorded
+            super().connection_made(transport)
+
+    def frame(req_id: int, body: bytes) -> bytes:
+        key = b"traces|traces|-1"
+        return _HEADER.pack(len(key) + len(body) + _HEADER.size - 4, req_id, 1, len(key)) + (
+            key + body
+        )
+
+    class Refusing(_Sink):
+        async def consume(self, data: Any) -> None:
+            if data.to_bytes() == b"\x0a\x03":
+                raise RetryableError("no room")
+            await super().consume(data)
+
+    async def main() -> None:
+        b = WorkerContext(1, 2, tmp_path)
+        sink = Refusing()
+        b.service = _Service(sink)
+        monkeypatch.setattr(workers, "_ServerProtocol", Recording)
+        await b.open()
+        try:
+            reader, writer = await asyncio.open_unix_connection(b.socket_path(1))
+            writer.write(b"".join(frame(i + 1, bytes([0x0A, i])) for i in range(6)))
+            await writer.drain()
+            got, answers = [], b""
+            for _ in range(6):
+                head = await asyncio.wait_for(reader.readexactly(4), 5)
+                rest = await reader.readexactly(int.from_bytes(head, "big"))
+                got.append(struct.unpack_from("!IB", rest))
+                answers += head + rest
+            assert len(writes) == 1 and writes[0] == answers
+            assert sorted(got) == [(1, 0), (2, 0), (3, 0), (4, 1), (5, 0), (6, 0)]
+            writer.close()
+        finally:
+            await b.close()
+
+    asyncio.run(main())
+
+
+SIBLING = """
+import asyncio, sys
+from pathlib import Path
+from pipeline.workers import WorkerContext
+
+class Holding:
+    mutates_data = False
+    async def consume(self, data):
+        print("held", flush=True)
+        await asyncio.Event().wait()  # never accepts
+
+class Graph:
+    def pipeline_consumer(self, name):
+        return Holding()
+
+class Service:
+    _stopped = False
+    graph = Graph()
+
+async def main():
+    b = WorkerContext(1, 2, Path(sys.argv[1]))
+    b.service = Service()
+    await b.open()
+    print("up", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_a_sibling_killed_with_hand_overs_in_flight_fails_them_all_as_retryable(
+    tmp_path: Path,
+) -> None:
+    """The owner, a real process, is killed (SIGKILL) while one hand-over is in flight and
+    more wait joined behind it: every caller gets a retryable error (none was accepted: the
+    client retries, nothing acknowledged is lost), and a sibling started again is reached."""
+    import asyncio
+
+    from pipeline.errors import RetryableError
+    from pipeline.pdata import Signal
+    from pipeline.workers import WorkerContext
+
+    script = tmp_path / "sibling.py"
+    script.write_text(SIBLING)
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        return proc
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        proc = start()
+        try:
+            first = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x01"))
+            loop = asyncio.get_running_loop()
+            assert proc.stdout is not None
+            line = await loop.run_in_executor(None, proc.stdout.readline)
+            assert line.strip() == "held"  # the first is in flight, held by the sibling
+            behind = [
+                asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], bytes([0x0A, i])))
+                for i in range(3)
+            ]
+            await asyncio.sleep(0.05)
+            assert not first.done() and not any(f.done() for f in behind)
+            assert a._peers[1]._queued  # joined behind the one in flight
+            proc.kill()
+            proc.wait()
+            for fut in (first, *behind):
+                with pytest.raises(RetryableError, match="went away"):
+                    await asyncio.wait_for(fut, 5)
+            proc = start()  # started again: reached at the same path
+            again = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x02"))
+            line = await loop.run_in_executor(None, proc.stdout.readline)
+            assert line.strip() == "held" and not again.done()
+            again.cancel()
+        finally:
+            proc.kill()
+            proc.wait()
+            await a.close()
+
+    asyncio.run(main())
