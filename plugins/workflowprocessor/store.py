@@ -507,9 +507,8 @@ class BaseTraceStore:
         if not parent:
             # the root (when its trace was released without one: it carries the execution's
             # duration), else another parentless span of the workflow
-            extra = self.late_roots.pop(trace_id, None)
-            if extra is None:
-                extra = self.config.secondary_mark
+            late = self.late_roots
+            extra = late.pop(trace_id) if trace_id in late else self.config.secondary_mark
         return span_raw + self.suffix_for(span_raw, stamp) + extra
 
     def count_release(self, reason: str, spans: int) -> None:
