@@ -115,6 +115,12 @@ def test_the_stores_give_identical_bytes_with_several_roots() -> None:
     ]
     cases.append([request(two).to_bytes()])
     cases.append([request([s]).to_bytes() for s in reversed(two)])
+    # a failed root with an exception event: C leaves its request's trace to the Python rules
+    failed = span(2, 2, None, "workflow.audit", error="x")
+    failed.events.add(name="exception").attributes.append(kv("exception.type", "TimeoutError"))
+    three = [span(2, 1, None, "workflow.billing"), failed, span(2, 3, None, "GET /health")]
+    cases.append([request(three).to_bytes()])
+    cases.append([request([s]).to_bytes() for s in reversed(three)])
     for requests in cases:
         native = run(make("native"), requests)
         python = run(make("python"), requests)
