@@ -122,7 +122,20 @@ def fields_reader(error: Error = malformed) -> FieldsReader:
 
     def fields(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
         while pos < end:
-            number, wire, pos = read_tag(data, pos, end)
+            tag = data[pos]
+            if tag < 0x80 and tag >= 8:  # one-byte tag (fields 1 to 15): no call
+                pos += 1
+                number, wire = tag >> 3, tag & 7
+            else:
+                number, wire, pos = read_tag(data, pos, end)
+            if wire == 2 and pos < end and data[pos] < 0x80:  # a short payload: no call
+                n = data[pos]
+                pos += 1
+                if n > end - pos:
+                    raise error("length past the end")
+                yield number, 2, 0, pos, pos + n
+                pos += n
+                continue
             value, start, stop, pos = read_value(data, wire, pos, end)
             yield number, wire, value, start, stop
 
