@@ -42,9 +42,9 @@
  * release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers,
  *         suffix_for)
  *     Released traces counted, stamped (workflow.id, type, agent, outcome, complexity tier),
- *     remembered in the late-span LRU, and assembled as by assemble: the span at root_index followed by
- *     the trace's root_extra, each span in its others (the parentless spans that are not its
- *     root, in a workflow with several) by its others_extra.
+ *     remembered in the late-span LRU, and assembled as by assemble: the span at root_index
+ *     followed by the trace's root_extra, each span in its others (the parentless spans that
+ *     are not its root, in a workflow with several) by its others_extra.
  *
  * max_depth(ids, parents, cap)
  *     Depth of the span tree, as plugins.workflowprocessor.processor._max_depth.
