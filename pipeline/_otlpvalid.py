@@ -47,6 +47,8 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 
+from pipeline._pbwire import varint_reader
+
 MAX_DEPTH = 100  # upb's default recursion limit, which protobuf for Python uses
 
 # wire-level kinds of the fields
@@ -242,6 +244,22 @@ class Invalid(ValueError):
     """A request the gateway refuses; the message names the field."""
 
 
+class _Reason(Exception):
+    """Why a varint is invalid (the readers' error, turned into :class:`Invalid` with the
+    place it is at)."""
+
+
+# pbwire.h's varint reader (pipeline/_pbwire.py) with upb's bounds: tags and lengths of at most
+# 5 bytes, values of at most 10
+_tag = varint_reader(_Reason, max_bytes=5, truncated="truncated tag", overlong="invalid tag")
+_length = varint_reader(
+    _Reason, max_bytes=5, truncated="truncated length", overlong="invalid length"
+)
+_varint = varint_reader(
+    _Reason, truncated="truncated varint", overlong="varint longer than 10 bytes"
+)
+
+
 class _Frame:
     """A message being walked: how its parent reached it, for the path in an error."""
 
@@ -301,15 +319,7 @@ class _Walk:
             p = self._skip_known_good(p, inner, inner & 7)
 
     def _varint(self, p: int) -> tuple[int, int]:
-        v = shift = 0
-        data = self.data
-        while True:
-            b = data[p]
-            p += 1
-            v |= (b & 0x7F) << shift
-            if b < 0x80:
-                return v & 0xFFFFFFFFFFFFFFFF, p
-            shift += 7
+        return _varint(self.data, p, len(self.data))  # (walked already: well formed)
 
     def _components(self, frame: _Frame | None) -> list[str]:
         out: list[str] = []
@@ -352,52 +362,34 @@ class _Walk:
 
     # -- reading -----------------------------------------------------------------------------
     def read_tag(self, p: int, end: int, frame: _Frame) -> tuple[int, int]:
-        data = self.data
-        v = 0
-        for i in range(5):
-            if p >= end:
-                raise self.fail(frame, "truncated tag")
-            b = data[p]
-            p += 1
-            v |= (b & 0x7F) << (7 * i)
-            if b < 0x80:
-                if v > 0xFFFFFFFF:
-                    raise self.fail(frame, "invalid tag")
-                return v, p
-        raise self.fail(frame, "invalid tag")
+        """A tag (at most 5 bytes and 32 bits)."""
+        try:
+            v, p = _tag(self.data, p, end)
+        except _Reason as exc:
+            raise self.fail(frame, str(exc)) from None
+        if v > 0xFFFFFFFF:
+            raise self.fail(frame, "invalid tag")
+        return v, p
 
     def read_varint(self, p: int, end: int) -> tuple[int, int] | str:
         """A varint value (up to 10 bytes, the extra bits of the tenth ignored, as upb does),
         or the reason it is invalid."""
-        data = self.data
-        v = 0
-        for i in range(10):
-            if p >= end:
-                return "truncated varint"
-            b = data[p]
-            p += 1
-            v |= (b & 0x7F) << (7 * i)
-            if b < 0x80:
-                return v & 0xFFFFFFFFFFFFFFFF, p
-        return "varint longer than 10 bytes"
+        try:
+            return _varint(self.data, p, end)
+        except _Reason as exc:
+            return str(exc)
 
     def read_length(self, p: int, end: int) -> tuple[int, int] | str:
         """A length (at most 5 bytes and 2^31 - 1), or the reason it is invalid."""
-        data = self.data
-        v = 0
-        for i in range(5):
-            if p >= end:
-                return "truncated length"
-            b = data[p]
-            p += 1
-            v |= (b & 0x7F) << (7 * i)
-            if b < 0x80:
-                if v > 0x7FFFFFFF:
-                    return "invalid length"
-                if v > end - p:
-                    return "length past the end"
-                return v, p
-        return "invalid length"
+        try:
+            v, p = _length(self.data, p, end)
+        except _Reason as exc:
+            return str(exc)
+        if v > 0x7FFFFFFF:
+            return "invalid length"
+        if v > end - p:
+            return "length past the end"
+        return v, p
 
     def skip_group(self, p: int, end: int, number: int, budget: int, frame: _Frame) -> int:
         """Past an unknown group's end tag; errors name the outermost group's field."""

@@ -27,22 +27,11 @@ import os
 import zlib
 from typing import Any
 
-_MASK64 = (1 << 64) - 1
+from pipeline._pbwire import encode_varint, field_readers, varint_reader
 
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """A varint as ``plugins/_native/pbwire.h`` reads it: at most 10 bytes, kept to 64 bits."""
-    result = 0
-    shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("malformed OTLP request: varint")
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result & _MASK64, pos
-        shift += 7
+# pbwire.h's readers (pipeline/_pbwire.py): ValueError("malformed OTLP request: ...")
+_varint = varint_reader()
+_read_tag, _read_value = field_readers(read_varint=_varint)
 
 
 _MAX_GROUP_DEPTH = 100
@@ -65,20 +54,15 @@ def _fields(data: bytes) -> list[tuple[int, int, int, int, int]]:
 def _field(data: bytes, pos: int, depth: int) -> tuple[int, int, int, int]:
     """One field at ``pos``: ``(number, wire, payload_start, end)``."""
     end = len(data)
-    tag, pos = _varint(data, pos)
-    if tag > 0xFFFFFFFF:
-        raise ValueError("malformed OTLP request: field number")
-    number, wire = tag >> 3, tag & 7
-    if number == 0:
-        raise ValueError("malformed OTLP request: field number 0")
-    payload = pos
+    number, wire, pos = _read_tag(data, pos, end)
     if wire == 3:
+        payload = pos
         if depth >= _MAX_GROUP_DEPTH:
             raise ValueError("malformed OTLP request: groups nested too deeply")
         while True:
             if pos >= end:
                 raise ValueError("malformed OTLP request: unterminated group")
-            inner, pos_after = _varint(data, pos)
+            inner, pos_after = _varint(data, pos, end)
             if inner > 0xFFFFFFFF or inner >> 3 == 0:
                 raise ValueError("malformed OTLP request: field number")
             if inner & 7 == 4:
@@ -88,25 +72,9 @@ def _field(data: bytes, pos: int, depth: int) -> tuple[int, int, int, int]:
             _, _, _, pos = _field(data, pos, depth + 1)
     if wire == 4:
         raise ValueError("malformed OTLP request: unexpected end of group")
-    if wire == 0:
-        _, pos = _varint(data, pos)
-    elif wire == 1:
-        if end - pos < 8:
-            raise ValueError("malformed OTLP request: truncated fixed64")
-        pos += 8
-    elif wire == 2:
-        n, pos = _varint(data, pos)
-        if n > end - pos:
-            raise ValueError("malformed OTLP request: length past the end")
-        payload = pos
-        pos += n
-    elif wire == 5:
-        if end - pos < 4:
-            raise ValueError("malformed OTLP request: truncated fixed32")
-        pos += 4
-    else:
-        raise ValueError("malformed OTLP request: wire type")
-    return number, wire, payload, pos
+    _, start, _, after = _read_value(data, wire, pos, end)
+    # the payload: a length-delimited field's, else where the value starts
+    return number, wire, start if wire == 2 else pos, after
 
 
 def field_bytes(data: bytes, number: int) -> bytes:
@@ -132,15 +100,6 @@ def trace_owner(trace_id: bytes, workers: int) -> int:
 def resource_owner(resource: bytes, workers: int) -> int:
     """The worker that holds every series of the resource encoded as ``resource``."""
     return zlib.crc32(resource) % workers
-
-
-def _encode_varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def split_traces(data: bytes, workers: int) -> dict[int, tuple[bytes, int | None]]:
@@ -211,12 +170,12 @@ def _reassemble(
                 if not mine:
                     continue
                 count += len(mine)
-                body = scope_others + b"".join(b"\x12" + _encode_varint(len(i)) + i for i in mine)
-                scope_parts.append(b"\x12" + _encode_varint(len(body)) + body)
+                body = scope_others + b"".join(b"\x12" + encode_varint(len(i)) + i for i in mine)
+                scope_parts.append(b"\x12" + encode_varint(len(body)) + body)
             if not scope_parts:
                 continue
             body = others + b"".join(scope_parts)
-            parts.append(b"\x0a" + _encode_varint(len(body)) + body)
+            parts.append(b"\x0a" + encode_varint(len(body)) + body)
         out[k] = (b"".join(parts), count)
     return out
 

@@ -43,6 +43,10 @@ class AttributeNames(ConfigModel):
     # the trace's root when the execution is a span below it (an HTTP server span above an
     # agent run): the workflow's duration is the execution's, not the root's
     workflow_duration: str = "workflow.duration"
+    # written by the workflow processor on the parentless spans of a workflow other than its
+    # root (several share a trace id when a process did not propagate the context): a trace
+    # is one execution, read on its root; a span carrying it is no workflow root
+    workflow_secondary_root: str = "workflow.secondary_root"
     # GenAI agents
     agent_id: str = "gen_ai.agent.id"
     agent_name: str = "gen_ai.agent.name"
@@ -242,8 +246,10 @@ def workflow_duration(span: Any, attrs: Mapping[str, Any], names: AttributeNames
 
 
 def is_workflow_root(span: Any, attrs: Mapping[str, Any], names: AttributeNames) -> bool:
-    """A root span named ``workflow.<type>`` or carrying ``workflow.name`` / ``workflow.id``."""
-    return (
+    """A root span named ``workflow.<type>`` or carrying ``workflow.name`` / ``workflow.id``,
+    unless the workflow processor marked it ``workflow.secondary_root`` (the trace's
+    workflow is read on its other root)."""
+    return names.workflow_secondary_root not in attrs and (
         span.name.startswith(names.workflow_span_prefix)
         or names.workflow_name in attrs
         or names.workflow_id in attrs

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 from google.protobuf.message import DecodeError
 
 from pipeline import MalformedDataError, Signal, _wire
+from pipeline._pbwire import field_readers, varint_reader
 
 RoutingKey = Literal["traceID", "service", "resource", "metric", "streamID"]
 K = TypeVar("K", bound=Hashable)
@@ -46,17 +47,19 @@ _POINT_ATTRS = {
 }
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise MalformedDataError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
+# pbwire.h's readers (pipeline/_pbwire.py) with this module's bounds and errors: every bit of
+# a varint kept, any field number taken, MalformedDataError in its own words
+_REASONS = {
+    "length past the end": "length beyond the message",
+    "truncated fixed64": "truncated fixed field",
+    "truncated fixed32": "truncated fixed field",
+}
+_varint = varint_reader(
+    MalformedDataError, mask=-1, truncated="truncated varint", overlong="truncated varint"
+)
+_, _read_value = field_readers(
+    lambda reason: MalformedDataError(_REASONS.get(reason, reason)), read_varint=_varint
+)
 
 
 def fields(buf: bytes) -> list[tuple[int, int, bytes | int]]:
@@ -66,26 +69,12 @@ def fields(buf: bytes) -> list[tuple[int, int, bytes | int]]:
     out: list[tuple[int, int, bytes | int]] = []
     pos, end = 0, len(buf)
     while pos < end:
-        tag, pos = _varint(buf, pos)
+        tag, pos = _varint(buf, pos, end)
         number, wt = tag >> 3, tag & 7
-        value: bytes | int
-        if wt == 0:
-            value, pos = _varint(buf, pos)
-        elif wt == 2:
-            n, pos = _varint(buf, pos)
-            if pos + n > end:
-                raise MalformedDataError("length beyond the message")
-            value = buf[pos : pos + n]
-            pos += n
-        elif wt == 1 or wt == 5:
-            n = 8 if wt == 1 else 4
-            if pos + n > end:
-                raise MalformedDataError("truncated fixed field")
-            value = int.from_bytes(buf[pos : pos + n], "little")
-            pos += n
-        else:
+        if wt not in (0, 1, 2, 5):
             raise MalformedDataError(f"unsupported wire type {wt}")
-        out.append((number, wt, value))
+        value, start, stop, pos = _read_value(buf, wt, pos, end)
+        out.append((number, wt, buf[start:stop] if wt == 2 else value))
     return out
 
 

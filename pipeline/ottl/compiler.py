@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from pipeline._pbwire import encode_varint
 from pipeline.ottl.contexts import (
     ALIASES,
     DEPTH,
@@ -456,9 +457,7 @@ def _item_path(node: Node, context: str) -> tuple[str, Any] | None:
 
 
 def _ld(tag: int, payload: bytes) -> bytes:
-    from pipeline.ottl.views import _varint
-
-    return bytes((tag,)) + _varint(len(payload)) + payload
+    return bytes((tag,)) + encode_varint(len(payload)) + payload
 
 
 def needles(node: Node, context: str) -> frozenset[bytes] | None:

@@ -20,6 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from pipeline._pbwire import encode_varint
 from pipeline.ottl.values import PMap, decode_any, encode_any, from_any, is_map, is_slice
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -114,17 +115,8 @@ def view_classes(signal: str) -> tuple[Any, Any]:
     return request, item_class
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _ld(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + _varint(len(payload)) + payload
+    return bytes((tag,)) + encode_varint(len(payload)) + payload
 
 
 def _is_scalar(value: Any) -> bool:
@@ -279,7 +271,7 @@ def _key_needle(key: str) -> bytes:
     needle = _NEEDLES.get(key)
     if needle is None:
         data = key.encode()
-        needle = b"\x0a" + _varint(len(data)) + data
+        needle = b"\x0a" + encode_varint(len(data)) + data
         if len(_NEEDLES) >= 4096:  # keys computed from data: bounded
             _NEEDLES.clear()
         _NEEDLES[key] = needle

@@ -23,7 +23,7 @@ enum {
     K_HTTP_METHOD, K_HTTP_METHOD_OLD, K_HTTP_STATUS, K_HTTP_STATUS_OLD, K_HTTP_ROUTE,
     K_DB_SYSTEM, K_DB_SYSTEM_LEGACY, K_ERROR_SEVERITY, K_ERROR_RECOVERABLE,
     K_WF_NAME, K_WF_ID, K_WF_TYPE, K_WF_OUTCOME, K_WF_TIER, K_WF_AGENT, K_AGENT,
-    K_WF_DURATION,
+    K_WF_DURATION, K_WF_SECONDARY,
     NKEYS
 };
 
@@ -646,8 +646,10 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
     PyObject *outcome = NULL;
     if (root) {
         Py_ssize_t pn = PyBytes_GET_SIZE(self->wf_prefix);
-        workflow = (s->name.n >= pn && memcmp(s->name.p, PyBytes_AS_STRING(self->wf_prefix), pn) == 0) ||
-                   s->present[K_WF_NAME] || s->present[K_WF_ID] || s->present[K_WF_TYPE];
+        /* (not a parentless span the workflow processor marked: its trace's root is another) */
+        workflow = !s->present[K_WF_SECONDARY] &&
+                   ((s->name.n >= pn && memcmp(s->name.p, PyBytes_AS_STRING(self->wf_prefix), pn) == 0) ||
+                    s->present[K_WF_NAME] || s->present[K_WF_ID] || s->present[K_WF_TYPE]);
     }
     if (workflow) {
         outcome = GET(K_WF_OUTCOME);

@@ -42,7 +42,9 @@
  * release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers,
  *         suffix_for)
  *     Released traces counted, stamped (workflow.id, type, agent, outcome, complexity tier),
- *     remembered in the late-span LRU, and assembled as by assemble.
+ *     remembered in the late-span LRU, and assembled as by assemble: the span at root_index
+ *     followed by the trace's root_extra, each span in its others (the parentless spans that
+ *     are not its root, in a workflow with several) by its others_extra.
  *
  * max_depth(ids, parents, cap)
  *     Depth of the span tree, as plugins.workflowprocessor.processor._max_depth.
@@ -269,9 +271,9 @@ typedef struct {
     Py_ssize_t nbytes;
     /* facts mode */
     PyObject *errs;    /* indices of failed tool calls lacking error.type (list) or NULL */
-    PyObject *root;    /* facts of the last root, or NULL */
+    PyObject *root;    /* facts of the root: the first that is a workflow, else the last */
     PyObject *agent;   /* agent value: set (agent_set) or default */
-    Py_ssize_t tools;
+    Py_ssize_t tools, roots; /* tool calls; parentless spans */
     int fallback, agent_set;
 } entry;
 
@@ -854,7 +856,12 @@ span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg
         int rc = root_facts(t, &sf, cfg, index, &agent, &facts);
         if (rc)
             return rc;
-        Py_XSETREF(t->root, facts);
+        /* a root that is a workflow stays the trace's root: another parentless span of the
+         * trace (a process that did not propagate the context) does not replace it */
+        if (t->root == NULL || PyTuple_GET_ITEM(t->root, 2) != Py_True)
+            Py_XSETREF(t->root, facts);
+        else
+            Py_DECREF(facts);
         if (PyUnicode_GET_LENGTH(agent)) {
             Py_XSETREF(t->agent, agent);
             t->agent_set = 1;
@@ -906,8 +913,10 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
         t = &e->items[at];
     }
     int flags = 0;
-    if (parent.n == 0)
+    if (parent.n == 0) {
         flags |= F_ROOT;
+        t->roots++;
+    }
     /* with facts, the flags only pick the spans span_facts_of reads: no search for what it
      * would not look at (an entry falling back, the agent once the entry knows it) */
     int want = cfg == NULL || !t->fallback;
@@ -1009,6 +1018,10 @@ typedef struct {
     PyObject *root_extra; /* bytes appended to the span at root_index after its stamp (the
                            * execution's workflow.duration when it is below the root) */
     Py_ssize_t nbytes, root_index, tool_calls;
+    Py_ssize_t roots;       /* parentless spans */
+    PyObject *others;       /* tuple of int, ascending: the parentless spans that are not the
+                             * trace's root (set at release, in a workflow with several) */
+    PyObject *others_extra; /* bytes appended to each of them after its stamp */
 } TraceObject;
 
 static PyTypeObject TraceType;
@@ -1198,7 +1211,9 @@ trace_create(PyTypeObject *type, double now, double queued_at, double queued_fir
     t->agent_id = PyUnicode_FromStringAndSize(NULL, 0);
     t->root = Py_NewRef(Py_None);
     t->root_extra = PyBytes_FromStringAndSize(NULL, 0);
-    if (!t->root_present || !t->agent_id || !t->root_extra) {
+    t->others = PyTuple_New(0);
+    t->others_extra = PyBytes_FromStringAndSize(NULL, 0);
+    if (!t->root_present || !t->agent_id || !t->root_extra || !t->others || !t->others_extra) {
         Py_DECREF(t);
         return NULL;
     }
@@ -1235,6 +1250,8 @@ trace_dealloc(TraceObject *t)
     Py_CLEAR(t->root);
     Py_CLEAR(t->agent_id);
     Py_CLEAR(t->root_extra);
+    Py_CLEAR(t->others);
+    Py_CLEAR(t->others_extra);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
@@ -1362,6 +1379,9 @@ static PyMemberDef trace_members[] = {
     {"nbytes", T_PYSSIZET, offsetof(TraceObject, nbytes), 0, NULL},
     {"root_index", T_PYSSIZET, offsetof(TraceObject, root_index), 0, NULL},
     {"tool_calls", T_PYSSIZET, offsetof(TraceObject, tool_calls), 0, NULL},
+    {"roots", T_PYSSIZET, offsetof(TraceObject, roots), 0, NULL},
+    {"others", T_OBJECT_EX, offsetof(TraceObject, others), 0, NULL},
+    {"others_extra", T_OBJECT_EX, offsetof(TraceObject, others_extra), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1415,6 +1435,8 @@ trace_checked(PyObject *o)
     TraceObject *t = (TraceObject *)o;
     if (!t->root_present || !PyTuple_Check(t->root_present) || !t->agent_id ||
         !PyUnicode_Check(t->agent_id) || !t->root_extra || !PyBytes_Check(t->root_extra) ||
+        !t->others || !PyTuple_Check(t->others) || !t->others_extra ||
+        !PyBytes_Check(t->others_extra) ||
         !(t->root == NULL || t->root == Py_None ||
           (PyTuple_Check(t->root) && PyTuple_GET_SIZE(t->root) == 5))) {
         PyErr_SetString(PyExc_TypeError, "a Trace member has the wrong type");
@@ -1674,7 +1696,9 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
             continue;
         }
         tr->tool_calls += t->tools;
-        if (t->root) {
+        tr->roots += t->roots;
+        /* a root that is a workflow stays the trace's root (as within the entry) */
+        if (t->root && !is_workflow_facts(tr->root)) {
             /* (index, agent, workflow, wf_id, wf_type, given, error, exc, code, msg, mask) */
             PyObject *r = t->root, *facts;
             Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(r, 0));
@@ -2245,9 +2269,35 @@ done:
     return rc;
 }
 
+/* a new suffix: sfx then extra (held in keep), or NULL */
+static PyObject *
+joined_suffix(PyObject *keep, PyObject *sfx, PyObject *extra)
+{
+    Py_ssize_t a = PyBytes_GET_SIZE(sfx), e = PyBytes_GET_SIZE(extra);
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, a + e);
+    if (joined == NULL || append_new(keep, joined) < 0)
+        return NULL;
+    memcpy(PyBytes_AS_STRING(joined), PyBytes_AS_STRING(sfx), (size_t)a);
+    memcpy(PyBytes_AS_STRING(joined) + a, PyBytes_AS_STRING(extra), (size_t)e);
+    return joined;
+}
+
+/* the next of a trace's `others` (an int in a tuple), -1 past the end; -2 on error */
+static Py_ssize_t
+next_other(PyObject *others, Py_ssize_t k)
+{
+    if (k >= PyTuple_GET_SIZE(others))
+        return -1;
+    Py_ssize_t v = PyLong_AsSsize_t(PyTuple_GET_ITEM(others, k));
+    if (v == -1 && PyErr_Occurred())
+        return -2;
+    return v < 0 ? -1 : v;
+}
+
 /* a held trace's spans into the buckets, as add_item, the span at root_index followed by
- * root_extra too when it is not NULL (the trace is kept alive by the caller; its chunks stay
- * where they are even if suffix_for adds spans to it) */
+ * root_extra too when it is not NULL, and (a stamp given) each span in the trace's others
+ * followed by its others_extra (the trace is kept alive by the caller; its chunks stay where
+ * they are even if suffix_for adds spans to it) */
 static int
 add_trace(buckets *b, PyObject *keep, TraceObject *t, PyObject *suffix, PyObject *stamp,
           Py_ssize_t root_index, PyObject *root_suffix, PyObject *root_extra, PyObject *markers,
@@ -2257,6 +2307,15 @@ add_trace(buckets *b, PyObject *keep, TraceObject *t, PyObject *suffix, PyObject
     Py_ssize_t nchunks = t->nchunks, index = 0;
     bucket *g = NULL;
     uint32_t group = 0;
+    /* held in keep: suffix_for could assign the members */
+    PyObject *others = t->others, *others_extra = t->others_extra;
+    Py_ssize_t k = 0, other = -1;
+    if (stamp != Py_None && PyTuple_GET_SIZE(others)) {
+        if (PyList_Append(keep, others) < 0 || PyList_Append(keep, others_extra) < 0)
+            return -1;
+        if ((other = next_other(others, 0)) == -2)
+            return -1;
+    }
     for (Py_ssize_t c = 0; c < nchunks; c++) {
         const chunk *ch = t->chunks[c];
         for (Py_ssize_t j = 0; j < ch->n; j++, index++) {
@@ -2286,13 +2345,15 @@ add_trace(buckets *b, PyObject *keep, TraceObject *t, PyObject *suffix, PyObject
             }
             if (index == root_index && root_extra != NULL && stamp != Py_None) {
                 /* the root's stamp, then what the root carries of its execution */
-                Py_ssize_t a = PyBytes_GET_SIZE(sfx), e = PyBytes_GET_SIZE(root_extra);
-                PyObject *joined = PyBytes_FromStringAndSize(NULL, a + e);
-                if (joined == NULL || append_new(keep, joined) < 0)
+                if ((sfx = joined_suffix(keep, sfx, root_extra)) == NULL)
                     return -1;
-                memcpy(PyBytes_AS_STRING(joined), PyBytes_AS_STRING(sfx), (size_t)a);
-                memcpy(PyBytes_AS_STRING(joined) + a, PyBytes_AS_STRING(root_extra), (size_t)e);
-                sfx = joined;
+            }
+            if (index == other) {
+                /* another parentless span of the workflow: its stamp, then the mark */
+                if ((sfx = joined_suffix(keep, sfx, others_extra)) == NULL)
+                    return -1;
+                if ((other = next_other(others, ++k)) == -2)
+                    return -1;
             }
             if (bucket_push(g, span, NULL, sfx) < 0)
                 return -1;

@@ -25,6 +25,11 @@ class Trace:
     agent_id: str
     tool_calls: int
     root_extra: bytes  # appended to the span at root_index after its stamp (b"": nothing)
+    roots: int  # parentless spans (the one at root_index is the trace's root)
+    # the other parentless spans (ascending indexes) of a workflow with several, and what is
+    # appended to each after its stamp (set at release)
+    others: tuple[int, ...]
+    others_extra: bytes
     def __init__(
         self, last_seen: float, queued_at: float, queued_first: float, nbytes: int = ...
     ) -> None: ...

@@ -657,6 +657,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             n.workflow_agent_id,
             n.agent_id,
             n.workflow_duration,
+            n.workflow_secondary_root,
         )
         return native.Scanner(
             tuple(k.encode() for k in keys),
@@ -1278,7 +1279,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
 
     def _is_workflow_root(self, view: _SpanView) -> bool:
         names = self.names
-        return (
+        # (a parentless span the workflow processor marked is not its trace's root: one
+        # execution per trace, counted on its root)
+        return names.workflow_secondary_root not in view.attrs and (
             view.name.startswith(names.workflow_span_prefix)
             or names.workflow_name in view.attrs
             or names.workflow_id in view.attrs

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from pipeline._pbwire import fields_reader
 from plugins._native import load
 
 _tailscan: Any = load("_tailscan")
 
 MAX_KEYS = 32
-_MASK64 = (1 << 64) - 1
 
 
 class Facts(NamedTuple):
@@ -34,51 +34,8 @@ class Malformed(Exception):
     pass
 
 
-def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    if pos < end and data[pos] < 0x80:
-        return data[pos], pos + 1
-    value = shift = 0
-    while pos < end and shift < 64:
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value & _MASK64, pos
-        shift += 7
-    raise Malformed("varint")
-
-
-def _fields(data: bytes, pos: int, end: int) -> Any:
-    """``(number, wire, value, start, stop)`` of each field of ``data[pos:end]`` (for a
-    length-delimited field its payload is ``data[start:stop]``), as pbwire.h reads them."""
-    while pos < end:
-        tag, pos = _varint(data, pos, end)
-        if tag > 0xFFFFFFFF:
-            raise Malformed("field number")
-        number, wire = tag >> 3, tag & 7
-        if number == 0:
-            raise Malformed("field number 0")
-        if wire == 0:
-            value, pos = _varint(data, pos, end)
-            yield number, wire, value, pos, pos
-        elif wire == 1:
-            if end - pos < 8:
-                raise Malformed("truncated fixed64")
-            yield number, wire, int.from_bytes(data[pos : pos + 8], "little"), pos, pos
-            pos += 8
-        elif wire == 2:
-            n, pos = _varint(data, pos, end)
-            if n > end - pos:
-                raise Malformed("length past the end")
-            yield number, wire, 0, pos, pos + n
-            pos += n
-        elif wire == 5:
-            if end - pos < 4:
-                raise Malformed("truncated fixed32")
-            yield number, wire, int.from_bytes(data[pos : pos + 4], "little"), pos, pos
-            pos += 4
-        else:
-            raise Malformed("wire type")
+# pbwire.h's readers (pipeline/_pbwire.py), raising Malformed
+_fields = fields_reader(Malformed)
 
 
 class _Irregular(Exception):

@@ -8,7 +8,9 @@ root: an HTTP server span may sit above it. ``create_agent`` is not an execution
 one execution: agent runs nested in it (an agent invoking a sub-agent) are part of it, not
 executions of their own, so the outer run is counted once; when one trace holds several
 outermost runs side by side (a request handler running two agents one after the other), the
-first to start is the execution and the trace is stamped with it.
+first to start is the execution and the trace is stamped with it. A run whose parent never
+arrived (an orphan: its parent may be any span of the trace) is the execution only when no run
+below a parentless span of the trace is one.
 
 How it stays cheap: while a trace's root span is a workflow by the gateway's own rules (the
 common case of instrumented workflows), that root is the outermost execution and nothing else
@@ -204,20 +206,32 @@ def outermost(
     by_id = {e.span_id: e for e in found}
     depth: dict[bytes, int] = {}
     top: list[Execution] = []
+    connected: list[Execution] = []  # of top: those below a parentless span of the trace
     for e in found:
         # executions above this one (bounded: ids may form a cycle)
         above = 0
         p = e.parent
+        reached = False
         for _ in range(len(ids)):
             if not p:
+                reached = True
                 break
             if p in by_id:
                 above += 1
-            p = parent_of.get(p, b"")
+            up = parent_of.get(p)
+            if up is None:
+                break  # an ancestor never arrived
+            p = up
         depth[e.span_id] = above
         if above == 0:
             top.append(e)
-    if not top:  # a cycle of executions: the first to start
+            if reached:
+                connected.append(e)
+    if connected:
+        # an orphan (a run whose parent never arrived) may be inside any of them: a run
+        # known to be outermost wins
+        top = connected
+    elif not top:  # a cycle of executions: the first to start
         top = found
     chosen = min(top, key=lambda e: (e.start, e.index))
     agent = chosen.agent

@@ -25,7 +25,6 @@ from plugins.workflowprocessor.rules import (
     NOT_WORKFLOW,
     outcome,
     parts,
-    root_facts,
     span_agent,
 )
 from plugins.workflowprocessor.store import (
@@ -286,7 +285,6 @@ class NativeTraceStore(BaseTraceStore):
         the agent), read with the rules in Python: what C leaves undecided. Returns ``nbytes``
         updated for the failed tool calls given an ``error.type``."""
         names = self.config.names
-        keys = self.config.stamp_keys
         tool_a, tool_b = self.native.tool_markers
         agent_marker = self.native.agent_marker
         is_execution = self.may_be_execution
@@ -308,9 +306,7 @@ class NativeTraceStore(BaseTraceStore):
                     nbytes += len(new_raw) - len(span_raw)
                     spans[i] = span_raw = new_raw
             if flags & _ROOT:
-                trace.root_index = base + i
-                trace.root, agent = root_facts(span_raw, trace_id, names, keys)
-                trace.root_present = trace.root[4]
+                agent = self.read_root(trace, span_raw, trace_id, base + i)
                 if agent:
                     trace.agent_id = agent
             elif not trace.agent_id and agent_marker in span_raw:
@@ -375,9 +371,12 @@ class NativeTraceStore(BaseTraceStore):
         the held bytes and spans) in one C call: release counts, stamps (with their
         complexity tiers), the late-span memory and the assembled request."""
         nc = self.native
-        if self.cands:
-            for trace_id, trace, _ in batch:
+        cands = self.cands
+        for trace_id, trace, _ in batch:
+            if cands:
                 self.decide(trace_id, trace)
+            if trace.roots > 1:
+                self.mark_others(trace)
         encoded, count, nbytes = self.tw.release(
             batch,
             nc.stamp,

@@ -47,6 +47,7 @@ from plugins.workflowprocessor.wire import (
     assemble_groups,
     encode_attribute,
     encode_attribute_uncached,
+    encode_bool_attribute,
     encode_double_attribute,
     key_marker,
 )
@@ -84,6 +85,9 @@ class HeldTrace(Protocol):
     agent_id: str
     tool_calls: int
     root_extra: bytes
+    roots: int
+    others: tuple[int, ...]
+    others_extra: bytes
 
     @property
     def spans(self) -> list[bytes]: ...
@@ -117,6 +121,11 @@ class PyTrace:
     # appended to the span at root_index after its stamp: the execution's duration when the
     # execution is a span below the root (see BaseTraceStore.decide)
     root_extra: bytes = b""
+    roots: int = 0  # parentless spans (the one at root_index is the trace's root)
+    # the other parentless spans of a workflow with several (ascending indexes), and what is
+    # appended to each after its stamp: the workflow.secondary_root mark (see mark_others)
+    others: tuple[int, ...] = ()
+    others_extra: bytes = b""
     stamp: Stamp | None = None  # computed at release
 
     def __len__(self) -> int:
@@ -151,6 +160,7 @@ class StoreConfig:
     depth_cap: int
     dialects: Dialects
     exec_markers: tuple[bytes, ...] | None  # None: every span may be an execution
+    secondary_mark: bytes  # workflow.secondary_root = true, encoded (see mark_others)
 
     @classmethod
     def from_config(cls, config: WorkflowConfig) -> StoreConfig:
@@ -172,6 +182,7 @@ class StoreConfig:
             depth_cap=max((t.max_depth for t in config.complexity_tiers), default=0) + 1,
             dialects=dialects,
             exec_markers=execution_markers(dialects),
+            secondary_mark=encode_bool_attribute(names.workflow_secondary_root, True),
         )
 
 
@@ -303,13 +314,20 @@ class BaseTraceStore:
             )
             if e is not None:
                 executions.append(e)
-        chosen = outermost(executions, trace.ids, trace.parents)
+        ids, parents = trace.ids, trace.parents
+        chosen = outermost(executions, ids, parents)
         if chosen is None:
             return
         execution, agent = chosen
         trace.root = execution.facts
         if agent:
             trace.agent_id = agent
+        if trace.roots > 1:
+            # several parentless spans (none a workflow, or it would be the root): the root
+            # is the one the execution is in (unless its parent never came)
+            top = top_of(execution.index, ids, parents)
+            if top >= 0:
+                trace.root_index = top
         root_index = trace.root_index  # the root's, when it arrived
         if root_index == execution.index:
             return
@@ -327,6 +345,34 @@ class BaseTraceStore:
             late[trace_id] = duration
             while len(late) > cache:
                 late.popitem(last=False)
+
+    def read_root(self, trace: Any, span_raw: bytes, trace_id: bytes, index: int) -> str:
+        """A parentless span of a trace read (counted in ``roots``): it becomes the trace's
+        root unless the trace's root is a workflow already (several parentless spans share a
+        trace id when a process did not propagate the context: the first that is a workflow
+        stays the root, see docs/agent-workflow.md). Returns the agent it names, or ""."""
+        trace.roots += 1
+        cfg = self.config
+        facts, agent = root_facts(span_raw, trace_id, cfg.names, cfg.stamp_keys)
+        root = trace.root
+        if root is None or not root[0]:
+            trace.root_index = index
+            trace.root = facts
+            trace.root_present = facts[4]
+        return agent
+
+    def mark_others(self, trace: Any) -> None:
+        """At release, after :meth:`decide`: in a workflow with several parentless spans,
+        those that are not its root (the one at ``root_index``) are marked
+        ``workflow.secondary_root`` (after their stamp). The connector and ``tail_sampling``
+        read a workflow on its root, and a trace is one execution: a marked root is not
+        one."""
+        root = trace.root
+        if root is None or not root[0]:
+            return
+        ri = trace.root_index
+        trace.others = tuple(i for i, p in enumerate(trace.parents) if not p and i != ri)
+        trace.others_extra = self.config.secondary_mark
 
     # -- shared -----------------------------------------------------------------------------------
     def take_counts(self) -> tuple[dict[str, list[int]], dict[str, int]]:
@@ -380,7 +426,6 @@ class BaseTraceStore:
         held = self.held
         released = self.released
         names = self.config.names
-        keys = self.config.stamp_keys
         tools = self.tools
         tool_a, tool_b = tools.markers
         agent_marker = self.config.agent_marker
@@ -427,9 +472,7 @@ class BaseTraceStore:
                         trace.tool_calls += 1
                     parent = sk.parent_span_id
                     if not parent:
-                        trace.root_index = base + len(spans)
-                        trace.root, agent = root_facts(span_raw, trace_id, names, keys)
-                        trace.root_present = trace.root[4]
+                        agent = self.read_root(trace, span_raw, trace_id, base + len(spans))
                         if agent:
                             trace.agent_id = agent
                     elif not trace.agent_id and agent_marker in span_raw:
@@ -460,7 +503,12 @@ class BaseTraceStore:
             self.on_late("not_workflow")
             return span_raw
         self.on_late("enriched")
-        extra = b"" if parent else self.late_roots.pop(trace_id, b"")
+        extra = b""
+        if not parent:
+            # the root (when its trace was released without one: it carries the execution's
+            # duration), else another parentless span of the workflow
+            late = self.late_roots
+            extra = late.pop(trace_id) if trace_id in late else self.config.secondary_mark
         return span_raw + self.suffix_for(span_raw, stamp) + extra
 
     def count_release(self, reason: str, spans: int) -> None:
@@ -469,6 +517,21 @@ class BaseTraceStore:
             pending = self.pending_released[reason] = [0, 0]
         pending[0] += 1
         pending[1] += spans
+
+
+def top_of(index: int, ids: list[bytes], parents: list[bytes]) -> int:
+    """The index of the parentless span above the span at ``index`` (itself when it has no
+    parent), or -1 when an ancestor never arrived (or the ids form a cycle)."""
+    at = {span_id: i for i, span_id in enumerate(ids)}
+    for _ in range(len(ids)):
+        parent = parents[index]
+        if not parent:
+            return index
+        up = at.get(parent)
+        if up is None:
+            return -1
+        index = up
+    return -1
 
 
 class PythonTraceStore(BaseTraceStore):
@@ -537,6 +600,8 @@ class PythonTraceStore(BaseTraceStore):
 
     def _forget(self, trace_id: bytes, trace: PyTrace, reason: str) -> None:
         self.decide(trace_id, trace)
+        if trace.roots > 1:
+            self.mark_others(trace)
         self.held_bytes -= trace.nbytes
         self.held_spans -= len(trace.spans)
         self.count_release(reason, len(trace.spans))
@@ -590,7 +655,8 @@ class PythonTraceStore(BaseTraceStore):
             groups = trace.groups
             first = groups[0]
             extra = trace.root_extra
-            if not extra and all(g is first for g in groups):
+            others = trace.others
+            if not extra and not others and all(g is first for g in groups):
                 # the common case: the whole trace from one resource and scope
                 out = by_group.setdefault(first, [])
                 if search(b"".join(spans)) is None:
@@ -620,6 +686,7 @@ class PythonTraceStore(BaseTraceStore):
                         out.append(span_raw + self.suffix_for(span_raw, stamp))
                 continue
             ri = trace.root_index if extra else -1
+            marked = frozenset(others)
             for i, (span_raw, group) in enumerate(zip(spans, groups, strict=True)):
                 if search(span_raw) is None:
                     span_raw = span_raw + suffix
@@ -627,6 +694,8 @@ class PythonTraceStore(BaseTraceStore):
                     span_raw = span_raw + self.suffix_for(span_raw, stamp)
                 if i == ri:
                     span_raw += extra  # the root's stamp, then its execution's duration
+                if i in marked:
+                    span_raw += trace.others_extra  # another root's stamp, then the mark
                 by_group.setdefault(group, []).append(span_raw)
         return Release(assemble_groups(by_group), count, [t.queued_first for t in traces])
 

@@ -78,6 +78,13 @@ def encode_double_attribute(key: str, value: float) -> bytes:
     return _len_field(0x4A, _key_field(key) + _len_field(0x12, any_value))
 
 
+def encode_bool_attribute(key: str, value: bool) -> bytes:
+    """``Span.attributes`` entry (field 9) holding ``KeyValue{key, AnyValue{bool_value}}``
+    (the ``workflow.secondary_root`` mark)."""
+    any_value = b"\x10" + (b"\x01" if value else b"\x00")
+    return _len_field(0x4A, _key_field(key) + _len_field(0x12, any_value))
+
+
 def key_marker(key: str) -> bytes:
     """The bytes a ``KeyValue`` with this key starts with (a cheap presence pre-test)."""
     raw = key.encode()

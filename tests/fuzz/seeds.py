@@ -505,6 +505,17 @@ def agent_source_seeds() -> None:
     stamped = ExportTraceServiceRequest()
     stamped.resource_spans.add().scope_spans.add().spans.extend(spans)
     write("agentscan", "pydantic_ai_http-stamped.pb", stamped.SerializeToString())
+    # the same with a peer service's parentless span in the trace (two roots): the processor
+    # marks the peer's workflow.secondary_root, the scanner skips it
+    from tests.plugins.test_workflow_roots import with_peer
+
+    two_roots = with_peer("success", first=True).SerializeToString()
+    for target in ("tracewire_ingest", "workflow"):
+        write(target, "pydantic_ai_http-peer.pb", two_roots)
+    spans = run(make("python"), [two_roots])
+    stamped = ExportTraceServiceRequest()
+    stamped.resource_spans.add().scope_spans.add().spans.extend(spans)
+    write("agentscan", "pydantic_ai_http-peer-stamped.pb", stamped.SerializeToString())
 
 
 def sanitizer_seeds() -> None:

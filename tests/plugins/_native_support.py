@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pipeline._pbwire import MASK64, encode_varint
 from plugins._native import load
 
 
@@ -59,13 +60,7 @@ def both_paths(name: str, disable: Callable[[pytest.MonkeyPatch], None] | None =
 # -- hand encoding, so tests can write what protobuf's classes would not ------------------------
 def varint(n: int) -> bytes:
     """``n`` as a protobuf varint (negative numbers as their 64-bit two's complement)."""
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return encode_varint(n & MASK64)
 
 
 def ld(number: int, payload: bytes) -> bytes:
