@@ -48,6 +48,10 @@ class Decision(enum.Enum):
     DROPPED = "dropped"
     ERROR = "error"
 
+    # members are singletons compared by identity: hashed by identity too, in C (Enum's own
+    # __hash__ is Python code; a trace's tuple of decisions is a dictionary key per trace)
+    __hash__ = object.__hash__
+
 
 SAMPLED_LIKE = (Decision.SAMPLED, Decision.INVERT_SAMPLED)
 DROP_LIKE = (Decision.DROPPED, Decision.INVERT_NOT_SAMPLED)  # these drop the trace
