@@ -230,6 +230,9 @@ done:
 
 #define PAIR_BYTES 8192
 #define MAX_PATTERNS 64
+#define MAX_SHIFT_WINDOW 32  /* at most this many bytes per window (a shift fits a byte) */
+#define SHIFT_MIN_DATA 4096  /* shorter data: the plain scan (filling the table costs ~64 KiB) */
+#define SHIFT_BUDGET 8192    /* byte pairs written into the table at most, else the plain scan */
 
 typedef struct {
     int len, flags;
@@ -245,11 +248,51 @@ static int after_event_name_tag(const uint8_t *p, Py_ssize_t i) {
     return 0;
 }
 
-static int match_at(const pattern *pt, const uint8_t *p, Py_ssize_t n, Py_ssize_t i) {
+static inline int match_at(const pattern *pt, const uint8_t *p, Py_ssize_t n, Py_ssize_t i) {
     if (pt->len > n - i) return 0;
     for (int c = 0; c < pt->len; c++)
         if (!in_class(pt->classes + 32 * c, p[i + c])) return 0;
     return !(pt->flags & 1) || after_event_name_tag(p, i);
+}
+
+/* The bytes of a class, in increasing order, into out; their number. */
+static int class_members(const uint8_t *cls, uint8_t *out) {
+    int n = 0;
+    for (int k = 0; k < 32; k++) {
+        unsigned bits = cls[k];
+        while (bits) {
+            out[n++] = (uint8_t)(k * 8 + __builtin_ctz(bits));
+            bits &= bits - 1;
+        }
+    }
+    return n;
+}
+
+/* The skip table of a scan by windows of ``len`` bytes (the shortest pattern's length, 3 to
+   MAX_SHIFT_WINDOW): for each pair of bytes (a << 8 | b), the least d = len - 1 - q over the
+   patterns and the positions q in 1 .. len-1 such that a is in the pattern's class q-1 and b in
+   its class q; len - 1 when there is none. A window whose last two bytes are such a pair can be
+   moved by d without passing a match start. 0 when filling it would cost more than it saves
+   (classes of many bytes: the plain scan is used). */
+static int build_shift(const pattern *pats, int npat, int len, uint8_t *shift) {
+    long budget = SHIFT_BUDGET;
+    memset(shift, len - 1, 65536);
+    for (int j = 0; j < npat; j++) {
+        for (int q = 1; q < len; q++) {
+            const uint8_t *ca = pats[j].classes + 32 * (q - 1), *cb = pats[j].classes + 32 * q;
+            uint8_t d = (uint8_t)(len - 1 - q);
+            uint8_t as[256], bs[256];
+            int na = class_members(ca, as), nb = class_members(cb, bs);
+            budget -= (long)na * nb;
+            if (budget < 0) return 0;
+            for (int x = 0; x < na; x++) {
+                uint8_t *row = shift + ((unsigned)as[x] << 8);
+                for (int y = 0; y < nb; y++)
+                    if (row[bs[y]] > d) row[bs[y]] = d;
+            }
+        }
+    }
+    return 1;
 }
 
 static PyObject *find_patterns(PyObject *self, PyObject *args) {
@@ -274,27 +317,70 @@ static PyObject *find_patterns(PyObject *self, PyObject *args) {
     uint64_t all = npat == 64 ? ~(uint64_t)0 : (((uint64_t)1 << npat) - 1), mask = 0;
     const uint8_t *p = data.buf, *pair = t;
     Py_ssize_t n = data.len;
+    /* the skip table of the windows (see build_shift), when the data is long enough for it to
+       pay and the patterns allow it; else every position is tried */
+    int minlen = npat ? MAX_SHIFT_WINDOW : 0;
+    for (int j = 0; j < npat; j++)
+        if (pats[j].len < minlen) minlen = pats[j].len;
+    uint8_t *shift = NULL;
+    if (minlen >= 3 && n >= SHIFT_MIN_DATA) {
+        shift = PyMem_Malloc(65536);
+        if (shift == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (!build_shift(pats, npat, minlen, shift)) {
+            PyMem_Free(shift);
+            shift = NULL;
+        }
+    }
     Py_BEGIN_ALLOW_THREADS
     /* the patterns each first byte can start */
     uint64_t first[256];
-    for (int b = 0; b < 256; b++) {
-        first[b] = 0;
-        for (int j = 0; j < npat; j++)
-            if (in_class(pats[j].classes, (uint8_t)b)) first[b] |= (uint64_t)1 << j;
+    memset(first, 0, sizeof(first));
+    for (int j = 0; j < npat; j++) {
+        uint8_t members[256];
+        int m = class_members(pats[j].classes, members);
+        for (int k = 0; k < m; k++) first[members[k]] |= (uint64_t)1 << j;
     }
-    for (Py_ssize_t i = 0; i < n && mask != all; i++) {
-        if (i + 1 < n) {
+    if (shift != NULL) {
+        /* Wu-Manber: the window p[i .. i+minlen) is tried at i only when its last two bytes can
+           end the first minlen bytes of a pattern there; else it moves by the least distance at
+           which they could. No match can start past n - minlen (every pattern is longer). */
+        Py_ssize_t i = 0, last = n - minlen;
+        while (i <= last && mask != all) {
+            unsigned s = shift[((unsigned)p[i + minlen - 2] << 8) | p[i + minlen - 1]];
+            if (s) {
+                i += s;
+                continue;
+            }
             unsigned idx = ((unsigned)p[i] << 8) | p[i + 1];
-            if (!((pair[idx >> 3] >> (idx & 7)) & 1)) continue;
+            if ((pair[idx >> 3] >> (idx & 7)) & 1) {
+                uint64_t todo = first[p[i]] & ~mask;
+                while (todo) {
+                    int j = __builtin_ctzll(todo);
+                    todo &= todo - 1;
+                    if (match_at(&pats[j], p, n, i)) mask |= (uint64_t)1 << j;
+                }
+            }
+            i++;
         }
-        uint64_t todo = first[p[i]] & ~mask;
-        while (todo) {
-            int j = __builtin_ctzll(todo);
-            todo &= todo - 1;
-            if (match_at(&pats[j], p, n, i)) mask |= (uint64_t)1 << j;
+    } else {
+        for (Py_ssize_t i = 0; i < n && mask != all; i++) {
+            if (i + 1 < n) {
+                unsigned idx = ((unsigned)p[i] << 8) | p[i + 1];
+                if (!((pair[idx >> 3] >> (idx & 7)) & 1)) continue;
+            }
+            uint64_t todo = first[p[i]] & ~mask;
+            while (todo) {
+                int j = __builtin_ctzll(todo);
+                todo &= todo - 1;
+                if (match_at(&pats[j], p, n, i)) mask |= (uint64_t)1 << j;
+            }
         }
     }
     Py_END_ALLOW_THREADS
+    PyMem_Free(shift);
     result = PyLong_FromUnsignedLongLong((unsigned long long)mask);
     goto done;
 bad_table:

@@ -221,9 +221,17 @@ class RedactionProcessor(Component):
         ]
         self._searches = [r for r in self._searches if not _bytes_safe(r.pattern)]
         needles = [k.encode() for k in rules.content_keys]
+        # the URL sanitizer's span names: looked at in the spans' names, not searched as bytes
+        # ("/", "?" and "#" are in nearly every request's ids and times)
+        self._url_names = (
+            rules.sanitizers is not None and rules.sanitizers.url_names
+            and signal is Signal.TRACES
+        )  # fmt: skip
         if rules.sanitizers is not None:
             needles += [k.encode() for k in rules.sanitizers.keys]
-            needles += rules.sanitizers.needles(signal is Signal.TRACES, signal is Signal.LOGS)
+            needles += rules.sanitizers.needles(
+                signal is Signal.TRACES, signal is Signal.LOGS, url_names=False
+            )
         if rules.genai is not None and signal is Signal.LOGS:
             needles += [p.encode() for p in rules.genai.event_prefixes]  # GenAI events
         # a needle that contains another is found only where that one is: one search is enough
@@ -283,6 +291,14 @@ class RedactionProcessor(Component):
         if not self._fast:
             return True
         raw = data.to_bytes()
+        if self._bytes_may_redact(raw):
+            return True
+        sanitizers = self.rules.sanitizers
+        return self._url_names and sanitizers is not None and sanitizers.url_names_may_change(raw)
+
+    def _bytes_may_redact(self, raw: bytes) -> bool:
+        """Whether the request's bytes hold a needle, a GenAI event name or a pattern's
+        match (what :meth:`_may_redact` looks for beside the URL sanitizer's span names)."""
         prefilter = self._prefilter
         if prefilter is not None:
             if prefilter.may_match(raw):

@@ -25,6 +25,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pipeline._wire import SkeletonTraces
+
 if TYPE_CHECKING:
     from plugins.redactionprocessor.config import DBSanitizerConfig, URLSanitizerConfig
 
@@ -299,6 +301,10 @@ def _db_system(attrs: Any) -> str:
     return (found.get("db.system.name") or found.get("db.system") or "").lower()
 
 
+URL_NAME_BYTES = (b"/", b"?", b"#")  # a span name without any of them: the URL sanitizer keeps it
+_URL_NAME_KINDS = (SPAN_KIND_SERVER, SPAN_KIND_CLIENT)
+
+
 class Sanitizers:
     """The enabled sanitizers, as the Collector applies them:
 
@@ -337,14 +343,16 @@ class Sanitizers:
     def __bool__(self) -> bool:
         return bool(self.keys) or self.span_names or bool(self.body_families)
 
-    def needles(self, traces: bool, logs: bool) -> list[bytes]:
+    def needles(self, traces: bool, logs: bool, url_names: bool = True) -> list[bytes]:
         """What a request must hold for anything here to change it (beside ``keys``): a
-        database span (``db.system``) or a name a URL sanitizer changes (``/``, ``?``, ``#``);
-        any log record when bodies are sanitized (the empty needle)."""
+        database span (``db.system``) or a name a URL sanitizer changes (``/``, ``?``, ``#``;
+        not with ``url_names`` False: the caller looks at the span names themselves, see
+        :meth:`url_names_may_change`); any log record when bodies are sanitized (the empty
+        needle)."""
         out: list[bytes] = []
         if traces and self.db_names:
             out.append(b"db.system")
-        if traces and self.url_names:
+        if traces and self.url_names and url_names:
             out += [b"/", b"?", b"#"]
         if logs and self.body_families:
             out.append(b"")
@@ -388,6 +396,37 @@ class Sanitizers:
                 rules.append(URL_RULE)
                 name = new
         return rules, name
+
+    def url_names_may_change(self, raw: bytes) -> bool:
+        """Whether the URL sanitizer could change a span name of the encoded traces request
+        ``raw`` (:meth:`span_name`): a server or client span whose name holds ``/``, ``?`` or
+        ``#`` and that the sanitizer changes into more than ``*`` segments (only the spans'
+        names and kinds are read; ``True`` when the request or a name does not parse, for the
+        processor to say why)."""
+        if not any(b in raw for b in URL_NAME_BYTES):
+            return False
+        try:
+            request = SkeletonTraces.FromString(raw)
+        except Exception:
+            return True
+        seen: set[bytes] = set()
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    if span.kind not in _URL_NAME_KINDS:
+                        continue
+                    raw_name = span.name
+                    if raw_name in seen or not any(b in raw_name for b in URL_NAME_BYTES):
+                        continue
+                    seen.add(raw_name)
+                    try:
+                        name = raw_name.decode()
+                    except UnicodeDecodeError:
+                        return True
+                    new = self._run("url", sanitize_url, name)
+                    if new != name and any(s not in ("", "*") for s in new.split("/")):
+                        return True
+        return False
 
     def body(self, text: str) -> tuple[list[str], str]:
         """``(rules, new text)`` for a string value of a log record's body: every enabled

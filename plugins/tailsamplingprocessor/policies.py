@@ -48,6 +48,10 @@ class Decision(enum.Enum):
     DROPPED = "dropped"
     ERROR = "error"
 
+    # members are singletons compared by identity: hashed by identity too, in C (Enum's own
+    # __hash__ is Python code; a trace's tuple of decisions is a dictionary key per trace)
+    __hash__ = object.__hash__
+
 
 SAMPLED_LIKE = (Decision.SAMPLED, Decision.INVERT_SAMPLED)
 DROP_LIKE = (Decision.DROPPED, Decision.INVERT_NOT_SAMPLED)  # these drop the trace
@@ -565,7 +569,12 @@ def build(
             hit = any((n := _number(v)) is not None and lo_v <= n <= hi_v for v in t.values(nc.key))
             return _maybe_invert(hit, nc.invert_match)
 
-        return Policy(cfg.name, numeric)
+        def numeric_hit(v: Any) -> bool:
+            return (n := _number(v)) is not None and lo_v <= n <= hi_v
+
+        return Policy(
+            cfg.name, numeric, _first_value_hit(keys, nc.key, numeric_hit, nc.invert_match)
+        )
     if kind == "probabilistic":
         pc = cfg.probabilistic
         assert pc is not None
@@ -614,14 +623,16 @@ def build(
             def matches(value: str) -> bool:
                 return value in wanted
 
+        def string_hit(v: Any) -> bool:
+            return v.WhichOneof("value") == "string_value" and matches(v.string_value)
+
         def string_attr(t: TraceData) -> Decision:
-            hit = any(
-                v.WhichOneof("value") == "string_value" and matches(v.string_value)
-                for v in t.values(sc.key)
-            )
+            hit = any(string_hit(v) for v in t.values(sc.key))
             return _maybe_invert(hit, sc.invert_match)
 
-        return Policy(cfg.name, string_attr)
+        return Policy(
+            cfg.name, string_attr, _first_value_hit(keys, sc.key, string_hit, sc.invert_match)
+        )
     if kind == "rate_limiting":
         assert cfg.rate_limiting is not None
         rl = cfg.rate_limiting
@@ -651,14 +662,16 @@ def build(
         bc = cfg.boolean_attribute
         assert bc is not None
 
+        def boolean_hit(v: Any) -> bool:
+            return v.WhichOneof("value") == "bool_value" and v.bool_value == bc.value
+
         def boolean(t: TraceData) -> Decision:
-            hit = any(
-                v.WhichOneof("value") == "bool_value" and v.bool_value == bc.value
-                for v in t.values(bc.key)
-            )
+            hit = any(boolean_hit(v) for v in t.values(bc.key))
             return _maybe_invert(hit, bc.invert_match)
 
-        return Policy(cfg.name, boolean)
+        return Policy(
+            cfg.name, boolean, _first_value_hit(keys, bc.key, boolean_hit, bc.invert_match)
+        )
     if kind == "trace_state":
         tc = cfg.trace_state
         assert tc is not None
@@ -717,6 +730,26 @@ def _all_fast(subs: list[Policy], hit: Decision) -> Fast | None:
             if d not in SAMPLED_LIKE:
                 return Decision.NOT_SAMPLED
         return hit
+
+    return fast
+
+
+def _first_value_hit(
+    keys: Mapping[str, int] | None, key: str, hit: Callable[[Any], bool], invert: bool
+) -> Fast | None:
+    """The :data:`Fast` answer of an attribute policy (``hit`` of any value of ``key`` on the
+    trace's resources and spans): the first span value of the key (the scan's facts) settles
+    it when it hits; otherwise the policy reads the trace (other spans, the resources)."""
+    k = None if keys is None else keys.get(key)
+    if k is None:
+        return None
+    answer = _maybe_invert(True, invert)
+
+    def fast(f: Facts, tid: bytes, n: int) -> Decision | None:
+        encoded = f.values[k]
+        if encoded is None or not hit(AnyValue.FromString(encoded)):
+            return None
+        return answer
 
     return fast
 
@@ -1026,6 +1059,10 @@ def fact_keys(policies: list[PolicyCfg]) -> tuple[str, ...]:
         elif p.type == "workflow_usage" and p.workflow_usage is not None:
             # whether any span has a key the usage reads (none: no span to read)
             keys.update(dict.fromkeys((*_INPUT, *_OUTPUT, p.workflow_usage.cost_attribute)))
+        elif p.type in ("numeric_attribute", "string_attribute", "boolean_attribute"):
+            attr = getattr(p, p.type)
+            if attr is not None:  # the first span value of the key (a hit settles it)
+                keys[attr.key] = None
         for sub in (p.and_, p.drop, p.composite):
             if sub is not None:
                 for name in ("and_sub_policy", "drop_sub_policy", "composite_sub_policy"):

@@ -56,12 +56,10 @@ _tracewire: Any = load("_tracewire")
 
 # (resource bytes, resource schema url, scope bytes, scope schema url)
 GroupKey = tuple[bytes, bytes, bytes, bytes]
-# one trace of a request as the walk gives it: (trace id, spans, groups, roots, tool spans,
-# the spans holding the usage marker)
-Walked = tuple[
-    bytes, list[bytes], list[GroupKey], list[int] | None, list[int] | None,
-    tuple[bytes, list[int]] | None,
-]  # fmt: skip
+# one trace to decide: (trace id, spans, groups, what the request's C walk noted of its spans:
+# (index, flags) of the special ones, None when none is, or UNWALKED when it was not walked)
+Walked = tuple[bytes, list[bytes], list[GroupKey], Any]
+UNWALKED = object()
 
 
 def _policy_types(policies: list[PolicyCfg]) -> set[str]:
@@ -197,6 +195,7 @@ class TailSamplingProcessor(Component):
         # each policy with its answer from those facts when it has one (Policy.fast)
         self.policies: list[Policy] = [build(p, keys=self._fact_keys) for p in config.policies]
         self._names = tuple(p.name for p in self.policies)
+        self._fasts = tuple((p.fast, p) for p in self.policies)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -257,6 +256,7 @@ class TailSamplingProcessor(Component):
         self._children: dict[tuple[Any, ...], Any] = {}
         self._pending: dict[tuple[Decision, ...], list[int]] = {}  # by policy results
         self._pending_final: dict[tuple[bool, str], int] = {}
+        self._result_keys: dict[tuple[Decision, ...], tuple[tuple[str, bool], ...]] = {}
 
     def _child(self, counter: Any, *labels: str) -> Any:
         key = (id(counter), *labels)
@@ -279,19 +279,19 @@ class TailSamplingProcessor(Component):
                 return False
         return d
 
-    def _evaluate(self, facts: Facts | None, trace_id: bytes, n: int,
-                  trace_args: tuple[Any, ...]) -> tuple[bool, tuple[Decision, ...]]:  # fmt: skip
+    def _evaluate(self, facts: Facts | None, entry: Walked, n: int,
+                  request: RequestBytes | None) -> tuple[bool, tuple[Decision, ...]]:  # fmt: skip
         """The final decision and each policy's (in order; fewer with sample_on_first_match).
         A policy answers from the scan's ``facts`` when it can (``Policy.fast``); the trace
-        (``TraceData(*trace_args)``) is made only for a policy that reads it."""
+        (:meth:`_trace_data` of ``entry``) is made only for a policy that reads it."""
         results: list[Decision] = []
         first_match = self.config.sample_on_first_match
         sampled = False
         dropped = False
         trace: TraceData | None = None
-        for policy in self.policies:
+        trace_id = entry[0]
+        for fast, policy in self._fasts:
             d = None
-            fast = policy.fast
             if fast is not None and facts is not None:
                 try:
                     d = fast(facts, trace_id, n)
@@ -299,7 +299,7 @@ class TailSamplingProcessor(Component):
                     d = None  # the policy says what is wrong (Decision.ERROR)
             if d is None:
                 if trace is None:
-                    trace = TraceData(*trace_args)
+                    trace = self._trace_data(entry, request, facts)
                 d = policy.evaluate(trace)
             results.append(d)
             if d is Decision.SAMPLED or d is Decision.INVERT_SAMPLED:
@@ -310,6 +310,31 @@ class TailSamplingProcessor(Component):
                 dropped = True
         # final_decision's rule, folded into the loop
         return sampled and not dropped, tuple(results)
+
+    def _trace_data(self, entry: Walked, request: RequestBytes | None,
+                    facts: Facts | None) -> TraceData:  # fmt: skip
+        """The :class:`TraceData` of one trace to decide, with what the request's walk noted:
+        the roots, the tool spans and the spans holding the usage marker (a flag 4: a span
+        other than a root holding it; roots are searched here)."""
+        trace_id, spans, groups, specials = entry
+        roots: list[int] | None = None
+        tools: list[int] | None = None
+        marked: tuple[bytes, list[int]] | None = None
+        if specials is not UNWALKED:
+            roots, tools, found = [], [], []
+            marker = self._marker
+            for i, f in specials or ():
+                if f & 1:
+                    roots.append(i)
+                if f & 2:
+                    tools.append(i)
+                if f & 4 or (f & 1 and marker in spans[i]):
+                    found.append(i)
+            marked = (marker, found) if self._usage else None
+        return TraceData(
+            trace_id, spans, [g[0] for g in groups], groups, request, roots, tools, marked, facts,
+            self._fact_keys,
+        )  # fmt: skip
 
     def _commit(self, decisions: list[tuple[bytes, bool, tuple[Decision, ...], int]],
                 when: str) -> None:  # fmt: skip
@@ -333,8 +358,10 @@ class TailSamplingProcessor(Component):
         """The decisions counted since the last call, added to the counters (once per call)."""
         by_policy: dict[tuple[str, bool], list[int]] = {}
         for results, (traces, spans) in self._pending.items():
-            for name, d in zip(self._names, results, strict=False):
-                counts = by_policy.setdefault((name, d in SAMPLED_LIKE), [0, 0])
+            for key in self._policy_keys(results):
+                counts = by_policy.get(key)
+                if counts is None:
+                    counts = by_policy[key] = [0, 0]
                 counts[0] += traces
                 counts[1] += spans
         self._pending.clear()
@@ -347,12 +374,23 @@ class TailSamplingProcessor(Component):
             self._child(self._c_when, when).inc(n)
         self._pending_final.clear()
 
+    def _policy_keys(self, results: tuple[Decision, ...]) -> tuple[tuple[str, bool], ...]:
+        """``(policy name, sampled)`` of each result (remembered: a load has few distinct
+        sets of results)."""
+        keys = self._result_keys.get(results)
+        if keys is None:
+            if len(self._result_keys) >= 1024:
+                self._result_keys.clear()
+            keys = self._result_keys[results] = tuple(
+                (name, d in SAMPLED_LIKE) for name, d in zip(self._names, results, strict=False)
+            )
+        return keys
+
     def _decide(self, trace_id: bytes, spans: list[bytes], groups: list[GroupKey],
                 when: str) -> tuple[bytes, bool, tuple[Decision, ...], int]:  # fmt: skip
         facts = trace_facts(spans, self._fact_needles, ERROR_TYPE)
-        args = (trace_id, spans, [g[0] for g in groups], groups, None, None, None, None, facts,
-                self._fact_keys)  # fmt: skip
-        sampled, results = self._evaluate(facts, trace_id, len(spans), args)
+        sampled, results = self._evaluate(facts, (trace_id, spans, groups, UNWALKED), len(spans),
+                                          None)  # fmt: skip
         return trace_id, sampled, results, len(spans)
 
     # -- consume ---------------------------------------------------------------------------------
@@ -369,22 +407,18 @@ class TailSamplingProcessor(Component):
         except ValueError:
             return None
         held = self._held
-        known = self._known
-        marker, usage = self._marker, self._usage
+        # a trace decided before (late spans): _known's caches, read directly
+        decided = self._decided.items
+        sampled = self._sampled_cache.items
+        not_sampled = self._not_sampled_cache.items
         out: list[Walked] = []
         for trace_id, spans, groups, _ids, _parents, _nbytes, specials in entries:
-            if trace_id in held or known(trace_id) is not None:
+            if (
+                trace_id in held or trace_id in decided or trace_id in sampled
+                or trace_id in not_sampled
+            ):  # fmt: skip
                 return None
-            if specials is None:
-                roots: list[int] = []
-                tools: list[int] = []
-                marked: list[int] = []
-            else:
-                roots = [i for i, f in specials if f & 1]
-                tools = [i for i, f in specials if f & 2]
-                # flag 4: a span other than a root holding the marker; roots are searched here
-                marked = [i for i, f in specials if f & 4 or (f & 1 and marker in spans[i])]
-            out.append((trace_id, spans, groups, roots, tools, (marker, marked) if usage else None))
+            out.append((trace_id, spans, groups, specials))
         if len(self._interned) > 4096:  # bounded: groups are interned per request run
             self._interned.clear()
         return out
@@ -541,26 +575,21 @@ class TailSamplingProcessor(Component):
                     entry = by_trace[trace_id] = ([], [])
                 entry[0].append(span_raw)
                 entry[1].append(group)
-            walked = [
-                (t, spans, groups, None, None, None) for t, (spans, groups) in by_trace.items()
-            ]
+            walked = [(t, spans, groups, UNWALKED) for t, (spans, groups) in by_trace.items()]
             total = len(fresh)
         else:
             total = sum(len(w[1]) for w in walked)
         decisions: list[tuple[bytes, bool, tuple[Decision, ...], int]] = []
-        needles, keys = self._fact_needles, self._fact_keys
+        needles = self._fact_needles
         evaluate = self._evaluate
         kept_spans = 0
         with BudgetLog() as budget:  # rate budgets given back if the payload is not taken
-            for trace_id, spans, groups, roots, tools, marked in walked:
+            for one in walked:
+                spans = one[1]
                 facts = trace_facts(spans, needles, ERROR_TYPE)
                 n = len(spans)
-                sampled, results = evaluate(
-                    facts, trace_id, n,
-                    (trace_id, spans, [g[0] for g in groups], groups, request, roots, tools,
-                     marked, facts, keys),
-                )  # fmt: skip
-                decisions.append((trace_id, sampled, results, n))
+                sampled, results = evaluate(facts, one, n, request)
+                decisions.append((one[0], sampled, results, n))
                 if sampled:
                     kept_spans += n
         try:

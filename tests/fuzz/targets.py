@@ -340,9 +340,10 @@ def spanscan() -> OneInput:
 # -- C: tail_sampling's facts and redaction's prefilter (_tailscan) -------------------------------
 def tailscan() -> OneInput:
     """``trace_facts`` on the input's spans (the spans of the request when its framing parses,
-    else the input cut in three) and ``find_patterns`` on the input with the table of the
-    redaction processor's GenAI defaults plus a blocked value, each against its Python twin:
-    the same facts (``None`` included), the same mask."""
+    else the input cut in three) and ``find_patterns`` on the input (and on the input repeated
+    past 4 KiB, where the C scan skips by windows) with the table of the redaction processor's
+    GenAI defaults plus a blocked value, each against its Python twin: the same facts (``None``
+    included), the same mask."""
     mod = require("_tailscan")
     from pipeline import Kind, Signal
     from pipeline._wire import ShallowTraces
@@ -376,8 +377,11 @@ def tailscan() -> OneInput:
         assert (None if native is None else Facts._make(native)) == trace_facts_python(
             spans, keys, b"error.type"
         )
+        # from 4 KiB on, the C scan moves by windows (its skip table): the input repeated
+        long = data * (4096 // len(data) + 1) if data else b""
         for table in tables:
             assert mod.find_patterns(data, table) == find_patterns_python(data, table)
+            assert mod.find_patterns(long, table) == find_patterns_python(long, table)
 
     return one
 

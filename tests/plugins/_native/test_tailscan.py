@@ -193,6 +193,31 @@ def test_find_patterns_is_its_twin_and_never_misses_a_match() -> None:
         assert pf.may_match(data) == truth, data
 
 
+def test_find_patterns_skipping_windows_is_its_twin() -> None:
+    """Data of 4 KiB and more with patterns of 3 bytes and more is scanned by windows (the C
+    scan's skip table): the same masks as the twin, matches at the first and the last position
+    a pattern fits included; a table whose pairs would overflow the skip table's budget (a
+    run of negated classes) is scanned byte by byte, with the same masks."""
+    rng = random.Random(7)
+    literals = [b"gen_ai.input.messages", b"tool_arguments", b"events", b"abc"]
+    prefixes = [b"gen_ai."]
+    card = leading_classes(rb"4[0-9]{12}(?:[0-9]{3})?")
+    entries = [([1 << b for b in lit], 0) for lit in literals]
+    entries += [([1 << b for b in prefixes[0]], 1), (card, 0)]
+    not_q = ((1 << 256) - 1) & ~(1 << 0x71)
+    wide = [*entries, ([1 << 0x71, not_q, not_q, 1 << 0x72], 0)]  # q[^q][^q]r
+    alphabet = b"4012345678x9abcqrgen_ai.\x12\x05\x80tool_argumentsevn"
+    for table in (compile_table(entries), compile_table(wide)):
+        for _ in range(300):
+            data = bytearray(rng.choice(alphabet) for _ in range(rng.randrange(4096, 6000)))
+            for _ in range(rng.randrange(3)):
+                lit = rng.choice([*literals, b"\x12\x07gen_ai.x", b"4111111111111", b"qzzr"])
+                at = rng.choice([0, len(data) - len(lit), rng.randrange(len(data) - len(lit))])
+                data[at : at + len(lit)] = lit
+            raw = bytes(data)
+            assert native.find_patterns(raw, table) == find_patterns_python(raw, table), raw
+
+
 def test_leading_classes_and_bad_tables() -> None:
     assert leading_classes(rb"4[0-9]{2}x?") == [
         1 << 0x34,

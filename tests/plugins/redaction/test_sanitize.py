@@ -613,3 +613,64 @@ async def test_huge_span_names_and_log_bodies_through_the_processor() -> None:
         tel = p.settings.telemetry.service
         assert tel.value("otelcol_processor_redaction_redactions_total", processor="redaction",
                          rule=rule) == n, rule  # fmt: skip
+
+
+async def test_url_span_names_fast_check_is_the_full_path() -> None:
+    """With the URL sanitizer on (and allow_all_keys), a request is decoded only when a
+    server or client span has a name the sanitizer changes or a byte rule may match:
+    on random requests (names with and without them, every kind, HTTP attributes, ids and
+    times holding those bytes) the output and the counts are those of the processor that
+    decodes every request, and the requests without such a name pass untouched."""
+    config = {
+        "allow_all_keys": True,
+        "blocked_values": ["4[0-9]{12}"],
+        "url_sanitizer": {"enabled": True, "attributes": ["url.full"]},
+    }
+    rng = random.Random(11)
+    names = [
+        "GET",
+        "GET /users/42",
+        "POST /a?x=1",
+        "op#frag",
+        "chat model",
+        "/",
+        "?",
+        "",
+        "x",
+        "GET /api/items/{id}",
+        "GET /a/b",
+        "/*/*",
+        "GET /u/\u00e9/7",
+    ]
+    untouched = 0
+    for _ in range(300):
+        req = ExportTraceServiceRequest()
+        for _ in range(rng.randint(1, 3)):
+            spans = req.resource_spans.add().scope_spans.add().spans
+            for _ in range(rng.randint(1, 4)):
+                span = spans.add(
+                    name=rng.choice(names),
+                    kind=rng.randrange(6),
+                    trace_id=bytes(rng.choice(b"/?#ab") for _ in range(16)),
+                    span_id=bytes(rng.choice(b"/?#ab") for _ in range(8)),
+                    start_time_unix_nano=rng.getrandbits(64),
+                )
+                if rng.random() < 0.3:
+                    span.attributes.add(key="http.method").value.string_value = "GET"
+                if rng.random() < 0.1:
+                    span.attributes.add(key="url.full").value.string_value = "https://h/u/42"
+                if rng.random() < 0.1:
+                    span.attributes.add(key="note").value.string_value = "card 4111111111111"
+        raw = req.SerializeToString()
+        outcomes = []
+        for fast in (True, False):
+            proc, sink = processor(config)
+            proc._fast = fast
+            await proc.consume(Traces(raw))
+            (out,) = sink.got
+            if fast and out.to_bytes() is raw:
+                untouched += 1
+            counts = {k: c._value.get() for k, c in proc._children.items()}
+            outcomes.append((out.message(), counts))
+        assert outcomes[0] == outcomes[1], raw.hex()
+    assert 30 < untouched < 270  # both ways taken

@@ -702,6 +702,22 @@ FACT_POLICIES = [
         {"name": "c2", "type": "tool_call_failed"}]}},
     {"name": "tier-complex", "type": "workflow_complexity_tier",
      "workflow_complexity_tier": {"tiers": ["complex"]}},
+    # attribute policies: a hit of the first span value settles them, else they read the spans
+    {"name": "retries", "type": "numeric_attribute",
+     "numeric_attribute": {"key": "retry.count", "min_value": 2, "max_value": 3}},
+    {"name": "no-retries", "type": "numeric_attribute",
+     "numeric_attribute": {"key": "retry.count", "min_value": 1, "invert_match": True}},
+    {"name": "route", "type": "string_attribute",
+     "string_attribute": {"key": "http.route", "values": ["/b", "/c"]}},
+    {"name": "route-re", "type": "string_attribute",
+     "string_attribute": {"key": "http.route", "values": ["^/a"],
+                          "enabled_regex_matching": True, "invert_match": True}},
+    {"name": "service", "type": "string_attribute",
+     "string_attribute": {"key": "service.name", "values": ["b"]}},
+    {"name": "flag", "type": "boolean_attribute",
+     "boolean_attribute": {"key": "feature.on", "value": True}},
+    {"name": "no-flag", "type": "boolean_attribute",
+     "boolean_attribute": {"key": "feature.on", "value": False, "invert_match": True}},
 ]  # fmt: skip
 
 
@@ -731,6 +747,20 @@ async def test_decisions_the_same_with_and_without_the_scans_facts(
         if i % 7 == 0:
             sp.attributes.add(key="error.type").value.string_value = "Timeout"
             sp.attributes.add(key="gen_ai.operation.name").value.string_value = "execute_tool"
+        # attributes of the attribute policies: first values that hit and that do not (a
+        # later span's may), of the right type and not
+        if i % 4 == 1:
+            sp.attributes.add(key="retry.count").value.int_value = i % 5
+        if i % 5 == 2:
+            sp.attributes.add(key="retry.count").value.double_value = 2.5
+        if i % 3 == 1:
+            sp.attributes.add(key="http.route").value.string_value = "/abc"[i % 4 :] or "/c"
+        if i % 8 == 3:
+            sp.attributes.add(key="http.route").value.int_value = 7
+        if i % 5 == 0:
+            sp.attributes.add(key="feature.on").value.bool_value = i % 2 == 0
+        if i % 11 == 4:
+            sp.attributes.add(key="feature.on").value.string_value = "true"
     raw = req.SerializeToString()
     rng = random.Random(5)
     inputs = [raw]
