@@ -148,6 +148,22 @@ class NativeJoin(Protocol):
     """The C side of the join's common case (``Scanner.settle_simple``)."""
 
     def settle_simple(self, packed: list[Any], size: int, value: object, /) -> int: ...
+    def settle_layers(
+        self,
+        layers: list[Any],
+        failures: list[Failure],
+        parents: dict[bytes, bytes],
+        size: int,
+        value: object,
+        marked: collections.OrderedDict[object, tuple[float, Any]],
+        marked_size: int,
+        marked_expiry: float,
+        classify: Callable[[str], str],
+        timeouts: frozenset[str],
+        recoverable: frozenset[str],
+        errors: list[tuple[tuple[str, str], ...]],
+        /,
+    ) -> int: ...
 
 
 @dataclass(slots=True)
@@ -460,6 +476,10 @@ class CallJoiner:
             size = memory.size
             value = (now + memory.ttl, None)
             settle_simple = native.settle_simple
+            settle_layers = native.settle_layers
+            marked = self._failed_parents
+            marked_expiry = now + marked.ttl
+            classify = self.classify
             for trace, entry in due:
                 del pending[trace]
                 if entry.packed:
@@ -468,6 +488,14 @@ class CallJoiner:
                         self.native_calls += done
                         continue
                     self._unpack(entry)  # not the common case (settle_simple did nothing)
+                # layers that are calls of their own, failed or not, and failures (the
+                # traces with a failure): _settle in C; -1: nothing done, another case
+                done = settle_layers(entry.layers, entry.failures, entry.parents, size, value,
+                                     marked.items, marked.size, marked_expiry, classify,
+                                     TIMEOUTS, RECOVERABLE, errors)  # fmt: skip
+                if done >= 0:
+                    self.native_calls += done
+                    continue
                 self._settle(entry, now, calls, errors)
         else:
             for trace, entry in due:
