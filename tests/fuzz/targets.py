@@ -295,7 +295,8 @@ def agentscan() -> OneInput:
         from tests.plugins.test_agentmetrics_join_native import assert_joiners_agree
 
         with native_env(True):
-            assert_joiners_agree(random.Random(data), 3)
+            conn = make()
+        assert_joiners_agree(random.Random(data), 3, conn)
 
     def one(data: bytes) -> None:
         with mock.patch.object(time, "time_ns", lambda: T0):
