@@ -1774,8 +1774,8 @@ static int sl_read_failure(PyObject *o, sl_failure *f) {
 
 static int eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_EQ); }
 
-/* key -> value into an OrderedDict memory, moved to the end, trimmed to size (Memory.add) */
-static int memory_put(PyObject *items, PyObject *key, PyObject *value, Py_ssize_t size) {
+/* key -> value into an OrderedDict memory, moved to the end (Memory.add; memory_trim trims) */
+static int memory_put(PyObject *items, PyObject *key, PyObject *value) {
     int known = PyDict_Contains(items, key);
     if (known < 0 || PyObject_SetItem(items, key, value) < 0) return -1;
     if (known) {
@@ -1848,7 +1848,7 @@ static int mark_above(sl_marks *m, PyObject *trace, PyObject *parent, PyObject *
         Py_XDECREF(below);
         PyObject *value = mark ? PyTuple_Pack(2, m->expiry, mark) : NULL;
         int ok = value != NULL && PyDict_SetItem(m->marks, key, mark) == 0 &&
-                 memory_put(m->items, key, value, m->size) == 0 && memory_trim(m->items, m->size) == 0;
+                 memory_put(m->items, key, value) == 0 && memory_trim(m->items, m->size) == 0;
         Py_XDECREF(mark);
         Py_XDECREF(value);
         Py_DECREF(key);
@@ -2056,7 +2056,7 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
         slice span_id = {(const uint8_t *)PyBytes_AS_STRING(x->span), PyBytes_GET_SIZE(x->span)};
         observe(self, e, B_TOOL, duration, trace_id, span_id, NULL);
         PyObject *key = PyTuple_Pack(2, x->trace, x->span);
-        int put = key ? memory_put(self->join_settled, key, args[4], size) : -1;
+        int put = key ? memory_put(self->join_settled, key, args[4]) : -1;
         Py_XDECREF(key);
         if (put < 0) goto counted;
         if (x->labels != NULL) {
