@@ -6,6 +6,11 @@ a few shapes (framework function tools, MCP client spans, model retries), agent 
 failed spans, layers below other layers, span ids given twice, layers arriving after their
 trace was settled; with a join window of 0 s (every trace settled with its request), of an
 hour (everything held until shutdown) and a small ``max_traces`` (the oldest settled early).
+
+The traces with a failure (held as Layer and Failure objects) are settled in C too
+(``settle_layers``): whole failed traces through the connector against the pure-Python
+path, and random layers, failures and links through the joiner alone against a pure-Python
+joiner (the same calls, errors_total label sets in order, late and early counts, memories).
 """
 
 from __future__ import annotations
