@@ -1633,10 +1633,493 @@ done:
     return result;
 }
 
+/* -- settling a held trace read in Python: layers that are calls of their own, and failures --
+ *
+ * The joiner's general settle (calls.py, CallJoiner._settle) for its next most common case: a
+ * held trace of Layer and Failure objects (read in Python: a trace with a failed span is never
+ * packed) whose layers are each a call of their own (no call id, no JSON-RPC id, no session, no
+ * span id twice, no layer the parent of another), failed or not: the benchmark's failed trace
+ * (a failed tool call, an agent run above it, a failed workflow root). As _settle does: each
+ * layer's call (_call of a one-layer group) counted per series in C (as settle_simple's), the
+ * memory of settled layers, the failure marks' walk up the trace's parent links into the
+ * joiner's memory of failed parents (_Marks.above), and the errors_total label sets of the
+ * failures that arose here, appended to `errors` (the failed calls' first, then the failures
+ * neither propagated, nor the peer's, nor inside a failed call that says the same, nor holding
+ * another one of the same error type in their time). */
+
+#define SETTLE_MAX_LAYERS 64  /* more: the Python settle (its span set) */
+#define SETTLE_MAX_DEPTH 512  /* calls.py MAX_DEPTH */
+#define SETTLE_MAX_ORIGINS 64 /* calls.py MAX_ORIGINS */
+
+enum {
+    A_TRACE, A_SPAN, A_PARENT, A_SIDE, A_TOOL, A_TOOL_TYPE, A_MCP, A_CALL_ID, A_RPC_ID, A_SESSION,
+    A_SERVER, A_START, A_END, A_FAILED, A_RETRY, A_ERROR_TYPE, A_EXCEPTION, A_MESSAGE, A_LABELS,
+    A_PEER, K_COMPONENT, K_SEVERITY, K_RECOVERABLE, K_RETRY, K_FUNCTION, K_MOVE_TO_END, K_POPITEM,
+    NJN
+};
+static const char *const sl_names_text[NJN] = {
+    "trace_id", "span_id", "parent_id", "side", "tool", "tool_type", "mcp", "call_id", "rpc_id",
+    "session", "server", "start", "end", "failed", "retry", "error_type", "exception", "message",
+    "labels", "peer", "component", "severity", "recoverable", "retry", "function", "move_to_end",
+    "popitem"};
+static PyObject *sl_names[NJN]; /* interned once, kept for the process */
+
+static int sl_names_ready(void) {
+    if (sl_names[NJN - 1] != NULL) return 0;
+    for (int i = 0; i < NJN; i++)
+        if (sl_names[i] == NULL && (sl_names[i] = PyUnicode_InternFromString(sl_names_text[i])) == NULL) return -1;
+    return 0;
+}
+
+/* one layer as _settle reads it (owned references), and its call */
+typedef struct {
+    PyObject *trace, *span, *parent, *tool, *tool_type, *server, *error_type, *exception, *message;
+    long side;
+    int mcp, failed, retry;
+    uint64_t start, end;
+    PyObject *status, *call_error; /* owned */
+    PyObject *labels;              /* owned: the errors_total labels of a failed call, or NULL */
+} sl_layer;
+
+/* one failure as _settle reads it (owned references) */
+typedef struct {
+    PyObject *trace, *span, *parent, *labels, *exception, *message;
+    PyObject *label0, *type; /* borrowed from labels: labels[0], labels[0][1] */
+    int peer;
+    uint64_t start, end;
+} sl_failure;
+
+static void sl_layer_clear(sl_layer *x) {
+    Py_CLEAR(x->trace); Py_CLEAR(x->span); Py_CLEAR(x->parent); Py_CLEAR(x->tool);
+    Py_CLEAR(x->tool_type); Py_CLEAR(x->server); Py_CLEAR(x->error_type); Py_CLEAR(x->exception);
+    Py_CLEAR(x->message); Py_CLEAR(x->status); Py_CLEAR(x->call_error); Py_CLEAR(x->labels);
+}
+
+static void sl_failure_clear(sl_failure *f) {
+    Py_CLEAR(f->trace); Py_CLEAR(f->span); Py_CLEAR(f->parent); Py_CLEAR(f->labels);
+    Py_CLEAR(f->exception); Py_CLEAR(f->message);
+}
+
+/* an attribute's truth value: 1, 0, -1 on error */
+static int attr_true(PyObject *o, int name) {
+    PyObject *v = PyObject_GetAttr(o, sl_names[name]);
+    if (v == NULL) return -1;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return t;
+}
+
+/* an attribute as a uint64 (a time in ns): 1, 0 when it is none (nothing raised), -1 on error */
+static int attr_u64(PyObject *o, int name, uint64_t *out) {
+    PyObject *v = PyObject_GetAttr(o, sl_names[name]);
+    if (v == NULL) return -1;
+    if (!PyLong_Check(v)) { Py_DECREF(v); return 0; }
+    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    Py_DECREF(v);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+/* Reads a Layer: 1, 0 when it is not this case (a join key, ids the exemplars do not hold, a
+ * time that is no uint64), -1 on error. */
+static int sl_read_layer(PyObject *o, sl_layer *x) {
+    int t;
+    for (int name = A_CALL_ID; name <= A_SESSION; name++) {
+        if ((t = attr_true(o, name)) != 0) return t < 0 ? -1 : 0;
+    }
+    PyObject **fields[] = {&x->trace, &x->span, &x->parent, &x->tool, &x->tool_type, &x->server,
+                           &x->error_type, &x->exception, &x->message};
+    const int names[] = {A_TRACE, A_SPAN, A_PARENT, A_TOOL, A_TOOL_TYPE, A_SERVER, A_ERROR_TYPE,
+                         A_EXCEPTION, A_MESSAGE};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((*fields[i] = PyObject_GetAttr(o, sl_names[names[i]])) == NULL) return -1;
+    if (!PyBytes_Check(x->trace) || PyBytes_GET_SIZE(x->trace) != 16 || !PyBytes_Check(x->span) ||
+        PyBytes_GET_SIZE(x->span) < 1 || PyBytes_GET_SIZE(x->span) > 8 || !PyBytes_Check(x->parent))
+        return 0;
+    PyObject *side = PyObject_GetAttr(o, sl_names[A_SIDE]);
+    if (side == NULL) return -1;
+    if (!PyLong_Check(side)) { Py_DECREF(side); return 0; }
+    x->side = PyLong_AsLong(side);
+    Py_DECREF(side);
+    if (x->side == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    if ((x->mcp = attr_true(o, A_MCP)) < 0 || (x->failed = attr_true(o, A_FAILED)) < 0 ||
+        (x->retry = attr_true(o, A_RETRY)) < 0)
+        return -1;
+    if ((t = attr_u64(o, A_START, &x->start)) <= 0) return t;
+    return attr_u64(o, A_END, &x->end);
+}
+
+/* Reads a Failure: 1, 0 when it is not this case, -1 on error. */
+static int sl_read_failure(PyObject *o, sl_failure *f) {
+    PyObject **fields[] = {&f->trace, &f->span, &f->parent, &f->labels, &f->exception, &f->message};
+    const int names[] = {A_TRACE, A_SPAN, A_PARENT, A_LABELS, A_EXCEPTION, A_MESSAGE};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((*fields[i] = PyObject_GetAttr(o, sl_names[names[i]])) == NULL) return -1;
+    if (!PyTuple_Check(f->labels) || PyTuple_GET_SIZE(f->labels) < 1) return 0;
+    f->label0 = PyTuple_GET_ITEM(f->labels, 0);
+    if (!PyTuple_Check(f->label0) || PyTuple_GET_SIZE(f->label0) < 2) return 0;
+    f->type = PyTuple_GET_ITEM(f->label0, 1);
+    if ((f->peer = attr_true(o, A_PEER)) < 0) return -1;
+    int t = attr_u64(o, A_START, &f->start);
+    if (t <= 0) return t;
+    return attr_u64(o, A_END, &f->end);
+}
+
+static int eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_EQ); }
+
+/* key -> value into an OrderedDict memory, moved to the end (Memory.add; memory_trim trims) */
+static int memory_put(PyObject *items, PyObject *key, PyObject *value) {
+    int known = PyDict_Contains(items, key);
+    if (known < 0 || PyObject_SetItem(items, key, value) < 0) return -1;
+    if (known) {
+        PyObject *moved = PyObject_CallMethodOneArg(items, sl_names[K_MOVE_TO_END], key);
+        if (moved == NULL) return -1;
+        Py_DECREF(moved);
+    }
+    return 0;
+}
+
+static int memory_trim(PyObject *items, Py_ssize_t size) {
+    for (;;) {
+        Py_ssize_t n = PyObject_Length(items);
+        if (n < 0) return -1;
+        if (n <= size) return 0;
+        PyObject *r = PyObject_CallMethodOneArg(items, sl_names[K_POPITEM], Py_False);
+        if (r == NULL) return -1;
+        Py_DECREF(r);
+    }
+}
+
+/* the failure marks of one settle (calls.py _Marks) */
+typedef struct {
+    PyObject *marks;   /* dict: this settle's marks (trace, span) -> (frozenset, bool) */
+    PyObject *items;   /* the joiner's OrderedDict of failed parents: key -> (expiry, mark) */
+    Py_ssize_t size;   /* its bound */
+    PyObject *expiry;  /* now + its ttl */
+    PyObject *parents; /* dict span -> parent: the entry's links */
+    PyObject *failed;  /* set: span ids of the entry's failed spans */
+} sl_marks;
+
+/* The mark of a key: this settle's, else the memory's (borrowed; NULL when none), -1 on error */
+static int mark_of(sl_marks *m, PyObject *key, PyObject **known) {
+    *known = PyDict_GetItemWithError(m->marks, key);
+    if (*known != NULL) return 0;
+    if (PyErr_Occurred()) return -1;
+    PyObject *found = PyDict_GetItemWithError(m->items, key);
+    if (found == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(found, 1)) ||
+        PyTuple_GET_SIZE(PyTuple_GET_ITEM(found, 1)) != 2) {
+        PyErr_SetString(PyExc_TypeError, "failed parents: (expiry, (types, direct)) expected");
+        return -1;
+    }
+    *known = PyTuple_GET_ITEM(found, 1);
+    return 0;
+}
+
+/* _Marks.above: marks `parent` and the spans above it with the error types `types` (a
+ * frozenset). 0, -1 on error. */
+static int mark_above(sl_marks *m, PyObject *trace, PyObject *parent, PyObject *types) {
+    int direct = 1, rc = -1;
+    Py_INCREF(parent);
+    for (int step = 0; step < SETTLE_MAX_DEPTH; step++) {
+        int t = PyObject_IsTrue(parent);
+        if (t <= 0) { rc = t; break; }
+        PyObject *key = PyTuple_Pack(2, trace, parent), *known = NULL;
+        if (key == NULL || mark_of(m, key, &known) < 0) { Py_XDECREF(key); break; }
+        PyObject *below;
+        int kdirect = 0;
+        if (known != NULL) {
+            kdirect = PyObject_IsTrue(PyTuple_GET_ITEM(known, 1));
+            int sup = kdirect < 0 ? -1 : PyObject_RichCompareBool(PyTuple_GET_ITEM(known, 0), types, Py_GE);
+            if (sup < 0) { Py_DECREF(key); break; }
+            if (sup && (kdirect || !direct)) { Py_DECREF(key); rc = 0; break; }
+            below = PyNumber_Or(PyTuple_GET_ITEM(known, 0), types);
+        } else {
+            below = Py_NewRef(types);
+        }
+        PyObject *mark = below ? PyTuple_Pack(2, below, (direct || kdirect) ? Py_True : Py_False) : NULL;
+        Py_XDECREF(below);
+        PyObject *value = mark ? PyTuple_Pack(2, m->expiry, mark) : NULL;
+        int ok = value != NULL && PyDict_SetItem(m->marks, key, mark) == 0 &&
+                 memory_put(m->items, key, value) == 0 && memory_trim(m->items, m->size) == 0;
+        Py_XDECREF(mark);
+        Py_XDECREF(value);
+        Py_DECREF(key);
+        if (!ok) break;
+        if (direct && (direct = PySet_Contains(m->failed, parent)) < 0) break;
+        PyObject *next = PyDict_GetItemWithError(m->parents, parent);
+        if (next == NULL && PyErr_Occurred()) break;
+        Py_SETREF(parent, next != NULL ? Py_NewRef(next) : PyBytes_FromStringAndSize(NULL, 0));
+        if (parent == NULL) return -1;
+        if (step == SETTLE_MAX_DEPTH - 1) rc = 0;
+    }
+    Py_DECREF(parent);
+    return rc;
+}
+
+/* _Marks.propagated: a failure below it, and no exception of its own (a type none below has,
+ * reached through a span that did not fail). 1, 0, -1 on error. */
+static int propagated(sl_marks *m, sl_failure *f) {
+    PyObject *key = PyTuple_Pack(2, f->trace, f->span), *known = NULL;
+    if (key == NULL) return -1;
+    int rc = mark_of(m, key, &known);
+    Py_DECREF(key);
+    if (rc < 0) return -1;
+    if (known == NULL) return 0;
+    int own = PyObject_IsTrue(f->exception);
+    if (own <= 0) return own < 0 ? -1 : 1;
+    int in = PySequence_Contains(PyTuple_GET_ITEM(known, 0), f->exception);
+    if (in != 0) return in < 0 ? -1 : 1;
+    int direct = PyObject_IsTrue(PyTuple_GET_ITEM(known, 1));
+    return direct < 0 ? -1 : direct;
+}
+
+/* _inside_failed_call: within the time of a failed call of the trace that says the same (its
+ * status message or error type). 1, 0, -1 on error. */
+static int inside_failed_call(Scanner *self, sl_failure *f, sl_layer *layers, Py_ssize_t n) {
+    PyObject *said[2] = {f->message, f->type};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sl_layer *x = &layers[i];
+        if (x->labels == NULL || !(x->start <= f->start && f->end <= x->end)) continue;
+        for (int k = 0; k < 2; k++) {
+            int skip = eq(said[k], self->s_empty);
+            if (!skip) skip = eq(said[k], self->s_other);
+            if (skip) { if (skip < 0) return -1; continue; }
+            int t = PyObject_IsTrue(x->message);
+            if (t > 0) t = eq(said[k], x->message);
+            if (t == 0) t = eq(said[k], x->call_error);
+            if (t != 0) return t;
+        }
+    }
+    return 0;
+}
+
+/* _call of a one-layer group: its status and error type, and the errors_total labels of a
+ * failed call. 0, -1 on error. */
+static int layer_call(Scanner *self, sl_layer *x, PyObject *classify, PyObject *timeouts,
+                      PyObject *recoverable) {
+    if (!x->failed) {
+        x->status = Py_NewRef(x->retry ? sl_names[K_RETRY] : self->s_success);
+        x->call_error = Py_NewRef(self->s_none);
+        return 0;
+    }
+    PyObject *classified = NULL; /* classify(message), called once */
+    int failing = 1;
+    if (x->retry) {
+        classified = PyObject_CallOneArg(classify, x->message);
+        if (classified == NULL) return -1;
+        failing = PySequence_Contains(timeouts, classified);
+        if (failing < 0) { Py_DECREF(classified); return -1; }
+    }
+    if (!failing) { /* a retry the model was asked for: not a failure */
+        Py_DECREF(classified);
+        x->status = Py_NewRef(sl_names[K_RETRY]);
+        x->call_error = Py_NewRef(self->s_none);
+        return 0;
+    }
+    PyObject *error = NULL;
+    PyObject *tries[2] = {x->retry ? NULL : x->error_type, x->retry ? NULL : x->exception};
+    for (int k = 0; k < 2 && error == NULL; k++) {
+        if (tries[k] == NULL) continue;
+        int t = PyObject_IsTrue(tries[k]);
+        if (t < 0) { Py_XDECREF(classified); return -1; }
+        if (t) error = Py_NewRef(tries[k]);
+    }
+    if (error == NULL) {
+        if (classified == NULL && (classified = PyObject_CallOneArg(classify, x->message)) == NULL) return -1;
+        int t = PyObject_IsTrue(classified);
+        if (t < 0) { Py_DECREF(classified); return -1; }
+        error = Py_NewRef(t ? classified : self->s_other);
+    }
+    Py_XDECREF(classified);
+    int rec = PySequence_Contains(recoverable, error);
+    int mcp = x->mcp || x->side != 0;
+    x->labels = rec < 0 ? NULL : Py_BuildValue("((OO)(OO)(OO)(OO))", sl_names[A_ERROR_TYPE], error,
+                                               sl_names[K_COMPONENT], mcp ? self->s_mcp : sl_names[A_TOOL],
+                                               sl_names[K_SEVERITY], self->s_error, sl_names[K_RECOVERABLE],
+                                               rec ? self->s_true : self->s_false);
+    if (x->labels == NULL) { Py_DECREF(error); return -1; }
+    x->status = Py_NewRef(self->s_error);
+    x->call_error = error;
+    return 0;
+}
+
+/* a frozenset of one or two error types (the second when truthy) */
+static PyObject *types_of(PyObject *first, PyObject *second) {
+    PyObject *set = PyFrozenSet_New(NULL);
+    if (set == NULL || PySet_Add(set, first) < 0) { Py_XDECREF(set); return NULL; }
+    int t = PyObject_IsTrue(second);
+    if (t < 0 || (t && PySet_Add(set, second) < 0)) { Py_DECREF(set); return NULL; }
+    return set;
+}
+
+PyDoc_STRVAR(settle_layers_doc,
+"settle_layers(layers, failures, parents, size, value, marked, marked_size, marked_expiry,\n"
+"              classify, timeouts, recoverable, errors, /) -> int\n\n"
+"Settles a held trace of Layer and Failure objects (calls.py) as the joiner's _settle would\n"
+"when each layer is a call of its own (no call id, JSON-RPC id or session, no span id twice,\n"
+"no layer the parent of another; 16-byte trace ids, span ids of 1 to 8 bytes): counts the calls\n"
+"per series (take_calls), puts (trace, span) -> value into join_settled (trimmed to size),\n"
+"walks the failure marks up `parents` into `marked` (the memory of failed parents, trimmed to\n"
+"marked_size, its values (marked_expiry, (types, direct))), appends the errors_total label sets\n"
+"to `errors` and returns the number of calls; -1 (nothing done) for any other trace.");
+
+static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 12 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[2]) ||
+        !PyDict_Check(args[5]) || !PyList_Check(args[11])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "settle_layers(layers: list, failures: list, parents: dict, size, value, "
+                        "marked: OrderedDict, marked_size, marked_expiry, classify, timeouts, "
+                        "recoverable, errors: list)");
+        return NULL;
+    }
+    if (self->join_shapes == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the join's common case is off");
+        return NULL;
+    }
+    if (sl_names_ready() < 0) return NULL;
+    PyObject *layer_list = args[0], *failure_list = args[1], *errors = args[11];
+    Py_ssize_t size = PyLong_AsSsize_t(args[3]);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t marked_size = PyLong_AsSsize_t(args[6]);
+    if (marked_size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t nl = PyList_GET_SIZE(layer_list), nf = PyList_GET_SIZE(failure_list);
+    if (nl > SETTLE_MAX_LAYERS) return PyLong_FromLong(-1);
+    sl_layer *layers = PyMem_Calloc(nl ? nl : 1, sizeof(sl_layer));
+    sl_failure *failures = PyMem_Calloc(nf ? nf : 1, sizeof(sl_failure));
+    char *origin = PyMem_Calloc(nf ? nf : 1, 1);
+    sl_marks m = {PyDict_New(), args[5], marked_size, args[7], args[2], PySet_New(NULL)};
+    PyObject *result = NULL;
+    if (layers == NULL || failures == NULL || origin == NULL) { PyErr_NoMemory(); goto done; }
+    if (m.marks == NULL || m.failed == NULL) goto done;
+    /* read everything first: nothing is done for a trace that is not this case */
+    int ok = 1;
+    for (Py_ssize_t i = 0; ok == 1 && i < nl; i++) {
+        ok = sl_read_layer(PyList_GET_ITEM(layer_list, i), &layers[i]);
+        if (ok == 1 && i > 0 && (ok = eq(layers[i].trace, layers[0].trace)) == 1) {
+            for (Py_ssize_t j = 0; ok == 1 && j < i; j++) { /* no span id twice */
+                int same = eq(layers[i].span, layers[j].span);
+                ok = same < 0 ? -1 : !same;
+            }
+        }
+    }
+    for (Py_ssize_t i = 0; ok == 1 && i < nl; i++) /* no layer the parent of another */
+        for (Py_ssize_t j = 0; ok == 1 && j < nl; j++) {
+            int below = eq(layers[i].parent, layers[j].span);
+            ok = below < 0 ? -1 : !below;
+        }
+    for (Py_ssize_t i = 0; ok == 1 && i < nf; i++)
+        ok = sl_read_failure(PyList_GET_ITEM(failure_list, i), &failures[i]);
+    if (ok < 0) goto done;
+    if (ok == 0) { result = PyLong_FromLong(-1); goto done; }
+    /* the calls (classify may be called here: still nothing done) */
+    for (Py_ssize_t i = 0; i < nl; i++)
+        if (layer_call(self, &layers[i], args[8], args[9], args[10]) < 0) goto done;
+    /* the entry's failed spans: failed layers that are no retry, failures */
+    for (Py_ssize_t i = 0; i < nl; i++)
+        if (layers[i].failed && !layers[i].retry && PySet_Add(m.failed, layers[i].span) < 0) goto done;
+    for (Py_ssize_t i = 0; i < nf; i++)
+        if (PySet_Add(m.failed, failures[i].span) < 0) goto done;
+    /* each call counted, its layer remembered as settled, a failed one's marks and errors */
+    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap};
+    for (Py_ssize_t i = 0; i < nl; i++) {
+        sl_layer *x = &layers[i];
+        int mcp = x->mcp || x->side != 0;
+        PyObject *tool = x->tool;
+        int t = PyObject_IsTrue(tool);
+        if (t < 0) goto counted;
+        if (!t) tool = self->s_unknown;
+        PyObject *la, *lb;
+        if (mcp) {
+            if ((t = PyObject_IsTrue(x->server)) < 0) goto counted;
+            la = t ? x->server : self->s_unknown;
+            lb = tool;
+        } else {
+            if ((t = PyObject_IsTrue(x->tool_type)) < 0) goto counted;
+            la = tool;
+            lb = t ? x->tool_type : sl_names[K_FUNCTION];
+        }
+        entry *e = get_entry(&a, mcp ? M_TOOL_CALLS : M_FN_CALLS, la, lb, x->status, x->call_error);
+        if (e == NULL) goto counted;
+        e->count++;
+        e = get_entry(&a, mcp ? M_TOOL_DURATION : M_FN_DURATION, la, lb, NULL, NULL);
+        if (e == NULL) goto counted;
+        double duration = (x->end >= x->start ? (double)(x->end - x->start) : -(double)(x->start - x->end)) / 1e9;
+        slice trace_id = {(const uint8_t *)PyBytes_AS_STRING(x->trace), 16};
+        slice span_id = {(const uint8_t *)PyBytes_AS_STRING(x->span), PyBytes_GET_SIZE(x->span)};
+        observe(self, e, B_TOOL, duration, trace_id, span_id, NULL);
+        PyObject *key = PyTuple_Pack(2, x->trace, x->span);
+        int put = key ? memory_put(self->join_settled, key, args[4]) : -1;
+        Py_XDECREF(key);
+        if (put < 0) goto counted;
+        if (x->labels != NULL) {
+            PyObject *types = types_of(x->call_error, x->exception);
+            int marked = types ? mark_above(&m, x->trace, x->parent, types) : -1;
+            Py_XDECREF(types);
+            if (marked < 0 || PyList_Append(errors, x->labels) < 0) goto counted;
+        }
+    }
+    if (memory_trim(self->join_settled, size) < 0) goto counted;
+    /* failures: every span above a failed one marked first, then each counted where it arose */
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        sl_failure *f = &failures[i];
+        PyObject *types = types_of(f->type, f->exception);
+        int marked = types ? mark_above(&m, f->trace, f->parent, types) : -1;
+        Py_XDECREF(types);
+        if (marked < 0) goto counted;
+    }
+    Py_ssize_t norigins = 0;
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        sl_failure *f = &failures[i];
+        int t = f->peer ? 1 : propagated(&m, f);
+        if (t == 0) t = inside_failed_call(self, f, layers, nl);
+        if (t < 0) goto counted;
+        origin[i] = !t;
+        norigins += !t;
+    }
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        if (!origin[i]) continue;
+        sl_failure *f = &failures[i];
+        int inner = 0; /* the same error recorded by a span whose time holds another's */
+        for (Py_ssize_t j = 0; norigins <= SETTLE_MAX_ORIGINS && !inner && j < nf; j++) {
+            sl_failure *o = &failures[j];
+            if (j == i || !origin[j] || !(f->start <= o->start && o->end <= f->end) ||
+                (o->start == f->start && o->end == f->end))
+                continue;
+            if ((inner = eq(o->label0, f->label0)) < 0) goto counted;
+        }
+        if (!inner && PyList_Append(errors, f->labels) < 0) goto counted;
+    }
+    result = PyLong_FromSsize_t(nl);
+counted:
+    self->calls_entries = a.entries;
+    self->calls_n = a.n;
+    self->calls_cap = a.cap;
+done:
+    for (Py_ssize_t i = 0; layers != NULL && i < nl; i++) sl_layer_clear(&layers[i]);
+    for (Py_ssize_t i = 0; failures != NULL && i < nf; i++) sl_failure_clear(&failures[i]);
+    PyMem_Free(layers);
+    PyMem_Free(failures);
+    PyMem_Free(origin);
+    Py_XDECREF(m.marks);
+    Py_XDECREF(m.failed);
+    return result;
+}
+
 PyDoc_STRVAR(take_calls_doc,
 "take_calls() -> series\n\n"
-"The calls settle_simple counted since the last call, aggregated per series as scan's series\n"
-"(mcp_tool_calls / mcp_tool_call_duration, agent_tool_calls / agent_tool_call_duration).");
+"The calls settle_simple and settle_layers counted since the last call, aggregated per series\n"
+"as scan's series (mcp_tool_calls / mcp_tool_call_duration, agent_tool_calls /\n"
+"agent_tool_call_duration).");
 
 static PyObject *Scanner_take_calls(Scanner *self, PyObject *Py_UNUSED(ignored)) {
     if (self->calls_index == NULL) return PyList_New(0);
@@ -1870,6 +2353,7 @@ static void Scanner_dealloc(Scanner *self) {
 static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_O, scan_doc},
     {"settle_simple", (PyCFunction)(void (*)(void))Scanner_settle_simple, METH_FASTCALL, settle_simple_doc},
+    {"settle_layers", (PyCFunction)(void (*)(void))Scanner_settle_layers, METH_FASTCALL, settle_layers_doc},
     {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
     {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},
     {"take_failures", (PyCFunction)Scanner_take_failures, METH_NOARGS, take_failures_doc},

@@ -4,7 +4,7 @@ once per connector from its configuration; :meth:`Scanner.scan` raises ``ValueEr
 malformed request."""
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 NKEYS: int
@@ -52,10 +52,31 @@ class Scanner:
     def settle_simple(self, packed: list[Any], size: int, value: object, /) -> int:
         """Settles a held trace of packed records (the join's common case): its calls counted
         (take_calls), join_settled updated; -1 (nothing done) when it is not the common case."""
+    def settle_layers(
+        self,
+        layers: list[Any],
+        failures: list[Any],
+        parents: dict[bytes, bytes],
+        size: int,
+        value: object,
+        marked: OrderedDict[Any, Any],
+        marked_size: int,
+        marked_expiry: float,
+        classify: Callable[[str], str],
+        timeouts: frozenset[str],
+        recoverable: frozenset[str],
+        errors: list[Any],
+        /,
+    ) -> int:
+        """Settles a held trace of Layer and Failure objects (calls.py) whose layers are each a
+        call of its own, failed or not, as the joiner's ``_settle``: its calls counted
+        (take_calls), join_settled and ``marked`` (the memory of failed parents) updated, the
+        errors_total label sets appended to ``errors``; -1 (nothing done) for another trace."""
     def take_calls(
         self,
     ) -> list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None]]:
-        """The calls settle_simple counted since the last call, per series (as scan's)."""
+        """The calls settle_simple and settle_layers counted since the last call, per series
+        (as scan's)."""
     def take_failures(self) -> dict[int, tuple[str, str, str]] | None:
         """The last scan's failed spans left to Python (``shape_keys`` configured) whose status
         message, ``exception.type`` and ``exception.message`` are ASCII: by the span's start

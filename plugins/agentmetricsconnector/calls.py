@@ -49,6 +49,11 @@ the scanner (``settle_simple``: the same calls, counted per series in C, the sam
 settled layers) when it is the common case; anything else arriving for its trace, or a trace
 that is not the common case, unpacks it into the layers and parent links it stands for, in
 their order, and the join goes on as above: the results are those of the pure-Python join.
+The next most common case, a held trace of :class:`Layer` and :class:`Failure` objects whose
+layers are each a call of their own, failed or not (a trace with a failure: its failed spans are
+read in Python, so it is never packed), is settled by the scanner too (``settle_layers``: the
+same calls, ``errors_total`` label sets and memories as :meth:`CallJoiner._settle`); any other
+trace by :meth:`CallJoiner._settle`.
 """
 
 from __future__ import annotations
@@ -145,9 +150,25 @@ RECORD = struct.Struct("<BB8sB8sxQQI")
 
 
 class NativeJoin(Protocol):
-    """The C side of the join's common case (``Scanner.settle_simple``)."""
+    """The C side of the join's common cases (``Scanner.settle_simple``, ``settle_layers``)."""
 
     def settle_simple(self, packed: list[Any], size: int, value: object, /) -> int: ...
+    def settle_layers(
+        self,
+        layers: list[Any],
+        failures: list[Failure],
+        parents: dict[bytes, bytes],
+        size: int,
+        value: object,
+        marked: collections.OrderedDict[object, tuple[float, Any]],
+        marked_size: int,
+        marked_expiry: float,
+        classify: Callable[[str], str],
+        timeouts: frozenset[str],
+        recoverable: frozenset[str],
+        errors: list[tuple[tuple[str, str], ...]],
+        /,
+    ) -> int: ...
 
 
 @dataclass(slots=True)
@@ -460,6 +481,10 @@ class CallJoiner:
             size = memory.size
             value = (now + memory.ttl, None)
             settle_simple = native.settle_simple
+            settle_layers = native.settle_layers
+            marked = self._failed_parents
+            marked_expiry = now + marked.ttl
+            classify = self.classify
             for trace, entry in due:
                 del pending[trace]
                 if entry.packed:
@@ -468,6 +493,14 @@ class CallJoiner:
                         self.native_calls += done
                         continue
                     self._unpack(entry)  # not the common case (settle_simple did nothing)
+                # layers that are calls of their own, failed or not, and failures (the
+                # traces with a failure): _settle in C; -1: nothing done, another case
+                done = settle_layers(entry.layers, entry.failures, entry.parents, size, value,
+                                     marked.items, marked.size, marked_expiry, classify,
+                                     TIMEOUTS, RECOVERABLE, errors)  # fmt: skip
+                if done >= 0:
+                    self.native_calls += done
+                    continue
                 self._settle(entry, now, calls, errors)
         else:
             for trace, entry in due:
@@ -584,22 +617,7 @@ class CallJoiner:
         items = memory.items
         value = (now + memory.ttl, None)
         for x in layers:
-            mcp = x.mcp or x.side != FRAMEWORK
-            calls.append(
-                Call(
-                    x.tool or UNKNOWN,
-                    (x.server or UNKNOWN) if mcp else "",
-                    mcp,
-                    "mcp" if mcp else (x.tool_type or "function"),
-                    STATUS_RETRY if x.retry else STATUS_SUCCESS,
-                    NO_ERROR,
-                    (x.end - x.start) / 1e9,
-                    x.trace_id,
-                    x.span_id,
-                    1,
-                    x.agent,
-                )
-            )
+            calls.append(self._one_call(x)[0])
             key = (x.trace_id, x.span_id)
             items[key] = value
             items.move_to_end(key)
@@ -620,61 +638,48 @@ class CallJoiner:
         if layer.session and layer.rpc_id:
             self._by_session.pop((layer.session, layer.rpc_id, layer.tool), None)
 
+    def _one_call(self, x: Layer) -> tuple[Call, tuple[tuple[str, str], ...] | None]:
+        """The call of a group of one layer, and its ``errors_total`` labels when it failed:
+        what the general case of :meth:`_call` gives for it, without its searches (the common
+        case; ``settle_layers`` in C is its twin)."""
+        mcp = x.mcp or x.side != FRAMEWORK
+        labels: tuple[tuple[str, str], ...] | None = None
+        if not x.failed:
+            status, error_type = (STATUS_RETRY if x.retry else STATUS_SUCCESS), NO_ERROR
+        elif not x.retry or self.classify(x.message) in TIMEOUTS:
+            error_type = (
+                (x.error_type if not x.retry else "")
+                or (x.exception if not x.retry else "")
+                or self.classify(x.message)
+                or OTHER
+            )
+            status = STATUS_ERROR
+            labels = (
+                ("error_type", error_type),
+                ("component", "mcp" if mcp else "tool"),
+                ("severity", "error"),
+                ("recoverable", "true" if error_type in RECOVERABLE else "false"),
+            )
+        else:  # a retry the model was asked for: not a failure
+            status, error_type = STATUS_RETRY, NO_ERROR
+        call = Call(
+            tool=x.tool or UNKNOWN,
+            server=(x.server or UNKNOWN) if mcp else "",
+            mcp=mcp,
+            tool_type="mcp" if mcp else (x.tool_type or "function"),
+            status=status,
+            error_type=error_type,
+            duration=(x.end - x.start) / 1e9,
+            trace_id=x.trace_id,
+            span_id=x.span_id,
+            layers=1,
+            agent=x.agent,
+        )
+        return call, labels
+
     def _call(self, group: list[Layer]) -> tuple[Call, tuple[tuple[str, str], ...] | None]:
-        if len(group) == 1 and not group[0].failed:
-            # one layer that did not fail (the common case): what the general case below
-            # gives for it, without its searches
-            x = group[0]
-            mcp = x.mcp or x.side != FRAMEWORK
-            call = Call(
-                tool=x.tool or UNKNOWN,
-                server=(x.server or UNKNOWN) if mcp else "",
-                mcp=mcp,
-                tool_type="mcp" if mcp else (x.tool_type or "function"),
-                status=STATUS_RETRY if x.retry else STATUS_SUCCESS,
-                error_type=NO_ERROR,
-                duration=(x.end - x.start) / 1e9,
-                trace_id=x.trace_id,
-                span_id=x.span_id,
-                layers=1,
-                agent=x.agent,
-            )
-            return call, None
         if len(group) == 1:
-            # one failed layer: what the general case below gives for it, without its searches
-            x = group[0]
-            mcp = x.mcp or x.side != FRAMEWORK
-            classify = self.classify
-            if not x.retry or classify(x.message) in TIMEOUTS:
-                error_type = (
-                    (x.error_type if not x.retry else "")
-                    or (x.exception if not x.retry else "")
-                    or classify(x.message)
-                    or OTHER
-                )
-                status = STATUS_ERROR
-                labels: tuple[tuple[str, str], ...] | None = (
-                    ("error_type", error_type),
-                    ("component", "mcp" if mcp else "tool"),
-                    ("severity", "error"),
-                    ("recoverable", "true" if error_type in RECOVERABLE else "false"),
-                )
-            else:  # a retry the model was asked for: not a failure
-                status, error_type, labels = STATUS_RETRY, NO_ERROR, None
-            call = Call(
-                tool=x.tool or UNKNOWN,
-                server=(x.server or UNKNOWN) if mcp else "",
-                mcp=mcp,
-                tool_type="mcp" if mcp else (x.tool_type or "function"),
-                status=status,
-                error_type=error_type,
-                duration=(x.end - x.start) / 1e9,
-                trace_id=x.trace_id,
-                span_id=x.span_id,
-                layers=1,
-                agent=x.agent,
-            )
-            return call, labels
+            return self._one_call(group[0])
         ids = {(layer.trace_id, layer.span_id) for layer in group}
         # the caller: an outermost layer (its parent is not in the call), framework first
         outer = [layer for layer in group if (layer.trace_id, layer.parent_id) not in ids]

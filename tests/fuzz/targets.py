@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -287,10 +288,21 @@ def agentscan() -> OneInput:
             assert span.status.code == 2
             assert facts == (span.status.message, exception_type(span), exception_message(span))
 
+    def joined(data: bytes) -> None:
+        # settle_layers (a held trace of Layer and Failure objects settled in C) against the
+        # Python settle: random layers, failures and links drawn from the input, the same
+        # calls, errors_total label sets and memories
+        from tests.plugins.test_agentmetrics_join_native import assert_joiners_agree
+
+        with native_env(True):
+            conn = make()
+        assert_joiners_agree(random.Random(data), 3, conn)
+
     def one(data: bytes) -> None:
         with mock.patch.object(time, "time_ns", lambda: T0):
             fast, slow = (twice(on, data) for on in (True, False))
             packed(data)
+            joined(data)
         try:
             ExportTraceServiceRequest.FromString(data)
         except DecodeError:

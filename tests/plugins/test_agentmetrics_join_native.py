@@ -6,11 +6,17 @@ a few shapes (framework function tools, MCP client spans, model retries), agent 
 failed spans, layers below other layers, span ids given twice, layers arriving after their
 trace was settled; with a join window of 0 s (every trace settled with its request), of an
 hour (everything held until shutdown) and a small ``max_traces`` (the oldest settled early).
+
+The traces with a failure (held as Layer and Failure objects) are settled in C too
+(``settle_layers``): whole failed traces through the connector against the pure-Python
+path, and random layers, failures and links through the joiner alone against a pure-Python
+joiner (the same calls, errors_total label sets in order, late and early counts, memories).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 from typing import Any
 
@@ -19,6 +25,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import Kind
 from plugins._native import load
+from plugins.agentmetricsconnector.calls import Call, CallJoiner, Failure, Layer
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 from plugins.agentmetricsconnector.connector import AgentMetricsConnector
 from tests.plugins._agent_support import Capture, request, settings, span
@@ -86,12 +93,41 @@ def outcome(conn: AgentMetricsConnector) -> dict[str, Any]:
     return out
 
 
-async def run(requests: list[list[Span]], join: dict[str, Any]) -> dict[str, Any]:
+class Counting:
+    """The joiner's C side, counting the traces ``settle_layers`` settled and refused."""
+
+    def __init__(self, scanner: Any, counts: collections.Counter[str]) -> None:
+        self.scanner = scanner
+        self.counts = counts
+        self.settle_simple = scanner.settle_simple
+
+    def settle_layers(self, *args: Any) -> int:
+        done: int = self.scanner.settle_layers(*args)
+        self.counts["settled in C" if done >= 0 else "refused"] += 1
+        if done >= 0 and args[1]:
+            self.counts["with failures"] += 1
+        if done >= 0 and any(layer.failed for layer in args[0]):
+            self.counts["with failed layers"] += 1
+        return done
+
+
+def connector(join: dict[str, Any], counts: collections.Counter[str] | None) -> Any:
     conn = AgentMetricsConnector(
         settings(Kind.CONNECTOR, "agentmetrics"),
         AgentMetricsConfig(tool_call_join=join),
         Capture(),
     )
+    if counts is not None and conn.joiner.native is not None:
+        conn.joiner.native = Counting(conn.joiner.native, counts)
+    return conn
+
+
+async def run(
+    requests: list[list[Span]],
+    join: dict[str, Any],
+    counts: collections.Counter[str] | None = None,
+) -> dict[str, Any]:
+    conn = connector(join, counts)
     for spans in requests:
         await conn.consume(request(spans))
     await conn.shutdown()
@@ -214,12 +250,12 @@ def workflows(conn: AgentMetricsConnector) -> dict[str, Any]:
     return out
 
 
-async def run_with_workflows(requests: list[list[Span]], join: dict[str, Any]) -> dict[str, Any]:
-    conn = AgentMetricsConnector(
-        settings(Kind.CONNECTOR, "agentmetrics"),
-        AgentMetricsConfig(tool_call_join=join),
-        Capture(),
-    )
+async def run_with_workflows(
+    requests: list[list[Span]],
+    join: dict[str, Any],
+    counts: collections.Counter[str] | None = None,
+) -> dict[str, Any]:
+    conn = connector(join, counts)
     for spans in requests:
         await conn.consume(request(spans))
     await conn.shutdown()
@@ -238,6 +274,7 @@ def test_the_c_join_counts_failed_traces_as_the_python_join(
     encoding there, the Python path re-encoding its view): the same calls, errors, workflow
     outcomes as the pure-Python join."""
     rng = random.Random(1215)
+    counts: collections.Counter[str] = collections.Counter()
     errors = 0
     for _sequence in range(100):
         ids: dict[int, list[int]] = {}
@@ -249,7 +286,276 @@ def test_the_c_join_counts_failed_traces_as_the_python_join(
         results = []
         for native in ("1", "0"):
             monkeypatch.setenv("PIPELINE_NATIVE", native)
-            results.append(asyncio.run(run_with_workflows(sequence, join)))
+            results.append(asyncio.run(run_with_workflows(sequence, join, counts)))
         assert results[0] == results[1], sequence
         errors += sum(v[0] for k, v in results[0].items() if k.startswith("errors"))
     assert errors > 100  # failures were counted, not only calls
+    # the traces with failures were settled by settle_layers, not only the Python settle
+    assert counts["with failures"] > 20 and counts["with failed layers"] > 20, counts
+
+
+def exception(s: Span, type_: str, message: str = "") -> None:
+    event = s.events.add(name="exception", time_unix_nano=s.start_time_unix_nano)
+    event.attributes.add(key="exception.type").value.string_value = type_
+    if message:
+        event.attributes.add(key="exception.message").value.string_value = message
+
+
+def failed_trace(rng: random.Random, trace: int) -> list[Span]:
+    """One trace as an agent framework records it, where something failed (the benchmark's
+    one in five, varied): a workflow root, agent runs below it, tool-call layers below them
+    (failed by a status message, ``error.type``, an exception; a model-requested retry, a
+    retry of a timed-out tool), failed spans no dialect joins (a database call inside a
+    failed tool call saying the same, two of the same error where one's time holds the
+    other's), an A2A client the remote peer answered with an error, failures handled or
+    carried up with an exception type of their own or not."""
+    t0 = T0 + rng.randint(0, 100)
+    out = []
+    root_failed = rng.random() < 0.8
+    root = span(trace, 1, None, "workflow.checkout", attrs={"workflow.type": "checkout"},
+                error=rng.choice(["", "boom", "tool chain failed"]) if root_failed else None,
+                start=t0, duration=10.0)  # fmt: skip
+    if root_failed and rng.random() < 0.4:
+        exception(root, rng.choice(EXCEPTIONS[:3]), "timed out")
+    out.append(root)
+    next_id = 2
+    agents = []
+    for _ in range(rng.randint(1, 3)):
+        parent = rng.choice([1, *agents])
+        failed = rng.random() < 0.3
+        s = span(trace, next_id, parent, "invoke_agent", attrs={"gen_ai.operation.name":
+                 "invoke_agent", "gen_ai.agent.name": "planner"},
+                 error=rng.choice(["", "agent failed"]) if failed else None,
+                 start=t0 + 0.1, duration=9.0)  # fmt: skip
+        if failed and rng.random() < 0.5:
+            exception(s, rng.choice(EXCEPTIONS))
+        out.append(s)
+        agents.append(next_id)
+        next_id += 1
+    for _ in range(rng.randint(1, 4)):
+        parent = rng.choice(agents)
+        name, attrs = rng.choice(TOOLS)
+        attrs = dict(attrs)
+        start = t0 + rng.randint(1, 50) / 10
+        duration = rng.choice([0.02, 0.3, 2.5])
+        how = rng.random()
+        error = None
+        if how < 0.5:
+            error = rng.choice(["connection refused", "timed out", "", "rate limited"])
+            if rng.random() < 0.3:
+                attrs["error.type"] = rng.choice(["ModelRetry", "tool_error", "rate_limited"])
+        s = span(trace, next_id, parent, name, kind=Span.SPAN_KIND_CLIENT, attrs=attrs,
+                 error=error, start=start, duration=duration)  # fmt: skip
+        if error is not None and rng.random() < 0.4:
+            exception(s, rng.choice([*EXCEPTIONS, "ModelRetry"]), rng.choice(["", "timed out"]))
+        out.append(s)
+        tool = next_id
+        next_id += 1
+        if error and rng.random() < 0.4:  # a span of the call no dialect joins, saying the same
+            inner = span(trace, next_id, rng.choice([tool, parent]), "SELECT orders",
+                         kind=Span.SPAN_KIND_CLIENT, attrs={"db.system.name": "pg"},
+                         error=rng.choice([error, "deadlock"]),
+                         start=start + rng.choice([0.0, 0.001, -1.0]), duration=0.01)  # fmt: skip
+            out.append(inner)
+            next_id += 1
+    if rng.random() < 0.4:  # the same error twice, one span's time holding the other's
+        parent = rng.choice(agents)
+        outer_start = t0 + 1
+        for start, duration in ((outer_start, 2.0), (outer_start + rng.choice([0, 0.5]), 1.0)):
+            out.append(span(trace, next_id, parent, "SELECT orders", kind=Span.SPAN_KIND_CLIENT,
+                            attrs={"db.system.name": "pg"}, error="deadlock", start=start,
+                            duration=duration))  # fmt: skip
+            next_id += 1
+    if rng.random() < 0.3:  # the remote agent answered with an error (counted at the peer)
+        s = span(trace, next_id, rng.choice(agents),
+                 "a2a.client.transports.jsonrpc.JsonRpcTransport.send_message",
+                 kind=Span.SPAN_KIND_CLIENT, error="internal error", start=t0 + 2,
+                 duration=0.5)  # fmt: skip
+        exception(
+            s, rng.choice(["a2a.utils.errors.InternalError", "a2a.client.errors.A2AClientError"])
+        )
+        out.append(s)
+        next_id += 1
+    rng.shuffle(out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "join",
+    [{"window": "0s"}, {"window": "1h"}, {"window": "1h", "max_traces": 3}],
+    ids=["settled-each-request", "held", "early"],
+)
+def test_failed_traces_settled_in_c_count_as_the_python_join(
+    join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole traces with failures (as the workflow processor hands them over), sometimes
+    split over two requests (a parent after its failed child was settled), the same traces
+    again (their layers late): settled by ``settle_layers``, the same calls, errors_total
+    label sets, late and early counts as the pure-Python join."""
+    rng = random.Random(1218)
+    counts: collections.Counter[str] = collections.Counter()
+    errors = 0
+    for _sequence in range(60):
+        requests: list[list[Span]] = []
+        for trace in range(1, rng.randint(2, 6)):
+            spans = failed_trace(rng, trace)
+            if rng.random() < 0.3:  # split: the later half in the next request
+                cut = rng.randint(1, len(spans))
+                requests += [spans[:cut], spans[cut:]]
+            else:
+                requests.append(spans)
+        if rng.random() < 0.2:
+            requests.append(rng.choice(requests))  # a trace again: its layers late
+        results = []
+        for native in ("1", "0"):
+            monkeypatch.setenv("PIPELINE_NATIVE", native)
+            results.append(asyncio.run(run_with_workflows(requests, join, counts)))
+        assert results[0] == results[1], requests
+        errors += sum(v[0] for k, v in results[0].items() if k.startswith("errors"))
+    assert errors > 100
+    assert counts["with failures"] > 100 and counts["with failed layers"] > 50, counts
+
+
+# -- the joiner alone: settle_layers against _settle, memories and all ---------------------------
+def random_entries(
+    rng: random.Random,
+) -> tuple[list[Layer], list[Failure], list[tuple[bytes, bytes, bytes]]]:
+    """Random layers, failures and parent links of a few traces, in every combination the
+    joiner's settle reads: failed or not, retries, error types, exceptions and messages that
+    classify (or not) as timeouts, join keys now and then (refused by settle_layers), parents
+    among the spans or not, peer failures, times holding each other or not, and now and then
+    ids the C side does not take (a trace id that is not 16 bytes, a span id of 9)."""
+    traces = [bytes([t]) * 16 for t in range(1, rng.randint(2, 4))]
+    if rng.random() < 0.05:
+        traces.append(b"\x07" * 15)
+    spans = [i.to_bytes(8, "big") for i in range(1, rng.randint(3, 14))]
+    if rng.random() < 0.05:
+        spans.append(b"\x09" * 9)
+    texts = ["", "", "timed out", "connection refused", "boom", "_OTHER"]
+    types = ["", "", "timeout", "rate_limited", "ValueError", "TimeoutError", "ModelRetry"]
+
+    def time_pair() -> tuple[int, int]:
+        start = rng.randint(0, 20) * 1_000_000
+        return start, start + rng.choice([-5, 0, 1, 3, 10, 30]) * 1_000_000
+
+    def parent() -> bytes:
+        return rng.choice([b"", *spans, b"\x00" * 7 + b"\x63"])
+
+    layers = []
+    for _ in range(rng.randint(0, 6)):
+        failed = rng.random() < 0.5
+        start, end = time_pair()
+        layers.append(
+            Layer(
+                rng.choice(traces),
+                rng.choice(spans),
+                parent(),
+                rng.choice([0, 0, 1, 2]),
+                tool=rng.choice(["", "search", "fetch"]),
+                tool_type=rng.choice(["", "function", "extension"]),
+                mcp=rng.random() < 0.3,
+                call_id="c1" if rng.random() < 0.05 else "",
+                rpc_id="7" if rng.random() < 0.05 else "",
+                session="s" if rng.random() < 0.05 else "",
+                server=rng.choice(["", "mcp.local"]),
+                start=start,
+                end=end,
+                failed=failed,
+                retry=failed and rng.random() < 0.3,
+                error_type=rng.choice(types) if failed else "",
+                exception=rng.choice(types) if failed else "",
+                message=rng.choice(texts) if failed else "",
+                agent="planner",
+            )
+        )
+    failures = []
+    for _ in range(rng.randint(0, 5)):
+        start, end = time_pair()
+        labels = (("error_type", rng.choice(["timeout", "boom", "_OTHER", "deadlock"])),
+                  ("component", rng.choice(["workflow", "agent", "database"])),
+                  ("severity", "error"), ("recoverable", "false"))  # fmt: skip
+        failures.append(Failure(rng.choice(traces), rng.choice(spans), parent(), labels,
+                                rng.choice(types), start, end, rng.choice(texts),
+                                rng.random() < 0.1))  # fmt: skip
+    links = [(rng.choice(traces), rng.choice(spans), parent()) for _ in range(rng.randint(0, 6))]
+    return layers, failures, links
+
+
+def calls_per_series(calls: list[Call]) -> dict[tuple[int, tuple[str, ...]], tuple[int, float]]:
+    """Python's calls as the C side's series: (metric index, labels) -> (count, sum)."""
+    out: dict[tuple[int, tuple[str, ...]], tuple[int, float]] = {}
+    for call in calls:
+        if call.mcp:
+            counted = (0, (call.server, call.tool, call.status, call.error_type))
+            timed = (1, (call.server, call.tool))
+        else:
+            counted = (9, (call.tool, call.tool_type, call.status, call.error_type))
+            timed = (10, (call.tool, call.tool_type))
+        n, _ = out.get(counted, (0, 0.0))
+        out[counted] = (n + 1, 0.0)
+        n, total = out.get(timed, (0, 0.0))
+        out[timed] = (n + 1, round(total + call.duration, 9))
+    return out
+
+
+def native_series(series: list[Any]) -> dict[tuple[int, tuple[str, ...]], tuple[int, float]]:
+    return {
+        (index, tuple(values)): (count, round(total, 9) if buckets is not None else 0.0)
+        for index, values, count, total, buckets, _exemplars in series
+    }
+
+
+def assert_joiners_agree(
+    rng: random.Random, rounds: int, conn: AgentMetricsConnector
+) -> collections.Counter[str]:
+    """``rounds`` random requests through the joiner of ``conn`` (a new connector with the C
+    scanner) and a pure-Python one like it, each settled: the same calls per series, the same
+    errors_total label sets in the same order, the same late and early counts, the same
+    memories of settled layers and keys and failed parents (order too)."""
+    native, scanner = conn.joiner, conn._scanner
+    assert native.native is not None
+    python = CallJoiner(native.window, native.max_traces, native.classify)
+    size = rng.choice([3, 8, 1024])  # small memories: the oldest forgotten first
+    for joiner in (native, python):
+        for memory in (joiner._settled_layers, joiner._settled_keys, joiner._failed_parents):
+            memory.size = size
+    counts: collections.Counter[str] = collections.Counter()
+    native.native = Counting(native.native, counts)
+    now = T0
+    for _ in range(rounds):
+        layers, failures, links = random_entries(rng)
+        now += rng.choice([0.0, 0.5, 100.0])
+        everything = rng.random() < 0.3
+        settled = []
+        for joiner in (native, python):
+            copies = [Layer(*(getattr(x, f) for f in Layer.__slots__)) for x in layers]
+            joiner.add(copies, list(failures), now, links)
+            settled.append(joiner.settle(now, everything))
+        (c_calls, c_errors), (p_calls, p_errors) = settled
+        native.native_calls = 0
+        c_series = calls_per_series(c_calls)
+        for key, (n, total) in native_series(scanner.take_calls()).items():
+            had, had_total = c_series.get(key, (0, 0.0))
+            c_series[key] = (had + n, round(had_total + total, 9))
+        assert c_series == calls_per_series(p_calls)
+        assert c_errors == p_errors
+        assert (native.late_layers, native.early_settled) == (
+            python.late_layers,
+            python.early_settled,
+        )
+        for memory in ("_settled_layers", "_settled_keys", "_failed_parents"):
+            assert list(getattr(native, memory).items.items()) == list(
+                getattr(python, memory).items.items()
+            ), memory
+        assert list(native.pending) == list(python.pending)
+    return counts
+
+
+def test_settle_layers_leaves_the_joiner_as_the_python_settle() -> None:
+    rng = random.Random(1812)
+    counts: collections.Counter[str] = collections.Counter()
+    for _sequence in range(300):
+        conn = connector({"window": rng.choice(["0s", "10s"]), "max_traces": 4}, None)
+        counts += assert_joiners_agree(rng, rng.randint(1, 6), conn)
+    assert counts["with failures"] > 300 and counts["with failed layers"] > 150, counts
+    assert counts["refused"] > 30, counts

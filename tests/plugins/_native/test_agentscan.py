@@ -14,6 +14,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipeline import Kind, Traces
+from plugins.agentmetricsconnector.calls import (
+    FRAMEWORK,
+    RECOVERABLE,
+    TIMEOUTS,
+    Failure,
+    Layer,
+)
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 from plugins.agentmetricsconnector.connector import AgentMetricsConnector
 from tests.plugins._agent_support import Capture, kv, settings, sid, tid
@@ -285,6 +292,66 @@ def test_take_failures_gives_a_failed_spans_status_and_exception_as_a_full_decod
     assert conn._scanner.take_failures() is None  # taken
     conn._scanner.scan(ExportTraceServiceRequest().SerializeToString())
     assert conn._scanner.take_failures() is None
+
+
+def test_settle_layers_settles_the_benchmarks_failed_trace_as_the_python_settle() -> None:
+    """The benchmark's failed trace (a failed workflow root, an agent run, a failed tool call
+    below it and one that did not fail): the two calls counted in C, the tool call's failure
+    counted once (the root and the agent run propagate it), the memories written; a trace
+    with a join key is refused with nothing done; wrong arguments raise."""
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    joiner, scanner = conn.joiner, conn._scanner
+    assert joiner.native is scanner
+    trace = tid(7)
+    failed = Layer(trace, sid(3), sid(2), FRAMEWORK, "search", server="web", mcp=True,
+                   start=T0, end=T0 + 20_000_000, failed=True,
+                   message="connection refused")  # fmt: skip
+    ok = Layer(trace, sid(8), sid(2), FRAMEWORK, "add", tool_type="function", start=T0,
+               end=T0 + 5_000_000)  # fmt: skip
+    labels = (("error_type", "tool chain failed"), ("component", "workflow"),
+              ("severity", "error"), ("recoverable", "false"))  # fmt: skip
+    root = Failure(trace, sid(1), b"", labels, start=T0, end=T0 + 10**9)
+    parents = {sid(3): sid(2), sid(8): sid(2), sid(2): sid(1), sid(1): b""}
+    marked = joiner._failed_parents
+
+    def settle(layers: list[Layer], errors: list[Any]) -> int:
+        done: int = scanner.settle_layers(
+            layers, [root], parents, 100, (1.0, None), marked.items, 100, 2.0,
+            joiner.classify, TIMEOUTS, RECOVERABLE, errors,
+        )  # fmt: skip
+        return done
+
+    keyed = Layer(trace, sid(9), sid(2), FRAMEWORK, "x", call_id="c1")
+    errors: list[Any] = []
+    assert settle([failed, keyed], errors) == -1  # a join key: the Python settle's
+    assert errors == [] and not marked.items and not joiner.settled_memory()
+    assert scanner.take_calls() == []
+    assert settle([failed, ok], errors) == 2
+    classified = joiner.classify("connection refused")
+    assert errors == [(("error_type", classified or "_OTHER"), ("component", "mcp"),
+                       ("severity", "error"), ("recoverable", "true" if classified in
+                       RECOVERABLE else "false"))]  # fmt: skip
+    assert list(joiner.settled_memory().items()) == [
+        ((trace, sid(3)), (1.0, None)),
+        ((trace, sid(8)), (1.0, None)),
+    ]
+    types = frozenset({errors[0][0][1]})
+    assert list(marked.items.items()) == [
+        ((trace, sid(2)), (2.0, (types, True))),  # the agent run: its failed child directly
+        ((trace, sid(1)), (2.0, (types, False))),  # the root: through the agent run
+    ]
+    counted = {(index, tuple(values)): count for index, values, count, *_ in scanner.take_calls()}
+    assert counted[(0, ("web", "search", "error", errors[0][0][1]))] == 1
+    assert counted[(9, ("add", "function", "success", "none"))] == 1
+    with pytest.raises(TypeError):
+        scanner.settle_layers([], [], {}, 1, None)
+    with pytest.raises(AttributeError):
+        scanner.settle_layers(
+            [object()], [], {}, 1, None, marked.items, 1, 2.0, joiner.classify, TIMEOUTS,
+            RECOVERABLE, [],
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("seed", range(3))
