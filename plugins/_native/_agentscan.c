@@ -219,14 +219,71 @@ typedef struct {
     exemplar ex[MAX_EXEMPLARS];
 } entry;
 
+/* get_entry's memo of the label objects it was given (by identity: the decoded-value cache and
+ * the interned labels hand the same object for the same value again): a key it holds the
+ * objects of (so that their addresses are not reused while it is kept) -> entry index. A miss
+ * (another object of an equal value) goes to the dict, which finds the same entry. */
+#define MEMO_SLOTS 256 /* power of two */
+typedef struct {
+    PyObject *v[4]; /* owned (NULL: no label there); v[0] NULL: a free slot */
+    int metric;
+    Py_ssize_t idx;
+} memo_slot;
+
 typedef struct {
     PyObject *index; /* dict: key tuple -> entry index */
     entry *entries;
     Py_ssize_t n, cap;
+    memo_slot *memo; /* NULL: no memo (see aggs_memo_clear) */
+    Py_ssize_t memo_used;
 } aggs;
 
-/* The entry of (metric, v0..v3); steals nothing, the values are borrowed. */
+static void aggs_memo_clear(aggs *a) {
+    if (a->memo == NULL) return;
+    for (Py_ssize_t i = 0; i < MEMO_SLOTS; i++)
+        for (int k = 0; k < 4; k++) Py_CLEAR(a->memo[i].v[k]);
+    PyMem_Free(a->memo);
+    a->memo = NULL;
+    a->memo_used = 0;
+}
+
+static inline size_t memo_hash(int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3) {
+    uint64_t h = (uint64_t)metric * 0x9E3779B97F4A7C15ULL;
+    h = (h ^ ((uintptr_t)v0 >> 4)) * 0x9E3779B97F4A7C15ULL;
+    h = (h ^ ((uintptr_t)v1 >> 4)) * 0x9E3779B97F4A7C15ULL;
+    h = (h ^ ((uintptr_t)v2 >> 4)) * 0x9E3779B97F4A7C15ULL;
+    h = (h ^ ((uintptr_t)v3 >> 4)) * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(h >> 32);
+}
+
+static entry *get_entry_dict(aggs *a, int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3);
+
+/* The entry of (metric, v0..v3); steals nothing, the values are borrowed (v0 is never NULL). */
 static entry *get_entry(aggs *a, int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3) {
+    if (a->memo == NULL) return get_entry_dict(a, metric, v0, v1, v2, v3);
+    size_t i = memo_hash(metric, v0, v1, v2, v3) & (MEMO_SLOTS - 1);
+    for (;;) {
+        memo_slot *m = &a->memo[i];
+        if (m->v[0] == NULL) break;
+        if (m->metric == metric && m->v[0] == v0 && m->v[1] == v1 && m->v[2] == v2 && m->v[3] == v3)
+            return &a->entries[m->idx];
+        i = (i + 1) & (MEMO_SLOTS - 1);
+    }
+    entry *e = get_entry_dict(a, metric, v0, v1, v2, v3);
+    if (e != NULL && a->memo_used < MEMO_SLOTS * 3 / 4) {
+        memo_slot *m = &a->memo[i];
+        m->metric = metric;
+        m->v[0] = Py_NewRef(v0);
+        m->v[1] = Py_XNewRef(v1);
+        m->v[2] = Py_XNewRef(v2);
+        m->v[3] = Py_XNewRef(v3);
+        m->idx = e - a->entries;
+        a->memo_used++;
+    }
+    return e;
+}
+
+static entry *get_entry_dict(aggs *a, int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3) {
     PyObject *m = PyLong_FromLong(metric); /* a small int: cached by CPython */
     if (m == NULL) return NULL;
     PyObject *key;
@@ -424,6 +481,9 @@ typedef struct {
 } scan_state;
 
 static PyObject *bytes_of(slice s) { return PyBytes_FromStringAndSize((const char *)s.p, s.n); }
+
+/* as Py_BuildValue's y#: None for an absent field (a NULL pointer) */
+static PyObject *bytes_or_none(slice s) { return s.p ? bytes_of(s) : Py_NewRef(Py_None); }
 
 /* The span ids of a span's links (Span.links = 13, Link.span_id = 2), as a list of bytes. */
 static PyObject *link_span_ids(slice raw) {
@@ -998,8 +1058,38 @@ static int find_message(slice msg, int number, slice *out) {
     return rc < 0 ? -1 : 0;
 }
 
-/* a slice's bytes for Py_BuildValue's y# (which gives None for a NULL pointer) */
-#define PTR(x) ((x).p ? (const char *)(x).p : "")
+/* A tuple of the n objects given, stealing them (NULL items: NULL returned once all are
+ * released, the error already set). Cheaper than Py_BuildValue's format string per span. */
+static PyObject *tuple_steal(Py_ssize_t n, PyObject **items) {
+    PyObject *t = NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (items[i] == NULL) goto error;
+    if ((t = PyTuple_New(n)) == NULL) goto error;
+    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, items[i]);
+    return t;
+error:
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(items[i]);
+    return NULL;
+}
+
+/* A fallback item (see scan's docstring): the offsets, and with a shape (borrowed; Py_None
+ * for none) the long form with the ids (a missing id as b"") and times. */
+static PyObject *fallback_item(Py_ssize_t start, Py_ssize_t end, Py_ssize_t rs_start, Py_ssize_t rs_end,
+                               Py_ssize_t sc_start, Py_ssize_t sc_end, PyObject *shape, slice trace,
+                               slice span, slice parent, uint64_t t0, uint64_t t1) {
+    PyObject *items[12] = {
+        PyLong_FromSsize_t(start), PyLong_FromSsize_t(end), PyLong_FromSsize_t(rs_start),
+        PyLong_FromSsize_t(rs_end), PyLong_FromSsize_t(sc_start), PyLong_FromSsize_t(sc_end),
+    };
+    if (shape == NULL) return tuple_steal(6, items);
+    items[6] = Py_NewRef(shape);
+    items[7] = PyBytes_FromStringAndSize((const char *)trace.p, trace.n);
+    items[8] = PyBytes_FromStringAndSize((const char *)span.p, span.n);
+    items[9] = PyBytes_FromStringAndSize((const char *)parent.p, parent.n);
+    items[10] = PyLong_FromUnsignedLongLong(t0);
+    items[11] = PyLong_FromUnsignedLongLong(t1);
+    return tuple_steal(12, items);
+}
 
 /* -- the join's common case ------------------------------------------------------------------
  *
@@ -1166,17 +1256,16 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (x->item != NULL) {
             item = Py_NewRef(x->item);
         } else if (x->group == -1) {
-            item = Py_BuildValue("(nnnnnnOy#y#y#KK)", x->off_start, x->off_end, x->rs_start, x->rs_end,
-                                 x->sc_start, x->sc_end, x->shape, PTR(x->trace), x->trace.n,
-                                 PTR(x->span), x->span.n, PTR(x->parent), x->parent.n,
-                                 (unsigned long long)x->start, (unsigned long long)x->end);
+            item = fallback_item(x->off_start, x->off_end, x->rs_start, x->rs_end, x->sc_start,
+                                 x->sc_end, x->shape, x->trace, x->span, x->parent, x->start, x->end);
         } else if (x->group >= 0) {
             join_group *jg = &groups[x->group];
             if (i == (jg->layers ? jg->first : jg->first_link)) {
                 PyObject *records = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(jg->blob),
                                                               PyByteArray_GET_SIZE(jg->blob));
                 if (records == NULL) goto done;
-                item = Py_BuildValue("(ONl)", jg->trace, records, jg->layers);
+                PyObject *items[3] = {Py_NewRef(jg->trace), records, PyLong_FromLong(jg->layers)};
+                item = tuple_steal(3, items);
             } else {
                 continue;
             }
@@ -1250,13 +1339,12 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                     Py_DECREF(shape);
                     return -1;
                 }
-                item = Py_BuildValue("(nnnnnnNy#y#y#KK)", start, end, st->rs_start, st->rs_end,
-                                     st->sc_start, st->sc_end, shape, PTR(s.trace_id), s.trace_id.n,
-                                     PTR(s.span_id), s.span_id.n, PTR(s.parent), s.parent.n,
-                                     (unsigned long long)s.start, (unsigned long long)s.end);
+                item = fallback_item(start, end, st->rs_start, st->rs_end, st->sc_start, st->sc_end,
+                                     shape, s.trace_id, s.span_id, s.parent, s.start, s.end);
+                Py_DECREF(shape);
             } else {
-                item = Py_BuildValue("(nnnnnn)", start, end, st->rs_start, st->rs_end, st->sc_start,
-                                     st->sc_end);
+                item = fallback_item(start, end, st->rs_start, st->rs_end, st->sc_start, st->sc_end,
+                                     NULL, s.trace_id, s.span_id, s.parent, s.start, s.end);
             }
             if (item == NULL) return -1;
             if (st->join) {
@@ -1316,10 +1404,10 @@ static int finish_a2a(Scanner *self, scan_state *st) {
             }
         }
         if (sent == NULL) {
-            PyObject *item = Py_BuildValue("(y#NKy#y#O)", (const char *)x->parent.p, x->parent.n,
-                                           links, (unsigned long long)x->start,
-                                           (const char *)x->trace_id.p, x->trace_id.n,
-                                           (const char *)x->span_id.p, x->span_id.n, x->message_type);
+            PyObject *items[6] = {bytes_or_none(x->parent), links, PyLong_FromUnsignedLongLong(x->start),
+                                  bytes_or_none(x->trace_id), bytes_or_none(x->span_id),
+                                  Py_NewRef(x->message_type)};
+            PyObject *item = tuple_steal(6, items);
             if (item == NULL || PyList_Append(st->consumers, item) < 0) { Py_XDECREF(item); return -1; }
             Py_DECREF(item);
             continue;
@@ -1430,11 +1518,15 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     st.consumers = PyList_New(0);
     st.workflows = PyDict_New();
     st.a.index = PyDict_New();
+    st.a.memo = PyMem_Calloc(MEMO_SLOTS, sizeof(memo_slot));
     st.base = base;
     st.join = self->join_shapes != NULL && self->nshape_keys;
     PyObject *result = NULL;
-    if (st.fallback == NULL || st.consumers == NULL || st.workflows == NULL || st.a.index == NULL)
+    if (st.fallback == NULL || st.consumers == NULL || st.workflows == NULL || st.a.index == NULL ||
+        st.a.memo == NULL) {
+        if (st.a.memo == NULL) PyErr_NoMemory();
         goto done;
+    }
     if (st.join && (st.touched = PySet_New(NULL)) == NULL) goto done;
     reader r = {base, base + size};
     field f;
@@ -1471,6 +1563,7 @@ done:
     PyMem_Free(st.pending.items);
     Py_XDECREF(st.consumers);
     Py_XDECREF(st.a.index);
+    aggs_memo_clear(&st.a);
     PyMem_Free(st.a.entries);
     return result;
 }
