@@ -52,6 +52,14 @@ typedef struct {
     PyObject *text; /* owned */
 } cache_slot;
 
+/* a shape the Python side learned (join_shapes): its key (resource, scope, shape) and series */
+typedef struct learned_slot {
+    uint64_t hash;
+    PyObject *key; /* owned tuple of three bytes; NULL: a free slot */
+    long series;
+} learned_slot;
+#define LEARNED_SLOTS 4096 /* power of two */
+
 typedef struct {
     PyObject_HEAD
     slice keys[NKEYS];
@@ -94,6 +102,11 @@ typedef struct {
     PyObject *join_series;  /* list: series id -> (mcp, label a, label b, status) */
     PyObject *join_settled; /* the joiner's OrderedDict (trace, span) -> (expiry, None) */
     Py_ssize_t join_late;   /* layers the last scan found late (take_late) */
+    /* the shapes learned() found in join_shapes, by content (see learned): forgotten by
+     * forget_shapes(), which the Python side calls when one leaves join_shapes or maps to another
+     * series (one added changes nothing found) */
+    struct learned_slot *learned_cache;
+    Py_ssize_t learned_used;
     PyObject *failures;     /* dict or NULL: the last scan's failed spans' facts (take_failures) */
     /* the calls settle_simple counted since the last take_calls() (an aggs, see below) */
     PyObject *calls_index;
@@ -473,6 +486,7 @@ typedef struct {
     PyObject *touched;              /* set: traces with a span read in Python (join only) */
     PyObject *res_obj, *scope_obj;  /* the current resource and scope messages as bytes */
     Py_ssize_t rs_start, rs_end, sc_start, sc_end; /* the current resource and scope messages */
+    uint64_t ctx_hash; /* of the current resource and scope (0: not computed yet) */
     int scope_deferred; /* the current scope's name starts with a defer prefix */
     a2a_list producers, pending;    /* this request's producers and consumers */
     PyObject *workflows;                        /* dict: (type, outcome) -> [durations] */
@@ -566,9 +580,15 @@ static int exception_type_of(slice raw, slice *out, int *found) {
 }
 
 static int is_ascii(slice s) {
-    for (Py_ssize_t i = 0; i < s.n; i++)
-        if (s.p[i] & 0x80) return 0;
-    return 1;
+    Py_ssize_t i = 0;
+    uint64_t any = 0;
+    for (; i + 8 <= s.n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s.p + i, 8);
+        any |= w;
+    }
+    for (; i < s.n; i++) any |= s.p[i];
+    return (any & 0x8080808080808080ULL) == 0;
 }
 
 /* What the Python side reads of a failed span it is left (plugins/agentmetricsconnector/
@@ -999,7 +1019,18 @@ static int scratch_put(Scanner *self, Py_ssize_t *used, uint8_t tag, const uint8
  * ``_read_span``). Py_None when the span is not one SpanView surely parses as this walk reads
  * it: an attribute entry that is not well-formed or a non-ASCII attribute key (the Python path
  * then reads the span itself). New reference; NULL on error. */
+static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out);
+
 static PyObject *span_shape(Scanner *self, slice raw) {
+    Py_ssize_t used = 0;
+    int rc = span_shape_raw(self, raw, &used);
+    if (rc <= 0) return rc < 0 ? NULL : Py_NewRef(Py_None);
+    return PyBytes_FromStringAndSize((const char *)self->scratch, used);
+}
+
+/* span_shape's work: 1 with the shape in self->scratch[0..*out), 0 when it has none (None), -1
+ * on error */
+static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out) {
     slice name = {NULL, 0}, parent = {NULL, 0}, status = {NULL, 0};
     uint64_t kind = 0;
     reader r = {raw.p, raw.p + raw.n};
@@ -1022,28 +1053,28 @@ static PyObject *span_shape(Scanner *self, slice raw) {
                 slice key = {NULL, 0};
                 while ((erc = next_field(&er, &ef)) == 0) {
                     if (ef.number == 1 && ef.wire == 2) {
-                        for (Py_ssize_t i = 0; i < ef.data.n; i++)
-                            if (ef.data.p[i] & 0x80) return Py_NewRef(Py_None);
+                        if (!is_ascii(ef.data)) return 0;
                         key = ef.data;
                     }
                 }
-                if (erc < 0) { PyErr_Clear(); return Py_NewRef(Py_None); }
+                if (erc < 0) { PyErr_Clear(); return 0; }
                 if (key.p != NULL && is_shape_key(self, key) &&
                     scratch_put(self, &used, 'a', f.data.p, f.data.n) < 0)
-                    return NULL;
+                    return -1;
             }
             break;
         default: break;
         }
     }
-    if (rc < 0) { PyErr_Clear(); return Py_NewRef(Py_None); }
+    if (rc < 0) { PyErr_Clear(); return 0; }
     memcpy(head, &kind, 8);
     head[8] = parent.n == 0;
     if (scratch_put(self, &used, 'k', head, 9) < 0 ||
         scratch_put(self, &used, 'n', name.p, name.n) < 0 ||
         scratch_put(self, &used, 's', status.p, status.n) < 0)
-        return NULL;
-    return PyBytes_FromStringAndSize((const char *)self->scratch, used);
+        return -1;
+    *out = used;
+    return 1;
 }
 
 /* the last field `number` (length-delimited) of a message, or an empty slice; -1 if malformed */
@@ -1132,29 +1163,84 @@ static void held_clear(scan_state *st) {
     st->nheld = st->capheld = 0;
 }
 
-/* 1 and *series when the Python side learned this shape in the current resource and scope, 0
- * when not, -1 on error */
-static int learned(Scanner *self, scan_state *st, PyObject *shape, long *series) {
+static uint64_t hash_mem(const uint8_t *p, Py_ssize_t n, uint64_t h) {
+    h ^= (uint64_t)n * 0x9E3779B97F4A7C15ULL;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 29;
+    }
+    uint64_t w = 0;
+    if (i < n) memcpy(&w, p + i, n - i);
+    h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+    return h ^ (h >> 32);
+}
+
+static void learned_forget(Scanner *self) {
+    if (self->learned_cache == NULL || self->learned_used == 0) return;
+    for (Py_ssize_t i = 0; i < LEARNED_SLOTS; i++) Py_CLEAR(self->learned_cache[i].key);
+    self->learned_used = 0;
+}
+
+static inline int bytes_is(PyObject *b, const uint8_t *p, Py_ssize_t n) {
+    return PyBytes_GET_SIZE(b) == n && (n == 0 || memcmp(PyBytes_AS_STRING(b), p, n) == 0);
+}
+
+/* 1 and *series when the Python side learned the shape in self->scratch[0..used) in the current
+ * resource and scope, 0 when not, -1 on error. *shape: NULL, or that shape as bytes (a new
+ * reference: made for the dict lookup, always when the answer is 0). What the dict gave is
+ * remembered by content (learned_cache): a shape learned is looked up in C the next times,
+ * until the Python side removes or changes shapes (and calls forget_shapes). What is not there
+ * is not remembered (the Python side may add it). */
+static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series, PyObject **shape) {
+    const uint8_t *res = st->base + st->rs_start, *scope = st->base + st->sc_start;
+    Py_ssize_t nres = st->rs_end - st->rs_start, nscope = st->sc_end - st->sc_start;
+    *shape = NULL;
+    if (st->ctx_hash == 0) st->ctx_hash = hash_mem(scope, nscope, hash_mem(res, nres, 1)) | 1;
+    uint64_t h = hash_mem(self->scratch, used, st->ctx_hash);
+    learned_slot *cache = self->learned_cache;
+    size_t i = (size_t)h & (LEARNED_SLOTS - 1);
+    for (;;) {
+        learned_slot *x = &cache[i];
+        if (x->key == NULL) break;
+        if (x->hash == h && bytes_is(PyTuple_GET_ITEM(x->key, 2), self->scratch, used) &&
+            bytes_is(PyTuple_GET_ITEM(x->key, 0), res, nres) &&
+            bytes_is(PyTuple_GET_ITEM(x->key, 1), scope, nscope) &&
+            x->series < PyList_GET_SIZE(self->join_series)) {
+            *series = x->series;
+            return 1;
+        }
+        i = (i + 1) & (LEARNED_SLOTS - 1);
+    }
     if (st->res_obj == NULL) {
-        st->res_obj = PyBytes_FromStringAndSize((const char *)st->base + st->rs_start, st->rs_end - st->rs_start);
+        st->res_obj = PyBytes_FromStringAndSize((const char *)res, nres);
         if (st->res_obj == NULL) return -1;
     }
     if (st->scope_obj == NULL) {
-        st->scope_obj = PyBytes_FromStringAndSize((const char *)st->base + st->sc_start, st->sc_end - st->sc_start);
+        st->scope_obj = PyBytes_FromStringAndSize((const char *)scope, nscope);
         if (st->scope_obj == NULL) return -1;
     }
-    PyObject *key = PyTuple_Pack(3, st->res_obj, st->scope_obj, shape);
+    *shape = PyBytes_FromStringAndSize((const char *)self->scratch, used);
+    if (*shape == NULL) return -1;
+    PyObject *key = PyTuple_Pack(3, st->res_obj, st->scope_obj, *shape);
     if (key == NULL) return -1;
     PyObject *v = PyDict_GetItemWithError(self->join_shapes, key); /* borrowed */
-    Py_DECREF(key);
-    if (v == NULL) return PyErr_Occurred() ? -1 : 0;
-    if (!PyLong_Check(v)) { PyErr_SetString(PyExc_TypeError, "join shapes map to int"); return -1; }
-    long n = PyLong_AsLong(v);
-    if (n == -1 && PyErr_Occurred()) return -1;
-    if (n < -1 || n >= PyList_GET_SIZE(self->join_series)) {
+    if (v == NULL) { Py_DECREF(key); return PyErr_Occurred() ? -1 : 0; }
+    long n = PyLong_Check(v) ? PyLong_AsLong(v) : -2;
+    if (!PyLong_Check(v)) PyErr_SetString(PyExc_TypeError, "join shapes map to int");
+    else if (!(n == -1 && PyErr_Occurred()) && (n < -1 || n >= PyList_GET_SIZE(self->join_series)))
         PyErr_SetString(PyExc_ValueError, "join shape maps to no series");
-        return -1;
+    if (PyErr_Occurred()) { Py_DECREF(key); return -1; }
+    if (self->learned_used >= LEARNED_SLOTS * 3 / 4) { /* full: started again */
+        learned_forget(self);
+        i = (size_t)h & (LEARNED_SLOTS - 1);
     }
+    cache[i].hash = h;
+    cache[i].key = key; /* owned */
+    cache[i].series = n;
+    self->learned_used++;
     *series = n;
     return 1;
 }
@@ -1256,6 +1342,10 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (x->item != NULL) {
             item = Py_NewRef(x->item);
         } else if (x->group == -1) {
+            if (x->shape == NULL) { /* (not made when found in learned_cache) */
+                slice raw = {st->base + x->off_start, x->off_end - x->off_start};
+                if ((x->shape = span_shape(self, raw)) == NULL) goto done;
+            }
             item = fallback_item(x->off_start, x->off_end, x->rs_start, x->rs_end, x->sc_start,
                                  x->sc_end, x->shape, x->trace, x->span, x->parent, x->start, x->end);
         } else if (x->group >= 0) {
@@ -1296,6 +1386,7 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
     st->scope_deferred = scope_name.p != NULL && has_prefix(scope_name, self->defer_scopes);
     Py_CLEAR(st->res_obj); /* (made when needed: see learned) */
     Py_CLEAR(st->scope_obj);
+    st->ctx_hash = 0;
     reader r = {scope_spans.p, scope_spans.p + scope_spans.n};
     field f;
     int rc;
@@ -1309,16 +1400,18 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
             PyObject *item;
             Py_ssize_t start = f.data.p - st->base, end = start + f.data.n;
             if (self->nshape_keys) {
-                PyObject *shape = span_shape(self, f.data);
-                if (shape == NULL) return -1;
-                if (st->join && shape != Py_None && s.trace_id.n == 16 && s.span_id.n >= 1 &&
-                    s.span_id.n <= 8 && s.parent.n <= 8) {
+                Py_ssize_t used = 0;
+                int has = span_shape_raw(self, f.data, &used);
+                if (has < 0) return -1;
+                PyObject *shape = NULL;
+                if (st->join && has && s.trace_id.n == 16 && s.span_id.n >= 1 && s.span_id.n <= 8 &&
+                    s.parent.n <= 8) {
                     long series;
-                    int known = learned(self, st, shape, &series);
-                    if (known < 0) { Py_DECREF(shape); return -1; }
+                    int known = learned(self, st, used, &series, &shape);
+                    if (known < 0) { Py_XDECREF(shape); return -1; }
                     if (known) {
                         held_item *x = held_push(st);
-                        if (x == NULL) { Py_DECREF(shape); return -1; }
+                        if (x == NULL) { Py_XDECREF(shape); return -1; }
                         x->trace = s.trace_id;
                         x->span = s.span_id;
                         x->parent = s.parent;
@@ -1331,10 +1424,13 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                         x->rs_end = st->rs_end;
                         x->sc_start = st->sc_start;
                         x->sc_end = st->sc_end;
-                        x->shape = shape; /* owned */
+                        x->shape = shape; /* owned, or NULL (made again if needed: finish_join) */
                         continue;
                     }
                 }
+                if (shape == NULL)
+                    shape = has ? PyBytes_FromStringAndSize((const char *)self->scratch, used) : Py_NewRef(Py_None);
+                if (shape == NULL) return -1;
                 if (s.status_code == STATUS_ERROR && keep_failure(self, &s, start) < 0) {
                     Py_DECREF(shape);
                     return -1;
@@ -1757,6 +1853,16 @@ PyDoc_STRVAR(take_failures_doc,
 "ASCII: by the span's start offset in the request (the fallback tuple's first item), those\n"
 "three as a full decode gives them; None when there is none.");
 
+PyDoc_STRVAR(forget_shapes_doc,
+"forget_shapes() -> None\n\n"
+"To be called whenever a shape leaves join_shapes or maps to another series: the scanner\n"
+"remembers the shapes it found there (by their content) and forgets them then.");
+
+static PyObject *Scanner_forget_shapes(Scanner *self, PyObject *Py_UNUSED(ignored)) {
+    learned_forget(self);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Scanner_take_failures(Scanner *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *out = self->failures;
     self->failures = NULL;
@@ -1815,6 +1921,11 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->join_shapes, Py_XNewRef(join_shapes));
     Py_XSETREF(self->join_series, Py_XNewRef(join_series));
     Py_XSETREF(self->join_settled, Py_XNewRef(join_settled));
+    learned_forget(self); /* (what it remembers is of the join_shapes given before) */
+    if (join_shapes != NULL && self->learned_cache == NULL) {
+        self->learned_cache = PyMem_Calloc(LEARNED_SLOTS, sizeof(learned_slot));
+        if (self->learned_cache == NULL) { PyErr_NoMemory(); return -1; }
+    }
     if (self->calls_index == NULL && (self->calls_index = PyDict_New()) == NULL) return -1;
     if (shape_keys != NULL) {
         Py_ssize_t n = PyTuple_GET_SIZE(shape_keys);
@@ -1945,6 +2056,8 @@ static void Scanner_dealloc(Scanner *self) {
     Py_XDECREF(self->join_shapes);
     Py_XDECREF(self->join_series);
     Py_XDECREF(self->join_settled);
+    learned_forget(self);
+    PyMem_Free(self->learned_cache);
     Py_XDECREF(self->calls_index);
     PyMem_Free(self->calls_entries);
     PyMem_Free(self->scratch);
@@ -1964,6 +2077,7 @@ static PyMethodDef Scanner_methods[] = {
     {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
     {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},
     {"take_failures", (PyCFunction)Scanner_take_failures, METH_NOARGS, take_failures_doc},
+    {"forget_shapes", (PyCFunction)Scanner_forget_shapes, METH_NOARGS, forget_shapes_doc},
     {NULL, NULL, 0, NULL},
 };
 
