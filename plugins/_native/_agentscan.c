@@ -466,6 +466,59 @@ static a2a_span *a2a_push(a2a_list *l) {
     return x;
 }
 
+/* A map of byte strings (slices into the request) to indexes >= 0: the traces of the join's
+ * common case (finish_join), kept in C instead of bytes objects in a set or a dict. */
+typedef struct { const uint8_t *p; Py_ssize_t n; Py_ssize_t val; uint64_t hash; } smap_slot;
+typedef struct { smap_slot *slots; Py_ssize_t cap, used; } smap;
+
+static uint64_t hash_mem(const uint8_t *p, Py_ssize_t n, uint64_t h);
+
+static Py_ssize_t smap_find(const smap *m, slice key) {
+    if (m->used == 0) return -1;
+    uint64_t h = hash_mem(key.p, key.n, 7);
+    for (Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)(m->cap - 1));; i = (i + 1) & (m->cap - 1)) {
+        const smap_slot *x = &m->slots[i];
+        if (x->val < 0) return -1;
+        if (x->hash == h && x->n == key.n && (key.n == 0 || memcmp(x->p, key.p, key.n) == 0)) return x->val;
+    }
+}
+
+/* puts key -> val (val >= 0) unless the key is there; -1 on error (memory) */
+static int smap_put(smap *m, slice key, Py_ssize_t val) {
+    if ((m->used + 1) * 2 > m->cap) {
+        Py_ssize_t cap = m->cap ? m->cap * 2 : 256;
+        smap_slot *slots = PyMem_Malloc(cap * sizeof(smap_slot));
+        if (slots == NULL) { PyErr_NoMemory(); return -1; }
+        for (Py_ssize_t i = 0; i < cap; i++) slots[i].val = -1;
+        for (Py_ssize_t j = 0; j < m->cap; j++) {
+            smap_slot *x = &m->slots[j];
+            if (x->val < 0) continue;
+            Py_ssize_t i = (Py_ssize_t)(x->hash & (uint64_t)(cap - 1));
+            while (slots[i].val >= 0) i = (i + 1) & (cap - 1);
+            slots[i] = *x;
+        }
+        PyMem_Free(m->slots);
+        m->slots = slots;
+        m->cap = cap;
+    }
+    uint64_t h = hash_mem(key.p, key.n, 7);
+    Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)(m->cap - 1));
+    for (;; i = (i + 1) & (m->cap - 1)) {
+        smap_slot *x = &m->slots[i];
+        if (x->val < 0) break;
+        if (x->hash == h && x->n == key.n && (key.n == 0 || memcmp(x->p, key.p, key.n) == 0)) return 0;
+    }
+    m->slots[i] = (smap_slot){key.p, key.n, val, h};
+    m->used++;
+    return 0;
+}
+
+static void smap_free(smap *m) {
+    PyMem_Free(m->slots);
+    m->slots = NULL;
+    m->cap = m->used = 0;
+}
+
 /* a span left to Python, in request order, when the join's common case is on: a fallback
  * tuple, or a candidate for packing (a span whose shape the Python side learned) */
 typedef struct {
@@ -483,7 +536,7 @@ typedef struct {
     int join;                       /* the join's common case is on */
     held_item *held;                /* the spans left to Python, in order (join only) */
     Py_ssize_t nheld, capheld;
-    PyObject *touched;              /* set: traces with a span read in Python (join only) */
+    smap touched;                   /* traces with a span read in Python (join only) */
     PyObject *res_obj, *scope_obj;  /* the current resource and scope messages as bytes */
     Py_ssize_t rs_start, rs_end, sc_start, sc_end; /* the current resource and scope messages */
     uint64_t ctx_hash; /* of the current resource and scope (0: not computed yet) */
@@ -1252,10 +1305,7 @@ static uint64_t get_u64(const uint8_t *o) {
     return v;
 }
 
-static int append_record(PyObject *blob, held_item *x) {
-    Py_ssize_t n = PyByteArray_GET_SIZE(blob);
-    if (PyByteArray_Resize(blob, n + RECORD) < 0) return -1;
-    uint8_t *o = (uint8_t *)PyByteArray_AS_STRING(blob) + n;
+static void write_record(uint8_t *o, held_item *x) {
     memset(o, 0, RECORD);
     o[0] = x->series >= 0;
     o[1] = (uint8_t)x->span.n;
@@ -1266,18 +1316,20 @@ static int append_record(PyObject *blob, held_item *x) {
     put_u64(o + 28, x->end);
     uint32_t series = x->series >= 0 ? (uint32_t)x->series : 0;
     for (int i = 0; i < 4; i++) o[36 + i] = (uint8_t)(series >> (8 * i));
-    return 0;
 }
 
-typedef struct { PyObject *trace, *blob; long layers; Py_ssize_t first, first_link; } join_group;
+typedef struct {
+    PyObject *trace, *records; /* owned: the trace id, its record string (made once its size known) */
+    long layers;
+    Py_ssize_t first, first_link, count, filled; /* count: its records */
+} join_group;
 
 /* The fallback list in request order, the packed traces in it (see above). */
 static int finish_join(Scanner *self, scan_state *st) {
-    PyObject *index = PyDict_New();
+    smap index = {NULL, 0, 0}; /* trace -> its group */
     join_group *groups = NULL;
     Py_ssize_t ngroups = 0;
     int rc = -1;
-    if (index == NULL) return -1;
     if (st->nheld) {
         groups = PyMem_Calloc(st->nheld, sizeof(join_group));
         if (groups == NULL) { PyErr_NoMemory(); goto done; }
@@ -1285,15 +1337,13 @@ static int finish_join(Scanner *self, scan_state *st) {
     for (Py_ssize_t i = 0; i < st->nheld; i++) {
         held_item *x = &st->held[i];
         if (x->item != NULL) continue;
-        PyObject *trace = bytes_of(x->trace);
-        if (trace == NULL) goto done;
-        int touched = PySet_Contains(st->touched, trace);
-        if (touched) {
-            Py_DECREF(trace);
-            if (touched < 0) goto done;
+        if (smap_find(&st->touched, x->trace) >= 0) {
             x->group = -1;
             continue;
         }
+        Py_ssize_t k = smap_find(&index, x->trace);
+        PyObject *trace = k >= 0 ? Py_NewRef(groups[k].trace) : bytes_of(x->trace);
+        if (trace == NULL) goto done;
         if (x->series >= 0) {
             PyObject *parent = bytes_of(x->parent);
             PyObject *key = parent ? PyTuple_Pack(2, trace, parent) : NULL;
@@ -1308,26 +1358,16 @@ static int finish_join(Scanner *self, scan_state *st) {
                 continue;
             }
         }
-        PyObject *g = PyDict_GetItemWithError(index, trace);
-        Py_ssize_t k;
-        if (g == NULL) {
-            if (PyErr_Occurred()) { Py_DECREF(trace); goto done; }
+        if (k < 0) {
             k = ngroups++;
             groups[k].trace = trace; /* owned */
             groups[k].first = groups[k].first_link = -1;
-            groups[k].blob = PyByteArray_FromStringAndSize(NULL, 0);
-            PyObject *pos = PyLong_FromSsize_t(k);
-            if (groups[k].blob == NULL || pos == NULL || PyDict_SetItem(index, trace, pos) < 0) {
-                Py_XDECREF(pos);
-                goto done;
-            }
-            Py_DECREF(pos);
+            if (smap_put(&index, x->trace, k) < 0) goto done;
         } else {
             Py_DECREF(trace);
-            k = PyLong_AsSsize_t(g);
         }
         join_group *jg = &groups[k];
-        if (append_record(jg->blob, x) < 0) goto done;
+        jg->count++;
         if (x->series >= 0) {
             if (jg->first < 0) jg->first = i;
             jg->layers++;
@@ -1335,6 +1375,15 @@ static int finish_join(Scanner *self, scan_state *st) {
             jg->first_link = i;
         }
         x->group = k;
+    }
+    /* the record strings, in request order */
+    for (Py_ssize_t i = 0; i < st->nheld; i++) {
+        held_item *x = &st->held[i];
+        if (x->item != NULL || x->group < 0) continue;
+        join_group *jg = &groups[x->group];
+        if (jg->records == NULL && (jg->records = PyBytes_FromStringAndSize(NULL, jg->count * RECORD)) == NULL)
+            goto done;
+        write_record((uint8_t *)PyBytes_AS_STRING(jg->records) + jg->filled++ * RECORD, x);
     }
     for (Py_ssize_t i = 0; i < st->nheld; i++) {
         held_item *x = &st->held[i];
@@ -1351,10 +1400,8 @@ static int finish_join(Scanner *self, scan_state *st) {
         } else if (x->group >= 0) {
             join_group *jg = &groups[x->group];
             if (i == (jg->layers ? jg->first : jg->first_link)) {
-                PyObject *records = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(jg->blob),
-                                                              PyByteArray_GET_SIZE(jg->blob));
-                if (records == NULL) goto done;
-                PyObject *items[3] = {Py_NewRef(jg->trace), records, PyLong_FromLong(jg->layers)};
+                PyObject *items[3] = {Py_NewRef(jg->trace), Py_NewRef(jg->records),
+                                      PyLong_FromLong(jg->layers)};
                 item = tuple_steal(3, items);
             } else {
                 continue;
@@ -1370,10 +1417,10 @@ static int finish_join(Scanner *self, scan_state *st) {
 done:
     for (Py_ssize_t k = 0; k < ngroups; k++) {
         Py_XDECREF(groups[k].trace);
-        Py_XDECREF(groups[k].blob);
+        Py_XDECREF(groups[k].records);
     }
     PyMem_Free(groups);
-    Py_DECREF(index);
+    smap_free(&index);
     return rc;
 }
 
@@ -1448,10 +1495,7 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                 held_item *x = held_push(st);
                 if (x == NULL) { Py_DECREF(item); return -1; }
                 x->item = item; /* owned */
-                PyObject *trace = bytes_of(s.trace_id);
-                int rc2 = trace ? PySet_Add(st->touched, trace) : -1;
-                Py_XDECREF(trace);
-                if (rc2 < 0) return -1;
+                if (smap_put(&st->touched, s.trace_id, 0) < 0) return -1;
                 continue;
             }
             if (PyList_Append(st->fallback, item) < 0) { Py_DECREF(item); return -1; }
@@ -1623,7 +1667,6 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
         if (st.a.memo == NULL) PyErr_NoMemory();
         goto done;
     }
-    if (st.join && (st.touched = PySet_New(NULL)) == NULL) goto done;
     reader r = {base, base + size};
     field f;
     int rc;
@@ -1650,7 +1693,7 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     result = Py_BuildValue("(NOOO)", series, st.fallback, st.consumers, st.workflows);
 done:
     held_clear(&st);
-    Py_XDECREF(st.touched);
+    smap_free(&st.touched);
     Py_XDECREF(st.res_obj);
     Py_XDECREF(st.scope_obj);
     Py_XDECREF(st.workflows);
