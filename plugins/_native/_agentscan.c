@@ -123,7 +123,20 @@ static inline unsigned sig(slice k) {
     return k.n ? (unsigned)((k.n * 31u + k.p[0] * 7u + k.p[k.n - 1]) & 255u) : 0u;
 }
 
-static inline int slice_eq(slice a, slice b) { return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0); }
+/* (inline, a word at a time: attribute keys are short, a call to memcmp costs more) */
+static inline int slice_eq(slice a, slice b) {
+    if (a.n != b.n) return 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= a.n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a.p + i, 8);
+        memcpy(&y, b.p + i, 8);
+        if (x != y) return 0;
+    }
+    for (; i < a.n; i++)
+        if (a.p[i] != b.p[i]) return 0;
+    return 1;
+}
 
 /* -- decoded label values ----------------------------------------------------------------- */
 
@@ -162,11 +175,9 @@ static PyObject *decode_value(Scanner *self, slice raw) {
     }
 }
 
-static Py_hash_t hash_bytes(slice s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (Py_ssize_t i = 0; i < s.n; i++) { h ^= s.p[i]; h *= 1099511628211ULL; }
-    return (Py_hash_t)(h & 0x7fffffffffffffffLL);
-}
+static uint64_t hash_mem(const uint8_t *p, Py_ssize_t n, uint64_t h);
+
+static Py_hash_t hash_bytes(slice s) { return (Py_hash_t)(hash_mem(s.p, s.n, 0) & 0x7fffffffffffffffLL); }
 
 static void cache_clear(Scanner *self) {
     if (self->cache == NULL) return;
