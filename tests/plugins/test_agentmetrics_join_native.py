@@ -19,7 +19,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import Kind
 from plugins._native import load
-from plugins.agentmetricsconnector import connector
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 from plugins.agentmetricsconnector.connector import AgentMetricsConnector
 from tests.plugins._agent_support import Capture, request, settings, span
@@ -165,7 +164,7 @@ def test_the_scanner_forgets_the_shapes_the_python_side_drops(
     """The scanner remembers the shapes it found in ``join_shapes`` (by content, across
     requests): a shape the Python side drops (its table full: cleared) is not packed again
     until it is learned again."""
-    monkeypatch.setattr(connector, "JOIN_SHAPES", 2)
+    monkeypatch.setattr("plugins.agentmetricsconnector.connector.JOIN_SHAPES", 2)
     conn = AgentMetricsConnector(
         settings(Kind.CONNECTOR, "agentmetrics"),
         AgentMetricsConfig(tool_call_join={"window": "1h"}),
