@@ -52,6 +52,14 @@ typedef struct {
     PyObject *text; /* owned */
 } cache_slot;
 
+/* a shape the Python side learned (join_shapes): its key (resource, scope, shape) and series */
+typedef struct learned_slot {
+    uint64_t hash;
+    PyObject *key; /* owned tuple of three bytes; NULL: a free slot */
+    long series;
+} learned_slot;
+#define LEARNED_SLOTS 4096 /* power of two */
+
 typedef struct {
     PyObject_HEAD
     slice keys[NKEYS];
@@ -94,6 +102,11 @@ typedef struct {
     PyObject *join_series;  /* list: series id -> (mcp, label a, label b, status) */
     PyObject *join_settled; /* the joiner's OrderedDict (trace, span) -> (expiry, None) */
     Py_ssize_t join_late;   /* layers the last scan found late (take_late) */
+    /* the shapes learned() found in join_shapes, by content (see learned): forgotten by
+     * forget_shapes(), which the Python side calls when one leaves join_shapes or maps to another
+     * series (one added changes nothing found) */
+    struct learned_slot *learned_cache;
+    Py_ssize_t learned_used;
     PyObject *failures;     /* dict or NULL: the last scan's failed spans' facts (take_failures) */
     /* the calls settle_simple counted since the last take_calls() (an aggs, see below) */
     PyObject *calls_index;
@@ -110,7 +123,20 @@ static inline unsigned sig(slice k) {
     return k.n ? (unsigned)((k.n * 31u + k.p[0] * 7u + k.p[k.n - 1]) & 255u) : 0u;
 }
 
-static inline int slice_eq(slice a, slice b) { return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0); }
+/* (inline, a word at a time: attribute keys are short, a call to memcmp costs more) */
+static inline int slice_eq(slice a, slice b) {
+    if (a.n != b.n) return 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= a.n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a.p + i, 8);
+        memcpy(&y, b.p + i, 8);
+        if (x != y) return 0;
+    }
+    for (; i < a.n; i++)
+        if (a.p[i] != b.p[i]) return 0;
+    return 1;
+}
 
 /* -- decoded label values ----------------------------------------------------------------- */
 
@@ -149,11 +175,9 @@ static PyObject *decode_value(Scanner *self, slice raw) {
     }
 }
 
-static Py_hash_t hash_bytes(slice s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (Py_ssize_t i = 0; i < s.n; i++) { h ^= s.p[i]; h *= 1099511628211ULL; }
-    return (Py_hash_t)(h & 0x7fffffffffffffffLL);
-}
+static uint64_t hash_mem(const uint8_t *p, Py_ssize_t n, uint64_t h);
+
+static Py_hash_t hash_bytes(slice s) { return (Py_hash_t)(hash_mem(s.p, s.n, 0) & 0x7fffffffffffffffLL); }
 
 static void cache_clear(Scanner *self) {
     if (self->cache == NULL) return;
@@ -219,14 +243,71 @@ typedef struct {
     exemplar ex[MAX_EXEMPLARS];
 } entry;
 
+/* get_entry's memo of the label objects it was given (by identity: the decoded-value cache and
+ * the interned labels hand the same object for the same value again): a key it holds the
+ * objects of (so that their addresses are not reused while it is kept) -> entry index. A miss
+ * (another object of an equal value) goes to the dict, which finds the same entry. */
+#define MEMO_SLOTS 256 /* power of two */
+typedef struct {
+    PyObject *v[4]; /* owned (NULL: no label there); v[0] NULL: a free slot */
+    int metric;
+    Py_ssize_t idx;
+} memo_slot;
+
 typedef struct {
     PyObject *index; /* dict: key tuple -> entry index */
     entry *entries;
     Py_ssize_t n, cap;
+    memo_slot *memo; /* NULL: no memo (see aggs_memo_clear) */
+    Py_ssize_t memo_used;
 } aggs;
 
-/* The entry of (metric, v0..v3); steals nothing, the values are borrowed. */
+static void aggs_memo_clear(aggs *a) {
+    if (a->memo == NULL) return;
+    for (Py_ssize_t i = 0; i < MEMO_SLOTS; i++)
+        for (int k = 0; k < 4; k++) Py_CLEAR(a->memo[i].v[k]);
+    PyMem_Free(a->memo);
+    a->memo = NULL;
+    a->memo_used = 0;
+}
+
+static inline size_t memo_hash(int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3) {
+    uint64_t h = (uint64_t)metric * 0x9E3779B97F4A7C15ULL;
+    h = (h ^ ((uintptr_t)v0 >> 4)) * 0x9E3779B97F4A7C15ULL;
+    h = (h ^ ((uintptr_t)v1 >> 4)) * 0x9E3779B97F4A7C15ULL;
+    h = (h ^ ((uintptr_t)v2 >> 4)) * 0x9E3779B97F4A7C15ULL;
+    h = (h ^ ((uintptr_t)v3 >> 4)) * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(h >> 32);
+}
+
+static entry *get_entry_dict(aggs *a, int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3);
+
+/* The entry of (metric, v0..v3); steals nothing, the values are borrowed (v0 is never NULL). */
 static entry *get_entry(aggs *a, int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3) {
+    if (a->memo == NULL) return get_entry_dict(a, metric, v0, v1, v2, v3);
+    size_t i = memo_hash(metric, v0, v1, v2, v3) & (MEMO_SLOTS - 1);
+    for (;;) {
+        memo_slot *m = &a->memo[i];
+        if (m->v[0] == NULL) break;
+        if (m->metric == metric && m->v[0] == v0 && m->v[1] == v1 && m->v[2] == v2 && m->v[3] == v3)
+            return &a->entries[m->idx];
+        i = (i + 1) & (MEMO_SLOTS - 1);
+    }
+    entry *e = get_entry_dict(a, metric, v0, v1, v2, v3);
+    if (e != NULL && a->memo_used < MEMO_SLOTS * 3 / 4) {
+        memo_slot *m = &a->memo[i];
+        m->metric = metric;
+        m->v[0] = Py_NewRef(v0);
+        m->v[1] = Py_XNewRef(v1);
+        m->v[2] = Py_XNewRef(v2);
+        m->v[3] = Py_XNewRef(v3);
+        m->idx = e - a->entries;
+        a->memo_used++;
+    }
+    return e;
+}
+
+static entry *get_entry_dict(aggs *a, int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3) {
     PyObject *m = PyLong_FromLong(metric); /* a small int: cached by CPython */
     if (m == NULL) return NULL;
     PyObject *key;
@@ -396,6 +477,59 @@ static a2a_span *a2a_push(a2a_list *l) {
     return x;
 }
 
+/* A map of byte strings (slices into the request) to indexes >= 0: the traces of the join's
+ * common case (finish_join), kept in C instead of bytes objects in a set or a dict. */
+typedef struct { const uint8_t *p; Py_ssize_t n; Py_ssize_t val; uint64_t hash; } smap_slot;
+typedef struct { smap_slot *slots; Py_ssize_t cap, used; } smap;
+
+static uint64_t hash_mem(const uint8_t *p, Py_ssize_t n, uint64_t h);
+
+static Py_ssize_t smap_find(const smap *m, slice key) {
+    if (m->used == 0) return -1;
+    uint64_t h = hash_mem(key.p, key.n, 7);
+    for (Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)(m->cap - 1));; i = (i + 1) & (m->cap - 1)) {
+        const smap_slot *x = &m->slots[i];
+        if (x->val < 0) return -1;
+        if (x->hash == h && x->n == key.n && (key.n == 0 || memcmp(x->p, key.p, key.n) == 0)) return x->val;
+    }
+}
+
+/* puts key -> val (val >= 0) unless the key is there; -1 on error (memory) */
+static int smap_put(smap *m, slice key, Py_ssize_t val) {
+    if ((m->used + 1) * 2 > m->cap) {
+        Py_ssize_t cap = m->cap ? m->cap * 2 : 256;
+        smap_slot *slots = PyMem_Malloc(cap * sizeof(smap_slot));
+        if (slots == NULL) { PyErr_NoMemory(); return -1; }
+        for (Py_ssize_t i = 0; i < cap; i++) slots[i].val = -1;
+        for (Py_ssize_t j = 0; j < m->cap; j++) {
+            smap_slot *x = &m->slots[j];
+            if (x->val < 0) continue;
+            Py_ssize_t i = (Py_ssize_t)(x->hash & (uint64_t)(cap - 1));
+            while (slots[i].val >= 0) i = (i + 1) & (cap - 1);
+            slots[i] = *x;
+        }
+        PyMem_Free(m->slots);
+        m->slots = slots;
+        m->cap = cap;
+    }
+    uint64_t h = hash_mem(key.p, key.n, 7);
+    Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)(m->cap - 1));
+    for (;; i = (i + 1) & (m->cap - 1)) {
+        smap_slot *x = &m->slots[i];
+        if (x->val < 0) break;
+        if (x->hash == h && x->n == key.n && (key.n == 0 || memcmp(x->p, key.p, key.n) == 0)) return 0;
+    }
+    m->slots[i] = (smap_slot){key.p, key.n, val, h};
+    m->used++;
+    return 0;
+}
+
+static void smap_free(smap *m) {
+    PyMem_Free(m->slots);
+    m->slots = NULL;
+    m->cap = m->used = 0;
+}
+
 /* a span left to Python, in request order, when the join's common case is on: a fallback
  * tuple, or a candidate for packing (a span whose shape the Python side learned) */
 typedef struct {
@@ -413,9 +547,10 @@ typedef struct {
     int join;                       /* the join's common case is on */
     held_item *held;                /* the spans left to Python, in order (join only) */
     Py_ssize_t nheld, capheld;
-    PyObject *touched;              /* set: traces with a span read in Python (join only) */
+    smap touched;                   /* traces with a span read in Python (join only) */
     PyObject *res_obj, *scope_obj;  /* the current resource and scope messages as bytes */
     Py_ssize_t rs_start, rs_end, sc_start, sc_end; /* the current resource and scope messages */
+    uint64_t ctx_hash; /* of the current resource and scope (0: not computed yet) */
     int scope_deferred; /* the current scope's name starts with a defer prefix */
     a2a_list producers, pending;    /* this request's producers and consumers */
     PyObject *workflows;                        /* dict: (type, outcome) -> [durations] */
@@ -424,6 +559,9 @@ typedef struct {
 } scan_state;
 
 static PyObject *bytes_of(slice s) { return PyBytes_FromStringAndSize((const char *)s.p, s.n); }
+
+/* as Py_BuildValue's y#: None for an absent field (a NULL pointer) */
+static PyObject *bytes_or_none(slice s) { return s.p ? bytes_of(s) : Py_NewRef(Py_None); }
 
 /* The span ids of a span's links (Span.links = 13, Link.span_id = 2), as a list of bytes. */
 static PyObject *link_span_ids(slice raw) {
@@ -506,9 +644,15 @@ static int exception_type_of(slice raw, slice *out, int *found) {
 }
 
 static int is_ascii(slice s) {
-    for (Py_ssize_t i = 0; i < s.n; i++)
-        if (s.p[i] & 0x80) return 0;
-    return 1;
+    Py_ssize_t i = 0;
+    uint64_t any = 0;
+    for (; i + 8 <= s.n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s.p + i, 8);
+        any |= w;
+    }
+    for (; i < s.n; i++) any |= s.p[i];
+    return (any & 0x8080808080808080ULL) == 0;
 }
 
 /* What the Python side reads of a failed span it is left (plugins/agentmetricsconnector/
@@ -941,7 +1085,18 @@ static int scratch_put(Scanner *self, Py_ssize_t *used, uint8_t tag, const uint8
  * ``_read_span``). Py_None when the span is not one SpanView surely parses as this walk reads
  * it: an attribute entry that is not well-formed or a non-ASCII attribute key (the Python path
  * then reads the span itself). New reference; NULL on error. */
+static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out);
+
 static PyObject *span_shape(Scanner *self, slice raw) {
+    Py_ssize_t used = 0;
+    int rc = span_shape_raw(self, raw, &used);
+    if (rc <= 0) return rc < 0 ? NULL : Py_NewRef(Py_None);
+    return PyBytes_FromStringAndSize((const char *)self->scratch, used);
+}
+
+/* span_shape's work: 1 with the shape in self->scratch[0..*out), 0 when it has none (None), -1
+ * on error */
+static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out) {
     slice name = {NULL, 0}, parent = {NULL, 0}, status = {NULL, 0};
     uint64_t kind = 0;
     reader r = {raw.p, raw.p + raw.n};
@@ -964,28 +1119,28 @@ static PyObject *span_shape(Scanner *self, slice raw) {
                 slice key = {NULL, 0};
                 while ((erc = next_field(&er, &ef)) == 0) {
                     if (ef.number == 1 && ef.wire == 2) {
-                        for (Py_ssize_t i = 0; i < ef.data.n; i++)
-                            if (ef.data.p[i] & 0x80) return Py_NewRef(Py_None);
+                        if (!is_ascii(ef.data)) return 0;
                         key = ef.data;
                     }
                 }
-                if (erc < 0) { PyErr_Clear(); return Py_NewRef(Py_None); }
+                if (erc < 0) { PyErr_Clear(); return 0; }
                 if (key.p != NULL && is_shape_key(self, key) &&
                     scratch_put(self, &used, 'a', f.data.p, f.data.n) < 0)
-                    return NULL;
+                    return -1;
             }
             break;
         default: break;
         }
     }
-    if (rc < 0) { PyErr_Clear(); return Py_NewRef(Py_None); }
+    if (rc < 0) { PyErr_Clear(); return 0; }
     memcpy(head, &kind, 8);
     head[8] = parent.n == 0;
     if (scratch_put(self, &used, 'k', head, 9) < 0 ||
         scratch_put(self, &used, 'n', name.p, name.n) < 0 ||
         scratch_put(self, &used, 's', status.p, status.n) < 0)
-        return NULL;
-    return PyBytes_FromStringAndSize((const char *)self->scratch, used);
+        return -1;
+    *out = used;
+    return 1;
 }
 
 /* the last field `number` (length-delimited) of a message, or an empty slice; -1 if malformed */
@@ -1000,8 +1155,38 @@ static int find_message(slice msg, int number, slice *out) {
     return rc < 0 ? -1 : 0;
 }
 
-/* a slice's bytes for Py_BuildValue's y# (which gives None for a NULL pointer) */
-#define PTR(x) ((x).p ? (const char *)(x).p : "")
+/* A tuple of the n objects given, stealing them (NULL items: NULL returned once all are
+ * released, the error already set). Cheaper than Py_BuildValue's format string per span. */
+static PyObject *tuple_steal(Py_ssize_t n, PyObject **items) {
+    PyObject *t = NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (items[i] == NULL) goto error;
+    if ((t = PyTuple_New(n)) == NULL) goto error;
+    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, items[i]);
+    return t;
+error:
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(items[i]);
+    return NULL;
+}
+
+/* A fallback item (see scan's docstring): the offsets, and with a shape (borrowed; Py_None
+ * for none) the long form with the ids (a missing id as b"") and times. */
+static PyObject *fallback_item(Py_ssize_t start, Py_ssize_t end, Py_ssize_t rs_start, Py_ssize_t rs_end,
+                               Py_ssize_t sc_start, Py_ssize_t sc_end, PyObject *shape, slice trace,
+                               slice span, slice parent, uint64_t t0, uint64_t t1) {
+    PyObject *items[12] = {
+        PyLong_FromSsize_t(start), PyLong_FromSsize_t(end), PyLong_FromSsize_t(rs_start),
+        PyLong_FromSsize_t(rs_end), PyLong_FromSsize_t(sc_start), PyLong_FromSsize_t(sc_end),
+    };
+    if (shape == NULL) return tuple_steal(6, items);
+    items[6] = Py_NewRef(shape);
+    items[7] = PyBytes_FromStringAndSize((const char *)trace.p, trace.n);
+    items[8] = PyBytes_FromStringAndSize((const char *)span.p, span.n);
+    items[9] = PyBytes_FromStringAndSize((const char *)parent.p, parent.n);
+    items[10] = PyLong_FromUnsignedLongLong(t0);
+    items[11] = PyLong_FromUnsignedLongLong(t1);
+    return tuple_steal(12, items);
+}
 
 /* -- the join's common case ------------------------------------------------------------------
  *
@@ -1044,29 +1229,84 @@ static void held_clear(scan_state *st) {
     st->nheld = st->capheld = 0;
 }
 
-/* 1 and *series when the Python side learned this shape in the current resource and scope, 0
- * when not, -1 on error */
-static int learned(Scanner *self, scan_state *st, PyObject *shape, long *series) {
+static uint64_t hash_mem(const uint8_t *p, Py_ssize_t n, uint64_t h) {
+    h ^= (uint64_t)n * 0x9E3779B97F4A7C15ULL;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 29;
+    }
+    uint64_t w = 0;
+    if (i < n) memcpy(&w, p + i, n - i);
+    h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+    return h ^ (h >> 32);
+}
+
+static void learned_forget(Scanner *self) {
+    if (self->learned_cache == NULL || self->learned_used == 0) return;
+    for (Py_ssize_t i = 0; i < LEARNED_SLOTS; i++) Py_CLEAR(self->learned_cache[i].key);
+    self->learned_used = 0;
+}
+
+static inline int bytes_is(PyObject *b, const uint8_t *p, Py_ssize_t n) {
+    return PyBytes_GET_SIZE(b) == n && (n == 0 || memcmp(PyBytes_AS_STRING(b), p, n) == 0);
+}
+
+/* 1 and *series when the Python side learned the shape in self->scratch[0..used) in the current
+ * resource and scope, 0 when not, -1 on error. *shape: NULL, or that shape as bytes (a new
+ * reference: made for the dict lookup, always when the answer is 0). What the dict gave is
+ * remembered by content (learned_cache): a shape learned is looked up in C the next times,
+ * until the Python side removes or changes shapes (and calls forget_shapes). What is not there
+ * is not remembered (the Python side may add it). */
+static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series, PyObject **shape) {
+    const uint8_t *res = st->base + st->rs_start, *scope = st->base + st->sc_start;
+    Py_ssize_t nres = st->rs_end - st->rs_start, nscope = st->sc_end - st->sc_start;
+    *shape = NULL;
+    if (st->ctx_hash == 0) st->ctx_hash = hash_mem(scope, nscope, hash_mem(res, nres, 1)) | 1;
+    uint64_t h = hash_mem(self->scratch, used, st->ctx_hash);
+    learned_slot *cache = self->learned_cache;
+    size_t i = (size_t)h & (LEARNED_SLOTS - 1);
+    for (;;) {
+        learned_slot *x = &cache[i];
+        if (x->key == NULL) break;
+        if (x->hash == h && bytes_is(PyTuple_GET_ITEM(x->key, 2), self->scratch, used) &&
+            bytes_is(PyTuple_GET_ITEM(x->key, 0), res, nres) &&
+            bytes_is(PyTuple_GET_ITEM(x->key, 1), scope, nscope) &&
+            x->series < PyList_GET_SIZE(self->join_series)) {
+            *series = x->series;
+            return 1;
+        }
+        i = (i + 1) & (LEARNED_SLOTS - 1);
+    }
     if (st->res_obj == NULL) {
-        st->res_obj = PyBytes_FromStringAndSize((const char *)st->base + st->rs_start, st->rs_end - st->rs_start);
+        st->res_obj = PyBytes_FromStringAndSize((const char *)res, nres);
         if (st->res_obj == NULL) return -1;
     }
     if (st->scope_obj == NULL) {
-        st->scope_obj = PyBytes_FromStringAndSize((const char *)st->base + st->sc_start, st->sc_end - st->sc_start);
+        st->scope_obj = PyBytes_FromStringAndSize((const char *)scope, nscope);
         if (st->scope_obj == NULL) return -1;
     }
-    PyObject *key = PyTuple_Pack(3, st->res_obj, st->scope_obj, shape);
+    *shape = PyBytes_FromStringAndSize((const char *)self->scratch, used);
+    if (*shape == NULL) return -1;
+    PyObject *key = PyTuple_Pack(3, st->res_obj, st->scope_obj, *shape);
     if (key == NULL) return -1;
     PyObject *v = PyDict_GetItemWithError(self->join_shapes, key); /* borrowed */
-    Py_DECREF(key);
-    if (v == NULL) return PyErr_Occurred() ? -1 : 0;
-    if (!PyLong_Check(v)) { PyErr_SetString(PyExc_TypeError, "join shapes map to int"); return -1; }
-    long n = PyLong_AsLong(v);
-    if (n == -1 && PyErr_Occurred()) return -1;
-    if (n < -1 || n >= PyList_GET_SIZE(self->join_series)) {
+    if (v == NULL) { Py_DECREF(key); return PyErr_Occurred() ? -1 : 0; }
+    long n = PyLong_Check(v) ? PyLong_AsLong(v) : -2;
+    if (!PyLong_Check(v)) PyErr_SetString(PyExc_TypeError, "join shapes map to int");
+    else if (!(n == -1 && PyErr_Occurred()) && (n < -1 || n >= PyList_GET_SIZE(self->join_series)))
         PyErr_SetString(PyExc_ValueError, "join shape maps to no series");
-        return -1;
+    if (PyErr_Occurred()) { Py_DECREF(key); return -1; }
+    if (self->learned_used >= LEARNED_SLOTS * 3 / 4) { /* full: started again */
+        learned_forget(self);
+        i = (size_t)h & (LEARNED_SLOTS - 1);
     }
+    cache[i].hash = h;
+    cache[i].key = key; /* owned */
+    cache[i].series = n;
+    self->learned_used++;
     *series = n;
     return 1;
 }
@@ -1078,10 +1318,7 @@ static uint64_t get_u64(const uint8_t *o) {
     return v;
 }
 
-static int append_record(PyObject *blob, held_item *x) {
-    Py_ssize_t n = PyByteArray_GET_SIZE(blob);
-    if (PyByteArray_Resize(blob, n + RECORD) < 0) return -1;
-    uint8_t *o = (uint8_t *)PyByteArray_AS_STRING(blob) + n;
+static void write_record(uint8_t *o, held_item *x) {
     memset(o, 0, RECORD);
     o[0] = x->series >= 0;
     o[1] = (uint8_t)x->span.n;
@@ -1092,18 +1329,20 @@ static int append_record(PyObject *blob, held_item *x) {
     put_u64(o + 28, x->end);
     uint32_t series = x->series >= 0 ? (uint32_t)x->series : 0;
     for (int i = 0; i < 4; i++) o[36 + i] = (uint8_t)(series >> (8 * i));
-    return 0;
 }
 
-typedef struct { PyObject *trace, *blob; long layers; Py_ssize_t first, first_link; } join_group;
+typedef struct {
+    PyObject *trace, *records; /* owned: the trace id, its record string (made once its size known) */
+    long layers;
+    Py_ssize_t first, first_link, count, filled; /* count: its records */
+} join_group;
 
 /* The fallback list in request order, the packed traces in it (see above). */
 static int finish_join(Scanner *self, scan_state *st) {
-    PyObject *index = PyDict_New();
+    smap index = {NULL, 0, 0}; /* trace -> its group */
     join_group *groups = NULL;
     Py_ssize_t ngroups = 0;
     int rc = -1;
-    if (index == NULL) return -1;
     if (st->nheld) {
         groups = PyMem_Calloc(st->nheld, sizeof(join_group));
         if (groups == NULL) { PyErr_NoMemory(); goto done; }
@@ -1111,15 +1350,13 @@ static int finish_join(Scanner *self, scan_state *st) {
     for (Py_ssize_t i = 0; i < st->nheld; i++) {
         held_item *x = &st->held[i];
         if (x->item != NULL) continue;
-        PyObject *trace = bytes_of(x->trace);
-        if (trace == NULL) goto done;
-        int touched = PySet_Contains(st->touched, trace);
-        if (touched) {
-            Py_DECREF(trace);
-            if (touched < 0) goto done;
+        if (smap_find(&st->touched, x->trace) >= 0) {
             x->group = -1;
             continue;
         }
+        Py_ssize_t k = smap_find(&index, x->trace);
+        PyObject *trace = k >= 0 ? Py_NewRef(groups[k].trace) : bytes_of(x->trace);
+        if (trace == NULL) goto done;
         if (x->series >= 0) {
             PyObject *parent = bytes_of(x->parent);
             PyObject *key = parent ? PyTuple_Pack(2, trace, parent) : NULL;
@@ -1134,26 +1371,16 @@ static int finish_join(Scanner *self, scan_state *st) {
                 continue;
             }
         }
-        PyObject *g = PyDict_GetItemWithError(index, trace);
-        Py_ssize_t k;
-        if (g == NULL) {
-            if (PyErr_Occurred()) { Py_DECREF(trace); goto done; }
+        if (k < 0) {
             k = ngroups++;
             groups[k].trace = trace; /* owned */
             groups[k].first = groups[k].first_link = -1;
-            groups[k].blob = PyByteArray_FromStringAndSize(NULL, 0);
-            PyObject *pos = PyLong_FromSsize_t(k);
-            if (groups[k].blob == NULL || pos == NULL || PyDict_SetItem(index, trace, pos) < 0) {
-                Py_XDECREF(pos);
-                goto done;
-            }
-            Py_DECREF(pos);
+            if (smap_put(&index, x->trace, k) < 0) goto done;
         } else {
             Py_DECREF(trace);
-            k = PyLong_AsSsize_t(g);
         }
         join_group *jg = &groups[k];
-        if (append_record(jg->blob, x) < 0) goto done;
+        jg->count++;
         if (x->series >= 0) {
             if (jg->first < 0) jg->first = i;
             jg->layers++;
@@ -1162,23 +1389,33 @@ static int finish_join(Scanner *self, scan_state *st) {
         }
         x->group = k;
     }
+    /* the record strings, in request order */
+    for (Py_ssize_t i = 0; i < st->nheld; i++) {
+        held_item *x = &st->held[i];
+        if (x->item != NULL || x->group < 0) continue;
+        join_group *jg = &groups[x->group];
+        if (jg->records == NULL && (jg->records = PyBytes_FromStringAndSize(NULL, jg->count * RECORD)) == NULL)
+            goto done;
+        write_record((uint8_t *)PyBytes_AS_STRING(jg->records) + jg->filled++ * RECORD, x);
+    }
     for (Py_ssize_t i = 0; i < st->nheld; i++) {
         held_item *x = &st->held[i];
         PyObject *item = NULL;
         if (x->item != NULL) {
             item = Py_NewRef(x->item);
         } else if (x->group == -1) {
-            item = Py_BuildValue("(nnnnnnOy#y#y#KK)", x->off_start, x->off_end, x->rs_start, x->rs_end,
-                                 x->sc_start, x->sc_end, x->shape, PTR(x->trace), x->trace.n,
-                                 PTR(x->span), x->span.n, PTR(x->parent), x->parent.n,
-                                 (unsigned long long)x->start, (unsigned long long)x->end);
+            if (x->shape == NULL) { /* (not made when found in learned_cache) */
+                slice raw = {st->base + x->off_start, x->off_end - x->off_start};
+                if ((x->shape = span_shape(self, raw)) == NULL) goto done;
+            }
+            item = fallback_item(x->off_start, x->off_end, x->rs_start, x->rs_end, x->sc_start,
+                                 x->sc_end, x->shape, x->trace, x->span, x->parent, x->start, x->end);
         } else if (x->group >= 0) {
             join_group *jg = &groups[x->group];
             if (i == (jg->layers ? jg->first : jg->first_link)) {
-                PyObject *records = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(jg->blob),
-                                                              PyByteArray_GET_SIZE(jg->blob));
-                if (records == NULL) goto done;
-                item = Py_BuildValue("(ONl)", jg->trace, records, jg->layers);
+                PyObject *items[3] = {Py_NewRef(jg->trace), Py_NewRef(jg->records),
+                                      PyLong_FromLong(jg->layers)};
+                item = tuple_steal(3, items);
             } else {
                 continue;
             }
@@ -1193,10 +1430,10 @@ static int finish_join(Scanner *self, scan_state *st) {
 done:
     for (Py_ssize_t k = 0; k < ngroups; k++) {
         Py_XDECREF(groups[k].trace);
-        Py_XDECREF(groups[k].blob);
+        Py_XDECREF(groups[k].records);
     }
     PyMem_Free(groups);
-    Py_DECREF(index);
+    smap_free(&index);
     return rc;
 }
 
@@ -1209,6 +1446,7 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
     st->scope_deferred = scope_name.p != NULL && has_prefix(scope_name, self->defer_scopes);
     Py_CLEAR(st->res_obj); /* (made when needed: see learned) */
     Py_CLEAR(st->scope_obj);
+    st->ctx_hash = 0;
     reader r = {scope_spans.p, scope_spans.p + scope_spans.n};
     field f;
     int rc;
@@ -1222,16 +1460,18 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
             PyObject *item;
             Py_ssize_t start = f.data.p - st->base, end = start + f.data.n;
             if (self->nshape_keys) {
-                PyObject *shape = span_shape(self, f.data);
-                if (shape == NULL) return -1;
-                if (st->join && shape != Py_None && s.trace_id.n == 16 && s.span_id.n >= 1 &&
-                    s.span_id.n <= 8 && s.parent.n <= 8) {
+                Py_ssize_t used = 0;
+                int has = span_shape_raw(self, f.data, &used);
+                if (has < 0) return -1;
+                PyObject *shape = NULL;
+                if (st->join && has && s.trace_id.n == 16 && s.span_id.n >= 1 && s.span_id.n <= 8 &&
+                    s.parent.n <= 8) {
                     long series;
-                    int known = learned(self, st, shape, &series);
-                    if (known < 0) { Py_DECREF(shape); return -1; }
+                    int known = learned(self, st, used, &series, &shape);
+                    if (known < 0) { Py_XDECREF(shape); return -1; }
                     if (known) {
                         held_item *x = held_push(st);
-                        if (x == NULL) { Py_DECREF(shape); return -1; }
+                        if (x == NULL) { Py_XDECREF(shape); return -1; }
                         x->trace = s.trace_id;
                         x->span = s.span_id;
                         x->parent = s.parent;
@@ -1244,21 +1484,23 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                         x->rs_end = st->rs_end;
                         x->sc_start = st->sc_start;
                         x->sc_end = st->sc_end;
-                        x->shape = shape; /* owned */
+                        x->shape = shape; /* owned, or NULL (made again if needed: finish_join) */
                         continue;
                     }
                 }
+                if (shape == NULL)
+                    shape = has ? PyBytes_FromStringAndSize((const char *)self->scratch, used) : Py_NewRef(Py_None);
+                if (shape == NULL) return -1;
                 if (s.status_code == STATUS_ERROR && keep_failure(self, &s, start) < 0) {
                     Py_DECREF(shape);
                     return -1;
                 }
-                item = Py_BuildValue("(nnnnnnNy#y#y#KK)", start, end, st->rs_start, st->rs_end,
-                                     st->sc_start, st->sc_end, shape, PTR(s.trace_id), s.trace_id.n,
-                                     PTR(s.span_id), s.span_id.n, PTR(s.parent), s.parent.n,
-                                     (unsigned long long)s.start, (unsigned long long)s.end);
+                item = fallback_item(start, end, st->rs_start, st->rs_end, st->sc_start, st->sc_end,
+                                     shape, s.trace_id, s.span_id, s.parent, s.start, s.end);
+                Py_DECREF(shape);
             } else {
-                item = Py_BuildValue("(nnnnnn)", start, end, st->rs_start, st->rs_end, st->sc_start,
-                                     st->sc_end);
+                item = fallback_item(start, end, st->rs_start, st->rs_end, st->sc_start, st->sc_end,
+                                     NULL, s.trace_id, s.span_id, s.parent, s.start, s.end);
             }
             if (item == NULL) return -1;
             if (st->join) {
@@ -1266,10 +1508,7 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                 held_item *x = held_push(st);
                 if (x == NULL) { Py_DECREF(item); return -1; }
                 x->item = item; /* owned */
-                PyObject *trace = bytes_of(s.trace_id);
-                int rc2 = trace ? PySet_Add(st->touched, trace) : -1;
-                Py_XDECREF(trace);
-                if (rc2 < 0) return -1;
+                if (smap_put(&st->touched, s.trace_id, 0) < 0) return -1;
                 continue;
             }
             if (PyList_Append(st->fallback, item) < 0) { Py_DECREF(item); return -1; }
@@ -1318,10 +1557,10 @@ static int finish_a2a(Scanner *self, scan_state *st) {
             }
         }
         if (sent == NULL) {
-            PyObject *item = Py_BuildValue("(y#NKy#y#O)", (const char *)x->parent.p, x->parent.n,
-                                           links, (unsigned long long)x->start,
-                                           (const char *)x->trace_id.p, x->trace_id.n,
-                                           (const char *)x->span_id.p, x->span_id.n, x->message_type);
+            PyObject *items[6] = {bytes_or_none(x->parent), links, PyLong_FromUnsignedLongLong(x->start),
+                                  bytes_or_none(x->trace_id), bytes_or_none(x->span_id),
+                                  Py_NewRef(x->message_type)};
+            PyObject *item = tuple_steal(6, items);
             if (item == NULL || PyList_Append(st->consumers, item) < 0) { Py_XDECREF(item); return -1; }
             Py_DECREF(item);
             continue;
@@ -1432,12 +1671,15 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     st.consumers = PyList_New(0);
     st.workflows = PyDict_New();
     st.a.index = PyDict_New();
+    st.a.memo = PyMem_Calloc(MEMO_SLOTS, sizeof(memo_slot));
     st.base = base;
     st.join = self->join_shapes != NULL && self->nshape_keys;
     PyObject *result = NULL;
-    if (st.fallback == NULL || st.consumers == NULL || st.workflows == NULL || st.a.index == NULL)
+    if (st.fallback == NULL || st.consumers == NULL || st.workflows == NULL || st.a.index == NULL ||
+        st.a.memo == NULL) {
+        if (st.a.memo == NULL) PyErr_NoMemory();
         goto done;
-    if (st.join && (st.touched = PySet_New(NULL)) == NULL) goto done;
+    }
     reader r = {base, base + size};
     field f;
     int rc;
@@ -1464,7 +1706,7 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     result = Py_BuildValue("(NOOO)", series, st.fallback, st.consumers, st.workflows);
 done:
     held_clear(&st);
-    Py_XDECREF(st.touched);
+    smap_free(&st.touched);
     Py_XDECREF(st.res_obj);
     Py_XDECREF(st.scope_obj);
     Py_XDECREF(st.workflows);
@@ -1473,6 +1715,7 @@ done:
     PyMem_Free(st.pending.items);
     Py_XDECREF(st.consumers);
     Py_XDECREF(st.a.index);
+    aggs_memo_clear(&st.a);
     PyMem_Free(st.a.entries);
     return result;
 }
@@ -2149,6 +2392,16 @@ PyDoc_STRVAR(take_failures_doc,
 "ASCII: by the span's start offset in the request (the fallback tuple's first item), those\n"
 "three as a full decode gives them; None when there is none.");
 
+PyDoc_STRVAR(forget_shapes_doc,
+"forget_shapes() -> None\n\n"
+"To be called whenever a shape leaves join_shapes or maps to another series: the scanner\n"
+"remembers the shapes it found there (by their content) and forgets them then.");
+
+static PyObject *Scanner_forget_shapes(Scanner *self, PyObject *Py_UNUSED(ignored)) {
+    learned_forget(self);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Scanner_take_failures(Scanner *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *out = self->failures;
     self->failures = NULL;
@@ -2207,6 +2460,11 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->join_shapes, Py_XNewRef(join_shapes));
     Py_XSETREF(self->join_series, Py_XNewRef(join_series));
     Py_XSETREF(self->join_settled, Py_XNewRef(join_settled));
+    learned_forget(self); /* (what it remembers is of the join_shapes given before) */
+    if (join_shapes != NULL && self->learned_cache == NULL) {
+        self->learned_cache = PyMem_Calloc(LEARNED_SLOTS, sizeof(learned_slot));
+        if (self->learned_cache == NULL) { PyErr_NoMemory(); return -1; }
+    }
     if (self->calls_index == NULL && (self->calls_index = PyDict_New()) == NULL) return -1;
     if (shape_keys != NULL) {
         Py_ssize_t n = PyTuple_GET_SIZE(shape_keys);
@@ -2337,6 +2595,8 @@ static void Scanner_dealloc(Scanner *self) {
     Py_XDECREF(self->join_shapes);
     Py_XDECREF(self->join_series);
     Py_XDECREF(self->join_settled);
+    learned_forget(self);
+    PyMem_Free(self->learned_cache);
     Py_XDECREF(self->calls_index);
     PyMem_Free(self->calls_entries);
     PyMem_Free(self->scratch);
@@ -2357,6 +2617,7 @@ static PyMethodDef Scanner_methods[] = {
     {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
     {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},
     {"take_failures", (PyCFunction)Scanner_take_failures, METH_NOARGS, take_failures_doc},
+    {"forget_shapes", (PyCFunction)Scanner_forget_shapes, METH_NOARGS, forget_shapes_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -81,5 +81,8 @@ class Scanner:
         """The last scan's failed spans left to Python (``shape_keys`` configured) whose status
         message, ``exception.type`` and ``exception.message`` are ASCII: by the span's start
         offset (the fallback tuple's first item), those three as a full decode gives them."""
+    def forget_shapes(self) -> None:
+        """To be called whenever a shape leaves ``join_shapes`` or maps to another series: the
+        scanner remembers the shapes it found there (by their content) and forgets them then."""
     def take_late(self) -> int:
         """The layers the last scan dropped as late (their parent a settled layer)."""

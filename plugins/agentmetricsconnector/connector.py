@@ -700,8 +700,13 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         if self.joiner.native is None:
             return
         shapes = self._join_shapes
+        # the scanner remembers the shapes it found here: it is told when one leaves or maps to
+        # another series (a shape added changes nothing it found)
         if len(shapes) >= JOIN_SHAPES:
             shapes.clear()
+            self._scanner.forget_shapes()
+        elif shape.where in shapes:
+            self._scanner.forget_shapes()
         if reading is LINK:
             shapes[shape.where] = -1
             return

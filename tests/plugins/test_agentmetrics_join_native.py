@@ -194,6 +194,39 @@ def test_the_scanner_packs_the_common_case_and_settles_it_in_c() -> None:
     assert len(conn.joiner.settled_memory()) == 3
 
 
+def test_the_scanner_forgets_the_shapes_the_python_side_drops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scanner remembers the shapes it found in ``join_shapes`` (by content, across
+    requests): a shape the Python side drops (its table full: cleared) is not packed again
+    until it is learned again."""
+    monkeypatch.setattr("plugins.agentmetricsconnector.connector.JOIN_SHAPES", 2)
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"),
+        AgentMetricsConfig(tool_call_join={"window": "1h"}),
+        Capture(),
+    )
+
+    def trace(n: int, tool: int) -> list[Span]:
+        return [
+            span(n, 2, 1, "invoke_agent", attrs={"gen_ai.operation.name": "invoke_agent",
+                 "gen_ai.agent.name": "planner"}, start=T0),
+            span(n, 3, 2, TOOLS[tool][0], kind=Span.SPAN_KIND_CLIENT, attrs=TOOLS[tool][1],
+                 start=T0, duration=0.02),
+        ]  # fmt: skip
+
+    def packed(spans: list[Span]) -> bool:
+        _series, fallback, _consumers, _workflows = conn._scanner.scan(request(spans).to_bytes())
+        return [len(item) for item in fallback] == [3]
+
+    asyncio.run(conn.consume(request(trace(1, 0))))  # learns the agent run's and the tool's
+    assert len(conn._join_shapes) == 2 and packed(trace(2, 0))
+    asyncio.run(conn.consume(request(trace(3, 1))))  # another tool: the table is cleared first
+    assert len(conn._join_shapes) == 1  # (the new tool's shape only: the agent run's is gone)
+    assert not packed(trace(4, 0))
+    assert not packed(trace(5, 1))  # (its agent run's shape is not known any more)
+
+
 EXCEPTIONS = ["TimeoutError", "ConnectionError", "ValueError", "mcp.shared.exceptions.McpError"]
 
 
