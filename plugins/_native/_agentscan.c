@@ -93,6 +93,9 @@ typedef struct {
     slice shape_keys[MAX_SHAPE_KEYS];
     int nshape_keys;
     int16_t shape_head[256], shape_next[MAX_SHAPE_KEYS];
+    /* 1: only the key's presence is part of the shape, not its value (a per-run id the
+     * memoized readings do not depend on: its value would make every run's spans a new shape) */
+    uint8_t shape_presence[MAX_SHAPE_KEYS];
     PyObject *shape_keys_obj; /* owned tuple of bytes */
     uint8_t *scratch;         /* the shape being built */
     /* the tool-call join's common case (see "the join's common case" below): the Python side's
@@ -1051,9 +1054,10 @@ wf_done:
 
 /* -- shapes: what the Python side's memo of a deferred span is keyed by ---------------------- */
 
+/* 0: not a shape key; 1: its entry (key and value) is part of the shape; 2: its presence */
 static int is_shape_key(Scanner *self, slice key) {
     for (int k = self->shape_head[sig(key)]; k >= 0; k = self->shape_next[k])
-        if (slice_eq(key, self->shape_keys[k])) return 1;
+        if (slice_eq(key, self->shape_keys[k])) return 1 + self->shape_presence[k];
     return 0;
 }
 
@@ -1124,8 +1128,9 @@ static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out) {
                     }
                 }
                 if (erc < 0) { PyErr_Clear(); return 0; }
-                if (key.p != NULL && is_shape_key(self, key) &&
-                    scratch_put(self, &used, 'a', f.data.p, f.data.n) < 0)
+                int which = key.p != NULL ? is_shape_key(self, key) : 0;
+                if ((which == 1 && scratch_put(self, &used, 'a', f.data.p, f.data.n) < 0) ||
+                    (which == 2 && scratch_put(self, &used, 'p', key.p, key.n) < 0))
                     return -1;
             }
             break;
@@ -2437,21 +2442,21 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
                              "http_bounds", "workflow_bounds", "a2a_bounds", "max_exemplars",
                              "recoverable", "llm_operations", "outcomes", "producers", "cache_size",
                              "defer_keys", "defer_names", "defer_scopes", "shape_keys", "join_shapes",
-                             "join_series", "join_settled", NULL};
+                             "join_series", "join_settled", "presence_keys", NULL};
     PyObject *keys, *tool_op, *tool_method, *wf_prefix, *tool_bounds, *http_bounds, *wf_bounds, *a2a_bounds,
         *recoverable, *llm, *outcomes, *producers;
     PyObject *defer_keys = NULL, *defer_names = NULL, *defer_scopes = NULL, *shape_keys = NULL;
-    PyObject *join_shapes = NULL, *join_series = NULL, *join_settled = NULL;
+    PyObject *join_shapes = NULL, *join_series = NULL, *join_settled = NULL, *presence_keys = NULL;
     int max_exemplars;
     Py_ssize_t cache_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!O!O!O!O!", kwlist, &PyTuple_Type, &keys,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!O!O!O!O!O!", kwlist, &PyTuple_Type, &keys,
                                      &tool_op, &tool_method, &wf_prefix, &tool_bounds, &http_bounds,
                                      &wf_bounds, &a2a_bounds, &max_exemplars, &recoverable, &llm,
                                      &PyTuple_Type, &outcomes, &PyDict_Type, &producers, &cache_size,
                                      &PyTuple_Type, &defer_keys, &PyTuple_Type, &defer_names,
                                      &PyTuple_Type, &defer_scopes, &PyTuple_Type, &shape_keys,
                                      &PyDict_Type, &join_shapes, &PyList_Type, &join_series,
-                                     &PyDict_Type, &join_settled))
+                                     &PyDict_Type, &join_settled, &PyTuple_Type, &presence_keys))
         return -1;
     if ((join_shapes != NULL) != (join_series != NULL) || (join_shapes != NULL) != (join_settled != NULL)) {
         PyErr_SetString(PyExc_TypeError, "join_shapes, join_series and join_settled go together");
@@ -2484,6 +2489,10 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         PyObject *b = PyTuple_GET_ITEM(shape_keys, k);
         self->shape_keys[k].p = (const uint8_t *)PyBytes_AS_STRING(b);
         self->shape_keys[k].n = PyBytes_GET_SIZE(b);
+        self->shape_presence[k] = 0;
+        for (Py_ssize_t i = 0; presence_keys != NULL && i < PyTuple_GET_SIZE(presence_keys); i++)
+            if (PyObject_RichCompareBool(b, PyTuple_GET_ITEM(presence_keys, i), Py_EQ) == 1)
+                self->shape_presence[k] = 1;
         unsigned g = sig(self->shape_keys[k]);
         self->shape_next[k] = self->shape_head[g];
         self->shape_head[g] = (int16_t)k;

@@ -39,6 +39,7 @@ class Scanner:
         join_shapes: dict[tuple[bytes, bytes, bytes], int] | None = None,
         join_series: list[tuple[bool, str, str, str]] | None = None,
         join_settled: OrderedDict[Any, Any] | None = None,
+        presence_keys: tuple[bytes, ...] = (),
     ) -> None: ...
     def scan(
         self, request: bytes, /

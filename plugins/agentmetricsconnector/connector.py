@@ -678,6 +678,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             defer_names=self._defer_names,
             defer_scopes=tuple(p.encode() for p in self._defer_scopes),
             shape_keys=self._shape_keys(),
+            presence_keys=self._presence_keys(),
             **self._join_native(),
         )
 
@@ -740,6 +741,26 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         if len(keys) > MAX_SHAPE_KEYS:
             return ()
         return tuple(k.encode() for k in keys)
+
+    def _presence_keys(self) -> tuple[bytes, ...]:
+        """The shape keys whose presence alone is part of a shape: the attributes the dialect
+        tables read only for their presence (``present``/``absent``) or as a run id, never for
+        a value (``attributes`` equals, a label). Their values are per-run ids (``workflow.id``,
+        which the workflow processor writes on every span; conversation and session ids), on
+        which no remembered reading depends (a link, a tool-call layer: see :class:`_Shape`)
+        but which would make every run's spans a shape of their own. (The facts a shape keeps
+        then hold the run id of its first span: this connector reads no run id.)"""
+        compiled = self.dialects.compiled
+        keys = compiled.attribute_keys
+        valued = {*self._defer_keys, self.names.operation_name, self.names.mcp_method_name}
+        for alternatives in (*compiled.detect, *(r.alternatives for r in compiled.rules)):
+            for alt in alternatives:
+                valued.update(keys[k] for k, _ in alt.equals)
+        for rule in compiled.rules:
+            for _, sources in rule.labels:
+                valued.update(keys[src.key] for src in sources if src.key >= 0)
+        shape = self._shape_keys()
+        return tuple(k.encode() for k in keys if k not in valued and k.encode() in shape)
 
     # -- aggregation -----------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:

@@ -194,6 +194,61 @@ def test_the_scanner_packs_the_common_case_and_settles_it_in_c() -> None:
     assert len(conn.joiner.settled_memory()) == 3
 
 
+class CountingScans:
+    """The C scanner, counting the items its scans leave to Python and pack."""
+
+    def __init__(self, scanner: Any, items: collections.Counter[str]) -> None:
+        self.scanner = scanner
+        self.items = items
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.scanner, name)
+
+    def scan(self, raw: bytes) -> Any:
+        found = self.scanner.scan(raw)
+        self.items.update("packed" if len(item) == 3 else "python" for item in found[1])
+        return found
+
+
+def test_per_run_ids_do_not_make_new_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workflow processor writes ``workflow.id`` on every span, and frameworks write a
+    conversation id: values unique to a run. The tables read them for their presence only (a
+    workflow root, a run id), so a shape holds their presence, not their value: the second
+    run's spans are packed like the benchmark's (whose 160 workflow ids repeated), and count
+    as the pure-Python path does."""
+
+    def spans(trace: int) -> list[Span]:
+        run = {"workflow.id": f"wf-{trace:032x}", "gen_ai.conversation.id": f"c-{trace}"}
+        return [
+            span(trace, 2, 1, "invoke_agent", attrs={"gen_ai.operation.name": "invoke_agent",
+                 "gen_ai.agent.name": "planner", **run}, start=T0),
+            span(trace, 3, 2, TOOLS[0][0], kind=Span.SPAN_KIND_CLIENT,
+                 attrs={**TOOLS[0][1], **run}, start=T0, duration=0.02),
+        ]  # fmt: skip
+
+    items: collections.Counter[str] = collections.Counter()
+
+    async def main() -> tuple[dict[str, Any], AgentMetricsConnector]:
+        conn = connector({"window": "0s"}, None)
+        if conn._scanner is not None:
+            conn._scanner = CountingScans(conn._scanner, items)
+        for trace in range(1, 7):
+            await conn.consume(request(spans(trace)))
+        await conn.shutdown()
+        return outcome(conn), conn
+
+    monkeypatch.delenv("PIPELINE_NATIVE", raising=False)
+    native, conn = asyncio.run(main())
+    assert conn.joiner.native is not None
+    assert len(conn._join_shapes) == 2  # one per shape, not one per run
+    assert items == {"packed": 5, "python": 2}  # every run after the first packed in C
+    monkeypatch.setenv("PIPELINE_NATIVE", "0")
+    python, _ = asyncio.run(main())
+    assert native == python
+    ((attrs, count),) = [(a, v[0]) for a, v in native.items() if "tool_calls" in a]
+    assert count == 6, attrs
+
+
 def test_the_scanner_forgets_the_shapes_the_python_side_drops(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
