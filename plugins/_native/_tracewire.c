@@ -418,20 +418,28 @@ needle_init(needle *nd, const void *p, Py_ssize_t n)
 #define HAVE_SSE2_SEARCH 1
 
 /* whether hay contains s (2 <= n <= hay.n): 16 positions at a time, those whose first,
- * middle and last bytes match compared in full (every load stays inside hay: see the bounds
- * below). Three bytes, not two: a KeyValue key marker starts with the tag every KeyValue and
- * AnyValue string starts with. */
+ * middle and last bytes match compared in full. The last block overlaps the one before it
+ * rather than leaving up to 15 positions to a byte loop (a position looked at twice only
+ * repeats its answer). Every load stays inside hay: a block at i reads h[i .. i+15],
+ * h[i+mid .. i+mid+15] and h[i+n-1 .. i+n+14], and i <= limit-15, so i+n+14 <= hay.n-1.
+ * Three bytes, not two: a KeyValue key marker starts with the tag every KeyValue and AnyValue
+ * string starts with. */
 static int
 find_sse2(const uint8_t *s, Py_ssize_t n, slice hay)
 {
     const uint8_t *h = hay.p;
     Py_ssize_t limit = hay.n - n; /* the last possible start */
+    if (limit < 15) {
+        for (Py_ssize_t i = 0; i <= limit; i++)
+            if (h[i] == s[0] && h[i + n - 1] == s[n - 1] &&
+                memcmp(h + i + 1, s + 1, (size_t)(n - 2)) == 0)
+                return 1;
+        return 0;
+    }
     Py_ssize_t i = 0, mid = n / 2;
     const __m128i first = _mm_set1_epi8((char)s[0]), last = _mm_set1_epi8((char)s[n - 1]);
     const __m128i middle = _mm_set1_epi8((char)s[mid]);
-    for (; i + 15 <= limit; i += 16) {
-        /* reads h[i .. i+15], h[i+mid .. i+mid+15] and h[i+n-1 .. i+n+14], the furthest
-         * i+n+14 <= limit+n-1 = hay.n-1 */
+    for (;;) {
         __m128i a = _mm_loadu_si128((const __m128i *)(h + i));
         __m128i m = _mm_loadu_si128((const __m128i *)(h + i + mid));
         __m128i b = _mm_loadu_si128((const __m128i *)(h + i + n - 1));
@@ -444,12 +452,59 @@ find_sse2(const uint8_t *s, Py_ssize_t n, slice hay)
                 return 1;
             mask &= mask - 1;
         }
+        if (i + 15 >= limit)
+            return 0;
+        i += 16;
+        if (i > limit - 15)
+            i = limit - 15;
     }
-    for (; i <= limit; i++)
-        if (h[i] == s[0] && h[i + n - 1] == s[n - 1] &&
-            memcmp(h + i + 1, s + 1, (size_t)(n - 2)) == 0)
-            return 1;
-    return 0;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_AVX2_SEARCH 1
+static int have_avx2; /* set once at import (the CPU's AVX2, checked at run time) */
+
+/* find_sse2 with 32 positions at a time (hay at least n + 31 bytes long) */
+__attribute__((target("avx2"))) static int
+find_avx2(const uint8_t *s, Py_ssize_t n, slice hay)
+{
+    const uint8_t *h = hay.p;
+    Py_ssize_t limit = hay.n - n, i = 0, mid = n / 2;
+    const __m256i first = _mm256_set1_epi8((char)s[0]), last = _mm256_set1_epi8((char)s[n - 1]);
+    const __m256i middle = _mm256_set1_epi8((char)s[mid]);
+    for (;;) {
+        /* reads h[i .. i+31], h[i+mid .. i+mid+31], h[i+n-1 .. i+n+30]: i <= limit-31 */
+        __m256i a = _mm256_loadu_si256((const __m256i *)(h + i));
+        __m256i m = _mm256_loadu_si256((const __m256i *)(h + i + mid));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(h + i + n - 1));
+        unsigned mask = (unsigned)_mm256_movemask_epi8(_mm256_and_si256(
+            _mm256_and_si256(_mm256_cmpeq_epi8(a, first), _mm256_cmpeq_epi8(b, last)),
+            _mm256_cmpeq_epi8(m, middle)));
+        while (mask) {
+            int bit = __builtin_ctz(mask);
+            if (memcmp(h + i + bit + 1, s + 1, (size_t)(n - 2)) == 0)
+                return 1;
+            mask &= mask - 1;
+        }
+        if (i + 31 >= limit)
+            return 0;
+        i += 32;
+        if (i > limit - 31)
+            i = limit - 31;
+    }
+}
+#endif
+
+/* whether hay contains s (2 <= n <= hay.n) */
+static inline int
+find_fast(const uint8_t *s, Py_ssize_t n, slice hay)
+{
+#ifdef HAVE_AVX2_SEARCH
+    if (have_avx2 && hay.n - n >= 31)
+        return find_avx2(s, n, hay);
+#endif
+    return find_sse2(s, n, hay);
 }
 #endif
 
@@ -463,7 +518,7 @@ needle_in(const needle *nd, slice hay)
         return 0;
 #ifdef HAVE_SSE2_SEARCH
     if (n >= 2)
-        return find_sse2(nd->p, n, hay);
+        return find_fast(nd->p, n, hay);
 #endif
     const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
     uint8_t tail = nd->p[n - 1];
@@ -485,7 +540,7 @@ contains(slice hay, const char *s, Py_ssize_t n)
         return 0;
 #ifdef HAVE_SSE2_SEARCH
     if (n >= 2)
-        return find_sse2((const uint8_t *)s, n, hay);
+        return find_fast((const uint8_t *)s, n, hay);
 #endif
 #ifdef _WIN32
     const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
@@ -2566,11 +2621,100 @@ done:
     return result;
 }
 
+/* a span or parent id of at most 8 bytes, as a record holds it (zero-padded): two are equal
+ * when both their values and lengths are */
+typedef struct {
+    uint64_t v;
+    uint16_t len;
+} short_id;
+
+#define SMALL_TRACE 64
+
+static inline int
+short_id_eq(short_id a, short_id b)
+{
+    return a.v == b.v && a.len == b.len;
+}
+
+/* depth_slices for at most SMALL_TRACE spans whose ids are all short: the same walk, its
+ * tables on the stack and ids compared as integers; -2 when a level outgrows its table (ids
+ * repeated: depth_slices then takes over) */
+static Py_ssize_t
+depth_short(const short_id *ids, const short_id *parents, Py_ssize_t n, Py_ssize_t cap)
+{
+    Py_ssize_t slot_of[SMALL_TRACE], head[SMALL_TRACE], tail[SMALL_TRACE], next[SMALL_TRACE];
+    Py_ssize_t bufs[2][SMALL_TRACE];
+    Py_ssize_t *level = bufs[0], *nxt = bufs[1], level_len = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        Py_ssize_t i = 0;
+        while (i < j && !short_id_eq(ids[i], ids[j]))
+            i++;
+        slot_of[j] = i;
+        head[j] = tail[j] = -1;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        Py_ssize_t i = 0;
+        while (i < n && !short_id_eq(ids[i], parents[j]))
+            i++;
+        next[j] = -1;
+        if (i == n)
+            level[level_len++] = j;
+        else {
+            Py_ssize_t s = slot_of[i];
+            if (tail[s] < 0)
+                head[s] = j;
+            else
+                next[tail[s]] = j;
+            tail[s] = j;
+        }
+    }
+    Py_ssize_t depth = 0, seen = 0;
+    while (level_len && seen < n && (!cap || depth < cap)) {
+        depth++;
+        seen += level_len;
+        if (seen >= n || (cap && depth >= cap))
+            break; /* the walk ends here whatever the next level holds */
+        Py_ssize_t nxt_len = 0;
+        for (Py_ssize_t i = 0; i < level_len; i++) {
+            for (Py_ssize_t c = head[slot_of[level[i]]]; c >= 0; c = next[c]) {
+                if (nxt_len == SMALL_TRACE)
+                    return -2;
+                nxt[nxt_len++] = c;
+            }
+        }
+        Py_ssize_t *tmp = level;
+        level = nxt;
+        nxt = tmp;
+        level_len = nxt_len;
+    }
+    return depth;
+}
+
 /* depth of a held trace's span tree, as depth_slices */
 static Py_ssize_t
 trace_depth(TraceObject *t, Py_ssize_t cap)
 {
     Py_ssize_t n = t->count, k = 0;
+    if (n <= SMALL_TRACE) {
+        short_id ids[SMALL_TRACE], parents[SMALL_TRACE];
+        for (Py_ssize_t c = 0; c < t->nchunks; c++) {
+            const chunk *ch = t->chunks[c];
+            for (Py_ssize_t j = 0; j < ch->n; j++, k++) {
+                const rec *r = &ch->recs[j];
+                if (r->id_len == LONG_ID || r->parent_len == LONG_ID)
+                    goto general;
+                ids[k].v = r->id;
+                ids[k].len = r->id_len;
+                parents[k].v = r->parent;
+                parents[k].len = r->parent_len;
+            }
+        }
+        Py_ssize_t depth = depth_short(ids, parents, n, cap);
+        if (depth != -2)
+            return depth;
+    }
+general:
+    k = 0;
     slice *ids = PyMem_Malloc((size_t)(2 * n + 1) * sizeof(slice));
     if (ids == NULL) {
         PyErr_NoMemory();
@@ -3092,6 +3236,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__tracewire(void)
 {
+#ifdef HAVE_AVX2_SEARCH
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2");
+#endif
     if (PyType_Ready(&TraceType) < 0 || PyType_Ready(&IngestConfigType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
