@@ -173,6 +173,41 @@ skip_value(const uint8_t **pp, const uint8_t *end, uint32_t field, int wt, int d
     }
 }
 
+/* skip_value at depth 0, the usual cases inline (a one-byte varint or length, a fixed
+ * width): anything else, errors included, is skip_value's */
+static inline int
+skip_fast(const uint8_t **pp, const uint8_t *end, uint32_t field, int wt)
+{
+    const uint8_t *p = *pp;
+    switch (wt) {
+    case 2:
+        if (p < end && *p < 0x80 && (Py_ssize_t)*p < end - p) {
+            *pp = p + 1 + *p;
+            return 0;
+        }
+        break;
+    case 0:
+        if (p < end && *p < 0x80) {
+            *pp = p + 1;
+            return 0;
+        }
+        break;
+    case 1:
+        if (end - p >= 8) {
+            *pp = p + 8;
+            return 0;
+        }
+        break;
+    case 5:
+        if (end - p >= 4) {
+            *pp = p + 4;
+            return 0;
+        }
+        break;
+    }
+    return skip_value(pp, end, field, wt, 0);
+}
+
 /* growable array of slices */
 /* A growable array's storage with room for more: its capacity doubled (or `first` when it
  * has none); NULL with MemoryError set (the old storage and *cap unchanged) on failure. */
@@ -232,7 +267,7 @@ parse_container(slice msg, slice *one, slices *twos, slice *three)
             else
                 *three = s;
         }
-        else if (skip_value(&p, end, f, wt, 0) < 0)
+        else if (skip_fast(&p, end, f, wt) < 0)
             return -1;
     }
     return 0;
@@ -417,13 +452,33 @@ needle_init(needle *nd, const void *p, Py_ssize_t n)
 #include <emmintrin.h>
 #define HAVE_SSE2_SEARCH 1
 
-/* whether hay contains s (2 <= n <= hay.n): 16 positions at a time, those whose first,
- * middle and last bytes match compared in full. The last block overlaps the one before it
- * rather than leaving up to 15 positions to a byte loop (a position looked at twice only
- * repeats its answer). Every load stays inside hay: a block at i reads h[i .. i+15],
- * h[i+mid .. i+mid+15] and h[i+n-1 .. i+n+14], and i <= limit-15, so i+n+14 <= hay.n-1.
- * Three bytes, not two: a KeyValue key marker starts with the tag every KeyValue and AnyValue
- * string starts with. */
+/* whether s (n >= 2 bytes) starts at one of the 16 positions h[0 .. 15], given the vectors
+ * of its first, middle and last bytes: those whose three bytes match compared in full. Reads
+ * h[0 .. 15], h[mid .. mid+15] and h[n-1 .. n+14]. Three bytes, not two: a KeyValue key
+ * marker starts with the tag every KeyValue and AnyValue string starts with. */
+static inline __attribute__((always_inline)) int
+block_sse2(const uint8_t *h, const uint8_t *s, Py_ssize_t n, Py_ssize_t mid, __m128i first,
+           __m128i middle, __m128i last)
+{
+    __m128i a = _mm_loadu_si128((const __m128i *)h);
+    __m128i m = _mm_loadu_si128((const __m128i *)(h + mid));
+    __m128i b = _mm_loadu_si128((const __m128i *)(h + n - 1));
+    unsigned mask = (unsigned)_mm_movemask_epi8(
+        _mm_and_si128(_mm_and_si128(_mm_cmpeq_epi8(a, first), _mm_cmpeq_epi8(b, last)),
+                      _mm_cmpeq_epi8(m, middle)));
+    while (mask) {
+        int bit = __builtin_ctz(mask);
+        if (memcmp(h + bit + 1, s + 1, (size_t)(n - 2)) == 0)
+            return 1;
+        mask &= mask - 1;
+    }
+    return 0;
+}
+
+/* whether hay contains s (2 <= n <= hay.n): 16 positions at a time, the last block ending at
+ * the last possible start (overlapping the one before it: a position looked at twice only
+ * repeats its answer), so every load stays inside hay (a block at i <= limit - 15 reads up to
+ * h[i+n+14] <= h[hay.n-1]); fewer than 16 positions one by one */
 static int
 find_sse2(const uint8_t *s, Py_ssize_t n, slice hay)
 {
@@ -436,28 +491,13 @@ find_sse2(const uint8_t *s, Py_ssize_t n, slice hay)
                 return 1;
         return 0;
     }
-    Py_ssize_t i = 0, mid = n / 2;
+    Py_ssize_t mid = n / 2, final = limit - 15;
     const __m128i first = _mm_set1_epi8((char)s[0]), last = _mm_set1_epi8((char)s[n - 1]);
     const __m128i middle = _mm_set1_epi8((char)s[mid]);
-    for (;;) {
-        __m128i a = _mm_loadu_si128((const __m128i *)(h + i));
-        __m128i m = _mm_loadu_si128((const __m128i *)(h + i + mid));
-        __m128i b = _mm_loadu_si128((const __m128i *)(h + i + n - 1));
-        unsigned mask = (unsigned)_mm_movemask_epi8(
-            _mm_and_si128(_mm_and_si128(_mm_cmpeq_epi8(a, first), _mm_cmpeq_epi8(b, last)),
-                          _mm_cmpeq_epi8(m, middle)));
-        while (mask) {
-            int bit = __builtin_ctz(mask);
-            if (memcmp(h + i + bit + 1, s + 1, (size_t)(n - 2)) == 0)
-                return 1;
-            mask &= mask - 1;
-        }
-        if (i + 15 >= limit)
-            return 0;
-        i += 16;
-        if (i > limit - 15)
-            i = limit - 15;
-    }
+    for (Py_ssize_t i = 0; i < final; i += 16)
+        if (block_sse2(h + i, s, n, mid, first, middle, last))
+            return 1;
+    return block_sse2(h + final, s, n, mid, first, middle, last);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -465,34 +505,38 @@ find_sse2(const uint8_t *s, Py_ssize_t n, slice hay)
 #define HAVE_AVX2_SEARCH 1
 static int have_avx2; /* set once at import (the CPU's AVX2, checked at run time) */
 
+/* block_sse2 for the 32 positions h[0 .. 31] (reads up to h[n+30]) */
+__attribute__((target("avx2"))) static inline __attribute__((always_inline)) int
+block_avx2(const uint8_t *h, const uint8_t *s, Py_ssize_t n, Py_ssize_t mid, __m256i first,
+           __m256i middle, __m256i last)
+{
+    __m256i a = _mm256_loadu_si256((const __m256i *)h);
+    __m256i m = _mm256_loadu_si256((const __m256i *)(h + mid));
+    __m256i b = _mm256_loadu_si256((const __m256i *)(h + n - 1));
+    unsigned mask = (unsigned)_mm256_movemask_epi8(_mm256_and_si256(
+        _mm256_and_si256(_mm256_cmpeq_epi8(a, first), _mm256_cmpeq_epi8(b, last)),
+        _mm256_cmpeq_epi8(m, middle)));
+    while (mask) {
+        int bit = __builtin_ctz(mask);
+        if (memcmp(h + bit + 1, s + 1, (size_t)(n - 2)) == 0)
+            return 1;
+        mask &= mask - 1;
+    }
+    return 0;
+}
+
 /* find_sse2 with 32 positions at a time (hay at least n + 31 bytes long) */
 __attribute__((target("avx2"))) static int
 find_avx2(const uint8_t *s, Py_ssize_t n, slice hay)
 {
     const uint8_t *h = hay.p;
-    Py_ssize_t limit = hay.n - n, i = 0, mid = n / 2;
+    Py_ssize_t mid = n / 2, final = hay.n - n - 31;
     const __m256i first = _mm256_set1_epi8((char)s[0]), last = _mm256_set1_epi8((char)s[n - 1]);
     const __m256i middle = _mm256_set1_epi8((char)s[mid]);
-    for (;;) {
-        /* reads h[i .. i+31], h[i+mid .. i+mid+31], h[i+n-1 .. i+n+30]: i <= limit-31 */
-        __m256i a = _mm256_loadu_si256((const __m256i *)(h + i));
-        __m256i m = _mm256_loadu_si256((const __m256i *)(h + i + mid));
-        __m256i b = _mm256_loadu_si256((const __m256i *)(h + i + n - 1));
-        unsigned mask = (unsigned)_mm256_movemask_epi8(_mm256_and_si256(
-            _mm256_and_si256(_mm256_cmpeq_epi8(a, first), _mm256_cmpeq_epi8(b, last)),
-            _mm256_cmpeq_epi8(m, middle)));
-        while (mask) {
-            int bit = __builtin_ctz(mask);
-            if (memcmp(h + i + bit + 1, s + 1, (size_t)(n - 2)) == 0)
-                return 1;
-            mask &= mask - 1;
-        }
-        if (i + 31 >= limit)
-            return 0;
-        i += 32;
-        if (i > limit - 31)
-            i = limit - 31;
-    }
+    for (Py_ssize_t i = 0; i < final; i += 32)
+        if (block_avx2(h + i, s, n, mid, first, middle, last))
+            return 1;
+    return block_avx2(h + final, s, n, mid, first, middle, last);
 }
 #endif
 
@@ -584,10 +628,15 @@ enum {
     K_OP, K_MCP, K_ERR, K_AGENT, K_WF_NAME, K_WF_ID, K_WF_TYPE, K_WF_OUTCOME, K_STAMP0,
     NKEYS = K_STAMP0 + 5
 };
+_Static_assert(NKEYS <= 16, "facts_cfg's key masks are 16 bits");
+
+#define SHORT_KEY 64 /* keys shorter than this are found by their length */
 
 typedef struct {
     slice keys[NKEYS];
     slice tool_value, mcp_value, prefix;
+    uint16_t by_len[SHORT_KEY]; /* bit k: keys[k] has this length */
+    uint16_t long_keys;         /* bit k: keys[k] is SHORT_KEY bytes or longer */
 } facts_cfg;
 
 typedef struct {
@@ -610,6 +659,22 @@ slice_eq(slice a, slice b)
     return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, (size_t)a.n) == 0);
 }
 
+/* whether every byte of s is below 0x80 (8 at a time) */
+static inline int
+is_ascii(slice s)
+{
+    uint64_t acc = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= s.n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s.p + i, 8);
+        acc |= w;
+    }
+    for (; i < s.n; i++)
+        acc |= s.p[i];
+    return (acc & 0x8080808080808080ULL) == 0;
+}
+
 /* the attributes (last duplicate wins), name, status and event count of a span whose
  * top-level fields were already checked: 0, or 1 when the Python path must decide */
 static int
@@ -623,7 +688,7 @@ scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
         if (read_tag(&p, end, &f, &wt) < 0)
             goto undecided;
         if (wt != 2) {
-            if (skip_value(&p, end, f, wt, 0) < 0)
+            if (skip_fast(&p, end, f, wt) < 0)
                 goto undecided;
             continue;
         }
@@ -653,17 +718,20 @@ scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
                     else
                         value = v;
                 }
-                else if (skip_value(&q, qend, g, w, 0) < 0)
+                else if (skip_fast(&q, qend, g, w) < 0)
                     goto undecided;
             }
-            for (Py_ssize_t i = 0; i < key.n; i++)
-                if (key.p[i] >= 0x80)
-                    return 1; /* the Python path checks UTF-8 */
-            for (int k = 0; k < NKEYS; k++)
+            if (!is_ascii(key))
+                return 1; /* the Python path checks UTF-8 */
+            unsigned cands = key.n < SHORT_KEY ? cfg->by_len[key.n] : cfg->long_keys;
+            while (cands) {
+                int k = __builtin_ctz(cands);
+                cands &= cands - 1;
                 if (slice_eq(key, cfg->keys[k])) {
                     sf->val[k] = value;
                     sf->has[k] = 1;
                 }
+            }
         }
     }
     return 0;
@@ -739,7 +807,7 @@ read_status(slice status, int32_t *code, slice *message)
                 goto unreadable;
             *code = (int32_t)(uint32_t)v;
         }
-        else if (skip_value(&p, end, f, wt, 0) < 0)
+        else if (skip_fast(&p, end, f, wt) < 0)
             goto unreadable;
     }
     return 0;
@@ -795,7 +863,7 @@ root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t inde
                     goto undecided;
                 code = (int32_t)(uint32_t)v;
             }
-            else if (skip_value(&p, end, f, wt, 0) < 0)
+            else if (skip_fast(&p, end, f, wt) < 0)
                 goto undecided;
         }
     }
@@ -949,7 +1017,7 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
             else
                 parent = s;
         }
-        else if (skip_value(&p, end, f, wt, 0) < 0)
+        else if (skip_fast(&p, end, f, wt) < 0)
             return -1;
     }
     entry *t = *last >= 0 ? &e->items[*last] : NULL;
@@ -1544,7 +1612,7 @@ plain_status_message(slice s)
                 goto none;
             statuses++;
         }
-        else if (skip_value(&p, end, f, wt, 0) < 0)
+        else if (skip_fast(&p, end, f, wt) < 0)
             goto none;
     }
     if (statuses != 1 || read_status(status, &code, &message) < 0 || code != 2)
@@ -1829,7 +1897,7 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
         if (read_tag(&p, end, &f, &wt) < 0)
             goto done;
         if (!(f == 1 && wt == 2)) {
-            if (skip_value(&p, end, f, wt, 0) < 0)
+            if (skip_fast(&p, end, f, wt) < 0)
                 goto done;
             continue;
         }
@@ -1924,8 +1992,15 @@ read_facts(PyObject *cfg_tuple, facts_cfg *cfg)
             PyErr_SetString(PyExc_TypeError, "facts: a tuple of 16 bytes");
             return -1;
         }
-    for (int k = 0; k < NKEYS; k++)
+    memset(cfg->by_len, 0, sizeof(cfg->by_len));
+    cfg->long_keys = 0;
+    for (int k = 0; k < NKEYS; k++) {
         cfg->keys[k] = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, k));
+        if (cfg->keys[k].n < SHORT_KEY)
+            cfg->by_len[cfg->keys[k].n] |= (uint16_t)(1u << k);
+        else
+            cfg->long_keys |= (uint16_t)(1u << k);
+    }
     cfg->tool_value = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS));
     cfg->mcp_value = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS + 1));
     cfg->prefix = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS + 2));
