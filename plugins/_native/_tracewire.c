@@ -208,6 +208,31 @@ skip_fast(const uint8_t **pp, const uint8_t *end, uint32_t field, int wt)
     return skip_value(pp, end, field, wt, 0);
 }
 
+/* the next field of a message at *pp: its number, wire type and, length-delimited, its bytes
+ * (*s); any other value skipped. 0, or -1 with the error read_tag, read_len or skip_value
+ * gives (a one-byte tag and length read here, anything else by them) */
+static inline __attribute__((always_inline)) int
+next_field(const uint8_t **pp, const uint8_t *end, uint32_t *field, int *wt, slice *s)
+{
+    const uint8_t *p = *pp;
+    if (end - p >= 2 && p[0] >= 8 && p[0] < 0x80) {
+        *field = p[0] >> 3;
+        *wt = p[0] & 7;
+        if (*wt == 2 && p[1] < 0x80 && (Py_ssize_t)p[1] <= end - p - 2) {
+            s->p = p + 2;
+            s->n = p[1];
+            *pp = p + 2 + p[1];
+            return 0;
+        }
+        *pp = p + 1;
+    }
+    else if (read_tag(pp, end, field, wt) < 0)
+        return -1;
+    if (*wt == 2)
+        return read_len(pp, end, s);
+    return skip_fast(pp, end, *field, *wt);
+}
+
 /* growable array of slices */
 /* A growable array's storage with room for more: its capacity doubled (or `first` when it
  * has none); NULL with MemoryError set (the old storage and *cap unchanged) on failure. */
@@ -252,12 +277,10 @@ parse_container(slice msg, slice *one, slices *twos, slice *three)
     while (p < end) {
         uint32_t f;
         int wt;
-        if (read_tag(&p, end, &f, &wt) < 0)
+        slice s;
+        if (next_field(&p, end, &f, &wt, &s) < 0)
             return -1;
         if (wt == 2 && f <= 3) {
-            slice s;
-            if (read_len(&p, end, &s) < 0)
-                return -1;
             if (f == 1)
                 *one = s;
             else if (f == 2) {
@@ -267,8 +290,6 @@ parse_container(slice msg, slice *one, slices *twos, slice *three)
             else
                 *three = s;
         }
-        else if (skip_fast(&p, end, f, wt) < 0)
-            return -1;
     }
     return 0;
 }
@@ -685,16 +706,11 @@ scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
     while (p < end) {
         uint32_t f;
         int wt;
-        if (read_tag(&p, end, &f, &wt) < 0)
-            goto undecided;
-        if (wt != 2) {
-            if (skip_fast(&p, end, f, wt) < 0)
-                goto undecided;
-            continue;
-        }
         slice s;
-        if (read_len(&p, end, &s) < 0)
+        if (next_field(&p, end, &f, &wt, &s) < 0)
             goto undecided;
+        if (wt != 2)
+            continue;
         if (f == 5)
             sf->name = s;
         else if (f == 15)
@@ -707,19 +723,13 @@ scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
             while (q < qend) {
                 uint32_t g;
                 int w;
-                if (read_tag(&q, qend, &g, &w) < 0)
+                slice v;
+                if (next_field(&q, qend, &g, &w, &v) < 0)
                     goto undecided;
-                if (w == 2 && (g == 1 || g == 2)) {
-                    slice v;
-                    if (read_len(&q, qend, &v) < 0)
-                        goto undecided;
-                    if (g == 1)
-                        key = v;
-                    else
-                        value = v;
-                }
-                else if (skip_fast(&q, qend, g, w) < 0)
-                    goto undecided;
+                if (w == 2 && g == 1)
+                    key = v;
+                else if (w == 2 && g == 2)
+                    value = v;
             }
             if (!is_ascii(key))
                 return 1; /* the Python path checks UTF-8 */
@@ -1004,21 +1014,17 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
     while (p < end) {
         uint32_t f;
         int wt;
-        if (read_tag(&p, end, &f, &wt) < 0)
+        slice s;
+        if (next_field(&p, end, &f, &wt, &s) < 0)
             return -1;
-        if (wt == 2 && (f == 1 || f == 2 || f == 4)) {
-            slice s;
-            if (read_len(&p, end, &s) < 0)
-                return -1;
+        if (wt == 2) {
             if (f == 1)
                 tid = s;
             else if (f == 2)
                 sid = s;
-            else
+            else if (f == 4)
                 parent = s;
         }
-        else if (skip_fast(&p, end, f, wt) < 0)
-            return -1;
     }
     entry *t = *last >= 0 ? &e->items[*last] : NULL;
     if (t == NULL || t->tid.n != tid.n || memcmp(t->tid.p, tid.p, (size_t)tid.n) != 0) {
@@ -3038,6 +3044,33 @@ done:
     return stamp;
 }
 
+/* the oldest entries of the OrderedDict lru beyond its first size removed, as popitem(last=False)
+ * until it holds size would: their keys read with one iterator, then deleted; 0 or -1 */
+static int
+lru_trim(PyObject *lru, Py_ssize_t size)
+{
+    Py_ssize_t excess = PyObject_Size(lru);
+    if (excess < 0)
+        return -1;
+    excess -= size;
+    if (excess <= 0)
+        return 0;
+    PyObject *old = PyList_New(0), *it = old ? PyObject_GetIter(lru) : NULL, *key;
+    if (it == NULL) {
+        Py_XDECREF(old);
+        return -1;
+    }
+    while (PyList_GET_SIZE(old) < excess && (key = PyIter_Next(it)) != NULL)
+        if (append_new(old, key) < 0)
+            break;
+    Py_DECREF(it);
+    int rc = PyErr_Occurred() ? -1 : 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(old); i++)
+        rc = PyObject_DelItem(lru, PyList_GET_ITEM(old, i));
+    Py_DECREF(old);
+    return rc;
+}
+
 /* release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers,
  *         suffix_for) -> (encoded request, spans, nbytes)
  * batch: list of (trace_id, Trace, reason), taken out of the held traces. For each: its
@@ -3142,17 +3175,8 @@ tw_release(PyObject *self, PyObject *args)
             }
         }
     }
-    if (lru_size) {
-        Py_ssize_t len;
-        while ((len = PyObject_Size(lru)) > lru_size) {
-            PyObject *r = PyObject_CallMethod(lru, "popitem", "O", Py_False);
-            if (r == NULL)
-                goto done;
-            Py_DECREF(r);
-        }
-        if (len < 0)
-            goto done;
-    }
+    if (lru_size && lru_trim(lru, lru_size) < 0)
+        goto done;
     for (Py_ssize_t i = 0; i < n_items; i++) {
         TraceObject *t = (TraceObject *)PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1);
         if (trace_checked((PyObject *)t) == NULL)
