@@ -834,6 +834,28 @@ status_may_fail(slice status)
     return read_status(status, &code, &message) < 0 || code == 2;
 }
 
+/* the tuple Py_BuildValue("(nOOOOOOOiOi)", ...) builds from these, without its format */
+static PyObject *
+facts_tuple(Py_ssize_t index, PyObject *agent, PyObject *workflow, PyObject *wf_id,
+            PyObject *wf_type, PyObject *given, PyObject *error, PyObject *exception, int code,
+            PyObject *message, int present)
+{
+    PyObject *items[11] = {PyLong_FromSsize_t(index), Py_NewRef(agent), Py_NewRef(workflow),
+                           Py_NewRef(wf_id), Py_NewRef(wf_type), Py_NewRef(given),
+                           Py_NewRef(error), Py_NewRef(exception), PyLong_FromLong(code),
+                           Py_NewRef(message), PyLong_FromLong(present)};
+    PyObject *out = PyTuple_New(11);
+    for (int i = 0; i < 11; i++) {
+        if (out != NULL && items[i] != NULL)
+            PyTuple_SET_ITEM(out, i, items[i]);
+        else {
+            Py_XDECREF(items[i]);
+            Py_CLEAR(out);
+        }
+    }
+    return out;
+}
+
 /* (index, agent, workflow, wf_id, wf_type, given outcome, error_text, exception, status code,
  * status message, stamp keys present as a bit mask) */
 static int
@@ -849,8 +871,8 @@ root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t inde
     int prefixed = name.n >= cfg->prefix.n &&
                    memcmp(name.p, cfg->prefix.p, (size_t)cfg->prefix.n) == 0;
     if (!(prefixed || sf->has[K_WF_NAME] || sf->has[K_WF_ID])) {
-        *out = Py_BuildValue("(nOOOOOOOiOi)", index, agent, Py_False, Py_None, Py_None, Py_None,
-                             Py_None, Py_None, 0, Py_None, 0);
+        *out = facts_tuple(index, agent, Py_False, Py_None, Py_None, Py_None, Py_None, Py_None,
+                           0, Py_None, 0);
         *agent_out = agent;
         return *out == NULL ? -1 : 0;
     }
@@ -926,9 +948,8 @@ root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t inde
         if (sf->has[K_STAMP0 + k])
             present |= 1 << k;
     *out = exception == NULL ? NULL
-                             : Py_BuildValue("(nOOOOOOOiOi)", index, agent, Py_True, wf_id,
-                                             wf_type, given, error, exception, (int)code,
-                                             message, present);
+                             : facts_tuple(index, agent, Py_True, wf_id, wf_type, given, error,
+                                           exception, (int)code, message, present);
     rc = *out == NULL ? -1 : 0;
     if (rc == 0) {
         *agent_out = agent;
@@ -3120,6 +3141,8 @@ tw_release(PyObject *self, PyObject *args)
     common_part common = markers_common(markers);
     buckets b = {0};
     PyObject *keep = PyList_New(0), *result = NULL, *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *last_present = NULL; /* the root_present tuple last read, and its skip mask */
+    int last_skip = 0;
     b.index = PyDict_New();
     if (keep == NULL || b.index == NULL || empty == NULL)
         goto done;
@@ -3191,15 +3214,22 @@ tw_release(PyObject *self, PyObject *args)
         PyObject *suffix = PyTuple_GET_ITEM(stamp, 1), *root_suffix = NULL;
         Py_ssize_t np = PyTuple_GET_SIZE(t->root_present);
         if (np) {
-            /* the root's stamp attributes are known from ingest: its suffix without them */
+            /* the root's stamp attributes are known from ingest: its suffix without them (the
+             * tuples repeat: the last one's answer kept, with a reference) */
             int skip = 0;
-            for (int k = 0; k < 5; k++) {
-                PyObject *key = PyTuple_GET_ITEM(cfg.key_strs, k);
-                int has = PySequence_Contains(t->root_present, key);
-                if (has < 0)
-                    goto done;
-                if (has)
-                    skip |= 1 << k;
+            if (t->root_present == last_present)
+                skip = last_skip;
+            else {
+                for (int k = 0; k < 5; k++) {
+                    PyObject *key = PyTuple_GET_ITEM(cfg.key_strs, k);
+                    int has = PySequence_Contains(t->root_present, key);
+                    if (has < 0)
+                        goto done;
+                    if (has)
+                        skip |= 1 << k;
+                }
+                Py_XSETREF(last_present, Py_NewRef(t->root_present));
+                last_skip = skip;
             }
             PyObject *values[5];
             PyObject *vt = PyTuple_GET_ITEM(stamp, 0);
@@ -3224,6 +3254,7 @@ done:
     buckets_free(&b);
     Py_XDECREF(keep);
     Py_XDECREF(empty);
+    Py_XDECREF(last_present);
     return result;
 }
 
