@@ -662,7 +662,7 @@ typedef struct {
 
 typedef struct {
     slice val[NKEYS];
-    int has[NKEYS];
+    uint8_t has[NKEYS]; /* val[k] is only read when has[k] */
     slice name, status;
     Py_ssize_t events;
 } span_facts;
@@ -701,7 +701,9 @@ is_ascii(slice s)
 static int
 scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
 {
-    memset(sf, 0, sizeof(*sf));
+    memset(sf->has, 0, sizeof(sf->has));
+    sf->name.p = sf->status.p = NULL;
+    sf->name.n = sf->status.n = sf->events = 0;
     const uint8_t *p = span.p, *end = span.p + span.n;
     while (p < end) {
         uint32_t f;

@@ -251,6 +251,34 @@ def test_marker_search_at_every_offset_of_long_spans() -> None:
                     assert got == ([(0, 2)] if marker in span else None), (n, size, at)
 
 
+def test_the_markers_looked_for_together_match_python() -> None:
+    """The two tool markers and the agent marker looked for in one pass (with AVX2): markers
+    of different lengths (one longer than the others ends its range earlier), each planted or
+    not at random offsets, near misses, spans shorter and longer than a block past them."""
+    rng = random.Random(13)
+    for k in range(3000):
+        markers = [bytes(rng.randrange(1, 256) for _ in range(rng.choice((1, 2, 3, 9, 17, 40))))
+                   for _ in range(3)]  # fmt: skip
+        size = rng.choice((0, 5, 30, 64, 100, 200, 400))
+        filler = bytearray(rng.choice(b"ab" + bytes(m[0] for m in markers)) for _ in range(size))
+        for m in markers:
+            if rng.random() < 0.4:
+                at = rng.randint(0, len(filler))
+                planted = bytearray(m)
+                if rng.random() < 0.3 and len(m) > 2:
+                    planted[len(m) // 2] ^= 1  # a near miss
+                filler[at:at] = planted
+        spans = [raw_span(T1, b"a" * 8, b"p" * 8, ld(9, bytes(filler))), raw_span(T1, b"r" * 8)]
+        raw = request([resource_spans([scope_spans(spans)])])
+        got = tw.ingest(raw, {}, *markers)[0][6]
+        tool = markers[0] in spans[0] or markers[1] in spans[0]
+        flags = (2 if tool else 0) | (4 if markers[2] in spans[0] else 0)
+        expected = [(0, flags)] if flags else []
+        root_tool = markers[0] in spans[1] or markers[1] in spans[1]
+        expected.append((1, 1 | (2 if root_tool else 0)))
+        assert got == expected, (k, markers, size)
+
+
 def test_ingest_interns_groups() -> None:
     raw = INGEST_CASES["several resources and scopes, trace across them"]
     interned: dict[Any, Any] = {}
