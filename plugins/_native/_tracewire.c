@@ -3067,8 +3067,8 @@ done:
     return stamp;
 }
 
-/* the oldest entries of the OrderedDict lru beyond its first size removed, as popitem(last=False)
- * until it holds size would: their keys read with one iterator, then deleted; 0 or -1 */
+/* the OrderedDict lru cut to its newest `size` entries, as popitem(last=False) until it holds
+ * `size` would do: the oldest keys read with one iterator, then deleted; 0 or -1 */
 static int
 lru_trim(PyObject *lru, Py_ssize_t size)
 {
