@@ -175,6 +175,66 @@ skip_value(const uint8_t **pp, const uint8_t *end, uint32_t field, int wt, int d
     }
 }
 
+/* skip_value at depth 0, the usual cases inline (a one-byte varint or length, a fixed
+ * width): anything else, errors included, is skip_value's */
+static inline int
+skip_fast(const uint8_t **pp, const uint8_t *end, uint32_t field, int wt)
+{
+    const uint8_t *p = *pp;
+    switch (wt) {
+    case 2:
+        if (p < end && *p < 0x80 && (Py_ssize_t)*p < end - p) {
+            *pp = p + 1 + *p;
+            return 0;
+        }
+        break;
+    case 0:
+        if (p < end && *p < 0x80) {
+            *pp = p + 1;
+            return 0;
+        }
+        break;
+    case 1:
+        if (end - p >= 8) {
+            *pp = p + 8;
+            return 0;
+        }
+        break;
+    case 5:
+        if (end - p >= 4) {
+            *pp = p + 4;
+            return 0;
+        }
+        break;
+    }
+    return skip_value(pp, end, field, wt, 0);
+}
+
+/* the next field of a message at *pp: its number, wire type and, length-delimited, its bytes
+ * (*s); any other value skipped. 0, or -1 with the error read_tag, read_len or skip_value
+ * gives (a one-byte tag and length read here, anything else by them) */
+static inline __attribute__((always_inline)) int
+next_field(const uint8_t **pp, const uint8_t *end, uint32_t *field, int *wt, slice *s)
+{
+    const uint8_t *p = *pp;
+    if (end - p >= 2 && p[0] >= 8 && p[0] < 0x80) {
+        *field = p[0] >> 3;
+        *wt = p[0] & 7;
+        if (*wt == 2 && p[1] < 0x80 && (Py_ssize_t)p[1] <= end - p - 2) {
+            s->p = p + 2;
+            s->n = p[1];
+            *pp = p + 2 + p[1];
+            return 0;
+        }
+        *pp = p + 1;
+    }
+    else if (read_tag(pp, end, field, wt) < 0)
+        return -1;
+    if (*wt == 2)
+        return read_len(pp, end, s);
+    return skip_fast(pp, end, *field, *wt);
+}
+
 /* growable array of slices */
 /* A growable array's storage with room for more: its capacity doubled (or `first` when it
  * has none); NULL with MemoryError set (the old storage and *cap unchanged) on failure. */
@@ -219,12 +279,10 @@ parse_container(slice msg, slice *one, slices *twos, slice *three)
     while (p < end) {
         uint32_t f;
         int wt;
-        if (read_tag(&p, end, &f, &wt) < 0)
+        slice s;
+        if (next_field(&p, end, &f, &wt, &s) < 0)
             return -1;
         if (wt == 2 && f <= 3) {
-            slice s;
-            if (read_len(&p, end, &s) < 0)
-                return -1;
             if (f == 1)
                 *one = s;
             else if (f == 2) {
@@ -234,8 +292,6 @@ parse_container(slice msg, slice *one, slices *twos, slice *three)
             else
                 *three = s;
         }
-        else if (skip_value(&p, end, f, wt, 0) < 0)
-            return -1;
     }
     return 0;
 }
@@ -419,39 +475,103 @@ needle_init(needle *nd, const void *p, Py_ssize_t n)
 #include <emmintrin.h>
 #define HAVE_SSE2_SEARCH 1
 
-/* whether hay contains s (2 <= n <= hay.n): 16 positions at a time, those whose first,
- * middle and last bytes match compared in full (every load stays inside hay: see the bounds
- * below). Three bytes, not two: a KeyValue key marker starts with the tag every KeyValue and
- * AnyValue string starts with. */
+/* whether s (n >= 2 bytes) starts at one of the 16 positions h[0 .. 15], given the vectors
+ * of its first, middle and last bytes: those whose three bytes match compared in full. Reads
+ * h[0 .. 15], h[mid .. mid+15] and h[n-1 .. n+14]. Three bytes, not two: a KeyValue key
+ * marker starts with the tag every KeyValue and AnyValue string starts with. */
+static inline __attribute__((always_inline)) int
+block_sse2(const uint8_t *h, const uint8_t *s, Py_ssize_t n, Py_ssize_t mid, __m128i first,
+           __m128i middle, __m128i last)
+{
+    __m128i a = _mm_loadu_si128((const __m128i *)h);
+    __m128i m = _mm_loadu_si128((const __m128i *)(h + mid));
+    __m128i b = _mm_loadu_si128((const __m128i *)(h + n - 1));
+    unsigned mask = (unsigned)_mm_movemask_epi8(
+        _mm_and_si128(_mm_and_si128(_mm_cmpeq_epi8(a, first), _mm_cmpeq_epi8(b, last)),
+                      _mm_cmpeq_epi8(m, middle)));
+    while (mask) {
+        int bit = __builtin_ctz(mask);
+        if (memcmp(h + bit + 1, s + 1, (size_t)(n - 2)) == 0)
+            return 1;
+        mask &= mask - 1;
+    }
+    return 0;
+}
+
+/* whether hay contains s (2 <= n <= hay.n): 16 positions at a time, the last block ending at
+ * the last possible start (overlapping the one before it: a position looked at twice only
+ * repeats its answer), so every load stays inside hay (a block at i <= limit - 15 reads up to
+ * h[i+n+14] <= h[hay.n-1]); fewer than 16 positions one by one */
 static int
 find_sse2(const uint8_t *s, Py_ssize_t n, slice hay)
 {
     const uint8_t *h = hay.p;
     Py_ssize_t limit = hay.n - n; /* the last possible start */
-    Py_ssize_t i = 0, mid = n / 2;
+    if (limit < 15) {
+        for (Py_ssize_t i = 0; i <= limit; i++)
+            if (h[i] == s[0] && h[i + n - 1] == s[n - 1] &&
+                memcmp(h + i + 1, s + 1, (size_t)(n - 2)) == 0)
+                return 1;
+        return 0;
+    }
+    Py_ssize_t mid = n / 2, final = limit - 15;
     const __m128i first = _mm_set1_epi8((char)s[0]), last = _mm_set1_epi8((char)s[n - 1]);
     const __m128i middle = _mm_set1_epi8((char)s[mid]);
-    for (; i + 15 <= limit; i += 16) {
-        /* reads h[i .. i+15], h[i+mid .. i+mid+15] and h[i+n-1 .. i+n+14], the furthest
-         * i+n+14 <= limit+n-1 = hay.n-1 */
-        __m128i a = _mm_loadu_si128((const __m128i *)(h + i));
-        __m128i m = _mm_loadu_si128((const __m128i *)(h + i + mid));
-        __m128i b = _mm_loadu_si128((const __m128i *)(h + i + n - 1));
-        unsigned mask = (unsigned)_mm_movemask_epi8(
-            _mm_and_si128(_mm_and_si128(_mm_cmpeq_epi8(a, first), _mm_cmpeq_epi8(b, last)),
-                          _mm_cmpeq_epi8(m, middle)));
-        while (mask) {
-            int bit = __builtin_ctz(mask);
-            if (memcmp(h + i + bit + 1, s + 1, (size_t)(n - 2)) == 0)
-                return 1;
-            mask &= mask - 1;
-        }
-    }
-    for (; i <= limit; i++)
-        if (h[i] == s[0] && h[i + n - 1] == s[n - 1] &&
-            memcmp(h + i + 1, s + 1, (size_t)(n - 2)) == 0)
+    for (Py_ssize_t i = 0; i < final; i += 16)
+        if (block_sse2(h + i, s, n, mid, first, middle, last))
             return 1;
+    return block_sse2(h + final, s, n, mid, first, middle, last);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_AVX2_SEARCH 1
+static int have_avx2; /* set once at import (the CPU's AVX2, checked at run time) */
+
+/* block_sse2 for the 32 positions h[0 .. 31] (reads up to h[n+30]) */
+__attribute__((target("avx2"))) static inline __attribute__((always_inline)) int
+block_avx2(const uint8_t *h, const uint8_t *s, Py_ssize_t n, Py_ssize_t mid, __m256i first,
+           __m256i middle, __m256i last)
+{
+    __m256i a = _mm256_loadu_si256((const __m256i *)h);
+    __m256i m = _mm256_loadu_si256((const __m256i *)(h + mid));
+    __m256i b = _mm256_loadu_si256((const __m256i *)(h + n - 1));
+    unsigned mask = (unsigned)_mm256_movemask_epi8(_mm256_and_si256(
+        _mm256_and_si256(_mm256_cmpeq_epi8(a, first), _mm256_cmpeq_epi8(b, last)),
+        _mm256_cmpeq_epi8(m, middle)));
+    while (mask) {
+        int bit = __builtin_ctz(mask);
+        if (memcmp(h + bit + 1, s + 1, (size_t)(n - 2)) == 0)
+            return 1;
+        mask &= mask - 1;
+    }
     return 0;
+}
+
+/* find_sse2 with 32 positions at a time (hay at least n + 31 bytes long) */
+__attribute__((target("avx2"))) static int
+find_avx2(const uint8_t *s, Py_ssize_t n, slice hay)
+{
+    const uint8_t *h = hay.p;
+    Py_ssize_t mid = n / 2, final = hay.n - n - 31;
+    const __m256i first = _mm256_set1_epi8((char)s[0]), last = _mm256_set1_epi8((char)s[n - 1]);
+    const __m256i middle = _mm256_set1_epi8((char)s[mid]);
+    for (Py_ssize_t i = 0; i < final; i += 32)
+        if (block_avx2(h + i, s, n, mid, first, middle, last))
+            return 1;
+    return block_avx2(h + final, s, n, mid, first, middle, last);
+}
+#endif
+
+/* whether hay contains s (2 <= n <= hay.n) */
+static inline int
+find_fast(const uint8_t *s, Py_ssize_t n, slice hay)
+{
+#ifdef HAVE_AVX2_SEARCH
+    if (have_avx2 && hay.n - n >= 31)
+        return find_avx2(s, n, hay);
+#endif
+    return find_sse2(s, n, hay);
 }
 #endif
 
@@ -465,7 +585,7 @@ needle_in(const needle *nd, slice hay)
         return 0;
 #ifdef HAVE_SSE2_SEARCH
     if (n >= 2)
-        return find_sse2(nd->p, n, hay);
+        return find_fast(nd->p, n, hay);
 #endif
     const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
     uint8_t tail = nd->p[n - 1];
@@ -487,7 +607,7 @@ contains(slice hay, const char *s, Py_ssize_t n)
         return 0;
 #ifdef HAVE_SSE2_SEARCH
     if (n >= 2)
-        return find_sse2((const uint8_t *)s, n, hay);
+        return find_fast((const uint8_t *)s, n, hay);
 #endif
 #ifdef _WIN32
     const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
@@ -531,15 +651,20 @@ enum {
     K_OP, K_MCP, K_ERR, K_AGENT, K_WF_NAME, K_WF_ID, K_WF_TYPE, K_WF_OUTCOME, K_STAMP0,
     NKEYS = K_STAMP0 + 5
 };
+_Static_assert(NKEYS <= 16, "facts_cfg's key masks are 16 bits");
+
+#define SHORT_KEY 64 /* keys shorter than this are found by their length */
 
 typedef struct {
     slice keys[NKEYS];
     slice tool_value, mcp_value, prefix;
+    uint16_t by_len[SHORT_KEY]; /* bit k: keys[k] has this length */
+    uint16_t long_keys;         /* bit k: keys[k] is SHORT_KEY bytes or longer */
 } facts_cfg;
 
 typedef struct {
     slice val[NKEYS];
-    int has[NKEYS];
+    uint8_t has[NKEYS]; /* val[k] is only read when has[k] */
     slice name, status;
     Py_ssize_t events;
 } span_facts;
@@ -557,26 +682,39 @@ slice_eq(slice a, slice b)
     return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, (size_t)a.n) == 0);
 }
 
+/* whether every byte of s is below 0x80 (8 at a time) */
+static inline int
+is_ascii(slice s)
+{
+    uint64_t acc = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= s.n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s.p + i, 8);
+        acc |= w;
+    }
+    for (; i < s.n; i++)
+        acc |= s.p[i];
+    return (acc & 0x8080808080808080ULL) == 0;
+}
+
 /* the attributes (last duplicate wins), name, status and event count of a span whose
  * top-level fields were already checked: 0, or 1 when the Python path must decide */
 static int
 scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
 {
-    memset(sf, 0, sizeof(*sf));
+    memset(sf->has, 0, sizeof(sf->has));
+    sf->name.p = sf->status.p = NULL;
+    sf->name.n = sf->status.n = sf->events = 0;
     const uint8_t *p = span.p, *end = span.p + span.n;
     while (p < end) {
         uint32_t f;
         int wt;
-        if (read_tag(&p, end, &f, &wt) < 0)
-            goto undecided;
-        if (wt != 2) {
-            if (skip_value(&p, end, f, wt, 0) < 0)
-                goto undecided;
-            continue;
-        }
         slice s;
-        if (read_len(&p, end, &s) < 0)
+        if (next_field(&p, end, &f, &wt, &s) < 0)
             goto undecided;
+        if (wt != 2)
+            continue;
         if (f == 5)
             sf->name = s;
         else if (f == 15)
@@ -589,28 +727,25 @@ scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
             while (q < qend) {
                 uint32_t g;
                 int w;
-                if (read_tag(&q, qend, &g, &w) < 0)
+                slice v;
+                if (next_field(&q, qend, &g, &w, &v) < 0)
                     goto undecided;
-                if (w == 2 && (g == 1 || g == 2)) {
-                    slice v;
-                    if (read_len(&q, qend, &v) < 0)
-                        goto undecided;
-                    if (g == 1)
-                        key = v;
-                    else
-                        value = v;
-                }
-                else if (skip_value(&q, qend, g, w, 0) < 0)
-                    goto undecided;
+                if (w == 2 && g == 1)
+                    key = v;
+                else if (w == 2 && g == 2)
+                    value = v;
             }
-            for (Py_ssize_t i = 0; i < key.n; i++)
-                if (key.p[i] >= 0x80)
-                    return 1; /* the Python path checks UTF-8 */
-            for (int k = 0; k < NKEYS; k++)
+            if (!is_ascii(key))
+                return 1; /* the Python path checks UTF-8 */
+            unsigned cands = key.n < SHORT_KEY ? cfg->by_len[key.n] : cfg->long_keys;
+            while (cands) {
+                int k = __builtin_ctz(cands);
+                cands &= cands - 1;
                 if (slice_eq(key, cfg->keys[k])) {
                     sf->val[k] = value;
                     sf->has[k] = 1;
                 }
+            }
         }
     }
     return 0;
@@ -686,7 +821,7 @@ read_status(slice status, int32_t *code, slice *message)
                 goto unreadable;
             *code = (int32_t)(uint32_t)v;
         }
-        else if (skip_value(&p, end, f, wt, 0) < 0)
+        else if (skip_fast(&p, end, f, wt) < 0)
             goto unreadable;
     }
     return 0;
@@ -701,6 +836,28 @@ status_may_fail(slice status)
     int32_t code;
     slice message;
     return read_status(status, &code, &message) < 0 || code == 2;
+}
+
+/* the tuple Py_BuildValue("(nOOOOOOOiOi)", ...) builds from these, without its format */
+static PyObject *
+facts_tuple(Py_ssize_t index, PyObject *agent, PyObject *workflow, PyObject *wf_id,
+            PyObject *wf_type, PyObject *given, PyObject *error, PyObject *exception, int code,
+            PyObject *message, int present)
+{
+    PyObject *items[11] = {PyLong_FromSsize_t(index), Py_NewRef(agent), Py_NewRef(workflow),
+                           Py_NewRef(wf_id), Py_NewRef(wf_type), Py_NewRef(given),
+                           Py_NewRef(error), Py_NewRef(exception), PyLong_FromLong(code),
+                           Py_NewRef(message), PyLong_FromLong(present)};
+    PyObject *out = PyTuple_New(11);
+    for (int i = 0; i < 11; i++) {
+        if (out != NULL && items[i] != NULL)
+            PyTuple_SET_ITEM(out, i, items[i]);
+        else {
+            Py_XDECREF(items[i]);
+            Py_CLEAR(out);
+        }
+    }
+    return out;
 }
 
 /* (index, agent, workflow, wf_id, wf_type, given outcome, error_text, exception, status code,
@@ -718,8 +875,8 @@ root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t inde
     int prefixed = name.n >= cfg->prefix.n &&
                    memcmp(name.p, cfg->prefix.p, (size_t)cfg->prefix.n) == 0;
     if (!(prefixed || sf->has[K_WF_NAME] || sf->has[K_WF_ID])) {
-        *out = Py_BuildValue("(nOOOOOOOiOi)", index, agent, Py_False, Py_None, Py_None, Py_None,
-                             Py_None, Py_None, 0, Py_None, 0);
+        *out = facts_tuple(index, agent, Py_False, Py_None, Py_None, Py_None, Py_None, Py_None,
+                           0, Py_None, 0);
         *agent_out = agent;
         return *out == NULL ? -1 : 0;
     }
@@ -742,7 +899,7 @@ root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t inde
                     goto undecided;
                 code = (int32_t)(uint32_t)v;
             }
-            else if (skip_value(&p, end, f, wt, 0) < 0)
+            else if (skip_fast(&p, end, f, wt) < 0)
                 goto undecided;
         }
     }
@@ -795,9 +952,8 @@ root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t inde
         if (sf->has[K_STAMP0 + k])
             present |= 1 << k;
     *out = exception == NULL ? NULL
-                             : Py_BuildValue("(nOOOOOOOiOi)", index, agent, Py_True, wf_id,
-                                             wf_type, given, error, exception, (int)code,
-                                             message, present);
+                             : facts_tuple(index, agent, Py_True, wf_id, wf_type, given, error,
+                                           exception, (int)code, message, present);
     rc = *out == NULL ? -1 : 0;
     if (rc == 0) {
         *agent_out = agent;
@@ -888,21 +1044,17 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
     while (p < end) {
         uint32_t f;
         int wt;
-        if (read_tag(&p, end, &f, &wt) < 0)
+        slice s;
+        if (next_field(&p, end, &f, &wt, &s) < 0)
             return -1;
-        if (wt == 2 && (f == 1 || f == 2 || f == 4)) {
-            slice s;
-            if (read_len(&p, end, &s) < 0)
-                return -1;
+        if (wt == 2) {
             if (f == 1)
                 tid = s;
             else if (f == 2)
                 sid = s;
-            else
+            else if (f == 4)
                 parent = s;
         }
-        else if (skip_value(&p, end, f, wt, 0) < 0)
-            return -1;
     }
     entry *t = *last >= 0 ? &e->items[*last] : NULL;
     if (t == NULL || t->tid.n != tid.n || memcmp(t->tid.p, tid.p, (size_t)tid.n) != 0) {
@@ -1511,7 +1663,7 @@ plain_status_message(slice s)
                 goto none;
             statuses++;
         }
-        else if (skip_value(&p, end, f, wt, 0) < 0)
+        else if (skip_fast(&p, end, f, wt) < 0)
             goto none;
     }
     if (statuses != 1 || read_status(status, &code, &message) < 0 || code != 2)
@@ -1798,7 +1950,7 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
         if (read_tag(&p, end, &f, &wt) < 0)
             goto done;
         if (!(f == 1 && wt == 2)) {
-            if (skip_value(&p, end, f, wt, 0) < 0)
+            if (skip_fast(&p, end, f, wt) < 0)
                 goto done;
             continue;
         }
@@ -1893,8 +2045,15 @@ read_facts(PyObject *cfg_tuple, facts_cfg *cfg)
             PyErr_SetString(PyExc_TypeError, "facts: a tuple of 16 bytes");
             return -1;
         }
-    for (int k = 0; k < NKEYS; k++)
+    memset(cfg->by_len, 0, sizeof(cfg->by_len));
+    cfg->long_keys = 0;
+    for (int k = 0; k < NKEYS; k++) {
         cfg->keys[k] = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, k));
+        if (cfg->keys[k].n < SHORT_KEY)
+            cfg->by_len[cfg->keys[k].n] |= (uint16_t)(1u << k);
+        else
+            cfg->long_keys |= (uint16_t)(1u << k);
+    }
     cfg->tool_value = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS));
     cfg->mcp_value = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS + 1));
     cfg->prefix = slice_of_bytes(PyTuple_GET_ITEM(cfg_tuple, NKEYS + 2));
@@ -2627,11 +2786,100 @@ done:
     return result;
 }
 
+/* a span or parent id of at most 8 bytes, as a record holds it (zero-padded): two are equal
+ * when both their values and lengths are */
+typedef struct {
+    uint64_t v;
+    uint16_t len;
+} short_id;
+
+#define SMALL_TRACE 64
+
+static inline int
+short_id_eq(short_id a, short_id b)
+{
+    return a.v == b.v && a.len == b.len;
+}
+
+/* depth_slices for at most SMALL_TRACE spans whose ids are all short: the same walk, its
+ * tables on the stack and ids compared as integers; -2 when a level outgrows its table (ids
+ * repeated: depth_slices then takes over) */
+static Py_ssize_t
+depth_short(const short_id *ids, const short_id *parents, Py_ssize_t n, Py_ssize_t cap)
+{
+    Py_ssize_t slot_of[SMALL_TRACE], head[SMALL_TRACE], tail[SMALL_TRACE], next[SMALL_TRACE];
+    Py_ssize_t bufs[2][SMALL_TRACE];
+    Py_ssize_t *level = bufs[0], *nxt = bufs[1], level_len = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        Py_ssize_t i = 0;
+        while (i < j && !short_id_eq(ids[i], ids[j]))
+            i++;
+        slot_of[j] = i;
+        head[j] = tail[j] = -1;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        Py_ssize_t i = 0;
+        while (i < n && !short_id_eq(ids[i], parents[j]))
+            i++;
+        next[j] = -1;
+        if (i == n)
+            level[level_len++] = j;
+        else {
+            Py_ssize_t s = slot_of[i];
+            if (tail[s] < 0)
+                head[s] = j;
+            else
+                next[tail[s]] = j;
+            tail[s] = j;
+        }
+    }
+    Py_ssize_t depth = 0, seen = 0;
+    while (level_len && seen < n && (!cap || depth < cap)) {
+        depth++;
+        seen += level_len;
+        if (seen >= n || (cap && depth >= cap))
+            break; /* the walk ends here whatever the next level holds */
+        Py_ssize_t nxt_len = 0;
+        for (Py_ssize_t i = 0; i < level_len; i++) {
+            for (Py_ssize_t c = head[slot_of[level[i]]]; c >= 0; c = next[c]) {
+                if (nxt_len == SMALL_TRACE)
+                    return -2;
+                nxt[nxt_len++] = c;
+            }
+        }
+        Py_ssize_t *tmp = level;
+        level = nxt;
+        nxt = tmp;
+        level_len = nxt_len;
+    }
+    return depth;
+}
+
 /* depth of a held trace's span tree, as depth_slices */
 static Py_ssize_t
 trace_depth(TraceObject *t, Py_ssize_t cap)
 {
     Py_ssize_t n = t->count, k = 0;
+    if (n <= SMALL_TRACE) {
+        short_id ids[SMALL_TRACE], parents[SMALL_TRACE];
+        for (Py_ssize_t c = 0; c < t->nchunks; c++) {
+            const chunk *ch = t->chunks[c];
+            for (Py_ssize_t j = 0; j < ch->n; j++, k++) {
+                const rec *r = &ch->recs[j];
+                if (r->id_len == LONG_ID || r->parent_len == LONG_ID)
+                    goto general;
+                ids[k].v = r->id;
+                ids[k].len = r->id_len;
+                parents[k].v = r->parent;
+                parents[k].len = r->parent_len;
+            }
+        }
+        Py_ssize_t depth = depth_short(ids, parents, n, cap);
+        if (depth != -2)
+            return depth;
+    }
+general:
+    k = 0;
     slice *ids = PyMem_Malloc((size_t)(2 * n + 1) * sizeof(slice));
     if (ids == NULL) {
         PyErr_NoMemory();
@@ -2880,6 +3128,33 @@ done:
     return stamp;
 }
 
+/* the OrderedDict lru cut to its newest `size` entries, as popitem(last=False) until it holds
+ * `size` would do: the oldest keys read with one iterator, then deleted; 0 or -1 */
+static int
+lru_trim(PyObject *lru, Py_ssize_t size)
+{
+    Py_ssize_t excess = PyObject_Size(lru);
+    if (excess < 0)
+        return -1;
+    excess -= size;
+    if (excess <= 0)
+        return 0;
+    PyObject *old = PyList_New(0), *it = old ? PyObject_GetIter(lru) : NULL, *key;
+    if (it == NULL) {
+        Py_XDECREF(old);
+        return -1;
+    }
+    while (PyList_GET_SIZE(old) < excess && (key = PyIter_Next(it)) != NULL)
+        if (append_new(old, key) < 0)
+            break;
+    Py_DECREF(it);
+    int rc = PyErr_Occurred() ? -1 : 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(old); i++)
+        rc = PyObject_DelItem(lru, PyList_GET_ITEM(old, i));
+    Py_DECREF(old);
+    return rc;
+}
+
 /* release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers,
  *         suffix_for) -> (encoded request, spans, nbytes)
  * batch: list of (trace_id, Trace, reason), taken out of the held traces. For each: its
@@ -2929,6 +3204,8 @@ tw_release(PyObject *self, PyObject *args)
     common_part common = markers_common(markers);
     buckets b = {0};
     PyObject *keep = PyList_New(0), *result = NULL, *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *last_present = NULL; /* the root_present tuple last read, and its skip mask */
+    int last_skip = 0;
     b.index = PyDict_New();
     if (keep == NULL || b.index == NULL || empty == NULL)
         goto done;
@@ -2984,17 +3261,8 @@ tw_release(PyObject *self, PyObject *args)
             }
         }
     }
-    if (lru_size) {
-        Py_ssize_t len;
-        while ((len = PyObject_Size(lru)) > lru_size) {
-            PyObject *r = PyObject_CallMethod(lru, "popitem", "O", Py_False);
-            if (r == NULL)
-                goto done;
-            Py_DECREF(r);
-        }
-        if (len < 0)
-            goto done;
-    }
+    if (lru_size && lru_trim(lru, lru_size) < 0)
+        goto done;
     for (Py_ssize_t i = 0; i < n_items; i++) {
         TraceObject *t = (TraceObject *)PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1);
         if (trace_checked((PyObject *)t) == NULL)
@@ -3009,15 +3277,22 @@ tw_release(PyObject *self, PyObject *args)
         PyObject *suffix = PyTuple_GET_ITEM(stamp, 1), *root_suffix = NULL;
         Py_ssize_t np = PyTuple_GET_SIZE(t->root_present);
         if (np) {
-            /* the root's stamp attributes are known from ingest: its suffix without them */
+            /* the root's stamp attributes are known from ingest: its suffix without them (the
+             * tuples repeat: the last one's answer kept, with a reference) */
             int skip = 0;
-            for (int k = 0; k < 5; k++) {
-                PyObject *key = PyTuple_GET_ITEM(cfg.key_strs, k);
-                int has = PySequence_Contains(t->root_present, key);
-                if (has < 0)
-                    goto done;
-                if (has)
-                    skip |= 1 << k;
+            if (t->root_present == last_present)
+                skip = last_skip;
+            else {
+                for (int k = 0; k < 5; k++) {
+                    PyObject *key = PyTuple_GET_ITEM(cfg.key_strs, k);
+                    int has = PySequence_Contains(t->root_present, key);
+                    if (has < 0)
+                        goto done;
+                    if (has)
+                        skip |= 1 << k;
+                }
+                Py_XSETREF(last_present, Py_NewRef(t->root_present));
+                last_skip = skip;
             }
             PyObject *values[5];
             PyObject *vt = PyTuple_GET_ITEM(stamp, 0);
@@ -3042,6 +3317,7 @@ done:
     buckets_free(&b);
     Py_XDECREF(keep);
     Py_XDECREF(empty);
+    Py_XDECREF(last_present);
     return result;
 }
 
@@ -3153,6 +3429,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__tracewire(void)
 {
+#ifdef HAVE_AVX2_SEARCH
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2");
+#endif
     if (PyType_Ready(&TraceType) < 0 || PyType_Ready(&IngestConfigType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -231,6 +231,54 @@ def test_marker_search_matches_python_at_every_offset_and_length() -> None:
                 assert got == expected, (n, size, at)
 
 
+def test_marker_search_at_every_offset_of_long_spans() -> None:
+    """The wide substring tests (32 positions at a time with AVX2, 16 with SSE2; the last block
+    overlapping the one before): a marker planted at every offset of spans of every length up
+    to a few blocks, and near misses (its middle byte changed)."""
+    rng = random.Random(11)
+    for n in (2, 3, 9, 17, 33):
+        marker = bytes(rng.randrange(1, 256) for _ in range(n))
+        near = bytearray(marker)
+        near[n // 2] ^= 1
+        for size in range(0, 140, 7):
+            filler = bytes(rng.choice(b"ab" + marker[:1] + marker[-1:]) for _ in range(size))
+            for at in range(size + 1):
+                for planted in (marker, bytes(near)):
+                    body = filler[:at] + planted + filler[at:]
+                    span = raw_span(T1, b"a" * 8, b"p" * 8, ld(9, body))
+                    raw = request([resource_spans([scope_spans([span])])])
+                    got = tw.ingest(raw, {}, marker, b"\xff" * 50, b"\xfe" * 50)[0][6]
+                    assert got == ([(0, 2)] if marker in span else None), (n, size, at)
+
+
+def test_the_markers_looked_for_together_match_python() -> None:
+    """The two tool markers and the agent marker looked for in one pass (with AVX2): markers
+    of different lengths (one longer than the others ends its range earlier), each planted or
+    not at random offsets, near misses, spans shorter and longer than a block past them."""
+    rng = random.Random(13)
+    for k in range(3000):
+        markers = [bytes(rng.randrange(1, 256) for _ in range(rng.choice((1, 2, 3, 9, 17, 40))))
+                   for _ in range(3)]  # fmt: skip
+        size = rng.choice((0, 5, 30, 64, 100, 200, 400))
+        filler = bytearray(rng.choice(b"ab" + bytes(m[0] for m in markers)) for _ in range(size))
+        for m in markers:
+            if rng.random() < 0.4:
+                at = rng.randint(0, len(filler))
+                planted = bytearray(m)
+                if rng.random() < 0.3 and len(m) > 2:
+                    planted[len(m) // 2] ^= 1  # a near miss
+                filler[at:at] = planted
+        spans = [raw_span(T1, b"a" * 8, b"p" * 8, ld(9, bytes(filler))), raw_span(T1, b"r" * 8)]
+        raw = request([resource_spans([scope_spans(spans)])])
+        got = tw.ingest(raw, {}, *markers)[0][6]
+        tool = markers[0] in spans[0] or markers[1] in spans[0]
+        flags = (2 if tool else 0) | (4 if markers[2] in spans[0] else 0)
+        expected = [(0, flags)] if flags else []
+        root_tool = markers[0] in spans[1] or markers[1] in spans[1]
+        expected.append((1, 1 | (2 if root_tool else 0)))
+        assert got == expected, (k, markers, size)
+
+
 def test_ingest_interns_groups() -> None:
     raw = INGEST_CASES["several resources and scopes, trace across them"]
     interned: dict[Any, Any] = {}
@@ -376,6 +424,38 @@ def test_max_depth_matches_python() -> None:
     chain = [bytes([i]) for i in range(50)]
     assert tw.max_depth(chain, [b"", *chain[:-1]], 0) == 50
     assert tw.max_depth(chain, [b"", *chain[:-1]], 7) == 7
+
+
+def test_the_depth_release_reads_from_a_trace_matches_python() -> None:
+    """The depth of a held trace's tree, as release reads it for the complexity tier (small
+    traces of short ids: compared as integers, tables on the stack): one tier per depth, so
+    the tier released names it."""
+    rng = random.Random(5)
+    cap = 9
+    tiers = tuple(native_module.Tier(f"d{d}", 1 << 62, 1 << 62, d) for d in range(cap))
+    cfg: Any = None
+    for k in range(1500):
+        n = rng.randint(0, 70) if k % 4 else rng.randint(1, 8)
+        width = rng.choice((1, 2, 8, 8, 9, 16))  # 9, 16: ids kept apart from the record
+        pool = [bytes([rng.randint(0, n + 2)]) * width for _ in range(n + 1)]
+        ids = [rng.choice(pool) for _ in range(n)] if k % 5 == 0 else pool[:n]
+        if k % 3 == 0:  # a chain: deep trees
+            parents = [b"", *ids[:-1]][:n]
+        else:
+            parents = [rng.choice([b"", b"\xff" * width, b"\0" * width, *ids]) for _ in range(n)]
+        trace = tw.Trace(0.0, 0.0, 0.0, 400)
+        spans = [raw_span(T1, i, p) for i, p in zip(ids, parents, strict=True)]
+        half = rng.randint(0, n)  # one or two chunks
+        for part in (slice(0, half), slice(half, n)):
+            trace.add(spans[part], [(b"", b"", b"", b"")] * len(spans[part]), ids[part],
+                      parents[part])  # fmt: skip
+        trace.root = (True, "wf", "t", "success", ())
+        args = release_args([(T1, trace, "wait")])
+        cfg = cfg or args[1]._replace(tiers=tiers, depth_cap=cap + 1)
+        args[1] = cfg
+        tw.release(*args)
+        expected = _max_depth(ids, parents, cap + 1)
+        assert args[5][T1][0][4] == (f"d{expected}" if expected < cap else cfg.top_tier), k
 
 
 def workflow_counts(telemetry: SelfTelemetry) -> list[tuple[str, tuple[Any, ...], float]]:
