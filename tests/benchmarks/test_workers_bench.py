@@ -11,7 +11,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from benchmarks.agent_pipeline import EXPORT_METHOD, Load, placeholder, run_load
+from benchmarks.agent_pipeline import EXPORT_METHOD, Load, hex_placeholder, placeholder, run_load
 from benchmarks.workers import Run, report
 
 
@@ -69,11 +69,17 @@ def test_load_generator_sends_fresh_trace_ids_with_requests_in_flight(
     assert stats["sent_spans"] == len(got) * load.spans_per_request > 0
     seen: set[bytes] = set()
     for raw in got:
-        assert not any(placeholder(k) in raw for k in range(load.traces_per_request))
+        marks = [
+            m(k) for k in range(load.traces_per_request) for m in (placeholder, hex_placeholder)
+        ]
+        assert not any(mark in raw for mark in marks)
         req = ExportTraceServiceRequest.FromString(raw)
         spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
         assert len(spans) == load.spans_per_request
         ids = {s.trace_id for s in spans}
+        for s in spans:  # a workflow's id is its trace's, in hex
+            wf_ids = [a.value.string_value for a in s.attributes if a.key == "workflow.id"]
+            assert wf_ids in ([], [f"wf-{s.trace_id.hex()}"])
         assert len(ids) == load.traces_per_request  # every trace of a request its own id
         assert not ids & seen  # and never one of an earlier request
         seen |= ids
@@ -113,7 +119,7 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
         Run(
             "agent x1", "saturation", 1000, 1.0, 4.0, 4.0, 1000.0, 1000, 1.0, processed_per_s=900.0
         ),
-        Run("agent x2", "cost", 100, 1.0, 0.3, 3.0, 100.0, 100, 0.1),
+        Run("agent x2", "cost", 100, 1.0, 0.3, 3.0, 100.0, 100, 0.1, wakeups_per_request=2.5),
         Run(
             "agent x2",
             "saturation",
@@ -133,10 +139,10 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
     report(runs, out, "note", 2)
     text = out.read_text()
     assert (
-        "| agent x2 | 3.00 | 1.50x | 4.40 | 1.10x | 1,600 | 1.60x | 500.00 (0.80) | 1.70 | "
+        "| agent x2 | 3.00 | 1.50x | 2.50 | 4.40 | 1.10x | 1,600 | 1.60x | 500.00 (0.80) | 1.70 | "
         "1,500 | 1.67x | 2 |" in (text)
     )
     assert (
         "| agent x1 | saturation | 1000 | 0 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 (0.0) | 0.0 | "
-        "900 |" in text
+        "900 | 0.0 | 0.0 | 0.0 |" in text
     )
