@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from benchmarks.agent_pipeline import Load, build_template, placeholder
+from benchmarks.agent_pipeline import Load, build_template, fill, marker_offsets
 from pipeline import Kind, Payload, Traces
 from pipeline.testing import create_settings
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
@@ -63,15 +63,13 @@ class Keep:
 def requests(load: Load, count: int, variants: int = 8) -> list[bytes]:
     """``count`` encoded requests, every trace with its own trace id."""
     templates = [build_template(load, v) for v in range(variants)]
-    marks = [placeholder(k) for k in range(load.traces_per_request)]
+    offsets = [marker_offsets(t, load.traces_per_request) for t in templates]
     seq = int.from_bytes(os.urandom(6), "big") << 40
     out = []
     for r in range(count):
-        data = templates[r % variants]
-        for mark in marks:
-            seq += 1
-            data = data.replace(mark, seq.to_bytes(16, "big"))
-        out.append(data)
+        ids = [(seq + k + 1).to_bytes(16, "big") for k in range(load.traces_per_request)]
+        seq += load.traces_per_request
+        out.append(bytes(fill(templates[r % variants], offsets[r % variants], ids)))
     return out
 
 

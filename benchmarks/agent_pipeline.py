@@ -99,6 +99,35 @@ def placeholder(k: int) -> bytes:
     return b"\xee\xd1\x7a\x3c" * 3 + k.to_bytes(4, "big")
 
 
+def hex_placeholder(k: int) -> bytes:
+    """The marker of trace ``k``'s id in hex (32 ASCII bytes, in its workflow id), replaced by
+    the fresh id in hex: every workflow has its own id, as in real traffic."""
+    return placeholder(k).hex().encode()
+
+
+def marker_offsets(template: bytes, traces: int) -> list[tuple[int, int, bool]]:
+    """Where each trace's id goes in ``template``: (offset, trace, in hex)."""
+    at = []
+    for k in range(traces):
+        for mark, hexed in ((placeholder(k), False), (hex_placeholder(k), True)):
+            i = template.find(mark)
+            while i >= 0:
+                at.append((i, k, hexed))
+                i = template.find(mark, i + 1)
+    return at
+
+
+def fill(template: bytes, offsets: list[tuple[int, int, bool]], ids: list[bytes]) -> bytearray:
+    """``template`` with the trace ids ``ids`` written at ``offsets`` (see marker_offsets)."""
+    data = bytearray(template)
+    for i, k, hexed in offsets:
+        if hexed:
+            data[i : i + 32] = ids[k].hex().encode()
+        else:
+            data[i : i + 16] = ids[k]
+    return data
+
+
 def build_template(load: Load, variant: int) -> bytes:
     """One request of ``traces_per_request`` workflow traces, trace ids as placeholders.
 
@@ -171,7 +200,10 @@ def build_template(load: Load, variant: int) -> bytes:
                 -1,
                 f"workflow.{wf_type}",
                 Span.SPAN_KIND_INTERNAL,
-                [_kv("workflow.id", f"wf-{n}"), _kv("gen_ai.agent.id", agent)],
+                [
+                    _kv("workflow.id", "wf-" + hex_placeholder(k).decode()),
+                    _kv("gen_ai.agent.id", agent),
+                ],
                 800 + 100 * (n % 30),
                 "tool chain failed" if failed else None,
             )
@@ -255,16 +287,8 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
     import collections
 
     templates = [build_template(load, v) for v in range(variants)]
-    marks = [placeholder(k) for k in range(load.traces_per_request)]
-    offsets = []  # per template: where each trace id goes, with the trace it belongs to
-    for t in templates:
-        at = []
-        for k, mark in enumerate(marks):
-            i = t.find(mark)
-            while i >= 0:
-                at.append((i, k))
-                i = t.find(mark, i + 1)
-        offsets.append(at)
+    # per template: where each trace id goes, with the trace it belongs to
+    offsets = [marker_offsets(t, load.traces_per_request) for t in templates]
     if load.client == "nghttp2":
         return _run_load_lean(endpoint, load, templates, offsets)
     import grpc
@@ -297,11 +321,9 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
         if depth > 1 and time.monotonic() > stop:  # saturation: a duration, not a count
             break
         v = r % variants
-        data = bytearray(templates[v])
         ids = [(seq + k + 1).to_bytes(16, "big") for k in range(load.traces_per_request)]
         seq += load.traces_per_request
-        for i, k in offsets[v]:
-            data[i : i + 16] = ids[k]
+        data = fill(templates[v], offsets[v], ids)
         if depth == 1:
             try:
                 export(bytes(data), timeout=30)
@@ -344,7 +366,10 @@ def _own_cpu() -> float:
 
 
 def _run_load_lean(
-    endpoint: str, load: Load, templates: list[bytes], offsets: list[list[tuple[int, int]]]
+    endpoint: str,
+    load: Load,
+    templates: list[bytes],
+    offsets: list[list[tuple[int, int, bool]]],
 ) -> dict[str, Any]:
     """:func:`run_load` with :class:`benchmarks.loadgen.LeanGrpcClient` (one thread,
     ``load.connections`` HTTP/2 connections taking the requests in turn, up to
@@ -374,11 +399,9 @@ def _run_load_lean(
         while in_flight() >= depth:
             wait_any(clients, None)
         v = r % variants
-        data = bytearray(templates[v])
         ids = [(seq + k + 1).to_bytes(16, "big") for k in range(per_request)]
         seq += per_request
-        for i, k in offsets[v]:
-            data[i : i + 16] = ids[k]
+        data = fill(templates[v], offsets[v], ids)
         clients[r % len(clients)].send(data)
         due = start + (r + 1) * interval
         now = time.monotonic()
