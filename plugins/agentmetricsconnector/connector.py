@@ -104,6 +104,9 @@ MAX_SHAPE_KEYS = 1024  # the C scanner's bound (plugins/_native/_agentscan.c)
 JOIN_SHAPES = 4096  # shapes the C scanner may pack (see _learn) at most
 JOIN_SERIES = 65_536  # distinct tool-call layer readings it may pack at most
 LINK = "link"  # a remembered reading: the span is only a parent link (see _read_span)
+# a context's memo of readings by shape (see _Shape): shape -> LINK or a tool-call layer's
+# reading; (shape, exception type) -> a failed tool-call layer's reading
+ShapeMemo = dict[bytes | tuple[bytes, str], Any]
 NO_RESOURCE = b""
 INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER})
 
@@ -365,9 +368,7 @@ class _Shape:
 
     __slots__ = ("key", "memo", "where")
 
-    def __init__(
-        self, key: bytes, memo: dict[bytes, Any], where: tuple[bytes, bytes, bytes]
-    ) -> None:
+    def __init__(self, key: bytes, memo: ShapeMemo, where: tuple[bytes, bytes, bytes]) -> None:
         self.key = key
         self.memo = memo
         self.where = where  # (resource, scope, shape): the C scanner's key of the reading
@@ -586,7 +587,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         # the label sets of settled tool calls, by (mcp, server, tool, tool type, status, error)
         self._call_labels: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         # (scope, service) -> {shape: remembered reading} (see _Shape)
-        self._shapes: dict[tuple[str, str], dict[bytes, Any]] = {}
+        self._shapes: dict[tuple[str, str], ShapeMemo] = {}
         # gen_ai.operation.name values of agent runs and workflows (encoded AnyValues)
         self._run_ops_raw = frozenset(
             AnyValue(string_value=op).SerializeToString()
@@ -828,8 +829,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         :class:`_Shape`) was read before as a link or a tool-call layer is not parsed again:
         its ids and times (given by the scanner) complete the remembered reading. A failed
         span's status message and exception type and message come from ``failures`` (the
-        scanner's ``take_failures``) when it has them, instead of a full decode."""
-        contexts: dict[tuple[int, int, int, int], tuple[_Context, dict[bytes, Any] | None]] = {}
+        scanner's ``take_failures``) when it has them, instead of a full decode; then a failed
+        tool-call layer whose shape and exception type were read before is not parsed either
+        (its message, ids and times complete the remembered reading)."""
+        contexts: dict[tuple[int, int, int, int], tuple[_Context, ShapeMemo | None]] = {}
         links = batch.links
         layers = batch.layers
         for item in fallback:
@@ -860,16 +863,29 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                                             mcp, "", "", "", server, item[10], item[11], False,
                                             retry, "", "", "", agent))  # fmt: skip
                         continue
+                    failure = failures.get(item[0]) if failures is not None else None
+                    if failure is not None:  # a failed tool-call layer of a shape read before?
+                        known = memo.get((key_bytes, failure[1]))
+                        if known is not None:
+                            (side, tool, tool_type, mcp, server, failed, retry, error_type, exc,
+                             agent) = known  # fmt: skip
+                            layers.append(Layer(item[7], item[8], item[9], side, tool,
+                                                tool_type, mcp, "", "", "", server, item[10],
+                                                item[11], failed, retry, error_type, exc,
+                                                (failure[0] or failure[2]) if failed else "",
+                                                agent))  # fmt: skip
+                            continue
                     if len(memo) >= SHAPE_MEMO:
                         memo.clear()
                     shape = _Shape(key_bytes, memo, (ctx.resource, ctx.scope, key_bytes))
+            if shape is None:
+                failure = failures.get(item[0]) if failures is not None else None
             encoded = raw[item[0] : item[1]]
-            failure = failures.get(item[0]) if failures is not None else None
             self._read_span(
                 SpanView.FromString(encoded), now_ns, ctx, batch, None, shape, encoded, failure
             )
 
-    def _shape_memo(self, ctx: _Context) -> dict[bytes, Any] | None:
+    def _shape_memo(self, ctx: _Context) -> ShapeMemo | None:
         """The memo of the spans' shapes of one (scope, service), or ``None`` when the scope
         or the resource does not decode (its spans are then read one by one, which reports
         it as without shapes)."""
@@ -1019,6 +1035,17 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                                                        layer.mcp, layer.server, layer.retry,
                                                        layer.agent)  # fmt: skip
                     self._learn(shape, reading)
+                elif not (
+                    shape is None or root or failure is None or layer.call_id or layer.rpc_id
+                    or layer.session
+                ):  # fmt: skip
+                    # a failed layer: all but its ids, times and message (from ``failure``:
+                    # the scanner's, not in the shape) follow from its shape and exception
+                    # type (the facts' key), read again as such by _read_fallback (the C
+                    # scanner packs no failed span: not learned)
+                    shape.memo[(shape.key, failure[1])] = (layer.side, layer.tool,
+                        layer.tool_type, layer.mcp, layer.server, layer.failed, layer.retry,
+                        layer.error_type, layer.exception, layer.agent)  # fmt: skip
                 return  # counted (and its failure) once per call, by the joiner
             if not failed:  # a link a failure below may climb through (see calls.py)
                 batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))

@@ -347,6 +347,10 @@ async def run_with_workflows(
     for spans in requests:
         await conn.consume(request(spans))
     await conn.shutdown()
+    if counts is not None:  # failed tool-call layers remembered by shape (read again as such)
+        counts["failed readings"] += sum(
+            isinstance(key, tuple) for memo in conn._shapes.values() for key in memo
+        )
     return {**outcome(conn), **workflows(conn)}
 
 
@@ -380,6 +384,7 @@ def test_the_c_join_counts_failed_traces_as_the_python_join(
     assert errors > 100  # failures were counted, not only calls
     # the traces with failures were settled by settle_layers, not only the Python settle
     assert counts["with failures"] > 20 and counts["with failed layers"] > 20, counts
+    assert counts["failed readings"] > 50, counts  # (the memo's path taken: see connector.py)
 
 
 def exception(s: Span, type_: str, message: str = "") -> None:
@@ -502,6 +507,7 @@ def test_failed_traces_settled_in_c_count_as_the_python_join(
         errors += sum(v[0] for k, v in results[0].items() if k.startswith("errors"))
     assert errors > 100
     assert counts["with failures"] > 100 and counts["with failed layers"] > 50, counts
+    assert counts["failed readings"] > 50, counts
 
 
 # -- the joiner alone: settle_layers against _settle, memories and all ---------------------------
