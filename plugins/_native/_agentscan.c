@@ -1117,17 +1117,42 @@ static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out) {
         case 15: if (f.wire == 2) status = f.data; break;
         case 9:
             if (f.wire == 2) {
-                reader er = {f.data.p, f.data.p + f.data.n};
-                field ef;
-                int erc;
                 slice key = {NULL, 0};
-                while ((erc = next_field(&er, &ef)) == 0) {
-                    if (ef.number == 1 && ef.wire == 2) {
-                        if (!is_ascii(ef.data)) return 0;
-                        key = ef.data;
+                const uint8_t *d = f.data.p;
+                Py_ssize_t n = f.data.n;
+                /* the usual entry, read without the walk: the key (tag 0x0a, a one-byte
+                 * length), then nothing or only the value (tag 0x12, a length of one or two
+                 * bytes) filling the entry exactly; anything else is walked */
+                int usual = 0;
+                if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && 2 + (Py_ssize_t)d[1] <= n) {
+                    const uint8_t *v = d + 2 + d[1];
+                    Py_ssize_t m = n - 2 - d[1];
+                    if (m == 0) {
+                        usual = 1;
+                    } else if (m >= 2 && v[0] == 0x12) {
+                        if (v[1] < 0x80)
+                            usual = m == 2 + (Py_ssize_t)v[1];
+                        else if (m >= 3 && v[2] < 0x80)
+                            usual = m == 3 + (Py_ssize_t)((v[1] & 0x7f) | ((Py_ssize_t)v[2] << 7));
+                    }
+                    if (usual) {
+                        key.p = d + 2;
+                        key.n = d[1];
+                        if (!is_ascii(key)) return 0;
                     }
                 }
-                if (erc < 0) { PyErr_Clear(); return 0; }
+                if (!usual) {
+                    reader er = {f.data.p, f.data.p + f.data.n};
+                    field ef;
+                    int erc;
+                    while ((erc = next_field(&er, &ef)) == 0) {
+                        if (ef.number == 1 && ef.wire == 2) {
+                            if (!is_ascii(ef.data)) return 0;
+                            key = ef.data;
+                        }
+                    }
+                    if (erc < 0) { PyErr_Clear(); return 0; }
+                }
                 int which = key.p != NULL ? is_shape_key(self, key) : 0;
                 if ((which == 1 && scratch_put(self, &used, 'a', f.data.p, f.data.n) < 0) ||
                     (which == 2 && scratch_put(self, &used, 'p', key.p, key.n) < 0))

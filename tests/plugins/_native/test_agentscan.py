@@ -574,3 +574,172 @@ async def test_a_scope_that_does_not_decode_is_refused_on_both_paths(
         with pytest.raises((DecodeError, ValueError)):
             await conn.consume(Traces(raw))
         assert not conn.joiner.pending and not any(m.series for m in conn.aggregator.metrics)
+
+
+# -- span shapes: the usual attribute entry read without the walk --------------------------------
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _ld(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _walk(data: bytes) -> list[tuple[int, int, Any]]:
+    """The fields of a message as pbwire.h's next_field reads them (ValueError as it refuses)."""
+    fields: list[tuple[int, int, Any]] = []
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        value, shift = 0, 0
+        while i < len(data) and shift < 64:
+            b = data[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+        raise ValueError("varint")
+
+    while i < len(data):
+        tag = varint()
+        if tag > 0xFFFFFFFF or tag >> 3 == 0:
+            raise ValueError("field number")
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            fields.append((number, wire, varint()))
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            if len(data) - i < size:
+                raise ValueError("truncated")
+            fields.append((number, wire, int.from_bytes(data[i : i + size], "little")))
+            i += size
+        elif wire == 2:
+            n = varint()
+            if n > len(data) - i:
+                raise ValueError("length")
+            fields.append((number, wire, data[i : i + n]))
+            i += n
+        else:
+            raise ValueError("wire type")
+    return fields
+
+
+def _reference_shape(span: bytes, keys: set[bytes], presence: set[bytes]) -> bytes | None:
+    """span_shape of _agentscan.c, by its definition (every attribute entry walked)."""
+    out = bytearray()
+
+    def put(tag: bytes, data: bytes) -> None:
+        out.extend(tag + _varint(len(data)) + data)
+
+    name = parent = status = b""
+    kind = 0
+    try:
+        fields = _walk(span)
+    except ValueError:
+        return None
+    for number, wire, data in fields:
+        if number == 4 and wire == 2:
+            parent = data
+        elif number == 5 and wire == 2:
+            name = data
+        elif number == 6 and wire == 0:
+            kind = data
+        elif number == 15 and wire == 2:
+            status = data
+        elif number == 9 and wire == 2:
+            try:
+                entry = _walk(data)
+            except ValueError:
+                return None
+            key = None
+            for n, w, v in entry:
+                if n == 1 and w == 2:
+                    if not v.isascii():
+                        return None
+                    key = v
+            if key in keys:
+                if key in presence:
+                    put(b"p", key)
+                else:
+                    put(b"a", data)
+    put(b"k", kind.to_bytes(8, "little") + bytes([parent == b""]))
+    put(b"n", name)
+    put(b"s", status)
+    return bytes(out)
+
+
+def _odd_entry(rng: random.Random, key: bytes) -> bytes:
+    """An attribute entry (KeyValue) in one of the encodings a sender may use, usual or not."""
+    text = bytes(
+        rng.choice(b"abcxyz") for _ in range(rng.choice([0, 3, 100, 126, 127, 200, 17000]))
+    )
+    value = _ld(1, text)  # AnyValue.string_value
+    how = rng.randrange(12)
+    if how == 0:
+        return _ld(1, key)  # the key alone
+    if how == 1:
+        return _ld(2, value) + _ld(1, key)  # the value first
+    if how == 2:
+        return _ld(1, key) + _ld(1, key + b"2") + _ld(2, value)  # two keys: the last one counts
+    if how == 3:
+        return _ld(1, key) + _ld(2, value) + b"\x18\x01"  # an unknown varint field after
+    if how == 4 and len(key) < 128:  # a two-byte length where one would do (protobuf reads it)
+        return b"\x0a" + bytes([0x80 | len(key), 0]) + key + _ld(2, value)
+    if how == 5 and len(key) < 128:
+        value = _ld(1, text[:60])
+        return b"\x0a" + bytes([len(key)]) + key + b"\x12" + bytes([0x80 | len(value), 0]) + value
+    if how == 6:
+        return _ld(1, key) + _ld(2, value)[:-1]  # cut short: not well-formed
+    if how == 7:
+        return _ld(1, key) + b"\x12" + bytes([0xFF])  # a length that never ends
+    if how == 8:
+        return _ld(1, "clé".encode()) + _ld(2, value)  # a key that is not ASCII
+    if how == 9:
+        return _ld(1, key) + _ld(2, value) + _ld(2, value)  # the value twice
+    return _ld(1, key) + _ld(2, value)  # the usual encoding
+
+
+def test_span_shapes_of_odd_attribute_entries_are_those_of_the_walk() -> None:
+    """span_shape reads the usual attribute entry (key, then its value, filling the entry)
+    without walking it; any other encoding (the key alone, the value first, two keys,
+    unknown fields, overlong or multi-byte lengths, an entry cut short or with a key that is
+    not ASCII) gives the shape of the full walk: the same bytes, or None for every entry the
+    walk refuses."""
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    keys = set(conn._shape_keys())
+    presence = set(conn._presence_keys())
+    assert presence and keys - presence
+    choices = [*sorted(keys), b"x.other", b"service.peer", b"a" * 130]
+    rng = random.Random(2222)
+    compared = none = usual = 0
+    tool = _ld(1, b"gen_ai.operation.name") + _ld(2, _ld(1, b"execute_tool"))
+    for _ in range(1500):
+        entries = [_odd_entry(rng, rng.choice(choices)) for _ in range(rng.randint(0, 4))]
+        if rng.random() < 0.3:
+            entries = [_ld(1, rng.choice(choices)) + _ld(2, _ld(1, b"v")) for _ in range(3)]
+        body = b"".join(_ld(9, e) for e in entries)
+        span = (_ld(1, tid(1)) + _ld(2, sid(2)) + _ld(4, sid(1)) + _ld(5, b"execute_tool t")
+                + b"\x30\x03" + _ld(9, tool) + body
+                + _ld(15, b"\x18\x02" if rng.random() < 0.5 else b""))  # fmt: skip
+        raw = _ld(1, _ld(2, _ld(2, span)))
+        try:
+            fallback = conn._scanner.scan(raw)[1]
+        except ValueError:
+            continue  # (an entry of a key the scan reads, not well-formed: refused whole)
+        assert len(fallback) == 1
+        expected = _reference_shape(span, keys, presence)
+        assert fallback[0][6] == expected, (entries, fallback[0][6], expected)
+        compared += 1
+        none += expected is None
+        usual += expected is not None and all(e[:1] == b"\x0a" for e in entries)
+    assert compared > 1000 and none > 100 and usual > 300, (compared, none, usual)
