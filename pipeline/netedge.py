@@ -16,7 +16,8 @@ second. This module gives every server the same edge:
   (asyncio's own loop logged one traceback per attempt and re-armed itself per attempt), are
   counted and logged at most once a second.
 * Connections implement :class:`EdgeConnection`: the listener's sweeper calls
-  ``edge_check(now)`` every ``tick`` seconds (timeouts), ``edge_evict()`` to make room.
+  ``edge_check(now)`` every ``tick`` seconds while it has connections (timeouts; it sleeps
+  without a timer while it has none), ``edge_evict()`` to make room.
   :class:`HTTPEdge` is that for HTTP/1.1 around the protocol that serves it (aiohttp's, or
   asyncio streams'): ``read_header_timeout``, ``read_timeout``, ``write_timeout`` and
   ``idle_timeout`` with the meaning of Go's ``net/http`` (the Collector's ``confighttp``).
@@ -346,6 +347,10 @@ class Listener:
         self._paused: set[socket.socket] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # set when a connection is added: the sweeper sleeps on it while there is none, so an
+        # idle listener does not wake every tick; ``sweeps`` counts the ticks it ran
+        self._active = asyncio.Event()
+        self.sweeps = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -421,6 +426,7 @@ class Listener:
         if conn not in self.connections:  # made outside the accept loop (tests)
             self.connections.add(conn)
             self._idle[conn] = self._now()
+            self._active.set()
 
     def forget(self, conn: Any, transport: Any = None) -> None:
         """From ``connection_lost``."""
@@ -535,6 +541,7 @@ class Listener:
         conn = self.factory()
         self.connections.add(conn)
         self._idle[conn] = loop.time()
+        self._active.set()
         timeout = (self.handshake_timeout or None) if self.ssl is not None else None
         task = loop.create_task(
             loop.connect_accepted_socket(
@@ -609,8 +616,15 @@ class Listener:
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
+        active = self._active
         while True:
+            if not self.connections:
+                # nothing to check: no tick until a connection comes (whose first check is
+                # then a tick after it came, as before at most a tick after)
+                active.clear()
+                await active.wait()
             await asyncio.sleep(self.tick)
+            self.sweeps += 1
             now = loop.time()
             for conn in list(self.connections):
                 if conn in self._handshakes:

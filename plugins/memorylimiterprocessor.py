@@ -1,7 +1,8 @@
 """The ``memory_limiter`` processor, with the Collector's options and meaning.
 
-The process's resident memory (RSS, read with psutil in a worker thread) is checked every
-``check_interval``, never per request. Limits:
+The process's resident memory (RSS: on Linux read from ``/proc/self/statm`` on the event loop,
+a few microseconds without a thread hand-over; elsewhere with psutil in a worker thread) is
+checked every ``check_interval``, never per request. Limits:
 
 * hard limit: ``limit_mib``, or ``limit_percentage`` of the machine's (or cgroup's) memory;
 * soft limit: the hard limit minus ``spike_limit_mib`` (default 20% of the hard limit), or
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +99,27 @@ def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+STATM = "/proc/self/statm"
+
+
+def statm_rss() -> int:
+    """Resident memory of this process from ``/proc/self/statm`` (what psutil reads on Linux,
+    without building a ``Process``, which reads ``/proc/self/stat`` too)."""
+    with open(STATM, "rb") as f:
+        return int(f.read().split()[1]) * PAGE_SIZE
+
+
+def default_reader() -> tuple[Callable[[], int], bool]:
+    """The RSS reader and whether it may run on the event loop: ``/proc/self/statm`` where it
+    can be read (it answers at once), psutil in a worker thread elsewhere."""
+    try:
+        statm_rss()
+    except (OSError, ValueError, IndexError):
+        return rss_bytes, False
+    return statm_rss, True
+
+
 class MemoryLimiter:
     """The shared check: a timer reading RSS and deciding whether data must be refused."""
 
@@ -104,12 +127,15 @@ class MemoryLimiter:
         self,
         settings: CreateSettings,
         config: MemoryLimiterConfig,
-        read_usage: Callable[[], int] = rss_bytes,
+        read_usage: Callable[[], int] | None = None,
         on_stop: Callable[[MemoryLimiterConfig], None] | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
-        self._read_usage = read_usage
+        # a reader given (tests) runs in a worker thread, as psutil does
+        self._read_usage, self._inline = (
+            default_reader() if read_usage is None else (read_usage, False)
+        )
         self._on_stop = on_stop
         if config.limit_mib:
             self.hard_limit = config.limit_mib * MIB
@@ -162,9 +188,14 @@ class MemoryLimiter:
             except Exception:  # a failed read must not stop the checks
                 self.settings.logger.exception("memory check failed")
 
+    async def _usage(self) -> int:
+        if self._inline:
+            return self._read_usage()
+        return await asyncio.to_thread(self._read_usage)  # psutil may block
+
     async def check(self) -> None:
-        """Read the usage (in a thread: psutil blocks) and update the refusing state."""
-        usage = await asyncio.to_thread(self._read_usage)
+        """Read the usage and update the refusing state."""
+        usage = await self._usage()
         if usage > self.soft_limit:
             now = time.monotonic()
             min_gap = (
@@ -175,7 +206,7 @@ class MemoryLimiter:
             if now - self._last_gc >= min_gap:
                 self._last_gc = now
                 gc.collect()
-                usage = await asyncio.to_thread(self._read_usage)
+                usage = await self._usage()
         self.usage = usage
         self._usage_gauge.set(usage)
         refusing = usage > self.soft_limit

@@ -161,6 +161,46 @@ async def test_listener_cap_evicts_the_longest_idle_and_refuses_when_all_are_bus
         listener.close()
 
 
+class CheckedConn(Conn):
+    def __init__(self, listener: Listener) -> None:
+        super().__init__(listener)
+        self.checks = 0
+
+    def edge_check(self, now: float) -> None:
+        self.checks += 1
+
+
+async def test_the_sweeper_does_not_tick_without_connections() -> None:
+    """The timeouts are checked every tick while connections are open, and not at all while
+    there is none (an idle gateway is not woken by it): counted in ticks run."""
+    counts = Counts()
+    port = free_port()
+    listener: Listener
+    made: list[CheckedConn] = []
+
+    def factory() -> CheckedConn:
+        made.append(CheckedConn(listener))
+        return made[-1]
+
+    listener = Listener(
+        f"127.0.0.1:{port}", factory, refused=counts.refuse, log_limited=counts.log, tick=0.01
+    )
+    await listener.start()
+    try:
+        await asyncio.sleep(0.2)  # twenty ticks' time without a connection
+        assert listener.sweeps == 0
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        await wait_until(lambda: len(made) == 1 and made[0].checks >= 3)
+        assert listener.sweeps >= 3
+        writer.close()
+        await wait_until(lambda: not listener.connections)
+        after = listener.sweeps
+        await asyncio.sleep(0.2)
+        assert listener.sweeps <= after + 1  # the tick under way when the last one left
+    finally:
+        listener.close()
+
+
 class FailingSocket:
     """A listening socket whose accept() fails as at the descriptor limit."""
 

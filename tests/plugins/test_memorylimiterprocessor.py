@@ -5,15 +5,24 @@ on its timer only, and lets data through below the limit."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import sys
+from typing import Any
 
 import aiohttp
 import grpc
+import psutil
 import pytest
 
 from pipeline import ComponentID, CreateSettings, Kind
 from pipeline.telemetry import SelfTelemetry
-from plugins.memorylimiterprocessor import MemoryLimiter, MemoryLimiterConfig
+from plugins.memorylimiterprocessor import (
+    MemoryLimiter,
+    MemoryLimiterConfig,
+    rss_bytes,
+    statm_rss,
+)
 from plugins.otlpexporter.sender import retry_delay_from_trailers
 from tests.otlp_support import LOGS_METHOD, TRACE_METHOD, recording_backend
 from tests.plugins.otlpreceiver.test_http_server import a_logs_request, a_request
@@ -170,3 +179,42 @@ def test_config_validation() -> None:
         MemoryLimiterConfig.model_validate({"limit_percentage": 50, "spike_limit_percentage": 60})
     with pytest.raises(ValueError, match="check_interval"):
         MemoryLimiterConfig.model_validate({"limit_mib": 100, "check_interval": "0s"})
+
+
+class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.submitted = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/statm is Linux's")
+async def test_the_default_check_reads_statm_on_the_loop_without_a_thread() -> None:
+    """Each check reads the RSS on the event loop (no hand-over to a worker thread and back,
+    two wake-ups per check), the same figure psutil gives."""
+    executor = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    tel = SelfTelemetry()
+    cid = ComponentID("memory_limiter")
+    settings = CreateSettings(
+        id=cid,
+        kind=Kind.PROCESSOR,
+        logger=logging.LoggerAdapter(logging.getLogger("test"), {}),
+        telemetry=tel.component(Kind.PROCESSOR, cid),
+    )
+    cfg = MemoryLimiterConfig.model_validate({"check_interval": "1s", "limit_mib": 1 << 20})
+    limiter = MemoryLimiter(settings, cfg)
+    for _ in range(3):
+        await limiter.check()
+    assert executor.submitted == 0
+    rss = psutil.Process().memory_info().rss
+    assert statm_rss() == pytest.approx(rss, rel=0.1)
+    assert limiter.usage == pytest.approx(rss, rel=0.1)
+    # a reader given (psutil's) runs in the worker thread
+    limiter = MemoryLimiter(settings, cfg, read_usage=rss_bytes)
+    await limiter.check()
+    assert executor.submitted == 1
+    assert limiter.usage == pytest.approx(rss, rel=0.1)
