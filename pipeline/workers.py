@@ -80,6 +80,11 @@ def resolve_count(value: int) -> int:
     return value if value > 0 else max(1, os.cpu_count() or 1)
 
 
+def _consume_key(signal: Signal, pipelines: list[str]) -> str:
+    """The key of a consume request to a sibling: its signal and pipelines."""
+    return f"{signal}|{','.join(pipelines)}"
+
+
 # -- the worker side ------------------------------------------------------------------------------
 @dataclass
 class WorkerContext:
@@ -172,8 +177,7 @@ class WorkerContext:
         """Hand ``data`` (an encoded request of ``signal``; ``items`` spans, points or
         records when known: the owner does not count them again) to worker ``owner``'s
         ``pipelines``; returns once that worker accepted it."""
-        key = f"{signal}|{','.join(pipelines)}"
-        await self._peer(owner).call(_OP_CONSUME, key, data, items)
+        await self._peer(owner).call(_OP_CONSUME, _consume_key(signal, pipelines), data, items)
 
     def hand_over(
         self,
@@ -187,7 +191,7 @@ class WorkerContext:
         :meth:`_Peer.submit`); what to await (a future of the answer, for
         :meth:`_Peer.result`, or, when the sibling is not connected yet, :meth:`forward`'s
         coroutine)."""
-        key = f"{signal}|{','.join(pipelines)}"
+        key = _consume_key(signal, pipelines)
         peer = self._peer(owner)
         fut = peer.submit(_OP_CONSUME, key, data, items)
         if fut is not None:

@@ -143,14 +143,7 @@ async def test_memory_is_read_on_the_timer_only() -> None:
         reads.append(usage["now"])
         return usage["now"]
 
-    tel = SelfTelemetry()
-    cid = ComponentID("memory_limiter")
-    settings = CreateSettings(
-        id=cid,
-        kind=Kind.PROCESSOR,
-        logger=logging.LoggerAdapter(logging.getLogger("test"), {}),
-        telemetry=tel.component(Kind.PROCESSOR, cid),
-    )
+    settings = limiter_settings()
     cfg = MemoryLimiterConfig.model_validate(
         {"check_interval": "50ms", "limit_mib": 100, "spike_limit_mib": 20}
     )
@@ -168,6 +161,16 @@ async def test_memory_is_read_on_the_timer_only() -> None:
         assert 3 <= len(reads) - n <= 7  # about one read per check_interval, whatever the load
     finally:
         await limiter.stop()
+
+
+def limiter_settings() -> CreateSettings:
+    cid = ComponentID("memory_limiter")
+    return CreateSettings(
+        id=cid,
+        kind=Kind.PROCESSOR,
+        logger=logging.LoggerAdapter(logging.getLogger("test"), {}),
+        telemetry=SelfTelemetry().component(Kind.PROCESSOR, cid),
+    )
 
 
 def test_config_validation() -> None:
@@ -197,14 +200,7 @@ async def test_the_default_check_reads_statm_on_the_loop_without_a_thread() -> N
     two wake-ups per check), the same figure psutil gives."""
     executor = CountingExecutor()
     asyncio.get_running_loop().set_default_executor(executor)
-    tel = SelfTelemetry()
-    cid = ComponentID("memory_limiter")
-    settings = CreateSettings(
-        id=cid,
-        kind=Kind.PROCESSOR,
-        logger=logging.LoggerAdapter(logging.getLogger("test"), {}),
-        telemetry=tel.component(Kind.PROCESSOR, cid),
-    )
+    settings = limiter_settings()
     cfg = MemoryLimiterConfig.model_validate({"check_interval": "1s", "limit_mib": 1 << 20})
     limiter = MemoryLimiter(settings, cfg)
     for _ in range(3):
