@@ -653,3 +653,51 @@ def test_settle_layers_leaves_the_joiner_as_the_python_settle() -> None:
         counts += assert_joiners_agree(rng, rng.randint(1, 6), conn)
     assert counts["with failures"] > 300 and counts["with failed layers"] > 150, counts
     assert counts["refused"] > 30, counts
+
+
+def replayed(req: Any, run: int) -> Any:
+    """A recorded request as another run of it: fresh trace ids, and run ids of its own (a
+    ``workflow.id`` on every span, as the workflow processor writes; conversation and
+    session ids changed)."""
+    req = type(req).FromString(req.SerializeToString())
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                sp.trace_id = bytes([run]) + sp.trace_id[1:]
+                sp.attributes.add(key="workflow.id").value.string_value = sp.trace_id.hex()
+                for a in sp.attributes:
+                    if a.key in ("gen_ai.conversation.id", "session.id"):
+                        a.value.string_value += f"-{run}"
+    return req
+
+
+def test_recorded_sources_replayed_count_as_the_python_join(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every recorded real-library scenario, sent as five runs with their own trace and run
+    ids through one connector: the C path (shapes with run ids by presence) counts as the
+    pure-Python path. (None of it is packed: the real libraries' tool spans carry call ids,
+    JSON-RPC ids or sessions, which the packed common case leaves to the general join.)"""
+    from pipeline import Traces
+    from tests.plugins.test_agentmetrics_corpus import load, recorded
+
+    async def main(requests: list[Any]) -> dict[str, Any]:
+        conn = connector({"window": "0s"}, None)
+        for req in requests:
+            await conn.consume(Traces(req.SerializeToString()))
+        await conn.shutdown()
+        return outcome(conn)
+
+    scenarios = sorted(recorded())
+    assert len(scenarios) >= 40
+    series = 0
+    for source, scenario in scenarios:
+        base = load(source, scenario)
+        requests = [replayed(base, run) for run in range(1, 6)]
+        monkeypatch.delenv("PIPELINE_NATIVE", raising=False)
+        native = asyncio.run(main(requests))
+        monkeypatch.setenv("PIPELINE_NATIVE", "0")
+        python = asyncio.run(main(requests))
+        assert native == python, (source, scenario)
+        series += len(native) - 2  # (the tool-call and error series; not the late/early counts)
+    assert series >= len(scenarios)  # every scenario counts something, most several series
