@@ -276,8 +276,8 @@ class LoadBalancingExporter(Component, ExporterStateProvider):
                 b.current.clear()
                 for w in b.workers:
                     w.cancel()
-            for b in gone:
-                await asyncio.gather(*b.workers, return_exceptions=True)
+            # counted with the ring swap, before the first await: whoever sees the new ring
+            # sees the count of what it took back
             n = sum(i.payload.item_count() for i in taken)
             if n:
                 self.rerouted += n
@@ -286,6 +286,8 @@ class LoadBalancingExporter(Component, ExporterStateProvider):
                     "routing again what the backends that left held",
                     extra={"items": n, "parts": len(taken)},
                 )
+            for b in gone:
+                await asyncio.gather(*b.workers, return_exceptions=True)
             for item in taken:
                 self._route(item.payload, item.waiter, force=True)
             for b in gone:
