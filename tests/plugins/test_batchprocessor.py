@@ -73,6 +73,44 @@ async def test_timeout_trigger() -> None:
     )
 
 
+async def test_a_batch_wakes_its_task_once_and_makes_no_task() -> None:
+    """The batch's timeout is a loop timer set by the consume that begins the batch: the
+    batching task is woken once per batch (when it is due), not to set the timer, and no task
+    or timeout is made per batch. Batches after the first (and one begun while the previous
+    was being sent) are timed from their own first item."""
+    sink = Flaky(0)
+    proc = make(sink, timeout="40ms", send_batch_size=1000)
+    await proc.start(None)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    wakes = 0
+    set_wake = proc._wake.set
+
+    def counting_set() -> None:
+        nonlocal wakes
+        wakes += 1
+        set_wake()
+
+    proc._wake.set = counting_set  # type: ignore[method-assign]
+    before = asyncio.all_tasks()
+    loop = asyncio.get_running_loop()
+    for batch in range(3):
+        started = loop.time()
+        for i in range(3):
+            await proc.consume(spans(2, f"b{batch}-{i}-"))
+            assert asyncio.all_tasks() == before
+            await asyncio.sleep(0.005)
+        while len(sink.sink.received) < batch + 1:
+            await asyncio.sleep(0.002)
+        assert 0.04 - 0.005 <= loop.time() - started < 1.0
+        assert wakes == batch + 1
+    assert [p.item_count() for p in sink.sink.received] == [6, 6, 6]
+    assert names(sink.sink.received) == [
+        f"b{b}-{i}-{j}" for b in range(3) for i in range(3) for j in range(2)
+    ]
+    await proc.shutdown()
+    assert proc._due is None
+
+
 class Flaky:
     """Refuses the first ``failures`` batches with a retryable error."""
 

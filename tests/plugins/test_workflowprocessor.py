@@ -350,22 +350,14 @@ def test_encoded_attribute_is_what_protobuf_writes(key: str, value: str) -> None
     assert wire_module.encode_attribute(key, value) == expected.SerializeToString()
 
 
-async def test_the_timer_is_woken_only_when_the_first_deadline_changes() -> None:
+async def test_the_timer_is_set_only_when_the_first_deadline_changes() -> None:
     proc, capture, _ = make(wait_duration="300ms", max_traces=2)
     await proc.start(None)  # type: ignore[arg-type]
-    wakes = 0
-    set_wake = proc.timer.wake.set
-
-    def counting_set() -> None:
-        nonlocal wakes
-        wakes += 1
-        set_wake()
-
-    proc.timer.wake.set = counting_set  # type: ignore[method-assign]
+    await asyncio.sleep(0)
+    assert proc.timer.arms == 0  # nothing held: no timer
     first = workflow_spans(90)
-    await proc.consume(request([first[0]]))  # none held -> one: woken, armed
-    await asyncio.sleep(0.01)
-    assert wakes == 1
+    await proc.consume(request([first[0]]))  # none held -> one: set
+    assert proc.timer.arms == 1
     loop = asyncio.get_running_loop()
     armed = proc.timer.armed
     assert armed is not None and armed > loop.time()
@@ -373,13 +365,12 @@ async def test_the_timer_is_woken_only_when_the_first_deadline_changes() -> None
     second = workflow_spans(91)
     await proc.consume(request([second[0], second[1]]))  # behind the first: same deadline
     await asyncio.sleep(0.01)
-    assert wakes == 1 and proc.timer.armed == armed
+    assert proc.timer.arms == 1 and proc.timer.armed == armed
     await asyncio.sleep(0.1)
     third = workflow_spans(92)
     await proc.consume(request([third[0], third[1]]))  # max_traces releases trace 90
     assert any(s.trace_id == tid(90) for _, s in capture.spans())
-    await asyncio.sleep(0.01)
-    assert wakes == 2  # armed again for trace 91
+    assert proc.timer.arms == 2  # set again for trace 91
     assert proc.timer.armed == proc.store.held[tid(91)].queued_at + 0.3
     # traces 91 and 92 are still released by the timer, after their wait
     await wait_until(lambda: any(s.trace_id == tid(92) for _, s in capture.spans()), within=1.0)
@@ -387,6 +378,57 @@ async def test_the_timer_is_woken_only_when_the_first_deadline_changes() -> None
     await asyncio.sleep(0.01)
     assert not proc.store.held and proc.timer.armed is None
     await proc.shutdown()
+
+
+async def test_the_release_runs_in_the_timers_callback_without_waking_a_task() -> None:
+    """A release (and setting the timer again) is the timer's callback: the timer task is not
+    woken for it, so each release costs the process no task switch."""
+    proc, capture, _ = make(wait_duration="100ms")
+    await proc.start(None)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    steps = 0
+    set_wake = proc.timer.wake.set
+
+    def counting_set() -> None:
+        nonlocal steps
+        steps += 1
+        set_wake()
+
+    proc.timer.wake.set = counting_set  # type: ignore[method-assign]
+    for t in range(110, 114):
+        root, agent, tools = workflow_spans(t)
+        await proc.consume(request([root, agent, *tools]))
+        await asyncio.sleep(0.03)
+    await wait_until(lambda: len({s.trace_id for _, s in capture.spans()}) == 4, within=2.0)
+    assert steps == 0 and not proc.store.held
+    await proc.shutdown()
+    assert steps == 1  # closing wakes it, to end
+
+
+async def test_a_release_that_raises_is_raised_in_the_supervised_task() -> None:
+    """A release that raises ends the timer's task with the exception (the supervisor counts
+    and restarts it, as when the release ran in the task); restarted, it sets the timer again."""
+    from plugins.workflowprocessor.timer import ReleaseTimer
+
+    held = [0.0]
+    released: list[float] = []
+
+    def release(now: float) -> None:
+        if not released:
+            released.append(now)
+            raise RuntimeError("boom")
+        released.append(now)
+        held.clear()
+
+    timer = ReleaseTimer(0.1, lambda: held[0] if held else None, release)
+    with pytest.raises(RuntimeError, match="boom"):
+        await asyncio.wait_for(timer.run(), 1.0)
+    assert timer.armed is None and len(released) == 1
+    task = asyncio.ensure_future(timer.run())
+    await wait_until(lambda: len(released) == 2, within=1.0)
+    assert not held and timer.armed is None
+    timer.close()
+    await asyncio.wait_for(task, 1.0)
 
 
 async def test_traces_falling_due_within_a_tick_are_released_together() -> None:
