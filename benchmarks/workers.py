@@ -83,6 +83,11 @@ class Run:
     # loops) per client request: how often a process went to sleep and was woken up, the
     # cost of a crossing between workers (a wake-up of an idle process costs tens of µs)
     wakeups_per_request: float = 0.0
+    # per worker process (the gateway's main process for x1), in worker order: the cores each
+    # used while the load was sent, and the client connections each held halfway through (the
+    # kernel's SO_REUSEPORT placement): which worker, if any, limits a saturation run
+    worker_cores: str = ""
+    worker_connections: str = ""
 
 
 def _cpu_at(samples: list[tuple[float, float]], when: float) -> float:
@@ -112,6 +117,35 @@ def _tree_wakeups(root: psutil.Process) -> int:
         with contextlib.suppress(psutil.Error):
             total += p.num_ctx_switches().voluntary
     return total
+
+
+def _workers(root: psutil.Process) -> list[psutil.Process]:
+    """The worker processes of a supervisor (in worker order), or ``[root]`` itself."""
+    found = []
+    for p in root.children():
+        with contextlib.suppress(psutil.Error, ValueError):
+            text = p.environ().get("PIPELINE_WORKER", "")
+            if text:
+                found.append((int(text.split("/", 1)[0]), p))
+    return [p for _, p in sorted(found, key=lambda x: x[0])] or [root]
+
+
+def _proc_cpu(p: psutil.Process) -> float:
+    with contextlib.suppress(psutil.Error):
+        t = p.cpu_times()
+        return float(t.user + t.system)
+    return 0.0
+
+
+def _connections(p: psutil.Process, port: int) -> int:
+    """Established TCP connections of ``p`` on its local ``port`` (clients it serves)."""
+    with contextlib.suppress(psutil.Error):
+        return sum(
+            1
+            for c in p.net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+        )
+    return 0
 
 
 def _tree_cpu(root: psutil.Process) -> float:
@@ -224,12 +258,21 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         lg0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         samples: list[tuple[float, float]] = []
         outs: list[tuple[float, float]] = []
+        procs = _workers(ps) if kind != "rotel" else [ps]
+        per_worker: list[list[tuple[float, float]]] = [[] for _ in procs]
+        conns: list[list[int]] = []
+        port = int(endpoint.rsplit(":", 1)[1])
         sampling = threading.Event()
 
         def sample() -> None:
             n = 0
             while not sampling.wait(0.2):
-                samples.append((time.time(), _tree_cpu(ps)))
+                now = time.time()
+                samples.append((now, _tree_cpu(ps)))
+                for i, p in enumerate(procs):
+                    per_worker[i].append((now, _proc_cpu(p)))
+                if n == 10:  # ~2 s in: every load generator connected
+                    conns.append([_connections(p, port) for p in procs])
                 n += 1
                 if kind != "rotel" and n % 3 == 0:
                     outs.append((time.time(), _out(telemetry)))
@@ -244,11 +287,16 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
             sampler.join()
         elapsed = wall = time.monotonic() - t0
         cores_sending = processed = 0.0
+        worker_cores = ""
         if all("started_at" in s for s in stats):
             begin = min(s["started_at"] for s in stats)
             end = max(s["ended_at"] for s in stats)
             cores_sending = (_cpu_at(samples, end) - _cpu_at(samples, begin)) / max(
                 end - begin, 1e-9
+            )
+            worker_cores = " / ".join(
+                f"{(_cpu_at(w, end) - _cpu_at(w, begin)) / max(end - begin, 1e-9):.2f}"
+                for w in per_worker
             )
             mid = (begin + end) / 2
             processed = (_cpu_at(outs, end) - _cpu_at(outs, mid)) / max(end - mid, 1e-9)
@@ -289,6 +337,8 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         cores_sending=round(cores_sending, 2),
         processed_per_s=round(processed if kind != "rotel" else accepted / elapsed),
         wakeups_per_request=round(wakeups / max(sent / load.spans_per_request, 1), 2),
+        worker_cores=worker_cores,
+        worker_connections=" / ".join(map(str, conns[0])) if conns else "",
     )
 
 
@@ -342,16 +392,18 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         "",
         "| server | mode | sent | failed requests | s | CPU-s | CPU-s/1M | accepted/s | out | "
         "load generators' CPU-s (sending) | server's cores while sent | processed/s | "
-        "load average | other processes' cores | wake-ups per request |",
+        "load average | other processes' cores | wake-ups per request | "
+        "cores per worker while sent | client connections per worker |",
     ]
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         lines.append(
             f"| {r.server} | {r.mode} | {r.sent_spans} | {r.failed_requests} | {r.seconds} | "
             f"{r.cpu_s} | {r.cpu_s_per_million} | {r.accepted_per_s:,.0f} | "
             f"{'' if r.out_spans is None else int(r.out_spans)} | {r.loadgen_cpu_s} "
             f"({r.loadgen_send_cpu_s}) | {r.cores_sending} | {r.processed_per_s:,.0f} | "
-            f"{r.load_avg} | {r.others_cores} | {r.wakeups_per_request} |"
+            f"{r.load_avg} | {r.others_cores} | {r.wakeups_per_request} | "
+            f"{r.worker_cores} | {r.worker_connections} |"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
