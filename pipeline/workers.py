@@ -73,7 +73,6 @@ _COALESCE_MAX = 8 << 20  # parts joined into one request to a sibling, at most (
 # consume requests to one sibling awaiting their answer before the next parts wait for one:
 # what arrives meanwhile is joined into one request (one write, one wake-up, one answer)
 _CONSUME_IN_FLIGHT = 1
-_TABLE: list[Any] = []
 
 
 def resolve_count(value: int) -> int:
@@ -165,18 +164,6 @@ class WorkerContext:
                 "records by trace id, metric points by resource), by signal.",
                 ("signal",),
             ).labels(str(signal))
-        if os.environ.get("W4_AFFINITY") and not _TABLE:
-            import mmap
-
-            fd = os.open(self.run_dir / "owners", os.O_RDWR | os.O_CREAT, 0o600)
-            size = 65536 * 132
-            if os.fstat(fd).st_size < size:
-                os.ftruncate(fd, size)
-            mm = mmap.mmap(fd, size)
-            _TABLE.append(mm)
-            native = _route.native()
-            assert native is not None
-            native.set_table(mm, self.index, 60)
         return Router(self, signal, [str(p) for p in pipelines], inner, counter)
 
     async def forward(

@@ -23,7 +23,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "pbwire.h"
 
@@ -124,61 +123,11 @@ static int add_other(walk *w, const uint8_t *start, const uint8_t *end) {
     return 0;
 }
 
-/* PROTOTYPE (not for commit): first-arrival ownership table */
-static uint8_t *g_table = NULL;
-static uint64_t g_nb = 0;
-static uint32_t g_self = 0, g_ttl = 60, g_now = 0;
-
 static uint32_t owner_of(slice tid, uint32_t workers) {
     uint64_t v = 0;
     Py_ssize_t start = tid.n > 8 ? tid.n - 8 : 0;
     for (Py_ssize_t i = start; i < tid.n; i++) v = (v << 8) | tid.p[i];
-    if (g_table == NULL) return (uint32_t)(v % workers);
-    uint64_t h = v + 0x9E3779B97F4A7C15ull;
-    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
-    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
-    h ^= h >> 31;
-    uint64_t key = h & ~(uint64_t)0xFF;
-    if (key == 0) key = 0x100;
-    uint64_t b = (h >> 8) % g_nb;
-    uint32_t *ovf = (uint32_t *)g_table + b;
-    uint64_t *slots = (uint64_t *)(g_table + g_nb * 4) + b * 16;
-    uint32_t now = g_now;
-    for (int i = 0; i < 8; i++) {
-        uint64_t k = __atomic_load_n(&slots[2 * i], __ATOMIC_ACQUIRE);
-        if ((k & ~(uint64_t)0xFF) == key) {
-            __atomic_store_n(&slots[2 * i + 1], (uint64_t)now, __ATOMIC_RELAXED);
-            return (uint32_t)(k & 0xFF);
-        }
-    }
-    if (now - __atomic_load_n(ovf, __ATOMIC_RELAXED) < g_ttl) return (uint32_t)(v % workers);
-    for (int i = 0; i < 8; i++) {
-        uint64_t k = __atomic_load_n(&slots[2 * i], __ATOMIC_ACQUIRE);
-        uint64_t seen = __atomic_load_n(&slots[2 * i + 1], __ATOMIC_RELAXED);
-        if (k == 0 || now - (uint32_t)seen > g_ttl) {
-            uint64_t want = key | g_self;
-            __atomic_store_n(&slots[2 * i + 1], (uint64_t)now, __ATOMIC_RELAXED);
-            if (__atomic_compare_exchange_n(&slots[2 * i], &k, want, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE))
-                return g_self;
-            if ((k & ~(uint64_t)0xFF) == key) return (uint32_t)(k & 0xFF);
-        }
-    }
-    __atomic_store_n(ovf, now, __ATOMIC_RELAXED);
     return (uint32_t)(v % workers);
-}
-
-static Py_buffer g_view;
-static PyObject *set_table(PyObject *self, PyObject *args) {
-    PyObject *obj;
-    unsigned int me, ttl;
-    if (!PyArg_ParseTuple(args, "OII", &obj, &me, &ttl)) return NULL;
-    if (PyObject_GetBuffer(obj, &g_view, PyBUF_WRITABLE) < 0) return NULL;
-    g_nb = (uint64_t)g_view.len / (4 + 128);
-    g_table = g_view.buf;
-    g_self = me;
-    g_ttl = ttl;
-    Py_RETURN_NONE;
 }
 
 static int span_owner(slice span, uint32_t workers, uint32_t *owner) {
@@ -366,7 +315,6 @@ static PyObject *route_traces(PyObject *module, PyObject *args) {
         return NULL;
     }
     uint32_t workers = (uint32_t)workers_arg;
-    g_now = (uint32_t)time(NULL);
     walk w;
     memset(&w, 0, sizeof(w));
     PyObject *result = NULL;
@@ -423,7 +371,6 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"set_table", set_table, METH_VARARGS, "prototype"},
     {"route_traces", route_traces, METH_VARARGS,
      "route_traces(data, workers) -> -1 | owner | [(owner, request, spans), ...]"},
     {NULL, NULL, 0, NULL},
