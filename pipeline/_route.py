@@ -13,7 +13,9 @@ A request is split by owner without decoding more than the routing key:
 
 The owner of a key is a pure function of its bytes and the worker count (the last 8 bytes of a
 trace id, which W3C trace context keeps random, big-endian, modulo the count; a CRC-32 of the
-resource), the same in every process. A request whose items all belong to one worker is
+resource), the same in every process. Routing by first arrival (``service.worker_routing``) replaces
+the trace id's hash by an ownership table the workers share (:class:`OwnerTable`): a trace
+belongs to the worker that claimed it first. A request whose items all belong to one worker is
 returned as it came; otherwise each owner's part is written from the request's bytes (spans,
 resources and scopes copied verbatim, only the enclosing lengths written anew). Traces are split
 by the C module ``plugins/_native/_route.c`` when it was built, else by its twin

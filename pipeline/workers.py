@@ -10,7 +10,10 @@ changes four things:
 * push receivers (a receiver that listens) bind their ports with ``SO_REUSEPORT``: the kernel
   spreads connections over the workers;
 * the data a receiver takes is routed by owner before it enters the pipelines
-  (:class:`Router`): spans by trace id, metrics by resource (:mod:`pipeline._route`); the
+  (:class:`Router`): spans by trace id, metrics by resource (:mod:`pipeline._route`), or
+  spans and log records by first arrival (``service.worker_routing: first_arrival``: the
+  worker that received a trace's first span, through an ownership table the workers share,
+  ``run_dir/owners``); the
   parts other workers own travel over a Unix socket to them and enter their pipelines there,
   the receiving worker answering its client once every owner accepted its part;
 * what must exist once runs in worker 0, the *primary*: pull receivers (``prometheus``,
