@@ -56,6 +56,9 @@ from benchmarks.agent_pipeline import (
     rotel_binary,
 )
 
+# service.worker_routing of the agent servers (--routing)
+ROUTING = {"value": "trace_id"}
+
 
 @dataclass
 class Run:
@@ -83,6 +86,11 @@ class Run:
     # loops) per client request: how often a process went to sleep and was woken up, the
     # cost of a crossing between workers (a wake-up of an idle process costs tens of µs)
     wakeups_per_request: float = 0.0
+    # per worker process (the gateway's main process for x1), in worker order: the cores each
+    # used while the load was sent, and the client connections each held halfway through (the
+    # kernel's SO_REUSEPORT placement): which worker, if any, limits a saturation run
+    worker_cores: str = ""
+    worker_connections: str = ""
 
 
 def _cpu_at(samples: list[tuple[float, float]], when: float) -> float:
@@ -114,6 +122,35 @@ def _tree_wakeups(root: psutil.Process) -> int:
     return total
 
 
+def _workers(root: psutil.Process) -> list[psutil.Process]:
+    """The worker processes of a supervisor (in worker order), or ``[root]`` itself."""
+    found = []
+    for p in root.children():
+        with contextlib.suppress(psutil.Error, ValueError):
+            text = p.environ().get("PIPELINE_WORKER", "")
+            if text:
+                found.append((int(text.split("/", 1)[0]), p))
+    return [p for _, p in sorted(found, key=lambda x: x[0])] or [root]
+
+
+def _proc_cpu(p: psutil.Process) -> float:
+    with contextlib.suppress(psutil.Error):
+        t = p.cpu_times()
+        return float(t.user + t.system)
+    return 0.0
+
+
+def _connections(p: psutil.Process, port: int) -> int:
+    """Established TCP connections of ``p`` on its local ``port`` (clients it serves)."""
+    with contextlib.suppress(psutil.Error):
+        return sum(
+            1
+            for c in p.net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+        )
+    return 0
+
+
 def _tree_cpu(root: psutil.Process) -> float:
     total = 0.0
     for p in [root, *root.children(recursive=True)]:
@@ -140,7 +177,7 @@ def _server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[psutil.Pro
     else:
         text, eid = exporter_def(None)
         config = workdir / f"agent-{workers}.yaml"
-        config.write_text(
+        text = (
             AGENT.format(
                 port=port,
                 telemetry=telemetry,
@@ -153,7 +190,8 @@ def _server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[psutil.Pro
                 exporter=eid,
                 batch=8192,
             )
-        )
+        ).replace("service:\n", f"service:\n  worker_routing: {ROUTING['value']}\n", 1)
+        config.write_text(text)
         # info: the "ready" lines are waited for
         args = [sys.executable, "-m", "pipeline", "run", "--config", str(config)]
         args += ["--log-level", "info"]
@@ -224,12 +262,21 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         lg0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         samples: list[tuple[float, float]] = []
         outs: list[tuple[float, float]] = []
+        procs = _workers(ps) if kind != "rotel" else [ps]
+        per_worker: list[list[tuple[float, float]]] = [[] for _ in procs]
+        conns: list[list[int]] = []
+        port = int(endpoint.rsplit(":", 1)[1])
         sampling = threading.Event()
 
         def sample() -> None:
             n = 0
             while not sampling.wait(0.2):
-                samples.append((time.time(), _tree_cpu(ps)))
+                now = time.time()
+                samples.append((now, _tree_cpu(ps)))
+                for i, p in enumerate(procs):
+                    per_worker[i].append((now, _proc_cpu(p)))
+                if n == 10:  # ~2 s in: every load generator connected
+                    conns.append([_connections(p, port) for p in procs])
                 n += 1
                 if kind != "rotel" and n % 3 == 0:
                     outs.append((time.time(), _out(telemetry)))
@@ -244,11 +291,16 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
             sampler.join()
         elapsed = wall = time.monotonic() - t0
         cores_sending = processed = 0.0
+        worker_cores = ""
         if all("started_at" in s for s in stats):
             begin = min(s["started_at"] for s in stats)
             end = max(s["ended_at"] for s in stats)
             cores_sending = (_cpu_at(samples, end) - _cpu_at(samples, begin)) / max(
                 end - begin, 1e-9
+            )
+            worker_cores = " / ".join(
+                f"{(_cpu_at(w, end) - _cpu_at(w, begin)) / max(end - begin, 1e-9):.2f}"
+                for w in per_worker
             )
             mid = (begin + end) / 2
             processed = (_cpu_at(outs, end) - _cpu_at(outs, mid)) / max(end - mid, 1e-9)
@@ -289,6 +341,8 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         cores_sending=round(cores_sending, 2),
         processed_per_s=round(processed if kind != "rotel" else accepted / elapsed),
         wakeups_per_request=round(wakeups / max(sent / load.spans_per_request, 1), 2),
+        worker_cores=worker_cores,
+        worker_connections=" / ".join(map(str, conns[0])) if conns else "",
     )
 
 
@@ -342,16 +396,18 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         "",
         "| server | mode | sent | failed requests | s | CPU-s | CPU-s/1M | accepted/s | out | "
         "load generators' CPU-s (sending) | server's cores while sent | processed/s | "
-        "load average | other processes' cores | wake-ups per request |",
+        "load average | other processes' cores | wake-ups per request | "
+        "cores per worker while sent | client connections per worker |",
     ]
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         lines.append(
             f"| {r.server} | {r.mode} | {r.sent_spans} | {r.failed_requests} | {r.seconds} | "
             f"{r.cpu_s} | {r.cpu_s_per_million} | {r.accepted_per_s:,.0f} | "
             f"{'' if r.out_spans is None else int(r.out_spans)} | {r.loadgen_cpu_s} "
             f"({r.loadgen_send_cpu_s}) | {r.cores_sending} | {r.processed_per_s:,.0f} | "
-            f"{r.load_avg} | {r.others_cores} | {r.wakeups_per_request} |"
+            f"{r.load_avg} | {r.others_cores} | {r.wakeups_per_request} | "
+            f"{r.worker_cores} | {r.worker_connections} |"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -395,11 +451,18 @@ def main(argv: list[str] | None = None) -> int:
         default="rotel,1,N",
         help="what to run, in this order each repeat: rotel, 1 (agent x1), N (agent x--workers)",
     )
+    p.add_argument(
+        "--routing",
+        choices=["trace_id", "first_arrival"],
+        default="trace_id",
+        help="service.worker_routing of the agent servers (which worker processes a trace)",
+    )
     p.add_argument("--modes", default="cost,saturation", help="cost, saturation or both")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "workers.md"))
     a = p.parse_args(argv)
+    ROUTING["value"] = a.routing
     cost = Load(rate=a.rate, seconds=a.seconds, client=a.client, connections=a.connections)
     sat = Load(
         rate=a.saturation_rate,
@@ -431,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         f"cost runs, {a.saturation_clients} with {a.in_flight} requests in flight each for the "
         f"saturation runs; none pinned; client {a.client}"
         f"{f', {a.connections} connections each' if a.client == 'nghttp2' else ''}); "
+        f"worker routing {a.routing}; "
         f"agent pipeline of benchmarks/agent_pipeline.py (200 spans per request, 10 spans per "
         f"trace, 20 traces per request), blackhole exporters; cost runs at {a.rate:,.0f} "
         f"spans/s for {a.seconds:g} s, saturation runs as fast as the gateway answers for "

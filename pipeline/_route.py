@@ -13,7 +13,9 @@ A request is split by owner without decoding more than the routing key:
 
 The owner of a key is a pure function of its bytes and the worker count (the last 8 bytes of a
 trace id, which W3C trace context keeps random, big-endian, modulo the count; a CRC-32 of the
-resource), the same in every process. A request whose items all belong to one worker is
+resource), the same in every process. Routing by first arrival (``service.worker_routing``) replaces
+the trace id's hash by an ownership table the workers share (:class:`OwnerTable`): a trace
+belongs to the worker that claimed it first. A request whose items all belong to one worker is
 returned as it came; otherwise each owner's part is written from the request's bytes (spans,
 resources and scopes copied verbatim, only the enclosing lengths written anew). Traces are split
 by the C module ``plugins/_native/_route.c`` when it was built, else by its twin
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline._pbwire import encode_varint, field_readers, varint_reader
@@ -102,26 +105,136 @@ def resource_owner(resource: bytes, workers: int) -> int:
     return zlib.crc32(resource) % workers
 
 
-def split_traces(data: bytes, workers: int) -> dict[int, tuple[bytes, int | None]]:
-    """An ``ExportTraceServiceRequest`` split by owning worker: ``{worker: (request, spans)}``
-    with only the workers that own spans (``{}`` for a request without any; the request itself
-    and ``None`` when one worker owns every span). The C module ``plugins._native._route``
-    when it was built, else :func:`split_traces_python` (the same bytes)."""
+# -- routing by first arrival (service.worker_routing: first_arrival) ----------------------------
+TABLE_WAYS = 8
+TABLE_BUCKET_BYTES = TABLE_WAYS * 16 + 8  # 8 slots (key, seen), an overflow stamp, a lock
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass
+class OwnerTable:
+    """The ownership table of routing by first arrival, shared by the workers (``buf``: a
+    writable buffer, an mmap of one file): a trace is owned by the worker that claimed it, the
+    first to receive one of its spans (``index``: this worker), for as long as spans come at
+    most ``ttl`` seconds apart. Layout and rules: ``_route.c`` (``table_owner``); the twin
+    :func:`table_owner_python` gives the same owners and leaves the same bytes."""
+
+    buf: Any
+    index: int
+    ttl: int
+
+
+def table_bytes(buckets: int) -> int:
+    """The size of a table of ``buckets`` buckets (8 traces each)."""
+    return buckets * TABLE_BUCKET_BYTES
+
+
+def _mix64(v: int) -> int:
+    h = (v + 0x9E3779B97F4A7C15) & _MASK64
+    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return h ^ (h >> 31)
+
+
+def _table_view(table: Any, workers: int, index: int, now: int, ttl: int) -> tuple[Any, Any, int]:
+    """The table's slots and overflow stamps (its arguments checked as ``_route.c`` does)."""
+    if workers > 256:
+        raise ValueError("routing by first arrival takes at most 256 workers")
+    if not (0 <= index < workers and 0 <= now <= 0xFFFFFFFF and 0 <= ttl <= 0xFFFFFFFF):
+        raise ValueError("index, now or ttl out of range")
+    mv = memoryview(table)
+    if mv.readonly:
+        raise BufferError("the table must be writable")
+    buckets = mv.nbytes // TABLE_BUCKET_BYTES
+    if buckets == 0:
+        raise ValueError("the table is too small or not aligned")
+    mv = mv.cast("B")
+    slots = mv[: buckets * TABLE_WAYS * 16].cast("Q")
+    stamps = mv[buckets * TABLE_WAYS * 16 : buckets * (TABLE_WAYS * 16 + 4)].cast("I")
+    return slots, stamps, buckets
+
+
+def table_owner_python(
+    table: Any, trace_id: bytes, workers: int, index: int, now: int, ttl: int
+) -> int:
+    """The twin of ``_route.c``'s ``trace_owner``: the owner of ``trace_id``, claimed for
+    ``index`` when the trace is new (one process: no lock, no compare-and-swap)."""
+    slots, stamps, buckets = _table_view(table, workers, index, now, ttl)
+    v = int.from_bytes(trace_id[-8:], "big")
+    hashed = v % workers
+    h = _mix64(v)
+    key = h & ~0xFF & _MASK64 or 0x100
+    base = (h >> 8) % buckets * TABLE_WAYS * 2
+    for i in range(TABLE_WAYS):
+        k = slots[base + 2 * i]
+        if k & ~0xFF == key:
+            slots[base + 2 * i + 1] = now
+            return k & 0xFF
+    bucket = base // (TABLE_WAYS * 2)
+    if now - stamps[bucket] <= ttl:  # the bucket routes new traces by hash (see _route.c)
+        if now > stamps[bucket]:
+            stamps[bucket] = now
+        return hashed
+    for i in range(TABLE_WAYS):
+        k = slots[base + 2 * i]
+        if k == 0 or now - (slots[base + 2 * i + 1] & 0xFFFFFFFF) > ttl:
+            slots[base + 2 * i + 1] = now
+            slots[base + 2 * i] = key | index
+            return index
+    stamps[bucket] = now
+    return hashed
+
+
+def claim(owners: OwnerTable, trace_id: bytes, workers: int, now: int) -> int:
+    """The owner of ``trace_id`` by first arrival (the C module's, else the twin's)."""
     mod = native()
     if mod is None:
-        return split_traces_python(data, workers)
-    result = mod.route_traces(data, workers)
+        return table_owner_python(owners.buf, trace_id, workers, owners.index, now, owners.ttl)
+    return int(mod.trace_owner(trace_id, workers, owners.buf, owners.index, now, owners.ttl))
+
+
+def split_traces(
+    data: bytes, workers: int, owner_table: OwnerTable | None = None, now: int = 0
+) -> dict[int, tuple[bytes, int | None]]:
+    """An ``ExportTraceServiceRequest`` split by owning worker: ``{worker: (request, spans)}``
+    with only the workers that own spans (``{}`` for a request without any; the request itself
+    and ``None`` when one worker owns every span). Owners by trace id, or by first arrival
+    through ``owner_table`` (``now``: the time in seconds). The C module
+    ``plugins._native._route`` when it was built, else :func:`split_traces_python` (the same
+    bytes)."""
+    mod = native()
+    if mod is None:
+        return split_traces_python(data, workers, owner_table, now)
+    if owner_table is None:
+        result = mod.route_traces(data, workers)
+    else:
+        t = owner_table
+        result = mod.route_traces(data, workers, t.buf, t.index, now, t.ttl)
     if isinstance(result, int):
         return {} if result < 0 else {result: (data, None)}
     return {owner: (raw, n) for owner, raw, n in result}
 
 
-def split_traces_python(data: bytes, workers: int) -> dict[int, tuple[bytes, int | None]]:
+def split_traces_python(
+    data: bytes, workers: int, owner_table: OwnerTable | None = None, now: int = 0
+) -> dict[int, tuple[bytes, int | None]]:
     """The twin of ``_route.c``'s ``route_traces``: for each owner, each ResourceSpans with
     spans of that owner (its fields other than scope_spans verbatim, then each ScopeSpans with
     spans of that owner: its fields other than spans verbatim, then those spans)."""
     if not 1 <= workers <= 65536:
         raise ValueError("workers must be between 1 and 65536")
+    if owner_table is None:
+
+        def owner_of(tid: bytes) -> int:
+            return trace_owner(tid, workers)
+
+    else:
+        table, index, ttl = owner_table.buf, owner_table.index, owner_table.ttl
+        _table_view(table, workers, index, now, ttl)  # its checks, before any claim
+
+        def owner_of(tid: bytes) -> int:
+            return table_owner_python(table, tid, workers, index, now, ttl)
+
     # resource: (others, [(others, [(owner, span)])])
     resources: list[tuple[bytes, list[tuple[bytes, list[tuple[int, bytes]]]]]] = []
     for number, wire, _, payload, stop in _fields(data):
@@ -139,7 +252,7 @@ def split_traces_python(data: bytes, workers: int) -> dict[int, tuple[bytes, int
             for n2, w2, a2, p2, b2 in _fields(ss):
                 if n2 == 2 and w2 == 2:
                     span = ss[p2:b2]
-                    spans.append((trace_owner(span_trace_id(span), workers), span))
+                    spans.append((owner_of(span_trace_id(span)), span))
                 else:
                     ss_fields.append(ss[a2:b2])
             scopes.append((b"".join(ss_fields), spans))
@@ -217,10 +330,13 @@ def split_metrics(data: bytes, workers: int) -> dict[int, tuple[bytes, int | Non
 LOG_RECORD_TRACE_ID = 9  # LogRecord.trace_id
 
 
-def split_logs(data: bytes, workers: int, local: int) -> dict[int, tuple[bytes, int | None]]:
+def split_logs(
+    data: bytes, workers: int, local: int, owner_table: OwnerTable | None = None, now: int = 0
+) -> dict[int, tuple[bytes, int | None]]:
     """An ``ExportLogsServiceRequest`` split by owning worker, as :func:`split_traces_python`
-    splits spans: a record goes to the owner of its trace id; one without a trace id (or with
-    one that is not 16 bytes) to ``local``, the worker that received it. ``{}`` for a request
+    splits spans: a record goes to the owner of its trace id (by first arrival through
+    ``owner_table``: the worker that owns the trace's spans); one without a trace id (or with one
+    that is not 16 bytes) to ``local``, the worker that received it. ``{}`` for a request
     without records, ``{owner: (request, None)}`` when one worker owns them all."""
     if not 1 <= workers <= 65536:
         raise ValueError("workers must be between 1 and 65536")
@@ -253,7 +369,12 @@ def split_logs(data: bytes, workers: int, local: int) -> dict[int, tuple[bytes, 
         ids = [field_bytes(records[i][1], LOG_RECORD_TRACE_ID) for records, i in flat]
     owners: set[int] = set()
     for (records, i), trace in zip(flat, ids, strict=True):
-        owner = trace_owner(trace, workers) if len(trace) == 16 else local
+        if len(trace) != 16:
+            owner = local
+        elif owner_table is None:
+            owner = trace_owner(trace, workers)
+        else:
+            owner = claim(owner_table, trace, workers, now)
         owners.add(owner)
         records[i] = (owner, records[i][1])
     if not owners:

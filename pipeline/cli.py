@@ -157,7 +157,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"cannot start (1 error):\n  error: {DURABILITY_WITH_WORKERS}", file=sys.stderr
                 )
                 return 1
-            return workers.supervise(_ARGV, count, config.service.shutdown_timeout)
+            return workers.supervise(
+                _ARGV, count, config.service.shutdown_timeout, config.service.worker_routing
+            )
     from pipeline._malloc import PeriodicTrim, malloc_trim, tune_allocator
     from pipeline.netedge import FDS, raise_fd_limit
     from pipeline.service import Service

@@ -220,6 +220,13 @@ class ServiceModel(ConfigModel):
     workers: int = Field(1, ge=0)
     """Worker processes sharing the receiving ports (0: one per core; not a Collector option;
     see ``docs/architecture.md``, "Workers"). ``pipeline run --workers`` overrides it."""
+    worker_routing: Literal["trace_id", "first_arrival"] = "trace_id"
+    """With several workers, which one processes a trace: ``trace_id`` (its hash: the load
+    spreads by trace, a client request's spans usually cross between workers) or
+    ``first_arrival`` (the worker that received its first span: a trace sent over one
+    connection stays in its worker; the load spreads by connection). Read when the gateway
+    starts (a reload does not change it). Not a Collector option; see ``docs/architecture.md``,
+    "Workers"."""
 
 
 @dataclass(frozen=True, order=True)

@@ -10,7 +10,10 @@ changes four things:
 * push receivers (a receiver that listens) bind their ports with ``SO_REUSEPORT``: the kernel
   spreads connections over the workers;
 * the data a receiver takes is routed by owner before it enters the pipelines
-  (:class:`Router`): spans by trace id, metrics by resource (:mod:`pipeline._route`); the
+  (:class:`Router`): spans by trace id, metrics by resource (:mod:`pipeline._route`), or
+  spans and log records by first arrival (``service.worker_routing: first_arrival``: the
+  worker that received a trace's first span, through an ownership table the workers share,
+  ``run_dir/owners``); the
   parts other workers own travel over a Unix socket to them and enter their pipelines there,
   the receiving worker answering its client once every owner accepted its part;
 * what must exist once runs in worker 0, the *primary*: pull receivers (``prometheus``,
@@ -55,6 +58,11 @@ from pipeline.pdata import Payload, Signal, payload_type
 log = logging.getLogger("pipeline.workers")
 
 ENV = "PIPELINE_WORKER"  # "index/count/run_dir", set by the supervisor for its workers
+ROUTING_ENV = "PIPELINE_WORKER_ROUTING"  # service.worker_routing, the supervisor's
+# routing by first arrival: the ownership table shared by the workers (run_dir/owners): 8
+# traces a bucket (1M traces, 17 MiB), a trace forgotten OWNERS_TTL seconds after its last span
+OWNERS_BUCKETS = 1 << 17
+OWNERS_TTL = 120
 READY_TIMEOUT = 120.0  # how long a worker may take to start before the supervisor gives up
 RESTART_BACKOFF_MAX = 10.0
 
@@ -94,6 +102,8 @@ class WorkerContext:
     count: int
     run_dir: Path
     service: Any = None  # the running pipeline.service.Service
+    # routing by first arrival (service.worker_routing): the shared ownership table
+    owners: _route.OwnerTable | None = None
     _exposed: dict[str, Callable[[], Any]] = field(default_factory=dict)
     _peers: dict[int, _Peer] = field(default_factory=dict)
     _server: asyncio.AbstractServer | None = None
@@ -597,9 +607,16 @@ class Router:
         self.inner = inner
         self.mutates_data = inner.mutates_data
         self._split: Any = _route.split_traces if signal is Signal.TRACES else _route.split_metrics
+        owners = ctx.owners
+        index = ctx.index
         if signal is Signal.LOGS:
-            index = ctx.index
-            self._split = lambda raw, count: _route.split_logs(raw, count, index)
+            self._split = lambda raw, count: _route.split_logs(
+                raw, count, index, owners, int(time.time()) if owners is not None else 0
+            )
+        elif signal is Signal.TRACES and owners is not None:
+            self._split = lambda raw, count: _route.split_traces(
+                raw, count, owners, int(time.time())
+            )
 
     def retarget(self, inner: Consumer) -> None:
         self.inner = inner
@@ -777,12 +794,35 @@ def enter_from_env() -> WorkerContext | None:
         return None
     index, count, run_dir = text.split("/", 2)
     ctx = WorkerContext(int(index), int(count), Path(run_dir))
+    if os.environ.get(ROUTING_ENV) == "first_arrival":
+        ctx.owners = _open_owners(ctx)
     _die_with_parent()
     from pipeline import netedge
 
     netedge.REUSE_PORT = True
     _CONTEXT = ctx
     return ctx
+
+
+def _open_owners(ctx: WorkerContext) -> _route.OwnerTable | None:
+    """The ownership table the supervisor made (shared by every worker, a restarted one
+    included); ``None`` (routing by trace id) without the C module: the Python twin cannot
+    claim a trace atomically across processes."""
+    if _route.native() is None or ctx.count > 256:
+        log.warning(
+            "service.worker_routing first_arrival needs the C module plugins._native._route "
+            "and at most 256 workers; routing by trace id",
+            extra={"worker": ctx.index},
+        )
+        return None
+    import mmap
+
+    fd = os.open(ctx.run_dir / "owners", os.O_RDWR)
+    try:
+        table = mmap.mmap(fd, _route.table_bytes(OWNERS_BUCKETS))
+    finally:
+        os.close(fd)
+    return _route.OwnerTable(table, ctx.index, OWNERS_TTL)
 
 
 def leave() -> None:
@@ -827,11 +867,17 @@ class _Slot:
 class Supervisor:
     """Runs ``count`` workers of ``argv`` (``pipeline run``'s own arguments)."""
 
-    def __init__(self, argv: list[str], count: int, shutdown_timeout: float) -> None:
+    def __init__(
+        self, argv: list[str], count: int, shutdown_timeout: float, routing: str = "trace_id"
+    ) -> None:
         self.argv = argv
         self.count = count
         self.shutdown_timeout = shutdown_timeout
+        self.routing = routing
         self.run_dir = Path(tempfile.mkdtemp(prefix="pipeline-workers-"))
+        if routing == "first_arrival":  # zeros: no trace owned yet (a sparse file)
+            with open(self.run_dir / "owners", "wb") as f:
+                f.truncate(_route.table_bytes(OWNERS_BUCKETS))
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
         self._stop = asyncio.Event()
@@ -839,7 +885,11 @@ class Supervisor:
     async def _spawn(self, slot: _Slot) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.run_dir / f"ready-{slot.index}").unlink()
-        env = {**os.environ, ENV: f"{slot.index}/{self.count}/{self.run_dir}"}
+        env = {
+            **os.environ,
+            ENV: f"{slot.index}/{self.count}/{self.run_dir}",
+            ROUTING_ENV: self.routing,
+        }
         slot.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -982,6 +1032,9 @@ class Supervisor:
         return max(codes, default=0)
 
 
-def supervise(argv: list[str], count: int, shutdown_timeout: float) -> int:
-    """Run the gateway as ``count`` workers until SIGTERM/SIGINT; the exit code."""
-    return asyncio.run(Supervisor(argv, count, shutdown_timeout).run())
+def supervise(
+    argv: list[str], count: int, shutdown_timeout: float, routing: str = "trace_id"
+) -> int:
+    """Run the gateway as ``count`` workers until SIGTERM/SIGINT (``routing``:
+    ``service.worker_routing``); the exit code."""
+    return asyncio.run(Supervisor(argv, count, shutdown_timeout, routing).run())

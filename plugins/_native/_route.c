@@ -22,6 +22,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 
 #include "pbwire.h"
@@ -123,14 +124,122 @@ static int add_other(walk *w, const uint8_t *start, const uint8_t *end) {
     return 0;
 }
 
-static uint32_t owner_of(slice tid, uint32_t workers) {
+/* -- routing by first arrival: the ownership table shared by the workers ------------------------
+ * (service.worker_routing: first_arrival; the twin is pipeline._route.OwnerTable)
+ *
+ * Layout (native byte order), B buckets = len / 136: B * 8 slots of two uint64 (key: a 64-bit
+ * mix of the trace's 8 routing bytes with the low byte replaced by the owner, 0 = empty; seen:
+ * the time of the trace's last span, in seconds), then B uint32 overflow stamps (when the bucket
+ * last had no slot for a new trace, or routed one by hash), then B uint32 insertion locks (0 =
+ * free, else the time it was taken). A known trace is looked up without the lock; a new one is
+ * claimed under it (the bucket re-scanned first), in the first slot empty or not seen for more
+ * than ttl seconds; while a bucket's stamp is at most ttl seconds old its new traces go to
+ * their hash owner (and renew the stamp), so that a trace routed by hash is never claimed while
+ * its spans come at most ttl seconds apart. A lock held longer than TABLE_LOCK_STALE seconds (its
+ * holder was killed) is taken over. */
+#define TABLE_WAYS 8
+#define TABLE_BUCKET_BYTES (TABLE_WAYS * 16 + 8)
+#define TABLE_LOCK_STALE 2u
+
+typedef struct {
+    uint32_t workers;
+    uint64_t *slots; /* NULL: routing by hash */
+    uint32_t *stamps, *locks;
+    uint64_t buckets;
+    uint32_t index, now, ttl;
+} route_ctx;
+
+static uint64_t routing_value(slice tid) {
     uint64_t v = 0;
     Py_ssize_t start = tid.n > 8 ? tid.n - 8 : 0;
     for (Py_ssize_t i = start; i < tid.n; i++) v = (v << 8) | tid.p[i];
-    return (uint32_t)(v % workers);
+    return v;
 }
 
-static int span_owner(slice span, uint32_t workers, uint32_t *owner) {
+static uint64_t mix64(uint64_t h) {
+    h += 0x9E3779B97F4A7C15ull;
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+    return h ^ (h >> 31);
+}
+
+static void table_lock(uint32_t *lock, uint32_t now) {
+    for (;;) {
+        uint32_t held = __atomic_load_n(lock, __ATOMIC_ACQUIRE);
+        uint32_t stamp = now ? now : 1;
+        if (held == 0 || (int64_t)now - (int64_t)held > (int64_t)TABLE_LOCK_STALE) {
+            if (__atomic_compare_exchange_n(lock, &held, stamp, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+                return;
+        }
+        sched_yield();
+    }
+}
+
+/* Seconds from then to now (negative when another worker's clock was a second ahead). */
+static int64_t age(uint32_t now, uint32_t then) { return (int64_t)now - (int64_t)then; }
+
+/* Whether bucket b routes its new traces by hash: it overflowed, or routed a new trace by hash,
+ * at most ttl seconds ago (then again now: a trace routed by hash stays so while its spans come
+ * at most ttl seconds apart). */
+static int hash_mode(const route_ctx *c, uint64_t b) {
+    uint32_t stamp = __atomic_load_n(&c->stamps[b], __ATOMIC_RELAXED);
+    int64_t a = age(c->now, stamp);
+    if (a > (int64_t)c->ttl) return 0;
+    if (a > 0) __atomic_store_n(&c->stamps[b], c->now, __ATOMIC_RELAXED);
+    return 1;
+}
+
+static uint32_t table_owner(const route_ctx *c, uint64_t v) {
+    uint32_t hashed = (uint32_t)(v % c->workers);
+    uint64_t h = mix64(v);
+    uint64_t key = h & ~(uint64_t)0xFF;
+    if (key == 0) key = 0x100;
+    uint64_t b = (h >> 8) % c->buckets;
+    uint64_t *s = c->slots + b * TABLE_WAYS * 2;
+    uint32_t now = c->now;
+    for (int i = 0; i < TABLE_WAYS; i++) {
+        uint64_t k = __atomic_load_n(&s[2 * i], __ATOMIC_ACQUIRE);
+        if ((k & ~(uint64_t)0xFF) == key) {
+            __atomic_store_n(&s[2 * i + 1], (uint64_t)now, __ATOMIC_RELAXED);
+            return (uint32_t)(k & 0xFF);
+        }
+    }
+    if (hash_mode(c, b)) return hashed;
+    table_lock(&c->locks[b], now);
+    uint32_t owner = hashed;
+    int done = 0;
+    for (int i = 0; i < TABLE_WAYS && !done; i++) { /* claimed meanwhile? */
+        uint64_t k = __atomic_load_n(&s[2 * i], __ATOMIC_ACQUIRE);
+        if ((k & ~(uint64_t)0xFF) == key) {
+            __atomic_store_n(&s[2 * i + 1], (uint64_t)now, __ATOMIC_RELAXED);
+            owner = (uint32_t)(k & 0xFF);
+            done = 1;
+        }
+    }
+    if (!done && hash_mode(c, b)) done = 1;
+    for (int i = 0; i < TABLE_WAYS && !done; i++) {
+        uint64_t k = __atomic_load_n(&s[2 * i], __ATOMIC_ACQUIRE);
+        uint32_t seen = (uint32_t)__atomic_load_n(&s[2 * i + 1], __ATOMIC_RELAXED);
+        if (k == 0 || age(now, seen) > (int64_t)c->ttl) {
+            __atomic_store_n(&s[2 * i + 1], (uint64_t)now, __ATOMIC_RELAXED);
+            __atomic_store_n(&s[2 * i], key | c->index, __ATOMIC_RELEASE);
+            owner = c->index;
+            done = 1;
+        }
+    }
+    if (!done) __atomic_store_n(&c->stamps[b], now, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->locks[b], 0, __ATOMIC_RELEASE);
+    return owner;
+}
+
+static uint32_t owner_of(slice tid, const route_ctx *c) {
+    uint64_t v = routing_value(tid);
+    if (c->slots == NULL) return (uint32_t)(v % c->workers);
+    return table_owner(c, v);
+}
+
+static int span_owner(slice span, const route_ctx *workers, uint32_t *owner) {
     reader r = {span.p, span.p + span.n};
     field f;
     slice tid = {NULL, 0};
@@ -143,7 +252,7 @@ static int span_owner(slice span, uint32_t workers, uint32_t *owner) {
     return 0;
 }
 
-static int walk_scope(walk *w, slice ss, uint32_t workers) {
+static int walk_scope(walk *w, slice ss, const route_ctx *workers) {
     if (grow((void **)&w->scopes, &w->cap_scopes, w->n_scopes + 1, sizeof(scope_rec)) < 0)
         return -1;
     scope_rec rec;
@@ -174,7 +283,7 @@ static int walk_scope(walk *w, slice ss, uint32_t workers) {
     return 0;
 }
 
-static int walk_resource(walk *w, slice rs, uint32_t workers) {
+static int walk_resource(walk *w, slice rs, const route_ctx *workers) {
     resource_rec rec;
     rec.scopes_start = w->n_scopes;
     /* the "other" fields first, then the scopes: collected in two passes so that the others
@@ -305,16 +414,54 @@ static void release(walk *w) {
     PyMem_Free(w->resources);
 }
 
+/* The table's buffer into c (its view in *tv, to release); -1 with an exception set. */
+static int open_table(route_ctx *c, PyObject *table, Py_buffer *tv, long index, long now,
+                      long ttl) {
+    if (c->workers > 256) {
+        PyErr_SetString(PyExc_ValueError, "routing by first arrival takes at most 256 workers");
+        return -1;
+    }
+    if (index < 0 || index >= (long)c->workers || now < 0 || now > 0xFFFFFFFFL || ttl < 0 ||
+        ttl > 0xFFFFFFFFL) {
+        PyErr_SetString(PyExc_ValueError, "index, now or ttl out of range");
+        return -1;
+    }
+    if (PyObject_GetBuffer(table, tv, PyBUF_WRITABLE) < 0) return -1;
+    c->buckets = (uint64_t)tv->len / TABLE_BUCKET_BYTES;
+    if (c->buckets == 0 || ((uintptr_t)tv->buf & 7) != 0) {
+        PyBuffer_Release(tv);
+        PyErr_SetString(PyExc_ValueError, "the table is too small or not aligned");
+        return -1;
+    }
+    c->slots = (uint64_t *)tv->buf;
+    c->stamps = (uint32_t *)((uint8_t *)tv->buf + c->buckets * TABLE_WAYS * 16);
+    c->locks = c->stamps + c->buckets;
+    c->index = (uint32_t)index;
+    c->now = (uint32_t)now;
+    c->ttl = (uint32_t)ttl;
+    return 0;
+}
+
 static PyObject *route_traces(PyObject *module, PyObject *args) {
-    Py_buffer view;
-    long workers_arg;
-    if (!PyArg_ParseTuple(args, "y*l", &view, &workers_arg)) return NULL;
+    Py_buffer view, tview;
+    long workers_arg, index = 0, now = 0, ttl = 0;
+    PyObject *table = Py_None;
+    if (!PyArg_ParseTuple(args, "y*l|Olll", &view, &workers_arg, &table, &index, &now, &ttl))
+        return NULL;
     if (workers_arg < 1 || workers_arg > 65536) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, "workers must be between 1 and 65536");
         return NULL;
     }
-    uint32_t workers = (uint32_t)workers_arg;
+    route_ctx ctx;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.workers = (uint32_t)workers_arg;
+    if (table != Py_None && open_table(&ctx, table, &tview, index, now, ttl) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const route_ctx *workers_ctx = &ctx;
+    uint32_t workers = ctx.workers;
     walk w;
     memset(&w, 0, sizeof(w));
     PyObject *result = NULL;
@@ -322,7 +469,8 @@ static PyObject *route_traces(PyObject *module, PyObject *args) {
     field f;
     int rc;
     while ((rc = next_any(&r, &f, 0)) == 0) {
-        if (f.number == 1 && f.wire == 2 && walk_resource(&w, f.data, workers) < 0) goto done;
+        if (f.number == 1 && f.wire == 2 && walk_resource(&w, f.data, workers_ctx) < 0)
+            goto done;
     }
     if (rc < 0) goto done;
     if (w.n_spans == 0) {
@@ -367,12 +515,41 @@ static PyObject *route_traces(PyObject *module, PyObject *args) {
 done:
     release(&w);
     PyBuffer_Release(&view);
+    if (ctx.slots != NULL) PyBuffer_Release(&tview);
     return result;
+}
+
+static PyObject *trace_owner(PyObject *module, PyObject *args) {
+    Py_buffer tid, tview;
+    long workers_arg, index, now, ttl;
+    PyObject *table;
+    if (!PyArg_ParseTuple(args, "y*lOlll", &tid, &workers_arg, &table, &index, &now, &ttl))
+        return NULL;
+    route_ctx ctx;
+    memset(&ctx, 0, sizeof(ctx));
+    if (workers_arg < 1 || workers_arg > 65536) {
+        PyBuffer_Release(&tid);
+        PyErr_SetString(PyExc_ValueError, "workers must be between 1 and 65536");
+        return NULL;
+    }
+    ctx.workers = (uint32_t)workers_arg;
+    if (open_table(&ctx, table, &tview, index, now, ttl) < 0) {
+        PyBuffer_Release(&tid);
+        return NULL;
+    }
+    slice s = {(const uint8_t *)tid.buf, tid.len};
+    uint32_t owner = owner_of(s, &ctx);
+    PyBuffer_Release(&tview);
+    PyBuffer_Release(&tid);
+    return PyLong_FromUnsignedLong(owner);
 }
 
 static PyMethodDef methods[] = {
     {"route_traces", route_traces, METH_VARARGS,
-     "route_traces(data, workers) -> -1 | owner | [(owner, request, spans), ...]"},
+     "route_traces(data, workers[, table, index, now, ttl]) -> -1 | owner | "
+     "[(owner, request, spans), ...]"},
+    {"trace_owner", trace_owner, METH_VARARGS,
+     "trace_owner(trace_id, workers, table, index, now, ttl) -> owner (claimed when new)"},
     {NULL, NULL, 0, NULL},
 };
 

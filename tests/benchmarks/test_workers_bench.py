@@ -133,6 +133,8 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
             0.8,
             cores_sending=1.7,
             processed_per_s=1500.0,
+            worker_cores="0.95 / 0.75",
+            worker_connections="5 / 3",
         ),
     ]
     out = tmp_path / "w.md"
@@ -144,5 +146,30 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
     )
     assert (
         "| agent x1 | saturation | 1000 | 0 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 (0.0) | 0.0 | "
-        "900 | 0.0 | 0.0 | 0.0 |" in text
+        "900 | 0.0 | 0.0 | 0.0 |  |  |" in text
     )
+    assert "| 1.7 | 1,500 | 0.0 | 0.0 | 0.0 | 0.95 / 0.75 | 5 / 3 |" in text
+
+
+def test_connections_are_counted_per_process_and_port() -> None:
+    """The benchmark's placement figure: the client connections a process serves on a port."""
+    import socket
+
+    import psutil
+
+    from benchmarks.workers import _connections, _workers
+
+    me = psutil.Process()
+    assert _workers(me) == [me]  # no worker children: the process itself
+    server = socket.create_server(("127.0.0.1", 0))
+    idle = socket.create_server(("127.0.0.1", 0))  # a port nobody connected to
+    port = server.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    accepted = [server.accept()[0] for _ in clients]
+    try:
+        # the accepted sockets have the port as local port (the clients' is another one)
+        assert _connections(me, port) == 3
+        assert _connections(me, idle.getsockname()[1]) == 0
+    finally:
+        for s in (*clients, *accepted, server, idle):
+            s.close()

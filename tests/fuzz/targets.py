@@ -778,9 +778,37 @@ def route() -> OneInput:
         assert got == want, (got, want)
         return got
 
+    def twin_table(data: bytes, workers: int) -> None:
+        """Routing by first arrival: the C table and the twin's give the same split and,
+        unless the request is malformed, leave the same bytes (one bucket: full, hash mode)."""
+        if native is None:
+            return
+        c_table = bytearray(_route.table_bytes(1))
+        py_table = bytearray(c_table)
+        owners = _route.OwnerTable(py_table, workers - 1, 5)
+        want: Any
+        try:
+            want = _route.split_traces_python(data, workers, owners, 100)
+        except ValueError:
+            want = ValueError
+        got: Any
+        try:
+            raw = native.route_traces(data, workers, c_table, workers - 1, 100, 5)
+            got = (
+                ({} if raw < 0 else {raw: (data, None)})
+                if isinstance(raw, int)
+                else {o: (b, n) for o, b, n in raw}
+            )
+        except ValueError:
+            got = ValueError
+        assert got == want, (got, want)
+        if want is not ValueError:
+            assert c_table == py_table
+
     def one(data: bytes) -> None:
         for workers in (1, 2, 3):
             twin(data, workers)
+            twin_table(data, workers)
             try:
                 Traces._validate(data)
             except PermanentError:

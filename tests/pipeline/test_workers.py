@@ -41,6 +41,7 @@ exporters:
   prometheus: {{endpoint: "127.0.0.1:{prom}"}}
   debug: {{verbosity: basic}}
 service:
+  worker_routing: {routing}
   pipelines:
     traces: {{receivers: [otlp], processors: [workflow], exporters: [agentmetrics, debug]}}
     metrics: {{receivers: [agentmetrics, otlp], exporters: [prometheus]}}
@@ -50,9 +51,12 @@ service:
 
 
 class Gateway:
-    def __init__(self, tmp: Path, name: str, workers: int, wait: str = "200ms") -> None:
+    def __init__(
+        self, tmp: Path, name: str, workers: int, wait: str = "200ms", routing: str = "trace_id"
+    ) -> None:
         self.ports = {k: free_port() for k in ("grpc", "http", "prom", "telemetry")}
-        path = write_config(tmp, CONFIG.format(wait=wait, **self.ports), f"{name}.yaml")
+        text = CONFIG.format(wait=wait, routing=routing, **self.ports)
+        path = write_config(tmp, text, f"{name}.yaml")
         self.config = path
         args = ("--workers", str(workers)) if workers != 1 else ()
         self.proc = GatewayProcess(path, args=args)
@@ -94,8 +98,10 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def running(tmp: Path, name: str, workers: int, wait: str = "200ms") -> Iterator[Gateway]:
-    gw = Gateway(tmp, name, workers, wait)
+def running(
+    tmp: Path, name: str, workers: int, wait: str = "200ms", routing: str = "trace_id"
+) -> Iterator[Gateway]:
+    gw = Gateway(tmp, name, workers, wait, routing)
     with gw.proc:
         gw.wait_ready()
         yield gw
@@ -148,12 +154,17 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-def test_two_workers_give_the_agent_metrics_of_one_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("routing", ["trace_id", "first_arrival"])
+def test_two_workers_give_the_agent_metrics_of_one_process(tmp_path: Path, routing: str) -> None:
     """The same SDK workload through 1 and 2 workers: identical agent metrics (counters,
-    histograms and the SLO gauges), one /metrics with every worker's share merged, the spans
-    of other workers' traces forwarded to them."""
+    histograms and the SLO gauges), one /metrics with every worker's share merged; by trace
+    id the spans of other workers' traces are forwarded to them, by first arrival the SDK's
+    traces (one connection) stay in the worker that received them."""
     workflows = 90
-    with running(tmp_path, "one", 1) as one, running(tmp_path, "two", 2) as two:
+    with (
+        running(tmp_path, "one", 1) as one,
+        running(tmp_path, "two", 2, routing=routing) as two,
+    ):
         summary = send_workload(one.grpc, workflows)
         send_workload(two.grpc, workflows)
         wait_for(lambda: executions(one.scrape()) == workflows)
@@ -175,7 +186,10 @@ def test_two_workers_give_the_agent_metrics_of_one_process(tmp_path: Path) -> No
         spans = summary["spans"]
         assert own[("otelcol_receiver_accepted_spans_total", (("receiver", "otlp"),))] == spans
         forwarded = own[("otelcol_worker_forwarded_items_total", (("signal", "traces"),))]
-        assert 0 < forwarded < spans  # the SDK's batches mix traces: some spans crossed
+        if routing == "trace_id":
+            assert 0 < forwarded < spans  # the SDK's batches mix traces: some spans crossed
+        else:
+            assert forwarded == 0  # one SDK, one connection: every trace stays where it came
         assert own[("otelcol_workers", ())] == 2
         # the exporter's spans: every span exported once, in whichever worker owns it
         assert own[("otelcol_exporter_sent_spans_total", (("exporter", "debug"),))] == spans

@@ -1,7 +1,8 @@
 """``pipeline run --workers 2`` with GenAI events: the OpenTelemetry SDK's openai-v2
 instrumentation inside a workflow span sends its spans and its events (log records) over two
 connections, which the kernel may hand to different workers; log records are routed by trace
-id as spans are (``pipeline/_route.py`` ``split_logs``), so the ``workflow`` processor stamps
+id as spans are (``pipeline/_route.py`` ``split_logs``; by first arrival through the same
+ownership table), so the ``workflow`` processor stamps
 every event and ``agentmetrics`` counts every call's tokens once, from the spans
 (``agentmetrics/both``) and from the stamped events alone (``agentmetrics/alone``)."""
 
@@ -30,6 +31,7 @@ exporters:
   prometheus/both: {{endpoint: "127.0.0.1:{prom}"}}
   prometheus/alone: {{endpoint: "127.0.0.1:{prom_alone}"}}
 service:
+  worker_routing: {routing}
   pipelines:
     traces: {{receivers: [otlp], processors: [workflow], exporters: [agentmetrics/both]}}
     logs:
@@ -54,10 +56,14 @@ def tokens(sample: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict
     return out
 
 
-def test_events_meet_their_spans_across_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("routing", ["trace_id", "first_arrival"])
+def test_events_meet_their_spans_across_workers(tmp_path: Path, routing: str) -> None:
+    """By first arrival too: the spans' and the events' connections may land on different
+    workers, and whichever arrives first claims the trace for both."""
     gw = Gateway.__new__(Gateway)
     gw.ports = {k: free_port() for k in ("grpc", "prom", "prom_alone", "telemetry")}
-    gw.config = write_config(tmp_path, CONFIG.format(**gw.ports), "logs-workers.yaml")
+    text = CONFIG.format(routing=routing, **gw.ports)
+    gw.config = write_config(tmp_path, text, "logs-workers.yaml")
     from tests.support import GatewayProcess
 
     gw.proc = GatewayProcess(gw.config, args=("--workers", "2"))
