@@ -32,6 +32,7 @@ from pipeline.durability import HeldAcks
 from pipeline.errors import MalformedDataError
 from pipeline.tasks import supervise
 from plugins._native import load
+from plugins.tailsamplingprocessor import scan
 from plugins.tailsamplingprocessor.config import PolicyCfg, TailSamplingConfig
 from plugins.tailsamplingprocessor.policies import (
     CODES,
@@ -199,9 +200,14 @@ class TailSamplingProcessor(Component):
         self.policies: list[Policy] = [build(p, keys=self._fact_keys) for p in config.policies]
         self._names = tuple(p.name for p in self.policies)
         self._fasts = tuple((p.fast, p) for p in self.policies)
-        # every policy answered from the facts in one call per release (scan.decide_request),
-        # when each has an op; the traces an op cannot settle are evaluated here
-        self._program = compile_program(config.policies, self._fact_keys)
+        # every policy answered from the facts in one C call per release (scan.decide_request),
+        # when each has an op; the traces an op cannot settle are evaluated here (without the
+        # C module, the twin would walk each request in Python: the per-trace path is kept)
+        self._program = (
+            compile_program(config.policies, self._fact_keys)
+            if scan._tailscan is not None
+            else None
+        )
         self._tool = tool_check(config.policies)
         self._outcomes: dict[bytes, tuple[bool, tuple[Decision, ...]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

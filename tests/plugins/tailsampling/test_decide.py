@@ -278,6 +278,7 @@ async def test_the_processor_decides_the_same_with_one_call(first_match: bool) -
     """Decisions, output bytes and per-policy counts: the same with the one call as with each
     policy read as before, on the mixes, the recorded real-library requests, the load and
     mutated requests; late spans then follow the cached decisions."""
+    _native()  # without the C module the processor keeps the per-trace path
     kept = dropped = 0
     for data in inputs():
         for policies in (PROGRAM_POLICIES, MIXED_POLICIES):
@@ -291,6 +292,7 @@ async def test_the_processor_decides_the_same_with_one_call(first_match: bool) -
 
 
 async def test_late_spans_follow_decisions_taken_in_one_call() -> None:
+    _native()
     data = stamped(plain_mixed(24))
     sink = Sink()
     proc = processor({"policies": MIXED_POLICIES}, sink)
