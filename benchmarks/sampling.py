@@ -18,6 +18,15 @@ The cases run in turn, ``--repeat`` times; CPU seconds of the server per million
 compared by their medians (the machine is shared: medians and ratios, not absolutes).
 
     python -m benchmarks.sampling --rate 10000 --seconds 6 --repeat 3
+
+``--in-process`` instead times the two processors alone, in this process, on the workflow
+processor's releases of the same load (20,000 spans in ~100 whole-trace payloads, the config
+above): CPU microseconds per span (best and median of ``--repeat``) of ``tail_sampling``,
+``redaction`` and the two chained, with ``tail_sampling``'s one-call decision of a release
+(``_tailscan.decide_request``) and without it (each policy read per trace). Under
+``valgrind --tool=callgrind --toggle-collect='*functools_reduce*'`` with ``--callgrind CASE``
+one steady pass of CASE (``tail_sampling``, ``redaction``, ``both``; ``--without-one-call``)
+runs inside ``functools.reduce``: its instruction count is what the processors cost.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from benchmarks.agent_pipeline import (
     COMPRESSION,
@@ -168,6 +178,96 @@ def report(results: list[tuple[str, Result, dict[str, float]]], args: argparse.N
     return "\n".join(lines) + "\n"
 
 
+async def _in_process_pass(case: str, one_call: bool, payloads: list[Any]) -> Any:
+    """(the first processor of ``case``, the copies of ``payloads`` to give it)."""
+    import yaml
+
+    from benchmarks.agent_components import Keep
+    from pipeline import Kind, Signal, Traces
+    from pipeline.testing import create_settings
+    from plugins.redactionprocessor.config import RedactionConfig
+    from plugins.redactionprocessor.processor import RedactionProcessor
+    from plugins.tailsamplingprocessor.config import TailSamplingConfig
+    from plugins.tailsamplingprocessor.processor import TailSamplingProcessor
+
+    cfg = yaml.safe_load(OVERLAY)["processors"]
+    keep = Keep()
+    red = RedactionProcessor(
+        create_settings(Kind.PROCESSOR, "redaction"),
+        RedactionConfig.model_validate(cfg["redaction"]),
+        Signal.TRACES,
+        keep,
+    )
+    first: Any = red
+    if case != "redaction":
+        first = TailSamplingProcessor(
+            create_settings(Kind.PROCESSOR, "tail_sampling"),
+            TailSamplingConfig.model_validate(cfg["tail_sampling"]),
+            red if case == "both" else keep,
+        )
+        if not one_call:
+            first._program = None
+    copies = []
+    for p in payloads:
+        c = Traces(p.to_bytes(), item_count=p.item_count())
+        c.whole_traces = True
+        copies.append(c)
+    return first, copies
+
+
+def in_process(args: argparse.Namespace) -> int:
+    import asyncio
+    import functools
+
+    from benchmarks.agent_components import requests, run_workflow
+
+    load = Load(rate=args.rate, seconds=args.seconds)
+    reqs = requests(load, max(1, 20_000 // load.spans_per_request))
+    _, payloads = asyncio.run(run_workflow(reqs, 1))
+    n = sum(p.item_count() for p in payloads)
+
+    async def timed(case: str, one_call: bool) -> float:
+        first, copies = await _in_process_pass(case, one_call, payloads)
+        start = time.process_time()
+        for c in copies:
+            await first.consume(c)
+        return time.process_time() - start
+
+    if args.callgrind:
+        one_call = not args.without_one_call
+        asyncio.run(timed(args.callgrind, one_call))  # warm: imports, compiled patterns
+
+        async def steady() -> None:
+            first, copies = await _in_process_pass(args.callgrind, one_call, payloads)
+
+            async def feed() -> None:
+                for c in copies:
+                    await first.consume(c)
+
+            coro = feed()
+
+            def step(acc: int, _: int) -> int:  # the chain never waits: one step
+                with contextlib.suppress(StopIteration):
+                    coro.send(None)
+                return acc
+
+            functools.reduce(step, [0], 0)
+
+        asyncio.run(steady())
+        print(f"{n} spans through {args.callgrind} inside functools.reduce")
+        return 0
+    print(f"{n} spans in {len(payloads)} payloads; CPU us per span, best / median of {args.repeat}")
+    for case in ("tail_sampling", "redaction", "both"):
+        for one_call in (True, False) if case != "redaction" else (True,):
+            runs = [asyncio.run(timed(case, one_call)) for _ in range(args.repeat)]
+            label = case + ("" if case == "redaction" else
+                            " (one call)" if one_call else " (per trace)")  # fmt: skip
+            print(
+                f"  {label:30s} {min(runs) / n * 1e6:6.2f} {statistics.median(runs) / n * 1e6:6.2f}"
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rate", type=float, default=10000.0)
@@ -181,7 +281,14 @@ def main(argv: list[str] | None = None) -> int:
         help="export compression of every server (default gzip, as the default settings)",
     )
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sampling.md"))
+    p.add_argument("--in-process", action="store_true", help="time the two processors alone")
+    p.add_argument("--callgrind", choices=("tail_sampling", "redaction", "both"),
+                   help="with --in-process: one steady pass inside functools.reduce")  # fmt: skip
+    p.add_argument("--without-one-call", action="store_true",
+                   help="with --callgrind: tail_sampling's policies read per trace")  # fmt: skip
     args = p.parse_args(argv)
+    if args.in_process:
+        return in_process(args)
     COMPRESSION["value"] = args.compression
     with tempfile.TemporaryDirectory(prefix="sampling-bench-") as tmp:
         results = run(args, Path(tmp))

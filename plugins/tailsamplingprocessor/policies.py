@@ -31,6 +31,7 @@ from plugins._agentconv import (
     workflow_outcome,
     workflow_type,
 )
+from plugins.tailsamplingprocessor import scan
 from plugins.tailsamplingprocessor.config import PolicyCfg
 from plugins.tailsamplingprocessor.scan import Facts
 
@@ -1080,3 +1081,116 @@ def final_decision(decisions: list[Decision]) -> bool:
         if d is Decision.SAMPLED or d is Decision.INVERT_SAMPLED:
             sampled = True
     return sampled
+
+
+# the decision codes of scan.decide_request (a program's answers), in order
+CODES = (
+    Decision.SAMPLED, Decision.NOT_SAMPLED, Decision.INVERT_SAMPLED,
+    Decision.INVERT_NOT_SAMPLED, Decision.DROPPED, Decision.ERROR,
+)  # fmt: skip
+
+
+def compile_program(
+    policies: list[PolicyCfg], keys: Mapping[str, int]
+) -> tuple[tuple[Any, ...], ...] | None:
+    """The ops of ``scan.decide_request`` for ``policies`` (one per policy, each answering as
+    its :data:`Fast` answer does, ``DEFER`` where that is ``None``), or ``None`` when a policy
+    has no such op (it reads the spans, or keeps a state: rate limits, composite)."""
+    ops = []
+    for p in policies:
+        op = _op(p, keys)
+        if op is None:
+            return None
+        ops.append(op)
+    return tuple(ops)
+
+
+def _op(cfg: PolicyCfg, keys: Mapping[str, int]) -> tuple[Any, ...] | None:
+    kind = cfg.type
+    if kind == "always_sample":
+        return (scan.OP_CONST, 0)
+    if kind == "latency" and cfg.latency is not None:
+        lo = cfg.latency.threshold_ms * 1_000_000
+        hi = cfg.latency.upper_threshold_ms * 1_000_000
+        if not (
+            isinstance(lo, int) and isinstance(hi, int) and 0 <= lo < 2**64 and 0 <= hi < 2**64
+        ):
+            return None
+        return (scan.OP_LATENCY, lo, hi)
+    if kind == "probabilistic" and cfg.probabilistic is not None:
+        pc = cfg.probabilistic
+        threshold = probabilistic_threshold(min(pc.sampling_percentage, 100.0) / 100)
+        if threshold == 2**64 - 1:
+            return (scan.OP_CONST, 0)
+        salted = fnv1a_64((pc.hash_salt or "default-hash-seed").encode())
+        return (scan.OP_PROB, salted, threshold)
+    if kind == "status_code" and cfg.status_code is not None:
+        return (
+            scan.OP_STATUS,
+            sum(1 << c for c in {_STATUS[c] for c in cfg.status_code.status_codes}),
+        )
+    if kind == "span_count" and cfg.span_count is not None:
+        return (scan.OP_COUNT, cfg.span_count.min_spans, cfg.span_count.max_spans)
+    if kind == "workflow_outcome":
+        k = keys.get(NAMES.workflow_outcome)
+        if k is None:
+            return None
+        outcomes = cfg.workflow_outcome.outcomes if cfg.workflow_outcome else ["failed", "timeout"]
+        return (scan.OP_OUTCOME, k, tuple(dict.fromkeys(o.encode() for o in outcomes)))
+    if kind == "workflow_sla" and cfg.workflow_sla is not None:
+        sla = cfg.workflow_sla
+        k_id, k_type = keys.get(NAMES.workflow_id), keys.get(NAMES.workflow_type)
+        k_duration = keys.get(NAMES.workflow_duration)
+        if k_id is None or k_type is None or k_duration is None:
+            return None
+        objectives = tuple((t.encode(), float(v)) for t, v in sla.objectives.items())
+        if any(float(v) != v for v in sla.objectives.values()):
+            return None
+        default = None if sla.default is None else float(sla.default)
+        return (scan.OP_SLA, k_id, k_type, k_duration, objectives, default)
+    if kind == "workflow_usage" and cfg.workflow_usage is not None:
+        uc = cfg.workflow_usage
+        k_usage = [keys.get(k) for k in (*_INPUT, *_OUTPUT, uc.cost_attribute)]
+        if None in k_usage:
+            return None
+        return (scan.OP_USAGE, tuple(k_usage))
+    if kind == "tool_call_failed":
+        return (scan.OP_TOOLFAIL,)
+    if kind in ("and", "drop"):
+        sub = cfg.and_ if kind == "and" else cfg.drop
+        if sub is None:
+            return None
+        cfgs = sub.and_sub_policy if kind == "and" else sub.drop_sub_policy  # type: ignore[union-attr]
+        subs = []
+        for c in cfgs:
+            op = _op(c, keys)
+            if op is None:
+                return None
+            subs.append(op)
+        return (scan.OP_ALL, tuple(subs), 0 if kind == "and" else 4)
+    return None
+
+
+def tool_check(policies: list[PolicyCfg]) -> tuple[Any, ...] | None:
+    """The ``tool`` of ``scan.decide_request``: what ``is_tool_call`` compares, with the check
+    that a span decodes (``pipeline._otlpvalid``), when no ``tool_call_failed`` policy names
+    tools (then each reads the tool name: ``None``, the call defers to the policy)."""
+    from pipeline._otlpvalid import checker
+
+    def named(ps: list[PolicyCfg]) -> bool:
+        for p in ps:
+            if p.type == "tool_call_failed" and p.tool_call_failed and p.tool_call_failed.tools:
+                return True
+            for sub in (p.and_, p.drop, p.composite):
+                if sub is not None:
+                    for name in ("and_sub_policy", "drop_sub_policy", "composite_sub_policy"):
+                        if named(getattr(sub, name, None) or []):
+                            return True
+        return False
+
+    if named(policies):
+        return None
+    return (
+        NAMES.operation_name.encode(), NAMES.tool_operation.encode(),
+        NAMES.mcp_method_name.encode(), NAMES.mcp_tool_method.encode(), checker("traces"),
+    )  # fmt: skip

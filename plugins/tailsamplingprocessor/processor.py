@@ -32,8 +32,10 @@ from pipeline.durability import HeldAcks
 from pipeline.errors import MalformedDataError
 from pipeline.tasks import supervise
 from plugins._native import load
+from plugins.tailsamplingprocessor import scan
 from plugins.tailsamplingprocessor.config import PolicyCfg, TailSamplingConfig
 from plugins.tailsamplingprocessor.policies import (
+    CODES,
     ERROR_TYPE,
     SAMPLED_LIKE,
     TOOL_MARKERS,
@@ -44,9 +46,11 @@ from plugins.tailsamplingprocessor.policies import (
     RequestBytes,
     TraceData,
     build,
+    compile_program,
     fact_keys,
+    tool_check,
 )
-from plugins.tailsamplingprocessor.scan import MAX_KEYS, Facts, trace_facts
+from plugins.tailsamplingprocessor.scan import MAX_KEYS, Facts, decide_request, trace_facts
 
 # The request walk of the workflow processor's C accelerator (plugins/_native/_tracewire.c),
 # or None: ``ingest`` groups a request's spans by trace in one pass and notes the roots and
@@ -196,6 +200,16 @@ class TailSamplingProcessor(Component):
         self.policies: list[Policy] = [build(p, keys=self._fact_keys) for p in config.policies]
         self._names = tuple(p.name for p in self.policies)
         self._fasts = tuple((p.fast, p) for p in self.policies)
+        # every policy answered from the facts in one C call per release (scan.decide_request),
+        # when each has an op; the traces an op cannot settle are evaluated here (without the
+        # C module, the twin would walk each request in Python: the per-trace path is kept)
+        self._program = (
+            compile_program(config.policies, self._fact_keys)
+            if scan._tailscan is not None
+            else None
+        )
+        self._tool = tool_check(config.policies)
+        self._outcomes: dict[bytes, tuple[bool, tuple[Decision, ...]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -423,7 +437,95 @@ class TailSamplingProcessor(Component):
             self._interned.clear()
         return out
 
+    def _outcome(self, codes: bytes) -> tuple[bool, tuple[Decision, ...]]:
+        """The final decision and the results of a program's ``codes`` (remembered)."""
+        got = self._outcomes.get(codes)
+        if got is None:
+            results = tuple(CODES[c] for c in codes)
+            sampled = any(d in SAMPLED_LIKE for d in results) and not any(
+                d is Decision.DROPPED or d is Decision.INVERT_NOT_SAMPLED for d in results
+            )
+            if len(self._outcomes) >= 1024:
+                self._outcomes.clear()
+            got = self._outcomes[codes] = (sampled, results)
+        return got
+
+    async def _consume_decided(self, data: Payload) -> bool:
+        """A whole-traces request none of whose traces is held or decided, decided in one
+        call (``scan.decide_request``; the traces it cannot settle evaluated as in
+        :meth:`_evaluate`); False when the call does not take it or a trace is known (the
+        caller then reads it as before)."""
+        raw = data.to_bytes()
+        assert self._program is not None
+        got = decide_request(raw, self._fact_needles, ERROR_TYPE, TOOL_MARKERS,
+                             self._program, self.config.sample_on_first_match,
+                             self._tool)  # fmt: skip
+        if got is None:
+            return False
+        entries, deferred = got
+        held = self._held
+        decided = self._decided.items
+        sampled_c = self._sampled_cache.items
+        not_sampled = self._not_sampled_cache.items
+        for trace_id, _, _ in entries:
+            if (
+                trace_id in held or trace_id in decided or trace_id in sampled_c
+                or trace_id in not_sampled
+            ):  # fmt: skip
+                return False
+        if not entries:
+            return True
+        decisions: list[tuple[bytes, bool, tuple[Decision, ...], int]] = []
+        kept_spans = total = 0
+        outcome = self._outcome
+        for trace_id, n, codes in entries:
+            total += n
+            if codes is None:
+                decisions.append((trace_id, False, (), n))  # evaluated below
+                continue
+            sampled, results = outcome(codes)
+            decisions.append((trace_id, sampled, results, n))
+            if sampled:
+                kept_spans += n
+        request = RequestBytes(raw) if deferred else None
+        with BudgetLog() as budget:
+            for i, spans, groups in deferred:
+                trace_id = entries[i][0]
+                entry: Walked = (trace_id, spans, groups, UNWALKED)
+                facts = trace_facts(spans, self._fact_needles, ERROR_TYPE)
+                sampled, results = self._evaluate(facts, entry, len(spans), request)
+                decisions[i] = (trace_id, sampled, results, len(spans))
+                if sampled:
+                    kept_spans += len(spans)
+        try:
+            if kept_spans == total:
+                await self.next.consume(data)  # every span kept: the request goes on as it came
+            elif kept_spans:
+                # the kept traces' spans, trace after trace (as _consume_whole passes them on)
+                by_trace: dict[bytes, list[tuple[GroupKey, bytes]]] = {
+                    d[0]: [] for d in decisions if d[1]
+                }
+                for tid, group, span in _parse(data):
+                    spans_of = by_trace.get(tid)
+                    if spans_of is not None:
+                        spans_of.append((group, span))
+                encoded, n = _assemble(
+                    [item for spans_of in by_trace.values() for item in spans_of]
+                )
+                payload = Traces(encoded, item_count=n)
+                payload.whole_traces = True
+                await self.next.consume(payload.carry_acks(data.ack_tokens))
+        except BaseException:
+            budget.refund()
+            raise
+        self._commit(decisions, "released")
+        self._c_new.inc(len(decisions))
+        self._flush_counts()
+        return True
+
     async def consume(self, data: Payload) -> None:
+        if self._program is not None and data.whole_traces and await self._consume_decided(data):
+            return
         walked = self._walk_whole(data)
         if walked is not None:
             if walked:

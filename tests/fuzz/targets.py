@@ -355,14 +355,23 @@ def tailscan() -> OneInput:
     else the input cut in three) and ``find_patterns`` on the input (and on the input repeated
     past 4 KiB, where the C scan skips by windows) with the table of the redaction processor's
     GenAI defaults plus a blocked value, each against its Python twin: the same facts (``None``
-    included), the same mask."""
+    included), the same mask; ``decide_request`` on the input as a request (every policy op,
+    with and without the tool check, first match or not) against its twin."""
     mod = require("_tailscan")
     from pipeline import Kind, Signal
     from pipeline._wire import ShallowTraces
     from plugins.redactionprocessor.config import RedactionConfig
     from plugins.redactionprocessor.prefilter import find_patterns_python
     from plugins.redactionprocessor.processor import RedactionProcessor
-    from plugins.tailsamplingprocessor.scan import Facts, trace_facts_python
+    from plugins.tailsamplingprocessor.config import TailSamplingConfig
+    from plugins.tailsamplingprocessor.policies import (
+        ERROR_TYPE,
+        TOOL_MARKERS,
+        compile_program,
+        fact_keys,
+        tool_check,
+    )
+    from plugins.tailsamplingprocessor.scan import Facts, decide_request_python, trace_facts_python
     from tests.plugins._agent_support import Capture, settings
 
     keys = (b"workflow.outcome", b"workflow.id", b"workflow.type")
@@ -376,7 +385,30 @@ def tailscan() -> OneInput:
         assert proc._prefilter is not None
         tables.append(proc._prefilter.table)
 
+    sampling = TailSamplingConfig.model_validate({"policies": [
+        {"name": "o", "type": "workflow_outcome", "workflow_outcome": {"outcomes": ["failed"]}},
+        {"name": "s", "type": "workflow_sla",
+         "workflow_sla": {"default": "1s", "objectives": {"support": "0.5s"}}},
+        {"name": "t", "type": "tool_call_failed"},
+        {"name": "u", "type": "workflow_usage", "workflow_usage": {"min_tokens": 10}},
+        {"name": "e", "type": "status_code", "status_code": {"status_codes": ["ERROR", "OK"]}},
+        {"name": "l", "type": "latency", "latency": {"threshold_ms": 1, "upper_threshold_ms": 9}},
+        {"name": "c", "type": "span_count", "span_count": {"min_spans": 2}},
+        {"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": 40}},
+        {"name": "d", "type": "drop", "drop": {"drop_sub_policy": [
+            {"name": "d1", "type": "always_sample"}, {"name": "d2", "type": "tool_call_failed"}]}},
+    ]})  # fmt: skip
+    names = fact_keys(sampling.policies)
+    program = compile_program(sampling.policies, {k: i for i, k in enumerate(names)})
+    assert program is not None
+    needles = tuple(k.encode() for k in names)
+    tools = (None, tool_check(sampling.policies))
+
     def one(data: bytes) -> None:
+        for tool in tools:
+            for first in (False, True):
+                args = (data, needles, ERROR_TYPE, TOOL_MARKERS, program, first, tool)
+                assert mod.decide_request(*args) == decide_request_python(*args)
         try:
             msg = ShallowTraces.FromString(data)
             spans = [
