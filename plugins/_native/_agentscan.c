@@ -111,6 +111,7 @@ typedef struct {
     struct learned_slot *learned_cache;
     Py_ssize_t learned_used;
     PyObject *failures;     /* dict or NULL: the last scan's failed spans' facts (take_failures) */
+    PyObject *roots;        /* dict or NULL: the last scan's failed workflow roots' facts (take_roots) */
     /* the calls settle_simple counted since the last take_calls() (an aggs, see below) */
     PyObject *calls_index;
     void *calls_entries;
@@ -679,16 +680,26 @@ static PyObject *failure_facts(span_info *s) {
                          (const char *)msg.p, msg.n);
 }
 
+static PyObject *root_facts(Scanner *self, span_info *s);
+
 static int keep_failure(Scanner *self, span_info *s, Py_ssize_t start) {
     PyObject *facts = failure_facts(s);
     if (facts == NULL) return -1;
     int rc = 0;
+    PyObject *key = NULL, *root = NULL;
     if (facts != Py_None) {
         if (self->failures == NULL && (self->failures = PyDict_New()) == NULL) rc = -1;
-        PyObject *key = rc < 0 ? NULL : PyLong_FromSsize_t(start);
+        key = rc < 0 ? NULL : PyLong_FromSsize_t(start);
         rc = key == NULL ? -1 : PyDict_SetItem(self->failures, key, facts);
-        Py_XDECREF(key);
+        /* a failed workflow root: what its execution and errors_total labels say (take_roots) */
+        if (rc == 0 && s->parent.n == 0 && (root = root_facts(self, s)) == NULL) rc = -1;
+        if (rc == 0 && root != NULL && root != Py_None) {
+            if (self->roots == NULL && (self->roots = PyDict_New()) == NULL) rc = -1;
+            else rc = PyDict_SetItem(self->roots, key, root);
+        }
     }
+    Py_XDECREF(root);
+    Py_XDECREF(key);
     Py_DECREF(facts);
     return rc;
 }
@@ -739,6 +750,121 @@ static PyObject *failed_outcome(Scanner *self, span_info *s, PyObject *error_tex
         outcome = self->s_cancelled;
     PyMem_Free(buf);
     return outcome;
+}
+
+/* What the Python side's reading of a failed workflow root (connector.py: _workflow, and
+ * _error_labels with the component "workflow") takes from the span beyond its shape and its
+ * failure_facts: (workflow type, agent id, outcome, complexity tier, duration, error type,
+ * severity, recoverable), as that reading gives them. None (a new reference) when the span is
+ * no workflow root, is of a kind that the reading counts more of (server, producer, consumer),
+ * or when only a full decode decides (non-ASCII evidence of the outcome, an exception type
+ * that is not UTF-8, a workflow.duration that is no double); NULL on error. */
+static PyObject *root_facts(Scanner *self, span_info *s) {
+    int kind = (int)s->kind;
+    Py_ssize_t pn = PyBytes_GET_SIZE(self->wf_prefix);
+    if (s->parent.n || kind == KIND_SERVER || kind == KIND_PRODUCER || kind == KIND_CONSUMER ||
+        s->present[K_WF_SECONDARY] ||
+        !((s->name.n >= pn && memcmp(s->name.p, PyBytes_AS_STRING(self->wf_prefix), pn) == 0) ||
+          s->present[K_WF_NAME] || s->present[K_WF_ID] || s->present[K_WF_TYPE]))
+        Py_RETURN_NONE;
+    PyObject *owned_error = NULL, *owned_type = NULL, *out = NULL;
+    /* the error type: error.type, else the first exception event's exception.type, else _OTHER */
+    PyObject *error_value = GET(K_ERROR_TYPE);
+    if (error_value == NULL && PyErr_Occurred()) return NULL;
+    PyObject *error_label = error_value;
+    if (!truthy(error_value)) {
+        slice exc;
+        int found;
+        if (exception_type_of(s->raw, &exc, &found) < 0) {
+            PyErr_SetString(PyExc_ValueError, "malformed span event");
+            return NULL;
+        }
+        if (found && exc.n) {
+            owned_error = PyUnicode_DecodeUTF8((const char *)exc.p, exc.n, "strict");
+            if (owned_error == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) return NULL;
+                PyErr_Clear();
+                Py_RETURN_NONE; /* the full decode refuses the span */
+            }
+            error_label = owned_error;
+        } else {
+            error_label = self->s_other;
+        }
+    }
+    PyObject *outcome = GET(K_WF_OUTCOME);
+    if (outcome == NULL && PyErr_Occurred()) goto done;
+    int valid = 0;
+    if (outcome != NULL && (valid = PySequence_Contains(self->outcomes, outcome)) < 0) goto done;
+    if (!valid) {
+        int fallback;
+        outcome = failed_outcome(self, s, error_value, &fallback);
+        if (fallback) { out = Py_NewRef(Py_None); goto done; }
+        if (outcome == NULL) goto done;
+    }
+    double duration =
+        (s->end >= s->start ? (double)(s->end - s->start) : -(double)(s->start - s->end)) / 1e9;
+    if (s->present[K_WF_DURATION]) {
+        slice v = s->values[K_WF_DURATION];
+        if (v.n != 9 || v.p[0] != 0x21) { out = Py_NewRef(Py_None); goto done; }
+        uint64_t bits = 0;
+        for (int i = 8; i >= 1; i--) bits = bits << 8 | v.p[i];
+        double given;
+        memcpy(&given, &bits, sizeof given);
+        if (isfinite(given) && given >= 0) duration = given;
+    }
+    PyObject *wf_type = GET(K_WF_TYPE);
+    if (wf_type == NULL && PyErr_Occurred()) goto done;
+    if (!truthy(wf_type)) {
+        wf_type = GET(K_WF_NAME);
+        if (wf_type == NULL && PyErr_Occurred()) goto done;
+    }
+    if (!truthy(wf_type)) {
+        Py_ssize_t skip = (s->name.n >= pn && memcmp(s->name.p, PyBytes_AS_STRING(self->wf_prefix), pn) == 0) ? pn : 0;
+        owned_type = PyUnicode_DecodeUTF8((const char *)s->name.p + skip, s->name.n - skip, "replace");
+        if (owned_type == NULL) goto done;
+        wf_type = PyUnicode_GET_LENGTH(owned_type) ? owned_type : self->s_unknown;
+    }
+    PyObject *tier = GET(K_WF_TIER);
+    if (tier == NULL && PyErr_Occurred()) goto done;
+    if (!truthy(tier)) tier = self->s_unknown;
+    PyObject *agent = GET(K_WF_AGENT);
+    if (agent == NULL && PyErr_Occurred()) goto done;
+    if (!truthy(agent)) {
+        agent = GET(K_AGENT);
+        if (agent == NULL && PyErr_Occurred()) goto done;
+    }
+    if (!truthy(agent)) agent = self->s_unknown;
+    PyObject *severity = GET(K_ERROR_SEVERITY);
+    if (severity == NULL && PyErr_Occurred()) goto done;
+    if (severity == NULL) severity = self->s_critical;
+    PyObject *recoverable = GET(K_ERROR_RECOVERABLE);
+    if (recoverable == NULL && PyErr_Occurred()) goto done;
+    if (recoverable == NULL) {
+        int rec = PySet_Contains(self->recoverable, error_label);
+        if (rec < 0) goto done;
+        if (!rec) {
+            /* http.response.status_code, else http.status_code: "5..." or "429" */
+            PyObject *code = GET(K_HTTP_STATUS);
+            if (code == NULL && PyErr_Occurred()) goto done;
+            if (!truthy(code)) {
+                code = GET(K_HTTP_STATUS_OLD);
+                if (code == NULL && PyErr_Occurred()) goto done;
+            }
+            if (code != NULL) {
+                Py_ssize_t cn;
+                const char *c = PyUnicode_AsUTF8AndSize(code, &cn);
+                if (c == NULL) goto done;
+                rec = (cn >= 1 && c[0] == '5') || (cn == 3 && memcmp(c, "429", 3) == 0);
+            }
+        }
+        recoverable = rec ? self->s_true : self->s_false;
+    }
+    out = Py_BuildValue("(OOOOdOOO)", wf_type, agent, outcome, tier, duration, error_label, severity,
+                        recoverable);
+done:
+    Py_XDECREF(owned_error);
+    Py_XDECREF(owned_type);
+    return out;
 }
 
 /* Returns 1 when the span must go to the Python path, 0 when handled, -1 on error. */
@@ -1693,6 +1819,7 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     if (scan_begin(self) < 0) return NULL;
     self->join_late = 0; /* (take_late: this scan's) */
     Py_CLEAR(self->failures); /* (take_failures: this scan's) */
+    Py_CLEAR(self->roots);    /* (take_roots: this scan's) */
     const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(arg);
     Py_ssize_t size = PyBytes_GET_SIZE(arg);
     scan_state st;
@@ -2439,6 +2566,20 @@ static PyObject *Scanner_take_failures(Scanner *self, PyObject *Py_UNUSED(ignore
     return out;
 }
 
+PyDoc_STRVAR(take_roots_doc,
+"take_roots() -> dict[int, tuple[str, str, str, str, float, str, str, str]] | None\n\n"
+"The failed workflow roots of the last scan among take_failures' spans whose reading the\n"
+"scanner could make (see root_facts in the C source): by the span's start offset, (workflow\n"
+"type, agent id, outcome, complexity tier, duration, error type, severity, recoverable) as the\n"
+"Python reading gives them; None when there is none.");
+
+static PyObject *Scanner_take_roots(Scanner *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = self->roots;
+    self->roots = NULL;
+    if (out == NULL) Py_RETURN_NONE;
+    return out;
+}
+
 /* -- the type ------------------------------------------------------------------------------- */
 
 static int load_bounds(Scanner *self, int which, PyObject *seq) {
@@ -2619,6 +2760,7 @@ static void Scanner_dealloc(Scanner *self) {
     Py_XDECREF(self->llm_ops);
     Py_XDECREF(self->spill);
     Py_XDECREF(self->failures);
+    Py_XDECREF(self->roots);
     Py_XDECREF(self->wf_prefix);
     Py_XDECREF(self->outcomes);
     Py_XDECREF(self->producers);
@@ -2651,6 +2793,7 @@ static PyMethodDef Scanner_methods[] = {
     {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
     {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},
     {"take_failures", (PyCFunction)Scanner_take_failures, METH_NOARGS, take_failures_doc},
+    {"take_roots", (PyCFunction)Scanner_take_roots, METH_NOARGS, take_roots_doc},
     {"forget_shapes", (PyCFunction)Scanner_forget_shapes, METH_NOARGS, forget_shapes_doc},
     {NULL, NULL, 0, NULL},
 };

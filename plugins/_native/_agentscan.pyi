@@ -82,6 +82,12 @@ class Scanner:
         """The last scan's failed spans left to Python (``shape_keys`` configured) whose status
         message, ``exception.type`` and ``exception.message`` are ASCII: by the span's start
         offset (the fallback tuple's first item), those three as a full decode gives them."""
+    def take_roots(self) -> dict[int, tuple[str, str, str, str, float, str, str, str]] | None:
+        """The failed workflow roots among the last scan's take_failures spans (not of kind
+        server, producer or consumer) whose reading the scanner could make: by the span's start
+        offset, (workflow type, agent id, outcome, complexity tier, duration, error type,
+        severity, recoverable) as the connector's ``_workflow`` and ``_error_labels`` give
+        them."""
     def forget_shapes(self) -> None:
         """To be called whenever a shape leaves ``join_shapes`` or maps to another series: the
         scanner remembers the shapes it found there (by their content) and forgets them then."""

@@ -106,7 +106,7 @@ JOIN_SERIES = 65_536  # distinct tool-call layer readings it may pack at most
 LINK = "link"  # a remembered reading: the span is only a parent link (see _read_span)
 # a context's memo of readings by shape (see _Shape): shape -> LINK or a tool-call layer's
 # reading; (shape, exception type) -> a failed tool-call layer's reading
-ShapeMemo = dict[bytes | tuple[bytes, str], Any]
+ShapeMemo = dict[bytes | tuple[bytes, str] | tuple[bytes, str, bool], Any]
 NO_RESOURCE = b""
 INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER})
 
@@ -560,6 +560,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self.on_stop: Any = None  # the factory forgets the shared instance at its last shutdown
         self.dialects: Dialects = load_dialects(config.dialects, config.attributes)
         self._role = Role
+        # the roles whose failed root is read with more than its execution and failure
+        self._root_roles = frozenset({Role.INFERENCE, Role.A2A_CLIENT, Role.A2A_SERVER})
         self._dialect_keys = self.dialects.attribute_keys
         self._facts_cache: dict[tuple[Any, ...], SpanFacts] = {}
         # what makes a span one for the Python path beyond failed spans and tool calls: an
@@ -794,7 +796,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 # whole request with nothing changed (consume is atomic: the engine then
                 # isolates the corrupt spans); the receivers' edge check has checked every
                 # field of the request already
-                self._read_fallback(raw, fallback, now_ns, batch, self._scanner.take_failures())
+                self._read_fallback(raw, fallback, now_ns, batch, self._scanner.take_failures(),
+                                    self._scanner.take_roots())  # fmt: skip
                 self.joiner.late_layers += late  # (layers the scanner found late)
                 self._merge_native(series, now_ns)
                 for (wf_type, outcome), durations in workflows.items():
@@ -824,6 +827,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         now_ns: int,
         batch: _Batch,
         failures: dict[int, tuple[str, str, str]] | None = None,
+        roots: dict[int, tuple[str, str, str, str, float, str, str, str]] | None = None,
     ) -> None:
         """Reads the spans the C scanner left to Python, in order. A span whose shape (see
         :class:`_Shape`) was read before as a link or a tool-call layer is not parsed again:
@@ -831,7 +835,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         span's status message and exception type and message come from ``failures`` (the
         scanner's ``take_failures``) when it has them, instead of a full decode; then a failed
         tool-call layer whose shape and exception type were read before is not parsed either
-        (its message, ids and times complete the remembered reading)."""
+        (its message, ids and times complete the remembered reading), nor a failed workflow
+        root whose shape and exception type were read before as one whose failure says no
+        more (see :meth:`_read_span`): the scanner's ``take_roots`` give what its execution
+        and errors say beyond its shape."""
         contexts: dict[tuple[int, int, int, int], tuple[_Context, ShapeMemo | None]] = {}
         links = batch.links
         layers = batch.layers
@@ -875,6 +882,12 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                                                 (failure[0] or failure[2]) if failed else "",
                                                 agent))  # fmt: skip
                             continue
+                        root = roots.get(item[0]) if roots is not None else None
+                        if root is not None:  # a failed workflow root of a shape read before?
+                            known = memo.get((key_bytes, failure[1], True))
+                            if known is not None:  # (status report, peer error)
+                                self._failed_root(item, failure, root, known, now_ns, batch)
+                                continue
                     if len(memo) >= SHAPE_MEMO:
                         memo.clear()
                     shape = _Shape(key_bytes, memo, (ctx.resource, ctx.scope, key_bytes))
@@ -1099,6 +1112,20 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             if http_method is not None:
                 self._http(view, http_method, now_ns, batch)
                 component = component or "http"
+        if (
+            root
+            and failed
+            and shape is not None
+            and failure is not None
+            and facts is not None
+            and not facts.is_tool_layer
+            and facts.role not in self._root_roles
+            and kind not in (SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER)
+        ):
+            # a failed root: all its reading but its execution, error labels, ids, times and
+            # message (from the scanner: take_roots, take_failures) follows from its shape and
+            # exception type (the facts' key), read again as such by _read_fallback
+            shape.memo[(shape.key, failure[1], True)] = (facts.status_report, facts.peer_error)
         if failed and not (facts is not None and facts.status_report):
             batch.failures.append(
                 Failure(
@@ -1360,6 +1387,22 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         duration = duration_of(given) if given is not None else None
         if duration is None:
             duration = (sp.end_time_unix_nano - sp.start_time_unix_nano) / 1e9
+        self._execution(wf_type, agent_id, outcome, tier, duration, sp.trace_id, sp.span_id,
+                        now_ns, batch)  # fmt: skip
+
+    def _execution(
+        self,
+        wf_type: str,
+        agent_id: str,
+        outcome: str,
+        tier: str,
+        duration: float,
+        trace_id: bytes,
+        span_id: bytes,
+        now_ns: int,
+        batch: _Batch,
+    ) -> None:
+        """Counts a workflow execution (``_workflow``'s reading of a root)."""
         batch.ops.append(
             (
                 self.executions.add,
@@ -1384,12 +1427,36 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     (("workflow_type", wf_type), ("complexity_tier", tier)),
                     duration,
                     now_ns,
-                    sp.trace_id,
-                    sp.span_id,
+                    trace_id,
+                    span_id,
                 ),
             )
         )
         batch.workflows.append((wf_type, outcome, duration))
+
+    def _failed_root(
+        self,
+        item: Any,
+        failure: tuple[str, str, str],
+        root: tuple[str, str, str, str, float, str, str, str],
+        known: tuple[bool, bool],
+        now_ns: int,
+        batch: _Batch,
+    ) -> None:
+        """:meth:`_read_span` of a failed workflow root the C scanner read (``item``: its
+        fallback tuple; ``failure``: take_failures', ``root``: take_roots' facts of it) whose
+        shape and exception type were read before (``known``: the facts' status report and
+        peer error): its execution, and its failure for the joiner."""
+        wf_type, agent_id, outcome, tier, duration, error_type, severity, recoverable = root
+        trace_id, span_id = item[7], item[8]
+        self._execution(wf_type, agent_id, outcome, tier, duration, trace_id, span_id, now_ns,
+                        batch)  # fmt: skip
+        status_report, peer_error = known
+        if not status_report:
+            labels = (("error_type", error_type), ("component", "workflow"),
+                      ("severity", severity), ("recoverable", recoverable))  # fmt: skip
+            batch.failures.append(Failure(trace_id, span_id, item[9], labels, failure[1], item[10],
+                                          item[11], failure[0], peer_error))  # fmt: skip
 
     def _windows(self, wf_type: str, outcome: str, durations: Sequence[float], now: float) -> None:
         """Counts workflows of one type and outcome in the failure / SLO windows."""

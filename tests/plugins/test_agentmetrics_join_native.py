@@ -701,3 +701,43 @@ def test_recorded_sources_replayed_count_as_the_python_join(
         assert native == python, (source, scenario)
         series += len(native) - 2  # (the tool-call and error series; not the late/early counts)
     assert series >= len(scenarios)  # every scenario counts something, most several series
+
+
+def test_recorded_failed_roots_replayed_count_as_the_python_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The recorded real-library scenarios replayed as five runs (as above): their failed
+    workflow roots are read from the C scanner's take_roots after the first run of a shape
+    (not decoded), and the executions, workflow durations and errors counted are the
+    pure-Python path's."""
+    from pipeline import Traces
+    from tests.plugins._native.test_agentscan import counted
+    from tests.plugins.test_agentmetrics_corpus import load, recorded
+
+    read: list[tuple[str, str]] = []
+    failed_root = AgentMetricsConnector._failed_root
+
+    async def main(requests: list[Any], key: tuple[str, str]) -> dict[str, Any]:
+        conn = connector({"window": "0s"}, None)
+
+        def spy(*args: Any) -> None:
+            read.append(key)
+            failed_root(conn, *args)
+
+        monkeypatch.setattr(conn, "_failed_root", spy)
+        for req in requests:
+            await conn.consume(Traces(req.SerializeToString()))
+        await conn.shutdown()
+        return counted(conn)
+
+    for source, scenario in sorted(recorded()):
+        requests = [replayed(load(source, scenario), run) for run in range(1, 6)]
+        monkeypatch.delenv("PIPELINE_NATIVE", raising=False)
+        native = asyncio.run(main(requests, (source, scenario)))
+        monkeypatch.setenv("PIPELINE_NATIVE", "0")
+        assert asyncio.run(main(requests, ("python", ""))) == native, (source, scenario)
+    assert ("python", "") not in read
+    scenarios = collections.Counter(read)
+    # a2a_sdk, langgraph_*, pydantic_ai*, mcp_openllmetry: their failed runs and tool errors
+    assert len(scenarios) >= 12 and set(scenarios.values()) == {4}, scenarios
+    assert {"failed_run", "tool_error", "tool_timeout"} <= {s for _, s in scenarios}

@@ -743,3 +743,169 @@ def test_span_shapes_of_odd_attribute_entries_are_those_of_the_walk() -> None:
         none += expected is None
         usual += expected is not None and all(e[:1] == b"\x0a" for e in entries)
     assert compared > 1000 and none > 100 and usual > 300, (compared, none, usual)
+
+
+ROOT_MESSAGES = [
+    "",
+    "boom",
+    "Timed Out",
+    "request CANCELLED",
+    "deadline",
+    "ünï",
+    "x" * 70_000,
+    "a\x00b",
+]
+ROOT_TYPES = ["", "TimeoutError", "KeyError", "ünï", "E" * 100_000, "Cancel\x00led"]
+
+
+def failed_root(rng: random.Random, trace: int) -> Span:
+    """A failed root span of a few repeating shapes with hostile values: odd or huge status
+    messages and exception types, non-ASCII evidence, missing or odd workflow fields."""
+    span = Span(
+        trace_id=tid(trace),
+        span_id=sid(trace * 10),
+        name=rng.choice(["workflow.research", "workflow.", "run", "ü"]),
+        kind=rng.choice([0, 1, 1, 2, 3, 4, 5]),  # type: ignore[arg-type]
+        start_time_unix_nano=T0 + trace,
+        end_time_unix_nano=T0 + trace + rng.choice([0, 3_000_000_000, -5]),
+    )
+    span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=rng.choice(ROOT_MESSAGES)))
+    pick = rng.random
+    if pick() < 0.6:
+        span.attributes.append(kv("workflow.id", f"wf-{trace}"))  # (a run id: not in the shape)
+    for key, values in (
+        ("workflow.type", ["research", "", "ü", 7]),
+        ("workflow.name", ["named", ""]),
+        ("workflow.outcome", ["failed", "timeout", "bogus", "", 1]),
+        ("workflow.complexity_tier", ["high", ""]),
+        ("workflow.agent.id", ["agent-1", ""]),
+        ("gen_ai.agent.id", ["agent-2", ""]),
+        ("workflow.duration", [2.5, -1.0, float("inf"), 3, "4.5"]),
+        ("error.type", ["RateLimitError", "", "timeout", 500, "ünï"]),
+        ("error.severity", ["warning", ""]),
+        ("error.recoverable", ["true", ""]),
+        ("http.response.status_code", ["503", "429", "4290", "5", "", 503, "\uff15\uff10\uff10"]),
+        ("http.status_code", ["502", ""]),
+        ("workflow.secondary_root", [True]),
+    ):
+        if pick() < (0.04 if key == "workflow.secondary_root" else 0.3):
+            span.attributes.append(kv(key, rng.choice(values)))
+    for _ in range(rng.choice([0, 1, 1, 2])):
+        event = span.events.add(name=rng.choice(["exception", "exception", "log"]))
+        if pick() < 0.8:
+            event.attributes.append(kv("exception.type", rng.choice(ROOT_TYPES)))
+        if pick() < 0.5:
+            event.attributes.append(kv("exception.message", rng.choice(ROOT_MESSAGES)))
+    return span
+
+
+def counted(conn: AgentMetricsConnector) -> dict[str, Any]:
+    """The executions, workflow durations and errors a connector counted, and its windows'
+    totals."""
+    out: dict[str, Any] = {}
+    for metric in (conn.executions, conn.workflow_duration, conn.errors):
+        for (_resource, attrs), s in metric.series.items():
+            buckets = tuple(getattr(s, "buckets", ()) or ())
+            out[f"{metric.name}{attrs}"] = (s.count, round(getattr(s, "sum", 0.0), 6), buckets)
+    for horizon, types in conn._window_state().items():  # (the buckets' times are the clock's)
+        for wf_type, rows in types.items():
+            out[f"window {horizon} {wf_type}"] = [sum(row[i] for row in rows) for i in (1, 2, 3)]
+    return out
+
+
+def test_failed_workflow_roots_are_read_in_c_as_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failed roots of repeating shapes with hostile values (huge or non-ASCII status messages
+    and exception types, NULs, missing or odd workflow fields, every span kind), each with a
+    few spans below it: the C scanner's reading of them (take_roots) counts as the pure-Python
+    path's, and most are read from it (the first of a shape and exception type in Python)."""
+    import asyncio
+
+    rng = random.Random(1414)
+    templates = [failed_root(rng, 0) for _ in range(40)]  # (shapes that repeat)
+    reqs = []
+    for r in range(150):
+        req = ExportTraceServiceRequest()
+        ss = req.resource_spans.add().scope_spans.add()
+        for t in range(r * 4 + 1, r * 4 + 5):
+            if rng.random() < 0.8:
+                root = Span()
+                root.CopyFrom(rng.choice(templates))
+                root.trace_id, root.span_id = tid(t), sid(t * 10)
+                root.start_time_unix_nano += t
+                root.end_time_unix_nano += rng.choice([t, 2 * t])
+                for a in root.attributes:
+                    if a.key == "workflow.id":
+                        a.value.string_value = f"wf-{t}"
+            else:
+                root = failed_root(rng, t)
+            child = Span(trace_id=root.trace_id, span_id=sid(t * 10 + 1),
+                         parent_span_id=root.span_id, name="step")  # fmt: skip
+            ss.spans.extend([root, child])
+        reqs.append(req.SerializeToString())
+    read: list[int] = []
+    failed_root_reading = AgentMetricsConnector._failed_root
+
+    def spy(self: AgentMetricsConnector, *args: Any) -> None:
+        read.append(1)
+        failed_root_reading(self, *args)
+
+    monkeypatch.setattr(AgentMetricsConnector, "_failed_root", spy)
+
+    async def main() -> dict[str, Any]:
+        conn = AgentMetricsConnector(
+            settings(Kind.CONNECTOR, "agentmetrics"),
+            AgentMetricsConfig(tool_call_join={"window": "0s"}),
+            Capture(),
+        )
+        for raw in reqs:
+            await conn.consume(Traces(raw))
+        await conn.shutdown()
+        return counted(conn)
+
+    monkeypatch.delenv("PIPELINE_NATIVE", raising=False)
+    c_counts = asyncio.run(main())
+    from_c = len(read)
+    monkeypatch.setenv("PIPELINE_NATIVE", "0")
+    assert asyncio.run(main()) == c_counts
+    assert len(read) == from_c  # (the Python path never takes the scanner's reading)
+    assert from_c > 80, from_c  # of the 600 roots (112): the rest Python's (kinds, first shapes, ü)
+    assert sum(1 for k in c_counts if k.startswith("agent_workflow_executions")) > 10
+
+
+def test_take_roots_gives_a_failed_workflow_roots_reading() -> None:
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    root = Span(trace_id=tid(1), span_id=sid(1), name="workflow.research",
+                kind=Span.SPAN_KIND_INTERNAL, start_time_unix_nano=T0,
+                end_time_unix_nano=T0 + 2_000_000_000)  # fmt: skip
+    root.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="took too long: TIMED OUT"))
+    root.events.add(name="exception").attributes.append(kv("exception.type", "E" * 100_000))
+    root.attributes.append(kv("http.status_code", "429"))
+    server = Span(
+        trace_id=tid(2), span_id=sid(2), name="workflow.research", kind=Span.SPAN_KIND_SERVER
+    )
+    server.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR))  # (an HTTP server: Python's)
+    odd = Span(trace_id=tid(3), span_id=sid(3), name="workflow.x", kind=Span.SPAN_KIND_INTERNAL)
+    odd.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="ünï"))  # (not ASCII)
+    plain = Span(
+        trace_id=tid(4), span_id=sid(4), name="run", kind=Span.SPAN_KIND_INTERNAL
+    )  # (no workflow root)
+    plain.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR))
+    bare = Span(trace_id=tid(5), span_id=sid(5), name="workflow.", kind=Span.SPAN_KIND_INTERNAL)
+    bare.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR))
+    bare.attributes.append(kv("error.severity", ""))
+    bare.attributes.append(kv("workflow.duration", 1.5))
+    req = ExportTraceServiceRequest()
+    req.resource_spans.add().scope_spans.add().spans.extend([root, server, odd, plain, bare])
+    raw = req.SerializeToString()
+    _, fallback, _, _ = conn._scanner.scan(raw)
+    assert len(fallback) == 5
+    starts = {raw[a:b]: a for a, b, *_ in fallback}
+    assert conn._scanner.take_roots() == {
+        starts[root.SerializeToString()]: ("research", "unknown", "timeout", "unknown", 2.0,
+                                           "E" * 100_000, "critical", "true"),
+        starts[bare.SerializeToString()]: ("unknown", "unknown", "failed", "unknown", 1.5,
+                                           "_OTHER", "", "false"),
+    }  # fmt: skip
+    assert conn._scanner.take_roots() is None  # taken
