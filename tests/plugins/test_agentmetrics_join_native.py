@@ -28,7 +28,7 @@ from plugins._native import load
 from plugins.agentmetricsconnector.calls import Call, CallJoiner, Failure, Layer
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 from plugins.agentmetricsconnector.connector import AgentMetricsConnector
-from tests.plugins._agent_support import Capture, request, settings, span
+from tests.plugins._agent_support import Capture, kv, request, settings, span
 
 T0 = 1_700_000_000.0
 
@@ -206,7 +206,7 @@ class CountingScans:
 
     def scan(self, raw: bytes) -> Any:
         found = self.scanner.scan(raw)
-        self.items.update("packed" if len(item) == 3 else "python" for item in found[1])
+        self.items.update("packed" if len(item) == 4 else "python" for item in found[1])
         return found
 
 
@@ -272,7 +272,7 @@ def test_the_scanner_forgets_the_shapes_the_python_side_drops(
 
     def packed(spans: list[Span]) -> bool:
         _series, fallback, _consumers, _workflows = conn._scanner.scan(request(spans).to_bytes())
-        return [len(item) for item in fallback] == [3]
+        return [len(item) for item in fallback] == [4]
 
     asyncio.run(conn.consume(request(trace(1, 0))))  # learns the agent run's and the tool's
     assert len(conn._join_shapes) == 2 and packed(trace(2, 0))
@@ -701,3 +701,158 @@ def test_recorded_sources_replayed_count_as_the_python_join(
         assert native == python, (source, scenario)
         series += len(native) - 2  # (the tool-call and error series; not the late/early counts)
     assert series >= len(scenarios)  # every scenario counts something, most several series
+
+
+# -- the id-keyed join in C (settle_simple's general case) -----------------------------------
+
+ID_SHAPES = [
+    ("execute_tool add", Span.SPAN_KIND_INTERNAL,
+     {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"}, "gen_ai.tool.call.id"),
+    ("MCP send tools/call fetch", Span.SPAN_KIND_CLIENT,
+     {"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch",
+      "server.address": "mcp.local"}, "jsonrpc.request.id"),
+    ("tools/call fetch", Span.SPAN_KIND_SERVER,
+     {"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch"}, "jsonrpc.request.id"),
+    ("tools/call fetch", Span.SPAN_KIND_SERVER,
+     {"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch"}, "mcp.request.id"),
+    ("execute_tool add", Span.SPAN_KIND_INTERNAL,
+     {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"}, "tool_call.id"),
+]  # fmt: skip
+CHAT = ("chat m", Span.SPAN_KIND_CLIENT, {"gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "m", "gen_ai.provider.name": "p"})  # fmt: skip
+
+
+def odd_id(rng: random.Random) -> Any:
+    """A join id as real traffic has it, mostly, or as hostile input does."""
+    roll = rng.random()
+    if roll < 0.8:
+        return rng.choice(["1", "2", "3", "call_a", "call_b"])
+    return rng.choice(
+        [
+            7,
+            2**62,
+            -1,
+            0.5,
+            True,
+            "",
+            "x" * 70_000,
+            "x" * 65_535,
+            "呼び出し-1",
+            "\u0000",
+            "a\ud7ffb",
+        ]
+    )
+
+
+def id_spans(rng: random.Random, traces: list[int], ids: dict[int, list[int]]) -> list[Span]:
+    """One request's spans: layers with call ids and JSON-RPC ids (drawn from a few per trace,
+    so that layers join by id; now and then of a wrong type, empty, huge, given twice, beside a
+    session id), below one another or not, inference spans (read in Python, a link only) and
+    root agent runs; now and then a failure."""
+    out = []
+    for _ in range(rng.randint(1, 10)):
+        trace = rng.choice(traces)
+        known = ids.setdefault(trace, [1])
+        if rng.random() < 0.04 and len(known) > 1:
+            span_id = rng.choice(known)  # a span id given twice
+        else:
+            span_id = max(known) + 1
+            known.append(span_id)
+        parent: int | None = rng.choice(known[:-1] or [1]) if rng.random() < 0.9 else 1
+        start = T0 + rng.randint(0, 1000) / 1000
+        duration = rng.choice([0.001, 0.02, 0.3])
+        what = rng.random()
+        if what < 0.65:
+            name, kind, attrs, key = rng.choice(ID_SHAPES)
+            attrs = dict(attrs)
+            attrs[key] = odd_id(rng)
+            if rng.random() < 0.03:
+                attrs["mcp.session.id"] = "s-1"
+            sp = span(trace, span_id, parent, name, kind=kind, attrs=attrs, start=start,
+                      duration=duration, error="boom" if rng.random() < 0.03 else None)  # fmt: skip
+            if rng.random() < 0.03:  # the id given twice
+                sp.attributes.append(kv(key, odd_id(rng)))
+        elif what < 0.85:
+            name, kind, attrs = CHAT
+            sp = span(trace, span_id, parent, name, kind=kind, attrs=attrs, start=start)
+        else:
+            sp = span(trace, span_id, None if rng.random() < 0.5 else parent, "invoke_agent a",
+                      attrs={"gen_ai.operation.name": "invoke_agent",
+                             "gen_ai.agent.name": "a"}, start=start)  # fmt: skip
+        out.append(sp)
+    return out
+
+
+@pytest.mark.parametrize(
+    "join",
+    [{"window": "0s"}, {"window": "1h"}, {"window": "1h", "max_traces": 3}],
+    ids=["settled-each-request", "held", "early"],
+)
+def test_the_id_keyed_join_in_c_counts_as_the_python_join(
+    join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layers with call ids and JSON-RPC ids, packed by the scanner (their ids read from the
+    span) and joined in C (settle_simple's general case), beside inference spans read in
+    Python (a link only: their traces are packed all the same), count as the pure-Python join
+    on random sequences with hostile ids (wrong types, empty, huge, non-ASCII, given twice,
+    beside a session): such a span is read in Python, and so is its trace."""
+    rng = random.Random(4711)
+    items: collections.Counter[str] = collections.Counter()
+
+    async def main(sequence: list[list[Span]]) -> dict[str, Any]:
+        conn = connector(join, None)
+        if conn._scanner is not None:
+            conn._scanner = CountingScans(conn._scanner, items)
+            scan = conn._scanner.scan
+
+            def counted(raw: bytes) -> Any:
+                found = scan(raw)
+                for item in found[1]:
+                    if len(item) == 4 and item[3]:
+                        items["packed with ids"] += 1
+                return found
+
+            conn._scanner.scan = counted
+        for spans in sequence:
+            await conn.consume(request(spans))
+        await conn.shutdown()
+        return outcome(conn)
+
+    for _sequence in range(120):
+        ids: dict[int, list[int]] = {}
+        traces = list(range(1, rng.randint(2, 6)))
+        warm = [span(999, 2 + i, 1, name, kind=kind, attrs={**attrs, key: "w"}, start=T0)
+                for i, (name, kind, attrs, key) in enumerate(ID_SHAPES)]  # fmt: skip
+        warm.append(span(999, 20, 1, CHAT[0], kind=CHAT[1], attrs=CHAT[2], start=T0))
+        sequence = [warm] + [id_spans(rng, traces, ids) for _ in range(rng.randint(1, 6))]
+        monkeypatch.delenv("PIPELINE_NATIVE", raising=False)
+        native = asyncio.run(main(sequence))
+        monkeypatch.setenv("PIPELINE_NATIVE", "0")
+        python = asyncio.run(main(sequence))
+        assert native == python, sequence
+    assert items["packed with ids"] > 100, items
+
+
+def test_recorded_sources_replayed_pack_their_tool_calls_and_count_as_the_python_join(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every recorded real-library scenario, its ids as the library sent them (16 and 8 bytes),
+    sent as five runs through one connector, settled with each request and held: the C path
+    packs the tool-call layers of the runs after the first (their call ids and JSON-RPC ids
+    read by the scanner, the inference spans and root agent runs of their traces read in
+    Python beside them) and counts as the pure-Python path."""
+    from tests.plugins._join_probe import Share, replay
+    from tests.plugins.test_agentmetrics_corpus import recorded
+
+    scenarios = sorted(recorded())
+    for join in ({"window": "0s"}, {"window": "1h"}):
+        share = Share()
+        monkeypatch.delenv("PIPELINE_NATIVE", raising=False)
+        native = asyncio.run(replay(scenarios, share, join))
+        monkeypatch.setenv("PIPELINE_NATIVE", "0")
+        python = asyncio.run(replay(scenarios, None, join))
+        for scenario, n, p in zip(scenarios, native, python, strict=True):
+            assert n == p, (join, scenario)
+        # (measured: 88 of 275 layers packed, 64 of them with ids; none before the id join)
+        assert share.packed_layers >= 80 and share.packed_with_ids >= 60, share
+        assert share.packed_layers + share.python_layers == 275, share
