@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import time
 from typing import Any
 
 import pytest
@@ -676,8 +677,8 @@ def test_recorded_sources_replayed_count_as_the_python_join(
 ) -> None:
     """Every recorded real-library scenario, sent as five runs with their own trace and run
     ids through one connector: the C path (shapes with run ids by presence) counts as the
-    pure-Python path. (None of it is packed: the real libraries' tool spans carry call ids,
-    JSON-RPC ids or sessions, which the packed common case leaves to the general join.)"""
+    pure-Python path. (Its ids as the corpus loader reads them: 24-byte trace ids, 12-byte
+    span ids, never packed; the ids as the libraries sent them: the test below.)"""
     from pipeline import Traces
     from tests.plugins.test_agentmetrics_corpus import load, recorded
 
@@ -856,3 +857,112 @@ def test_recorded_sources_replayed_pack_their_tool_calls_and_count_as_the_python
         # (measured: 88 of 275 layers packed, 64 of them with ids; none before the id join)
         assert share.packed_layers >= 80 and share.packed_with_ids >= 60, share
         assert share.packed_layers + share.python_layers == 275, share
+
+
+def id_layer(trace: int, value: Any, key: str = "gen_ai.tool.call.id", twice: bool = False) -> Span:
+    sp = span(trace, 3, 2, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
+              "gen_ai.tool.name": "add", key: value}, start=T0, duration=0.02)  # fmt: skip
+    if twice:
+        sp.attributes.append(kv(key, value))
+    return sp
+
+
+@pytest.mark.parametrize(
+    ("value", "twice", "packed"),
+    [
+        ("call_1", False, True),
+        ("呼び出し", False, True),
+        ("x" * 65_535, False, True),
+        ("x" * 65_536, False, False),  # (longer than the ids string's 2-byte length)
+        ("", False, False),
+        (7, False, False),  # an int id: the Python reading's "7", not packed
+        (True, False, False),
+        ("call_1", True, False),  # the attribute given twice
+    ],
+)
+def test_the_scanner_packs_plain_string_ids_only(value: Any, twice: bool, packed: bool) -> None:
+    """A layer whose shape was learned with a call id is packed with the id the scanner reads
+    when the id is a plain non-empty UTF-8 string of at most 65,535 bytes, given once; any
+    other value goes to Python (which reads it as it always did), and counts the same."""
+    conn = connector({"window": "1h"}, None)
+    asyncio.run(conn.consume(request([id_layer(1, "learned")])))
+    assert conn.joiner.learned and conn.joiner.learned[0][7] == 0  # the call id key
+    _series, fallback, _c, _w = conn._scanner.scan(
+        request([id_layer(2, value, twice=twice)]).to_bytes()
+    )
+    assert [len(item) for item in fallback] == ([4] if packed else [12])
+    if packed:
+        (item,) = fallback
+        assert item[3] == len(str(value).encode()).to_bytes(2, "little") + str(value).encode()
+
+
+def test_packed_ids_join_the_calls_and_late_layers_are_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two layers of one call (a framework span and a layer below it with the same call id,
+    not its child) in two requests of one trace are one call, settled in C; a layer of that
+    call arriving after it was settled is late (dropped by the scanner), as in Python."""
+
+    def spans(trace: int, parent: int) -> list[Span]:
+        return [
+            span(trace, 2, 1, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
+                 "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"}, start=T0),
+            span(trace, 4, parent, "execute_tool add", attrs={"gen_ai.operation.name":
+                 "execute_tool", "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"},
+                 start=T0 + 0.001),
+        ]  # fmt: skip
+
+    results = []
+    for native in (True, False):
+        counts: collections.Counter[str] = collections.Counter()
+        monkeypatch.setenv("PIPELINE_NATIVE", "1" if native else "0")
+
+        async def main(
+            counts: collections.Counter[str] = counts, native: bool = native
+        ) -> dict[str, Any]:
+            conn = connector({"window": "1h"}, None)
+            if native:
+                assert conn._scanner is not None
+                conn._scanner = CountingScans(conn._scanner, counts)
+            await conn.consume(request(spans(1, 9)))  # learns both shapes
+            for trace in (2, 3):
+                first, second = spans(trace, 9)
+                await conn.consume(request([first]))
+                await conn.consume(request([second]))
+            conn._settle(time.time_ns(), time.time(), everything=True)
+            await conn.consume(request([spans(3, 9)[1]]))  # late: its call was settled
+            await conn.shutdown()
+            return outcome(conn)
+
+        results.append(asyncio.run(main()))
+        if native:
+            assert counts["packed"] == 4, counts
+    native, python = results
+    assert native == python
+    calls = [v for k, v in native.items() if "tool_calls" in k]
+    assert [c[0] for c in calls] == [3], native  # one call per trace
+    assert native["late"] == 1
+
+
+def test_settle_simple_refuses_malformed_ids() -> None:
+    """settle_simple reads the ids string it is given (a method anyone can call): lengths past
+    its end, zero lengths, unknown flags and bytes left over are refused with ValueError,
+    never read out of bounds; nothing is counted."""
+    from plugins.agentmetricsconnector.calls import RECORD
+
+    conn = connector({"window": "1h"}, None)
+    asyncio.run(conn.consume(request([id_layer(1, "learned")])))
+    scanner = conn._scanner
+    trace = b"\x01" * 16
+
+    def record(flags: int) -> bytes:
+        return RECORD.pack(1, 8, b"\x02" * 8, 8, b"\x01" * 8, flags, 1, 2, 0)
+
+    for flags, ids in [(1, b""), (1, b"\x05\x00ab"), (1, b"\x00\x00"), (4, b""), (0, b"x"),
+                       (1, b"\x01\x00ab"), (3, b"\x01\x00a")]:  # fmt: skip
+        with pytest.raises(ValueError):
+            scanner.settle_simple([(trace, record(flags), 1, ids)], 8, (0.0, None), 8)
+    with pytest.raises(ValueError):
+        scanner.settle_simple([(trace, record(1), 1)], 8, (0.0, None), 8)
+    assert scanner.take_calls() == []
+    assert scanner.settle_simple([(trace, record(1), 1, b"\x01\x00a")], 8, (0.0, None), 8) == 1
