@@ -2206,8 +2206,8 @@ done:
  *
  * The joiner's general settle (calls.py, CallJoiner._settle) for its next most common case: a
  * held trace of Layer and Failure objects (read in Python: a trace with a failed span is never
- * packed) whose layers are each a call of their own (no call id, no JSON-RPC id, no session, no
- * span id twice, no layer the parent of another), failed or not: the benchmark's failed trace
+ * packed) whose layers are each a call of their own (no session, no call id or JSON-RPC key
+ * twice, no span id twice, no layer the parent of another), failed or not: the benchmark's failed trace
  * (a failed tool call, an agent run above it, a failed workflow root). As _settle does: each
  * layer's call (_call of a one-layer group) counted per series in C (as settle_simple's), the
  * memory of settled layers, the failure marks' walk up the trace's parent links into the
@@ -2243,6 +2243,7 @@ static int sl_names_ready(void) {
 /* one layer as _settle reads it (owned references), and its call */
 typedef struct {
     PyObject *trace, *span, *parent, *tool, *tool_type, *server, *error_type, *exception, *message;
+    PyObject *call_id, *rpc_id; /* (str, "" when none: read when the id-keyed join is on) */
     long side;
     int mcp, failed, retry;
     uint64_t start, end;
@@ -2262,6 +2263,7 @@ static void sl_layer_clear(sl_layer *x) {
     Py_CLEAR(x->trace); Py_CLEAR(x->span); Py_CLEAR(x->parent); Py_CLEAR(x->tool);
     Py_CLEAR(x->tool_type); Py_CLEAR(x->server); Py_CLEAR(x->error_type); Py_CLEAR(x->exception);
     Py_CLEAR(x->message); Py_CLEAR(x->status); Py_CLEAR(x->call_error); Py_CLEAR(x->labels);
+    Py_CLEAR(x->call_id); Py_CLEAR(x->rpc_id);
 }
 
 static void sl_failure_clear(sl_failure *f) {
@@ -2296,10 +2298,16 @@ static int attr_u64(PyObject *o, int name, uint64_t *out) {
 
 /* Reads a Layer: 1, 0 when it is not this case (a join key, ids the exemplars do not hold, a
  * time that is no uint64), -1 on error. */
-static int sl_read_layer(PyObject *o, sl_layer *x) {
+static int sl_read_layer(PyObject *o, sl_layer *x, int ids) {
     int t;
-    for (int name = A_CALL_ID; name <= A_SESSION; name++) {
+    for (int name = ids ? A_SESSION : A_CALL_ID; name <= A_SESSION; name++) {
         if ((t = attr_true(o, name)) != 0) return t < 0 ? -1 : 0;
+    }
+    if (ids) { /* call and JSON-RPC ids (a session id: the Python join) */
+        if ((x->call_id = PyObject_GetAttr(o, sl_names[A_CALL_ID])) == NULL ||
+            (x->rpc_id = PyObject_GetAttr(o, sl_names[A_RPC_ID])) == NULL)
+            return -1;
+        if (!PyUnicode_CheckExact(x->call_id) || !PyUnicode_CheckExact(x->rpc_id)) return 0;
     }
     PyObject **fields[] = {&x->trace, &x->span, &x->parent, &x->tool, &x->tool_type, &x->server,
                            &x->error_type, &x->exception, &x->message};
@@ -2754,12 +2762,12 @@ PyDoc_STRVAR(settle_layers_doc,
 "to `errors` and returns the number of calls; -1 (nothing done) for any other trace.");
 
 static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 12 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[2]) ||
+    if (nargs != 13 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[2]) ||
         !PyDict_Check(args[5]) || !PyList_Check(args[11])) {
         PyErr_SetString(PyExc_TypeError,
                         "settle_layers(layers: list, failures: list, parents: dict, size, value, "
                         "marked: OrderedDict, marked_size, marked_expiry, classify, timeouts, "
-                        "recoverable, errors: list)");
+                        "recoverable, errors: list, keys_size)");
         return NULL;
     }
     if (self->join_shapes == NULL) {
@@ -2772,6 +2780,9 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
     if (size == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t marked_size = PyLong_AsSsize_t(args[6]);
     if (marked_size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t keys_size = PyLong_AsSsize_t(args[12]);
+    if (keys_size == -1 && PyErr_Occurred()) return NULL;
+    PyObject *hex = NULL; /* the trace in hex (JSON-RPC keys), made when first needed */
     Py_ssize_t nl = PyList_GET_SIZE(layer_list), nf = PyList_GET_SIZE(failure_list);
     if (nl > SETTLE_MAX_LAYERS) return PyLong_FromLong(-1);
     sl_layer *layers = PyMem_Calloc(nl ? nl : 1, sizeof(sl_layer));
@@ -2784,7 +2795,7 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
     /* read everything first: nothing is done for a trace that is not this case */
     int ok = 1;
     for (Py_ssize_t i = 0; ok == 1 && i < nl; i++) {
-        ok = sl_read_layer(PyList_GET_ITEM(layer_list, i), &layers[i]);
+        ok = sl_read_layer(PyList_GET_ITEM(layer_list, i), &layers[i], self->join_keys != NULL);
         if (ok == 1 && i > 0 && (ok = eq(layers[i].trace, layers[0].trace)) == 1) {
             for (Py_ssize_t j = 0; ok == 1 && j < i; j++) { /* no span id twice */
                 int same = eq(layers[i].span, layers[j].span);
@@ -2796,6 +2807,16 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
         for (Py_ssize_t j = 0; ok == 1 && j < nl; j++) {
             int below = eq(layers[i].parent, layers[j].span);
             ok = below < 0 ? -1 : !below;
+        }
+    for (Py_ssize_t i = 0; ok == 1 && i < nl; i++) /* no call id, no JSON-RPC key twice (_group) */
+        for (Py_ssize_t j = 0; ok == 1 && j < i && layers[i].call_id != NULL; j++) {
+            sl_layer *x = &layers[i], *y = &layers[j];
+            int same = PyUnicode_GET_LENGTH(x->call_id) ? eq(x->call_id, y->call_id) : 0;
+            if (same == 0 && PyUnicode_GET_LENGTH(x->rpc_id) && x->side != 0 && y->side != 0) {
+                same = eq(x->rpc_id, y->rpc_id);
+                if (same == 1) same = eq(x->tool, y->tool);
+            }
+            ok = same < 0 ? -1 : !same;
         }
     for (Py_ssize_t i = 0; ok == 1 && i < nf; i++)
         ok = sl_read_failure(PyList_GET_ITEM(failure_list, i), &failures[i]);
@@ -2841,6 +2862,20 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
         int put = key ? memory_put(self->join_settled, key, args[4]) : -1;
         Py_XDECREF(key);
         if (put < 0) goto counted;
+        /* its call and JSON-RPC keys (_remember_keys; the memory trimmed at the end) */
+        if (x->call_id != NULL && PyUnicode_GET_LENGTH(x->call_id)) {
+            key = PyTuple_Pack(3, self->s_call, x->trace, x->call_id);
+            put = key ? memory_put(self->join_keys, key, args[4]) : -1;
+            Py_XDECREF(key);
+            if (put < 0) goto counted;
+        }
+        if (x->rpc_id != NULL && PyUnicode_GET_LENGTH(x->rpc_id) && x->side != 0) {
+            if (hex == NULL && (hex = hex_of(x->trace)) == NULL) goto counted;
+            key = PyTuple_Pack(4, self->s_rpc, hex, x->rpc_id, x->tool);
+            put = key ? memory_put(self->join_keys, key, args[4]) : -1;
+            Py_XDECREF(key);
+            if (put < 0) goto counted;
+        }
         if (x->labels != NULL) {
             PyObject *types = types_of(x->call_error, x->exception);
             int marked = types ? mark_above(&m, x->trace, x->parent, types) : -1;
@@ -2849,6 +2884,7 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
         }
     }
     if (memory_trim(self->join_settled, size) < 0) goto counted;
+    if (self->join_keys != NULL && memory_trim(self->join_keys, keys_size) < 0) goto counted;
     /* failures: every span above a failed one marked first, then each counted where it arose */
     for (Py_ssize_t i = 0; i < nf; i++) {
         sl_failure *f = &failures[i];
@@ -2892,6 +2928,7 @@ done:
     PyMem_Free(origin);
     Py_XDECREF(m.marks);
     Py_XDECREF(m.failed);
+    Py_XDECREF(hex);
     return result;
 }
 

@@ -79,11 +79,13 @@ class Scanner:
         timeouts: frozenset[str],
         recoverable: frozenset[str],
         errors: list[Any],
+        keys_size: int,
         /,
     ) -> int:
         """Settles a held trace of Layer and Failure objects (calls.py) whose layers are each a
-        call of its own, failed or not, as the joiner's ``_settle``: its calls counted
-        (take_calls), join_settled and ``marked`` (the memory of failed parents) updated, the
+        call of its own (no session id, no call id or JSON-RPC key twice), failed or not, as
+        the joiner's ``_settle``: its calls counted (take_calls), join_settled, join_keys
+        (trimmed to ``keys_size``) and ``marked`` (the memory of failed parents) updated, the
         errors_total label sets appended to ``errors``; -1 (nothing done) for another trace."""
     def take_calls(
         self,

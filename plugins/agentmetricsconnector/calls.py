@@ -55,8 +55,9 @@ read in Python arriving for its trace unpacks it into the layers and parent link
 for, in their order, and the join goes on as above: the results are those of the pure-Python
 join.
 The next most common case, a held trace of :class:`Layer` and :class:`Failure` objects whose
-layers are each a call of their own, failed or not (a trace with a failure: its failed spans are
-read in Python, so it is never packed), is settled by the scanner too (``settle_layers``: the
+layers are each a call of their own (call ids and JSON-RPC ids, but no key twice and no session),
+failed or not (a trace with a failure: its failed spans are read in Python, so it is never
+packed), is settled by the scanner too (``settle_layers``: the
 same calls, ``errors_total`` label sets and memories as :meth:`CallJoiner._settle`); any other
 trace by :meth:`CallJoiner._settle`.
 """
@@ -178,6 +179,7 @@ class NativeJoin(Protocol):
         timeouts: frozenset[str],
         recoverable: frozenset[str],
         errors: list[tuple[tuple[str, str], ...]],
+        keys_size: int,
         /,
     ) -> int: ...
 
@@ -533,7 +535,7 @@ class CallJoiner:
                 # traces with a failure): _settle in C; -1: nothing done, another case
                 done = settle_layers(entry.layers, entry.failures, entry.parents, size, value,
                                      marked.items, marked.size, marked_expiry, classify,
-                                     TIMEOUTS, RECOVERABLE, errors)  # fmt: skip
+                                     TIMEOUTS, RECOVERABLE, errors, keys_size)  # fmt: skip
                 if done >= 0:
                     self.native_calls += done
                     continue

@@ -109,6 +109,8 @@ class Counting:
             self.counts["with failures"] += 1
         if done >= 0 and any(layer.failed for layer in args[0]):
             self.counts["with failed layers"] += 1
+        if done >= 0 and any(layer.call_id or layer.rpc_id for layer in args[0]):
+            self.counts["with ids"] += 1
         return done
 
 
@@ -517,7 +519,8 @@ def random_entries(
 ) -> tuple[list[Layer], list[Failure], list[tuple[bytes, bytes, bytes]]]:
     """Random layers, failures and parent links of a few traces, in every combination the
     joiner's settle reads: failed or not, retries, error types, exceptions and messages that
-    classify (or not) as timeouts, join keys now and then (refused by settle_layers), parents
+    classify (or not) as timeouts, call and JSON-RPC ids (settled by settle_layers when each
+    layer is still a call of its own), sessions now and then (refused by settle_layers), parents
     among the spans or not, peer failures, times holding each other or not, and now and then
     ids the C side does not take (a trace id that is not 16 bytes, a span id of 9)."""
     traces = [bytes([t]) * 16 for t in range(1, rng.randint(2, 4))]
@@ -549,8 +552,8 @@ def random_entries(
                 tool=rng.choice(["", "search", "fetch"]),
                 tool_type=rng.choice(["", "function", "extension"]),
                 mcp=rng.random() < 0.3,
-                call_id="c1" if rng.random() < 0.05 else "",
-                rpc_id="7" if rng.random() < 0.05 else "",
+                call_id=rng.choice(["c1", "c2"]) if rng.random() < 0.25 else "",
+                rpc_id=rng.choice(["7", "8"]) if rng.random() < 0.25 else "",
                 session="s" if rng.random() < 0.05 else "",
                 server=rng.choice(["", "mcp.local"]),
                 start=start,
@@ -653,7 +656,7 @@ def test_settle_layers_leaves_the_joiner_as_the_python_settle() -> None:
         conn = connector({"window": rng.choice(["0s", "10s"]), "max_traces": 4}, None)
         counts += assert_joiners_agree(rng, rng.randint(1, 6), conn)
     assert counts["with failures"] > 300 and counts["with failed layers"] > 150, counts
-    assert counts["refused"] > 30, counts
+    assert counts["refused"] > 30 and counts["with ids"] > 100, counts
 
 
 def replayed(req: Any, run: int) -> Any:
