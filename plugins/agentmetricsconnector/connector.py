@@ -53,7 +53,7 @@ from plugins._agentconv import (
     exception_type,
     workflow_outcome,
 )
-from plugins._agentdialects import Dialects, Role, SpanFacts, load_dialects
+from plugins._agentdialects import Dialects, Role, SpanFacts, load_dialects, value_text
 from plugins._agentdialects.tables import LABELS
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
 from plugins._native import load
@@ -948,19 +948,33 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                         links.append((item[7], item[8], item[9]))
                         continue
                     if known is not None:  # (side, tool, tool type, mcp, server, retry, agent)
-                        side, tool, tool_type, mcp, server, retry, agent = known
+                        if len(known) == 7:
+                            side, tool, tool_type, mcp, server, retry, agent = known
+                            layers.append(Layer(item[7], item[8], item[9], side, tool,
+                                                tool_type, mcp, "", "", "", server, item[10],
+                                                item[11], False, retry, "", "", "",
+                                                agent))  # fmt: skip
+                            continue
+                        # (and the keys its call id and JSON-RPC id are read from)
+                        side, tool, tool_type, mcp, server, retry, agent, ck, rk = known
+                        call, rpc = self._memo_ids(raw[item[0] : item[1]], ck, rk)
                         layers.append(Layer(item[7], item[8], item[9], side, tool, tool_type,
-                                            mcp, "", "", "", server, item[10], item[11], False,
-                                            retry, "", "", "", agent))  # fmt: skip
+                                            mcp, call, rpc, "", server, item[10], item[11],
+                                            False, retry, "", "", "", agent))  # fmt: skip
                         continue
                     failure = failures.get(item[0]) if failures is not None else None
                     if failure is not None:  # a failed tool-call layer of a shape read before?
                         known = memo.get((key_bytes, failure[1]))
                         if known is not None:
                             (side, tool, tool_type, mcp, server, failed, retry, error_type, exc,
-                             agent) = known  # fmt: skip
+                             agent, ck, rk) = known  # fmt: skip
+                            call, rpc = (
+                                self._memo_ids(raw[item[0] : item[1]], ck, rk)
+                                if ck >= 0 or rk >= 0
+                                else ("", "")
+                            )
                             layers.append(Layer(item[7], item[8], item[9], side, tool,
-                                                tool_type, mcp, "", "", "", server, item[10],
+                                                tool_type, mcp, call, rpc, "", server, item[10],
                                                 item[11], failed, retry, error_type, exc,
                                                 (failure[0] or failure[2]) if failed else "",
                                                 agent))  # fmt: skip
@@ -980,6 +994,17 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 # read here for its other metrics; to the joiner at most a link: the C scanner
                 # may pack the layers of its trace all the same (LINK_ONLY)
                 self._learn(shape, LINK_ONLY)
+
+    def _memo_ids(self, encoded: bytes, call_key: int, rpc_key: int) -> tuple[str, str]:
+        """The call id and JSON-RPC id of a span remembered by shape with ids: the text of
+        the one attribute of each the shape has (its key's index in ``join_id_keys``, -1:
+        none), as the dialect tables read it (the first source given a value: the only one
+        the shape has)."""
+        attrs = SpanView.FromString(encoded).attributes
+        keys = self._join_id_keys
+        call = value_text(attrs.get(keys[call_key])) if call_key >= 0 else ""
+        rpc = value_text(attrs.get(keys[rpc_key])) if rpc_key >= 0 else ""
+        return call, rpc
 
     def _shape_memo(self, ctx: _Context) -> ShapeMemo | None:
         """The memo of the spans' shapes of one (scope, service), or ``None`` when the scope
@@ -1134,23 +1159,25 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                             layer.tool_type, layer.mcp, layer.server, layer.retry,
                             layer.agent)  # fmt: skip
                         self._learn(shape, (*reading, -1, -1))
-                    else:  # the ids are the span's own: learned for the C scanner, no memo
+                    else:  # the ids are the span's own, read from the keys the reading names
                         keys = self._id_keys(attrs, layer)
                         if keys is not None:
-                            self._learn(shape, (layer.side, layer.tool, layer.tool_type,
-                                                layer.mcp, layer.server, layer.retry,
-                                                layer.agent, *keys))  # fmt: skip
-                elif not (
-                    shape is None or root or failure is None or layer.call_id or layer.rpc_id
-                    or layer.session or not id_free
-                ):  # fmt: skip
+                            shape.memo[shape.key] = with_ids = (layer.side, layer.tool,
+                                layer.tool_type, layer.mcp, layer.server, layer.retry,
+                                layer.agent, *keys)  # fmt: skip
+                            self._learn(shape, with_ids)
+                elif not (shape is None or root or failure is None or layer.session) and (
+                    keys := (-1, -1)
+                    if id_free and not (layer.call_id or layer.rpc_id)
+                    else self._id_keys(attrs, layer)
+                ):
                     # a failed layer: all but its ids, times and message (from ``failure``:
                     # the scanner's, not in the shape) follow from its shape and exception
                     # type (the facts' key), read again as such by _read_fallback (the C
                     # scanner packs no failed span: not learned)
                     shape.memo[(shape.key, failure[1])] = (layer.side, layer.tool,
                         layer.tool_type, layer.mcp, layer.server, layer.failed, layer.retry,
-                        layer.error_type, layer.exception, layer.agent)  # fmt: skip
+                        layer.error_type, layer.exception, layer.agent, *keys)  # fmt: skip
                 return True  # counted (and its failure) once per call, by the joiner
             if not failed:  # a link a failure below may climb through (see calls.py)
                 batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))
