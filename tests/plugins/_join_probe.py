@@ -36,6 +36,8 @@ class Share:
     packed_layers: int = 0
     packed_with_ids: int = 0  # packed layers with a call id or a JSON-RPC id
     python_layers: int = 0  # tool-call layers read in Python (Layer objects to the joiner)
+    c_calls: int = 0  # tool calls settled in C (settle_simple, settle_layers)
+    python_calls: int = 0  # tool calls settled by the Python join
     by_source: dict[str, list[int]] = field(default_factory=dict)
 
     @property
@@ -118,6 +120,16 @@ def count_scans(conn: AgentMetricsConnector, share: Share, source: str) -> None:
         add(layers, *args)
 
     conn.joiner.add = counted_add  # type: ignore[method-assign,assignment]
+    settle = conn.joiner.settle
+
+    def counted_settle(now: float, everything: bool = False) -> Any:
+        before = conn.joiner.native_calls
+        calls, errors = settle(now, everything)
+        share.python_calls += len(calls)
+        share.c_calls += conn.joiner.native_calls - before
+        return calls, errors
+
+    conn.joiner.settle = counted_settle  # type: ignore[method-assign]
 
 
 async def replay(
@@ -197,7 +209,8 @@ def main() -> None:
     print(
         f"packed {share.packed} of {total} spans ({share.share:.1%}), python {share.python}; "
         f"tool-call layers: packed {share.packed_layers} ({share.packed_with_ids} with ids), "
-        f"read in Python {share.python_layers}"
+        f"read in Python {share.python_layers}; tool calls settled in C {share.c_calls}, "
+        f"in Python {share.python_calls}"
     )
     for where, ids in sorted(layer_ids(scenarios).items()):
         print("  ", where, json.dumps({" ".join(k) or "-": v for k, v in ids.items()}))
