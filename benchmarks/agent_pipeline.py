@@ -25,6 +25,12 @@ span came out. Write-up: ``benchmarks/results/agent-pipeline.md``.
     python -m benchmarks.agent_pipeline --quick               # fewer, shorter cases
     python -m benchmarks.agent_pipeline --only "agent pipeline" --repeat 3
     python -m benchmarks.agent_pipeline --traces-per-request 50   # 500 spans per request
+    python -m benchmarks.agent_pipeline --tool-ids none   # tool calls without gen_ai.tool.call.id
+
+The tool-call spans carry ``gen_ai.tool.call.id`` as pydantic-ai's ``execute_tool`` does (one
+per call): the recorded real libraries' tool spans all carry such ids (call ids, JSON-RPC
+ids), which decide what the agentmetrics join can do in C; ``--tool-ids none`` gives the
+id-less load of the figures before (issue 12's id-keyed join).
 """
 
 from __future__ import annotations
