@@ -195,6 +195,18 @@ def exception_message(span: Any) -> str:
 GATEWAY_DIALECT = "gateway"
 
 
+def encoded_string(text: str) -> bytes:
+    """``AnyValue(string_value=text)`` encoded (its one field: tag 0x0a, length, UTF-8)."""
+    data = text.encode()
+    n = len(data)
+    head = bytearray(b"\x0a")
+    while n >= 0x80:
+        head.append((n & 0x7F) | 0x80)
+        n >>= 7
+    head.append(n)
+    return bytes(head) + data
+
+
 # the labels of the tool-call join's ids: call id, JSON-RPC request id, MCP session id
 ID_LABELS = ("tool_call_id", "jsonrpc_request_id", "mcp_session_id")
 
@@ -784,7 +796,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
 
     def _id_sources_free(self, attrs: Any) -> bool:
         """No attribute a join id is read from (see :func:`join_id_sources`)."""
-        return not any(k in attrs for k in self._id_sources)
+        return not any(map(attrs.__contains__, self._id_sources))
 
     def _id_keys(self, attrs: Any, layer: Layer) -> tuple[int, int] | None:
         """Where the C scanner finds a learned layer's call id and JSON-RPC id: indexes into
@@ -811,8 +823,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 continue
             if len(present) != 1 or not wanted:
                 return None
-            raw = attrs.get(sources[present[0]])
-            if raw != AnyValue(string_value=wanted).SerializeToString():
+            if attrs.get(sources[present[0]]) != encoded_string(wanted):
                 return None
             found.append(base + present[0])
         return found[0], found[1]
@@ -1265,7 +1276,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         if span_shape is not None:
             # (the join ids are in the shape by their presence: their values are read per span)
             shape = (span_shape.key, ctx.scope_name, ctx.service_name, exc,
-                     *[attrs.get(k) for k in self._id_sources])  # fmt: skip
+                     tuple(map(attrs.get, self._id_sources)))  # fmt: skip
         else:
             wanted = self._dialect_keys
             shape = (
