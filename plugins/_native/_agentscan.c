@@ -534,6 +534,18 @@ static int smap_put(smap *m, slice key, Py_ssize_t val) {
     return 0;
 }
 
+/* an empty map with room for n keys without growing (small maps stay small: no 256 slots) */
+static int smap_reserve(smap *m, Py_ssize_t n) {
+    Py_ssize_t cap = 8;
+    while (cap < 2 * (n + 1)) cap *= 2;
+    m->slots = PyMem_Malloc(cap * sizeof(smap_slot));
+    if (m->slots == NULL) { PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < cap; i++) m->slots[i].val = -1;
+    m->cap = cap;
+    m->used = 0;
+    return 0;
+}
+
 static void smap_free(smap *m) {
     PyMem_Free(m->slots);
     m->slots = NULL;
@@ -1539,6 +1551,7 @@ static int link_only_clashes(scan_state *st) {
     uint8_t *keys = PyMem_Malloc(st->nheld * 24);
     int rc = -1;
     if (keys == NULL) { PyErr_NoMemory(); return -1; }
+    if (smap_reserve(&seen, st->nheld) < 0) goto done;
     for (Py_ssize_t i = 0; i < st->nheld; i++) {
         held_item *x = &st->held[i];
         if (x->item != NULL && !x->link_only) continue;
@@ -2424,7 +2437,7 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
     smap spans = {NULL, 0, 0}, keys = {NULL, 0, 0};
     PyObject *hex = NULL;
     if (ls == NULL || parent == NULL || next == NULL || tail == NULL) { PyErr_NoMemory(); goto done; }
-    if (sl_names_ready() < 0) goto done;
+    if (sl_names_ready() < 0 || smap_reserve(&spans, nl) < 0 || smap_reserve(&keys, 2 * nl) < 0) goto done;
     Py_ssize_t keybytes = 0;
     for (Py_ssize_t i = 0; i < nl; i++) {
         const uint8_t *r = layers[i].rec;
