@@ -1276,7 +1276,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         if span_shape is not None:
             # (the join ids are in the shape by their presence: their values are read per span)
             shape = (span_shape.key, ctx.scope_name, ctx.service_name, exc,
-                     tuple(map(attrs.get, self._id_sources)))  # fmt: skip
+                     () if self._id_sources_free(attrs)
+                     else tuple(map(attrs.get, self._id_sources)))  # fmt: skip
         else:
             wanted = self._dialect_keys
             shape = (
