@@ -25,6 +25,12 @@ span came out. Write-up: ``benchmarks/results/agent-pipeline.md``.
     python -m benchmarks.agent_pipeline --quick               # fewer, shorter cases
     python -m benchmarks.agent_pipeline --only "agent pipeline" --repeat 3
     python -m benchmarks.agent_pipeline --traces-per-request 50   # 500 spans per request
+    python -m benchmarks.agent_pipeline --tool-ids none   # tool calls without gen_ai.tool.call.id
+
+The tool-call spans carry ``gen_ai.tool.call.id`` as pydantic-ai's ``execute_tool`` does (one
+per call): the recorded real libraries' tool spans all carry such ids (call ids, JSON-RPC
+ids), which decide what the agentmetrics join can do in C; ``--tool-ids none`` gives the
+id-less load of the figures before (issue 12's id-keyed join).
 """
 
 from __future__ import annotations
@@ -82,6 +88,10 @@ class Load:
     # connections of one load generator ("nghttp2" client): requests take them in turn, so
     # that the kernel's SO_REUSEPORT spreads them over the workers as it would many clients'
     connections: int = 1
+    # the join ids on the tool-call layers: "real" as the recorded real libraries put them
+    # (tests/data/agent_sources: pydantic-ai's execute_tool carries gen_ai.tool.call.id, one per
+    # call), "none" the id-less load of the earlier figures (--tool-ids none)
+    tool_ids: str = "real"
 
     @property
     def spans_per_request(self) -> int:
@@ -133,7 +143,10 @@ def build_template(load: Load, variant: int) -> bytes:
 
     A trace: ``workflow.<type>`` root, ``invoke_agent``, then children cycling through an MCP
     tool call, an A2A send/receive pair, a database call and an HTTP server span; every 5th
-    workflow fails (its first tool call too)."""
+    workflow fails (its first tool call too). A tool call (``execute_tool``) carries the
+    ``gen_ai.tool.call.id`` pydantic-ai gives it (``pyd_ai_`` and a hex id; here the trace id and
+    the span's index: unique per call, as in real traffic) unless ``load.tool_ids`` is
+    ``"none"``."""
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
     rs.resource.attributes.extend([_kv("service.name", "bench-agents"), _kv("host.name", "h1")])
@@ -227,6 +240,16 @@ def build_template(load: Load, variant: int) -> bytes:
                         _kv("gen_ai.operation.name", "execute_tool"),
                         _kv("gen_ai.tool.name", f"tool{(n + i) % load.tools}"),
                         _kv("mcp.server.name", "server-a"),
+                        *(
+                            [
+                                _kv(
+                                    "gen_ai.tool.call.id",
+                                    f"pyd_ai_{hex_placeholder(k).decode()}{i:02x}",
+                                )
+                            ]
+                            if load.tool_ids == "real"
+                            else []
+                        ),
                     ],
                     20 + 10 * (i % 9),
                     "connection refused" if failed and i == 2 else None,
@@ -908,6 +931,13 @@ def main(argv: list[str] | None = None) -> int:
         default="gzip",
         help="export compression of every server (default gzip, as the default settings)",
     )
+    p.add_argument(
+        "--tool-ids",
+        choices=("real", "none"),
+        default="real",
+        help="join ids on the tool-call layers: as the real libraries put them (default), or "
+        "none (the id-less load of the earlier figures)",
+    )
     p.add_argument("--out", default=str(ROOT / "build" / "benchmarks" / "agent-pipeline-raw.md"))
     p.add_argument("--load-only", help=argparse.SUPPRESS)
     p.add_argument("--load-json", help=argparse.SUPPRESS)
@@ -921,6 +951,8 @@ def main(argv: list[str] | None = None) -> int:
     selected = [c for c in cases(a.quick) if not wanted or any(w == c.name for w in wanted)]
     if a.rate:
         selected = [replace(c, load=replace(c.load, rate=a.rate)) for c in selected]
+    if a.tool_ids != "real":
+        selected = [replace(c, load=replace(c.load, tool_ids=a.tool_ids)) for c in selected]
     if a.traces_per_request:
         tpr = a.traces_per_request
         selected = [replace(c, load=replace(c.load, traces_per_request=tpr)) for c in selected]

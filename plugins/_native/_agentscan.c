@@ -104,6 +104,13 @@ typedef struct {
     PyObject *join_shapes;  /* dict (resource, scope, shape) -> int, or NULL: no packing */
     PyObject *join_series;  /* list: series id -> (mcp, label a, label b, status) */
     PyObject *join_settled; /* the joiner's OrderedDict (trace, span) -> (expiry, None) */
+    /* the id-keyed join (see "the join's common case"): the learned readings by series
+     * (side, tool, tool type, mcp, server, retry, agent, call id key, JSON-RPC id key), the
+     * joiner's memory of settled call and JSON-RPC keys, the id attributes' keys; NULL: off */
+    PyObject *join_learned; /* list, parallel to join_series */
+    PyObject *join_keys;    /* OrderedDict ("call", trace, id) / ("rpc", trace hex, id, tool) -> (expiry, None) */
+    PyObject *join_id_keys; /* tuple of bytes */
+    PyObject *s_call, *s_rpc, *s_retry, *s_function;
     Py_ssize_t join_late;   /* layers the last scan found late (take_late) */
     /* the shapes learned() found in join_shapes, by content (see learned): forgotten by
      * forget_shapes(), which the Python side calls when one leaves join_shapes or maps to another
@@ -528,6 +535,18 @@ static int smap_put(smap *m, slice key, Py_ssize_t val) {
     return 0;
 }
 
+/* an empty map with room for n keys without growing (small maps stay small: no 256 slots) */
+static int smap_reserve(smap *m, Py_ssize_t n) {
+    Py_ssize_t cap = 8;
+    while (cap < 2 * (n + 1)) cap *= 2;
+    m->slots = PyMem_Malloc(cap * sizeof(smap_slot));
+    if (m->slots == NULL) { PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < cap; i++) m->slots[i].val = -1;
+    m->cap = cap;
+    m->used = 0;
+    return 0;
+}
+
 static void smap_free(smap *m) {
     PyMem_Free(m->slots);
     m->slots = NULL;
@@ -544,6 +563,9 @@ typedef struct {
     Py_ssize_t off_start, off_end, rs_start, rs_end, sc_start, sc_end;
     PyObject *shape; /* owned (candidates) */
     Py_ssize_t group; /* after finish_join's first pass: the trace's group, -1 to Python, -2 late */
+    slice ids[2];     /* a layer's call id and JSON-RPC id (the id-keyed join), when flags has them */
+    uint8_t flags;    /* bit 0: a call id, bit 1: a JSON-RPC id */
+    uint8_t link_only; /* a fallback item of a link-only shape (-2): its trace is not touched */
 } held_item;
 
 typedef struct {
@@ -552,6 +574,7 @@ typedef struct {
     held_item *held;                /* the spans left to Python, in order (join only) */
     Py_ssize_t nheld, capheld;
     smap touched;                   /* traces with a span read in Python (join only) */
+    Py_ssize_t nlink_only;          /* held fallback items of link-only shapes */
     PyObject *res_obj, *scope_obj;  /* the current resource and scope messages as bytes */
     Py_ssize_t rs_start, rs_end, sc_start, sc_end; /* the current resource and scope messages */
     uint64_t ctx_hash; /* of the current resource and scope (0: not computed yet) */
@@ -1358,9 +1381,157 @@ static PyObject *fallback_item(Py_ssize_t start, Py_ssize_t end, Py_ssize_t rs_s
  * and when the trace's window ends without anything else arriving for it, settle_simple counts
  * its calls here. Anything else arriving for the trace unpacks it in Python (calls.py), which
  * then goes on as it would have. Layers already counted (their parent is a settled layer:
- * join_settled) are dropped here as the joiner drops them (counted: take_late). */
+ * join_settled) are dropped here as the joiner drops them (counted: take_late).
+ *
+ * The id-keyed join: a learned layer may carry a call id and a JSON-RPC id (join_learned: the
+ * attribute each is read from, join_id_keys); the scanner reads them from the span (join_ids:
+ * a plain non-empty UTF-8 string, the attribute once, else the span goes to Python) into the
+ * ids string of the trace's packed item, drops the layers whose call or JSON-RPC key was
+ * settled already (join_keys, as the joiner's _is_late), and settle_simple joins the layers as
+ * calls.py _group does (settle_joined). A span of a link-only shape (join_shapes -2: read in
+ * Python for metrics of its own, a parent link at most to the join: inference spans, agent
+ * runs) is handed over without touching its trace (see link_only_clashes). */
 
-#define RECORD 40 /* kind, span id length, span id[8], parent length, parent[8], pad, start, end, series */
+#define RECORD 40 /* kind, span id length, span id[8], parent length, parent[8], id flags, start, end, series */
+
+/* 1 when s is valid UTF-8 as Python's strict decoder takes it (no overlong form, no surrogate,
+ * nothing above U+10FFFF) */
+static int utf8_valid(slice s) {
+    const uint8_t *p = s.p, *end = s.p + s.n;
+    while (p < end) {
+        uint8_t c = *p;
+        if (c < 0x80) { p++; continue; }
+        int n;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) { n = 1; cp = c & 0x1f; }
+        else if (c >= 0xe0 && c <= 0xef) { n = 2; cp = c & 0x0f; }
+        else if (c >= 0xf0 && c <= 0xf4) { n = 3; cp = c & 0x07; }
+        else return 0;
+        if (end - p <= n) return 0;
+        for (int i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        p += n + 1;
+    }
+    return 1;
+}
+
+#define JOIN_ID_MAX 65535 /* bytes of one id at most (its length is 2 bytes in the ids string) */
+
+/* A join id of a span (the id-keyed join): 1 and *out when the span has the attribute `key`
+ * exactly once, as a KeyValue of that key and a value only, the value an AnyValue of one
+ * string_value field only, non-empty, valid UTF-8 and at most JOIN_ID_MAX bytes: the string
+ * the Python side reads (see _id_keys in connector.py); 0 for anything else, the span then
+ * read in Python (never an error: a malformed span is the Python path's to report). */
+static int join_id_of(slice raw, PyObject *key, slice *out) {
+    slice want = {(const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)};
+    reader r = {raw.p, raw.p + raw.n};
+    field f;
+    int rc, found = 0;
+    while ((rc = next_field(&r, &f)) == 0) {
+        if (f.number != 9 || f.wire != 2) continue;
+        reader kr = {f.data.p, f.data.p + f.data.n};
+        field kf;
+        int krc, nkey = 0, nval = 0, other = 0;
+        slice k = {NULL, 0}, v = {NULL, 0};
+        while ((krc = next_field(&kr, &kf)) == 0) {
+            if (kf.number == 1 && kf.wire == 2) { k = kf.data; nkey++; }
+            else if (kf.number == 2 && kf.wire == 2) { v = kf.data; nval++; }
+            else other++;
+        }
+        if (krc < 0) { PyErr_Clear(); return 0; }
+        if (nkey != 1 || nval > 1 || other) return 0; /* (an entry not surely read as here) */
+        if (!slice_eq(k, want)) continue;
+        if (found || nval != 1) return 0;
+        reader vr = {v.p, v.p + v.n};
+        field vf;
+        if (next_field(&vr, &vf) != 0 || vf.number != 1 || vf.wire != 2 || vr.p != vr.end) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (vf.data.n == 0 || vf.data.n > JOIN_ID_MAX || !utf8_valid(vf.data)) return 0;
+        *out = vf.data;
+        found = 1;
+    }
+    if (rc < 0) { PyErr_Clear(); return 0; }
+    return found;
+}
+
+/* The ids of a candidate layer of series `series` (see join_id_of): 1 with x->ids and
+ * x->flags set (none: flags 0), 0 when the span is not packed (read in Python), -1 on error. */
+static int join_ids(Scanner *self, long series, slice raw, held_item *x) {
+    x->flags = 0;
+    if (self->join_learned == NULL) return 1;
+    if (series >= PyList_GET_SIZE(self->join_learned)) return 0; /* (not learned as such) */
+    PyObject *reading = PyList_GET_ITEM(self->join_learned, series);
+    if (!PyTuple_Check(reading) || PyTuple_GET_SIZE(reading) != 9) {
+        PyErr_SetString(PyExc_TypeError, "join_learned: 9-tuples expected");
+        return -1;
+    }
+    for (int k = 0; k < 2; k++) {
+        long at = PyLong_AsLong(PyTuple_GET_ITEM(reading, 7 + k));
+        if (at == -1 && PyErr_Occurred()) return -1;
+        if (at < 0) continue;
+        if (at >= PyTuple_GET_SIZE(self->join_id_keys)) {
+            PyErr_SetString(PyExc_ValueError, "join_learned: an id key out of join_id_keys");
+            return -1;
+        }
+        if (!join_id_of(raw, PyTuple_GET_ITEM(self->join_id_keys, at), &x->ids[k])) return 0;
+        x->flags |= (uint8_t)(1 << k);
+    }
+    return 1;
+}
+
+/* the trace id as bytes.hex() gives it */
+static PyObject *hex_of(PyObject *trace) {
+    static const char digits[] = "0123456789abcdef";
+    Py_ssize_t n = PyBytes_GET_SIZE(trace);
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(trace);
+    PyObject *out = PyUnicode_New(2 * n, 127);
+    if (out == NULL) return NULL;
+    Py_UCS1 *o = PyUnicode_1BYTE_DATA(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        o[2 * i] = (Py_UCS1)digits[p[i] >> 4];
+        o[2 * i + 1] = (Py_UCS1)digits[p[i] & 15];
+    }
+    return out;
+}
+
+/* A layer's keys in the joiner's memory of settled keys (calls.py, _remember_keys): the call
+ * key ("call", trace, call id), and on a side other than the framework's (side != 0) the
+ * JSON-RPC key ("rpc", trace hex, rpc id, tool) (its scope is the trace: a layer with a session
+ * id is never packed). *hex: the trace in hex, made when first needed (owned by the caller).
+ * New references in keys[0..1] (NULL: none); -1 on error (none made). */
+static int join_keys_of(Scanner *self, PyObject *trace, PyObject **hex, const slice ids[2], uint8_t flags,
+                        PyObject *reading, PyObject *keys[2]) {
+    keys[0] = keys[1] = NULL;
+    if (flags & 1) {
+        PyObject *text = PyUnicode_DecodeUTF8((const char *)ids[0].p, ids[0].n, "strict");
+        if (text == NULL) return -1;
+        keys[0] = PyTuple_Pack(3, self->s_call, trace, text);
+        Py_DECREF(text);
+        if (keys[0] == NULL) return -1;
+    }
+    if (flags & 2) {
+        long side = PyLong_AsLong(PyTuple_GET_ITEM(reading, 0));
+        if (side == -1 && PyErr_Occurred()) goto fail;
+        if (side != 0) {
+            if (*hex == NULL && (*hex = hex_of(trace)) == NULL) goto fail;
+            PyObject *text = PyUnicode_DecodeUTF8((const char *)ids[1].p, ids[1].n, "strict");
+            if (text == NULL) goto fail;
+            keys[1] = PyTuple_Pack(4, self->s_rpc, *hex, text, PyTuple_GET_ITEM(reading, 1));
+            Py_DECREF(text);
+            if (keys[1] == NULL) goto fail;
+        }
+    }
+    return 0;
+fail:
+    Py_CLEAR(keys[0]);
+    return -1;
+}
 
 static held_item *held_push(scan_state *st) {
     if (st->nheld == st->capheld) {
@@ -1452,7 +1623,7 @@ static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series,
     if (v == NULL) { Py_DECREF(key); return PyErr_Occurred() ? -1 : 0; }
     long n = PyLong_Check(v) ? PyLong_AsLong(v) : -2;
     if (!PyLong_Check(v)) PyErr_SetString(PyExc_TypeError, "join shapes map to int");
-    else if (!(n == -1 && PyErr_Occurred()) && (n < -1 || n >= PyList_GET_SIZE(self->join_series)))
+    else if (!(n == -1 && PyErr_Occurred()) && (n < -2 || n >= PyList_GET_SIZE(self->join_series)))
         PyErr_SetString(PyExc_ValueError, "join shape maps to no series");
     if (PyErr_Occurred()) { Py_DECREF(key); return -1; }
     if (self->learned_used >= LEARNED_SLOTS * 3 / 4) { /* full: started again */
@@ -1481,6 +1652,7 @@ static void write_record(uint8_t *o, held_item *x) {
     memcpy(o + 2, x->span.p, x->span.n);
     o[10] = (uint8_t)x->parent.n;
     if (x->parent.n) memcpy(o + 11, x->parent.p, x->parent.n);
+    o[19] = x->series >= 0 ? x->flags : 0;
     put_u64(o + 20, x->start);
     put_u64(o + 28, x->end);
     uint32_t series = x->series >= 0 ? (uint32_t)x->series : 0;
@@ -1489,20 +1661,60 @@ static void write_record(uint8_t *o, held_item *x) {
 
 typedef struct {
     PyObject *trace, *records; /* owned: the trace id, its record string (made once its size known) */
+    PyObject *ids, *hex;       /* owned: its ids string (see Packed in calls.py), the trace in hex */
     long layers;
     Py_ssize_t first, first_link, count, filled; /* count: its records */
+    Py_ssize_t id_bytes, id_filled;
 } join_group;
+
+/* A link-only span (read in Python, see held_item) gives the joiner its parent link after the
+ * links of the trace's packed records (calls.py add), where the Python path has the links in
+ * request order: the same parents unless a span id comes twice. A trace where a link-only span
+ * has the span id of another span left to Python (packed or link-only) is touched: all of it
+ * goes to Python. */
+static int link_only_clashes(scan_state *st) {
+    smap seen = {NULL, 0, 0};
+    uint8_t *keys = PyMem_Malloc(st->nheld * 24);
+    int rc = -1;
+    if (keys == NULL) { PyErr_NoMemory(); return -1; }
+    if (smap_reserve(&seen, st->nheld) < 0) goto done;
+    for (Py_ssize_t i = 0; i < st->nheld; i++) {
+        held_item *x = &st->held[i];
+        if (x->item != NULL && !x->link_only) continue;
+        if (x->trace.n != 16 || x->span.n > 8) { /* (not packed: see scan_spans) */
+            if (x->link_only && smap_put(&st->touched, x->trace, 0) < 0) goto done;
+            continue;
+        }
+        uint8_t *k = keys + i * 24;
+        memcpy(k, x->trace.p, 16);
+        memcpy(k + 16, x->span.p, x->span.n);
+        slice key = {k, 16 + x->span.n};
+        Py_ssize_t j = smap_find(&seen, key);
+        if (j < 0) {
+            if (smap_put(&seen, key, i) < 0) goto done;
+        } else if ((x->link_only || st->held[j].link_only) && smap_put(&st->touched, x->trace, 0) < 0) {
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    smap_free(&seen);
+    PyMem_Free(keys);
+    return rc;
+}
 
 /* The fallback list in request order, the packed traces in it (see above). */
 static int finish_join(Scanner *self, scan_state *st) {
     smap index = {NULL, 0, 0}; /* trace -> its group */
     join_group *groups = NULL;
+    PyObject *pending_hex = NULL; /* the hex of a trace whose group is not made yet */
     Py_ssize_t ngroups = 0;
     int rc = -1;
     if (st->nheld) {
         groups = PyMem_Calloc(st->nheld, sizeof(join_group));
         if (groups == NULL) { PyErr_NoMemory(); goto done; }
     }
+    if (st->nlink_only && link_only_clashes(st) < 0) goto done;
     for (Py_ssize_t i = 0; i < st->nheld; i++) {
         held_item *x = &st->held[i];
         if (x->item != NULL) continue;
@@ -1519,8 +1731,21 @@ static int finish_join(Scanner *self, scan_state *st) {
             Py_XDECREF(parent);
             int late = key ? PyDict_Contains(self->join_settled, key) : -1;
             Py_XDECREF(key);
+            if (!late && x->flags) { /* a call or JSON-RPC key already settled (_is_late) */
+                PyObject *keys[2], *reading = PyList_GET_ITEM(self->join_learned, x->series);
+                PyObject **hex = k >= 0 ? &groups[k].hex : &pending_hex;
+                if (join_keys_of(self, trace, hex, x->ids, x->flags, reading, keys) < 0) {
+                    late = -1;
+                } else {
+                    for (int j = 0; j < 2 && !late; j++)
+                        if (keys[j] != NULL) late = PyDict_Contains(self->join_keys, keys[j]);
+                    Py_XDECREF(keys[0]);
+                    Py_XDECREF(keys[1]);
+                }
+            }
             if (late) {
                 Py_DECREF(trace);
+                Py_CLEAR(pending_hex);
                 if (late < 0) goto done;
                 x->group = -2;
                 self->join_late++;
@@ -1530,6 +1755,8 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (k < 0) {
             k = ngroups++;
             groups[k].trace = trace; /* owned */
+            groups[k].hex = pending_hex; /* owned (or NULL) */
+            pending_hex = NULL;
             groups[k].first = groups[k].first_link = -1;
             if (smap_put(&index, x->trace, k) < 0) goto done;
         } else {
@@ -1540,6 +1767,8 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (x->series >= 0) {
             if (jg->first < 0) jg->first = i;
             jg->layers++;
+            for (int j = 0; j < 2; j++)
+                if (x->flags & (1 << j)) jg->id_bytes += 2 + x->ids[j].n;
         } else if (jg->first_link < 0) {
             jg->first_link = i;
         }
@@ -1552,7 +1781,17 @@ static int finish_join(Scanner *self, scan_state *st) {
         join_group *jg = &groups[x->group];
         if (jg->records == NULL && (jg->records = PyBytes_FromStringAndSize(NULL, jg->count * RECORD)) == NULL)
             goto done;
+        if (jg->ids == NULL && (jg->ids = PyBytes_FromStringAndSize(NULL, jg->id_bytes)) == NULL)
+            goto done;
         write_record((uint8_t *)PyBytes_AS_STRING(jg->records) + jg->filled++ * RECORD, x);
+        for (int j = 0; j < 2; j++) {
+            if (!(x->flags & (1 << j))) continue;
+            uint8_t *o = (uint8_t *)PyBytes_AS_STRING(jg->ids) + jg->id_filled;
+            o[0] = (uint8_t)(x->ids[j].n & 0xff);
+            o[1] = (uint8_t)(x->ids[j].n >> 8);
+            memcpy(o + 2, x->ids[j].p, x->ids[j].n);
+            jg->id_filled += 2 + x->ids[j].n;
+        }
     }
     for (Py_ssize_t i = 0; i < st->nheld; i++) {
         held_item *x = &st->held[i];
@@ -1569,9 +1808,9 @@ static int finish_join(Scanner *self, scan_state *st) {
         } else if (x->group >= 0) {
             join_group *jg = &groups[x->group];
             if (i == (jg->layers ? jg->first : jg->first_link)) {
-                PyObject *items[3] = {Py_NewRef(jg->trace), Py_NewRef(jg->records),
-                                      PyLong_FromLong(jg->layers)};
-                item = tuple_steal(3, items);
+                PyObject *items[4] = {Py_NewRef(jg->trace), Py_NewRef(jg->records),
+                                      PyLong_FromLong(jg->layers), Py_NewRef(jg->ids)};
+                item = tuple_steal(4, items);
             } else {
                 continue;
             }
@@ -1587,7 +1826,10 @@ done:
     for (Py_ssize_t k = 0; k < ngroups; k++) {
         Py_XDECREF(groups[k].trace);
         Py_XDECREF(groups[k].records);
+        Py_XDECREF(groups[k].ids);
+        Py_XDECREF(groups[k].hex);
     }
+    Py_XDECREF(pending_hex);
     PyMem_Free(groups);
     smap_free(&index);
     return rc;
@@ -1614,6 +1856,7 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
         if (h < 0) return -1;
         if (h == 1) {
             PyObject *item;
+            int link_only = 0;
             Py_ssize_t start = f.data.p - st->base, end = start + f.data.n;
             if (self->nshape_keys) {
                 Py_ssize_t used = 0;
@@ -1625,9 +1868,21 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                     long series;
                     int known = learned(self, st, used, &series, &shape);
                     if (known < 0) { Py_XDECREF(shape); return -1; }
-                    if (known) {
+                    held_item probe;
+                    int ok = 1;
+                    if (known && series >= 0) {
+                        ok = join_ids(self, series, f.data, &probe);
+                        if (ok < 0) { Py_XDECREF(shape); return -1; }
+                    }
+                    link_only = known && series == -2;
+                    if (known && ok && !link_only) {
                         held_item *x = held_push(st);
                         if (x == NULL) { Py_XDECREF(shape); return -1; }
+                        if (series >= 0) {
+                            x->ids[0] = probe.ids[0];
+                            x->ids[1] = probe.ids[1];
+                            x->flags = probe.flags;
+                        }
                         x->trace = s.trace_id;
                         x->span = s.span_id;
                         x->parent = s.parent;
@@ -1664,6 +1919,13 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                 held_item *x = held_push(st);
                 if (x == NULL) { Py_DECREF(item); return -1; }
                 x->item = item; /* owned */
+                if (link_only) { /* read in Python, its trace's layers may be packed all the same */
+                    x->link_only = 1;
+                    x->trace = s.trace_id;
+                    x->span = s.span_id;
+                    st->nlink_only++;
+                    continue;
+                }
                 if (smap_put(&st->touched, s.trace_id, 0) < 0) return -1;
                 continue;
             }
@@ -1879,7 +2141,7 @@ done:
 
 /* -- settling the join's common case ------------------------------------------------------ */
 
-typedef struct { const uint8_t *rec; } layer_rec;
+typedef struct { const uint8_t *rec; slice ids[2]; } layer_rec;
 
 static int rec_cmp_span(const void *a, const void *b) {
     const uint8_t *x = ((const layer_rec *)a)->rec, *y = ((const layer_rec *)b)->rec;
@@ -1892,7 +2154,7 @@ static int has_span(layer_rec *sorted, Py_ssize_t n, const uint8_t *id, uint8_t 
     uint8_t key[RECORD];
     key[1] = len;
     memcpy(key + 2, id, len);
-    layer_rec probe = {key};
+    layer_rec probe = {key, {{NULL, 0}, {NULL, 0}}};
     while (lo < hi) {
         Py_ssize_t mid = lo + (hi - lo) / 2;
         int c = rec_cmp_span(&sorted[mid], &probe);
@@ -1903,17 +2165,23 @@ static int has_span(layer_rec *sorted, Py_ssize_t n, const uint8_t *id, uint8_t 
     return 0;
 }
 
+static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, PyObject *value,
+                         Py_ssize_t keys_size, aggs *a, Py_ssize_t *calls);
+static int memory_trim(PyObject *items, Py_ssize_t size);
+
 PyDoc_STRVAR(settle_simple_doc,
-"settle_simple(packed: list[tuple[bytes, bytes, int]], size: int, value: object, /) -> int\n\n"
+"settle_simple(packed: list[tuple[bytes, bytes, int, bytes]], size: int, value: object, keys_size: int, /) -> int\n\n"
 "Settles a held trace made of packed records only (see finish_join in the source) as the\n"
-"joiner's _settle_simple would: when its layers are calls of their own (no span id twice, no\n"
-"layer the parent of another), counts each call in its series (take_calls), puts (trace, span)\n"
-"-> value into join_settled (moved to the end when there), trims it to size (oldest first out)\n"
-"and returns the number of calls; -1 (nothing done) for any other trace.");
+"joiner's _settle would (it never failed): its layers joined into calls (parent links, call\n"
+"ids, JSON-RPC ids within the trace), each call counted in its series (take_calls); puts\n"
+"(trace, span) -> value into join_settled (moved to the end when there), trims it to size\n"
+"(oldest first out), puts the call and JSON-RPC keys of the layers that have ids into\n"
+"join_keys (each trimmed to keys_size) and returns the number of calls; -1 (nothing done)\n"
+"when the trace has ids and the id-keyed join is off.");
 
 static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "settle_simple(packed: list, size: int, value)");
+    if (nargs != 4 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "settle_simple(packed: list, size: int, value, keys_size: int)");
         return NULL;
     }
     if (self->join_shapes == NULL) {
@@ -1923,14 +2191,16 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
     PyObject *packed = args[0], *value = args[2];
     Py_ssize_t size = PyLong_AsSsize_t(args[1]);
     if (size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t keys_size = PyLong_AsSsize_t(args[3]);
+    if (keys_size == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t np = PyList_GET_SIZE(packed), n = 0;
     PyObject *trace = NULL;
     for (Py_ssize_t i = 0; i < np; i++) {
         PyObject *t = PyList_GET_ITEM(packed, i);
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3 || !PyBytes_Check(PyTuple_GET_ITEM(t, 0)) ||
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 4 || !PyBytes_Check(PyTuple_GET_ITEM(t, 0)) ||
             PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 0)) != 16 || !PyBytes_Check(PyTuple_GET_ITEM(t, 1)) ||
-            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) % RECORD) {
-            PyErr_SetString(PyExc_ValueError, "packed: (trace id, records, layers) tuples expected");
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) % RECORD || !PyBytes_Check(PyTuple_GET_ITEM(t, 3))) {
+            PyErr_SetString(PyExc_ValueError, "packed: (trace id, records, layers, ids) tuples expected");
             return NULL;
         }
         if (trace == NULL) trace = PyTuple_GET_ITEM(t, 0);
@@ -1949,22 +2219,46 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         return PyErr_NoMemory();
     }
     Py_ssize_t nl = 0;
+    int with_ids = 0;
+    PyObject *result = NULL;
     for (Py_ssize_t i = 0; i < np; i++) {
         PyObject *records = PyTuple_GET_ITEM(PyList_GET_ITEM(packed, i), 1);
+        PyObject *ids = PyTuple_GET_ITEM(PyList_GET_ITEM(packed, i), 3);
         const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(records);
-        for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(records); k += RECORD)
-            if (p[k] == 1) layers[nl++].rec = p + k;
+        const uint8_t *q = (const uint8_t *)PyBytes_AS_STRING(ids), *qend = q + PyBytes_GET_SIZE(ids);
+        for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(records); k += RECORD) {
+            if (p[k] != 1) continue;
+            layer_rec *x = &layers[nl++];
+            x->rec = p + k;
+            if (p[k + 19] & ~3) goto malformed;
+            for (int j = 0; j < 2; j++) {
+                x->ids[j].p = NULL;
+                x->ids[j].n = 0;
+                if (!(p[k + 19] & (1 << j))) continue;
+                if (qend - q < 2) goto malformed;
+                Py_ssize_t len = (Py_ssize_t)q[0] | (Py_ssize_t)q[1] << 8;
+                if (len == 0 || qend - q - 2 < len) goto malformed;
+                x->ids[j].p = q + 2;
+                x->ids[j].n = len;
+                q += 2 + len;
+                with_ids = 1;
+            }
+        }
+        if (q != qend) goto malformed;
     }
-    PyObject *result = NULL;
     int simple = nl > 0;
     for (Py_ssize_t i = 0; i < nl; i++) {
         const uint8_t *r = layers[i].rec;
-        if (r[1] < 1 || r[1] > 8 || r[10] > 8) {
-            PyErr_SetString(PyExc_ValueError, "packed: malformed record");
+        if (r[1] < 1 || r[1] > 8 || r[10] > 8) goto malformed;
+    }
+    if (with_ids) {
+        if (self->join_learned == NULL) {
+            result = PyLong_FromLong(-1);
             goto done;
         }
+        simple = 0;
     }
-    if (nl > 1) { /* no span id twice, no layer the parent of another */
+    if (simple && nl > 1) { /* no span id twice, no layer the parent of another */
         memcpy(sorted, layers, nl * sizeof(layer_rec));
         qsort(sorted, nl, sizeof(layer_rec), rec_cmp_span);
         for (Py_ssize_t i = 1; simple && i < nl; i++)
@@ -1972,11 +2266,22 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         for (Py_ssize_t i = 0; simple && i < nl; i++)
             if (has_span(sorted, nl, layers[i].rec + 11, layers[i].rec[10])) simple = 0;
     }
-    if (!simple) {
-        result = PyLong_FromLong(-1);
-        goto done;
-    }
     aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap};
+    if (!simple) { /* the general join (calls.py _group and _call) */
+        if (nl == 0) {
+            result = PyLong_FromLong(-1);
+            goto done;
+        }
+        if (self->join_learned == NULL) {
+            result = PyLong_FromLong(-1);
+            goto done;
+        }
+        Py_ssize_t calls = 0;
+        if (settle_joined(self, trace, layers, nl, value, keys_size, &a, &calls) == 0 &&
+            memory_trim(self->join_settled, size) == 0)
+            result = PyLong_FromSsize_t(calls);
+        goto counted;
+    }
     slice trace_id = {(const uint8_t *)PyBytes_AS_STRING(trace), 16};
     for (Py_ssize_t i = 0; i < nl; i++) {
         const uint8_t *r = layers[i].rec;
@@ -2027,18 +2332,22 @@ counted:
     self->calls_entries = a.entries;
     self->calls_n = a.n;
     self->calls_cap = a.cap;
+    goto done;
+malformed:
+    PyErr_SetString(PyExc_ValueError, "packed: malformed record");
 done:
     PyMem_Free(layers);
     PyMem_Free(sorted);
     return result;
 }
 
+
 /* -- settling a held trace read in Python: layers that are calls of their own, and failures --
  *
  * The joiner's general settle (calls.py, CallJoiner._settle) for its next most common case: a
  * held trace of Layer and Failure objects (read in Python: a trace with a failed span is never
- * packed) whose layers are each a call of their own (no call id, no JSON-RPC id, no session, no
- * span id twice, no layer the parent of another), failed or not: the benchmark's failed trace
+ * packed) whose layers are each a call of their own (no session, no call id or JSON-RPC key
+ * twice, no span id twice, no layer the parent of another), failed or not: the benchmark's failed trace
  * (a failed tool call, an agent run above it, a failed workflow root). As _settle does: each
  * layer's call (_call of a one-layer group) counted per series in C (as settle_simple's), the
  * memory of settled layers, the failure marks' walk up the trace's parent links into the
@@ -2074,6 +2383,7 @@ static int sl_names_ready(void) {
 /* one layer as _settle reads it (owned references), and its call */
 typedef struct {
     PyObject *trace, *span, *parent, *tool, *tool_type, *server, *error_type, *exception, *message;
+    PyObject *call_id, *rpc_id; /* (str, "" when none: read when the id-keyed join is on) */
     long side;
     int mcp, failed, retry;
     uint64_t start, end;
@@ -2093,6 +2403,7 @@ static void sl_layer_clear(sl_layer *x) {
     Py_CLEAR(x->trace); Py_CLEAR(x->span); Py_CLEAR(x->parent); Py_CLEAR(x->tool);
     Py_CLEAR(x->tool_type); Py_CLEAR(x->server); Py_CLEAR(x->error_type); Py_CLEAR(x->exception);
     Py_CLEAR(x->message); Py_CLEAR(x->status); Py_CLEAR(x->call_error); Py_CLEAR(x->labels);
+    Py_CLEAR(x->call_id); Py_CLEAR(x->rpc_id);
 }
 
 static void sl_failure_clear(sl_failure *f) {
@@ -2127,10 +2438,16 @@ static int attr_u64(PyObject *o, int name, uint64_t *out) {
 
 /* Reads a Layer: 1, 0 when it is not this case (a join key, ids the exemplars do not hold, a
  * time that is no uint64), -1 on error. */
-static int sl_read_layer(PyObject *o, sl_layer *x) {
+static int sl_read_layer(PyObject *o, sl_layer *x, int ids) {
     int t;
-    for (int name = A_CALL_ID; name <= A_SESSION; name++) {
+    for (int name = ids ? A_SESSION : A_CALL_ID; name <= A_SESSION; name++) {
         if ((t = attr_true(o, name)) != 0) return t < 0 ? -1 : 0;
+    }
+    if (ids) { /* call and JSON-RPC ids (a session id: the Python join) */
+        if ((x->call_id = PyObject_GetAttr(o, sl_names[A_CALL_ID])) == NULL ||
+            (x->rpc_id = PyObject_GetAttr(o, sl_names[A_RPC_ID])) == NULL)
+            return -1;
+        if (!PyUnicode_CheckExact(x->call_id) || !PyUnicode_CheckExact(x->rpc_id)) return 0;
     }
     PyObject **fields[] = {&x->trace, &x->span, &x->parent, &x->tool, &x->tool_type, &x->server,
                            &x->error_type, &x->exception, &x->message};
@@ -2197,6 +2514,217 @@ static int memory_trim(PyObject *items, Py_ssize_t size) {
         if (r == NULL) return -1;
         Py_DECREF(r);
     }
+}
+
+
+/* -- the id-keyed join of a packed trace (settle_simple's general case) ------------------------
+ *
+ * calls.py _group and _call for a held trace of packed layers (none failed: a failed span is
+ * never packed): layers joined (union-find, the smallest index the root) when one is the
+ * parent of another (the first layer with that span id), when they share a call id, or a
+ * JSON-RPC id and tool on a side other than the framework's (within the trace: a layer with a
+ * session id is never packed); the calls in the order of their first layers, each counted in
+ * its series (the caller: an outermost layer, the least (side, start), the first such; the
+ * labels as _call picks them), then the memories in that order: each layer's (trace, span),
+ * and the call and JSON-RPC keys of the layers with ids (each trimmed as _Memory.add does). */
+
+typedef struct {
+    long side;
+    int mcp, retry;
+    uint64_t start, end;
+    PyObject *tool, *tool_type, *server, *reading; /* borrowed (join_learned) */
+} jl_layer;
+
+static Py_ssize_t uf_find(Py_ssize_t *parent, Py_ssize_t i) {
+    while (parent[i] != i) {
+        parent[i] = parent[parent[i]];
+        i = parent[i];
+    }
+    return i;
+}
+
+static void uf_union(Py_ssize_t *parent, Py_ssize_t a, Py_ssize_t b) {
+    Py_ssize_t ra = uf_find(parent, a), rb = uf_find(parent, b);
+    if (ra != rb) parent[ra > rb ? ra : rb] = ra < rb ? ra : rb;
+}
+
+/* x precedes y in (side, start) order (ties: the earlier layer, as a stable sort keeps them) */
+static inline int jl_before(const jl_layer *x, const jl_layer *y) {
+    return x->side < y->side || (x->side == y->side && x->start < y->start);
+}
+
+static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, PyObject *value,
+                         Py_ssize_t keys_size, aggs *a, Py_ssize_t *calls) {
+    int rc = -1;
+    jl_layer *ls = PyMem_Calloc(nl, sizeof(jl_layer));
+    Py_ssize_t *parent = PyMem_Malloc(nl * sizeof(Py_ssize_t));
+    Py_ssize_t *next = PyMem_Malloc(nl * sizeof(Py_ssize_t));
+    Py_ssize_t *tail = PyMem_Malloc(nl * sizeof(Py_ssize_t));
+    uint8_t *keybuf = NULL;
+    smap spans = {NULL, 0, 0}, keys = {NULL, 0, 0};
+    PyObject *hex = NULL;
+    if (ls == NULL || parent == NULL || next == NULL || tail == NULL) { PyErr_NoMemory(); goto done; }
+    if (sl_names_ready() < 0 || smap_reserve(&spans, nl) < 0 || smap_reserve(&keys, 2 * nl) < 0) goto done;
+    Py_ssize_t keybytes = 0;
+    for (Py_ssize_t i = 0; i < nl; i++) {
+        const uint8_t *r = layers[i].rec;
+        uint32_t id = (uint32_t)r[36] | (uint32_t)r[37] << 8 | (uint32_t)r[38] << 16 | (uint32_t)r[39] << 24;
+        if ((Py_ssize_t)id >= PyList_GET_SIZE(self->join_learned)) {
+            PyErr_SetString(PyExc_ValueError, "packed: unknown series");
+            goto done;
+        }
+        PyObject *rd = PyList_GET_ITEM(self->join_learned, id);
+        if (!PyTuple_Check(rd) || PyTuple_GET_SIZE(rd) != 9 || !PyUnicode_Check(PyTuple_GET_ITEM(rd, 1)) ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(rd, 2)) || !PyUnicode_Check(PyTuple_GET_ITEM(rd, 4))) {
+            PyErr_SetString(PyExc_TypeError, "join_learned: (side, tool, tool type, mcp, server, retry, agent, "
+                                             "call key, rpc key) expected");
+            goto done;
+        }
+        jl_layer *x = &ls[i];
+        x->reading = rd;
+        x->side = PyLong_AsLong(PyTuple_GET_ITEM(rd, 0));
+        if (x->side == -1 && PyErr_Occurred()) goto done;
+        x->tool = PyTuple_GET_ITEM(rd, 1);
+        x->tool_type = PyTuple_GET_ITEM(rd, 2);
+        x->server = PyTuple_GET_ITEM(rd, 4);
+        if ((x->mcp = PyObject_IsTrue(PyTuple_GET_ITEM(rd, 3))) < 0) goto done;
+        if ((x->retry = PyObject_IsTrue(PyTuple_GET_ITEM(rd, 5))) < 0) goto done;
+        x->start = get_u64(r + 20);
+        x->end = get_u64(r + 28);
+        parent[i] = i;
+        next[i] = -1;
+        Py_ssize_t tool_n = 0;
+        if (PyUnicode_AsUTF8AndSize(x->tool, &tool_n) == NULL) goto done;
+        if (layers[i].ids[0].p) keybytes += 1 + layers[i].ids[0].n;
+        if (layers[i].ids[1].p && x->side != 0) keybytes += 3 + layers[i].ids[1].n + tool_n;
+        slice span = {r + 2, r[1]};
+        if (smap_put(&spans, span, i) < 0) goto done; /* (the first layer of a span id) */
+    }
+    /* the join keys, each in keybuf: 'c' call id; 'r', the id's length (2 bytes), id, tool */
+    keybuf = PyMem_Malloc(keybytes ? keybytes : 1);
+    if (keybuf == NULL) { PyErr_NoMemory(); goto done; }
+    Py_ssize_t used = 0;
+    for (Py_ssize_t i = 0; i < nl; i++) {
+        const uint8_t *r = layers[i].rec;
+        slice up = {r + 11, r[10]};
+        Py_ssize_t j = up.n ? smap_find(&spans, up) : -1;
+        if (j >= 0) uf_union(parent, i, j);
+        for (int k = 0; k < 2; k++) {
+            slice id = layers[i].ids[k];
+            if (id.p == NULL || (k == 1 && ls[i].side == 0)) continue;
+            uint8_t *o = keybuf + used;
+            slice key = {o, 0};
+            if (k == 0) {
+                o[0] = 'c';
+                memcpy(o + 1, id.p, id.n);
+                key.n = 1 + id.n;
+            } else {
+                Py_ssize_t tool_n;
+                const char *tool = PyUnicode_AsUTF8AndSize(ls[i].tool, &tool_n);
+                if (tool == NULL) goto done;
+                o[0] = 'r';
+                o[1] = (uint8_t)(id.n & 0xff);
+                o[2] = (uint8_t)(id.n >> 8);
+                memcpy(o + 3, id.p, id.n);
+                memcpy(o + 3 + id.n, tool, tool_n);
+                key.n = 3 + id.n + tool_n;
+            }
+            used += key.n;
+            Py_ssize_t first = smap_find(&keys, key);
+            if (first >= 0) uf_union(parent, i, first);
+            else if (smap_put(&keys, key, i) < 0) goto done;
+        }
+    }
+    /* the groups: the layers of each root, in order */
+    for (Py_ssize_t i = 0; i < nl; i++) {
+        Py_ssize_t root = uf_find(parent, i);
+        if (root != i) {
+            next[tail[root]] = i;
+            tail[root] = i;
+        } else {
+            tail[i] = i;
+        }
+    }
+    slice trace_id = {(const uint8_t *)PyBytes_AS_STRING(trace), 16};
+    Py_ssize_t ncalls = 0;
+    for (Py_ssize_t g = 0; g < nl; g++) {
+        if (parent[g] != g) continue; /* (uf_find above left every root its own parent) */
+        ncalls++;
+        /* the caller: an outermost layer (its parent is no layer of the call: a parent that is
+         * a layer's span id is in its call) of the least (side, start), the first such */
+        Py_ssize_t caller = -1, any = g, with_tool = -1, client_server = -1, with_server = -1;
+        int mcp = 0, retry = 0;
+        for (Py_ssize_t i = g; i >= 0; i = next[i]) {
+            const uint8_t *r = layers[i].rec;
+            slice up = {r + 11, r[10]};
+            jl_layer *x = &ls[i];
+            if (!(up.n && smap_find(&spans, up) >= 0) && (caller < 0 || jl_before(x, &ls[caller]))) caller = i;
+            if (jl_before(x, &ls[any])) any = i;
+            if (PyUnicode_GET_LENGTH(x->tool) && (with_tool < 0 || jl_before(x, &ls[with_tool]))) with_tool = i;
+            if (PyUnicode_GET_LENGTH(x->server)) {
+                if (x->side != 2 && (client_server < 0 || jl_before(x, &ls[client_server]))) client_server = i;
+                if (with_server < 0 || jl_before(x, &ls[with_server])) with_server = i;
+            }
+            mcp |= x->mcp || x->side != 0;
+            retry |= x->retry;
+        }
+        if (caller < 0) caller = any;
+        jl_layer *c = &ls[caller];
+        PyObject *tool = PyUnicode_GET_LENGTH(c->tool) ? c->tool : with_tool >= 0 ? ls[with_tool].tool : self->s_unknown;
+        PyObject *status = retry ? self->s_retry : self->s_success;
+        PyObject *la, *lb;
+        if (mcp) {
+            la = client_server >= 0 ? ls[client_server].server : with_server >= 0 ? ls[with_server].server : self->s_unknown;
+            lb = tool;
+        } else {
+            la = tool;
+            lb = PyUnicode_GET_LENGTH(c->tool_type) ? c->tool_type : self->s_function;
+        }
+        entry *e = get_entry(a, mcp ? M_TOOL_CALLS : M_FN_CALLS, la, lb, status, self->s_none);
+        if (e == NULL) goto done;
+        e->count++;
+        e = get_entry(a, mcp ? M_TOOL_DURATION : M_FN_DURATION, la, lb, NULL, NULL);
+        if (e == NULL) goto done;
+        double duration = (c->end >= c->start ? (double)(c->end - c->start) : -(double)(c->start - c->end)) / 1e9;
+        slice span_id = {layers[caller].rec + 2, layers[caller].rec[1]};
+        observe(self, e, B_TOOL, duration, trace_id, span_id, NULL);
+        /* the memories (the layers of settled calls, their keys) */
+        for (Py_ssize_t i = g; i >= 0; i = next[i]) {
+            const uint8_t *r = layers[i].rec;
+            PyObject *span = PyBytes_FromStringAndSize((const char *)r + 2, r[1]);
+            PyObject *key = span ? PyTuple_Pack(2, trace, span) : NULL;
+            Py_XDECREF(span);
+            int put = key ? memory_put(self->join_settled, key, value) : -1;
+            Py_XDECREF(key);
+            if (put < 0) goto done;
+            if (!r[19]) continue;
+            PyObject *ks[2];
+            if (join_keys_of(self, trace, &hex, layers[i].ids, r[19], ls[i].reading, ks) < 0) goto done;
+            for (int k = 0; k < 2; k++) {
+                if (ks[k] == NULL) continue;
+                int ok = memory_put(self->join_keys, ks[k], value) == 0 && memory_trim(self->join_keys, keys_size) == 0;
+                if (!ok) {
+                    Py_XDECREF(ks[0]);
+                    Py_XDECREF(ks[1]);
+                    goto done;
+                }
+            }
+            Py_XDECREF(ks[0]);
+            Py_XDECREF(ks[1]);
+        }
+    }
+    *calls = ncalls;
+    rc = 0;
+done:
+    PyMem_Free(ls);
+    PyMem_Free(parent);
+    PyMem_Free(next);
+    PyMem_Free(tail);
+    PyMem_Free(keybuf);
+    smap_free(&spans);
+    smap_free(&keys);
+    Py_XDECREF(hex);
+    return rc;
 }
 
 /* the failure marks of one settle (calls.py _Marks) */
@@ -2374,12 +2902,12 @@ PyDoc_STRVAR(settle_layers_doc,
 "to `errors` and returns the number of calls; -1 (nothing done) for any other trace.");
 
 static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 12 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[2]) ||
+    if (nargs != 13 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[2]) ||
         !PyDict_Check(args[5]) || !PyList_Check(args[11])) {
         PyErr_SetString(PyExc_TypeError,
                         "settle_layers(layers: list, failures: list, parents: dict, size, value, "
                         "marked: OrderedDict, marked_size, marked_expiry, classify, timeouts, "
-                        "recoverable, errors: list)");
+                        "recoverable, errors: list, keys_size)");
         return NULL;
     }
     if (self->join_shapes == NULL) {
@@ -2392,6 +2920,9 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
     if (size == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t marked_size = PyLong_AsSsize_t(args[6]);
     if (marked_size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t keys_size = PyLong_AsSsize_t(args[12]);
+    if (keys_size == -1 && PyErr_Occurred()) return NULL;
+    PyObject *hex = NULL; /* the trace in hex (JSON-RPC keys), made when first needed */
     Py_ssize_t nl = PyList_GET_SIZE(layer_list), nf = PyList_GET_SIZE(failure_list);
     if (nl > SETTLE_MAX_LAYERS) return PyLong_FromLong(-1);
     sl_layer *layers = PyMem_Calloc(nl ? nl : 1, sizeof(sl_layer));
@@ -2404,7 +2935,7 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
     /* read everything first: nothing is done for a trace that is not this case */
     int ok = 1;
     for (Py_ssize_t i = 0; ok == 1 && i < nl; i++) {
-        ok = sl_read_layer(PyList_GET_ITEM(layer_list, i), &layers[i]);
+        ok = sl_read_layer(PyList_GET_ITEM(layer_list, i), &layers[i], self->join_keys != NULL);
         if (ok == 1 && i > 0 && (ok = eq(layers[i].trace, layers[0].trace)) == 1) {
             for (Py_ssize_t j = 0; ok == 1 && j < i; j++) { /* no span id twice */
                 int same = eq(layers[i].span, layers[j].span);
@@ -2416,6 +2947,16 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
         for (Py_ssize_t j = 0; ok == 1 && j < nl; j++) {
             int below = eq(layers[i].parent, layers[j].span);
             ok = below < 0 ? -1 : !below;
+        }
+    for (Py_ssize_t i = 0; ok == 1 && i < nl; i++) /* no call id, no JSON-RPC key twice (_group) */
+        for (Py_ssize_t j = 0; ok == 1 && j < i && layers[i].call_id != NULL; j++) {
+            sl_layer *x = &layers[i], *y = &layers[j];
+            int same = PyUnicode_GET_LENGTH(x->call_id) ? eq(x->call_id, y->call_id) : 0;
+            if (same == 0 && PyUnicode_GET_LENGTH(x->rpc_id) && x->side != 0 && y->side != 0) {
+                same = eq(x->rpc_id, y->rpc_id);
+                if (same == 1) same = eq(x->tool, y->tool);
+            }
+            ok = same < 0 ? -1 : !same;
         }
     for (Py_ssize_t i = 0; ok == 1 && i < nf; i++)
         ok = sl_read_failure(PyList_GET_ITEM(failure_list, i), &failures[i]);
@@ -2461,6 +3002,20 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
         int put = key ? memory_put(self->join_settled, key, args[4]) : -1;
         Py_XDECREF(key);
         if (put < 0) goto counted;
+        /* its call and JSON-RPC keys (_remember_keys; the memory trimmed at the end) */
+        if (x->call_id != NULL && PyUnicode_GET_LENGTH(x->call_id)) {
+            key = PyTuple_Pack(3, self->s_call, x->trace, x->call_id);
+            put = key ? memory_put(self->join_keys, key, args[4]) : -1;
+            Py_XDECREF(key);
+            if (put < 0) goto counted;
+        }
+        if (x->rpc_id != NULL && PyUnicode_GET_LENGTH(x->rpc_id) && x->side != 0) {
+            if (hex == NULL && (hex = hex_of(x->trace)) == NULL) goto counted;
+            key = PyTuple_Pack(4, self->s_rpc, hex, x->rpc_id, x->tool);
+            put = key ? memory_put(self->join_keys, key, args[4]) : -1;
+            Py_XDECREF(key);
+            if (put < 0) goto counted;
+        }
         if (x->labels != NULL) {
             PyObject *types = types_of(x->call_error, x->exception);
             int marked = types ? mark_above(&m, x->trace, x->parent, types) : -1;
@@ -2469,6 +3024,7 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
         }
     }
     if (memory_trim(self->join_settled, size) < 0) goto counted;
+    if (self->join_keys != NULL && memory_trim(self->join_keys, keys_size) < 0) goto counted;
     /* failures: every span above a failed one marked first, then each counted where it arose */
     for (Py_ssize_t i = 0; i < nf; i++) {
         sl_failure *f = &failures[i];
@@ -2512,6 +3068,7 @@ done:
     PyMem_Free(origin);
     Py_XDECREF(m.marks);
     Py_XDECREF(m.failed);
+    Py_XDECREF(hex);
     return result;
 }
 
@@ -2608,22 +3165,36 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
                              "http_bounds", "workflow_bounds", "a2a_bounds", "max_exemplars",
                              "recoverable", "llm_operations", "outcomes", "producers", "cache_size",
                              "defer_keys", "defer_names", "defer_scopes", "shape_keys", "join_shapes",
-                             "join_series", "join_settled", "presence_keys", NULL};
+                             "join_series", "join_settled", "presence_keys", "join_learned",
+                             "join_keys", "join_id_keys", NULL};
     PyObject *keys, *tool_op, *tool_method, *wf_prefix, *tool_bounds, *http_bounds, *wf_bounds, *a2a_bounds,
         *recoverable, *llm, *outcomes, *producers;
     PyObject *defer_keys = NULL, *defer_names = NULL, *defer_scopes = NULL, *shape_keys = NULL;
     PyObject *join_shapes = NULL, *join_series = NULL, *join_settled = NULL, *presence_keys = NULL;
+    PyObject *join_learned = NULL, *join_keys = NULL, *join_id_keys = NULL;
     int max_exemplars;
     Py_ssize_t cache_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!O!O!O!O!O!", kwlist, &PyTuple_Type, &keys,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!O!O!O!O!O!O!O!O!", kwlist, &PyTuple_Type, &keys,
                                      &tool_op, &tool_method, &wf_prefix, &tool_bounds, &http_bounds,
                                      &wf_bounds, &a2a_bounds, &max_exemplars, &recoverable, &llm,
                                      &PyTuple_Type, &outcomes, &PyDict_Type, &producers, &cache_size,
                                      &PyTuple_Type, &defer_keys, &PyTuple_Type, &defer_names,
                                      &PyTuple_Type, &defer_scopes, &PyTuple_Type, &shape_keys,
                                      &PyDict_Type, &join_shapes, &PyList_Type, &join_series,
-                                     &PyDict_Type, &join_settled, &PyTuple_Type, &presence_keys))
+                                     &PyDict_Type, &join_settled, &PyTuple_Type, &presence_keys,
+                                     &PyList_Type, &join_learned, &PyDict_Type, &join_keys,
+                                     &PyTuple_Type, &join_id_keys))
         return -1;
+    if ((join_learned != NULL) != (join_keys != NULL) || (join_learned != NULL) != (join_id_keys != NULL) ||
+        (join_learned != NULL && join_shapes == NULL)) {
+        PyErr_SetString(PyExc_TypeError, "join_learned, join_keys and join_id_keys go together, with join_shapes");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; join_id_keys != NULL && i < PyTuple_GET_SIZE(join_id_keys); i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(join_id_keys, i))) {
+            PyErr_SetString(PyExc_TypeError, "join_id_keys: bytes expected");
+            return -1;
+        }
     if ((join_shapes != NULL) != (join_series != NULL) || (join_shapes != NULL) != (join_settled != NULL)) {
         PyErr_SetString(PyExc_TypeError, "join_shapes, join_series and join_settled go together");
         return -1;
@@ -2631,6 +3202,14 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->join_shapes, Py_XNewRef(join_shapes));
     Py_XSETREF(self->join_series, Py_XNewRef(join_series));
     Py_XSETREF(self->join_settled, Py_XNewRef(join_settled));
+    Py_XSETREF(self->join_learned, Py_XNewRef(join_learned));
+    Py_XSETREF(self->join_keys, Py_XNewRef(join_keys));
+    Py_XSETREF(self->join_id_keys, Py_XNewRef(join_id_keys));
+    if (self->s_call == NULL && ((self->s_call = PyUnicode_InternFromString("call")) == NULL ||
+                                 (self->s_rpc = PyUnicode_InternFromString("rpc")) == NULL ||
+                                 (self->s_retry = PyUnicode_InternFromString("retry")) == NULL ||
+                                 (self->s_function = PyUnicode_InternFromString("function")) == NULL))
+        return -1;
     learned_forget(self); /* (what it remembers is of the join_shapes given before) */
     if (join_shapes != NULL && self->learned_cache == NULL) {
         self->learned_cache = PyMem_Calloc(LEARNED_SLOTS, sizeof(learned_slot));
@@ -2771,6 +3350,13 @@ static void Scanner_dealloc(Scanner *self) {
     Py_XDECREF(self->join_shapes);
     Py_XDECREF(self->join_series);
     Py_XDECREF(self->join_settled);
+    Py_XDECREF(self->join_learned);
+    Py_XDECREF(self->join_keys);
+    Py_XDECREF(self->join_id_keys);
+    Py_XDECREF(self->s_call);
+    Py_XDECREF(self->s_rpc);
+    Py_XDECREF(self->s_retry);
+    Py_XDECREF(self->s_function);
     learned_forget(self);
     PyMem_Free(self->learned_cache);
     Py_XDECREF(self->calls_index);

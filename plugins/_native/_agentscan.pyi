@@ -12,7 +12,7 @@ NKEYS: int
 # a span left to Python: (start, end, resource_start, resource_end, scope_start, scope_end),
 # and with ``shape_keys`` configured also (shape | None, trace_id, span_id, parent_span_id,
 # start_ns, end_ns); with ``join_shapes`` also a trace's packed spans (trace_id, records,
-# layers): see "the join's common case" in the C source
+# layers, ids): see "the join's common case" in the C source and ``Packed`` in calls.py
 Fallback = tuple[Any, ...]
 
 class Scanner:
@@ -40,7 +40,16 @@ class Scanner:
         join_series: list[tuple[bool, str, str, str]] | None = None,
         join_settled: OrderedDict[Any, Any] | None = None,
         presence_keys: tuple[bytes, ...] = (),
-    ) -> None: ...
+        join_learned: list[tuple[Any, ...]] | None = None,
+        join_keys: OrderedDict[Any, Any] | None = None,
+        join_id_keys: tuple[bytes, ...] | None = None,
+    ) -> None:
+        """``join_shapes`` maps (resource, scope, shape) to a learned series (a tool-call
+        layer), -1 (a link, packed) or -2 (a span read in Python that gives the join at most a
+        link: its trace may be packed all the same); ``join_learned`` holds each series'
+        reading (side, tool, tool type, mcp, server, retry, agent, call id key, JSON-RPC id
+        key: indexes into ``join_id_keys``, -1 none), ``join_keys`` the joiner's memory of
+        settled call and JSON-RPC keys (the id-keyed join; off without them)."""
     def scan(
         self, request: bytes, /
     ) -> tuple[
@@ -50,9 +59,12 @@ class Scanner:
         dict[tuple[str, str], list[float]],
     ]:
         """(series, fallback, consumers, workflows): see the docstring in the C source."""
-    def settle_simple(self, packed: list[Any], size: int, value: object, /) -> int:
-        """Settles a held trace of packed records (the join's common case): its calls counted
-        (take_calls), join_settled updated; -1 (nothing done) when it is not the common case."""
+    def settle_simple(self, packed: list[Any], size: int, value: object, keys_size: int, /) -> int:
+        """Settles a held trace of packed records (the join's common case) as the joiner's
+        ``_settle``: its layers joined into calls (parent links, call ids, JSON-RPC ids within
+        the trace), counted (take_calls); join_settled and join_keys updated (trimmed to
+        ``size`` and ``keys_size``); -1 (nothing done) when it has ids and the id-keyed join
+        is off."""
     def settle_layers(
         self,
         layers: list[Any],
@@ -67,11 +79,13 @@ class Scanner:
         timeouts: frozenset[str],
         recoverable: frozenset[str],
         errors: list[Any],
+        keys_size: int,
         /,
     ) -> int:
         """Settles a held trace of Layer and Failure objects (calls.py) whose layers are each a
-        call of its own, failed or not, as the joiner's ``_settle``: its calls counted
-        (take_calls), join_settled and ``marked`` (the memory of failed parents) updated, the
+        call of its own (no session id, no call id or JSON-RPC key twice), failed or not, as
+        the joiner's ``_settle``: its calls counted (take_calls), join_settled, join_keys
+        (trimmed to ``keys_size``) and ``marked`` (the memory of failed parents) updated, the
         errors_total label sets appended to ``errors``; -1 (nothing done) for another trace."""
     def take_calls(
         self,

@@ -44,14 +44,20 @@ Python, so applying a request cannot fail half-way (the connector builds every r
 
 The common case in C: with the C scanner, the layers and agent-run links of a trace that the
 connector read before by their shape arrive packed (:data:`Packed`, one item per trace and
-request) instead of one :class:`Layer` each. An entry made of packed items only is settled by
-the scanner (``settle_simple``: the same calls, counted per series in C, the same memory of
-settled layers) when it is the common case; anything else arriving for its trace, or a trace
-that is not the common case, unpacks it into the layers and parent links it stands for, in
-their order, and the join goes on as above: the results are those of the pure-Python join.
+request) instead of one :class:`Layer` each, with the call ids and JSON-RPC ids the scanner read
+from each span (never a session id: such a layer is read in Python). The parent links of the
+spans of its trace read in Python that give the join nothing else (inference spans, agent runs)
+are kept in the entry as Packed items of one link each, in order. An entry made of packed items
+only is settled by the scanner (``settle_simple``: the same grouping as :func:`_group` by parent
+links, call ids and JSON-RPC ids within the trace, the same calls as :meth:`CallJoiner._call`,
+counted per series in C, the same memories of settled layers and keys); a failure or a layer
+read in Python arriving for its trace unpacks it into the layers and parent links it stands
+for, in their order, and the join goes on as above: the results are those of the pure-Python
+join.
 The next most common case, a held trace of :class:`Layer` and :class:`Failure` objects whose
-layers are each a call of their own, failed or not (a trace with a failure: its failed spans are
-read in Python, so it is never packed), is settled by the scanner too (``settle_layers``: the
+layers are each a call of their own (call ids and JSON-RPC ids, but no key twice and no session),
+failed or not (a trace with a failure: its failed spans are read in Python, so it is never
+packed), is settled by the scanner too (``settle_layers``: the
 same calls, ``errors_total`` label sets and memories as :meth:`CallJoiner._settle`); any other
 trace by :meth:`CallJoiner._settle`.
 """
@@ -142,17 +148,23 @@ class Call:
 
 # The join's common case in C (``_agentscan.c``, "the join's common case"): the layers and
 # links of one trace from one request whose shapes were read before and with nothing else of
-# their trace in that request, packed as (trace id, records, layers) records, RECORD bytes
-# each: kind (1 a layer, 0 a link), span id length, span id, parent length, parent, start, end,
-# and the layer's series (an index into the connector's table of learned layers).
-Packed = tuple[bytes, bytes, int]
-RECORD = struct.Struct("<BB8sB8sxQQI")
+# their trace in that request, packed as (trace id, records, layers, ids): RECORD bytes per
+# record: kind (1 a layer, 0 a link), span id length, span id, parent length, parent, the ids
+# the layer carries (bit 0 a call id, bit 1 a JSON-RPC id), start, end, and the layer's series
+# (an index into the connector's table of learned layers); ``ids`` holds those ids in record
+# order, each as a 2-byte little-endian length and its UTF-8 text (call id first).
+Packed = tuple[bytes, bytes, int, bytes]
+RECORD = struct.Struct("<BB8sB8sBQQI")
+CALL_ID = 1
+RPC_ID = 2
 
 
 class NativeJoin(Protocol):
     """The C side of the join's common cases (``Scanner.settle_simple``, ``settle_layers``)."""
 
-    def settle_simple(self, packed: list[Any], size: int, value: object, /) -> int: ...
+    def settle_simple(
+        self, packed: list[Any], size: int, value: object, keys_size: int, /
+    ) -> int: ...
     def settle_layers(
         self,
         layers: list[Any],
@@ -167,6 +179,7 @@ class NativeJoin(Protocol):
         timeouts: frozenset[str],
         recoverable: frozenset[str],
         errors: list[tuple[tuple[str, str], ...]],
+        keys_size: int,
         /,
     ) -> int: ...
 
@@ -330,6 +343,13 @@ class CallJoiner:
     def __len__(self) -> int:
         return len(self.pending)
 
+    def settled_keys_memory(self) -> collections.OrderedDict[object, tuple[float, Any]]:
+        """The memory of settled call and JSON-RPC keys (``("call", trace, call id)``,
+        ``("rpc", scope, rpc id, tool)`` -> (expiry, None)), which the C side of the join's
+        common case reads (late layers) and writes (``settle_simple``); its time to live is
+        the memory of settled layers' (one ``value`` for both)."""
+        return self._settled_keys.items
+
     def settled_memory(self) -> collections.OrderedDict[object, tuple[float, Any]]:
         """The memory of settled layers ((trace, span) -> (expiry, None)), which the C side of
         the join's common case reads (late layers) and writes (``settle_simple``)."""
@@ -349,7 +369,7 @@ class CallJoiner:
         pending = self.pending
         for layer in layers:
             if layer.__class__ is tuple:  # Packed (the C scanner dropped its late layers)
-                trace, _records, count = layer
+                trace, _records, count, _ids = layer
                 entry = pending.get(trace)
                 if entry is None:
                     if count:  # (links only: kept for a trace held, as links are)
@@ -404,6 +424,13 @@ class CallJoiner:
             held = pending.get(trace)
             if held is not None and parent:
                 if held.packed:
+                    if len(span) <= 8 and len(parent) <= 8:
+                        # kept in order as a Packed item of one link (no layer: not counted
+                        # as an item of the entry)
+                        record = RECORD.pack(0, len(span), span, len(parent), parent, 0, 0, 0, 0)
+                        held.layers.append((trace, record, 0, b""))
+                        held.extra -= 1
+                        continue
                     self._unpack(held)
                 held.parents[span] = parent
 
@@ -419,17 +446,27 @@ class CallJoiner:
     def _unpack_into(self, entry: _Entry, item: Packed) -> None:
         """Adds a Packed record string's layers and links to ``entry`` as :meth:`add` adds a
         request's (layers, then links)."""
-        trace, records, _count = item
+        trace, records, _count, ids = item
         learned = self.learned
         links = []
         parents = entry.parents
-        for kind, sn, span, pn, parent, start, end, series in RECORD.iter_unpack(records):
+        at = 0
+        for kind, sn, span, pn, parent, flags, start, end, series in RECORD.iter_unpack(records):
             span = span[:sn]
             parent = parent[:pn]
             if kind:
-                side, tool, tool_type, mcp, server, retry, agent = learned[series]
-                entry.layers.append(Layer(trace, span, parent, side, tool, tool_type, mcp, "",
-                                          "", "", server, start, end, False, retry, "", "", "",
+                side, tool, tool_type, mcp, server, retry, agent, _call, _rpc = learned[series]
+                call = rpc = ""
+                if flags & CALL_ID:
+                    n = ids[at] | ids[at + 1] << 8
+                    call = ids[at + 2 : at + 2 + n].decode()
+                    at += 2 + n
+                if flags & RPC_ID:
+                    n = ids[at] | ids[at + 1] << 8
+                    rpc = ids[at + 2 : at + 2 + n].decode()
+                    at += 2 + n
+                entry.layers.append(Layer(trace, span, parent, side, tool, tool_type, mcp, call,
+                                          rpc, "", server, start, end, False, retry, "", "", "",
                                           agent))  # fmt: skip
                 parents[span] = parent
             else:
@@ -482,13 +519,14 @@ class CallJoiner:
             value = (now + memory.ttl, None)
             settle_simple = native.settle_simple
             settle_layers = native.settle_layers
+            keys_size = self._settled_keys.size
             marked = self._failed_parents
             marked_expiry = now + marked.ttl
             classify = self.classify
             for trace, entry in due:
                 del pending[trace]
                 if entry.packed:
-                    done = settle_simple(entry.layers, size, value)
+                    done = settle_simple(entry.layers, size, value, keys_size)
                     if done >= 0:
                         self.native_calls += done
                         continue
@@ -497,7 +535,7 @@ class CallJoiner:
                 # traces with a failure): _settle in C; -1: nothing done, another case
                 done = settle_layers(entry.layers, entry.failures, entry.parents, size, value,
                                      marked.items, marked.size, marked_expiry, classify,
-                                     TIMEOUTS, RECOVERABLE, errors)  # fmt: skip
+                                     TIMEOUTS, RECOVERABLE, errors, keys_size)  # fmt: skip
                 if done >= 0:
                     self.native_calls += done
                     continue
@@ -523,7 +561,8 @@ class CallJoiner:
             native = self.native
             if native is not None:
                 memory = self._settled_layers
-                count = native.settle_simple(entry.layers, memory.size, (now + memory.ttl, None))
+                count = native.settle_simple(entry.layers, memory.size, (now + memory.ttl, None),
+                                             self._settled_keys.size)  # fmt: skip
                 if count >= 0:
                     self.native_calls += count
                     return

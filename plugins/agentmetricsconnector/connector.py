@@ -53,7 +53,8 @@ from plugins._agentconv import (
     exception_type,
     workflow_outcome,
 )
-from plugins._agentdialects import Dialects, Role, SpanFacts, load_dialects
+from plugins._agentdialects import Dialects, Role, SpanFacts, load_dialects, value_text
+from plugins._agentdialects.tables import LABELS
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
 from plugins._native import load
 from plugins._spanview import DECODED, SpanView, TracesView, cached_str
@@ -104,6 +105,10 @@ MAX_SHAPE_KEYS = 1024  # the C scanner's bound (plugins/_native/_agentscan.c)
 JOIN_SHAPES = 4096  # shapes the C scanner may pack (see _learn) at most
 JOIN_SERIES = 65_536  # distinct tool-call layer readings it may pack at most
 LINK = "link"  # a remembered reading: the span is only a parent link (see _read_span)
+# a learned reading (not remembered: the span is read each time): the span neither failed nor
+# is a tool-call layer, so it gives the joiner at most a parent link (an inference span, the
+# root agent run); the C scanner hands it over to Python and packs its trace's layers
+LINK_ONLY = "link only"
 # a context's memo of readings by shape (see _Shape): shape -> LINK or a tool-call layer's
 # reading; (shape, exception type) -> a failed tool-call layer's reading
 ShapeMemo = dict[bytes | tuple[bytes, str] | tuple[bytes, str, bool], Any]
@@ -188,6 +193,44 @@ def exception_message(span: Any) -> str:
 
 
 GATEWAY_DIALECT = "gateway"
+
+
+def encoded_string(text: str) -> bytes:
+    """``AnyValue(string_value=text)`` encoded (its one field: tag 0x0a, length, UTF-8)."""
+    data = text.encode()
+    n = len(data)
+    head = bytearray(b"\x0a")
+    while n >= 0x80:
+        head.append((n & 0x7F) | 0x80)
+        n >>= 7
+    head.append(n)
+    return bytes(head) + data
+
+
+# the labels of the tool-call join's ids: call id, JSON-RPC request id, MCP session id
+ID_LABELS = ("tool_call_id", "jsonrpc_request_id", "mcp_session_id")
+
+
+def join_id_sources(dialects: Dialects) -> tuple[tuple[tuple[str, ...], ...], frozenset[str]]:
+    """The attributes each join id (:data:`ID_LABELS`) is read from by any rule of the
+    tables, in order, and the ids some rule reads from the span name. The C scanner packs a
+    layer with ids only when exactly one of them is present (see ``_id_keys``); an id a rule
+    may read from the span name is never packed (a span with that id is not learned)."""
+    compiled = dialects.compiled
+    keys = compiled.attribute_keys
+    out: dict[str, list[str]] = {label: [] for label in ID_LABELS}
+    named: set[str] = set()  # ids some rule reads from the span name
+    for rule in compiled.rules:
+        for label, sources in rule.labels:
+            found = out.get(LABELS[label])
+            if found is None:
+                continue
+            for src in sources:
+                if src.key < 0:
+                    named.add(LABELS[label])
+                elif keys[src.key] not in found:
+                    found.append(keys[src.key])
+    return tuple(tuple(out[label]) for label in ID_LABELS), frozenset(named)
 
 
 def defer_markers(
@@ -564,6 +607,12 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._root_roles = frozenset({Role.INFERENCE, Role.A2A_CLIENT, Role.A2A_SERVER})
         self._dialect_keys = self.dialects.attribute_keys
         self._facts_cache: dict[tuple[Any, ...], SpanFacts] = {}
+        # the attributes the tool-call join ids are read from (see _id_keys), in order: call
+        # id sources, then JSON-RPC request id sources; the session id sources
+        sources, self._named_ids = join_id_sources(self.dialects)
+        self._call_sources, self._rpc_sources, self._session_sources = sources
+        self._id_sources = (*self._call_sources, *self._rpc_sources, *self._session_sources)
+        self._join_id_keys = (*self._call_sources, *self._rpc_sources)
         # what makes a span one for the Python path beyond failed spans and tool calls: an
         # attribute or a name / scope prefix that a dialect table recognises (the workflow
         # attributes the workflow processor writes on every span are not such a marker)
@@ -696,14 +745,30 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             "join_shapes": self._join_shapes,
             "join_series": self._join_series,
             "join_settled": self.joiner.settled_memory(),
+            "join_learned": self.joiner.learned,
+            "join_keys": self.joiner.settled_keys_memory(),
+            "join_id_keys": tuple(k.encode() for k in self._join_id_keys),
         }
 
     def _learn(self, shape: _Shape, reading: Any) -> None:
         """Lets the C scanner pack the spans of a shape whose reading was remembered (a link,
-        or a tool-call layer: (side, tool, tool type, mcp, server, retry, agent))."""
+        or a tool-call layer: (side, tool, tool type, mcp, server, retry, agent, call id key,
+        JSON-RPC id key): the keys index ``join_id_keys``, -1 when the layer has no such id;
+        the scanner reads the ids of each span from those attributes, see :meth:`_id_keys`)."""
         if self.joiner.native is None:
             return
         shapes = self._join_shapes
+        if reading is LINK_ONLY:  # (a shape learned as a link is packed: kept so)
+            if shape.where not in shapes:
+                if len(shapes) >= JOIN_SHAPES:
+                    shapes.clear()
+                    self._scanner.forget_shapes()
+                shapes[shape.where] = -2
+            return
+        if reading is not LINK:
+            known = self._join_ids.get(reading)
+            if known is not None and shapes.get(shape.where) == known:
+                return  # (learned so already: a layer with ids is read again in Python)
         # the scanner remembers the shapes it found here: it is told when one leaves or maps to
         # another series (a shape added changes nothing it found)
         if len(shapes) >= JOIN_SHAPES:
@@ -718,7 +783,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         if series is None:
             if len(self._join_series) >= JOIN_SERIES:
                 return  # (a bound on what is learned: the rest is read as before)
-            side, tool, tool_type, mcp, server, retry, _agent = reading
+            side, tool, tool_type, mcp, server, retry, *_rest = reading
             mcp = mcp or side != FRAMEWORK
             status = "retry" if retry else "success"
             labels = (
@@ -730,6 +795,40 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             self._join_series.append(labels)
             self.joiner.learned.append(reading)
         shapes[shape.where] = series
+
+    def _id_sources_free(self, attrs: Any) -> bool:
+        """No attribute a join id is read from (see :func:`join_id_sources`)."""
+        return not any(map(attrs.__contains__, self._id_sources))
+
+    def _id_keys(self, attrs: Any, layer: Layer) -> tuple[int, int] | None:
+        """Where the C scanner finds a learned layer's call id and JSON-RPC id: indexes into
+        ``join_id_keys`` (-1: none), when every span of its shape gives its ids so: no session
+        id (a session joins across traces: the Python join), and for each id exactly one of
+        its source attributes present (the shape holds which), the one the layer's id came
+        from, as a plain non-empty string value (the scanner packs only such values; any other
+        span of the shape goes to Python). ``None``: not so (the layer is not learned)."""
+        if any(k in attrs for k in self._session_sources) or (
+            (layer.call_id and "tool_call_id" in self._named_ids)
+            or (layer.rpc_id and "jsonrpc_request_id" in self._named_ids)
+        ):
+            return None
+        found = []
+        for wanted, sources, base in (
+            (layer.call_id, self._call_sources, 0),
+            (layer.rpc_id, self._rpc_sources, len(self._call_sources)),
+        ):
+            present = [i for i, k in enumerate(sources) if k in attrs]
+            if not present:
+                if wanted:
+                    return None
+                found.append(-1)
+                continue
+            if len(present) != 1 or not wanted:
+                return None
+            if attrs.get(sources[present[0]]) != encoded_string(wanted):
+                return None
+            found.append(base + present[0])
+        return found[0], found[1]
 
     def _shape_keys(self) -> tuple[bytes, ...]:
         """Every attribute key the reading of a span the C scanner leaves to Python depends
@@ -760,7 +859,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             for alt in alternatives:
                 valued.update(keys[k] for k, _ in alt.equals)
         for rule in compiled.rules:
-            for _, sources in rule.labels:
+            for label, sources in rule.labels:
+                if LABELS[label] in ID_LABELS:
+                    continue  # (read per span: the C scanner reads them for the join, _id_keys)
                 valued.update(keys[src.key] for src in sources if src.key >= 0)
         shape = self._shape_keys()
         return tuple(k.encode() for k in keys if k not in valued and k.encode() in shape)
@@ -843,7 +944,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         links = batch.links
         layers = batch.layers
         for item in fallback:
-            if len(item) == 3:  # Packed: a trace's layers and links (see calls.py)
+            if len(item) == 4:  # Packed: a trace's layers and links (see calls.py)
                 layers.append(item)
                 continue
             key = item[2:6]  # (resource start, end, scope start, end)
@@ -865,19 +966,33 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                         links.append((item[7], item[8], item[9]))
                         continue
                     if known is not None:  # (side, tool, tool type, mcp, server, retry, agent)
-                        side, tool, tool_type, mcp, server, retry, agent = known
+                        if len(known) == 7:
+                            side, tool, tool_type, mcp, server, retry, agent = known
+                            layers.append(Layer(item[7], item[8], item[9], side, tool,
+                                                tool_type, mcp, "", "", "", server, item[10],
+                                                item[11], False, retry, "", "", "",
+                                                agent))  # fmt: skip
+                            continue
+                        # (and the keys its call id and JSON-RPC id are read from)
+                        side, tool, tool_type, mcp, server, retry, agent, ck, rk = known
+                        call, rpc = self._memo_ids(raw[item[0] : item[1]], ck, rk)
                         layers.append(Layer(item[7], item[8], item[9], side, tool, tool_type,
-                                            mcp, "", "", "", server, item[10], item[11], False,
-                                            retry, "", "", "", agent))  # fmt: skip
+                                            mcp, call, rpc, "", server, item[10], item[11],
+                                            False, retry, "", "", "", agent))  # fmt: skip
                         continue
                     failure = failures.get(item[0]) if failures is not None else None
                     if failure is not None:  # a failed tool-call layer of a shape read before?
                         known = memo.get((key_bytes, failure[1]))
                         if known is not None:
                             (side, tool, tool_type, mcp, server, failed, retry, error_type, exc,
-                             agent) = known  # fmt: skip
+                             agent, ck, rk) = known  # fmt: skip
+                            call, rpc = (
+                                self._memo_ids(raw[item[0] : item[1]], ck, rk)
+                                if ck >= 0 or rk >= 0
+                                else ("", "")
+                            )
                             layers.append(Layer(item[7], item[8], item[9], side, tool,
-                                                tool_type, mcp, "", "", "", server, item[10],
+                                                tool_type, mcp, call, rpc, "", server, item[10],
                                                 item[11], failed, retry, error_type, exc,
                                                 (failure[0] or failure[2]) if failed else "",
                                                 agent))  # fmt: skip
@@ -894,9 +1009,26 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             if shape is None:
                 failure = failures.get(item[0]) if failures is not None else None
             encoded = raw[item[0] : item[1]]
-            self._read_span(
-                SpanView.FromString(encoded), now_ns, ctx, batch, None, shape, encoded, failure
-            )
+            if (
+                not self._read_span(
+                    SpanView.FromString(encoded), now_ns, ctx, batch, None, shape, encoded, failure
+                )
+                and shape is not None
+            ):
+                # read here for its other metrics; to the joiner at most a link: the C scanner
+                # may pack the layers of its trace all the same (LINK_ONLY)
+                self._learn(shape, LINK_ONLY)
+
+    def _memo_ids(self, encoded: bytes, call_key: int, rpc_key: int) -> tuple[str, str]:
+        """The call id and JSON-RPC id of a span remembered by shape with ids: the text of
+        the one attribute of each the shape has (its key's index in ``join_id_keys``, -1:
+        none), as the dialect tables read it (the first source given a value: the only one
+        the shape has)."""
+        attrs = SpanView.FromString(encoded).attributes
+        keys = self._join_id_keys
+        call = value_text(attrs.get(keys[call_key])) if call_key >= 0 else ""
+        rpc = value_text(attrs.get(keys[rpc_key])) if rpc_key >= 0 else ""
+        return call, rpc
 
     def _shape_memo(self, ctx: _Context) -> ShapeMemo | None:
         """The memo of the spans' shapes of one (scope, service), or ``None`` when the scope
@@ -983,9 +1115,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         shape: _Shape | None = None,
         encoded: bytes = b"",
         failure: tuple[str, str, str] | None = None,
-    ) -> None:
+    ) -> bool:
         """What one span (a :data:`SpanView`) adds to the metrics, as operations on ``batch``
-        applied once the whole request is read (:meth:`_apply`); ``full``: the span decoded
+        applied once the whole request is read (:meth:`_apply`), and whether it failed or is a
+        tool-call layer (else it gives the joiner at most a link); ``full``: the span decoded
         in full when the caller has it; ``shape``: its shape, when the reading is to be
         remembered for the spans of the same shape (a link, a tool-call layer); ``encoded``:
         the span's own encoding when the caller has it (decoded by :meth:`_SpanView.full`);
@@ -1011,7 +1144,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         root = not sp.parent_span_id
         marked = failed or tool or self._marked(sp, attrs, ctx)
         if not (root or marked or kind in INTERESTING_KINDS):
-            return  # nothing to count for this span
+            return False  # nothing to count for this span
         if marked and not (failed or root) and op_raw in self._run_ops_raw:
             # an agent run or workflow of the GenAI conventions that did not fail: executions
             # are the workflow processor's; here it is only a link a failure may climb through
@@ -1020,7 +1153,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 if shape is not None:
                     shape.memo[shape.key] = LINK
                     self._learn(shape, LINK)
-                return
+                return False
             marked = False
         component = ""
         view = _SpanView(sp, attrs, full, encoded, failure)
@@ -1034,32 +1167,42 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             role = facts.role
             if facts.is_tool_layer:
                 layer = self._layer(view, facts, ctx, batch)
+                # (a span with a join id attribute, even empty: its shape holds the id's
+                # presence only, so the reading is not the shape's alone)
+                id_free = self._id_sources_free(attrs)
                 if shape is not None and not (
                     root
                     or layer.failed
                     or layer.error_type
                     or layer.exception
                     or layer.message
-                    or layer.call_id
-                    or layer.rpc_id
                     or layer.session
-                ):  # (per-call ids: a shape that does not repeat)
-                    shape.memo[shape.key] = reading = (layer.side, layer.tool, layer.tool_type,
-                                                       layer.mcp, layer.server, layer.retry,
-                                                       layer.agent)  # fmt: skip
-                    self._learn(shape, reading)
-                elif not (
-                    shape is None or root or failure is None or layer.call_id or layer.rpc_id
-                    or layer.session
-                ):  # fmt: skip
+                ):
+                    if id_free and not (layer.call_id or layer.rpc_id):
+                        shape.memo[shape.key] = reading = (layer.side, layer.tool,
+                            layer.tool_type, layer.mcp, layer.server, layer.retry,
+                            layer.agent)  # fmt: skip
+                        self._learn(shape, (*reading, -1, -1))
+                    else:  # the ids are the span's own, read from the keys the reading names
+                        keys = self._id_keys(attrs, layer)
+                        if keys is not None:
+                            shape.memo[shape.key] = with_ids = (layer.side, layer.tool,
+                                layer.tool_type, layer.mcp, layer.server, layer.retry,
+                                layer.agent, *keys)  # fmt: skip
+                            self._learn(shape, with_ids)
+                elif not (shape is None or root or failure is None or layer.session) and (
+                    keys := (-1, -1)
+                    if id_free and not (layer.call_id or layer.rpc_id)
+                    else self._id_keys(attrs, layer)
+                ):
                     # a failed layer: all but its ids, times and message (from ``failure``:
                     # the scanner's, not in the shape) follow from its shape and exception
                     # type (the facts' key), read again as such by _read_fallback (the C
                     # scanner packs no failed span: not learned)
                     shape.memo[(shape.key, failure[1])] = (layer.side, layer.tool,
                         layer.tool_type, layer.mcp, layer.server, layer.failed, layer.retry,
-                        layer.error_type, layer.exception, layer.agent)  # fmt: skip
-                return  # counted (and its failure) once per call, by the joiner
+                        layer.error_type, layer.exception, layer.agent, *keys)  # fmt: skip
+                return True  # counted (and its failure) once per call, by the joiner
             if not failed:  # a link a failure below may climb through (see calls.py)
                 batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))
             if role is self._role.INFERENCE:
@@ -1140,6 +1283,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     facts is not None and facts.peer_error,
                 )
             )
+        return failed
 
     def _facts(
         self, view: _SpanView, ctx: _Context, root: bool, span_shape: _Shape | None = None
@@ -1157,7 +1301,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         attrs = sp.attributes
         shape: tuple[Any, ...]
         if span_shape is not None:
-            shape = (span_shape.key, ctx.scope_name, ctx.service_name, exc)
+            # (the join ids are in the shape by their presence: their values are read per span)
+            shape = (span_shape.key, ctx.scope_name, ctx.service_name, exc,
+                     () if self._id_sources_free(attrs)
+                     else tuple(map(attrs.get, self._id_sources)))  # fmt: skip
         else:
             wanted = self._dialect_keys
             shape = (

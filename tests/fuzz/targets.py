@@ -258,12 +258,17 @@ def agentscan() -> OneInput:
         with native_env(True):
             conn = make()
         scanner = conn._scanner
-        scanner.settle_simple([], 4, None)
-        conn._learn(_FuzzShape(b"r", b"s", b"x"), (0, "t", "", False, "", False, ""))
+        scanner.settle_simple([], 4, None, 4)
+        # series 0: an id-less layer; 1: a framework layer with a call id; 2: an MCP client
+        # layer with a JSON-RPC id (the id-keyed join: ids from the ids string)
+        conn._learn(_FuzzShape(b"r", b"s", b"x"), (0, "t", "", False, "", False, "", -1, -1))
+        conn._learn(_FuzzShape(b"r", b"s", b"y"), (0, "t", "", False, "", False, "", 0, -1))
+        conn._learn(_FuzzShape(b"r", b"s", b"z"), (1, "u", "", True, "h", True, "", -1, 1))
         cut = len(data) - len(data) % 40
-        for records in (data[:cut], data[: min(cut, 40)]):
+        trace = data[:16].ljust(16, b"\0")
+        for records, ids in ((data[:cut], data[cut:]), (data[: min(cut, 40)], data[40:])):
             try:
-                scanner.settle_simple([(data[:16].ljust(16, b"\0"), records, 1)], 4, (0.0, None))
+                scanner.settle_simple([(trace, records, 1, ids)], 4, (0.0, None), 4)
             except ValueError:
                 pass
         scanner.take_calls()
@@ -282,7 +287,7 @@ def agentscan() -> OneInput:
             _, fallback, _, _ = scanner.scan(data)
         except ValueError:
             return
-        ends = {item[0]: item[1] for item in fallback if len(item) > 3}
+        ends = {item[0]: item[1] for item in fallback if len(item) > 4}
         for start, facts in (scanner.take_failures() or {}).items():
             span = Span.FromString(data[start : ends[start]])
             assert span.status.code == 2

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import time
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from plugins._native import load
 from plugins.agentmetricsconnector.calls import Call, CallJoiner, Failure, Layer
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 from plugins.agentmetricsconnector.connector import AgentMetricsConnector
-from tests.plugins._agent_support import Capture, request, settings, span
+from tests.plugins._agent_support import Capture, kv, request, settings, span
 
 T0 = 1_700_000_000.0
 
@@ -108,6 +109,8 @@ class Counting:
             self.counts["with failures"] += 1
         if done >= 0 and any(layer.failed for layer in args[0]):
             self.counts["with failed layers"] += 1
+        if done >= 0 and any(layer.call_id or layer.rpc_id for layer in args[0]):
+            self.counts["with ids"] += 1
         return done
 
 
@@ -206,7 +209,7 @@ class CountingScans:
 
     def scan(self, raw: bytes) -> Any:
         found = self.scanner.scan(raw)
-        self.items.update("packed" if len(item) == 3 else "python" for item in found[1])
+        self.items.update("packed" if len(item) == 4 else "python" for item in found[1])
         return found
 
 
@@ -272,7 +275,7 @@ def test_the_scanner_forgets_the_shapes_the_python_side_drops(
 
     def packed(spans: list[Span]) -> bool:
         _series, fallback, _consumers, _workflows = conn._scanner.scan(request(spans).to_bytes())
-        return [len(item) for item in fallback] == [3]
+        return [len(item) for item in fallback] == [4]
 
     asyncio.run(conn.consume(request(trace(1, 0))))  # learns the agent run's and the tool's
     assert len(conn._join_shapes) == 2 and packed(trace(2, 0))
@@ -516,7 +519,8 @@ def random_entries(
 ) -> tuple[list[Layer], list[Failure], list[tuple[bytes, bytes, bytes]]]:
     """Random layers, failures and parent links of a few traces, in every combination the
     joiner's settle reads: failed or not, retries, error types, exceptions and messages that
-    classify (or not) as timeouts, join keys now and then (refused by settle_layers), parents
+    classify (or not) as timeouts, call and JSON-RPC ids (settled by settle_layers when each
+    layer is still a call of its own), sessions now and then (refused by settle_layers), parents
     among the spans or not, peer failures, times holding each other or not, and now and then
     ids the C side does not take (a trace id that is not 16 bytes, a span id of 9)."""
     traces = [bytes([t]) * 16 for t in range(1, rng.randint(2, 4))]
@@ -548,8 +552,8 @@ def random_entries(
                 tool=rng.choice(["", "search", "fetch"]),
                 tool_type=rng.choice(["", "function", "extension"]),
                 mcp=rng.random() < 0.3,
-                call_id="c1" if rng.random() < 0.05 else "",
-                rpc_id="7" if rng.random() < 0.05 else "",
+                call_id=rng.choice(["c1", "c2"]) if rng.random() < 0.25 else "",
+                rpc_id=rng.choice(["7", "8"]) if rng.random() < 0.25 else "",
                 session="s" if rng.random() < 0.05 else "",
                 server=rng.choice(["", "mcp.local"]),
                 start=start,
@@ -652,7 +656,7 @@ def test_settle_layers_leaves_the_joiner_as_the_python_settle() -> None:
         conn = connector({"window": rng.choice(["0s", "10s"]), "max_traces": 4}, None)
         counts += assert_joiners_agree(rng, rng.randint(1, 6), conn)
     assert counts["with failures"] > 300 and counts["with failed layers"] > 150, counts
-    assert counts["refused"] > 30, counts
+    assert counts["refused"] > 30 and counts["with ids"] > 100, counts
 
 
 def replayed(req: Any, run: int) -> Any:
@@ -676,8 +680,8 @@ def test_recorded_sources_replayed_count_as_the_python_join(
 ) -> None:
     """Every recorded real-library scenario, sent as five runs with their own trace and run
     ids through one connector: the C path (shapes with run ids by presence) counts as the
-    pure-Python path. (None of it is packed: the real libraries' tool spans carry call ids,
-    JSON-RPC ids or sessions, which the packed common case leaves to the general join.)"""
+    pure-Python path. (Its ids as the corpus loader reads them: 24-byte trace ids, 12-byte
+    span ids, never packed; the ids as the libraries sent them: the test below.)"""
     from pipeline import Traces
     from tests.plugins.test_agentmetrics_corpus import load, recorded
 
@@ -741,3 +745,269 @@ def test_recorded_failed_roots_replayed_count_as_the_python_path(
     # a2a_sdk, langgraph_*, pydantic_ai*, mcp_openllmetry: their failed runs and tool errors
     assert len(scenarios) >= 12 and set(scenarios.values()) == {4}, scenarios
     assert {"failed_run", "tool_error", "tool_timeout"} <= {s for _, s in scenarios}
+
+
+# -- the id-keyed join in C (settle_simple's general case) -----------------------------------
+
+ID_SHAPES = [
+    ("execute_tool add", Span.SPAN_KIND_INTERNAL,
+     {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"}, "gen_ai.tool.call.id"),
+    ("MCP send tools/call fetch", Span.SPAN_KIND_CLIENT,
+     {"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch",
+      "server.address": "mcp.local"}, "jsonrpc.request.id"),
+    ("tools/call fetch", Span.SPAN_KIND_SERVER,
+     {"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch"}, "jsonrpc.request.id"),
+    ("tools/call fetch", Span.SPAN_KIND_SERVER,
+     {"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch"}, "mcp.request.id"),
+    ("execute_tool add", Span.SPAN_KIND_INTERNAL,
+     {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"}, "tool_call.id"),
+]  # fmt: skip
+CHAT = ("chat m", Span.SPAN_KIND_CLIENT, {"gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "m", "gen_ai.provider.name": "p"})  # fmt: skip
+
+
+def odd_id(rng: random.Random) -> Any:
+    """A join id as real traffic has it, mostly, or as hostile input does."""
+    roll = rng.random()
+    if roll < 0.8:
+        return rng.choice(["1", "2", "3", "call_a", "call_b"])
+    return rng.choice(
+        [
+            7,
+            2**62,
+            -1,
+            0.5,
+            True,
+            "",
+            "x" * 70_000,
+            "x" * 65_535,
+            "呼び出し-1",
+            "\u0000",
+            "a\ud7ffb",
+        ]
+    )
+
+
+def id_spans(rng: random.Random, traces: list[int], ids: dict[int, list[int]]) -> list[Span]:
+    """One request's spans: layers with call ids and JSON-RPC ids (drawn from a few per trace,
+    so that layers join by id; now and then of a wrong type, empty, huge, given twice, beside a
+    session id), below one another or not, inference spans (read in Python, a link only) and
+    root agent runs; now and then a failure."""
+    out = []
+    for _ in range(rng.randint(1, 10)):
+        trace = rng.choice(traces)
+        known = ids.setdefault(trace, [1])
+        if rng.random() < 0.04 and len(known) > 1:
+            span_id = rng.choice(known)  # a span id given twice
+        else:
+            span_id = max(known) + 1
+            known.append(span_id)
+        parent: int | None = rng.choice(known[:-1] or [1]) if rng.random() < 0.9 else 1
+        start = T0 + rng.randint(0, 1000) / 1000
+        duration = rng.choice([0.001, 0.02, 0.3])
+        what = rng.random()
+        if what < 0.65:
+            name, kind, attrs, key = rng.choice(ID_SHAPES)
+            attrs = dict(attrs)
+            attrs[key] = odd_id(rng)
+            if rng.random() < 0.03:
+                attrs["mcp.session.id"] = "s-1"
+            sp = span(trace, span_id, parent, name, kind=kind, attrs=attrs, start=start,
+                      duration=duration, error="boom" if rng.random() < 0.03 else None)  # fmt: skip
+            if rng.random() < 0.03:  # the id given twice
+                sp.attributes.append(kv(key, odd_id(rng)))
+        elif what < 0.85:
+            name, kind, attrs = CHAT
+            sp = span(trace, span_id, parent, name, kind=kind, attrs=attrs, start=start)
+        else:
+            sp = span(trace, span_id, None if rng.random() < 0.5 else parent, "invoke_agent a",
+                      attrs={"gen_ai.operation.name": "invoke_agent",
+                             "gen_ai.agent.name": "a"}, start=start)  # fmt: skip
+        out.append(sp)
+    return out
+
+
+@pytest.mark.parametrize(
+    "join",
+    [{"window": "0s"}, {"window": "1h"}, {"window": "1h", "max_traces": 3}],
+    ids=["settled-each-request", "held", "early"],
+)
+def test_the_id_keyed_join_in_c_counts_as_the_python_join(
+    join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layers with call ids and JSON-RPC ids, packed by the scanner (their ids read from the
+    span) and joined in C (settle_simple's general case), beside inference spans read in
+    Python (a link only: their traces are packed all the same), count as the pure-Python join
+    on random sequences with hostile ids (wrong types, empty, huge, non-ASCII, given twice,
+    beside a session): such a span is read in Python, and so is its trace."""
+    rng = random.Random(4711)
+    items: collections.Counter[str] = collections.Counter()
+
+    async def main(sequence: list[list[Span]]) -> dict[str, Any]:
+        conn = connector(join, None)
+        if conn._scanner is not None:
+            conn._scanner = CountingScans(conn._scanner, items)
+            scan = conn._scanner.scan
+
+            def counted(raw: bytes) -> Any:
+                found = scan(raw)
+                for item in found[1]:
+                    if len(item) == 4 and item[3]:
+                        items["packed with ids"] += 1
+                return found
+
+            conn._scanner.scan = counted
+        for spans in sequence:
+            await conn.consume(request(spans))
+        await conn.shutdown()
+        return outcome(conn)
+
+    for _sequence in range(120):
+        ids: dict[int, list[int]] = {}
+        traces = list(range(1, rng.randint(2, 6)))
+        warm = [span(999, 2 + i, 1, name, kind=kind, attrs={**attrs, key: "w"}, start=T0)
+                for i, (name, kind, attrs, key) in enumerate(ID_SHAPES)]  # fmt: skip
+        warm.append(span(999, 20, 1, CHAT[0], kind=CHAT[1], attrs=CHAT[2], start=T0))
+        sequence = [warm] + [id_spans(rng, traces, ids) for _ in range(rng.randint(1, 6))]
+        monkeypatch.delenv("PIPELINE_NATIVE", raising=False)
+        native = asyncio.run(main(sequence))
+        monkeypatch.setenv("PIPELINE_NATIVE", "0")
+        python = asyncio.run(main(sequence))
+        assert native == python, sequence
+    assert items["packed with ids"] > 100, items
+
+
+def test_recorded_sources_replayed_pack_their_tool_calls_and_count_as_the_python_join(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every recorded real-library scenario, its ids as the library sent them (16 and 8 bytes),
+    sent as five runs through one connector, settled with each request and held: the C path
+    packs the tool-call layers of the runs after the first (their call ids and JSON-RPC ids
+    read by the scanner, the inference spans and root agent runs of their traces read in
+    Python beside them) and counts as the pure-Python path."""
+    from tests.plugins._join_probe import Share, replay
+    from tests.plugins.test_agentmetrics_corpus import recorded
+
+    scenarios = sorted(recorded())
+    for join in ({"window": "0s"}, {"window": "1h"}):
+        share = Share()
+        monkeypatch.delenv("PIPELINE_NATIVE", raising=False)
+        native = asyncio.run(replay(scenarios, share, join))
+        monkeypatch.setenv("PIPELINE_NATIVE", "0")
+        python = asyncio.run(replay(scenarios, None, join))
+        for scenario, n, p in zip(scenarios, native, python, strict=True):
+            assert n == p, (join, scenario)
+        # (measured: 88 of 275 layers packed, 64 of them with ids; none before the id join)
+        assert share.packed_layers >= 80 and share.packed_with_ids >= 60, share
+        assert share.packed_layers + share.python_layers == 275, share
+        # (measured: 163 of 185 calls settled in C, 40 before)
+        assert share.c_calls >= 150 and share.c_calls + share.python_calls == 185, share
+
+
+def id_layer(trace: int, value: Any, key: str = "gen_ai.tool.call.id", twice: bool = False) -> Span:
+    sp = span(trace, 3, 2, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
+              "gen_ai.tool.name": "add", key: value}, start=T0, duration=0.02)  # fmt: skip
+    if twice:
+        sp.attributes.append(kv(key, value))
+    return sp
+
+
+@pytest.mark.parametrize(
+    ("value", "twice", "packed"),
+    [
+        ("call_1", False, True),
+        ("呼び出し", False, True),
+        ("x" * 65_535, False, True),
+        ("x" * 65_536, False, False),  # (longer than the ids string's 2-byte length)
+        ("", False, False),
+        (7, False, False),  # an int id: the Python reading's "7", not packed
+        (True, False, False),
+        ("call_1", True, False),  # the attribute given twice
+    ],
+)
+def test_the_scanner_packs_plain_string_ids_only(value: Any, twice: bool, packed: bool) -> None:
+    """A layer whose shape was learned with a call id is packed with the id the scanner reads
+    when the id is a plain non-empty UTF-8 string of at most 65,535 bytes, given once; any
+    other value goes to Python (which reads it as it always did), and counts the same."""
+    conn = connector({"window": "1h"}, None)
+    asyncio.run(conn.consume(request([id_layer(1, "learned")])))
+    assert conn.joiner.learned and conn.joiner.learned[0][7] == 0  # the call id key
+    _series, fallback, _c, _w = conn._scanner.scan(
+        request([id_layer(2, value, twice=twice)]).to_bytes()
+    )
+    assert [len(item) for item in fallback] == ([4] if packed else [12])
+    if packed:
+        (item,) = fallback
+        assert item[3] == len(str(value).encode()).to_bytes(2, "little") + str(value).encode()
+
+
+def test_packed_ids_join_the_calls_and_late_layers_are_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two layers of one call (a framework span and a layer below it with the same call id,
+    not its child) in two requests of one trace are one call, settled in C; a layer of that
+    call arriving after it was settled is late (dropped by the scanner), as in Python."""
+
+    def spans(trace: int, parent: int) -> list[Span]:
+        return [
+            span(trace, 2, 1, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
+                 "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"}, start=T0),
+            span(trace, 4, parent, "execute_tool add", attrs={"gen_ai.operation.name":
+                 "execute_tool", "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"},
+                 start=T0 + 0.001),
+        ]  # fmt: skip
+
+    results = []
+    for native in (True, False):
+        counts: collections.Counter[str] = collections.Counter()
+        monkeypatch.setenv("PIPELINE_NATIVE", "1" if native else "0")
+
+        async def main(
+            counts: collections.Counter[str] = counts, native: bool = native
+        ) -> dict[str, Any]:
+            conn = connector({"window": "1h"}, None)
+            if native:
+                assert conn._scanner is not None
+                conn._scanner = CountingScans(conn._scanner, counts)
+            await conn.consume(request(spans(1, 9)))  # learns both shapes
+            for trace in (2, 3):
+                first, second = spans(trace, 9)
+                await conn.consume(request([first]))
+                await conn.consume(request([second]))
+            conn._settle(time.time_ns(), time.time(), everything=True)
+            await conn.consume(request([spans(3, 9)[1]]))  # late: its call was settled
+            await conn.shutdown()
+            return outcome(conn)
+
+        results.append(asyncio.run(main()))
+        if native:
+            assert counts["packed"] == 4, counts
+    native, python = results
+    assert native == python
+    calls = [v for k, v in native.items() if "tool_calls" in k]
+    assert [c[0] for c in calls] == [3], native  # one call per trace
+    assert native["late"] == 1
+
+
+def test_settle_simple_refuses_malformed_ids() -> None:
+    """settle_simple reads the ids string it is given (a method anyone can call): lengths past
+    its end, zero lengths, unknown flags and bytes left over are refused with ValueError,
+    never read out of bounds; nothing is counted."""
+    from plugins.agentmetricsconnector.calls import RECORD
+
+    conn = connector({"window": "1h"}, None)
+    asyncio.run(conn.consume(request([id_layer(1, "learned")])))
+    scanner = conn._scanner
+    trace = b"\x01" * 16
+
+    def record(flags: int) -> bytes:
+        return RECORD.pack(1, 8, b"\x02" * 8, 8, b"\x01" * 8, flags, 1, 2, 0)
+
+    for flags, ids in [(1, b""), (1, b"\x05\x00ab"), (1, b"\x00\x00"), (4, b""), (0, b"x"),
+                       (1, b"\x01\x00ab"), (3, b"\x01\x00a")]:  # fmt: skip
+        with pytest.raises(ValueError):
+            scanner.settle_simple([(trace, record(flags), 1, ids)], 8, (0.0, None), 8)
+    with pytest.raises(ValueError):
+        scanner.settle_simple([(trace, record(1), 1)], 8, (0.0, None), 8)
+    assert scanner.take_calls() == []
+    assert scanner.settle_simple([(trace, record(1), 1, b"\x01\x00a")], 8, (0.0, None), 8) == 1

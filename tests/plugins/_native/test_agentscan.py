@@ -16,6 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pipeline import Kind, Traces
 from plugins.agentmetricsconnector.calls import (
     FRAMEWORK,
+    MCP_CLIENT,
     RECOVERABLE,
     TIMEOUTS,
     Failure,
@@ -319,15 +320,19 @@ def test_settle_layers_settles_the_benchmarks_failed_trace_as_the_python_settle(
     def settle(layers: list[Layer], errors: list[Any]) -> int:
         done: int = scanner.settle_layers(
             layers, [root], parents, 100, (1.0, None), marked.items, 100, 2.0,
-            joiner.classify, TIMEOUTS, RECOVERABLE, errors,
+            joiner.classify, TIMEOUTS, RECOVERABLE, errors, 100,
         )  # fmt: skip
         return done
 
     keyed = Layer(trace, sid(9), sid(2), FRAMEWORK, "x", call_id="c1")
+    twin = Layer(trace, sid(10), sid(2), FRAMEWORK, "x", call_id="c1")
+    session = Layer(trace, sid(11), sid(2), MCP_CLIENT, "x", rpc_id="1", session="s")
     errors: list[Any] = []
-    assert settle([failed, keyed], errors) == -1  # a join key: the Python settle's
-    assert errors == [] and not marked.items and not joiner.settled_memory()
-    assert scanner.take_calls() == []
+    for refused in ([failed, keyed, twin], [failed, session]):
+        # two layers of one call (a call id twice), a session: the Python settle's
+        assert settle(refused, errors) == -1
+        assert errors == [] and not marked.items and not joiner.settled_memory()
+        assert scanner.take_calls() == [] and not joiner.settled_keys_memory()
     assert settle([failed, ok], errors) == 2
     classified = joiner.classify("connection refused")
     assert errors == [(("error_type", classified or "_OTHER"), ("component", "mcp"),
@@ -345,12 +350,15 @@ def test_settle_layers_settles_the_benchmarks_failed_trace_as_the_python_settle(
     counted = {(index, tuple(values)): count for index, values, count, *_ in scanner.take_calls()}
     assert counted[(0, ("web", "search", "error", errors[0][0][1]))] == 1
     assert counted[(9, ("add", "function", "success", "none"))] == 1
+    # a layer with a call id, a call of its own: settled here, its key remembered
+    assert settle([keyed], []) == 1
+    assert list(joiner.settled_keys_memory()) == [("call", trace, "c1")]
     with pytest.raises(TypeError):
         scanner.settle_layers([], [], {}, 1, None)
     with pytest.raises(AttributeError):
         scanner.settle_layers(
             [object()], [], {}, 1, None, marked.items, 1, 2.0, joiner.classify, TIMEOUTS,
-            RECOVERABLE, [],
+            RECOVERABLE, [], 1,
         )  # fmt: skip
 
 
@@ -531,17 +539,18 @@ async def test_spans_read_by_shape_count_as_when_read_in_full(
     read = fast._read_span
     calls = 0
 
-    def counting(*args: Any, **kwargs: Any) -> None:
+    def counting(*args: Any, **kwargs: Any) -> bool:
         nonlocal calls
         calls += 1
-        read(*args, **kwargs)
+        fed: bool = read(*args, **kwargs)
+        return fed
 
     monkeypatch.setattr(fast, "_read_span", counting)
     reqs = repeated_requests()
     for raw in reqs:
         fallback = fast._scanner.scan(raw)[1]
         # (a trace's spans packed for the join's common case are not read in Python at all)
-        hits += sum(len(x[1]) // 40 if len(x) == 3 else 1 for x in fallback)
+        hits += sum(len(x[1]) // 40 if len(x) == 4 else 1 for x in fallback)
         await fast.consume(Traces(raw))
         await slow.consume(Traces(raw))
     a, b = state(fast), state(slow)

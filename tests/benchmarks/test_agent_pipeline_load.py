@@ -1,0 +1,41 @@
+"""The agent pipeline benchmark's load: its tool-call layers carry the ids the real libraries
+put on them (pydantic-ai's execute_tool: gen_ai.tool.call.id, one per call), or none with
+``tool_ids="none"`` (the load of the earlier figures)."""
+
+from __future__ import annotations
+
+import os
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from benchmarks.agent_pipeline import Load, build_template, fill, marker_offsets
+
+
+def call_ids(load: Load) -> list[tuple[bytes, str | None]]:
+    """(trace id, call id or None) of every execute_tool span of two filled requests."""
+    out = []
+    for variant in (0, 1):
+        template = build_template(load, variant)
+        offsets = marker_offsets(template, load.traces_per_request)
+        ids = [os.urandom(16) for _ in range(load.traces_per_request)]
+        req = ExportTraceServiceRequest.FromString(bytes(fill(template, offsets, ids)))
+        for sp in req.resource_spans[0].scope_spans[0].spans:
+            if sp.name.startswith("execute_tool"):
+                attrs = {a.key: a.value.string_value for a in sp.attributes}
+                assert len(sp.attributes) == load.attrs_per_span
+                out.append((sp.trace_id, attrs.get("gen_ai.tool.call.id")))
+    return out
+
+
+def test_each_tool_call_has_its_own_call_id() -> None:
+    found = call_ids(Load())
+    assert len(found) == 2 * 20 * 2  # two tool calls a trace
+    ids = [call for _trace, call in found]
+    assert all(call is not None and call.startswith("pyd_ai_") for call in ids)
+    assert len(set(ids)) == len(ids)  # unique per call, across traces and requests
+    for trace, call in found:
+        assert call is not None and trace.hex() in call  # (the trace's fresh id)
+
+
+def test_the_id_less_load_is_kept_for_comparison() -> None:
+    assert all(call is None for _trace, call in call_ids(Load(tool_ids="none")))
