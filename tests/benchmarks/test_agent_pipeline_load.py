@@ -5,10 +5,11 @@ put on them (pydantic-ai's execute_tool: gen_ai.tool.call.id, one per call), or 
 from __future__ import annotations
 
 import os
+import re
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from benchmarks.agent_pipeline import Load, build_template, fill, marker_offsets
+from benchmarks.agent_pipeline import Load, build_template, fill, marker_offsets, text_id
 
 
 def call_ids(load: Load) -> list[tuple[bytes, str | None]]:
@@ -34,8 +35,22 @@ def test_each_tool_call_has_its_own_call_id() -> None:
     assert all(call is not None and call.startswith("pyd_ai_") for call in ids)
     assert len(set(ids)) == len(ids)  # unique per call, across traces and requests
     for trace, call in found:
-        assert call is not None and trace.hex() in call  # (the trace's fresh id)
+        assert call is not None and text_id(trace).decode() in call  # (the trace's fresh id)
 
 
 def test_the_id_less_load_is_kept_for_comparison() -> None:
     assert all(call is None for _trace, call in call_ids(Load(tool_ids="none")))
+
+
+def test_run_ids_never_hold_a_card_like_run_of_digits() -> None:
+    """Trace ids whose hex is all decimal digits (the worst case for the sampling benchmark's
+    card pattern ``4[0-9]{12}``) give run ids that do not match it: the ids are UUID strings,
+    whose groups hold at most 12 digits."""
+    load = Load()
+    template = build_template(load, 0)
+    offsets = marker_offsets(template, load.traces_per_request)
+    ids = [bytes.fromhex("41111111111111111111111111111111")] * load.traces_per_request
+    data = bytes(fill(template, offsets, ids))
+    assert text_id(ids[0]) in data
+    assert re.search(rb"4[0-9]{12}", data) is None
+    assert re.search(rb"4[0-9]{12}", ids[0].hex().encode())  # (bare hex would have matched)

@@ -11,7 +11,14 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from benchmarks.agent_pipeline import EXPORT_METHOD, Load, hex_placeholder, placeholder, run_load
+from benchmarks.agent_pipeline import (
+    EXPORT_METHOD,
+    Load,
+    hex_placeholder,
+    placeholder,
+    run_load,
+    text_id,
+)
 from benchmarks.workers import Run, report
 
 
@@ -77,9 +84,9 @@ def test_load_generator_sends_fresh_trace_ids_with_requests_in_flight(
         spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
         assert len(spans) == load.spans_per_request
         ids = {s.trace_id for s in spans}
-        for s in spans:  # a workflow's id is its trace's, in hex
+        for s in spans:  # a workflow's id is its trace's, as text
             wf_ids = [a.value.string_value for a in s.attributes if a.key == "workflow.id"]
-            assert wf_ids in ([], [f"wf-{s.trace_id.hex()}"])
+            assert wf_ids in ([], [f"wf-{text_id(s.trace_id).decode()}"])
         assert len(ids) == load.traces_per_request  # every trace of a request its own id
         assert not ids & seen  # and never one of an earlier request
         seen |= ids
