@@ -78,7 +78,7 @@ class QueueCodec:
 
     def encode(self, data: Payload) -> list[bytes]:
         """The record body's parts (a merged payload's pieces as they are: not joined)."""
-        return [self._HEAD.pack(data.item_count()), *data.chunks()]
+        return [self._HEAD.pack(data.item_count()), *data.encoded_parts()]
 
     def decode(self, body: bytes) -> Payload:
         (count,) = self._HEAD.unpack_from(body)

@@ -8,7 +8,7 @@ encodings (two encoded requests joined are one valid request: every top-level fi
 ``Export*ServiceRequest`` is a repeated message, which protobuf appends) and split without
 decoding a span or log record. A merged payload keeps its parts and joins them only when asked
 for its bytes (:meth:`Payload.to_bytes`): an exporter that only compresses and sends feeds the
-parts to the compressor one by one (:meth:`Payload.chunks`) and never copies the batch.
+parts to the compressor one by one (:meth:`Payload.encoded_parts`) and never copies the batch.
 """
 
 from __future__ import annotations
@@ -80,12 +80,12 @@ class Payload:
     def merge(cls, payloads: Sequence[Payload]) -> Payload:
         """One payload holding every item of ``payloads``, without decoding any of them.
 
-        The encodings are not copied: the merged payload keeps them as its :meth:`chunks` and
+        The encodings are not copied: the merged payload keeps them as its :meth:`encoded_parts` and
         joins them into one ``bytes`` only when :meth:`to_bytes` (or anything that reads the
         request) is first called."""
         if len(payloads) == 1:
             return payloads[0]
-        parts = tuple(c for p in payloads for c in p.chunks() if c)
+        parts = tuple(c for p in payloads for c in p.encoded_parts() if c)
         counts = [p._count for p in payloads]
         total = None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
         merged = cls(parts[0] if parts else b"", item_count=total)
@@ -152,7 +152,7 @@ class Payload:
                 self._encoded = self._message.SerializeToString()
         return self._encoded
 
-    def chunks(self) -> tuple[bytes, ...]:
+    def encoded_parts(self) -> tuple[bytes, ...]:
         """The encoded request as consecutive pieces whose concatenation is :meth:`to_bytes`,
         without joining the parts of a merge: for a consumer that only streams the bytes (a
         compressor, a file write). One piece unless the payload was merged and not yet read

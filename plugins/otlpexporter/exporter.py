@@ -31,7 +31,7 @@ class Sender(Protocol):
 
     async def send(self, signal: Signal, data: Chunks) -> None:
         """Send one encoded request, given whole or in consecutive pieces (a merged
-        payload's :meth:`~pipeline.Payload.chunks`, compressed piece by piece)."""
+        payload's :meth:`~pipeline.Payload.encoded_parts`, compressed piece by piece)."""
 
     async def close(self) -> None: ...
 
@@ -63,7 +63,7 @@ class OTLPExporter(Component):
 
     async def _send(self, payload: Payload) -> None:
         # the pieces of a merged batch go to the compressor as they are: no joined copy
-        await self.sender.send(self.signal, payload.chunks())
+        await self.sender.send(self.signal, payload.encoded_parts())
 
     async def consume(self, data: Payload) -> None:
         await self.helper.consume(data)

@@ -278,8 +278,8 @@ def span_names(payload: Payload) -> list[str]:
 def test_merge_keeps_the_parts_and_joins_them_only_when_asked() -> None:
     a, b, c = (Traces(traces_request(1, 1, n).SerializeToString()) for n in (1, 2, 3))
     merged = Traces.merge([a, b, c])
-    assert merged.chunks() == (a.to_bytes(), b.to_bytes(), c.to_bytes())
-    for chunk, part in zip(merged.chunks(), (a, b, c), strict=True):
+    assert merged.encoded_parts() == (a.to_bytes(), b.to_bytes(), c.to_bytes())
+    for chunk, part in zip(merged.encoded_parts(), (a, b, c), strict=True):
         assert chunk is part.to_bytes()  # not copied
     assert merged.nbytes == len(a.to_bytes() + b.to_bytes() + c.to_bytes())
     assert f"bytes={merged.nbytes}" in repr(merged)
@@ -287,7 +287,7 @@ def test_merge_keeps_the_parts_and_joins_them_only_when_asked() -> None:
     whole = merged.to_bytes()
     assert whole == a.to_bytes() + b.to_bytes() + c.to_bytes()
     assert merged.to_bytes() is whole  # joined once
-    assert merged.chunks() == (whole,)
+    assert merged.encoded_parts() == (whole,)
     assert merged.nbytes == len(whole)
 
 
@@ -308,16 +308,21 @@ def test_merge_of_merges_flattens_and_drops_empty_parts() -> None:
     a, b, c = (Traces(traces_request(1, 1, n).SerializeToString()) for n in (1, 2, 3))
     empty = Traces(b"", item_count=0)
     inner = Traces.merge([a, empty, b])
-    assert inner.chunks() == (a.to_bytes(), b.to_bytes())
+    assert inner.encoded_parts() == (a.to_bytes(), b.to_bytes())
     outer = Traces.merge([empty, inner, c, Traces(), inner])
-    assert outer.chunks() == (a.to_bytes(), b.to_bytes(), c.to_bytes(), *inner.chunks())
+    assert outer.encoded_parts() == (
+        a.to_bytes(),
+        b.to_bytes(),
+        c.to_bytes(),
+        *inner.encoded_parts(),
+    )
     assert outer.item_count() == 1 + 2 + 3 + 1 + 2
     assert inner._parts is not None  # merging did not join the inner merge
 
 
 def test_merge_of_empty_and_single_parts_holds_plain_bytes() -> None:
     empty = Traces.merge([Traces(b"", item_count=0), Traces()])
-    assert empty.to_bytes() == b"" and empty.chunks() == (b"",) and empty.item_count() == 0
+    assert empty.to_bytes() == b"" and empty.encoded_parts() == (b"",) and empty.item_count() == 0
     assert empty._parts is None
     one = Traces(traces_request(1, 1, 2).SerializeToString())
     alone = Traces.merge([Traces(b""), one, Traces(b"")])
@@ -331,7 +336,7 @@ def test_merge_serializes_a_changed_part_once() -> None:
     a.mutable_message().resource_spans[0].scope_spans[0].spans[0].name = "changed"
     b = Traces(traces_request(1, 1, 2).SerializeToString())
     merged = Traces.merge([a, b])
-    assert merged.chunks() == (a.to_bytes(), b.to_bytes())
+    assert merged.encoded_parts() == (a.to_bytes(), b.to_bytes())
     names = span_names(merged)
     assert names == ["changed", "span-0-0-0", "span-0-0-1"]
 
@@ -353,7 +358,7 @@ def test_a_merged_payload_reads_changes_splits_and_copies_as_the_joined_one() ->
     assert span_names(changed)[0] == "x"
     original = merged()
     copy = original.copy()
-    assert copy.chunks() is original.chunks()  # shared, not joined
+    assert copy.encoded_parts() is original.encoded_parts()  # shared, not joined
     copy.mutable_message().resource_spans[0].scope_spans[0].spans[0].name = "y"
     assert original.to_bytes() == reference.to_bytes()
     assert span_names(copy)[0] == "y"

@@ -43,9 +43,9 @@ def cases() -> dict[str, Chunks]:
         "no pieces": (),
         "empty pieces": (b"", b""),
         "one piece": (request(3),),
-        "tiny parts": Traces.merge(tiny).chunks(),
+        "tiny parts": Traces.merge(tiny).encoded_parts(),
         "one-byte pieces": tuple(one[i : i + 1] for i in range(len(one))),
-        "huge parts": Traces.merge(huge).chunks(),
+        "huge parts": Traces.merge(huge).encoded_parts(),
         "empty between huge": (b"", huge[0].to_bytes(), b"", huge[1].to_bytes(), b""),
     }
 
