@@ -15,6 +15,7 @@ Only compression goes through here: receivers inflate untrusted bodies with zlib
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import Final
 
 try:  # ISA-L: the gzip format, several times faster than zlib
@@ -39,11 +40,48 @@ def isal_level(level: int) -> int:
     return min(3, (level + 2) // 3)
 
 
-def gzip_compress(data: bytes, level: int = FAST) -> bytes:
+Chunks = bytes | Sequence[bytes]
+"""What is compressed: one buffer, or consecutive pieces of one (the parts of a merged payload,
+:meth:`pipeline.Payload.chunks`), never joined into a copy."""
+
+
+def gzip_compress(data: Chunks, level: int = FAST) -> bytes:
     """``data`` as one gzip member (what ``Content-Encoding: gzip`` and gRPC's ``gzip``
-    message encoding carry), decodable by any gzip reader."""
+    message encoding carry), decodable by any gzip reader. A sequence of pieces is compressed
+    as their concatenation, fed to one compressor piece by piece: the same bytes once
+    decompressed, without the copy joining them would cost."""
     if not 0 <= level <= 9:
         raise ValueError(f"gzip level must be 0-9, not {level}")
+    if not isinstance(data, bytes | bytearray | memoryview):
+        if len(data) != 1:
+            return _gzip_pieces(data, level)
+        data = data[0]
     if _isal is not None:
         return _isal.compress(data, isal_level(level), wbits=GZIP_WBITS)
     return zlib.compress(data, level, wbits=GZIP_WBITS)
+
+
+def _gzip_pieces(pieces: Sequence[bytes], level: int) -> bytes:
+    if _isal is not None:
+        comp = _isal.compressobj(isal_level(level), wbits=GZIP_WBITS)
+    else:
+        comp = zlib.compressobj(level, wbits=GZIP_WBITS)
+    out = [comp.compress(piece) for piece in pieces]
+    out.append(comp.flush())
+    return b"".join(out)
+
+
+def joined(data: Chunks) -> bytes:
+    """``data`` as one buffer (joined only if it is in pieces): for what must send one."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    return data[0] if len(data) == 1 else b"".join(data)
+
+
+def total_size(data: Chunks) -> int:
+    """The length of ``data``, in pieces or not."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return len(data)
+    return sum(map(len, data))

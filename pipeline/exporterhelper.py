@@ -77,8 +77,8 @@ class QueueCodec:
         self.signal = signal
 
     def encode(self, data: Payload) -> list[bytes]:
-        """The record body's parts."""
-        return [self._HEAD.pack(data.item_count()), data.to_bytes()]
+        """The record body's parts (a merged payload's pieces as they are: not joined)."""
+        return [self._HEAD.pack(data.item_count()), *data.encoded_parts()]
 
     def decode(self, body: bytes) -> Payload:
         (count,) = self._HEAD.unpack_from(body)

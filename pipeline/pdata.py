@@ -4,8 +4,11 @@ A :class:`Traces`, :class:`Metrics` or :class:`Logs` payload holds an encoded
 ``Export*ServiceRequest``. A component that only forwards never decodes it; one that must read
 it calls :meth:`message`, and one that changes it calls :meth:`mutable_message`, after which the
 payload re-encodes once when it is next needed as bytes. Payloads merge by concatenating their
-encodings (two encoded requests joined are one valid request) and split without decoding a span
-or log record.
+encodings (two encoded requests joined are one valid request: every top-level field of an
+``Export*ServiceRequest`` is a repeated message, which protobuf appends) and split without
+decoding a span or log record. A merged payload keeps its parts and joins them only when asked
+for its bytes (:meth:`Payload.to_bytes`): an exporter that only compresses and sends feeds the
+parts to the compressor one by one (:meth:`Payload.encoded_parts`) and never copies the batch.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class Payload:
     """Base class of :class:`Traces`, :class:`Metrics` and :class:`Logs`; not created
     directly."""
 
-    __slots__ = ("_acks", "_count", "_encoded", "_message", "_whole")
+    __slots__ = ("_acks", "_count", "_encoded", "_message", "_parts", "_whole")
 
     signal: ClassVar[Signal]
     request_class: ClassVar[type[Message]]
@@ -61,6 +64,8 @@ class Payload:
             encoded = b""
         self._encoded = encoded
         self._message = message
+        # the encodings of a merge, joined on demand; when set, _encoded and _message are None
+        self._parts: tuple[bytes, ...] | None = None
         self._count = item_count
         self._acks: tuple[object, ...] = ()
         self._whole = False
@@ -73,13 +78,20 @@ class Payload:
 
     @classmethod
     def merge(cls, payloads: Sequence[Payload]) -> Payload:
-        """One payload holding every item of ``payloads``, without decoding any of them."""
+        """One payload holding every item of ``payloads``, without decoding any of them.
+
+        The encodings are not copied: the merged payload keeps them as its :meth:`encoded_parts` and
+        joins them into one ``bytes`` only when :meth:`to_bytes` (or anything that reads the
+        request) is first called."""
         if len(payloads) == 1:
             return payloads[0]
-        encoded = b"".join(p.to_bytes() for p in payloads)
+        parts = tuple(c for p in payloads for c in p.encoded_parts() if c)
         counts = [p._count for p in payloads]
         total = None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
-        merged = cls(encoded, item_count=total)
+        merged = cls(parts[0] if parts else b"", item_count=total)
+        if len(parts) > 1:
+            merged._encoded = None
+            merged._parts = parts
         acks = [p._acks for p in payloads if p._acks]
         if acks:
             merged._acks = acks[0] if len(acks) == 1 else union_acks(acks)
@@ -129,15 +141,31 @@ class Payload:
 
     # -- access ------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """The encoded request (re-encoded once if a component changed it)."""
+        """The encoded request (re-encoded once if a component changed it; the parts of a
+        merge joined once)."""
         if self._encoded is None:
-            assert self._message is not None
-            self._encoded = self._message.SerializeToString()
+            if self._parts is not None:
+                self._encoded = b"".join(self._parts)
+                self._parts = None
+            else:
+                assert self._message is not None
+                self._encoded = self._message.SerializeToString()
         return self._encoded
+
+    def encoded_parts(self) -> tuple[bytes, ...]:
+        """The encoded request as consecutive pieces whose concatenation is :meth:`to_bytes`,
+        without joining the parts of a merge: for a consumer that only streams the bytes (a
+        compressor, a file write). One piece unless the payload was merged and not yet read
+        as a whole; never empty pieces, except the single ``b""`` of an empty request."""
+        if self._parts is not None:
+            return self._parts
+        return (self.to_bytes(),)
 
     @property
     def nbytes(self) -> int:
         """Size of the encoded request in bytes."""
+        if self._parts is not None:
+            return sum(map(len, self._parts))
         return len(self.to_bytes())
 
     def message(self) -> Any:
@@ -162,7 +190,9 @@ class Payload:
         """Spans (traces), data points (metrics) or log records (logs), counted without a full
         decode."""
         if self._count is None:
-            if self._encoded is not None:
+            if self._parts is not None:  # a request's items are the sum of its parts'
+                self._count = sum(self._count_encoded(part) for part in self._parts)
+            elif self._encoded is not None:
                 self._count = self._count_encoded(self._encoded)
             else:
                 self._count = self._count_message(self._message)
@@ -174,7 +204,11 @@ class Payload:
     def copy(self) -> Payload:
         """An independent payload with the same content (cheap: encodings are immutable).
         The copy shares the acknowledgement tokens."""
-        out = type(self)(self.to_bytes(), item_count=self._count)
+        parts = self._parts
+        out = type(self)(b"" if parts is not None else self.to_bytes(), item_count=self._count)
+        if parts is not None:
+            out._encoded = None
+            out._parts = parts
         out._acks = self._acks
         out._whole = self._whole
         return out
@@ -214,7 +248,8 @@ class Payload:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(items={self._count}, bytes={len(self._encoded or b'')})"
+        size = sum(map(len, self._parts)) if self._parts is not None else len(self._encoded or b"")
+        return f"{type(self).__name__}(items={self._count}, bytes={size})"
 
 
 class Traces(Payload):

@@ -5,11 +5,12 @@
 * ``timeout`` (default 200ms): the longest an item waits for its batch to fill (0: send at once);
 * ``send_batch_max_size`` (default 0, no limit): larger batches are split.
 
-Batches are built by concatenating encoded requests, and split without decoding a span or log
-record. The ``timeout`` is one event-loop timer, set by the consume that begins a batch: the
-batching task wakes once per batch (when it is due or full), and no task or timeout object is
-made per batch (at 10,000 spans/s behind the ``workflow`` processor, a batch every 200 ms: three
-task switches and a task fewer each).
+Batches are built by concatenating encoded requests (lazily: a batch keeps its requests as
+parts, which an exporter that only compresses and sends never joins; ``Payload.merge``), and
+split without decoding a span or log record. The ``timeout`` is one event-loop timer, set by
+the consume that begins a batch: the batching task wakes once per batch (when it is due or
+full), and no task or timeout object is made per batch (at 10,000 spans/s behind the
+``workflow`` processor, a batch every 200 ms: three task switches and a task fewer each).
 
 When the next consumer pushes back (an exporter's queue is full), the batch is held and retried,
 and new data is refused with a retryable error once eight batches' worth of items are waiting,

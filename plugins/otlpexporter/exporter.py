@@ -16,6 +16,7 @@ from pipeline import (
     Signal,
     client_authenticator,
 )
+from pipeline.compression import Chunks
 
 
 class Sender(Protocol):
@@ -28,7 +29,9 @@ class Sender(Protocol):
 
     async def start(self) -> None: ...
 
-    async def send(self, signal: Signal, data: bytes) -> None: ...
+    async def send(self, signal: Signal, data: Chunks) -> None:
+        """Send one encoded request, given whole or in consecutive pieces (a merged
+        payload's :meth:`~pipeline.Payload.encoded_parts`, compressed piece by piece)."""
 
     async def close(self) -> None: ...
 
@@ -59,7 +62,8 @@ class OTLPExporter(Component):
         )
 
     async def _send(self, payload: Payload) -> None:
-        await self.sender.send(self.signal, payload.to_bytes())
+        # the pieces of a merged batch go to the compressor as they are: no joined copy
+        await self.sender.send(self.signal, payload.encoded_parts())
 
     async def consume(self, data: Payload) -> None:
         await self.helper.consume(data)

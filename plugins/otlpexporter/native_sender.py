@@ -33,7 +33,7 @@ from pipeline import (
     Signal,
     split_endpoint,
 )
-from pipeline.compression import FAST, gzip_compress
+from pipeline.compression import FAST, Chunks, gzip_compress, joined, total_size
 from plugins.otlpexporter.config import OTLPExporterConfig
 from plugins.otlpexporter.grpcstatus import (
     INTERNAL,
@@ -259,22 +259,25 @@ class NativeGrpcSender:
         self._conn = conn
         return conn
 
-    async def send(self, signal: Signal, data: bytes) -> None:
-        """Send one encoded request; raises ``RetryableError`` / ``PermanentError``."""
+    async def send(self, signal: Signal, data: Chunks) -> None:
+        """Send one encoded request (whole or in pieces, compressed piece by piece); raises
+        ``RetryableError`` / ``PermanentError``."""
         endpoint = self.config.endpoint
-        if len(data) > MAX_MESSAGE:
+        size = total_size(data)
+        if size > MAX_MESSAGE:
             raise RequestTooLargeError(
                 f"{endpoint}: RESOURCE_EXHAUSTED: sent message larger than max "
-                f"({len(data)} vs. {MAX_MESSAGE})"
+                f"({size} vs. {MAX_MESSAGE})"
             )
         compressed = self.config.compression == "gzip"
-        message = data
         if compressed:
             message = (
                 gzip_compress(data, GZIP_LEVEL)
-                if len(data) <= INLINE_GZIP
+                if size <= INLINE_GZIP
                 else await asyncio.to_thread(gzip_compress, data, GZIP_LEVEL)
             )
+        else:
+            message = joined(data)  # the session sends one buffer
         headers = self._headers[signal]
         timeout = self.config.timeout
         if timeout:

@@ -25,6 +25,7 @@ from pipeline import (
     ComponentTelemetry,
     Signal,
 )
+from pipeline.compression import Chunks, joined
 from plugins.otlpexporter.config import ClientTLSConfig, OTLPExporterConfig
 from plugins.otlpexporter.grpcstatus import (
     MAX_MESSAGE,
@@ -115,8 +116,9 @@ class OTLPGrpcSender:
         # request_serializer/response_deserializer None: bytes go through untouched.
         self._calls = {signal: channel.unary_unary(method) for signal, method in METHODS.items()}
 
-    async def send(self, signal: Signal, data: bytes) -> None:
-        """Send one encoded request; raises ``RetryableError`` / ``PermanentError``."""
+    async def send(self, signal: Signal, data: Chunks) -> None:
+        """Send one encoded request (whole or in pieces: grpcio compresses one buffer, so
+        pieces are joined); raises ``RetryableError`` / ``PermanentError``."""
         if self._channel is None:
             await self.start()
         metadata = self._metadata
@@ -125,7 +127,7 @@ class OTLPGrpcSender:
             metadata = metadata + tuple((k.lower(), v) for k, v in extra.items())
         try:
             response = await self._calls[signal](
-                data,
+                joined(data),
                 metadata=metadata or None,
                 compression=self._compression,
                 timeout=self.config.timeout or None,

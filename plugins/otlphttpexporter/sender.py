@@ -31,7 +31,7 @@ from pipeline import (
     Signal,
     payload_type,
 )
-from pipeline.compression import gzip_compress
+from pipeline.compression import Chunks, gzip_compress, joined, total_size
 from plugins import _otlpjson as otlpjson
 from plugins.otlpexporter.config import ClientTLSConfig
 from plugins.otlpexporter.grpcstatus import parse_partial_success, record_partial_success
@@ -137,23 +137,26 @@ class OTLPHttpSender:
             headers={"User-Agent": "pipeline-gateway"},
         )
 
-    def _body(self, signal: Signal, data: bytes) -> bytes:
+    def _body(self, signal: Signal, data: Chunks) -> Chunks:
         if self.config.encoding == "json":
-            data = otlpjson.dumps(payload_type(signal)(data).message())
+            return otlpjson.dumps(payload_type(signal)(joined(data)).message())
         return data
 
-    async def send(self, signal: Signal, data: bytes) -> None:
-        """Send one encoded request; raises ``RetryableError`` / ``PermanentError``."""
+    async def send(self, signal: Signal, data: Chunks) -> None:
+        """Send one encoded request (whole or in pieces: gzip takes them piece by piece,
+        without joining them); raises ``RetryableError`` / ``PermanentError``."""
         if self._session is None:
             await self.start()
         assert self._session is not None
         url = self.config.url(str(signal))
-        body = self._body(signal, data)
+        chunks = self._body(signal, data)
         if self.config.compression == "gzip":
-            if len(body) > THREAD_COMPRESS_ABOVE:
-                body = await asyncio.to_thread(gzip_compress, body)
+            if total_size(chunks) > THREAD_COMPRESS_ABOVE:
+                body = await asyncio.to_thread(gzip_compress, chunks)
             else:
-                body = gzip_compress(body)
+                body = gzip_compress(chunks)
+        else:
+            body = joined(chunks)
         headers = self._headers
         if self.authenticator is not None:
             headers = {**headers, **await self.authenticator.request_headers()}

@@ -53,3 +53,51 @@ def test_levels_map_onto_isal_s_and_a_bad_level_is_refused() -> None:
     for bad in (-1, 10):
         with pytest.raises(ValueError, match="gzip level must be 0-9"):
             gzip_compress(b"x", bad)
+
+
+def pieces_cases() -> list[list[bytes]]:
+    """Hostile ways to cut a body: no pieces, empty pieces, one piece, many one-byte pieces,
+    huge pieces, pieces cut at random."""
+    rng = random.Random(11)
+    body = bodies()[4]
+    cuts = sorted(rng.sample(range(1, len(body)), 40))
+    return [
+        [],
+        [b""],
+        [b"", b"", b""],
+        [b"a"],
+        [bodies()[3]],
+        [bytes([i % 7]) for i in range(5_000)],  # many tiny pieces
+        [b"", bodies()[2], b"", bodies()[3], b""],  # huge pieces between empty ones
+        [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)],
+    ]
+
+
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_pieces_compress_to_their_concatenation(backend: str, level: int) -> None:
+    for pieces in pieces_cases():
+        whole = b"".join(pieces)
+        for data in (pieces, tuple(pieces)):
+            packed = gzip_compress(data, level)
+            assert packed[:2] == b"\x1f\x8b"
+            d = zlib.decompressobj(31)
+            assert d.decompress(packed) == whole and d.eof and not d.unused_data
+            assert gzip.decompress(packed) == gzip.decompress(gzip_compress(whole, level))
+        assert compression.joined(pieces) == whole
+        assert compression.total_size(pieces) == len(whole)
+    for bad in (-1, 10):
+        with pytest.raises(ValueError, match="gzip level must be 0-9"):
+            gzip_compress([b"x", b"y"], bad)
+
+
+def test_pieces_compress_as_well_as_the_whole() -> None:
+    body = bodies()[4]
+    pieces = [body[i : i + 30_000] for i in range(0, len(body), 30_000)]
+    assert len(gzip_compress(pieces)) <= 1.02 * len(gzip_compress(body))
+
+
+def test_joined_does_not_copy_a_single_buffer() -> None:
+    body = b"x" * 1000
+    assert compression.joined(body) is body
+    assert compression.joined((body,)) is body
+    assert compression.total_size(body) == 1000

@@ -147,3 +147,22 @@ async def test_timeout_is_retryable() -> None:
         await h.consume(spans(1))
     assert value(h, "send_failed") == 1
     await h.shutdown()
+
+
+def test_the_persistent_queue_stores_a_merged_batch_without_joining_it() -> None:
+    from pipeline.exporterhelper import QueueCodec
+
+    parts = [spans(1), Traces(b""), spans(3), spans(2)]
+    merged = Traces.merge(parts)
+    codec = QueueCodec(Signal.TRACES)
+    body_parts = codec.encode(merged)
+    assert body_parts[1:] == [p.to_bytes() for p in parts if p.to_bytes()]
+    assert merged._parts is not None  # the record is written from the pieces
+    body = b"".join(body_parts)
+    assert codec.count(body) == 6
+    back = codec.decode(body)
+    assert back.to_bytes() == merged.to_bytes() and back.item_count() == 6
+    empty = Traces.merge([Traces(b""), Traces(b"")])
+    assert codec.encode(empty)[1:] == [b""]
+    back = codec.decode(b"".join(codec.encode(empty)))
+    assert back.to_bytes() == b"" and back.item_count() == 0

@@ -265,3 +265,115 @@ def test_describe_logs_names_service_and_trace_ids() -> None:
     described = describe_payload(Logs(req.SerializeToString()))
     assert described == {"service_name": "svc0", "trace_ids": bytes([4] * 16).hex()}
     assert describe_payload(Logs(b"\x0a\x05abc")) == {"payload": "unreadable framing"}
+
+
+# -- merged payloads keep their parts until asked for their bytes --------------------------------
+
+
+def span_names(payload: Payload) -> list[str]:
+    msg = payload.message()
+    return [s.name for rs in msg.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+def test_merge_keeps_the_parts_and_joins_them_only_when_asked() -> None:
+    a, b, c = (Traces(traces_request(1, 1, n).SerializeToString()) for n in (1, 2, 3))
+    merged = Traces.merge([a, b, c])
+    assert merged.encoded_parts() == (a.to_bytes(), b.to_bytes(), c.to_bytes())
+    for chunk, part in zip(merged.encoded_parts(), (a, b, c), strict=True):
+        assert chunk is part.to_bytes()  # not copied
+    assert merged.nbytes == len(a.to_bytes() + b.to_bytes() + c.to_bytes())
+    assert f"bytes={merged.nbytes}" in repr(merged)
+    assert merged._encoded is None and merged._message is None
+    whole = merged.to_bytes()
+    assert whole == a.to_bytes() + b.to_bytes() + c.to_bytes()
+    assert merged.to_bytes() is whole  # joined once
+    assert merged.encoded_parts() == (whole,)
+    assert merged.nbytes == len(whole)
+
+
+def test_merged_parts_are_counted_without_joining_when_a_count_is_unknown() -> None:
+    a = Traces(traces_request(1, 1, 2).SerializeToString())
+    b = Traces(traces_request(2, 1, 3).SerializeToString())
+    merged = Traces.merge([a, b])
+    assert merged._count is None
+    assert merged.item_count() == 2 + 6
+    assert merged._parts is not None  # counted part by part
+    metrics = Metrics.merge([Metrics(metrics_request().SerializeToString()) for _ in range(3)])
+    assert metrics.item_count() == 18 and metrics._parts is not None
+    logs = Logs.merge([Logs(logs_request().SerializeToString()) for _ in range(2)])
+    assert logs.item_count() == 24 and logs._parts is not None
+
+
+def test_merge_of_merges_flattens_and_drops_empty_parts() -> None:
+    a, b, c = (Traces(traces_request(1, 1, n).SerializeToString()) for n in (1, 2, 3))
+    empty = Traces(b"", item_count=0)
+    inner = Traces.merge([a, empty, b])
+    assert inner.encoded_parts() == (a.to_bytes(), b.to_bytes())
+    outer = Traces.merge([empty, inner, c, Traces(), inner])
+    assert outer.encoded_parts() == (
+        a.to_bytes(),
+        b.to_bytes(),
+        c.to_bytes(),
+        *inner.encoded_parts(),
+    )
+    assert outer.item_count() == 1 + 2 + 3 + 1 + 2
+    assert inner._parts is not None  # merging did not join the inner merge
+
+
+def test_merge_of_empty_and_single_parts_holds_plain_bytes() -> None:
+    empty = Traces.merge([Traces(b"", item_count=0), Traces()])
+    assert empty.to_bytes() == b"" and empty.encoded_parts() == (b"",) and empty.item_count() == 0
+    assert empty._parts is None
+    one = Traces(traces_request(1, 1, 2).SerializeToString())
+    alone = Traces.merge([Traces(b""), one, Traces(b"")])
+    assert alone._parts is None and alone.to_bytes() is one.to_bytes()
+    assert alone.item_count() == 2
+    assert Traces.merge([one]) is one
+
+
+def test_merge_serializes_a_changed_part_once() -> None:
+    a = Traces(traces_request(1, 1, 1).SerializeToString())
+    a.mutable_message().resource_spans[0].scope_spans[0].spans[0].name = "changed"
+    b = Traces(traces_request(1, 1, 2).SerializeToString())
+    merged = Traces.merge([a, b])
+    assert merged.encoded_parts() == (a.to_bytes(), b.to_bytes())
+    names = span_names(merged)
+    assert names == ["changed", "span-0-0-0", "span-0-0-1"]
+
+
+def test_a_merged_payload_reads_changes_splits_and_copies_as_the_joined_one() -> None:
+    parts = [Traces(traces_request(2, 2, n).SerializeToString()) for n in (1, 2, 3)]
+    reference = Traces(b"".join(p.to_bytes() for p in parts))
+
+    def merged() -> Payload:
+        return Traces.merge([p.copy() for p in parts])
+
+    assert merged().message() == reference.message()
+    for size, first in ((1, 0), (5, 2), (7, 0), (100, 0)):
+        got = [p.to_bytes() for p in merged().split(size, first)]
+        assert got == [p.to_bytes() for p in reference.split(size, first)]
+    changed = merged()
+    changed.mutable_message().resource_spans[0].scope_spans[0].spans[0].name = "x"
+    assert changed._parts is None and changed.item_count() == 24
+    assert span_names(changed)[0] == "x"
+    original = merged()
+    copy = original.copy()
+    assert copy.encoded_parts() is original.encoded_parts()  # shared, not joined
+    copy.mutable_message().resource_spans[0].scope_spans[0].spans[0].name = "y"
+    assert original.to_bytes() == reference.to_bytes()
+    assert span_names(copy)[0] == "y"
+    checked = merged()
+    checked.validate()
+    assert checked.item_count() == 24
+    assert describe_payload(merged()) == describe_payload(reference)
+
+
+def test_merge_carries_tokens_and_whole_traces_with_parts() -> None:
+    a = Traces(traces_request(1, 1, 1).SerializeToString()).carry_acks(["t1"])
+    b = Traces(traces_request(1, 1, 1).SerializeToString()).carry_acks(["t2", "t1"])
+    a.whole_traces = b.whole_traces = True
+    merged = Traces.merge([a, b])
+    assert merged.ack_tokens == ("t1", "t2") and merged.whole_traces
+    copy = merged.copy()
+    assert copy.ack_tokens == ("t1", "t2") and copy.whole_traces
+    assert all(p.ack_tokens == ("t1", "t2") for p in merged.split(1))
