@@ -5,6 +5,7 @@ content rules on prompts, completions, system instructions and tool call argumen
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import re
@@ -13,7 +14,11 @@ from re import _constants as _sre_constants
 from re import _parser as _sre_parse
 from typing import Any
 
-from pipeline import Component, Consumer, CreateSettings, Payload, Signal
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline import Component, Consumer, CreateSettings, Payload, Signal, _otlpvalid
+from pipeline._pbwire import encode_varint, field_readers, fields_reader
 from plugins._anyvalue import scalar_to_string as _as_string
 from plugins.redactionprocessor.config import (
     BUILTIN_PATTERNS,
@@ -263,6 +268,7 @@ class RedactionProcessor(Component):
         self._prefilter = Prefilter.build(
             [*summary_keys, *self._needles], event_prefixes, [r for _, r in gated]
         )
+        self._by_item = self._by_item_possible()
 
     async def consume(self, data: Payload) -> None:
         if data.item_count() and self._may_redact(data):
@@ -330,21 +336,33 @@ class RedactionProcessor(Component):
         return any(r.search(text) for r in self._searches)
 
     def process(self, data: Payload) -> Payload:
-        out = type(data)(data.to_bytes())
-        msg = out.mutable_message()
         rules = self.rules
         rules.counts = {}
+        spliced = self._spliced(data.to_bytes()) if self._by_item else None
+        if spliced is not None:
+            out = type(data)(spliced, item_count=data.item_count())
+        else:
+            rules.counts = {}  # the spliced path may have counted some items before it gave up
+            out = self._whole(data)
+        for rule, n in rules.counts.items():
+            child = self._children.get(rule)
+            if child is None:
+                child = self._children[rule] = self._counter.labels(self.settings.name, rule)
+            child.inc(n)
+        out.whole_traces = data.whole_traces  # spans are changed, none added or removed
+        return out.carry_acks(data.ack_tokens)
+
+    def _whole(self, data: Payload) -> Payload:
+        """The whole request decoded, every item's attributes walked, re-encoded."""
+        out = type(data)(data.to_bytes())
+        msg = out.mutable_message()
         if self.signal is Signal.TRACES:
             for rs in msg.resource_spans:
                 self._attrs(rs.resource.attributes)
                 for ss in rs.scope_spans:
                     self._attrs(ss.scope.attributes)
                     for span in ss.spans:
-                        if rules.sanitizers is not None and rules.sanitizers.span_names:
-                            self._span_name(span)
-                        self._attrs(span.attributes)
-                        for ev in span.events:
-                            self._attrs(ev.attributes, event=self._is_genai_event(ev.name))
+                        self._span(span)
         elif self.signal is Signal.LOGS:
             for rl in msg.resource_logs:
                 self._attrs(rl.resource.attributes)
@@ -362,13 +380,121 @@ class RedactionProcessor(Component):
                         if kind is not None:
                             for dp in getattr(m, kind).data_points:
                                 self._attrs(dp.attributes)
-        for rule, n in rules.counts.items():
-            child = self._children.get(rule)
-            if child is None:
-                child = self._children[rule] = self._counter.labels(self.settings.name, rule)
-            child.inc(n)
-        out.whole_traces = data.whole_traces  # spans are changed, none added or removed
-        return out.carry_acks(data.ack_tokens)
+        return out
+
+    def _span(self, span: Any) -> None:
+        rules = self.rules
+        if rules.sanitizers is not None and rules.sanitizers.span_names:
+            self._span_name(span)
+        self._attrs(span.attributes)
+        for ev in span.events:
+            self._attrs(ev.attributes, event=self._is_genai_event(ev.name))
+
+    def _by_item_possible(self) -> bool:
+        """Whether a request that may redact can be rewritten item by item (:meth:`_spliced`):
+        the fast path is possible (what a span's bytes do not show, no rule changes in it),
+        traces or logs, no URL sanitizer on span names (looked at per request), and no
+        summary of allowed values (added to any item whose value an allowed pattern matches,
+        which the bytes' searches do not look for)."""
+        c = self.config
+        return (
+            self._fast
+            and self.signal in (Signal.TRACES, Signal.LOGS)
+            and not self._url_names
+            and not (c.allowed_values and c.summary in ("debug", "info"))
+        )
+
+    def _spliced(self, raw: bytes) -> bytes | None:
+        """The request with only the spans (log records) whose bytes may redact decoded,
+        redacted and re-encoded, spliced between the others' bytes (the enclosing length
+        prefixes written again); ``None`` when the request is to be done whole: it does not
+        pass the receivers' check (the whole path then fails or proceeds as it always did), a
+        resource's or scope's bytes may redact, or so many items may that decoding the whole
+        request costs less."""
+        found: list[tuple[int, int, int]] = []
+        heads: list[tuple[int, int]] = []
+        try:
+            self._find(raw, 0, len(raw), 0, found, heads, [0])
+            if any(self._bytes_may_redact(raw[s:e]) for s, e in heads):
+                return None  # a resource or scope to redact: the whole path does it
+            _otlpvalid.check(self.signal.value, raw)  # what is spliced is not decoded
+        except (_GiveUp, ValueError):
+            return None
+        return self._splice(raw, 0, len(raw), 0, found) if found else raw
+
+    def _find(
+        self, raw: bytes, start: int, end: int, depth: int,
+        found: list[tuple[int, int, int]], heads: list[tuple[int, int]], seen: list[int],
+    ) -> None:  # fmt: skip
+        """Appends to ``found`` ``(field start, payload start, end)`` of each item of
+        ``raw[start:end]`` (a request: depth 0, a resource group: 1, a scope group: 2) whose
+        bytes may redact, to ``heads`` where each resource and scope is; ``seen[0]`` counts
+        the items. Raises :class:`_GiveUp` for a field of another wire type than expected,
+        or when decoding the whole request is likely to cost less: the first three items or
+        more than half of those seen past the first eight may redact (a request whose items
+        all may redact pays three items' searches more than the whole path)."""
+        prev = start
+        for number, wire, _, s, e in _fields(raw, start, end):
+            if depth == 2 and wire != 2:
+                raise _GiveUp  # the item's field start is the end of the field before it
+            field, prev = prev, e
+            if number > 3 or (depth == 0 and number != 1):
+                continue  # unknown field: kept as it is
+            if wire != 2:
+                raise _GiveUp
+            if depth == 0 or (depth == 1 and number == 2):
+                self._find(raw, s, e, depth + 1, found, heads, seen)
+            elif number == 1:
+                heads.append((s, e))
+            elif number == 2 and depth == 2:
+                seen[0] += 1
+                if self._bytes_may_redact(raw[s:e]):
+                    found.append((field, s, e))
+                    n = len(found)
+                    if n == seen[0] == 3 or (n > 8 and 2 * n > seen[0]):
+                        raise _GiveUp
+
+    def _splice(
+        self, raw: bytes, start: int, end: int, depth: int, found: list[tuple[int, int, int]]
+    ) -> bytes:
+        """``raw[start:end]`` with the items in ``found`` (those in it) redacted; the groups
+        holding them re-encoded with their new lengths."""
+        parts: list[bytes] = []
+        copied = start
+        if depth == 2:
+            for field, s, e in found[bisect.bisect_left(found, (start,)) :]:
+                if field >= end:
+                    break
+                new = self._item(raw[s:e])
+                parts += [raw[copied:field], b"\x12", encode_varint(len(new)), new]
+                copied = e
+        else:
+            inner = 1 if depth == 0 else 2
+            pos = start
+            while pos < end:
+                field = pos
+                number, wire, pos = _read_tag(raw, pos, end)
+                _, s, e, pos = _read_value(raw, wire, pos, end)
+                if number != inner or wire != 2:
+                    continue
+                i = bisect.bisect_left(found, (s,))
+                if i == len(found) or found[i][0] >= e:
+                    continue  # nothing to redact in this group
+                new = self._splice(raw, s, e, depth + 1, found)
+                parts += [raw[copied:field], _TAGS[inner], encode_varint(len(new)), new]
+                copied = e
+        parts.append(raw[copied:end])
+        return b"".join(parts)
+
+    def _item(self, encoded: bytes) -> bytes:
+        """One span or log record, redacted and re-encoded."""
+        if self.signal is Signal.TRACES:
+            span = Span.FromString(encoded)
+            self._span(span)
+            return bytes(span.SerializeToString())
+        record = LogRecord.FromString(encoded)
+        self._record(record)
+        return bytes(record.SerializeToString())
 
     def _span_name(self, span: Any) -> None:
         """``db_sanitizer.sanitize_span_name`` and ``url_sanitizer`` on the span's name (seen
@@ -583,6 +709,15 @@ class RedactionProcessor(Component):
                     for rule in changed:
                         self.rules.count(rule)
                     value.string_value = sanitized
+
+
+class _GiveUp(Exception):
+    """The spliced path leaves the request to the whole path."""
+
+
+_read_tag, _read_value = field_readers(lambda reason: _GiveUp(reason))
+_fields = fields_reader(lambda reason: _GiveUp(reason))
+_TAGS = {1: b"\x0a", 2: b"\x12"}  # field 1 / field 2, length-delimited
 
 
 _BYTES_UNSAFE = re.compile(r"\\\\|\\[wWdDsSbBAZ]|(?<!\\)\.|\[\^|\(\?[aiLmsux]|\(\?<|[^\x00-\x7f]")
