@@ -155,6 +155,23 @@ class _NotTaken(Exception):
     pass
 
 
+def _group_part(data: bytes, a: int, b: int) -> tuple[bytes, bytes]:
+    """A ResourceSpans' or ScopeSpans' group bytes (field 1: the resource or scope) and schema
+    URL (field 3) in ``data[a:b]``; the spans (field 2) must be length-delimited too."""
+    part, url = b"", b""
+    for n, w, _, start, end in _fields(data, a, b):
+        if n in (1, 3):
+            if w != 2:
+                raise _NotTaken
+            if n == 1:
+                part = data[start:end]
+            else:
+                url = data[start:end]
+        elif n == 2 and w != 2:
+            raise _NotTaken
+    return part, url
+
+
 def _walk_request(data: bytes) -> list[tuple[bytes, tuple[bytes, bytes, bytes, bytes]]]:
     """``(span, group)`` of every span of a request, as the C walk reads it (``_NotTaken``
     where it returns None)."""
@@ -165,31 +182,11 @@ def _walk_request(data: bytes) -> list[tuple[bytes, tuple[bytes, bytes, bytes, b
                 continue
             if wire != 2:
                 raise _NotTaken
-            res, res_url = b"", b""
-            for n2, w2, _, a2, b2 in _fields(data, a, b):
-                if n2 in (1, 3):
-                    if w2 != 2:
-                        raise _NotTaken
-                    if n2 == 1:
-                        res = data[a2:b2]
-                    else:
-                        res_url = data[a2:b2]
-                elif n2 == 2 and w2 != 2:
-                    raise _NotTaken
+            res, res_url = _group_part(data, a, b)
             for n2, _, _, a2, b2 in _fields(data, a, b):
                 if n2 != 2:
                     continue
-                scope, scope_url = b"", b""
-                for n3, w3, _, a3, b3 in _fields(data, a2, b2):
-                    if n3 in (1, 3):
-                        if w3 != 2:
-                            raise _NotTaken
-                        if n3 == 1:
-                            scope = data[a3:b3]
-                        else:
-                            scope_url = data[a3:b3]
-                    elif n3 == 2 and w3 != 2:
-                        raise _NotTaken
+                scope, scope_url = _group_part(data, a2, b2)
                 group = (res, res_url, scope, scope_url)
                 for n3, _, _, a3, b3 in _fields(data, a2, b2):
                     if n3 != 2:

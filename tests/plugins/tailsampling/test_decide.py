@@ -7,7 +7,6 @@ without it (each policy read as before)."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,6 +33,7 @@ from tests.plugins.tailsampling.test_processor import (
 from tests.plugins.tailsampling.test_processor import (
     Sink,
     mixed_request,
+    mutations,
     processor,
 )
 
@@ -140,24 +140,6 @@ def load_requests() -> list[bytes]:
     from benchmarks.agent_pipeline import Load
 
     return requests(Load(attrs_per_span=8, spans_per_trace=10, traces_per_request=20), 4)
-
-
-def mutations(raw: bytes, count: int, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(count):
-        data = bytearray(raw)
-        for _ in range(rng.randint(1, 4)):
-            op = rng.random()
-            at = rng.randrange(len(data))
-            if op < 0.6:
-                data[at] = rng.randrange(256)
-            elif op < 0.8:
-                del data[at : at + rng.randint(1, 20)]
-            else:
-                data[at:at] = data[at : at + rng.randint(1, 40)]
-        out.append(bytes(data))
-    return out
 
 
 def inputs() -> list[bytes]:

@@ -640,20 +640,11 @@ def test_a_tool_call_failed_with_its_status_written_longer_is_found() -> None:
     assert build(cfg.policies[0]).evaluate(trace) is Decision.SAMPLED
 
 
-async def test_corrupt_whole_requests_answered_the_same_with_and_without_the_c_walk(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Mutated requests (bytes changed, cut, repeated): the C walk and the Python path refuse
-    the same ones and decide the others the same way."""
-    from pipeline import MalformedDataError
-    from plugins.tailsamplingprocessor import processor as module
-
-    if module._tracewire is None:
-        pytest.skip("the C accelerator _tracewire is not built")
-    raw = mixed_request(8)
-    rng = random.Random(11)
-    seen: set[str] = set()
-    for _ in range(300):
+def mutations(raw: bytes, count: int, seed: int) -> list[bytes]:
+    """``count`` copies of ``raw`` with 1-4 random edits each (bytes changed, cut, repeated)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
         data = bytearray(raw)
         for _ in range(rng.randint(1, 4)):
             op = rng.random()
@@ -664,6 +655,22 @@ async def test_corrupt_whole_requests_answered_the_same_with_and_without_the_c_w
                 del data[at : at + rng.randint(1, 20)]
             else:
                 data[at:at] = data[at : at + rng.randint(1, 40)]
+        out.append(bytes(data))
+    return out
+
+
+async def test_corrupt_whole_requests_answered_the_same_with_and_without_the_c_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutated requests (bytes changed, cut, repeated): the C walk and the Python path refuse
+    the same ones and decide the others the same way."""
+    from pipeline import MalformedDataError
+    from plugins.tailsamplingprocessor import processor as module
+
+    if module._tracewire is None:
+        pytest.skip("the C accelerator _tracewire is not built")
+    seen: set[str] = set()
+    for data in mutations(mixed_request(8), 300, 11):
         outcomes = []
         for native in (module._tracewire, None):
             monkeypatch.setattr(module, "_tracewire", native)
