@@ -218,7 +218,9 @@ class RedactionProcessor(Component):
         # ignored key patterns only matter for the summary's count
         self._searches = [*rules.block_re, *rules.block_key_re, *rules.content_key_re]
         if config.summary in ("debug", "info"):
-            self._searches += rules.ignore_re
+            # the summary counts ignored keys and values an allowed pattern matches: a request
+            # holding either is not passed on untouched
+            self._searches += [*rules.ignore_re, *rules.allow_value_re]
         # ASCII patterns that mean the same on bytes are searched in the request's bytes (no
         # decoding); the others in its text
         byte_searches = [
@@ -285,6 +287,8 @@ class RedactionProcessor(Component):
         if not c.allow_all_keys or c.redact_all_types:
             return False
         patterns = [*c.blocked_values, *c.blocked_key_patterns, *c.ignored_key_patterns]
+        if c.summary in ("debug", "info"):
+            patterns += c.allowed_values  # searched in the request's text too (see __init__)
         g = self.rules.genai
         if g is not None:
             patterns += g.key_patterns

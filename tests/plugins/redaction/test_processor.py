@@ -121,6 +121,27 @@ async def test_values_keys_hashes_and_allowed_values() -> None:
     assert attrs_of(msg) == {"note": f"card {sha3}"}
 
 
+@pytest.mark.parametrize("summary", ["debug", "info", "silent"])
+async def test_allowed_value_alone_is_summarised_as_on_the_whole_path(summary: str) -> None:
+    """A request whose only notable value is an allowed one: with a debug or info summary it
+    gets the allowed keys' summary, as on the whole-request path; it is not passed on
+    untouched by the fast path because no blocked pattern matched."""
+    config = {
+        "allow_all_keys": True,
+        "blocked_values": [r"4[0-9]{12}(?:[0-9]{3})?"],
+        "allowed_values": [r".+@mycompany\.com"],
+        "summary": summary,
+    }
+    payload = span_payload(contact="joe@mycompany.com", count=3)
+    msg, proc = await run(config, payload)
+    whole = proc.process(Traces(payload.to_bytes())).mutable_message()
+    assert attrs_of(msg) == attrs_of(whole)
+    if summary == "silent":
+        assert attrs_of(msg) == {"contact": "joe@mycompany.com", "count": 3}
+    else:
+        assert attrs_of(msg)["redaction.allowed.count"] == 1
+
+
 async def test_log_bodies_and_genai_events() -> None:
     req = ExportLogsServiceRequest()
     records = req.resource_logs.add().scope_logs.add().log_records
