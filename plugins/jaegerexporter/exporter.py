@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -34,17 +35,101 @@ _RETRYABLE_HTTP = {408, 429, 502, 503, 504}
 
 
 class PreparedTraces(Traces):
-    """Spans already encoded for the wire: HTTP bodies or UDP datagrams.
+    """Spans already encoded for the wire: HTTP bodies or UDP datagrams (``chunks``), and
+    how many spans each holds (``counts``).
 
     The exporter encodes once, when the payload arrives, so retries resend the same bytes and
-    resume after the chunks already delivered (``done``)."""
+    resume after the chunks already delivered (``done``). The sending queue handles these
+    payloads on their own terms: a batch (``sending_queue.batch``) merges them by joining
+    their chunk lists, splits them (``max_size``) between chunks, sizes them (``sizer:
+    bytes``) by their encoded chunks, and the persistent queue stores them with
+    :class:`PreparedCodec`. There is no OTLP encoding behind them: :meth:`to_bytes` (and so
+    :meth:`message`) raises instead of answering an empty request, so that nothing can read
+    them as OTLP and lose their spans silently."""
 
-    __slots__ = ("chunks", "done")
+    __slots__ = ("chunks", "counts", "done")
 
-    def __init__(self, chunks: list[bytes], item_count: int) -> None:
+    def __init__(
+        self, chunks: list[bytes], item_count: int, counts: list[int] | None = None
+    ) -> None:
         super().__init__(b"", item_count=item_count)
         self.chunks = chunks
+        # spans per chunk; None when not known (an entry read back from the persistent
+        # queue), and then the payload is never split
+        self.counts = counts
         self.done = 0
+
+    @classmethod
+    def merge(cls, payloads: Sequence[Payload]) -> Payload:
+        """The chunks of ``payloads`` (none of them sent yet) in order, in one payload."""
+        if len(payloads) == 1:
+            return payloads[0]
+        prepared = [_prepared(p) for p in payloads]
+        known = all(p.counts is not None for p in prepared)
+        merged = cls(
+            [c for p in prepared for c in p.chunks],
+            sum(p.item_count() for p in prepared),
+            [n for p in prepared for n in p.counts or ()] if known else None,
+        )
+        for p in prepared:
+            merged.carry_acks(p.ack_tokens)
+        merged.whole_traces = all(p.whole_traces for p in prepared)
+        return merged
+
+    def split(self, max_items: int, first: int = 0) -> list[Payload]:
+        """Payloads of whole chunks, at most ``max_items`` spans each (``first`` for the
+        first one); a chunk is never cut, so one holding more spans makes a payload of its
+        own (one Jaeger batch of a resource, or one datagram)."""
+        limit = first or max_items
+        if (
+            max_items <= 0
+            or self.item_count() <= limit
+            or self.counts is None
+            or self.done
+            or len(self.chunks) < 2
+        ):
+            return [self]
+        out: list[Payload] = []
+        chunks: list[bytes] = []
+        counts: list[int] = []
+        for chunk, n in zip(self.chunks, self.counts, strict=True):
+            if chunks and sum(counts) + n > limit:
+                out.append(PreparedTraces(chunks, sum(counts), counts))
+                chunks, counts, limit = [], [], max_items
+            chunks.append(chunk)
+            counts.append(n)
+        if chunks:
+            out.append(PreparedTraces(chunks, sum(counts), counts))
+        for part in out:  # every part holds the whole payload's durability tokens
+            part.carry_acks(self.ack_tokens)
+        return out
+
+    def copy(self) -> Payload:
+        out = PreparedTraces(self.chunks, self.item_count(), self.counts)
+        out.done = self.done
+        out.carry_acks(self.ack_tokens)
+        out.whole_traces = self.whole_traces
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        """The encoded chunks' size (what is sent)."""
+        return sum(map(len, self.chunks))
+
+    def to_bytes(self) -> bytes:
+        raise TypeError(
+            "spans prepared for Jaeger have no OTLP encoding: they are merged, split, copied "
+            "and stored as PreparedTraces (their chunks), never read as OTLP bytes"
+        )
+
+    def encoded_parts(self) -> tuple[bytes, ...]:
+        return (self.to_bytes(),)
+
+
+def _prepared(data: Payload) -> PreparedTraces:
+    if not isinstance(data, PreparedTraces):
+        raise TypeError(f"cannot merge spans prepared for Jaeger with {type(data).__name__}")
+    return data
 
 
 class PreparedCodec(QueueCodec):
@@ -103,8 +188,9 @@ class JaegerThriftExporter(Component):
             batches = traces_to_batches(data.message())
             if not self.udp:
                 bodies = [encode_struct(b, "binary") for b in batches]
-                n = sum(len(b.spans or ()) for b in batches)
-                return PreparedTraces(bodies, n) if n else None
+                counts = [len(b.spans or ()) for b in batches]
+                n = sum(counts)
+                return PreparedTraces(bodies, n, counts) if n else None
             return self._packets(batches)
         except Exception as exc:  # a span the Thrift encoder cannot take
             n = data.item_count()
@@ -118,6 +204,7 @@ class JaegerThriftExporter(Component):
 
     def _packets(self, batches: list[Any]) -> PreparedTraces | None:
         packets: list[bytes] = []
+        counts: list[int] = []  # spans per packet
         kept = 0
         oversize: list[tuple[str, int]] = []
         for batch in batches:
@@ -132,15 +219,17 @@ class JaegerThriftExporter(Component):
                     continue
                 if used + len(encoded) > room:
                     packets.append(framer.packet(current))
+                    counts.append(len(current))
                     current, used = [], 0
                 current.append(encoded)
                 used += len(encoded)
                 kept += 1
             if current:
                 packets.append(framer.packet(current))
+                counts.append(len(current))
         if oversize:
             self._drop_oversize(oversize)
-        return PreparedTraces(packets, kept) if kept else None
+        return PreparedTraces(packets, kept, counts) if kept else None
 
     def _drop_oversize(self, spans: list[tuple[str, int]]) -> None:
         n = len(spans)
@@ -247,13 +336,17 @@ class JaegerThriftExporter(Component):
             # it closed for good, and a later start could not take data.
             return
         self._started = False
-        await self.helper.shutdown()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        try:
+            await self.helper.shutdown()
+        finally:
+            # also when the shutdown deadline cancels the helper's (the persistent queue's
+            # entries stay on disk): the connections are not left open
+            if self._session is not None:
+                session, self._session = self._session, None
+                await asyncio.shield(session.close())
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
 
 
 def _retry_after(value: str | None) -> float | None:

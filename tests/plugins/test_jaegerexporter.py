@@ -819,3 +819,248 @@ def test_prepared_spans_round_trip_through_the_persistent_queue_codec() -> None:
     assert isinstance(back, PreparedTraces)
     assert back.chunks == prepared.chunks and back.item_count() == 12 and back.done == 0
     assert codec.count(b"".join(codec.encode(prepared))) == 12
+
+
+# -- the sending queue: batching and the persistent queue ------------------------------------
+def _request_of(index: int, spans: int) -> bytes:
+    """One OTLP request of ``spans`` spans named ``r<index>-s<j>`` (its own service.name)."""
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    kv = rs.resource.attributes.add(key="service.name")
+    kv.value.string_value = f"svc-{index % 3}"
+    ss = rs.scope_spans.add()
+    for j in range(spans):
+        ss.spans.add(
+            trace_id=TRACE_ID,
+            span_id=(index * 1000 + j + 1).to_bytes(8, "big"),
+            name=f"r{index}-s{j}",
+            start_time_unix_nano=1_700_000_000_000_000_000,
+            end_time_unix_nano=1_700_000_000_001_000_000,
+        )
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize("protocol", ["thrift_http", "thrift_compact"])
+@pytest.mark.parametrize(
+    "queue",
+    [
+        "{batch: {flush_timeout: 100ms, min_size: 1000}}",
+        "{batch: {flush_timeout: 100ms, min_size: 5, max_size: 7}}",
+        "{batch: {flush_timeout: 100ms, min_size: 20}}",
+        "{sizer: bytes, queue_size: 100000, batch: {flush_timeout: 100ms, min_size: 300, "
+        "max_size: 900, sizer: bytes}}",
+        "{storage: file_storage}",
+    ],
+    ids=["batch", "batch-max-items", "batch-min-items", "batch-bytes", "persistent"],
+)
+async def test_every_span_arrives_through_the_sending_queue(
+    protocol: str, queue: str, tmp_path: Any
+) -> None:
+    """OTLP receiver -> jaeger exporter with a batching or persistent sending queue ->
+    (Thrift) -> jaeger receiver: requests merged into batches, batches split at max_size and
+    entries written to and read back from the file_storage extension lose no span, duplicate
+    none, and are counted as sent."""
+    import aiohttp
+
+    cap.install()
+    key = f"queue-{protocol}-{abs(hash(queue))}"
+    http_port = free_port()
+    telemetry_port = free_port()
+    if protocol == "thrift_http":
+        jport = free_port()
+        receiver = f'thrift_http: {{endpoint: "127.0.0.1:{jport}"}}'
+        endpoint = f"http://127.0.0.1:{jport}/api/traces"
+    else:
+        jport = free_port(socket.SOCK_DGRAM)
+        receiver = f'thrift_compact: {{endpoint: "127.0.0.1:{jport}"}}'
+        endpoint = f"127.0.0.1:{jport}"
+    config = f"""
+extensions:
+  file_storage: {{directory: "{tmp_path}"}}
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{http_port}"}}}}}}
+  jaeger: {{protocols: {{{receiver}}}}}
+exporters:
+  jaeger:
+    protocol: {protocol}
+    endpoint: "{endpoint}"
+    sending_queue: {queue}
+  jaeger_test_capture: {{key: "{key}"}}
+service:
+  extensions: [file_storage]
+  pipelines:
+    traces/in: {{receivers: [otlp], exporters: [jaeger]}}
+    traces/out: {{receivers: [jaeger], exporters: [jaeger_test_capture]}}
+  telemetry:
+    metrics: {{address: "127.0.0.1:{telemetry_port}"}}
+"""
+    sizes = [3, 1, 5, 2, 4, 3, 6, 1, 2, 3]  # 30 spans in 10 requests
+    expected = sorted(f"r{i}-s{j}" for i, n in enumerate(sizes) for j in range(n))
+    async with running_service(config):
+        async with aiohttp.ClientSession() as session:
+            for i, n in enumerate(sizes):
+                async with session.post(
+                    f"http://127.0.0.1:{http_port}/v1/traces",
+                    data=_request_of(i, n),
+                    headers={"Content-Type": "application/x-protobuf"},
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+        with contextlib.suppress(AssertionError):  # compared below, span by span
+            await wait_until(lambda: len(cap.spans(key)) >= len(expected), within=5)
+        await asyncio.sleep(0.3)  # anything sent twice arrives too
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{telemetry_port}/metrics") as resp,
+        ):
+            metrics = await resp.text()
+    got = sorted(span.name for _, _, span in cap.spans(key))
+    assert got == expected
+    sent = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("otelcol_exporter_sent_spans_total") and 'exporter="jaeger"' in line
+    ]
+    assert sent and float(sent[0].rsplit(" ", 1)[1]) == len(expected), sent
+
+
+async def test_a_batch_of_prepared_spans_is_sent_whole_and_counted() -> None:
+    """Two requests merged by ``sending_queue.batch`` reach the collector as the Thrift
+    batches of both, and the sent count is what arrived (before, the merge kept no chunk:
+    nothing was sent and every span was counted as sent)."""
+    async with (
+        Collector() as col,
+        exporter(
+            {
+                "protocol": "thrift_http",
+                "endpoint": col.url,
+                "sending_queue": {"batch": {"flush_timeout": "50ms", "min_size": 1000}},
+            }
+        ) as (exp, tel),
+    ):
+        await exp.consume(Traces.from_message(many_spans(4)))
+        await exp.consume(Traces.from_message(many_spans(3)))
+        await wait_until(lambda: len(col.bodies) == 2)
+        await asyncio.sleep(0.1)
+    spans = [r.read_struct(b, "binary")[r.BATCH_SPANS] for b in col.bodies]
+    assert [len(s) for s in spans] == [4, 3]
+    assert tel.value("otelcol_exporter_sent_spans_total", exporter="jaeger") == 7
+    assert not tel.value("otelcol_exporter_send_failed_spans_total", exporter="jaeger")
+
+
+def test_prepared_spans_merge_split_copy_and_size_by_their_chunks() -> None:
+    from plugins.jaegerexporter.exporter import PreparedTraces
+
+    a = PreparedTraces([b"a1", b"a22"], 5, [2, 3])
+    b = PreparedTraces([b"b333"], 4, [4])
+    a.carry_acks(["tok-a"])
+    b.carry_acks(["tok-b"])
+    merged = PreparedTraces.merge([a, b])
+    assert isinstance(merged, PreparedTraces)
+    assert merged.chunks == [b"a1", b"a22", b"b333"] and merged.counts == [2, 3, 4]
+    assert merged.item_count() == 9 and merged.nbytes == 9
+    assert merged.ack_tokens == ("tok-a", "tok-b")
+
+    parts = merged.split(5)
+    assert [(p.chunks, p.item_count()) for p in parts] == [  # type: ignore[attr-defined]
+        ([b"a1", b"a22"], 5),
+        ([b"b333"], 4),
+    ]
+    assert all(p.ack_tokens == ("tok-a", "tok-b") for p in parts)
+    # a chunk is never cut: one larger than the limit goes alone; first tops up a batch
+    assert [p.item_count() for p in merged.split(2)] == [2, 3, 4]
+    assert [p.item_count() for p in merged.split(9, first=2)] == [2, 7]
+    assert merged.split(9) == [merged]
+    # an entry read back from the persistent queue (counts unknown) is never split
+    assert PreparedTraces([b"x", b"y"], 6).split(1)[0].item_count() == 6
+
+    dup = merged.copy()
+    assert isinstance(dup, PreparedTraces) and dup is not merged
+    assert dup.chunks == merged.chunks and dup.item_count() == 9
+    assert dup.ack_tokens == merged.ack_tokens
+
+    # no OTLP behind them: reading them as OTLP fails loudly instead of yielding no spans
+    with pytest.raises(TypeError, match="no OTLP encoding"):
+        merged.to_bytes()
+    with pytest.raises(TypeError, match="no OTLP encoding"):
+        merged.encoded_parts()
+    with pytest.raises(TypeError, match="cannot merge"):
+        PreparedTraces.merge([a, Traces(b"")])
+
+
+async def test_prepared_spans_left_in_the_persistent_queue_are_sent_after_a_restart(
+    tmp_path: Any,
+) -> None:
+    """The Jaeger collector is down: the spans wait in the file_storage queue (as Thrift
+    bodies) through a shutdown; on the next start, with the collector up (the project's jaeger
+    receiver), every span arrives, once, and is counted as recovered."""
+    import aiohttp
+
+    cap.install()
+    key = "queue-restart"
+    http_port, jport, telemetry_port = free_port(), free_port(), free_port()
+    exporter_config = f"""
+  jaeger:
+    protocol: thrift_http
+    endpoint: "http://127.0.0.1:{jport}/api/traces"
+    sending_queue: {{storage: file_storage}}
+    retry_on_failure: {{initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 0s}}"""
+    common = f"""
+extensions:
+  file_storage: {{directory: "{tmp_path}"}}
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{http_port}"}}}}}}
+  jaeger: {{protocols: {{thrift_http: {{endpoint: "127.0.0.1:{jport}"}}}}}}
+exporters:{exporter_config}
+  jaeger_test_capture: {{key: "{key}"}}
+"""
+    down = (
+        common
+        + """
+service:
+  shutdown_timeout: 1s
+  extensions: [file_storage]
+  pipelines:
+    traces/in: {receivers: [otlp], exporters: [jaeger]}
+"""
+    )
+    up = (
+        common
+        + f"""
+service:
+  extensions: [file_storage]
+  pipelines:
+    traces/in: {{receivers: [otlp], exporters: [jaeger]}}
+    traces/out: {{receivers: [jaeger], exporters: [jaeger_test_capture]}}
+  telemetry:
+    metrics: {{address: "127.0.0.1:{telemetry_port}"}}
+"""
+    )
+    sizes = [2, 3, 1]
+    expected = sorted(f"r{i}-s{j}" for i, n in enumerate(sizes) for j in range(n))
+    async with running_service(down):
+        async with aiohttp.ClientSession() as session:
+            for i, n in enumerate(sizes):
+                async with session.post(
+                    f"http://127.0.0.1:{http_port}/v1/traces",
+                    data=_request_of(i, n),
+                    headers={"Content-Type": "application/x-protobuf"},
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+        await asyncio.sleep(0.3)  # sends fail and are retried
+    assert cap.spans(key) == []
+    async with running_service(up):
+        with contextlib.suppress(AssertionError):  # compared below, span by span
+            await wait_until(lambda: len(cap.spans(key)) >= len(expected), within=5)
+        await asyncio.sleep(0.3)  # anything sent twice arrives too
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{telemetry_port}/metrics") as resp,
+        ):
+            metrics = await resp.text()
+    assert sorted(span.name for _, _, span in cap.spans(key)) == expected
+    recovered = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("otelcol_exporter_queue_recovered_spans_total")
+    ]
+    assert recovered and float(recovered[0].rsplit(" ", 1)[1]) == len(expected), recovered
