@@ -43,6 +43,19 @@ SPAN_ID = bytes.fromhex("8899aabbccddeeff")
 PARENT_ID = bytes.fromhex("0102030405060708")
 
 
+def jaeger_receiver(protocol: str) -> tuple[str, str]:
+    """The jaeger receiver's protocol entry on a free port for ``protocol`` (``thrift_http``
+    or ``thrift_compact``), and the endpoint the jaeger exporter sends to."""
+    if protocol == "thrift_http":
+        jport = free_port()
+        return (
+            f'thrift_http: {{endpoint: "127.0.0.1:{jport}"}}',
+            f"http://127.0.0.1:{jport}/api/traces",
+        )
+    jport = free_port(socket.SOCK_DGRAM)
+    return f'thrift_compact: {{endpoint: "127.0.0.1:{jport}"}}', f"127.0.0.1:{jport}"
+
+
 def make_exporter(options: dict[str, Any]) -> tuple[Any, SelfTelemetry]:
     factory = default_registry().get(Kind.EXPORTER, "jaeger")
     assert factory is not None
@@ -530,14 +543,7 @@ async def test_round_trip_from_the_otel_sdk_through_exporter_and_receiver(protoc
     cap.install()
     key = f"roundtrip-{protocol}"
     otlp_port = free_port()
-    if protocol == "thrift_http":
-        jport = free_port()
-        receiver = f'thrift_http: {{endpoint: "127.0.0.1:{jport}"}}'
-        endpoint = f"http://127.0.0.1:{jport}/api/traces"
-    else:
-        jport = free_port(socket.SOCK_DGRAM)
-        receiver = f'thrift_compact: {{endpoint: "127.0.0.1:{jport}"}}'
-        endpoint = f"127.0.0.1:{jport}"
+    receiver, endpoint = jaeger_receiver(protocol)
     config = f"""
 receivers:
   otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{otlp_port}"}}}}}}
@@ -866,14 +872,7 @@ async def test_every_span_arrives_through_the_sending_queue(
     key = f"queue-{protocol}-{abs(hash(queue))}"
     http_port = free_port()
     telemetry_port = free_port()
-    if protocol == "thrift_http":
-        jport = free_port()
-        receiver = f'thrift_http: {{endpoint: "127.0.0.1:{jport}"}}'
-        endpoint = f"http://127.0.0.1:{jport}/api/traces"
-    else:
-        jport = free_port(socket.SOCK_DGRAM)
-        receiver = f'thrift_compact: {{endpoint: "127.0.0.1:{jport}"}}'
-        endpoint = f"127.0.0.1:{jport}"
+    receiver, endpoint = jaeger_receiver(protocol)
     config = f"""
 extensions:
   file_storage: {{directory: "{tmp_path}"}}
