@@ -30,6 +30,7 @@ from plugins.agentmetricsconnector.calls import Call, CallJoiner, Failure, Layer
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 from plugins.agentmetricsconnector.connector import AgentMetricsConnector
 from tests.plugins._agent_support import Capture, kv, request, settings, span
+from tests.plugins._join_probe import replayed
 
 T0 = 1_700_000_000.0
 
@@ -657,22 +658,6 @@ def test_settle_layers_leaves_the_joiner_as_the_python_settle() -> None:
         counts += assert_joiners_agree(rng, rng.randint(1, 6), conn)
     assert counts["with failures"] > 300 and counts["with failed layers"] > 150, counts
     assert counts["refused"] > 30 and counts["with ids"] > 100, counts
-
-
-def replayed(req: Any, run: int) -> Any:
-    """A recorded request as another run of it: fresh trace ids, and run ids of its own (a
-    ``workflow.id`` on every span, as the workflow processor writes; conversation and
-    session ids changed)."""
-    req = type(req).FromString(req.SerializeToString())
-    for rs in req.resource_spans:
-        for ss in rs.scope_spans:
-            for sp in ss.spans:
-                sp.trace_id = bytes([run]) + sp.trace_id[1:]
-                sp.attributes.add(key="workflow.id").value.string_value = sp.trace_id.hex()
-                for a in sp.attributes:
-                    if a.key in ("gen_ai.conversation.id", "session.id"):
-                        a.value.string_value += f"-{run}"
-    return req
 
 
 def test_recorded_sources_replayed_count_as_the_python_join(
