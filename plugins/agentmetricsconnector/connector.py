@@ -669,6 +669,12 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._join_series: list[tuple[bool, str, str, str]] = []
         self._join_ids: dict[tuple[Any, ...], int] = {}
         self._join_enabled = False
+        # the workflow root markers are in the span shape: a root tool-call layer's shape says
+        # whether it is a workflow root (see _plain_root)
+        n = self.names
+        self._root_markers_shaped = {
+            k.encode() for k in (n.workflow_name, n.workflow_id, n.workflow_type)
+        } <= set(self._shape_keys())
         self._scanner = self._native_scanner(exemplars)
         if self._scanner is not None and self._join_enabled:
             self.joiner.native = self._scanner
@@ -1171,7 +1177,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 # presence only, so the reading is not the shape's alone)
                 id_free = self._id_sources_free(attrs)
                 if shape is not None and not (
-                    root
+                    (root and not self._plain_root(view))
                     or layer.failed
                     or layer.error_type
                     or layer.exception
@@ -1503,6 +1509,22 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             )
             batch.ops.append((self.a2a_received.add, (NO_RESOURCE, labels, 1, now_ns)))
             batch.a2a_servers.append((sp, message_type))
+
+    def _plain_root(self, view: _SpanView) -> bool:
+        """A root span whose shape says it is no workflow root: none of the workflow markers
+        :meth:`_is_workflow_root` reads, each of them in the shape (by presence or value, and
+        the name), so no span of its shape is one (a root tool-call layer: the MCP SDK's client
+        span of a process whose context is not propagated, the MCP server span at the root of
+        its process; its reading, a layer, is then the shape's alone: learned, packed)."""
+        names = self.names
+        attrs = view.attrs
+        return (
+            self._root_markers_shaped
+            and names.workflow_name not in attrs
+            and names.workflow_id not in attrs
+            and names.workflow_type not in attrs
+            and not view.name.startswith(names.workflow_span_prefix)
+        )
 
     def _is_workflow_root(self, view: _SpanView) -> bool:
         names = self.names

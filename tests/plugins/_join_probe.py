@@ -35,6 +35,7 @@ class Share:
     python: int = 0
     packed_layers: int = 0
     packed_with_ids: int = 0  # packed layers with a call id or a JSON-RPC id
+    packed_roots: int = 0  # packed layers without a parent (root tool-call layers)
     python_layers: int = 0  # tool-call layers read in Python (Layer objects to the joiner)
     c_calls: int = 0  # tool calls settled in C (settle_simple, settle_layers)
     python_calls: int = 0  # tool calls settled by the Python join
@@ -60,16 +61,20 @@ def recorded_request(source: str, scenario: str, wire_ids: bool = True) -> Any:
     return load(source, scenario)
 
 
-def replayed(req: Any, run: int) -> Any:
-    """A recorded request as another run of it: fresh trace ids, and run ids of its own (a
-    ``workflow.id`` on every span, as the workflow processor writes; conversation and
-    session ids changed)."""
+def replayed(req: Any, run: int, stamp: bool = True) -> Any:
+    """A recorded request as another run of it: fresh trace ids, and run ids of its own (with
+    ``stamp`` a ``workflow.id`` on every span, as the workflow processor writes on a workflow's
+    spans: a parentless span is then a workflow root, never a tool-call layer; without, as the
+    libraries sent them (none of the recorded roots is a workflow root: the processor stamps
+    none of them), the MCP SDK's client spans without a parent are root tool-call layers;
+    conversation and session ids changed)."""
     req = type(req).FromString(req.SerializeToString())
     for rs in req.resource_spans:
         for ss in rs.scope_spans:
             for sp in ss.spans:
                 sp.trace_id = bytes([run]) + sp.trace_id[1:]
-                sp.attributes.add(key="workflow.id").value.string_value = sp.trace_id.hex()
+                if stamp:
+                    sp.attributes.add(key="workflow.id").value.string_value = sp.trace_id.hex()
                 for a in sp.attributes:
                     if a.key in ("gen_ai.conversation.id", "session.id"):
                         a.value.string_value += f"-{run}"
@@ -105,6 +110,9 @@ def count_scans(conn: AgentMetricsConnector, share: Share, source: str) -> None:
                     share.packed_with_ids += sum(
                         1 for r in RECORD.iter_unpack(item[1]) if r[0] and r[5]
                     )
+                    share.packed_roots += sum(
+                        1 for r in RECORD.iter_unpack(item[1]) if r[0] and not r[3]
+                    )
                     row[0] += n
                 else:
                     share.python += 1
@@ -137,9 +145,11 @@ async def replay(
     share: Share | None = None,
     join: dict[str, Any] | None = None,
     wire_ids: bool = True,
+    stamp: bool = True,
 ) -> list[dict[str, Any]]:
-    """Every scenario as ``RUNS`` runs through one connector each; what each connector counted
-    (see ``outcome`` in the replay test), counting into ``share`` when given."""
+    """Every scenario as ``RUNS`` runs (see :func:`replayed`) through one connector each;
+    what each connector counted (see ``outcome`` in the replay test), counting into ``share``
+    when given."""
     from tests.plugins.test_agentmetrics_join_native import outcome
 
     out = []
@@ -149,15 +159,17 @@ async def replay(
         if share is not None:
             count_scans(conn, share, source)
         for run in range(1, RUNS + 1):
-            await conn.consume(Traces(replayed(base, run).SerializeToString()))
+            await conn.consume(Traces(replayed(base, run, stamp).SerializeToString()))
         await conn.shutdown()
         out.append(outcome(conn))
     return out
 
 
-def packed_share(scenarios: list[tuple[str, str]], wire_ids: bool = True) -> Share:
+def packed_share(
+    scenarios: list[tuple[str, str]], wire_ids: bool = True, stamp: bool = True
+) -> Share:
     share = Share()
-    asyncio.run(replay(scenarios, share, wire_ids=wire_ids))
+    asyncio.run(replay(scenarios, share, wire_ids=wire_ids, stamp=stamp))
     return share
 
 
@@ -198,20 +210,22 @@ def main() -> None:
 
     scenarios = sorted(recorded())
     wire_ids = "--loader-ids" not in sys.argv
-    share = packed_share(scenarios, wire_ids)
-    print(
-        f"{len(scenarios)} scenarios x {RUNS} runs, ids "
-        + ("as on the wire (16/8 bytes)" if wire_ids else "as the corpus loader reads them")
-    )
-    for source, (packed, python) in sorted(share.by_source.items()):
-        print(f"  {source:28s} packed {packed:5d}  python {python:5d}")
-    total = share.packed + share.python
-    print(
-        f"packed {share.packed} of {total} spans ({share.share:.1%}), python {share.python}; "
-        f"tool-call layers: packed {share.packed_layers} ({share.packed_with_ids} with ids), "
-        f"read in Python {share.python_layers}; tool calls settled in C {share.c_calls}, "
-        f"in Python {share.python_calls}"
-    )
+    for stamp in (True, False):
+        share = packed_share(scenarios, wire_ids, stamp)
+        print(
+            f"{len(scenarios)} scenarios x {RUNS} runs, ids "
+            + ("as on the wire (16/8 bytes)" if wire_ids else "as the corpus loader reads them")
+            + (", workflow.id on every span" if stamp else ", as sent (no workflow.id)")
+        )
+        for source, (packed, python) in sorted(share.by_source.items()):
+            print(f"  {source:28s} packed {packed:5d}  python {python:5d}")
+        total = share.packed + share.python
+        print(
+            f"packed {share.packed} of {total} spans ({share.share:.1%}), python {share.python}; "
+            f"tool-call layers: packed {share.packed_layers} ({share.packed_with_ids} with ids, "
+            f"{share.packed_roots} roots), read in Python {share.python_layers}; tool calls "
+            f"settled in C {share.c_calls}, in Python {share.python_calls}"
+        )
     for where, ids in sorted(layer_ids(scenarios).items()):
         print("  ", where, json.dumps({" ".join(k) or "-": v for k, v in ids.items()}))
 

@@ -862,14 +862,18 @@ def test_the_id_keyed_join_in_c_counts_as_the_python_join(
     assert items["packed with ids"] > 100, items
 
 
+@pytest.mark.parametrize("stamp", [True, False], ids=["workflow-id-stamped", "as-sent"])
 def test_recorded_sources_replayed_pack_their_tool_calls_and_count_as_the_python_join(
-    monkeypatch: pytest.MonkeyPatch,
+    stamp: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every recorded real-library scenario, its ids as the library sent them (16 and 8 bytes),
     sent as five runs through one connector, settled with each request and held: the C path
     packs the tool-call layers of the runs after the first (their call ids and JSON-RPC ids
     read by the scanner, the inference spans and root agent runs of their traces read in
-    Python beside them) and counts as the pure-Python path."""
+    Python beside them) and counts as the pure-Python path. With ``workflow.id`` on every span
+    (``stamp``) every parentless span is a workflow root; as the libraries sent them (no
+    workflow processor; it stamps none of the recorded traces), the MCP SDK's client spans
+    without a parent are root tool-call layers, packed too."""
     from tests.plugins._join_probe import Share, replay
     from tests.plugins.test_agentmetrics_corpus import recorded
 
@@ -877,16 +881,26 @@ def test_recorded_sources_replayed_pack_their_tool_calls_and_count_as_the_python
     for join in ({"window": "0s"}, {"window": "1h"}):
         share = Share()
         monkeypatch.delenv("PIPELINE_NATIVE", raising=False)
-        native = asyncio.run(replay(scenarios, share, join))
+        native = asyncio.run(replay(scenarios, share, join, stamp=stamp))
         monkeypatch.setenv("PIPELINE_NATIVE", "0")
-        python = asyncio.run(replay(scenarios, None, join))
+        python = asyncio.run(replay(scenarios, None, join, stamp=stamp))
         for scenario, n, p in zip(scenarios, native, python, strict=True):
             assert n == p, (join, scenario)
-        # (measured: 88 of 275 layers packed, 64 of them with ids; none before the id join)
-        assert share.packed_layers >= 80 and share.packed_with_ids >= 60, share
-        assert share.packed_layers + share.python_layers == 275, share
-        # (measured: 163 of 185 calls settled in C, 40 before)
-        assert share.c_calls >= 150 and share.c_calls + share.python_calls == 185, share
+        if stamp:
+            # (measured: 88 of 275 layers packed, 64 of them with ids; none before the id join)
+            assert share.packed_layers >= 80 and share.packed_with_ids >= 60, share
+            assert share.packed_roots == 0, share  # (every root a workflow's)
+            assert share.packed_layers + share.python_layers == 275, share
+            # (measured: 163 of 185 calls settled in C, 40 before)
+            assert share.c_calls >= 150 and share.c_calls + share.python_calls == 185, share
+        else:
+            # (measured: 120 of 375 layers packed, 32 of them roots, 88 with ids; 64 and none
+            # before root layers were packed)
+            assert share.packed_roots >= 30 and share.packed_with_ids >= 80, share
+            assert share.packed_layers >= 110, share
+            assert share.packed_layers + share.python_layers == 375, share
+            # (measured: 137 of 210 calls settled in C, 113 before)
+            assert share.c_calls >= 130 and share.c_calls + share.python_calls == 210, share
 
 
 def id_layer(trace: int, value: Any, key: str = "gen_ai.tool.call.id", twice: bool = False) -> Span:
