@@ -1010,3 +1010,220 @@ def test_settle_simple_refuses_malformed_ids() -> None:
         scanner.settle_simple([(trace, record(1), 1)], 8, (0.0, None), 8)
     assert scanner.take_calls() == []
     assert scanner.settle_simple([(trace, record(1), 1, b"\x01\x00a")], 8, (0.0, None), 8) == 1
+
+
+# -- root tool-call layers (no parent in their trace) packed ------------------------------------
+
+ROOT_SHAPES = [
+    ("MCP send tools/call fetch", Span.SPAN_KIND_CLIENT,
+     {"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch",
+      "server.address": "mcp.local"}, "jsonrpc.request.id"),
+    ("tools/call fetch", Span.SPAN_KIND_SERVER,
+     {"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch"}, "jsonrpc.request.id"),
+    ("execute_tool add", Span.SPAN_KIND_INTERNAL,
+     {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"}, "gen_ai.tool.call.id"),
+    ("execute_tool add", Span.SPAN_KIND_INTERNAL,
+     {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"}, ""),
+]  # fmt: skip
+# what makes a parentless span a workflow root (or says it is not one): such a root layer is
+# read in Python (its execution counted beside the layer, or no layer at all)
+WORKFLOW_MARKS: list[dict[str, Any]] = [
+    {"workflow.type": "triage"},
+    {"workflow.name": "triage"},
+    {"workflow.id": "run-1"},
+    {"workflow.id": "run-1", "workflow.secondary_root": True},
+    {"workflow.secondary_root": True},
+]
+NON_UTF8 = "\x01NONUTF8\x01"  # replaced in the encoded request by BAD_UTF8 (as long)
+BAD_UTF8 = b"\xffNON\xc3TF8\xfe"
+
+
+def root_id(rng: random.Random) -> Any:
+    """A join id of a root layer: mostly a few repeated ones, else hostile."""
+    return NON_UTF8 if rng.random() < 0.04 else odd_id(rng)
+
+
+def root_spans(rng: random.Random, traces: list[int], ids: dict[int, list[int]]) -> list[Span]:
+    """One request's spans: root tool-call layers of each side (MCP client, MCP server at its
+    process's root, framework), with ids drawn from a few (repeated within and across traces)
+    or hostile (wrong types, empty, huge, not UTF-8, given twice, beside a session id), now
+    and then with a workflow marker, a span id given twice or an empty span id; layers below
+    them (joined by parent and id), inference spans and root agent runs; now and then a
+    failure."""
+    out = []
+    for _ in range(rng.randint(1, 10)):
+        trace = rng.choice(traces)
+        known = ids.setdefault(trace, [1])
+        if rng.random() < 0.04 and len(known) > 1:
+            span_id = rng.choice(known)  # a span id given twice
+        else:
+            span_id = max(known) + 1
+            known.append(span_id)
+        parent = None if rng.random() < 0.55 else rng.choice(known[:-1] or [1])
+        start = T0 + rng.randint(0, 1000) / 1000
+        duration = rng.choice([0.001, 0.02, 0.3])
+        what = rng.random()
+        if what < 0.75:
+            name, kind, attrs, key = rng.choice(ROOT_SHAPES)
+            attrs = dict(attrs)
+            if key:
+                attrs[key] = root_id(rng)
+            if rng.random() < 0.1:
+                attrs.update(rng.choice(WORKFLOW_MARKS))
+            if rng.random() < 0.02:
+                name = "workflow." + name
+            if rng.random() < 0.03:
+                attrs["mcp.session.id"] = "s-1"
+            sp = span(trace, span_id, parent, name, kind=kind, attrs=attrs, start=start,
+                      duration=duration, error="boom" if rng.random() < 0.03 else None)  # fmt: skip
+            if key and rng.random() < 0.03:  # the id given twice
+                sp.attributes.append(kv(key, root_id(rng)))
+            if rng.random() < 0.01:
+                sp.span_id = b""
+        elif what < 0.88:
+            name, kind, attrs = CHAT
+            sp = span(trace, span_id, parent, name, kind=kind, attrs=attrs, start=start)
+        else:
+            sp = span(trace, span_id, parent, "invoke_agent a",
+                      attrs={"gen_ai.operation.name": "invoke_agent",
+                             "gen_ai.agent.name": "a"}, start=start)  # fmt: skip
+        out.append(sp)
+    return out
+
+
+def encoded(spans: list[Span]) -> bytes:
+    return request(spans).to_bytes().replace(NON_UTF8.encode(), BAD_UTF8)
+
+
+@pytest.mark.parametrize(
+    "join",
+    [{"window": "0s"}, {"window": "1h"}, {"window": "1h", "max_traces": 3}],
+    ids=["settled-each-request", "held", "early"],
+)
+def test_root_layers_packed_count_as_the_python_join(
+    join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root tool-call layers (an MCP SDK client span with no parent in its trace, an MCP
+    server span at its process's root, a framework span) are learned and packed like the
+    others, and count as the pure-Python join (and, with ids that are not UTF-8, which the
+    pure-Python path refuses with the whole request, as the same connector that packs
+    nothing) on random sequences with hostile ids and workflow markers: the tool calls,
+    failures, late layers and the workflow executions."""
+    from pipeline import Traces
+
+    rng = random.Random(2718)
+    items: collections.Counter[str] = collections.Counter()
+
+    async def main(sequence: list[bytes], count: bool) -> dict[str, Any]:
+        conn = connector(join, None)
+        if count and conn._scanner is not None:
+            scanner = conn._scanner
+
+            class Counted:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(scanner, name)
+
+                def scan(self, raw: bytes) -> Any:
+                    found = scanner.scan(raw)
+                    for item in found[1]:
+                        if len(item) == 4:
+                            items["packed roots"] += sum(
+                                1 for r in RECORD.iter_unpack(item[1]) if r[0] and not r[3]
+                            )
+                            items["packed with ids"] += bool(item[3])
+                    return found
+
+            conn._scanner = Counted()
+        refused = 0
+        for raw in sequence:
+            try:
+                await conn.consume(Traces(raw))
+            except DecodeError:  # (a span not UTF-8 the Python path had to decode in full)
+                refused += 1
+        await conn.shutdown()
+        return {**outcome(conn), **workflows(conn), "refused": refused}
+
+    from google.protobuf.message import DecodeError
+
+    from plugins.agentmetricsconnector.calls import RECORD
+
+    learn = AgentMetricsConnector._learn
+    for _sequence in range(150):
+        ids: dict[int, list[int]] = {}
+        traces = list(range(1, rng.randint(2, 6)))
+        warm = [span(999, 2 + i, None, name, kind=kind,
+                     attrs={**attrs, **({key: "w"} if key else {})}, start=T0)
+                for i, (name, kind, attrs, key) in enumerate(ROOT_SHAPES)]  # fmt: skip
+        warm.append(span(999, 20, 2, CHAT[0], kind=CHAT[1], attrs=CHAT[2], start=T0))
+        marked = [(shape, marks) for shape in ROOT_SHAPES for marks in WORKFLOW_MARKS]
+        warm += [span(998, 2 + i, None, name, kind=kind, start=T0,
+                      attrs={**attrs, **({key: "w"} if key else {}), **marks})
+                 for i, ((name, kind, attrs, key), marks) in enumerate(marked)]  # fmt: skip
+        spans = [warm] + [root_spans(rng, traces, ids) for _ in range(rng.randint(1, 6))]
+        sequence = [encoded(s) for s in spans]
+        monkeypatch.delenv("PIPELINE_NATIVE", raising=False)
+        monkeypatch.setattr(AgentMetricsConnector, "_learn", learn)
+        native = asyncio.run(main(sequence, True))
+        items["not UTF-8"] += any(BAD_UTF8 in raw for raw in sequence)
+        items["refused"] += native["refused"]
+        if not any(BAD_UTF8 in raw for raw in sequence):
+            monkeypatch.setenv("PIPELINE_NATIVE", "0")
+            assert native == asyncio.run(main(sequence, False)), spans
+            monkeypatch.delenv("PIPELINE_NATIVE")
+        monkeypatch.setattr(AgentMetricsConnector, "_learn", lambda *args: None)  # no packing
+        assert native == asyncio.run(main(sequence, False)), spans
+    assert items["packed roots"] > 200 and items["packed with ids"] > 100, items
+    assert items["not UTF-8"] > 20, items
+
+
+@pytest.mark.parametrize("marks", [{}, *WORKFLOW_MARKS, {"name": "workflow.fetch"}])
+@pytest.mark.parametrize("shape", range(len(ROOT_SHAPES)))
+def test_a_root_layer_is_packed_unless_it_may_be_a_workflow_root(
+    shape: int, marks: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root tool-call layer's shape is learned, and the next root layers of that shape are
+    packed and settled in C, when no workflow marker makes it (or a span of its shape) a
+    workflow root: with one, every such span is read in Python, which counts its execution
+    (workflow.type) or reads no layer (the gateway dialect's workflow roots), as the
+    pure-Python path does."""
+    name, kind, attrs, key = ROOT_SHAPES[shape]
+    plain = not marks or marks == {"workflow.secondary_root": True}
+    attrs = {**attrs, **{k: v for k, v in marks.items() if k != "name"}}
+    name = marks.get("name", name)
+
+    def root(trace: int, call: str) -> Span:
+        extra = {key: call} if key else {}
+        return span(trace, 5, None, name, kind=kind, attrs={**attrs, **extra}, start=T0,
+                    duration=0.25)  # fmt: skip
+
+    results = []
+    for native in (True, False):
+        counts: collections.Counter[str] = collections.Counter()
+        monkeypatch.setenv("PIPELINE_NATIVE", "1" if native else "0")
+
+        async def main(counts: collections.Counter[str] = counts) -> dict[str, Any]:
+            conn = connector({"window": "1h"}, None)
+            if conn._scanner is not None:
+                conn._scanner = CountingScans(conn._scanner, counts)
+            settle = conn.joiner.settle
+
+            def counted(now: float, everything: bool = False) -> Any:
+                before = conn.joiner.native_calls
+                found = settle(now, everything)
+                counts["settled in C"] += conn.joiner.native_calls - before
+                return found
+
+            conn.joiner.settle = counted
+            for trace in range(1, 5):
+                await conn.consume(request([root(trace, f"c{trace % 2}")]))
+            await conn.shutdown()
+            return {**outcome(conn), **workflows(conn)}
+
+        results.append(asyncio.run(main()))
+        if native:
+            plain = not marks or marks == {"workflow.secondary_root": True}
+            assert counts["packed"] == (3 if plain else 0), counts
+            assert counts["settled in C"] == 4 or not plain, counts
+    assert results[0] == results[1]
+    if plain:
+        assert sum(v[0] for k, v in results[0].items() if "_calls(" in k) == 4, results[0]
