@@ -15,7 +15,9 @@ changes four things:
   worker that received a trace's first span, through an ownership table the workers share,
   ``run_dir/owners``); the
   parts other workers own travel over a Unix socket to them and enter their pipelines there,
-  the receiving worker answering its client once every owner accepted its part;
+  the receiving worker answering its client once every owner accepted its part (with
+  ``service.worker_acknowledge: handover``, once its own part was accepted and the others'
+  queued: retained until their owners accepted them, joined over 50 ms);
 * what must exist once runs in worker 0, the *primary*: pull receivers (``prometheus``,
   ``hostmetrics``, ``httpcheck``, ``healthcheck``: a receiver that does not listen),
   extensions that listen (``health_check``, ``console``), the gateway's own metrics endpoint
@@ -90,6 +92,9 @@ _HANDOVER_LINGER = 0.05
 _HANDOVER_JOIN = 1 << 20
 _HANDOVER_BACKLOG = 64 << 20
 _HANDOVER_RETRY_MAX = 1.0  # the longest wait before a refused or undelivered part is sent again
+# how long a client request waits for a sibling's backlog to fall below _HANDOVER_BACKLOG
+# before it is refused (retryable)
+_HANDOVER_BACKLOG_WAIT = 5.0
 
 
 def resolve_count(value: int) -> int:
@@ -499,6 +504,7 @@ class _Peer:
         self._out: collections.deque[tuple[str, bytes, int, float]] = collections.deque()
         self._out_bytes = 0
         self._out_ready = asyncio.Event()
+        self._below = asyncio.Event()  # set when the backlog fell below _HANDOVER_BACKLOG
         self._hurry = False
         self._pump_task: asyncio.Task[None] | None = None
 
@@ -653,8 +659,23 @@ class _Peer:
     # -- acknowledge: handover -----------------------------------------------------------------
     def backlog_full(self) -> bool:
         """Whether this sibling has more bytes handed over and not accepted yet than it may:
-        new client requests with a part for it are refused (retryable) meanwhile."""
+        new client requests with a part for it wait meanwhile (:meth:`below_backlog`)."""
         return self._out_bytes >= _HANDOVER_BACKLOG
+
+    async def below_backlog(self) -> None:
+        """Wait until :meth:`backlog_full` is no longer true, at most
+        ``_HANDOVER_BACKLOG_WAIT`` seconds (then a retryable error: the client waits as it
+        would for the owner's answer, and is refused when the owner does not keep up)."""
+        end = time.monotonic() + _HANDOVER_BACKLOG_WAIT
+        while self.backlog_full():
+            self._below.clear()
+            try:
+                await asyncio.wait_for(self._below.wait(), max(end - time.monotonic(), 0.0))
+            except TimeoutError:
+                raise RetryableError(
+                    f"worker {self.index} is behind with the parts handed over to it",
+                    retry_after=1.0,
+                ) from None
 
     def deliver(self, key: str, body: bytes, items: int | None = None) -> None:
         """Retain ``body`` (an encoded request for the pipelines of ``key``) until this
@@ -719,6 +740,8 @@ class _Peer:
             taken = set(chosen)
             self._out = collections.deque(e for i, e in enumerate(self._out) if i not in taken)
             self._out_bytes -= size
+            if self._out_bytes < _HANDOVER_BACKLOG:
+                self._below.set()
 
 
 class Router:
@@ -822,16 +845,14 @@ class Router:
     ) -> None:
         """``acknowledge: handover``: this worker's part is consumed, then the siblings'
         parts are queued for delivery (retained until accepted: :meth:`_Peer.deliver`); it
-        returns without waiting for the siblings. A sibling with a full backlog refuses the
-        request (retryable) before anything was consumed; a refusal of the local part comes
-        back before anything was handed over."""
+        returns without waiting for the siblings. While a sibling's backlog is full the
+        request waits, and is refused (retryable) when it stays full, before anything was
+        consumed; a refusal of the local part comes back before anything was handed over."""
         ctx = self.ctx
         peers = {owner: ctx._peer(owner) for owner in parts}
-        for owner, peer in peers.items():
+        for peer in peers.values():
             if peer.backlog_full():
-                raise RetryableError(
-                    f"worker {owner} is behind with the parts handed over to it", retry_after=1.0
-                )
+                await peer.below_backlog()
         make = type(data)
         if local is not None:
             raw, n = local

@@ -933,8 +933,9 @@ def test_handover_answers_before_the_owner_and_delivers_every_part_joined(
     and the sibling's queued; the parts of requests within the linger reach the owner joined
     (one request, the item count summed); a part the owner refuses (retryable) or that
     cannot reach it (the owner is away, then started again) is sent again until accepted; a
-    refusal of the local part comes back with nothing handed over; a sibling with a full
-    backlog refuses new requests before anything is consumed; the drain delivers what is
+    refusal of the local part comes back with nothing handed over; with a sibling's backlog
+    full a request waits for it to drain, refused (before anything is consumed) when it does
+    not; the drain delivers what is
     retained, then closes the connection, and the owner takes hand-overs until then."""
     import asyncio
 
@@ -1005,13 +1006,19 @@ def test_handover_answers_before_the_owner_and_delivers_every_part_joined(
             local.error = None
             assert a._peers[1].idle()
 
-            # a full backlog: refused before the local part is consumed
+            # a full backlog: the request waits for it to drain, and is refused before the
+            # local part is consumed when it does not
             monkeypatch.setattr(workers, "_HANDOVER_BACKLOG", 1)
+            monkeypatch.setattr(workers, "_HANDOVER_BACKLOG_WAIT", 0.05)
             await router.consume(Traces(data(1)))  # queued: the backlog is full now
             before = len(local.got)
             with pytest.raises(RetryableError, match="behind"):
                 await router.consume(Traces(data(1)))
             assert len(local.got) == before
+            monkeypatch.setattr(workers, "_HANDOVER_BACKLOG_WAIT", 5.0)
+            delivered = len(remote.got)
+            await asyncio.wait_for(router.consume(Traces(data(1))), 2)  # waited for the drain
+            assert len(remote.got) == delivered + 1 and len(local.got) == before + 1
             monkeypatch.setattr(workers, "_HANDOVER_BACKLOG", 64 << 20)
 
             # the drain: the retained part leaves at once (no linger), then the connection
