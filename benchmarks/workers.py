@@ -56,8 +56,9 @@ from benchmarks.agent_pipeline import (
     rotel_binary,
 )
 
-# service.worker_routing of the agent servers (--routing)
-ROUTING = {"value": "trace_id"}
+# service.worker_routing and service.worker_acknowledge of the agent servers (--routing,
+# --acknowledge)
+ROUTING = {"value": "trace_id", "acknowledge": "owner"}
 
 
 @dataclass
@@ -190,7 +191,12 @@ def _server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[psutil.Pro
                 exporter=eid,
                 batch=8192,
             )
-        ).replace("service:\n", f"service:\n  worker_routing: {ROUTING['value']}\n", 1)
+        ).replace(
+            "service:\n",
+            f"service:\n  worker_routing: {ROUTING['value']}\n"
+            f"  worker_acknowledge: {ROUTING['acknowledge']}\n",
+            1,
+        )
         config.write_text(text)
         # info: the "ready" lines are waited for
         args = [sys.executable, "-m", "pipeline", "run", "--config", str(config)]
@@ -457,12 +463,20 @@ def main(argv: list[str] | None = None) -> int:
         default="trace_id",
         help="service.worker_routing of the agent servers (which worker processes a trace)",
     )
+    p.add_argument(
+        "--acknowledge",
+        choices=["owner", "handover"],
+        default="owner",
+        help="service.worker_acknowledge of the agent servers (when a client request whose "
+        "spans cross between workers is answered)",
+    )
     p.add_argument("--modes", default="cost,saturation", help="cost, saturation or both")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "workers.md"))
     a = p.parse_args(argv)
     ROUTING["value"] = a.routing
+    ROUTING["acknowledge"] = a.acknowledge
     cost = Load(rate=a.rate, seconds=a.seconds, client=a.client, connections=a.connections)
     sat = Load(
         rate=a.saturation_rate,
@@ -494,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         f"cost runs, {a.saturation_clients} with {a.in_flight} requests in flight each for the "
         f"saturation runs; none pinned; client {a.client}"
         f"{f', {a.connections} connections each' if a.client == 'nghttp2' else ''}); "
-        f"worker routing {a.routing}; "
+        f"worker routing {a.routing}, acknowledge {a.acknowledge}; "
         f"agent pipeline of benchmarks/agent_pipeline.py (200 spans per request, 10 spans per "
         f"trace, 20 traces per request), blackhole exporters; cost runs at {a.rate:,.0f} "
         f"spans/s for {a.seconds:g} s, saturation runs as fast as the gateway answers for "

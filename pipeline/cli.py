@@ -140,6 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # installs its reload handler once it runs)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         logging.getLogger(LOGGER_NAME).handlers[0].addFilter(workers.WorkerLogFilter(worker.index))
+        worker.acknowledge = config.service.worker_acknowledge
     else:
         for warning in config.warnings:
             log.warning("%s", warning)

@@ -227,6 +227,14 @@ class ServiceModel(ConfigModel):
     connection stays in its worker; the load spreads by connection). Read when the gateway
     starts (a reload does not change it). Not a Collector option; see ``docs/architecture.md``,
     "Workers"."""
+    worker_acknowledge: Literal["owner", "handover"] = "owner"
+    """With several workers, when a client request whose spans (points, records) other workers
+    own is answered: ``owner`` once every owner's pipelines accepted its part (a refusal there
+    reaches the client), ``handover`` once the receiving worker's pipelines accepted its own
+    part and the others' parts were queued for their owners (retained until accepted, sent
+    again after a refusal or a restart of the owner, joined over 50 ms: fewer wake-ups of
+    both workers). Read when the gateway starts. Not a Collector option; see
+    ``docs/architecture.md``, "Workers"."""
 
 
 @dataclass(frozen=True, order=True)

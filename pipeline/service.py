@@ -385,7 +385,13 @@ class Service:
         flow = [n for n in self.graph.flow_order() if id(n.component) in running]
         extensions = [n for n in self.graph.extensions.values() if id(n.component) in running]
         wal = self.graph.wal
+        ctx = workers.current()
         for node in [*flow, None, *reversed(extensions)]:
+            if ctx is not None and (node is None or node.kind != Kind.RECEIVER):
+                # the receivers stopped: what this worker holds for its siblings is
+                # delivered, and theirs taken, before the pipelines stop (handover)
+                await ctx.drain(max(deadline - loop.time(), 0.0))
+                ctx = None
             if node is None:
                 # everything that delivers has stopped: what is still held is replayed at
                 # the next start (cyclic garbage first, so dead payloads release their tokens)

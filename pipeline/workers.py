@@ -15,7 +15,9 @@ changes four things:
   worker that received a trace's first span, through an ownership table the workers share,
   ``run_dir/owners``); the
   parts other workers own travel over a Unix socket to them and enter their pipelines there,
-  the receiving worker answering its client once every owner accepted its part;
+  the receiving worker answering its client once every owner accepted its part (with
+  ``service.worker_acknowledge: handover``, once its own part was accepted and the others'
+  queued: retained until their owners accepted them, joined over 50 ms);
 * what must exist once runs in worker 0, the *primary*: pull receivers (``prometheus``,
   ``hostmetrics``, ``httpcheck``, ``healthcheck``: a receiver that does not listen),
   extensions that listen (``health_check``, ``console``), the gateway's own metrics endpoint
@@ -31,6 +33,7 @@ See docs/architecture.md ("Workers") for the design and its limits.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -81,6 +84,17 @@ _COALESCE_MAX = 8 << 20  # parts joined into one request to a sibling, at most (
 # consume requests to one sibling awaiting their answer before the next parts wait for one:
 # what arrives meanwhile is joined into one request (one write, one wake-up, one answer)
 _CONSUME_IN_FLIGHT = 1
+# service.worker_acknowledge: handover. The siblings' parts wait in the receiving worker up to
+# _HANDOVER_LINGER seconds (or until _HANDOVER_JOIN bytes are waiting) and leave joined, one
+# request for many client requests; a sibling holding _HANDOVER_BACKLOG bytes not yet accepted
+# makes new client requests with a part for it fail as retryable (backpressure)
+_HANDOVER_LINGER = 0.05
+_HANDOVER_JOIN = 1 << 20
+_HANDOVER_BACKLOG = 64 << 20
+_HANDOVER_RETRY_MAX = 1.0  # the longest wait before a refused or undelivered part is sent again
+# how long a client request waits for a sibling's backlog to fall below _HANDOVER_BACKLOG
+# before it is refused (retryable)
+_HANDOVER_BACKLOG_WAIT = 5.0
 
 
 def resolve_count(value: int) -> int:
@@ -104,6 +118,13 @@ class WorkerContext:
     service: Any = None  # the running pipeline.service.Service
     # routing by first arrival (service.worker_routing): the shared ownership table
     owners: _route.OwnerTable | None = None
+    # service.worker_acknowledge: "owner" (a client is answered once every owner accepted its
+    # part) or "handover" (once this worker took its own part and queued the siblings' parts
+    # for delivery: they are retained until their owner accepted them, see _Peer.deliver)
+    acknowledge: str = "owner"
+    # handover: no hand-over from a sibling is taken any more (the drain is over)
+    closed_to_siblings: bool = False
+    _inbound: set[_ServerProtocol] = field(default_factory=set)
     _exposed: dict[str, Callable[[], Any]] = field(default_factory=dict)
     _peers: dict[int, _Peer] = field(default_factory=dict)
     _server: asyncio.AbstractServer | None = None
@@ -255,9 +276,46 @@ class WorkerContext:
             status, reply = _RETRY, f"{type(exc).__name__}: {exc}".encode()
         proto.reply(_REPLY.pack(len(reply) + _REPLY.size - 4, req_id, status) + reply)
 
+    async def drain(self, within: float) -> None:
+        """With ``acknowledge: handover``, between the receivers' stop and the pipelines'
+        (``Service.shutdown``): deliver what this worker still holds for its siblings (the
+        clients were answered already), then close its connections to them, which tells
+        each sibling that nothing more comes from this worker, and take the siblings'
+        hand-overs until each closed its connection to this worker the same way (or went
+        away); each wait gets half of what is left of ``within``. Parts still undelivered
+        then are lost: logged with their count."""
+        if self.acknowledge != "handover":
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        peers = list(self._peers.values())
+        for peer in peers:
+            peer.hurry()
+        while any(not p.idle() for p in peers) and loop.time() < start + within / 2:
+            await asyncio.sleep(0.01)
+        parts = sum(len(p._out) for p in peers)
+        if parts:
+            log.error(
+                "parts handed over but not accepted by their worker before the drain ended: "
+                "dropped",
+                extra={"worker": self.index, "parts": parts},
+            )
+        for peer in peers:
+            peer.close()
+        end = loop.time() + max(start + within - loop.time(), 0.0) / 2
+        while self._inbound and self.service is not None and loop.time() < end:
+            await asyncio.sleep(0.01)
+        self.closed_to_siblings = True
+
     async def _consume(self, key: str, body: bytes) -> None:
         service = self.service
-        if service is None or getattr(service, "_stopped", False):
+        if self.acknowledge == "handover":
+            # a sibling may still deliver what its clients were answered for while this
+            # worker drains: taken until the drain is over (the pipelines still run)
+            refused = service is None or self.closed_to_siblings
+        else:
+            refused = service is None or getattr(service, "_stopped", False)
+        if refused:
             raise RetryableError(f"worker {self.index} is not serving", retry_after=1.0)
         signal_text, names, count = key.split("|", 2)
         signal = Signal(signal_text)
@@ -311,6 +369,7 @@ class _ServerProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.ctx._inbound.add(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         buf, start, end = self.buf, self.start, self.end
@@ -370,6 +429,7 @@ class _ServerProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None  # the tasks finish; their answers have nowhere to go
+        self.ctx._inbound.discard(self)
 
 
 class _ClientProtocol(asyncio.Protocol):
@@ -439,6 +499,14 @@ class _Peer:
         ] = {}
         self._queued_bytes = 0
         self._consuming: set[int] = set()  # ids of the consume requests not answered yet
+        # acknowledge: handover: parts (key, body, items or -1, when queued) retained until
+        # this sibling accepted them, their bytes, and the task delivering them
+        self._out: collections.deque[tuple[str, bytes, int, float]] = collections.deque()
+        self._out_bytes = 0
+        self._out_ready = asyncio.Event()
+        self._below = asyncio.Event()  # set when the backlog fell below _HANDOVER_BACKLOG
+        self._hurry = False
+        self._pump_task: asyncio.Task[None] | None = None
 
     async def _connect(self) -> _ClientProtocol:
         proto = self._proto
@@ -581,9 +649,99 @@ class _Peer:
         return req_id
 
     def close(self) -> None:
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            self._pump_task = None
         proto, self._proto = self._proto, None
         if proto is not None and proto.transport is not None:
             proto.transport.close()
+
+    # -- acknowledge: handover -----------------------------------------------------------------
+    def backlog_full(self) -> bool:
+        """Whether this sibling has more bytes handed over and not accepted yet than it may:
+        new client requests with a part for it wait meanwhile (:meth:`below_backlog`)."""
+        return self._out_bytes >= _HANDOVER_BACKLOG
+
+    async def below_backlog(self) -> None:
+        """Wait until :meth:`backlog_full` is no longer true, at most
+        ``_HANDOVER_BACKLOG_WAIT`` seconds (then a retryable error: the client waits as it
+        would for the owner's answer, and is refused when the owner does not keep up)."""
+        end = time.monotonic() + _HANDOVER_BACKLOG_WAIT
+        while self.backlog_full():
+            self._below.clear()
+            try:
+                await asyncio.wait_for(self._below.wait(), max(end - time.monotonic(), 0.0))
+            except TimeoutError:
+                raise RetryableError(
+                    f"worker {self.index} is behind with the parts handed over to it",
+                    retry_after=1.0,
+                ) from None
+
+    def deliver(self, key: str, body: bytes, items: int | None = None) -> None:
+        """Retain ``body`` (an encoded request for the pipelines of ``key``) until this
+        sibling accepted it: it leaves joined with the parts queued within
+        ``_HANDOVER_LINGER`` seconds (sooner once ``_HANDOVER_JOIN`` bytes wait), and goes
+        again, after a pause, when the sibling refused it as retryable, could not be
+        reached, or went away before answering (it may arrive twice then: at least once)."""
+        self._out.append((key, body, -1 if items is None else items, time.monotonic()))
+        self._out_bytes += len(body)
+        if self._out_bytes >= _HANDOVER_JOIN:
+            self._out_ready.set()
+        if self._pump_task is None or self._pump_task.done():
+            self._pump_task = asyncio.ensure_future(self._pump())
+
+    def hurry(self) -> None:
+        """Deliver what is retained without waiting for the linger (the drain)."""
+        self._hurry = True
+        self._out_ready.set()
+
+    def idle(self) -> bool:
+        """Nothing retained for this sibling."""
+        return not self._out
+
+    async def _pump(self) -> None:
+        retry = 0.05
+        while self._out:
+            wait = self._out[0][3] + _HANDOVER_LINGER - time.monotonic()
+            if wait > 0 and self._out_bytes < _HANDOVER_JOIN and not self._hurry:
+                self._out_ready.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._out_ready.wait(), wait)
+            # the parts of the first one's pipelines, in order, up to _COALESCE_MAX bytes (the
+            # parts queued meanwhile are appended behind: these positions stay theirs)
+            key = self._out[0][0]
+            chosen: list[int] = []
+            bodies: list[bytes] = []
+            counts: list[int] = []
+            size = 0
+            for i, (k, body, n, _) in enumerate(self._out):
+                if k != key:
+                    continue
+                if chosen and size + len(body) >= _COALESCE_MAX:
+                    break
+                chosen.append(i)
+                bodies.append(body)
+                counts.append(n)
+                size += len(body)
+            total = None if -1 in counts else sum(counts)
+            try:
+                await self.call(_OP_CONSUME, key, b"".join(bodies), total)
+            except PermanentError as exc:
+                log.error(
+                    "a worker refused parts handed over to it for good: dropped",
+                    extra={"worker": self.index, "parts": len(chosen), "error": str(exc)},
+                )
+            except Exception as exc:  # retryable, unreachable, gone, or a bug: again later
+                log.debug("hand-over to worker %d failed, sent again: %s", self.index, exc)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, _HANDOVER_RETRY_MAX)
+                continue
+            retry = 0.05
+            taken = set(chosen)
+            self._out = collections.deque(e for i, e in enumerate(self._out) if i not in taken)
+            self._out_bytes -= size
+            if self._out_bytes < _HANDOVER_BACKLOG:
+                self._below.set()
 
 
 class Router:
@@ -631,6 +789,9 @@ class Router:
                 await self.inner.consume(data)
             return
         make = type(data)
+        if ctx.acknowledge == "handover":
+            await self._hand_over(data, parts, local)
+            return
         if self.counter is not None:
             self.counter.inc(
                 sum(n if n is not None else make(raw).item_count() for raw, n in parts.values())
@@ -675,6 +836,34 @@ class Router:
             if isinstance(err, RetryableError):
                 raise err
         raise errors[0]
+
+    async def _hand_over(
+        self,
+        data: Payload,
+        parts: dict[int, tuple[bytes, int | None]],
+        local: tuple[bytes, int | None] | None,
+    ) -> None:
+        """``acknowledge: handover``: this worker's part is consumed, then the siblings'
+        parts are queued for delivery (retained until accepted: :meth:`_Peer.deliver`); it
+        returns without waiting for the siblings. While a sibling's backlog is full the
+        request waits, and is refused (retryable) when it stays full, before anything was
+        consumed; a refusal of the local part comes back before anything was handed over."""
+        ctx = self.ctx
+        peers = {owner: ctx._peer(owner) for owner in parts}
+        for peer in peers.values():
+            if peer.backlog_full():
+                await peer.below_backlog()
+        make = type(data)
+        if local is not None:
+            raw, n = local
+            await self.inner.consume(make(raw, item_count=n).carry_acks(data.ack_tokens))
+        key = _consume_key(self.signal, self.pipelines)
+        for owner, (raw, n) in parts.items():
+            peers[owner].deliver(key, raw, n)
+        if self.counter is not None:
+            self.counter.inc(
+                sum(n if n is not None else make(raw).item_count() for raw, n in parts.values())
+            )
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

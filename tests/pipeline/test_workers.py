@@ -42,6 +42,7 @@ exporters:
   debug: {{verbosity: basic}}
 service:
   worker_routing: {routing}
+  worker_acknowledge: {acknowledge}
   pipelines:
     traces: {{receivers: [otlp], processors: [workflow], exporters: [agentmetrics, debug]}}
     metrics: {{receivers: [agentmetrics, otlp], exporters: [prometheus]}}
@@ -52,10 +53,16 @@ service:
 
 class Gateway:
     def __init__(
-        self, tmp: Path, name: str, workers: int, wait: str = "200ms", routing: str = "trace_id"
+        self,
+        tmp: Path,
+        name: str,
+        workers: int,
+        wait: str = "200ms",
+        routing: str = "trace_id",
+        acknowledge: str = "owner",
     ) -> None:
         self.ports = {k: free_port() for k in ("grpc", "http", "prom", "telemetry")}
-        text = CONFIG.format(wait=wait, routing=routing, **self.ports)
+        text = CONFIG.format(wait=wait, routing=routing, acknowledge=acknowledge, **self.ports)
         path = write_config(tmp, text, f"{name}.yaml")
         self.config = path
         args = ("--workers", str(workers)) if workers != 1 else ()
@@ -99,9 +106,14 @@ class Gateway:
 
 @contextlib.contextmanager
 def running(
-    tmp: Path, name: str, workers: int, wait: str = "200ms", routing: str = "trace_id"
+    tmp: Path,
+    name: str,
+    workers: int,
+    wait: str = "200ms",
+    routing: str = "trace_id",
+    acknowledge: str = "owner",
 ) -> Iterator[Gateway]:
-    gw = Gateway(tmp, name, workers, wait, routing)
+    gw = Gateway(tmp, name, workers, wait, routing, acknowledge)
     with gw.proc:
         gw.wait_ready()
         yield gw
@@ -154,8 +166,13 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-@pytest.mark.parametrize("routing", ["trace_id", "first_arrival"])
-def test_two_workers_give_the_agent_metrics_of_one_process(tmp_path: Path, routing: str) -> None:
+@pytest.mark.parametrize(
+    ("routing", "acknowledge"),
+    [("trace_id", "owner"), ("first_arrival", "owner"), ("trace_id", "handover")],
+)
+def test_two_workers_give_the_agent_metrics_of_one_process(
+    tmp_path: Path, routing: str, acknowledge: str
+) -> None:
     """The same SDK workload through 1 and 2 workers: identical agent metrics (counters,
     histograms and the SLO gauges), one /metrics with every worker's share merged; by trace
     id the spans of other workers' traces are forwarded to them, by first arrival the SDK's
@@ -163,7 +180,7 @@ def test_two_workers_give_the_agent_metrics_of_one_process(tmp_path: Path, routi
     workflows = 90
     with (
         running(tmp_path, "one", 1) as one,
-        running(tmp_path, "two", 2, routing=routing) as two,
+        running(tmp_path, "two", 2, routing=routing, acknowledge=acknowledge) as two,
     ):
         summary = send_workload(one.grpc, workflows)
         send_workload(two.grpc, workflows)
@@ -224,6 +241,7 @@ exporters:
     tls: {{insecure: true}}
     sending_queue: {{storage: file_storage}}
 service:
+  worker_acknowledge: {acknowledge}
   extensions: [file_storage]
   pipelines:
     traces: {{receivers: [otlp], processors: [workflow], exporters: [otlp]}}
@@ -232,16 +250,23 @@ service:
 """
 
 
-def test_killed_worker_is_restarted_and_counted_then_sigterm_drains(tmp_path: Path) -> None:
+@pytest.mark.parametrize("acknowledge", ["owner", "handover"])
+def test_killed_worker_is_restarted_and_counted_then_sigterm_drains(
+    tmp_path: Path, acknowledge: str
+) -> None:
     """SIGKILL of a worker: started again, counted in otelcol_worker_restarts_total; data
     keeps flowing; SIGTERM drains every worker (the workflow processor holds every trace for
-    30 s: only the shutdown releases them) into the next tier, a real gateway."""
+    30 s: only the shutdown releases them) into the next tier, a real gateway. With
+    ``handover`` the clients were answered before the owners took the parts that crossed:
+    the drain delivers them first, every span arrives."""
     sink_ports = {"grpc": free_port(), "telemetry": free_port()}
     sink_path = write_config(tmp_path, SINK.format(**sink_ports), "sink.yaml")
     ports = {"grpc": free_port(), "telemetry": free_port()}
     storage = tmp_path / "storage"
     storage.mkdir()
-    text = FORWARDING.format(sink=sink_ports["grpc"], storage=storage, **ports)
+    text = FORWARDING.format(
+        sink=sink_ports["grpc"], storage=storage, acknowledge=acknowledge, **ports
+    )
     path = write_config(tmp_path, text, "forwarding.yaml")
     with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
         sink.wait_ready()
@@ -897,5 +922,121 @@ def test_a_sibling_killed_with_hand_overs_in_flight_fails_them_all_as_retryable(
             proc.kill()
             proc.wait()
             await a.close()
+
+    asyncio.run(main())
+
+
+def test_handover_answers_before_the_owner_and_delivers_every_part_joined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``acknowledge: handover``: the receiving worker returns once its own part was consumed
+    and the sibling's queued; the parts of requests within the linger reach the owner joined
+    (one request, the item count summed); a part the owner refuses (retryable) or that
+    cannot reach it (the owner is away, then started again) is sent again until accepted; a
+    refusal of the local part comes back with nothing handed over; with a sibling's backlog
+    full a request waits for it to drain, refused (before anything is consumed) when it does
+    not; the drain delivers what is
+    retained, then closes the connection, and the owner takes hand-overs until then."""
+    import asyncio
+
+    from pipeline import workers
+    from pipeline.errors import RetryableError
+    from pipeline.pdata import Signal, Traces
+    from pipeline.workers import Router, WorkerContext
+    from tests.pipeline.test__route import request, spans_of, trace_id
+
+    monkeypatch.setattr(workers, "_HANDOVER_LINGER", 0.2)
+    monkeypatch.setattr(workers, "_HANDOVER_RETRY_MAX", 0.05)
+    t0, t1 = trace_id(0, 2), trace_id(1, 2)
+
+    def data(k: int) -> bytes:
+        return request([("a", [t0] * k + [t1] * (k + 1))]).SerializeToString()
+
+    async def until(predicate: Any, within: float = 5.0) -> None:
+        end = asyncio.get_running_loop().time() + within
+        while not predicate():
+            assert asyncio.get_running_loop().time() < end, "not reached in time"
+            await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path, acknowledge="handover")
+        b = WorkerContext(1, 2, tmp_path, acknowledge="handover")
+        remote = _Sink()
+        b.service = _Service(remote)
+        await b.open()
+        local = _Sink()
+        router = Router(a, Signal.TRACES, ["traces"], local)
+        try:
+            # answered at once; the three requests' parts reach the owner as one request
+            for k in (1, 2, 3):
+                await asyncio.wait_for(router.consume(Traces(data(k))), 1)
+            assert len(local.got) == 3 and not remote.got
+            await until(lambda: remote.got)
+            assert len(remote.got) == 1
+            assert [s[3] for s in spans_of(remote.got[0])] == [t1] * 9
+            assert a._peers[1].idle()
+
+            # refused (retryable) twice, then accepted: delivered once accepted
+            remote.error = RetryableError("full")
+            await router.consume(Traces(data(1)))
+            await asyncio.sleep(0.4)
+            assert not a._peers[1].idle() and len(remote.got) == 1
+            remote.error = None
+            await until(lambda: len(remote.got) == 2)
+            assert [s[3] for s in spans_of(remote.got[1])] == [t1] * 2
+
+            # the owner goes away with a part retained, and comes back: delivered
+            await b.close()
+            proto = a._peers[1]._proto
+            assert proto is not None and proto.transport is not None
+            proto.transport.close()
+            await router.consume(Traces(data(2)))
+            await asyncio.sleep(0.4)
+            assert len(remote.got) == 2 and not a._peers[1].idle()
+            b2 = WorkerContext(1, 2, tmp_path, acknowledge="handover")
+            b2.service = _Service(remote)
+            await b2.open()
+            await until(lambda: len(remote.got) == 3)
+            assert [s[3] for s in spans_of(remote.got[2])] == [t1] * 3
+
+            # a refusal of the local part: nothing handed over
+            local.error = RetryableError("local full")
+            with pytest.raises(RetryableError, match="local full"):
+                await router.consume(Traces(data(1)))
+            local.error = None
+            assert a._peers[1].idle()
+
+            # a full backlog: the request waits for it to drain, and is refused before the
+            # local part is consumed when it does not
+            monkeypatch.setattr(workers, "_HANDOVER_BACKLOG", 1)
+            monkeypatch.setattr(workers, "_HANDOVER_BACKLOG_WAIT", 0.05)
+            await router.consume(Traces(data(1)))  # queued: the backlog is full now
+            before = len(local.got)
+            with pytest.raises(RetryableError, match="behind"):
+                await router.consume(Traces(data(1)))
+            assert len(local.got) == before
+            monkeypatch.setattr(workers, "_HANDOVER_BACKLOG_WAIT", 5.0)
+            delivered = len(remote.got)
+            await asyncio.wait_for(router.consume(Traces(data(1))), 2)  # waited for the drain
+            assert len(remote.got) == delivered + 1 and len(local.got) == before + 1
+            monkeypatch.setattr(workers, "_HANDOVER_BACKLOG", 64 << 20)
+
+            # the drain: the retained part leaves at once (no linger), then the connection
+            # closes; the owner, draining too, takes it and then stops taking hand-overs
+            await router.consume(Traces(data(4)))
+            b2.acknowledge = "handover"
+            drain_b = asyncio.ensure_future(b2.drain(5.0))
+            await asyncio.sleep(0.05)
+            assert not b2.closed_to_siblings  # a's connection is still open
+            await asyncio.wait_for(a.drain(5.0), 2)
+            assert [s[3] for s in spans_of(remote.got[-1])] == [t1] * 2 + [t1] * 5
+            await asyncio.wait_for(drain_b, 2)
+            assert b2.closed_to_siblings
+            with pytest.raises(RetryableError, match="not serving"):
+                await b2._consume("traces|traces|1", b"")
+            await b2.close()
+        finally:
+            await a.close()
+            await b.close()
 
     asyncio.run(main())

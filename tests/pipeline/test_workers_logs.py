@@ -32,6 +32,7 @@ exporters:
   prometheus/alone: {{endpoint: "127.0.0.1:{prom_alone}"}}
 service:
   worker_routing: {routing}
+  worker_acknowledge: {acknowledge}
   pipelines:
     traces: {{receivers: [otlp], processors: [workflow], exporters: [agentmetrics/both]}}
     logs:
@@ -56,13 +57,19 @@ def tokens(sample: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict
     return out
 
 
-@pytest.mark.parametrize("routing", ["trace_id", "first_arrival"])
-def test_events_meet_their_spans_across_workers(tmp_path: Path, routing: str) -> None:
+@pytest.mark.parametrize(
+    ("routing", "acknowledge"),
+    [("trace_id", "owner"), ("first_arrival", "owner"), ("first_arrival", "handover")],
+)
+def test_events_meet_their_spans_across_workers(
+    tmp_path: Path, routing: str, acknowledge: str
+) -> None:
     """By first arrival too: the spans' and the events' connections may land on different
-    workers, and whichever arrives first claims the trace for both."""
+    workers, and whichever arrives first claims the trace for both; answered on hand-over,
+    the events that cross reach their trace's worker as well."""
     gw = Gateway.__new__(Gateway)
     gw.ports = {k: free_port() for k in ("grpc", "prom", "prom_alone", "telemetry")}
-    text = CONFIG.format(routing=routing, **gw.ports)
+    text = CONFIG.format(routing=routing, acknowledge=acknowledge, **gw.ports)
     gw.config = write_config(tmp_path, text, "logs-workers.yaml")
     from tests.support import GatewayProcess
 
