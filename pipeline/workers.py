@@ -125,6 +125,8 @@ class WorkerContext:
     # handover: no hand-over from a sibling is taken any more (the drain is over)
     closed_to_siblings: bool = False
     _inbound: set[_ServerProtocol] = field(default_factory=set)
+    # handover: the counter of items handed over and then dropped (permanent refusal, drain)
+    _dropped: Any = None
     _exposed: dict[str, Callable[[], Any]] = field(default_factory=dict)
     _peers: dict[int, _Peer] = field(default_factory=dict)
     _server: asyncio.AbstractServer | None = None
@@ -189,6 +191,14 @@ class WorkerContext:
             return inner
         counter = None
         if telemetry is not None:
+            if self._dropped is None:
+                self._dropped = telemetry.counter(
+                    "otelcol_worker_handover_dropped_items",
+                    "Items handed over to their owner worker (service.worker_acknowledge: "
+                    "handover, the client answered already) and then dropped: refused for good "
+                    "by the owner, or still undelivered when the drain ended; by signal.",
+                    ("signal",),
+                )
             counter = telemetry.counter(
                 "otelcol_worker_forwarded_items",
                 "Items a worker received and handed to the worker that owns them (spans and log "
@@ -232,7 +242,7 @@ class WorkerContext:
     def _peer(self, index: int) -> _Peer:
         peer = self._peers.get(index)
         if peer is None:
-            peer = self._peers[index] = _Peer(self.socket_path(index), index)
+            peer = self._peers[index] = _Peer(self.socket_path(index), index, self)
         return peer
 
     # -- the socket the siblings call ----------------------------------------------------------
@@ -293,12 +303,12 @@ class WorkerContext:
             peer.hurry()
         while any(not p.idle() for p in peers) and loop.time() < start + within / 2:
             await asyncio.sleep(0.01)
-        parts = sum(len(p._out) for p in peers)
-        if parts:
+        left = [(key, body, n) for p in peers for key, body, n, _ in p._out]
+        if left:
             log.error(
                 "parts handed over but not accepted by their worker before the drain ended: "
                 "dropped",
-                extra={"worker": self.index, "parts": parts},
+                extra={"worker": self.index, "parts": len(left), "items": self.count_dropped(left)},
             )
         for peer in peers:
             peer.close()
@@ -306,6 +316,23 @@ class WorkerContext:
         while self._inbound and self.service is not None and loop.time() < end:
             await asyncio.sleep(0.01)
         self.closed_to_siblings = True
+
+    def count_dropped(self, parts: Iterable[tuple[str, bytes, int]]) -> int:
+        """Count the items of handed-over ``parts`` (key, encoded body, items or -1: read
+        from the body) as dropped (``otelcol_worker_handover_dropped_items_total``); returns
+        how many."""
+        total = 0
+        for key, body, n in parts:
+            signal = Signal(key.split("|", 1)[0])
+            if n < 0:
+                try:
+                    n = payload_type(signal)(body).item_count()
+                except Exception:  # what cannot be read is counted as one part
+                    n = 1
+            total += n
+            if self._dropped is not None:
+                self._dropped.labels(str(signal)).inc(n)
+        return total
 
     async def _consume(self, key: str, body: bytes) -> None:
         service = self.service
@@ -485,9 +512,10 @@ class _Peer:
     accepted the request holding its part, and every caller whose part was in flight or
     queued when the connection is lost (the sibling died) gets a retryable error."""
 
-    def __init__(self, path: str, index: int) -> None:
+    def __init__(self, path: str, index: int, ctx: WorkerContext | None = None) -> None:
         self.path = path
         self.index = index
+        self.ctx = ctx
         self._proto: _ClientProtocol | None = None
         self._pending: dict[int, list[asyncio.Future[tuple[int, bytes]]]] = {}
         self._next = 0
@@ -727,9 +755,19 @@ class _Peer:
             try:
                 await self.call(_OP_CONSUME, key, b"".join(bodies), total)
             except PermanentError as exc:
+                items = 0
+                if self.ctx is not None:
+                    items = self.ctx.count_dropped(
+                        (key, self._out[i][1], self._out[i][2]) for i in chosen
+                    )
                 log.error(
                     "a worker refused parts handed over to it for good: dropped",
-                    extra={"worker": self.index, "parts": len(chosen), "error": str(exc)},
+                    extra={
+                        "worker": self.index,
+                        "parts": len(chosen),
+                        "items": items,
+                        "error": str(exc),
+                    },
                 )
             except Exception as exc:  # retryable, unreachable, gone, or a bug: again later
                 log.debug("hand-over to worker %d failed, sent again: %s", self.index, exc)

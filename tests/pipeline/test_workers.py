@@ -926,6 +926,80 @@ def test_a_sibling_killed_with_hand_overs_in_flight_fails_them_all_as_retryable(
     asyncio.run(main())
 
 
+def test_handover_drops_are_counted_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``acknowledge: handover`` answered the client already, so what is then dropped (a
+    permanent refusal by the owner; parts still undelivered when the drain ends because the
+    owner is gone) is counted by signal in ``otelcol_worker_handover_dropped_items`` and
+    logged with its count; nothing is counted while parts are delivered."""
+    import asyncio
+    import logging
+
+    from pipeline import workers
+    from pipeline.errors import PermanentError
+    from pipeline.pdata import Signal, Traces
+    from pipeline.telemetry import SelfTelemetry
+    from pipeline.workers import WorkerContext
+    from tests.pipeline.test__route import request, trace_id
+
+    monkeypatch.setattr(workers, "_HANDOVER_LINGER", 0.01)
+    monkeypatch.setattr(workers, "_HANDOVER_RETRY_MAX", 0.05)
+    t0, t1 = trace_id(0, 2), trace_id(1, 2)
+    data = request([("a", [t0] + [t1] * 3)]).SerializeToString()
+    telemetry = SelfTelemetry()
+
+    def dropped() -> float:
+        value = telemetry.registry.get_sample_value(
+            "otelcol_worker_handover_dropped_items_total", {"signal": "traces"}
+        )
+        return value or 0.0
+
+    async def until(predicate: Any, within: float = 5.0) -> None:
+        end = asyncio.get_running_loop().time() + within
+        while not predicate():
+            assert asyncio.get_running_loop().time() < end, "not reached in time"
+            await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path, acknowledge="handover")
+        b = WorkerContext(1, 2, tmp_path, acknowledge="handover")
+        remote = _Sink()
+        b.service = _Service(remote)
+        await b.open()
+        router = a.router(Signal.TRACES, ["traces"], _Sink(), telemetry)
+        try:
+            await router.consume(Traces(data))
+            await until(lambda: remote.got)
+            assert dropped() == 0
+            # refused for good: the 3 spans are dropped, counted and logged
+            remote.error = PermanentError("bad")
+            await router.consume(Traces(data))
+            await until(lambda: a._peers[1].idle())
+            assert dropped() == 3
+            assert any(
+                "refused parts handed over" in r.getMessage() and r.__dict__["items"] == 3
+                for r in caplog.records
+            )
+            # the owner stops serving: what is retained when the drain ends is dropped, counted
+            remote.error = None
+            b.service = None
+            await router.consume(Traces(data))
+            await router.consume(Traces(data))
+            await asyncio.wait_for(a.drain(0.2), 2)
+            assert dropped() == 3 + 6
+            assert any(
+                "before the drain ended" in r.getMessage() and r.__dict__["items"] == 6
+                for r in caplog.records
+            )
+        finally:
+            await a.close()
+            await b.close()
+
+    with caplog.at_level(logging.ERROR, logger="pipeline.workers"):
+        asyncio.run(main())
+
+
 def test_handover_answers_before_the_owner_and_delivers_every_part_joined(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
