@@ -682,20 +682,47 @@ slice_eq(slice a, slice b)
     return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, (size_t)a.n) == 0);
 }
 
-/* whether every byte of s is below 0x80 (8 at a time) */
+/* whether every byte of s is below 0x80 (8 at a time; from 8 bytes on, the last word read
+ * where it ends, overlapping the one before it) */
 static inline int
 is_ascii(slice s)
 {
-    uint64_t acc = 0;
+    uint64_t acc = 0, w;
     Py_ssize_t i = 0;
-    for (; i + 8 <= s.n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s.p + i, 8);
+    if (s.n >= 8) {
+        for (; i + 8 <= s.n; i += 8) {
+            memcpy(&w, s.p + i, 8);
+            acc |= w;
+        }
+        memcpy(&w, s.p + s.n - 8, 8);
         acc |= w;
     }
-    for (; i < s.n; i++)
-        acc |= s.p[i];
+    else
+        for (; i < s.n; i++)
+            acc |= s.p[i];
     return (acc & 0x8080808080808080ULL) == 0;
+}
+
+/* slice_eq for a key and a configured key of the same length: 8 bytes at a time (from 8
+ * bytes on, the last word read where they end), memcmp below */
+static inline int
+key_eq(slice a, slice b)
+{
+    Py_ssize_t n = a.n;
+    if (n != b.n)
+        return 0;
+    if (n < 8)
+        return n == 0 || memcmp(a.p, b.p, (size_t)n) == 0;
+    uint64_t x, y;
+    for (Py_ssize_t i = 0; i + 8 <= n; i += 8) {
+        memcpy(&x, a.p + i, 8);
+        memcpy(&y, b.p + i, 8);
+        if (x != y)
+            return 0;
+    }
+    memcpy(&x, a.p + n - 8, 8);
+    memcpy(&y, b.p + n - 8, 8);
+    return x == y;
 }
 
 /* the attributes (last duplicate wins), name, status and event count of a span whose
@@ -741,7 +768,7 @@ scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
             while (cands) {
                 int k = __builtin_ctz(cands);
                 cands &= cands - 1;
-                if (slice_eq(key, cfg->keys[k])) {
+                if (key_eq(key, cfg->keys[k])) {
                     sf->val[k] = value;
                     sf->has[k] = 1;
                 }
@@ -1767,9 +1794,96 @@ entry_execs(entry *t, TraceObject *tr, const exec_markers *ex, PyObject *cands)
     return 0;
 }
 
+/* What apply_entries remembers from one root to the next (and, kept by an IngestConfig,
+ * from one request to the next), a few of each, replaced in turn: calls of `outcome` (a pure
+ * function: the same arguments give an equal result, so equal arguments reuse it) and the
+ * workflow types interned (an equal str interns to that same object while it is held here). */
+#define MEMO_SLOTS 8
+
+typedef struct {
+    PyObject *fn, *args[5], *result;
+} outcome_call;
+
+typedef struct {
+    outcome_call calls[MEMO_SLOTS];
+    PyObject *types[MEMO_SLOTS];
+    int next_call, next_type;
+} apply_memo;
+
+static void
+apply_memo_clear(apply_memo *m)
+{
+    for (int k = 0; k < MEMO_SLOTS; k++) {
+        outcome_call *c = &m->calls[k];
+        Py_CLEAR(c->fn);
+        for (int i = 0; i < 5; i++)
+            Py_CLEAR(c->args[i]);
+        Py_CLEAR(c->result);
+        Py_CLEAR(m->types[k]);
+    }
+}
+
+/* a and b are equal exact str or int (no error possible) */
+static inline int
+same_value(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    if (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b))
+        return PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b) &&
+               PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+               memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b),
+                      (size_t)(PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a))) == 0;
+    if (PyLong_CheckExact(a) && PyLong_CheckExact(b))
+        return PyObject_RichCompareBool(a, b, Py_EQ) == 1;
+    return 0;
+}
+
+/* fn(*args) (args: 5 items), or a remembered call's result when fn and args are the same;
+ * a new reference */
+static PyObject *
+memo_outcome(apply_memo *m, PyObject *fn, PyObject *const *args)
+{
+    for (int k = 0; k < MEMO_SLOTS; k++) {
+        outcome_call *c = &m->calls[k];
+        if (c->result == NULL || c->fn != fn)
+            continue;
+        int same = 1;
+        for (int i = 0; i < 5 && same; i++)
+            same = same_value(c->args[i], args[i]);
+        if (same)
+            return Py_NewRef(c->result);
+    }
+    PyObject *result = PyObject_CallFunctionObjArgs(fn, args[0], args[1], args[2], args[3],
+                                                    args[4], NULL);
+    if (result == NULL)
+        return NULL;
+    outcome_call *c = &m->calls[m->next_call];
+    m->next_call = (m->next_call + 1) % MEMO_SLOTS;
+    Py_XSETREF(c->fn, Py_NewRef(fn));
+    for (int i = 0; i < 5; i++)
+        Py_XSETREF(c->args[i], Py_NewRef(args[i]));
+    Py_XSETREF(c->result, Py_NewRef(result));
+    return result;
+}
+
+/* the exact str s interned (a new reference), through the memo's */
+static PyObject *
+memo_intern(apply_memo *m, PyObject *s)
+{
+    for (int k = 0; k < MEMO_SLOTS; k++)
+        if (m->types[k] != NULL && same_value(m->types[k], s))
+            return Py_NewRef(m->types[k]);
+    Py_INCREF(s);
+    PyUnicode_InternInPlace(&s);
+    Py_XSETREF(m->types[m->next_type], Py_NewRef(s));
+    m->next_type = (m->next_type + 1) % MEMO_SLOTS;
+    return s;
+}
+
 static PyObject *
 apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent,
-              const exec_markers *ex)
+              const exec_markers *ex, apply_memo *memo)
 {
     PyObject *held, *released, *outcome_fn, *masks, *not_workflow, *classify;
     double now;
@@ -1863,18 +1977,16 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
                     Py_DECREF(obj);
                     goto fail;
                 }
-                PyObject *outcome = PyObject_CallFunctionObjArgs(
-                    outcome_fn, PyTuple_GET_ITEM(r, 5), PyTuple_GET_ITEM(r, 6),
-                    PyTuple_GET_ITEM(r, 7), PyTuple_GET_ITEM(r, 8), PyTuple_GET_ITEM(r, 9), NULL);
+                PyObject *outcome = memo_outcome(memo, outcome_fn, PySequence_Fast_ITEMS(r) + 5);
                 if (outcome == NULL) {
                     Py_DECREF(obj);
                     goto fail;
                 }
                 /* the type repeats across traces: one str for all (interned strings are freed
                  * when no longer used) */
-                PyObject *wf_type = Py_NewRef(PyTuple_GET_ITEM(r, 4));
-                if (PyUnicode_CheckExact(wf_type))
-                    PyUnicode_InternInPlace(&wf_type);
+                PyObject *wf_type = PyTuple_GET_ITEM(r, 4);
+                wf_type = PyUnicode_CheckExact(wf_type) ? memo_intern(memo, wf_type)
+                                                        : Py_NewRef(wf_type);
                 facts = PyTuple_Pack(5, Py_True, PyTuple_GET_ITEM(r, 3), wf_type, outcome,
                                      PyList_GET_ITEM(masks, mask));
                 Py_DECREF(wf_type);
@@ -1934,7 +2046,7 @@ fail:
 static PyObject *
 ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const needle *nd_tool_a,
            const needle *nd_tool_b, const needle *nd_agent, const facts_cfg *cfg,
-           PyObject *apply, const exec_markers *ex)
+           PyObject *apply, const exec_markers *ex, apply_memo *memo)
 {
     PyObject *result = NULL, *groups = NULL;
     entries e = {0};
@@ -2002,7 +2114,7 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
         goto done;
     }
     if (apply != NULL) {
-        result = apply_entries(&e, groups, apply, nd_agent, ex);
+        result = apply_entries(&e, groups, apply, nd_agent, ex, memo);
         goto done;
     }
     result = PyList_New(e.len);
@@ -2089,11 +2201,13 @@ typedef struct {
     facts_cfg facts;
     exec_markers execs;
     int has_execs;
+    apply_memo memo; /* kept from one request to the next */
 } IngestConfigObject;
 
 static void
 ingest_config_dealloc(IngestConfigObject *self)
 {
+    apply_memo_clear(&self->memo);
     Py_XDECREF(self->keep);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -2152,7 +2266,7 @@ tw_ingest(PyObject *self, PyObject *args)
         IngestConfigObject *ic = (IngestConfigObject *)config;
         PyObject *result = ingest_run(raw.buf, raw.len, interned, &ic->tool_a, &ic->tool_b,
                                       &ic->agent, &ic->facts, apply,
-                                      ic->has_execs ? &ic->execs : NULL);
+                                      ic->has_execs ? &ic->execs : NULL, &ic->memo);
         PyBuffer_Release(&raw);
         return result;
     }
@@ -2186,8 +2300,10 @@ tw_ingest(PyObject *self, PyObject *args)
     needle_init(&nd_tool_a, tool_a.buf, tool_a.len);
     needle_init(&nd_tool_b, tool_b.buf, tool_b.len);
     needle_init(&nd_agent, agent.buf, agent.len);
+    apply_memo memo = {0};
     result = ingest_run(raw.buf, raw.len, interned, &nd_tool_a, &nd_tool_b, &nd_agent, cfg,
-                        apply == Py_None ? NULL : apply, ex);
+                        apply == Py_None ? NULL : apply, ex, &memo);
+    apply_memo_clear(&memo);
 release:
     PyBuffer_Release(&raw);
     PyBuffer_Release(&tool_a);
@@ -2959,9 +3075,10 @@ put_attr(uint8_t *o, const char *k, Py_ssize_t kn, const char *v, Py_ssize_t vn)
     return o + vn;
 }
 
-/* the encoded attributes (keys[i], values[i]) for the i in [from, 5) whose bit is not in skip */
+/* the encoded attributes (keys[i], values[i]) for the i in [from, 5) whose bit is not in skip,
+ * then the bytes `tail` (when not NULL) */
 static PyObject *
-encode_stamp(PyObject *keys, PyObject *const *values, int from, int skip)
+encode_stamp_tail(PyObject *keys, PyObject *const *values, int from, int skip, PyObject *tail)
 {
     const char *vs[5];
     Py_ssize_t vn[5], total = 0;
@@ -2977,7 +3094,8 @@ encode_stamp(PyObject *keys, PyObject *const *values, int from, int skip)
             return NULL;
         total += attr_len(PyBytes_GET_SIZE(PyTuple_GET_ITEM(keys, i)), vn[i]);
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    Py_ssize_t tail_n = tail != NULL ? PyBytes_GET_SIZE(tail) : 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total + tail_n);
     if (out == NULL)
         return NULL;
     uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
@@ -2987,8 +3105,18 @@ encode_stamp(PyObject *keys, PyObject *const *values, int from, int skip)
         PyObject *k = PyTuple_GET_ITEM(keys, i);
         o = put_attr(o, PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), vs[i], vn[i]);
     }
+    if (tail_n)
+        memcpy(o, PyBytes_AS_STRING(tail), (size_t)tail_n);
     return out;
 }
+
+static PyObject *
+encode_stamp(PyObject *keys, PyObject *const *values, int from, int skip)
+{
+    return encode_stamp_tail(keys, values, from, skip, NULL);
+}
+
+#define TIERS_READ 16 /* the bounds of this many tiers kept as C integers once read */
 
 typedef struct {
     PyObject *keys;      /* the five stamp keys, encoded */
@@ -2996,19 +3124,35 @@ typedef struct {
     PyObject *tiers;     /* tuple of (name, max_spans, max_tool_calls, max_depth) */
     Py_ssize_t depth_cap;
     PyObject *top_tier, *unknown;
+    Py_ssize_t bounds[TIERS_READ][3]; /* the first tiers' bounds, once read (in one call) */
+    Py_ssize_t nbounds;
 } stamp_cfg;
 
 static PyObject *
-tier_of(TraceObject *t, const stamp_cfg *cfg)
+tier_of(TraceObject *t, stamp_cfg *cfg)
 {
     Py_ssize_t spans = t->count, depth = -1;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cfg->tiers); i++) {
         PyObject *tier = PyTuple_GET_ITEM(cfg->tiers, i);
-        Py_ssize_t max_spans = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 1));
-        Py_ssize_t max_tools = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 2));
-        Py_ssize_t max_depth = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 3));
-        if (PyErr_Occurred())
-            return NULL;
+        Py_ssize_t max_spans, max_tools, max_depth;
+        if (i < cfg->nbounds) {
+            max_spans = cfg->bounds[i][0];
+            max_tools = cfg->bounds[i][1];
+            max_depth = cfg->bounds[i][2];
+        }
+        else {
+            max_spans = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 1));
+            max_tools = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 2));
+            max_depth = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 3));
+            if (PyErr_Occurred())
+                return NULL;
+            if (i == cfg->nbounds && i < TIERS_READ) {
+                cfg->bounds[i][0] = max_spans;
+                cfg->bounds[i][1] = max_tools;
+                cfg->bounds[i][2] = max_depth;
+                cfg->nbounds++;
+            }
+        }
         if (spans <= max_spans && t->tool_calls <= max_tools) {
             if (depth < 0 && (depth = trace_depth(t, cfg->depth_cap)) < 0)
                 return NULL;
@@ -3038,9 +3182,37 @@ count_add(PyObject *dict, PyObject *key, Py_ssize_t add)
     return rc;
 }
 
+/* What one release call counts and looks up again and again, kept in C until its end: the
+ * release counts by reason and the outcome counts (added to the dicts in order of first
+ * appearance, as one addition per trace would leave them), and the stamp tails last found
+ * by the identity of their four values (each looked up in `tails` once per call). */
+#define TALLY_SLOTS 8
+
+typedef struct {
+    PyObject *key; /* a reference (released by tally_flush) */
+    Py_ssize_t a, b;
+} tally_slot;
+
+typedef struct {
+    tally_slot items[TALLY_SLOTS];
+    int n;
+} tally;
+
+typedef struct {
+    PyObject *values[4]; /* borrowed (held by `keep`) */
+    PyObject *tail;      /* borrowed (held by `keep`) */
+} tail_slot;
+
+typedef struct {
+    tally pending, outcomes;
+    tail_slot tails[TALLY_SLOTS];
+    int ntails, next_tail;
+    PyObject *keep;
+} release_memo;
+
 /* pending[reason] = [traces, spans] += [1, n] */
 static int
-pending_add(PyObject *pending, PyObject *reason, Py_ssize_t n)
+pending_add(PyObject *pending, PyObject *reason, Py_ssize_t traces, Py_ssize_t n)
 {
     PyObject *p = PyDict_GetItemWithError(pending, reason);
     if (p == NULL) {
@@ -3062,7 +3234,7 @@ pending_add(PyObject *pending, PyObject *reason, Py_ssize_t n)
         Py_ssize_t v = PyLong_AsSsize_t(PyList_GET_ITEM(p, i));
         if (v == -1 && PyErr_Occurred())
             return -1;
-        PyObject *nv = PyLong_FromSsize_t(v + (i ? n : 1));
+        PyObject *nv = PyLong_FromSsize_t(v + (i ? n : traces));
         if (nv == NULL)
             return -1;
         PyList_SetItem(p, i, nv);
@@ -3070,9 +3242,49 @@ pending_add(PyObject *pending, PyObject *reason, Py_ssize_t n)
     return 0;
 }
 
+/* the tally's counts added to the dict (pending 1: pending_add; 0: count_add of a; 2: not
+ * added, dropped): 0 or -1; the tally emptied */
+static int
+tally_flush(tally *t, PyObject *dict, int pending)
+{
+    int rc = 0;
+    for (int i = 0; i < t->n; i++) {
+        if (rc == 0 && pending == 2)
+            rc = -1; /* dropped */
+        else if (rc == 0)
+            rc = pending ? pending_add(dict, t->items[i].key, t->items[i].a, t->items[i].b)
+                         : count_add(dict, t->items[i].key, t->items[i].a);
+        Py_DECREF(t->items[i].key);
+    }
+    t->n = 0;
+    return rc;
+}
+
+/* [a, b] += [a, b] for key (by identity, or an equal str), flushed into dict first when the
+ * tally is full: 0 or -1 */
+static int
+tally_add(tally *t, PyObject *key, Py_ssize_t a, Py_ssize_t b, PyObject *dict, int pending)
+{
+    for (int i = 0; i < t->n; i++)
+        if (t->items[i].key == key ||
+            (PyUnicode_CheckExact(key) && PyUnicode_CheckExact(t->items[i].key) &&
+             same_value(key, t->items[i].key))) {
+            t->items[i].a += a;
+            t->items[i].b += b;
+            return 0;
+        }
+    if (t->n == TALLY_SLOTS && tally_flush(t, dict, pending) < 0)
+        return -1;
+    t->items[t->n].key = Py_NewRef(key);
+    t->items[t->n].a = a;
+    t->items[t->n].b = b;
+    t->n++;
+    return 0;
+}
+
 /* the stamp of a released workflow trace: ((values...), suffix); a new reference */
 static PyObject *
-stamp_of(TraceObject *t, const stamp_cfg *cfg, PyObject *tails, PyObject *outcomes)
+stamp_of(TraceObject *t, stamp_cfg *cfg, PyObject *tails, PyObject *outcomes, release_memo *m)
 {
     PyObject *root = t->root;
     PyObject *values[5];
@@ -3083,48 +3295,65 @@ stamp_of(TraceObject *t, const stamp_cfg *cfg, PyObject *tails, PyObject *outcom
     values[4] = tier_of(t, cfg);
     if (values[4] == NULL)
         return NULL;
-    if (count_add(outcomes, values[3], 1) < 0)
-        return NULL;
-    PyObject *vt = PyTuple_Pack(5, values[0], values[1], values[2], values[3], values[4]);
-    if (vt == NULL)
+    if (tally_add(&m->outcomes, values[3], 1, 0, outcomes, 0) < 0)
         return NULL;
     /* the workflow id is unique: encoded each time; the other four repeat: encoded once */
-    PyObject *tail_key = PyTuple_GetSlice(vt, 1, 5), *head = NULL, *stamp = NULL;
-    if (tail_key == NULL)
-        goto done;
-    PyObject *tail = PyDict_GetItemWithError(tails, tail_key); /* borrowed */
-    if (tail == NULL) {
-        if (PyErr_Occurred())
-            goto done;
-        if (PyDict_GET_SIZE(tails) >= 4096)
-            PyDict_Clear(tails);
-        PyObject *fresh = encode_stamp(cfg->keys, values, 1, 0);
-        if (fresh == NULL)
-            goto done;
-        int rc = PyDict_SetItem(tails, tail_key, fresh);
-        Py_DECREF(fresh);
-        if (rc < 0)
-            goto done;
-        tail = fresh; /* held by tails */
+    PyObject *tail = NULL, *vt = NULL, *head = NULL, *stamp = NULL;
+    for (int k = 0; k < m->ntails && tail == NULL; k++) {
+        tail_slot *ts = &m->tails[k];
+        if (ts->values[0] == values[1] && ts->values[1] == values[2] &&
+            ts->values[2] == values[3] && ts->values[3] == values[4])
+            tail = ts->tail;
     }
-    if (!PyBytes_Check(tail)) {
-        PyErr_SetString(PyExc_TypeError, "a stamp tail is bytes");
-        goto done;
+    if (tail == NULL) {
+        PyObject *tail_key = PyTuple_Pack(4, values[1], values[2], values[3], values[4]);
+        if (tail_key == NULL)
+            return NULL;
+        tail = PyDict_GetItemWithError(tails, tail_key); /* borrowed */
+        if (tail == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(tail_key);
+                return NULL;
+            }
+            if (PyDict_GET_SIZE(tails) >= 4096)
+                PyDict_Clear(tails);
+            PyObject *fresh = encode_stamp(cfg->keys, values, 1, 0);
+            int rc = fresh == NULL ? -1 : PyDict_SetItem(tails, tail_key, fresh);
+            Py_XDECREF(fresh);
+            if (rc < 0) {
+                Py_DECREF(tail_key);
+                return NULL;
+            }
+            tail = fresh; /* held by tails */
+        }
+        if (!PyBytes_Check(tail)) {
+            PyErr_SetString(PyExc_TypeError, "a stamp tail is bytes");
+            Py_DECREF(tail_key);
+            return NULL;
+        }
+        /* remembered for this call: the key (its values) and the tail held by keep */
+        int rc = PyList_Append(m->keep, tail_key) < 0 || PyList_Append(m->keep, tail) < 0;
+        Py_DECREF(tail_key);
+        if (rc)
+            return NULL;
+        tail_slot *ts = &m->tails[m->next_tail];
+        m->next_tail = (m->next_tail + 1) % TALLY_SLOTS;
+        if (m->ntails < TALLY_SLOTS)
+            m->ntails++;
+        for (int k = 0; k < 4; k++)
+            ts->values[k] = values[k + 1];
+        ts->tail = tail;
     }
     Py_INCREF(tail);
-    head = encode_stamp(cfg->keys, values, 0, ~1);
-    if (head != NULL) {
-        PyBytes_Concat(&head, tail);
-        if (head != NULL && (stamp = PyTuple_Pack(2, vt, head)) != NULL) {
-            PyObject_GC_UnTrack(vt); /* str */
-            PyObject_GC_UnTrack(stamp);
-        }
+    vt = PyTuple_Pack(5, values[0], values[1], values[2], values[3], values[4]);
+    head = vt == NULL ? NULL : encode_stamp_tail(cfg->keys, values, 0, ~1, tail);
+    if (head != NULL && (stamp = PyTuple_Pack(2, vt, head)) != NULL) {
+        PyObject_GC_UnTrack(vt); /* str */
+        PyObject_GC_UnTrack(stamp);
     }
     Py_DECREF(tail);
-done:
-    Py_XDECREF(tail_key);
     Py_XDECREF(head);
-    Py_DECREF(vt);
+    Py_XDECREF(vt);
     return stamp;
 }
 
@@ -3176,6 +3405,7 @@ tw_release(PyObject *self, PyObject *args)
                           &markers, &suffix_for))
         return NULL;
     stamp_cfg cfg;
+    cfg.nbounds = 0;
     if (!PyArg_ParseTuple(cfg_tuple, "O!O!O!nUU;cfg: (keys, key_strs, tiers, depth_cap, top, "
                           "unknown)",
                           &PyTuple_Type, &cfg.keys, &PyTuple_Type, &cfg.key_strs, &PyTuple_Type,
@@ -3206,6 +3436,9 @@ tw_release(PyObject *self, PyObject *args)
     PyObject *keep = PyList_New(0), *result = NULL, *empty = PyBytes_FromStringAndSize(NULL, 0);
     PyObject *last_present = NULL; /* the root_present tuple last read, and its skip mask */
     int last_skip = 0;
+    release_memo memo;
+    memo.pending.n = memo.outcomes.n = memo.ntails = memo.next_tail = 0;
+    memo.keep = keep;
     b.index = PyDict_New();
     if (keep == NULL || b.index == NULL || empty == NULL)
         goto done;
@@ -3233,7 +3466,7 @@ tw_release(PyObject *self, PyObject *args)
         Py_ssize_t n = t->count;
         count += n;
         nbytes += t->nbytes;
-        if (pending_add(pending, PyTuple_GET_ITEM(item, 2), n) < 0)
+        if (tally_add(&memo.pending, PyTuple_GET_ITEM(item, 2), 1, n, pending, 1) < 0)
             goto done;
         PyObject *root = t->root == NULL ? Py_None : t->root;
         PyObject *stamp = Py_None;
@@ -3241,7 +3474,7 @@ tw_release(PyObject *self, PyObject *args)
             int wf = PyObject_IsTrue(PyTuple_GET_ITEM(root, 0));
             if (wf < 0)
                 goto done;
-            if (wf && (stamp = stamp_of(t, &cfg, tails, outcomes)) == NULL)
+            if (wf && (stamp = stamp_of(t, &cfg, tails, outcomes, &memo)) == NULL)
                 goto done;
             if (!wf)
                 Py_INCREF(stamp);
@@ -3261,6 +3494,8 @@ tw_release(PyObject *self, PyObject *args)
             }
         }
     }
+    if (tally_flush(&memo.pending, pending, 1) < 0 || tally_flush(&memo.outcomes, outcomes, 0) < 0)
+        goto done;
     if (lru_size && lru_trim(lru, lru_size) < 0)
         goto done;
     for (Py_ssize_t i = 0; i < n_items; i++) {
@@ -3314,6 +3549,14 @@ tw_release(PyObject *self, PyObject *args)
     if (encoded != NULL)
         result = Py_BuildValue("(Nnn)", encoded, count, nbytes);
 done:
+    if (keep != NULL) {
+        /* after an error: the counts gathered are dropped (with their references) */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        tally_flush(&memo.pending, NULL, 2);
+        tally_flush(&memo.outcomes, NULL, 2);
+        PyErr_Restore(type, value, tb);
+    }
     buckets_free(&b);
     Py_XDECREF(keep);
     Py_XDECREF(empty);
