@@ -1128,6 +1128,383 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* LateMemory: the late-span memory of the C store (trace id -> stamp or None, at most `size`
+ * entries, the least recently remembered dropped first), as the Python store's OrderedDict
+ * trimmed after each release: a hash table of node indexes (linear probing, deletion by
+ * backward shift) over nodes in a doubly linked recency list (oldest first). release writes
+ * it directly; Python reads it as a mapping (in, [], get, items in order, len) and moves a
+ * late span's trace to the end (move_to_end). Keys are bytes; values are not cyclic (stamps,
+ * None): not tracked by the cyclic GC. */
+
+typedef struct {
+    PyObject *key, *value; /* references; key NULL: a free node */
+    Py_hash_t hash;
+    Py_ssize_t prev, next; /* -1: none */
+} late_node;
+
+typedef struct {
+    PyObject_HEAD
+    late_node *nodes;
+    Py_ssize_t nodes_cap, used; /* nodes allocated; nodes ever used (free ones are reused) */
+    Py_ssize_t *table;          /* node index + 1, 0 empty */
+    Py_ssize_t tmask;           /* table size - 1 */
+    Py_ssize_t len, size;       /* entries; the most kept */
+    Py_ssize_t head, tail, free;
+} LateMemoryObject;
+
+static PyTypeObject LateMemoryType;
+
+/* the table slot of key (exact bytes with this hash), or -1 */
+static Py_ssize_t
+late_find(LateMemoryObject *m, PyObject *key, Py_hash_t hash)
+{
+    Py_ssize_t i = (Py_ssize_t)((size_t)hash & (size_t)m->tmask), k;
+    Py_ssize_t n = PyBytes_GET_SIZE(key);
+    while ((k = m->table[i])) {
+        late_node *nd = &m->nodes[k - 1];
+        if (nd->hash == hash && (nd->key == key || (PyBytes_GET_SIZE(nd->key) == n &&
+                                                    memcmp(PyBytes_AS_STRING(nd->key),
+                                                           PyBytes_AS_STRING(key),
+                                                           (size_t)n) == 0)))
+            return i;
+        i = (i + 1) & m->tmask;
+    }
+    return -1;
+}
+
+static void
+late_table_put(Py_ssize_t *table, Py_ssize_t tmask, Py_hash_t hash, Py_ssize_t index)
+{
+    Py_ssize_t i = (Py_ssize_t)((size_t)hash & (size_t)tmask);
+    while (table[i])
+        i = (i + 1) & tmask;
+    table[i] = index + 1;
+}
+
+/* slot i emptied, the entries after it shifted back so that every one stays reachable */
+static void
+late_table_remove(LateMemoryObject *m, Py_ssize_t i)
+{
+    Py_ssize_t j = i;
+    for (;;) {
+        j = (j + 1) & m->tmask;
+        Py_ssize_t k = m->table[j];
+        if (!k)
+            break;
+        Py_ssize_t ideal = (Py_ssize_t)((size_t)m->nodes[k - 1].hash & (size_t)m->tmask);
+        /* the entry at j may move to i when its ideal slot is not in (i, j] (cyclically) */
+        int stays = i <= j ? (ideal > i && ideal <= j) : (ideal > i || ideal <= j);
+        if (!stays) {
+            m->table[i] = k;
+            i = j;
+        }
+    }
+    m->table[i] = 0;
+}
+
+static void
+late_unlink(LateMemoryObject *m, Py_ssize_t x)
+{
+    late_node *nd = &m->nodes[x];
+    if (nd->prev >= 0)
+        m->nodes[nd->prev].next = nd->next;
+    else
+        m->head = nd->next;
+    if (nd->next >= 0)
+        m->nodes[nd->next].prev = nd->prev;
+    else
+        m->tail = nd->prev;
+}
+
+static void
+late_link_last(LateMemoryObject *m, Py_ssize_t x)
+{
+    late_node *nd = &m->nodes[x];
+    nd->prev = m->tail;
+    nd->next = -1;
+    if (m->tail >= 0)
+        m->nodes[m->tail].next = x;
+    else
+        m->head = x;
+    m->tail = x;
+}
+
+/* the table doubled (entries put again): 0 or -1 */
+static int
+late_grow_table(LateMemoryObject *m)
+{
+    Py_ssize_t tsize = (m->tmask + 1) * 2;
+    Py_ssize_t *table = PyMem_Calloc((size_t)tsize, sizeof(Py_ssize_t));
+    if (table == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next)
+        late_table_put(table, tsize - 1, m->nodes[x].hash, x);
+    PyMem_Free(m->table);
+    m->table = table;
+    m->tmask = tsize - 1;
+    return 0;
+}
+
+/* the oldest entry dropped (the references released after the memory is consistent) */
+static void
+late_drop_oldest(LateMemoryObject *m)
+{
+    Py_ssize_t x = m->head;
+    late_node *nd = &m->nodes[x];
+    late_table_remove(m, late_find(m, nd->key, nd->hash));
+    late_unlink(m, x);
+    PyObject *key = nd->key, *value = nd->value;
+    nd->key = nd->value = NULL;
+    nd->next = m->free;
+    m->free = x;
+    m->len--;
+    Py_DECREF(key);
+    Py_DECREF(value);
+}
+
+/* m[key] = value (key exact bytes), as the newest entry; the oldest dropped beyond size:
+ * 0 or -1 */
+static int
+late_set(LateMemoryObject *m, PyObject *key, PyObject *value)
+{
+    Py_hash_t hash = PyObject_Hash(key);
+    if (hash == -1)
+        return -1;
+    Py_ssize_t at = late_find(m, key, hash);
+    if (at >= 0) {
+        Py_ssize_t x = m->table[at] - 1;
+        late_unlink(m, x);
+        late_link_last(m, x);
+        Py_SETREF(m->nodes[x].value, Py_NewRef(value));
+        return 0;
+    }
+    if (m->size <= 0)
+        return 0;
+    if (m->len >= m->size)
+        late_drop_oldest(m);
+    Py_ssize_t x;
+    if (m->free >= 0) {
+        x = m->free;
+        m->free = m->nodes[x].next;
+    }
+    else {
+        if (m->used == m->nodes_cap) {
+            Py_ssize_t ncap = m->nodes_cap ? m->nodes_cap * 2 : 64;
+            if (ncap > m->size)
+                ncap = m->size;
+            late_node *nodes = PyMem_Realloc(m->nodes, (size_t)ncap * sizeof(late_node));
+            if (nodes == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            m->nodes = nodes;
+            m->nodes_cap = ncap;
+        }
+        x = m->used++;
+    }
+    if ((m->len + 1) * 2 > m->tmask + 1 && late_grow_table(m) < 0) {
+        m->nodes[x].key = NULL;
+        m->nodes[x].next = m->free;
+        m->free = x;
+        return -1;
+    }
+    late_node *nd = &m->nodes[x];
+    nd->key = Py_NewRef(key);
+    nd->value = Py_NewRef(value);
+    nd->hash = hash;
+    late_link_last(m, x);
+    late_table_put(m->table, m->tmask, hash, x);
+    m->len++;
+    return 0;
+}
+
+/* the node of key, or -1 (not there, not bytes, or an error: -2) */
+static Py_ssize_t
+late_node_of(LateMemoryObject *m, PyObject *key)
+{
+    if (!PyBytes_Check(key))
+        return -1;
+    Py_hash_t hash = PyObject_Hash(key);
+    if (hash == -1)
+        return -2;
+    Py_ssize_t at = late_find(m, key, hash);
+    return at < 0 ? -1 : m->table[at] - 1;
+}
+
+static PyObject *
+late_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"size", NULL};
+    Py_ssize_t size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n:LateMemory", kw, &size))
+        return NULL;
+    LateMemoryObject *m = (LateMemoryObject *)type->tp_alloc(type, 0);
+    if (m == NULL)
+        return NULL;
+    m->size = size < 0 ? 0 : size;
+    m->head = m->tail = m->free = -1;
+    m->table = PyMem_Calloc(16, sizeof(Py_ssize_t));
+    m->tmask = 15;
+    if (m->table == NULL) {
+        Py_DECREF(m);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)m;
+}
+
+static void
+late_dealloc(LateMemoryObject *m)
+{
+    for (Py_ssize_t x = m->head; x >= 0;) {
+        Py_ssize_t next = m->nodes[x].next;
+        Py_CLEAR(m->nodes[x].key);
+        Py_CLEAR(m->nodes[x].value);
+        x = next;
+    }
+    PyMem_Free(m->nodes);
+    PyMem_Free(m->table);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static Py_ssize_t
+late_len(LateMemoryObject *m)
+{
+    return m->len;
+}
+
+static int
+late_contains(LateMemoryObject *m, PyObject *key)
+{
+    Py_ssize_t x = late_node_of(m, key);
+    return x == -2 ? -1 : x >= 0;
+}
+
+static PyObject *
+late_getitem(LateMemoryObject *m, PyObject *key)
+{
+    Py_ssize_t x = late_node_of(m, key);
+    if (x == -2)
+        return NULL;
+    if (x < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return Py_NewRef(m->nodes[x].value);
+}
+
+static PyObject *
+late_get(LateMemoryObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
+        return NULL;
+    }
+    Py_ssize_t x = late_node_of(m, args[0]);
+    if (x == -2)
+        return NULL;
+    if (x < 0)
+        return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    return Py_NewRef(m->nodes[x].value);
+}
+
+static PyObject *
+late_move_to_end(LateMemoryObject *m, PyObject *key)
+{
+    Py_ssize_t x = late_node_of(m, key);
+    if (x == -2)
+        return NULL;
+    if (x < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    late_unlink(m, x);
+    late_link_last(m, x);
+    Py_RETURN_NONE;
+}
+
+/* the entries, oldest first, as a list of (key, value) */
+static PyObject *
+late_items(LateMemoryObject *m, PyObject *unused)
+{
+    PyObject *out = PyList_New(m->len);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++) {
+        PyObject *item = PyTuple_Pack(2, m->nodes[x].key, m->nodes[x].value);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+static PyObject *
+late_iter(LateMemoryObject *m)
+{
+    PyObject *keys = PyList_New(m->len);
+    if (keys == NULL)
+        return NULL;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++)
+        PyList_SET_ITEM(keys, i, Py_NewRef(m->nodes[x].key));
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
+
+static PyObject *
+late_sizeof(LateMemoryObject *m, PyObject *unused)
+{
+    size_t size = (size_t)Py_TYPE(m)->tp_basicsize + (size_t)m->nodes_cap * sizeof(late_node) +
+                  (size_t)(m->tmask + 1) * sizeof(Py_ssize_t);
+    return PyLong_FromSize_t(size);
+}
+
+static PyMethodDef late_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))late_get, METH_FASTCALL,
+     "get(key, default=None): the value remembered for key"},
+    {"move_to_end", (PyCFunction)late_move_to_end, METH_O,
+     "move_to_end(key): key becomes the most recently remembered (KeyError if absent)"},
+    {"items", (PyCFunction)late_items, METH_NOARGS, "the (key, value) pairs, oldest first"},
+    {"__sizeof__", (PyCFunction)late_sizeof, METH_NOARGS, "bytes allocated"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef late_members[] = {
+    {"size", T_PYSSIZET, offsetof(LateMemoryObject, size), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods late_as_sequence = {
+    .sq_contains = (objobjproc)late_contains,
+};
+
+static PyMappingMethods late_as_mapping = {
+    .mp_length = (lenfunc)late_len,
+    .mp_subscript = (binaryfunc)late_getitem,
+};
+
+static PyTypeObject LateMemoryType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "plugins._native._tracewire.LateMemory",
+    .tp_basicsize = sizeof(LateMemoryObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "LateMemory(size): the late-span memory (trace id -> stamp or None), at most "
+              "size entries, the least recently remembered dropped first.",
+    .tp_new = late_new,
+    .tp_dealloc = (destructor)late_dealloc,
+    .tp_methods = late_methods,
+    .tp_members = late_members,
+    .tp_as_sequence = &late_as_sequence,
+    .tp_as_mapping = &late_as_mapping,
+    .tp_iter = (getiterfunc)late_iter,
+};
+
+/* ---------------------------------------------------------------------------------------- */
 /* Trace: the state of one held trace (the attributes of the Python path's _Trace, as plain
  * members), filled by ingest in apply mode and read by release without attribute lookups.
  *
@@ -1889,21 +2266,27 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
     double now;
     Py_ssize_t span_oh, chunk_oh, trace_oh;
     if (!PyTuple_Check(apply) ||
-        !PyArg_ParseTuple(apply, "O!O!dOO!OnnnO;apply: (held, released, now, outcome, masks, "
+        !PyArg_ParseTuple(apply, "O!OdOO!OnnnO;apply: (held, released, now, outcome, masks, "
                           "not_workflow, span_overhead, chunk_overhead, trace_overhead, "
                           "classify)",
-                          &PyDict_Type, &held, &PyDict_Type, &released, &now, &outcome_fn,
+                          &PyDict_Type, &held, &released, &now, &outcome_fn,
                           &PyList_Type, &masks, &not_workflow, &span_oh, &chunk_oh, &trace_oh,
                           &classify))
         return NULL;
-    if (PyDict_GET_SIZE(released)) {
+    int late_memory = Py_IS_TYPE(released, &LateMemoryType);
+    if (!late_memory && !PyDict_Check(released)) {
+        PyErr_SetString(PyExc_TypeError, "apply: released is a dict or a LateMemory");
+        return NULL;
+    }
+    if (late_memory ? ((LateMemoryObject *)released)->len : PyDict_GET_SIZE(released)) {
         for (Py_ssize_t i = 0; i < e->len; i++) {
             PyObject *tid = e->items[i].trace_id;
             int in_held = PyDict_Contains(held, tid);
             if (in_held < 0)
                 return NULL;
             if (!in_held) {
-                int late = PyDict_Contains(released, tid);
+                int late = late_memory ? late_contains((LateMemoryObject *)released, tid)
+                                       : PyDict_Contains(released, tid);
                 if (late < 0)
                     return NULL;
                 if (late)
@@ -3399,11 +3782,22 @@ tw_release(PyObject *self, PyObject *args)
 {
     PyObject *batch, *cfg_tuple, *tails, *pending, *outcomes, *lru, *markers, *suffix_for;
     Py_ssize_t lru_size;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!nO!O", &PyList_Type, &batch, &PyTuple_Type,
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OnO!O", &PyList_Type, &batch, &PyTuple_Type,
                           &cfg_tuple, &PyDict_Type, &tails, &PyDict_Type, &pending,
-                          &PyDict_Type, &outcomes, &PyDict_Type, &lru, &lru_size, &PyTuple_Type,
+                          &PyDict_Type, &outcomes, &lru, &lru_size, &PyTuple_Type,
                           &markers, &suffix_for))
         return NULL;
+    /* the late-span memory: a LateMemory of lru_size entries, or a dict (an OrderedDict)
+     * trimmed to lru_size after the batch */
+    LateMemoryObject *late = Py_IS_TYPE(lru, &LateMemoryType) ? (LateMemoryObject *)lru : NULL;
+    if (late == NULL && !PyDict_Check(lru)) {
+        PyErr_SetString(PyExc_TypeError, "release: lru is a dict or a LateMemory");
+        return NULL;
+    }
+    if (late != NULL && lru_size != late->size) {
+        PyErr_SetString(PyExc_ValueError, "release: lru_size differs from the LateMemory's size");
+        return NULL;
+    }
     stamp_cfg cfg;
     cfg.nbounds = 0;
     if (!PyArg_ParseTuple(cfg_tuple, "O!O!O!nUU;cfg: (keys, key_strs, tiers, depth_cap, top, "
@@ -3482,7 +3876,11 @@ tw_release(PyObject *self, PyObject *args)
         else
             Py_INCREF(stamp);
         PyList_SET_ITEM(stamps, i, stamp);
-        if (lru_size && root != Py_None) {
+        if (lru_size && root != Py_None && late != NULL) {
+            if (late_set(late, tid, stamp) < 0)
+                goto done;
+        }
+        else if (lru_size && root != Py_None) {
             int known = PyDict_Contains(lru, tid);
             if (known < 0 || PyObject_SetItem(lru, tid, stamp) < 0)
                 goto done;
@@ -3496,7 +3894,7 @@ tw_release(PyObject *self, PyObject *args)
     }
     if (tally_flush(&memo.pending, pending, 1) < 0 || tally_flush(&memo.outcomes, outcomes, 0) < 0)
         goto done;
-    if (lru_size && lru_trim(lru, lru_size) < 0)
+    if (lru_size && late == NULL && lru_trim(lru, lru_size) < 0)
         goto done;
     for (Py_ssize_t i = 0; i < n_items; i++) {
         TraceObject *t = (TraceObject *)PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1);
@@ -3676,13 +4074,15 @@ PyInit__tracewire(void)
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2");
 #endif
-    if (PyType_Ready(&TraceType) < 0 || PyType_Ready(&IngestConfigType) < 0)
+    if (PyType_Ready(&TraceType) < 0 || PyType_Ready(&IngestConfigType) < 0 ||
+        PyType_Ready(&LateMemoryType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Trace", (PyObject *)&TraceType) < 0 ||
-        PyModule_AddObjectRef(m, "IngestConfig", (PyObject *)&IngestConfigType) < 0) {
+        PyModule_AddObjectRef(m, "IngestConfig", (PyObject *)&IngestConfigType) < 0 ||
+        PyModule_AddObjectRef(m, "LateMemory", (PyObject *)&LateMemoryType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -30,6 +30,7 @@ from plugins.workflowprocessor.rules import (
 from plugins.workflowprocessor.store import (
     RELEASE_MAX_SPANS,
     BaseTraceStore,
+    LateSpanMemory,
     Release,
     StoreConfig,
 )
@@ -178,6 +179,8 @@ class TracewireAPI(Protocol):
         self, raw: bytes, interned: dict[GroupKey, GroupKey], config: Any, apply: Any, /
     ) -> Any: ...
 
+    def LateMemory(self, size: int, /) -> LateSpanMemory: ...  # (a class)
+
     def expire(
         self, held: MutableMapping[bytes, Any], now: float, wait: float, max_wait: float, /
     ) -> list[tuple[bytes, Any, str]]: ...
@@ -189,7 +192,7 @@ class TracewireAPI(Protocol):
         tails: dict[tuple[str, ...], bytes],
         pending_released: dict[str, list[int]],
         pending_outcomes: dict[str, int],
-        lru: MutableMapping[bytes, Any],
+        lru: Any,  # a LateMemory (or a dict)
         lru_size: int,
         markers: tuple[bytes, ...],
         suffix_for: Callable[[bytes, Any], bytes],
@@ -214,8 +217,8 @@ class NativeTraceStore(BaseTraceStore):
         on_classified: Callable[[], None],
         on_late: Callable[[str], None],
     ) -> None:
+        self.tw = cast(TracewireAPI, tracewire)  # (before new_late_memory)
         super().__init__(config, classifier, on_classified, on_late)
-        self.tw = cast(TracewireAPI, tracewire)
         self._trace_type: Callable[[float, float, float, int], Any] = tracewire.Trace
         self.native = nc = NativeConfig.from_store_config(config)
         # what ingest reads in the special spans, read by C once (search tables built)
@@ -229,6 +232,10 @@ class NativeTraceStore(BaseTraceStore):
 
     def new_trace(self, now: float) -> Any:
         return self._trace_type(now, now, now, self.trace_overhead)
+
+    def new_late_memory(self) -> LateSpanMemory:
+        # at most late_span_cache_size entries, written by the C release
+        return self.tw.LateMemory(self.config.late_span_cache_size)
 
     # -- ingest -----------------------------------------------------------------------------------
     def ingest(self, raw: bytes, now: float) -> Release | None:

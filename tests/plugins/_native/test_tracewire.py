@@ -833,12 +833,10 @@ def test_held_traces_are_c_objects_on_the_native_path() -> None:
     assert (fresh.root, fresh.root_present, fresh.agent_id) == (None, (), "")
 
 
-def apply_args(
-    held: dict[Any, Any], released: dict[Any, Any] | None = None, classify: Any = None
-) -> tuple[Any, ...]:
+def apply_args(held: dict[Any, Any], released: Any = None, classify: Any = None) -> tuple[Any, ...]:
     return (
         held,
-        released or {},
+        {} if released is None else released,
         1.0,
         rules_module.outcome,
         [()] * 32,
@@ -1236,3 +1234,66 @@ def test_ingest_config_rejects_bad_arguments() -> None:
         tw.ingest(b"", {}, TOOL_A, TOOL_B, AGENT, cfg, None, (b"x",))  # markers need apply
     with pytest.raises(ValueError):
         tw.ingest(b"\xff", {}, config, apply_args({}))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_late_memory_matches_a_trimmed_ordered_dict(seed: int) -> None:
+    """The C store's late-span memory (``LateMemory``) against the Python store's (an
+    ``OrderedDict`` trimmed after each release): released traces remembered in the same
+    order with the same stamps, moved to the end alike, the oldest dropped alike, read
+    alike."""
+    rng = random.Random(seed)
+    size = rng.choice([1, 2, 3, 5, 8, 40])
+    late = tw.LateMemory(size)
+    model: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+    pool = [bytes([k]) * rng.choice([1, 8, 16]) for k in range(1, 60)]
+    for _ in range(150):
+        batch = []
+        for tid in rng.sample(pool, rng.randint(0, 12)):
+            trace = tw.Trace(0.0, 0.0, 0.0)
+            roll = rng.random()
+            if roll < 0.4:
+                trace.root = (True, f"wf-{tid.hex()}", "support", "success", ())
+            elif roll < 0.8:
+                trace.root = (False, "", "", "", ())
+            batch.append((tid, trace, "wait"))  # (without a root: not remembered)
+        tw.release(*release_args(list(batch), lru=late, lru_size=size))
+        tw.release(*release_args(list(batch), lru=model, lru_size=size))
+        for tid in rng.sample(pool, 3):
+            if tid in model:
+                model.move_to_end(tid)
+                late.move_to_end(tid)
+            else:
+                with pytest.raises(KeyError):
+                    late.move_to_end(tid)
+                with pytest.raises(KeyError):
+                    late[tid]
+            assert (tid in late) == (tid in model)
+            assert late.get(tid) == model.get(tid)
+            assert late.get(tid, "x") == model.get(tid, "x")
+        assert late.items() == list(model.items())
+        assert list(late) == list(model)
+        assert len(late) == len(model) <= size
+    assert "not bytes" not in late and late.get(1) is None
+    assert sys.getsizeof(late) > 0
+
+
+def test_late_memory_rules() -> None:
+    late = tw.LateMemory(0)  # nothing remembered
+    trace = tw.Trace(0.0, 0.0, 0.0)
+    trace.root = (False, "", "", "", ())
+    tw.release(*release_args([(T1, trace, "wait")], lru=late, lru_size=0))
+    assert len(late) == 0 and T1 not in late
+    with pytest.raises(ValueError, match="lru_size"):
+        tw.release(*release_args([], lru=tw.LateMemory(3), lru_size=4))
+    with pytest.raises(TypeError):
+        tw.release(*release_args([], lru=[]))
+    # ingest reads it as it reads a dict: a span of a remembered trace is a late span
+    raw = request([resource_spans([scope_spans([raw_span(T1, b"a" * 8)])])])
+    late = tw.LateMemory(2)
+    tw.release(*release_args([(T1, trace, "wait")], lru=late, lru_size=2))
+    held: dict[Any, Any] = {}
+    assert tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), apply_args(held, late)) is None
+    assert held == {}
+    with pytest.raises(TypeError):
+        tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), (held, [T1], *apply_args({})[2:]))
