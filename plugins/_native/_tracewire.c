@@ -751,6 +751,16 @@ scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
         else if (f == 9) {
             slice key = {s.p, 0}, value = {s.p, 0};
             const uint8_t *q = s.p, *qend = s.p + s.n;
+            /* the usual KeyValue: the key then the value, one-byte tags and lengths, nothing
+             * else (what the loop below reads from it too) */
+            if (s.n >= 4 && q[0] == 0x0A && q[1] < 0x80 && q[1] <= s.n - 4 &&
+                q[2 + q[1]] == 0x12 && q[3 + q[1]] < 0x80 && 4 + q[1] + q[3 + q[1]] == s.n) {
+                key.p = q + 2;
+                key.n = q[1];
+                value.p = q + 4 + q[1];
+                value.n = q[3 + q[1]];
+                q = qend;
+            }
             while (q < qend) {
                 uint32_t g;
                 int w;
@@ -1003,7 +1013,8 @@ fail:
 
 /* the facts of one special span of entry t: 0, 1 (the entry falls back) or -1 (error) */
 static int
-span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg *cfg)
+span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg *cfg,
+              const needle *agent_marker)
 {
     int agent_open = !t->agent_set && (t->agent == NULL || PyUnicode_GET_LENGTH(t->agent) == 0);
     if (!(flags & (F_TOOL | F_ROOT)) && !agent_open)
@@ -1052,7 +1063,8 @@ span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg
         else
             Py_DECREF(agent);
     }
-    else if ((flags & F_AGENT) && agent_open && sf.has[K_AGENT]) {
+    else if (agent_open && sf.has[K_AGENT] &&
+             ((flags & F_AGENT) || ((flags & F_TOOL) && needle_in(agent_marker, span)))) {
         PyObject *agent;
         int rc = value_str(&sf, K_AGENT, &agent);
         if (rc)
@@ -1062,9 +1074,41 @@ span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg
     return 0;
 }
 
+/* the longest run of bytes that both a and b contain (the first found), as a needle over
+ * a's bytes; n 0 when it is shorter than 4 bytes (not worth a search) */
+static void
+common_needle(needle *out, slice a, slice b)
+{
+    Py_ssize_t best = 0, at = 0;
+    for (Py_ssize_t i = 0; i < a.n; i++)
+        for (Py_ssize_t j = 0; j < b.n; j++) {
+            Py_ssize_t k = 0;
+            while (i + k < a.n && j + k < b.n && a.p[i + k] == b.p[j + k])
+                k++;
+            if (k > best) {
+                best = k;
+                at = i;
+            }
+        }
+    if (best < 4)
+        best = 0;
+    needle_init(out, a.p + at, best);
+}
+
+/* whether span contains tool_a or tool_b: a span without their common part (tools, n > 0)
+ * contains neither (one search instead of two for most spans) */
+static inline int
+has_tool_marker(slice span, const needle *tool_a, const needle *tool_b, const needle *tools)
+{
+    if (tools != NULL && tools->n && !needle_in(tools, span))
+        return 0;
+    return needle_in(tool_a, span) || needle_in(tool_b, span);
+}
+
 static int
 ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const needle *tool_a,
-            const needle *tool_b, const needle *agent, const facts_cfg *cfg)
+            const needle *tool_b, const needle *agent, const facts_cfg *cfg,
+            const needle *tools)
 {
     const uint8_t *p = span.p, *end = span.p + span.n;
     slice tid = {span.p, 0}, sid = {span.p, 0}, parent = {span.p, 0};
@@ -1099,16 +1143,18 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
     /* with facts, the flags only pick the spans span_facts_of reads: no search for what it
      * would not look at (an entry falling back, the agent once the entry knows it) */
     int want = cfg == NULL || !t->fallback;
-    if (want && (needle_in(tool_a, span) || needle_in(tool_b, span)))
+    if (want && has_tool_marker(span, tool_a, tool_b, tools))
         flags |= F_TOOL;
     if (cfg != NULL)
         want = want && !t->agent_set &&
                (t->agent == NULL || PyUnicode_GET_LENGTH(t->agent) == 0);
-    if (want && !(flags & F_ROOT) && needle_in(agent, span))
+    /* with facts, a tool call's agent marker is looked for by span_facts_of, and only when
+     * the span has the agent key (F_AGENT matters nowhere else) */
+    if (want && !(flags & F_ROOT) && (cfg == NULL || !(flags & F_TOOL)) && needle_in(agent, span))
         flags |= F_AGENT;
     if (cfg != NULL) {
         if (flags && !t->fallback) {
-            int rc = span_facts_of(t, span, flags, t->len, cfg);
+            int rc = span_facts_of(t, span, flags, t->len, cfg, agent);
             if (rc < 0)
                 return -1;
             if (rc)
@@ -2429,7 +2475,7 @@ fail:
 static PyObject *
 ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const needle *nd_tool_a,
            const needle *nd_tool_b, const needle *nd_agent, const facts_cfg *cfg,
-           PyObject *apply, const exec_markers *ex, apply_memo *memo)
+           PyObject *apply, const exec_markers *ex, apply_memo *memo, const needle *nd_tools)
 {
     PyObject *result = NULL, *groups = NULL;
     entries e = {0};
@@ -2484,7 +2530,7 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
             Py_ssize_t gi = PyList_GET_SIZE(groups) - 1;
             for (Py_ssize_t j = 0; j < spans.len; j++) {
                 if (ingest_span(&e, &last, spans.items[j], gi, nd_tool_a, nd_tool_b, nd_agent,
-                                cfg) < 0)
+                                cfg, nd_tools) < 0)
                     goto scope_fail;
             }
         }
@@ -2581,6 +2627,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *keep; /* (tool_a, tool_b, agent_marker, facts, execs): what the slices point in */
     needle tool_a, tool_b, agent;
+    needle tools; /* the common part of tool_a and tool_b (see has_tool_marker) */
     facts_cfg facts;
     exec_markers execs;
     int has_execs;
@@ -2622,6 +2669,7 @@ ingest_config_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     needle_init(&self->tool_a, PyBytes_AS_STRING(tool_a), PyBytes_GET_SIZE(tool_a));
     needle_init(&self->tool_b, PyBytes_AS_STRING(tool_b), PyBytes_GET_SIZE(tool_b));
     needle_init(&self->agent, PyBytes_AS_STRING(agent), PyBytes_GET_SIZE(agent));
+    common_needle(&self->tools, slice_of_bytes(tool_a), slice_of_bytes(tool_b));
     return (PyObject *)self;
 }
 
@@ -2649,7 +2697,8 @@ tw_ingest(PyObject *self, PyObject *args)
         IngestConfigObject *ic = (IngestConfigObject *)config;
         PyObject *result = ingest_run(raw.buf, raw.len, interned, &ic->tool_a, &ic->tool_b,
                                       &ic->agent, &ic->facts, apply,
-                                      ic->has_execs ? &ic->execs : NULL, &ic->memo);
+                                      ic->has_execs ? &ic->execs : NULL, &ic->memo,
+                                      &ic->tools);
         PyBuffer_Release(&raw);
         return result;
     }
@@ -2683,9 +2732,11 @@ tw_ingest(PyObject *self, PyObject *args)
     needle_init(&nd_tool_a, tool_a.buf, tool_a.len);
     needle_init(&nd_tool_b, tool_b.buf, tool_b.len);
     needle_init(&nd_agent, agent.buf, agent.len);
+    needle nd_tools;
+    common_needle(&nd_tools, (slice){tool_a.buf, tool_a.len}, (slice){tool_b.buf, tool_b.len});
     apply_memo memo = {0};
     result = ingest_run(raw.buf, raw.len, interned, &nd_tool_a, &nd_tool_b, &nd_agent, cfg,
-                        apply == Py_None ? NULL : apply, ex, &memo);
+                        apply == Py_None ? NULL : apply, ex, &memo, &nd_tools);
     apply_memo_clear(&memo);
 release:
     PyBuffer_Release(&raw);
