@@ -4024,7 +4024,9 @@ tw_expire(PyObject *self, PyObject *args)
 {
     PyObject *held;
     double now, wait, max_wait;
-    if (!PyArg_ParseTuple(args, "O!ddd", &PyDict_Type, &held, &now, &wait, &max_wait))
+    Py_ssize_t max_spans = -1;
+    if (!PyArg_ParseTuple(args, "O!ddd|n", &PyDict_Type, &held, &now, &wait, &max_wait,
+                          &max_spans))
         return NULL;
     PyObject *out = PyList_New(0);
     PyObject *r_wait = PyUnicode_InternFromString("wait");
@@ -4089,6 +4091,23 @@ tw_expire(PyObject *self, PyObject *args)
     }
     Py_DECREF(r_wait);
     Py_DECREF(r_max);
+    if (max_spans >= 0) {
+        /* in consecutive parts of about max_spans spans, as rules.parts cuts them */
+        PyObject *parts = PyList_New(0);
+        Py_ssize_t start = 0, spans = 0, n = PyList_GET_SIZE(out);
+        for (Py_ssize_t i = 0; parts != NULL && i < n; i++) {
+            TraceObject *t = (TraceObject *)PyTuple_GET_ITEM(PyList_GET_ITEM(out, i), 1);
+            spans += t->count;
+            if (spans >= max_spans || i == n - 1) {
+                if (append_new(parts, PyList_GetSlice(out, start, i + 1)) < 0)
+                    Py_CLEAR(parts);
+                start = i + 1;
+                spans = 0;
+            }
+        }
+        Py_DECREF(out);
+        return parts;
+    }
     return out;
 fail:
     Py_XDECREF(out);

@@ -116,10 +116,23 @@ def ingest(
     added_spans, candidates), candidates the (trace_id, index) of the applied spans holding
     one, for the traces whose root is not a workflow."""
 
+@overload
 def expire(
     held: MutableMapping[bytes, Trace], now: float, wait: float, max_wait: float, /
 ) -> list[tuple[bytes, Trace, str]]:
     """The due traces taken out of ``held``, in order, with their reasons."""
+
+@overload
+def expire(
+    held: MutableMapping[bytes, Trace],
+    now: float,
+    wait: float,
+    max_wait: float,
+    max_spans: int,
+    /,
+) -> list[list[tuple[bytes, Trace, str]]]:
+    """The same in consecutive parts of about ``max_spans`` spans, as
+    :func:`plugins.workflowprocessor.rules.parts` cuts them (none when nothing is due)."""
 
 def release(
     batch: list[tuple[bytes, Trace, str]],

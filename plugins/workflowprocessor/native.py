@@ -24,7 +24,6 @@ from plugins._agentconv import TOP_TIER, AttributeNames, ErrorClassifier
 from plugins.workflowprocessor.rules import (
     NOT_WORKFLOW,
     outcome,
-    parts,
     span_agent,
 )
 from plugins.workflowprocessor.store import (
@@ -182,8 +181,14 @@ class TracewireAPI(Protocol):
     def LateMemory(self, size: int, /) -> LateSpanMemory: ...  # (a class)
 
     def expire(
-        self, held: MutableMapping[bytes, Any], now: float, wait: float, max_wait: float, /
-    ) -> list[tuple[bytes, Any, str]]: ...
+        self,
+        held: MutableMapping[bytes, Any],
+        now: float,
+        wait: float,
+        max_wait: float,
+        max_spans: int,
+        /,
+    ) -> list[list[tuple[bytes, Any, str]]]: ...
 
     def release(
         self,
@@ -359,13 +364,11 @@ class NativeTraceStore(BaseTraceStore):
 
     def expire(self, now: float) -> list[Release]:
         cfg = self.config
-        batch = self.tw.expire(self.held, now, cfg.wait_duration, cfg.max_wait_duration)
-        if not batch:
-            return []
-        return [
-            self._release(part, counted=False)
-            for part in parts(batch, lambda entry: len(entry[1]), RELEASE_MAX_SPANS)
-        ]
+        # the due traces in parts of about RELEASE_MAX_SPANS spans (as rules.parts cuts them)
+        batches = self.tw.expire(
+            self.held, now, cfg.wait_duration, cfg.max_wait_duration, RELEASE_MAX_SPANS
+        )
+        return [self._release(part, counted=False) for part in batches]
 
     def release_all(self, reason: str) -> list[Release]:
         held = self.held

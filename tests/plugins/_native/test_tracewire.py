@@ -279,6 +279,24 @@ def test_the_markers_looked_for_together_match_python() -> None:
         assert got == expected, (k, markers, size)
 
 
+def test_tool_markers_sharing_a_part_match_python() -> None:
+    """Tool markers with a common part (looked for first: a span without it has neither):
+    spans holding the common part only, one marker, both, a marker cut at its common part,
+    or nothing; the flags as Python's substring tests give them."""
+    rng = random.Random(17)
+    for k in range(2000):
+        common = bytes(rng.choice(b"tolx") for _ in range(rng.choice((3, 4, 5, 8))))
+        tool_a = bytes(rng.choice(b"abc") for _ in range(rng.randint(0, 6))) + common
+        tool_b = common + bytes(rng.choice(b"cde") for _ in range(rng.randint(0, 6)))
+        pieces = [common, tool_a, tool_b, tool_a[:-1], tool_b[1:], b"x" * rng.randint(0, 80)]
+        filler = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        spans = [raw_span(T1, b"a" * 8, b"p" * 8, ld(9, filler))]
+        raw = request([resource_spans([scope_spans(spans)])])
+        got = tw.ingest(raw, {}, tool_a, tool_b, b"\xfe" * 20)[0][6]
+        tool = tool_a in spans[0] or tool_b in spans[0]
+        assert got == ([(0, 2)] if tool else None), (k, tool_a, tool_b, filler)
+
+
 def test_ingest_interns_groups() -> None:
     raw = INGEST_CASES["several resources and scopes, trace across them"]
     interned: dict[Any, Any] = {}
@@ -1003,6 +1021,27 @@ def test_expire_takes_due_traces_and_requeues_the_others() -> None:
     assert not held
     with pytest.raises(TypeError):
         tw.expire(collections.OrderedDict({b"x": object()}), 0.0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_expire_in_parts_cuts_as_rules_parts(seed: int) -> None:
+    """expire with max_spans: the due traces in the parts rules.parts makes of them."""
+    rng = random.Random(seed)
+    for _ in range(50):
+        sizes = [rng.randint(0, 9) for _ in range(rng.randint(0, 12))]
+        max_spans = rng.choice([0, 1, 5, 10, 30])
+        held: list[collections.OrderedDict[bytes, Any]] = [collections.OrderedDict() for _ in "ab"]
+        for k, n in enumerate(sizes):
+            for h in held:
+                trace = h[bytes([k])] = tw.Trace(1.0, 1.0, 1.0)
+                ids = [bytes([k, j]) for j in range(n)]
+                trace.add([b"s"] * n, [(b"", b"", b"", b"")] * n, ids, [b""] * n)
+        got = tw.expire(held[0], 10.0, 2.0, 0.0, max_spans)
+        whole = tw.expire(held[1], 10.0, 2.0, 0.0)
+        expected = list(rules_module.parts(whole, lambda entry: len(entry[1]), max_spans))
+        assert [[(tid, len(t), r) for tid, t, r in part] for part in got] == [
+            [(tid, len(t), r) for tid, t, r in part] for part in expected
+        ]
 
 
 def test_assemble_survives_a_callback_changing_the_lists() -> None:
