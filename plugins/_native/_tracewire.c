@@ -35,9 +35,14 @@
  *     them as new lists, add(spans, groups, ids, parents) appends, len() counts them and
  *     __sizeof__ is what it really allocated. Not tracked by the cyclic GC.
  *
- * expire(held, now, wait, max_wait)
+ * expire(held, now, wait, max_wait[, max_spans])
  *     The due traces taken out of held, in order, with their reasons (wait, max_wait); traces
- *     that received spans since queued are queued again.
+ *     that received spans since queued are queued again. With max_spans, in consecutive parts
+ *     of about max_spans spans (a part ends with the trace that reaches it).
+ *
+ * LateMemory(size)
+ *     The late-span memory of the C store (trace id -> stamp or None, at most size entries,
+ *     the least recently remembered dropped first), written by release, read as a mapping.
  *
  * release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers,
  *         suffix_for)
@@ -3824,8 +3829,9 @@ lru_trim(PyObject *lru, Py_ssize_t size)
  * release counted in pending_released[reason] ([traces, spans]); if its root says it is a
  * workflow, its stamp ((workflow.id, type, agent or "unknown", outcome, tier), suffix) computed
  * (tails caches the encoded last four attributes; the outcome counted in pending_outcomes);
- * if it has a root, the stamp (or None) remembered in the OrderedDict lru (at most lru_size
- * entries, lru_size 0: nothing remembered). Then its spans assembled as by assemble, the root
+ * if it has a root, the stamp (or None) remembered in lru: a LateMemory of lru_size entries
+ * (the C store's), or an OrderedDict trimmed to lru_size after the batch (lru_size 0: nothing
+ * remembered). Then its spans assembled as by assemble, the root
  * with the stamp attributes it lacks. cfg = (keys (5 bytes), key_strs (5 str), tiers
  * ((name, max_spans, max_tool_calls, max_depth), ...), depth_cap, top_tier, unknown). */
 static PyObject *
@@ -4126,7 +4132,8 @@ static PyMethodDef methods[] = {
      "release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers, "
      "suffix_for) -> (encoded ExportTraceServiceRequest, spans, nbytes)"},
     {"expire", tw_expire, METH_VARARGS,
-     "expire(held, now, wait, max_wait) -> the due traces, taken out of held"},
+     "expire(held, now, wait, max_wait[, max_spans]) -> the due traces, taken out of held "
+     "(with max_spans: in parts)"},
     {"max_depth", tw_max_depth, METH_VARARGS, "max_depth(ids, parents, cap) -> int"},
     {NULL, NULL, 0, NULL},
 };
