@@ -35,9 +35,14 @@
  *     them as new lists, add(spans, groups, ids, parents) appends, len() counts them and
  *     __sizeof__ is what it really allocated. Not tracked by the cyclic GC.
  *
- * expire(held, now, wait, max_wait)
+ * expire(held, now, wait, max_wait[, max_spans])
  *     The due traces taken out of held, in order, with their reasons (wait, max_wait); traces
- *     that received spans since queued are queued again.
+ *     that received spans since queued are queued again. With max_spans, in consecutive parts
+ *     of about max_spans spans (a part ends with the trace that reaches it).
+ *
+ * LateMemory(size)
+ *     The late-span memory of the C store (trace id -> stamp or None, at most size entries,
+ *     the least recently remembered dropped first), written by release, read as a mapping.
  *
  * release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers,
  *         suffix_for)
@@ -682,20 +687,47 @@ slice_eq(slice a, slice b)
     return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, (size_t)a.n) == 0);
 }
 
-/* whether every byte of s is below 0x80 (8 at a time) */
+/* whether every byte of s is below 0x80 (8 at a time; from 8 bytes on, the last word read
+ * where it ends, overlapping the one before it) */
 static inline int
 is_ascii(slice s)
 {
-    uint64_t acc = 0;
+    uint64_t acc = 0, w;
     Py_ssize_t i = 0;
-    for (; i + 8 <= s.n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s.p + i, 8);
+    if (s.n >= 8) {
+        for (; i + 8 <= s.n; i += 8) {
+            memcpy(&w, s.p + i, 8);
+            acc |= w;
+        }
+        memcpy(&w, s.p + s.n - 8, 8);
         acc |= w;
     }
-    for (; i < s.n; i++)
-        acc |= s.p[i];
+    else
+        for (; i < s.n; i++)
+            acc |= s.p[i];
     return (acc & 0x8080808080808080ULL) == 0;
+}
+
+/* slice_eq for a key and a configured key of the same length: 8 bytes at a time (from 8
+ * bytes on, the last word read where they end), memcmp below */
+static inline int
+key_eq(slice a, slice b)
+{
+    Py_ssize_t n = a.n;
+    if (n != b.n)
+        return 0;
+    if (n < 8)
+        return n == 0 || memcmp(a.p, b.p, (size_t)n) == 0;
+    uint64_t x, y;
+    for (Py_ssize_t i = 0; i + 8 <= n; i += 8) {
+        memcpy(&x, a.p + i, 8);
+        memcpy(&y, b.p + i, 8);
+        if (x != y)
+            return 0;
+    }
+    memcpy(&x, a.p + n - 8, 8);
+    memcpy(&y, b.p + n - 8, 8);
+    return x == y;
 }
 
 /* the attributes (last duplicate wins), name, status and event count of a span whose
@@ -724,6 +756,16 @@ scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
         else if (f == 9) {
             slice key = {s.p, 0}, value = {s.p, 0};
             const uint8_t *q = s.p, *qend = s.p + s.n;
+            /* the usual KeyValue: the key then the value, one-byte tags and lengths, nothing
+             * else (what the loop below reads from it too) */
+            if (s.n >= 4 && q[0] == 0x0A && q[1] < 0x80 && q[1] <= s.n - 4 &&
+                q[2 + q[1]] == 0x12 && q[3 + q[1]] < 0x80 && 4 + q[1] + q[3 + q[1]] == s.n) {
+                key.p = q + 2;
+                key.n = q[1];
+                value.p = q + 4 + q[1];
+                value.n = q[3 + q[1]];
+                q = qend;
+            }
             while (q < qend) {
                 uint32_t g;
                 int w;
@@ -741,7 +783,7 @@ scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
             while (cands) {
                 int k = __builtin_ctz(cands);
                 cands &= cands - 1;
-                if (slice_eq(key, cfg->keys[k])) {
+                if (key_eq(key, cfg->keys[k])) {
                     sf->val[k] = value;
                     sf->has[k] = 1;
                 }
@@ -976,7 +1018,8 @@ fail:
 
 /* the facts of one special span of entry t: 0, 1 (the entry falls back) or -1 (error) */
 static int
-span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg *cfg)
+span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg *cfg,
+              const needle *agent_marker)
 {
     int agent_open = !t->agent_set && (t->agent == NULL || PyUnicode_GET_LENGTH(t->agent) == 0);
     if (!(flags & (F_TOOL | F_ROOT)) && !agent_open)
@@ -1025,7 +1068,8 @@ span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg
         else
             Py_DECREF(agent);
     }
-    else if ((flags & F_AGENT) && agent_open && sf.has[K_AGENT]) {
+    else if (agent_open && sf.has[K_AGENT] &&
+             ((flags & F_AGENT) || ((flags & F_TOOL) && needle_in(agent_marker, span)))) {
         PyObject *agent;
         int rc = value_str(&sf, K_AGENT, &agent);
         if (rc)
@@ -1035,9 +1079,41 @@ span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg
     return 0;
 }
 
+/* the longest run of bytes that both a and b contain (the first found), as a needle over
+ * a's bytes; n 0 when it is shorter than 4 bytes (not worth a search) */
+static void
+common_needle(needle *out, slice a, slice b)
+{
+    Py_ssize_t best = 0, at = 0;
+    for (Py_ssize_t i = 0; i < a.n; i++)
+        for (Py_ssize_t j = 0; j < b.n; j++) {
+            Py_ssize_t k = 0;
+            while (i + k < a.n && j + k < b.n && a.p[i + k] == b.p[j + k])
+                k++;
+            if (k > best) {
+                best = k;
+                at = i;
+            }
+        }
+    if (best < 4)
+        best = 0;
+    needle_init(out, a.p + at, best);
+}
+
+/* whether span contains tool_a or tool_b: a span without their common part (tools, n > 0)
+ * contains neither (one search instead of two for most spans) */
+static inline int
+has_tool_marker(slice span, const needle *tool_a, const needle *tool_b, const needle *tools)
+{
+    if (tools != NULL && tools->n && !needle_in(tools, span))
+        return 0;
+    return needle_in(tool_a, span) || needle_in(tool_b, span);
+}
+
 static int
 ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const needle *tool_a,
-            const needle *tool_b, const needle *agent, const facts_cfg *cfg)
+            const needle *tool_b, const needle *agent, const facts_cfg *cfg,
+            const needle *tools)
 {
     const uint8_t *p = span.p, *end = span.p + span.n;
     slice tid = {span.p, 0}, sid = {span.p, 0}, parent = {span.p, 0};
@@ -1072,16 +1148,18 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
     /* with facts, the flags only pick the spans span_facts_of reads: no search for what it
      * would not look at (an entry falling back, the agent once the entry knows it) */
     int want = cfg == NULL || !t->fallback;
-    if (want && (needle_in(tool_a, span) || needle_in(tool_b, span)))
+    if (want && has_tool_marker(span, tool_a, tool_b, tools))
         flags |= F_TOOL;
     if (cfg != NULL)
         want = want && !t->agent_set &&
                (t->agent == NULL || PyUnicode_GET_LENGTH(t->agent) == 0);
-    if (want && !(flags & F_ROOT) && needle_in(agent, span))
+    /* with facts, a tool call's agent marker is looked for by span_facts_of, and only when
+     * the span has the agent key (F_AGENT matters nowhere else) */
+    if (want && !(flags & F_ROOT) && (cfg == NULL || !(flags & F_TOOL)) && needle_in(agent, span))
         flags |= F_AGENT;
     if (cfg != NULL) {
         if (flags && !t->fallback) {
-            int rc = span_facts_of(t, span, flags, t->len, cfg);
+            int rc = span_facts_of(t, span, flags, t->len, cfg, agent);
             if (rc < 0)
                 return -1;
             if (rc)
@@ -1099,6 +1177,383 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
     t->nbytes += span.n;
     return 0;
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* LateMemory: the late-span memory of the C store (trace id -> stamp or None, at most `size`
+ * entries, the least recently remembered dropped first), as the Python store's OrderedDict
+ * trimmed after each release: a hash table of node indexes (linear probing, deletion by
+ * backward shift) over nodes in a doubly linked recency list (oldest first). release writes
+ * it directly; Python reads it as a mapping (in, [], get, items in order, len) and moves a
+ * late span's trace to the end (move_to_end). Keys are bytes; values are not cyclic (stamps,
+ * None): not tracked by the cyclic GC. */
+
+typedef struct {
+    PyObject *key, *value; /* references; key NULL: a free node */
+    Py_hash_t hash;
+    Py_ssize_t prev, next; /* -1: none */
+} late_node;
+
+typedef struct {
+    PyObject_HEAD
+    late_node *nodes;
+    Py_ssize_t nodes_cap, used; /* nodes allocated; nodes ever used (free ones are reused) */
+    Py_ssize_t *table;          /* node index + 1, 0 empty */
+    Py_ssize_t tmask;           /* table size - 1 */
+    Py_ssize_t len, size;       /* entries; the most kept */
+    Py_ssize_t head, tail, free;
+} LateMemoryObject;
+
+static PyTypeObject LateMemoryType;
+
+/* the table slot of key (exact bytes with this hash), or -1 */
+static Py_ssize_t
+late_find(LateMemoryObject *m, PyObject *key, Py_hash_t hash)
+{
+    Py_ssize_t i = (Py_ssize_t)((size_t)hash & (size_t)m->tmask), k;
+    Py_ssize_t n = PyBytes_GET_SIZE(key);
+    while ((k = m->table[i])) {
+        late_node *nd = &m->nodes[k - 1];
+        if (nd->hash == hash && (nd->key == key || (PyBytes_GET_SIZE(nd->key) == n &&
+                                                    memcmp(PyBytes_AS_STRING(nd->key),
+                                                           PyBytes_AS_STRING(key),
+                                                           (size_t)n) == 0)))
+            return i;
+        i = (i + 1) & m->tmask;
+    }
+    return -1;
+}
+
+static void
+late_table_put(Py_ssize_t *table, Py_ssize_t tmask, Py_hash_t hash, Py_ssize_t index)
+{
+    Py_ssize_t i = (Py_ssize_t)((size_t)hash & (size_t)tmask);
+    while (table[i])
+        i = (i + 1) & tmask;
+    table[i] = index + 1;
+}
+
+/* slot i emptied, the entries after it shifted back so that every one stays reachable */
+static void
+late_table_remove(LateMemoryObject *m, Py_ssize_t i)
+{
+    Py_ssize_t j = i;
+    for (;;) {
+        j = (j + 1) & m->tmask;
+        Py_ssize_t k = m->table[j];
+        if (!k)
+            break;
+        Py_ssize_t ideal = (Py_ssize_t)((size_t)m->nodes[k - 1].hash & (size_t)m->tmask);
+        /* the entry at j may move to i when its ideal slot is not in (i, j] (cyclically) */
+        int stays = i <= j ? (ideal > i && ideal <= j) : (ideal > i || ideal <= j);
+        if (!stays) {
+            m->table[i] = k;
+            i = j;
+        }
+    }
+    m->table[i] = 0;
+}
+
+static void
+late_unlink(LateMemoryObject *m, Py_ssize_t x)
+{
+    late_node *nd = &m->nodes[x];
+    if (nd->prev >= 0)
+        m->nodes[nd->prev].next = nd->next;
+    else
+        m->head = nd->next;
+    if (nd->next >= 0)
+        m->nodes[nd->next].prev = nd->prev;
+    else
+        m->tail = nd->prev;
+}
+
+static void
+late_link_last(LateMemoryObject *m, Py_ssize_t x)
+{
+    late_node *nd = &m->nodes[x];
+    nd->prev = m->tail;
+    nd->next = -1;
+    if (m->tail >= 0)
+        m->nodes[m->tail].next = x;
+    else
+        m->head = x;
+    m->tail = x;
+}
+
+/* the table doubled (entries put again): 0 or -1 */
+static int
+late_grow_table(LateMemoryObject *m)
+{
+    Py_ssize_t tsize = (m->tmask + 1) * 2;
+    Py_ssize_t *table = PyMem_Calloc((size_t)tsize, sizeof(Py_ssize_t));
+    if (table == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next)
+        late_table_put(table, tsize - 1, m->nodes[x].hash, x);
+    PyMem_Free(m->table);
+    m->table = table;
+    m->tmask = tsize - 1;
+    return 0;
+}
+
+/* the oldest entry dropped (the references released after the memory is consistent) */
+static void
+late_drop_oldest(LateMemoryObject *m)
+{
+    Py_ssize_t x = m->head;
+    late_node *nd = &m->nodes[x];
+    late_table_remove(m, late_find(m, nd->key, nd->hash));
+    late_unlink(m, x);
+    PyObject *key = nd->key, *value = nd->value;
+    nd->key = nd->value = NULL;
+    nd->next = m->free;
+    m->free = x;
+    m->len--;
+    Py_DECREF(key);
+    Py_DECREF(value);
+}
+
+/* m[key] = value (key exact bytes), as the newest entry; the oldest dropped beyond size:
+ * 0 or -1 */
+static int
+late_set(LateMemoryObject *m, PyObject *key, PyObject *value)
+{
+    Py_hash_t hash = PyObject_Hash(key);
+    if (hash == -1)
+        return -1;
+    Py_ssize_t at = late_find(m, key, hash);
+    if (at >= 0) {
+        Py_ssize_t x = m->table[at] - 1;
+        late_unlink(m, x);
+        late_link_last(m, x);
+        Py_SETREF(m->nodes[x].value, Py_NewRef(value));
+        return 0;
+    }
+    if (m->size <= 0)
+        return 0;
+    if (m->len >= m->size)
+        late_drop_oldest(m);
+    Py_ssize_t x;
+    if (m->free >= 0) {
+        x = m->free;
+        m->free = m->nodes[x].next;
+    }
+    else {
+        if (m->used == m->nodes_cap) {
+            Py_ssize_t ncap = m->nodes_cap ? m->nodes_cap * 2 : 64;
+            if (ncap > m->size)
+                ncap = m->size;
+            late_node *nodes = PyMem_Realloc(m->nodes, (size_t)ncap * sizeof(late_node));
+            if (nodes == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            m->nodes = nodes;
+            m->nodes_cap = ncap;
+        }
+        x = m->used++;
+    }
+    if ((m->len + 1) * 2 > m->tmask + 1 && late_grow_table(m) < 0) {
+        m->nodes[x].key = NULL;
+        m->nodes[x].next = m->free;
+        m->free = x;
+        return -1;
+    }
+    late_node *nd = &m->nodes[x];
+    nd->key = Py_NewRef(key);
+    nd->value = Py_NewRef(value);
+    nd->hash = hash;
+    late_link_last(m, x);
+    late_table_put(m->table, m->tmask, hash, x);
+    m->len++;
+    return 0;
+}
+
+/* the node of key, or -1 (not there, not bytes, or an error: -2) */
+static Py_ssize_t
+late_node_of(LateMemoryObject *m, PyObject *key)
+{
+    if (!PyBytes_Check(key))
+        return -1;
+    Py_hash_t hash = PyObject_Hash(key);
+    if (hash == -1)
+        return -2;
+    Py_ssize_t at = late_find(m, key, hash);
+    return at < 0 ? -1 : m->table[at] - 1;
+}
+
+static PyObject *
+late_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"size", NULL};
+    Py_ssize_t size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n:LateMemory", kw, &size))
+        return NULL;
+    LateMemoryObject *m = (LateMemoryObject *)type->tp_alloc(type, 0);
+    if (m == NULL)
+        return NULL;
+    m->size = size < 0 ? 0 : size;
+    m->head = m->tail = m->free = -1;
+    m->table = PyMem_Calloc(16, sizeof(Py_ssize_t));
+    m->tmask = 15;
+    if (m->table == NULL) {
+        Py_DECREF(m);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)m;
+}
+
+static void
+late_dealloc(LateMemoryObject *m)
+{
+    for (Py_ssize_t x = m->head; x >= 0;) {
+        Py_ssize_t next = m->nodes[x].next;
+        Py_CLEAR(m->nodes[x].key);
+        Py_CLEAR(m->nodes[x].value);
+        x = next;
+    }
+    PyMem_Free(m->nodes);
+    PyMem_Free(m->table);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static Py_ssize_t
+late_len(LateMemoryObject *m)
+{
+    return m->len;
+}
+
+static int
+late_contains(LateMemoryObject *m, PyObject *key)
+{
+    Py_ssize_t x = late_node_of(m, key);
+    return x == -2 ? -1 : x >= 0;
+}
+
+static PyObject *
+late_getitem(LateMemoryObject *m, PyObject *key)
+{
+    Py_ssize_t x = late_node_of(m, key);
+    if (x == -2)
+        return NULL;
+    if (x < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return Py_NewRef(m->nodes[x].value);
+}
+
+static PyObject *
+late_get(LateMemoryObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
+        return NULL;
+    }
+    Py_ssize_t x = late_node_of(m, args[0]);
+    if (x == -2)
+        return NULL;
+    if (x < 0)
+        return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    return Py_NewRef(m->nodes[x].value);
+}
+
+static PyObject *
+late_move_to_end(LateMemoryObject *m, PyObject *key)
+{
+    Py_ssize_t x = late_node_of(m, key);
+    if (x == -2)
+        return NULL;
+    if (x < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    late_unlink(m, x);
+    late_link_last(m, x);
+    Py_RETURN_NONE;
+}
+
+/* the entries, oldest first, as a list of (key, value) */
+static PyObject *
+late_items(LateMemoryObject *m, PyObject *unused)
+{
+    PyObject *out = PyList_New(m->len);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++) {
+        PyObject *item = PyTuple_Pack(2, m->nodes[x].key, m->nodes[x].value);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+static PyObject *
+late_iter(LateMemoryObject *m)
+{
+    PyObject *keys = PyList_New(m->len);
+    if (keys == NULL)
+        return NULL;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++)
+        PyList_SET_ITEM(keys, i, Py_NewRef(m->nodes[x].key));
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
+
+static PyObject *
+late_sizeof(LateMemoryObject *m, PyObject *unused)
+{
+    size_t size = (size_t)Py_TYPE(m)->tp_basicsize + (size_t)m->nodes_cap * sizeof(late_node) +
+                  (size_t)(m->tmask + 1) * sizeof(Py_ssize_t);
+    return PyLong_FromSize_t(size);
+}
+
+static PyMethodDef late_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))late_get, METH_FASTCALL,
+     "get(key, default=None): the value remembered for key"},
+    {"move_to_end", (PyCFunction)late_move_to_end, METH_O,
+     "move_to_end(key): key becomes the most recently remembered (KeyError if absent)"},
+    {"items", (PyCFunction)late_items, METH_NOARGS, "the (key, value) pairs, oldest first"},
+    {"__sizeof__", (PyCFunction)late_sizeof, METH_NOARGS, "bytes allocated"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef late_members[] = {
+    {"size", T_PYSSIZET, offsetof(LateMemoryObject, size), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods late_as_sequence = {
+    .sq_contains = (objobjproc)late_contains,
+};
+
+static PyMappingMethods late_as_mapping = {
+    .mp_length = (lenfunc)late_len,
+    .mp_subscript = (binaryfunc)late_getitem,
+};
+
+static PyTypeObject LateMemoryType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "plugins._native._tracewire.LateMemory",
+    .tp_basicsize = sizeof(LateMemoryObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "LateMemory(size): the late-span memory (trace id -> stamp or None), at most "
+              "size entries, the least recently remembered dropped first.",
+    .tp_new = late_new,
+    .tp_dealloc = (destructor)late_dealloc,
+    .tp_methods = late_methods,
+    .tp_members = late_members,
+    .tp_as_sequence = &late_as_sequence,
+    .tp_as_mapping = &late_as_mapping,
+    .tp_iter = (getiterfunc)late_iter,
+};
 
 /* ---------------------------------------------------------------------------------------- */
 /* Trace: the state of one held trace (the attributes of the Python path's _Trace, as plain
@@ -1767,29 +2222,122 @@ entry_execs(entry *t, TraceObject *tr, const exec_markers *ex, PyObject *cands)
     return 0;
 }
 
+/* What apply_entries remembers from one root to the next (and, kept by an IngestConfig,
+ * from one request to the next), a few of each, replaced in turn: calls of `outcome` (a pure
+ * function: the same arguments give an equal result, so equal arguments reuse it) and the
+ * workflow types interned (an equal str interns to that same object while it is held here). */
+#define MEMO_SLOTS 8
+
+typedef struct {
+    PyObject *fn, *args[5], *result;
+} outcome_call;
+
+typedef struct {
+    outcome_call calls[MEMO_SLOTS];
+    PyObject *types[MEMO_SLOTS];
+    int next_call, next_type;
+} apply_memo;
+
+static void
+apply_memo_clear(apply_memo *m)
+{
+    for (int k = 0; k < MEMO_SLOTS; k++) {
+        outcome_call *c = &m->calls[k];
+        Py_CLEAR(c->fn);
+        for (int i = 0; i < 5; i++)
+            Py_CLEAR(c->args[i]);
+        Py_CLEAR(c->result);
+        Py_CLEAR(m->types[k]);
+    }
+}
+
+/* a and b are equal exact str or int (no error possible) */
+static inline int
+same_value(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    if (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b))
+        return PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b) &&
+               PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+               memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b),
+                      (size_t)(PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a))) == 0;
+    if (PyLong_CheckExact(a) && PyLong_CheckExact(b))
+        return PyObject_RichCompareBool(a, b, Py_EQ) == 1;
+    return 0;
+}
+
+/* fn(*args) (args: 5 items), or a remembered call's result when fn and args are the same;
+ * a new reference */
+static PyObject *
+memo_outcome(apply_memo *m, PyObject *fn, PyObject *const *args)
+{
+    for (int k = 0; k < MEMO_SLOTS; k++) {
+        outcome_call *c = &m->calls[k];
+        if (c->result == NULL || c->fn != fn)
+            continue;
+        int same = 1;
+        for (int i = 0; i < 5 && same; i++)
+            same = same_value(c->args[i], args[i]);
+        if (same)
+            return Py_NewRef(c->result);
+    }
+    PyObject *result = PyObject_CallFunctionObjArgs(fn, args[0], args[1], args[2], args[3],
+                                                    args[4], NULL);
+    if (result == NULL)
+        return NULL;
+    outcome_call *c = &m->calls[m->next_call];
+    m->next_call = (m->next_call + 1) % MEMO_SLOTS;
+    Py_XSETREF(c->fn, Py_NewRef(fn));
+    for (int i = 0; i < 5; i++)
+        Py_XSETREF(c->args[i], Py_NewRef(args[i]));
+    Py_XSETREF(c->result, Py_NewRef(result));
+    return result;
+}
+
+/* the exact str s interned (a new reference), through the memo's */
+static PyObject *
+memo_intern(apply_memo *m, PyObject *s)
+{
+    for (int k = 0; k < MEMO_SLOTS; k++)
+        if (m->types[k] != NULL && same_value(m->types[k], s))
+            return Py_NewRef(m->types[k]);
+    Py_INCREF(s);
+    PyUnicode_InternInPlace(&s);
+    Py_XSETREF(m->types[m->next_type], Py_NewRef(s));
+    m->next_type = (m->next_type + 1) % MEMO_SLOTS;
+    return s;
+}
+
 static PyObject *
 apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent,
-              const exec_markers *ex)
+              const exec_markers *ex, apply_memo *memo)
 {
     PyObject *held, *released, *outcome_fn, *masks, *not_workflow, *classify;
     double now;
     Py_ssize_t span_oh, chunk_oh, trace_oh;
     if (!PyTuple_Check(apply) ||
-        !PyArg_ParseTuple(apply, "O!O!dOO!OnnnO;apply: (held, released, now, outcome, masks, "
+        !PyArg_ParseTuple(apply, "O!OdOO!OnnnO;apply: (held, released, now, outcome, masks, "
                           "not_workflow, span_overhead, chunk_overhead, trace_overhead, "
                           "classify)",
-                          &PyDict_Type, &held, &PyDict_Type, &released, &now, &outcome_fn,
+                          &PyDict_Type, &held, &released, &now, &outcome_fn,
                           &PyList_Type, &masks, &not_workflow, &span_oh, &chunk_oh, &trace_oh,
                           &classify))
         return NULL;
-    if (PyDict_GET_SIZE(released)) {
+    int late_memory = Py_IS_TYPE(released, &LateMemoryType);
+    if (!late_memory && !PyDict_Check(released)) {
+        PyErr_SetString(PyExc_TypeError, "apply: released is a dict or a LateMemory");
+        return NULL;
+    }
+    if (late_memory ? ((LateMemoryObject *)released)->len : PyDict_GET_SIZE(released)) {
         for (Py_ssize_t i = 0; i < e->len; i++) {
             PyObject *tid = e->items[i].trace_id;
             int in_held = PyDict_Contains(held, tid);
             if (in_held < 0)
                 return NULL;
             if (!in_held) {
-                int late = PyDict_Contains(released, tid);
+                int late = late_memory ? late_contains((LateMemoryObject *)released, tid)
+                                       : PyDict_Contains(released, tid);
                 if (late < 0)
                     return NULL;
                 if (late)
@@ -1863,18 +2411,16 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
                     Py_DECREF(obj);
                     goto fail;
                 }
-                PyObject *outcome = PyObject_CallFunctionObjArgs(
-                    outcome_fn, PyTuple_GET_ITEM(r, 5), PyTuple_GET_ITEM(r, 6),
-                    PyTuple_GET_ITEM(r, 7), PyTuple_GET_ITEM(r, 8), PyTuple_GET_ITEM(r, 9), NULL);
+                PyObject *outcome = memo_outcome(memo, outcome_fn, PySequence_Fast_ITEMS(r) + 5);
                 if (outcome == NULL) {
                     Py_DECREF(obj);
                     goto fail;
                 }
                 /* the type repeats across traces: one str for all (interned strings are freed
                  * when no longer used) */
-                PyObject *wf_type = Py_NewRef(PyTuple_GET_ITEM(r, 4));
-                if (PyUnicode_CheckExact(wf_type))
-                    PyUnicode_InternInPlace(&wf_type);
+                PyObject *wf_type = PyTuple_GET_ITEM(r, 4);
+                wf_type = PyUnicode_CheckExact(wf_type) ? memo_intern(memo, wf_type)
+                                                        : Py_NewRef(wf_type);
                 facts = PyTuple_Pack(5, Py_True, PyTuple_GET_ITEM(r, 3), wf_type, outcome,
                                      PyList_GET_ITEM(masks, mask));
                 Py_DECREF(wf_type);
@@ -1934,7 +2480,7 @@ fail:
 static PyObject *
 ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const needle *nd_tool_a,
            const needle *nd_tool_b, const needle *nd_agent, const facts_cfg *cfg,
-           PyObject *apply, const exec_markers *ex)
+           PyObject *apply, const exec_markers *ex, apply_memo *memo, const needle *nd_tools)
 {
     PyObject *result = NULL, *groups = NULL;
     entries e = {0};
@@ -1989,7 +2535,7 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
             Py_ssize_t gi = PyList_GET_SIZE(groups) - 1;
             for (Py_ssize_t j = 0; j < spans.len; j++) {
                 if (ingest_span(&e, &last, spans.items[j], gi, nd_tool_a, nd_tool_b, nd_agent,
-                                cfg) < 0)
+                                cfg, nd_tools) < 0)
                     goto scope_fail;
             }
         }
@@ -2002,7 +2548,7 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
         goto done;
     }
     if (apply != NULL) {
-        result = apply_entries(&e, groups, apply, nd_agent, ex);
+        result = apply_entries(&e, groups, apply, nd_agent, ex, memo);
         goto done;
     }
     result = PyList_New(e.len);
@@ -2086,14 +2632,17 @@ typedef struct {
     PyObject_HEAD
     PyObject *keep; /* (tool_a, tool_b, agent_marker, facts, execs): what the slices point in */
     needle tool_a, tool_b, agent;
+    needle tools; /* the common part of tool_a and tool_b (see has_tool_marker) */
     facts_cfg facts;
     exec_markers execs;
     int has_execs;
+    apply_memo memo; /* kept from one request to the next */
 } IngestConfigObject;
 
 static void
 ingest_config_dealloc(IngestConfigObject *self)
 {
+    apply_memo_clear(&self->memo);
     Py_XDECREF(self->keep);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -2125,6 +2674,7 @@ ingest_config_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     needle_init(&self->tool_a, PyBytes_AS_STRING(tool_a), PyBytes_GET_SIZE(tool_a));
     needle_init(&self->tool_b, PyBytes_AS_STRING(tool_b), PyBytes_GET_SIZE(tool_b));
     needle_init(&self->agent, PyBytes_AS_STRING(agent), PyBytes_GET_SIZE(agent));
+    common_needle(&self->tools, slice_of_bytes(tool_a), slice_of_bytes(tool_b));
     return (PyObject *)self;
 }
 
@@ -2152,7 +2702,8 @@ tw_ingest(PyObject *self, PyObject *args)
         IngestConfigObject *ic = (IngestConfigObject *)config;
         PyObject *result = ingest_run(raw.buf, raw.len, interned, &ic->tool_a, &ic->tool_b,
                                       &ic->agent, &ic->facts, apply,
-                                      ic->has_execs ? &ic->execs : NULL);
+                                      ic->has_execs ? &ic->execs : NULL, &ic->memo,
+                                      &ic->tools);
         PyBuffer_Release(&raw);
         return result;
     }
@@ -2186,8 +2737,12 @@ tw_ingest(PyObject *self, PyObject *args)
     needle_init(&nd_tool_a, tool_a.buf, tool_a.len);
     needle_init(&nd_tool_b, tool_b.buf, tool_b.len);
     needle_init(&nd_agent, agent.buf, agent.len);
+    needle nd_tools;
+    common_needle(&nd_tools, (slice){tool_a.buf, tool_a.len}, (slice){tool_b.buf, tool_b.len});
+    apply_memo memo = {0};
     result = ingest_run(raw.buf, raw.len, interned, &nd_tool_a, &nd_tool_b, &nd_agent, cfg,
-                        apply == Py_None ? NULL : apply, ex);
+                        apply == Py_None ? NULL : apply, ex, &memo, &nd_tools);
+    apply_memo_clear(&memo);
 release:
     PyBuffer_Release(&raw);
     PyBuffer_Release(&tool_a);
@@ -2959,9 +3514,10 @@ put_attr(uint8_t *o, const char *k, Py_ssize_t kn, const char *v, Py_ssize_t vn)
     return o + vn;
 }
 
-/* the encoded attributes (keys[i], values[i]) for the i in [from, 5) whose bit is not in skip */
+/* the encoded attributes (keys[i], values[i]) for the i in [from, 5) whose bit is not in skip,
+ * then the bytes `tail` (when not NULL) */
 static PyObject *
-encode_stamp(PyObject *keys, PyObject *const *values, int from, int skip)
+encode_stamp_tail(PyObject *keys, PyObject *const *values, int from, int skip, PyObject *tail)
 {
     const char *vs[5];
     Py_ssize_t vn[5], total = 0;
@@ -2977,7 +3533,8 @@ encode_stamp(PyObject *keys, PyObject *const *values, int from, int skip)
             return NULL;
         total += attr_len(PyBytes_GET_SIZE(PyTuple_GET_ITEM(keys, i)), vn[i]);
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    Py_ssize_t tail_n = tail != NULL ? PyBytes_GET_SIZE(tail) : 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total + tail_n);
     if (out == NULL)
         return NULL;
     uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
@@ -2987,8 +3544,18 @@ encode_stamp(PyObject *keys, PyObject *const *values, int from, int skip)
         PyObject *k = PyTuple_GET_ITEM(keys, i);
         o = put_attr(o, PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), vs[i], vn[i]);
     }
+    if (tail_n)
+        memcpy(o, PyBytes_AS_STRING(tail), (size_t)tail_n);
     return out;
 }
+
+static PyObject *
+encode_stamp(PyObject *keys, PyObject *const *values, int from, int skip)
+{
+    return encode_stamp_tail(keys, values, from, skip, NULL);
+}
+
+#define TIERS_READ 16 /* the bounds of this many tiers kept as C integers once read */
 
 typedef struct {
     PyObject *keys;      /* the five stamp keys, encoded */
@@ -2996,19 +3563,35 @@ typedef struct {
     PyObject *tiers;     /* tuple of (name, max_spans, max_tool_calls, max_depth) */
     Py_ssize_t depth_cap;
     PyObject *top_tier, *unknown;
+    Py_ssize_t bounds[TIERS_READ][3]; /* the first tiers' bounds, once read (in one call) */
+    Py_ssize_t nbounds;
 } stamp_cfg;
 
 static PyObject *
-tier_of(TraceObject *t, const stamp_cfg *cfg)
+tier_of(TraceObject *t, stamp_cfg *cfg)
 {
     Py_ssize_t spans = t->count, depth = -1;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cfg->tiers); i++) {
         PyObject *tier = PyTuple_GET_ITEM(cfg->tiers, i);
-        Py_ssize_t max_spans = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 1));
-        Py_ssize_t max_tools = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 2));
-        Py_ssize_t max_depth = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 3));
-        if (PyErr_Occurred())
-            return NULL;
+        Py_ssize_t max_spans, max_tools, max_depth;
+        if (i < cfg->nbounds) {
+            max_spans = cfg->bounds[i][0];
+            max_tools = cfg->bounds[i][1];
+            max_depth = cfg->bounds[i][2];
+        }
+        else {
+            max_spans = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 1));
+            max_tools = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 2));
+            max_depth = PyLong_AsSsize_t(PyTuple_GET_ITEM(tier, 3));
+            if (PyErr_Occurred())
+                return NULL;
+            if (i == cfg->nbounds && i < TIERS_READ) {
+                cfg->bounds[i][0] = max_spans;
+                cfg->bounds[i][1] = max_tools;
+                cfg->bounds[i][2] = max_depth;
+                cfg->nbounds++;
+            }
+        }
         if (spans <= max_spans && t->tool_calls <= max_tools) {
             if (depth < 0 && (depth = trace_depth(t, cfg->depth_cap)) < 0)
                 return NULL;
@@ -3038,9 +3621,37 @@ count_add(PyObject *dict, PyObject *key, Py_ssize_t add)
     return rc;
 }
 
+/* What one release call counts and looks up again and again, kept in C until its end: the
+ * release counts by reason and the outcome counts (added to the dicts in order of first
+ * appearance, as one addition per trace would leave them), and the stamp tails last found
+ * by the identity of their four values (each looked up in `tails` once per call). */
+#define TALLY_SLOTS 8
+
+typedef struct {
+    PyObject *key; /* a reference (released by tally_flush) */
+    Py_ssize_t a, b;
+} tally_slot;
+
+typedef struct {
+    tally_slot items[TALLY_SLOTS];
+    int n;
+} tally;
+
+typedef struct {
+    PyObject *values[4]; /* borrowed (held by `keep`) */
+    PyObject *tail;      /* borrowed (held by `keep`) */
+} tail_slot;
+
+typedef struct {
+    tally pending, outcomes;
+    tail_slot tails[TALLY_SLOTS];
+    int ntails, next_tail;
+    PyObject *keep;
+} release_memo;
+
 /* pending[reason] = [traces, spans] += [1, n] */
 static int
-pending_add(PyObject *pending, PyObject *reason, Py_ssize_t n)
+pending_add(PyObject *pending, PyObject *reason, Py_ssize_t traces, Py_ssize_t n)
 {
     PyObject *p = PyDict_GetItemWithError(pending, reason);
     if (p == NULL) {
@@ -3062,7 +3673,7 @@ pending_add(PyObject *pending, PyObject *reason, Py_ssize_t n)
         Py_ssize_t v = PyLong_AsSsize_t(PyList_GET_ITEM(p, i));
         if (v == -1 && PyErr_Occurred())
             return -1;
-        PyObject *nv = PyLong_FromSsize_t(v + (i ? n : 1));
+        PyObject *nv = PyLong_FromSsize_t(v + (i ? n : traces));
         if (nv == NULL)
             return -1;
         PyList_SetItem(p, i, nv);
@@ -3070,9 +3681,49 @@ pending_add(PyObject *pending, PyObject *reason, Py_ssize_t n)
     return 0;
 }
 
+/* the tally's counts added to the dict (pending 1: pending_add; 0: count_add of a; 2: not
+ * added, dropped): 0 or -1; the tally emptied */
+static int
+tally_flush(tally *t, PyObject *dict, int pending)
+{
+    int rc = 0;
+    for (int i = 0; i < t->n; i++) {
+        if (rc == 0 && pending == 2)
+            rc = -1; /* dropped */
+        else if (rc == 0)
+            rc = pending ? pending_add(dict, t->items[i].key, t->items[i].a, t->items[i].b)
+                         : count_add(dict, t->items[i].key, t->items[i].a);
+        Py_DECREF(t->items[i].key);
+    }
+    t->n = 0;
+    return rc;
+}
+
+/* [a, b] += [a, b] for key (by identity, or an equal str), flushed into dict first when the
+ * tally is full: 0 or -1 */
+static int
+tally_add(tally *t, PyObject *key, Py_ssize_t a, Py_ssize_t b, PyObject *dict, int pending)
+{
+    for (int i = 0; i < t->n; i++)
+        if (t->items[i].key == key ||
+            (PyUnicode_CheckExact(key) && PyUnicode_CheckExact(t->items[i].key) &&
+             same_value(key, t->items[i].key))) {
+            t->items[i].a += a;
+            t->items[i].b += b;
+            return 0;
+        }
+    if (t->n == TALLY_SLOTS && tally_flush(t, dict, pending) < 0)
+        return -1;
+    t->items[t->n].key = Py_NewRef(key);
+    t->items[t->n].a = a;
+    t->items[t->n].b = b;
+    t->n++;
+    return 0;
+}
+
 /* the stamp of a released workflow trace: ((values...), suffix); a new reference */
 static PyObject *
-stamp_of(TraceObject *t, const stamp_cfg *cfg, PyObject *tails, PyObject *outcomes)
+stamp_of(TraceObject *t, stamp_cfg *cfg, PyObject *tails, PyObject *outcomes, release_memo *m)
 {
     PyObject *root = t->root;
     PyObject *values[5];
@@ -3083,48 +3734,65 @@ stamp_of(TraceObject *t, const stamp_cfg *cfg, PyObject *tails, PyObject *outcom
     values[4] = tier_of(t, cfg);
     if (values[4] == NULL)
         return NULL;
-    if (count_add(outcomes, values[3], 1) < 0)
-        return NULL;
-    PyObject *vt = PyTuple_Pack(5, values[0], values[1], values[2], values[3], values[4]);
-    if (vt == NULL)
+    if (tally_add(&m->outcomes, values[3], 1, 0, outcomes, 0) < 0)
         return NULL;
     /* the workflow id is unique: encoded each time; the other four repeat: encoded once */
-    PyObject *tail_key = PyTuple_GetSlice(vt, 1, 5), *head = NULL, *stamp = NULL;
-    if (tail_key == NULL)
-        goto done;
-    PyObject *tail = PyDict_GetItemWithError(tails, tail_key); /* borrowed */
-    if (tail == NULL) {
-        if (PyErr_Occurred())
-            goto done;
-        if (PyDict_GET_SIZE(tails) >= 4096)
-            PyDict_Clear(tails);
-        PyObject *fresh = encode_stamp(cfg->keys, values, 1, 0);
-        if (fresh == NULL)
-            goto done;
-        int rc = PyDict_SetItem(tails, tail_key, fresh);
-        Py_DECREF(fresh);
-        if (rc < 0)
-            goto done;
-        tail = fresh; /* held by tails */
+    PyObject *tail = NULL, *vt = NULL, *head = NULL, *stamp = NULL;
+    for (int k = 0; k < m->ntails && tail == NULL; k++) {
+        tail_slot *ts = &m->tails[k];
+        if (ts->values[0] == values[1] && ts->values[1] == values[2] &&
+            ts->values[2] == values[3] && ts->values[3] == values[4])
+            tail = ts->tail;
     }
-    if (!PyBytes_Check(tail)) {
-        PyErr_SetString(PyExc_TypeError, "a stamp tail is bytes");
-        goto done;
+    if (tail == NULL) {
+        PyObject *tail_key = PyTuple_Pack(4, values[1], values[2], values[3], values[4]);
+        if (tail_key == NULL)
+            return NULL;
+        tail = PyDict_GetItemWithError(tails, tail_key); /* borrowed */
+        if (tail == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(tail_key);
+                return NULL;
+            }
+            if (PyDict_GET_SIZE(tails) >= 4096)
+                PyDict_Clear(tails);
+            PyObject *fresh = encode_stamp(cfg->keys, values, 1, 0);
+            int rc = fresh == NULL ? -1 : PyDict_SetItem(tails, tail_key, fresh);
+            Py_XDECREF(fresh);
+            if (rc < 0) {
+                Py_DECREF(tail_key);
+                return NULL;
+            }
+            tail = fresh; /* held by tails */
+        }
+        if (!PyBytes_Check(tail)) {
+            PyErr_SetString(PyExc_TypeError, "a stamp tail is bytes");
+            Py_DECREF(tail_key);
+            return NULL;
+        }
+        /* remembered for this call: the key (its values) and the tail held by keep */
+        int rc = PyList_Append(m->keep, tail_key) < 0 || PyList_Append(m->keep, tail) < 0;
+        Py_DECREF(tail_key);
+        if (rc)
+            return NULL;
+        tail_slot *ts = &m->tails[m->next_tail];
+        m->next_tail = (m->next_tail + 1) % TALLY_SLOTS;
+        if (m->ntails < TALLY_SLOTS)
+            m->ntails++;
+        for (int k = 0; k < 4; k++)
+            ts->values[k] = values[k + 1];
+        ts->tail = tail;
     }
     Py_INCREF(tail);
-    head = encode_stamp(cfg->keys, values, 0, ~1);
-    if (head != NULL) {
-        PyBytes_Concat(&head, tail);
-        if (head != NULL && (stamp = PyTuple_Pack(2, vt, head)) != NULL) {
-            PyObject_GC_UnTrack(vt); /* str */
-            PyObject_GC_UnTrack(stamp);
-        }
+    vt = PyTuple_Pack(5, values[0], values[1], values[2], values[3], values[4]);
+    head = vt == NULL ? NULL : encode_stamp_tail(cfg->keys, values, 0, ~1, tail);
+    if (head != NULL && (stamp = PyTuple_Pack(2, vt, head)) != NULL) {
+        PyObject_GC_UnTrack(vt); /* str */
+        PyObject_GC_UnTrack(stamp);
     }
     Py_DECREF(tail);
-done:
-    Py_XDECREF(tail_key);
     Py_XDECREF(head);
-    Py_DECREF(vt);
+    Py_XDECREF(vt);
     return stamp;
 }
 
@@ -3161,8 +3829,9 @@ lru_trim(PyObject *lru, Py_ssize_t size)
  * release counted in pending_released[reason] ([traces, spans]); if its root says it is a
  * workflow, its stamp ((workflow.id, type, agent or "unknown", outcome, tier), suffix) computed
  * (tails caches the encoded last four attributes; the outcome counted in pending_outcomes);
- * if it has a root, the stamp (or None) remembered in the OrderedDict lru (at most lru_size
- * entries, lru_size 0: nothing remembered). Then its spans assembled as by assemble, the root
+ * if it has a root, the stamp (or None) remembered in lru: a LateMemory of lru_size entries
+ * (the C store's), or an OrderedDict trimmed to lru_size after the batch (lru_size 0: nothing
+ * remembered). Then its spans assembled as by assemble, the root
  * with the stamp attributes it lacks. cfg = (keys (5 bytes), key_strs (5 str), tiers
  * ((name, max_spans, max_tool_calls, max_depth), ...), depth_cap, top_tier, unknown). */
 static PyObject *
@@ -3170,12 +3839,24 @@ tw_release(PyObject *self, PyObject *args)
 {
     PyObject *batch, *cfg_tuple, *tails, *pending, *outcomes, *lru, *markers, *suffix_for;
     Py_ssize_t lru_size;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!nO!O", &PyList_Type, &batch, &PyTuple_Type,
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OnO!O", &PyList_Type, &batch, &PyTuple_Type,
                           &cfg_tuple, &PyDict_Type, &tails, &PyDict_Type, &pending,
-                          &PyDict_Type, &outcomes, &PyDict_Type, &lru, &lru_size, &PyTuple_Type,
+                          &PyDict_Type, &outcomes, &lru, &lru_size, &PyTuple_Type,
                           &markers, &suffix_for))
         return NULL;
+    /* the late-span memory: a LateMemory of lru_size entries, or a dict (an OrderedDict)
+     * trimmed to lru_size after the batch */
+    LateMemoryObject *late = Py_IS_TYPE(lru, &LateMemoryType) ? (LateMemoryObject *)lru : NULL;
+    if (late == NULL && !PyDict_Check(lru)) {
+        PyErr_SetString(PyExc_TypeError, "release: lru is a dict or a LateMemory");
+        return NULL;
+    }
+    if (late != NULL && lru_size != late->size) {
+        PyErr_SetString(PyExc_ValueError, "release: lru_size differs from the LateMemory's size");
+        return NULL;
+    }
     stamp_cfg cfg;
+    cfg.nbounds = 0;
     if (!PyArg_ParseTuple(cfg_tuple, "O!O!O!nUU;cfg: (keys, key_strs, tiers, depth_cap, top, "
                           "unknown)",
                           &PyTuple_Type, &cfg.keys, &PyTuple_Type, &cfg.key_strs, &PyTuple_Type,
@@ -3206,6 +3887,9 @@ tw_release(PyObject *self, PyObject *args)
     PyObject *keep = PyList_New(0), *result = NULL, *empty = PyBytes_FromStringAndSize(NULL, 0);
     PyObject *last_present = NULL; /* the root_present tuple last read, and its skip mask */
     int last_skip = 0;
+    release_memo memo;
+    memo.pending.n = memo.outcomes.n = memo.ntails = memo.next_tail = 0;
+    memo.keep = keep;
     b.index = PyDict_New();
     if (keep == NULL || b.index == NULL || empty == NULL)
         goto done;
@@ -3233,7 +3917,7 @@ tw_release(PyObject *self, PyObject *args)
         Py_ssize_t n = t->count;
         count += n;
         nbytes += t->nbytes;
-        if (pending_add(pending, PyTuple_GET_ITEM(item, 2), n) < 0)
+        if (tally_add(&memo.pending, PyTuple_GET_ITEM(item, 2), 1, n, pending, 1) < 0)
             goto done;
         PyObject *root = t->root == NULL ? Py_None : t->root;
         PyObject *stamp = Py_None;
@@ -3241,7 +3925,7 @@ tw_release(PyObject *self, PyObject *args)
             int wf = PyObject_IsTrue(PyTuple_GET_ITEM(root, 0));
             if (wf < 0)
                 goto done;
-            if (wf && (stamp = stamp_of(t, &cfg, tails, outcomes)) == NULL)
+            if (wf && (stamp = stamp_of(t, &cfg, tails, outcomes, &memo)) == NULL)
                 goto done;
             if (!wf)
                 Py_INCREF(stamp);
@@ -3249,7 +3933,11 @@ tw_release(PyObject *self, PyObject *args)
         else
             Py_INCREF(stamp);
         PyList_SET_ITEM(stamps, i, stamp);
-        if (lru_size && root != Py_None) {
+        if (lru_size && root != Py_None && late != NULL) {
+            if (late_set(late, tid, stamp) < 0)
+                goto done;
+        }
+        else if (lru_size && root != Py_None) {
             int known = PyDict_Contains(lru, tid);
             if (known < 0 || PyObject_SetItem(lru, tid, stamp) < 0)
                 goto done;
@@ -3261,7 +3949,9 @@ tw_release(PyObject *self, PyObject *args)
             }
         }
     }
-    if (lru_size && lru_trim(lru, lru_size) < 0)
+    if (tally_flush(&memo.pending, pending, 1) < 0 || tally_flush(&memo.outcomes, outcomes, 0) < 0)
+        goto done;
+    if (lru_size && late == NULL && lru_trim(lru, lru_size) < 0)
         goto done;
     for (Py_ssize_t i = 0; i < n_items; i++) {
         TraceObject *t = (TraceObject *)PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1);
@@ -3314,6 +4004,14 @@ tw_release(PyObject *self, PyObject *args)
     if (encoded != NULL)
         result = Py_BuildValue("(Nnn)", encoded, count, nbytes);
 done:
+    if (keep != NULL) {
+        /* after an error: the counts gathered are dropped (with their references) */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        tally_flush(&memo.pending, NULL, 2);
+        tally_flush(&memo.outcomes, NULL, 2);
+        PyErr_Restore(type, value, tb);
+    }
     buckets_free(&b);
     Py_XDECREF(keep);
     Py_XDECREF(empty);
@@ -3332,7 +4030,9 @@ tw_expire(PyObject *self, PyObject *args)
 {
     PyObject *held;
     double now, wait, max_wait;
-    if (!PyArg_ParseTuple(args, "O!ddd", &PyDict_Type, &held, &now, &wait, &max_wait))
+    Py_ssize_t max_spans = -1;
+    if (!PyArg_ParseTuple(args, "O!ddd|n", &PyDict_Type, &held, &now, &wait, &max_wait,
+                          &max_spans))
         return NULL;
     PyObject *out = PyList_New(0);
     PyObject *r_wait = PyUnicode_InternFromString("wait");
@@ -3397,6 +4097,23 @@ tw_expire(PyObject *self, PyObject *args)
     }
     Py_DECREF(r_wait);
     Py_DECREF(r_max);
+    if (max_spans >= 0) {
+        /* in consecutive parts of about max_spans spans, as rules.parts cuts them */
+        PyObject *parts = PyList_New(0);
+        Py_ssize_t start = 0, spans = 0, n = PyList_GET_SIZE(out);
+        for (Py_ssize_t i = 0; parts != NULL && i < n; i++) {
+            TraceObject *t = (TraceObject *)PyTuple_GET_ITEM(PyList_GET_ITEM(out, i), 1);
+            spans += t->count;
+            if (spans >= max_spans || i == n - 1) {
+                if (append_new(parts, PyList_GetSlice(out, start, i + 1)) < 0)
+                    Py_CLEAR(parts);
+                start = i + 1;
+                spans = 0;
+            }
+        }
+        Py_DECREF(out);
+        return parts;
+    }
     return out;
 fail:
     Py_XDECREF(out);
@@ -3415,7 +4132,8 @@ static PyMethodDef methods[] = {
      "release(batch, cfg, tails, pending_released, pending_outcomes, lru, lru_size, markers, "
      "suffix_for) -> (encoded ExportTraceServiceRequest, spans, nbytes)"},
     {"expire", tw_expire, METH_VARARGS,
-     "expire(held, now, wait, max_wait) -> the due traces, taken out of held"},
+     "expire(held, now, wait, max_wait[, max_spans]) -> the due traces, taken out of held "
+     "(with max_spans: in parts)"},
     {"max_depth", tw_max_depth, METH_VARARGS, "max_depth(ids, parents, cap) -> int"},
     {NULL, NULL, 0, NULL},
 };
@@ -3433,13 +4151,15 @@ PyInit__tracewire(void)
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2");
 #endif
-    if (PyType_Ready(&TraceType) < 0 || PyType_Ready(&IngestConfigType) < 0)
+    if (PyType_Ready(&TraceType) < 0 || PyType_Ready(&IngestConfigType) < 0 ||
+        PyType_Ready(&LateMemoryType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Trace", (PyObject *)&TraceType) < 0 ||
-        PyModule_AddObjectRef(m, "IngestConfig", (PyObject *)&IngestConfigType) < 0) {
+        PyModule_AddObjectRef(m, "IngestConfig", (PyObject *)&IngestConfigType) < 0 ||
+        PyModule_AddObjectRef(m, "LateMemory", (PyObject *)&LateMemoryType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -4,7 +4,7 @@
 tuples once (``FactsConfig``, ``StampConfig`` there: named tuples, accepted as tuples). Malformed
 input raises ``ValueError``; arguments of the wrong shape ``TypeError``."""
 
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Any, overload
 
 GroupKey = tuple[bytes, bytes, bytes, bytes]
@@ -46,11 +46,26 @@ class Trace:
     ) -> None: ...
     def __len__(self) -> int: ...
 
+class LateMemory:
+    """The late-span memory (trace id -> stamp, or ``None`` for a trace that is not a
+    workflow), at most ``size`` entries, the least recently remembered dropped first (as an
+    ``OrderedDict`` trimmed to ``size`` after each release); written by :func:`release`."""
+
+    size: int
+    def __init__(self, size: int) -> None: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def __getitem__(self, key: bytes, /) -> Stamp | None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[bytes]: ...
+    def get(self, key: bytes, default: Any = None, /) -> Stamp | None: ...
+    def move_to_end(self, key: bytes, /) -> None: ...
+    def items(self) -> list[tuple[bytes, Stamp | None]]: ...
+
 # ingest's apply mode: (held, released, now, outcome, present_by_mask, not_workflow,
 # span_overhead, chunk_overhead, trace_overhead, classify_failure)
 Apply = tuple[
     MutableMapping[bytes, Trace],
-    MutableMapping[bytes, Stamp | None],
+    MutableMapping[bytes, Stamp | None] | LateMemory,
     float,
     Callable[[str, str, str, int, str], str],
     list[tuple[str, ...]],
@@ -101,10 +116,23 @@ def ingest(
     added_spans, candidates), candidates the (trace_id, index) of the applied spans holding
     one, for the traces whose root is not a workflow."""
 
+@overload
 def expire(
     held: MutableMapping[bytes, Trace], now: float, wait: float, max_wait: float, /
 ) -> list[tuple[bytes, Trace, str]]:
     """The due traces taken out of ``held``, in order, with their reasons."""
+
+@overload
+def expire(
+    held: MutableMapping[bytes, Trace],
+    now: float,
+    wait: float,
+    max_wait: float,
+    max_spans: int,
+    /,
+) -> list[list[tuple[bytes, Trace, str]]]:
+    """The same in consecutive parts of about ``max_spans`` spans, as
+    :func:`plugins.workflowprocessor.rules.parts` cuts them (none when nothing is due)."""
 
 def release(
     batch: list[tuple[bytes, Trace, str]],
@@ -112,7 +140,7 @@ def release(
     tails: dict[tuple[str, ...], bytes],
     pending_released: dict[str, list[int]],
     pending_outcomes: dict[str, int],
-    lru: MutableMapping[bytes, Stamp | None],
+    lru: MutableMapping[bytes, Stamp | None] | LateMemory,
     lru_size: int,
     markers: tuple[bytes, ...],
     suffix_for: Callable[[bytes, Stamp], bytes],

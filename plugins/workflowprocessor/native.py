@@ -24,12 +24,12 @@ from plugins._agentconv import TOP_TIER, AttributeNames, ErrorClassifier
 from plugins.workflowprocessor.rules import (
     NOT_WORKFLOW,
     outcome,
-    parts,
     span_agent,
 )
 from plugins.workflowprocessor.store import (
     RELEASE_MAX_SPANS,
     BaseTraceStore,
+    LateSpanMemory,
     Release,
     StoreConfig,
 )
@@ -178,9 +178,17 @@ class TracewireAPI(Protocol):
         self, raw: bytes, interned: dict[GroupKey, GroupKey], config: Any, apply: Any, /
     ) -> Any: ...
 
+    def LateMemory(self, size: int, /) -> LateSpanMemory: ...  # (a class)
+
     def expire(
-        self, held: MutableMapping[bytes, Any], now: float, wait: float, max_wait: float, /
-    ) -> list[tuple[bytes, Any, str]]: ...
+        self,
+        held: MutableMapping[bytes, Any],
+        now: float,
+        wait: float,
+        max_wait: float,
+        max_spans: int,
+        /,
+    ) -> list[list[tuple[bytes, Any, str]]]: ...
 
     def release(
         self,
@@ -189,7 +197,7 @@ class TracewireAPI(Protocol):
         tails: dict[tuple[str, ...], bytes],
         pending_released: dict[str, list[int]],
         pending_outcomes: dict[str, int],
-        lru: MutableMapping[bytes, Any],
+        lru: Any,  # a LateMemory (or a dict)
         lru_size: int,
         markers: tuple[bytes, ...],
         suffix_for: Callable[[bytes, Any], bytes],
@@ -214,8 +222,8 @@ class NativeTraceStore(BaseTraceStore):
         on_classified: Callable[[], None],
         on_late: Callable[[str], None],
     ) -> None:
+        self.tw = cast(TracewireAPI, tracewire)  # (before new_late_memory)
         super().__init__(config, classifier, on_classified, on_late)
-        self.tw = cast(TracewireAPI, tracewire)
         self._trace_type: Callable[[float, float, float, int], Any] = tracewire.Trace
         self.native = nc = NativeConfig.from_store_config(config)
         # what ingest reads in the special spans, read by C once (search tables built)
@@ -229,6 +237,10 @@ class NativeTraceStore(BaseTraceStore):
 
     def new_trace(self, now: float) -> Any:
         return self._trace_type(now, now, now, self.trace_overhead)
+
+    def new_late_memory(self) -> LateSpanMemory:
+        # at most late_span_cache_size entries, written by the C release
+        return self.tw.LateMemory(self.config.late_span_cache_size)
 
     # -- ingest -----------------------------------------------------------------------------------
     def ingest(self, raw: bytes, now: float) -> Release | None:
@@ -352,13 +364,11 @@ class NativeTraceStore(BaseTraceStore):
 
     def expire(self, now: float) -> list[Release]:
         cfg = self.config
-        batch = self.tw.expire(self.held, now, cfg.wait_duration, cfg.max_wait_duration)
-        if not batch:
-            return []
-        return [
-            self._release(part, counted=False)
-            for part in parts(batch, lambda entry: len(entry[1]), RELEASE_MAX_SPANS)
-        ]
+        # the due traces in parts of about RELEASE_MAX_SPANS spans (as rules.parts cuts them)
+        batches = self.tw.expire(
+            self.held, now, cfg.wait_duration, cfg.max_wait_duration, RELEASE_MAX_SPANS
+        )
+        return [self._release(part, counted=False) for part in batches]
 
     def release_all(self, reason: str) -> list[Release]:
         held = self.held

@@ -132,6 +132,19 @@ class PyTrace:
         return len(self.spans)
 
 
+class LateSpanMemory(Protocol):
+    """The late-span memory of released traces (trace id -> stamp, or ``None`` for a trace
+    that is not a workflow), least recently remembered first: the Python store's
+    ``OrderedDict``, the C store's ``_tracewire.LateMemory`` (written by its release)."""
+
+    def __contains__(self, key: object, /) -> bool: ...
+    def __getitem__(self, key: bytes, /) -> Stamp | None: ...
+    def __len__(self) -> int: ...
+    def get(self, key: bytes, /) -> Stamp | None: ...
+    def move_to_end(self, key: bytes, /) -> None: ...
+    def items(self) -> Any: ...
+
+
 class Release(NamedTuple):
     """What a store let go of, as one request downstream: the encoded
     ``ExportTraceServiceRequest``, its span count and the ``queued_first`` times of its
@@ -191,7 +204,11 @@ class TraceStore(Protocol):
 
     config: StoreConfig
     held: collections.OrderedDict[bytes, Any]  # trace id -> HeldTrace, least recently queued first
-    released: collections.OrderedDict[bytes, Stamp | None]  # the late-span memory
+
+    @property
+    def released(self) -> LateSpanMemory:  # the late-span memory
+        ...
+
     held_bytes: int
     held_spans: int
     recent: RecentWorkflows | None  # the console's hooks, once set
@@ -246,7 +263,7 @@ class BaseTraceStore:
         self.tools = ToolCalls(config.names, classifier, on_classified)
         self.on_late = on_late
         self.held: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
-        self.released: collections.OrderedDict[bytes, Stamp | None] = collections.OrderedDict()
+        self.released: LateSpanMemory = self.new_late_memory()
         self.held_bytes = 0
         self.held_spans = 0
         self.recent: RecentWorkflows | None = None
@@ -408,6 +425,10 @@ class BaseTraceStore:
     def new_trace(self, now: float) -> Any:
         raise NotImplementedError
 
+    def new_late_memory(self) -> LateSpanMemory:
+        """An empty late-span memory (see :class:`LateSpanMemory`)."""
+        raise NotImplementedError
+
     def _stage(
         self, staged: dict[bytes, Any], trace_id: bytes, trace: Any
     ) -> tuple[list[bytes], list[GroupKey], list[bytes], list[bytes], int]:
@@ -537,8 +558,13 @@ def top_of(index: int, ids: list[bytes], parents: list[bytes]) -> int:
 class PythonTraceStore(BaseTraceStore):
     """The store in pure Python (:class:`PyTrace` s in an ordered dict)."""
 
+    released: collections.OrderedDict[bytes, Stamp | None]
+
     def new_trace(self, now: float) -> PyTrace:
         return PyTrace(now, now, now, nbytes=self.trace_overhead)
+
+    def new_late_memory(self) -> collections.OrderedDict[bytes, Stamp | None]:
+        return collections.OrderedDict()
 
     def _stage(
         self, staged: dict[bytes, Any], trace_id: bytes, trace: Any
@@ -704,6 +730,7 @@ __all__ = [
     "NOT_WORKFLOW",
     "BaseTraceStore",
     "HeldTrace",
+    "LateSpanMemory",
     "PyTrace",
     "PythonTraceStore",
     "Release",

@@ -279,6 +279,24 @@ def test_the_markers_looked_for_together_match_python() -> None:
         assert got == expected, (k, markers, size)
 
 
+def test_tool_markers_sharing_a_part_match_python() -> None:
+    """Tool markers with a common part (looked for first: a span without it has neither):
+    spans holding the common part only, one marker, both, a marker cut at its common part,
+    or nothing; the flags as Python's substring tests give them."""
+    rng = random.Random(17)
+    for k in range(2000):
+        common = bytes(rng.choice(b"tolx") for _ in range(rng.choice((3, 4, 5, 8))))
+        tool_a = bytes(rng.choice(b"abc") for _ in range(rng.randint(0, 6))) + common
+        tool_b = common + bytes(rng.choice(b"cde") for _ in range(rng.randint(0, 6)))
+        pieces = [common, tool_a, tool_b, tool_a[:-1], tool_b[1:], b"x" * rng.randint(0, 80)]
+        filler = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        spans = [raw_span(T1, b"a" * 8, b"p" * 8, ld(9, filler))]
+        raw = request([resource_spans([scope_spans(spans)])])
+        got = tw.ingest(raw, {}, tool_a, tool_b, b"\xfe" * 20)[0][6]
+        tool = tool_a in spans[0] or tool_b in spans[0]
+        assert got == ([(0, 2)] if tool else None), (k, tool_a, tool_b, filler)
+
+
 def test_ingest_interns_groups() -> None:
     raw = INGEST_CASES["several resources and scopes, trace across them"]
     interned: dict[Any, Any] = {}
@@ -833,12 +851,10 @@ def test_held_traces_are_c_objects_on_the_native_path() -> None:
     assert (fresh.root, fresh.root_present, fresh.agent_id) == (None, (), "")
 
 
-def apply_args(
-    held: dict[Any, Any], released: dict[Any, Any] | None = None, classify: Any = None
-) -> tuple[Any, ...]:
+def apply_args(held: dict[Any, Any], released: Any = None, classify: Any = None) -> tuple[Any, ...]:
     return (
         held,
-        released or {},
+        {} if released is None else released,
         1.0,
         rules_module.outcome,
         [()] * 32,
@@ -1005,6 +1021,27 @@ def test_expire_takes_due_traces_and_requeues_the_others() -> None:
     assert not held
     with pytest.raises(TypeError):
         tw.expire(collections.OrderedDict({b"x": object()}), 0.0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_expire_in_parts_cuts_as_rules_parts(seed: int) -> None:
+    """expire with max_spans: the due traces in the parts rules.parts makes of them."""
+    rng = random.Random(seed)
+    for _ in range(50):
+        sizes = [rng.randint(0, 9) for _ in range(rng.randint(0, 12))]
+        max_spans = rng.choice([0, 1, 5, 10, 30])
+        held: list[collections.OrderedDict[bytes, Any]] = [collections.OrderedDict() for _ in "ab"]
+        for k, n in enumerate(sizes):
+            for h in held:
+                trace = h[bytes([k])] = tw.Trace(1.0, 1.0, 1.0)
+                ids = [bytes([k, j]) for j in range(n)]
+                trace.add([b"s"] * n, [(b"", b"", b"", b"")] * n, ids, [b""] * n)
+        got = tw.expire(held[0], 10.0, 2.0, 0.0, max_spans)
+        whole = tw.expire(held[1], 10.0, 2.0, 0.0)
+        expected = list(rules_module.parts(whole, lambda entry: len(entry[1]), max_spans))
+        assert [[(tid, len(t), r) for tid, t, r in part] for part in got] == [
+            [(tid, len(t), r) for tid, t, r in part] for part in expected
+        ]
 
 
 def test_assemble_survives_a_callback_changing_the_lists() -> None:
@@ -1236,3 +1273,66 @@ def test_ingest_config_rejects_bad_arguments() -> None:
         tw.ingest(b"", {}, TOOL_A, TOOL_B, AGENT, cfg, None, (b"x",))  # markers need apply
     with pytest.raises(ValueError):
         tw.ingest(b"\xff", {}, config, apply_args({}))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_late_memory_matches_a_trimmed_ordered_dict(seed: int) -> None:
+    """The C store's late-span memory (``LateMemory``) against the Python store's (an
+    ``OrderedDict`` trimmed after each release): released traces remembered in the same
+    order with the same stamps, moved to the end alike, the oldest dropped alike, read
+    alike."""
+    rng = random.Random(seed)
+    size = rng.choice([1, 2, 3, 5, 8, 40])
+    late = tw.LateMemory(size)
+    model: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+    pool = [bytes([k]) * rng.choice([1, 8, 16]) for k in range(1, 60)]
+    for _ in range(150):
+        batch = []
+        for tid in rng.sample(pool, rng.randint(0, 12)):
+            trace = tw.Trace(0.0, 0.0, 0.0)
+            roll = rng.random()
+            if roll < 0.4:
+                trace.root = (True, f"wf-{tid.hex()}", "support", "success", ())
+            elif roll < 0.8:
+                trace.root = (False, "", "", "", ())
+            batch.append((tid, trace, "wait"))  # (without a root: not remembered)
+        tw.release(*release_args(list(batch), lru=late, lru_size=size))
+        tw.release(*release_args(list(batch), lru=model, lru_size=size))
+        for tid in rng.sample(pool, 3):
+            if tid in model:
+                model.move_to_end(tid)
+                late.move_to_end(tid)
+            else:
+                with pytest.raises(KeyError):
+                    late.move_to_end(tid)
+                with pytest.raises(KeyError):
+                    late[tid]
+            assert (tid in late) == (tid in model)
+            assert late.get(tid) == model.get(tid)
+            assert late.get(tid, "x") == model.get(tid, "x")
+        assert late.items() == list(model.items())
+        assert list(late) == list(model)
+        assert len(late) == len(model) <= size
+    assert "not bytes" not in late and late.get(1) is None
+    assert sys.getsizeof(late) > 0
+
+
+def test_late_memory_rules() -> None:
+    late = tw.LateMemory(0)  # nothing remembered
+    trace = tw.Trace(0.0, 0.0, 0.0)
+    trace.root = (False, "", "", "", ())
+    tw.release(*release_args([(T1, trace, "wait")], lru=late, lru_size=0))
+    assert len(late) == 0 and T1 not in late
+    with pytest.raises(ValueError, match="lru_size"):
+        tw.release(*release_args([], lru=tw.LateMemory(3), lru_size=4))
+    with pytest.raises(TypeError):
+        tw.release(*release_args([], lru=[]))
+    # ingest reads it as it reads a dict: a span of a remembered trace is a late span
+    raw = request([resource_spans([scope_spans([raw_span(T1, b"a" * 8)])])])
+    late = tw.LateMemory(2)
+    tw.release(*release_args([(T1, trace, "wait")], lru=late, lru_size=2))
+    held: dict[Any, Any] = {}
+    assert tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), apply_args(held, late)) is None
+    assert held == {}
+    with pytest.raises(TypeError):
+        tw.ingest(raw, {}, TOOL_A, TOOL_B, AGENT, facts_cfg(), (held, [T1], *apply_args({})[2:]))
