@@ -258,10 +258,12 @@ async def test_key_attributes_delta_takes_the_first_resource_of_each_interval() 
 
 
 async def test_a_resource_seen_again_after_expiry_is_exported_whole() -> None:
-    conn, out = connector(metrics_expiration="1ms")
+    # 300 ms: the consume and flush after the expiry must stay inside it, also on a slow
+    # (sanitizer) build of a busy machine (1 ms flaked there)
+    conn, out = connector(metrics_expiration="300ms")
     res = {"service.name": "svc", "host.name": "h1"}
     await conn.consume(resource_request([span(1, 1, None, "a")], **res))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.35)
     assert await conn.flush() == 0  # expired
     await conn.consume(resource_request([span(1, 2, None, "a")], **res))
     await conn.flush()
