@@ -123,6 +123,7 @@ typedef struct {
     PyObject *calls_index;
     void *calls_entries;
     Py_ssize_t calls_n, calls_cap;
+    void *calls_memo; /* memo_slot[MEMO_SLOTS]: get_entry's direct-mapped memo of calls_index */
     Py_ssize_t scratch_cap;
 } Scanner;
 
@@ -271,6 +272,7 @@ typedef struct {
     Py_ssize_t n, cap;
     memo_slot *memo; /* NULL: no memo (see aggs_memo_clear) */
     Py_ssize_t memo_used;
+    int direct; /* the memo is direct-mapped: a miss replaces its slot (the settles' calls) */
 } aggs;
 
 static void aggs_memo_clear(aggs *a) {
@@ -280,6 +282,13 @@ static void aggs_memo_clear(aggs *a) {
     PyMem_Free(a->memo);
     a->memo = NULL;
     a->memo_used = 0;
+}
+
+/* empties a memo's slots (kept allocated): its entry indexes are of an index that is gone */
+static void memo_reset(memo_slot *memo) {
+    if (memo == NULL) return;
+    for (Py_ssize_t i = 0; i < MEMO_SLOTS; i++)
+        for (int k = 0; k < 4; k++) Py_CLEAR(memo[i].v[k]);
 }
 
 static inline size_t memo_hash(int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3) {
@@ -297,6 +306,25 @@ static entry *get_entry_dict(aggs *a, int metric, PyObject *v0, PyObject *v1, Py
 static entry *get_entry(aggs *a, int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3) {
     if (a->memo == NULL) return get_entry_dict(a, metric, v0, v1, v2, v3);
     size_t i = memo_hash(metric, v0, v1, v2, v3) & (MEMO_SLOTS - 1);
+    if (a->direct) { /* one slot per hash: a miss takes it over (label objects that are not
+                      * kept, such as a Layer's strings, do not fill the memo for good) */
+        memo_slot *m = &a->memo[i];
+        if (m->v[0] != NULL && m->metric == metric && m->v[0] == v0 && m->v[1] == v1 && m->v[2] == v2 &&
+            m->v[3] == v3)
+            return &a->entries[m->idx];
+        entry *e = get_entry_dict(a, metric, v0, v1, v2, v3);
+        if (e != NULL) {
+            PyObject *old[4] = {m->v[0], m->v[1], m->v[2], m->v[3]};
+            m->metric = metric;
+            m->v[0] = Py_NewRef(v0);
+            m->v[1] = Py_XNewRef(v1);
+            m->v[2] = Py_XNewRef(v2);
+            m->v[3] = Py_XNewRef(v3);
+            m->idx = e - a->entries;
+            for (int k = 0; k < 4; k++) Py_XDECREF(old[k]);
+        }
+        return e;
+    }
     for (;;) {
         memo_slot *m = &a->memo[i];
         if (m->v[0] == NULL) break;
@@ -2168,6 +2196,8 @@ static int has_span(layer_rec *sorted, Py_ssize_t n, const uint8_t *id, uint8_t 
 static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, PyObject *value,
                          Py_ssize_t keys_size, aggs *a, Py_ssize_t *calls);
 static int memory_trim(PyObject *items, Py_ssize_t size);
+static int memory_put(PyObject *items, PyObject *key, PyObject *value);
+static int sl_names_ready(void);
 
 PyDoc_STRVAR(settle_simple_doc,
 "settle_simple(packed: list[tuple[bytes, bytes, int, bytes]], size: int, value: object, keys_size: int, /) -> int\n\n"
@@ -2188,6 +2218,7 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         PyErr_SetString(PyExc_RuntimeError, "the join's common case is off");
         return NULL;
     }
+    if (sl_names_ready() < 0) return NULL;
     PyObject *packed = args[0], *value = args[2];
     Py_ssize_t size = PyLong_AsSsize_t(args[1]);
     if (size == -1 && PyErr_Occurred()) return NULL;
@@ -2266,7 +2297,7 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         for (Py_ssize_t i = 0; simple && i < nl; i++)
             if (has_span(sorted, nl, layers[i].rec + 11, layers[i].rec[10])) simple = 0;
     }
-    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap};
+    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap, self->calls_memo, 0, 1};
     if (!simple) { /* the general join (calls.py _group and _call) */
         if (nl == 0) {
             result = PyLong_FromLong(-1);
@@ -2311,22 +2342,11 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         PyObject *span = PyBytes_FromStringAndSize((const char *)r + 2, r[1]);
         PyObject *key = span ? PyTuple_Pack(2, trace, span) : NULL;
         Py_XDECREF(span);
-        if (key == NULL) goto counted;
-        int known = PyDict_Contains(self->join_settled, key);
-        int ok = known >= 0 && PyObject_SetItem(self->join_settled, key, value) == 0;
-        if (ok && known) {
-            PyObject *moved = PyObject_CallMethod(self->join_settled, "move_to_end", "(O)", key);
-            ok = moved != NULL;
-            Py_XDECREF(moved);
-        }
-        Py_DECREF(key);
-        if (!ok) goto counted;
+        int put = key ? memory_put(self->join_settled, key, value) : -1;
+        Py_XDECREF(key);
+        if (put < 0) goto counted;
     }
-    while (PyObject_Length(self->join_settled) > size) {
-        PyObject *r = PyObject_CallMethod(self->join_settled, "popitem", "O", Py_False);
-        if (r == NULL) goto counted;
-        Py_DECREF(r);
-    }
+    if (memory_trim(self->join_settled, size) < 0) goto counted;
     result = PyLong_FromSsize_t(nl);
 counted:
     self->calls_entries = a.entries;
@@ -2495,9 +2515,14 @@ static int eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, 
 
 /* key -> value into an OrderedDict memory, moved to the end (Memory.add; memory_trim trims) */
 static int memory_put(PyObject *items, PyObject *key, PyObject *value) {
-    int known = PyDict_Contains(items, key);
-    if (known < 0 || PyObject_SetItem(items, key, value) < 0) return -1;
-    if (known) {
+    if (!PyDict_Check(items)) {
+        PyErr_SetString(PyExc_TypeError, "a memory (OrderedDict) expected");
+        return -1;
+    }
+    /* a key already there keeps its place and the size (one lookup less than asking first) */
+    Py_ssize_t before = PyDict_GET_SIZE(items);
+    if (PyObject_SetItem(items, key, value) < 0) return -1;
+    if (PyDict_GET_SIZE(items) == before) {
         PyObject *moved = PyObject_CallMethodOneArg(items, sl_names[K_MOVE_TO_END], key);
         if (moved == NULL) return -1;
         Py_DECREF(moved);
@@ -2971,7 +2996,7 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
     for (Py_ssize_t i = 0; i < nf; i++)
         if (PySet_Add(m.failed, failures[i].span) < 0) goto done;
     /* each call counted, its layer remembered as settled, a failed one's marks and errors */
-    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap};
+    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap, self->calls_memo, 0, 1};
     for (Py_ssize_t i = 0; i < nl; i++) {
         sl_layer *x = &layers[i];
         int mcp = x->mcp || x->side != 0;
@@ -3080,13 +3105,14 @@ PyDoc_STRVAR(take_calls_doc,
 
 static PyObject *Scanner_take_calls(Scanner *self, PyObject *Py_UNUSED(ignored)) {
     if (self->calls_index == NULL) return PyList_New(0);
-    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap};
+    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap, self->calls_memo, 0, 1};
     PyObject *out = build_result(self, &a, NULL);
     if (out == NULL) return NULL;
     PyObject *index = PyDict_New();
     if (index == NULL) { Py_DECREF(out); return NULL; }
     Py_SETREF(self->calls_index, index);
     self->calls_n = 0;
+    memo_reset(self->calls_memo);
     return out;
 }
 
@@ -3216,6 +3242,10 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         if (self->learned_cache == NULL) { PyErr_NoMemory(); return -1; }
     }
     if (self->calls_index == NULL && (self->calls_index = PyDict_New()) == NULL) return -1;
+    if (self->calls_memo == NULL && (self->calls_memo = PyMem_Calloc(MEMO_SLOTS, sizeof(memo_slot))) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
     if (shape_keys != NULL) {
         Py_ssize_t n = PyTuple_GET_SIZE(shape_keys);
         if (n > MAX_SHAPE_KEYS) {
@@ -3361,6 +3391,8 @@ static void Scanner_dealloc(Scanner *self) {
     PyMem_Free(self->learned_cache);
     Py_XDECREF(self->calls_index);
     PyMem_Free(self->calls_entries);
+    memo_reset(self->calls_memo);
+    PyMem_Free(self->calls_memo);
     PyMem_Free(self->scratch);
     PyObject **strs[] = {&self->s_success_outcome, &self->s_failed_outcome, &self->s_timeout,
                          &self->s_cancelled, &self->s_critical, &self->s_workflow,&self->s_unknown, &self->s_none, &self->s_error, &self->s_success,
