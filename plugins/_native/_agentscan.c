@@ -14,6 +14,7 @@
  * Malformed input raises ValueError; nothing is read outside the buffer.
  */
 #include "pbwire.h"
+#include <structmember.h>
 #include <math.h>
 
 /* attribute keys, in the order the Python side passes them */
@@ -2431,9 +2432,62 @@ static void sl_failure_clear(sl_failure *f) {
     Py_CLEAR(f->exception); Py_CLEAR(f->message);
 }
 
+/* The member slots of the classes settle_layers reads (calls.py Layer and Failure:
+ * dataclasses with __slots__): their attributes read at their offsets instead of through the
+ * type's attribute lookup, as PyObject_GenericGetAttr would find them (a member descriptor of
+ * an object without a __dict__). Kept per type (a reference held: its address is not reused)
+ * while its version tag is the one seen (a class changed since is looked up again). */
+#define SLOT_TYPES 4
+typedef struct {
+    PyTypeObject *type;
+    unsigned int version;
+    Py_ssize_t off[A_PEER + 1]; /* -1: read through PyObject_GetAttr */
+} slot_types;
+static slot_types slot_cache[SLOT_TYPES];
+
+static const Py_ssize_t *slot_offsets(PyTypeObject *tp) {
+    if (tp->tp_getattro != PyObject_GenericGetAttr || tp->tp_dictoffset != 0 ||
+        !(tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return NULL;
+    slot_types *free_slot = NULL;
+    for (int i = 0; i < SLOT_TYPES; i++) {
+        if (slot_cache[i].type == tp) {
+            if (slot_cache[i].version == tp->tp_version_tag) return slot_cache[i].off;
+            free_slot = &slot_cache[i]; /* (looked up again) */
+            break;
+        }
+        if (slot_cache[i].type == NULL && free_slot == NULL) free_slot = &slot_cache[i];
+    }
+    if (free_slot == NULL) return NULL;
+    for (int name = 0; name <= A_PEER; name++) {
+        PyObject *d = _PyType_Lookup(tp, sl_names[name]); /* borrowed */
+        free_slot->off[name] = -1;
+        if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+            if (m->type == T_OBJECT_EX && (m->flags & ~READONLY) == 0 && m->offset > 0) free_slot->off[name] = m->offset;
+        }
+    }
+    if (free_slot->type != tp) {
+        Py_INCREF(tp);
+        free_slot->type = tp;
+    }
+    free_slot->version = tp->tp_version_tag;
+    return free_slot->off;
+}
+
+/* an attribute of a Layer or Failure (a new reference; NULL with an error set) */
+static PyObject *attr_get(PyObject *o, int name) {
+    const Py_ssize_t *off = slot_offsets(Py_TYPE(o));
+    if (off != NULL && off[name] > 0) {
+        PyObject *v = *(PyObject **)((char *)o + off[name]);
+        if (v != NULL) return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(o, sl_names[name]);
+}
+
 /* an attribute's truth value: 1, 0, -1 on error */
 static int attr_true(PyObject *o, int name) {
-    PyObject *v = PyObject_GetAttr(o, sl_names[name]);
+    PyObject *v = attr_get(o, name);
     if (v == NULL) return -1;
     int t = PyObject_IsTrue(v);
     Py_DECREF(v);
@@ -2442,7 +2496,7 @@ static int attr_true(PyObject *o, int name) {
 
 /* an attribute as a uint64 (a time in ns): 1, 0 when it is none (nothing raised), -1 on error */
 static int attr_u64(PyObject *o, int name, uint64_t *out) {
-    PyObject *v = PyObject_GetAttr(o, sl_names[name]);
+    PyObject *v = attr_get(o, name);
     if (v == NULL) return -1;
     if (!PyLong_Check(v)) { Py_DECREF(v); return 0; }
     unsigned long long x = PyLong_AsUnsignedLongLong(v);
@@ -2464,8 +2518,7 @@ static int sl_read_layer(PyObject *o, sl_layer *x, int ids) {
         if ((t = attr_true(o, name)) != 0) return t < 0 ? -1 : 0;
     }
     if (ids) { /* call and JSON-RPC ids (a session id: the Python join) */
-        if ((x->call_id = PyObject_GetAttr(o, sl_names[A_CALL_ID])) == NULL ||
-            (x->rpc_id = PyObject_GetAttr(o, sl_names[A_RPC_ID])) == NULL)
+        if ((x->call_id = attr_get(o, A_CALL_ID)) == NULL || (x->rpc_id = attr_get(o, A_RPC_ID)) == NULL)
             return -1;
         if (!PyUnicode_CheckExact(x->call_id) || !PyUnicode_CheckExact(x->rpc_id)) return 0;
     }
@@ -2474,11 +2527,11 @@ static int sl_read_layer(PyObject *o, sl_layer *x, int ids) {
     const int names[] = {A_TRACE, A_SPAN, A_PARENT, A_TOOL, A_TOOL_TYPE, A_SERVER, A_ERROR_TYPE,
                          A_EXCEPTION, A_MESSAGE};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if ((*fields[i] = PyObject_GetAttr(o, sl_names[names[i]])) == NULL) return -1;
+        if ((*fields[i] = attr_get(o, names[i])) == NULL) return -1;
     if (!PyBytes_Check(x->trace) || PyBytes_GET_SIZE(x->trace) != 16 || !PyBytes_Check(x->span) ||
         PyBytes_GET_SIZE(x->span) < 1 || PyBytes_GET_SIZE(x->span) > 8 || !PyBytes_Check(x->parent))
         return 0;
-    PyObject *side = PyObject_GetAttr(o, sl_names[A_SIDE]);
+    PyObject *side = attr_get(o, A_SIDE);
     if (side == NULL) return -1;
     if (!PyLong_Check(side)) { Py_DECREF(side); return 0; }
     x->side = PyLong_AsLong(side);
@@ -2500,7 +2553,7 @@ static int sl_read_failure(PyObject *o, sl_failure *f) {
     PyObject **fields[] = {&f->trace, &f->span, &f->parent, &f->labels, &f->exception, &f->message};
     const int names[] = {A_TRACE, A_SPAN, A_PARENT, A_LABELS, A_EXCEPTION, A_MESSAGE};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if ((*fields[i] = PyObject_GetAttr(o, sl_names[names[i]])) == NULL) return -1;
+        if ((*fields[i] = attr_get(o, names[i])) == NULL) return -1;
     if (!PyTuple_Check(f->labels) || PyTuple_GET_SIZE(f->labels) < 1) return 0;
     f->label0 = PyTuple_GET_ITEM(f->labels, 0);
     if (!PyTuple_Check(f->label0) || PyTuple_GET_SIZE(f->label0) < 2) return 0;
@@ -2896,10 +2949,14 @@ static int layer_call(Scanner *self, sl_layer *x, PyObject *classify, PyObject *
     Py_XDECREF(classified);
     int rec = PySequence_Contains(recoverable, error);
     int mcp = x->mcp || x->side != 0;
-    x->labels = rec < 0 ? NULL : Py_BuildValue("((OO)(OO)(OO)(OO))", sl_names[A_ERROR_TYPE], error,
-                                               sl_names[K_COMPONENT], mcp ? self->s_mcp : sl_names[A_TOOL],
-                                               sl_names[K_SEVERITY], self->s_error, sl_names[K_RECOVERABLE],
-                                               rec ? self->s_true : self->s_false);
+    x->labels = NULL;
+    if (rec >= 0) {
+        PyObject *pairs[4] = {PyTuple_Pack(2, sl_names[A_ERROR_TYPE], error),
+                              PyTuple_Pack(2, sl_names[K_COMPONENT], mcp ? self->s_mcp : sl_names[A_TOOL]),
+                              PyTuple_Pack(2, sl_names[K_SEVERITY], self->s_error),
+                              PyTuple_Pack(2, sl_names[K_RECOVERABLE], rec ? self->s_true : self->s_false)};
+        x->labels = tuple_steal(4, pairs);
+    }
     if (x->labels == NULL) { Py_DECREF(error); return -1; }
     x->status = Py_NewRef(self->s_error);
     x->call_error = error;
