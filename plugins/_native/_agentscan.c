@@ -2243,11 +2243,15 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         n += PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) / RECORD;
     }
     if (trace == NULL) return PyLong_FromLong(-1);
-    layer_rec *layers = PyMem_Malloc((n ? n : 1) * sizeof(layer_rec));
-    layer_rec *sorted = PyMem_Malloc((n ? n : 1) * sizeof(layer_rec));
+    layer_rec layers_small[2][16]; /* (a few records: the common trace) */
+    int small = n <= 16;
+    layer_rec *layers = small ? layers_small[0] : PyMem_Malloc(n * sizeof(layer_rec));
+    layer_rec *sorted = small ? layers_small[1] : PyMem_Malloc(n * sizeof(layer_rec));
     if (layers == NULL || sorted == NULL) {
-        PyMem_Free(layers);
-        PyMem_Free(sorted);
+        if (!small) {
+            PyMem_Free(layers);
+            PyMem_Free(sorted);
+        }
         return PyErr_NoMemory();
     }
     Py_ssize_t nl = 0;
@@ -2357,8 +2361,10 @@ counted:
 malformed:
     PyErr_SetString(PyExc_ValueError, "packed: malformed record");
 done:
-    PyMem_Free(layers);
-    PyMem_Free(sorted);
+    if (!small) {
+        PyMem_Free(layers);
+        PyMem_Free(sorted);
+    }
     return result;
 }
 
@@ -2631,18 +2637,63 @@ static inline int jl_before(const jl_layer *x, const jl_layer *y) {
     return x->side < y->side || (x->side == y->side && x->start < y->start);
 }
 
+/* settle_joined's maps of span ids and join keys (the first index of each): a list searched in
+ * order while the trace has few layers (no allocation, no hashing), an smap beyond */
+#define JOIN_SMALL 16
+typedef struct {
+    smap m;
+    int big;
+    Py_ssize_t n;
+    slice k[2 * JOIN_SMALL];
+    Py_ssize_t v[2 * JOIN_SMALL];
+} kmap;
+
+static int kmap_init(kmap *m, Py_ssize_t n) {
+    m->m = (smap){NULL, 0, 0};
+    m->n = 0;
+    m->big = n > 2 * JOIN_SMALL;
+    return m->big ? smap_reserve(&m->m, n) : 0;
+}
+
+static Py_ssize_t kmap_find(const kmap *m, slice key) {
+    if (m->big) return smap_find(&m->m, key);
+    for (Py_ssize_t i = 0; i < m->n; i++)
+        if (m->k[i].n == key.n && (key.n == 0 || memcmp(m->k[i].p, key.p, key.n) == 0)) return m->v[i];
+    return -1;
+}
+
+/* puts key -> val unless the key is there (at most the n given to kmap_init); -1 on error */
+static int kmap_put(kmap *m, slice key, Py_ssize_t val) {
+    if (m->big) return smap_put(&m->m, key, val);
+    if (kmap_find(m, key) >= 0) return 0;
+    if (m->n == 2 * JOIN_SMALL) {
+        PyErr_SetString(PyExc_RuntimeError, "join map full");
+        return -1;
+    }
+    m->k[m->n] = key;
+    m->v[m->n++] = val;
+    return 0;
+}
+
 static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, PyObject *value,
                          Py_ssize_t keys_size, aggs *a, Py_ssize_t *calls) {
     int rc = -1;
-    jl_layer *ls = PyMem_Calloc(nl, sizeof(jl_layer));
-    Py_ssize_t *parent = PyMem_Malloc(nl * sizeof(Py_ssize_t));
-    Py_ssize_t *next = PyMem_Malloc(nl * sizeof(Py_ssize_t));
-    Py_ssize_t *tail = PyMem_Malloc(nl * sizeof(Py_ssize_t));
+    /* a few layers (the common trace): everything on the stack */
+    jl_layer ls_small[JOIN_SMALL];
+    Py_ssize_t idx_small[3 * JOIN_SMALL];
+    uint8_t keys_small[512];
+    int small = nl <= JOIN_SMALL;
+    jl_layer *ls = small ? ls_small : PyMem_Malloc(nl * sizeof(jl_layer));
+    Py_ssize_t *parent = small ? idx_small : PyMem_Malloc(nl * sizeof(Py_ssize_t));
+    Py_ssize_t *next = small ? idx_small + JOIN_SMALL : PyMem_Malloc(nl * sizeof(Py_ssize_t));
+    Py_ssize_t *tail = small ? idx_small + 2 * JOIN_SMALL : PyMem_Malloc(nl * sizeof(Py_ssize_t));
     uint8_t *keybuf = NULL;
-    smap spans = {NULL, 0, 0}, keys = {NULL, 0, 0};
+    kmap spans, keys;
+    spans.m = keys.m = (smap){NULL, 0, 0};
     PyObject *hex = NULL;
     if (ls == NULL || parent == NULL || next == NULL || tail == NULL) { PyErr_NoMemory(); goto done; }
-    if (sl_names_ready() < 0 || smap_reserve(&spans, nl) < 0 || smap_reserve(&keys, 2 * nl) < 0) goto done;
+    memset(ls, 0, nl * sizeof(jl_layer));
+    if (sl_names_ready() < 0 || kmap_init(&spans, nl) < 0 || kmap_init(&keys, 2 * nl) < 0) goto done;
     Py_ssize_t keybytes = 0;
     for (Py_ssize_t i = 0; i < nl; i++) {
         const uint8_t *r = layers[i].rec;
@@ -2676,16 +2727,16 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
         if (layers[i].ids[0].p) keybytes += 1 + layers[i].ids[0].n;
         if (layers[i].ids[1].p && x->side != 0) keybytes += 3 + layers[i].ids[1].n + tool_n;
         slice span = {r + 2, r[1]};
-        if (smap_put(&spans, span, i) < 0) goto done; /* (the first layer of a span id) */
+        if (kmap_put(&spans, span, i) < 0) goto done; /* (the first layer of a span id) */
     }
     /* the join keys, each in keybuf: 'c' call id; 'r', the id's length (2 bytes), id, tool */
-    keybuf = PyMem_Malloc(keybytes ? keybytes : 1);
+    keybuf = keybytes <= (Py_ssize_t)sizeof(keys_small) ? keys_small : PyMem_Malloc(keybytes);
     if (keybuf == NULL) { PyErr_NoMemory(); goto done; }
     Py_ssize_t used = 0;
     for (Py_ssize_t i = 0; i < nl; i++) {
         const uint8_t *r = layers[i].rec;
         slice up = {r + 11, r[10]};
-        Py_ssize_t j = up.n ? smap_find(&spans, up) : -1;
+        Py_ssize_t j = up.n ? kmap_find(&spans, up) : -1;
         if (j >= 0) uf_union(parent, i, j);
         for (int k = 0; k < 2; k++) {
             slice id = layers[i].ids[k];
@@ -2708,9 +2759,9 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
                 key.n = 3 + id.n + tool_n;
             }
             used += key.n;
-            Py_ssize_t first = smap_find(&keys, key);
+            Py_ssize_t first = kmap_find(&keys, key);
             if (first >= 0) uf_union(parent, i, first);
-            else if (smap_put(&keys, key, i) < 0) goto done;
+            else if (kmap_put(&keys, key, i) < 0) goto done;
         }
     }
     /* the groups: the layers of each root, in order */
@@ -2736,7 +2787,7 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
             const uint8_t *r = layers[i].rec;
             slice up = {r + 11, r[10]};
             jl_layer *x = &ls[i];
-            if (!(up.n && smap_find(&spans, up) >= 0) && (caller < 0 || jl_before(x, &ls[caller]))) caller = i;
+            if (!(up.n && kmap_find(&spans, up) >= 0) && (caller < 0 || jl_before(x, &ls[caller]))) caller = i;
             if (jl_before(x, &ls[any])) any = i;
             if (PyUnicode_GET_LENGTH(x->tool) && (with_tool < 0 || jl_before(x, &ls[with_tool]))) with_tool = i;
             if (PyUnicode_GET_LENGTH(x->server)) {
@@ -2794,13 +2845,15 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
     *calls = ncalls;
     rc = 0;
 done:
-    PyMem_Free(ls);
-    PyMem_Free(parent);
-    PyMem_Free(next);
-    PyMem_Free(tail);
-    PyMem_Free(keybuf);
-    smap_free(&spans);
-    smap_free(&keys);
+    if (!small) {
+        PyMem_Free(ls);
+        PyMem_Free(parent);
+        PyMem_Free(next);
+        PyMem_Free(tail);
+    }
+    if (keybuf != keys_small) PyMem_Free(keybuf);
+    smap_free(&spans.m);
+    smap_free(&keys.m);
     Py_XDECREF(hex);
     return rc;
 }
