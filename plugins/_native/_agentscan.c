@@ -2390,13 +2390,13 @@ done:
 enum {
     A_TRACE, A_SPAN, A_PARENT, A_SIDE, A_TOOL, A_TOOL_TYPE, A_MCP, A_CALL_ID, A_RPC_ID, A_SESSION,
     A_SERVER, A_START, A_END, A_FAILED, A_RETRY, A_ERROR_TYPE, A_EXCEPTION, A_MESSAGE, A_LABELS,
-    A_PEER, K_COMPONENT, K_SEVERITY, K_RECOVERABLE, K_RETRY, K_FUNCTION, K_MOVE_TO_END, K_POPITEM,
+    A_PEER, A_LAYERS, A_FAILURES, A_PARENTS, A_PACKED, K_COMPONENT, K_SEVERITY, K_RECOVERABLE, K_RETRY, K_FUNCTION, K_MOVE_TO_END, K_POPITEM,
     NJN
 };
 static const char *const sl_names_text[NJN] = {
     "trace_id", "span_id", "parent_id", "side", "tool", "tool_type", "mcp", "call_id", "rpc_id",
     "session", "server", "start", "end", "failed", "retry", "error_type", "exception", "message",
-    "labels", "peer", "component", "severity", "recoverable", "retry", "function", "move_to_end",
+    "labels", "peer", "layers", "failures", "parents", "packed", "component", "severity", "recoverable", "retry", "function", "move_to_end",
     "popitem"};
 static PyObject *sl_names[NJN]; /* interned once, kept for the process */
 
@@ -2443,11 +2443,11 @@ static void sl_failure_clear(sl_failure *f) {
  * type's attribute lookup, as PyObject_GenericGetAttr would find them (a member descriptor of
  * an object without a __dict__). Kept per type (a reference held: its address is not reused)
  * while its version tag is the one seen (a class changed since is looked up again). */
-#define SLOT_TYPES 4
+#define SLOT_TYPES 6
 typedef struct {
     PyTypeObject *type;
     unsigned int version;
-    Py_ssize_t off[A_PEER + 1]; /* -1: read through PyObject_GetAttr */
+    Py_ssize_t off[A_PACKED + 1]; /* -1: read through PyObject_GetAttr */
 } slot_types;
 static slot_types slot_cache[SLOT_TYPES];
 
@@ -2465,13 +2465,24 @@ static const Py_ssize_t *slot_offsets(PyTypeObject *tp) {
         if (slot_cache[i].type == NULL && free_slot == NULL) free_slot = &slot_cache[i];
     }
     if (free_slot == NULL) return NULL;
-    for (int name = 0; name <= A_PEER; name++) {
+    int found = 0;
+    for (int name = 0; name <= A_PACKED; name++) {
         PyObject *d = _PyType_Lookup(tp, sl_names[name]); /* borrowed */
         free_slot->off[name] = -1;
         if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
             PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-            if (m->type == T_OBJECT_EX && (m->flags & ~READONLY) == 0 && m->offset > 0) free_slot->off[name] = m->offset;
+            if (m->type == T_OBJECT_EX && (m->flags & ~READONLY) == 0 && m->offset > 0) {
+                free_slot->off[name] = m->offset;
+                found = 1;
+            }
         }
+    }
+    if (!found) { /* (a type of no such slot is not kept: the cache is for the join's classes) */
+        if (free_slot->type == tp) {
+            free_slot->type = NULL;
+            Py_DECREF(tp);
+        }
+        return NULL;
     }
     if (free_slot->type != tp) {
         Py_INCREF(tp);
@@ -2481,7 +2492,8 @@ static const Py_ssize_t *slot_offsets(PyTypeObject *tp) {
     return free_slot->off;
 }
 
-/* an attribute of a Layer or Failure (a new reference; NULL with an error set) */
+/* an attribute of a Layer, Failure or the joiner's _Entry (a new reference; NULL with an error
+ * set) */
 static PyObject *attr_get(PyObject *o, int name) {
     const Py_ssize_t *off = slot_offsets(Py_TYPE(o));
     if (off != NULL && off[name] > 0) {
@@ -3207,6 +3219,66 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(settle_due_doc,
+"settle_due(due, pending, start, size, value, marked, marked_size, marked_expiry, classify,\n"
+"           timeouts, recoverable, errors, keys_size, /) -> tuple[int, int]\n\n"
+"The joiner's loop over the entries due (calls.py CallJoiner.settle): from due[start] on, each\n"
+"(trace, entry) taken out of `pending` (del pending[trace]) and settled as the joiner would\n"
+"settle it first: by settle_simple when the entry is packed, else by settle_layers (the other\n"
+"arguments are theirs). Stops at the first entry neither settles (nothing done for it but its\n"
+"removal from pending: the joiner settles it) or at the end; returns (its index or len(due),\n"
+"the calls counted).");
+
+static PyObject *Scanner_settle_due(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 13 || !PyList_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "settle_due(due: list, pending: OrderedDict, start: int, size, value, marked, "
+                        "marked_size, marked_expiry, classify, timeouts, recoverable, errors, keys_size)");
+        return NULL;
+    }
+    if (sl_names_ready() < 0) return NULL;
+    PyObject *due = args[0], *pending = args[1];
+    Py_ssize_t at = PyLong_AsSsize_t(args[2]);
+    if (at == -1 && PyErr_Occurred()) return NULL;
+    if (at < 0) at = 0;
+    Py_ssize_t calls = 0;
+    /* settle_simple's arguments, then settle_layers' (layers, failures and parents per entry) */
+    PyObject *simple[4] = {NULL, args[3], args[4], args[12]};
+    PyObject *layered[13] = {NULL, NULL, NULL, args[3], args[4], args[5], args[6], args[7], args[8],
+                             args[9], args[10], args[11], args[12]};
+    for (; at < PyList_GET_SIZE(due); at++) {
+        PyObject *item = PyList_GET_ITEM(due, at);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "due: (trace, entry) pairs expected");
+            return NULL;
+        }
+        PyObject *entry = PyTuple_GET_ITEM(item, 1);
+        Py_INCREF(item); /* (kept while its entry is settled, whatever due becomes) */
+        PyObject *result = NULL;
+        int packed = -1;
+        if (PyObject_DelItem(pending, PyTuple_GET_ITEM(item, 0)) == 0) packed = attr_true(entry, A_PACKED);
+        if (packed == 1) {
+            simple[0] = attr_get(entry, A_LAYERS);
+            if (simple[0] != NULL) result = Scanner_settle_simple(self, simple, 4);
+            Py_CLEAR(simple[0]);
+        } else if (packed == 0) {
+            layered[0] = attr_get(entry, A_LAYERS);
+            layered[1] = layered[0] ? attr_get(entry, A_FAILURES) : NULL;
+            layered[2] = layered[1] ? attr_get(entry, A_PARENTS) : NULL;
+            if (layered[2] != NULL) result = Scanner_settle_layers(self, layered, 13);
+            for (int k = 0; k < 3; k++) Py_CLEAR(layered[k]);
+        }
+        Py_DECREF(item);
+        if (result == NULL) return NULL;
+        Py_ssize_t done = PyLong_AsSsize_t(result);
+        Py_DECREF(result);
+        if (done == -1 && PyErr_Occurred()) return NULL;
+        if (done < 0) break; /* not the common case: the joiner's */
+        calls += done;
+    }
+    return Py_BuildValue("(nn)", at, calls);
+}
+
 PyDoc_STRVAR(take_calls_doc,
 "take_calls() -> series\n\n"
 "The calls settle_simple and settle_layers counted since the last call, aggregated per series\n"
@@ -3518,6 +3590,7 @@ static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_O, scan_doc},
     {"settle_simple", (PyCFunction)(void (*)(void))Scanner_settle_simple, METH_FASTCALL, settle_simple_doc},
     {"settle_layers", (PyCFunction)(void (*)(void))Scanner_settle_layers, METH_FASTCALL, settle_layers_doc},
+    {"settle_due", (PyCFunction)(void (*)(void))Scanner_settle_due, METH_FASTCALL, settle_due_doc},
     {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
     {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},
     {"take_failures", (PyCFunction)Scanner_take_failures, METH_NOARGS, take_failures_doc},
