@@ -2493,9 +2493,21 @@ static const Py_ssize_t *slot_offsets(PyTypeObject *tp) {
 }
 
 /* an attribute of a Layer, Failure or the joiner's _Entry (a new reference; NULL with an error
- * set) */
+ * set); the last type's offsets are kept at hand (one object's attributes are read in a row) */
 static PyObject *attr_get(PyObject *o, int name) {
-    const Py_ssize_t *off = slot_offsets(Py_TYPE(o));
+    static PyTypeObject *last_type;
+    static unsigned int last_version;
+    static const Py_ssize_t *last_off;
+    PyTypeObject *tp = Py_TYPE(o);
+    const Py_ssize_t *off;
+    if (tp == last_type && tp->tp_version_tag == last_version && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        off = last_off;
+    } else {
+        off = slot_offsets(tp);
+        last_type = off != NULL ? tp : NULL; /* (a type in the cache: referenced there) */
+        last_version = tp->tp_version_tag;
+        last_off = off;
+    }
     if (off != NULL && off[name] > 0) {
         PyObject *v = *(PyObject **)((char *)o + off[name]);
         if (v != NULL) return Py_NewRef(v);
