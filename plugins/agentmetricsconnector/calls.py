@@ -560,14 +560,22 @@ class CallJoiner:
         pending = self.pending
         due: list[tuple[bytes, _Entry]] = []
         held = len(pending)
-        for trace, entry in pending.items():  # oldest first, up to the first not due
-            over = held > self.max_traces
-            if not (everything or over or entry.deadline <= now):
-                break
-            if over and not everything and entry.deadline > now:
-                self.early_settled += 1
-            due.append((trace, entry))
-            held -= 1
+        if everything:
+            due = list(pending.items())
+        elif held <= self.max_traces:  # (none over the bound: due by their deadlines only)
+            for item in pending.items():  # oldest first, up to the first not due
+                if item[1].deadline > now:
+                    break
+                due.append(item)
+        else:
+            for trace, entry in pending.items():  # oldest first, up to the first not due
+                over = held > self.max_traces
+                if not (over or entry.deadline <= now):
+                    break
+                if over and entry.deadline > now:
+                    self.early_settled += 1
+                due.append((trace, entry))
+                held -= 1
         native = self.native
         if native is not None:  # the join's common case settled here (_settle's first step)
             memory = self._settled_layers
