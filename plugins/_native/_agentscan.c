@@ -14,6 +14,7 @@
  * Malformed input raises ValueError; nothing is read outside the buffer.
  */
 #include "pbwire.h"
+#include <structmember.h>
 #include <math.h>
 
 /* attribute keys, in the order the Python side passes them */
@@ -123,6 +124,7 @@ typedef struct {
     PyObject *calls_index;
     void *calls_entries;
     Py_ssize_t calls_n, calls_cap;
+    void *calls_memo; /* memo_slot[MEMO_SLOTS]: get_entry's direct-mapped memo of calls_index */
     Py_ssize_t scratch_cap;
 } Scanner;
 
@@ -271,6 +273,7 @@ typedef struct {
     Py_ssize_t n, cap;
     memo_slot *memo; /* NULL: no memo (see aggs_memo_clear) */
     Py_ssize_t memo_used;
+    int direct; /* the memo is direct-mapped: a miss replaces its slot (the settles' calls) */
 } aggs;
 
 static void aggs_memo_clear(aggs *a) {
@@ -280,6 +283,13 @@ static void aggs_memo_clear(aggs *a) {
     PyMem_Free(a->memo);
     a->memo = NULL;
     a->memo_used = 0;
+}
+
+/* empties a memo's slots (kept allocated): its entry indexes are of an index that is gone */
+static void memo_reset(memo_slot *memo) {
+    if (memo == NULL) return;
+    for (Py_ssize_t i = 0; i < MEMO_SLOTS; i++)
+        for (int k = 0; k < 4; k++) Py_CLEAR(memo[i].v[k]);
 }
 
 static inline size_t memo_hash(int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3) {
@@ -297,6 +307,25 @@ static entry *get_entry_dict(aggs *a, int metric, PyObject *v0, PyObject *v1, Py
 static entry *get_entry(aggs *a, int metric, PyObject *v0, PyObject *v1, PyObject *v2, PyObject *v3) {
     if (a->memo == NULL) return get_entry_dict(a, metric, v0, v1, v2, v3);
     size_t i = memo_hash(metric, v0, v1, v2, v3) & (MEMO_SLOTS - 1);
+    if (a->direct) { /* one slot per hash: a miss takes it over (label objects that are not
+                      * kept, such as a Layer's strings, do not fill the memo for good) */
+        memo_slot *m = &a->memo[i];
+        if (m->v[0] != NULL && m->metric == metric && m->v[0] == v0 && m->v[1] == v1 && m->v[2] == v2 &&
+            m->v[3] == v3)
+            return &a->entries[m->idx];
+        entry *e = get_entry_dict(a, metric, v0, v1, v2, v3);
+        if (e != NULL) {
+            PyObject *old[4] = {m->v[0], m->v[1], m->v[2], m->v[3]};
+            m->metric = metric;
+            m->v[0] = Py_NewRef(v0);
+            m->v[1] = Py_XNewRef(v1);
+            m->v[2] = Py_XNewRef(v2);
+            m->v[3] = Py_XNewRef(v3);
+            m->idx = e - a->entries;
+            for (int k = 0; k < 4; k++) Py_XDECREF(old[k]);
+        }
+        return e;
+    }
     for (;;) {
         memo_slot *m = &a->memo[i];
         if (m->v[0] == NULL) break;
@@ -2168,6 +2197,8 @@ static int has_span(layer_rec *sorted, Py_ssize_t n, const uint8_t *id, uint8_t 
 static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, PyObject *value,
                          Py_ssize_t keys_size, aggs *a, Py_ssize_t *calls);
 static int memory_trim(PyObject *items, Py_ssize_t size);
+static int memory_put(PyObject *items, PyObject *key, PyObject *value);
+static int sl_names_ready(void);
 
 PyDoc_STRVAR(settle_simple_doc,
 "settle_simple(packed: list[tuple[bytes, bytes, int, bytes]], size: int, value: object, keys_size: int, /) -> int\n\n"
@@ -2188,6 +2219,7 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         PyErr_SetString(PyExc_RuntimeError, "the join's common case is off");
         return NULL;
     }
+    if (sl_names_ready() < 0) return NULL;
     PyObject *packed = args[0], *value = args[2];
     Py_ssize_t size = PyLong_AsSsize_t(args[1]);
     if (size == -1 && PyErr_Occurred()) return NULL;
@@ -2211,11 +2243,15 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         n += PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) / RECORD;
     }
     if (trace == NULL) return PyLong_FromLong(-1);
-    layer_rec *layers = PyMem_Malloc((n ? n : 1) * sizeof(layer_rec));
-    layer_rec *sorted = PyMem_Malloc((n ? n : 1) * sizeof(layer_rec));
+    layer_rec layers_small[2][16]; /* (a few records: the common trace) */
+    int small = n <= 16;
+    layer_rec *layers = small ? layers_small[0] : PyMem_Malloc(n * sizeof(layer_rec));
+    layer_rec *sorted = small ? layers_small[1] : PyMem_Malloc(n * sizeof(layer_rec));
     if (layers == NULL || sorted == NULL) {
-        PyMem_Free(layers);
-        PyMem_Free(sorted);
+        if (!small) {
+            PyMem_Free(layers);
+            PyMem_Free(sorted);
+        }
         return PyErr_NoMemory();
     }
     Py_ssize_t nl = 0;
@@ -2266,7 +2302,7 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         for (Py_ssize_t i = 0; simple && i < nl; i++)
             if (has_span(sorted, nl, layers[i].rec + 11, layers[i].rec[10])) simple = 0;
     }
-    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap};
+    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap, self->calls_memo, 0, 1};
     if (!simple) { /* the general join (calls.py _group and _call) */
         if (nl == 0) {
             result = PyLong_FromLong(-1);
@@ -2311,22 +2347,11 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         PyObject *span = PyBytes_FromStringAndSize((const char *)r + 2, r[1]);
         PyObject *key = span ? PyTuple_Pack(2, trace, span) : NULL;
         Py_XDECREF(span);
-        if (key == NULL) goto counted;
-        int known = PyDict_Contains(self->join_settled, key);
-        int ok = known >= 0 && PyObject_SetItem(self->join_settled, key, value) == 0;
-        if (ok && known) {
-            PyObject *moved = PyObject_CallMethod(self->join_settled, "move_to_end", "(O)", key);
-            ok = moved != NULL;
-            Py_XDECREF(moved);
-        }
-        Py_DECREF(key);
-        if (!ok) goto counted;
+        int put = key ? memory_put(self->join_settled, key, value) : -1;
+        Py_XDECREF(key);
+        if (put < 0) goto counted;
     }
-    while (PyObject_Length(self->join_settled) > size) {
-        PyObject *r = PyObject_CallMethod(self->join_settled, "popitem", "O", Py_False);
-        if (r == NULL) goto counted;
-        Py_DECREF(r);
-    }
+    if (memory_trim(self->join_settled, size) < 0) goto counted;
     result = PyLong_FromSsize_t(nl);
 counted:
     self->calls_entries = a.entries;
@@ -2336,8 +2361,10 @@ counted:
 malformed:
     PyErr_SetString(PyExc_ValueError, "packed: malformed record");
 done:
-    PyMem_Free(layers);
-    PyMem_Free(sorted);
+    if (!small) {
+        PyMem_Free(layers);
+        PyMem_Free(sorted);
+    }
     return result;
 }
 
@@ -2363,13 +2390,13 @@ done:
 enum {
     A_TRACE, A_SPAN, A_PARENT, A_SIDE, A_TOOL, A_TOOL_TYPE, A_MCP, A_CALL_ID, A_RPC_ID, A_SESSION,
     A_SERVER, A_START, A_END, A_FAILED, A_RETRY, A_ERROR_TYPE, A_EXCEPTION, A_MESSAGE, A_LABELS,
-    A_PEER, K_COMPONENT, K_SEVERITY, K_RECOVERABLE, K_RETRY, K_FUNCTION, K_MOVE_TO_END, K_POPITEM,
+    A_PEER, A_LAYERS, A_FAILURES, A_PARENTS, A_PACKED, K_COMPONENT, K_SEVERITY, K_RECOVERABLE, K_RETRY, K_FUNCTION, K_MOVE_TO_END, K_POPITEM,
     NJN
 };
 static const char *const sl_names_text[NJN] = {
     "trace_id", "span_id", "parent_id", "side", "tool", "tool_type", "mcp", "call_id", "rpc_id",
     "session", "server", "start", "end", "failed", "retry", "error_type", "exception", "message",
-    "labels", "peer", "component", "severity", "recoverable", "retry", "function", "move_to_end",
+    "labels", "peer", "layers", "failures", "parents", "packed", "component", "severity", "recoverable", "retry", "function", "move_to_end",
     "popitem"};
 static PyObject *sl_names[NJN]; /* interned once, kept for the process */
 
@@ -2411,9 +2438,86 @@ static void sl_failure_clear(sl_failure *f) {
     Py_CLEAR(f->exception); Py_CLEAR(f->message);
 }
 
+/* The member slots of the classes settle_layers reads (calls.py Layer and Failure:
+ * dataclasses with __slots__): their attributes read at their offsets instead of through the
+ * type's attribute lookup, as PyObject_GenericGetAttr would find them (a member descriptor of
+ * an object without a __dict__). Kept per type (a reference held: its address is not reused)
+ * while its version tag is the one seen (a class changed since is looked up again). */
+#define SLOT_TYPES 6
+typedef struct {
+    PyTypeObject *type;
+    unsigned int version;
+    Py_ssize_t off[A_PACKED + 1]; /* -1: read through PyObject_GetAttr */
+} slot_types;
+static slot_types slot_cache[SLOT_TYPES];
+
+static const Py_ssize_t *slot_offsets(PyTypeObject *tp) {
+    if (tp->tp_getattro != PyObject_GenericGetAttr || tp->tp_dictoffset != 0 ||
+        !(tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return NULL;
+    slot_types *free_slot = NULL;
+    for (int i = 0; i < SLOT_TYPES; i++) {
+        if (slot_cache[i].type == tp) {
+            if (slot_cache[i].version == tp->tp_version_tag) return slot_cache[i].off;
+            free_slot = &slot_cache[i]; /* (looked up again) */
+            break;
+        }
+        if (slot_cache[i].type == NULL && free_slot == NULL) free_slot = &slot_cache[i];
+    }
+    if (free_slot == NULL) return NULL;
+    int found = 0;
+    for (int name = 0; name <= A_PACKED; name++) {
+        PyObject *d = _PyType_Lookup(tp, sl_names[name]); /* borrowed */
+        free_slot->off[name] = -1;
+        if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+            if (m->type == T_OBJECT_EX && (m->flags & ~READONLY) == 0 && m->offset > 0) {
+                free_slot->off[name] = m->offset;
+                found = 1;
+            }
+        }
+    }
+    if (!found) { /* (a type of no such slot is not kept: the cache is for the join's classes) */
+        if (free_slot->type == tp) {
+            free_slot->type = NULL;
+            Py_DECREF(tp);
+        }
+        return NULL;
+    }
+    if (free_slot->type != tp) {
+        Py_INCREF(tp);
+        free_slot->type = tp;
+    }
+    free_slot->version = tp->tp_version_tag;
+    return free_slot->off;
+}
+
+/* an attribute of a Layer, Failure or the joiner's _Entry (a new reference; NULL with an error
+ * set); the last type's offsets are kept at hand (one object's attributes are read in a row) */
+static PyObject *attr_get(PyObject *o, int name) {
+    static PyTypeObject *last_type;
+    static unsigned int last_version;
+    static const Py_ssize_t *last_off;
+    PyTypeObject *tp = Py_TYPE(o);
+    const Py_ssize_t *off;
+    if (tp == last_type && tp->tp_version_tag == last_version && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        off = last_off;
+    } else {
+        off = slot_offsets(tp);
+        last_type = off != NULL ? tp : NULL; /* (a type in the cache: referenced there) */
+        last_version = tp->tp_version_tag;
+        last_off = off;
+    }
+    if (off != NULL && off[name] > 0) {
+        PyObject *v = *(PyObject **)((char *)o + off[name]);
+        if (v != NULL) return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(o, sl_names[name]);
+}
+
 /* an attribute's truth value: 1, 0, -1 on error */
 static int attr_true(PyObject *o, int name) {
-    PyObject *v = PyObject_GetAttr(o, sl_names[name]);
+    PyObject *v = attr_get(o, name);
     if (v == NULL) return -1;
     int t = PyObject_IsTrue(v);
     Py_DECREF(v);
@@ -2422,7 +2526,7 @@ static int attr_true(PyObject *o, int name) {
 
 /* an attribute as a uint64 (a time in ns): 1, 0 when it is none (nothing raised), -1 on error */
 static int attr_u64(PyObject *o, int name, uint64_t *out) {
-    PyObject *v = PyObject_GetAttr(o, sl_names[name]);
+    PyObject *v = attr_get(o, name);
     if (v == NULL) return -1;
     if (!PyLong_Check(v)) { Py_DECREF(v); return 0; }
     unsigned long long x = PyLong_AsUnsignedLongLong(v);
@@ -2444,8 +2548,7 @@ static int sl_read_layer(PyObject *o, sl_layer *x, int ids) {
         if ((t = attr_true(o, name)) != 0) return t < 0 ? -1 : 0;
     }
     if (ids) { /* call and JSON-RPC ids (a session id: the Python join) */
-        if ((x->call_id = PyObject_GetAttr(o, sl_names[A_CALL_ID])) == NULL ||
-            (x->rpc_id = PyObject_GetAttr(o, sl_names[A_RPC_ID])) == NULL)
+        if ((x->call_id = attr_get(o, A_CALL_ID)) == NULL || (x->rpc_id = attr_get(o, A_RPC_ID)) == NULL)
             return -1;
         if (!PyUnicode_CheckExact(x->call_id) || !PyUnicode_CheckExact(x->rpc_id)) return 0;
     }
@@ -2454,11 +2557,11 @@ static int sl_read_layer(PyObject *o, sl_layer *x, int ids) {
     const int names[] = {A_TRACE, A_SPAN, A_PARENT, A_TOOL, A_TOOL_TYPE, A_SERVER, A_ERROR_TYPE,
                          A_EXCEPTION, A_MESSAGE};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if ((*fields[i] = PyObject_GetAttr(o, sl_names[names[i]])) == NULL) return -1;
+        if ((*fields[i] = attr_get(o, names[i])) == NULL) return -1;
     if (!PyBytes_Check(x->trace) || PyBytes_GET_SIZE(x->trace) != 16 || !PyBytes_Check(x->span) ||
         PyBytes_GET_SIZE(x->span) < 1 || PyBytes_GET_SIZE(x->span) > 8 || !PyBytes_Check(x->parent))
         return 0;
-    PyObject *side = PyObject_GetAttr(o, sl_names[A_SIDE]);
+    PyObject *side = attr_get(o, A_SIDE);
     if (side == NULL) return -1;
     if (!PyLong_Check(side)) { Py_DECREF(side); return 0; }
     x->side = PyLong_AsLong(side);
@@ -2480,7 +2583,7 @@ static int sl_read_failure(PyObject *o, sl_failure *f) {
     PyObject **fields[] = {&f->trace, &f->span, &f->parent, &f->labels, &f->exception, &f->message};
     const int names[] = {A_TRACE, A_SPAN, A_PARENT, A_LABELS, A_EXCEPTION, A_MESSAGE};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if ((*fields[i] = PyObject_GetAttr(o, sl_names[names[i]])) == NULL) return -1;
+        if ((*fields[i] = attr_get(o, names[i])) == NULL) return -1;
     if (!PyTuple_Check(f->labels) || PyTuple_GET_SIZE(f->labels) < 1) return 0;
     f->label0 = PyTuple_GET_ITEM(f->labels, 0);
     if (!PyTuple_Check(f->label0) || PyTuple_GET_SIZE(f->label0) < 2) return 0;
@@ -2495,9 +2598,14 @@ static int eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, 
 
 /* key -> value into an OrderedDict memory, moved to the end (Memory.add; memory_trim trims) */
 static int memory_put(PyObject *items, PyObject *key, PyObject *value) {
-    int known = PyDict_Contains(items, key);
-    if (known < 0 || PyObject_SetItem(items, key, value) < 0) return -1;
-    if (known) {
+    if (!PyDict_Check(items)) {
+        PyErr_SetString(PyExc_TypeError, "a memory (OrderedDict) expected");
+        return -1;
+    }
+    /* a key already there keeps its place and the size (one lookup less than asking first) */
+    Py_ssize_t before = PyDict_GET_SIZE(items);
+    if (PyObject_SetItem(items, key, value) < 0) return -1;
+    if (PyDict_GET_SIZE(items) == before) {
         PyObject *moved = PyObject_CallMethodOneArg(items, sl_names[K_MOVE_TO_END], key);
         if (moved == NULL) return -1;
         Py_DECREF(moved);
@@ -2553,18 +2661,63 @@ static inline int jl_before(const jl_layer *x, const jl_layer *y) {
     return x->side < y->side || (x->side == y->side && x->start < y->start);
 }
 
+/* settle_joined's maps of span ids and join keys (the first index of each): a list searched in
+ * order while the trace has few layers (no allocation, no hashing), an smap beyond */
+#define JOIN_SMALL 16
+typedef struct {
+    smap m;
+    int big;
+    Py_ssize_t n;
+    slice k[2 * JOIN_SMALL];
+    Py_ssize_t v[2 * JOIN_SMALL];
+} kmap;
+
+static int kmap_init(kmap *m, Py_ssize_t n) {
+    m->m = (smap){NULL, 0, 0};
+    m->n = 0;
+    m->big = n > 2 * JOIN_SMALL;
+    return m->big ? smap_reserve(&m->m, n) : 0;
+}
+
+static Py_ssize_t kmap_find(const kmap *m, slice key) {
+    if (m->big) return smap_find(&m->m, key);
+    for (Py_ssize_t i = 0; i < m->n; i++)
+        if (m->k[i].n == key.n && (key.n == 0 || memcmp(m->k[i].p, key.p, key.n) == 0)) return m->v[i];
+    return -1;
+}
+
+/* puts key -> val unless the key is there (at most the n given to kmap_init); -1 on error */
+static int kmap_put(kmap *m, slice key, Py_ssize_t val) {
+    if (m->big) return smap_put(&m->m, key, val);
+    if (kmap_find(m, key) >= 0) return 0;
+    if (m->n == 2 * JOIN_SMALL) {
+        PyErr_SetString(PyExc_RuntimeError, "join map full");
+        return -1;
+    }
+    m->k[m->n] = key;
+    m->v[m->n++] = val;
+    return 0;
+}
+
 static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, PyObject *value,
                          Py_ssize_t keys_size, aggs *a, Py_ssize_t *calls) {
     int rc = -1;
-    jl_layer *ls = PyMem_Calloc(nl, sizeof(jl_layer));
-    Py_ssize_t *parent = PyMem_Malloc(nl * sizeof(Py_ssize_t));
-    Py_ssize_t *next = PyMem_Malloc(nl * sizeof(Py_ssize_t));
-    Py_ssize_t *tail = PyMem_Malloc(nl * sizeof(Py_ssize_t));
+    /* a few layers (the common trace): everything on the stack */
+    jl_layer ls_small[JOIN_SMALL];
+    Py_ssize_t idx_small[3 * JOIN_SMALL];
+    uint8_t keys_small[512];
+    int small = nl <= JOIN_SMALL;
+    jl_layer *ls = small ? ls_small : PyMem_Malloc(nl * sizeof(jl_layer));
+    Py_ssize_t *parent = small ? idx_small : PyMem_Malloc(nl * sizeof(Py_ssize_t));
+    Py_ssize_t *next = small ? idx_small + JOIN_SMALL : PyMem_Malloc(nl * sizeof(Py_ssize_t));
+    Py_ssize_t *tail = small ? idx_small + 2 * JOIN_SMALL : PyMem_Malloc(nl * sizeof(Py_ssize_t));
     uint8_t *keybuf = NULL;
-    smap spans = {NULL, 0, 0}, keys = {NULL, 0, 0};
+    kmap spans, keys;
+    spans.m = keys.m = (smap){NULL, 0, 0};
     PyObject *hex = NULL;
     if (ls == NULL || parent == NULL || next == NULL || tail == NULL) { PyErr_NoMemory(); goto done; }
-    if (sl_names_ready() < 0 || smap_reserve(&spans, nl) < 0 || smap_reserve(&keys, 2 * nl) < 0) goto done;
+    memset(ls, 0, nl * sizeof(jl_layer));
+    if (sl_names_ready() < 0 || kmap_init(&spans, nl) < 0 || kmap_init(&keys, 2 * nl) < 0) goto done;
     Py_ssize_t keybytes = 0;
     for (Py_ssize_t i = 0; i < nl; i++) {
         const uint8_t *r = layers[i].rec;
@@ -2598,16 +2751,16 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
         if (layers[i].ids[0].p) keybytes += 1 + layers[i].ids[0].n;
         if (layers[i].ids[1].p && x->side != 0) keybytes += 3 + layers[i].ids[1].n + tool_n;
         slice span = {r + 2, r[1]};
-        if (smap_put(&spans, span, i) < 0) goto done; /* (the first layer of a span id) */
+        if (kmap_put(&spans, span, i) < 0) goto done; /* (the first layer of a span id) */
     }
     /* the join keys, each in keybuf: 'c' call id; 'r', the id's length (2 bytes), id, tool */
-    keybuf = PyMem_Malloc(keybytes ? keybytes : 1);
+    keybuf = keybytes <= (Py_ssize_t)sizeof(keys_small) ? keys_small : PyMem_Malloc(keybytes);
     if (keybuf == NULL) { PyErr_NoMemory(); goto done; }
     Py_ssize_t used = 0;
     for (Py_ssize_t i = 0; i < nl; i++) {
         const uint8_t *r = layers[i].rec;
         slice up = {r + 11, r[10]};
-        Py_ssize_t j = up.n ? smap_find(&spans, up) : -1;
+        Py_ssize_t j = up.n ? kmap_find(&spans, up) : -1;
         if (j >= 0) uf_union(parent, i, j);
         for (int k = 0; k < 2; k++) {
             slice id = layers[i].ids[k];
@@ -2630,9 +2783,9 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
                 key.n = 3 + id.n + tool_n;
             }
             used += key.n;
-            Py_ssize_t first = smap_find(&keys, key);
+            Py_ssize_t first = kmap_find(&keys, key);
             if (first >= 0) uf_union(parent, i, first);
-            else if (smap_put(&keys, key, i) < 0) goto done;
+            else if (kmap_put(&keys, key, i) < 0) goto done;
         }
     }
     /* the groups: the layers of each root, in order */
@@ -2658,7 +2811,7 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
             const uint8_t *r = layers[i].rec;
             slice up = {r + 11, r[10]};
             jl_layer *x = &ls[i];
-            if (!(up.n && smap_find(&spans, up) >= 0) && (caller < 0 || jl_before(x, &ls[caller]))) caller = i;
+            if (!(up.n && kmap_find(&spans, up) >= 0) && (caller < 0 || jl_before(x, &ls[caller]))) caller = i;
             if (jl_before(x, &ls[any])) any = i;
             if (PyUnicode_GET_LENGTH(x->tool) && (with_tool < 0 || jl_before(x, &ls[with_tool]))) with_tool = i;
             if (PyUnicode_GET_LENGTH(x->server)) {
@@ -2716,13 +2869,15 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
     *calls = ncalls;
     rc = 0;
 done:
-    PyMem_Free(ls);
-    PyMem_Free(parent);
-    PyMem_Free(next);
-    PyMem_Free(tail);
-    PyMem_Free(keybuf);
-    smap_free(&spans);
-    smap_free(&keys);
+    if (!small) {
+        PyMem_Free(ls);
+        PyMem_Free(parent);
+        PyMem_Free(next);
+        PyMem_Free(tail);
+    }
+    if (keybuf != keys_small) PyMem_Free(keybuf);
+    smap_free(&spans.m);
+    smap_free(&keys.m);
     Py_XDECREF(hex);
     return rc;
 }
@@ -2871,10 +3026,14 @@ static int layer_call(Scanner *self, sl_layer *x, PyObject *classify, PyObject *
     Py_XDECREF(classified);
     int rec = PySequence_Contains(recoverable, error);
     int mcp = x->mcp || x->side != 0;
-    x->labels = rec < 0 ? NULL : Py_BuildValue("((OO)(OO)(OO)(OO))", sl_names[A_ERROR_TYPE], error,
-                                               sl_names[K_COMPONENT], mcp ? self->s_mcp : sl_names[A_TOOL],
-                                               sl_names[K_SEVERITY], self->s_error, sl_names[K_RECOVERABLE],
-                                               rec ? self->s_true : self->s_false);
+    x->labels = NULL;
+    if (rec >= 0) {
+        PyObject *pairs[4] = {PyTuple_Pack(2, sl_names[A_ERROR_TYPE], error),
+                              PyTuple_Pack(2, sl_names[K_COMPONENT], mcp ? self->s_mcp : sl_names[A_TOOL]),
+                              PyTuple_Pack(2, sl_names[K_SEVERITY], self->s_error),
+                              PyTuple_Pack(2, sl_names[K_RECOVERABLE], rec ? self->s_true : self->s_false)};
+        x->labels = tuple_steal(4, pairs);
+    }
     if (x->labels == NULL) { Py_DECREF(error); return -1; }
     x->status = Py_NewRef(self->s_error);
     x->call_error = error;
@@ -2971,7 +3130,7 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
     for (Py_ssize_t i = 0; i < nf; i++)
         if (PySet_Add(m.failed, failures[i].span) < 0) goto done;
     /* each call counted, its layer remembered as settled, a failed one's marks and errors */
-    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap};
+    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap, self->calls_memo, 0, 1};
     for (Py_ssize_t i = 0; i < nl; i++) {
         sl_layer *x = &layers[i];
         int mcp = x->mcp || x->side != 0;
@@ -3072,6 +3231,66 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(settle_due_doc,
+"settle_due(due, pending, start, size, value, marked, marked_size, marked_expiry, classify,\n"
+"           timeouts, recoverable, errors, keys_size, /) -> tuple[int, int]\n\n"
+"The joiner's loop over the entries due (calls.py CallJoiner.settle): from due[start] on, each\n"
+"(trace, entry) taken out of `pending` (del pending[trace]) and settled as the joiner would\n"
+"settle it first: by settle_simple when the entry is packed, else by settle_layers (the other\n"
+"arguments are theirs). Stops at the first entry neither settles (nothing done for it but its\n"
+"removal from pending: the joiner settles it) or at the end; returns (its index or len(due),\n"
+"the calls counted).");
+
+static PyObject *Scanner_settle_due(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 13 || !PyList_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "settle_due(due: list, pending: OrderedDict, start: int, size, value, marked, "
+                        "marked_size, marked_expiry, classify, timeouts, recoverable, errors, keys_size)");
+        return NULL;
+    }
+    if (sl_names_ready() < 0) return NULL;
+    PyObject *due = args[0], *pending = args[1];
+    Py_ssize_t at = PyLong_AsSsize_t(args[2]);
+    if (at == -1 && PyErr_Occurred()) return NULL;
+    if (at < 0) at = 0;
+    Py_ssize_t calls = 0;
+    /* settle_simple's arguments, then settle_layers' (layers, failures and parents per entry) */
+    PyObject *simple[4] = {NULL, args[3], args[4], args[12]};
+    PyObject *layered[13] = {NULL, NULL, NULL, args[3], args[4], args[5], args[6], args[7], args[8],
+                             args[9], args[10], args[11], args[12]};
+    for (; at < PyList_GET_SIZE(due); at++) {
+        PyObject *item = PyList_GET_ITEM(due, at);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "due: (trace, entry) pairs expected");
+            return NULL;
+        }
+        PyObject *entry = PyTuple_GET_ITEM(item, 1);
+        Py_INCREF(item); /* (kept while its entry is settled, whatever due becomes) */
+        PyObject *result = NULL;
+        int packed = -1;
+        if (PyObject_DelItem(pending, PyTuple_GET_ITEM(item, 0)) == 0) packed = attr_true(entry, A_PACKED);
+        if (packed == 1) {
+            simple[0] = attr_get(entry, A_LAYERS);
+            if (simple[0] != NULL) result = Scanner_settle_simple(self, simple, 4);
+            Py_CLEAR(simple[0]);
+        } else if (packed == 0) {
+            layered[0] = attr_get(entry, A_LAYERS);
+            layered[1] = layered[0] ? attr_get(entry, A_FAILURES) : NULL;
+            layered[2] = layered[1] ? attr_get(entry, A_PARENTS) : NULL;
+            if (layered[2] != NULL) result = Scanner_settle_layers(self, layered, 13);
+            for (int k = 0; k < 3; k++) Py_CLEAR(layered[k]);
+        }
+        Py_DECREF(item);
+        if (result == NULL) return NULL;
+        Py_ssize_t done = PyLong_AsSsize_t(result);
+        Py_DECREF(result);
+        if (done == -1 && PyErr_Occurred()) return NULL;
+        if (done < 0) break; /* not the common case: the joiner's */
+        calls += done;
+    }
+    return Py_BuildValue("(nn)", at, calls);
+}
+
 PyDoc_STRVAR(take_calls_doc,
 "take_calls() -> series\n\n"
 "The calls settle_simple and settle_layers counted since the last call, aggregated per series\n"
@@ -3080,13 +3299,14 @@ PyDoc_STRVAR(take_calls_doc,
 
 static PyObject *Scanner_take_calls(Scanner *self, PyObject *Py_UNUSED(ignored)) {
     if (self->calls_index == NULL) return PyList_New(0);
-    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap};
+    aggs a = {self->calls_index, self->calls_entries, self->calls_n, self->calls_cap, self->calls_memo, 0, 1};
     PyObject *out = build_result(self, &a, NULL);
     if (out == NULL) return NULL;
     PyObject *index = PyDict_New();
     if (index == NULL) { Py_DECREF(out); return NULL; }
     Py_SETREF(self->calls_index, index);
     self->calls_n = 0;
+    memo_reset(self->calls_memo);
     return out;
 }
 
@@ -3216,6 +3436,10 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         if (self->learned_cache == NULL) { PyErr_NoMemory(); return -1; }
     }
     if (self->calls_index == NULL && (self->calls_index = PyDict_New()) == NULL) return -1;
+    if (self->calls_memo == NULL && (self->calls_memo = PyMem_Calloc(MEMO_SLOTS, sizeof(memo_slot))) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
     if (shape_keys != NULL) {
         Py_ssize_t n = PyTuple_GET_SIZE(shape_keys);
         if (n > MAX_SHAPE_KEYS) {
@@ -3361,6 +3585,8 @@ static void Scanner_dealloc(Scanner *self) {
     PyMem_Free(self->learned_cache);
     Py_XDECREF(self->calls_index);
     PyMem_Free(self->calls_entries);
+    memo_reset(self->calls_memo);
+    PyMem_Free(self->calls_memo);
     PyMem_Free(self->scratch);
     PyObject **strs[] = {&self->s_success_outcome, &self->s_failed_outcome, &self->s_timeout,
                          &self->s_cancelled, &self->s_critical, &self->s_workflow,&self->s_unknown, &self->s_none, &self->s_error, &self->s_success,
@@ -3376,6 +3602,7 @@ static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_O, scan_doc},
     {"settle_simple", (PyCFunction)(void (*)(void))Scanner_settle_simple, METH_FASTCALL, settle_simple_doc},
     {"settle_layers", (PyCFunction)(void (*)(void))Scanner_settle_layers, METH_FASTCALL, settle_layers_doc},
+    {"settle_due", (PyCFunction)(void (*)(void))Scanner_settle_due, METH_FASTCALL, settle_due_doc},
     {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
     {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},
     {"take_failures", (PyCFunction)Scanner_take_failures, METH_NOARGS, take_failures_doc},

@@ -87,6 +87,29 @@ class Scanner:
         the joiner's ``_settle``: its calls counted (take_calls), join_settled, join_keys
         (trimmed to ``keys_size``) and ``marked`` (the memory of failed parents) updated, the
         errors_total label sets appended to ``errors``; -1 (nothing done) for another trace."""
+    def settle_due(
+        self,
+        due: list[tuple[bytes, Any]],
+        pending: OrderedDict[bytes, Any],
+        start: int,
+        size: int,
+        value: object,
+        marked: OrderedDict[Any, Any],
+        marked_size: int,
+        marked_expiry: float,
+        classify: Callable[[str], str],
+        timeouts: frozenset[str],
+        recoverable: frozenset[str],
+        errors: list[Any],
+        keys_size: int,
+        /,
+    ) -> tuple[int, int]:
+        """The joiner's loop over its entries due ((trace, entry) pairs, calls.py
+        ``CallJoiner.settle``) from ``due[start]``: each trace taken out of ``pending`` and its
+        entry settled by :meth:`settle_simple` when packed, else :meth:`settle_layers` (the
+        other arguments are theirs); stops at the first entry neither settles (nothing done for
+        it but its removal from ``pending``) or at the end: (its index or ``len(due)``, the
+        calls counted)."""
     def take_calls(
         self,
     ) -> list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None]]:

@@ -182,6 +182,62 @@ class NativeJoin(Protocol):
         keys_size: int,
         /,
     ) -> int: ...
+    def settle_due(
+        self,
+        due: list[tuple[bytes, _Entry]],
+        pending: collections.OrderedDict[bytes, _Entry],
+        start: int,
+        size: int,
+        value: object,
+        marked: collections.OrderedDict[object, tuple[float, Any]],
+        marked_size: int,
+        marked_expiry: float,
+        classify: Callable[[str], str],
+        timeouts: frozenset[str],
+        recoverable: frozenset[str],
+        errors: list[tuple[tuple[str, str], ...]],
+        keys_size: int,
+        /,
+    ) -> tuple[int, int]: ...
+
+
+def settle_due(
+    join: NativeJoin,
+    due: list[tuple[bytes, _Entry]],
+    pending: collections.OrderedDict[bytes, _Entry],
+    start: int,
+    size: int,
+    value: object,
+    marked: collections.OrderedDict[object, tuple[float, Any]],
+    marked_size: int,
+    marked_expiry: float,
+    classify: Callable[[str], str],
+    timeouts: frozenset[str],
+    recoverable: frozenset[str],
+    errors: list[tuple[tuple[str, str], ...]],
+    keys_size: int,
+) -> tuple[int, int]:
+    """The twin of the scanner's ``settle_due`` (its loop in Python, through ``join``'s
+    ``settle_simple`` and ``settle_layers``): from ``due[start]`` on, each trace taken out of
+    ``pending`` and its entry settled by ``settle_simple`` when packed, else ``settle_layers``;
+    stops at the first entry neither settles (nothing done for it but its removal from
+    ``pending``) or at the end: (its index or ``len(due)``, the calls counted)."""
+    calls = 0
+    at = max(start, 0)
+    while at < len(due):
+        trace, entry = due[at]
+        del pending[trace]
+        if entry.packed:
+            done = join.settle_simple(entry.layers, size, value, keys_size)
+        else:
+            done = join.settle_layers(entry.layers, entry.failures, entry.parents, size, value,
+                                      marked, marked_size, marked_expiry, classify, timeouts,
+                                      recoverable, errors, keys_size)  # fmt: skip
+        if done < 0:
+            break
+        calls += done
+        at += 1
+    return at, calls
 
 
 @dataclass(slots=True)
@@ -504,41 +560,56 @@ class CallJoiner:
         pending = self.pending
         due: list[tuple[bytes, _Entry]] = []
         held = len(pending)
-        for trace, entry in pending.items():  # oldest first, up to the first not due
-            over = held > self.max_traces
-            if not (everything or over or entry.deadline <= now):
-                break
-            if over and not everything and entry.deadline > now:
-                self.early_settled += 1
-            due.append((trace, entry))
-            held -= 1
+        if everything:
+            due = list(pending.items())
+        elif held <= self.max_traces:  # (none over the bound: due by their deadlines only)
+            for item in pending.items():  # oldest first, up to the first not due
+                if item[1].deadline > now:
+                    break
+                due.append(item)
+        else:
+            for trace, entry in pending.items():  # oldest first, up to the first not due
+                over = held > self.max_traces
+                if not (over or entry.deadline <= now):
+                    break
+                if over and entry.deadline > now:
+                    self.early_settled += 1
+                due.append((trace, entry))
+                held -= 1
         native = self.native
         if native is not None:  # the join's common case settled here (_settle's first step)
             memory = self._settled_layers
             size = memory.size
             value = (now + memory.ttl, None)
-            settle_simple = native.settle_simple
             settle_layers = native.settle_layers
             keys_size = self._settled_keys.size
             marked = self._failed_parents
             marked_expiry = now + marked.ttl
             classify = self.classify
-            for trace, entry in due:
-                del pending[trace]
+            at, end = 0, len(due)
+            while at < end:
+                # the entries due in one C call (settle_due: each taken out of pending and
+                # settled by settle_simple when packed, else settle_layers) up to the first
+                # that is neither common case, which is settled here
+                at, done = native.settle_due(due, pending, at, size, value, marked.items,
+                                             marked.size, marked_expiry, classify, TIMEOUTS,
+                                             RECOVERABLE, errors, keys_size)  # fmt: skip
+                self.native_calls += done
+                if at >= end:
+                    break
+                entry = due[at][1]  # (taken out of pending)
+                at += 1
                 if entry.packed:
-                    done = settle_simple(entry.layers, size, value, keys_size)
+                    self._unpack(entry)  # not the common case (settle_simple did nothing)
+                    # layers that are calls of their own, failed or not, and failures (the
+                    # traces with a failure): _settle in C; -1: nothing done, another case
+                    done = settle_layers(entry.layers, entry.failures, entry.parents, size,
+                                         value, marked.items, marked.size, marked_expiry,
+                                         classify, TIMEOUTS, RECOVERABLE, errors,
+                                         keys_size)  # fmt: skip
                     if done >= 0:
                         self.native_calls += done
                         continue
-                    self._unpack(entry)  # not the common case (settle_simple did nothing)
-                # layers that are calls of their own, failed or not, and failures (the
-                # traces with a failure): _settle in C; -1: nothing done, another case
-                done = settle_layers(entry.layers, entry.failures, entry.parents, size, value,
-                                     marked.items, marked.size, marked_expiry, classify,
-                                     TIMEOUTS, RECOVERABLE, errors, keys_size)  # fmt: skip
-                if done >= 0:
-                    self.native_calls += done
-                    continue
                 self._settle(entry, now, calls, errors)
         else:
             for trace, entry in due:

@@ -18,6 +18,7 @@ input needs no code (``c_entry("_module", "function")``); anything else names it
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import random
@@ -302,6 +303,18 @@ def agentscan() -> OneInput:
         with native_env(True):
             conn = make()
         assert_joiners_agree(random.Random(data), 3, conn)
+        # the same through the scanner's loop over the entries due (settle_due), which must
+        # refuse what is not a list of (trace, entry) pairs of the joiner's cleanly
+        with native_env(True):
+            conn = make()
+        assert_joiners_agree(random.Random(data), 3, conn, count=False)
+        scanner, trace = conn._scanner, data[:16]
+        for due in ([(trace, None)], [None], [(trace,)], [(trace, object())], [(b"", data)]):
+            try:
+                scanner.settle_due(due, {trace: 0}, 0, 4, (0.0, None), collections.OrderedDict(),
+                                   4, 0.0, str, frozenset(), frozenset(), [], 4)  # fmt: skip
+            except (TypeError, KeyError, AttributeError):
+                pass
 
     def one(data: bytes) -> None:
         with mock.patch.object(time, "time_ns", lambda: T0):

@@ -26,7 +26,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import Kind
 from plugins._native import load
-from plugins.agentmetricsconnector.calls import Call, CallJoiner, Failure, Layer
+from plugins.agentmetricsconnector.calls import Call, CallJoiner, Failure, Layer, settle_due
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 from plugins.agentmetricsconnector.connector import AgentMetricsConnector
 from tests.plugins._agent_support import Capture, kv, request, settings, span
@@ -102,6 +102,10 @@ class Counting:
         self.scanner = scanner
         self.counts = counts
         self.settle_simple = scanner.settle_simple
+
+    def settle_due(self, *args: Any) -> tuple[int, int]:
+        # the loop's Python twin, through settle_layers below (counted)
+        return settle_due(self, *args)
 
     def settle_layers(self, *args: Any) -> int:
         done: int = self.scanner.settle_layers(*args)
@@ -605,12 +609,14 @@ def native_series(series: list[Any]) -> dict[tuple[int, tuple[str, ...]], tuple[
 
 
 def assert_joiners_agree(
-    rng: random.Random, rounds: int, conn: AgentMetricsConnector
+    rng: random.Random, rounds: int, conn: AgentMetricsConnector, count: bool = True
 ) -> collections.Counter[str]:
     """``rounds`` random requests through the joiner of ``conn`` (a new connector with the C
     scanner) and a pure-Python one like it, each settled: the same calls per series, the same
     errors_total label sets in the same order, the same late and early counts, the same
-    memories of settled layers and keys and failed parents (order too)."""
+    memories of settled layers and keys and failed parents (order too). ``count``: the C side
+    wrapped in :class:`Counting` (the loop over the entries due in Python: ``settle_due``'s
+    twin), else the scanner's own ``settle_due``."""
     native, scanner = conn.joiner, conn._scanner
     assert native.native is not None
     python = CallJoiner(native.window, native.max_traces, native.classify)
@@ -619,7 +625,8 @@ def assert_joiners_agree(
         for memory in (joiner._settled_layers, joiner._settled_keys, joiner._failed_parents):
             memory.size = size
     counts: collections.Counter[str] = collections.Counter()
-    native.native = Counting(native.native, counts)
+    if count:
+        native.native = Counting(native.native, counts)
     now = T0
     for _ in range(rounds):
         layers, failures, links = random_entries(rng)
@@ -658,6 +665,29 @@ def test_settle_layers_leaves_the_joiner_as_the_python_settle() -> None:
         counts += assert_joiners_agree(rng, rng.randint(1, 6), conn)
     assert counts["with failures"] > 300 and counts["with failed layers"] > 150, counts
     assert counts["refused"] > 30 and counts["with ids"] > 100, counts
+
+
+def test_settle_due_settles_as_the_python_join() -> None:
+    """The scanner's loop over the entries due (``settle_due``: packed entries, held layers and
+    failures, entries neither common case handed back in the middle of the loop) leaves the
+    joiner as the pure-Python settle; and as its twin (calls.py ``settle_due``) on the same
+    random entries."""
+    total: collections.Counter[str] = collections.Counter()
+    for _sequence in range(300):
+        seed = random.Random(2718).randrange(1 << 30) + _sequence
+        rng = random.Random(seed)
+        conn = connector({"window": rng.choice(["0s", "10s"]), "max_traces": 4}, None)
+        assert_joiners_agree(rng, rng.randint(1, 6), conn, count=False)
+        rng = random.Random(seed)
+        twin = connector({"window": rng.choice(["0s", "10s"]), "max_traces": 4}, None)
+        total += assert_joiners_agree(rng, rng.randint(1, 6), twin)
+        assert list(conn.joiner._settled_layers.items) == list(twin.joiner._settled_layers.items)
+        assert list(conn.joiner._settled_keys.items) == list(twin.joiner._settled_keys.items)
+        assert list(conn.joiner._failed_parents.items.items()) == list(
+            twin.joiner._failed_parents.items.items()
+        )
+    # entries settled in C with failures, and entries handed back in the middle of the loop
+    assert total["with failures"] > 300 and total["refused"] > 30, total
 
 
 def test_recorded_sources_replayed_count_as_the_python_join(
