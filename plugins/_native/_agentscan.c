@@ -398,22 +398,16 @@ static void observe(Scanner *self, entry *e, int which, double value, slice trac
 
 /* -- the scan ------------------------------------------------------------------------------ */
 
-#define SHAPE_ENTRIES 64 /* attribute entries of a span parse_span keeps for its shape */
-
 typedef struct {
     slice trace_id, span_id, parent, name;
     int64_t kind;
     uint64_t start, end;
     int64_t status_code;
     slice status_message;
-    slice status_raw;     /* the last status field as it is (for the shape) */
-    Py_ssize_t nentries;  /* attribute entries in entries[] (all of them unless entries_over) */
-    int entries_over;     /* more than SHAPE_ENTRIES: span_shape_of walks the span again */
     slice values[NKEYS];
     int present[NKEYS];
     slice raw; /* the whole span */
     int defer; /* has one of the defer keys */
-    slice entries[SHAPE_ENTRIES]; /* its attribute entries (field 9) in order (for the shape) */
 } span_info;
 
 static int parse_span(Scanner *self, slice raw, span_info *s) {
@@ -436,8 +430,6 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
         case 8: if (f.wire == 1) s->end = f.value; break;
         case 9:
             if (f.wire == 2) {
-                if (s->nentries < SHAPE_ENTRIES) s->entries[s->nentries++] = f.data;
-                else s->entries_over = 1;
                 /* the usual encoding starts with the key (tag 0x0a, a one-byte length): a key
                  * no configured key can be is skipped without reading further; when only the
                  * value follows (tag 0x12, a length of one or two bytes) filling the entry
@@ -491,7 +483,6 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
             break;
         case 15:
             if (f.wire == 2) {
-                s->status_raw = f.data;
                 reader sr = {f.data.p, f.data.p + f.data.n};
                 field sf;
                 int src;
@@ -1300,65 +1291,6 @@ static PyObject *span_shape(Scanner *self, slice raw) {
     return PyBytes_FromStringAndSize((const char *)self->scratch, used);
 }
 
-/* One attribute entry (a KeyValue's bytes) into the shape being made in self->scratch: 1 done,
- * 0 when the span has no shape (a key that is not ASCII, an entry the walk refuses), -1 on
- * error. */
-static int shape_entry(Scanner *self, slice data, Py_ssize_t *used) {
-    slice key = {NULL, 0};
-    const uint8_t *d = data.p;
-    Py_ssize_t n = data.n;
-    /* the usual entry, read without the walk: the key (tag 0x0a, a one-byte length), then
-     * nothing or only the value (tag 0x12, a length of one or two bytes) filling the entry
-     * exactly; anything else is walked */
-    int usual = 0;
-    if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && 2 + (Py_ssize_t)d[1] <= n) {
-        const uint8_t *v = d + 2 + d[1];
-        Py_ssize_t m = n - 2 - d[1];
-        if (m == 0) {
-            usual = 1;
-        } else if (m >= 2 && v[0] == 0x12) {
-            if (v[1] < 0x80)
-                usual = m == 2 + (Py_ssize_t)v[1];
-            else if (m >= 3 && v[2] < 0x80)
-                usual = m == 3 + (Py_ssize_t)((v[1] & 0x7f) | ((Py_ssize_t)v[2] << 7));
-        }
-        if (usual) {
-            key.p = d + 2;
-            key.n = d[1];
-            if (!is_ascii(key)) return 0;
-        }
-    }
-    if (!usual) {
-        reader er = {data.p, data.p + data.n};
-        field ef;
-        int erc;
-        while ((erc = next_field(&er, &ef)) == 0) {
-            if (ef.number == 1 && ef.wire == 2) {
-                if (!is_ascii(ef.data)) return 0;
-                key = ef.data;
-            }
-        }
-        if (erc < 0) { PyErr_Clear(); return 0; }
-    }
-    int which = key.p != NULL ? is_shape_key(self, key) : 0;
-    if ((which == 1 && scratch_put(self, used, 'a', data.p, data.n) < 0) ||
-        (which == 2 && scratch_put(self, used, 'p', key.p, key.n) < 0))
-        return -1;
-    return 1;
-}
-
-/* The fixed part of a shape, after its entries. */
-static int shape_end(Scanner *self, Py_ssize_t *used, uint64_t kind, slice parent, slice name,
-                     slice status) {
-    uint8_t head[9];
-    memcpy(head, &kind, 8);
-    head[8] = parent.n == 0;
-    if (scratch_put(self, used, 'k', head, 9) < 0 || scratch_put(self, used, 'n', name.p, name.n) < 0 ||
-        scratch_put(self, used, 's', status.p, status.n) < 0)
-        return -1;
-    return 1;
-}
-
 /* span_shape's work: 1 with the shape in self->scratch[0..*out), 0 when it has none (None), -1
  * on error */
 static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out) {
@@ -1368,6 +1300,7 @@ static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out) {
     field f;
     int rc;
     Py_ssize_t used = 0;
+    uint8_t head[9];
     /* the attribute entries first (in order), then the fixed part */
     while ((rc = next_field(&r, &f)) == 0) {
         switch (f.number) {
@@ -1377,29 +1310,58 @@ static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out) {
         case 15: if (f.wire == 2) status = f.data; break;
         case 9:
             if (f.wire == 2) {
-                int done = shape_entry(self, f.data, &used);
-                if (done <= 0) return done;
+                slice key = {NULL, 0};
+                const uint8_t *d = f.data.p;
+                Py_ssize_t n = f.data.n;
+                /* the usual entry, read without the walk: the key (tag 0x0a, a one-byte
+                 * length), then nothing or only the value (tag 0x12, a length of one or two
+                 * bytes) filling the entry exactly; anything else is walked */
+                int usual = 0;
+                if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && 2 + (Py_ssize_t)d[1] <= n) {
+                    const uint8_t *v = d + 2 + d[1];
+                    Py_ssize_t m = n - 2 - d[1];
+                    if (m == 0) {
+                        usual = 1;
+                    } else if (m >= 2 && v[0] == 0x12) {
+                        if (v[1] < 0x80)
+                            usual = m == 2 + (Py_ssize_t)v[1];
+                        else if (m >= 3 && v[2] < 0x80)
+                            usual = m == 3 + (Py_ssize_t)((v[1] & 0x7f) | ((Py_ssize_t)v[2] << 7));
+                    }
+                    if (usual) {
+                        key.p = d + 2;
+                        key.n = d[1];
+                        if (!is_ascii(key)) return 0;
+                    }
+                }
+                if (!usual) {
+                    reader er = {f.data.p, f.data.p + f.data.n};
+                    field ef;
+                    int erc;
+                    while ((erc = next_field(&er, &ef)) == 0) {
+                        if (ef.number == 1 && ef.wire == 2) {
+                            if (!is_ascii(ef.data)) return 0;
+                            key = ef.data;
+                        }
+                    }
+                    if (erc < 0) { PyErr_Clear(); return 0; }
+                }
+                int which = key.p != NULL ? is_shape_key(self, key) : 0;
+                if ((which == 1 && scratch_put(self, &used, 'a', f.data.p, f.data.n) < 0) ||
+                    (which == 2 && scratch_put(self, &used, 'p', key.p, key.n) < 0))
+                    return -1;
             }
             break;
         default: break;
         }
     }
     if (rc < 0) { PyErr_Clear(); return 0; }
-    if (shape_end(self, &used, kind, parent, name, status) < 0) return -1;
-    *out = used;
-    return 1;
-}
-
-/* span_shape_raw of a span parse_span read (the same fields: its attribute entries as it kept
- * them, its parent, name, kind and status; walked again when it had too many entries to keep) */
-static int span_shape_of(Scanner *self, const span_info *s, Py_ssize_t *out) {
-    if (s->entries_over) return span_shape_raw(self, s->raw, out);
-    Py_ssize_t used = 0;
-    for (Py_ssize_t i = 0; i < s->nentries; i++) {
-        int done = shape_entry(self, s->entries[i], &used);
-        if (done <= 0) return done;
-    }
-    if (shape_end(self, &used, (uint64_t)s->kind, s->parent, s->name, s->status_raw) < 0) return -1;
+    memcpy(head, &kind, 8);
+    head[8] = parent.n == 0;
+    if (scratch_put(self, &used, 'k', head, 9) < 0 ||
+        scratch_put(self, &used, 'n', name.p, name.n) < 0 ||
+        scratch_put(self, &used, 's', status.p, status.n) < 0)
+        return -1;
     *out = used;
     return 1;
 }
@@ -1942,7 +1904,7 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
             Py_ssize_t start = f.data.p - st->base, end = start + f.data.n;
             if (self->nshape_keys) {
                 Py_ssize_t used = 0;
-                int has = span_shape_of(self, &s, &used);
+                int has = span_shape_raw(self, f.data, &used);
                 if (has < 0) return -1;
                 PyObject *shape = NULL;
                 if (st->join && has && s.trace_id.n == 16 && s.span_id.n >= 1 && s.span_id.n <= 8 &&
