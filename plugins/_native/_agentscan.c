@@ -16,6 +16,7 @@
 #include "pbwire.h"
 #include <structmember.h>
 #include <math.h>
+#include <stddef.h>
 
 /* attribute keys, in the order the Python side passes them */
 enum {
@@ -136,17 +137,31 @@ static inline unsigned sig(slice k) {
     return k.n ? (unsigned)((k.n * 31u + k.p[0] * 7u + k.p[k.n - 1]) & 255u) : 0u;
 }
 
-/* (inline, a word at a time: attribute keys are short, a call to memcmp costs more) */
+/* (inline, a word at a time: attribute keys are short, a call to memcmp costs more; the
+ * bytes after the last whole word are compared as the last word, overlapping the one before) */
 static inline int slice_eq(slice a, slice b) {
     if (a.n != b.n) return 0;
-    Py_ssize_t i = 0;
-    for (; i + 8 <= a.n; i += 8) {
+    Py_ssize_t n = a.n;
+    if (n >= 8) {
         uint64_t x, y;
-        memcpy(&x, a.p + i, 8);
-        memcpy(&y, b.p + i, 8);
-        if (x != y) return 0;
+        for (Py_ssize_t i = 0; i + 8 <= n; i += 8) {
+            memcpy(&x, a.p + i, 8);
+            memcpy(&y, b.p + i, 8);
+            if (x != y) return 0;
+        }
+        memcpy(&x, a.p + n - 8, 8);
+        memcpy(&y, b.p + n - 8, 8);
+        return x == y;
     }
-    for (; i < a.n; i++)
+    if (n >= 4) {
+        uint32_t x, y, u, v;
+        memcpy(&x, a.p, 4);
+        memcpy(&y, b.p, 4);
+        memcpy(&u, a.p + n - 4, 4);
+        memcpy(&v, b.p + n - 4, 4);
+        return x == y && u == v;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
         if (a.p[i] != b.p[i]) return 0;
     return 1;
 }
@@ -425,7 +440,10 @@ typedef struct {
 } span_info;
 
 static int parse_span(Scanner *self, slice raw, span_info *s) {
-    memset(s, 0, sizeof(*s));
+    /* (values[k] is read only where present[k]: not cleared) */
+    memset(s, 0, offsetof(span_info, values));
+    memset(s->present, 0, sizeof(s->present));
+    s->defer = 0;
     s->raw = raw;
     reader r = {raw.p, raw.p + raw.n};
     field f;
@@ -442,21 +460,42 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
         case 9:
             if (f.wire == 2) {
                 /* the usual encoding starts with the key (tag 0x0a, a one-byte length): a key
-                 * no configured key can be is skipped without reading further */
-                if (f.data.n >= 2 && f.data.p[0] == 0x0a && f.data.p[1] < 0x80 && f.data.p[1] + 2 <= f.data.n) {
-                    slice k0 = {f.data.p + 2, f.data.p[1]};
-                    if (self->key_sig[sig(k0)] == 0 && self->defer_sig[sig(k0)] == 0) break;
-                }
-                reader kr = {f.data.p, f.data.p + f.data.n};
-                field kf;
-                int krc;
+                 * no configured key can be is skipped without reading further; when only the
+                 * value follows (tag 0x12, a length of one or two bytes) filling the entry
+                 * exactly, both are taken as they are (the walk would find the same) */
+                const uint8_t *d = f.data.p;
+                Py_ssize_t n = f.data.n;
                 slice key = {NULL, 0}, value = {(const uint8_t *)"", 0};
-                while ((krc = next_field(&kr, &kf)) == 0) {
-                    if (kf.number == 1 && kf.wire == 2) key = kf.data;
-                    else if (kf.number == 2 && kf.wire == 2) value = kf.data;
+                int usual = 0;
+                if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n) {
+                    slice k0 = {d + 2, d[1]};
+                    unsigned g = sig(k0);
+                    if (self->key_sig[g] == 0 && self->defer_sig[g] == 0) break;
+                    const uint8_t *v = d + 2 + d[1];
+                    Py_ssize_t m = n - 2 - d[1];
+                    if (m == 0) {
+                        usual = 1;
+                    } else if (m >= 2 && v[0] == 0x12) {
+                        if (v[1] < 0x80) {
+                            if (m == 2 + (Py_ssize_t)v[1]) { usual = 1; value.p = v + 2; value.n = v[1]; }
+                        } else if (m >= 3 && v[2] < 0x80) {
+                            Py_ssize_t len = (Py_ssize_t)(v[1] & 0x7f) | ((Py_ssize_t)v[2] << 7);
+                            if (m == 3 + len) { usual = 1; value.p = v + 3; value.n = len; }
+                        }
+                    }
+                    if (usual) key = k0;
                 }
-                if (krc < 0) return -1;
-                if (key.p == NULL) break;
+                if (!usual) {
+                    reader kr = {d, d + n};
+                    field kf;
+                    int krc;
+                    while ((krc = next_field(&kr, &kf)) == 0) {
+                        if (kf.number == 1 && kf.wire == 2) key = kf.data;
+                        else if (kf.number == 2 && kf.wire == 2) value = kf.data;
+                    }
+                    if (krc < 0) return -1;
+                    if (key.p == NULL) break;
+                }
                 uint64_t dmask = self->defer_sig[sig(key)];
                 while (dmask && !s->defer) {
                     int k = __builtin_ctzll(dmask);
@@ -718,6 +757,8 @@ static int is_ascii(slice s) {
  * them is not ASCII (then the full decode, which also refuses what is not UTF-8); NULL on a
  * malformed event (an error set). Kept by the span's start offset in the request (the fallback
  * tuple's first item) for take_failures. */
+static PyObject *tuple_steal(Py_ssize_t n, PyObject **items);
+
 static PyObject *failure_facts(span_info *s) {
     slice exc = {(const uint8_t *)"", 0}, msg = {(const uint8_t *)"", 0};
     int found;
@@ -728,8 +769,11 @@ static PyObject *failure_facts(span_info *s) {
     }
     slice status = s->status_message.p ? s->status_message : (slice){(const uint8_t *)"", 0};
     if (!is_ascii(status) || !is_ascii(exc) || !is_ascii(msg)) Py_RETURN_NONE;
-    return Py_BuildValue("(s#s#s#)", (const char *)status.p, status.n, (const char *)exc.p, exc.n,
-                         (const char *)msg.p, msg.n);
+    /* (ASCII, checked above: as Py_BuildValue's s#, without parsing a format per span) */
+    PyObject *items[3] = {PyUnicode_DecodeASCII((const char *)status.p, status.n, "strict"),
+                          PyUnicode_DecodeASCII((const char *)exc.p, exc.n, "strict"),
+                          PyUnicode_DecodeASCII((const char *)msg.p, msg.n, "strict")};
+    return tuple_steal(3, items);
 }
 
 static PyObject *root_facts(Scanner *self, span_info *s);
@@ -2013,12 +2057,24 @@ static int finish_a2a(Scanner *self, scan_state *st) {
             continue;
         }
         Py_XDECREF(links);
-        /* max(start - sent, 0) / 1e9, with Python's integers */
+        double latency = 0.0;
+        /* max(start - sent, 0) / 1e9, with Python's integers; in C when the producer's start
+         * is an int of 0 .. 2**63-1 (as the scan and the Python path put there): the same
+         * difference, converted to a double with the same rounding */
+        if (PyLong_CheckExact(sent)) {
+            int overflow;
+            long long sent_ll = PyLong_AsLongLongAndOverflow(sent, &overflow);
+            if (sent_ll == -1 && PyErr_Occurred()) return -1;
+            if (!overflow && sent_ll >= 0) {
+                uint64_t sent_u = (uint64_t)sent_ll;
+                if (x->start > sent_u) latency = (double)(x->start - sent_u) / 1e9;
+                goto observed;
+            }
+        }
         PyObject *start = PyLong_FromUnsignedLongLong(x->start);
         PyObject *diff = start ? PyNumber_Subtract(start, sent) : NULL;
         Py_XDECREF(start);
         if (diff == NULL) return -1;
-        double latency = 0.0;
         PyObject *zero = PyLong_FromLong(0);
         int positive = zero ? PyObject_RichCompareBool(diff, zero, Py_GT) : -1;
         Py_XDECREF(zero);
@@ -2028,6 +2084,7 @@ static int finish_a2a(Scanner *self, scan_state *st) {
             if (latency == -1.0 / 1e9 && PyErr_Occurred()) { Py_DECREF(diff); return -1; }
         }
         Py_DECREF(diff);
+    observed:;
         entry *e = get_entry(&st->a, M_A2A_LATENCY, x->message_type, NULL, NULL, NULL);
         if (e == NULL) return -1;
         observe(self, e, B_A2A, latency, x->trace_id, x->span_id, st->base);
@@ -3357,6 +3414,75 @@ static PyObject *Scanner_take_roots(Scanner *self, PyObject *Py_UNUSED(ignored))
     return out;
 }
 
+PyDoc_STRVAR(span_attrs_doc,
+"span_attrs(request: bytes, start: int, end: int, first: bytes | None, second: bytes | None, /)\n"
+"    -> tuple[bytes | None, bytes | None]\n\n"
+"The encoded AnyValue of the attributes `first` and `second` (None: not asked) of the span\n"
+"request[start:end], as plugins._spanview.SpanView reads them (a map: the last entry with the\n"
+"key wins; an entry without a value gives b\"\", an entry with another field is not in the map),\n"
+"or None when the span has no such attribute.\n"
+"Reads nothing else of the span. Raises ValueError on a malformed span.");
+
+static PyObject *Scanner_span_attrs(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "span_attrs(request: bytes, start, end, first, second)");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
+    if (end == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    if (start < 0 || end < start || end > size) {
+        PyErr_SetString(PyExc_ValueError, "span_attrs: span offsets out of range");
+        return NULL;
+    }
+    slice wanted[2] = {{NULL, 0}, {NULL, 0}};
+    for (int j = 0; j < 2; j++) {
+        PyObject *k = args[3 + j];
+        if (k == Py_None) continue;
+        if (!PyBytes_Check(k)) {
+            PyErr_SetString(PyExc_TypeError, "span_attrs: keys are bytes or None");
+            return NULL;
+        }
+        wanted[j].p = (const uint8_t *)PyBytes_AS_STRING(k);
+        wanted[j].n = PyBytes_GET_SIZE(k);
+    }
+    const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    slice found[2] = {{NULL, 0}, {NULL, 0}};
+    reader r = {base + start, base + end};
+    field f;
+    int rc;
+    while ((rc = next_field(&r, &f)) == 0) {
+        if (f.number != 9 || f.wire != 2) continue;
+        reader er = {f.data.p, f.data.p + f.data.n};
+        field ef;
+        int erc;
+        slice key = {(const uint8_t *)"", 0}, value = {(const uint8_t *)"", 0};
+        int other = 0;
+        while ((erc = next_field(&er, &ef)) == 0) {
+            if (ef.number == 1 && ef.wire == 2) key = ef.data;
+            else if (ef.number == 2 && ef.wire == 2) value = ef.data;
+            else other = 1;
+        }
+        if (erc < 0) return NULL;
+        if (other) continue; /* (protobuf keeps such an entry out of the map: an unknown field) */
+        for (int j = 0; j < 2; j++)
+            if (wanted[j].p != NULL && slice_eq(key, wanted[j])) found[j] = value;
+    }
+    if (rc < 0) return NULL;
+    PyObject *out[2];
+    for (int j = 0; j < 2; j++) {
+        out[j] = found[j].p != NULL ? bytes_of(found[j]) : Py_NewRef(Py_None);
+        if (out[j] == NULL) {
+            if (j) Py_DECREF(out[0]);
+            return NULL;
+        }
+    }
+    return tuple_steal(2, out);
+}
+
 /* -- the type ------------------------------------------------------------------------------- */
 
 static int load_bounds(Scanner *self, int which, PyObject *seq) {
@@ -3608,6 +3734,7 @@ static PyMethodDef Scanner_methods[] = {
     {"take_failures", (PyCFunction)Scanner_take_failures, METH_NOARGS, take_failures_doc},
     {"take_roots", (PyCFunction)Scanner_take_roots, METH_NOARGS, take_roots_doc},
     {"forget_shapes", (PyCFunction)Scanner_forget_shapes, METH_NOARGS, forget_shapes_doc},
+    {"span_attrs", (PyCFunction)(void (*)(void))Scanner_span_attrs, METH_FASTCALL, span_attrs_doc},
     {NULL, NULL, 0, NULL},
 };
 

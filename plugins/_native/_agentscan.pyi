@@ -130,3 +130,11 @@ class Scanner:
         scanner remembers the shapes it found there (by their content) and forgets them then."""
     def take_late(self) -> int:
         """The layers the last scan dropped as late (their parent a settled layer)."""
+    def span_attrs(
+        self, request: bytes, start: int, end: int, first: bytes | None, second: bytes | None, /
+    ) -> tuple[bytes | None, bytes | None]:
+        """The encoded values of the attributes ``first`` and ``second`` (``None``: not asked)
+        of the span ``request[start:end]`` as ``plugins._spanview.SpanView``'s attribute map
+        gives them (the last entry of a key wins; an entry with another field than the key and
+        the value is not in the map), ``None`` for a key the span does not have; reads nothing
+        else of the span. Raises ``ValueError`` on a malformed span."""

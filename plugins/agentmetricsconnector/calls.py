@@ -423,21 +423,31 @@ class CallJoiner:
         the parent links ``(trace, span, parent)`` of other spans of the traces held."""
         settled = self._settled_layers.items
         pending = self.pending
+        deadline = now + self.window
+        # the traces whose entry may have grown past MAX_ENTRY_ITEMS (checked below): every
+        # trace of the request's items but those whose entry a Packed item made here with at
+        # most MAX_ENTRY_ITEMS layers (nothing else adds to it unless its trace is here again)
+        grown: list[bytes] = []
         for layer in layers:
             if layer.__class__ is tuple:  # Packed (the C scanner dropped its late layers)
                 trace, _records, count, _ids = layer
                 entry = pending.get(trace)
                 if entry is None:
                     if count:  # (links only: kept for a trace held, as links are)
-                        pending[trace] = _Entry(now + self.window, [layer], packed=True,
-                                                extra=count - 1)  # fmt: skip
-                elif entry.packed:
+                        # (positional: deadline, layers, failures, parents, packed, extra)
+                        pending[trace] = _Entry(deadline, [layer], [], {}, True, count - 1)
+                        if count > MAX_ENTRY_ITEMS:
+                            grown.append(trace)
+                    continue
+                grown.append(trace)
+                if entry.packed:
                     entry.layers.append(layer)
                     entry.extra += count - 1
                 else:
                     self._unpack_into(entry, layer)
                 continue
             trace = layer.trace_id
+            grown.append(trace)
             if (trace, layer.parent_id) in settled or (
                 (layer.call_id or layer.rpc_id) and self._is_late(layer)
             ):
@@ -446,7 +456,7 @@ class CallJoiner:
             if not layer.session:  # (the common case: _entry inline)
                 entry = pending.get(trace)
                 if entry is None:
-                    entry = pending[trace] = _Entry(now + self.window)
+                    entry = pending[trace] = _Entry(deadline, [], [], {}, False, 0)
                 elif entry.packed:
                     self._unpack(entry)
                 entry.layers.append(layer)
@@ -467,8 +477,7 @@ class CallJoiner:
             entry = self._entry(failure.trace_id, now)
             entry.failures.append(failure)
             entry.parents[failure.span_id] = failure.parent_id
-        traces = {x[0] if x.__class__ is tuple else x.trace_id for x in layers}
-        for trace in {f.trace_id for f in failures} | traces:
+        for trace in {f.trace_id for f in failures}.union(grown):
             held = pending.get(trace)
             if (
                 held is not None

@@ -613,6 +613,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._call_sources, self._rpc_sources, self._session_sources = sources
         self._id_sources = (*self._call_sources, *self._rpc_sources, *self._session_sources)
         self._join_id_keys = (*self._call_sources, *self._rpc_sources)
+        self._join_id_keys_raw = tuple(k.encode() for k in self._join_id_keys)
         # what makes a span one for the Python path beyond failed spans and tool calls: an
         # attribute or a name / scope prefix that a dialect table recognises (the workflow
         # attributes the workflow processor writes on every span are not such a marker)
@@ -981,7 +982,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                             continue
                         # (and the keys its call id and JSON-RPC id are read from)
                         side, tool, tool_type, mcp, server, retry, agent, ck, rk = known
-                        call, rpc = self._memo_ids(raw[item[0] : item[1]], ck, rk)
+                        call, rpc = self._memo_ids(raw, item, ck, rk)
                         layers.append(Layer(item[7], item[8], item[9], side, tool, tool_type,
                                             mcp, call, rpc, "", server, item[10], item[11],
                                             False, retry, "", "", "", agent))  # fmt: skip
@@ -993,7 +994,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                             (side, tool, tool_type, mcp, server, failed, retry, error_type, exc,
                              agent, ck, rk) = known  # fmt: skip
                             call, rpc = (
-                                self._memo_ids(raw[item[0] : item[1]], ck, rk)
+                                self._memo_ids(raw, item, ck, rk)
                                 if ck >= 0 or rk >= 0
                                 else ("", "")
                             )
@@ -1025,15 +1026,23 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 # may pack the layers of its trace all the same (LINK_ONLY)
                 self._learn(shape, LINK_ONLY)
 
-    def _memo_ids(self, encoded: bytes, call_key: int, rpc_key: int) -> tuple[str, str]:
-        """The call id and JSON-RPC id of a span remembered by shape with ids: the text of
-        the one attribute of each the shape has (its key's index in ``join_id_keys``, -1:
-        none), as the dialect tables read it (the first source given a value: the only one
-        the shape has)."""
-        attrs = SpanView.FromString(encoded).attributes
-        keys = self._join_id_keys
-        call = value_text(attrs.get(keys[call_key])) if call_key >= 0 else ""
-        rpc = value_text(attrs.get(keys[rpc_key])) if rpc_key >= 0 else ""
+    def _memo_ids(self, raw: bytes, item: Any, call_key: int, rpc_key: int) -> tuple[str, str]:
+        """The call id and JSON-RPC id of a span remembered by shape with ids (``item``: its
+        fallback tuple, its offsets in ``raw``): the text of the one attribute of each the
+        shape has (its key's index in ``join_id_keys``, -1: none), as the dialect tables read
+        it (the first source given a value: the only one the shape has). The two values are
+        read by the C scanner's ``span_attrs`` (as ``SpanView`` reads them, without decoding
+        the rest of the span)."""
+        keys = self._join_id_keys_raw
+        call_raw, rpc_raw = self._scanner.span_attrs(
+            raw,
+            item[0],
+            item[1],
+            keys[call_key] if call_key >= 0 else None,
+            keys[rpc_key] if rpc_key >= 0 else None,
+        )
+        call = value_text(call_raw) if call_key >= 0 else ""
+        rpc = value_text(rpc_raw) if rpc_key >= 0 else ""
         return call, rpc
 
     def _shape_memo(self, ctx: _Context) -> ShapeMemo | None:
@@ -1694,8 +1703,18 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         """Counts what a request's spans said (nothing here can fail on the spans' content)."""
         for fn, args in batch.ops:
             fn(*args)
-        for wf_type, outcome, duration in batch.workflows:
-            self._windows(wf_type, outcome, (duration,), now)
+        if batch.workflows:
+            # (by type and outcome, in order of first appearance: the windows count them
+            # alike one by one or together, and the C scanner's are given so too)
+            grouped: dict[tuple[str, str], list[float]] = {}
+            for wf_type, outcome, duration in batch.workflows:
+                durations = grouped.get((wf_type, outcome))
+                if durations is None:
+                    grouped[(wf_type, outcome)] = [duration]
+                else:
+                    durations.append(duration)
+            for (wf_type, outcome), durations in grouped.items():
+                self._windows(wf_type, outcome, durations, now)
         self._remember_producers(batch.producers)
         self._a2a_latencies(batch, now_ns)
         self.joiner.add(batch.layers, batch.failures, now, batch.links)

@@ -4,6 +4,8 @@ the window and its bounds do."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from plugins._agentconv import DEFAULT_ERROR_RULES, ErrorClassifier
 from plugins.agentmetricsconnector.calls import (
     FRAMEWORK,
@@ -164,6 +166,30 @@ def test_a_huge_trace_is_settled_at_once() -> None:
     j.add([layer(T, n + 2, 1, FRAMEWORK) for n in range(MAX_ENTRY_ITEMS + 1)], [], 1.0)
     calls, _ = j.settle(1.0)
     assert len(calls) == MAX_ENTRY_ITEMS + 1 and len(j) == 1
+
+
+def test_a_huge_packed_trace_is_due_at_once() -> None:
+    """A trace packed by the C scanner (one Packed item of ``count`` layers) past
+    MAX_ENTRY_ITEMS is due with its request, whether one item makes it so or it grows past
+    the bound over a request's items or over requests; one within the bound waits."""
+    from plugins.agentmetricsconnector.calls import MAX_ENTRY_ITEMS
+
+    V = b"v" * 16
+    W = b"w" * 16
+
+    def packed(trace: bytes, count: int) -> Any:  # (a Packed item, as the connector passes)
+        return (trace, b"", count, b"")  # (add() reads the trace and the count only)
+
+    j = joiner(window=60.0)
+    j.add([packed(U, 3)], [], 0.0)
+    j.add([packed(T, MAX_ENTRY_ITEMS + 1), packed(V, MAX_ENTRY_ITEMS)], [], 1.0)
+    assert j.pending[T].deadline == 1.0 and next(iter(j.pending)) == T
+    assert j.pending[V].deadline == 61.0 and j.pending[U].deadline == 60.0
+    j.add([packed(V, 1)], [], 2.0)  # grown past the bound in a later request
+    assert j.pending[V].deadline == 2.0 and next(iter(j.pending)) == V
+    j.add([packed(W, MAX_ENTRY_ITEMS), packed(W, 1)], [], 3.0)  # within one request
+    assert j.pending[W].deadline == 3.0 and next(iter(j.pending)) == W
+    assert j.pending[U].deadline == 60.0 and j.pending[U].extra == 2
 
 
 def test_a_long_chain_of_failures_is_walked_once() -> None:

@@ -918,3 +918,54 @@ def test_take_roots_gives_a_failed_workflow_roots_reading() -> None:
                                            "_OTHER", "", "false"),
     }  # fmt: skip
     assert conn._scanner.take_roots() is None  # taken
+
+
+def test_span_attrs_reads_an_attribute_as_the_span_view() -> None:
+    """span_attrs (the ids of a span remembered by shape) gives the encoded value of a key as
+    plugins._spanview.SpanView's attribute map does (the last entry of a key wins, an entry
+    without a value gives b"", a key absent None), for entries in every encoding; a span that
+    is not well-formed is refused with ValueError (a full decode refuses it too)."""
+    from google.protobuf.message import DecodeError
+
+    from plugins._spanview import SpanView
+
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    scanner = conn._scanner
+    wanted = [b"gen_ai.tool.call.id", b"jsonrpc.request.id", b"x.other", b"a" * 130, b""]
+    rng = random.Random(3333)
+    compared = found = refused = 0
+    for _ in range(3000):
+        entries = [_odd_entry(rng, rng.choice(wanted)) for _ in range(rng.randint(0, 5))]
+        body = b"".join(_ld(9, e) for e in entries)
+        span = (_ld(1, tid(1)) + _ld(2, sid(2)) + _ld(5, b"execute_tool t") + b"\x30\x03"
+                + body + _ld(15, b"\x18\x02"))  # fmt: skip
+        if rng.random() < 0.05:
+            span = span[: rng.randrange(len(span) + 1)]  # cut anywhere
+        pad = bytes(rng.randrange(4))
+        raw = pad + span + bytes(rng.randrange(4))
+        first, second = rng.choice(wanted), rng.choice([*wanted, None])
+        try:
+            attrs = SpanView.FromString(span).attributes
+        except DecodeError:
+            attrs = None
+        try:
+            got = scanner.span_attrs(raw, len(pad), len(pad) + len(span), first, second)
+        except ValueError:
+            assert attrs is None  # refused: a full decode refuses it too
+            refused += 1
+            continue
+        assert attrs is not None, (entries, span)  # (what a full decode refuses, refused)
+        expected = (
+            attrs.get(first.decode()),
+            attrs.get(second.decode()) if second is not None else None,
+        )
+        assert got == expected, (entries, first, second, got, expected)
+        compared += 1
+        found += got[0] is not None
+    assert compared > 1500 and found > 400 and refused > 500, (compared, found, refused)
+    with pytest.raises(ValueError):
+        scanner.span_attrs(b"abc", 2, 5, b"k", None)
+    with pytest.raises(TypeError):
+        scanner.span_attrs(b"abc", 0, 3, "k", None)
