@@ -803,6 +803,21 @@ def odd_id(rng: random.Random) -> Any:
     )
 
 
+def next_span(
+    rng: random.Random, traces: list[int], ids: dict[int, list[int]]
+) -> tuple[int, list[int], int]:
+    """A trace drawn from ``traces``, the span ids it has so far (``ids``, kept) and the next
+    span's id: a new one, now and then one given before (a span id given twice)."""
+    trace = rng.choice(traces)
+    known = ids.setdefault(trace, [1])
+    if rng.random() < 0.04 and len(known) > 1:
+        span_id = rng.choice(known)
+    else:
+        span_id = max(known) + 1
+        known.append(span_id)
+    return trace, known, span_id
+
+
 def id_spans(rng: random.Random, traces: list[int], ids: dict[int, list[int]]) -> list[Span]:
     """One request's spans: layers with call ids and JSON-RPC ids (drawn from a few per trace,
     so that layers join by id; now and then of a wrong type, empty, huge, given twice, beside a
@@ -810,13 +825,7 @@ def id_spans(rng: random.Random, traces: list[int], ids: dict[int, list[int]]) -
     root agent runs; now and then a failure."""
     out = []
     for _ in range(rng.randint(1, 10)):
-        trace = rng.choice(traces)
-        known = ids.setdefault(trace, [1])
-        if rng.random() < 0.04 and len(known) > 1:
-            span_id = rng.choice(known)  # a span id given twice
-        else:
-            span_id = max(known) + 1
-            known.append(span_id)
+        trace, known, span_id = next_span(rng, traces, ids)
         parent: int | None = rng.choice(known[:-1] or [1]) if rng.random() < 0.9 else 1
         start = T0 + rng.randint(0, 1000) / 1000
         duration = rng.choice([0.001, 0.02, 0.3])
@@ -1044,17 +1053,8 @@ def test_settle_simple_refuses_malformed_ids() -> None:
 
 # -- root tool-call layers (no parent in their trace) packed ------------------------------------
 
-ROOT_SHAPES = [
-    ("MCP send tools/call fetch", Span.SPAN_KIND_CLIENT,
-     {"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch",
-      "server.address": "mcp.local"}, "jsonrpc.request.id"),
-    ("tools/call fetch", Span.SPAN_KIND_SERVER,
-     {"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch"}, "jsonrpc.request.id"),
-    ("execute_tool add", Span.SPAN_KIND_INTERNAL,
-     {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"}, "gen_ai.tool.call.id"),
-    ("execute_tool add", Span.SPAN_KIND_INTERNAL,
-     {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"}, ""),
-]  # fmt: skip
+# the MCP SDK's client and server spans, a framework's tool span with and without a call id
+ROOT_SHAPES = [ID_SHAPES[1], ID_SHAPES[2], ID_SHAPES[0], (*ID_SHAPES[0][:3], "")]
 # what makes a parentless span a workflow root (or says it is not one): such a root layer is
 # read in Python (its execution counted beside the layer, or no layer at all)
 WORKFLOW_MARKS: list[dict[str, Any]] = [
@@ -1082,13 +1082,7 @@ def root_spans(rng: random.Random, traces: list[int], ids: dict[int, list[int]])
     failure."""
     out = []
     for _ in range(rng.randint(1, 10)):
-        trace = rng.choice(traces)
-        known = ids.setdefault(trace, [1])
-        if rng.random() < 0.04 and len(known) > 1:
-            span_id = rng.choice(known)  # a span id given twice
-        else:
-            span_id = max(known) + 1
-            known.append(span_id)
+        trace, known, span_id = next_span(rng, traces, ids)
         parent = None if rng.random() < 0.55 else rng.choice(known[:-1] or [1])
         start = T0 + rng.randint(0, 1000) / 1000
         duration = rng.choice([0.001, 0.02, 0.3])
