@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -926,6 +926,16 @@ def test_a_sibling_killed_with_hand_overs_in_flight_fails_them_all_as_retryable(
     asyncio.run(main())
 
 
+async def until(predicate: Callable[[], Any], within: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds, failing after ``within`` seconds."""
+    import asyncio
+
+    end = asyncio.get_running_loop().time() + within
+    while not predicate():
+        assert asyncio.get_running_loop().time() < end, "not reached in time"
+        await asyncio.sleep(0.01)
+
+
 def test_handover_drops_are_counted_and_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -954,12 +964,6 @@ def test_handover_drops_are_counted_and_logged(
             "otelcol_worker_handover_dropped_items_total", {"signal": "traces"}
         )
         return value or 0.0
-
-    async def until(predicate: Any, within: float = 5.0) -> None:
-        end = asyncio.get_running_loop().time() + within
-        while not predicate():
-            assert asyncio.get_running_loop().time() < end, "not reached in time"
-            await asyncio.sleep(0.01)
 
     async def main() -> None:
         a = WorkerContext(0, 2, tmp_path, acknowledge="handover")
@@ -1025,12 +1029,6 @@ def test_handover_answers_before_the_owner_and_delivers_every_part_joined(
 
     def data(k: int) -> bytes:
         return request([("a", [t0] * k + [t1] * (k + 1))]).SerializeToString()
-
-    async def until(predicate: Any, within: float = 5.0) -> None:
-        end = asyncio.get_running_loop().time() + within
-        while not predicate():
-            assert asyncio.get_running_loop().time() < end, "not reached in time"
-            await asyncio.sleep(0.01)
 
     async def main() -> None:
         a = WorkerContext(0, 2, tmp_path, acknowledge="handover")
