@@ -1471,6 +1471,10 @@ static PyObject *fallback_item(Py_ssize_t start, Py_ssize_t end, Py_ssize_t rs_s
  * nothing above U+10FFFF) */
 static int utf8_valid(slice s) {
     const uint8_t *p = s.p, *end = s.p + s.n;
+    for (uint64_t w; end - p >= 8; p += 8) { /* (ASCII a word at a time) */
+        memcpy(&w, p, 8);
+        if (w & 0x8080808080808080ULL) break;
+    }
     while (p < end) {
         uint8_t c = *p;
         if (c < 0x80) { p++; continue; }
@@ -1504,7 +1508,20 @@ static int join_id_of(slice raw, PyObject *key, slice *out) {
     reader r = {raw.p, raw.p + raw.n};
     field f;
     int rc, found = 0;
-    while ((rc = next_field(&r, &f)) == 0) {
+    for (;;) {
+        /* a length-delimited field of a one-byte tag and a one-byte length (an attribute entry
+         * mostly) taken at once, as next_field would; anything else read by next_field */
+        const uint8_t *p = r.p;
+        if (r.end - p >= 2 && p[0] >= 8 && p[0] < 0x80 && (p[0] & 7) == 2 && p[1] < 0x80 &&
+            p[1] <= r.end - p - 2) {
+            f.number = p[0] >> 3;
+            f.wire = 2;
+            f.data.p = p + 2;
+            f.data.n = p[1];
+            r.p = p + 2 + p[1];
+        } else if ((rc = next_field(&r, &f)) != 0) {
+            break;
+        }
         if (f.number != 9 || f.wire != 2) continue;
         const uint8_t *d = f.data.p;
         Py_ssize_t n = f.data.n;
