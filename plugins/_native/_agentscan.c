@@ -1471,6 +1471,10 @@ static PyObject *fallback_item(Py_ssize_t start, Py_ssize_t end, Py_ssize_t rs_s
  * nothing above U+10FFFF) */
 static int utf8_valid(slice s) {
     const uint8_t *p = s.p, *end = s.p + s.n;
+    for (uint64_t w; end - p >= 8; p += 8) { /* (ASCII a word at a time) */
+        memcpy(&w, p, 8);
+        if (w & 0x8080808080808080ULL) break;
+    }
     while (p < end) {
         uint8_t c = *p;
         if (c < 0x80) { p++; continue; }
@@ -1504,18 +1508,55 @@ static int join_id_of(slice raw, PyObject *key, slice *out) {
     reader r = {raw.p, raw.p + raw.n};
     field f;
     int rc, found = 0;
-    while ((rc = next_field(&r, &f)) == 0) {
-        if (f.number != 9 || f.wire != 2) continue;
-        reader kr = {f.data.p, f.data.p + f.data.n};
-        field kf;
-        int krc, nkey = 0, nval = 0, other = 0;
-        slice k = {NULL, 0}, v = {NULL, 0};
-        while ((krc = next_field(&kr, &kf)) == 0) {
-            if (kf.number == 1 && kf.wire == 2) { k = kf.data; nkey++; }
-            else if (kf.number == 2 && kf.wire == 2) { v = kf.data; nval++; }
-            else other++;
+    for (;;) {
+        /* a length-delimited field of a one-byte tag and a one-byte length (an attribute entry
+         * mostly) taken at once, as next_field would; anything else read by next_field */
+        const uint8_t *p = r.p;
+        if (r.end - p >= 2 && p[0] >= 8 && p[0] < 0x80 && (p[0] & 7) == 2 && p[1] < 0x80 &&
+            p[1] <= r.end - p - 2) {
+            f.number = p[0] >> 3;
+            f.wire = 2;
+            f.data.p = p + 2;
+            f.data.n = p[1];
+            r.p = p + 2 + p[1];
+        } else if ((rc = next_field(&r, &f)) != 0) {
+            break;
         }
-        if (krc < 0) { PyErr_Clear(); return 0; }
+        if (f.number != 9 || f.wire != 2) continue;
+        const uint8_t *d = f.data.p;
+        Py_ssize_t n = f.data.n;
+        int nkey = 0, nval = 0, other = 0;
+        slice k = {NULL, 0}, v = {NULL, 0};
+        /* the usual encoding (as parse_span's): the key (tag 0x0a, a one-byte length), then
+         * nothing or the value (tag 0x12, a length of one or two bytes) filling the entry
+         * exactly: one key and at most one value, as the walk below would find them */
+        if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n) {
+            const uint8_t *vp = d + 2 + d[1];
+            Py_ssize_t m = n - 2 - d[1];
+            if (m == 0) {
+                k = (slice){d + 2, d[1]};
+                nkey = 1;
+            } else if (m >= 2 && vp[0] == 0x12) {
+                if (vp[1] < 0x80) {
+                    if (m == 2 + (Py_ssize_t)vp[1]) { v = (slice){vp + 2, vp[1]}; nkey = nval = 1; }
+                } else if (m >= 3 && vp[2] < 0x80) {
+                    Py_ssize_t len = (Py_ssize_t)(vp[1] & 0x7f) | ((Py_ssize_t)vp[2] << 7);
+                    if (m == 3 + len) { v = (slice){vp + 3, len}; nkey = nval = 1; }
+                }
+            }
+            if (nkey) k = (slice){d + 2, d[1]};
+        }
+        if (!nkey) {
+            reader kr = {d, d + n};
+            field kf;
+            int krc;
+            while ((krc = next_field(&kr, &kf)) == 0) {
+                if (kf.number == 1 && kf.wire == 2) { k = kf.data; nkey++; }
+                else if (kf.number == 2 && kf.wire == 2) { v = kf.data; nval++; }
+                else other++;
+            }
+            if (krc < 0) { PyErr_Clear(); return 0; }
+        }
         if (nkey != 1 || nval > 1 || other) return 0; /* (an entry not surely read as here) */
         if (!slice_eq(k, want)) continue;
         if (found || nval != 1) return 0;
@@ -1776,8 +1817,42 @@ done:
     return rc;
 }
 
+/* A tuple of the n items given (new references, stolen; a NULL one: an error of the caller's,
+ * the others released) for a dict lookup, in *probe: the tuple of the last lookup, its items
+ * replaced, while nothing but *probe holds it (a dict lookup keeps no reference to the key it
+ * is given), else a new one. Borrowed (owned by *probe); NULL on error. A tuple made once per
+ * finish_join instead of once per key: the same key, hash and comparisons. */
+static PyObject *probe_fill(PyObject **probe, Py_ssize_t n, PyObject **items) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (items[i] == NULL) {
+            for (Py_ssize_t j = 0; j < n; j++) Py_XDECREF(items[j]);
+            return NULL;
+        }
+    }
+#if PY_VERSION_HEX >= 0x030E0000
+    int reuse = 0; /* (a tuple caches its hash from 3.14 on: a new one each time) */
+#else
+    int reuse = *probe != NULL && Py_REFCNT(*probe) == 1;
+#endif
+    if (!reuse) {
+        Py_XDECREF(*probe);
+        *probe = PyTuple_New(n);
+        if (*probe == NULL) {
+            for (Py_ssize_t j = 0; j < n; j++) Py_DECREF(items[j]);
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *old = PyTuple_GET_ITEM(*probe, i);
+        PyTuple_SET_ITEM(*probe, i, items[i]);
+        Py_XDECREF(old);
+    }
+    return *probe;
+}
+
 /* The fallback list in request order, the packed traces in it (see above). */
 static int finish_join(Scanner *self, scan_state *st) {
+    PyObject *probe_settled = NULL, *probe_call = NULL; /* (see probe_fill) */
     smap index = {NULL, 0, 0}; /* trace -> its group */
     join_group *groups = NULL;
     PyObject *pending_hex = NULL; /* the hex of a trace whose group is not made yet */
@@ -1799,22 +1874,27 @@ static int finish_join(Scanner *self, scan_state *st) {
         PyObject *trace = k >= 0 ? Py_NewRef(groups[k].trace) : bytes_of(x->trace);
         if (trace == NULL) goto done;
         if (x->series >= 0) {
-            PyObject *parent = bytes_of(x->parent);
-            PyObject *key = parent ? PyTuple_Pack(2, trace, parent) : NULL;
-            Py_XDECREF(parent);
+            /* (the keys looked up in probe tuples reused: see probe_fill) */
+            PyObject *pk[2] = {Py_NewRef(trace), bytes_of(x->parent)};
+            PyObject *key = probe_fill(&probe_settled, 2, pk);
             int late = key ? PyDict_Contains(self->join_settled, key) : -1;
-            Py_XDECREF(key);
             if (!late && x->flags) { /* a call or JSON-RPC key already settled (_is_late) */
-                PyObject *keys[2], *reading = PyList_GET_ITEM(self->join_learned, x->series);
+                PyObject *keys[2] = {NULL, NULL}, *reading = PyList_GET_ITEM(self->join_learned, x->series);
                 PyObject **hex = k >= 0 ? &groups[k].hex : &pending_hex;
-                if (join_keys_of(self, trace, hex, x->ids, x->flags, reading, keys) < 0) {
-                    late = -1;
-                } else {
-                    for (int j = 0; j < 2 && !late; j++)
-                        if (keys[j] != NULL) late = PyDict_Contains(self->join_keys, keys[j]);
-                    Py_XDECREF(keys[0]);
-                    Py_XDECREF(keys[1]);
+                if (x->flags & 1) { /* ("call", trace, call id), as join_keys_of makes it */
+                    PyObject *ck[3] = {Py_NewRef(self->s_call), Py_NewRef(trace),
+                                       PyUnicode_DecodeUTF8((const char *)x->ids[0].p, x->ids[0].n, "strict")};
+                    if ((keys[0] = probe_fill(&probe_call, 3, ck)) == NULL) late = -1;
                 }
+                /* (the JSON-RPC key as join_keys_of makes it: a new tuple, owned) */
+                PyObject *rk[2];
+                if (!late && (x->flags & 2)) {
+                    if (join_keys_of(self, trace, hex, x->ids, 2, reading, rk) < 0) late = -1;
+                    else keys[1] = rk[1];
+                }
+                for (int j = 0; j < 2 && !late; j++)
+                    if (keys[j] != NULL) late = PyDict_Contains(self->join_keys, keys[j]);
+                Py_XDECREF(keys[1]);
             }
             if (late) {
                 Py_DECREF(trace);
@@ -1903,6 +1983,8 @@ done:
         Py_XDECREF(groups[k].hex);
     }
     Py_XDECREF(pending_hex);
+    Py_XDECREF(probe_settled);
+    Py_XDECREF(probe_call);
     PyMem_Free(groups);
     smap_free(&index);
     return rc;
@@ -2025,7 +2107,9 @@ static int finish_a2a(Scanner *self, scan_state *st) {
         Py_XDECREF(start);
         if (rc < 0) return -1;
         if (PyDict_GET_SIZE(cache) > self->cache_size) {
-            PyObject *r = PyObject_CallMethod(cache, "popitem", "O", Py_False);
+            static PyObject *popitem; /* (interned once, kept for the process) */
+            if (popitem == NULL && (popitem = PyUnicode_InternFromString("popitem")) == NULL) return -1;
+            PyObject *r = PyObject_CallMethodOneArg(cache, popitem, Py_False);
             if (r == NULL) return -1;
             Py_DECREF(r);
         }

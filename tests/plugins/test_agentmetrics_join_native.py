@@ -955,6 +955,9 @@ def id_layer(trace: int, value: Any, key: str = "gen_ai.tool.call.id", twice: bo
     [
         ("call_1", False, True),
         ("呼び出し", False, True),
+        ("x" * 200, False, True),  # (its lengths of two bytes)
+        ("x" * 16_380, False, True),  # (the longest whose entry's length takes two bytes)
+        ("x" * 16_381, False, True),  # (three bytes)
         ("x" * 65_535, False, True),
         ("x" * 65_536, False, False),  # (longer than the ids string's 2-byte length)
         ("", False, False),
@@ -977,6 +980,34 @@ def test_the_scanner_packs_plain_string_ids_only(value: Any, twice: bool, packed
     if packed:
         (item,) = fallback
         assert item[3] == len(str(value).encode()).to_bytes(2, "little") + str(value).encode()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"k" * 200: "v"},  # a key of a two-byte length
+        {"other": "y" * 300},
+        {"other": None},  # an entry of a key only
+        {"gen_ai.tool.call.id": None},  # the id's key without a value: not packed
+    ],
+)
+def test_the_scanner_reads_ids_past_other_attributes(extra: dict[str, Any]) -> None:
+    """The call id is read past attributes of any encoding (the usual one read at once, the
+    others walked); an id attribute of a key only is no id (read in Python)."""
+    conn = connector({"window": "1h"}, None)
+    asyncio.run(conn.consume(request([id_layer(1, "learned")])))
+    sp = id_layer(2, "call_2")
+    for key, value in extra.items():
+        if value is None:
+            sp.attributes.add(key=key)
+        else:
+            sp.attributes.append(kv(key, value))
+    _series, fallback, _c, _w = conn._scanner.scan(request([sp]).to_bytes())
+    if "gen_ai.tool.call.id" in extra:
+        assert [len(item) for item in fallback] == [12]
+    else:
+        assert [len(item) for item in fallback] == [4]
+        assert fallback[0][3] == b"\x06\x00call_2"
 
 
 def test_packed_ids_join_the_calls_and_late_layers_are_dropped(
