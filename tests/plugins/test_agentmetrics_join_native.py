@@ -142,11 +142,15 @@ async def run(
     return outcome(conn)
 
 
-@pytest.mark.parametrize(
+# the join settled with each request, held for an hour, and held with early settling
+JOIN_SETTINGS = pytest.mark.parametrize(
     "join",
     [{"window": "0s"}, {"window": "1h"}, {"window": "1h", "max_traces": 3}],
     ids=["settled-each-request", "held", "early"],
 )
+
+
+@JOIN_SETTINGS
 def test_the_c_join_counts_as_the_python_join(
     join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -362,11 +366,7 @@ async def run_with_workflows(
     return {**outcome(conn), **workflows(conn)}
 
 
-@pytest.mark.parametrize(
-    "join",
-    [{"window": "0s"}, {"window": "1h"}, {"window": "1h", "max_traces": 3}],
-    ids=["settled-each-request", "held", "early"],
-)
+@JOIN_SETTINGS
 def test_the_c_join_counts_failed_traces_as_the_python_join(
     join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -481,11 +481,7 @@ def failed_trace(rng: random.Random, trace: int) -> list[Span]:
     return out
 
 
-@pytest.mark.parametrize(
-    "join",
-    [{"window": "0s"}, {"window": "1h"}, {"window": "1h", "max_traces": 3}],
-    ids=["settled-each-request", "held", "early"],
-)
+@JOIN_SETTINGS
 def test_failed_traces_settled_in_c_count_as_the_python_join(
     join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -851,11 +847,7 @@ def id_spans(rng: random.Random, traces: list[int], ids: dict[int, list[int]]) -
     return out
 
 
-@pytest.mark.parametrize(
-    "join",
-    [{"window": "0s"}, {"window": "1h"}, {"window": "1h", "max_traces": 3}],
-    ids=["settled-each-request", "held", "early"],
-)
+@JOIN_SETTINGS
 def test_the_id_keyed_join_in_c_counts_as_the_python_join(
     join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1150,11 +1142,7 @@ def encoded(spans: list[Span]) -> bytes:
     return request(spans).to_bytes().replace(NON_UTF8.encode(), BAD_UTF8)
 
 
-@pytest.mark.parametrize(
-    "join",
-    [{"window": "0s"}, {"window": "1h"}, {"window": "1h", "max_traces": 3}],
-    ids=["settled-each-request", "held", "early"],
-)
+@JOIN_SETTINGS
 def test_root_layers_packed_count_as_the_python_join(
     join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
