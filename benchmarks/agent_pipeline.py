@@ -26,6 +26,9 @@ span came out. Write-up: ``benchmarks/results/agent-pipeline.md``.
     python -m benchmarks.agent_pipeline --only "agent pipeline" --repeat 3
     python -m benchmarks.agent_pipeline --traces-per-request 50   # 500 spans per request
     python -m benchmarks.agent_pipeline --tool-ids none   # tool calls without gen_ai.tool.call.id
+    # this tree against another checkout (its own .venv), runs alternated, medians and ratio:
+    python -m benchmarks.agent_pipeline --only "agent pipeline" --rate 10000 --repeat 5 \
+        --baseline ../base
 
 The tool-call spans carry ``gen_ai.tool.call.id`` as pydantic-ai's ``execute_tool`` does (one
 per call): the recorded real libraries' tool spans all carry such ids (call ids, JSON-RPC
@@ -41,6 +44,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -588,6 +592,15 @@ def _telemetry_value(port: int, name: str, **labels: str) -> float | None:
     return total if found else None
 
 
+def tree_python(tree: Path) -> str:
+    """The Python that runs the gateway of source tree ``tree``: this one for this tree, else
+    the tree's own virtual environment (its dependencies and C extensions), else this one."""
+    own = tree / ".venv" / "bin" / "python"
+    if tree.resolve() != ROOT.resolve() and own.exists():
+        return str(own)
+    return sys.executable
+
+
 @contextlib.contextmanager
 def server(
     case: Case, workdir: Path, sink: str | None, overlay: str = "", cwd: Path = ROOT
@@ -656,7 +669,7 @@ def server(
             "taskset",
             "-c",
             "0",
-            sys.executable,
+            tree_python(cwd),
             *PROFILE,
             "-m",
             "pipeline",
@@ -918,6 +931,37 @@ def cases(quick: bool) -> list[Case]:
     return out
 
 
+def tree_commit(tree: Path) -> str:
+    """The commit a source tree is at (short), or "unknown"."""
+    out = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return out.stdout.strip() or "unknown"
+
+
+def against_baseline(results: list[Result]) -> list[str]:
+    """Per case run against a baseline tree: the runs of both, their medians and the ratio."""
+    lines: list[str] = []
+    for name in dict.fromkeys(r.case for r in results if not r.case.endswith(" @ baseline")):
+        ours = [r.cpu_s_per_million for r in results if r.case == name]
+        theirs = [r.cpu_s_per_million for r in results if r.case == f"{name} @ baseline"]
+        if not theirs:
+            continue
+        if not lines:
+            lines = [
+                "",
+                "| case | this tree (CPU-s per 1M spans) | baseline | median | median baseline "
+                "| this / baseline |",
+                "|---|---|---|---:|---:|---:|",
+            ]
+        mo, mt = statistics.median(ours), statistics.median(theirs)
+        lines.append(
+            f"| {name} | {', '.join(map(str, ours))} | {', '.join(map(str, theirs))} | "
+            f"{mo:.2f} | {mt:.2f} | {mo / mt:.2f} |"
+        )
+    return lines
+
+
 def report(results: list[Result], path: Path, note: str) -> None:
     lines = [
         "# Agent pipeline benchmark",
@@ -936,6 +980,7 @@ def report(results: list[Result], path: Path, note: str) -> None:
             f"{r.traces_held_peak if r.traces_held_peak is not None else ''} | "
             f"{r.series if r.series is not None else ''} | {r.lag_s} |"
         )
+    lines += against_baseline(results)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -951,6 +996,12 @@ def main(argv: list[str] | None = None) -> int:
         help="traces per request for every case (default 20: 200 spans per request)",
     )
     p.add_argument("--repeat", type=int, default=1, help="run each case this many times")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        help="seconds of load for every case (default 10; longer runs "
+        "read low rates more steadily)",
+    )
     p.add_argument(
         "--exporter",
         choices=("otlp", "blackhole"),
@@ -970,6 +1021,13 @@ def main(argv: list[str] | None = None) -> int:
         help="join ids on the tool-call layers: as the real libraries put them (default), or "
         "none (the id-less load of the earlier figures)",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="TREE",
+        help="also run every gateway case from the source tree TREE (another checkout, with its "
+        "own .venv), alternated with this tree's run of the case, and give each case's median "
+        "ratio: this tree / TREE",
+    )
     p.add_argument("--out", default=str(ROOT / "build" / "benchmarks" / "agent-pipeline-raw.md"))
     p.add_argument("--load-only", help=argparse.SUPPRESS)
     p.add_argument("--load-json", help=argparse.SUPPRESS)
@@ -983,6 +1041,8 @@ def main(argv: list[str] | None = None) -> int:
     selected = [c for c in cases(a.quick) if not wanted or any(w == c.name for w in wanted)]
     if a.rate:
         selected = [replace(c, load=replace(c.load, rate=a.rate)) for c in selected]
+    if a.seconds:
+        selected = [replace(c, load=replace(c.load, seconds=a.seconds)) for c in selected]
     if a.tool_ids != "real":
         selected = [replace(c, load=replace(c.load, tool_ids=a.tool_ids)) for c in selected]
     if a.traces_per_request:
@@ -999,10 +1059,16 @@ def main(argv: list[str] | None = None) -> int:
         contextlib.ExitStack() as stack,
     ):
         sink = stack.enter_context(sink_process(Path(tmp))) if a.exporter == "otlp" else None
+        baseline = Path(a.baseline) if a.baseline else None
         for case in [c for c in selected for _ in range(a.repeat)]:
             r = run_case(case, Path(tmp), sink)
             print(json.dumps(asdict(r)), flush=True)
             results.append(r)
+            if baseline is not None and case.server in ("forward", "agent"):
+                b = run_case(case, Path(tmp), sink, cwd=baseline)
+                b = replace(b, case=f"{case.name} @ baseline")
+                print(json.dumps(asdict(b)), flush=True)
+                results.append(b)
     note = (
         f"Generated by `python -m benchmarks.agent_pipeline` on {time.strftime('%Y-%m-%d %H:%M')} "
         f"UTC; {os.cpu_count()} CPUs; server on CPU 0, load generator on CPU 1; exporter: "
@@ -1013,6 +1079,8 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
     )
+    if a.baseline:
+        note += f"; baseline: the gateway of `{a.baseline}` ({tree_commit(Path(a.baseline))})"
     report(results, Path(a.out), note)
     return 0
 
