@@ -66,6 +66,7 @@ from pipeline.factory import (
 )
 from pipeline.hookspecs import hookimpl
 from pipeline.pdata import Logs, Metrics, Payload, Signal, Traces, payload_type
+from pipeline.prepared import PreparedPayload, PreparedQueueCodec
 from pipeline.registry import Registry
 from pipeline.status import Status
 from pipeline.tasks import supervise
@@ -105,6 +106,8 @@ __all__ = [
     "Metrics",
     "Payload",
     "PermanentError",
+    "PreparedPayload",
+    "PreparedQueueCodec",
     "ProcessorFactory",
     "QueueCodec",
     "QueueConfig",

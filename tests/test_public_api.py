@@ -42,6 +42,8 @@ INTENDED = {
     "Metrics",
     "Payload",
     "PermanentError",
+    "PreparedPayload",
+    "PreparedQueueCodec",
     "ProcessorFactory",
     "QueueCodec",
     "QueueConfig",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -19,7 +18,8 @@ from pipeline import (
     Host,
     Payload,
     PermanentError,
-    QueueCodec,
+    PreparedPayload,
+    PreparedQueueCodec,
     RetryableError,
     Signal,
     Traces,
@@ -34,124 +34,40 @@ THRIFT_CONTENT_TYPE = "application/x-thrift"
 _RETRYABLE_HTTP = {408, 429, 502, 503, 504}
 
 
-class PreparedTraces(Traces):
+class PreparedTraces(PreparedPayload, Traces):
     """Spans already encoded for the wire: HTTP bodies or UDP datagrams (``chunks``), and
     how many spans each holds (``counts``).
 
     The exporter encodes once, when the payload arrives, so retries resend the same bytes and
     resume after the chunks already delivered (``done``). The sending queue handles these
-    payloads on their own terms: a batch (``sending_queue.batch``) merges them by joining
-    their chunk lists, splits them (``max_size``) between chunks, sizes them (``sizer:
-    bytes``) by their encoded chunks, and the persistent queue stores them with
+    payloads as every :class:`pipeline.PreparedPayload`: a batch (``sending_queue.batch``)
+    merges them by joining their chunk lists, splits them (``max_size``) between chunks, sizes
+    them (``sizer: bytes``) by their encoded chunks, and the persistent queue stores them with
     :class:`PreparedCodec`. There is no OTLP encoding behind them: :meth:`to_bytes` (and so
     :meth:`message`) raises instead of answering an empty request, so that nothing can read
-    them as OTLP and lose their spans silently."""
+    them as OTLP and lose their spans silently. Each chunk is one POST (one datagram): they
+    are never joined."""
 
-    __slots__ = ("chunks", "counts", "done")
-
-    def __init__(
-        self, chunks: list[bytes], item_count: int, counts: list[int] | None = None
-    ) -> None:
-        super().__init__(b"", item_count=item_count)
-        self.chunks = chunks
-        # spans per chunk; None when not known (an entry read back from the persistent
-        # queue), and then the payload is never split
-        self.counts = counts
-        self.done = 0
-
-    @classmethod
-    def merge(cls, payloads: Sequence[Payload]) -> Payload:
-        """The chunks of ``payloads`` (none of them sent yet) in order, in one payload."""
-        if len(payloads) == 1:
-            return payloads[0]
-        prepared = [_prepared(p) for p in payloads]
-        known = all(p.counts is not None for p in prepared)
-        merged = cls(
-            [c for p in prepared for c in p.chunks],
-            sum(p.item_count() for p in prepared),
-            [n for p in prepared for n in p.counts or ()] if known else None,
-        )
-        for p in prepared:
-            merged.carry_acks(p.ack_tokens)
-        merged.whole_traces = all(p.whole_traces for p in prepared)
-        return merged
-
-    def split(self, max_items: int, first: int = 0) -> list[Payload]:
-        """Payloads of whole chunks, at most ``max_items`` spans each (``first`` for the
-        first one); a chunk is never cut, so one holding more spans makes a payload of its
-        own (one Jaeger batch of a resource, or one datagram)."""
-        limit = first or max_items
-        if (
-            max_items <= 0
-            or self.item_count() <= limit
-            or self.counts is None
-            or self.done
-            or len(self.chunks) < 2
-        ):
-            return [self]
-        out: list[Payload] = []
-        chunks: list[bytes] = []
-        counts: list[int] = []
-        for chunk, n in zip(self.chunks, self.counts, strict=True):
-            if chunks and sum(counts) + n > limit:
-                out.append(PreparedTraces(chunks, sum(counts), counts))
-                chunks, counts, limit = [], [], max_items
-            chunks.append(chunk)
-            counts.append(n)
-        if chunks:
-            out.append(PreparedTraces(chunks, sum(counts), counts))
-        for part in out:  # every part holds the whole payload's durability tokens
-            part.carry_acks(self.ack_tokens)
-        return out
-
-    def copy(self) -> Payload:
-        out = PreparedTraces(self.chunks, self.item_count(), self.counts)
-        out.done = self.done
-        out.carry_acks(self.ack_tokens)
-        out.whole_traces = self.whole_traces
-        return out
-
-    @property
-    def nbytes(self) -> int:
-        """The encoded chunks' size (what is sent)."""
-        return sum(map(len, self.chunks))
-
-    def to_bytes(self) -> bytes:
-        raise TypeError(
-            "spans prepared for Jaeger have no OTLP encoding: they are merged, split, copied "
-            "and stored as PreparedTraces (their chunks), never read as OTLP bytes"
-        )
-
-    def encoded_parts(self) -> tuple[bytes, ...]:
-        return (self.to_bytes(),)
+    __slots__ = ()
+    description = "spans prepared for Jaeger"
 
 
-def _prepared(data: Payload) -> PreparedTraces:
-    if not isinstance(data, PreparedTraces):
-        raise TypeError(f"cannot merge spans prepared for Jaeger with {type(data).__name__}")
-    return data
+class PreparedCodec(PreparedQueueCodec):
+    """Prepared spans in a persistent sending queue (see :class:`pipeline.PreparedQueueCodec`);
+    also reads the records of earlier versions (item count, chunks; no count per chunk)."""
 
-
-class PreparedCodec(QueueCodec):
-    """Prepared spans in a persistent sending queue: the item count and the chunks."""
-
+    payload_class = PreparedTraces
     _U32 = struct.Struct("<I")
 
-    def encode(self, data: Payload) -> list[bytes]:
-        assert isinstance(data, PreparedTraces)
-        pack = self._U32.pack
-        parts = [pack(data.item_count()), pack(len(data.chunks))]
-        for chunk in data.chunks:
-            parts += (pack(len(chunk)), chunk)
-        return parts
-
-    def decode(self, body: bytes) -> Payload:
+    def decode_legacy(self, body: bytes) -> Payload:
         unpack = self._U32.unpack_from
         count, n = unpack(body, 0)[0], unpack(body, 4)[0]
         pos = 8
         chunks = []
         for _ in range(n):
             (size,) = unpack(body, pos)
+            if pos + 4 + size > len(body):
+                raise ValueError("truncated Jaeger queue entry")
             chunks.append(body[pos + 4 : pos + 4 + size])
             pos += 4 + size
         return PreparedTraces(chunks, count)
