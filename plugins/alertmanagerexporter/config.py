@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -132,6 +133,16 @@ class AlertmanagerExporterConfig(ExporterHelperConfig):
     """Alerts kept active; beyond it new ones are dropped (counted and logged)."""
     sending_queue: QueueConfig = QueueConfig(num_consumers=1)
     """One consumer: a resolve must not overtake the alert it resolves."""
+
+    @field_validator("sending_queue", mode="before")
+    @classmethod
+    def _one_consumer(cls, value: Any) -> Any:
+        # a sending_queue written without num_consumers keeps the one consumer
+        # (a resolve must not overtake its alert); {batch: ...} or {storage: ...} alone
+        # used to get the helper's default of 10
+        if isinstance(value, dict) and "num_consumers" not in value:
+            return {**value, "num_consumers": 1}
+        return value
 
     @field_validator("endpoint")
     @classmethod

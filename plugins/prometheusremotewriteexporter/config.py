@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import field_validator
@@ -28,6 +29,16 @@ class PrometheusRemoteWriteConfig(ExporterHelperConfig):
     resource_to_telemetry_conversion: ResourceToTelemetryConfig = ResourceToTelemetryConfig()
     add_metric_suffixes: bool = True
     sending_queue: QueueConfig = QueueConfig(num_consumers=1)
+
+    @field_validator("sending_queue", mode="before")
+    @classmethod
+    def _one_consumer(cls, value: Any) -> Any:
+        # a sending_queue written without num_consumers keeps the one consumer
+        # (requests must arrive in order); {batch: ...} or {storage: ...} alone
+        # used to get the helper's default of 10
+        if isinstance(value, dict) and "num_consumers" not in value:
+            return {**value, "num_consumers": 1}
+        return value
 
     @field_validator("endpoint")
     @classmethod

@@ -316,6 +316,18 @@ def test_config_errors() -> None:
     assert config.sending_queue.num_consumers == 1
 
 
+def test_a_sending_queue_without_num_consumers_keeps_one_consumer() -> None:
+    """A resolve must not overtake its alert: ``sending_queue`` written without
+    ``num_consumers`` keeps the one consumer (it got the helper's 10)."""
+    for queue, expected in (
+        ({"batch": {"min_size": 10}}, 1),
+        ({"storage": "file_storage"}, 1),
+        ({"queue_size": 10, "num_consumers": 3}, 3),
+    ):
+        config = AlertmanagerExporterConfig(endpoint="http://a:9093", sending_queue=queue)
+        assert config.sending_queue.num_consumers == expected
+
+
 async def test_factory_contract() -> None:
     await check_factory(AlertmanagerExporterFactory())
 

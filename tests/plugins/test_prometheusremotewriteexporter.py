@@ -6,6 +6,7 @@ import asyncio
 import base64
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import cramjam
@@ -295,6 +296,24 @@ def test_config_errors(tmp_path: Path) -> None:
             base.format(opt="{endpoint: 'http://x/api/v1/write', headers: {Content-Type: x}}"),
             tmp_path,
         )
+
+
+def test_a_sending_queue_without_num_consumers_keeps_one_consumer() -> None:
+    """Requests must arrive in order: ``sending_queue: {batch: ...}`` (or ``storage``)
+    written without ``num_consumers`` keeps the one consumer (it got the helper's 10, and
+    batches posted at once were refused as out of order)."""
+    from plugins.prometheusremotewriteexporter.config import PrometheusRemoteWriteConfig
+
+    def consumers(queue: dict[str, Any] | None) -> int:
+        doc: dict[str, Any] = {"endpoint": "http://p:9090/api/v1/write"}
+        if queue is not None:
+            doc["sending_queue"] = queue
+        return PrometheusRemoteWriteConfig.model_validate(doc).sending_queue.num_consumers
+
+    assert consumers(None) == 1
+    assert consumers({"batch": {"min_size": 10}}) == 1
+    assert consumers({"storage": "file_storage", "queue_size": 10}) == 1
+    assert consumers({"num_consumers": 4}) == 4
 
 
 class HoldingProxy:
