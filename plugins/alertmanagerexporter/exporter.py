@@ -18,7 +18,7 @@ import math
 import re
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +35,8 @@ from pipeline import (
     Logs,
     Payload,
     PermanentError,
-    QueueCodec,
+    PreparedPayload,
+    PreparedQueueCodec,
     RetryableError,
     Signal,
     client_authenticator,
@@ -55,26 +56,46 @@ PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 BAD_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
-class AlertBatch(Logs):
-    """A payload already translated: the JSON array of alerts to post."""
+class AlertBatch(PreparedPayload, Logs):
+    """Records already translated: JSON arrays of alerts (one per change or resend; several
+    once ``sending_queue.batch`` merged them), and the records (alerts, for a resend) each
+    stands for.
 
-    body: bytes
+    A batch of several is posted as one JSON array holding every array's alerts in order
+    (:meth:`joined`): Alertmanager takes the alerts of a post in order, so a resolve still
+    follows the alert it resolves."""
+
+    __slots__ = ()
+    description = "log records translated into alerts"
+
+    @classmethod
+    def join_chunks(cls, chunks: Sequence[bytes]) -> bytes:
+        alerts = []
+        for chunk in chunks:
+            array = chunk.strip()
+            if array[:1] != b"[" or array[-1:] != b"]":
+                raise ValueError(f"not a JSON array of alerts: {chunk[:40]!r}")
+            inner = array[1:-1].strip()
+            if inner:
+                alerts.append(inner)
+        return b"[" + b", ".join(alerts) + b"]"
+
+    @property
+    def body(self) -> bytes:
+        """The JSON array to post."""
+        return self.joined()
 
 
-class AlertBatchCodec(QueueCodec):
-    """Batches in a persistent sending queue: item count, then the JSON body."""
+class AlertBatchCodec(PreparedQueueCodec):
+    """Batches in a persistent sending queue (see :class:`pipeline.PreparedQueueCodec`); also
+    reads the records of earlier versions (item count, one JSON array)."""
 
-    _HEAD = struct.Struct("<I")
+    payload_class = AlertBatch
+    _LEGACY = struct.Struct("<I")
 
-    def encode(self, data: Payload) -> list[bytes]:
-        assert isinstance(data, AlertBatch)
-        return [self._HEAD.pack(data.item_count()), data.body]
-
-    def decode(self, body: bytes) -> Payload:
-        (count,) = self._HEAD.unpack_from(body)
-        batch = AlertBatch(b"", item_count=count)
-        batch.body = body[self._HEAD.size :]
-        return batch
+    def decode_legacy(self, body: bytes) -> Payload:
+        (count,) = self._LEGACY.unpack_from(body)
+        return AlertBatch([body[self._LEGACY.size :]], count, [count])
 
 
 @dataclass
@@ -341,9 +362,7 @@ class AlertmanagerExporter(Component):
             if self.config.generator_url:
                 entry["generatorURL"] = self.config.generator_url
             doc.append(entry)
-        batch = AlertBatch(b"", item_count=items)
-        batch.body = json.dumps(doc).encode()
-        return batch
+        return AlertBatch([json.dumps(doc).encode()], items, [items])
 
     def _queue_full(self) -> bool:
         helper = self.helper
@@ -404,7 +423,11 @@ class AlertmanagerExporter(Component):
             headers.update(await self._auth.request_headers())
         url = self.config.url()
         try:
-            async with self._session.post(url, data=data.body, headers=headers) as resp:
+            body = data.joined()
+        except ValueError as exc:  # a damaged queue entry
+            raise PermanentError(f"cannot join the alerts of a batch: {exc}") from None
+        try:
+            async with self._session.post(url, data=body, headers=headers) as resp:
                 if resp.status < 300:
                     return
                 text = (await resp.text(errors="replace"))[:500].strip()

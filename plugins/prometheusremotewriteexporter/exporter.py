@@ -13,6 +13,7 @@ import math
 import struct
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -28,7 +29,8 @@ from pipeline import (
     Metrics,
     Payload,
     PermanentError,
-    QueueCodec,
+    PreparedPayload,
+    PreparedQueueCodec,
     RetryableError,
     Signal,
     client_authenticator,
@@ -44,28 +46,42 @@ DELTA_STATE_EXPIRATION = 300.0  # seconds a series' running total is kept withou
 LabelKey = tuple[tuple[str, str], ...]
 
 
-class WriteBatch(Metrics):
-    """A payload already translated: the snappy-compressed ``WriteRequest`` to post."""
+class WriteBatch(PreparedPayload, Metrics):
+    """Data points already translated: snappy-compressed ``WriteRequest`` bodies (one per
+    payload that arrived; several once ``sending_queue.batch`` merged payloads), and the
+    points each holds.
 
-    body: bytes
-    series: int
+    A batch of several is posted as one request (:meth:`joined`): the snappy of the
+    ``WriteRequest`` bodies concatenated, which is one valid ``WriteRequest`` holding every
+    series of each (protobuf appends repeated fields of concatenated messages), in order: a
+    series in two of them keeps its samples in time order, as the sender's one queue consumer
+    keeps them across requests."""
+
+    __slots__ = ()
+    description = "metric points translated for remote write"
+
+    @classmethod
+    def join_chunks(cls, chunks: Sequence[bytes]) -> bytes:
+        decompress = cramjam.snappy.decompress_raw
+        return bytes(cramjam.snappy.compress_raw(b"".join(decompress(c) for c in chunks)))
+
+    @property
+    def body(self) -> bytes:
+        """The request body to post."""
+        return self.joined()
 
 
-class WriteBatchCodec(QueueCodec):
-    """Translated batches in a persistent sending queue: item count, series, body."""
+class WriteBatchCodec(PreparedQueueCodec):
+    """Translated batches in a persistent sending queue (see
+    :class:`pipeline.PreparedQueueCodec`); also reads the records of earlier versions (item
+    count, series, one body)."""
 
-    _HEAD = struct.Struct("<II")
+    payload_class = WriteBatch
+    _LEGACY = struct.Struct("<II")
 
-    def encode(self, data: Payload) -> list[bytes]:
-        assert isinstance(data, WriteBatch)
-        return [self._HEAD.pack(data.item_count(), data.series), data.body]
-
-    def decode(self, body: bytes) -> Payload:
-        count, series = self._HEAD.unpack_from(body)
-        batch = WriteBatch(b"", item_count=count)
-        batch.body = body[self._HEAD.size :]
-        batch.series = series
-        return batch
+    def decode_legacy(self, body: bytes) -> Payload:
+        count, _series = self._LEGACY.unpack_from(body)
+        return WriteBatch([body[self._LEGACY.size :]], count, [count])
 
 
 class _Samples:
@@ -163,10 +179,8 @@ class PrometheusRemoteWriteExporter(Component):
         if not samples.by_series:
             return None
         request = samples.write_request()
-        batch = WriteBatch(b"", item_count=accepted)
-        batch.body = bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
-        batch.series = len(request.timeseries)
-        return batch
+        body = bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+        return WriteBatch([body], accepted, [accepted])
 
     async def consume(self, data: Payload) -> None:
         helper = self.helper
@@ -198,9 +212,13 @@ class PrometheusRemoteWriteExporter(Component):
         if self._auth is not None:
             headers.update(await self._auth.request_headers())
         try:
-            async with self._session.post(
-                self.config.endpoint, data=data.body, headers=headers
-            ) as resp:
+            body = data.joined()
+        except Exception as exc:  # a chunk that is not snappy (a damaged queue entry)
+            raise PermanentError(
+                f"cannot join the remote-write requests of a batch: {exc}"
+            ) from None
+        try:
+            async with self._session.post(self.config.endpoint, data=body, headers=headers) as resp:
                 if resp.status < 300:
                     return
                 text = (await resp.text(errors="replace"))[:500].strip()

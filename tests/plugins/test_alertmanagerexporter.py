@@ -3,6 +3,7 @@ with the shipped ``configs/alerts/alertmanager.yml`` to a local webhook."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -288,8 +289,7 @@ async def test_alertmanager_refuses_a_bad_alert_permanently(tmp_path: Path) -> N
         exp = exporter(am.url)
         await exp.start(StubHost())
         try:
-            batch = AlertBatch(b"", item_count=1)
-            batch.body = b'[{"labels": {}}]'
+            batch = AlertBatch([b'[{"labels": {}}]'], 1, [1])
             from pipeline import PermanentError
 
             with pytest.raises(PermanentError, match="400"):
@@ -567,3 +567,258 @@ async def test_an_exporter_failure_of_the_gateway_alerts(tmp_path: Path) -> None
                 "Exporter otlphttp/backend of the gateway is failing"
             )
             assert alert["annotations"]["description"].startswith("export failed")
+
+
+# -- the sending queue: batching and the persistent queue ------------------------------------
+def test_alert_batches_merge_split_copy_and_size_by_their_arrays() -> None:
+    """What ``sending_queue.batch`` does with translated alerts: before, a merge built an
+    empty ``AlertBatch`` (no ``body``: dropped at send) of 0 bytes."""
+    from pipeline import Logs
+
+    a = AlertBatch([b'[{"labels": {"alertname": "A"}}]'], 1, [1])
+    b = AlertBatch([b'[{"labels": {"alertname": "B"}}, {"labels": {"alertname": "C"}}]'], 3, [3])
+    c = AlertBatch([b"[]"], 1, [1])
+    a.carry_acks(["tok-a"])
+    b.carry_acks(["tok-b"])
+    merged = AlertBatch.merge([a, b, c])
+    assert isinstance(merged, AlertBatch)
+    assert merged.chunks == [*a.chunks, *b.chunks, *c.chunks] and merged.counts == [1, 3, 1]
+    assert merged.item_count() == 5 and merged.nbytes == a.nbytes + b.nbytes + 2
+    assert merged.ack_tokens == ("tok-a", "tok-b")
+    # posted as one JSON array: every alert, in order
+    assert [x["labels"]["alertname"] for x in json.loads(merged.body)] == ["A", "B", "C"]
+    assert a.body is a.chunks[0]
+    assert [p.item_count() for p in merged.split(2)] == [1, 3, 1]  # never inside an array
+    assert [p.item_count() for p in merged.split(4)] == [4, 1]
+    dup = merged.copy()
+    assert isinstance(dup, AlertBatch) and dup.body == merged.body and dup.item_count() == 5
+    with pytest.raises(TypeError, match="no OTLP encoding"):
+        merged.message()
+    with pytest.raises(TypeError, match="cannot merge"):
+        AlertBatch.merge([a, Logs(b"")])
+
+
+async def test_a_damaged_queued_batch_is_refused_permanently() -> None:
+    from pipeline import PermanentError
+
+    exp = exporter("http://127.0.0.1:1")
+    damaged = AlertBatch.merge([AlertBatch([b"[{}]"], 1, [1]), AlertBatch([b"{}"], 1, [1])])
+    try:
+        with pytest.raises(PermanentError, match="not a JSON array of alerts"):
+            await exp._send(damaged)
+    finally:
+        await exp.shutdown()
+
+
+def test_alert_batches_round_trip_through_the_persistent_queue_codec() -> None:
+    import struct
+
+    from pipeline import Signal
+    from plugins.alertmanagerexporter.exporter import AlertBatchCodec
+
+    codec = AlertBatchCodec(Signal.LOGS)
+    merged = AlertBatch.merge(
+        [AlertBatch([b'[{"a": 1}]'], 2, [2]), AlertBatch([b'[{"b": 2}]', b"[]"], 3, [1, 2])]
+    )
+    body = b"".join(codec.encode(merged))
+    back = codec.decode(body)
+    assert isinstance(back, AlertBatch)
+    assert back.chunks == [b'[{"a": 1}]', b'[{"b": 2}]', b"[]"] and back.counts == [2, 1, 2]
+    assert back.item_count() == 5 and codec.count(body) == 5
+    assert json.loads(back.body) == [{"a": 1}, {"b": 2}]
+    # a record of the previous layout (item count, one JSON array) is still read
+    old = codec.decode(struct.pack("<I", 4) + b'[{"c": 3}]')
+    assert isinstance(old, AlertBatch)
+    assert (old.chunks, old.counts, old.item_count()) == ([b'[{"c": 3}]'], [4], 4)
+    for cut in range(4):
+        with pytest.raises(ValueError):
+            codec.decode(body[:cut])
+
+
+class AlertProxy:
+    """Forwards alert posts to Alertmanager and keeps each post's alerts."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.posts: list[list[dict[str, Any]]] = []
+        self.port = free_port()
+        self._runner: Any = None
+
+    async def _handle(self, request: Any) -> Any:
+        import aiohttp
+        from aiohttp import web
+
+        body = await request.read()
+        self.posts.append(json.loads(body))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.target + request.path, data=body, headers=request.headers) as resp,
+        ):
+            return web.Response(status=resp.status, body=await resp.read())
+
+    async def __aenter__(self) -> AlertProxy:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/api/v2/alerts", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+
+    def alerts(self) -> list[tuple[str, bool]]:
+        """(probe, resolved) of every alert posted, in order (a firing alert is valid for
+        four resend intervals, a resolved one ended when it resolved)."""
+        from datetime import datetime, timedelta
+
+        out = []
+        for post in self.posts:
+            for a in post:
+                starts, ends = (datetime.fromisoformat(a[k]) for k in ("startsAt", "endsAt"))
+                out.append((a["labels"]["probe"], ends - starts < timedelta(minutes=30)))
+        return out
+
+
+PROBES = [3, 1, 5, 2, 4, 3, 6, 1, 2, 3]  # alerts fired by each request; from the sixth on,
+RESOLVES = 5  # each request also resolves the first alert of the request five before it
+
+
+def _probe_records(index: int) -> bytes:
+    req = ExportLogsServiceRequest()
+    records = req.resource_logs.add().scope_logs.add().log_records
+    for j in range(PROBES[index]):
+        lr = records.add(severity_number=17)
+        lr.body.string_value = "fire"
+        lr.attributes.add(key="probe.id").value.string_value = f"{index}-{j}"
+    if index >= RESOLVES:
+        lr = records.add(severity_number=9)
+        lr.body.string_value = "resolve"
+        lr.attributes.add(key="probe.id").value.string_value = f"{index - RESOLVES}-0"
+    return req.SerializeToString()
+
+
+def _alert_config(http_port: int, endpoint: str, queue: str, tmp_path: Path) -> str:
+    return f"""
+extensions:
+  file_storage: {{directory: "{tmp_path}"}}
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{http_port}"}}}}}}
+exporters:
+  alertmanager:
+    endpoint: "{endpoint}"
+    resend_interval: 1h
+    sending_queue: {queue}
+    retry_on_failure: {{initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 0s}}
+    conditions:
+      - name: Probe
+        match: {{body: "^fire$"}}
+        resolve: {{body: "^resolve$"}}
+        resolve_after: 0s
+        label_attributes: {{probe: probe.id}}
+        annotations: {{summary: "{{body}}"}}
+service:
+  shutdown_timeout: 1s
+  extensions: [file_storage]
+  pipelines:
+    logs: {{receivers: [otlp], exporters: [alertmanager]}}
+  telemetry:
+    metrics: {{level: none}}
+"""
+
+
+async def _post_probes(http_port: int) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for i in range(len(PROBES)):
+            async with session.post(
+                f"http://127.0.0.1:{http_port}/v1/logs",
+                data=_probe_records(i),
+                headers={"Content-Type": "application/x-protobuf"},
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+
+
+async def _check_probes(am: Any, proxy: AlertProxy, telemetry: Any, recovered: bool) -> None:
+    """Alertmanager holds every fired alert not resolved; every fire and resolve was posted
+    once, each resolve after its fire; every record counts as sent."""
+    fired = [f"{i}-{j}" for i, n in enumerate(PROBES) for j in range(n)]
+    resolved = [f"{i}-0" for i in range(len(PROBES) - RESOLVES)]
+    active = sorted(set(fired) - set(resolved))
+    await am.wait_for(lambda a: sorted(x["labels"]["probe"] for x in a) == active)
+    await asyncio.sleep(0.3)  # anything posted twice arrives too
+    posted = proxy.alerts()
+    assert sorted(p for p, r in posted if not r) == sorted(fired), posted
+    assert sorted(p for p, r in posted if r) == sorted(resolved), posted
+    for probe in resolved:
+        assert posted.index((probe, False)) < posted.index((probe, True))
+    records = len(fired) + len(resolved)
+    name = "otelcol_exporter_{}_log_records_total"
+    assert telemetry.value(name.format("sent"), exporter="alertmanager") == records
+    assert not telemetry.value(name.format("send_failed"), exporter="alertmanager")
+    assert not telemetry.value(name.format("enqueue_failed"), exporter="alertmanager")
+    if recovered:
+        assert telemetry.value(name.format("queue_recovered"), exporter="alertmanager") == records
+
+
+@pytest.mark.parametrize(
+    ("queue", "most_posts"),
+    [
+        ("{batch: {flush_timeout: 1s, min_size: 1000}}", 3),
+        ("{batch: {flush_timeout: 1s, min_size: 5, max_size: 7}}", 9),
+        (
+            "{sizer: bytes, queue_size: 1000000, batch: {flush_timeout: 1s, min_size: 1500, "
+            "max_size: 1500, sizer: bytes}}",
+            9,
+        ),
+    ],
+    ids=["batch", "batch-max-items", "batch-bytes"],
+)
+async def test_every_alert_arrives_through_a_batching_sending_queue(
+    tmp_path: Path, queue: str, most_posts: int
+) -> None:
+    """OTLP logs -> alertmanager exporter with ``sending_queue.batch`` -> a real
+    Alertmanager: the alert arrays a batch gathers are posted as one array (fewer posts than
+    requests), split at ``max_size`` between arrays; every alert fires, every resolve
+    resolves after its alert, each posted once, every record counted as sent. Before, a batch
+    had no body: every alert was dropped."""
+    from tests.support import running_service
+
+    http_port = free_port()
+    async with alertmanager(tmp_path) as (am, _), AlertProxy(am.url) as proxy:
+        config = _alert_config(http_port, f"http://127.0.0.1:{proxy.port}", queue, tmp_path)
+        async with running_service(config) as service:
+            await _post_probes(http_port)
+            await _check_probes(am, proxy, service.telemetry, recovered=False)
+        assert 1 <= len(proxy.posts) <= most_posts, [len(p) for p in proxy.posts]
+        if "max_size: 7" in queue:  # no post over max_size (no request has more than 7)
+            assert all(len(post) <= 7 for post in proxy.posts)
+
+
+async def test_alerts_wait_in_the_persistent_queue_through_a_restart(tmp_path: Path) -> None:
+    """Alertmanager unreachable: the translated alerts wait in the file_storage queue through
+    a shutdown; on the next start every alert and resolve arrives once, in order, and the
+    records count as recovered and sent."""
+    from tests.support import running_service, wait_until
+
+    http_port = free_port()
+    async with alertmanager(tmp_path) as (am, _):
+        proxy = AlertProxy(am.url)  # not listening yet
+        endpoint = f"http://127.0.0.1:{proxy.port}"
+        config = _alert_config(http_port, endpoint, "{storage: file_storage}", tmp_path)
+        async with running_service(config) as service:
+            await _post_probes(http_port)
+            await wait_until(
+                lambda: (
+                    service.telemetry.value(
+                        "otelcol_exporter_retried_log_records_total", exporter="alertmanager"
+                    )
+                    > 0
+                )
+            )
+        assert not await am.alerts()
+        async with proxy, running_service(config) as service:
+            await _check_probes(am, proxy, service.telemetry, recovered=True)

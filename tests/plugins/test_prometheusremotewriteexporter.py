@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -396,16 +397,234 @@ async def test_a_full_queue_refuses_before_counting_deltas(tmp_path: Path) -> No
             await exporter.shutdown()
 
 
+def _write_request(*series: tuple[str, list[tuple[int, float]]]) -> bytes:
+    """A snappy-compressed ``WriteRequest`` of ``(name, [(timestamp, value)])`` series."""
+    request = prompb.WriteRequest()
+    for name, samples in series:
+        ts = request.timeseries.add()
+        ts.labels.add(name="__name__", value=name)
+        for t, v in samples:
+            ts.samples.add(timestamp=t, value=v)
+    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+
+
+def _decoded(body: bytes) -> list[tuple[str, list[tuple[int, float]]]]:
+    request = prompb.WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(body)))
+    return [
+        (ts.labels[0].value, [(s.timestamp, s.value) for s in ts.samples])
+        for ts in request.timeseries
+    ]
+
+
 def test_write_batches_round_trip_through_the_persistent_queue_codec() -> None:
     from pipeline import Signal
     from plugins.prometheusremotewriteexporter.exporter import WriteBatch, WriteBatchCodec
 
     codec = WriteBatchCodec(Signal.METRICS)
-    batch = WriteBatch(b"", item_count=7)
-    batch.body = b"snappy-bytes"
-    batch.series = 3
+    batch = WriteBatch([b"snappy-bytes"], 7, [7])
     body = b"".join(codec.encode(batch))
     back = codec.decode(body)
     assert isinstance(back, WriteBatch)
-    assert (back.body, back.series, back.item_count()) == (b"snappy-bytes", 3, 7)
+    assert (back.body, back.item_count()) == (b"snappy-bytes", 7)
     assert codec.count(body) == 7
+    # a merged batch: every body, with its points
+    a, b, c = _write_request(("a", [(1, 1.0)])), _write_request(("b", [(2, 2.0)])), b"x"
+    merged = WriteBatch.merge([WriteBatch([a, b], 3, [1, 2]), WriteBatch([c], 4, [4])])
+    body = b"".join(codec.encode(merged))
+    back = codec.decode(body)
+    assert isinstance(back, WriteBatch)
+    assert (back.chunks, back.counts, back.item_count()) == ([a, b, c], [1, 2, 4], 7)
+    assert codec.count(body) == 7
+    # a record of the previous layout (item count, series, one body) is still read
+    old = codec.decode(struct.pack("<II", 5, 2) + a)
+    assert isinstance(old, WriteBatch)
+    assert (old.chunks, old.counts, old.item_count(), old.body) == ([a], [5], 5, a)
+    for cut in range(12):
+        with pytest.raises(ValueError):
+            codec.decode(body[:cut] if cut >= 8 else struct.pack("<II", 5, 2)[:cut])
+
+
+def test_write_batches_merge_split_copy_and_size_by_their_requests() -> None:
+    """What ``sending_queue.batch`` does with translated batches: before, a merge built an
+    empty ``WriteBatch`` (no ``body``: the batch was dropped at send) of 0 bytes."""
+    from pipeline import Metrics
+    from plugins.prometheusremotewriteexporter.exporter import WriteBatch
+
+    a = WriteBatch([_write_request(("up", [(1000, 1.0)]), ("x", [(1000, 5.0)]))], 2, [2])
+    b = WriteBatch([_write_request(("up", [(2000, 0.0)]))], 1, [1])
+    c = WriteBatch([_write_request(("y", [(3000, 7.0), (4000, 8.0)]))], 3, [3])
+    a.carry_acks(["tok-a"])
+    c.carry_acks(["tok-c"])
+    merged = WriteBatch.merge([a, b, c])
+    assert isinstance(merged, WriteBatch)
+    assert merged.chunks == [*a.chunks, *b.chunks, *c.chunks]
+    assert merged.item_count() == 6 and merged.nbytes == a.nbytes + b.nbytes + c.nbytes > 0
+    assert merged.ack_tokens == ("tok-a", "tok-c")
+    # posted as one WriteRequest: every series of each request, in order ("up" twice, its
+    # samples in time order)
+    assert _decoded(merged.body) == [
+        ("up", [(1000, 1.0)]),
+        ("x", [(1000, 5.0)]),
+        ("up", [(2000, 0.0)]),
+        ("y", [(3000, 7.0), (4000, 8.0)]),
+    ]
+    assert a.body is a.chunks[0]  # one request: posted as it was translated
+    parts = merged.split(3)
+    assert [p.item_count() for p in parts] == [3, 3]
+    assert [_decoded(p.body) for p in parts if isinstance(p, WriteBatch)] == [
+        [("up", [(1000, 1.0)]), ("x", [(1000, 5.0)]), ("up", [(2000, 0.0)])],
+        [("y", [(3000, 7.0), (4000, 8.0)])],
+    ]
+    assert all(p.ack_tokens == ("tok-a", "tok-c") for p in parts)
+    assert [p.item_count() for p in merged.split(1)] == [2, 1, 3]  # never inside a request
+    dup = merged.copy()
+    assert isinstance(dup, WriteBatch) and dup.body == merged.body and dup.item_count() == 6
+    with pytest.raises(TypeError, match="no OTLP encoding"):
+        merged.message()
+    with pytest.raises(TypeError, match="cannot merge"):
+        WriteBatch.merge([a, Metrics(b"")])
+
+
+def recording_proxy(target: str) -> FlakyProxy:
+    """Forwards every request to Prometheus and keeps it (nothing refused)."""
+    return FlakyProxy(target, 0, 503)
+
+
+def posted_samples(proxy: FlakyProxy) -> list[tuple[tuple[tuple[str, str], ...], int, float]]:
+    """Every sample posted through ``proxy``: (labels, timestamp, value)."""
+    out = []
+    for _, body in proxy.requests:
+        request = prompb.WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(body)))
+        for ts in request.timeseries:
+            labels = tuple((lb.name, lb.value) for lb in ts.labels)
+            out += [(labels, s.timestamp, s.value) for s in ts.samples]
+    return out
+
+
+PROBE_SIZES = [3, 1, 5, 2, 4, 3, 6, 1, 2, 3]  # + one "shared" point each: 40 points
+
+
+def _probe_request(index: int, points: int, t_ns: int) -> ExportMetricsServiceRequest:
+    """Gauge ``probe`` with ``points`` series of its own (``req``, ``j``) and one point of the
+    series ``shared`` (the same in every request, later each time)."""
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.add(key="service.name").value.string_value = "batcher"
+    metrics = rm.scope_metrics.add().metrics
+    probe = metrics.add(name="probe")
+    for j in range(points):
+        dp = probe.gauge.data_points.add(as_double=float(index * 100 + j), time_unix_nano=t_ns)
+        dp.attributes.add(key="req").value.string_value = str(index)
+        dp.attributes.add(key="j").value.string_value = str(j)
+    metrics.add(name="shared").gauge.data_points.add(as_double=float(index), time_unix_nano=t_ns)
+    return req
+
+
+async def _send_probes(otlp_port: int, now_ns: int) -> None:
+    for i, n in enumerate(PROBE_SIZES):
+        await _export(otlp_port, _probe_request(i, n, now_ns - (len(PROBE_SIZES) - i) * 10**9))
+
+
+async def _check_probes(
+    prom: Any, proxy: FlakyProxy, telemetry: Any, recovered: bool = False
+) -> None:
+    """Every probe sample in Prometheus, posted once; the sent count is every point."""
+    points = sum(PROBE_SIZES) + len(PROBE_SIZES)
+    await prom.wait_for(
+        "count_over_time(shared[1h])",
+        lambda r: len(r) == 1 and r[0]["value"][1] == str(len(PROBE_SIZES)),
+    )
+    stored = await prom.wait_for(
+        "sum(count_over_time(probe[1h]))",
+        lambda r: len(r) == 1 and r[0]["value"][1] == str(sum(PROBE_SIZES)),
+    )
+    assert value(stored) == sum(PROBE_SIZES)
+    shared = await prom.query("shared[1h]")
+    assert [float(v) for _, v in shared[0]["values"]] == [float(i) for i in range(10)]
+    await asyncio.sleep(0.3)  # anything posted twice arrives too
+    posted = [s for s in posted_samples(proxy) if dict(s[0])["__name__"] in ("probe", "shared")]
+    assert len(posted) == points and len(set(posted)) == points, posted
+    exporter = "prometheusremotewrite"
+    assert telemetry.value("otelcol_exporter_sent_metric_points_total", exporter=exporter) == (
+        points
+    )
+    for name in ("send_failed", "enqueue_failed"):
+        assert not telemetry.value(
+            f"otelcol_exporter_{name}_metric_points_total", exporter=exporter
+        )
+    if recovered:
+        name = "otelcol_exporter_queue_recovered_metric_points_total"
+        assert telemetry.value(name, exporter=exporter) == points
+
+
+@pytest.mark.parametrize(
+    ("queue", "most_posts"),
+    [
+        ("{batch: {flush_timeout: 1s, min_size: 1000}}", 3),
+        ("{batch: {flush_timeout: 1s, min_size: 5, max_size: 7}}", 9),
+        ("{batch: {flush_timeout: 1s, min_size: 20}}", 5),
+        (
+            "{sizer: bytes, queue_size: 1000000, batch: {flush_timeout: 1s, min_size: 400, "
+            "max_size: 400, sizer: bytes}}",
+            9,
+        ),
+    ],
+    ids=["batch", "batch-max-items", "batch-min-items", "batch-bytes"],
+)
+async def test_every_sample_arrives_through_a_batching_sending_queue(
+    tmp_path: Path, queue: str, most_posts: int
+) -> None:
+    """OTLP -> prometheusremotewrite with ``sending_queue.batch`` -> a real Prometheus: the
+    translated requests a batch gathers are posted together (fewer posts than requests), split
+    at ``max_size`` (items or bytes) between requests; every sample lands once, counted as
+    sent. Before, a batch of translated requests had no body: every point was dropped."""
+    otlp_port = free_port()
+    async with (
+        prometheus(tmp_path, remote_write_receiver=True) as prom,
+        recording_proxy(f"{prom.url}/api/v1/write") as proxy,
+    ):
+        endpoint = f"http://127.0.0.1:{proxy.port}/api/v1/write"
+        config = gateway_config(otlp_port, endpoint, f"sending_queue: {queue}")
+        async with running_service(config, tmp_path) as service:
+            await _send_probes(otlp_port, time.time_ns())
+            await _check_probes(prom, proxy, service.telemetry)
+        assert 1 <= len(proxy.requests) <= most_posts, len(proxy.requests)
+        if "max_size: 7" in queue:  # no post over max_size (no request has more than 7)
+            for _, body in proxy.requests:
+                request = prompb.WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(body)))
+                names = [ts.labels[0].value for ts in request.timeseries]
+                assert sum(name in ("probe", "shared") for name in names) <= 7
+
+
+async def test_translated_batches_wait_in_the_persistent_queue_through_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Prometheus unreachable: the translated requests wait in the file_storage queue through
+    a shutdown; on the next start every sample lands once and the points count as recovered
+    and sent."""
+    otlp_port = free_port()
+    async with prometheus(tmp_path, remote_write_receiver=True) as prom:
+        proxy = recording_proxy(f"{prom.url}/api/v1/write")  # not listening yet
+        endpoint = f"http://127.0.0.1:{proxy.port}/api/v1/write"
+        config = gateway_config(
+            otlp_port,
+            endpoint,
+            "sending_queue: {storage: file_storage}",
+        ).replace(
+            "    service:\n",
+            f'    extensions:\n      file_storage: {{directory: "{tmp_path}"}}\n'
+            "    service:\n      shutdown_timeout: 1s\n      extensions: [file_storage]\n",
+        )
+        async with running_service(config, tmp_path) as service:
+            await _send_probes(otlp_port, time.time_ns())
+            await wait_until(
+                lambda: (
+                    service.telemetry.value(
+                        "otelcol_exporter_retried_metric_points_total",
+                        exporter="prometheusremotewrite",
+                    )
+                    > 0
+                )
+            )
+        async with proxy, running_service(config, tmp_path) as service:
+            await _check_probes(prom, proxy, service.telemetry, recovered=True)
