@@ -1063,3 +1063,25 @@ service:
         if line.startswith("otelcol_exporter_queue_recovered_spans_total")
     ]
     assert recovered and float(recovered[0].rsplit(" ", 1)[1]) == len(expected), recovered
+
+
+def test_prepared_spans_of_the_previous_queue_layout_are_still_read() -> None:
+    """Records written before per-chunk counts were stored (item count, chunk count, sized
+    chunks) are read back whole (never split); a damaged one is refused."""
+    import struct
+
+    from pipeline import Signal
+    from plugins.jaegerexporter.exporter import PreparedCodec, PreparedTraces
+
+    codec = PreparedCodec(Signal.TRACES)
+    chunks = [b"first chunk", b"", b"\x00" * 70000]
+    old = struct.pack("<II", 12, len(chunks)) + b"".join(
+        struct.pack("<I", len(c)) + c for c in chunks
+    )
+    back = codec.decode(old)
+    assert isinstance(back, PreparedTraces)
+    assert back.chunks == chunks and back.counts is None and back.item_count() == 12
+    assert codec.count(old) == 12 and back.split(1) == [back]
+    for cut in (3, 7, 12, 30, len(old) - 1):
+        with pytest.raises(ValueError):
+            codec.decode(old[:cut])
