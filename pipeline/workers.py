@@ -430,6 +430,8 @@ class _ServerProtocol(asyncio.BufferedProtocol):
             yielded = context.run(coro.send, None)
         except StopIteration:
             return
+        except asyncio.CancelledError:  # as a task cancelled at once: no answer, no error
+            return
         except BaseException:
             coro.close()
             raise
