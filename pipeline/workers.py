@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -128,6 +129,9 @@ class WorkerContext:
     # handover: the counter of items handed over and then dropped (permanent refusal, drain)
     _dropped: Any = None
     _exposed: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    # consume key without its count -> (the graph, the consumer of its pipelines, the payload
+    # type): found once per graph
+    _targets: dict[str, tuple[Any, Consumer, Any]] = field(default_factory=dict)
     _peers: dict[int, _Peer] = field(default_factory=dict)
     _server: asyncio.AbstractServer | None = None
 
@@ -344,13 +348,17 @@ class WorkerContext:
             refused = service is None or getattr(service, "_stopped", False)
         if refused:
             raise RetryableError(f"worker {self.index} is not serving", retry_after=1.0)
-        signal_text, names, count = key.split("|", 2)
-        signal = Signal(signal_text)
+        target, count = key.rsplit("|", 1)
         graph = service.graph
-        consumers = [graph.pipeline_consumer(name) for name in names.split(",")]
+        found = self._targets.get(target)
+        if found is None or found[0] is not graph:  # first use, or the config was reloaded
+            signal_text, names = target.split("|", 1)
+            signal = Signal(signal_text)
+            consumer = fan_out([graph.pipeline_consumer(name) for name in names.split(",")])
+            found = self._targets[target] = (graph, consumer, payload_type(signal))
+        _, consumer, make = found
         items = int(count)
-        payload = payload_type(signal)(body, item_count=items if items >= 0 else None)
-        await fan_out(consumers).consume(payload)
+        await consumer.consume(make(body, item_count=items if items >= 0 else None))
 
 
 class _Frames:
@@ -390,6 +398,7 @@ class _ServerProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.out: list[bytes] = []  # answers waiting for the end of this turn of the loop
+        self.feeding = False  # in buffer_updated: the answers leave as it ends
         self.buf = bytearray(_READ_SIZE)
         self.start = 0  # where the first frame not handled yet begins
         self.end = 0  # bytes read so far
@@ -411,8 +420,28 @@ class _ServerProtocol(asyncio.BufferedProtocol):
             buf, end = grown, end - start
         return memoryview(buf)[end:]
 
+    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a request's handling at once, in a context of its own, as far as it goes
+        without waiting (usually to its end: the owner's pipelines take a part without
+        waiting): no task, and no loop turn before its answer is written. What waits goes on
+        in a task, from where it stopped."""
+        context = contextvars.copy_context()
+        try:
+            yielded = context.run(coro.send, None)
+        except StopIteration:
+            return
+        except asyncio.CancelledError:  # as a task cancelled at once: no answer, no error
+            return
+        except BaseException:
+            coro.close()
+            raise
+        task = asyncio.get_running_loop().create_task(_drive(coro, yielded), context=context)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
+        self.feeding = True
         buf, start, end = self.buf, self.start, self.end
         view = memoryview(buf)
         try:
@@ -429,12 +458,13 @@ class _ServerProtocol(asyncio.BufferedProtocol):
                 at = start + 4 + _HEADER_REST.size
                 key = bytes(view[at : at + key_len]).decode()
                 body = bytes(view[at + key_len : start + 4 + n])  # the only copy
-                task = asyncio.ensure_future(self.ctx._handle(self, req_id, op, key, body))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                self._run(self.ctx._handle(self, req_id, op, key, body))
                 start += 4 + n
         finally:
             view.release()
+            self.feeding = False
+            if self.out:  # the answers of the requests finished above: one write
+                self._write_out()
         if start == end:  # everything handled: start over at the front (a small buffer)
             start = end = 0
             if len(buf) > _READ_SIZE * 4:
@@ -445,11 +475,13 @@ class _ServerProtocol(asyncio.BufferedProtocol):
         """Answer a request: the answers of one turn of the event loop leave in one write
         (one wake-up of the sibling for all of them)."""
         self.out.append(frame)
-        if len(self.out) == 1:
+        if len(self.out) == 1 and not self.feeding:  # while feeding: written as it ends
             asyncio.get_running_loop().call_soon(self._write_out)
 
     def _write_out(self) -> None:
         out, self.out = self.out, []
+        if not out:  # written already, at the end of a read
+            return
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -902,6 +934,34 @@ class Router:
             self.counter.inc(
                 sum(n if n is not None else make(raw).item_count() for raw, n in parts.values())
             )
+
+
+async def _drive(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+    """Go on with ``coro``, whose first step ran outside a task (:meth:`_ServerProtocol._run`)
+    and yielded ``yielded`` (a future it waits for, or ``None``: it let the loop turn),
+    in a task of that step's context, as a task would: resumed once the future is done,
+    cancellation thrown into it."""
+    while True:
+        try:
+            if yielded is None:
+                await asyncio.sleep(0)
+            elif not yielded.done():
+                yielded._asyncio_future_blocking = False  # taken, as a task does
+                waiter = asyncio.get_running_loop().create_future()
+                yielded.add_done_callback(lambda _, w=waiter: w.done() or w.set_result(None))
+                await waiter
+        except BaseException as exc:  # cancelled: the coroutine gets it where it waits
+            if yielded is not None and not yielded.done():
+                yielded.cancel()  # what it waited for, as a task's cancel() does
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

@@ -837,6 +837,99 @@ def test_the_answers_of_one_turn_leave_in_one_write(
     asyncio.run(main())
 
 
+def test_the_owner_takes_a_part_without_a_task_and_goes_on_in_one_when_it_waits(
+    tmp_path: Path,
+) -> None:
+    """A part the owner's pipelines take without waiting is handled as it is read: no task,
+    answered before the read returns; one that waits goes on in a task of its own context
+    from where it stopped (a context variable it set stays its own), and cancelling that
+    task reaches the waiting consume, whose awaited future is cancelled as a task's would be."""
+    import asyncio
+    import contextvars
+
+    from pipeline.pdata import Signal
+    from pipeline.workers import WorkerContext
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("probe", default="unset")
+
+    class Waiting(_Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.wait = False
+            self.waited_on: asyncio.Future[None] | None = None
+            self.seen: list[str] = []
+            self.cancelled = False
+
+        async def consume(self, data: Any) -> None:
+            self.seen.append(var.get())
+            var.set(data.to_bytes().hex())
+            if self.wait:
+                self.waited_on = asyncio.get_running_loop().create_future()
+                try:
+                    await self.waited_on
+                    await asyncio.sleep(0)  # a bare turn of the loop, too
+                except asyncio.CancelledError:
+                    self.cancelled = True
+                    raise
+                self.seen.append(var.get())
+            await super().consume(data)
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        b = WorkerContext(1, 2, tmp_path)
+        sink = Waiting()
+        b.service = _Service(sink)
+        await b.open()
+        loop = asyncio.get_running_loop()
+        made: list[Any] = []
+
+        def factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
+            made.append(coro)
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        try:
+            await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x01")  # connected
+            loop.set_task_factory(factory)
+            await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x02")
+            await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x05")
+            (proto,) = b._inbound
+            assert sink.got == [b"\x0a\x01", b"\x0a\x02", b"\x0a\x05"] and made == []
+            assert sink.seen == ["unset"] * 3  # each part in a context of its own
+
+            sink.wait = True
+            pending = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x03"))
+            for _ in range(200):
+                if sink.waited_on is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert sink.waited_on is not None and len(proto.tasks) == 1 and not pending.done()
+            sink.waited_on.set_result(None)
+            await asyncio.wait_for(pending, 5)
+            assert sink.got[-1] == b"\x0a\x03" and sink.seen[-1] == "0a03"
+            assert [c.__qualname__ for c in made] == ["WorkerContext.forward", "_drive"]
+
+            sink.waited_on = None
+            stuck = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x04"))
+            for _ in range(200):
+                if sink.waited_on is not None:
+                    break
+                await asyncio.sleep(0.01)
+            waited_on = sink.waited_on
+            assert waited_on is not None
+            (task,) = proto.tasks
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert sink.cancelled and waited_on.cancelled() and task.cancelled()
+            stuck.cancel()
+        finally:
+            loop.set_task_factory(None)
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+
+
 SIBLING = """
 import asyncio, sys
 from pathlib import Path
