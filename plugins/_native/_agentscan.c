@@ -631,8 +631,9 @@ typedef struct {
     Py_ssize_t off_start, off_end, rs_start, rs_end, sc_start, sc_end;
     PyObject *shape; /* owned (candidates) */
     Py_ssize_t group; /* after finish_join's first pass: the trace's group, -1 to Python, -2 late */
-    slice ids[2];     /* a layer's call id and JSON-RPC id (the id-keyed join), when flags has them */
-    uint8_t flags;    /* bit 0: a call id, bit 1: a JSON-RPC id */
+    slice ids[3];     /* a layer's call id and JSON-RPC id (the id-keyed join), when flags has them,
+                       * and a failed layer's message */
+    uint8_t flags;    /* bit 0: a call id, bit 1: a JSON-RPC id, bit 2: a failed layer (its message) */
     uint8_t link_only; /* a fallback item of a link-only shape (-2): its trace is not touched */
 } held_item;
 
@@ -1737,7 +1738,7 @@ static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series,
     if (v == NULL) { Py_DECREF(key); return PyErr_Occurred() ? -1 : 0; }
     long n = PyLong_Check(v) ? PyLong_AsLong(v) : -2;
     if (!PyLong_Check(v)) PyErr_SetString(PyExc_TypeError, "join shapes map to int");
-    else if (!(n == -1 && PyErr_Occurred()) && (n < -2 || n >= PyList_GET_SIZE(self->join_series)))
+    else if (!(n == -1 && PyErr_Occurred()) && (n < -3 || n >= PyList_GET_SIZE(self->join_series)))
         PyErr_SetString(PyExc_ValueError, "join shape maps to no series");
     if (PyErr_Occurred()) { Py_DECREF(key); return -1; }
     if (self->learned_used >= LEARNED_SLOTS * 3 / 4) { /* full: started again */
@@ -1878,7 +1879,7 @@ static int finish_join(Scanner *self, scan_state *st) {
             PyObject *pk[2] = {Py_NewRef(trace), bytes_of(x->parent)};
             PyObject *key = probe_fill(&probe_settled, 2, pk);
             int late = key ? PyDict_Contains(self->join_settled, key) : -1;
-            if (!late && x->flags) { /* a call or JSON-RPC key already settled (_is_late) */
+            if (!late && (x->flags & 3)) { /* a call or JSON-RPC key already settled (_is_late) */
                 PyObject *keys[2] = {NULL, NULL}, *reading = PyList_GET_ITEM(self->join_learned, x->series);
                 PyObject **hex = k >= 0 ? &groups[k].hex : &pending_hex;
                 if (x->flags & 1) { /* ("call", trace, call id), as join_keys_of makes it */
@@ -1920,7 +1921,7 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (x->series >= 0) {
             if (jg->first < 0) jg->first = i;
             jg->layers++;
-            for (int j = 0; j < 2; j++)
+            for (int j = 0; j < 3; j++)
                 if (x->flags & (1 << j)) jg->id_bytes += 2 + x->ids[j].n;
         } else if (jg->first_link < 0) {
             jg->first_link = i;
@@ -1937,7 +1938,7 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (jg->ids == NULL && (jg->ids = PyBytes_FromStringAndSize(NULL, jg->id_bytes)) == NULL)
             goto done;
         write_record((uint8_t *)PyBytes_AS_STRING(jg->records) + jg->filled++ * RECORD, x);
-        for (int j = 0; j < 2; j++) {
+        for (int j = 0; j < 3; j++) {
             if (!(x->flags & (1 << j))) continue;
             uint8_t *o = (uint8_t *)PyBytes_AS_STRING(jg->ids) + jg->id_filled;
             o[0] = (uint8_t)(x->ids[j].n & 0xff);
@@ -1952,9 +1953,13 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (x->item != NULL) {
             item = Py_NewRef(x->item);
         } else if (x->group == -1) {
+            slice raw = {st->base + x->off_start, x->off_end - x->off_start};
             if (x->shape == NULL) { /* (not made when found in learned_cache) */
-                slice raw = {st->base + x->off_start, x->off_end - x->off_start};
                 if ((x->shape = span_shape(self, raw)) == NULL) goto done;
+            }
+            if (x->flags & 4) { /* a failed layer not packed after all: its facts, as scan_spans keeps them */
+                span_info s;
+                if (parse_span(self, raw, &s) < 0 || keep_failure(self, &s, x->off_start) < 0) goto done;
             }
             item = fallback_item(x->off_start, x->off_end, x->rs_start, x->rs_end, x->sc_start,
                                  x->sc_end, x->shape, x->trace, x->span, x->parent, x->start, x->end);
@@ -1990,6 +1995,36 @@ done:
     return rc;
 }
 
+/* A failed span whose shape the Python side did not learn: its shape with its exception type
+ * (the Python side's memo of failed spans is keyed by (shape, exception type): connector.py,
+ * _read_span) looked up in join_shapes, as a 'x' entry after the shape. 1 with *series (a failed
+ * tool-call layer's series, or -3: a failed span that gives the join no layer, read in Python
+ * without touching its trace, as a link-only span) and *msg (the layer's message: the status
+ * message, else the exception event's message, as the Python side's failure facts give them)
+ * when learned; 0 when not, or when those facts are not all ASCII (take_failures has none: the
+ * Python side reads the span in full); -1 on error. Writes self->scratch beyond `used` only. */
+static int failed_learned(Scanner *self, scan_state *st, span_info *s, Py_ssize_t used, long *series,
+                          slice *msg) {
+    slice exc = {(const uint8_t *)"", 0}, emsg = {(const uint8_t *)"", 0};
+    int found;
+    if (exception_attr_of(s->raw, "exception.type", 14, &exc, &found) < 0 ||
+        exception_attr_of(s->raw, "exception.message", 17, &emsg, &found) < 0) {
+        PyErr_SetString(PyExc_ValueError, "malformed span event");
+        return -1;
+    }
+    slice status = s->status_message.p ? s->status_message : (slice){(const uint8_t *)"", 0};
+    if (!is_ascii(status) || !is_ascii(exc) || !is_ascii(emsg)) return 0;
+    Py_ssize_t ext = used;
+    if (scratch_put(self, &ext, 'x', exc.p, exc.n) < 0) return -1;
+    PyObject *shape = NULL;
+    int known = learned(self, st, ext, series, &shape);
+    Py_XDECREF(shape);
+    if (known <= 0) return known;
+    if (*series < 0 && *series != -3) return 0; /* (never learned so) */
+    *msg = status.n ? status : emsg;
+    return 1;
+}
+
 static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
     slice scope, scope_name = {NULL, 0};
     if (find_message(scope_spans, 1, &scope) < 0) return -1;
@@ -2023,13 +2058,25 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                     long series;
                     int known = learned(self, st, used, &series, &shape);
                     if (known < 0) { Py_XDECREF(shape); return -1; }
+                    slice msg = {NULL, 0};
+                    int failed_layer = 0;
+                    if (!known && s.status_code == STATUS_ERROR && self->join_learned != NULL) {
+                        /* a failed layer or a failed span giving the join no layer, learned
+                         * with its exception type */
+                        known = failed_learned(self, st, &s, used, &series, &msg);
+                        if (known < 0) { Py_XDECREF(shape); return -1; }
+                        if (known && series >= 0) {
+                            if (msg.n > 0xffff) known = 0; /* (its length in two bytes) */
+                            else failed_layer = 1;
+                        }
+                    }
                     held_item probe;
                     int ok = 1;
                     if (known && series >= 0) {
                         ok = join_ids(self, series, f.data, &probe);
                         if (ok < 0) { Py_XDECREF(shape); return -1; }
                     }
-                    link_only = known && series == -2;
+                    link_only = known && (series == -2 || series == -3);
                     if (known && ok && !link_only) {
                         held_item *x = held_push(st);
                         if (x == NULL) { Py_XDECREF(shape); return -1; }
@@ -2037,6 +2084,10 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                             x->ids[0] = probe.ids[0];
                             x->ids[1] = probe.ids[1];
                             x->flags = probe.flags;
+                            if (failed_layer) {
+                                x->ids[2] = msg;
+                                x->flags |= 4;
+                            }
                         }
                         x->trace = s.trace_id;
                         x->span = s.span_id;
@@ -2396,7 +2447,7 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         return PyErr_NoMemory();
     }
     Py_ssize_t nl = 0;
-    int with_ids = 0;
+    int with_ids = 0, with_failed = 0;
     PyObject *result = NULL;
     for (Py_ssize_t i = 0; i < np; i++) {
         PyObject *records = PyTuple_GET_ITEM(PyList_GET_ITEM(packed, i), 1);
@@ -2407,18 +2458,24 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
             if (p[k] != 1) continue;
             layer_rec *x = &layers[nl++];
             x->rec = p + k;
-            if (p[k + 19] & ~3) goto malformed;
-            for (int j = 0; j < 2; j++) {
-                x->ids[j].p = NULL;
-                x->ids[j].n = 0;
+            if (p[k + 19] & ~7) goto malformed;
+            for (int j = 0; j < 3; j++) {
+                if (j < 2) {
+                    x->ids[j].p = NULL;
+                    x->ids[j].n = 0;
+                }
                 if (!(p[k + 19] & (1 << j))) continue;
                 if (qend - q < 2) goto malformed;
                 Py_ssize_t len = (Py_ssize_t)q[0] | (Py_ssize_t)q[1] << 8;
-                if (len == 0 || qend - q - 2 < len) goto malformed;
-                x->ids[j].p = q + 2;
-                x->ids[j].n = len;
+                if ((len == 0 && j < 2) || qend - q - 2 < len) goto malformed;
+                if (j < 2) {
+                    x->ids[j].p = q + 2;
+                    x->ids[j].n = len;
+                    with_ids = 1;
+                } else {
+                    with_failed = 1; /* (its message) */
+                }
                 q += 2 + len;
-                with_ids = 1;
             }
         }
         if (q != qend) goto malformed;
@@ -2427,6 +2484,10 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
     for (Py_ssize_t i = 0; i < nl; i++) {
         const uint8_t *r = layers[i].rec;
         if (r[1] < 1 || r[1] > 8 || r[10] > 8) goto malformed;
+    }
+    if (with_failed) { /* a failed layer: the joiner unpacks the trace (settle_layers, _settle) */
+        result = PyLong_FromLong(-1);
+        goto done;
     }
     if (with_ids) {
         if (self->join_learned == NULL) {

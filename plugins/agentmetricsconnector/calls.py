@@ -150,13 +150,16 @@ class Call:
 # links of one trace from one request whose shapes were read before and with nothing else of
 # their trace in that request, packed as (trace id, records, layers, ids): RECORD bytes per
 # record: kind (1 a layer, 0 a link), span id length, span id, parent length, parent, the ids
-# the layer carries (bit 0 a call id, bit 1 a JSON-RPC id), start, end, and the layer's series
-# (an index into the connector's table of learned layers); ``ids`` holds those ids in record
-# order, each as a 2-byte little-endian length and its UTF-8 text (call id first).
+# the layer carries (bit 0 a call id, bit 1 a JSON-RPC id, bit 2: a failed layer and its
+# message), start, end, and the layer's series (an index into the connector's table of learned
+# layers; a failed layer's series has its failure in ``CallJoiner.learned_failures``); ``ids``
+# holds those ids in record order, each as a 2-byte little-endian length and its UTF-8 text
+# (call id first, the message last: it may be empty).
 Packed = tuple[bytes, bytes, int, bytes]
 RECORD = struct.Struct("<BB8sB8sBQQI")
 CALL_ID = 1
 RPC_ID = 2
+FAILED = 4
 
 
 class NativeJoin(Protocol):
@@ -394,6 +397,9 @@ class CallJoiner:
         # and the calls it settled since the connector last counted them
         self.native: NativeJoin | None = None
         self.learned: list[tuple[Any, ...]] = []
+        # the failed layers' series (learned by shape and exception type) -> (failed, error
+        # type, exception type) of their reading
+        self.learned_failures: dict[int, tuple[bool, str, str]] = {}
         self.native_calls = 0
 
     def __len__(self) -> int:
@@ -428,6 +434,9 @@ class CallJoiner:
         # trace of the request's items but those whose entry a Packed item made here with at
         # most MAX_ENTRY_ITEMS layers (nothing else adds to it unless its trace is here again)
         grown: list[bytes] = []
+        # Packed links only of a trace not held: kept, as links are, when a failure of this
+        # request makes its entry (its failed spans read in Python, the C scanner packed them)
+        links_only: list[Packed] = []
         for layer in layers:
             if layer.__class__ is tuple:  # Packed (the C scanner dropped its late layers)
                 trace, _records, count, _ids = layer
@@ -438,6 +447,8 @@ class CallJoiner:
                         pending[trace] = _Entry(deadline, [layer], [], {}, True, count - 1)
                         if count > MAX_ENTRY_ITEMS:
                             grown.append(trace)
+                    elif failures:
+                        links_only.append(layer)
                     continue
                 grown.append(trace)
                 if entry.packed:
@@ -477,6 +488,10 @@ class CallJoiner:
             entry = self._entry(failure.trace_id, now)
             entry.failures.append(failure)
             entry.parents[failure.span_id] = failure.parent_id
+        for item in links_only:
+            entry = pending.get(item[0])
+            if entry is not None:  # (made by a failure: not packed)
+                self._unpack_into(entry, item)
         for trace in {f.trace_id for f in failures}.union(grown):
             held = pending.get(trace)
             if (
@@ -530,6 +545,17 @@ class CallJoiner:
                     n = ids[at] | ids[at + 1] << 8
                     rpc = ids[at + 2 : at + 2 + n].decode()
                     at += 2 + n
+                if flags & FAILED:  # (its message, and its failure by its series)
+                    n = ids[at] | ids[at + 1] << 8
+                    message = ids[at + 2 : at + 2 + n].decode()
+                    at += 2 + n
+                    failed, error_type, exc = self.learned_failures[series]
+                    entry.layers.append(Layer(trace, span, parent, side, tool, tool_type, mcp,
+                                              call, rpc, "", server, start, end, failed, retry,
+                                              error_type, exc, message if failed else "",
+                                              agent))  # fmt: skip
+                    parents[span] = parent
+                    continue
                 entry.layers.append(Layer(trace, span, parent, side, tool, tool_type, mcp, call,
                                           rpc, "", server, start, end, False, retry, "", "", "",
                                           agent))  # fmt: skip
