@@ -1464,7 +1464,17 @@ static PyObject *fallback_item(Py_ssize_t start, Py_ssize_t end, Py_ssize_t rs_s
  * settled already (join_keys, as the joiner's _is_late), and settle_simple joins the layers as
  * calls.py _group does (settle_joined). A span of a link-only shape (join_shapes -2: read in
  * Python for metrics of its own, a parent link at most to the join: inference spans, agent
- * runs) is handed over without touching its trace (see link_only_clashes). */
+ * runs) is handed over without touching its trace (see link_only_clashes).
+ *
+ * Failed spans: a failed span whose shape was not learned is looked up again with its exception
+ * type (failed_learned: the Python side's memo of failed spans is keyed by (shape, exception
+ * type)). A failed tool-call layer learned so is packed as the others, flag 4 in its record and
+ * its message (the status message, else the exception event's) after its ids; settle_simple
+ * leaves its trace to the joiner (unpacked into Layer objects: settle_layers or the Python
+ * settle). A failed span learned so as one that gives the join no layer (-3: a failure and its
+ * parent link, read in Python) is handed over as a link-only span: its trace's layers may be
+ * packed beside it (the joiner keeps a trace's Packed links when a failure of the same request
+ * makes its entry). */
 
 #define RECORD 40 /* kind, span id length, span id[8], parent length, parent[8], id flags, start, end, series */
 
@@ -2574,8 +2584,8 @@ done:
 /* -- settling a held trace read in Python: layers that are calls of their own, and failures --
  *
  * The joiner's general settle (calls.py, CallJoiner._settle) for its next most common case: a
- * held trace of Layer and Failure objects (read in Python: a trace with a failed span is never
- * packed) whose layers are each a call of their own (no session, no call id or JSON-RPC key
+ * held trace of Layer and Failure objects (a trace with a failure read in Python: its packed
+ * layers unpacked by the joiner) whose layers are each a call of their own (no session, no call id or JSON-RPC key
  * twice, no span id twice, no layer the parent of another), failed or not: the benchmark's failed trace
  * (a failed tool call, an agent run above it, a failed workflow root). As _settle does: each
  * layer's call (_call of a one-layer group) counted per series in C (as settle_simple's), the

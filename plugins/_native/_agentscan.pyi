@@ -46,7 +46,10 @@ class Scanner:
     ) -> None:
         """``join_shapes`` maps (resource, scope, shape) to a learned series (a tool-call
         layer), -1 (a link, packed) or -2 (a span read in Python that gives the join at most a
-        link: its trace may be packed all the same); ``join_learned`` holds each series'
+        link: its trace may be packed all the same); a failed span's shape followed by an
+        ``x`` entry of its exception type maps to a failed layer's series (packed with its
+        message: record flag 4) or -3 (a failed span read in Python that gives the join a
+        failure and no layer: its trace may be packed all the same); ``join_learned`` holds each series'
         reading (side, tool, tool type, mcp, server, retry, agent, call id key, JSON-RPC id
         key: indexes into ``join_id_keys``, -1 none), ``join_keys`` the joiner's memory of
         settled call and JSON-RPC keys (the id-keyed join; off without them)."""
@@ -64,7 +67,7 @@ class Scanner:
         ``_settle``: its layers joined into calls (parent links, call ids, JSON-RPC ids within
         the trace), counted (take_calls); join_settled and join_keys updated (trimmed to
         ``size`` and ``keys_size``); -1 (nothing done) when it has ids and the id-keyed join
-        is off."""
+        is off, or a failed layer (the joiner unpacks the trace)."""
     def settle_layers(
         self,
         layers: list[Any],

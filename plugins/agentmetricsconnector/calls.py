@@ -56,8 +56,9 @@ for, in their order, and the join goes on as above: the results are those of the
 join.
 The next most common case, a held trace of :class:`Layer` and :class:`Failure` objects whose
 layers are each a call of their own (call ids and JSON-RPC ids, but no key twice and no session),
-failed or not (a trace with a failure: its failed spans are read in Python, so it is never
-packed), is settled by the scanner too (``settle_layers``: the
+failed or not (a trace with a failure: its failures are read in Python, its failed layers
+learned by shape and exception type packed with their message, and unpacked when a failure
+arrives or settle_simple leaves them), is settled by the scanner too (``settle_layers``: the
 same calls, ``errors_total`` label sets and memories as :meth:`CallJoiner._settle`); any other
 trace by :meth:`CallJoiner._settle`.
 """

@@ -1236,8 +1236,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 ):
                     # a failed layer: all but its ids, times and message (from ``failure``:
                     # the scanner's, not in the shape) follow from its shape and exception
-                    # type (the facts' key), read again as such by _read_fallback (the C
-                    # scanner packs no failed span: not learned)
+                    # type (the facts' key), read again as such by _read_fallback when the
+                    # C scanner leaves it to Python
                     shape.memo[(shape.key, failure[1])] = (layer.side, layer.tool,
                         layer.tool_type, layer.mcp, layer.server, layer.failed, layer.retry,
                         layer.error_type, layer.exception, layer.agent, *keys)  # fmt: skip
