@@ -1592,8 +1592,8 @@ static int join_ids(Scanner *self, long series, slice raw, held_item *x) {
     if (self->join_learned == NULL) return 1;
     if (series >= PyList_GET_SIZE(self->join_learned)) return 0; /* (not learned as such) */
     PyObject *reading = PyList_GET_ITEM(self->join_learned, series);
-    if (!PyTuple_Check(reading) || PyTuple_GET_SIZE(reading) != 9) {
-        PyErr_SetString(PyExc_TypeError, "join_learned: 9-tuples expected");
+    if (!PyTuple_Check(reading) || (PyTuple_GET_SIZE(reading) != 9 && PyTuple_GET_SIZE(reading) != 12)) {
+        PyErr_SetString(PyExc_TypeError, "join_learned: 9-tuples (12: a failed layer) expected");
         return -1;
     }
     for (int k = 0; k < 2; k++) {
@@ -2939,7 +2939,7 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
             goto done;
         }
         PyObject *rd = PyList_GET_ITEM(self->join_learned, id);
-        if (!PyTuple_Check(rd) || PyTuple_GET_SIZE(rd) != 9 || !PyUnicode_Check(PyTuple_GET_ITEM(rd, 1)) ||
+        if (!PyTuple_Check(rd) || (PyTuple_GET_SIZE(rd) != 9 && PyTuple_GET_SIZE(rd) != 12) || !PyUnicode_Check(PyTuple_GET_ITEM(rd, 1)) ||
             !PyUnicode_Check(PyTuple_GET_ITEM(rd, 2)) || !PyUnicode_Check(PyTuple_GET_ITEM(rd, 4))) {
             PyErr_SetString(PyExc_TypeError, "join_learned: (side, tool, tool type, mcp, server, retry, agent, "
                                              "call key, rpc key) expected");
@@ -3272,6 +3272,9 @@ PyDoc_STRVAR(settle_layers_doc,
 "marked_size, its values (marked_expiry, (types, direct))), appends the errors_total label sets\n"
 "to `errors` and returns the number of calls; -1 (nothing done) for any other trace.");
 
+static PyObject *settle_core(Scanner *self, sl_layer *layers, Py_ssize_t nl, PyObject *failure_list,
+                             PyObject *parents, PyObject *const *args);
+
 static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 13 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[2]) ||
         !PyDict_Check(args[5]) || !PyList_Check(args[11])) {
@@ -3293,27 +3296,50 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
     if (marked_size == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t keys_size = PyLong_AsSsize_t(args[12]);
     if (keys_size == -1 && PyErr_Occurred()) return NULL;
-    PyObject *hex = NULL; /* the trace in hex (JSON-RPC keys), made when first needed */
-    Py_ssize_t nl = PyList_GET_SIZE(layer_list), nf = PyList_GET_SIZE(failure_list);
+    (void)errors; (void)size; (void)marked_size; /* (checked here: settle_core reads them) */
+    Py_ssize_t nl = PyList_GET_SIZE(layer_list);
     if (nl > SETTLE_MAX_LAYERS) return PyLong_FromLong(-1);
     sl_layer *layers = PyMem_Calloc(nl ? nl : 1, sizeof(sl_layer));
-    sl_failure *failures = PyMem_Calloc(nf ? nf : 1, sizeof(sl_failure));
-    char *origin = PyMem_Calloc(nf ? nf : 1, 1);
-    sl_marks m = {PyDict_New(), args[5], marked_size, args[7], args[2], PySet_New(NULL)};
-    PyObject *result = NULL;
-    if (layers == NULL || failures == NULL || origin == NULL) { PyErr_NoMemory(); goto done; }
-    if (m.marks == NULL || m.failed == NULL) goto done;
+    if (layers == NULL) return PyErr_NoMemory();
     /* read everything first: nothing is done for a trace that is not this case */
     int ok = 1;
     for (Py_ssize_t i = 0; ok == 1 && i < nl; i++) {
         ok = sl_read_layer(PyList_GET_ITEM(layer_list, i), &layers[i], self->join_keys != NULL);
-        if (ok == 1 && i > 0 && (ok = eq(layers[i].trace, layers[0].trace)) == 1) {
-            for (Py_ssize_t j = 0; ok == 1 && j < i; j++) { /* no span id twice */
-                int same = eq(layers[i].span, layers[j].span);
-                ok = same < 0 ? -1 : !same;
-            }
-        }
+        if (ok == 1 && i > 0) ok = eq(layers[i].trace, layers[0].trace);
     }
+    PyObject *result = ok < 0 ? NULL : ok == 0 ? PyLong_FromLong(-1)
+                                               : settle_core(self, layers, nl, failure_list, args[2], args);
+    for (Py_ssize_t i = 0; i < nl; i++) sl_layer_clear(&layers[i]);
+    PyMem_Free(layers);
+    return result;
+}
+
+/* settle_layers' work on its layers read (of one trace; cleared by the caller), the failures
+ * of `failure_list` and the parent links `parents`; the other arguments settle_layers' (args,
+ * 13 of them). -1 (nothing done) for another trace. */
+static PyObject *settle_core(Scanner *self, sl_layer *layers, Py_ssize_t nl, PyObject *failure_list,
+                             PyObject *parents, PyObject *const *args) {
+    PyObject *errors = args[11];
+    Py_ssize_t size = PyLong_AsSsize_t(args[3]);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t marked_size = PyLong_AsSsize_t(args[6]);
+    if (marked_size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t keys_size = PyLong_AsSsize_t(args[12]);
+    if (keys_size == -1 && PyErr_Occurred()) return NULL;
+    PyObject *hex = NULL; /* the trace in hex (JSON-RPC keys), made when first needed */
+    Py_ssize_t nf = PyList_GET_SIZE(failure_list);
+    sl_failure *failures = PyMem_Calloc(nf ? nf : 1, sizeof(sl_failure));
+    char *origin = PyMem_Calloc(nf ? nf : 1, 1);
+    sl_marks m = {PyDict_New(), args[5], marked_size, args[7], parents, PySet_New(NULL)};
+    PyObject *result = NULL;
+    if (failures == NULL || origin == NULL) { PyErr_NoMemory(); goto done; }
+    if (m.marks == NULL || m.failed == NULL) goto done;
+    int ok = 1;
+    for (Py_ssize_t i = 1; ok == 1 && i < nl; i++)
+        for (Py_ssize_t j = 0; ok == 1 && j < i; j++) { /* no span id twice */
+            int same = eq(layers[i].span, layers[j].span);
+            ok = same < 0 ? -1 : !same;
+        }
     for (Py_ssize_t i = 0; ok == 1 && i < nl; i++) /* no layer the parent of another */
         for (Py_ssize_t j = 0; ok == 1 && j < nl; j++) {
             int below = eq(layers[i].parent, layers[j].span);
@@ -3432,9 +3458,7 @@ counted:
     self->calls_n = a.n;
     self->calls_cap = a.cap;
 done:
-    for (Py_ssize_t i = 0; layers != NULL && i < nl; i++) sl_layer_clear(&layers[i]);
     for (Py_ssize_t i = 0; failures != NULL && i < nf; i++) sl_failure_clear(&failures[i]);
-    PyMem_Free(layers);
     PyMem_Free(failures);
     PyMem_Free(origin);
     Py_XDECREF(m.marks);
@@ -3443,12 +3467,171 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(settle_packed_doc,
+"settle_packed(packed, failures, size, value, marked, marked_size, marked_expiry, classify,\n"
+"              timeouts, recoverable, errors, keys_size, /) -> int\n\n"
+"Settles a held trace of packed records (the joiner's Packed items, failed layers and the\n"
+"parent links of its failures among them: record kind 2) and the Failure objects of its\n"
+"failures as settle_layers settles the Layer objects and parent links the joiner would unpack\n"
+"them into (calls.py _unpack_into); -1 (nothing done) for another trace.");
+
+/* an ids string's next text (2-byte length, UTF-8): a new str, or NULL (malformed: ValueError) */
+static PyObject *ids_text(const uint8_t **q, const uint8_t *qend) {
+    if (qend - *q < 2) goto malformed;
+    Py_ssize_t len = (Py_ssize_t)(*q)[0] | (Py_ssize_t)(*q)[1] << 8;
+    if (qend - *q - 2 < len) goto malformed;
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)*q + 2, len, "strict");
+    *q += 2 + len;
+    return text;
+malformed:
+    PyErr_SetString(PyExc_ValueError, "packed: malformed record");
+    return NULL;
+}
+
+/* One layer record as _unpack_into makes its Layer (owned references in x): 1, -1 on error. */
+static int sl_layer_of_record(Scanner *self, PyObject *trace, const uint8_t *r, const uint8_t **q,
+                              const uint8_t *qend, sl_layer *x) {
+    uint32_t id = (uint32_t)r[36] | (uint32_t)r[37] << 8 | (uint32_t)r[38] << 16 | (uint32_t)r[39] << 24;
+    uint8_t flags = r[19];
+    if ((Py_ssize_t)id >= PyList_GET_SIZE(self->join_learned)) {
+        PyErr_SetString(PyExc_ValueError, "packed: unknown series");
+        return -1;
+    }
+    PyObject *rd = PyList_GET_ITEM(self->join_learned, id);
+    Py_ssize_t n = PyTuple_Check(rd) ? PyTuple_GET_SIZE(rd) : 0;
+    if ((n != 9 && n != 12) || ((flags & 4) && n != 12) || !PyLong_Check(PyTuple_GET_ITEM(rd, 0))) {
+        PyErr_SetString(PyExc_TypeError, "join_learned: 9-tuples, 12 for a failed layer, expected");
+        return -1;
+    }
+    x->side = PyLong_AsLong(PyTuple_GET_ITEM(rd, 0));
+    if (x->side == -1 && PyErr_Occurred()) return -1;
+    x->trace = Py_NewRef(trace);
+    x->span = PyBytes_FromStringAndSize((const char *)r + 2, r[1]);
+    x->parent = PyBytes_FromStringAndSize((const char *)r + 11, r[10]);
+    x->tool = Py_NewRef(PyTuple_GET_ITEM(rd, 1));
+    x->tool_type = Py_NewRef(PyTuple_GET_ITEM(rd, 2));
+    x->server = Py_NewRef(PyTuple_GET_ITEM(rd, 4));
+    if (x->span == NULL || x->parent == NULL) return -1;
+    if ((x->mcp = PyObject_IsTrue(PyTuple_GET_ITEM(rd, 3))) < 0 ||
+        (x->retry = PyObject_IsTrue(PyTuple_GET_ITEM(rd, 5))) < 0)
+        return -1;
+    x->call_id = (flags & 1) ? ids_text(q, qend) : Py_NewRef(self->s_empty);
+    if (x->call_id == NULL) return -1;
+    x->rpc_id = (flags & 2) ? ids_text(q, qend) : Py_NewRef(self->s_empty);
+    if (x->rpc_id == NULL) return -1;
+    PyObject *message = NULL;
+    if (flags & 4) {
+        if ((message = ids_text(q, qend)) == NULL) return -1;
+        if ((x->failed = PyObject_IsTrue(PyTuple_GET_ITEM(rd, 9))) < 0) { Py_DECREF(message); return -1; }
+        x->error_type = Py_NewRef(PyTuple_GET_ITEM(rd, 10));
+        x->exception = Py_NewRef(PyTuple_GET_ITEM(rd, 11));
+        x->message = x->failed ? message : Py_NewRef(self->s_empty);
+        if (!x->failed) Py_DECREF(message);
+    } else {
+        x->failed = 0;
+        x->error_type = Py_NewRef(self->s_empty);
+        x->exception = Py_NewRef(self->s_empty);
+        x->message = Py_NewRef(self->s_empty);
+    }
+    x->start = get_u64(r + 20);
+    x->end = get_u64(r + 28);
+    return 1;
+}
+
+static PyObject *Scanner_settle_packed(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 12 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[4]) ||
+        !PyList_Check(args[10])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "settle_packed(packed: list, failures: list, size, value, marked: OrderedDict, "
+                        "marked_size, marked_expiry, classify, timeouts, recoverable, errors: list, keys_size)");
+        return NULL;
+    }
+    if (self->join_learned == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the id-keyed join is off");
+        return NULL;
+    }
+    if (sl_names_ready() < 0) return NULL;
+    PyObject *packed = args[0];
+    Py_ssize_t np = PyList_GET_SIZE(packed), nl = 0;
+    PyObject *trace = NULL;
+    for (Py_ssize_t i = 0; i < np; i++) { /* (as settle_simple checks them) */
+        PyObject *t = PyList_GET_ITEM(packed, i);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 4 || !PyBytes_Check(PyTuple_GET_ITEM(t, 0)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 0)) != 16 || !PyBytes_Check(PyTuple_GET_ITEM(t, 1)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) % RECORD || !PyBytes_Check(PyTuple_GET_ITEM(t, 3))) {
+            PyErr_SetString(PyExc_ValueError, "packed: (trace id, records, layers, ids) tuples expected");
+            return NULL;
+        }
+        if (trace == NULL) trace = PyTuple_GET_ITEM(t, 0);
+        else if (PyObject_RichCompareBool(trace, PyTuple_GET_ITEM(t, 0), Py_EQ) != 1) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "packed: one trace expected");
+            return NULL;
+        }
+        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(PyTuple_GET_ITEM(t, 1));
+        for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)); k += RECORD) {
+            if (p[k] > 2 || p[k + 1] > 8 || p[k + 10] > 8 || (p[k] == 1 && (p[k + 1] < 1 || (p[k + 19] & ~7)))) {
+                PyErr_SetString(PyExc_ValueError, "packed: malformed record");
+                return NULL;
+            }
+            nl += p[k] == 1;
+        }
+    }
+    if (trace == NULL || nl > SETTLE_MAX_LAYERS) return PyLong_FromLong(-1);
+    sl_layer *layers = PyMem_Calloc(nl ? nl : 1, sizeof(sl_layer));
+    PyObject *parents = PyDict_New();
+    PyObject *result = NULL;
+    Py_ssize_t n = 0;
+    if (layers == NULL || parents == NULL) { if (layers == NULL) PyErr_NoMemory(); goto done; }
+    /* the layers, and the parent links as _unpack_into gives them: per item, its layers' (in
+     * order), then its links' (not empty); a failure's (kind 2, an item of its own) as it is */
+    for (Py_ssize_t i = 0; i < np; i++) {
+        PyObject *t = PyList_GET_ITEM(packed, i), *records = PyTuple_GET_ITEM(t, 1), *ids = PyTuple_GET_ITEM(t, 3);
+        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(records);
+        const uint8_t *q = (const uint8_t *)PyBytes_AS_STRING(ids), *qend = q + PyBytes_GET_SIZE(ids);
+        Py_ssize_t size = PyBytes_GET_SIZE(records);
+        for (int pass = 0; pass < 2; pass++) {
+            for (Py_ssize_t k = 0; k < size; k += RECORD) {
+                const uint8_t *r = p + k;
+                if (pass == 0 && r[0] == 0) continue;
+                if (pass == 1 && (r[0] != 0 || r[10] == 0)) continue;
+                PyObject *span = NULL, *parent = NULL;
+                if (r[0] == 1) {
+                    sl_layer *x = &layers[n++];
+                    if (sl_layer_of_record(self, trace, r, &q, qend, x) < 0) goto done;
+                    span = Py_NewRef(x->span);
+                    parent = Py_NewRef(x->parent);
+                } else {
+                    span = PyBytes_FromStringAndSize((const char *)r + 2, r[1]);
+                    parent = PyBytes_FromStringAndSize((const char *)r + 11, r[10]);
+                }
+                int rc = span && parent ? PyDict_SetItem(parents, span, parent) : -1;
+                Py_XDECREF(span);
+                Py_XDECREF(parent);
+                if (rc < 0) goto done;
+            }
+        }
+        if (q != qend) {
+            PyErr_SetString(PyExc_ValueError, "packed: malformed record");
+            goto done;
+        }
+    }
+    PyObject *full[13] = {packed, args[1], parents, args[2], args[3], args[4], args[5], args[6],
+                          args[7], args[8], args[9], args[10], args[11]};
+    result = settle_core(self, layers, nl, args[1], parents, full);
+done:
+    for (Py_ssize_t i = 0; layers != NULL && i < nl; i++) sl_layer_clear(&layers[i]);
+    PyMem_Free(layers);
+    Py_XDECREF(parents);
+    return result;
+}
+
 PyDoc_STRVAR(settle_due_doc,
 "settle_due(due, pending, start, size, value, marked, marked_size, marked_expiry, classify,\n"
 "           timeouts, recoverable, errors, keys_size, /) -> tuple[int, int]\n\n"
 "The joiner's loop over the entries due (calls.py CallJoiner.settle): from due[start] on, each\n"
 "(trace, entry) taken out of `pending` (del pending[trace]) and settled as the joiner would\n"
-"settle it first: by settle_simple when the entry is packed, else by settle_layers (the other\n"
+"settle it first: by settle_simple when the entry is packed (settle_packed when it has failures),\n"
+"else by settle_layers (the other\n"
 "arguments are theirs). Stops at the first entry neither settles (nothing done for it but its\n"
 "removal from pending: the joiner settles it) or at the end; returns (its index or len(due),\n"
 "the calls counted).");
@@ -3466,8 +3649,11 @@ static PyObject *Scanner_settle_due(Scanner *self, PyObject *const *args, Py_ssi
     if (at == -1 && PyErr_Occurred()) return NULL;
     if (at < 0) at = 0;
     Py_ssize_t calls = 0;
-    /* settle_simple's arguments, then settle_layers' (layers, failures and parents per entry) */
+    /* settle_simple's arguments, then settle_layers' (layers, failures and parents per entry),
+     * then settle_packed's (a packed entry with failures) */
     PyObject *simple[4] = {NULL, args[3], args[4], args[12]};
+    PyObject *with_failures[12] = {NULL, NULL, args[3], args[4], args[5], args[6], args[7], args[8],
+                                   args[9], args[10], args[11], args[12]};
     PyObject *layered[13] = {NULL, NULL, NULL, args[3], args[4], args[5], args[6], args[7], args[8],
                              args[9], args[10], args[11], args[12]};
     for (; at < PyList_GET_SIZE(due); at++) {
@@ -3482,9 +3668,15 @@ static PyObject *Scanner_settle_due(Scanner *self, PyObject *const *args, Py_ssi
         int packed = -1;
         if (PyObject_DelItem(pending, PyTuple_GET_ITEM(item, 0)) == 0) packed = attr_true(entry, A_PACKED);
         if (packed == 1) {
-            simple[0] = attr_get(entry, A_LAYERS);
-            if (simple[0] != NULL) result = Scanner_settle_simple(self, simple, 4);
+            with_failures[1] = attr_get(entry, A_FAILURES);
+            int failed = with_failures[1] == NULL ? -1 : PyObject_IsTrue(with_failures[1]);
+            if (failed == 1 && (with_failures[0] = attr_get(entry, A_LAYERS)) != NULL)
+                result = Scanner_settle_packed(self, with_failures, 12);
+            else if (failed == 0 && (simple[0] = attr_get(entry, A_LAYERS)) != NULL)
+                result = Scanner_settle_simple(self, simple, 4);
             Py_CLEAR(simple[0]);
+            Py_CLEAR(with_failures[0]);
+            Py_CLEAR(with_failures[1]);
         } else if (packed == 0) {
             layered[0] = attr_get(entry, A_LAYERS);
             layered[1] = layered[0] ? attr_get(entry, A_FAILURES) : NULL;
@@ -3884,6 +4076,7 @@ static PyMethodDef Scanner_methods[] = {
     {"settle_simple", (PyCFunction)(void (*)(void))Scanner_settle_simple, METH_FASTCALL, settle_simple_doc},
     {"settle_layers", (PyCFunction)(void (*)(void))Scanner_settle_layers, METH_FASTCALL, settle_layers_doc},
     {"settle_due", (PyCFunction)(void (*)(void))Scanner_settle_due, METH_FASTCALL, settle_due_doc},
+    {"settle_packed", (PyCFunction)(void (*)(void))Scanner_settle_packed, METH_FASTCALL, settle_packed_doc},
     {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
     {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},
     {"take_failures", (PyCFunction)Scanner_take_failures, METH_NOARGS, take_failures_doc},

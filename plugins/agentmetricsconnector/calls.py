@@ -153,7 +153,7 @@ class Call:
 # record: kind (1 a layer, 0 a link), span id length, span id, parent length, parent, the ids
 # the layer carries (bit 0 a call id, bit 1 a JSON-RPC id, bit 2: a failed layer and its
 # message), start, end, and the layer's series (an index into the connector's table of learned
-# layers; a failed layer's series has its failure in ``CallJoiner.learned_failures``); ``ids``
+# layers: a failed layer's reading has its failure after the others); ``ids``
 # holds those ids in record order, each as a 2-byte little-endian length and its UTF-8 text
 # (call id first, the message last: it may be empty).
 Packed = tuple[bytes, bytes, int, bytes]
@@ -161,6 +161,7 @@ RECORD = struct.Struct("<BB8sB8sBQQI")
 CALL_ID = 1
 RPC_ID = 2
 FAILED = 4
+FAILURE_LINK = 2  # a record's kind: the parent link of a failure held with Packed items
 
 
 class NativeJoin(Protocol):
@@ -174,6 +175,22 @@ class NativeJoin(Protocol):
         layers: list[Any],
         failures: list[Failure],
         parents: dict[bytes, bytes],
+        size: int,
+        value: object,
+        marked: collections.OrderedDict[object, tuple[float, Any]],
+        marked_size: int,
+        marked_expiry: float,
+        classify: Callable[[str], str],
+        timeouts: frozenset[str],
+        recoverable: frozenset[str],
+        errors: list[tuple[tuple[str, str], ...]],
+        keys_size: int,
+        /,
+    ) -> int: ...
+    def settle_packed(
+        self,
+        packed: list[Any],
+        failures: list[Failure],
         size: int,
         value: object,
         marked: collections.OrderedDict[object, tuple[float, Any]],
@@ -223,7 +240,9 @@ def settle_due(
 ) -> tuple[int, int]:
     """The twin of the scanner's ``settle_due`` (its loop in Python, through ``join``'s
     ``settle_simple`` and ``settle_layers``): from ``due[start]`` on, each trace taken out of
-    ``pending`` and its entry settled by ``settle_simple`` when packed, else ``settle_layers``;
+    ``pending`` and its entry settled by ``settle_simple`` when packed (``settle_packed`` when it
+    has failures: the Layer objects and parent links its records stand for, as settle_layers
+    settles them), else ``settle_layers``;
     stops at the first entry neither settles (nothing done for it but its removal from
     ``pending``) or at the end: (its index or ``len(due)``, the calls counted)."""
     calls = 0
@@ -231,7 +250,11 @@ def settle_due(
     while at < len(due):
         trace, entry = due[at]
         del pending[trace]
-        if entry.packed:
+        if entry.packed and entry.failures:
+            done = join.settle_packed(entry.layers, entry.failures, size, value, marked,
+                                      marked_size, marked_expiry, classify, timeouts,
+                                      recoverable, errors, keys_size)  # fmt: skip
+        elif entry.packed:
             done = join.settle_simple(entry.layers, size, value, keys_size)
         else:
             done = join.settle_layers(entry.layers, entry.failures, entry.parents, size, value,
@@ -398,9 +421,6 @@ class CallJoiner:
         # and the calls it settled since the connector last counted them
         self.native: NativeJoin | None = None
         self.learned: list[tuple[Any, ...]] = []
-        # the failed layers' series (learned by shape and exception type) -> (failed, error
-        # type, exception type) of their reading
-        self.learned_failures: dict[int, tuple[bool, str, str]] = {}
         self.native_calls = 0
 
     def __len__(self) -> int:
@@ -486,7 +506,19 @@ class CallJoiner:
             if layer.trace_id == trace:
                 entry.parents[layer.span_id] = layer.parent_id
         for failure in failures:
-            entry = self._entry(failure.trace_id, now)
+            trace = failure.trace_id
+            entry = pending.get(trace)
+            if entry is not None and entry.packed:
+                span, parent = failure.span_id, failure.parent_id
+                if len(span) <= 8 and len(parent) <= 8:
+                    # kept packed (settle_packed): its parent link in order, as a Packed item
+                    # of one record of kind 2 (set as it is when unpacked, even empty)
+                    record = RECORD.pack(2, len(span), span, len(parent), parent, 0, 0, 0, 0)
+                    entry.layers.append((trace, record, 0, b""))
+                    entry.extra -= 1
+                    entry.failures.append(failure)
+                    continue
+            entry = self._entry(trace, now)
             entry.failures.append(failure)
             entry.parents[failure.span_id] = failure.parent_id
         for item in links_only:
@@ -535,8 +567,10 @@ class CallJoiner:
         for kind, sn, span, pn, parent, flags, start, end, series in RECORD.iter_unpack(records):
             span = span[:sn]
             parent = parent[:pn]
-            if kind:
-                side, tool, tool_type, mcp, server, retry, agent, _call, _rpc = learned[series]
+            if kind == FAILURE_LINK:  # (a failure's parent link: an item of its own)
+                parents[span] = parent
+            elif kind:
+                side, tool, tool_type, mcp, server, retry, agent = learned[series][:7]
                 call = rpc = ""
                 if flags & CALL_ID:
                     n = ids[at] | ids[at + 1] << 8
@@ -550,7 +584,7 @@ class CallJoiner:
                     n = ids[at] | ids[at + 1] << 8
                     message = ids[at + 2 : at + 2 + n].decode()
                     at += 2 + n
-                    failed, error_type, exc = self.learned_failures[series]
+                    failed, error_type, exc = learned[series][9:]
                     entry.layers.append(Layer(trace, span, parent, side, tool, tool_type, mcp,
                                               call, rpc, "", server, start, end, failed, retry,
                                               error_type, exc, message if failed else "",
@@ -664,7 +698,7 @@ class CallJoiner:
         calls: list[Call],
         errors: list[tuple[tuple[str, str], ...]],
     ) -> None:
-        if entry.packed:
+        if entry.packed and not entry.failures:
             native = self.native
             if native is not None:
                 memory = self._settled_layers

@@ -805,9 +805,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             )
             series = self._join_ids[reading] = len(self._join_series)
             self._join_series.append(labels)
-            self.joiner.learned.append(reading[:9])
-            if len(reading) > 9:  # a failed layer's: (failed, error type, exception type)
-                self.joiner.learned_failures[series] = reading[9:]
+            self.joiner.learned.append(reading)  # (a failed layer's: 12 items)
         shapes[shape.where] = series
 
     @staticmethod

@@ -278,6 +278,14 @@ def agentscan() -> OneInput:
                 scanner.settle_simple([(trace, records, 1, ids)], 4, (0.0, None), 4)
             except ValueError:
                 pass
+            # settle_packed (a packed trace held with failures): any record string (kinds,
+            # flags, series, ids and messages) refused cleanly or settled
+            try:
+                scanner.settle_packed([(trace, records, 1, ids)], [], 4, (0.0, None),
+                                      collections.OrderedDict(), 4, 0.0, str, frozenset(),
+                                      frozenset(), [], 4)  # fmt: skip
+            except (ValueError, TypeError):
+                pass
         scanner.take_calls()
 
     def failures(data: bytes) -> None:
@@ -314,6 +322,10 @@ def agentscan() -> OneInput:
         with native_env(True):
             conn = make()
         assert_joiners_agree(random.Random(data), 3, conn, count=False)
+        # packed layers (failed ones with their message) held with failures: settle_packed
+        with native_env(True):
+            conn = make()
+        assert_joiners_agree(random.Random(data), 3, conn, count=False, pack=True)
         scanner, trace = conn._scanner, data[:16]
         for due in ([(trace, None)], [None], [(trace,)], [(trace, object())], [(b"", data)]):
             try:

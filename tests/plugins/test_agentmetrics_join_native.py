@@ -107,6 +107,13 @@ class Counting:
         # the loop's Python twin, through settle_layers below (counted)
         return settle_due(self, *args)
 
+    def settle_packed(self, *args: Any) -> int:
+        done: int = self.scanner.settle_packed(*args)
+        self.counts["packed settled in C" if done >= 0 else "packed refused"] += 1
+        if done >= 0:
+            self.counts["packed with failures"] += 1
+        return done
+
     def settle_layers(self, *args: Any) -> int:
         done: int = self.scanner.settle_layers(*args)
         self.counts["settled in C" if done >= 0 else "refused"] += 1
@@ -604,15 +611,97 @@ def native_series(series: list[Any]) -> dict[tuple[int, tuple[str, ...]], tuple[
     }
 
 
+class _Where:
+    """A shape as the connector's ``_learn`` reads it (the C scanner's key of a reading)."""
+
+    def __init__(self, n: int) -> None:
+        self.where = (b"r", b"s", b"%d" % n)
+
+
+def packed_as_scanned(
+    conn: AgentMetricsConnector, layers: list[Layer]
+) -> tuple[list[Any], list[Layer], int]:
+    """``layers`` as the C scanner hands them over when it packs those it can (failed ones
+    with their message): the items for the joiner of ``conn`` (each trace's packed layers one
+    Packed item at the place of its first, the others as they are), the layers in the order
+    the joiner unpacks them (for a pure-Python joiner; the late ones last), and the count of
+    late layers the scanner drops (as the joiner's ``add`` would)."""
+    from plugins.agentmetricsconnector.calls import CALL_ID, FAILED, RECORD, RPC_ID
+
+    joiner = conn.joiner
+    items: list[Any] = []
+    order: list[Layer] = []
+    groups: dict[bytes, tuple[int, list[Layer]]] = {}
+    dropped: list[Layer] = []
+    late = 0
+    for x in layers:
+        packable = (
+            len(x.trace_id) == 16
+            and 1 <= len(x.span_id) <= 8
+            and len(x.parent_id) <= 8
+            and not x.session
+            and len(x.message) < 1 << 16
+            and 0 <= x.start < 1 << 64
+            and 0 <= x.end < 1 << 64
+        )
+        if not packable:
+            items.append(x)
+            continue
+        if (x.trace_id, x.parent_id) in joiner._settled_layers or (
+            (x.call_id or x.rpc_id) and joiner._is_late(x)
+        ):
+            late += 1  # (dropped by the scanner, counted by take_late; by add in Python)
+            dropped.append(x)
+            continue
+        found = groups.get(x.trace_id)
+        if found is None:
+            found = groups[x.trace_id] = (len(items), [])
+            items.append(None)  # (its Packed item, below)
+        found[1].append(x)
+    for trace, (at, group) in groups.items():
+        records, ids = b"", b""
+        for x in group:
+            reading: tuple[Any, ...] = (x.side, x.tool, x.tool_type, x.mcp, x.server, x.retry,
+                                        x.agent, -1, -1)  # fmt: skip
+            flags = (CALL_ID if x.call_id else 0) | (RPC_ID if x.rpc_id else 0)
+            texts = [t for t in (x.call_id, x.rpc_id) if t]
+            if x.failed:
+                reading += (x.failed, x.error_type, x.exception)
+                flags |= FAILED
+                texts.append(x.message)
+            series = conn._join_ids.get(reading)
+            if series is None:
+                conn._learn(_Where(len(conn._join_series)), reading)  # type: ignore[arg-type]
+                series = conn._join_ids[reading]
+            records += RECORD.pack(1, len(x.span_id), x.span_id, len(x.parent_id), x.parent_id,
+                                   flags, x.start, x.end, series)  # fmt: skip
+            for text in texts:
+                raw = text.encode()
+                ids += len(raw).to_bytes(2, "little") + raw
+        items[at] = (trace, records, len(group), ids)
+    for item in items:
+        if item.__class__ is tuple:
+            order += groups[item[0]][1]
+        else:
+            order.append(item)
+    return items, order + dropped, late
+
+
 def assert_joiners_agree(
-    rng: random.Random, rounds: int, conn: AgentMetricsConnector, count: bool = True
+    rng: random.Random,
+    rounds: int,
+    conn: AgentMetricsConnector,
+    count: bool = True,
+    pack: bool = False,
 ) -> collections.Counter[str]:
     """``rounds`` random requests through the joiner of ``conn`` (a new connector with the C
     scanner) and a pure-Python one like it, each settled: the same calls per series, the same
     errors_total label sets in the same order, the same late and early counts, the same
     memories of settled layers and keys and failed parents (order too). ``count``: the C side
     wrapped in :class:`Counting` (the loop over the entries due in Python: ``settle_due``'s
-    twin), else the scanner's own ``settle_due``."""
+    twin), else the scanner's own ``settle_due``. ``pack``: the C side's layers packed now and
+    then as the scanner packs them (:func:`packed_as_scanned`), the pure-Python joiner given
+    them in the order they are unpacked."""
     native, scanner = conn.joiner, conn._scanner
     assert native.native is not None
     python = CallJoiner(native.window, native.max_traces, native.classify)
@@ -629,8 +718,18 @@ def assert_joiners_agree(
         now += rng.choice([0.0, 0.5, 100.0])
         everything = rng.random() < 0.3
         settled = []
+        given: dict[int, list[Any]] = {}
+        if pack and rng.random() < 0.7:
+            items, layers, late = packed_as_scanned(conn, layers)
+            native.late_layers += late
+            given[id(native)] = items
+            counts["packed"] += sum(1 for x in items if x.__class__ is tuple)
         for joiner in (native, python):
-            copies = [Layer(*(getattr(x, f) for f in Layer.__slots__)) for x in layers]
+            copies = (
+                given[id(joiner)]
+                if id(joiner) in given
+                else [Layer(*(getattr(x, f) for f in Layer.__slots__)) for x in layers]
+            )
             joiner.add(copies, list(failures), now, links)
             settled.append(joiner.settle(now, everything))
         (c_calls, c_errors), (p_calls, p_errors) = settled
@@ -661,6 +760,23 @@ def test_settle_layers_leaves_the_joiner_as_the_python_settle() -> None:
         counts += assert_joiners_agree(rng, rng.randint(1, 6), conn)
     assert counts["with failures"] > 300 and counts["with failed layers"] > 150, counts
     assert counts["refused"] > 30 and counts["with ids"] > 100, counts
+
+
+def test_settle_packed_leaves_the_joiner_as_the_python_settle() -> None:
+    """Packed layers (failed ones with their message) held with failures (their parent links
+    among the records) and settled by ``settle_packed`` (through ``settle_due`` and its twin),
+    or unpacked when anything else arrives for their trace or ``settle_packed`` refuses it:
+    the joiner as the pure-Python one given the layers in the order they are unpacked (calls,
+    errors_total label sets in order, late and early counts, the three memories in order)."""
+    rng = random.Random(1913)
+    counts: collections.Counter[str] = collections.Counter()
+    for _sequence in range(300):
+        conn = connector({"window": rng.choice(["0s", "10s"]), "max_traces": 4}, None)
+        counts += assert_joiners_agree(rng, rng.randint(1, 6), conn, count=True, pack=True)
+        conn = connector({"window": rng.choice(["0s", "10s"]), "max_traces": 4}, None)
+        assert_joiners_agree(rng, rng.randint(1, 6), conn, count=False, pack=True)
+    assert counts["packed"] > 300 and counts["packed with failures"] > 100, counts
+    assert counts["packed refused"] > 10, counts
 
 
 def test_settle_due_settles_as_the_python_join() -> None:
@@ -1421,5 +1537,7 @@ def test_failed_layers_packed_count_as_the_python_join(
         monkeypatch.setattr(AgentMetricsConnector, "_learn", no_failed_learning)
         assert native == asyncio.run(main(sequence, False)), requests
     assert items["packed failed"] > 140 and items["packed"] > 300, items
+    # (packed traces with failures settled by settle_packed, without their Layer objects)
+    assert items["packed with failures"] > 100, items
     assert items["with failures"] > 100 and items["with failed layers"] > 50, items
     assert items["not UTF-8"] >= 3 and items["refused"] >= 3, items
