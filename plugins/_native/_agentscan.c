@@ -61,6 +61,7 @@ typedef struct learned_slot {
     long series;
 } learned_slot;
 #define LEARNED_SLOTS 4096 /* power of two */
+#define FAILED_MISSES 1024 /* power of two */
 
 typedef struct {
     PyObject_HEAD
@@ -119,6 +120,10 @@ typedef struct {
      * series (one added changes nothing found) */
     struct learned_slot *learned_cache;
     Py_ssize_t learned_used;
+    /* failed_learned's misses (the hashes of its keys not in join_shapes) while join_shapes has
+     * the size failed_miss_size (a shape added makes it grow; one removed, forget_shapes) */
+    uint64_t failed_miss[FAILED_MISSES];
+    Py_ssize_t failed_miss_size;
     PyObject *failures;     /* dict or NULL: the last scan's failed spans' facts (take_failures) */
     PyObject *roots;        /* dict or NULL: the last scan's failed workflow roots' facts (take_roots) */
     /* the calls settle_simple counted since the last take_calls() (an aggs, see below) */
@@ -1697,6 +1702,7 @@ static uint64_t hash_mem(const uint8_t *p, Py_ssize_t n, uint64_t h) {
 }
 
 static void learned_forget(Scanner *self) {
+    self->failed_miss_size = -1; /* (failed_learned's misses forgotten too) */
     if (self->learned_cache == NULL || self->learned_used == 0) return;
     for (Py_ssize_t i = 0; i < LEARNED_SLOTS; i++) Py_CLEAR(self->learned_cache[i].key);
     self->learned_used = 0;
@@ -1712,12 +1718,15 @@ static inline int bytes_is(PyObject *b, const uint8_t *p, Py_ssize_t n) {
  * remembered by content (learned_cache): a shape learned is looked up in C the next times,
  * until the Python side removes or changes shapes (and calls forget_shapes). What is not there
  * is not remembered (the Python side may add it). */
-static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series, PyObject **shape) {
+static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series, PyObject **shape,
+                   uint64_t *hash) {
     const uint8_t *res = st->base + st->rs_start, *scope = st->base + st->sc_start;
     Py_ssize_t nres = st->rs_end - st->rs_start, nscope = st->sc_end - st->sc_start;
     *shape = NULL;
     if (st->ctx_hash == 0) st->ctx_hash = hash_mem(scope, nscope, hash_mem(res, nres, 1)) | 1;
-    uint64_t h = hash_mem(self->scratch, used, st->ctx_hash);
+    /* (*hash given: the hash of a key made of the one before it and more, see failed_learned) */
+    uint64_t h = *hash ? *hash : hash_mem(self->scratch, used, st->ctx_hash);
+    *hash = h;
     learned_slot *cache = self->learned_cache;
     size_t i = (size_t)h & (LEARNED_SLOTS - 1);
     for (;;) {
@@ -2013,8 +2022,8 @@ done:
  * message, else the exception event's message, as the Python side's failure facts give them)
  * when learned; 0 when not, or when those facts are not all ASCII (take_failures has none: the
  * Python side reads the span in full); -1 on error. Writes self->scratch beyond `used` only. */
-static int failed_learned(Scanner *self, scan_state *st, span_info *s, Py_ssize_t used, long *series,
-                          slice *msg) {
+static int failed_learned(Scanner *self, scan_state *st, span_info *s, Py_ssize_t used, uint64_t plain,
+                          long *series, slice *msg) {
     slice exc = {(const uint8_t *)"", 0}, emsg = {(const uint8_t *)"", 0};
     int found;
     if (exception_attr_of(s->raw, "exception.type", 14, &exc, &found) < 0 ||
@@ -2026,9 +2035,22 @@ static int failed_learned(Scanner *self, scan_state *st, span_info *s, Py_ssize_
     if (!is_ascii(status) || !is_ascii(exc) || !is_ascii(emsg)) return 0;
     Py_ssize_t ext = used;
     if (scratch_put(self, &ext, 'x', exc.p, exc.n) < 0) return -1;
+    /* its hash: the x entry's chained to the shape's (`plain`, learned's: not the whole key
+     * hashed again); a key missed before, join_shapes unchanged since: missed again without the
+     * dict lookup (its shape and key objects made); a hash that is another key's only leaves the
+     * span to Python */
+    uint64_t h = hash_mem(self->scratch + used, ext - used, plain) | 2;
+    Py_ssize_t size = PyDict_GET_SIZE(self->join_shapes);
+    if (self->failed_miss_size != size) {
+        memset(self->failed_miss, 0, sizeof(self->failed_miss));
+        self->failed_miss_size = size;
+    }
+    uint64_t *miss = &self->failed_miss[h & (FAILED_MISSES - 1)];
+    if (*miss == h) return 0;
     PyObject *shape = NULL;
-    int known = learned(self, st, ext, series, &shape);
+    int known = learned(self, st, ext, series, &shape, &h);
     Py_XDECREF(shape);
+    if (known == 0 && size == PyDict_GET_SIZE(self->join_shapes)) *miss = h;
     if (known <= 0) return known;
     if (*series < 0 && *series != -3) return 0; /* (never learned so) */
     *msg = status.n ? status : emsg;
@@ -2066,14 +2088,15 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                 if (st->join && has && s.trace_id.n == 16 && s.span_id.n >= 1 && s.span_id.n <= 8 &&
                     s.parent.n <= 8) {
                     long series;
-                    int known = learned(self, st, used, &series, &shape);
+                    uint64_t hash = 0; /* (learned's) */
+                    int known = learned(self, st, used, &series, &shape, &hash);
                     if (known < 0) { Py_XDECREF(shape); return -1; }
                     slice msg = {NULL, 0};
                     int failed_layer = 0;
                     if (!known && s.status_code == STATUS_ERROR && self->join_learned != NULL) {
                         /* a failed layer or a failed span giving the join no layer, learned
                          * with its exception type */
-                        known = failed_learned(self, st, &s, used, &series, &msg);
+                        known = failed_learned(self, st, &s, used, hash, &series, &msg);
                         if (known < 0) { Py_XDECREF(shape); return -1; }
                         if (known && series >= 0) {
                             if (msg.n > 0xffff) known = 0; /* (its length in two bytes) */

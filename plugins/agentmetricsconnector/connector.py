@@ -115,8 +115,9 @@ LINK_ONLY = "link only"
 # -3, see _failed_shape)
 FAILURE_ONLY = "failure only"
 # a context's memo of readings by shape (see _Shape): shape -> LINK or a tool-call layer's
-# reading; (shape, exception type) -> a failed tool-call layer's reading
-ShapeMemo = dict[bytes | tuple[bytes, str] | tuple[bytes, str, bool], Any]
+# reading; (shape, exception type) -> a failed tool-call layer's reading; (shape, exception
+# type, None) -> FAILURE_ONLY (learned so)
+ShapeMemo = dict[bytes | tuple[bytes, str] | tuple[bytes, str, bool | None], Any]
 NO_RESOURCE = b""
 INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER})
 
@@ -1325,10 +1326,13 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     facts is not None and facts.peer_error,
                 )
             )
-        if failed and shape is not None and failure is not None and self._id_sources_free(attrs):
-            # no tool-call layer: its trace's layers may be packed all the same (its failure
-            # and parent link to the joiner from here)
-            self._learn(self._failed_shape(shape, failure[1]), FAILURE_ONLY)
+        if failed and shape is not None and failure is not None:
+            known = (shape.key, failure[1], None)  # (learned so once: see FAILURE_ONLY)
+            if known not in shape.memo and self._id_sources_free(attrs):
+                # no tool-call layer: its trace's layers may be packed all the same (its
+                # failure and parent link to the joiner from here)
+                shape.memo[known] = FAILURE_ONLY
+                self._learn(self._failed_shape(shape, failure[1]), FAILURE_ONLY)
         return failed
 
     def _facts(

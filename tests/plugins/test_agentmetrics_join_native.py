@@ -368,7 +368,9 @@ async def run_with_workflows(
     await conn.shutdown()
     if counts is not None:  # failed tool-call layers remembered by shape (read again as such)
         counts["failed readings"] += sum(
-            isinstance(key, tuple) for memo in conn._shapes.values() for key in memo
+            isinstance(key, tuple) and key[-1] is not None  # (not FAILURE_ONLY)
+            for memo in conn._shapes.values()
+            for key in memo
         )
     return {**outcome(conn), **workflows(conn)}
 
