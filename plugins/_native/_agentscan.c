@@ -61,6 +61,7 @@ typedef struct learned_slot {
     long series;
 } learned_slot;
 #define LEARNED_SLOTS 4096 /* power of two */
+#define FAILED_MISSES 1024 /* power of two */
 
 typedef struct {
     PyObject_HEAD
@@ -119,6 +120,10 @@ typedef struct {
      * series (one added changes nothing found) */
     struct learned_slot *learned_cache;
     Py_ssize_t learned_used;
+    /* failed_learned's misses (the hashes of its keys not in join_shapes) while join_shapes has
+     * the size failed_miss_size (a shape added makes it grow; one removed, forget_shapes) */
+    uint64_t failed_miss[FAILED_MISSES];
+    Py_ssize_t failed_miss_size;
     PyObject *failures;     /* dict or NULL: the last scan's failed spans' facts (take_failures) */
     PyObject *roots;        /* dict or NULL: the last scan's failed workflow roots' facts (take_roots) */
     /* the calls settle_simple counted since the last take_calls() (an aggs, see below) */
@@ -631,8 +636,9 @@ typedef struct {
     Py_ssize_t off_start, off_end, rs_start, rs_end, sc_start, sc_end;
     PyObject *shape; /* owned (candidates) */
     Py_ssize_t group; /* after finish_join's first pass: the trace's group, -1 to Python, -2 late */
-    slice ids[2];     /* a layer's call id and JSON-RPC id (the id-keyed join), when flags has them */
-    uint8_t flags;    /* bit 0: a call id, bit 1: a JSON-RPC id */
+    slice ids[3];     /* a layer's call id and JSON-RPC id (the id-keyed join), when flags has them,
+                       * and a failed layer's message */
+    uint8_t flags;    /* bit 0: a call id, bit 1: a JSON-RPC id, bit 2: a failed layer (its message) */
     uint8_t link_only; /* a fallback item of a link-only shape (-2): its trace is not touched */
 } held_item;
 
@@ -1463,7 +1469,17 @@ static PyObject *fallback_item(Py_ssize_t start, Py_ssize_t end, Py_ssize_t rs_s
  * settled already (join_keys, as the joiner's _is_late), and settle_simple joins the layers as
  * calls.py _group does (settle_joined). A span of a link-only shape (join_shapes -2: read in
  * Python for metrics of its own, a parent link at most to the join: inference spans, agent
- * runs) is handed over without touching its trace (see link_only_clashes). */
+ * runs) is handed over without touching its trace (see link_only_clashes).
+ *
+ * Failed spans: a failed span whose shape was not learned is looked up again with its exception
+ * type (failed_learned: the Python side's memo of failed spans is keyed by (shape, exception
+ * type)). A failed tool-call layer learned so is packed as the others, flag 4 in its record and
+ * its message (the status message, else the exception event's) after its ids; settle_simple
+ * leaves its trace to the joiner (unpacked into Layer objects: settle_layers or the Python
+ * settle). A failed span learned so as one that gives the join no layer (-3: a failure and its
+ * parent link, read in Python) is handed over as a link-only span: its trace's layers may be
+ * packed beside it (the joiner keeps a trace's Packed links when a failure of the same request
+ * makes its entry). */
 
 #define RECORD 40 /* kind, span id length, span id[8], parent length, parent[8], id flags, start, end, series */
 
@@ -1581,8 +1597,8 @@ static int join_ids(Scanner *self, long series, slice raw, held_item *x) {
     if (self->join_learned == NULL) return 1;
     if (series >= PyList_GET_SIZE(self->join_learned)) return 0; /* (not learned as such) */
     PyObject *reading = PyList_GET_ITEM(self->join_learned, series);
-    if (!PyTuple_Check(reading) || PyTuple_GET_SIZE(reading) != 9) {
-        PyErr_SetString(PyExc_TypeError, "join_learned: 9-tuples expected");
+    if (!PyTuple_Check(reading) || (PyTuple_GET_SIZE(reading) != 9 && PyTuple_GET_SIZE(reading) != 12)) {
+        PyErr_SetString(PyExc_TypeError, "join_learned: 9-tuples (12: a failed layer) expected");
         return -1;
     }
     for (int k = 0; k < 2; k++) {
@@ -1686,6 +1702,7 @@ static uint64_t hash_mem(const uint8_t *p, Py_ssize_t n, uint64_t h) {
 }
 
 static void learned_forget(Scanner *self) {
+    self->failed_miss_size = -1; /* (failed_learned's misses forgotten too) */
     if (self->learned_cache == NULL || self->learned_used == 0) return;
     for (Py_ssize_t i = 0; i < LEARNED_SLOTS; i++) Py_CLEAR(self->learned_cache[i].key);
     self->learned_used = 0;
@@ -1701,12 +1718,15 @@ static inline int bytes_is(PyObject *b, const uint8_t *p, Py_ssize_t n) {
  * remembered by content (learned_cache): a shape learned is looked up in C the next times,
  * until the Python side removes or changes shapes (and calls forget_shapes). What is not there
  * is not remembered (the Python side may add it). */
-static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series, PyObject **shape) {
+static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series, PyObject **shape,
+                   uint64_t *hash) {
     const uint8_t *res = st->base + st->rs_start, *scope = st->base + st->sc_start;
     Py_ssize_t nres = st->rs_end - st->rs_start, nscope = st->sc_end - st->sc_start;
     *shape = NULL;
     if (st->ctx_hash == 0) st->ctx_hash = hash_mem(scope, nscope, hash_mem(res, nres, 1)) | 1;
-    uint64_t h = hash_mem(self->scratch, used, st->ctx_hash);
+    /* (*hash given: the hash of a key made of the one before it and more, see failed_learned) */
+    uint64_t h = *hash ? *hash : hash_mem(self->scratch, used, st->ctx_hash);
+    *hash = h;
     learned_slot *cache = self->learned_cache;
     size_t i = (size_t)h & (LEARNED_SLOTS - 1);
     for (;;) {
@@ -1737,7 +1757,7 @@ static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series,
     if (v == NULL) { Py_DECREF(key); return PyErr_Occurred() ? -1 : 0; }
     long n = PyLong_Check(v) ? PyLong_AsLong(v) : -2;
     if (!PyLong_Check(v)) PyErr_SetString(PyExc_TypeError, "join shapes map to int");
-    else if (!(n == -1 && PyErr_Occurred()) && (n < -2 || n >= PyList_GET_SIZE(self->join_series)))
+    else if (!(n == -1 && PyErr_Occurred()) && (n < -3 || n >= PyList_GET_SIZE(self->join_series)))
         PyErr_SetString(PyExc_ValueError, "join shape maps to no series");
     if (PyErr_Occurred()) { Py_DECREF(key); return -1; }
     if (self->learned_used >= LEARNED_SLOTS * 3 / 4) { /* full: started again */
@@ -1878,7 +1898,7 @@ static int finish_join(Scanner *self, scan_state *st) {
             PyObject *pk[2] = {Py_NewRef(trace), bytes_of(x->parent)};
             PyObject *key = probe_fill(&probe_settled, 2, pk);
             int late = key ? PyDict_Contains(self->join_settled, key) : -1;
-            if (!late && x->flags) { /* a call or JSON-RPC key already settled (_is_late) */
+            if (!late && (x->flags & 3)) { /* a call or JSON-RPC key already settled (_is_late) */
                 PyObject *keys[2] = {NULL, NULL}, *reading = PyList_GET_ITEM(self->join_learned, x->series);
                 PyObject **hex = k >= 0 ? &groups[k].hex : &pending_hex;
                 if (x->flags & 1) { /* ("call", trace, call id), as join_keys_of makes it */
@@ -1920,7 +1940,7 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (x->series >= 0) {
             if (jg->first < 0) jg->first = i;
             jg->layers++;
-            for (int j = 0; j < 2; j++)
+            for (int j = 0; j < 3; j++)
                 if (x->flags & (1 << j)) jg->id_bytes += 2 + x->ids[j].n;
         } else if (jg->first_link < 0) {
             jg->first_link = i;
@@ -1937,7 +1957,7 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (jg->ids == NULL && (jg->ids = PyBytes_FromStringAndSize(NULL, jg->id_bytes)) == NULL)
             goto done;
         write_record((uint8_t *)PyBytes_AS_STRING(jg->records) + jg->filled++ * RECORD, x);
-        for (int j = 0; j < 2; j++) {
+        for (int j = 0; j < 3; j++) {
             if (!(x->flags & (1 << j))) continue;
             uint8_t *o = (uint8_t *)PyBytes_AS_STRING(jg->ids) + jg->id_filled;
             o[0] = (uint8_t)(x->ids[j].n & 0xff);
@@ -1952,9 +1972,13 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (x->item != NULL) {
             item = Py_NewRef(x->item);
         } else if (x->group == -1) {
+            slice raw = {st->base + x->off_start, x->off_end - x->off_start};
             if (x->shape == NULL) { /* (not made when found in learned_cache) */
-                slice raw = {st->base + x->off_start, x->off_end - x->off_start};
                 if ((x->shape = span_shape(self, raw)) == NULL) goto done;
+            }
+            if (x->flags & 4) { /* a failed layer not packed after all: its facts, as scan_spans keeps them */
+                span_info s;
+                if (parse_span(self, raw, &s) < 0 || keep_failure(self, &s, x->off_start) < 0) goto done;
             }
             item = fallback_item(x->off_start, x->off_end, x->rs_start, x->rs_end, x->sc_start,
                                  x->sc_end, x->shape, x->trace, x->span, x->parent, x->start, x->end);
@@ -1990,6 +2014,49 @@ done:
     return rc;
 }
 
+/* A failed span whose shape the Python side did not learn: its shape with its exception type
+ * (the Python side's memo of failed spans is keyed by (shape, exception type): connector.py,
+ * _read_span) looked up in join_shapes, as a 'x' entry after the shape. 1 with *series (a failed
+ * tool-call layer's series, or -3: a failed span that gives the join no layer, read in Python
+ * without touching its trace, as a link-only span) and *msg (the layer's message: the status
+ * message, else the exception event's message, as the Python side's failure facts give them)
+ * when learned; 0 when not, or when those facts are not all ASCII (take_failures has none: the
+ * Python side reads the span in full); -1 on error. Writes self->scratch beyond `used` only. */
+static int failed_learned(Scanner *self, scan_state *st, span_info *s, Py_ssize_t used, uint64_t plain,
+                          long *series, slice *msg) {
+    slice exc = {(const uint8_t *)"", 0}, emsg = {(const uint8_t *)"", 0};
+    int found;
+    if (exception_attr_of(s->raw, "exception.type", 14, &exc, &found) < 0 ||
+        exception_attr_of(s->raw, "exception.message", 17, &emsg, &found) < 0) {
+        PyErr_SetString(PyExc_ValueError, "malformed span event");
+        return -1;
+    }
+    slice status = s->status_message.p ? s->status_message : (slice){(const uint8_t *)"", 0};
+    if (!is_ascii(status) || !is_ascii(exc) || !is_ascii(emsg)) return 0;
+    Py_ssize_t ext = used;
+    if (scratch_put(self, &ext, 'x', exc.p, exc.n) < 0) return -1;
+    /* its hash: the x entry's chained to the shape's (`plain`, learned's: not the whole key
+     * hashed again); a key missed before, join_shapes unchanged since: missed again without the
+     * dict lookup (its shape and key objects made); a hash that is another key's only leaves the
+     * span to Python */
+    uint64_t h = hash_mem(self->scratch + used, ext - used, plain) | 2;
+    Py_ssize_t size = PyDict_GET_SIZE(self->join_shapes);
+    if (self->failed_miss_size != size) {
+        memset(self->failed_miss, 0, sizeof(self->failed_miss));
+        self->failed_miss_size = size;
+    }
+    uint64_t *miss = &self->failed_miss[h & (FAILED_MISSES - 1)];
+    if (*miss == h) return 0;
+    PyObject *shape = NULL;
+    int known = learned(self, st, ext, series, &shape, &h);
+    Py_XDECREF(shape);
+    if (known == 0 && size == PyDict_GET_SIZE(self->join_shapes)) *miss = h;
+    if (known <= 0) return known;
+    if (*series < 0 && *series != -3) return 0; /* (never learned so) */
+    *msg = status.n ? status : emsg;
+    return 1;
+}
+
 static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
     slice scope, scope_name = {NULL, 0};
     if (find_message(scope_spans, 1, &scope) < 0) return -1;
@@ -2021,15 +2088,28 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                 if (st->join && has && s.trace_id.n == 16 && s.span_id.n >= 1 && s.span_id.n <= 8 &&
                     s.parent.n <= 8) {
                     long series;
-                    int known = learned(self, st, used, &series, &shape);
+                    uint64_t hash = 0; /* (learned's) */
+                    int known = learned(self, st, used, &series, &shape, &hash);
                     if (known < 0) { Py_XDECREF(shape); return -1; }
+                    slice msg = {NULL, 0};
+                    int failed_layer = 0;
+                    if (!known && s.status_code == STATUS_ERROR && self->join_learned != NULL) {
+                        /* a failed layer or a failed span giving the join no layer, learned
+                         * with its exception type */
+                        known = failed_learned(self, st, &s, used, hash, &series, &msg);
+                        if (known < 0) { Py_XDECREF(shape); return -1; }
+                        if (known && series >= 0) {
+                            if (msg.n > 0xffff) known = 0; /* (its length in two bytes) */
+                            else failed_layer = 1;
+                        }
+                    }
                     held_item probe;
                     int ok = 1;
                     if (known && series >= 0) {
                         ok = join_ids(self, series, f.data, &probe);
                         if (ok < 0) { Py_XDECREF(shape); return -1; }
                     }
-                    link_only = known && series == -2;
+                    link_only = known && (series == -2 || series == -3);
                     if (known && ok && !link_only) {
                         held_item *x = held_push(st);
                         if (x == NULL) { Py_XDECREF(shape); return -1; }
@@ -2037,6 +2117,10 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                             x->ids[0] = probe.ids[0];
                             x->ids[1] = probe.ids[1];
                             x->flags = probe.flags;
+                            if (failed_layer) {
+                                x->ids[2] = msg;
+                                x->flags |= 4;
+                            }
                         }
                         x->trace = s.trace_id;
                         x->span = s.span_id;
@@ -2396,7 +2480,7 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
         return PyErr_NoMemory();
     }
     Py_ssize_t nl = 0;
-    int with_ids = 0;
+    int with_ids = 0, with_failed = 0;
     PyObject *result = NULL;
     for (Py_ssize_t i = 0; i < np; i++) {
         PyObject *records = PyTuple_GET_ITEM(PyList_GET_ITEM(packed, i), 1);
@@ -2407,18 +2491,24 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
             if (p[k] != 1) continue;
             layer_rec *x = &layers[nl++];
             x->rec = p + k;
-            if (p[k + 19] & ~3) goto malformed;
-            for (int j = 0; j < 2; j++) {
-                x->ids[j].p = NULL;
-                x->ids[j].n = 0;
+            if (p[k + 19] & ~7) goto malformed;
+            for (int j = 0; j < 3; j++) {
+                if (j < 2) {
+                    x->ids[j].p = NULL;
+                    x->ids[j].n = 0;
+                }
                 if (!(p[k + 19] & (1 << j))) continue;
                 if (qend - q < 2) goto malformed;
                 Py_ssize_t len = (Py_ssize_t)q[0] | (Py_ssize_t)q[1] << 8;
-                if (len == 0 || qend - q - 2 < len) goto malformed;
-                x->ids[j].p = q + 2;
-                x->ids[j].n = len;
+                if ((len == 0 && j < 2) || qend - q - 2 < len) goto malformed;
+                if (j < 2) {
+                    x->ids[j].p = q + 2;
+                    x->ids[j].n = len;
+                    with_ids = 1;
+                } else {
+                    with_failed = 1; /* (its message) */
+                }
                 q += 2 + len;
-                with_ids = 1;
             }
         }
         if (q != qend) goto malformed;
@@ -2427,6 +2517,10 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
     for (Py_ssize_t i = 0; i < nl; i++) {
         const uint8_t *r = layers[i].rec;
         if (r[1] < 1 || r[1] > 8 || r[10] > 8) goto malformed;
+    }
+    if (with_failed) { /* a failed layer: the joiner unpacks the trace (settle_layers, _settle) */
+        result = PyLong_FromLong(-1);
+        goto done;
     }
     if (with_ids) {
         if (self->join_learned == NULL) {
@@ -2513,8 +2607,8 @@ done:
 /* -- settling a held trace read in Python: layers that are calls of their own, and failures --
  *
  * The joiner's general settle (calls.py, CallJoiner._settle) for its next most common case: a
- * held trace of Layer and Failure objects (read in Python: a trace with a failed span is never
- * packed) whose layers are each a call of their own (no session, no call id or JSON-RPC key
+ * held trace of Layer and Failure objects (a trace with a failure read in Python: its packed
+ * layers unpacked by the joiner) whose layers are each a call of their own (no session, no call id or JSON-RPC key
  * twice, no span id twice, no layer the parent of another), failed or not: the benchmark's failed trace
  * (a failed tool call, an agent run above it, a failed workflow root). As _settle does: each
  * layer's call (_call of a one-layer group) counted per series in C (as settle_simple's), the
@@ -2868,7 +2962,7 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
             goto done;
         }
         PyObject *rd = PyList_GET_ITEM(self->join_learned, id);
-        if (!PyTuple_Check(rd) || PyTuple_GET_SIZE(rd) != 9 || !PyUnicode_Check(PyTuple_GET_ITEM(rd, 1)) ||
+        if (!PyTuple_Check(rd) || (PyTuple_GET_SIZE(rd) != 9 && PyTuple_GET_SIZE(rd) != 12) || !PyUnicode_Check(PyTuple_GET_ITEM(rd, 1)) ||
             !PyUnicode_Check(PyTuple_GET_ITEM(rd, 2)) || !PyUnicode_Check(PyTuple_GET_ITEM(rd, 4))) {
             PyErr_SetString(PyExc_TypeError, "join_learned: (side, tool, tool type, mcp, server, retry, agent, "
                                              "call key, rpc key) expected");
@@ -3201,6 +3295,9 @@ PyDoc_STRVAR(settle_layers_doc,
 "marked_size, its values (marked_expiry, (types, direct))), appends the errors_total label sets\n"
 "to `errors` and returns the number of calls; -1 (nothing done) for any other trace.");
 
+static PyObject *settle_core(Scanner *self, sl_layer *layers, Py_ssize_t nl, PyObject *failure_list,
+                             PyObject *parents, PyObject *const *args);
+
 static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 13 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[2]) ||
         !PyDict_Check(args[5]) || !PyList_Check(args[11])) {
@@ -3222,27 +3319,50 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
     if (marked_size == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t keys_size = PyLong_AsSsize_t(args[12]);
     if (keys_size == -1 && PyErr_Occurred()) return NULL;
-    PyObject *hex = NULL; /* the trace in hex (JSON-RPC keys), made when first needed */
-    Py_ssize_t nl = PyList_GET_SIZE(layer_list), nf = PyList_GET_SIZE(failure_list);
+    (void)errors; (void)size; (void)marked_size; /* (checked here: settle_core reads them) */
+    Py_ssize_t nl = PyList_GET_SIZE(layer_list);
     if (nl > SETTLE_MAX_LAYERS) return PyLong_FromLong(-1);
     sl_layer *layers = PyMem_Calloc(nl ? nl : 1, sizeof(sl_layer));
-    sl_failure *failures = PyMem_Calloc(nf ? nf : 1, sizeof(sl_failure));
-    char *origin = PyMem_Calloc(nf ? nf : 1, 1);
-    sl_marks m = {PyDict_New(), args[5], marked_size, args[7], args[2], PySet_New(NULL)};
-    PyObject *result = NULL;
-    if (layers == NULL || failures == NULL || origin == NULL) { PyErr_NoMemory(); goto done; }
-    if (m.marks == NULL || m.failed == NULL) goto done;
+    if (layers == NULL) return PyErr_NoMemory();
     /* read everything first: nothing is done for a trace that is not this case */
     int ok = 1;
     for (Py_ssize_t i = 0; ok == 1 && i < nl; i++) {
         ok = sl_read_layer(PyList_GET_ITEM(layer_list, i), &layers[i], self->join_keys != NULL);
-        if (ok == 1 && i > 0 && (ok = eq(layers[i].trace, layers[0].trace)) == 1) {
-            for (Py_ssize_t j = 0; ok == 1 && j < i; j++) { /* no span id twice */
-                int same = eq(layers[i].span, layers[j].span);
-                ok = same < 0 ? -1 : !same;
-            }
-        }
+        if (ok == 1 && i > 0) ok = eq(layers[i].trace, layers[0].trace);
     }
+    PyObject *result = ok < 0 ? NULL : ok == 0 ? PyLong_FromLong(-1)
+                                               : settle_core(self, layers, nl, failure_list, args[2], args);
+    for (Py_ssize_t i = 0; i < nl; i++) sl_layer_clear(&layers[i]);
+    PyMem_Free(layers);
+    return result;
+}
+
+/* settle_layers' work on its layers read (of one trace; cleared by the caller), the failures
+ * of `failure_list` and the parent links `parents`; the other arguments settle_layers' (args,
+ * 13 of them). -1 (nothing done) for another trace. */
+static PyObject *settle_core(Scanner *self, sl_layer *layers, Py_ssize_t nl, PyObject *failure_list,
+                             PyObject *parents, PyObject *const *args) {
+    PyObject *errors = args[11];
+    Py_ssize_t size = PyLong_AsSsize_t(args[3]);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t marked_size = PyLong_AsSsize_t(args[6]);
+    if (marked_size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t keys_size = PyLong_AsSsize_t(args[12]);
+    if (keys_size == -1 && PyErr_Occurred()) return NULL;
+    PyObject *hex = NULL; /* the trace in hex (JSON-RPC keys), made when first needed */
+    Py_ssize_t nf = PyList_GET_SIZE(failure_list);
+    sl_failure *failures = PyMem_Calloc(nf ? nf : 1, sizeof(sl_failure));
+    char *origin = PyMem_Calloc(nf ? nf : 1, 1);
+    sl_marks m = {PyDict_New(), args[5], marked_size, args[7], parents, PySet_New(NULL)};
+    PyObject *result = NULL;
+    if (failures == NULL || origin == NULL) { PyErr_NoMemory(); goto done; }
+    if (m.marks == NULL || m.failed == NULL) goto done;
+    int ok = 1;
+    for (Py_ssize_t i = 1; ok == 1 && i < nl; i++)
+        for (Py_ssize_t j = 0; ok == 1 && j < i; j++) { /* no span id twice */
+            int same = eq(layers[i].span, layers[j].span);
+            ok = same < 0 ? -1 : !same;
+        }
     for (Py_ssize_t i = 0; ok == 1 && i < nl; i++) /* no layer the parent of another */
         for (Py_ssize_t j = 0; ok == 1 && j < nl; j++) {
             int below = eq(layers[i].parent, layers[j].span);
@@ -3361,9 +3481,7 @@ counted:
     self->calls_n = a.n;
     self->calls_cap = a.cap;
 done:
-    for (Py_ssize_t i = 0; layers != NULL && i < nl; i++) sl_layer_clear(&layers[i]);
     for (Py_ssize_t i = 0; failures != NULL && i < nf; i++) sl_failure_clear(&failures[i]);
-    PyMem_Free(layers);
     PyMem_Free(failures);
     PyMem_Free(origin);
     Py_XDECREF(m.marks);
@@ -3372,12 +3490,171 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(settle_packed_doc,
+"settle_packed(packed, failures, size, value, marked, marked_size, marked_expiry, classify,\n"
+"              timeouts, recoverable, errors, keys_size, /) -> int\n\n"
+"Settles a held trace of packed records (the joiner's Packed items, failed layers and the\n"
+"parent links of its failures among them: record kind 2) and the Failure objects of its\n"
+"failures as settle_layers settles the Layer objects and parent links the joiner would unpack\n"
+"them into (calls.py _unpack_into); -1 (nothing done) for another trace.");
+
+/* an ids string's next text (2-byte length, UTF-8): a new str, or NULL (malformed: ValueError) */
+static PyObject *ids_text(const uint8_t **q, const uint8_t *qend) {
+    if (qend - *q < 2) goto malformed;
+    Py_ssize_t len = (Py_ssize_t)(*q)[0] | (Py_ssize_t)(*q)[1] << 8;
+    if (qend - *q - 2 < len) goto malformed;
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)*q + 2, len, "strict");
+    *q += 2 + len;
+    return text;
+malformed:
+    PyErr_SetString(PyExc_ValueError, "packed: malformed record");
+    return NULL;
+}
+
+/* One layer record as _unpack_into makes its Layer (owned references in x): 1, -1 on error. */
+static int sl_layer_of_record(Scanner *self, PyObject *trace, const uint8_t *r, const uint8_t **q,
+                              const uint8_t *qend, sl_layer *x) {
+    uint32_t id = (uint32_t)r[36] | (uint32_t)r[37] << 8 | (uint32_t)r[38] << 16 | (uint32_t)r[39] << 24;
+    uint8_t flags = r[19];
+    if ((Py_ssize_t)id >= PyList_GET_SIZE(self->join_learned)) {
+        PyErr_SetString(PyExc_ValueError, "packed: unknown series");
+        return -1;
+    }
+    PyObject *rd = PyList_GET_ITEM(self->join_learned, id);
+    Py_ssize_t n = PyTuple_Check(rd) ? PyTuple_GET_SIZE(rd) : 0;
+    if ((n != 9 && n != 12) || ((flags & 4) && n != 12) || !PyLong_Check(PyTuple_GET_ITEM(rd, 0))) {
+        PyErr_SetString(PyExc_TypeError, "join_learned: 9-tuples, 12 for a failed layer, expected");
+        return -1;
+    }
+    x->side = PyLong_AsLong(PyTuple_GET_ITEM(rd, 0));
+    if (x->side == -1 && PyErr_Occurred()) return -1;
+    x->trace = Py_NewRef(trace);
+    x->span = PyBytes_FromStringAndSize((const char *)r + 2, r[1]);
+    x->parent = PyBytes_FromStringAndSize((const char *)r + 11, r[10]);
+    x->tool = Py_NewRef(PyTuple_GET_ITEM(rd, 1));
+    x->tool_type = Py_NewRef(PyTuple_GET_ITEM(rd, 2));
+    x->server = Py_NewRef(PyTuple_GET_ITEM(rd, 4));
+    if (x->span == NULL || x->parent == NULL) return -1;
+    if ((x->mcp = PyObject_IsTrue(PyTuple_GET_ITEM(rd, 3))) < 0 ||
+        (x->retry = PyObject_IsTrue(PyTuple_GET_ITEM(rd, 5))) < 0)
+        return -1;
+    x->call_id = (flags & 1) ? ids_text(q, qend) : Py_NewRef(self->s_empty);
+    if (x->call_id == NULL) return -1;
+    x->rpc_id = (flags & 2) ? ids_text(q, qend) : Py_NewRef(self->s_empty);
+    if (x->rpc_id == NULL) return -1;
+    PyObject *message = NULL;
+    if (flags & 4) {
+        if ((message = ids_text(q, qend)) == NULL) return -1;
+        if ((x->failed = PyObject_IsTrue(PyTuple_GET_ITEM(rd, 9))) < 0) { Py_DECREF(message); return -1; }
+        x->error_type = Py_NewRef(PyTuple_GET_ITEM(rd, 10));
+        x->exception = Py_NewRef(PyTuple_GET_ITEM(rd, 11));
+        x->message = x->failed ? message : Py_NewRef(self->s_empty);
+        if (!x->failed) Py_DECREF(message);
+    } else {
+        x->failed = 0;
+        x->error_type = Py_NewRef(self->s_empty);
+        x->exception = Py_NewRef(self->s_empty);
+        x->message = Py_NewRef(self->s_empty);
+    }
+    x->start = get_u64(r + 20);
+    x->end = get_u64(r + 28);
+    return 1;
+}
+
+static PyObject *Scanner_settle_packed(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 12 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[4]) ||
+        !PyList_Check(args[10])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "settle_packed(packed: list, failures: list, size, value, marked: OrderedDict, "
+                        "marked_size, marked_expiry, classify, timeouts, recoverable, errors: list, keys_size)");
+        return NULL;
+    }
+    if (self->join_learned == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the id-keyed join is off");
+        return NULL;
+    }
+    if (sl_names_ready() < 0) return NULL;
+    PyObject *packed = args[0];
+    Py_ssize_t np = PyList_GET_SIZE(packed), nl = 0;
+    PyObject *trace = NULL;
+    for (Py_ssize_t i = 0; i < np; i++) { /* (as settle_simple checks them) */
+        PyObject *t = PyList_GET_ITEM(packed, i);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 4 || !PyBytes_Check(PyTuple_GET_ITEM(t, 0)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 0)) != 16 || !PyBytes_Check(PyTuple_GET_ITEM(t, 1)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) % RECORD || !PyBytes_Check(PyTuple_GET_ITEM(t, 3))) {
+            PyErr_SetString(PyExc_ValueError, "packed: (trace id, records, layers, ids) tuples expected");
+            return NULL;
+        }
+        if (trace == NULL) trace = PyTuple_GET_ITEM(t, 0);
+        else if (PyObject_RichCompareBool(trace, PyTuple_GET_ITEM(t, 0), Py_EQ) != 1) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "packed: one trace expected");
+            return NULL;
+        }
+        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(PyTuple_GET_ITEM(t, 1));
+        for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)); k += RECORD) {
+            if (p[k] > 2 || p[k + 1] > 8 || p[k + 10] > 8 || (p[k] == 1 && (p[k + 1] < 1 || (p[k + 19] & ~7)))) {
+                PyErr_SetString(PyExc_ValueError, "packed: malformed record");
+                return NULL;
+            }
+            nl += p[k] == 1;
+        }
+    }
+    if (trace == NULL || nl > SETTLE_MAX_LAYERS) return PyLong_FromLong(-1);
+    sl_layer *layers = PyMem_Calloc(nl ? nl : 1, sizeof(sl_layer));
+    PyObject *parents = PyDict_New();
+    PyObject *result = NULL;
+    Py_ssize_t n = 0;
+    if (layers == NULL || parents == NULL) { if (layers == NULL) PyErr_NoMemory(); goto done; }
+    /* the layers, and the parent links as _unpack_into gives them: per item, its layers' (in
+     * order), then its links' (not empty); a failure's (kind 2, an item of its own) as it is */
+    for (Py_ssize_t i = 0; i < np; i++) {
+        PyObject *t = PyList_GET_ITEM(packed, i), *records = PyTuple_GET_ITEM(t, 1), *ids = PyTuple_GET_ITEM(t, 3);
+        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(records);
+        const uint8_t *q = (const uint8_t *)PyBytes_AS_STRING(ids), *qend = q + PyBytes_GET_SIZE(ids);
+        Py_ssize_t size = PyBytes_GET_SIZE(records);
+        for (int pass = 0; pass < 2; pass++) {
+            for (Py_ssize_t k = 0; k < size; k += RECORD) {
+                const uint8_t *r = p + k;
+                if (pass == 0 && r[0] == 0) continue;
+                if (pass == 1 && (r[0] != 0 || r[10] == 0)) continue;
+                PyObject *span = NULL, *parent = NULL;
+                if (r[0] == 1) {
+                    sl_layer *x = &layers[n++];
+                    if (sl_layer_of_record(self, trace, r, &q, qend, x) < 0) goto done;
+                    span = Py_NewRef(x->span);
+                    parent = Py_NewRef(x->parent);
+                } else {
+                    span = PyBytes_FromStringAndSize((const char *)r + 2, r[1]);
+                    parent = PyBytes_FromStringAndSize((const char *)r + 11, r[10]);
+                }
+                int rc = span && parent ? PyDict_SetItem(parents, span, parent) : -1;
+                Py_XDECREF(span);
+                Py_XDECREF(parent);
+                if (rc < 0) goto done;
+            }
+        }
+        if (q != qend) {
+            PyErr_SetString(PyExc_ValueError, "packed: malformed record");
+            goto done;
+        }
+    }
+    PyObject *full[13] = {packed, args[1], parents, args[2], args[3], args[4], args[5], args[6],
+                          args[7], args[8], args[9], args[10], args[11]};
+    result = settle_core(self, layers, nl, args[1], parents, full);
+done:
+    for (Py_ssize_t i = 0; layers != NULL && i < nl; i++) sl_layer_clear(&layers[i]);
+    PyMem_Free(layers);
+    Py_XDECREF(parents);
+    return result;
+}
+
 PyDoc_STRVAR(settle_due_doc,
 "settle_due(due, pending, start, size, value, marked, marked_size, marked_expiry, classify,\n"
 "           timeouts, recoverable, errors, keys_size, /) -> tuple[int, int]\n\n"
 "The joiner's loop over the entries due (calls.py CallJoiner.settle): from due[start] on, each\n"
 "(trace, entry) taken out of `pending` (del pending[trace]) and settled as the joiner would\n"
-"settle it first: by settle_simple when the entry is packed, else by settle_layers (the other\n"
+"settle it first: by settle_simple when the entry is packed (settle_packed when it has failures),\n"
+"else by settle_layers (the other\n"
 "arguments are theirs). Stops at the first entry neither settles (nothing done for it but its\n"
 "removal from pending: the joiner settles it) or at the end; returns (its index or len(due),\n"
 "the calls counted).");
@@ -3395,8 +3672,11 @@ static PyObject *Scanner_settle_due(Scanner *self, PyObject *const *args, Py_ssi
     if (at == -1 && PyErr_Occurred()) return NULL;
     if (at < 0) at = 0;
     Py_ssize_t calls = 0;
-    /* settle_simple's arguments, then settle_layers' (layers, failures and parents per entry) */
+    /* settle_simple's arguments, then settle_layers' (layers, failures and parents per entry),
+     * then settle_packed's (a packed entry with failures) */
     PyObject *simple[4] = {NULL, args[3], args[4], args[12]};
+    PyObject *with_failures[12] = {NULL, NULL, args[3], args[4], args[5], args[6], args[7], args[8],
+                                   args[9], args[10], args[11], args[12]};
     PyObject *layered[13] = {NULL, NULL, NULL, args[3], args[4], args[5], args[6], args[7], args[8],
                              args[9], args[10], args[11], args[12]};
     for (; at < PyList_GET_SIZE(due); at++) {
@@ -3411,9 +3691,15 @@ static PyObject *Scanner_settle_due(Scanner *self, PyObject *const *args, Py_ssi
         int packed = -1;
         if (PyObject_DelItem(pending, PyTuple_GET_ITEM(item, 0)) == 0) packed = attr_true(entry, A_PACKED);
         if (packed == 1) {
-            simple[0] = attr_get(entry, A_LAYERS);
-            if (simple[0] != NULL) result = Scanner_settle_simple(self, simple, 4);
+            with_failures[1] = attr_get(entry, A_FAILURES);
+            int failed = with_failures[1] == NULL ? -1 : PyObject_IsTrue(with_failures[1]);
+            if (failed == 1 && (with_failures[0] = attr_get(entry, A_LAYERS)) != NULL)
+                result = Scanner_settle_packed(self, with_failures, 12);
+            else if (failed == 0 && (simple[0] = attr_get(entry, A_LAYERS)) != NULL)
+                result = Scanner_settle_simple(self, simple, 4);
             Py_CLEAR(simple[0]);
+            Py_CLEAR(with_failures[0]);
+            Py_CLEAR(with_failures[1]);
         } else if (packed == 0) {
             layered[0] = attr_get(entry, A_LAYERS);
             layered[1] = layered[0] ? attr_get(entry, A_FAILURES) : NULL;
@@ -3813,6 +4099,7 @@ static PyMethodDef Scanner_methods[] = {
     {"settle_simple", (PyCFunction)(void (*)(void))Scanner_settle_simple, METH_FASTCALL, settle_simple_doc},
     {"settle_layers", (PyCFunction)(void (*)(void))Scanner_settle_layers, METH_FASTCALL, settle_layers_doc},
     {"settle_due", (PyCFunction)(void (*)(void))Scanner_settle_due, METH_FASTCALL, settle_due_doc},
+    {"settle_packed", (PyCFunction)(void (*)(void))Scanner_settle_packed, METH_FASTCALL, settle_packed_doc},
     {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
     {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},
     {"take_failures", (PyCFunction)Scanner_take_failures, METH_NOARGS, take_failures_doc},

@@ -46,10 +46,14 @@ class Scanner:
     ) -> None:
         """``join_shapes`` maps (resource, scope, shape) to a learned series (a tool-call
         layer), -1 (a link, packed) or -2 (a span read in Python that gives the join at most a
-        link: its trace may be packed all the same); ``join_learned`` holds each series'
-        reading (side, tool, tool type, mcp, server, retry, agent, call id key, JSON-RPC id
-        key: indexes into ``join_id_keys``, -1 none), ``join_keys`` the joiner's memory of
-        settled call and JSON-RPC keys (the id-keyed join; off without them)."""
+        link: its trace may be packed all the same); a failed span's shape followed by an
+        ``x`` entry of its exception type maps to a failed layer's series (packed with its
+        message: record flag 4) or -3 (a failed span read in Python that gives the join a
+        failure and no layer: its trace may be packed all the same); ``join_learned`` holds
+        each series' reading (side, tool, tool type, mcp, server, retry, agent, call id key,
+        JSON-RPC id key: indexes into ``join_id_keys``, -1 none; a failed layer's then failed,
+        error type, exception type), ``join_keys`` the joiner's memory of settled call and
+        JSON-RPC keys (the id-keyed join; off without them)."""
     def scan(
         self, request: bytes, /
     ) -> tuple[
@@ -64,7 +68,7 @@ class Scanner:
         ``_settle``: its layers joined into calls (parent links, call ids, JSON-RPC ids within
         the trace), counted (take_calls); join_settled and join_keys updated (trimmed to
         ``size`` and ``keys_size``); -1 (nothing done) when it has ids and the id-keyed join
-        is off."""
+        is off, or a failed layer (the joiner unpacks the trace)."""
     def settle_layers(
         self,
         layers: list[Any],
@@ -87,6 +91,27 @@ class Scanner:
         the joiner's ``_settle``: its calls counted (take_calls), join_settled, join_keys
         (trimmed to ``keys_size``) and ``marked`` (the memory of failed parents) updated, the
         errors_total label sets appended to ``errors``; -1 (nothing done) for another trace."""
+    def settle_packed(
+        self,
+        packed: list[Any],
+        failures: list[Any],
+        size: int,
+        value: object,
+        marked: OrderedDict[Any, Any],
+        marked_size: int,
+        marked_expiry: float,
+        classify: Callable[[str], str],
+        timeouts: frozenset[str],
+        recoverable: frozenset[str],
+        errors: list[Any],
+        keys_size: int,
+        /,
+    ) -> int:
+        """Settles a held trace of packed records (the joiner's Packed items: layers, failed
+        ones with their message, links, and its failures' parent links as records of kind 2)
+        with its Failure objects as :meth:`settle_layers` settles the Layer objects and parent
+        links the joiner would unpack them into (calls.py ``_unpack_into``): the same calls,
+        errors_total label sets and memories; -1 (nothing done) for another trace."""
     def settle_due(
         self,
         due: list[tuple[bytes, Any]],
@@ -106,10 +131,10 @@ class Scanner:
     ) -> tuple[int, int]:
         """The joiner's loop over its entries due ((trace, entry) pairs, calls.py
         ``CallJoiner.settle``) from ``due[start]``: each trace taken out of ``pending`` and its
-        entry settled by :meth:`settle_simple` when packed, else :meth:`settle_layers` (the
-        other arguments are theirs); stops at the first entry neither settles (nothing done for
-        it but its removal from ``pending``) or at the end: (its index or ``len(due)``, the
-        calls counted)."""
+        entry settled by :meth:`settle_simple` when packed (:meth:`settle_packed` with
+        failures), else :meth:`settle_layers` (the other arguments are theirs); stops at the
+        first entry neither settles (nothing done for it but its removal from ``pending``) or
+        at the end: (its index or ``len(due)``, the calls counted)."""
     def take_calls(
         self,
     ) -> list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None]]:

@@ -56,8 +56,9 @@ for, in their order, and the join goes on as above: the results are those of the
 join.
 The next most common case, a held trace of :class:`Layer` and :class:`Failure` objects whose
 layers are each a call of their own (call ids and JSON-RPC ids, but no key twice and no session),
-failed or not (a trace with a failure: its failed spans are read in Python, so it is never
-packed), is settled by the scanner too (``settle_layers``: the
+failed or not (a trace with a failure: its failures are read in Python, its failed layers
+learned by shape and exception type packed with their message, and unpacked when a failure
+arrives or settle_simple leaves them), is settled by the scanner too (``settle_layers``: the
 same calls, ``errors_total`` label sets and memories as :meth:`CallJoiner._settle`); any other
 trace by :meth:`CallJoiner._settle`.
 """
@@ -150,13 +151,17 @@ class Call:
 # links of one trace from one request whose shapes were read before and with nothing else of
 # their trace in that request, packed as (trace id, records, layers, ids): RECORD bytes per
 # record: kind (1 a layer, 0 a link), span id length, span id, parent length, parent, the ids
-# the layer carries (bit 0 a call id, bit 1 a JSON-RPC id), start, end, and the layer's series
-# (an index into the connector's table of learned layers); ``ids`` holds those ids in record
-# order, each as a 2-byte little-endian length and its UTF-8 text (call id first).
+# the layer carries (bit 0 a call id, bit 1 a JSON-RPC id, bit 2: a failed layer and its
+# message), start, end, and the layer's series (an index into the connector's table of learned
+# layers: a failed layer's reading has its failure after the others); ``ids``
+# holds those ids in record order, each as a 2-byte little-endian length and its UTF-8 text
+# (call id first, the message last: it may be empty).
 Packed = tuple[bytes, bytes, int, bytes]
 RECORD = struct.Struct("<BB8sB8sBQQI")
 CALL_ID = 1
 RPC_ID = 2
+FAILED = 4
+FAILURE_LINK = 2  # a record's kind: the parent link of a failure held with Packed items
 
 
 class NativeJoin(Protocol):
@@ -170,6 +175,22 @@ class NativeJoin(Protocol):
         layers: list[Any],
         failures: list[Failure],
         parents: dict[bytes, bytes],
+        size: int,
+        value: object,
+        marked: collections.OrderedDict[object, tuple[float, Any]],
+        marked_size: int,
+        marked_expiry: float,
+        classify: Callable[[str], str],
+        timeouts: frozenset[str],
+        recoverable: frozenset[str],
+        errors: list[tuple[tuple[str, str], ...]],
+        keys_size: int,
+        /,
+    ) -> int: ...
+    def settle_packed(
+        self,
+        packed: list[Any],
+        failures: list[Failure],
         size: int,
         value: object,
         marked: collections.OrderedDict[object, tuple[float, Any]],
@@ -219,7 +240,9 @@ def settle_due(
 ) -> tuple[int, int]:
     """The twin of the scanner's ``settle_due`` (its loop in Python, through ``join``'s
     ``settle_simple`` and ``settle_layers``): from ``due[start]`` on, each trace taken out of
-    ``pending`` and its entry settled by ``settle_simple`` when packed, else ``settle_layers``;
+    ``pending`` and its entry settled by ``settle_simple`` when packed (``settle_packed`` when it
+    has failures: the Layer objects and parent links its records stand for, as settle_layers
+    settles them), else ``settle_layers``;
     stops at the first entry neither settles (nothing done for it but its removal from
     ``pending``) or at the end: (its index or ``len(due)``, the calls counted)."""
     calls = 0
@@ -227,7 +250,11 @@ def settle_due(
     while at < len(due):
         trace, entry = due[at]
         del pending[trace]
-        if entry.packed:
+        if entry.packed and entry.failures:
+            done = join.settle_packed(entry.layers, entry.failures, size, value, marked,
+                                      marked_size, marked_expiry, classify, timeouts,
+                                      recoverable, errors, keys_size)  # fmt: skip
+        elif entry.packed:
             done = join.settle_simple(entry.layers, size, value, keys_size)
         else:
             done = join.settle_layers(entry.layers, entry.failures, entry.parents, size, value,
@@ -428,6 +455,9 @@ class CallJoiner:
         # trace of the request's items but those whose entry a Packed item made here with at
         # most MAX_ENTRY_ITEMS layers (nothing else adds to it unless its trace is here again)
         grown: list[bytes] = []
+        # Packed links only of a trace not held: kept, as links are, when a failure of this
+        # request makes its entry (its failed spans read in Python, the C scanner packed them)
+        links_only: list[Packed] = []
         for layer in layers:
             if layer.__class__ is tuple:  # Packed (the C scanner dropped its late layers)
                 trace, _records, count, _ids = layer
@@ -438,6 +468,8 @@ class CallJoiner:
                         pending[trace] = _Entry(deadline, [layer], [], {}, True, count - 1)
                         if count > MAX_ENTRY_ITEMS:
                             grown.append(trace)
+                    elif failures:
+                        links_only.append(layer)
                     continue
                 grown.append(trace)
                 if entry.packed:
@@ -474,9 +506,25 @@ class CallJoiner:
             if layer.trace_id == trace:
                 entry.parents[layer.span_id] = layer.parent_id
         for failure in failures:
-            entry = self._entry(failure.trace_id, now)
+            trace = failure.trace_id
+            entry = pending.get(trace)
+            if entry is not None and entry.packed:
+                span, parent = failure.span_id, failure.parent_id
+                if len(span) <= 8 and len(parent) <= 8:
+                    # kept packed (settle_packed): its parent link in order, as a Packed item
+                    # of one record of kind 2 (set as it is when unpacked, even empty)
+                    record = RECORD.pack(2, len(span), span, len(parent), parent, 0, 0, 0, 0)
+                    entry.layers.append((trace, record, 0, b""))
+                    entry.extra -= 1
+                    entry.failures.append(failure)
+                    continue
+            entry = self._entry(trace, now)
             entry.failures.append(failure)
             entry.parents[failure.span_id] = failure.parent_id
+        for item in links_only:
+            entry = pending.get(item[0])
+            if entry is not None:  # (made by a failure: not packed)
+                self._unpack_into(entry, item)
         for trace in {f.trace_id for f in failures}.union(grown):
             held = pending.get(trace)
             if (
@@ -519,8 +567,10 @@ class CallJoiner:
         for kind, sn, span, pn, parent, flags, start, end, series in RECORD.iter_unpack(records):
             span = span[:sn]
             parent = parent[:pn]
-            if kind:
-                side, tool, tool_type, mcp, server, retry, agent, _call, _rpc = learned[series]
+            if kind == FAILURE_LINK:  # (a failure's parent link: an item of its own)
+                parents[span] = parent
+            elif kind:
+                side, tool, tool_type, mcp, server, retry, agent = learned[series][:7]
                 call = rpc = ""
                 if flags & CALL_ID:
                     n = ids[at] | ids[at + 1] << 8
@@ -530,6 +580,17 @@ class CallJoiner:
                     n = ids[at] | ids[at + 1] << 8
                     rpc = ids[at + 2 : at + 2 + n].decode()
                     at += 2 + n
+                if flags & FAILED:  # (its message, and its failure by its series)
+                    n = ids[at] | ids[at + 1] << 8
+                    message = ids[at + 2 : at + 2 + n].decode()
+                    at += 2 + n
+                    failed, error_type, exc = learned[series][9:]
+                    entry.layers.append(Layer(trace, span, parent, side, tool, tool_type, mcp,
+                                              call, rpc, "", server, start, end, failed, retry,
+                                              error_type, exc, message if failed else "",
+                                              agent))  # fmt: skip
+                    parents[span] = parent
+                    continue
                 entry.layers.append(Layer(trace, span, parent, side, tool, tool_type, mcp, call,
                                           rpc, "", server, start, end, False, retry, "", "", "",
                                           agent))  # fmt: skip
@@ -637,7 +698,7 @@ class CallJoiner:
         calls: list[Call],
         errors: list[tuple[tuple[str, str], ...]],
     ) -> None:
-        if entry.packed:
+        if entry.packed and not entry.failures:
             native = self.native
             if native is not None:
                 memory = self._settled_layers

@@ -109,9 +109,15 @@ LINK = "link"  # a remembered reading: the span is only a parent link (see _read
 # is a tool-call layer, so it gives the joiner at most a parent link (an inference span, the
 # root agent run); the C scanner hands it over to Python and packs its trace's layers
 LINK_ONLY = "link only"
+# a learned reading of a failed span by its shape and exception type (not remembered: the span
+# is read each time): it is not a tool-call layer, so it gives the joiner a failure and its
+# parent link; the C scanner hands it over to Python and packs its trace's layers (learned as
+# -3, see _failed_shape)
+FAILURE_ONLY = "failure only"
 # a context's memo of readings by shape (see _Shape): shape -> LINK or a tool-call layer's
-# reading; (shape, exception type) -> a failed tool-call layer's reading
-ShapeMemo = dict[bytes | tuple[bytes, str] | tuple[bytes, str, bool], Any]
+# reading; (shape, exception type) -> a failed tool-call layer's reading; (shape, exception
+# type, None) -> FAILURE_ONLY (learned so)
+ShapeMemo = dict[bytes | tuple[bytes, str] | tuple[bytes, str, bool | None], Any]
 NO_RESOURCE = b""
 INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER})
 
@@ -765,12 +771,12 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         if self.joiner.native is None:
             return
         shapes = self._join_shapes
-        if reading is LINK_ONLY:  # (a shape learned as a link is packed: kept so)
+        if reading is LINK_ONLY or reading is FAILURE_ONLY:  # (kept so once learned)
             if shape.where not in shapes:
                 if len(shapes) >= JOIN_SHAPES:
                     shapes.clear()
                     self._scanner.forget_shapes()
-                shapes[shape.where] = -2
+                shapes[shape.where] = -2 if reading is LINK_ONLY else -3
             return
         if reading is not LINK:
             known = self._join_ids.get(reading)
@@ -800,8 +806,25 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             )
             series = self._join_ids[reading] = len(self._join_series)
             self._join_series.append(labels)
-            self.joiner.learned.append(reading)
+            self.joiner.learned.append(reading)  # (a failed layer's: 12 items)
         shapes[shape.where] = series
+
+    @staticmethod
+    def _failed_shape(shape: _Shape, exception_type: str) -> _Shape:
+        """The C scanner's key of a failed span's reading learned by its shape and exception
+        type (``failed_learned`` in ``_agentscan.c``): the shape and an ``x`` entry of the
+        exception type (ASCII: the scanner's failure facts), as ``scratch_put`` writes it."""
+        text = exception_type.encode()
+        n = len(text)
+        varint = bytearray()
+        while True:
+            byte = n & 0x7F
+            n >>= 7
+            varint.append(byte | (0x80 if n else 0))
+            if not n:
+                break
+        key = shape.key + b"x" + bytes(varint) + text
+        return _Shape(key, shape.memo, (shape.where[0], shape.where[1], key))
 
     def _id_sources_free(self, attrs: Any) -> bool:
         """No attribute a join id is read from (see :func:`join_id_sources`)."""
@@ -1212,11 +1235,16 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 ):
                     # a failed layer: all but its ids, times and message (from ``failure``:
                     # the scanner's, not in the shape) follow from its shape and exception
-                    # type (the facts' key), read again as such by _read_fallback (the C
-                    # scanner packs no failed span: not learned)
+                    # type (the facts' key), read again as such by _read_fallback when the
+                    # C scanner leaves it to Python
                     shape.memo[(shape.key, failure[1])] = (layer.side, layer.tool,
                         layer.tool_type, layer.mcp, layer.server, layer.failed, layer.retry,
                         layer.error_type, layer.exception, layer.agent, *keys)  # fmt: skip
+                    # and the C scanner packs the next ones (their message with their ids)
+                    self._learn(self._failed_shape(shape, failure[1]), (layer.side,
+                        layer.tool, layer.tool_type, layer.mcp, layer.server, layer.retry,
+                        layer.agent, *keys, layer.failed, layer.error_type,
+                        layer.exception))  # fmt: skip
                 return True  # counted (and its failure) once per call, by the joiner
             if not failed:  # a link a failure below may climb through (see calls.py)
                 batch.links.append((sp.trace_id, sp.span_id, sp.parent_span_id))
@@ -1298,6 +1326,13 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                     facts is not None and facts.peer_error,
                 )
             )
+        if failed and shape is not None and failure is not None:
+            known = (shape.key, failure[1], None)  # (learned so once: see FAILURE_ONLY)
+            if known not in shape.memo and self._id_sources_free(attrs):
+                # no tool-call layer: its trace's layers may be packed all the same (its
+                # failure and parent link to the joiner from here)
+                shape.memo[known] = FAILURE_ONLY
+                self._learn(self._failed_shape(shape, failure[1]), FAILURE_ONLY)
         return failed
 
     def _facts(

@@ -240,7 +240,9 @@ def agentscan() -> OneInput:
     def twice(native: bool, data: bytes) -> tuple[list[type[BaseException] | None], Any]:
         # twice: the second time, the spans the Python side remembers by their shape (a
         # tool-call layer, a parent link) are read from its memo, and the C scanner packs the
-        # traces made of them only (the join's common case: settled by settle_simple)
+        # traces made of them only (the join's common case: settled by settle_simple), failed
+        # layers too (learned by shape and exception type) beside the failed spans that give
+        # the join no layer (read in Python without touching their trace)
         with native_env(native):
             conn = make()
         assert (conn._scanner is not None) == native
@@ -265,12 +267,24 @@ def agentscan() -> OneInput:
         conn._learn(_FuzzShape(b"r", b"s", b"x"), (0, "t", "", False, "", False, "", -1, -1))
         conn._learn(_FuzzShape(b"r", b"s", b"y"), (0, "t", "", False, "", False, "", 0, -1))
         conn._learn(_FuzzShape(b"r", b"s", b"z"), (1, "u", "", True, "h", True, "", -1, 1))
+        # series 3: a failed layer (learned by shape and exception type: its message after its
+        # ids, flag 4; settle_simple leaves such a trace to the joiner)
+        conn._learn(_FuzzShape(b"r", b"s", b"w"),
+                    (0, "t", "", False, "", False, "", 0, -1, True, "e", "E"))  # fmt: skip
         cut = len(data) - len(data) % 40
         trace = data[:16].ljust(16, b"\0")
         for records, ids in ((data[:cut], data[cut:]), (data[: min(cut, 40)], data[40:])):
             try:
                 scanner.settle_simple([(trace, records, 1, ids)], 4, (0.0, None), 4)
             except ValueError:
+                pass
+            # settle_packed (a packed trace held with failures): any record string (kinds,
+            # flags, series, ids and messages) refused cleanly or settled
+            try:
+                scanner.settle_packed([(trace, records, 1, ids)], [], 4, (0.0, None),
+                                      collections.OrderedDict(), 4, 0.0, str, frozenset(),
+                                      frozenset(), [], 4)  # fmt: skip
+            except (ValueError, TypeError):
                 pass
         scanner.take_calls()
 
@@ -308,6 +322,10 @@ def agentscan() -> OneInput:
         with native_env(True):
             conn = make()
         assert_joiners_agree(random.Random(data), 3, conn, count=False)
+        # packed layers (failed ones with their message) held with failures: settle_packed
+        with native_env(True):
+            conn = make()
+        assert_joiners_agree(random.Random(data), 3, conn, count=False, pack=True)
         scanner, trace = conn._scanner, data[:16]
         for due in ([(trace, None)], [None], [(trace,)], [(trace, object())], [(b"", data)]):
             try:

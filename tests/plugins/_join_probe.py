@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import Kind, Traces
-from plugins.agentmetricsconnector.calls import RECORD
+from plugins.agentmetricsconnector.calls import FAILED, RECORD
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 from plugins.agentmetricsconnector.connector import AgentMetricsConnector
 from tests.plugins._agent_support import Capture, settings
@@ -36,6 +36,8 @@ class Share:
     packed_layers: int = 0
     packed_with_ids: int = 0  # packed layers with a call id or a JSON-RPC id
     packed_roots: int = 0  # packed layers without a parent (root tool-call layers)
+    packed_failed: int = 0  # packed failed layers (their message with their ids)
+    packed_failed_traces: int = 0  # packed items of a trace with a failure read in Python
     python_layers: int = 0  # tool-call layers read in Python (Layer objects to the joiner)
     c_calls: int = 0  # tool calls settled in C (settle_simple, settle_layers)
     python_calls: int = 0  # tool calls settled by the Python join
@@ -102,14 +104,19 @@ def count_scans(conn: AgentMetricsConnector, share: Share, source: str) -> None:
         def scan(self, raw: bytes) -> Any:
             result = scanner.scan(raw)
             row = share.by_source.setdefault(source, [0, 0])
+            failed_here: set[bytes] = set()
             for item in result[1]:
                 if len(item) in (3, 4):  # Packed: (trace, records, layers[, ids])
                     n = len(item[1]) // RECORD.size
                     share.packed += n
                     share.packed_layers += item[2]
                     share.packed_with_ids += sum(
-                        1 for r in RECORD.iter_unpack(item[1]) if r[0] and r[5]
+                        1 for r in RECORD.iter_unpack(item[1]) if r[0] and r[5] & 3
                     )
+                    share.packed_failed += sum(
+                        1 for r in RECORD.iter_unpack(item[1]) if r[0] and r[5] & FAILED
+                    )
+                    failed_here.add(item[0])
                     share.packed_roots += sum(
                         1 for r in RECORD.iter_unpack(item[1]) if r[0] and not r[3]
                     )
@@ -117,7 +124,20 @@ def count_scans(conn: AgentMetricsConnector, share: Share, source: str) -> None:
                 else:
                     share.python += 1
                     row[1] += 1
+            # (the packed traces of this request with a failed span read in Python: kept packed
+            # beside it, since the scanner leaves a failed span learned as one that gives the
+            # join no layer without touching its trace)
+            failures = scanner.take_failures() or {}
+            self.failures = failures
+            share.packed_failed_traces += sum(
+                1
+                for item in result[1]
+                if len(item) > 6 and item[0] in failures and item[7] in failed_here
+            )
             return result
+
+        def take_failures(self) -> Any:
+            return self.failures
 
     conn._scanner = Counted()
     add = conn.joiner.add
@@ -223,8 +243,10 @@ def main() -> None:
         print(
             f"packed {share.packed} of {total} spans ({share.share:.1%}), python {share.python}; "
             f"tool-call layers: packed {share.packed_layers} ({share.packed_with_ids} with ids, "
-            f"{share.packed_roots} roots), read in Python {share.python_layers}; tool calls "
-            f"settled in C {share.c_calls}, in Python {share.python_calls}"
+            f"{share.packed_roots} roots, {share.packed_failed} failed), read in Python "
+            f"{share.python_layers}; failed spans read in Python beside a packed trace "
+            f"{share.packed_failed_traces}; tool calls settled in C {share.c_calls}, in Python "
+            f"{share.python_calls}"
         )
     for where, ids in sorted(layer_ids(scenarios).items()):
         print("  ", where, json.dumps({" ".join(k) or "-": v for k, v in ids.items()}))

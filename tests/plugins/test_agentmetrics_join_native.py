@@ -107,6 +107,13 @@ class Counting:
         # the loop's Python twin, through settle_layers below (counted)
         return settle_due(self, *args)
 
+    def settle_packed(self, *args: Any) -> int:
+        done: int = self.scanner.settle_packed(*args)
+        self.counts["packed settled in C" if done >= 0 else "packed refused"] += 1
+        if done >= 0:
+            self.counts["packed with failures"] += 1
+        return done
+
     def settle_layers(self, *args: Any) -> int:
         done: int = self.scanner.settle_layers(*args)
         self.counts["settled in C" if done >= 0 else "refused"] += 1
@@ -361,7 +368,9 @@ async def run_with_workflows(
     await conn.shutdown()
     if counts is not None:  # failed tool-call layers remembered by shape (read again as such)
         counts["failed readings"] += sum(
-            isinstance(key, tuple) for memo in conn._shapes.values() for key in memo
+            isinstance(key, tuple) and key[-1] is not None  # (not FAILURE_ONLY)
+            for memo in conn._shapes.values()
+            for key in memo
         )
     return {**outcome(conn), **workflows(conn)}
 
@@ -604,15 +613,97 @@ def native_series(series: list[Any]) -> dict[tuple[int, tuple[str, ...]], tuple[
     }
 
 
+class _Where:
+    """A shape as the connector's ``_learn`` reads it (the C scanner's key of a reading)."""
+
+    def __init__(self, n: int) -> None:
+        self.where = (b"r", b"s", b"%d" % n)
+
+
+def packed_as_scanned(
+    conn: AgentMetricsConnector, layers: list[Layer]
+) -> tuple[list[Any], list[Layer], int]:
+    """``layers`` as the C scanner hands them over when it packs those it can (failed ones
+    with their message): the items for the joiner of ``conn`` (each trace's packed layers one
+    Packed item at the place of its first, the others as they are), the layers in the order
+    the joiner unpacks them (for a pure-Python joiner; the late ones last), and the count of
+    late layers the scanner drops (as the joiner's ``add`` would)."""
+    from plugins.agentmetricsconnector.calls import CALL_ID, FAILED, RECORD, RPC_ID
+
+    joiner = conn.joiner
+    items: list[Any] = []
+    order: list[Layer] = []
+    groups: dict[bytes, tuple[int, list[Layer]]] = {}
+    dropped: list[Layer] = []
+    late = 0
+    for x in layers:
+        packable = (
+            len(x.trace_id) == 16
+            and 1 <= len(x.span_id) <= 8
+            and len(x.parent_id) <= 8
+            and not x.session
+            and len(x.message) < 1 << 16
+            and 0 <= x.start < 1 << 64
+            and 0 <= x.end < 1 << 64
+        )
+        if not packable:
+            items.append(x)
+            continue
+        if (x.trace_id, x.parent_id) in joiner._settled_layers or (
+            (x.call_id or x.rpc_id) and joiner._is_late(x)
+        ):
+            late += 1  # (dropped by the scanner, counted by take_late; by add in Python)
+            dropped.append(x)
+            continue
+        found = groups.get(x.trace_id)
+        if found is None:
+            found = groups[x.trace_id] = (len(items), [])
+            items.append(None)  # (its Packed item, below)
+        found[1].append(x)
+    for trace, (at, group) in groups.items():
+        records, ids = b"", b""
+        for x in group:
+            reading: tuple[Any, ...] = (x.side, x.tool, x.tool_type, x.mcp, x.server, x.retry,
+                                        x.agent, -1, -1)  # fmt: skip
+            flags = (CALL_ID if x.call_id else 0) | (RPC_ID if x.rpc_id else 0)
+            texts = [t for t in (x.call_id, x.rpc_id) if t]
+            if x.failed:
+                reading += (x.failed, x.error_type, x.exception)
+                flags |= FAILED
+                texts.append(x.message)
+            series = conn._join_ids.get(reading)
+            if series is None:
+                conn._learn(_Where(len(conn._join_series)), reading)  # type: ignore[arg-type]
+                series = conn._join_ids[reading]
+            records += RECORD.pack(1, len(x.span_id), x.span_id, len(x.parent_id), x.parent_id,
+                                   flags, x.start, x.end, series)  # fmt: skip
+            for text in texts:
+                raw = text.encode()
+                ids += len(raw).to_bytes(2, "little") + raw
+        items[at] = (trace, records, len(group), ids)
+    for item in items:
+        if item.__class__ is tuple:
+            order += groups[item[0]][1]
+        else:
+            order.append(item)
+    return items, order + dropped, late
+
+
 def assert_joiners_agree(
-    rng: random.Random, rounds: int, conn: AgentMetricsConnector, count: bool = True
+    rng: random.Random,
+    rounds: int,
+    conn: AgentMetricsConnector,
+    count: bool = True,
+    pack: bool = False,
 ) -> collections.Counter[str]:
     """``rounds`` random requests through the joiner of ``conn`` (a new connector with the C
     scanner) and a pure-Python one like it, each settled: the same calls per series, the same
     errors_total label sets in the same order, the same late and early counts, the same
     memories of settled layers and keys and failed parents (order too). ``count``: the C side
     wrapped in :class:`Counting` (the loop over the entries due in Python: ``settle_due``'s
-    twin), else the scanner's own ``settle_due``."""
+    twin), else the scanner's own ``settle_due``. ``pack``: the C side's layers packed now and
+    then as the scanner packs them (:func:`packed_as_scanned`), the pure-Python joiner given
+    them in the order they are unpacked."""
     native, scanner = conn.joiner, conn._scanner
     assert native.native is not None
     python = CallJoiner(native.window, native.max_traces, native.classify)
@@ -629,8 +720,18 @@ def assert_joiners_agree(
         now += rng.choice([0.0, 0.5, 100.0])
         everything = rng.random() < 0.3
         settled = []
+        given: dict[int, list[Any]] = {}
+        if pack and rng.random() < 0.7:
+            items, layers, late = packed_as_scanned(conn, layers)
+            native.late_layers += late
+            given[id(native)] = items
+            counts["packed"] += sum(1 for x in items if x.__class__ is tuple)
         for joiner in (native, python):
-            copies = [Layer(*(getattr(x, f) for f in Layer.__slots__)) for x in layers]
+            copies = (
+                given[id(joiner)]
+                if id(joiner) in given
+                else [Layer(*(getattr(x, f) for f in Layer.__slots__)) for x in layers]
+            )
             joiner.add(copies, list(failures), now, links)
             settled.append(joiner.settle(now, everything))
         (c_calls, c_errors), (p_calls, p_errors) = settled
@@ -661,6 +762,23 @@ def test_settle_layers_leaves_the_joiner_as_the_python_settle() -> None:
         counts += assert_joiners_agree(rng, rng.randint(1, 6), conn)
     assert counts["with failures"] > 300 and counts["with failed layers"] > 150, counts
     assert counts["refused"] > 30 and counts["with ids"] > 100, counts
+
+
+def test_settle_packed_leaves_the_joiner_as_the_python_settle() -> None:
+    """Packed layers (failed ones with their message) held with failures (their parent links
+    among the records) and settled by ``settle_packed`` (through ``settle_due`` and its twin),
+    or unpacked when anything else arrives for their trace or ``settle_packed`` refuses it:
+    the joiner as the pure-Python one given the layers in the order they are unpacked (calls,
+    errors_total label sets in order, late and early counts, the three memories in order)."""
+    rng = random.Random(1913)
+    counts: collections.Counter[str] = collections.Counter()
+    for _sequence in range(300):
+        conn = connector({"window": rng.choice(["0s", "10s"]), "max_traces": 4}, None)
+        counts += assert_joiners_agree(rng, rng.randint(1, 6), conn, count=True, pack=True)
+        conn = connector({"window": rng.choice(["0s", "10s"]), "max_traces": 4}, None)
+        assert_joiners_agree(rng, rng.randint(1, 6), conn, count=False, pack=True)
+    assert counts["packed"] > 300 and counts["packed with failures"] > 100, counts
+    assert counts["packed refused"] > 10, counts
 
 
 def test_settle_due_settles_as_the_python_join() -> None:
@@ -917,18 +1035,24 @@ def test_recorded_sources_replayed_pack_their_tool_calls_and_count_as_the_python
         python = asyncio.run(replay(scenarios, None, join, stamp=stamp))
         for scenario, n, p in zip(scenarios, native, python, strict=True):
             assert n == p, (join, scenario)
+        # failed layers packed (learned by shape and exception type), and the traces of a
+        # failed span that gives the join no layer packed beside it (measured: 100 failed
+        # layers packed, none before; 56 failed spans read in Python beside a packed trace)
+        assert share.packed_failed >= 95 and share.packed_failed_traces >= 50, share
         if stamp:
-            # (measured: 88 of 275 layers packed, 64 of them with ids; none before the id join)
-            assert share.packed_layers >= 80 and share.packed_with_ids >= 60, share
+            # (measured: 220 of 275 layers packed, 164 of them with ids; 88 before failed
+            # layers were packed, none before the id join; the 55 read in Python are the first
+            # of their shape)
+            assert share.packed_layers >= 210 and share.packed_with_ids >= 150, share
             assert share.packed_roots == 0, share  # (every root a workflow's)
             assert share.packed_layers + share.python_layers == 275, share
             # (measured: 163 of 185 calls settled in C, 40 before)
             assert share.c_calls >= 150 and share.c_calls + share.python_calls == 185, share
         else:
-            # (measured: 120 of 375 layers packed, 32 of them roots, 88 with ids; 64 and none
-            # before root layers were packed)
-            assert share.packed_roots >= 30 and share.packed_with_ids >= 80, share
-            assert share.packed_layers >= 110, share
+            # (measured: 288 of 375 layers packed, 68 of them roots, 224 with ids; 120, 32
+            # and 88 before failed layers were packed, 64 and none before root layers were)
+            assert share.packed_roots >= 60 and share.packed_with_ids >= 200, share
+            assert share.packed_layers >= 280, share
             assert share.packed_layers + share.python_layers == 375, share
             # (measured: 137 of 210 calls settled in C, 113 before)
             assert share.c_calls >= 130 and share.c_calls + share.python_calls == 210, share
@@ -1270,3 +1394,152 @@ def test_a_root_layer_is_packed_unless_it_may_be_a_workflow_root(
     assert results[0] == results[1]
     if plain:
         assert sum(v[0] for k, v in results[0].items() if "_calls(" in k) == 4, results[0]
+
+
+# -- failed layers packed: learned by shape and exception type ----------------------------------
+HOSTILE_ERROR_TYPES: list[Any] = ["", "e" * 70_000, 7, True, 2.5]
+
+
+def hostile_failure(rng: random.Random, s: Span) -> None:
+    """Makes a failed span's failure hostile now and then: ``error.type`` empty, huge, not
+    UTF-8 or not a string; exception events without attributes, with a type that is not a
+    string or not ASCII, a huge message, a first event without a type; a huge or non-ASCII
+    status message; the message only an exception event without a type gives; a value that is
+    not UTF-8 (rarely: the whole request is refused); or a call id beside the failure."""
+    roll = rng.random()
+    if roll < 0.015:
+        s.attributes.append(kv("error.type", NON_UTF8))
+    elif roll < 0.15:
+        kept = [a for a in s.attributes if a.key != "error.type"]
+        del s.attributes[:]
+        s.attributes.extend([*kept, kv("error.type", rng.choice(HOSTILE_ERROR_TYPES))])
+    elif roll < 0.22:
+        s.events.add(name="exception", time_unix_nano=s.start_time_unix_nano)
+    elif roll < 0.28:
+        event = s.events.add(name="exception", time_unix_nano=s.start_time_unix_nano)
+        event.attributes.add(key="exception.type").value.int_value = 3
+    elif roll < 0.34:
+        exception(s, "Ошибка", "timed out")
+    elif roll < 0.40:
+        exception(s, "ValueError", "m" * 70_000)
+    elif roll < 0.46:
+        s.status.message = rng.choice(["s" * 70_000, "échec"])
+    elif roll < 0.52:
+        event = s.events.add(name="exception", time_unix_nano=s.start_time_unix_nano)
+        event.attributes.add(key="exception.message").value.string_value = "first"
+        exception(s, "TimeoutError", "second")
+    elif roll < 0.62:  # the message only an exception event gives (classified)
+        s.status.message = ""
+        event = s.events.add(name="exception", time_unix_nano=s.start_time_unix_nano)
+        event.attributes.add(key="exception.message").value.string_value = rng.choice(
+            ["timed out", "rate limited", "boom"]
+        )
+    elif roll < 0.70:
+        s.attributes.append(kv("gen_ai.tool.call.id", f"call-{s.span_id.hex()}"))
+
+
+def rerun(spans: list[Span], run: int) -> list[Span]:
+    """The spans as another run of their traces (trace ids of their own)."""
+    out = []
+    for s in spans:
+        c = Span()
+        c.CopyFrom(s)
+        c.trace_id = bytes([run]) + c.trace_id[1:]
+        out.append(c)
+    return out
+
+
+@JOIN_SETTINGS
+def test_failed_layers_packed_count_as_the_python_join(
+    join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Traces with failures sent as several runs (the same shapes again: the first read in
+    Python, the next packed): failed tool-call layers are packed (learned by shape and
+    exception type, their message carried with their ids) and the layers of a trace whose
+    failed spans give the join no layer are packed beside them; on random sequences with
+    hostile failures (see :func:`hostile_failure`), split over requests and sent again (late
+    layers): the tool calls, errors_total label sets, late and early counts and workflow
+    executions are those of the pure-Python path (of the same connector without failed
+    readings learned where a value is not UTF-8, which the pure-Python path refuses with the
+    whole request), and of the same connector that packs no failed span."""
+    from google.protobuf.message import DecodeError
+
+    from pipeline import Traces
+    from plugins.agentmetricsconnector.calls import FAILED, RECORD
+    from plugins.agentmetricsconnector.connector import FAILURE_ONLY
+
+    rng = random.Random(3141)
+    items: collections.Counter[str] = collections.Counter()
+
+    async def main(sequence: list[bytes], count: bool) -> dict[str, Any]:
+        conn = connector(join, items if count else None)
+        if count and conn._scanner is not None:
+            scanner = conn._scanner
+
+            class Counted:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(scanner, name)
+
+                def scan(self, raw: bytes) -> Any:
+                    found = scanner.scan(raw)
+                    for item in found[1]:
+                        if len(item) == 4:
+                            items["packed failed"] += sum(
+                                1 for r in RECORD.iter_unpack(item[1]) if r[0] and r[5] & FAILED
+                            )
+                            items["packed"] += item[2]
+                    return found
+
+            conn._scanner = Counted()
+        refused = 0
+        for raw in sequence:
+            try:
+                await conn.consume(Traces(raw))
+            except DecodeError:  # (a value not UTF-8 the Python path had to decode)
+                refused += 1
+        await conn.shutdown()
+        return {**outcome(conn), **workflows(conn), "refused": refused}
+
+    learn = AgentMetricsConnector._learn
+
+    def no_failed_learning(self: Any, shape: Any, reading: Any) -> None:
+        if reading is FAILURE_ONLY or (isinstance(reading, tuple) and len(reading) > 9):
+            return
+        learn(self, shape, reading)
+
+    for _sequence in range(60):
+        base: list[Span] = []
+        for trace in range(1, rng.randint(2, 4)):
+            spans = failed_trace(rng, trace)
+            for s in spans:
+                if s.status.code == s.status.STATUS_CODE_ERROR:
+                    hostile_failure(rng, s)
+            base += spans
+        requests: list[list[Span]] = []
+        for run in range(1, rng.randint(3, 5)):
+            spans = rerun(base, run)
+            if rng.random() < 0.3:  # split: the later half in the next request
+                cut = rng.randint(1, len(spans))
+                requests += [spans[:cut], spans[cut:]]
+            else:
+                requests.append(spans)
+        if rng.random() < 0.2:
+            requests.append(rng.choice(requests))  # a run again: its layers late
+        sequence = [encoded(s) for s in requests]
+        bad = any(BAD_UTF8 in raw for raw in sequence)
+        items["not UTF-8"] += bad
+        monkeypatch.delenv("PIPELINE_NATIVE", raising=False)
+        monkeypatch.setattr(AgentMetricsConnector, "_learn", learn)
+        native = asyncio.run(main(sequence, True))
+        items["refused"] += native["refused"]
+        if not bad:
+            monkeypatch.setenv("PIPELINE_NATIVE", "0")
+            assert native == asyncio.run(main(sequence, False)), requests
+            monkeypatch.delenv("PIPELINE_NATIVE")
+        monkeypatch.setattr(AgentMetricsConnector, "_learn", no_failed_learning)
+        assert native == asyncio.run(main(sequence, False)), requests
+    assert items["packed failed"] > 140 and items["packed"] > 300, items
+    # (packed traces with failures settled by settle_packed, without their Layer objects)
+    assert items["packed with failures"] > 100, items
+    assert items["with failures"] > 100 and items["with failed layers"] > 50, items
+    assert items["not UTF-8"] >= 3 and items["refused"] >= 3, items
