@@ -948,3 +948,43 @@ async def test_a_full_queue_refuses_before_the_alert_table_changes(
         finally:
             proxy.release.set()
             await exp.shutdown()
+
+
+async def test_a_changed_table_is_never_handed_back_as_retryable(tmp_path: Path) -> None:
+    """Without a sending queue or retries, an Alertmanager that cannot be reached fails the
+    records permanently (counted once): the alert is in the table already, so the upstream
+    must not send them again (the alert would be found firing and post nothing); the next
+    resend posts it. Before, the connection error went back as retryable."""
+    from pipeline import PermanentError
+
+    port = free_port()
+    config = AlertmanagerExporterConfig.model_validate(
+        {
+            "endpoint": f"http://127.0.0.1:{port}",
+            "resend_interval": "1h",
+            "sending_queue": {"enabled": False},
+            "retry_on_failure": {"enabled": False},
+            "conditions": [
+                {
+                    "name": "Probe",
+                    "match": {"body": "^fire$"},
+                    "label_attributes": {"probe": "probe.id"},
+                }
+            ],
+        }
+    )
+    exp = AlertmanagerExporter(create_settings(Kind.EXPORTER, "alertmanager"), config)
+    await exp.start(StubHost())
+    try:
+        with pytest.raises(PermanentError, match="alert table already changed"):
+            await exp.consume(two_records("a"))
+        tel = exp.settings.telemetry.service
+        failed = "otelcol_exporter_send_failed_log_records_total"
+        assert tel.value(failed, exporter="alertmanager") == 2
+        assert list(exp.active)
+        async with alertmanager(tmp_path, port=port) as (am, _):
+            assert await exp.resend() == 1
+            got = await am.wait_for(lambda a: len(a) == 1)
+            assert got[0]["labels"]["probe"] == "a"
+    finally:
+        await exp.shutdown()
