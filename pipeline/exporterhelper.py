@@ -14,8 +14,11 @@ An exporter built on it provides one coroutine, ``send(payload)``, that raises
 :class:`~pipeline.errors.RetryableError` (optionally with the delay the server asked for) or
 :class:`~pipeline.errors.PermanentError`. With the queue enabled, ``consume`` returns once the
 payload is queued, and refuses it with a retryable error when the queue is full (counted as
-``enqueue_failed``). A :class:`~pipeline.errors.RequestTooLargeError` from ``send`` (the
-receiving side refused the request as too large) makes the helper send the payload again in
+``enqueue_failed`` and logged). ``refusal()`` answers whether it would refuse one now, and
+``admit(items)`` refuses as ``consume`` would, for an exporter that must decide before it
+translates a payload (see :meth:`ExporterHelper.admit`). A
+:class:`~pipeline.errors.RequestTooLargeError` from ``send`` (the receiving side refused the
+request as too large) makes the helper send the payload again in
 halves, each half with its own retries, recursively down to a single item; an item still too
 large is dropped and counted. With ``max_request_bytes`` the helper splits a payload whose
 encoding is larger before sending it. Splits are counted in
@@ -295,29 +298,65 @@ class ExporterHelper(Component, ExporterStateProvider):
         self.last_error = str(error)
         self.last_error_time = time.time()
 
+    def refusal(self) -> RetryableError | None:
+        """The error :meth:`consume` would refuse a payload with now (the exporter is shutting
+        down, or its sending queue is full), or ``None`` when it would take one.
+
+        One rule for every payload, whatever its size: the queue takes a payload while what
+        it holds (its batches and what ``sending_queue.batch`` holds, in ``sending_queue.sizer``
+        units: requests, items or bytes) is below ``queue_size``; the payload may take it
+        above. So the answer for an exporter's input is also the answer for whatever the
+        exporter translates that input into. Nothing is counted (see :meth:`admit`)."""
+        if self._closing:
+            return RetryableError(
+                f"exporter {self.settings.name} is shutting down", retry_after=1.0
+            )
+        queue = self.config.sending_queue
+        if queue.enabled and self._is_full():
+            unit = queue.sizer if queue.sizer != "requests" else "batches"
+            return RetryableError(
+                f"sending queue of exporter {self.settings.name} is full "
+                f"({queue.queue_size} {unit})",
+                retry_after=1.0,
+                resource_exhausted=True,
+            )
+        return None
+
+    async def admit(self, items: int) -> None:
+        """Refuse now what :meth:`consume` would refuse, or return: then a payload handed to
+        :meth:`consume` before this task awaits anything else is taken (a persistent queue
+        may still fail to write it; without a queue, a failed send still raises).
+
+        For an exporter that changes state while it translates a payload (running totals,
+        an alert table): admit the input (its ``items``), then translate and consume the
+        translation, with no ``await`` between, so that a payload refused and sent again by
+        the upstream retry advanced the state once. With ``block_on_overflow`` it waits for
+        room first (bounded by ``timeout``). A refusal raises :class:`RetryableError`,
+        counted once (``otelcol_exporter_enqueue_failed_<items>``, ``items``) and logged
+        (at most once a second)."""
+        error = self.refusal()
+        if error is not None and not self._closing and self.config.sending_queue.block_on_overflow:
+            await self._wait_for_room()
+            error = self.refusal()
+        if error is not None:
+            self.settings.telemetry.enqueue_failed(self.signal, items)
+            self.settings.log_limited(
+                logging.WARNING,
+                "refusing data: %s",
+                error,
+                key="refused",
+                extra={"refused_items": items},
+            )
+            raise error
+
     async def consume(self, data: Payload) -> None:
         n = data.item_count()
         if n == 0:
             return  # nothing to send
-        if self._closing:
-            self.settings.telemetry.enqueue_failed(self.signal, n)
-            raise RetryableError(f"exporter {self.settings.name} is shutting down", retry_after=1.0)
+        await self.admit(n)
         if not self.config.sending_queue.enabled:
             await self._deliver(data, n, raise_errors=True)
             return
-        queue = self.config.sending_queue
-        if self._is_full():
-            if queue.block_on_overflow:
-                await self._wait_for_room()
-            if self._is_full():
-                self.settings.telemetry.enqueue_failed(self.signal, n)
-                unit = queue.sizer if queue.sizer != "requests" else "batches"
-                raise RetryableError(
-                    f"sending queue of exporter {self.settings.name} is full "
-                    f"({queue.queue_size} {unit})",
-                    retry_after=1.0,
-                    resource_exhausted=True,
-                )
         if self._storage is not None:
             size = self._size(data)
             self._queue.append(await self._store(data, n))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -25,7 +26,7 @@ import pytest
 from pipeline.config import Config, load_config
 from pipeline.pluginmanager import default_registry
 from pipeline.service import Service
-from pipeline.telemetry import SelfTelemetry
+from pipeline.telemetry import LOGGER_NAME, SelfTelemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 STRICT = bool(os.environ.get("CI") or os.environ.get("PIPELINE_TEST_STRICT"))
@@ -180,3 +181,18 @@ async def wait_until(predicate: Any, within: float = 10.0, interval: float = 0.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+@contextlib.contextmanager
+def logged() -> Iterator[list[logging.LogRecord]]:
+    """The records the gateway's loggers emit meanwhile (its root logger does not propagate
+    once a service configured it: pytest's caplog would not see them)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)

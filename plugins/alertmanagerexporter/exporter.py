@@ -364,29 +364,35 @@ class AlertmanagerExporter(Component):
             doc.append(entry)
         return AlertBatch([json.dumps(doc).encode()], items, [items])
 
-    def _queue_full(self) -> bool:
-        helper = self.helper
-        return bool(helper.queue_capacity and helper.queue_size >= helper.queue_capacity)
-
     async def consume(self, data: Payload) -> None:
-        if self._queue_full():
-            # refused before the table changes: the records come again
-            self.settings.telemetry.enqueue_failed(Signal.LOGS, data.item_count())
-            raise RetryableError(
-                f"sending queue of exporter {self.settings.name} is full",
-                retry_after=1.0,
-                resource_exhausted=True,
-            )
+        # Admitted before the table changes (the helper's rule, in its sizer's units, what the
+        # batcher holds included): refused, the records come again and must find the table as
+        # it was (a fire found already active, or a resolve found gone, would post nothing).
+        await self.helper.admit(data.item_count())
         now = self.clock()
-        changed = self.translate(data, now)
-        if changed:
+        changed = self.translate(data, now)  # no await between: the admission holds
+        if not changed:
+            return
+        try:
             await self.helper.consume(self._batch(changed, now, data.item_count()))
+        except RetryableError as exc:
+            # The table changed (a persistent queue that cannot write, or a failed send
+            # without a queue, both counted by the helper): not to be sent again upstream;
+            # the active alerts go out again with the next resend.
+            raise PermanentError(f"{exc} (the alert table already changed: not retried)") from exc
 
     async def resend(self, now: float | None = None) -> int:
         """Resolve condition alerts not seen for their ``resolve_after``, then post every
         active alert (and those just resolved); returns the number of alerts posted."""
         if now is None:
             now = self.clock()
+        refusal = self.helper.refusal()
+        if refusal is not None:
+            # skipped before anything resolves: the next resend resolves and posts them
+            self.settings.log_limited(
+                30, "the resend of active alerts is skipped: %s", refusal, key="resend"
+            )
+            return 0
         stale = [
             fp
             for fp, a in self.active.items()
@@ -396,14 +402,6 @@ class AlertmanagerExporter(Component):
         alerts = [*self.active.values(), *resolved]
         self._active_gauge.set(len(self.active))
         if not alerts:
-            return 0
-        if self._queue_full():
-            self.settings.log_limited(
-                30,
-                "sending queue full: the resend of %d alerts is skipped",
-                len(alerts),
-                key="resend",
-            )
             return 0
         try:
             await self.helper.consume(self._batch(alerts, now, len(alerts)))

@@ -5,6 +5,9 @@ resends the same bytes and delta points are never added twice): data points go t
 same accumulator as the ``prometheus`` exporter, which names them, turns delta sums and
 histograms into cumulative ones and drops points older than what it holds; every point that
 updates a series becomes a sample. The shared exporter helper then queues, sends and retries.
+The helper admits a payload before it is translated (:meth:`pipeline.ExporterHelper.admit`):
+one refused by a full queue has not touched the running totals when the upstream sends it
+again; once translated, a payload is never handed back as retryable.
 """
 
 from __future__ import annotations
@@ -184,19 +187,22 @@ class PrometheusRemoteWriteExporter(Component):
 
     async def consume(self, data: Payload) -> None:
         helper = self.helper
-        if helper.queue_capacity and helper.queue_size >= helper.queue_capacity:
-            # Refuse before translating: a payload that is sent again later must not have
-            # advanced the running totals the first time.
-            self.settings.telemetry.enqueue_failed(Signal.METRICS, data.item_count())
-            raise RetryableError(
-                f"sending queue of exporter {self.settings.name} is full "
-                f"({helper.queue_capacity} batches)",
-                retry_after=1.0,
-                resource_exhausted=True,
-            )
-        batch = self.translate(data)
-        if batch is not None:
-            await self.helper.consume(batch)
+        # Admitted before translating, by the helper's own rule (its sizer's units, what the
+        # batcher holds): the running totals advance only for a payload the queue takes. A
+        # payload refused after translating would come again from the upstream retry, its
+        # deltas already added (its points then dropped as repeats, or counted twice).
+        await helper.admit(data.item_count())
+        batch = self.translate(data)  # no await between: the admission holds
+        if batch is None:
+            return
+        try:
+            await helper.consume(batch)
+        except RetryableError as exc:
+            # Translated (a persistent queue that cannot write, or a failed send without a
+            # queue, both counted by the helper): not to be sent again by the upstream.
+            raise PermanentError(
+                f"{exc} (the running totals already hold these points: dropped, not retried)"
+            ) from exc
 
     async def _send(self, data: Payload) -> None:
         assert isinstance(data, WriteBatch)

@@ -107,6 +107,90 @@ async def test_full_queue_refuses_with_a_retryable_error() -> None:
     assert backend.delivered == 3 and value(h, "sent") == 3
 
 
+@pytest.mark.parametrize(
+    ("queue", "first", "unit"),
+    [
+        ({"queue_size": 2}, [1, 1], "2 batches"),
+        ({"sizer": "items", "queue_size": 5}, [2, 3], "5 items"),
+        ({"sizer": "bytes", "queue_size": 20}, [2, 2], "20 bytes"),
+        # the batcher's pending payloads count, in the queue's sizer
+        ({"queue_size": 1, "batch": {"flush_timeout": "1h"}}, [1], "1 batches"),
+        ({"sizer": "items", "queue_size": 4, "batch": {"flush_timeout": "1h"}}, [3, 1], "4 items"),
+    ],
+    ids=["requests", "items", "bytes", "batch", "batch-items"],
+)
+async def test_refusal_and_admit_answer_as_consume_would(
+    queue: dict[str, object], first: list[int], unit: str
+) -> None:
+    """``refusal()`` says whether ``consume`` would refuse a payload now, in the queue's own
+    units with what the batcher holds; ``admit(items)`` refuses the same way, counted once and
+    logged, and once it returned ``consume`` takes the payload (an exporter translates in
+    between). Before, an exporter could only compare queued batches with ``queue_size``."""
+    from tests.support import logged
+
+    backend = Backend()
+    h = helper(backend, sending_queue={**queue, "num_consumers": 1})  # not started: it holds
+    assert 10 <= spans(2).nbytes < 20  # two of them fill the 20-byte queue
+    for n in first[:-1]:
+        assert h.refusal() is None
+        await h.admit(n)
+        await h.consume(spans(n))
+    assert h.refusal() is None  # below queue_size: the last payload may take it above
+    await h.admit(first[-1])
+    await h.consume(spans(first[-1]))
+    error = h.refusal()
+    assert isinstance(error, RetryableError) and error.resource_exhausted
+    assert f"is full ({unit})" in str(error)
+    assert value(h, "enqueue_failed") == 0  # asking counts nothing
+    with logged() as lines, pytest.raises(RetryableError, match=unit.replace("(", r"\(")):
+        await h.admit(7)
+    assert value(h, "enqueue_failed") == 7
+    with pytest.raises(RetryableError, match="full"):
+        await h.consume(spans(1))
+    assert value(h, "enqueue_failed") == 8  # each refusal once
+    warnings = [r for r in lines if r.levelname == "WARNING" and "full" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].refused_items == 7
+    await h.start(StubHost())  # drains (a batch on shutdown)
+    await h.shutdown()
+    assert backend.delivered == sum(first) and value(h, "sent") == sum(first)
+    error = h.refusal()
+    assert error is not None and "shutting down" in str(error)
+    with pytest.raises(RetryableError, match="shutting down"):
+        await h.admit(2)
+    assert value(h, "enqueue_failed") == 10
+
+
+async def test_admit_waits_for_room_with_block_on_overflow() -> None:
+    backend = Backend()
+    backend.gate.clear()
+    h = helper(
+        backend,
+        timeout="2s",
+        sending_queue={"queue_size": 1, "num_consumers": 1, "block_on_overflow": True},
+    )
+    await h.start(StubHost())
+    await h.consume(spans(1))
+    await asyncio.sleep(0.01)  # in flight
+    await h.consume(spans(1))  # queued: full
+    assert h.refusal() is not None
+    waiting = asyncio.create_task(h.admit(1))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    backend.gate.set()
+    await asyncio.wait_for(waiting, 1)
+    await h.consume(spans(1))
+    await h.shutdown()
+    assert backend.delivered == 3 and value(h, "enqueue_failed") == 0
+
+
+async def test_without_queue_only_shutdown_refuses() -> None:
+    h = helper(Backend(), sending_queue={"enabled": False})
+    assert h.refusal() is None
+    await h.admit(1)
+    await h.shutdown()
+    assert h.refusal() is not None
+
+
 async def test_shutdown_deadline_counts_what_is_left() -> None:
     backend = Backend()
     backend.gate.clear()

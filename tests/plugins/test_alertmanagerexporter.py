@@ -822,3 +822,169 @@ async def test_alerts_wait_in_the_persistent_queue_through_a_restart(tmp_path: P
         assert not await am.alerts()
         async with proxy, running_service(config) as service:
             await _check_probes(am, proxy, service.telemetry, recovered=True)
+
+
+class HoldingAlertProxy(AlertProxy):
+    """An :class:`AlertProxy` that holds every post until ``release`` is set."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.release = asyncio.Event()
+        self.arrived = 0
+
+    async def _handle(self, request: Any) -> Any:
+        self.arrived += 1
+        await self.release.wait()
+        return await super()._handle(request)
+
+
+FULL_QUEUES = {
+    # a batch in flight (held), one queued: the queue is full in its own units
+    "requests": {"queue_size": 1},
+    "items": {"sizer": "items", "queue_size": 2},
+    "bytes": {"sizer": "bytes", "queue_size": 50},
+    # the batcher holds the first payload (flushed on its timeout): already full
+    "batch": {"queue_size": 1, "batch": {"flush_timeout": "300ms"}},
+    "batch-items": {
+        "sizer": "items",
+        "queue_size": 2,
+        "batch": {"flush_timeout": "300ms", "min_size": 100},
+    },
+}
+
+
+def two_records(probe: str) -> Payload:
+    """A record that fires the alert of ``probe`` and one that matches nothing."""
+    req = ExportLogsServiceRequest()
+    records = req.resource_logs.add().scope_logs.add().log_records
+    lr = records.add(severity_number=17)
+    lr.body.string_value = "fire"
+    lr.attributes.add(key="probe.id").value.string_value = probe
+    records.add(severity_number=9).body.string_value = "noise"
+    return Logs.from_message(req)
+
+
+@pytest.mark.parametrize("queue", list(FULL_QUEUES))
+async def test_a_full_queue_refuses_before_the_alert_table_changes(
+    tmp_path: Path, queue: str
+) -> None:
+    """A record refused by a full sending queue (RetryableError) and sent again once the
+    queue drained fires its alert in a real Alertmanager, whatever the queue's sizer and with
+    ``sending_queue.batch`` holding payloads; the refusal is counted once and logged, and a
+    resend meanwhile is skipped without resolving anything. Before, only a queue full in
+    requests refused before the table changed: with items, bytes or a batch the helper refused
+    after the alert was in the table, and the record sent again found it already firing and
+    posted nothing (the alert never reached Alertmanager)."""
+    from pipeline import RetryableError
+    from tests.support import logged, wait_until
+
+    batching = "batch" in FULL_QUEUES[queue]
+    async with (
+        alertmanager(tmp_path) as (am, _),
+        HoldingAlertProxy(am.url) as proxy,
+    ):
+        if batching:
+            proxy.release.set()
+        exp = exporter(
+            f"http://127.0.0.1:{proxy.port}",
+            resend_interval="1h",
+            sending_queue={**FULL_QUEUES[queue], "num_consumers": 1},
+            conditions=[
+                {
+                    "name": "Probe",
+                    "match": {"body": "^fire$"},
+                    "resolve_after": "1h",
+                    "label_attributes": {"probe": "probe.id"},
+                }
+            ],
+        )
+        helper = exp.helper
+        tel = exp.settings.telemetry.service
+
+        def refused() -> float:
+            return tel.value(
+                "otelcol_exporter_enqueue_failed_log_records_total", exporter="alertmanager"
+            )
+
+        async def drained() -> None:
+            await wait_until(
+                lambda: (
+                    helper.queue_size == 0
+                    and helper._in_flight == 0
+                    and (helper._batcher is None or not helper._batcher.pending)
+                )
+            )
+
+        await exp.start(StubHost())
+        try:
+            records = [two_records(p) for p in "abc"]
+            await exp.consume(records[0])
+            if batching:  # held by the batcher until its timeout
+                last = records[1]
+            else:
+                await wait_until(lambda: proxy.arrived == 1)  # in flight, held
+                await exp.consume(records[1])  # queued
+                last = records[2]
+            active = dict(exp.active)
+            with logged() as lines, pytest.raises(RetryableError, match=r"queue .* full"):
+                await exp.consume(last)
+            assert exp.active == active
+            assert refused() == 2  # the payload's records, once
+            # a resend while the queue is full resolves nothing (it would post nothing)
+            assert await exp.resend(time.time() + 7200) == 0
+            assert exp.active == active
+            proxy.release.set()
+            await drained()
+            await exp.consume(last)  # the sender's retry
+            if batching:
+                await drained()
+                await exp.consume(records[2])
+            got = await am.wait_for(lambda a: len(a) == 3)
+            assert sorted(a["labels"]["probe"] for a in got) == ["a", "b", "c"]
+            fired = [p for p, resolved in proxy.alerts() if not resolved]
+            assert sorted(fired) == ["a", "b", "c"]  # each posted once
+            assert refused() == 2
+            assert [r.levelname for r in lines if "full" in r.getMessage()] == ["WARNING"]
+        finally:
+            proxy.release.set()
+            await exp.shutdown()
+
+
+async def test_a_changed_table_is_never_handed_back_as_retryable(tmp_path: Path) -> None:
+    """Without a sending queue or retries, an Alertmanager that cannot be reached fails the
+    records permanently (counted once): the alert is in the table already, so the upstream
+    must not send them again (the alert would be found firing and post nothing); the next
+    resend posts it. Before, the connection error went back as retryable."""
+    from pipeline import PermanentError
+
+    port = free_port()
+    config = AlertmanagerExporterConfig.model_validate(
+        {
+            "endpoint": f"http://127.0.0.1:{port}",
+            "resend_interval": "1h",
+            "sending_queue": {"enabled": False},
+            "retry_on_failure": {"enabled": False},
+            "conditions": [
+                {
+                    "name": "Probe",
+                    "match": {"body": "^fire$"},
+                    "label_attributes": {"probe": "probe.id"},
+                }
+            ],
+        }
+    )
+    exp = AlertmanagerExporter(create_settings(Kind.EXPORTER, "alertmanager"), config)
+    await exp.start(StubHost())
+    try:
+        with pytest.raises(PermanentError, match="alert table already changed"):
+            await exp.consume(two_records("a"))
+        tel = exp.settings.telemetry.service
+        failed = "otelcol_exporter_send_failed_log_records_total"
+        assert tel.value(failed, exporter="alertmanager") == 2
+        assert list(exp.active)
+        async with alertmanager(tmp_path, port=port) as (am, _):
+            assert await exp.resend() == 1
+            got = await am.wait_for(lambda a: len(a) == 1)
+            assert got[0]["labels"]["probe"] == "a"
+    finally:
+        await exp.shutdown()

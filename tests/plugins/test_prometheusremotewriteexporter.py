@@ -25,7 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from pipeline import ConfigErrors, Metrics
 from plugins.prometheusremotewriteexporter import prompb
 from tests.plugins.prometheus_server import prometheus, value
-from tests.support import config_from_text, free_port, running_service, wait_until
+from tests.support import config_from_text, free_port, logged, running_service, wait_until
 
 
 def gateway_config(otlp_port: int, endpoint: str, extra: str = "") -> str:
@@ -350,15 +350,130 @@ class HoldingProxy:
         await self._runner.cleanup()
 
 
-async def test_a_full_queue_refuses_before_counting_deltas(tmp_path: Path) -> None:
+FULL_QUEUES = {
+    # a batch in flight (held), one queued: the queue is full in its own units
+    "requests": {"queue_size": 1, "num_consumers": 1},
+    "items": {"sizer": "items", "queue_size": 2, "num_consumers": 1},
+    "bytes": {"sizer": "bytes", "queue_size": 50, "num_consumers": 1},
+    # the batcher holds the first payload (flushed on its timeout): already full
+    "batch": {"queue_size": 1, "num_consumers": 1, "batch": {"flush_timeout": "300ms"}},
+    "batch-items": {
+        "sizer": "items",
+        "queue_size": 2,
+        "num_consumers": 1,
+        "batch": {"flush_timeout": "300ms", "min_size": 100},
+    },
+}
+
+
+@pytest.mark.parametrize("queue", list(FULL_QUEUES))
+async def test_a_full_queue_refuses_before_counting_deltas(tmp_path: Path, queue: str) -> None:
+    """A delta sum refused by a full sending queue (RetryableError) and sent again once the
+    queue drained counts once in the running total Prometheus receives, whatever the queue's
+    sizer (requests, items, bytes) and with ``sending_queue.batch`` holding payloads; the
+    refusal is counted once (``enqueue_failed``, the payload's points) and logged. Before,
+    only a queue full in requests refused before translating: with items, bytes or a batch
+    the helper refused after the accumulator had added the delta, and the retry found that
+    point already held: dropped as out of order, its sample (11 or 111) never posted (a
+    retry with a later time would have added the delta twice); nothing was logged."""
     from pipeline import ComponentID, CreateSettings, Kind, RetryableError
+    from pipeline.telemetry import SelfTelemetry, component_logger
+    from plugins.prometheusremotewriteexporter.config import PrometheusRemoteWriteConfig
+    from plugins.prometheusremotewriteexporter.exporter import PrometheusRemoteWriteExporter
+
+    batching = "batch" in FULL_QUEUES[queue]
+    async with (
+        prometheus(tmp_path, remote_write_receiver=True) as prom,
+        HoldingProxy(f"{prom.url}/api/v1/write") as proxy,
+    ):
+        if batching:
+            proxy.release.set()
+        cid = ComponentID("prometheusremotewrite")
+        telemetry = SelfTelemetry()
+        settings = CreateSettings(
+            cid,
+            Kind.EXPORTER,
+            component_logger(Kind.EXPORTER, cid),
+            telemetry.component(Kind.EXPORTER, cid),
+        )
+        config = PrometheusRemoteWriteConfig.model_validate(
+            {
+                "endpoint": f"http://127.0.0.1:{proxy.port}/api/v1/write",
+                "sending_queue": FULL_QUEUES[queue],
+            }
+        )
+        exporter = PrometheusRemoteWriteExporter(settings, config)
+        helper = exporter.helper
+        await exporter.start(None)  # type: ignore[arg-type]
+
+        def refused() -> float:
+            return telemetry.value(
+                "otelcol_exporter_enqueue_failed_metric_points_total",
+                exporter="prometheusremotewrite",
+            )
+
+        async def drained() -> None:
+            await wait_until(
+                lambda: (
+                    helper.queue_size == 0
+                    and helper._in_flight == 0
+                    and (helper._batcher is None or not helper._batcher.pending)
+                )
+            )
+
+        try:
+            now = time.time_ns()
+            payloads = [
+                Metrics(_delta_request(v, now - (3 - i) * 10**9).SerializeToString())
+                for i, v in enumerate((1, 10, 100))
+            ]
+            await exporter.consume(payloads[0])
+            if batching:  # held by the batcher until its timeout
+                last = payloads[1]
+            else:
+                await wait_until(lambda: proxy.arrived == 1)  # in flight, held
+                await exporter.consume(payloads[1])  # queued
+                last = payloads[2]
+            with logged() as lines, pytest.raises(RetryableError, match=r"queue .* full"):
+                await exporter.consume(last)
+            assert refused() == 2  # the payload's two points, once
+            proxy.release.set()
+            await drained()
+            await exporter.consume(last)  # the sender's retry
+            if batching:
+                await drained()
+                await exporter.consume(payloads[2])
+            await helper.shutdown()  # everything sent
+            series = await prom.wait_for(
+                "tokens_total{model=''}[1h]", lambda r: len(r) == 1 and len(r[0]["values"]) == 3
+            )
+            assert [float(v) for _, v in series[0]["values"]] == [1, 11, 111]
+            assert refused() == 2
+            assert not telemetry.value(  # no point of the retry dropped as a repeat
+                "otelcol_exporter_dropped_items_total",
+                exporter="prometheusremotewrite",
+                otel_signal="metrics",
+                reason="out-of-order data point (older than the one held)",
+            )
+            assert [r.levelname for r in lines if "full" in r.getMessage()] == ["WARNING"]
+        finally:
+            proxy.release.set()
+            await exporter.shutdown()
+
+
+async def test_a_translated_payload_is_never_handed_back_as_retryable(tmp_path: Path) -> None:
+    """Without a sending queue or retries, a send Prometheus refuses for now (503) fails the
+    payload permanently: its delta is already in the running total, so the upstream must not
+    send it again (its points would be dropped as repeats, or counted twice). The next
+    sample carries the total. Before, the 503 went back as retryable."""
+    from pipeline import ComponentID, CreateSettings, Kind, PermanentError
     from pipeline.telemetry import SelfTelemetry, component_logger
     from plugins.prometheusremotewriteexporter.config import PrometheusRemoteWriteConfig
     from plugins.prometheusremotewriteexporter.exporter import PrometheusRemoteWriteExporter
 
     async with (
         prometheus(tmp_path, remote_write_receiver=True) as prom,
-        HoldingProxy(f"{prom.url}/api/v1/write") as proxy,
+        FlakyProxy(f"{prom.url}/api/v1/write", 1, 503) as proxy,
     ):
         cid = ComponentID("prometheusremotewrite")
         telemetry = SelfTelemetry()
@@ -371,28 +486,23 @@ async def test_a_full_queue_refuses_before_counting_deltas(tmp_path: Path) -> No
         config = PrometheusRemoteWriteConfig.model_validate(
             {
                 "endpoint": f"http://127.0.0.1:{proxy.port}/api/v1/write",
-                "sending_queue": {"queue_size": 1, "num_consumers": 1},
+                "sending_queue": {"enabled": False},
+                "retry_on_failure": {"enabled": False},
             }
         )
         exporter = PrometheusRemoteWriteExporter(settings, config)
         await exporter.start(None)  # type: ignore[arg-type]
         try:
             now = time.time_ns()
-            payloads = [
-                Metrics(_delta_request(v, now - (3 - i) * 10**9).SerializeToString())
-                for i, v in enumerate((1, 10, 100))
-            ]
-            await exporter.consume(payloads[0])
-            await wait_until(lambda: proxy.arrived == 1)  # in flight, held
-            await exporter.consume(payloads[1])  # queued
-            with pytest.raises(RetryableError, match=r"queue .* is full"):
-                await exporter.consume(payloads[2])
-            proxy.release.set()
-            await wait_until(lambda: exporter.helper.queue_size == 0)
-            await exporter.consume(payloads[2])  # the sender's retry
-            await prom.wait_for(
-                "tokens_total{model=''}", lambda r: len(r) == 1 and r[0]["value"][1] == "111"
+            with pytest.raises(PermanentError, match="503"):
+                await exporter.consume(Metrics(_delta_request(1, now - 10**9).SerializeToString()))
+            await exporter.consume(Metrics(_delta_request(10, now).SerializeToString()))
+            series = await prom.wait_for(
+                "tokens_total{model=''}[1h]", lambda r: len(r) == 1 and len(r[0]["values"]) == 1
             )
+            assert [float(v) for _, v in series[0]["values"]] == [11]
+            failed = "otelcol_exporter_send_failed_metric_points_total"
+            assert telemetry.value(failed, exporter="prometheusremotewrite") == 2  # once
         finally:
             await exporter.shutdown()
 
