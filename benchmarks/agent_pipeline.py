@@ -530,6 +530,9 @@ service:
 # the export compression of every server (--compression): gzip, the default settings' choice
 COMPRESSION = {"value": "gzip"}
 
+# --equal-wait: the agent cases wait for the join's settling in every tree (_wait_joined)
+EQUAL_WAIT = {"value": False}
+
 
 def exporter_def(sink: str | None) -> tuple[str, str]:
     """The exporter section and the exporter's ID: the OTLP exporter to the sink, or the
@@ -874,8 +877,17 @@ def _wait_joined(
     ``FLUSH_S``) settles it: the second poll waits until then (one poll instead of ~10 at
     0.5 s from the window's end on, each ~1.9 ms of the gateway's CPU with its scrape thread:
     ~0.17 CPU-s per 1M spans at 10,000 spans/s, more than the ~3 ms of idle CPU the longer
-    wait costs)."""
+    wait costs).
+
+    With ``EQUAL_WAIT`` (``--equal-wait``), the first poll waits until then too, whatever the
+    tree: a tree without the join (no such gauge) is measured over the same time after its
+    load, so the CPU an idle gateway spends per second (timers, flushes: ~1 ms a second)
+    counts alike in both trees of a comparison, and only the settling is the join's."""
     deadline = time.monotonic() + timeout
+    if loaded_at is not None and EQUAL_WAIT["value"]:
+        settled_by = loaded_at + held + JOIN_WINDOW_S + FLUSH_S
+        time.sleep(max(0.0, min(settled_by, deadline) - time.monotonic()))
+        loaded_at = None  # (then polled every 0.5 s)
     first = True
     while time.monotonic() < deadline:
         pending = _telemetry_value(telemetry, "otelcol_connector_agentmetrics_join_pending_traces")
@@ -1041,11 +1053,19 @@ def main(argv: list[str] | None = None) -> int:
         "own .venv), alternated with this tree's run of the case, and give each case's median "
         "ratio: this tree / TREE",
     )
+    p.add_argument(
+        "--equal-wait",
+        action="store_true",
+        help="measure every agent case until the join's last window ended and a flush settled "
+        "it, in a tree without the join too (the same time after the load in both trees of a "
+        "--baseline comparison: idle CPU per second counts alike)",
+    )
     p.add_argument("--out", default=str(ROOT / "build" / "benchmarks" / "agent-pipeline-raw.md"))
     p.add_argument("--load-only", help=argparse.SUPPRESS)
     p.add_argument("--load-json", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     COMPRESSION["value"] = a.compression
+    EQUAL_WAIT["value"] = a.equal_wait
     if a.load_only:
         load = Load(**json.loads(a.load_json))
         print(json.dumps(run_load(a.load_only, load)))
