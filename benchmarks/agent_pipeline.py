@@ -530,6 +530,9 @@ service:
 # the export compression of every server (--compression): gzip, the default settings' choice
 COMPRESSION = {"value": "gzip"}
 
+# --equal-wait: the agent cases wait for the join's settling in every tree (_wait_joined)
+EQUAL_WAIT = {"value": False}
+
 
 def exporter_def(sink: str | None) -> tuple[str, str]:
     """The exporter section and the exporter's ID: the OTLP exporter to the sink, or the
@@ -793,7 +796,7 @@ def run_case(
             if case.server == "agent":
                 # the connector's join settles a trace's tool calls when its window ends (10 s
                 # by default), after the spans left: that CPU belongs to the run too
-                _wait_joined(telemetry, timeout=30, loaded_at=loaded_at)
+                _wait_joined(telemetry, timeout=30, loaded_at=loaded_at, held=_settle(case))
         else:
             time.sleep(0.5)  # rotel's batch timeout is 200 ms
         cpu = sum(ps.cpu_times()[:2]) - cpu0
@@ -853,7 +856,14 @@ def _wait_out(telemetry: int, expected: float | None, timeout: float, settle: fl
 JOIN_WINDOW_S = 10.0
 
 
-def _wait_joined(telemetry: int, timeout: float, loaded_at: float | None = None) -> None:
+# the agentmetrics connector's flush interval in the AGENT config: with no request coming, a
+# trace whose window ended is settled by the next flush
+FLUSH_S = 5.0
+
+
+def _wait_joined(
+    telemetry: int, timeout: float, loaded_at: float | None = None, held: float = 0.0
+) -> None:
     """Wait until the agentmetrics connector holds no trace for its tool-call join (its
     window ended and a flush settled it; a tree without the join has no such gauge). The
     idle gateway costs ~1-1.5 ms of CPU a second meanwhile (update 4): ~0.02 s over a 10-15 s
@@ -861,16 +871,31 @@ def _wait_joined(telemetry: int, timeout: float, loaded_at: float | None = None)
 
     Each poll is a scrape of the gateway's own metrics, ~1 ms of its CPU (Update 25: 27 polls
     were ~0.27 CPU-s per 1M spans at 10,000 spans/s): when the load ended at ``loaded_at``
-    (monotonic) and traces are pending, no trace can settle before its window ends, so the
-    first polls wait until ``loaded_at + JOIN_WINDOW_S``."""
+    (monotonic) and traces are pending, the last of them reached the connector at most
+    ``held`` seconds later (the workflow wait and the batch timeout), its window ends
+    ``JOIN_WINDOW_S`` after that and, with no request coming, the next flush (within
+    ``FLUSH_S``) settles it: the second poll waits until then (one poll instead of ~10 at
+    0.5 s from the window's end on, each ~1.9 ms of the gateway's CPU with its scrape thread:
+    ~0.17 CPU-s per 1M spans at 10,000 spans/s, more than the ~3 ms of idle CPU the longer
+    wait costs).
+
+    With ``EQUAL_WAIT`` (``--equal-wait``), the first poll waits until then too, whatever the
+    tree: a tree without the join (no such gauge) is measured over the same time after its
+    load, so the CPU an idle gateway spends per second (timers, flushes: ~1 ms a second)
+    counts alike in both trees of a comparison, and only the settling is the join's."""
     deadline = time.monotonic() + timeout
+    if loaded_at is not None and EQUAL_WAIT["value"]:
+        settled_by = loaded_at + held + JOIN_WINDOW_S + FLUSH_S
+        time.sleep(max(0.0, min(settled_by, deadline) - time.monotonic()))
+        loaded_at = None  # (then polled every 0.5 s)
     first = True
     while time.monotonic() < deadline:
         pending = _telemetry_value(telemetry, "otelcol_connector_agentmetrics_join_pending_traces")
         if not pending:
             return
         if first and loaded_at is not None:
-            time.sleep(max(0.0, min(loaded_at + JOIN_WINDOW_S, deadline) - time.monotonic()))
+            settled_by = loaded_at + held + JOIN_WINDOW_S + FLUSH_S
+            time.sleep(max(0.0, min(settled_by, deadline) - time.monotonic()))
         else:
             time.sleep(0.5)
         first = False
@@ -1028,11 +1053,19 @@ def main(argv: list[str] | None = None) -> int:
         "own .venv), alternated with this tree's run of the case, and give each case's median "
         "ratio: this tree / TREE",
     )
+    p.add_argument(
+        "--equal-wait",
+        action="store_true",
+        help="measure every agent case until the join's last window ended and a flush settled "
+        "it, in a tree without the join too (the same time after the load in both trees of a "
+        "--baseline comparison: idle CPU per second counts alike)",
+    )
     p.add_argument("--out", default=str(ROOT / "build" / "benchmarks" / "agent-pipeline-raw.md"))
     p.add_argument("--load-only", help=argparse.SUPPRESS)
     p.add_argument("--load-json", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     COMPRESSION["value"] = a.compression
+    EQUAL_WAIT["value"] = a.equal_wait
     if a.load_only:
         load = Load(**json.loads(a.load_json))
         print(json.dumps(run_load(a.load_only, load)))
