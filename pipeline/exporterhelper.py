@@ -674,11 +674,22 @@ class ExporterHelper(Component, ExporterStateProvider):
                 self._failed(error)
                 if isinstance(error, PermanentError) or not self._retry.enabled:
                     tel.send_failed(self.signal, n)
-                    self.settings.logger.error(
-                        "export failed, dropping data: %s",
-                        error,
-                        extra={"dropped_items": n, "permanent": isinstance(error, PermanentError)},
-                    )
+                    permanent = isinstance(error, PermanentError)
+                    if raise_errors and not permanent:
+                        # no queue and no retries here: the error goes back to the sender,
+                        # which may send the data again (as the Collector rejects it)
+                        self.settings.logger.error(
+                            "export failed, rejecting data (the sender may retry it; "
+                            "retry_on_failure or sending_queue retry here): %s",
+                            error,
+                            extra={"rejected_items": n, "permanent": False},
+                        )
+                    else:
+                        self.settings.logger.error(
+                            "export failed, dropping data: %s",
+                            error,
+                            extra={"dropped_items": n, "permanent": permanent},
+                        )
                     if raise_errors:
                         raise error
                     return

@@ -8,6 +8,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pipeline import ExporterHelper, ExporterHelperConfig, Kind, Payload, Signal, Traces
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.testing import StubHost, create_settings
+from tests.support import logged
 
 
 def spans(n: int) -> Traces:
@@ -227,9 +228,13 @@ async def test_timeout_is_retryable() -> None:
         retry_on_failure={"enabled": False},
     )
     await h.start(StubHost())
-    with pytest.raises(RetryableError, match="timed out"):
+    with logged() as records, pytest.raises(RetryableError, match="timed out"):
         await h.consume(spans(1))
     assert value(h, "send_failed") == 1
+    # the error goes back to the sender, which may retry: rejected, not dropped
+    messages = [r.getMessage() for r in records]
+    assert any(m.startswith("export failed, rejecting data") for m in messages), messages
+    assert not any("dropping" in m for m in messages), messages
     await h.shutdown()
 
 
