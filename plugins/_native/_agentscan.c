@@ -18,6 +18,8 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "_recency.h"
+
 /* attribute keys, in the order the Python side passes them */
 enum {
     K_OP, K_METHOD, K_MCP_SERVER, K_SERVER_ADDRESS, K_TOOL, K_ERROR_TYPE,
@@ -46,6 +48,323 @@ enum { B_TOOL, B_HTTP, B_WORKFLOW, B_A2A, NBOUNDS };
 #define CACHE_SLOTS 8192 /* power of two */
 #define MAX_DEFER_KEYS 64
 #define MAX_SHAPE_KEYS 1024
+
+/* -- Memory: the joiner's bounded memories (calls.py _Memory.items) --------------------------
+ *
+ * The recency memory of _recency.h (shared with _tracewire's LateMemory) as a Python type
+ * with the OrderedDict operations the joiner uses on its memories of settled layers, settled
+ * keys and failed parents (calls.py: [] =, get, in, [], len, move_to_end, popitem(last=False),
+ * items and keys oldest first, del, clear) and prune(now); putting a key makes it the newest
+ * and drops the oldest beyond `size`, which leaves what the joiner's trimmed OrderedDict
+ * holds, in the same order. The C settle paths (memory_put, memory_trim) write it directly.
+ * Its keys are plain: bytes, str, int or None, or tuples of them (compared here without
+ * running Python code, so the memory never changes while it is searched); another key raises
+ * TypeError. */
+
+typedef struct {
+    PyObject_HEAD
+    rc_memory mem;
+} MemoryObject;
+
+static PyTypeObject MemoryType;
+
+static inline int mem_leaf(PyObject *o) {
+    PyTypeObject *t = Py_TYPE(o);
+    return t == &PyBytes_Type || t == &PyUnicode_Type || t == &PyLong_Type || o == Py_None;
+}
+
+/* a plain key (see above): 1, else 0 */
+static inline int mem_plain(PyObject *key) {
+    if (mem_leaf(key)) return 1;
+    if (!PyTuple_CheckExact(key)) return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key); i++)
+        if (!mem_leaf(PyTuple_GET_ITEM(key, i))) return 0;
+    return 1;
+}
+
+/* the equality of two plain keys (the hashes already equal): as Python's, without its code */
+static int mem_eq(PyObject *a, PyObject *b) {
+    if (a == b) return 1;
+    PyTypeObject *t = Py_TYPE(a);
+    if (t != Py_TYPE(b)) return 0; /* (no two plain keys of different types are equal) */
+    if (t == &PyBytes_Type)
+        return PyBytes_GET_SIZE(a) == PyBytes_GET_SIZE(b) &&
+               memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(a)) == 0;
+    if (t == &PyUnicode_Type) return PyUnicode_Compare(a, b) == 0;
+    if (t == &PyLong_Type) return PyObject_RichCompareBool(a, b, Py_EQ) == 1; /* (exact ints) */
+    if (t == &PyTuple_Type) {
+        Py_ssize_t n = PyTuple_GET_SIZE(a);
+        if (PyTuple_GET_SIZE(b) != n) return 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!mem_eq(PyTuple_GET_ITEM(a, i), PyTuple_GET_ITEM(b, i))) return 0;
+        return 1;
+    }
+    return 0; /* (None is one object) */
+}
+
+/* key's hash, TypeError for a key that is not plain: -1 on error */
+static Py_hash_t mem_hash(PyObject *key) {
+    if (!mem_plain(key)) {
+        PyErr_Format(PyExc_TypeError, "a memory's key is bytes, str, int, None or a tuple of them, not %.100s",
+                     Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    return PyObject_Hash(key);
+}
+
+/* the node of key, -1 not there, -2 on error */
+static Py_ssize_t mem_node(MemoryObject *m, PyObject *key) {
+    Py_hash_t hash = mem_hash(key);
+    if (hash == -1) return -2;
+    return rc_node_of(&m->mem, key, hash, mem_eq);
+}
+
+static PyObject *mem_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"size", NULL};
+    Py_ssize_t size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n:Memory", kw, &size)) return NULL;
+    MemoryObject *m = (MemoryObject *)type->tp_alloc(type, 0);
+    if (m == NULL) return NULL;
+    if (rc_init(&m->mem, size) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return (PyObject *)m;
+}
+
+static int mem_traverse(MemoryObject *m, visitproc visit, void *arg) {
+    for (Py_ssize_t x = m->mem.head; x >= 0; x = m->mem.nodes[x].next) {
+        Py_VISIT(m->mem.nodes[x].key);
+        Py_VISIT(m->mem.nodes[x].value);
+    }
+    return 0;
+}
+
+static int mem_clear_refs(MemoryObject *m) {
+    rc_clear(&m->mem);
+    return 0;
+}
+
+static void mem_dealloc(MemoryObject *m) {
+    PyObject_GC_UnTrack(m);
+    rc_free(&m->mem);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static Py_ssize_t mem_len(MemoryObject *m) { return m->mem.len; }
+
+static int mem_contains(MemoryObject *m, PyObject *key) {
+    Py_ssize_t x = mem_node(m, key);
+    return x == -2 ? -1 : x >= 0;
+}
+
+static PyObject *mem_getitem(MemoryObject *m, PyObject *key) {
+    Py_ssize_t x = mem_node(m, key);
+    if (x == -2) return NULL;
+    if (x < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return Py_NewRef(m->mem.nodes[x].value);
+}
+
+/* m[key] = value: the newest (the oldest dropped beyond size); del m[key] */
+static int mem_setitem(MemoryObject *m, PyObject *key, PyObject *value) {
+    Py_hash_t hash = mem_hash(key);
+    if (hash == -1) return -1;
+    if (value != NULL) return rc_put(&m->mem, key, hash, value, mem_eq);
+    Py_ssize_t at = rc_find(&m->mem, key, hash, mem_eq);
+    if (at < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return -1;
+    }
+    rc_delete(&m->mem, at);
+    return 0;
+}
+
+static PyObject *mem_get(MemoryObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
+        return NULL;
+    }
+    Py_ssize_t x = mem_node(m, args[0]);
+    if (x == -2) return NULL;
+    if (x < 0) return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    return Py_NewRef(m->mem.nodes[x].value);
+}
+
+static PyObject *mem_move_to_end(MemoryObject *m, PyObject *key) {
+    Py_ssize_t x = mem_node(m, key);
+    if (x == -2) return NULL;
+    if (x < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    rc_move_to_end(&m->mem, x);
+    Py_RETURN_NONE;
+}
+
+/* popitem(last=True): the newest (key, value) taken out, with last=False the oldest */
+static PyObject *mem_popitem(MemoryObject *m, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"last", NULL};
+    int last = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:popitem", kw, &last)) return NULL;
+    rc_memory *mem = &m->mem;
+    if (mem->len == 0) {
+        PyErr_SetString(PyExc_KeyError, "the memory is empty");
+        return NULL;
+    }
+    rc_node *nd = &mem->nodes[last ? mem->tail : mem->head];
+    PyObject *key, *value;
+    rc_take(mem, rc_find(mem, nd->key, nd->hash, mem_eq), &key, &value);
+    PyObject *out = PyTuple_Pack(2, key, value);
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return out;
+}
+
+/* prune(now): the oldest entries whose expiry (their value's first item, a float) is not
+ * after now dropped, up to the first that is (calls.py _Memory.prune) */
+static PyObject *mem_prune(MemoryObject *m, PyObject *arg) {
+    double now = PyFloat_AsDouble(arg);
+    if (now == -1.0 && PyErr_Occurred()) return NULL;
+    rc_memory *mem = &m->mem;
+    while (mem->len) {
+        PyObject *value = mem->nodes[mem->head].value, *expiry;
+        if (!PyTuple_Check(value) || PyTuple_GET_SIZE(value) < 1 ||
+            !(PyFloat_CheckExact(expiry = PyTuple_GET_ITEM(value, 0)) || PyLong_CheckExact(expiry))) {
+            PyErr_SetString(PyExc_TypeError, "prune: the values are (expiry, ...), expiry a float");
+            return NULL;
+        }
+        double e = PyFloat_CheckExact(expiry) ? PyFloat_AS_DOUBLE(expiry) : PyLong_AsDouble(expiry);
+        if (e == -1.0 && PyErr_Occurred()) return NULL;
+        if (e > now) break;
+        rc_drop_oldest(mem, mem_eq);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *mem_clear_method(MemoryObject *m, PyObject *unused) {
+    rc_clear(&m->mem);
+    Py_RETURN_NONE;
+}
+
+/* the entries, oldest first, as a list of (key, value) */
+static PyObject *mem_items(MemoryObject *m, PyObject *unused) {
+    rc_memory *mem = &m->mem;
+    PyObject *out = PyList_New(mem->len);
+    if (out == NULL) return NULL;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t x = mem->head; x >= 0; x = mem->nodes[x].next, i++) {
+        PyObject *item = PyTuple_Pack(2, mem->nodes[x].key, mem->nodes[x].value);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+/* the keys, oldest first, as a list */
+static PyObject *mem_keys(MemoryObject *m, PyObject *unused) {
+    rc_memory *mem = &m->mem;
+    PyObject *keys = PyList_New(mem->len);
+    if (keys == NULL) return NULL;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t x = mem->head; x >= 0; x = mem->nodes[x].next, i++)
+        PyList_SET_ITEM(keys, i, Py_NewRef(mem->nodes[x].key));
+    return keys;
+}
+
+static PyObject *mem_iter(MemoryObject *m) {
+    PyObject *keys = mem_keys(m, NULL);
+    if (keys == NULL) return NULL;
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
+
+static PyObject *mem_sizeof(MemoryObject *m, PyObject *unused) {
+    return PyLong_FromSize_t((size_t)Py_TYPE(m)->tp_basicsize + rc_allocated(&m->mem));
+}
+
+static PyObject *mem_get_size(MemoryObject *m, void *closure) { return PyLong_FromSsize_t(m->mem.size); }
+
+/* size = n: the oldest dropped beyond it */
+static int mem_set_size(MemoryObject *m, PyObject *value, void *closure) {
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "size cannot be deleted");
+        return -1;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(value);
+    if (size == -1 && PyErr_Occurred()) return -1;
+    m->mem.size = size < 0 ? 0 : size;
+    while (m->mem.len > m->mem.size) rc_drop_oldest(&m->mem, mem_eq);
+    return 0;
+}
+
+static PyMethodDef mem_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))mem_get, METH_FASTCALL, "get(key, default=None)"},
+    {"move_to_end", (PyCFunction)mem_move_to_end, METH_O, "move_to_end(key): key becomes the newest"},
+    {"popitem", (PyCFunction)(void (*)(void))mem_popitem, METH_VARARGS | METH_KEYWORDS,
+     "popitem(last=True): the newest (key, value) taken out; last=False: the oldest"},
+    {"prune", (PyCFunction)mem_prune, METH_O, "prune(now): the oldest expired entries dropped"},
+    {"clear", (PyCFunction)mem_clear_method, METH_NOARGS, "every entry dropped"},
+    {"items", (PyCFunction)mem_items, METH_NOARGS, "the (key, value) pairs, oldest first"},
+    {"keys", (PyCFunction)mem_keys, METH_NOARGS, "the keys, oldest first"},
+    {"__sizeof__", (PyCFunction)mem_sizeof, METH_NOARGS, "bytes allocated"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef mem_getset[] = {
+    {"size", (getter)mem_get_size, (setter)mem_set_size, "the most entries kept", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods mem_as_sequence = {.sq_contains = (objobjproc)mem_contains};
+
+static PyMappingMethods mem_as_mapping = {
+    .mp_length = (lenfunc)mem_len,
+    .mp_subscript = (binaryfunc)mem_getitem,
+    .mp_ass_subscript = (objobjargproc)mem_setitem,
+};
+
+static PyTypeObject MemoryType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "plugins._native._agentscan.Memory",
+    .tp_basicsize = sizeof(MemoryObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Memory(size): a joiner's bounded memory (key -> value, at most size entries, the "
+              "least recently put dropped first), as its trimmed OrderedDict.",
+    .tp_new = mem_new,
+    .tp_dealloc = (destructor)mem_dealloc,
+    .tp_traverse = (traverseproc)mem_traverse,
+    .tp_clear = (inquiry)mem_clear_refs,
+    .tp_methods = mem_methods,
+    .tp_getset = mem_getset,
+    .tp_as_sequence = &mem_as_sequence,
+    .tp_as_mapping = &mem_as_mapping,
+    .tp_iter = (getiterfunc)mem_iter,
+};
+
+/* the C settle paths on a memory (a Memory, or the Python twin's OrderedDict) */
+static int memory_contains(PyObject *items, PyObject *key) {
+    if (Py_IS_TYPE(items, &MemoryType)) return mem_contains((MemoryObject *)items, key);
+    return PyDict_Contains(items, key);
+}
+
+/* the value of key (borrowed; NULL: not there or an error, PyErr_Occurred tells) */
+static PyObject *memory_get(PyObject *items, PyObject *key) {
+    if (Py_IS_TYPE(items, &MemoryType)) {
+        Py_ssize_t x = mem_node((MemoryObject *)items, key);
+        return x >= 0 ? ((MemoryObject *)items)->mem.nodes[x].value : NULL;
+    }
+    return PyDict_GetItemWithError(items, key);
+}
+
+static int memory_check(PyObject *items) {
+    return Py_IS_TYPE(items, &MemoryType) || PyDict_Check(items);
+}
 
 typedef struct {
     Py_hash_t hash;
@@ -106,12 +425,12 @@ typedef struct {
      * here; the memory is written by settle_simple as the Python side would) */
     PyObject *join_shapes;  /* dict (resource, scope, shape) -> int, or NULL: no packing */
     PyObject *join_series;  /* list: series id -> (mcp, label a, label b, status) */
-    PyObject *join_settled; /* the joiner's OrderedDict (trace, span) -> (expiry, None) */
+    PyObject *join_settled; /* the joiner's Memory (the twin's OrderedDict) (trace, span) -> (expiry, None) */
     /* the id-keyed join (see "the join's common case"): the learned readings by series
      * (side, tool, tool type, mcp, server, retry, agent, call id key, JSON-RPC id key), the
      * joiner's memory of settled call and JSON-RPC keys, the id attributes' keys; NULL: off */
     PyObject *join_learned; /* list, parallel to join_series */
-    PyObject *join_keys;    /* OrderedDict ("call", trace, id) / ("rpc", trace hex, id, tool) -> (expiry, None) */
+    PyObject *join_keys;    /* Memory / OrderedDict ("call", trace, id) / ("rpc", trace hex, id, tool) -> (expiry, None) */
     PyObject *join_id_keys; /* tuple of bytes */
     PyObject *s_call, *s_rpc, *s_retry, *s_function;
     Py_ssize_t join_late;   /* layers the last scan found late (take_late) */
@@ -1897,7 +2216,7 @@ static int finish_join(Scanner *self, scan_state *st) {
             /* (the keys looked up in probe tuples reused: see probe_fill) */
             PyObject *pk[2] = {Py_NewRef(trace), bytes_of(x->parent)};
             PyObject *key = probe_fill(&probe_settled, 2, pk);
-            int late = key ? PyDict_Contains(self->join_settled, key) : -1;
+            int late = key ? memory_contains(self->join_settled, key) : -1;
             if (!late && (x->flags & 3)) { /* a call or JSON-RPC key already settled (_is_late) */
                 PyObject *keys[2] = {NULL, NULL}, *reading = PyList_GET_ITEM(self->join_learned, x->series);
                 PyObject **hex = k >= 0 ? &groups[k].hex : &pending_hex;
@@ -1913,7 +2232,7 @@ static int finish_join(Scanner *self, scan_state *st) {
                     else keys[1] = rk[1];
                 }
                 for (int j = 0; j < 2 && !late; j++)
-                    if (keys[j] != NULL) late = PyDict_Contains(self->join_keys, keys[j]);
+                    if (keys[j] != NULL) late = memory_contains(self->join_keys, keys[j]);
                 Py_XDECREF(keys[1]);
             }
             if (late) {
@@ -2831,10 +3150,16 @@ static int sl_read_failure(PyObject *o, sl_failure *f) {
 
 static int eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_EQ); }
 
-/* key -> value into an OrderedDict memory, moved to the end (Memory.add; memory_trim trims) */
+/* key -> value into a memory, moved to the end (Memory.add; memory_trim trims): a Memory
+ * (which drops its oldest beyond its size), or the Python twin's OrderedDict */
 static int memory_put(PyObject *items, PyObject *key, PyObject *value) {
+    if (Py_IS_TYPE(items, &MemoryType)) {
+        MemoryObject *m = (MemoryObject *)items;
+        Py_hash_t hash = mem_hash(key);
+        return hash == -1 ? -1 : rc_put(&m->mem, key, hash, value, mem_eq);
+    }
     if (!PyDict_Check(items)) {
-        PyErr_SetString(PyExc_TypeError, "a memory (OrderedDict) expected");
+        PyErr_SetString(PyExc_TypeError, "a memory (Memory or OrderedDict) expected");
         return -1;
     }
     /* a key already there keeps its place and the size (one lookup less than asking first) */
@@ -2849,6 +3174,11 @@ static int memory_put(PyObject *items, PyObject *key, PyObject *value) {
 }
 
 static int memory_trim(PyObject *items, Py_ssize_t size) {
+    if (Py_IS_TYPE(items, &MemoryType)) {
+        rc_memory *mem = &((MemoryObject *)items)->mem;
+        while (mem->len > size && mem->len > 0) rc_drop_oldest(mem, mem_eq);
+        return 0;
+    }
     for (;;) {
         Py_ssize_t n = PyObject_Length(items);
         if (n < 0) return -1;
@@ -3120,7 +3450,7 @@ done:
 /* the failure marks of one settle (calls.py _Marks) */
 typedef struct {
     PyObject *marks;   /* dict: this settle's marks (trace, span) -> (frozenset, bool) */
-    PyObject *items;   /* the joiner's OrderedDict of failed parents: key -> (expiry, mark) */
+    PyObject *items;   /* the joiner's memory of failed parents (Memory / OrderedDict): key -> (expiry, mark) */
     Py_ssize_t size;   /* its bound */
     PyObject *expiry;  /* now + its ttl */
     PyObject *parents; /* dict span -> parent: the entry's links */
@@ -3132,7 +3462,7 @@ static int mark_of(sl_marks *m, PyObject *key, PyObject **known) {
     *known = PyDict_GetItemWithError(m->marks, key);
     if (*known != NULL) return 0;
     if (PyErr_Occurred()) return -1;
-    PyObject *found = PyDict_GetItemWithError(m->items, key);
+    PyObject *found = memory_get(m->items, key);
     if (found == NULL) return PyErr_Occurred() ? -1 : 0;
     if (!PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(found, 1)) ||
         PyTuple_GET_SIZE(PyTuple_GET_ITEM(found, 1)) != 2) {
@@ -3300,10 +3630,10 @@ static PyObject *settle_core(Scanner *self, sl_layer *layers, Py_ssize_t nl, PyO
 
 static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 13 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[2]) ||
-        !PyDict_Check(args[5]) || !PyList_Check(args[11])) {
+        !memory_check(args[5]) || !PyList_Check(args[11])) {
         PyErr_SetString(PyExc_TypeError,
                         "settle_layers(layers: list, failures: list, parents: dict, size, value, "
-                        "marked: OrderedDict, marked_size, marked_expiry, classify, timeouts, "
+                        "marked: Memory | OrderedDict, marked_size, marked_expiry, classify, timeouts, "
                         "recoverable, errors: list, keys_size)");
         return NULL;
     }
@@ -3562,10 +3892,10 @@ static int sl_layer_of_record(Scanner *self, PyObject *trace, const uint8_t *r, 
 }
 
 static PyObject *Scanner_settle_packed(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 12 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[4]) ||
+    if (nargs != 12 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !memory_check(args[4]) ||
         !PyList_Check(args[10])) {
         PyErr_SetString(PyExc_TypeError,
-                        "settle_packed(packed: list, failures: list, size, value, marked: OrderedDict, "
+                        "settle_packed(packed: list, failures: list, size, value, marked: Memory | OrderedDict, "
                         "marked_size, marked_expiry, classify, timeouts, recoverable, errors: list, keys_size)");
         return NULL;
     }
@@ -3890,15 +4220,15 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     PyObject *join_learned = NULL, *join_keys = NULL, *join_id_keys = NULL;
     int max_exemplars;
     Py_ssize_t cache_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!O!O!O!O!O!O!O!O!", kwlist, &PyTuple_Type, &keys,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!O!O!O!OO!O!OO!", kwlist, &PyTuple_Type, &keys,
                                      &tool_op, &tool_method, &wf_prefix, &tool_bounds, &http_bounds,
                                      &wf_bounds, &a2a_bounds, &max_exemplars, &recoverable, &llm,
                                      &PyTuple_Type, &outcomes, &PyDict_Type, &producers, &cache_size,
                                      &PyTuple_Type, &defer_keys, &PyTuple_Type, &defer_names,
                                      &PyTuple_Type, &defer_scopes, &PyTuple_Type, &shape_keys,
                                      &PyDict_Type, &join_shapes, &PyList_Type, &join_series,
-                                     &PyDict_Type, &join_settled, &PyTuple_Type, &presence_keys,
-                                     &PyList_Type, &join_learned, &PyDict_Type, &join_keys,
+                                     &join_settled, &PyTuple_Type, &presence_keys,
+                                     &PyList_Type, &join_learned, &join_keys,
                                      &PyTuple_Type, &join_id_keys))
         return -1;
     if ((join_learned != NULL) != (join_keys != NULL) || (join_learned != NULL) != (join_id_keys != NULL) ||
@@ -3911,6 +4241,10 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
             PyErr_SetString(PyExc_TypeError, "join_id_keys: bytes expected");
             return -1;
         }
+    if ((join_settled != NULL && !memory_check(join_settled)) || (join_keys != NULL && !memory_check(join_keys))) {
+        PyErr_SetString(PyExc_TypeError, "join_settled, join_keys: a Memory or an OrderedDict");
+        return -1;
+    }
     if ((join_shapes != NULL) != (join_series != NULL) || (join_shapes != NULL) != (join_settled != NULL)) {
         PyErr_SetString(PyExc_TypeError, "join_shapes, join_series and join_settled go together");
         return -1;
@@ -4126,10 +4460,11 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__agentscan(void) {
-    if (PyType_Ready(&ScannerType) < 0) return NULL;
+    if (PyType_Ready(&ScannerType) < 0 || PyType_Ready(&MemoryType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddObjectRef(m, "Scanner", (PyObject *)&ScannerType) < 0) {
+    if (PyModule_AddObjectRef(m, "Scanner", (PyObject *)&ScannerType) < 0 ||
+        PyModule_AddObjectRef(m, "Memory", (PyObject *)&MemoryType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -4,7 +4,7 @@ once per connector from its configuration; :meth:`Scanner.scan` raises ``ValueEr
 malformed request."""
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 NKEYS: int
@@ -14,6 +14,30 @@ NKEYS: int
 # start_ns, end_ns); with ``join_shapes`` also a trace's packed spans (trace_id, records,
 # layers, ids): see "the join's common case" in the C source and ``Packed`` in calls.py
 Fallback = tuple[Any, ...]
+
+class Memory:
+    """A joiner's bounded memory (key -> value, at most ``size`` entries, the least recently
+    put dropped first) in C: what its ``OrderedDict`` trimmed to ``size`` after each put holds,
+    in the same order (the recency memory of ``_recency.h``, shared with ``_tracewire``'s
+    ``LateMemory``). Keys are bytes, str, int, None or tuples of them (else ``TypeError``)."""
+
+    size: int  # set: the oldest dropped beyond it
+    def __init__(self, size: int) -> None: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def __getitem__(self, key: object, /) -> Any: ...
+    def __setitem__(self, key: object, value: Any, /) -> None: ...
+    def __delitem__(self, key: object, /) -> None: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def get(self, key: object, default: Any = None, /) -> Any: ...
+    def move_to_end(self, key: object, /) -> None: ...
+    def popitem(self, last: bool = True) -> tuple[Any, Any]: ...
+    def prune(self, now: float, /) -> None:
+        """The oldest entries whose expiry (the value's first item) is not after ``now``
+        dropped, up to the first that is."""
+    def clear(self) -> None: ...
+    def items(self) -> list[tuple[Any, Any]]: ...
+    def keys(self) -> list[Any]: ...
 
 class Scanner:
     def __init__(
@@ -38,10 +62,10 @@ class Scanner:
         shape_keys: tuple[bytes, ...] = (),
         join_shapes: dict[tuple[bytes, bytes, bytes], int] | None = None,
         join_series: list[tuple[bool, str, str, str]] | None = None,
-        join_settled: OrderedDict[Any, Any] | None = None,
+        join_settled: Memory | OrderedDict[Any, Any] | None = None,
         presence_keys: tuple[bytes, ...] = (),
         join_learned: list[tuple[Any, ...]] | None = None,
-        join_keys: OrderedDict[Any, Any] | None = None,
+        join_keys: Memory | OrderedDict[Any, Any] | None = None,
         join_id_keys: tuple[bytes, ...] | None = None,
     ) -> None:
         """``join_shapes`` maps (resource, scope, shape) to a learned series (a tool-call
@@ -76,7 +100,7 @@ class Scanner:
         parents: dict[bytes, bytes],
         size: int,
         value: object,
-        marked: OrderedDict[Any, Any],
+        marked: Memory | OrderedDict[Any, Any],
         marked_size: int,
         marked_expiry: float,
         classify: Callable[[str], str],
@@ -97,7 +121,7 @@ class Scanner:
         failures: list[Any],
         size: int,
         value: object,
-        marked: OrderedDict[Any, Any],
+        marked: Memory | OrderedDict[Any, Any],
         marked_size: int,
         marked_expiry: float,
         classify: Callable[[str], str],
@@ -119,7 +143,7 @@ class Scanner:
         start: int,
         size: int,
         value: object,
-        marked: OrderedDict[Any, Any],
+        marked: Memory | OrderedDict[Any, Any],
         marked_size: int,
         marked_expiry: float,
         classify: Callable[[str], str],

@@ -68,6 +68,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_recency.h"
+
 #define MAX_GROUP_DEPTH 100
 
 typedef struct {
@@ -1181,138 +1183,26 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
 /* ---------------------------------------------------------------------------------------- */
 /* LateMemory: the late-span memory of the C store (trace id -> stamp or None, at most `size`
  * entries, the least recently remembered dropped first), as the Python store's OrderedDict
- * trimmed after each release: a hash table of node indexes (linear probing, deletion by
- * backward shift) over nodes in a doubly linked recency list (oldest first). release writes
+ * trimmed after each release: the recency memory of _recency.h (a hash table over a recency
+ * list, shared with _agentscan) in a Python type. release writes
  * it directly; Python reads it as a mapping (in, [], get, items in order, len) and moves a
  * late span's trace to the end (move_to_end). Keys are bytes; values are not cyclic (stamps,
  * None): not tracked by the cyclic GC. */
 
 typedef struct {
-    PyObject *key, *value; /* references; key NULL: a free node */
-    Py_hash_t hash;
-    Py_ssize_t prev, next; /* -1: none */
-} late_node;
-
-typedef struct {
     PyObject_HEAD
-    late_node *nodes;
-    Py_ssize_t nodes_cap, used; /* nodes allocated; nodes ever used (free ones are reused) */
-    Py_ssize_t *table;          /* node index + 1, 0 empty */
-    Py_ssize_t tmask;           /* table size - 1 */
-    Py_ssize_t len, size;       /* entries; the most kept */
-    Py_ssize_t head, tail, free;
+    rc_memory mem; /* (_recency.h) */
 } LateMemoryObject;
 
 static PyTypeObject LateMemoryType;
 
-/* the table slot of key (exact bytes with this hash), or -1 */
-static Py_ssize_t
-late_find(LateMemoryObject *m, PyObject *key, Py_hash_t hash)
-{
-    Py_ssize_t i = (Py_ssize_t)((size_t)hash & (size_t)m->tmask), k;
-    Py_ssize_t n = PyBytes_GET_SIZE(key);
-    while ((k = m->table[i])) {
-        late_node *nd = &m->nodes[k - 1];
-        if (nd->hash == hash && (nd->key == key || (PyBytes_GET_SIZE(nd->key) == n &&
-                                                    memcmp(PyBytes_AS_STRING(nd->key),
-                                                           PyBytes_AS_STRING(key),
-                                                           (size_t)n) == 0)))
-            return i;
-        i = (i + 1) & m->tmask;
-    }
-    return -1;
-}
-
-static void
-late_table_put(Py_ssize_t *table, Py_ssize_t tmask, Py_hash_t hash, Py_ssize_t index)
-{
-    Py_ssize_t i = (Py_ssize_t)((size_t)hash & (size_t)tmask);
-    while (table[i])
-        i = (i + 1) & tmask;
-    table[i] = index + 1;
-}
-
-/* slot i emptied, the entries after it shifted back so that every one stays reachable */
-static void
-late_table_remove(LateMemoryObject *m, Py_ssize_t i)
-{
-    Py_ssize_t j = i;
-    for (;;) {
-        j = (j + 1) & m->tmask;
-        Py_ssize_t k = m->table[j];
-        if (!k)
-            break;
-        Py_ssize_t ideal = (Py_ssize_t)((size_t)m->nodes[k - 1].hash & (size_t)m->tmask);
-        /* the entry at j may move to i when its ideal slot is not in (i, j] (cyclically) */
-        int stays = i <= j ? (ideal > i && ideal <= j) : (ideal > i || ideal <= j);
-        if (!stays) {
-            m->table[i] = k;
-            i = j;
-        }
-    }
-    m->table[i] = 0;
-}
-
-static void
-late_unlink(LateMemoryObject *m, Py_ssize_t x)
-{
-    late_node *nd = &m->nodes[x];
-    if (nd->prev >= 0)
-        m->nodes[nd->prev].next = nd->next;
-    else
-        m->head = nd->next;
-    if (nd->next >= 0)
-        m->nodes[nd->next].prev = nd->prev;
-    else
-        m->tail = nd->prev;
-}
-
-static void
-late_link_last(LateMemoryObject *m, Py_ssize_t x)
-{
-    late_node *nd = &m->nodes[x];
-    nd->prev = m->tail;
-    nd->next = -1;
-    if (m->tail >= 0)
-        m->nodes[m->tail].next = x;
-    else
-        m->head = x;
-    m->tail = x;
-}
-
-/* the table doubled (entries put again): 0 or -1 */
+/* the key equality of the memory: exact bytes (the hashes already equal) */
 static int
-late_grow_table(LateMemoryObject *m)
+late_eq(PyObject *a, PyObject *b)
 {
-    Py_ssize_t tsize = (m->tmask + 1) * 2;
-    Py_ssize_t *table = PyMem_Calloc((size_t)tsize, sizeof(Py_ssize_t));
-    if (table == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next)
-        late_table_put(table, tsize - 1, m->nodes[x].hash, x);
-    PyMem_Free(m->table);
-    m->table = table;
-    m->tmask = tsize - 1;
-    return 0;
-}
-
-/* the oldest entry dropped (the references released after the memory is consistent) */
-static void
-late_drop_oldest(LateMemoryObject *m)
-{
-    Py_ssize_t x = m->head;
-    late_node *nd = &m->nodes[x];
-    late_table_remove(m, late_find(m, nd->key, nd->hash));
-    late_unlink(m, x);
-    PyObject *key = nd->key, *value = nd->value;
-    nd->key = nd->value = NULL;
-    nd->next = m->free;
-    m->free = x;
-    m->len--;
-    Py_DECREF(key);
-    Py_DECREF(value);
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    return PyBytes_GET_SIZE(a) == n &&
+           memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)n) == 0;
 }
 
 /* m[key] = value (key exact bytes), as the newest entry; the oldest dropped beyond size:
@@ -1323,52 +1213,7 @@ late_set(LateMemoryObject *m, PyObject *key, PyObject *value)
     Py_hash_t hash = PyObject_Hash(key);
     if (hash == -1)
         return -1;
-    Py_ssize_t at = late_find(m, key, hash);
-    if (at >= 0) {
-        Py_ssize_t x = m->table[at] - 1;
-        late_unlink(m, x);
-        late_link_last(m, x);
-        Py_SETREF(m->nodes[x].value, Py_NewRef(value));
-        return 0;
-    }
-    if (m->size <= 0)
-        return 0;
-    if (m->len >= m->size)
-        late_drop_oldest(m);
-    Py_ssize_t x;
-    if (m->free >= 0) {
-        x = m->free;
-        m->free = m->nodes[x].next;
-    }
-    else {
-        if (m->used == m->nodes_cap) {
-            Py_ssize_t ncap = m->nodes_cap ? m->nodes_cap * 2 : 64;
-            if (ncap > m->size)
-                ncap = m->size;
-            late_node *nodes = PyMem_Realloc(m->nodes, (size_t)ncap * sizeof(late_node));
-            if (nodes == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            m->nodes = nodes;
-            m->nodes_cap = ncap;
-        }
-        x = m->used++;
-    }
-    if ((m->len + 1) * 2 > m->tmask + 1 && late_grow_table(m) < 0) {
-        m->nodes[x].key = NULL;
-        m->nodes[x].next = m->free;
-        m->free = x;
-        return -1;
-    }
-    late_node *nd = &m->nodes[x];
-    nd->key = Py_NewRef(key);
-    nd->value = Py_NewRef(value);
-    nd->hash = hash;
-    late_link_last(m, x);
-    late_table_put(m->table, m->tmask, hash, x);
-    m->len++;
-    return 0;
+    return rc_put(&m->mem, key, hash, value, late_eq);
 }
 
 /* the node of key, or -1 (not there, not bytes, or an error: -2) */
@@ -1380,8 +1225,7 @@ late_node_of(LateMemoryObject *m, PyObject *key)
     Py_hash_t hash = PyObject_Hash(key);
     if (hash == -1)
         return -2;
-    Py_ssize_t at = late_find(m, key, hash);
-    return at < 0 ? -1 : m->table[at] - 1;
+    return rc_node_of(&m->mem, key, hash, late_eq);
 }
 
 static PyObject *
@@ -1394,13 +1238,9 @@ late_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     LateMemoryObject *m = (LateMemoryObject *)type->tp_alloc(type, 0);
     if (m == NULL)
         return NULL;
-    m->size = size < 0 ? 0 : size;
-    m->head = m->tail = m->free = -1;
-    m->table = PyMem_Calloc(16, sizeof(Py_ssize_t));
-    m->tmask = 15;
-    if (m->table == NULL) {
+    if (rc_init(&m->mem, size) < 0) {
         Py_DECREF(m);
-        return PyErr_NoMemory();
+        return NULL;
     }
     return (PyObject *)m;
 }
@@ -1408,21 +1248,14 @@ late_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static void
 late_dealloc(LateMemoryObject *m)
 {
-    for (Py_ssize_t x = m->head; x >= 0;) {
-        Py_ssize_t next = m->nodes[x].next;
-        Py_CLEAR(m->nodes[x].key);
-        Py_CLEAR(m->nodes[x].value);
-        x = next;
-    }
-    PyMem_Free(m->nodes);
-    PyMem_Free(m->table);
+    rc_free(&m->mem);
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
 
 static Py_ssize_t
 late_len(LateMemoryObject *m)
 {
-    return m->len;
+    return m->mem.len;
 }
 
 static int
@@ -1442,7 +1275,7 @@ late_getitem(LateMemoryObject *m, PyObject *key)
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
-    return Py_NewRef(m->nodes[x].value);
+    return Py_NewRef(m->mem.nodes[x].value);
 }
 
 static PyObject *
@@ -1457,7 +1290,7 @@ late_get(LateMemoryObject *m, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (x < 0)
         return Py_NewRef(nargs == 2 ? args[1] : Py_None);
-    return Py_NewRef(m->nodes[x].value);
+    return Py_NewRef(m->mem.nodes[x].value);
 }
 
 static PyObject *
@@ -1470,8 +1303,7 @@ late_move_to_end(LateMemoryObject *m, PyObject *key)
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
-    late_unlink(m, x);
-    late_link_last(m, x);
+    rc_move_to_end(&m->mem, x);
     Py_RETURN_NONE;
 }
 
@@ -1479,12 +1311,13 @@ late_move_to_end(LateMemoryObject *m, PyObject *key)
 static PyObject *
 late_items(LateMemoryObject *m, PyObject *unused)
 {
-    PyObject *out = PyList_New(m->len);
+    rc_memory *mem = &m->mem;
+    PyObject *out = PyList_New(mem->len);
     if (out == NULL)
         return NULL;
     Py_ssize_t i = 0;
-    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++) {
-        PyObject *item = PyTuple_Pack(2, m->nodes[x].key, m->nodes[x].value);
+    for (Py_ssize_t x = mem->head; x >= 0; x = mem->nodes[x].next, i++) {
+        PyObject *item = PyTuple_Pack(2, mem->nodes[x].key, mem->nodes[x].value);
         if (item == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -1497,12 +1330,13 @@ late_items(LateMemoryObject *m, PyObject *unused)
 static PyObject *
 late_iter(LateMemoryObject *m)
 {
-    PyObject *keys = PyList_New(m->len);
+    rc_memory *mem = &m->mem;
+    PyObject *keys = PyList_New(mem->len);
     if (keys == NULL)
         return NULL;
     Py_ssize_t i = 0;
-    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++)
-        PyList_SET_ITEM(keys, i, Py_NewRef(m->nodes[x].key));
+    for (Py_ssize_t x = mem->head; x >= 0; x = mem->nodes[x].next, i++)
+        PyList_SET_ITEM(keys, i, Py_NewRef(mem->nodes[x].key));
     PyObject *it = PyObject_GetIter(keys);
     Py_DECREF(keys);
     return it;
@@ -1511,8 +1345,7 @@ late_iter(LateMemoryObject *m)
 static PyObject *
 late_sizeof(LateMemoryObject *m, PyObject *unused)
 {
-    size_t size = (size_t)Py_TYPE(m)->tp_basicsize + (size_t)m->nodes_cap * sizeof(late_node) +
-                  (size_t)(m->tmask + 1) * sizeof(Py_ssize_t);
+    size_t size = (size_t)Py_TYPE(m)->tp_basicsize + rc_allocated(&m->mem);
     return PyLong_FromSize_t(size);
 }
 
@@ -1527,7 +1360,7 @@ static PyMethodDef late_methods[] = {
 };
 
 static PyMemberDef late_members[] = {
-    {"size", T_PYSSIZET, offsetof(LateMemoryObject, size), READONLY, NULL},
+    {"size", T_PYSSIZET, offsetof(LateMemoryObject, mem.size), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -2329,7 +2162,7 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent
         PyErr_SetString(PyExc_TypeError, "apply: released is a dict or a LateMemory");
         return NULL;
     }
-    if (late_memory ? ((LateMemoryObject *)released)->len : PyDict_GET_SIZE(released)) {
+    if (late_memory ? ((LateMemoryObject *)released)->mem.len : PyDict_GET_SIZE(released)) {
         for (Py_ssize_t i = 0; i < e->len; i++) {
             PyObject *tid = e->items[i].trace_id;
             int in_held = PyDict_Contains(held, tid);
@@ -3851,7 +3684,7 @@ tw_release(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "release: lru is a dict or a LateMemory");
         return NULL;
     }
-    if (late != NULL && lru_size != late->size) {
+    if (late != NULL && lru_size != late->mem.size) {
         PyErr_SetString(PyExc_ValueError, "release: lru_size differs from the LateMemory's size");
         return NULL;
     }

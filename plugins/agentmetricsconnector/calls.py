@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import collections
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -177,7 +177,7 @@ class NativeJoin(Protocol):
         parents: dict[bytes, bytes],
         size: int,
         value: object,
-        marked: collections.OrderedDict[object, tuple[float, Any]],
+        marked: MemoryItems,
         marked_size: int,
         marked_expiry: float,
         classify: Callable[[str], str],
@@ -193,7 +193,7 @@ class NativeJoin(Protocol):
         failures: list[Failure],
         size: int,
         value: object,
-        marked: collections.OrderedDict[object, tuple[float, Any]],
+        marked: MemoryItems,
         marked_size: int,
         marked_expiry: float,
         classify: Callable[[str], str],
@@ -210,7 +210,7 @@ class NativeJoin(Protocol):
         start: int,
         size: int,
         value: object,
-        marked: collections.OrderedDict[object, tuple[float, Any]],
+        marked: MemoryItems,
         marked_size: int,
         marked_expiry: float,
         classify: Callable[[str], str],
@@ -229,7 +229,7 @@ def settle_due(
     start: int,
     size: int,
     value: object,
-    marked: collections.OrderedDict[object, tuple[float, Any]],
+    marked: MemoryItems,
     marked_size: int,
     marked_expiry: float,
     classify: Callable[[str], str],
@@ -343,13 +343,47 @@ class _Marks:
         return not (own and own not in below and not direct)
 
 
+class MemoryItems(Protocol):
+    """What a memory keeps its entries in: the Python twin's ``OrderedDict`` (trimmed to the
+    size after each put), or with the C scanner its ``_agentscan.Memory`` (which drops its
+    oldest beyond its size itself): the same entries in the same order."""
+
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def __getitem__(self, key: object, /) -> tuple[float, Any]: ...
+    def __setitem__(self, key: object, value: tuple[float, Any], /) -> None: ...
+    def __iter__(self) -> Iterator[object]: ...
+    def get(self, key: object, /) -> tuple[float, Any] | None: ...
+    def move_to_end(self, key: object, /) -> None: ...
+    def popitem(self, last: bool = ...) -> tuple[object, tuple[float, Any]]: ...
+    def items(self) -> Iterable[tuple[object, tuple[float, Any]]]: ...
+
+
 class _Memory:
     """A bounded, time-limited map of keys to values (oldest first out)."""
 
     def __init__(self, size: int, ttl: float) -> None:
-        self.size = size
+        self._size = size
         self.ttl = ttl
-        self.items: collections.OrderedDict[object, tuple[float, Any]] = collections.OrderedDict()
+        self.items: MemoryItems = collections.OrderedDict()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @size.setter
+    def size(self, size: int) -> None:
+        self._size = size
+        if self.items.__class__ is not collections.OrderedDict:
+            self.items.size = size  # type: ignore[attr-defined]  # (the C memory's own bound)
+
+    def use(self, memory: Callable[[int], MemoryItems]) -> None:
+        """Keeps the entries in ``memory(size)`` from now on (the C scanner's ``Memory``),
+        those held so far moved over in order."""
+        items = memory(self._size)
+        for key, value in self.items.items():
+            items[key] = value
+        self.items = items
 
     def add(self, key: object, now: float, value: Any = None) -> None:
         items = self.items
@@ -367,6 +401,9 @@ class _Memory:
 
     def prune(self, now: float) -> None:
         items = self.items
+        if items.__class__ is not collections.OrderedDict:
+            items.prune(now)  # type: ignore[attr-defined]  # (the C memory: the loop below)
+            return
         while items:
             _key, (expiry, _value) = next(iter(items.items()))
             if expiry > now:
@@ -426,14 +463,21 @@ class CallJoiner:
     def __len__(self) -> int:
         return len(self.pending)
 
-    def settled_keys_memory(self) -> collections.OrderedDict[object, tuple[float, Any]]:
+    def use_memory(self, memory: Callable[[int], MemoryItems]) -> None:
+        """Keeps the memories of settled layers, settled keys and failed parents in
+        ``memory(size)`` (the C scanner's ``Memory``, which its settle paths write directly)."""
+        for held in (self._settled_layers, self._settled_keys, self._failed_parents):
+            if held.items.__class__ is collections.OrderedDict:
+                held.use(memory)
+
+    def settled_keys_memory(self) -> MemoryItems:
         """The memory of settled call and JSON-RPC keys (``("call", trace, call id)``,
         ``("rpc", scope, rpc id, tool)`` -> (expiry, None)), which the C side of the join's
         common case reads (late layers) and writes (``settle_simple``); its time to live is
         the memory of settled layers' (one ``value`` for both)."""
         return self._settled_keys.items
 
-    def settled_memory(self) -> collections.OrderedDict[object, tuple[float, Any]]:
+    def settled_memory(self) -> MemoryItems:
         """The memory of settled layers ((trace, span) -> (expiry, None)), which the C side of
         the join's common case reads (late layers) and writes (``settle_simple``)."""
         return self._settled_layers.items

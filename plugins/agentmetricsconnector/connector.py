@@ -754,6 +754,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._join_enabled = bool(self._shape_keys())
         if not self._join_enabled:
             return {}
+        native = load("_agentscan")
+        if native is not None:  # the joiner's memories kept in C (written by its settle paths)
+            self.joiner.use_memory(native.Memory)
         return {
             "join_shapes": self._join_shapes,
             "join_series": self._join_series,

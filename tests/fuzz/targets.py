@@ -230,7 +230,7 @@ def agentscan() -> OneInput:
     from plugins.agentmetricsconnector.config import AgentMetricsConfig
     from plugins.agentmetricsconnector.connector import AgentMetricsConnector
     from tests.plugins._agent_support import Capture, settings
-    from tests.plugins._native.test_agentscan import T0, state
+    from tests.plugins._native.test_agentscan import T0, memory_ops, state
 
     cfg = AgentMetricsConfig(sla={"default": "5s"}, aggregation_cardinality_limit=0)
 
@@ -339,6 +339,7 @@ def agentscan() -> OneInput:
             fast, slow = (twice(on, data) for on in (True, False))
             packed(data)
             joined(data)
+        memory_ops(data)  # the joiner's memories in C (Memory) against the trimmed OrderedDict
         try:
             ExportTraceServiceRequest.FromString(data)
         except DecodeError:

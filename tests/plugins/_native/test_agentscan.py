@@ -5,6 +5,7 @@ A2A latencies; malformed input is refused with ``ValueError`` and never crashes.
 from __future__ import annotations
 
 import random
+import sys
 import time
 from typing import Any
 
@@ -969,3 +970,123 @@ def test_span_attrs_reads_an_attribute_as_the_span_view() -> None:
         scanner.span_attrs(b"abc", 2, 5, b"k", None)
     with pytest.raises(TypeError):
         scanner.span_attrs(b"abc", 0, 3, "k", None)
+
+
+# -- Memory: the joiner's memories in C (calls.py _Memory.items) --------------------------------
+def memory_ops(data: bytes) -> None:
+    """The operations ``data`` spells (a byte each, then a key byte) on a ``Memory`` and on the
+    Python twin's ``OrderedDict`` trimmed to the size after each put (as calls.py keeps it):
+    the same answers, entries and order after each; keys of each plain kind (bytes, str, int,
+    None, tuples of them: two keys of different types never equal), hash-colliding ints
+    (-1 and -2 hash alike), a key that is not plain refused with ``TypeError``."""
+    import collections
+
+    size = data[0] % 9 if data else 3
+    mem = native.Memory(size)
+    twin: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+    kinds = [
+        lambda b: (bytes([b % 16]) * 16, bytes([b % 5]) * 8),
+        lambda b: ("call", b"t" * 16, str(b % 7)),
+        lambda b: ("rpc", "s", b % 6, "tool"),
+        lambda b: bytes([b % 11]),
+        lambda b: str(b % 4),
+        lambda b: -1 - b % 2,  # (hash(-1) == hash(-2))
+        lambda b: None,
+        lambda b: (b % 3, (b % 2) * 2**70),  # (a big int)
+    ]
+    clock = 0.0
+    for at in range(1, len(data) - 1, 2):
+        op, b = data[at], data[at + 1]
+        key = kinds[(op >> 4) % len(kinds)](b)
+        clock += 1.0
+        what = op % 9
+        if what <= 2:  # put (the newest; trimmed)
+            value = (clock + b % 5, b)
+            mem[key] = value
+            twin[key] = value
+            twin.move_to_end(key)
+            while len(twin) > size:
+                twin.popitem(last=False)
+        elif what == 3 and key in twin:
+            mem.move_to_end(key)
+            twin.move_to_end(key)
+        elif what == 4:
+            if twin:
+                last = bool(b & 1)
+                assert mem.popitem(last=last) == twin.popitem(last=last)
+            else:
+                with pytest.raises(KeyError):
+                    mem.popitem(last=False)
+        elif what == 5:  # prune (calls.py _Memory.prune)
+            now = clock - b % 8
+            mem.prune(now)
+            while twin:
+                _key, (expiry, _value) = next(iter(twin.items()))
+                if expiry > now:
+                    break
+                twin.popitem(last=False)
+        elif what == 6:
+            if key in twin:
+                del mem[key]
+                del twin[key]
+            else:
+                with pytest.raises(KeyError):
+                    del mem[key]
+        elif what == 7:  # not a plain key: refused, nothing changed
+            for odd in ([b], (1.0,), ((b,),), True):
+                with pytest.raises(TypeError):
+                    mem[odd] = (0.0, None)
+                with pytest.raises(TypeError):
+                    _ = odd in mem
+        elif b == 0:
+            mem.clear()
+            twin.clear()
+        elif b == 1:  # a smaller bound: the oldest dropped now
+            size = (op >> 4) % 4
+            mem.size = size
+            while len(twin) > size:
+                twin.popitem(last=False)
+        assert (key in mem) == (key in twin)
+        assert mem.get(key) == twin.get(key) and mem.get(key, 7) == twin.get(key, 7)
+        assert len(mem) == len(twin) and mem.size == size
+        assert mem.items() == list(twin.items()) and list(mem) == list(twin) == mem.keys()
+    assert sys.getsizeof(mem) > 0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_memory_keeps_what_the_trimmed_ordered_dict_keeps(seed: int) -> None:
+    rng = random.Random(seed)
+    memory_ops(bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 50, 400, 2000]))))
+
+
+def test_memory_of_negative_size_keeps_nothing_and_frees_its_references() -> None:
+    mem = native.Memory(-3)
+    mem[b"k"] = (0.0, None)
+    assert len(mem) == 0 and mem.size == 0
+    mem = native.Memory(2)
+    value = (1.0, object())
+    before = sys.getrefcount(value)
+    for k in range(5):
+        mem[(b"t", bytes([k]))] = value
+    assert sys.getrefcount(value) == before + 2
+    mem.clear()
+    assert sys.getrefcount(value) == before
+    with pytest.raises(TypeError):
+        mem.prune("now")
+    mem[b"x"] = "not a tuple"
+    with pytest.raises(TypeError):
+        mem.prune(2.0)
+    cycle: list[Any] = []
+    mem[b"y"] = (0.0, cycle)
+    cycle.append(mem)  # (collected: the memory is tracked by the cyclic GC)
+    del mem, cycle
+
+
+def test_the_connector_keeps_the_joiners_memories_in_c() -> None:
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    joiner = conn.joiner
+    assert joiner.native is not None
+    for memory in (joiner._settled_layers, joiner._settled_keys, joiner._failed_parents):
+        assert isinstance(memory.items, native.Memory) and memory.items.size == memory.size
