@@ -19,6 +19,7 @@ import asyncio
 import collections
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -346,6 +347,44 @@ def failing_spans(rng: random.Random, traces: list[int], ids: dict[int, list[int
                 event.attributes.add(key="exception.message").value.string_value = "timed out"
         out.insert(rng.randint(0, len(out)), s)
     return out
+
+
+def count_packed(conn: AgentMetricsConnector, count: Callable[[tuple[Any, ...]], None]) -> None:
+    """Wraps the connector's C scanner: ``count`` sees every packed trace (a 4-tuple: trace id,
+    records, layers, ids) each scan gives."""
+    scanner = conn._scanner
+    if scanner is None:
+        return
+
+    class Counted:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(scanner, name)
+
+        def scan(self, raw: bytes) -> Any:
+            found = scanner.scan(raw)
+            for item in found[1]:
+                if len(item) == 4:
+                    count(item)
+            return found
+
+    conn._scanner = Counted()
+
+
+async def consume_all(conn: AgentMetricsConnector, sequence: list[bytes]) -> dict[str, Any]:
+    """The connector fed ``sequence`` and shut down: its outcome, workflows and the requests
+    refused (a value not UTF-8 the Python path had to decode in full)."""
+    from google.protobuf.message import DecodeError
+
+    from pipeline import Traces
+
+    refused = 0
+    for raw in sequence:
+        try:
+            await conn.consume(Traces(raw))
+        except DecodeError:
+            refused += 1
+    await conn.shutdown()
+    return {**outcome(conn), **workflows(conn), "refused": refused}
 
 
 def workflows(conn: AgentMetricsConnector) -> dict[str, Any]:
@@ -1276,43 +1315,21 @@ def test_root_layers_packed_count_as_the_python_join(
     pure-Python path refuses with the whole request, as the same connector that packs
     nothing) on random sequences with hostile ids and workflow markers: the tool calls,
     failures, late layers and the workflow executions."""
-    from pipeline import Traces
 
     rng = random.Random(2718)
     items: collections.Counter[str] = collections.Counter()
 
-    async def main(sequence: list[bytes], count: bool) -> dict[str, Any]:
-        conn = connector(join, None)
-        if count and conn._scanner is not None:
-            scanner = conn._scanner
-
-            class Counted:
-                def __getattr__(self, name: str) -> Any:
-                    return getattr(scanner, name)
-
-                def scan(self, raw: bytes) -> Any:
-                    found = scanner.scan(raw)
-                    for item in found[1]:
-                        if len(item) == 4:
-                            items["packed roots"] += sum(
-                                1 for r in RECORD.iter_unpack(item[1]) if r[0] and not r[3]
-                            )
-                            items["packed with ids"] += bool(item[3])
-                    return found
-
-            conn._scanner = Counted()
-        refused = 0
-        for raw in sequence:
-            try:
-                await conn.consume(Traces(raw))
-            except DecodeError:  # (a span not UTF-8 the Python path had to decode in full)
-                refused += 1
-        await conn.shutdown()
-        return {**outcome(conn), **workflows(conn), "refused": refused}
-
-    from google.protobuf.message import DecodeError
-
     from plugins.agentmetricsconnector.calls import RECORD
+
+    def count(item: tuple[Any, ...]) -> None:
+        items["packed roots"] += sum(1 for r in RECORD.iter_unpack(item[1]) if r[0] and not r[3])
+        items["packed with ids"] += bool(item[3])
+
+    async def main(sequence: list[bytes], counted: bool) -> dict[str, Any]:
+        conn = connector(join, None)
+        if counted:
+            count_packed(conn, count)
+        return await consume_all(conn, sequence)
 
     learn = AgentMetricsConnector._learn
     for _sequence in range(150):
@@ -1462,43 +1479,24 @@ def test_failed_layers_packed_count_as_the_python_join(
     executions are those of the pure-Python path (of the same connector without failed
     readings learned where a value is not UTF-8, which the pure-Python path refuses with the
     whole request), and of the same connector that packs no failed span."""
-    from google.protobuf.message import DecodeError
 
-    from pipeline import Traces
     from plugins.agentmetricsconnector.calls import FAILED, RECORD
     from plugins.agentmetricsconnector.connector import FAILURE_ONLY
 
     rng = random.Random(3141)
     items: collections.Counter[str] = collections.Counter()
 
-    async def main(sequence: list[bytes], count: bool) -> dict[str, Any]:
-        conn = connector(join, items if count else None)
-        if count and conn._scanner is not None:
-            scanner = conn._scanner
+    def count(item: tuple[Any, ...]) -> None:
+        items["packed failed"] += sum(
+            1 for r in RECORD.iter_unpack(item[1]) if r[0] and r[5] & FAILED
+        )
+        items["packed"] += item[2]
 
-            class Counted:
-                def __getattr__(self, name: str) -> Any:
-                    return getattr(scanner, name)
-
-                def scan(self, raw: bytes) -> Any:
-                    found = scanner.scan(raw)
-                    for item in found[1]:
-                        if len(item) == 4:
-                            items["packed failed"] += sum(
-                                1 for r in RECORD.iter_unpack(item[1]) if r[0] and r[5] & FAILED
-                            )
-                            items["packed"] += item[2]
-                    return found
-
-            conn._scanner = Counted()
-        refused = 0
-        for raw in sequence:
-            try:
-                await conn.consume(Traces(raw))
-            except DecodeError:  # (a value not UTF-8 the Python path had to decode)
-                refused += 1
-        await conn.shutdown()
-        return {**outcome(conn), **workflows(conn), "refused": refused}
+    async def main(sequence: list[bytes], counted: bool) -> dict[str, Any]:
+        conn = connector(join, items if counted else None)
+        if counted:
+            count_packed(conn, count)
+        return await consume_all(conn, sequence)
 
     learn = AgentMetricsConnector._learn
 
