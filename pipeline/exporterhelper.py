@@ -142,6 +142,16 @@ class QueueConfig(ConfigModel):
     """Accepted for Collector configs: this queue answers once the data is queued."""
     batch: QueueBatchConfig | None = None
 
+    @staticmethod
+    def one_consumer(value: Any) -> Any:
+        """For an exporter whose requests must arrive in order (its ``sending_queue`` defaults
+        to ``QueueConfig(num_consumers=1)``), as a ``mode="before"`` validator of that field: a
+        ``sending_queue`` written without ``num_consumers`` (``{batch: ...}`` or ``{storage:
+        ...}`` alone) keeps the one consumer instead of taking the helper's default of 10."""
+        if isinstance(value, dict) and "num_consumers" not in value:
+            return {**value, "num_consumers": 1}
+        return value
+
     @model_validator(mode="after")
     def _check_batch(self) -> QueueConfig:
         if self.batch is not None and self.storage:

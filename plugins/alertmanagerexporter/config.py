@@ -137,12 +137,7 @@ class AlertmanagerExporterConfig(ExporterHelperConfig):
     @field_validator("sending_queue", mode="before")
     @classmethod
     def _one_consumer(cls, value: Any) -> Any:
-        # a sending_queue written without num_consumers keeps the one consumer
-        # (a resolve must not overtake its alert); {batch: ...} or {storage: ...} alone
-        # used to get the helper's default of 10
-        if isinstance(value, dict) and "num_consumers" not in value:
-            return {**value, "num_consumers": 1}
-        return value
+        return QueueConfig.one_consumer(value)  # (a resolve must not overtake its alert)
 
     @field_validator("endpoint")
     @classmethod

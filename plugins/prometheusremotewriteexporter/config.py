@@ -33,12 +33,7 @@ class PrometheusRemoteWriteConfig(ExporterHelperConfig):
     @field_validator("sending_queue", mode="before")
     @classmethod
     def _one_consumer(cls, value: Any) -> Any:
-        # a sending_queue written without num_consumers keeps the one consumer
-        # (requests must arrive in order); {batch: ...} or {storage: ...} alone
-        # used to get the helper's default of 10
-        if isinstance(value, dict) and "num_consumers" not in value:
-            return {**value, "num_consumers": 1}
-        return value
+        return QueueConfig.one_consumer(value)  # (requests must arrive in order)
 
     @field_validator("endpoint")
     @classmethod
