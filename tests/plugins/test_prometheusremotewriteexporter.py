@@ -366,6 +366,23 @@ FULL_QUEUES = {
 }
 
 
+def exporter_settings() -> tuple[Any, Any]:
+    """The settings of a ``prometheusremotewrite`` exporter built by hand, with the self
+    telemetry its counters go to."""
+    from pipeline import ComponentID, CreateSettings, Kind
+    from pipeline.telemetry import SelfTelemetry, component_logger
+
+    cid = ComponentID("prometheusremotewrite")
+    telemetry = SelfTelemetry()
+    settings = CreateSettings(
+        cid,
+        Kind.EXPORTER,
+        component_logger(Kind.EXPORTER, cid),
+        telemetry.component(Kind.EXPORTER, cid),
+    )
+    return settings, telemetry
+
+
 @pytest.mark.parametrize("queue", list(FULL_QUEUES))
 async def test_a_full_queue_refuses_before_counting_deltas(tmp_path: Path, queue: str) -> None:
     """A delta sum refused by a full sending queue (RetryableError) and sent again once the
@@ -376,8 +393,7 @@ async def test_a_full_queue_refuses_before_counting_deltas(tmp_path: Path, queue
     the helper refused after the accumulator had added the delta, and the retry found that
     point already held: dropped as out of order, its sample (11 or 111) never posted (a
     retry with a later time would have added the delta twice); nothing was logged."""
-    from pipeline import ComponentID, CreateSettings, Kind, RetryableError
-    from pipeline.telemetry import SelfTelemetry, component_logger
+    from pipeline import RetryableError
     from plugins.prometheusremotewriteexporter.config import PrometheusRemoteWriteConfig
     from plugins.prometheusremotewriteexporter.exporter import PrometheusRemoteWriteExporter
 
@@ -388,14 +404,7 @@ async def test_a_full_queue_refuses_before_counting_deltas(tmp_path: Path, queue
     ):
         if batching:
             proxy.release.set()
-        cid = ComponentID("prometheusremotewrite")
-        telemetry = SelfTelemetry()
-        settings = CreateSettings(
-            cid,
-            Kind.EXPORTER,
-            component_logger(Kind.EXPORTER, cid),
-            telemetry.component(Kind.EXPORTER, cid),
-        )
+        settings, telemetry = exporter_settings()
         config = PrometheusRemoteWriteConfig.model_validate(
             {
                 "endpoint": f"http://127.0.0.1:{proxy.port}/api/v1/write",
@@ -466,8 +475,7 @@ async def test_a_translated_payload_is_never_handed_back_as_retryable(tmp_path: 
     payload permanently: its delta is already in the running total, so the upstream must not
     send it again (its points would be dropped as repeats, or counted twice). The next
     sample carries the total. Before, the 503 went back as retryable."""
-    from pipeline import ComponentID, CreateSettings, Kind, PermanentError
-    from pipeline.telemetry import SelfTelemetry, component_logger
+    from pipeline import PermanentError
     from plugins.prometheusremotewriteexporter.config import PrometheusRemoteWriteConfig
     from plugins.prometheusremotewriteexporter.exporter import PrometheusRemoteWriteExporter
 
@@ -475,14 +483,7 @@ async def test_a_translated_payload_is_never_handed_back_as_retryable(tmp_path: 
         prometheus(tmp_path, remote_write_receiver=True) as prom,
         FlakyProxy(f"{prom.url}/api/v1/write", 1, 503) as proxy,
     ):
-        cid = ComponentID("prometheusremotewrite")
-        telemetry = SelfTelemetry()
-        settings = CreateSettings(
-            cid,
-            Kind.EXPORTER,
-            component_logger(Kind.EXPORTER, cid),
-            telemetry.component(Kind.EXPORTER, cid),
-        )
+        settings, telemetry = exporter_settings()
         config = PrometheusRemoteWriteConfig.model_validate(
             {
                 "endpoint": f"http://127.0.0.1:{proxy.port}/api/v1/write",
