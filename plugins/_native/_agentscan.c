@@ -250,40 +250,12 @@ static PyObject *mem_clear_method(MemoryObject *m, PyObject *unused) {
 }
 
 /* the entries, oldest first, as a list of (key, value) */
-static PyObject *mem_items(MemoryObject *m, PyObject *unused) {
-    rc_memory *mem = &m->mem;
-    PyObject *out = PyList_New(mem->len);
-    if (out == NULL) return NULL;
-    Py_ssize_t i = 0;
-    for (Py_ssize_t x = mem->head; x >= 0; x = mem->nodes[x].next, i++) {
-        PyObject *item = PyTuple_Pack(2, mem->nodes[x].key, mem->nodes[x].value);
-        if (item == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, item);
-    }
-    return out;
-}
+static PyObject *mem_items(MemoryObject *m, PyObject *unused) { return rc_items(&m->mem); }
 
 /* the keys, oldest first, as a list */
-static PyObject *mem_keys(MemoryObject *m, PyObject *unused) {
-    rc_memory *mem = &m->mem;
-    PyObject *keys = PyList_New(mem->len);
-    if (keys == NULL) return NULL;
-    Py_ssize_t i = 0;
-    for (Py_ssize_t x = mem->head; x >= 0; x = mem->nodes[x].next, i++)
-        PyList_SET_ITEM(keys, i, Py_NewRef(mem->nodes[x].key));
-    return keys;
-}
+static PyObject *mem_keys(MemoryObject *m, PyObject *unused) { return rc_keys(&m->mem); }
 
-static PyObject *mem_iter(MemoryObject *m) {
-    PyObject *keys = mem_keys(m, NULL);
-    if (keys == NULL) return NULL;
-    PyObject *it = PyObject_GetIter(keys);
-    Py_DECREF(keys);
-    return it;
-}
+static PyObject *mem_iter(MemoryObject *m) { return rc_iter(&m->mem); }
 
 static PyObject *mem_sizeof(MemoryObject *m, PyObject *unused) {
     return PyLong_FromSize_t((size_t)Py_TYPE(m)->tp_basicsize + rc_allocated(&m->mem));

@@ -283,6 +283,51 @@ rc_put(rc_memory *m, PyObject *key, Py_hash_t hash, PyObject *value, rc_eq eq)
     return 0;
 }
 
+/* the entries, oldest first, as a new list of (key, value) tuples; NULL on error */
+static inline PyObject *
+rc_items(const rc_memory *m)
+{
+    PyObject *out = PyList_New(m->len);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++) {
+        PyObject *item = PyTuple_Pack(2, m->nodes[x].key, m->nodes[x].value);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+/* the keys, oldest first, as a new list; NULL on error */
+static inline PyObject *
+rc_keys(const rc_memory *m)
+{
+    PyObject *keys = PyList_New(m->len);
+    if (keys == NULL)
+        return NULL;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++)
+        PyList_SET_ITEM(keys, i, Py_NewRef(m->nodes[x].key));
+    return keys;
+}
+
+/* an iterator over the keys, oldest first (of a list made now: the memory may change while it
+ * is iterated); NULL on error */
+static inline PyObject *
+rc_iter(const rc_memory *m)
+{
+    PyObject *keys = rc_keys(m);
+    if (keys == NULL)
+        return NULL;
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
+
 /* bytes allocated beyond the struct */
 static inline size_t
 rc_allocated(const rc_memory *m)
