@@ -283,16 +283,18 @@ rc_put(rc_memory *m, PyObject *key, Py_hash_t hash, PyObject *value, rc_eq eq)
     return 0;
 }
 
-/* the entries, oldest first, as a new list of (key, value) tuples; NULL on error */
+/* the (key, value) pairs (items) or the keys (not items), oldest first, as a new list; NULL
+ * on error */
 static inline PyObject *
-rc_items(const rc_memory *m)
+rc_list(const rc_memory *m, int items)
 {
     PyObject *out = PyList_New(m->len);
     if (out == NULL)
         return NULL;
     Py_ssize_t i = 0;
     for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++) {
-        PyObject *item = PyTuple_Pack(2, m->nodes[x].key, m->nodes[x].value);
+        const rc_node *nd = &m->nodes[x];
+        PyObject *item = items ? PyTuple_Pack(2, nd->key, nd->value) : Py_NewRef(nd->key);
         if (item == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -302,17 +304,18 @@ rc_items(const rc_memory *m)
     return out;
 }
 
+/* the entries, oldest first, as a new list of (key, value) tuples; NULL on error */
+static inline PyObject *
+rc_items(const rc_memory *m)
+{
+    return rc_list(m, 1);
+}
+
 /* the keys, oldest first, as a new list; NULL on error */
 static inline PyObject *
 rc_keys(const rc_memory *m)
 {
-    PyObject *keys = PyList_New(m->len);
-    if (keys == NULL)
-        return NULL;
-    Py_ssize_t i = 0;
-    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++)
-        PyList_SET_ITEM(keys, i, Py_NewRef(m->nodes[x].key));
-    return keys;
+    return rc_list(m, 0);
 }
 
 /* an iterator over the keys, oldest first (of a list made now: the memory may change while it
