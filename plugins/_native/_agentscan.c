@@ -2728,8 +2728,8 @@ static int has_span(layer_rec *sorted, Py_ssize_t n, const uint8_t *id, uint8_t 
     return 0;
 }
 
-static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, PyObject *value,
-                         Py_ssize_t keys_size, aggs *a, Py_ssize_t *calls);
+static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, aggs *a,
+                         Py_ssize_t *calls);
 static int memory_trim(PyObject *items, Py_ssize_t size);
 static int memory_put(PyObject *items, PyObject *key, PyObject *value);
 static int sl_names_ready(void);
@@ -2857,7 +2857,7 @@ static PyObject *do_settle_simple(Scanner *self, PyObject *packed) {
         return NULL;
     }
     PyObject *value = self->settle.value;
-    Py_ssize_t size = self->settle.size, keys_size = self->settle.keys_size, np = PyList_GET_SIZE(packed), n;
+    Py_ssize_t size = self->settle.size, np = PyList_GET_SIZE(packed), n;
     PyObject *trace;
     if (check_packed(packed, &trace, &n) < 0) return NULL;
     if (trace == NULL) return PyLong_FromLong(-1);
@@ -2941,7 +2941,7 @@ static PyObject *do_settle_simple(Scanner *self, PyObject *packed) {
             goto done;
         }
         Py_ssize_t calls = 0;
-        if (settle_joined(self, trace, layers, nl, value, keys_size, &a, &calls) == 0 &&
+        if (settle_joined(self, trace, layers, nl, &a, &calls) == 0 &&
             memory_trim(self->join_settled, size) == 0)
             result = PyLong_FromSsize_t(calls);
         goto counted;
@@ -3347,8 +3347,10 @@ static int kmap_put(kmap *m, slice key, Py_ssize_t val) {
     return 0;
 }
 
-static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, PyObject *value,
-                         Py_ssize_t keys_size, aggs *a, Py_ssize_t *calls) {
+static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, aggs *a,
+                         Py_ssize_t *calls) {
+    PyObject *value = self->settle.value;
+    Py_ssize_t keys_size = self->settle.keys_size;
     int rc = -1;
     /* a few layers (the common trace): everything on the stack */
     jl_layer ls_small[JOIN_SMALL];
