@@ -28,7 +28,9 @@ queue until the service's shutdown deadline; whatever is still queued then is co
 
 With ``sending_queue.storage`` naming a storage extension (``file_storage``), the queue is
 persistent, as the Collector's: ``consume`` writes the payload to the extension's log and
-returns once it is there (only its record handle and item count stay in memory); workers read
+returns once it is there (only its record handle and item count stay in memory); a payload
+that cannot be written (a full disk) is refused with a retryable error, counted as
+``enqueue_failed`` and logged, as the Collector's persistent queue refuses it. Workers read
 it back to send it, and its record is marked done once it was sent or dropped (counted). On
 shutdown the workers finish the sends in progress and the rest stays on disk; the next start
 queues it again (``otelcol_exporter_queue_recovered_<items>``). A batch being sent when the
@@ -368,9 +370,16 @@ class ExporterHelper(Component, ExporterStateProvider):
             await self._deliver(data, n, raise_errors=True)
             return
         if self._storage is not None:
+            # its room is taken while it is written: a payload admitted meanwhile sees it
             size = self._size(data)
-            self._queue.append(await self._store(data, n))
             self._queue_used += size
+            try:
+                stored = await self._store(data, n)
+            except BaseException:
+                # not queued: refused (counted), or cancelled
+                self._queue_used = max(self._queue_used - size, 0)
+                raise
+            self._queue.append(stored)
         elif self._batcher is not None:
             self._batcher.add(carry_current(data))
             return
@@ -424,9 +433,10 @@ class ExporterHelper(Component, ExporterStateProvider):
             self.settings.telemetry.enqueue_failed(self.signal, n)
             self.settings.log_limited(
                 logging.ERROR,
-                "cannot write to the persistent sending queue: %s",
-                exc,
+                "cannot write to the persistent sending queue, refusing data: %s",
+                str(exc),  # (not the error: its traceback holds the payload)
                 key="storage_write",
+                extra={"refused_items": n},
             )
             raise RetryableError(
                 f"exporter {self.settings.name} cannot write its persistent queue: "

@@ -337,7 +337,13 @@ class SegmentLog:
         with self._cond:
             self._pending.append(_Write(rec, parts, loop, future))
             self._cond.notify()
-        await future
+        try:
+            await future
+        finally:
+            # A failed write's error keeps this frame in its traceback: the frame must not
+            # keep the future, which holds the error (a cycle that would keep the record's
+            # parts, and the caller's payload, until the cyclic garbage collector runs).
+            del future
         return rec
 
     def complete(self, record: Record) -> None:
@@ -396,11 +402,18 @@ class SegmentLog:
         self._next_seq += 1
         seg = _Segment(seq, self.directory / f"{seq:012d}.seg")
         seg.fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o640)
-        os.write(seg.fd, MAGIC)
+        try:
+            os.write(seg.fd, MAGIC)
+            if self.fsync:
+                os.fdatasync(seg.fd)
+                self._sync_directory()
+        except OSError:
+            # (a full disk): no descriptor nor empty file left behind for each failed write
+            os.close(seg.fd)
+            with contextlib.suppress(OSError):
+                seg.path.unlink()
+            raise
         seg.size = len(MAGIC)
-        if self.fsync:
-            os.fdatasync(seg.fd)
-            self._sync_directory()
         self._segments[seq] = seg
         self.stats.segments = len(self._segments)
         self.stats.bytes += seg.size
@@ -447,7 +460,9 @@ class SegmentLog:
                 # an I/O error: the log cannot be trusted any more; a full disk may clear
                 self._failed = exc
             error = StorageError(exc.errno or errno.EIO, f"cannot write {self.directory}: {exc}")
-            log.error("storage %s: %s", self.name, error)
+            # (the message, not the error: a record kept by a handler must not keep the
+            # traceback it gets when raised, nor the frames and data in it)
+            log.error("storage %s: %s", self.name, str(error))
             for w in batch:
                 # with fsync nothing of the batch is acknowledged; without, what reached the
                 # page cache is
