@@ -93,6 +93,11 @@ class QueueCodec:
         """The items of a stored payload (read when the queue is recovered)."""
         return int(self._HEAD.unpack_from(body)[0])
 
+    def measure(self, body: bytes) -> tuple[int, int]:
+        """The items and the bytes of a stored payload (its ``nbytes``, what ``sizer: bytes``
+        counted when it was queued), read when the queue is recovered."""
+        return self.count(body), len(body) - self._HEAD.size
+
 
 class _Stored:
     """A payload in the persistent queue: where it is, and how many items it holds."""
@@ -268,12 +273,13 @@ class ExporterHelper(Component, ExporterStateProvider):
         tel = settings.telemetry
         self._queue_gauge = tel.service.gauge(
             "otelcol_exporter_queue_size",
-            "Current size of the sending queue (batches).",
+            "Current size of the sending queue (in sending_queue.sizer units: batches, items "
+            "or bytes; batches by default).",
             ("exporter", "data_type"),
         ).labels(settings.name, str(signal))
         self._capacity_gauge = tel.service.gauge(
             "otelcol_exporter_queue_capacity",
-            "Capacity of the sending queue (batches).",
+            "Capacity of the sending queue (in sending_queue.sizer units).",
             ("exporter", "data_type"),
         ).labels(settings.name, str(signal))
         self._split_counter = tel.service.counter(
@@ -289,7 +295,9 @@ class ExporterHelper(Component, ExporterStateProvider):
     # -- the consumer ---------------------------------------------------------------------
     @property
     def queue_size(self) -> int:
-        return len(self._queue)
+        """What the sending queue holds, in ``sending_queue.sizer`` units (batches by default;
+        the Collector's queue size), to be compared with :attr:`queue_capacity`."""
+        return self._queue_used
 
     @property
     def queue_capacity(self) -> int:
@@ -388,7 +396,7 @@ class ExporterHelper(Component, ExporterStateProvider):
             # acknowledgement tokens while it waits in memory
             self._enqueue(carry_current(data))
             return
-        self._queue_gauge.set(len(self._queue))
+        self._queue_gauge.set(self._queue_used)
         self._idle.clear()
         self._has_work.set()
 
@@ -417,7 +425,7 @@ class ExporterHelper(Component, ExporterStateProvider):
         """Into the in-memory queue (from ``consume`` or the batcher)."""
         self._queue.append(data)
         self._queue_used += self._size(data)
-        self._queue_gauge.set(len(self._queue))
+        self._queue_gauge.set(self._queue_used)
         self._idle.clear()
         self._has_work.set()
 
@@ -467,17 +475,17 @@ class ExporterHelper(Component, ExporterStateProvider):
         recovered = 0
         for rec in pending:
             try:
-                items = self.codec.count(log.read(rec))
+                items, nbytes = self.codec.measure(log.read(rec))
             except (StorageError, ValueError, struct.error) as exc:
                 self.settings.logger.error("a persistent queue entry cannot be read: %s", exc)
                 log.complete(rec)
                 continue
-            stored = _Stored(rec, items)
+            stored = _Stored(rec, items, nbytes)
             self._queue.append(stored)
             self._queue_used += self._size(stored)
             recovered += items
         self._storage = log
-        self._queue_gauge.set(len(self._queue))
+        self._queue_gauge.set(self._queue_used)
         if self._queue:
             self._idle.clear()
             self._has_work.set()
@@ -580,7 +588,7 @@ class ExporterHelper(Component, ExporterStateProvider):
                 await self._has_work.wait()
             item = self._queue.popleft()
             self._queue_used = max(self._queue_used - self._size(item), 0)
-            self._queue_gauge.set(len(self._queue))
+            self._queue_gauge.set(self._queue_used)
             if isinstance(item, _Stored):
                 self._in_flight += 1
                 try:

@@ -401,3 +401,56 @@ async def test_a_payload_being_written_holds_its_room_in_the_persistent_queue(
     await wait_until(lambda: backend.delivered == 1 and h.queue_size == 0)
     await h.shutdown()
     await host.storage.shutdown()
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["otlp", "prepared"])
+async def test_entries_recovered_after_a_restart_count_their_bytes(
+    tmp_path: Path, prepared: bool
+) -> None:
+    """``sizer: bytes``: the entries a restart finds in the persistent queue count their real
+    size (the payload's bytes, as when they were queued; OTLP or translated payloads), so the
+    queue is as full after the restart as before it (``queue_size``, the
+    ``otelcol_exporter_queue_size`` gauge, a refusal when full) and is empty again, exactly,
+    once they are sent. Before, a recovered entry counted 0 bytes."""
+    codec = LinesCodec(Signal.LOGS) if prepared else None
+
+    def payload(i: int) -> Payload:
+        if prepared:
+            return Lines([b"x" * (40 + i), b"y" * 10], 2, [1, 1])
+        return Logs(b"z" * (50 + i), item_count=2)
+
+    payloads = [payload(i) for i in range(3)]
+    total = sum(p.nbytes for p in payloads)
+    assert total == 153
+    # the first run: the backend is down; at the shutdown deadline every entry stays
+    host = StorageHost(tmp_path)
+    await host.storage.start(host)
+    down = Backend()
+    down.gate.clear()
+    first = persistent(down, codec, sizer="bytes", queue_size=total)
+    await first.start(host)
+    for p in payloads:
+        await first.consume(p)
+    with pytest.raises(TimeoutError):  # a send in progress: cancelled at the deadline
+        await asyncio.wait_for(first.shutdown(), 0.3)
+    await host.storage.shutdown()
+    # the second run, over the same storage
+    host = StorageHost(tmp_path)
+    await host.storage.start(host)
+    backend = Backend()
+    backend.gate.clear()
+    second = persistent(backend, codec, sizer="bytes", queue_size=total)
+    await second.start(host)
+    assert second.queue_size == total and queue_gauge(second) == total
+    assert second.exporter_state().queue_size == total
+    assert second.refusal() is not None  # full, as before the restart
+    assert logs_value(second, "queue_recovered") == 6
+    backend.gate.set()
+    await wait_until(lambda: logs_value(second, "sent") == 6)
+    assert second.queue_size == 0 and queue_gauge(second) == 0
+    await second.consume(payload(3))  # room for one more again
+    await wait_until(lambda: logs_value(second, "sent") == 8)
+    assert second.queue_size == 0 and queue_gauge(second) == 0
+    await second.shutdown()
+    await host.storage.shutdown()
+    assert backend.delivered == 8
