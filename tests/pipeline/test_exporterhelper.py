@@ -290,15 +290,23 @@ class StorageHost(StubHost):
         return self.storage if component_id.type == "file_storage" else None
 
 
-def persistent(
-    backend: Backend, codec: QueueCodec | None = None, **queue: object
-) -> ExporterHelper:
+async def persistent(
+    directory: Path, codec: QueueCodec | None = None, **queue: object
+) -> tuple[StorageHost, Backend, ExporterHelper]:
+    """A logs exporter's helper started with a persistent queue in a real ``file_storage`` in
+    ``directory``, and its backend, holding every send until its gate opens."""
+    host = StorageHost(directory)
+    await host.storage.start(host)
+    backend = Backend()
+    backend.gate.clear()
     config = ExporterHelperConfig.model_validate(
         {"sending_queue": {"storage": "file_storage", "num_consumers": 1, **queue}}
     )
-    return ExporterHelper(
+    h = ExporterHelper(
         create_settings(Kind.EXPORTER, "test"), Signal.LOGS, config, backend.send, codec=codec
     )
+    await h.start(host)
+    return host, backend, h
 
 
 def logs_value(h: ExporterHelper, what: str) -> float:
@@ -333,12 +341,9 @@ async def test_a_persistent_queue_that_cannot_write_refuses_and_leaves_nothing_b
     disk has room), the log holds no record, no descriptor or empty segment file stays behind
     for each failed write, and the payload (its acknowledgement tokens) is released at once,
     without waiting for the cyclic garbage collector."""
-    host = StorageHost(tmp_path)
-    await host.storage.start(host)
-    backend = Backend()
-    backend.gate.clear()
-    h = persistent(backend, LinesCodec(Signal.LOGS), sizer="bytes", queue_size=150)
-    await h.start(host)
+    host, backend, h = await persistent(
+        tmp_path, LinesCodec(Signal.LOGS), sizer="bytes", queue_size=150
+    )
     log = host.storage.logs[h.storage_owner()]
     full = [log.directory / f"{seq:012d}.seg" for seq in range(4)]
     for path in full:
@@ -383,12 +388,7 @@ async def test_a_payload_being_written_holds_its_room_in_the_persistent_queue(
     """Two payloads offered to a queue with room for one while the first is being written:
     the second is refused (as the Collector's queue reserves the room before writing); before,
     both were taken, the queue holding more than its capacity."""
-    host = StorageHost(tmp_path)
-    await host.storage.start(host)
-    backend = Backend()
-    backend.gate.clear()
-    h = persistent(backend, queue_size=1)
-    await h.start(host)
+    host, backend, h = await persistent(tmp_path, queue_size=1)
     outcomes = await asyncio.gather(
         h.consume(Logs(b"", item_count=1)),
         h.consume(Logs(b"", item_count=1)),
@@ -423,24 +423,14 @@ async def test_entries_recovered_after_a_restart_count_their_bytes(
     total = sum(p.nbytes for p in payloads)
     assert total == 153
     # the first run: the backend is down; at the shutdown deadline every entry stays
-    host = StorageHost(tmp_path)
-    await host.storage.start(host)
-    down = Backend()
-    down.gate.clear()
-    first = persistent(down, codec, sizer="bytes", queue_size=total)
-    await first.start(host)
+    host, _, first = await persistent(tmp_path, codec, sizer="bytes", queue_size=total)
     for p in payloads:
         await first.consume(p)
     with pytest.raises(TimeoutError):  # a send in progress: cancelled at the deadline
         await asyncio.wait_for(first.shutdown(), 0.3)
     await host.storage.shutdown()
     # the second run, over the same storage
-    host = StorageHost(tmp_path)
-    await host.storage.start(host)
-    backend = Backend()
-    backend.gate.clear()
-    second = persistent(backend, codec, sizer="bytes", queue_size=total)
-    await second.start(host)
+    host, backend, second = await persistent(tmp_path, codec, sizer="bytes", queue_size=total)
     assert second.queue_size == total and queue_gauge(second) == total
     assert second.exporter_state().queue_size == total
     assert second.refusal() is not None  # full, as before the restart
