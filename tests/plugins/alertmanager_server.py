@@ -16,7 +16,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from tests.support import ROOT, free_port, require_program
+from tests.support import ROOT, free_port, require_program, serving
 
 SHIPPED = ROOT / "configs" / "alerts" / "alertmanager.yml"
 RELAY = "http://alert-relay.example.internal"
@@ -141,33 +141,10 @@ async def alertmanager(
         "--cluster.listen-address=",  # no cluster: notifications do not wait for gossip
         "--log.level=warn",
     ]
-    proc = _spawn(args, log)
-    server = AlertmanagerServer(proc, port, log)
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        async with aiohttp.ClientSession() as session:
-            while True:
-                if proc.poll() is not None:
-                    raise AssertionError("alertmanager exited:\n" + log.read_text(errors="replace"))
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(server.url + "/-/ready") as resp:
-                        if resp.status == 200:
-                            break
-                if loop.time() > deadline:
-                    raise AssertionError("alertmanager not ready:\n" + log.read_text())
-                await asyncio.sleep(0.1)
-        yield server, webhook
+        async with serving(
+            "alertmanager", args, log, f"http://127.0.0.1:{port}/-/ready", 30
+        ) as proc:
+            yield AlertmanagerServer(proc, port, log), webhook
     finally:
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         await webhook.stop()
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
