@@ -16,36 +16,28 @@ import aiohttp
 import yaml
 from aiohttp import web
 
+from tests.plugins.helpers.peers import LocalServer
 from tests.support import ROOT, free_port, require_program, serving
 
 SHIPPED = ROOT / "configs" / "alerts" / "alertmanager.yml"
 RELAY = "http://alert-relay.example.internal"
 
 
-class Webhook:
+class Webhook(LocalServer):
     """Collects Alertmanager's webhook notifications (by path: one per receiver)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.notifications: list[dict[str, Any]] = []
-        self._runner: web.AppRunner | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/{tail:.*}", self._handle)]
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         body["_path"] = request.path
         self.notifications.append(body)
         return web.Response(status=200)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def alerts(self, status: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """(receiver, alert) of every notification, optionally only ``firing`` / ``resolved``."""
@@ -126,7 +118,6 @@ async def alertmanager(
     """Start Alertmanager (the shipped routing unless ``config_text``) and its webhook."""
     binary = require_program("prometheus-alertmanager", "apt-get install prometheus-alertmanager")
     webhook = Webhook()
-    await webhook.start()
     port = port or free_port()
     directory = tmp_path / f"alertmanager-{port}"
     directory.mkdir(parents=True)
@@ -141,10 +132,6 @@ async def alertmanager(
         "--cluster.listen-address=",  # no cluster: notifications do not wait for gossip
         "--log.level=warn",
     ]
-    try:
-        async with serving(
-            "alertmanager", args, log, f"http://127.0.0.1:{port}/-/ready", 30
-        ) as proc:
-            yield AlertmanagerServer(proc, port, log), webhook
-    finally:
-        await webhook.stop()
+    ready = f"http://127.0.0.1:{port}/-/ready"
+    async with webhook, serving("alertmanager", args, log, ready, 30) as proc:
+        yield AlertmanagerServer(proc, port, log), webhook
