@@ -434,7 +434,8 @@ class ExporterHelper(Component, ExporterStateProvider):
         assert self._storage is not None
         rec = Record()
         try:
-            await self._storage.append(self.codec.encode(data), rec)
+            # a sender that goes away meanwhile was not answered: the record is given up
+            await self._storage.append(self.codec.encode(data), rec, abandon_on_cancel=True)
         except StorageError as exc:
             if rec.segment is not None:
                 self._storage.complete(rec)  # written but refused (fsync failed): not queued

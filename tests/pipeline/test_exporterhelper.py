@@ -444,3 +444,29 @@ async def test_entries_recovered_after_a_restart_count_their_bytes(
     await second.shutdown()
     await host.storage.shutdown()
     assert backend.delivered == 8
+
+
+async def test_a_payload_whose_sender_went_away_while_it_was_written_is_not_left_behind(
+    tmp_path: Path,
+) -> None:
+    """The sender's call is cancelled (it went away, or its deadline passed) while its payload
+    is being written to the persistent queue: the payload is not queued (its room given back)
+    and its record, written all the same, is marked done, not left on disk to be sent after
+    the next start (the sender, never answered, sends it again). Before, the record stayed:
+    nothing sent it in this run, the next start did."""
+    host, _, h = await persistent(tmp_path, sizer="bytes", queue_size=1000)
+    log = host.storage.logs[h.storage_owner()]
+    sending = asyncio.ensure_future(h.consume(Logs(b"z" * 50, item_count=2)))
+    await asyncio.sleep(0)  # being written
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    assert h.queue_size == 0
+    await wait_until(lambda: log.stats.records_written == 1)
+    await wait_until(lambda: log.describe()["records_not_done"] == 0)
+    await h.shutdown()
+    await host.storage.shutdown()
+    host, _, h = await persistent(tmp_path, sizer="bytes", queue_size=1000)
+    assert h.queue_size == 0 and logs_value(h, "queue_recovered") == 0
+    await h.shutdown()
+    await host.storage.shutdown()
