@@ -52,21 +52,25 @@ service:
 
 
 class Gateway:
+    """A gateway process run with ``--workers`` (none for one worker) on the config
+    ``template`` (:data:`CONFIG` by default) filled with ``options`` and a free port for each
+    of ``ports``."""
+
     def __init__(
         self,
         tmp: Path,
         name: str,
         workers: int,
-        wait: str = "200ms",
-        routing: str = "trace_id",
-        acknowledge: str = "owner",
+        template: str = CONFIG,
+        ports: tuple[str, ...] = ("grpc", "http", "prom", "telemetry"),
+        **options: str,
     ) -> None:
-        self.ports = {k: free_port() for k in ("grpc", "http", "prom", "telemetry")}
-        text = CONFIG.format(wait=wait, routing=routing, acknowledge=acknowledge, **self.ports)
-        path = write_config(tmp, text, f"{name}.yaml")
-        self.config = path
+        self.ports = {k: free_port() for k in ports}
+        options = {"wait": "200ms", "routing": "trace_id", "acknowledge": "owner", **options}
+        text = template.format(**options, **self.ports)
+        self.config = write_config(tmp, text, f"{name}.yaml")
         args = ("--workers", str(workers)) if workers != 1 else ()
-        self.proc = GatewayProcess(path, args=args)
+        self.proc = GatewayProcess(self.config, args=args)
         self.workers = workers
 
     @property
@@ -74,34 +78,36 @@ class Gateway:
         return f"127.0.0.1:{self.ports['grpc']}"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        want = (
-            "every worker is ready; serving" if self.workers > 1 else "everything is ready; serving"
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(r.get("msg") == want for r in self.proc.records()):
-                return
-            if self.proc.proc.poll() is not None:
-                raise AssertionError("gateway exited:\n" + "\n".join(self.proc.lines()))
-            time.sleep(0.05)
-        raise AssertionError("not ready:\n" + "\n".join(self.proc.lines()))
+        ready(self.proc, self.workers, timeout)
 
     def scrape(self, which: str = "prom") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        url = f"http://127.0.0.1:{self.ports[which]}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            text = resp.read().decode()
-        out = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
+        return scrape_port(self.ports[which])
 
     def worker_pids(self) -> dict[int, int]:
-        pids: dict[int, int] = {}
-        for r in self.proc.records():
-            if r.get("msg") == "worker started":
-                pids[int(r["worker"])] = int(r["pid"])
-        return pids
+        return worker_pids(self.proc)
+
+
+def ready(proc: GatewayProcess, workers: int, timeout: float = 30.0) -> None:
+    """Wait until the gateway ``proc`` (run with ``workers`` workers) serves; fail at once,
+    with its output, when it exits."""
+    want = "every worker is ready; serving" if workers > 1 else "everything is ready; serving"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(r.get("msg") == want for r in proc.records()):
+            return
+        if proc.proc.poll() is not None:
+            raise AssertionError("gateway exited:\n" + "\n".join(proc.lines()))
+        time.sleep(0.05)
+    raise AssertionError("not ready:\n" + "\n".join(proc.lines()))
+
+
+def worker_pids(proc: GatewayProcess) -> dict[int, int]:
+    """The pid of each worker (by index) as the gateway ``proc`` logged their starts."""
+    pids: dict[int, int] = {}
+    for r in proc.records():
+        if r.get("msg") == "worker started":
+            pids[int(r["worker"])] = int(r["pid"])
+    return pids
 
 
 @contextlib.contextmanager
@@ -109,11 +115,12 @@ def running(
     tmp: Path,
     name: str,
     workers: int,
-    wait: str = "200ms",
-    routing: str = "trace_id",
-    acknowledge: str = "owner",
+    template: str = CONFIG,
+    ports: tuple[str, ...] = ("grpc", "http", "prom", "telemetry"),
+    **options: str,
 ) -> Iterator[Gateway]:
-    gw = Gateway(tmp, name, workers, wait, routing, acknowledge)
+    """:class:`Gateway` started, once it serves; stopped after."""
+    gw = Gateway(tmp, name, workers, template, ports, **options)
     with gw.proc:
         gw.wait_ready()
         yield gw
@@ -271,21 +278,9 @@ def test_killed_worker_is_restarted_and_counted_then_sigterm_drains(
     with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
         sink.wait_ready()
         records = gw.records
-        wait_for(lambda: any(r.get("msg") == "every worker is ready; serving" for r in records()))
-        pids = {
-            int(r["worker"]): int(r["pid"]) for r in records() if r.get("msg") == "worker started"
-        }
-        os.kill(pids[1], signal.SIGKILL)
-
-        def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                text = r.read().decode()
-            return {
-                (s.name, tuple(sorted(s.labels.items()))): s.value
-                for fam in text_string_to_metric_families(text)
-                for s in fam.samples
-            }
-
+        ready(gw, 2)
+        os.kill(worker_pids(gw)[1], signal.SIGKILL)
+        scrape = scrape_port
         wait_for(
             lambda: (
                 scrape(ports["telemetry"]).get(
@@ -312,9 +307,7 @@ def test_killed_worker_is_restarted_and_counted_then_sigterm_drains(
         assert own[("otelcol_receiver_accepted_spans_total", (("receiver", "otlp"),))] == spans
         sink_key = ("otelcol_receiver_accepted_spans_total", (("receiver", "otlp"),))
         assert scrape(sink_ports["telemetry"]).get(sink_key, 0) == 0  # all held
-        live = {
-            int(r["worker"]): int(r["pid"]) for r in records() if r.get("msg") == "worker started"
-        }
+        live = worker_pids(gw)
         assert gw.stop(signal.SIGTERM, timeout=60) == 0
         assert scrape(sink_ports["telemetry"])[sink_key] == spans
         done = records()
@@ -375,7 +368,7 @@ def test_pull_receivers_run_once_and_sighup_reloads_every_worker(tmp_path: Path)
     path = write_config(tmp_path, PULL.format(extra="", **ports), "pull.yaml")
     with GatewayProcess(path, args=("--workers", "2")) as gw:
         records = gw.records
-        wait_for(lambda: any(r.get("msg") == "every worker is ready; serving" for r in records()))
+        ready(gw, 2)
         primary_only = {
             (r.get("worker"), r.get("component"))
             for r in records()

@@ -19,7 +19,7 @@ import asyncio
 import collections
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -529,6 +529,22 @@ def failed_trace(rng: random.Random, trace: int) -> list[Span]:
     return out
 
 
+def split_and_repeated(rng: random.Random, traces: Iterable[list[Span]]) -> list[list[Span]]:
+    """The requests that carry ``traces`` (taken one at a time: drawn from ``rng`` in turn):
+    a trace in one request, or three times in ten split over two (the later half in the next
+    request); then, one time in five, one of the requests sent again (its layers late)."""
+    requests: list[list[Span]] = []
+    for spans in traces:
+        if rng.random() < 0.3:
+            cut = rng.randint(1, len(spans))
+            requests += [spans[:cut], spans[cut:]]
+        else:
+            requests.append(spans)
+    if rng.random() < 0.2:
+        requests.append(rng.choice(requests))
+    return requests
+
+
 @JOIN_SETTINGS
 def test_failed_traces_settled_in_c_count_as_the_python_join(
     join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
@@ -541,16 +557,9 @@ def test_failed_traces_settled_in_c_count_as_the_python_join(
     counts: collections.Counter[str] = collections.Counter()
     errors = 0
     for _sequence in range(60):
-        requests: list[list[Span]] = []
-        for trace in range(1, rng.randint(2, 6)):
-            spans = failed_trace(rng, trace)
-            if rng.random() < 0.3:  # split: the later half in the next request
-                cut = rng.randint(1, len(spans))
-                requests += [spans[:cut], spans[cut:]]
-            else:
-                requests.append(spans)
-        if rng.random() < 0.2:
-            requests.append(rng.choice(requests))  # a trace again: its layers late
+        requests = split_and_repeated(
+            rng, (failed_trace(rng, trace) for trace in range(1, rng.randint(2, 6)))
+        )
         results = []
         for native in ("1", "0"):
             monkeypatch.setenv("PIPELINE_NATIVE", native)
@@ -1513,16 +1522,9 @@ def test_failed_layers_packed_count_as_the_python_join(
                 if s.status.code == s.status.STATUS_CODE_ERROR:
                     hostile_failure(rng, s)
             base += spans
-        requests: list[list[Span]] = []
-        for run in range(1, rng.randint(3, 5)):
-            spans = rerun(base, run)
-            if rng.random() < 0.3:  # split: the later half in the next request
-                cut = rng.randint(1, len(spans))
-                requests += [spans[:cut], spans[cut:]]
-            else:
-                requests.append(spans)
-        if rng.random() < 0.2:
-            requests.append(rng.choice(requests))  # a run again: its layers late
+        requests = split_and_repeated(
+            rng, (rerun(base, run) for run in range(1, rng.randint(3, 5)))
+        )
         sequence = [encoded(s) for s in requests]
         bad = any(BAD_UTF8 in raw for raw in sequence)
         items["not UTF-8"] += bad
