@@ -459,14 +459,21 @@ def _run_load_lean(
     cpu = _own_cpu() - cpu0
     ok = sum(c.ok for c in clients)
     codes: dict[str, int] = {}
+    messages: dict[str, str] = {}
     for c in clients:
         for code, n in c.codes.items():
             codes[code] = codes.get(code, 0) + n
+        for code, text in c.messages.items():
+            messages.setdefault(code, text)
         c.close()
+    unanswered = in_flight()
+    if unanswered:  # no answer within the minute after the sending
+        codes["unanswered"] = unanswered
     return {
         "sent_spans": ok * load.spans_per_request,
-        "failed_requests": sum(c.failed for c in clients) + in_flight(),
+        "failed_requests": sum(c.failed for c in clients) + unanswered,
         "codes": codes,
+        "messages": messages,
         "elapsed": elapsed,
         "started_at": started_at,
         "ended_at": started_at + elapsed,
