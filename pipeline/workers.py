@@ -1080,7 +1080,7 @@ class _Joiner:
                 self.ctx._joiners.pop(self.target, None)  # a sibling's key that names nothing
             _settle(done, exc)
             return
-        payload = parts[0] if len(parts) == 1 else Payload.merge(parts)
+        payload = parts[0] if len(parts) == 1 else type(parts[0]).merge(parts)
         _run_now(_consume_joined(consumer, payload, done), self.tasks)
 
 

@@ -485,12 +485,14 @@ class _Sink:
 
     def __init__(self, error: Exception | None = None) -> None:
         self.got: list[bytes] = []
+        self.signals: set[Any] = set()  # of what it took (a joined payload's too)
         self.error = error
 
     async def consume(self, data: Any) -> None:
         if self.error is not None:
             raise self.error
         self.got.append(data.to_bytes())
+        self.signals.add(data.signal)
 
 
 class _Graph:
@@ -937,6 +939,7 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
             remote.release.set()
             await asyncio.wait_for(asyncio.gather(first, *rest), 5)
             assert sum(len(spans_of(x)) for x in remote.got) == 5  # one span of each request
+            assert local.signals == {Signal.TRACES}  # the joined payloads are traces
             local.got.clear()
 
             # the memory limiter refuses the joined consume: exactly its requests refused
