@@ -361,17 +361,14 @@ class WorkerContext:
         items = int(count)
         await consumer.consume(make(body, item_count=items if items >= 0 else None))
 
-    def _target(self, target: str) -> tuple[Consumer, Any]:
+    def _target(self, target: str, check: bool = True) -> tuple[Consumer, Any]:
         """The consumer of the pipelines of ``target`` (a consume key without its count) and
-        its signal's payload type; a retryable error when this worker does not serve."""
+        its signal's payload type; a retryable error when this worker does not take
+        siblings' parts any more (``check``: :meth:`_serving`)."""
+        if check:
+            self._serving()
         service = self.service
-        if self.acknowledge == "handover":
-            # a sibling may still deliver what its clients were answered for while this
-            # worker drains: taken until the drain is over (the pipelines still run)
-            refused = service is None or self.closed_to_siblings
-        else:
-            refused = service is None or getattr(service, "_stopped", False)
-        if refused:
+        if service is None:
             raise RetryableError(f"worker {self.index} is not serving", retry_after=1.0)
         graph = service.graph
         found = self._targets.get(target)
@@ -381,6 +378,18 @@ class WorkerContext:
             consumer = fan_out([graph.pipeline_consumer(name) for name in names.split(",")])
             found = self._targets[target] = (graph, consumer, payload_type(signal))
         return found[1], found[2]
+
+    def _serving(self) -> None:
+        """Raise a retryable error when this worker takes no part from a sibling any more."""
+        service = self.service
+        if self.acknowledge == "handover":
+            # a sibling may still deliver what its clients were answered for while this
+            # worker drains: taken until the drain is over (the pipelines still run)
+            refused = service is None or self.closed_to_siblings
+        else:
+            refused = service is None or getattr(service, "_stopped", False)
+        if refused:
+            raise RetryableError(f"worker {self.index} is not serving", retry_after=1.0)
 
     def joiner(self, target: str) -> _Joiner:
         """The :class:`_Joiner` of the pipelines of ``target`` (a consume key without its
@@ -1036,6 +1045,7 @@ class _Joiner:
         self.busy = 0  # client requests for these pipelines in progress here (Router)
         self.parts: list[Payload] = []
         self.done: list[Callable[[BaseException | None], None]] = []
+        self.sibling: list[bool] = []  # whether each part came from a sibling
         self.tasks: set[asyncio.Task[None]] = set()
 
     def waiting(self) -> bool:
@@ -1043,11 +1053,19 @@ class _Joiner:
         a client request for these pipelines is in progress."""
         return bool(self.parts) or self.busy > 0
 
-    def join(self, payload: Payload, done: Callable[[BaseException | None], None]) -> None:
+    def join(
+        self,
+        payload: Payload,
+        done: Callable[[BaseException | None], None],
+        sibling: bool = True,
+    ) -> None:
         """Consume ``payload`` with the others of this turn; ``done`` is called with what
-        that consume raised (``None``: accepted)."""
+        that consume raised (``None``: accepted). A ``sibling``'s part is refused once this
+        worker takes none any more (it stops); this worker's own part is consumed while it
+        stops, as the part of a request its receiver still finishes."""
         self.parts.append(payload)
         self.done.append(done)
+        self.sibling.append(sibling)
         if len(self.parts) == 1:
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -1065,19 +1083,27 @@ class _Joiner:
             else:
                 fut.set_exception(exc)
 
-        self.join(payload, settle)
+        self.join(payload, settle, sibling=False)
         await fut  # cancelled: the part is consumed all the same, its outcome unread
 
     def _flush(self) -> None:
-        parts, done = self.parts, self.done
-        self.parts, self.done = [], []
+        parts, done, sibling = self.parts, self.done, self.sibling
+        self.parts, self.done, self.sibling = [], [], []
         if not parts:
             return
         try:
-            consumer, _ = self.ctx._target(self.target)
-        except Exception as exc:  # not serving (stopped), or no such pipelines: all refused
-            if not isinstance(exc, RetryableError) and not self.busy:
-                self.ctx._joiners.pop(self.target, None)  # a sibling's key that names nothing
+            self.ctx._serving()
+        except RetryableError as exc:  # stopping: the siblings' parts refused, its own taken
+            _settle([d for d, s in zip(done, sibling, strict=True) if s], exc)
+            parts = [p for p, s in zip(parts, sibling, strict=True) if not s]
+            done = [d for d, s in zip(done, sibling, strict=True) if not s]
+            if not parts:
+                return
+        try:
+            consumer, _ = self.ctx._target(self.target, check=False)
+        except Exception as exc:  # no such pipelines (a sibling's key that names nothing)
+            if not self.busy:
+                self.ctx._joiners.pop(self.target, None)
             _settle(done, exc)
             return
         payload = parts[0] if len(parts) == 1 else type(parts[0]).merge(parts)

@@ -959,6 +959,33 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
                     await asyncio.wait_for(t, 5)
             assert [len(spans_of(x)) for x in local.got] == [1]
 
+            # stopping: the requests in progress still have their own parts taken, joined;
+            # a sibling's part of that turn is refused (this worker takes none any more)
+            remote.release.clear()
+            remote.entered.clear()
+            local.got.clear()
+            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            await asyncio.wait_for(remote.entered.wait(), 5)
+            a.service._stopped = True  # type: ignore[misc]
+            reader, writer = await asyncio.open_unix_connection(a.socket_path(0))
+            await asyncio.sleep(0.05)  # accepted
+            writer.write(
+                _HEADER.pack(len(key) + 3 + _HEADER.size - 4, 8, 1, len(key))
+                + key
+                + b"\x0a\x01\x08"
+            )
+            rest = [asyncio.ensure_future(router.consume(Traces(split_request(k)))) for k in (2, 3)]
+            answer = await asyncio.wait_for(reader.readexactly(9), 5)
+            assert struct.unpack("!IIB", answer)[1:] == (8, 1)  # retryable
+            assert await reader.readexactly(int.from_bytes(answer[:4], "big") - 5) == (
+                b"worker 0 is not serving"
+            )
+            writer.close()
+            assert [len(spans_of(x)) for x in local.got] == [1, 5]
+            remote.release.set()
+            await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+            a.service._stopped = False  # type: ignore[misc]
+
             # the sibling goes away while requests wait for it: each fails, retryable
             remote.release.clear()
             remote.entered.clear()
