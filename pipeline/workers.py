@@ -485,7 +485,8 @@ class _ServerProtocol(asyncio.BufferedProtocol):
                     break
                 req_id, op, key_len = _HEADER_REST.unpack_from(buf, start + 4)
                 at = start + 4 + _HEADER_REST.size
-                key = bytes(view[at : at + key_len]).decode()
+                # a key that is not UTF-8 names nothing: refused as such, the connection kept
+                key = bytes(view[at : at + key_len]).decode(errors="replace")
                 body = bytes(view[at + key_len : start + 4 + n])  # the only copy
                 frames.append((req_id, op, key, body))
                 start += 4 + n

@@ -866,6 +866,61 @@ def test_the_answers_of_one_turn_leave_in_one_write(
     asyncio.run(main())
 
 
+def test_hostile_keys_in_one_read_are_refused_each_and_the_good_part_taken(
+    tmp_path: Path,
+) -> None:
+    """Frames of one read naming an unknown signal, a count that is not a number or
+    pipelines this worker does not have are each refused (retryable, the sender's log says
+    why), the good parts of that read taken as one consume; no joiner stays behind for a
+    key that names nothing, and the worker keeps serving."""
+    import asyncio
+    import struct
+
+    from pipeline.pdata import Signal
+    from pipeline.workers import _HEADER, WorkerContext
+
+    def frame(req_id: int, key: bytes, body: bytes) -> bytes:
+        return _HEADER.pack(len(key) + len(body) + _HEADER.size - 4, req_id, 1, len(key)) + (
+            key + body
+        )
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        b = WorkerContext(1, 2, tmp_path)
+        sink = _Sink()
+        b.service = _Service(sink)
+        await b.open()
+        try:
+            reader, writer = await asyncio.open_unix_connection(b.socket_path(1))
+            keys = [
+                b"traces|traces|-1",
+                b"bogus|traces|-1",
+                b"traces|traces|many",
+                b"traces|nope|-1",
+                b"traces|traces|2",
+                b"\xff|\xfe|-1",
+            ]
+            writer.write(b"".join(frame(i + 1, k, bytes([0x0A, 1, i])) for i, k in enumerate(keys)))
+            await writer.drain()
+            got = {}
+            for _ in keys:
+                head = await asyncio.wait_for(reader.readexactly(4), 5)
+                rest = await reader.readexactly(int.from_bytes(head, "big"))
+                req_id, status = struct.unpack_from("!IB", rest)
+                got[req_id] = status
+            assert got == {1: 0, 2: 1, 3: 1, 4: 1, 5: 0, 6: 1}
+            assert sink.got == [b"\x0a\x01\x00\x0a\x01\x04"]  # the good ones, one consume
+            assert set(b._joiners) == {"traces|traces"}
+            writer.close()
+            await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x02", 1)  # still serving
+            assert sink.got[-1] == b"\x0a\x02"
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+
+
 def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_outcome(
     tmp_path: Path,
 ) -> None:
