@@ -4522,6 +4522,55 @@ PyDoc_STRVAR(hold_packed_doc,
 "Stops at the first item it leaves to the joiner (not a Packed item of an int count and a bytes\n"
 "trace, an entry not packed or not an `entry`): returns its index, or len(items).");
 
+/* one Packed item held (hold_packed's loop; `item` referenced by the caller): 1 held, 0 left
+ * to the joiner, -1 on error */
+static int hold_one(PyObject *item, PyObject *pending, PyObject *deadline, PyObject *grown,
+                    PyObject *links_only, PyTypeObject *tp, const Py_ssize_t *off,
+                    long long max_items) {
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 4) return 0;
+    PyObject *trace = PyTuple_GET_ITEM(item, 0), *count_obj = PyTuple_GET_ITEM(item, 2);
+    if (!PyBytes_CheckExact(trace) || !PyLong_CheckExact(count_obj)) return 0;
+    int overflow = 0;
+    long long count = PyLong_AsLongLongAndOverflow(count_obj, &overflow);
+    if (overflow || count < -(1LL << 60) || count > (1LL << 60)) return 0; /* (the twin's) */
+    PyObject *held = PyDict_GetItemWithError(pending, trace); /* borrowed */
+    if (held == NULL && PyErr_Occurred()) return -1;
+    if (held == NULL || held == Py_None) {
+        if (count == 0) return links_only != NULL && PyList_Append(links_only, item) < 0 ? -1 : 1;
+        PyObject *entry = tp->tp_alloc(tp, 0);
+        if (entry == NULL) return -1;
+        PyObject *layers = PyList_New(1), *failures = PyList_New(0), *parents = PyDict_New();
+        PyObject *extra = PyLong_FromLongLong(count - 1);
+        if (layers != NULL) PyList_SET_ITEM(layers, 0, Py_NewRef(item));
+        /* (set even when one failed: the entry's dealloc clears what is there) */
+        HOLD_SLOT(entry, H_DEADLINE) = Py_NewRef(deadline);
+        HOLD_SLOT(entry, H_LAYERS) = layers;
+        HOLD_SLOT(entry, H_FAILURES) = failures;
+        HOLD_SLOT(entry, H_PARENTS) = parents;
+        HOLD_SLOT(entry, H_PACKED) = Py_NewRef(Py_True);
+        HOLD_SLOT(entry, H_EXTRA) = extra;
+        int err = layers == NULL || failures == NULL || parents == NULL || extra == NULL ||
+                  PyObject_SetItem(pending, trace, entry) < 0;
+        Py_DECREF(entry);
+        if (err) return -1;
+        return count > max_items && PyList_Append(grown, trace) < 0 ? -1 : 1;
+    }
+    if (Py_TYPE(held) != tp || HOLD_SLOT(held, H_PACKED) != Py_True) return 0;
+    PyObject *layers = HOLD_SLOT(held, H_LAYERS), *extra = HOLD_SLOT(held, H_EXTRA);
+    if (layers == NULL || !PyList_CheckExact(layers) || extra == NULL || !PyLong_CheckExact(extra))
+        return 0;
+    long long was = PyLong_AsLongLongAndOverflow(extra, &overflow);
+    if (overflow || was < -(1LL << 60) || was > (1LL << 60)) return 0;
+    Py_INCREF(held); /* (held while it grows: nothing below runs Python code, but a reference
+                      * costs nothing) */
+    PyObject *now = PyLong_FromLongLong(was + count - 1);
+    int err = now == NULL || PyList_Append(grown, trace) < 0 || PyList_Append(layers, item) < 0;
+    if (!err) Py_SETREF(HOLD_SLOT(held, H_EXTRA), now);
+    else Py_XDECREF(now);
+    Py_DECREF(held);
+    return err ? -1 : 1;
+}
+
 static PyObject *hold_packed(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 8 || !PyList_Check(args[0]) || !PyList_Check(args[4]) ||
         (args[5] != Py_None && !PyList_Check(args[5]))) {
@@ -4543,56 +4592,18 @@ static PyObject *hold_packed(PyObject *Py_UNUSED(module), PyObject *const *args,
     /* a dict of plain lookups (an OrderedDict keeps its order in PyObject_SetItem): another
      * mapping is left to the twin */
     if (!PyDict_CheckExact(pending) && !PyODict_CheckExact(pending)) return PyLong_FromSsize_t(at);
-    for (; at < PyList_GET_SIZE(items); at++) {
-        PyObject *item = PyList_GET_ITEM(items, at);
-        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 4) break;
-        PyObject *trace = PyTuple_GET_ITEM(item, 0), *count_obj = PyTuple_GET_ITEM(item, 2);
-        if (!PyBytes_CheckExact(trace) || !PyLong_CheckExact(count_obj)) break;
-        int overflow = 0;
-        long long count = PyLong_AsLongLongAndOverflow(count_obj, &overflow);
-        if (overflow || count < -(1LL << 60) || count > (1LL << 60)) break; /* (the twin's) */
-        if (count == -1 && PyErr_Occurred()) return NULL;
-        PyObject *held = PyDict_GetItemWithError(pending, trace); /* borrowed */
-        if (held == NULL && PyErr_Occurred()) return NULL;
-        if (held == NULL || held == Py_None) {
-            if (count == 0) {
-                if (links_only != NULL && PyList_Append(links_only, item) < 0) return NULL;
-                continue;
-            }
-            PyObject *entry = tp->tp_alloc(tp, 0);
-            if (entry == NULL) return NULL;
-            PyObject *layers = PyList_New(1), *failures = PyList_New(0), *parents = PyDict_New();
-            PyObject *extra = PyLong_FromLongLong(count - 1);
-            if (layers != NULL) PyList_SET_ITEM(layers, 0, Py_NewRef(item));
-            /* (set even when one failed: the entry's dealloc clears what is there) */
-            HOLD_SLOT(entry, H_DEADLINE) = Py_NewRef(deadline);
-            HOLD_SLOT(entry, H_LAYERS) = layers;
-            HOLD_SLOT(entry, H_FAILURES) = failures;
-            HOLD_SLOT(entry, H_PARENTS) = parents;
-            HOLD_SLOT(entry, H_PACKED) = Py_NewRef(Py_True);
-            HOLD_SLOT(entry, H_EXTRA) = extra;
-            int err = layers == NULL || failures == NULL || parents == NULL || extra == NULL ||
-                      PyObject_SetItem(pending, trace, entry) < 0;
-            Py_DECREF(entry);
-            if (err) return NULL;
-            if (count > max_items && PyList_Append(grown, trace) < 0) return NULL;
-            continue;
-        }
-        if (Py_TYPE(held) != tp || HOLD_SLOT(held, H_PACKED) != Py_True) break;
-        PyObject *layers = HOLD_SLOT(held, H_LAYERS), *extra = HOLD_SLOT(held, H_EXTRA);
-        if (layers == NULL || !PyList_CheckExact(layers) || extra == NULL || !PyLong_CheckExact(extra))
-            break;
-        long long was = PyLong_AsLongLongAndOverflow(extra, &overflow);
-        if (overflow || was < -(1LL << 60) || was > (1LL << 60)) break;
-        PyObject *now = PyLong_FromLongLong(was + count - 1);
-        if (now == NULL) return NULL;
-        if (PyList_Append(grown, trace) < 0 || PyList_Append(layers, item) < 0) {
-            Py_DECREF(now);
-            return NULL;
-        }
-        Py_SETREF(HOLD_SLOT(held, H_EXTRA), now);
+    /* the items as the twin's range sees them (up to the length they had); then, as the twin,
+     * the length they have (grown when `grown`, `links_only` or an entry's layers are them) */
+    Py_ssize_t end = PyList_GET_SIZE(items);
+    for (; at < end; at++) {
+        if (at >= PyList_GET_SIZE(items)) return PyLong_FromSsize_t(at); /* (shrunk: the twin's) */
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, at)); /* (a collection may run code) */
+        int done = hold_one(item, pending, deadline, grown, links_only, tp, off, max_items);
+        Py_DECREF(item);
+        if (done < 0) return NULL;
+        if (done == 0) break;
     }
-    return PyLong_FromSsize_t(at);
+    return PyLong_FromSsize_t(at < end ? at : PyList_GET_SIZE(items));
 }
 
 static PyMethodDef module_methods[] = {

@@ -1721,11 +1721,35 @@ def test_hold_packed_refuses_what_is_not_the_joiners() -> None:
         with pytest.raises(TypeError):
             native.hold_packed(*args)
     assert not pending
-    # past the end, before the start, another mapping (left to the twin): nothing held
-    assert native.hold_packed([item], 5, pending, 1.0, [], None, _Entry, 10) == 5
+    # past the end (as the twin: the items' length), before the start, another mapping (left
+    # to the twin): nothing held
+    assert native.hold_packed([item], 5, pending, 1.0, [], None, _Entry, 10) == 1
     assert native.hold_packed([item], -3, pending, 1.0, [], None, _Entry, 10) == 1
     assert list(pending) == [item[0]]
     assert native.hold_packed([item], 0, collections.Counter(), 1.0, [], None, _Entry, 10) == 0
+
+
+def test_hold_packed_holds_items_that_are_its_own_lists_as_the_twin() -> None:
+    """The request's items list given as ``grown``, ``links_only`` or a packed entry's layers
+    (it grows while held): the same entries, lists and index as the twin's."""
+    from plugins.agentmetricsconnector.calls import _Entry, hold_packed
+
+    native = load("_agentscan")
+    assert native is not None
+    a, b = b"a" * 16, b"b" * 16
+    for alias in ("grown", "links", "layers"):
+        results = []
+        for hold in (native.hold_packed, hold_packed):
+            items: list[Any] = [(a, b"", 3, b""), (b, b"", 0, b""), (a, b"", 20, b""),
+                                (b, b"", 0, b"")]  # fmt: skip
+            pending: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+            if alias == "layers":
+                pending[a] = _Entry(0.5, items, [], {}, True, 0)
+            grown = items if alias == "grown" else []
+            links = items if alias == "links" else []
+            at = hold(items, 0, pending, 1.0, grown, links, _Entry, 10)
+            results.append((at, len(items), [entry_state(e) for e in pending.values()]))
+        assert results[0] == results[1], alias
 
 
 def test_packed_entries_of_huge_traces_settle_with_their_request() -> None:
