@@ -51,7 +51,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -123,7 +122,8 @@ def text_id(trace_id: bytes) -> bytes:
     12 hex digits never hold a card-like run of 13 digits: with bare hex, the redaction
     benchmark's card pattern matched in about one load in twelve (the random part of the ids
     is fixed per load) and sent every request of that run down redaction's decoding path."""
-    return str(uuid.UUID(bytes=trace_id)).encode()
+    h = trace_id.hex()  # str(uuid.UUID(bytes=trace_id)), without building a UUID (~10x cheaper)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
 
 
 def hex_placeholder(k: int) -> bytes:
@@ -144,15 +144,37 @@ def marker_offsets(template: bytes, traces: int) -> list[tuple[int, int, bool]]:
     return at
 
 
-def fill(template: bytes, offsets: list[tuple[int, int, bool]], ids: list[bytes]) -> bytearray:
-    """``template`` with the trace ids ``ids`` written at ``offsets`` (see marker_offsets)."""
-    data = bytearray(template)
-    for i, k, hexed in offsets:
-        if hexed:
-            data[i : i + TEXT_ID_LEN] = text_id(ids[k])
-        else:
-            data[i : i + 16] = ids[k]
-    return data
+class Filler:
+    """Writes fresh trace ids into one template (:func:`marker_offsets`) without a Python
+    step per marker: the template is cut at its markers once; a request is the pieces joined
+    with the ids (raw or as text, :func:`text_id`) put between them, which ``bytes.join`` and
+    a slice assignment do in C (~30x cheaper than writing 260 markers one by one: the load
+    generator's CPU goes to the server at saturation)."""
+
+    def __init__(self, template: bytes, offsets: list[tuple[int, int, bool]], traces: int) -> None:
+        at = sorted(offsets)
+        pieces: list[bytes] = []
+        prev = 0
+        for i, _, hexed in at:
+            pieces += [template[prev:i], b""]
+            prev = i + (TEXT_ID_LEN if hexed else 16)
+        pieces.append(template[prev:])
+        self.pieces = pieces
+        self.traces = traces
+        # which id goes into each gap: trace k raw is k, as text traces + k
+        self.order = [k + (traces if hexed else 0) for _, k, hexed in at]
+
+    def fill(self, ids: list[bytes]) -> bytes:
+        table = ids + [text_id(x) for x in ids]
+        pieces = self.pieces.copy()
+        pieces[1::2] = map(table.__getitem__, self.order)
+        return b"".join(pieces)
+
+
+def fill(template: bytes, offsets: list[tuple[int, int, bool]], ids: list[bytes]) -> bytes:
+    """``template`` with the trace ids ``ids`` written at ``offsets`` (see marker_offsets);
+    for many requests of one template, a :class:`Filler` (this makes one each call)."""
+    return Filler(template, offsets, len(ids)).fill(ids)
 
 
 def build_template(load: Load, variant: int) -> bytes:
@@ -331,6 +353,9 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
     offsets = [marker_offsets(t, load.traces_per_request) for t in templates]
     if load.client == "nghttp2":
         return _run_load_lean(endpoint, load, templates, offsets)
+    fillers = [
+        Filler(t, o, load.traces_per_request) for t, o in zip(templates, offsets, strict=True)
+    ]
     import grpc
 
     channel = grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 64 << 20)])
@@ -363,7 +388,7 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
         v = r % variants
         ids = [(seq + k + 1).to_bytes(16, "big") for k in range(load.traces_per_request)]
         seq += load.traces_per_request
-        data = fill(templates[v], offsets[v], ids)
+        data = fillers[v].fill(ids)
         if depth == 1:
             try:
                 export(bytes(data), timeout=30)
@@ -417,6 +442,9 @@ def _run_load_lean(
     from benchmarks.loadgen import LeanGrpcClient, wait_any
 
     clients = [LeanGrpcClient(endpoint, EXPORT_METHOD) for _ in range(max(1, load.connections))]
+    fillers = [
+        Filler(t, o, load.traces_per_request) for t, o in zip(templates, offsets, strict=True)
+    ]
 
     def in_flight() -> int:
         return sum(c.in_flight for c in clients)
@@ -441,8 +469,7 @@ def _run_load_lean(
         v = r % variants
         ids = [(seq + k + 1).to_bytes(16, "big") for k in range(per_request)]
         seq += per_request
-        data = fill(templates[v], offsets[v], ids)
-        clients[r % len(clients)].send(data)
+        clients[r % len(clients)].send(fillers[v].fill(ids))
         due = start + (r + 1) * interval
         now = time.monotonic()
         if due > now:
@@ -459,14 +486,21 @@ def _run_load_lean(
     cpu = _own_cpu() - cpu0
     ok = sum(c.ok for c in clients)
     codes: dict[str, int] = {}
+    messages: dict[str, str] = {}
     for c in clients:
         for code, n in c.codes.items():
             codes[code] = codes.get(code, 0) + n
+        for code, text in c.messages.items():
+            messages.setdefault(code, text)
         c.close()
+    unanswered = in_flight()
+    if unanswered:  # no answer within the minute after the sending
+        codes["unanswered"] = unanswered
     return {
         "sent_spans": ok * load.spans_per_request,
-        "failed_requests": sum(c.failed for c in clients) + in_flight(),
+        "failed_requests": sum(c.failed for c in clients) + unanswered,
         "codes": codes,
+        "messages": messages,
         "elapsed": elapsed,
         "started_at": started_at,
         "ended_at": started_at + elapsed,

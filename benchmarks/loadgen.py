@@ -62,6 +62,8 @@ class LeanGrpcClient:
         self.ok = 0
         self.failed = 0
         self.codes: collections.Counter[str] = collections.Counter()
+        # the first grpc-message of each kind of failure (its cause, as the server said it)
+        self.messages: dict[str, str] = {}
         self._flush()
 
     def _flush(self) -> None:
@@ -78,7 +80,10 @@ class LeanGrpcClient:
                 self.ok += 1
                 continue
             self.failed += 1
-            self.codes[f"grpc {status}" if status >= 0 else f"HTTP {call[1]} reset {call[6]}"] += 1
+            code = f"grpc {status}" if status >= 0 else f"HTTP {call[1]} reset {call[6]}"
+            self.codes[code] += 1
+            if code not in self.messages:
+                self.messages[code] = bytes(call[3] or b"").decode(errors="replace")
 
     def send(self, body: bytes) -> None:
         self.session.request(self.headers, body, False)

@@ -75,6 +75,9 @@ class Run:
     # of which while sending (their start-up: imports, building the requests, left out)
     loadgen_send_cpu_s: float = 0.0
     failed_requests: int = 0
+    # why they failed: each kind (gRPC status, HTTP status and reset, or unanswered) with its
+    # count and the first message the server gave with it
+    failures: str = ""
     load_avg: float = 0.0  # the machine's 1-minute load average at the start
     others_cores: float = 0.0  # cores the rest of the machine used meanwhile (shared machine)
     # cores the server used while the load generators sent (its CPU-s above also count the
@@ -342,6 +345,7 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         loadgen_cpu_s=round(loadgen, 2),
         loadgen_send_cpu_s=round(sum(s.get("cpu_s", 0.0) for s in stats), 2),
         failed_requests=sum(s.get("failed_requests", 0) for s in stats),
+        failures=_failures(stats),
         load_avg=round(load_avg, 1),
         others_cores=round(max(0.0, machine - during - loadgen) / wall, 2),
         cores_sending=round(cores_sending, 2),
@@ -350,6 +354,23 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         worker_cores=worker_cores,
         worker_connections=" / ".join(map(str, conns[0])) if conns else "",
     )
+
+
+def _failures(stats: list[dict[str, Any]]) -> str:
+    """The failed requests of the load generators by kind, with the server's first message
+    of each kind: ``grpc 8 x64 ("memory limit ...")``."""
+    codes: dict[str, int] = {}
+    messages: dict[str, str] = {}
+    for s in stats:
+        for code, n in s.get("codes", {}).items():
+            codes[code] = codes.get(code, 0) + n
+        for code, text in s.get("messages", {}).items():
+            messages.setdefault(code, text)
+    out = []
+    for code, n in sorted(codes.items()):
+        text = messages.get(code, "")
+        out.append(f"{code} x{n}" + (f' ("{text[:120]}")' if text else ""))
+    return "; ".join(out)
 
 
 def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
@@ -406,6 +427,7 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         "cores per worker while sent | client connections per worker |",
     ]
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    failed = [r for r in runs if r.failures]
     for r in runs:
         lines.append(
             f"| {r.server} | {r.mode} | {r.sent_spans} | {r.failed_requests} | {r.seconds} | "
@@ -415,6 +437,9 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
             f"{r.load_avg} | {r.others_cores} | {r.wakeups_per_request} | "
             f"{r.worker_cores} | {r.worker_connections} |"
         )
+    if failed:
+        lines += ["", "Failed requests, by cause:", ""]
+        lines += [f"* {r.server}, {r.mode}: {r.failures}" for r in failed]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 

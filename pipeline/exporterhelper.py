@@ -28,7 +28,9 @@ queue until the service's shutdown deadline; whatever is still queued then is co
 
 With ``sending_queue.storage`` naming a storage extension (``file_storage``), the queue is
 persistent, as the Collector's: ``consume`` writes the payload to the extension's log and
-returns once it is there (only its record handle and item count stay in memory); workers read
+returns once it is there (only its record handle and item count stay in memory); a payload
+that cannot be written (a full disk) is refused with a retryable error, counted as
+``enqueue_failed`` and logged, as the Collector's persistent queue refuses it. Workers read
 it back to send it, and its record is marked done once it was sent or dropped (counted). On
 shutdown the workers finish the sends in progress and the rest stays on disk; the next start
 queues it again (``otelcol_exporter_queue_recovered_<items>``). A batch being sent when the
@@ -90,6 +92,11 @@ class QueueCodec:
     def count(self, body: bytes) -> int:
         """The items of a stored payload (read when the queue is recovered)."""
         return int(self._HEAD.unpack_from(body)[0])
+
+    def measure(self, body: bytes) -> tuple[int, int]:
+        """The items and the bytes of a stored payload (its ``nbytes``, what ``sizer: bytes``
+        counted when it was queued), read when the queue is recovered."""
+        return self.count(body), len(body) - self._HEAD.size
 
 
 class _Stored:
@@ -266,12 +273,13 @@ class ExporterHelper(Component, ExporterStateProvider):
         tel = settings.telemetry
         self._queue_gauge = tel.service.gauge(
             "otelcol_exporter_queue_size",
-            "Current size of the sending queue (batches).",
+            "Current size of the sending queue (in sending_queue.sizer units: batches, items "
+            "or bytes; batches by default).",
             ("exporter", "data_type"),
         ).labels(settings.name, str(signal))
         self._capacity_gauge = tel.service.gauge(
             "otelcol_exporter_queue_capacity",
-            "Capacity of the sending queue (batches).",
+            "Capacity of the sending queue (in sending_queue.sizer units).",
             ("exporter", "data_type"),
         ).labels(settings.name, str(signal))
         self._split_counter = tel.service.counter(
@@ -287,7 +295,9 @@ class ExporterHelper(Component, ExporterStateProvider):
     # -- the consumer ---------------------------------------------------------------------
     @property
     def queue_size(self) -> int:
-        return len(self._queue)
+        """What the sending queue holds, in ``sending_queue.sizer`` units (batches by default;
+        the Collector's queue size), to be compared with :attr:`queue_capacity`."""
+        return self._queue_used
 
     @property
     def queue_capacity(self) -> int:
@@ -368,9 +378,16 @@ class ExporterHelper(Component, ExporterStateProvider):
             await self._deliver(data, n, raise_errors=True)
             return
         if self._storage is not None:
+            # its room is taken while it is written: a payload admitted meanwhile sees it
             size = self._size(data)
-            self._queue.append(await self._store(data, n))
             self._queue_used += size
+            try:
+                stored = await self._store(data, n)
+            except BaseException:
+                # not queued: refused (counted), or cancelled
+                self._queue_used = max(self._queue_used - size, 0)
+                raise
+            self._queue.append(stored)
         elif self._batcher is not None:
             self._batcher.add(carry_current(data))
             return
@@ -379,7 +396,7 @@ class ExporterHelper(Component, ExporterStateProvider):
             # acknowledgement tokens while it waits in memory
             self._enqueue(carry_current(data))
             return
-        self._queue_gauge.set(len(self._queue))
+        self._queue_gauge.set(self._queue_used)
         self._idle.clear()
         self._has_work.set()
 
@@ -408,7 +425,7 @@ class ExporterHelper(Component, ExporterStateProvider):
         """Into the in-memory queue (from ``consume`` or the batcher)."""
         self._queue.append(data)
         self._queue_used += self._size(data)
-        self._queue_gauge.set(len(self._queue))
+        self._queue_gauge.set(self._queue_used)
         self._idle.clear()
         self._has_work.set()
 
@@ -417,16 +434,18 @@ class ExporterHelper(Component, ExporterStateProvider):
         assert self._storage is not None
         rec = Record()
         try:
-            await self._storage.append(self.codec.encode(data), rec)
+            # a sender that goes away meanwhile was not answered: the record is given up
+            await self._storage.append(self.codec.encode(data), rec, abandon_on_cancel=True)
         except StorageError as exc:
             if rec.segment is not None:
                 self._storage.complete(rec)  # written but refused (fsync failed): not queued
             self.settings.telemetry.enqueue_failed(self.signal, n)
             self.settings.log_limited(
                 logging.ERROR,
-                "cannot write to the persistent sending queue: %s",
-                exc,
+                "cannot write to the persistent sending queue, refusing data: %s",
+                str(exc),  # (not the error: its traceback holds the payload)
                 key="storage_write",
+                extra={"refused_items": n},
             )
             raise RetryableError(
                 f"exporter {self.settings.name} cannot write its persistent queue: "
@@ -457,17 +476,17 @@ class ExporterHelper(Component, ExporterStateProvider):
         recovered = 0
         for rec in pending:
             try:
-                items = self.codec.count(log.read(rec))
+                items, nbytes = self.codec.measure(log.read(rec))
             except (StorageError, ValueError, struct.error) as exc:
                 self.settings.logger.error("a persistent queue entry cannot be read: %s", exc)
                 log.complete(rec)
                 continue
-            stored = _Stored(rec, items)
+            stored = _Stored(rec, items, nbytes)
             self._queue.append(stored)
             self._queue_used += self._size(stored)
             recovered += items
         self._storage = log
-        self._queue_gauge.set(len(self._queue))
+        self._queue_gauge.set(self._queue_used)
         if self._queue:
             self._idle.clear()
             self._has_work.set()
@@ -570,7 +589,7 @@ class ExporterHelper(Component, ExporterStateProvider):
                 await self._has_work.wait()
             item = self._queue.popleft()
             self._queue_used = max(self._queue_used - self._size(item), 0)
-            self._queue_gauge.set(len(self._queue))
+            self._queue_gauge.set(self._queue_used)
             if isinstance(item, _Stored):
                 self._in_flight += 1
                 try:

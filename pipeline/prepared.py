@@ -220,6 +220,15 @@ class PreparedQueueCodec(QueueCodec):
             pos += size
         return self.payload_class(chunks, count, counts)
 
+    def measure(self, body: bytes) -> tuple[int, int]:
+        """The items and the chunks' bytes of a stored payload; a record that cannot be read
+        counts as its whole body (it is dropped, and counted, when a worker reads it back)."""
+        try:
+            data = self.decode(body)
+        except ValueError:
+            return self.count(body), len(body)
+        return data.item_count(), data.nbytes
+
     def decode_legacy(self, body: bytes) -> Payload:
         """A record written in an earlier layout (none by default)."""
         raise ValueError("not a prepared queue entry")

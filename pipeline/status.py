@@ -79,9 +79,9 @@ class ExporterState:
 
     signal: str
     queue_size: int
-    """Batches waiting in the sending queue."""
+    """What waits in the sending queue, in its ``sizer``'s units (batches by default)."""
     queue_capacity: int
-    """The queue's capacity in batches (0: no queue)."""
+    """The queue's capacity in the same units (0: no queue)."""
     consecutive_failures: int
     """Failed attempts since the last success (retries included)."""
     last_error: str | None

@@ -36,7 +36,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -126,7 +126,7 @@ class _Segment:
 
 
 class _Write:
-    __slots__ = ("error", "future", "loop", "parts", "record")
+    __slots__ = ("abandon", "error", "future", "loop", "parts", "record")
 
     def __init__(
         self,
@@ -140,6 +140,8 @@ class _Write:
         self.loop = loop
         self.future = future
         self.error: BaseException | None = None
+        # the caller gave the record up while it waited: called with it once it is written
+        self.abandon: Callable[[Record], None] | None = None
 
 
 class LogStats:
@@ -323,10 +325,19 @@ class SegmentLog:
                 pos += HEADER.size + length
 
     # -- writing -------------------------------------------------------------------------
-    async def append(self, parts: Sequence[bytes], record: Record | None = None) -> Record:
+    async def append(
+        self,
+        parts: Sequence[bytes],
+        record: Record | None = None,
+        *,
+        abandon_on_cancel: bool = False,
+    ) -> Record:
         """Write one record whose body is ``parts`` joined; returns once it is durable as the
         fsync policy says (in the page cache, or on disk with ``fsync``). Records appended
-        while the writer is busy are written together. Raises :class:`StorageError`."""
+        while the writer is busy are written together. Raises :class:`StorageError`.
+
+        With ``abandon_on_cancel``, a caller cancelled while it waits gives the record up: it
+        is marked done once written (whoever sent its data was never told it is stored)."""
         if not self.opened or self._closing:
             raise StorageError(errno.EBADF, f"log {self.directory} is not open")
         if self._failed is not None:
@@ -334,10 +345,24 @@ class SegmentLog:
         rec = record if record is not None else Record()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        write = _Write(rec, parts, loop, future)
         with self._cond:
-            self._pending.append(_Write(rec, parts, loop, future))
+            self._pending.append(write)
             self._cond.notify()
-        await future
+        try:
+            await future
+        except asyncio.CancelledError:
+            if abandon_on_cancel:
+                if future.cancelled():  # not written yet, or not answered yet: once it is
+                    write.abandon = self.complete
+                elif rec.segment is not None:  # answered before the cancellation reached
+                    self.complete(rec)
+            raise
+        finally:
+            # A failed write's error keeps this frame in its traceback: the frame must not
+            # keep the future, which holds the error (a cycle that would keep the record's
+            # parts, and the caller's payload, until the cyclic garbage collector runs).
+            del future, write
         return rec
 
     def complete(self, record: Record) -> None:
@@ -396,11 +421,18 @@ class SegmentLog:
         self._next_seq += 1
         seg = _Segment(seq, self.directory / f"{seq:012d}.seg")
         seg.fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o640)
-        os.write(seg.fd, MAGIC)
+        try:
+            os.write(seg.fd, MAGIC)
+            if self.fsync:
+                os.fdatasync(seg.fd)
+                self._sync_directory()
+        except OSError:
+            # (a full disk): no descriptor nor empty file left behind for each failed write
+            os.close(seg.fd)
+            with contextlib.suppress(OSError):
+                seg.path.unlink()
+            raise
         seg.size = len(MAGIC)
-        if self.fsync:
-            os.fdatasync(seg.fd)
-            self._sync_directory()
         self._segments[seq] = seg
         self.stats.segments = len(self._segments)
         self.stats.bytes += seg.size
@@ -447,7 +479,9 @@ class SegmentLog:
                 # an I/O error: the log cannot be trusted any more; a full disk may clear
                 self._failed = exc
             error = StorageError(exc.errno or errno.EIO, f"cannot write {self.directory}: {exc}")
-            log.error("storage %s: %s", self.name, error)
+            # (the message, not the error: a record kept by a handler must not keep the
+            # traceback it gets when raised, nor the frames and data in it)
+            log.error("storage %s: %s", self.name, str(error))
             for w in batch:
                 # with fsync nothing of the batch is acknowledged; without, what reached the
                 # page cache is
@@ -614,7 +648,9 @@ class SegmentLog:
 
 def _resolve(writes: list[_Write]) -> None:
     for w in writes:
-        if w.future.done():
+        if w.future.done():  # cancelled: its caller is gone
+            if w.abandon is not None and w.record.segment is not None:
+                w.abandon(w.record)
             continue
         if w.error is not None:
             w.future.set_exception(w.error)

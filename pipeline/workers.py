@@ -133,6 +133,8 @@ class WorkerContext:
     # type): found once per graph
     _targets: dict[str, tuple[Any, Consumer, Any]] = field(default_factory=dict)
     _peers: dict[int, _Peer] = field(default_factory=dict)
+    # consume key without its count -> the parts for those pipelines joined under load
+    _joiners: dict[str, _Joiner] = field(default_factory=dict)
     _server: asyncio.AbstractServer | None = None
 
     @property
@@ -281,13 +283,28 @@ class WorkerContext:
                 reply = pickle.dumps(collect() if collect is not None else [])
             else:
                 raise PermanentError(f"unknown operation {op}")
-        except RetryableError as exc:
-            status, reply = _RETRY, str(exc).encode()
-        except PermanentError as exc:
-            status, reply = _PERMANENT, str(exc).encode()
-        except Exception as exc:  # a bug: the sender retries, the log says why
-            log.exception("worker %d failed a request from a sibling", self.index)
-            status, reply = _RETRY, f"{type(exc).__name__}: {exc}".encode()
+        except Exception as exc:
+            status, reply = self._refusal(exc)
+        proto.reply(_REPLY.pack(len(reply) + _REPLY.size - 4, req_id, status) + reply)
+
+    def _refusal(self, exc: BaseException) -> tuple[int, bytes]:
+        """The answer's status and text for a request that raised ``exc``."""
+        if isinstance(exc, RetryableError):
+            return _RETRY, str(exc).encode()
+        if isinstance(exc, PermanentError):
+            return _PERMANENT, str(exc).encode()
+        # a bug: the sender retries, the log says why
+        log.error("worker %d failed a request from a sibling", self.index, exc_info=exc)
+        return _RETRY, f"{type(exc).__name__}: {exc}".encode()
+
+    def _joined_answer(
+        self, proto: _ServerProtocol, req_id: int, exc: BaseException | None
+    ) -> None:
+        """Answer request ``req_id`` of ``proto``, whose part a :class:`_Joiner` consumed
+        (``exc``: what that consume raised)."""
+        if isinstance(exc, asyncio.CancelledError):  # as a cancelled request: no answer
+            return
+        status, reply = (_OK, b"") if exc is None else self._refusal(exc)
         proto.reply(_REPLY.pack(len(reply) + _REPLY.size - 4, req_id, status) + reply)
 
     async def drain(self, within: float) -> None:
@@ -339,6 +356,31 @@ class WorkerContext:
         return total
 
     async def _consume(self, key: str, body: bytes) -> None:
+        target, count = key.rsplit("|", 1)
+        consumer, make = self._target(target)
+        items = int(count)
+        await consumer.consume(make(body, item_count=items if items >= 0 else None))
+
+    def _target(self, target: str, check: bool = True) -> tuple[Consumer, Any]:
+        """The consumer of the pipelines of ``target`` (a consume key without its count) and
+        its signal's payload type; a retryable error when this worker does not take
+        siblings' parts any more (``check``: :meth:`_serving`)."""
+        if check:
+            self._serving()
+        service = self.service
+        if service is None:
+            raise RetryableError(f"worker {self.index} is not serving", retry_after=1.0)
+        graph = service.graph
+        found = self._targets.get(target)
+        if found is None or found[0] is not graph:  # first use, or the config was reloaded
+            signal_text, names = target.split("|", 1)
+            signal = Signal(signal_text)
+            consumer = fan_out([graph.pipeline_consumer(name) for name in names.split(",")])
+            found = self._targets[target] = (graph, consumer, payload_type(signal))
+        return found[1], found[2]
+
+    def _serving(self) -> None:
+        """Raise a retryable error when this worker takes no part from a sibling any more."""
         service = self.service
         if self.acknowledge == "handover":
             # a sibling may still deliver what its clients were answered for while this
@@ -348,17 +390,14 @@ class WorkerContext:
             refused = service is None or getattr(service, "_stopped", False)
         if refused:
             raise RetryableError(f"worker {self.index} is not serving", retry_after=1.0)
-        target, count = key.rsplit("|", 1)
-        graph = service.graph
-        found = self._targets.get(target)
-        if found is None or found[0] is not graph:  # first use, or the config was reloaded
-            signal_text, names = target.split("|", 1)
-            signal = Signal(signal_text)
-            consumer = fan_out([graph.pipeline_consumer(name) for name in names.split(",")])
-            found = self._targets[target] = (graph, consumer, payload_type(signal))
-        _, consumer, make = found
-        items = int(count)
-        await consumer.consume(make(body, item_count=items if items >= 0 else None))
+
+    def joiner(self, target: str) -> _Joiner:
+        """The :class:`_Joiner` of the pipelines of ``target`` (a consume key without its
+        count)."""
+        joiner = self._joiners.get(target)
+        if joiner is None:
+            joiner = self._joiners[target] = _Joiner(self, target)
+        return joiner
 
 
 class _Frames:
@@ -425,26 +464,16 @@ class _ServerProtocol(asyncio.BufferedProtocol):
         without waiting (usually to its end: the owner's pipelines take a part without
         waiting): no task, and no loop turn before its answer is written. What waits goes on
         in a task, from where it stopped."""
-        context = contextvars.copy_context()
-        try:
-            yielded = context.run(coro.send, None)
-        except StopIteration:
-            return
-        except asyncio.CancelledError:  # as a task cancelled at once: no answer, no error
-            return
-        except BaseException:
-            coro.close()
-            raise
-        task = asyncio.get_running_loop().create_task(_drive(coro, yielded), context=context)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        _run_now(coro, self.tasks)
 
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
         self.feeding = True
         buf, start, end = self.buf, self.start, self.end
         view = memoryview(buf)
+        ctx = self.ctx
         try:
+            frames: list[tuple[int, int, str, bytes]] = []
             while end - start >= 4:
                 n = int.from_bytes(view[start : start + 4], "big")
                 if n >= _MAX_FRAME or n < _HEADER_REST.size:
@@ -456,10 +485,24 @@ class _ServerProtocol(asyncio.BufferedProtocol):
                     break
                 req_id, op, key_len = _HEADER_REST.unpack_from(buf, start + 4)
                 at = start + 4 + _HEADER_REST.size
-                key = bytes(view[at : at + key_len]).decode()
+                # a key that is not UTF-8 names nothing: refused as such, the connection kept
+                key = bytes(view[at : at + key_len]).decode(errors="replace")
                 body = bytes(view[at + key_len : start + 4 + n])  # the only copy
-                self._run(self.ctx._handle(self, req_id, op, key, body))
+                frames.append((req_id, op, key, body))
                 start += 4 + n
+            several = len(frames) > 1
+            for req_id, op, key, body in frames:
+                if op == _OP_CONSUME and ctx.service is not None:
+                    target, _, count = key.rpartition("|")
+                    joiner = ctx._joiners.get(target)
+                    # several parts in one read, or this worker busy with its clients'
+                    # requests for these pipelines: consumed with the others of this turn
+                    if several or (joiner is not None and joiner.waiting()):
+                        payload = _sibling_payload(target, body, count)
+                        if payload is not None:  # else a key it cannot read: refused below
+                            ctx.joiner(target).join(payload, self._answer_later(req_id))
+                            continue
+                self._run(ctx._handle(self, req_id, op, key, body))
         finally:
             view.release()
             self.feeding = False
@@ -470,6 +513,14 @@ class _ServerProtocol(asyncio.BufferedProtocol):
             if len(buf) > _READ_SIZE * 4:
                 self.buf = bytearray(_READ_SIZE)
         self.start, self.end = start, end
+
+    def _answer_later(self, req_id: int) -> Callable[[BaseException | None], None]:
+        """What answers request ``req_id`` once the joined consume holding its part ended."""
+
+        def answer(exc: BaseException | None) -> None:
+            self.ctx._joined_answer(self, req_id, exc)
+
+        return answer
 
     def reply(self, frame: bytes) -> None:
         """Answer a request: the answers of one turn of the event loop leave in one write
@@ -834,6 +885,8 @@ class Router:
         self.pipelines = pipelines
         self.inner = inner
         self.mutates_data = inner.mutates_data
+        self.key = _consume_key(signal, self.pipelines)
+        self._joiner: _Joiner | None = None
         self._split: Any = _route.split_traces if signal is Signal.TRACES else _route.split_metrics
         owners = ctx.owners
         index = ctx.index
@@ -852,15 +905,37 @@ class Router:
 
     async def consume(self, data: Payload) -> None:
         ctx = self.ctx
+        joiner = None
+        if ctx.service is not None:  # not in a bare router (tests)
+            joiner = self._joiner
+            if joiner is None or joiner.ctx is not ctx:
+                joiner = self._joiner = ctx.joiner(self.key)
+            joiner.busy += 1
+        try:
+            await self._route(data, joiner)
+        finally:
+            if joiner is not None:
+                joiner.busy -= 1
+
+    async def _local(self, data: Payload, joiner: _Joiner | None) -> None:
+        """Consume this worker's part: with the others of this turn when another client
+        request for these pipelines is in progress here (:class:`_Joiner`), else at once."""
+        if joiner is not None and (joiner.parts or joiner.busy > 1):
+            await joiner.consume(data)
+        else:
+            await self.inner.consume(data)
+
+    async def _route(self, data: Payload, joiner: _Joiner | None) -> None:
+        ctx = self.ctx
         parts = self._split(data.to_bytes(), ctx.count)
         local = parts.pop(ctx.index, None)
         if not parts:
             if local is not None:
-                await self.inner.consume(data)
+                await self._local(data, joiner)
             return
         make = type(data)
         if ctx.acknowledge == "handover":
-            await self._hand_over(data, parts, local)
+            await self._hand_over(data, parts, local, joiner)
             return
         if self.counter is not None:
             self.counter.inc(
@@ -881,7 +956,7 @@ class Router:
             if local is not None:
                 raw, n = local
                 try:
-                    await self.inner.consume(make(raw, item_count=n).carry_acks(data.ack_tokens))
+                    await self._local(make(raw, item_count=n).carry_acks(data.ack_tokens), joiner)
                 except ConsumeError as exc:
                     errors.append(exc)
             for peer, wait in waits:
@@ -912,6 +987,7 @@ class Router:
         data: Payload,
         parts: dict[int, tuple[bytes, int | None]],
         local: tuple[bytes, int | None] | None,
+        joiner: _Joiner | None = None,
     ) -> None:
         """``acknowledge: handover``: this worker's part is consumed, then the siblings'
         parts are queued for delivery (retained until accepted: :meth:`_Peer.deliver`); it
@@ -926,14 +1002,145 @@ class Router:
         make = type(data)
         if local is not None:
             raw, n = local
-            await self.inner.consume(make(raw, item_count=n).carry_acks(data.ack_tokens))
-        key = _consume_key(self.signal, self.pipelines)
+            await self._local(make(raw, item_count=n).carry_acks(data.ack_tokens), joiner)
+        key = self.key
         for owner, (raw, n) in parts.items():
             peers[owner].deliver(key, raw, n)
         if self.counter is not None:
             self.counter.inc(
                 sum(n if n is not None else make(raw).item_count() for raw, n in parts.values())
             )
+
+
+def _run_now(coro: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
+    """Run ``coro`` at once, in a context of its own, as far as it goes without waiting; what
+    waits goes on in a task (kept in ``tasks`` until done), from where it stopped."""
+    context = contextvars.copy_context()
+    try:
+        yielded = context.run(coro.send, None)
+    except StopIteration:
+        return
+    except asyncio.CancelledError:  # as a task cancelled at once: no answer, no error
+        return
+    except BaseException:
+        coro.close()
+        raise
+    task = asyncio.get_running_loop().create_task(_drive(coro, yielded), context=context)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+class _Joiner:
+    """Fewer, larger consumes under load: the parts for one pipeline set that reach a worker
+    in one turn of its event loop while it is busy (a client request for those pipelines
+    in progress in this worker besides the one at hand, or several parts from a sibling in
+    one read) are consumed as one payload (:meth:`Payload.merge`: OTLP requests of one
+    signal concatenate into one valid request) at the next turn, instead of one consume
+    each. Each part's caller is told that payload's outcome: accepted, or refused (the
+    refusal refuses exactly the parts it covered, each caller gets it). An idle worker
+    (one request at a time) consumes at once, as before."""
+
+    def __init__(self, ctx: WorkerContext, target: str) -> None:
+        self.ctx = ctx
+        self.target = target
+        self.busy = 0  # client requests for these pipelines in progress here (Router)
+        self.parts: list[Payload] = []
+        self.done: list[Callable[[BaseException | None], None]] = []
+        self.sibling: list[bool] = []  # whether each part came from a sibling
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def waiting(self) -> bool:
+        """Whether a part that comes now is joined: parts wait for this turn's consume, or
+        a client request for these pipelines is in progress."""
+        return bool(self.parts) or self.busy > 0
+
+    def join(
+        self,
+        payload: Payload,
+        done: Callable[[BaseException | None], None],
+        sibling: bool = True,
+    ) -> None:
+        """Consume ``payload`` with the others of this turn; ``done`` is called with what
+        that consume raised (``None``: accepted). A ``sibling``'s part is refused once this
+        worker takes none any more (it stops); this worker's own part is consumed while it
+        stops, as the part of a request its receiver still finishes."""
+        self.parts.append(payload)
+        self.done.append(done)
+        self.sibling.append(sibling)
+        if len(self.parts) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def consume(self, payload: Payload) -> None:
+        """:meth:`join`, waiting for the outcome (raised when refused)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            if fut.done():
+                return
+            if exc is None:
+                fut.set_result(None)
+            elif isinstance(exc, asyncio.CancelledError):
+                fut.cancel()
+            else:
+                fut.set_exception(exc)
+
+        self.join(payload, settle, sibling=False)
+        await fut  # cancelled: the part is consumed all the same, its outcome unread
+
+    def _flush(self) -> None:
+        parts, done, sibling = self.parts, self.done, self.sibling
+        self.parts, self.done, self.sibling = [], [], []
+        if not parts:
+            return
+        try:
+            self.ctx._serving()
+        except RetryableError as exc:  # stopping: the siblings' parts refused, its own taken
+            _settle([d for d, s in zip(done, sibling, strict=True) if s], exc)
+            parts = [p for p, s in zip(parts, sibling, strict=True) if not s]
+            done = [d for d, s in zip(done, sibling, strict=True) if not s]
+            if not parts:
+                return
+        try:
+            consumer, _ = self.ctx._target(self.target, check=False)
+        except Exception as exc:  # no such pipelines (a sibling's key that names nothing)
+            if not self.busy:
+                self.ctx._joiners.pop(self.target, None)
+            _settle(done, exc)
+            return
+        payload = parts[0] if len(parts) == 1 else type(parts[0]).merge(parts)
+        _run_now(_consume_joined(consumer, payload, done), self.tasks)
+
+
+def _sibling_payload(target: str, body: bytes, count: str) -> Payload | None:
+    """The payload of a sibling's part for ``target`` (``count``: the items it holds, ``-1``
+    unknown); ``None`` when the key cannot be read (unknown signal, count not a number)."""
+    try:
+        make = payload_type(Signal(target.split("|", 1)[0]))
+        items = int(count)
+    except (ValueError, KeyError):
+        return None
+    return make(body, item_count=items if items >= 0 else None)
+
+
+async def _consume_joined(
+    consumer: Consumer, payload: Payload, done: list[Callable[[BaseException | None], None]]
+) -> None:
+    try:
+        await consumer.consume(payload)
+    except BaseException as exc:
+        _settle(done, exc)
+        if not isinstance(exc, Exception):
+            raise
+        return
+    _settle(done, None)
+
+
+def _settle(done: list[Callable[[BaseException | None], None]], exc: BaseException | None) -> None:
+    for call in done:
+        try:
+            call(exc)
+        except Exception:  # one caller's bookkeeping does not keep the others waiting
+            log.exception("a joined part's answer failed")
 
 
 async def _drive(coro: Coroutine[Any, Any, None], yielded: Any) -> None:

@@ -196,3 +196,51 @@ def logged() -> Iterator[list[logging.LogRecord]]:
         yield records
     finally:
         logger.removeHandler(handler)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    name: str,
+    args: list[str],
+    log: Path,
+    ready_url: str,
+    within: float = 60.0,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """A real server program (Prometheus, Alertmanager: ``args``, its output in ``log``),
+    once ``ready_url`` answers 200 (polled; it failing or not ready ``within`` seconds fails
+    the test with its output); stopped after (SIGTERM, SIGKILL after 20 s)."""
+    import aiohttp
+
+    proc = _spawn(args, log)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        async with aiohttp.ClientSession(headers=headers) as session:
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(f"{name} exited:\n" + _output(log))
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(ready_url) as resp:
+                        if resp.status == 200:
+                            break
+                if loop.time() > deadline:
+                    raise AssertionError(f"{name} not ready:\n" + _output(log))
+                await asyncio.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _output(log: Path) -> str:
+    return log.read_text(errors="replace")

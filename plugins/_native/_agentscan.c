@@ -4545,8 +4545,164 @@ static PyTypeObject ScannerType = {
     .tp_methods = Scanner_methods,
 };
 
+/* ---- the joiner's holding of packed traces (calls.py hold_packed, CallJoiner.add) ----
+ * A request's Packed items (trace, records, layers, ids) held as CallJoiner.add holds them: a
+ * trace not held gets an entry (the joiner's _Entry: deadline, [item], [], {}, packed, layers -
+ * 1) at the end of `pending`, a packed entry grows by the item. The entry class's slots are
+ * written at their offsets (a slots class whose instances are made by object.__new__: what its
+ * dataclass __init__ would set), kept per class while its version tag is the one seen. */
+enum { H_DEADLINE, H_LAYERS, H_FAILURES, H_PARENTS, H_PACKED, H_EXTRA, NH };
+static const char *const hold_names_text[NH] = {"deadline", "layers", "failures", "parents",
+                                                "packed", "extra"};
+static PyObject *hold_names[NH];        /* interned once, kept for the process */
+static PyTypeObject *hold_type;         /* the entry class last seen (a reference held) */
+static unsigned int hold_version;
+static Py_ssize_t hold_off[NH];
+
+/* the entry class's slot offsets, or NULL with TypeError set (not such a class) */
+static const Py_ssize_t *hold_offsets(PyObject *cls) {
+    if (!PyType_Check(cls)) goto bad;
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    if (tp == hold_type && tp->tp_version_tag == hold_version &&
+        (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return hold_off;
+    for (int i = 0; i < NH; i++)
+        if (hold_names[i] == NULL && (hold_names[i] = PyUnicode_InternFromString(hold_names_text[i])) == NULL)
+            return NULL;
+    /* instances made as object() makes them, no __dict__, no __init__ of a base to run */
+    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || tp->tp_new != PyBaseObject_Type.tp_new ||
+        tp->tp_alloc != PyType_GenericAlloc || tp->tp_dictoffset != 0 || tp->tp_itemsize != 0 ||
+        tp->tp_base != &PyBaseObject_Type)
+        goto bad;
+    Py_ssize_t off[NH];
+    for (int i = 0; i < NH; i++) {
+        PyObject *d = _PyType_Lookup(tp, hold_names[i]); /* borrowed */
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) goto bad;
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY) || m->offset <= 0 ||
+            (size_t)m->offset + sizeof(PyObject *) > (size_t)tp->tp_basicsize)
+            goto bad;
+        off[i] = m->offset;
+    }
+    memcpy(hold_off, off, sizeof(off));
+    if (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) { /* (else looked up again next time) */
+        Py_INCREF(tp);
+        Py_XSETREF(hold_type, tp);
+        hold_version = tp->tp_version_tag;
+    } else {
+        Py_CLEAR(hold_type);
+    }
+    return hold_off;
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "entry: a slots class of deadline, layers, failures, "
+                                         "parents, packed, extra expected");
+    return NULL;
+}
+
+#define HOLD_SLOT(o, i) (*(PyObject **)((char *)(o) + off[i]))
+
+PyDoc_STRVAR(hold_packed_doc,
+"hold_packed(items, start, pending, deadline, grown, links_only, entry, max_items, /) -> int\n\n"
+"Holds the Packed items (trace, records, layers, ids) of `items` from `start` on as the joiner\n"
+"holds them (calls.py hold_packed, its twin): a trace not in `pending` gets an `entry` (deadline,\n"
+"[item], [], {}, True, layers - 1) put at its end, its trace appended to `grown` when layers >\n"
+"max_items; an item of no layer of a trace not held is appended to `links_only` (None: dropped);\n"
+"a packed entry takes the item (its trace appended to `grown`, its extra += layers - 1).\n"
+"Stops at the first item it leaves to the joiner (not a Packed item of an int count and a bytes\n"
+"trace, an entry not packed or not an `entry`): returns its index, or len(items).");
+
+/* one Packed item held (hold_packed's loop; `item` referenced by the caller): 1 held, 0 left
+ * to the joiner, -1 on error */
+static int hold_one(PyObject *item, PyObject *pending, PyObject *deadline, PyObject *grown,
+                    PyObject *links_only, PyTypeObject *tp, const Py_ssize_t *off,
+                    long long max_items) {
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 4) return 0;
+    PyObject *trace = PyTuple_GET_ITEM(item, 0), *count_obj = PyTuple_GET_ITEM(item, 2);
+    if (!PyBytes_CheckExact(trace) || !PyLong_CheckExact(count_obj)) return 0;
+    int overflow = 0;
+    long long count = PyLong_AsLongLongAndOverflow(count_obj, &overflow);
+    if (overflow || count < -(1LL << 60) || count > (1LL << 60)) return 0; /* (the twin's) */
+    PyObject *held = PyDict_GetItemWithError(pending, trace); /* borrowed */
+    if (held == NULL && PyErr_Occurred()) return -1;
+    if (held == NULL || held == Py_None) {
+        if (count == 0) return links_only != NULL && PyList_Append(links_only, item) < 0 ? -1 : 1;
+        PyObject *entry = tp->tp_alloc(tp, 0);
+        if (entry == NULL) return -1;
+        PyObject *layers = PyList_New(1), *failures = PyList_New(0), *parents = PyDict_New();
+        PyObject *extra = PyLong_FromLongLong(count - 1);
+        if (layers != NULL) PyList_SET_ITEM(layers, 0, Py_NewRef(item));
+        /* (set even when one failed: the entry's dealloc clears what is there) */
+        HOLD_SLOT(entry, H_DEADLINE) = Py_NewRef(deadline);
+        HOLD_SLOT(entry, H_LAYERS) = layers;
+        HOLD_SLOT(entry, H_FAILURES) = failures;
+        HOLD_SLOT(entry, H_PARENTS) = parents;
+        HOLD_SLOT(entry, H_PACKED) = Py_NewRef(Py_True);
+        HOLD_SLOT(entry, H_EXTRA) = extra;
+        int err = layers == NULL || failures == NULL || parents == NULL || extra == NULL ||
+                  PyObject_SetItem(pending, trace, entry) < 0;
+        Py_DECREF(entry);
+        if (err) return -1;
+        return count > max_items && PyList_Append(grown, trace) < 0 ? -1 : 1;
+    }
+    if (Py_TYPE(held) != tp || HOLD_SLOT(held, H_PACKED) != Py_True) return 0;
+    PyObject *layers = HOLD_SLOT(held, H_LAYERS), *extra = HOLD_SLOT(held, H_EXTRA);
+    if (layers == NULL || !PyList_CheckExact(layers) || extra == NULL || !PyLong_CheckExact(extra))
+        return 0;
+    long long was = PyLong_AsLongLongAndOverflow(extra, &overflow);
+    if (overflow || was < -(1LL << 60) || was > (1LL << 60)) return 0;
+    Py_INCREF(held); /* (held while it grows: nothing below runs Python code, but a reference
+                      * costs nothing) */
+    PyObject *now = PyLong_FromLongLong(was + count - 1);
+    int err = now == NULL || PyList_Append(grown, trace) < 0 || PyList_Append(layers, item) < 0;
+    if (!err) Py_SETREF(HOLD_SLOT(held, H_EXTRA), now);
+    else Py_XDECREF(now);
+    Py_DECREF(held);
+    return err ? -1 : 1;
+}
+
+static PyObject *hold_packed(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8 || !PyList_Check(args[0]) || !PyList_Check(args[4]) ||
+        (args[5] != Py_None && !PyList_Check(args[5]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "hold_packed(items: list, start: int, pending: OrderedDict, deadline, "
+                        "grown: list, links_only: list | None, entry: type, max_items: int)");
+        return NULL;
+    }
+    PyObject *items = args[0], *pending = args[2], *deadline = args[3], *grown = args[4];
+    PyObject *links_only = args[5] == Py_None ? NULL : args[5];
+    Py_ssize_t at = PyLong_AsSsize_t(args[1]);
+    if (at == -1 && PyErr_Occurred()) return NULL;
+    long long max_items = PyLong_AsLongLong(args[7]);
+    if (max_items == -1 && PyErr_Occurred()) return NULL;
+    const Py_ssize_t *off = hold_offsets(args[6]);
+    if (off == NULL) return NULL;
+    PyTypeObject *tp = (PyTypeObject *)args[6];
+    if (at < 0) at = 0;
+    /* a dict of plain lookups (an OrderedDict keeps its order in PyObject_SetItem): another
+     * mapping is left to the twin */
+    if (!PyDict_CheckExact(pending) && !PyODict_CheckExact(pending)) return PyLong_FromSsize_t(at);
+    /* the items as the twin's range sees them (up to the length they had); then, as the twin,
+     * the length they have (grown when `grown`, `links_only` or an entry's layers are them) */
+    Py_ssize_t end = PyList_GET_SIZE(items);
+    for (; at < end; at++) {
+        if (at >= PyList_GET_SIZE(items)) return PyLong_FromSsize_t(at); /* (shrunk: the twin's) */
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, at)); /* (a collection may run code) */
+        int done = hold_one(item, pending, deadline, grown, links_only, tp, off, max_items);
+        Py_DECREF(item);
+        if (done < 0) return NULL;
+        if (done == 0) break;
+    }
+    return PyLong_FromSsize_t(at < end ? at : PyList_GET_SIZE(items));
+}
+
+static PyMethodDef module_methods[] = {
+    {"hold_packed", (PyCFunction)(void (*)(void))hold_packed, METH_FASTCALL, hold_packed_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_agentscan", "The agentmetrics connector's per-span work, in C.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_agentscan", "The agentmetrics connector's per-span work, in C.", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__agentscan(void) {

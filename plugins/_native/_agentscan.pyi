@@ -39,6 +39,28 @@ class Memory:
     def items(self) -> list[tuple[Any, Any]]: ...
     def keys(self) -> list[Any]: ...
 
+def hold_packed(
+    items: list[Any],
+    start: int,
+    pending: OrderedDict[bytes, Any],
+    deadline: float,
+    grown: list[bytes],
+    links_only: list[Any] | None,
+    entry: type,
+    max_items: int,
+    /,
+) -> int:
+    """The twin of calls.py ``hold_packed`` (``CallJoiner.add``'s holding of a request's Packed
+    items): from ``items[start]`` on, a Packed item of a trace not in ``pending`` makes its
+    ``entry`` (deadline, [item], [], {}, True, its layers - 1: the class's slots written as its
+    dataclass ``__init__`` writes them) put at the end of ``pending``, its trace appended to
+    ``grown`` when its layers exceed ``max_items``; one of no layer of a trace not held goes to
+    ``links_only`` (``None``: dropped); a packed entry takes the item (its trace appended to
+    ``grown``, ``extra`` grown by its layers - 1). Stops at the first item it leaves to the
+    joiner (not a Packed item with a bytes trace and an int count, a trace held unpacked or not
+    by an ``entry``, ``pending`` not a dict or an OrderedDict): its index, or ``len(items)``.
+    ``TypeError`` when ``entry`` is not a slots class of those six attributes."""
+
 class Scanner:
     def __init__(
         self,

@@ -45,7 +45,8 @@ Python, so applying a request cannot fail half-way (the connector builds every r
 The common case in C: with the C scanner, the layers and agent-run links of a trace that the
 connector read before by their shape arrive packed (:data:`Packed`, one item per trace and
 request) instead of one :class:`Layer` each, with the call ids and JSON-RPC ids the scanner read
-from each span (never a session id: such a layer is read in Python). The parent links of the
+from each span (never a session id: such a layer is read in Python), held by :func:`hold_packed`
+(its C twin with the scanner: a packed trace's entry made without Python). The parent links of the
 spans of its trace read in Python that give the join nothing else (inference spans, agent runs)
 are kept in the entry as Packed items of one link each, in order. An entry made of packed items
 only is settled by the scanner (``settle_simple``: the same grouping as :func:`_group` by parent
@@ -411,6 +412,64 @@ def _rpc_key(layer: Layer) -> tuple[str, ...] | None:
     return (scope, layer.rpc_id, layer.tool)
 
 
+def hold_packed(
+    items: list[Any],
+    start: int,
+    pending: collections.OrderedDict[bytes, _Entry],
+    deadline: float,
+    grown: list[bytes],
+    links_only: list[Packed] | None,
+    entry: type[_Entry] = _Entry,
+    max_items: int = MAX_ENTRY_ITEMS,
+) -> int:
+    """The Packed items of ``items`` from ``start`` on held as :meth:`CallJoiner.add` holds
+    them (``_agentscan.hold_packed`` is its twin in C): a trace not in ``pending`` gets an
+    ``entry`` (deadline, [item], [], {}, packed, its layers - 1) put at its end, its trace
+    appended to ``grown`` when it has more than ``max_items`` layers (settled with this
+    request); an item of no layer of a trace not held goes to ``links_only`` (``None``:
+    dropped); a packed entry takes the item (its trace appended to ``grown``). Stops at the
+    first item that is not a Packed item, or whose trace is held unpacked: its index, or
+    ``len(items)``."""
+    for at in range(max(start, 0), len(items)):
+        item = items[at]
+        if item.__class__ is not tuple:
+            return at
+        trace, _records, count, _ids = item
+        held = pending.get(trace)
+        if held is None:
+            if count:
+                # (positional: deadline, layers, failures, parents, packed, extra)
+                pending[trace] = entry(deadline, [item], [], {}, True, count - 1)
+                if count > max_items:
+                    grown.append(trace)
+            elif links_only is not None:  # (links only: kept for a trace held, as links are)
+                links_only.append(item)
+            continue
+        if not held.packed:
+            return at
+        grown.append(trace)
+        held.layers.append(item)
+        held.extra += count - 1
+    return len(items)
+
+
+class HoldPacked(Protocol):
+    """:func:`hold_packed`, or its C twin ``_agentscan.hold_packed``."""
+
+    def __call__(
+        self,
+        items: list[Any],
+        start: int,
+        pending: collections.OrderedDict[bytes, _Entry],
+        deadline: float,
+        grown: list[bytes],
+        links_only: list[Packed] | None,
+        entry: type[_Entry],
+        max_items: int,
+        /,
+    ) -> int: ...
+
+
 class CallJoiner:
     """Holds tool-call layers and failures per trace for ``window`` seconds, then settles them
     into :class:`Call` s and counted failures (see the module docstring)."""
@@ -439,6 +498,8 @@ class CallJoiner:
         self.native: NativeJoin | None = None
         self.learned: list[tuple[Any, ...]] = []
         self.native_calls = 0
+        # how add holds a request's Packed items (the C twin with the C scanner)
+        self.hold: HoldPacked = hold_packed
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -508,26 +569,28 @@ class CallJoiner:
         # Packed links only of a trace not held: kept, as links are, when a failure of this
         # request makes its entry (its failed spans read in Python, the C scanner packed them)
         links_only: list[Packed] = []
-        for layer in layers:
+        items: list[Any] = layers if isinstance(layers, list) else list(layers)
+        hold = self.hold
+        kept = links_only if failures else None  # (links only: kept when a failure came)
+        at, end = 0, len(items)
+        while at < end:
+            layer = items[at]
+            at += 1
             if layer.__class__ is tuple:  # Packed (the C scanner dropped its late layers)
-                trace, _records, count, _ids = layer
-                entry = pending.get(trace)
-                if entry is None:
-                    if count:  # (links only: kept for a trace held, as links are)
-                        # (positional: deadline, layers, failures, parents, packed, extra)
-                        pending[trace] = _Entry(deadline, [layer], [], {}, True, count - 1)
-                        if count > MAX_ENTRY_ITEMS:
-                            grown.append(trace)
-                    elif failures:
-                        links_only.append(layer)
+                # held from here on by hold_packed (or its C twin, then the rest it leaves by
+                # hold_packed), up to the first of a trace held unpacked, unpacked into it
+                at = hold(items, at - 1, pending, deadline, grown, kept, _Entry, MAX_ENTRY_ITEMS)
+                if at < end and hold is not hold_packed:
+                    at = hold_packed(items, at, pending, deadline, grown, kept)
+                if at >= end:
+                    break
+                layer = items[at]
+                at += 1
+                if layer.__class__ is tuple:
+                    trace = layer[0]
+                    grown.append(trace)
+                    self._unpack_into(pending[trace], layer)
                     continue
-                grown.append(trace)
-                if entry.packed:
-                    entry.layers.append(layer)
-                    entry.extra += count - 1
-                else:
-                    self._unpack_into(entry, layer)
-                continue
             trace = layer.trace_id
             grown.append(trace)
             if (trace, layer.parent_id) in settled or (

@@ -757,6 +757,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         native = load("_agentscan")
         if native is not None:  # the joiner's memories kept in C (written by its settle paths)
             self.joiner.use_memory(native.Memory)
+            self.joiner.hold = native.hold_packed  # (its Packed items held in C)
         return {
             "join_shapes": self._join_shapes,
             "join_series": self._join_series,

@@ -38,7 +38,7 @@ from pipeline import (
     ServerAuth,
     Signal,
 )
-from pipeline.client import ClientInfo, client_context, peer_address
+from pipeline.client import ClientInfo, peer_address, set_client
 from pipeline.netedge import BUDGET, Listener, sweep_tick
 from plugins.otlpreceiver.common import (
     RequestError,
@@ -121,6 +121,8 @@ class _Connection(asyncio.Protocol):
         self.draining_since: float | None = None  # max_connection_age's GOAWAY was sent
         self.max_age = 0.0
         self.evictable = True  # in the listener's idle set (new connections start there)
+        # the sender of this connection's calls without an authenticator's facts (made once)
+        self._client: ClientInfo | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -387,10 +389,10 @@ class _Connection(asyncio.Protocol):
             # will not learn the outcome, and may send it again)
             self.server.refused("cancelled")
             return
-        client = ClientInfo(self._peer(), receiver.settings.name, "grpc", auth or {})
+        # the call runs in a task of its own (spawn): the sender set here ends with it
+        set_client(self._client_info(auth) if auth else self._plain_client())
         try:
-            with client_context(client):
-                await receiver.push(signal, data, "grpc", self._peer)
+            await receiver.push(signal, data, "grpc", self._peer)
         except PermanentError as exc:
             self.respond(stream_id, INVALID_ARGUMENT, str(exc))
         except RetryableError as exc:
@@ -409,6 +411,17 @@ class _Connection(asyncio.Protocol):
             self.respond(stream_id, INTERNAL, f"internal error: {exc}")
         else:
             self.respond(stream_id, OK)
+
+    def _client_info(self, auth: Mapping[str, Any]) -> ClientInfo:
+        return ClientInfo(self._peer(), self.server.receiver.settings.name, "grpc", auth)
+
+    def _plain_client(self) -> ClientInfo:
+        """The sender of a call without an authenticator's facts: the same for every call of
+        the connection (its peer does not change), made at its first call."""
+        client = self._client
+        if client is None:
+            client = self._client = self._client_info({})
+        return client
 
     def respond(
         self, stream_id: int, code: int, message: str = "", delay: float | None = None

@@ -54,3 +54,28 @@ def test_run_ids_never_hold_a_card_like_run_of_digits() -> None:
     assert text_id(ids[0]) in data
     assert re.search(rb"4[0-9]{12}", data) is None
     assert re.search(rb"4[0-9]{12}", ids[0].hex().encode())  # (bare hex would have matched)
+
+
+def test_the_filler_writes_every_marker_as_one_by_one_writes_would() -> None:
+    """:class:`Filler` (the template cut at its markers, joined with the ids) gives the bytes
+    of writing each marker in place, and :func:`text_id` the UUID text of the id."""
+    import os
+    import uuid
+
+    from benchmarks.agent_pipeline import TEXT_ID_LEN, Filler
+
+    load = Load(rate=1.0, seconds=1.0)
+    for variant in range(3):
+        template = build_template(load, variant)
+        offsets = marker_offsets(template, load.traces_per_request)
+        filler = Filler(template, offsets, load.traces_per_request)
+        for _ in range(3):
+            ids = [os.urandom(16) for _ in range(load.traces_per_request)]
+            want = bytearray(template)
+            for i, k, hexed in offsets:
+                if hexed:
+                    want[i : i + TEXT_ID_LEN] = str(uuid.UUID(bytes=ids[k])).encode()
+                else:
+                    want[i : i + 16] = ids[k]
+            assert filler.fill(ids) == bytes(want) == fill(template, offsets, ids)
+            assert text_id(ids[0]) == str(uuid.UUID(bytes=ids[0])).encode()

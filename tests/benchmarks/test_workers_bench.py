@@ -107,6 +107,11 @@ def test_load_generator_counts_refused_requests(client: str, connections: int) -
     assert refused > 0
     assert stats["failed_requests"] == refused
     assert stats["sent_spans"] == (len(got) - refused) * load.spans_per_request
+    if client == "nghttp2":  # each refusal's status and the server's message: the cause
+        from benchmarks.workers import _failures
+
+        assert stats["codes"] == {"grpc 14": refused}
+        assert _failures([stats]) == f'grpc 14 x{refused} ("refused by the test")'
 
 
 def test_cpu_between_samples_is_interpolated() -> None:
@@ -156,6 +161,13 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
         "900 | 0.0 | 0.0 | 0.0 |  |  |" in text
     )
     assert "| 1.7 | 1,500 | 0.0 | 0.0 | 0.0 | 0.95 / 0.75 | 5 / 3 |" in text
+    assert "by cause" not in text  # no failed request, no list of causes
+    runs[3].failures = 'grpc 8 x128 ("processor workflow cannot pass released traces on")'
+    report(runs, out, "note", 2)
+    assert (
+        '* agent x1, saturation: grpc 8 x128 ("processor workflow cannot pass released traces '
+        'on")' in out.read_text()
+    )
 
 
 def test_connections_are_counted_per_process_and_port() -> None:

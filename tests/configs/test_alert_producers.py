@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -104,75 +105,85 @@ def test_thresholds_are_taken_away() -> None:
     assert len(rules()) == 12
 
 
+@contextlib.asynccontextmanager
+async def scraped_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: list[str], env: dict[str, str]
+) -> AsyncIterator[tuple[Service, Any]]:
+    """The gateway of ``files`` run here (the environment ``env`` and random ports for its
+    endpoints), scraped by a real Prometheus with the recording rules, once the example agent
+    workload (40 workflows, one in five failing, with Redis) went through it."""
+    grpc, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    for name, value in {
+        "OTLP_GRPC_ENDPOINT": grpc,
+        "OTLP_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "PROMETHEUS_EXPORTER_ENDPOINT": metrics,
+        "PIPELINE_TELEMETRY_ADDRESS": f"127.0.0.1:{free_port()}",
+        **env,
+    }.items():
+        monkeypatch.setenv(name, value)
+    service = Service(load_config(files, default_registry()), SelfTelemetry())
+    await service.start()
+    try:
+        scrape = [{"job_name": "gateway", "static_configs": [{"targets": [metrics]}]}]
+        async with prometheus(tmp_path, scrape, rule_files=[str(RECORDING)]) as prom:
+            cfg = WorkloadConfig(endpoint=grpc, workflows=40, rate=20, failure_rate=0.2, redis=True)
+            # its own event loop in a thread: the SDK's flush blocks, the gateway serves here
+            with own_instrumentation():
+                await asyncio.to_thread(lambda: asyncio.run(Workload(cfg).run()))
+            yield service, prom
+    finally:
+        await service.shutdown()
+
+
 async def test_the_default_config_produces_every_alert_expression(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """configs/gateway.yaml as shipped; the environment gives the local services to check
     (PostgreSQL and Redis, critical as in the reference; an MCP server of the official SDK and
     an HTTP service, the gateway's own health endpoint, not critical) and random ports."""
-    grpc, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     health = f"127.0.0.1:{free_port()}"
     peers = contextlib.ExitStack()
     request.addfinalizer(peers.close)
     mcp_url, _ = peers.enter_context(mcp_server())
-    for name, value in {
-        "OTLP_GRPC_ENDPOINT": grpc,
-        "OTLP_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
-        "PROMETHEUS_EXPORTER_ENDPOINT": metrics,
-        "PIPELINE_TELEMETRY_ADDRESS": f"127.0.0.1:{free_port()}",
+    for name in ("POSTGRESQL_CRITICAL", "REDIS_CRITICAL", "MCP_CRITICAL", "HTTP_CRITICAL"):
+        monkeypatch.delenv(f"HEALTHCHECK_{name}", raising=False)
+    env = {
         "HEALTH_CHECK_ENDPOINT": health,
         "HEALTHCHECK_POSTGRESQL_ENDPOINT": PG,
         "HEALTHCHECK_REDIS_ENDPOINT": REDIS,
         "HEALTHCHECK_HTTP_ENDPOINT": f"http://{health}/live",
         "HEALTHCHECK_MCP_ENDPOINT": mcp_url,
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("POSTGRESQL_CRITICAL", "REDIS_CRITICAL", "MCP_CRITICAL", "HTTP_CRITICAL"):
-        monkeypatch.delenv(f"HEALTHCHECK_{name}", raising=False)
-    config = load_config([str(ROOT / "configs" / "gateway.yaml")], default_registry())
-    service = Service(config, SelfTelemetry())
-    await service.start()
-    try:
-        scrape = [{"job_name": "gateway", "static_configs": [{"targets": [metrics]}]}]
-        async with prometheus(tmp_path, scrape, rule_files=[str(RECORDING)]) as prom:
-            cfg = WorkloadConfig(endpoint=grpc, workflows=40, rate=20, failure_rate=0.2, redis=True)
-            with own_instrumentation():
-                await asyncio.to_thread(lambda: asyncio.run(Workload(cfg).run()))
-            # the default config flushes the derived metrics every 15 s
-            missing = await missing_families(
-                prom, ("agent_workflow_executions_total", *DERIVED), within=45
-            )
-            missing += await missing_rules(prom)
-            assert not missing, missing
-            status = await prom.query("health_check_status")
-            assert {(r["metric"]["check"], r["metric"]["critical"]) for r in status} == {
-                ("postgresql", "true"),
-                ("redis", "true"),
-                ("mcp", "false"),
-                ("http", "false"),
-            }
-            healthy = await prom.query("health_check_status == 1")
-            assert len(healthy) == 4, status
-            own = await prom.query("process_memory_rss_bytes")
-            assert len(own) == 1  # the gateway's own process only
-    finally:
-        await service.shutdown()
+    }
+    async with scraped_gateway(
+        tmp_path, monkeypatch, [str(ROOT / "configs" / "gateway.yaml")], env
+    ) as (_, prom):
+        # the default config flushes the derived metrics every 15 s
+        missing = await missing_families(
+            prom, ("agent_workflow_executions_total", *DERIVED), within=45
+        )
+        missing += await missing_rules(prom)
+        assert not missing, missing
+        status = await prom.query("health_check_status")
+        assert {(r["metric"]["check"], r["metric"]["critical"]) for r in status} == {
+            ("postgresql", "true"),
+            ("redis", "true"),
+            ("mcp", "false"),
+            ("http", "false"),
+        }
+        healthy = await prom.query("health_check_status == 1")
+        assert len(healthy) == 4, status
+        own = await prom.query("process_memory_rss_bytes")
+        assert len(own) == 1  # the gateway's own process only
 
 
 async def test_every_alert_expression_returns_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    grpc, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    for name, value in {
-        "OTLP_GRPC_ENDPOINT": grpc,
-        "OTLP_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
-        "PROMETHEUS_EXPORTER_ENDPOINT": metrics,
-        "PIPELINE_TELEMETRY_ADDRESS": f"127.0.0.1:{free_port()}",
+    env = {
         "ALERTMANAGER_ENDPOINT": f"http://127.0.0.1:{free_port()}",
         "ANOMALY_STATE_FILE": str(tmp_path / "baselines.json"),
         "WORKFLOW_WAIT_DURATION": "100ms",
-    }.items():
-        monkeypatch.setenv(name, value)
+    }
     overlay = tmp_path / "local-services.yaml"
     overlay.write_text(
         yaml.safe_dump(
@@ -208,31 +219,19 @@ async def test_every_alert_expression_returns_data(
             }
         )
     )
-    config = load_config(
-        [str(ROOT / "configs" / "anomaly-alerts.yaml"), str(overlay)], default_registry()
-    )
-    service = Service(config, SelfTelemetry())
-    await service.start()
-    try:
-        scrape = [{"job_name": "gateway", "static_configs": [{"targets": [metrics]}]}]
-        async with prometheus(tmp_path, scrape, rule_files=[str(RECORDING)]) as prom:
-            cfg = WorkloadConfig(endpoint=grpc, workflows=40, rate=20, failure_rate=0.2, redis=True)
-            # its own event loop in a thread: the SDK's flush blocks, the gateway serves here
-            with own_instrumentation():
-                await asyncio.to_thread(lambda: asyncio.run(Workload(cfg).run()))
-            missing = await missing_rules(prom)
-            # one evaluation of the anomaly connector (its interval is a minute)
-            engine = next(n.component.engine for n in service.graph.nodes if n.id.type == "anomaly")
-            await engine.tick()
-            missing += await missing_families(
-                prom,
-                (
-                    'anomaly_score{metric="mcp_tool_call_duration",anomaly_type="latency_increase"}',
-                    'anomaly_active{metric="process_memory_rss_bytes",anomaly_type="memory_leak"}',
-                    *DERIVED,
-                ),
-                within=40,
-            )
-            assert not missing, missing
-    finally:
-        await service.shutdown()
+    files = [str(ROOT / "configs" / "anomaly-alerts.yaml"), str(overlay)]
+    async with scraped_gateway(tmp_path, monkeypatch, files, env) as (service, prom):
+        missing = await missing_rules(prom)
+        # one evaluation of the anomaly connector (its interval is a minute)
+        engine = next(n.component.engine for n in service.graph.nodes if n.id.type == "anomaly")
+        await engine.tick()
+        missing += await missing_families(
+            prom,
+            (
+                'anomaly_score{metric="mcp_tool_call_duration",anomaly_type="latency_increase"}',
+                'anomaly_active{metric="process_memory_rss_bytes",anomaly_type="memory_leak"}',
+                *DERIVED,
+            ),
+            within=40,
+        )
+        assert not missing, missing

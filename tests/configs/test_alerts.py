@@ -18,6 +18,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from plugins.prometheustranslator import MetricKind, metric_name
+from tests.plugins.alertmanager_server import alertmanager
 from tests.plugins.prometheus_server import prometheus
 from tests.support import ROOT, GatewayProcess, free_port, require_program, write_config
 
@@ -97,11 +98,6 @@ def test_alertmanager_routes(labels: list[str], receiver: str) -> None:
     assert proc.stdout.strip() == receiver
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
 def _post(url: str, body: Any) -> int:
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -110,33 +106,9 @@ def _post(url: str, body: Any) -> int:
         return int(resp.status)
 
 
-def _start_alertmanager(binary: str, storage: Path, port: int, cluster: int) -> Any:
-    return subprocess.Popen(
-        [
-            binary,
-            f"--config.file={ALERTS / 'alertmanager.yml'}",
-            f"--storage.path={storage}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--cluster.listen-address=127.0.0.1:{cluster}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def test_alertmanager_mutes_the_warning_while_the_critical_fires(tmp_path: Path) -> None:
-    binary = require_program("prometheus-alertmanager", "apt-get install prometheus-alertmanager")
-    port, cluster = free_port(), free_port()
-    proc = _start_alertmanager(binary, tmp_path, port, cluster)
-    url = f"http://127.0.0.1:{port}/api/v2"
-    try:
-        for _ in range(200):
-            try:
-                await asyncio.to_thread(_get, f"{url}/status")
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+    shipped = (ALERTS / "alertmanager.yml").read_text()
+    async with alertmanager(tmp_path, shipped) as (am, _):
         base = {"alertname": "WorkflowErrorBudgetBurn", "team": "product", "instance": "gw-1"}
         alerts = [
             {"labels": {**base, "severity": "critical", "workflow_type": "search"}},
@@ -144,23 +116,26 @@ async def test_alertmanager_mutes_the_warning_while_the_critical_fires(tmp_path:
             # Another workflow's warning is not muted by the search page.
             {"labels": {**base, "severity": "warning", "workflow_type": "chat"}},
         ]
-        assert await asyncio.to_thread(_post, f"{url}/alerts", alerts) == 200
-        state: dict[tuple[str, str], Any] = {}
-        for _ in range(100):
-            got = await asyncio.to_thread(_get, f"{url}/alerts")
-            state = {
+        assert await asyncio.to_thread(_post, f"{am.url}/api/v2/alerts", alerts) == 200
+
+        def states(got: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+            return {
                 (a["labels"]["severity"], a["labels"]["workflow_type"]): a["status"] for a in got
             }
-            if len(state) == 3 and state[("warning", "search")]["inhibitedBy"]:
-                break
-            await asyncio.sleep(0.1)
+
+        state = states(
+            await am.wait_for(
+                lambda got: (
+                    len(states(got)) == 3
+                    and bool(states(got)[("warning", "search")]["inhibitedBy"])
+                ),
+                within=10,
+            )
+        )
         assert state[("warning", "search")]["state"] == "suppressed"
         assert state[("warning", "search")]["inhibitedBy"]
         assert state[("critical", "search")]["state"] == "active"
         assert state[("warning", "chat")]["state"] == "active"
-    finally:
-        proc.terminate()
-        await asyncio.to_thread(proc.wait, 20)
 
 
 @pytest.mark.parametrize(

@@ -335,11 +335,19 @@ def agentscan() -> OneInput:
             except (TypeError, KeyError, AttributeError):
                 pass
 
+    def held(data: bytes) -> None:
+        # hold_packed (a request's Packed items held in C) against its twin: random items,
+        # hostile ones among them, on random pending traces drawn from the input
+        from tests.plugins.test_agentmetrics_join_native import assert_holds_agree
+
+        assert_holds_agree(random.Random(data), 2)
+
     def one(data: bytes) -> None:
         with mock.patch.object(time, "time_ns", lambda: T0):
             fast, slow = (twice(on, data) for on in (True, False))
             packed(data)
             joined(data)
+            held(data)
         memory_ops(data)  # the joiner's memories in C (Memory) against the trimmed OrderedDict
         try:
             ExportTraceServiceRequest.FromString(data)

@@ -1,14 +1,30 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import weakref
+from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline import ExporterHelper, ExporterHelperConfig, Kind, Payload, Signal, Traces
+from pipeline import (
+    ComponentID,
+    ExporterHelper,
+    ExporterHelperConfig,
+    Kind,
+    Logs,
+    Payload,
+    Signal,
+    Traces,
+)
 from pipeline.errors import PermanentError, RetryableError
+from pipeline.exporterhelper import QueueCodec
 from pipeline.testing import StubHost, create_settings
-from tests.support import logged
+from tests.pipeline.test_prepared import Lines, LinesCodec
+from tests.support import logged, wait_until
 
 
 def spans(n: int) -> Traces:
@@ -255,3 +271,202 @@ def test_the_persistent_queue_stores_a_merged_batch_without_joining_it() -> None
     assert codec.encode(empty)[1:] == [b""]
     back = codec.decode(b"".join(codec.encode(empty)))
     assert back.to_bytes() == b"" and back.item_count() == 0
+
+
+# -- the persistent queue on a real file_storage -------------------------------------------------
+class StorageHost(StubHost):
+    """A host whose ``file_storage`` extension is a real one, in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        from plugins.filestorageextension import FileStorageConfig, FileStorageExtensionFactory
+
+        self.storage = FileStorageExtensionFactory().create(
+            create_settings(Kind.EXTENSION, "file_storage"),
+            FileStorageConfig(directory=str(directory)),
+        )
+
+    def get_extension(self, component_id: ComponentID) -> Any | None:
+        return self.storage if component_id.type == "file_storage" else None
+
+
+async def persistent(
+    directory: Path, codec: QueueCodec | None = None, **queue: object
+) -> tuple[StorageHost, Backend, ExporterHelper]:
+    """A logs exporter's helper started with a persistent queue in a real ``file_storage`` in
+    ``directory``, and its backend, holding every send until its gate opens."""
+    host = StorageHost(directory)
+    await host.storage.start(host)
+    backend = Backend()
+    backend.gate.clear()
+    config = ExporterHelperConfig.model_validate(
+        {"sending_queue": {"storage": "file_storage", "num_consumers": 1, **queue}}
+    )
+    h = ExporterHelper(
+        create_settings(Kind.EXPORTER, "test"), Signal.LOGS, config, backend.send, codec=codec
+    )
+    await h.start(host)
+    return host, backend, h
+
+
+def logs_value(h: ExporterHelper, what: str) -> float:
+    return h.settings.telemetry.service.value(
+        f"otelcol_exporter_{what}_log_records_total", exporter="test"
+    )
+
+
+def queue_gauge(h: ExporterHelper) -> float:
+    return h.settings.telemetry.service.value(
+        "otelcol_exporter_queue_size", exporter="test", data_type="logs"
+    )
+
+
+def open_on(path: str) -> int:
+    """This process's descriptors open on ``path``."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == path)
+
+
+class Token:
+    """An acknowledgement token whose lifetime the test watches."""
+
+
+async def test_a_persistent_queue_that_cannot_write_refuses_and_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    """The disk is full (every new segment file of the queue's log is on ``/dev/full``, which
+    answers each write with ENOSPC): a translated payload is refused with a retryable error
+    (resource exhausted), counted as ``enqueue_failed`` and logged; nothing is left half-done:
+    its room in the queue is given back (a payload the size of the queue is taken once the
+    disk has room), the log holds no record, no descriptor or empty segment file stays behind
+    for each failed write, and the payload (its acknowledgement tokens) is released at once,
+    without waiting for the cyclic garbage collector."""
+    host, backend, h = await persistent(
+        tmp_path, LinesCodec(Signal.LOGS), sizer="bytes", queue_size=150
+    )
+    log = host.storage.logs[h.storage_owner()]
+    full = [log.directory / f"{seq:012d}.seg" for seq in range(4)]
+    for path in full:
+        path.symlink_to("/dev/full")
+    gc.disable()
+    try:
+        with logged() as records:
+            for _ in range(3):
+                payload = Lines([b"x" * 100, b"y" * 50], 3, [2, 1])  # 150 bytes: the queue
+                token = Token()
+                released = weakref.ref(token)
+                payload.carry_acks([token])
+                del token
+                with pytest.raises(RetryableError, match="No space left") as refused:
+                    await h.consume(payload)
+                assert refused.value.resource_exhausted
+                del payload, refused
+                # nothing keeps the translated payload (the log's writer lets go of the
+                # write it failed at its next turn)
+                await wait_until(lambda ref=released: ref() is None, within=2)
+    finally:
+        gc.enable()
+    assert logs_value(h, "enqueue_failed") == 9
+    lines = [r for r in records if "persistent sending queue" in r.getMessage()]
+    assert [(r.levelname, r.refused_items) for r in lines] == [("ERROR", 3)], lines
+    assert h.queue_size == 0 and queue_gauge(h) == 0
+    assert log.describe()["records_not_done"] == 0
+    assert open_on("/dev/full") == 0
+    assert sorted(log.directory.glob("*.seg")) == full[3:]  # the one not tried yet
+    full[3].unlink()  # the disk has room again: the next payload is queued, then sent
+    await h.consume(Lines([b"x" * 100, b"y" * 50], 3, [2, 1]))
+    backend.gate.set()
+    await wait_until(lambda: logs_value(h, "sent") == 3)
+    await h.shutdown()
+    await host.storage.shutdown()
+    assert backend.delivered == 3 and logs_value(h, "enqueue_failed") == 9
+
+
+async def test_a_payload_being_written_holds_its_room_in_the_persistent_queue(
+    tmp_path: Path,
+) -> None:
+    """Two payloads offered to a queue with room for one while the first is being written:
+    the second is refused (as the Collector's queue reserves the room before writing); before,
+    both were taken, the queue holding more than its capacity."""
+    host, backend, h = await persistent(tmp_path, queue_size=1)
+    outcomes = await asyncio.gather(
+        h.consume(Logs(b"", item_count=1)),
+        h.consume(Logs(b"", item_count=1)),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], RetryableError) and "full" in str(outcomes[1])
+    assert logs_value(h, "enqueue_failed") == 1
+    backend.gate.set()
+    await wait_until(lambda: backend.delivered == 1 and h.queue_size == 0)
+    await h.shutdown()
+    await host.storage.shutdown()
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["otlp", "prepared"])
+async def test_entries_recovered_after_a_restart_count_their_bytes(
+    tmp_path: Path, prepared: bool
+) -> None:
+    """``sizer: bytes``: the entries a restart finds in the persistent queue count their real
+    size (the payload's bytes, as when they were queued; OTLP or translated payloads), so the
+    queue is as full after the restart as before it (``queue_size``, the
+    ``otelcol_exporter_queue_size`` gauge, a refusal when full) and is empty again, exactly,
+    once they are sent. Before, a recovered entry counted 0 bytes."""
+    codec = LinesCodec(Signal.LOGS) if prepared else None
+
+    def payload(i: int) -> Payload:
+        if prepared:
+            return Lines([b"x" * (40 + i), b"y" * 10], 2, [1, 1])
+        return Logs(b"z" * (50 + i), item_count=2)
+
+    payloads = [payload(i) for i in range(3)]
+    total = sum(p.nbytes for p in payloads)
+    assert total == 153
+    # the first run: the backend is down; at the shutdown deadline every entry stays
+    host, _, first = await persistent(tmp_path, codec, sizer="bytes", queue_size=total)
+    for p in payloads:
+        await first.consume(p)
+    with pytest.raises(TimeoutError):  # a send in progress: cancelled at the deadline
+        await asyncio.wait_for(first.shutdown(), 0.3)
+    await host.storage.shutdown()
+    # the second run, over the same storage
+    host, backend, second = await persistent(tmp_path, codec, sizer="bytes", queue_size=total)
+    assert second.queue_size == total and queue_gauge(second) == total
+    assert second.exporter_state().queue_size == total
+    assert second.refusal() is not None  # full, as before the restart
+    assert logs_value(second, "queue_recovered") == 6
+    backend.gate.set()
+    await wait_until(lambda: logs_value(second, "sent") == 6)
+    assert second.queue_size == 0 and queue_gauge(second) == 0
+    await second.consume(payload(3))  # room for one more again
+    await wait_until(lambda: logs_value(second, "sent") == 8)
+    assert second.queue_size == 0 and queue_gauge(second) == 0
+    await second.shutdown()
+    await host.storage.shutdown()
+    assert backend.delivered == 8
+
+
+async def test_a_payload_whose_sender_went_away_while_it_was_written_is_not_left_behind(
+    tmp_path: Path,
+) -> None:
+    """The sender's call is cancelled (it went away, or its deadline passed) while its payload
+    is being written to the persistent queue: the payload is not queued (its room given back)
+    and its record, written all the same, is marked done, not left on disk to be sent after
+    the next start (the sender, never answered, sends it again). Before, the record stayed:
+    nothing sent it in this run, the next start did."""
+    host, _, h = await persistent(tmp_path, sizer="bytes", queue_size=1000)
+    log = host.storage.logs[h.storage_owner()]
+    sending = asyncio.ensure_future(h.consume(Logs(b"z" * 50, item_count=2)))
+    await asyncio.sleep(0)  # being written
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    assert h.queue_size == 0
+    await wait_until(lambda: log.stats.records_written == 1)
+    await wait_until(lambda: log.describe()["records_not_done"] == 0)
+    await h.shutdown()
+    await host.storage.shutdown()
+    host, _, h = await persistent(tmp_path, sizer="bytes", queue_size=1000)
+    assert h.queue_size == 0 and logs_value(h, "queue_recovered") == 0
+    await h.shutdown()
+    await host.storage.shutdown()

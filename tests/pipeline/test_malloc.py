@@ -34,7 +34,8 @@ def test_malloc_trim_is_callable_on_glibc() -> None:
 async def test_periodic_trim_runs_until_cancelled() -> None:
     calls: list[float] = []
     loop = asyncio.get_running_loop()
-    trimmer = PeriodicTrim(lambda: calls.append(loop.time()), interval=0.02)
+    # an idle process (its CPU clock stands still): every tick trims
+    trimmer = PeriodicTrim(lambda: calls.append(loop.time()), interval=0.02, cpu=lambda: 0.0)
     trimmer.start()
     while len(calls) < 3:
         await asyncio.sleep(0.01)
@@ -45,3 +46,28 @@ async def test_periodic_trim_runs_until_cancelled() -> None:
     assert trimmer.calls == seen
     assert all(b - a >= 0.015 for a, b in itertools.pairwise(calls))
     trimmer.cancel()  # twice is fine
+
+
+async def test_periodic_trim_skips_the_ticks_of_a_busy_process() -> None:
+    """A tick after the process used more than busy_share of a CPU since the last one does not
+    trim (what it would give back, the next requests fault in again); the first tick after the
+    load calms down does."""
+    calls: list[int] = []
+    state = {"used": 0.0, "busy": True}
+
+    def cpu() -> float:  # the process's CPU seconds: a busy process used 1 s since the last look
+        if state["busy"]:
+            state["used"] += 1.0
+        return state["used"]
+
+    trimmer = PeriodicTrim(lambda: calls.append(1), interval=0.02, busy_share=0.1, cpu=cpu)
+    trimmer.start()
+    while trimmer.skipped < 3:
+        await asyncio.sleep(0.01)
+    assert calls == []
+    state["busy"] = False  # idle again: the next tick trims
+    while not calls:
+        await asyncio.sleep(0.01)
+    trimmer.cancel()
+    assert trimmer.calls == len(calls) == 1
+    assert trimmer.skipped >= 3

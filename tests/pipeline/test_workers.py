@@ -52,21 +52,25 @@ service:
 
 
 class Gateway:
+    """A gateway process run with ``--workers`` (none for one worker) on the config
+    ``template`` (:data:`CONFIG` by default) filled with ``options`` and a free port for each
+    of ``ports``."""
+
     def __init__(
         self,
         tmp: Path,
         name: str,
         workers: int,
-        wait: str = "200ms",
-        routing: str = "trace_id",
-        acknowledge: str = "owner",
+        template: str = CONFIG,
+        ports: tuple[str, ...] = ("grpc", "http", "prom", "telemetry"),
+        **options: str,
     ) -> None:
-        self.ports = {k: free_port() for k in ("grpc", "http", "prom", "telemetry")}
-        text = CONFIG.format(wait=wait, routing=routing, acknowledge=acknowledge, **self.ports)
-        path = write_config(tmp, text, f"{name}.yaml")
-        self.config = path
+        self.ports = {k: free_port() for k in ports}
+        options = {"wait": "200ms", "routing": "trace_id", "acknowledge": "owner", **options}
+        text = template.format(**options, **self.ports)
+        self.config = write_config(tmp, text, f"{name}.yaml")
         args = ("--workers", str(workers)) if workers != 1 else ()
-        self.proc = GatewayProcess(path, args=args)
+        self.proc = GatewayProcess(self.config, args=args)
         self.workers = workers
 
     @property
@@ -74,34 +78,36 @@ class Gateway:
         return f"127.0.0.1:{self.ports['grpc']}"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        want = (
-            "every worker is ready; serving" if self.workers > 1 else "everything is ready; serving"
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(r.get("msg") == want for r in self.proc.records()):
-                return
-            if self.proc.proc.poll() is not None:
-                raise AssertionError("gateway exited:\n" + "\n".join(self.proc.lines()))
-            time.sleep(0.05)
-        raise AssertionError("not ready:\n" + "\n".join(self.proc.lines()))
+        ready(self.proc, self.workers, timeout)
 
     def scrape(self, which: str = "prom") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        url = f"http://127.0.0.1:{self.ports[which]}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            text = resp.read().decode()
-        out = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
+        return scrape_port(self.ports[which])
 
     def worker_pids(self) -> dict[int, int]:
-        pids: dict[int, int] = {}
-        for r in self.proc.records():
-            if r.get("msg") == "worker started":
-                pids[int(r["worker"])] = int(r["pid"])
-        return pids
+        return worker_pids(self.proc)
+
+
+def ready(proc: GatewayProcess, workers: int, timeout: float = 30.0) -> None:
+    """Wait until the gateway ``proc`` (run with ``workers`` workers) serves; fail at once,
+    with its output, when it exits."""
+    want = "every worker is ready; serving" if workers > 1 else "everything is ready; serving"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(r.get("msg") == want for r in proc.records()):
+            return
+        if proc.proc.poll() is not None:
+            raise AssertionError("gateway exited:\n" + "\n".join(proc.lines()))
+        time.sleep(0.05)
+    raise AssertionError("not ready:\n" + "\n".join(proc.lines()))
+
+
+def worker_pids(proc: GatewayProcess) -> dict[int, int]:
+    """The pid of each worker (by index) as the gateway ``proc`` logged their starts."""
+    pids: dict[int, int] = {}
+    for r in proc.records():
+        if r.get("msg") == "worker started":
+            pids[int(r["worker"])] = int(r["pid"])
+    return pids
 
 
 @contextlib.contextmanager
@@ -109,11 +115,12 @@ def running(
     tmp: Path,
     name: str,
     workers: int,
-    wait: str = "200ms",
-    routing: str = "trace_id",
-    acknowledge: str = "owner",
+    template: str = CONFIG,
+    ports: tuple[str, ...] = ("grpc", "http", "prom", "telemetry"),
+    **options: str,
 ) -> Iterator[Gateway]:
-    gw = Gateway(tmp, name, workers, wait, routing, acknowledge)
+    """:class:`Gateway` started, once it serves; stopped after."""
+    gw = Gateway(tmp, name, workers, template, ports, **options)
     with gw.proc:
         gw.wait_ready()
         yield gw
@@ -271,21 +278,9 @@ def test_killed_worker_is_restarted_and_counted_then_sigterm_drains(
     with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
         sink.wait_ready()
         records = gw.records
-        wait_for(lambda: any(r.get("msg") == "every worker is ready; serving" for r in records()))
-        pids = {
-            int(r["worker"]): int(r["pid"]) for r in records() if r.get("msg") == "worker started"
-        }
-        os.kill(pids[1], signal.SIGKILL)
-
-        def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                text = r.read().decode()
-            return {
-                (s.name, tuple(sorted(s.labels.items()))): s.value
-                for fam in text_string_to_metric_families(text)
-                for s in fam.samples
-            }
-
+        ready(gw, 2)
+        os.kill(worker_pids(gw)[1], signal.SIGKILL)
+        scrape = scrape_port
         wait_for(
             lambda: (
                 scrape(ports["telemetry"]).get(
@@ -312,9 +307,7 @@ def test_killed_worker_is_restarted_and_counted_then_sigterm_drains(
         assert own[("otelcol_receiver_accepted_spans_total", (("receiver", "otlp"),))] == spans
         sink_key = ("otelcol_receiver_accepted_spans_total", (("receiver", "otlp"),))
         assert scrape(sink_ports["telemetry"]).get(sink_key, 0) == 0  # all held
-        live = {
-            int(r["worker"]): int(r["pid"]) for r in records() if r.get("msg") == "worker started"
-        }
+        live = worker_pids(gw)
         assert gw.stop(signal.SIGTERM, timeout=60) == 0
         assert scrape(sink_ports["telemetry"])[sink_key] == spans
         done = records()
@@ -375,7 +368,7 @@ def test_pull_receivers_run_once_and_sighup_reloads_every_worker(tmp_path: Path)
     path = write_config(tmp_path, PULL.format(extra="", **ports), "pull.yaml")
     with GatewayProcess(path, args=("--workers", "2")) as gw:
         records = gw.records
-        wait_for(lambda: any(r.get("msg") == "every worker is ready; serving" for r in records()))
+        ready(gw, 2)
         primary_only = {
             (r.get("worker"), r.get("component"))
             for r in records()
@@ -485,12 +478,14 @@ class _Sink:
 
     def __init__(self, error: Exception | None = None) -> None:
         self.got: list[bytes] = []
+        self.signals: set[Any] = set()  # of what it took (a joined payload's too)
         self.error = error
 
     async def consume(self, data: Any) -> None:
         if self.error is not None:
             raise self.error
         self.got.append(data.to_bytes())
+        self.signals.add(data.signal)
 
 
 class _Graph:
@@ -633,7 +628,8 @@ class _CountingSink(_Sink):
 
 def test_frames_of_any_size_and_split_anyhow_reach_the_owner_whole(tmp_path: Path) -> None:
     """The owner reads its socket into one buffer: a part of several megabytes, frames cut
-    into single bytes, and several frames in one read each arrive whole and in order; the
+    into single bytes, and several frames in one read arrive whole and in order (the frames
+    of one read as one consume, each answered); the
     item count the sender knew travels with the part; a frame with an impossible length
     closes the connection and the owner keeps serving."""
     import asyncio
@@ -671,7 +667,9 @@ def test_frames_of_any_size_and_split_anyhow_reach_the_owner_whole(tmp_path: Pat
             assert sorted(struct.unpack("!IIB", x)[1:] for x in answers) == [
                 (i + 1, 0) for i in range(6)
             ]
-            assert sink.got[1:] == parts and sink.counts[1:] == [None] * 6
+            # the first frame came alone; the five completed by one read are one consume
+            assert sink.got[1:] == [parts[0], b"".join(parts[1:])]
+            assert sink.counts[1:] == [None] * 2
 
             writer.write(struct.pack("!I", 3) + b"\x00" * 3)  # shorter than any header
             await writer.drain()
@@ -778,8 +776,9 @@ def test_router_hands_the_siblings_parts_over_before_its_own_and_waits_for_every
 def test_the_answers_of_one_turn_leave_in_one_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Requests the owner accepted in the same turn of its event loop are answered in one
-    write (one wake-up of the sender for all of them), each with its own id and status."""
+    """Requests the owner took in the same turn of its event loop are answered in one write
+    (one wake-up of the sender for all of them), each with its own id and status: the parts
+    of one read for one pipeline set are one consume, whose refusal refuses exactly them."""
     import asyncio
     import struct
 
@@ -800,38 +799,260 @@ def test_the_answers_of_one_turn_leave_in_one_write(
             transport.write = recorded
             super().connection_made(transport)
 
-    def frame(req_id: int, body: bytes) -> bytes:
-        key = b"traces|traces|-1"
+    def frame(req_id: int, body: bytes, pipeline: str = "traces") -> bytes:
+        key = f"traces|{pipeline}|-1".encode()
         return _HEADER.pack(len(key) + len(body) + _HEADER.size - 4, req_id, 1, len(key)) + (
             key + body
         )
 
-    class Refusing(_Sink):
-        async def consume(self, data: Any) -> None:
-            if data.to_bytes() == b"\x0a\x03":
-                raise RetryableError("no room")
-            await super().consume(data)
+    class TwoPipelines:
+        def __init__(self) -> None:
+            self.sinks = {"traces": _Sink(), "other": _Sink(RetryableError("no room"))}
+
+        def pipeline_consumer(self, name: str) -> _Sink:
+            return self.sinks[name]
+
+    async def exchange(reader: Any, writer: Any, data: bytes, n: int) -> list[tuple[int, int]]:
+        writes.clear()
+        writer.write(data)
+        await writer.drain()
+        got, answers = [], b""
+        for _ in range(n):
+            head = await asyncio.wait_for(reader.readexactly(4), 5)
+            rest = await reader.readexactly(int.from_bytes(head, "big"))
+            got.append(struct.unpack_from("!IB", rest))
+            answers += head + rest
+        assert len(writes) == 1 and writes[0] == answers
+        return sorted(got)
 
     async def main() -> None:
         b = WorkerContext(1, 2, tmp_path)
-        sink = Refusing()
-        b.service = _Service(sink)
+        graph = TwoPipelines()
+        service = _Service(graph.sinks["traces"])
+        service.graph = graph  # type: ignore[assignment]
+        b.service = service
         monkeypatch.setattr(workers, "_ServerProtocol", Recording)
         await b.open()
         try:
             reader, writer = await asyncio.open_unix_connection(b.socket_path(1))
-            writer.write(b"".join(frame(i + 1, bytes([0x0A, i])) for i in range(6)))
-            await writer.drain()
-            got, answers = [], b""
-            for _ in range(6):
-                head = await asyncio.wait_for(reader.readexactly(4), 5)
-                rest = await reader.readexactly(int.from_bytes(head, "big"))
-                got.append(struct.unpack_from("!IB", rest))
-                answers += head + rest
-            assert len(writes) == 1 and writes[0] == answers
-            assert sorted(got) == [(1, 0), (2, 0), (3, 0), (4, 1), (5, 0), (6, 0)]
+            data = b"".join(
+                frame(i + 1, bytes([0x0A, i]), "other" if i == 3 else "traces") for i in range(6)
+            )
+            got = await exchange(reader, writer, data, 6)
+            assert got == [(1, 0), (2, 0), (3, 0), (4, 1), (5, 0), (6, 0)]
+            # one consume for the five parts of "traces", in order
+            assert graph.sinks["traces"].got == [
+                b"".join(bytes([0x0A, i]) for i in (0, 1, 2, 4, 5))
+            ]
+
+            graph.sinks["traces"].error = RetryableError("full")  # refuses the joined parts
+            data = b"".join(frame(10 + i, bytes([0x0A, i])) for i in range(3))
+            data += frame(20, b"\x0a\x09", "other")
+            graph.sinks["other"].error = None
+            got = await exchange(reader, writer, data, 4)
+            assert got == [(10, 1), (11, 1), (12, 1), (20, 0)]
+            assert graph.sinks["other"].got == [b"\x0a\x09"]
             writer.close()
         finally:
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_hostile_keys_in_one_read_are_refused_each_and_the_good_part_taken(
+    tmp_path: Path,
+) -> None:
+    """Frames of one read naming an unknown signal, a count that is not a number or
+    pipelines this worker does not have are each refused (retryable, the sender's log says
+    why), the good parts of that read taken as one consume; no joiner stays behind for a
+    key that names nothing, and the worker keeps serving."""
+    import asyncio
+    import struct
+
+    from pipeline.pdata import Signal
+    from pipeline.workers import _HEADER, WorkerContext
+
+    def frame(req_id: int, key: bytes, body: bytes) -> bytes:
+        return _HEADER.pack(len(key) + len(body) + _HEADER.size - 4, req_id, 1, len(key)) + (
+            key + body
+        )
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        b = WorkerContext(1, 2, tmp_path)
+        sink = _Sink()
+        b.service = _Service(sink)
+        await b.open()
+        try:
+            reader, writer = await asyncio.open_unix_connection(b.socket_path(1))
+            keys = [
+                b"traces|traces|-1",
+                b"bogus|traces|-1",
+                b"traces|traces|many",
+                b"traces|nope|-1",
+                b"traces|traces|2",
+                b"\xff|\xfe|-1",
+            ]
+            writer.write(b"".join(frame(i + 1, k, bytes([0x0A, 1, i])) for i, k in enumerate(keys)))
+            await writer.drain()
+            got = {}
+            for _ in keys:
+                head = await asyncio.wait_for(reader.readexactly(4), 5)
+                rest = await reader.readexactly(int.from_bytes(head, "big"))
+                req_id, status = struct.unpack_from("!IB", rest)
+                got[req_id] = status
+            assert got == {1: 0, 2: 1, 3: 1, 4: 1, 5: 0, 6: 1}
+            assert sink.got == [b"\x0a\x01\x00\x0a\x01\x04"]  # the good ones, one consume
+            assert set(b._joiners) == {"traces|traces"}
+            writer.close()
+            await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x02", 1)  # still serving
+            assert sink.got[-1] == b"\x0a\x02"
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_outcome(
+    tmp_path: Path,
+) -> None:
+    """While client requests are in progress in a worker (their siblings' parts not yet
+    answered), the local parts of the requests that follow in one turn are one consume,
+    and a sibling's part that arrives then joins that turn's consume; every request still
+    returns only once its parts were accepted; a refusal (the memory limiter's) refuses
+    exactly the requests whose parts the refused consume held; a sibling that goes away
+    fails the requests waiting for it (retryable), their local parts taken; an idle worker
+    consumes each part at once."""
+    import asyncio
+    import struct
+
+    from pipeline.errors import RetryableError
+    from pipeline.pdata import Signal, Traces
+    from pipeline.workers import _HEADER, Router, WorkerContext
+    from tests.pipeline.test__route import request, spans_of, trace_id
+
+    t0, t1 = trace_id(0, 2), trace_id(1, 2)
+
+    def split_request(k: int) -> bytes:  # k spans for worker 0, one for worker 1
+        return request([(f"r{k}", [t0] * k + [t1])]).SerializeToString()
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        b = WorkerContext(1, 2, tmp_path)
+        local, remote = _Sink(), _SlowSink()
+        a.service, b.service = _Service(local), _Service(remote)
+        await a.open()
+        await b.open()
+        router = Router(a, Signal.TRACES, ["traces"], local)
+        try:
+            await a._peer(1).ready()
+            # idle: one request at a time, each local part consumed at once
+            remote.release.set()
+            await router.consume(Traces(split_request(1)))
+            await router.consume(Traces(split_request(2)))
+            assert [len(spans_of(x)) for x in local.got] == [1, 2]
+            local.got.clear()
+            remote.got.clear()
+
+            # busy: the first request waits for its sibling; three more in one turn
+            remote.release.clear()
+            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            await asyncio.wait_for(remote.entered.wait(), 5)
+            rest = [
+                asyncio.ensure_future(router.consume(Traces(split_request(k)))) for k in (2, 3, 4)
+            ]
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert [len(spans_of(x)) for x in local.got] == [1, 2 + 3 + 4]
+            assert [s[0] for s in spans_of(local.got[1])] == ["r2"] * 2 + ["r3"] * 3 + ["r4"] * 4
+            assert not first.done() and not any(t.done() for t in rest)  # siblings not done
+
+            # a sibling's part read in the turn of a request's local part: one consume
+            reader, writer = await asyncio.open_unix_connection(a.socket_path(0))
+            await asyncio.sleep(0.05)  # accepted
+            key = b"traces|traces|1"
+            writer.write(
+                _HEADER.pack(len(key) + 3 + _HEADER.size - 4, 7, 1, len(key))
+                + key
+                + b"\x0a\x01\x07"
+            )
+            more = asyncio.ensure_future(router.consume(Traces(split_request(5))))
+            answer = await asyncio.wait_for(reader.readexactly(9), 5)
+            assert struct.unpack("!IIB", answer)[1:] == (7, 0)
+            assert len(local.got) == 3 and local.got[2].endswith(b"\x0a\x01\x07")
+            assert [s[0] for s in spans_of(local.got[2][:-3])] == ["r5"] * 5
+            writer.close()
+            rest.append(more)
+            remote.release.set()
+            await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+            assert sum(len(spans_of(x)) for x in remote.got) == 5  # one span of each request
+            assert local.signals == {Signal.TRACES}  # the joined payloads are traces
+            local.got.clear()
+
+            # the memory limiter refuses the joined consume: exactly its requests refused
+            remote.release.clear()
+            remote.entered.clear()
+            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            await asyncio.wait_for(remote.entered.wait(), 5)
+            local.error = RetryableError("memory limit")
+            rest = [asyncio.ensure_future(router.consume(Traces(split_request(k)))) for k in (2, 3)]
+            for _ in range(20):
+                await asyncio.sleep(0)
+            local.error = None
+            remote.release.set()
+            await asyncio.wait_for(first, 5)  # its own part was consumed alone, accepted
+            for t in rest:
+                with pytest.raises(RetryableError, match="memory limit"):
+                    await asyncio.wait_for(t, 5)
+            assert [len(spans_of(x)) for x in local.got] == [1]
+
+            # stopping: the requests in progress still have their own parts taken, joined;
+            # a sibling's part of that turn is refused (this worker takes none any more)
+            remote.release.clear()
+            remote.entered.clear()
+            local.got.clear()
+            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            await asyncio.wait_for(remote.entered.wait(), 5)
+            a.service._stopped = True  # type: ignore[misc]
+            reader, writer = await asyncio.open_unix_connection(a.socket_path(0))
+            await asyncio.sleep(0.05)  # accepted
+            writer.write(
+                _HEADER.pack(len(key) + 3 + _HEADER.size - 4, 8, 1, len(key))
+                + key
+                + b"\x0a\x01\x08"
+            )
+            rest = [asyncio.ensure_future(router.consume(Traces(split_request(k)))) for k in (2, 3)]
+            answer = await asyncio.wait_for(reader.readexactly(9), 5)
+            assert struct.unpack("!IIB", answer)[1:] == (8, 1)  # retryable
+            assert await reader.readexactly(int.from_bytes(answer[:4], "big") - 5) == (
+                b"worker 0 is not serving"
+            )
+            writer.close()
+            assert [len(spans_of(x)) for x in local.got] == [1, 5]
+            remote.release.set()
+            await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+            a.service._stopped = False  # type: ignore[misc]
+
+            # the sibling goes away while requests wait for it: each fails, retryable
+            remote.release.clear()
+            remote.entered.clear()
+            local.got.clear()
+            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            await asyncio.wait_for(remote.entered.wait(), 5)
+            rest = [asyncio.ensure_future(router.consume(Traces(split_request(k)))) for k in (2, 3)]
+            for _ in range(20):
+                await asyncio.sleep(0)
+            proto = a._peers[1]._proto
+            assert proto is not None and proto.transport is not None
+            proto.transport.close()
+            for t in (first, *rest):
+                with pytest.raises(RetryableError, match="went away"):
+                    await asyncio.wait_for(t, 5)
+            assert [len(spans_of(x)) for x in local.got] == [1, 5]  # taken: at least once
+            remote.release.set()
+        finally:
+            await a.close()
             await b.close()
 
     asyncio.run(main())

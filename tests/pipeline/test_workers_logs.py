@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.test_workers import Gateway, wait_for
-from tests.support import ROOT, free_port, write_config
+from tests.pipeline.test_workers import running, wait_for
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -67,16 +67,10 @@ def test_events_meet_their_spans_across_workers(
     """By first arrival too: the spans' and the events' connections may land on different
     workers, and whichever arrives first claims the trace for both; answered on hand-over,
     the events that cross reach their trace's worker as well."""
-    gw = Gateway.__new__(Gateway)
-    gw.ports = {k: free_port() for k in ("grpc", "prom", "prom_alone", "telemetry")}
-    text = CONFIG.format(routing=routing, acknowledge=acknowledge, **gw.ports)
-    gw.config = write_config(tmp_path, text, "logs-workers.yaml")
-    from tests.support import GatewayProcess
-
-    gw.proc = GatewayProcess(gw.config, args=("--workers", "2"))
-    gw.workers = 2
-    with gw.proc:
-        gw.wait_ready()
+    ports = ("grpc", "prom", "prom_alone", "telemetry")
+    with running(
+        tmp_path, "logs-workers", 2, CONFIG, ports, routing=routing, acknowledge=acknowledge
+    ) as gw:
         for _ in range(RUNS):
             subprocess.run(
                 [sys.executable, "-m", "tests.plugins.agentmetrics_event_sources",

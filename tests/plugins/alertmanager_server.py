@@ -16,36 +16,28 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from tests.support import ROOT, free_port, require_program
+from tests.plugins.helpers.peers import LocalServer
+from tests.support import ROOT, free_port, require_program, serving
 
 SHIPPED = ROOT / "configs" / "alerts" / "alertmanager.yml"
 RELAY = "http://alert-relay.example.internal"
 
 
-class Webhook:
+class Webhook(LocalServer):
     """Collects Alertmanager's webhook notifications (by path: one per receiver)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.notifications: list[dict[str, Any]] = []
-        self._runner: web.AppRunner | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/{tail:.*}", self._handle)]
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         body["_path"] = request.path
         self.notifications.append(body)
         return web.Response(status=200)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def alerts(self, status: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """(receiver, alert) of every notification, optionally only ``firing`` / ``resolved``."""
@@ -126,7 +118,6 @@ async def alertmanager(
     """Start Alertmanager (the shipped routing unless ``config_text``) and its webhook."""
     binary = require_program("prometheus-alertmanager", "apt-get install prometheus-alertmanager")
     webhook = Webhook()
-    await webhook.start()
     port = port or free_port()
     directory = tmp_path / f"alertmanager-{port}"
     directory.mkdir(parents=True)
@@ -141,33 +132,6 @@ async def alertmanager(
         "--cluster.listen-address=",  # no cluster: notifications do not wait for gossip
         "--log.level=warn",
     ]
-    proc = _spawn(args, log)
-    server = AlertmanagerServer(proc, port, log)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        async with aiohttp.ClientSession() as session:
-            while True:
-                if proc.poll() is not None:
-                    raise AssertionError("alertmanager exited:\n" + log.read_text(errors="replace"))
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(server.url + "/-/ready") as resp:
-                        if resp.status == 200:
-                            break
-                if loop.time() > deadline:
-                    raise AssertionError("alertmanager not ready:\n" + log.read_text())
-                await asyncio.sleep(0.1)
-        yield server, webhook
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        await webhook.stop()
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    ready = f"http://127.0.0.1:{port}/-/ready"
+    async with webhook, serving("alertmanager", args, log, ready, 30) as proc:
+        yield AlertmanagerServer(proc, port, log), webhook

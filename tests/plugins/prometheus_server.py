@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from tests.support import free_port, require_program
+from tests.support import free_port, require_program, serving
 
 
 class PrometheusServer:
@@ -107,35 +107,10 @@ async def prometheus(
         web_file.write_text(yaml.safe_dump(web_config))
         args.append(f"--web.config.file={web_file}")
     log = directory / "prometheus.log"
-    proc = _spawn(args, log)
-    server = PrometheusServer(proc, port, log, headers)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        async with aiohttp.ClientSession(headers=headers) as session:
-            while True:
-                if proc.poll() is not None:
-                    raise AssertionError("prometheus exited:\n" + log.read_text(errors="replace"))
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(server.url + "/-/ready") as resp:
-                        if resp.status == 200:
-                            break
-                if loop.time() > deadline:
-                    raise AssertionError("prometheus not ready:\n" + log.read_text())
-                await asyncio.sleep(0.1)
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    async with serving(
+        "prometheus", args, log, f"http://127.0.0.1:{port}/-/ready", 60, headers
+    ) as proc:
+        yield PrometheusServer(proc, port, log, headers)
 
 
 def run(args: list[str], input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -19,7 +19,7 @@ import asyncio
 import collections
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -530,6 +530,22 @@ def failed_trace(rng: random.Random, trace: int) -> list[Span]:
     return out
 
 
+def split_and_repeated(rng: random.Random, traces: Iterable[list[Span]]) -> list[list[Span]]:
+    """The requests that carry ``traces`` (taken one at a time: drawn from ``rng`` in turn):
+    a trace in one request, or three times in ten split over two (the later half in the next
+    request); then, one time in five, one of the requests sent again (its layers late)."""
+    requests: list[list[Span]] = []
+    for spans in traces:
+        if rng.random() < 0.3:
+            cut = rng.randint(1, len(spans))
+            requests += [spans[:cut], spans[cut:]]
+        else:
+            requests.append(spans)
+    if rng.random() < 0.2:
+        requests.append(rng.choice(requests))
+    return requests
+
+
 @JOIN_SETTINGS
 def test_failed_traces_settled_in_c_count_as_the_python_join(
     join: dict[str, Any], monkeypatch: pytest.MonkeyPatch
@@ -542,16 +558,9 @@ def test_failed_traces_settled_in_c_count_as_the_python_join(
     counts: collections.Counter[str] = collections.Counter()
     errors = 0
     for _sequence in range(60):
-        requests: list[list[Span]] = []
-        for trace in range(1, rng.randint(2, 6)):
-            spans = failed_trace(rng, trace)
-            if rng.random() < 0.3:  # split: the later half in the next request
-                cut = rng.randint(1, len(spans))
-                requests += [spans[:cut], spans[cut:]]
-            else:
-                requests.append(spans)
-        if rng.random() < 0.2:
-            requests.append(rng.choice(requests))  # a trace again: its layers late
+        requests = split_and_repeated(
+            rng, (failed_trace(rng, trace) for trace in range(1, rng.randint(2, 6)))
+        )
         results = []
         for native in ("1", "0"):
             monkeypatch.setenv("PIPELINE_NATIVE", native)
@@ -1515,16 +1524,9 @@ def test_failed_layers_packed_count_as_the_python_join(
                 if s.status.code == s.status.STATUS_CODE_ERROR:
                     hostile_failure(rng, s)
             base += spans
-        requests: list[list[Span]] = []
-        for run in range(1, rng.randint(3, 5)):
-            spans = rerun(base, run)
-            if rng.random() < 0.3:  # split: the later half in the next request
-                cut = rng.randint(1, len(spans))
-                requests += [spans[:cut], spans[cut:]]
-            else:
-                requests.append(spans)
-        if rng.random() < 0.2:
-            requests.append(rng.choice(requests))  # a run again: its layers late
+        requests = split_and_repeated(
+            rng, (rerun(base, run) for run in range(1, rng.randint(3, 5)))
+        )
         sequence = [encoded(s) for s in requests]
         bad = any(BAD_UTF8 in raw for raw in sequence)
         items["not UTF-8"] += bad
@@ -1543,3 +1545,241 @@ def test_failed_layers_packed_count_as_the_python_join(
     assert items["packed with failures"] > 100, items
     assert items["with failures"] > 100 and items["with failed layers"] > 50, items
     assert items["not UTF-8"] >= 3 and items["refused"] >= 3, items
+
+
+# -- holding a request's Packed items (calls.py hold_packed and its C twin) ---------------------
+def hostile_item(rng: random.Random, traces: list[bytes]) -> Any:
+    """An item of a request's layers: mostly Packed items of a few traces (links only, a
+    few layers, around MAX_ENTRY_ITEMS, huge counts), and now and then what the C side must
+    leave to the twin or refuse as it does (Layer objects, tuples of another length or
+    subclass, traces and counts of other types)."""
+    from plugins.agentmetricsconnector.calls import MAX_ENTRY_ITEMS
+
+    trace = rng.choice(traces)
+    count = rng.choice([0, 0, 1, 1, 2, 3, 7, MAX_ENTRY_ITEMS - 1, MAX_ENTRY_ITEMS,
+                        MAX_ENTRY_ITEMS + 1, 1 << 61, 1 << 70, -1, -(1 << 70)])  # fmt: skip
+    roll = rng.random()
+    if roll < 0.8:
+        return (trace, rng.randbytes(rng.choice([0, 32, 64])), count, b"")
+    return rng.choice([
+        Layer(trace, b"\x01", b"", 0, "t"),
+        (trace, b"", count),
+        (trace, b"", count, b"", 0),
+        (trace.hex(), b"", count, b""),  # (a str trace: the twin's)
+        (1, b"", count, b""),
+        (trace, b"", float(count), b""),
+        (trace, b"", bool(count), b""),
+        (trace, b"", str(count), b""),
+        (trace, b"", None, b""),
+        ([trace], b"", count, b""),  # (unhashable)
+        Packedlike((trace, b"", count, b"")),
+    ])  # fmt: skip
+
+
+class Packedlike(tuple[Any, ...]):
+    """A tuple subclass: not a Packed item (a Layer to the joiner)."""
+
+
+class OtherEntry:
+    """Another slots class of the entry's attributes, in another order (offsets of its own)."""
+
+    __slots__ = ("deadline", "extra", "failures", "layers", "packed", "parents")
+
+    def __init__(self, *args: Any) -> None:
+        for name, value in zip(ENTRY_SLOTS, args, strict=True):
+            setattr(self, name, value)
+
+
+ENTRY_SLOTS = ("deadline", "layers", "failures", "parents", "packed", "extra")
+
+
+def entry_state(entry: Any) -> Any:
+    if not hasattr(entry, "__slots__"):
+        return entry
+    return (type(entry).__name__, *(getattr(entry, name, "<unset>") for name in ENTRY_SLOTS))
+
+
+def random_pending(rng: random.Random, traces: list[bytes], entry: type) -> Any:
+    """A joiner's pending traces: packed entries and unpacked ones, and hostile ones (another
+    class, ``packed`` or ``extra`` of another type, unset slots, None)."""
+    pending: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+    for trace in rng.sample(traces, rng.randint(0, len(traces))):
+        roll = rng.random()
+        packed: Any = rng.random() < 0.7
+        extra: Any = rng.choice([0, 3, -2, 1 << 62])
+        if roll < 0.1:
+            packed = rng.choice([1, "yes", None, 0])
+        elif roll < 0.2:
+            extra = rng.choice([1.5, "x", None])
+        if roll > 0.95:
+            pending[trace] = rng.choice([None, 7, OtherEntry(0.0, [], [], {}, True, 0)])
+            continue
+        held = entry(0.5, [(trace, b"", 1, b"")], [], {}, packed, extra)
+        if rng.random() < 0.03:
+            del held.extra  # (an unset slot: the twin's AttributeError)
+        pending[trace] = held
+    return pending
+
+
+def hold_all(
+    hold: Any,
+    items: list[Any],
+    pending: Any,
+    grown: list[bytes],
+    links: list[Any] | None,
+    entry: type,
+    max_items: int,
+) -> Any:
+    """``items`` held as CallJoiner.add holds them with ``hold`` (the Python twin going on
+    where the C one stops): the index of every item left to the joiner (the others skipped),
+    and the error the twin raised (the state it left compared by the caller)."""
+    from plugins.agentmetricsconnector.calls import hold_packed
+
+    left, at = [], 0
+    try:
+        while at < len(items):
+            at = hold(items, at, pending, 1.5, grown, links, entry, max_items)
+            if hold is not hold_packed and at < len(items):
+                at = hold_packed(items, at, pending, 1.5, grown, links, entry, max_items)
+            if at < len(items):
+                left.append(at)
+                at += 1
+    except Exception as exc:  # (the twin's errors, compared)
+        return left, type(exc).__name__
+    return left, None
+
+
+def assert_holds_agree(rng: random.Random, rounds: int) -> collections.Counter[str]:
+    """Random requests' items held by the C ``hold_packed`` (then the twin where it stops) and
+    by the twin alone, on equal pending traces: the same entries (class, deadline, items,
+    extra) in the same order of ``pending``, the same ``grown`` and ``links_only`` lists, the
+    same items left to the joiner, the same error."""
+    from plugins.agentmetricsconnector.calls import _Entry, hold_packed
+
+    native = load("_agentscan")
+    assert native is not None
+    counts: collections.Counter[str] = collections.Counter()
+    for _ in range(rounds):
+        traces = [rng.randbytes(16) for _ in range(rng.randint(1, 6))]
+        entry = rng.choice([_Entry, _Entry, OtherEntry])
+        seed = rng.random()
+        items = [hostile_item(rng, traces) for _ in range(rng.randint(0, 40))]
+        if rng.random() < 0.1:  # many items of one trace
+            items += [(traces[0], b"", rng.choice([0, 1, 5000]), b"")] * rng.randint(1, 3000)
+        max_items = rng.choice([0, 5, 10_000])
+        links_given = rng.random() < 0.5
+        results = []
+        for hold in (native.hold_packed, hold_packed):
+            pending = random_pending(random.Random(seed), traces, entry)
+            grown: list[bytes] = []
+            links: list[Any] | None = [] if links_given else None
+            if rng.random() < 0.1 and hold is native.hold_packed:
+                pending = dict(pending)  # (a plain dict: held as the OrderedDict)
+            left = hold_all(hold, items, pending, grown, links, entry, max_items)
+            results.append((left, [(t, entry_state(e)) for t, e in pending.items()], grown, links))
+        assert results[0] == results[1]
+        counts["error" if results[0][0][1] else "held"] += 1
+        counts["left"] += len(results[0][0][0])
+        counts["entries"] += len(results[0][1])
+    return counts
+
+
+def test_hold_packed_holds_as_its_python_twin() -> None:
+    """``_agentscan.hold_packed`` (then the twin where it stops, as ``CallJoiner.add`` goes on)
+    against the twin alone on random requests of Packed items, hostile ones among them: the
+    same pending entries in the same order, the same lists, the same items left to the
+    joiner, the same errors."""
+    rng = random.Random(4242)
+    counts = assert_holds_agree(rng, 1500)
+    assert counts["held"] > 300 and counts["error"] > 300 and counts["left"] > 1000, counts
+
+
+def test_hold_packed_refuses_what_is_not_the_joiners() -> None:
+    """Wrong arguments and an entry class it cannot make (no such slots, a class with a
+    ``__dict__``, not a class) are refused with TypeError, nothing held."""
+    from plugins.agentmetricsconnector.calls import _Entry
+
+    native = load("_agentscan")
+    assert native is not None
+
+    class Plain:
+        pass
+
+    class Missing:
+        __slots__ = ("deadline", "failures", "layers", "packed", "parents")
+
+    item = (b"t" * 16, b"", 1, b"")
+    pending: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+    for entry in (Plain, Missing, object, int, _Entry(0.0), None):
+        with pytest.raises(TypeError):
+            native.hold_packed([item], 0, pending, 1.0, [], None, entry, 10)
+    args: tuple[Any, ...]
+    for args in (
+        ((item,), 0, pending, 1.0, [], None, _Entry, 10),
+        ([item], 0, pending, 1.0, (), None, _Entry, 10),
+        ([item], 0, pending, 1.0, [], (), _Entry, 10),
+        ([item], "0", pending, 1.0, [], None, _Entry, 10),
+        ([item], 0, pending, 1.0, [], None, _Entry, "10"),
+        ([item], 0, pending, 1.0, [], None, _Entry),
+    ):
+        with pytest.raises(TypeError):
+            native.hold_packed(*args)
+    assert not pending
+    # past the end (as the twin: the items' length), before the start, another mapping (left
+    # to the twin): nothing held
+    assert native.hold_packed([item], 5, pending, 1.0, [], None, _Entry, 10) == 1
+    assert native.hold_packed([item], -3, pending, 1.0, [], None, _Entry, 10) == 1
+    assert list(pending) == [item[0]]
+    assert native.hold_packed([item], 0, collections.Counter(), 1.0, [], None, _Entry, 10) == 0
+
+
+def test_hold_packed_holds_items_that_are_its_own_lists_as_the_twin() -> None:
+    """The request's items list given as ``grown``, ``links_only`` or a packed entry's layers
+    (it grows while held): the same entries, lists and index as the twin's."""
+    from plugins.agentmetricsconnector.calls import _Entry, hold_packed
+
+    native = load("_agentscan")
+    assert native is not None
+    a, b = b"a" * 16, b"b" * 16
+    for alias in ("grown", "links", "layers"):
+        results = []
+        for hold in (native.hold_packed, hold_packed):
+            items: list[Any] = [(a, b"", 3, b""), (b, b"", 0, b""), (a, b"", 20, b""),
+                                (b, b"", 0, b"")]  # fmt: skip
+            pending: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+            if alias == "layers":
+                pending[a] = _Entry(0.5, items, [], {}, True, 0)
+            grown = items if alias == "grown" else []
+            links = items if alias == "links" else []
+            at = hold(items, 0, pending, 1.0, grown, links, _Entry, 10)
+            results.append((at, len(items), [entry_state(e) for e in pending.values()]))
+        assert results[0] == results[1], alias
+
+
+def test_packed_entries_of_huge_traces_settle_with_their_request() -> None:
+    """A Packed item of more than MAX_ENTRY_ITEMS layers, or one that grows a packed entry past
+    it, is due at once (settled with its request) through the joiner with the C scanner's
+    hold_packed, as through the twin."""
+    from plugins.agentmetricsconnector.calls import MAX_ENTRY_ITEMS
+
+    native = load("_agentscan")
+    assert native is not None
+    for hold in (native.hold_packed, None):
+        joiner = CallJoiner(10.0, 100)
+        if hold is not None:
+            joiner.hold = hold
+        small, huge, grows = b"s" * 16, b"h" * 16, b"g" * 16
+        items: list[Any] = [(small, b"", 2, b""), (huge, b"", MAX_ENTRY_ITEMS + 1, b""),
+                 (grows, b"", MAX_ENTRY_ITEMS, b"")]  # fmt: skip
+        joiner.add(items, [], T0)
+        assert list(joiner.pending) == [huge, small, grows]
+        assert joiner.pending[huge].deadline == T0
+        assert joiner.pending[small].deadline == joiner.pending[grows].deadline == T0 + 10
+        items = [(grows, b"", 1, b""), (small, b"", 1, b"")]
+        joiner.add(items, [], T0 + 1)
+        assert list(joiner.pending) == [grows, huge, small]
+        assert joiner.pending[grows].deadline == T0 + 1
+        assert (joiner.pending[grows].extra, len(joiner.pending[grows].layers)) == (
+            MAX_ENTRY_ITEMS - 1,
+            2,
+        )

@@ -26,6 +26,7 @@ from plugins.alertmanagerexporter.factory import AlertmanagerExporterFactory
 from plugins.anomalyconnector.config import DEFAULT_ACTIONS, AnomalyConfig, RuleConfig
 from plugins.anomalyconnector.factory import AnomalyConnectorFactory
 from tests.plugins.alertmanager_server import alertmanager, wait_until_async
+from tests.plugins.helpers.peers import LocalServer, forward
 from tests.plugins.test_anomalyconnector import FAST, T0, gauge
 from tests.support import free_port
 
@@ -635,39 +636,23 @@ def test_alert_batches_round_trip_through_the_persistent_queue_codec() -> None:
             codec.decode(body[:cut])
 
 
-class AlertProxy:
+class AlertProxy(LocalServer):
     """Forwards alert posts to Alertmanager and keeps each post's alerts."""
 
     def __init__(self, target: str) -> None:
+        super().__init__()
         self.target = target
         self.posts: list[list[dict[str, Any]]] = []
-        self.port = free_port()
-        self._runner: Any = None
+
+    def routes(self) -> list[Any]:
+        from aiohttp import web
+
+        return [web.post("/api/v2/alerts", self._handle)]
 
     async def _handle(self, request: Any) -> Any:
-        import aiohttp
-        from aiohttp import web
-
         body = await request.read()
         self.posts.append(json.loads(body))
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(self.target + request.path, data=body, headers=request.headers) as resp,
-        ):
-            return web.Response(status=resp.status, body=await resp.read())
-
-    async def __aenter__(self) -> AlertProxy:
-        from aiohttp import web
-
-        app = web.Application()
-        app.router.add_post("/api/v2/alerts", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._runner.cleanup()
+        return await forward(self.target + request.path, request, body)
 
     def alerts(self) -> list[tuple[str, bool]]:
         """(probe, resolved) of every alert posted, in order (a firing alert is valid for

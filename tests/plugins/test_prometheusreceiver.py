@@ -17,6 +17,7 @@ from pipeline.telemetry import SelfTelemetry, component_logger
 from plugins.prometheusreceiver.config import PrometheusReceiverConfig
 from plugins.prometheusreceiver.receiver import PrometheusReceiver
 from tests.hostile import cost
+from tests.plugins.helpers.peers import LocalServer
 from tests.plugins.prometheus_server import prometheus
 from tests.support import config_from_text, free_port, running_service, wait_until
 
@@ -396,14 +397,16 @@ def test_config_errors(tmp_path: Path) -> None:
 
 
 # -- limits: hostile or runaway targets -------------------------------------------------------
-class Target:
+class Target(LocalServer):
     """A scrape target serving what the test says, counting the requests it gets."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.bodies: list[tuple[bytes, dict[str, str]]] = []
         self.requests = 0
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/metrics", self._handle)]
 
     def serve(self, text: str | bytes, **headers: str) -> None:
         body = text.encode() if isinstance(text, str) else text
@@ -413,18 +416,6 @@ class Target:
         self.requests += 1
         body, headers = self.bodies[min(self.requests, len(self.bodies)) - 1]
         return web.Response(body=body, headers=headers)
-
-    async def __aenter__(self) -> Target:
-        app = web.Application()
-        app.router.add_get("/metrics", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
 
 async def scrape(

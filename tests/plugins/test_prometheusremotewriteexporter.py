@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import cramjam
 import pytest
 from aiohttp import web
@@ -24,6 +23,7 @@ from opentelemetry.sdk.resources import Resource
 
 from pipeline import ConfigErrors, Metrics
 from plugins.prometheusremotewriteexporter import prompb
+from tests.plugins.helpers.peers import LocalServer, forward
 from tests.plugins.prometheus_server import prometheus, value
 from tests.support import config_from_text, free_port, logged, running_service, wait_until
 
@@ -117,17 +117,19 @@ def _delta_request(value_: int, t_ns: int) -> ExportMetricsServiceRequest:
     return req
 
 
-class FlakyProxy:
+class FlakyProxy(LocalServer):
     """Answers the first ``failures`` requests with ``status``, then forwards to Prometheus;
     keeps every request's headers and body for inspection."""
 
     def __init__(self, target: str, failures: int, status: int) -> None:
+        super().__init__()
         self.target = target
         self.failures = failures
         self.status = status
         self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/api/v1/write", self._handle)]
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -135,23 +137,7 @@ class FlakyProxy:
         if self.failures > 0:
             self.failures -= 1
             return web.Response(status=self.status, text="try later", headers={"Retry-After": "0"})
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(self.target, data=body, headers=request.headers) as resp,
-        ):
-            return web.Response(status=resp.status, body=await resp.read())
-
-    async def __aenter__(self) -> FlakyProxy:
-        app = web.Application()
-        app.router.add_post("/api/v1/write", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+        return await forward(self.target, request, body)
 
 
 async def _export(otlp_port: int, req: ExportMetricsServiceRequest) -> None:
@@ -317,37 +303,23 @@ def test_a_sending_queue_without_num_consumers_keeps_one_consumer() -> None:
     assert consumers({"num_consumers": 4}) == 4
 
 
-class HoldingProxy:
+class HoldingProxy(LocalServer):
     """Holds every request until ``release`` is set, then forwards it to Prometheus."""
 
     def __init__(self, target: str) -> None:
+        super().__init__()
         self.target = target
         self.release = asyncio.Event()
         self.arrived = 0
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/api/v1/write", self._handle)]
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.arrived += 1
         await self.release.wait()
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(self.target, data=body, headers=request.headers) as resp,
-        ):
-            return web.Response(status=resp.status, body=await resp.read())
-
-    async def __aenter__(self) -> HoldingProxy:
-        app = web.Application()
-        app.router.add_post("/api/v1/write", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+        return await forward(self.target, request, body)
 
 
 FULL_QUEUES = {

@@ -1,5 +1,6 @@
-"""Real peers for the health tests: an MCP server subprocess, a port that accepts connections
-and never answers, and a server that speaks broken JSON-RPC."""
+"""Real peers for the tests: an MCP server subprocess, a port that accepts connections and
+never answers, a server that speaks broken JSON-RPC, and local HTTP servers (targets, proxies
+and webhooks beside a real Prometheus or Alertmanager)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Self
 
+import aiohttp
 from aiohttp import web
 
 from tests.support import free_port
@@ -69,3 +72,38 @@ async def http_server(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+class LocalServer:
+    """A local HTTP server on a free port (``port`` and ``url``, known before it listens),
+    serving the routes a subclass gives in :meth:`routes` while it is entered (``async
+    with``)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._runner: web.AppRunner | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.add_routes(self.routes())
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def forward(target: str, request: web.Request, body: bytes) -> web.Response:
+    """``request`` (its ``body``, already read) posted to ``target``, answered as it answers."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(target, data=body, headers=request.headers) as resp,
+    ):
+        return web.Response(status=resp.status, body=await resp.read())

@@ -16,7 +16,10 @@ import h2.connection
 import h2.events
 import pytest
 
+from pipeline import current_client
+from pipeline.client import ClientInfo
 from plugins.otlpreceiver.grpc_native import percent_encode, status_details
+from plugins.otlpreceiver.receiver import OTLPReceiver
 from tests.plugins._native_support import require_native
 from tests.plugins.otlpreceiver.test_grpc_server import (
     TRACE_EXPORT,
@@ -181,6 +184,41 @@ async def test_shutdown_says_goaway_to_connected_clients(tmp_path: Path, native:
     await c.read_until(lambda: "eof" in c.events)
     assert any(isinstance(e, h2.events.ConnectionTerminated) for e in c.events)
     await c.close()
+
+
+async def test_the_pipeline_knows_the_sender_of_each_call(
+    tmp_path: Path, native: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every call's payload is pushed with its sender as the current client (its connection's
+    address, the receiver, ``grpc``, no authenticator's facts), calls of one connection and of
+    another alike; outside a call there is none."""
+    seen: list[ClientInfo | None] = []
+    original = OTLPReceiver.push_payload
+
+    async def recording(self: OTLPReceiver, signal: Any, payload: Any) -> int:
+        seen.append(current_client())
+        return await original(self, signal, payload)
+
+    monkeypatch.setattr(OTLPReceiver, "push_payload", recording)
+    port = free_port()
+    async with running_service(config(port), tmp_path) as service:
+        first, second = await RawClient.open(port), await RawClient.open(port)
+        addrs = []
+        for c in (first, second, first):
+            sid = await c.call(framed(request(1)))
+            await c.read_until(lambda c=c, sid=sid: c.ended(sid))
+            assert c.headers(sid)["grpc-status"] == "0"
+            host, peer_port = c.writer.get_extra_info("sockname")[:2]
+            addrs.append(f"{host}:{peer_port}")
+        await first.close()
+        await second.close()
+        await wait_until(lambda: accepted(service) == 3)
+    assert addrs[0] != addrs[1]
+    assert [c.addr if c else None for c in seen] == addrs
+    assert all(
+        c is not None and (c.receiver, c.transport, c.auth) == ("otlp", "grpc", {}) for c in seen
+    )
+    assert current_client() is None
 
 
 def test_grpc_message_and_details_encoding() -> None:
