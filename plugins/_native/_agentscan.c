@@ -404,6 +404,9 @@ typedef struct {
     PyObject *s_success_outcome, *s_failed_outcome, *s_timeout, *s_cancelled, *s_critical, *s_workflow;
     cache_slot *cache;
     Py_ssize_t cache_used;
+    /* per scan key, the last value cached_value gave for it (see key_value): its encoding (the
+     * cache slot's copy) and text (borrowed from the slot); forgotten with the cache */
+    struct { const uint8_t *raw; Py_ssize_t n; PyObject *text; } value_memo[NKEYS];
     PyObject *spill; /* list: decoded values that did not fit in the cache this scan */
     /* spans left to Python: attribute keys, span-name and scope-name prefixes (bytes) */
     slice defer_keys[MAX_DEFER_KEYS];
@@ -564,18 +567,41 @@ static void cache_clear(Scanner *self) {
         if (c->raw != NULL) { PyMem_Free(c->raw); c->raw = NULL; Py_CLEAR(c->text); }
     }
     self->cache_used = 0;
+    memset(self->value_memo, 0, sizeof(self->value_memo));
 }
 
 /* decode_value, remembered per distinct encoding. Borrowed reference, valid until the end of
  * the scan: the table is only cleared between scans (scan_begin); when it is too full to take
- * more during a scan, the value is kept alive in self->spill, emptied by scan_begin. */
-static PyObject *cached_value(Scanner *self, slice raw) {
+ * more during a scan, the value is kept alive in self->spill, emptied by scan_begin. *slot:
+ * the cache slot holding it (NULL: spilled, or an error). */
+static PyObject *cached_value(Scanner *self, slice raw, cache_slot **slot);
+
+/* cached_value of scan key k's value: the same text, without hashing the encoding when it is
+ * the one the key had last (the values of a key repeat from span to span) */
+static inline PyObject *key_value(Scanner *self, int k, slice raw) {
+    if (self->value_memo[k].text != NULL && slice_eq((slice){self->value_memo[k].raw, self->value_memo[k].n}, raw))
+        return self->value_memo[k].text;
+    cache_slot *slot;
+    PyObject *text = cached_value(self, raw, &slot);
+    if (slot != NULL) {
+        self->value_memo[k].raw = slot->raw;
+        self->value_memo[k].n = slot->n;
+        self->value_memo[k].text = slot->text;
+    }
+    return text;
+}
+
+static PyObject *cached_value(Scanner *self, slice raw, cache_slot **slot) {
     Py_hash_t h = hash_bytes(raw);
     Py_ssize_t i = h & (CACHE_SLOTS - 1);
+    *slot = NULL;
     for (;;) {
         cache_slot *c = &self->cache[i];
         if (c->raw == NULL) break;
-        if (c->hash == h && c->n == raw.n && memcmp(c->raw, raw.p, raw.n) == 0) return c->text;
+        if (c->hash == h && c->n == raw.n && memcmp(c->raw, raw.p, raw.n) == 0) {
+            *slot = c;
+            return c->text;
+        }
         i = (i + 1) & (CACHE_SLOTS - 1);
     }
     PyObject *text = decode_value(self, raw);
@@ -593,6 +619,7 @@ static PyObject *cached_value(Scanner *self, slice raw) {
     c->hash = h;
     c->text = text;
     self->cache_used++;
+    *slot = c;
     return text;
 }
 
@@ -933,7 +960,7 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
 }
 
 /* get(): the decoded value, or NULL when absent (borrowed; NULL with an error set on failure) */
-#define GET(k) (s->present[k] ? cached_value(self, s->values[k]) : NULL)
+#define GET(k) (s->present[k] ? key_value(self, k, s->values[k]) : NULL)
 
 /* get() as a truthiness test: value or "" when absent */
 static inline int truthy(PyObject *o) { return o != NULL && PyUnicode_GET_LENGTH(o) > 0; }
