@@ -1975,6 +1975,51 @@ static int utf8_valid(slice s) {
 
 #define JOIN_ID_MAX 65535 /* bytes of one id at most (its length is 2 bytes in the ids string) */
 
+/* An attribute entry as join_id_of reads it: 1 with its key and value (*nval values: 0 or 1),
+ * 0 when it is not surely read as here (the span is then read in Python) */
+static inline int join_id_entry(slice entry, slice *k, slice *v, int *nval) {
+    const uint8_t *d = entry.p;
+    Py_ssize_t n = entry.n;
+    *v = (slice){NULL, 0};
+    /* the usual encoding (as parse_span's): the key (tag 0x0a, a one-byte length), then
+     * nothing or the value (entry_usual): one key and at most one value, as the walk below
+     * would find them */
+    if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n && entry_usual(d + 2 + d[1], d + n, v)) {
+        *k = (slice){d + 2, d[1]};
+        *nval = v->p != NULL;
+        return 1;
+    }
+    int nkey = 0, other = 0;
+    *k = (slice){NULL, 0};
+    *nval = 0;
+    reader kr = {d, d + n};
+    field kf;
+    int krc;
+    while ((krc = next_field(&kr, &kf)) == 0) {
+        if (kf.number == 1 && kf.wire == 2) { *k = kf.data; nkey++; }
+        else if (kf.number == 2 && kf.wire == 2) { *v = kf.data; (*nval)++; }
+        else other++;
+    }
+    if (krc < 0) { PyErr_Clear(); return 0; }
+    return nkey == 1 && *nval <= 1 && !other;
+}
+
+/* join_id_of's reading of an entry of the key wanted (value v, nval values): 1 with the id in
+ * *out (*found set), 0 when the span is not packed */
+static int join_id_take(slice v, int nval, int *found, slice *out) {
+    if (*found || nval != 1) return 0;
+    reader vr = {v.p, v.p + v.n};
+    field vf;
+    if (next_field(&vr, &vf) != 0 || vf.number != 1 || vf.wire != 2 || vr.p != vr.end) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (vf.data.n == 0 || vf.data.n > JOIN_ID_MAX || !utf8_valid(vf.data)) return 0;
+    *out = vf.data;
+    *found = 1;
+    return 1;
+}
+
 /* A join id of a span (the id-keyed join): 1 and *out when the span has the attribute `key`
  * exactly once, as a KeyValue of that key and a value only, the value an AnyValue of one
  * string_value field only, non-empty, valid UTF-8 and at most JOIN_ID_MAX bytes: the string
@@ -2000,60 +2045,43 @@ static int join_id_of(slice raw, PyObject *key, slice *out) {
             break;
         }
         if (f.number != 9 || f.wire != 2) continue;
-        const uint8_t *d = f.data.p;
-        Py_ssize_t n = f.data.n;
-        int nkey = 0, nval = 0, other = 0;
-        slice k = {NULL, 0}, v = {NULL, 0};
-        /* the usual encoding (as parse_span's): the key (tag 0x0a, a one-byte length), then
-         * nothing or the value (tag 0x12, a length of one or two bytes) filling the entry
-         * exactly: one key and at most one value, as the walk below would find them */
-        if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n) {
-            const uint8_t *vp = d + 2 + d[1];
-            Py_ssize_t m = n - 2 - d[1];
-            if (m == 0) {
-                k = (slice){d + 2, d[1]};
-                nkey = 1;
-            } else if (m >= 2 && vp[0] == 0x12) {
-                if (vp[1] < 0x80) {
-                    if (m == 2 + (Py_ssize_t)vp[1]) { v = (slice){vp + 2, vp[1]}; nkey = nval = 1; }
-                } else if (m >= 3 && vp[2] < 0x80) {
-                    Py_ssize_t len = (Py_ssize_t)(vp[1] & 0x7f) | ((Py_ssize_t)vp[2] << 7);
-                    if (m == 3 + len) { v = (slice){vp + 3, len}; nkey = nval = 1; }
-                }
-            }
-            if (nkey) k = (slice){d + 2, d[1]};
-        }
-        if (!nkey) {
-            reader kr = {d, d + n};
-            field kf;
-            int krc;
-            while ((krc = next_field(&kr, &kf)) == 0) {
-                if (kf.number == 1 && kf.wire == 2) { k = kf.data; nkey++; }
-                else if (kf.number == 2 && kf.wire == 2) { v = kf.data; nval++; }
-                else other++;
-            }
-            if (krc < 0) { PyErr_Clear(); return 0; }
-        }
-        if (nkey != 1 || nval > 1 || other) return 0; /* (an entry not surely read as here) */
-        if (!slice_eq(k, want)) continue;
-        if (found || nval != 1) return 0;
-        reader vr = {v.p, v.p + v.n};
-        field vf;
-        if (next_field(&vr, &vf) != 0 || vf.number != 1 || vf.wire != 2 || vr.p != vr.end) {
-            PyErr_Clear();
-            return 0;
-        }
-        if (vf.data.n == 0 || vf.data.n > JOIN_ID_MAX || !utf8_valid(vf.data)) return 0;
-        *out = vf.data;
-        found = 1;
+        slice k, v;
+        int nval;
+        if (!join_id_entry(f.data, &k, &v, &nval)) return 0; /* (an entry not surely read as here) */
+        if (slice_eq(k, want) && !join_id_take(v, nval, &found, out)) return 0;
     }
     if (rc < 0) { PyErr_Clear(); return 0; }
     return found;
 }
 
-/* The ids of a candidate layer of series `series` (see join_id_of): 1 with x->ids and
- * x->flags set (none: flags 0), 0 when the span is not packed (read in Python), -1 on error. */
-static int join_ids(Scanner *self, long series, slice raw, held_item *x) {
+/* join_id_of of a span parse_span read (s): from the attribute entries it found, without walking
+ * the span again (unless it has more than it keeps) */
+static int join_id_of_span(const span_info *s, PyObject *key, slice *out) {
+    if (s->nattrs > MAX_ATTR_RECS) return join_id_of(s->raw, key, out);
+    slice want = {(const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)};
+    int found = 0;
+    for (int i = 0; i < s->nattrs; i++) {
+        const attr_rec *rec = &s->attrs[i];
+        slice k, v = {NULL, 0};
+        int nval;
+        if (rec->flags & REC_USUAL) { /* (one key, at most one value: read as join_id_entry would) */
+            const uint8_t *d = rec->entry.p;
+            k = (slice){d + 2, d[1]};
+            if (!slice_eq(k, want)) continue;
+            entry_usual(d + 2 + d[1], d + rec->entry.n, &v);
+            nval = v.p != NULL;
+        } else {
+            if (!join_id_entry(rec->entry, &k, &v, &nval)) return 0;
+            if (!slice_eq(k, want)) continue;
+        }
+        if (!join_id_take(v, nval, &found, out)) return 0;
+    }
+    return found;
+}
+
+/* The ids of a candidate layer of series `series` (see join_id_of), the span s: 1 with x->ids
+ * and x->flags set (none: flags 0), 0 when the span is not packed (read in Python), -1 on error. */
+static int join_ids(Scanner *self, long series, const span_info *s, held_item *x) {
     x->flags = 0;
     if (self->join_learned == NULL) return 1;
     if (series >= PyList_GET_SIZE(self->join_learned)) return 0; /* (not learned as such) */
@@ -2070,7 +2098,7 @@ static int join_ids(Scanner *self, long series, slice raw, held_item *x) {
             PyErr_SetString(PyExc_ValueError, "join_learned: an id key out of join_id_keys");
             return -1;
         }
-        if (!join_id_of(raw, PyTuple_GET_ITEM(self->join_id_keys, at), &x->ids[k])) return 0;
+        if (!join_id_of_span(s, PyTuple_GET_ITEM(self->join_id_keys, at), &x->ids[k])) return 0;
         x->flags |= (uint8_t)(1 << k);
     }
     return 1;
@@ -2567,7 +2595,7 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                     held_item probe;
                     int ok = 1;
                     if (known && series >= 0) {
-                        ok = join_ids(self, series, f.data, &probe);
+                        ok = join_ids(self, series, &s, &probe);
                         if (ok < 0) { Py_XDECREF(shape); return -1; }
                     }
                     link_only = known && (series == -2 || series == -3);
