@@ -392,21 +392,27 @@ typedef struct {
     PyObject *s_success_outcome, *s_failed_outcome, *s_timeout, *s_cancelled, *s_critical, *s_workflow;
     cache_slot *cache;
     Py_ssize_t cache_used;
+    /* per scan key, the last value cached_value gave for it (see key_value): its encoding (the
+     * cache slot's copy) and text (borrowed from the slot); forgotten with the cache */
+    struct { const uint8_t *raw; Py_ssize_t n; PyObject *text; } value_memo[NKEYS];
     PyObject *spill; /* list: decoded values that did not fit in the cache this scan */
     /* spans left to Python: attribute keys, span-name and scope-name prefixes (bytes) */
     slice defer_keys[MAX_DEFER_KEYS];
     int ndefer_keys;
     uint64_t defer_sig[256]; /* bit k set: defer key k has this signature */
     PyObject *defer_keys_obj, *defer_names, *defer_scopes; /* owned tuples of bytes */
-    /* the attribute keys a deferred span's shape holds (see span_shape): a chain per key
-     * signature; none configured: no shapes (the fallback items have their short form) */
+    /* the attribute keys a deferred span's shape holds (see span_shape); none configured: no
+     * shapes (the fallback items have their short form) */
     slice shape_keys[MAX_SHAPE_KEYS];
     int nshape_keys;
-    int16_t shape_head[256], shape_next[MAX_SHAPE_KEYS];
     /* 1: only the key's presence is part of the shape, not its value (a per-run id the
      * memoized readings do not depend on: its value would make every run's spans a new shape) */
     uint8_t shape_presence[MAX_SHAPE_KEYS];
     PyObject *shape_keys_obj; /* owned tuple of bytes */
+    /* every distinct configured key (keys, defer keys, shape keys) by content, for parse_span
+     * and the shapes: one lookup per attribute key (see keytab_find); NULL until initialised */
+    struct keyent *keytab;
+    int16_t keyhead[256]; /* the first of keytab's keys of a signature (see sig()), -1: none */
     uint8_t *scratch;         /* the shape being built */
     /* the tool-call join's common case (see "the join's common case" below): the Python side's
      * learned shapes, its series table and its memory of settled layers (all Python-owned, read
@@ -480,6 +486,29 @@ static inline int slice_eq(slice a, slice b) {
     return 1;
 }
 
+/* -- the configured keys by content ------------------------------------------------------- */
+
+/* A distinct configured attribute key: the scan keys equal to it, whether it is a defer key, and
+ * what it is to a shape (is_shape_key's answer), so that an attribute key is looked up once
+ * (keytab_find) instead of compared with every key of its signature in each table. */
+typedef struct keyent {
+    slice key; /* (into key_bytes, defer_keys_obj or shape_keys_obj) */
+    int16_t next;   /* the next key of its signature, -1: none */
+    uint32_t kmask; /* bit k: keys[k] equals it */
+    uint8_t defer;  /* a defer key */
+    uint8_t shape;  /* 0: no shape key, 1: its entry is part of the shape, 2: its presence */
+    uint8_t ascii;  /* the key is ASCII */
+} keyent;
+
+/* the configured key equal to k, or NULL; g: sig(k) */
+static inline __attribute__((always_inline)) const keyent *keytab_find_sig(const Scanner *self, slice k, unsigned g) {
+    for (int i = self->keyhead[g]; i >= 0; i = self->keytab[i].next)
+        if (slice_eq(self->keytab[i].key, k)) return &self->keytab[i];
+    return NULL;
+}
+
+static inline const keyent *keytab_find(const Scanner *self, slice k) { return keytab_find_sig(self, k, sig(k)); }
+
 /* -- decoded label values ----------------------------------------------------------------- */
 
 /* An encoded AnyValue as a label string (as plugins._spanview.value_str): strings as they are,
@@ -528,18 +557,41 @@ static void cache_clear(Scanner *self) {
         if (c->raw != NULL) { PyMem_Free(c->raw); c->raw = NULL; Py_CLEAR(c->text); }
     }
     self->cache_used = 0;
+    memset(self->value_memo, 0, sizeof(self->value_memo));
 }
 
 /* decode_value, remembered per distinct encoding. Borrowed reference, valid until the end of
  * the scan: the table is only cleared between scans (scan_begin); when it is too full to take
- * more during a scan, the value is kept alive in self->spill, emptied by scan_begin. */
-static PyObject *cached_value(Scanner *self, slice raw) {
+ * more during a scan, the value is kept alive in self->spill, emptied by scan_begin. *slot:
+ * the cache slot holding it (NULL: spilled, or an error). */
+static PyObject *cached_value(Scanner *self, slice raw, cache_slot **slot);
+
+/* cached_value of scan key k's value: the same text, without hashing the encoding when it is
+ * the one the key had last (the values of a key repeat from span to span) */
+static inline PyObject *key_value(Scanner *self, int k, slice raw) {
+    if (self->value_memo[k].text != NULL && slice_eq((slice){self->value_memo[k].raw, self->value_memo[k].n}, raw))
+        return self->value_memo[k].text;
+    cache_slot *slot;
+    PyObject *text = cached_value(self, raw, &slot);
+    if (slot != NULL) {
+        self->value_memo[k].raw = slot->raw;
+        self->value_memo[k].n = slot->n;
+        self->value_memo[k].text = slot->text;
+    }
+    return text;
+}
+
+static PyObject *cached_value(Scanner *self, slice raw, cache_slot **slot) {
     Py_hash_t h = hash_bytes(raw);
     Py_ssize_t i = h & (CACHE_SLOTS - 1);
+    *slot = NULL;
     for (;;) {
         cache_slot *c = &self->cache[i];
         if (c->raw == NULL) break;
-        if (c->hash == h && c->n == raw.n && memcmp(c->raw, raw.p, raw.n) == 0) return c->text;
+        if (c->hash == h && c->n == raw.n && memcmp(c->raw, raw.p, raw.n) == 0) {
+            *slot = c;
+            return c->text;
+        }
         i = (i + 1) & (CACHE_SLOTS - 1);
     }
     PyObject *text = decode_value(self, raw);
@@ -557,6 +609,7 @@ static PyObject *cached_value(Scanner *self, slice raw) {
     c->hash = h;
     c->text = text;
     self->cache_used++;
+    *slot = c;
     return text;
 }
 
@@ -741,17 +794,51 @@ static void observe(Scanner *self, entry *e, int which, double value, slice trac
 
 /* -- the scan ------------------------------------------------------------------------------ */
 
+/* an attribute entry of a span as parse_span read it, for its shape (span_shape_of): the entry;
+ * with `head`, its key as the usual encoding starts with it (tag 0x0a, a one-byte length), with
+ * `looked` too that key's configured key in e (NULL: none), with `usual` the entry is only that
+ * key and nothing or one value (see entry_usual) */
+#define REC_HEAD 1
+#define REC_LOOKED 2
+#define REC_USUAL 4
+typedef struct {
+    slice entry;
+    const keyent *e;
+    unsigned flags; /* REC_HEAD, REC_LOOKED, REC_USUAL: head, looked, usual */
+} attr_rec;
+#define MAX_ATTR_RECS 64 /* more attributes: the shape walks the span again */
+
 typedef struct {
     slice trace_id, span_id, parent, name;
     int64_t kind;
     uint64_t start, end;
     int64_t status_code;
     slice status_message;
+    slice status; /* the last Status message (the shape's) */
     slice values[NKEYS];
     int present[NKEYS];
     slice raw; /* the whole span */
     int defer; /* has one of the defer keys */
+    int nattrs; /* attribute entries in attrs (more than MAX_ATTR_RECS: MAX_ATTR_RECS + 1) */
+    attr_rec attrs[MAX_ATTR_RECS + 1]; /* (the last: the entries beyond, not kept) */
 } span_info;
+
+/* after the key of an entry of the usual encoding (tag 0x0a and a one-byte length: the key's
+ * bytes end at v, the entry at end): 1 when only nothing or the value (tag 0x12, a length of one
+ * or two bytes) follows, filling the entry exactly, with the value in *value (when there is one) */
+static inline __attribute__((always_inline)) int entry_usual(const uint8_t *v, const uint8_t *end, slice *value) {
+    Py_ssize_t m = end - v;
+    if (m == 0) return 1;
+    if (m >= 2 && v[0] == 0x12) {
+        if (v[1] < 0x80) {
+            if (m == 2 + (Py_ssize_t)v[1]) { value->p = v + 2; value->n = v[1]; return 1; }
+        } else if (m >= 3 && v[2] < 0x80) {
+            Py_ssize_t len = (Py_ssize_t)(v[1] & 0x7f) | ((Py_ssize_t)v[2] << 7);
+            if (m == 3 + len) { value->p = v + 3; value->n = len; return 1; }
+        }
+    }
+    return 0;
+}
 
 static int parse_span(Scanner *self, slice raw, span_info *s) {
     /* (values[k] is read only where present[k]: not cleared) */
@@ -762,6 +849,7 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
     reader r = {raw.p, raw.p + raw.n};
     field f;
     int rc;
+    int nattrs = 0; /* (s->nattrs) */
     while ((rc = next_field(&r, &f)) == 0) {
         switch (f.number) {
         case 1: if (f.wire == 2) s->trace_id = f.data; break;
@@ -774,42 +862,59 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
         case 9:
             if (f.wire == 2) {
                 /* the usual encoding starts with the key (tag 0x0a, a one-byte length): a key
-                 * no configured key can be is skipped without reading further; when only the
-                 * value follows (tag 0x12, a length of one or two bytes) filling the entry
-                 * exactly, both are taken as they are (the walk would find the same) */
+                 * whose signature no key or defer key has is skipped without reading further,
+                 * another looked up among the configured keys; when only the value follows
+                 * (entry_usual), both are taken as they are (the walk would find the same) */
                 const uint8_t *d = f.data.p;
                 Py_ssize_t n = f.data.n;
                 slice key = {NULL, 0}, value = {(const uint8_t *)"", 0};
-                int usual = 0;
+                attr_rec *rec;
+                if (__builtin_expect(nattrs < MAX_ATTR_RECS, 1)) {
+                    rec = &s->attrs[nattrs++];
+                } else { /* (beyond: the spare last slot, nattrs MAX_ATTR_RECS + 1) */
+                    rec = &s->attrs[MAX_ATTR_RECS];
+                    nattrs = MAX_ATTR_RECS + 1;
+                }
+                rec->entry = f.data;
+                rec->flags = 0;
                 if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n) {
                     slice k0 = {d + 2, d[1]};
                     unsigned g = sig(k0);
-                    if (self->key_sig[g] == 0 && self->defer_sig[g] == 0) break;
-                    const uint8_t *v = d + 2 + d[1];
-                    Py_ssize_t m = n - 2 - d[1];
-                    if (m == 0) {
-                        usual = 1;
-                    } else if (m >= 2 && v[0] == 0x12) {
-                        if (v[1] < 0x80) {
-                            if (m == 2 + (Py_ssize_t)v[1]) { usual = 1; value.p = v + 2; value.n = v[1]; }
-                        } else if (m >= 3 && v[2] < 0x80) {
-                            Py_ssize_t len = (Py_ssize_t)(v[1] & 0x7f) | ((Py_ssize_t)v[2] << 7);
-                            if (m == 3 + len) { usual = 1; value.p = v + 3; value.n = len; }
+                    if (self->key_sig[g] == 0 && self->defer_sig[g] == 0) {
+                        rec->flags = REC_HEAD;
+                        break;
+                    }
+                    const keyent *e = keytab_find_sig(self, k0, g);
+                    rec->e = e;
+                    if (e == NULL || (e->kmask == 0 && !e->defer)) {
+                        /* no key and no defer key: nothing to take (an entry not of the usual
+                         * encoding is walked, as before) */
+                        if (entry_usual(d + 2 + d[1], d + n, &value)) {
+                            rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
+                            break;
                         }
+                        rec->flags = REC_HEAD | REC_LOOKED;
+                    } else if (entry_usual(d + 2 + d[1], d + n, &value)) {
+                        rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
+                        if (e->defer) s->defer = 1;
+                        for (uint32_t mask = e->kmask; mask; mask &= mask - 1) {
+                            int k = __builtin_ctz(mask);
+                            s->values[k] = value;
+                            s->present[k] = 1;
+                        }
+                        break;
                     }
-                    if (usual) key = k0;
                 }
-                if (!usual) {
-                    reader kr = {d, d + n};
-                    field kf;
-                    int krc;
-                    while ((krc = next_field(&kr, &kf)) == 0) {
-                        if (kf.number == 1 && kf.wire == 2) key = kf.data;
-                        else if (kf.number == 2 && kf.wire == 2) value = kf.data;
-                    }
-                    if (krc < 0) return -1;
-                    if (key.p == NULL) break;
+                /* anything else: walked */
+                reader kr = {d, d + n};
+                field kf;
+                int krc;
+                while ((krc = next_field(&kr, &kf)) == 0) {
+                    if (kf.number == 1 && kf.wire == 2) key = kf.data;
+                    else if (kf.number == 2 && kf.wire == 2) value = kf.data;
                 }
+                if (krc < 0) return -1;
+                if (key.p == NULL) break;
                 uint64_t dmask = self->defer_sig[sig(key)];
                 while (dmask && !s->defer) {
                     int k = __builtin_ctzll(dmask);
@@ -826,6 +931,7 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
             break;
         case 15:
             if (f.wire == 2) {
+                s->status = f.data;
                 reader sr = {f.data.p, f.data.p + f.data.n};
                 field sf;
                 int src;
@@ -839,11 +945,12 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
         default: break;
         }
     }
+    s->nattrs = nattrs;
     return rc < 0 ? -1 : 0;
 }
 
 /* get(): the decoded value, or NULL when absent (borrowed; NULL with an error set on failure) */
-#define GET(k) (s->present[k] ? cached_value(self, s->values[k]) : NULL)
+#define GET(k) (s->present[k] ? key_value(self, k, s->values[k]) : NULL)
 
 /* get() as a truthiness test: value or "" when absent */
 static inline int truthy(PyObject *o) { return o != NULL && PyUnicode_GET_LENGTH(o) > 0; }
@@ -1593,21 +1700,23 @@ wf_done:
 
 /* 0: not a shape key; 1: its entry (key and value) is part of the shape; 2: its presence */
 static int is_shape_key(Scanner *self, slice key) {
-    for (int k = self->shape_head[sig(key)]; k >= 0; k = self->shape_next[k])
-        if (slice_eq(key, self->shape_keys[k])) return 1 + self->shape_presence[k];
+    const keyent *e = keytab_find(self, key);
+    return e != NULL ? e->shape : 0;
+}
+
+static __attribute__((noinline)) int scratch_grow(Scanner *self, Py_ssize_t need) {
+    Py_ssize_t cap = self->scratch_cap ? self->scratch_cap : 512;
+    while (cap < need) cap *= 2;
+    uint8_t *b = PyMem_Realloc(self->scratch, cap);
+    if (b == NULL) { PyErr_NoMemory(); return -1; }
+    self->scratch = b;
+    self->scratch_cap = cap;
     return 0;
 }
 
-static int scratch_put(Scanner *self, Py_ssize_t *used, uint8_t tag, const uint8_t *p, Py_ssize_t n) {
+static inline int scratch_put(Scanner *self, Py_ssize_t *used, uint8_t tag, const uint8_t *p, Py_ssize_t n) {
     Py_ssize_t need = *used + 1 + 10 + n;
-    if (need > self->scratch_cap) {
-        Py_ssize_t cap = self->scratch_cap ? self->scratch_cap : 512;
-        while (cap < need) cap *= 2;
-        uint8_t *b = PyMem_Realloc(self->scratch, cap);
-        if (b == NULL) { PyErr_NoMemory(); return -1; }
-        self->scratch = b;
-        self->scratch_cap = cap;
-    }
+    if (need > self->scratch_cap && scratch_grow(self, need) < 0) return -1;
     uint8_t *o = self->scratch + *used;
     *o++ = tag;
     uint64_t v = (uint64_t)n;
@@ -1635,6 +1744,69 @@ static PyObject *span_shape(Scanner *self, slice raw) {
     return PyBytes_FromStringAndSize((const char *)self->scratch, used);
 }
 
+/* An attribute entry's part of the shape, put in self->scratch: 1, 0 when the span has no
+ * shape (see span_shape), -1 on error. rec: what parse_span found of it (NULL: nothing). */
+static inline __attribute__((always_inline)) int shape_entry(Scanner *self, slice entry, const attr_rec *rec,
+                                                             Py_ssize_t *used) {
+    slice key = {NULL, 0};
+    const uint8_t *d = entry.p;
+    Py_ssize_t n = entry.n;
+    int which;
+    /* the usual entry, read without the walk: the key (tag 0x0a, a one-byte length), then
+     * nothing or only the value (entry_usual); anything else is walked */
+    slice value;
+    if (rec != NULL && (rec->flags & REC_HEAD) &&
+        ((rec->flags & REC_USUAL) || entry_usual(d + 2 + d[1], d + n, &value))) {
+        key.p = d + 2;
+        key.n = d[1];
+        const keyent *e = (rec->flags & REC_LOOKED) ? rec->e : keytab_find(self, key); /* (parse_span's) */
+        if (e != NULL) {
+            if (!e->ascii) return 0;
+            which = e->shape;
+        } else {
+            if (!is_ascii(key)) return 0;
+            which = 0;
+        }
+    } else {
+        int usual = 0;
+        if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && 2 + (Py_ssize_t)d[1] <= n &&
+            entry_usual(d + 2 + d[1], d + n, &value)) {
+            usual = 1;
+            key.p = d + 2;
+            key.n = d[1];
+            if (!is_ascii(key)) return 0;
+        }
+        if (!usual) {
+            reader er = {d, d + n};
+            field ef;
+            int erc;
+            while ((erc = next_field(&er, &ef)) == 0) {
+                if (ef.number == 1 && ef.wire == 2) {
+                    if (!is_ascii(ef.data)) return 0;
+                    key = ef.data;
+                }
+            }
+            if (erc < 0) { PyErr_Clear(); return 0; }
+        }
+        which = key.p != NULL ? is_shape_key(self, key) : 0;
+    }
+    if ((which == 1 && scratch_put(self, used, 'a', entry.p, entry.n) < 0) ||
+        (which == 2 && scratch_put(self, used, 'p', key.p, key.n) < 0))
+        return -1;
+    return 1;
+}
+
+/* the fixed part of a shape, after its attribute entries */
+static int shape_tail(Scanner *self, Py_ssize_t *used, uint64_t kind, slice parent, slice name, slice status) {
+    uint8_t head[9];
+    memcpy(head, &kind, 8);
+    head[8] = parent.n == 0;
+    if (scratch_put(self, used, 'k', head, 9) < 0 || scratch_put(self, used, 'n', name.p, name.n) < 0 ||
+        scratch_put(self, used, 's', status.p, status.n) < 0)
+        return -1;
+    return 0;
+}
+
 /* span_shape's work: 1 with the shape in self->scratch[0..*out), 0 when it has none (None), -1
  * on error */
 static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out) {
@@ -1644,7 +1816,6 @@ static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out) {
     field f;
     int rc;
     Py_ssize_t used = 0;
-    uint8_t head[9];
     /* the attribute entries first (in order), then the fixed part */
     while ((rc = next_field(&r, &f)) == 0) {
         switch (f.number) {
@@ -1654,58 +1825,29 @@ static int span_shape_raw(Scanner *self, slice raw, Py_ssize_t *out) {
         case 15: if (f.wire == 2) status = f.data; break;
         case 9:
             if (f.wire == 2) {
-                slice key = {NULL, 0};
-                const uint8_t *d = f.data.p;
-                Py_ssize_t n = f.data.n;
-                /* the usual entry, read without the walk: the key (tag 0x0a, a one-byte
-                 * length), then nothing or only the value (tag 0x12, a length of one or two
-                 * bytes) filling the entry exactly; anything else is walked */
-                int usual = 0;
-                if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && 2 + (Py_ssize_t)d[1] <= n) {
-                    const uint8_t *v = d + 2 + d[1];
-                    Py_ssize_t m = n - 2 - d[1];
-                    if (m == 0) {
-                        usual = 1;
-                    } else if (m >= 2 && v[0] == 0x12) {
-                        if (v[1] < 0x80)
-                            usual = m == 2 + (Py_ssize_t)v[1];
-                        else if (m >= 3 && v[2] < 0x80)
-                            usual = m == 3 + (Py_ssize_t)((v[1] & 0x7f) | ((Py_ssize_t)v[2] << 7));
-                    }
-                    if (usual) {
-                        key.p = d + 2;
-                        key.n = d[1];
-                        if (!is_ascii(key)) return 0;
-                    }
-                }
-                if (!usual) {
-                    reader er = {f.data.p, f.data.p + f.data.n};
-                    field ef;
-                    int erc;
-                    while ((erc = next_field(&er, &ef)) == 0) {
-                        if (ef.number == 1 && ef.wire == 2) {
-                            if (!is_ascii(ef.data)) return 0;
-                            key = ef.data;
-                        }
-                    }
-                    if (erc < 0) { PyErr_Clear(); return 0; }
-                }
-                int which = key.p != NULL ? is_shape_key(self, key) : 0;
-                if ((which == 1 && scratch_put(self, &used, 'a', f.data.p, f.data.n) < 0) ||
-                    (which == 2 && scratch_put(self, &used, 'p', key.p, key.n) < 0))
-                    return -1;
+                int has = shape_entry(self, f.data, NULL, &used);
+                if (has <= 0) return has;
             }
             break;
         default: break;
         }
     }
     if (rc < 0) { PyErr_Clear(); return 0; }
-    memcpy(head, &kind, 8);
-    head[8] = parent.n == 0;
-    if (scratch_put(self, &used, 'k', head, 9) < 0 ||
-        scratch_put(self, &used, 'n', name.p, name.n) < 0 ||
-        scratch_put(self, &used, 's', status.p, status.n) < 0)
-        return -1;
+    if (shape_tail(self, &used, kind, parent, name, status) < 0) return -1;
+    *out = used;
+    return 1;
+}
+
+/* span_shape_raw of a span parse_span read (s): from what it found, without walking the span
+ * again (unless it has more attributes than it keeps) */
+static int span_shape_of(Scanner *self, const span_info *s, Py_ssize_t *out) {
+    if (s->nattrs > MAX_ATTR_RECS) return span_shape_raw(self, s->raw, out);
+    Py_ssize_t used = 0;
+    for (int i = 0; i < s->nattrs; i++) {
+        int has = shape_entry(self, s->attrs[i].entry, &s->attrs[i], &used);
+        if (has <= 0) return has;
+    }
+    if (shape_tail(self, &used, (uint64_t)s->kind, s->parent, s->name, s->status) < 0) return -1;
     *out = used;
     return 1;
 }
@@ -1823,6 +1965,51 @@ static int utf8_valid(slice s) {
 
 #define JOIN_ID_MAX 65535 /* bytes of one id at most (its length is 2 bytes in the ids string) */
 
+/* An attribute entry as join_id_of reads it: 1 with its key and value (*nval values: 0 or 1),
+ * 0 when it is not surely read as here (the span is then read in Python) */
+static inline int join_id_entry(slice entry, slice *k, slice *v, int *nval) {
+    const uint8_t *d = entry.p;
+    Py_ssize_t n = entry.n;
+    *v = (slice){NULL, 0};
+    /* the usual encoding (as parse_span's): the key (tag 0x0a, a one-byte length), then
+     * nothing or the value (entry_usual): one key and at most one value, as the walk below
+     * would find them */
+    if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n && entry_usual(d + 2 + d[1], d + n, v)) {
+        *k = (slice){d + 2, d[1]};
+        *nval = v->p != NULL;
+        return 1;
+    }
+    int nkey = 0, other = 0;
+    *k = (slice){NULL, 0};
+    *nval = 0;
+    reader kr = {d, d + n};
+    field kf;
+    int krc;
+    while ((krc = next_field(&kr, &kf)) == 0) {
+        if (kf.number == 1 && kf.wire == 2) { *k = kf.data; nkey++; }
+        else if (kf.number == 2 && kf.wire == 2) { *v = kf.data; (*nval)++; }
+        else other++;
+    }
+    if (krc < 0) { PyErr_Clear(); return 0; }
+    return nkey == 1 && *nval <= 1 && !other;
+}
+
+/* join_id_of's reading of an entry of the key wanted (value v, nval values): 1 with the id in
+ * *out (*found set), 0 when the span is not packed */
+static int join_id_take(slice v, int nval, int *found, slice *out) {
+    if (*found || nval != 1) return 0;
+    reader vr = {v.p, v.p + v.n};
+    field vf;
+    if (next_field(&vr, &vf) != 0 || vf.number != 1 || vf.wire != 2 || vr.p != vr.end) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (vf.data.n == 0 || vf.data.n > JOIN_ID_MAX || !utf8_valid(vf.data)) return 0;
+    *out = vf.data;
+    *found = 1;
+    return 1;
+}
+
 /* A join id of a span (the id-keyed join): 1 and *out when the span has the attribute `key`
  * exactly once, as a KeyValue of that key and a value only, the value an AnyValue of one
  * string_value field only, non-empty, valid UTF-8 and at most JOIN_ID_MAX bytes: the string
@@ -1848,60 +2035,43 @@ static int join_id_of(slice raw, PyObject *key, slice *out) {
             break;
         }
         if (f.number != 9 || f.wire != 2) continue;
-        const uint8_t *d = f.data.p;
-        Py_ssize_t n = f.data.n;
-        int nkey = 0, nval = 0, other = 0;
-        slice k = {NULL, 0}, v = {NULL, 0};
-        /* the usual encoding (as parse_span's): the key (tag 0x0a, a one-byte length), then
-         * nothing or the value (tag 0x12, a length of one or two bytes) filling the entry
-         * exactly: one key and at most one value, as the walk below would find them */
-        if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n) {
-            const uint8_t *vp = d + 2 + d[1];
-            Py_ssize_t m = n - 2 - d[1];
-            if (m == 0) {
-                k = (slice){d + 2, d[1]};
-                nkey = 1;
-            } else if (m >= 2 && vp[0] == 0x12) {
-                if (vp[1] < 0x80) {
-                    if (m == 2 + (Py_ssize_t)vp[1]) { v = (slice){vp + 2, vp[1]}; nkey = nval = 1; }
-                } else if (m >= 3 && vp[2] < 0x80) {
-                    Py_ssize_t len = (Py_ssize_t)(vp[1] & 0x7f) | ((Py_ssize_t)vp[2] << 7);
-                    if (m == 3 + len) { v = (slice){vp + 3, len}; nkey = nval = 1; }
-                }
-            }
-            if (nkey) k = (slice){d + 2, d[1]};
-        }
-        if (!nkey) {
-            reader kr = {d, d + n};
-            field kf;
-            int krc;
-            while ((krc = next_field(&kr, &kf)) == 0) {
-                if (kf.number == 1 && kf.wire == 2) { k = kf.data; nkey++; }
-                else if (kf.number == 2 && kf.wire == 2) { v = kf.data; nval++; }
-                else other++;
-            }
-            if (krc < 0) { PyErr_Clear(); return 0; }
-        }
-        if (nkey != 1 || nval > 1 || other) return 0; /* (an entry not surely read as here) */
-        if (!slice_eq(k, want)) continue;
-        if (found || nval != 1) return 0;
-        reader vr = {v.p, v.p + v.n};
-        field vf;
-        if (next_field(&vr, &vf) != 0 || vf.number != 1 || vf.wire != 2 || vr.p != vr.end) {
-            PyErr_Clear();
-            return 0;
-        }
-        if (vf.data.n == 0 || vf.data.n > JOIN_ID_MAX || !utf8_valid(vf.data)) return 0;
-        *out = vf.data;
-        found = 1;
+        slice k, v;
+        int nval;
+        if (!join_id_entry(f.data, &k, &v, &nval)) return 0; /* (an entry not surely read as here) */
+        if (slice_eq(k, want) && !join_id_take(v, nval, &found, out)) return 0;
     }
     if (rc < 0) { PyErr_Clear(); return 0; }
     return found;
 }
 
-/* The ids of a candidate layer of series `series` (see join_id_of): 1 with x->ids and
- * x->flags set (none: flags 0), 0 when the span is not packed (read in Python), -1 on error. */
-static int join_ids(Scanner *self, long series, slice raw, held_item *x) {
+/* join_id_of of a span parse_span read (s): from the attribute entries it found, without walking
+ * the span again (unless it has more than it keeps) */
+static int join_id_of_span(const span_info *s, PyObject *key, slice *out) {
+    if (s->nattrs > MAX_ATTR_RECS) return join_id_of(s->raw, key, out);
+    slice want = {(const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)};
+    int found = 0;
+    for (int i = 0; i < s->nattrs; i++) {
+        const attr_rec *rec = &s->attrs[i];
+        slice k, v = {NULL, 0};
+        int nval;
+        if (rec->flags & REC_USUAL) { /* (one key, at most one value: read as join_id_entry would) */
+            const uint8_t *d = rec->entry.p;
+            k = (slice){d + 2, d[1]};
+            if (!slice_eq(k, want)) continue;
+            entry_usual(d + 2 + d[1], d + rec->entry.n, &v);
+            nval = v.p != NULL;
+        } else {
+            if (!join_id_entry(rec->entry, &k, &v, &nval)) return 0;
+            if (!slice_eq(k, want)) continue;
+        }
+        if (!join_id_take(v, nval, &found, out)) return 0;
+    }
+    return found;
+}
+
+/* The ids of a candidate layer of series `series` (see join_id_of), the span s: 1 with x->ids
+ * and x->flags set (none: flags 0), 0 when the span is not packed (read in Python), -1 on error. */
+static int join_ids(Scanner *self, long series, const span_info *s, held_item *x) {
     x->flags = 0;
     if (self->join_learned == NULL) return 1;
     if (series >= PyList_GET_SIZE(self->join_learned)) return 0; /* (not learned as such) */
@@ -1918,7 +2088,7 @@ static int join_ids(Scanner *self, long series, slice raw, held_item *x) {
             PyErr_SetString(PyExc_ValueError, "join_learned: an id key out of join_id_keys");
             return -1;
         }
-        if (!join_id_of(raw, PyTuple_GET_ITEM(self->join_id_keys, at), &x->ids[k])) return 0;
+        if (!join_id_of_span(s, PyTuple_GET_ITEM(self->join_id_keys, at), &x->ids[k])) return 0;
         x->flags |= (uint8_t)(1 << k);
     }
     return 1;
@@ -2391,7 +2561,7 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
             Py_ssize_t start = f.data.p - st->base, end = start + f.data.n;
             if (self->nshape_keys) {
                 Py_ssize_t used = 0;
-                int has = span_shape_raw(self, f.data, &used);
+                int has = span_shape_of(self, &s, &used);
                 if (has < 0) return -1;
                 PyObject *shape = NULL;
                 if (st->join && has && s.trace_id.n == 16 && s.span_id.n >= 1 && s.span_id.n <= 8 &&
@@ -2415,7 +2585,7 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                     held_item probe;
                     int ok = 1;
                     if (known && series >= 0) {
-                        ok = join_ids(self, series, f.data, &probe);
+                        ok = join_ids(self, series, &s, &probe);
                         if (ok < 0) { Py_XDECREF(shape); return -1; }
                     }
                     link_only = known && (series == -2 || series == -3);
@@ -2637,7 +2807,7 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
         PyErr_SetString(PyExc_TypeError, "scan() expects bytes");
         return NULL;
     }
-    if (self->cache == NULL || self->spill == NULL) {
+    if (self->cache == NULL || self->spill == NULL || self->keytab == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Scanner not initialised");
         return NULL;
     }
@@ -4270,6 +4440,42 @@ static int load_bounds(Scanner *self, int which, PyObject *seq) {
 
 static PyObject *intern(const char *s) { return PyUnicode_InternFromString(s); }
 
+static void keytab_free(Scanner *self) {
+    PyMem_Free(self->keytab);
+    self->keytab = NULL;
+}
+
+/* keytab_find's table of the keys, defer keys and shape keys set (see keyent) */
+static int keytab_make(Scanner *self) {
+    int most = NKEYS + self->ndefer_keys + self->nshape_keys;
+    keytab_free(self);
+    self->keytab = PyMem_Calloc(most, sizeof(keyent));
+    if (self->keytab == NULL) { PyErr_NoMemory(); return -1; }
+    memset(self->keyhead, 0xff, sizeof(self->keyhead)); /* -1: none */
+    int n = 0;
+    for (int t = 0; t < 3; t++) {
+        int count = t == 0 ? NKEYS : t == 1 ? self->ndefer_keys : self->nshape_keys;
+        for (int k = 0; k < count; k++) {
+            slice key = t == 0 ? self->keys[k] : t == 1 ? self->defer_keys[k] : self->shape_keys[k];
+            keyent *e = (keyent *)keytab_find(self, key);
+            if (e == NULL) { /* (appended to its signature's chain: the chains keep the keys' order) */
+                unsigned g = sig(key);
+                int16_t *link = &self->keyhead[g];
+                while (*link >= 0) link = &self->keytab[*link].next;
+                e = &self->keytab[n];
+                *link = (int16_t)n++;
+                e->next = -1;
+                e->key = key;
+                e->ascii = (uint8_t)is_ascii(key);
+            }
+            if (t == 0) e->kmask |= 1u << k;
+            else if (t == 1) e->defer = 1;
+            else if (e->shape == 0) e->shape = (uint8_t)(1 + self->shape_presence[k]);
+        }
+    }
+    return 0;
+}
+
 static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"keys", "tool_operation", "tool_method", "workflow_prefix", "tool_bounds",
                              "http_bounds", "workflow_bounds", "a2a_bounds", "max_exemplars",
@@ -4295,6 +4501,7 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
                                      &PyList_Type, &join_learned, &join_keys,
                                      &PyTuple_Type, &join_id_keys))
         return -1;
+    keytab_free(self); /* (made again below, of the keys given now) */
     if ((join_learned != NULL) != (join_keys != NULL) || (join_learned != NULL) != (join_id_keys != NULL) ||
         (join_learned != NULL && join_shapes == NULL)) {
         PyErr_SetString(PyExc_TypeError, "join_learned, join_keys and join_id_keys go together, with join_shapes");
@@ -4346,7 +4553,6 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
                 return -1;
             }
     }
-    memset(self->shape_head, 0xff, sizeof(self->shape_head)); /* -1: no key */
     self->nshape_keys = shape_keys ? (int)PyTuple_GET_SIZE(shape_keys) : 0;
     for (int k = 0; k < self->nshape_keys; k++) {
         PyObject *b = PyTuple_GET_ITEM(shape_keys, k);
@@ -4356,9 +4562,6 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         for (Py_ssize_t i = 0; presence_keys != NULL && i < PyTuple_GET_SIZE(presence_keys); i++)
             if (PyObject_RichCompareBool(b, PyTuple_GET_ITEM(presence_keys, i), Py_EQ) == 1)
                 self->shape_presence[k] = 1;
-        unsigned g = sig(self->shape_keys[k]);
-        self->shape_next[k] = self->shape_head[g];
-        self->shape_head[g] = (int16_t)k;
     }
     Py_XSETREF(self->shape_keys_obj, shape_keys ? Py_NewRef(shape_keys) : NULL);
     PyObject *empty = PyTuple_New(0);
@@ -4444,7 +4647,7 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         self->cache = PyMem_Calloc(CACHE_SLOTS, sizeof(cache_slot));
         if (self->cache == NULL) { PyErr_NoMemory(); return -1; }
     }
-    return 0;
+    return keytab_make(self);
 }
 
 /* the settle configuration's objects: a classifier may be any callable (a cycle it makes
@@ -4467,6 +4670,7 @@ static int Scanner_clear(Scanner *self) {
 
 static void Scanner_dealloc(Scanner *self) {
     PyObject_GC_UnTrack(self);
+    keytab_free(self);
     cache_clear(self);
     PyMem_Free(self->cache);
     Py_XDECREF(self->key_bytes);

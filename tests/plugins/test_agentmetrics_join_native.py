@@ -1155,11 +1155,14 @@ def test_the_scanner_packs_plain_string_ids_only(value: Any, twice: bool, packed
         {"other": "y" * 300},
         {"other": None},  # an entry of a key only
         {"gen_ai.tool.call.id": None},  # the id's key without a value: not packed
+        # more attributes than the scanner keeps of a span (64): the span walked again
+        {f"pad.{i}": "v" for i in range(70)},
+        {**{f"pad.{i}": "v" for i in range(70)}, "gen_ai.tool.call.id": None},
     ],
 )
 def test_the_scanner_reads_ids_past_other_attributes(extra: dict[str, Any]) -> None:
     """The call id is read past attributes of any encoding (the usual one read at once, the
-    others walked); an id attribute of a key only is no id (read in Python)."""
+    others walked) and past many; an id attribute of a key only is no id (read in Python)."""
     conn = connector({"window": "1h"}, None)
     asyncio.run(conn.consume(request([id_layer(1, "learned")])))
     sp = id_layer(2, "call_2")

@@ -765,7 +765,7 @@ def test_span_shapes_of_odd_attribute_entries_are_those_of_the_walk() -> None:
     without walking it; any other encoding (the key alone, the value first, two keys,
     unknown fields, overlong or multi-byte lengths, an entry cut short or with a key that is
     not ASCII) gives the shape of the full walk: the same bytes, or None for every entry the
-    walk refuses."""
+    walk refuses; so do spans of more entries than the scan keeps of a span."""
     conn = AgentMetricsConnector(
         settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
     )
@@ -774,12 +774,18 @@ def test_span_shapes_of_odd_attribute_entries_are_those_of_the_walk() -> None:
     assert presence and keys - presence
     choices = [*sorted(keys), b"x.other", b"service.peer", b"a" * 130]
     rng = random.Random(2222)
-    compared = none = usual = 0
+    compared = none = usual = many = 0
     tool = _ld(1, b"gen_ai.operation.name") + _ld(2, _ld(1, b"execute_tool"))
     for _ in range(1500):
         entries = [_odd_entry(rng, rng.choice(choices)) for _ in range(rng.randint(0, 4))]
         if rng.random() < 0.3:
             entries = [_ld(1, rng.choice(choices)) + _ld(2, _ld(1, b"v")) for _ in range(3)]
+        if rng.random() < 0.15:  # more entries than the scan keeps of a span (64): walked again
+            pad = [
+                _ld(1, rng.choice(choices)) + _ld(2, _ld(1, b"v"))
+                for _ in range(rng.randint(60, 70))
+            ]
+            entries = pad + entries
         body = b"".join(_ld(9, e) for e in entries)
         span = (_ld(1, tid(1)) + _ld(2, sid(2)) + _ld(4, sid(1)) + _ld(5, b"execute_tool t")
                 + b"\x30\x03" + _ld(9, tool) + body
@@ -795,7 +801,9 @@ def test_span_shapes_of_odd_attribute_entries_are_those_of_the_walk() -> None:
         compared += 1
         none += expected is None
         usual += expected is not None and all(e[:1] == b"\x0a" for e in entries)
+        many += len(entries) + 1 > 64
     assert compared > 1000 and none > 100 and usual > 300, (compared, none, usual)
+    assert many > 50, many
 
 
 ROOT_MESSAGES = [
