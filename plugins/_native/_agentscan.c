@@ -250,40 +250,12 @@ static PyObject *mem_clear_method(MemoryObject *m, PyObject *unused) {
 }
 
 /* the entries, oldest first, as a list of (key, value) */
-static PyObject *mem_items(MemoryObject *m, PyObject *unused) {
-    rc_memory *mem = &m->mem;
-    PyObject *out = PyList_New(mem->len);
-    if (out == NULL) return NULL;
-    Py_ssize_t i = 0;
-    for (Py_ssize_t x = mem->head; x >= 0; x = mem->nodes[x].next, i++) {
-        PyObject *item = PyTuple_Pack(2, mem->nodes[x].key, mem->nodes[x].value);
-        if (item == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, item);
-    }
-    return out;
-}
+static PyObject *mem_items(MemoryObject *m, PyObject *unused) { return rc_items(&m->mem); }
 
 /* the keys, oldest first, as a list */
-static PyObject *mem_keys(MemoryObject *m, PyObject *unused) {
-    rc_memory *mem = &m->mem;
-    PyObject *keys = PyList_New(mem->len);
-    if (keys == NULL) return NULL;
-    Py_ssize_t i = 0;
-    for (Py_ssize_t x = mem->head; x >= 0; x = mem->nodes[x].next, i++)
-        PyList_SET_ITEM(keys, i, Py_NewRef(mem->nodes[x].key));
-    return keys;
-}
+static PyObject *mem_keys(MemoryObject *m, PyObject *unused) { return rc_keys(&m->mem); }
 
-static PyObject *mem_iter(MemoryObject *m) {
-    PyObject *keys = mem_keys(m, NULL);
-    if (keys == NULL) return NULL;
-    PyObject *it = PyObject_GetIter(keys);
-    Py_DECREF(keys);
-    return it;
-}
+static PyObject *mem_iter(MemoryObject *m) { return rc_iter(&m->mem); }
 
 static PyObject *mem_sizeof(MemoryObject *m, PyObject *unused) {
     return PyLong_FromSize_t((size_t)Py_TYPE(m)->tp_basicsize + rc_allocated(&m->mem));
@@ -382,6 +354,22 @@ typedef struct learned_slot {
 #define LEARNED_SLOTS 4096 /* power of two */
 #define FAILED_MISSES 1024 /* power of two */
 
+/* What the settle paths (settle_simple, settle_layers, settle_packed, settle_due) read on every
+ * call, given once by configure_settle (calls.py CallJoiner.configure_native) and again when
+ * the joiner's memories change: the bounds of join_settled, join_keys and `marked` (the
+ * joiner's memory of failed parents), the memories' time to live (a settled layer's or key's
+ * value is (now + ttl, None), a mark's expiry now + marked_ttl), the error classifier and its
+ * tables (owned references; marked NULL: not configured). `now` and the values made of it
+ * are kept while the calls give the same `now` (one settle of the joiner). */
+typedef struct {
+    PyObject *marked, *classify, *timeouts, *recoverable;
+    Py_ssize_t size, keys_size, marked_size;
+    double ttl, marked_ttl;
+    double now;
+    PyObject *value, *expiry; /* (now + ttl, None), now + marked_ttl; NULL: not made yet */
+    int settling;             /* a settle call under way (configure_settle refused) */
+} settle_config;
+
 typedef struct {
     PyObject_HEAD
     slice keys[NKEYS];
@@ -457,6 +445,8 @@ typedef struct {
     Py_ssize_t calls_n, calls_cap;
     void *calls_memo; /* memo_slot[MEMO_SLOTS]: get_entry's direct-mapped memo of calls_index */
     Py_ssize_t scratch_cap;
+    /* the settle paths' configuration (configure_settle): read once, kept until given again */
+    settle_config settle;
 } Scanner;
 
 /* -- wire reading: pbwire.h -------------------------------------------------------------- */
@@ -2908,54 +2898,138 @@ static int has_span(layer_rec *sorted, Py_ssize_t n, const uint8_t *id, uint8_t 
     return 0;
 }
 
-static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, PyObject *value,
-                         Py_ssize_t keys_size, aggs *a, Py_ssize_t *calls);
+static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, aggs *a,
+                         Py_ssize_t *calls);
 static int memory_trim(PyObject *items, Py_ssize_t size);
 static int memory_put(PyObject *items, PyObject *key, PyObject *value);
 static int sl_names_ready(void);
 
-PyDoc_STRVAR(settle_simple_doc,
-"settle_simple(packed: list[tuple[bytes, bytes, int, bytes]], size: int, value: object, keys_size: int, /) -> int\n\n"
-"Settles a held trace made of packed records only (see finish_join in the source) as the\n"
-"joiner's _settle would (it never failed): its layers joined into calls (parent links, call\n"
-"ids, JSON-RPC ids within the trace), each call counted in its series (take_calls); puts\n"
-"(trace, span) -> value into join_settled (moved to the end when there), trims it to size\n"
-"(oldest first out), puts the call and JSON-RPC keys of the layers that have ids into\n"
-"join_keys (each trimmed to keys_size) and returns the number of calls; -1 (nothing done)\n"
-"when the trace has ids and the id-keyed join is off.");
+/* -- the settle paths' configuration (configure_settle) and their calls ---------------------- */
 
-static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "settle_simple(packed: list, size: int, value, keys_size: int)");
+PyDoc_STRVAR(configure_settle_doc,
+"configure_settle(*, size: int, keys_size: int, ttl: float, marked: Memory | OrderedDict,\n"
+"                 marked_size: int, marked_ttl: float, classify: Callable[[str], str],\n"
+"                 timeouts: frozenset[str], recoverable: frozenset[str]) -> None\n\n"
+"What the settle paths read on every call, given once (and again when the joiner's memories\n"
+"change): join_settled's bound (size), join_keys' (keys_size), their entries' time to live\n"
+"(a settled layer's or key's value is (now + ttl, None)), the joiner's memory of failed\n"
+"parents (marked: its bound, its marks' time to live), the error classifier and the error\n"
+"types that are timeouts and recoverable. Every setting by keyword.");
+
+static PyObject *Scanner_configure_settle(Scanner *self, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"size", "keys_size", "ttl", "marked", "marked_size", "marked_ttl",
+                         "classify", "timeouts", "recoverable", NULL};
+    settle_config c = {0};
+    if (PyTuple_GET_SIZE(args) != 0 || kwargs == NULL || PyDict_GET_SIZE(kwargs) != 9) {
+        PyErr_SetString(PyExc_TypeError, "configure_settle takes its 9 settings by keyword");
         return NULL;
     }
-    if (self->join_shapes == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "the join's common case is off");
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$nndOndOOO:configure_settle", kw, &c.size, &c.keys_size,
+                                     &c.ttl, &c.marked, &c.marked_size, &c.marked_ttl, &c.classify,
+                                     &c.timeouts, &c.recoverable))
+        return NULL;
+    if (!memory_check(c.marked) || !PyCallable_Check(c.classify)) {
+        PyErr_SetString(PyExc_TypeError, "configure_settle: marked a Memory or an OrderedDict, classify callable");
         return NULL;
     }
-    if (sl_names_ready() < 0) return NULL;
-    PyObject *packed = args[0], *value = args[2];
-    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
-    if (size == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t keys_size = PyLong_AsSsize_t(args[3]);
-    if (keys_size == -1 && PyErr_Occurred()) return NULL;
+    if (self->settle.settling) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_settle while settling");
+        return NULL;
+    }
+    settle_config *s = &self->settle;
+    Py_XSETREF(s->marked, Py_NewRef(c.marked));
+    Py_XSETREF(s->classify, Py_NewRef(c.classify));
+    Py_XSETREF(s->timeouts, Py_NewRef(c.timeouts));
+    Py_XSETREF(s->recoverable, Py_NewRef(c.recoverable));
+    s->size = c.size;
+    s->keys_size = c.keys_size;
+    s->marked_size = c.marked_size;
+    s->ttl = c.ttl;
+    s->marked_ttl = c.marked_ttl;
+    Py_CLEAR(s->value); /* (made again from the new ttls) */
+    Py_CLEAR(s->expiry);
+    Py_RETURN_NONE;
+}
+
+/* The start of a settle call at `now` (a float, or an int): the settle paths configured, and
+ * settle.value and settle.expiry made for `now` unless they are (the same `now` as the last
+ * call's). 0, -1 on error (RuntimeError: not configured, or configure_settle settling). */
+static int settle_begin(Scanner *self, PyObject *now_obj) {
+    settle_config *c = &self->settle;
+    if (c->marked == NULL || c->settling) {
+        PyErr_SetString(PyExc_RuntimeError, c->marked == NULL ? "the settle paths are not configured (configure_settle)"
+                                                              : "a settle call while settling");
+        return -1;
+    }
+    double now = PyFloat_AsDouble(now_obj);
+    if (now == -1.0 && PyErr_Occurred()) return -1;
+    if (c->value == NULL || now != c->now) {
+        PyObject *expiry = PyFloat_FromDouble(now + c->ttl);
+        PyObject *value = expiry ? PyTuple_Pack(2, expiry, Py_None) : NULL;
+        Py_XDECREF(expiry);
+        PyObject *marked = value ? PyFloat_FromDouble(now + c->marked_ttl) : NULL;
+        if (marked == NULL) {
+            Py_XDECREF(value);
+            return -1;
+        }
+        Py_XSETREF(c->value, value);
+        Py_XSETREF(c->expiry, marked);
+        c->now = now;
+    }
+    c->settling = 1; /* (settle_end: configure_settle refused until then) */
+    return 0;
+}
+
+static PyObject *settle_end(Scanner *self, PyObject *result) {
+    self->settle.settling = 0;
+    return result;
+}
+
+/* The packed items of one held trace (calls.py Packed: (trace id, records, layers, ids) tuples
+ * of one 16-byte trace id, whole records): their trace (borrowed; NULL: no item) and their
+ * records counted in *records (unless NULL). 0, or -1 (ValueError) for anything else. */
+static int check_packed(PyObject *packed, PyObject **trace, Py_ssize_t *records) {
     Py_ssize_t np = PyList_GET_SIZE(packed), n = 0;
-    PyObject *trace = NULL;
+    *trace = NULL;
     for (Py_ssize_t i = 0; i < np; i++) {
         PyObject *t = PyList_GET_ITEM(packed, i);
         if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 4 || !PyBytes_Check(PyTuple_GET_ITEM(t, 0)) ||
             PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 0)) != 16 || !PyBytes_Check(PyTuple_GET_ITEM(t, 1)) ||
             PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) % RECORD || !PyBytes_Check(PyTuple_GET_ITEM(t, 3))) {
             PyErr_SetString(PyExc_ValueError, "packed: (trace id, records, layers, ids) tuples expected");
-            return NULL;
+            return -1;
         }
-        if (trace == NULL) trace = PyTuple_GET_ITEM(t, 0);
-        else if (PyObject_RichCompareBool(trace, PyTuple_GET_ITEM(t, 0), Py_EQ) != 1) {
+        if (*trace == NULL) *trace = PyTuple_GET_ITEM(t, 0);
+        else if (PyObject_RichCompareBool(*trace, PyTuple_GET_ITEM(t, 0), Py_EQ) != 1) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "packed: one trace expected");
-            return NULL;
+            return -1;
         }
         n += PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) / RECORD;
     }
+    if (records != NULL) *records = n;
+    return 0;
+}
+
+PyDoc_STRVAR(settle_simple_doc,
+"settle_simple(packed: list[tuple[bytes, bytes, int, bytes]], now: float, /) -> int\n\n"
+"Settles a held trace made of packed records only (see finish_join in the source) as the\n"
+"joiner's _settle would (it never failed): its layers joined into calls (parent links, call\n"
+"ids, JSON-RPC ids within the trace), each call counted in its series (take_calls); puts\n"
+"(trace, span) -> (now + ttl, None) into join_settled (moved to the end when there), trims it\n"
+"to size (oldest first out), puts the call and JSON-RPC keys of the layers that have ids into\n"
+"join_keys (each trimmed to keys_size) and returns the number of calls; -1 (nothing done)\n"
+"when the trace has ids and the id-keyed join is off (the settings: configure_settle).");
+
+/* settle_simple on the values of settle_begin */
+static PyObject *do_settle_simple(Scanner *self, PyObject *packed) {
+    if (self->join_shapes == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the join's common case is off");
+        return NULL;
+    }
+    PyObject *value = self->settle.value;
+    Py_ssize_t size = self->settle.size, np = PyList_GET_SIZE(packed), n;
+    PyObject *trace;
+    if (check_packed(packed, &trace, &n) < 0) return NULL;
     if (trace == NULL) return PyLong_FromLong(-1);
     layer_rec layers_small[2][16]; /* (a few records: the common trace) */
     int small = n <= 16;
@@ -3037,7 +3111,7 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
             goto done;
         }
         Py_ssize_t calls = 0;
-        if (settle_joined(self, trace, layers, nl, value, keys_size, &a, &calls) == 0 &&
+        if (settle_joined(self, trace, layers, nl, &a, &calls) == 0 &&
             memory_trim(self->join_settled, size) == 0)
             result = PyLong_FromSsize_t(calls);
         goto counted;
@@ -3090,6 +3164,15 @@ done:
         PyMem_Free(sorted);
     }
     return result;
+}
+
+static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "settle_simple(packed: list, now: float)");
+        return NULL;
+    }
+    if (sl_names_ready() < 0 || settle_begin(self, args[1]) < 0) return NULL;
+    return settle_end(self, do_settle_simple(self, args[0]));
 }
 
 
@@ -3434,8 +3517,10 @@ static int kmap_put(kmap *m, slice key, Py_ssize_t val) {
     return 0;
 }
 
-static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, PyObject *value,
-                         Py_ssize_t keys_size, aggs *a, Py_ssize_t *calls) {
+static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_ssize_t nl, aggs *a,
+                         Py_ssize_t *calls) {
+    PyObject *value = self->settle.value;
+    Py_ssize_t keys_size = self->settle.keys_size;
     int rc = -1;
     /* a few layers (the common trace): everything on the stack */
     jl_layer ls_small[JOIN_SMALL];
@@ -3785,41 +3870,26 @@ static PyObject *types_of(PyObject *first, PyObject *second) {
 }
 
 PyDoc_STRVAR(settle_layers_doc,
-"settle_layers(layers, failures, parents, size, value, marked, marked_size, marked_expiry,\n"
-"              classify, timeouts, recoverable, errors, /) -> int\n\n"
+"settle_layers(layers, failures, parents, now, errors, /) -> int\n\n"
 "Settles a held trace of Layer and Failure objects (calls.py) as the joiner's _settle would\n"
 "when each layer is a call of its own (no call id, JSON-RPC id or session, no span id twice,\n"
 "no layer the parent of another; 16-byte trace ids, span ids of 1 to 8 bytes): counts the calls\n"
-"per series (take_calls), puts (trace, span) -> value into join_settled (trimmed to size),\n"
-"walks the failure marks up `parents` into `marked` (the memory of failed parents, trimmed to\n"
-"marked_size, its values (marked_expiry, (types, direct))), appends the errors_total label sets\n"
-"to `errors` and returns the number of calls; -1 (nothing done) for any other trace.");
+"per series (take_calls), puts (trace, span) -> (now + ttl, None) into join_settled (trimmed\n"
+"to size), walks the failure marks up `parents` into `marked` (the memory of failed parents,\n"
+"trimmed to marked_size, its values (now + marked_ttl, (types, direct))), appends the\n"
+"errors_total label sets to the list `errors` and returns the number of calls; -1 (nothing\n"
+"done) for any other trace (the settings: configure_settle).");
 
 static PyObject *settle_core(Scanner *self, sl_layer *layers, Py_ssize_t nl, PyObject *failure_list,
-                             PyObject *parents, PyObject *const *args);
+                             PyObject *parents, PyObject *errors);
 
-static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 13 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[2]) ||
-        !memory_check(args[5]) || !PyList_Check(args[11])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "settle_layers(layers: list, failures: list, parents: dict, size, value, "
-                        "marked: Memory | OrderedDict, marked_size, marked_expiry, classify, timeouts, "
-                        "recoverable, errors: list, keys_size)");
-        return NULL;
-    }
+/* settle_layers on the values of settle_begin (layers and failures lists, parents a dict) */
+static PyObject *do_settle_layers(Scanner *self, PyObject *layer_list, PyObject *failure_list,
+                                  PyObject *parents, PyObject *errors) {
     if (self->join_shapes == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "the join's common case is off");
         return NULL;
     }
-    if (sl_names_ready() < 0) return NULL;
-    PyObject *layer_list = args[0], *failure_list = args[1], *errors = args[11];
-    Py_ssize_t size = PyLong_AsSsize_t(args[3]);
-    if (size == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t marked_size = PyLong_AsSsize_t(args[6]);
-    if (marked_size == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t keys_size = PyLong_AsSsize_t(args[12]);
-    if (keys_size == -1 && PyErr_Occurred()) return NULL;
-    (void)errors; (void)size; (void)marked_size; /* (checked here: settle_core reads them) */
     Py_ssize_t nl = PyList_GET_SIZE(layer_list);
     if (nl > SETTLE_MAX_LAYERS) return PyLong_FromLong(-1);
     sl_layer *layers = PyMem_Calloc(nl ? nl : 1, sizeof(sl_layer));
@@ -3831,29 +3901,36 @@ static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_
         if (ok == 1 && i > 0) ok = eq(layers[i].trace, layers[0].trace);
     }
     PyObject *result = ok < 0 ? NULL : ok == 0 ? PyLong_FromLong(-1)
-                                               : settle_core(self, layers, nl, failure_list, args[2], args);
+                                               : settle_core(self, layers, nl, failure_list, parents, errors);
     for (Py_ssize_t i = 0; i < nl; i++) sl_layer_clear(&layers[i]);
     PyMem_Free(layers);
     return result;
 }
 
+static PyObject *Scanner_settle_layers(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyDict_Check(args[2]) ||
+        !PyList_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "settle_layers(layers: list, failures: list, parents: dict, now: float, errors: list)");
+        return NULL;
+    }
+    if (sl_names_ready() < 0 || settle_begin(self, args[3]) < 0) return NULL;
+    return settle_end(self, do_settle_layers(self, args[0], args[1], args[2], args[4]));
+}
+
 /* settle_layers' work on its layers read (of one trace; cleared by the caller), the failures
- * of `failure_list` and the parent links `parents`; the other arguments settle_layers' (args,
- * 13 of them). -1 (nothing done) for another trace. */
+ * of `failure_list` and the parent links `parents`, the errors_total label sets appended to
+ * `errors` (the settings and the values of settle_begin). -1 (nothing done) for another
+ * trace. */
 static PyObject *settle_core(Scanner *self, sl_layer *layers, Py_ssize_t nl, PyObject *failure_list,
-                             PyObject *parents, PyObject *const *args) {
-    PyObject *errors = args[11];
-    Py_ssize_t size = PyLong_AsSsize_t(args[3]);
-    if (size == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t marked_size = PyLong_AsSsize_t(args[6]);
-    if (marked_size == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t keys_size = PyLong_AsSsize_t(args[12]);
-    if (keys_size == -1 && PyErr_Occurred()) return NULL;
+                             PyObject *parents, PyObject *errors) {
+    const settle_config *c = &self->settle;
+    Py_ssize_t size = c->size, keys_size = c->keys_size;
     PyObject *hex = NULL; /* the trace in hex (JSON-RPC keys), made when first needed */
     Py_ssize_t nf = PyList_GET_SIZE(failure_list);
     sl_failure *failures = PyMem_Calloc(nf ? nf : 1, sizeof(sl_failure));
     char *origin = PyMem_Calloc(nf ? nf : 1, 1);
-    sl_marks m = {PyDict_New(), args[5], marked_size, args[7], parents, PySet_New(NULL)};
+    sl_marks m = {PyDict_New(), c->marked, c->marked_size, c->expiry, parents, PySet_New(NULL)};
     PyObject *result = NULL;
     if (failures == NULL || origin == NULL) { PyErr_NoMemory(); goto done; }
     if (m.marks == NULL || m.failed == NULL) goto done;
@@ -3884,7 +3961,7 @@ static PyObject *settle_core(Scanner *self, sl_layer *layers, Py_ssize_t nl, PyO
     if (ok == 0) { result = PyLong_FromLong(-1); goto done; }
     /* the calls (classify may be called here: still nothing done) */
     for (Py_ssize_t i = 0; i < nl; i++)
-        if (layer_call(self, &layers[i], args[8], args[9], args[10]) < 0) goto done;
+        if (layer_call(self, &layers[i], c->classify, c->timeouts, c->recoverable) < 0) goto done;
     /* the entry's failed spans: failed layers that are no retry, failures */
     for (Py_ssize_t i = 0; i < nl; i++)
         if (layers[i].failed && !layers[i].retry && PySet_Add(m.failed, layers[i].span) < 0) goto done;
@@ -3919,20 +3996,20 @@ static PyObject *settle_core(Scanner *self, sl_layer *layers, Py_ssize_t nl, PyO
         slice span_id = {(const uint8_t *)PyBytes_AS_STRING(x->span), PyBytes_GET_SIZE(x->span)};
         observe(self, e, B_TOOL, duration, trace_id, span_id, NULL);
         PyObject *key = PyTuple_Pack(2, x->trace, x->span);
-        int put = key ? memory_put(self->join_settled, key, args[4]) : -1;
+        int put = key ? memory_put(self->join_settled, key, c->value) : -1;
         Py_XDECREF(key);
         if (put < 0) goto counted;
         /* its call and JSON-RPC keys (_remember_keys; the memory trimmed at the end) */
         if (x->call_id != NULL && PyUnicode_GET_LENGTH(x->call_id)) {
             key = PyTuple_Pack(3, self->s_call, x->trace, x->call_id);
-            put = key ? memory_put(self->join_keys, key, args[4]) : -1;
+            put = key ? memory_put(self->join_keys, key, c->value) : -1;
             Py_XDECREF(key);
             if (put < 0) goto counted;
         }
         if (x->rpc_id != NULL && PyUnicode_GET_LENGTH(x->rpc_id) && x->side != 0) {
             if (hex == NULL && (hex = hex_of(x->trace)) == NULL) goto counted;
             key = PyTuple_Pack(4, self->s_rpc, hex, x->rpc_id, x->tool);
-            put = key ? memory_put(self->join_keys, key, args[4]) : -1;
+            put = key ? memory_put(self->join_keys, key, c->value) : -1;
             Py_XDECREF(key);
             if (put < 0) goto counted;
         }
@@ -3991,8 +4068,7 @@ done:
 }
 
 PyDoc_STRVAR(settle_packed_doc,
-"settle_packed(packed, failures, size, value, marked, marked_size, marked_expiry, classify,\n"
-"              timeouts, recoverable, errors, keys_size, /) -> int\n\n"
+"settle_packed(packed, failures, now, errors, /) -> int\n\n"
 "Settles a held trace of packed records (the joiner's Packed items, failed layers and the\n"
 "parent links of its failures among them: record kind 2) and the Failure objects of its\n"
 "failures as settle_layers settles the Layer objects and parent links the joiner would unpack\n"
@@ -4061,35 +4137,17 @@ static int sl_layer_of_record(Scanner *self, PyObject *trace, const uint8_t *r, 
     return 1;
 }
 
-static PyObject *Scanner_settle_packed(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 12 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !memory_check(args[4]) ||
-        !PyList_Check(args[10])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "settle_packed(packed: list, failures: list, size, value, marked: Memory | OrderedDict, "
-                        "marked_size, marked_expiry, classify, timeouts, recoverable, errors: list, keys_size)");
-        return NULL;
-    }
+/* settle_packed on the values of settle_begin (packed and failures lists) */
+static PyObject *do_settle_packed(Scanner *self, PyObject *packed, PyObject *failure_list, PyObject *errors) {
     if (self->join_learned == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "the id-keyed join is off");
         return NULL;
     }
-    if (sl_names_ready() < 0) return NULL;
-    PyObject *packed = args[0];
     Py_ssize_t np = PyList_GET_SIZE(packed), nl = 0;
-    PyObject *trace = NULL;
-    for (Py_ssize_t i = 0; i < np; i++) { /* (as settle_simple checks them) */
+    PyObject *trace;
+    if (check_packed(packed, &trace, NULL) < 0) return NULL;
+    for (Py_ssize_t i = 0; i < np; i++) {
         PyObject *t = PyList_GET_ITEM(packed, i);
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 4 || !PyBytes_Check(PyTuple_GET_ITEM(t, 0)) ||
-            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 0)) != 16 || !PyBytes_Check(PyTuple_GET_ITEM(t, 1)) ||
-            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) % RECORD || !PyBytes_Check(PyTuple_GET_ITEM(t, 3))) {
-            PyErr_SetString(PyExc_ValueError, "packed: (trace id, records, layers, ids) tuples expected");
-            return NULL;
-        }
-        if (trace == NULL) trace = PyTuple_GET_ITEM(t, 0);
-        else if (PyObject_RichCompareBool(trace, PyTuple_GET_ITEM(t, 0), Py_EQ) != 1) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "packed: one trace expected");
-            return NULL;
-        }
         const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(PyTuple_GET_ITEM(t, 1));
         for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)); k += RECORD) {
             if (p[k] > 2 || p[k + 1] > 8 || p[k + 10] > 8 || (p[k] == 1 && (p[k + 1] < 1 || (p[k + 19] & ~7)))) {
@@ -4138,9 +4196,7 @@ static PyObject *Scanner_settle_packed(Scanner *self, PyObject *const *args, Py_
             goto done;
         }
     }
-    PyObject *full[13] = {packed, args[1], parents, args[2], args[3], args[4], args[5], args[6],
-                          args[7], args[8], args[9], args[10], args[11]};
-    result = settle_core(self, layers, nl, args[1], parents, full);
+    result = settle_core(self, layers, nl, failure_list, parents, errors);
 done:
     for (Py_ssize_t i = 0; layers != NULL && i < nl; i++) sl_layer_clear(&layers[i]);
     PyMem_Free(layers);
@@ -4148,9 +4204,17 @@ done:
     return result;
 }
 
+static PyObject *Scanner_settle_packed(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "settle_packed(packed: list, failures: list, now: float, errors: list)");
+        return NULL;
+    }
+    if (sl_names_ready() < 0 || settle_begin(self, args[2]) < 0) return NULL;
+    return settle_end(self, do_settle_packed(self, args[0], args[1], args[3]));
+}
+
 PyDoc_STRVAR(settle_due_doc,
-"settle_due(due, pending, start, size, value, marked, marked_size, marked_expiry, classify,\n"
-"           timeouts, recoverable, errors, keys_size, /) -> tuple[int, int]\n\n"
+"settle_due(due, pending, start, now, errors, /) -> tuple[int, int]\n\n"
 "The joiner's loop over the entries due (calls.py CallJoiner.settle): from due[start] on, each\n"
 "(trace, entry) taken out of `pending` (del pending[trace]) and settled as the joiner would\n"
 "settle it first: by settle_simple when the entry is packed (settle_packed when it has failures),\n"
@@ -4159,63 +4223,63 @@ PyDoc_STRVAR(settle_due_doc,
 "removal from pending: the joiner settles it) or at the end; returns (its index or len(due),\n"
 "the calls counted).");
 
+/* an entry's attribute of the type the settle paths take (a new reference), else NULL
+ * (TypeError set) */
+static PyObject *entry_list(PyObject *held, int name, PyTypeObject *type) {
+    PyObject *o = attr_get(held, name);
+    if (o != NULL && !PyObject_TypeCheck(o, type)) {
+        PyErr_Format(PyExc_TypeError, "an entry's %U: %s expected", sl_names[name], type->tp_name);
+        Py_CLEAR(o);
+    }
+    return o;
+}
+
 static PyObject *Scanner_settle_due(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 13 || !PyList_Check(args[0]) || !PyDict_Check(args[1])) {
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyDict_Check(args[1]) || !PyList_Check(args[4])) {
         PyErr_SetString(PyExc_TypeError,
-                        "settle_due(due: list, pending: OrderedDict, start: int, size, value, marked, "
-                        "marked_size, marked_expiry, classify, timeouts, recoverable, errors, keys_size)");
+                        "settle_due(due: list, pending: OrderedDict, start: int, now: float, errors: list)");
         return NULL;
     }
-    if (sl_names_ready() < 0) return NULL;
-    PyObject *due = args[0], *pending = args[1];
+    PyObject *due = args[0], *pending = args[1], *errors = args[4];
     Py_ssize_t at = PyLong_AsSsize_t(args[2]);
     if (at == -1 && PyErr_Occurred()) return NULL;
     if (at < 0) at = 0;
+    if (sl_names_ready() < 0 || settle_begin(self, args[3]) < 0) return NULL;
     Py_ssize_t calls = 0;
-    /* settle_simple's arguments, then settle_layers' (layers, failures and parents per entry),
-     * then settle_packed's (a packed entry with failures) */
-    PyObject *simple[4] = {NULL, args[3], args[4], args[12]};
-    PyObject *with_failures[12] = {NULL, NULL, args[3], args[4], args[5], args[6], args[7], args[8],
-                                   args[9], args[10], args[11], args[12]};
-    PyObject *layered[13] = {NULL, NULL, NULL, args[3], args[4], args[5], args[6], args[7], args[8],
-                             args[9], args[10], args[11], args[12]};
     for (; at < PyList_GET_SIZE(due); at++) {
         PyObject *item = PyList_GET_ITEM(due, at);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
             PyErr_SetString(PyExc_TypeError, "due: (trace, entry) pairs expected");
-            return NULL;
+            return settle_end(self, NULL);
         }
         PyObject *entry = PyTuple_GET_ITEM(item, 1);
         Py_INCREF(item); /* (kept while its entry is settled, whatever due becomes) */
-        PyObject *result = NULL;
+        PyObject *result = NULL, *layers = NULL, *failures = NULL, *parents = NULL;
         int packed = -1;
         if (PyObject_DelItem(pending, PyTuple_GET_ITEM(item, 0)) == 0) packed = attr_true(entry, A_PACKED);
-        if (packed == 1) {
-            with_failures[1] = attr_get(entry, A_FAILURES);
-            int failed = with_failures[1] == NULL ? -1 : PyObject_IsTrue(with_failures[1]);
-            if (failed == 1 && (with_failures[0] = attr_get(entry, A_LAYERS)) != NULL)
-                result = Scanner_settle_packed(self, with_failures, 12);
-            else if (failed == 0 && (simple[0] = attr_get(entry, A_LAYERS)) != NULL)
-                result = Scanner_settle_simple(self, simple, 4);
-            Py_CLEAR(simple[0]);
-            Py_CLEAR(with_failures[0]);
-            Py_CLEAR(with_failures[1]);
-        } else if (packed == 0) {
-            layered[0] = attr_get(entry, A_LAYERS);
-            layered[1] = layered[0] ? attr_get(entry, A_FAILURES) : NULL;
-            layered[2] = layered[1] ? attr_get(entry, A_PARENTS) : NULL;
-            if (layered[2] != NULL) result = Scanner_settle_layers(self, layered, 13);
-            for (int k = 0; k < 3; k++) Py_CLEAR(layered[k]);
+        if (packed >= 0) {
+            layers = entry_list(entry, A_LAYERS, &PyList_Type);
+            failures = layers ? entry_list(entry, A_FAILURES, &PyList_Type) : NULL;
         }
+        if (packed == 1 && failures != NULL) { /* settle_packed with failures, else settle_simple */
+            int failed = PyList_GET_SIZE(failures) > 0;
+            result = failed ? do_settle_packed(self, layers, failures, errors) : do_settle_simple(self, layers);
+        } else if (packed == 0 && failures != NULL) {
+            parents = entry_list(entry, A_PARENTS, &PyDict_Type);
+            if (parents != NULL) result = do_settle_layers(self, layers, failures, parents, errors);
+        }
+        Py_XDECREF(layers);
+        Py_XDECREF(failures);
+        Py_XDECREF(parents);
         Py_DECREF(item);
-        if (result == NULL) return NULL;
+        if (result == NULL) return settle_end(self, NULL);
         Py_ssize_t done = PyLong_AsSsize_t(result);
         Py_DECREF(result);
-        if (done == -1 && PyErr_Occurred()) return NULL;
+        if (done == -1 && PyErr_Occurred()) return settle_end(self, NULL);
         if (done < 0) break; /* not the common case: the joiner's */
         calls += done;
     }
-    return Py_BuildValue("(nn)", at, calls);
+    return settle_end(self, Py_BuildValue("(nn)", at, calls));
 }
 
 PyDoc_STRVAR(take_calls_doc,
@@ -4586,7 +4650,26 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     return keytab_make(self);
 }
 
+/* the settle configuration's objects: a classifier may be any callable (a cycle it makes
+ * through the scanner is the collector's) */
+static int Scanner_traverse(Scanner *self, visitproc visit, void *arg) {
+    Py_VISIT(self->settle.marked);
+    Py_VISIT(self->settle.classify);
+    Py_VISIT(self->settle.timeouts);
+    Py_VISIT(self->settle.recoverable);
+    return 0;
+}
+
+static int Scanner_clear(Scanner *self) {
+    Py_CLEAR(self->settle.marked); /* (not configured any more) */
+    Py_CLEAR(self->settle.classify);
+    Py_CLEAR(self->settle.timeouts);
+    Py_CLEAR(self->settle.recoverable);
+    return 0;
+}
+
 static void Scanner_dealloc(Scanner *self) {
+    PyObject_GC_UnTrack(self);
     keytab_free(self);
     cache_clear(self);
     PyMem_Free(self->cache);
@@ -4615,6 +4698,9 @@ static void Scanner_dealloc(Scanner *self) {
     Py_XDECREF(self->s_rpc);
     Py_XDECREF(self->s_retry);
     Py_XDECREF(self->s_function);
+    Scanner_clear(self);
+    Py_XDECREF(self->settle.value);
+    Py_XDECREF(self->settle.expiry);
     learned_forget(self);
     PyMem_Free(self->learned_cache);
     Py_XDECREF(self->calls_index);
@@ -4634,6 +4720,8 @@ static void Scanner_dealloc(Scanner *self) {
 
 static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_O, scan_doc},
+    {"configure_settle", (PyCFunction)(void (*)(void))Scanner_configure_settle, METH_VARARGS | METH_KEYWORDS,
+     configure_settle_doc},
     {"settle_simple", (PyCFunction)(void (*)(void))Scanner_settle_simple, METH_FASTCALL, settle_simple_doc},
     {"settle_layers", (PyCFunction)(void (*)(void))Scanner_settle_layers, METH_FASTCALL, settle_layers_doc},
     {"settle_due", (PyCFunction)(void (*)(void))Scanner_settle_due, METH_FASTCALL, settle_due_doc},
@@ -4651,11 +4739,13 @@ static PyTypeObject ScannerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "plugins._native._agentscan.Scanner",
     .tp_basicsize = sizeof(Scanner),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "The agentmetrics connector's span scanner (see the module source).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Scanner_init,
     .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_traverse = (traverseproc)Scanner_traverse,
+    .tp_clear = (inquiry)Scanner_clear,
     .tp_methods = Scanner_methods,
 };
 

@@ -109,48 +109,54 @@ class Scanner:
         dict[tuple[str, str], list[float]],
     ]:
         """(series, fallback, consumers, workflows): see the docstring in the C source."""
-    def settle_simple(self, packed: list[Any], size: int, value: object, keys_size: int, /) -> int:
+    def configure_settle(
+        self,
+        *,
+        size: int,
+        keys_size: int,
+        ttl: float,
+        marked: Memory | OrderedDict[Any, Any],
+        marked_size: int,
+        marked_ttl: float,
+        classify: Callable[[str], str],
+        timeouts: frozenset[str],
+        recoverable: frozenset[str],
+    ) -> None:
+        """What the settle paths read on every call, given once (calls.py
+        ``CallJoiner.configure_native``) and again when the joiner's memories change:
+        ``join_settled``'s bound (``size``), ``join_keys``' (``keys_size``), their entries'
+        time to live (a settled layer's or key's value is ``(now + ttl, None)``), ``marked``
+        (the memory of failed parents: its bound, its marks' time to live), the error
+        classifier and the error types that are timeouts and recoverable. A settle call before
+        it raises ``RuntimeError``, as this one does during a settle call."""
+    def settle_simple(self, packed: list[Any], now: float, /) -> int:
         """Settles a held trace of packed records (the join's common case) as the joiner's
         ``_settle``: its layers joined into calls (parent links, call ids, JSON-RPC ids within
-        the trace), counted (take_calls); join_settled and join_keys updated (trimmed to
-        ``size`` and ``keys_size``); -1 (nothing done) when it has ids and the id-keyed join
-        is off, or a failed layer (the joiner unpacks the trace)."""
+        the trace), counted (take_calls); join_settled and join_keys updated (values
+        ``(now + ttl, None)``, trimmed to ``size`` and ``keys_size``); -1 (nothing done) when it
+        has ids and the id-keyed join is off, or a failed layer (the joiner unpacks the
+        trace)."""
     def settle_layers(
         self,
         layers: list[Any],
         failures: list[Any],
         parents: dict[bytes, bytes],
-        size: int,
-        value: object,
-        marked: Memory | OrderedDict[Any, Any],
-        marked_size: int,
-        marked_expiry: float,
-        classify: Callable[[str], str],
-        timeouts: frozenset[str],
-        recoverable: frozenset[str],
+        now: float,
         errors: list[Any],
-        keys_size: int,
         /,
     ) -> int:
         """Settles a held trace of Layer and Failure objects (calls.py) whose layers are each a
         call of its own (no session id, no call id or JSON-RPC key twice), failed or not, as
         the joiner's ``_settle``: its calls counted (take_calls), join_settled, join_keys
-        (trimmed to ``keys_size``) and ``marked`` (the memory of failed parents) updated, the
-        errors_total label sets appended to ``errors``; -1 (nothing done) for another trace."""
+        and ``marked`` (the memory of failed parents, marks expiring at ``now + marked_ttl``)
+        updated, the errors_total label sets appended to ``errors``; -1 (nothing done) for
+        another trace."""
     def settle_packed(
         self,
         packed: list[Any],
         failures: list[Any],
-        size: int,
-        value: object,
-        marked: Memory | OrderedDict[Any, Any],
-        marked_size: int,
-        marked_expiry: float,
-        classify: Callable[[str], str],
-        timeouts: frozenset[str],
-        recoverable: frozenset[str],
+        now: float,
         errors: list[Any],
-        keys_size: int,
         /,
     ) -> int:
         """Settles a held trace of packed records (the joiner's Packed items: layers, failed
@@ -163,22 +169,14 @@ class Scanner:
         due: list[tuple[bytes, Any]],
         pending: OrderedDict[bytes, Any],
         start: int,
-        size: int,
-        value: object,
-        marked: Memory | OrderedDict[Any, Any],
-        marked_size: int,
-        marked_expiry: float,
-        classify: Callable[[str], str],
-        timeouts: frozenset[str],
-        recoverable: frozenset[str],
+        now: float,
         errors: list[Any],
-        keys_size: int,
         /,
     ) -> tuple[int, int]:
         """The joiner's loop over its entries due ((trace, entry) pairs, calls.py
         ``CallJoiner.settle``) from ``due[start]``: each trace taken out of ``pending`` and its
         entry settled by :meth:`settle_simple` when packed (:meth:`settle_packed` with
-        failures), else :meth:`settle_layers` (the other arguments are theirs); stops at the
+        failures), else :meth:`settle_layers` (``now`` and ``errors`` are theirs); stops at the
         first entry neither settles (nothing done for it but its removal from ``pending``) or
         at the end: (its index or ``len(due)``, the calls counted)."""
     def take_calls(

@@ -283,6 +283,54 @@ rc_put(rc_memory *m, PyObject *key, Py_hash_t hash, PyObject *value, rc_eq eq)
     return 0;
 }
 
+/* the (key, value) pairs (items) or the keys (not items), oldest first, as a new list; NULL
+ * on error */
+static inline PyObject *
+rc_list(const rc_memory *m, int items)
+{
+    PyObject *out = PyList_New(m->len);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++) {
+        const rc_node *nd = &m->nodes[x];
+        PyObject *item = items ? PyTuple_Pack(2, nd->key, nd->value) : Py_NewRef(nd->key);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+/* the entries, oldest first, as a new list of (key, value) tuples; NULL on error */
+static inline PyObject *
+rc_items(const rc_memory *m)
+{
+    return rc_list(m, 1);
+}
+
+/* the keys, oldest first, as a new list; NULL on error */
+static inline PyObject *
+rc_keys(const rc_memory *m)
+{
+    return rc_list(m, 0);
+}
+
+/* an iterator over the keys, oldest first (of a list made now: the memory may change while it
+ * is iterated); NULL on error */
+static inline PyObject *
+rc_iter(const rc_memory *m)
+{
+    PyObject *keys = rc_keys(m);
+    if (keys == NULL)
+        return NULL;
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
+
 /* bytes allocated beyond the struct */
 static inline size_t
 rc_allocated(const rc_memory *m)

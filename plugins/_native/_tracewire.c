@@ -1311,35 +1311,13 @@ late_move_to_end(LateMemoryObject *m, PyObject *key)
 static PyObject *
 late_items(LateMemoryObject *m, PyObject *unused)
 {
-    rc_memory *mem = &m->mem;
-    PyObject *out = PyList_New(mem->len);
-    if (out == NULL)
-        return NULL;
-    Py_ssize_t i = 0;
-    for (Py_ssize_t x = mem->head; x >= 0; x = mem->nodes[x].next, i++) {
-        PyObject *item = PyTuple_Pack(2, mem->nodes[x].key, mem->nodes[x].value);
-        if (item == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, item);
-    }
-    return out;
+    return rc_items(&m->mem);
 }
 
 static PyObject *
 late_iter(LateMemoryObject *m)
 {
-    rc_memory *mem = &m->mem;
-    PyObject *keys = PyList_New(mem->len);
-    if (keys == NULL)
-        return NULL;
-    Py_ssize_t i = 0;
-    for (Py_ssize_t x = mem->head; x >= 0; x = mem->nodes[x].next, i++)
-        PyList_SET_ITEM(keys, i, Py_NewRef(mem->nodes[x].key));
-    PyObject *it = PyObject_GetIter(keys);
-    Py_DECREF(keys);
-    return it;
+    return rc_iter(&m->mem);
 }
 
 static PyObject *

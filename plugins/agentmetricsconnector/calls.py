@@ -166,42 +166,42 @@ FAILURE_LINK = 2  # a record's kind: the parent link of a failure held with Pack
 
 
 class NativeJoin(Protocol):
-    """The C side of the join's common cases (``Scanner.settle_simple``, ``settle_layers``)."""
+    """The C side of the join's common cases (``Scanner.settle_simple``, ``settle_layers``,
+    ``settle_packed``, ``settle_due``): configured once (:meth:`CallJoiner.configure_native`:
+    the memories' bounds and time to live, the memory of failed parents, the classifier and its
+    tables), then each call given its own data only: the entry's, the settle's ``now`` (the
+    memories' values are ``(now + ttl, None)``, a mark's expiry ``now + marked_ttl``) and the
+    list its ``errors_total`` label sets are appended to."""
 
-    def settle_simple(
-        self, packed: list[Any], size: int, value: object, keys_size: int, /
-    ) -> int: ...
+    def configure_settle(
+        self,
+        *,
+        size: int,
+        keys_size: int,
+        ttl: float,
+        marked: MemoryItems,
+        marked_size: int,
+        marked_ttl: float,
+        classify: Callable[[str], str],
+        timeouts: frozenset[str],
+        recoverable: frozenset[str],
+    ) -> None: ...
+    def settle_simple(self, packed: list[Any], now: float, /) -> int: ...
     def settle_layers(
         self,
         layers: list[Any],
         failures: list[Failure],
         parents: dict[bytes, bytes],
-        size: int,
-        value: object,
-        marked: MemoryItems,
-        marked_size: int,
-        marked_expiry: float,
-        classify: Callable[[str], str],
-        timeouts: frozenset[str],
-        recoverable: frozenset[str],
+        now: float,
         errors: list[tuple[tuple[str, str], ...]],
-        keys_size: int,
         /,
     ) -> int: ...
     def settle_packed(
         self,
         packed: list[Any],
         failures: list[Failure],
-        size: int,
-        value: object,
-        marked: MemoryItems,
-        marked_size: int,
-        marked_expiry: float,
-        classify: Callable[[str], str],
-        timeouts: frozenset[str],
-        recoverable: frozenset[str],
+        now: float,
         errors: list[tuple[tuple[str, str], ...]],
-        keys_size: int,
         /,
     ) -> int: ...
     def settle_due(
@@ -209,16 +209,8 @@ class NativeJoin(Protocol):
         due: list[tuple[bytes, _Entry]],
         pending: collections.OrderedDict[bytes, _Entry],
         start: int,
-        size: int,
-        value: object,
-        marked: MemoryItems,
-        marked_size: int,
-        marked_expiry: float,
-        classify: Callable[[str], str],
-        timeouts: frozenset[str],
-        recoverable: frozenset[str],
+        now: float,
         errors: list[tuple[tuple[str, str], ...]],
-        keys_size: int,
         /,
     ) -> tuple[int, int]: ...
 
@@ -228,16 +220,8 @@ def settle_due(
     due: list[tuple[bytes, _Entry]],
     pending: collections.OrderedDict[bytes, _Entry],
     start: int,
-    size: int,
-    value: object,
-    marked: MemoryItems,
-    marked_size: int,
-    marked_expiry: float,
-    classify: Callable[[str], str],
-    timeouts: frozenset[str],
-    recoverable: frozenset[str],
+    now: float,
     errors: list[tuple[tuple[str, str], ...]],
-    keys_size: int,
 ) -> tuple[int, int]:
     """The twin of the scanner's ``settle_due`` (its loop in Python, through ``join``'s
     ``settle_simple`` and ``settle_layers``): from ``due[start]`` on, each trace taken out of
@@ -252,15 +236,11 @@ def settle_due(
         trace, entry = due[at]
         del pending[trace]
         if entry.packed and entry.failures:
-            done = join.settle_packed(entry.layers, entry.failures, size, value, marked,
-                                      marked_size, marked_expiry, classify, timeouts,
-                                      recoverable, errors, keys_size)  # fmt: skip
+            done = join.settle_packed(entry.layers, entry.failures, now, errors)
         elif entry.packed:
-            done = join.settle_simple(entry.layers, size, value, keys_size)
+            done = join.settle_simple(entry.layers, now)
         else:
-            done = join.settle_layers(entry.layers, entry.failures, entry.parents, size, value,
-                                      marked, marked_size, marked_expiry, classify, timeouts,
-                                      recoverable, errors, keys_size)  # fmt: skip
+            done = join.settle_layers(entry.layers, entry.failures, entry.parents, now, errors)
         if done < 0:
             break
         calls += done
@@ -530,6 +510,32 @@ class CallJoiner:
         for held in (self._settled_layers, self._settled_keys, self._failed_parents):
             if held.items.__class__ is collections.OrderedDict:
                 held.use(memory)
+        self.configure_native()
+
+    def use_native(self, native: NativeJoin) -> None:
+        """Settles the join's common cases with ``native`` (the C scanner), configured here."""
+        self.native = native
+        self.configure_native()
+
+    def configure_native(self) -> None:
+        """Gives the C side what its settle paths read on every call (the memories' bounds and
+        time to live, the memory of failed parents, the classifier and its tables): once, and
+        again whenever the memories change (their kind, their bounds)."""
+        native = self.native
+        if native is None:
+            return
+        marked = self._failed_parents
+        native.configure_settle(
+            size=self._settled_layers.size,
+            keys_size=self._settled_keys.size,
+            ttl=self._settled_layers.ttl,
+            marked=marked.items,
+            marked_size=marked.size,
+            marked_ttl=marked.ttl,
+            classify=self.classify,
+            timeouts=TIMEOUTS,
+            recoverable=RECOVERABLE,
+        )
 
     def settled_keys_memory(self) -> MemoryItems:
         """The memory of settled call and JSON-RPC keys (``("call", trace, call id)``,
@@ -755,22 +761,12 @@ class CallJoiner:
                 held -= 1
         native = self.native
         if native is not None:  # the join's common case settled here (_settle's first step)
-            memory = self._settled_layers
-            size = memory.size
-            value = (now + memory.ttl, None)
-            settle_layers = native.settle_layers
-            keys_size = self._settled_keys.size
-            marked = self._failed_parents
-            marked_expiry = now + marked.ttl
-            classify = self.classify
             at, end = 0, len(due)
             while at < end:
                 # the entries due in one C call (settle_due: each taken out of pending and
                 # settled by settle_simple when packed, else settle_layers) up to the first
                 # that is neither common case, which is settled here
-                at, done = native.settle_due(due, pending, at, size, value, marked.items,
-                                             marked.size, marked_expiry, classify, TIMEOUTS,
-                                             RECOVERABLE, errors, keys_size)  # fmt: skip
+                at, done = native.settle_due(due, pending, at, now, errors)
                 self.native_calls += done
                 if at >= end:
                     break
@@ -780,10 +776,8 @@ class CallJoiner:
                     self._unpack(entry)  # not the common case (settle_simple did nothing)
                     # layers that are calls of their own, failed or not, and failures (the
                     # traces with a failure): _settle in C; -1: nothing done, another case
-                    done = settle_layers(entry.layers, entry.failures, entry.parents, size,
-                                         value, marked.items, marked.size, marked_expiry,
-                                         classify, TIMEOUTS, RECOVERABLE, errors,
-                                         keys_size)  # fmt: skip
+                    done = native.settle_layers(entry.layers, entry.failures, entry.parents,
+                                                now, errors)  # fmt: skip
                     if done >= 0:
                         self.native_calls += done
                         continue
@@ -808,9 +802,7 @@ class CallJoiner:
         if entry.packed and not entry.failures:
             native = self.native
             if native is not None:
-                memory = self._settled_layers
-                count = native.settle_simple(entry.layers, memory.size, (now + memory.ttl, None),
-                                             self._settled_keys.size)  # fmt: skip
+                count = native.settle_simple(entry.layers, now)
                 if count >= 0:
                     self.native_calls += count
                     return

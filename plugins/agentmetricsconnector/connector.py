@@ -684,7 +684,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         } <= set(self._shape_keys())
         self._scanner = self._native_scanner(exemplars)
         if self._scanner is not None and self._join_enabled:
-            self.joiner.native = self._scanner
+            self.joiner.use_native(self._scanner)
 
     def _native_scanner(self, max_exemplars: int) -> Any:
         """The C scanner for this config, or ``None`` (not built, disabled, or more exemplars

@@ -261,7 +261,11 @@ def agentscan() -> OneInput:
         with native_env(True):
             conn = make()
         scanner = conn._scanner
-        scanner.settle_simple([], 4, None, 4)
+        # small memories (the oldest dropped), the twin's memory of failed parents
+        scanner.configure_settle(size=4, keys_size=4, ttl=0.0, marked=collections.OrderedDict(),
+                                 marked_size=4, marked_ttl=0.0, classify=str,
+                                 timeouts=frozenset(), recoverable=frozenset())  # fmt: skip
+        scanner.settle_simple([], 0.0)
         # series 0: an id-less layer; 1: a framework layer with a call id; 2: an MCP client
         # layer with a JSON-RPC id (the id-keyed join: ids from the ids string)
         conn._learn(_FuzzShape(b"r", b"s", b"x"), (0, "t", "", False, "", False, "", -1, -1))
@@ -275,15 +279,13 @@ def agentscan() -> OneInput:
         trace = data[:16].ljust(16, b"\0")
         for records, ids in ((data[:cut], data[cut:]), (data[: min(cut, 40)], data[40:])):
             try:
-                scanner.settle_simple([(trace, records, 1, ids)], 4, (0.0, None), 4)
+                scanner.settle_simple([(trace, records, 1, ids)], 0.0)
             except ValueError:
                 pass
             # settle_packed (a packed trace held with failures): any record string (kinds,
             # flags, series, ids and messages) refused cleanly or settled
             try:
-                scanner.settle_packed([(trace, records, 1, ids)], [], 4, (0.0, None),
-                                      collections.OrderedDict(), 4, 0.0, str, frozenset(),
-                                      frozenset(), [], 4)  # fmt: skip
+                scanner.settle_packed([(trace, records, 1, ids)], [], 0.0, [])
             except (ValueError, TypeError):
                 pass
         scanner.take_calls()
@@ -329,8 +331,7 @@ def agentscan() -> OneInput:
         scanner, trace = conn._scanner, data[:16]
         for due in ([(trace, None)], [None], [(trace,)], [(trace, object())], [(b"", data)]):
             try:
-                scanner.settle_due(due, {trace: 0}, 0, 4, (0.0, None), collections.OrderedDict(),
-                                   4, 0.0, str, frozenset(), frozenset(), [], 4)  # fmt: skip
+                scanner.settle_due(due, {trace: 0}, 0, 0.0, [])
             except (TypeError, KeyError, AttributeError):
                 pass
 

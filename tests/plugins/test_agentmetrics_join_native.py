@@ -102,6 +102,7 @@ class Counting:
     def __init__(self, scanner: Any, counts: collections.Counter[str]) -> None:
         self.scanner = scanner
         self.counts = counts
+        self.configure_settle = scanner.configure_settle
         self.settle_simple = scanner.settle_simple
 
     def settle_due(self, *args: Any) -> tuple[int, int]:
@@ -759,6 +760,7 @@ def assert_joiners_agree(
     for joiner in (native, python):
         for memory in (joiner._settled_layers, joiner._settled_keys, joiner._failed_parents):
             memory.size = size
+        joiner.configure_native()  # (the C side's bounds given again)
     counts: collections.Counter[str] = collections.Counter()
     if count:
         native.native = Counting(native.native, counts)
@@ -1242,11 +1244,11 @@ def test_settle_simple_refuses_malformed_ids() -> None:
     for flags, ids in [(1, b""), (1, b"\x05\x00ab"), (1, b"\x00\x00"), (4, b""), (0, b"x"),
                        (1, b"\x01\x00ab"), (3, b"\x01\x00a")]:  # fmt: skip
         with pytest.raises(ValueError):
-            scanner.settle_simple([(trace, record(flags), 1, ids)], 8, (0.0, None), 8)
+            scanner.settle_simple([(trace, record(flags), 1, ids)], 0.0)
     with pytest.raises(ValueError):
-        scanner.settle_simple([(trace, record(1), 1)], 8, (0.0, None), 8)
+        scanner.settle_simple([(trace, record(1), 1)], 0.0)
     assert scanner.take_calls() == []
-    assert scanner.settle_simple([(trace, record(1), 1, b"\x01\x00a")], 8, (0.0, None), 8) == 1
+    assert scanner.settle_simple([(trace, record(1), 1, b"\x01\x00a")], 0.0) == 1
 
 
 # -- root tool-call layers (no parent in their trace) packed ------------------------------------

@@ -4,9 +4,12 @@ A2A latencies; malformed input is refused with ``ValueError`` and never crashes.
 
 from __future__ import annotations
 
+import collections
+import gc
 import random
 import sys
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -299,8 +302,9 @@ def test_take_failures_gives_a_failed_spans_status_and_exception_as_a_full_decod
 def test_settle_layers_settles_the_benchmarks_failed_trace_as_the_python_settle() -> None:
     """The benchmark's failed trace (a failed workflow root, an agent run, a failed tool call
     below it and one that did not fail): the two calls counted in C, the tool call's failure
-    counted once (the root and the agent run propagate it), the memories written; a trace
-    with a join key is refused with nothing done; wrong arguments raise."""
+    counted once (the root and the agent run propagate it), the memories written (their values
+    and marks made of ``now`` and the time to live configured); a trace with a join key is
+    refused with nothing done; wrong arguments raise, and so does a scanner not configured."""
     conn = AgentMetricsConnector(
         settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
     )
@@ -317,12 +321,13 @@ def test_settle_layers_settles_the_benchmarks_failed_trace_as_the_python_settle(
     root = Failure(trace, sid(1), b"", labels, start=T0, end=T0 + 10**9)
     parents = {sid(3): sid(2), sid(8): sid(2), sid(2): sid(1), sid(1): b""}
     marked = joiner._failed_parents
+    config = dict(size=100, keys_size=100, ttl=1.0, marked=marked.items, marked_size=100,
+                     marked_ttl=2.0, classify=joiner.classify, timeouts=TIMEOUTS,
+                     recoverable=RECOVERABLE)  # fmt: skip
+    scanner.configure_settle(**config)
 
     def settle(layers: list[Layer], errors: list[Any]) -> int:
-        done: int = scanner.settle_layers(
-            layers, [root], parents, 100, (1.0, None), marked.items, 100, 2.0,
-            joiner.classify, TIMEOUTS, RECOVERABLE, errors, 100,
-        )  # fmt: skip
+        done: int = scanner.settle_layers(layers, [root], parents, 0.0, errors)
         return done
 
     keyed = Layer(trace, sid(9), sid(2), FRAMEWORK, "x", call_id="c1")
@@ -357,10 +362,48 @@ def test_settle_layers_settles_the_benchmarks_failed_trace_as_the_python_settle(
     with pytest.raises(TypeError):
         scanner.settle_layers([], [], {}, 1, None)
     with pytest.raises(AttributeError):
-        scanner.settle_layers(
-            [object()], [], {}, 1, None, marked.items, 1, 2.0, joiner.classify, TIMEOUTS,
-            RECOVERABLE, [], 1,
-        )  # fmt: skip
+        scanner.settle_layers([object()], [], {}, 1.0, [])
+    # the settings by keyword, all of them, of their types
+    with pytest.raises(TypeError):
+        scanner.configure_settle(*config.values())
+    with pytest.raises(TypeError):
+        scanner.configure_settle(**{k: v for k, v in config.items() if k != "ttl"})
+    with pytest.raises(TypeError):
+        scanner.configure_settle(**{**config, "marked": {}.items()})
+    with pytest.raises(TypeError):
+        scanner.configure_settle(**{**config, "classify": "not callable"})
+    # a scanner not configured settles nothing
+    bare = conn._native_scanner(1)
+    for call in (lambda: bare.settle_layers([ok], [], {}, 0.0, []),
+                 lambda: bare.settle_simple([], 0.0),
+                 lambda: bare.settle_packed([], [], 0.0, []),
+                 lambda: bare.settle_due([], collections.OrderedDict(), 0, 0.0, [])):  # fmt: skip
+        with pytest.raises(RuntimeError):
+            call()
+
+
+def test_a_scanner_in_a_cycle_through_its_classifier_is_collected() -> None:
+    """The settle configuration's classifier may be any callable: a scanner it refers back to
+    is freed by the cyclic collector."""
+
+    class Classifier:
+        def __init__(self, scanner: Any) -> None:
+            self.scanner = scanner
+
+        def match(self, text: str) -> str:
+            return ""
+
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    classifier = Classifier(conn._native_scanner(1))
+    classifier.scanner.configure_settle(size=1, keys_size=1, ttl=1.0, marked=native.Memory(1),
+                                        marked_size=1, marked_ttl=1.0, classify=classifier.match,
+                                        timeouts=TIMEOUTS, recoverable=RECOVERABLE)  # fmt: skip
+    gone = weakref.ref(classifier)
+    del classifier
+    gc.collect()
+    assert gone() is None
 
 
 @pytest.mark.parametrize("seed", range(3))
