@@ -626,6 +626,24 @@ class _CountingSink(_Sink):
         await super().consume(data)
 
 
+def _frame(req_id: int, key: bytes, body: bytes) -> bytes:
+    """A sibling's consume frame as ``pipeline.workers`` writes it (one item)."""
+    from pipeline.workers import _HEADER
+
+    return _HEADER.pack(len(key) + len(body) + _HEADER.size - 4, req_id, 1, len(key)) + (key + body)
+
+
+async def _answer(reader: Any) -> tuple[tuple[int, int], bytes]:
+    """The owner's next answer on ``reader``: ((request id, status), its bytes)."""
+    import asyncio
+    import struct
+
+    head = await asyncio.wait_for(reader.readexactly(4), 5)
+    rest = await reader.readexactly(int.from_bytes(head, "big"))
+    req_id, status = struct.unpack_from("!IB", rest)
+    return (req_id, status), head + rest
+
+
 def test_frames_of_any_size_and_split_anyhow_reach_the_owner_whole(tmp_path: Path) -> None:
     """The owner reads its socket into one buffer: a part of several megabytes, frames cut
     into single bytes, and several frames in one read arrive whole and in order (the frames
@@ -636,12 +654,7 @@ def test_frames_of_any_size_and_split_anyhow_reach_the_owner_whole(tmp_path: Pat
     import struct
 
     from pipeline.pdata import Signal
-    from pipeline.workers import _HEADER, WorkerContext
-
-    def frame(req_id: int, key: bytes, body: bytes) -> bytes:
-        return _HEADER.pack(len(key) + len(body) + _HEADER.size - 4, req_id, 1, len(key)) + (
-            key + body
-        )
+    from pipeline.workers import WorkerContext
 
     async def main() -> None:
         a = WorkerContext(0, 2, tmp_path)
@@ -656,7 +669,7 @@ def test_frames_of_any_size_and_split_anyhow_reach_the_owner_whole(tmp_path: Pat
 
             reader, writer = await asyncio.open_unix_connection(b.socket_path(1))
             parts = [bytes([0x0A, 1, i]) * (i + 1) for i in range(6)]
-            raw = b"".join(frame(i + 1, b"traces|traces|-1", p) for i, p in enumerate(parts))
+            raw = b"".join(_frame(i + 1, b"traces|traces|-1", p) for i, p in enumerate(parts))
             for i in range(0, 40):  # the first frames byte by byte
                 writer.write(raw[i : i + 1])
                 await writer.drain()
@@ -780,11 +793,10 @@ def test_the_answers_of_one_turn_leave_in_one_write(
     (one wake-up of the sender for all of them), each with its own id and status: the parts
     of one read for one pipeline set are one consume, whose refusal refuses exactly them."""
     import asyncio
-    import struct
 
     from pipeline import workers
     from pipeline.errors import RetryableError
-    from pipeline.workers import _HEADER, WorkerContext
+    from pipeline.workers import WorkerContext
 
     writes: list[bytes] = []
 
@@ -800,10 +812,7 @@ def test_the_answers_of_one_turn_leave_in_one_write(
             super().connection_made(transport)
 
     def frame(req_id: int, body: bytes, pipeline: str = "traces") -> bytes:
-        key = f"traces|{pipeline}|-1".encode()
-        return _HEADER.pack(len(key) + len(body) + _HEADER.size - 4, req_id, 1, len(key)) + (
-            key + body
-        )
+        return _frame(req_id, f"traces|{pipeline}|-1".encode(), body)
 
     class TwoPipelines:
         def __init__(self) -> None:
@@ -818,10 +827,9 @@ def test_the_answers_of_one_turn_leave_in_one_write(
         await writer.drain()
         got, answers = [], b""
         for _ in range(n):
-            head = await asyncio.wait_for(reader.readexactly(4), 5)
-            rest = await reader.readexactly(int.from_bytes(head, "big"))
-            got.append(struct.unpack_from("!IB", rest))
-            answers += head + rest
+            answer, raw = await _answer(reader)
+            got.append(answer)
+            answers += raw
         assert len(writes) == 1 and writes[0] == answers
         return sorted(got)
 
@@ -867,15 +875,9 @@ def test_hostile_keys_in_one_read_are_refused_each_and_the_good_part_taken(
     why), the good parts of that read taken as one consume; no joiner stays behind for a
     key that names nothing, and the worker keeps serving."""
     import asyncio
-    import struct
 
     from pipeline.pdata import Signal
-    from pipeline.workers import _HEADER, WorkerContext
-
-    def frame(req_id: int, key: bytes, body: bytes) -> bytes:
-        return _HEADER.pack(len(key) + len(body) + _HEADER.size - 4, req_id, 1, len(key)) + (
-            key + body
-        )
+    from pipeline.workers import WorkerContext
 
     async def main() -> None:
         a = WorkerContext(0, 2, tmp_path)
@@ -893,13 +895,13 @@ def test_hostile_keys_in_one_read_are_refused_each_and_the_good_part_taken(
                 b"traces|traces|2",
                 b"\xff|\xfe|-1",
             ]
-            writer.write(b"".join(frame(i + 1, k, bytes([0x0A, 1, i])) for i, k in enumerate(keys)))
+            writer.write(
+                b"".join(_frame(i + 1, k, bytes([0x0A, 1, i])) for i, k in enumerate(keys))
+            )
             await writer.drain()
             got = {}
             for _ in keys:
-                head = await asyncio.wait_for(reader.readexactly(4), 5)
-                rest = await reader.readexactly(int.from_bytes(head, "big"))
-                req_id, status = struct.unpack_from("!IB", rest)
+                (req_id, status), _raw = await _answer(reader)
                 got[req_id] = status
             assert got == {1: 0, 2: 1, 3: 1, 4: 1, 5: 0, 6: 1}
             assert sink.got == [b"\x0a\x01\x00\x0a\x01\x04"]  # the good ones, one consume
