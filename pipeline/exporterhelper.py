@@ -258,6 +258,8 @@ class ExporterHelper(Component, ExporterStateProvider):
         )
         self.codec = codec or QueueCodec(signal)
         self._storage: SegmentLog | None = None  # the persistent queue's log, once started
+        self._host: Host | None = None
+        self._reported_storage_failure = False
         self._stop_taking = False
         self._has_work = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -434,12 +436,28 @@ class ExporterHelper(Component, ExporterStateProvider):
         assert self._storage is not None
         rec = Record()
         try:
+            parts = self.codec.encode(data)
+        except Exception as exc:  # a payload the codec cannot write: refused, not lost quietly
+            self.settings.telemetry.enqueue_failed(self.signal, n)
+            self.settings.log_limited(
+                logging.ERROR,
+                "cannot encode a payload for the persistent sending queue, refusing it: %s",
+                f"{type(exc).__name__}: {exc}",
+                key="storage_encode",
+                extra={"refused_items": n},
+            )
+            raise PermanentError(
+                f"exporter {self.settings.name} cannot encode a payload for its persistent "
+                f"queue: {type(exc).__name__}: {exc}"
+            ) from None
+        try:
             # a sender that goes away meanwhile was not answered: the record is given up
-            await self._storage.append(self.codec.encode(data), rec, abandon_on_cancel=True)
+            await self._storage.append(parts, rec, abandon_on_cancel=True)
         except StorageError as exc:
             if rec.segment is not None:
                 self._storage.complete(rec)  # written but refused (fsync failed): not queued
             self.settings.telemetry.enqueue_failed(self.signal, n)
+            self._storage_failed(exc)
             self.settings.log_limited(
                 logging.ERROR,
                 "cannot write to the persistent sending queue, refusing data: %s",
@@ -454,6 +472,19 @@ class ExporterHelper(Component, ExporterStateProvider):
                 resource_exhausted=True,
             ) from exc
         return _Stored(rec, n, data.nbytes)
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        """A write refused by a log that failed for good (an I/O error, or a bug in its
+        writer): the exporter reports a permanent error (the health check answers 503) until
+        it is started again (a restart or a reload opens the log again)."""
+        self._failed(exc)
+        log = self._storage
+        if log is None or not log.stats.failed or self._reported_storage_failure:
+            return
+        self._reported_storage_failure = True
+        if self._host is not None:
+            instance = self.settings.instance or f"{self.settings.kind} {self.settings.name}"
+            self._host.report_status(instance, "permanent_error", exc)
 
     # -- lifecycle --------------------------------------------------------------------------
     def storage_owner(self) -> str:
@@ -502,6 +533,7 @@ class ExporterHelper(Component, ExporterStateProvider):
             )
 
     async def start(self, host: Host) -> None:
+        self._host = host
         if self.config.sending_queue.storage and self._storage is None:
             await self._open_storage(host)
         if self.config.sending_queue.enabled and not self._workers:
@@ -521,10 +553,22 @@ class ExporterHelper(Component, ExporterStateProvider):
         if self._storage is not None:
             await self._shutdown_persistent()
             return
+        senders_gone = False
         try:
             while self._queue or self._in_flight:
+                senders = self._workers[: self.config.sending_queue.num_consumers]
+                alive = [w for w in senders if not w.done()]
+                if senders and not alive:
+                    senders_gone = True
+                    # the workers were given up (their supervisor stopped restarting them):
+                    # nobody drains the queue; what it holds is dropped below, counted
+                    break
                 self._idle.clear()
-                await self._idle.wait()
+                idle = asyncio.ensure_future(self._idle.wait())
+                try:
+                    await asyncio.wait([idle, *alive], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    idle.cancel()
         except asyncio.CancelledError:
             self._drop_queued("the shutdown deadline passed")
             raise
@@ -533,7 +577,9 @@ class ExporterHelper(Component, ExporterStateProvider):
                 w.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)
             self._workers = []
-            self._drop_queued("the shutdown deadline passed")
+            self._drop_queued(
+                "its senders had stopped" if senders_gone else "the shutdown deadline passed"
+            )
             self._shutdown_done = True
 
     async def _shutdown_persistent(self) -> None:
@@ -853,20 +899,38 @@ class _Batcher:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
+        items = self.items
         self.items = self.bytes = 0
         self.first_at = None
+        try:
+            parts = self._merge(pending)
+        except Exception as exc:
+            # the payloads were taken (their senders were answered): dropped, counted, logged
+            # (instead of raising into whoever flushed: a sender, the batch task or the shutdown)
+            helper = self.helper
+            helper.settings.telemetry.send_failed(helper.signal, items)
+            helper.settings.log_limited(
+                logging.ERROR,
+                "cannot merge the batch of the sending queue, dropping it: %s",
+                f"{type(exc).__name__}: {exc}",
+                key="batch_merge",
+                exc_info=exc,
+                extra={"dropped_items": items},
+            )
+            return
+        for part in parts:
+            self.helper._enqueue(part)
+
+    def _merge(self, pending: list[Payload]) -> list[Payload]:
         merged = type(pending[0]).merge(pending)
         max_size = self.config.max_size
         if max_size and self.config.sizer == "items" and merged.item_count() > max_size:
-            parts = merged.split(max_size)
-        elif max_size and self.config.sizer == "bytes" and merged.nbytes > max_size:
+            return merged.split(max_size)
+        if max_size and self.config.sizer == "bytes" and merged.nbytes > max_size:
             n = merged.item_count()
             pieces = -(-merged.nbytes // max_size)
-            parts = merged.split(max(1, n // pieces))
-        else:
-            parts = [merged]
-        for part in parts:
-            self.helper._enqueue(part)
+            return merged.split(max(1, n // pieces))
+        return [merged]
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -147,9 +147,20 @@ class _Write:
 class LogStats:
     """What a log holds, read by the self-metrics (approximate while the writer runs)."""
 
-    __slots__ = ("bytes", "commits", "fsyncs", "live", "records_written", "segments")
+    __slots__ = (
+        "bytes",
+        "commits",
+        "errors",
+        "failed",
+        "fsyncs",
+        "live",
+        "records_written",
+        "segments",
+    )
 
     def __init__(self) -> None:
+        self.errors = 0  # writer errors (I/O or internal), each logged
+        self.failed = False  # the log refuses writes until it is opened again
         self.live = 0
         self.bytes = 0
         self.segments = 0
@@ -195,6 +206,9 @@ class SegmentLog:
         self._frozen = False
         self._dirty = False  # written since the last fsync
         self._failed: BaseException | None = None
+        self._writer_gone = False  # the writer thread ended (closed, or died)
+        self._last_fail_log = 0.0
+        self._inflight: list[_Write] | None = None  # the batch the writer is writing
         self.opened = False
 
     # -- opening -------------------------------------------------------------------------
@@ -211,6 +225,9 @@ class SegmentLog:
             self._unlock()
             raise
         self.opened = True
+        self._failed = None
+        self._writer_gone = False
+        self.stats.failed = False
         self._thread = threading.Thread(target=self._run, name=f"storage-{self.name}", daemon=True)
         self._thread.start()
         return pending
@@ -341,12 +358,14 @@ class SegmentLog:
         if not self.opened or self._closing:
             raise StorageError(errno.EBADF, f"log {self.directory} is not open")
         if self._failed is not None:
-            raise StorageError(errno.EIO, f"log {self.directory} failed: {self._failed}")
+            raise self._failed_error()
         rec = record if record is not None else Record()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         write = _Write(rec, parts, loop, future)
         with self._cond:
+            if self._writer_gone:  # (checked under the lock the writer's last pass takes)
+                raise self._failed_error()
             self._pending.append(write)
             self._cond.notify()
         try:
@@ -391,6 +410,22 @@ class SegmentLog:
 
     # -- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # whatever ends the writer must not leave anyone waiting
+            self._fail(exc, "the storage writer stopped")
+        finally:
+            # whatever ends the writer, nobody waits for it any more: what is still pending is
+            # answered with an error, and appends from now on are refused at once
+            with self._cond:
+                self._writer_gone = True
+                batch, self._pending = self._pending, []
+            if self._inflight is not None:
+                batch = self._inflight + batch
+            if batch:
+                self._refuse(batch)
+
+    def _loop(self) -> None:
         last_sync = time.monotonic()
         while True:
             with self._cond:
@@ -399,22 +434,82 @@ class SegmentLog:
                 batch, self._pending = self._pending, []
                 closing = self._closing
             if batch:
-                self._write_batch(batch)
-            self._apply_completed()
-            now = time.monotonic()
-            if (
-                self._dirty
-                and not self.fsync
-                and self.fsync_interval > 0
-                and now - last_sync >= self.fsync_interval
-            ):
-                self._sync()
-                last_sync = now
+                self._inflight = batch  # answered by _run if the writer dies with it
+                if self._failed is not None:
+                    self._refuse(batch)
+                else:
+                    self._write_batch(batch)
+            try:
+                self._apply_completed()
+                now = time.monotonic()
+                if (
+                    self._dirty
+                    and not self.fsync
+                    and self.fsync_interval > 0
+                    and now - last_sync >= self.fsync_interval
+                    and self._failed is None
+                ):
+                    self._sync()
+                    last_sync = now
+            except Exception as exc:
+                # (an OSError of the background fsync included: the page cache may have lost
+                # what was acknowledged; the log cannot be trusted to keep more)
+                self._fail(exc, "the storage writer failed")
             if closing:
                 with self._cond:
                     if self._pending:
                         continue
                 return
+
+    def _fail(self, exc: BaseException, what: str) -> None:
+        """The log fails: counted, logged, and every write refused until it is opened again
+        (the records already acknowledged stay on disk and are replayed by the next open)."""
+        self.stats.errors += 1
+        first = self._failed is None
+        if first:
+            self._failed = exc
+            self.stats.failed = True
+        else:
+            now = time.monotonic()
+            if now - self._last_fail_log < 1.0:
+                return  # counted; logged at most once a second while it goes on
+            self._last_fail_log = now
+        # the message, not the error (its traceback may hold payloads); the type, since a
+        # non-OS error here is a bug
+        log.error(
+            "storage %s: %s (%s: %s); %s",
+            self.name,
+            what,
+            type(exc).__name__,
+            exc,
+            "writes are refused until the log is opened again (restart or reload); what "
+            "was acknowledged stays on disk"
+            if first
+            else "the log had already failed",
+        )
+
+    def _failed_error(self) -> StorageError:
+        failed = self._failed
+        reason = f"{type(failed).__name__}: {failed}" if failed is not None else "writer stopped"
+        return StorageError(errno.EIO, f"log {self.directory} failed ({reason})")
+
+    def _refuse(self, batch: list[_Write]) -> None:
+        """Answer writes that were not written with the log's failure."""
+        error = self._failed_error()
+        for w in batch:
+            # with fsync, a record written and not fsynced was not acknowledged
+            if w.error is None and (self.fsync or w.record.segment is None):
+                w.error = error
+        self._answer(batch)
+
+    def _answer(self, batch: list[_Write]) -> None:
+        self._inflight = None
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Write]] = {}
+        for w in batch:
+            by_loop.setdefault(w.loop, []).append(w)
+        for loop, writes in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+                loop.call_soon_threadsafe(_resolve, writes)
 
     def _open_segment(self) -> _Segment:
         seq = self._next_seq
@@ -475,9 +570,11 @@ class SegmentLog:
             if self.fsync:
                 self._sync()
         except OSError as exc:
+            self.stats.errors += 1
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 # an I/O error: the log cannot be trusted any more; a full disk may clear
                 self._failed = exc
+                self.stats.failed = True
             error = StorageError(exc.errno or errno.EIO, f"cannot write {self.directory}: {exc}")
             # (the message, not the error: a record kept by a handler must not keep the
             # traceback it gets when raised, nor the frames and data in it)
@@ -487,13 +584,17 @@ class SegmentLog:
                 # page cache is
                 if w.error is None and (self.fsync or w.record.segment is None):
                     w.error = error
+        except Exception as exc:
+            # not an I/O error: a bug in the writer. What it did to the current segment is
+            # unknown, so the log fails (as on an I/O error) rather than write after it; the
+            # records written before stay on disk for the next open.
+            self._fail(exc, "a write failed unexpectedly")
+            error = self._failed_error()
+            for w in batch:
+                if w.error is None and (self.fsync or w.record.segment is None):
+                    w.error = error
         self.stats.commits += 1
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Write]] = {}
-        for w in batch:
-            by_loop.setdefault(w.loop, []).append(w)
-        for loop, writes in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
-                loop.call_soon_threadsafe(_resolve, writes)
+        self._answer(batch)
 
     def _write_records(self, batch: list[_Write]) -> None:
         seg = self._current or self._open_segment()

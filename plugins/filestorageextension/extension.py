@@ -117,6 +117,18 @@ class _StorageCollector(Collector):
             "for all the records waiting).",
             labels=labels,
         )
+        errors = CounterMetricFamily(
+            "otelcol_storage_errors",
+            "Errors of a storage client's writer (I/O errors, and errors of its own code), "
+            "each logged.",
+            labels=labels,
+        )
+        failed = GaugeMetricFamily(
+            "otelcol_storage_failed",
+            "1 while a storage client has failed (it refuses writes until it is opened again: "
+            "a restart or a reload); what it had acknowledged stays on disk.",
+            labels=labels,
+        )
         name = self.extension.settings.name
         for owner, owned in self.extension.logs.items():
             st = owned.stats
@@ -126,4 +138,6 @@ class _StorageCollector(Collector):
             segments.add_metric(values, st.segments)
             written.add_metric(values, st.records_written)
             commits.add_metric(values, st.commits)
-        yield from (records, size, segments, written, commits)
+            errors.add_metric(values, st.errors)
+            failed.add_metric(values, 1 if st.failed else 0)
+        yield from (records, size, segments, written, commits, errors, failed)

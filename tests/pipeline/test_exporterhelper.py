@@ -470,3 +470,102 @@ async def test_a_payload_whose_sender_went_away_while_it_was_written_is_not_left
     assert h.queue_size == 0 and logs_value(h, "queue_recovered") == 0
     await h.shutdown()
     await host.storage.shutdown()
+
+
+# -- failures of the helper's own machinery: nobody waits for what is gone, every drop counted ----
+def _injected(*args: object, **kwargs: object) -> Any:
+    raise ValueError("injected: a bug")
+
+
+async def test_a_persistent_queue_whose_storage_writer_fails_refuses_and_reports_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue's log writer fails with a ValueError (injected into its own write code): the
+    payload being written is refused with a retryable error at once (not left waiting),
+    counted as ``enqueue_failed``, logged; the exporter reports a permanent error and the
+    storage's own metrics say the log failed; the batch queued before is still sent; after a
+    restart the queue works again."""
+    from pipeline.storage import SegmentLog
+
+    host, backend, h = await persistent(tmp_path, LinesCodec(Signal.LOGS))
+    await h.consume(Lines([b"before"], 2, [2]))  # queued (acknowledged) before the failure
+    await wait_until(lambda: backend.calls == 1)  # being sent (the backend holds it)
+    monkeypatch.setattr(SegmentLog, "_flush", _injected)
+    with logged() as records:
+        with pytest.raises(RetryableError, match="ValueError") as refused:
+            await asyncio.wait_for(h.consume(Lines([b"during"], 3, [3])), timeout=30)
+        assert refused.value.resource_exhausted
+    monkeypatch.undo()
+    assert logs_value(h, "enqueue_failed") == 3
+    assert any(r.levelname == "ERROR" and "ValueError" in r.getMessage() for r in records), [
+        r.getMessage() for r in records
+    ]
+    status, error = host.statuses["exporter test"]
+    assert status == "permanent_error" and isinstance(error, Exception)
+    storage_metrics = host.storage.settings.telemetry.service
+    labels = {"storage": "file_storage", "client": h.storage_owner()}
+    assert storage_metrics.value("otelcol_storage_failed", **labels) == 1
+    assert storage_metrics.value("otelcol_storage_errors_total", **labels) >= 1
+    assert h.queue_size == 0  # the refused payload gave its room back
+    backend.gate.set()
+    await wait_until(lambda: logs_value(h, "sent") == 2)
+    await h.shutdown()
+    await host.storage.shutdown()
+    # started again: the log opens again and works
+    host, backend, h = await persistent(tmp_path, LinesCodec(Signal.LOGS))
+    backend.gate.set()
+    await h.consume(Lines([b"after"], 4, [4]))
+    await wait_until(lambda: logs_value(h, "sent") == 4)
+    await h.shutdown()
+    await host.storage.shutdown()
+
+
+async def test_a_payload_the_queue_codec_cannot_encode_is_refused_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec = LinesCodec(Signal.LOGS)
+    host, _backend, h = await persistent(tmp_path, codec)
+    monkeypatch.setattr(codec, "encode", _injected)
+    with logged() as records, pytest.raises(PermanentError, match="cannot encode"):
+        await h.consume(Lines([b"x"], 2, [2]))
+    assert logs_value(h, "enqueue_failed") == 2
+    assert any("cannot encode" in r.getMessage() for r in records)
+    assert h.queue_size == 0
+    await h.shutdown()
+    await host.storage.shutdown()
+
+
+async def test_shutdown_does_not_wait_for_senders_that_are_gone() -> None:
+    """The queue's senders were given up (here: their tasks ended, as a supervisor that stops
+    restarting them leaves them): shutdown drops what is queued, counted and logged, instead
+    of waiting forever for a queue nobody drains."""
+    backend = Backend()
+    h = helper(backend, sending_queue={"num_consumers": 2})
+    await h.start(StubHost())
+    for w in h._workers:
+        w.cancel()
+    await asyncio.gather(*h._workers, return_exceptions=True)
+    await h.consume(spans(5))
+    with logged() as records:
+        await asyncio.wait_for(h.shutdown(), timeout=30)  # a guard against the hang only
+    assert value(h, "send_failed") == 5
+    assert any("senders had stopped" in r.getMessage() for r in records)
+    assert backend.delivered == 0
+
+
+async def test_a_batch_that_cannot_be_merged_is_dropped_counted_and_logged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = Backend()
+    h = helper(backend, sending_queue={"batch": {"min_size": 100, "flush_timeout": "10ms"}})
+    await h.start(StubHost())
+    monkeypatch.setattr(Traces, "merge", classmethod(_injected))
+    with logged() as records:
+        await h.consume(spans(3))
+        await h.consume(spans(4))
+        await wait_until(lambda: value(h, "send_failed") == 7)
+    assert any("cannot merge" in r.getMessage() for r in records)
+    monkeypatch.undo()
+    await h.consume(spans(2))  # the batch task goes on
+    await wait_until(lambda: backend.delivered == 2)
+    await h.shutdown()

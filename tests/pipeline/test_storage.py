@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.storage import MAGIC, SegmentLog, StorageError, safe_name
+from tests.support import logged
 
 
 async def wait_for(predicate, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
@@ -194,3 +195,94 @@ def test_safe_name_as_the_collector_writes_component_names() -> None:
     assert safe_name("exporter_otlp_backend_traces") == "exporter_otlp_backend_traces"
     assert safe_name("logs/container") == "logs~002Fcontainer"
     assert safe_name("a~b") == "a~007Eb"
+
+
+# -- the writer fails with an error that is not an OSError (a bug): nobody hangs ---------------
+def _raise_value_error(*args: object, **kwargs: object) -> None:
+    raise ValueError("injected: the writer's bug")
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+async def test_a_writer_bug_fails_the_log_and_answers_every_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    """A ValueError raised by the writer's own write code: the appends waiting for it and the
+    ones after get a StorageError (none waits forever); the failure is counted (``errors``,
+    ``failed``) and logged; what was acknowledged before is kept (and replayed by the next
+    open, which gives a working log again); done marks are still applied meanwhile."""
+    wal = SegmentLog(tmp_path / "log", fsync=fsync)
+    wal.open()
+    acked = [await wal.append([b"acked-", str(i).encode()]) for i in range(3)]
+    monkeypatch.setattr(SegmentLog, "_flush", _raise_value_error)
+    with logged() as records:
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(wal.append([b"lost"]) for _ in range(20)), return_exceptions=True),
+            timeout=30,  # a guard against a hang only: it answers at its next turn
+        )
+        assert all(isinstance(o, StorageError) for o in outcomes), outcomes
+        assert "ValueError" in str(outcomes[0])
+        with pytest.raises(StorageError, match="failed"):
+            await asyncio.wait_for(wal.append([b"later"]), timeout=30)
+        wal.complete(acked[0])  # done marks still go on
+        await wait_for(lambda: wal.stats.live == 2)
+    assert wal.stats.failed and wal.stats.errors >= 1
+    errors = [r for r in records if r.levelname == "ERROR" and "ValueError" in r.getMessage()]
+    assert errors, [r.getMessage() for r in records]
+    monkeypatch.undo()
+    wal.close()
+    again = SegmentLog(tmp_path / "log", fsync=fsync)
+    pending = again.open()
+    assert [again.read(r) for r in pending] == [b"acked-1", b"acked-2"]
+    assert not again.stats.failed
+    await again.append([b"after"])  # opened again: it works
+    again.close()
+
+
+async def test_a_writer_thread_that_dies_answers_what_it_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread itself ends on an error raised outside the guarded write (injected in
+    its batch handling): the batch it held and the appends after are answered with an
+    error, counted and logged; close still works and the log opens again."""
+    wal = SegmentLog(tmp_path / "log")
+    wal.open()
+    kept = await wal.append([b"kept"])
+    monkeypatch.setattr(SegmentLog, "_write_batch", _raise_value_error)
+    with logged() as records:
+        with pytest.raises(StorageError):
+            await asyncio.wait_for(wal.append([b"held"]), timeout=30)
+        assert wal._thread is not None
+        await wait_for(lambda: not wal._thread.is_alive())
+        with pytest.raises(StorageError, match="failed"):
+            await wal.append([b"after"])  # refused at once: nobody left to write it
+    assert wal.stats.failed and wal.stats.errors == 1
+    assert any("writer stopped" in r.getMessage() for r in records)
+    monkeypatch.undo()
+    wal.close()
+    again = SegmentLog(tmp_path / "log")
+    assert [again.read(r) for r in again.open()] == [b"kept"]
+    again.close()
+    assert kept.rid == 0
+
+
+async def test_a_done_mark_pass_that_fails_unexpectedly_fails_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-OS error while applying done marks: counted, logged at most once a second while
+    it goes on, writes refused from then on; nothing acknowledged is lost."""
+    wal = SegmentLog(tmp_path / "log")
+    wal.open()
+    rec = await wal.append([b"kept"])
+    monkeypatch.setattr(SegmentLog, "_apply_completed", _raise_value_error)
+    with logged() as records:
+        await wait_for(lambda: wal.stats.errors >= 3)
+        with pytest.raises(StorageError, match="ValueError"):
+            await wal.append([b"refused"])
+    assert wal.stats.failed
+    assert 1 <= len([r for r in records if "ValueError" in r.getMessage()]) < wal.stats.errors
+    monkeypatch.undo()
+    wal.close()
+    again = SegmentLog(tmp_path / "log")
+    assert [again.read(r) for r in again.open()] == [b"kept"]
+    again.close()
+    assert rec.rid == 0
