@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
@@ -87,3 +88,31 @@ async def probe_during(
         result = await task
         duration = loop.time() - started
     return result, duration, latencies, lag.worst
+
+
+def mutate(data: bytes, rng: random.Random, other: bytes) -> bytes:
+    """``data`` with one to four seeded random changes: a bit flipped, a byte overwritten with
+    an interesting one, cut short, random bytes inserted, a slice repeated, a piece of
+    ``other`` spliced in, a huge varint length inserted."""
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        how = rng.randrange(7)
+        at = rng.randrange(len(buf) + 1)
+        if how == 0 and buf:  # flip a bit
+            i = min(at, len(buf) - 1)
+            buf[i] ^= 1 << rng.randrange(8)
+        elif how == 1 and buf:  # overwrite a byte with an interesting one
+            buf[min(at, len(buf) - 1)] = rng.choice([0x00, 0x7F, 0x80, 0xFF, 0x0A, 0x22, 0x7B])
+        elif how == 2:  # truncate
+            del buf[at:]
+        elif how == 3:  # insert random bytes
+            buf[at:at] = rng.randbytes(rng.randint(1, 8))
+        elif how == 4:  # duplicate a slice
+            end = min(len(buf), at + rng.randint(1, 32))
+            buf[at:at] = buf[at:end]
+        elif how == 5:  # splice in a piece of another valid request
+            start = rng.randrange(len(other))
+            buf[at:at] = other[start : start + rng.randint(1, 64)]
+        else:  # a huge varint length
+            buf[at:at] = b"\xff\xff\xff\xff\x0f"
+    return bytes(buf)

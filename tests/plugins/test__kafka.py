@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pipeline import PermanentError, Signal
 from pipeline.pdata import payload_type
 from plugins import _kafka, _otlpjson
+from tests.hostile import mutate
 
 ENCODINGS = ("otlp_proto", "otlp_json")
 MUTATIONS_PER_CASE = 250
@@ -72,31 +73,6 @@ def request(signal: Signal, seed: int) -> Message:
 
 def encode(message: Message, encoding: str) -> bytes:
     return _otlpjson.dumps(message) if encoding == "otlp_json" else message.SerializeToString()
-
-
-def mutate(data: bytes, rng: random.Random, other: bytes) -> bytes:
-    buf = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        how = rng.randrange(7)
-        at = rng.randrange(len(buf) + 1)
-        if how == 0 and buf:  # flip a bit
-            i = min(at, len(buf) - 1)
-            buf[i] ^= 1 << rng.randrange(8)
-        elif how == 1 and buf:  # overwrite a byte with an interesting one
-            buf[min(at, len(buf) - 1)] = rng.choice([0x00, 0x7F, 0x80, 0xFF, 0x0A, 0x22, 0x7B])
-        elif how == 2:  # truncate
-            del buf[at:]
-        elif how == 3:  # insert random bytes
-            buf[at:at] = rng.randbytes(rng.randint(1, 8))
-        elif how == 4:  # duplicate a slice
-            end = min(len(buf), at + rng.randint(1, 32))
-            buf[at:at] = buf[at:end]
-        elif how == 5:  # splice in a piece of another valid request
-            start = rng.randrange(len(other))
-            buf[at:at] = other[start : start + rng.randint(1, 64)]
-        else:  # a huge varint length
-            buf[at:at] = b"\xff\xff\xff\xff\x0f"
-    return bytes(buf)
 
 
 def decode(signal: Signal, value: bytes, encoding: str) -> int | None:

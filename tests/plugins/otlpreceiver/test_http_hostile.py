@@ -1,0 +1,146 @@
+"""Seeded hostile OTLP/HTTP requests for every signal, protobuf and JSON, plain and gzip,
+interleaved with good ones, through a real gateway to a real OTLP backend: every good request
+sent after bad ones is delivered, every request not answered 200 is counted (refused or
+malformed) and the refusals are logged, and nothing but 200, 400 and 413 is answered (no 500).
+Seeded: each run sends the same requests."""
+
+from __future__ import annotations
+
+import gzip
+import random
+
+import aiohttp
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from pipeline import Signal
+from plugins import _otlpjson
+from tests.hostile import mutate
+from tests.otlp_support import RecordingBackend, recording_backend
+from tests.support import free_port, logged, running_service, wait_until
+
+BAD_PER_CASE = 25
+PATHS = {Signal.TRACES: "/v1/traces", Signal.METRICS: "/v1/metrics", Signal.LOGS: "/v1/logs"}
+
+
+def config(port: int, backend: RecordingBackend) -> str:
+    return f"""
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{port}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{backend.grpc_port}
+    tls: {{insecure: true}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp]}}
+    metrics: {{receivers: [otlp], exporters: [otlp]}}
+    logs: {{receivers: [otlp], exporters: [otlp]}}
+"""
+
+
+def good(signal: Signal, marker: str) -> Message:
+    """A request of one item named ``marker``."""
+    if signal == Signal.TRACES:
+        t = ExportTraceServiceRequest()
+        t.resource_spans.add().scope_spans.add().spans.add(
+            trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)), name=marker
+        )
+        return t
+    if signal == Signal.METRICS:
+        m = ExportMetricsServiceRequest()
+        metric = m.resource_metrics.add().scope_metrics.add().metrics.add(name=marker)
+        metric.gauge.data_points.add(as_int=1, time_unix_nano=1)
+        return m
+    lg = ExportLogsServiceRequest()
+    rec = lg.resource_logs.add().scope_logs.add().log_records.add(severity_number=9)
+    rec.body.string_value = marker
+    return lg
+
+
+def markers(backend: RecordingBackend, signal: Signal) -> set[str]:
+    if signal == Signal.TRACES:
+        return {s.name for s in backend.spans}
+    if signal == Signal.LOGS:
+        return {r.body.string_value for r in backend.log_records}
+    return {
+        m.name
+        for r in backend.metrics
+        for rm in r.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+
+
+def hostile(rng: random.Random, body: bytes, json_body: bool) -> list[bytes]:
+    """Mutations of ``body``, and the worst cases of its kind: deep, huge, well framed but
+    wrong."""
+    out = [mutate(body, rng, body) for _ in range(BAD_PER_CASE)]
+    if json_body:
+        out += [b"[" * 50_000, b'{"resourceSpans": [' * 5_000, b"\xff\xfe{}", b'{"a": 1e999999}']
+    else:
+        out += [b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x02\x0a" * 30_000, bytes(100_000)]
+    return out
+
+
+def refused_requests(service: object) -> float:
+    """The requests the receiver counted as refused, whatever the reason."""
+    registry = service.telemetry.registry  # type: ignore[attr-defined]
+    return sum(
+        s.value
+        for family in registry.collect()
+        if family.name == "otelcol_receiver_refused_requests"
+        for s in family.samples
+        if s.name.endswith("_total")
+    )
+
+
+async def test_hostile_requests_are_refused_counted_and_logged_and_good_ones_delivered() -> None:
+    rng = random.Random(20261207)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    not_ok = 0
+    sent_good: dict[Signal, set[str]] = {s: set() for s in PATHS}
+    async with recording_backend() as backend:
+        with logged() as records:
+            async with (
+                running_service(config(port, backend)) as service,
+                aiohttp.ClientSession() as session,
+            ):
+                for signal, path in PATHS.items():
+                    for json_body in (False, True):
+                        ctype = "application/json" if json_body else "application/x-protobuf"
+                        sample = good(signal, "sample")
+                        body = _otlpjson.dumps(sample) if json_body else sample.SerializeToString()
+                        for i, bad in enumerate(hostile(rng, body, json_body)):
+                            headers = {"Content-Type": ctype}
+                            if i % 5 == 0:  # some compressed, some corrupt gzip
+                                bad = gzip.compress(bad)[: None if i % 10 else -4]
+                                headers["Content-Encoding"] = "gzip"
+                            async with session.post(base + path, data=bad, headers=headers) as r:
+                                assert r.status in (200, 400, 413), (r.status, bad[:80])
+                                not_ok += r.status != 200
+                            marker = f"good-{signal}-{int(json_body)}-{i}"
+                            msg = good(signal, marker)
+                            data = _otlpjson.dumps(msg) if json_body else msg.SerializeToString()
+                            async with session.post(
+                                base + path, data=data, headers={"Content-Type": ctype}
+                            ) as r:
+                                assert r.status == 200, await r.text()
+                            sent_good[signal].add(marker)
+                for signal, wanted in sent_good.items():
+                    await wait_until(lambda s=signal, w=wanted: w <= markers(backend, s), within=30)
+                # every request not taken is counted once
+                assert not_ok > len(PATHS) * 2 * BAD_PER_CASE // 2
+                assert refused_requests(service) == not_ok
+    messages = [r.getMessage() for r in records]
+    assert any("refused" in m and "OTLP" in m for m in messages), messages[:20]
+    assert not [r for r in records if r.exc_info], [r.getMessage() for r in records if r.exc_info]
