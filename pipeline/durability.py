@@ -231,28 +231,39 @@ class WriteAheadLog:
             try:
                 body = wal.read(rec)
             except StorageError as exc:
-                log.error("cannot read a write-ahead log record; it is lost: %s", exc)
-                wal.complete(rec)
+                self._drop_record(
+                    wal, rec, "unreadable", "cannot read a write-ahead log record", exc
+                )
                 continue
-            (n,) = _ROUTE.unpack_from(body)
+            try:
+                (n,) = _ROUTE.unpack_from(body)
+                if _ROUTE.size + n > len(body):
+                    raise ValueError(f"a route of {n} bytes in a record of {len(body)}")
+            except (struct.error, ValueError) as exc:
+                self._drop_record(
+                    wal, rec, "malformed", "a write-ahead log record is malformed", exc
+                )
+                continue
             route = body[_ROUTE.size : _ROUTE.size + n].decode("utf-8", "replace")
             data = body[_ROUTE.size + n :]
             target = self._routes.get(route)
             if target is None:
-                log.error(
-                    "a write-ahead log record is for a receiver no longer in the configuration "
-                    "(%s); dropping it",
+                self._drop_record(
+                    wal,
+                    rec,
+                    "unknown_receiver",
+                    "a write-ahead log record is for a receiver no longer in the configuration",
                     route,
                 )
-                wal.complete(rec)
                 continue
             consumer, signal, telemetry = target
             payload = payload_type(signal)(data)
             try:
                 count = payload.item_count()
             except Exception as exc:
-                log.error("a write-ahead log record cannot be read (%s); dropping it", exc)
-                wal.complete(rec)
+                self._drop_record(
+                    wal, rec, "malformed", "a write-ahead log record cannot be read", exc
+                )
                 continue
             payload.carry_acks((AckToken(wal, rec),))
             del body, data
@@ -264,6 +275,23 @@ class WriteAheadLog:
             "write-ahead log replayed",
             extra={"records": len(pending), "items": items},
         )
+
+    def _drop_record(
+        self, wal: SegmentLog, rec: Record, reason: str, what: str, detail: object
+    ) -> None:
+        """A record replay cannot deliver: done (it would fail the same way at every start),
+        counted (``otelcol_service_wal_dropped_records{reason}``) and logged."""
+        # (the message, not an error: its traceback would keep the record's data)
+        log.error("%s (%s); dropping it", what, str(detail), extra={"reason": reason})
+        wal.complete(rec)
+        if self._routes:  # (the service's telemetry, through any receiver's)
+            telemetry = next(iter(self._routes.values()))[2]
+            telemetry.service.counter(
+                "otelcol_service_wal_dropped_records",
+                "Write-ahead log records replay could not deliver (unreadable, malformed, or "
+                "for a receiver no longer configured), by reason; each logged.",
+                ("reason",),
+            ).labels(reason).inc()
 
     def freeze(self) -> None:
         """The shutdown deadline passed: what is dropped from now on stays in the log."""

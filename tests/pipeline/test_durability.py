@@ -454,3 +454,58 @@ async def test_the_workflow_processor_releases_a_request_only_with_its_last_trac
     assert out.deliver() == 4
     assert sorted(Tok.dead) == [1, 2, 3]  # delivered: every record done, none kept
     await proc.shutdown()
+
+
+async def test_replay_drops_what_it_cannot_deliver_counted_and_logged_and_delivers_the_rest(
+    tmp_path: Path, backend: IdBackend
+) -> None:
+    """Records of the log that replay cannot deliver (a record too short for its route header,
+    one whose route overruns it, one for a receiver no longer configured, one whose payload
+    does not parse): each is dropped (done: it would fail the same way at every start),
+    counted by reason and logged; the start goes on and the good records are delivered. A
+    record too short for its header used to stop every start with ``struct.error``."""
+    import logging
+    import struct
+
+    storage = tmp_path / "storage"
+    wal = SegmentLog(storage / "service_wal")
+    wal.open()
+
+    def record(route: str, data: bytes) -> bytes:
+        raw = route.encode()
+        return struct.pack("<H", len(raw)) + raw + data
+
+    for body in (
+        b"\x01",  # too short for the route header
+        struct.pack("<H", 500) + b"traces:otlp",  # a route longer than the record
+        record("traces:gone", build_request(1, 20)),
+        record("traces:otlp", b"\xff\xff\xff"),
+        record("traces:otlp", build_request(1, 20)),
+    ):
+        await wal.append([body])
+    wal.close()
+    port = free_port()
+    text = config_text(port, backend.grpc_port, storage, processors="")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("pipeline.durability")  # (the service configures "pipeline")
+    logger.addHandler(handler)
+    logging.disable(logging.NOTSET)  # (no_log_records: this test keeps only strings)
+    try:
+        async with service(text, tmp_path) as svc:
+            assert await wait_delivered(backend, ids(1, 1), within=10) == set()
+            await wait_until(lambda: wal_of(svc).stats.live == 0, within=5)
+
+            def dropped(reason: str) -> float:
+                return svc.telemetry.value(
+                    "otelcol_service_wal_dropped_records_total", reason=reason
+                )
+
+            assert dropped("malformed") == 3
+            assert dropped("unknown_receiver") == 1
+    finally:
+        logging.disable(logging.CRITICAL)
+        logger.removeHandler(handler)
+    lines = [r.getMessage() for r in records if "dropping it" in r.getMessage()]
+    assert len(lines) == 4, lines
