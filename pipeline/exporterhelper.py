@@ -505,11 +505,21 @@ class ExporterHelper(Component, ExporterStateProvider):
         log = ext.log(self.storage_owner())
         pending = await asyncio.to_thread(log.open)
         recovered = 0
+        unreadable = self.settings.telemetry.service.counter(
+            "otelcol_exporter_queue_unreadable_batches",
+            "Batches of a persistent sending queue that could not be read back at start "
+            "(dropped: how many items they held is unknown), each logged.",
+            ("exporter",),
+        ).labels(self.settings.name)
         for rec in pending:
             try:
                 items, nbytes = self.codec.measure(log.read(rec))
-            except (StorageError, ValueError, struct.error) as exc:
-                self.settings.logger.error("a persistent queue entry cannot be read: %s", exc)
+            except Exception as exc:  # whatever it is, it must not stop every start
+                self.settings.logger.error(
+                    "a persistent queue entry cannot be read at start; dropping it: %s",
+                    f"{type(exc).__name__}: {exc}",
+                )
+                unreadable.inc()
                 log.complete(rec)
                 continue
             stored = _Stored(rec, items, nbytes)

@@ -569,3 +569,32 @@ async def test_a_batch_that_cannot_be_merged_is_dropped_counted_and_logged(
     await h.consume(spans(2))  # the batch task goes on
     await wait_until(lambda: backend.delivered == 2)
     await h.shutdown()
+
+
+async def test_an_unreadable_persistent_queue_entry_is_dropped_counted_at_start(
+    tmp_path: Path,
+) -> None:
+    """An entry of the queue's log that does not decode (written by a bug, or a codec that
+    changed): the start drops it, counts it and logs it, and sends the good ones."""
+    from pipeline.storage import SegmentLog
+
+    host, backend, h = await persistent(tmp_path, LinesCodec(Signal.LOGS))
+    await h.consume(Lines([b"kept"], 2, [2]))
+    owner = h.storage_owner()
+    await h.shutdown()  # the batch stays on disk (the backend held it)
+    await host.storage.shutdown()
+    raw = SegmentLog(host.storage.logs[owner].directory)
+    raw.open()
+    await raw.append([b"\x01"])
+    raw.close()
+    with logged() as records:
+        host, backend, h = await persistent(tmp_path, LinesCodec(Signal.LOGS))
+    unreadable = h.settings.telemetry.service.value(
+        "otelcol_exporter_queue_unreadable_batches_total", exporter="test"
+    )
+    assert unreadable == 1
+    assert any("cannot be read at start" in r.getMessage() for r in records)
+    backend.gate.set()
+    await wait_until(lambda: logs_value(h, "sent") == 2)
+    await h.shutdown()
+    await host.storage.shutdown()
