@@ -80,7 +80,11 @@ class HTTPCheckReceiver(Component):
                 timeout=timeout,
                 allow_redirects=True,
             ) as response:
-                await response.read()
+                # read to the end (the duration covers the transfer) without keeping it: a
+                # target answering with a huge or endless body costs no memory (the timeout
+                # bounds the time)
+                async for _ in response.content.iter_chunked(1 << 16):
+                    pass
                 status: int | None = response.status
             error = ""
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:

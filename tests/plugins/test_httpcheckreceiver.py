@@ -90,3 +90,57 @@ def test_a_target_needs_an_http_endpoint() -> None:
             "exporters: {debug: }\n"
             "service: {pipelines: {metrics: {receivers: [httpcheck], exporters: [debug]}}}\n"
         )
+
+
+async def test_a_huge_response_body_is_read_without_being_kept() -> None:
+    """A target answering with 48 MiB: the check reads it to the end (status 200) and the
+    receiver's Python memory stays far below the body's size (the body used to be read
+    whole into memory, an endless one until the timeout)."""
+    import tracemalloc
+
+    chunk = b"x" * (1 << 20)
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for _ in range(48):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/huge", huge)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with recording_backend() as backend:
+            config = {
+                "receivers": {"http_check": {
+                    "collection_interval": "1h", "initial_delay": "1h",
+                    "targets": [{"endpoint": f"http://127.0.0.1:{port}/huge"}]}},
+                "exporters": {"otlp": {"endpoint": f"127.0.0.1:{backend.grpc_port}",
+                                       "tls": {"insecure": True}}},
+                "service": {"telemetry": {"metrics": {"level": "none"}},
+                            "pipelines": {"metrics": {"receivers": ["http_check"],
+                                                      "exporters": ["otlp"]}}},
+            }  # fmt: skip
+            async with running_service(json.dumps(config)) as service:
+                receiver = next(
+                    n.component
+                    for n in service.graph.nodes
+                    if type(n.component).__name__ == "HTTPCheckReceiver"
+                )
+                tracemalloc.start()
+                try:
+                    await receiver.check_once()
+                    peak = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+                await wait_until(lambda: bool(_points(backend.metrics, "httpcheck.status")))
+        codes = {a["http.status_code"] for a, _ in _points(backend.metrics, "httpcheck.status")}
+        assert codes == {200}
+        assert peak < 8 << 20, peak
+    finally:
+        await runner.cleanup()
