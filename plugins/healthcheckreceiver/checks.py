@@ -345,6 +345,29 @@ class HTTPCheck(_HTTPCheck):
 
 
 # -- mcp -------------------------------------------------------------------------------------
+MAX_ANSWER_BYTES = 1 << 20  # an MCP answer (initialize, tools/list) is a few KB
+
+
+def _too_large(method: str) -> ProbeFailed:
+    return ProbeFailed(
+        f"{method}: the answer is larger than {MAX_ANSWER_BYTES} bytes",
+        {"error_type": "ProtocolError"},
+    )
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, method: str) -> bytes:
+    """The body, refused past :data:`MAX_ANSWER_BYTES` (a server answering with a huge or
+    endless body costs no more memory than that)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise _too_large(method)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 MCP_PROTOCOL_VERSION = "2025-06-18"
 
 
@@ -385,7 +408,7 @@ class MCPCheck(_HTTPCheck):
             if ctype == "text/event-stream":
                 answer = await self._from_event_stream(resp, message["id"], method)
             elif ctype == "application/json":
-                answer = self._parse(await resp.read(), method)
+                answer = self._parse(await _read_capped(resp, method), method)
             else:
                 raise ProbeFailed(
                     f"{method}: unexpected content type {ctype or 'none'!r}",
@@ -396,25 +419,30 @@ class MCPCheck(_HTTPCheck):
     def _parse(self, raw: bytes | str, method: str) -> Any:
         try:
             return json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # (RecursionError: nested too deeply)
             raise ProbeFailed(
                 f"{method}: the answer is not JSON ({exc})", {"error_type": "ProtocolError"}
-            ) from exc
+            ) from None
 
     async def _from_event_stream(
         self, resp: aiohttp.ClientResponse, request_id: int, method: str
     ) -> Any:
         """Read SSE events until the response to ``request_id`` arrives."""
         data: list[str] = []
+        size = 0
         async for raw_line in resp.content:
             line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
             if line.startswith("data:"):
                 data.append(line[5:].removeprefix(" "))
+                size += len(raw_line)
+                if size > MAX_ANSWER_BYTES:
+                    raise _too_large(method)
                 continue
             if line or not data:
                 continue  # event:, id:, retry:, comments; or a blank line with no data
             message = self._parse("\n".join(data), method)
             data = []
+            size = 0
             if isinstance(message, dict) and message.get("id") == request_id:
                 return message
         if data:

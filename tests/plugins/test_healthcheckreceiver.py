@@ -385,6 +385,22 @@ async def test_mcp_protocol_errors_are_unhealthy() -> None:
     async def html(_: web.Request) -> web.Response:
         return web.Response(text="<html></html>", content_type="text/html")
 
+    async def deep(_: web.Request) -> web.Response:
+        return web.Response(text="[" * 200_000, content_type="application/json")
+
+    async def huge(_: web.Request) -> web.Response:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"pad": "x" * (4 << 20)}})
+        return web.Response(text=body, content_type="application/json")
+
+    async def sse_endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        line = b"data: " + b"x" * 1000 + b"\n"
+        for _ in range(4096):  # 4 MB of one event that never ends
+            await resp.write(line)
+        await resp.write_eof()
+        return resp
+
     app = web.Application()
     for name, handler in [
         ("not_json", not_json),
@@ -393,6 +409,9 @@ async def test_mcp_protocol_errors_are_unhealthy() -> None:
         ("sse_garbage", sse_garbage),
         ("sse_no_tools", sse_no_tools),
         ("html", html),
+        ("deep", deep),
+        ("huge", huge),
+        ("sse_endless", sse_endless),
     ]:
         app.router.add_post(f"/{name}", handler)
     async with http_server(app) as base:
@@ -403,6 +422,9 @@ async def test_mcp_protocol_errors_are_unhealthy() -> None:
             ("sse_garbage", "not JSON"),
             ("sse_no_tools", "no tools list"),
             ("html", "unexpected content type"),
+            ("deep", "not JSON"),
+            ("huge", "larger than"),
+            ("sse_endless", "larger than"),
         ]:
             result = await run(type="mcp", endpoint=f"{base}/{name}", timeout="3s")
             assert result.status == Status.UNHEALTHY, name
