@@ -504,6 +504,7 @@ class ExporterHelper(Component, ExporterStateProvider):
             )
         log = ext.log(self.storage_owner())
         pending = await asyncio.to_thread(log.open)
+        self._reported_storage_failure = False
         recovered = 0
         unreadable = self.settings.telemetry.service.counter(
             "otelcol_exporter_queue_unreadable_batches",
