@@ -208,6 +208,7 @@ class SegmentLog:
         self._failed: BaseException | None = None
         self._writer_gone = False  # the writer thread ended (closed, or died)
         self._last_fail_log = 0.0
+        self._last_error_log = float("-inf")
         self._inflight: list[_Write] | None = None  # the batch the writer is writing
         self.opened = False
 
@@ -441,6 +442,13 @@ class SegmentLog:
                     self._write_batch(batch)
             try:
                 self._apply_completed()
+            except OSError as exc:
+                # (a segment that cannot be deleted): costs disk space or, after a crash,
+                # duplicates; the log goes on
+                self._error(f"cannot apply done marks: {exc}")
+            except Exception as exc:
+                self._fail(exc, "applying done marks failed unexpectedly")
+            try:
                 now = time.monotonic()
                 if (
                     self._dirty
@@ -454,7 +462,7 @@ class SegmentLog:
             except Exception as exc:
                 # (an OSError of the background fsync included: the page cache may have lost
                 # what was acknowledged; the log cannot be trusted to keep more)
-                self._fail(exc, "the storage writer failed")
+                self._fail(exc, "the background fsync failed")
             if closing:
                 with self._cond:
                     if self._pending:
@@ -487,6 +495,14 @@ class SegmentLog:
             if first
             else "the log had already failed",
         )
+
+    def _error(self, message: str) -> None:
+        """An I/O error the log survives: counted, logged (at most once a second)."""
+        self.stats.errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:
+            self._last_error_log = now
+            log.warning("storage %s: %s", self.name, message)
 
     def _failed_error(self) -> StorageError:
         failed = self._failed
@@ -684,7 +700,7 @@ class SegmentLog:
                 os.write(seg.done_fd, struct.pack(f"<{len(rids)}Q", *rids))
             except OSError as exc:
                 # only costs duplicates after a crash: the records are replayed once more
-                log.warning("storage %s: cannot write done marks: %s", self.name, exc)
+                self._error(f"cannot write done marks: {exc}")
 
     def _delete(self, seg: _Segment) -> None:
         seg.deleted = True
@@ -721,6 +737,7 @@ class SegmentLog:
                 if seg.done_fd >= 0:
                     os.fsync(seg.done_fd)
         except OSError as exc:
+            self.stats.errors += 1
             log.warning("storage %s: fsync on close failed: %s", self.name, exc)
         with self._fd_lock:
             for seg in self._segments.values():

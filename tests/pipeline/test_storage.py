@@ -286,3 +286,27 @@ async def test_a_done_mark_pass_that_fails_unexpectedly_fails_the_log(
     assert [again.read(r) for r in again.open()] == [b"kept"]
     again.close()
     assert rec.rid == 0
+
+
+async def test_a_segment_that_cannot_be_deleted_is_counted_and_the_log_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError while applying done marks (here: deleting a segment all of whose records
+    are done) costs disk space only: counted, logged, the log does not fail."""
+
+    def refuse(self: SegmentLog, seg: object) -> None:
+        raise PermissionError(13, "injected: cannot delete")
+
+    wal = SegmentLog(tmp_path / "log", segment_bytes=64)
+    wal.open()
+    first = await wal.append([b"a" * 40])
+    await wal.append([b"b" * 40])  # the first segment is full: sealed
+    monkeypatch.setattr(SegmentLog, "_delete", refuse)
+    with logged() as records:
+        wal.complete(first)
+        await wait_for(lambda: wal.stats.errors == 1)
+    monkeypatch.undo()
+    assert not wal.stats.failed
+    assert any("cannot delete" in r.getMessage() for r in records)
+    await wal.append([b"c"])  # the log goes on
+    wal.close()
