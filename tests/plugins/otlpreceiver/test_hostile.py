@@ -1,8 +1,8 @@
-"""Seeded hostile OTLP/HTTP requests for every signal, protobuf and JSON, plain and gzip,
-interleaved with good ones, through a real gateway to a real OTLP backend: every good request
-sent after bad ones is delivered, every request not answered 200 is counted (refused or
-malformed) and the refusals are logged, and nothing but 200, 400 and 413 is answered (no 500).
-Seeded: each run sends the same requests."""
+"""Seeded hostile OTLP requests for every signal, interleaved with good ones, through a real
+gateway to a real OTLP backend: OTLP/HTTP (protobuf and JSON, plain and gzip) and OTLP/gRPC
+(on both servers: the native one and grpcio's). Every good request sent after bad ones is
+delivered, every request refused is counted and the refusals are logged, and nothing but a
+client error is answered (no 500, no INTERNAL). Seeded: each run sends the same requests."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import gzip
 import random
 
 import aiohttp
+import grpc
+import pytest
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -19,20 +21,34 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from pipeline import Signal
 from plugins import _otlpjson
+from plugins._native import load
 from tests.hostile import mutate
-from tests.otlp_support import RecordingBackend, recording_backend
+from tests.otlp_support import (
+    LOGS_METHOD,
+    METRICS_METHOD,
+    TRACE_METHOD,
+    RecordingBackend,
+    recording_backend,
+)
 from tests.support import free_port, logged, running_service, wait_until
 
 BAD_PER_CASE = 25
 PATHS = {Signal.TRACES: "/v1/traces", Signal.METRICS: "/v1/metrics", Signal.LOGS: "/v1/logs"}
 
 
-def config(port: int, backend: RecordingBackend) -> str:
+GRPC_METHODS = {
+    Signal.TRACES: TRACE_METHOD,
+    Signal.METRICS: METRICS_METHOD,
+    Signal.LOGS: LOGS_METHOD,
+}
+
+
+def config(port: int, backend: RecordingBackend, protocol: str = "http") -> str:
     return f"""
 receivers:
   otlp:
     protocols:
-      http:
+      {protocol}:
         endpoint: 127.0.0.1:{port}
 exporters:
   otlp:
@@ -143,4 +159,53 @@ async def test_hostile_requests_are_refused_counted_and_logged_and_good_ones_del
                 assert refused_requests(service) == not_ok
     messages = [r.getMessage() for r in records]
     assert any("refused" in m and "OTLP" in m for m in messages), messages[:20]
+    assert not [r for r in records if r.exc_info], [r.getMessage() for r in records if r.exc_info]
+
+
+@pytest.mark.parametrize("server", ["native", "grpcio"])
+async def test_hostile_grpc_requests_are_refused_counted_and_good_ones_delivered(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if server == "grpcio":
+        monkeypatch.setenv("PIPELINE_GRPC_SERVER", "grpcio")
+    elif load("_h2server") is None:
+        pytest.skip("plugins._native._h2server is not built")
+    rng = random.Random(f"grpc/{server}")
+    port = free_port()
+    refused = 0
+    sent_good: dict[Signal, set[str]] = {s: set() for s in GRPC_METHODS}
+    async with recording_backend() as backend:
+        with logged() as records:
+            async with (
+                running_service(config(port, backend, "grpc")) as service,
+                grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+            ):
+                for signal, method in GRPC_METHODS.items():
+                    export = channel.unary_unary(method)
+                    body = good(signal, "sample").SerializeToString()
+                    for i, bad in enumerate(hostile(rng, body, json_body=False)):
+                        try:
+                            await export(bad)
+                        except grpc.aio.AioRpcError as exc:
+                            assert exc.code() in (
+                                grpc.StatusCode.INVALID_ARGUMENT,
+                                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            ), (exc.code(), exc.details(), bad[:80])
+                            refused += 1
+                        marker = f"good-{signal}-grpc-{i}"
+                        assert await export(good(signal, marker).SerializeToString()) == b""
+                        sent_good[signal].add(marker)
+                for signal, wanted in sent_good.items():
+                    await wait_until(lambda s=signal, w=wanted: w <= markers(backend, s), within=30)
+                assert refused > len(GRPC_METHODS) * BAD_PER_CASE // 2
+                malformed = sum(
+                    service.telemetry.value(
+                        "otelcol_receiver_malformed_requests_total",
+                        receiver="otlp",
+                        otel_signal=str(signal),
+                    )
+                    for signal in GRPC_METHODS
+                )
+                assert malformed == refused
+    assert any("malformed" in r.getMessage() for r in records)
     assert not [r for r in records if r.exc_info], [r.getMessage() for r in records if r.exc_info]
