@@ -1044,6 +1044,12 @@ def memory_ops(data: bytes) -> None:
         lambda b: -1 - b % 2,  # (hash(-1) == hash(-2))
         lambda b: None,
         lambda b: (b % 3, (b % 2) * 2**70),  # (a big int)
+        # keys alike but not equal: a non-ASCII str, long leaves, empty leaves, the same
+        # bytes as bytes and as str, the same concatenation split otherwise
+        lambda b: ("call", b"t" * 16, "é" * (b % 3)),
+        lambda b: (b"x" * (240 + b % 4 * 4), "y" * (b % 3)),
+        lambda b: (b"ab"[: b % 3], b"ab"[b % 3 :]) if b & 4 else ("ab"[: b % 3], "ab"[b % 3 :]),
+        lambda b: (str(b % 3),) if b & 1 else (str(b % 3).encode(),),
     ]
     clock = 0.0
     for at in range(1, len(data) - 1, 2):
@@ -1108,6 +1114,41 @@ def memory_ops(data: bytes) -> None:
 def test_memory_keeps_what_the_trimmed_ordered_dict_keeps(seed: int) -> None:
     rng = random.Random(seed)
     memory_ops(bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 50, 400, 2000]))))
+
+
+def test_memory_finds_equal_keys_built_apart_and_keeps_alike_keys_apart() -> None:
+    # a key found by another object equal to it (built apart: its hash not cached), keys
+    # alike in their bytes (the same concatenation, bytes and str) kept apart, in order
+    mem = native.Memory(64)
+    keys = [
+        (bytes(16), bytes(8)),
+        ("call", bytes(16), "pyd_ai_" + "0" * 34),
+        ("rpc", "ab" * 16, "7", "tool"),
+        ("rpc", "é", "7", "tool"),
+        (b"x" * 251,),
+        (b"x" * 250, b""),
+        (b"x" * 300, "y"),
+        ("ab", ""),
+        ("a", "b"),
+        (b"ab", b""),
+        (b"a", b"b"),
+        (),
+        ("",),
+        (b"",),
+        ("a", 1),
+        ("a", None),
+    ]
+    for n, key in enumerate(keys):
+        mem[key] = (float(n), None)
+    assert len(mem) == len(keys)
+    for n, key in enumerate(keys):
+        copy = tuple(
+            bytes(bytearray(x)) if isinstance(x, bytes) else "".join(x) if isinstance(x, str) else x
+            for x in key
+        )
+        assert copy == key and copy in mem and mem[copy] == (float(n), None)
+        mem.move_to_end(copy)
+    assert mem.keys() == keys
 
 
 def test_memory_of_negative_size_keeps_nothing_and_frees_its_references() -> None:
