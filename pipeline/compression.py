@@ -42,18 +42,27 @@ def isal_level(level: int) -> int:
 
 Chunks = bytes | Sequence[bytes]
 """What is compressed: one buffer, or consecutive pieces of one (the parts of a merged payload,
-:meth:`pipeline.Payload.chunks`), never joined into a copy."""
+:meth:`pipeline.Payload.chunks`), joined into a copy only where that is the cheaper way to
+compress them (ISA-L, :func:`gzip_compress`)."""
 
 
 def gzip_compress(data: Chunks, level: int = FAST) -> bytes:
     """``data`` as one gzip member (what ``Content-Encoding: gzip`` and gRPC's ``gzip``
     message encoding carry), decodable by any gzip reader. A sequence of pieces is compressed
-    as their concatenation, fed to one compressor piece by piece: the same bytes once
-    decompressed, without the copy joining them would cost."""
+    as their concatenation: with ISA-L joined first and compressed in one call, with zlib fed
+    to one compressor piece by piece (the same bytes once decompressed).
+
+    ISA-L's streaming compressor copies every piece into its own buffer and compresses
+    less well per call: joining the pieces (one copy) and compressing them at once costs less
+    (callgrind, the agent pipeline's batches of 8,192 spans in 41 pieces of ~63 KB: ~1,260
+    instructions a span joined, ~1,600 piece by piece), and gives the bytes the whole buffer
+    gives. zlib copies its input into its window either way: its pieces are not joined."""
     if not 0 <= level <= 9:
         raise ValueError(f"gzip level must be 0-9, not {level}")
     if not isinstance(data, bytes | bytearray | memoryview):
         if len(data) != 1:
+            if _isal is not None:
+                return _isal.compress(b"".join(data), isal_level(level), wbits=GZIP_WBITS)
             return _gzip_pieces(data, level)
         data = data[0]
     if _isal is not None:

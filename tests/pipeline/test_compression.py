@@ -90,6 +90,16 @@ def test_pieces_compress_to_their_concatenation(backend: str, level: int) -> Non
             gzip_compress([b"x", b"y"], bad)
 
 
+@pytest.mark.skipif(compression.BACKEND != "isal", reason="ISA-L not installed")
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_isal_pieces_give_the_whole_buffers_bytes(level: int) -> None:
+    """With ISA-L the pieces are joined and compressed in one call (cheaper than its streaming
+    compressor): the member is byte for byte the one of the whole buffer."""
+    for pieces in pieces_cases():
+        if len(pieces) > 1:
+            assert gzip_compress(pieces, level) == gzip_compress(b"".join(pieces), level)
+
+
 def test_pieces_compress_as_well_as_the_whole() -> None:
     body = bodies()[4]
     pieces = [body[i : i + 30_000] for i in range(0, len(body), 30_000)]
