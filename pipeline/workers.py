@@ -42,6 +42,7 @@ import os
 import pickle
 import shutil
 import signal as signal_module
+import socket
 import struct
 import sys
 import tempfile
@@ -83,6 +84,9 @@ _REPLY_REST = struct.Struct("!IB")
 _MAX_FRAME = 1 << 31
 _READ_SIZE = 256 << 10  # the least room a worker's socket is read into
 _COALESCE_MAX = 8 << 20  # parts joined into one request to a sibling, at most (bytes)
+# the send buffer asked for on a connection to a sibling (the kernel caps it at
+# net.core.wmem_max): a hand-over leaves in one write, whole
+_SEND_BUFFER = 4 << 20
 # consume requests to one sibling awaiting their answer before the next parts wait for one:
 # what arrives meanwhile is joined into one request (one write, one wake-up, one answer)
 _CONSUME_IN_FLIGHT = 1
@@ -602,6 +606,19 @@ class _ClientProtocol(asyncio.Protocol):
         self.peer._lost(self, exc)
 
 
+def _widen_send_buffer(proto: _ClientProtocol) -> None:
+    """Let the kernel hold a whole hand-over (``_SEND_BUFFER``, as far as
+    ``net.core.wmem_max`` allows): a part larger than the socket's buffer (the default,
+    ~208 KiB, holds a few client requests' parts) otherwise leaves in pieces, each written
+    once the owner read the one before and this worker's loop turned, so a hand-over waited
+    for turns of both loops and the parts behind it for the socket to take writes again."""
+    transport = proto.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+
+
 @dataclass(slots=True)
 class _Sent:
     """A request written to a sibling and not answered yet: the futures of its callers (one
@@ -670,6 +687,7 @@ class _Peer:
                     f"worker {self.index} is not reachable ({exc.strerror or exc})",
                     retry_after=1.0,
                 ) from None
+            _widen_send_buffer(proto)
             self._proto = proto
             return proto
 

@@ -1430,6 +1430,9 @@ def test_handover_answers_before_the_owner_and_delivers_every_part_joined(
     asyncio.run(main())
 
 
+WMEM_MAX = Path("/proc/sys/net/core/wmem_max")
+
+
 class _PickySink(_Sink):
     """Holds the part whose last byte is ``hold`` until ``release`` is set, refuses (as
     retryable) those whose last byte is ``refuse``, takes the others at once."""
@@ -1462,10 +1465,12 @@ def test_several_requests_in_flight_each_answer_reaches_its_callers(
     owner does not hold the ones written after it, a refusal reaches exactly its callers.
     Parts of a megabyte, many at once, fill the socket: the parts that come while it does
     not take writes wait joined and leave when it does (none fails as "went away", none is
-    lost or taken twice). A failed crossing (refused, lost) is counted by signal and reason
-    in ``otelcol_worker_forward_failed_items`` and logged."""
+    lost or taken twice); the connection's send buffer holds a whole hand-over. A failed
+    crossing (refused, lost) is counted by signal and reason in
+    ``otelcol_worker_forward_failed_items`` and logged."""
     import asyncio
     import logging
+    import socket
 
     from pipeline import workers
     from pipeline.errors import RetryableError
@@ -1495,6 +1500,14 @@ def test_several_requests_in_flight_each_answer_reaches_its_callers(
         try:
             held = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], part(1), 5))
             await until(lambda: sink.holding)  # the held request is in flight (1 of 4)
+            # the kernel holds a whole hand-over of a megabyte (as far as wmem_max allows)
+            proto = a._peers[1]._proto
+            assert proto is not None and proto.transport is not None
+            sock = proto.transport.get_extra_info("socket")
+            wmem_max = int(WMEM_MAX.read_text())  # noqa: ASYNC240 (a file of /proc)
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= min(
+                workers._SEND_BUFFER, wmem_max
+            )
             refused = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], part(2), 7))
             with pytest.raises(RetryableError, match="refused on purpose"):
                 await asyncio.wait_for(refused, 5)  # answered before the held one
