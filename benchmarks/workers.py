@@ -95,6 +95,9 @@ class Run:
     # kernel's SO_REUSEPORT placement): which worker, if any, limits a saturation run
     worker_cores: str = ""
     worker_connections: str = ""
+    # items whose crossing to their owner worker failed (refused by the owner, connection lost,
+    # owner unreachable: otelcol_worker_forward_failed_items), over the run
+    crossing_failed_items: float = 0.0
 
 
 def _cpu_at(samples: list[tuple[float, float]], when: float) -> float:
@@ -258,12 +261,17 @@ def _out(telemetry: int) -> float:
     return _telemetry_value(telemetry, "otelcol_exporter_sent_spans_total") or 0.0
 
 
+def _crossing_failed(telemetry: int) -> float:
+    return _telemetry_value(telemetry, "otelcol_worker_forward_failed_items_total") or 0.0
+
+
 def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdir: Path) -> Run:
     with _server(kind, workers, workdir) as (ps, endpoint, telemetry):
         _loads(endpoint, replace(load, seconds=1.0, rate=min(load.rate, 4000)), 1)  # warm up
         time.sleep(1.5)
         base_acc = _accepted(telemetry) if kind != "rotel" else 0.0
         base_out = _out(telemetry) if kind != "rotel" else 0.0
+        base_failed = _crossing_failed(telemetry) if kind != "rotel" else 0.0
         load_avg = os.getloadavg()[0]
         machine0 = _machine_busy()
         cpu0 = _tree_cpu(ps)
@@ -329,7 +337,9 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
             while _out(telemetry) - base_out < sent and time.monotonic() < deadline:
                 time.sleep(0.25)
             out = _out(telemetry) - base_out
+            crossing_failed = _crossing_failed(telemetry) - base_failed
         else:
+            crossing_failed = 0.0
             time.sleep(0.5)
         cpu = _tree_cpu(ps) - cpu0
         wakeups = _tree_wakeups(ps) - wake0
@@ -353,6 +363,7 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         wakeups_per_request=round(wakeups / max(sent / load.spans_per_request, 1), 2),
         worker_cores=worker_cores,
         worker_connections=" / ".join(map(str, conns[0])) if conns else "",
+        crossing_failed_items=crossing_failed,
     )
 
 
@@ -424,9 +435,10 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         "| server | mode | sent | failed requests | s | CPU-s | CPU-s/1M | accepted/s | out | "
         "load generators' CPU-s (sending) | server's cores while sent | processed/s | "
         "load average | other processes' cores | wake-ups per request | "
-        "cores per worker while sent | client connections per worker |",
+        "cores per worker while sent | client connections per worker | "
+        "items whose crossing failed |",
     ]
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     failed = [r for r in runs if r.failures]
     for r in runs:
         lines.append(
@@ -435,7 +447,7 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
             f"{'' if r.out_spans is None else int(r.out_spans)} | {r.loadgen_cpu_s} "
             f"({r.loadgen_send_cpu_s}) | {r.cores_sending} | {r.processed_per_s:,.0f} | "
             f"{r.load_avg} | {r.others_cores} | {r.wakeups_per_request} | "
-            f"{r.worker_cores} | {r.worker_connections} |"
+            f"{r.worker_cores} | {r.worker_connections} | {r.crossing_failed_items:.0f} |"
         )
     if failed:
         lines += ["", "Failed requests, by cause:", ""]

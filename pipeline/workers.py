@@ -42,6 +42,7 @@ import os
 import pickle
 import shutil
 import signal as signal_module
+import socket
 import struct
 import sys
 import tempfile
@@ -58,6 +59,7 @@ from pipeline import _route
 from pipeline.consumer import Consumer, fan_out
 from pipeline.errors import ConsumeError, PermanentError, RetryableError
 from pipeline.pdata import Payload, Signal, payload_type
+from pipeline.ratelimit import LogLimiter
 
 log = logging.getLogger("pipeline.workers")
 
@@ -82,6 +84,9 @@ _REPLY_REST = struct.Struct("!IB")
 _MAX_FRAME = 1 << 31
 _READ_SIZE = 256 << 10  # the least room a worker's socket is read into
 _COALESCE_MAX = 8 << 20  # parts joined into one request to a sibling, at most (bytes)
+# the send buffer asked for on a connection to a sibling (the kernel caps it at
+# net.core.wmem_max): a hand-over leaves in one write, whole
+_SEND_BUFFER = 4 << 20
 # consume requests to one sibling awaiting their answer before the next parts wait for one:
 # what arrives meanwhile is joined into one request (one write, one wake-up, one answer)
 _CONSUME_IN_FLIGHT = 1
@@ -128,6 +133,9 @@ class WorkerContext:
     _inbound: set[_ServerProtocol] = field(default_factory=set)
     # handover: the counter of items handed over and then dropped (permanent refusal, drain)
     _dropped: Any = None
+    # the counter of items whose crossing to their owner failed (by signal and reason)
+    _failed: Any = None
+    _log_limiter: LogLimiter = field(default_factory=LogLimiter)
     _exposed: dict[str, Callable[[], Any]] = field(default_factory=dict)
     # consume key without its count -> (the graph, the consumer of its pipelines, the payload
     # type): found once per graph
@@ -204,6 +212,17 @@ class WorkerContext:
                     "handover, the client answered already) and then dropped: refused for good "
                     "by the owner, or still undelivered when the drain ended; by signal.",
                     ("signal",),
+                )
+            if self._failed is None:
+                self._failed = telemetry.counter(
+                    "otelcol_worker_forward_failed_items",
+                    "Items a worker handed to the worker that owns them whose crossing failed, "
+                    "by signal and reason: refused (the owner's pipelines refused them), lost "
+                    "(the connection to the owner ended before its answer), unreachable (no "
+                    "connection to the owner). The client request holding them failed (with "
+                    "service.worker_acknowledge: handover they are sent again: each attempt "
+                    "counts).",
+                    ("signal", "reason"),
                 )
             counter = telemetry.counter(
                 "otelcol_worker_forwarded_items",
@@ -543,14 +562,15 @@ class _ServerProtocol(asyncio.BufferedProtocol):
 
 
 class _ClientProtocol(asyncio.Protocol):
-    """This worker's connection to a sibling: answers resolve the pending calls."""
+    """This worker's connection to a sibling: each answer resolves the request of its id."""
 
     def __init__(self, peer: _Peer) -> None:
         self.peer = peer
         self.frames = _Frames()
         self.transport: asyncio.Transport | None = None
-        self.writable = asyncio.Event()
-        self.writable.set()
+        self.writable = True  # False while the transport's buffer is above its high mark
+        self.pending: dict[int, _Sent] = {}  # the requests written on it, by id
+        self.consuming = 0  # of which consume requests
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -559,48 +579,80 @@ class _ClientProtocol(asyncio.Protocol):
         try:
             frames = self.frames.feed(data)
         except ValueError:
+            self.peer._garbled("an answer frame too large")
             if self.transport is not None:
                 self.transport.close()
             return
-        pending = self.peer._pending
+        peer = self.peer
         for frame in frames:
+            if len(frame) < _REPLY_REST.size:
+                peer._garbled("an answer frame too short")
+                if self.transport is not None:
+                    self.transport.close()
+                return
             req_id, status = _REPLY_REST.unpack_from(frame)
-            answer = (status, frame[_REPLY_REST.size :])
-            for fut in pending.pop(req_id, ()):
-                if not fut.done():
-                    fut.set_result(answer)
-            self.peer._answered(req_id)
+            peer._answer(self, req_id, status, frame[_REPLY_REST.size :])
 
     def pause_writing(self) -> None:
-        self.writable.clear()
+        self.writable = False
 
     def resume_writing(self) -> None:
-        self.writable.set()
+        self.writable = True
+        self.peer._resumed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.writable.set()
-        self.peer._lost(self)
+        self.writable = True
+        self.peer._lost(self, exc)
+
+
+def _widen_send_buffer(proto: _ClientProtocol) -> None:
+    """Let the kernel hold a whole hand-over (``_SEND_BUFFER``, as far as
+    ``net.core.wmem_max`` allows): a part larger than the socket's buffer (the default,
+    ~208 KiB, holds a few client requests' parts) otherwise leaves in pieces, each written
+    once the owner read the one before and this worker's loop turned, so a hand-over waited
+    for turns of both loops and the parts behind it for the socket to take writes again."""
+    transport = proto.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+
+
+@dataclass(slots=True)
+class _Sent:
+    """A request written to a sibling and not answered yet: the futures of its callers (one
+    per part joined into it), its consume key (``""`` for another operation) and what it
+    carries (item count, ``-1`` unknown; the parts, kept only when a count is unknown, to
+    count the items of a failure)."""
+
+    futs: list[asyncio.Future[tuple[int, bytes]]]
+    key: str = ""
+    items: int = 0
+    bodies: list[bytes] | None = None
 
 
 class _Peer:
-    """One connection to a sibling worker, requests multiplexed by id. A part handed over
-    while no consume request to this sibling awaits its answer leaves at once (the sibling
-    works on it while this worker goes on); while one does (``_CONSUME_IN_FLIGHT``), every
-    part that arrives meanwhile is queued, and the queued parts of one pipeline set are
-    joined (their encodings concatenated: one valid request, up to ``_COALESCE_MAX`` bytes)
-    and sent when the answer comes, answered once for all of them. Under load the hand-overs
-    thus grow with the rate instead of multiplying: one write, one wake-up of the sibling and
-    one answer for many client requests; each caller still returns only once the sibling
+    """One connection to a sibling worker, requests multiplexed by id: each answer carries
+    the id of its request and resolves that request's callers, whatever the order the
+    answers come in. A part handed over while fewer than ``_CONSUME_IN_FLIGHT`` consume
+    requests to this sibling await their answer, and the connection takes writes, leaves at
+    once (the sibling works on it while this worker goes on); otherwise it is queued, and the
+    queued parts of one pipeline set are joined (their encodings concatenated: one valid
+    request, up to ``_COALESCE_MAX`` bytes) and sent when an answer comes or the connection
+    takes writes again, answered once for all of them. Under load the hand-overs thus grow
+    with the rate instead of multiplying: one write, one wake-up of the sibling and one
+    answer for many client requests; each caller still returns only once the sibling
     accepted the request holding its part, and every caller whose part was in flight or
-    queued when the connection is lost (the sibling died) gets a retryable error."""
+    queued when the connection is lost (the sibling died) gets a retryable error. Every
+    failure of a crossing is counted (``otelcol_worker_forward_failed_items``) and logged
+    (at most a line a second per kind)."""
 
     def __init__(self, path: str, index: int, ctx: WorkerContext | None = None) -> None:
         self.path = path
         self.index = index
         self.ctx = ctx
         self._proto: _ClientProtocol | None = None
-        self._pending: dict[int, list[asyncio.Future[tuple[int, bytes]]]] = {}
         self._next = 0
         self._connecting: asyncio.Lock = asyncio.Lock()
         # key -> (bodies, futures, item counts: -1 unknown) waiting for the next flush, and
@@ -609,7 +661,6 @@ class _Peer:
             str, tuple[list[bytes], list[asyncio.Future[tuple[int, bytes]]], list[int]]
         ] = {}
         self._queued_bytes = 0
-        self._consuming: set[int] = set()  # ids of the consume requests not answered yet
         # acknowledge: handover: parts (key, body, items or -1, when queued) retained until
         # this sibling accepted them, their bytes, and the task delivering them
         self._out: collections.deque[tuple[str, bytes, int, float]] = collections.deque()
@@ -636,64 +687,173 @@ class _Peer:
                     f"worker {self.index} is not reachable ({exc.strerror or exc})",
                     retry_after=1.0,
                 ) from None
+            _widen_send_buffer(proto)
             self._proto = proto
             return proto
 
-    def _lost(self, proto: _ClientProtocol) -> None:
-        if self._proto is proto:
+    def _lost(self, proto: _ClientProtocol, exc: Exception | None = None) -> None:
+        """``proto``'s connection ended: the requests written on it fail (retryable), and so
+        do the parts queued when it was this peer's connection (none other was made)."""
+        pending, proto.pending = proto.pending, {}
+        proto.consuming = 0
+        failed = list(pending.values())
+        if self._proto is proto or self._proto is None:
             self._proto = None
-        pending, self._pending = self._pending, {}
-        self._consuming.clear()
-        if self._queued:  # they fail at once: retryable
-            self._flush()
-        for futs in pending.values():
-            for fut in futs:
+            queued, self._queued = self._queued, {}
+            self._queued_bytes = 0
+            failed += [
+                _Sent(futs, key, -1 if -1 in counts else sum(counts), bodies)
+                for key, (bodies, futs, counts) in queued.items()
+            ]
+        error = RetryableError(f"worker {self.index} went away", retry_after=1.0)
+        failed = [sent for sent in failed if sent.futs]
+        if not failed:
+            return
+        self._failure(
+            "lost",
+            failed,
+            "the connection to a worker ended with requests unanswered: they failed (retryable)",
+            str(exc) if exc is not None else "closed",
+        )
+        for sent in failed:
+            for fut in sent.futs:
                 if not fut.done():
-                    fut.set_exception(
-                        RetryableError(f"worker {self.index} went away", retry_after=1.0)
-                    )
+                    fut.set_exception(error)
+
+    def _failure(self, reason: str, failed: list[_Sent], message: str, detail: str) -> None:
+        """Count the items of ``failed`` consume requests (or queued parts) as a crossing
+        that failed for ``reason``, and log it (at most a line a second per reason)."""
+        items = 0
+        ctx = self.ctx
+        counter = ctx._failed if ctx is not None else None
+        for sent in failed:
+            if not sent.key:  # not a consume (a scrape): its caller says why
+                continue
+            signal = sent.key.split("|", 1)[0]
+            n = sent.items
+            if n < 0:
+                n = 0
+                for body in sent.bodies or ():
+                    try:
+                        n += payload_type(Signal(signal))(body).item_count()
+                    except Exception:  # what cannot be read counts as one item
+                        n += 1
+            items += n
+            if counter is not None:
+                counter.labels(signal, reason).inc(n)
+        if ctx is None or not any(sent.key for sent in failed):
+            return
+        level = logging.WARNING if reason == "refused" else logging.ERROR
+        ctx._log_limiter.log(
+            log,
+            level,
+            message,
+            key=f"{self.index}|{reason}",
+            extra={
+                "worker": ctx.index,
+                "owner": self.index,
+                "requests": len(failed),
+                "parts": sum(len(sent.futs) or 1 for sent in failed),
+                "items": items,
+                "error": detail,
+            },
+        )
+
+    def _garbled(self, what: str) -> None:
+        """The sibling's answers cannot be read any more: the connection is closed (its
+        requests fail as lost)."""
+        log.error(
+            "a worker's answers cannot be read: %s; connection closed",
+            what,
+            extra={"worker": self.ctx.index if self.ctx is not None else None, "owner": self.index},
+        )
+
+    def _answer(self, proto: _ClientProtocol, req_id: int, status: int, reply: bytes) -> None:
+        """An answer came on ``proto``: it resolves the callers of request ``req_id``; when
+        that was a consume request, what is queued may leave now."""
+        sent = proto.pending.pop(req_id, None)
+        if sent is None:  # a bug in one worker or the other: nothing waits for it
+            self._garbled(f"an answer to request {req_id}, which is not waiting for one")
+            return
+        answer = (status, reply)
+        for fut in sent.futs:
+            if not fut.done():
+                fut.set_result(answer)
+        if not sent.key:
+            return
+        proto.consuming -= 1
+        if status != _OK:
+            self._failure(
+                "refused",
+                [sent],
+                "a worker refused parts handed over to it",
+                reply.decode(errors="replace"),
+            )
+        if self._queued and self._may_send():
+            self._flush()
+
+    def _resumed(self) -> None:
+        """The connection takes writes again: what is queued may leave now."""
+        if self._queued and self._may_send():
+            self._flush()
+
+    def _may_send(self) -> bool:
+        """Whether a consume request may be written now: fewer than ``_CONSUME_IN_FLIGHT``
+        await their answer and the connection takes writes."""
+        proto = self._proto
+        return proto is not None and proto.writable and proto.consuming < _CONSUME_IN_FLIGHT
 
     async def call(self, op: int, key: str, body: bytes, items: int | None = None) -> bytes:
         fut = self.submit(op, key, body, items)
-        if fut is None:  # not connected yet, or the sibling reads slower than we send
-            await self.ready()
+        if fut is None:  # not connected yet
+            try:
+                await self._connect()
+            except RetryableError as exc:
+                if op == _OP_CONSUME:
+                    n = -1 if items is None else items
+                    self._failure(
+                        "unreachable",
+                        [_Sent([], key, n, [body] if n < 0 else None)],
+                        "a worker cannot be reached: the parts for it failed (retryable)",
+                        str(exc),
+                    )
+                raise
             fut = self.submit(op, key, body, items)
-            if fut is None:
+            if fut is None:  # connected, and lost at once
                 raise RetryableError(f"worker {self.index} went away", retry_after=1.0)
         return self.result(await fut)
 
     async def ready(self) -> None:
-        """Wait until a request can be submitted: connected, and the socket writable."""
-        proto = await self._connect()
-        if not proto.writable.is_set():
-            await proto.writable.wait()
+        """Wait until a request can be submitted: connected."""
+        await self._connect()
 
     def submit(
         self, op: int, key: str, body: bytes, items: int | None = None
     ) -> asyncio.Future[tuple[int, bytes]] | None:
         """Hand ``body`` over without waiting: the future of its answer (``(status, reply)``,
-        see :meth:`result`), or ``None`` when not connected or not writable (then
-        :meth:`ready` first). A consume request leaves at once when no other is in flight
-        to this sibling (the sibling works on it while this worker goes on, with its own
-        part of the same request); otherwise it is joined with the others queued, and they
-        leave together when the answer comes."""
+        see :meth:`result`), or ``None`` when not connected (then :meth:`ready` first). A
+        consume request leaves at once when fewer than ``_CONSUME_IN_FLIGHT`` others are in
+        flight to this sibling and the connection takes writes (the sibling works on it while
+        this worker goes on, with its own part of the same request); otherwise it is joined
+        with the others queued, and they leave together when an answer comes or the
+        connection takes writes again."""
         proto = self._proto
-        if proto is None or proto.transport is None or not proto.writable.is_set():
+        if proto is None or proto.transport is None:
             return None
         if len(body) + len(key) + 16 >= _MAX_FRAME - _HEADER.size:
             raise PermanentError("request too large to hand to another worker")
         fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         if op != _OP_CONSUME:
-            self._send(op, key.encode(), [body], [fut])
+            self._send(op, key.encode(), [body], _Sent([fut]))
             return fut
         if self._queued_bytes + len(body) >= _COALESCE_MAX:
-            self._flush()
+            self._flush()  # a request holds at most _COALESCE_MAX bytes
         bodies, futs, counts = self._queued.setdefault(key, ([], [], []))
         bodies.append(body)
         futs.append(fut)
         counts.append(-1 if items is None else items)
         self._queued_bytes += len(body)
-        if len(self._consuming) < _CONSUME_IN_FLIGHT:
+        if self._may_send():
             self._flush()
         return fut
 
@@ -713,39 +873,33 @@ class _Peer:
         for key, (bodies, futs, counts) in queued.items():
             # the owner is told how many items the joined parts hold (-1: not known)
             total = -1 if -1 in counts else sum(counts)
-            req_id = self._send(_OP_CONSUME, f"{key}|{total}".encode(), bodies, futs)
-            if req_id is not None:
-                self._consuming.add(req_id)
+            sent = _Sent(futs, key, total, bodies if total < 0 else None)
+            self._send(_OP_CONSUME, f"{key}|{total}".encode(), bodies, sent)
 
-    def _answered(self, req_id: int) -> None:
-        """A request was answered: when it was the last consume request in flight, what
-        queued behind it leaves now, joined."""
-        consuming = self._consuming
-        if req_id in consuming:
-            consuming.discard(req_id)
-            if self._queued and len(consuming) < _CONSUME_IN_FLIGHT:
-                self._flush()
-
-    def _send(
-        self,
-        op: int,
-        raw_key: bytes,
-        bodies: list[bytes],
-        futs: list[asyncio.Future[tuple[int, bytes]]],
-    ) -> int | None:
-        """Write one request (``bodies`` joined: its body); its id (``None``: not sent, the
-        callers were told)."""
+    def _send(self, op: int, raw_key: bytes, bodies: list[bytes], sent: _Sent) -> bool:
+        """Write one request (``bodies`` joined: its body); whether it was written (if not,
+        its callers were told: the connection is gone)."""
         proto = self._proto
         transport = proto.transport if proto is not None else None
         if transport is None:
-            for fut in futs:
+            self._failure(
+                "lost",
+                [sent],
+                "the connection to a worker ended with requests unanswered: they failed "
+                "(retryable)",
+                "closed",
+            )
+            for fut in sent.futs:
                 if not fut.done():
                     fut.set_exception(
                         RetryableError(f"worker {self.index} went away", retry_after=1.0)
                     )
-            return None
+            return False
+        assert proto is not None
         self._next = req_id = (self._next + 1) & 0xFFFFFFFF
-        self._pending[req_id] = futs
+        proto.pending[req_id] = sent
+        if sent.key:
+            proto.consuming += 1
         size = sum(map(len, bodies))
         # one write, one copy of the parts: the sibling wakes up once for the whole frame
         transport.write(
@@ -757,7 +911,7 @@ class _Peer:
                 )
             )
         )
-        return req_id
+        return True
 
     def close(self) -> None:
         if self._pump_task is not None:

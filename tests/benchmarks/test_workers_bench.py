@@ -147,6 +147,7 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
             processed_per_s=1500.0,
             worker_cores="0.95 / 0.75",
             worker_connections="5 / 3",
+            crossing_failed_items=12.0,
         ),
     ]
     out = tmp_path / "w.md"
@@ -158,9 +159,9 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
     )
     assert (
         "| agent x1 | saturation | 1000 | 0 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 (0.0) | 0.0 | "
-        "900 | 0.0 | 0.0 | 0.0 |  |  |" in text
+        "900 | 0.0 | 0.0 | 0.0 |  |  | 0 |" in text
     )
-    assert "| 1.7 | 1,500 | 0.0 | 0.0 | 0.0 | 0.95 / 0.75 | 5 / 3 |" in text
+    assert "| 1.7 | 1,500 | 0.0 | 0.0 | 0.0 | 0.95 / 0.75 | 5 / 3 | 12 |" in text
     assert "by cause" not in text  # no failed request, no list of causes
     runs[3].failures = 'grpc 8 x128 ("processor workflow cannot pass released traces on")'
     report(runs, out, "note", 2)

@@ -1428,3 +1428,133 @@ def test_handover_answers_before_the_owner_and_delivers_every_part_joined(
             await b.close()
 
     asyncio.run(main())
+
+
+WMEM_MAX = Path("/proc/sys/net/core/wmem_max")
+
+
+class _PickySink(_Sink):
+    """Holds the part whose last byte is ``hold`` until ``release`` is set, refuses (as
+    retryable) those whose last byte is ``refuse``, takes the others at once."""
+
+    def __init__(self, hold: int, refuse: int) -> None:
+        super().__init__()
+        import asyncio
+
+        self.hold, self.refuse = hold, refuse
+        self.holding = False
+        self.release = asyncio.Event()
+
+    async def consume(self, data: Any) -> None:
+        from pipeline.errors import RetryableError
+
+        raw = data.to_bytes()
+        if raw[-1] == self.hold:
+            self.holding = True
+            await self.release.wait()
+        if raw[-1] == self.refuse:
+            raise RetryableError("refused on purpose")
+        await super().consume(data)
+
+
+def test_several_requests_in_flight_each_answer_reaches_its_callers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With several consume requests in flight to a sibling, the answers come back in any
+    order and each reaches the callers of its request (by request id): a request held by the
+    owner does not hold the ones written after it, a refusal reaches exactly its callers.
+    Parts of a megabyte, many at once, fill the socket: the parts that come while it does
+    not take writes wait joined and leave when it does (none fails as "went away", none is
+    lost or taken twice); the connection's send buffer holds a whole hand-over. A failed
+    crossing (refused, lost) is counted by signal and reason in
+    ``otelcol_worker_forward_failed_items`` and logged."""
+    import asyncio
+    import logging
+    import socket
+
+    from pipeline import workers
+    from pipeline.errors import RetryableError
+    from pipeline.pdata import Signal
+    from pipeline.telemetry import SelfTelemetry
+    from pipeline.workers import WorkerContext
+
+    monkeypatch.setattr(workers, "_CONSUME_IN_FLIGHT", 4)
+    telemetry = SelfTelemetry()
+
+    def failed(reason: str) -> float:
+        value = telemetry.registry.get_sample_value(
+            "otelcol_worker_forward_failed_items_total", {"signal": "traces", "reason": reason}
+        )
+        return value or 0.0
+
+    def part(last: int, n: int = 2) -> bytes:  # field 1, length-delimited: n bytes ``last``
+        return bytes([0x0A]) + _uvarint(n) + bytes([last]) * n
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        b = WorkerContext(1, 2, tmp_path)
+        sink = _PickySink(hold=0x01, refuse=0x02)
+        b.service = _Service(sink)
+        await b.open()
+        a.router(Signal.TRACES, ["traces"], _Sink(), telemetry)  # makes the counters
+        try:
+            held = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], part(1), 5))
+            await until(lambda: sink.holding)  # the held request is in flight (1 of 4)
+            # the kernel holds a whole hand-over of a megabyte (as far as wmem_max allows)
+            proto = a._peers[1]._proto
+            assert proto is not None and proto.transport is not None
+            sock = proto.transport.get_extra_info("socket")
+            wmem_max = int(WMEM_MAX.read_text())  # noqa: ASYNC240 (a file of /proc)
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= min(
+                workers._SEND_BUFFER, wmem_max
+            )
+            refused = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], part(2), 7))
+            with pytest.raises(RetryableError, match="refused on purpose"):
+                await asyncio.wait_for(refused, 5)  # answered before the held one
+            taken = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], part(3)))
+            await asyncio.wait_for(taken, 5)
+            assert not held.done()
+            assert failed("refused") == 7
+            # 40 parts of a megabyte from 40 callers at once: the socket fills
+            big = [part(0x10 + i, 1 << 20) for i in range(40)]
+            calls = [a.forward(1, Signal.TRACES, ["traces"], body) for body in big]
+            await asyncio.wait_for(asyncio.gather(*calls), 30)
+            got = b"".join(sink.got[1:])
+            assert got == b"".join(big)  # each once, in order
+            assert not held.done()
+            sink.release.set()
+            await asyncio.wait_for(held, 5)
+            assert sink.got[-1] == part(1)
+            assert failed("lost") == 0 and failed("refused") == 7
+            # the connection is lost with a request in flight: counted, logged
+            sink.release.clear()
+            sink.hold = 0x05
+            sink.holding = False
+            lost = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], part(5), 11))
+            await until(lambda: sink.holding)
+            proto = a._peers[1]._proto
+            assert proto is not None and proto.transport is not None
+            proto.transport.close()
+            with pytest.raises(RetryableError, match="went away"):
+                await asyncio.wait_for(lost, 5)
+            assert failed("lost") == 11
+            assert any(
+                "requests unanswered" in r.getMessage() and r.__dict__["items"] == 11
+                for r in caplog.records
+            )
+            sink.release.set()
+        finally:
+            await a.close()
+            await b.close()
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.workers"):
+        asyncio.run(main())
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
