@@ -239,12 +239,56 @@ static uint32_t owner_of(slice tid, const route_ctx *c) {
     return table_owner(c, v);
 }
 
+/* A span's fields are walked for its last field 1 (the trace id); most of a span is small
+ * fields with a one-byte tag, so those are skipped here without the general walk: a
+ * length-delimited field whose length is one byte, a one-byte varint, a fixed64 or fixed32 (the
+ * span's times) that fits. Anything else (a longer tag or length, a group, field number 0, a
+ * field past the end) goes through next_any, which reads it (or refuses it) as before: the same
+ * fields, the same errors. */
 static int span_owner(slice span, const route_ctx *workers, uint32_t *owner) {
     reader r = {span.p, span.p + span.n};
     field f;
     slice tid = {NULL, 0};
     int rc;
-    while ((rc = next_any(&r, &f, 0)) == 0) {
+    for (;;) {
+        const uint8_t *p = r.p, *end = r.end;
+        if (p < end && end - p >= 2 && p[0] >= 8 && p[0] < 0x80) {
+            uint8_t tag = p[0];
+            switch (tag & 7) {
+            case 2:
+                if (p[1] < 0x80 && p[1] <= end - p - 2) {
+                    if ((tag >> 3) == 1) {
+                        tid.p = p + 2;
+                        tid.n = p[1];
+                    }
+                    r.p = p + 2 + p[1];
+                    continue;
+                }
+                break;
+            case 0:
+                if (p[1] < 0x80) {
+                    r.p = p + 2;
+                    continue;
+                }
+                break;
+            case 1:
+                if (end - p >= 9) {
+                    r.p = p + 9;
+                    continue;
+                }
+                break;
+            case 5:
+                if (end - p >= 5) {
+                    r.p = p + 5;
+                    continue;
+                }
+                break;
+            default:
+                break;
+            }
+        }
+        rc = next_any(&r, &f, 0);
+        if (rc != 0) break;
         if (f.number == 1 && f.wire == 2) tid = f.data;
     }
     if (rc < 0) return -1;

@@ -253,3 +253,59 @@ def test_log_records_go_to_the_owner_of_their_trace_and_without_one_stay() -> No
     assert _route.split_logs(b"", 3, local=0) == {}
     with pytest.raises(ValueError):
         _route.split_logs(b"\x0a\x7f\x01", 2, local=0)
+
+
+def test_the_c_span_walk_reads_every_field_as_its_twin() -> None:
+    """The C walk skips a span's small fields (one-byte tag, one-byte length or value, fixed
+    times) without the general reader and reads the rest with it: the same trace ids, and the
+    same refusals, as the twin, whichever way each field is read."""
+    from plugins._native import load
+
+    native = load("_route")
+    assert native is not None, "plugins._native._route is not built"
+    a, b = trace_id(0, 2), trace_id(1, 2)
+    long_name = Span(name="n" * 200).SerializeToString()  # a two-byte length: the general reader
+    big_kind = Span(
+        kind=Span.SPAN_KIND_CLIENT, start_time_unix_nano=1 << 40
+    ).SerializeToString()  # a long varint
+    spans = [
+        Span(trace_id=a).SerializeToString() + long_name + Span(trace_id=b).SerializeToString(),
+        long_name + Span(trace_id=a).SerializeToString() + big_kind,
+        Span(trace_id=b, end_time_unix_nano=5, dropped_attributes_count=2).SerializeToString(),
+        Span(trace_id=a).SerializeToString() + b"\x08\x96\x01" + b"\x3d\x01\x02\x03\x04",
+        b"\x0a\x00" + Span(trace_id=b).SerializeToString(),  # an empty id, then the last one
+        Span(trace_id=a).SerializeToString() + b"\xf8\x07\x01",  # a two-byte tag (field 127)
+        Span(trace_id=b).SerializeToString() + b"\x8b\x01\x8c\x01",  # a group (field 17)
+    ]
+
+    def scope(raw_spans: list[bytes]) -> bytes:
+        body = b"".join(
+            b"\x12" + bytes([len(s)]) + s
+            if len(s) < 128
+            else b"\x12" + bytes([len(s) & 0x7F | 0x80, len(s) >> 7]) + s
+            for s in raw_spans
+        )
+        return b"\x12" + bytes([len(body) & 0x7F | 0x80, len(body) >> 7]) + body
+
+    rs = scope(spans)
+    data = b"\x0a" + bytes([len(rs) & 0x7F | 0x80, len(rs) >> 7]) + rs
+    twin = _route.split_traces_python(data, 2)
+    assert sorted(twin) == [0, 1]
+    assert _route.split_traces(data, 2) == twin
+    assert [twin[0][1], twin[1][1]] == [3, 4]
+    # malformed fields, as the fast path would meet them: both refuse
+    for bad in (
+        b"\x02\x00",  # field number 0 (a one-byte tag)
+        b"\x0a\x05ab",  # a length past the end
+        b"\x39\x01\x02",  # a truncated fixed64
+        b"\x3d\x01",  # a truncated fixed32
+        b"\x0e\x00",  # wire type 6
+        b"\x0c",  # an end of group where none is open
+    ):
+        span = Span(trace_id=a).SerializeToString() + bad
+        raw = b"\x0a" + bytes([len(span) + 4]) + b"\x12" + bytes([len(span) + 2])
+        raw += b"\x12" + bytes([len(span)]) + span
+        with pytest.raises(ValueError):
+            _route.split_traces_python(raw, 2)
+        with pytest.raises(ValueError):
+            _route.split_traces(raw, 2)
