@@ -345,9 +345,25 @@ def agentscan() -> OneInput:
 
         assert_holds_agree(random.Random(data), 2)
 
+    def parts(data: bytes) -> None:
+        # scan() of a merged payload's parts (read where they are): the input cut into parts at
+        # points drawn from it (empty parts too); parts whose framing is whole each scan as
+        # their concatenation, others are refused with ValueError, never read past their end
+        with native_env(True):
+            a, b = make()._scanner, make()._scanner
+        rng = random.Random(data[:64])
+        cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.randrange(1, 5)))
+        pieces = tuple(data[i:j] for i, j in zip([0, *cuts], [*cuts, len(data)], strict=True))
+        try:
+            got = (a.scan(pieces), a.take_failures(), a.take_roots(), a.take_late())
+        except ValueError:
+            return
+        assert got == (b.scan(data), b.take_failures(), b.take_roots(), b.take_late())
+
     def one(data: bytes) -> None:
         with mock.patch.object(time, "time_ns", lambda: T0):
             fast, slow = (twice(on, data) for on in (True, False))
+            parts(data)
             packed(data)
             joined(data)
             held(data)
