@@ -858,6 +858,77 @@ static inline __attribute__((always_inline)) int entry_usual(const uint8_t *v, c
     return 0;
 }
 
+/* one attribute entry (KeyValue) of a span, for parse_span */
+static inline __attribute__((always_inline)) int parse_attr(Scanner *self, span_info *s, slice data, int *nattrs) {
+    /* the usual encoding starts with the key (tag 0x0a, a one-byte length): a key
+     * whose signature no key or defer key has is skipped without reading further,
+     * another looked up among the configured keys; when only the value follows
+     * (entry_usual), both are taken as they are (the walk would find the same) */
+    const uint8_t *d = data.p;
+    Py_ssize_t n = data.n;
+    slice key = {NULL, 0}, value = {(const uint8_t *)"", 0};
+    attr_rec *rec;
+    if (__builtin_expect(*nattrs < MAX_ATTR_RECS, 1)) {
+        rec = &s->attrs[(*nattrs)++];
+    } else { /* (beyond: the spare last slot, nattrs MAX_ATTR_RECS + 1) */
+        rec = &s->attrs[MAX_ATTR_RECS];
+        *nattrs = MAX_ATTR_RECS + 1;
+    }
+    rec->entry = data;
+    rec->flags = 0;
+    if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n) {
+        slice k0 = {d + 2, d[1]};
+        unsigned g = sig(k0);
+        if (self->key_sig[g] == 0 && self->defer_sig[g] == 0) {
+            rec->flags = REC_HEAD;
+            return 0;
+        }
+        const keyent *e = keytab_find_sig(self, k0, g);
+        rec->e = e;
+        if (e == NULL || (e->kmask == 0 && !e->defer)) {
+            /* no key and no defer key: nothing to take (an entry not of the usual
+             * encoding is walked, as before) */
+            if (entry_usual(d + 2 + d[1], d + n, &value)) {
+                rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
+                return 0;
+            }
+            rec->flags = REC_HEAD | REC_LOOKED;
+        } else if (entry_usual(d + 2 + d[1], d + n, &value)) {
+            rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
+            if (e->defer) s->defer = 1;
+            for (uint32_t mask = e->kmask; mask; mask &= mask - 1) {
+                int k = __builtin_ctz(mask);
+                s->values[k] = value;
+                s->present[k] = 1;
+            }
+            return 0;
+        }
+    }
+    /* anything else: walked */
+    reader kr = {d, d + n};
+    field kf;
+    int krc;
+    while ((krc = next_field(&kr, &kf)) == 0) {
+        if (kf.number == 1 && kf.wire == 2) key = kf.data;
+        else if (kf.number == 2 && kf.wire == 2) value = kf.data;
+    }
+    if (krc < 0) return -1;
+    if (key.p == NULL) return 0;
+    uint64_t dmask = self->defer_sig[sig(key)];
+    while (dmask && !s->defer) {
+        int k = __builtin_ctzll(dmask);
+        dmask &= dmask - 1;
+        if (slice_eq(key, self->defer_keys[k])) s->defer = 1;
+    }
+    uint32_t mask = self->key_sig[sig(key)];
+    while (mask) {
+        int k = __builtin_ctz(mask);
+        mask &= mask - 1;
+        if (slice_eq(key, self->keys[k])) { s->values[k] = value; s->present[k] = 1; }
+    }
+    return 0;
+}
+
 static int parse_span(Scanner *self, slice raw, span_info *s) {
     /* (values[k] is read only where present[k]: not cleared) */
     memset(s, 0, offsetof(span_info, values));
@@ -868,7 +939,16 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
     field f;
     int rc;
     int nattrs = 0; /* (s->nattrs) */
-    while ((rc = next_field(&r, &f)) == 0) {
+    for (;;) {
+        /* an attribute entry of the usual encoding (tag 0x4a, a one-byte length) taken without
+         * next_field (which finds the same: anything else, or a length past the end, goes there) */
+        if (r.end - r.p >= 2 && r.p[0] == 0x4a && r.p[1] < 0x80 && r.p[1] <= r.end - r.p - 2) {
+            slice entry = {r.p + 2, r.p[1]};
+            r.p += 2 + entry.n;
+            if (parse_attr(self, s, entry, &nattrs) < 0) return -1;
+            continue;
+        }
+        if ((rc = next_field(&r, &f)) != 0) break;
         switch (f.number) {
         case 1: if (f.wire == 2) s->trace_id = f.data; break;
         case 2: if (f.wire == 2) s->span_id = f.data; break;
@@ -878,74 +958,7 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
         case 7: if (f.wire == 1) s->start = f.value; break;
         case 8: if (f.wire == 1) s->end = f.value; break;
         case 9:
-            if (f.wire == 2) {
-                /* the usual encoding starts with the key (tag 0x0a, a one-byte length): a key
-                 * whose signature no key or defer key has is skipped without reading further,
-                 * another looked up among the configured keys; when only the value follows
-                 * (entry_usual), both are taken as they are (the walk would find the same) */
-                const uint8_t *d = f.data.p;
-                Py_ssize_t n = f.data.n;
-                slice key = {NULL, 0}, value = {(const uint8_t *)"", 0};
-                attr_rec *rec;
-                if (__builtin_expect(nattrs < MAX_ATTR_RECS, 1)) {
-                    rec = &s->attrs[nattrs++];
-                } else { /* (beyond: the spare last slot, nattrs MAX_ATTR_RECS + 1) */
-                    rec = &s->attrs[MAX_ATTR_RECS];
-                    nattrs = MAX_ATTR_RECS + 1;
-                }
-                rec->entry = f.data;
-                rec->flags = 0;
-                if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n) {
-                    slice k0 = {d + 2, d[1]};
-                    unsigned g = sig(k0);
-                    if (self->key_sig[g] == 0 && self->defer_sig[g] == 0) {
-                        rec->flags = REC_HEAD;
-                        break;
-                    }
-                    const keyent *e = keytab_find_sig(self, k0, g);
-                    rec->e = e;
-                    if (e == NULL || (e->kmask == 0 && !e->defer)) {
-                        /* no key and no defer key: nothing to take (an entry not of the usual
-                         * encoding is walked, as before) */
-                        if (entry_usual(d + 2 + d[1], d + n, &value)) {
-                            rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
-                            break;
-                        }
-                        rec->flags = REC_HEAD | REC_LOOKED;
-                    } else if (entry_usual(d + 2 + d[1], d + n, &value)) {
-                        rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
-                        if (e->defer) s->defer = 1;
-                        for (uint32_t mask = e->kmask; mask; mask &= mask - 1) {
-                            int k = __builtin_ctz(mask);
-                            s->values[k] = value;
-                            s->present[k] = 1;
-                        }
-                        break;
-                    }
-                }
-                /* anything else: walked */
-                reader kr = {d, d + n};
-                field kf;
-                int krc;
-                while ((krc = next_field(&kr, &kf)) == 0) {
-                    if (kf.number == 1 && kf.wire == 2) key = kf.data;
-                    else if (kf.number == 2 && kf.wire == 2) value = kf.data;
-                }
-                if (krc < 0) return -1;
-                if (key.p == NULL) break;
-                uint64_t dmask = self->defer_sig[sig(key)];
-                while (dmask && !s->defer) {
-                    int k = __builtin_ctzll(dmask);
-                    dmask &= dmask - 1;
-                    if (slice_eq(key, self->defer_keys[k])) s->defer = 1;
-                }
-                uint32_t mask = self->key_sig[sig(key)];
-                while (mask) {
-                    int k = __builtin_ctz(mask);
-                    mask &= mask - 1;
-                    if (slice_eq(key, self->keys[k])) { s->values[k] = value; s->present[k] = 1; }
-                }
-            }
+            if (f.wire == 2 && parse_attr(self, s, f.data, &nattrs) < 0) return -1;
             break;
         case 15:
             if (f.wire == 2) {
