@@ -345,15 +345,20 @@ def agentscan() -> OneInput:
 
         assert_holds_agree(random.Random(data), 2)
 
+    kept: list[Any] = []  # (parts: its connector)
+
     def parts(data: bytes) -> None:
         # scan() of a merged payload's parts (read where they are): the input cut into parts at
         # points drawn from it (empty parts too); parts whose framing is whole each scan as
         # their concatenation, others are refused with ValueError, never read past their end
-        # (one fresh scanner for both: a scan changes nothing the next one reads but the A2A
-        # producer cache, emptied in between; a connector costs more than the scans)
-        with native_env(True):
-            conn = make()
+        # (one scanner for every input: a scan changes nothing the next one reads but the A2A
+        # producer cache, emptied before each; a connector costs more than the scans)
+        if not kept:
+            with native_env(True):
+                kept.append(make())
+        conn = kept[0]
         scanner = conn._scanner
+        conn._producers.clear()
         rng = random.Random(data[:64])
         # half of the time at the boundaries of top-level fields (the parts of a merge), else
         # anywhere (a field cut between two parts)
