@@ -13,6 +13,7 @@ parts to the compressor one by one (:meth:`Payload.encoded_parts`) and never cop
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
@@ -393,6 +394,49 @@ def _split_items(
         for part in out:
             part._acks = payload._acks
     return out
+
+
+class JoinedParts:
+    """A payload's :meth:`~Payload.encoded_parts` read at offsets into their concatenation,
+    without joining them: for a reader given such offsets (the agentmetrics connector's C
+    scanner, which walks the parts where they are) that slices a few ranges out of a large
+    merged request. A range is read from the one part that holds it (a part is a whole encoded
+    request: a message of the request never straddles two)."""
+
+    __slots__ = ("_starts", "parts")
+
+    def __init__(self, parts: Sequence[bytes]) -> None:
+        self.parts = tuple(parts)
+        starts = []
+        at = 0
+        for part in self.parts:
+            starts.append(at)
+            at += len(part)
+        self._starts = starts
+
+    def locate(self, start: int, end: int) -> tuple[bytes, int, int]:
+        """The part holding bytes ``start`` to ``end`` of the concatenation, and the range's
+        offsets in it. :class:`ValueError` for a range outside the request or across two
+        parts."""
+        parts = self.parts
+        if len(parts) == 1:
+            first = parts[0]
+            if 0 <= start <= end <= len(first):
+                return first, start, end
+        elif parts:
+            i = bisect.bisect_right(self._starts, start) - 1
+            if i >= 0:
+                part, base = parts[i], self._starts[i]
+                if start <= end <= base + len(part):
+                    return part, start - base, end - base
+        raise ValueError(f"bytes {start}..{end} are not within one part of the request")
+
+    def __getitem__(self, key: slice) -> bytes:
+        """``parts joined[start:end]`` (a slice with both bounds, no step)."""
+        part, start, end = self.locate(key.start, key.stop)
+        if start == 0 and end == len(part):
+            return part
+        return part[start:end]
 
 
 PAYLOAD_TYPES: dict[Signal, type[Payload]] = {

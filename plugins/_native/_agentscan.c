@@ -792,6 +792,24 @@ static void observe(Scanner *self, entry *e, int which, double value, slice trac
     }
 }
 
+/* observe() for the scan: the exemplar's ids held inline when they fit (the usual 16 and 8 bytes,
+ * as settle_simple keeps them), else as their offsets in the request (trace_off, span_off: the
+ * parts of a merged payload joined), which build_result reads from the request's parts */
+static void observe_scan(Scanner *self, entry *e, int which, double value, slice trace_id, slice span_id,
+                         Py_ssize_t trace_off, Py_ssize_t span_off) {
+    if (trace_id.n <= 16 && span_id.n <= 8) {
+        observe(self, e, which, value, trace_id, span_id, NULL);
+        return;
+    }
+    /* (the slot observe writes: the next free one, else the oldest) */
+    exemplar *x = e->nex < self->max_exemplars ? &e->ex[e->nex] : &e->ex[e->exnext];
+    observe(self, e, which, value, trace_id, span_id, trace_id.p);
+    if (self->max_exemplars && trace_id.n) {
+        x->trace_off = trace_off;
+        x->span_off = span_id.n ? span_off : 0;
+    }
+}
+
 /* -- the scan ------------------------------------------------------------------------------ */
 
 /* an attribute entry of a span as parse_span read it, for its shape (span_shape_of): the entry;
@@ -840,6 +858,77 @@ static inline __attribute__((always_inline)) int entry_usual(const uint8_t *v, c
     return 0;
 }
 
+/* one attribute entry (KeyValue) of a span, for parse_span */
+static inline __attribute__((always_inline)) int parse_attr(Scanner *self, span_info *s, slice data, int *nattrs) {
+    /* the usual encoding starts with the key (tag 0x0a, a one-byte length): a key
+     * whose signature no key or defer key has is skipped without reading further,
+     * another looked up among the configured keys; when only the value follows
+     * (entry_usual), both are taken as they are (the walk would find the same) */
+    const uint8_t *d = data.p;
+    Py_ssize_t n = data.n;
+    slice key = {NULL, 0}, value = {(const uint8_t *)"", 0};
+    attr_rec *rec;
+    if (__builtin_expect(*nattrs < MAX_ATTR_RECS, 1)) {
+        rec = &s->attrs[(*nattrs)++];
+    } else { /* (beyond: the spare last slot, nattrs MAX_ATTR_RECS + 1) */
+        rec = &s->attrs[MAX_ATTR_RECS];
+        *nattrs = MAX_ATTR_RECS + 1;
+    }
+    rec->entry = data;
+    rec->flags = 0;
+    if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n) {
+        slice k0 = {d + 2, d[1]};
+        unsigned g = sig(k0);
+        if (self->key_sig[g] == 0 && self->defer_sig[g] == 0) {
+            rec->flags = REC_HEAD;
+            return 0;
+        }
+        const keyent *e = keytab_find_sig(self, k0, g);
+        rec->e = e;
+        if (e == NULL || (e->kmask == 0 && !e->defer)) {
+            /* no key and no defer key: nothing to take (an entry not of the usual
+             * encoding is walked, as before) */
+            if (entry_usual(d + 2 + d[1], d + n, &value)) {
+                rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
+                return 0;
+            }
+            rec->flags = REC_HEAD | REC_LOOKED;
+        } else if (entry_usual(d + 2 + d[1], d + n, &value)) {
+            rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
+            if (e->defer) s->defer = 1;
+            for (uint32_t mask = e->kmask; mask; mask &= mask - 1) {
+                int k = __builtin_ctz(mask);
+                s->values[k] = value;
+                s->present[k] = 1;
+            }
+            return 0;
+        }
+    }
+    /* anything else: walked */
+    reader kr = {d, d + n};
+    field kf;
+    int krc;
+    while ((krc = next_field(&kr, &kf)) == 0) {
+        if (kf.number == 1 && kf.wire == 2) key = kf.data;
+        else if (kf.number == 2 && kf.wire == 2) value = kf.data;
+    }
+    if (krc < 0) return -1;
+    if (key.p == NULL) return 0;
+    uint64_t dmask = self->defer_sig[sig(key)];
+    while (dmask && !s->defer) {
+        int k = __builtin_ctzll(dmask);
+        dmask &= dmask - 1;
+        if (slice_eq(key, self->defer_keys[k])) s->defer = 1;
+    }
+    uint32_t mask = self->key_sig[sig(key)];
+    while (mask) {
+        int k = __builtin_ctz(mask);
+        mask &= mask - 1;
+        if (slice_eq(key, self->keys[k])) { s->values[k] = value; s->present[k] = 1; }
+    }
+    return 0;
+}
+
 static int parse_span(Scanner *self, slice raw, span_info *s) {
     /* (values[k] is read only where present[k]: not cleared) */
     memset(s, 0, offsetof(span_info, values));
@@ -850,7 +939,16 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
     field f;
     int rc;
     int nattrs = 0; /* (s->nattrs) */
-    while ((rc = next_field(&r, &f)) == 0) {
+    for (;;) {
+        /* an attribute entry of the usual encoding (tag 0x4a, a one-byte length) taken without
+         * next_field (which finds the same: anything else, or a length past the end, goes there) */
+        if (r.end - r.p >= 2 && r.p[0] == 0x4a && r.p[1] < 0x80 && r.p[1] <= r.end - r.p - 2) {
+            slice entry = {r.p + 2, r.p[1]};
+            r.p += 2 + entry.n;
+            if (parse_attr(self, s, entry, &nattrs) < 0) return -1;
+            continue;
+        }
+        if ((rc = next_field(&r, &f)) != 0) break;
         switch (f.number) {
         case 1: if (f.wire == 2) s->trace_id = f.data; break;
         case 2: if (f.wire == 2) s->span_id = f.data; break;
@@ -860,74 +958,7 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
         case 7: if (f.wire == 1) s->start = f.value; break;
         case 8: if (f.wire == 1) s->end = f.value; break;
         case 9:
-            if (f.wire == 2) {
-                /* the usual encoding starts with the key (tag 0x0a, a one-byte length): a key
-                 * whose signature no key or defer key has is skipped without reading further,
-                 * another looked up among the configured keys; when only the value follows
-                 * (entry_usual), both are taken as they are (the walk would find the same) */
-                const uint8_t *d = f.data.p;
-                Py_ssize_t n = f.data.n;
-                slice key = {NULL, 0}, value = {(const uint8_t *)"", 0};
-                attr_rec *rec;
-                if (__builtin_expect(nattrs < MAX_ATTR_RECS, 1)) {
-                    rec = &s->attrs[nattrs++];
-                } else { /* (beyond: the spare last slot, nattrs MAX_ATTR_RECS + 1) */
-                    rec = &s->attrs[MAX_ATTR_RECS];
-                    nattrs = MAX_ATTR_RECS + 1;
-                }
-                rec->entry = f.data;
-                rec->flags = 0;
-                if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n) {
-                    slice k0 = {d + 2, d[1]};
-                    unsigned g = sig(k0);
-                    if (self->key_sig[g] == 0 && self->defer_sig[g] == 0) {
-                        rec->flags = REC_HEAD;
-                        break;
-                    }
-                    const keyent *e = keytab_find_sig(self, k0, g);
-                    rec->e = e;
-                    if (e == NULL || (e->kmask == 0 && !e->defer)) {
-                        /* no key and no defer key: nothing to take (an entry not of the usual
-                         * encoding is walked, as before) */
-                        if (entry_usual(d + 2 + d[1], d + n, &value)) {
-                            rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
-                            break;
-                        }
-                        rec->flags = REC_HEAD | REC_LOOKED;
-                    } else if (entry_usual(d + 2 + d[1], d + n, &value)) {
-                        rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
-                        if (e->defer) s->defer = 1;
-                        for (uint32_t mask = e->kmask; mask; mask &= mask - 1) {
-                            int k = __builtin_ctz(mask);
-                            s->values[k] = value;
-                            s->present[k] = 1;
-                        }
-                        break;
-                    }
-                }
-                /* anything else: walked */
-                reader kr = {d, d + n};
-                field kf;
-                int krc;
-                while ((krc = next_field(&kr, &kf)) == 0) {
-                    if (kf.number == 1 && kf.wire == 2) key = kf.data;
-                    else if (kf.number == 2 && kf.wire == 2) value = kf.data;
-                }
-                if (krc < 0) return -1;
-                if (key.p == NULL) break;
-                uint64_t dmask = self->defer_sig[sig(key)];
-                while (dmask && !s->defer) {
-                    int k = __builtin_ctzll(dmask);
-                    dmask &= dmask - 1;
-                    if (slice_eq(key, self->defer_keys[k])) s->defer = 1;
-                }
-                uint32_t mask = self->key_sig[sig(key)];
-                while (mask) {
-                    int k = __builtin_ctz(mask);
-                    mask &= mask - 1;
-                    if (slice_eq(key, self->keys[k])) { s->values[k] = value; s->present[k] = 1; }
-                }
-            }
+            if (f.wire == 2 && parse_attr(self, s, f.data, &nattrs) < 0) return -1;
             break;
         case 15:
             if (f.wire == 2) {
@@ -958,6 +989,7 @@ static inline int truthy(PyObject *o) { return o != NULL && PyUnicode_GET_LENGTH
 /* an A2A producer or consumer span seen in the scan (slices into the request) */
 typedef struct {
     slice span_id, trace_id, parent, raw;
+    Py_ssize_t trace_off, span_off; /* (consumers) the ids' offsets in the request, for an exemplar */
     uint64_t start;
     PyObject *message_type; /* borrowed (the value cache) */
 } a2a_span;
@@ -1050,6 +1082,7 @@ typedef struct {
     uint64_t start, end;
     long series; /* >= 0: a tool-call layer's series; -1: a link */
     Py_ssize_t off_start, off_end, rs_start, rs_end, sc_start, sc_end;
+    const uint8_t *at; /* the span's bytes (request offset off_start, in its part) */
     PyObject *shape; /* owned (candidates) */
     Py_ssize_t group; /* after finish_join's first pass: the trace's group, -1 to Python, -2 late */
     slice ids[3];     /* a layer's call id and JSON-RPC id (the id-keyed join), when flags has them,
@@ -1072,8 +1105,15 @@ typedef struct {
     a2a_list producers, pending;    /* this request's producers and consumers */
     PyObject *workflows;                        /* dict: (type, outcome) -> [durations] */
     aggs a;
-    const uint8_t *base;
+    /* the request is scanned part by part (scan() given the encodings of a merged payload: their
+     * concatenation is the request); every offset handed out is one into that concatenation */
+    const uint8_t *part;  /* the part being scanned */
+    Py_ssize_t part_off;  /* its offset in the request */
 } scan_state;
+
+/* the offset in the request of a pointer into the part being scanned */
+static inline Py_ssize_t st_off(const scan_state *st, const uint8_t *p) { return st->part_off + (p - st->part); }
+#define ST_OFF(st, sl) ((sl).n ? st_off((st), (sl).p) : 0) /* (of a slice: 0 when empty) */
 
 static PyObject *bytes_of(slice s) { return PyBytes_FromStringAndSize((const char *)s.p, s.n); }
 
@@ -1519,7 +1559,7 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
         e->count++;
         e = get_entry(&st->a, M_WF_DURATION, wf_type, tier, NULL, NULL);
         if (e == NULL) goto wf_error;
-        observe(self, e, B_WORKFLOW, wf_duration, s->trace_id, s->span_id, st->base);
+        observe_scan(self, e, B_WORKFLOW, wf_duration, s->trace_id, s->span_id, ST_OFF(st, s->trace_id), ST_OFF(st, s->span_id));
         /* (type, outcome) -> durations, for the failure/SLA windows */
         PyObject *key = PyTuple_Pack(2, wf_type, outcome);
         if (key == NULL) goto wf_error;
@@ -1574,7 +1614,7 @@ wf_done:
         e = get_entry(&st->a, M_TOOL_DURATION, server, tool_name, NULL, NULL);
         Py_XDECREF(owned);
         if (e == NULL) return -1;
-        observe(self, e, B_TOOL, duration, s->trace_id, s->span_id, st->base);
+        observe_scan(self, e, B_TOOL, duration, s->trace_id, s->span_id, ST_OFF(st, s->trace_id), ST_OFF(st, s->span_id));
         if (component == NULL) { component = "mcp"; comp_obj = self->s_mcp; }
     }
     if (kind == KIND_PRODUCER || kind == KIND_CONSUMER) {
@@ -1614,6 +1654,8 @@ wf_done:
                 x->trace_id = s->trace_id;
                 x->parent = s->parent;
                 x->raw = s->raw;
+                x->trace_off = s->trace_id.n ? st_off(st, s->trace_id.p) : 0;
+                x->span_off = s->span_id.n ? st_off(st, s->span_id.p) : 0;
                 x->start = s->start;
                 x->message_type = mtype;
             }
@@ -1647,7 +1689,7 @@ wf_done:
             entry *e = get_entry(&st->a, M_HTTP_DURATION, truthy(method) ? method : self->s_unknown,
                                  route, cls, NULL);
             if (e == NULL) return -1;
-            observe(self, e, B_HTTP, duration, s->trace_id, s->span_id, st->base);
+            observe_scan(self, e, B_HTTP, duration, s->trace_id, s->span_id, ST_OFF(st, s->trace_id), ST_OFF(st, s->span_id));
             if (component == NULL) { component = "http"; comp_obj = self->s_http; }
         }
     }
@@ -2199,8 +2241,10 @@ static inline int bytes_is(PyObject *b, const uint8_t *p, Py_ssize_t n) {
  * is not remembered (the Python side may add it). */
 static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series, PyObject **shape,
                    uint64_t *hash) {
-    const uint8_t *res = st->base + st->rs_start, *scope = st->base + st->sc_start;
+    /* (the current resource and scope: in the part being scanned, absent ones (0, 0) empty) */
     Py_ssize_t nres = st->rs_end - st->rs_start, nscope = st->sc_end - st->sc_start;
+    const uint8_t *res = nres ? st->part + (st->rs_start - st->part_off) : st->part;
+    const uint8_t *scope = nscope ? st->part + (st->sc_start - st->part_off) : st->part;
     *shape = NULL;
     if (st->ctx_hash == 0) st->ctx_hash = hash_mem(scope, nscope, hash_mem(res, nres, 1)) | 1;
     /* (*hash given: the hash of a key made of the one before it and more, see failed_learned) */
@@ -2451,7 +2495,7 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (x->item != NULL) {
             item = Py_NewRef(x->item);
         } else if (x->group == -1) {
-            slice raw = {st->base + x->off_start, x->off_end - x->off_start};
+            slice raw = {x->at, x->off_end - x->off_start};
             if (x->shape == NULL) { /* (not made when found in learned_cache) */
                 if ((x->shape = span_shape(self, raw)) == NULL) goto done;
             }
@@ -2539,8 +2583,8 @@ static int failed_learned(Scanner *self, scan_state *st, span_info *s, Py_ssize_
 static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
     slice scope, scope_name = {NULL, 0};
     if (find_message(scope_spans, 1, &scope) < 0) return -1;
-    st->sc_start = scope.p ? scope.p - st->base : 0;
-    st->sc_end = scope.p ? scope.p - st->base + scope.n : 0;
+    st->sc_start = scope.p ? st_off(st, scope.p) : 0;
+    st->sc_end = scope.p ? st_off(st, scope.p) + scope.n : 0;
     if (scope.p && find_message(scope, 1, &scope_name) < 0) return -1;
     st->scope_deferred = scope_name.p != NULL && has_prefix(scope_name, self->defer_scopes);
     Py_CLEAR(st->res_obj); /* (made when needed: see learned) */
@@ -2558,7 +2602,7 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
         if (h == 1) {
             PyObject *item;
             int link_only = 0;
-            Py_ssize_t start = f.data.p - st->base, end = start + f.data.n;
+            Py_ssize_t start = st_off(st, f.data.p), end = start + f.data.n;
             if (self->nshape_keys) {
                 Py_ssize_t used = 0;
                 int has = span_shape_of(self, &s, &used);
@@ -2609,6 +2653,7 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                         x->series = series;
                         x->off_start = start;
                         x->off_end = end;
+                        x->at = f.data.p;
                         x->rs_start = st->rs_start;
                         x->rs_end = st->rs_end;
                         x->sc_start = st->sc_start;
@@ -2734,11 +2779,26 @@ static int finish_a2a(Scanner *self, scan_state *st) {
     observed:;
         entry *e = get_entry(&st->a, M_A2A_LATENCY, x->message_type, NULL, NULL, NULL);
         if (e == NULL) return -1;
-        observe(self, e, B_A2A, latency, x->trace_id, x->span_id, st->base);
+        observe_scan(self, e, B_A2A, latency, x->trace_id, x->span_id, x->trace_off, x->span_off);
     }
     return 0;
 }
 
+/* The byte at offset off of a request given as bytes or as a tuple of parts (bytes: the request is
+ * their concatenation); off at most the request's size (an empty read may point at its end). */
+static const char *request_at(PyObject *request, Py_ssize_t off) {
+    if (PyBytes_Check(request)) return PyBytes_AS_STRING(request) + off;
+    Py_ssize_t n = PyTuple_GET_SIZE(request);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *part = PyTuple_GET_ITEM(request, i);
+        Py_ssize_t size = PyBytes_GET_SIZE(part);
+        if (off < size || i == n - 1) return PyBytes_AS_STRING(part) + off;
+        off -= size;
+    }
+    return ""; /* (no parts: nothing to read) */
+}
+
+/* buffer: the request (bytes or a tuple of parts) the exemplars not held inline point into */
 static PyObject *build_result(Scanner *self, aggs *a, PyObject *buffer) {
     PyObject *out = PyList_New(0);
     if (out == NULL) return NULL;
@@ -2770,9 +2830,9 @@ static PyObject *build_result(Scanner *self, aggs *a, PyObject *buffer) {
             /* oldest first, as observe() would have kept them */
             for (int k = 0; k < e->nex; k++) {
                 exemplar *x = &e->ex[(e->nex < self->max_exemplars ? k : (e->exnext + k) % e->nex)];
-                const char *b = x->inl ? (const char *)x->ids : PyBytes_AS_STRING(buffer);
-                PyObject *t = Py_BuildValue("(dy#y#)", x->value, b + x->trace_off, x->trace_n,
-                                            b + x->span_off, x->span_n);
+                const char *tp = x->inl ? (const char *)x->ids + x->trace_off : request_at(buffer, x->trace_off);
+                const char *sp = x->inl ? (const char *)x->ids + x->span_off : request_at(buffer, x->span_off);
+                PyObject *t = Py_BuildValue("(dy#y#)", x->value, tp, x->trace_n, sp, x->span_n);
                 if (t == NULL || PyList_Append(exemplars, t) < 0) {
                     Py_XDECREF(t); Py_DECREF(buckets); Py_DECREF(exemplars); Py_DECREF(labels);
                     goto error;
@@ -2790,8 +2850,35 @@ error:
     return NULL;
 }
 
+/* one part of the request: resource_spans messages (field 1) */
+static int scan_part(Scanner *self, scan_state *st, const uint8_t *base, Py_ssize_t size) {
+    reader r = {base, base + size};
+    field f;
+    int rc;
+    while ((rc = next_field(&r, &f)) == 0) {
+        if (f.number != 1 || f.wire != 2) continue;
+        slice resource;
+        if (find_message(f.data, 1, &resource) < 0) return -1;
+        st->rs_start = resource.p ? st_off(st, resource.p) : 0;
+        st->rs_end = resource.p ? st_off(st, resource.p) + resource.n : 0;
+        reader rr = {f.data.p, f.data.p + f.data.n};
+        field rf;
+        int rrc;
+        while ((rrc = next_field(&rr, &rf)) == 0) {
+            if (rf.number != 2 || rf.wire != 2) continue;
+            if (scan_spans(self, rf.data, st) < 0) return -1;
+        }
+        if (rrc < 0) return -1;
+    }
+    return rc < 0 ? -1 : 0;
+}
+
 PyDoc_STRVAR(scan_doc,
-"scan(request: bytes) -> (series, fallback, consumers, workflows)\n\n"
+"scan(request: bytes | tuple[bytes, ...]) -> (series, fallback, consumers, workflows)\n\n"
+"request: the encoded request, or its parts (a merged payload's encoded_parts: encoded requests\n"
+"whose concatenation is the request), read where they are: every offset below is one into\n"
+"their concatenation, and the result is the scan of the joined bytes. A part is read as a\n"
+"request of its own: one whose last field runs past its end is malformed.\n"
 "series: [(metric, labels, count, sum, buckets | None, exemplars | None)] aggregated over the\n"
 "request; fallback: [(start, end, resource_start, resource_end, scope_start, scope_end)]\n"
 "offsets of spans for the Python path, of their Resource and InstrumentationScope messages\n"
@@ -2803,8 +2890,14 @@ PyDoc_STRVAR(scan_doc,
 "malformed input.");
 
 static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "scan() expects bytes");
+    if (PyTuple_Check(arg)) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(arg); i++)
+            if (!PyBytes_Check(PyTuple_GET_ITEM(arg, i))) {
+                PyErr_SetString(PyExc_TypeError, "scan() expects bytes or a tuple of bytes");
+                return NULL;
+            }
+    } else if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "scan() expects bytes or a tuple of bytes");
         return NULL;
     }
     if (self->cache == NULL || self->spill == NULL || self->keytab == NULL) {
@@ -2815,8 +2908,6 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     self->join_late = 0; /* (take_late: this scan's) */
     Py_CLEAR(self->failures); /* (take_failures: this scan's) */
     Py_CLEAR(self->roots);    /* (take_roots: this scan's) */
-    const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(arg);
-    Py_ssize_t size = PyBytes_GET_SIZE(arg);
     scan_state st;
     memset(&st, 0, sizeof(st));
     st.fallback = PyList_New(0);
@@ -2824,7 +2915,6 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     st.workflows = PyDict_New();
     st.a.index = PyDict_New();
     st.a.memo = PyMem_Calloc(MEMO_SLOTS, sizeof(memo_slot));
-    st.base = base;
     st.join = self->join_shapes != NULL && self->nshape_keys;
     PyObject *result = NULL;
     if (st.fallback == NULL || st.consumers == NULL || st.workflows == NULL || st.a.index == NULL ||
@@ -2832,25 +2922,16 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
         if (st.a.memo == NULL) PyErr_NoMemory();
         goto done;
     }
-    reader r = {base, base + size};
-    field f;
-    int rc;
-    while ((rc = next_field(&r, &f)) == 0) {
-        if (f.number != 1 || f.wire != 2) continue;
-        slice resource;
-        if (find_message(f.data, 1, &resource) < 0) goto done;
-        st.rs_start = resource.p ? resource.p - base : 0;
-        st.rs_end = resource.p ? resource.p - base + resource.n : 0;
-        reader rr = {f.data.p, f.data.p + f.data.n};
-        field rf;
-        int rrc;
-        while ((rrc = next_field(&rr, &rf)) == 0) {
-            if (rf.number != 2 || rf.wire != 2) continue;
-            if (scan_spans(self, rf.data, &st) < 0) goto done;
-        }
-        if (rrc < 0) goto done;
+    int one = PyBytes_Check(arg);
+    Py_ssize_t nparts = one ? 1 : PyTuple_GET_SIZE(arg);
+    for (Py_ssize_t i = 0; i < nparts; i++) {
+        PyObject *part = one ? arg : PyTuple_GET_ITEM(arg, i);
+        const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(part);
+        Py_ssize_t size = PyBytes_GET_SIZE(part);
+        st.part = base;
+        if (scan_part(self, &st, base, size) < 0) goto done;
+        st.part_off += size;
     }
-    if (rc < 0) goto done;
     if (st.join && finish_join(self, &st) < 0) goto done;
     if (finish_a2a(self, &st) < 0) goto done;
     PyObject *series = build_result(self, &st.a, arg);

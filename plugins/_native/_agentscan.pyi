@@ -101,14 +101,16 @@ class Scanner:
         error type, exception type), ``join_keys`` the joiner's memory of settled call and
         JSON-RPC keys (the id-keyed join; off without them)."""
     def scan(
-        self, request: bytes, /
+        self, request: bytes | tuple[bytes, ...], /
     ) -> tuple[
         list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None]],
         list[Fallback],
         list[tuple[bytes, list[bytes], int, bytes, bytes, str]],
         dict[tuple[str, str], list[float]],
     ]:
-        """(series, fallback, consumers, workflows): see the docstring in the C source."""
+        """(series, fallback, consumers, workflows): see the docstring in the C source.
+        ``request``: the encoded request, or a merged payload's parts (``encoded_parts()``)
+        scanned where they are, every offset given into their concatenation."""
     def configure_settle(
         self,
         *,

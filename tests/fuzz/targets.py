@@ -345,9 +345,42 @@ def agentscan() -> OneInput:
 
         assert_holds_agree(random.Random(data), 2)
 
+    kept: list[Any] = []  # (parts: its connector)
+
+    def parts(data: bytes) -> None:
+        # scan() of a merged payload's parts (read where they are): the input cut into parts at
+        # points drawn from it (empty parts too); parts whose framing is whole each scan as
+        # their concatenation, others are refused with ValueError, never read past their end
+        # (one scanner for every input: a scan changes nothing the next one reads but the A2A
+        # producer cache, emptied before each; a connector costs more than the scans)
+        if not kept:
+            with native_env(True):
+                kept.append(make())
+        conn = kept[0]
+        scanner = conn._scanner
+        conn._producers.clear()
+        rng = random.Random(data[:64])
+        # half of the time at the boundaries of top-level fields (the parts of a merge), else
+        # anywhere (a field cut between two parts)
+        ends = _field_ends(data) if rng.random() < 0.5 else None
+        cuts = sorted(
+            rng.choice(ends) if ends else rng.randrange(len(data) + 1)
+            for _ in range(rng.randrange(1, 5))
+        )
+        pieces = tuple(data[i:j] for i, j in zip([0, *cuts], [*cuts, len(data)], strict=True))
+        try:
+            got = (scanner.scan(pieces), scanner.take_failures(), scanner.take_roots(),
+                   scanner.take_late())  # fmt: skip
+        except ValueError:
+            return
+        conn._producers.clear()
+        assert got == (scanner.scan(data), scanner.take_failures(), scanner.take_roots(),
+                       scanner.take_late())  # fmt: skip
+
     def one(data: bytes) -> None:
         with mock.patch.object(time, "time_ns", lambda: T0):
             fast, slow = (twice(on, data) for on in (True, False))
+            parts(data)
             packed(data)
             joined(data)
             held(data)
@@ -363,6 +396,43 @@ def agentscan() -> OneInput:
         failures(data)
 
     return one
+
+
+def _field_ends(data: bytes) -> list[int]:
+    """Where each top-level field of ``data`` ends (its start too: 0), as far as its framing
+    reads (varint tags and lengths, fixed widths)."""
+    ends = [0]
+    at = 0
+
+    def varint() -> int:
+        nonlocal at
+        value = shift = 0
+        while at < len(data) and shift < 64:
+            b = data[at]
+            at += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return value
+        raise ValueError
+
+    try:
+        while at < len(data):
+            wire = varint() & 7
+            if wire == 0:
+                varint()
+            elif wire in (1, 5):
+                at += 8 if wire == 1 else 4
+            elif wire == 2:
+                at += varint()
+            else:
+                break
+            if at > len(data):
+                break
+            ends.append(at)
+    except ValueError:
+        pass
+    return ends
 
 
 class _FuzzShape:

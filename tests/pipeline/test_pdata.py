@@ -10,7 +10,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from pipeline import Logs, Metrics, Payload, PermanentError, Signal, Traces, _wire, payload_type
-from pipeline.pdata import describe_payload, iter_log_records
+from pipeline.pdata import JoinedParts, describe_payload, iter_log_records
 
 
 def traces_request(
@@ -377,3 +377,30 @@ def test_merge_carries_tokens_and_whole_traces_with_parts() -> None:
     copy = merged.copy()
     assert copy.ack_tokens == ("t1", "t2") and copy.whole_traces
     assert all(p.ack_tokens == ("t1", "t2") for p in merged.split(1))
+
+
+def test_joined_parts_read_ranges_of_the_concatenation_without_joining() -> None:
+    parts = (b"abc", b"defgh", b"ij")
+    joined = b"".join(parts)
+    view = JoinedParts(parts)
+    for start in range(len(joined) + 1):
+        for end in range(start, len(joined) + 1):
+            try:
+                got = view[start:end]
+            except ValueError:
+                # only a range across a part boundary is refused
+                assert any(s < b < end for b in (3, 8) for s in (start,))
+                continue
+            assert got == joined[start:end]
+    assert view[3:8] is parts[1]  # a whole part as it is
+    assert view.locate(4, 6) == (parts[1], 1, 3)
+    assert view.locate(8, 8) == (parts[2], 0, 0)  # an empty range at a boundary: the next part
+    for start, end in ((-1, 2), (9, 11), (0, 11), (4, 2)):
+        with pytest.raises(ValueError):
+            view.locate(start, end)
+    single = JoinedParts([joined])
+    assert single[2:7] == joined[2:7] and single.locate(0, 10) == (joined, 0, 10)
+    with pytest.raises(ValueError):
+        single.locate(0, 11)
+    with pytest.raises(ValueError):
+        JoinedParts(()).locate(0, 0)

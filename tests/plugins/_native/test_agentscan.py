@@ -18,6 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipeline import Kind, Traces
+from pipeline.pdata import JoinedParts
 from plugins.agentmetricsconnector.calls import (
     FRAMEWORK,
     MCP_CLIENT,
@@ -1182,3 +1183,123 @@ def test_the_connector_keeps_the_joiners_memories_in_c() -> None:
     assert joiner.native is not None
     for memory in (joiner._settled_layers, joiner._settled_keys, joiner._failed_parents):
         assert isinstance(memory.items, native.Memory) and memory.items.size == memory.size
+
+
+# -- a merged payload's parts, scanned where they are ------------------------------------------
+def odd_ids_request() -> bytes:
+    """An HTTP server span and an A2A consumer whose ids are longer than OTLP's (their exemplars
+    are kept as offsets into the request, not inline)."""
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    http = ss.spans.add(trace_id=b"T" * 20, span_id=b"S" * 12, name="GET /x", kind=2)
+    http.attributes.append(kv("http.request.method", "GET"))
+    http.end_time_unix_nano = 5_000_000
+    consumer = ss.spans.add(trace_id=b"U" * 18, span_id=b"V" * 9, name="recv", kind=5)
+    consumer.attributes.append(kv("a2a.message.type", "task"))
+    return req.SerializeToString()
+
+
+def scan_all(parts: bytes | tuple[bytes, ...]) -> tuple[Any, ...]:
+    """What a fresh scanner gives for ``parts``: the scan and its failures, roots and late
+    layers."""
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    scanner = conn._scanner
+    return scanner.scan(parts), scanner.take_failures(), scanner.take_roots(), scanner.take_late()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_merged_payloads_parts_scan_as_their_concatenation(seed: int) -> None:
+    # requests of several resources and scopes, failed spans, A2A pairs, ids of odd lengths
+    reqs = [*requests(seed, count=6), odd_ids_request(), *requests(seed + 10, count=3)]
+    joined = b"".join(reqs)
+    parts = tuple(reqs)
+    expected = scan_all(joined)
+    assert scan_all(parts) == expected
+    assert expected[0][0] and expected[0][1]  # series and spans left to Python
+    # the offsets are into the concatenation: the fallback spans, resources and scopes read
+    # from the parts without joining them
+    view = JoinedParts(parts)
+    for start, end, r0, r1, s0, s1, *_ in expected[0][1]:
+        assert view[start:end] == joined[start:end]
+        assert view[r0:r1] == joined[r0:r1] and view[s0:s1] == joined[s0:s1]
+    # empty parts, one part per resource_spans field, every part one byte longer than its own
+    # fields (refused: a part is a request of its own)
+    assert scan_all((b"", *parts, b"")) == expected
+    assert scan_all(()) == scan_all(b"")
+    fields = [r[i:j] for r in reqs for i, j in top_level_fields(r)]
+    assert scan_all(tuple(fields)) == expected
+    with pytest.raises(ValueError):
+        scan_all((reqs[0][:-1], reqs[0][-1:], *reqs[1:]))  # a field cut between two parts
+    with pytest.raises(TypeError):
+        scan_all((reqs[0], "text"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        scan_all(list(parts))  # type: ignore[arg-type]
+
+
+def top_level_fields(raw: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each top-level field of an encoded request (all length-delimited)."""
+    out = []
+    at = 0
+    while at < len(raw):
+        start = at
+        at += 1  # the tag (field 1, wire type 2: one byte)
+        n = shift = 0
+        while True:
+            b = raw[at]
+            at += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        at += n
+        out.append((start, at))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_corrupt_parts_scan_as_their_concatenation_or_are_refused(seed: int) -> None:
+    # a part whose own framing is whole (every part of a merge is a request a receiver
+    # accepted) scans as it would joined; one that is not is refused, never read past its end
+    reqs = requests(seed, count=4, spans=15)
+    rng = random.Random(seed)
+    agreed = refused = 0
+    for _ in range(60):
+        parts = list(reqs)
+        i = rng.randrange(len(parts))
+        data = bytearray(parts[i])
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(len(data))]
+        else:
+            for _ in range(rng.randrange(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        parts[i] = bytes(data)
+        try:
+            got = scan_all(tuple(parts))
+        except ValueError:
+            refused += 1
+            continue
+        assert got == scan_all(b"".join(parts))
+        agreed += 1
+    assert agreed and refused
+
+
+async def test_the_connector_counts_a_merged_payload_as_its_joined_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the scan of the parts, and the spans it leaves to Python read from them (their resource
+    # and scope, and the join ids of a span remembered by shape): the same metrics, exemplars
+    # included, as the joined request; on both paths
+    monkeypatch.setattr(time, "time_ns", lambda: T0)
+    reqs = [*requests(3, count=8), odd_ids_request()]
+    for mode in ("1", "0"):
+        merged, whole = connector(monkeypatch, mode), connector(monkeypatch, mode)
+        for _ in range(2):  # the second time, shapes read before are remembered
+            await merged.consume(Traces.merge([Traces(r) for r in reqs]))
+            await whole.consume(Traces(b"".join(reqs)))
+        a, b = state(merged), state(whole)
+        assert a == b
+        assert [[s.exemplars for s in m.series.values()] for m in merged.aggregator.metrics] == [
+            [s.exemplars for s in m.series.values()] for m in whole.aggregator.metrics
+        ]
