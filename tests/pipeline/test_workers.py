@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline._pbwire import encode_varint
 from tests.support import ROOT, GatewayProcess, free_port, write_config
 
 pytestmark = pytest.mark.slow
@@ -1488,7 +1489,7 @@ def test_several_requests_in_flight_each_answer_reaches_its_callers(
         return value or 0.0
 
     def part(last: int, n: int = 2) -> bytes:  # field 1, length-delimited: n bytes ``last``
-        return bytes([0x0A]) + _uvarint(n) + bytes([last]) * n
+        return bytes([0x0A]) + encode_varint(n) + bytes([last]) * n
 
     async def main() -> None:
         a = WorkerContext(0, 2, tmp_path)
@@ -1549,12 +1550,3 @@ def test_several_requests_in_flight_each_answer_reaches_its_callers(
 
     with caplog.at_level(logging.WARNING, logger="pipeline.workers"):
         asyncio.run(main())
-
-
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
