@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -362,6 +363,37 @@ async def test_a_failed_log_refuses_before_the_pipeline_reports_it_and_a_reload_
     async with service(text.replace(str(port), str(free_port())), tmp_path, "again.yaml") as svc:
         assert svc.graph.wal is not None and not svc.graph.wal._pending
         assert wal_of(svc).stats.live == 0
+
+
+def _disk_full(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "injected: no space left on device")
+
+
+async def test_a_full_disk_refuses_the_request_and_reports_a_recoverable_error(
+    tmp_path: Path, backend: IdBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write the log survives (a full disk): the request is refused with
+    ``RESOURCE_EXHAUSTED``, counted (``reason="write_failed"``), and the receiver reports
+    ``recoverable_error`` (the Collector's status for a failure that may clear by itself);
+    the log stays usable, and the first request logged afterwards makes the receiver ``ok``
+    again, without a reload."""
+    port = free_port()
+    text = config_text(port, backend.grpc_port, tmp_path / "storage", processors="")
+    instance = "receiver otlp (traces)"
+    async with service(text, tmp_path) as svc:
+        assert await send(port, bodies(1, 1)) == ["OK"]
+        monkeypatch.setattr(SegmentLog, "_flush", _disk_full)
+        assert await send(port, bodies(100, 2)) == ["RESOURCE_EXHAUSTED"] * 2
+        assert not wal_of(svc).stats.failed
+        assert svc.statuses[instance].status == "recoverable_error"
+        refused = svc.telemetry.value(
+            "otelcol_service_wal_refused_requests_total", receiver=instance, reason="write_failed"
+        )
+        assert refused == 2
+        monkeypatch.undo()
+        assert await send(port, bodies(200, 1)) == ["OK"]
+        assert svc.statuses[instance].status == "ok"
+        assert await wait_delivered(backend, ids(1, 1) | ids(200, 1), within=10) == set()
 
 
 # -- config -------------------------------------------------------------------------------------
