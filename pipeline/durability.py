@@ -394,15 +394,26 @@ async def _deliver(
     consumer: Consumer, payload: Payload, telemetry: ComponentTelemetry, count: int
 ) -> bool:
     delay = 0.05
-    warned = False
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    next_warning = began
     while True:
         try:
             await consumer.consume(payload)
             return True
         except RetryableError as exc:
-            if not warned:
-                log.warning("the pipeline pushes back during replay; waiting: %s", exc)
-                warned = True
+            # acknowledged data is never given up, so the replay waits as long as the
+            # pipeline pushes back (a backend down behind a full queue, a queue whose storage
+            # failed): said at once and every 30 s while it lasts, with how long it waited
+            now = loop.time()
+            if now >= next_warning:
+                log.warning(
+                    "the pipeline pushes back during replay; waiting (the receivers start "
+                    "once the replay is done): %s",
+                    exc,
+                    extra={"waited_seconds": round(now - began, 1)},
+                )
+                next_warning = now + 30.0
             await asyncio.sleep(max(delay, min(exc.retry_after or 0.0, 1.0)))
             delay = min(delay * 2, 1.0)
         except DataDroppedError:
