@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import logging
 import struct
 from collections import deque
@@ -189,6 +190,8 @@ class WriteAheadLog:
         self._routes: dict[str, tuple[Consumer, Signal, ComponentTelemetry]] = {}
         self._pending: list[Record] = []
         self.limiter = LogLimiter()
+        self._host: Host | None = None
+        self._reported: dict[str, str] = {}  # receiver instance -> error status it reports
 
     def covers(self, receiver: ComponentID) -> bool:
         return self.receivers is None or receiver in self.receivers
@@ -199,11 +202,13 @@ class WriteAheadLog:
         signal: Signal,
         inner: Consumer,
         telemetry: ComponentTelemetry,
+        instance: str = "",
     ) -> DurableEntry:
-        """The consumer a receiver pushes ``signal`` into: ``inner`` behind the log."""
+        """The consumer a receiver pushes ``signal`` into: ``inner`` behind the log.
+        ``instance``: the receiver's instance name, whose status reports the log's failures."""
         route = f"{signal}:{receiver}"
         self._routes[route] = (inner, signal, telemetry)
-        return DurableEntry(self, route, inner)
+        return DurableEntry(self, route, inner, instance or f"receiver {receiver}", telemetry)
 
     def open(self, host: Host) -> int:
         """Open the log in the storage extension; returns the records waiting for replay."""
@@ -214,6 +219,7 @@ class WriteAheadLog:
                 f"extension {self.storage} does not provide storage (use a file_storage "
                 "extension listed in service.extensions)",
             )
+        self._host = host
         self.log = ext.log(WAL_OWNER)
         self._pending = self.log.open()
         return len(self._pending)
@@ -293,6 +299,77 @@ class WriteAheadLog:
                 ("reason",),
             ).labels(reason).inc()
 
+    # -- failures of the log while the gateway runs ----------------------------------------
+    def refuse(self, entry: DurableEntry, exc: StorageError | None, failed: bool) -> RetryableError:
+        """A request ``entry`` cannot log: counted
+        (``otelcol_service_wal_refused_requests{receiver, reason}``), logged (at most once a
+        second), the receiver's status reported, and the error the sender gets.
+
+        ``failed``: the log failed for good (an I/O error, a bug in its writer): it refuses
+        every write until it is restarted, which only a reload or a restart does, so the
+        receiver reports ``permanent_error`` (the Collector's status for a component that
+        cannot work any more without someone acting: the health check answers 503) and the
+        sender gets ``UNAVAILABLE`` / 503 with a retry delay (it is not the sender's load).
+        Otherwise (a full disk: the next write is tried again), ``recoverable_error`` (the
+        Collector's status for a failure that may clear by itself; back to ``ok`` with the
+        next request logged) and ``RESOURCE_EXHAUSTED`` / 429."""
+        reason = "log_failed" if failed else "write_failed"
+        detail = str(exc.strerror or exc) if exc is not None else "the log has failed"
+        entry.telemetry.service.counter(
+            "otelcol_service_wal_refused_requests",
+            "Requests a receiver refused (the sender is asked to retry) because the "
+            "write-ahead log could not take them, by reason (log_failed: the log failed and "
+            "refuses writes until a reload or restart; write_failed: one write failed, such as "
+            "a full disk); each logged.",
+            ("receiver", "reason"),
+        ).labels(entry.instance, reason).inc()
+        self.limiter.log(
+            log,
+            logging.ERROR,
+            "cannot write the write-ahead log; %s refuses the request and asks the sender to "
+            "retry (%s): %s",
+            entry.instance,
+            "the log has failed: reload or restart the gateway once the storage works"
+            if failed
+            else "the write failed",
+            detail,
+            key=f"wal_{reason}",
+        )
+        status = "permanent_error" if failed else "recoverable_error"
+        if self._reported.get(entry.instance) != status and self._host is not None:
+            self._reported[entry.instance] = status
+            self._host.report_status(
+                entry.instance,
+                status,
+                StorageError(errno.EIO, f"the write-ahead log cannot be written: {detail}"),
+            )
+        return RetryableError(
+            f"cannot write the write-ahead log: {detail}",
+            retry_after=5.0 if failed else 1.0,
+            resource_exhausted=not failed,
+        )
+
+    def logged(self, entry: DurableEntry) -> None:
+        """A request was logged: a receiver that reported a write failure is ``ok`` again."""
+        if self._reported.get(entry.instance) == "recoverable_error":
+            del self._reported[entry.instance]
+            if self._host is not None:
+                self._host.report_status(entry.instance, "ok")
+
+    async def restart_if_failed(self) -> bool:
+        """Called by a config reload: a log that failed takes writes again (a new segment,
+        a new writer; what it holds is kept), and the receivers that reported its failure
+        report ``ok``. Returns whether it had failed. Raises :class:`StorageError` if it
+        cannot start again."""
+        wal = self.log
+        if wal is None or not await asyncio.to_thread(wal.restart_writer):
+            return False
+        for instance in list(self._reported):
+            del self._reported[instance]
+            if self._host is not None:
+                self._host.report_status(instance, "ok")
+        return True
+
     def freeze(self) -> None:
         """The shutdown deadline passed: what is dropped from now on stays in the log."""
         if self.log is not None:
@@ -317,15 +394,26 @@ async def _deliver(
     consumer: Consumer, payload: Payload, telemetry: ComponentTelemetry, count: int
 ) -> bool:
     delay = 0.05
-    warned = False
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    next_warning = began
     while True:
         try:
             await consumer.consume(payload)
             return True
         except RetryableError as exc:
-            if not warned:
-                log.warning("the pipeline pushes back during replay; waiting: %s", exc)
-                warned = True
+            # acknowledged data is never given up, so the replay waits as long as the
+            # pipeline pushes back (a backend down behind a full queue, a queue whose storage
+            # failed): said at once and every 30 s while it lasts, with how long it waited
+            now = loop.time()
+            if now >= next_warning:
+                log.warning(
+                    "the pipeline pushes back during replay; waiting (the receivers start "
+                    "once the replay is done): %s",
+                    exc,
+                    extra={"waited_seconds": round(now - began, 1)},
+                )
+                next_warning = now + 30.0
             await asyncio.sleep(max(delay, min(exc.retry_after or 0.0, 1.0)))
             delay = min(delay * 2, 1.0)
         except DataDroppedError:
@@ -346,9 +434,18 @@ class DurableEntry:
 
     mutates_data = False
 
-    def __init__(self, wal: WriteAheadLog, route: str, inner: Consumer) -> None:
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        route: str,
+        inner: Consumer,
+        instance: str,
+        telemetry: ComponentTelemetry,
+    ) -> None:
         self.wal = wal
         self.inner = inner
+        self.instance = instance
+        self.telemetry = telemetry
         raw = route.encode()
         self.header = _ROUTE.pack(len(raw)) + raw
 
@@ -356,6 +453,11 @@ class DurableEntry:
         wal = self.wal.log
         if wal is None:
             raise RetryableError("the write-ahead log is not open yet", retry_after=1.0)
+        if wal.stats.failed:
+            # refused before the pipeline takes it: a log that failed refuses every write, so
+            # a request passed on and then refused would reach the backend at every retry of
+            # its sender (duplicates without end, while the gateway answered only errors)
+            raise self.wal.refuse(self, None, failed=True)
         raw = data.to_bytes()  # the request as received (a processor may change the payload)
         rec = Record()
         data.carry_acks((AckToken(wal, rec),))
@@ -363,15 +465,5 @@ class DurableEntry:
         try:
             await wal.append((self.header, raw), rec)
         except StorageError as exc:
-            self.wal.limiter.log(
-                log,
-                logging.ERROR,
-                "cannot write the write-ahead log; the sender is asked to retry: %s",
-                exc,
-                key="wal_write",
-            )
-            raise RetryableError(
-                f"cannot write the write-ahead log: {exc.strerror or exc}",
-                retry_after=1.0,
-                resource_exhausted=True,
-            ) from exc
+            raise self.wal.refuse(self, exc, failed=wal.stats.failed) from exc
+        self.wal.logged(self)

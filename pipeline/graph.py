@@ -374,7 +374,7 @@ class Graph:
                 inner = ctx.router(signal, pids, inner, self.telemetry)
             if self.wal is not None and self.wal.covers(rid):
                 # durable acknowledgements: the request is logged before the receiver answers
-                inner = self.wal.entry(rid, signal, inner, settings.telemetry)
+                inner = self.wal.entry(rid, signal, inner, settings.telemetry, node.label)
             if old is not None:
                 self._take_over(node, old)
                 self._rewiring.append((old.output, inner))

@@ -506,6 +506,18 @@ class Service:
             return self._invalid(trigger, began, problems)
         for warning in config.warnings:
             log.warning("%s", warning)
+        wal = self.graph.wal
+        if wal is not None:
+            # a write-ahead log that failed takes writes again (the storage may work again):
+            # a reload is how an operator restarts it without a restart of the gateway
+            try:
+                if await wal.restart_if_failed():
+                    log.warning("reload: the write-ahead log had failed; it takes writes again")
+            except Exception as exc:
+                log.error("reload: the write-ahead log cannot start again: %s", exc)
+                return self._reload_record(
+                    trigger, "failed", began, [f"the write-ahead log cannot start again: {exc}"]
+                )
         old = self.graph
         graph = Graph(config, self.telemetry, previous=old)
         try:

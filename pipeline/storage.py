@@ -717,6 +717,47 @@ class SegmentLog:
             self.stats.bytes -= seg.size
         self.stats.segments = len(self._segments)
 
+    # -- recovering from a failure ------------------------------------------------------
+    def restart_writer(self) -> bool:
+        """A failed log takes writes again, within the process (what a restart's :meth:`open`
+        does, for a config reload): the writer stops, the segment being written when the log
+        failed is sealed (its end is not trusted: no record is written after it, and nothing
+        after it was acknowledged), new records go to a new segment, and a new writer starts.
+        The records written before keep their segments and tokens. Returns ``False`` if the
+        log had not failed (nothing done). If the storage still fails, the next write fails
+        the log again."""
+        if not self.opened or (self._failed is None and not self._writer_gone):
+            return False
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()  # (writes waiting are refused by the failed log: answered)
+            self._thread = None
+        with contextlib.suppress(Exception):  # (counted by the failure already)
+            self._apply_completed()
+        seg = self._current
+        if seg is not None:
+            self._current = None
+            seg.sealed = True
+            with self._fd_lock:
+                if seg.fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.fdatasync(seg.fd)
+                    os.close(seg.fd)
+                    seg.fd = -1
+            if seg.live == 0:
+                self._delete(seg)
+        with self._cond:
+            self._closing = False
+            self._failed = None
+            self._writer_gone = False
+            self.stats.failed = False
+        self._thread = threading.Thread(target=self._run, name=f"storage-{self.name}", daemon=True)
+        self._thread.start()
+        log.warning("storage %s: the failed log takes writes again (new segment)", self.name)
+        return True
+
     # -- closing -------------------------------------------------------------------------
     def close(self) -> None:
         """Write what is pending and the done marks, fsync, stop the writer and unlock.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import enum
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -40,6 +41,7 @@ from pipeline import (
     Payload,
     Signal,
 )
+from pipeline.ratelimit import LogLimiter
 from pipeline.tasks import supervise
 
 OVERFLOW_ATTRS: tuple[tuple[str, Any], ...] = (("otel.metric.overflow", True),)
@@ -47,6 +49,24 @@ OVERFLOW_RESOURCE = b""
 
 Attrs = tuple[tuple[str, Any], ...]
 SeriesKey = tuple[bytes, Attrs]
+
+MAX_VALUE_CHARS = 4096
+"""Characters of a string attribute kept in a series (the rest is cut off when the series is
+created): a span with a 1 MiB agent or tool name must not make every flush, every scrape and
+the aggregator's memory carry it (2,000 such series under the cardinality limit: 2 GiB)."""
+_LOG = logging.getLogger("pipeline.metricsagg")
+_TRUNCATED_LOG = LogLimiter()
+
+
+def _cut(attrs: Attrs) -> Attrs | None:
+    """``attrs`` with its long string values cut to :data:`MAX_VALUE_CHARS`; ``None`` if none is
+    that long (the usual case: one pass, nothing built)."""
+    if not any(isinstance(v, str) and len(v) > MAX_VALUE_CHARS for _, v in attrs):
+        return None
+    return tuple(
+        (k, v[:MAX_VALUE_CHARS] if isinstance(v, str) and len(v) > MAX_VALUE_CHARS else v)
+        for k, v in attrs
+    )
 
 
 class Temporality(enum.IntEnum):
@@ -228,6 +248,7 @@ class Metric:
         self.max_exemplars = max_exemplars
         self.series: dict[SeriesKey, Series] = {}
         self.overflowed = 0  # measurements recorded in the overflow series, ever
+        self.truncated = 0  # measurements whose attribute values were cut, ever
         self._on_overflow = on_overflow
         self._touched: set[SeriesKey] = set()
         self.track_touched = True  # only needed for delta temporality (set by Aggregator)
@@ -241,6 +262,23 @@ class Metric:
         s = self.series.get(key)
         if s is not None:
             return s
+        cut = _cut(key[1])
+        if cut is not None:  # recorded in the series of the values cut short
+            self.truncated += n
+            _TRUNCATED_LOG.log(
+                _LOG,
+                logging.WARNING,
+                "metric %s: an attribute value longer than %d characters was cut to that length",
+                self.name,
+                MAX_VALUE_CHARS,
+                key=self.name,
+            )
+            key = (key[0], cut)
+            if self.track_touched:
+                self._touched.add(key)
+            s = self.series.get(key)
+            if s is not None:
+                return s
         limit = self.cardinality_limit
         if limit and len(self.series) - ((OVERFLOW_RESOURCE, OVERFLOW_ATTRS) in self.series) >= (
             limit

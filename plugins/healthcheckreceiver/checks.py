@@ -9,8 +9,10 @@ nor a leaked socket.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import enum
+import functools
 import json
 import re
 import time
@@ -330,7 +332,6 @@ class HTTPCheck(_HTTPCheck):
         async with session.request(
             cfg.method, cfg.endpoint, headers=cfg.headers, allow_redirects=True
         ) as resp:
-            body = await resp.text(errors="replace") if cfg.body_match else ""
             details: dict[str, Any] = {"http_status_code": resp.status}
             ok = (
                 resp.status in cfg.expected_status
@@ -339,9 +340,57 @@ class HTTPCheck(_HTTPCheck):
             )
             if not ok:
                 raise ProbeFailed(f"unexpected HTTP status {resp.status}", details)
-            if cfg.body_match and not re.search(cfg.body_match, body):
-                raise ProbeFailed(f"the response body does not match {cfg.body_match!r}", details)
+            if cfg.body_match:
+                found = await body_matches(resp, _pattern(cfg.body_match))
+                if found is None:
+                    raise ProbeFailed(
+                        f"the response body does not match {cfg.body_match!r} in its first "
+                        f"{BODY_MATCH_MAX_BYTES} bytes",
+                        details,
+                    )
+                if not found:
+                    raise ProbeFailed(
+                        f"the response body does not match {cfg.body_match!r}", details
+                    )
         return Status.HEALTHY, f"HTTP {resp.status}", details
+
+
+BODY_MATCH_WINDOW = 64 * 1024
+"""Characters of the body kept from one chunk to the next for ``body_match``: a match up to
+this long is found wherever it lies, across the chunks the body arrives in."""
+BODY_MATCH_MAX_BYTES = 16 << 20
+"""How much of a body ``body_match`` reads at most: a body without a match in its first 16 MiB
+fails the check (a server sending a huge or endless body costs a window, not the body)."""
+_BODY_CHUNK = 1 << 16
+
+
+@functools.lru_cache(maxsize=64)
+def _pattern(text: str) -> re.Pattern[str]:
+    return re.compile(text)
+
+
+async def body_matches(resp: aiohttp.ClientResponse, pattern: re.Pattern[str]) -> bool | None:
+    """Whether ``pattern`` matches the body, read as it streams in (decoded with the
+    response's charset, UTF-8 by default, invalid bytes replaced): each chunk is searched
+    with the last :data:`BODY_MATCH_WINDOW` characters before it, and reading stops at the
+    first match. ``None``: no match in the first :data:`BODY_MATCH_MAX_BYTES` bytes (the rest
+    is not read). Memory stays at a window and a chunk whatever the body's size. (``^``,
+    ``$`` and ``\\A`` apply to the window searched, not to the whole body.)"""
+    try:
+        decoder = codecs.getincrementaldecoder(resp.charset or "utf-8")(errors="replace")
+    except LookupError:  # a charset Python does not know
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    tail = ""
+    read = 0
+    async for chunk in resp.content.iter_chunked(_BODY_CHUNK):
+        read += len(chunk)
+        text = tail + decoder.decode(chunk)
+        if pattern.search(text):
+            return True
+        if read >= BODY_MATCH_MAX_BYTES:
+            return None
+        tail = text[-BODY_MATCH_WINDOW:]
+    return pattern.search(tail + decoder.decode(b"", final=True)) is not None
 
 
 # -- mcp -------------------------------------------------------------------------------------

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 
@@ -292,6 +294,106 @@ async def test_fsync_always_acknowledges_after_a_shared_fsync(
         assert stats.fsyncs >= 1 and stats.fsyncs <= stats.commits
         assert stats.commits < 40  # concurrent requests shared commits
         assert await wait_delivered(backend, ids(1, 40), within=10) == set()
+
+
+def _injected_bug(*args: object, **kwargs: object) -> None:
+    raise ValueError("injected: the writer's bug")
+
+
+async def health(port: int) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/live") as resp,
+    ):
+        return resp.status
+
+
+async def test_a_failed_log_refuses_before_the_pipeline_reports_it_and_a_reload_restarts_it(
+    tmp_path: Path, backend: IdBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write-ahead log's writer fails (a non-OS error injected into its write, as the
+    storage tests do): the request being written is refused with a retryable error; from
+    then on every request is refused before the pipeline takes it (before, each one went
+    through the pipeline to the backend and was then refused, so a sender retrying for ever
+    made the backend receive it again and again), counted and reported: the receiver's
+    status is ``permanent_error`` and the health check answers 503. A reload with the
+    storage working again restarts the log: ``ok``, 200, and requests are acknowledged,
+    delivered and logged again."""
+    port, hport = free_port(), free_port()
+    text = config_text(port, backend.grpc_port, tmp_path / "storage", processors="")
+    text = text.replace(
+        "extensions:\n", f'extensions:\n  health_check: {{endpoint: "127.0.0.1:{hport}"}}\n', 1
+    ).replace("extensions: [file_storage]", "extensions: [file_storage, health_check]")
+    async with service(text, tmp_path) as svc:
+        wal = wal_of(svc)
+        assert await send(port, bodies(1, 2)) == ["OK"] * 2
+        assert await wait_delivered(backend, ids(1, 2), within=10) == set()
+        assert await health(hport) == 200
+        monkeypatch.setattr(SegmentLog, "_flush", _injected_bug)
+        # the request being written when the log fails: refused (the sender retries it)
+        assert await send(port, bodies(100, 1)) == ["UNAVAILABLE"]
+        assert wal.stats.failed
+        # while failed: refused at once, never passed on
+        assert await send(port, bodies(200, 5)) == ["UNAVAILABLE"] * 5
+        await asyncio.sleep(0.5)
+        got = backend.count()
+        assert not any(i in got for i in ids(200, 5))
+        instance = "receiver otlp (traces)"
+        assert svc.statuses[instance].status == "permanent_error"
+        assert await health(hport) == 503
+        refused = svc.telemetry.value(
+            "otelcol_service_wal_refused_requests_total", receiver=instance, reason="log_failed"
+        )
+        assert refused == 6
+        assert (
+            svc.telemetry.value("otelcol_receiver_refused_spans_total", receiver="otlp") == 6 * 20
+        )
+        monkeypatch.undo()
+        # still failed until someone acts: the storage works again, a reload restarts the log
+        assert await send(port, bodies(200, 1)) == ["UNAVAILABLE"]
+        record = await svc.reload("test", [str(tmp_path / "config.yaml")])
+        assert record.result == "unchanged", record
+        assert not wal.stats.failed
+        assert svc.statuses[instance].status == "ok"
+        assert await health(hport) == 200
+        assert await send(port, bodies(300, 3)) == ["OK"] * 3
+        assert await wait_delivered(backend, ids(300, 3), within=10) == set()
+        await wait_until(lambda: wal.stats.live == 0, within=5)
+    # what was acknowledged before and after is done: nothing to replay at the next start
+    async with service(text.replace(str(port), str(free_port())), tmp_path, "again.yaml") as svc:
+        assert svc.graph.wal is not None and not svc.graph.wal._pending
+        assert wal_of(svc).stats.live == 0
+
+
+def _disk_full(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "injected: no space left on device")
+
+
+async def test_a_full_disk_refuses_the_request_and_reports_a_recoverable_error(
+    tmp_path: Path, backend: IdBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write the log survives (a full disk): the request is refused with
+    ``RESOURCE_EXHAUSTED``, counted (``reason="write_failed"``), and the receiver reports
+    ``recoverable_error`` (the Collector's status for a failure that may clear by itself);
+    the log stays usable, and the first request logged afterwards makes the receiver ``ok``
+    again, without a reload."""
+    port = free_port()
+    text = config_text(port, backend.grpc_port, tmp_path / "storage", processors="")
+    instance = "receiver otlp (traces)"
+    async with service(text, tmp_path) as svc:
+        assert await send(port, bodies(1, 1)) == ["OK"]
+        monkeypatch.setattr(SegmentLog, "_flush", _disk_full)
+        assert await send(port, bodies(100, 2)) == ["RESOURCE_EXHAUSTED"] * 2
+        assert not wal_of(svc).stats.failed
+        assert svc.statuses[instance].status == "recoverable_error"
+        refused = svc.telemetry.value(
+            "otelcol_service_wal_refused_requests_total", receiver=instance, reason="write_failed"
+        )
+        assert refused == 2
+        monkeypatch.undo()
+        assert await send(port, bodies(200, 1)) == ["OK"]
+        assert svc.statuses[instance].status == "ok"
+        assert await wait_delivered(backend, ids(1, 1) | ids(200, 1), within=10) == set()
 
 
 # -- config -------------------------------------------------------------------------------------

@@ -310,3 +310,36 @@ async def test_a_segment_that_cannot_be_deleted_is_counted_and_the_log_goes_on(
     assert any("cannot delete" in r.getMessage() for r in records)
     await wal.append([b"c"])  # the log goes on
     wal.close()
+
+
+@pytest.mark.parametrize("how", ["_flush", "_write_batch"])  # the write fails; the thread dies
+async def test_a_failed_log_restarts_its_writer_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """``restart_writer`` (a config reload) after the log failed: writes are taken again in a
+    new segment (the one being written when it failed is never written again), the records
+    acknowledged before keep their handles (marking one done works), and the next open reads
+    the records before and after, in order. On a log that did not fail it does nothing."""
+    wal = SegmentLog(tmp_path / "log")
+    wal.open()
+    assert not wal.restart_writer()
+    before = [await wal.append([b"before-", str(i).encode()]) for i in range(3)]
+    failed_segment = before[0].segment
+    monkeypatch.setattr(SegmentLog, how, _raise_value_error)
+    with logged():
+        with pytest.raises(StorageError):
+            await asyncio.wait_for(wal.append([b"lost"]), timeout=30)
+        with pytest.raises(StorageError, match="failed"):
+            await asyncio.wait_for(wal.append([b"lost"]), timeout=30)
+    assert wal.stats.failed
+    monkeypatch.undo()
+    assert wal.restart_writer()
+    assert not wal.stats.failed
+    after = await asyncio.wait_for(wal.append([b"after"]), timeout=30)
+    assert after.segment is not failed_segment and failed_segment.sealed
+    wal.complete(before[0])
+    await wait_for(lambda: wal.stats.live == 3)
+    wal.close()
+    again = SegmentLog(tmp_path / "log")
+    assert [again.read(r) for r in again.open()] == [b"before-1", b"before-2", b"after"]
+    again.close()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from plugins._metricsagg import (
+    MAX_VALUE_CHARS,
     OVERFLOW_ATTRS,
     Aggregator,
     Kind,
@@ -260,3 +261,25 @@ def test_exponential_histogram_export_cumulative_and_delta() -> None:
             [1],
         )
         assert dp.exemplars[0].span_id == b"S" * 8
+
+
+@pytest.mark.parametrize("temporality", [Temporality.CUMULATIVE, Temporality.DELTA])
+def test_long_attribute_values_are_cut_to_one_series_each(temporality: Temporality) -> None:
+    """A string attribute longer than MAX_VALUE_CHARS is cut to that length when its series
+    is created: values that differ only past it share one series, the measurements are all
+    counted (``truncated`` too), short values are untouched, and a delta flush sends it."""
+    agg = Aggregator("t", temporality)
+    c = agg.add_metric(Metric("c", Kind.COUNTER))
+    h = agg.add_metric(Metric("h", Kind.HISTOGRAM, bounds=[1.0]))
+    head = "a" * MAX_VALUE_CHARS
+    for tail in ("x", "y" * 1_000_000, "z"):
+        c.add(b"", (("agent", head + tail), ("n", 1)), 1, 1)
+        h.observe_many(b"", (("tool", head + tail),), [0.5, 2.0], 1)
+    c.add(b"", (("agent", "short"), ("n", 1)), 1, 1)
+    assert max(len(v) for key in c.series for _, v in key[1] if isinstance(v, str)) == len(head)
+    req, _ = agg.build(10)
+    got = {tuple(sorted(labels(dp).items())): dp.as_int for dp in points(req, "c")}
+    assert got == {(("agent", head), ("n", 1)): 3, (("agent", "short"), ("n", 1)): 1}
+    (dp,) = points(req, "h")
+    assert labels(dp) == {"tool": head} and dp.count == 6
+    assert c.truncated == 3 and h.truncated == 6

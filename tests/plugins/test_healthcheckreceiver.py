@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,7 +18,12 @@ from aiohttp import web
 from pipeline import ConfigError, ConfigErrors, Payload
 from pipeline.component import ComponentID, CreateSettings, Kind
 from pipeline.telemetry import SelfTelemetry, component_logger
-from plugins.healthcheckreceiver.checks import CheckResult, Status, make_check
+from plugins.healthcheckreceiver.checks import (
+    BODY_MATCH_MAX_BYTES,
+    CheckResult,
+    Status,
+    make_check,
+)
 from plugins.healthcheckreceiver.config import CheckConfig, HealthCheckReceiverConfig
 from plugins.healthcheckreceiver.receiver import HealthCheckReceiver
 from tests.plugins.helpers.peers import http_server, mcp_server, silent_port
@@ -321,6 +329,69 @@ async def test_http_checks() -> None:
         assert late.status == Status.DEGRADED
         timed_out = await run(type="http", endpoint=f"{base}/slow", timeout="100ms")
         assert timed_out.status == Status.UNHEALTHY and "timeout" in timed_out.message
+
+
+async def test_http_body_match_streams_in_a_bounded_window() -> None:
+    """``body_match`` reads the body as it streams: a match split between two writes of the
+    server (inside a multi-byte character, after 200 KB) is found; a match after 8 MiB is found
+    with a few hundred KB of memory (before, the whole body and its text were held: 16 MB
+    and more); a body larger than the cap without a match in it fails with a clear message,
+    having read no more than the cap."""
+    filler = b"x" * (1 << 16)
+    match = '"status": "up\u20ac"'.encode()  # the euro sign: 3 bytes in UTF-8
+    cut = match.index(b"\xe2") + 1  # inside the character
+
+    async def split(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await resp.prepare(request)
+        for _ in range(3):
+            await resp.write(filler)
+        await resp.write(match[:cut])
+        await asyncio.sleep(0.2)  # the client has read what came so far: another chunk
+        await resp.write(match[cut:] + b"y" * 1000)
+        await resp.write_eof()
+        return resp
+
+    sent: dict[str, int] = {}
+
+    def big(name: str, chunks: int) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            sent[name] = 0
+            with contextlib.suppress(ConnectionError):
+                for _ in range(chunks):
+                    await resp.write(filler)
+                    sent[name] += len(filler)
+                await resp.write(match)
+                await resp.write_eof()
+            return resp
+
+        return handler
+
+    app = web.Application()
+    app.router.add_get("/split", split)
+    app.router.add_get("/big", big("big", 128))  # 8 MiB, then the match
+    app.router.add_get("/huge", big("huge", 1024))  # 64 MiB, then the match
+    pattern = '"status": "up\u20ac"'
+    async with http_server(app) as base:
+        found = await run(type="http", endpoint=f"{base}/split", body_match=pattern)
+        assert found.status == Status.HEALTHY, found.message
+        tracemalloc.start()
+        try:
+            found = await run(
+                type="http", endpoint=f"{base}/big", body_match=pattern, timeout="30s"
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert found.status == Status.HEALTHY, found.message
+        assert peak < 2 << 20, peak
+        huge = await run(type="http", endpoint=f"{base}/huge", body_match=pattern, timeout="30s")
+        assert huge.status == Status.UNHEALTHY
+        assert f"in its first {BODY_MATCH_MAX_BYTES} bytes" in huge.message, huge.message
+        await asyncio.sleep(0.3)
+        assert sent["huge"] < 1024 * len(filler)  # it stopped reading at the cap
 
 
 # -- mcp -------------------------------------------------------------------------------------

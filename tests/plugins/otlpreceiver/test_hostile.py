@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pipeline import Signal
 from plugins import _otlpjson
 from plugins._native import load
-from tests.hostile import mutate
+from tests.hostile import mutate, refused_requests
 from tests.otlp_support import (
     LOGS_METHOD,
     METRICS_METHOD,
@@ -105,18 +105,6 @@ def hostile(rng: random.Random, body: bytes, json_body: bool) -> list[bytes]:
     else:
         out += [b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x02\x0a" * 30_000, bytes(100_000)]
     return out
-
-
-def refused_requests(service: object) -> float:
-    """The requests the receiver counted as refused, whatever the reason."""
-    registry = service.telemetry.registry  # type: ignore[attr-defined]
-    return sum(
-        s.value
-        for family in registry.collect()
-        if family.name == "otelcol_receiver_refused_requests"
-        for s in family.samples
-        if s.name.endswith("_total")
-    )
 
 
 async def test_hostile_requests_are_refused_counted_and_logged_and_good_ones_delivered() -> None:
