@@ -191,10 +191,13 @@ ping_event(SessionObject *S)
 }
 
 /* a request's message is received into a bytes object of the length its gRPC prefix gives,
- * allocated when the prefix arrives, at most this much at first (what a connection's streams may
- * reserve ahead of their data is bounded: 250 streams of PREALLOC are about the MAX_BUFFERED of
- * grpc_native.py); a longer message grows it by doubling */
-#define PREALLOC ((size_t)256 * 1024)
+ * allocated when the prefix arrives: at most PREALLOC plus 4 times the message bytes that came
+ * with the prefix at first (a client's first DATA frame is up to 16 KiB: messages up to 128 KiB
+ * get their length at once), grown by doubling after that. What a stream holds ahead of its data
+ * stays bounded: PREALLOC for a stream that sent only its prefix (250 streams: 16 MiB a
+ * connection; the buffer of a stream grown by doubling holds less than twice its data, the rest
+ * untouched) */
+#define PREALLOC ((size_t)64 * 1024)
 
 static size_t
 prefix_length(const uint8_t *head)
@@ -357,7 +360,8 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
         if (x->len == 5 && x->head[0] <= 1) {
             size_t n = prefix_length(x->head);
             if (n <= S->max_message) { /* else answered FRAMING or TOO_LARGE at its end */
-                x->msg = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n < PREALLOC ? n : PREALLOC));
+                size_t first = PREALLOC + 4 * len; /* len: the message bytes of this chunk */
+                x->msg = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n < first ? n : first));
                 if (x->msg == NULL) {
                     PyErr_Clear();
                     S->failed = 1;
@@ -378,7 +382,7 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
         return 0;
     }
     size_t cap = (size_t)PyBytes_GET_SIZE(x->msg);
-    if (have + len > cap) { /* above PREALLOC: grown by doubling, up to what the prefix said */
+    if (have + len > cap) { /* grown by doubling, up to what the prefix said */
         while (cap < have + len)
             cap *= 2;
         if (cap > x->want)
