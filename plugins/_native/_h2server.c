@@ -80,8 +80,13 @@ monotonic(void)
 
 typedef struct stream {
     int32_t id;
-    uint8_t *buf; /* the request body (gRPC framed), then the response's framed message */
-    size_t len, cap, received;
+    uint8_t *buf; /* the response's framed message */
+    size_t len, cap, received; /* len: the request body held (prefix + message), then buf's */
+    uint8_t head[5];           /* the request's gRPC prefix: flag, message length */
+    PyObject *msg;  /* the request's message, written in place into the bytes object handed
+                     * to Python (sized from the prefix): NULL before the prefix, when it is
+                     * not one the call can succeed with, or once more than it said arrived */
+    size_t want;    /* the message length the prefix gave (msg != NULL) */
     size_t resp_off;
     int too_large, done, responding;
     int headers_done;    /* the request's header block ended */
@@ -185,6 +190,22 @@ ping_event(SessionObject *S)
     return 0;
 }
 
+/* a request's message is received into a bytes object of the length its gRPC prefix gives,
+ * allocated when the prefix arrives: at most PREALLOC plus 4 times the message bytes that came
+ * with the prefix at first (a client's first DATA frame is up to 16 KiB: messages up to 128 KiB
+ * get their length at once), grown by doubling after that. What a stream holds ahead of its data
+ * stays bounded: PREALLOC for a stream that sent only its prefix (250 streams: 16 MiB a
+ * connection; the buffer of a stream grown by doubling holds less than twice its data, the rest
+ * untouched) */
+#define PREALLOC ((size_t)64 * 1024)
+
+static size_t
+prefix_length(const uint8_t *head)
+{
+    return (size_t)((uint32_t)head[1] << 24 | (uint32_t)head[2] << 16 | (uint32_t)head[3] << 8 |
+                    (uint32_t)head[4]);
+}
+
 static void
 stream_drop_body(SessionObject *S, stream *x)
 {
@@ -192,7 +213,8 @@ stream_drop_body(SessionObject *S, stream *x)
         S->buffered -= x->len;
     PyMem_Free(x->buf);
     x->buf = NULL;
-    x->len = x->cap = 0;
+    Py_CLEAR(x->msg);
+    x->len = x->cap = x->want = 0;
 }
 
 static void
@@ -328,21 +350,50 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
         }
         return 0;
     }
-    if (x->len + len > x->cap) {
-        size_t cap = x->cap ? x->cap : 16384;
-        while (cap < x->len + len)
+    S->buffered += len;
+    if (x->len < 5) { /* the gRPC prefix */
+        size_t k = 5 - x->len < len ? 5 - x->len : len;
+        memcpy(x->head + x->len, data, k);
+        x->len += k;
+        data += k;
+        len -= k;
+        if (x->len == 5 && x->head[0] <= 1) {
+            size_t n = prefix_length(x->head);
+            if (n <= S->max_message) { /* else answered FRAMING or TOO_LARGE at its end */
+                size_t first = PREALLOC + 4 * len; /* len: the message bytes of this chunk */
+                x->msg = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n < first ? n : first));
+                if (x->msg == NULL) {
+                    PyErr_Clear();
+                    S->failed = 1;
+                    return NGHTTP2_ERR_CALLBACK_FAILURE;
+                }
+                x->want = n;
+            }
+        }
+    }
+    if (len == 0)
+        return 0;
+    size_t have = x->len - 5; /* message bytes so far */
+    x->len += len;
+    if (x->msg == NULL)
+        return 0; /* a body that cannot make a call: counted, not kept (FRAMING at its end) */
+    if (have + len > x->want) {
+        Py_CLEAR(x->msg); /* more than its prefix said: FRAMING at its end */
+        return 0;
+    }
+    size_t cap = (size_t)PyBytes_GET_SIZE(x->msg);
+    if (have + len > cap) { /* grown by doubling, up to what the prefix said */
+        while (cap < have + len)
             cap *= 2;
-        uint8_t *fresh = PyMem_Realloc(x->buf, cap);
-        if (fresh == NULL) {
+        if (cap > x->want)
+            cap = x->want;
+        if (_PyBytes_Resize(&x->msg, (Py_ssize_t)cap) < 0) { /* x->msg is NULL then */
+            PyErr_Clear();
             S->failed = 1;
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
-        x->buf = fresh;
-        x->cap = cap;
     }
-    memcpy(x->buf + x->len, data, len);
-    x->len += len;
-    S->buffered += len;
+    memcpy(PyBytes_AS_STRING(x->msg) + have, data, len);
     return 0;
 }
 
@@ -361,15 +412,16 @@ build_item(SessionObject *S, stream *x)
         payload = Py_NewRef(Py_None);
     }
     else {
-        uint32_t n = (uint32_t)x->buf[1] << 24 | (uint32_t)x->buf[2] << 16 |
-                     (uint32_t)x->buf[3] << 8 | (uint32_t)x->buf[4];
-        if (x->buf[0] > 1 || (size_t)n != x->len - 5) {
+        size_t n = prefix_length(x->head);
+        if (x->head[0] > 1 || n != x->len - 5 || x->msg == NULL ||
+            (size_t)PyBytes_GET_SIZE(x->msg) != n) {
             flag = FRAMING;
             payload = Py_NewRef(Py_None);
         }
-        else {
-            flag = x->buf[0];
-            payload = PyBytes_FromStringAndSize((const char *)x->buf + 5, (Py_ssize_t)n);
+        else { /* the message as received: no copy */
+            flag = x->head[0];
+            payload = x->msg;
+            x->msg = NULL;
         }
     }
     stream_drop_body(S, x);

@@ -3,6 +3,7 @@ real HTTP/2 client state machine (the ``h2`` library) in memory."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -177,6 +178,50 @@ def test_a_body_that_is_not_one_message(body: bytes) -> None:
     sid = p.call(body)
     (call,) = p.pump()
     assert call == (sid, PATH, "application/grpc", "", h2server.FRAMING, None)
+
+
+@pytest.mark.parametrize("size", [0, 1, 16_384, 262_144, 262_145, 700_001])
+def test_a_message_received_in_pieces_of_any_size(size: int) -> None:
+    """The message goes into the bytes handed out as it arrives (sized from its gRPC prefix,
+    grown past the first allocation of 256 KiB): the prefix split across frames, the
+    message in odd pieces, the bytes exactly those sent."""
+    p = Pair()
+    message = random.Random(size).randbytes(size)
+    body = framed(message)
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers())
+    cuts = [0, 1, 3, 5, 6, *range(7, len(body), 12_347), len(body)]
+    for a, b in itertools.pairwise(cuts):
+        if b > a:
+            p.client.send_data(sid, body[a:b])
+            p.pump()
+    assert p.calls == []
+    p.client.end_stream(sid)
+    (call,) = p.pump()
+    assert call == (sid, PATH, "application/grpc", "", 0, message)
+    assert p.server.buffered == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        framed(b"m" * 300_000) + b"x",  # more than the prefix said, past the first allocation
+        framed(b"m" * 300_000)[:-1],  # less
+        b"\x00" + (2000).to_bytes(4, "big") + b"m" * 100,  # a length over max_message, cut short
+    ],
+    ids=["trailing bytes", "truncated", "length over the limit"],
+)
+def test_a_large_body_that_is_not_one_message(body: bytes) -> None:
+    p = Pair(max_message=1 << 20) if len(body) > 1000 else Pair(max_message=1000)
+    sid = int(p.client.get_next_available_stream_id())
+    p.client.send_headers(sid, headers())
+    for i in range(0, len(body), 16_000):
+        p.client.send_data(sid, body[i : i + 16_000])
+        p.pump()
+    p.client.end_stream(sid)
+    (call,) = p.pump()
+    assert call == (sid, PATH, "application/grpc", "", h2server.FRAMING, None)
+    assert p.server.buffered == 0
 
 
 def test_a_message_over_the_limit_is_discarded_as_it_arrives() -> None:
