@@ -90,6 +90,9 @@ _SEND_BUFFER = 4 << 20
 # consume requests to one sibling awaiting their answer before the next parts wait for one:
 # what arrives meanwhile is joined into one request (one write, one wake-up, one answer)
 _CONSUME_IN_FLIGHT = 1
+# a worker busy with its clients' requests reads what its siblings sent between them, at most
+# this often (seconds), instead of once its event loop turned (WorkerContext.poll_siblings)
+_POLL_EVERY = 0.001
 # service.worker_acknowledge: handover. The siblings' parts wait in the receiving worker up to
 # _HANDOVER_LINGER seconds (or until _HANDOVER_JOIN bytes are waiting) and leave joined, one
 # request for many client requests; a sibling holding _HANDOVER_BACKLOG bytes not yet accepted
@@ -131,6 +134,7 @@ class WorkerContext:
     # handover: no hand-over from a sibling is taken any more (the drain is over)
     closed_to_siblings: bool = False
     _inbound: set[_ServerProtocol] = field(default_factory=set)
+    _polled: float = 0.0  # when poll_siblings last read the siblings' connections
     # handover: the counter of items handed over and then dropped (permanent refusal, drain)
     _dropped: Any = None
     # the counter of items whose crossing to their owner failed (by signal and reason)
@@ -410,6 +414,47 @@ class WorkerContext:
         if refused:
             raise RetryableError(f"worker {self.index} is not serving", retry_after=1.0)
 
+    def _take_joined(
+        self,
+        target: str,
+        parts: list[Payload],
+        done: list[Callable[[BaseException | None], None]],
+        tasks: set[asyncio.Task[None]],
+    ) -> None:
+        """Consume a sibling's ``parts`` for the pipelines of ``target`` (a consume key
+        without its count) at once, as one payload; each ``done`` is called with what that
+        consume raised (``None``: accepted), a refusal when this worker takes no part from a
+        sibling any more or has no such pipelines."""
+        try:
+            self._serving()
+            consumer, _ = self._target(target, check=False)
+        except Exception as exc:
+            _settle(done, exc)
+            return
+        payload = parts[0] if len(parts) == 1 else type(parts[0]).merge(parts)
+        _run_now(_consume_joined(consumer, payload, done), tasks)
+
+    def poll_siblings(self) -> None:
+        """Read the connections between this worker and its siblings now, as their
+        transports would once the event loop turned (at most every ``_POLL_EVERY`` seconds;
+        ``Router.consume`` calls it as a client request starts): a busy worker's loop turn
+        runs many client requests' steps, and a sibling's hand-over read only after them
+        keeps that sibling's clients waiting while it may have nothing else to do. A part
+        read here is consumed and answered at once (:meth:`_ServerProtocol._take`); an
+        answer read here resolves its callers and lets the parts queued behind it leave
+        (:meth:`_Peer._answer`); a connection with nothing to read costs one ``recv`` that
+        would block."""
+        now = time.monotonic()
+        if now < self._polled + _POLL_EVERY:
+            return
+        self._polled = now
+        for proto in tuple(self._inbound):
+            if not proto.feeding:
+                _read_now(proto.transport)
+        for peer in tuple(self._peers.values()):  # the answers to this worker's hand-overs
+            if peer._proto is not None:  # (reading them runs no consume: no re-entry)
+                _read_now(peer._proto.transport)
+
     def joiner(self, target: str) -> _Joiner:
         """The :class:`_Joiner` of the pipelines of ``target`` (a consume key without its
         count)."""
@@ -490,7 +535,6 @@ class _ServerProtocol(asyncio.BufferedProtocol):
         self.feeding = True
         buf, start, end = self.buf, self.start, self.end
         view = memoryview(buf)
-        ctx = self.ctx
         try:
             frames: list[tuple[int, int, str, bytes]] = []
             while end - start >= 4:
@@ -509,19 +553,7 @@ class _ServerProtocol(asyncio.BufferedProtocol):
                 body = bytes(view[at + key_len : start + 4 + n])  # the only copy
                 frames.append((req_id, op, key, body))
                 start += 4 + n
-            several = len(frames) > 1
-            for req_id, op, key, body in frames:
-                if op == _OP_CONSUME and ctx.service is not None:
-                    target, _, count = key.rpartition("|")
-                    joiner = ctx._joiners.get(target)
-                    # several parts in one read, or this worker busy with its clients'
-                    # requests for these pipelines: consumed with the others of this turn
-                    if several or (joiner is not None and joiner.waiting()):
-                        payload = _sibling_payload(target, body, count)
-                        if payload is not None:  # else a key it cannot read: refused below
-                            ctx.joiner(target).join(payload, self._answer_later(req_id))
-                            continue
-                self._run(ctx._handle(self, req_id, op, key, body))
+            self._take(frames)
         finally:
             view.release()
             self.feeding = False
@@ -532,6 +564,31 @@ class _ServerProtocol(asyncio.BufferedProtocol):
             if len(buf) > _READ_SIZE * 4:
                 self.buf = bytearray(_READ_SIZE)
         self.start, self.end = start, end
+
+    def _take(self, frames: list[tuple[int, int, str, bytes]]) -> None:
+        """Handle the requests of one read at once, ahead of anything this worker queued
+        for itself: the consume requests of one read for one pipeline set are one consume
+        (in order), the others handled each; their answers leave as the read ends."""
+        ctx = self.ctx
+        joined: dict[str, tuple[list[Payload], list[Callable[[BaseException | None], None]]]] = {}
+        if len(frames) > 1 and ctx.service is not None:
+            rest = []
+            for frame in frames:
+                req_id, op, key, body = frame
+                if op == _OP_CONSUME:
+                    target, _, count = key.rpartition("|")
+                    payload = _sibling_payload(target, body, count)
+                    if payload is not None:  # else a key it cannot read: refused below
+                        parts, done = joined.setdefault(target, ([], []))
+                        parts.append(payload)
+                        done.append(self._answer_later(req_id))
+                        continue
+                rest.append(frame)
+            frames = rest
+        for req_id, op, key, body in frames:
+            self._run(ctx._handle(self, req_id, op, key, body))
+        for target, (parts, done) in joined.items():
+            ctx._take_joined(target, parts, done, self.tasks)
 
     def _answer_later(self, req_id: int) -> Callable[[BaseException | None], None]:
         """What answers request ``req_id`` once the joined consume holding its part ended."""
@@ -1065,6 +1122,7 @@ class Router:
             if joiner is None or joiner.ctx is not ctx:
                 joiner = self._joiner = ctx.joiner(self.key)
             joiner.busy += 1
+            ctx.poll_siblings()
         try:
             await self._route(data, joiner)
         finally:
@@ -1166,6 +1224,17 @@ class Router:
             )
 
 
+def _read_now(transport: asyncio.Transport | None) -> None:
+    """Let ``transport`` read its socket now, as it does when the event loop finds the socket
+    readable (its protocol gets what came, or the end of the connection; nothing when no byte
+    is there): for a socket transport of the selector event loop, else nothing."""
+    if transport is None or not transport.is_reading():
+        return
+    read = getattr(transport, "_read_ready", None)
+    if read is not None:
+        read()
+
+
 def _run_now(coro: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
     """Run ``coro`` at once, in a context of its own, as far as it goes without waiting; what
     waits goes on in a task (kept in ``tasks`` until done), from where it stopped."""
@@ -1185,14 +1254,15 @@ def _run_now(coro: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) ->
 
 
 class _Joiner:
-    """Fewer, larger consumes under load: the parts for one pipeline set that reach a worker
-    in one turn of its event loop while it is busy (a client request for those pipelines
-    in progress in this worker besides the one at hand, or several parts from a sibling in
-    one read) are consumed as one payload (:meth:`Payload.merge`: OTLP requests of one
-    signal concatenate into one valid request) at the next turn, instead of one consume
-    each. Each part's caller is told that payload's outcome: accepted, or refused (the
-    refusal refuses exactly the parts it covered, each caller gets it). An idle worker
-    (one request at a time) consumes at once, as before."""
+    """Fewer, larger consumes under load: this worker's own parts for one pipeline set that
+    reach it in one turn of its event loop while it is busy (a client request for those
+    pipelines in progress in this worker besides the one at hand) are consumed as one
+    payload (:meth:`Payload.merge`: OTLP requests of one signal concatenate into one valid
+    request) at the next turn, instead of one consume each. Each part's caller is told that
+    payload's outcome: accepted, or refused (the refusal refuses exactly the parts it
+    covered, each caller gets it). An idle worker (one request at a time) consumes at once,
+    as before. Siblings' parts are not joined here: they go first, consumed as they are read
+    (:meth:`_ServerProtocol._take`)."""
 
     def __init__(self, ctx: WorkerContext, target: str) -> None:
         self.ctx = ctx
@@ -1200,27 +1270,14 @@ class _Joiner:
         self.busy = 0  # client requests for these pipelines in progress here (Router)
         self.parts: list[Payload] = []
         self.done: list[Callable[[BaseException | None], None]] = []
-        self.sibling: list[bool] = []  # whether each part came from a sibling
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def waiting(self) -> bool:
-        """Whether a part that comes now is joined: parts wait for this turn's consume, or
-        a client request for these pipelines is in progress."""
-        return bool(self.parts) or self.busy > 0
-
-    def join(
-        self,
-        payload: Payload,
-        done: Callable[[BaseException | None], None],
-        sibling: bool = True,
-    ) -> None:
+    def join(self, payload: Payload, done: Callable[[BaseException | None], None]) -> None:
         """Consume ``payload`` with the others of this turn; ``done`` is called with what
-        that consume raised (``None``: accepted). A ``sibling``'s part is refused once this
-        worker takes none any more (it stops); this worker's own part is consumed while it
-        stops, as the part of a request its receiver still finishes."""
+        that consume raised (``None``: accepted). Consumed while this worker stops, as the
+        part of a request its receiver still finishes."""
         self.parts.append(payload)
         self.done.append(done)
-        self.sibling.append(sibling)
         if len(self.parts) == 1:
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -1238,27 +1295,17 @@ class _Joiner:
             else:
                 fut.set_exception(exc)
 
-        self.join(payload, settle, sibling=False)
+        self.join(payload, settle)
         await fut  # cancelled: the part is consumed all the same, its outcome unread
 
     def _flush(self) -> None:
-        parts, done, sibling = self.parts, self.done, self.sibling
-        self.parts, self.done, self.sibling = [], [], []
+        parts, done = self.parts, self.done
+        self.parts, self.done = [], []
         if not parts:
             return
         try:
-            self.ctx._serving()
-        except RetryableError as exc:  # stopping: the siblings' parts refused, its own taken
-            _settle([d for d, s in zip(done, sibling, strict=True) if s], exc)
-            parts = [p for p, s in zip(parts, sibling, strict=True) if not s]
-            done = [d for d, s in zip(done, sibling, strict=True) if not s]
-            if not parts:
-                return
-        try:
             consumer, _ = self.ctx._target(self.target, check=False)
-        except Exception as exc:  # no such pipelines (a sibling's key that names nothing)
-            if not self.busy:
-                self.ctx._joiners.pop(self.target, None)
+        except Exception as exc:  # the pipelines are gone (a reload)
             _settle(done, exc)
             return
         payload = parts[0] if len(parts) == 1 else type(parts[0]).merge(parts)

@@ -906,7 +906,7 @@ def test_hostile_keys_in_one_read_are_refused_each_and_the_good_part_taken(
                 got[req_id] = status
             assert got == {1: 0, 2: 1, 3: 1, 4: 1, 5: 0, 6: 1}
             assert sink.got == [b"\x0a\x01\x00\x0a\x01\x04"]  # the good ones, one consume
-            assert set(b._joiners) == {"traces|traces"}
+            assert "traces|nope" not in b._joiners
             writer.close()
             await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x02", 1)  # still serving
             assert sink.got[-1] == b"\x0a\x02"
@@ -983,8 +983,11 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
             more = asyncio.ensure_future(router.consume(Traces(split_request(5))))
             answer = await asyncio.wait_for(reader.readexactly(9), 5)
             assert struct.unpack("!IIB", answer)[1:] == (7, 0)
-            assert len(local.got) == 3 and local.got[2].endswith(b"\x0a\x01\x07")
-            assert [s[0] for s in spans_of(local.got[2][:-3])] == ["r5"] * 5
+            # a sibling's part is consumed at once and alone, ahead of this worker's own
+            assert local.got[2] == b"\x0a\x01\x07"
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert [s[0] for s in spans_of(local.got[3])] == ["r5"] * 5
             writer.close()
             rest.append(more)
             remote.release.set()
@@ -1057,6 +1060,157 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
         finally:
             await a.close()
             await b.close()
+
+    asyncio.run(main())
+
+
+def test_a_busy_worker_answers_a_siblings_part_between_its_clients_requests_alone(
+    tmp_path: Path,
+) -> None:
+    """A worker busy with its clients' requests reads its siblings' connections between
+    them (``WorkerContext.poll_siblings``): a sibling's part that came while a client request
+    waits for its own sibling is consumed at once and alone, ahead of this worker's parts
+    (not joined into their consume), and answered before the event loop turns; a refusal is
+    still exactly that part's answer, and the client requests still return once each of
+    their parts was accepted."""
+    import asyncio
+    import socket
+    import struct
+
+    from pipeline.errors import RetryableError
+    from pipeline.pdata import Signal, Traces
+    from pipeline.workers import Router, WorkerContext, _run_now
+    from tests.pipeline.test__route import request, spans_of, trace_id
+
+    t0, t1 = trace_id(0, 2), trace_id(1, 2)
+
+    def split_request(k: int) -> bytes:  # k spans for worker 0, one for worker 1
+        return request([(f"r{k}", [t0] * k + [t1])]).SerializeToString()
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        b = WorkerContext(1, 2, tmp_path)
+        local, remote = _Sink(), _SlowSink()
+        a.service, b.service = _Service(local), _Service(remote)
+        await a.open()
+        await b.open()
+        router = Router(a, Signal.TRACES, ["traces"], local)
+        sibling = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        tasks: set[asyncio.Task[None]] = set()
+        key = b"traces|traces|1"
+        try:
+            await a._peer(1).ready()
+            sibling.connect(a.socket_path(0))
+            sibling.settimeout(1.0)
+            # a client request in progress: its part for worker 1 is held there
+            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            await asyncio.wait_for(remote.entered.wait(), 5)
+            await asyncio.sleep(0.05)  # the sibling's connection accepted
+            assert [len(spans_of(x)) for x in local.got] == [1]
+
+            sibling.sendall(_frame(7, key, b"\x0a\x01\x07"))
+            # the next client request's first step, the event loop not turning meanwhile
+            _run_now(router.consume(Traces(split_request(2))), tasks)
+            answer = sibling.recv(9)  # there already: no turn of the loop was needed
+            assert struct.unpack("!IIB", answer)[1:] == (7, 0)
+            # consumed alone, before this worker's own part (joined, for the next turn)
+            assert local.got[1:] == [b"\x0a\x01\x07"]
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert [s[0] for s in spans_of(local.got[2])] == ["r2"] * 2
+
+            # refused: that part's answer says so, at once
+            await asyncio.sleep(0.01)
+            local.error = RetryableError("memory limit")
+            sibling.sendall(_frame(8, key, b"\x0a\x01\x08"))
+            _run_now(router.consume(Traces(split_request(3))), tasks)
+            answer = sibling.recv(9)
+            assert struct.unpack("!IIB", answer)[1:] == (8, 1)
+            assert sibling.recv(struct.unpack("!I", answer[:4])[0] - 5) == b"memory limit"
+            for _ in range(5):
+                await asyncio.sleep(0)
+            local.error = None
+            remote.release.set()
+            await asyncio.wait_for(first, 5)
+            done, refused = list(tasks), 0
+            for task in done:  # r2 accepted; r3's own part was refused with the sibling's
+                try:
+                    await asyncio.wait_for(task, 5)
+                except RetryableError:
+                    refused += 1
+            assert refused == 1
+            assert len(local.got) == 3  # r1's and r2's own parts, the sibling's first part
+        finally:
+            sibling.close()
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_a_busy_worker_reads_its_siblings_answer_between_its_clients_requests(
+    tmp_path: Path,
+) -> None:
+    """The answer to a hand-over is read between client requests too: it resolves its
+    callers and the parts queued behind it leave at once, before the event loop turns."""
+    import asyncio
+    import socket
+    import struct
+
+    from pipeline.pdata import Signal, Traces
+    from pipeline.workers import _REPLY, Router, WorkerContext, _run_now
+    from tests.pipeline.test__route import request, spans_of, trace_id
+
+    t0, t1 = trace_id(0, 2), trace_id(1, 2)
+
+    def split_request(k: int) -> bytes:  # one span for worker 0, k for worker 1
+        return request([(f"r{k}", [t0] + [t1] * k)]).SerializeToString()
+
+    def read_frame(conn: socket.socket) -> tuple[int, bytes]:
+        head = conn.recv(4, socket.MSG_WAITALL)
+        rest = conn.recv(int.from_bytes(head, "big"), socket.MSG_WAITALL)
+        req_id, _op, key_len = struct.unpack_from("!IBH", rest)
+        return req_id, rest[7 + key_len :]
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        local = _Sink()
+        a.service = _Service(local)
+        owner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # worker 1, by hand
+        owner.bind(a.socket_path(1))
+        owner.listen()
+        await a.open()
+        router = Router(a, Signal.TRACES, ["traces"], local)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            await a._peer(1).ready()
+            conn, _ = owner.accept()
+            conn.settimeout(1.0)
+            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            req_id, body = read_frame(conn)
+            assert [s[0] for s in spans_of(body)] == ["r1"]
+            second = asyncio.ensure_future(router.consume(Traces(split_request(2))))
+            for _ in range(5):  # its part waits behind the one in flight
+                await asyncio.sleep(0)
+            conn.sendall(_REPLY.pack(_REPLY.size - 4, req_id, 0))
+            time.sleep(0.002)  # past _POLL_EVERY, the loop not turning
+            assert not first.done()
+            # the next client request's first step, no turn of the loop meanwhile
+            _run_now(router.consume(Traces(split_request(3))), tasks)
+            req_id, body = read_frame(conn)  # the part queued behind left at once
+            assert [s[0] for s in spans_of(body)] == ["r2"] * 2
+            conn.sendall(_REPLY.pack(_REPLY.size - 4, req_id, 0))
+            await asyncio.wait_for(asyncio.gather(first, second), 5)
+            req_id, body = read_frame(conn)
+            assert [s[0] for s in spans_of(body)] == ["r3"] * 3
+            conn.sendall(_REPLY.pack(_REPLY.size - 4, req_id, 0))
+            await asyncio.wait_for(asyncio.gather(*tasks), 5)
+            conn.close()
+        finally:
+            owner.close()
+            await a.close()
 
     asyncio.run(main())
 
