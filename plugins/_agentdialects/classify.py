@@ -31,17 +31,19 @@ SPAN_KIND_CLIENT = SPAN_KINDS["CLIENT"]
 # Labels that name things (become metric labels): a per-run id found there is not a name.
 NAME_LABELS = frozenset({"workflow_type", "agent_name", "tool_name", "a2a_message_type"})
 
+# (matched whole: ``$`` would also match before a trailing newline; the C twin,
+# ``looks_like_run_id`` in plugins/_native/_tracewire.c, reads the same shapes)
 _RUN_ID_RE = re.compile(
-    r"^[A-Za-z_\-]*[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
-    r"[0-9a-fA-F]{12}$"  # a UUID, bare or behind a short prefix (pyd_ai_..., call_...)
-    r"|^[0-9a-fA-F]{16,}$"  # a long hex id
-    r"|^[0-9A-HJKMNP-TV-Z]{26}$"  # a ULID
+    r"[A-Za-z_\-]*[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+    r"[0-9a-fA-F]{12}"  # a UUID, bare or behind a short prefix (pyd_ai_..., call_...)
+    r"|[0-9a-fA-F]{16,}"  # a long hex id
+    r"|[0-9A-HJKMNP-TV-Z]{26}"  # a ULID
 )
 
 
 def looks_like_run_id(value: str) -> bool:
     """``True`` for UUID-, ULID- or long-hex-shaped values: per-run ids, never labels."""
-    return len(value) >= 16 and _RUN_ID_RE.match(value) is not None
+    return len(value) >= 16 and _RUN_ID_RE.fullmatch(value) is not None
 
 
 def _decode_any_value(encoded: bytes) -> Any:

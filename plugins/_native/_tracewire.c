@@ -8,7 +8,13 @@
  *     scope schema_url) of each span (interned through the dict `interned`), ids and parents
  *     the span and parent span ids, nbytes the total length of the spans and specials None or
  *     a list of (index, flags) for the spans that are roots (1), contain a tool marker (2) or
- *     the agent marker (4; looked for in non-root spans only).
+ *     the agent marker (4; looked for in non-root spans only: with an IngestConfig, the
+ *     marker of the agent's name or of its id).
+ *
+ * looks_like_run_id(value)
+ *     Whether a value (bytes, UTF-8) is shaped like a per-run id, never a label: the test of
+ *     plugins._agentdialects.looks_like_run_id, which the agent found in root and special
+ *     spans obeys (a gen_ai.agent.id that is a UUID names no agent).
  *
  * assemble(entries, markers, suffix_for)
  *     An encoded ExportTraceServiceRequest from entries (spans, groups, suffix, stamp): groups
@@ -655,8 +661,8 @@ bytes_of(slice s)
  * fall back to the Python path, which then does exactly what it always did. */
 
 enum {
-    K_OP, K_MCP, K_ERR, K_AGENT, K_WF_NAME, K_WF_ID, K_WF_TYPE, K_WF_OUTCOME, K_STAMP0,
-    NKEYS = K_STAMP0 + 5
+    K_OP, K_MCP, K_ERR, K_AGENT, K_AGENT_ID, K_WF_NAME, K_WF_ID, K_WF_TYPE, K_WF_OUTCOME,
+    K_STAMP0, NKEYS = K_STAMP0 + 5
 };
 _Static_assert(NKEYS <= 16, "facts_cfg's key masks are 16 bits");
 
@@ -830,6 +836,112 @@ value_str(const span_facts *sf, int k, PyObject **out)
     return *out == NULL ? -1 : 0;
 }
 
+/* plugins._agentdialects.looks_like_run_id of a value's UTF-8 bytes: UUID-shaped (bare or
+ * behind a prefix of [A-Za-z_-]), 16 hex digits or more, or a ULID (26 of Crockford's
+ * base32, upper case), 16 characters at least. Only ASCII matches (a non-ASCII byte is a
+ * character the patterns never hold, also once replaced by U+FFFD), so bytes count as
+ * characters. */
+static inline int
+is_hex(uint8_t c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static inline int
+is_prefix_char(uint8_t c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
+}
+
+/* whether s[at:] is exactly H{8}-?H{4}-?H{4}-?H{4}-?H{12} (the dashes optional: a hex digit
+ * is no dash, so the reading is unique) */
+static int
+uuid_tail(slice s, Py_ssize_t at)
+{
+    static const int groups[5] = {8, 4, 4, 4, 12};
+    Py_ssize_t i = at;
+    for (int g = 0; g < 5; g++) {
+        if (g && i < s.n && s.p[i] == '-')
+            i++;
+        for (int k = 0; k < groups[g]; k++, i++)
+            if (i >= s.n || !is_hex(s.p[i]))
+                return 0;
+    }
+    return i == s.n;
+}
+
+static int
+looks_like_run_id(slice s)
+{
+    if (s.n < 16)
+        return 0;
+    int hex = 1, ulid = s.n == 26;
+    for (Py_ssize_t i = 0; i < s.n; i++) {
+        uint8_t c = s.p[i];
+        if (c >= 0x80)
+            return 0;
+        if (!is_hex(c))
+            hex = 0;
+        if (!((c >= '0' && c <= '9') ||
+              (c >= 'A' && c <= 'Z' && c != 'I' && c != 'L' && c != 'O' && c != 'U')))
+            ulid = 0;
+    }
+    if (hex || ulid)
+        return 1;
+    /* a UUID (32 to 36 characters) at the end, behind [A-Za-z_-]* */
+    Py_ssize_t prefix = 0;
+    while (prefix < s.n && is_prefix_char(s.p[prefix]))
+        prefix++;
+    for (Py_ssize_t at = s.n - 36 > 0 ? s.n - 36 : 0; at <= s.n - 32 && at <= prefix; at++)
+        if (uuid_tail(s, at))
+            return 1;
+    return 0;
+}
+
+/* the agent a span names (plugins.workflowprocessor.rules.agent_of): the first non-empty
+ * value of K_AGENT, K_AGENT_ID not shaped like a per-run id, as a str ("" when none) in
+ * *agent, and the first run-id-shaped one in *run (n 0: none): 0, 1 (undecided: a value that
+ * is not a short string) or -1 (error) */
+static int
+agent_of(const span_facts *sf, PyObject **agent, slice *run)
+{
+    static const int keys[2] = {K_AGENT, K_AGENT_ID};
+    run->p = (const uint8_t *)"";
+    run->n = 0;
+    slice b = {(const uint8_t *)"", 0};
+    for (int i = 0; i < 2; i++) {
+        int k = keys[i];
+        slice v;
+        if (!sf->has[k])
+            continue;
+        if (value_bytes(sf->val[k], &v))
+            return 1;
+        if (v.n == 0)
+            continue;
+        if (looks_like_run_id(v)) {
+            if (run->n == 0)
+                *run = v;
+            continue;
+        }
+        b = v;
+        break;
+    }
+    *agent = PyUnicode_DecodeUTF8((const char *)b.p, b.n, "replace");
+    return *agent == NULL ? -1 : 0;
+}
+
+/* looks_like_run_id(value: bytes) -> bool: the C test, for the twin tests */
+static PyObject *
+tw_looks_like_run_id(PyObject *self, PyObject *arg)
+{
+    Py_buffer b;
+    if (!PyArg_Parse(arg, "y*:looks_like_run_id", &b))
+        return NULL;
+    int r = looks_like_run_id((slice){b.buf, b.len});
+    PyBuffer_Release(&b);
+    return PyBool_FromLong(r);
+}
+
 static int
 push_index(PyObject **list, Py_ssize_t index)
 {
@@ -912,7 +1024,8 @@ root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t inde
 {
     PyObject *agent = NULL, *wf_id = NULL, *wf_type = NULL, *given = NULL, *error = NULL;
     PyObject *message = NULL, *exception = NULL;
-    int rc = value_str(sf, K_AGENT, &agent);
+    slice run;
+    int rc = agent_of(sf, &agent, &run);
     if (rc)
         return rc;
     slice name = sf->name;
@@ -983,6 +1096,13 @@ root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t inde
     }
     if ((rc = value_str(sf, K_WF_ID, &wf_id)) != 0)
         goto fail;
+    if (PyUnicode_GET_LENGTH(wf_id) == 0 && run.n) {
+        Py_CLEAR(wf_id); /* a per-run id where the agent's name was expected (ASCII) */
+        if ((wf_id = PyUnicode_DecodeASCII((const char *)run.p, run.n, NULL)) == NULL) {
+            rc = -1;
+            goto fail;
+        }
+    }
     if (PyUnicode_GET_LENGTH(wf_id) == 0) {
         Py_CLEAR(wf_id);
         if ((wf_id = PyObject_CallMethod(t->trace_id, "hex", NULL)) == NULL) {
@@ -1018,10 +1138,41 @@ fail:
     return rc;
 }
 
+/* what a span naming its agent holds: the markers of the agent's name and id keys (id.n 0:
+ * none, the plain modes), and their common part (n 0: none worth a search) */
+typedef struct {
+    needle name, id, common;
+} agent_needles;
+
+static void common_needle(needle *out, slice a, slice b);
+
+static void
+agent_needles_init(agent_needles *a, slice name, slice id)
+{
+    needle_init(&a->name, name.p, name.n);
+    needle_init(&a->id, id.p, id.n);
+    if (id.n)
+        common_needle(&a->common, name, id);
+    else
+        needle_init(&a->common, id.p, 0);
+}
+
+/* whether span holds the marker of the agent's name or id: a span without their common part
+ * holds neither (one search for most spans, as with the name alone) */
+static inline int
+has_agent_marker(slice span, const agent_needles *a)
+{
+    if (a->id.n == 0)
+        return needle_in(&a->name, span);
+    if (a->common.n && !needle_in(&a->common, span))
+        return 0;
+    return needle_in(&a->name, span) || needle_in(&a->id, span);
+}
+
 /* the facts of one special span of entry t: 0, 1 (the entry falls back) or -1 (error) */
 static int
 span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg *cfg,
-              const needle *agent_marker)
+              const agent_needles *agent_marker)
 {
     int agent_open = !t->agent_set && (t->agent == NULL || PyUnicode_GET_LENGTH(t->agent) == 0);
     if (!(flags & (F_TOOL | F_ROOT)) && !agent_open)
@@ -1070,10 +1221,11 @@ span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg
         else
             Py_DECREF(agent);
     }
-    else if (agent_open && sf.has[K_AGENT] &&
-             ((flags & F_AGENT) || ((flags & F_TOOL) && needle_in(agent_marker, span)))) {
+    else if (agent_open && (sf.has[K_AGENT] || sf.has[K_AGENT_ID]) &&
+             ((flags & F_AGENT) || ((flags & F_TOOL) && has_agent_marker(span, agent_marker)))) {
         PyObject *agent;
-        int rc = value_str(&sf, K_AGENT, &agent);
+        slice run;
+        int rc = agent_of(&sf, &agent, &run);
         if (rc)
             return rc;
         Py_XSETREF(t->agent, agent);
@@ -1114,7 +1266,7 @@ has_tool_marker(slice span, const needle *tool_a, const needle *tool_b, const ne
 
 static int
 ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const needle *tool_a,
-            const needle *tool_b, const needle *agent, const facts_cfg *cfg,
+            const needle *tool_b, const agent_needles *agent, const facts_cfg *cfg,
             const needle *tools)
 {
     const uint8_t *p = span.p, *end = span.p + span.n;
@@ -1157,7 +1309,8 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
                (t->agent == NULL || PyUnicode_GET_LENGTH(t->agent) == 0);
     /* with facts, a tool call's agent marker is looked for by span_facts_of, and only when
      * the span has the agent key (F_AGENT matters nowhere else) */
-    if (want && !(flags & F_ROOT) && (cfg == NULL || !(flags & F_TOOL)) && needle_in(agent, span))
+    if (want && !(flags & F_ROOT) && (cfg == NULL || !(flags & F_TOOL)) &&
+        has_agent_marker(span, agent))
         flags |= F_AGENT;
     if (cfg != NULL) {
         if (flags && !t->fallback) {
@@ -1946,7 +2099,7 @@ none:
  * (returned as is when it did not fail): 0, 1 (the appended error.type names the agent: the
  * entry's special spans are left to the caller) or -1 (error) */
 static int
-classify_errs(entry *t, PyObject *classify, const needle *agent)
+classify_errs(entry *t, PyObject *classify, const agent_needles *agent)
 {
     int rc = 0;
     Py_ssize_t n = PyList_GET_SIZE(t->errs);
@@ -1977,7 +2130,8 @@ classify_errs(entry *t, PyObject *classify, const needle *agent)
         }
         if (fresh != span) {
             t->nbytes += PyBytes_GET_SIZE(fresh) - PyBytes_GET_SIZE(span);
-            if (needle_in(agent, slice_of_bytes(fresh)) && !needle_in(agent, slice_of_bytes(span)))
+            if (has_agent_marker(slice_of_bytes(fresh), agent) &&
+                !has_agent_marker(slice_of_bytes(span), agent))
                 rc = 1; /* contrived */
             Py_XSETREF(p->fresh, fresh);
         }
@@ -2121,7 +2275,7 @@ memo_intern(apply_memo *m, PyObject *s)
 }
 
 static PyObject *
-apply_entries(entries *e, PyObject *groups, PyObject *apply, const needle *agent,
+apply_entries(entries *e, PyObject *groups, PyObject *apply, const agent_needles *agent,
               const exec_markers *ex, apply_memo *memo)
 {
     PyObject *held, *released, *outcome_fn, *masks, *not_workflow, *classify;
@@ -2290,7 +2444,7 @@ fail:
 /* one pass of ingest over raw (see the module docstring); apply NULL: the plain modes */
 static PyObject *
 ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const needle *nd_tool_a,
-           const needle *nd_tool_b, const needle *nd_agent, const facts_cfg *cfg,
+           const needle *nd_tool_b, const agent_needles *nd_agent, const facts_cfg *cfg,
            PyObject *apply, const exec_markers *ex, apply_memo *memo, const needle *nd_tools)
 {
     PyObject *result = NULL, *groups = NULL;
@@ -2389,17 +2543,17 @@ done:
     return result;
 }
 
-/* the facts tuple (16 bytes) read into cfg */
+/* the facts tuple (17 bytes) read into cfg */
 static int
 read_facts(PyObject *cfg_tuple, facts_cfg *cfg)
 {
     if (!PyTuple_Check(cfg_tuple) || PyTuple_GET_SIZE(cfg_tuple) != NKEYS + 3) {
-        PyErr_SetString(PyExc_TypeError, "facts: a tuple of 16 bytes");
+        PyErr_SetString(PyExc_TypeError, "facts: a tuple of 17 bytes");
         return -1;
     }
     for (Py_ssize_t i = 0; i < NKEYS + 3; i++)
         if (!PyBytes_Check(PyTuple_GET_ITEM(cfg_tuple, i))) {
-            PyErr_SetString(PyExc_TypeError, "facts: a tuple of 16 bytes");
+            PyErr_SetString(PyExc_TypeError, "facts: a tuple of 17 bytes");
             return -1;
         }
     memset(cfg->by_len, 0, sizeof(cfg->by_len));
@@ -2441,8 +2595,10 @@ read_execs(PyObject *exec_tuple, exec_markers *ex)
  * tables built, the facts' keys and values as slices of the bytes it keeps) */
 typedef struct {
     PyObject_HEAD
-    PyObject *keep; /* (tool_a, tool_b, agent_marker, facts, execs): what the slices point in */
-    needle tool_a, tool_b, agent;
+    /* (tool_a, tool_b, agent_marker, facts, execs, agent_id_marker): what the slices point in */
+    PyObject *keep;
+    needle tool_a, tool_b;
+    agent_needles agent;
     needle tools; /* the common part of tool_a and tool_b (see has_tool_marker) */
     facts_cfg facts;
     exec_markers execs;
@@ -2461,16 +2617,22 @@ ingest_config_dealloc(IngestConfigObject *self)
 static PyObject *
 ingest_config_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kw[] = {"tool_a", "tool_b", "agent_marker", "facts", "execs", NULL};
-    PyObject *tool_a, *tool_b, *agent, *facts, *execs = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O|O:IngestConfig", kw, &PyBytes_Type,
+    static char *kw[] = {"tool_a",         "tool_b", "agent_marker", "facts", "execs",
+                         "agent_id_marker", NULL};
+    PyObject *tool_a, *tool_b, *agent, *facts, *execs = Py_None, *agent_id = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O|OO!:IngestConfig", kw, &PyBytes_Type,
                                      &tool_a, &PyBytes_Type, &tool_b, &PyBytes_Type, &agent,
-                                     &facts, &execs))
+                                     &facts, &execs, &PyBytes_Type, &agent_id))
         return NULL;
     IngestConfigObject *self = (IngestConfigObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->keep = PyTuple_Pack(5, tool_a, tool_b, agent, facts, execs);
+    if (agent_id == NULL)
+        agent_id = PyBytes_FromStringAndSize(NULL, 0); /* none: the name's marker alone */
+    else
+        Py_INCREF(agent_id);
+    self->keep = agent_id ? PyTuple_Pack(6, tool_a, tool_b, agent, facts, execs, agent_id) : NULL;
+    Py_XDECREF(agent_id); /* (kept by keep) */
     if (self->keep == NULL || read_facts(facts, &self->facts) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -2484,7 +2646,8 @@ ingest_config_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     needle_init(&self->tool_a, PyBytes_AS_STRING(tool_a), PyBytes_GET_SIZE(tool_a));
     needle_init(&self->tool_b, PyBytes_AS_STRING(tool_b), PyBytes_GET_SIZE(tool_b));
-    needle_init(&self->agent, PyBytes_AS_STRING(agent), PyBytes_GET_SIZE(agent));
+    agent_needles_init(&self->agent, slice_of_bytes(agent),
+                       slice_of_bytes(PyTuple_GET_ITEM(self->keep, 5)));
     common_needle(&self->tools, slice_of_bytes(tool_a), slice_of_bytes(tool_b));
     return (PyObject *)self;
 }
@@ -2494,8 +2657,8 @@ static PyTypeObject IngestConfigType = {
     .tp_basicsize = sizeof(IngestConfigObject),
     .tp_dealloc = (destructor)ingest_config_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "IngestConfig(tool_a, tool_b, agent_marker, facts, execs=None): ingest's "
-              "configuration, read once",
+    .tp_doc = "IngestConfig(tool_a, tool_b, agent_marker, facts, execs=None, "
+              "agent_id_marker=b''): ingest's configuration, read once",
     .tp_new = ingest_config_new,
 };
 
@@ -2544,10 +2707,11 @@ tw_ingest(PyObject *self, PyObject *args)
             goto release;
         cfg = &cfg_store;
     }
-    needle nd_tool_a, nd_tool_b, nd_agent;
+    needle nd_tool_a, nd_tool_b;
+    agent_needles nd_agent; /* (the name's marker alone: no agent_id_marker in this form) */
     needle_init(&nd_tool_a, tool_a.buf, tool_a.len);
     needle_init(&nd_tool_b, tool_b.buf, tool_b.len);
-    needle_init(&nd_agent, agent.buf, agent.len);
+    agent_needles_init(&nd_agent, (slice){agent.buf, agent.len}, (slice){agent.buf, 0});
     needle nd_tools;
     common_needle(&nd_tools, (slice){tool_a.buf, tool_a.len}, (slice){tool_b.buf, tool_b.len});
     apply_memo memo = {0};
@@ -3934,6 +4098,8 @@ fail:
 }
 
 static PyMethodDef methods[] = {
+    {"looks_like_run_id", tw_looks_like_run_id, METH_O,
+     "looks_like_run_id(value: bytes) -> bool: plugins._agentdialects.looks_like_run_id"},
     {"ingest", tw_ingest, METH_VARARGS,
      "ingest(raw, interned, tool_a, tool_b, agent_marker[, facts[, apply]]) -> per-trace "
      "entries, or with apply (leftovers, added_bytes, added_spans) or None"},

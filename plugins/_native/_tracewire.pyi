@@ -78,8 +78,9 @@ Apply = tuple[
 
 class IngestConfig:
     """What ingest reads in the special spans, read once: the tool-call markers, the agent
-    marker, the facts (16 bytes: keys, tool values, workflow prefix) and the execution
-    markers (at most 32; ``b""`` matches every span)."""
+    marker (of the agent's name) and ``agent_id_marker`` (of its id; ``b""``: none), the
+    facts (17 bytes: keys, tool values, workflow prefix) and the execution markers (at most
+    32; ``b""`` matches every span)."""
 
     def __init__(
         self,
@@ -88,7 +89,12 @@ class IngestConfig:
         agent_marker: bytes,
         facts: tuple[bytes, ...],
         execs: tuple[bytes, ...] | None = ...,
+        agent_id_marker: bytes = ...,
     ) -> None: ...
+
+def looks_like_run_id(value: bytes, /) -> bool:
+    """``plugins._agentdialects.looks_like_run_id`` of a value's UTF-8 bytes (UUID-, ULID- or
+    long-hex-shaped: a per-run id, never a label); the agent ingest finds obeys it."""
 
 @overload
 def ingest(

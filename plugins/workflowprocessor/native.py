@@ -56,6 +56,7 @@ class FactsConfig(NamedTuple):
     mcp_method_name: bytes
     error_type: bytes
     agent_name: bytes
+    agent_id: bytes
     workflow_name: bytes
     workflow_id: bytes
     workflow_type: bytes
@@ -96,6 +97,7 @@ class NativeConfig:
 
     tool_markers: tuple[bytes, bytes]
     agent_marker: bytes
+    agent_id_marker: bytes
     facts: FactsConfig
     stamp: StampConfig
     markers: tuple[bytes, ...]  # the stamp keys' markers
@@ -110,6 +112,7 @@ class NativeConfig:
         return cls(
             tool_markers=(names.tool_operation.encode(), names.mcp_tool_method.encode()),
             agent_marker=cfg.agent_marker,
+            agent_id_marker=cfg.agent_id_marker,
             facts=FactsConfig(
                 *(
                     v.encode()
@@ -118,6 +121,7 @@ class NativeConfig:
                         names.mcp_method_name,
                         names.error_type,
                         names.agent_name,
+                        names.agent_id,
                         names.workflow_name,
                         names.workflow_id,
                         names.workflow_type,
@@ -161,6 +165,7 @@ def supports(names: AttributeNames) -> bool:
         names.operation_name,
         names.mcp_method_name,
         names.agent_name,
+        names.agent_id,
         names.workflow_name,
         names.workflow_id,
         names.workflow_type,
@@ -228,7 +233,7 @@ class NativeTraceStore(BaseTraceStore):
         self.native = nc = NativeConfig.from_store_config(config)
         # what ingest reads in the special spans, read by C once (search tables built)
         self.ingest_config = tracewire.IngestConfig(
-            *nc.tool_markers, nc.agent_marker, nc.facts, nc.exec_markers
+            *nc.tool_markers, nc.agent_marker, nc.facts, nc.exec_markers, nc.agent_id_marker
         )
         # read once (the module's values at creation)
         self.span_overhead = NATIVE_SPAN_OVERHEAD
@@ -299,6 +304,7 @@ class NativeTraceStore(BaseTraceStore):
         names = self.config.names
         tool_a, tool_b = self.native.tool_markers
         agent_marker = self.native.agent_marker
+        agent_id_marker = self.native.agent_id_marker
         is_execution = self.may_be_execution
         base = len(trace)
         found: list[int] = []
@@ -308,7 +314,7 @@ class NativeTraceStore(BaseTraceStore):
             flags = 0 if parent else _ROOT
             if tool_a in span_raw or tool_b in span_raw:
                 flags |= _TOOL
-            elif not flags and agent_marker not in span_raw:
+            elif not flags and agent_marker not in span_raw and agent_id_marker not in span_raw:
                 continue
             if flags & _TOOL:
                 new_raw, tool = self.tools.check(span_raw)
@@ -321,7 +327,7 @@ class NativeTraceStore(BaseTraceStore):
                 agent = self.read_root(trace, span_raw, trace_id, base + i)
                 if agent:
                     trace.agent_id = agent
-            elif not trace.agent_id and agent_marker in span_raw:
+            elif not trace.agent_id and (agent_marker in span_raw or agent_id_marker in span_raw):
                 agent = span_agent(span_raw, names)
                 if agent:
                     trace.agent_id = agent

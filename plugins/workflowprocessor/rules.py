@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -23,6 +23,7 @@ from plugins._agentconv import (
     ErrorClassifier,
     outcome_from,
 )
+from plugins._agentdialects import looks_like_run_id, value_text
 from plugins._spanview import SpanView, cached_str, value_str
 from plugins.workflowprocessor.wire import encode_attribute
 
@@ -53,13 +54,59 @@ def stamp_keys(names: AttributeNames) -> tuple[str, str, str, str, str]:
     )
 
 
+# distinct encoded name values remembered by name_text (then the memory starts over), those
+# of at most NAME_CACHE_BYTES bytes (names and run ids are short: a huge one is not kept)
+NAME_CACHE = 4096
+NAME_CACHE_BYTES = 256
+_NAMES: dict[bytes, tuple[str, bool]] = {}
+
+
+def name_text(encoded: bytes) -> tuple[str, bool]:
+    """An encoded value found where the agent's name is expected: its text (as the dialect
+    tables read it, ``""`` when it cannot be read) and whether it is shaped like a per-run
+    id (:func:`~plugins._agentdialects.looks_like_run_id`), remembered per encoding."""
+    got = _NAMES.get(encoded)
+    if got is None:
+        text = value_text(encoded)
+        got = (text, looks_like_run_id(text))
+        if len(encoded) <= NAME_CACHE_BYTES:
+            if len(_NAMES) >= NAME_CACHE:
+                _NAMES.clear()
+            _NAMES[encoded] = got
+    return got
+
+
+def agent_of(attrs: Mapping[str, bytes], names: AttributeNames) -> tuple[str, str]:
+    """The agent a span names and the first per-run id found where a name is expected, as the
+    ``gateway`` dialect's ``agent_name`` reads it (``gen_ai.agent.name``, else
+    ``gen_ai.agent.id``; the ``attributes:`` option's keys): the first non-empty value not
+    shaped like a per-run id (a UUID-shaped ``gen_ai.agent.id`` is a run id, for
+    ``workflow.id``, never a label). The C ingest (``agent_of`` in
+    ``plugins/_native/_tracewire.c``) reads the same."""
+    run_id = ""
+    for key in (names.agent_name, names.agent_id):
+        raw = attrs.get(key)
+        if raw is None:
+            continue
+        text, run = name_text(raw)
+        if not text:
+            continue
+        if run:
+            run_id = run_id or text
+            continue
+        return text, run_id
+    return "", run_id
+
+
 def root_facts(
     span_raw: bytes, trace_id: bytes, names: AttributeNames, keys: Sequence[str]
 ) -> tuple[RootFacts, str]:
     """Read a root span (attributes as a C-level map, status and events decoded only when
     needed): whether it is a workflow by the gateway's own rules (named ``workflow.<type>``
     or carrying ``workflow.name`` / ``workflow.id``), its id, type and outcome, the stamp
-    attributes (``keys``) it already has, and its agent's name (``gen_ai.agent.name``)."""
+    attributes (``keys``) it already has, and its agent's name (:func:`agent_of`). The
+    workflow id is the root's ``workflow.id``, else a per-run id found where the agent's name
+    is expected (a UUID-shaped ``gen_ai.agent.id``), else the trace id."""
     view = SpanView.FromString(span_raw)
     attrs = view.attributes
 
@@ -67,7 +114,7 @@ def root_facts(
         value = attrs.get(key)
         return cached_str(value) if value is not None else ""
 
-    agent = get(names.agent_name)
+    agent, run_id = agent_of(attrs, names)
     name = view.name.decode("utf-8", "replace")
     prefix = names.workflow_span_prefix
     if not (name.startswith(prefix) or names.workflow_name in attrs or names.workflow_id in attrs):
@@ -91,15 +138,14 @@ def root_facts(
     if not wf_type:
         wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or "unknown"
     wf_id_raw = attrs.get(names.workflow_id)  # unique per workflow: not cached
-    wf_id = (value_str(wf_id_raw) if wf_id_raw is not None else "") or trace_id.hex()
+    wf_id = (value_str(wf_id_raw) if wf_id_raw is not None else "") or run_id or trace_id.hex()
     present = tuple(k for k in keys if k in attrs)
     return (True, wf_id, wf_type, result, present), agent
 
 
 def span_agent(span_raw: bytes, names: AttributeNames) -> str:
-    """The agent a (non-root) span names (``gen_ai.agent.name``), or ``""``."""
-    value = SpanView.FromString(span_raw).attributes.get(names.agent_name)
-    return cached_str(value) if value is not None else ""
+    """The agent a (non-root) span names (:func:`agent_of`), or ``""``."""
+    return agent_of(SpanView.FromString(span_raw).attributes, names)[0]
 
 
 class ToolCalls:

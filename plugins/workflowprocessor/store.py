@@ -170,6 +170,7 @@ class StoreConfig:
     stamp_markers: tuple[bytes, ...]
     stamp_re: re.Pattern[bytes]
     agent_marker: bytes
+    agent_id_marker: bytes  # (a span naming its agent holds one of the two)
     depth_cap: int
     dialects: Dialects
     exec_markers: tuple[bytes, ...] | None  # None: every span may be an execution
@@ -192,6 +193,7 @@ class StoreConfig:
             stamp_markers=tuple(key_marker(k) for k in keys),
             stamp_re=stamp_pattern(keys),
             agent_marker=key_marker(names.agent_name),
+            agent_id_marker=key_marker(names.agent_id),
             depth_cap=max((t.max_depth for t in config.complexity_tiers), default=0) + 1,
             dialects=dialects,
             exec_markers=execution_markers(dialects),
@@ -450,6 +452,7 @@ class BaseTraceStore:
         tools = self.tools
         tool_a, tool_b = tools.markers
         agent_marker = self.config.agent_marker
+        agent_id_marker = self.config.agent_id_marker
         late: dict[GroupKey, list[bytes]] = {}
         late_count = 0
         interned = self.interned_groups()
@@ -496,7 +499,9 @@ class BaseTraceStore:
                         agent = self.read_root(trace, span_raw, trace_id, base + len(spans))
                         if agent:
                             trace.agent_id = agent
-                    elif not trace.agent_id and agent_marker in span_raw:
+                    elif not trace.agent_id and (
+                        agent_marker in span_raw or agent_id_marker in span_raw
+                    ):
                         agent = span_agent(span_raw, names)
                         if agent:
                             trace.agent_id = agent

@@ -518,6 +518,45 @@ def agent_source_seeds() -> None:
     write("agentscan", "pydantic_ai_http-peer-stamped.pb", stamped.SerializeToString())
 
 
+def agent_id_seeds() -> None:
+    """Workflows naming their agent by ``gen_ai.agent.id`` (the workflow processor's agent
+    rule): a request of the benchmark's workload (roots naming it by a logical id alone), and
+    roots whose id is a per-run id (UUID-shaped: no label, the workflow's id), an integer, not
+    UTF-8 (the hostile cases of tests/plugins/test_workflow_agent.py)."""
+    from benchmarks.agent_pipeline import Load, build_template, fill, marker_offsets
+    from tests.plugins.test_workflow_agent import (
+        UUID,
+        attribute,
+        child,
+        encoded,
+        int_value,
+        raw_request,
+        root,
+        string_value,
+    )
+
+    load = Load(traces_per_request=4)
+    template = build_template(load, 0)
+    ids = [(k + 1).to_bytes(16, "big") for k in range(load.traces_per_request)]
+    bench = fill(template, marker_offsets(template, load.traces_per_request), ids)
+    tool = child(1, 2, {"gen_ai.operation.name": "execute_tool"}, "execute_tool t")
+    hostile = raw_request(
+        [
+            encoded(root(i + 1, workflow_id=None), [attribute("gen_ai.agent.id", v)])
+            for i, v in enumerate(
+                (string_value(UUID.encode()), int_value(42), string_value(b"agent-\xff"))
+            )
+        ]
+        + [
+            tool.SerializeToString(),
+            child(2, 3, {"gen_ai.agent.id": "research-agent"}).SerializeToString(),
+        ]
+    )
+    for target in ("tracewire_ingest", "workflow"):
+        write(target, "bench-agent-id.pb", bench)
+        write(target, "agent-id-hostile.pb", hostile)
+
+
 def sanitizer_seeds() -> None:
     """The statements the redaction tests send to the real PostgreSQL (through the asyncpg
     instrumentation), commands of Redis and Memcached, MongoDB/Elasticsearch documents and
@@ -545,6 +584,7 @@ def main() -> None:
     otlp_seeds()
     sanitizer_seeds()
     agent_source_seeds()
+    agent_id_seeds()
     grpc_seeds()
     h2_seeds()
     jaeger_seeds()
