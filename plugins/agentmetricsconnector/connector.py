@@ -27,6 +27,7 @@ agent_workflow_error_budget_burn_rate    gauge   agent_workflow_error_budget_bur
 
 from __future__ import annotations
 
+import bisect
 import collections
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -336,8 +337,9 @@ class _Batch:
 
     def __init__(self) -> None:
         self.ops: list[tuple[Any, tuple[Any, ...]]] = []
-        # (index in ops, offset of the span) of each span the C scanner left to Python: where
-        # its operations are in the request (see _merge_native)
+        # (index in ops, offset of the span) of each span the C scanner left to Python that
+        # is read here (not completed from a memo): where its operations are in the request
+        # (see _merge_native)
         self.marks: list[tuple[int, int]] = []
         self.workflows: list[tuple[str, str, float]] = []
         self.producers: list[tuple[bytes, int]] = []
@@ -1001,7 +1003,6 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             if len(item) == 4:  # Packed: a trace's layers and links (see calls.py)
                 layers.append(item)
                 continue
-            marks.append((len(ops), item[0]))
             key = item[2:6]  # (resource start, end, scope start, end)
             found = contexts.get(key)
             if found is None:
@@ -1056,6 +1057,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                         if root is not None:  # a failed workflow root of a shape read before?
                             known = memo.get((key_bytes, failure[1], True))
                             if known is not None:  # (status report, peer error)
+                                marks.append((len(ops), item[0]))
                                 self._failed_root(item, failure, root, known, now_ns, batch)
                                 continue
                     if len(memo) >= SHAPE_MEMO:
@@ -1064,6 +1066,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             if shape is None:
                 failure = failures.get(item[0]) if failures is not None else None
             encoded = raw[item[0] : item[1]]
+            marks.append((len(ops), item[0]))
             if (
                 not self._read_span(
                     SpanView.FromString(encoded), now_ns, ctx, batch, None, shape, encoded, failure
@@ -1157,13 +1160,13 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         series: (offset of the span, index in ``batch.ops``) in span order."""
         out: dict[tuple[Metric, Any], list[tuple[int, int]]] = {}
         marks = batch.marks
-        ops = batch.ops
-        for m, (start, place) in enumerate(marks):
-            end = marks[m + 1][0] if m + 1 < len(marks) else len(ops)
-            for i in range(start, end):
-                fn, args = ops[i]
-                if getattr(fn, "__func__", None) is _OBSERVE and len(args) > 4 and args[4]:
-                    out.setdefault((fn.__self__, args[1]), []).append((place, i))
+        starts: list[int] | None = None
+        for i, (fn, args) in enumerate(batch.ops):
+            if getattr(fn, "__func__", None) is _OBSERVE and len(args) > 4 and args[4]:
+                if starts is None:
+                    starts = [start for start, _ in marks]
+                place = marks[bisect.bisect_right(starts, i) - 1][1]
+                out.setdefault((fn.__self__, args[1]), []).append((place, i))
         return out
 
     def _remember_producers(self, items: list[tuple[bytes, int]]) -> None:
