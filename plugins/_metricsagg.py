@@ -385,16 +385,17 @@ class Metric:
         count: int,
         total: float,
         buckets: Sequence[int],
-        exemplars: Sequence[tuple[float, bytes, bytes]],
+        exemplars: Sequence[tuple[Any, ...]],
         now_ns: int,
         exemplars_seen: int = 0,
     ) -> None:
         """Record ``count`` histogram measurements aggregated elsewhere (their sum ``total``,
         per-bucket counts over this metric's bounds, and the latest exemplars as
-        ``(value, trace_id, span_id)``, oldest first), as that many :meth:`observe` calls
-        would. ``exemplars_seen``: how many of the measurements had an exemplar (when more
-        than given, at least ``max_exemplars`` are given: the ring of exemplars then ends as
-        that many calls leave it, position included; 0: as many as given)."""
+        ``(value, trace_id, span_id)``, oldest first, any further items ignored), as that many
+        :meth:`observe` calls would. ``exemplars_seen``: how many of the measurements had an
+        exemplar (when more than given, at least ``max_exemplars`` are given: the ring of
+        exemplars then ends as that many calls leave it, position included; 0: as many as
+        given)."""
         if self.exponential:
             raise TypeError("merge() takes explicit-bucket counts, not an exponential histogram")
         key = (resource, attrs)
@@ -416,7 +417,7 @@ class Metric:
                 room = min(skipped, self.max_exemplars - len(s.exemplars))
                 s.exemplars.extend([(now_ns, 0.0, b"", b"")] * room)
                 s.exemplar_next = (s.exemplar_next + skipped - room) % self.max_exemplars
-            for value, trace_id, span_id in exemplars:
+            for value, trace_id, span_id, *_ in exemplars:  # (and what the caller keeps)
                 if trace_id:
                     s.keep_exemplar((now_ns, value, trace_id, span_id), self.max_exemplars)
         if self.track_touched:

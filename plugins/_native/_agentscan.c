@@ -627,6 +627,9 @@ typedef struct {
     Py_ssize_t trace_off, trace_n, span_off, span_n;
     int inl;
     uint8_t ids[24]; /* inline: trace id (16) then span id (at most 8) */
+    /* the scan's: where its span is in the request (its trace id's offset), so that the Python
+     * side can put it in span order among the exemplars of the spans it reads; -1: none */
+    Py_ssize_t pos;
 } exemplar;
 
 typedef struct {
@@ -777,7 +780,7 @@ static void observe(Scanner *self, entry *e, int which, double value, slice trac
     e->buckets[i]++;
     if (self->max_exemplars && trace_id.n) {
         /* an absent span id has no place in the buffer (its pointer is NULL): offset 0 */
-        exemplar x = {value, 0, trace_id.n, 0, span_id.n, 0, {0}};
+        exemplar x = {value, 0, trace_id.n, 0, span_id.n, 0, {0}, -1};
         if (base != NULL) {
             x.trace_off = trace_id.p - base;
             x.span_off = span_id.n ? span_id.p - base : 0;
@@ -797,16 +800,16 @@ static void observe(Scanner *self, entry *e, int which, double value, slice trac
  * parts of a merged payload joined), which build_result reads from the request's parts */
 static void observe_scan(Scanner *self, entry *e, int which, double value, slice trace_id, slice span_id,
                          Py_ssize_t trace_off, Py_ssize_t span_off) {
-    if (trace_id.n <= 16 && span_id.n <= 8) {
-        observe(self, e, which, value, trace_id, span_id, NULL);
-        return;
-    }
     /* (the slot observe writes: the next free one, else the oldest) */
     exemplar *x = e->nex < self->max_exemplars ? &e->ex[e->nex] : &e->ex[e->exnext];
-    observe(self, e, which, value, trace_id, span_id, trace_id.p);
+    int inl = trace_id.n <= 16 && span_id.n <= 8;
+    observe(self, e, which, value, trace_id, span_id, inl ? NULL : trace_id.p);
     if (self->max_exemplars && trace_id.n) {
-        x->trace_off = trace_off;
-        x->span_off = span_id.n ? span_off : 0;
+        x->pos = trace_off;
+        if (!inl) {
+            x->trace_off = trace_off;
+            x->span_off = span_id.n ? span_off : 0;
+        }
     }
 }
 
@@ -2832,7 +2835,7 @@ static PyObject *build_result(Scanner *self, aggs *a, PyObject *buffer) {
                 exemplar *x = &e->ex[(e->nex < self->max_exemplars ? k : (e->exnext + k) % e->nex)];
                 const char *tp = x->inl ? (const char *)x->ids + x->trace_off : request_at(buffer, x->trace_off);
                 const char *sp = x->inl ? (const char *)x->ids + x->span_off : request_at(buffer, x->span_off);
-                PyObject *t = Py_BuildValue("(dy#y#)", x->value, tp, x->trace_n, sp, x->span_n);
+                PyObject *t = Py_BuildValue("(dy#y#n)", x->value, tp, x->trace_n, sp, x->span_n, x->pos);
                 if (t == NULL || PyList_Append(exemplars, t) < 0) {
                     Py_XDECREF(t); Py_DECREF(buckets); Py_DECREF(exemplars); Py_DECREF(labels);
                     goto error;
@@ -2840,7 +2843,11 @@ static PyObject *build_result(Scanner *self, aggs *a, PyObject *buffer) {
                 Py_DECREF(t);
             }
         }
-        PyObject *item = Py_BuildValue("(iNLdNN)", e->metric, labels, e->count, e->sum, buckets, exemplars);
+        /* the exemplar writes, as Metric.merge's exemplars_seen (so that the series' ring of
+         * exemplars ends where as many observe() calls leave it, not only with the same ones):
+         * with the ring full, its count modulo the ring's size is what matters (exnext) */
+        int seen = e->nex < self->max_exemplars ? e->nex : self->max_exemplars + e->exnext;
+        PyObject *item = Py_BuildValue("(iNLdNNi)", e->metric, labels, e->count, e->sum, buckets, exemplars, seen);
         if (item == NULL || PyList_Append(out, item) < 0) { Py_XDECREF(item); goto error; }
         Py_DECREF(item);
     }
@@ -2879,8 +2886,10 @@ PyDoc_STRVAR(scan_doc,
 "whose concatenation is the request), read where they are: every offset below is one into\n"
 "their concatenation, and the result is the scan of the joined bytes. A part is read as a\n"
 "request of its own: one whose last field runs past its end is malformed.\n"
-"series: [(metric, labels, count, sum, buckets | None, exemplars | None)] aggregated over the\n"
-"request; fallback: [(start, end, resource_start, resource_end, scope_start, scope_end)]\n"
+"series: [(metric, labels, count, sum, buckets | None, exemplars | None, exemplars_seen)]\n"
+"aggregated over the request (exemplars: [(value, trace_id, span_id, position)] oldest first,\n"
+"position the offset of the span's trace id, -1 for calls settled; exemplars_seen: as\n"
+"Metric.merge takes it); fallback: [(start, end, resource_start, resource_end, scope_start, scope_end)]\n"
 "offsets of spans for the Python path, of their Resource and InstrumentationScope messages\n"
 "((0, 0) when absent), with shape_keys configured followed by (shape | None, trace_id,\n"
 "span_id, parent_span_id, start_ns, end_ns) (see span_shape in the source); the request's A2A\n"

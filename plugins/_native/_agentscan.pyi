@@ -103,7 +103,7 @@ class Scanner:
     def scan(
         self, request: bytes | tuple[bytes, ...], /
     ) -> tuple[
-        list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None]],
+        list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None, int]],
         list[Fallback],
         list[tuple[bytes, list[bytes], int, bytes, bytes, str]],
         dict[tuple[str, str], list[float]],
@@ -183,7 +183,7 @@ class Scanner:
         at the end: (its index or ``len(due)``, the calls counted)."""
     def take_calls(
         self,
-    ) -> list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None]]:
+    ) -> list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None, int]]:
         """The calls settle_simple and settle_layers counted since the last call, per series
         (as scan's)."""
     def take_failures(self) -> dict[int, tuple[str, str, str]] | None:

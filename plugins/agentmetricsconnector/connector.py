@@ -27,6 +27,7 @@ agent_workflow_error_budget_burn_rate    gauge   agent_workflow_error_budget_bur
 
 from __future__ import annotations
 
+import bisect
 import collections
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -121,6 +122,14 @@ FAILURE_ONLY = "failure only"
 ShapeMemo = dict[bytes | tuple[bytes, str] | tuple[bytes, str, bool | None], Any]
 NO_RESOURCE = b""
 INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER})
+_OBSERVE = Metric.observe
+
+
+def _nothing() -> None:
+    """An operation of a batch counted already (see _merge_native)."""
+
+
+_DONE: tuple[Any, tuple[Any, ...]] = (_nothing, ())
 
 
 def window_label(seconds: float) -> str:
@@ -324,10 +333,14 @@ class _Batch:
     tool-call layers and failures for the joiner."""
 
     __slots__ = ("a2a_clients", "a2a_servers", "consumers", "failures", "inferences", "layers",
-                 "links", "ops", "producers", "workflows")  # fmt: skip
+                 "links", "marks", "ops", "producers", "workflows")  # fmt: skip
 
     def __init__(self) -> None:
         self.ops: list[tuple[Any, tuple[Any, ...]]] = []
+        # (index in ops, offset of the span) of each span the C scanner left to Python that
+        # is read here (not completed from a memo): where its operations are in the request
+        # (see _merge_native)
+        self.marks: list[tuple[int, int]] = []
         self.workflows: list[tuple[str, str, float]] = []
         self.producers: list[tuple[bytes, int]] = []
         # A2A consumers: (parent, link span ids, start, trace, span, message type)
@@ -940,7 +953,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 self._read_fallback(joined, fallback, now_ns, batch, self._scanner.take_failures(),
                                     self._scanner.take_roots())  # fmt: skip
                 self.joiner.late_layers += late  # (layers the scanner found late)
-                self._merge_native(series, now_ns)
+                self._merge_native(series, now_ns, batch)
                 for (wf_type, outcome), durations in workflows.items():
                     self._windows(wf_type, outcome, durations, now)
                 self._apply(batch, now_ns, now)
@@ -984,6 +997,8 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         contexts: dict[tuple[int, int, int, int], tuple[_Context, ShapeMemo | None]] = {}
         links = batch.links
         layers = batch.layers
+        ops = batch.ops
+        marks = batch.marks
         for item in fallback:
             if len(item) == 4:  # Packed: a trace's layers and links (see calls.py)
                 layers.append(item)
@@ -1042,6 +1057,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                         if root is not None:  # a failed workflow root of a shape read before?
                             known = memo.get((key_bytes, failure[1], True))
                             if known is not None:  # (status report, peer error)
+                                marks.append((len(ops), item[0]))
                                 self._failed_root(item, failure, root, known, now_ns, batch)
                                 continue
                     if len(memo) >= SHAPE_MEMO:
@@ -1050,6 +1066,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             if shape is None:
                 failure = failures.get(item[0]) if failures is not None else None
             encoded = raw[item[0] : item[1]]
+            marks.append((len(ops), item[0]))
             if (
                 not self._read_span(
                     SpanView.FromString(encoded), now_ns, ctx, batch, None, shape, encoded, failure
@@ -1098,16 +1115,59 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             memo = shapes[where] = {}
         return memo
 
-    def _merge_native(self, series: list[Any], now_ns: int) -> None:
-        """Adds the C scanner's per-series aggregates to the metrics."""
+    def _merge_native(self, series: list[Any], now_ns: int, batch: _Batch | None = None) -> None:
+        """Adds the C scanner's per-series aggregates to the metrics. ``batch``: the request's
+        spans the scanner left to Python (read, not counted yet): a series they observe too
+        (a failed workflow root's duration among the others') is counted with them here in
+        span order, so that its exemplars are the last spans' as on the Python path."""
         metrics = self._native_metrics
-        for index, values, count, total, buckets, exemplars in series:
+        shared = self._shared_series(batch) if batch is not None and batch.marks else None
+        for index, values, count, total, buckets, exemplars, seen in series:
             metric, labels = metrics[index]
             attrs = tuple(zip(labels, values, strict=True))
             if buckets is None:
                 metric.add_count(NO_RESOURCE, attrs, count, now_ns)
-            else:
-                metric.merge(NO_RESOURCE, attrs, count, total, buckets, exemplars, now_ns)
+                continue
+            ops = shared.get((metric, attrs)) if shared else None
+            if ops is None:
+                # (seen: the ring of exemplars ends where the measurements' observe() calls
+                # would leave it, position included: the exemplars are exported in its order)
+                metric.merge(NO_RESOURCE, attrs, count, total, buckets, exemplars, now_ns, seen)
+                continue
+            assert batch is not None
+            # the C scanner's exemplars (the last of its spans', with their places: the earlier
+            # ones' writes are only counted) and the Python path's observations, in span order
+            given = len(exemplars)
+            k = 0
+            while k < given and exemplars[k][3] < ops[0][0]:
+                k += 1
+            metric.merge(NO_RESOURCE, attrs, count, total, buckets, exemplars[:k], now_ns,
+                         seen - given + k)  # fmt: skip
+            for n, (_, i) in enumerate(ops):
+                fn, args = batch.ops[i]
+                fn(*args)
+                batch.ops[i] = _DONE
+                end = ops[n + 1][0] if n + 1 < len(ops) else None
+                first = k
+                while k < given and (end is None or exemplars[k][3] < end):
+                    k += 1
+                if k > first:
+                    metric.merge(NO_RESOURCE, attrs, 0, 0.0, (), exemplars[first:k], now_ns)
+
+    @staticmethod
+    def _shared_series(batch: _Batch) -> dict[tuple[Metric, Any], list[tuple[int, int]]]:
+        """The histogram observations with an exemplar among ``batch``'s operations, by
+        series: (offset of the span, index in ``batch.ops``) in span order."""
+        out: dict[tuple[Metric, Any], list[tuple[int, int]]] = {}
+        marks = batch.marks
+        starts: list[int] | None = None
+        for i, (fn, args) in enumerate(batch.ops):
+            if getattr(fn, "__func__", None) is _OBSERVE and len(args) > 4 and args[4]:
+                if starts is None:
+                    starts = [start for start, _ in marks]
+                place = marks[bisect.bisect_right(starts, i) - 1][1]
+                out.setdefault((fn.__self__, args[1]), []).append((place, i))
+        return out
 
     def _remember_producers(self, items: list[tuple[bytes, int]]) -> None:
         """Remembers A2A producer spans (span id -> start) for the consumers' latency."""

@@ -658,7 +658,7 @@ def calls_per_series(calls: list[Call]) -> dict[tuple[int, tuple[str, ...]], tup
 def native_series(series: list[Any]) -> dict[tuple[int, tuple[str, ...]], tuple[int, float]]:
     return {
         (index, tuple(values)): (count, round(total, 9) if buckets is not None else 0.0)
-        for index, values, count, total, buckets, _exemplars in series
+        for index, values, count, total, buckets, *_ in series
     }
 
 

@@ -1,0 +1,261 @@
+"""The ``agentmetrics`` connector's whole output on both paths: with the C scanner
+(``plugins/_native/_agentscan.c``) and on the pure-Python path (the reference), every metric
+family it exports is the same, data point by data point (labels, counts, bucket counts,
+exemplars: which, and in which order), over the benchmark's workload after the workflow
+processor, the recorded real libraries' spans, and hostile requests near what set the two
+apart: a series observed both by the scanner and by the spans it leaves to Python (a failed
+workflow root among successful ones), and more measurements per request than a series keeps
+exemplars (the ring's position).
+
+Normalised: the order of the series within a metric (the scanner's series are created before
+the Python path's), and histogram sums up to float rounding (the scanner adds a request's
+measurements up before they reach the series: ``a + (b + c)`` for ``(a + b) + c``, ~1e-14
+relative; docs/architecture.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline import Kind, Traces
+from pipeline.telemetry import SelfTelemetry
+from plugins.agentmetricsconnector.config import AgentMetricsConfig
+from plugins.agentmetricsconnector.connector import AgentMetricsConnector
+from tests.plugins._agent_support import Capture, kv, settings, sid, span, tid
+from tests.plugins._native_support import require_native
+
+require_native("_agentscan")
+
+T0 = 1_700_000_000_000_000_000
+CORPUS = Path(__file__).resolve().parent.parent / "data" / "agent_sources"
+SUM_REL = 1e-12  # float rounding of sums added up in another order
+
+
+def connector(native: bool, config: dict[str, Any]) -> AgentMetricsConnector:
+    old = os.environ.get("PIPELINE_NATIVE")
+    os.environ["PIPELINE_NATIVE"] = "1" if native else "0"
+    try:
+        cfg = AgentMetricsConfig.model_validate({"metrics_flush_interval": "0s", **config})
+        conn = AgentMetricsConnector(
+            settings(Kind.CONNECTOR, "agentmetrics", SelfTelemetry()), cfg, Capture()
+        )
+    finally:
+        if old is None:
+            del os.environ["PIPELINE_NATIVE"]
+        else:
+            os.environ["PIPELINE_NATIVE"] = old
+    assert (conn._scanner is not None) == native
+    return conn
+
+
+async def output(native: bool, requests: list[list[bytes]], config: dict[str, Any]) -> Any:
+    """The metrics request the connector flushes at shutdown after ``requests`` (each the
+    encoded parts of one payload: several make a merged payload)."""
+    conn = connector(native, config)
+    for parts in requests:
+        await conn.consume(Traces.merge([Traces(p) for p in parts]))
+    await conn.shutdown()
+    out = conn.next  # (the Capture)
+    assert len(out.payloads) == 1
+    return ExportMetricsServiceRequest.FromString(out.payloads[0].to_bytes())
+
+
+def points(req: Any) -> Iterator[tuple[str, str, Any]]:
+    for rm in req.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                kind = m.WhichOneof("data")
+                for dp in getattr(m, kind).data_points:
+                    yield m.name, kind, dp
+
+
+def normalised(req: Any, sums: dict[tuple[str, bytes], float]) -> bytes:
+    """``req`` with each metric's data points in the order of their attributes, and the sums
+    of its histograms taken from ``sums`` (by metric and attributes) when they are within
+    float rounding of them."""
+    out = ExportMetricsServiceRequest()
+    out.CopyFrom(req)
+    for rm in out.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                data = getattr(m, m.WhichOneof("data"))
+                dps = sorted(data.data_points, key=lambda dp: attrs_key(dp))
+                for dp in dps:
+                    if m.WhichOneof("data") == "histogram":
+                        want = sums.get((m.name, attrs_key(dp)))
+                        if want is not None and dp.sum == pytest.approx(want, rel=SUM_REL):
+                            dp.sum = want
+                copies = [type(dp)() for dp in dps]
+                for c, dp in zip(copies, dps, strict=True):
+                    c.CopyFrom(dp)
+                del data.data_points[:]
+                data.data_points.extend(copies)
+    return out.SerializeToString(deterministic=True)
+
+
+def attrs_key(dp: Any) -> bytes:
+    return b"\0".join(kv.SerializeToString() for kv in dp.attributes)
+
+
+async def assert_same_output(
+    requests: list[list[bytes]], config: dict[str, Any] | None = None
+) -> Any:
+    config = config or {}
+    python = await output(False, requests, config)
+    native = await output(True, requests, config)
+    sums = {
+        (name, attrs_key(dp)): dp.sum for name, kind, dp in points(python) if kind == "histogram"
+    }
+    assert normalised(native, sums) == normalised(python, sums)
+    return python
+
+
+# -- realistic workloads ------------------------------------------------------------------------
+def workflow_output(root: str, tool_ids: str, traces: int = 60) -> list[bytes]:
+    """The benchmark's requests (benchmarks/agent_pipeline.py: 20 traces of 10 spans each,
+    every 5th workflow failed) as the workflow processor releases them (stamped)."""
+    from benchmarks.agent_components import requests, run_workflow
+    from benchmarks.agent_pipeline import Load
+
+    load = Load(traces_per_request=20, root=root, tool_ids=tool_ids)
+    reqs = requests(load, traces // load.traces_per_request)
+    _, released = asyncio.run(run_workflow(reqs, 2))
+    return [p.to_bytes() for p in released]
+
+
+WORKLOADS = {
+    f"{root}-{ids}": workflow_output(root, ids)
+    for root in ("workflow", "http")
+    for ids in ("real", "none")
+}
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    # one clock for both paths: the failure/SLO windows bucket workflows by when they count
+    monkeypatch.setattr(time, "time_ns", lambda: T0)
+
+
+@pytest.mark.parametrize("join", ["1s", "0s"])
+@pytest.mark.parametrize("merged", [1, 3])
+@pytest.mark.parametrize("workload", sorted(WORKLOADS))
+async def test_benchmark_workload_gives_the_same_output(
+    workload: str, merged: int, join: str
+) -> None:
+    released = WORKLOADS[workload]
+    requests = [released[i : i + merged] for i in range(0, len(released), merged)]
+    got = await assert_same_output(requests, {"tool_call_join": {"window": join}})
+    names = {name for name, _, _ in points(got)}
+    assert {"agent_workflow_duration", "mcp_tool_calls", "errors", "a2a_message_latency"} <= names
+    # (the workflow durations have more exemplars than a data point keeps: which are kept and
+    # in which order is compared)
+    (dp, *_) = (dp for name, _, dp in points(got) if name == "agent_workflow_duration")
+    assert dp.count > 3 and len(dp.exemplars) == 3
+
+
+def corpus() -> list[bytes]:
+    from tests.agent_sources._otel import read_corpus
+
+    return [read_corpus(p).SerializeToString() for p in sorted(CORPUS.glob("*/*.json"))]
+
+
+@pytest.mark.parametrize("merged", [1, 7, 100])
+async def test_recorded_real_libraries_give_the_same_output(merged: int) -> None:
+    reqs = corpus()
+    assert len(reqs) >= 40
+    await assert_same_output([reqs[i : i + merged] for i in range(0, len(reqs), merged)])
+
+
+# -- hostile cases: a series both paths observe in one request, the ring's position -----------
+def root(trace: int, wf_type: str, failed: bool, start: float, duration: float) -> Span:
+    return span(
+        trace,
+        1,
+        None,
+        f"workflow.{wf_type}",
+        attrs={"gen_ai.agent.id": "a1", "workflow.id": f"wf-{trace}"},
+        error="it broke" if failed else None,
+        start=start,
+        duration=duration,
+    )
+
+
+def workflows_request(rng: random.Random, first: int, n: int, failed_share: float) -> bytes:
+    """``n`` workflow traces of one type (a root, a tool call below it), some failed (left to
+    Python by the scanner: the same duration series as the others'), some without a trace id
+    (no exemplar)."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.append(kv("service.name", "svc"))
+    ss = rs.scope_spans.add()
+    ss.scope.name = "agent.test"
+    for t in range(first, first + n):
+        duration = rng.choice([0.05, 0.3, 0.7, 1.5, 4.0]) + t * 1e-3
+        r = root(t, "plan", rng.random() < failed_share, 1_700_000_000.0 + t, duration)
+        tool = span(
+            t,
+            2,
+            1,
+            "execute_tool add",
+            kind=Span.SPAN_KIND_CLIENT,
+            attrs={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"},
+            start=1_700_000_000.0 + t,
+            duration=0.01,
+        )
+        if rng.random() < 0.1:
+            r.trace_id = tool.trace_id = b""
+        if rng.random() < 0.5:
+            ss.spans.extend([r, tool])
+        else:
+            ss.spans.extend([tool, r])
+    return req.SerializeToString()
+
+
+@pytest.mark.parametrize("exemplars", [1, 2, 3, 5])
+@pytest.mark.parametrize("seed", range(4))
+async def test_failed_roots_among_others_keep_the_same_exemplars(seed: int, exemplars: int) -> None:
+    rng = random.Random(seed)
+    requests = []
+    first = 1
+    for _ in range(8):
+        n = rng.choice([1, 2, exemplars, exemplars + 1, 7, 12])
+        parts = [workflows_request(rng, first, n, rng.choice([0.0, 0.3, 0.8, 1.0]))]
+        first += n
+        if rng.random() < 0.3:  # a merged payload
+            parts.append(workflows_request(rng, first, 3, 0.5))
+            first += 3
+        requests.append(parts)
+    got = await assert_same_output(
+        requests,
+        {"exemplars": {"max_per_data_point": exemplars}, "tool_call_join": {"window": "0s"}},
+    )
+    durations = [dp for name, _, dp in points(got) if name == "agent_workflow_duration"]
+    assert sum(dp.count for dp in durations) == first - 1
+
+
+async def test_one_failed_root_between_two_series_writes_of_the_scanner() -> None:
+    """A failed root (read in Python) between successful ones (read in C) of one series, more
+    of them after it than the data point keeps exemplars: its exemplar is pushed out on both
+    paths; fewer after it: it is kept, at its place."""
+    for after in (1, 4):
+        spans = [root(t, "x", t == 3, 1_700_000_000.0, 0.5 + t / 100) for t in range(1, 4 + after)]
+        req = ExportTraceServiceRequest()
+        ss = req.resource_spans.add().scope_spans.add()
+        ss.spans.extend(spans)
+        got = await assert_same_output([[req.SerializeToString()]])
+        (dp,) = (dp for name, _, dp in points(got) if name == "agent_workflow_duration")
+        kept = {ex.trace_id for ex in dp.exemplars}
+        assert (tid(3) in kept) == (after < 3)
+        assert sid(1) == dp.exemplars[0].span_id
