@@ -625,6 +625,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.peer = peer
         self.frames = _Frames()
         self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = None  # its socket, written directly (_Peer._send)
         self.writable = True  # False while the transport's buffer is above its high mark
         self.pending: dict[int, _Sent] = {}  # the requests written on it, by id
         self.consuming = 0  # of which consume requests
@@ -659,6 +660,7 @@ class _ClientProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.sock = None
         self.writable = True
         self.peer._lost(self, exc)
 
@@ -674,6 +676,45 @@ def _widen_send_buffer(proto: _ClientProtocol) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+
+
+# the most buffers one sendmsg takes (IOV_MAX on Linux)
+_IOV_MAX = 1024
+
+
+def _write_frame(
+    proto: _ClientProtocol, transport: asyncio.Transport, head: bytes, bodies: list[bytes]
+) -> None:
+    """Write one frame (``head``, then ``bodies``) in one system call, the sibling woken once
+    for all of it: with ``sendmsg`` from the connection's socket, the parts as they are (no
+    joined copy of them), when nothing waits in the transport's buffer (the bytes keep their
+    order); what the kernel did not take (its buffer full), or everything when the transport
+    holds bytes already, goes through the transport (its buffer and flow control), joined.
+    An error of the socket is left to the transport's write, which closes the connection
+    (its requests fail as lost)."""
+    sock = proto.sock
+    sent = 0
+    if (
+        sock is not None
+        and len(bodies) < _IOV_MAX
+        and not transport.is_closing()
+        and transport.get_write_buffer_size() == 0
+    ):
+        with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
+            sent = sock.sendmsg([head, *bodies])
+    if sent == 0:
+        transport.write(b"".join((head, *bodies)))
+        return
+    rest: list[bytes | memoryview] = []
+    for buf in (head, *bodies):
+        n = len(buf)
+        if sent >= n:
+            sent -= n
+            continue
+        rest.append(memoryview(buf)[sent:] if sent else buf)
+        sent = 0
+    if rest:
+        transport.write(b"".join(rest))
 
 
 @dataclass(slots=True)
@@ -735,15 +776,25 @@ class _Peer:
             if self._proto is not None and self._proto.transport is not None:
                 return self._proto
             loop = asyncio.get_running_loop()
+            # the socket is this worker's own (not the transport's wrapper): requests are
+            # written with sendmsg from it, their parts unjoined (:meth:`_send`)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
             try:
+                await loop.sock_connect(sock, self.path)
                 _, proto = await loop.create_unix_connection(
-                    lambda: _ClientProtocol(self), self.path
+                    lambda: _ClientProtocol(self), sock=sock
                 )
             except OSError as exc:
+                sock.close()
                 raise RetryableError(
                     f"worker {self.index} is not reachable ({exc.strerror or exc})",
                     retry_after=1.0,
                 ) from None
+            except BaseException:
+                sock.close()
+                raise
+            proto.sock = sock
             _widen_send_buffer(proto)
             self._proto = proto
             return proto
@@ -958,16 +1009,8 @@ class _Peer:
         if sent.key:
             proto.consuming += 1
         size = sum(map(len, bodies))
-        # one write, one copy of the parts: the sibling wakes up once for the whole frame
-        transport.write(
-            b"".join(
-                (
-                    _HEADER.pack(len(raw_key) + size + _HEADER.size - 4, req_id, op, len(raw_key)),
-                    raw_key,
-                    *bodies,
-                )
-            )
-        )
+        head = _HEADER.pack(len(raw_key) + size + _HEADER.size - 4, req_id, op, len(raw_key))
+        _write_frame(proto, transport, head + raw_key, bodies)
         return True
 
     def close(self) -> None:

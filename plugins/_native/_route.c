@@ -246,52 +246,49 @@ static uint32_t owner_of(slice tid, const route_ctx *c) {
  * field past the end) goes through next_any, which reads it (or refuses it) as before: the same
  * fields, the same errors. */
 static int span_owner(slice span, const route_ctx *workers, uint32_t *owner) {
-    reader r = {span.p, span.p + span.n};
-    field f;
+    const uint8_t *p = span.p, *end = span.p + span.n;
     slice tid = {NULL, 0};
-    int rc;
     for (;;) {
-        const uint8_t *p = r.p, *end = r.end;
-        if (p < end && end - p >= 2 && p[0] >= 8 && p[0] < 0x80) {
-            uint8_t tag = p[0];
+        /* the small fields, with the position in a register (not in the reader next_any
+         * takes by address): ~2x fewer instructions a field */
+        while (end - p >= 2) {
+            uint8_t tag = p[0], b = p[1];
+            if (tag < 8 || tag >= 0x80) break;
             switch (tag & 7) {
             case 2:
-                if (p[1] < 0x80 && p[1] <= end - p - 2) {
-                    if ((tag >> 3) == 1) {
-                        tid.p = p + 2;
-                        tid.n = p[1];
-                    }
-                    r.p = p + 2 + p[1];
-                    continue;
+                if (b >= 0x80 || b > end - p - 2) goto general;
+                if (tag == 0x0a) { /* field 1, length-delimited: the trace id (so far) */
+                    tid.p = p + 2;
+                    tid.n = b;
                 }
-                break;
+                p += 2 + b;
+                continue;
             case 0:
-                if (p[1] < 0x80) {
-                    r.p = p + 2;
-                    continue;
-                }
-                break;
+                if (b >= 0x80) goto general;
+                p += 2;
+                continue;
             case 1:
-                if (end - p >= 9) {
-                    r.p = p + 9;
-                    continue;
-                }
-                break;
+                if (end - p < 9) goto general;
+                p += 9;
+                continue;
             case 5:
-                if (end - p >= 5) {
-                    r.p = p + 5;
-                    continue;
-                }
-                break;
+                if (end - p < 5) goto general;
+                p += 5;
+                continue;
             default:
-                break;
+                goto general;
             }
         }
-        rc = next_any(&r, &f, 0);
+    general:
+        if (p >= end) break;
+        reader r = {p, end};
+        field f;
+        int rc = next_any(&r, &f, 0);
+        if (rc < 0) return -1;
         if (rc != 0) break;
         if (f.number == 1 && f.wire == 2) tid = f.data;
+        p = r.p;
     }
-    if (rc < 0) return -1;
     *owner = owner_of(tid, workers);
     return 0;
 }

@@ -1704,3 +1704,67 @@ def test_several_requests_in_flight_each_answer_reaches_its_callers(
 
     with caplog.at_level(logging.WARNING, logger="pipeline.workers"):
         asyncio.run(main())
+
+
+def test_a_frame_leaves_by_sendmsg_and_what_the_kernel_does_not_take_follows_in_order(
+    tmp_path: Path,
+) -> None:
+    """A request to a sibling is written with one ``sendmsg`` of its header and parts (not
+    joined) while the transport holds nothing; what the kernel does not take (its buffer
+    full) goes through the transport, and so does every frame written while the transport
+    still holds bytes: the sibling reads every frame whole, in order."""
+    import asyncio
+    import socket
+
+    from pipeline import workers
+
+    calls: list[int] = []
+
+    class Counting(socket.socket):
+        def sendmsg(self, buffers: Any, *args: Any) -> int:
+            buffers = list(buffers)
+            calls.append(len(buffers))
+            return super().sendmsg(buffers, *args)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = Counting(socket.AF_UNIX, socket.SOCK_STREAM, 0, left.detach())
+        sock.setblocking(False)
+        right.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # a frame leaves in pieces
+        peer = workers._Peer(str(tmp_path / "unused"), 1)
+        transport, proto = await loop.create_unix_connection(
+            lambda: workers._ClientProtocol(peer), sock=sock
+        )
+        proto.sock = sock
+        frames = [
+            (b"head%d" % i, [bytes([i]) * 100, bytes([0x40 + i]) * 300_000, b"end%d" % i])
+            for i in range(3)
+        ]
+        expected = b"".join(h + b"".join(parts) for h, parts in frames)
+
+        async def read() -> bytes:
+            return await asyncio.wait_for(loop.sock_recv(right, 1 << 16), 5)
+
+        try:
+            workers._write_frame(proto, transport, *frames[0])
+            assert calls == [4]  # header and three parts, one call
+            assert 0 < transport.get_write_buffer_size() < len(expected)  # the rest waits
+            workers._write_frame(proto, transport, *frames[1])
+            assert calls == [4]  # behind bytes the transport holds: through it
+            got = bytearray()
+            while len(got) < len(expected) - len(b"".join([frames[2][0], *frames[2][1]])):
+                got += await read()
+            while transport.get_write_buffer_size():
+                got += await read()
+            workers._write_frame(proto, transport, *frames[2])  # the transport is empty again
+            assert calls == [4, 4]
+            while len(got) < len(expected):
+                got += await read()
+            assert bytes(got) == expected
+        finally:
+            transport.close()
+            right.close()
+
+    asyncio.run(main())
