@@ -19,6 +19,7 @@
 #include <stddef.h>
 
 #include "_recency.h"
+#include "_runid.h"
 
 /* attribute keys, in the order the Python side passes them */
 enum {
@@ -988,6 +989,11 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
 
 /* get() as a truthiness test: value or "" when absent */
 static inline int truthy(PyObject *o) { return o != NULL && PyUnicode_GET_LENGTH(o) > 0; }
+/* a gen_ai.agent.id shaped like a per-run id names no agent (plugins._agentdialects.classify.
+ * looks_like_run_id; only ASCII text can be one) */
+static inline int run_id_text(PyObject *o) {
+    return PyUnicode_IS_ASCII(o) && runid_shaped(PyUnicode_1BYTE_DATA(o), PyUnicode_GET_LENGTH(o));
+}
 
 /* an A2A producer or consumer span seen in the scan (slices into the request) */
 typedef struct {
@@ -1393,6 +1399,7 @@ static PyObject *root_facts(Scanner *self, span_info *s) {
     if (!truthy(agent)) {
         agent = GET(K_AGENT);
         if (agent == NULL && PyErr_Occurred()) goto done;
+        if (truthy(agent) && run_id_text(agent)) agent = NULL;
     }
     if (!truthy(agent)) agent = self->s_unknown;
     PyObject *severity = GET(K_ERROR_SEVERITY);
@@ -1555,6 +1562,7 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
         if (!truthy(agent)) {
             agent = GET(K_AGENT);
             if (agent == NULL && PyErr_Occurred()) goto wf_error;
+            if (truthy(agent) && run_id_text(agent)) agent = NULL;
         }
         if (!truthy(agent)) agent = self->s_unknown;
         entry *e = get_entry(&st->a, M_WF_EXECUTIONS, wf_type, agent, outcome, tier);

@@ -75,6 +75,7 @@
 #include <string.h>
 
 #include "_recency.h"
+#include "_runid.h"
 
 #define MAX_GROUP_DEPTH 100
 
@@ -836,66 +837,11 @@ value_str(const span_facts *sf, int k, PyObject **out)
     return *out == NULL ? -1 : 0;
 }
 
-/* plugins._agentdialects.looks_like_run_id of a value's UTF-8 bytes: UUID-shaped (bare or
- * behind a prefix of [A-Za-z_-]), 16 hex digits or more, or a ULID (26 of Crockford's
- * base32, upper case), 16 characters at least. Only ASCII matches (a non-ASCII byte is a
- * character the patterns never hold, also once replaced by U+FFFD), so bytes count as
- * characters. */
+/* plugins._agentdialects.looks_like_run_id of a value's UTF-8 bytes (_runid.h) */
 static inline int
-is_hex(uint8_t c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-static inline int
-is_prefix_char(uint8_t c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
-}
-
-/* whether s[at:] is exactly H{8}-?H{4}-?H{4}-?H{4}-?H{12} (the dashes optional: a hex digit
- * is no dash, so the reading is unique) */
-static int
-uuid_tail(slice s, Py_ssize_t at)
-{
-    static const int groups[5] = {8, 4, 4, 4, 12};
-    Py_ssize_t i = at;
-    for (int g = 0; g < 5; g++) {
-        if (g && i < s.n && s.p[i] == '-')
-            i++;
-        for (int k = 0; k < groups[g]; k++, i++)
-            if (i >= s.n || !is_hex(s.p[i]))
-                return 0;
-    }
-    return i == s.n;
-}
-
-static int
 looks_like_run_id(slice s)
 {
-    if (s.n < 16)
-        return 0;
-    int hex = 1, ulid = s.n == 26;
-    for (Py_ssize_t i = 0; i < s.n; i++) {
-        uint8_t c = s.p[i];
-        if (c >= 0x80)
-            return 0;
-        if (!is_hex(c))
-            hex = 0;
-        if (!((c >= '0' && c <= '9') ||
-              (c >= 'A' && c <= 'Z' && c != 'I' && c != 'L' && c != 'O' && c != 'U')))
-            ulid = 0;
-    }
-    if (hex || ulid)
-        return 1;
-    /* a UUID (32 to 36 characters) at the end, behind [A-Za-z_-]* */
-    Py_ssize_t prefix = 0;
-    while (prefix < s.n && is_prefix_char(s.p[prefix]))
-        prefix++;
-    for (Py_ssize_t at = s.n - 36 > 0 ? s.n - 36 : 0; at <= s.n - 32 && at <= prefix; at++)
-        if (uuid_tail(s, at))
-            return 1;
-    return 0;
+    return runid_shaped(s.p, s.n);
 }
 
 /* the agent a span names (plugins.workflowprocessor.rules.agent_of): the first non-empty

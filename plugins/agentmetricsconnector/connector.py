@@ -55,7 +55,14 @@ from plugins._agentconv import (
     exception_type,
     workflow_outcome,
 )
-from plugins._agentdialects import Dialects, Role, SpanFacts, load_dialects, value_text
+from plugins._agentdialects import (
+    Dialects,
+    Role,
+    SpanFacts,
+    load_dialects,
+    looks_like_run_id,
+    value_text,
+)
 from plugins._agentdialects.tables import LABELS
 from plugins._metricsagg import Aggregator, FlushingConnector, Kind, Metric, Temporality
 from plugins._native import load
@@ -1668,7 +1675,12 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             prefix = names.workflow_span_prefix
             wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or UNKNOWN
         tier = view.label(names.workflow_complexity_tier)
-        agent_id = view.get(names.workflow_agent_id) or view.get(names.agent_id) or UNKNOWN
+        agent_id = view.get(names.workflow_agent_id)
+        if not agent_id:  # no workflow processor ahead: a gen_ai.agent.id, unless a per-run id
+            agent_id = view.get(names.agent_id) or ""
+            if looks_like_run_id(agent_id):
+                agent_id = ""
+        agent_id = agent_id or UNKNOWN
         # the execution's duration: the root's own, unless the execution is below it
         given = view.attrs.get(names.workflow_duration)
         duration = duration_of(given) if given is not None else None

@@ -259,3 +259,43 @@ async def test_one_failed_root_between_two_series_writes_of_the_scanner() -> Non
         kept = {ex.trace_id for ex in dp.exemplars}
         assert (tid(3) in kept) == (after < 3)
         assert sid(1) == dp.exemplars[0].span_id
+
+
+@pytest.mark.parametrize(
+    ("agent_id", "label"),
+    [
+        ("research-agent", "research-agent"),
+        ("3f2b8c1e-9a4d-4c7e-8b1a-2d5e6f7a8b9c", "unknown"),  # a per-run id: never a label
+        ("pyd_ai_3f2b8c1e9a4d4c7e8b1a2d5e6f7a8b9c", "unknown"),
+        ("01ARZ3NDEKTSV4RRFFQ69G5FAV", "unknown"),  # a ULID
+        ("0123456789abcdef0123", "unknown"),  # long hex
+        ("agent-0123456789", "agent-0123456789"),  # not run-id shaped
+        ("", "unknown"),
+    ],
+)
+@pytest.mark.parametrize("failed", [False, True])
+async def test_an_agent_id_shaped_like_a_run_id_is_no_label(
+    agent_id: str, label: str, failed: bool
+) -> None:
+    """With no workflow processor ahead (no ``workflow.agent.id`` stamp), a root's
+    ``gen_ai.agent.id`` names its agent unless it is shaped like a per-run id
+    (docs/agent-conventions.md): on both paths, for a successful root (read in C) and a failed
+    one (left to Python)."""
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    ss.spans.append(
+        span(
+            1,
+            1,
+            None,
+            "workflow.plan",
+            attrs={"gen_ai.agent.id": agent_id, "workflow.id": "wf-1"},
+            error="it broke" if failed else None,
+            start=1_700_000_000.0,
+            duration=0.5,
+        )
+    )
+    got = await assert_same_output([[req.SerializeToString()]])
+    (dp,) = (dp for name, _, dp in points(got) if name == "agent_workflow_executions")
+    labels = {a.key: a.value.string_value for a in dp.attributes}
+    assert labels["agent_id"] == label
