@@ -416,16 +416,21 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         )
         med[(server, "cores")] = median(server, "saturation", lambda r: r.cores_sending)
         med[(server, "proc")] = median(server, "saturation", lambda r: r.processed_per_s)
+
+    def x1(what: str) -> float:
+        """agent x1's median (nan when it did not run: ``--servers 2``)"""
+        return med.get(("agent x1", what), float("nan"))
+
     for server in servers:
         c, sc, s = med[(server, "cost")], med[(server, "satcpu")], med[(server, "sat")]
         lines.append(
-            f"| {server} | {c:.2f} | {c / med[('agent x1', 'cost')]:.2f}x | "
+            f"| {server} | {c:.2f} | {c / x1('cost'):.2f}x | "
             f"{med[(server, 'wake')]:.2f} | {sc:.2f} | "
-            f"{sc / med[('agent x1', 'satcpu')]:.2f}x | {s:,.0f} | "
-            f"{s / med[('agent x1', 'sat')]:.2f}x | {med[(server, 'lg')]:.2f} "
+            f"{sc / x1('satcpu'):.2f}x | {s:,.0f} | "
+            f"{s / x1('sat'):.2f}x | {med[(server, 'lg')]:.2f} "
             f"({med[(server, 'lgcores')]:.2f}) | {med[(server, 'cores')]:.2f} | "
             f"{med[(server, 'proc')]:,.0f} | "
-            f"{med[(server, 'proc')] / max(med[('agent x1', 'proc')], 1e-9):.2f}x | "
+            f"{med[(server, 'proc')] / max(x1('proc'), 1e-9):.2f}x | "
             f"{len([r for r in runs if r.server == server])} |"
         )
     lines += [

@@ -193,3 +193,15 @@ def test_connections_are_counted_per_process_and_port() -> None:
     finally:
         for s in (*clients, *accepted, server, idle):
             s.close()
+
+
+def test_report_without_one_process_gives_no_ratios(tmp_path: Path) -> None:
+    """``--servers 2``: no ``agent x1`` run to divide by; the report still comes out (it used to
+    end in a ``KeyError`` after the runs), its ratios ``nan``."""
+    runs = [
+        Run("agent x2", "cost", 100, 1.0, 0.3, 3.0, 100.0, 100, 0.1),
+        Run("agent x2", "saturation", 1600, 1.0, 6.0, 4.4, 1600.0, 1600, 1.6),
+    ]
+    out = tmp_path / "w.md"
+    report(runs, out, "note", 2)
+    assert "| agent x2 | 3.00 | nanx |" in out.read_text()
