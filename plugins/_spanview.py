@@ -111,6 +111,9 @@ def value_str(encoded: bytes) -> str:
 
 DECODED: dict[bytes, str] = {}
 DECODED_MAX = 65_536
+DECODED_MAX_BYTES = 256
+"""Encodings longer than this are decoded every time, never remembered: the cache is bounded in
+bytes too (65,536 hostile 1 MiB values would otherwise hold 128 GiB)."""
 
 
 def cached_str(encoded: bytes) -> str:
@@ -119,7 +122,8 @@ def cached_str(encoded: bytes) -> str:
     text = DECODED.get(encoded)
     if text is None:
         text = value_str(encoded)
-        if len(DECODED) >= DECODED_MAX:
-            DECODED.clear()
-        DECODED[encoded] = text
+        if len(encoded) <= DECODED_MAX_BYTES:
+            if len(DECODED) >= DECODED_MAX:
+                DECODED.clear()
+            DECODED[encoded] = text
     return text
