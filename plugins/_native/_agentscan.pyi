@@ -19,7 +19,10 @@ class Memory:
     """A joiner's bounded memory (key -> value, at most ``size`` entries, the least recently
     put dropped first) in C: what its ``OrderedDict`` trimmed to ``size`` after each put holds,
     in the same order (the recency memory of ``_recency.h``, shared with ``_tracewire``'s
-    ``LateMemory``). Keys are bytes, str, int, None or tuples of them (else ``TypeError``)."""
+    ``LateMemory``). Keys are bytes, str, int, None or tuples of them (else ``TypeError``),
+    each held packed as one bytes object of its encoding (no tuple, no reference to the
+    objects it was made of): ``items``, ``keys``, iteration and ``popitem`` give back keys
+    equal to those put, not the same objects."""
 
     size: int  # set: the oldest dropped beyond it
     def __init__(self, size: int) -> None: ...
