@@ -55,7 +55,7 @@ def hold_packed(
 ) -> int:
     """The twin of calls.py ``hold_packed`` (``CallJoiner.add``'s holding of a request's Packed
     items): from ``items[start]`` on, a Packed item of a trace not in ``pending`` makes its
-    ``entry`` (deadline, [item], [], {}, True, its layers - 1: the class's slots written as its
+    ``entry`` (deadline, [item], (), (), True, its layers - 1: the class's slots written as its
     dataclass ``__init__`` writes them) put at the end of ``pending``, its trace appended to
     ``grown`` when its layers exceed ``max_items``; one of no layer of a trace not held goes to
     ``links_only`` (``None``: dropped); a packed entry takes the item (its trace appended to
