@@ -58,9 +58,17 @@ enum { B_TOOL, B_HTTP, B_WORKFLOW, B_A2A, NBOUNDS };
  * items and keys oldest first, del, clear) and prune(now); putting a key makes it the newest
  * and drops the oldest beyond `size`, which leaves what the joiner's trimmed OrderedDict
  * holds, in the same order. The C settle paths (memory_put, memory_trim) write it directly.
- * Its keys are plain: bytes, str, int or None, or tuples of them (compared here without
- * running Python code, so the memory never changes while it is searched); another key raises
- * TypeError. */
+ * Its keys are plain: bytes, str, int or None, or tuples of them; another key raises
+ * TypeError.
+ *
+ * Each key is held packed, as one bytes object of its encoding (mem_encode: a tag per item,
+ * its length, its data; self-delimiting, so two keys are equal exactly when their encodings
+ * are): a (trace, span) key is one 64-byte object instead of a tuple and a bytes object per
+ * entry (and no reference to the trace id), a ("call", trace, id) key one object instead of a
+ * tuple and a str. The table hashes the key's Python hash; a key is looked up by its encoding
+ * written into one scratch bytes object of the module (mem_probe: no allocation), compared by
+ * length and memcmp (no Python code runs while the memory is searched). items, keys, iteration
+ * and popitem give the keys back decoded (equal to those put). */
 
 typedef struct {
     PyObject_HEAD
@@ -69,55 +77,270 @@ typedef struct {
 
 static PyTypeObject MemoryType;
 
-static inline int mem_leaf(PyObject *o) {
+enum { MK_BYTES = 'b', MK_STR = 's', MK_INT = 'i', MK_NONE = 'n', MK_TUPLE = 't' };
+
+/* n as a LEB128 length at out (when it fits before end): the bytes it takes */
+static inline Py_ssize_t mem_put_len(char *out, const char *end, size_t n) {
+    Py_ssize_t k = 0;
+    do {
+        unsigned char b = (unsigned char)(n & 0x7f);
+        n >>= 7;
+        if (n) b |= 0x80;
+        if (out + k < end) out[k] = (char)b;
+        k++;
+    } while (n);
+    return k;
+}
+
+/* one item of a key (bytes, str, int, None) encoded at out (as far as it fits before end):
+ * the bytes it takes, 0 not such an item, -1 on error */
+static Py_ssize_t mem_encode_leaf(PyObject *o, char *out, const char *end) {
     PyTypeObject *t = Py_TYPE(o);
-    return t == &PyBytes_Type || t == &PyUnicode_Type || t == &PyLong_Type || o == Py_None;
-}
-
-/* a plain key (see above): 1, else 0 */
-static inline int mem_plain(PyObject *key) {
-    if (mem_leaf(key)) return 1;
-    if (!PyTuple_CheckExact(key)) return 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key); i++)
-        if (!mem_leaf(PyTuple_GET_ITEM(key, i))) return 0;
-    return 1;
-}
-
-/* the equality of two plain keys (the hashes already equal): as Python's, without its code */
-static int mem_eq(PyObject *a, PyObject *b) {
-    if (a == b) return 1;
-    PyTypeObject *t = Py_TYPE(a);
-    if (t != Py_TYPE(b)) return 0; /* (no two plain keys of different types are equal) */
-    if (t == &PyBytes_Type)
-        return PyBytes_GET_SIZE(a) == PyBytes_GET_SIZE(b) &&
-               memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(a)) == 0;
-    if (t == &PyUnicode_Type) return PyUnicode_Compare(a, b) == 0;
-    if (t == &PyLong_Type) return PyObject_RichCompareBool(a, b, Py_EQ) == 1; /* (exact ints) */
-    if (t == &PyTuple_Type) {
-        Py_ssize_t n = PyTuple_GET_SIZE(a);
-        if (PyTuple_GET_SIZE(b) != n) return 0;
-        for (Py_ssize_t i = 0; i < n; i++)
-            if (!mem_eq(PyTuple_GET_ITEM(a, i), PyTuple_GET_ITEM(b, i))) return 0;
+    const char *data;
+    size_t n;
+    char tag;
+    int kind = 0;
+    if (t == &PyBytes_Type) {
+        tag = MK_BYTES;
+        data = PyBytes_AS_STRING(o);
+        n = (size_t)PyBytes_GET_SIZE(o);
+    } else if (t == &PyUnicode_Type) {
+        if (PyUnicode_READY(o) < 0) return -1;
+        tag = MK_STR;
+        kind = PyUnicode_KIND(o); /* (a ready str's kind is the least that holds it) */
+        data = (const char *)PyUnicode_DATA(o);
+        n = (size_t)PyUnicode_GET_LENGTH(o) * (size_t)kind;
+    } else if (o == Py_None) {
+        if (out < end) out[0] = MK_NONE;
         return 1;
+    } else if (t == &PyLong_Type) {
+        size_t bits = _PyLong_NumBits(o);
+        if (bits == (size_t)-1 && PyErr_Occurred()) return -1;
+        n = bits / 8 + 1; /* (the least two's complement bytes, little-endian) */
+        Py_ssize_t k = 1 + mem_put_len(out + 1, end, n);
+        if (out + k + (Py_ssize_t)n <= end) {
+            out[0] = MK_INT;
+            if (_PyLong_AsByteArray((PyLongObject *)o, (unsigned char *)out + k, n, 1, 1) < 0) return -1;
+        }
+        return k + (Py_ssize_t)n;
+    } else {
+        return 0;
     }
-    return 0; /* (None is one object) */
+    Py_ssize_t k = 1;
+    if (kind) {
+        if (out + 1 < end) out[1] = (char)kind;
+        k = 2;
+    }
+    if (out < end) out[0] = tag;
+    k += mem_put_len(out + k, end, n);
+    if (out + k + (Py_ssize_t)n <= end) memcpy(out + k, data, n);
+    return k + (Py_ssize_t)n;
 }
 
-/* key's hash, TypeError for a key that is not plain: -1 on error */
-static Py_hash_t mem_hash(PyObject *key) {
-    if (!mem_plain(key)) {
+/* key's encoding written at out (when it fits in cap bytes): its length (more than cap: call
+ * again with that room), -1 with TypeError for a key that is not plain (or another error) */
+static Py_ssize_t mem_encode(PyObject *key, char *out, Py_ssize_t cap) {
+    const char *end = out + cap;
+    Py_ssize_t k;
+    /* the joiner's keys first, the encoding below written without its checks: a tuple of
+     * bytes and 1-byte-kind str of fewer than 128 bytes each that fits */
+    if (PyTuple_CheckExact(key) && PyTuple_GET_SIZE(key) < 128 && cap >= 2) {
+        Py_ssize_t n = PyTuple_GET_SIZE(key), i = 0;
+        out[0] = MK_TUPLE;
+        out[1] = (char)n;
+        for (k = 2; i < n; i++) {
+            PyObject *o = PyTuple_GET_ITEM(key, i);
+            Py_ssize_t len;
+            if (Py_IS_TYPE(o, &PyBytes_Type)) {
+                len = PyBytes_GET_SIZE(o);
+                if (len >= 128 || k + 2 + len > cap) break;
+                out[k] = MK_BYTES;
+                out[k + 1] = (char)len;
+                memcpy(out + k + 2, PyBytes_AS_STRING(o), (size_t)len);
+                k += 2 + len;
+            } else if (Py_IS_TYPE(o, &PyUnicode_Type) && PyUnicode_IS_READY(o) &&
+                       PyUnicode_KIND(o) == PyUnicode_1BYTE_KIND) {
+                len = PyUnicode_GET_LENGTH(o);
+                if (len >= 128 || k + 3 + len > cap) break;
+                out[k] = MK_STR;
+                out[k + 1] = 1;
+                out[k + 2] = (char)len;
+                memcpy(out + k + 3, PyUnicode_DATA(o), (size_t)len);
+                k += 3 + len;
+            } else {
+                break;
+            }
+        }
+        if (i == n) return k;
+    }
+    if (!PyTuple_CheckExact(key)) {
+        k = mem_encode_leaf(key, out, end);
+        if (k == 0) goto bad;
+        return k;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(key);
+    if (out < end) out[0] = MK_TUPLE;
+    k = 1 + mem_put_len(out + 1, end, (size_t)n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t at = k < cap ? k : cap;
+        Py_ssize_t one = mem_encode_leaf(PyTuple_GET_ITEM(key, i), out + at, end);
+        if (one == 0) goto bad;
+        if (one < 0) return -1;
+        k += one;
+    }
+    return k;
+bad:
+    if (!PyErr_Occurred())
         PyErr_Format(PyExc_TypeError, "a memory's key is bytes, str, int, None or a tuple of them, not %.100s",
                      Py_TYPE(key)->tp_name);
-        return -1;
+    return -1;
+}
+
+/* the LEB128 length at *at (before end): 0, or -1 malformed */
+static int mem_get_len(const unsigned char **at, const unsigned char *end, size_t *n) {
+    size_t v = 0;
+    for (int shift = 0; *at < end && shift < 64; shift += 7) {
+        unsigned char b = *(*at)++;
+        v |= (size_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *n = v;
+            return 0;
+        }
     }
-    return PyObject_Hash(key);
+    return -1;
+}
+
+static PyObject *mem_decode_leaf(const unsigned char **at, const unsigned char *end) {
+    if (*at >= end) goto bad;
+    unsigned char tag = *(*at)++;
+    if (tag == MK_NONE) Py_RETURN_NONE;
+    int kind = 0;
+    if (tag == MK_STR) {
+        if (*at >= end) goto bad;
+        kind = *(*at)++;
+    }
+    size_t n;
+    if (mem_get_len(at, end, &n) < 0 || n > (size_t)(end - *at)) goto bad;
+    const unsigned char *data = *at;
+    *at += n;
+    if (tag == MK_BYTES) return PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)n);
+    if (tag == MK_STR && (kind == 1 || kind == 2 || kind == 4) && n % (size_t)kind == 0)
+        return PyUnicode_FromKindAndData(kind, data, (Py_ssize_t)(n / (size_t)kind));
+    if (tag == MK_INT) return _PyLong_FromByteArray(data, n, 1, 1);
+bad:
+    PyErr_SetString(PyExc_SystemError, "a memory's key encoding is malformed");
+    return NULL;
+}
+
+/* the key a blob (mem_encode's bytes) encodes: a new reference, NULL on error */
+static PyObject *mem_decode(PyObject *blob) {
+    const unsigned char *at = (const unsigned char *)PyBytes_AS_STRING(blob);
+    const unsigned char *end = at + PyBytes_GET_SIZE(blob);
+    if (at < end && *at == MK_TUPLE) {
+        at++;
+        size_t n;
+        if (mem_get_len(&at, end, &n) < 0 || n > (size_t)(end - at) + 1) {
+            PyErr_SetString(PyExc_SystemError, "a memory's key encoding is malformed");
+            return NULL;
+        }
+        PyObject *out = PyTuple_New((Py_ssize_t)n);
+        if (out == NULL) return NULL;
+        for (size_t i = 0; i < n; i++) {
+            PyObject *item = mem_decode_leaf(&at, end);
+            if (item == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(out, (Py_ssize_t)i, item);
+        }
+        return out;
+    }
+    return mem_decode_leaf(&at, end);
+}
+
+/* two blobs equal (the hashes already equal): their lengths and bytes */
+static int mem_eq(PyObject *a, PyObject *b) {
+    return a == b || (PyBytes_GET_SIZE(a) == PyBytes_GET_SIZE(b) &&
+                      memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(a)) == 0);
+}
+
+#define MEM_PROBE_CAP 256
+static PyObject *mem_probe; /* the scratch blob of lookups (the module's, never handed out) */
+
+/* key's blob to look it up with (borrowed: the scratch blob, or a new blob in *made when the
+ * key is longer than the scratch's room) and its hash in *hash; NULL on error (TypeError for a
+ * key that is not plain) */
+static PyObject *mem_blob(PyObject *key, Py_hash_t *hash, PyObject **made) {
+    *made = NULL;
+    if (mem_probe == NULL && (mem_probe = PyBytes_FromStringAndSize(NULL, MEM_PROBE_CAP)) == NULL)
+        return NULL;
+    Py_ssize_t n = mem_encode(key, PyBytes_AS_STRING(mem_probe), MEM_PROBE_CAP);
+    if (n < 0) return NULL;
+    PyObject *blob = mem_probe;
+    if (n > MEM_PROBE_CAP) {
+        if ((blob = *made = PyBytes_FromStringAndSize(NULL, n)) == NULL) return NULL;
+        mem_encode(key, PyBytes_AS_STRING(blob), n);
+    } else {
+        Py_SET_SIZE(mem_probe, n); /* (its room stays MEM_PROBE_CAP + 1) */
+    }
+    *hash = PyObject_Hash(key);
+    if (*hash == -1) {
+        Py_CLEAR(*made);
+        return NULL;
+    }
+    return blob;
 }
 
 /* the node of key, -1 not there, -2 on error */
 static Py_ssize_t mem_node(MemoryObject *m, PyObject *key) {
-    Py_hash_t hash = mem_hash(key);
-    if (hash == -1) return -2;
-    return rc_node_of(&m->mem, key, hash, mem_eq);
+    Py_hash_t hash;
+    PyObject *made, *blob = mem_blob(key, &hash, &made);
+    if (blob == NULL) return -2;
+    Py_ssize_t x = rc_node_of(&m->mem, blob, hash, mem_eq);
+    Py_XDECREF(made);
+    return x;
+}
+
+/* m[key] = value as the newest entry (the oldest dropped beyond size): 0, or -1 */
+static int mem_put(MemoryObject *m, PyObject *key, PyObject *value) {
+    Py_hash_t hash;
+    PyObject *made, *blob = mem_blob(key, &hash, &made);
+    if (blob == NULL) return -1;
+    Py_ssize_t at = rc_find(&m->mem, blob, hash, mem_eq);
+    if (at >= 0) { /* (there: no new blob) */
+        Py_XDECREF(made);
+        Py_ssize_t x = m->mem.table[at] - 1;
+        rc_move_to_end(&m->mem, x);
+        Py_SETREF(m->mem.nodes[x].value, Py_NewRef(value));
+        return 0;
+    }
+    if (made == NULL &&
+        (made = PyBytes_FromStringAndSize(PyBytes_AS_STRING(blob), PyBytes_GET_SIZE(blob))) == NULL)
+        return -1;
+    int done = rc_put(&m->mem, made, hash, value, mem_eq);
+    Py_DECREF(made);
+    return done;
+}
+
+/* the entries, oldest first, as a new list of (key, value) (items) or of keys */
+static PyObject *mem_list(MemoryObject *m, int items) {
+    rc_memory *mem = &m->mem;
+    PyObject *out = PyList_New(mem->len);
+    if (out == NULL) return NULL;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t x = mem->head; x >= 0; x = mem->nodes[x].next, i++) {
+        PyObject *key = mem_decode(mem->nodes[x].key), *item = key;
+        if (key != NULL && items) {
+            item = PyTuple_Pack(2, key, mem->nodes[x].value);
+            Py_DECREF(key);
+        }
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
 }
 
 static PyObject *mem_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
@@ -171,10 +394,12 @@ static PyObject *mem_getitem(MemoryObject *m, PyObject *key) {
 
 /* m[key] = value: the newest (the oldest dropped beyond size); del m[key] */
 static int mem_setitem(MemoryObject *m, PyObject *key, PyObject *value) {
-    Py_hash_t hash = mem_hash(key);
-    if (hash == -1) return -1;
-    if (value != NULL) return rc_put(&m->mem, key, hash, value, mem_eq);
-    Py_ssize_t at = rc_find(&m->mem, key, hash, mem_eq);
+    if (value != NULL) return mem_put(m, key, value);
+    Py_hash_t hash;
+    PyObject *made, *blob = mem_blob(key, &hash, &made);
+    if (blob == NULL) return -1;
+    Py_ssize_t at = rc_find(&m->mem, blob, hash, mem_eq);
+    Py_XDECREF(made);
     if (at < 0) {
         PyErr_SetObject(PyExc_KeyError, key);
         return -1;
@@ -217,8 +442,11 @@ static PyObject *mem_popitem(MemoryObject *m, PyObject *args, PyObject *kwargs) 
     }
     rc_node *nd = &mem->nodes[last ? mem->tail : mem->head];
     PyObject *key, *value;
+    PyObject *decoded = mem_decode(nd->key); /* (before it is taken: nothing changed on error) */
+    if (decoded == NULL) return NULL;
     rc_take(mem, rc_find(mem, nd->key, nd->hash, mem_eq), &key, &value);
-    PyObject *out = PyTuple_Pack(2, key, value);
+    PyObject *out = PyTuple_Pack(2, decoded, value);
+    Py_DECREF(decoded);
     Py_DECREF(key);
     Py_DECREF(value);
     return out;
@@ -251,12 +479,20 @@ static PyObject *mem_clear_method(MemoryObject *m, PyObject *unused) {
 }
 
 /* the entries, oldest first, as a list of (key, value) */
-static PyObject *mem_items(MemoryObject *m, PyObject *unused) { return rc_items(&m->mem); }
+static PyObject *mem_items(MemoryObject *m, PyObject *unused) { return mem_list(m, 1); }
 
 /* the keys, oldest first, as a list */
-static PyObject *mem_keys(MemoryObject *m, PyObject *unused) { return rc_keys(&m->mem); }
+static PyObject *mem_keys(MemoryObject *m, PyObject *unused) { return mem_list(m, 0); }
 
-static PyObject *mem_iter(MemoryObject *m) { return rc_iter(&m->mem); }
+/* an iterator over the keys, oldest first (of a list made now: the memory may change while it
+ * is iterated) */
+static PyObject *mem_iter(MemoryObject *m) {
+    PyObject *keys = mem_list(m, 0);
+    if (keys == NULL) return NULL;
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
 
 static PyObject *mem_sizeof(MemoryObject *m, PyObject *unused) {
     return PyLong_FromSize_t((size_t)Py_TYPE(m)->tp_basicsize + rc_allocated(&m->mem));
@@ -3505,9 +3741,7 @@ static int eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, 
  * (which drops its oldest beyond its size), or the Python twin's OrderedDict */
 static int memory_put(PyObject *items, PyObject *key, PyObject *value) {
     if (Py_IS_TYPE(items, &MemoryType)) {
-        MemoryObject *m = (MemoryObject *)items;
-        Py_hash_t hash = mem_hash(key);
-        return hash == -1 ? -1 : rc_put(&m->mem, key, hash, value, mem_eq);
+        return mem_put((MemoryObject *)items, key, value);
     }
     if (!PyDict_Check(items)) {
         PyErr_SetString(PyExc_TypeError, "a memory (Memory or OrderedDict) expected");
@@ -3826,6 +4060,48 @@ static int mark_of(sl_marks *m, PyObject *key, PyObject **known) {
     return 0;
 }
 
+/* The marks put into the memory of failed parents shared: equal marks (the error types below
+ * a span, reached through failed spans only) are one tuple (and one frozenset), and the values
+ * (expiry, mark) of one expiry one tuple, instead of a frozenset and two tuples per marked span
+ * (~280 bytes, with the memory full at 100,000 spans/s ~10 MB). Values are compared, never
+ * identities, so sharing them changes nothing the joiner sees. Both caches are bounded: emptied
+ * when they reach MARK_CACHE_MAX entries (only sharing is lost). */
+#define MARK_CACHE_MAX 1024
+static PyObject *mark_cache;  /* dict: mark -> the same mark */
+static PyObject *value_cache; /* dict: mark -> (expiry, mark), their expiry value_expiry */
+static double value_expiry;
+
+/* the mark (below, direct) shared: a new reference, NULL on error */
+static PyObject *mark_shared(PyObject *below, int direct) {
+    PyObject *mark = PyTuple_Pack(2, below, direct ? Py_True : Py_False);
+    if (mark == NULL) return NULL;
+    if (mark_cache == NULL && (mark_cache = PyDict_New()) == NULL) { Py_DECREF(mark); return NULL; }
+    if (PyDict_GET_SIZE(mark_cache) >= MARK_CACHE_MAX) PyDict_Clear(mark_cache);
+    PyObject *found = PyDict_SetDefault(mark_cache, mark, mark); /* borrowed */
+    Py_XINCREF(found);
+    Py_DECREF(mark);
+    return found;
+}
+
+/* the value (expiry, mark) shared (an expiry that is not a float: a tuple of its own): a new
+ * reference, NULL on error */
+static PyObject *mark_value(PyObject *expiry, PyObject *mark) {
+    if (!PyFloat_CheckExact(expiry)) return PyTuple_Pack(2, expiry, mark);
+    double e = PyFloat_AS_DOUBLE(expiry);
+    if (value_cache == NULL && (value_cache = PyDict_New()) == NULL) return NULL;
+    if (e != value_expiry || PyDict_GET_SIZE(value_cache) >= MARK_CACHE_MAX) {
+        PyDict_Clear(value_cache);
+        value_expiry = e;
+    }
+    PyObject *found = PyDict_GetItemWithError(value_cache, mark); /* borrowed */
+    if (found != NULL) return Py_NewRef(found);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *value = PyTuple_Pack(2, expiry, mark);
+    if (value == NULL || e != e) return value; /* (NaN: never found again) */
+    if (PyDict_SetItem(value_cache, mark, value) < 0) Py_CLEAR(value);
+    return value;
+}
+
 /* _Marks.above: marks `parent` and the spans above it with the error types `types` (a
  * frozenset). 0, -1 on error. */
 static int mark_above(sl_marks *m, PyObject *trace, PyObject *parent, PyObject *types) {
@@ -3847,9 +4123,9 @@ static int mark_above(sl_marks *m, PyObject *trace, PyObject *parent, PyObject *
         } else {
             below = Py_NewRef(types);
         }
-        PyObject *mark = below ? PyTuple_Pack(2, below, (direct || kdirect) ? Py_True : Py_False) : NULL;
+        PyObject *mark = below ? mark_shared(below, direct || kdirect) : NULL;
         Py_XDECREF(below);
-        PyObject *value = mark ? PyTuple_Pack(2, m->expiry, mark) : NULL;
+        PyObject *value = mark ? mark_value(m->expiry, mark) : NULL;
         int ok = value != NULL && PyDict_SetItem(m->marks, key, mark) == 0 &&
                  memory_put(m->items, key, value) == 0 && memory_trim(m->items, m->size) == 0;
         Py_XDECREF(mark);
@@ -4357,10 +4633,16 @@ static PyObject *Scanner_settle_due(Scanner *self, PyObject *const *args, Py_ssi
         if (PyObject_DelItem(pending, PyTuple_GET_ITEM(item, 0)) == 0) packed = attr_true(entry, A_PACKED);
         if (packed >= 0) {
             layers = entry_list(entry, A_LAYERS, &PyList_Type);
-            failures = layers ? entry_list(entry, A_FAILURES, &PyList_Type) : NULL;
+            failures = layers ? attr_get(entry, A_FAILURES) : NULL;
+            /* (a packed entry's failures: a list, or the empty tuple until it has some) */
+            if (failures != NULL && !PyList_Check(failures) &&
+                !(packed == 1 && PyTuple_CheckExact(failures) && PyTuple_GET_SIZE(failures) == 0)) {
+                PyErr_Format(PyExc_TypeError, "an entry's %U: list expected", sl_names[A_FAILURES]);
+                Py_CLEAR(failures);
+            }
         }
         if (packed == 1 && failures != NULL) { /* settle_packed with failures, else settle_simple */
-            int failed = PyList_GET_SIZE(failures) > 0;
+            int failed = PyList_Check(failures) && PyList_GET_SIZE(failures) > 0;
             result = failed ? do_settle_packed(self, layers, failures, errors) : do_settle_simple(self, layers);
         } else if (packed == 0 && failures != NULL) {
             parents = entry_list(entry, A_PARENTS, &PyDict_Type);
@@ -4849,8 +5131,9 @@ static PyTypeObject ScannerType = {
 
 /* ---- the joiner's holding of packed traces (calls.py hold_packed, CallJoiner.add) ----
  * A request's Packed items (trace, records, layers, ids) held as CallJoiner.add holds them: a
- * trace not held gets an entry (the joiner's _Entry: deadline, [item], [], {}, packed, layers -
- * 1) at the end of `pending`, a packed entry grows by the item. The entry class's slots are
+ * trace not held gets an entry (the joiner's _Entry: deadline, [item], NONE_YET, NONE_YET,
+ * packed, layers - 1; NONE_YET the empty tuple: no list and dict of its own until it has
+ * failures, or is unpacked) at the end of `pending`, a packed entry grows by the item. The entry class's slots are
  * written at their offsets (a slots class whose instances are made by object.__new__: what its
  * dataclass __init__ would set), kept per class while its version tag is the one seen. */
 enum { H_DEADLINE, H_LAYERS, H_FAILURES, H_PARENTS, H_PACKED, H_EXTRA, NH };
@@ -4908,7 +5191,7 @@ PyDoc_STRVAR(hold_packed_doc,
 "hold_packed(items, start, pending, deadline, grown, links_only, entry, max_items, /) -> int\n\n"
 "Holds the Packed items (trace, records, layers, ids) of `items` from `start` on as the joiner\n"
 "holds them (calls.py hold_packed, its twin): a trace not in `pending` gets an `entry` (deadline,\n"
-"[item], [], {}, True, layers - 1) put at its end, its trace appended to `grown` when layers >\n"
+"[item], (), (), True, layers - 1) put at its end, its trace appended to `grown` when layers >\n"
 "max_items; an item of no layer of a trace not held is appended to `links_only` (None: dropped);\n"
 "a packed entry takes the item (its trace appended to `grown`, its extra += layers - 1).\n"
 "Stops at the first item it leaves to the joiner (not a Packed item of an int count and a bytes\n"
@@ -4931,7 +5214,7 @@ static int hold_one(PyObject *item, PyObject *pending, PyObject *deadline, PyObj
         if (count == 0) return links_only != NULL && PyList_Append(links_only, item) < 0 ? -1 : 1;
         PyObject *entry = tp->tp_alloc(tp, 0);
         if (entry == NULL) return -1;
-        PyObject *layers = PyList_New(1), *failures = PyList_New(0), *parents = PyDict_New();
+        PyObject *layers = PyList_New(1), *failures = PyTuple_New(0), *parents = PyTuple_New(0);
         PyObject *extra = PyLong_FromLongLong(count - 1);
         if (layers != NULL) PyList_SET_ITEM(layers, 0, Py_NewRef(item));
         /* (set even when one failed: the entry's dealloc clears what is there) */

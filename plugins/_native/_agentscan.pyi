@@ -19,7 +19,10 @@ class Memory:
     """A joiner's bounded memory (key -> value, at most ``size`` entries, the least recently
     put dropped first) in C: what its ``OrderedDict`` trimmed to ``size`` after each put holds,
     in the same order (the recency memory of ``_recency.h``, shared with ``_tracewire``'s
-    ``LateMemory``). Keys are bytes, str, int, None or tuples of them (else ``TypeError``)."""
+    ``LateMemory``). Keys are bytes, str, int, None or tuples of them (else ``TypeError``),
+    each held packed as one bytes object of its encoding (no tuple, no reference to the
+    objects it was made of): ``items``, ``keys``, iteration and ``popitem`` give back keys
+    equal to those put, not the same objects."""
 
     size: int  # set: the oldest dropped beyond it
     def __init__(self, size: int) -> None: ...
@@ -52,7 +55,7 @@ def hold_packed(
 ) -> int:
     """The twin of calls.py ``hold_packed`` (``CallJoiner.add``'s holding of a request's Packed
     items): from ``items[start]`` on, a Packed item of a trace not in ``pending`` makes its
-    ``entry`` (deadline, [item], [], {}, True, its layers - 1: the class's slots written as its
+    ``entry`` (deadline, [item], (), (), True, its layers - 1: the class's slots written as its
     dataclass ``__init__`` writes them) put at the end of ``pending``, its trace appended to
     ``grown`` when its layers exceed ``max_items``; one of no layer of a trace not held goes to
     ``links_only`` (``None``: dropped); a packed entry takes the item (its trace appended to

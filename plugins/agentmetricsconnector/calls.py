@@ -248,12 +248,21 @@ def settle_due(
     return at, calls
 
 
+# A packed entry's failures and parents until it has some: one shared empty tuple instead of an
+# empty list and dict of its own (~120 bytes less a held trace, 10,000 held at 100,000 spans/s).
+# A packed entry's parents stay empty (its links are in its records); its failures become a
+# list of its own when the first arrives; _unpack gives it its own list and dict. A write into
+# it raises (it is a tuple): nothing is ever written into one shared.
+NONE_YET: Any = ()
+
+
 @dataclass(slots=True)
 class _Entry:
     deadline: float
     layers: list[Any] = field(default_factory=list)  # Layer (or Packed while ``packed``)
-    failures: list[Failure] = field(default_factory=list)
-    parents: dict[bytes, bytes] = field(default_factory=dict)  # span id -> parent span id
+    failures: list[Failure] = field(default_factory=list)  # (NONE_YET: packed, none yet)
+    # span id -> parent span id (NONE_YET: packed)
+    parents: dict[bytes, bytes] = field(default_factory=dict)
     # the entry holds Packed records only (nothing read in Python arrived for its trace); its
     # parents are in the records, unpacked when anything else arrives for it or it does not
     # settle as the common case
@@ -424,8 +433,8 @@ def hold_packed(
 ) -> int:
     """The Packed items of ``items`` from ``start`` on held as :meth:`CallJoiner.add` holds
     them (``_agentscan.hold_packed`` is its twin in C): a trace not in ``pending`` gets an
-    ``entry`` (deadline, [item], [], {}, packed, its layers - 1) put at its end, its trace
-    appended to ``grown`` when it has more than ``max_items`` layers (settled with this
+    ``entry`` (deadline, [item], NONE_YET, NONE_YET, packed, its layers - 1) put at its end,
+    its trace appended to ``grown`` when it has more than ``max_items`` layers (settled with this
     request); an item of no layer of a trace not held goes to ``links_only`` (``None``:
     dropped); a packed entry takes the item (its trace appended to ``grown``). Stops at the
     first item that is not a Packed item, or whose trace is held unpacked: its index, or
@@ -439,7 +448,7 @@ def hold_packed(
         if held is None:
             if count:
                 # (positional: deadline, layers, failures, parents, packed, extra)
-                pending[trace] = entry(deadline, [item], [], {}, True, count - 1)
+                pending[trace] = entry(deadline, [item], NONE_YET, NONE_YET, True, count - 1)
                 if count > max_items:
                     grown.append(trace)
             elif links_only is not None:  # (links only: kept for a trace held, as links are)
@@ -629,7 +638,10 @@ class CallJoiner:
                     record = RECORD.pack(2, len(span), span, len(parent), parent, 0, 0, 0, 0)
                     entry.layers.append((trace, record, 0, b""))
                     entry.extra -= 1
-                    entry.failures.append(failure)
+                    if entry.failures:
+                        entry.failures.append(failure)
+                    else:  # (its first: NONE_YET until now)
+                        entry.failures = [failure]
                     continue
             entry = self._entry(trace, now)
             entry.failures.append(failure)
@@ -666,6 +678,10 @@ class CallJoiner:
         entry.layers = []
         entry.packed = False
         entry.extra = 0
+        if not entry.parents:  # (NONE_YET: its own from now on)
+            entry.parents = {}
+        if not entry.failures:
+            entry.failures = []
         for item in packed:
             self._unpack_into(entry, item)
 

@@ -854,6 +854,40 @@ def test_settle_due_settles_as_the_python_join() -> None:
     assert total["with failures"] > 300 and total["refused"] > 30, total
 
 
+def test_failed_parents_marked_in_c_share_their_marks_and_stay_the_python_ones() -> None:
+    """The C settle paths put equal marks of the memory of failed parents as one shared tuple
+    (and the values of one expiry as one tuple): a few objects for thousands of marked spans,
+    the memory equal to the pure-Python joiner's, in order, past the sharing's bound (1,024
+    distinct marks: the caches are emptied, only sharing is lost)."""
+    conn = connector({"window": "0s", "max_traces": 10_000}, None)
+    native = conn.joiner
+    python = CallJoiner(native.window, native.max_traces, native.classify)
+    for round_ in range(3):
+        now = T0 + round_
+        for joiner in (native, python):
+            failures = []
+            for k in range(1_500):
+                trace = (round_ * 10_000 + k).to_bytes(16, "big")
+                # a failed span under two spans: its parent and grandparent marked; the error
+                # types distinct per trace in the last round (more than the sharing keeps)
+                kind = f"Err{k}" if round_ == 2 else f"Err{k % 3}"
+                labels = (("error_type", kind), ("component", "tool"), ("severity", "error"),
+                          ("recoverable", "false"))  # fmt: skip
+                failures.append(Failure(trace, b"c" * 8, b"b" * 8, labels, "", 1, 2))
+            links = [(f.trace_id, b"b" * 8, b"a" * 8) for f in failures]
+            joiner.add([], failures, now)
+            joiner.add([], [], now, links)
+            settled = joiner.settle(now, True)
+        assert settled[1] and native.native_calls == 0
+    c_items = native._failed_parents.items.items()
+    assert c_items == list(python._failed_parents.items.items())
+    assert len(c_items) == 9_000
+    shared = c_items[:3_000]  # (the first two rounds: 3 error types, direct or not)
+    assert len({id(value) for _key, value in shared}) <= 12
+    assert len({id(value[1]) for _key, value in shared}) <= 6
+    assert len({id(value[1][0]) for _key, value in shared}) <= 3
+
+
 def test_recorded_sources_replayed_count_as_the_python_join(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1695,6 +1729,52 @@ def test_hold_packed_holds_as_its_python_twin() -> None:
     rng = random.Random(4242)
     counts = assert_holds_agree(rng, 1500)
     assert counts["held"] > 300 and counts["error"] > 300 and counts["left"] > 1000, counts
+
+
+def test_packed_entries_share_one_empty_failures_and_parents_until_they_have_some() -> None:
+    """A packed entry (held in C, or by the twin) keeps no empty list and dict of its own: its
+    failures and parents are the shared empty tuple (``NONE_YET``) until a failure arrives (a
+    list of its own) or it is unpacked (a list and a dict of its own); nothing is written into
+    the shared one, and the joiner counts as the pure-Python one."""
+    from plugins.agentmetricsconnector.calls import NONE_YET, hold_packed
+
+    for hold in ("c", "twin"):
+        conn = connector({"window": "10s", "max_traces": 100}, None)
+        joiner = conn.joiner
+        if hold == "twin":
+            joiner.hold = hold_packed
+        python = CallJoiner(joiner.window, joiner.max_traces, joiner.classify)
+        traces = [bytes([k]) * 16 for k in range(1, 4)]
+        layers = [Layer(t, b"s" * 8, b"p" * 8, 0, "tool") for t in traces]
+        items, order, _late = packed_as_scanned(conn, layers)
+        assert all(x.__class__ is tuple for x in items)
+        joiner.add(items, [], T0)
+        python.add(order, [], T0)
+        entries = [joiner.pending[t] for t in traces]
+        assert all(e.packed and e.failures is NONE_YET and e.parents is NONE_YET for e in entries)
+        labels = (("error_type", "E"), ("component", "tool"), ("severity", "error"),
+                  ("recoverable", "false"))  # fmt: skip
+        failure = Failure(traces[0], b"p" * 8, b"r" * 8, labels, "", 0, 5)
+        joiner.add([], [failure], T0)  # (kept packed: a list of its own)
+        python.add([], [failure], T0)
+        assert entries[0].packed and entries[0].failures == [failure]
+        joiner.add([Layer(traces[1], b"t" * 8, b"s" * 8, 0, "tool")], [], T0)  # (unpacked)
+        python.add([Layer(traces[1], b"t" * 8, b"s" * 8, 0, "tool")], [], T0)
+        assert not entries[1].packed and entries[1].failures == []
+        assert entries[1].parents == {b"s" * 8: b"p" * 8, b"t" * 8: b"s" * 8}
+        assert NONE_YET == () and entries[2].failures is NONE_YET
+        (c_calls, c_errors), (p_calls, p_errors) = (
+            joiner.settle(T0 + 20, True),
+            python.settle(T0 + 20, True),
+        )
+        c_series = calls_per_series(c_calls)
+        for key, (n, total) in native_series(conn._scanner.take_calls()).items():
+            had, had_total = c_series.get(key, (0, 0.0))
+            c_series[key] = (had + n, round(had_total + total, 9))
+        assert c_series == calls_per_series(p_calls) and c_errors == p_errors
+        assert list(joiner._failed_parents.items.items()) == list(
+            python._failed_parents.items.items()
+        )
 
 
 def test_hold_packed_refuses_what_is_not_the_joiners() -> None:

@@ -1051,6 +1051,12 @@ def memory_ops(data: bytes) -> None:
         lambda b: (b"x" * (240 + b % 4 * 4), "y" * (b % 3)),
         lambda b: (b"ab"[: b % 3], b"ab"[b % 3 :]) if b & 4 else ("ab"[: b % 3], "ab"[b % 3 :]),
         lambda b: (str(b % 3),) if b & 1 else (str(b % 3).encode(),),
+        # (keys are held encoded: str of each width, ints at their byte boundaries, huge
+        # ints of either sign, the same text as str and bytes of each width)
+        lambda b: ("ā" * (b % 3), "😀" * (b % 2), "x\x00"[: b % 3]),
+        lambda b: (-(1 << (b % 70)), (1 << (8 * (b % 4))) - 1 - b % 2, 127 + b % 3),
+        lambda b: (-1 if b & 1 else 1) * 2 ** (1000 + b % 3),
+        lambda b: ("é".encode("utf-16-le"),) if b & 1 else ("é".encode("latin-1"),),
     ]
     clock = 0.0
     for at in range(1, len(data) - 1, 2):
