@@ -12,6 +12,8 @@ import tracemalloc
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from pipeline._pbwire import encode_varint
+
 
 def cost(fn: Callable[[], Any]) -> tuple[float, int]:
     """CPU seconds of ``fn()`` (run once untraced), and the peak of the Python memory it
@@ -136,23 +138,11 @@ def refused_requests(service: Any) -> float:
 # Hand-written protobuf (not the generated classes: they refuse to build most of these), so each
 # request is well framed and wrong in one way an agent component reads.
 def _tag(field: int, wire: int) -> bytes:
-    return _varint(field << 3 | wire)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    return encode_varint(field << 3 | wire)
 
 
 def _bytes(field: int, data: bytes) -> bytes:
-    return _tag(field, 2) + _varint(len(data)) + data
+    return _tag(field, 2) + encode_varint(len(data)) + data
 
 
 def _fixed64(field: int, n: int) -> bytes:
@@ -196,12 +186,12 @@ def raw_span(
     out = _bytes(1, trace_id) + _bytes(2, span_id)
     if parent:
         out += _bytes(4, parent)
-    out += _bytes(5, name) + _tag(6, 0) + _varint(kind)
+    out += _bytes(5, name) + _tag(6, 0) + encode_varint(kind)
     out += _fixed64(7, start) + _fixed64(8, end)
     for a in attributes:
         out += _bytes(9, a)
     if error:
-        out += _bytes(15, _tag(3, 0) + _varint(2))  # status { code: ERROR }
+        out += _bytes(15, _tag(3, 0) + encode_varint(2))  # status { code: ERROR }
     return out
 
 

@@ -23,21 +23,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from pipeline import _wire
+from pipeline._pbwire import encode_varint as varint
 
 MARK = b"POISON"  # a placeholder replaced by bytes of the same length (framing unchanged)
 BAD_UTF8 = b"P\xff\xfeS\xc0N"  # invalid UTF-8, same length as MARK
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def ld(field: int, payload: bytes) -> bytes:
