@@ -1195,7 +1195,7 @@ def test_a_busy_worker_reads_its_siblings_answer_between_its_clients_requests(
             for _ in range(5):  # its part waits behind the one in flight
                 await asyncio.sleep(0)
             conn.sendall(_REPLY.pack(_REPLY.size - 4, req_id, 0))
-            time.sleep(0.002)  # past _POLL_EVERY, the loop not turning
+            time.sleep(0.002)  # noqa: ASYNC251 (past _POLL_EVERY, the loop not turning: on purpose)
             assert not first.done()
             # the next client request's first step, no turn of the loop meanwhile
             _run_now(router.consume(Traces(split_request(3))), tasks)
