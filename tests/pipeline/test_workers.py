@@ -627,6 +627,14 @@ class _CountingSink(_Sink):
         await super().consume(data)
 
 
+def _split_request(k: int) -> bytes:
+    """One request of ``k`` spans for worker 0 and one span for worker 1 (of 2)."""
+    from tests.pipeline.test__route import request, trace_id
+
+    t0, t1 = trace_id(0, 2), trace_id(1, 2)
+    return request([(f"r{k}", [t0] * k + [t1])]).SerializeToString()
+
+
 def _frame(req_id: int, key: bytes, body: bytes) -> bytes:
     """A sibling's consume frame as ``pipeline.workers`` writes it (one item)."""
     from pipeline.workers import _HEADER
@@ -933,12 +941,7 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
     from pipeline.errors import RetryableError
     from pipeline.pdata import Signal, Traces
     from pipeline.workers import _HEADER, Router, WorkerContext
-    from tests.pipeline.test__route import request, spans_of, trace_id
-
-    t0, t1 = trace_id(0, 2), trace_id(1, 2)
-
-    def split_request(k: int) -> bytes:  # k spans for worker 0, one for worker 1
-        return request([(f"r{k}", [t0] * k + [t1])]).SerializeToString()
+    from tests.pipeline.test__route import spans_of
 
     async def main() -> None:
         a = WorkerContext(0, 2, tmp_path)
@@ -952,18 +955,18 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
             await a._peer(1).ready()
             # idle: one request at a time, each local part consumed at once
             remote.release.set()
-            await router.consume(Traces(split_request(1)))
-            await router.consume(Traces(split_request(2)))
+            await router.consume(Traces(_split_request(1)))
+            await router.consume(Traces(_split_request(2)))
             assert [len(spans_of(x)) for x in local.got] == [1, 2]
             local.got.clear()
             remote.got.clear()
 
             # busy: the first request waits for its sibling; three more in one turn
             remote.release.clear()
-            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            first = asyncio.ensure_future(router.consume(Traces(_split_request(1))))
             await asyncio.wait_for(remote.entered.wait(), 5)
             rest = [
-                asyncio.ensure_future(router.consume(Traces(split_request(k)))) for k in (2, 3, 4)
+                asyncio.ensure_future(router.consume(Traces(_split_request(k)))) for k in (2, 3, 4)
             ]
             for _ in range(20):
                 await asyncio.sleep(0)
@@ -980,7 +983,7 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
                 + key
                 + b"\x0a\x01\x07"
             )
-            more = asyncio.ensure_future(router.consume(Traces(split_request(5))))
+            more = asyncio.ensure_future(router.consume(Traces(_split_request(5))))
             answer = await asyncio.wait_for(reader.readexactly(9), 5)
             assert struct.unpack("!IIB", answer)[1:] == (7, 0)
             # a sibling's part is consumed at once and alone, ahead of this worker's own
@@ -999,10 +1002,12 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
             # the memory limiter refuses the joined consume: exactly its requests refused
             remote.release.clear()
             remote.entered.clear()
-            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            first = asyncio.ensure_future(router.consume(Traces(_split_request(1))))
             await asyncio.wait_for(remote.entered.wait(), 5)
             local.error = RetryableError("memory limit")
-            rest = [asyncio.ensure_future(router.consume(Traces(split_request(k)))) for k in (2, 3)]
+            rest = [
+                asyncio.ensure_future(router.consume(Traces(_split_request(k)))) for k in (2, 3)
+            ]
             for _ in range(20):
                 await asyncio.sleep(0)
             local.error = None
@@ -1018,7 +1023,7 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
             remote.release.clear()
             remote.entered.clear()
             local.got.clear()
-            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            first = asyncio.ensure_future(router.consume(Traces(_split_request(1))))
             await asyncio.wait_for(remote.entered.wait(), 5)
             a.service._stopped = True  # type: ignore[misc]
             reader, writer = await asyncio.open_unix_connection(a.socket_path(0))
@@ -1028,7 +1033,9 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
                 + key
                 + b"\x0a\x01\x08"
             )
-            rest = [asyncio.ensure_future(router.consume(Traces(split_request(k)))) for k in (2, 3)]
+            rest = [
+                asyncio.ensure_future(router.consume(Traces(_split_request(k)))) for k in (2, 3)
+            ]
             answer = await asyncio.wait_for(reader.readexactly(9), 5)
             assert struct.unpack("!IIB", answer)[1:] == (8, 1)  # retryable
             assert await reader.readexactly(int.from_bytes(answer[:4], "big") - 5) == (
@@ -1044,9 +1051,11 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
             remote.release.clear()
             remote.entered.clear()
             local.got.clear()
-            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            first = asyncio.ensure_future(router.consume(Traces(_split_request(1))))
             await asyncio.wait_for(remote.entered.wait(), 5)
-            rest = [asyncio.ensure_future(router.consume(Traces(split_request(k)))) for k in (2, 3)]
+            rest = [
+                asyncio.ensure_future(router.consume(Traces(_split_request(k)))) for k in (2, 3)
+            ]
             for _ in range(20):
                 await asyncio.sleep(0)
             proto = a._peers[1]._proto
@@ -1080,12 +1089,7 @@ def test_a_busy_worker_answers_a_siblings_part_between_its_clients_requests_alon
     from pipeline.errors import RetryableError
     from pipeline.pdata import Signal, Traces
     from pipeline.workers import Router, WorkerContext, _run_now
-    from tests.pipeline.test__route import request, spans_of, trace_id
-
-    t0, t1 = trace_id(0, 2), trace_id(1, 2)
-
-    def split_request(k: int) -> bytes:  # k spans for worker 0, one for worker 1
-        return request([(f"r{k}", [t0] * k + [t1])]).SerializeToString()
+    from tests.pipeline.test__route import spans_of
 
     async def main() -> None:
         a = WorkerContext(0, 2, tmp_path)
@@ -1103,14 +1107,14 @@ def test_a_busy_worker_answers_a_siblings_part_between_its_clients_requests_alon
             sibling.connect(a.socket_path(0))
             sibling.settimeout(1.0)
             # a client request in progress: its part for worker 1 is held there
-            first = asyncio.ensure_future(router.consume(Traces(split_request(1))))
+            first = asyncio.ensure_future(router.consume(Traces(_split_request(1))))
             await asyncio.wait_for(remote.entered.wait(), 5)
             await asyncio.sleep(0.05)  # the sibling's connection accepted
             assert [len(spans_of(x)) for x in local.got] == [1]
 
             sibling.sendall(_frame(7, key, b"\x0a\x01\x07"))
             # the next client request's first step, the event loop not turning meanwhile
-            _run_now(router.consume(Traces(split_request(2))), tasks)
+            _run_now(router.consume(Traces(_split_request(2))), tasks)
             answer = sibling.recv(9)  # there already: no turn of the loop was needed
             assert struct.unpack("!IIB", answer)[1:] == (7, 0)
             # consumed alone, before this worker's own part (joined, for the next turn)
@@ -1123,7 +1127,7 @@ def test_a_busy_worker_answers_a_siblings_part_between_its_clients_requests_alon
             await asyncio.sleep(0.01)
             local.error = RetryableError("memory limit")
             sibling.sendall(_frame(8, key, b"\x0a\x01\x08"))
-            _run_now(router.consume(Traces(split_request(3))), tasks)
+            _run_now(router.consume(Traces(_split_request(3))), tasks)
             answer = sibling.recv(9)
             assert struct.unpack("!IIB", answer)[1:] == (8, 1)
             assert sibling.recv(struct.unpack("!I", answer[:4])[0] - 5) == b"memory limit"
