@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -60,6 +61,8 @@ import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from benchmarks import profile as spy
 
 ROOT = Path(__file__).resolve().parent.parent
 # set BENCH_PROFILE=/path/out.prof to run the gateway under cProfile (one case at a time)
@@ -564,6 +567,9 @@ service:
 # the export compression of every server (--compression): gzip, the default settings' choice
 COMPRESSION = {"value": "gzip"}
 
+# --profile DIR: py-spy records each gateway case's measured load into DIR
+SPY_PROFILE: dict[str, str | None] = {"dir": None}
+
 # --equal-wait: the agent cases wait for the join's settling in every tree (_wait_joined)
 EQUAL_WAIT = {"value": False}
 
@@ -820,6 +826,14 @@ def run_case(
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        profiling = contextlib.ExitStack()
+        spy_out = None
+        if SPY_PROFILE["dir"] is not None and case.server not in ("rotel", "floor"):
+            # from the measured load's start until its CPU is read (benchmarks/profile.py)
+            tree = "this" if cwd == ROOT else "baseline"
+            stem = f"{re.sub(r'[^a-z0-9]+', '-', case.name.lower())}-{tree}-{time.time_ns()}"
+            spy_out = Path(SPY_PROFILE["dir"]) / f"{stem}.txt"
+            profiling.enter_context(spy.recording(ps.pid, spy_out))
         stats = _spawn_load(endpoint, case.load)
         loaded_at = time.monotonic()
         loaded.set()
@@ -834,6 +848,9 @@ def run_case(
         else:
             time.sleep(0.5)  # rotel's batch timeout is 200 ms
         cpu = sum(ps.cpu_times()[:2]) - cpu0
+        profiling.close()
+        if spy_out is not None and spy_out.exists():
+            spy_out.rename(spy_out.with_name(f"{spy_out.stem}-spans{stats['sent_spans']}.txt"))
         stop.set()
         sampler.join()
         series = None
@@ -1094,12 +1111,20 @@ def main(argv: list[str] | None = None) -> int:
         "it, in a tree without the join too (the same time after the load in both trees of a "
         "--baseline comparison: idle CPU per second counts alike)",
     )
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record each gateway run with py-spy (--native, 100 Hz) from its measured load's "
+        "start until its CPU is read, into DIR (summary: python -m benchmarks.profile DIR/*.txt; "
+        "sampling pauses the gateway: these runs' CPU figures are not headline figures)",
+    )
     p.add_argument("--out", default=str(ROOT / "build" / "benchmarks" / "agent-pipeline-raw.md"))
     p.add_argument("--load-only", help=argparse.SUPPRESS)
     p.add_argument("--load-json", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     COMPRESSION["value"] = a.compression
     EQUAL_WAIT["value"] = a.equal_wait
+    SPY_PROFILE["dir"] = a.profile
     if a.load_only:
         load = Load(**json.loads(a.load_json))
         print(json.dumps(run_load(a.load_only, load)))
