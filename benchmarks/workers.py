@@ -59,6 +59,8 @@ from benchmarks.agent_pipeline import (
 # service.worker_routing and service.worker_acknowledge of the agent servers (--routing,
 # --acknowledge)
 ROUTING = {"value": "trace_id", "acknowledge": "owner"}
+# --probe: the folder benchmarks.workers_probe writes into, one subfolder a server ("" none)
+PROBE = {"folder": ""}
 
 
 @dataclass
@@ -210,6 +212,14 @@ def _server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[psutil.Pro
         if workers != 1:
             args += ["--workers", str(workers)]
         env = {**os.environ, "PIPELINE_PLUGINS": "benchmarks.blackhole"}
+        if PROBE["folder"] and workers != 1:  # where each worker waits (workers_probe)
+            site = str(ROOT / "benchmarks" / "_probe_site")
+            env["PYTHONPATH"] = os.pathsep.join(
+                [site, str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+            )
+            env["PIPELINE_WORKERS_PROBE"] = str(
+                Path(PROBE["folder"]) / f"x{workers}-{time.strftime('%H%M%S')}"
+            )
     log = open(workdir / f"{kind}-{workers}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     try:
@@ -512,12 +522,20 @@ def main(argv: list[str] | None = None) -> int:
         help="service.worker_acknowledge of the agent servers (when a client request whose "
         "spans cross between workers is answered)",
     )
+    p.add_argument(
+        "--probe",
+        default="",
+        help="a folder: each worker of the agent xN servers records where its event loop waits "
+        "and its callbacks over 2 ms (benchmarks/workers_probe.py; sum them up with "
+        "python -m benchmarks.workers_probe FOLDER/xN-HHMMSS)",
+    )
     p.add_argument("--modes", default="cost,saturation", help="cost, saturation or both")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "workers.md"))
     a = p.parse_args(argv)
     ROUTING["value"] = a.routing
+    PROBE["folder"] = a.probe
     ROUTING["acknowledge"] = a.acknowledge
     cost = Load(rate=a.rate, seconds=a.seconds, client=a.client, connections=a.connections)
     sat = Load(

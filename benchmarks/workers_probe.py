@@ -1,0 +1,149 @@
+"""Where each worker of a ``--workers`` gateway waits (``python -m benchmarks.workers --probe
+DIR``), and what keeps its event loop from turning.
+
+In each worker process (``benchmarks/_probe_site/sitecustomize.py`` calls :func:`install` when
+``PIPELINE_WORKERS_PROBE`` names a folder and the process is a worker):
+
+* every wait of the event loop's selector (``EpollSelector.select`` asked to wait) is timed and
+  filed under what the worker held as it began: client requests in progress (the ``Router``'s
+  count), consume requests in flight to its siblings, parts queued behind them;
+* every callback of the loop that ran over 2 ms is timed, by name (a task by its coroutine).
+
+A JSON line a second goes to ``DIR/<pid>.jsonl``; ``python -m benchmarks.workers_probe DIR``
+sums them up per worker (:func:`summarize`). Measurement only: the probe adds a few
+microseconds a loop turn, the same in every run it is in.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+import selectors
+import sys
+import time
+from typing import Any
+
+LONG_CALLBACK = 0.002  # seconds: callbacks longer than this are named
+
+
+def _state() -> str:
+    """What this worker holds: client requests in progress, consume requests in flight to its
+    siblings, parts queued for them."""
+    workers = sys.modules.get("pipeline.workers")
+    ctx = workers.current() if workers is not None else None
+    if ctx is None:
+        return "no worker"
+    busy = sum(j.busy for j in ctx._joiners.values())
+    flight = sum(p._proto.consuming if p._proto is not None else 0 for p in ctx._peers.values())
+    queued = any(p._queued for p in ctx._peers.values())
+    if busy == 0:
+        return "no client request in progress"
+    if queued:
+        return "clients waiting, parts queued behind the hand-overs in flight"
+    if flight:
+        return "clients waiting, hand-overs in flight, nothing queued"
+    return "clients in progress, nothing in flight"
+
+
+def _callback_name(handle: Any) -> str:
+    callback = handle._callback
+    owner = getattr(callback, "__self__", None)
+    get_coro = getattr(owner, "get_coro", None)
+    if get_coro is not None:
+        return f"task {getattr(get_coro(), '__qualname__', '?')}"
+    return str(getattr(callback, "__qualname__", repr(callback)))[:80]
+
+
+def install(folder: str) -> None:
+    """Time this process's event loop waits and long callbacks into ``folder``."""
+    import asyncio.events
+
+    os.makedirs(folder, exist_ok=True)
+    out = open(os.path.join(folder, f"{os.getpid()}.jsonl"), "a")  # noqa: SIM115 (for the process's life)
+    worker = os.environ.get("PIPELINE_WORKER", "").split("/")[0]
+    period: dict[str, Any] = {"start": time.monotonic(), "waits": collections.Counter()}
+    callbacks: collections.Counter[str] = collections.Counter()
+    longest: dict[str, float] = {}
+    select = selectors.EpollSelector.select
+    run = asyncio.events.Handle._run
+
+    def timed_select(self: Any, timeout: float | None = None) -> Any:
+        state = _state() if timeout is None or timeout > 0 else None
+        began = time.perf_counter()
+        ready = select(self, timeout)
+        if state is not None:
+            period["waits"][state] += time.perf_counter() - began
+        now = time.monotonic()
+        if now - period["start"] >= 1.0:
+            record = {
+                "worker": worker,
+                "pid": os.getpid(),
+                "time": time.time(),
+                "seconds": now - period["start"],
+                "waits": dict(period["waits"]),
+                "callbacks": {k: [v, longest[k]] for k, v in callbacks.items()},
+            }
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            period["start"] = now
+            period["waits"] = collections.Counter()
+            callbacks.clear()
+            longest.clear()
+        return ready
+
+    def timed_run(self: Any) -> None:
+        began = time.perf_counter()
+        run(self)
+        took = time.perf_counter() - began
+        if took > LONG_CALLBACK:
+            name = _callback_name(self)
+            callbacks[name] += took
+            longest[name] = max(longest.get(name, 0.0), took)
+
+    selectors.EpollSelector.select = timed_select  # type: ignore[method-assign]
+    asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
+
+
+def summarize(folder: str, busy_turns: float = 0.9) -> list[str]:
+    """Per worker: the share of wall time its loop waited, by what it held, and the callbacks
+    over 2 ms (their time and the longest), over the seconds it waited less than
+    ``busy_turns`` of: idle seconds left out, the start-up and the backlog worked off after
+    the load kept (the probe does not know the load's window)."""
+    by_worker: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for path in glob.glob(os.path.join(folder, "*.jsonl")):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                by_worker[record["worker"]].append(record)
+    lines = []
+    for worker, records in sorted(by_worker.items()):
+        busy = [r for r in records if sum(r["waits"].values()) < busy_turns * r["seconds"]]
+        seconds = sum(r["seconds"] for r in busy)
+        if not seconds:
+            continue
+        waits: collections.Counter[str] = collections.Counter()
+        spent: collections.Counter[str] = collections.Counter()
+        top: dict[str, float] = {}
+        for r in busy:
+            waits.update(r["waits"])
+            for name, (total, most) in r["callbacks"].items():
+                spent[name] += total
+                top[name] = max(top.get(name, 0.0), most)
+        lines.append(
+            f"worker {worker}: {seconds:.1f} s under load, waiting "
+            f"{sum(waits.values()) / seconds:.2f} of it"
+        )
+        lines += [f"  {v / seconds:.2f} {k}" for k, v in waits.most_common()]
+        lines += [
+            f"  callback {k}: {v:.2f} s, longest {top[k] * 1000:.1f} ms"
+            for k, v in spent.most_common(6)
+        ]
+    return lines
+
+
+if __name__ == "__main__":
+    for folder in sys.argv[1:]:
+        print(folder)
+        print("\n".join(summarize(folder)))
