@@ -111,6 +111,8 @@ class _Connection(asyncio.Protocol):
         # activity seen by the sweeper: reads and calls since its last look
         self.reads = 0
         self.calls = 0
+        self.writes = 0  # writes to the socket (tests: answers of one read leave in one)
+        self._flush_due = False  # a flush is scheduled for this turn of the loop
         self._seen = (0, 0)
         self._drain = (0, 0)  # (answers completed, bytes waiting in the transport)
         self.born = 0.0
@@ -198,7 +200,10 @@ class _Connection(asyncio.Protocol):
                 self._authenticate(stream_id, headers)
         for call in calls:
             self._call(*call)
-        self.flush()
+        # after the calls just spawned ran their first step: what this read called for
+        # (window updates, acknowledgements) and the answers of those calls that did not wait
+        # leave in one write
+        self.flush_soon()
 
     def _count(self) -> None:
         """Count (and log) what the session's limits refused since the last look."""
@@ -440,9 +445,24 @@ class _Connection(asyncio.Protocol):
                 None,
                 status_details(code, message, delay) if delay is not None else None,
             )
-        self.flush()
+        self.flush_soon()
 
     # -- io --------------------------------------------------------------------------------------
+    def flush_soon(self) -> None:
+        """:meth:`flush` once the callbacks already scheduled on the loop have run: the answers
+        of the calls answered in one turn of the loop (the calls of one read, whose tasks
+        run one after the other) leave in one write instead of one write (a ``send`` system
+        call, and a wake-up of the client) each. Whatever waits for a call's task is woken
+        after this flush, which was scheduled first; paths that close the connection flush
+        at once."""
+        if not self._flush_due:
+            self._flush_due = True
+            self.server.loop.call_soon(self._flush_scheduled)
+
+    def _flush_scheduled(self) -> None:
+        self._flush_due = False
+        self.flush()
+
     def flush(self) -> None:
         """Write what the session has to send; close the connection once it is over."""
         if self.closed or self.transport is None:
@@ -454,6 +474,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         if out:
+            self.writes += 1
             self.transport.write(out)
         if not self.session.want_io():
             self.close()

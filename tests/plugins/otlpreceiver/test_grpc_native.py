@@ -186,6 +186,33 @@ async def test_shutdown_says_goaway_to_connected_clients(tmp_path: Path, native:
     await c.close()
 
 
+async def test_the_answers_to_calls_read_together_leave_in_one_write(
+    tmp_path: Path, native: None
+) -> None:
+    """Calls that arrive in one read and are answered in one turn of the loop are answered in
+    one write (one ``send``, one wake-up of the client) together with what the read itself
+    called for (window updates), not in one write each."""
+    port = free_port()
+    async with running_service(config(port), tmp_path) as service:
+        receiver = next(n.component for n in service.graph.nodes if str(n.id) == "otlp")
+        assert isinstance(receiver, OTLPReceiver)
+        c = await RawClient.open(port)
+        settled = h2.events.RemoteSettingsChanged
+        await c.read_until(lambda: any(isinstance(e, settled) for e in c.events))
+        (conn,) = receiver._servers[0].connections
+        reads, writes = conn.reads, conn.writes
+        sids = [c.start() for _ in range(8)]
+        for sid in sids:  # the eight calls in one write of the client (~1 KB)
+            c.conn.send_data(sid, framed(request(1, name=f"c{sid}-")), end_stream=True)
+        await c.flush()
+        await c.read_until(lambda: all(c.ended(sid) for sid in sids))
+        assert [c.headers(sid)["grpc-status"] for sid in sids] == ["0"] * 8
+        reads, writes = conn.reads - reads, conn.writes - writes
+        assert 1 <= writes <= reads < len(sids)
+        await c.close()
+        await wait_until(lambda: accepted(service) == 8)
+
+
 async def test_the_pipeline_knows_the_sender_of_each_call(
     tmp_path: Path, native: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
