@@ -122,16 +122,23 @@ class IsolatedConsumer:
         except ConsumeError:
             raise
         except Exception as exc:
-            total = _safe_count(data)
-            dropped = await self._isolate(data, exc)
-            if dropped >= total:
-                raise DataDroppedError(
-                    f"{self.settings.kind} {self.settings.name} could not process the data "
-                    f"and dropped it: {type(exc).__name__}: {exc}"
-                ) from exc
+            await self.failed(data, exc)
         finally:
             if entered is not None:
                 leave_consume(entered)
+
+    async def failed(self, data: Payload, exc: Exception) -> None:
+        """The component raised ``exc`` (not a :class:`~pipeline.errors.ConsumeError`) on
+        ``data``: the isolation (see the class). Raises :class:`DataDroppedError` when
+        nothing of ``data`` could be taken. (The engine's entrance of a processor calls it
+        after its own call of the component, for a payload without acknowledgement tokens.)"""
+        total = _safe_count(data)
+        dropped = await self._isolate(data, exc)
+        if dropped >= total:
+            raise DataDroppedError(
+                f"{self.settings.kind} {self.settings.name} could not process the data "
+                f"and dropped it: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def _isolate(self, data: Payload, exc: Exception) -> int:
         """Give the halves of ``data`` to the component again; returns the items dropped."""

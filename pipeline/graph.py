@@ -30,6 +30,7 @@ from pipeline.pdata import Payload, Signal
 from pipeline.telemetry import (
     LOGGER_NAME,
     ComponentTelemetry,
+    LoopValue,
     SelfTelemetry,
     component_logger,
 )
@@ -84,6 +85,9 @@ class ObservedConsumer:
     def __init__(self, inner: Consumer, telemetry: ComponentTelemetry) -> None:
         self.inner = inner
         self.telemetry = telemetry
+        # the accepted items of the signal counted last (a receiver's node serves one)
+        self._signal: Signal | None = None
+        self._accepted: LoopValue | None = None
 
     def retarget(self, inner: Consumer) -> None:
         self.inner = inner
@@ -96,10 +100,13 @@ class ObservedConsumer:
             self.telemetry.refused(data.signal, n)
             self.telemetry.accepted(data.signal, 0)
             raise
-        self.telemetry.accepted(data.signal, n)
-        # As the Collector does: both series exist from the first request, so rates and
-        # refused/accepted ratios work before anything was refused.
-        self.telemetry.refused(data.signal, 0)
+        accepted = self._accepted
+        if accepted is None or data.signal is not self._signal:
+            # As the Collector does: both series exist from the first request, so rates and
+            # refused/accepted ratios work before anything was refused.
+            self._signal = data.signal
+            accepted = self._accepted = self.telemetry.receiver_values(data.signal)[0]
+        accepted.value += n
 
 
 class _CountingConsumer:
@@ -112,13 +119,19 @@ class _CountingConsumer:
         self.inner = inner
         self.telemetry = telemetry
         self.mutates_data = inner.mutates_data
+        self._signal: Signal | None = None
+        self._outgoing: LoopValue | None = None
 
     def retarget(self, inner: Consumer) -> None:
         self.inner = inner
         self.mutates_data = inner.mutates_data
 
     async def consume(self, data: Payload) -> None:
-        self.telemetry.outgoing(data.signal, data.item_count())
+        outgoing = self._outgoing
+        if outgoing is None or data.signal is not self._signal:
+            self._signal = data.signal
+            outgoing = self._outgoing = self.telemetry.items_value("outgoing", data.signal)
+        outgoing.value += data.item_count()
         # a payload the processor built during its consume call carries the input's tokens
         await self.inner.consume(carry_current(data))
 
@@ -134,7 +147,12 @@ class _ConnectorOutput(_CountingConsumer):
         self.target = target
 
     async def consume(self, data: Payload) -> None:
-        self.telemetry.connector_items("outgoing", self.source, self.target, data.item_count())
+        outgoing = self._outgoing
+        if outgoing is None:
+            outgoing = self._outgoing = self.telemetry.connector_value(
+                "outgoing", self.source, self.target
+            )
+        outgoing.value += data.item_count()
         await self.inner.consume(carry_current(data))
 
 
@@ -143,12 +161,28 @@ class _ProcessorEntry:
 
     def __init__(self, processor: Consumer, settings: CreateSettings) -> None:
         self.processor = IsolatedConsumer(processor, settings)
+        self.component = processor
         self.telemetry = settings.telemetry
         self.mutates_data = processor.mutates_data
+        self._signal: Signal | None = None
+        self._incoming: LoopValue | None = None
 
     async def consume(self, data: Payload) -> None:
-        self.telemetry.incoming(data.signal, data.item_count())
-        await self.processor.consume(data)
+        incoming = self._incoming
+        if incoming is None or data.signal is not self._signal:
+            self._signal = data.signal
+            incoming = self._incoming = self.telemetry.items_value("incoming", data.signal)
+        incoming.value += data.item_count()
+        if data.ack_tokens:
+            await self.processor.consume(data)
+            return
+        # IsolatedConsumer.consume without its own coroutine (one a processor a consume)
+        try:
+            await self.component.consume(data)
+        except ConsumeError:
+            raise
+        except Exception as exc:
+            await self.processor.failed(data, exc)
 
 
 class _Incoming:
@@ -165,6 +199,8 @@ class _Incoming:
         self.target = target
         self.gate = node.gate
         self.label = node.label
+        self._signal: Signal | None = None
+        self._incoming: LoopValue | None = None
 
     async def consume(self, data: Payload) -> None:
         gate = self.gate
@@ -175,11 +211,15 @@ class _Incoming:
                 raise RetryableError(
                     f"{self.label} is being replaced by a config reload", retry_after=1.0
                 ) from None
-        n = data.item_count()
-        if self.target:
-            self.telemetry.connector_items("incoming", self.source, self.target, n)
-        else:
-            self.telemetry.incoming(data.signal, n)
+        incoming = self._incoming
+        if incoming is None or data.signal is not self._signal:
+            self._signal = data.signal
+            incoming = self._incoming = (
+                self.telemetry.connector_value("incoming", self.source, self.target)
+                if self.target
+                else self.telemetry.items_value("incoming", data.signal)
+            )
+        incoming.value += data.item_count()
         await self.inner.consume(data)
 
 

@@ -47,6 +47,7 @@ from pipeline import (
 from pipeline.consumer import deliver_holding
 from pipeline.durability import HeldAcks
 from pipeline.tasks import supervise
+from pipeline.telemetry import loop_value
 from plugins._agentconv import AttributeNames, ErrorClassifier
 from plugins._native import load as _load_native
 from plugins.workflowprocessor import native as _native_store
@@ -197,6 +198,10 @@ class WorkflowProcessor(Component):
             "Spans refused (retryable) because released data could not be sent fast enough.",
             ("processor",),
         ).labels(name)
+        # the gauges are set after every request and release, on the event loop: lock-free
+        self._v_traces = loop_value(self._g_traces)
+        self._v_spans = loop_value(self._g_spans)
+        self._v_bytes = loop_value(self._g_bytes)
 
     def _count_late(self, result: str) -> None:
         child = self._late_children.get(result)
@@ -214,9 +219,9 @@ class WorkflowProcessor(Component):
             self._c_error_types.inc(self._classified)
             self._classified = 0
         store = self.store
-        self._g_traces.set(len(store.held))
-        self._g_spans.set(store.held_spans + self._outbox_spans + self._sending_spans)
-        self._g_bytes.set(store.held_bytes)
+        self._v_traces.value = float(len(store.held))
+        self._v_spans.value = float(store.held_spans + self._outbox_spans + self._sending_spans)
+        self._v_bytes.value = float(store.held_bytes)
 
     # -- consume ----------------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:
@@ -249,7 +254,9 @@ class WorkflowProcessor(Component):
         if acks is None and data.ack_tokens:
             acks = self._acks = HeldAcks([t.queued_first for t in store.held.values()])
         if acks is None:
-            self._ingest(raw, now)
+            late = store.ingest(raw, now)  # (_ingest, without its call)
+            if late is not None:
+                self._enqueue(late.encoded, late.spans)
         else:
             traces, spans = len(store.held), store.held_spans
             self._consuming = data.ack_tokens  # late spans passed on at once carry them
@@ -260,7 +267,9 @@ class WorkflowProcessor(Component):
                 acks.arrived(
                     now, data.ack_tokens, len(store.held) - traces, store.held_spans != spans
                 )
-        self._enforce_limits()
+        releases = store.enforce_limits()  # (_enforce_limits, without its call)
+        if releases:
+            self._emit(releases)
         self._update_gauges()
         self.timer.poke()  # the earliest deadline changed: the timer is set again
         if self._outbox:
@@ -272,9 +281,6 @@ class WorkflowProcessor(Component):
             self._enqueue(late.encoded, late.spans)
 
     # -- release ----------------------------------------------------------------------------------
-    def _enforce_limits(self) -> None:
-        self._emit(self.store.enforce_limits())
-
     def _release_expired(self, now: float) -> None:
         releases = self.store.expire(now)
         if releases:

@@ -58,7 +58,12 @@ class ReleaseTimer:
     def poke(self) -> None:
         """Sets the timer again if the earliest deadline changed (called after each request;
         before :meth:`run` started, nothing happens: it arms the timer when it starts)."""
-        if self._loop is not None and self.next_release() != self.armed:
+        if self._loop is None:
+            return
+        deadline = self._deadline()  # next_release(), without its call (once a request)
+        if deadline is not None and deadline < self.not_before:
+            deadline = self.not_before
+        if deadline != self.armed:
             self._arm()
 
     def close(self) -> None:
