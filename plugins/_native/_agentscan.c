@@ -309,7 +309,7 @@ static int mem_put(MemoryObject *m, PyObject *key, PyObject *value) {
     Py_ssize_t at = rc_find(&m->mem, blob, hash, mem_eq);
     if (at >= 0) { /* (there: no new blob) */
         Py_XDECREF(made);
-        Py_ssize_t x = m->mem.table[at] - 1;
+        Py_ssize_t x = m->mem.table[at].index - 1;
         rc_move_to_end(&m->mem, x);
         Py_SETREF(m->mem.nodes[x].value, Py_NewRef(value));
         return 0;
