@@ -68,7 +68,8 @@ enum { B_TOOL, B_HTTP, B_WORKFLOW, B_A2A, NBOUNDS };
  * tuple and a str. The table hashes the key's Python hash; a key is looked up by its encoding
  * written into one scratch bytes object of the module (mem_probe: no allocation), compared by
  * length and memcmp (no Python code runs while the memory is searched). items, keys, iteration
- * and popitem give the keys back decoded (equal to those put). */
+ * and popitem give the keys back decoded (equal to those put). The C join's own keys are
+ * encoded and hashed from the data they are made of, without making them (see mem_leaf). */
 
 typedef struct {
     PyObject_HEAD
@@ -309,7 +310,7 @@ static int mem_put(MemoryObject *m, PyObject *key, PyObject *value) {
     Py_ssize_t at = rc_find(&m->mem, blob, hash, mem_eq);
     if (at >= 0) { /* (there: no new blob) */
         Py_XDECREF(made);
-        Py_ssize_t x = m->mem.table[at] - 1;
+        Py_ssize_t x = m->mem.table[at].index - 1;
         rc_move_to_end(&m->mem, x);
         Py_SETREF(m->mem.nodes[x].value, Py_NewRef(value));
         return 0;
@@ -2607,42 +2608,156 @@ done:
     return rc;
 }
 
-/* A tuple of the n items given (new references, stolen; a NULL one: an error of the caller's,
- * the others released) for a dict lookup, in *probe: the tuple of the last lookup, its items
- * replaced, while nothing but *probe holds it (a dict lookup keeps no reference to the key it
- * is given), else a new one. Borrowed (owned by *probe); NULL on error. A tuple made once per
- * finish_join instead of once per key: the same key, hash and comparisons. */
-static PyObject *probe_fill(PyObject **probe, Py_ssize_t n, PyObject **items) {
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (items[i] == NULL) {
-            for (Py_ssize_t j = 0; j < n; j++) Py_XDECREF(items[j]);
-            return NULL;
-        }
-    }
-#if PY_VERSION_HEX >= 0x030E0000
-    int reuse = 0; /* (a tuple caches its hash from 3.14 on: a new one each time) */
-#else
-    int reuse = *probe != NULL && Py_REFCNT(*probe) == 1;
+/* -- the join's memory keys from raw data (finish_join, settle_simple, settle_joined) ----------
+ *
+ * The join looks up and puts keys made of a trace id, a span id and ids read from the wire:
+ * (trace, span) and ("call", trace, call id). Made as Python objects, each costs a bytes or
+ * str per leaf and a tuple, and the Memory then encodes the tuple (mem_encode) and hashes it.
+ * A key given by its leaves (mem_leaf: its data, bytes or str) is encoded and hashed here
+ * directly when the memory is a Memory and every leaf is bytes or ASCII text of fewer than 128
+ * bytes (the encoding of mem_encode's fast path; the hash CPython's hash() of the tuple: each
+ * leaf's hash is that of its bytes, as bytes and 1-byte str hash, combined as tuplehash does),
+ * so the memory finds the same entries as with the key made; any other key or memory (an
+ * OrderedDict) gets the key made (mem_leaves_key) and the object paths. */
+
+static int memory_put(PyObject *items, PyObject *key, PyObject *value);
+
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t n;
+    int str; /* text (UTF-8): a str leaf */
+} mem_leaf;
+
+#define MEM_RAW_LEAVES 4
+#define MEM_RAW_CAP (MEM_RAW_LEAVES * 130 + 2)
+#if MEM_RAW_CAP < MEM_PROBE_CAP
+#error "a raw key's room holds the longest key mem_probe takes"
 #endif
-    if (!reuse) {
-        Py_XDECREF(*probe);
-        *probe = PyTuple_New(n);
-        if (*probe == NULL) {
-            for (Py_ssize_t j = 0; j < n; j++) Py_DECREF(items[j]);
+
+static inline Py_hash_t mem_hash_bytes(const uint8_t *p, Py_ssize_t n) {
+#if PY_VERSION_HEX >= 0x030E0000
+    return Py_HashBuffer(p, n);
+#else
+    return _Py_HashBytes(p, n);
+#endif
+}
+
+/* the key's encoding written at out (MEM_RAW_CAP bytes) and its hash in *hash: the encoding's
+ * length, or 0 when the key is not raw (a leaf of 128 bytes or more, non-ASCII text) */
+static Py_ssize_t mem_raw_key(const mem_leaf *lv, int n, char *out, Py_hash_t *hash) {
+    /* (the encoding at most MEM_PROBE_CAP bytes: looked up in mem_probe) */
+#if PY_VERSION_HEX >= 0x030F0000
+    return 0; /* (tuplehash as of 3.8 to 3.14: later versions take the object path) */
+#else
+    /* tuplehash (Objects/tupleobject.c) on 64-bit or 32-bit Py_uhash_t */
+#if SIZEOF_PY_UHASH_T > 4
+    const Py_uhash_t p1 = 11400714785074694791ULL, p2 = 14029467366897019727ULL, p5 = 2870177450012600261ULL;
+#define MEM_ROTATE(x) (((x) << 31) | ((x) >> 33))
+#else
+    const Py_uhash_t p1 = 2654435761UL, p2 = 2246822519UL, p5 = 374761393UL;
+#define MEM_ROTATE(x) (((x) << 13) | ((x) >> 19))
+#endif
+    if (n < 1 || n > MEM_RAW_LEAVES) return 0;
+    Py_uhash_t acc = p5;
+    Py_ssize_t k = 2;
+    out[0] = MK_TUPLE;
+    out[1] = (char)n;
+    for (int i = 0; i < n; i++) {
+        const mem_leaf *x = &lv[i];
+        if (x->n >= 128) return 0;
+        if (x->str) {
+            for (Py_ssize_t j = 0; j < x->n; j++)
+                if (x->p[j] & 0x80) return 0;
+            out[k++] = MK_STR;
+            out[k++] = 1;
+        } else {
+            out[k++] = MK_BYTES;
+        }
+        out[k++] = (char)x->n;
+        if (x->n) memcpy(out + k, x->p, (size_t)x->n);
+        k += x->n;
+        if (k > MEM_PROBE_CAP) return 0;
+        Py_uhash_t lane = (Py_uhash_t)mem_hash_bytes(x->p, x->n);
+        if (lane == (Py_uhash_t)-1) lane = (Py_uhash_t)-2; /* (as bytes and str hash it) */
+        acc += lane * p2;
+        acc = MEM_ROTATE(acc);
+        acc *= p1;
+    }
+#undef MEM_ROTATE
+    acc += (Py_uhash_t)n ^ (p5 ^ 3527539UL);
+    *hash = acc == (Py_uhash_t)-1 ? 1546275796 : (Py_hash_t)acc;
+    return k;
+#endif
+}
+
+/* the key of the leaves as a tuple of bytes and str (a new reference), NULL on error */
+static PyObject *mem_leaves_key(const mem_leaf *lv, int n) {
+    PyObject *key = PyTuple_New(n);
+    if (key == NULL) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *o = lv[i].str ? PyUnicode_DecodeUTF8((const char *)lv[i].p, lv[i].n, "strict")
+                                : PyBytes_FromStringAndSize((const char *)lv[i].p, lv[i].n);
+        if (o == NULL) {
+            Py_DECREF(key);
             return NULL;
         }
+        PyTuple_SET_ITEM(key, i, o);
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *old = PyTuple_GET_ITEM(*probe, i);
-        PyTuple_SET_ITEM(*probe, i, items[i]);
-        Py_XDECREF(old);
+    return key;
+}
+
+/* memory_contains of the key of the leaves: 1, 0, or -1 on error */
+static int memory_contains_leaves(PyObject *items, const mem_leaf *lv, int n) {
+    char raw[MEM_RAW_CAP];
+    Py_hash_t hash;
+    Py_ssize_t k;
+    if (Py_IS_TYPE(items, &MemoryType) && (k = mem_raw_key(lv, n, raw, &hash)) > 0) {
+        if (mem_probe == NULL && (mem_probe = PyBytes_FromStringAndSize(NULL, MEM_PROBE_CAP)) == NULL)
+            return -1;
+        memcpy(PyBytes_AS_STRING(mem_probe), raw, (size_t)k); /* (k <= MEM_PROBE_CAP: mem_raw_key) */
+        Py_SET_SIZE(mem_probe, k);
+        return rc_find(&((MemoryObject *)items)->mem, mem_probe, hash, mem_eq) >= 0;
     }
-    return *probe;
+    PyObject *key = mem_leaves_key(lv, n);
+    if (key == NULL) return -1;
+    int found = memory_contains(items, key);
+    Py_DECREF(key);
+    return found;
+}
+
+/* memory_put of the key of the leaves: 0, or -1 on error */
+static int memory_put_leaves(PyObject *items, const mem_leaf *lv, int n, PyObject *value) {
+    char raw[MEM_RAW_CAP];
+    Py_hash_t hash;
+    Py_ssize_t k;
+    if (Py_IS_TYPE(items, &MemoryType) && (k = mem_raw_key(lv, n, raw, &hash)) > 0) {
+        rc_memory *mem = &((MemoryObject *)items)->mem;
+        if (mem_probe == NULL && (mem_probe = PyBytes_FromStringAndSize(NULL, MEM_PROBE_CAP)) == NULL)
+            return -1;
+        memcpy(PyBytes_AS_STRING(mem_probe), raw, (size_t)k);
+        Py_SET_SIZE(mem_probe, k);
+        Py_ssize_t at = rc_find(mem, mem_probe, hash, mem_eq);
+        if (at >= 0) { /* (there: moved to the end, its value replaced, as mem_put does) */
+            Py_ssize_t x = mem->table[at].index - 1;
+            rc_move_to_end(mem, x);
+            Py_SETREF(mem->nodes[x].value, Py_NewRef(value));
+            return 0;
+        }
+        PyObject *blob = PyBytes_FromStringAndSize(raw, k);
+        if (blob == NULL) return -1;
+        int done = rc_put(mem, blob, hash, value, mem_eq);
+        Py_DECREF(blob);
+        return done;
+    }
+    PyObject *key = mem_leaves_key(lv, n);
+    if (key == NULL) return -1;
+    int done = memory_put(items, key, value);
+    Py_DECREF(key);
+    return done;
 }
 
 /* The fallback list in request order, the packed traces in it (see above). */
 static int finish_join(Scanner *self, scan_state *st) {
-    PyObject *probe_settled = NULL, *probe_call = NULL; /* (see probe_fill) */
     smap index = {NULL, 0, 0}; /* trace -> its group */
     join_group *groups = NULL;
     PyObject *pending_hex = NULL; /* the hex of a trace whose group is not made yet */
@@ -2664,27 +2779,28 @@ static int finish_join(Scanner *self, scan_state *st) {
         PyObject *trace = k >= 0 ? Py_NewRef(groups[k].trace) : bytes_of(x->trace);
         if (trace == NULL) goto done;
         if (x->series >= 0) {
-            /* (the keys looked up in probe tuples reused: see probe_fill) */
-            PyObject *pk[2] = {Py_NewRef(trace), bytes_of(x->parent)};
-            PyObject *key = probe_fill(&probe_settled, 2, pk);
-            int late = key ? memory_contains(self->join_settled, key) : -1;
+            /* (the keys (trace, parent) and ("call", trace, call id) looked up by their data: see
+             * mem_leaf) */
+            mem_leaf pk[2] = {{x->trace.p, x->trace.n, 0}, {x->parent.p, x->parent.n, 0}};
+            int late = memory_contains_leaves(self->join_settled, pk, 2);
             if (!late && (x->flags & 3)) { /* a call or JSON-RPC key already settled (_is_late) */
-                PyObject *keys[2] = {NULL, NULL}, *reading = PyList_GET_ITEM(self->join_learned, x->series);
+                PyObject *reading = PyList_GET_ITEM(self->join_learned, x->series);
                 PyObject **hex = k >= 0 ? &groups[k].hex : &pending_hex;
                 if (x->flags & 1) { /* ("call", trace, call id), as join_keys_of makes it */
-                    PyObject *ck[3] = {Py_NewRef(self->s_call), Py_NewRef(trace),
-                                       PyUnicode_DecodeUTF8((const char *)x->ids[0].p, x->ids[0].n, "strict")};
-                    if ((keys[0] = probe_fill(&probe_call, 3, ck)) == NULL) late = -1;
+                    mem_leaf ck[3] = {{(const uint8_t *)"call", 4, 1}, {x->trace.p, x->trace.n, 0},
+                                      {x->ids[0].p, x->ids[0].n, 1}};
+                    late = memory_contains_leaves(self->join_keys, ck, 3);
                 }
                 /* (the JSON-RPC key as join_keys_of makes it: a new tuple, owned) */
                 PyObject *rk[2];
                 if (!late && (x->flags & 2)) {
-                    if (join_keys_of(self, trace, hex, x->ids, 2, reading, rk) < 0) late = -1;
-                    else keys[1] = rk[1];
+                    if (join_keys_of(self, trace, hex, x->ids, 2, reading, rk) < 0) {
+                        late = -1;
+                    } else if (rk[1] != NULL) {
+                        late = memory_contains(self->join_keys, rk[1]);
+                        Py_DECREF(rk[1]);
+                    }
                 }
-                for (int j = 0; j < 2 && !late; j++)
-                    if (keys[j] != NULL) late = memory_contains(self->join_keys, keys[j]);
-                Py_XDECREF(keys[1]);
             }
             if (late) {
                 Py_DECREF(trace);
@@ -2777,8 +2893,6 @@ done:
         Py_XDECREF(groups[k].hex);
     }
     Py_XDECREF(pending_hex);
-    Py_XDECREF(probe_settled);
-    Py_XDECREF(probe_call);
     PyMem_Free(groups);
     smap_free(&index);
     return rc;
@@ -3475,13 +3589,10 @@ static PyObject *do_settle_simple(Scanner *self, PyObject *packed) {
         double duration = (end >= start ? (double)(end - start) : -(double)(start - end)) / 1e9;
         slice span_id = {r + 2, r[1]};
         observe(self, e, B_TOOL, duration, trace_id, span_id, NULL);
-        /* the memory of settled layers, as the joiner's _settle_simple keeps it */
-        PyObject *span = PyBytes_FromStringAndSize((const char *)r + 2, r[1]);
-        PyObject *key = span ? PyTuple_Pack(2, trace, span) : NULL;
-        Py_XDECREF(span);
-        int put = key ? memory_put(self->join_settled, key, value) : -1;
-        Py_XDECREF(key);
-        if (put < 0) goto counted;
+        /* the memory of settled layers, as the joiner's _settle_simple keeps it ((trace, span)
+         * put by its data: see mem_leaf) */
+        mem_leaf key[2] = {{trace_id.p, 16, 0}, {r + 2, r[1], 0}};
+        if (memory_put_leaves(self->join_settled, key, 2, value) < 0) goto counted;
     }
     if (memory_trim(self->join_settled, size) < 0) goto counted;
     result = PyLong_FromSsize_t(nl);
@@ -3996,15 +4107,19 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
         /* the memories (the layers of settled calls, their keys) */
         for (Py_ssize_t i = g; i >= 0; i = next[i]) {
             const uint8_t *r = layers[i].rec;
-            PyObject *span = PyBytes_FromStringAndSize((const char *)r + 2, r[1]);
-            PyObject *key = span ? PyTuple_Pack(2, trace, span) : NULL;
-            Py_XDECREF(span);
-            int put = key ? memory_put(self->join_settled, key, value) : -1;
-            Py_XDECREF(key);
-            if (put < 0) goto done;
+            /* ((trace, span) and ("call", trace, call id) put by their data: see mem_leaf) */
+            mem_leaf key[2] = {{trace_id.p, 16, 0}, {r + 2, r[1], 0}};
+            if (memory_put_leaves(self->join_settled, key, 2, value) < 0) goto done;
             if (!r[19]) continue;
+            if (r[19] & 1) {
+                mem_leaf ck[3] = {{(const uint8_t *)"call", 4, 1}, {trace_id.p, 16, 0},
+                                  {layers[i].ids[0].p, layers[i].ids[0].n, 1}};
+                if (memory_put_leaves(self->join_keys, ck, 3, value) < 0 ||
+                    memory_trim(self->join_keys, keys_size) < 0)
+                    goto done;
+            }
             PyObject *ks[2];
-            if (join_keys_of(self, trace, &hex, layers[i].ids, r[19], ls[i].reading, ks) < 0) goto done;
+            if (join_keys_of(self, trace, &hex, layers[i].ids, r[19] & 2, ls[i].reading, ks) < 0) goto done;
             for (int k = 0; k < 2; k++) {
                 if (ks[k] == NULL) continue;
                 int ok = memory_put(self->join_keys, ks[k], value) == 0 && memory_trim(self->join_keys, keys_size) == 0;

@@ -1,7 +1,7 @@
 /* _recency.h: a bounded recency memory shared by the C accelerators (_tracewire's LateMemory,
  * _agentscan's Memory): key -> value, at most `size` entries, the least recently put dropped
  * first, as an OrderedDict whose keys are moved to the end when put and which is trimmed from
- * the front to `size`. A hash table of node indexes (linear probing, deletion by backward
+ * the front to `size`. A hash table of node indexes and their hashes (linear probing, deletion by backward
  * shift) over nodes in a doubly linked recency list (oldest first). The memory owns a
  * reference to each key and value. No Python type here: the including module wraps the struct
  * in its own type and passes its key equality (rc_eq: 1 equal, 0 not; it must not fail nor run
@@ -22,10 +22,18 @@ typedef struct {
     Py_ssize_t prev, next; /* -1: none */
 } rc_node;
 
+/* a table slot: the node index + 1 (0 empty) and that node's hash, beside it so that a probe
+ * compares hashes without reading the node (a lookup that misses, the common one, reads no
+ * node at all: one cache line of the table instead of one node per slot probed) */
+typedef struct {
+    Py_ssize_t index;
+    Py_hash_t hash;
+} rc_slot;
+
 typedef struct {
     rc_node *nodes;
     Py_ssize_t nodes_cap, used; /* nodes allocated; nodes ever used (free ones are reused) */
-    Py_ssize_t *table;          /* node index + 1, 0 empty */
+    rc_slot *table;             /* (index 0: an empty slot) */
     Py_ssize_t tmask;           /* table size - 1 */
     Py_ssize_t len, size;       /* entries; the most kept */
     Py_ssize_t head, tail, free;
@@ -40,7 +48,7 @@ rc_init(rc_memory *m, Py_ssize_t size)
     memset(m, 0, sizeof(*m));
     m->size = size < 0 ? 0 : size;
     m->head = m->tail = m->free = -1;
-    m->table = PyMem_Calloc(16, sizeof(Py_ssize_t));
+    m->table = PyMem_Calloc(16, sizeof(rc_slot));
     m->tmask = 15;
     if (m->table == NULL) {
         PyErr_NoMemory();
@@ -59,7 +67,7 @@ rc_clear(rc_memory *m)
     m->len = 0;
     m->used = 0;
     if (m->table != NULL)
-        memset(m->table, 0, (size_t)(m->tmask + 1) * sizeof(Py_ssize_t));
+        memset(m->table, 0, (size_t)(m->tmask + 1) * sizeof(rc_slot));
     while (x >= 0) {
         Py_ssize_t next = nodes[x].next;
         PyObject *key = nodes[x].key, *value = nodes[x].value;
@@ -87,10 +95,12 @@ static inline Py_ssize_t
 rc_find(const rc_memory *m, PyObject *key, Py_hash_t hash, rc_eq eq)
 {
     Py_ssize_t i = (Py_ssize_t)((size_t)hash & (size_t)m->tmask), k;
-    while ((k = m->table[i])) {
-        const rc_node *nd = &m->nodes[k - 1];
-        if (nd->hash == hash && (nd->key == key || eq(nd->key, key)))
-            return i;
+    while ((k = m->table[i].index)) {
+        if (m->table[i].hash == hash) {
+            const rc_node *nd = &m->nodes[k - 1];
+            if (nd->key == key || eq(nd->key, key))
+                return i;
+        }
         i = (i + 1) & m->tmask;
     }
     return -1;
@@ -101,16 +111,17 @@ static inline Py_ssize_t
 rc_node_of(const rc_memory *m, PyObject *key, Py_hash_t hash, rc_eq eq)
 {
     Py_ssize_t at = rc_find(m, key, hash, eq);
-    return at < 0 ? -1 : m->table[at] - 1;
+    return at < 0 ? -1 : m->table[at].index - 1;
 }
 
 static inline void
-rc_table_put(Py_ssize_t *table, Py_ssize_t tmask, Py_hash_t hash, Py_ssize_t index)
+rc_table_put(rc_slot *table, Py_ssize_t tmask, Py_hash_t hash, Py_ssize_t index)
 {
     Py_ssize_t i = (Py_ssize_t)((size_t)hash & (size_t)tmask);
-    while (table[i])
+    while (table[i].index)
         i = (i + 1) & tmask;
-    table[i] = index + 1;
+    table[i].index = index + 1;
+    table[i].hash = hash;
 }
 
 /* slot i emptied, the entries after it shifted back so that every one stays reachable */
@@ -120,18 +131,17 @@ rc_table_remove(rc_memory *m, Py_ssize_t i)
     Py_ssize_t j = i;
     for (;;) {
         j = (j + 1) & m->tmask;
-        Py_ssize_t k = m->table[j];
-        if (!k)
+        if (!m->table[j].index)
             break;
-        Py_ssize_t ideal = (Py_ssize_t)((size_t)m->nodes[k - 1].hash & (size_t)m->tmask);
+        Py_ssize_t ideal = (Py_ssize_t)((size_t)m->table[j].hash & (size_t)m->tmask);
         /* the entry at j may move to i when its ideal slot is not in (i, j] (cyclically) */
         int stays = i <= j ? (ideal > i && ideal <= j) : (ideal > i || ideal <= j);
         if (!stays) {
-            m->table[i] = k;
+            m->table[i] = m->table[j];
             i = j;
         }
     }
-    m->table[i] = 0;
+    m->table[i].index = 0;
 }
 
 static inline void
@@ -176,7 +186,7 @@ static inline int
 rc_grow_table(rc_memory *m)
 {
     Py_ssize_t tsize = (m->tmask + 1) * 2;
-    Py_ssize_t *table = PyMem_Calloc((size_t)tsize, sizeof(Py_ssize_t));
+    rc_slot *table = PyMem_Calloc((size_t)tsize, sizeof(rc_slot));
     if (table == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -193,7 +203,7 @@ rc_grow_table(rc_memory *m)
 static inline void
 rc_take(rc_memory *m, Py_ssize_t at, PyObject **key, PyObject **value)
 {
-    Py_ssize_t x = m->table[at] - 1;
+    Py_ssize_t x = m->table[at].index - 1;
     rc_node *nd = &m->nodes[x];
     rc_table_remove(m, at);
     rc_unlink(m, x);
@@ -238,7 +248,7 @@ rc_put(rc_memory *m, PyObject *key, Py_hash_t hash, PyObject *value, rc_eq eq)
 {
     Py_ssize_t at = rc_find(m, key, hash, eq);
     if (at >= 0) {
-        Py_ssize_t x = m->table[at] - 1;
+        Py_ssize_t x = m->table[at].index - 1;
         rc_move_to_end(m, x);
         Py_SETREF(m->nodes[x].value, Py_NewRef(value));
         return 0;
@@ -335,7 +345,7 @@ rc_iter(const rc_memory *m)
 static inline size_t
 rc_allocated(const rc_memory *m)
 {
-    return (size_t)m->nodes_cap * sizeof(rc_node) + (size_t)(m->tmask + 1) * sizeof(Py_ssize_t);
+    return (size_t)m->nodes_cap * sizeof(rc_node) + (size_t)(m->tmask + 1) * sizeof(rc_slot);
 }
 
 #endif /* RECENCY_H */

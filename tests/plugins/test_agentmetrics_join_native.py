@@ -1261,6 +1261,77 @@ def test_packed_ids_join_the_calls_and_late_layers_are_dropped(
     assert native["late"] == 1
 
 
+@pytest.mark.parametrize(
+    "call_id",
+    [
+        "c1",
+        "x" * 127,  # (the longest key leaf looked up and put by its data in C)
+        "x" * 128,  # (longer: the key made, as any other memory key)
+        "é",  # (Latin-1: not ASCII, the key made)
+        "呼び出し",
+        "x" * 65_535,
+    ],
+)
+@pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "inner-first"])
+def test_settled_call_keys_are_the_python_keys_and_late_layers_are_dropped(
+    call_id: str, reverse: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The C join looks up and puts its memory keys ((trace, span), ("call", trace, call id))
+    by their data, without making them (mem_leaf in _agentscan.c): every key it put is found
+    by the same key made in Python, and a layer arriving after its call was settled is late,
+    whatever the call id (ASCII, at the length bound and past it, not ASCII, huge) and in
+    whichever order the two layers of one call (one call id, the second not the child of the
+    first) arrive: the counts are the pure-Python join's."""
+
+    def spans(trace: int) -> list[Span]:
+        out = [
+            span(trace, 2, 1, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
+                 "gen_ai.tool.name": "add", "gen_ai.tool.call.id": call_id}, start=T0),
+            span(trace, 4, 9, "execute_tool add", attrs={"gen_ai.operation.name":
+                 "execute_tool", "gen_ai.tool.name": "add", "gen_ai.tool.call.id": call_id},
+                 start=T0 + 0.001),
+        ]  # fmt: skip
+        return out[::-1] if reverse else out
+
+    results = []
+    for native in (True, False):
+        counts: collections.Counter[str] = collections.Counter()
+        monkeypatch.setenv("PIPELINE_NATIVE", "1" if native else "0")
+
+        async def main(
+            counts: collections.Counter[str] = counts, native: bool = native
+        ) -> dict[str, Any]:
+            conn = connector({"window": "1h"}, None)
+            if native:
+                assert conn._scanner is not None
+                conn._scanner = CountingScans(conn._scanner, counts)
+            await conn.consume(request(spans(1)))  # learns both shapes
+            for trace in (2, 3):
+                first, second = spans(trace)
+                await conn.consume(request([first]))
+                await conn.consume(request([second]))
+            conn._settle(time.time_ns(), time.time(), everything=True)
+            for memory in (conn.joiner.settled_memory(), conn.joiner.settled_keys_memory()):
+                keys = list(memory)
+                assert keys
+                for key in keys:  # (found by a key made apart: its hash not cached)
+                    copy = tuple(x[:1] + x[1:] if isinstance(x, bytes | str) else x for x in key)
+                    assert copy in memory
+            for trace in (2, 3):  # late: their call was settled
+                await conn.consume(request(spans(trace)[1:]))
+            await conn.shutdown()
+            return outcome(conn)
+
+        results.append(asyncio.run(main()))
+        if native:
+            assert counts["packed"] == 4, counts
+    native, python = results
+    assert native == python
+    calls = [v for k, v in native.items() if "tool_calls" in k]
+    assert [c[0] for c in calls] == [3], native  # one call per trace
+    assert native["late"] == 2
+
+
 def test_settle_simple_refuses_malformed_ids() -> None:
     """settle_simple reads the ids string it is given (a method anyone can call): lengths past
     its end, zero lengths, unknown flags and bytes left over are refused with ValueError,

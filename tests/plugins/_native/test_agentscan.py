@@ -1057,6 +1057,9 @@ def memory_ops(data: bytes) -> None:
         lambda b: (-(1 << (b % 70)), (1 << (8 * (b % 4))) - 1 - b % 2, 127 + b % 3),
         lambda b: (-1 if b & 1 else 1) * 2 ** (1000 + b % 3),
         lambda b: ("é".encode("utf-16-le"),) if b & 1 else ("é".encode("latin-1"),),
+        # keys whose hashes share their low bits (an int hashes to itself): one run of slots
+        # from the same first slot, searched and shifted back on deletion by their hashes
+        lambda b: (b % 8) << 40,
     ]
     clock = 0.0
     for at in range(1, len(data) - 1, 2):
