@@ -1684,6 +1684,36 @@ static int has_prefix(slice text, PyObject *prefixes) {
     return 0;
 }
 
+/* Counts a workflow execution of the root s (connector.py _execution): agent_workflow_executions,
+ * the duration (its exemplar the span's, in span order) and (type, outcome) -> durations for the
+ * failure/SLA windows. 0, or -1 on error. */
+static int count_execution(Scanner *self, scan_state *st, span_info *s, PyObject *wf_type, PyObject *agent,
+                           PyObject *outcome, PyObject *tier, double duration) {
+    entry *e = get_entry(&st->a, M_WF_EXECUTIONS, wf_type, agent, outcome, tier);
+    if (e == NULL) return -1;
+    e->count++;
+    e = get_entry(&st->a, M_WF_DURATION, wf_type, tier, NULL, NULL);
+    if (e == NULL) return -1;
+    observe_scan(self, e, B_WORKFLOW, duration, s->trace_id, s->span_id, ST_OFF(st, s->trace_id), ST_OFF(st, s->span_id));
+    PyObject *key = PyTuple_Pack(2, wf_type, outcome);
+    if (key == NULL) return -1;
+    PyObject *durations = PyDict_GetItemWithError(st->workflows, key);
+    if (durations == NULL) {
+        if (PyErr_Occurred() || (durations = PyList_New(0)) == NULL ||
+            PyDict_SetItem(st->workflows, key, durations) < 0) {
+            Py_XDECREF(durations);
+            Py_DECREF(key);
+            return -1;
+        }
+        Py_DECREF(durations); /* the dict holds it */
+    }
+    Py_DECREF(key);
+    PyObject *d = PyFloat_FromDouble(duration);
+    if (d == NULL || PyList_Append(durations, d) < 0) { Py_XDECREF(d); return -1; }
+    Py_DECREF(d);
+    return 0;
+}
+
 static int handle_span(Scanner *self, span_info *s, scan_state *st) {
     int failed = s->status_code == STATUS_ERROR;
     int tool = (s->present[K_OP] && s->values[K_OP].n == PyBytes_GET_SIZE(self->tool_op) &&
@@ -1802,29 +1832,7 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
             if (truthy(agent) && run_id_text(agent)) agent = NULL;
         }
         if (!truthy(agent)) agent = self->s_unknown;
-        entry *e = get_entry(&st->a, M_WF_EXECUTIONS, wf_type, agent, outcome, tier);
-        if (e == NULL) goto wf_error;
-        e->count++;
-        e = get_entry(&st->a, M_WF_DURATION, wf_type, tier, NULL, NULL);
-        if (e == NULL) goto wf_error;
-        observe_scan(self, e, B_WORKFLOW, wf_duration, s->trace_id, s->span_id, ST_OFF(st, s->trace_id), ST_OFF(st, s->span_id));
-        /* (type, outcome) -> durations, for the failure/SLA windows */
-        PyObject *key = PyTuple_Pack(2, wf_type, outcome);
-        if (key == NULL) goto wf_error;
-        PyObject *durations = PyDict_GetItemWithError(st->workflows, key);
-        if (durations == NULL) {
-            if (PyErr_Occurred() || (durations = PyList_New(0)) == NULL ||
-                PyDict_SetItem(st->workflows, key, durations) < 0) {
-                Py_XDECREF(durations);
-                Py_DECREF(key);
-                goto wf_error;
-            }
-            Py_DECREF(durations); /* the dict holds it */
-        }
-        Py_DECREF(key);
-        PyObject *d = PyFloat_FromDouble(wf_duration);
-        if (d == NULL || PyList_Append(durations, d) < 0) { Py_XDECREF(d); goto wf_error; }
-        Py_DECREF(d);
+        if (count_execution(self, st, s, wf_type, agent, outcome, tier, wf_duration) < 0) goto wf_error;
         Py_XDECREF(owned);
         component = "workflow";
         comp_obj = self->s_workflow;
@@ -2220,7 +2228,8 @@ static PyObject *fallback_item(Py_ssize_t start, Py_ssize_t end, Py_ssize_t rs_s
  * settle). A failed span learned so as one that gives the join no layer (-3: a failure and its
  * parent link, read in Python) is handed over as a link-only span: its trace's layers may be
  * packed beside it (the joiner keeps a trace's Packed links when a failure of the same request
- * makes its entry). */
+ * makes its entry). A failed workflow root learned so (-4, -5, -6) is counted here: see
+ * failed_root. */
 
 #define RECORD 40 /* kind, span id length, span id[8], parent length, parent[8], id flags, start, end, series */
 
@@ -2528,7 +2537,7 @@ static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series,
     if (v == NULL) { Py_DECREF(key); return PyErr_Occurred() ? -1 : 0; }
     long n = PyLong_Check(v) ? PyLong_AsLong(v) : -2;
     if (!PyLong_Check(v)) PyErr_SetString(PyExc_TypeError, "join shapes map to int");
-    else if (!(n == -1 && PyErr_Occurred()) && (n < -3 || n >= PyList_GET_SIZE(self->join_series)))
+    else if (!(n == -1 && PyErr_Occurred()) && (n < -6 || n >= PyList_GET_SIZE(self->join_series)))
         PyErr_SetString(PyExc_ValueError, "join shape maps to no series");
     if (PyErr_Occurred()) { Py_DECREF(key); return -1; }
     if (self->learned_used >= LEARNED_SLOTS * 3 / 4) { /* full: started again */
@@ -2936,9 +2945,59 @@ static int failed_learned(Scanner *self, scan_state *st, span_info *s, Py_ssize_
     Py_XDECREF(shape);
     if (known == 0 && size == PyDict_GET_SIZE(self->join_shapes)) *miss = h;
     if (known <= 0) return known;
-    if (*series < 0 && *series != -3) return 0; /* (never learned so) */
+    if (*series == -1 || *series == -2) return 0; /* (never learned so) */
     *msg = status.n ? status : emsg;
     return 1;
+}
+
+/* -- failed workflow roots ------------------------------------------------------------------
+ *
+ * A failed workflow root whose shape and exception type the Python side read before (its memo's
+ * (shape, exception type, True): connector.py _read_span) is learned in join_shapes as -4 (its
+ * failure goes to the joiner), -5 (so, a failure the peer answered with: Failure.peer) or -6
+ * (the dialect's status report: no failure for the joiner). Such a root is counted here: its
+ * execution (count_execution, from root_facts) and, for -4 and -5, its failure handed over as
+ * the fallback list's Failure arguments (trace id, span id, parent, errors_total labels,
+ * exception type, start, end, status message, peer), a link-only item (its trace's layers may
+ * be packed beside it). One that only Python can read (no workflow root, facts root_facts leaves
+ * to the full decode) is handed over as -3 (learned so: the Python side learns -3 for every
+ * failed span it would learn -4 to -6 for). */
+static PyObject *fr_names[4]; /* the errors_total label names, interned once, kept for the process */
+
+/* 1 when the failed root s of the learned series (-4, -5, -6) was counted (*item: its failure,
+ * or NULL for -6), 0 when it is to be read in Python (no workflow root, or only a full decode
+ * decides: root_facts gives None), -1 on error. */
+static int failed_root(Scanner *self, scan_state *st, span_info *s, long series, PyObject **item) {
+    *item = NULL;
+    if (fr_names[0] == NULL) {
+        static const char *const text[4] = {"error_type", "component", "severity", "recoverable"};
+        for (int i = 0; i < 4; i++)
+            if ((fr_names[i] = PyUnicode_InternFromString(text[i])) == NULL) return -1;
+    }
+    PyObject *root = root_facts(self, s);
+    if (root == NULL) return -1;
+    if (root == Py_None) { Py_DECREF(root); return 0; }
+    PyObject *facts = series == -6 ? Py_NewRef(Py_None) : failure_facts(s);
+    if (facts == NULL) { Py_DECREF(root); return -1; }
+    if (series != -6 && facts == Py_None) { Py_DECREF(facts); Py_DECREF(root); return 0; } /* (not ASCII) */
+    /* (wf_type, agent, outcome, tier, duration, error type, severity, recoverable) */
+#define R(i) PyTuple_GET_ITEM(root, i)
+    int rc = count_execution(self, st, s, R(0), R(1), R(2), R(3), PyFloat_AS_DOUBLE(R(4)));
+    if (rc == 0 && series != -6) {
+        PyObject *pairs[4] = {PyTuple_Pack(2, fr_names[0], R(5)), PyTuple_Pack(2, fr_names[1], self->s_workflow),
+                              PyTuple_Pack(2, fr_names[2], R(6)), PyTuple_Pack(2, fr_names[3], R(7))};
+        PyObject *items[9] = {
+            bytes_of(s->trace_id), bytes_of(s->span_id), bytes_of(s->parent), tuple_steal(4, pairs),
+            Py_NewRef(PyTuple_GET_ITEM(facts, 1)), PyLong_FromUnsignedLongLong(s->start),
+            PyLong_FromUnsignedLongLong(s->end), Py_NewRef(PyTuple_GET_ITEM(facts, 0)),
+            Py_NewRef(series == -5 ? Py_True : Py_False)};
+        *item = tuple_steal(9, items);
+        if (*item == NULL) rc = -1;
+    }
+#undef R
+    Py_DECREF(facts);
+    Py_DECREF(root);
+    return rc < 0 ? -1 : 1;
 }
 
 static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
@@ -2986,6 +3045,29 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                             if (msg.n > 0xffff) known = 0; /* (its length in two bytes) */
                             else failed_layer = 1;
                         }
+                    }
+                    if (known && series <= -4 && s.parent.n == 0) { /* a failed workflow root */
+                        PyObject *fitem;
+                        int done = failed_root(self, st, &s, series, &fitem);
+                        if (done < 0) { Py_XDECREF(shape); return -1; }
+                        if (done == 0) {
+                            /* read in Python as a failed span that gives the join no layer (-3:
+                             * what the Python side learns of the shape besides, see _learn) */
+                            series = -3;
+                        } else {
+                            Py_XDECREF(shape);
+                            if (fitem == NULL) continue; /* (a status report: nothing to join) */
+                            held_item *x = held_push(st);
+                            if (x == NULL) { Py_DECREF(fitem); return -1; }
+                            x->item = fitem; /* owned */
+                            x->link_only = 1;
+                            x->trace = s.trace_id;
+                            x->span = s.span_id;
+                            st->nlink_only++;
+                            continue;
+                        }
+                    } else if (known && series <= -4) {
+                        series = -3; /* (no root: cannot be, its shape has a parent) */
                     }
                     held_item probe;
                     int ok = 1;
@@ -3250,7 +3332,9 @@ PyDoc_STRVAR(scan_doc,
 "Metric.merge takes it); fallback: [(start, end, resource_start, resource_end, scope_start, scope_end)]\n"
 "offsets of spans for the Python path, of their Resource and InstrumentationScope messages\n"
 "((0, 0) when absent), with shape_keys configured followed by (shape | None, trace_id,\n"
-"span_id, parent_span_id, start_ns, end_ns) (see span_shape in the source); the request's A2A\n"
+"span_id, parent_span_id, start_ns, end_ns) (see span_shape in the source), with the join on\n"
+"also a trace's Packed item and a failed workflow root's failure (see failed_root in the\n"
+"source: a 9-tuple, the Failure's arguments); the request's A2A\n"
 "producers go into the producer cache and its consumers are matched with them; consumers:\n"
 "those without a producer yet, [(parent_span_id, link_span_ids, start_ns, trace_id,\n"
 "span_id, message_type)]; workflows: {(type, outcome): [durations]}. Raises ValueError on\n"

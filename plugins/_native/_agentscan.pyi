@@ -98,7 +98,11 @@ class Scanner:
         link: its trace may be packed all the same); a failed span's shape followed by an
         ``x`` entry of its exception type maps to a failed layer's series (packed with its
         message: record flag 4) or -3 (a failed span read in Python that gives the join a
-        failure and no layer: its trace may be packed all the same); ``join_learned`` holds
+        failure and no layer: its trace may be packed all the same), -4, -5 or -6 (a failed
+        workflow root: the scanner counts its execution and hands over its failure as the
+        ``Failure`` arguments (trace id, span id, parent, errors_total labels, exception type,
+        start, end, status message, peer: True for -5), none for -6, a status report; when
+        only Python can read it, it is left to Python as before); ``join_learned`` holds
         each series' reading (side, tool, tool type, mcp, server, retry, agent, call id key,
         JSON-RPC id key: indexes into ``join_id_keys``, -1 none; a failed layer's then failed,
         error type, exception type), ``join_keys`` the joiner's memory of settled call and

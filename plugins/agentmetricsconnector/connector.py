@@ -123,6 +123,12 @@ LINK_ONLY = "link only"
 # parent link; the C scanner hands it over to Python and packs its trace's layers (learned as
 # -3, see _failed_shape)
 FAILURE_ONLY = "failure only"
+# a learned reading of a failed workflow root by its shape and exception type: all of its
+# reading but its execution, error labels, ids, times and message follows from these (see
+# _read_span); the C scanner counts the next ones (``failed_root`` in _agentscan.c, learned as
+# -4: its failure to the joiner, -5: a failure the peer answered with, -6: a status report,
+# no failure) and hands over their failures only (the Failure's arguments, see _read_fallback)
+FAILED_ROOTS = {(False, False): -4, (False, True): -5, (True, False): -6, (True, True): -6}
 # a context's memo of readings by shape (see _Shape): shape -> LINK or a tool-call layer's
 # reading; (shape, exception type) -> a failed tool-call layer's reading; (shape, exception
 # type, None) -> FAILURE_ONLY (learned so)
@@ -792,16 +798,18 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         """Lets the C scanner pack the spans of a shape whose reading was remembered (a link,
         or a tool-call layer: (side, tool, tool type, mcp, server, retry, agent, call id key,
         JSON-RPC id key): the keys index ``join_id_keys``, -1 when the layer has no such id;
-        the scanner reads the ids of each span from those attributes, see :meth:`_id_keys`)."""
+        the scanner reads the ids of each span from those attributes, see :meth:`_id_keys`),
+        or count them (a failed workflow root: a value of :data:`FAILED_ROOTS`)."""
         if self.joiner.native is None:
             return
         shapes = self._join_shapes
-        if reading is LINK_ONLY or reading is FAILURE_ONLY:  # (kept so once learned)
-            if shape.where not in shapes:
+        if reading is LINK_ONLY or reading is FAILURE_ONLY or isinstance(reading, int):
+            if shape.where not in shapes:  # (kept so once learned)
                 if len(shapes) >= JOIN_SHAPES:
                     shapes.clear()
                     self._scanner.forget_shapes()
-                shapes[shape.where] = -2 if reading is LINK_ONLY else -3
+                code = reading if isinstance(reading, int) else -2 if reading is LINK_ONLY else -3
+                shapes[shape.where] = code
             return
         if reading is not LINK:
             known = self._join_ids.get(reading)
@@ -1000,7 +1008,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         (its message, ids and times complete the remembered reading), nor a failed workflow
         root whose shape and exception type were read before as one whose failure says no
         more (see :meth:`_read_span`): the scanner's ``take_roots`` give what its execution
-        and errors say beyond its shape."""
+        and errors say beyond its shape. The scanner counts the next such roots itself (learned
+        as :data:`FAILED_ROOTS`) and gives only their failures here (a 9-tuple: the
+        :class:`Failure`'s arguments)."""
         contexts: dict[tuple[int, int, int, int], tuple[_Context, ShapeMemo | None]] = {}
         links = batch.links
         layers = batch.layers
@@ -1009,6 +1019,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         for item in fallback:
             if len(item) == 4:  # Packed: a trace's layers and links (see calls.py)
                 layers.append(item)
+                continue
+            if len(item) == 9:  # a failed workflow root the C scanner counted: its failure
+                batch.failures.append(Failure(*item))
                 continue
             key = item[2:6]  # (resource start, end, scope start, end)
             found = contexts.get(key)
@@ -1393,6 +1406,11 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             # message (from the scanner: take_roots, take_failures) follows from its shape and
             # exception type (the facts' key), read again as such by _read_fallback
             shape.memo[(shape.key, failure[1], True)] = (facts.status_report, facts.peer_error)
+            if self._id_sources_free(attrs):  # (the C scanner counts the next ones)
+                self._learn(
+                    self._failed_shape(shape, failure[1]),
+                    FAILED_ROOTS[(bool(facts.status_report), bool(facts.peer_error))],
+                )
         if failed and not (facts is not None and facts.status_report):
             batch.failures.append(
                 Failure(

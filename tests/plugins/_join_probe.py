@@ -129,10 +129,12 @@ def count_scans(conn: AgentMetricsConnector, share: Share, source: str) -> None:
             # join no layer without touching its trace)
             failures = scanner.take_failures() or {}
             self.failures = failures
+            # (a failed workflow root the scanner counted: its failure handed over, a 9-tuple)
             share.packed_failed_traces += sum(
                 1
                 for item in result[1]
-                if len(item) > 6 and item[0] in failures and item[7] in failed_here
+                if (len(item) > 9 and item[0] in failures and item[7] in failed_here)
+                or (len(item) == 9 and item[0] in failed_here)
             )
             return result
 

@@ -299,3 +299,241 @@ async def test_an_agent_id_shaped_like_a_run_id_is_no_label(
     (dp,) = (dp for name, _, dp in points(got) if name == "agent_workflow_executions")
     labels = {a.key: a.value.string_value for a in dp.attributes}
     assert labels["agent_id"] == label
+
+
+# -- failed workflow roots counted by the scanner (``failed_root`` in _agentscan.c) -------------
+RUN_ID = "3f2b8c1e-9a4d-4c7e-8b1a-2d5e6f7a8b9c"
+HUGE = "w" * 20_000
+
+
+def exception_event(s: Span, exc_type: str, message: str = "") -> Span:
+    event = s.events.add(name="exception", time_unix_nano=s.start_time_unix_nano)
+    event.attributes.append(kv("exception.type", exc_type))
+    if message:
+        event.attributes.append(kv("exception.message", message))
+    return s
+
+
+# (name, attributes, status message, exception (type, message) or None, kind) of failed roots:
+# the outcome given (failed, timeout, cancelled) or found in the evidence (a timeout, a
+# cancellation in the status message or the exception), error.type or the exception's type,
+# severity and recoverable given or derived (an HTTP status), the workflow duration given, an
+# agent id given, shaped like a run id, stamped by the workflow processor; hostile values: a
+# huge name, non-ASCII messages (the full decode: Python's), an HTTP server root (more metrics)
+FAILED_ROOTS = [
+    ("workflow.plan", {"gen_ai.agent.id": "a1", "workflow.id": "w"}, "it broke", None, 0),
+    ("workflow.plan", {"workflow.outcome": "timeout", "workflow.id": "w"}, "slow", None, 0),
+    ("workflow.plan", {"workflow.outcome": "cancelled"}, "", ("CancelledError", "stop"), 0),
+    ("workflow.plan", {"workflow.outcome": "nonsense"}, "Deadline exceeded", None, 0),
+    ("workflow.plan", {"workflow.id": "w"}, "the user CANCELLED it", None, 0),
+    ("workflow.plan", {"workflow.id": "w"}, "", ("TimeoutError", "after 30s"), 0),
+    ("workflow.plan", {"workflow.id": "w"}, "", ("ValueError", ""), 0),
+    ("workflow.plan", {"workflow.id": "w", "error.type": "rate_limited"}, "429", None, 0),
+    (
+        "run",
+        {
+            "workflow.type": "triage",
+            "error.type": "tool_error",
+            "error.severity": "warning",
+            "error.recoverable": "maybe",
+        },
+        "x",
+        ("KeyError", "k"),
+        0,
+    ),
+    ("run", {"workflow.name": "support", "http.response.status_code": "503"}, "upstream", None, 0),
+    ("run", {"workflow.name": "support", "http.status_code": "429"}, "throttled", None, 0),
+    ("workflow.", {"workflow.id": "w", "workflow.duration": 12.5}, "late", None, 0),
+    ("workflow.plan", {"workflow.id": "w", "workflow.duration": "12.5"}, "late", None, 0),
+    ("workflow.plan", {"workflow.id": "w", "gen_ai.agent.id": RUN_ID}, "it broke", None, 0),
+    (
+        "workflow.plan",
+        {"workflow.id": "w", "gen_ai.agent.id": "pyd_ai_" + "ab" * 16},
+        "no",
+        None,
+        0,
+    ),
+    (
+        "workflow.plan",
+        {"workflow.id": "w", "workflow.agent.id": "stamped", "workflow.complexity_tier": "complex"},
+        "it broke",
+        None,
+        0,
+    ),
+    ("workflow." + HUGE, {"workflow.id": "w", "gen_ai.agent.id": HUGE}, "huge " + HUGE, None, 0),
+    ("workflow.plan", {"workflow.id": "w"}, "échec: délai dépassé", None, 0),
+    ("workflow.plan", {"workflow.id": "w"}, "", ("TimeoutError", "délai"), 0),
+    ("workflow.plan", {"workflow.id": "w", "error.type": "ошибка"}, "boom", None, 0),
+    ("workflow.plan", {"workflow.id": "w"}, "not a root's", None, Span.SPAN_KIND_SERVER),
+    ("chat gpt-4", {"gen_ai.operation.name": "chat", "workflow.id": "w"}, "llm", None, 0),
+    ("workflow.plan", {"workflow.id": "w", "workflow.secondary_root": True}, "second", None, 0),
+    # a failure the remote peer answered with (a2a-sdk's: counted there), a status report
+    # (an ASGI span's 5xx without an exception: no failure of its own): so without the gateway
+    # dialect (which the workflow markers select first)
+    (
+        "a2a.client.Agent.run",
+        {"workflow.id": "w"},
+        "",
+        ("a2a.utils.errors.InternalError", "no"),
+        Span.SPAN_KIND_CLIENT,
+    ),
+    (
+        "workflow.plan",
+        {"workflow.id": "w", "asgi.event.type": "http.response.start"},
+        "500",
+        None,
+        0,
+    ),
+]
+PEER, STATUS_REPORT = len(FAILED_ROOTS) - 2, len(FAILED_ROOTS) - 1
+
+
+def failed_roots_request(first: int, nested: bool) -> bytes:
+    """One trace per :data:`FAILED_ROOTS` entry from trace ``first`` on: the root, an agent run
+    below it (failed every other trace), another agent run below that when ``nested``, and a
+    tool call at the bottom (failed in three traces of four: the root's failure then is only
+    propagated, not counted)."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.append(kv("service.name", "svc"))
+    ss = rs.scope_spans.add()
+    ss.scope.name = "agent.test"
+    for i, (name, attrs, message, exc, kind) in enumerate(FAILED_ROOTS):
+        t = first + i
+        start = 1_700_000_000.0 + t
+        r = span(
+            t,
+            1,
+            None,
+            name,
+            kind=kind or Span.SPAN_KIND_INTERNAL,
+            attrs=attrs,
+            error=message,
+            start=start,
+            duration=0.25 + i / 8,
+        )
+        if exc is not None:
+            exception_event(r, *exc)
+        spans = [r]
+        run_attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "planner"}
+        spans.append(
+            span(
+                t,
+                2,
+                1,
+                "invoke_agent planner",
+                attrs=run_attrs,
+                error="it broke" if t % 2 else None,
+                start=start,
+                duration=0.2,
+            )
+        )
+        below = 2
+        if nested:
+            spans.append(
+                span(
+                    t,
+                    3,
+                    2,
+                    "invoke_agent helper",
+                    attrs={**run_attrs, "gen_ai.agent.name": "helper"},
+                    start=start,
+                    duration=0.1,
+                )
+            )
+            below = 3
+        tool = span(
+            t,
+            4,
+            below,
+            "execute_tool add",
+            kind=Span.SPAN_KIND_CLIENT,
+            attrs={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"},
+            error="it broke" if t % 4 else None,
+            start=start,
+            duration=0.01,
+        )
+        spans.append(exception_event(tool, "ValueError", "bad") if t % 4 else tool)
+        ss.spans.extend(spans if t % 3 else spans[::-1])
+    return req.SerializeToString()
+
+
+def failed_roots_requests() -> list[list[bytes]]:
+    """The same shapes request after request (the first teaches them, the scanner counts the
+    next ones), a merged payload among them."""
+    n = len(FAILED_ROOTS)
+    out = [[failed_roots_request(1 + k * n, nested=k % 2 == 1)] for k in range(4)]
+    out.append([failed_roots_request(1 + 4 * n, True), failed_roots_request(1 + 5 * n, False)])
+    return out
+
+
+NO_GATEWAY = {"dialects": {"disable": ["gateway"]}}
+
+
+@pytest.mark.parametrize("gateway", [True, False])
+@pytest.mark.parametrize("exemplars", [1, 3])
+@pytest.mark.parametrize("join", ["1s", "0s"])
+async def test_failed_roots_give_the_same_output(join: str, exemplars: int, gateway: bool) -> None:
+    got = await assert_same_output(
+        failed_roots_requests(),
+        {
+            "tool_call_join": {"window": join},
+            "exemplars": {"max_per_data_point": exemplars},
+            **({} if gateway else NO_GATEWAY),
+        },
+    )
+    executions = [
+        {a.key: a.value.string_value for a in dp.attributes}
+        for name, _, dp in points(got)
+        if name == "agent_workflow_executions"
+    ]
+    assert {"failed", "timeout", "cancelled"} <= {labels["outcome"] for labels in executions}
+    assert {"a1", "stamped", "unknown"} <= {labels["agent_id"] for labels in executions}
+    errors = [dp for name, _, dp in points(got) if name == "errors"]
+    types = {a.value.string_value for dp in errors for a in dp.attributes if a.key == "error_type"}
+    assert {"rate_limited", "tool_error", "TimeoutError", "ValueError", "_OTHER"} <= types
+
+
+@pytest.mark.parametrize("gateway", [True, False])
+async def test_failed_roots_of_a_learned_shape_are_counted_by_the_scanner(
+    monkeypatch: pytest.MonkeyPatch, gateway: bool
+) -> None:
+    """Once a failed workflow root's shape and exception type were read in Python, the scanner
+    counts the next ones: none of them is left to Python again (only its failure is handed
+    over, as the Failure's arguments); only those whose facts the scanner leaves to Python
+    are: a duration that is no double, non-ASCII evidence of the outcome (status message,
+    exception message, error.type), a server root (counted for more), a secondary root (no
+    workflow root), an inference. Without the gateway dialect: a peer's failure (handed over
+    as one) and a status report (no failure to hand over)."""
+    conn = connector(True, {"tool_call_join": {"window": "1s"}, **({} if gateway else NO_GATEWAY)})
+    left: list[int] = []  # (FAILED_ROOTS indexes of the roots left to Python)
+    handed: list[int] = []  # (of the failures handed over)
+    original = conn._read_fallback
+
+    def index(trace: bytes) -> int:
+        return (int.from_bytes(trace, "big") - 1) % len(FAILED_ROOTS)
+
+    def reading(raw: Any, fallback: list[Any], *args: Any, **kwargs: Any) -> None:
+        for item in fallback:
+            if len(item) == 9:
+                handed.append(index(item[0]))
+                assert item[8] == (index(item[0]) == PEER and not gateway)
+            elif len(item) == 12 and not item[9]:
+                left.append(index(item[7]))
+        original(raw, fallback, *args, **kwargs)
+
+    monkeypatch.setattr(conn, "_read_fallback", reading)
+    # (see the docstring; without the gateway dialect the chat span is an inference: Python's)
+    python = {12, 17, 18, 19, 20, 22} | (set() if gateway else {21})
+    for k, parts in enumerate(failed_roots_requests()):
+        left.clear()
+        handed.clear()
+        await conn.consume(Traces.merge([Traces(p) for p in parts]))
+        assert set(left) == (set(range(len(FAILED_ROOTS))) if k == 0 else python)
+        # (the others' failures: those that are no status report, a peer's among them)
+        assert set(handed) == (
+            set()
+            if k == 0
+            else set(range(len(FAILED_ROOTS))) - python - (set() if gateway else {STATUS_REPORT})
+        )
+        assert handed.count(PEER) == (0 if k == 0 else len(parts))

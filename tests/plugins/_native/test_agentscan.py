@@ -879,7 +879,8 @@ def test_failed_workflow_roots_are_read_in_c_as_in_python(monkeypatch: pytest.Mo
     """Failed roots of repeating shapes with hostile values (huge or non-ASCII status messages
     and exception types, NULs, missing or odd workflow fields, every span kind), each with a
     few spans below it: the C scanner's reading of them (take_roots) counts as the pure-Python
-    path's, and most are read from it (the first of a shape and exception type in Python)."""
+    path's, and most are read from it or counted by it (failed_root in the C source; the first
+    of a shape and exception type in Python)."""
     import asyncio
 
     rng = random.Random(1414)
@@ -912,6 +913,16 @@ def test_failed_workflow_roots_are_read_in_c_as_in_python(monkeypatch: pytest.Mo
         failed_root_reading(self, *args)
 
     monkeypatch.setattr(AgentMetricsConnector, "_failed_root", spy)
+    fallback_reading = AgentMetricsConnector._read_fallback
+
+    def spy_fallback(
+        self: AgentMetricsConnector, raw: Any, fallback: list[Any], *args: Any
+    ) -> None:
+        # (a failed root the scanner counted itself: its failure handed over, a 9-tuple)
+        read.extend(1 for item in fallback if len(item) == 9)
+        fallback_reading(self, raw, fallback, *args)
+
+    monkeypatch.setattr(AgentMetricsConnector, "_read_fallback", spy_fallback)
 
     async def main() -> dict[str, Any]:
         conn = AgentMetricsConnector(
