@@ -805,7 +805,7 @@ async def run_timed(native: bool, reqs: list[bytes], cfg: dict[str, Any]) -> tup
     for i, raw in enumerate(reqs):
         now += 1.0
         proc._ingest(raw, now)
-        proc._enforce_limits()
+        proc._emit(proc.store.enforce_limits())  # the limits, as consume enforces them
         if i % 2:
             proc._release_expired(now)
         states.append(held_state(proc))
