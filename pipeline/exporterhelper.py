@@ -738,7 +738,12 @@ class ExporterHelper(Component, ExporterStateProvider):
         try:
             while True:
                 try:
-                    await asyncio.wait_for(self._send(data), timeout=self.config.timeout or None)
+                    # asyncio.timeout, not asyncio.wait_for: on Python 3.11, wait_for answers
+                    # the send's outcome instead of a cancellation that arrives in the turn the
+                    # send ends in; the shutdown deadline's cancellation was lost and, retrying
+                    # until shutdown (max_elapsed_time: 0), the sender never stopped
+                    async with asyncio.timeout(self.config.timeout or None):
+                        await self._send(data)
                 except TimeoutError:
                     error: Exception = RetryableError(
                         f"export timed out after {self.config.timeout}s"
@@ -956,7 +961,10 @@ class _Batcher:
                 continue
             self.wake.clear()
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=wait)
+                # (asyncio.timeout: wait_for on Python 3.11 loses a cancellation that arrives
+                # as the event is set, and the task would not stop; see _deliver)
+                async with asyncio.timeout(wait):
+                    await self.wake.wait()
             except TimeoutError:
                 pass
 

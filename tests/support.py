@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from pipeline.config import Config, load_config
@@ -90,15 +91,51 @@ def config_from_text(text: str, directory: Path | str | None = None) -> Config:
     return load_config([str(write_config(directory, text))], default_registry())
 
 
+CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=30)
+"""The bound of a test's HTTP client (``aiohttp.ClientSession(timeout=CLIENT_TIMEOUT)``),
+well under the tests' 300 s timeout: aiohttp's default is 300 s, so a request never answered
+took the whole test timeout and the test never got to shut its gateway down."""
+
+SHUTDOWN_GUARD = 60.0
+"""Seconds :func:`running_service` lets a gateway take to shut down (well under the tests'
+300 s timeout): past them the test fails, instead of hanging until pytest-timeout abandons
+its event loop with the gateway and its ports still open."""
+
+
+def own_metrics_on_a_free_port(config: Config) -> Config:
+    """``config`` with the gateway's own metrics on a free port when it does not say where
+    (``service.telemetry.metrics`` with no ``address`` nor ``readers``, level not ``none``):
+    not on the default port 8888, which a gateway a test left running (a shutdown that hung)
+    kept, failing every later test that started a gateway with "address already in use"."""
+    telemetry = config.service.telemetry
+    metrics = telemetry.metrics
+    if metrics.level == "none" or metrics.readers or "address" in metrics.model_fields_set:
+        return config
+    address = f"127.0.0.1:{free_port()}"
+    config.service.telemetry = telemetry.model_copy(
+        update={"metrics": metrics.model_copy(update={"address": address})}
+    )
+    return config
+
+
 @contextlib.asynccontextmanager
 async def running_service(text: str, directory: Path | str | None = None) -> AsyncIterator[Service]:
-    """Run a gateway in this event loop for the duration of the block."""
-    service = Service(config_from_text(text, directory), SelfTelemetry())
+    """Run a gateway in this event loop for the duration of the block (its own metrics on a
+    free port unless the config says where: :func:`own_metrics_on_a_free_port`). Its shutdown
+    is bounded by :data:`SHUTDOWN_GUARD`."""
+    config = own_metrics_on_a_free_port(config_from_text(text, directory))
+    service = Service(config, SelfTelemetry())
     await service.start()
     try:
         yield service
     finally:
-        await service.shutdown()
+        try:
+            async with asyncio.timeout(SHUTDOWN_GUARD):
+                await service.shutdown()
+        except TimeoutError:
+            raise AssertionError(
+                f"the gateway did not shut down within {SHUTDOWN_GUARD:g}s"
+            ) from None
 
 
 class GatewayProcess:

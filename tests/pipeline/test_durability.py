@@ -28,7 +28,13 @@ from pipeline.telemetry import SelfTelemetry
 from tests.durable_support import IdBackend, build_request, span_id, wait_delivered
 from tests.otlp_support import TRACE_METHOD
 from tests.poison import poison_traces
-from tests.support import free_port, wait_until, write_config
+from tests.support import (
+    CLIENT_TIMEOUT,
+    free_port,
+    own_metrics_on_a_free_port,
+    wait_until,
+    write_config,
+)
 
 CONFIG = """
 receivers:
@@ -103,7 +109,8 @@ def config_text(
 @contextlib.asynccontextmanager
 async def service(text: str, tmp_path: Path, name: str = "config.yaml") -> AsyncIterator[Service]:
     path = write_config(tmp_path, text, name)
-    svc = Service(load_config([str(path)], default_registry()), SelfTelemetry())
+    config = own_metrics_on_a_free_port(load_config([str(path)], default_registry()))
+    svc = Service(config, SelfTelemetry())
     await svc.start()
     try:
         yield svc
@@ -302,7 +309,7 @@ def _injected_bug(*args: object, **kwargs: object) -> None:
 
 async def health(port: int) -> int:
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as session,
         session.get(f"http://127.0.0.1:{port}/live") as resp,
     ):
         return resp.status

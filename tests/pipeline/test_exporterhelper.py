@@ -472,6 +472,68 @@ async def test_a_payload_whose_sender_went_away_while_it_was_written_is_not_left
     await host.storage.shutdown()
 
 
+class DownBackend:
+    """A backend that is down: each send waits for ``gate``, then fails (retryable)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.gate = asyncio.Event()
+
+    async def send(self, data: Payload) -> None:
+        self.calls += 1
+        await self.gate.wait()
+        raise RetryableError("connection refused")
+
+
+async def test_a_send_that_fails_as_the_shutdown_deadline_cancels_it_does_not_retry_forever(
+    tmp_path: Path,
+) -> None:
+    """The backend is down and retries never end (``max_elapsed_time: 0s``): the shutdown
+    deadline cancels the send in progress in the loop turn in which that send fails. The
+    cancellation wins: the shutdown ends, nothing is retried after it, and the entry stays in
+    the persistent queue for the next start. Before, ``asyncio.wait_for`` (Python 3.11)
+    answered the send's error instead of the cancellation: the sender retried forever and
+    the shutdown never ended (a gateway that kept its ports until the process was killed)."""
+    host = StorageHost(tmp_path)
+    await host.storage.start(host)
+    backend = DownBackend()
+    config = ExporterHelperConfig.model_validate(
+        {
+            "sending_queue": {"storage": "file_storage", "num_consumers": 1},
+            "retry_on_failure": {
+                "initial_interval": "10ms",
+                "max_interval": "10ms",
+                "max_elapsed_time": "0s",
+            },
+        }
+    )
+    h = ExporterHelper(create_settings(Kind.EXPORTER, "test"), Signal.LOGS, config, backend.send)
+    await h.start(host)
+    await h.consume(Logs(b"z" * 10, item_count=2))
+    await wait_until(lambda: backend.calls == 1)  # being sent
+    shutdown = asyncio.ensure_future(h.shutdown())
+    await asyncio.sleep(0)  # the shutdown waits for the send in progress
+    backend.gate.set()  # the send fails ...
+    shutdown.cancel()  # ... in the turn in which the deadline cancels the shutdown
+    try:
+        # a guard against the hang only
+        done, _ = await asyncio.wait({shutdown}, timeout=10)
+        assert done, f"the shutdown did not end; the send was tried {backend.calls} times"
+    finally:
+        for w in h._workers:  # (the old code's sender: stopped, so that the test ends)
+            w.cancel()
+        await asyncio.gather(shutdown, return_exceptions=True)
+        await host.storage.shutdown()
+    assert shutdown.cancelled()
+    assert backend.calls == 1 and logs_value(h, "retried") == 0
+    host, backend2, h = await persistent(tmp_path)
+    assert logs_value(h, "queue_recovered") == 2  # kept for the next start
+    backend2.gate.set()
+    await wait_until(lambda: logs_value(h, "sent") == 2)
+    await h.shutdown()
+    await host.storage.shutdown()
+
+
 # -- failures of the helper's own machinery: nobody waits for what is gone, every drop counted ----
 def _injected(*args: object, **kwargs: object) -> Any:
     raise ValueError("injected: a bug")
@@ -551,6 +613,32 @@ async def test_shutdown_does_not_wait_for_senders_that_are_gone() -> None:
     assert value(h, "send_failed") == 5
     assert any("senders had stopped" in r.getMessage() for r in records)
     assert backend.delivered == 0
+
+
+async def test_the_batch_task_stops_when_cancelled_as_a_payload_wakes_it() -> None:
+    """``sending_queue.batch``: the batch task is cancelled (shutdown) in the loop turn in
+    which a payload wakes it. It stops. Before, ``asyncio.wait_for`` (Python 3.11) answered
+    the wake-up instead of the cancellation: the task went on, and a shutdown waiting for it
+    never ended."""
+    backend = Backend()
+    h = helper(backend, sending_queue={"batch": {"min_size": 100, "flush_timeout": "1h"}})
+    await h.start(StubHost())
+    await h.consume(spans(1))  # the batch task now waits for more, or its flush_timeout
+    batch_task = h._workers[-1]
+    await asyncio.sleep(0)
+    # consume does not suspend while the queue has room: run it to its end in this turn
+    consuming = h.consume(spans(1))
+    with pytest.raises(StopIteration):
+        consuming.send(None)
+    batch_task.cancel()  # in the turn in which the payload woke the batch task
+    try:
+        done, _ = await asyncio.wait({batch_task}, timeout=10)  # a guard against the hang only
+        assert done, "the batch task did not stop"
+    finally:
+        batch_task.cancel()  # (the old code's: cancelled again, so that the test ends)
+        await asyncio.wait_for(h.shutdown(), timeout=30)
+    assert batch_task.cancelled()
+    assert backend.delivered == 2  # the shutdown flushed the pending batch
 
 
 async def test_a_batch_that_cannot_be_merged_is_dropped_counted_and_logged(

@@ -28,7 +28,7 @@ from plugins.anomalyconnector.factory import AnomalyConnectorFactory
 from tests.plugins.alertmanager_server import alertmanager, wait_until_async
 from tests.plugins.helpers.peers import LocalServer, forward
 from tests.plugins.test_anomalyconnector import FAST, T0, gauge
-from tests.support import free_port
+from tests.support import CLIENT_TIMEOUT, free_port
 
 MINUTE = 60.0
 
@@ -550,7 +550,7 @@ async def test_an_exporter_failure_of_the_gateway_alerts(tmp_path: Path) -> None
         }
         async with running_service(json.dumps(config)):
             async with (
-                aiohttp.ClientSession() as session,
+                aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as session,
                 session.post(
                     f"http://127.0.0.1:{http_port}/v1/traces",
                     data=good_traces(2),
@@ -717,7 +717,7 @@ service:
 async def _post_probes(http_port: int) -> None:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as session:
         for i in range(len(PROBES)):
             async with session.post(
                 f"http://127.0.0.1:{http_port}/v1/logs",

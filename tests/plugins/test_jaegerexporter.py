@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -36,7 +37,13 @@ from pipeline.pluginmanager import build_registry, default_registry
 from pipeline.telemetry import SelfTelemetry, component_logger
 from tests.plugins import jaeger_capture as cap
 from tests.plugins import jaeger_thrift_reader as r
-from tests.support import config_from_text, free_port, running_service, wait_until
+from tests.support import (
+    CLIENT_TIMEOUT,
+    config_from_text,
+    free_port,
+    running_service,
+    wait_until,
+)
 
 TRACE_ID = bytes.fromhex("f0e1d2c3b4a5968778695a4b3c2d1e0f")
 SPAN_ID = bytes.fromhex("8899aabbccddeeff")
@@ -866,8 +873,6 @@ async def test_every_span_arrives_through_the_sending_queue(
     (Thrift) -> jaeger receiver: requests merged into batches, batches split at max_size and
     entries written to and read back from the file_storage extension lose no span, duplicate
     none, and are counted as sent."""
-    import aiohttp
-
     cap.install()
     key = f"queue-{protocol}-{abs(hash(queue))}"
     http_port = free_port()
@@ -896,7 +901,7 @@ service:
     sizes = [3, 1, 5, 2, 4, 3, 6, 1, 2, 3]  # 30 spans in 10 requests
     expected = sorted(f"r{i}-s{j}" for i, n in enumerate(sizes) for j in range(n))
     async with running_service(config):
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as session:
             for i, n in enumerate(sizes):
                 async with session.post(
                     f"http://127.0.0.1:{http_port}/v1/traces",
@@ -908,7 +913,7 @@ service:
             await wait_until(lambda: len(cap.spans(key)) >= len(expected), within=5)
         await asyncio.sleep(0.3)  # anything sent twice arrives too
         async with (
-            aiohttp.ClientSession() as session,
+            aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as session,
             session.get(f"http://127.0.0.1:{telemetry_port}/metrics") as resp,
         ):
             metrics = await resp.text()
@@ -992,8 +997,6 @@ async def test_prepared_spans_left_in_the_persistent_queue_are_sent_after_a_rest
     """The Jaeger collector is down: the spans wait in the file_storage queue (as Thrift
     bodies) through a shutdown; on the next start, with the collector up (the project's jaeger
     receiver), every span arrives, once, and is counted as recovered."""
-    import aiohttp
-
     cap.install()
     key = "queue-restart"
     http_port, jport, telemetry_port = free_port(), free_port(), free_port()
@@ -1020,6 +1023,7 @@ service:
   extensions: [file_storage]
   pipelines:
     traces/in: {receivers: [otlp], exporters: [jaeger]}
+  telemetry: {metrics: {level: none}}
 """
     )
     up = (
@@ -1037,7 +1041,7 @@ service:
     sizes = [2, 3, 1]
     expected = sorted(f"r{i}-s{j}" for i, n in enumerate(sizes) for j in range(n))
     async with running_service(down):
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as session:
             for i, n in enumerate(sizes):
                 async with session.post(
                     f"http://127.0.0.1:{http_port}/v1/traces",
@@ -1052,7 +1056,7 @@ service:
             await wait_until(lambda: len(cap.spans(key)) >= len(expected), within=5)
         await asyncio.sleep(0.3)  # anything sent twice arrives too
         async with (
-            aiohttp.ClientSession() as session,
+            aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as session,
             session.get(f"http://127.0.0.1:{telemetry_port}/metrics") as resp,
         ):
             metrics = await resp.text()
