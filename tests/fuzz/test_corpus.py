@@ -70,8 +70,9 @@ def leak_check_budget(config: pytest.Config) -> float:
     """Seconds a leak check may take: pytest-timeout's timeout (``--timeout``, else
     ``PYTEST_TIMEOUT``, else ``timeout`` in pyproject) less a fifth, so that the check fails
     by itself, saying why."""
-    timeout = config.getoption("timeout", None) or os.environ.get("PYTEST_TIMEOUT")
-    timeout = timeout or config.getini("timeout")
+    timeout = config.getoption("timeout", None)  # --timeout=0: no timeout, no budget
+    if timeout is None:
+        timeout = os.environ.get("PYTEST_TIMEOUT") or config.getini("timeout")
     seconds = float(timeout or 0)
     return seconds * 0.8 if seconds > 0 else float("inf")
 
