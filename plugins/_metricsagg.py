@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import enum
-import logging
 import math
 import time
 from collections import OrderedDict
@@ -41,8 +40,14 @@ from pipeline import (
     Payload,
     Signal,
 )
-from pipeline.ratelimit import LogLimiter
 from pipeline.tasks import supervise
+from plugins._labelbound import (
+    MAX_LABEL_VALUE_CHARS,
+    CutCounter,
+    cut_attrs,
+    cut_resource,
+    log_cut,
+)
 
 OVERFLOW_ATTRS: tuple[tuple[str, Any], ...] = (("otel.metric.overflow", True),)
 OVERFLOW_RESOURCE = b""
@@ -50,23 +55,12 @@ OVERFLOW_RESOURCE = b""
 Attrs = tuple[tuple[str, Any], ...]
 SeriesKey = tuple[bytes, Attrs]
 
-MAX_VALUE_CHARS = 4096
+MAX_VALUE_CHARS = MAX_LABEL_VALUE_CHARS
 """Characters of a string attribute kept in a series (the rest is cut off when the series is
-created): a span with a 1 MiB agent or tool name must not make every flush, every scrape and
-the aggregator's memory carry it (2,000 such series under the cardinality limit: 2 GiB)."""
-_LOG = logging.getLogger("pipeline.metricsagg")
-_TRUNCATED_LOG = LogLimiter()
-
-
-def _cut(attrs: Attrs) -> Attrs | None:
-    """``attrs`` with its long string values cut to :data:`MAX_VALUE_CHARS`; ``None`` if none is
-    that long (the usual case: one pass, nothing built)."""
-    if not any(isinstance(v, str) and len(v) > MAX_VALUE_CHARS for _, v in attrs):
-        return None
-    return tuple(
-        (k, v[:MAX_VALUE_CHARS] if isinstance(v, str) and len(v) > MAX_VALUE_CHARS else v)
-        for k, v in attrs
-    )
+created), and of a string attribute of a resource kept for export: a span with a 1 MiB agent
+or tool name, or a resource with a 1 MiB ``service.name``, must not make every flush, every
+scrape and the aggregator's memory carry it (2,000 such series under the cardinality limit:
+2 GiB). The bound and its counting are :mod:`plugins._labelbound`'s."""
 
 
 class Temporality(enum.IntEnum):
@@ -262,17 +256,10 @@ class Metric:
         s = self.series.get(key)
         if s is not None:
             return s
-        cut = _cut(key[1])
+        cut = cut_attrs(key[1])
         if cut is not None:  # recorded in the series of the values cut short
             self.truncated += n
-            _TRUNCATED_LOG.log(
-                _LOG,
-                logging.WARNING,
-                "metric %s: an attribute value longer than %d characters was cut to that length",
-                self.name,
-                MAX_VALUE_CHARS,
-                key=self.name,
-            )
+            log_cut(f"metric {self.name}", n)
             key = (key[0], cut)
             if self.track_touched:
                 self._touched.add(key)
@@ -557,6 +544,7 @@ class Aggregator:
         self.delta_start_cache_size = delta_start_cache_size
         self._last_flush: OrderedDict[SeriesKey, int] = OrderedDict()
         self.delta_start_evictions = 0
+        self.truncated = 0  # resource attribute values cut, ever
 
     def add_metric(self, metric: Metric) -> Metric:
         metric.track_touched = self.temporality is Temporality.DELTA
@@ -570,6 +558,16 @@ class Aggregator:
         The resource exported for a key is the first one seen with it (whole), as the
         Collector's spanmetrics connector does; in delta temporality the first one seen since
         the last flush (see :meth:`keep_resource`)."""
+        copy: Resource | None = None
+        if resource.ByteSize() > MAX_VALUE_CHARS:
+            # perhaps a long value: the key and the resource kept are those of the values cut
+            # short (resources differing only past the bound share their series)
+            copy = Resource()
+            copy.CopyFrom(resource)
+            n = cut_resource(copy)
+            if n:
+                self._count_cut(n)
+                resource = copy
         keep = self.resource_key_attributes
         if keep:
             kept = sorted(
@@ -579,17 +577,26 @@ class Aggregator:
         else:
             key = bytes(resource.SerializeToString(deterministic=True))
         if key not in self.resources:
-            copy = Resource()
-            copy.CopyFrom(resource)
+            if copy is None:
+                copy = Resource()
+                copy.CopyFrom(resource)
             self.resources[key] = copy
         return key
+
+    def _count_cut(self, n: int) -> None:
+        self.truncated += n
+        log_cut(f"resource of {self.scope_name or 'a connector'}", n)
 
     def keep_resource(self, key: bytes, raw: bytes) -> None:
         """Remember the encoded resource ``raw`` for ``key`` (from :meth:`resource_key`) unless
         one is remembered already: for callers that cache keys, since a flush or expiry may
         forget the resources that no series refers to any more."""
         if key not in self.resources:
-            self.resources[key] = Resource.FromString(raw)
+            resource = Resource.FromString(raw)
+            n = cut_resource(resource)
+            if n:
+                self._count_cut(n)
+            self.resources[key] = resource
 
     def _remember_flush(self, keys: Iterable[SeriesKey], now_ns: int) -> None:
         """The next points of ``keys`` start at ``now_ns`` (as the Collector's spanmetrics
@@ -657,7 +664,9 @@ class FlushingConnector(Component):
     Self-telemetry: ``otelcol_connector_aggregation_series{connector, metric}`` (live series),
     ``otelcol_connector_aggregation_overflow_measurements_total{connector, metric}`` (measurements
     recorded in an overflow series because the metric's cardinality limit was reached), and
-    ``otelcol_connector_dropped_items_total`` for data points a flush could not deliver.
+    ``otelcol_connector_dropped_items_total`` for data points a flush could not deliver,
+    ``otelcol_label_values_truncated_total{kind="connector", component}`` for attribute and
+    resource values cut to :data:`MAX_VALUE_CHARS` (counted at each flush).
     """
 
     mutates_data = False
@@ -693,6 +702,10 @@ class FlushingConnector(Component):
             "Flushes of an aggregating connector, by result.",
             ("connector", "result"),
         )
+        # attribute and resource values cut to the label bound (logged where they are cut,
+        # counted here at each flush)
+        self._cuts = CutCounter(service, "connector", settings.name)
+        self._cuts_counted = 0
 
     def count_overflow(self, metric: str, n: int) -> None:
         """Passed to :class:`Metric` as ``on_overflow``."""
@@ -716,6 +729,10 @@ class FlushingConnector(Component):
         req, points = self.aggregator.build(now_ns)
         for m in self.aggregator.metrics:
             self._series_gauge.labels(self.settings.name, m.name).set(len(m))
+        cuts = self.aggregator.truncated + sum(m.truncated for m in self.aggregator.metrics)
+        if cuts > self._cuts_counted:
+            self._cuts(cuts - self._cuts_counted, log=False)
+            self._cuts_counted = cuts
         if not points:
             return 0
         try:

@@ -195,9 +195,13 @@ def raw_span(
     return out
 
 
-def raw_traces(spans: Iterable[bytes], service: bytes = b"agent-svc") -> bytes:
-    """An ``ExportTraceServiceRequest`` of one resource (``service.name``) and one scope."""
+def raw_traces(
+    spans: Iterable[bytes], service: bytes = b"agent-svc", resource_attributes: Iterable[bytes] = ()
+) -> bytes:
+    """An ``ExportTraceServiceRequest`` of one resource (``service.name``, then the encoded
+    ``KeyValue`` messages ``resource_attributes``) and one scope."""
     resource = _bytes(1, attribute(b"service.name", any_string(service)))
+    resource += b"".join(_bytes(1, a) for a in resource_attributes)
     scope = _bytes(1, _bytes(1, b"agent.test")) + b"".join(_bytes(2, s) for s in spans)
     return _bytes(1, _bytes(1, resource) + _bytes(2, scope))
 

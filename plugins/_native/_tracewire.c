@@ -962,6 +962,34 @@ facts_tuple(Py_ssize_t index, PyObject *agent, PyObject *workflow, PyObject *wf_
     return out;
 }
 
+/* a workflow's type (plugins.workflowprocessor.rules.workflow_type_of): the first non-empty
+ * value of K_WF_TYPE, K_WF_NAME not shaped like a per-run id, else the span name less the
+ * prefix (skip: its length) if that is neither empty nor run-id-shaped, else "unknown"; as a
+ * str in *out: 0, 1 (undecided: a value that is not a short string) or -1 (error) */
+static int
+workflow_type_of(const span_facts *sf, slice name, Py_ssize_t skip, PyObject **out)
+{
+    static const int keys[2] = {K_WF_TYPE, K_WF_NAME};
+    for (int i = 0; i < 2; i++) {
+        int k = keys[i];
+        slice v;
+        if (!sf->has[k])
+            continue;
+        if (value_bytes(sf->val[k], &v))
+            return 1;
+        if (v.n == 0 || looks_like_run_id(v))
+            continue;
+        *out = PyUnicode_DecodeUTF8((const char *)v.p, v.n, "replace");
+        return *out == NULL ? -1 : 0;
+    }
+    slice rest = {name.p + skip, name.n - skip};
+    if (rest.n && !looks_like_run_id(rest))
+        *out = PyUnicode_DecodeUTF8((const char *)rest.p, rest.n, "replace");
+    else
+        *out = PyUnicode_FromString("unknown");
+    return *out == NULL ? -1 : 0;
+}
+
 /* (index, agent, workflow, wf_id, wf_type, given outcome, error_text, exception, status code,
  * status message, stamp keys present as a bit mask) */
 static int
@@ -1017,29 +1045,8 @@ root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t inde
     }
     if ((rc = value_str(sf, K_WF_OUTCOME, &given)) != 0)
         goto fail;
-    if ((rc = value_str(sf, K_WF_TYPE, &wf_type)) != 0)
+    if ((rc = workflow_type_of(sf, name, prefixed ? cfg->prefix.n : 0, &wf_type)) != 0)
         goto fail;
-    if (PyUnicode_GET_LENGTH(wf_type) == 0) {
-        Py_CLEAR(wf_type);
-        if ((rc = value_str(sf, K_WF_NAME, &wf_type)) != 0)
-            goto fail;
-    }
-    if (PyUnicode_GET_LENGTH(wf_type) == 0) {
-        Py_CLEAR(wf_type);
-        slice rest = name;
-        if (prefixed) {
-            rest.p += cfg->prefix.n;
-            rest.n -= cfg->prefix.n;
-        }
-        if (rest.n)
-            wf_type = PyUnicode_DecodeUTF8((const char *)rest.p, rest.n, "replace");
-        else
-            wf_type = PyUnicode_FromString("unknown");
-        if (wf_type == NULL) {
-            rc = -1;
-            goto fail;
-        }
-    }
     if ((rc = value_str(sf, K_WF_ID, &wf_id)) != 0)
         goto fail;
     if (PyUnicode_GET_LENGTH(wf_id) == 0 && run.n) {

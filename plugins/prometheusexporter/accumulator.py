@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
+from plugins._labelbound import cut_labels
 from plugins.prometheustranslator import (
     MetricKind,
     attributes_to_labels,
@@ -37,6 +38,7 @@ EXEMPLAR_LABELS_MAX_CHARS = 128  # the OpenMetrics limit on an exemplar's label 
 
 LabelKey = tuple[tuple[str, str], ...]
 DropFunc = Callable[[int, str], None]
+CutFunc = Callable[[int], None]
 
 
 @dataclass(slots=True)
@@ -83,6 +85,7 @@ class Accumulator:
         resource_to_telemetry: bool = False,
         metric_expiration: float = 300.0,
         on_drop: DropFunc | None = None,
+        on_cut: CutFunc | None = None,
         on_update: Callable[[Family | None, Series], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -92,6 +95,8 @@ class Accumulator:
         self.resource_to_telemetry = resource_to_telemetry
         self.metric_expiration = metric_expiration
         self._on_drop = on_drop or (lambda n, reason: None)
+        # called with the number of label values cut to plugins._labelbound's bound
+        self._on_cut = on_cut or (lambda n: None)
         # Called with each series as a point updates it (family None for target_info): the
         # remote-write exporter turns these into samples.
         self._on_update = on_update
@@ -122,6 +127,9 @@ class Accumulator:
                     info_labels["job"] = job
                 if instance:
                     info_labels["instance"] = instance
+                cut = cut_labels(info_labels)
+                if cut:
+                    self._on_cut(cut)
                 key = tuple(sorted(info_labels.items()))
                 info = Series(info_labels, updated=now, value=1.0)
                 self.target_info[key] = info
@@ -179,6 +187,9 @@ class Accumulator:
             labels["instance"] = instance
         for k, v in self.const_labels.items():
             labels.setdefault(k, v)
+        cut = cut_labels(labels)  # resource (job, instance, resource_to_telemetry) and point
+        if cut:
+            self._on_cut(cut)
         return labels
 
     def _add_metric(

@@ -12,6 +12,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 
 from pipeline import Component, CreateSettings, Host, Payload, Signal, server_ssl_context, workers
 from pipeline.httpserver import Serving, serve
+from plugins._labelbound import CutCounter
 from plugins.prometheusexporter.accumulator import Accumulator
 from plugins.prometheusexporter.config import PrometheusExporterConfig
 
@@ -68,6 +69,7 @@ class PrometheusExporter(Component):
             resource_to_telemetry=config.resource_to_telemetry_conversion.enabled,
             metric_expiration=config.metric_expiration,
             on_drop=self._dropped,
+            on_cut=CutCounter(settings.telemetry.service, "exporter", settings.name),
         )
         self._runner: Serving | None = None
         self._warned: set[str] = set()

@@ -38,6 +38,7 @@ from pipeline import (
     Signal,
     client_authenticator,
 )
+from plugins._labelbound import CutCounter
 from plugins.prometheusexporter.accumulator import Accumulator, Family, Series
 from plugins.prometheusremotewriteexporter import prompb
 from plugins.prometheusremotewriteexporter.config import PrometheusRemoteWriteConfig
@@ -151,6 +152,7 @@ class PrometheusRemoteWriteExporter(Component):
             resource_to_telemetry=config.resource_to_telemetry_conversion.enabled,
             metric_expiration=DELTA_STATE_EXPIRATION,
             on_drop=self._dropped,
+            on_cut=CutCounter(settings.telemetry.service, "exporter", settings.name),
             on_update=self._on_update,
         )
         self.helper = ExporterHelper(

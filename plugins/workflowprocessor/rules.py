@@ -98,6 +98,19 @@ def agent_of(attrs: Mapping[str, bytes], names: AttributeNames) -> tuple[str, st
     return "", run_id
 
 
+def workflow_type_of(wf_type: str, wf_name: str, span_name: str, prefix: str) -> str:
+    """A workflow's type: its ``workflow.type``, else its ``workflow.name``, else its span
+    name (less the prefix), else ``unknown``; a value shaped like a per-run id
+    (:func:`~plugins._agentdialects.looks_like_run_id`) is skipped, as the dialect tables skip
+    it for ``workflow_type``: a UUID-named workflow must not make one label per run. The C
+    ingest (``workflow_type_of`` in ``plugins/_native/_tracewire.c``) reads the same."""
+    for text in (wf_type, wf_name):
+        if text and not looks_like_run_id(text):
+            return text
+    rest = span_name[len(prefix) :] if span_name.startswith(prefix) else span_name
+    return rest if rest and not looks_like_run_id(rest) else "unknown"
+
+
 def root_facts(
     span_raw: bytes, trace_id: bytes, names: AttributeNames, keys: Sequence[str]
 ) -> tuple[RootFacts, str]:
@@ -134,9 +147,7 @@ def root_facts(
                         exception = str(kv.value.string_value)
                 break
     result = outcome_from(get(names.workflow_outcome), error_text, exception, code, message)
-    wf_type = get(names.workflow_type) or get(names.workflow_name)
-    if not wf_type:
-        wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or "unknown"
+    wf_type = workflow_type_of(get(names.workflow_type), get(names.workflow_name), name, prefix)
     wf_id_raw = attrs.get(names.workflow_id)  # unique per workflow: not cached
     wf_id = (value_str(wf_id_raw) if wf_id_raw is not None else "") or run_id or trace_id.hex()
     present = tuple(k for k in keys if k in attrs)

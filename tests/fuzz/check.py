@@ -50,6 +50,7 @@ SANITIZED_TESTS = [
     "tests/fuzz/test_corpus.py",
     "tests/plugins/_native",
     "tests/plugins/test_workflowprocessor.py",
+    "tests/plugins/test_workflow_type.py",
     "tests/plugins/test_agentmetricsconnector.py",
     "tests/plugins/test_agentmetrics_join_native.py",
     "tests/plugins/test_spanmetricsconnector.py",

@@ -230,15 +230,22 @@ def agentscan() -> OneInput:
     )
 
     from pipeline import Kind, Traces
+    from pipeline.telemetry import SelfTelemetry
     from plugins.agentmetricsconnector.config import AgentMetricsConfig
     from plugins.agentmetricsconnector.connector import AgentMetricsConnector
     from tests.plugins._agent_support import Capture, settings
     from tests.plugins._native.test_agentscan import T0, memory_ops, state
 
     cfg = AgentMetricsConfig(sla={"default": "5s"}, aggregation_cardinality_limit=0)
+    # one self-telemetry for every connector an input makes (~6): a SelfTelemetry reads
+    # /proc/self/stat (psutil, for its process collector) when made, which was half the
+    # target's time, more under ASan (the corpus leak check took ~131 s of its 300)
+    telemetry = SelfTelemetry()
 
     def make() -> Any:
-        return AgentMetricsConnector(settings(Kind.CONNECTOR, "agentmetrics"), cfg, Capture())
+        return AgentMetricsConnector(
+            settings(Kind.CONNECTOR, "agentmetrics", telemetry), cfg, Capture()
+        )
 
     def twice(native: bool, data: bytes) -> tuple[list[type[BaseException] | None], Any]:
         # twice: the second time, the spans the Python side remembers by their shape (a
@@ -448,6 +455,7 @@ def spanscan() -> OneInput:
     series in the same order, sums equal to 1e-9."""
     require("_spanscan")
     from pipeline import Kind
+    from pipeline.telemetry import SelfTelemetry
     from plugins.spanmetricsconnector.config import SpanMetricsConfig
     from plugins.spanmetricsconnector.connector import SpanMetricsConnector
     from tests.plugins._agent_support import Capture, settings
@@ -457,8 +465,12 @@ def spanscan() -> OneInput:
         {"metrics_flush_interval": "0s", **CONFIGS["dimensions+exemplars+seconds"]}
     )
 
+    telemetry = SelfTelemetry()  # one for every connector made (see agentscan)
+
     def make() -> Any:
-        return SpanMetricsConnector(settings(Kind.CONNECTOR, "spanmetrics"), cfg, Capture())
+        return SpanMetricsConnector(
+            settings(Kind.CONNECTOR, "spanmetrics", telemetry), cfg, Capture()
+        )
 
     def one(data: bytes) -> None:
         with mock.patch.object(time, "time_ns", lambda: T0):

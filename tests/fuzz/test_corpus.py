@@ -5,7 +5,9 @@ build of the C modules the run uses (the normal one; the sanitized one in the na
 from __future__ import annotations
 
 import gc
+import os
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -64,6 +66,17 @@ def test_past_finding(target: str, path: Path) -> None:
 LEAK_CHECKED = [t.name for t in TARGETS.values() if t.native and t.leak_check]
 
 
+def leak_check_budget(config: pytest.Config) -> float:
+    """Seconds a leak check may take: pytest-timeout's timeout (``--timeout``, else
+    ``PYTEST_TIMEOUT``, else ``timeout`` in pyproject) less a fifth, so that the check fails
+    by itself, saying why."""
+    timeout = config.getoption("timeout", None)  # --timeout=0: no timeout, no budget
+    if timeout is None:
+        timeout = os.environ.get("PYTEST_TIMEOUT") or config.getini("timeout")
+    seconds = float(timeout or 0)
+    return seconds * 0.8 if seconds > 0 else float("inf")
+
+
 def clear_caches() -> None:
     """Empties the gateway's ``functools`` caches (bounded, but filled by the random ids of
     the workflow stamps, they would look like a slow leak)."""
@@ -75,7 +88,7 @@ def clear_caches() -> None:
 
 
 @pytest.mark.parametrize("target", LEAK_CHECKED)
-def test_no_objects_are_left_behind(target: str) -> None:
+def test_no_objects_are_left_behind(target: str, request: pytest.FixtureRequest) -> None:
     """The C paths keep no reference they should have dropped: replaying a target's inputs
     again and again does not grow the number of live Python allocations (LeakSanitizer cannot
     tell CPython's own allocations from ours; this can). At least 300 calls are measured: a
@@ -85,10 +98,26 @@ def test_no_objects_are_left_behind(target: str) -> None:
     data = [p.read_bytes() for t, p in inputs(CORPUS) + inputs(REGRESSIONS) if t == target]
     data += [d[: len(d) // 2] for d in data]  # and refused ones
     replays = max(10, -(-300 // len(data)))
+    budget = leak_check_budget(request.config)
+    deadline = time.monotonic() + budget
+    done = 0
 
     def replay() -> None:
+        nonlocal done
         for d in data:
             one(d)
+            if time.monotonic() > deadline:
+                # a clean failure saying why, before pytest-timeout's alarm lands somewhere
+                # in the C code or pytest's own machinery (an INTERNALERROR, no summary)
+                pytest.fail(
+                    f"leak check of {target}: {done} of {5 + replays} replays of its "
+                    f"{len(data)} inputs done (under tracemalloc) when its {budget:.0f} s "
+                    f"budget (the test timeout less a fifth) ran out: the machine is loaded "
+                    f"or the target got slower; run it alone: pytest "
+                    f"tests/fuzz/test_corpus.py -k 'no_objects and {target}'",
+                    pytrace=False,
+                )
+        done += 1
 
     def live_blocks() -> int:
         clear_caches()

@@ -711,3 +711,50 @@ async def test_translated_batches_wait_in_the_persistent_queue_through_a_restart
             )
         async with proxy, running_service(config, tmp_path) as service:
             await _check_probes(prom, proxy, service.telemetry, recovered=True)
+
+
+def test_huge_resource_attributes_are_cut_in_every_label_written() -> None:
+    """A 1 MiB ``service.name`` (``job``), ``service.namespace``, ``service.instance.id``
+    (``instance``) or other resource attribute (a ``target_info`` label, and with
+    ``resource_to_telemetry_conversion`` a label of every series) or point attribute is
+    written cut to ``MAX_LABEL_VALUE_CHARS``, and each cut is counted. Before, the write
+    request carried every one whole."""
+    from plugins._labelbound import MAX_LABEL_VALUE_CHARS
+    from plugins.prometheusremotewriteexporter.config import PrometheusRemoteWriteConfig
+    from plugins.prometheusremotewriteexporter.exporter import PrometheusRemoteWriteExporter
+
+    huge = 1 << 20
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    for key, ch in [
+        ("service.name", "s"),
+        ("service.namespace", "n"),
+        ("service.instance.id", "i"),
+        ("host.name", "h"),
+    ]:
+        kv = rm.resource.attributes.add(key=key)
+        kv.value.string_value = ch * huge
+    m = rm.scope_metrics.add().metrics.add(name="tokens", unit="1")
+    m.gauge.SetInParent()
+    dp = m.gauge.data_points.add(as_int=3, time_unix_nano=time.time_ns())
+    dp.attributes.add(key="model").value.string_value = "m" * huge
+    settings, telemetry = exporter_settings()
+    config = PrometheusRemoteWriteConfig.model_validate(
+        {
+            "endpoint": "http://127.0.0.1:1/api/v1/write",
+            "resource_to_telemetry_conversion": {"enabled": True},
+        }
+    )
+    exporter = PrometheusRemoteWriteExporter(settings, config)
+    batch = exporter.translate(Metrics(req.SerializeToString()))
+    assert batch is not None
+    written = prompb.WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(batch.body)))
+    series = [{lb.name: lb.value for lb in ts.labels} for ts in written.timeseries]
+    assert sorted(s["__name__"] for s in series) == ["target_info", "tokens_ratio"], series
+    longest = {name: len(v) for s in series for name, v in s.items()}
+    assert set(longest) >= {"job", "instance", "host_name", "model"}, longest
+    assert max(longest.values()) == MAX_LABEL_VALUE_CHARS, longest
+    cut = telemetry.value(
+        "otelcol_label_values_truncated_total", kind="exporter", component="prometheusremotewrite"
+    )
+    assert cut >= 6, cut  # target_info: job, instance, host_name; the gauge: + model, ...
