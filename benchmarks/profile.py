@@ -29,39 +29,52 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-# (bucket, pattern on one frame "function (file:line)"); the deepest matching frame decides,
-# and among the rules of one frame the first listed wins
-RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (name, re.compile(pattern))
-    for name, pattern in (
-        ("gc", r"^(gc_collect_main|gc_collect_with_callback|gc_collect_generations|collect) "),
-        ("export compression", r"pipeline/compression\.py|isal_zlib|zlib"),
+# (component, pattern on one frame "function (file:line)", its parts): a sample goes to the
+# component of its deepest frame a component's pattern matches (among the patterns of one frame
+# the first listed wins), then to the part of that component whose pattern matches the deepest
+# frame of the stack, else to "<component>: other"
+Rule = tuple[str, re.Pattern[str], tuple[tuple[str, re.Pattern[str]], ...]]
+
+
+def _rule(name: str, pattern: str, *parts: tuple[str, str]) -> Rule:
+    return name, re.compile(pattern), tuple((part, re.compile(p)) for part, p in parts)
+
+
+RULES: tuple[Rule, ...] = (
+    _rule("gc", r"^(gc_collect_main|gc_collect_with_callback|gc_collect_generations|collect) "),
+    _rule("export compression", r"pipeline/compression\.py|isal_zlib|zlib"),
+    _rule(
+        "agentmetrics",
+        r"agentmetricsconnector/|_agentscan",
         (
-            "agentmetrics join",
-            r"agentmetricsconnector/calls\.py|^(settle_\w+|finish_join|hold_packed)\b",
+            "join",
+            r"agentmetricsconnector/calls\.py|^(settle_\w+|finish_join|hold_packed) |"
+            r"^AgentMetricsConnector\._settle ",
         ),
-        (
-            "agentmetrics failed roots",
-            r"^(AgentMetricsConnector\.)?(_read_fallback|_failed_root|_execution)\b",
-        ),
-        ("agentmetrics scan", r"^(Scanner\.scan|Scanner_scan|scan_\w+) "),
-        ("agentmetrics other", r"agentmetricsconnector/|_agentscan"),
-        ("workflow release", r"^(ReleaseTimer\.\w+|\w*[Rr]elease\w*) \(plugins/workflowprocessor"),
-        ("workflow", r"plugins/workflowprocessor/|_tracewire"),
-        ("batch", r"batchprocessor"),
-        ("otlp exporter", r"plugins/otlpexporter/"),
-        ("otlp receiver", r"plugins/otlpreceiver/|_h2server"),
-        ("metrics aggregation", r"plugins/_metricsagg|plugins/_metricbuilder"),
-        ("self-telemetry", r"pipeline/(telemetry|metricsserver)\.py|prometheus_client"),
-        ("engine", r"pipeline/(graph|consumer|service|component|exporterhelper)\.py"),
-        ("event loop", r"asyncio/"),
-    )
+        ("failed roots", r"^AgentMetricsConnector\.(_read_fallback|_failed_root|_execution) "),
+        ("merge", r"^AgentMetricsConnector\.(_merge_native|_shared_series) "),
+        ("flush", r"^(AgentMetricsConnector\.prepare_flush|FlushingConnector\.\w+) "),
+        ("scan", r"^(Scanner\.scan|Scanner_scan) "),
+    ),
+    _rule(
+        "workflow",
+        r"plugins/workflowprocessor/|_tracewire",
+        ("release", r"[Rr]elease|[Ee]xpire|_send_loop|_emit "),
+        ("ingest", r"ingest|WorkflowProcessor\.consume "),
+    ),
+    _rule("batch", r"batchprocessor"),
+    _rule("otlp exporter", r"plugins/otlpexporter/"),
+    _rule("otlp receiver", r"plugins/otlpreceiver/|_h2server"),
+    _rule("metrics aggregation", r"plugins/_metricsagg|plugins/_metricbuilder"),
+    _rule("self-telemetry", r"pipeline/(telemetry|metricsserver)\.py|prometheus_client"),
+    _rule("engine", r"pipeline/(graph|consumer|service|component|exporterhelper|tasks)\.py"),
+    _rule("event loop", r"asyncio/|selectors\.py|socketmodule"),
 )
 
-# a sample whose innermost frames wait is idle time, not work
+# a sample with one of these frames is a thread waiting (for events, work, the GIL), not work
 IDLE = re.compile(
-    r"epoll_wait|EpollSelector\.select|SimpleQueue_get|pthread_cond_timedwait|"
-    r"sem_clockwait|sem_timedwait|do_futex_wait|Condition\.wait|Event\.wait"
+    r"EpollSelector\.select|SimpleQueue_get|pthread_cond_timedwait|pthread_cond_wait|"
+    r"sem_clockwait|sem_timedwait|do_futex_wait|Condition\.wait|Event\.wait|take_gil"
 )
 PROFILE_HZ = 100
 
@@ -79,13 +92,19 @@ def read_folded(path: Path) -> Iterator[tuple[list[str], int]]:
 
 
 def bucket(frames: list[str]) -> str | None:
-    """The component a sample's time belongs to; ``None`` when the thread waited."""
-    if any(IDLE.search(frame) for frame in frames[-4:]):
+    """The component (and part) a sample's time belongs to; ``None`` when the thread waited."""
+    if any(IDLE.search(frame) for frame in frames):
         return None
     for frame in reversed(frames):
-        for name, pattern in RULES:
+        for name, pattern, parts in RULES:
             if pattern.search(frame):
-                return name
+                if not parts:
+                    return name
+                for deeper in reversed(frames):
+                    for part, part_pattern in parts:
+                        if part_pattern.search(deeper):
+                            return f"{name}: {part}"
+                return f"{name}: other"
     return "other"
 
 
