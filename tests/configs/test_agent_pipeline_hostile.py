@@ -11,6 +11,7 @@ ones are exactly those of the good workflows sent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -104,24 +105,35 @@ def good_series(backend: RecordingBackend) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Service, RecordingBackend, int, int]]:
-    grpc_port, http_port = free_port(), free_port()
+@contextlib.asynccontextmanager
+async def agent_gateway(
+    tmp_path: Path, override: str, **ports: int
+) -> AsyncIterator[tuple[Service, RecordingBackend]]:
+    """``configs/agent-gateway.yaml`` with ``override`` (formatted with ``ports`` and
+    ``backend``, the port of a recording OTLP backend) merged over it, started."""
     async with recording_backend() as backend:
-        override = write_config(
-            tmp_path,
-            OVERRIDE.format(grpc=grpc_port, http=http_port, backend=backend.grpc_port),
-            "override.yaml",
+        path = write_config(
+            tmp_path, override.format(backend=backend.grpc_port, **ports), "override.yaml"
         )
         config = load_config(
-            [str(ROOT / "configs" / "agent-gateway.yaml"), str(override)], default_registry()
+            [str(ROOT / "configs" / "agent-gateway.yaml"), str(path)], default_registry()
         )
         service = Service(config, SelfTelemetry())
         await service.start()
         try:
-            yield service, backend, grpc_port, http_port
+            yield service, backend
         finally:
             await service.shutdown()
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Service, RecordingBackend, int, int]]:
+    grpc_port, http_port = free_port(), free_port()
+    async with agent_gateway(tmp_path, OVERRIDE, grpc=grpc_port, http=http_port) as (
+        service,
+        backend,
+    ):
+        yield service, backend, grpc_port, http_port
 
 
 async def test_hostile_agent_traces_over_http_and_grpc_leave_the_good_metrics_exact(

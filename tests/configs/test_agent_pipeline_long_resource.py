@@ -19,15 +19,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from pipeline.config import load_config
-from pipeline.pluginmanager import default_registry
 from pipeline.service import Service
-from pipeline.telemetry import SelfTelemetry
 from plugins._labelbound import MAX_LABEL_VALUE_CHARS
-from tests.configs.test_agent_pipeline_hostile import good_series, good_trace_id
+from tests.configs.test_agent_pipeline_hostile import agent_gateway, good_series, good_trace_id
 from tests.hostile import agent_workflow, any_string, attribute, raw_span, raw_traces
-from tests.otlp_support import RecordingBackend, recording_backend
-from tests.support import ROOT, free_port, logged, wait_until, write_config
+from tests.otlp_support import RecordingBackend
+from tests.support import free_port, logged, wait_until
 
 OVERRIDE = """
 receivers:
@@ -84,21 +81,11 @@ def hostile_resources() -> list[tuple[str, bytes, list[bytes]]]:
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Service, RecordingBackend, int, int]]:
     http_port, scrape_port = free_port(), free_port()
-    async with recording_backend() as backend:
-        override = write_config(
-            tmp_path,
-            OVERRIDE.format(http=http_port, backend=backend.grpc_port, scrape=scrape_port),
-            "override.yaml",
-        )
-        config = load_config(
-            [str(ROOT / "configs" / "agent-gateway.yaml"), str(override)], default_registry()
-        )
-        service = Service(config, SelfTelemetry())
-        await service.start()
-        try:
-            yield service, backend, http_port, scrape_port
-        finally:
-            await service.shutdown()
+    async with agent_gateway(tmp_path, OVERRIDE, http=http_port, scrape=scrape_port) as (
+        service,
+        backend,
+    ):
+        yield service, backend, http_port, scrape_port
 
 
 def cuts(service: Service) -> dict[tuple[str, str], float]:

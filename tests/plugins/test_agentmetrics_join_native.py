@@ -19,7 +19,7 @@ import asyncio
 import collections
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
@@ -1213,6 +1213,45 @@ def test_the_scanner_reads_ids_past_other_attributes(extra: dict[str, Any]) -> N
         assert fallback[0][3] == b"\x06\x00call_2"
 
 
+def two_layer_calls_on_both_joins(
+    monkeypatch: pytest.MonkeyPatch,
+    spans: Callable[[int], list[Span]],
+    after_settle: Callable[[Any], Awaitable[None]],
+) -> dict[str, Any]:
+    """The C join and the pure-Python one, each fed the two layers of one call (``spans``)
+    of trace 1 (learning both shapes), then of traces 2 and 3 one layer a request, settled,
+    then ``after_settle(connector)``: their outcomes, equal; the C join packed all four
+    layers of traces 2 and 3."""
+    results = []
+    for native in (True, False):
+        counts: collections.Counter[str] = collections.Counter()
+        monkeypatch.setenv("PIPELINE_NATIVE", "1" if native else "0")
+
+        async def main(
+            counts: collections.Counter[str] = counts, native: bool = native
+        ) -> dict[str, Any]:
+            conn = connector({"window": "1h"}, None)
+            if native:
+                assert conn._scanner is not None
+                conn._scanner = CountingScans(conn._scanner, counts)
+            await conn.consume(request(spans(1)))  # learns both shapes
+            for trace in (2, 3):
+                first, second = spans(trace)
+                await conn.consume(request([first]))
+                await conn.consume(request([second]))
+            conn._settle(time.time_ns(), time.time(), everything=True)
+            await after_settle(conn)
+            await conn.shutdown()
+            return outcome(conn)
+
+        results.append(asyncio.run(main()))
+        if native:
+            assert counts["packed"] == 4, counts
+    native, python = results
+    assert native == python
+    return native
+
+
 def test_packed_ids_join_the_calls_and_late_layers_are_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1229,33 +1268,10 @@ def test_packed_ids_join_the_calls_and_late_layers_are_dropped(
                  start=T0 + 0.001),
         ]  # fmt: skip
 
-    results = []
-    for native in (True, False):
-        counts: collections.Counter[str] = collections.Counter()
-        monkeypatch.setenv("PIPELINE_NATIVE", "1" if native else "0")
+    async def late(conn: Any) -> None:
+        await conn.consume(request([spans(3, 9)[1]]))  # its call was settled
 
-        async def main(
-            counts: collections.Counter[str] = counts, native: bool = native
-        ) -> dict[str, Any]:
-            conn = connector({"window": "1h"}, None)
-            if native:
-                assert conn._scanner is not None
-                conn._scanner = CountingScans(conn._scanner, counts)
-            await conn.consume(request(spans(1, 9)))  # learns both shapes
-            for trace in (2, 3):
-                first, second = spans(trace, 9)
-                await conn.consume(request([first]))
-                await conn.consume(request([second]))
-            conn._settle(time.time_ns(), time.time(), everything=True)
-            await conn.consume(request([spans(3, 9)[1]]))  # late: its call was settled
-            await conn.shutdown()
-            return outcome(conn)
-
-        results.append(asyncio.run(main()))
-        if native:
-            assert counts["packed"] == 4, counts
-    native, python = results
-    assert native == python
+    native = two_layer_calls_on_both_joins(monkeypatch, lambda trace: spans(trace, 9), late)
     calls = [v for k, v in native.items() if "tool_calls" in k]
     assert [c[0] for c in calls] == [3], native  # one call per trace
     assert native["late"] == 1
@@ -1293,40 +1309,17 @@ def test_settled_call_keys_are_the_python_keys_and_late_layers_are_dropped(
         ]  # fmt: skip
         return out[::-1] if reverse else out
 
-    results = []
-    for native in (True, False):
-        counts: collections.Counter[str] = collections.Counter()
-        monkeypatch.setenv("PIPELINE_NATIVE", "1" if native else "0")
+    async def late(conn: Any) -> None:
+        for memory in (conn.joiner.settled_memory(), conn.joiner.settled_keys_memory()):
+            keys = list(memory)
+            assert keys
+            for key in keys:  # (found by a key made apart: its hash not cached)
+                copy = tuple(x[:1] + x[1:] if isinstance(x, bytes | str) else x for x in key)
+                assert copy in memory
+        for trace in (2, 3):  # late: their call was settled
+            await conn.consume(request(spans(trace)[1:]))
 
-        async def main(
-            counts: collections.Counter[str] = counts, native: bool = native
-        ) -> dict[str, Any]:
-            conn = connector({"window": "1h"}, None)
-            if native:
-                assert conn._scanner is not None
-                conn._scanner = CountingScans(conn._scanner, counts)
-            await conn.consume(request(spans(1)))  # learns both shapes
-            for trace in (2, 3):
-                first, second = spans(trace)
-                await conn.consume(request([first]))
-                await conn.consume(request([second]))
-            conn._settle(time.time_ns(), time.time(), everything=True)
-            for memory in (conn.joiner.settled_memory(), conn.joiner.settled_keys_memory()):
-                keys = list(memory)
-                assert keys
-                for key in keys:  # (found by a key made apart: its hash not cached)
-                    copy = tuple(x[:1] + x[1:] if isinstance(x, bytes | str) else x for x in key)
-                    assert copy in memory
-            for trace in (2, 3):  # late: their call was settled
-                await conn.consume(request(spans(trace)[1:]))
-            await conn.shutdown()
-            return outcome(conn)
-
-        results.append(asyncio.run(main()))
-        if native:
-            assert counts["packed"] == 4, counts
-    native, python = results
-    assert native == python
+    native = two_layer_calls_on_both_joins(monkeypatch, spans, late)
     calls = [v for k, v in native.items() if "tool_calls" in k]
     assert [c[0] for c in calls] == [3], native  # one call per trace
     assert native["late"] == 2
