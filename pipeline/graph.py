@@ -206,7 +206,8 @@ class _Incoming:
         gate = self.gate
         if gate is not None and not gate.is_set():
             try:
-                await asyncio.wait_for(gate.wait(), GATE_WAIT)
+                async with asyncio.timeout(GATE_WAIT):
+                    await gate.wait()
             except TimeoutError:
                 raise RetryableError(
                     f"{self.label} is being replaced by a config reload", retry_after=1.0

@@ -36,6 +36,9 @@ from pipeline.telemetry import LOGGER_NAME, SelfTelemetry
 log = logging.getLogger(f"{LOGGER_NAME}.service")
 
 RELOAD_HISTORY = 50  # config reloads remembered for the snapshot (the console shows them)
+# how long a component whose shutdown was cancelled (its shutdown_timeout passed) may take to
+# end; one that lost or swallowed the cancellation is left behind after it
+SHUTDOWN_GRACE = 5.0
 
 
 def check_endpoints(
@@ -126,6 +129,12 @@ class Service:
             "Config reloads (SIGHUP, --watch-config), by result: applied, unchanged, invalid "
             "(the running config stays), failed.",
             ("result",),
+        )
+        self._abandoned_counter = self.telemetry.counter(
+            "otelcol_service_components_abandoned",
+            "Components left behind at shutdown: their shutdown, cancelled after the timeout, "
+            "did not end within a grace period.",
+            ("kind", "component"),
         )
         self._fatal: asyncio.Future[BaseException] | None = None
         self._telemetry_servers: list[MetricsServer] = []
@@ -429,11 +438,23 @@ class Service:
             if wal is not None:
                 wal.freeze()
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            log.error(
-                "component did not finish shutting down in time",
-                extra={"kind": str(node.kind), "component": str(node.id)},
-            )
+            # bounded: a component that loses (or swallows) the cancellation must not keep
+            # the gateway from stopping; it is left behind and the others stop
+            ended, _ = await asyncio.wait({task}, timeout=min(budget, SHUTDOWN_GRACE))
+            if ended:
+                if not task.cancelled():
+                    task.exception()  # retrieved (a late error is not this shutdown's)
+                log.error(
+                    "component did not finish shutting down in time",
+                    extra={"kind": str(node.kind), "component": str(node.id)},
+                )
+            else:
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self._abandoned_counter.labels(str(node.kind), str(node.id)).inc()
+                log.error(
+                    "component did not end after its shutdown was cancelled; left behind",
+                    extra={"kind": str(node.kind), "component": str(node.id)},
+                )
         elif (exc := task.exception()) is not None:
             log.error(
                 "component failed to shut down: %s",

@@ -289,7 +289,8 @@ class TelemetryExports:
             logging.getLogger(LOGGER_NAME).removeHandler(handler)
         for flush in self.final:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(flush(), timeout=5)
+                async with asyncio.timeout(5):
+                    await flush()
         for sender in self.senders:
             await sender.close()
 

@@ -18,6 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import Field
 
 from pipeline import ConfigModel
+from plugins._agentdialects import looks_like_run_id
 
 SPAN_KIND_SERVER = 2
 SPAN_KIND_PRODUCER = 4
@@ -256,15 +257,32 @@ def is_workflow_root(span: Any, attrs: Mapping[str, Any], names: AttributeNames)
     )
 
 
+def workflow_type_of(wf_type: str, wf_name: str, span_name: str, prefix: str) -> str:
+    """A workflow's type: its ``workflow.type``, else its ``workflow.name``, else its span
+    name (less the prefix), else ``unknown``; a value shaped like a per-run id
+    (:func:`~plugins._agentdialects.looks_like_run_id`) is skipped, as the dialect tables skip
+    it for ``workflow_type``: a UUID-named workflow must not make one label per run. The C
+    ingest (``workflow_type_of`` in ``plugins/_native/_tracewire.c``) reads the same."""
+    for text in (wf_type, wf_name):
+        if text and not looks_like_run_id(text):
+            return text
+    rest = span_name[len(prefix) :] if span_name.startswith(prefix) else span_name
+    return rest if rest and not looks_like_run_id(rest) else "unknown"
+
+
 def workflow_type(span: Any, attrs: Mapping[str, Any], names: AttributeNames) -> str:
-    """``workflow.type``, else ``workflow.name``, else the span name after ``workflow.``."""
-    for key in (names.workflow_type, names.workflow_name):
+    """A decoded root span's workflow type, by :func:`workflow_type_of`'s rule."""
+
+    def get(key: str) -> str:
         value = attrs.get(key)
-        if value is not None and attr_str(value):
-            return attr_str(value)
-    if span.name.startswith(names.workflow_span_prefix):
-        return span.name[len(names.workflow_span_prefix) :] or "unknown"
-    return span.name or "unknown"
+        return attr_str(value) if value is not None else ""
+
+    return workflow_type_of(
+        get(names.workflow_type),
+        get(names.workflow_name),
+        span.name,
+        names.workflow_span_prefix,
+    )
 
 
 def is_tool_call(attrs: Mapping[str, Any], names: AttributeNames) -> bool:

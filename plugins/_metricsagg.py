@@ -753,7 +753,8 @@ class FlushingConnector(Component):
     async def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.flush_interval)
+                async with asyncio.timeout(self.flush_interval):
+                    await self._stop.wait()
             except TimeoutError:
                 await self.flush()
 

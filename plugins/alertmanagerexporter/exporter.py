@@ -439,7 +439,8 @@ class AlertmanagerExporter(Component):
     async def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.config.resend_interval)
+                async with asyncio.timeout(self.config.resend_interval):
+                    await self._stop.wait()
             except TimeoutError:
                 await self.resend()
 

@@ -651,7 +651,8 @@ class AnomalyEngine:
     async def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.config.interval)
+                async with asyncio.timeout(self.config.interval):
+                    await self._stop.wait()
             except TimeoutError:
                 await self.tick()
 

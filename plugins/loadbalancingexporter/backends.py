@@ -95,5 +95,8 @@ class DNSResolver:
         self.lookup = lookup
 
     async def resolve(self) -> list[str]:
-        addresses = await asyncio.wait_for(self.lookup(self.hostname), self.timeout or None)
+        # (asyncio.timeout: wait_for on Python 3.11 loses a cancellation that arrives as the
+        # lookup ends)
+        async with asyncio.timeout(self.timeout or None):
+            addresses = await self.lookup(self.hostname)
         return sorted(with_port(a, self.port) for a in addresses)

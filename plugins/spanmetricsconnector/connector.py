@@ -7,6 +7,7 @@ Prometheus translation they are ``traces_span_metrics_calls_total`` and
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -27,6 +28,11 @@ from plugins._metricsagg import (
 from plugins._native import load
 from plugins._spanview import TracesView, cached_str
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
+
+# the cache of decoded resources: at most this many, holding at most this many bytes (the
+# key and the attributes' text; the resources themselves are keyed by a digest)
+RESOURCE_CACHE_ENTRIES = 1000
+RESOURCE_CACHE_BYTES = 16 << 20
 
 SPAN_KINDS = (
     "SPAN_KIND_UNSPECIFIED",
@@ -118,6 +124,7 @@ class SpanMetricsConnector(FlushingConnector):
         self._names: dict[bytes, tuple[str, str]] = {}
         self._statuses: dict[bytes, tuple[str, str]] = {}
         self._resources: dict[bytes, tuple[bytes, str, dict[str, str]]] = {}
+        self._resources_bytes = 0  # what the cached entries hold (see RESOURCE_CACHE_BYTES)
         self._keys: dict[tuple[bytes, bytes, int, bytes], tuple[tuple[str, Any], ...]] = {}
         self._scanner = self._native_scanner()
 
@@ -316,15 +323,24 @@ class SpanMetricsConnector(FlushingConnector):
 
     def _resource(self, raw: bytes) -> tuple[bytes, str, dict[str, str]]:
         """(key, service.name, attributes as strings) of an encoded resource, cached."""
-        cached = self._resources.get(raw)
+        # keyed by a digest, not the bytes: hostile large resources must not be held twice
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        cached = self._resources.get(digest)
         if cached is None:
             resource = Resource.FromString(raw)
             key = self.aggregator.resource_key(resource)
             attrs = {kv.key: attr_str(kv.value) for kv in resource.attributes}
             cached = (key, attrs.get("service.name", ""), attrs)
-            if len(self._resources) > 1000:
+            cost = len(digest) + len(key) + sum(len(k) + len(v) for k, v in attrs.items())
+            if (
+                len(self._resources) >= RESOURCE_CACHE_ENTRIES
+                or self._resources_bytes + cost > RESOURCE_CACHE_BYTES
+            ):
                 self._resources.clear()
-            self._resources[raw] = cached
+                self._resources_bytes = 0
+            if cost <= RESOURCE_CACHE_BYTES:
+                self._resources[digest] = cached
+                self._resources_bytes += cost
         else:
             # the aggregator forgets resources no series refers to (expiry, delta flushes)
             self.aggregator.keep_resource(cached[0], raw)

@@ -289,7 +289,8 @@ class WorkflowLogsProcessor(Component):
         loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.tick)
+                async with asyncio.timeout(self.tick):
+                    await self._stop.wait()
             except TimeoutError:
                 pass
             if self.held:

@@ -22,6 +22,7 @@ from plugins._agentconv import (
     ComplexityTier,
     ErrorClassifier,
     outcome_from,
+    workflow_type_of,
 )
 from plugins._agentdialects import looks_like_run_id, value_text
 from plugins._spanview import SpanView, cached_str, value_str
@@ -96,19 +97,6 @@ def agent_of(attrs: Mapping[str, bytes], names: AttributeNames) -> tuple[str, st
             continue
         return text, run_id
     return "", run_id
-
-
-def workflow_type_of(wf_type: str, wf_name: str, span_name: str, prefix: str) -> str:
-    """A workflow's type: its ``workflow.type``, else its ``workflow.name``, else its span
-    name (less the prefix), else ``unknown``; a value shaped like a per-run id
-    (:func:`~plugins._agentdialects.looks_like_run_id`) is skipped, as the dialect tables skip
-    it for ``workflow_type``: a UUID-named workflow must not make one label per run. The C
-    ingest (``workflow_type_of`` in ``plugins/_native/_tracewire.c``) reads the same."""
-    for text in (wf_type, wf_name):
-        if text and not looks_like_run_id(text):
-            return text
-    rest = span_name[len(prefix) :] if span_name.startswith(prefix) else span_name
-    return rest if rest and not looks_like_run_id(rest) else "unknown"
 
 
 def root_facts(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,6 +36,7 @@ EVENTS: list[str] = []
 
 class NameConfig(ComponentConfig):
     fail_start: bool = False
+    swallow_cancel: bool = False  # its shutdown waits for release and ignores cancellation
 
 
 class Injector(Component):
@@ -124,6 +127,7 @@ class Recorder(Component):
         self.name = settings.name
         self.config = config
         self.received: list[Payload] = []
+        self.release = asyncio.Event()
         Recorder.instances.append(self)
 
     async def start(self, host: Host) -> None:
@@ -133,6 +137,11 @@ class Recorder(Component):
 
     async def shutdown(self) -> None:
         EVENTS.append(f"shutdown exporter {self.name}")
+        while self.config.swallow_cancel and not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                EVENTS.append(f"swallowed cancellation {self.name}")
 
     async def consume(self, data: Payload) -> None:
         self.received.append(data)
@@ -335,6 +344,47 @@ service:
     assert Recorder.instances[0].received == []  # held by the batch
     await service.shutdown()
     assert Recorder.instances[0].span_names() == [f"s{i}" for i in range(10)]
+
+
+@pytest.mark.timeout(60)
+async def test_a_component_that_swallows_its_cancellation_does_not_hang_shutdown(
+    tmp_path: Path, registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = make_service(
+        tmp_path,
+        registry,
+        """\
+receivers:
+  inject:
+exporters:
+  record/stuck:
+    swallow_cancel: true
+  record:
+service:
+  shutdown_timeout: 50ms
+  pipelines:
+    traces:
+      receivers: [inject]
+      exporters: [record/stuck, record]
+""",
+    )
+    caplog.set_level(logging.ERROR)
+    await service.start()
+    await service.shutdown()  # hung for ever when the second wait was unbounded
+    stuck = next(r for r in Recorder.instances if r.config.swallow_cancel)
+    assert "swallowed cancellation record/stuck" in EVENTS
+    assert "shutdown exporter record" in EVENTS  # the others still stopped
+    left = [r for r in caplog.records if "left behind" in r.getMessage()]
+    assert [getattr(r, "component", None) for r in left] == ["record/stuck"]
+    assert (
+        service.telemetry.registry.get_sample_value(
+            "otelcol_service_components_abandoned_total",
+            {"kind": getattr(left[0], "kind", ""), "component": "record/stuck"},
+        )
+        == 1.0
+    )
+    stuck.release.set()
+    await asyncio.sleep(0)
 
 
 async def test_failed_start_stops_what_started(tmp_path: Path, registry: Registry) -> None:

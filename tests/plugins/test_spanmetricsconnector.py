@@ -13,7 +13,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from pipeline import Kind, Traces
 from pipeline.telemetry import SelfTelemetry
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
-from plugins.spanmetricsconnector.connector import SpanMetricsConnector
+from plugins.spanmetricsconnector.connector import RESOURCE_CACHE_BYTES, SpanMetricsConnector
 from tests.plugins._agent_support import Capture, attrs_of, kv, request, settings, span
 from tests.plugins._native_support import both_paths
 from tests.plugins.test__metricsagg import labels, points
@@ -459,3 +459,19 @@ async def test_exponential_histogram_end_to_end() -> None:
     assert not dp.negative.bucket_counts
     assert len(dp.exemplars) == 5
     assert labels(dp)["span.name"] == "a"
+
+
+async def test_hostile_large_resources_hold_bounded_memory_in_the_resource_cache() -> None:
+    """The decoded-resource cache is keyed by a digest and bounded in bytes: distinct 1 MiB
+    resources (a hostile sender) do not each stay held, twice, up to the entry bound."""
+    conn, _ = connector()
+    for i in range(24):
+        big = f"{i}-" + "x" * (1 << 20)
+        await conn.consume(resource_request([span(1, i + 1, None, "a")], **{"host.name": big}))
+    held = sum(
+        len(digest) + len(key) + sum(len(k) + len(v) for k, v in attrs.items())
+        for digest, (key, _, attrs) in conn._resources.items()
+    )
+    assert conn._resources  # still a cache
+    assert all(len(digest) == 16 for digest in conn._resources)
+    assert held <= RESOURCE_CACHE_BYTES

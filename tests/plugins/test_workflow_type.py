@@ -13,7 +13,7 @@ import string
 
 import pytest
 
-from plugins.workflowprocessor.rules import workflow_type_of
+from plugins._agentconv import workflow_type_of
 from tests.plugins._agent_support import span, tid
 from tests.plugins.test_workflow_agent import (
     ULID,

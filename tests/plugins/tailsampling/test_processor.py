@@ -809,3 +809,31 @@ async def test_decisions_the_same_with_and_without_the_scans_facts(
         assert outcomes[0] == outcomes[1], data.hex()
         compared += 1
     assert compared > 20
+
+
+def test_a_run_id_shaped_workflow_name_is_no_workflow_type() -> None:
+    """The workflow_sla policy reads a workflow's type as the workflow processor does
+    (``plugins._agentconv.workflow_type_of``): a UUID-shaped ``workflow.name`` is a per-run
+    id, not a type; the span name after ``workflow.`` is."""
+    uuid = "3f2b8c1e-9d4a-4e6b-8f7c-2a1d5e9b0c34"
+    by_type = {"workflow_sla": {"objectives": {uuid: "0s", "support": "1h"}}}
+    root = span(
+        T,
+        1,
+        name="workflow.support",
+        start_time_unix_nano=1_000_000_000,
+        end_time_unix_nano=2_000_000_000,
+        attributes={"workflow.name": uuid},
+    )
+    # the type is "support" (objective 1h, not missed), not the UUID (objective 0s)
+    assert decide({"type": "workflow_sla", **by_type}, request(root)) is Decision.NOT_SAMPLED
+    named = span(
+        T,
+        1,
+        name="workflow.support",
+        start_time_unix_nano=1_000_000_000,
+        end_time_unix_nano=2_000_000_000,
+        attributes={"workflow.name": "triage"},
+    )
+    by_name = {"workflow_sla": {"objectives": {"triage": "0s"}}}
+    assert decide({"type": "workflow_sla", **by_name}, request(named)) is Decision.SAMPLED
