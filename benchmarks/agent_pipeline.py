@@ -29,6 +29,9 @@ span came out. Write-up: ``benchmarks/results/agent-pipeline.md``.
     # this tree against another checkout (its own .venv), runs alternated, medians and ratio:
     python -m benchmarks.agent_pipeline --only "agent pipeline" --rate 10000 --repeat 5 \
         --baseline ../base
+    # where each run's CPU goes (py-spy from the measured load's start; benchmarks/profile.py):
+    python -m benchmarks.agent_pipeline --only "agent pipeline" --rate 100000 --profile build/spy
+    python -m benchmarks.profile build/spy/*.txt
 
 The tool-call spans carry ``gen_ai.tool.call.id`` as pydantic-ai's ``execute_tool`` does (one
 per call): the recorded real libraries' tool spans all carry such ids (call ids, JSON-RPC
