@@ -43,6 +43,7 @@ from pipeline import (
 from pipeline.tasks import supervise
 from plugins._labelbound import (
     MAX_LABEL_VALUE_CHARS,
+    Attrs,
     CutCounter,
     cut_attrs,
     cut_resource,
@@ -52,15 +53,7 @@ from plugins._labelbound import (
 OVERFLOW_ATTRS: tuple[tuple[str, Any], ...] = (("otel.metric.overflow", True),)
 OVERFLOW_RESOURCE = b""
 
-Attrs = tuple[tuple[str, Any], ...]
 SeriesKey = tuple[bytes, Attrs]
-
-MAX_VALUE_CHARS = MAX_LABEL_VALUE_CHARS
-"""Characters of a string attribute kept in a series (the rest is cut off when the series is
-created), and of a string attribute of a resource kept for export: a span with a 1 MiB agent
-or tool name, or a resource with a 1 MiB ``service.name``, must not make every flush, every
-scrape and the aggregator's memory carry it (2,000 such series under the cardinality limit:
-2 GiB). The bound and its counting are :mod:`plugins._labelbound`'s."""
 
 
 class Temporality(enum.IntEnum):
@@ -559,7 +552,7 @@ class Aggregator:
         Collector's spanmetrics connector does; in delta temporality the first one seen since
         the last flush (see :meth:`keep_resource`)."""
         copy: Resource | None = None
-        if resource.ByteSize() > MAX_VALUE_CHARS:
+        if resource.ByteSize() > MAX_LABEL_VALUE_CHARS:
             # perhaps a long value: the key and the resource kept are those of the values cut
             # short (resources differing only past the bound share their series)
             copy = Resource()
@@ -666,7 +659,8 @@ class FlushingConnector(Component):
     recorded in an overflow series because the metric's cardinality limit was reached), and
     ``otelcol_connector_dropped_items_total`` for data points a flush could not deliver,
     ``otelcol_label_values_truncated_total{kind="connector", component}`` for attribute and
-    resource values cut to :data:`MAX_VALUE_CHARS` (counted at each flush).
+    resource values cut to :data:`plugins._labelbound.MAX_LABEL_VALUE_CHARS` (counted at each
+    flush).
     """
 
     mutates_data = False

@@ -25,7 +25,7 @@ from pipeline.config import load_config
 from pipeline.pluginmanager import default_registry
 from pipeline.service import Service
 from pipeline.telemetry import SelfTelemetry
-from plugins._metricsagg import MAX_VALUE_CHARS
+from plugins._labelbound import MAX_LABEL_VALUE_CHARS
 from tests.hostile import agent_workflow, hostile_agent_traces, raw_traces, refused_requests
 from tests.otlp_support import TRACE_METHOD, RecordingBackend, recording_backend
 from tests.support import ROOT, free_port, logged, wait_until, write_config
@@ -214,7 +214,7 @@ async def test_hostile_agent_traces_over_http_and_grpc_leave_the_good_metrics_ex
             for dp in getattr(m, m.WhichOneof("data")).data_points
             for a in dp.attributes
         )
-        assert longest == MAX_VALUE_CHARS
+        assert longest == MAX_LABEL_VALUE_CHARS
         # every refusal counted, the gateway still serves and is not failed
         assert refused_requests(service) == not_ok, outcomes
         assert not any(

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from plugins._labelbound import MAX_LABEL_VALUE_CHARS
 from plugins._metricsagg import (
-    MAX_VALUE_CHARS,
     OVERFLOW_ATTRS,
     Aggregator,
     Kind,
@@ -265,13 +265,13 @@ def test_exponential_histogram_export_cumulative_and_delta() -> None:
 
 @pytest.mark.parametrize("temporality", [Temporality.CUMULATIVE, Temporality.DELTA])
 def test_long_attribute_values_are_cut_to_one_series_each(temporality: Temporality) -> None:
-    """A string attribute longer than MAX_VALUE_CHARS is cut to that length when its series
+    """A string attribute longer than MAX_LABEL_VALUE_CHARS is cut to that length when its series
     is created: values that differ only past it share one series, the measurements are all
     counted (``truncated`` too), short values are untouched, and a delta flush sends it."""
     agg = Aggregator("t", temporality)
     c = agg.add_metric(Metric("c", Kind.COUNTER))
     h = agg.add_metric(Metric("h", Kind.HISTOGRAM, bounds=[1.0]))
-    head = "a" * MAX_VALUE_CHARS
+    head = "a" * MAX_LABEL_VALUE_CHARS
     for tail in ("x", "y" * 1_000_000, "z"):
         c.add(b"", (("agent", head + tail), ("n", 1)), 1, 1)
         h.observe_many(b"", (("tool", head + tail),), [0.5, 2.0], 1)
