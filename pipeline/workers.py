@@ -187,7 +187,8 @@ class WorkerContext:
 
         async def one(i: int) -> Any:
             try:
-                body = await asyncio.wait_for(self._peer(i).call(_OP_COLLECT, key, b""), within)
+                async with asyncio.timeout(within):  # (not wait_for: see _pump)
+                    body = await self._peer(i).call(_OP_COLLECT, key, b"")
             except (ConsumeError, OSError, TimeoutError) as exc:
                 log.debug("worker %d did not answer a scrape: %s", i, exc)
                 return None
@@ -1035,7 +1036,8 @@ class _Peer:
         while self.backlog_full():
             self._below.clear()
             try:
-                await asyncio.wait_for(self._below.wait(), max(end - time.monotonic(), 0.0))
+                async with asyncio.timeout(max(end - time.monotonic(), 0.0)):  # (see _pump)
+                    await self._below.wait()
             except TimeoutError:
                 raise RetryableError(
                     f"worker {self.index} is behind with the parts handed over to it",
@@ -1070,8 +1072,11 @@ class _Peer:
             wait = self._out[0][3] + _HANDOVER_LINGER - time.monotonic()
             if wait > 0 and self._out_bytes < _HANDOVER_JOIN and not self._hurry:
                 self._out_ready.clear()
+                # (asyncio.timeout: wait_for on Python 3.11 loses a cancellation (close())
+                # that arrives as the event is set, and the pump went on without a connection)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._out_ready.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._out_ready.wait()
             # the parts of the first one's pipelines, in order, up to _COALESCE_MAX bytes (the
             # parts queued meanwhile are appended behind: these positions stay theirs)
             key = self._out[0][0]
@@ -1678,7 +1683,8 @@ class Supervisor:
             )
             if delay:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
             if self.stopping:
                 return
             await self._spawn(slot)
@@ -1761,7 +1767,8 @@ class Supervisor:
         codes: list[int] = []
         for proc in live:
             try:
-                codes.append(await asyncio.wait_for(proc.wait(), self.shutdown_timeout + 10.0))
+                async with asyncio.timeout(self.shutdown_timeout + 10.0):
+                    codes.append(await proc.wait())
             except TimeoutError:
                 log.error("worker did not stop in time; killed", extra={"pid": proc.pid})
                 with contextlib.suppress(ProcessLookupError):

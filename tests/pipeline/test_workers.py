@@ -1772,3 +1772,45 @@ def test_a_frame_leaves_by_sendmsg_and_what_the_kernel_does_not_take_follows_in_
             right.close()
 
     asyncio.run(main())
+
+
+def test_a_hand_over_pump_cancelled_as_it_is_woken_stops(tmp_path: Path) -> None:
+    """``acknowledge: handover``: a sibling's connection is closed (the worker stops) in the
+    loop turn in which its pump is woken to deliver what it retains. The pump stops, and
+    does not connect to the sibling again. Before, ``asyncio.wait_for`` (Python 3.11)
+    answered the wake-up instead of the cancellation: the pump of a closed connection went
+    on, connected again, and retried without end."""
+    import asyncio
+
+    from pipeline import workers
+
+    async def main() -> None:
+        connections = 0
+
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            writer.close()  # a sibling that goes away: the part is sent again
+
+        path = str(tmp_path / "sibling.sock")
+        server = await asyncio.start_unix_server(accepted, path)
+        peer = workers._Peer(path, 1)
+        peer.deliver("traces|traces", b"\x0a\x00", 1)
+        pump = peer._pump_task
+        assert pump is not None
+        try:
+            await asyncio.sleep(0)  # the pump waits for the linger
+            assert not pump.done()
+            peer.hurry()  # it is woken ...
+            peer.close()  # ... in the turn in which close() cancels it
+            done, _ = await asyncio.wait({pump}, timeout=5)  # a guard against the hang only
+            assert done, f"the pump went on after close(); {connections} connection(s)"
+            assert pump.cancelled()
+            await asyncio.sleep(0.1)
+            assert connections == 0
+        finally:
+            pump.cancel()  # (the old code's pump: cancelled again, so that the test ends)
+            peer.close()
+            server.close()
+
+    asyncio.run(main())
