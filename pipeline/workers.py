@@ -399,7 +399,13 @@ class WorkerContext:
         if found is None or found[0] is not graph:  # first use, or the config was reloaded
             signal_text, names = target.split("|", 1)
             signal = Signal(signal_text)
-            consumer = fan_out([graph.pipeline_consumer(name) for name in names.split(",")])
+            try:
+                consumer = fan_out([graph.pipeline_consumer(n) for n in names.split(",")])
+            except KeyError as exc:  # a sibling's config is ahead of (or behind) this one's
+                raise RetryableError(
+                    f"worker {self.index} has no pipeline {exc} (a reload under way?)",
+                    retry_after=1.0,
+                ) from None
             found = self._targets[target] = (graph, consumer, payload_type(signal))
         return found[1], found[2]
 
@@ -1181,7 +1187,7 @@ class Router:
         """Consume this worker's part: with the others of this turn when another client
         request for these pipelines is in progress here (:class:`_Joiner`), else at once."""
         if joiner is not None and (joiner.parts or joiner.busy > 1):
-            await joiner.consume(data)
+            await joiner.consume(data, self.inner)
         else:
             await self.inner.consume(data)
 
@@ -1318,18 +1324,23 @@ class _Joiner:
         self.busy = 0  # client requests for these pipelines in progress here (Router)
         self.parts: list[Payload] = []
         self.done: list[Callable[[BaseException | None], None]] = []
+        self.consumers: list[Consumer] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def join(self, payload: Payload, done: Callable[[BaseException | None], None]) -> None:
-        """Consume ``payload`` with the others of this turn; ``done`` is called with what
-        that consume raised (``None``: accepted). Consumed while this worker stops, as the
-        part of a request its receiver still finishes."""
+    def join(
+        self, payload: Payload, done: Callable[[BaseException | None], None], consumer: Consumer
+    ) -> None:
+        """Consume ``payload`` with the others of this turn by ``consumer`` (the pipelines of
+        the graph of the :class:`Router` that took it); ``done`` is called with what that
+        consume raised (``None``: accepted). Consumed while this worker stops, as the part
+        of a request its receiver still finishes."""
         self.parts.append(payload)
         self.done.append(done)
+        self.consumers.append(consumer)
         if len(self.parts) == 1:
             asyncio.get_running_loop().call_soon(self._flush)
 
-    async def consume(self, payload: Payload) -> None:
+    async def consume(self, payload: Payload, consumer: Consumer) -> None:
         """:meth:`join`, waiting for the outcome (raised when refused)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -1343,19 +1354,36 @@ class _Joiner:
             else:
                 fut.set_exception(exc)
 
-        self.join(payload, settle)
+        self.join(payload, settle, consumer)
         await fut  # cancelled: the part is consumed all the same, its outcome unread
 
     def _flush(self) -> None:
-        parts, done = self.parts, self.done
-        self.parts, self.done = [], []
+        parts, done, consumers = self.parts, self.done, self.consumers
+        self.parts, self.done, self.consumers = [], [], []
         if not parts:
             return
-        try:
-            consumer, _ = self.ctx._target(self.target, check=False)
-        except Exception as exc:  # the pipelines are gone (a reload)
-            _settle(done, exc)
+        # each part is consumed by the graph its router belongs to, as it would have been
+        # unjoined: not by the service's graph at this turn (a part joined before a reload
+        # switched graphs went to the new graph, refused when it lacks these pipelines; a
+        # receiver the reload started before the switch had its parts consumed by the old)
+        consumer = consumers[0]
+        if any(c is not consumer for c in consumers):  # routers of two graphs: one consume each
+            by: dict[int, tuple[Consumer, list[Payload], list[Any]]] = {}
+            for part, call, c in zip(parts, done, consumers, strict=True):
+                group = by.setdefault(id(c), (c, [], []))
+                group[1].append(part)
+                group[2].append(call)
+            for c, group_parts, group_done in by.values():
+                self._consume(c, group_parts, group_done)
             return
+        self._consume(consumer, parts, done)
+
+    def _consume(
+        self,
+        consumer: Consumer,
+        parts: list[Payload],
+        done: list[Callable[[BaseException | None], None]],
+    ) -> None:
         payload = parts[0] if len(parts) == 1 else type(parts[0]).merge(parts)
         _run_now(_consume_joined(consumer, payload, done), self.tasks)
 
