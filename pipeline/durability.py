@@ -19,7 +19,13 @@ record done, so every path that lets go of the data - delivery, a filter, the en
 isolation, a queue given up on - completes the record without code of its own.
 
 On start, the records not done are replayed into the same receiver's pipelines, in the order
-they were written, before any receiver starts (waiting while the pipeline pushes back).
+they were written, before any receiver starts (waiting while the pipeline pushes back). The
+start waits for the replay at most :data:`REPLAY_START_WAIT` seconds: a replay whose pipeline
+refuses or blocks (a backend down behind a full queue) goes on in the background while the
+receivers start (new data may then go ahead of replayed data), logged and its progress logged
+(``otelcol_service_wal_replay_pending_records``: the records still to replay). A shutdown stops
+a replay under way at once: the records it did not replay, and the one in the pipeline when it
+stopped, stay in the log for the next start (acknowledged: never dropped).
 Replayed items are counted in ``otelcol_receiver_replayed_<items>{receiver}``: they were
 acknowledged before the crash and their delivery was not confirmed; some of them may have
 reached the backend already (delivered, but the process died before the record was marked
@@ -46,11 +52,13 @@ from pipeline.storage import Record, SegmentLog, StorageError, StorageExtension
 if TYPE_CHECKING:
     from pipeline.component import Host
     from pipeline.consumer import Consumer
-    from pipeline.telemetry import ComponentTelemetry
+    from pipeline.telemetry import ComponentTelemetry, SelfTelemetry
 
 log = logging.getLogger("pipeline.durability")
 
 WAL_OWNER = "service_wal"
+REPLAY_START_WAIT = 10.0  # seconds the start waits for the replay before the receivers start
+REPLAY_PROGRESS_EVERY = 30.0  # seconds between two progress lines of a replay
 _ROUTE = struct.Struct("<H")
 
 
@@ -69,6 +77,22 @@ class AckToken:
 
     def __repr__(self) -> str:
         return f"AckToken({self._record!r})"
+
+
+class _ReplayToken(AckToken):
+    """A replayed record's token. ``kept``: the replay was stopped (the shutdown) while the
+    record was in the pipeline, which may let go of it without delivering it: the record
+    stays in the log, replayed again at the next start (at least once, never lost)."""
+
+    __slots__ = ("kept",)
+
+    def __init__(self, wal: SegmentLog, record: Record) -> None:
+        super().__init__(wal, record)
+        self.kept = False
+
+    def __del__(self) -> None:
+        if not self.kept:
+            self._log.complete(self._record)
 
 
 # -- tokens of the payload a component is consuming ---------------------------------------------
@@ -192,6 +216,9 @@ class WriteAheadLog:
         self.limiter = LogLimiter()
         self._host: Host | None = None
         self._reported: dict[str, str] = {}  # receiver instance -> error status it reports
+        self._replay_task: asyncio.Task[None] | None = None
+        self._replay_left = 0  # records the replay has not handled yet
+        self._pending_gauge: Any = None
 
     def covers(self, receiver: ComponentID) -> bool:
         return self.receivers is None or receiver in self.receivers
@@ -224,16 +251,77 @@ class WriteAheadLog:
         self._pending = self.log.open()
         return len(self._pending)
 
+    async def replay_at_start(
+        self, telemetry: SelfTelemetry | None = None, wait: float | None = None
+    ) -> None:
+        """Start the replay (:meth:`replay`) and wait for it at most ``wait`` seconds
+        (:data:`REPLAY_START_WAIT`): a replay that the pipeline pushes back on or blocks goes
+        on in the background, and the start goes on (the receivers start). Called after
+        every other component started; a shutdown stops it (:meth:`stop_replay`)."""
+        if self.log is None or not self._pending:
+            return
+        if telemetry is not None:
+            self._pending_gauge = telemetry.gauge(
+                "otelcol_service_wal_replay_pending_records",
+                "Write-ahead log records found at start and not replayed yet (the replay "
+                "goes on in the background when the pipeline pushes back; those left when "
+                "the gateway stops are replayed at the next start).",
+                (),
+            )
+        wait = REPLAY_START_WAIT if wait is None else wait
+        task = self._replay_task = asyncio.ensure_future(self.replay())
+        done, _ = await asyncio.wait({task}, timeout=wait)
+        if done:
+            self._replay_task = None
+            task.result()  # (a bug in the replay stops the start, as before)
+            return
+        log.warning(
+            "the write-ahead log replay is not done after %gs (the pipeline pushes back or is "
+            "slow): the receivers start now and the replay goes on (new data may go ahead of "
+            "replayed data)",
+            wait,
+            extra={"records_left": self._replay_left},
+        )
+        task.add_done_callback(_replay_ended)
+
+    async def stop_replay(self, within: float) -> None:
+        """Stop a replay under way (the shutdown), waiting at most ``within`` seconds for it
+        to end: what it did not replay stays in the log for the next start."""
+        task, self._replay_task = self._replay_task, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=max(within, 0.1))
+        if not done:
+            # a component swallowed the cancellation: nothing is marked done from now on
+            # (what is delivered during this shutdown is replayed again: never lost)
+            if self.log is not None:
+                self.log.freeze()
+            log.error(
+                "the write-ahead log replay did not stop in time; left behind, the log keeps "
+                "every record for the next start"
+            )
+
     async def replay(self) -> None:
         """Push every record not done into its receiver's pipelines, waiting while they push
-        back. Called after every other component started, before the receivers start."""
+        back. Cancelled (the shutdown): what it did not deliver stays in the log."""
         wal = self.log
         pending, self._pending = self._pending, []
         if wal is None or not pending:
             return
         log.info("replaying the write-ahead log", extra={"records": len(pending)})
+        self._set_left(len(pending))
+        loop = asyncio.get_running_loop()
+        next_progress = loop.time() + REPLAY_PROGRESS_EVERY
         items = 0
-        for rec in pending:
+        for i, rec in enumerate(pending):
+            self._set_left(len(pending) - i)
+            if loop.time() >= next_progress:
+                next_progress = loop.time() + REPLAY_PROGRESS_EVERY
+                log.info(
+                    "replaying the write-ahead log",
+                    extra={"records": len(pending), "replayed_records": i, "items": items},
+                )
             try:
                 body = wal.read(rec)
             except StorageError as exc:
@@ -271,16 +359,34 @@ class WriteAheadLog:
                     wal, rec, "malformed", "a write-ahead log record cannot be read", exc
                 )
                 continue
-            payload.carry_acks((AckToken(wal, rec),))
+            token = _ReplayToken(wal, rec)
+            payload.carry_acks((token,))
             del body, data
-            if await _deliver(consumer, payload, telemetry, count):
+            try:
+                delivered = await _deliver(consumer, payload, telemetry, count)
+            except asyncio.CancelledError:
+                token.kept = True  # (the pipeline may hold it still, or have let it go)
+                left = len(pending) - i
+                log.warning(
+                    "the write-ahead log replay stopped (shutdown); the records it did not "
+                    "replay stay in the log for the next start",
+                    extra={"records_left": left, "replayed_records": i, "items": items},
+                )
+                raise
+            if delivered:
                 telemetry.replayed(signal, count)
                 items += count
-            del payload
+            del payload, token
+        self._set_left(0)
         log.info(
             "write-ahead log replayed",
             extra={"records": len(pending), "items": items},
         )
+
+    def _set_left(self, n: int) -> None:
+        self._replay_left = n
+        if self._pending_gauge is not None:
+            self._pending_gauge.set(n)
 
     def _drop_record(
         self, wal: SegmentLog, rec: Record, reason: str, what: str, detail: object
@@ -390,6 +496,12 @@ class WriteAheadLog:
         self.log = None
 
 
+def _replay_ended(task: asyncio.Task[None]) -> None:
+    """A replay that went on in the background ended: a failure of its own is logged."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("the write-ahead log replay failed: %s", exc, exc_info=exc)
+
+
 async def _deliver(
     consumer: Consumer, payload: Payload, telemetry: ComponentTelemetry, count: int
 ) -> bool:
@@ -408,8 +520,8 @@ async def _deliver(
             now = loop.time()
             if now >= next_warning:
                 log.warning(
-                    "the pipeline pushes back during replay; waiting (the receivers start "
-                    "once the replay is done): %s",
+                    "the pipeline pushes back during replay; waiting (acknowledged data is "
+                    "not given up): %s",
                     exc,
                     extra={"waited_seconds": round(now - began, 1)},
                 )

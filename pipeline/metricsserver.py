@@ -126,7 +126,11 @@ class MetricsServer:
     ) -> bool:
         """Answer one request; ``True`` to keep the connection for the next."""
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
+            # (asyncio.timeout, not wait_for: on Python 3.11 wait_for answers the read instead
+            # of a cancellation that arrives in the turn the read ends in; close() cancels the
+            # connection and waited for it while it served a keep-alive client on)
+            async with asyncio.timeout(IDLE_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:
             if exc.partial.strip():
                 await self._respond(writer, HTTPStatus.BAD_REQUEST, keep_alive=False)
@@ -155,7 +159,8 @@ class MetricsServer:
             await self._respond(writer, exc.status, keep_alive=False)
             return False
         if length:
-            await asyncio.wait_for(reader.readexactly(length), IDLE_TIMEOUT)
+            async with asyncio.timeout(IDLE_TIMEOUT):
+                await reader.readexactly(length)
         connection = headers.get("connection", "").lower()
         if version == "HTTP/1.1":
             keep_alive = "close" not in connection
@@ -211,7 +216,8 @@ class MetricsServer:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         if send_body:
             writer.write(body)
-        await asyncio.wait_for(writer.drain(), IDLE_TIMEOUT)  # a client that never reads
+        async with asyncio.timeout(IDLE_TIMEOUT):  # a client that never reads
+            await writer.drain()
 
 
 def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:

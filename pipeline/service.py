@@ -295,7 +295,8 @@ class Service:
             # receivers last: what the write-ahead log holds is replayed before new data
             await self._start_nodes([n for n in flow if n.kind != Kind.RECEIVER])
             if wal is not None:
-                await wal.replay()
+                # bounded: a replay the pipeline pushes back on goes on in the background
+                await wal.replay_at_start(self.telemetry)
             await self._start_nodes([n for n in flow if n.kind == Kind.RECEIVER])
         except BaseException:
             await self.shutdown()
@@ -394,6 +395,10 @@ class Service:
         flow = [n for n in self.graph.flow_order() if id(n.component) in running]
         extensions = [n for n in self.graph.extensions.values() if id(n.component) in running]
         wal = self.graph.wal
+        if wal is not None:
+            # a replay under way stops first (it feeds the pipelines, as a receiver): what it
+            # did not replay stays in the log for the next start
+            await wal.stop_replay(min(self.config.service.shutdown_timeout, SHUTDOWN_GRACE))
         ctx = workers.current()
         for node in [*flow, None, *reversed(extensions)]:
             if ctx is not None and (node is None or node.kind != Kind.RECEIVER):

@@ -187,7 +187,8 @@ class WorkerContext:
 
         async def one(i: int) -> Any:
             try:
-                body = await asyncio.wait_for(self._peer(i).call(_OP_COLLECT, key, b""), within)
+                async with asyncio.timeout(within):  # (not wait_for: see _pump)
+                    body = await self._peer(i).call(_OP_COLLECT, key, b"")
             except (ConsumeError, OSError, TimeoutError) as exc:
                 log.debug("worker %d did not answer a scrape: %s", i, exc)
                 return None
@@ -398,7 +399,13 @@ class WorkerContext:
         if found is None or found[0] is not graph:  # first use, or the config was reloaded
             signal_text, names = target.split("|", 1)
             signal = Signal(signal_text)
-            consumer = fan_out([graph.pipeline_consumer(name) for name in names.split(",")])
+            try:
+                consumer = fan_out([graph.pipeline_consumer(n) for n in names.split(",")])
+            except KeyError as exc:  # a sibling's config is ahead of (or behind) this one's
+                raise RetryableError(
+                    f"worker {self.index} has no pipeline {exc} (a reload under way?)",
+                    retry_after=1.0,
+                ) from None
             found = self._targets[target] = (graph, consumer, payload_type(signal))
         return found[1], found[2]
 
@@ -1035,7 +1042,8 @@ class _Peer:
         while self.backlog_full():
             self._below.clear()
             try:
-                await asyncio.wait_for(self._below.wait(), max(end - time.monotonic(), 0.0))
+                async with asyncio.timeout(max(end - time.monotonic(), 0.0)):  # (see _pump)
+                    await self._below.wait()
             except TimeoutError:
                 raise RetryableError(
                     f"worker {self.index} is behind with the parts handed over to it",
@@ -1070,8 +1078,11 @@ class _Peer:
             wait = self._out[0][3] + _HANDOVER_LINGER - time.monotonic()
             if wait > 0 and self._out_bytes < _HANDOVER_JOIN and not self._hurry:
                 self._out_ready.clear()
+                # (asyncio.timeout: wait_for on Python 3.11 loses a cancellation (close())
+                # that arrives as the event is set, and the pump went on without a connection)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._out_ready.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._out_ready.wait()
             # the parts of the first one's pipelines, in order, up to _COALESCE_MAX bytes (the
             # parts queued meanwhile are appended behind: these positions stay theirs)
             key = self._out[0][0]
@@ -1176,7 +1187,7 @@ class Router:
         """Consume this worker's part: with the others of this turn when another client
         request for these pipelines is in progress here (:class:`_Joiner`), else at once."""
         if joiner is not None and (joiner.parts or joiner.busy > 1):
-            await joiner.consume(data)
+            await joiner.consume(data, self.inner)
         else:
             await self.inner.consume(data)
 
@@ -1313,18 +1324,23 @@ class _Joiner:
         self.busy = 0  # client requests for these pipelines in progress here (Router)
         self.parts: list[Payload] = []
         self.done: list[Callable[[BaseException | None], None]] = []
+        self.consumers: list[Consumer] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def join(self, payload: Payload, done: Callable[[BaseException | None], None]) -> None:
-        """Consume ``payload`` with the others of this turn; ``done`` is called with what
-        that consume raised (``None``: accepted). Consumed while this worker stops, as the
-        part of a request its receiver still finishes."""
+    def join(
+        self, payload: Payload, done: Callable[[BaseException | None], None], consumer: Consumer
+    ) -> None:
+        """Consume ``payload`` with the others of this turn by ``consumer`` (the pipelines of
+        the graph of the :class:`Router` that took it); ``done`` is called with what that
+        consume raised (``None``: accepted). Consumed while this worker stops, as the part
+        of a request its receiver still finishes."""
         self.parts.append(payload)
         self.done.append(done)
+        self.consumers.append(consumer)
         if len(self.parts) == 1:
             asyncio.get_running_loop().call_soon(self._flush)
 
-    async def consume(self, payload: Payload) -> None:
+    async def consume(self, payload: Payload, consumer: Consumer) -> None:
         """:meth:`join`, waiting for the outcome (raised when refused)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -1338,19 +1354,36 @@ class _Joiner:
             else:
                 fut.set_exception(exc)
 
-        self.join(payload, settle)
+        self.join(payload, settle, consumer)
         await fut  # cancelled: the part is consumed all the same, its outcome unread
 
     def _flush(self) -> None:
-        parts, done = self.parts, self.done
-        self.parts, self.done = [], []
+        parts, done, consumers = self.parts, self.done, self.consumers
+        self.parts, self.done, self.consumers = [], [], []
         if not parts:
             return
-        try:
-            consumer, _ = self.ctx._target(self.target, check=False)
-        except Exception as exc:  # the pipelines are gone (a reload)
-            _settle(done, exc)
+        # each part is consumed by the graph its router belongs to, as it would have been
+        # unjoined: not by the service's graph at this turn (a part joined before a reload
+        # switched graphs went to the new graph, refused when it lacks these pipelines; a
+        # receiver the reload started before the switch had its parts consumed by the old)
+        consumer = consumers[0]
+        if any(c is not consumer for c in consumers):  # routers of two graphs: one consume each
+            by: dict[int, tuple[Consumer, list[Payload], list[Any]]] = {}
+            for part, call, c in zip(parts, done, consumers, strict=True):
+                group = by.setdefault(id(c), (c, [], []))
+                group[1].append(part)
+                group[2].append(call)
+            for c, group_parts, group_done in by.values():
+                self._consume(c, group_parts, group_done)
             return
+        self._consume(consumer, parts, done)
+
+    def _consume(
+        self,
+        consumer: Consumer,
+        parts: list[Payload],
+        done: list[Callable[[BaseException | None], None]],
+    ) -> None:
         payload = parts[0] if len(parts) == 1 else type(parts[0]).merge(parts)
         _run_now(_consume_joined(consumer, payload, done), self.tasks)
 
@@ -1678,7 +1711,8 @@ class Supervisor:
             )
             if delay:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
             if self.stopping:
                 return
             await self._spawn(slot)
@@ -1761,7 +1795,8 @@ class Supervisor:
         codes: list[int] = []
         for proc in live:
             try:
-                codes.append(await asyncio.wait_for(proc.wait(), self.shutdown_timeout + 10.0))
+                async with asyncio.timeout(self.shutdown_timeout + 10.0):
+                    codes.append(await proc.wait())
             except TimeoutError:
                 log.error("worker did not stop in time; killed", extra={"pid": proc.pid})
                 with contextlib.suppress(ProcessLookupError):

@@ -532,7 +532,10 @@ class ConsoleExtension(Component):
                     continue
                 sub.wake.clear()
                 try:
-                    await asyncio.wait_for(sub.wake.wait(), KEEPALIVE)
+                    # (asyncio.timeout: wait_for on Python 3.11 loses a cancellation that
+                    # arrives as an event wakes the stream, which then went on streaming)
+                    async with asyncio.timeout(KEEPALIVE):
+                        await sub.wake.wait()
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
         except (ConnectionError, RuntimeError):

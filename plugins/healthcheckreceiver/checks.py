@@ -95,7 +95,10 @@ class Cleanup:
         for close, abort in reversed(self._closers):
             try:
                 if self.clean:
-                    await asyncio.wait_for(close(), timeout=2.0)
+                    # (asyncio.timeout: wait_for on Python 3.11 loses a cancellation that
+                    # arrives as the close ends, and the next closers ran on)
+                    async with asyncio.timeout(2.0):
+                        await close()
                 elif abort is not None:
                     abort()
             except Exception:  # closing is best effort
@@ -115,7 +118,8 @@ def close_in_background(close: Callable[[], Awaitable[Any]]) -> Callable[[], Non
     def abort() -> None:
         async def run() -> None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(close(), timeout=2.0)
+                async with asyncio.timeout(2.0):
+                    await close()
 
         task = asyncio.get_running_loop().create_task(run())
         _closing.add(task)

@@ -15,9 +15,10 @@ play in 8 s: the exporter's backoff is scaled down tenfold by an overlay config 
 500 ms instead of 5 s .. 30 s: the same number of failed retries in a tenth of the time), the
 queue is made small enough that the outage fills it (queue_size 2), and the gateway is killed
 in the middle of the outage, so the backlog must survive on disk too. After the restart the
-replay waits on the full queue until the backend returns (the receivers open after it; senders
-meanwhile see UNAVAILABLE and retry). ``PIPELINE_DURABLE_OUTAGE_SECONDS=60`` runs the issue's
-literal outage with the config's own retry settings (over a minute: not in CI).
+replay waits on the full queue until the backend returns (the receivers open after it, or
+after 10 s while it goes on; senders meanwhile see UNAVAILABLE and retry).
+``PIPELINE_DURABLE_OUTAGE_SECONDS=60`` runs the issue's literal outage with the config's own
+retry settings (over a minute: not in CI).
 """
 
 from __future__ import annotations

@@ -618,3 +618,116 @@ async def test_replay_drops_what_it_cannot_deliver_counted_and_logged_and_delive
         logger.removeHandler(handler)
     lines = [r.getMessage() for r in records if "dropping it" in r.getMessage()]
     assert len(lines) == 4, lines
+
+
+async def _crash_image(storage: Path, requests: int) -> None:
+    """What a crash leaves behind: ``requests`` acknowledged requests (``bodies(1, ...)``) of
+    the receiver ``otlp`` in the write-ahead log, none done."""
+    import struct
+
+    wal = SegmentLog(storage / "service_wal")
+    wal.open()
+    route = b"traces:otlp"
+    for body in bodies(1, requests):
+        await wal.append([struct.pack("<H", len(route)) + route + body])
+    wal.close()
+
+
+def _live_records(storage: Path) -> int:
+    wal = SegmentLog(storage / "service_wal")
+    try:
+        return len(wal.open())
+    finally:
+        wal.close()
+
+
+async def test_a_replay_the_pipeline_blocks_does_not_hold_the_start_and_goes_on(
+    tmp_path: Path, backend: IdBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend is down and the exporter has no queue: the replay's first record waits in
+    the pipeline. The start waits for the replay a bounded time, then the receivers start
+    (the gateway serves) while the replay goes on, its progress in
+    ``otelcol_service_wal_replay_pending_records``; once the backend is back every record is
+    delivered and done. Before, the start waited for the replay without limit: the receivers
+    never started."""
+    from pipeline import durability
+
+    monkeypatch.setattr(durability, "REPLAY_START_WAIT", 0.5, raising=False)
+    storage = tmp_path / "storage"
+    await _crash_image(storage, 5)
+    backend.down()
+    port = free_port()
+    text = config_text(port, backend.grpc_port, storage, processors="", queue="enabled: false")
+    config = own_metrics_on_a_free_port(
+        load_config([str(write_config(tmp_path, text, "c.yaml"))], default_registry())
+    )
+    svc = Service(config, SelfTelemetry())
+    starting = asyncio.ensure_future(svc.start())
+    try:
+        done, _ = await asyncio.wait({starting}, timeout=10)  # a guard against the hang only
+        assert done, "the start waited for the replay without limit"
+        starting.result()
+        _, writer = await asyncio.open_connection("127.0.0.1", port)  # the receiver serves
+        writer.close()
+
+        def pending() -> float:
+            return svc.telemetry.value("otelcol_service_wal_replay_pending_records")
+
+        assert pending() == 5
+        backend.up()
+        assert await wait_delivered(backend, ids(1, 5), within=20) == set()
+        await wait_until(lambda: wal_of(svc).stats.live == 0, within=5)
+        assert pending() == 0
+        replayed = svc.telemetry.value("otelcol_receiver_replayed_spans_total", receiver="otlp")
+        assert replayed == 5 * 20
+    finally:
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await asyncio.wait_for(svc.shutdown(), 30)
+
+
+async def test_a_shutdown_during_a_replay_ends_in_time_and_keeps_what_was_not_replayed(
+    tmp_path: Path, backend: IdBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway serves while the replay waits for a backend that is down (in the
+    background); SIGTERM then: the gateway stops within its shutdown timeout and every record
+    stays in the log - the one in the pipeline when the replay stopped too (its token is
+    kept: the stopped replay lets go of it undelivered) - and the next start delivers them
+    all. Before, the receivers never started while the replay waited."""
+    from pipeline import durability
+
+    monkeypatch.setattr(durability, "REPLAY_START_WAIT", 0.5, raising=False)
+    storage = tmp_path / "storage"
+    await _crash_image(storage, 5)
+    backend.down()
+    port = free_port()
+    text = config_text(
+        port, backend.grpc_port, storage, processors="", queue="enabled: false", shutdown="1s"
+    )
+    config = own_metrics_on_a_free_port(
+        load_config([str(write_config(tmp_path, text, "c.yaml"))], default_registry())
+    )
+    svc = Service(config, SelfTelemetry())
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(svc.run(stop=stop, install_signal_handlers=False))
+    await wait_until(lambda: backend.attempts > 0, within=10)  # the replay is sending
+    serving = False
+    for _ in range(100):  # the receivers start (the replay goes on)
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            serving = True
+            break
+        await asyncio.sleep(0.1)
+    stop.set()
+    assert serving, "the receivers did not start while the replay waited"
+    done, _ = await asyncio.wait({running}, timeout=10)  # (1s shutdown timeout)
+    assert done, "the shutdown did not end"
+    assert running.result() == 0
+    assert _live_records(storage) == 5  # nothing replayed, nothing lost
+    backend.up()
+    port2 = free_port()
+    text = config_text(port2, backend.grpc_port, storage, processors="")
+    async with service(text, tmp_path, "restarted.yaml") as svc2:
+        assert await wait_delivered(backend, ids(1, 5), within=10) == set()
+        await wait_until(lambda: wal_of(svc2).stats.live == 0, within=5)

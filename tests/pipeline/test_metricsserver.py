@@ -216,3 +216,34 @@ async def test_connections_are_bounded_and_slow_heads_cut() -> None:
             writer.close()
     finally:
         await srv.close()
+
+
+async def test_a_connection_cancelled_as_its_next_request_arrives_ends(
+    server: MetricsServer,
+) -> None:
+    """``close()`` cancels a keep-alive connection in the loop turn in which its next request
+    arrives: the connection ends, unanswered. Before, ``asyncio.wait_for`` (Python 3.11)
+    answered the read instead of the cancellation: the connection served the request and
+    waited for the next one for up to ``IDLE_TIMEOUT`` (75 s), and ``close()`` (the
+    gateway's shutdown) with it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(server))
+    task: asyncio.Task[None] | None = None
+    try:
+        for _ in range(500):
+            if server._connections:
+                (task,) = server._connections
+                # the server's own stream reader of this connection, waiting for a request
+                served = task.get_coro().cr_frame.f_locals["reader"]  # type: ignore[union-attr]
+                if served._waiter is not None:
+                    break
+            await asyncio.sleep(0.01)
+        assert task is not None and served._waiter is not None
+        served.feed_data(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # a request arrives ...
+        task.cancel()  # ... in the turn in which close() cancels the connection
+        done, _ = await asyncio.wait({task}, timeout=5)  # a guard against the hang only
+        assert done, "the connection went on serving after it was cancelled"
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # ended, unanswered
+    finally:
+        if task is not None:
+            task.cancel()  # (the old code's connection: cancelled again, so the test ends)
+        writer.close()

@@ -21,6 +21,7 @@ from pipeline.telemetry import SelfTelemetry, component_logger
 from plugins.healthcheckreceiver.checks import (
     BODY_MATCH_MAX_BYTES,
     CheckResult,
+    Cleanup,
     Status,
     make_check,
 )
@@ -686,3 +687,33 @@ async def test_checks_are_traced() -> None:
     ]
     statements = {str((s.attributes or {}).get("db.statement", "")) for s in children}
     assert "SELECT 1" in statements, [s.name for s in spans]
+
+
+async def test_a_check_cancelled_as_its_client_finishes_closing_stops() -> None:
+    """The receiver's shutdown cancels a check in the loop turn in which a client its probe
+    opened finishes closing: the check stops there (the closers after it are not awaited).
+    Before, ``asyncio.wait_for`` (Python 3.11) answered the close instead of the
+    cancellation: the check went on and returned its result, the receiver's loop ran the
+    next check, and its shutdown, which waits for that loop, did not end."""
+    gate = asyncio.Event()
+    closed: list[str] = []
+
+    async def close(name: str) -> None:
+        closed.append(name)
+        await gate.wait()
+
+    cleanup = Cleanup()
+    cleanup.add(lambda: close("second"))
+    cleanup.add(lambda: close("first"))  # (closed first: in reverse)
+    cleanup.clean = True
+    task = asyncio.ensure_future(cleanup.run())
+    await wait_until(lambda: closed == ["first"])
+    gate.set()  # the close ends ...
+    task.cancel()  # ... in the turn in which the shutdown cancels the check
+    try:
+        done, _ = await asyncio.wait({task}, timeout=5)  # a guard against the hang only
+        assert done
+    finally:
+        task.cancel()
+    assert task.cancelled(), "the check went on after it was cancelled"
+    assert closed == ["first"]
