@@ -525,8 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--probe",
         default="",
-        help="a folder: each worker of the agent xN servers records where its event loop waits "
-        "and its callbacks over 2 ms (benchmarks/workers_probe.py; sum them up with "
+        help="a folder: each worker of the agent xN servers records where its event loop waits, "
+        "its callbacks over 2 ms and the pipelines' consumes a client request "
+        "(benchmarks/workers_probe.py; sum them up with "
         "python -m benchmarks.workers_probe FOLDER/xN-HHMMSS)",
     )
     p.add_argument("--modes", default="cost,saturation", help="cost, saturation or both")

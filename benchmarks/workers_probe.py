@@ -7,7 +7,11 @@ In each worker process (``benchmarks/_probe_site/sitecustomize.py`` calls :func:
 * every wait of the event loop's selector (``EpollSelector.select`` asked to wait) is timed and
   filed under what the worker held as it began: client requests in progress (the ``Router``'s
   count), consume requests in flight to its siblings, parts queued behind them;
-* every callback of the loop that ran over 2 ms is timed, by name (a task by its coroutine).
+* every callback of the loop that ran over 2 ms is timed, by name (a task by its coroutine);
+* the client requests the ``Router`` took and the consumes of the pipelines they caused, by
+  kind: ``own`` (a client request's own part at once), ``joined`` (own parts of one turn,
+  :class:`pipeline.workers._Joiner`), ``sibling`` (a sibling's part or the parts of one read,
+  with the own parts they took along) and the parts those held.
 
 A JSON line a second goes to ``DIR/<pid>.jsonl``; ``python -m benchmarks.workers_probe DIR``
 sums them up per worker (:func:`summarize`). Measurement only: the probe adds a few
@@ -68,8 +72,58 @@ def install(folder: str) -> None:
     longest: dict[str, float] = {}
     select = selectors.EpollSelector.select
     run = asyncio.events.Handle._run
+    counts: collections.Counter[str] = collections.Counter()
+    patched: list[bool] = []
+
+    def count_consumes() -> None:
+        """Count the Router's client requests and the consumes of the pipelines, once
+        ``pipeline.workers`` is imported."""
+        workers = sys.modules.get("pipeline.workers")
+        if workers is None:
+            return
+        patched.append(True)
+        router_consume = workers.Router.consume
+        local = workers.Router._local
+        joined = workers._consume_joined
+        take_joined = workers.WorkerContext._take_joined
+        one = workers.WorkerContext._consume
+
+        async def counted_consume(self: Any, data: Any) -> None:
+            counts["requests"] += 1
+            await router_consume(self, data)
+
+        async def counted_local(self: Any, data: Any, joiner: Any) -> None:
+            if joiner is None or not (joiner.parts or joiner.busy > 1):
+                counts["own"] += 1
+                counts["own_parts"] += 1
+            await local(self, data, joiner)
+
+        def counted_joined(consumer: Any, payload: Any, done: Any) -> Any:
+            counts["sibling" if period.get("sibling") else "joined"] += 1
+            counts["sibling_parts" if period.get("sibling") else "joined_parts"] += len(done)
+            return joined(consumer, payload, done)
+
+        def counted_take_joined(self: Any, *args: Any) -> None:
+            period["sibling"] = True
+            try:
+                take_joined(self, *args)
+            finally:
+                period["sibling"] = False
+
+        async def counted_one(self: Any, key: str, body: bytes) -> None:
+            counts["sibling"] += 1
+            counts["sibling_parts"] += 1
+            await one(self, key, body)
+
+        workers.Router.consume = counted_consume
+        workers.Router._local = counted_local
+        workers._consume_joined = counted_joined
+        workers.WorkerContext._take_joined = counted_take_joined
+        workers.WorkerContext._consume = counted_one
 
     def timed_select(self: Any, timeout: float | None = None) -> Any:
+        if not patched:
+            count_consumes()
         state = _state() if timeout is None or timeout > 0 else None
         began = time.perf_counter()
         ready = select(self, timeout)
@@ -84,7 +138,9 @@ def install(folder: str) -> None:
                 "seconds": now - period["start"],
                 "waits": dict(period["waits"]),
                 "callbacks": {k: [v, longest[k]] for k, v in callbacks.items()},
+                "counts": dict(counts),
             }
+            counts.clear()
             out.write(json.dumps(record) + "\n")
             out.flush()
             period["start"] = now
@@ -140,6 +196,25 @@ def summarize(folder: str, busy_turns: float = 0.9) -> list[str]:
             f"  callback {k}: {v:.2f} s, longest {top[k] * 1000:.1f} ms"
             for k, v in spent.most_common(6)
         ]
+    # consumes of the pipelines a client request, every second of every worker (idle seconds
+    # included: at a low rate most are)
+    counts: collections.Counter[str] = collections.Counter()
+    for records in by_worker.values():
+        for r in records:
+            counts.update(r.get("counts", {}))
+    if counts["requests"]:
+        n = counts["requests"]
+        kinds = ("own", "joined", "sibling")
+        total = sum(counts[k] for k in kinds)
+        lines.append(
+            f"all workers: {n} client requests, {total / n:.2f} consumes a request ("
+            + ", ".join(
+                f"{k} {counts[k] / n:.2f} holding {counts[k + '_parts'] / max(counts[k], 1):.2f} "
+                "parts"
+                for k in kinds
+            )
+            + ")"
+        )
     return lines
 
 

@@ -90,8 +90,9 @@ _SEND_BUFFER = 4 << 20
 # consume requests to one sibling awaiting their answer before the next parts wait for one:
 # what arrives meanwhile is joined into one request (one write, one wake-up, one answer)
 _CONSUME_IN_FLIGHT = 1
-# a worker busy with its clients' requests reads what its siblings sent between them, at most
-# this often (seconds), instead of once its event loop turned (WorkerContext.poll_siblings)
+# a worker busy with its clients' requests (another in progress as one starts) reads what its
+# siblings sent between them, at most this often (seconds), instead of once its event loop
+# turned (WorkerContext.poll_siblings); an idle worker leaves it to its loop
 _POLL_EVERY = 0.001
 # service.worker_acknowledge: handover. The siblings' parts wait in the receiving worker up to
 # _HANDOVER_LINGER seconds (or until _HANDOVER_JOIN bytes are waiting) and leave joined, one
@@ -444,9 +445,11 @@ class WorkerContext:
     def poll_siblings(self) -> None:
         """Read the connections between this worker and its siblings now, as their
         transports would once the event loop turned (at most every ``_POLL_EVERY`` seconds;
-        ``Router.consume`` calls it as a client request starts): a busy worker's loop turn
-        runs many client requests' steps, and a sibling's hand-over read only after them
-        keeps that sibling's clients waiting while it may have nothing else to do. A part
+        ``Router.consume`` calls it as a client request starts while another for the same
+        pipelines is in progress: an idle worker's loop turn is short, and a ``recv`` that
+        would block on each connection is all it would get at a low rate): a busy worker's
+        loop turn runs many client requests' steps, and a sibling's hand-over read only
+        after them keeps that sibling's clients waiting while it may have nothing else to do. A part
         read here is consumed and answered at once (:meth:`_ServerProtocol._take`); an
         answer read here resolves its callers and lets the parts queued behind it leave
         (:meth:`_Peer._answer`); a connection with nothing to read costs one ``recv`` that
@@ -1176,7 +1179,10 @@ class Router:
             if joiner is None or joiner.ctx is not ctx:
                 joiner = self._joiner = ctx.joiner(self.key)
             joiner.busy += 1
-            ctx.poll_siblings()
+            if joiner.busy > 1:  # only a busy worker's loop turns run long (poll_siblings)
+                ctx.poll_siblings()
+            else:  # idle: its loop read the siblings' connections as this request came
+                ctx._polled = time.monotonic()
         try:
             await self._route(data, joiner)
         finally:

@@ -1152,6 +1152,58 @@ def test_a_busy_worker_answers_a_siblings_part_between_its_clients_requests_alon
     asyncio.run(main())
 
 
+def test_an_idle_worker_leaves_its_siblings_connections_to_its_event_loop(
+    tmp_path: Path,
+) -> None:
+    """A client request that starts while no other is in progress in the worker does not
+    read the siblings' connections first (``poll_siblings``: a ``recv`` that would block on
+    each, two system calls a request at a low rate): an idle worker's loop turn is short, and
+    what a sibling sent is read and answered as the loop turns."""
+    import asyncio
+    import socket
+    import struct
+
+    from pipeline.pdata import Signal, Traces
+    from pipeline.workers import Router, WorkerContext, _run_now
+    from tests.pipeline.test__route import spans_of
+
+    async def main() -> None:
+        a = WorkerContext(0, 2, tmp_path)
+        b = WorkerContext(1, 2, tmp_path)
+        local, remote = _Sink(), _Sink()
+        a.service, b.service = _Service(local), _Service(remote)
+        await a.open()
+        await b.open()
+        router = Router(a, Signal.TRACES, ["traces"], local)
+        sibling = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            await a._peer(1).ready()
+            sibling.connect(a.socket_path(0))
+            await asyncio.sleep(0.05)  # the sibling's connection accepted
+            sibling.sendall(_frame(7, b"traces|traces|1", b"\x0a\x01\x07"))
+            a._polled = 0.0  # as _POLL_EVERY later
+            _run_now(router.consume(Traces(_split_request(2))), tasks)  # the only one
+            sibling.setblocking(False)
+            with pytest.raises(BlockingIOError):  # not read by the client request's step
+                sibling.recv(9)
+            assert [[s[0] for s in spans_of(x)] for x in local.got] == [["r2"] * 2]
+            for _ in range(5):  # read as the loop turns
+                await asyncio.sleep(0)
+            sibling.settimeout(1.0)
+            answer = sibling.recv(9)
+            assert struct.unpack("!IIB", answer)[1:] == (7, 0)
+            assert local.got[1] == b"\x0a\x01\x07"
+            await asyncio.wait_for(asyncio.gather(*tasks), 5)
+            assert [s[0] for s in spans_of(remote.got[0])] == ["r2"]
+        finally:
+            sibling.close()
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+
+
 def test_a_busy_worker_reads_its_siblings_answer_between_its_clients_requests(
     tmp_path: Path,
 ) -> None:
