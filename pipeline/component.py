@@ -157,6 +157,18 @@ class Component:
     safe to call twice; it drains what the component holds. When the service's shutdown deadline
     passes, the engine cancels the ``shutdown`` call: a component that still holds data then
     counts it as dropped.
+
+    Two optional methods of a processor let the engine's entrance take a payload without a
+    coroutine of the processor (its fixed cost a consume, paid per worker's part):
+
+    * ``admit(data) -> None``: the processor passes its input on unchanged to the consumer it
+      was created with, after this synchronous check (which raises a
+      :class:`~pipeline.errors.ConsumeError` to refuse): its ``consume`` must be exactly
+      ``self.admit(data); await next_consumer.consume(data)``; the engine then calls the two
+      itself (``memory_limiter``);
+    * ``consume_now(data) -> Awaitable | None``: ``consume`` done synchronously as far as it
+      can be: ``None`` once the payload is taken, else an awaitable that finishes it (awaiting
+      it must be equivalent to awaiting ``consume(data)``; ``workflow``).
     """
 
     async def start(self, host: Host) -> None:

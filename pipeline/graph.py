@@ -13,6 +13,7 @@ import asyncio
 import graphlib
 import itertools
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,14 +127,19 @@ class _CountingConsumer:
         self.inner = inner
         self.mutates_data = inner.mutates_data
 
-    async def consume(self, data: Payload) -> None:
+    def passing(self, data: Payload) -> Payload:
+        """``data`` counted as passed on, with the tokens of the payload being consumed
+        (what :meth:`consume` gives its inner consumer)."""
         outgoing = self._outgoing
         if outgoing is None or data.signal is not self._signal:
             self._signal = data.signal
             outgoing = self._outgoing = self.telemetry.items_value("outgoing", data.signal)
         outgoing.value += data.item_count()
         # a payload the processor built during its consume call carries the input's tokens
-        await self.inner.consume(carry_current(data))
+        return carry_current(data)
+
+    async def consume(self, data: Payload) -> None:
+        await self.inner.consume(self.passing(data))
 
 
 class _ConnectorOutput(_CountingConsumer):
@@ -157,28 +163,70 @@ class _ConnectorOutput(_CountingConsumer):
 
 
 class _ProcessorEntry:
-    """Counts the items a processor takes in, then hands them to it (isolated per payload)."""
+    """Counts the items a processor takes in, then hands them to it (isolated per payload).
 
-    def __init__(self, processor: Consumer, settings: CreateSettings) -> None:
+    Without coroutines where the processor does not suspend (:meth:`consume_now`): a
+    processor that passes its input on unchanged after a check (``admit``, see
+    :class:`~pipeline.component.Component`) is checked here and its next consumer called from
+    here; one that can take a payload synchronously (``consume_now``) is called so. The
+    agent pipeline's entrance (memory_limiter -> workflow) is then one coroutine a consume
+    instead of five."""
+
+    def __init__(self, processor: Consumer, settings: CreateSettings, output: Any = None) -> None:
         self.processor = IsolatedConsumer(processor, settings)
         self.component = processor
         self.telemetry = settings.telemetry
         self.mutates_data = processor.mutates_data
         self._signal: Signal | None = None
         self._incoming: LoopValue | None = None
+        # the processor's check when it passes its input on unchanged to `output` (its next
+        # consumer, a _CountingConsumer), else None
+        admit = getattr(processor, "admit", None)
+        self._admit = admit if isinstance(output, _CountingConsumer) else None
+        self._output = output
+        self._now = getattr(processor, "consume_now", None)
 
     async def consume(self, data: Payload) -> None:
+        rest = self.consume_now(data)
+        if rest is not None:
+            await rest
+
+    def consume_now(self, data: Payload) -> Awaitable[None] | None:
+        """Takes ``data`` as :meth:`consume` does, synchronously as far as the processor (and
+        those after it) allow: ``None`` once taken, else what finishes the consume (to be
+        awaited). A refusal raises here or from what is returned."""
         incoming = self._incoming
         if incoming is None or data.signal is not self._signal:
             self._signal = data.signal
             incoming = self._incoming = self.telemetry.items_value("incoming", data.signal)
         incoming.value += data.item_count()
         if data.ack_tokens:
-            await self.processor.consume(data)
-            return
-        # IsolatedConsumer.consume without its own coroutine (one a processor a consume)
+            return self.processor.consume(data)
+        # IsolatedConsumer.consume without its own coroutine (kept in step with it)
         try:
-            await self.component.consume(data)
+            admit = self._admit
+            if admit is not None:
+                admit(data)  # (raises a ConsumeError to refuse)
+                out = self._output
+                inner = out.inner
+                passed = out.passing(data)
+                now = getattr(inner, "consume_now", None)
+                rest = now(passed) if now is not None else inner.consume(passed)
+            elif self._now is not None:
+                rest = self._now(data)
+            else:
+                rest = self.component.consume(data)
+        except ConsumeError:
+            raise
+        except Exception as exc:
+            return self.processor.failed(data, exc)
+        if rest is None:
+            return None
+        return self._finish(rest, data)
+
+    async def _finish(self, rest: Awaitable[None], data: Payload) -> None:
+        try:
+            await rest
         except ConsumeError:
             raise
         except Exception as exc:
@@ -494,7 +542,7 @@ class Graph:
             assert node.settings is not None
             self._add(node)
             self._by_key[("processor", pid, proc_id)] = node
-            next_consumer = _ProcessorEntry(node.component, node.settings)
+            next_consumer = _ProcessorEntry(node.component, node.settings, node.output)
             next_nodes = [node]
         self._entries[pid] = (next_consumer, next_nodes)
         return self._entries[pid]

@@ -247,15 +247,22 @@ class MemoryLimiterProcessor(Component):
             ("processor",),
         ).labels(settings.name)
 
-    async def consume(self, data: Payload) -> None:
-        if self.limiter.refusing:
+    def admit(self, data: Payload) -> None:
+        """The check of :meth:`consume`: raises the retryable refusal (counted) while memory
+        is above the soft limit. The engine's entrance calls it and then the next consumer
+        itself (no coroutine of this processor a consume: ``Component.admit``)."""
+        limiter = self.limiter
+        if limiter.refusing:
             self._refused.inc(data.item_count())
             raise RetryableError(
-                f"data refused due to high memory usage ({self.limiter.usage // MIB} MiB, soft "
-                f"limit {self.limiter.soft_limit // MIB} MiB)",
-                retry_after=self.limiter.config.check_interval,
+                f"data refused due to high memory usage ({limiter.usage // MIB} MiB, soft "
+                f"limit {limiter.soft_limit // MIB} MiB)",
+                retry_after=limiter.config.check_interval,
                 resource_exhausted=True,
             )
+
+    async def consume(self, data: Payload) -> None:
+        self.admit(data)
         await self.next.consume(data)
 
     async def start(self, host: Host) -> None:

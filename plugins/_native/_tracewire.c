@@ -962,7 +962,7 @@ facts_tuple(Py_ssize_t index, PyObject *agent, PyObject *workflow, PyObject *wf_
     return out;
 }
 
-/* a workflow's type (plugins.workflowprocessor.rules.workflow_type_of): the first non-empty
+/* a workflow's type (plugins._agentconv.workflow_type_of): the first non-empty
  * value of K_WF_TYPE, K_WF_NAME not shaped like a per-run id, else the span name less the
  * prefix (skip: its length) if that is neither empty nor run-id-shaped, else "unknown"; as a
  * str in *out: 0, 1 (undecided: a value that is not a short string) or -1 (error) */
@@ -2227,6 +2227,69 @@ memo_intern(apply_memo *m, PyObject *s)
     return s;
 }
 
+/* (leftovers, added_bytes, added_spans[, cands]) without Py_BuildValue's format; steals
+ * leftovers and cands (NULL: the 3-tuple) */
+static PyObject *
+apply_result(PyObject *leftovers, Py_ssize_t added_bytes, Py_ssize_t added_spans,
+             PyObject *cands)
+{
+    PyObject *out = PyTuple_New(cands != NULL ? 4 : 3);
+    PyObject *b = PyLong_FromSsize_t(added_bytes), *n = PyLong_FromSsize_t(added_spans);
+    if (out == NULL || b == NULL || n == NULL) {
+        Py_XDECREF(out);
+        Py_XDECREF(b);
+        Py_XDECREF(n);
+        Py_DECREF(leftovers);
+        Py_XDECREF(cands);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, leftovers);
+    PyTuple_SET_ITEM(out, 1, b);
+    PyTuple_SET_ITEM(out, 2, n);
+    if (cands != NULL)
+        PyTuple_SET_ITEM(out, 3, cands);
+    return out;
+}
+
+/* apply's items read without PyArg_ParseTuple's format (its checks, in the common case of
+ * exact types); anything else goes through PyArg_ParseTuple, for its conversions and errors */
+static int
+read_apply(PyObject *apply, PyObject **held, PyObject **released, double *now,
+           PyObject **outcome_fn, PyObject **masks, PyObject **not_workflow, Py_ssize_t *span_oh,
+           Py_ssize_t *chunk_oh, Py_ssize_t *trace_oh, PyObject **classify)
+{
+    if (!PyTuple_Check(apply)) {
+        PyErr_SetString(PyExc_TypeError, "apply: a tuple");
+        return -1;
+    }
+    PyObject *const *it = &PyTuple_GET_ITEM(apply, 0);
+    if (PyTuple_GET_SIZE(apply) == 10 && PyDict_Check(it[0]) && PyFloat_CheckExact(it[2]) &&
+        PyList_Check(it[4]) && PyLong_CheckExact(it[6]) && PyLong_CheckExact(it[7]) &&
+        PyLong_CheckExact(it[8])) {
+        *span_oh = PyLong_AsSsize_t(it[6]);
+        *chunk_oh = PyLong_AsSsize_t(it[7]);
+        *trace_oh = PyLong_AsSsize_t(it[8]);
+        if (!PyErr_Occurred()) {
+            *held = it[0];
+            *released = it[1];
+            *now = PyFloat_AS_DOUBLE(it[2]);
+            *outcome_fn = it[3];
+            *masks = it[4];
+            *not_workflow = it[5];
+            *classify = it[9];
+            return 0;
+        }
+        PyErr_Clear(); /* (an overflow: PyArg_ParseTuple's error) */
+    }
+    return PyArg_ParseTuple(apply, "O!OdOO!OnnnO;apply: (held, released, now, outcome, masks, "
+                            "not_workflow, span_overhead, chunk_overhead, trace_overhead, "
+                            "classify)",
+                            &PyDict_Type, held, released, now, outcome_fn, &PyList_Type, masks,
+                            not_workflow, span_oh, chunk_oh, trace_oh, classify)
+               ? 0
+               : -1;
+}
+
 static PyObject *
 apply_entries(entries *e, PyObject *groups, PyObject *apply, const agent_needles *agent,
               const exec_markers *ex, apply_memo *memo)
@@ -2234,13 +2297,8 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const agent_needles
     PyObject *held, *released, *outcome_fn, *masks, *not_workflow, *classify;
     double now;
     Py_ssize_t span_oh, chunk_oh, trace_oh;
-    if (!PyTuple_Check(apply) ||
-        !PyArg_ParseTuple(apply, "O!OdOO!OnnnO;apply: (held, released, now, outcome, masks, "
-                          "not_workflow, span_overhead, chunk_overhead, trace_overhead, "
-                          "classify)",
-                          &PyDict_Type, &held, &released, &now, &outcome_fn,
-                          &PyList_Type, &masks, &not_workflow, &span_oh, &chunk_oh, &trace_oh,
-                          &classify))
+    if (read_apply(apply, &held, &released, &now, &outcome_fn, &masks, &not_workflow, &span_oh,
+                   &chunk_oh, &trace_oh, &classify) < 0)
         return NULL;
     int late_memory = Py_IS_TYPE(released, &LateMemoryType);
     if (!late_memory && !PyDict_Check(released)) {
@@ -2385,9 +2443,7 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const agent_needles
         added_spans += n;
         Py_DECREF(obj);
     }
-    if (cands != NULL)
-        return Py_BuildValue("(NnnN)", leftovers, added_bytes, added_spans, cands);
-    return Py_BuildValue("(Nnn)", leftovers, added_bytes, added_spans);
+    return apply_result(leftovers, added_bytes, added_spans, cands);
 fail:
     Py_DECREF(leftovers);
     Py_XDECREF(cands);
@@ -2441,10 +2497,18 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
                 goto scope_fail;
             if (spans.len == 0)
                 continue;
-            PyObject *group = Py_BuildValue("(OONN)", res_b, res_url_b, bytes_of(scope),
-                                            bytes_of(scope_url));
-            if (group == NULL)
+            PyObject *group = PyTuple_New(4), *scope_b = bytes_of(scope),
+                     *scope_url_b = bytes_of(scope_url);
+            if (group == NULL || scope_b == NULL || scope_url_b == NULL) {
+                Py_XDECREF(group);
+                Py_XDECREF(scope_b);
+                Py_XDECREF(scope_url_b);
                 goto scope_fail;
+            }
+            PyTuple_SET_ITEM(group, 0, Py_NewRef(res_b));
+            PyTuple_SET_ITEM(group, 1, Py_NewRef(res_url_b));
+            PyTuple_SET_ITEM(group, 2, scope_b);
+            PyTuple_SET_ITEM(group, 3, scope_url_b);
             PyObject *g = PyDict_SetDefault(interned, group, group); /* borrowed */
             int rc = g == NULL ? -1 : PyList_Append(groups, g);
             Py_DECREF(group);
@@ -2615,8 +2679,32 @@ static PyTypeObject IngestConfigType = {
     .tp_new = ingest_config_new,
 };
 
+static PyObject *tw_ingest_args(PyObject *args);
+
+/* ingest (METH_FASTCALL): the form with an IngestConfig, bytes and a dict read without
+ * PyArg_ParseTuple (once a request); any other call through it, as before */
 static PyObject *
-tw_ingest(PyObject *self, PyObject *args)
+tw_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 4 && PyBytes_CheckExact(args[0]) && PyDict_Check(args[1]) &&
+        Py_IS_TYPE(args[2], &IngestConfigType) && PyTuple_Check(args[3])) {
+        IngestConfigObject *ic = (IngestConfigObject *)args[2];
+        return ingest_run((const uint8_t *)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]),
+                          args[1], &ic->tool_a, &ic->tool_b, &ic->agent, &ic->facts, args[3],
+                          ic->has_execs ? &ic->execs : NULL, &ic->memo, &ic->tools);
+    }
+    PyObject *tuple = PyTuple_New(nargs);
+    if (tuple == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    PyObject *result = tw_ingest_args(tuple);
+    Py_DECREF(tuple);
+    return result;
+}
+
+static PyObject *
+tw_ingest_args(PyObject *args)
 {
     if (PyTuple_GET_SIZE(args) >= 3 &&
         Py_IS_TYPE(PyTuple_GET_ITEM(args, 2), &IngestConfigType)) {
@@ -4053,7 +4141,7 @@ fail:
 static PyMethodDef methods[] = {
     {"looks_like_run_id", tw_looks_like_run_id, METH_O,
      "looks_like_run_id(value: bytes) -> bool: plugins._agentdialects.looks_like_run_id"},
-    {"ingest", tw_ingest, METH_VARARGS,
+    {"ingest", (PyCFunction)(void (*)(void))tw_ingest, METH_FASTCALL,
      "ingest(raw, interned, tool_a, tool_b, agent_marker[, facts[, apply]]) -> per-trace "
      "entries, or with apply (leftovers, added_bytes, added_spans) or None"},
     {"assemble", tw_assemble, METH_VARARGS,

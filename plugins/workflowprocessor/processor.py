@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pipeline import (
@@ -101,6 +101,7 @@ class WorkflowProcessor(Component):
         self.config = config
         self.next = next_consumer
         self.names: AttributeNames = config.attributes
+        self._max_bytes = config.max_bytes  # (read once a consume: not through pydantic)
         self._init_telemetry()
         # failed tool calls given an error.type since the counter was last updated: counted
         # here (one per call, ~20 a request of the agent benchmark) and added to the counter
@@ -225,6 +226,23 @@ class WorkflowProcessor(Component):
 
     # -- consume ----------------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:
+        rest = self.consume_now(data)
+        if rest is not None:
+            await rest
+
+    def consume_now(self, data: Payload) -> Awaitable[None] | None:
+        """:meth:`consume` without a coroutine when nothing makes it wait (the engine's
+        entrance calls it: ``Component.consume_now``): ``None`` once the payload is taken, else
+        what finishes it (the push-back's wait and checks; the sender's turn once something was
+        released)."""
+        if self._closing or self._outbox_bytes > self._max_bytes:
+            return self._consume_held_back(data)
+        self._take(data)
+        if self._outbox:
+            return asyncio.sleep(0)  # let the sender pass released traces on
+        return None
+
+    async def _consume_held_back(self, data: Payload) -> None:
         if self._closing:
             raise RetryableError(f"processor {self.settings.name} is shutting down", retry_after=1)
         if self._outbox_bytes > self.config.max_bytes:
@@ -241,6 +259,13 @@ class WorkflowProcessor(Component):
                 retry_after=1.0,
                 resource_exhausted=True,
             )
+        self._take(data)
+        if self._outbox:
+            await asyncio.sleep(0)  # let the sender pass released traces on
+
+    def _take(self, data: Payload) -> None:
+        """The payload's spans held (late ones queued at once), the limits enforced, the
+        gauges and the release timer updated."""
         raw = data.to_bytes()
         if not raw:
             return
@@ -272,8 +297,6 @@ class WorkflowProcessor(Component):
             self._emit(releases)
         self._update_gauges()
         self.timer.poke()  # the earliest deadline changed: the timer is set again
-        if self._outbox:
-            await asyncio.sleep(0)  # let the sender pass released traces on
 
     def _ingest(self, raw: bytes, now: float) -> None:
         late = self.store.ingest(raw, now)

@@ -1275,6 +1275,44 @@ def test_ingest_config_rejects_bad_arguments() -> None:
         tw.ingest(b"\xff", {}, config, apply_args({}))
 
 
+def test_ingest_config_reads_other_argument_types_as_exact_ones() -> None:
+    """ingest with a config reads exact bytes, dict, float and ints without PyArg_ParseTuple;
+    any other accepted type (a buffer, a float-convertible now, subclasses) goes through it
+    and gives the same result, and a malformed apply is refused as before."""
+    cfg = facts_cfg()
+    config = tw.IngestConfig(TOOL_A, TOOL_B, AGENT, cfg, (b"workflow.",))
+
+    class Args(tuple):  # type: ignore[type-arg]
+        pass
+
+    for raw in workload(3) + facts_workload(3):
+        held_a: dict[Any, Any] = {}
+        expected = tw.ingest(raw, {}, config, apply_args(held_a))
+        for form in ("buffer", "int now", "tuple subclass"):
+            held_b: dict[Any, Any] = {}
+            apply = list(apply_args(held_b))
+            arg: Any = raw
+            if form == "buffer":
+                arg = memoryview(bytearray(raw))
+            elif form == "int now":
+                apply[2] = int(apply[2])
+            got = tw.ingest(arg, {}, config, Args(apply) if form != "int now" else tuple(apply))
+            assert got == expected, form
+            assert [(k, t.spans, t.root) for k, t in held_b.items()] == [
+                (k, t.spans, t.root) for k, t in held_a.items()
+            ]
+    raw = workload(1)[0]
+    short = apply_args({})[:9]
+    with pytest.raises(TypeError, match="apply"):
+        tw.ingest(raw, {}, config, short)
+    huge = list(apply_args({}))
+    huge[6] = 1 << 80  # span_overhead beyond Py_ssize_t: PyArg_ParseTuple's OverflowError
+    with pytest.raises(OverflowError):
+        tw.ingest(raw, {}, config, tuple(huge))
+    with pytest.raises(TypeError):
+        tw.ingest(raw, [], config, apply_args({}))  # interned: a dict
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_late_memory_matches_a_trimmed_ordered_dict(seed: int) -> None:
     """The C store's late-span memory (``LateMemory``) against the Python store's (an
