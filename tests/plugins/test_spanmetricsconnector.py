@@ -463,19 +463,29 @@ async def test_exponential_histogram_end_to_end() -> None:
 
 
 async def test_hostile_large_resources_hold_bounded_memory_in_the_resource_cache() -> None:
-    """The decoded-resource cache is keyed by a digest and bounded in bytes: distinct 1 MiB
-    resources (a hostile sender) do not each stay held, twice, up to the entry bound."""
-    conn, _ = connector()
-    for i in range(24):
+    """The decoded-resource cache is keyed by the encoded resource and bounded in bytes, the
+    keys counted: distinct 1 MiB resources (a hostile sender) do not each stay held, up to the
+    entry bound; what it holds (keys, series keys, attribute text) stays within the bound."""
+    conn, out = connector()
+    for i in range(40):
         big = f"{i}-" + "x" * (1 << 20)
         await conn.consume(resource_request([span(1, i + 1, None, "a")], **{"host.name": big}))
-    held = sum(
-        len(digest) + len(key) + sum(len(k) + len(v) for k, v in attrs.items())
-        for digest, (key, _, attrs) in conn._resources.items()
-    )
+        held = sum(
+            len(raw) + len(key) + sum(len(k) + len(v) for k, v in attrs.items())
+            for raw, (key, _, attrs) in conn._resources.items()
+        )
+        assert held == conn._resources_bytes <= RESOURCE_CACHE_BYTES
+        # the resources themselves are the keys, counted: each entry holds more than 2 MiB
+        assert all(len(raw) > 1 << 20 for raw in conn._resources)
+        assert len(conn._resources) <= RESOURCE_CACHE_BYTES // (2 << 20)
     assert conn._resources  # still a cache
-    assert all(len(digest) == 16 for digest in conn._resources)
-    assert held <= RESOURCE_CACHE_BYTES
+    # a resource seen again is a hit (the same entry), and its series are the same
+    raw = next(iter(conn._resources))
+    entry = conn._resources[raw]
+    assert conn._resource(bytes(bytearray(raw))) is entry
+    await conn.shutdown()
+    (req,) = (p.message() for p in out.payloads)
+    assert sum(total for _, total in calls_by_resource(req)) == 40
 
 
 def huge_array() -> KeyValue:
