@@ -285,6 +285,20 @@ def workflow_type(span: Any, attrs: Mapping[str, Any], names: AttributeNames) ->
     )
 
 
+def agent_label(name: str | None, agent_id: str | None) -> str:
+    """The agent a span names, as the workflow processor reads it (``agent_of`` in
+    ``plugins/workflowprocessor/rules.py``, the ``gateway`` dialect's ``agent_name``): its
+    ``gen_ai.agent.name`` (``name``), else its ``gen_ai.agent.id`` (``agent_id``), the first
+    non-empty one not shaped like a per-run id
+    (:func:`~plugins._agentdialects.looks_like_run_id`: a UUID-shaped id is a run's, never a
+    label); ``""`` when neither. The agentmetrics connector's C scanner (``workflow_agent`` in
+    ``plugins/_native/_agentscan.c``) reads the same."""
+    for text in (name, agent_id):
+        if text and not looks_like_run_id(text):
+            return text
+    return ""
+
+
 def is_tool_call(attrs: Mapping[str, Any], names: AttributeNames) -> bool:
     """``gen_ai.operation.name = execute_tool`` or ``mcp.method.name = tools/call``."""
     op = attrs.get(names.operation_name)

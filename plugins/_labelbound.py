@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pipeline.ratelimit import LogLimiter
+from plugins._anyvalue import any_value_to_string
 
 if TYPE_CHECKING:
     from pipeline.telemetry import SelfTelemetry
@@ -57,20 +58,39 @@ def cut_labels(labels: dict[str, str]) -> int:
 
 
 def cut_resource(resource: Any) -> int:
-    """Cut, in place, the string (and bytes) attribute values of an OTLP ``Resource`` longer
-    than the bound (the resource a connector exports with its series, whose ``service.name``
-    becomes ``job`` and the rest ``target_info`` labels); returns how many."""
+    """Cut, in place, the attribute values of an OTLP ``Resource`` longer than the bound (the
+    resource a connector exports with its series, whose ``service.name`` becomes ``job`` and
+    the rest ``target_info`` labels); returns how many. Strings and bytes are cut to the bound;
+    an array or a kvlist whose rendering as a label (compact JSON,
+    :func:`plugins._anyvalue.any_value_to_string`, as ``target_info`` renders it) is longer
+    becomes that rendering cut to the bound, a string: the label made of it downstream is the
+    one the uncut value would have made, and a 1 MiB array or a deeply nested kvlist is not
+    exported whole with every flush."""
     n = 0
     for kv in resource.attributes:
         value = kv.value
         which = value.WhichOneof("value")
-        if which == "string_value" and len(value.string_value) > MAX_LABEL_VALUE_CHARS:
-            value.string_value = value.string_value[:MAX_LABEL_VALUE_CHARS]
-            n += 1
-        elif which == "bytes_value" and len(value.bytes_value) > MAX_LABEL_VALUE_CHARS:
-            value.bytes_value = value.bytes_value[:MAX_LABEL_VALUE_CHARS]
-            n += 1
+        if which == "string_value":
+            if len(value.string_value) > MAX_LABEL_VALUE_CHARS:
+                value.string_value = value.string_value[:MAX_LABEL_VALUE_CHARS]
+                n += 1
+        elif which == "bytes_value":
+            if len(value.bytes_value) > MAX_LABEL_VALUE_CHARS:
+                value.bytes_value = value.bytes_value[:MAX_LABEL_VALUE_CHARS]
+                n += 1
+        elif which in ("array_value", "kvlist_value") and value.ByteSize() > _MIN_RENDERED:
+            text = any_value_to_string(value)
+            if len(text) > MAX_LABEL_VALUE_CHARS:
+                value.string_value = text[:MAX_LABEL_VALUE_CHARS]  # (clears the array/kvlist)
+                n += 1
     return n
+
+
+# an array or kvlist encoded in at most this many bytes renders in fewer than
+# MAX_LABEL_VALUE_CHARS characters, so it is not rendered: compact JSON takes at most 6
+# characters per encoded byte (a "\u0000" of a 1-byte character; an empty element or key
+# costs 2 bytes for "null," or '"":null,')
+_MIN_RENDERED = MAX_LABEL_VALUE_CHARS // 12
 
 
 def log_cut(where: str, n: int) -> None:

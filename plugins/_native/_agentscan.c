@@ -28,7 +28,7 @@ enum {
     K_HTTP_METHOD, K_HTTP_METHOD_OLD, K_HTTP_STATUS, K_HTTP_STATUS_OLD, K_HTTP_ROUTE,
     K_DB_SYSTEM, K_DB_SYSTEM_LEGACY, K_ERROR_SEVERITY, K_ERROR_RECOVERABLE,
     K_WF_NAME, K_WF_ID, K_WF_TYPE, K_WF_OUTCOME, K_WF_TIER, K_WF_AGENT, K_AGENT,
-    K_WF_DURATION, K_WF_SECONDARY,
+    K_WF_DURATION, K_WF_SECONDARY, K_AGENT_NAME,
     NKEYS
 };
 
@@ -1232,6 +1232,23 @@ static inline int run_id_text(PyObject *o) {
     return PyUnicode_IS_ASCII(o) && runid_shaped(PyUnicode_1BYTE_DATA(o), PyUnicode_GET_LENGTH(o));
 }
 
+/* The agent a workflow root is counted for (connector.py _workflow, plugins._agentconv.
+ * agent_label): the workflow processor's workflow.agent.id stamp, else as that processor reads a
+ * span's agent, gen_ai.agent.name, else gen_ai.agent.id, the first non-empty one not shaped like a
+ * per-run id, else "unknown". Borrowed; NULL with an error set on failure. */
+static PyObject *workflow_agent(Scanner *self, span_info *s) {
+    PyObject *agent = GET(K_WF_AGENT);
+    if (agent == NULL && PyErr_Occurred()) return NULL;
+    if (truthy(agent)) return agent;
+    static const int named[] = {K_AGENT_NAME, K_AGENT};
+    for (int i = 0; i < 2; i++) {
+        agent = GET(named[i]);
+        if (agent == NULL && PyErr_Occurred()) return NULL;
+        if (truthy(agent) && !run_id_text(agent)) return agent;
+    }
+    return self->s_unknown;
+}
+
 /* an A2A producer or consumer span seen in the scan (slices into the request) */
 typedef struct {
     slice span_id, trace_id, parent, raw;
@@ -1631,14 +1648,8 @@ static PyObject *root_facts(Scanner *self, span_info *s) {
     PyObject *tier = GET(K_WF_TIER);
     if (tier == NULL && PyErr_Occurred()) goto done;
     if (!truthy(tier)) tier = self->s_unknown;
-    PyObject *agent = GET(K_WF_AGENT);
-    if (agent == NULL && PyErr_Occurred()) goto done;
-    if (!truthy(agent)) {
-        agent = GET(K_AGENT);
-        if (agent == NULL && PyErr_Occurred()) goto done;
-        if (truthy(agent) && run_id_text(agent)) agent = NULL;
-    }
-    if (!truthy(agent)) agent = self->s_unknown;
+    PyObject *agent = workflow_agent(self, s);
+    if (agent == NULL) goto done;
     PyObject *severity = GET(K_ERROR_SEVERITY);
     if (severity == NULL && PyErr_Occurred()) goto done;
     if (severity == NULL) severity = self->s_critical;
@@ -1824,14 +1835,8 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
         PyObject *tier = GET(K_WF_TIER);
         if (tier == NULL && PyErr_Occurred()) goto wf_error;
         if (!truthy(tier)) tier = self->s_unknown;
-        PyObject *agent = GET(K_WF_AGENT);
-        if (agent == NULL && PyErr_Occurred()) goto wf_error;
-        if (!truthy(agent)) {
-            agent = GET(K_AGENT);
-            if (agent == NULL && PyErr_Occurred()) goto wf_error;
-            if (truthy(agent) && run_id_text(agent)) agent = NULL;
-        }
-        if (!truthy(agent)) agent = self->s_unknown;
+        PyObject *agent = workflow_agent(self, s);
+        if (agent == NULL) goto wf_error;
         if (count_execution(self, st, s, wf_type, agent, outcome, tier, wf_duration) < 0) goto wf_error;
         Py_XDECREF(owned);
         component = "workflow";

@@ -50,6 +50,7 @@ from plugins._agentconv import (
     SPAN_KIND_SERVER,
     STATUS_ERROR,
     ErrorClassifier,
+    agent_label,
     attr_map,
     duration_of,
     exception_type,
@@ -60,7 +61,6 @@ from plugins._agentdialects import (
     Role,
     SpanFacts,
     load_dialects,
-    looks_like_run_id,
     value_text,
 )
 from plugins._agentdialects.tables import LABELS
@@ -750,6 +750,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             n.agent_id,
             n.workflow_duration,
             n.workflow_secondary_root,
+            n.agent_name,
         )
         return native.Scanner(
             tuple(k.encode() for k in keys),
@@ -1693,12 +1694,13 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             prefix = names.workflow_span_prefix
             wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or UNKNOWN
         tier = view.label(names.workflow_complexity_tier)
-        agent_id = view.get(names.workflow_agent_id)
-        if not agent_id:  # no workflow processor ahead: a gen_ai.agent.id, unless a per-run id
-            agent_id = view.get(names.agent_id) or ""
-            if looks_like_run_id(agent_id):
-                agent_id = ""
-        agent_id = agent_id or UNKNOWN
+        # the workflow processor's stamp, else (none ahead) the root's agent as it reads one:
+        # gen_ai.agent.name, else gen_ai.agent.id, neither shaped like a per-run id
+        agent_id = (
+            view.get(names.workflow_agent_id)
+            or agent_label(view.get(names.agent_name), view.get(names.agent_id))
+            or UNKNOWN
+        )
         # the execution's duration: the root's own, unless the execution is below it
         given = view.attrs.get(names.workflow_duration)
         duration = duration_of(given) if given is not None else None

@@ -7,7 +7,6 @@ Prometheus translation they are ``traces_span_metrics_calls_total`` and
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
@@ -29,8 +28,8 @@ from plugins._native import load
 from plugins._spanview import TracesView, cached_str
 from plugins.spanmetricsconnector.config import SpanMetricsConfig
 
-# the cache of decoded resources: at most this many, holding at most this many bytes (the
-# key and the attributes' text; the resources themselves are keyed by a digest)
+# the cache of decoded resources: at most this many, holding at most this many bytes (each
+# entry's encoded resource, its dict key, plus its series key and its attributes' text)
 RESOURCE_CACHE_ENTRIES = 1000
 RESOURCE_CACHE_BYTES = 16 << 20
 
@@ -323,15 +322,15 @@ class SpanMetricsConnector(FlushingConnector):
 
     def _resource(self, raw: bytes) -> tuple[bytes, str, dict[str, str]]:
         """(key, service.name, attributes as strings) of an encoded resource, cached."""
-        # keyed by a digest, not the bytes: hostile large resources must not be held twice
-        digest = hashlib.blake2b(raw, digest_size=16).digest()
-        cached = self._resources.get(digest)
+        # keyed by the bytes themselves (a dict's hash of them, not a digest computed on each
+        # lookup), counted in the byte bound: hostile large resources are held once, boundedly
+        cached = self._resources.get(raw)
         if cached is None:
             resource = Resource.FromString(raw)
             key = self.aggregator.resource_key(resource)
             attrs = {kv.key: attr_str(kv.value) for kv in resource.attributes}
             cached = (key, attrs.get("service.name", ""), attrs)
-            cost = len(digest) + len(key) + sum(len(k) + len(v) for k, v in attrs.items())
+            cost = len(raw) + len(key) + sum(len(k) + len(v) for k, v in attrs.items())
             if (
                 len(self._resources) >= RESOURCE_CACHE_ENTRIES
                 or self._resources_bytes + cost > RESOURCE_CACHE_BYTES
@@ -339,7 +338,7 @@ class SpanMetricsConnector(FlushingConnector):
                 self._resources.clear()
                 self._resources_bytes = 0
             if cost <= RESOURCE_CACHE_BYTES:
-                self._resources[digest] = cached
+                self._resources[bytes(raw)] = cached
                 self._resources_bytes += cost
         else:
             # the aggregator forgets resources no series refers to (expiry, delta flushes)

@@ -377,3 +377,67 @@ async def test_a_5xx_answered_by_the_handler_counts_once_at_the_server_span() ->
                         if kv.key == "http.status_code":
                             kv.value.int_value = 500
     assert await errors_of(req) == {("_OTHER", "http"): 1}
+
+
+# -- the agent a workflow is counted for, with and without the workflow processor ahead ---------
+def as_workflows(req: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+    """The recorded request with each trace's parentless spans named workflows by the
+    application (``workflow.name``, docs/agent-conventions.md): the connector alone counts an
+    execution only for a root it recognises as a workflow."""
+    out = ExportTraceServiceRequest()
+    out.CopyFrom(req)
+    for rs in out.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                if not sp.parent_span_id:
+                    kv = sp.attributes.add(key="workflow.name")
+                    kv.value.string_value = "calc"
+    return out
+
+
+async def execution_agents(payloads: list[bytes]) -> Counter[str]:
+    """``agent_workflow_executions`` by ``agent_id`` after the connector consumed
+    ``payloads``."""
+    cfg = AgentMetricsConfig.model_validate({"metrics_flush_interval": "0s"})
+    out = Capture()
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics", SelfTelemetry()), cfg, out
+    )
+    for p in payloads:
+        await conn.consume(Traces(p))
+    await conn.shutdown()
+    got: Counter[str] = Counter()
+    if out.payloads:
+        for dp in points(out.payloads[0].message(), "agent_workflow_executions"):
+            got[labels(dp)["agent_id"]] += dp.as_int
+    return got
+
+
+# the agent's run below the root (an HTTP server span): the workflow processor reads the
+# execution below it, the connector alone only the root (docs/agent-workflow.md)
+AGENT_BELOW_ROOT = {"pydantic_ai_http"}
+
+
+@pytest.mark.parametrize(("source", "scenario"), sorted(EXPECTED))
+async def test_connector_alone_labels_the_agent_as_the_workflow_processor(
+    source: str, scenario: str
+) -> None:
+    """A pipeline with the connector alone and one with the workflow processor ahead of it
+    count each recorded workflow for the same agent: the root's ``gen_ai.agent.name`` (pydantic-
+    ai, LangGraph under OpenLLMetry, whose ``gen_ai.agent.id`` below is the run's UUID), else
+    ``unknown`` (the MCP SDK, a2a-sdk, LangGraph under OpenInference name no agent)."""
+    from benchmarks.agent_components import run_workflow
+
+    body = as_workflows(load(source, scenario)).SerializeToString()
+    alone = await execution_agents([body])
+    _, released = await run_workflow([body], 1)
+    after_workflow = await execution_agents([p.to_bytes() for p in released])
+    assert sum(alone.values()) >= 1
+    if source in AGENT_BELOW_ROOT:
+        assert alone == {"unknown": 1} and after_workflow == {"calculator": 1}
+    else:
+        assert alone == after_workflow
+    if source in {"pydantic_ai", "pydantic_ai_mcp"}:
+        assert alone["calculator"] == 1
+    if source == "langgraph_openllmetry":
+        assert alone == {"calc_agent": 2}  # (create_agent and invoke_agent: two traces)

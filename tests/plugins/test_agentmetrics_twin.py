@@ -301,6 +301,79 @@ async def test_an_agent_id_shaped_like_a_run_id_is_no_label(
     assert labels["agent_id"] == label
 
 
+UUID = "3f2b8c1e-9a4d-4c7e-8b1a-2d5e6f7a8b9c"
+# (gen_ai.agent.name, gen_ai.agent.id, workflow.agent.id: None when absent) -> the label
+AGENT_CASES = [
+    (("calculator", None, None), "calculator"),  # the name alone (pydantic-ai)
+    (("calculator", "agent-7", None), "calculator"),  # the name first
+    (("calc_agent", UUID, None), "calc_agent"),  # a run's UUID id (LangGraph, OpenLLMetry)
+    ((None, "agent-7", None), "agent-7"),  # the id alone
+    (("", "agent-7", None), "agent-7"),  # an empty name: the id
+    ((UUID, "agent-7", None), "agent-7"),  # a run-id-shaped name: the id
+    (("01ARZ3NDEKTSV4RRFFQ69G5FAV", UUID, None), "unknown"),  # both run ids
+    ((None, None, None), "unknown"),  # neither
+    (("calculator", "agent-7", "planner"), "planner"),  # the workflow processor's stamp wins
+    ((UUID, None, "planner"), "planner"),
+]
+
+
+@pytest.mark.parametrize(("attrs", "label"), AGENT_CASES)
+@pytest.mark.parametrize("failed", [False, True])
+async def test_a_roots_agent_is_read_as_the_workflow_processor_reads_it(
+    attrs: tuple[str | None, str | None, str | None], label: str, failed: bool
+) -> None:
+    """With no workflow processor ahead, a root's agent is its ``gen_ai.agent.name``, else its
+    ``gen_ai.agent.id``, neither shaped like a per-run id (``plugins._agentconv.agent_label``,
+    the workflow processor's ``agent_of``): on both paths, for a successful root (the scanner)
+    and a failed one (``root_facts``)."""
+    name, agent_id, stamp = attrs
+    given = {"workflow.id": "wf-1"}
+    for key, value in (
+        ("gen_ai.agent.name", name),
+        ("gen_ai.agent.id", agent_id),
+        ("workflow.agent.id", stamp),
+    ):
+        if value is not None:
+            given[key] = value
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    ss.spans.append(
+        span(
+            1,
+            1,
+            None,
+            "workflow.plan",
+            attrs=given,
+            error="it broke" if failed else None,
+            start=1_700_000_000.0,
+            duration=0.5,
+        )
+    )
+    got = await assert_same_output([[req.SerializeToString()]])
+    (dp,) = (dp for name, _, dp in points(got) if name == "agent_workflow_executions")
+    assert {a.key: a.value.string_value for a in dp.attributes}["agent_id"] == label
+
+
+@pytest.mark.parametrize(("attrs", "label"), [c for c in AGENT_CASES if c[0][2] is None])
+def test_agent_label_is_the_workflow_processors_reading(
+    attrs: tuple[str | None, str | None, str | None], label: str
+) -> None:
+    """The shared rule and the workflow processor's own reading of a span's agent agree."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    from plugins._agentconv import AttributeNames, agent_label
+    from plugins.workflowprocessor.rules import agent_of
+
+    name, agent_id, _ = attrs
+    encoded = {
+        key: AnyValue(string_value=value).SerializeToString()
+        for key, value in (("gen_ai.agent.name", name), ("gen_ai.agent.id", agent_id))
+        if value is not None
+    }
+    assert agent_label(name, agent_id) == agent_of(encoded, AttributeNames())[0]
+    assert (agent_label(name, agent_id) or "unknown") == label
+
+
 # -- failed workflow roots counted by the scanner (``failed_root`` in _agentscan.c) -------------
 RUN_ID = "3f2b8c1e-9a4d-4c7e-8b1a-2d5e6f7a8b9c"
 HUGE = "w" * 20_000

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import Kind, Traces
@@ -462,16 +463,103 @@ async def test_exponential_histogram_end_to_end() -> None:
 
 
 async def test_hostile_large_resources_hold_bounded_memory_in_the_resource_cache() -> None:
-    """The decoded-resource cache is keyed by a digest and bounded in bytes: distinct 1 MiB
-    resources (a hostile sender) do not each stay held, twice, up to the entry bound."""
-    conn, _ = connector()
-    for i in range(24):
+    """The decoded-resource cache is keyed by the encoded resource and bounded in bytes, the
+    keys counted: distinct 1 MiB resources (a hostile sender) do not each stay held, up to the
+    entry bound; what it holds (keys, series keys, attribute text) stays within the bound."""
+    conn, out = connector()
+    for i in range(40):
         big = f"{i}-" + "x" * (1 << 20)
         await conn.consume(resource_request([span(1, i + 1, None, "a")], **{"host.name": big}))
-    held = sum(
-        len(digest) + len(key) + sum(len(k) + len(v) for k, v in attrs.items())
-        for digest, (key, _, attrs) in conn._resources.items()
-    )
+        held = sum(
+            len(raw) + len(key) + sum(len(k) + len(v) for k, v in attrs.items())
+            for raw, (key, _, attrs) in conn._resources.items()
+        )
+        assert held == conn._resources_bytes <= RESOURCE_CACHE_BYTES
+        # the resources themselves are the keys, counted: each entry holds more than 2 MiB
+        assert all(len(raw) > 1 << 20 for raw in conn._resources)
+        assert len(conn._resources) <= RESOURCE_CACHE_BYTES // (2 << 20)
     assert conn._resources  # still a cache
-    assert all(len(digest) == 16 for digest in conn._resources)
-    assert held <= RESOURCE_CACHE_BYTES
+    # a resource seen again is a hit (the same entry), and its series are the same
+    raw = next(iter(conn._resources))
+    entry = conn._resources[raw]
+    assert conn._resource(bytes(bytearray(raw))) is entry
+    await conn.shutdown()
+    (req,) = (p.message() for p in out.payloads)
+    assert sum(total for _, total in calls_by_resource(req)) == 40
+
+
+def huge_array() -> KeyValue:
+    """``host.ip``: a 1 MiB array (of 16,384 strings of 64 characters)."""
+    value = AnyValue()
+    for i in range(1 << 14):
+        value.array_value.values.add(string_value=f"{i:06d}" + "a" * 58)
+    assert value.ByteSize() > 1 << 20
+    return KeyValue(key="host.ip", value=value)
+
+
+def nested_kvlist(depth: int = 28) -> KeyValue:
+    """``process.config``: a kvlist nested ``depth`` deep (as deep as the OTLP decoders take
+    under a resource), each level padded, rendering to more than the bound."""
+    inner = AnyValue(string_value="leaf")
+    for i in range(depth):
+        outer = AnyValue()
+        outer.kvlist_value.values.add(key="pad", value=AnyValue(string_value="p" * 200))
+        outer.kvlist_value.values.add(key=f"k{i}", value=inner)
+        inner = outer
+    return KeyValue(key="process.config", value=inner)
+
+
+async def test_hostile_array_and_kvlist_resource_values_are_cut_as_labels_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 1 MiB array and a deeply nested kvlist resource attribute are not flushed whole: each
+    becomes its rendering as a label (compact JSON, as ``target_info`` renders it) cut to the
+    bound, so the label made downstream is the one the uncut value makes; each cut is counted
+    in ``otelcol_label_values_truncated_total`` and logged. Before, only strings and bytes were
+    cut: every flush exported the 1 MiB array again."""
+    from pipeline.ratelimit import LogLimiter
+    from plugins import _labelbound
+    from plugins._anyvalue import any_value_to_string
+    from plugins._labelbound import MAX_LABEL_VALUE_CHARS
+    from plugins.prometheustranslator import resource_target_info_labels
+    from tests.support import logged
+
+    monkeypatch.setattr(_labelbound, "_CUT_LOG", LogLimiter())  # (no other test's last line)
+    hostile = [huge_array(), nested_kvlist(), kv("service.name", "svc"), kv("small", "x")]
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend(hostile)
+    rs.scope_spans.add().spans.extend([span(1, 1, None, "a"), span(1, 2, 1, "b")])
+    body = req.SerializeToString()
+    req = ExportTraceServiceRequest.FromString(body)  # (the decoders take it)
+    tel = SelfTelemetry()
+    conn, out = connector(tel)
+    with logged() as records:
+        for _ in range(3):
+            await conn.consume(Traces(body))
+        await conn.shutdown()
+    (got,) = (p.message() for p in out.payloads)
+    (rm,) = got.resource_metrics
+    flushed = {a.key: a.value for a in rm.resource.attributes}
+    for original in hostile[:2]:
+        value = flushed[original.key]
+        assert value.WhichOneof("value") == "string_value"
+        assert value.string_value == any_value_to_string(original.value)[:MAX_LABEL_VALUE_CHARS]
+    assert flushed["service.name"].string_value == "svc" and flushed["small"].string_value == "x"
+    assert rm.resource.ByteSize() < 3 * MAX_LABEL_VALUE_CHARS
+    # the target_info labels of the flushed resource: those of the uncut one, cut
+    want = {
+        k: v[:MAX_LABEL_VALUE_CHARS]
+        for k, v in resource_target_info_labels(req.resource_spans[0].resource).items()
+    }
+    assert resource_target_info_labels(rm.resource) == want
+    assert sum(calls for _, calls in calls_by_resource(got)) == 6
+    cut = [
+        s.value
+        for family in tel.registry.collect()
+        if family.name == "otelcol_label_values_truncated"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["component"] == "spanmetrics"
+    ]
+    assert cut == [2.0]  # (the resource is decoded once, then cached)
+    assert any("2 label value(s) longer than" in r.getMessage() for r in records)
