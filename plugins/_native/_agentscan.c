@@ -2640,6 +2640,9 @@ typedef struct {
     const uint8_t *p;
     Py_ssize_t n;
     int str; /* text (UTF-8): a str leaf */
+    /* (optional) an exact bytes or str object of this data (a str: ASCII), whose hash (cached
+     * in it once computed) is the leaf's: a trace id or "call" hashed once, not per key */
+    PyObject *obj;
 } mem_leaf;
 
 #define MEM_RAW_LEAVES 4
@@ -2680,8 +2683,15 @@ static Py_ssize_t mem_raw_key(const mem_leaf *lv, int n, char *out, Py_hash_t *h
         const mem_leaf *x = &lv[i];
         if (x->n >= 128) return 0;
         if (x->str) {
-            for (Py_ssize_t j = 0; j < x->n; j++)
-                if (x->p[j] & 0x80) return 0;
+            /* (ASCII only: 8 bytes at a time, then the rest) */
+            uint64_t high = 0, w;
+            Py_ssize_t j = 0;
+            for (; j + 8 <= x->n; j += 8) {
+                memcpy(&w, x->p + j, 8);
+                high |= w;
+            }
+            for (; j < x->n; j++) high |= x->p[j];
+            if (high & 0x8080808080808080ULL) return 0;
             out[k++] = MK_STR;
             out[k++] = 1;
         } else {
@@ -2691,7 +2701,12 @@ static Py_ssize_t mem_raw_key(const mem_leaf *lv, int n, char *out, Py_hash_t *h
         if (x->n) memcpy(out + k, x->p, (size_t)x->n);
         k += x->n;
         if (k > MEM_PROBE_CAP) return 0;
-        Py_uhash_t lane = (Py_uhash_t)mem_hash_bytes(x->p, x->n);
+        /* (exact bytes and str only: a subclass may hash otherwise; they never fail) */
+        Py_hash_t h = x->obj != NULL && (PyBytes_CheckExact(x->obj) || PyUnicode_CheckExact(x->obj))
+                          ? PyObject_Hash(x->obj) : -1;
+        if (h == -1) h = mem_hash_bytes(x->p, x->n);
+        assert(x->obj == NULL || h == mem_hash_bytes(x->p, x->n));
+        Py_uhash_t lane = (Py_uhash_t)h;
         if (lane == (Py_uhash_t)-1) lane = (Py_uhash_t)-2; /* (as bytes and str hash it) */
         acc += lane * p2;
         acc = MEM_ROTATE(acc);
@@ -2795,14 +2810,14 @@ static int finish_join(Scanner *self, scan_state *st) {
         if (x->series >= 0) {
             /* (the keys (trace, parent) and ("call", trace, call id) looked up by their data: see
              * mem_leaf) */
-            mem_leaf pk[2] = {{x->trace.p, x->trace.n, 0}, {x->parent.p, x->parent.n, 0}};
+            mem_leaf pk[2] = {{x->trace.p, x->trace.n, 0, trace}, {x->parent.p, x->parent.n, 0, NULL}};
             int late = memory_contains_leaves(self->join_settled, pk, 2);
             if (!late && (x->flags & 3)) { /* a call or JSON-RPC key already settled (_is_late) */
                 PyObject *reading = PyList_GET_ITEM(self->join_learned, x->series);
                 PyObject **hex = k >= 0 ? &groups[k].hex : &pending_hex;
                 if (x->flags & 1) { /* ("call", trace, call id), as join_keys_of makes it */
-                    mem_leaf ck[3] = {{(const uint8_t *)"call", 4, 1}, {x->trace.p, x->trace.n, 0},
-                                      {x->ids[0].p, x->ids[0].n, 1}};
+                    mem_leaf ck[3] = {{(const uint8_t *)"call", 4, 1, self->s_call},
+                                      {x->trace.p, x->trace.n, 0, trace}, {x->ids[0].p, x->ids[0].n, 1, NULL}};
                     late = memory_contains_leaves(self->join_keys, ck, 3);
                 }
                 /* (the JSON-RPC key as join_keys_of makes it: a new tuple, owned) */
@@ -3680,7 +3695,7 @@ static PyObject *do_settle_simple(Scanner *self, PyObject *packed) {
         observe(self, e, B_TOOL, duration, trace_id, span_id, NULL);
         /* the memory of settled layers, as the joiner's _settle_simple keeps it ((trace, span)
          * put by its data: see mem_leaf) */
-        mem_leaf key[2] = {{trace_id.p, 16, 0}, {r + 2, r[1], 0}};
+        mem_leaf key[2] = {{trace_id.p, 16, 0, trace}, {r + 2, r[1], 0, NULL}};
         if (memory_put_leaves(self->join_settled, key, 2, value) < 0) goto counted;
     }
     if (memory_trim(self->join_settled, size) < 0) goto counted;
@@ -4197,12 +4212,12 @@ static int settle_joined(Scanner *self, PyObject *trace, layer_rec *layers, Py_s
         for (Py_ssize_t i = g; i >= 0; i = next[i]) {
             const uint8_t *r = layers[i].rec;
             /* ((trace, span) and ("call", trace, call id) put by their data: see mem_leaf) */
-            mem_leaf key[2] = {{trace_id.p, 16, 0}, {r + 2, r[1], 0}};
+            mem_leaf key[2] = {{trace_id.p, 16, 0, trace}, {r + 2, r[1], 0, NULL}};
             if (memory_put_leaves(self->join_settled, key, 2, value) < 0) goto done;
             if (!r[19]) continue;
             if (r[19] & 1) {
-                mem_leaf ck[3] = {{(const uint8_t *)"call", 4, 1}, {trace_id.p, 16, 0},
-                                  {layers[i].ids[0].p, layers[i].ids[0].n, 1}};
+                mem_leaf ck[3] = {{(const uint8_t *)"call", 4, 1, self->s_call}, {trace_id.p, 16, 0, trace},
+                                  {layers[i].ids[0].p, layers[i].ids[0].n, 1, NULL}};
                 if (memory_put_leaves(self->join_keys, ck, 3, value) < 0 ||
                     memory_trim(self->join_keys, keys_size) < 0)
                     goto done;

@@ -1277,6 +1277,82 @@ def test_packed_ids_join_the_calls_and_late_layers_are_dropped(
     assert native["late"] == 1
 
 
+def test_a_late_layer_of_a_trace_held_again_is_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trace settled, then seen again (a new layer: its trace is held again), then a layer of
+    the call already counted: late, though its trace is held (the late check is not skipped for
+    a held trace), in C as in Python; the new layer is a call of its own."""
+
+    def spans(trace: int) -> list[Span]:
+        return [
+            span(trace, 2, 1, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
+                 "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"}, start=T0),
+            span(trace, 4, 9, "execute_tool add", attrs={"gen_ai.operation.name":
+                 "execute_tool", "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"},
+                 start=T0 + 0.001),
+        ]  # fmt: skip
+
+    async def again(conn: Any) -> None:
+        for trace in (2, 3):
+            fresh = span(trace, 6, 1, "execute_tool add", attrs={"gen_ai.operation.name":
+                         "execute_tool", "gen_ai.tool.name": "add",
+                         "gen_ai.tool.call.id": "c2"}, start=T0 + 0.002)  # fmt: skip
+            await conn.consume(request([fresh]))
+            assert len(conn.joiner) == 1  # (held again)
+            # a layer of the settled call (its call id), then a child of a settled layer
+            await conn.consume(request([spans(trace)[1]]))
+            child = span(trace, 8, 2, "execute_tool add", attrs={"gen_ai.operation.name":
+                         "execute_tool", "gen_ai.tool.name": "add"}, start=T0 + 0.003)  # fmt: skip
+            await conn.consume(request([child]))
+            conn._settle(time.time_ns(), time.time(), everything=True)
+
+    results = []
+    for native in (True, False):
+        monkeypatch.setenv("PIPELINE_NATIVE", "1" if native else "0")
+
+        async def main(native: bool = native) -> dict[str, Any]:
+            conn = connector({"window": "1h"}, None)
+            assert (conn._scanner is not None) == native
+            await conn.consume(request(spans(1)))  # learns both shapes
+            for trace in (2, 3):
+                await conn.consume(request(spans(trace)))
+            conn._settle(time.time_ns(), time.time(), everything=True)
+            await again(conn)
+            await conn.shutdown()
+            return outcome(conn)
+
+        results.append(asyncio.run(main()))
+    native, python = results
+    assert native == python
+    calls = [v for k, v in native.items() if "tool_calls" in k]
+    assert [c[0] for c in calls] == [5], native  # one call per trace, and the two fresh ones
+    assert native["late"] == 4
+
+
+class OddHash(bytes):
+    """A trace id whose hash is not that of its data."""
+
+    def __hash__(self) -> int:
+        return 7
+
+
+def test_settle_simple_keys_a_trace_id_by_its_data_whatever_its_hash() -> None:
+    """The C join hashes a trace id once (an exact bytes object's cached hash) for the keys it
+    puts by their data; a trace id of a bytes subclass that hashes otherwise is hashed from its
+    data: the (trace, span) and ("call", trace, call id) keys it put are found by the same keys
+    made of plain bytes in Python, as for a plain trace id."""
+    from plugins.agentmetricsconnector.calls import RECORD
+
+    conn = connector({"window": "1h"}, None)
+    asyncio.run(conn.consume(request([id_layer(1, "learned")])))
+    scanner = conn._scanner
+    record = RECORD.pack(1, 8, b"\x02" * 8, 8, b"\x01" * 8, 1, 1, 2, 0)
+    for trace in (OddHash(b"\x03" * 16), b"\x04" * 16):
+        assert scanner.settle_simple([(trace, record, 1, b"\x02\x00c9")], 0.0) == 1
+        plain = bytes(trace)
+        assert (plain, b"\x02" * 8) in conn.joiner.settled_memory()
+        assert ("call", plain, "c9") in conn.joiner.settled_keys_memory()
+
+
 @pytest.mark.parametrize(
     "call_id",
     [
