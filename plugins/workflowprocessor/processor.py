@@ -230,8 +230,12 @@ class WorkflowProcessor(Component):
         if self._outbox_bytes > self.config.max_bytes:
             # Give the sender a moment to pass released traces on before pushing back.
             self._drained.clear()
+            # (asyncio.timeout, not wait_for: on Python 3.11, wait_for answers the drained
+            # wait instead of a cancellation that arrives in the turn the outbox drains, and
+            # the cancelled consume went on and took the request)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), timeout=0.5)
+                async with asyncio.timeout(0.5):
+                    await self._drained.wait()
         if self._outbox_bytes > self.config.max_bytes:
             n = data.item_count()
             self._c_refused.inc(n)

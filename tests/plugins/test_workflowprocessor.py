@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -282,6 +283,62 @@ class _Refusing:
         from pipeline import RetryableError
 
         raise RetryableError("busy", retry_after=0.01)
+
+
+class _Gated:
+    """A next consumer whose first consume waits for ``gate``; ``hook`` runs as each consume
+    begins (in the sender's step)."""
+
+    mutates_data = False
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.payloads: list[object] = []
+        self.hook: Callable[[], None] = lambda: None
+
+    async def consume(self, data: object) -> None:
+        self.hook()
+        self.payloads.append(data)
+        if len(self.payloads) == 1:
+            await self.gate.wait()
+
+
+async def test_a_consume_cancelled_as_the_outbox_drains_is_cancelled() -> None:
+    """A consume waits for the sender because the outbox holds more than ``max_bytes``; it is
+    cancelled (a client gone, a deadline) in the loop turn in which the sender drains the
+    outbox. The cancellation wins: the consume ends cancelled and takes nothing. Before,
+    ``asyncio.wait_for`` (Python 3.11) answered the drained wait instead and the cancelled
+    consume went on and took the request's spans."""
+    tel = SelfTelemetry()
+    cfg = WorkflowConfig.model_validate({"wait_duration": "1h", "max_bytes": 4096})
+    nxt = _Gated()
+    proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow", tel), cfg, nxt)
+    await proc.start(None)  # type: ignore[arg-type]
+    big = "x" * 5000  # each trace is over max_bytes: released as it arrives
+    traces = [request([span(80 + t, 1, None, "workflow.bulk", attrs={"p": big})]) for t in range(3)]
+    await proc.consume(traces[0])  # released; the sender waits in the next consumer
+    await wait_until(lambda: len(nxt.payloads) == 1)
+    await proc.consume(traces[1])  # released; waits in the outbox: over max_bytes
+    assert proc._outbox_bytes > cfg.max_bytes
+    waiting = asyncio.ensure_future(proc.consume(traces[2]))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # waits for the sender
+
+    # the sender takes the second release off the outbox (the drained wait ends) and, in the
+    # same turn, the waiting consume is cancelled
+    def cancel_once() -> None:
+        nxt.hook = lambda: None
+        waiting.cancel()
+
+    nxt.hook = cancel_once
+    nxt.gate.set()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()
+    assert len(proc.store.held) == 0 and len(nxt.payloads) == 2  # the third taken nowhere
+    assert tel.value("otelcol_processor_workflow_refused_spans_total", processor="workflow") == 0
+    await proc.shutdown()
+    assert len(nxt.payloads) == 2
 
 
 async def test_what_the_shutdown_deadline_cuts_off_is_counted() -> None:
