@@ -61,6 +61,9 @@ from plugins.workflowprocessor.store import (
 )
 from plugins.workflowprocessor.timer import ReleaseTimer
 
+# The longest the sender passes released traces on in one loop step (seconds; see _send_loop)
+SEND_SLICE = 0.005
+
 # The C accelerator of the trace store (plugins/_native/_tracewire.c), or None: then the
 # Python store, which gives the same results, is used.
 _tracewire: Any = _load_native("_tracewire")
@@ -337,12 +340,19 @@ class WorkflowProcessor(Component):
         self._outbox_ready.set()
 
     async def _send_loop(self) -> None:
+        # When nothing downstream suspends (a batch processor next), each send ends without a
+        # loop turn and the whole outbox (a saturated release: tens of parts) would go on in
+        # one step, with every other callback (a worker's reads of its siblings, the clients)
+        # waiting behind it: the sender lets them run once a slice of SEND_SLICE has passed.
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         while True:
             if not self._outbox:
                 if self._closing and not self.store.held:
                     return
                 self._outbox_ready.clear()
                 await self._outbox_ready.wait()
+                began = loop.time()
                 continue
             payload, count, nbytes = self._outbox.popleft()
             self._outbox_bytes -= nbytes
@@ -354,6 +364,9 @@ class WorkflowProcessor(Component):
             del payload  # not kept (with its acknowledgement tokens) until the next release
             self._sending_spans = 0
             self._update_gauges()
+            if self._outbox and loop.time() - began >= SEND_SLICE:
+                await asyncio.sleep(0)  # the slice's end: what waits behind it runs
+                began = loop.time()
 
     async def _send(self, payload: Payload, count: int) -> None:
         await deliver_holding(self.next, payload, self.settings, "released traces")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import time
 from collections.abc import Callable
 
 import pytest
@@ -538,6 +540,59 @@ async def test_many_traces_due_at_once_go_out_in_bounded_requests(
     ids = [s.trace_id for _, s in capture.spans()]
     assert ids == [tid(t) for t in range(200, 210) for _ in range(4)]
     assert all("workflow.outcome" in attrs_of(s) for _, s in capture.spans())
+    await proc.shutdown()
+
+
+class _Slow:
+    """A next consumer that never suspends and takes ``cost`` seconds of the loop's time per
+    payload (a downstream that does its work in place, as a batch processor's consume)."""
+
+    mutates_data = False
+
+    def __init__(self, cost: float) -> None:
+        self.cost = cost
+        self.turns: list[int] = []  # the loop turns counted when each payload arrived
+        self.turn = 0
+
+    async def consume(self, data: object) -> None:
+        self.turns.append(self.turn)
+        end = time.monotonic() + self.cost  # work done in place (the loop's clock)
+        while time.monotonic() < end:
+            pass
+
+
+async def test_the_sender_lets_other_work_run_between_slices_of_a_large_release(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many parts fall due at once and the next consumer never suspends: the sender passes
+    them on in slices of about ``SEND_SLICE``, other callbacks running between them. Before,
+    the whole outbox went on in one loop step (up to 180 ms at saturation), the rest waiting."""
+    monkeypatch.setattr(store_module, "RELEASE_MAX_SPANS", 4)
+    monkeypatch.setattr(native_module, "RELEASE_MAX_SPANS", 4)
+    cost = processor_module.SEND_SLICE / 2.5  # a slice ends after the third payload at most
+    nxt = _Slow(cost)
+    cfg = WorkflowConfig.model_validate({"wait_duration": "50ms"})
+    proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow", SelfTelemetry()), cfg, nxt)
+    await proc.start(None)  # type: ignore[arg-type]
+    spans = []
+    for t in range(300, 312):
+        root, agent, tools = workflow_spans(t)
+        spans += [root, agent, *tools]
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(0)
+            nxt.turn += 1
+
+    ticking = asyncio.ensure_future(ticker())
+    try:
+        await proc.consume(request(spans))  # 12 traces of 4 spans, due together: 12 parts
+        await wait_until(lambda: len(nxt.turns) == 12, within=5.0)
+    finally:
+        ticking.cancel()
+    # at most three payloads in one loop step (the ticker ran between the slices)
+    steps = collections.Counter(nxt.turns)
+    assert len(steps) >= 4 and max(steps.values()) <= 3, steps
     await proc.shutdown()
 
 
