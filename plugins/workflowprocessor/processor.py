@@ -191,11 +191,13 @@ class WorkflowProcessor(Component):
             "Workflows stamped by the workflow processor, by outcome.",
             ("processor", "outcome"),
         )
-        self._c_error_types = service.counter(
-            "otelcol_processor_workflow_error_types_added",
-            "Failed tool calls given an error.type by the workflow processor.",
-            ("processor",),
-        ).labels(name)
+        self._c_error_types = loop_value(
+            service.counter(
+                "otelcol_processor_workflow_error_types_added",
+                "Failed tool calls given an error.type by the workflow processor.",
+                ("processor",),
+            ).labels(name)
+        )
         self._c_refused = service.counter(
             "otelcol_processor_workflow_refused_spans",
             "Spans refused (retryable) because released data could not be sent fast enough.",
@@ -219,7 +221,7 @@ class WorkflowProcessor(Component):
         """Sets the gauges, and adds the failed tool calls classified since the last call to
         their counter (after every request and release)."""
         if self._classified:
-            self._c_error_types.inc(self._classified)
+            self._c_error_types.value += self._classified
             self._classified = 0
         store = self.store
         self._v_traces.value = float(len(store.held))
@@ -318,15 +320,20 @@ class WorkflowProcessor(Component):
         for reason, (traces, spans) in released.items():
             children = self._released_children.get(reason)
             if children is None:
-                children = (self._c_traces.labels(name, reason), self._c_spans.labels(name, reason))
+                children = (
+                    loop_value(self._c_traces.labels(name, reason)),
+                    loop_value(self._c_spans.labels(name, reason)),
+                )
                 self._released_children[reason] = children
-            children[0].inc(traces)
-            children[1].inc(spans)
+            children[0].value += traces
+            children[1].value += spans
         for outcome, n in outcomes.items():
             child = self._workflow_children.get(outcome)
             if child is None:
-                child = self._workflow_children[outcome] = self._c_workflows.labels(name, outcome)
-            child.inc(n)
+                child = self._workflow_children[outcome] = loop_value(
+                    self._c_workflows.labels(name, outcome)
+                )
+            child.value += n
 
     # -- sending ----------------------------------------------------------------------------------
     def _enqueue(self, encoded: bytes, count: int, acks: tuple[object, ...] = ()) -> None:
