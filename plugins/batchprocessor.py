@@ -47,6 +47,7 @@ from pipeline import (
 )
 from pipeline.consumer import deliver_holding
 from pipeline.tasks import supervise
+from pipeline.telemetry import loop_value
 
 BATCH_SIZE_BUCKETS = (
     10,
@@ -132,16 +133,21 @@ class BatchProcessor(Component):
             ("processor",),
             BATCH_SIZE_BUCKETS,
         ).labels(settings.name)
-        self._size_trigger = service.counter(
-            "otelcol_processor_batch_batch_size_trigger_send",
-            "Batches sent because they reached send_batch_size.",
-            ("processor",),
-        ).labels(settings.name)
-        self._timeout_trigger = service.counter(
-            "otelcol_processor_batch_timeout_trigger_send",
-            "Batches sent because the timeout passed.",
-            ("processor",),
-        ).labels(settings.name)
+        # (counted on the event loop, once a batch: lock-free values, pipeline.telemetry)
+        self._size_trigger = loop_value(
+            service.counter(
+                "otelcol_processor_batch_batch_size_trigger_send",
+                "Batches sent because they reached send_batch_size.",
+                ("processor",),
+            ).labels(settings.name)
+        )
+        self._timeout_trigger = loop_value(
+            service.counter(
+                "otelcol_processor_batch_timeout_trigger_send",
+                "Batches sent because the timeout passed.",
+                ("processor",),
+            ).labels(settings.name)
+        )
 
     # -- consumer -----------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:
@@ -261,7 +267,7 @@ class BatchProcessor(Component):
                 key="cut",
             )
             parts = batch_items
-        (self._size_trigger if size_triggered else self._timeout_trigger).inc()
+        (self._size_trigger if size_triggered else self._timeout_trigger).value += 1
         for part in parts:
             await self._send(part)
 

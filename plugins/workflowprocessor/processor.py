@@ -61,6 +61,9 @@ from plugins.workflowprocessor.store import (
 )
 from plugins.workflowprocessor.timer import ReleaseTimer
 
+# The longest the sender passes released traces on in one loop step (seconds; see _send_loop)
+SEND_SLICE = 0.005
+
 # The C accelerator of the trace store (plugins/_native/_tracewire.c), or None: then the
 # Python store, which gives the same results, is used.
 _tracewire: Any = _load_native("_tracewire")
@@ -189,11 +192,13 @@ class WorkflowProcessor(Component):
             "Workflows stamped by the workflow processor, by outcome.",
             ("processor", "outcome"),
         )
-        self._c_error_types = service.counter(
-            "otelcol_processor_workflow_error_types_added",
-            "Failed tool calls given an error.type by the workflow processor.",
-            ("processor",),
-        ).labels(name)
+        self._c_error_types = loop_value(
+            service.counter(
+                "otelcol_processor_workflow_error_types_added",
+                "Failed tool calls given an error.type by the workflow processor.",
+                ("processor",),
+            ).labels(name)
+        )
         self._c_refused = service.counter(
             "otelcol_processor_workflow_refused_spans",
             "Spans refused (retryable) because released data could not be sent fast enough.",
@@ -217,7 +222,7 @@ class WorkflowProcessor(Component):
         """Sets the gauges, and adds the failed tool calls classified since the last call to
         their counter (after every request and release)."""
         if self._classified:
-            self._c_error_types.inc(self._classified)
+            self._c_error_types.value += self._classified
             self._classified = 0
         store = self.store
         self._v_traces.value = float(len(store.held))
@@ -248,8 +253,12 @@ class WorkflowProcessor(Component):
         if self._outbox_bytes > self.config.max_bytes:
             # Give the sender a moment to pass released traces on before pushing back.
             self._drained.clear()
+            # (asyncio.timeout, not wait_for: on Python 3.11, wait_for answers the drained
+            # wait instead of a cancellation that arrives in the turn the outbox drains, and
+            # the cancelled consume went on and took the request)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), timeout=0.5)
+                async with asyncio.timeout(0.5):
+                    await self._drained.wait()
         if self._outbox_bytes > self.config.max_bytes:
             n = data.item_count()
             self._c_refused.inc(n)
@@ -334,15 +343,20 @@ class WorkflowProcessor(Component):
         for reason, (traces, spans) in released.items():
             children = self._released_children.get(reason)
             if children is None:
-                children = (self._c_traces.labels(name, reason), self._c_spans.labels(name, reason))
+                children = (
+                    loop_value(self._c_traces.labels(name, reason)),
+                    loop_value(self._c_spans.labels(name, reason)),
+                )
                 self._released_children[reason] = children
-            children[0].inc(traces)
-            children[1].inc(spans)
+            children[0].value += traces
+            children[1].value += spans
         for outcome, n in outcomes.items():
             child = self._workflow_children.get(outcome)
             if child is None:
-                child = self._workflow_children[outcome] = self._c_workflows.labels(name, outcome)
-            child.inc(n)
+                child = self._workflow_children[outcome] = loop_value(
+                    self._c_workflows.labels(name, outcome)
+                )
+            child.value += n
 
     # -- sending ----------------------------------------------------------------------------------
     def _enqueue(self, encoded: bytes, count: int, acks: tuple[object, ...] = ()) -> None:
@@ -356,12 +370,19 @@ class WorkflowProcessor(Component):
         self._outbox_ready.set()
 
     async def _send_loop(self) -> None:
+        # When nothing downstream suspends (a batch processor next), each send ends without a
+        # loop turn and the whole outbox (a saturated release: tens of parts) would go on in
+        # one step, with every other callback (a worker's reads of its siblings, the clients)
+        # waiting behind it: the sender lets them run once a slice of SEND_SLICE has passed.
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         while True:
             if not self._outbox:
                 if self._closing and not self.store.held:
                     return
                 self._outbox_ready.clear()
                 await self._outbox_ready.wait()
+                began = loop.time()
                 continue
             payload, count, nbytes = self._outbox.popleft()
             self._outbox_bytes -= nbytes
@@ -373,6 +394,9 @@ class WorkflowProcessor(Component):
             del payload  # not kept (with its acknowledgement tokens) until the next release
             self._sending_spans = 0
             self._update_gauges()
+            if self._outbox and loop.time() - began >= SEND_SLICE:
+                await asyncio.sleep(0)  # the slice's end: what waits behind it runs
+                began = loop.time()
 
     async def _send(self, payload: Payload, count: int) -> None:
         await deliver_holding(self.next, payload, self.settings, "released traces")

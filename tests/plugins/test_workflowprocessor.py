@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import time
+from collections.abc import Callable
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -284,6 +287,62 @@ class _Refusing:
         raise RetryableError("busy", retry_after=0.01)
 
 
+class _Gated:
+    """A next consumer whose first consume waits for ``gate``; ``hook`` runs as each consume
+    begins (in the sender's step)."""
+
+    mutates_data = False
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.payloads: list[object] = []
+        self.hook: Callable[[], None] = lambda: None
+
+    async def consume(self, data: object) -> None:
+        self.hook()
+        self.payloads.append(data)
+        if len(self.payloads) == 1:
+            await self.gate.wait()
+
+
+async def test_a_consume_cancelled_as_the_outbox_drains_is_cancelled() -> None:
+    """A consume waits for the sender because the outbox holds more than ``max_bytes``; it is
+    cancelled (a client gone, a deadline) in the loop turn in which the sender drains the
+    outbox. The cancellation wins: the consume ends cancelled and takes nothing. Before,
+    ``asyncio.wait_for`` (Python 3.11) answered the drained wait instead and the cancelled
+    consume went on and took the request's spans."""
+    tel = SelfTelemetry()
+    cfg = WorkflowConfig.model_validate({"wait_duration": "1h", "max_bytes": 4096})
+    nxt = _Gated()
+    proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow", tel), cfg, nxt)
+    await proc.start(None)  # type: ignore[arg-type]
+    big = "x" * 5000  # each trace is over max_bytes: released as it arrives
+    traces = [request([span(80 + t, 1, None, "workflow.bulk", attrs={"p": big})]) for t in range(3)]
+    await proc.consume(traces[0])  # released; the sender waits in the next consumer
+    await wait_until(lambda: len(nxt.payloads) == 1)
+    await proc.consume(traces[1])  # released; waits in the outbox: over max_bytes
+    assert proc._outbox_bytes > cfg.max_bytes
+    waiting = asyncio.ensure_future(proc.consume(traces[2]))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # waits for the sender
+
+    # the sender takes the second release off the outbox (the drained wait ends) and, in the
+    # same turn, the waiting consume is cancelled
+    def cancel_once() -> None:
+        nxt.hook = lambda: None
+        waiting.cancel()
+
+    nxt.hook = cancel_once
+    nxt.gate.set()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()
+    assert len(proc.store.held) == 0 and len(nxt.payloads) == 2  # the third taken nowhere
+    assert tel.value("otelcol_processor_workflow_refused_spans_total", processor="workflow") == 0
+    await proc.shutdown()
+    assert len(nxt.payloads) == 2
+
+
 async def test_what_the_shutdown_deadline_cuts_off_is_counted() -> None:
     tel = SelfTelemetry()
     cfg = WorkflowConfig.model_validate({"wait_duration": "1h"})
@@ -481,6 +540,59 @@ async def test_many_traces_due_at_once_go_out_in_bounded_requests(
     ids = [s.trace_id for _, s in capture.spans()]
     assert ids == [tid(t) for t in range(200, 210) for _ in range(4)]
     assert all("workflow.outcome" in attrs_of(s) for _, s in capture.spans())
+    await proc.shutdown()
+
+
+class _Slow:
+    """A next consumer that never suspends and takes ``cost`` seconds of the loop's time per
+    payload (a downstream that does its work in place, as a batch processor's consume)."""
+
+    mutates_data = False
+
+    def __init__(self, cost: float) -> None:
+        self.cost = cost
+        self.turns: list[int] = []  # the loop turns counted when each payload arrived
+        self.turn = 0
+
+    async def consume(self, data: object) -> None:
+        self.turns.append(self.turn)
+        end = time.monotonic() + self.cost  # work done in place (the loop's clock)
+        while time.monotonic() < end:
+            pass
+
+
+async def test_the_sender_lets_other_work_run_between_slices_of_a_large_release(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many parts fall due at once and the next consumer never suspends: the sender passes
+    them on in slices of about ``SEND_SLICE``, other callbacks running between them. Before,
+    the whole outbox went on in one loop step (up to 180 ms at saturation), the rest waiting."""
+    monkeypatch.setattr(store_module, "RELEASE_MAX_SPANS", 4)
+    monkeypatch.setattr(native_module, "RELEASE_MAX_SPANS", 4)
+    cost = processor_module.SEND_SLICE / 2.5  # a slice ends after the third payload at most
+    nxt = _Slow(cost)
+    cfg = WorkflowConfig.model_validate({"wait_duration": "50ms"})
+    proc = WorkflowProcessor(settings(Kind.PROCESSOR, "workflow", SelfTelemetry()), cfg, nxt)
+    await proc.start(None)  # type: ignore[arg-type]
+    spans = []
+    for t in range(300, 312):
+        root, agent, tools = workflow_spans(t)
+        spans += [root, agent, *tools]
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(0)
+            nxt.turn += 1
+
+    ticking = asyncio.ensure_future(ticker())
+    try:
+        await proc.consume(request(spans))  # 12 traces of 4 spans, due together: 12 parts
+        await wait_until(lambda: len(nxt.turns) == 12, within=5.0)
+    finally:
+        ticking.cancel()
+    # at most three payloads in one loop step (the ticker ran between the slices)
+    steps = collections.Counter(nxt.turns)
+    assert len(steps) >= 4 and max(steps.values()) <= 3, steps
     await proc.shutdown()
 
 
