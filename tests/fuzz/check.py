@@ -24,7 +24,9 @@
    and longer budgets is the local run's job (docs/testing.md); what it finds becomes a
    regression input, replayed on every run.
 
-The steps of 2 and 3 share ``--jobs`` lanes (``FUZZ_JOBS``, default: the CPU count). Any test
+The builds and the steps of 2 and 3 share ``--jobs`` lanes (``FUZZ_JOBS``, default: the CPU
+count); a step starts once its own build is done (the sanitized tests do not wait for the
+fuzzing build, the longer one, nor the fuzz targets for the sanitized build). Any test
 failure, sanitizer report, crash or broken property fails the job; the summary lists the
 executions and coverage of every target and what to do with a finding.
 """
@@ -101,6 +103,7 @@ class Step:
     seconds: float = 0.0
     rc: int | None = None
     notes: list[str] = field(default_factory=list)
+    after: Step | None = None  # started once this step (its build) ended well; else skipped
 
 
 def atheris_dir() -> Path:
@@ -182,13 +185,20 @@ def start(step: Step) -> None:
 
 
 def run_steps(steps: list[Step], jobs: int) -> None:
+    """Runs ``steps`` in their order on ``jobs`` lanes, each once its ``after`` step ended (a
+    step whose ``after`` failed is not run: ``rc`` stays ``None``)."""
     pending = list(steps)
     running: list[Step] = []
     while pending or running:
-        while pending and len(running) < jobs:
-            step = pending.pop(0)
-            start(step)
-            running.append(step)
+        for step in list(pending):
+            if step.after is not None and step.after.rc is None:
+                continue  # its build is still running
+            if len(running) >= jobs:
+                break
+            pending.remove(step)
+            if step.after is None or step.after.rc == 0:
+                start(step)
+                running.append(step)
         time.sleep(0.2)
         for step in list(running):
             assert step.proc is not None
@@ -259,12 +269,7 @@ def main(argv: list[str]) -> int:
         )
         for f in flavours
     ]
-    run_steps(builds, jobs)
-    for step in builds:
-        if step.rc != 0:
-            print(step.log.read_text(errors="replace")[-6000:])
-            print(f"native: {step.name} failed (log: {step.log})")
-            return 1
+    built = dict(zip(flavours, builds, strict=True))
 
     steps: list[Step] = []
     if not args.no_sanitize:
@@ -275,14 +280,26 @@ def main(argv: list[str]) -> int:
                 [sys.executable, "-m", "pytest", *PYTEST_ARGS, *SANITIZED_TESTS],
                 sanitize_env(),
                 ROOT / "build" / "sanitize" / "pytest.log",
+                after=built["sanitize"],
             )
         )
     if not args.no_fuzz:
         shutil.rmtree(FINDINGS, ignore_errors=True)
-        steps += [fuzz_step(name, args.seconds, args.deterministic) for name in names]
+        for name in names:
+            step = fuzz_step(name, args.seconds, args.deterministic)
+            step.after = built["fuzz"] if TARGETS[name].native else None
+            steps.append(step)
     budget = "Target.runs from a fixed seed" if args.deterministic else f"{args.seconds}s"
-    print(f"== native: {len(steps)} steps on {jobs} lane(s), {budget} per fuzz target")
-    run_steps(steps, jobs)
+    print(
+        f"== native: {len(steps)} steps on {jobs} lane(s), each once its build is done, "
+        f"{budget} per fuzz target"
+    )
+    run_steps([*builds, *steps], jobs)
+    for step in builds:
+        if step.rc != 0:
+            print(step.log.read_text(errors="replace")[-6000:])
+            print(f"native: {step.name} failed (log: {step.log})")
+            return 1
 
     failed = False
     print("== native: summary")
