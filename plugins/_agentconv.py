@@ -262,7 +262,8 @@ def workflow_type_of(wf_type: str, wf_name: str, span_name: str, prefix: str) ->
     name (less the prefix), else ``unknown``; a value shaped like a per-run id
     (:func:`~plugins._agentdialects.looks_like_run_id`) is skipped, as the dialect tables skip
     it for ``workflow_type``: a UUID-named workflow must not make one label per run. The C
-    ingest (``workflow_type_of`` in ``plugins/_native/_tracewire.c``) reads the same."""
+    ingest (``workflow_type_of`` in ``plugins/_native/_tracewire.c``) and the agentmetrics
+    connector's C scanner (``workflow_type`` in ``plugins/_native/_agentscan.c``) read the same."""
     for text in (wf_type, wf_name):
         if text and not looks_like_run_id(text):
             return text

@@ -1226,8 +1226,8 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
 
 /* get() as a truthiness test: value or "" when absent */
 static inline int truthy(PyObject *o) { return o != NULL && PyUnicode_GET_LENGTH(o) > 0; }
-/* a gen_ai.agent.id shaped like a per-run id names no agent (plugins._agentdialects.classify.
- * looks_like_run_id; only ASCII text can be one) */
+/* a value shaped like a per-run id (an agent id, a workflow type) is no label
+ * (plugins._agentdialects.classify.looks_like_run_id; only ASCII text can be one) */
 static inline int run_id_text(PyObject *o) {
     return PyUnicode_IS_ASCII(o) && runid_shaped(PyUnicode_1BYTE_DATA(o), PyUnicode_GET_LENGTH(o));
 }
@@ -1247,6 +1247,30 @@ static PyObject *workflow_agent(Scanner *self, span_info *s) {
         if (truthy(agent) && !run_id_text(agent)) return agent;
     }
     return self->s_unknown;
+}
+
+/* The type a workflow root is counted for (connector.py _workflow, plugins._agentconv.
+ * workflow_type_of; workflow_type_of in _tracewire.c): workflow.type, else workflow.name, the
+ * first non-empty one not shaped like a per-run id, else the span name less the workflow prefix
+ * if that is neither empty nor run-id shaped (only ASCII bytes can be: a name decoded with
+ * "replace" is one only if its bytes are), else "unknown": a UUID-named workflow makes no label
+ * per run. Borrowed, or a new reference also left in *owned (NULL otherwise); NULL with an error
+ * set on failure. */
+static PyObject *workflow_type(Scanner *self, span_info *s, PyObject **owned) {
+    *owned = NULL;
+    static const int keys[] = {K_WF_TYPE, K_WF_NAME};
+    for (int i = 0; i < 2; i++) {
+        PyObject *v = GET(keys[i]);
+        if (v == NULL && PyErr_Occurred()) return NULL;
+        if (truthy(v) && !run_id_text(v)) return v;
+    }
+    Py_ssize_t pn = PyBytes_GET_SIZE(self->wf_prefix);
+    Py_ssize_t skip = (s->name.n >= pn && memcmp(s->name.p, PyBytes_AS_STRING(self->wf_prefix), pn) == 0) ? pn : 0;
+    const uint8_t *rest = s->name.p + skip;
+    Py_ssize_t n = s->name.n - skip;
+    if (n == 0 || runid_shaped(rest, n)) return self->s_unknown;
+    *owned = PyUnicode_DecodeUTF8((const char *)rest, n, "replace");
+    return *owned;
 }
 
 /* an A2A producer or consumer span seen in the scan (slices into the request) */
@@ -1633,18 +1657,8 @@ static PyObject *root_facts(Scanner *self, span_info *s) {
         memcpy(&given, &bits, sizeof given);
         if (isfinite(given) && given >= 0) duration = given;
     }
-    PyObject *wf_type = GET(K_WF_TYPE);
-    if (wf_type == NULL && PyErr_Occurred()) goto done;
-    if (!truthy(wf_type)) {
-        wf_type = GET(K_WF_NAME);
-        if (wf_type == NULL && PyErr_Occurred()) goto done;
-    }
-    if (!truthy(wf_type)) {
-        Py_ssize_t skip = (s->name.n >= pn && memcmp(s->name.p, PyBytes_AS_STRING(self->wf_prefix), pn) == 0) ? pn : 0;
-        owned_type = PyUnicode_DecodeUTF8((const char *)s->name.p + skip, s->name.n - skip, "replace");
-        if (owned_type == NULL) goto done;
-        wf_type = PyUnicode_GET_LENGTH(owned_type) ? owned_type : self->s_unknown;
-    }
+    PyObject *wf_type = workflow_type(self, s, &owned_type);
+    if (wf_type == NULL) goto done;
     PyObject *tier = GET(K_WF_TIER);
     if (tier == NULL && PyErr_Occurred()) goto done;
     if (!truthy(tier)) tier = self->s_unknown;
@@ -1818,20 +1832,9 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
             memcpy(&given, &bits, sizeof given);
             if (isfinite(given) && given >= 0) wf_duration = given;
         }
-        PyObject *wf_type = GET(K_WF_TYPE);
-        if (wf_type == NULL && PyErr_Occurred()) return -1;
-        if (!truthy(wf_type)) {
-            wf_type = GET(K_WF_NAME);
-            if (wf_type == NULL && PyErr_Occurred()) return -1;
-        }
-        PyObject *owned = NULL;
-        if (!truthy(wf_type)) {
-            Py_ssize_t pn = PyBytes_GET_SIZE(self->wf_prefix);
-            Py_ssize_t skip = (s->name.n >= pn && memcmp(s->name.p, PyBytes_AS_STRING(self->wf_prefix), pn) == 0) ? pn : 0;
-            owned = PyUnicode_DecodeUTF8((const char *)s->name.p + skip, s->name.n - skip, "replace");
-            if (owned == NULL) return -1;
-            wf_type = PyUnicode_GET_LENGTH(owned) ? owned : self->s_unknown;
-        }
+        PyObject *owned;
+        PyObject *wf_type = workflow_type(self, s, &owned);
+        if (wf_type == NULL) return -1;
         PyObject *tier = GET(K_WF_TIER);
         if (tier == NULL && PyErr_Occurred()) goto wf_error;
         if (!truthy(tier)) tier = self->s_unknown;

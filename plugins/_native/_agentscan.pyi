@@ -96,7 +96,8 @@ class Scanner:
         """``keys``: the attribute keys the scan reads, in the order of the ``K_`` enum of
         ``_agentscan.c`` (``_native_scanner`` in the connector); a workflow root's agent is read
         from ``workflow.agent.id``, ``gen_ai.agent.name`` and ``gen_ai.agent.id`` by
-        ``plugins._agentconv.agent_label``'s rule.
+        ``plugins._agentconv.agent_label``'s rule, its type from ``workflow.type``,
+        ``workflow.name`` and the span name by ``plugins._agentconv.workflow_type_of``'s.
         ``join_shapes`` maps (resource, scope, shape) to a learned series (a tool-call
         layer), -1 (a link, packed) or -2 (a span read in Python that gives the join at most a
         link: its trace may be packed all the same); a failed span's shape followed by an

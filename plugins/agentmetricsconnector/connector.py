@@ -55,6 +55,7 @@ from plugins._agentconv import (
     duration_of,
     exception_type,
     workflow_outcome,
+    workflow_type_of,
 )
 from plugins._agentdialects import (
     Dialects,
@@ -1688,11 +1689,14 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         if outcome not in OUTCOMES:
             full = view.full()
             outcome = workflow_outcome(full, attr_map(full), names)
-        wf_type = view.get(names.workflow_type) or view.get(names.workflow_name) or ""
-        if not wf_type:
-            name = view.name
-            prefix = names.workflow_span_prefix
-            wf_type = (name[len(prefix) :] if name.startswith(prefix) else name) or UNKNOWN
+        # workflow.type, else workflow.name, else the span name less the prefix, none shaped
+        # like a per-run id (the workflow processor's reading: with it ahead, its stamp)
+        wf_type = workflow_type_of(
+            view.get(names.workflow_type) or "",
+            view.get(names.workflow_name) or "",
+            view.name,
+            names.workflow_span_prefix,
+        )
         tier = view.label(names.workflow_complexity_tier)
         # the workflow processor's stamp, else (none ahead) the root's agent as it reads one:
         # gen_ai.agent.name, else gen_ai.agent.id, neither shaped like a per-run id

@@ -374,6 +374,108 @@ def test_agent_label_is_the_workflow_processors_reading(
     assert (agent_label(name, agent_id) or "unknown") == label
 
 
+# (workflow.type, workflow.name, span name: None when absent) -> the workflow_type label
+ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+TYPE_CASES = [
+    (("triage", "support", "workflow.plan"), "triage"),  # the type set (control)
+    ((UUID, "support", "workflow.plan"), "support"),  # a run-id-shaped type: the name
+    (("", "support", "run"), "support"),  # an empty type: the name (control)
+    ((UUID, ULID, "workflow.plan"), "plan"),  # both run ids: the span name less the prefix
+    ((None, "ab" * 10, "run"), "run"),  # a long-hex name: the span name (no prefix)
+    ((UUID, None, "workflow.pyd_ai_" + "ab" * 16), "unknown"),  # all run-id shaped
+    ((ULID, UUID, "workflow." + UUID), "unknown"),
+    ((None, None, UUID), "unknown"),  # a bare UUID span name, workflow.id alone marks it
+    ((None, None, "workflow.é" + UUID), "é" + UUID),  # non-ASCII: no run id (control)
+]
+
+
+def typed_root(trace: int, attrs: tuple[str | None, str | None, str], failed: bool) -> Span:
+    wf_type, wf_name, name = attrs
+    given = {"workflow.id": "wf-1"}
+    for key, value in (("workflow.type", wf_type), ("workflow.name", wf_name)):
+        if value is not None:
+            given[key] = value
+    return span(
+        trace,
+        1,
+        None,
+        name,
+        attrs=given,
+        error="it broke" if failed else None,
+        start=1_700_000_000.0 + trace,
+        duration=0.5,
+    )
+
+
+def typed_requests(attrs: tuple[str | None, str | None, str], failed: bool) -> list[list[bytes]]:
+    """The root alone, request after request (the first teaches a failed root's shape, the
+    scanner counts the next ones: ``failed_root`` in _agentscan.c)."""
+    out = []
+    for t in range(1, 4):
+        req = ExportTraceServiceRequest()
+        req.resource_spans.add().scope_spans.add().spans.append(typed_root(t, attrs, failed))
+        out.append([req.SerializeToString()])
+    return out
+
+
+def execution_types(got: Any) -> dict[str, int]:
+    types: dict[str, int] = {}
+    for name, _, dp in points(got):
+        if name == "agent_workflow_executions":
+            label = {a.key: a.value.string_value for a in dp.attributes}["workflow_type"]
+            types[label] = types.get(label, 0) + dp.as_int
+    return types
+
+
+@pytest.mark.parametrize(("attrs", "label"), TYPE_CASES)
+@pytest.mark.parametrize("failed", [False, True])
+async def test_a_roots_workflow_type_skips_run_id_shaped_values(
+    attrs: tuple[str | None, str | None, str], label: str, failed: bool
+) -> None:
+    """With no workflow processor ahead, a root's workflow type is its ``workflow.type``, else
+    its ``workflow.name``, else its span name less the prefix, the first not empty nor shaped
+    like a per-run id, else ``unknown`` (``plugins._agentconv.workflow_type_of``, the workflow
+    processor's reading): on both paths, for a successful root (the scanner) and a failed one
+    (``root_facts``, counted by ``failed_root`` once learned)."""
+    got = await assert_same_output(typed_requests(attrs, failed))
+    assert execution_types(got) == {label: 3}
+    durations = {
+        {a.key: a.value.string_value for a in dp.attributes}["workflow_type"]
+        for name, _, dp in points(got)
+        if name == "agent_workflow_duration"
+    }
+    assert durations == {label}
+
+
+@pytest.mark.parametrize("native", [True, False])
+async def test_connector_alone_types_workflows_as_the_workflow_processor(native: bool) -> None:
+    """A connector-only pipeline and a workflow processor + connector pipeline count every
+    :data:`TYPE_CASES` root (successful and failed) for the same ``workflow_type``."""
+    from benchmarks.agent_components import run_workflow
+
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    want: dict[str, int] = {}
+    for i, (attrs, label) in enumerate(TYPE_CASES):
+        for failed in (False, True):
+            ss.spans.append(typed_root(1 + 2 * i + failed, attrs, failed))
+            want[label] = want.get(label, 0) + 1
+    body = req.SerializeToString()
+    _, released = await run_workflow([body], 1)
+
+    async def types(payloads: list[bytes]) -> dict[str, int]:
+        conn = connector(native, {})
+        for p in payloads:
+            await conn.consume(Traces(p))
+        await conn.shutdown()
+        out = conn.next  # (the Capture)
+        return execution_types(ExportMetricsServiceRequest.FromString(out.payloads[0].to_bytes()))
+
+    alone = await types([body])
+    after_workflow = await types([p.to_bytes() for p in released])
+    assert alone == after_workflow == want
+
+
 # -- failed workflow roots counted by the scanner (``failed_root`` in _agentscan.c) -------------
 RUN_ID = "3f2b8c1e-9a4d-4c7e-8b1a-2d5e6f7a8b9c"
 HUGE = "w" * 20_000
