@@ -11,7 +11,9 @@ in the batch is marked meanwhile). The stored offsets are committed every
 ``autocommit.interval`` (or after each batch without autocommit), and when the partitions are
 revoked or the receiver stops. A message that cannot be decoded, or that the pipeline refuses
 for good, is counted, logged with its topic, partition and offset, and marked: it never
-blocks its partition.
+blocks its partition. At most one line a second about such messages, each line naming every
+offset skipped since the last (as ranges, per partition): a burst of poison is a few lines, and
+no offset goes unlogged.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,6 +36,11 @@ from pipeline import (
 )
 from plugins._kafka import ClientErrors, decode
 from plugins.kafkareceiver.config import KafkaReceiverConfig
+
+SKIPPED_LOG_INTERVAL = 1.0
+"""Seconds between two lines about skipped messages (the offsets in between wait)."""
+SKIPPED_LOG_MAX = 10_000
+"""Skipped offsets that wait at most: this many are logged at once."""
 
 
 class KafkaReceiver(Component):
@@ -53,6 +61,10 @@ class KafkaReceiver(Component):
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # skipped messages whose line waits (one line a second): (template, topic, partition)
+        # -> their offsets and the last error
+        self._skipped: dict[tuple[str, str, int], tuple[list[int], str]] = {}
+        self._skipped_logged = -SKIPPED_LOG_INTERVAL
         self.messages = 0  # messages handled (also otelcol_kafka_receiver_messages)
         self.undecodable = 0
         self.assigned: set[int] = set()
@@ -143,6 +155,7 @@ class KafkaReceiver(Component):
                 raise
             except Exception as exc:
                 self.settings.logger.error("the kafka receiver failed: %s", exc)
+        self._log_skipped(force=True)
         consumer, self._consumer = self._consumer, None
         executor, self._executor = self._executor, None
         if consumer is not None and executor is not None:
@@ -191,6 +204,8 @@ class KafkaReceiver(Component):
                 marked = True
             if marked and not self.config.autocommit.enable:
                 await loop.run_in_executor(executor, self._commit, consumer)
+            if self._skipped:
+                self._log_skipped()
 
     def _extract_headers(self, payload: Any, headers: list[tuple[str, bytes | None]]) -> None:
         """``header_extraction``: each listed header of the message (exact names) becomes the
@@ -210,6 +225,43 @@ class KafkaReceiver(Component):
             for key, value in found:
                 attr = group.resource.attributes.add(key=f"kafka.header.{key}")
                 attr.value.string_value = (value or b"").decode("utf-8", "replace")
+
+    def _skip(self, template: str, where: dict[str, Any], exc: BaseException) -> None:
+        """Log that the message at ``where`` is skipped (``template``: count, topic,
+        partition, offsets, error): at once when no such line was written in the last
+        second, else with the others skipped meanwhile in one line per partition, written a
+        second after the last (after a batch, by the next skip, or as the receiver stops):
+        every skipped offset is logged, a burst of them in a few lines."""
+        key = (template, where["topic"], where["partition"])
+        offsets = self._skipped.get(key, ([], ""))[0]
+        offsets.append(where["offset"])
+        self._skipped[key] = (offsets, str(exc))
+        self._log_skipped(force=len(offsets) >= SKIPPED_LOG_MAX)
+
+    def _log_skipped(self, force: bool = False) -> None:
+        """Write the lines about the skipped messages that wait, if a second has passed since
+        the last (``force``: now)."""
+        now = time.monotonic()
+        if not self._skipped or (not force and now - self._skipped_logged < SKIPPED_LOG_INTERVAL):
+            return
+        self._skipped_logged = now
+        skipped, self._skipped = self._skipped, {}
+        for (template, topic, partition), (offsets, error) in skipped.items():
+            ranges = _ranges(offsets)
+            self.settings.logger.error(
+                template,
+                len(offsets),
+                topic,
+                partition,
+                ranges,
+                error,
+                extra={
+                    "topic": topic,
+                    "partition": partition,
+                    "offsets": ranges,
+                    "skipped": len(offsets),
+                },
+            )
 
     def _mark(self, message: Any) -> None:
         self._consumer.store_offsets(message=message)
@@ -235,16 +287,7 @@ class KafkaReceiver(Component):
             self.undecodable += 1
             self._unmarshal_failed.inc()
             self.settings.telemetry.refused_request("kafka", "undecodable")
-            self.settings.log_limited(
-                logging.ERROR,
-                "cannot decode a message (skipped) at %s[%d] offset %d: %s",
-                where["topic"],
-                where["partition"],
-                where["offset"],
-                exc,
-                key="undecodable",
-                extra=where,
-            )
+            self._skip("cannot decode %d message(s) (skipped) at %s[%d] offsets %s: %s", where, exc)
             self._mark(message)
             return True
         extraction = self.config.header_extraction
@@ -268,15 +311,10 @@ class KafkaReceiver(Component):
             except RetryableError as exc:
                 if not marking.after or marking.on_error or not backoff.enabled:
                     self._refused.inc()
-                    self.settings.log_limited(
-                        logging.ERROR,
-                        "the pipeline refused a message (skipped) at %s[%d] offset %d: %s",
-                        where["topic"],
-                        where["partition"],
-                        where["offset"],
+                    self._skip(
+                        "the pipeline refused %d message(s) (skipped) at %s[%d] offsets %s: %s",
+                        where,
                         exc,
-                        key="refused",
-                        extra=where,
                     )
                     break
                 if self._stopping:
@@ -301,17 +339,27 @@ class KafkaReceiver(Component):
                 delay = min(delay * backoff.multiplier, backoff.max_interval)
             except ConsumeError as exc:  # refused for good: it would be refused again
                 self._refused.inc()
-                self.settings.log_limited(
-                    logging.ERROR,
-                    "the pipeline refused a message for good (skipped) at %s[%d] offset %d: %s",
-                    where["topic"],
-                    where["partition"],
-                    where["offset"],
+                self._skip(
+                    "the pipeline refused %d message(s) for good (skipped) at %s[%d] offsets %s: "
+                    "%s",
+                    where,
                     exc,
-                    key="refused",
-                    extra=where,
                 )
                 break
         if marking.after:
             self._mark(message)
         return True
+
+
+def _ranges(offsets: list[int]) -> str:
+    """``[3, 4, 5, 9]`` as ``"3-5,9"``."""
+    out: list[str] = []
+    first = last = offsets[0]
+    for o in offsets[1:]:
+        if o == last + 1:
+            last = o
+            continue
+        out.append(f"{first}-{last}" if last > first else str(first))
+        first = last = o
+    out.append(f"{first}-{last}" if last > first else str(first))
+    return ",".join(out)
