@@ -64,7 +64,7 @@ from pipeline.errors import (
 from pipeline.pdata import Payload, Signal, payload_type
 from pipeline.status import ExporterState, ExporterStateProvider
 from pipeline.storage import Record, SegmentLog, StorageError, StorageExtension
-from pipeline.tasks import supervise
+from pipeline.tasks import in_a_task, supervise
 
 SendFunc = Callable[[Payload], Awaitable[None]]
 # what a single item too large to send is called in the log (a metric is never split)
@@ -722,6 +722,11 @@ class ExporterHelper(Component, ExporterStateProvider):
         persistent: bool = False,
     ) -> None:
         """Send with retries; count the outcome. Raises only when ``raise_errors``."""
+        if asyncio.current_task() is None:
+            # a worker runs a sibling's part through its pipelines at once, outside any task
+            # (pipeline.workers._run_now): the send's asyncio.timeout needs one
+            await in_a_task(self._deliver(data, n, raise_errors, split_depth, persistent))
+            return
         if self.max_request_bytes and n > 1 and data.nbytes > self.max_request_bytes:
             pieces = -(-data.nbytes // self.max_request_bytes)
             parts = data.split(max(1, -(-n // pieces)))

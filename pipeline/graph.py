@@ -28,6 +28,7 @@ from pipeline.durability import WriteAheadLog, carry_current
 from pipeline.errors import ConfigError, ConsumeError, RetryableError
 from pipeline.factory import ConnectorFactory
 from pipeline.pdata import Payload, Signal
+from pipeline.tasks import in_a_task
 from pipeline.telemetry import (
     LOGGER_NAME,
     ComponentTelemetry,
@@ -250,16 +251,21 @@ class _Incoming:
         self._signal: Signal | None = None
         self._incoming: LoopValue | None = None
 
+    async def _wait_for_gate(self, gate: asyncio.Event) -> None:
+        try:
+            async with asyncio.timeout(GATE_WAIT):
+                await gate.wait()
+        except TimeoutError:
+            raise RetryableError(
+                f"{self.label} is being replaced by a config reload", retry_after=1.0
+            ) from None
+
     async def consume(self, data: Payload) -> None:
         gate = self.gate
         if gate is not None and not gate.is_set():
-            try:
-                async with asyncio.timeout(GATE_WAIT):
-                    await gate.wait()
-            except TimeoutError:
-                raise RetryableError(
-                    f"{self.label} is being replaced by a config reload", retry_after=1.0
-                ) from None
+            # (in a task: a worker takes a sibling's part outside any task, and
+            # asyncio.timeout needs one)
+            await in_a_task(self._wait_for_gate(gate))
         incoming = self._incoming
         if incoming is None or data.signal is not self._signal:
             self._signal = data.signal

@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from pipeline.component import CreateSettings, Host
+
+T = TypeVar("T")
 
 RESTART_DELAY = 0.1  # first delay before a restart, doubling up to MAX_RESTART_DELAY
 MAX_RESTART_DELAY = 5.0
@@ -104,3 +107,14 @@ async def _supervised(
 
 def _recovered(host: Host, instance: str) -> None:
     host.report_status(instance, "ok")
+
+
+async def in_a_task(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro``, in a task of its own when the caller runs outside any task: a worker
+    runs a sibling's part through its pipelines at once, without a task, as far as it goes
+    without waiting (:func:`pipeline.workers._run_now`), and ``asyncio.timeout`` (or anything
+    else that needs ``asyncio.current_task()``) raises ``RuntimeError`` there. The task is
+    cancelled with the caller."""
+    if asyncio.current_task() is not None:
+        return await coro
+    return await asyncio.get_running_loop().create_task(coro)

@@ -52,12 +52,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
 from pipeline import _route
 from pipeline.consumer import Consumer, fan_out
-from pipeline.errors import ConsumeError, PermanentError, RetryableError
+from pipeline.errors import ConsumeError, MalformedDataError, PermanentError, RetryableError
 from pipeline.pdata import Payload, Signal, payload_type
 from pipeline.ratelimit import LogLimiter
 
@@ -318,6 +319,10 @@ class WorkerContext:
             return _RETRY, str(exc).encode()
         if isinstance(exc, PermanentError):
             return _PERMANENT, str(exc).encode()
+        if isinstance(exc, (DecodeError, MalformedDataError)):
+            # a part this worker cannot read: it never will (retried, it would come back
+            # forever, with the parts the sender joined to it); the sender counts it dropped
+            return _PERMANENT, f"cannot read the part: {exc}".encode()
         # a bug: the sender retries, the log says why
         log.error("worker %d failed a request from a sibling", self.index, exc_info=exc)
         return _RETRY, f"{type(exc).__name__}: {exc}".encode()
@@ -589,6 +594,11 @@ class _ServerProtocol(asyncio.BufferedProtocol):
                     target, _, count = key.rpartition("|")
                     payload = _sibling_payload(target, body, count)
                     if payload is not None:  # else a key it cannot read: refused below
+                        try:  # (the count the sender did not know: read once, kept)
+                            payload.item_count()
+                        except DecodeError:  # a part it cannot read: refused alone, below
+                            rest.append(frame)
+                            continue
                         parts, done = joined.setdefault(target, ([], []))
                         parts.append(payload)
                         done.append(self._answer_later(req_id))

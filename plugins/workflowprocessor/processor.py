@@ -46,7 +46,7 @@ from pipeline import (
 )
 from pipeline.consumer import deliver_holding
 from pipeline.durability import HeldAcks
-from pipeline.tasks import supervise
+from pipeline.tasks import in_a_task, supervise
 from pipeline.telemetry import loop_value
 from plugins._agentconv import AttributeNames, ErrorClassifier
 from plugins._native import load as _load_native
@@ -247,6 +247,13 @@ class WorkflowProcessor(Component):
             return asyncio.sleep(0)  # let the sender pass released traces on
         return None
 
+    async def _wait_drained(self) -> None:
+        """Until the outbox drained, at most half a second (in a task: a worker takes a
+        sibling's part outside any task, and asyncio.timeout needs one)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await self._drained.wait()
+
     async def _consume_held_back(self, data: Payload) -> None:
         if self._closing:
             raise RetryableError(f"processor {self.settings.name} is shutting down", retry_after=1)
@@ -256,9 +263,7 @@ class WorkflowProcessor(Component):
             # (asyncio.timeout, not wait_for: on Python 3.11, wait_for answers the drained
             # wait instead of a cancellation that arrives in the turn the outbox drains, and
             # the cancelled consume went on and took the request)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.5):
-                    await self._drained.wait()
+            await in_a_task(self._wait_drained())
         if self._outbox_bytes > self.config.max_bytes:
             n = data.item_count()
             self._c_refused.inc(n)
