@@ -445,7 +445,7 @@ class WorkerContext:
             _settle(done, exc)
             return
         payload = parts[0] if len(parts) == 1 else type(parts[0]).merge(parts)
-        _run_now(_consume_joined(consumer, payload, done), tasks)
+        _run_now(_consume_joined(consumer, payload, done, parts), tasks)
 
     def poll_siblings(self) -> None:
         """Read the connections between this worker and its siblings now, as their
@@ -594,11 +594,6 @@ class _ServerProtocol(asyncio.BufferedProtocol):
                     target, _, count = key.rpartition("|")
                     payload = _sibling_payload(target, body, count)
                     if payload is not None:  # else a key it cannot read: refused below
-                        try:  # (the count the sender did not know: read once, kept)
-                            payload.item_count()
-                        except DecodeError:  # a part it cannot read: refused alone, below
-                            rest.append(frame)
-                            continue
                         parts, done = joined.setdefault(target, ([], []))
                         parts.append(payload)
                         done.append(self._answer_later(req_id))
@@ -1416,10 +1411,23 @@ def _sibling_payload(target: str, body: bytes, count: str) -> Payload | None:
 
 
 async def _consume_joined(
-    consumer: Consumer, payload: Payload, done: list[Callable[[BaseException | None], None]]
+    consumer: Consumer,
+    payload: Payload,
+    done: list[Callable[[BaseException | None], None]],
+    parts: list[Payload] | None = None,
 ) -> None:
     try:
         await consumer.consume(payload)
+    except (DecodeError, MalformedDataError) as exc:
+        if parts is None or len(parts) < 2:
+            _settle(done, exc)
+            return
+        # a part of the joined ones cannot be read (its count, at the pipelines' entrance,
+        # before any component took anything): each part alone, each answered its own
+        # outcome, so the good ones are taken and only the unreadable refused (for good)
+        for part, call in zip(parts, done, strict=True):
+            await _consume_joined(consumer, part, [call])
+        return
     except BaseException as exc:
         _settle(done, exc)
         if not isinstance(exc, Exception):

@@ -64,7 +64,7 @@ class KafkaReceiver(Component):
         # skipped messages whose line waits (one line a second): (template, topic, partition)
         # -> their offsets and the last error
         self._skipped: dict[tuple[str, str, int], tuple[list[int], str]] = {}
-        self._skipped_logged = -SKIPPED_LOG_INTERVAL
+        self._skipped_logged = float("-inf")  # the first line at once
         self.messages = 0  # messages handled (also otelcol_kafka_receiver_messages)
         self.undecodable = 0
         self.assigned: set[int] = set()
