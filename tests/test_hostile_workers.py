@@ -187,3 +187,48 @@ def _services(backend: object) -> set[str]:
         for a in rs.resource.attributes
         if a.key == "service.name"
     }
+
+
+async def test_a_siblings_part_meets_the_workflow_processors_push_back_as_a_retry(
+    tmp_path: Path,
+) -> None:
+    """The workflow processor pushes back (waits up to half a second for its outbox, then
+    asks to retry) when what it released is not sent: a sibling's part, run outside any task,
+    used to fail in that wait ("Timeout should be used inside a task") and be dropped for
+    good; it is asked to come again instead."""
+    stuck = free_port()  # nothing listens: the exporter retries, the released traces wait
+    config = f"""
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{free_port()}"}}}}}}
+processors:
+  workflow: {{wait_duration: 10ms, max_bytes: 4096}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{stuck}
+    tls: {{insecure: true}}
+    sending_queue: {{enabled: false}}
+    retry_on_failure: {{initial_interval: 5s, max_elapsed_time: 0}}
+service:
+  shutdown_timeout: 1s
+  pipelines:
+    traces: {{receivers: [otlp], processors: [workflow], exporters: [otlp]}}
+"""
+    async with running_service(config, tmp_path) as service:
+        (tmp_path / "run").mkdir()
+        b = WorkerContext(1, 2, tmp_path / "run")
+        b.service = service
+        await b.open()
+        try:
+            reader, writer = await asyncio.open_unix_connection(b.socket_path(1))
+            statuses: list[int] = []
+            for i in range(40):  # released 10 ms after each, never sent: the outbox fills
+                writer.write(_frame(i + 1, good_traces(5, service=f"s{i}", seed=i)))
+                await writer.drain()
+                statuses += (await _answers(reader, 1)).values()
+                if statuses[-1] != 0:
+                    break
+                await asyncio.sleep(0.03)
+            assert statuses[0] == 0 and statuses[-1] == 1, statuses  # retry, not dropped
+            writer.close()
+        finally:
+            await b.close()
