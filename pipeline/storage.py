@@ -49,6 +49,7 @@ SEGMENT_BYTES = 8 << 20
 DONE_TICK = 0.05  # seconds between two passes over the records completed meanwhile
 MAX_RECORD = (1 << 32) - 1
 _IOV_MAX = 512  # buffers per writev call (the kernel's limit is 1024)
+_RESYNC_WINDOW = 1 << 16  # how far the next good record's id may be after the last one
 
 
 class StorageError(OSError):
@@ -458,9 +459,27 @@ class SegmentLog:
     @staticmethod
     def _resync(f: Any, start: int, size: int, last_rid: int) -> int:
         """The offset of the next good record at or after ``start`` (-1 if none): a header
-        whose id follows ``last_rid`` closely (ids grow within a segment), whose body fits
-        and passes its checksum. A torn write leaves nothing good after it."""
-        window = 1 << 20
+        with a body (every record the engine writes has one: an empty body's checksum is 0,
+        which zero bytes in a payload would imitate), an id that follows ``last_rid`` closely
+        (ids grow within a segment), a body that fits and passes its checksum, and after it
+        the end of the file or another such record. A torn write leaves nothing good after
+        it."""
+
+        def good(pos: int, after: int) -> int:
+            """The end of a good record at ``pos`` (-1 if not)."""
+            f.seek(pos)
+            header = f.read(HEADER.size)
+            if len(header) < HEADER.size:
+                return -1
+            length, crc, rid = HEADER.unpack(header)
+            if not 0 < length <= size - pos - HEADER.size:
+                return -1
+            if rid <= after or (after >= 0 and rid > after + _RESYNC_WINDOW):
+                return -1
+            if zlib.crc32(f.read(length)) != crc:
+                return -1
+            return pos + HEADER.size + length
+
         pos = start
         chunk_at = -1
         chunk = b""
@@ -471,12 +490,14 @@ class SegmentLog:
                 chunk_at = pos
                 if len(chunk) < HEADER.size:
                     return -1
-            length, crc, rid = HEADER.unpack_from(chunk, pos - chunk_at)
+            length, _, rid = HEADER.unpack_from(chunk, pos - chunk_at)
             if (
-                last_rid < rid and (last_rid < 0 or rid <= last_rid + window)
-            ) and pos + HEADER.size + length <= size:
-                f.seek(pos + HEADER.size)
-                if zlib.crc32(f.read(length)) == crc:
+                0 < length <= size - pos - HEADER.size
+                and rid > last_rid
+                and (last_rid < 0 or rid <= last_rid + _RESYNC_WINDOW)
+            ):
+                end = good(pos, last_rid)
+                if end == size or (end > 0 and good(end, rid) > 0):
                     return pos
             pos += 1
         return -1
