@@ -22,10 +22,13 @@ On start, the records not done are replayed into the same receiver's pipelines, 
 they were written, before any receiver starts (waiting while the pipeline pushes back). The
 start waits for the replay at most :data:`REPLAY_START_WAIT` seconds: a replay whose pipeline
 refuses or blocks (a backend down behind a full queue) goes on in the background while the
-receivers start (new data may then go ahead of replayed data), logged and its progress logged
-(``otelcol_service_wal_replay_pending_records``: the records still to replay). A shutdown stops
-a replay under way at once: the records it did not replay, and the one in the pipeline when it
-stopped, stay in the log for the next start (acknowledged: never dropped).
+receivers start, logged and its progress logged (``otelcol_service_wal_replay_pending_records``:
+the records still to replay). While it waits for room in a receiver's pipelines, that
+receiver refuses new requests (``reason="replay_first"``), so replayed data is not overtaken
+under pushback; otherwise new data may go ahead of replayed data, and each record replayed
+after the receivers started is counted (``otelcol_service_wal_replayed_after_start_records``).
+A shutdown stops a replay under way at once: the records it did not replay, and the one in the
+pipeline when it stopped, stay in the log for the next start (acknowledged: never dropped).
 Replayed items are counted in ``otelcol_receiver_replayed_<items>{receiver}``: they were
 acknowledged before the crash and their delivery was not confirmed; some of them may have
 reached the backend already (delivered, but the process died before the record was marked
@@ -219,6 +222,12 @@ class WriteAheadLog:
         self._replay_task: asyncio.Task[None] | None = None
         self._replay_left = 0  # records the replay has not handled yet
         self._pending_gauge: Any = None
+        # the route of the record the replay is waiting to push (its pipeline pushes back):
+        # new requests of that route are refused meanwhile, so the replayed data takes the
+        # room that frees first (replayed data goes ahead of new data of the same receiver)
+        self.replay_waiting: str | None = None
+        self._receivers_started = False  # the replay went on after the receivers started
+        self._late: Any = None
 
     def covers(self, receiver: ComponentID) -> bool:
         return self.receivers is None or receiver in self.receivers
@@ -249,6 +258,8 @@ class WriteAheadLog:
         self._host = host
         self.log = ext.log(WAL_OWNER)
         self._pending = self.log.open()
+        if self.log.stats.corrupt:  # (each logged by the storage, where and why)
+            self._count_dropped("corrupt", self.log.stats.corrupt)
         return len(self._pending)
 
     async def replay_at_start(
@@ -275,10 +286,20 @@ class WriteAheadLog:
             self._replay_task = None
             task.result()  # (a bug in the replay stops the start, as before)
             return
+        self._receivers_started = True
+        if telemetry is not None:
+            self._late = telemetry.counter(
+                "otelcol_service_wal_replayed_after_start_records",
+                "Write-ahead log records replayed after the receivers started (the start "
+                "waits for the replay at most 10 s): their items may reach the pipeline "
+                "after newer items of the same trace.",
+                (),
+            )
         log.warning(
             "the write-ahead log replay is not done after %gs (the pipeline pushes back or is "
-            "slow): the receivers start now and the replay goes on (new data may go ahead of "
-            "replayed data)",
+            "slow): the receivers start now and the replay goes on; while it waits for room "
+            "the receiver whose record it holds refuses new data (replayed data first), "
+            "otherwise new data may go ahead of replayed data",
             wait,
             extra={"records_left": self._replay_left},
         )
@@ -363,7 +384,7 @@ class WriteAheadLog:
             payload.carry_acks((token,))
             del body, data
             try:
-                delivered = await _deliver(consumer, payload, telemetry, count)
+                delivered = await _deliver(consumer, payload, telemetry, count, self, route)
             except asyncio.CancelledError:
                 token.kept = True  # (the pipeline may hold it still, or have let it go)
                 left = len(pending) - i
@@ -376,6 +397,8 @@ class WriteAheadLog:
             if delivered:
                 telemetry.replayed(signal, count)
                 items += count
+                if self._receivers_started and self._late is not None:
+                    self._late.inc()
             del payload, token
         self._set_left(0)
         log.info(
@@ -396,14 +419,18 @@ class WriteAheadLog:
         # (the message, not an error: its traceback would keep the record's data)
         log.error("%s (%s); dropping it", what, str(detail), extra={"reason": reason})
         wal.complete(rec)
+        self._count_dropped(reason, 1)
+
+    def _count_dropped(self, reason: str, n: int) -> None:
         if self._routes:  # (the service's telemetry, through any receiver's)
             telemetry = next(iter(self._routes.values()))[2]
             telemetry.service.counter(
                 "otelcol_service_wal_dropped_records",
-                "Write-ahead log records replay could not deliver (unreadable, malformed, or "
-                "for a receiver no longer configured), by reason; each logged.",
+                "Write-ahead log records replay could not deliver (unreadable, malformed, "
+                "damaged on disk - corrupt -, or for a receiver no longer configured), by "
+                "reason; each logged.",
                 ("reason",),
-            ).labels(reason).inc()
+            ).labels(reason).inc(n)
 
     # -- failures of the log while the gateway runs ----------------------------------------
     def refuse(self, entry: DurableEntry, exc: StorageError | None, failed: bool) -> RetryableError:
@@ -426,7 +453,8 @@ class WriteAheadLog:
             "Requests a receiver refused (the sender is asked to retry) because the "
             "write-ahead log could not take them, by reason (log_failed: the log failed and "
             "refuses writes until a reload or restart; write_failed: one write failed, such as "
-            "a full disk); each logged.",
+            "a full disk; replay_first: the replay waits for room in that receiver's "
+            "pipelines); each logged.",
             ("receiver", "reason"),
         ).labels(entry.instance, reason).inc()
         self.limiter.log(
@@ -453,6 +481,35 @@ class WriteAheadLog:
             f"cannot write the write-ahead log: {detail}",
             retry_after=5.0 if failed else 1.0,
             resource_exhausted=not failed,
+        )
+
+    def refuse_for_replay(self, entry: DurableEntry) -> RetryableError:
+        """A new request of the receiver whose replayed record waits for room in the
+        pipeline: refused (``RESOURCE_EXHAUSTED`` / 429: the pipeline is full, which is what
+        the request would meet), so the room that frees goes to the replayed data first.
+        Counted (``otelcol_service_wal_refused_requests{receiver, reason="replay_first"}``)
+        and logged (at most once a second); the receiver's status does not change."""
+        entry.telemetry.service.counter(
+            "otelcol_service_wal_refused_requests",
+            "Requests a receiver refused (the sender is asked to retry) because the "
+            "write-ahead log could not take them, by reason (log_failed: the log failed and "
+            "refuses writes until a reload or restart; write_failed: one write failed, such as "
+            "a full disk; replay_first: the replay waits for room in that receiver's "
+            "pipelines); each logged.",
+            ("receiver", "reason"),
+        ).labels(entry.instance, "replay_first").inc()
+        self.limiter.log(
+            log,
+            logging.WARNING,
+            "%s refuses a request while the write-ahead log replay waits for room in its "
+            "pipelines (replayed data goes first; the sender retries)",
+            entry.instance,
+            key="wal_replay_first",
+        )
+        return RetryableError(
+            "the pipeline is full: replaying acknowledged data first",
+            retry_after=1.0,
+            resource_exhausted=True,
         )
 
     def logged(self, entry: DurableEntry) -> None:
@@ -503,7 +560,27 @@ def _replay_ended(task: asyncio.Task[None]) -> None:
 
 
 async def _deliver(
-    consumer: Consumer, payload: Payload, telemetry: ComponentTelemetry, count: int
+    consumer: Consumer,
+    payload: Payload,
+    telemetry: ComponentTelemetry,
+    count: int,
+    wal: WriteAheadLog | None = None,
+    route: str = "",
+) -> bool:
+    try:
+        return await _deliver_waiting(consumer, payload, telemetry, count, wal, route)
+    finally:
+        if wal is not None:
+            wal.replay_waiting = None
+
+
+async def _deliver_waiting(
+    consumer: Consumer,
+    payload: Payload,
+    telemetry: ComponentTelemetry,
+    count: int,
+    wal: WriteAheadLog | None,
+    route: str,
 ) -> bool:
     delay = 0.05
     loop = asyncio.get_running_loop()
@@ -514,6 +591,8 @@ async def _deliver(
             await consumer.consume(payload)
             return True
         except RetryableError as exc:
+            if wal is not None:
+                wal.replay_waiting = route
             # acknowledged data is never given up, so the replay waits as long as the
             # pipeline pushes back (a backend down behind a full queue, a queue whose storage
             # failed): said at once and every 30 s while it lasts, with how long it waited
@@ -558,6 +637,7 @@ class DurableEntry:
         self.inner = inner
         self.instance = instance
         self.telemetry = telemetry
+        self.route = route
         raw = route.encode()
         self.header = _ROUTE.pack(len(raw)) + raw
 
@@ -570,6 +650,8 @@ class DurableEntry:
             # a request passed on and then refused would reach the backend at every retry of
             # its sender (duplicates without end, while the gateway answered only errors)
             raise self.wal.refuse(self, None, failed=True)
+        if self.wal.replay_waiting == self.route:
+            raise self.wal.refuse_for_replay(self)
         raw = data.to_bytes()  # the request as received (a processor may change the payload)
         rec = Record()
         data.carry_acks((AckToken(wal, rec),))

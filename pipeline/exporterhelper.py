@@ -33,7 +33,10 @@ that cannot be written (a full disk) is refused with a retryable error, counted 
 ``enqueue_failed`` and logged, as the Collector's persistent queue refuses it. Workers read
 it back to send it, and its record is marked done once it was sent or dropped (counted). On
 shutdown the workers finish the sends in progress and the rest stays on disk; the next start
-queues it again (``otelcol_exporter_queue_recovered_<items>``). A batch being sent when the
+queues it again (``otelcol_exporter_queue_recovered_<items>``), reading it in the background
+one segment at a time in a thread (the start waits ``RECOVERY_START_WAIT`` at most; progress
+in ``otelcol_exporter_queue_recovery_pending_bytes``; damaged entries counted in
+``otelcol_exporter_queue_unreadable_batches``). A batch being sent when the
 process died is sent again: the receiving side may see it twice. With ``service.durability``
 on, a payload in the persistent queue releases its write-ahead log tokens.
 """
@@ -63,10 +66,11 @@ from pipeline.errors import (
 )
 from pipeline.pdata import Payload, Signal, payload_type
 from pipeline.status import ExporterState, ExporterStateProvider
-from pipeline.storage import Record, SegmentLog, StorageError, StorageExtension
+from pipeline.storage import Record, Recovery, SegmentLog, StorageError, StorageExtension
 from pipeline.tasks import in_a_task, supervise
 
 SendFunc = Callable[[Payload], Awaitable[None]]
+RECOVERY_START_WAIT = 1.0  # seconds a start waits for its persistent queue's recovery
 # what a single item too large to send is called in the log (a metric is never split)
 _SINGLE_ITEM = {Signal.TRACES: "span", Signal.LOGS: "log record"}
 
@@ -258,6 +262,7 @@ class ExporterHelper(Component, ExporterStateProvider):
         )
         self.codec = codec or QueueCodec(signal)
         self._storage: SegmentLog | None = None  # the persistent queue's log, once started
+        self._recovering: asyncio.Future[None] | None = None  # its recovery at start
         self._host: Host | None = None
         self._reported_storage_failure = False
         self._stop_taking = False
@@ -503,44 +508,119 @@ class ExporterHelper(Component, ExporterStateProvider):
                 "storage"
             )
         log = ext.log(self.storage_owner())
-        pending = await asyncio.to_thread(log.open)
+        # only the last segment is read now; the rest is read in the background, one segment
+        # at a time in a thread (a backlog of a GiB must not hold the event loop nor the start)
+        recovery = await asyncio.to_thread(log.open_incremental, self.codec.measure)
         self._reported_storage_failure = False
-        recovered = 0
-        unreadable = self.settings.telemetry.service.counter(
+        self._storage = log
+        if recovery.segments_left:
+            task = self._recovering = asyncio.ensure_future(self._recover(log, recovery))
+            task.add_done_callback(self._recovery_ended)
+            # a small backlog is queued before the start returns (as before); a large one goes
+            # on in the background while the rest of the gateway starts
+            await asyncio.wait({task}, timeout=RECOVERY_START_WAIT)
+
+    async def _recover(self, log: SegmentLog, recovery: Recovery) -> None:
+        """Queue what the persistent queue held at start, one segment at a time: each is read
+        (and its batches measured) in a thread, so the loop serves meanwhile (receivers, the
+        health check, the metrics endpoint) and memory holds one segment's handles at a time
+        beside the queue. Progress: ``otelcol_exporter_queue_recovery_pending_bytes``, a log
+        line at the start, every 30 s and at the end."""
+        service = self.settings.telemetry.service
+        name = self.settings.name
+        pending_bytes = service.gauge(
+            "otelcol_exporter_queue_recovery_pending_bytes",
+            "Bytes of the persistent sending queue's files not read yet since the start (the "
+            "queue is recovered in the background; 0 once it is).",
+            ("exporter",),
+        ).labels(name)
+        recovered_items = service.counter(
+            f"otelcol_exporter_queue_recovered_{self.signal.item_name}",
+            "Items found in the persistent sending queue at start and sent again (one "
+            "being sent when the process stopped may reach the backend twice).",
+            ("exporter",),
+        ).labels(name)
+        unreadable = service.counter(
             "otelcol_exporter_queue_unreadable_batches",
             "Batches of a persistent sending queue that could not be read back at start "
-            "(dropped: how many items they held is unknown), each logged.",
+            "(damaged on disk, or not decodable: dropped, how many items they held is "
+            "unknown), each logged.",
             ("exporter",),
-        ).labels(self.settings.name)
-        for rec in pending:
-            try:
-                items, nbytes = self.codec.measure(log.read(rec))
-            except Exception as exc:  # whatever it is, it must not stop every start
-                self.settings.logger.error(
-                    "a persistent queue entry cannot be read at start; dropping it: %s",
-                    f"{type(exc).__name__}: {exc}",
+        ).labels(name)
+        logger = self.settings.logger
+        logger.info(
+            "recovering the persistent sending queue in the background",
+            extra={"segments": recovery.segments_left, "bytes": recovery.bytes_left},
+        )
+        loop = asyncio.get_running_loop()
+        next_progress = loop.time() + 30.0
+        corrupt_counted = 0
+        batches = items = dropped = 0
+        while True:
+            pending_bytes.set(recovery.bytes_left)
+            records = await asyncio.to_thread(recovery.next)
+            corrupt = recovery.corrupt - corrupt_counted
+            if corrupt > 0:  # (logged by the storage, where and why)
+                corrupt_counted += corrupt
+                dropped += corrupt
+                unreadable.inc(corrupt)
+            if records is None or self._storage is not log:
+                break
+            found = 0
+            for rec in records:
+                measured, rec.measured = rec.measured, None
+                if not isinstance(measured, tuple):  # the codec could not read it
+                    logger.error(
+                        "a persistent queue entry cannot be read at start; dropping it: %s",
+                        f"{type(measured).__name__}: {measured}",
+                    )
+                    unreadable.inc()
+                    dropped += 1
+                    log.complete(rec)
+                    continue
+                n, nbytes = measured
+                stored = _Stored(rec, n, nbytes)
+                self._queue.append(stored)
+                self._queue_used += self._size(stored)
+                found += n
+                batches += 1
+            del records
+            if found:
+                items += found
+                recovered_items.inc(found)
+                self._queue_gauge.set(self._queue_used)
+                self._idle.clear()
+                self._has_work.set()
+            if loop.time() >= next_progress:
+                next_progress = loop.time() + 30.0
+                logger.info(
+                    "recovering the persistent sending queue",
+                    extra={
+                        "batches": batches,
+                        "items": items,
+                        "segments_left": recovery.segments_left,
+                        "bytes_left": recovery.bytes_left,
+                    },
                 )
-                unreadable.inc()
-                log.complete(rec)
-                continue
-            stored = _Stored(rec, items, nbytes)
-            self._queue.append(stored)
-            self._queue_used += self._size(stored)
-            recovered += items
-        self._storage = log
-        self._queue_gauge.set(self._queue_used)
-        if self._queue:
-            self._idle.clear()
-            self._has_work.set()
-            self.settings.telemetry.service.counter(
-                f"otelcol_exporter_queue_recovered_{self.signal.item_name}",
-                "Items found in the persistent sending queue at start and sent again (one "
-                "being sent when the process stopped may reach the backend twice).",
-                ("exporter",),
-            ).labels(self.settings.name).inc(recovered)
-            self.settings.logger.info(
-                "persistent sending queue recovered",
-                extra={"batches": len(self._queue), "items": recovered},
+        pending_bytes.set(recovery.bytes_left if self._storage is not log else 0)
+        if self._storage is not log:
+            logger.info(
+                "persistent sending queue recovery stopped (shutdown); what it did not read "
+                "stays on disk for the next start",
+                extra={"batches": batches, "items": items, "segments_left": recovery.segments_left},
+            )
+            return
+        logger.info(
+            "persistent sending queue recovered",
+            extra={"batches": batches, "items": items, "unreadable_batches": dropped},
+        )
+
+    def _recovery_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.settings.logger.error(
+                "the persistent sending queue recovery failed; what it did not read stays on "
+                "disk for the next start: %s",
+                f"{type(exc).__name__}: {exc}",
             )
 
     async def start(self, host: Host) -> None:
@@ -598,6 +678,12 @@ class ExporterHelper(Component, ExporterStateProvider):
         deadline), what is queued stays on disk for the next start."""
         self._stop_taking = True
         self._has_work.set()
+        recovering, self._recovering = self._recovering, None
+        if recovering is not None and not recovering.done():
+            # (a segment being read finishes in its thread; the log closed below does not
+            # take it, and what was not read stays on disk)
+            recovering.cancel()
+            await asyncio.gather(recovering, return_exceptions=True)
         try:
             await asyncio.gather(*self._workers, return_exceptions=True)
         finally:

@@ -49,6 +49,7 @@ SEGMENT_BYTES = 8 << 20
 DONE_TICK = 0.05  # seconds between two passes over the records completed meanwhile
 MAX_RECORD = (1 << 32) - 1
 _IOV_MAX = 512  # buffers per writev call (the kernel's limit is 1024)
+_RESYNC_WINDOW = 1 << 16  # how far the next good record's id may be after the last one
 
 
 class StorageError(OSError):
@@ -81,11 +82,12 @@ def safe_name(text: str) -> str:
 class Record:
     """A handle on one record of a log: where it is and whether it is done. Holds no data."""
 
-    __slots__ = ("length", "offset", "rid", "segment")
+    __slots__ = ("length", "measured", "offset", "rid", "segment")
 
     def __init__(self) -> None:
         self.rid = -1
         self.segment: _Segment | None = None
+        self.measured: Any = None  # what a recovery's ``measure`` said of its body
         self.offset = 0
         self.length = 0
 
@@ -150,6 +152,7 @@ class LogStats:
     __slots__ = (
         "bytes",
         "commits",
+        "corrupt",
         "errors",
         "failed",
         "fsyncs",
@@ -160,6 +163,7 @@ class LogStats:
 
     def __init__(self) -> None:
         self.errors = 0  # writer errors (I/O or internal), each logged
+        self.corrupt = 0  # damaged records skipped when the log was read at open, each logged
         self.failed = False  # the log refuses writes until it is opened again
         self.live = 0
         self.bytes = 0
@@ -210,6 +214,7 @@ class SegmentLog:
         self._last_fail_log = 0.0
         self._last_error_log = float("-inf")
         self._inflight: list[_Write] | None = None  # the batch the writer is writing
+        self._recovery: Recovery | None = None  # an incremental recovery under way
         self.opened = False
 
     # -- opening -------------------------------------------------------------------------
@@ -220,18 +225,54 @@ class SegmentLog:
             raise StorageError(errno.EALREADY, f"log {self.directory} is already open")
         self.directory.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
         self._lock()
+        self.stats.live = 0
+        self.stats.corrupt = 0
         try:
             pending = self._recover()
         except BaseException:
             self._unlock()
             raise
+        self._start_writer()
+        return pending
+
+    def open_incremental(self, measure: Callable[[bytes], Any] | None = None) -> Recovery:
+        """Open the log reading only its last segment now (where a write the process died in
+        is cut off, and where the next record id is found); the records not done of the other
+        segments are read by the returned :class:`Recovery`, one segment per call, while the
+        log already takes writes. For a large backlog (a persistent queue after an outage):
+        the caller calls :meth:`Recovery.next` in a thread, so neither the open nor the event
+        loop waits for every record to be read. ``measure`` is called with each record's
+        body as it is read (its result in :attr:`Record.measured`)."""
+        if self.opened:
+            raise StorageError(errno.EALREADY, f"log {self.directory} is already open")
+        self.directory.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
+        self._lock()
+        self.stats.live = 0
+        self.stats.corrupt = 0
+        try:
+            seqs = self._segment_seqs()
+            tail: list[Record] = []
+            last_rid = -1
+            tail_seg = None
+            if seqs:
+                tail_seg, tail, last_rid = self._recover_segment(seqs[-1], True, measure, -1)
+                self._next_seq = seqs[-1] + 1
+            self._next_rid = last_rid + 1
+            recovery = Recovery(self, seqs[:-1], tail_seg, tail, measure)
+            self._recovery = recovery
+        except BaseException:
+            self._unlock()
+            raise
+        self._start_writer()
+        return recovery
+
+    def _start_writer(self) -> None:
         self.opened = True
         self._failed = None
         self._writer_gone = False
         self.stats.failed = False
         self._thread = threading.Thread(target=self._run, name=f"storage-{self.name}", daemon=True)
         self._thread.start()
-        return pending
 
     def _lock(self) -> None:
         path = self.directory / "LOCK"
@@ -258,53 +299,82 @@ class SegmentLog:
             self._lock_fd = -1
 
     def _recover(self) -> list[Record]:
-        seqs = sorted(int(p.stem) for p in self.directory.glob("*.seg") if p.stem.isdigit())
+        seqs = self._segment_seqs()
         pending: list[Record] = []
-        next_rid = 0
+        last_rid = -1
         for i, seq in enumerate(seqs):
-            seg = _Segment(seq, self.directory / f"{seq:012d}.seg")
-            done = self._read_done(seg)
-            records, good_end, problem = self._scan(seg)
-            if problem:
-                if i == len(seqs) - 1:
-                    # the end of the last segment: a write the process died in, never
-                    # acknowledged; cut it off so the file stays well-formed
-                    log.warning(
-                        "storage %s: cutting off an unfinished record at the end of %s (%s)",
-                        self.name,
-                        seg.path.name,
-                        problem,
-                    )
-                    with open(seg.path, "r+b") as f:
-                        f.truncate(good_end)
-                else:
-                    log.error(
-                        "storage %s: %s is damaged after byte %d (%s); the records after it "
-                        "cannot be read",
-                        self.name,
-                        seg.path.name,
-                        good_end,
-                        problem,
-                    )
-            seg.size = good_end
-            seg.records = len(records)
-            seg.sealed = True
-            for rec in records:
-                rec.segment = seg
-                next_rid = max(next_rid, rec.rid + 1)
-                if rec.rid not in done:
-                    pending.append(rec)
-                    seg.live += 1
-            if seg.live == 0:
-                self._delete(seg)
-            else:
-                self._segments[seq] = seg
-                self.stats.bytes += seg.size
-            self._next_seq = seq + 1
-        self._next_rid = next_rid
-        self.stats.live = len(pending)
-        self.stats.segments = len(self._segments)
+            seg, records, last_rid = self._recover_segment(seq, i == len(seqs) - 1, None, last_rid)
+            self._register(seg)
+            pending.extend(records)
+        self._next_rid = last_rid + 1
+        if seqs:
+            self._next_seq = seqs[-1] + 1
         return pending
+
+    def _segment_seqs(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.directory.glob("*.seg") if p.stem.isdigit())
+
+    def _recover_segment(
+        self, seq: int, last: bool, measure: Callable[[bytes], Any] | None, after_rid: int
+    ) -> tuple[_Segment, list[Record], int]:
+        """Read one segment: the segment (to :meth:`_register`), its records not done and the
+        last record id it holds (``after_rid`` if none)."""
+        seg = _Segment(seq, self.directory / f"{seq:012d}.seg")
+        done = self._read_done(seg)
+        records, good_end, problem, skipped = self._scan(seg, measure, after_rid)
+        if skipped:
+            self.stats.corrupt += skipped
+        if problem:
+            if last:
+                # the end of the last segment: a write the process died in, never
+                # acknowledged; cut it off so the file stays well-formed
+                log.warning(
+                    "storage %s: cutting off an unfinished record at the end of %s (%s)",
+                    self.name,
+                    seg.path.name,
+                    problem,
+                )
+                with open(seg.path, "r+b") as f:
+                    f.truncate(good_end)
+            else:
+                self.stats.corrupt += 1
+                log.error(
+                    "storage %s: %s is damaged after byte %d (%s); the records after it "
+                    "cannot be read",
+                    self.name,
+                    seg.path.name,
+                    good_end,
+                    problem,
+                )
+        seg.size = good_end
+        seg.records = len(records)
+        seg.sealed = True
+        pending: list[Record] = []
+        last_rid = after_rid
+        for rec in records:
+            rec.segment = seg
+            last_rid = max(last_rid, rec.rid)
+            if rec.rid not in done:
+                pending.append(rec)
+                seg.live += 1
+        return seg, pending, last_rid
+
+    def _register(self, seg: _Segment, recovery: Recovery | None = None) -> bool:
+        """Make a segment read at open part of the log (deleted if all its records are done).
+        ``recovery``: the incremental recovery reading it, which the log may have closed
+        meanwhile: then nothing is registered (returns ``False``; the segment stays on disk
+        for the next open)."""
+        if seg.live == 0:
+            self._delete(seg)  # (all done: safe whatever happened meanwhile)
+            return recovery is None or self._recovery is recovery
+        with self._fd_lock:
+            if recovery is not None and self._recovery is not recovery:
+                return False
+            self._segments[seg.seq] = seg
+            self.stats.bytes += seg.size
+            self.stats.live += seg.live
+            self.stats.segments = len(self._segments)
+        return True
 
     @staticmethod
     def _read_done(seg: _Segment) -> set[int]:
@@ -315,32 +385,122 @@ class SegmentLog:
         n = len(data) // DONE.size
         return set(struct.unpack_from(f"<{n}Q", data)) if n else set()
 
-    def _scan(self, seg: _Segment) -> tuple[list[Record], int, str]:
-        """The records of a segment, where the readable part ends and what stopped the scan."""
+    def _scan(
+        self,
+        seg: _Segment,
+        measure: Callable[[bytes], Any] | None = None,
+        after_rid: int = -1,
+    ) -> tuple[list[Record], int, str, int]:
+        """The records of a segment, where the readable part ends, what stopped the scan and
+        how many damaged records were skipped. A record failing its checksum, or a header
+        that makes no sense, with whole records after it is damage in the middle (a bad
+        sector, a bit flip), not a write the process died in: it is skipped (counted and
+        logged) and the scan goes on at the next record found (:meth:`_resync`).
+        ``measure``: called with each good record's body; its result (or the exception it
+        raised) is kept in :attr:`Record.measured` (one pass over the data). ``after_rid``:
+        the last id of the segment before (-1 if unknown)."""
         records: list[Record] = []
+        skipped = 0
         with open(seg.path, "rb") as f:
+            data_size = os.fstat(f.fileno()).st_size
             magic = f.read(len(MAGIC))
             if magic != MAGIC:
-                return records, 0, "not a segment file (bad magic)"
+                return records, 0, "not a segment file (bad magic)", 0
             pos = len(MAGIC)
+            last_rid = after_rid
             while True:
+                f.seek(pos)
                 header = f.read(HEADER.size)
                 if not header:
-                    return records, pos, ""
+                    return records, pos, "", skipped
+                problem = ""
                 if len(header) < HEADER.size:
-                    return records, pos, "truncated record header"
-                length, crc, rid = HEADER.unpack(header)
-                body = f.read(length)
-                if len(body) < length:
-                    return records, pos, "truncated record"
-                if zlib.crc32(body) != crc:
-                    return records, pos, "record checksum mismatch"
+                    problem = "truncated record header"
+                else:
+                    length, crc, rid = HEADER.unpack(header)
+                    if pos + HEADER.size + length > data_size:
+                        problem = "truncated record"
+                    else:
+                        body = f.read(length)
+                        if len(body) < length:
+                            problem = "truncated record"
+                        elif zlib.crc32(body) != crc:
+                            problem = "record checksum mismatch"
+                if problem:
+                    found = self._resync(f, pos + 1, data_size, last_rid)
+                    if found < 0:
+                        return records, pos, problem, skipped
+                    skipped += 1
+                    log.error(
+                        "storage %s: a damaged record in %s at byte %d (%s); skipping %d "
+                        "bytes to the next good record",
+                        self.name,
+                        seg.path.name,
+                        pos,
+                        problem,
+                        found - pos,
+                    )
+                    pos = found
+                    continue
                 rec = Record()
                 rec.rid = rid
                 rec.offset = pos + HEADER.size
                 rec.length = length
+                if measure is not None:
+                    try:
+                        rec.measured = measure(body)
+                    except Exception as exc:
+                        rec.measured = exc
+                del body
                 records.append(rec)
+                last_rid = rid
                 pos += HEADER.size + length
+
+    @staticmethod
+    def _resync(f: Any, start: int, size: int, last_rid: int) -> int:
+        """The offset of the next good record at or after ``start`` (-1 if none): a header
+        with a body (every record the engine writes has one: an empty body's checksum is 0,
+        which zero bytes in a payload would imitate), an id that follows ``last_rid`` closely
+        (ids grow within a segment), a body that fits and passes its checksum, and after it
+        the end of the file or another such record. A torn write leaves nothing good after
+        it."""
+
+        def good(pos: int, after: int) -> int:
+            """The end of a good record at ``pos`` (-1 if not)."""
+            f.seek(pos)
+            header = f.read(HEADER.size)
+            if len(header) < HEADER.size:
+                return -1
+            length, crc, rid = HEADER.unpack(header)
+            if not 0 < length <= size - pos - HEADER.size:
+                return -1
+            if rid <= after or (after >= 0 and rid > after + _RESYNC_WINDOW):
+                return -1
+            if zlib.crc32(f.read(length)) != crc:
+                return -1
+            return pos + HEADER.size + length
+
+        pos = start
+        chunk_at = -1
+        chunk = b""
+        while pos + HEADER.size <= size:
+            if not chunk_at <= pos <= chunk_at + len(chunk) - HEADER.size:
+                f.seek(pos)
+                chunk = f.read(1 << 16)
+                chunk_at = pos
+                if len(chunk) < HEADER.size:
+                    return -1
+            length, _, rid = HEADER.unpack_from(chunk, pos - chunk_at)
+            if (
+                0 < length <= size - pos - HEADER.size
+                and rid > last_rid
+                and (last_rid < 0 or rid <= last_rid + _RESYNC_WINDOW)
+            ):
+                end = good(pos, last_rid)
+                if end == size or (end > 0 and good(end, rid) > 0):
+                    return pos
+            pos += 1
+        return -1
 
     # -- writing -------------------------------------------------------------------------
     async def append(
@@ -544,9 +704,10 @@ class SegmentLog:
                 seg.path.unlink()
             raise
         seg.size = len(MAGIC)
-        self._segments[seq] = seg
-        self.stats.segments = len(self._segments)
-        self.stats.bytes += seg.size
+        with self._fd_lock:  # (a recovery thread registers segments too)
+            self._segments[seq] = seg
+            self.stats.segments = len(self._segments)
+            self.stats.bytes += seg.size
         self._current = seg
         return seg
 
@@ -666,12 +827,13 @@ class SegmentLog:
                 os.ftruncate(seg.fd, start)
             raise
         seg.size = start + total
-        self.stats.bytes += total
         for w in staged:
             w.record.segment = seg
             seg.live += 1
             seg.records += 1
-        self.stats.live += len(staged)
+        with self._fd_lock:
+            self.stats.bytes += total
+            self.stats.live += len(staged)
         self.stats.records_written += len(staged)
         self._dirty = True
 
@@ -680,14 +842,17 @@ class SegmentLog:
         if not completed:
             return
         marks: dict[_Segment, list[int]] = {}
+        n = 0
         while completed:
             rec = completed.popleft()
             seg = rec.segment
             if seg is None or seg.deleted or self._frozen:
                 continue
             seg.live -= 1
-            self.stats.live -= 1
+            n += 1
             marks.setdefault(seg, []).append(rec.rid)
+        with self._fd_lock:
+            self.stats.live -= n
         for seg, rids in marks.items():
             if seg.sealed and seg.live == 0:
                 self._delete(seg)
@@ -713,9 +878,10 @@ class SegmentLog:
         for path in (seg.path, seg.done_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        if self._segments.pop(seg.seq, None) is not None:
-            self.stats.bytes -= seg.size
-        self.stats.segments = len(self._segments)
+        with self._fd_lock:
+            if self._segments.pop(seg.seq, None) is not None:
+                self.stats.bytes -= seg.size
+            self.stats.segments = len(self._segments)
 
     # -- recovering from a failure ------------------------------------------------------
     def restart_writer(self) -> bool:
@@ -764,6 +930,8 @@ class SegmentLog:
         Records not done stay for the next :meth:`open`."""
         if not self.opened:
             return
+        with self._fd_lock:
+            self._recovery = None  # (segments it did not read stay on disk as they are)
         with self._cond:
             self._closing = True
             self._cond.notify()
@@ -803,6 +971,75 @@ class SegmentLog:
             "commits": s.commits,
             "records_written": s.records_written,
         }
+
+
+class Recovery:
+    """The records not done of a log opened with :meth:`SegmentLog.open_incremental`, read
+    one segment per :meth:`next` call, oldest first (the last segment, read at open, at the
+    end). The memory it takes is one segment's record handles (and one body at a time)."""
+
+    def __init__(
+        self,
+        wal: SegmentLog,
+        older: list[int],
+        tail_seg: _Segment | None,
+        tail: list[Record],
+        measure: Callable[[bytes], Any] | None,
+    ) -> None:
+        self._log = wal
+        self._older = collections.deque(older)
+        self._tail_seg = tail_seg
+        self._tail = tail
+        self._measure = measure
+        self._last_rid = -1
+        self.segments_left = len(older) + (1 if tail_seg is not None else 0)
+        self.bytes_left = sum(_size_of(wal.directory / f"{seq:012d}.seg") for seq in older) + (
+            tail_seg.size if tail_seg is not None else 0
+        )
+
+    @property
+    def corrupt(self) -> int:
+        """Damaged records skipped so far (each logged by the log)."""
+        return self._log.stats.corrupt
+
+    def next(self) -> list[Record] | None:
+        """The records not done of the next segment (may be empty), or ``None`` once every
+        segment was read or the log was closed meanwhile (what was not read stays on disk for
+        the next open). Blocking (file reads): call it in a thread, one call at a time."""
+        wal = self._log
+        if wal._recovery is not self:
+            return None
+        if self._older:
+            seq = self._older.popleft()
+            path = wal.directory / f"{seq:012d}.seg"
+            size = _size_of(path)
+            seg, records, self._last_rid = wal._recover_segment(
+                seq, False, self._measure, self._last_rid
+            )
+            self.segments_left -= 1
+            self.bytes_left = max(self.bytes_left - size, 0)
+            if not wal._register(seg, self):
+                return None
+            return records
+        tail_seg, self._tail_seg = self._tail_seg, None
+        if tail_seg is not None:
+            records, self._tail = self._tail, []
+            self.segments_left = 0
+            self.bytes_left = 0
+            if not wal._register(tail_seg, self):
+                return None
+            return records
+        with wal._fd_lock:
+            if wal._recovery is self:
+                wal._recovery = None
+        return None
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _resolve(writes: list[_Write]) -> None:

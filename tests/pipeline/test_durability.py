@@ -731,3 +731,108 @@ async def test_a_shutdown_during_a_replay_ends_in_time_and_keeps_what_was_not_re
     async with service(text, tmp_path, "restarted.yaml") as svc2:
         assert await wait_delivered(backend, ids(1, 5), within=10) == set()
         await wait_until(lambda: wal_of(svc2).stats.live == 0, within=5)
+
+
+async def test_a_replay_waiting_for_room_goes_before_new_data_of_its_receiver(
+    tmp_path: Path, backend: IdBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend is down behind a one-batch queue: the replay fills it and waits for room
+    (pushback) after the start's wait, and the receivers start. A client sends new requests
+    all along: while the replay waits they are refused (``RESOURCE_EXHAUSTED``, counted with
+    ``reason="replay_first"``), so once the backend is back every replayed request reaches it
+    before any new one (one sender: the queue's order is the backend's). Before, the room that
+    freed went to whichever came first - the client, retrying every few milliseconds, ahead
+    of the replay's one-second backoff: new spans went ahead of the replayed ones."""
+    from pipeline import durability
+
+    monkeypatch.setattr(durability, "REPLAY_START_WAIT", 0.5, raising=False)
+    storage = tmp_path / "storage"
+    await _crash_image(storage, 6)
+    backend.down()
+    port = free_port()
+    text = config_text(
+        port,
+        backend.grpc_port,
+        storage,
+        processors="",
+        queue="enabled: true, queue_size: 1, num_consumers: 1",
+    )
+    config = own_metrics_on_a_free_port(
+        load_config([str(write_config(tmp_path, text, "c.yaml"))], default_registry())
+    )
+    svc = Service(config, SelfTelemetry())
+    await asyncio.wait_for(svc.start(), 20)
+    try:
+        assert svc.graph.wal is not None
+        await wait_until(lambda: svc.graph.wal.replay_waiting is not None, within=10)
+        new_first = 1_000_000
+        results: list[str] = []
+        stop = asyncio.Event()
+
+        async def client() -> None:
+            k = 0
+            while not stop.is_set():
+                results.extend(await send(port, [build_request(new_first + k * 20, 20)]))
+                k += 1
+                await asyncio.sleep(0.005)
+
+        sender = asyncio.ensure_future(client())
+        await wait_until(lambda: "RESOURCE_EXHAUSTED" in results, within=10)
+        backend.up()
+        assert await wait_delivered(backend, ids(1, 6), within=20) == set()
+        await wait_until(lambda: results.count("OK") >= 3, within=20)
+        stop.set()
+        await sender
+
+        def first_span(raw: bytes) -> int:
+            from pipeline import _wire
+
+            skeleton = _wire.SkeletonTraces.FromString(raw)
+            return int.from_bytes(skeleton.resource_spans[0].scope_spans[0].spans[0].span_id)
+
+        order = [first_span(r) for r in backend.raw]
+        replayed_at = [i for i, f in enumerate(order) if f < new_first]
+        new_at = [i for i, f in enumerate(order) if f >= new_first]
+        assert new_at and max(replayed_at) < min(new_at), order
+        refused = svc.telemetry.value(
+            "otelcol_service_wal_refused_requests_total",
+            receiver="receiver otlp (traces)",
+            reason="replay_first",
+        )
+        assert refused >= 1
+        late = svc.telemetry.value("otelcol_service_wal_replayed_after_start_records_total")
+        assert 1 <= late <= 6
+    finally:
+        await asyncio.wait_for(svc.shutdown(), 30)
+
+
+async def test_a_damaged_log_record_in_the_middle_is_counted_and_the_rest_replayed(
+    tmp_path: Path, backend: IdBackend
+) -> None:
+    """A crash image whose third record was damaged on disk (a flipped byte, records after
+    it): the replay delivers every other record and counts the damaged one
+    (``otelcol_service_wal_dropped_records{reason="corrupt"}``). Before, reading the log
+    stopped at the damage and cut the segment there: the three records after it were lost."""
+    import struct
+
+    storage = tmp_path / "storage"
+    wal = SegmentLog(storage / "service_wal")
+    wal.open()
+    route = b"traces:otlp"
+    recs = [
+        await wal.append([struct.pack("<H", len(route)) + route + body]) for body in bodies(1, 6)
+    ]
+    wal.close()
+    [seg] = (storage / "service_wal").glob("*.seg")
+    data = bytearray(seg.read_bytes())
+    data[recs[2].offset + 40] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    port = free_port()
+    text = config_text(port, backend.grpc_port, storage, processors="")
+    async with service(text, tmp_path) as svc:
+        want = ids(1, 2) | ids(61, 3)
+        assert await wait_delivered(backend, want, within=10) == set()
+        assert not ids(41, 1) & set(backend.count())
+        dropped = svc.telemetry.value("otelcol_service_wal_dropped_records_total", reason="corrupt")
+        assert dropped == 1
+        await wait_until(lambda: wal_of(svc).stats.live == 0, within=5)
