@@ -3749,13 +3749,13 @@ static PyObject *Scanner_settle_simple(Scanner *self, PyObject *const *args, Py_
 enum {
     A_TRACE, A_SPAN, A_PARENT, A_SIDE, A_TOOL, A_TOOL_TYPE, A_MCP, A_CALL_ID, A_RPC_ID, A_SESSION,
     A_SERVER, A_START, A_END, A_FAILED, A_RETRY, A_ERROR_TYPE, A_EXCEPTION, A_MESSAGE, A_LABELS,
-    A_PEER, A_LAYERS, A_FAILURES, A_PARENTS, A_PACKED, K_COMPONENT, K_SEVERITY, K_RECOVERABLE, K_RETRY, K_FUNCTION, K_MOVE_TO_END, K_POPITEM,
+    A_PEER, A_LAYERS, A_FAILURES, A_PARENTS, A_PACKED, A_DEADLINE, K_COMPONENT, K_SEVERITY, K_RECOVERABLE, K_RETRY, K_FUNCTION, K_MOVE_TO_END, K_POPITEM,
     NJN
 };
 static const char *const sl_names_text[NJN] = {
     "trace_id", "span_id", "parent_id", "side", "tool", "tool_type", "mcp", "call_id", "rpc_id",
     "session", "server", "start", "end", "failed", "retry", "error_type", "exception", "message",
-    "labels", "peer", "layers", "failures", "parents", "packed", "component", "severity", "recoverable", "retry", "function", "move_to_end",
+    "labels", "peer", "layers", "failures", "parents", "packed", "deadline", "component", "severity", "recoverable", "retry", "function", "move_to_end",
     "popitem"};
 static PyObject *sl_names[NJN]; /* interned once, kept for the process */
 
@@ -3806,7 +3806,7 @@ static void sl_failure_clear(sl_failure *f) {
 typedef struct {
     PyTypeObject *type;
     unsigned int version;
-    Py_ssize_t off[A_PACKED + 1]; /* -1: read through PyObject_GetAttr */
+    Py_ssize_t off[A_DEADLINE + 1]; /* -1: read through PyObject_GetAttr */
 } slot_types;
 static slot_types slot_cache[SLOT_TYPES];
 
@@ -3825,7 +3825,7 @@ static const Py_ssize_t *slot_offsets(PyTypeObject *tp) {
     }
     if (free_slot == NULL) return NULL;
     int found = 0;
-    for (int name = 0; name <= A_PACKED; name++) {
+    for (int name = 0; name <= A_DEADLINE; name++) {
         PyObject *d = _PyType_Lookup(tp, sl_names[name]); /* borrowed */
         free_slot->off[name] = -1;
         if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
@@ -4830,6 +4830,35 @@ static PyObject *entry_list(PyObject *held, int name, PyTypeObject *type) {
     return o;
 }
 
+/* One entry taken out of pending settled as settle_due settles it (settle_simple when packed,
+ * settle_packed with failures, else settle_layers): the calls counted (an int; -1: not the
+ * common case, nothing done), or NULL on error. */
+static PyObject *settle_entry(Scanner *self, PyObject *entry, PyObject *errors) {
+    PyObject *result = NULL, *layers = NULL, *failures = NULL, *parents = NULL;
+    int packed = attr_true(entry, A_PACKED);
+    if (packed >= 0) {
+        layers = entry_list(entry, A_LAYERS, &PyList_Type);
+        failures = layers ? attr_get(entry, A_FAILURES) : NULL;
+        /* (a packed entry's failures: a list, or the empty tuple until it has some) */
+        if (failures != NULL && !PyList_Check(failures) &&
+            !(packed == 1 && PyTuple_CheckExact(failures) && PyTuple_GET_SIZE(failures) == 0)) {
+            PyErr_Format(PyExc_TypeError, "an entry's %U: list expected", sl_names[A_FAILURES]);
+            Py_CLEAR(failures);
+        }
+    }
+    if (packed == 1 && failures != NULL) { /* settle_packed with failures, else settle_simple */
+        int failed = PyList_Check(failures) && PyList_GET_SIZE(failures) > 0;
+        result = failed ? do_settle_packed(self, layers, failures, errors) : do_settle_simple(self, layers);
+    } else if (packed == 0 && failures != NULL) {
+        parents = entry_list(entry, A_PARENTS, &PyDict_Type);
+        if (parents != NULL) result = do_settle_layers(self, layers, failures, parents, errors);
+    }
+    Py_XDECREF(layers);
+    Py_XDECREF(failures);
+    Py_XDECREF(parents);
+    return result;
+}
+
 static PyObject *Scanner_settle_due(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5 || !PyList_Check(args[0]) || !PyDict_Check(args[1]) || !PyList_Check(args[4])) {
         PyErr_SetString(PyExc_TypeError,
@@ -4848,31 +4877,10 @@ static PyObject *Scanner_settle_due(Scanner *self, PyObject *const *args, Py_ssi
             PyErr_SetString(PyExc_TypeError, "due: (trace, entry) pairs expected");
             return settle_end(self, NULL);
         }
-        PyObject *entry = PyTuple_GET_ITEM(item, 1);
         Py_INCREF(item); /* (kept while its entry is settled, whatever due becomes) */
-        PyObject *result = NULL, *layers = NULL, *failures = NULL, *parents = NULL;
-        int packed = -1;
-        if (PyObject_DelItem(pending, PyTuple_GET_ITEM(item, 0)) == 0) packed = attr_true(entry, A_PACKED);
-        if (packed >= 0) {
-            layers = entry_list(entry, A_LAYERS, &PyList_Type);
-            failures = layers ? attr_get(entry, A_FAILURES) : NULL;
-            /* (a packed entry's failures: a list, or the empty tuple until it has some) */
-            if (failures != NULL && !PyList_Check(failures) &&
-                !(packed == 1 && PyTuple_CheckExact(failures) && PyTuple_GET_SIZE(failures) == 0)) {
-                PyErr_Format(PyExc_TypeError, "an entry's %U: list expected", sl_names[A_FAILURES]);
-                Py_CLEAR(failures);
-            }
-        }
-        if (packed == 1 && failures != NULL) { /* settle_packed with failures, else settle_simple */
-            int failed = PyList_Check(failures) && PyList_GET_SIZE(failures) > 0;
-            result = failed ? do_settle_packed(self, layers, failures, errors) : do_settle_simple(self, layers);
-        } else if (packed == 0 && failures != NULL) {
-            parents = entry_list(entry, A_PARENTS, &PyDict_Type);
-            if (parents != NULL) result = do_settle_layers(self, layers, failures, parents, errors);
-        }
-        Py_XDECREF(layers);
-        Py_XDECREF(failures);
-        Py_XDECREF(parents);
+        PyObject *result = NULL;
+        if (PyObject_DelItem(pending, PyTuple_GET_ITEM(item, 0)) == 0)
+            result = settle_entry(self, PyTuple_GET_ITEM(item, 1), errors);
         Py_DECREF(item);
         if (result == NULL) return settle_end(self, NULL);
         Py_ssize_t done = PyLong_AsSsize_t(result);
@@ -4882,6 +4890,97 @@ static PyObject *Scanner_settle_due(Scanner *self, PyObject *const *args, Py_ssi
         calls += done;
     }
     return settle_end(self, Py_BuildValue("(nn)", at, calls));
+}
+
+PyDoc_STRVAR(settle_front_doc,
+"settle_front(pending, max_traces, now, everything, errors, /) -> tuple[entry | None, int, int]\n\n"
+"The joiner's whole settle loop (calls.py CallJoiner.settle with the C scanner; settle_front is\n"
+"its twin): while `pending` holds an entry due at its front (every one with `everything`; else\n"
+"the front one while more than `max_traces` are held, or while its deadline is not after\n"
+"`now`), its trace is taken out of `pending` and the entry settled as settle_due settles it.\n"
+"Returns (the first entry neither settles, taken out of pending, for the joiner to settle, or\n"
+"None when none is due any more; the calls counted; the entries settled before their deadline\n"
+"because more than max_traces were held: early, not counted with `everything`).");
+
+/* the first key of `pending` (a new reference), NULL with nothing raised when it is empty */
+static PyObject *front_key(PyObject *pending) {
+    if (PyDict_CheckExact(pending)) { /* (a dict's first key: its insertion order) */
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        return PyDict_Next(pending, &pos, &key, &value) ? Py_NewRef(key) : NULL;
+    }
+    PyObject *it = PyObject_GetIter(pending);
+    if (it == NULL) return NULL;
+    PyObject *key = PyIter_Next(it);
+    Py_DECREF(it);
+    return key;
+}
+
+static PyObject *Scanner_settle_front(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyList_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "settle_front(pending: OrderedDict, max_traces: int, now: float, everything: bool, "
+                        "errors: list)");
+        return NULL;
+    }
+    PyObject *pending = args[0], *now = args[2], *errors = args[4];
+    Py_ssize_t max_traces = PyLong_AsSsize_t(args[1]);
+    if (max_traces == -1 && PyErr_Occurred()) return NULL;
+    int everything = PyObject_IsTrue(args[3]);
+    if (everything < 0) return NULL;
+    if (sl_names_ready() < 0 || settle_begin(self, now) < 0) return NULL;
+    Py_ssize_t calls = 0, early = 0;
+    PyObject *left = NULL; /* the entry left to the joiner */
+    for (;;) {
+        if (PyDict_GET_SIZE(pending) == 0) break;
+        PyObject *key = front_key(pending);
+        if (key == NULL) {
+            if (PyErr_Occurred()) return settle_end(self, NULL);
+            break;
+        }
+        PyObject *entry = PyDict_GetItemWithError(pending, key); /* borrowed */
+        if (entry == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+            Py_DECREF(key);
+            return settle_end(self, NULL);
+        }
+        Py_INCREF(entry);
+        int over = PyDict_GET_SIZE(pending) > max_traces, expired = 1;
+        if (!everything) {
+            PyObject *deadline = attr_get(entry, A_DEADLINE);
+            expired = deadline == NULL ? -1 : PyObject_RichCompareBool(deadline, now, Py_LE);
+            Py_XDECREF(deadline);
+            if (expired < 0) {
+                Py_DECREF(key);
+                Py_DECREF(entry);
+                return settle_end(self, NULL);
+            }
+        }
+        if (!(everything || over || expired)) { /* (the first not due: none after it) */
+            Py_DECREF(key);
+            Py_DECREF(entry);
+            break;
+        }
+        if (!everything && over && !expired) early++;
+        int rc = PyObject_DelItem(pending, key);
+        Py_DECREF(key);
+        PyObject *result = rc == 0 ? settle_entry(self, entry, errors) : NULL;
+        Py_ssize_t done = result == NULL ? -1 : PyLong_AsSsize_t(result);
+        Py_XDECREF(result);
+        if (result == NULL || (done == -1 && PyErr_Occurred())) {
+            Py_DECREF(entry);
+            return settle_end(self, NULL);
+        }
+        if (done < 0) { /* not the common case: the joiner's */
+            left = entry;
+            break;
+        }
+        Py_DECREF(entry);
+        calls += done;
+    }
+    PyObject *out = Py_BuildValue("(Onn)", left != NULL ? left : Py_None, calls, early);
+    Py_XDECREF(left);
+    return settle_end(self, out);
 }
 
 PyDoc_STRVAR(take_calls_doc,
@@ -5327,6 +5426,7 @@ static PyMethodDef Scanner_methods[] = {
     {"settle_simple", (PyCFunction)(void (*)(void))Scanner_settle_simple, METH_FASTCALL, settle_simple_doc},
     {"settle_layers", (PyCFunction)(void (*)(void))Scanner_settle_layers, METH_FASTCALL, settle_layers_doc},
     {"settle_due", (PyCFunction)(void (*)(void))Scanner_settle_due, METH_FASTCALL, settle_due_doc},
+    {"settle_front", (PyCFunction)(void (*)(void))Scanner_settle_front, METH_FASTCALL, settle_front_doc},
     {"settle_packed", (PyCFunction)(void (*)(void))Scanner_settle_packed, METH_FASTCALL, settle_packed_doc},
     {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
     {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},

@@ -193,6 +193,23 @@ class Scanner:
         failures), else :meth:`settle_layers` (``now`` and ``errors`` are theirs); stops at the
         first entry neither settles (nothing done for it but its removal from ``pending``) or
         at the end: (its index or ``len(due)``, the calls counted)."""
+    def settle_front(
+        self,
+        pending: OrderedDict[bytes, Any],
+        max_traces: int,
+        now: float,
+        everything: bool,
+        errors: list[Any],
+        /,
+    ) -> tuple[Any | None, int, int]:
+        """The joiner's settle loop (calls.py ``CallJoiner.settle``; calls.py ``settle_front`` is
+        its twin): while ``pending`` holds an entry due at its front (every one with
+        ``everything``; else the front one while more than ``max_traces`` are held, or while its
+        deadline is not after ``now``), its trace is taken out of ``pending`` and the entry
+        settled as :meth:`settle_due` settles it. Returns (the first entry neither settles, taken
+        out of ``pending``, for the joiner to settle, or ``None`` when none is due any more; the
+        calls counted; the entries settled before their deadline because more than
+        ``max_traces`` were held, not counted with ``everything``)."""
     def take_calls(
         self,
     ) -> list[tuple[int, tuple[str, ...], int, float, list[int] | None, list[Any] | None, int]]:

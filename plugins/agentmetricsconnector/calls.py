@@ -167,11 +167,11 @@ FAILURE_LINK = 2  # a record's kind: the parent link of a failure held with Pack
 
 class NativeJoin(Protocol):
     """The C side of the join's common cases (``Scanner.settle_simple``, ``settle_layers``,
-    ``settle_packed``, ``settle_due``): configured once (:meth:`CallJoiner.configure_native`:
-    the memories' bounds and time to live, the memory of failed parents, the classifier and its
-    tables), then each call given its own data only: the entry's, the settle's ``now`` (the
-    memories' values are ``(now + ttl, None)``, a mark's expiry ``now + marked_ttl``) and the
-    list its ``errors_total`` label sets are appended to."""
+    ``settle_packed``, ``settle_due``, ``settle_front``: the joiner's settle loop): configured
+    once (:meth:`CallJoiner.configure_native`: the memories' bounds and time to live, the memory
+    of failed parents, the classifier and its tables), then each call given its own data only:
+    the entry's, the settle's ``now`` (the memories' values are ``(now + ttl, None)``, a mark's
+    expiry ``now + marked_ttl``) and the list its ``errors_total`` label sets are appended to."""
 
     def configure_settle(
         self,
@@ -213,6 +213,55 @@ class NativeJoin(Protocol):
         errors: list[tuple[tuple[str, str], ...]],
         /,
     ) -> tuple[int, int]: ...
+    def settle_front(
+        self,
+        pending: collections.OrderedDict[bytes, _Entry],
+        max_traces: int,
+        now: float,
+        everything: bool,
+        errors: list[tuple[tuple[str, str], ...]],
+        /,
+    ) -> tuple[_Entry | None, int, int]: ...
+
+
+def settle_front(
+    join: NativeJoin,
+    pending: collections.OrderedDict[bytes, _Entry],
+    max_traces: int,
+    now: float,
+    everything: bool,
+    errors: list[tuple[tuple[str, str], ...]],
+) -> tuple[_Entry | None, int, int]:
+    """The twin of the scanner's ``settle_front`` (its loop in Python, through ``join``'s
+    ``settle_simple``, ``settle_packed`` and ``settle_layers``): the joiner's settle loop. While
+    ``pending`` holds an entry due at its front (every one with ``everything``; else the front
+    one while more than ``max_traces`` are held, or while its deadline is not after ``now``), its
+    trace is taken out of ``pending`` and the entry settled as :func:`settle_due` settles it.
+    Returns (the first entry neither settles, taken out of ``pending``, for the joiner to
+    settle, or ``None`` when none is due any more; the calls counted; the entries settled
+    before their deadline because more than ``max_traces`` were held, not counted with
+    ``everything``)."""
+    calls = early = 0
+    while pending:
+        trace = next(iter(pending))
+        entry = pending[trace]
+        over = len(pending) > max_traces
+        expired = everything or entry.deadline <= now
+        if not (over or expired):
+            break
+        if over and not expired:
+            early += 1
+        del pending[trace]
+        if entry.packed and entry.failures:
+            done = join.settle_packed(entry.layers, entry.failures, now, errors)
+        elif entry.packed:
+            done = join.settle_simple(entry.layers, now)
+        else:
+            done = join.settle_layers(entry.layers, entry.failures, entry.parents, now, errors)
+        if done < 0:
+            return entry, calls, early
+        calls += done
+    return None, calls, early
 
 
 def settle_due(
@@ -757,37 +806,19 @@ class CallJoiner:
         calls: list[Call] = []
         errors: list[tuple[tuple[str, str], ...]] = []
         pending = self.pending
-        due: list[tuple[bytes, _Entry]] = []
-        held = len(pending)
-        if everything:
-            due = list(pending.items())
-        elif held <= self.max_traces:  # (none over the bound: due by their deadlines only)
-            for item in pending.items():  # oldest first, up to the first not due
-                if item[1].deadline > now:
-                    break
-                due.append(item)
-        else:
-            for trace, entry in pending.items():  # oldest first, up to the first not due
-                over = held > self.max_traces
-                if not (over or entry.deadline <= now):
-                    break
-                if over and entry.deadline > now:
-                    self.early_settled += 1
-                due.append((trace, entry))
-                held -= 1
         native = self.native
-        if native is not None:  # the join's common case settled here (_settle's first step)
-            at, end = 0, len(due)
-            while at < end:
-                # the entries due in one C call (settle_due: each taken out of pending and
-                # settled by settle_simple when packed, else settle_layers) up to the first
-                # that is neither common case, which is settled here
-                at, done = native.settle_due(due, pending, at, now, errors)
+        if native is not None:  # the join's common case settled there (_settle's first step)
+            max_traces = self.max_traces
+            while True:
+                # the entries due settled in one C call (settle_front: taken out of pending
+                # from its front while due, each settled by settle_simple when packed, else
+                # settle_layers) up to the first that is neither common case, settled here
+                entry, done, early = native.settle_front(pending, max_traces, now, everything,
+                                                         errors)  # fmt: skip
                 self.native_calls += done
-                if at >= end:
+                self.early_settled += early
+                if entry is None:
                     break
-                entry = due[at][1]  # (taken out of pending)
-                at += 1
                 if entry.packed:
                     self._unpack(entry)  # not the common case (settle_simple did nothing)
                     # layers that are calls of their own, failed or not, and failures (the
@@ -799,6 +830,24 @@ class CallJoiner:
                         continue
                 self._settle(entry, now, calls, errors)
         else:
+            due: list[tuple[bytes, _Entry]] = []
+            held = len(pending)
+            if everything:
+                due = list(pending.items())
+            elif held <= self.max_traces:  # (none over the bound: due by their deadlines only)
+                for item in pending.items():  # oldest first, up to the first not due
+                    if item[1].deadline > now:
+                        break
+                    due.append(item)
+            else:
+                for trace, entry in pending.items():  # oldest first, up to the first not due
+                    over = held > self.max_traces
+                    if not (over or entry.deadline <= now):
+                        break
+                    if over and entry.deadline > now:
+                        self.early_settled += 1
+                    due.append((trace, entry))
+                    held -= 1
             for trace, entry in due:
                 del pending[trace]
                 self._settle(entry, now, calls, errors)

@@ -344,6 +344,11 @@ def agentscan() -> OneInput:
                 scanner.settle_due(due, {trace: 0}, 0, 0.0, [])
             except (TypeError, KeyError, AttributeError):
                 pass
+            try:  # (the settle loop over a pending of such entries)
+                pending = dict(x for x in due if isinstance(x, tuple) and len(x) == 2)
+                scanner.settle_front(pending, data[0] % 3 if data else 0, 0.0, len(data) % 2, [])
+            except (TypeError, KeyError, AttributeError):
+                pass
 
     def held(data: bytes) -> None:
         # hold_packed (a request's Packed items held in C) against its twin: random items,

@@ -27,7 +27,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import Kind
 from plugins._native import load
-from plugins.agentmetricsconnector.calls import Call, CallJoiner, Failure, Layer, settle_due
+from plugins.agentmetricsconnector.calls import (
+    Call,
+    CallJoiner,
+    Failure,
+    Layer,
+    _Entry,
+    settle_due,
+    settle_front,
+)
 from plugins.agentmetricsconnector.config import AgentMetricsConfig
 from plugins.agentmetricsconnector.connector import AgentMetricsConnector
 from tests.plugins._agent_support import Capture, kv, request, settings, span
@@ -108,6 +116,10 @@ class Counting:
     def settle_due(self, *args: Any) -> tuple[int, int]:
         # the loop's Python twin, through settle_layers below (counted)
         return settle_due(self, *args)
+
+    def settle_front(self, *args: Any) -> tuple[Any, int, int]:
+        # the settle loop's Python twin, through settle_layers below (counted)
+        return settle_front(self, *args)
 
     def settle_packed(self, *args: Any) -> int:
         done: int = self.scanner.settle_packed(*args)
@@ -749,8 +761,8 @@ def assert_joiners_agree(
     scanner) and a pure-Python one like it, each settled: the same calls per series, the same
     errors_total label sets in the same order, the same late and early counts, the same
     memories of settled layers and keys and failed parents (order too). ``count``: the C side
-    wrapped in :class:`Counting` (the loop over the entries due in Python: ``settle_due``'s
-    twin), else the scanner's own ``settle_due``. ``pack``: the C side's layers packed now and
+    wrapped in :class:`Counting` (the loop over the entries due in Python: ``settle_front``'s
+    twin), else the scanner's own ``settle_front``. ``pack``: the C side's layers packed now and
     then as the scanner packs them (:func:`packed_as_scanned`), the pure-Python joiner given
     them in the order they are unpacked."""
     native, scanner = conn.joiner, conn._scanner
@@ -852,6 +864,76 @@ def test_settle_due_settles_as_the_python_join() -> None:
         )
     # entries settled in C with failures, and entries handed back in the middle of the loop
     assert total["with failures"] > 300 and total["refused"] > 30, total
+
+
+def test_settle_front_takes_the_entries_due_from_the_front_as_its_twin() -> None:
+    """The scanner's settle loop (``settle_front``) and its twin on the same held entries: the
+    front entry taken while more than ``max_traces`` are held (counted early when its deadline
+    is after ``now``) or while its deadline is not after ``now`` (equal: due), stopping at the
+    first not due (the entries behind it stay, even when due); every entry with
+    ``everything`` (none early); an entry neither common case handed back out of ``pending``
+    with the entries behind it left; the same calls and memories."""
+
+    def held(conn: Any) -> collections.OrderedDict[bytes, Any]:
+        pending: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+        # deadlines 5, 5, 7, 3 (behind one not due), 9, 9; the fourth with a shared call id
+        for k, deadline in enumerate([5.0, 5.0, 7.0, 3.0, 9.0, 9.0]):
+            trace = (k + 1).to_bytes(16, "big")
+            layers = [Layer(trace, b"s%d" % k, b"p", 0, "search", call_id="c" if k == 3 else "")]
+            if k == 3:  # (a call id twice: not a call of its own, left to the joiner)
+                layers.append(Layer(trace, b"t%d" % k, b"p", 0, "search", call_id="c"))
+            pending[trace] = _Entry(deadline, layers, [], {x.span_id: x.parent_id for x in layers})
+        return pending
+
+    def run(max_traces: int, now: float, everything: bool, twin: bool) -> Any:
+        conn = connector({"window": "10s", "max_traces": 100}, None)
+        pending = held(conn)
+        native = conn.joiner.native
+        join = Counting(native, collections.Counter()) if twin else native
+        errors: list[Any] = []
+        got = join.settle_front(pending, max_traces, now, everything, errors)
+        calls = native_series(native.take_calls())
+        left = None if got[0] is None else [x.span_id for x in got[0].layers]
+        return (
+            (left, got[1], got[2]),
+            [t[-1] for t in pending],
+            calls,
+            errors,
+            (conn.joiner._settled_layers.items.items()),
+        )
+
+    cases = {
+        # (max_traces, now, everything): (entry handed back, calls, early, traces left)
+        (100, 4.0, False): (None, 0, 0, [1, 2, 3, 4, 5, 6]),  # nothing due
+        (100, 5.0, False): (None, 2, 0, [3, 4, 5, 6]),  # deadline == now: due
+        (100, 8.0, False): ([b"s3", b"t3"], 3, 0, [5, 6]),  # up to the one left to the joiner
+        (4, 4.0, False): (None, 2, 2, [3, 4, 5, 6]),  # the bound: the two oldest, early
+        # two expired, one over the bound (early), then one expired left to the joiner
+        (3, 6.0, False): ([b"s3", b"t3"], 3, 1, [5, 6]),
+        (2, 0.0, False): ([b"s3", b"t3"], 3, 4, [5, 6]),  # (the one left counted early too)
+        (0, 100.0, True): ([b"s3", b"t3"], 3, 0, [5, 6]),  # everything: none early
+    }
+    for (max_traces, now, everything), (left, calls, early, traces) in cases.items():
+        c = run(max_traces, now, everything, twin=False)
+        assert c == run(max_traces, now, everything, twin=True), (max_traces, now)
+        assert c[0] == (left, calls, early), (max_traces, now, c[0])
+        assert c[1] == traces, (max_traces, now)
+        # (each call counted in two series: its count and its duration)
+        assert sum(n for n, _total in c[2].values()) == 2 * calls
+    conn = connector({"window": "10s", "max_traces": 100}, None)
+    scanner = conn.joiner.native
+    pending = held(conn)
+    for bad in (
+        (pending, 1, 10.0, False, None),  # errors not a list
+        ([], 1, 10.0, False, []),  # pending not a dict
+        (pending, "1", 10.0, False, []),
+        ({b"x": object()}, 0, 10.0, False, []),  # an entry without a deadline
+        ({b"x": _Entry("late", [], [], {})}, 1, 10.0, False, []),  # a deadline of no order
+    ):
+        with pytest.raises((TypeError, AttributeError)):
+            scanner.settle_front(*bad)
+    with pytest.raises(TypeError):  # (the entry taken out: the joiner's error, as settle_due's)
+        scanner.settle_front({b"x": _Entry(1.0, None, [], {})}, 1, 10.0, False, [])
 
 
 def test_failed_parents_marked_in_c_share_their_marks_and_stay_the_python_ones() -> None:
