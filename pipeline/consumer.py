@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pipeline.client import current_client
@@ -119,19 +119,38 @@ class IsolatedConsumer:
         entered = enter_consume(data) if data.ack_tokens else None
         try:
             await self.inner.consume(data)
-        except ConsumeError:
-            raise
         except Exception as exc:
-            await self.failed(data, exc)
+            await self.caught(data, exc)
         finally:
             if entered is not None:
                 leave_consume(entered)
 
+    def caught(self, data: Payload, exc: Exception) -> Awaitable[None]:
+        """What the isolation makes of ``exc``, raised by the component's consume of ``data``:
+        a :class:`~pipeline.errors.ConsumeError` is raised again (the component's answer),
+        any other exception is isolated (:meth:`failed`, returned to be awaited). The one
+        place that decides it: the engine's entrance of a processor, which calls the
+        component without this class's coroutine, comes here too (and to :meth:`finish`)."""
+        if isinstance(exc, ConsumeError):
+            try:
+                raise exc
+            finally:
+                del exc  # (its traceback holds this frame: no cycle keeping ``data`` alive)
+        return self.failed(data, exc)
+
+    async def finish(self, rest: Awaitable[None], data: Payload) -> None:
+        """Await ``rest``, what remains of a consume of ``data`` that the engine's entrance of
+        a processor began by calling the component itself (a payload without acknowledgement
+        tokens), under the isolation (:meth:`caught`)."""
+        try:
+            await rest
+        except Exception as exc:
+            await self.caught(data, exc)
+
     async def failed(self, data: Payload, exc: Exception) -> None:
         """The component raised ``exc`` (not a :class:`~pipeline.errors.ConsumeError`) on
         ``data``: the isolation (see the class). Raises :class:`DataDroppedError` when
-        nothing of ``data`` could be taken. (The engine's entrance of a processor calls it
-        after its own call of the component, for a payload without acknowledgement tokens.)"""
+        nothing of ``data`` could be taken."""
         total = _safe_count(data)
         dropped = await self._isolate(data, exc)
         if dropped >= total:

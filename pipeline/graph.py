@@ -203,7 +203,7 @@ class _ProcessorEntry:
         incoming.value += data.item_count()
         if data.ack_tokens:
             return self.processor.consume(data)
-        # IsolatedConsumer.consume without its own coroutine (kept in step with it)
+        # IsolatedConsumer.consume without its own coroutine: its caught() and finish()
         try:
             admit = self._admit
             if admit is not None:
@@ -217,21 +217,11 @@ class _ProcessorEntry:
                 rest = self._now(data)
             else:
                 rest = self.component.consume(data)
-        except ConsumeError:
-            raise
         except Exception as exc:
-            return self.processor.failed(data, exc)
+            return self.processor.caught(data, exc)
         if rest is None:
             return None
-        return self._finish(rest, data)
-
-    async def _finish(self, rest: Awaitable[None], data: Payload) -> None:
-        try:
-            await rest
-        except ConsumeError:
-            raise
-        except Exception as exc:
-            await self.processor.failed(data, exc)
+        return self.processor.finish(rest, data)
 
 
 class _Incoming:

@@ -293,7 +293,8 @@ def agent_label(name: str | None, agent_id: str | None) -> str:
     non-empty one not shaped like a per-run id
     (:func:`~plugins._agentdialects.looks_like_run_id`: a UUID-shaped id is a run's, never a
     label); ``""`` when neither. The agentmetrics connector's C scanner (``workflow_agent`` in
-    ``plugins/_native/_agentscan.c``) reads the same."""
+    ``plugins/_native/_agentscan.c``) reads the same. (``agent_of`` keeps its own loop over
+    encoded values: see there why.)"""
     for text in (name, agent_id):
         if text and not looks_like_run_id(text):
             return text

@@ -83,7 +83,12 @@ def agent_of(attrs: Mapping[str, bytes], names: AttributeNames) -> tuple[str, st
     ``gen_ai.agent.id``; the ``attributes:`` option's keys): the first non-empty value not
     shaped like a per-run id (a UUID-shaped ``gen_ai.agent.id`` is a run id, for
     ``workflow.id``, never a label). The C ingest (``agent_of`` in
-    ``plugins/_native/_tracewire.c``) reads the same."""
+    ``plugins/_native/_tracewire.c``) reads the same, and so does
+    :func:`plugins._agentconv.agent_label` on decoded values (the agentmetrics connector's
+    reading): a change of the rule is made in each. Not shared with ``agent_label``: this
+    one reads encoded values through :func:`name_text` (text and run-id shape remembered per
+    encoding) and keeps the first run id, for each root and agent-naming span; a shared
+    predicate would test the shape again, a shared table of keys add a call."""
     run_id = ""
     for key in (names.agent_name, names.agent_id):
         raw = attrs.get(key)

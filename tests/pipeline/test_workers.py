@@ -12,15 +12,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline._pbwire import encode_varint
 from tests.support import ROOT, GatewayProcess, free_port, write_config
+
+if TYPE_CHECKING:
+    from pipeline.workers import WorkerContext
 
 pytestmark = pytest.mark.slow
 
@@ -506,6 +509,29 @@ class _Service:
         self.graph = _Graph(sink)
 
 
+@contextlib.asynccontextmanager
+async def _two_workers(
+    tmp_path: Path, remote: _Sink, local: _Sink | None = None, acknowledge: str = "owner"
+) -> AsyncIterator[tuple[WorkerContext, WorkerContext]]:
+    """Workers 0 and 1 of two (``a`` and ``b``) in ``tmp_path``: ``b`` serves (pipeline
+    ``traces``: ``remote``); ``a`` serves ``local`` when given, else it is not opened (it only
+    sends); both are closed after."""
+    from pipeline.workers import WorkerContext
+
+    a = WorkerContext(0, 2, tmp_path, acknowledge=acknowledge)
+    b = WorkerContext(1, 2, tmp_path, acknowledge=acknowledge)
+    b.service = _Service(remote)
+    try:
+        if local is not None:
+            a.service = _Service(local)
+            await a.open()
+        await b.open()
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
 def test_siblings_forward_and_answer_errors(tmp_path: Path) -> None:
     """The socket between two workers: a part reaches the owner's pipeline; the owner's
     retryable and permanent refusals come back as such; a worker that is not there is a
@@ -574,15 +600,10 @@ def test_parts_behind_a_request_in_flight_are_joined_and_answered_after_it(
 
     from pipeline.errors import RetryableError
     from pipeline.pdata import Signal
-    from pipeline.workers import WorkerContext
 
     async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path)
-        b = WorkerContext(1, 2, tmp_path)
         sink = _SlowSink()
-        b.service = _Service(sink)
-        await b.open()
-        try:
+        async with _two_workers(tmp_path, sink) as (a, _):
             first = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x01"))
             await asyncio.wait_for(sink.entered.wait(), 5)
             rest = []
@@ -610,9 +631,6 @@ def test_parts_behind_a_request_in_flight_are_joined_and_answered_after_it(
                 with pytest.raises(RetryableError, match="went away"):
                     await asyncio.wait_for(fut, 5)
             sink.release.set()
-        finally:
-            await a.close()
-            await b.close()
 
     asyncio.run(main())
 
@@ -663,15 +681,10 @@ def test_frames_of_any_size_and_split_anyhow_reach_the_owner_whole(tmp_path: Pat
     import struct
 
     from pipeline.pdata import Signal
-    from pipeline.workers import WorkerContext
 
     async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path)
-        b = WorkerContext(1, 2, tmp_path)
         sink = _CountingSink()
-        b.service = _Service(sink)
-        await b.open()
-        try:
+        async with _two_workers(tmp_path, sink) as (a, b):
             big = b"\x0a" + bytes(range(256)) * (5 << 12)  # 5 MiB
             await a.forward(1, Signal.TRACES, ["traces"], big, 7)
             assert sink.got == [big] and sink.counts == [7]
@@ -700,9 +713,6 @@ def test_frames_of_any_size_and_split_anyhow_reach_the_owner_whole(tmp_path: Pat
 
             await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x02", 1)  # still serving
             assert sink.got[-1] == b"\x0a\x02"
-        finally:
-            await a.close()
-            await b.close()
 
     asyncio.run(main())
 
@@ -743,21 +753,17 @@ def test_router_hands_the_siblings_parts_over_before_its_own_and_waits_for_every
 
     from pipeline.errors import PermanentError, RetryableError
     from pipeline.pdata import Signal, Traces
-    from pipeline.workers import Router, WorkerContext
+    from pipeline.workers import Router
     from tests.pipeline.test__route import request, spans_of, trace_id
 
     t0, t1 = trace_id(0, 2), trace_id(1, 2)
     data = request([("a", [t0, t1, t0, t1, t1])]).SerializeToString()
 
     async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path)
-        b = WorkerContext(1, 2, tmp_path)
         remote = _Sink()
-        b.service = _Service(remote)
-        await b.open()
         local = _HoldingSink(watch=remote)
-        router = Router(a, Signal.TRACES, ["traces"], local)
-        try:
+        async with _two_workers(tmp_path, remote) as (a, b):
+            router = Router(a, Signal.TRACES, ["traces"], local)
             await a._peer(1).ready()  # connected: the parts leave without waiting
             tasks = asyncio.all_tasks()
             done = asyncio.ensure_future(router.consume(Traces(data)))
@@ -788,9 +794,6 @@ def test_router_hands_the_siblings_parts_over_before_its_own_and_waits_for_every
             with pytest.raises(RetryableError):
                 await router.consume(Traces(data))
             assert len(local.got) == before + 1
-        finally:
-            await a.close()
-            await b.close()
 
     asyncio.run(main())
 
@@ -886,15 +889,10 @@ def test_hostile_keys_in_one_read_are_refused_each_and_the_good_part_taken(
     import asyncio
 
     from pipeline.pdata import Signal
-    from pipeline.workers import WorkerContext
 
     async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path)
-        b = WorkerContext(1, 2, tmp_path)
         sink = _Sink()
-        b.service = _Service(sink)
-        await b.open()
-        try:
+        async with _two_workers(tmp_path, sink) as (a, b):
             reader, writer = await asyncio.open_unix_connection(b.socket_path(1))
             keys = [
                 b"traces|traces|-1",
@@ -918,9 +916,6 @@ def test_hostile_keys_in_one_read_are_refused_each_and_the_good_part_taken(
             writer.close()
             await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x02", 1)  # still serving
             assert sink.got[-1] == b"\x0a\x02"
-        finally:
-            await a.close()
-            await b.close()
 
     asyncio.run(main())
 
@@ -940,18 +935,13 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
 
     from pipeline.errors import RetryableError
     from pipeline.pdata import Signal, Traces
-    from pipeline.workers import _HEADER, Router, WorkerContext
+    from pipeline.workers import _HEADER, Router
     from tests.pipeline.test__route import spans_of
 
     async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path)
-        b = WorkerContext(1, 2, tmp_path)
         local, remote = _Sink(), _SlowSink()
-        a.service, b.service = _Service(local), _Service(remote)
-        await a.open()
-        await b.open()
-        router = Router(a, Signal.TRACES, ["traces"], local)
-        try:
+        async with _two_workers(tmp_path, remote, local) as (a, _):
+            router = Router(a, Signal.TRACES, ["traces"], local)
             await a._peer(1).ready()
             # idle: one request at a time, each local part consumed at once
             remote.release.set()
@@ -1066,9 +1056,6 @@ def test_under_load_the_parts_of_one_turn_are_one_consume_each_request_told_its_
                     await asyncio.wait_for(t, 5)
             assert [len(spans_of(x)) for x in local.got] == [1, 5]  # taken: at least once
             remote.release.set()
-        finally:
-            await a.close()
-            await b.close()
 
     asyncio.run(main())
 
@@ -1088,66 +1075,60 @@ def test_a_busy_worker_answers_a_siblings_part_between_its_clients_requests_alon
 
     from pipeline.errors import RetryableError
     from pipeline.pdata import Signal, Traces
-    from pipeline.workers import Router, WorkerContext, _run_now
+    from pipeline.workers import Router, _run_now
     from tests.pipeline.test__route import spans_of
 
     async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path)
-        b = WorkerContext(1, 2, tmp_path)
         local, remote = _Sink(), _SlowSink()
-        a.service, b.service = _Service(local), _Service(remote)
-        await a.open()
-        await b.open()
-        router = Router(a, Signal.TRACES, ["traces"], local)
         sibling = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         tasks: set[asyncio.Task[None]] = set()
         key = b"traces|traces|1"
-        try:
-            await a._peer(1).ready()
-            sibling.connect(a.socket_path(0))
-            sibling.settimeout(1.0)
-            # a client request in progress: its part for worker 1 is held there
-            first = asyncio.ensure_future(router.consume(Traces(_split_request(1))))
-            await asyncio.wait_for(remote.entered.wait(), 5)
-            await asyncio.sleep(0.05)  # the sibling's connection accepted
-            assert [len(spans_of(x)) for x in local.got] == [1]
+        async with _two_workers(tmp_path, remote, local) as (a, _):
+            router = Router(a, Signal.TRACES, ["traces"], local)
+            try:
+                await a._peer(1).ready()
+                sibling.connect(a.socket_path(0))
+                sibling.settimeout(1.0)
+                # a client request in progress: its part for worker 1 is held there
+                first = asyncio.ensure_future(router.consume(Traces(_split_request(1))))
+                await asyncio.wait_for(remote.entered.wait(), 5)
+                await asyncio.sleep(0.05)  # the sibling's connection accepted
+                assert [len(spans_of(x)) for x in local.got] == [1]
 
-            sibling.sendall(_frame(7, key, b"\x0a\x01\x07"))
-            # the next client request's first step, the event loop not turning meanwhile
-            _run_now(router.consume(Traces(_split_request(2))), tasks)
-            answer = sibling.recv(9)  # there already: no turn of the loop was needed
-            assert struct.unpack("!IIB", answer)[1:] == (7, 0)
-            # consumed alone, before this worker's own part (joined, for the next turn)
-            assert local.got[1:] == [b"\x0a\x01\x07"]
-            for _ in range(5):
-                await asyncio.sleep(0)
-            assert [s[0] for s in spans_of(local.got[2])] == ["r2"] * 2
+                sibling.sendall(_frame(7, key, b"\x0a\x01\x07"))
+                # the next client request's first step, the event loop not turning meanwhile
+                _run_now(router.consume(Traces(_split_request(2))), tasks)
+                answer = sibling.recv(9)  # there already: no turn of the loop was needed
+                assert struct.unpack("!IIB", answer)[1:] == (7, 0)
+                # consumed alone, before this worker's own part (joined, for the next turn)
+                assert local.got[1:] == [b"\x0a\x01\x07"]
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                assert [s[0] for s in spans_of(local.got[2])] == ["r2"] * 2
 
-            # refused: that part's answer says so, at once
-            await asyncio.sleep(0.01)
-            local.error = RetryableError("memory limit")
-            sibling.sendall(_frame(8, key, b"\x0a\x01\x08"))
-            _run_now(router.consume(Traces(_split_request(3))), tasks)
-            answer = sibling.recv(9)
-            assert struct.unpack("!IIB", answer)[1:] == (8, 1)
-            assert sibling.recv(struct.unpack("!I", answer[:4])[0] - 5) == b"memory limit"
-            for _ in range(5):
-                await asyncio.sleep(0)
-            local.error = None
-            remote.release.set()
-            await asyncio.wait_for(first, 5)
-            done, refused = list(tasks), 0
-            for task in done:  # r2 accepted; r3's own part was refused with the sibling's
-                try:
-                    await asyncio.wait_for(task, 5)
-                except RetryableError:
-                    refused += 1
-            assert refused == 1
-            assert len(local.got) == 3  # r1's and r2's own parts, the sibling's first part
-        finally:
-            sibling.close()
-            await a.close()
-            await b.close()
+                # refused: that part's answer says so, at once
+                await asyncio.sleep(0.01)
+                local.error = RetryableError("memory limit")
+                sibling.sendall(_frame(8, key, b"\x0a\x01\x08"))
+                _run_now(router.consume(Traces(_split_request(3))), tasks)
+                answer = sibling.recv(9)
+                assert struct.unpack("!IIB", answer)[1:] == (8, 1)
+                assert sibling.recv(struct.unpack("!I", answer[:4])[0] - 5) == b"memory limit"
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                local.error = None
+                remote.release.set()
+                await asyncio.wait_for(first, 5)
+                done, refused = list(tasks), 0
+                for task in done:  # r2 accepted; r3's own part was refused with the sibling's
+                    try:
+                        await asyncio.wait_for(task, 5)
+                    except RetryableError:
+                        refused += 1
+                assert refused == 1
+                assert len(local.got) == 3  # r1's and r2's own parts, the sibling's first part
+            finally:
+                sibling.close()
 
     asyncio.run(main())
 
@@ -1164,42 +1145,36 @@ def test_an_idle_worker_leaves_its_siblings_connections_to_its_event_loop(
     import struct
 
     from pipeline.pdata import Signal, Traces
-    from pipeline.workers import Router, WorkerContext, _run_now
+    from pipeline.workers import Router, _run_now
     from tests.pipeline.test__route import spans_of
 
     async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path)
-        b = WorkerContext(1, 2, tmp_path)
         local, remote = _Sink(), _Sink()
-        a.service, b.service = _Service(local), _Service(remote)
-        await a.open()
-        await b.open()
-        router = Router(a, Signal.TRACES, ["traces"], local)
         sibling = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         tasks: set[asyncio.Task[None]] = set()
-        try:
-            await a._peer(1).ready()
-            sibling.connect(a.socket_path(0))
-            await asyncio.sleep(0.05)  # the sibling's connection accepted
-            sibling.sendall(_frame(7, b"traces|traces|1", b"\x0a\x01\x07"))
-            a._polled = 0.0  # as _POLL_EVERY later
-            _run_now(router.consume(Traces(_split_request(2))), tasks)  # the only one
-            sibling.setblocking(False)
-            with pytest.raises(BlockingIOError):  # not read by the client request's step
-                sibling.recv(9)
-            assert [[s[0] for s in spans_of(x)] for x in local.got] == [["r2"] * 2]
-            for _ in range(5):  # read as the loop turns
-                await asyncio.sleep(0)
-            sibling.settimeout(1.0)
-            answer = sibling.recv(9)
-            assert struct.unpack("!IIB", answer)[1:] == (7, 0)
-            assert local.got[1] == b"\x0a\x01\x07"
-            await asyncio.wait_for(asyncio.gather(*tasks), 5)
-            assert [s[0] for s in spans_of(remote.got[0])] == ["r2"]
-        finally:
-            sibling.close()
-            await a.close()
-            await b.close()
+        async with _two_workers(tmp_path, remote, local) as (a, _):
+            router = Router(a, Signal.TRACES, ["traces"], local)
+            try:
+                await a._peer(1).ready()
+                sibling.connect(a.socket_path(0))
+                await asyncio.sleep(0.05)  # the sibling's connection accepted
+                sibling.sendall(_frame(7, b"traces|traces|1", b"\x0a\x01\x07"))
+                a._polled = 0.0  # as _POLL_EVERY later
+                _run_now(router.consume(Traces(_split_request(2))), tasks)  # the only one
+                sibling.setblocking(False)
+                with pytest.raises(BlockingIOError):  # not read by the client request's step
+                    sibling.recv(9)
+                assert [[s[0] for s in spans_of(x)] for x in local.got] == [["r2"] * 2]
+                for _ in range(5):  # read as the loop turns
+                    await asyncio.sleep(0)
+                sibling.settimeout(1.0)
+                answer = sibling.recv(9)
+                assert struct.unpack("!IIB", answer)[1:] == (7, 0)
+                assert local.got[1] == b"\x0a\x01\x07"
+                await asyncio.wait_for(asyncio.gather(*tasks), 5)
+                assert [s[0] for s in spans_of(remote.got[0])] == ["r2"]
+            finally:
+                sibling.close()
 
     asyncio.run(main())
 
@@ -1282,7 +1257,6 @@ def test_the_owner_takes_a_part_without_a_task_and_goes_on_in_one_when_it_waits(
     import contextvars
 
     from pipeline.pdata import Signal
-    from pipeline.workers import WorkerContext
 
     var: contextvars.ContextVar[str] = contextvars.ContextVar("probe", default="unset")
 
@@ -1309,11 +1283,7 @@ def test_the_owner_takes_a_part_without_a_task_and_goes_on_in_one_when_it_waits(
             await super().consume(data)
 
     async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path)
-        b = WorkerContext(1, 2, tmp_path)
         sink = Waiting()
-        b.service = _Service(sink)
-        await b.open()
         loop = asyncio.get_running_loop()
         made: list[Any] = []
 
@@ -1321,45 +1291,40 @@ def test_the_owner_takes_a_part_without_a_task_and_goes_on_in_one_when_it_waits(
             made.append(coro)
             return asyncio.Task(coro, loop=loop, **kwargs)
 
-        try:
-            await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x01")  # connected
-            loop.set_task_factory(factory)
-            await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x02")
-            await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x05")
-            (proto,) = b._inbound
-            assert sink.got == [b"\x0a\x01", b"\x0a\x02", b"\x0a\x05"] and made == []
-            assert sink.seen == ["unset"] * 3  # each part in a context of its own
+        async with _two_workers(tmp_path, sink) as (a, b):
+            try:
+                await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x01")  # connected
+                loop.set_task_factory(factory)
+                await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x02")
+                await a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x05")
+                (proto,) = b._inbound
+                assert sink.got == [b"\x0a\x01", b"\x0a\x02", b"\x0a\x05"] and made == []
+                assert sink.seen == ["unset"] * 3  # each part in a context of its own
 
-            sink.wait = True
-            pending = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x03"))
-            for _ in range(200):
-                if sink.waited_on is not None:
-                    break
-                await asyncio.sleep(0.01)
-            assert sink.waited_on is not None and len(proto.tasks) == 1 and not pending.done()
-            sink.waited_on.set_result(None)
-            await asyncio.wait_for(pending, 5)
-            assert sink.got[-1] == b"\x0a\x03" and sink.seen[-1] == "0a03"
-            assert [c.__qualname__ for c in made] == ["WorkerContext.forward", "_drive"]
+                sink.wait = True
+                pending = asyncio.ensure_future(
+                    a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x03")
+                )
+                await until(lambda: sink.waited_on is not None, within=2.0)
+                assert sink.waited_on is not None and len(proto.tasks) == 1 and not pending.done()
+                sink.waited_on.set_result(None)
+                await asyncio.wait_for(pending, 5)
+                assert sink.got[-1] == b"\x0a\x03" and sink.seen[-1] == "0a03"
+                assert [c.__qualname__ for c in made] == ["WorkerContext.forward", "_drive"]
 
-            sink.waited_on = None
-            stuck = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x04"))
-            for _ in range(200):
-                if sink.waited_on is not None:
-                    break
-                await asyncio.sleep(0.01)
-            waited_on = sink.waited_on
-            assert waited_on is not None
-            (task,) = proto.tasks
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            assert sink.cancelled and waited_on.cancelled() and task.cancelled()
-            stuck.cancel()
-        finally:
-            loop.set_task_factory(None)
-            await a.close()
-            await b.close()
+                sink.waited_on = None
+                stuck = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x04"))
+                await until(lambda: sink.waited_on is not None, within=2.0)
+                waited_on = sink.waited_on
+                assert waited_on is not None
+                (task,) = proto.tasks
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                assert sink.cancelled and waited_on.cancelled() and task.cancelled()
+                stuck.cancel()
+            finally:
+                loop.set_task_factory(None)
 
     asyncio.run(main())
 
@@ -1477,7 +1442,6 @@ def test_handover_drops_are_counted_and_logged(
     from pipeline.errors import PermanentError
     from pipeline.pdata import Signal, Traces
     from pipeline.telemetry import SelfTelemetry
-    from pipeline.workers import WorkerContext
     from tests.pipeline.test__route import request, trace_id
 
     monkeypatch.setattr(workers, "_HANDOVER_LINGER", 0.01)
@@ -1493,13 +1457,9 @@ def test_handover_drops_are_counted_and_logged(
         return value or 0.0
 
     async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path, acknowledge="handover")
-        b = WorkerContext(1, 2, tmp_path, acknowledge="handover")
         remote = _Sink()
-        b.service = _Service(remote)
-        await b.open()
-        router = a.router(Signal.TRACES, ["traces"], _Sink(), telemetry)
-        try:
+        async with _two_workers(tmp_path, remote, acknowledge="handover") as (a, b):
+            router = a.router(Signal.TRACES, ["traces"], _Sink(), telemetry)
             await router.consume(Traces(data))
             await until(lambda: remote.got)
             assert dropped() == 0
@@ -1523,9 +1483,6 @@ def test_handover_drops_are_counted_and_logged(
                 "before the drain ended" in r.getMessage() and r.__dict__["items"] == 6
                 for r in caplog.records
             )
-        finally:
-            await a.close()
-            await b.close()
 
     with caplog.at_level(logging.ERROR, logger="pipeline.workers"):
         asyncio.run(main())
@@ -1558,14 +1515,9 @@ def test_handover_answers_before_the_owner_and_delivers_every_part_joined(
         return request([("a", [t0] * k + [t1] * (k + 1))]).SerializeToString()
 
     async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path, acknowledge="handover")
-        b = WorkerContext(1, 2, tmp_path, acknowledge="handover")
-        remote = _Sink()
-        b.service = _Service(remote)
-        await b.open()
-        local = _Sink()
-        router = Router(a, Signal.TRACES, ["traces"], local)
-        try:
+        remote, local = _Sink(), _Sink()
+        async with _two_workers(tmp_path, remote, acknowledge="handover") as (a, b):
+            router = Router(a, Signal.TRACES, ["traces"], local)
             # answered at once; the three requests' parts reach the owner as one request
             for k in (1, 2, 3):
                 await asyncio.wait_for(router.consume(Traces(data(k))), 1)
@@ -1634,9 +1586,6 @@ def test_handover_answers_before_the_owner_and_delivers_every_part_joined(
             with pytest.raises(RetryableError, match="not serving"):
                 await b2._consume("traces|traces|1", b"")
             await b2.close()
-        finally:
-            await a.close()
-            await b.close()
 
     asyncio.run(main())
 
@@ -1687,7 +1636,6 @@ def test_several_requests_in_flight_each_answer_reaches_its_callers(
     from pipeline.errors import RetryableError
     from pipeline.pdata import Signal
     from pipeline.telemetry import SelfTelemetry
-    from pipeline.workers import WorkerContext
 
     monkeypatch.setattr(workers, "_CONSUME_IN_FLIGHT", 4)
     telemetry = SelfTelemetry()
@@ -1702,13 +1650,9 @@ def test_several_requests_in_flight_each_answer_reaches_its_callers(
         return bytes([0x0A]) + encode_varint(n) + bytes([last]) * n
 
     async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path)
-        b = WorkerContext(1, 2, tmp_path)
         sink = _PickySink(hold=0x01, refuse=0x02)
-        b.service = _Service(sink)
-        await b.open()
-        a.router(Signal.TRACES, ["traces"], _Sink(), telemetry)  # makes the counters
-        try:
+        async with _two_workers(tmp_path, sink) as (a, _):
+            a.router(Signal.TRACES, ["traces"], _Sink(), telemetry)  # makes the counters
             held = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], part(1), 5))
             await until(lambda: sink.holding)  # the held request is in flight (1 of 4)
             # the kernel holds a whole hand-over of a megabyte (as far as wmem_max allows)
@@ -1754,9 +1698,6 @@ def test_several_requests_in_flight_each_answer_reaches_its_callers(
                 for r in caplog.records
             )
             sink.release.set()
-        finally:
-            await a.close()
-            await b.close()
 
     with caplog.at_level(logging.WARNING, logger="pipeline.workers"):
         asyncio.run(main())
