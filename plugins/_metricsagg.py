@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableSet, Sequence
 from typing import Any
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -239,6 +240,10 @@ class Metric:
         self._on_overflow = on_overflow
         self._touched: set[SeriesKey] = set()
         self.track_touched = True  # only needed for delta temporality (set by Aggregator)
+        # the OTLP attributes of an attribute set, built once, not at every export (bounded:
+        # rebuilt with the exported sets only when it holds far more)
+        self._kvs: dict[Attrs, list[KeyValue]] = {}
+        self._previous: dict[SeriesKey, Series] = {}  # a gauge's series before renew()
 
     def __len__(self) -> int:
         return len(self.series)
@@ -327,7 +332,19 @@ class Metric:
     def set(self, resource: bytes, attrs: Attrs, value: float, now_ns: int) -> None:
         """Set a gauge."""
         key = (resource, attrs)
-        s = self._series(key, now_ns)
+        s = self.series.get(key)
+        if s is None:
+            s = self._previous.pop(key, None)
+            limit = self.cardinality_limit
+            if s is not None and (
+                not limit
+                or len(self.series) - ((OVERFLOW_RESOURCE, OVERFLOW_ATTRS) in self.series) < limit
+            ):
+                # the object of the series before renew(), as _series would make it afresh
+                s.start_ns = now_ns
+                self.series[key] = s
+            else:
+                s = self._series(key, now_ns)
         s.count = value
         s.last_ns = now_ns
         self._touched.add(key)
@@ -405,6 +422,15 @@ class Metric:
 
     def clear(self) -> None:
         self.series.clear()
+        self._previous = {}
+        self._touched.clear()
+
+    def renew(self) -> None:
+        """As :meth:`clear`, for a gauge about to be set again: the series are forgotten (the
+        next export holds those set from now on, in their order), their objects reused by
+        :meth:`set` (not made again at every flush)."""
+        self._previous = self.series
+        self.series = {}
         self._touched.clear()
 
     def expire(self, cutoff_ns: int) -> int:
@@ -419,15 +445,16 @@ class Metric:
         self,
         now_ns: int,
         temporality: Temporality,
-        out: dict[bytes, list[metrics_pb2.Metric]],
+        out: Callable[[bytes], RepeatedCompositeFieldContainer[metrics_pb2.Metric]],
         last_flush: dict[SeriesKey, int] | None = None,
         exported: MutableSet[SeriesKey] | None = None,
     ) -> int:
-        """Append this metric's data points, per resource key, to ``out``; returns the number
-        of points. In delta temporality only series touched since the last export are written,
-        then forgotten; a point starts at ``last_flush[key]`` when there is one (the time of
-        the series' previous point), else when the series got its first measurement, and the
-        keys written are added to ``exported``."""
+        """Add this metric's data points, per resource key, to the repeated ``Metric`` field
+        ``out(resource key)`` returns (built in place); returns the number of points. In delta
+        temporality only series touched since the last export are written, then forgotten; a
+        point starts at ``last_flush[key]`` when there is one (the time of the series' previous
+        point), else when the series got its first measurement, and the keys written are added
+        to ``exported``."""
         if self.kind is Kind.GAUGE or temporality is Temporality.CUMULATIVE:
             keys: Iterable[SeriesKey] = list(self.series)
         else:
@@ -435,6 +462,7 @@ class Metric:
         by_resource: dict[bytes, metrics_pb2.Metric] = {}
         points = 0
         delta = temporality is Temporality.DELTA and self.kind is not Kind.GAUGE
+        kv_cache = self._kvs
         for key in keys:
             s = self.series[key]
             resource, attrs = key
@@ -446,7 +474,10 @@ class Metric:
                     exported.add(key)
             m = by_resource.get(resource)
             if m is None:
-                m = metrics_pb2.Metric(name=self.name, description=self.description, unit=self.unit)
+                made: metrics_pb2.Metric = out(resource).add(
+                    name=self.name, description=self.description, unit=self.unit
+                )
+                m = made
                 if self.kind is Kind.COUNTER:
                     m.sum.is_monotonic = True
                     m.sum.aggregation_temporality = temporality  # type: ignore[assignment]
@@ -457,8 +488,9 @@ class Metric:
                 else:
                     m.gauge.SetInParent()
                 by_resource[resource] = m
-                out.setdefault(resource, []).append(m)
-            kvs = [KeyValue(key=k, value=_any_value(v)) for k, v in attrs]
+            kvs = kv_cache.get(attrs)
+            if kvs is None:
+                kvs = kv_cache[attrs] = [KeyValue(key=k, value=_any_value(v)) for k, v in attrs]
             if self.kind is Kind.HISTOGRAM:
                 dp = m.histogram.data_points.add(
                     start_time_unix_nano=start_ns,
@@ -506,6 +538,9 @@ class Metric:
             else:
                 m.gauge.data_points.add(time_unix_nano=now_ns, as_double=s.count, attributes=kvs)
             points += 1
+        if len(kv_cache) > 2 * points + 1024:
+            live = {k[1] for k in keys}
+            self._kvs = {a: kvs for a, kvs in kv_cache.items() if a in live}
         if delta:
             for key in keys:
                 del self.series[key]
@@ -625,23 +660,31 @@ class Aggregator:
         """The request holding every metric's points (and the number of points)."""
         now_ns = now_ns or time.time_ns()
         self.expire(now_ns)
-        by_resource: dict[bytes, list[metrics_pb2.Metric]] = {}
         track = self.temporality is Temporality.DELTA and self.delta_start_cache_size > 0
         last_flush = self._last_flush if track else None
         exported: set[SeriesKey] | None = set() if track else None
+        req = ExportMetricsServiceRequest()
+        resource_metrics = req.resource_metrics
+        containers: dict[bytes, RepeatedCompositeFieldContainer[metrics_pb2.Metric]] = {}
+
+        def container(key: bytes) -> RepeatedCompositeFieldContainer[metrics_pb2.Metric]:
+            """The metrics of resource ``key`` (a resource is added where its first metric
+            is: the metrics are built in place, not copied in)."""
+            got = containers.get(key)
+            if got is None:
+                rm = resource_metrics.add()
+                rm.resource.CopyFrom(self.resources.get(key, Resource()))
+                sm = rm.scope_metrics.add()
+                sm.scope.name = self.scope_name
+                got = containers[key] = sm.metrics
+            return got
+
         points = sum(
-            m.export(now_ns, self.temporality, by_resource, last_flush, exported)
+            m.export(now_ns, self.temporality, container, last_flush, exported)
             for m in self.metrics
         )
         if exported:
             self._remember_flush(exported, now_ns)
-        req = ExportMetricsServiceRequest()
-        for key, metrics in by_resource.items():
-            rm = req.resource_metrics.add()
-            rm.resource.CopyFrom(self.resources.get(key, Resource()))
-            sm = rm.scope_metrics.add()
-            sm.scope.name = self.scope_name
-            sm.metrics.extend(metrics)
         if self.temporality is Temporality.DELTA and self.resource_key_attributes:
             # the next interval's resource of a key is the first one seen in it (as the
             # Collector, which starts afresh after each delta flush)

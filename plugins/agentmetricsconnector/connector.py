@@ -2015,7 +2015,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         for w in self.windows.values():
             w.prune(now)
         for m in (self.failure_ratio, self.sla_ratio, self.budget_remaining, self.burn_rate):
-            m.clear()
+            m.renew()
         for metric, labels, value in self._derived(now):
             metric.set(NO_RESOURCE, labels, value, now_ns)
 
@@ -2051,7 +2051,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         for w in self.windows.values():
             w.prune(now)
         for m in (self.failure_ratio, self.sla_ratio, self.budget_remaining, self.burn_rate):
-            m.clear()
+            m.renew()
         if not ctx.primary:
             return
         states = await ctx.gather(self._windows_key)

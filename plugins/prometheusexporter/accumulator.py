@@ -56,6 +56,10 @@ class Series:
     count: int = 0
     quantiles: list[tuple[float, float]] = field(default_factory=list)
     exemplars: list[Any] = field(default_factory=list)
+    # plugins.prometheusexporter.render's caches: the escaped label set, and the lines per
+    # format (None whenever a fold changes what they show)
+    rendered_labels: Any = None
+    rendered_lines: dict[tuple[bool, int], str] | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +71,7 @@ class Family:
     help: str
     unit: str
     series: dict[LabelKey, Series] = field(default_factory=dict)
+    rendered: Any = None  # plugins.prometheusexporter.render's header cache
 
 
 def _number(dp: Any) -> float:
@@ -235,19 +240,28 @@ class Accumulator:
                 self._fold_histogram(family, key, held, labels, dp, delta, now)
             elif kind is MetricKind.SUMMARY:
                 s = held or Series(labels)
-                s.quantiles = [(q.quantile, q.value) for q in dp.quantile_values]
-                s.sum, s.count = dp.sum, dp.count
+                quantiles = [(q.quantile, q.value) for q in dp.quantile_values]
+                if s.quantiles != quantiles or s.sum != dp.sum or s.count != dp.count:
+                    s.quantiles = quantiles
+                    s.sum, s.count = dp.sum, dp.count
+                    s.rendered_lines = None
                 self._stamp(family, key, s, dp, now)
             else:
                 value = _number(dp)
                 s = held or Series(labels)
+                old = s.value
                 if delta and held is not None:
                     s.value += value
                 else:
                     s.value = value
                     s.start_ns = dp.start_time_unix_nano
+                if s.value != old:  # (NaN: changed)
+                    s.rendered_lines = None
                 if dp.exemplars:
-                    s.exemplars = [dp.exemplars[-1]]
+                    exemplar = dp.exemplars[-1]
+                    if not s.exemplars or s.exemplars[0] != exemplar:
+                        s.exemplars = [exemplar]
+                        s.rendered_lines = None
                 self._stamp(family, key, s, dp, now)
             accepted += 1
         if stale:
@@ -273,11 +287,17 @@ class Accumulator:
             s.counts = [a + b for a, b in zip(s.counts, counts, strict=True)]
             s.sum += dp.sum
             s.count += dp.count
+            s.rendered_lines = None
         else:
+            if s.bounds != bounds or s.counts != counts or s.sum != dp.sum or s.count != dp.count:
+                s.rendered_lines = None  # (a NaN sum: changed)
             s.bounds, s.counts, s.sum, s.count = bounds, counts, dp.sum, dp.count
             s.start_ns = dp.start_time_unix_nano
         if dp.exemplars:
-            s.exemplars = list(dp.exemplars)
+            exemplars = list(dp.exemplars)
+            if s.exemplars != exemplars:
+                s.exemplars = exemplars
+                s.rendered_lines = None
         self._stamp(family, key, s, dp, now)
 
     def _stamp(self, family: Family, key: LabelKey, s: Series, dp: Any, now: float) -> None:
@@ -317,27 +337,39 @@ class Accumulator:
         for family in self.families.values():
             yield self._family_metric(family, send_timestamps)
 
-    def _family_metric(self, family: Family, send_timestamps: bool) -> Metric:
+    @staticmethod
+    def family_head(family: Family) -> Metric:
+        """The family's ``prometheus_client`` metric without samples (its name, help, type
+        and unit as written)."""
         kind = family.kind
         name = family.name
         unit = family.unit if family.unit and name.endswith("_" + family.unit) else ""
         if kind is MetricKind.COUNTER and name.endswith("_total"):
             base = name[: -len("_total")]
             unit = unit if unit and base.endswith("_" + unit) else ""
-            m = Metric(base, family.help, "counter", unit)
+            return Metric(base, family.help, "counter", unit)
+        if kind in (MetricKind.GAUGE, MetricKind.UPDOWN, MetricKind.COUNTER):
+            # A counter without "_total" (add_metric_suffixes: false) cannot be typed counter.
+            return Metric(
+                name, family.help, "gauge" if kind is not MetricKind.COUNTER else "unknown", unit
+            )
+        if kind is MetricKind.HISTOGRAM:
+            return Metric(name, family.help, "histogram", unit)
+        return Metric(name, family.help, "summary", unit)
+
+    def _family_metric(self, family: Family, send_timestamps: bool) -> Metric:
+        kind = family.kind
+        name = family.name
+        m = self.family_head(family)
+        if kind is MetricKind.COUNTER and name.endswith("_total"):
             for s in family.series.values():
                 m.add_sample(name, s.labels, s.value, _ts(s, send_timestamps), _exemplar(s))
             return m
         if kind in (MetricKind.GAUGE, MetricKind.UPDOWN, MetricKind.COUNTER):
-            # A counter without "_total" (add_metric_suffixes: false) cannot be typed counter.
-            m = Metric(
-                name, family.help, "gauge" if kind is not MetricKind.COUNTER else "unknown", unit
-            )
             for s in family.series.values():
                 m.add_sample(name, s.labels, s.value, _ts(s, send_timestamps))
             return m
         if kind is MetricKind.HISTOGRAM:
-            m = Metric(name, family.help, "histogram", unit)
             for s in family.series.values():
                 ts = _ts(s, send_timestamps)
                 cumulative = 0
@@ -351,7 +383,6 @@ class Accumulator:
                 m.add_sample(name + "_count", s.labels, s.count, ts)
                 m.add_sample(name + "_sum", s.labels, s.sum, ts)
             return m
-        m = Metric(name, family.help, "summary", unit)
         for s in family.series.values():
             ts = _ts(s, send_timestamps)
             for q, v in s.quantiles:
@@ -387,13 +418,13 @@ def _exemplar(s: Series) -> Exemplar | None:
 
 def _bucket_exemplars(s: Series) -> dict[int, Exemplar]:
     """The last exemplar falling in each bucket, by bucket index."""
-    out: dict[int, Exemplar] = {}
-    for e in s.exemplars:
-        value = _number(e)
-        index = len(s.bounds)
-        for i, bound in enumerate(s.bounds):
-            if value <= bound:
-                index = i
-                break
-        out[index] = _to_exemplar(e)
-    return out
+    return {bucket_index(s, e): _to_exemplar(e) for e in s.exemplars}
+
+
+def bucket_index(s: Series, e: Any) -> int:
+    """The index of the bucket of ``s`` an exemplar falls in."""
+    value = _number(e)
+    for i, bound in enumerate(s.bounds):
+        if value <= bound:
+            return i
+    return len(s.bounds)

@@ -15,6 +15,7 @@ from pipeline.httpserver import Serving, serve
 from plugins._labelbound import CutCounter
 from plugins.prometheusexporter.accumulator import Accumulator
 from plugins.prometheusexporter.config import PrometheusExporterConfig
+from plugins.prometheusexporter.render import render
 
 OPENMETRICS = "application/openmetrics-text"
 
@@ -87,13 +88,23 @@ class PrometheusExporter(Component):
 
     async def _handle(self, request: web.Request) -> web.Response:
         try:
-            # Families are built here, on the loop, where the accumulator changes; the text is
-            # written in a worker thread (the larger part of the work) from that snapshot.
-            families = await self._families()
             want_om = self.config.enable_open_metrics and wants_openmetrics(
                 request.headers.get("Accept", "")
             )
-            body, content_type = await asyncio.to_thread(serialize, families, want_om)
+            if workers.current() is None:
+                # Written on the loop, where the accumulator changes: from the lines each
+                # series keeps while it does not change (render), what serialize would write.
+                body = render(self.accumulator, want_om, self.config.send_timestamps)
+                content_type = (
+                    openmetrics.CONTENT_TYPE_LATEST
+                    if want_om
+                    else exposition.CONTENT_TYPE_PLAIN_0_0_4
+                )
+            else:
+                # Every worker's families, merged on the loop; the text is written in a
+                # worker thread from that snapshot.
+                families = await self._families()
+                body, content_type = await asyncio.to_thread(serialize, families, want_om)
         except Exception as exc:  # a bug must show in the scrape, not kill the server
             self.settings.logger.exception("cannot render the exposition")
             return web.Response(status=500, text=f"error rendering metrics: {exc}\n")

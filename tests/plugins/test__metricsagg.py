@@ -283,3 +283,41 @@ def test_long_attribute_values_are_cut_to_one_series_each(temporality: Temporali
     (dp,) = points(req, "h")
     assert labels(dp) == {"tool": head} and dp.count == 6
     assert c.truncated == 3 and h.truncated == 6
+
+
+def test_a_renewed_gauge_exports_as_a_cleared_one() -> None:
+    """renew() then set: the points, their order and the cardinality limit of clear() then
+    set, with the series objects of the previous flush reused."""
+
+    def flushes(renew: bool) -> tuple[list[bytes], list[Series]]:
+        agg = Aggregator("t")
+        g = agg.add_metric(Metric("g", Kind.GAUGE, cardinality_limit=3))
+        out, objects = [], []
+        for n, order in enumerate([["a", "b", "c"], ["c", "a", "d", "b"], ["b", "e"], ["a"]]):
+            if renew:
+                g.renew()
+            else:
+                g.clear()
+            for i, k in enumerate(order):
+                g.set(b"", (("k", k),), float(n * 10 + i), n)
+            objects.extend(g.series.values())
+            out.append(agg.build(100 + n)[0].SerializeToString())
+        return out, objects
+
+    renewed, reused = flushes(True)
+    cleared, made = flushes(False)
+    assert renewed == cleared
+    assert len({id(s) for s in reused}) < len({id(s) for s in made})
+
+
+def test_exported_attributes_are_kept_for_live_attribute_sets_only() -> None:
+    agg = Aggregator("t", Temporality.DELTA)
+    c = agg.add_metric(Metric("c", Kind.COUNTER))
+    for i in range(3000):
+        c.add(b"", (("k", str(i)),), 1, 1)
+        if i % 500 == 499:
+            agg.build(10 + i)
+    c.add(b"", (("k", "x"), ("n", 2)), 1, 2)
+    req, _ = agg.build(9999)
+    assert labels(points(req, "c")[0]) == {"k": "x", "n": 2}
+    assert len(c._kvs) <= 2 * 500 + 1024
