@@ -14,6 +14,13 @@ for good, is counted, logged with its topic, partition and offset, and marked: i
 blocks its partition. At most one line a second about such messages, each line naming every
 offset skipped since the last (as ranges, per partition): a burst of poison is a few lines, and
 no offset goes unlogged.
+
+The consuming task is supervised (:func:`pipeline.supervise`): an unexpected exception (a bug,
+not a refusal) is logged with its traceback, counted
+(``otelcol_component_task_restarts{task="consume"}``), reported as the receiver's status
+(``recoverable_error``, ``ok`` again once it runs), and consumption starts again after a
+backoff, each partition of the batch in hand sought back to its first message not marked: what
+was not marked is read again (at least once with ``message_marking.after: true``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from pipeline import (
     Host,
     RetryableError,
     Signal,
+    supervise,
 )
 from plugins._kafka import ClientErrors, decode
 from plugins.kafkareceiver.config import KafkaReceiverConfig
@@ -61,6 +69,8 @@ class KafkaReceiver(Component):
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._batch: list[Any] = []  # the batch being handled (read again after a failure)
+        self._marked: dict[tuple[str, int], int] = {}  # (topic, partition) -> last marked
         # skipped messages whose line waits (one line a second): (template, topic, partition)
         # -> their offsets and the last error
         self._skipped: dict[tuple[str, str, int], tuple[list[int], str]] = {}
@@ -123,7 +133,7 @@ class KafkaReceiver(Component):
             ),
         )
         self._stopping = False
-        self._task = asyncio.create_task(self._run(), name=f"kafka receiver {self.settings.name}")
+        self._task = supervise(self.settings, host, "consume", self._consume)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:  # the client's thread
         self.assigned |= {p.partition for p in partitions}
@@ -137,6 +147,8 @@ class KafkaReceiver(Component):
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:  # the client's thread
         self.assigned -= {p.partition for p in partitions}
+        for p in partitions:
+            self._marked.pop((p.topic, p.partition), None)
         self._partitions.set(len(self.assigned))
         self._rebalances.labels(self.settings.name, self.topic, "close").inc(len(partitions))
         self.settings.logger.info(
@@ -177,6 +189,47 @@ class KafkaReceiver(Component):
             pass  # nothing stored since the last commit
 
     # -- consuming --------------------------------------------------------------------------
+    async def _consume(self) -> None:
+        """:meth:`_run` (the supervised task); when it fails, the batch in hand is read again
+        from each partition's first message not marked, before the exception goes on to the
+        supervisor (which logs, counts and reports it, and runs this again)."""
+        try:
+            await self._run()
+        except Exception:
+            batch, self._batch = self._batch, []
+            await self._rewind(batch)
+            raise
+
+    async def _rewind(self, batch: list[Any]) -> None:
+        """Seek each partition of ``batch`` back to its first message not marked."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        first: dict[tuple[str, int], int] = {}
+        for m in batch:
+            if m.error() is not None:
+                continue
+            where = (m.topic(), m.partition())
+            if m.offset() > self._marked.get(where, -1) and where not in first:
+                first[where] = m.offset()
+        consumer, executor = self._consumer, self._executor
+        if not first or consumer is None or executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        for (topic, partition), offset in first.items():
+            try:
+                await loop.run_in_executor(
+                    executor, consumer.seek, TopicPartition(topic, partition, offset)
+                )
+            except KafkaException as exc:  # revoked meanwhile: its next owner reads it
+                self.settings.logger.warning(
+                    "cannot read %s[%d] again from offset %d: %s",
+                    topic,
+                    partition,
+                    offset,
+                    exc,
+                    extra={"topic": topic, "partition": partition, "offset": offset},
+                )
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         consumer = self._consumer
@@ -195,6 +248,7 @@ class KafkaReceiver(Component):
             if self._joined or any(m.error() is None for m in batch):
                 self._joined = False
                 self.client_errors.served()  # an assignment or a message: the brokers serve
+            self._batch = batch
             marked = False
             for message in batch:
                 if self._stopping:
@@ -204,6 +258,7 @@ class KafkaReceiver(Component):
                 marked = True
             if marked and not self.config.autocommit.enable:
                 await loop.run_in_executor(executor, self._commit, consumer)
+            self._batch = []
             if self._skipped:
                 self._log_skipped()
 
@@ -265,6 +320,7 @@ class KafkaReceiver(Component):
 
     def _mark(self, message: Any) -> None:
         self._consumer.store_offsets(message=message)
+        self._marked[(message.topic(), message.partition())] = message.offset()
 
     async def _handle(self, message: Any) -> bool:
         """Handle one message; False when the receiver stopped before it was marked."""

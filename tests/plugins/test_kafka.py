@@ -338,6 +338,79 @@ async def test_receiver_reads_otlp_json(tmp_path: Path) -> None:
             assert len(span_names(sink)) == 12
 
 
+class FailsOnce:
+    """The receiver's next consumer, whose first call raises what no component should (a bug,
+    not a refusal: neither RetryableError nor ConsumeError); the calls after go on to
+    ``inner``, the real pipeline."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def consume(self, data: Any) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("injected: a bug in the pipeline")
+        await self.inner.consume(data)
+
+
+async def test_consuming_task_failing_is_logged_counted_reported_and_restarted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected exception in the consuming task: logged with its traceback, counted in
+    otelcol_component_task_restarts, the receiver's status recoverable_error; consumption
+    starts again from the first message not marked: every message of the batch in hand, the
+    one that failed first, is delivered (at least once)."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    with broker() as b:
+        b.create_topic("otlp_spans", 1)
+        async with recording_backend() as sink:
+            async with running_service(receiver_gateway(b, sink), tmp_path) as service:
+                receiver = receiver_of(service)
+                receiver.next = FailsOnce(receiver.next)
+                reported: list[str] = []
+                report = service.report_status
+
+                def spy(component: str, status: str, error: Any = None) -> None:
+                    if component == receiver.settings.instance:
+                        reported.append(str(status))
+                    report(component, status, error)
+
+                service.report_status = spy  # type: ignore[method-assign]
+                await wait_until(lambda: bool(receiver.assigned), within=30)
+                values = [
+                    traces(2, 2, seed=i, prefix=f"r{i}-").SerializeToString() for i in range(6)
+                ]
+                kcat_produce(b, "otlp_spans", values, tmp_path)  # one batch, most likely
+                await wait_until(lambda: sink.span_count() >= 24, within=30)
+                await asyncio.sleep(0.2)
+                families = {f.name: f for f in service.telemetry.registry.collect()}
+                restarts = [
+                    s
+                    for s in families["otelcol_component_task_restarts"].samples
+                    if s.name.endswith("_total") and s.labels["task"] == "consume"
+                ]
+                assert [s.value for s in restarts] == [1.0]
+                assert "recoverable_error" in reported
+            names = span_names(sink)
+            assert set(names) == {
+                f"r{i}-{t}-s{s}" for i in range(6) for t in range(2) for s in range(2)
+            }
+            assert set(names.values()) == {1}  # the failed one was not delivered before
+        failed = [r for r in caplog.records if "background task 'consume' failed" in r.getMessage()]
+        assert failed and failed[0].exc_info is not None  # with its traceback
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "g1"})
+        try:
+            (tp,) = c.committed([TopicPartition("otlp_spans", 0)], timeout=10)
+            assert tp.offset == len(values)
+        finally:
+            c.close()
+
+
 # -- end to end: SDK -> gateway A -> kafka -> group of two gateways -> backend ---------------
 async def sdk_send(port: int, first: int, n_traces: int, spans: int) -> None:
     """Spans from the OpenTelemetry SDK, exported over OTLP/HTTP (no grpcio client beside the
