@@ -141,6 +141,9 @@ class WorkerContext:
     _dropped: Any = None
     # the counter of items whose crossing to their owner failed (by signal and reason)
     _failed: Any = None
+    # the counter of siblings' missed answers to a gather (scrape) and their last answers
+    _missed: Any = None
+    _answers: dict[tuple[str, int], Any] = field(default_factory=dict)
     _log_limiter: LogLimiter = field(default_factory=LogLimiter)
     _exposed: dict[str, Callable[[], Any]] = field(default_factory=dict)
     # consume key without its count -> (the graph, the consumer of its pipelines, the payload
@@ -182,8 +185,12 @@ class WorkerContext:
             del self._exposed[key]
 
     async def gather(self, key: str, within: float = 5.0) -> list[Any]:
-        """The families of ``key`` from every worker: this one's first, then those that
-        answered ``within`` seconds (a worker being restarted is missing from one scrape)."""
+        """The families of ``key`` from every worker: this one's first, then every sibling's.
+
+        A sibling that does not answer ``within`` seconds (busy, or being restarted) is
+        represented by its last answer, so a merged counter does not seem to go back (a false
+        reset for Prometheus); the miss is counted (``otelcol_worker_scrape_missed``, by
+        worker) and logged. A sibling that never answered yet is left out."""
         own = self._exposed.get(key)
         out: list[Any] = [own() if own is not None else []]
 
@@ -192,9 +199,27 @@ class WorkerContext:
                 async with asyncio.timeout(within):  # (not wait_for: see _pump)
                     body = await self._peer(i).call(_OP_COLLECT, key, b"")
             except (ConsumeError, OSError, TimeoutError) as exc:
-                log.debug("worker %d did not answer a scrape: %s", i, exc)
-                return None
-            return pickle.loads(body)  # our own workers, through a 0700 directory
+                last = self._answers.get((key, i))
+                if self._missed is not None:
+                    self._missed.labels(str(i)).inc()
+                self._log_limiter.log(
+                    log,
+                    logging.WARNING,
+                    "a worker did not answer a collection of its metrics or state in time; its "
+                    "last answer stands in for it",
+                    key=f"scrape|{i}",
+                    extra={
+                        "worker": i,
+                        "key": key,
+                        "within_s": within,
+                        "error": repr(exc),
+                        "last_answer": last is not None,
+                    },
+                )
+                return None if last is None else last
+            answer = pickle.loads(body)  # our own workers, through a 0700 directory
+            self._answers[(key, i)] = answer
+            return answer
 
         others = await asyncio.gather(*(one(i) for i in range(self.count) if i != self.index))
         out.extend(f for f in others if f is not None)
@@ -219,6 +244,14 @@ class WorkerContext:
                     "handover, the client answered already) and then dropped: refused for good "
                     "by the owner, or still undelivered when the drain ended; by signal.",
                     ("signal",),
+                )
+            if self._missed is None:
+                self._missed = telemetry.counter(
+                    "otelcol_worker_scrape_missed",
+                    "Collections of a sibling worker's metrics or state (a /metrics scrape, the "
+                    "SLO windows) it did not answer in time: its last answer stood in for it; "
+                    "by worker.",
+                    ("worker",),
                 )
             if self._failed is None:
                 self._failed = telemetry.counter(

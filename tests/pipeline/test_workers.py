@@ -588,6 +588,40 @@ def test_siblings_forward_and_answer_errors(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_a_sibling_missing_a_scrape_is_represented_by_its_last_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sibling that does not answer a gather (its metrics for a scrape, its SLO windows)
+    is represented by its last answer, not left out: a merged counter must not seem to go
+    back (a false reset). The miss is counted by worker and logged."""
+    import asyncio
+    import logging
+
+    from pipeline.pdata import Signal
+    from pipeline.telemetry import SelfTelemetry
+
+    async def main() -> None:
+        telemetry = SelfTelemetry()
+        answers = iter(range(1, 100))
+        async with _two_workers(tmp_path, _Sink()) as (a, b):
+            a.router(Signal.TRACES, [], _Sink(), telemetry)  # the counters need telemetry
+            a.expose("k", lambda: ["from a"])
+            b.expose("k", lambda: [next(answers)])
+            assert await a.gather("k", within=2.0) == [["from a"], [1]]
+            assert await a.gather("k", within=2.0) == [["from a"], [2]]
+            with caplog.at_level(logging.WARNING, logger="pipeline.workers"):
+                # no time at all: the sibling cannot answer before the deadline
+                assert await a.gather("k", within=0.0) == [["from a"], [2]]
+            assert telemetry.value("otelcol_worker_scrape_missed_total", worker="1") == 1
+            line = next(r for r in caplog.records if "did not answer" in r.getMessage())
+            assert line.__dict__["worker"] == 1 and line.__dict__["last_answer"] is True
+            # a key never answered before is left out, as before
+            assert await a.gather("other", within=0.0) == [[]]
+            assert telemetry.value("otelcol_worker_scrape_missed_total", worker="1") == 2
+
+    asyncio.run(main())
+
+
 class _SlowSink(_Sink):
     """Holds each request until ``release`` is set."""
 
