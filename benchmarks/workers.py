@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--routing",
-        choices=["trace_id", "first_arrival"],
+        choices=["trace_id", "first_arrival", "balanced"],
         default="trace_id",
         help="service.worker_routing of the agent servers (which worker processes a trace)",
     )

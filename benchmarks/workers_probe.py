@@ -87,10 +87,20 @@ def install(folder: str) -> None:
         joined = workers._consume_joined
         take_joined = workers.WorkerContext._take_joined
         one = workers.WorkerContext._consume
+        hand_over = workers.WorkerContext.hand_over
 
         async def counted_consume(self: Any, data: Any) -> None:
             counts["requests"] += 1
+            counts["spans_in"] += data.item_count()
             await router_consume(self, data)
+
+        def counted_hand_over(
+            self: Any, owner: int, signal: Any, pipelines: Any, raw: bytes, n: Any
+        ) -> Any:
+            if n is None:  # the whole request: counted here, the probe's own decode
+                n = workers.payload_type(signal)(raw).item_count()
+            counts[f"spans_to_{owner}"] += n
+            return hand_over(self, owner, signal, pipelines, raw, n)
 
         async def counted_local(self: Any, data: Any, joiner: Any) -> None:
             if joiner is None or not (joiner.parts or joiner.busy > 1):
@@ -120,6 +130,7 @@ def install(folder: str) -> None:
         workers._consume_joined = counted_joined
         workers.WorkerContext._take_joined = counted_take_joined
         workers.WorkerContext._consume = counted_one
+        workers.WorkerContext.hand_over = counted_hand_over
 
     def timed_select(self: Any, timeout: float | None = None) -> Any:
         if not patched:
@@ -202,6 +213,29 @@ def summarize(folder: str, busy_turns: float = 0.9) -> list[str]:
     for records in by_worker.values():
         for r in records:
             counts.update(r.get("counts", {}))
+    # spans each worker processed: those its clients sent it, less those it handed to a
+    # sibling, plus those its siblings handed to it
+    processed: dict[str, int] = {}
+    for worker, records in by_worker.items():
+        for r in records:
+            c = r.get("counts", {})
+            processed[worker] = processed.get(worker, 0) + c.get("spans_in", 0)
+            for key, value in c.items():
+                if key.startswith("spans_to_"):
+                    processed[worker] = processed.get(worker, 0) - value
+                    to = key[len("spans_to_") :]
+                    processed[to] = processed.get(to, 0) + value
+    if any(processed.values()):
+        received = {
+            w: sum(r.get("counts", {}).get("spans_in", 0) for r in rs)
+            for w, rs in by_worker.items()
+        }
+        lines.append(
+            "spans per worker (received / processed): "
+            + ", ".join(
+                f"worker {w} {received.get(w, 0):,} / {processed[w]:,}" for w in sorted(processed)
+            )
+        )
     if counts["requests"]:
         n = counts["requests"]
         kinds = ("own", "joined", "sibling")

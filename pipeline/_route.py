@@ -193,6 +193,77 @@ def claim(owners: OwnerTable, trace_id: bytes, workers: int, now: int) -> int:
     return int(mod.trace_owner(trace_id, workers, owners.buf, owners.index, now, owners.ttl))
 
 
+# -- load-aware first arrival (service.worker_routing: balanced) --------------------------------
+# Each worker publishes its event loop's busy fraction in a board the workers share (an mmap of
+# run_dir/load, LOAD_SLOT_BYTES a worker, int64 fields: alive, busy in 1/1000, when it entered
+# its selector's wait (CLOCK_MONOTONIC microseconds, 0 while it runs), when it last published,
+# its pid). A new trace is claimed for the receiving worker unless it is at least BALANCE_BUSY
+# busy and a sibling is at least BALANCE_MARGIN less busy: then for the least busy sibling (the
+# ownership table's ``index`` is the claimant, the table and its C code unchanged).
+LOAD_SLOT_BYTES = 64
+LOAD_FIELDS = 5
+BALANCE_BUSY = 0.5  # below it a worker keeps every new trace (nothing crosses at a low rate)
+BALANCE_MARGIN = 0.15  # a sibling takes the new traces only when this much less busy
+LOAD_IDLE_US = 20_000  # a sibling waiting in its selector this long counts as idle (0 busy)
+LOAD_STALE_US = 1_000_000  # a running sibling silent this long is stuck or dead: not chosen
+
+
+def load_bytes(workers: int) -> int:
+    """The size of the load board of ``workers`` workers."""
+    return workers * LOAD_SLOT_BYTES
+
+
+def load_slots(buf: Any, workers: int) -> Any:
+    """The board ``buf`` as int64 fields, LOAD_SLOT_BYTES // 8 a worker."""
+    mv = memoryview(buf).cast("B")
+    if mv.readonly or mv.nbytes < load_bytes(workers):
+        raise ValueError("the load board is read-only or too small")
+    return mv[: load_bytes(workers)].cast("q")
+
+
+def sibling_load(fields: Any, worker: int, now_us: int) -> float | None:
+    """Worker ``worker``'s busy fraction as the board says at ``now_us``; ``None`` when it may
+    not be given traces: not alive (never started, or died: the supervisor clears it), or
+    running without publishing for LOAD_STALE_US (stuck, or killed mid-turn)."""
+    base = worker * (LOAD_SLOT_BYTES // 8)
+    if fields[base] != 1:
+        return None
+    busy = fields[base + 1]
+    waiting = fields[base + 2]
+    published = fields[base + 3]
+    if not 0 <= busy <= 1000:  # garbage: not trusted
+        return None
+    if waiting > 0:
+        return 0.0 if now_us - waiting >= LOAD_IDLE_US else busy / 1000
+    if now_us - published > LOAD_STALE_US:
+        return None
+    return busy / 1000
+
+
+def balanced_claimant(
+    fields: Any, workers: int, index: int, busy: float, now_us: int, current: int
+) -> int:
+    """For whom worker ``index`` (its busy fraction ``busy``) claims new traces: itself below
+    BALANCE_BUSY, else the least busy sibling when at least BALANCE_MARGIN less busy than it.
+    ``current`` (the claimant so far) is kept while it is still less busy than ``index`` (the
+    hysteresis: a sibling taking new traces grows busier, and keeps them until it is as busy
+    as this worker)."""
+    if busy < BALANCE_BUSY:
+        return index
+    best, best_load = index, busy - BALANCE_MARGIN
+    for w in range(workers):
+        if w == index:
+            continue
+        load = sibling_load(fields, w, now_us)
+        if load is None:
+            continue
+        if w == current and load < busy:
+            return w
+        if load < best_load:
+            best, best_load = w, load
+    return best
+
+
 def split_traces(
     data: bytes, workers: int, owner_table: OwnerTable | None = None, now: int = 0
 ) -> dict[int, tuple[bytes, int | None]]:

@@ -220,13 +220,17 @@ class ServiceModel(ConfigModel):
     workers: int = Field(1, ge=0)
     """Worker processes sharing the receiving ports (0: one per core; not a Collector option;
     see ``docs/architecture.md``, "Workers"). ``pipeline run --workers`` overrides it."""
-    worker_routing: Literal["trace_id", "first_arrival"] = "trace_id"
+    worker_routing: Literal["trace_id", "first_arrival", "balanced"] = "trace_id"
     """With several workers, which one processes a trace: ``trace_id`` (its hash: the load
-    spreads by trace, a client request's spans usually cross between workers) or
+    spreads by trace, a client request's spans usually cross between workers),
     ``first_arrival`` (the worker that received its first span: a trace sent over one
-    connection stays in its worker; the load spreads by connection). Read when the gateway
-    starts (a reload does not change it). Not a Collector option; see ``docs/architecture.md``,
-    "Workers"."""
+    connection stays in its worker; the load spreads by connection) or ``balanced`` (first
+    arrival, except that a worker at least half busy, by its event loop's busy fraction, with
+    client requests queueing up, whose sibling is at least 0.15 less busy claims its new
+    traces for that sibling: at a low rate nothing crosses, under load the work of a few
+    connections spreads over every worker).
+    Read when the gateway starts (a reload does not change it). Not a Collector option; see
+    ``docs/architecture.md``, "Workers"."""
     worker_acknowledge: Literal["owner", "handover"] = "owner"
     """With several workers, when a client request whose spans (points, records) other workers
     own is answered: ``owner`` once every owner's pipelines accepted its part (a refusal there

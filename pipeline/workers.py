@@ -13,7 +13,9 @@ changes four things:
   (:class:`Router`): spans by trace id, metrics by resource (:mod:`pipeline._route`), or
   spans and log records by first arrival (``service.worker_routing: first_arrival``: the
   worker that received a trace's first span, through an ownership table the workers share,
-  ``run_dir/owners``); the
+  ``run_dir/owners``; ``balanced``: the same table, a busy worker claiming its new traces for
+  a less busy sibling, by the event loops' busy fractions on a board they share, ``run_dir/load``,
+  :class:`LoadMeter`); the
   parts other workers own travel over a Unix socket to them and enter their pipelines there,
   the receiving worker answering its client once every owner accepted its part (with
   ``service.worker_acknowledge: handover``, once its own part was accepted and the others'
@@ -129,6 +131,9 @@ class WorkerContext:
     service: Any = None  # the running pipeline.service.Service
     # routing by first arrival (service.worker_routing): the shared ownership table
     owners: _route.OwnerTable | None = None
+    # service.worker_routing: balanced: this worker's busy fraction on the shared load board,
+    # choosing for whom ``owners`` claims new traces (:class:`LoadMeter`)
+    meter: LoadMeter | None = None
     # service.worker_acknowledge: "owner" (a client is answered once every owner accepted its
     # part) or "handover" (once this worker took its own part and queued the siblings' parts
     # for delivery: they are retained until their owner accepted them, see _Peer.deliver)
@@ -158,6 +163,15 @@ class WorkerContext:
     def primary(self) -> bool:
         """Worker 0 runs what must exist once."""
         return self.index == 0
+
+    def claim_table(self, in_progress: int) -> _route.OwnerTable | None:
+        """The view of the ownership table a request's new traces are claimed through: this
+        worker's, or with ``balanced`` routing, while another client request is in progress
+        here (``in_progress`` > 1: requests queue up), the claimant's its load meter chose."""
+        meter = self.meter
+        if meter is None or in_progress < 2:
+            return self.owners
+        return meter.tables[meter.claimant]
 
     def socket_path(self, index: int) -> str:
         return str(self.run_dir / f"worker-{index}.sock")
@@ -316,6 +330,8 @@ class WorkerContext:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         loop = asyncio.get_running_loop()
+        if self.meter is not None:
+            self.meter.install(loop)
         self._server = await loop.create_unix_server(lambda: _ServerProtocol(self), path=path)
 
     async def close(self) -> None:
@@ -328,6 +344,8 @@ class WorkerContext:
 
     def ready(self) -> None:
         """Tell the supervisor this worker serves."""
+        if self.meter is not None:
+            self.meter.alive()
         (self.run_dir / f"ready-{self.index}").write_text(str(os.getpid()))
 
     async def _handle(
@@ -1194,15 +1212,23 @@ class Router:
         self.key = _consume_key(signal, self.pipelines)
         self._joiner: _Joiner | None = None
         self._split: Any = _route.split_traces if signal is Signal.TRACES else _route.split_metrics
-        owners = ctx.owners
         index = ctx.index
+        # client requests in progress here for these pipelines as this one is split (set by
+        # consume just before: no await between): balanced routing claims new traces for a
+        # sibling only while requests queue up in this worker
+        self._in_progress = 1
+        owners = ctx.owners
         if signal is Signal.LOGS:
             self._split = lambda raw, count: _route.split_logs(
-                raw, count, index, owners, int(time.time()) if owners is not None else 0
+                raw,
+                count,
+                index,
+                ctx.claim_table(self._in_progress),
+                int(time.time()) if owners is not None else 0,
             )
         elif signal is Signal.TRACES and owners is not None:
             self._split = lambda raw, count: _route.split_traces(
-                raw, count, owners, int(time.time())
+                raw, count, ctx.claim_table(self._in_progress), int(time.time())
             )
 
     def retarget(self, inner: Consumer) -> None:
@@ -1217,6 +1243,7 @@ class Router:
             if joiner is None or joiner.ctx is not ctx:
                 joiner = self._joiner = ctx.joiner(self.key)
             joiner.busy += 1
+            self._in_progress = joiner.busy
             if joiner.busy > 1:  # only a busy worker's loop turns run long (poll_siblings)
                 ctx.poll_siblings()
             else:  # idle: its loop read the siblings' connections as this request came
@@ -1622,8 +1649,11 @@ def enter_from_env() -> WorkerContext | None:
         return None
     index, count, run_dir = text.split("/", 2)
     ctx = WorkerContext(int(index), int(count), Path(run_dir))
-    if os.environ.get(ROUTING_ENV) == "first_arrival":
+    routing = os.environ.get(ROUTING_ENV)
+    if routing in ("first_arrival", "balanced"):
         ctx.owners = _open_owners(ctx)
+        if routing == "balanced" and ctx.owners is not None:
+            ctx.meter = LoadMeter(ctx, ctx.owners, _open_board(ctx.run_dir, ctx.count))
     _die_with_parent()
     from pipeline import netedge
 
@@ -1638,7 +1668,8 @@ def _open_owners(ctx: WorkerContext) -> _route.OwnerTable | None:
     claim a trace atomically across processes."""
     if _route.native() is None or ctx.count > 256:
         log.warning(
-            "service.worker_routing first_arrival needs the C module plugins._native._route "
+            "service.worker_routing first_arrival or balanced needs the C module "
+            "plugins._native._route "
             "and at most 256 workers; routing by trace id",
             extra={"worker": ctx.index},
         )
@@ -1651,6 +1682,101 @@ def _open_owners(ctx: WorkerContext) -> _route.OwnerTable | None:
     finally:
         os.close(fd)
     return _route.OwnerTable(table, ctx.index, OWNERS_TTL)
+
+
+def _open_board(run_dir: Path, count: int) -> Any:
+    """The load board the supervisor made (``run_dir/load``), as int64 fields."""
+    import mmap
+
+    fd = os.open(run_dir / "load", os.O_RDWR)
+    try:
+        board = mmap.mmap(fd, _route.load_bytes(count))
+    finally:
+        os.close(fd)
+    return _route.load_slots(board, count)
+
+
+class LoadMeter:
+    """``service.worker_routing: balanced``: how busy this worker's event loop is (the time
+    outside its selector's wait, over windows of at least ``WINDOW`` seconds, averaged with the
+    previous window), published on the load board the workers share (:mod:`pipeline._route`,
+    ``load_bytes``); after each publication it chooses for whom new traces are claimed
+    (``_route.balanced_claimant``; :meth:`WorkerContext.claim_table` gives that claimant's
+    view of the ownership table while client requests queue up in this worker). No timer: it
+    publishes when the loop turns (an idle worker, waiting in its selector, is read as idle by
+    its siblings from the time it started waiting)."""
+
+    WINDOW = 0.02
+
+    def __init__(self, ctx: WorkerContext, owners: _route.OwnerTable, fields: Any) -> None:
+        self.ctx = ctx
+        self.fields = fields
+        self.base = ctx.index * (_route.LOAD_SLOT_BYTES // 8)
+        self.busy = 0.0
+        self.claimant = ctx.index
+        self.tables = [
+            owners if i == ctx.index else _route.OwnerTable(owners.buf, i, owners.ttl)
+            for i in range(ctx.count)
+        ]
+        self._start = time.monotonic()
+        self._idle = 0.0
+
+    def alive(self) -> None:
+        """Mark this worker on the board as taking traces (when it serves)."""
+        f, b = self.fields, self.base
+        f[b + 1] = int(self.busy * 1000)
+        f[b + 2] = 0
+        f[b + 3] = int(time.monotonic() * 1e6)
+        f[b + 4] = os.getpid()
+        f[b] = 1
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Measure ``loop``'s waits: its selector's ``select`` (the selector event loop's)."""
+        selector = getattr(loop, "_selector", None)
+        if selector is None:
+            log.warning(
+                "service.worker_routing balanced: the event loop has no selector to measure; "
+                "this worker keeps the traces it receives first",
+                extra={"worker": self.ctx.index},
+            )
+            return
+        inner = selector.select
+        f, b, monotonic = self.fields, self.base, time.monotonic
+
+        def select(timeout: float | None = None) -> Any:
+            if timeout is not None and timeout <= 0:  # a poll between callbacks: busy
+                try:
+                    return inner(timeout)
+                finally:
+                    t = monotonic()
+                    if t - self._start >= self.WINDOW:
+                        self.publish(t)
+            t0 = monotonic()
+            f[b + 2] = int(t0 * 1e6) or 1
+            try:
+                return inner(timeout)
+            finally:
+                t1 = monotonic()
+                f[b + 2] = 0
+                self._idle += t1 - t0
+                if t1 - self._start >= self.WINDOW:
+                    self.publish(t1)
+
+        selector.select = select
+
+    def publish(self, now: float) -> None:
+        wall = now - self._start
+        busy = max(0.0, 1.0 - self._idle / wall) if wall > 0 else 1.0
+        self.busy = (self.busy + busy) / 2
+        self._start, self._idle = now, 0.0
+        f, b = self.fields, self.base
+        f[b + 1] = int(self.busy * 1000)
+        f[b + 3] = int(now * 1e6)
+        ctx = self.ctx
+        claimant = _route.balanced_claimant(
+            f, ctx.count, ctx.index, self.busy, int(now * 1e6), self.claimant
+        )
+        self.claimant = claimant
 
 
 def leave() -> None:
@@ -1703,9 +1829,14 @@ class Supervisor:
         self.shutdown_timeout = shutdown_timeout
         self.routing = routing
         self.run_dir = Path(tempfile.mkdtemp(prefix="pipeline-workers-"))
-        if routing == "first_arrival":  # zeros: no trace owned yet (a sparse file)
+        if routing in ("first_arrival", "balanced"):  # zeros: no trace owned yet (sparse)
             with open(self.run_dir / "owners", "wb") as f:
                 f.truncate(_route.table_bytes(OWNERS_BUCKETS))
+        self._board: Any = None
+        if routing == "balanced":  # zeros: no worker alive yet
+            with open(self.run_dir / "load", "wb") as f:
+                f.truncate(_route.load_bytes(count))
+            self._board = _open_board(self.run_dir, count)
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
         self._stop = asyncio.Event()
@@ -1749,6 +1880,8 @@ class Supervisor:
             proc = slot.proc
             assert proc is not None
             code = await proc.wait()
+            if self._board is not None:  # balanced: a dead worker takes no new trace
+                self._board[slot.index * (_route.LOAD_SLOT_BYTES // 8)] = 0
             if self.stopping:
                 return
             slot.restarts += 1
