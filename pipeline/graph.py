@@ -186,6 +186,9 @@ class _ProcessorEntry:
         self._admit = admit if isinstance(output, _CountingConsumer) else None
         self._output = output
         self._now = getattr(processor, "consume_now", None)
+        # the output's consumer last called and its consume_now (looked up once, not a consume)
+        self._next: Any = None
+        self._next_now: Any = None
 
     async def consume(self, data: Payload) -> None:
         rest = self.consume_now(data)
@@ -211,7 +214,10 @@ class _ProcessorEntry:
                 out = self._output
                 inner = out.inner
                 passed = out.passing(data)
-                now = getattr(inner, "consume_now", None)
+                if inner is not self._next:  # (re-pointed by a reload)
+                    self._next = inner
+                    self._next_now = getattr(inner, "consume_now", None)
+                now = self._next_now
                 rest = now(passed) if now is not None else inner.consume(passed)
             elif self._now is not None:
                 rest = self._now(data)

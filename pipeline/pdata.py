@@ -49,10 +49,11 @@ class Payload:
     """Base class of :class:`Traces`, :class:`Metrics` and :class:`Logs`; not created
     directly."""
 
-    __slots__ = ("_acks", "_count", "_encoded", "_message", "_parts", "_whole")
+    __slots__ = ("_count", "_encoded", "_message", "_parts", "_whole", "ack_tokens")
 
     signal: ClassVar[Signal]
     request_class: ClassVar[type[Message]]
+    ack_tokens: tuple[object, ...]  # (see carry_acks)
 
     def __init__(
         self,
@@ -68,7 +69,7 @@ class Payload:
         # the encodings of a merge, joined on demand; when set, _encoded and _message are None
         self._parts: tuple[bytes, ...] | None = None
         self._count = item_count
-        self._acks: tuple[object, ...] = ()
+        self.ack_tokens = ()
         self._whole = False
 
     # -- construction -------------------------------------------------------------------------
@@ -93,9 +94,9 @@ class Payload:
         if len(parts) > 1:
             merged._encoded = None
             merged._parts = parts
-        acks = [p._acks for p in payloads if p._acks]
+        acks = [p.ack_tokens for p in payloads if p.ack_tokens]
         if acks:
-            merged._acks = acks[0] if len(acks) == 1 else union_acks(acks)
+            merged.ack_tokens = acks[0] if len(acks) == 1 else union_acks(acks)
         merged._whole = all(p._whole for p in payloads)
         return merged
 
@@ -120,24 +121,32 @@ class Payload:
         self._whole = bool(value)
 
     # -- acknowledgement tokens -----------------------------------------------------------------
-    @property
-    def ack_tokens(self) -> tuple[object, ...]:
-        """The acknowledgement tokens this payload carries (empty unless durability is on).
+    # ``ack_tokens`` (a slot, not a property: it is read several times a consume, and a
+    # property is a Python call each time): the acknowledgement tokens this payload carries
+    # (empty unless durability is on). Read it; add to it with :meth:`carry_acks`.
+    #
+    # With ``service.durability`` on, every request a receiver accepts is written to a
+    # write-ahead log and its payload carries one token for that record; the record is done
+    # (not replayed after a crash) once no live payload holds its token any more. Tokens
+    # travel with the data: :meth:`merge` unions them, :meth:`split` and :meth:`copy` share
+    # them. A component that holds data in another form than the payload it got (a trace
+    # store, an aggregate) and later emits it in new payloads carries the tokens on with
+    # :meth:`carry_acks` (see ``docs/durability.md``).
 
-        With ``service.durability`` on, every request a receiver accepts is written to a
-        write-ahead log and its payload carries one token for that record; the record is done
-        (not replayed after a crash) once no live payload holds its token any more. Tokens
-        travel with the data: :meth:`merge` unions them, :meth:`split` and :meth:`copy` share
-        them. A component that holds data in another form than the payload it got (a trace
-        store, an aggregate) and later emits it in new payloads carries the tokens on with
-        :meth:`carry_acks` (see ``docs/durability.md``)."""
-        return self._acks
+    @property
+    def _acks(self) -> tuple[object, ...]:
+        """``ack_tokens`` under its former slot's name (for code written against it)."""
+        return self.ack_tokens
+
+    @_acks.setter
+    def _acks(self, tokens: tuple[object, ...]) -> None:
+        self.ack_tokens = tokens
 
     def carry_acks(self, tokens: Iterable[object]) -> Payload:
         """Add ``tokens`` (of the payloads this one was made from) to this payload; returns it."""
         more = tuple(tokens)
         if more:
-            self._acks = union_acks((self._acks, more)) if self._acks else more
+            self.ack_tokens = union_acks((self.ack_tokens, more)) if self.ack_tokens else more
         return self
 
     # -- access ------------------------------------------------------------------------------
@@ -210,7 +219,7 @@ class Payload:
         if parts is not None:
             out._encoded = None
             out._parts = parts
-        out._acks = self._acks
+        out.ack_tokens = self.ack_tokens
         out._whole = self._whole
         return out
 
@@ -324,9 +333,9 @@ class Metrics(Payload):
                     count += points
         if count or not out:
             out.append(Metrics(current.SerializeToString(), item_count=count))
-        if self._acks:
+        if self.ack_tokens:
             for part in out:
-                part._acks = self._acks
+                part.ack_tokens = self.ack_tokens
         return out
 
 
@@ -390,9 +399,9 @@ def _split_items(
                     room = limit = max_items
     if room != limit:
         out.append(make(current.SerializeToString(), item_count=limit - room))
-    if payload._acks:  # every part holds the whole request's durability tokens
+    if payload.ack_tokens:  # every part holds the whole request's durability tokens
         for part in out:
-            part._acks = payload._acks
+            part.ack_tokens = payload.ack_tokens
     return out
 
 

@@ -1,7 +1,7 @@
 /* _tracewire: the per-span loops of the workflow processor, on the OTLP wire format.
  *
  * ingest(raw, interned, tool_a, tool_b, agent_marker[, facts, apply, execs])
- * ingest(raw, interned, IngestConfig(tool_a, tool_b, agent_marker, facts, execs), apply)
+ * ingest(raw, interned, IngestConfig(tool_a, tool_b, agent_marker, facts, execs), apply[, now])
  *     One pass over an encoded ExportTraceServiceRequest. Returns a list, one entry per trace
  *     in order of first appearance: (trace_id, spans, groups, ids, parents, nbytes, specials)
  *     with spans the encoded spans (bytes), groups the (resource, resource schema_url, scope,
@@ -653,6 +653,14 @@ static PyObject *
 bytes_of(slice s)
 {
     return PyBytes_FromStringAndSize((const char *)s.p, s.n);
+}
+
+/* whether a slice holds the bytes of b */
+static inline int
+same_bytes(slice s, PyObject *b)
+{
+    return PyBytes_GET_SIZE(b) == s.n &&
+           (s.n == 0 || memcmp(PyBytes_AS_STRING(b), s.p, (size_t)s.n) == 0);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -2292,7 +2300,7 @@ read_apply(PyObject *apply, PyObject **held, PyObject **released, double *now,
 
 static PyObject *
 apply_entries(entries *e, PyObject *groups, PyObject *apply, const agent_needles *agent,
-              const exec_markers *ex, apply_memo *memo)
+              const exec_markers *ex, apply_memo *memo, PyObject *now_given)
 {
     PyObject *held, *released, *outcome_fn, *masks, *not_workflow, *classify;
     double now;
@@ -2300,6 +2308,8 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const agent_needles
     if (read_apply(apply, &held, &released, &now, &outcome_fn, &masks, &not_workflow, &span_oh,
                    &chunk_oh, &trace_oh, &classify) < 0)
         return NULL;
+    if (now_given != NULL) /* (a float, checked by the caller) */
+        now = PyFloat_AS_DOUBLE(now_given);
     int late_memory = Py_IS_TYPE(released, &LateMemoryType);
     if (!late_memory && !PyDict_Check(released)) {
         PyErr_SetString(PyExc_TypeError, "apply: released is a dict or a LateMemory");
@@ -2454,7 +2464,8 @@ fail:
 static PyObject *
 ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const needle *nd_tool_a,
            const needle *nd_tool_b, const agent_needles *nd_agent, const facts_cfg *cfg,
-           PyObject *apply, const exec_markers *ex, apply_memo *memo, const needle *nd_tools)
+           PyObject *apply, const exec_markers *ex, apply_memo *memo, const needle *nd_tools,
+           PyObject **last_group, PyObject *now)
 {
     PyObject *result = NULL, *groups = NULL;
     entries e = {0};
@@ -2480,16 +2491,7 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
         scopes.len = 0;
         if (parse_container(rs, &resource, &scopes, &resource_url) < 0)
             goto done;
-        PyObject *res_b = NULL, *res_url_b = NULL;
-        if (scopes.len) {
-            res_b = bytes_of(resource);
-            res_url_b = bytes_of(resource_url);
-            if (!res_b || !res_url_b) {
-                Py_XDECREF(res_b);
-                Py_XDECREF(res_url_b);
-                goto done;
-            }
-        }
+        PyObject *res_b = NULL, *res_url_b = NULL; /* (made when a group is) */
         for (Py_ssize_t i = 0; i < scopes.len; i++) {
             slice scope, scope_url;
             spans.len = 0;
@@ -2497,22 +2499,54 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
                 goto scope_fail;
             if (spans.len == 0)
                 continue;
-            PyObject *group = PyTuple_New(4), *scope_b = bytes_of(scope),
-                     *scope_url_b = bytes_of(scope_url);
-            if (group == NULL || scope_b == NULL || scope_url_b == NULL) {
-                Py_XDECREF(group);
-                Py_XDECREF(scope_b);
-                Py_XDECREF(scope_url_b);
-                goto scope_fail;
+            /* the group of the last request again (a client's requests repeat it): the
+             * interned one without its bytes made, hashed and compared, if `interned` still
+             * holds it (the same object PyDict_SetDefault would return) */
+            PyObject *g = last_group != NULL ? *last_group : NULL;
+            if (g != NULL) {
+                PyObject *const *gi = &PyTuple_GET_ITEM(g, 0);
+                if (same_bytes(resource, gi[0]) && same_bytes(resource_url, gi[1]) &&
+                    same_bytes(scope, gi[2]) && same_bytes(scope_url, gi[3])) {
+                    PyObject *known = PyDict_GetItemWithError(interned, g); /* borrowed */
+                    if (known == NULL && PyErr_Occurred())
+                        goto scope_fail;
+                    if (known != g)
+                        g = NULL;
+                }
+                else
+                    g = NULL;
             }
-            PyTuple_SET_ITEM(group, 0, Py_NewRef(res_b));
-            PyTuple_SET_ITEM(group, 1, Py_NewRef(res_url_b));
-            PyTuple_SET_ITEM(group, 2, scope_b);
-            PyTuple_SET_ITEM(group, 3, scope_url_b);
-            PyObject *g = PyDict_SetDefault(interned, group, group); /* borrowed */
-            int rc = g == NULL ? -1 : PyList_Append(groups, g);
-            Py_DECREF(group);
-            if (rc < 0)
+            if (g == NULL) {
+                if (res_b == NULL) {
+                    res_b = bytes_of(resource);
+                    res_url_b = bytes_of(resource_url);
+                    if (!res_b || !res_url_b)
+                        goto scope_fail;
+                }
+                PyObject *group = PyTuple_New(4), *scope_b = bytes_of(scope),
+                         *scope_url_b = bytes_of(scope_url);
+                if (group == NULL || scope_b == NULL || scope_url_b == NULL) {
+                    Py_XDECREF(group);
+                    Py_XDECREF(scope_b);
+                    Py_XDECREF(scope_url_b);
+                    goto scope_fail;
+                }
+                PyTuple_SET_ITEM(group, 0, Py_NewRef(res_b));
+                PyTuple_SET_ITEM(group, 1, Py_NewRef(res_url_b));
+                PyTuple_SET_ITEM(group, 2, scope_b);
+                PyTuple_SET_ITEM(group, 3, scope_url_b);
+                g = PyDict_SetDefault(interned, group, group); /* borrowed */
+                Py_DECREF(group);
+                if (g == NULL)
+                    goto scope_fail;
+                if (last_group != NULL && PyTuple_CheckExact(g) && PyTuple_GET_SIZE(g) == 4 &&
+                    PyBytes_CheckExact(PyTuple_GET_ITEM(g, 0)) &&
+                    PyBytes_CheckExact(PyTuple_GET_ITEM(g, 1)) &&
+                    PyBytes_CheckExact(PyTuple_GET_ITEM(g, 2)) &&
+                    PyBytes_CheckExact(PyTuple_GET_ITEM(g, 3)))
+                    Py_XSETREF(*last_group, Py_NewRef(g));
+            }
+            if (PyList_Append(groups, g) < 0)
                 goto scope_fail;
             Py_ssize_t gi = PyList_GET_SIZE(groups) - 1;
             for (Py_ssize_t j = 0; j < spans.len; j++) {
@@ -2530,7 +2564,7 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
         goto done;
     }
     if (apply != NULL) {
-        result = apply_entries(&e, groups, apply, nd_agent, ex, memo);
+        result = apply_entries(&e, groups, apply, nd_agent, ex, memo, now);
         goto done;
     }
     result = PyList_New(e.len);
@@ -2621,12 +2655,14 @@ typedef struct {
     exec_markers execs;
     int has_execs;
     apply_memo memo; /* kept from one request to the next */
+    PyObject *last_group; /* the group interned last (a 4-tuple of bytes), or NULL */
 } IngestConfigObject;
 
 static void
 ingest_config_dealloc(IngestConfigObject *self)
 {
     apply_memo_clear(&self->memo);
+    Py_XDECREF(self->last_group);
     Py_XDECREF(self->keep);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -2682,16 +2718,19 @@ static PyTypeObject IngestConfigType = {
 static PyObject *tw_ingest_args(PyObject *args);
 
 /* ingest (METH_FASTCALL): the form with an IngestConfig, bytes and a dict read without
- * PyArg_ParseTuple (once a request); any other call through it, as before */
+ * PyArg_ParseTuple (once a request; with `now` apart, apply can be built once and its now
+ * ignored); any other call through it, as before */
 static PyObject *
 tw_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs == 4 && PyBytes_CheckExact(args[0]) && PyDict_Check(args[1]) &&
+    if ((nargs == 4 || (nargs == 5 && PyFloat_CheckExact(args[4]))) &&
+        PyBytes_CheckExact(args[0]) && PyDict_Check(args[1]) &&
         Py_IS_TYPE(args[2], &IngestConfigType) && PyTuple_Check(args[3])) {
         IngestConfigObject *ic = (IngestConfigObject *)args[2];
         return ingest_run((const uint8_t *)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]),
                           args[1], &ic->tool_a, &ic->tool_b, &ic->agent, &ic->facts, args[3],
-                          ic->has_execs ? &ic->execs : NULL, &ic->memo, &ic->tools);
+                          ic->has_execs ? &ic->execs : NULL, &ic->memo, &ic->tools,
+                          &ic->last_group, nargs == 5 ? args[4] : NULL);
     }
     PyObject *tuple = PyTuple_New(nargs);
     if (tuple == NULL)
@@ -2708,17 +2747,18 @@ tw_ingest_args(PyObject *args)
 {
     if (PyTuple_GET_SIZE(args) >= 3 &&
         Py_IS_TYPE(PyTuple_GET_ITEM(args, 2), &IngestConfigType)) {
-        /* ingest(raw, interned, config, apply) */
+        /* ingest(raw, interned, config, apply[, now]) */
         Py_buffer raw;
-        PyObject *interned, *config, *apply;
-        if (!PyArg_ParseTuple(args, "y*O!O!O!:ingest", &raw, &PyDict_Type, &interned,
-                              &IngestConfigType, &config, &PyTuple_Type, &apply))
+        PyObject *interned, *config, *apply, *now = NULL;
+        if (!PyArg_ParseTuple(args, "y*O!O!O!|O!:ingest", &raw, &PyDict_Type, &interned,
+                              &IngestConfigType, &config, &PyTuple_Type, &apply, &PyFloat_Type,
+                              &now))
             return NULL;
         IngestConfigObject *ic = (IngestConfigObject *)config;
         PyObject *result = ingest_run(raw.buf, raw.len, interned, &ic->tool_a, &ic->tool_b,
                                       &ic->agent, &ic->facts, apply,
                                       ic->has_execs ? &ic->execs : NULL, &ic->memo,
-                                      &ic->tools);
+                                      &ic->tools, &ic->last_group, now);
         PyBuffer_Release(&raw);
         return result;
     }
@@ -2757,7 +2797,7 @@ tw_ingest_args(PyObject *args)
     common_needle(&nd_tools, (slice){tool_a.buf, tool_a.len}, (slice){tool_b.buf, tool_b.len});
     apply_memo memo = {0};
     result = ingest_run(raw.buf, raw.len, interned, &nd_tool_a, &nd_tool_b, &nd_agent, cfg,
-                        apply == Py_None ? NULL : apply, ex, &memo, &nd_tools);
+                        apply == Py_None ? NULL : apply, ex, &memo, &nd_tools, NULL, NULL);
     apply_memo_clear(&memo);
 release:
     PyBuffer_Release(&raw);

@@ -98,9 +98,17 @@ def looks_like_run_id(value: bytes, /) -> bool:
 
 @overload
 def ingest(
-    raw: bytes, interned: dict[GroupKey, GroupKey], config: IngestConfig, apply: Apply, /
+    raw: bytes,
+    interned: dict[GroupKey, GroupKey],
+    config: IngestConfig,
+    apply: Apply,
+    now: float = ...,
+    /,
 ) -> Any:
-    """Apply mode with a configuration read once (``IngestConfig``): as below."""
+    """Apply mode with a configuration read once (``IngestConfig``): as below. ``now``, when
+    given, stands for apply's (which is then not read: the tuple can be built once). The
+    configuration remembers the group it interned last: a request with the same group
+    reuses it without making its bytes, if ``interned`` still maps it to itself."""
 
 @overload
 def ingest(

@@ -27,6 +27,7 @@ from plugins.workflowprocessor.rules import (
     span_agent,
 )
 from plugins.workflowprocessor.store import (
+    MAX_GROUPS,
     RELEASE_MAX_SPANS,
     BaseTraceStore,
     LateSpanMemory,
@@ -180,7 +181,13 @@ class TracewireAPI(Protocol):
     mypy checks that the module's stubs satisfy this)."""
 
     def ingest(
-        self, raw: bytes, interned: dict[GroupKey, GroupKey], config: Any, apply: Any, /
+        self,
+        raw: bytes,
+        interned: dict[GroupKey, GroupKey],
+        config: Any,
+        apply: Any,
+        now: float = ...,
+        /,
     ) -> Any: ...
 
     def LateMemory(self, size: int, /) -> LateSpanMemory: ...  # (a class)
@@ -239,6 +246,19 @@ class NativeTraceStore(BaseTraceStore):
         self.span_overhead = NATIVE_SPAN_OVERHEAD
         self.chunk_overhead = NATIVE_CHUNK_OVERHEAD
         self.trace_overhead = NATIVE_TRACE_OVERHEAD
+        # ingest's apply tuple, built once (its now, 0.0 here, is given apart a request)
+        self.apply = (
+            self.held,
+            self.released,
+            0.0,
+            outcome,
+            nc.present_by_mask,
+            NOT_WORKFLOW,
+            self.span_overhead,
+            self.chunk_overhead,
+            self.trace_overhead,
+            self.tools.classify_failure,
+        )
 
     def new_trace(self, now: float) -> Any:
         return self._trace_type(now, now, now, self.trace_overhead)
@@ -253,25 +273,14 @@ class NativeTraceStore(BaseTraceStore):
         which also decides the tool calls, reads the roots and finds the agent: the Python work
         is classifying the failed tool calls lacking ``error.type`` (called back from C) and the
         traces whose special spans C leaves to the rules in Python (anything unusual)."""
-        nc = self.native
-        held = self.held
-        apply = (
-            held,
-            self.released,
-            now,
-            outcome,
-            nc.present_by_mask,
-            NOT_WORKFLOW,
-            self.span_overhead,
-            self.chunk_overhead,
-            self.trace_overhead,
-            self.tools.classify_failure,
-        )
+        interned = self.groups
+        if len(interned) > MAX_GROUPS:  # (interned_groups(), without its call)
+            interned.clear()
         # C creates and updates the held traces (in order of first appearance), has the
         # failed tool calls lacking error.type classified, and returns the entries whose
         # special spans it leaves undecided (their traces already created and touched, their
         # spans not added)
-        done = self.tw.ingest(raw, self.interned_groups(), self.ingest_config, apply)
+        done = self.tw.ingest(raw, interned, self.ingest_config, self.apply, now)
         if done is None:
             # late spans (rare): the walk in Python keeps their exact order in the output
             return self._walk(raw, now)
@@ -283,6 +292,7 @@ class NativeTraceStore(BaseTraceStore):
                 cands[trace_id] = [index]
             else:
                 at.append(index)
+        held = self.held
         for trace_id, spans, groups, ids, parents, nbytes, *_ in leftovers:
             trace = held[trace_id]
             nbytes = self._specials(trace, trace_id, spans, parents, nbytes)

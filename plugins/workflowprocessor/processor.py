@@ -117,6 +117,8 @@ class WorkflowProcessor(Component):
             self._count_late,
             native,
         )
+        # the store's limits (max_traces, max_bytes), checked here once a consume
+        self._limits = (self.store.config.max_traces, self.store.config.max_bytes)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: collections.deque[tuple[Payload, int, int]] = collections.deque()
         self._outbox_bytes = 0
@@ -289,28 +291,37 @@ class WorkflowProcessor(Component):
         # (the loop is kept: asyncio.get_running_loop() costs a getpid() system call)
         now = loop.time()
         store = self.store
+        held = store.held
+        # a trace held before this request stays the first one (ingest adds traces behind
+        # it and changes no queued_at): the timer's deadline moves only if nothing was held
+        # or the limits released the first traces
+        first_held = bool(held)
         acks = self._acks
-        if acks is None and data.ack_tokens:
-            acks = self._acks = HeldAcks([t.queued_first for t in store.held.values()])
+        tokens = data.ack_tokens  # (a property: read once a consume)
+        if acks is None and tokens:
+            acks = self._acks = HeldAcks([t.queued_first for t in held.values()])
         if acks is None:
             late = store.ingest(raw, now)  # (_ingest, without its call)
             if late is not None:
                 self._enqueue(late.encoded, late.spans)
         else:
-            traces, spans = len(store.held), store.held_spans
-            self._consuming = data.ack_tokens  # late spans passed on at once carry them
+            traces, spans = len(held), store.held_spans
+            self._consuming = tokens  # late spans passed on at once carry them
             try:
                 self._ingest(raw, now)
             finally:
                 self._consuming = ()
-                acks.arrived(
-                    now, data.ack_tokens, len(store.held) - traces, store.held_spans != spans
-                )
-        releases = store.enforce_limits()  # (_enforce_limits, without its call)
-        if releases:
-            self._emit(releases)
+                acks.arrived(now, tokens, len(held) - traces, store.held_spans != spans)
+        max_traces, max_held_bytes = self._limits
+        if len(held) > max_traces or store.held_bytes > max_held_bytes:
+            releases = store.enforce_limits()  # (its check made here, without its call)
+            if releases:
+                self._emit(releases)
+                first_held = False
         self._update_gauges()
-        self.timer.poke()  # the earliest deadline changed: the timer is set again
+        timer = self.timer
+        if not first_held or timer.armed is None:
+            timer.poke()  # the earliest deadline may have changed: the timer is set again
 
     def _ingest(self, raw: bytes, now: float) -> None:
         late = self.store.ingest(raw, now)

@@ -439,6 +439,34 @@ async def test_the_timer_is_set_only_when_the_first_deadline_changes() -> None:
     await proc.shutdown()
 
 
+async def test_a_consume_behind_a_held_trace_leaves_the_timer_alone() -> None:
+    """The first held trace's deadline moves only when nothing was held or the limits
+    released the first traces: a consume behind a held trace does not look at the timer."""
+    proc, _, _ = make(wait_duration="300ms", max_traces=2)
+    await proc.start(None)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    pokes: list[None] = []
+    poke = proc.timer.poke
+
+    def counted() -> None:
+        pokes.append(None)
+        poke()
+
+    proc.timer.poke = counted  # type: ignore[method-assign]
+    first, second, third = workflow_spans(90), workflow_spans(91), workflow_spans(92)
+    await proc.consume(request([first[0]]))  # none held -> one
+    assert len(pokes) == 1
+    await proc.consume(request([first[1]]))  # the first trace again
+    await proc.consume(request([second[0]]))  # behind it
+    assert len(pokes) == 1
+    armed = proc.timer.armed
+    assert armed == proc.store.held[tid(90)].queued_at + 0.3
+    await proc.consume(request([third[0]]))  # max_traces releases trace 90
+    assert len(pokes) == 2
+    assert proc.timer.armed == proc.store.held[tid(91)].queued_at + 0.3
+    await proc.shutdown()
+
+
 async def test_the_release_runs_in_the_timers_callback_without_waking_a_task() -> None:
     """A release (and setting the timer again) is the timer's callback: the timer task is not
     woken for it, so each release costs the process no task switch."""

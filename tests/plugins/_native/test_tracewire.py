@@ -1313,6 +1313,67 @@ def test_ingest_config_reads_other_argument_types_as_exact_ones() -> None:
         tw.ingest(raw, [], config, apply_args({}))  # interned: a dict
 
 
+def test_ingest_config_takes_now_apart_from_apply() -> None:
+    """``ingest(raw, interned, config, apply, now)``: the ``now`` given stands for apply's
+    (the workflow processor builds apply once); the result is otherwise the same."""
+    cfg = facts_cfg()
+    config = tw.IngestConfig(TOOL_A, TOOL_B, AGENT, cfg, (b"workflow.",))
+    for raw in workload(2) + facts_workload(2):
+        held_a: dict[Any, Any] = {}
+        apply_a = list(apply_args(held_a))
+        apply_a[2] = 7.5
+        expected = tw.ingest(raw, {}, config, tuple(apply_a))
+        held_b: dict[Any, Any] = {}
+        got = tw.ingest(raw, {}, config, apply_args(held_b), 7.5)  # apply's now: 1.0
+        assert got == expected
+        assert [(k, t.spans, t.root, t.queued_first, t.last_seen) for k, t in held_b.items()] == [
+            (k, t.spans, t.root, t.queued_first, t.last_seen) for k, t in held_a.items()
+        ]
+        assert {t.queued_first for t in held_b.values()} == {7.5}
+        held_c: dict[Any, Any] = {}  # through PyArg_ParseTuple (a buffer): the same
+        got = tw.ingest(memoryview(raw), {}, config, apply_args(held_c), 7.5)
+        assert got == expected
+        assert {t.queued_first for t in held_c.values()} == {7.5}
+    raw = workload(1)[0]
+    for now in ("7.5", 7, None):
+        with pytest.raises(TypeError):
+            tw.ingest(raw, {}, config, apply_args({}), now)
+
+
+def test_ingest_config_reuses_the_last_group_only_while_interned() -> None:
+    """The configuration remembers the group it interned last; a request with the same
+    resource and scope gets that very object, but only while ``interned`` maps it to itself:
+    after the dict is cleared (or for another dict) the group is interned there afresh."""
+    cfg = facts_cfg()
+    config = tw.IngestConfig(TOOL_A, TOOL_B, AGENT, cfg)
+
+    def req(trace: bytes, span_id: bytes, scope: bytes = b"sc") -> bytes:
+        return request([resource_spans([scope_spans([raw_span(trace, span_id)], scope)], b"res")])
+
+    interned: dict[Any, Any] = {}
+    held: dict[Any, Any] = {}
+    tw.ingest(req(T1, b"a" * 8), interned, config, apply_args(held), 1.0)
+    (group,) = interned
+    tw.ingest(req(T1, b"b" * 8), interned, config, apply_args(held), 1.0)
+    assert held[T1].groups == [group, group]
+    assert all(g is group for g in held[T1].groups)
+    assert len(interned) == 1
+    interned.clear()  # (the store clears it beyond MAX_GROUPS)
+    tw.ingest(req(T2, b"c" * 8), interned, config, apply_args(held), 1.0)
+    (fresh,) = interned
+    assert fresh == group and fresh is not group
+    assert held[T2].groups[0] is fresh
+    other: dict[Any, Any] = {}  # another dict, then a dict that maps the group elsewhere
+    tw.ingest(req(T2, b"d" * 8), other, config, apply_args(held), 1.0)
+    assert held[T2].groups[1] is next(iter(other)) and next(iter(other)) is not fresh
+    decoy = (b"res", b"", b"sc", b"")
+    tw.ingest(req(T2, b"e" * 8), {fresh: decoy}, config, apply_args(held), 1.0)
+    assert held[T2].groups[2] is decoy
+    tw.ingest(req(T2, b"f" * 8, b"other scope"), interned, config, apply_args(held), 1.0)
+    assert held[T2].groups[3] == (b"res", b"", b"other scope", b"")
+    assert len(interned) == 2
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_late_memory_matches_a_trimmed_ordered_dict(seed: int) -> None:
     """The C store's late-span memory (``LateMemory``) against the Python store's (an
