@@ -685,6 +685,14 @@ typedef struct {
     Py_ssize_t scratch_cap;
     /* the settle paths' configuration (configure_settle): read once, kept until given again */
     settle_config settle;
+    /* the workflow roots the last scan counted, for put_roots: their trace ids (end to end in
+     * wf_root_ids) and (workflow type, agent id) tuples (owned); wf_root_last the last such
+     * tuple made (owned), shared by the next root of the same type and agent */
+    struct wf_root *wf_roots;
+    Py_ssize_t nwf_roots, capwf_roots;
+    uint8_t *wf_root_ids;
+    Py_ssize_t nwf_root_ids, capwf_root_ids;
+    PyObject *wf_root_last;
 } Scanner;
 
 /* -- wire reading: pbwire.h -------------------------------------------------------------- */
@@ -1709,6 +1717,56 @@ static int has_prefix(slice text, PyObject *prefixes) {
     return 0;
 }
 
+/* -- the workflow roots a scan counted (put_roots) ----------------------------------------------
+ *
+ * The connector labels an inference span's tokens (agent_workflow_tokens, agent_workflow_cost_usd)
+ * with its trace's workflow type and agent: the workflow processor's stamp on the span, else those
+ * its trace's root was counted with (connector.py _count_tokens). The roots this scan counted are
+ * kept here, their trace ids copied (the request is not needed after the scan), and put into the
+ * connector's memory of roots (a Memory: (trace id,) -> (type, agent)) by put_roots once the
+ * request was read whole (consume is atomic: a request refused leaves no root behind). */
+
+struct wf_root { Py_ssize_t off, n, at; PyObject *value; }; /* (at: the span's offset in the request) */
+
+static void wf_roots_clear(Scanner *self) {
+    for (Py_ssize_t i = 0; i < self->nwf_roots; i++) Py_CLEAR(self->wf_roots[i].value);
+    self->nwf_roots = 0;
+    self->nwf_root_ids = 0;
+}
+
+/* keeps the root of trace counted with (wf_type, agent): 0, or -1 on error */
+static int remember_root(Scanner *self, slice trace, Py_ssize_t at, PyObject *wf_type, PyObject *agent) {
+    PyObject *value = self->wf_root_last;
+    /* (the last tuple holds its items: an object at the same address is the same object) */
+    if (value == NULL || PyTuple_GET_ITEM(value, 0) != wf_type || PyTuple_GET_ITEM(value, 1) != agent) {
+        if ((value = PyTuple_Pack(2, wf_type, agent)) == NULL) return -1;
+        Py_XSETREF(self->wf_root_last, value);
+    }
+    if (self->nwf_roots == self->capwf_roots) {
+        Py_ssize_t cap = self->capwf_roots ? self->capwf_roots * 2 : 16;
+        struct wf_root *items = PyMem_Realloc(self->wf_roots, cap * sizeof(struct wf_root));
+        if (items == NULL) { PyErr_NoMemory(); return -1; }
+        self->wf_roots = items;
+        self->capwf_roots = cap;
+    }
+    if (self->nwf_root_ids + trace.n > self->capwf_root_ids) {
+        Py_ssize_t cap = self->capwf_root_ids ? self->capwf_root_ids : 256;
+        while (cap < self->nwf_root_ids + trace.n) cap *= 2;
+        uint8_t *ids = PyMem_Realloc(self->wf_root_ids, (size_t)cap);
+        if (ids == NULL) { PyErr_NoMemory(); return -1; }
+        self->wf_root_ids = ids;
+        self->capwf_root_ids = cap;
+    }
+    struct wf_root *x = &self->wf_roots[self->nwf_roots++];
+    x->off = self->nwf_root_ids;
+    x->n = trace.n;
+    x->at = at;
+    x->value = Py_NewRef(value);
+    if (trace.n) memcpy(self->wf_root_ids + x->off, trace.p, (size_t)trace.n);
+    self->nwf_root_ids += trace.n;
+    return 0;
+}
+
 /* Counts a workflow execution of the root s (connector.py _execution): agent_workflow_executions,
  * the duration (its exemplar the span's, in span order) and (type, outcome) -> durations for the
  * failure/SLA windows. 0, or -1 on error. */
@@ -1717,6 +1775,7 @@ static int count_execution(Scanner *self, scan_state *st, span_info *s, PyObject
     entry *e = get_entry(&st->a, M_WF_EXECUTIONS, wf_type, agent, outcome, tier);
     if (e == NULL) return -1;
     e->count++;
+    if (remember_root(self, s->trace_id, ST_OFF(st, s->raw), wf_type, agent) < 0) return -1;
     e = get_entry(&st->a, M_WF_DURATION, wf_type, tier, NULL, NULL);
     if (e == NULL) return -1;
     observe_scan(self, e, B_WORKFLOW, duration, s->trace_id, s->span_id, ST_OFF(st, s->trace_id), ST_OFF(st, s->span_id));
@@ -3382,6 +3441,7 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     self->join_late = 0; /* (take_late: this scan's) */
     Py_CLEAR(self->failures); /* (take_failures: this scan's) */
     Py_CLEAR(self->roots);    /* (take_roots: this scan's) */
+    wf_roots_clear(self);     /* (put_roots: this scan's) */
     scan_state st;
     memset(&st, 0, sizeof(st));
     st.fallback = PyList_New(0);
@@ -5002,6 +5062,59 @@ static PyObject *Scanner_take_calls(Scanner *self, PyObject *Py_UNUSED(ignored))
     return out;
 }
 
+PyDoc_STRVAR(put_roots_doc,
+"put_roots(memory, others=None)\n--\n\n"
+"Puts the workflow roots the last scan counted into memory (a Memory): (trace id,) -> (workflow "
+"type, agent id), as they were counted, in span order with others (the roots the Python side "
+"read in that request: a list of (offset of the span in the request, key, value), by offset), "
+"each put after the roots before it; then forgets the scan's (a second call puts only others).");
+
+static PyObject *Scanner_put_roots(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "put_roots(memory, others=None)");
+        return NULL;
+    }
+    PyObject *memory = args[0], *others = nargs > 1 ? args[1] : Py_None;
+    if (!Py_IS_TYPE(memory, &MemoryType)) {
+        PyErr_SetString(PyExc_TypeError, "put_roots() expects a Memory");
+        return NULL;
+    }
+    if (others != Py_None && !PyList_Check(others)) {
+        PyErr_SetString(PyExc_TypeError, "put_roots(): others must be a list or None");
+        return NULL;
+    }
+    Py_ssize_t n = others == Py_None ? 0 : PyList_GET_SIZE(others);
+    for (Py_ssize_t j = 0; j < n; j++) { /* (checked whole first: nothing put on a bad item) */
+        PyObject *o = PyList_GET_ITEM(others, j);
+        if (!PyTuple_Check(o) || PyTuple_GET_SIZE(o) != 3 || !PyLong_Check(PyTuple_GET_ITEM(o, 0))) {
+            PyErr_SetString(PyExc_TypeError, "put_roots(): others' items are (offset, key, value)");
+            return NULL;
+        }
+    }
+    Py_ssize_t i = 0, j = 0;
+    int rc = 0;
+    while (rc == 0 && (i < self->nwf_roots || j < n)) {
+        Py_ssize_t other_at = PY_SSIZE_T_MAX;
+        if (j < n) {
+            other_at = PyLong_AsSsize_t(PyTuple_GET_ITEM(PyList_GET_ITEM(others, j), 0));
+            if (other_at == -1 && PyErr_Occurred()) { rc = -1; break; }
+        }
+        if (i < self->nwf_roots && self->wf_roots[i].at < other_at) {
+            struct wf_root *x = &self->wf_roots[i++];
+            mem_leaf leaf = {self->wf_root_ids + x->off, x->n, 0, NULL};
+            rc = memory_put_leaves(memory, &leaf, 1, x->value);
+        } else {
+            PyObject *o = PyList_GET_ITEM(others, j++);
+            Py_INCREF(o); /* (a key's hash or encoding cannot change the list: held all the same) */
+            rc = mem_put((MemoryObject *)memory, PyTuple_GET_ITEM(o, 1), PyTuple_GET_ITEM(o, 2));
+            Py_DECREF(o);
+        }
+    }
+    wf_roots_clear(self);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(take_late_doc,
 "take_late() -> int\n\nThe layers the last scan dropped as late (their parent a settled layer).");
 
@@ -5409,6 +5522,10 @@ static void Scanner_dealloc(Scanner *self) {
     memo_reset(self->calls_memo);
     PyMem_Free(self->calls_memo);
     PyMem_Free(self->scratch);
+    wf_roots_clear(self);
+    PyMem_Free(self->wf_roots);
+    PyMem_Free(self->wf_root_ids);
+    Py_XDECREF(self->wf_root_last);
     PyObject **strs[] = {&self->s_success_outcome, &self->s_failed_outcome, &self->s_timeout,
                          &self->s_cancelled, &self->s_critical, &self->s_workflow,&self->s_unknown, &self->s_none, &self->s_error, &self->s_success,
                          &self->s_other, &self->s_true, &self->s_false, &self->s_failed,
@@ -5430,6 +5547,7 @@ static PyMethodDef Scanner_methods[] = {
     {"settle_packed", (PyCFunction)(void (*)(void))Scanner_settle_packed, METH_FASTCALL, settle_packed_doc},
     {"take_calls", (PyCFunction)Scanner_take_calls, METH_NOARGS, take_calls_doc},
     {"take_late", (PyCFunction)Scanner_take_late, METH_NOARGS, take_late_doc},
+    {"put_roots", (PyCFunction)(void (*)(void))Scanner_put_roots, METH_FASTCALL, put_roots_doc},
     {"take_failures", (PyCFunction)Scanner_take_failures, METH_NOARGS, take_failures_doc},
     {"take_roots", (PyCFunction)Scanner_take_roots, METH_NOARGS, take_roots_doc},
     {"forget_shapes", (PyCFunction)Scanner_forget_shapes, METH_NOARGS, forget_shapes_doc},

@@ -228,6 +228,19 @@ class Scanner:
     def forget_shapes(self) -> None:
         """To be called whenever a shape leaves ``join_shapes`` or maps to another series: the
         scanner remembers the shapes it found there (by their content) and forgets them then."""
+    def put_roots(
+        self,
+        memory: Memory,
+        others: list[tuple[int, tuple[bytes], tuple[str, str]]] | None = None,
+        /,
+    ) -> None:
+        """Puts the workflow roots the last scan counted into ``memory``: ``(trace id,) ->
+        (workflow type, agent id)`` as they were counted (the connector's memory of roots, for
+        the tokens of their traces' inference spans: ``_count_tokens``), in span order with
+        ``others`` (the roots the Python side read in that request: (offset of the span in
+        the request, key, value), by offset), each put after those before it; then forgets the
+        scan's (a second call puts only ``others``). ``TypeError`` when ``memory`` is not a
+        :class:`Memory` or an item of ``others`` is not such a tuple (nothing put)."""
     def take_late(self) -> int:
         """The layers the last scan dropped as late (their parent a settled layer)."""
     def span_attrs(

@@ -61,7 +61,9 @@ class ToolCallJoinConfig(ConfigModel):
     one seen, waiting for the other layers of the same calls (an MCP server span exported by
     another process, in another request); ``0s`` joins only what arrives in one request.
     ``max_traces``: traces held at most; beyond it the oldest is settled early (counted,
-    never lost)."""
+    never lost). The same window and bound hold the tokens of inference calls whose trace's
+    workflow root was not counted yet (for its workflow type and agent); the roots counted
+    are remembered for them, the newest ``4 * max_traces``."""
 
     window: Duration = Seconds(10)
     max_traces: int = Field(10_000, ge=1)

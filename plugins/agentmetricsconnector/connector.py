@@ -108,6 +108,11 @@ RECOVERABLE_ERRORS = frozenset(
     {"timeout", "rate_limited", "connection", "TimeoutError", "ConnectionError", "cancelled"}
 )
 UNKNOWN = "unknown"
+# what labelled an inference call's workflow totals (otelcol_connector_agentmetrics_
+# workflow_token_calls_total{result}: see _count_tokens)
+TOKEN_RESULTS = ("stamped", "root", "waited", "no_root")
+STAMPED, ROOT, WAITED, NO_ROOT = range(len(TOKEN_RESULTS))
+UNBOUNDED = 1 << 62  # a memory's size while a request's roots are counted
 FACTS_CACHE = 4096  # span shapes whose dialect facts are kept
 SHAPE_MEMO = 4096  # span shapes (of the C scanner) whose reading is remembered, per context
 SHAPE_CONTEXTS = 256  # (scope, service) pairs with such a memo
@@ -347,7 +352,7 @@ class _Batch:
     tool-call layers and failures for the joiner."""
 
     __slots__ = ("a2a_clients", "a2a_servers", "consumers", "failures", "inferences", "layers",
-                 "links", "marks", "ops", "producers", "workflows")  # fmt: skip
+                 "links", "marks", "ops", "producers", "roots", "workflows")  # fmt: skip
 
     def __init__(self) -> None:
         self.ops: list[tuple[Any, tuple[Any, ...]]] = []
@@ -356,6 +361,10 @@ class _Batch:
         # (see _merge_native)
         self.marks: list[tuple[int, int]] = []
         self.workflows: list[tuple[str, str, float]] = []
+        # the workflow roots counted: (offset of the span, (trace id,), (workflow type, agent
+        # id)), for the tokens of their traces' inference spans (see _count_tokens); the
+        # offset in the request of a span the C scanner left to Python (else 0)
+        self.roots: list[tuple[int, tuple[bytes], tuple[str, str]]] = []
         self.producers: list[tuple[bytes, int]] = []
         # A2A consumers: (parent, link span ids, start, trace, span, message type)
         self.consumers: list[tuple[bytes, list[bytes], int, bytes, bytes, str]] = []
@@ -607,6 +616,33 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._late_seen = 0
         self._early_seen = 0
         self._caller_child: Any = None  # the labelled children _settle sets, once created
+        # the workflow roots counted, for the tokens of their traces' inference spans that carry
+        # no stamp of the workflow processor: (trace id,) -> (workflow type, agent id), the
+        # newest 4 x tool_call_join.max_traces (the joiner's memories' bound; a Memory with the
+        # C scanner, which puts its roots there itself: put_roots); the inference calls of
+        # traces whose root was not counted yet, held per trace for tool_call_join.window
+        # (trace -> (deadline, [(input tokens, output tokens, cost)])): see _count_tokens
+        self._roots_size = 4 * join.max_traces
+        self._wf_roots: Any = collections.OrderedDict()
+        self._token_waits: collections.OrderedDict[
+            bytes, tuple[float, list[tuple[int | None, int | None, float]]]
+        ] = collections.OrderedDict()
+        self._token_window = join.window
+        self._token_max = join.max_traces
+        # inference calls by the workflow their tokens were counted for (see TOKEN_RESULTS),
+        # and as last reported
+        self._token_results = [0] * len(TOKEN_RESULTS)
+        self._token_reported = [0] * len(TOKEN_RESULTS)
+        self._token_counter = service.counter(
+            "otelcol_connector_agentmetrics_workflow_token_calls",
+            "Inference calls with token usage by the workflow their tokens were counted for in "
+            "agent_workflow_tokens_total and agent_workflow_cost_usd_total: the workflow "
+            "processor's stamp on the span (stamped), the root of its trace counted before or "
+            "in the same request (root) or within tool_call_join.window after it (waited), or "
+            "none, no workflow root of its trace counted by then: not in those totals "
+            "(no_root).",
+            ("connector", "result"),
+        )
         self._pending_child: Any = None
         self._events_counter = service.counter(
             "otelcol_connector_agentmetrics_genai_events",
@@ -711,6 +747,10 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             k.encode() for k in (n.workflow_name, n.workflow_id, n.workflow_type)
         } <= set(self._shape_keys())
         self._scanner = self._native_scanner(exemplars)
+        native = load("_agentscan")
+        if self._scanner is not None and native is not None:
+            # (the scanner puts the roots it counts there: put_roots)
+            self._wf_roots = native.Memory(self._roots_size)
         if self._scanner is not None and self._join_enabled:
             self.joiner.use_native(self._scanner)
 
@@ -973,10 +1013,17 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
                 self._merge_native(series, now_ns, batch)
                 for (wf_type, outcome), durations in workflows.items():
                     self._windows(wf_type, outcome, durations, now)
+                # the roots it counted and those read here, in span order (all of the
+                # request's kept while the tokens of their traces are counted: trimmed to the
+                # bound after, in _apply)
+                self._wf_roots.size = UNBOUNDED
+                self._scanner.put_roots(self._wf_roots, batch.roots or None)
+                batch.roots = []
                 self._apply(batch, now_ns, now)
                 self._match_consumers(consumers, now_ns)
                 self._match_consumers(batch.consumers, now_ns)
                 self._settle(now_ns, now)
+                self._settle_tokens(now_ns, now)
                 return
         # the Python path reads span by span: the request is checked whole first (a full
         # parse), and every span is read before anything is counted (consume is atomic)
@@ -991,6 +1038,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._apply(batch, now_ns, now)
         self._match_consumers(batch.consumers, now_ns)
         self._settle(now_ns, now)
+        self._settle_tokens(now_ns, now)
 
     def _read_fallback(
         self,
@@ -1593,8 +1641,11 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
 
     def _count_tokens(self, tokens: TokenCount, now_ns: int) -> None:
         """``gen_ai.client.token.usage`` and the workflow's token and cost totals of one
-        inference call (from its span, or its GenAI event)."""
-        wf_type = tokens.workflow_type
+        inference call (from its span, or its GenAI event). The totals carry the workflow
+        type and agent of the call's trace: the workflow processor's stamp on it, else those
+        its trace's root was counted with (``_workflow``), remembered (``_wf_roots``); a call
+        whose trace's root was not counted yet is held for ``tool_call_join.window``
+        (:meth:`_settle_tokens`)."""
         model = tokens.model
         price = self._prices.get(model) if model else None
         cost = 0.0
@@ -1608,18 +1659,97 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             self.token_usage.observe(
                 NO_RESOURCE, labels, float(count), now_ns, tokens.trace_id, tokens.span_id
             )
-            if wf_type:
-                wf_labels = (
-                    ("workflow_type", wf_type),
-                    ("agent_id", tokens.workflow_agent),
-                    ("token_type", token_type),
-                )
-                self.workflow_tokens.add(NO_RESOURCE, wf_labels, count, now_ns)
             if price is not None:
                 cost += count * (price[0] if token_type == "input" else price[1])
-        if wf_type and price is not None and cost:
-            labels = (("workflow_type", wf_type), ("agent_id", tokens.workflow_agent))
-            self.workflow_cost.add(NO_RESOURCE, labels, cost, now_ns)
+        wf_type = tokens.workflow_type
+        if wf_type:
+            self._token_results[STAMPED] += 1
+            agent = tokens.workflow_agent
+        else:
+            trace = tokens.trace_id
+            if not trace:  # (an event outside any trace: no workflow's)
+                return
+            root = self._wf_roots.get((trace,))
+            if root is None:
+                held = (tokens.input_tokens, tokens.output_tokens, cost)
+                self._hold_tokens(trace, held, now_ns)
+                return
+            self._token_results[ROOT] += 1
+            wf_type, agent = root
+        self._workflow_totals(
+            wf_type, agent, tokens.input_tokens, tokens.output_tokens, cost, now_ns
+        )
+
+    def _workflow_totals(
+        self,
+        wf_type: str,
+        agent: str,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cost: float,
+        now_ns: int,
+    ) -> None:
+        """``agent_workflow_tokens`` and ``agent_workflow_cost_usd`` of one inference call."""
+        for token_type, count in (("input", input_tokens), ("output", output_tokens)):
+            if count is not None:
+                labels = (
+                    ("workflow_type", wf_type),
+                    ("agent_id", agent),
+                    ("token_type", token_type),
+                )
+                self.workflow_tokens.add(NO_RESOURCE, labels, count, now_ns)
+        if cost:
+            self.workflow_cost.add(
+                NO_RESOURCE, (("workflow_type", wf_type), ("agent_id", agent)), cost, now_ns
+            )
+
+    def _hold_tokens(
+        self, trace: bytes, held: tuple[int | None, int | None, float], now_ns: int
+    ) -> None:
+        """Holds an inference call's tokens and cost for its trace's root (see
+        :meth:`_settle_tokens`); beyond ``tool_call_join.max_traces`` traces the oldest is
+        settled early."""
+        waits = self._token_waits
+        entry = waits.get(trace)
+        if entry is None:
+            entry = waits[trace] = (now_ns / 1e9 + self._token_window, [])
+            if len(waits) > self._token_max:
+                old, (_, calls) = waits.popitem(last=False)
+                self._release_tokens(old, calls, now_ns)
+        entry[1].append(held)
+
+    def _settle_tokens(self, now_ns: int, now: float, everything: bool = False) -> None:
+        """The held inference calls whose window ended: counted for the workflow their
+        trace's root was counted with meanwhile (in any request since), else not in the
+        workflow totals (no workflow root of their trace: their tokens are in
+        ``gen_ai.client.token.usage`` only). A root arriving later counts its execution, not
+        these tokens."""
+        waits = self._token_waits
+        while waits:
+            trace, (deadline, calls) = next(iter(waits.items()))
+            if not everything and deadline > now:
+                break
+            del waits[trace]
+            self._release_tokens(trace, calls, now_ns)
+        results, reported = self._token_results, self._token_reported
+        if results != reported:
+            name = self.settings.name
+            for i, result in enumerate(TOKEN_RESULTS):
+                if results[i] != reported[i]:
+                    self._token_counter.labels(name, result).inc(results[i] - reported[i])
+                    reported[i] = results[i]
+
+    def _release_tokens(
+        self, trace: bytes, calls: list[tuple[int | None, int | None, float]], now_ns: int
+    ) -> None:
+        root = self._wf_roots.get((trace,))
+        if root is None:
+            self._token_results[NO_ROOT] += len(calls)
+            return
+        self._token_results[WAITED] += len(calls)
+        wf_type, agent = root
+        for input_tokens, output_tokens, cost in calls:
+            self._workflow_totals(wf_type, agent, input_tokens, output_tokens, cost, now_ns)
 
     def _a2a(
         self,
@@ -1756,6 +1886,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             )
         )
         batch.workflows.append((wf_type, outcome, duration))
+        batch.roots.append(
+            (batch.marks[-1][1] if batch.marks else 0, (trace_id,), (wf_type, agent_id))
+        )
 
     def _failed_root(
         self,
@@ -1846,8 +1979,25 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
     # -- counting --------------------------------------------------------------------------------
     def _apply(self, batch: _Batch, now_ns: int, now: float) -> None:
         """Counts what a request's spans said (nothing here can fail on the spans' content)."""
+        # the request's workflow roots remembered before the tokens of their traces'
+        # inference spans are counted, and all of them kept meanwhile: the oldest roots
+        # beyond the bound dropped after (with the C scanner, put by put_roots)
+        roots = self._wf_roots
+        plain = roots.__class__ is collections.OrderedDict
+        if batch.roots:
+            if not plain:
+                roots.size = UNBOUNDED
+            for _, key, value in batch.roots:
+                roots[key] = value
+                if plain:  # (the Memory moves it itself)
+                    roots.move_to_end(key)
         for fn, args in batch.ops:
             fn(*args)
+        if plain:
+            while len(roots) > self._roots_size:
+                roots.popitem(last=False)
+        elif roots.size != self._roots_size:
+            roots.size = self._roots_size
         if batch.workflows:
             # (by type and outcome, in order of first appearance: the windows count them
             # alike one by one or together, and the C scanner's are given so too)
@@ -1988,6 +2138,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         for tokens in self.events.add_events(events, now):
             self._count_tokens(tokens, now_ns)
         self._settle_events(now_ns, now)
+        self._settle_tokens(now_ns, now)
 
     def _settle_events(self, now_ns: int, now: float, everything: bool = False) -> None:
         for tokens in self.events.settle(now, everything):
@@ -2003,6 +2154,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         now_ns = time.time_ns()
         self._settle(now_ns, now_ns / 1e9, everything=True)
         self._settle_events(now_ns, now_ns / 1e9, everything=True)
+        self._settle_tokens(now_ns, now_ns / 1e9, everything=True)
         await super().shutdown()
         if self.on_stop is not None:
             self.on_stop()
@@ -2012,6 +2164,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         now = now_ns / 1e9
         self._settle(now_ns, now)
         self._settle_events(now_ns, now)
+        self._settle_tokens(now_ns, now)
         for w in self.windows.values():
             w.prune(now)
         for m in (self.failure_ratio, self.sla_ratio, self.budget_remaining, self.burn_rate):

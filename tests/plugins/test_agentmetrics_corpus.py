@@ -441,3 +441,152 @@ async def test_connector_alone_labels_the_agent_as_the_workflow_processor(
         assert alone["calculator"] == 1
     if source == "langgraph_openllmetry":
         assert alone == {"calc_agent": 2}  # (create_agent and invoke_agent: two traces)
+
+
+# -- tokens and cost: the trace's workflow, with and without the workflow processor ahead -------
+# the recorded models: pydantic-ai's FunctionModel, OpenLLMetry's LangChain model name (the
+# OpenInference recording names none: its calls cost nothing)
+PRICES = {
+    "function:model:": {"input": 1.0, "output": 2.0},
+    "unknown": {"input": 0.5, "output": 4.0},
+}
+Totals = dict[tuple[str, str, str, str], float]
+
+
+async def workflow_totals(
+    payloads: list[bytes], window: str = "10s"
+) -> tuple[Totals, Counter[tuple[str, str]], dict[str, float]]:
+    """After ``payloads``: ``agent_workflow_tokens`` and ``agent_workflow_cost_usd`` by
+    (metric, workflow type, agent, token type), the executions by (workflow type, agent) and
+    the inference calls by what labelled their totals (the connector's self-telemetry)."""
+    cfg = AgentMetricsConfig.model_validate(
+        {"metrics_flush_interval": "0s", "prices": PRICES, "tool_call_join": {"window": window}}
+    )
+    out = Capture()
+    tel = SelfTelemetry()
+    conn = AgentMetricsConnector(settings(Kind.CONNECTOR, "agentmetrics", tel), cfg, out)
+    for p in payloads:
+        await conn.consume(Traces(p))
+    await conn.shutdown()
+    totals: Totals = {}
+    executions: Counter[tuple[str, str]] = Counter()
+    if out.payloads:
+        got = out.payloads[0].message()
+        for name in ("agent_workflow_tokens", "agent_workflow_cost_usd"):
+            for dp in points(got, name):
+                lab = labels(dp)
+                key = (name, lab["workflow_type"], lab["agent_id"], lab.get("token_type", ""))
+                totals[key] = dp.as_int if name == "agent_workflow_tokens" else dp.as_double
+        for dp in points(got, "agent_workflow_executions"):
+            lab = labels(dp)
+            executions[lab["workflow_type"], lab["agent_id"]] += dp.as_int
+    results = {}
+    for result in ("stamped", "root", "waited", "no_root"):
+        value = tel.value(
+            "otelcol_connector_agentmetrics_workflow_token_calls_total",
+            connector="agentmetrics",
+            result=result,
+        )
+        if value:
+            results[result] = value
+    return totals, executions, results
+
+
+def inference_calls(req: ExportTraceServiceRequest) -> int:
+    """The inference spans recording token usage."""
+    dialects = default_dialects()
+    return sum(
+        1
+        for rs in req.resource_spans
+        for ss in rs.scope_spans
+        for sp in ss.spans
+        if dialects.classify_span(sp, ss.scope.name).role.value == "inference"
+        and any(kv.key in TOKEN_KEYS["input"] + TOKEN_KEYS["output"] for kv in sp.attributes)
+    )
+
+
+@pytest.mark.parametrize(("source", "scenario"), sorted(EXPECTED))
+async def test_connector_alone_counts_tokens_and_cost_for_the_workflow_as_with_the_processor(
+    source: str, scenario: str
+) -> None:
+    """The inference calls' tokens and cost (``agent_workflow_tokens_total``,
+    ``agent_workflow_cost_usd_total``) carry the workflow type and agent their trace's
+    execution is counted with, with the connector alone as with the workflow processor ahead
+    (whose stamp they take then): every recorded token in its workflow's totals. Before, the
+    connector alone counted no workflow totals at all (they took the processor's stamp only)."""
+    from benchmarks.agent_components import run_workflow
+
+    req = as_workflows(load(source, scenario))
+    body = req.SerializeToString()
+    alone, executions, results = await workflow_totals([body])
+    _, released = await run_workflow([body], 1)
+    after, after_executions, after_results = await workflow_totals([p.to_bytes() for p in released])
+    calls = inference_calls(req)
+    assert results == ({"root": calls} if calls else {})
+    assert after_results == ({"stamped": calls} if calls else {})
+    if source in AGENT_BELOW_ROOT:  # (the connector alone reads the root's agent: unknown)
+        assert {(m, t, "calculator", k): v for (m, t, a, k), v in alone.items()} == after
+        assert {a for _, _, a, _ in alone} <= {"unknown"}
+    else:
+        assert alone == after
+    # the totals' labels are an execution's of the same pipeline, every token in them
+    assert {(t, a) for _, t, a, _ in alone} <= set(executions)
+    assert {(t, a) for _, t, a, _ in after} <= set(after_executions)
+    tokens: Counter[str] = Counter()
+    for (name, _, _, kind), value in alone.items():
+        if name == "agent_workflow_tokens":
+            tokens[kind] += int(value)
+    assert tokens == expected_tokens(req)
+    if calls and source != "langgraph_openinference":  # (its calls name no model)
+        assert any(name == "agent_workflow_cost_usd" for name, _, _, _ in alone)
+
+
+def split_roots(req: ExportTraceServiceRequest) -> tuple[bytes, bytes]:
+    """The request as (its parentless spans, the others): two requests."""
+    roots, rest = ExportTraceServiceRequest(), ExportTraceServiceRequest()
+    for part, keep in ((roots, True), (rest, False)):
+        part.CopyFrom(req)
+        for rs in part.resource_spans:
+            for ss in rs.scope_spans:
+                spans = [sp for sp in ss.spans if (not sp.parent_span_id) == keep]
+                del ss.spans[:]
+                ss.spans.extend(spans)
+    return roots.SerializeToString(), rest.SerializeToString()
+
+
+# the recorded sources whose successful run made inference calls with token usage
+TOKEN_SOURCES = [
+    (source, "success")
+    for source in ("langgraph_openinference", "langgraph_openllmetry", "pydantic_ai",
+                   "pydantic_ai_mcp")
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("source", "scenario"), TOKEN_SOURCES)
+@pytest.mark.parametrize(
+    ("order", "window", "result"),
+    [
+        ("root first", "0s", "root"),  # remembered: a root counted before its calls
+        ("root last", "10s", "waited"),  # in a later request within the join window
+        ("root last", "0s", "no_root"),  # after the window: the calls are no workflow's
+    ],
+)
+async def test_a_traces_root_in_another_request_than_its_inference_calls(
+    source: str, scenario: str, order: str, window: str, result: str
+) -> None:
+    """The recorded trace with its root (the workflow) in a request of its own, before or
+    after its other spans (a process exporting its root later): the connector alone counts
+    the inference calls' tokens for the root's workflow when it was counted before them or
+    within ``tool_call_join.window`` after them (held meanwhile); a root arriving after the
+    window counts its execution, and the calls' tokens are in no workflow's totals (counted
+    ``no_root``; ``gen_ai.client.token.usage`` has them)."""
+    req = as_workflows(load(source, scenario))
+    whole, executions, _ = await workflow_totals([req.SerializeToString()], window)
+    roots, rest = split_roots(req)
+    payloads = [roots, rest] if order == "root first" else [rest, roots]
+    got, got_executions, results = await workflow_totals(payloads, window)
+    calls = inference_calls(req)
+    assert calls and whole
+    assert got_executions == executions
+    assert results == {result: calls}
+    assert got == ({} if result == "no_root" else whole)

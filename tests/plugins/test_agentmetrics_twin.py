@@ -712,3 +712,91 @@ async def test_failed_roots_of_a_learned_shape_are_counted_by_the_scanner(
             else set(range(len(FAILED_ROOTS))) - python - (set() if gateway else {STATUS_REPORT})
         )
         assert handed.count(PEER) == (0 if k == 0 else len(parts))
+
+
+# -- tokens and cost of the workflow of their trace (connector.py _count_tokens) ---------------
+PRICES = {
+    "function:model:": {"input": 1.0, "output": 2.0},
+    "unknown": {"input": 0.5, "output": 4.0},
+}
+
+
+def workflow_corpus(order: str) -> list[bytes]:
+    """The recorded real libraries' requests with their parentless spans named workflows
+    (``workflow.name``), each whole, or as two requests: its roots first or last."""
+    from tests.agent_sources._otel import read_corpus
+    from tests.plugins.test_agentmetrics_corpus import as_workflows, split_roots
+
+    out = []
+    for p in sorted(CORPUS.glob("*/*.json")):
+        req = as_workflows(read_corpus(p))
+        if order == "whole":
+            out.append(req.SerializeToString())
+            continue
+        roots, rest = split_roots(req)
+        out.extend([roots, rest] if order == "roots first" else [rest, roots])
+    return out
+
+
+@pytest.mark.parametrize(("merged", "max_traces"), [(1, 10_000), (7, 1)])
+@pytest.mark.parametrize("window", ["10s", "0s"])
+@pytest.mark.parametrize("order", ["whole", "roots first", "roots last"])
+async def test_workflow_tokens_and_cost_give_the_same_output(
+    order: str, window: str, merged: int, max_traces: int
+) -> None:
+    """The inference calls' tokens and cost in their trace's workflow totals, the roots
+    counted by the scanner (put into the connector's memory by ``put_roots``) or in Python:
+    the same output, in one request or the roots before or after the calls; also with the
+    memory of roots at its bound (4 x ``max_traces``: fewer than a merged request's roots,
+    all of which are kept while its calls are counted)."""
+    reqs = workflow_corpus(order)
+    join = {"window": window, "max_traces": max_traces}
+    got = await assert_same_output(
+        [reqs[i : i + merged] for i in range(0, len(reqs), merged)],
+        {"prices": PRICES, "tool_call_join": join},
+    )
+    names = {name for name, _, _ in points(got)}
+    if order == "roots last" and window == "0s" and merged == 1:
+        assert "agent_workflow_tokens" not in names  # (no root in time: no workflow's)
+    else:
+        assert {"agent_workflow_tokens", "agent_workflow_cost_usd"} <= names
+
+
+def test_put_roots_puts_the_last_scans_roots_once() -> None:
+    """``Scanner.put_roots``: the roots the last scan counted, (trace id,) -> (type, agent),
+    in span order, put once (a scan forgets the previous one's); a memory of another type is
+    refused."""
+    native = require_native("_agentscan")
+    scanner = connector(True, {})._scanner
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add().spans
+    for trace, (attrs, _) in enumerate(TYPE_CASES[:2], 1):
+        spans.append(typed_root(trace, attrs, False))
+    spans[1].attributes.append(kv("gen_ai.agent.name", "triager"))
+    body = req.SerializeToString()
+    memory = native.Memory(8)
+    scanner.scan(body)
+    scanner.put_roots(memory)
+    assert memory.items() == [
+        ((tid(1),), ("triage", "unknown")),
+        ((tid(2),), ("support", "triager")),
+    ]
+    memory.clear()
+    scanner.put_roots(memory)  # (put already)
+    assert len(memory) == 0
+    scanner.scan(body)
+    scanner.scan(b"")  # (a scan forgets the last one's roots)
+    scanner.put_roots(memory)
+    assert len(memory) == 0
+    with pytest.raises(TypeError):
+        scanner.put_roots({})
+    # others (the roots read in Python): put in span order with the scan's, by offset
+    scanner.scan(body)
+    first = body.index(tid(1))  # (inside the first root span: before the second's offset)
+    with pytest.raises(TypeError):
+        scanner.put_roots(memory, [(first, (tid(9),))])  # (nothing put)
+    assert len(memory) == 0
+    others = [(0, (tid(2),), ("early", "a")), (first, (tid(1),), ("late", "b"))]
+    scanner.put_roots(memory, others)
+    # (tid 2 early, the scan's tid 1, tid 1 late, the scan's tid 2: each put moves its key last)
+    assert memory.items() == [((tid(1),), ("late", "b")), ((tid(2),), ("support", "triager"))]

@@ -179,6 +179,10 @@ def state(conn: AgentMetricsConnector) -> dict[str, Any]:
         for w, win in conn.windows.items()
     }
     out["producers"] = dict(conn._producers)  # the order differs (Python spans last)
+    # the workflow roots remembered for the tokens of their traces, in order (put in span
+    # order on both paths), and the calls waiting for one
+    out["roots"] = list(conn._wf_roots.items())
+    out["token_waits"] = {t: calls for t, (_, calls) in conn._token_waits.items()}
     return out
 
 
