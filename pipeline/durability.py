@@ -448,15 +448,7 @@ class WriteAheadLog:
         next request logged) and ``RESOURCE_EXHAUSTED`` / 429."""
         reason = "log_failed" if failed else "write_failed"
         detail = str(exc.strerror or exc) if exc is not None else "the log has failed"
-        entry.telemetry.service.counter(
-            "otelcol_service_wal_refused_requests",
-            "Requests a receiver refused (the sender is asked to retry) because the "
-            "write-ahead log could not take them, by reason (log_failed: the log failed and "
-            "refuses writes until a reload or restart; write_failed: one write failed, such as "
-            "a full disk; replay_first: the replay waits for room in that receiver's "
-            "pipelines); each logged.",
-            ("receiver", "reason"),
-        ).labels(entry.instance, reason).inc()
+        _refused_counter(entry).labels(entry.instance, reason).inc()
         self.limiter.log(
             log,
             logging.ERROR,
@@ -489,15 +481,7 @@ class WriteAheadLog:
         the request would meet), so the room that frees goes to the replayed data first.
         Counted (``otelcol_service_wal_refused_requests{receiver, reason="replay_first"}``)
         and logged (at most once a second); the receiver's status does not change."""
-        entry.telemetry.service.counter(
-            "otelcol_service_wal_refused_requests",
-            "Requests a receiver refused (the sender is asked to retry) because the "
-            "write-ahead log could not take them, by reason (log_failed: the log failed and "
-            "refuses writes until a reload or restart; write_failed: one write failed, such as "
-            "a full disk; replay_first: the replay waits for room in that receiver's "
-            "pipelines); each logged.",
-            ("receiver", "reason"),
-        ).labels(entry.instance, "replay_first").inc()
+        _refused_counter(entry).labels(entry.instance, "replay_first").inc()
         self.limiter.log(
             log,
             logging.WARNING,
@@ -661,3 +645,15 @@ class DurableEntry:
         except StorageError as exc:
             raise self.wal.refuse(self, exc, failed=wal.stats.failed) from exc
         self.wal.logged(self)
+
+
+def _refused_counter(entry: DurableEntry) -> Any:
+    """``otelcol_service_wal_refused_requests{receiver, reason}`` of ``entry``'s service."""
+    return entry.telemetry.service.counter(
+        "otelcol_service_wal_refused_requests",
+        "Requests a receiver refused (the sender is asked to retry) because the write-ahead "
+        "log could not take them, by reason (log_failed: the log failed and refuses writes "
+        "until a reload or restart; write_failed: one write failed, such as a full disk; "
+        "replay_first: the replay waits for room in that receiver's pipelines); each logged.",
+        ("receiver", "reason"),
+    )

@@ -221,12 +221,7 @@ class SegmentLog:
     def open(self) -> list[Record]:
         """Lock the directory, recover its segments and start the writer. Returns the records
         not done, in the order they were written (read their bodies with :meth:`read`)."""
-        if self.opened:
-            raise StorageError(errno.EALREADY, f"log {self.directory} is already open")
-        self.directory.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
-        self._lock()
-        self.stats.live = 0
-        self.stats.corrupt = 0
+        self._begin_open()
         try:
             pending = self._recover()
         except BaseException:
@@ -243,12 +238,7 @@ class SegmentLog:
         the caller calls :meth:`Recovery.next` in a thread, so neither the open nor the event
         loop waits for every record to be read. ``measure`` is called with each record's
         body as it is read (its result in :attr:`Record.measured`)."""
-        if self.opened:
-            raise StorageError(errno.EALREADY, f"log {self.directory} is already open")
-        self.directory.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
-        self._lock()
-        self.stats.live = 0
-        self.stats.corrupt = 0
+        self._begin_open()
         try:
             seqs = self._segment_seqs()
             tail: list[Record] = []
@@ -265,6 +255,16 @@ class SegmentLog:
             raise
         self._start_writer()
         return recovery
+
+    def _begin_open(self) -> None:
+        """What both ways of opening do first: refuse a second open, make and lock the
+        directory, reset the recovery's counts."""
+        if self.opened:
+            raise StorageError(errno.EALREADY, f"log {self.directory} is already open")
+        self.directory.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
+        self._lock()
+        self.stats.live = 0
+        self.stats.corrupt = 0
 
     def _start_writer(self) -> None:
         self.opened = True

@@ -224,6 +224,19 @@ class NativeJoin(Protocol):
     ) -> tuple[_Entry | None, int, int]: ...
 
 
+def _settle_one(
+    join: NativeJoin, entry: _Entry, now: float, errors: list[tuple[tuple[str, str], ...]]
+) -> int:
+    """One held entry settled as the scanner settles it: ``settle_simple`` when packed
+    (``settle_packed`` when it has failures), else ``settle_layers``; its calls counted, or
+    < 0 when it cannot be settled yet."""
+    if entry.packed and entry.failures:
+        return join.settle_packed(entry.layers, entry.failures, now, errors)
+    if entry.packed:
+        return join.settle_simple(entry.layers, now)
+    return join.settle_layers(entry.layers, entry.failures, entry.parents, now, errors)
+
+
 def settle_front(
     join: NativeJoin,
     pending: collections.OrderedDict[bytes, _Entry],
@@ -252,12 +265,7 @@ def settle_front(
         if over and not expired:
             early += 1
         del pending[trace]
-        if entry.packed and entry.failures:
-            done = join.settle_packed(entry.layers, entry.failures, now, errors)
-        elif entry.packed:
-            done = join.settle_simple(entry.layers, now)
-        else:
-            done = join.settle_layers(entry.layers, entry.failures, entry.parents, now, errors)
+        done = _settle_one(join, entry, now, errors)
         if done < 0:
             return entry, calls, early
         calls += done
@@ -284,12 +292,7 @@ def settle_due(
     while at < len(due):
         trace, entry = due[at]
         del pending[trace]
-        if entry.packed and entry.failures:
-            done = join.settle_packed(entry.layers, entry.failures, now, errors)
-        elif entry.packed:
-            done = join.settle_simple(entry.layers, now)
-        else:
-            done = join.settle_layers(entry.layers, entry.failures, entry.parents, now, errors)
+        done = _settle_one(join, entry, now, errors)
         if done < 0:
             break
         calls += done
