@@ -130,6 +130,18 @@ class TLSFront:
         self.proc = None
 
 
+def committed_offset(b: Broker, group: str = "g1", topic: str = "otlp_spans") -> int:
+    """The offset ``group`` committed on partition 0 of ``topic`` (where it starts again)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group})
+    try:
+        (tp,) = c.committed([TopicPartition(topic, 0)], timeout=10)
+        return int(tp.offset)
+    finally:
+        c.close()
+
+
 class Broker:
     """One Tansu broker process; with ``authentication``, SASL is required; with ``tls``
     (``(cert, key)`` or ``(cert, key, client_ca)``), clients reach it through a

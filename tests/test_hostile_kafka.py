@@ -21,7 +21,7 @@ import pytest
 from pipeline import Signal
 from plugins._kafka import decode
 from tests.hostile import mutate, refused_requests
-from tests.kafka_support import broker
+from tests.kafka_support import broker, committed_offset
 from tests.otlp_support import recording_backend
 from tests.plugins.test_kafka import kcat_produce, receiver_gateway, receiver_of, traces
 from tests.poison import poison_traces
@@ -104,11 +104,4 @@ async def test_every_hostile_message_is_skipped_counted_and_its_offset_logged(
             assert {"huge1-0-s0"} <= names
         # every skipped message's offset is in the log (some lines name several)
         assert _logged_offsets(caplog.records) == bad_offsets
-        from confluent_kafka import Consumer, TopicPartition
-
-        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "g1"})
-        try:
-            (tp,) = c.committed([TopicPartition("otlp_spans", 0)], timeout=10)
-            assert tp.offset == len(values)
-        finally:
-            c.close()
+        assert committed_offset(b) == len(values)

@@ -21,7 +21,7 @@ from pipeline import ConfigErrors, Signal
 from plugins._kafka import DEFAULT_TOPICS
 from plugins.kafkaexporter import KafkaExporterConfig
 from plugins.kafkareceiver import KafkaReceiverConfig
-from tests.kafka_support import Broker, broker, kcat_binary, kcat_env
+from tests.kafka_support import Broker, broker, committed_offset, kcat_binary, kcat_env
 from tests.otlp_support import RecordingBackend, recording_backend
 from tests.support import (
     GatewayProcess,
@@ -310,14 +310,7 @@ async def test_receiver_reads_what_kcat_wrote_and_skips_poison(tmp_path: Path) -
             names = span_names(sink)
             assert len(names) == 36 and set(names.values()) == {1}
         # the offsets were committed: the group starts after the last message
-        from confluent_kafka import Consumer, TopicPartition
-
-        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "g1"})
-        try:
-            (tp,) = c.committed([TopicPartition("otlp_spans", 0)], timeout=10)
-            assert tp.offset == len(values)
-        finally:
-            c.close()
+        assert committed_offset(b) == len(values)
 
 
 async def test_receiver_reads_otlp_json(tmp_path: Path) -> None:
@@ -401,14 +394,7 @@ async def test_consuming_task_failing_is_logged_counted_reported_and_restarted(
             assert set(names.values()) == {1}  # the failed one was not delivered before
         failed = [r for r in caplog.records if "background task 'consume' failed" in r.getMessage()]
         assert failed and failed[0].exc_info is not None  # with its traceback
-        from confluent_kafka import Consumer, TopicPartition
-
-        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "g1"})
-        try:
-            (tp,) = c.committed([TopicPartition("otlp_spans", 0)], timeout=10)
-            assert tp.offset == len(values)
-        finally:
-            c.close()
+        assert committed_offset(b) == len(values)
 
 
 # -- end to end: SDK -> gateway A -> kafka -> group of two gateways -> backend ---------------
