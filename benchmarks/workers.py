@@ -521,6 +521,36 @@ def _failures(stats: list[dict[str, Any]]) -> str:
     return "; ".join(out)
 
 
+def _where_cores_went(runs: list[Run], servers: list[str], cpus: int | None = None) -> list[str]:
+    """Per server, where the machine's cores went while the saturation load was sent (medians):
+    the server, the load generators, this benchmark's process, the other processes (the
+    machine's busy time less all these) and what stayed unused."""
+    cpus = cpus or os.cpu_count() or 1
+    out = []
+    for server in servers:
+        sat = [r for r in runs if r.server == server and r.mode == "saturation"]
+        if not sat:
+            continue
+
+        def med(value: Callable[[Run], float], sat: list[Run] = sat) -> float:
+            return statistics.median(value(r) for r in sat)
+
+        srv = med(lambda r: r.cores_sending)
+        lg = med(lambda r: (r.loadgen_user_s + r.loadgen_sys_s) / max(r.seconds, 1e-9))
+        me = med(lambda r: r.bench_cpu_s / max(r.seconds, 1e-9))
+        # others_cores counts this process too (the machine less the server and its children)
+        others = med(lambda r: max(0.0, r.others_cores - r.bench_cpu_s / max(r.seconds, 1e-9)))
+        unused = max(0.0, cpus - srv - lg - me - others)
+        out.append(
+            f"* {server}, saturation: of {cpus} cores, the server {srv:.2f}, the load generators "
+            f"{lg:.2f}, this benchmark {me:.2f}, other processes {others:.2f}, unused {unused:.2f}"
+        )
+    if out:
+        out.insert(0, "Where the cores went while the saturation load was sent (medians):")
+        out.insert(1, "")
+    return out
+
+
 def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
     servers = [
         s for s in ("rotel", "agent x1", f"agent x{workers}") if any(r.server == s for r in runs)
@@ -589,6 +619,7 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
             f"{med[(server, 'h_sup')]:.2f} | {med[(server, 'scrape')]:.1f} | "
             f"{len([r for r in runs if r.server == server])} |"
         )
+    lines += ["", *_where_cores_went(runs, servers)]
     lines += [
         "",
         "Every run:",

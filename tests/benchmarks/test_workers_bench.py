@@ -178,6 +178,15 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
         "0.000 | 0.000 | 2 | 3.5 | 1 |" in text
     )
     assert "by cause" not in text  # no failed request, no list of causes
+    from benchmarks.workers import _where_cores_went
+
+    runs[5].others_cores = 0.2
+    assert _where_cores_went(runs, ["agent x2"], cpus=2) == [
+        "Where the cores went while the saturation load was sent (medians):",
+        "",
+        "* agent x2, saturation: of 2 cores, the server 1.70, the load generators 0.00, this "
+        "benchmark 0.00, other processes 0.20, unused 0.10",
+    ]
     runs[3].failures = 'grpc 8 x128 ("processor workflow cannot pass released traces on")'
     report(runs, out, "note", 2)
     assert (
