@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -102,6 +103,21 @@ class Load:
     # (tests/data/agent_sources: pydantic-ai's execute_tool carries gen_ai.tool.call.id, one per
     # call), "none" the id-less load of the earlier figures (--tool-ids none)
     tool_ids: str = "real"
+    # the trace ids: 0 a random range per load generator process; else a range fixed by the
+    # seed, so that every server given the same load gets the same requests, byte for byte
+    # (rotel and the gateway, one worker or two); a server given two loads (a warm-up, then
+    # the measured load) needs two seeds, or its traces would repeat
+    id_seed: int = 0
+    # pre-encoded requests (:func:`write_requests`) to send instead of building them: the
+    # file's requests [requests_first, requests_first + requests_count) (count 0: all), the
+    # same bytes for every server the file is sent to
+    requests_file: str = ""
+    requests_first: int = 0
+    requests_count: int = 0
+    # the most memory (MiB) a load generator spends on the requests it builds ahead of a
+    # saturation run (a fixed-rate run builds all it sends); a run that sent them all before
+    # its seconds were over stops early (``pool_exhausted``)
+    pool_mib: int = 512
 
     @property
     def spans_per_request(self) -> int:
@@ -347,29 +363,105 @@ def build_template(load: Load, variant: int) -> bytes:
 
 
 # -- the load generator (a separate process, pinned to the other CPU) ----------------------------
-def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
-    """Send ``load`` from this process over one gRPC connection: fresh trace ids written into
-    pre-encoded requests at known offsets (no re-encoding, no scans), up to ``load.in_flight``
-    requests outstanding (a saturation run keeps several in flight so that the gateway, not
-    the round trip, sets the pace)."""
+def trace_id_base(seed: int) -> int:
+    """The number before a load's first trace id (ids are ``base + 1``, ``base + 2``, ...,
+    16 bytes big-endian): seed 0 a random one (each load generator process its own), else one
+    fixed by the seed (the same ids for every server sent this load)."""
+    if seed == 0:
+        head = os.urandom(6)
+    else:
+        head = hashlib.sha256(f"benchmark trace ids {seed}".encode()).digest()[:6]
+    return int.from_bytes(head, "big") << 40
+
+
+def build_requests(load: Load, first: int, count: int, variants: int = 8) -> list[bytes]:
+    """Requests ``first`` .. ``first + count - 1`` of ``load``: request ``r`` is template
+    ``r % variants`` with trace ids ``base + r * traces_per_request + 1`` onwards
+    (:func:`trace_id_base`): every trace its own id, the same bytes for the same seed."""
+    templates = [build_template(load, v) for v in range(variants)]
+    per = load.traces_per_request
+    fillers = [Filler(t, marker_offsets(t, per), per) for t in templates]
+    base = trace_id_base(load.id_seed)
+    out = []
+    for r in range(first, first + count):
+        seq = base + r * per
+        out.append(
+            fillers[r % variants].fill([(seq + k + 1).to_bytes(16, "big") for k in range(per)])
+        )
+    return out
+
+
+def write_requests(path: Path, load: Load, count: int, chunk: int = 256) -> None:
+    """``count`` requests of ``load`` (:func:`build_requests`) pre-encoded into ``path`` (their
+    bytes one after the other) and ``path.idx`` (their ``count + 1`` offsets, 8 bytes each):
+    built once, sent by every load generator given the file (:func:`read_requests`), to every
+    server, byte for byte."""
+    import array
+
+    offsets = array.array("Q", [0])
+    with open(path, "wb") as f:
+        for first in range(0, count, chunk):
+            for data in build_requests(load, first, min(chunk, count - first)):
+                f.write(data)
+                offsets.append(offsets[-1] + len(data))
+    Path(f"{path}.idx").write_bytes(offsets.tobytes())
+
+
+def read_requests(path: str, first: int = 0, count: int = 0) -> list[memoryview]:
+    """Requests ``first`` .. ``first + count - 1`` of a :func:`write_requests` file (count 0:
+    all from ``first``), as views of the file mapped into memory (no copy: the page cache's,
+    shared by every load generator of the file)."""
+    import array
+    import mmap
+
+    offsets = array.array("Q")
+    offsets.frombytes(Path(f"{path}.idx").read_bytes())
+    last = len(offsets) - 1 if count == 0 else min(len(offsets) - 1, first + count)
+    with open(path, "rb") as f:
+        view = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    return [view[offsets[r] : offsets[r + 1]] for r in range(first, last)]
+
+
+def load_requests(load: Load) -> list[Any]:
+    """The requests a load generator sends, all encoded before it starts: the load's
+    ``requests_file`` slice, else built here (a fixed-rate load: all it sends; a saturation
+    load, ``in_flight`` > 1: as many as ``pool_mib`` holds, at most what its rate would send)."""
+    if load.requests_file:
+        return read_requests(load.requests_file, load.requests_first, load.requests_count)
+    total = max(1, int(load.rate * load.seconds / load.spans_per_request))
+    if load.in_flight > 1:
+        one = len(build_requests(load, 0, 1)[0])
+        total = max(1, min(total, (load.pool_mib << 20) // one))
+    return build_requests(load, 0, total)
+
+
+def run_load(
+    endpoint: str, load: Load, on_sending: Callable[[float], None] | None = None
+) -> dict[str, Any]:
+    """Send ``load`` from this process: requests encoded before the sending starts
+    (:func:`load_requests`: from a file of pre-encoded requests or built here, fresh trace ids
+    written into templates at known offsets), then nothing done per request but the send
+    and the reading of answers; up to ``load.in_flight`` requests outstanding (a saturation
+    run keeps several in flight so that the gateway, not the round trip, sets the pace).
+    ``on_sending(time)`` is called once connected, as the sending starts.
+
+    Besides what was sent: the process's CPU while sending (``cpu_s``, user and system
+    apart) and before it (``startup_cpu_s``: imports, requests), and whether the requests ran
+    out before ``load.seconds`` were over (``pool_exhausted``: the sending stopped there)."""
     import collections
 
-    templates = [build_template(load, v) for v in range(variants)]
-    # per template: where each trace id goes, with the trace it belongs to
-    offsets = [marker_offsets(t, load.traces_per_request) for t in templates]
+    requests = load_requests(load)
     if load.client == "nghttp2":
-        return _run_load_lean(endpoint, load, templates, offsets)
-    fillers = [
-        Filler(t, o, load.traces_per_request) for t, o in zip(templates, offsets, strict=True)
-    ]
+        return _run_load_lean(endpoint, load, requests, on_sending)
     import grpc
+
+    requests = [bytes(r) for r in requests]  # grpcio sends bytes only (a file's: copied once)
 
     channel = grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 64 << 20)])
     grpc.channel_ready_future(channel).result(timeout=20)
     export = channel.unary_unary(EXPORT_METHOD)
     interval = load.spans_per_request / load.rate
     total_requests = max(1, int(load.rate * load.seconds / load.spans_per_request))
-    seq = int.from_bytes(os.urandom(6), "big") << 40
     sent_spans = 0
     failures = 0
     window: collections.deque[Any] = collections.deque()
@@ -383,28 +475,30 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
         except grpc.RpcError:
             failures += 1
 
-    cpu0 = _own_cpu()
+    cpu0 = _own_cpu_split()
     started_at = time.time()
+    if on_sending is not None:
+        on_sending(started_at)
     start = time.monotonic()
     behind = 0.0
     stop = start + load.seconds
+    exhausted = False
     for r in range(total_requests):
         if depth > 1 and time.monotonic() > stop:  # saturation: a duration, not a count
             break
-        v = r % variants
-        ids = [(seq + k + 1).to_bytes(16, "big") for k in range(load.traces_per_request)]
-        seq += load.traces_per_request
-        data = fillers[v].fill(ids)
+        if r >= len(requests):
+            exhausted = True
+            break
         if depth == 1:
             try:
-                export(bytes(data), timeout=30)
+                export(requests[r], timeout=30)
                 sent_spans += load.spans_per_request
             except grpc.RpcError:
                 failures += 1
         else:
             if len(window) >= depth:
                 settle(window.popleft())
-            window.append(export.future(bytes(data), timeout=30))
+            window.append(export.future(requests[r], timeout=30))
         due = start + (r + 1) * interval
         now = time.monotonic()
         if due > now:
@@ -414,7 +508,7 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
     while window:
         settle(window.popleft())
     elapsed = time.monotonic() - start
-    cpu = _own_cpu() - cpu0
+    cpu1 = _own_cpu_split()
     channel.close()
     return {
         "sent_spans": sent_spans,
@@ -422,25 +516,43 @@ def run_load(endpoint: str, load: Load, variants: int = 8) -> dict[str, Any]:
         "elapsed": elapsed,
         "started_at": started_at,
         "ended_at": started_at + elapsed,
-        "cpu_s": cpu,
+        **_cpu_stats(cpu0, cpu1),
         "achieved_rate": sent_spans / elapsed,
         "max_lag": behind,
+        "pool_requests": len(requests),
+        "pool_exhausted": exhausted,
     }
 
 
 def _own_cpu() -> float:
     """CPU seconds of this process so far, every thread (grpcio's included)."""
+    return sum(_own_cpu_split())
+
+
+def _own_cpu_split() -> tuple[float, float]:
+    """User and system CPU seconds of this process so far, every thread."""
     import resource
 
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    return r.ru_utime, r.ru_stime
+
+
+def _cpu_stats(cpu0: tuple[float, float], cpu1: tuple[float, float]) -> dict[str, float]:
+    """The CPU of the sending (``cpu0`` -> ``cpu1``), user and system (the kernel's: sockets,
+    loopback TCP) apart, and the process's CPU before it (start-up)."""
+    return {
+        "cpu_s": (cpu1[0] - cpu0[0]) + (cpu1[1] - cpu0[1]),
+        "cpu_user_s": cpu1[0] - cpu0[0],
+        "cpu_sys_s": cpu1[1] - cpu0[1],
+        "startup_cpu_s": cpu0[0] + cpu0[1],
+    }
 
 
 def _run_load_lean(
     endpoint: str,
     load: Load,
-    templates: list[bytes],
-    offsets: list[list[tuple[int, int, bool]]],
+    requests: list[Any],
+    on_sending: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     """:func:`run_load` with :class:`benchmarks.loadgen.LeanGrpcClient` (one thread,
     ``load.connections`` HTTP/2 connections taking the requests in turn, up to
@@ -448,48 +560,56 @@ def _run_load_lean(
     from benchmarks.loadgen import LeanGrpcClient, wait_any
 
     clients = [LeanGrpcClient(endpoint, EXPORT_METHOD) for _ in range(max(1, load.connections))]
-    fillers = [
-        Filler(t, o, load.traces_per_request) for t, o in zip(templates, offsets, strict=True)
-    ]
 
     def in_flight() -> int:
         return sum(c.in_flight for c in clients)
 
-    variants = len(templates)
     interval = load.spans_per_request / load.rate
     total_requests = max(1, int(load.rate * load.seconds / load.spans_per_request))
-    seq = int.from_bytes(os.urandom(6), "big") << 40
-    per_request = load.traces_per_request
     depth = max(1, load.in_flight)
-    cpu0 = _own_cpu()
+    # which connection sends request r: every one in turn
+    turns = [clients[r % len(clients)].send for r in range(len(clients))]
+    cpu0 = _own_cpu_split()
     started_at = time.time()
+    if on_sending is not None:
+        on_sending(started_at)
     start = time.monotonic()
     stop = start + load.seconds
     behind = 0.0
-    for r in range(total_requests):
-        now = time.monotonic()
-        if depth > 1 and now > stop:  # saturation: a duration, not a count
-            break
-        while in_flight() >= depth:
-            wait_any(clients, None)
-        v = r % variants
-        ids = [(seq + k + 1).to_bytes(16, "big") for k in range(per_request)]
-        seq += per_request
-        clients[r % len(clients)].send(fillers[v].fill(ids))
-        due = start + (r + 1) * interval
-        now = time.monotonic()
-        if due > now:
-            wait_any(clients, due - now)
-            while (now := time.monotonic()) < due:  # answers came early: wait the rest
-                wait_any(clients, due - now)
-        else:
-            behind = max(behind, now - due)
+    exhausted = total_requests > len(requests)
+    if depth > 1:
+        # saturation: as fast as the answers come, until the seconds are over (or the
+        # requests are: pool_exhausted); what the server sent read after each send (its
+        # answers, its flow-control window updates)
+        exhausted = True
+        n = len(turns)
+        for r, body in enumerate(requests):
+            while in_flight() >= depth:
+                wait_any(clients, None)
+            if time.monotonic() > stop:
+                exhausted = False
+                break
+            turns[r % n](body)
             wait_any(clients, 0)
+    else:
+        for r in range(min(total_requests, len(requests))):
+            while in_flight() >= depth:
+                wait_any(clients, None)
+            clients[r % len(clients)].send(requests[r])
+            due = start + (r + 1) * interval
+            now = time.monotonic()
+            if due > now:
+                wait_any(clients, due - now)
+                while (now := time.monotonic()) < due:  # answers came early: wait the rest
+                    wait_any(clients, due - now)
+            else:
+                behind = max(behind, now - due)
+                wait_any(clients, 0)
     deadline = time.monotonic() + 60
     while in_flight() > 0 and time.monotonic() < deadline:
         wait_any(clients, deadline - time.monotonic())
     elapsed = time.monotonic() - start
-    cpu = _own_cpu() - cpu0
+    cpu1 = _own_cpu_split()
     ok = sum(c.ok for c in clients)
     codes: dict[str, int] = {}
     messages: dict[str, str] = {}
@@ -510,9 +630,11 @@ def _run_load_lean(
         "elapsed": elapsed,
         "started_at": started_at,
         "ended_at": started_at + elapsed,
-        "cpu_s": cpu,
+        **_cpu_stats(cpu0, cpu1),
         "achieved_rate": ok * load.spans_per_request / elapsed,
         "max_lag": behind,
+        "pool_requests": len(requests),
+        "pool_exhausted": exhausted,
     }
 
 
@@ -799,8 +921,9 @@ def run_case(
         server(case, workdir, sink, overlay, cwd) as (ps, endpoint, telemetry),
         around(telemetry) if around is not None else contextlib.nullcontext(),
     ):
-        # warm up: one small load, so start-up costs are not counted
-        warm = replace(case.load, seconds=1.0, rate=min(case.load.rate, 2000))
+        # warm up: one small load, so start-up costs are not counted (its own trace ids: a
+        # random range, not the measured load's)
+        warm = replace(case.load, seconds=1.0, rate=min(case.load.rate, 2000), id_seed=0)
         _spawn_load(endpoint, warm)
         if case.server not in ("rotel", "floor"):
             _wait_out(telemetry, None, timeout=10, settle=_settle(case))
@@ -837,7 +960,11 @@ def run_case(
             stem = f"{re.sub(r'[^a-z0-9]+', '-', case.name.lower())}-{tree}-{time.time_ns()}"
             spy_out = Path(SPY_PROFILE["dir"]) / f"{stem}.txt"
             profiling.enter_context(spy.recording(ps.pid, spy_out))
-        stats = _spawn_load(endpoint, case.load)
+        # the measured load: the same requests, byte for byte, for every server (rotel's and
+        # the gateway's runs, this tree's and the baseline's)
+        stats = _spawn_load(
+            endpoint, case.load if case.load.id_seed else replace(case.load, id_seed=1)
+        )
         loaded_at = time.monotonic()
         loaded.set()
         out = None
@@ -1130,7 +1257,11 @@ def main(argv: list[str] | None = None) -> int:
     SPY_PROFILE["dir"] = a.profile
     if a.load_only:
         load = Load(**json.loads(a.load_json))
-        print(json.dumps(run_load(a.load_only, load)))
+
+        def sending(at: float) -> None:  # connected, the requests ready: the sending starts
+            print(json.dumps({"sending": at}), flush=True)
+
+        print(json.dumps(run_load(a.load_only, load, sending)), flush=True)
         return 0
     wanted = [w for w in (a.only or "").split(",") if w]
     selected = [c for c in cases(a.quick) if not wanted or any(w == c.name for w in wanted)]

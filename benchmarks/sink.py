@@ -2,6 +2,16 @@
 counts their spans (shallow parse, no span decoded) and reports the count on
 ``GET /count`` of its control port.
 
+How it counts: a request compressed by the exporter (``grpc-encoding: gzip``, the OTLP
+exporters' default; ``Content-Encoding: gzip`` over HTTP) is decompressed by grpcio's server
+(aiohttp's over HTTP, ``auto_decompress``) before :class:`Counter` sees it: a span count needs
+the protobuf, and gzip cannot be counted without inflating it. Then one shallow parse
+(``pipeline._wire.ShallowTraces``: resource and scope levels, each span kept as its encoded
+bytes, none decoded) and ``count_spans``; ``requests`` and ``bytes`` (decompressed) beside it.
+The benchmark compares ``spans`` with what the server accepted: every accepted span came out.
+The sink runs on its own CPU (``benchmarks/forward_path.py`` pins it to CPU 1), apart from the
+server measured.
+
     python -m benchmarks.sink --grpc-port P --http-port Q --control-port C
 """
 

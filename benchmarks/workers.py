@@ -21,6 +21,28 @@ Two measurements per server, each repeated (``--repeat``) and reported as median
   gateway accepted per second (``otelcol_receiver_accepted_spans``: the receiver answers once
   the workflow processor took the spans; for rotel, spans its clients had acknowledged).
 
+The load: every request encoded once, before the runs, into a file in /dev/shm
+(``agent_pipeline.write_requests``: fresh trace ids written into 8 templates), each load
+generator sending its slice of it (the page cache's, mapped): every server (rotel, x1, xN)
+is sent the same bytes, and a load generator does nothing per request but hand the bytes to
+libnghttp2 and read the answers. The saturation runs' file holds ``--pool-spans-per-s`` over
+the seconds; a generator whose slice ran out stops early, counted ("out of requests").
+
+What the harness costs (the rest of the 2 cores the servers do not get), per saturation run:
+the load generators' CPU while sending, user and kernel apart (their start-up before, not in
+the window); this benchmark process's CPU (its sampling thread: every server process's CPU
+twice a second, from /proc; its scrapes); the gateway supervisor's CPU (the server's, no
+worker's). Whether every accepted span came out: the blackhole exporter's
+``otelcol_exporter_sent_spans`` (it counts a payload's spans, ``item_count()``, and drops it:
+no encoding, no compression; rotel's blackhole likewise) against the spans the clients had
+acknowledged. /metrics is scraped twice while the load is sent (halfway through and at the
+end of the seconds: processed spans/s over the second half), not every 0.6 s: a scrape of a
+``--workers`` gateway merges every worker's state, and what a scrape costs the server is
+measured after each run (idle, five scrapes: "CPU-ms a /metrics scrape"). The client
+connections each worker holds are read halfway through the sending too, once every load
+generator said it sends (they were read ~2 s after the launch: 0 / 0 when the generators
+started slower than that on a loaded machine).
+
     python -m benchmarks.workers                  # writes benchmarks/results/workers.md
     python -m benchmarks.workers --repeat 1 --seconds 5 --out /tmp/w.md
 """
@@ -54,6 +76,7 @@ from benchmarks.agent_pipeline import (
     exporter_def,
     free_port,
     rotel_binary,
+    write_requests,
 )
 
 # service.worker_routing and service.worker_acknowledge of the agent servers (--routing,
@@ -100,6 +123,25 @@ class Run:
     # items whose crossing to their owner worker failed (refused by the owner, connection lost,
     # owner unreachable: otelcol_worker_forward_failed_items), over the run
     crossing_failed_items: float = 0.0
+    # the harness's CPU (what is not the server's) while the load was sent: the load
+    # generators' user and system (kernel: their sockets, loopback TCP) CPU seconds, and their
+    # start-up's (imports, mapping the pre-encoded requests: before the sending, not in the
+    # window); this benchmark process's (its sampling thread, its scrapes of /metrics), over
+    # the load generators' whole run
+    loadgen_user_s: float = 0.0
+    loadgen_sys_s: float = 0.0
+    loadgen_startup_s: float = 0.0
+    bench_cpu_s: float = 0.0
+    # the gateway's supervisor process (``--workers N``; none for x1) over the sending: the
+    # server's, but no worker's
+    supervisor_cpu_s: float = 0.0
+    # /metrics scrapes of the server while the load was sent, and the server's CPU a scrape
+    # costs (measured idle after the run: a merged scrape of every worker's state, N workers)
+    scrapes: int = 0
+    scrape_cpu_ms: float = 0.0
+    # load generators whose pre-encoded requests ran out before the seconds were over (each
+    # stopped sending there: the rates are over the sending, still right)
+    pools_exhausted: int = 0
 
 
 def _cpu_at(samples: list[tuple[float, float]], when: float) -> float:
@@ -246,14 +288,35 @@ def _server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[psutil.Pro
         log.close()
 
 
-def _loads(endpoint: str, load: Load, clients: int) -> list[dict[str, Any]]:
-    """``clients`` load generators at once (each its own process and connection)."""
-    each = replace(load, rate=load.rate / clients)
-    args = [
-        sys.executable, "-m", "benchmarks.agent_pipeline",
-        "--load-only", endpoint, "--load-json", json.dumps(asdict(each)),
-    ]  # fmt: skip
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, cwd=ROOT) for _ in range(clients)]
+def _loads(
+    endpoint: str,
+    load: Load,
+    clients: int,
+    during: Callable[[float], None] | None = None,
+) -> list[dict[str, Any]]:
+    """``clients`` load generators at once (each its own process and connections), client
+    ``i`` sending its share of the load's requests: with ``load.requests_file``, its slice of
+    the file (:func:`requests_for`); ``during(time)`` is called once every load generator
+    began sending (with the latest start), while they send."""
+    procs = []
+    for i in range(clients):
+        each = replace(load, rate=load.rate / clients)
+        if load.requests_file:
+            per = load.requests_count // clients
+            each = replace(each, requests_first=i * per, requests_count=per)
+        args = [
+            sys.executable, "-m", "benchmarks.agent_pipeline",
+            "--load-only", endpoint, "--load-json", json.dumps(asdict(each)),
+        ]  # fmt: skip
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, cwd=ROOT))
+    started = []
+    for p in procs:  # {"sending": time}: connected, its requests ready, sending
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        with contextlib.suppress(ValueError):
+            started.append(float(json.loads(line)["sending"]))
+    if during is not None and len(started) == clients:
+        during(max(started))
     out = []
     for p in procs:
         stdout, _ = p.communicate(timeout=600)
@@ -261,6 +324,19 @@ def _loads(endpoint: str, load: Load, clients: int) -> list[dict[str, Any]]:
             raise RuntimeError("a load generator failed")
         out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
     return out
+
+
+def requests_for(load: Load, clients: int, folder: Path, spans_per_s: float) -> Load:
+    """``load`` with its requests pre-encoded once into a file in ``folder``
+    (:func:`benchmarks.agent_pipeline.write_requests`), enough for ``spans_per_s`` over its
+    seconds (a fixed-rate load: its rate), cut into one slice per client: every server is
+    sent the same bytes, and the load generators do nothing per request but send."""
+    seconds_spans = min(load.rate, spans_per_s) * load.seconds
+    per = max(1, int(seconds_spans / clients / load.spans_per_request))
+    path = folder / f"requests-{int(load.rate)}-{clients}x{per}.bin"
+    if not path.exists():
+        write_requests(path, replace(load, id_seed=load.id_seed or 1), per * clients)
+    return replace(load, requests_file=str(path), requests_count=per * clients)
 
 
 def _accepted(telemetry: int) -> float:
@@ -275,9 +351,31 @@ def _crossing_failed(telemetry: int) -> float:
     return _telemetry_value(telemetry, "otelcol_worker_forward_failed_items_total") or 0.0
 
 
+def _scrape_cost(ps: psutil.Process, telemetry: int, scrapes: int = 5) -> float:
+    """The server's CPU milliseconds a /metrics scrape costs (the primary merges every
+    worker's state): ``scrapes`` scrapes one after the other, less what the idle server
+    spends in as long (measured just before)."""
+    procs = [ps, *ps.children(recursive=True)]
+
+    def cpu() -> float:
+        return sum(_proc_cpu(p) for p in procs)
+
+    c0, t0 = cpu(), time.monotonic()
+    time.sleep(1.0)
+    c1, t1 = cpu(), time.monotonic()
+    for _ in range(scrapes):
+        _out(telemetry)
+    c2, t2 = cpu(), time.monotonic()
+    idle = (c1 - c0) / max(t1 - t0, 1e-9) * (t2 - t1)
+    return max(0.0, (c2 - c1 - idle) / scrapes * 1000)
+
+
 def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdir: Path) -> Run:
     with _server(kind, workers, workdir) as (ps, endpoint, telemetry):
-        _loads(endpoint, replace(load, seconds=1.0, rate=min(load.rate, 4000)), 1)  # warm up
+        warm = replace(
+            load, seconds=1.0, rate=min(load.rate, 4000), id_seed=0, requests_file=""
+        )  # its own (random) trace ids, built in the load generator
+        _loads(endpoint, warm, 1)  # warm up
         time.sleep(1.5)
         base_acc = _accepted(telemetry) if kind != "rotel" else 0.0
         base_out = _out(telemetry) if kind != "rotel" else 0.0
@@ -287,37 +385,54 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         cpu0 = _tree_cpu(ps)
         wake0 = _tree_wakeups(ps)
         lg0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me0 = resource.getrusage(resource.RUSAGE_SELF)
         samples: list[tuple[float, float]] = []
-        outs: list[tuple[float, float]] = []
         procs = _workers(ps) if kind != "rotel" else [ps]
+        supervisor = ps if procs != [ps] else None
+        # the server's processes, found once (psutil's children() reads every process's
+        # /proc entry: not every sample)
+        tree = [ps, *ps.children(recursive=True)]
         per_worker: list[list[tuple[float, float]]] = [[] for _ in procs]
+        sup: list[tuple[float, float]] = []
         conns: list[list[int]] = []
+        outs: list[tuple[float, float]] = []
         port = int(endpoint.rsplit(":", 1)[1])
         sampling = threading.Event()
 
         def sample() -> None:
-            n = 0
-            while not sampling.wait(0.2):
+            while True:
                 now = time.time()
-                samples.append((now, _tree_cpu(ps)))
+                samples.append((now, sum(_proc_cpu(p) for p in tree)))
                 for i, p in enumerate(procs):
                     per_worker[i].append((now, _proc_cpu(p)))
-                if n == 10:  # ~2 s in: every load generator connected
-                    conns.append([_connections(p, port) for p in procs])
-                n += 1
-                if kind != "rotel" and n % 3 == 0:
-                    outs.append((time.time(), _out(telemetry)))
+                if supervisor is not None:
+                    sup.append((now, _proc_cpu(supervisor)))
+                if sampling.wait(0.5):
+                    break
+
+        def during(begin: float) -> None:
+            """Once every load generator sends: halfway through the seconds, the client
+            connections each worker holds and the exporter's count; at the end of the
+            seconds, the count again (processed spans/s over the second half: two scrapes a
+            run, each costing the server a merge of every worker's state)."""
+            time.sleep(max(0.0, begin + load.seconds / 2 - time.time()))
+            conns.append([_connections(p, port) for p in procs])
+            if kind != "rotel" and mode == "saturation":
+                outs.append((time.time(), _out(telemetry)))
+                time.sleep(max(0.0, begin + load.seconds - time.time()))
+                outs.append((time.time(), _out(telemetry)))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         t0 = time.monotonic()
         try:
-            stats = _loads(endpoint, load, clients)
+            stats = _loads(endpoint, load, clients, during)
         finally:
             sampling.set()
             sampler.join()
+        me1 = resource.getrusage(resource.RUSAGE_SELF)
         elapsed = wall = time.monotonic() - t0
-        cores_sending = processed = 0.0
+        cores_sending = processed = supervisor_cpu = 0.0
         worker_cores = ""
         if all("started_at" in s for s in stats):
             begin = min(s["started_at"] for s in stats)
@@ -329,8 +444,9 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
                 f"{(_cpu_at(w, end) - _cpu_at(w, begin)) / max(end - begin, 1e-9):.2f}"
                 for w in per_worker
             )
-            mid = (begin + end) / 2
-            processed = (_cpu_at(outs, end) - _cpu_at(outs, mid)) / max(end - mid, 1e-9)
+            supervisor_cpu = _cpu_at(sup, end) - _cpu_at(sup, begin)
+            if len(outs) == 2:
+                processed = (outs[1][1] - outs[0][1]) / max(outs[1][0] - outs[0][0], 1e-9)
         # the rate over the load generators' sending (their start-up, while the server waits,
         # left out)
         if all("started_at" in s for s in stats):
@@ -338,10 +454,11 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         lg1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         machine = _machine_busy() - machine0
         loadgen = lg1.ru_utime + lg1.ru_stime - lg0.ru_utime - lg0.ru_stime
-        during = _tree_cpu(ps) - cpu0
+        during_cpu = _tree_cpu(ps) - cpu0
         sent = sum(s["sent_spans"] for s in stats)
         accepted = (_accepted(telemetry) - base_acc) if kind != "rotel" else float(sent)
         out = None
+        scrape_ms = 0.0
         if kind != "rotel":
             deadline = time.monotonic() + 60
             while _out(telemetry) - base_out < sent and time.monotonic() < deadline:
@@ -353,6 +470,8 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
             time.sleep(0.5)
         cpu = _tree_cpu(ps) - cpu0
         wakeups = _tree_wakeups(ps) - wake0
+        if kind != "rotel":  # after the CPU was read: not counted in the run's
+            scrape_ms = _scrape_cost(ps, telemetry)
     return Run(
         server=kind if kind == "rotel" else f"agent x{workers}",
         mode=mode,
@@ -367,13 +486,21 @@ def measure(kind: str, workers: int, mode: str, load: Load, clients: int, workdi
         failed_requests=sum(s.get("failed_requests", 0) for s in stats),
         failures=_failures(stats),
         load_avg=round(load_avg, 1),
-        others_cores=round(max(0.0, machine - during - loadgen) / wall, 2),
+        others_cores=round(max(0.0, machine - during_cpu - loadgen) / wall, 2),
         cores_sending=round(cores_sending, 2),
         processed_per_s=round(processed if kind != "rotel" else accepted / elapsed),
         wakeups_per_request=round(wakeups / max(sent / load.spans_per_request, 1), 2),
         worker_cores=worker_cores,
         worker_connections=" / ".join(map(str, conns[0])) if conns else "",
         crossing_failed_items=crossing_failed,
+        loadgen_user_s=round(sum(s.get("cpu_user_s", 0.0) for s in stats), 3),
+        loadgen_sys_s=round(sum(s.get("cpu_sys_s", 0.0) for s in stats), 3),
+        loadgen_startup_s=round(sum(s.get("startup_cpu_s", 0.0) for s in stats), 3),
+        bench_cpu_s=round(me1.ru_utime + me1.ru_stime - me0.ru_utime - me0.ru_stime, 3),
+        supervisor_cpu_s=round(supervisor_cpu, 3),
+        scrapes=len(outs),
+        scrape_cpu_ms=round(scrape_ms, 1),
+        pools_exhausted=sum(1 for s in stats if s.get("pool_exhausted")),
     )
 
 
@@ -394,6 +521,36 @@ def _failures(stats: list[dict[str, Any]]) -> str:
     return "; ".join(out)
 
 
+def _where_cores_went(runs: list[Run], servers: list[str], cpus: int | None = None) -> list[str]:
+    """Per server, where the machine's cores went while the saturation load was sent (medians):
+    the server, the load generators, this benchmark's process, the other processes (the
+    machine's busy time less all these) and what stayed unused."""
+    cpus = cpus or os.cpu_count() or 1
+    out = []
+    for server in servers:
+        sat = [r for r in runs if r.server == server and r.mode == "saturation"]
+        if not sat:
+            continue
+
+        def med(value: Callable[[Run], float], sat: list[Run] = sat) -> float:
+            return statistics.median(value(r) for r in sat)
+
+        srv = med(lambda r: r.cores_sending)
+        lg = med(lambda r: (r.loadgen_user_s + r.loadgen_sys_s) / max(r.seconds, 1e-9))
+        me = med(lambda r: r.bench_cpu_s / max(r.seconds, 1e-9))
+        # others_cores counts this process too (the machine less the server and its children)
+        others = med(lambda r: max(0.0, r.others_cores - r.bench_cpu_s / max(r.seconds, 1e-9)))
+        unused = max(0.0, cpus - srv - lg - me - others)
+        out.append(
+            f"* {server}, saturation: of {cpus} cores, the server {srv:.2f}, the load generators "
+            f"{lg:.2f}, this benchmark {me:.2f}, other processes {others:.2f}, unused {unused:.2f}"
+        )
+    if out:
+        out.insert(0, "Where the cores went while the saturation load was sent (medians):")
+        out.insert(1, "")
+    return out
+
+
 def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
     servers = [
         s for s in ("rotel", "agent x1", f"agent x{workers}") if any(r.server == s for r in runs)
@@ -404,8 +561,11 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         "fixed rate | CPU-s per 1M spans, "
         "saturation | vs agent x1 | saturation: accepted spans/s | vs agent x1 | "
         "load generators' CPU-s per 1M spans, saturation (cores) | server's cores while "
-        "the load was sent, saturation | saturation: processed spans/s | vs agent x1 | runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "the load was sent, saturation | saturation: processed spans/s | vs agent x1 | "
+        "harness CPU-s per 1M spans, saturation: load generators (of which kernel) / this "
+        "benchmark's process / the gateway's supervisor | server's CPU-ms a /metrics scrape | "
+        "runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def median(server: str, mode: str, value: Callable[[Run], float]) -> float:
@@ -426,6 +586,19 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         )
         med[(server, "cores")] = median(server, "saturation", lambda r: r.cores_sending)
         med[(server, "proc")] = median(server, "saturation", lambda r: r.processed_per_s)
+        for key, value in (
+            ("h_lg", lambda r: r.loadgen_user_s + r.loadgen_sys_s),
+            ("h_sys", lambda r: r.loadgen_sys_s),
+            ("h_me", lambda r: r.bench_cpu_s),
+            ("h_sup", lambda r: r.supervisor_cpu_s),
+        ):
+            med[(server, key)] = median(
+                server, "saturation", lambda r, v=value: v(r) / max(r.sent_spans, 1) * 1e6
+            )
+        med[(server, "scrape")] = statistics.median(
+            [r.scrape_cpu_ms for r in runs if r.server == server and r.scrape_cpu_ms > 0]
+            or [float("nan")]
+        )
 
     def x1(what: str) -> float:
         """agent x1's median (nan when it did not run: ``--servers 2``)"""
@@ -441,8 +614,12 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
             f"({med[(server, 'lgcores')]:.2f}) | {med[(server, 'cores')]:.2f} | "
             f"{med[(server, 'proc')]:,.0f} | "
             f"{med[(server, 'proc')] / max(x1('proc'), 1e-9):.2f}x | "
+            f"{med[(server, 'h_lg')]:.2f} ({med[(server, 'h_sys')]:.2f}) / "
+            f"{med[(server, 'h_me')]:.2f} / "
+            f"{med[(server, 'h_sup')]:.2f} | {med[(server, 'scrape')]:.1f} | "
             f"{len([r for r in runs if r.server == server])} |"
         )
+    lines += ["", *_where_cores_went(runs, servers)]
     lines += [
         "",
         "Every run:",
@@ -451,9 +628,11 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
         "load generators' CPU-s (sending) | server's cores while sent | processed/s | "
         "load average | other processes' cores | wake-ups per request | "
         "cores per worker while sent | client connections per worker | "
-        "items whose crossing failed |",
+        "items whose crossing failed | load generators' user / kernel CPU-s while sent "
+        "(start-up) | this benchmark's CPU-s | supervisor's CPU-s while sent | scrapes while "
+        "sent | server's CPU-ms a scrape | load generators out of requests |",
     ]
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|" + "---|" * 24)
     failed = [r for r in runs if r.failures]
     for r in runs:
         lines.append(
@@ -462,7 +641,10 @@ def report(runs: list[Run], path: Path, note: str, workers: int) -> None:
             f"{'' if r.out_spans is None else int(r.out_spans)} | {r.loadgen_cpu_s} "
             f"({r.loadgen_send_cpu_s}) | {r.cores_sending} | {r.processed_per_s:,.0f} | "
             f"{r.load_avg} | {r.others_cores} | {r.wakeups_per_request} | "
-            f"{r.worker_cores} | {r.worker_connections} | {r.crossing_failed_items:.0f} |"
+            f"{r.worker_cores} | {r.worker_connections} | {r.crossing_failed_items:.0f} | "
+            f"{r.loadgen_user_s:.3f} / {r.loadgen_sys_s:.3f} ({r.loadgen_startup_s:.2f}) | "
+            f"{r.bench_cpu_s:.3f} | {r.supervisor_cpu_s:.3f} | {r.scrapes} | {r.scrape_cpu_ms} | "
+            f"{r.pools_exhausted} |"
         )
     if failed:
         lines += ["", "Failed requests, by cause:", ""]
@@ -530,6 +712,14 @@ def main(argv: list[str] | None = None) -> int:
         "(benchmarks/workers_probe.py; sum them up with "
         "python -m benchmarks.workers_probe FOLDER/xN-HHMMSS)",
     )
+    p.add_argument(
+        "--pool-spans-per-s",
+        type=float,
+        default=400_000.0,
+        help="the saturation runs' requests are encoded once, before the runs, for this many "
+        "spans/s over --seconds (1 GiB at 8 s, in /dev/shm); a load generator that sent its "
+        "share before the seconds were over stops there (counted: 'pools exhausted')",
+    )
     p.add_argument("--modes", default="cost,saturation", help="cost, saturation or both")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--repeat", type=int, default=3)
@@ -556,7 +746,16 @@ def main(argv: list[str] | None = None) -> int:
         if m[0] in a.modes.split(",")
     ]
     runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp:
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with (
+        tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp,
+        tempfile.TemporaryDirectory(prefix="workers-requests-", dir=shm) as pool,
+    ):
+        # every request encoded once, before the runs: the same bytes for every server
+        modes = [
+            (m, requests_for(replace(ld, id_seed=i + 1), n, Path(pool), a.pool_spans_per_s), n)
+            for i, (m, ld, n) in enumerate(modes)
+        ]
         for _ in range(a.repeat):
             for kind, workers in servers:
                 for mode, load, clients in modes:
@@ -571,7 +770,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{f', {a.connections} connections each' if a.client == 'nghttp2' else ''}); "
         f"worker routing {a.routing}, acknowledge {a.acknowledge}; "
         f"agent pipeline of benchmarks/agent_pipeline.py (200 spans per request, 10 spans per "
-        f"trace, 20 traces per request), blackhole exporters; cost runs at {a.rate:,.0f} "
+        f"trace, 20 traces per request; every request encoded once, the same bytes for every "
+        f"server), blackhole exporters; cost runs at {a.rate:,.0f} "
         f"spans/s for {a.seconds:g} s, saturation runs as fast as the gateway answers for "
         f"{a.seconds:g} s; {a.repeat} repeats, medians; load average at the start "
         f"{os.getloadavg()[0]:.1f} (the machine is shared)."

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,16 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
             worker_cores="0.95 / 0.75",
             worker_connections="5 / 3",
             crossing_failed_items=12.0,
+            # the harness: 0.25 CPU-s per 1M spans in the load generators (0.06 kernel), 0.02
+            # in this benchmark, 0.01 in the supervisor
+            loadgen_user_s=0.0003,
+            loadgen_sys_s=0.0001,
+            loadgen_startup_s=0.5,
+            bench_cpu_s=0.00003,
+            supervisor_cpu_s=0.000016,
+            scrapes=2,
+            scrape_cpu_ms=3.5,
+            pools_exhausted=1,
         ),
     ]
     out = tmp_path / "w.md"
@@ -155,14 +166,27 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
     text = out.read_text()
     assert (
         "| agent x2 | 3.00 | 1.50x | 2.50 | 4.40 | 1.10x | 1,600 | 1.60x | 500.00 (0.80) | 1.70 | "
-        "1,500 | 1.67x | 2 |" in (text)
+        "1,500 | 1.67x | 0.25 (0.06) / 0.02 / 0.01 | 3.5 | 2 |" in (text)
     )
     assert (
         "| agent x1 | saturation | 1000 | 0 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 (0.0) | 0.0 | "
-        "900 | 0.0 | 0.0 | 0.0 |  |  | 0 |" in text
+        "900 | 0.0 | 0.0 | 0.0 |  |  | 0 | 0.000 / 0.000 (0.00) | 0.000 | 0.000 | 0 | 0.0 | 0 |"
+        in text
     )
-    assert "| 1.7 | 1,500 | 0.0 | 0.0 | 0.0 | 0.95 / 0.75 | 5 / 3 | 12 |" in text
+    assert (
+        "| 1.7 | 1,500 | 0.0 | 0.0 | 0.0 | 0.95 / 0.75 | 5 / 3 | 12 | 0.000 / 0.000 (0.50) | "
+        "0.000 | 0.000 | 2 | 3.5 | 1 |" in text
+    )
     assert "by cause" not in text  # no failed request, no list of causes
+    from benchmarks.workers import _where_cores_went
+
+    runs[5].others_cores = 0.2
+    assert _where_cores_went(runs, ["agent x2"], cpus=2) == [
+        "Where the cores went while the saturation load was sent (medians):",
+        "",
+        "* agent x2, saturation: of 2 cores, the server 1.70, the load generators 0.00, this "
+        "benchmark 0.00, other processes 0.20, unused 0.10",
+    ]
     runs[3].failures = 'grpc 8 x128 ("processor workflow cannot pass released traces on")'
     report(runs, out, "note", 2)
     assert (
@@ -205,3 +229,106 @@ def test_report_without_one_process_gives_no_ratios(tmp_path: Path) -> None:
     out = tmp_path / "w.md"
     report(runs, out, "note", 2)
     assert "| agent x2 | 3.00 | nanx |" in out.read_text()
+
+
+def _trace_ids(raw: bytes) -> list[bytes]:
+    req = ExportTraceServiceRequest.FromString(raw)
+    return [s.trace_id for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+@pytest.mark.parametrize(("client", "connections"), [*CLIENTS, _nghttp2(2)])
+def test_every_server_is_sent_the_same_pre_encoded_requests(
+    client: str, connections: int, tmp_path: Path
+) -> None:
+    """The requests are encoded once into a file (``write_requests``) and every server is sent
+    its bytes, each load generator its own slice: two servers receive the same requests, byte
+    for byte, every trace with its own id; a load built in the generator with a seed is the
+    same for two servers too (agent_pipeline's rotel and gateway runs), without one it is not."""
+    from benchmarks.agent_pipeline import read_requests, write_requests
+
+    path = tmp_path / "requests.bin"
+    write_requests(path, Load(id_seed=1), 12)
+    received: list[list[bytes]] = []
+    for first in (0, 0, 6):
+        got: list[bytes] = []
+        server, port = _server(got)
+        try:
+            load = Load(
+                rate=4000.0,
+                seconds=0.3,
+                in_flight=4,
+                client=client,
+                connections=connections,
+                requests_file=str(path),
+                requests_first=first,
+                requests_count=6,
+            )
+            stats = run_load(f"127.0.0.1:{port}", load)
+        finally:
+            server.stop(None)
+        assert stats["failed_requests"] == 0 and stats["pool_requests"] == 6
+        received.append(sorted(got))
+    assert received[0] == received[1]  # two servers, the same bytes
+    assert received[0] == sorted(bytes(v) for v in read_requests(str(path), 0, 6))
+    ids = [i for raw in received[0] + received[2] for i in _trace_ids(raw)]
+    assert len(set(ids)) == len(ids) // 10  # 10 spans a trace, no trace id twice
+    built: list[list[bytes]] = []
+    for seed in (7, 7, 0, 0):
+        got = []
+        server, port = _server(got)
+        try:
+            run_load(
+                f"127.0.0.1:{port}", Load(rate=4000.0, seconds=0.2, id_seed=seed, client=client)
+            )
+        finally:
+            server.stop(None)
+        built.append(sorted(got))
+    assert built[0] == built[1] and built[0]
+    assert not set(built[2]) & set(built[3])
+
+
+def test_a_load_generator_stops_when_its_requests_run_out(tmp_path: Path) -> None:
+    """A saturation load whose file slice is sent before its seconds are over stops there and
+    says so (``pool_exhausted``): its rate is over the sending it did."""
+    from benchmarks.agent_pipeline import write_requests
+
+    path = tmp_path / "requests.bin"
+    write_requests(path, Load(id_seed=1), 8)
+    got: list[bytes] = []
+    server, port = _server(got)
+    try:
+        load = Load(rate=1e9, seconds=60.0, in_flight=4, client="nghttp2", requests_file=str(path))
+        stats = run_load(f"127.0.0.1:{port}", load) if _native_client() else None
+    finally:
+        server.stop(None)
+    if stats is None:
+        pytest.skip("libnghttp2 module not built")
+    assert stats["pool_exhausted"] and len(got) == 8
+    assert stats["sent_spans"] == 8 * load.spans_per_request and stats["elapsed"] < 30
+    assert stats["cpu_user_s"] + stats["cpu_sys_s"] == pytest.approx(stats["cpu_s"])
+
+
+@pytest.mark.skipif(not _native_client(), reason="libnghttp2 module not built")
+def test_connections_are_counted_once_every_load_generator_sends() -> None:
+    """The placement figure (client connections per worker) used to be read ~2 s after the load
+    generators were launched, before slow-starting ones had connected (0 / 0 on a loaded
+    machine); it is read once every generator said it sends (``during``)."""
+    import psutil
+
+    from benchmarks.workers import _connections, _loads
+
+    got: list[bytes] = []
+    server, port = _server(got)
+    seen: list[int] = []
+
+    def during(begin: float) -> None:
+        time.sleep(0.3)  # the server's accept
+        seen.append(_connections(psutil.Process(), port))
+
+    try:
+        load = Load(rate=4000.0, seconds=1.0, client="nghttp2", connections=2)
+        stats = _loads(f"127.0.0.1:{port}", load, 2, during)
+    finally:
+        server.stop(None)
+    assert seen == [4]  # 2 generators x 2 connections, all in this process's server
+    assert all(s["failed_requests"] == 0 for s in stats)
