@@ -787,9 +787,9 @@ class _HoldingSink(_Sink):
         import asyncio
 
         if self.watch is not None:
-            # the sibling's part travels while this one is held (10 s: a generous bound on
+            # the sibling's part travels while this one is held (5 s: a generous bound on
             # a loaded machine; it is there at once unless it waits for this one)
-            end = asyncio.get_running_loop().time() + 10.0
+            end = asyncio.get_running_loop().time() + 5.0
             while not self.watch.got and asyncio.get_running_loop().time() < end:
                 await asyncio.sleep(0.005)
             self.seen.append(len(self.watch.got))
