@@ -143,7 +143,7 @@ async def test_unreadable_parts_are_refused_alone_and_the_good_ones_delivered(
             }
             wanted = {f"good-{i}" for i in range(12)}
             await wait_until(lambda: wanted <= _services(backend), within=10)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # (time for a duplicate to arrive: none may)
             # each good span once; of the poison, only what protobuf reads (the ids of the
             # wrong length: the owner does not check its siblings' parts again)
             readable = sum(
@@ -227,7 +227,7 @@ service:
                 statuses += (await _answers(reader, 1)).values()
                 if statuses[-1] != 0:
                     break
-                await asyncio.sleep(0.03)
+                await asyncio.sleep(0.03)  # past the 10 ms wait: released before the next
             assert statuses[0] == 0 and statuses[-1] == 1, statuses  # retry, not dropped
             writer.close()
         finally:

@@ -127,9 +127,11 @@ async def test_refused_and_dropped_are_counted() -> None:
     (RESOURCE_EXHAUSTED), and what is still queued at shutdown is dropped (send_failed)."""
     post_exporter.register()
     release = asyncio.Event()
+    posted = asyncio.Event()  # the queue's consumer took the first batch: it is stuck with it
 
     async def stuck(request: web.Request) -> web.Response:
         await request.read()
+        posted.set()
         await release.wait()
         return web.Response(text="ok")
 
@@ -166,7 +168,8 @@ async def test_refused_and_dropped_are_counted() -> None:
                         refused += n
                     else:
                         accepted += n
-                    await asyncio.sleep(0.05)  # let the worker pick up the first batch
+                    if n == 5:  # the worker picked up the first batch: the queue is empty
+                        await asyncio.wait_for(posted.wait(), 10)
             values = await scrape(f"127.0.0.1:{metrics_port}")
             r = (("receiver", "otlp"),)
             e = (("exporter", "test_post"),)

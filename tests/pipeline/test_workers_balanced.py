@@ -331,7 +331,7 @@ def test_traces_over_several_connections_give_the_agent_metrics_of_one_process(
     """The SDK workload's spans, each trace's spans dealt over 6 connections (the kernel hands
     them to both workers), replayed into one process and into 2 balanced workers: identical
     agent metrics; the spans that arrive at the worker not owning their trace cross to it."""
-    from tests.pipeline.test_workers import agent_samples, executions, wait_for
+    from tests.pipeline.test_workers import executions, same_agent_metrics, wait_for
 
     workflows = 60
     captured = _capture_workload(workflows)
@@ -345,8 +345,12 @@ def test_traces_over_several_connections_give_the_agent_metrics_of_one_process(
             asyncio.run(_replay(gw.grpc, rounds))
         wait_for(lambda: executions(one.scrape()) == workflows)
         wait_for(lambda: executions(two.scrape()) == workflows)
-        time.sleep(0.3)
-        single, merged = agent_samples(one.scrape()), agent_samples(two.scrape())
+        # the last workflows' gauges come with a later flush: compared once both scrapes
+        # agree, or as they last were
+        last: list[Any] = []
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: same_agent_metrics(last, one.scrape(), two.scrape()))
+        single, merged = last
         assert single and merged.keys() == single.keys()
         for key, value in single.items():
             if key[0].endswith("_sum"):

@@ -469,7 +469,8 @@ service:
                     await wait_until(lambda: all(assigned(gw) for gw in consumers), within=30)
                     assert set(by_gateway(sink)) == {"b0", "b1"}, by_gateway(sink)
                     sender = asyncio.create_task(sdk_send(http_port, 100, 200, 4))
-                    await asyncio.sleep(0.5)
+                    # killed while the second send's spans flow (some arrived already)
+                    await wait_until(lambda: sink.span_count() > 400 or sender.done(), within=60)
                     consumers[0].proc.send_signal(signal.SIGKILL)
                     await sender
                     total = 1200
@@ -478,7 +479,7 @@ service:
                         lambda: any(len(p) == 4 for p in assigned(consumers[1])), within=60
                     )
                     await wait_until(lambda: len(span_names(sink)) >= total, within=90)
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(0.5)  # (time for the re-read duplicates to arrive)
                 names = span_names(sink)
                 assert len(names) == total, f"{total - len(names)} spans lost"
                 duplicates = sum(names.values()) - total
