@@ -200,13 +200,15 @@ static int hash_mode(const route_ctx *c, uint64_t b) {
     return 1;
 }
 
-static int is_dead(const route_ctx *c, uint32_t owner) {
+static inline int is_dead(const route_ctx *c, uint32_t owner) {
     return c->dead != NULL && owner < c->workers && c->dead[owner];
 }
 
 /* The owner of a trace routed by hash: its hash owner, or when that one is dead a live worker
- * among the others, spread by the routing value (the hash owner when every other is dead). */
-static uint32_t hash_fallback(const route_ctx *c, uint64_t v, uint32_t hashed) {
+ * among the others, spread by the routing value (the hash owner when every other is dead).
+ * Out of line (only with dead workers), behind `fallback`'s test. */
+__attribute__((noinline)) static uint32_t hash_fallback(const route_ctx *c, uint64_t v,
+                                                        uint32_t hashed) {
     uint32_t n = c->workers;
     if (!is_dead(c, hashed) || n < 2) return hashed;
     uint64_t spread = v / n;
@@ -217,7 +219,11 @@ static uint32_t hash_fallback(const route_ctx *c, uint64_t v, uint32_t hashed) {
     return hashed;
 }
 
-static uint32_t table_owner(const route_ctx *c, uint64_t v) {
+static inline uint32_t fallback(const route_ctx *c, uint64_t v, uint32_t hashed) {
+    return c->dead == NULL ? hashed : hash_fallback(c, v, hashed);
+}
+
+__attribute__((noinline)) static uint32_t table_owner(const route_ctx *c, uint64_t v) {
     uint32_t hashed = (uint32_t)(v % c->workers);
     uint64_t h = mix64(v);
     uint64_t key = h & ~(uint64_t)0xFF;
@@ -233,10 +239,10 @@ static uint32_t table_owner(const route_ctx *c, uint64_t v) {
             goto locked; /* its owner is dead: adopted under the lock */
         }
     }
-    if (hash_mode(c, b)) return hash_fallback(c, v, hashed);
+    if (hash_mode(c, b)) return fallback(c, v, hashed);
 locked:
     table_lock(&c->locks[b], now);
-    uint32_t owner = hash_fallback(c, v, hashed);
+    uint32_t owner = fallback(c, v, hashed);
     int done = 0;
     for (int i = 0; i < TABLE_WAYS && !done; i++) { /* claimed (or adopted) meanwhile? */
         uint64_t k = __atomic_load_n(&s[2 * i], __ATOMIC_ACQUIRE);
@@ -266,9 +272,9 @@ locked:
     return owner;
 }
 
-static uint32_t owner_of(slice tid, const route_ctx *c) {
+static inline uint32_t owner_of(slice tid, const route_ctx *c) {
     uint64_t v = routing_value(tid);
-    if (c->slots == NULL) return hash_fallback(c, v, (uint32_t)(v % c->workers));
+    if (c->slots == NULL) return fallback(c, v, (uint32_t)(v % c->workers));
     return table_owner(c, v);
 }
 

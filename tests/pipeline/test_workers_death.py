@@ -77,6 +77,30 @@ def test_by_trace_id_a_dead_owners_traces_go_to_live_workers_spread_and_back_aft
     assert 2 in _route.split_traces(data, 4)
 
 
+def test_log_records_of_a_dead_owners_trace_follow_its_adoption() -> None:
+    """Log records of a dead worker's trace go where its spans go: adopted by the receiving
+    worker in the table, or by trace id to the live fallback; records of live owners' traces
+    and records without a trace id do not move."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    table = bytearray(_route.table_bytes(16))
+    ones = [_route.OwnerTable(table, i, 60) for i in range(3)]
+    assert _route.claim(ones[1], _tid(1), 3, 100) == 1
+    assert _route.claim(ones[2], _tid(2), 3, 100) == 2
+    req = ExportLogsServiceRequest()
+    sl = req.resource_logs.add().scope_logs.add()
+    for n in (1, 2):
+        sl.log_records.add().trace_id = _tid(n)
+    sl.log_records.add().body.string_value = "no trace"
+    data = req.SerializeToString()
+    dead = b"\x00\x01\x00"
+    parts = _route.split_logs(data, 3, 0, ones[0], 101, dead)
+    assert {o: n for o, (_, n) in parts.items()} == {0: 2, 2: 1}
+    assert _route.claim(ones[2], _tid(1), 3, 102) == 0  # adopted by the receiving worker
+    by_hash = _route.split_logs(data, 3, 0, None, 0, dead)  # _tid(1): hash owner 1, dead
+    assert 1 not in by_hash and sum(n or 0 for _, n in by_hash.values()) == 3
+
+
 def test_a_poison_input_kills_its_owner_and_at_most_one_adopter(tmp_path: Path) -> None:
     """The supervisor's rule (no process started): a first death is taken over; a second
     worker dying within ADOPT_WINDOW of it (the adopter, maybe of what it adopted) is not, nor
