@@ -2,7 +2,8 @@
 
 ``pipeline run`` with more than one worker becomes a *supervisor* (:func:`supervise`) that runs
 N copies of itself as worker processes and does nothing else: it starts them, restarts one that
-dies (counted: ``otelcol_worker_restarts_total``), forwards SIGHUP, and on SIGTERM/SIGINT asks
+dies (counted: ``otelcol_worker_restarts_total``; while it is down its siblings take over its
+traces, ``run_dir/deaths``, :meth:`Router._adopt`), forwards SIGHUP, and on SIGTERM/SIGINT asks
 every worker to drain and waits for them. Each worker runs the whole config
 (:class:`pipeline.service.Service`) with a :class:`WorkerContext` (:func:`current`) that
 changes four things:
