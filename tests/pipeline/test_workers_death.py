@@ -224,20 +224,20 @@ def _owner(buf: Any, n: int) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("routing", ["trace_id", "first_arrival"])
+@pytest.mark.parametrize("routing", ["trace_id", "first_arrival", "balanced"])
 def test_a_killed_workers_traces_are_taken_over_and_nothing_acknowledged_is_lost(
     tmp_path: Path, routing: str
 ) -> None:
-    """Worker 1 owns traces (by trace id: odd ids; by first arrival: the traces whose first
-    span a connection to it received) and is killed (SIGKILL). While it is down, the spans of
-    its traces sent to worker 0 are accepted (before: refused as retryable until it served
-    again) within a bound, counted (``otelcol_worker_adopted_items_total``) and logged; it is
-    restarted and counted as before; by first arrival the adopted traces stay with worker 0
-    after its return (the table), by trace id they go back to it. Every span the gateway
+    """Worker 1 owns traces (by trace id: odd ids; by first arrival and balanced: the traces
+    whose first span a connection to it received) and is killed (SIGKILL). While it is down,
+    the spans of its traces sent to worker 0 are accepted (before: refused as retryable until
+    it served again) within a bound, counted (``otelcol_worker_adopted_items_total``) and
+    logged; it is restarted and counted as before; by the table the adopted traces stay with
+    worker 0 after its return, by trace id they go back to it. Every span the gateway
     acknowledged, before, during and after the death, reaches the next tier."""
     from tests.pipeline.test_workers import ready, scrape_port, wait_for, worker_pids
 
-    if routing == "first_arrival" and _route.native() is None:
+    if routing != "trace_id" and _route.native() is None:
         pytest.skip("routing by first arrival needs the C module")
 
     sink_ports = {"grpc": free_port(), "telemetry": free_port()}
@@ -328,7 +328,7 @@ def test_a_killed_workers_traces_are_taken_over_and_nothing_acknowledged_is_lost
         )
         own = scrape_port(ports["telemetry"])
         adopted = own[("otelcol_worker_adopted_items_total", (("signal", "traces"),))]
-        if routing == "first_arrival":  # each trace adopted once; its later spans are 0's own
+        if routing != "trace_id":  # each trace adopted once; its later spans are 0's own
             assert adopted == len(taken_ids)
         else:  # each span sent to worker 0 while its owner was down
             assert adopted >= len(taken)
@@ -336,7 +336,7 @@ def test_a_killed_workers_traces_are_taken_over_and_nothing_acknowledged_is_lost
         # back: by first arrival the adopted traces stay with their adopter (the table), by
         # trace id they are worker 1's again; either way accepted
         adopted_ids = sorted(taken_ids)
-        if routing == "first_arrival":
+        if routing != "trace_id":
             with _table(run_dir) as buf:
                 assert [_owner(buf, n) for n in adopted_ids] == [0] * len(adopted_ids)
         for n in theirs:
@@ -348,7 +348,7 @@ def test_a_killed_workers_traces_are_taken_over_and_nothing_acknowledged_is_lost
                 time.sleep(0.2)
             assert ok
             accepted += 1
-        if routing == "first_arrival":
+        if routing != "trace_id":
             with _table(run_dir) as buf:
                 assert [_owner(buf, n) for n in adopted_ids] == [0] * len(adopted_ids)
         sink_key = ("otelcol_receiver_accepted_spans_total", (("receiver", "otlp"),))
