@@ -69,6 +69,9 @@ log = logging.getLogger("pipeline.workers")
 
 ENV = "PIPELINE_WORKER"  # "index/count/run_dir", set by the supervisor for its workers
 ROUTING_ENV = "PIPELINE_WORKER_ROUTING"  # service.worker_routing, the supervisor's
+# set by the supervisor for a worker it starts again: the endpoints are its siblings' already
+# (SO_REUSEPORT), so a restarted primary does not check them (they would be "in use")
+RESTART_ENV = "PIPELINE_WORKER_RESTART"
 # routing by first arrival: the ownership table shared by the workers (run_dir/owners): 8
 # traces a bucket (1M traces, 17 MiB), a trace forgotten OWNERS_TTL seconds after its last span
 OWNERS_BUCKETS = 1 << 17
@@ -139,6 +142,7 @@ class WorkerContext:
     service: Any = None  # the running pipeline.service.Service
     # routing by first arrival (service.worker_routing): the shared ownership table
     owners: _route.OwnerTable | None = None
+    restarted: bool = False  # started again by the supervisor after a death (RESTART_ENV)
     # service.worker_routing: balanced: this worker's busy fraction on the shared load board,
     # choosing for whom ``owners`` claims new traces (:class:`LoadMeter`)
     meter: LoadMeter | None = None
@@ -1757,6 +1761,7 @@ def enter_from_env() -> WorkerContext | None:
     index, count, run_dir = text.split("/", 2)
     ctx = WorkerContext(int(index), int(count), Path(run_dir))
     ctx._deaths = _open_deaths(ctx.run_dir, ctx.count)
+    ctx.restarted = os.environ.get(RESTART_ENV) == "1"
     routing = os.environ.get(ROUTING_ENV)
     if routing in ("first_arrival", "balanced"):
         ctx.owners = _open_owners(ctx)
@@ -1982,6 +1987,7 @@ class Supervisor:
             **os.environ,
             ENV: f"{slot.index}/{self.count}/{self.run_dir}",
             ROUTING_ENV: self.routing,
+            RESTART_ENV: "1" if slot.restarts else "0",
         }
         slot.proc = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -356,3 +356,63 @@ def test_a_killed_workers_traces_are_taken_over_and_nothing_acknowledged_is_lost
         assert gw.stop(signal.SIGTERM, timeout=60) == 0
         # nothing acknowledged lost; at least once: a span may arrive twice, never missing
         assert scrape_port(sink_ports["telemetry"])[sink_key] >= accepted
+
+
+@pytest.mark.slow
+def test_a_second_death_within_the_window_is_refused_not_taken_over(tmp_path: Path) -> None:
+    """Worker 1 killed: taken over by worker 0. Worker 0 killed right after (as a poison input
+    taken over would kill its adopter): its traces are refused (retryable) until it serves
+    again, logged with the reason, not handed on to worker 1; once both serve, every trace is
+    accepted again."""
+    from tests.pipeline.test_workers import ready, wait_for, worker_pids
+
+    sink_ports = {"grpc": free_port(), "telemetry": free_port()}
+    sink_path = write_config(tmp_path, SINK.format(**sink_ports), "sink.yaml")
+    ports = {"grpc": free_port(), "telemetry": free_port()}
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    text = FORWARDING.format(sink=sink_ports["grpc"], storage=storage, routing="trace_id", **ports)
+    path = write_config(tmp_path, text, "forwarding.yaml")
+    endpoint = f"127.0.0.1:{ports['grpc']}"
+    with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
+        sink.wait_ready(timeout=120)
+        ready(gw, 2, timeout=120)
+        records = gw.records
+        os.kill(worker_pids(gw)[1], signal.SIGKILL)
+        wait_for(
+            lambda: any(
+                r.get("msg", "").startswith("the dead worker's traces are taken over")
+                for r in records()
+            ),
+            timeout=30,
+        )
+        os.kill(worker_pids(gw)[0], signal.SIGKILL)
+        wait_for(
+            lambda: any(
+                r.get("msg", "").startswith("the dead worker's traces are refused")
+                for r in records()
+            ),
+            timeout=30,
+        )
+        refused = [
+            r for r in records() if r.get("msg", "").startswith("the dead worker's traces are")
+        ]
+        assert [(r["worker"], "refused" in r["msg"]) for r in refused] == [(1, False), (0, True)]
+        assert "worker 1" in refused[1]["reason"]
+
+        def serving(i: int) -> int:
+            return sum(
+                1
+                for r in records()
+                if r.get("msg") == "everything is ready; serving" and r.get("worker") == i
+            )
+
+        wait_for(lambda: serving(0) == 2 and serving(1) >= 2, timeout=120)
+        for n in (1, 2, 3, 4):  # both workers' traces
+            ok = False
+            for _ in range(30):
+                if _send(endpoint, n):
+                    ok = True
+                    break
+                time.sleep(0.2)
+            assert ok
