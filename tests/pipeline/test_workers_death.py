@@ -416,3 +416,47 @@ def test_a_second_death_within_the_window_is_refused_not_taken_over(tmp_path: Pa
                     break
                 time.sleep(0.2)
             assert ok
+
+
+@pytest.mark.slow
+def test_a_killed_primary_serves_again_and_its_traces_are_taken_over_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """The primary (worker 0, which checks the endpoints at its first start) killed: worker 1
+    takes its traces over, and it is started again and serves (before, its restart found the
+    data endpoints, held by worker 1 with SO_REUSEPORT, "in use" and failed for as long as
+    worker 1 ran); the merged /metrics is back with the restart counted."""
+    from tests.pipeline.test_workers import ready, scrape_port, wait_for, worker_pids
+
+    sink_ports = {"grpc": free_port(), "telemetry": free_port()}
+    sink_path = write_config(tmp_path, SINK.format(**sink_ports), "sink.yaml")
+    ports = {"grpc": free_port(), "telemetry": free_port()}
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    text = FORWARDING.format(sink=sink_ports["grpc"], storage=storage, routing="trace_id", **ports)
+    path = write_config(tmp_path, text, "forwarding.yaml")
+    endpoint = f"127.0.0.1:{ports['grpc']}"
+    with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
+        sink.wait_ready(timeout=120)
+        ready(gw, 2, timeout=120)
+        records = gw.records
+        os.kill(worker_pids(gw)[0], signal.SIGKILL)
+        wait_for(
+            lambda: any(
+                r.get("msg", "").startswith("the dead worker's traces are taken over")
+                for r in records()
+            ),
+            timeout=30,
+        )
+        assert any(_send(endpoint, 2 * k) for k in range(1, 40))  # worker 0's, taken over
+        wait_for(
+            lambda: any(
+                r.get("msg") == "worker serves again; the others stop taking over its traces"
+                and r.get("worker") == 0
+                for r in records()
+            ),
+            timeout=120,
+        )
+        assert not [r for r in records() if r.get("exit_code") == 1]  # no failed restart
+        key = ("otelcol_worker_restarts_total", (("worker", "0"),))
+        wait_for(lambda: scrape_port(ports["telemetry"]).get(key) == 1.0, timeout=30)
