@@ -154,11 +154,42 @@ def _table_view(table: Any, workers: int, index: int, now: int, ttl: int) -> tup
     return slots, stamps, buckets
 
 
+def _is_dead(dead: Any, owner: int, workers: int) -> bool:
+    return dead is not None and owner < workers and bool(dead[owner])
+
+
+def hash_fallback(v: int, workers: int, hashed: int, dead: Any = None) -> int:
+    """The twin of ``_route.c``'s ``hash_fallback``: the owner of a trace routed by hash (its
+    routing value ``v``, its hash owner ``hashed``) when ``dead`` (a byte a worker, nonzero:
+    dead, its traces taken over) says that owner is dead: a live worker among the others,
+    spread by ``v``; ``hashed`` when it lives (or every other is dead)."""
+    if not _is_dead(dead, hashed, workers) or workers < 2:
+        return hashed
+    spread = v // workers
+    for j in range(workers - 1):
+        w = (hashed + 1 + (spread + j) % (workers - 1)) % workers
+        if not dead[w]:
+            return w
+    return hashed
+
+
+def _check_dead(dead: Any, workers: int) -> None:
+    if dead is not None and len(memoryview(dead).cast("B")) < workers:
+        raise ValueError("dead must hold a byte for every worker")
+
+
 def table_owner_python(
-    table: Any, trace_id: bytes, workers: int, index: int, now: int, ttl: int
+    table: Any,
+    trace_id: bytes,
+    workers: int,
+    index: int,
+    now: int,
+    ttl: int,
+    dead: Any = None,
 ) -> int:
     """The twin of ``_route.c``'s ``trace_owner``: the owner of ``trace_id``, claimed for
-    ``index`` when the trace is new (one process: no lock, no compare-and-swap)."""
+    ``index`` when the trace is new, adopted by ``index`` when ``dead`` says its owner is dead
+    (one process: no lock, no compare-and-swap)."""
     slots, stamps, buckets = _table_view(table, workers, index, now, ttl)
     v = int.from_bytes(trace_id[-8:], "big")
     hashed = v % workers
@@ -169,12 +200,15 @@ def table_owner_python(
         k = slots[base + 2 * i]
         if k & ~0xFF == key:
             slots[base + 2 * i + 1] = now
+            if _is_dead(dead, k & 0xFF, workers):  # adopted (the C code: under the lock)
+                slots[base + 2 * i] = key | index
+                return index
             return k & 0xFF
     bucket = base // (TABLE_WAYS * 2)
     if now - stamps[bucket] <= ttl:  # the bucket routes new traces by hash (see _route.c)
         if now > stamps[bucket]:
             stamps[bucket] = now
-        return hashed
+        return hash_fallback(v, workers, hashed, dead)
     for i in range(TABLE_WAYS):
         k = slots[base + 2 * i]
         if k == 0 or now - (slots[base + 2 * i + 1] & 0xFFFFFFFF) > ttl:
@@ -182,15 +216,20 @@ def table_owner_python(
             slots[base + 2 * i] = key | index
             return index
     stamps[bucket] = now
-    return hashed
+    return hash_fallback(v, workers, hashed, dead)
 
 
-def claim(owners: OwnerTable, trace_id: bytes, workers: int, now: int) -> int:
-    """The owner of ``trace_id`` by first arrival (the C module's, else the twin's)."""
+def claim(owners: OwnerTable, trace_id: bytes, workers: int, now: int, dead: Any = None) -> int:
+    """The owner of ``trace_id`` by first arrival (the C module's, else the twin's); with
+    ``dead``, a dead owner's trace is adopted by ``owners.index``."""
     mod = native()
     if mod is None:
-        return table_owner_python(owners.buf, trace_id, workers, owners.index, now, owners.ttl)
-    return int(mod.trace_owner(trace_id, workers, owners.buf, owners.index, now, owners.ttl))
+        return table_owner_python(
+            owners.buf, trace_id, workers, owners.index, now, owners.ttl, dead
+        )
+    if dead is None:
+        return int(mod.trace_owner(trace_id, workers, owners.buf, owners.index, now, owners.ttl))
+    return int(mod.trace_owner(trace_id, workers, owners.buf, owners.index, now, owners.ttl, dead))
 
 
 # -- load-aware first arrival (service.worker_routing: balanced) --------------------------------
@@ -265,29 +304,45 @@ def balanced_claimant(
 
 
 def split_traces(
-    data: bytes, workers: int, owner_table: OwnerTable | None = None, now: int = 0
+    data: bytes,
+    workers: int,
+    owner_table: OwnerTable | None = None,
+    now: int = 0,
+    dead: Any = None,
 ) -> dict[int, tuple[bytes, int | None]]:
     """An ``ExportTraceServiceRequest`` split by owning worker: ``{worker: (request, spans)}``
     with only the workers that own spans (``{}`` for a request without any; the request itself
     and ``None`` when one worker owns every span). Owners by trace id, or by first arrival
-    through ``owner_table`` (``now``: the time in seconds). The C module
-    ``plugins._native._route`` when it was built, else :func:`split_traces_python` (the same
-    bytes)."""
+    through ``owner_table`` (``now``: the time in seconds). ``dead`` (a byte a worker, nonzero:
+    that worker is dead and its traces are taken over): a dead owner's traces are adopted by
+    the table's ``index``, or without a table go to a live worker (:func:`hash_fallback`). The
+    C module ``plugins._native._route`` when it was built, else :func:`split_traces_python`
+    (the same bytes)."""
     mod = native()
     if mod is None:
-        return split_traces_python(data, workers, owner_table, now)
+        return split_traces_python(data, workers, owner_table, now, dead)
     if owner_table is None:
-        result = mod.route_traces(data, workers)
+        if dead is None:
+            result = mod.route_traces(data, workers)
+        else:
+            result = mod.route_traces(data, workers, None, 0, 0, 0, dead)
     else:
         t = owner_table
-        result = mod.route_traces(data, workers, t.buf, t.index, now, t.ttl)
+        if dead is None:
+            result = mod.route_traces(data, workers, t.buf, t.index, now, t.ttl)
+        else:
+            result = mod.route_traces(data, workers, t.buf, t.index, now, t.ttl, dead)
     if isinstance(result, int):
         return {} if result < 0 else {result: (data, None)}
     return {owner: (raw, n) for owner, raw, n in result}
 
 
 def split_traces_python(
-    data: bytes, workers: int, owner_table: OwnerTable | None = None, now: int = 0
+    data: bytes,
+    workers: int,
+    owner_table: OwnerTable | None = None,
+    now: int = 0,
+    dead: Any = None,
 ) -> dict[int, tuple[bytes, int | None]]:
     """The twin of ``_route.c``'s ``route_traces``: for each owner, each ResourceSpans with
     spans of that owner (its fields other than scope_spans verbatim, then each ScopeSpans with
@@ -295,16 +350,21 @@ def split_traces_python(
     if not 1 <= workers <= 65536:
         raise ValueError("workers must be between 1 and 65536")
     if owner_table is None:
+        _check_dead(dead, workers)
 
         def owner_of(tid: bytes) -> int:
-            return trace_owner(tid, workers)
+            if dead is None:
+                return trace_owner(tid, workers)
+            v = int.from_bytes(tid[-8:], "big")
+            return hash_fallback(v, workers, v % workers, dead)
 
     else:
         table, index, ttl = owner_table.buf, owner_table.index, owner_table.ttl
         _table_view(table, workers, index, now, ttl)  # its checks, before any claim
+        _check_dead(dead, workers)
 
         def owner_of(tid: bytes) -> int:
-            return table_owner_python(table, tid, workers, index, now, ttl)
+            return table_owner_python(table, tid, workers, index, now, ttl, dead)
 
     # resource: (others, [(others, [(owner, span)])])
     resources: list[tuple[bytes, list[tuple[bytes, list[tuple[int, bytes]]]]]] = []
@@ -402,13 +462,19 @@ LOG_RECORD_TRACE_ID = 9  # LogRecord.trace_id
 
 
 def split_logs(
-    data: bytes, workers: int, local: int, owner_table: OwnerTable | None = None, now: int = 0
+    data: bytes,
+    workers: int,
+    local: int,
+    owner_table: OwnerTable | None = None,
+    now: int = 0,
+    dead: Any = None,
 ) -> dict[int, tuple[bytes, int | None]]:
     """An ``ExportLogsServiceRequest`` split by owning worker, as :func:`split_traces_python`
     splits spans: a record goes to the owner of its trace id (by first arrival through
     ``owner_table``: the worker that owns the trace's spans); one without a trace id (or with one
-    that is not 16 bytes) to ``local``, the worker that received it. ``{}`` for a request
-    without records, ``{owner: (request, None)}`` when one worker owns them all."""
+    that is not 16 bytes) to ``local``, the worker that received it; a dead owner's (``dead``)
+    records go where its spans go (:func:`split_traces`). ``{}`` for a request without
+    records, ``{owner: (request, None)}`` when one worker owns them all."""
     if not 1 <= workers <= 65536:
         raise ValueError("workers must be between 1 and 65536")
     # the records' trace ids, in order, read by the C parser (the skeleton view); the walk
@@ -444,8 +510,10 @@ def split_logs(
             owner = local
         elif owner_table is None:
             owner = trace_owner(trace, workers)
+            if dead is not None and dead[owner]:
+                owner = hash_fallback(int.from_bytes(trace[-8:], "big"), workers, owner, dead)
         else:
-            owner = claim(owner_table, trace, workers, now)
+            owner = claim(owner_table, trace, workers, now, dead)
         owners.add(owner)
         records[i] = (owner, records[i][1])
     if not owners:

@@ -269,8 +269,10 @@ class Service:
         """
         self._fatal = asyncio.get_running_loop().create_future()
         ctx = workers.current()
-        # the primary worker checks the endpoints; the others share its data endpoints
-        errors = check_endpoints(self.config) if ctx is None or ctx.primary else []
+        # the primary worker checks the endpoints; the others share its data endpoints (and a
+        # restarted primary its siblings': they hold them, SO_REUSEPORT, and would be "in use")
+        check = ctx is None or (ctx.primary and not ctx.restarted)
+        errors = check_endpoints(self.config) if check else []
         if errors:
             raise ConfigErrors(errors)
         limits = self.config.service.limits

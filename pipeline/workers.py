@@ -2,7 +2,8 @@
 
 ``pipeline run`` with more than one worker becomes a *supervisor* (:func:`supervise`) that runs
 N copies of itself as worker processes and does nothing else: it starts them, restarts one that
-dies (counted: ``otelcol_worker_restarts_total``), forwards SIGHUP, and on SIGTERM/SIGINT asks
+dies (counted: ``otelcol_worker_restarts_total``; while it is down its siblings take over its
+traces, ``run_dir/deaths``, :meth:`Router._adopt`), forwards SIGHUP, and on SIGTERM/SIGINT asks
 every worker to drain and waits for them. Each worker runs the whole config
 (:class:`pipeline.service.Service`) with a :class:`WorkerContext` (:func:`current`) that
 changes four things:
@@ -68,12 +69,22 @@ log = logging.getLogger("pipeline.workers")
 
 ENV = "PIPELINE_WORKER"  # "index/count/run_dir", set by the supervisor for its workers
 ROUTING_ENV = "PIPELINE_WORKER_ROUTING"  # service.worker_routing, the supervisor's
+# set by the supervisor for a worker it starts again: the endpoints are its siblings' already
+# (SO_REUSEPORT), so a restarted primary does not check them (they would be "in use")
+RESTART_ENV = "PIPELINE_WORKER_RESTART"
 # routing by first arrival: the ownership table shared by the workers (run_dir/owners): 8
 # traces a bucket (1M traces, 17 MiB), a trace forgotten OWNERS_TTL seconds after its last span
 OWNERS_BUCKETS = 1 << 17
 OWNERS_TTL = 120
 READY_TIMEOUT = 120.0  # how long a worker may take to start before the supervisor gives up
 RESTART_BACKOFF_MAX = 10.0
+# a dead worker's traces (run_dir/deaths: an epoch, then a state a worker, int64): while the
+# supervisor says a worker is dead and ADOPTED, the siblings take over its traces (re-claimed in
+# the ownership table, or by trace id a fallback owner) instead of refusing their spans; REFUSED:
+# refused as retryable until it serves again (a death within ADOPT_WINDOW seconds of another
+# worker's adopted one, or a crash loop: the adopter may have died of what it took over)
+DEATH_SERVING, DEATH_ADOPTED, DEATH_REFUSED = 0, 1, 2
+ADOPT_WINDOW = 60.0
 
 _OP_CONSUME = 1
 _OP_COLLECT = 2
@@ -131,6 +142,7 @@ class WorkerContext:
     service: Any = None  # the running pipeline.service.Service
     # routing by first arrival (service.worker_routing): the shared ownership table
     owners: _route.OwnerTable | None = None
+    restarted: bool = False  # started again by the supervisor after a death (RESTART_ENV)
     # service.worker_routing: balanced: this worker's busy fraction on the shared load board,
     # choosing for whom ``owners`` claims new traces (:class:`LoadMeter`)
     meter: LoadMeter | None = None
@@ -158,6 +170,13 @@ class WorkerContext:
     # consume key without its count -> the parts for those pipelines joined under load
     _joiners: dict[str, _Joiner] = field(default_factory=dict)
     _server: asyncio.AbstractServer | None = None
+    # the supervisor's word on dead workers (run_dir/deaths, int64: epoch, then a state a
+    # worker), the epoch last read and what it said: a byte a worker, 1 = dead and its traces
+    # taken over (None: none such); the counter of items taken over
+    _deaths: Any = None
+    _deaths_epoch: int = -1
+    _dead: bytes | None = None
+    _adopted: Any = None
 
     @property
     def primary(self) -> bool:
@@ -175,6 +194,23 @@ class WorkerContext:
 
     def socket_path(self, index: int) -> str:
         return str(self.run_dir / f"worker-{index}.sock")
+
+    def dead_owners(self) -> bytes | None:
+        """The siblings whose traces this worker takes over now (a byte a worker, 1: dead,
+        its traces adopted: the supervisor said so, ``run_dir/deaths``), or ``None`` (none):
+        one read of the board's epoch a request, the states read again when it changed."""
+        board = self._deaths
+        if board is None:
+            return None
+        epoch = board[0]
+        if epoch != self._deaths_epoch:
+            self._deaths_epoch = epoch
+            dead = bytes(
+                1 if i != self.index and board[1 + i] == DEATH_ADOPTED else 0
+                for i in range(self.count)
+            )
+            self._dead = dead if any(dead) else None
+        return self._dead
 
     # -- singletons ----------------------------------------------------------------------------
     def runs_here(self, kind: str, config: Any, factory: Any) -> bool:
@@ -277,6 +313,15 @@ class WorkerContext:
                     "service.worker_acknowledge: handover they are sent again: each attempt "
                     "counts).",
                     ("signal", "reason"),
+                )
+            if self._adopted is None:
+                self._adopted = telemetry.counter(
+                    "otelcol_worker_adopted_items",
+                    "Spans and log records of traces owned by a dead worker (killed, crashed; "
+                    "until it serves again) that this worker took over instead of refusing "
+                    "them: their traces re-claimed for it in the ownership table, or by trace "
+                    "id given to a live worker; by signal.",
+                    ("signal",),
                 )
             counter = telemetry.counter(
                 "otelcol_worker_forwarded_items",
@@ -1230,6 +1275,20 @@ class Router:
             self._split = lambda raw, count: _route.split_traces(
                 raw, count, ctx.claim_table(self._in_progress), int(time.time())
             )
+        # a dead owner's part split again, its traces taken over (:meth:`_adopt`): adopted by
+        # this worker in the ownership table, or by trace id given to a live worker; metrics
+        # (by resource) are not: their owner's cumulative series would be held twice
+        self._resplit: Callable[[bytes, int, bytes], dict[int, tuple[bytes, int | None]]] | None
+        if signal is Signal.LOGS:
+            self._resplit = lambda raw, count, dead: _route.split_logs(
+                raw, count, index, owners, int(time.time()) if owners is not None else 0, dead
+            )
+        elif signal is Signal.TRACES:
+            self._resplit = lambda raw, count, dead: _route.split_traces(
+                raw, count, owners, int(time.time()) if owners is not None else 0, dead
+            )
+        else:
+            self._resplit = None
 
     def retarget(self, inner: Consumer) -> None:
         self.inner = inner
@@ -1265,6 +1324,10 @@ class Router:
     async def _route(self, data: Payload, joiner: _Joiner | None) -> None:
         ctx = self.ctx
         parts = self._split(data.to_bytes(), ctx.count)
+        if ctx._deaths is not None:
+            dead = ctx.dead_owners()
+            if dead is not None and any(dead[o] for o in parts):
+                parts = self._adopt(parts, dead, type(data))
         local = parts.pop(ctx.index, None)
         if not parts:
             if local is not None:
@@ -1318,6 +1381,54 @@ class Router:
             if isinstance(err, RetryableError):
                 raise err
         raise errors[0]
+
+    def _adopt(
+        self, parts: dict[int, tuple[bytes, int | None]], dead: bytes, make: Any
+    ) -> dict[int, tuple[bytes, int | None]]:
+        """``parts`` with those of dead owners (``dead``: :meth:`WorkerContext.dead_owners`)
+        split again, their traces taken over (:attr:`_resplit`), joined to the parts of their
+        new owners; counted (``otelcol_worker_adopted_items``) and logged."""
+        resplit = self._resplit
+        if resplit is None:  # metrics: refused while their owner is down
+            return parts
+        ctx = self.ctx
+        out: dict[int, list[tuple[bytes, int | None]]] = {}
+        items = 0
+        owners = []
+        to: set[int] = set()
+        for owner, (raw, n) in parts.items():
+            if not dead[owner]:
+                out.setdefault(owner, []).append((raw, n))
+                continue
+            owners.append(owner)
+            items += n if n is not None else make(raw).item_count()
+            for o, part in resplit(raw, ctx.count, dead).items():
+                out.setdefault(o, []).append(part)
+                to.add(o)
+        if ctx._adopted is not None:
+            ctx._adopted.labels(str(self.signal)).inc(items)
+        ctx._log_limiter.log(
+            log,
+            logging.WARNING,
+            "a dead worker's traces taken over: their spans or records go to a live worker "
+            "instead of being refused",
+            key=f"adopt|{self.signal}",
+            extra={
+                "worker": ctx.index,
+                "dead": ",".join(map(str, owners)),
+                "signal": str(self.signal),
+                "items": items,
+                "to": ",".join(map(str, sorted(to))),
+            },
+        )
+        joined: dict[int, tuple[bytes, int | None]] = {}
+        for o, got in out.items():
+            if len(got) == 1:
+                joined[o] = got[0]
+                continue
+            counts = [n if n is not None else make(raw).item_count() for raw, n in got]
+            joined[o] = (b"".join(raw for raw, _ in got), sum(counts))
+        return joined
 
     async def _hand_over(
         self,
@@ -1649,6 +1760,8 @@ def enter_from_env() -> WorkerContext | None:
         return None
     index, count, run_dir = text.split("/", 2)
     ctx = WorkerContext(int(index), int(count), Path(run_dir))
+    ctx._deaths = _open_deaths(ctx.run_dir, ctx.count)
+    ctx.restarted = os.environ.get(RESTART_ENV) == "1"
     routing = os.environ.get(ROUTING_ENV)
     if routing in ("first_arrival", "balanced"):
         ctx.owners = _open_owners(ctx)
@@ -1682,6 +1795,26 @@ def _open_owners(ctx: WorkerContext) -> _route.OwnerTable | None:
     finally:
         os.close(fd)
     return _route.OwnerTable(table, ctx.index, OWNERS_TTL)
+
+
+def _deaths_bytes(count: int) -> int:
+    return (1 + count) * 8
+
+
+def _open_deaths(run_dir: Path, count: int) -> Any:
+    """The supervisor's board of dead workers (``run_dir/deaths``: an epoch, bumped at every
+    change, then a ``DEATH_*`` state a worker; int64), ``None`` when there is none."""
+    import mmap
+
+    try:
+        fd = os.open(run_dir / "deaths", os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        board = mmap.mmap(fd, _deaths_bytes(count))
+    finally:
+        os.close(fd)
+    return memoryview(board).cast("q")
 
 
 def _open_board(run_dir: Path, count: int) -> Any:
@@ -1816,6 +1949,9 @@ class _Slot:
     restarts: int = 0
     started: float = 0.0
     failures: int = 0  # consecutive quick deaths (backoff)
+    down: bool = False  # dead, not serving again yet
+    adopted: bool = True  # its last death's traces were taken over by the others
+    adopted_at: float | None = None  # when that death was (monotonic)
 
 
 class Supervisor:
@@ -1837,6 +1973,9 @@ class Supervisor:
             with open(self.run_dir / "load", "wb") as f:
                 f.truncate(_route.load_bytes(count))
             self._board = _open_board(self.run_dir, count)
+        with open(self.run_dir / "deaths", "wb") as f:  # zeros: every worker serving
+            f.truncate(_deaths_bytes(count))
+        self._deaths = _open_deaths(self.run_dir, count)
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
         self._stop = asyncio.Event()
@@ -1848,6 +1987,7 @@ class Supervisor:
             **os.environ,
             ENV: f"{slot.index}/{self.count}/{self.run_dir}",
             ROUTING_ENV: self.routing,
+            RESTART_ENV: "1" if slot.restarts else "0",
         }
         slot.proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -1889,6 +2029,7 @@ class Supervisor:
             quick = time.monotonic() - slot.started < 5.0
             slot.failures = slot.failures + 1 if quick else 0
             delay = min(0.1 * (2**slot.failures), RESTART_BACKOFF_MAX) if quick else 0.0
+            refused = self._dead(slot, quick)
             log.error(
                 "worker died; starting it again",
                 extra={
@@ -1897,8 +2038,20 @@ class Supervisor:
                     "exit_code": code,
                     "restarts": slot.restarts,
                     "delay_s": delay,
+                    "traces": "refused" if refused else "taken over",
                 },
             )
+            if refused:
+                log.error(
+                    "the dead worker's traces are refused (retryable) until it serves again",
+                    extra={"worker": slot.index, "reason": refused},
+                )
+            else:
+                log.warning(
+                    "the dead worker's traces are taken over by the other workers until it "
+                    "serves again",
+                    extra={"worker": slot.index},
+                )
             if delay:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
@@ -1906,6 +2059,61 @@ class Supervisor:
             if self.stopping:
                 return
             await self._spawn(slot)
+            await self._serving_again(slot)
+
+    def _dead(self, slot: _Slot, quick: bool) -> str | None:
+        """Publish that ``slot``'s worker died (``run_dir/deaths``) and whether its traces are
+        taken over by the others; the reason when they are not: another worker's traces were
+        taken over within ``ADOPT_WINDOW`` seconds (or it is still down) — this worker may be
+        the one that took them and died of them (a poison input) — or it crash-loops (died
+        within 5 s of its start) after a death whose traces were refused. A poison input thus
+        kills its owner and at most one adopter, never every worker."""
+        now = time.monotonic()
+        reason = None
+        for other in self.slots:
+            if (
+                other is not slot
+                and other.adopted
+                and other.adopted_at is not None
+                and (other.down or now - other.adopted_at < ADOPT_WINDOW)
+            ):
+                reason = (
+                    f"worker {other.index}'s traces were taken over {now - other.adopted_at:.1f} s "
+                    f"ago{' and it is still down' if other.down else ''}: not again within "
+                    f"{ADOPT_WINDOW:.0f} s (a poison input would spread)"
+                )
+                break
+        if reason is None and quick and not slot.adopted:
+            reason = (
+                "it keeps dying within 5 s of its start after a death whose traces were refused"
+            )
+        slot.down = True
+        slot.adopted = reason is None
+        if reason is None:
+            slot.adopted_at = now
+        board = self._deaths
+        board[1 + slot.index] = DEATH_REFUSED if reason else DEATH_ADOPTED
+        board[0] += 1
+        return reason
+
+    async def _serving_again(self, slot: _Slot) -> None:
+        """Wait until ``slot``'s new worker serves (its ready file), then publish it: the
+        others stop taking over its traces (those they took stay theirs in the ownership
+        table). Returns at once when it dies first or the gateway stops."""
+        ready = self.run_dir / f"ready-{slot.index}"
+        proc = slot.proc
+        while not self.stopping and proc is not None and proc.returncode is None:
+            if ready.exists():
+                slot.down = False
+                board = self._deaths
+                board[1 + slot.index] = DEATH_SERVING
+                board[0] += 1
+                log.info(
+                    "worker serves again; the others stop taking over its traces",
+                    extra={"worker": slot.index, "pid": proc.pid},
+                )
+                return
+            await asyncio.sleep(0.02)
 
     def _signal(self, sig: signal_module.Signals) -> None:
         if sig == signal_module.SIGHUP:

@@ -136,7 +136,16 @@ static int add_other(walk *w, const uint8_t *start, const uint8_t *end) {
  * than ttl seconds; while a bucket's stamp is at most ttl seconds old its new traces go to
  * their hash owner (and renew the stamp), so that a trace routed by hash is never claimed while
  * its spans come at most ttl seconds apart. A lock held longer than TABLE_LOCK_STALE seconds (its
- * holder was killed) is taken over. */
+ * holder was killed) is taken over.
+ *
+ * Dead owners (the optional `dead` argument: one byte a worker, nonzero = the worker is dead and
+ * its traces are taken over; the twin's `dead`): a known trace whose owner is dead is adopted by
+ * `index`, under the bucket's lock (the bucket re-scanned: a sibling may have adopted it first,
+ * then that sibling is its owner), its slot's owner byte rewritten, so that every later span of
+ * it goes to the adopter, the dead worker back or not. A trace routed by hash (no table, or a
+ * bucket in hash mode) whose hash owner is dead goes to a live sibling chosen by its routing
+ * value (hash_fallback): the same in every worker that sees the same dead workers. The caller
+ * never passes a dead `index`. */
 #define TABLE_WAYS 8
 #define TABLE_BUCKET_BYTES (TABLE_WAYS * 16 + 8)
 #define TABLE_LOCK_STALE 2u
@@ -147,6 +156,7 @@ typedef struct {
     uint32_t *stamps, *locks;
     uint64_t buckets;
     uint32_t index, now, ttl;
+    const uint8_t *dead; /* NULL, or `workers` bytes: nonzero = dead, its traces adopted */
 } route_ctx;
 
 static uint64_t routing_value(slice tid) {
@@ -190,7 +200,30 @@ static int hash_mode(const route_ctx *c, uint64_t b) {
     return 1;
 }
 
-static uint32_t table_owner(const route_ctx *c, uint64_t v) {
+static inline int is_dead(const route_ctx *c, uint32_t owner) {
+    return c->dead != NULL && owner < c->workers && c->dead[owner];
+}
+
+/* The owner of a trace routed by hash: its hash owner, or when that one is dead a live worker
+ * among the others, spread by the routing value (the hash owner when every other is dead).
+ * Out of line (only with dead workers), behind `fallback`'s test. */
+__attribute__((noinline)) static uint32_t hash_fallback(const route_ctx *c, uint64_t v,
+                                                        uint32_t hashed) {
+    uint32_t n = c->workers;
+    if (!is_dead(c, hashed) || n < 2) return hashed;
+    uint64_t spread = v / n;
+    for (uint32_t j = 0; j < n - 1; j++) {
+        uint32_t w = (uint32_t)((hashed + 1 + (spread + j) % (n - 1)) % n);
+        if (!c->dead[w]) return w;
+    }
+    return hashed;
+}
+
+static inline uint32_t fallback(const route_ctx *c, uint64_t v, uint32_t hashed) {
+    return c->dead == NULL ? hashed : hash_fallback(c, v, hashed);
+}
+
+__attribute__((noinline)) static uint32_t table_owner(const route_ctx *c, uint64_t v) {
     uint32_t hashed = (uint32_t)(v % c->workers);
     uint64_t h = mix64(v);
     uint64_t key = h & ~(uint64_t)0xFF;
@@ -202,18 +235,24 @@ static uint32_t table_owner(const route_ctx *c, uint64_t v) {
         uint64_t k = __atomic_load_n(&s[2 * i], __ATOMIC_ACQUIRE);
         if ((k & ~(uint64_t)0xFF) == key) {
             __atomic_store_n(&s[2 * i + 1], (uint64_t)now, __ATOMIC_RELAXED);
-            return (uint32_t)(k & 0xFF);
+            if (!is_dead(c, (uint32_t)(k & 0xFF))) return (uint32_t)(k & 0xFF);
+            goto locked; /* its owner is dead: adopted under the lock */
         }
     }
-    if (hash_mode(c, b)) return hashed;
+    if (hash_mode(c, b)) return fallback(c, v, hashed);
+locked:
     table_lock(&c->locks[b], now);
-    uint32_t owner = hashed;
+    uint32_t owner = fallback(c, v, hashed);
     int done = 0;
-    for (int i = 0; i < TABLE_WAYS && !done; i++) { /* claimed meanwhile? */
+    for (int i = 0; i < TABLE_WAYS && !done; i++) { /* claimed (or adopted) meanwhile? */
         uint64_t k = __atomic_load_n(&s[2 * i], __ATOMIC_ACQUIRE);
         if ((k & ~(uint64_t)0xFF) == key) {
             __atomic_store_n(&s[2 * i + 1], (uint64_t)now, __ATOMIC_RELAXED);
             owner = (uint32_t)(k & 0xFF);
+            if (is_dead(c, owner)) {
+                __atomic_store_n(&s[2 * i], key | c->index, __ATOMIC_RELEASE);
+                owner = c->index;
+            }
             done = 1;
         }
     }
@@ -233,9 +272,9 @@ static uint32_t table_owner(const route_ctx *c, uint64_t v) {
     return owner;
 }
 
-static uint32_t owner_of(slice tid, const route_ctx *c) {
+static inline uint32_t owner_of(slice tid, const route_ctx *c) {
     uint64_t v = routing_value(tid);
-    if (c->slots == NULL) return (uint32_t)(v % c->workers);
+    if (c->slots == NULL) return fallback(c, v, (uint32_t)(v % c->workers));
     return table_owner(c, v);
 }
 
@@ -483,11 +522,26 @@ static int open_table(route_ctx *c, PyObject *table, Py_buffer *tv, long index, 
     return 0;
 }
 
+/* The dead workers' bytes into c (its view in *dv, to release; nothing for None); -1 with an
+ * exception set. */
+static int open_dead(route_ctx *c, PyObject *dead, Py_buffer *dv) {
+    if (dead == Py_None) return 0;
+    if (PyObject_GetBuffer(dead, dv, PyBUF_SIMPLE) < 0) return -1;
+    if (dv->len < (Py_ssize_t)c->workers) {
+        PyBuffer_Release(dv);
+        PyErr_SetString(PyExc_ValueError, "dead must hold a byte for every worker");
+        return -1;
+    }
+    c->dead = (const uint8_t *)dv->buf;
+    return 0;
+}
+
 static PyObject *route_traces(PyObject *module, PyObject *args) {
-    Py_buffer view, tview;
+    Py_buffer view, tview, dview;
     long workers_arg, index = 0, now = 0, ttl = 0;
-    PyObject *table = Py_None;
-    if (!PyArg_ParseTuple(args, "y*l|Olll", &view, &workers_arg, &table, &index, &now, &ttl))
+    PyObject *table = Py_None, *dead = Py_None;
+    if (!PyArg_ParseTuple(args, "y*l|OlllO", &view, &workers_arg, &table, &index, &now, &ttl,
+                          &dead))
         return NULL;
     if (workers_arg < 1 || workers_arg > 65536) {
         PyBuffer_Release(&view);
@@ -498,6 +552,11 @@ static PyObject *route_traces(PyObject *module, PyObject *args) {
     memset(&ctx, 0, sizeof(ctx));
     ctx.workers = (uint32_t)workers_arg;
     if (table != Py_None && open_table(&ctx, table, &tview, index, now, ttl) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (open_dead(&ctx, dead, &dview) < 0) {
+        if (ctx.slots != NULL) PyBuffer_Release(&tview);
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -557,14 +616,16 @@ done:
     release(&w);
     PyBuffer_Release(&view);
     if (ctx.slots != NULL) PyBuffer_Release(&tview);
+    if (ctx.dead != NULL) PyBuffer_Release(&dview);
     return result;
 }
 
 static PyObject *trace_owner(PyObject *module, PyObject *args) {
-    Py_buffer tid, tview;
+    Py_buffer tid, tview, dview;
     long workers_arg, index, now, ttl;
-    PyObject *table;
-    if (!PyArg_ParseTuple(args, "y*lOlll", &tid, &workers_arg, &table, &index, &now, &ttl))
+    PyObject *table, *dead = Py_None;
+    if (!PyArg_ParseTuple(args, "y*lOlll|O", &tid, &workers_arg, &table, &index, &now, &ttl,
+                          &dead))
         return NULL;
     route_ctx ctx;
     memset(&ctx, 0, sizeof(ctx));
@@ -578,8 +639,14 @@ static PyObject *trace_owner(PyObject *module, PyObject *args) {
         PyBuffer_Release(&tid);
         return NULL;
     }
+    if (open_dead(&ctx, dead, &dview) < 0) {
+        PyBuffer_Release(&tview);
+        PyBuffer_Release(&tid);
+        return NULL;
+    }
     slice s = {(const uint8_t *)tid.buf, tid.len};
     uint32_t owner = owner_of(s, &ctx);
+    if (ctx.dead != NULL) PyBuffer_Release(&dview);
     PyBuffer_Release(&tview);
     PyBuffer_Release(&tid);
     return PyLong_FromUnsignedLong(owner);
@@ -587,10 +654,11 @@ static PyObject *trace_owner(PyObject *module, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"route_traces", route_traces, METH_VARARGS,
-     "route_traces(data, workers[, table, index, now, ttl]) -> -1 | owner | "
+     "route_traces(data, workers[, table, index, now, ttl, dead]) -> -1 | owner | "
      "[(owner, request, spans), ...]"},
     {"trace_owner", trace_owner, METH_VARARGS,
-     "trace_owner(trace_id, workers, table, index, now, ttl) -> owner (claimed when new)"},
+     "trace_owner(trace_id, workers, table, index, now, ttl[, dead]) -> owner (claimed when "
+     "new, adopted when its owner is dead)"},
     {NULL, NULL, 0, NULL},
 };
 

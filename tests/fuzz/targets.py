@@ -929,16 +929,21 @@ def route() -> OneInput:
 
     native = load("_route")
 
-    def twin(data: bytes, workers: int) -> Any:
-        """The C result and the Python twin's: the same, or both ValueError."""
+    def twin(data: bytes, workers: int, dead: bytes | None = None) -> Any:
+        """The C result and the Python twin's: the same, or both ValueError (``dead``: the
+        dead workers, whose traces go to a live one)."""
         try:
-            want = _route.split_traces_python(data, workers)
+            want = _route.split_traces_python(data, workers, None, 0, dead)
         except ValueError:
             want = ValueError
         if native is None:
             return want
         try:
-            raw = native.route_traces(data, workers)
+            raw = (
+                native.route_traces(data, workers)
+                if dead is None
+                else native.route_traces(data, workers, None, 0, 0, 0, dead)
+            )
             got: Any = (
                 ({} if raw < 0 else {raw: (data, None)})
                 if isinstance(raw, int)
@@ -975,11 +980,29 @@ def route() -> OneInput:
         assert got == want, (got, want)
         if want is not ValueError:
             assert c_table == py_table
+        if workers < 2 or want is ValueError:
+            return
+        # worker 0 dead: its traces adopted by worker 1 (the table as the first pass left it)
+        dead = b"\x01" + bytes(workers - 1)
+        owners = _route.OwnerTable(py_table, 1, 5)
+        want = _route.split_traces_python(data, workers, owners, 101, dead)
+        raw = native.route_traces(data, workers, c_table, 1, 101, 5, dead)
+        got = (
+            ({} if raw < 0 else {raw: (data, None)})
+            if isinstance(raw, int)
+            else {o: (b, n) for o, b, n in raw}
+        )
+        assert got == want, (got, want)
+        assert 0 not in got
+        assert c_table == py_table
 
     def one(data: bytes) -> None:
         for workers in (1, 2, 3):
             twin(data, workers)
             twin_table(data, workers)
+            if workers > 1:
+                got = twin(data, workers, bytes([0, 1, 0][:workers]))
+                assert got is ValueError or 1 not in got
             try:
                 Traces._validate(data)
             except PermanentError:
