@@ -54,6 +54,16 @@ typedef struct {
     Py_ssize_t n_scopes, cap_scopes;
     resource_rec *resources;
     Py_ssize_t n_resources, cap_resources;
+    /* the trace id of the span walked last and its owner (has_last: set): the spans of a
+     * trace mostly come one after another, and the next one's owner is then not computed again
+     * (for routing by first arrival, not looked up again in the table: the same answer, since
+     * the lookup with the same `now` finds what the first one found or claimed, or the same
+     * bucket in hash mode; only a sibling claiming the trace in between could have made
+     * the second lookup differ, and then the spans of one request stay together) */
+    const uint8_t *last_tid;
+    Py_ssize_t last_n;
+    uint32_t last_owner;
+    int has_last;
 } walk;
 
 #define MAX_GROUP_DEPTH 100
@@ -161,7 +171,14 @@ typedef struct {
 
 static uint64_t routing_value(slice tid) {
     uint64_t v = 0;
-    Py_ssize_t start = tid.n > 8 ? tid.n - 8 : 0;
+    if (tid.n >= 8) { /* the last 8 bytes, big-endian: one load */
+        memcpy(&v, tid.p + tid.n - 8, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap64(v);
+#endif
+        return v;
+    }
+    Py_ssize_t start = 0;
     for (Py_ssize_t i = start; i < tid.n; i++) v = (v << 8) | tid.p[i];
     return v;
 }
@@ -284,7 +301,7 @@ static inline uint32_t owner_of(slice tid, const route_ctx *c) {
  * span's times) that fits. Anything else (a longer tag or length, a group, field number 0, a
  * field past the end) goes through next_any, which reads it (or refuses it) as before: the same
  * fields, the same errors. */
-static int span_owner(slice span, const route_ctx *workers, uint32_t *owner) {
+static int span_owner(slice span, const route_ctx *workers, uint32_t *owner, walk *w) {
     const uint8_t *p = span.p, *end = span.p + span.n;
     slice tid = {NULL, 0};
     for (;;) {
@@ -328,7 +345,15 @@ static int span_owner(slice span, const route_ctx *workers, uint32_t *owner) {
         if (f.number == 1 && f.wire == 2) tid = f.data;
         p = r.p;
     }
+    if (w->has_last && tid.n == w->last_n && (tid.n == 0 || memcmp(tid.p, w->last_tid, (size_t)tid.n) == 0)) {
+        *owner = w->last_owner;
+        return 0;
+    }
     *owner = owner_of(tid, workers);
+    w->last_tid = tid.p;
+    w->last_n = tid.n;
+    w->last_owner = *owner;
+    w->has_last = 1;
     return 0;
 }
 
@@ -349,7 +374,7 @@ static int walk_scope(walk *w, slice ss, const route_ctx *workers) {
             span_rec *s = &w->spans[w->n_spans];
             s->raw.p = f.data.p;
             s->raw.n = f.data.n;
-            if (span_owner(f.data, workers, &s->owner) < 0) return -1;
+            if (span_owner(f.data, workers, &s->owner, w) < 0) return -1;
             w->n_spans++;
         } else if (add_other(w, start, r.p) < 0) {
             return -1;
