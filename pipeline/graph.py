@@ -135,7 +135,8 @@ class _CountingConsumer:
         if outgoing is None or data.signal is not self._signal:
             self._signal = data.signal
             outgoing = self._outgoing = self.telemetry.items_value("outgoing", data.signal)
-        outgoing.value += data.item_count()
+        n = data._count  # (item_count() without its call when the count is known)
+        outgoing.value += n if n is not None else data.item_count()
         # a payload the processor built during its consume call carries the input's tokens
         return carry_current(data)
 
@@ -203,7 +204,8 @@ class _ProcessorEntry:
         if incoming is None or data.signal is not self._signal:
             self._signal = data.signal
             incoming = self._incoming = self.telemetry.items_value("incoming", data.signal)
-        incoming.value += data.item_count()
+        n = data._count  # (item_count() without its call when the count is known)
+        incoming.value += n if n is not None else data.item_count()
         if data.ack_tokens:
             return self.processor.consume(data)
         # IsolatedConsumer.consume without its own coroutine: its caught() and finish()
