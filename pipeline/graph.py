@@ -24,7 +24,7 @@ from pipeline.config import Config, PipelineConfig, PipelineID
 from pipeline.configtypes import ComponentConfig
 from pipeline.confmap import RawConfig
 from pipeline.consumer import Consumer, IsolatedConsumer, fan_out
-from pipeline.durability import WriteAheadLog, carry_current
+from pipeline.durability import WriteAheadLog, carry_current, current_holder
 from pipeline.errors import ConfigError, ConsumeError, RetryableError
 from pipeline.factory import ConnectorFactory
 from pipeline.pdata import Payload, Signal
@@ -138,7 +138,12 @@ class _CountingConsumer:
         n = data._count  # (item_count() without its call when the count is known)
         outgoing.value += n if n is not None else data.item_count()
         # a payload the processor built during its consume call carries the input's tokens
-        return carry_current(data)
+        # (carry_current, without its call)
+        if not data.ack_tokens:
+            holder = current_holder()
+            if holder:
+                data.carry_acks(holder[0])
+        return data
 
     async def consume(self, data: Payload) -> None:
         await self.inner.consume(self.passing(data))
