@@ -24,7 +24,7 @@ from pipeline.config import Config, PipelineConfig, PipelineID
 from pipeline.configtypes import ComponentConfig
 from pipeline.confmap import RawConfig
 from pipeline.consumer import Consumer, IsolatedConsumer, fan_out
-from pipeline.durability import WriteAheadLog, carry_current
+from pipeline.durability import WriteAheadLog, carry_current, current_holder
 from pipeline.errors import ConfigError, ConsumeError, RetryableError
 from pipeline.factory import ConnectorFactory
 from pipeline.pdata import Payload, Signal
@@ -135,9 +135,15 @@ class _CountingConsumer:
         if outgoing is None or data.signal is not self._signal:
             self._signal = data.signal
             outgoing = self._outgoing = self.telemetry.items_value("outgoing", data.signal)
-        outgoing.value += data.item_count()
+        n = data._count  # (item_count() without its call when the count is known)
+        outgoing.value += n if n is not None else data.item_count()
         # a payload the processor built during its consume call carries the input's tokens
-        return carry_current(data)
+        # (carry_current, without its call)
+        if not data.ack_tokens:
+            holder = current_holder()
+            if holder:
+                data.carry_acks(holder[0])
+        return data
 
     async def consume(self, data: Payload) -> None:
         await self.inner.consume(self.passing(data))
@@ -203,7 +209,8 @@ class _ProcessorEntry:
         if incoming is None or data.signal is not self._signal:
             self._signal = data.signal
             incoming = self._incoming = self.telemetry.items_value("incoming", data.signal)
-        incoming.value += data.item_count()
+        n = data._count  # (item_count() without its call when the count is known)
+        incoming.value += n if n is not None else data.item_count()
         if data.ack_tokens:
             return self.processor.consume(data)
         # IsolatedConsumer.consume without its own coroutine: its caught() and finish()

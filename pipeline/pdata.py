@@ -199,14 +199,19 @@ class Payload:
     def item_count(self) -> int:
         """Spans (traces), data points (metrics) or log records (logs), counted without a full
         decode."""
-        if self._count is None:
-            if self._parts is not None:  # a request's items are the sum of its parts'
-                self._count = sum(self._count_encoded(part) for part in self._parts)
-            elif self._encoded is not None:
-                self._count = self._count_encoded(self._encoded)
-            else:
-                self._count = self._count_message(self._message)
-        return self._count
+        count = self._count
+        if count is None:
+            count = self._count = self._counted()
+        return count
+
+    def _counted(self) -> int:
+        # (apart from item_count, which runs several times a consume: the generator over the
+        # parts made item_count keep ``self`` in a cell, a PyCell_New every call)
+        if self._parts is not None:  # a request's items are the sum of its parts'
+            return sum(map(self._count_encoded, self._parts))
+        if self._encoded is not None:
+            return self._count_encoded(self._encoded)
+        return self._count_message(self._message)
 
     def is_empty(self) -> bool:
         return self.item_count() == 0

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import prometheus_client
@@ -278,6 +278,31 @@ class LoopValue:
 
     def get_exemplar(self) -> Any:
         return self._exemplar
+
+
+class ReadValue(LoopValue):
+    """The value of a gauge series read from its component's state when collected (a
+    scrape, an export) instead of set on every change: ``read()`` (called from the
+    collecting thread: it must only read, e.g. a ``len()`` or an int attribute). Put it in
+    place of a child's own value (``gauge.labels(...)._value = ReadValue(read)``); setting
+    ``value`` does nothing."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self, read: Callable[[], float]) -> None:
+        self._read = read
+        self._exemplar = None
+
+    @property
+    def value(self) -> float:
+        return float(self._read())
+
+    @value.setter
+    def value(self, value: float) -> None:
+        pass
+
+    def get(self) -> float:
+        return float(self._read())
 
 
 def loop_value(child: Any) -> LoopValue:

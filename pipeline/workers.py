@@ -1333,6 +1333,8 @@ class Router:
             if local is not None:
                 await self._local(data, joiner)
             return
+        if local is None and len(parts) == 1:  # a sibling owns it all: the request's count
+            parts = {o: (b, data.item_count() if n is None else n) for o, (b, n) in parts.items()}
         make = type(data)
         if ctx.acknowledge == "handover":
             await self._hand_over(data, parts, local, joiner)

@@ -285,13 +285,18 @@ class NativeTraceStore(BaseTraceStore):
             # late spans (rare): the walk in Python keeps their exact order in the output
             return self._walk(raw, now)
         leftovers, added_bytes, added_spans, found = done
-        cands = self.cands
-        for trace_id, index in found:
-            at = cands.get(trace_id)
-            if at is None:
-                cands[trace_id] = [index]
-            else:
-                at.append(index)
+        if found:  # (most requests find no execution: no iterator made)
+            cands = self.cands
+            for trace_id, index in found:
+                at = cands.get(trace_id)
+                if at is None:
+                    cands[trace_id] = [index]
+                else:
+                    at.append(index)
+        if not leftovers:  # (the usual request: C decided every special span)
+            self.held_bytes += added_bytes
+            self.held_spans += added_spans
+            return None
         held = self.held
         for trace_id, spans, groups, ids, parents, nbytes, *_ in leftovers:
             trace = held[trace_id]

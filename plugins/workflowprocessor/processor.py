@@ -47,7 +47,7 @@ from pipeline import (
 from pipeline.consumer import deliver_holding
 from pipeline.durability import HeldAcks
 from pipeline.tasks import in_a_task, supervise
-from pipeline.telemetry import loop_value
+from pipeline.telemetry import LoopValue, ReadValue, loop_value
 from plugins._agentconv import AttributeNames, ErrorClassifier
 from plugins._native import load as _load_native
 from plugins.workflowprocessor import native as _native_store
@@ -152,6 +152,7 @@ class WorkflowProcessor(Component):
         )
         store.recent = self.recent
         settings.provide(self.recent)
+        self._init_gauges()
 
     # -- self-telemetry -------------------------------------------------------------------------
     def _init_telemetry(self) -> None:
@@ -206,10 +207,28 @@ class WorkflowProcessor(Component):
             "Spans refused (retryable) because released data could not be sent fast enough.",
             ("processor",),
         ).labels(name)
-        # the gauges are set after every request and release, on the event loop: lock-free
-        self._v_traces = loop_value(self._g_traces)
-        self._v_spans = loop_value(self._g_spans)
-        self._v_bytes = loop_value(self._g_bytes)
+
+    def _init_gauges(self) -> None:
+        """The held gauges read the store when collected (a scrape), not set on every request
+        and release (three ``float()`` and stores a consume)."""
+        store = self.store
+        self._reads = (
+            ReadValue(lambda: len(store.held)),
+            ReadValue(lambda: store.held_spans + self._outbox_spans + self._sending_spans),
+            ReadValue(lambda: store.held_bytes),
+        )
+        for gauge, read in zip(self._gauges(), self._reads, strict=True):
+            gauge._value = read
+
+    def _gauges(self) -> tuple[Any, Any, Any]:
+        return self._g_traces, self._g_spans, self._g_bytes
+
+    def _freeze_gauges(self) -> None:
+        """The held gauges keep their last figures, and no longer this processor (shut down:
+        a reload's replacement installs its own)."""
+        for gauge, read in zip(self._gauges(), self._reads, strict=True):
+            if gauge._value is read:  # (not a replacement's)
+                gauge._value = LoopValue(read.get())
 
     def _count_late(self, result: str) -> None:
         child = self._late_children.get(result)
@@ -221,15 +240,11 @@ class WorkflowProcessor(Component):
         self._classified += 1
 
     def _update_gauges(self) -> None:
-        """Sets the gauges, and adds the failed tool calls classified since the last call to
-        their counter (after every request and release)."""
+        """Adds the failed tool calls classified since the last call to their counter (after
+        every request and release; the held gauges read the store: :meth:`_init_gauges`)."""
         if self._classified:
             self._c_error_types.value += self._classified
             self._classified = 0
-        store = self.store
-        self._v_traces.value = float(len(store.held))
-        self._v_spans.value = float(store.held_spans + self._outbox_spans + self._sending_spans)
-        self._v_bytes.value = float(store.held_bytes)
 
     # -- consume ----------------------------------------------------------------------------------
     async def consume(self, data: Payload) -> None:
@@ -318,7 +333,8 @@ class WorkflowProcessor(Component):
             if releases:
                 self._emit(releases)
                 first_held = False
-        self._update_gauges()
+        if self._classified:
+            self._update_gauges()  # (its check made here, without its call)
         timer = self.timer
         if not first_held or timer.armed is None:
             timer.poke()  # the earliest deadline may have changed: the timer is set again
@@ -465,3 +481,4 @@ class WorkflowProcessor(Component):
         finally:
             self._done = True
             self._update_gauges()
+            self._freeze_gauges()
