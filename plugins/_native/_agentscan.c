@@ -74,6 +74,14 @@ enum { B_TOOL, B_HTTP, B_WORKFLOW, B_A2A, NBOUNDS };
 typedef struct {
     PyObject_HEAD
     rc_memory mem;
+    /* the trace filter (NULL: off; on from the first lookup by leaves, memory_contains_leaves):
+     * a bit per trace word (tf_word) of every key put since the last rebuild, so that a lookup
+     * of a key whose trace was never put answers "not there" without hashing the key (the
+     * join's late check of every layer). A superset: bits are not cleared when keys go; the
+     * filter is built again from the keys held once TF_REBUILD more were put (tf_note). */
+    uint64_t *tf;
+    Py_ssize_t tf_puts; /* keys put since it was built */
+    int tf_none;        /* a key without a trace word was put (such lookups are not filtered) */
 } MemoryObject;
 
 static PyTypeObject MemoryType;
@@ -259,6 +267,89 @@ static PyObject *mem_decode(PyObject *blob) {
     return mem_decode_leaf(&at, end);
 }
 
+/* The trace filter (see MemoryObject). A key's trace word: the two halves of its first bytes
+ * item of 16 bytes (a trace id: (trace, parent), ("call", trace, id)) xor'ed, the same function
+ * of the key whether read from its encoding (a put) or from the leaves of a lookup, so that a
+ * key put always has its bit set. Trace ids are random (or 64-bit ids in the low half): their
+ * words spread over the bits; ids made to collide only make lookups take the full path. */
+static inline uint64_t tf_word(const unsigned char *id) {
+    uint64_t a, b;
+    memcpy(&a, id, 8);
+    memcpy(&b, id + 8, 8);
+    return a ^ b;
+}
+
+#define TF_SHIFT 20 /* 2**20 bits (128 KiB) */
+#define TF_REBUILD(m) (2 * (m)->mem.len + 4096)
+
+static inline size_t tf_index(uint64_t w) { return (size_t)((w * 0x9E3779B97F4A7C15ULL) >> (64 - TF_SHIFT)); }
+
+/* the trace word of an encoded key in *w: 1, or 0 when it has none */
+static int tf_word_of_blob(PyObject *blob, uint64_t *w) {
+    const unsigned char *at = (const unsigned char *)PyBytes_AS_STRING(blob);
+    const unsigned char *end = at + PyBytes_GET_SIZE(blob);
+    size_t items = 1;
+    if (at < end && *at == MK_TUPLE) {
+        at++;
+        if (mem_get_len(&at, end, &items) < 0) return 0;
+    }
+    for (size_t i = 0; i < items && at < end; i++) {
+        unsigned char tag = *at++;
+        if (tag == MK_NONE) continue;
+        if (tag == MK_STR) {
+            if (at >= end) return 0;
+            at++; /* (its kind) */
+        }
+        size_t n;
+        if (mem_get_len(&at, end, &n) < 0 || n > (size_t)(end - at)) return 0;
+        if (tag == MK_BYTES && n == 16) {
+            *w = tf_word(at);
+            return 1;
+        }
+        at += n;
+    }
+    return 0;
+}
+
+static inline void tf_set(MemoryObject *m, PyObject *blob) {
+    uint64_t w;
+    if (tf_word_of_blob(blob, &w)) {
+        size_t i = tf_index(w);
+        m->tf[i >> 6] |= 1ull << (i & 63);
+    } else {
+        m->tf_none = 1;
+    }
+}
+
+/* the filter (made if need be) built again from the keys held: 0, or -1 (MemoryError) */
+static int tf_build(MemoryObject *m) {
+    if (m->tf == NULL && (m->tf = PyMem_Calloc((size_t)1 << (TF_SHIFT - 6), sizeof(uint64_t))) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (m->tf_puts || m->tf_none) memset(m->tf, 0, ((size_t)1 << (TF_SHIFT - 6)) * sizeof(uint64_t));
+    m->tf_puts = 0;
+    m->tf_none = 0;
+    for (Py_ssize_t x = m->mem.head; x >= 0; x = m->mem.nodes[x].next) tf_set(m, m->mem.nodes[x].key);
+    return 0;
+}
+
+/* a new key (its blob) put into m: its bit set (the filter built again when due) */
+static inline void tf_note(MemoryObject *m, PyObject *blob) {
+    if (m->tf == NULL) return;
+    tf_set(m, blob);
+    if (++m->tf_puts > TF_REBUILD(m)) (void)tf_build(m); /* (the filter made already: cannot fail) */
+}
+
+static int mem_eq(PyObject *a, PyObject *b);
+
+/* rc_put on a Memory, its trace filter told of a new key */
+static int mem_rc_put(MemoryObject *m, PyObject *blob, Py_hash_t hash, PyObject *value) {
+    int done = rc_put(&m->mem, blob, hash, value, mem_eq);
+    if (done == 0) tf_note(m, blob);
+    return done;
+}
+
 /* two blobs equal (the hashes already equal): their lengths and bytes */
 static int mem_eq(PyObject *a, PyObject *b) {
     return a == b || (PyBytes_GET_SIZE(a) == PyBytes_GET_SIZE(b) &&
@@ -318,7 +409,7 @@ static int mem_put(MemoryObject *m, PyObject *key, PyObject *value) {
     if (made == NULL &&
         (made = PyBytes_FromStringAndSize(PyBytes_AS_STRING(blob), PyBytes_GET_SIZE(blob))) == NULL)
         return -1;
-    int done = rc_put(&m->mem, made, hash, value, mem_eq);
+    int done = mem_rc_put(m, made, hash, value);
     Py_DECREF(made);
     return done;
 }
@@ -373,6 +464,7 @@ static int mem_clear_refs(MemoryObject *m) {
 static void mem_dealloc(MemoryObject *m) {
     PyObject_GC_UnTrack(m);
     rc_free(&m->mem);
+    PyMem_Free(m->tf);
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
 
@@ -496,7 +588,8 @@ static PyObject *mem_iter(MemoryObject *m) {
 }
 
 static PyObject *mem_sizeof(MemoryObject *m, PyObject *unused) {
-    return PyLong_FromSize_t((size_t)Py_TYPE(m)->tp_basicsize + rc_allocated(&m->mem));
+    return PyLong_FromSize_t((size_t)Py_TYPE(m)->tp_basicsize + rc_allocated(&m->mem) +
+                             (m->tf ? ((size_t)1 << (TF_SHIFT - 3)) : 0));
 }
 
 static PyObject *mem_get_size(MemoryObject *m, void *closure) { return PyLong_FromSsize_t(m->mem.size); }
@@ -614,7 +707,7 @@ typedef struct {
     PyObject *key_bytes; /* owned tuple keeping the key buffers alive */
     PyObject *tool_op;   /* bytes: encoded AnyValue */
     PyObject *tool_method;
-    PyObject *producers;   /* OrderedDict span id -> start (ns), or None: the A2A producer cache */
+    PyObject *producers;   /* OrderedDict or Memory span id -> start (ns): the A2A producer cache */
     Py_ssize_t cache_size; /* its bound (0: no cache) */
     double bounds[NBOUNDS][MAX_BUCKETS];
     int nbounds[NBOUNDS];
@@ -2802,6 +2895,18 @@ static int memory_contains_leaves(PyObject *items, const mem_leaf *lv, int n) {
     char raw[MEM_RAW_CAP];
     Py_hash_t hash;
     Py_ssize_t k;
+    if (Py_IS_TYPE(items, &MemoryType)) { /* (its trace filter first: see MemoryObject) */
+        MemoryObject *m = (MemoryObject *)items;
+        if (m->tf == NULL && tf_build(m) < 0) return -1;
+        int i = 0;
+        while (i < n && (lv[i].str || lv[i].n != 16)) i++;
+        if (i == n) {
+            if (!m->tf_none) return 0;
+        } else {
+            size_t b = tf_index(tf_word(lv[i].p));
+            if (!(m->tf[b >> 6] & (1ull << (b & 63)))) return 0;
+        }
+    }
     if (Py_IS_TYPE(items, &MemoryType) && (k = mem_raw_key(lv, n, raw, &hash)) > 0) {
         if (mem_probe == NULL && (mem_probe = PyBytes_FromStringAndSize(NULL, MEM_PROBE_CAP)) == NULL)
             return -1;
@@ -2836,7 +2941,7 @@ static int memory_put_leaves(PyObject *items, const mem_leaf *lv, int n, PyObjec
         }
         PyObject *blob = PyBytes_FromStringAndSize(raw, k);
         if (blob == NULL) return -1;
-        int done = rc_put(mem, blob, hash, value, mem_eq);
+        int done = mem_rc_put((MemoryObject *)items, blob, hash, value);
         Py_DECREF(blob);
         return done;
     }
@@ -3224,35 +3329,100 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
     return rc < 0 ? -1 : 0;
 }
 
-/* The request's producers go into the producer cache (an OrderedDict bounded by cache_size,
- * oldest first out), then each consumer is matched with its producer (by parent, else by link)
- * and its latency observed; consumers without a producer yet are handed to Python (spans the
- * Python path counts may still add theirs). */
+/* The A2A producer cache (span id -> start, the connector's _producers): the Python twin's
+ * OrderedDict, put into as _remember_producers puts (a span id already there keeps its place,
+ * its start replaced; the oldest dropped beyond cache_size), or a Memory (the connector's with
+ * this scanner, of cache_size entries), written the same way in place: the id's key encoded
+ * into the module's scratch blob and hashed from the id's bytes (as hash(bytes) hashes it), so
+ * that a lookup makes no object and a put makes only the kept key and start. */
+
+/* the table slot of span id p[:n] in the Memory m (-1: not there), its hash in *hash and its
+ * encoding in mem_probe; -2 on error, -3 an id too long for the scratch blob (the caller takes
+ * the object path) */
+static Py_ssize_t producer_slot(MemoryObject *m, const uint8_t *p, Py_ssize_t n, Py_hash_t *hash) {
+    if (n > MEM_PROBE_CAP - 8) return -3;
+    if (mem_probe == NULL && (mem_probe = PyBytes_FromStringAndSize(NULL, MEM_PROBE_CAP)) == NULL) return -2;
+    char *out = PyBytes_AS_STRING(mem_probe);
+    out[0] = MK_BYTES; /* (mem_encode_leaf's encoding of a bytes key) */
+    Py_ssize_t k = 1 + mem_put_len(out + 1, out + MEM_PROBE_CAP, (size_t)n);
+    if (n) memcpy(out + k, p, (size_t)n);
+    Py_SET_SIZE(mem_probe, k + n);
+    *hash = mem_hash_bytes(p, n);
+    return rc_find(&m->mem, mem_probe, *hash, mem_eq);
+}
+
+/* the start of the producer of span id p[:n] (borrowed), NULL when not there or on error
+ * (PyErr_Occurred tells) */
+static PyObject *producer_get(PyObject *cache, const uint8_t *p, Py_ssize_t n) {
+    if (Py_IS_TYPE(cache, &MemoryType)) {
+        MemoryObject *m = (MemoryObject *)cache;
+        Py_hash_t hash;
+        Py_ssize_t at = producer_slot(m, p, n, &hash);
+        if (at >= 0) return m->mem.nodes[m->mem.table[at].index - 1].value;
+        if (at != -3) return NULL;
+    }
+    PyObject *key = PyBytes_FromStringAndSize((const char *)p, n);
+    if (key == NULL) return NULL;
+    PyObject *sent = memory_get(cache, key); /* borrowed */
+    Py_DECREF(key);
+    return sent;
+}
+
+/* cache[span id p[:n]] = start as the twin puts it (see above): 0, or -1 */
+static int producer_put(PyObject *cache, Py_ssize_t cache_size, const uint8_t *p, Py_ssize_t n, PyObject *start) {
+    if (Py_IS_TYPE(cache, &MemoryType)) {
+        MemoryObject *m = (MemoryObject *)cache;
+        Py_hash_t hash;
+        Py_ssize_t at = producer_slot(m, p, n, &hash);
+        if (at == -2) return -1;
+        if (at >= 0) { /* (its place kept, as an OrderedDict's) */
+            Py_SETREF(m->mem.nodes[m->mem.table[at].index - 1].value, Py_NewRef(start));
+            return 0;
+        }
+        PyObject *key = at == -1 ? PyBytes_FromStringAndSize(PyBytes_AS_STRING(mem_probe), PyBytes_GET_SIZE(mem_probe))
+                                 : PyBytes_FromStringAndSize((const char *)p, n);
+        if (key == NULL) return -1;
+        int done;
+        if (at == -1) {
+            done = mem_rc_put(m, key, hash, start);
+        } else { /* (a long id: the object path, its place kept all the same) */
+            Py_ssize_t x = mem_node(m, key);
+            if (x >= 0) Py_SETREF(m->mem.nodes[x].value, Py_NewRef(start));
+            done = x == -2 ? -1 : x >= 0 ? 0 : mem_put(m, key, start);
+        }
+        Py_DECREF(key);
+        return done;
+    }
+    PyObject *key = PyBytes_FromStringAndSize((const char *)p, n);
+    int rc = key ? PyObject_SetItem(cache, key, start) : -1;
+    Py_XDECREF(key);
+    if (rc < 0) return -1;
+    if (PyDict_GET_SIZE(cache) > cache_size) {
+        static PyObject *popitem; /* (interned once, kept for the process) */
+        if (popitem == NULL && (popitem = PyUnicode_InternFromString("popitem")) == NULL) return -1;
+        PyObject *r = PyObject_CallMethodOneArg(cache, popitem, Py_False);
+        if (r == NULL) return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* The request's producers go into the producer cache (above), then each consumer is matched
+ * with its producer (by parent, else by link) and its latency observed; consumers without a
+ * producer yet are handed to Python (spans the Python path counts may still add theirs). */
 static int finish_a2a(Scanner *self, scan_state *st) {
     if (!self->cache_size) return 0;
     PyObject *cache = self->producers;
     for (Py_ssize_t i = 0; i < st->producers.n; i++) {
         a2a_span *x = &st->producers.items[i];
-        PyObject *key = bytes_of(x->span_id);
         PyObject *start = PyLong_FromUnsignedLongLong(x->start);
-        int rc = (key && start) ? PyObject_SetItem(cache, key, start) : -1;
-        Py_XDECREF(key);
+        int rc = start ? producer_put(cache, self->cache_size, x->span_id.p, x->span_id.n, start) : -1;
         Py_XDECREF(start);
         if (rc < 0) return -1;
-        if (PyDict_GET_SIZE(cache) > self->cache_size) {
-            static PyObject *popitem; /* (interned once, kept for the process) */
-            if (popitem == NULL && (popitem = PyUnicode_InternFromString("popitem")) == NULL) return -1;
-            PyObject *r = PyObject_CallMethodOneArg(cache, popitem, Py_False);
-            if (r == NULL) return -1;
-            Py_DECREF(r);
-        }
     }
     for (Py_ssize_t i = 0; i < st->pending.n; i++) {
         a2a_span *x = &st->pending.items[i];
-        PyObject *key = bytes_of(x->parent);
-        if (key == NULL) return -1;
-        PyObject *sent = PyDict_GetItemWithError(cache, key); /* borrowed */
-        Py_DECREF(key);
+        PyObject *sent = producer_get(cache, x->parent.p, x->parent.n); /* borrowed */
         if (sent == NULL && PyErr_Occurred()) return -1;
         PyObject *links = NULL;
         if (sent == NULL && (links = link_span_ids(x->raw)) == NULL) return -1;
@@ -3260,7 +3430,7 @@ static int finish_a2a(Scanner *self, scan_state *st) {
          * links, so the match is then left to Python too */
         if (sent == NULL && PyList_GET_SIZE(st->fallback) == 0) {
             for (Py_ssize_t j = 0; sent == NULL && j < PyList_GET_SIZE(links); j++) {
-                sent = PyDict_GetItemWithError(cache, PyList_GET_ITEM(links, j));
+                sent = memory_get(cache, PyList_GET_ITEM(links, j));
                 if (sent == NULL && PyErr_Occurred()) { Py_DECREF(links); return -1; }
             }
         }
@@ -5115,6 +5285,35 @@ static PyObject *Scanner_put_roots(Scanner *self, PyObject *const *args, Py_ssiz
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(put_producers_doc,
+"put_producers(items, /) -> None\n\nPuts the A2A producers the Python path read (a list of (span id, start) tuples of\n"
+"bytes and int) into the producer cache as the scan puts its own (an id already there keeps its place,\n"
+"its start replaced; the oldest dropped beyond cache_size): the connector's _remember_producers when\n"
+"its cache is a Memory. TypeError for another item (those before it put).");
+
+static PyObject *Scanner_put_producers(Scanner *self, PyObject *items) {
+    if (!PyList_Check(items)) {
+        PyErr_SetString(PyExc_TypeError, "put_producers takes a list");
+        return NULL;
+    }
+    if (self->producers == NULL || !self->cache_size) Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(item, 0)) ||
+            !PyLong_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_SetString(PyExc_TypeError, "a producer is a (bytes, int) tuple");
+            return NULL;
+        }
+        PyObject *id = PyTuple_GET_ITEM(item, 0);
+        Py_INCREF(item); /* (the list may change under a put: none runs Python code, but be safe) */
+        int rc = producer_put(self->producers, self->cache_size, (const uint8_t *)PyBytes_AS_STRING(id),
+                              PyBytes_GET_SIZE(id), PyTuple_GET_ITEM(item, 1));
+        Py_DECREF(item);
+        if (rc < 0) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(take_late_doc,
 "take_late() -> int\n\nThe layers the last scan dropped as late (their parent a settled layer).");
 
@@ -5304,10 +5503,10 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     PyObject *join_learned = NULL, *join_keys = NULL, *join_id_keys = NULL;
     int max_exemplars;
     Py_ssize_t cache_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!O!n|O!O!O!O!O!O!OO!O!OO!", kwlist, &PyTuple_Type, &keys,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!SSSOOOOiOOO!On|O!O!O!O!O!O!OO!O!OO!", kwlist, &PyTuple_Type, &keys,
                                      &tool_op, &tool_method, &wf_prefix, &tool_bounds, &http_bounds,
                                      &wf_bounds, &a2a_bounds, &max_exemplars, &recoverable, &llm,
-                                     &PyTuple_Type, &outcomes, &PyDict_Type, &producers, &cache_size,
+                                     &PyTuple_Type, &outcomes, &producers, &cache_size,
                                      &PyTuple_Type, &defer_keys, &PyTuple_Type, &defer_names,
                                      &PyTuple_Type, &defer_scopes, &PyTuple_Type, &shape_keys,
                                      &PyDict_Type, &join_shapes, &PyList_Type, &join_series,
@@ -5408,6 +5607,10 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     Py_DECREF(empty);
     if (cache_size < 0) {
         PyErr_SetString(PyExc_ValueError, "cache_size must be >= 0");
+        return -1;
+    }
+    if (!memory_check(producers)) { /* (a dict, an OrderedDict or a Memory) */
+        PyErr_SetString(PyExc_TypeError, "producers must be a dict or a Memory");
         return -1;
     }
     Py_XSETREF(self->producers, Py_NewRef(producers));
@@ -5552,6 +5755,7 @@ static PyMethodDef Scanner_methods[] = {
     {"take_roots", (PyCFunction)Scanner_take_roots, METH_NOARGS, take_roots_doc},
     {"forget_shapes", (PyCFunction)Scanner_forget_shapes, METH_NOARGS, forget_shapes_doc},
     {"span_attrs", (PyCFunction)(void (*)(void))Scanner_span_attrs, METH_FASTCALL, span_attrs_doc},
+    {"put_producers", (PyCFunction)Scanner_put_producers, METH_O, put_producers_doc},
     {NULL, NULL, 0, NULL},
 };
 

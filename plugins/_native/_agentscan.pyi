@@ -79,7 +79,7 @@ class Scanner:
         recoverable: Iterable[str],
         llm_operations: Iterable[str],
         outcomes: tuple[str, ...],
-        producers: OrderedDict[bytes, int],
+        producers: OrderedDict[bytes, int] | Memory,
         cache_size: int,
         defer_keys: tuple[bytes, ...] = (),
         defer_names: tuple[bytes, ...] = (),
@@ -93,7 +93,10 @@ class Scanner:
         join_keys: Memory | OrderedDict[Any, Any] | None = None,
         join_id_keys: tuple[bytes, ...] | None = None,
     ) -> None:
-        """``keys``: the attribute keys the scan reads, in the order of the ``K_`` enum of
+        """``producers``: the A2A producer cache (span id -> start), a dict or OrderedDict
+        bounded by ``cache_size`` (the Python twin's), or a :class:`Memory` of ``cache_size``
+        entries (the connector's: put into and read without a key object made per span).
+        ``keys``: the attribute keys the scan reads, in the order of the ``K_`` enum of
         ``_agentscan.c`` (``_native_scanner`` in the connector); a workflow root's agent is read
         from ``workflow.agent.id``, ``gen_ai.agent.name`` and ``gen_ai.agent.id`` by
         ``plugins._agentconv.agent_label``'s rule, its type from ``workflow.type``,
@@ -241,6 +244,11 @@ class Scanner:
         the request, key, value), by offset), each put after those before it; then forgets the
         scan's (a second call puts only ``others``). ``TypeError`` when ``memory`` is not a
         :class:`Memory` or an item of ``others`` is not such a tuple (nothing put)."""
+    def put_producers(self, items: list[tuple[bytes, int]], /) -> None:
+        """Puts A2A producers read in Python ((span id, start) pairs) into ``producers`` as
+        the scan puts its own: an id already there keeps its place (its start replaced, as an
+        ``OrderedDict`` keeps it), the oldest dropped beyond ``cache_size`` (a ``Memory``: its
+        own size). ``TypeError`` for an item that is not such a pair (those before it put)."""
     def take_late(self) -> int:
         """The layers the last scan dropped as late (their parent a settled layer)."""
     def span_attrs(

@@ -716,7 +716,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             for op in ("invoke_agent", "invoke_workflow", "create_agent")
         )
 
-        self._producers: collections.OrderedDict[bytes, int] = collections.OrderedDict()
+        # A2A producer spans (span id -> start), the newest a2a_producer_cache_size; a Memory
+        # with the C scanner (_native_scanner), which puts into it without a Python call
+        self._producers: Any = collections.OrderedDict()
         # trace -> starts of its A2A client spans (the A2A conventions, a2a-sdk)
         self._a2a_traces: collections.OrderedDict[bytes, list[int]] = collections.OrderedDict()
         # the metrics the C scanner aggregates, in its order, with their label names
@@ -793,6 +795,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             n.workflow_secondary_root,
             n.agent_name,
         )
+        # the producer cache in C: the scan's puts and lookups make no key object, and a put
+        # pops no OrderedDict entry through a method call (put_producers: the Python path's)
+        self._producers = native.Memory(self.config.a2a_producer_cache_size)
         return native.Scanner(
             tuple(k.encode() for k in keys),
             self._tool_op_raw,
@@ -1245,6 +1250,9 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         if not cache_size:
             return
         producers = self._producers
+        if producers.__class__ is not collections.OrderedDict:  # the C scanner's Memory
+            self._scanner.put_producers(items)  # (an id put again keeps its place, as below)
+            return
         for span_id, start in items:
             producers[span_id] = start
             if len(producers) > cache_size:

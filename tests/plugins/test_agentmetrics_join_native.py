@@ -2088,3 +2088,52 @@ def test_packed_entries_of_huge_traces_settle_with_their_request() -> None:
             MAX_ENTRY_ITEMS - 1,
             2,
         )
+
+
+def test_the_late_check_finds_every_key_of_its_memorys_trace_filter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scanner's late check asks a memory's trace filter first (``MemoryObject.tf`` in
+    _agentscan.c: made at the first lookup, a bit per trace of the keys put since, made again
+    from the keys held once the memory turned over): a key put from Python after the filter
+    was made, and one held across its rebuilds (put again, so kept), make a layer of its
+    trace late, as the full lookup does."""
+    monkeypatch.setenv("PIPELINE_NATIVE", "1")
+    if load("_agentscan") is None:
+        pytest.skip("the C scanner is not built")
+
+    def big(k: int) -> int:  # (a trace id whose two halves differ from other traces')
+        return (k << 64) | (k * 7919)
+
+    def layers(trace: int) -> list[Span]:
+        return [
+            span(trace, 2, 1, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
+                 "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"}, start=T0),
+            span(trace, 4, 9, "execute_tool add", attrs={"gen_ai.operation.name":
+                 "execute_tool", "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"},
+                 start=T0 + 0.001),
+        ]  # fmt: skip
+
+    async def main() -> None:
+        conn = connector({"window": "1h", "max_traces": 10}, None)
+        await conn.consume(request(layers(big(1))))  # learns both shapes
+        await conn.consume(request(layers(big(2))))  # packed: looked up (the filters made)
+        settled = conn.joiner.settled_memory()
+        assert settled.__class__ is not collections.OrderedDict
+        expiry = (time.time() + 3600, None)
+        kept = (big(3).to_bytes(16, "big"), (9).to_bytes(8, "big"))
+        settled[kept] = expiry  # (after the filter was made)
+        for k in range(3 * settled.size + 4200):  # (turned over: the filter made again)
+            settled[(big(1000 + k).to_bytes(16, "big"), (9).to_bytes(8, "big"))] = expiry
+            if k % 8 == 0:
+                settled[kept] = expiry  # (kept among the newest: moved to the end, not put anew)
+        assert kept in settled
+        late = conn.joiner.late_layers
+        await conn.consume(request(layers(big(3))[1:]))  # its (trace, parent) settled: late
+        assert conn.joiner.late_layers == late + 1
+        fresh = conn.joiner.late_layers
+        await conn.consume(request(layers(big(4))[1:]))  # (no key of its trace: not late)
+        assert conn.joiner.late_layers == fresh
+        await conn.shutdown()
+
+    asyncio.run(main())

@@ -485,6 +485,77 @@ async def test_producer_cache_is_bounded_oldest_first(
     assert abs(series.sum - 0.031) < 1e-9
 
 
+@pytest.mark.parametrize("mode", ["1", "0"])
+@pytest.mark.parametrize("failed", [False, True])
+async def test_a_producer_sent_again_keeps_its_place_in_the_cache(
+    monkeypatch: pytest.MonkeyPatch, mode: str, failed: bool
+) -> None:
+    """The producer cache is an OrderedDict on the Python path and a C ``Memory`` with the
+    scanner, put into by the scan (and by ``Scanner.put_producers`` for the producers read
+    in Python: a failed span): a span id put again keeps its place (its start replaced), as
+    the OrderedDict keeps it, and is not moved to the end as the Memory's own puts move it."""
+    monkeypatch.setenv("PIPELINE_NATIVE", mode)
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"),
+        AgentMetricsConfig(a2a_producer_cache_size=2),
+        Capture(),
+    )
+    if mode == "1":
+        require_native("_agentscan")
+        assert conn._producers.__class__ is not collections.OrderedDict
+
+    def a2a(n: int, kind: int, parent: int, start_ms: int, error: bool = False) -> Span:
+        s = Span(
+            trace_id=tid(1),
+            span_id=sid(n),
+            parent_span_id=sid(parent),
+            name="a2a",
+            kind=kind,  # type: ignore[arg-type]
+            start_time_unix_nano=T0 + start_ms * 1_000_000,
+            end_time_unix_nano=T0 + start_ms * 1_000_000,
+        )
+        s.attributes.append(kv("a2a.message.type", "task"))
+        if error:
+            s.status.code = Status.STATUS_CODE_ERROR
+        return s
+
+    def req(spans: list[Span]) -> Traces:
+        r = ExportTraceServiceRequest()
+        r.resource_spans.add().scope_spans.add().spans.extend(spans)
+        return Traces(r.SerializeToString())
+
+    producer, consumer = Span.SPAN_KIND_PRODUCER, Span.SPAN_KIND_CONSUMER
+    await conn.consume(req([a2a(10, producer, 1, 0, failed), a2a(11, producer, 1, 5, failed)]))
+    await conn.consume(req([a2a(10, producer, 1, 7, failed)]))  # again: its place kept
+    assert list(conn._producers) == [sid(10), sid(11)]
+    assert conn._producers[sid(10)] == T0 + 7_000_000
+    await conn.consume(req([a2a(12, producer, 1, 9, failed)]))
+    assert list(conn._producers) == [sid(11), sid(12)]  # the oldest place went, 10's
+    await conn.consume(req([a2a(20, consumer, 11, 50), a2a(21, consumer, 10, 60)]))
+    (series,) = conn.a2a_latency.series.values()
+    assert series.count == 1  # (10 forgotten)
+    assert abs(series.sum - 0.045) < 1e-9
+
+
+def test_put_producers_takes_a_list_of_span_id_and_start() -> None:
+    require_native("_agentscan")
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"),
+        AgentMetricsConfig(a2a_producer_cache_size=2),
+        Capture(),
+    )
+    scanner = conn._scanner
+    with pytest.raises(TypeError):
+        scanner.put_producers((sid(1), 5))
+    with pytest.raises(TypeError):
+        scanner.put_producers([(sid(1), 5), ("not bytes", 6)])
+    assert list(conn._producers) == [sid(1)]  # (those before the bad item put)
+    long_id = bytes(range(256)) * 2  # (too long for the scratch key: the object path)
+    scanner.put_producers([(long_id, 1), (sid(2), 2), (long_id, 3)])
+    assert list(conn._producers) == [long_id, sid(2)]
+    assert conn._producers[long_id] == 3
+
+
 async def test_a_span_ending_centuries_before_it_starts_has_the_python_duration(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
