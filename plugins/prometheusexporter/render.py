@@ -330,6 +330,17 @@ def render(acc: Accumulator, openmetrics: bool, send_timestamps: bool) -> bytes:
             names = header.text_names
         kind = family.kind
         for s in family.series.values():
+            # (_cached_lines, inline: a call per series is ~15 % of an unchanged scrape)
+            if send_timestamps and s.time_ns:
+                key: tuple[bool, int] = (openmetrics, s.time_ns)
+            else:
+                key = (openmetrics, 0)
+            cached: dict[Any, Any] | None = s.rendered_lines
+            if cached is not None:
+                text = cached.get(key)
+                if text is not None:
+                    out.append(text)
+                    continue
             out.append(_cached_lines(kind, counter_total, names, s, openmetrics, send_timestamps))
     if openmetrics:
         out.append("# EOF\n")
