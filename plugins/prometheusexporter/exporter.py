@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import exposition
@@ -73,6 +74,11 @@ class PrometheusExporter(Component):
             on_cut=CutCounter(settings.telemetry.service, "exporter", settings.name),
         )
         self._runner: Serving | None = None
+        # with workers: the merged lines of the series several hold, per format (OpenMetrics)
+        self._merged_lines: dict[bool, dict[tuple[str, str], tuple[Any, str]]] = {
+            False: {},
+            True: {},
+        }
         self._warned: set[str] = set()
 
     def _dropped(self, n: int, reason: str) -> None:
@@ -115,7 +121,9 @@ class PrometheusExporter(Component):
         ``le``...) goes the way of prometheus_client's families (merge_families, serialize),
         whose output render_merged's is byte for byte."""
         shares = await ctx.gather(self._share_key(want_om))
-        body = render_merged(shares, want_om, self.config.send_timestamps)
+        body = render_merged(
+            shares, want_om, self.config.send_timestamps, self._merged_lines[want_om]
+        )
         if body is not None:
             return body
         families = await self._families()

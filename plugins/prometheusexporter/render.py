@@ -506,11 +506,20 @@ def _merged_lines(
     return _summary_lines(names, plain, first[3], quantiles, first_ts, count, total, ts)
 
 
-def render_merged(shares: list[Share], openmetrics: bool, send_timestamps: bool) -> bytes | None:
+def render_merged(
+    shares: list[Share],
+    openmetrics: bool,
+    send_timestamps: bool,
+    kept: dict[tuple[str, str], tuple[Any, str]] | None = None,
+) -> bytes | None:
     """Every worker's share (the primary's first) merged into one exposition; ``None`` when a
     share holds what is merged otherwise than series by series (two families of one name, a
     histogram series labelled ``le``...): then the caller merges prometheus_client's
-    families (``pipeline.workers.merge_families``)."""
+    families (``pipeline.workers.merge_families``).
+
+    ``kept`` (the caller's, one per format; replaced by this scrape's): the merged lines of
+    the series several workers hold, with what they were merged from; written again only when
+    a worker's part of the series changed (its lines, numbers or timestamp)."""
     # name -> [mode, header, sample names, series by label text, the series several hold]
     merged: dict[str, list[Any]] = {}
     for odd, families in shares:
@@ -539,7 +548,8 @@ def render_merged(shares: list[Share], openmetrics: bool, send_timestamps: bool)
                 else:
                     more.append(s)
     out: list[str] = []
-    for mode, header, names, held, several in merged.values():
+    keep: dict[tuple[str, str], tuple[Any, str]] = {}
+    for name, (mode, header, names, held, several) in merged.items():
         out.append(header)
         if several is None:
             out.extend(s[1] for s in held.values())
@@ -549,10 +559,19 @@ def render_merged(shares: list[Share], openmetrics: bool, send_timestamps: bool)
             if more is None:
                 out.append(s[1])
                 continue
-            text = _merged_lines(mode, names, more, openmetrics, send_timestamps)
-            if text is None:
-                return None
+            parts = (names, *more)
+            had = kept.get((name, key)) if kept is not None else None
+            if had is not None and had[0] == parts:
+                text: str | None = had[1]
+            else:
+                text = _merged_lines(mode, names, more, openmetrics, send_timestamps)
+                if text is None:
+                    return None
+            keep[(name, key)] = (parts, text)
             out.append(text)
+    if kept is not None:
+        kept.clear()
+        kept.update(keep)
     if openmetrics:
         out.append("# EOF\n")
     return "".join(out).encode("utf-8")
