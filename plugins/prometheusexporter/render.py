@@ -562,11 +562,12 @@ def render_merged(
             parts = (names, *more)
             had = kept.get((name, key)) if kept is not None else None
             if had is not None and had[0] == parts:
-                text: str | None = had[1]
+                text: str = had[1]
             else:
-                text = _merged_lines(mode, names, more, openmetrics, send_timestamps)
-                if text is None:
+                written = _merged_lines(mode, names, more, openmetrics, send_timestamps)
+                if written is None:
                     return None
+                text = written
             keep[(name, key)] = (parts, text)
             out.append(text)
     if kept is not None:
