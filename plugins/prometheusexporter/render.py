@@ -507,7 +507,7 @@ def _merged_lines(
 
 
 def render_merged(
-    shares: list[Share],
+    shares: list[Share | list[Any]],
     openmetrics: bool,
     send_timestamps: bool,
     kept: dict[tuple[str, str], tuple[Any, str]] | None = None,
@@ -522,7 +522,10 @@ def render_merged(
     a worker's part of the series changed (its lines, numbers or timestamp)."""
     # name -> [mode, header, sample names, series by label text, the series several hold]
     merged: dict[str, list[Any]] = {}
-    for odd, families in shares:
+    for part in shares:
+        if not part:  # a worker whose exporter does not run (yet): nothing (gather's [])
+            continue
+        odd, families = part
         if odd:
             return None
         for name, mode, header, names, series in families:

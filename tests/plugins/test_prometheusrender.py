@@ -312,3 +312,13 @@ def test_a_bound_of_minus_zero_is_written_as_such() -> None:
         )
         acc.add(req)
         assert render(acc, False, False) == serialize(list(acc.collect(False)), False)[0]
+
+
+def test_a_worker_without_the_exporter_yet_adds_nothing() -> None:
+    """A sibling whose exporter has not started (or is being reloaded) answers a gather with
+    ``[]``: the merge is the other workers', as merge_families makes it."""
+    acc = Accumulator()
+    acc.add(_request(random.Random(1), 1_700_000_000_000_000_000, 3, own_le=False))
+    for om in (False, True):
+        assert render_merged([share(acc, om, False), []], om, False) == render(acc, om, False)
+        assert render_merged([[], share(acc, om, False)], om, False) == render(acc, om, False)
