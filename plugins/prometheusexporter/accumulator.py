@@ -59,7 +59,7 @@ class Series:
     # plugins.prometheusexporter.render's caches: the escaped label set, and the lines per
     # format (None whenever a fold changes what they show)
     rendered_labels: Any = None
-    rendered_lines: dict[tuple[bool, int], str] | None = None
+    rendered_lines: dict[Any, Any] | None = None
 
 
 @dataclass(slots=True)

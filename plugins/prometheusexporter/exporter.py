@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import exposition
@@ -15,7 +16,7 @@ from pipeline.httpserver import Serving, serve
 from plugins._labelbound import CutCounter
 from plugins.prometheusexporter.accumulator import Accumulator
 from plugins.prometheusexporter.config import PrometheusExporterConfig
-from plugins.prometheusexporter.render import render
+from plugins.prometheusexporter.render import Share, render, render_merged, share
 
 OPENMETRICS = "application/openmetrics-text"
 
@@ -73,6 +74,11 @@ class PrometheusExporter(Component):
             on_cut=CutCounter(settings.telemetry.service, "exporter", settings.name),
         )
         self._runner: Serving | None = None
+        # with workers: the merged lines of the series several hold, per format (OpenMetrics)
+        self._merged_lines: dict[bool, dict[tuple[str, str], tuple[Any, str]]] = {
+            False: {},
+            True: {},
+        }
         self._warned: set[str] = set()
 
     def _dropped(self, n: int, reason: str) -> None:
@@ -91,24 +97,47 @@ class PrometheusExporter(Component):
             want_om = self.config.enable_open_metrics and wants_openmetrics(
                 request.headers.get("Accept", "")
             )
-            if workers.current() is None:
+            ctx = workers.current()
+            if ctx is None:
                 # Written on the loop, where the accumulator changes: from the lines each
                 # series keeps while it does not change (render), what serialize would write.
                 body = render(self.accumulator, want_om, self.config.send_timestamps)
-                content_type = (
-                    openmetrics.CONTENT_TYPE_LATEST
-                    if want_om
-                    else exposition.CONTENT_TYPE_PLAIN_0_0_4
-                )
             else:
-                # Every worker's families, merged on the loop; the text is written in a
-                # worker thread from that snapshot.
-                families = await self._families()
-                body, content_type = await asyncio.to_thread(serialize, families, want_om)
+                body = await self._merged(ctx, want_om)
+            content_type = (
+                openmetrics.CONTENT_TYPE_LATEST if want_om else exposition.CONTENT_TYPE_PLAIN_0_0_4
+            )
         except Exception as exc:  # a bug must show in the scrape, not kill the server
             self.settings.logger.exception("cannot render the exposition")
             return web.Response(status=500, text=f"error rendering metrics: {exc}\n")
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _merged(self, ctx: workers.WorkerContext, want_om: bool) -> bytes:
+        """With workers (``service.workers``): every worker's series merged (each holds the
+        series of what it processed). Each sends its share (render.share: the lines its series
+        keep, and what merging needs); the primary writes the series one worker holds as that
+        worker's lines, merges the others (render.render_merged). What it cannot merge series
+        by series (a share says so: two families of one name, a histogram series labelled
+        ``le``...) goes the way of prometheus_client's families (merge_families, serialize),
+        whose output render_merged's is byte for byte."""
+        shares = await ctx.gather(self._share_key(want_om))
+        body = render_merged(
+            shares, want_om, self.config.send_timestamps, self._merged_lines[want_om]
+        )
+        if body is not None:
+            return body
+        families = await self._families()
+        text, _ = await asyncio.to_thread(serialize, families, want_om)
+        return text
+
+    def _share_key(self, want_om: bool) -> str:
+        return f"{self._key}/{'openmetrics' if want_om else 'text'}"
+
+    def _share_text(self) -> Share:
+        return share(self.accumulator, False, self.config.send_timestamps)
+
+    def _share_openmetrics(self) -> Share:
+        return share(self.accumulator, True, self.config.send_timestamps)
 
     async def _families(self) -> list[Metric]:
         """The families to serve: this process's, or with workers (``service.workers``)
@@ -132,6 +161,8 @@ class PrometheusExporter(Component):
         ctx = workers.current()
         if ctx is not None:
             ctx.expose(self._key, self._exposition)
+            ctx.expose(self._share_key(False), self._share_text)
+            ctx.expose(self._share_key(True), self._share_openmetrics)
             if not ctx.primary:
                 return  # the primary worker serves the endpoint
         app = web.Application()
@@ -153,6 +184,8 @@ class PrometheusExporter(Component):
         ctx = workers.current()
         if ctx is not None:
             ctx.withdraw(self._key, self._exposition)
+            ctx.withdraw(self._share_key(False), self._share_text)
+            ctx.withdraw(self._share_key(True), self._share_openmetrics)
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
