@@ -1194,7 +1194,9 @@ def root_memory_ops(data: bytes) -> None:
         assert (trace in mem) == (trace in twin)
         assert mem.get(trace) == twin.get(trace) and mem.get(trace, 7) == twin.get(trace, 7)
         assert len(mem) == len(twin) and mem.size == twin.size
-        assert mem.items() == list(twin.items()) and mem.keys() == list(twin)
+        if len(twin) <= 16 or at % 64 == 1:  # (unbounded, it grows: its entries now and then)
+            assert mem.items() == list(twin.items()) and mem.keys() == list(twin)
+    assert mem.items() == list(twin.items()) and mem.keys() == list(twin)
     assert sys.getsizeof(mem) > 0
 
 
