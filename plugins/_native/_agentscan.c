@@ -1816,7 +1816,7 @@ static int has_prefix(slice text, PyObject *prefixes) {
  * with its trace's workflow type and agent: the workflow processor's stamp on the span, else those
  * its trace's root was counted with (connector.py _count_tokens). The roots this scan counted are
  * kept here, their trace ids copied (the request is not needed after the scan), and put into the
- * connector's memory of roots (a Memory: (trace id,) -> (type, agent)) by put_roots once the
+ * connector's memory of roots (a RootMemory: trace id -> (type, agent)) by put_roots once the
  * request was read whole (consume is atomic: a request refused leaves no root behind). */
 
 struct wf_root { Py_ssize_t off, n, at; PyObject *value; }; /* (at: the span's offset in the request) */
@@ -5232,12 +5232,404 @@ static PyObject *Scanner_take_calls(Scanner *self, PyObject *Py_UNUSED(ignored))
     return out;
 }
 
+/* -- RootMemory: the connector's memory of workflow roots (put_roots) ---------------------------
+ *
+ * trace id -> (workflow type, agent id) of the workflow roots counted, for the tokens of their
+ * traces' inference spans (connector.py _count_tokens): at most `size` entries, the least
+ * recently put dropped first, as the twin (connector.py RootMemory, an OrderedDict whose put
+ * moves the key to the end and which is trimmed from the front to `size`) holds them, in the
+ * same order. Keyed by the raw trace id: a 16-byte id (the edge admits no other) is held in its
+ * node, no Python object made for it; an id of another length (fed to the connector directly)
+ * is held as a bytes object of it. A table of node indexes and their hashes (linear probing,
+ * deletion by backward shift) over nodes in a doubly linked recency list (oldest first), as
+ * _recency.h's memory; each node knows its slot (kept as entries shift back), so that the
+ * oldest is dropped without a search. The hash is keyed, so that chosen ids do not collide
+ * (a client picks its trace ids): a 16-byte id's two halves, each xored with a key, multiplied
+ * into 128 bits whose halves are folded (wyhash's mix), the keys drawn from CPython's hash of
+ * two constants (its secret: random per process unless PYTHONHASHSEED is set); an id of another
+ * length is hashed as bytes are (SipHash). Lookups and puts run no Python code. */
+
+typedef struct {
+    uint8_t id[16];     /* the trace id when it is 16 bytes */
+    PyObject *other;    /* the trace id (bytes) when it is not 16 bytes, else NULL */
+    PyObject *value;    /* NULL: a free node */
+    Py_hash_t hash;
+    Py_ssize_t slot;       /* its table slot */
+    Py_ssize_t prev, next; /* -1: none */
+} root_node;
+
+typedef struct {
+    PyObject_HEAD
+    root_node *nodes;
+    Py_ssize_t nodes_cap, used; /* nodes allocated; nodes ever used (free ones reused) */
+    rc_slot *table;             /* (index 0: an empty slot) */
+    Py_ssize_t tmask;
+    Py_ssize_t len, size, head, tail, free;
+    uint64_t k0, k1; /* the hash's keys */
+} RootMemoryObject;
+
+static PyTypeObject RootMemoryType;
+
+static inline Py_hash_t root_hash(const RootMemoryObject *m, const uint8_t *p, Py_ssize_t n) {
+#ifdef __SIZEOF_INT128__
+    if (n == 16) {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + 8, 8);
+        a ^= m->k0;
+        b ^= m->k1;
+        /* (a zero factor would make every id of that half collide: SipHash for those ids) */
+        if (a == 0 || b == 0) return mem_hash_bytes(p, n);
+        __uint128_t r = (__uint128_t)a * (__uint128_t)b;
+        uint64_t h = (uint64_t)r ^ (uint64_t)(r >> 64);
+        h ^= h >> 32; /* (the table's index is the low bits: the high ones folded in) */
+        return (Py_hash_t)h;
+    }
+#endif
+    return mem_hash_bytes(p, n);
+}
+
+static inline int root_eq(const root_node *nd, const uint8_t *p, Py_ssize_t n) {
+    if (n == 16) return nd->other == NULL && memcmp(nd->id, p, 16) == 0;
+    return nd->other != NULL && PyBytes_GET_SIZE(nd->other) == n &&
+           (n == 0 || memcmp(PyBytes_AS_STRING(nd->other), p, (size_t)n) == 0);
+}
+
+/* the table slot of the id (with this hash), or -1 */
+static Py_ssize_t root_find(const RootMemoryObject *m, const uint8_t *p, Py_ssize_t n, Py_hash_t hash) {
+    Py_ssize_t i = (Py_ssize_t)((size_t)hash & (size_t)m->tmask), k;
+    while ((k = m->table[i].index)) {
+        if (m->table[i].hash == hash && root_eq(&m->nodes[k - 1], p, n)) return i;
+        i = (i + 1) & m->tmask;
+    }
+    return -1;
+}
+
+static void root_table_put(rc_slot *table, Py_ssize_t tmask, root_node *nodes, Py_ssize_t index) {
+    Py_hash_t hash = nodes[index].hash;
+    Py_ssize_t i = (Py_ssize_t)((size_t)hash & (size_t)tmask);
+    while (table[i].index) i = (i + 1) & tmask;
+    table[i].index = index + 1;
+    table[i].hash = hash;
+    nodes[index].slot = i;
+}
+
+/* slot i emptied, the entries after it shifted back so that each stays reachable */
+static void root_table_remove(RootMemoryObject *m, Py_ssize_t i) {
+    Py_ssize_t j = i;
+    for (;;) {
+        j = (j + 1) & m->tmask;
+        if (!m->table[j].index) break;
+        Py_ssize_t ideal = (Py_ssize_t)((size_t)m->table[j].hash & (size_t)m->tmask);
+        int stays = i <= j ? (ideal > i && ideal <= j) : (ideal > i || ideal <= j);
+        if (!stays) {
+            m->table[i] = m->table[j];
+            m->nodes[m->table[i].index - 1].slot = i;
+            i = j;
+        }
+    }
+    m->table[i].index = 0;
+}
+
+static void root_unlink(RootMemoryObject *m, Py_ssize_t x) {
+    root_node *nd = &m->nodes[x];
+    if (nd->prev >= 0) m->nodes[nd->prev].next = nd->next;
+    else m->head = nd->next;
+    if (nd->next >= 0) m->nodes[nd->next].prev = nd->prev;
+    else m->tail = nd->prev;
+}
+
+static void root_link_last(RootMemoryObject *m, Py_ssize_t x) {
+    root_node *nd = &m->nodes[x];
+    nd->prev = m->tail;
+    nd->next = -1;
+    if (m->tail >= 0) m->nodes[m->tail].next = x;
+    else m->head = x;
+    m->tail = x;
+}
+
+/* the oldest entry dropped (the memory not empty); its references released last */
+static void root_drop_oldest(RootMemoryObject *m) {
+    Py_ssize_t x = m->head;
+    root_node *nd = &m->nodes[x];
+    root_table_remove(m, nd->slot);
+    root_unlink(m, x);
+    PyObject *other = nd->other, *value = nd->value;
+    nd->other = nd->value = NULL;
+    nd->next = m->free;
+    m->free = x;
+    m->len--;
+    Py_XDECREF(other);
+    Py_DECREF(value);
+}
+
+/* memory[id] = value as the newest entry, the oldest dropped beyond size (with size 0 nothing
+ * is kept); obj: a bytes object of the id or NULL (made when one is needed: not 16 bytes).
+ * 0, or -1 (MemoryError set) */
+static int root_put(RootMemoryObject *m, const uint8_t *p, Py_ssize_t n, PyObject *obj, PyObject *value) {
+    Py_hash_t hash = root_hash(m, p, n);
+    Py_ssize_t at = root_find(m, p, n, hash);
+    if (at >= 0) {
+        Py_ssize_t x = m->table[at].index - 1;
+        if (m->tail != x) {
+            root_unlink(m, x);
+            root_link_last(m, x);
+        }
+        Py_SETREF(m->nodes[x].value, Py_NewRef(value));
+        return 0;
+    }
+    if (m->size <= 0) return 0;
+    if (m->len >= m->size) root_drop_oldest(m);
+    PyObject *other = NULL;
+    if (n != 16) {
+        other = obj != NULL && PyBytes_CheckExact(obj) ? Py_NewRef(obj)
+                                                        : PyBytes_FromStringAndSize((const char *)p, n);
+        if (other == NULL) return -1;
+    }
+    if ((m->len + 1) * 2 > m->tmask + 1) { /* (the table doubled, the entries put again) */
+        Py_ssize_t tsize = (m->tmask + 1) * 2;
+        rc_slot *table = PyMem_Calloc((size_t)tsize, sizeof(rc_slot));
+        if (table == NULL) {
+            Py_XDECREF(other);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next) root_table_put(table, tsize - 1, m->nodes, x);
+        PyMem_Free(m->table);
+        m->table = table;
+        m->tmask = tsize - 1;
+    }
+    Py_ssize_t x;
+    if (m->free >= 0) {
+        x = m->free;
+        m->free = m->nodes[x].next;
+    } else {
+        if (m->used == m->nodes_cap) {
+            Py_ssize_t ncap = m->nodes_cap ? m->nodes_cap * 2 : 64;
+            if (ncap > m->size) ncap = m->size;
+            root_node *nodes = PyMem_Realloc(m->nodes, (size_t)ncap * sizeof(root_node));
+            if (nodes == NULL) {
+                Py_XDECREF(other);
+                PyErr_NoMemory();
+                return -1;
+            }
+            m->nodes = nodes;
+            m->nodes_cap = ncap;
+        }
+        x = m->used++;
+    }
+    root_node *nd = &m->nodes[x];
+    if (n == 16) memcpy(nd->id, p, 16);
+    nd->other = other;
+    nd->value = Py_NewRef(value);
+    nd->hash = hash;
+    root_link_last(m, x);
+    root_table_put(m->table, m->tmask, m->nodes, x);
+    m->len++;
+    return 0;
+}
+
+/* every entry dropped (the memory stays usable); the references released last */
+static void root_clear(RootMemoryObject *m) {
+    Py_ssize_t x = m->head;
+    root_node *nodes = m->nodes;
+    m->head = m->tail = m->free = -1;
+    m->len = 0;
+    m->used = 0;
+    if (m->table != NULL) memset(m->table, 0, (size_t)(m->tmask + 1) * sizeof(rc_slot));
+    while (x >= 0) {
+        Py_ssize_t next = nodes[x].next;
+        PyObject *other = nodes[x].other, *value = nodes[x].value;
+        nodes[x].other = nodes[x].value = NULL;
+        Py_XDECREF(other);
+        Py_XDECREF(value);
+        x = next;
+    }
+}
+
+/* a trace id given from Python: its data (a bytes object), else TypeError */
+static int root_id(PyObject *key, const uint8_t **p, Py_ssize_t *n) {
+    if (!PyBytes_Check(key)) {
+        PyErr_Format(PyExc_TypeError, "a root memory's key is a trace id (bytes), not %.100s",
+                     Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    *p = (const uint8_t *)PyBytes_AS_STRING(key);
+    *n = PyBytes_GET_SIZE(key);
+    return 0;
+}
+
+/* the node of key, -1 not there, -2 on error */
+static Py_ssize_t root_node_of(RootMemoryObject *m, PyObject *key) {
+    const uint8_t *p;
+    Py_ssize_t n;
+    if (root_id(key, &p, &n) < 0) return -2;
+    Py_ssize_t at = root_find(m, p, n, root_hash(m, p, n));
+    return at < 0 ? -1 : m->table[at].index - 1;
+}
+
+/* the node's trace id as a new bytes object */
+static PyObject *root_key(const root_node *nd) {
+    if (nd->other != NULL) return Py_NewRef(nd->other);
+    return PyBytes_FromStringAndSize((const char *)nd->id, 16);
+}
+
+static PyObject *roots_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"size", NULL};
+    Py_ssize_t size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n:RootMemory", kw, &size)) return NULL;
+    RootMemoryObject *m = (RootMemoryObject *)type->tp_alloc(type, 0);
+    if (m == NULL) return NULL;
+    m->size = size < 0 ? 0 : size;
+    m->head = m->tail = m->free = -1;
+    m->tmask = 15;
+    m->k0 = (uint64_t)mem_hash_bytes((const uint8_t *)"RootMemory.k0", 13);
+    m->k1 = (uint64_t)mem_hash_bytes((const uint8_t *)"RootMemory.k1", 13);
+    if ((m->table = PyMem_Calloc(16, sizeof(rc_slot))) == NULL) {
+        Py_DECREF(m);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)m;
+}
+
+static int roots_traverse(RootMemoryObject *m, visitproc visit, void *arg) {
+    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next) Py_VISIT(m->nodes[x].value);
+    return 0;
+}
+
+static int roots_clear_refs(RootMemoryObject *m) {
+    root_clear(m);
+    return 0;
+}
+
+static void roots_dealloc(RootMemoryObject *m) {
+    PyObject_GC_UnTrack(m);
+    root_clear(m);
+    PyMem_Free(m->nodes);
+    PyMem_Free(m->table);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static Py_ssize_t roots_len(RootMemoryObject *m) { return m->len; }
+
+static int roots_contains(RootMemoryObject *m, PyObject *key) {
+    Py_ssize_t x = root_node_of(m, key);
+    return x == -2 ? -1 : x >= 0;
+}
+
+static PyObject *roots_get(RootMemoryObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(trace_id, default=None)");
+        return NULL;
+    }
+    Py_ssize_t x = root_node_of(m, args[0]);
+    if (x == -2) return NULL;
+    if (x < 0) return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    return Py_NewRef(m->nodes[x].value);
+}
+
+static PyObject *roots_put_method(RootMemoryObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "put(trace_id, value)");
+        return NULL;
+    }
+    const uint8_t *p;
+    Py_ssize_t n;
+    if (root_id(args[0], &p, &n) < 0 || root_put(m, p, n, args[0], args[1]) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* the entries, oldest first, as a new list of (trace id, value) (items) or of trace ids */
+static PyObject *roots_list(RootMemoryObject *m, int items) {
+    PyObject *out = PyList_New(m->len);
+    if (out == NULL) return NULL;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t x = m->head; x >= 0; x = m->nodes[x].next, i++) {
+        PyObject *key = root_key(&m->nodes[x]), *item = key;
+        if (key != NULL && items) {
+            item = PyTuple_Pack(2, key, m->nodes[x].value);
+            Py_DECREF(key);
+        }
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+static PyObject *roots_items(RootMemoryObject *m, PyObject *unused) { return roots_list(m, 1); }
+static PyObject *roots_keys(RootMemoryObject *m, PyObject *unused) { return roots_list(m, 0); }
+
+static PyObject *roots_clear_method(RootMemoryObject *m, PyObject *unused) {
+    root_clear(m);
+    Py_RETURN_NONE;
+}
+
+static PyObject *roots_sizeof(RootMemoryObject *m, PyObject *unused) {
+    return PyLong_FromSize_t((size_t)Py_TYPE(m)->tp_basicsize + (size_t)m->nodes_cap * sizeof(root_node) +
+                             (size_t)(m->tmask + 1) * sizeof(rc_slot));
+}
+
+static PyObject *roots_get_size(RootMemoryObject *m, void *closure) { return PyLong_FromSsize_t(m->size); }
+
+/* size = n: the oldest dropped beyond it */
+static int roots_set_size(RootMemoryObject *m, PyObject *value, void *closure) {
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "size cannot be deleted");
+        return -1;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(value);
+    if (size == -1 && PyErr_Occurred()) return -1;
+    m->size = size < 0 ? 0 : size;
+    while (m->len > m->size) root_drop_oldest(m);
+    return 0;
+}
+
+static PyMethodDef roots_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))roots_get, METH_FASTCALL, "get(trace_id, default=None)"},
+    {"put", (PyCFunction)(void (*)(void))roots_put_method, METH_FASTCALL,
+     "put(trace_id, value): the newest entry (the oldest dropped beyond size)"},
+    {"clear", (PyCFunction)roots_clear_method, METH_NOARGS, "every entry dropped"},
+    {"items", (PyCFunction)roots_items, METH_NOARGS, "the (trace id, value) pairs, oldest first"},
+    {"keys", (PyCFunction)roots_keys, METH_NOARGS, "the trace ids, oldest first"},
+    {"__sizeof__", (PyCFunction)roots_sizeof, METH_NOARGS, "bytes allocated"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef roots_getset[] = {
+    {"size", (getter)roots_get_size, (setter)roots_set_size, "the most entries kept", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods roots_as_sequence = {
+    .sq_length = (lenfunc)roots_len,
+    .sq_contains = (objobjproc)roots_contains,
+};
+
+static PyTypeObject RootMemoryType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "plugins._native._agentscan.RootMemory",
+    .tp_basicsize = sizeof(RootMemoryObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "RootMemory(size): the connector's memory of workflow roots (trace id -> value, at "
+              "most size entries, the least recently put dropped first), keyed by the raw id.",
+    .tp_new = roots_new,
+    .tp_dealloc = (destructor)roots_dealloc,
+    .tp_traverse = (traverseproc)roots_traverse,
+    .tp_clear = (inquiry)roots_clear_refs,
+    .tp_methods = roots_methods,
+    .tp_getset = roots_getset,
+    .tp_as_sequence = &roots_as_sequence,
+};
+
 PyDoc_STRVAR(put_roots_doc,
 "put_roots(memory, others=None)\n--\n\n"
-"Puts the workflow roots the last scan counted into memory (a Memory): (trace id,) -> (workflow "
-"type, agent id), as they were counted, in span order with others (the roots the Python side "
-"read in that request: a list of (offset of the span in the request, key, value), by offset), "
-"each put after the roots before it; then forgets the scan's (a second call puts only others).");
+"Puts the workflow roots the last scan counted into memory (a RootMemory): trace id -> "
+"(workflow type, agent id), as they were counted, in span order with others (the roots the "
+"Python side read in that request: a list of (offset of the span in the request, trace id, "
+"value), by offset), each put after the roots before it; then forgets the scan's (a second "
+"call puts only others).");
 
 static PyObject *Scanner_put_roots(Scanner *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs < 1 || nargs > 2) {
@@ -5245,8 +5637,8 @@ static PyObject *Scanner_put_roots(Scanner *self, PyObject *const *args, Py_ssiz
         return NULL;
     }
     PyObject *memory = args[0], *others = nargs > 1 ? args[1] : Py_None;
-    if (!Py_IS_TYPE(memory, &MemoryType)) {
-        PyErr_SetString(PyExc_TypeError, "put_roots() expects a Memory");
+    if (!Py_IS_TYPE(memory, &RootMemoryType)) {
+        PyErr_SetString(PyExc_TypeError, "put_roots() expects a RootMemory");
         return NULL;
     }
     if (others != Py_None && !PyList_Check(others)) {
@@ -5256,11 +5648,13 @@ static PyObject *Scanner_put_roots(Scanner *self, PyObject *const *args, Py_ssiz
     Py_ssize_t n = others == Py_None ? 0 : PyList_GET_SIZE(others);
     for (Py_ssize_t j = 0; j < n; j++) { /* (checked whole first: nothing put on a bad item) */
         PyObject *o = PyList_GET_ITEM(others, j);
-        if (!PyTuple_Check(o) || PyTuple_GET_SIZE(o) != 3 || !PyLong_Check(PyTuple_GET_ITEM(o, 0))) {
-            PyErr_SetString(PyExc_TypeError, "put_roots(): others' items are (offset, key, value)");
+        if (!PyTuple_Check(o) || PyTuple_GET_SIZE(o) != 3 || !PyLong_Check(PyTuple_GET_ITEM(o, 0)) ||
+            !PyBytes_Check(PyTuple_GET_ITEM(o, 1))) {
+            PyErr_SetString(PyExc_TypeError, "put_roots(): others' items are (offset, trace id, value)");
             return NULL;
         }
     }
+    RootMemoryObject *m = (RootMemoryObject *)memory;
     Py_ssize_t i = 0, j = 0;
     int rc = 0;
     while (rc == 0 && (i < self->nwf_roots || j < n)) {
@@ -5271,13 +5665,12 @@ static PyObject *Scanner_put_roots(Scanner *self, PyObject *const *args, Py_ssiz
         }
         if (i < self->nwf_roots && self->wf_roots[i].at < other_at) {
             struct wf_root *x = &self->wf_roots[i++];
-            mem_leaf leaf = {self->wf_root_ids + x->off, x->n, 0, NULL};
-            rc = memory_put_leaves(memory, &leaf, 1, x->value);
+            rc = root_put(m, self->wf_root_ids + x->off, x->n, NULL, x->value);
         } else {
             PyObject *o = PyList_GET_ITEM(others, j++);
-            Py_INCREF(o); /* (a key's hash or encoding cannot change the list: held all the same) */
-            rc = mem_put((MemoryObject *)memory, PyTuple_GET_ITEM(o, 1), PyTuple_GET_ITEM(o, 2));
-            Py_DECREF(o);
+            PyObject *trace = PyTuple_GET_ITEM(o, 1);
+            rc = root_put(m, (const uint8_t *)PyBytes_AS_STRING(trace), PyBytes_GET_SIZE(trace), trace,
+                          PyTuple_GET_ITEM(o, 2));
         }
     }
     wf_roots_clear(self);
@@ -5935,11 +6328,13 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__agentscan(void) {
-    if (PyType_Ready(&ScannerType) < 0 || PyType_Ready(&MemoryType) < 0) return NULL;
+    if (PyType_Ready(&ScannerType) < 0 || PyType_Ready(&MemoryType) < 0 || PyType_Ready(&RootMemoryType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     if (PyModule_AddObjectRef(m, "Scanner", (PyObject *)&ScannerType) < 0 ||
-        PyModule_AddObjectRef(m, "Memory", (PyObject *)&MemoryType) < 0) {
+        PyModule_AddObjectRef(m, "Memory", (PyObject *)&MemoryType) < 0 ||
+        PyModule_AddObjectRef(m, "RootMemory", (PyObject *)&RootMemoryType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

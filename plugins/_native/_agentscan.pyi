@@ -42,6 +42,26 @@ class Memory:
     def items(self) -> list[tuple[Any, Any]]: ...
     def keys(self) -> list[Any]: ...
 
+class RootMemory:
+    """The connector's memory of workflow roots in C (trace id -> (workflow type, agent id), at
+    most ``size`` entries, the least recently put dropped first): what the twin
+    (``connector.py`` ``RootMemory``, an ``OrderedDict`` trimmed to ``size`` after each put)
+    holds, in the same order. Keyed by the raw trace id (bytes, else ``TypeError``): a 16-byte
+    id is held in the table's node, no Python object per entry; ``items`` and ``keys`` give the
+    ids back as new bytes objects."""
+
+    size: int  # set: the oldest dropped beyond it
+    def __init__(self, size: int) -> None: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, trace_id: object, /) -> bool: ...
+    def get(self, trace_id: bytes, default: Any = None, /) -> Any: ...
+    def put(self, trace_id: bytes, value: Any, /) -> None:
+        """``trace_id`` -> ``value`` as the newest entry (the oldest dropped beyond ``size``;
+        with ``size`` 0 nothing is kept)."""
+    def clear(self) -> None: ...
+    def items(self) -> list[tuple[bytes, Any]]: ...
+    def keys(self) -> list[bytes]: ...
+
 def hold_packed(
     items: list[Any],
     start: int,
@@ -233,17 +253,18 @@ class Scanner:
         scanner remembers the shapes it found there (by their content) and forgets them then."""
     def put_roots(
         self,
-        memory: Memory,
-        others: list[tuple[int, tuple[bytes], tuple[str, str]]] | None = None,
+        memory: RootMemory,
+        others: list[tuple[int, bytes, tuple[str, str]]] | None = None,
         /,
     ) -> None:
-        """Puts the workflow roots the last scan counted into ``memory``: ``(trace id,) ->
+        """Puts the workflow roots the last scan counted into ``memory``: ``trace id ->
         (workflow type, agent id)`` as they were counted (the connector's memory of roots, for
         the tokens of their traces' inference spans: ``_count_tokens``), in span order with
         ``others`` (the roots the Python side read in that request: (offset of the span in
-        the request, key, value), by offset), each put after those before it; then forgets the
-        scan's (a second call puts only ``others``). ``TypeError`` when ``memory`` is not a
-        :class:`Memory` or an item of ``others`` is not such a tuple (nothing put)."""
+        the request, trace id, value), by offset), each put after those before it; then
+        forgets the scan's (a second call puts only ``others``). ``TypeError`` when ``memory``
+        is not a :class:`RootMemory` or an item of ``others`` is not such a tuple (nothing
+        put)."""
     def put_producers(self, items: list[tuple[bytes, int]], /) -> None:
         """Puts A2A producers read in Python ((span id, start) pairs) into ``producers`` as
         the scan puts its own: an id already there keeps its place (its start replaced, as an

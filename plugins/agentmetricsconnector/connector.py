@@ -144,6 +144,40 @@ INTERESTING_KINDS = frozenset({SPAN_KIND_SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_C
 _OBSERVE = Metric.observe
 
 
+class RootMemory(collections.OrderedDict[bytes, tuple[str, str]]):
+    """The connector's memory of workflow roots (trace id -> (workflow type, agent id), for the
+    tokens of their traces' inference spans: ``_count_tokens``), the twin of the C scanner's
+    ``_agentscan.RootMemory`` (a C table keyed by the raw trace id): at most ``size`` entries,
+    the least recently put dropped first (:meth:`put` makes a trace the newest), what an
+    OrderedDict trimmed from the front to ``size`` after each put holds, in the same order;
+    setting ``size`` drops the oldest beyond it."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = max(size, 0)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @size.setter
+    def size(self, size: int) -> None:
+        self._size = max(size, 0)
+        while len(self) > self._size:
+            self.popitem(last=False)
+
+    def put(self, trace: bytes, value: tuple[str, str]) -> None:
+        """``trace`` -> ``value`` as the newest entry, the oldest dropped beyond ``size``
+        (with ``size`` 0 nothing is kept)."""
+        if trace in self:
+            self[trace] = value
+            self.move_to_end(trace)
+        elif self._size > 0:
+            if len(self) >= self._size:
+                self.popitem(last=False)
+            self[trace] = value
+
+
 def _nothing() -> None:
     """An operation of a batch counted already (see _merge_native)."""
 
@@ -361,10 +395,10 @@ class _Batch:
         # (see _merge_native)
         self.marks: list[tuple[int, int]] = []
         self.workflows: list[tuple[str, str, float]] = []
-        # the workflow roots counted: (offset of the span, (trace id,), (workflow type, agent
+        # the workflow roots counted: (offset of the span, trace id, (workflow type, agent
         # id)), for the tokens of their traces' inference spans (see _count_tokens); the
         # offset in the request of a span the C scanner left to Python (else 0)
-        self.roots: list[tuple[int, tuple[bytes], tuple[str, str]]] = []
+        self.roots: list[tuple[int, bytes, tuple[str, str]]] = []
         self.producers: list[tuple[bytes, int]] = []
         # A2A consumers: (parent, link span ids, start, trace, span, message type)
         self.consumers: list[tuple[bytes, list[bytes], int, bytes, bytes, str]] = []
@@ -617,13 +651,14 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         self._early_seen = 0
         self._caller_child: Any = None  # the labelled children _settle sets, once created
         # the workflow roots counted, for the tokens of their traces' inference spans that carry
-        # no stamp of the workflow processor: (trace id,) -> (workflow type, agent id), the
-        # newest 4 x tool_call_join.max_traces (the joiner's memories' bound; a Memory with the
-        # C scanner, which puts its roots there itself: put_roots); the inference calls of
+        # no stamp of the workflow processor: trace id -> (workflow type, agent id), the newest
+        # 4 x tool_call_join.max_traces (the joiner's memories' bound; a RootMemory, with the C
+        # scanner its C table of raw trace ids, where it puts its roots itself: put_roots); the
+        # inference calls of
         # traces whose root was not counted yet, held per trace for tool_call_join.window
         # (trace -> (deadline, [(input tokens, output tokens, cost)])): see _count_tokens
         self._roots_size = 4 * join.max_traces
-        self._wf_roots: Any = collections.OrderedDict()
+        self._wf_roots: Any = RootMemory(self._roots_size)
         self._token_waits: collections.OrderedDict[
             bytes, tuple[float, list[tuple[int | None, int | None, float]]]
         ] = collections.OrderedDict()
@@ -752,7 +787,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         native = load("_agentscan")
         if self._scanner is not None and native is not None:
             # (the scanner puts the roots it counts there: put_roots)
-            self._wf_roots = native.Memory(self._roots_size)
+            self._wf_roots = native.RootMemory(self._roots_size)
         if self._scanner is not None and self._join_enabled:
             self.joiner.use_native(self._scanner)
 
@@ -1677,7 +1712,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
             trace = tokens.trace_id
             if not trace:  # (an event outside any trace: no workflow's)
                 return
-            root = self._wf_roots.get((trace,))
+            root = self._wf_roots.get(trace)
             if root is None:
                 held = (tokens.input_tokens, tokens.output_tokens, cost)
                 self._hold_tokens(trace, held, now_ns)
@@ -1750,7 +1785,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
     def _release_tokens(
         self, trace: bytes, calls: list[tuple[int | None, int | None, float]], now_ns: int
     ) -> None:
-        root = self._wf_roots.get((trace,))
+        root = self._wf_roots.get(trace)
         if root is None:
             self._token_results[NO_ROOT] += len(calls)
             return
@@ -1895,7 +1930,7 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         )
         batch.workflows.append((wf_type, outcome, duration))
         batch.roots.append(
-            (batch.marks[-1][1] if batch.marks else 0, (trace_id,), (wf_type, agent_id))
+            (batch.marks[-1][1] if batch.marks else 0, trace_id, (wf_type, agent_id))
         )
 
     def _failed_root(
@@ -1991,20 +2026,13 @@ class AgentMetricsConnector(FlushingConnector, AgentMetricsProvider):
         # inference spans are counted, and all of them kept meanwhile: the oldest roots
         # beyond the bound dropped after (with the C scanner, put by put_roots)
         roots = self._wf_roots
-        plain = roots.__class__ is collections.OrderedDict
         if batch.roots:
-            if not plain:
-                roots.size = UNBOUNDED
-            for _, key, value in batch.roots:
-                roots[key] = value
-                if plain:  # (the Memory moves it itself)
-                    roots.move_to_end(key)
+            roots.size = UNBOUNDED
+            for _, trace, value in batch.roots:
+                roots.put(trace, value)
         for fn, args in batch.ops:
             fn(*args)
-        if plain:
-            while len(roots) > self._roots_size:
-                roots.popitem(last=False)
-        elif roots.size != self._roots_size:
+        if roots.size != self._roots_size:
             roots.size = self._roots_size
         if batch.workflows:
             # (by type and outcome, in order of first appearance: the windows count them

@@ -234,7 +234,7 @@ def agentscan() -> OneInput:
     from plugins.agentmetricsconnector.config import AgentMetricsConfig
     from plugins.agentmetricsconnector.connector import AgentMetricsConnector
     from tests.plugins._agent_support import Capture, settings
-    from tests.plugins._native.test_agentscan import T0, memory_ops, state
+    from tests.plugins._native.test_agentscan import T0, memory_ops, root_memory_ops, state
 
     cfg = AgentMetricsConfig(sla={"default": "5s"}, aggregation_cardinality_limit=0)
     # one self-telemetry for every connector an input makes (~6): a SelfTelemetry reads
@@ -400,6 +400,8 @@ def agentscan() -> OneInput:
         # first 512 operations (a memory holds at most 8 keys; a longer run of operations
         # finds nothing more, and made the corpus's leak check take minutes)
         memory_ops(data[:MEMORY_OPS_BYTES])
+        # the connector's memory of roots in C (RootMemory, raw trace ids) against its twin
+        root_memory_ops(data[:MEMORY_OPS_BYTES])
         try:
             ExportTraceServiceRequest.FromString(data)
         except DecodeError:

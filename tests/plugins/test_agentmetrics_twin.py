@@ -763,8 +763,8 @@ async def test_workflow_tokens_and_cost_give_the_same_output(
 
 
 def test_put_roots_puts_the_last_scans_roots_once() -> None:
-    """``Scanner.put_roots``: the roots the last scan counted, (trace id,) -> (type, agent),
-    in span order, put once (a scan forgets the previous one's); a memory of another type is
+    """``Scanner.put_roots``: the roots the last scan counted, trace id -> (type, agent), in
+    span order, put once (a scan forgets the previous one's); a memory of another type is
     refused."""
     native = require_native("_agentscan")
     scanner = connector(True, {})._scanner
@@ -774,12 +774,12 @@ def test_put_roots_puts_the_last_scans_roots_once() -> None:
         spans.append(typed_root(trace, attrs, False))
     spans[1].attributes.append(kv("gen_ai.agent.name", "triager"))
     body = req.SerializeToString()
-    memory = native.Memory(8)
+    memory = native.RootMemory(8)
     scanner.scan(body)
     scanner.put_roots(memory)
     assert memory.items() == [
-        ((tid(1),), ("triage", "unknown")),
-        ((tid(2),), ("support", "triager")),
+        (tid(1), ("triage", "unknown")),
+        (tid(2), ("support", "triager")),
     ]
     memory.clear()
     scanner.put_roots(memory)  # (put already)
@@ -790,13 +790,155 @@ def test_put_roots_puts_the_last_scans_roots_once() -> None:
     assert len(memory) == 0
     with pytest.raises(TypeError):
         scanner.put_roots({})
+    with pytest.raises(TypeError):
+        scanner.put_roots(native.Memory(8))  # (the joiner's memory: not this one)
     # others (the roots read in Python): put in span order with the scan's, by offset
     scanner.scan(body)
     first = body.index(tid(1))  # (inside the first root span: before the second's offset)
-    with pytest.raises(TypeError):
-        scanner.put_roots(memory, [(first, (tid(9),))])  # (nothing put)
+    for bad in ([(first, tid(9))], [(first, (tid(9),), ("a", "b"))]):
+        with pytest.raises(TypeError):
+            scanner.put_roots(memory, bad)  # (nothing put)
     assert len(memory) == 0
-    others = [(0, (tid(2),), ("early", "a")), (first, (tid(1),), ("late", "b"))]
+    others = [(0, tid(2), ("early", "a")), (first, tid(1), ("late", "b"))]
     scanner.put_roots(memory, others)
     # (tid 2 early, the scan's tid 1, tid 1 late, the scan's tid 2: each put moves its key last)
-    assert memory.items() == [((tid(1),), ("late", "b")), ((tid(2),), ("support", "triager"))]
+    assert memory.items() == [(tid(1), ("late", "b")), (tid(2), ("support", "triager"))]
+
+
+HOSTILE_IDS = [
+    bytes(16),  # all zero (OTLP's invalid trace id)
+    b"\xff" * 16,
+    tid(1),
+    tid(2),
+    tid(1 << 64),  # (tid(0)'s low half, tid(1)'s high half less one bit)
+    b"\x00" * 15 + b"\x01",
+    # ids of another length than 16 (the edge refuses them; the connector alone takes them)
+    b"",
+    bytes(8),
+    bytes(15),
+    bytes(17),
+    tid(1)[:8],
+    tid(1) + b"\x00",
+    bytes(300),
+]
+
+
+def roots_pair(size: int) -> tuple[Any, Any]:
+    """The C table of roots and its twin (connector.py ``RootMemory``), both of ``size``."""
+    from plugins.agentmetricsconnector.connector import RootMemory
+
+    return require_native("_agentscan").RootMemory(size), RootMemory(size)
+
+
+def assert_same_roots(c: Any, twin: Any) -> None:
+    assert c.items() == list(twin.items())
+    assert c.keys() == list(twin.keys())
+    assert len(c) == len(twin)
+    assert c.size == twin.size
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_root_memory_is_its_twin_under_hostile_ids(seed: int) -> None:
+    """The C table of roots (keyed by the raw trace id) holds what its twin holds, in the same
+    order, through random puts, lookups, clears and bounds, on hostile ids: all-zero ids,
+    repeated ids, ids equal but for one byte or one half, ids of another length than 16
+    (empty, shorter, longer); bounds of 0 and 1, lowered and raised under the entries."""
+    rng = random.Random(seed)
+    c, twin = roots_pair(rng.choice([0, 1, 3, 8]))
+    ids = HOSTILE_IDS + [rng.randbytes(16) for _ in range(20)]
+    values = [(f"t{i}", f"a{i % 3}") for i in range(5)]
+    for _ in range(3000):
+        op = rng.random()
+        trace = rng.choice(ids)
+        if op < 0.6:
+            value = rng.choice(values)
+            c.put(trace, value)
+            twin.put(trace, value)
+        elif op < 0.9:
+            assert c.get(trace) == twin.get(trace)
+            assert c.get(trace, "x") == twin.get(trace, "x")
+            assert (trace in c) == (trace in twin)
+        elif op < 0.97:
+            size = rng.choice([0, 1, 2, 5, 16, 1 << 62])
+            c.size = twin.size = size
+        else:
+            c.clear()
+            twin.clear()
+        assert_same_roots(c, twin)
+    c.size = twin.size = -3  # (below 0: 0, nothing kept)
+    c.put(tid(5), values[0])
+    twin.put(tid(5), values[0])
+    assert_same_roots(c, twin)
+    assert len(c) == 0
+    for bad in ((tid(1),), "trace", 7, None, bytearray(16)):
+        with pytest.raises(TypeError):
+            c.put(bad, values[0])
+        with pytest.raises(TypeError):
+            c.get(bad)
+        with pytest.raises(TypeError):
+            assert bad not in c
+
+
+def test_root_memory_keeps_the_newest_roots_over_its_bound() -> None:
+    """Many distinct roots over the bound: the newest ``size`` kept, the oldest dropped first
+    (a root put again is the newest); lifting the bound (a request's roots all kept while its
+    calls are counted) then lowering it again drops the oldest beyond it."""
+    c, twin = roots_pair(64)
+    for i in range(20_000):
+        trace = (i * 2654435761 % (1 << 64)).to_bytes(16, "little")
+        c.put(trace, ("t", str(i % 7)))
+        twin.put(trace, ("t", str(i % 7)))
+        if i % 100 == 0:
+            old = c.keys()[0]
+            c.put(old, ("again", "x"))
+            twin.put(old, ("again", "x"))
+    assert_same_roots(c, twin)
+    assert len(c) == 64
+    small = c.__sizeof__()
+    c.size = twin.size = 1 << 62
+    for i in range(5000):
+        c.put(tid(i), ("t", "a"))
+        twin.put(tid(i), ("t", "a"))
+    assert len(c) == 5064
+    c.size = twin.size = 64
+    assert_same_roots(c, twin)
+    assert c.keys() == [tid(i) for i in range(5000 - 64, 5000)]
+    assert c.__sizeof__() > small  # (the table keeps the room it grew to)
+    assert c.get(tid(4999)) == ("t", "a")
+    assert c.get(tid(0)) is None
+
+
+def input_tokens(req: Any) -> int:
+    return sum(
+        dp.as_int
+        for name, _, dp in points(req)
+        if name == "agent_workflow_tokens" and (b"input" in attrs_key(dp))
+    )
+
+
+@pytest.mark.parametrize("max_traces", [1, 4, 10_000])
+async def test_workflow_tokens_of_hostile_trace_ids_give_the_same_output(max_traces: int) -> None:
+    """The tokens of inference calls by the roots of their traces, the roots' trace ids all
+    zero, repeated (a later root of the trace relabels it and makes it the newest), many more
+    than the memory's bound (4 x ``max_traces``: the oldest dropped, their calls in no
+    workflow's totals when they come in a later request): the C scanner's table of raw trace
+    ids and the Python path give the same output."""
+    roots, calls = ExportTraceServiceRequest(), ExportTraceServiceRequest()
+    root_spans = roots.resource_spans.add().scope_spans.add().spans
+    call_spans = calls.resource_spans.add().scope_spans.add().spans
+    for t in [0, *range(1, 40), 0, 3]:  # (trace 0: the all-zero id, twice; 3 again)
+        attrs = {"workflow.id": "wf", "workflow.type": f"type{t % 5}"}
+        root_spans.append(span(t, 1, None, "workflow.run", attrs=attrs))
+    for t in range(40):
+        tokens = {"gen_ai.usage.input_tokens": 10 + t, "gen_ai.usage.output_tokens": 1}
+        attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "unknown", **tokens}
+        call_spans.append(span(t, 2, 1, "chat m", kind=Span.SPAN_KIND_CLIENT, attrs=attrs))
+    both = [roots.SerializeToString(), calls.SerializeToString()]
+    join = {"window": "0s", "max_traces": max_traces}
+    config = {"prices": PRICES, "tool_call_join": join}
+    whole = await assert_same_output([both], config)  # (one request: every root kept meanwhile)
+    split = await assert_same_output([[p] for p in both], config)
+    assert input_tokens(whole) == sum(10 + t for t in range(40))
+    # kept: the newest 4 x max_traces roots (3, 0, 39, 38, ...)
+    kept = [3, 0, *(t for t in range(39, 0, -1) if t != 3)][: 4 * max_traces]
+    assert input_tokens(split) == sum(10 + t for t in kept)

@@ -1224,6 +1224,59 @@ def memory_ops(data: bytes) -> None:
     assert sys.getsizeof(mem) > 0
 
 
+def root_memory_ops(data: bytes) -> None:
+    """The operations ``data`` spells (a byte each, then a key byte) on a ``RootMemory`` (the
+    connector's memory of workflow roots, a C table keyed by the raw trace id) and on its twin
+    (connector.py ``RootMemory``): the same answers, entries and order after each. Trace ids
+    of 16 bytes drawn from the input (all zero, alike but for one byte or one half) and of
+    other lengths (empty, 8, 15, 17, 300 bytes: the edge refuses them, the connector alone
+    not), bounds of 0 to 8 and unbounded, a key that is not bytes refused with TypeError."""
+    from plugins.agentmetricsconnector.connector import RootMemory
+
+    size = data[0] % 9 if data else 3
+    mem, twin = native.RootMemory(size), RootMemory(size)
+    kinds = [
+        lambda b: bytes([b % 4]) * 16,  # (all zero, all one byte)
+        lambda b: bytes(15) + bytes([b % 8]),  # (alike but for the last byte)
+        lambda b: bytes([b % 3]) * 8 + bytes(8),  # (one half alike)
+        lambda b: data[b % len(data) :][:16].ljust(16, b"\0"),
+        lambda b: bytes([b % 2]) * (0, 8, 15, 17, 300)[b % 5],
+    ]
+    for at in range(1, len(data) - 1, 2):
+        op, b = data[at], data[at + 1]
+        trace = kinds[(op >> 4) % len(kinds)](b)
+        what = op % 8
+        if what <= 3:  # put (the newest; trimmed)
+            value = (f"t{b % 5}", f"a{b % 3}")
+            mem.put(trace, value)
+            twin.put(trace, value)
+        elif what == 4:  # not a trace id: refused, nothing changed
+            for odd in ((trace,), trace.hex(), b, None, bytearray(trace)):
+                with _Raises(TypeError):
+                    mem.put(odd, ("t", "a"))
+                with _Raises(TypeError):
+                    _ = odd in mem
+        elif what == 5:
+            size = (b % 10) if b % 10 < 9 else 1 << 62
+            mem.size = twin.size = size
+        elif what == 6 and b < 8:
+            mem.clear()
+            twin.clear()
+        assert (trace in mem) == (trace in twin)
+        assert mem.get(trace) == twin.get(trace) and mem.get(trace, 7) == twin.get(trace, 7)
+        assert len(mem) == len(twin) and mem.size == twin.size
+        if len(twin) <= 16 or at % 64 == 1:  # (unbounded, it grows: its entries now and then)
+            assert mem.items() == list(twin.items()) and mem.keys() == list(twin)
+    assert mem.items() == list(twin.items()) and mem.keys() == list(twin)
+    assert sys.getsizeof(mem) > 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_root_memory_keeps_what_its_twin_keeps(seed: int) -> None:
+    rng = random.Random(seed)
+    root_memory_ops(bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 50, 400, 2000]))))
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_memory_keeps_what_the_trimmed_ordered_dict_keeps(seed: int) -> None:
     rng = random.Random(seed)
