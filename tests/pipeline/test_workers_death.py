@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pipeline import _route
+from tests.pipeline.test_workers import SINK
 from tests.support import GatewayProcess, free_port, write_config
 
 # -- the routing functions ------------------------------------------------------------------------
@@ -147,19 +148,6 @@ def test_a_poison_input_kills_its_owner_and_at_most_one_adopter(tmp_path: Path) 
 
 # -- real gateways ------------------------------------------------------------------------------
 
-SINK = """
-receivers:
-  otlp:
-    protocols:
-      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
-exporters:
-  debug: {{verbosity: basic}}
-service:
-  pipelines:
-    traces: {{receivers: [otlp], exporters: [debug]}}
-  telemetry:
-    metrics: {{address: "127.0.0.1:{telemetry}"}}
-"""
 
 # no processor holding spans, a persistent sending queue: what a worker acknowledged is on disk
 # (its log, taken up again by the restarted worker), so nothing acknowledged may be missing
@@ -183,6 +171,17 @@ service:
   telemetry:
     metrics: {{address: "127.0.0.1:{telemetry}"}}
 """
+
+
+def _forwarding(tmp_path: Path, routing: str) -> tuple[Path, Path, dict[str, int], dict[str, int]]:
+    """The sink's config and the forwarding gateway's (by ``routing``), and their ports."""
+    sink_ports = {"grpc": free_port(), "telemetry": free_port()}
+    sink_path = write_config(tmp_path, SINK.format(**sink_ports), "sink.yaml")
+    ports = {"grpc": free_port(), "telemetry": free_port()}
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    text = FORWARDING.format(sink=sink_ports["grpc"], storage=storage, routing=routing, **ports)
+    return sink_path, write_config(tmp_path, text, "forwarding.yaml"), sink_ports, ports
 
 
 def _send(endpoint: str, first: int, timeout: float = 10.0) -> bool:
@@ -240,13 +239,7 @@ def test_a_killed_workers_traces_are_taken_over_and_nothing_acknowledged_is_lost
     if routing != "trace_id" and _route.native() is None:
         pytest.skip("routing by first arrival needs the C module")
 
-    sink_ports = {"grpc": free_port(), "telemetry": free_port()}
-    sink_path = write_config(tmp_path, SINK.format(**sink_ports), "sink.yaml")
-    ports = {"grpc": free_port(), "telemetry": free_port()}
-    storage = tmp_path / "storage"
-    storage.mkdir()
-    text = FORWARDING.format(sink=sink_ports["grpc"], storage=storage, routing=routing, **ports)
-    path = write_config(tmp_path, text, "forwarding.yaml")
+    sink_path, path, sink_ports, ports = _forwarding(tmp_path, routing)
     endpoint = f"127.0.0.1:{ports['grpc']}"
     accepted = 0
     with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
@@ -366,13 +359,7 @@ def test_a_second_death_within_the_window_is_refused_not_taken_over(tmp_path: Pa
     accepted again."""
     from tests.pipeline.test_workers import ready, wait_for, worker_pids
 
-    sink_ports = {"grpc": free_port(), "telemetry": free_port()}
-    sink_path = write_config(tmp_path, SINK.format(**sink_ports), "sink.yaml")
-    ports = {"grpc": free_port(), "telemetry": free_port()}
-    storage = tmp_path / "storage"
-    storage.mkdir()
-    text = FORWARDING.format(sink=sink_ports["grpc"], storage=storage, routing="trace_id", **ports)
-    path = write_config(tmp_path, text, "forwarding.yaml")
+    sink_path, path, _, ports = _forwarding(tmp_path, "trace_id")
     endpoint = f"127.0.0.1:{ports['grpc']}"
     with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
         sink.wait_ready(timeout=120)
@@ -428,13 +415,7 @@ def test_a_killed_primary_serves_again_and_its_traces_are_taken_over_meanwhile(
     worker 1 ran); the merged /metrics is back with the restart counted."""
     from tests.pipeline.test_workers import ready, scrape_port, wait_for, worker_pids
 
-    sink_ports = {"grpc": free_port(), "telemetry": free_port()}
-    sink_path = write_config(tmp_path, SINK.format(**sink_ports), "sink.yaml")
-    ports = {"grpc": free_port(), "telemetry": free_port()}
-    storage = tmp_path / "storage"
-    storage.mkdir()
-    text = FORWARDING.format(sink=sink_ports["grpc"], storage=storage, routing="trace_id", **ports)
-    path = write_config(tmp_path, text, "forwarding.yaml")
+    sink_path, path, _, ports = _forwarding(tmp_path, "trace_id")
     endpoint = f"127.0.0.1:{ports['grpc']}"
     with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
         sink.wait_ready(timeout=120)
