@@ -10,14 +10,14 @@ import mmap
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline import _route
-from tests.pipeline.test_workers import SINK
+from tests.pipeline.test_workers import SINK, ready
 from tests.support import GatewayProcess, free_port, write_config
 
 # -- the routing functions ------------------------------------------------------------------------
@@ -173,15 +173,28 @@ service:
 """
 
 
-def _forwarding(tmp_path: Path, routing: str) -> tuple[Path, Path, dict[str, int], dict[str, int]]:
-    """The sink's config and the forwarding gateway's (by ``routing``), and their ports."""
+@contextlib.contextmanager
+def _gateways(
+    tmp_path: Path, routing: str
+) -> Iterator[tuple[GatewayProcess, str, dict[str, int], dict[str, int]]]:
+    """A sink gateway and a forwarding one of two workers (by ``routing``), both ready: the
+    forwarding gateway, its OTLP endpoint, the sink's ports and its own."""
     sink_ports = {"grpc": free_port(), "telemetry": free_port()}
     sink_path = write_config(tmp_path, SINK.format(**sink_ports), "sink.yaml")
     ports = {"grpc": free_port(), "telemetry": free_port()}
     storage = tmp_path / "storage"
     storage.mkdir()
     text = FORWARDING.format(sink=sink_ports["grpc"], storage=storage, routing=routing, **ports)
-    return sink_path, write_config(tmp_path, text, "forwarding.yaml"), sink_ports, ports
+    path = write_config(tmp_path, text, "forwarding.yaml")
+    with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
+        sink.wait_ready(timeout=120)
+        ready(gw, 2, timeout=120)
+        yield gw, f"127.0.0.1:{ports['grpc']}", sink_ports, ports
+
+
+def _logged(records: Callable[[], list[dict[str, Any]]], start: str) -> bool:
+    """Whether a log record's message starts with ``start``."""
+    return any(r.get("msg", "").startswith(start) for r in records())
 
 
 def _send(endpoint: str, first: int, timeout: float = 10.0) -> bool:
@@ -234,17 +247,13 @@ def test_a_killed_workers_traces_are_taken_over_and_nothing_acknowledged_is_lost
     logged; it is restarted and counted as before; by the table the adopted traces stay with
     worker 0 after its return, by trace id they go back to it. Every span the gateway
     acknowledged, before, during and after the death, reaches the next tier."""
-    from tests.pipeline.test_workers import ready, scrape_port, wait_for, worker_pids
+    from tests.pipeline.test_workers import scrape_port, wait_for, worker_pids
 
     if routing != "trace_id" and _route.native() is None:
         pytest.skip("routing by first arrival needs the C module")
 
-    sink_path, path, sink_ports, ports = _forwarding(tmp_path, routing)
-    endpoint = f"127.0.0.1:{ports['grpc']}"
     accepted = 0
-    with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
-        sink.wait_ready(timeout=120)
-        ready(gw, 2, timeout=120)
+    with _gateways(tmp_path, routing) as (gw, endpoint, sink_ports, ports):
         records = gw.records
         run_dir = next(r for r in records() if r.get("msg") == "every worker is ready; serving")[
             "run_dir"
@@ -357,30 +366,14 @@ def test_a_second_death_within_the_window_is_refused_not_taken_over(tmp_path: Pa
     taken over would kill its adopter): its traces are refused (retryable) until it serves
     again, logged with the reason, not handed on to worker 1; once both serve, every trace is
     accepted again."""
-    from tests.pipeline.test_workers import ready, wait_for, worker_pids
+    from tests.pipeline.test_workers import wait_for, worker_pids
 
-    sink_path, path, _, ports = _forwarding(tmp_path, "trace_id")
-    endpoint = f"127.0.0.1:{ports['grpc']}"
-    with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
-        sink.wait_ready(timeout=120)
-        ready(gw, 2, timeout=120)
+    with _gateways(tmp_path, "trace_id") as (gw, endpoint, _, _):
         records = gw.records
         os.kill(worker_pids(gw)[1], signal.SIGKILL)
-        wait_for(
-            lambda: any(
-                r.get("msg", "").startswith("the dead worker's traces are taken over")
-                for r in records()
-            ),
-            timeout=30,
-        )
+        wait_for(lambda: _logged(records, "the dead worker's traces are taken over"), timeout=30)
         os.kill(worker_pids(gw)[0], signal.SIGKILL)
-        wait_for(
-            lambda: any(
-                r.get("msg", "").startswith("the dead worker's traces are refused")
-                for r in records()
-            ),
-            timeout=30,
-        )
+        wait_for(lambda: _logged(records, "the dead worker's traces are refused"), timeout=30)
         refused = [
             r for r in records() if r.get("msg", "").startswith("the dead worker's traces are")
         ]
@@ -413,22 +406,12 @@ def test_a_killed_primary_serves_again_and_its_traces_are_taken_over_meanwhile(
     takes its traces over, and it is started again and serves (before, its restart found the
     data endpoints, held by worker 1 with SO_REUSEPORT, "in use" and failed for as long as
     worker 1 ran); the merged /metrics is back with the restart counted."""
-    from tests.pipeline.test_workers import ready, scrape_port, wait_for, worker_pids
+    from tests.pipeline.test_workers import scrape_port, wait_for, worker_pids
 
-    sink_path, path, _, ports = _forwarding(tmp_path, "trace_id")
-    endpoint = f"127.0.0.1:{ports['grpc']}"
-    with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
-        sink.wait_ready(timeout=120)
-        ready(gw, 2, timeout=120)
+    with _gateways(tmp_path, "trace_id") as (gw, endpoint, _, ports):
         records = gw.records
         os.kill(worker_pids(gw)[0], signal.SIGKILL)
-        wait_for(
-            lambda: any(
-                r.get("msg", "").startswith("the dead worker's traces are taken over")
-                for r in records()
-            ),
-            timeout=30,
-        )
+        wait_for(lambda: _logged(records, "the dead worker's traces are taken over"), timeout=30)
         assert any(_send(endpoint, 2 * k) for k in range(1, 40))  # worker 0's, taken over
         wait_for(
             lambda: any(
