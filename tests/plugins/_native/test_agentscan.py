@@ -441,6 +441,30 @@ def test_malformed_input_raises_value_error_and_never_crashes(seed: int) -> None
         scan("not bytes")
 
 
+def a2a(n: int, kind: int, parent: int, start_ms: int, error: bool = False) -> Span:
+    """An A2A span of trace 1 (id ``n``, child of ``parent``) at ``start_ms`` after T0."""
+    s = Span(
+        trace_id=tid(1),
+        span_id=sid(n),
+        parent_span_id=sid(parent),
+        name="a2a",
+        kind=kind,  # type: ignore[arg-type]
+        start_time_unix_nano=T0 + start_ms * 1_000_000,
+        end_time_unix_nano=T0 + start_ms * 1_000_000,
+    )
+    s.attributes.append(kv("a2a.message.type", "task"))
+    if error:
+        s.status.code = Status.STATUS_CODE_ERROR
+    return s
+
+
+def req(spans: list[Span]) -> Traces:
+    """One request of ``spans`` (one resource, one scope)."""
+    r = ExportTraceServiceRequest()
+    r.resource_spans.add().scope_spans.add().spans.extend(spans)
+    return Traces(r.SerializeToString())
+
+
 @pytest.mark.parametrize("mode", ["1", "0"])
 async def test_producer_cache_is_bounded_oldest_first(
     monkeypatch: pytest.MonkeyPatch, mode: str
@@ -451,24 +475,6 @@ async def test_producer_cache_is_bounded_oldest_first(
         AgentMetricsConfig(a2a_producer_cache_size=2),
         Capture(),
     )
-
-    def a2a(n: int, kind: int, parent: int, start_ms: int) -> Span:
-        s = Span(
-            trace_id=tid(1),
-            span_id=sid(n),
-            parent_span_id=sid(parent),
-            name="a2a",
-            kind=kind,  # type: ignore[arg-type]
-            start_time_unix_nano=T0 + start_ms * 1_000_000,
-            end_time_unix_nano=T0 + start_ms * 1_000_000,
-        )
-        s.attributes.append(kv("a2a.message.type", "task"))
-        return s
-
-    def req(spans: list[Span]) -> Traces:
-        r = ExportTraceServiceRequest()
-        r.resource_spans.add().scope_spans.add().spans.extend(spans)
-        return Traces(r.SerializeToString())
 
     producer, consumer = Span.SPAN_KIND_PRODUCER, Span.SPAN_KIND_CONSUMER
     await conn.consume(
@@ -503,26 +509,6 @@ async def test_a_producer_sent_again_keeps_its_place_in_the_cache(
     if mode == "1":
         require_native("_agentscan")
         assert conn._producers.__class__ is not collections.OrderedDict
-
-    def a2a(n: int, kind: int, parent: int, start_ms: int, error: bool = False) -> Span:
-        s = Span(
-            trace_id=tid(1),
-            span_id=sid(n),
-            parent_span_id=sid(parent),
-            name="a2a",
-            kind=kind,  # type: ignore[arg-type]
-            start_time_unix_nano=T0 + start_ms * 1_000_000,
-            end_time_unix_nano=T0 + start_ms * 1_000_000,
-        )
-        s.attributes.append(kv("a2a.message.type", "task"))
-        if error:
-            s.status.code = Status.STATUS_CODE_ERROR
-        return s
-
-    def req(spans: list[Span]) -> Traces:
-        r = ExportTraceServiceRequest()
-        r.resource_spans.add().scope_spans.add().spans.extend(spans)
-        return Traces(r.SerializeToString())
 
     producer, consumer = Span.SPAN_KIND_PRODUCER, Span.SPAN_KIND_CONSUMER
     await conn.consume(req([a2a(10, producer, 1, 0, failed), a2a(11, producer, 1, 5, failed)]))
