@@ -55,6 +55,18 @@ TOOLS = [
 ]  # fmt: skip
 
 
+def two_layers(trace: int, parent: int = 9, call_id: str = "c1") -> list[Span]:
+    """Two layers of one tool call (call id ``call_id``) in ``trace``: a framework span (2,
+    child of 1) and a layer below it (4, child of ``parent``; by default not the first's)."""
+    return [
+        span(trace, 2, 1, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
+             "gen_ai.tool.name": "add", "gen_ai.tool.call.id": call_id}, start=T0),
+        span(trace, 4, parent, "execute_tool add", attrs={"gen_ai.operation.name":
+             "execute_tool", "gen_ai.tool.name": "add", "gen_ai.tool.call.id": call_id},
+             start=T0 + 0.001),
+    ]  # fmt: skip
+
+
 def random_spans(rng: random.Random, traces: list[int], ids: dict[int, list[int]]) -> list[Span]:
     """One request's spans: random layers, links and failures of ``traces``."""
     out = []
@@ -1342,13 +1354,7 @@ def test_packed_ids_join_the_calls_and_late_layers_are_dropped(
     call arriving after it was settled is late (dropped by the scanner), as in Python."""
 
     def spans(trace: int, parent: int) -> list[Span]:
-        return [
-            span(trace, 2, 1, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
-                 "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"}, start=T0),
-            span(trace, 4, parent, "execute_tool add", attrs={"gen_ai.operation.name":
-                 "execute_tool", "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"},
-                 start=T0 + 0.001),
-        ]  # fmt: skip
+        return two_layers(trace, parent)
 
     async def late(conn: Any) -> None:
         await conn.consume(request([spans(3, 9)[1]]))  # its call was settled
@@ -1365,13 +1371,7 @@ def test_a_late_layer_of_a_trace_held_again_is_late(monkeypatch: pytest.MonkeyPa
     a held trace), in C as in Python; the new layer is a call of its own."""
 
     def spans(trace: int) -> list[Span]:
-        return [
-            span(trace, 2, 1, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
-                 "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"}, start=T0),
-            span(trace, 4, 9, "execute_tool add", attrs={"gen_ai.operation.name":
-                 "execute_tool", "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"},
-                 start=T0 + 0.001),
-        ]  # fmt: skip
+        return two_layers(trace)
 
     async def again(conn: Any) -> None:
         for trace in (2, 3):
@@ -1458,13 +1458,7 @@ def test_settled_call_keys_are_the_python_keys_and_late_layers_are_dropped(
     first) arrive: the counts are the pure-Python join's."""
 
     def spans(trace: int) -> list[Span]:
-        out = [
-            span(trace, 2, 1, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
-                 "gen_ai.tool.name": "add", "gen_ai.tool.call.id": call_id}, start=T0),
-            span(trace, 4, 9, "execute_tool add", attrs={"gen_ai.operation.name":
-                 "execute_tool", "gen_ai.tool.name": "add", "gen_ai.tool.call.id": call_id},
-                 start=T0 + 0.001),
-        ]  # fmt: skip
+        out = two_layers(trace, call_id=call_id)
         return out[::-1] if reverse else out
 
     async def late(conn: Any) -> None:
@@ -2106,13 +2100,7 @@ def test_the_late_check_finds_every_key_of_its_memorys_trace_filter(
         return (k << 64) | (k * 7919)
 
     def layers(trace: int) -> list[Span]:
-        return [
-            span(trace, 2, 1, "execute_tool add", attrs={"gen_ai.operation.name": "execute_tool",
-                 "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"}, start=T0),
-            span(trace, 4, 9, "execute_tool add", attrs={"gen_ai.operation.name":
-                 "execute_tool", "gen_ai.tool.name": "add", "gen_ai.tool.call.id": "c1"},
-                 start=T0 + 0.001),
-        ]  # fmt: skip
+        return two_layers(trace)
 
     async def main() -> None:
         conn = connector({"window": "1h", "max_traces": 10}, None)
