@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pipeline import workers
+from pipeline import ownrender, workers
 from pipeline.component import ComponentID, Kind
 from pipeline.config import Config
 from pipeline.configtls import server_ssl_context
@@ -349,15 +349,26 @@ class Service:
         registry = self.telemetry.registry
         ctx = workers.current()
         if ctx is not None:
-            # one endpoint, in the primary worker: every worker's own metrics merged
+            # one endpoint, in the primary worker: every worker's own metrics merged, from
+            # each one's share of the lines (pipeline.ownrender); its families for the cases
+            # only merge_families merges
+            lines = ownrender.Shares()
             ctx.expose("telemetry", lambda: list(registry.collect()))
+            ctx.expose("telemetry-lines", lambda: lines.share(registry.collect()))
             if not ctx.primary:
                 return
+        restart_lines, renderer = ownrender.Shares(), ownrender.Renderer()
 
         async def collect() -> tuple[bytes, str]:
             # Collecting reads /proc (process metrics): done in a worker thread.
             if ctx is None:
                 return await asyncio.to_thread(generate_latest, registry), CONTENT_TYPE_LATEST
+            text = renderer.render(await ctx.gather("telemetry-lines"))
+            if text is not None:
+                restarts = workers.restart_families(ctx.run_dir, ctx.count)
+                tail = renderer.render([restart_lines.share(restarts)])
+                if tail is not None:
+                    return text + tail, CONTENT_TYPE_LATEST
             shares = await ctx.gather("telemetry")
             families = workers.merge_families(shares, gauges="sum")
             families += workers.restart_families(ctx.run_dir, ctx.count)

@@ -111,3 +111,39 @@ async def test_prometheus_sees_two_workers_series_merged_and_monotone(tmp_path: 
             assert own and all(r["value"][1] == "0" for r in own), own
             workers = await prom.query("otelcol_workers")
             assert [r["value"][1] for r in workers] == ["2"]
+            # the own metrics' merged scrape (written from the workers' shares,
+            # pipeline.ownrender) taken whole: the supervisor's series, the process
+            # metrics of both workers (one series each), what one worker holds
+            up = await prom.query('up{job="telemetry"}')
+            assert [r["value"][1] for r in up] == ["1"]
+            restarts = await prom.query("otelcol_worker_restarts_total")
+            assert sorted((r["metric"]["worker"], r["value"][1]) for r in restarts) == [
+                ("0", "0"),
+                ("1", "0"),
+            ]
+            for name in (
+                "otelcol_process_uptime_seconds_total",
+                "otelcol_process_memory_rss_bytes",
+            ):
+                assert len(await prom.query(name)) == 1, name
+            # every plain counter's and gauge's series of a scrape is in Prometheus (the
+            # series only come: a later scrape of Prometheus's holds at least as many)
+            text = await asyncio.to_thread(_own_scrape, ports["telemetry"])
+            await asyncio.sleep(2.5)  # Prometheus scrapes every second
+            lines = text.splitlines()
+            for line in lines:
+                if not line.startswith("# TYPE "):
+                    continue
+                _, _, name, kind = line.split(" ")
+                want = sum(1 for x in lines if x.startswith((f"{name} ", f"{name}{{")))
+                if kind not in ("counter", "gauge") or not want:
+                    continue
+                got = await prom.query(f'count({{__name__="{name}", job="telemetry"}})')
+                assert len(got) == 1 and int(got[0]["value"][1]) >= want, (name, want, got)
+
+
+def _own_scrape(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return str(r.read().decode())
