@@ -11,9 +11,10 @@ labels), which part of the family's text the line goes to (its own lines, or the
 it merges (added, the largest, the smallest, the first worker's); then the values, in the
 layout's order. The lines are kept per sample and the layout pickled once while no series
 comes or goes: a scrape pickles the same bytes and a list of floats. The primary
-(:class:`Renderer`) unpickles a layout once, adds up the values of the lines several workers
-hold and writes every line: no ``Metric`` / ``Sample`` pickled, unpickled, merged and written
-again.
+(:class:`Renderer`) unpickles a layout once (kept by its name: the worker's token and a
+version), adds up the values of the lines several workers hold and writes every line (a
+line whose value did not change is the same text): no ``Metric`` / ``Sample`` pickled,
+unpickled, merged and written again.
 
 What a share cannot say is left to the old path (:func:`render` returns ``None``): a sample
 with a timestamp, a label name or sample name the writer would escape (two could then write
@@ -22,6 +23,7 @@ the same line), one family name with two types.
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Iterable
 from typing import Any
@@ -48,10 +50,10 @@ _GAUGE_LIKE = ("gauge", "unknown", "info", "stateset")
 Line = tuple[str, str, int]
 # one family of a share's layout: (name, type, header lines, the parts' header lines, lines)
 LayoutFamily = tuple[str, str, str, dict[str, str], tuple[Line, ...]]
-# a worker's share: (whether it holds what only the old path merges, its layout pickled: the
-# same bytes from one scrape to the next while no series came or went, the values in the
-# layout's order)
-Share = tuple[bool, bytes, list[float]]
+# a worker's share: (whether it holds what only the old path merges, its layout's name (a
+# token of the worker's and a version), its layout pickled: the same bytes and name from one
+# scrape to the next while no series came or went, the values in the layout's order)
+Share = tuple[bool, str, bytes, list[float]]
 
 _ESCAPED: Line = ("", "", -1)  # a sample whose name or a label name the writer would escape
 _MAX_KEPT = 20_000  # samples' lines kept between scrapes (the own metrics hold a few hundred)
@@ -109,6 +111,9 @@ class Shares:
         # the previous share's layout, and pickled
         self._layout: list[LayoutFamily] = []
         self._layout_bytes = pickle.dumps(self._layout, pickle.HIGHEST_PROTOCOL)
+        self._token = os.urandom(8).hex()
+        self._version = 0
+        self._name = f"{self._token}.0"
 
     def share(self, families: Iterable[Metric]) -> Share:
         """This worker's part of the merged exposition (see the module's docstring)."""
@@ -145,7 +150,9 @@ class Shares:
         if layout != self._layout:  # (the same lines are the same objects: a quick compare)
             self._layout = layout
             self._layout_bytes = pickle.dumps(layout, pickle.HIGHEST_PROTOCOL)
-        return odd, self._layout_bytes, values
+            self._version += 1
+            self._name = f"{self._token}.{self._version}"
+        return odd, self._name, self._layout_bytes, values
 
 
 def _sample_line(family: str, mtype: str, name: str, labels: dict[str, str]) -> Line:
@@ -178,14 +185,18 @@ class Renderer:
     (unpickled once while they stay the same bytes)."""
 
     def __init__(self) -> None:
-        self._layouts: dict[bytes, list[LayoutFamily]] = {}
+        # by name (not by the bytes: hashing them cost more than the rest of a scrape)
+        self._layouts: dict[str, list[LayoutFamily]] = {}
+        # a line's text by its start: the value it was written with, the line
+        self._lines: dict[str, tuple[float, str]] = {}
 
-    def _layout(self, data: bytes) -> list[LayoutFamily]:
-        got = self._layouts.get(data)
+    def _layout(self, name: str, data: bytes) -> list[LayoutFamily]:
+        got = self._layouts.get(name)
         if got is None:
             if len(self._layouts) > _MAX_LAYOUTS:
                 self._layouts.clear()
-            got = self._layouts[data] = pickle.loads(data)  # our own workers' (gather)
+            got = pickle.loads(data)  # our own workers' (gather)
+            self._layouts[name] = got
         return got
 
     def render(self, shares: Iterable[Share | list[Any]]) -> bytes | None:
@@ -197,14 +208,14 @@ class Renderer:
         for share in shares:
             if not share:
                 continue
-            odd, data, values = share
+            odd, name, data, values = share
             if odd:
                 return None
             at = 0
-            for name, mtype, header, parts, lines in self._layout(data):
-                got = merged.get(name)
+            for family, mtype, header, parts, lines in self._layout(name, data):
+                got = merged.get(family)
                 if got is None:
-                    got = merged[name] = (mtype, header, parts, {})
+                    got = merged[family] = (mtype, header, parts, {})
                 elif got[0] != mtype:
                     return None
                 held = got[3]
@@ -221,11 +232,20 @@ class Renderer:
                     elif how == SMALLEST:
                         old[2] = min(old[2], value)
         out: list[str] = []
+        texts = self._lines
         for _, header, parts, held in merged.values():
             out.append(header)
             later: dict[str, list[str]] | None = None
             for prefix, (where, _, value) in held.items():
-                line = f"{prefix} {floatToGoString(value)}\n"
+                was = texts.get(prefix)
+                # (a value written before is written the same; not 0: -0.0 == 0.0)
+                if was is not None and value and was[0] == value:
+                    line = was[1]
+                else:
+                    line = f"{prefix} {floatToGoString(value)}\n"
+                    if len(texts) > _MAX_KEPT:
+                        texts.clear()
+                    texts[prefix] = (value, line)
                 if not where:
                     out.append(line)
                     continue

@@ -123,3 +123,12 @@ def test_what_only_merge_families_merges_is_left_to_it() -> None:
     assert ownrender.render([[], ownrender.Shares().share([counter])]) == generate_latest(
         FamiliesCollector([counter])  # type: ignore[arg-type]
     )
+
+
+def test_a_kept_line_is_written_again_when_its_text_would_differ() -> None:
+    """-0.0 equals 0.0 and NaN equals nothing: each is written as generate_latest does."""
+    renderer, shares = ownrender.Renderer(), ownrender.Shares()
+    for value in (0.0, -0.0, 0.0, float("nan"), float("nan"), 5, 5.0, float("inf"), 1e21):
+        gauge = GaugeMetricFamily("otelcol_test_g", "G.", value=value)
+        want = generate_latest(FamiliesCollector([gauge]))  # type: ignore[arg-type]
+        assert renderer.render([shares.share([gauge])]) == want, value
