@@ -161,22 +161,31 @@ def test_report_gives_the_ratios_to_one_process(tmp_path: Path) -> None:
             pools_exhausted=1,
         ),
     ]
+    # the mid-load runs: x1 1.5 CPU-s per 1M and kept up, x2 1.8 and kept 0.9 of the rate
+    runs += [
+        Run("agent x1", "mid", 1000, 1.0, 1.5, 1.5, 1000.0, 1000, 0.1, rate=1000.0),
+        Run("agent x2", "mid", 1000, 1.0, 1.8, 1.8, 900.0, 1000, 0.1, rate=1000.0),
+    ]
+    runs[5].scrapes_cpu_s = 0.007  # its two scrapes' 3.5 ms, taken out of its CPU-s
     out = tmp_path / "w.md"
     report(runs, out, "note", 2)
     text = out.read_text()
     assert (
-        "| agent x2 | 3.00 | 1.50x | 2.50 | 4.40 | 1.10x | 1,600 | 1.60x | 500.00 (0.80) | 1.70 | "
-        "1,500 | 1.67x | 0.25 (0.06) / 0.02 / 0.01 | 3.5 | 2 |" in (text)
+        "| agent x2 | 3.00 | 1.50x | 2.50 | 1.80 | 1.20x | 0.90 | 4.40 | 1.10x | 1,600 | 1.60x | "
+        "500.00 (0.80) | 1.70 | 1,500 | 1.67x | 0.25 (0.06) / 0.02 / 0.01 | 3.5 | 3 |" in (text)
     )
+    assert "| agent x1 | 2.00 | 1.00x | 0.00 | 1.50 | 1.00x | 1.00 | 4.00 |" in text
+    assert "is read on the mid-load figure" in text
     assert (
         "| agent x1 | saturation | 1000 | 0 | 1.0 | 4.0 | 4.0 | 1,000 | 1000 | 1.0 (0.0) | 0.0 | "
-        "900 | 0.0 | 0.0 | 0.0 |  |  | 0 | 0.000 / 0.000 (0.00) | 0.000 | 0.000 | 0 | 0.0 | 0 |"
-        in text
+        "900 | 0.0 | 0.0 | 0.0 |  |  | 0 | 0.000 / 0.000 (0.00) | 0.000 | 0.000 | 0 | 0.0 | 0.0 | "
+        "0 | 0 |" in text
     )
     assert (
         "| 1.7 | 1,500 | 0.0 | 0.0 | 0.0 | 0.95 / 0.75 | 5 / 3 | 12 | 0.000 / 0.000 (0.50) | "
-        "0.000 | 0.000 | 2 | 3.5 | 1 |" in text
+        "0.000 | 0.000 | 2 | 3.5 | 0.007 | 1 | 0 |" in text
     )
+    assert "| agent x2 | mid | 1000 |" in text and "| 1,000 |\n" in text
     assert "by cause" not in text  # no failed request, no list of causes
     from benchmarks.workers import _where_cores_went
 
@@ -332,3 +341,76 @@ def test_connections_are_counted_once_every_load_generator_sends() -> None:
         server.stop(None)
     assert seen == [4]  # 2 generators x 2 connections, all in this process's server
     assert all(s["failed_requests"] == 0 for s in stats)
+
+
+@pytest.mark.parametrize("drained", [True, False])
+def test_no_scrape_of_the_server_is_inside_a_cost_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drained: bool
+) -> None:
+    """A merged scrape of N workers costs more than one process's: the counters a cost run
+    needs are read before its CPU window and after it, never inside (x1 and x2 alike). A drain
+    not over at the window's end is polled: that scrape is inside, counted and its cost taken
+    out of the CPU-s (shown apart)."""
+    import contextlib
+    import io
+    import urllib.request
+    from collections.abc import Iterator
+
+    import psutil
+
+    from benchmarks import workers as bench
+
+    events: list[str] = []
+    sent = 1000
+    outs = iter([0] if drained else [0, 600])  # the base, then what the scrapes after see
+
+    class _Body(io.BytesIO):
+        def __enter__(self) -> _Body:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.close()
+
+    def urlopen(url: str, timeout: float = 0.0) -> _Body:
+        events.append("scrape")
+        out = next(outs, sent)
+        acc = 0 if events.count("scrape") == 1 else sent
+        return _Body(
+            f"# TYPE otelcol_receiver_accepted_spans counter\n"
+            f"otelcol_receiver_accepted_spans_total {acc}\n"
+            f"# TYPE otelcol_exporter_sent_spans counter\n"
+            f"otelcol_exporter_sent_spans_total {out}\n".encode()
+        )
+
+    cpu = iter(range(1, 1000))
+
+    def tree_cpu(root: psutil.Process) -> float:
+        events.append("cpu")
+        return float(next(cpu))
+
+    @contextlib.contextmanager
+    def server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[Any, str, int]]:
+        yield psutil.Process(), "127.0.0.1:1", 1
+
+    def loads(endpoint: str, load: Load, clients: int, during: Any = None) -> list[Any]:
+        if load.id_seed == 0:  # the warm-up
+            return [{"sent_spans": 0}]
+        now = time.time()
+        events.append("load")
+        return [{"sent_spans": sent, "started_at": now - 1, "ended_at": now}]
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(bench, "_server", server)
+    monkeypatch.setattr(bench, "_loads", loads)
+    monkeypatch.setattr(bench, "_tree_cpu", tree_cpu)
+    monkeypatch.setattr(bench, "DRAIN_S", 0.0, raising=False)
+    monkeypatch.setattr(bench.time, "sleep", lambda s: None)
+    r = bench.measure("agent", 2, "cost", Load(rate=1000, seconds=1.0, id_seed=1), 1, tmp_path)
+    window = events[events.index("cpu") : len(events) - events[::-1].index("cpu")]
+    assert r.out_spans == sent and r.sent_spans == sent
+    if drained:
+        assert "scrape" not in window, events
+        assert r.scrapes == 0 and r.scrapes_cpu_s == 0.0
+    else:  # one scrape found 600 of 1000 out: inside the window, counted, its cost taken out
+        assert window.count("scrape") == 1, events
+        assert r.scrapes == 1 and r.scrapes_cpu_s == round(r.scrape_cpu_ms / 1000, 4)
