@@ -34,7 +34,11 @@ typedef struct {
     Py_ssize_t len, cap;
 } ranges;
 
-typedef struct { uint32_t owner; range raw; } span_rec;
+/* A span: its owner, its bytes, and the bytes of its whole field in the scope (tag, length,
+ * span) when they are what build() writes for it (a one-byte tag 0x12 and the length's shortest
+ * varint; NULL otherwise): the spans of one owner that follow one another in the scope are then
+ * copied with one memcpy, the same bytes. */
+typedef struct { uint32_t owner; range raw; const uint8_t *field; } span_rec;
 
 typedef struct {
     Py_ssize_t others_start, others_end; /* into the shared "others" list */
@@ -295,6 +299,38 @@ static inline uint32_t owner_of(slice tid, const route_ctx *c) {
     return table_owner(c, v);
 }
 
+/* What span_owner's small-field loop does with a field by its first byte (SMALL, filled as the
+ * module is made): a one-byte tag (a field number 1-15) of a length-delimited field (its own
+ * class for field 1, the trace id), a varint, a fixed64 or a fixed32; anything else (a longer
+ * tag, field number 0, a group, wire types 6 and 7) goes to the general reader. */
+enum { SMALL_GENERAL, SMALL_LEN, SMALL_TRACE_ID, SMALL_VARINT, SMALL_FIXED64, SMALL_FIXED32 };
+static uint8_t SMALL[256];
+
+static void fill_small(void) {
+    for (int tag = 8; tag < 0x80; tag++) {
+        switch (tag & 7) {
+        case 2: SMALL[tag] = tag == 0x0a ? SMALL_TRACE_ID : SMALL_LEN; break;
+        case 0: SMALL[tag] = SMALL_VARINT; break;
+        case 1: SMALL[tag] = SMALL_FIXED64; break;
+        case 5: SMALL[tag] = SMALL_FIXED32; break;
+        default: SMALL[tag] = SMALL_GENERAL;
+        }
+    }
+}
+
+/* Whether two trace ids of n bytes are equal (a W3C id, 16 bytes: two loads each). */
+static inline int same_id(const uint8_t *a, const uint8_t *b, Py_ssize_t n) {
+    if (n == 16) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, a, 8);
+        memcpy(&a1, a + 8, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&b1, b + 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    return n == 0 || memcmp(a, b, (size_t)n) == 0;
+}
+
 /* A span's fields are walked for its last field 1 (the trace id); most of a span is small
  * fields with a one-byte tag, so those are skipped here without the general walk: a
  * length-delimited field whose length is one byte, a one-byte varint, a fixed64 or fixed32 (the
@@ -309,25 +345,26 @@ static int span_owner(slice span, const route_ctx *workers, uint32_t *owner, wal
          * takes by address): ~2x fewer instructions a field */
         while (end - p >= 2) {
             uint8_t tag = p[0], b = p[1];
-            if (tag < 8 || tag >= 0x80) break;
-            switch (tag & 7) {
-            case 2:
+            switch (SMALL[tag]) {
+            case SMALL_LEN:
                 if (b >= 0x80 || b > end - p - 2) goto general;
-                if (tag == 0x0a) { /* field 1, length-delimited: the trace id (so far) */
-                    tid.p = p + 2;
-                    tid.n = b;
-                }
                 p += 2 + b;
                 continue;
-            case 0:
+            case SMALL_TRACE_ID: /* field 1, length-delimited: the trace id (so far) */
+                if (b >= 0x80 || b > end - p - 2) goto general;
+                tid.p = p + 2;
+                tid.n = b;
+                p += 2 + b;
+                continue;
+            case SMALL_VARINT:
                 if (b >= 0x80) goto general;
                 p += 2;
                 continue;
-            case 1:
+            case SMALL_FIXED64:
                 if (end - p < 9) goto general;
                 p += 9;
                 continue;
-            case 5:
+            case SMALL_FIXED32:
                 if (end - p < 5) goto general;
                 p += 5;
                 continue;
@@ -345,7 +382,7 @@ static int span_owner(slice span, const route_ctx *workers, uint32_t *owner, wal
         if (f.number == 1 && f.wire == 2) tid = f.data;
         p = r.p;
     }
-    if (w->has_last && tid.n == w->last_n && (tid.n == 0 || memcmp(tid.p, w->last_tid, (size_t)tid.n) == 0)) {
+    if (w->has_last && tid.n == w->last_n && same_id(tid.p, w->last_tid, tid.n)) {
         *owner = w->last_owner;
         return 0;
     }
@@ -357,6 +394,8 @@ static int span_owner(slice span, const route_ctx *workers, uint32_t *owner, wal
     return 0;
 }
 
+static Py_ssize_t varint_size(uint64_t v);
+
 static int walk_scope(walk *w, slice ss, const route_ctx *workers) {
     if (grow((void **)&w->scopes, &w->cap_scopes, w->n_scopes + 1, sizeof(scope_rec)) < 0)
         return -1;
@@ -367,13 +406,41 @@ static int walk_scope(walk *w, slice ss, const route_ctx *workers) {
     field f;
     int rc;
     const uint8_t *start = r.p;
-    while ((rc = next_any(&r, &f, 0)) == 0) {
+    for (;;) {
+        /* a span's field with a one-byte tag and a one- or two-byte length (the usual one,
+         * written as build() writes it) is read here; anything else by next_any */
+        const uint8_t *p = r.p;
+        if (r.end - p >= 3 && p[0] == 0x12) {
+            Py_ssize_t n = -1, head = 0;
+            if (p[1] < 0x80) {
+                n = p[1];
+                head = 2;
+            } else if (p[2] != 0 && p[2] < 0x80) {
+                n = (Py_ssize_t)(p[1] & 0x7f) | ((Py_ssize_t)p[2] << 7);
+                head = 3;
+            }
+            if (n >= 0 && n <= r.end - p - head) {
+                f.number = 2;
+                f.wire = 2;
+                f.data.p = p + head;
+                f.data.n = n;
+                r.p = p + head + n;
+                rc = 0;
+                goto span;
+            }
+        }
+        if ((rc = next_any(&r, &f, 0)) != 0) break;
         if (f.number == 2 && f.wire == 2) {
+        span:
             if (grow((void **)&w->spans, &w->cap_spans, w->n_spans + 1, sizeof(span_rec)) < 0)
                 return -1;
             span_rec *s = &w->spans[w->n_spans];
             s->raw.p = f.data.p;
             s->raw.n = f.data.n;
+            s->field = (start[0] == 0x12 &&
+                        f.data.p - start == 1 + varint_size((uint64_t)f.data.n))
+                           ? start
+                           : NULL;
             if (span_owner(f.data, workers, &s->owner, w) < 0) return -1;
             w->n_spans++;
         } else if (add_other(w, start, r.p) < 0) {
@@ -453,8 +520,9 @@ static uint8_t *put_others(walk *w, Py_ssize_t a, Py_ssize_t b, uint8_t *out) {
 static Py_ssize_t scope_len(walk *w, scope_rec *sc, uint32_t k, Py_ssize_t *count) {
     Py_ssize_t n = 0, c = 0;
     for (Py_ssize_t i = sc->spans_start; i < sc->spans_end; i++) {
-        if (w->spans[i].owner != k) continue;
-        n += 1 + varint_size((uint64_t)w->spans[i].raw.n) + w->spans[i].raw.n;
+        const span_rec *s = &w->spans[i];
+        if (s->owner != k) continue;
+        n += 1 + varint_size((uint64_t)s->raw.n) + s->raw.n;
         c++;
     }
     if (c == 0) return -1;
@@ -462,49 +530,61 @@ static Py_ssize_t scope_len(walk *w, scope_rec *sc, uint32_t k, Py_ssize_t *coun
     return n + others_len(w, sc->others_start, sc->others_end);
 }
 
-static Py_ssize_t resource_len(walk *w, resource_rec *rr, uint32_t k, Py_ssize_t *count) {
-    Py_ssize_t n = 0;
-    int any = 0;
-    for (Py_ssize_t j = rr->scopes_start; j < rr->scopes_end; j++) {
-        Py_ssize_t s = scope_len(w, &w->scopes[j], k, count);
-        if (s < 0) continue;
-        n += 1 + varint_size((uint64_t)s) + s;
-        any = 1;
-    }
-    if (!any) return -1;
-    return n + others_len(w, rr->others_start, rr->others_end);
-}
-
-static PyObject *build(walk *w, uint32_t k) {
+/* The request of owner k: each scope's and resource's length for k found once (in `lens`:
+ * n_scopes + n_resources entries, -1 = nothing of k), then the bytes written; the spans of k
+ * that follow one another in a scope, each field as build() would write it, copied in one
+ * memcpy. */
+static PyObject *build(walk *w, uint32_t k, Py_ssize_t *lens) {
     Py_ssize_t total = 0, count = 0;
+    Py_ssize_t *slen = lens, *rlen = lens + w->n_scopes;
     for (Py_ssize_t i = 0; i < w->n_resources; i++) {
-        Py_ssize_t r = resource_len(w, &w->resources[i], k, &count);
-        if (r >= 0) total += 1 + varint_size((uint64_t)r) + r;
+        resource_rec *rr = &w->resources[i];
+        Py_ssize_t n = 0;
+        int any = 0;
+        for (Py_ssize_t j = rr->scopes_start; j < rr->scopes_end; j++) {
+            Py_ssize_t sl = slen[j] = scope_len(w, &w->scopes[j], k, &count);
+            if (sl < 0) continue;
+            n += 1 + varint_size((uint64_t)sl) + sl;
+            any = 1;
+        }
+        rlen[i] = any ? n + others_len(w, rr->others_start, rr->others_end) : -1;
+        if (rlen[i] >= 0) total += 1 + varint_size((uint64_t)rlen[i]) + rlen[i];
     }
     PyObject *bytes = PyBytes_FromStringAndSize(NULL, total);
     if (bytes == NULL) return NULL;
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(bytes);
-    Py_ssize_t ignored = 0;
     for (Py_ssize_t i = 0; i < w->n_resources; i++) {
         resource_rec *rr = &w->resources[i];
-        Py_ssize_t r = resource_len(w, rr, k, &ignored);
+        Py_ssize_t r = rlen[i];
         if (r < 0) continue;
         *out++ = 0x0a;
         out = put_varint(out, (uint64_t)r);
         out = put_others(w, rr->others_start, rr->others_end, out);
         for (Py_ssize_t j = rr->scopes_start; j < rr->scopes_end; j++) {
             scope_rec *sc = &w->scopes[j];
-            Py_ssize_t s = scope_len(w, sc, k, &ignored);
+            Py_ssize_t s = slen[j];
             if (s < 0) continue;
             *out++ = 0x12;
             out = put_varint(out, (uint64_t)s);
             out = put_others(w, sc->others_start, sc->others_end, out);
             for (Py_ssize_t x = sc->spans_start; x < sc->spans_end; x++) {
-                if (w->spans[x].owner != k) continue;
+                const span_rec *sp = &w->spans[x];
+                if (sp->owner != k) continue;
+                if (sp->field != NULL) { /* with the spans of k right behind it, as they are */
+                    const uint8_t *from = sp->field, *to = sp->raw.p + sp->raw.n;
+                    while (x + 1 < sc->spans_end && w->spans[x + 1].owner == k &&
+                           w->spans[x + 1].field == to) {
+                        x++;
+                        to = w->spans[x].raw.p + w->spans[x].raw.n;
+                    }
+                    memcpy(out, from, (size_t)(to - from));
+                    out += to - from;
+                    continue;
+                }
                 *out++ = 0x12;
-                out = put_varint(out, (uint64_t)w->spans[x].raw.n);
-                memcpy(out, w->spans[x].raw.p, (size_t)w->spans[x].raw.n);
-                out += w->spans[x].raw.n;
+                out = put_varint(out, (uint64_t)sp->raw.n);
+                memcpy(out, sp->raw.p, (size_t)sp->raw.n);
+                out += sp->raw.n;
             }
         }
     }
@@ -621,14 +701,16 @@ static PyObject *route_traces(PyObject *module, PyObject *args) {
         result = PyLong_FromUnsignedLong(first);
         goto done;
     }
-    result = PyList_New(0);
+    Py_ssize_t *lens = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(w.n_scopes + w.n_resources + 1));
+    result = lens == NULL ? PyErr_NoMemory() : PyList_New(0);
     if (result == NULL) {
+        PyMem_Free(lens);
         PyMem_Free(present);
         goto done;
     }
     for (uint32_t k = 0; k < workers; k++) {
         if (!present[k]) continue;
-        PyObject *part = build(&w, k);
+        PyObject *part = build(&w, k, lens);
         if (part == NULL || PyList_Append(result, part) < 0) {
             Py_XDECREF(part);
             Py_CLEAR(result);
@@ -636,6 +718,7 @@ static PyObject *route_traces(PyObject *module, PyObject *args) {
         }
         Py_DECREF(part);
     }
+    PyMem_Free(lens);
     PyMem_Free(present);
 done:
     release(&w);
@@ -691,4 +774,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_route", "Splits OTLP traces requests by owning worker.", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__route(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__route(void) {
+    fill_small();
+    return PyModule_Create(&module);
+}

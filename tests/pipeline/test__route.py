@@ -309,3 +309,43 @@ def test_the_c_span_walk_reads_every_field_as_its_twin() -> None:
             _route.split_traces_python(raw, 2)
         with pytest.raises(ValueError):
             _route.split_traces(raw, 2)
+
+
+def test_the_c_split_copies_runs_of_spans_as_its_twin_writes_them() -> None:
+    """The C split copies the spans of one owner that follow one another in a scope with one
+    copy when their fields are as the twin writes them (tag 0x12, the length's shortest
+    varint), each on its own otherwise (a longer length varint, a scope field between two
+    spans, a span of another owner between them): the same bytes as the twin either way."""
+    from plugins._native import load
+
+    native = load("_route")
+    assert native is not None, "plugins._native._route is not built"
+    a, b = trace_id(0, 2), trace_id(1, 2)
+
+    def length(n: int) -> bytes:
+        out = b""
+        while n >= 0x80:
+            out += bytes([n & 0x7F | 0x80])
+            n >>= 7
+        return out + bytes([n])
+
+    def field(span: bytes, long_length: bool = False) -> bytes:
+        # a length in two bytes where one would do (0x80 | n, 0x00): decoded alike
+        n = len(span)
+        return b"\x12" + (bytes([0x80 | n, 0]) if long_length else length(n)) + span
+
+    s = [Span(trace_id=t, name=f"s{i}").SerializeToString() for i, t in enumerate([a, a, b, a])]
+    big = Span(trace_id=b, name="n" * 300).SerializeToString()  # a two-byte length
+    scope_name = b"\x0a\x03\x0a\x01x"  # the scope field (InstrumentationScope name "x")
+    scopes = [
+        field(s[0]) + field(s[1]) + field(s[2]) + field(s[3]),  # a run, another owner, one
+        field(s[0]) + field(s[1], long_length=True) + field(s[3]),  # a run broken by a length
+        field(s[0]) + scope_name + field(s[1]) + field(big) + field(big),  # broken by a field
+    ]
+    body = b"".join(b"\x12" + length(len(sc)) + sc for sc in scopes)
+    rs = b"\x0a" + length(len(body)) + body
+    data = rs + rs
+    twin = _route.split_traces_python(data, 2)
+    assert sorted(twin) == [0, 1]
+    assert _route.split_traces(data, 2) == twin
+    assert [twin[0][1], twin[1][1]] == [16, 6]
