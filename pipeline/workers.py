@@ -62,7 +62,7 @@ from prometheus_client.samples import Sample
 from pipeline import _route
 from pipeline.consumer import Consumer, fan_out
 from pipeline.errors import ConsumeError, MalformedDataError, PermanentError, RetryableError
-from pipeline.pdata import Payload, Signal, payload_type
+from pipeline.pdata import Metrics, Payload, Signal, payload_type
 from pipeline.ratelimit import LogLimiter
 
 log = logging.getLogger("pipeline.workers")
@@ -1332,7 +1332,7 @@ class Router:
         self.mutates_data = inner.mutates_data
         self.key = _consume_key(signal, self.pipelines)
         self._joiner: _Joiner | None = None
-        self._split: Any = _route.split_traces if signal is Signal.TRACES else _route.split_metrics
+        self._split: Any = _route.split_traces if signal is Signal.TRACES else _split_metrics
         index = ctx.index
         # client requests in progress here for these pipelines as this one is split (set by
         # consume just before: no await between): balanced routing claims new traces for a
@@ -1536,6 +1536,18 @@ class Router:
             self.counter.inc(
                 sum(n if n is not None else make(raw).item_count() for raw, n in parts.values())
             )
+
+
+def _split_metrics(data: bytes, workers: int) -> dict[int, tuple[bytes, int | None]]:
+    """:func:`_route.split_metrics` with each part's point count when it splits the request
+    (the split copies resources and counts nothing): counted once here, where the count of
+    the parts for siblings was read anyway (``otelcol_worker_forwarded_items``), instead of
+    again at their owners' and this worker's entrances, and exact in a refusal's or drop's
+    count."""
+    parts = _route.split_metrics(data, workers)
+    if len(parts) < 2:  # the request itself: its count is the request's
+        return parts
+    return {o: (raw, Metrics(raw).item_count()) for o, (raw, _) in parts.items()}
 
 
 def _read_now(transport: asyncio.Transport | None) -> None:
