@@ -431,10 +431,12 @@ def test_a_killed_primary_serves_again_and_its_traces_are_taken_over_meanwhile(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("routing", ["trace_id", "first_arrival"])
 def test_parts_handed_over_to_a_worker_that_dies_go_to_the_adopter_not_late_to_it(
-    tmp_path: Path,
+    tmp_path: Path, routing: str
 ) -> None:
-    """``worker_acknowledge: handover``, by trace id. Worker 1 stopped (SIGSTOP): the spans of
+    """``worker_acknowledge: handover``, by trace id and by first arrival (the traces whose
+    first span worker 1 received). Worker 1 stopped (SIGSTOP): the spans of
     its traces that worker 0 received were acknowledged and wait in worker 0 for it (written
     and unanswered, or queued); worker 1 is then killed (SIGKILL) with its restarts held back
     (its config unreadable: a crash loop). Before, those parts waited until it served again
@@ -446,7 +448,9 @@ def test_parts_handed_over_to_a_worker_that_dies_go_to_the_adopter_not_late_to_i
 
     sink_key = ("otelcol_receiver_accepted_spans_total", (("receiver", "otlp"),))
     config = tmp_path / "forwarding.yaml"
-    with _gateways(tmp_path, "trace_id", "handover") as (gw, endpoint, sink_ports, ports):
+    if routing != "trace_id" and _route.native() is None:
+        pytest.skip("routing by first arrival needs the C module")
+    with _gateways(tmp_path, routing, "handover") as (gw, endpoint, sink_ports, ports):
         records = gw.records
 
         def sunk() -> float:
@@ -460,21 +464,37 @@ def test_parts_handed_over_to_a_worker_that_dies_go_to_the_adopter_not_late_to_i
             )
 
         accepted = 0
-        for k in range(8):  # odd trace ids: worker 1's
-            assert _send(endpoint, 2 * k + 1)
-            accepted += 1
+        if routing == "trace_id":
+            theirs = [2 * k + 1 for k in range(8)]  # odd trace ids: worker 1's
+            for n in theirs:
+                assert _send(endpoint, n)
+                accepted += 1
+        else:
+            run_dir = next(
+                r for r in records() if r.get("msg") == "every worker is ready; serving"
+            )["run_dir"]
+            theirs = []
+            with _table(run_dir) as buf:
+                for n in range(1, 200):  # a new connection each: the kernel places them
+                    assert _send(endpoint, n)
+                    accepted += 1
+                    if _owner(buf, n) == 1:
+                        theirs.append(n)
+                    if len(theirs) == 4:
+                        break
+            assert len(theirs) == 4
         wait_for(lambda: sunk() >= accepted, timeout=60)  # what worker 1 took is delivered
         pid = worker_pids(gw)[1]
         text = config.read_text()
         os.kill(pid, signal.SIGSTOP)
         try:
             held = 0
-            k = 8
+            k = 0
             start = time.monotonic()
             while held < 8 and time.monotonic() - start < 90:
                 # a connection to worker 1 hangs (not acknowledged); worker 0 acknowledges
                 # and holds the span for worker 1
-                if _send(endpoint, 2 * k + 1, timeout=1):
+                if _send(endpoint, theirs[k % len(theirs)], timeout=1):
                     held += 1
                 k += 1
             assert held, "worker 0 acknowledged nothing while worker 1 was stopped"
