@@ -74,9 +74,11 @@ class Payload:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_message(cls, message: Message) -> Payload:
-        """Wrap a decoded request (the payload owns it from now on)."""
-        return cls(message=message)
+    def from_message(cls, message: Message, item_count: int | None = None) -> Payload:
+        """Wrap a decoded request (the payload owns it from now on); ``item_count``: its
+        items, when its builder counted them (else counted when first asked, a walk of the
+        message)."""
+        return cls(message=message, item_count=item_count)
 
     @classmethod
     def merge(cls, payloads: Sequence[Payload]) -> Payload:

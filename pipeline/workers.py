@@ -62,7 +62,7 @@ from prometheus_client.samples import Sample
 from pipeline import _route
 from pipeline.consumer import Consumer, fan_out
 from pipeline.errors import ConsumeError, MalformedDataError, PermanentError, RetryableError
-from pipeline.pdata import Payload, Signal, payload_type
+from pipeline.pdata import Metrics, Payload, Signal, payload_type
 from pipeline.ratelimit import LogLimiter
 
 log = logging.getLogger("pipeline.workers")
@@ -222,6 +222,20 @@ class WorkerContext:
             )
             self._dead = dead if any(dead) else None
         return self._dead
+
+    def resplit(
+        self, signal: Signal, raw: bytes, dead: bytes
+    ) -> dict[int, tuple[bytes, int | None]] | None:
+        """A part of ``signal`` split again by owner with the dead workers' (``dead``:
+        :meth:`dead_owners`) traces taken over, as :class:`Router` splits a dead owner's part;
+        ``None`` for metrics (by resource: their owner's cumulative series wait for it)."""
+        owners = self.owners
+        now = int(time.time()) if owners is not None else 0
+        if signal is Signal.TRACES:
+            return _route.split_traces(raw, self.count, owners, now, dead)
+        if signal is Signal.LOGS:
+            return _route.split_logs(raw, self.count, self.index, owners, now, dead)
+        return None
 
     # -- singletons ----------------------------------------------------------------------------
     def runs_here(self, kind: str, config: Any, factory: Any) -> bool:
@@ -1291,6 +1305,7 @@ class _Peer:
                 log.debug("hand-over to worker %d failed, sent again: %s", self.index, exc)
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, _HANDOVER_RETRY_MAX)
+                self._take_over()  # (dead meanwhile: to the workers taking its traces over)
                 continue
             retry = 0.05
             taken = set(chosen)
@@ -1298,6 +1313,67 @@ class _Peer:
             self._out_bytes -= size
             if self._out_bytes < _HANDOVER_BACKLOG:
                 self._below.set()
+
+    def _take_over(self) -> None:
+        """When the supervisor says this sibling died and its traces are taken over
+        (:meth:`WorkerContext.dead_owners`), the parts retained for it (handed over before
+        its death was known: they would reach it late, once it serves again, after the
+        worker that took its traces over got their later spans) are split again as a client
+        request's are now (:meth:`Router._adopt`) and retained for their new owners, this
+        worker's own part through its own socket (its pipelines; retried and counted as a
+        sibling's part is); counted (``otelcol_worker_adopted_items``) and logged. Metrics
+        stay: their owner's cumulative series wait for it."""
+        ctx = self.ctx
+        if ctx is None or ctx._deaths is None or not self._out:
+            return
+        dead = ctx.dead_owners()
+        if dead is None or not dead[self.index]:
+            return
+        kept: collections.deque[tuple[str, bytes, int, float]] = collections.deque()
+        items: dict[str, int] = {}
+        parts = 0
+        to: set[int] = set()
+        for entry in self._out:
+            key, body, n, _ = entry
+            signal = Signal(key.split("|", 1)[0])
+            make = payload_type(signal)
+            try:
+                split = ctx.resplit(signal, body, dead)
+                if n < 0:
+                    n = make(body).item_count()
+            except Exception:  # a part that cannot be read: its owner's refusal counts it
+                split = None
+            if not split or self.index in split:
+                kept.append(entry)
+                continue
+            for o, (raw, m) in split.items():
+                if m is None:
+                    m = n if len(split) == 1 else make(raw).item_count()
+                ctx._peer(o).deliver(key, raw, m)
+                to.add(o)
+            items[signal] = items.get(signal, 0) + n
+            parts += 1
+        if not parts:
+            return
+        self._out = kept
+        self._out_bytes = sum(len(entry[1]) for entry in kept)
+        if self._out_bytes < _HANDOVER_BACKLOG:
+            self._below.set()
+        for name, n in items.items():
+            if ctx._adopted is not None:
+                ctx._adopted.labels(name).inc(n)
+            log.warning(
+                "parts handed over to a worker that died before it took them: split again "
+                "and handed to the workers taking its traces over",
+                extra={
+                    "worker": ctx.index,
+                    "dead": self.index,
+                    "signal": name,
+                    "parts": parts,
+                    "items": n,
+                    "to": ",".join(map(str, sorted(to))),
+                },
+            )
 
 
 class Router:
@@ -1322,7 +1398,7 @@ class Router:
         self.mutates_data = inner.mutates_data
         self.key = _consume_key(signal, self.pipelines)
         self._joiner: _Joiner | None = None
-        self._split: Any = _route.split_traces if signal is Signal.TRACES else _route.split_metrics
+        self._split: Any = _route.split_traces if signal is Signal.TRACES else _split_metrics
         index = ctx.index
         # client requests in progress here for these pipelines as this one is split (set by
         # consume just before: no await between): balanced routing claims new traces for a
@@ -1526,6 +1602,18 @@ class Router:
             self.counter.inc(
                 sum(n if n is not None else make(raw).item_count() for raw, n in parts.values())
             )
+
+
+def _split_metrics(data: bytes, workers: int) -> dict[int, tuple[bytes, int | None]]:
+    """:func:`_route.split_metrics` with each part's point count when it splits the request
+    (the split copies resources and counts nothing): counted once here, where the count of
+    the parts for siblings was read anyway (``otelcol_worker_forwarded_items``), instead of
+    again at their owners' and this worker's entrances, and exact in a refusal's or drop's
+    count."""
+    parts = _route.split_metrics(data, workers)
+    if len(parts) < 2:  # the request itself: its count is the request's
+        return parts
+    return {o: (raw, Metrics(raw).item_count()) for o, (raw, _) in parts.items()}
 
 
 def _read_now(transport: asyncio.Transport | None) -> None:

@@ -773,7 +773,7 @@ class FlushingConnector(Component):
         if not points:
             return 0
         try:
-            await self.next.consume(Metrics.from_message(req))
+            await self.next.consume(Metrics.from_message(req, item_count=points))
         except ConsumeError as exc:
             self._flushes.labels(self.settings.name, "refused").inc()
             self.settings.telemetry.dropped(Signal.METRICS, points, "refused")

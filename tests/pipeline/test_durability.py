@@ -20,7 +20,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.durability import HeldAcks
 from pipeline.errors import ConfigErrors
-from pipeline.pdata import Traces
+from pipeline.pdata import Signal, Traces
 from pipeline.pluginmanager import default_registry
 from pipeline.service import Service
 from pipeline.storage import SegmentLog
@@ -836,3 +836,49 @@ async def test_a_damaged_log_record_in_the_middle_is_counted_and_the_rest_replay
         dropped = svc.telemetry.value("otelcol_service_wal_dropped_records_total", reason="corrupt")
         assert dropped == 1
         await wait_until(lambda: wal_of(svc).stats.live == 0, within=5)
+
+
+async def test_a_replayed_record_carries_its_count_and_a_refused_one_is_counted_dropped(
+    tmp_path: Path,
+) -> None:
+    """The replay counts a record's items where it builds its payload (the count rides on
+    the payload: no component after counts it again) and a record the pipeline refuses for
+    good is counted dropped with its items (``reason="replay_refused"``) and logged."""
+    import struct
+
+    from pipeline.component import ComponentID, Kind
+    from pipeline.durability import WriteAheadLog
+    from pipeline.errors import PermanentError
+
+    wal_log = SegmentLog(tmp_path / "service_wal")
+    wal_log.open()
+    route = b"traces:otlp"
+    for n in (20, 7):
+        await wal_log.append([struct.pack("<H", len(route)) + route + build_request(1, n)])
+    wal_log.close()
+    telemetry = SelfTelemetry()
+    receiver = ComponentID.parse("otlp")
+
+    class Refusing:
+        mutates_data = False
+        counts: list[int | None] = []
+
+        async def consume(self, data: Traces) -> None:
+            self.counts.append(data._count)
+            raise PermanentError("no")
+
+    sink = Refusing()
+    wal = WriteAheadLog(ComponentID.parse("file_storage"), None)
+    wal.entry(receiver, Signal.TRACES, sink, telemetry.component(Kind.RECEIVER, receiver))
+    wal.log = SegmentLog(tmp_path / "service_wal")
+    wal._pending = wal.log.open()
+    try:
+        await wal.replay()
+    finally:
+        wal.log.close()
+    assert sink.counts == [20, 7]
+    dropped = telemetry.registry.get_sample_value(
+        "otelcol_receiver_dropped_items_total",
+        {"receiver": "otlp", "otel_signal": "traces", "reason": "replay_refused"},
+    )
+    assert dropped == 27

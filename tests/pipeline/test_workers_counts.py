@@ -60,3 +60,46 @@ def test_a_request_a_sibling_owns_whole_reaches_it_with_its_count(
         assert None not in remote.counts and sum(remote.counts) == 5  # type: ignore[arg-type]
 
     asyncio.run(main())
+
+
+def test_a_metrics_request_split_between_workers_carries_each_parts_count(
+    tmp_path: Path,
+) -> None:
+    """A metrics request whose resources two workers own: each part reaches its owner (and
+    this worker's pipelines) with its point count; the owner's permanent refusal of its part
+    is counted with that part's points (``otelcol_worker_forward_failed_items``)."""
+    from pipeline.errors import PermanentError
+    from pipeline.pdata import Metrics
+    from pipeline.telemetry import SelfTelemetry
+    from tests.pipeline.test__route import metrics_request
+
+    data = metrics_request([f"svc-{i}" for i in range(12)])  # a point a resource
+    telemetry = SelfTelemetry()
+
+    def failed() -> float:
+        value = telemetry.registry.get_sample_value(
+            "otelcol_worker_forward_failed_items_total",
+            {"signal": "metrics", "reason": "refused"},
+        )
+        return value or 0.0
+
+    async def main() -> tuple[list[int | None], list[int | None]]:
+        remote, local = _CountSink(), _CountSink()
+        async with _two_workers(tmp_path, remote) as (a, _):
+            router = a.router(Signal.METRICS, ["traces"], local, telemetry)
+            await a._peer(1).ready()
+            received = Metrics(data)
+            received.validate()
+            await router.consume(received)
+            theirs = remote.counts[0]
+            remote.error = PermanentError("bad")
+            with pytest.raises(PermanentError):
+                await router.consume(received.copy())
+            assert failed() == theirs
+        return remote.counts, local.counts
+
+    remote_counts, local_counts = asyncio.run(main())
+    # before: both parts went on with their counts unknown, counted again where they arrived
+    assert None not in remote_counts and None not in local_counts
+    assert 0 < remote_counts[0] < 12  # type: ignore[operator]
+    assert remote_counts[0] + local_counts[0] == 12  # type: ignore[operator]

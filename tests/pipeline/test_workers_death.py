@@ -165,6 +165,7 @@ exporters:
     sending_queue: {{storage: file_storage}}
 service:
   worker_routing: {routing}
+  worker_acknowledge: {acknowledge}
   extensions: [file_storage]
   pipelines:
     traces: {{receivers: [otlp], exporters: [otlp]}}
@@ -175,16 +176,19 @@ service:
 
 @contextlib.contextmanager
 def _gateways(
-    tmp_path: Path, routing: str
+    tmp_path: Path, routing: str, acknowledge: str = "owner"
 ) -> Iterator[tuple[GatewayProcess, str, dict[str, int], dict[str, int]]]:
-    """A sink gateway and a forwarding one of two workers (by ``routing``), both ready: the
+    """A sink gateway and a forwarding one of two workers (by ``routing``, answering by
+    ``acknowledge``; its config ``forwarding.yaml`` in ``tmp_path``), both ready: the
     forwarding gateway, its OTLP endpoint, the sink's ports and its own."""
     sink_ports = {"grpc": free_port(), "telemetry": free_port()}
     sink_path = write_config(tmp_path, SINK.format(**sink_ports), "sink.yaml")
     ports = {"grpc": free_port(), "telemetry": free_port()}
     storage = tmp_path / "storage"
     storage.mkdir()
-    text = FORWARDING.format(sink=sink_ports["grpc"], storage=storage, routing=routing, **ports)
+    text = FORWARDING.format(
+        sink=sink_ports["grpc"], storage=storage, routing=routing, acknowledge=acknowledge, **ports
+    )
     path = write_config(tmp_path, text, "forwarding.yaml")
     with GatewayProcess(sink_path) as sink, GatewayProcess(path, args=("--workers", "2")) as gw:
         sink.wait_ready(timeout=120)
@@ -424,3 +428,97 @@ def test_a_killed_primary_serves_again_and_its_traces_are_taken_over_meanwhile(
         assert not [r for r in records() if r.get("exit_code") == 1]  # no failed restart
         key = ("otelcol_worker_restarts_total", (("worker", "0"),))
         wait_for(lambda: scrape_port(ports["telemetry"]).get(key) == 1.0, timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("routing", ["trace_id", "first_arrival"])
+def test_parts_handed_over_to_a_worker_that_dies_go_to_the_adopter_not_late_to_it(
+    tmp_path: Path, routing: str
+) -> None:
+    """``worker_acknowledge: handover``, by trace id and by first arrival (the traces whose
+    first span worker 1 received). Worker 1 stopped (SIGSTOP): the spans of
+    its traces that worker 0 received were acknowledged and wait in worker 0 for it (written
+    and unanswered, or queued); worker 1 is then killed (SIGKILL) with its restarts held back
+    (its config unreadable: a crash loop). Before, those parts waited until it served again
+    and reached it late, after worker 0 had taken its traces' later spans; now, once its
+    death is on the board, worker 0 splits them again and takes them over: they reach the
+    next tier while worker 1 is still down, counted (``otelcol_worker_adopted_items_total``)
+    and logged. Nothing acknowledged is lost."""
+    from tests.pipeline.test_workers import scrape_port, wait_for, worker_pids
+
+    sink_key = ("otelcol_receiver_accepted_spans_total", (("receiver", "otlp"),))
+    config = tmp_path / "forwarding.yaml"
+    if routing != "trace_id" and _route.native() is None:
+        pytest.skip("routing by first arrival needs the C module")
+    with _gateways(tmp_path, routing, "handover") as (gw, endpoint, sink_ports, ports):
+        records = gw.records
+
+        def sunk() -> float:
+            return scrape_port(sink_ports["telemetry"]).get(sink_key, 0)
+
+        def serving_1() -> int:
+            return sum(
+                1
+                for r in records()
+                if r.get("msg") == "everything is ready; serving" and r.get("worker") == 1
+            )
+
+        accepted = 0
+        if routing == "trace_id":
+            theirs = [2 * k + 1 for k in range(8)]  # odd trace ids: worker 1's
+            for n in theirs:
+                assert _send(endpoint, n)
+                accepted += 1
+        else:
+            run_dir = next(
+                r for r in records() if r.get("msg") == "every worker is ready; serving"
+            )["run_dir"]
+            theirs = []
+            with _table(run_dir) as buf:
+                for n in range(1, 200):  # a new connection each: the kernel places them
+                    assert _send(endpoint, n)
+                    accepted += 1
+                    if _owner(buf, n) == 1:
+                        theirs.append(n)
+                    if len(theirs) == 4:
+                        break
+            assert len(theirs) == 4
+        wait_for(lambda: sunk() >= accepted, timeout=60)  # what worker 1 took is delivered
+        pid = worker_pids(gw)[1]
+        text = config.read_text()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            held = 0
+            k = 0
+            start = time.monotonic()
+            while held < 8 and time.monotonic() - start < 90:
+                # a connection to worker 1 hangs (not acknowledged); worker 0 acknowledges
+                # and holds the span for worker 1
+                if _send(endpoint, theirs[k % len(theirs)], timeout=1):
+                    held += 1
+                k += 1
+            assert held, "worker 0 acknowledged nothing while worker 1 was stopped"
+            accepted += held
+            config.write_text("receivers: [\n")  # worker 1's restarts fail while it is so
+        finally:
+            os.kill(pid, signal.SIGKILL)
+        try:
+            wait_for(lambda: _logged(records, "the dead worker's traces are taken over"), 30)
+            # before: nothing held for worker 1 arrived until it served again
+            wait_for(lambda: sunk() >= accepted, timeout=30)
+            assert serving_1() == 1  # still down
+            moved = [
+                r
+                for r in records()
+                if r.get("msg", "").startswith("parts handed over to a worker that died")
+            ]
+            assert moved and moved[0]["worker"] == 0 and moved[0]["dead"] == 1
+            assert moved[0]["to"] == "0" and moved[0]["signal"] == "traces"
+            assert sum(r["items"] for r in moved) == held
+            own = scrape_port(ports["telemetry"])
+            assert own[("otelcol_worker_adopted_items_total", (("signal", "traces"),))] >= held
+        finally:
+            config.write_text(text)
+        wait_for(lambda: serving_1() == 2, timeout=120)
+        assert gw.stop(signal.SIGTERM, timeout=60) == 0
+        assert sunk() >= accepted

@@ -563,3 +563,41 @@ async def test_hostile_array_and_kvlist_resource_values_are_cut_as_labels_are(
     ]
     assert cut == [2.0]  # (the resource is decoded once, then cached)
     assert any("2 label value(s) longer than" in r.getMessage() for r in records)
+
+
+async def test_a_flush_carries_its_point_count_and_a_refused_one_is_counted_dropped() -> None:
+    """The flush's payload says how many points it holds (the count its build made), so the
+    components after it and a refusal count it without walking the request; a refused flush's
+    points are counted dropped (``otelcol_connector_dropped_items{reason=refused}``)."""
+    from pipeline.errors import PermanentError
+    from pipeline.pdata import Metrics
+
+    class Refusing(Capture):
+        refuse = False
+
+        async def consume(self, data: Any) -> None:
+            await super().consume(data)
+            if self.refuse:
+                raise PermanentError("no")
+
+    tel = SelfTelemetry()
+    out = Refusing()
+    cfg = SpanMetricsConfig.model_validate({"metrics_flush_interval": "0s"})
+    conn = SpanMetricsConnector(settings(Kind.CONNECTOR, "spanmetrics", tel), cfg, out)
+    spans = [span(1, 1, None, "a", duration=0.2), span(1, 2, 1, "b", error="x", duration=1.0)]
+    await conn.consume(request(spans, service="svc"))
+    sent = await conn.flush()
+    flushed = out.payloads[0]
+    # before: built without a count (None), counted by the first component that asked
+    assert flushed._count == sent == Metrics(flushed.to_bytes()).item_count() > 0
+    out.refuse = True
+    await conn.consume(request(spans, service="svc"))
+    assert await conn.flush() == 0
+    refused = out.payloads[1]
+    assert refused._count == Metrics(refused.to_bytes()).item_count()
+    dropped = tel.registry.get_sample_value(
+        "otelcol_connector_dropped_items_total",
+        {"connector": "spanmetrics", "otel_signal": "metrics", "reason": "refused"},
+    )
+    assert dropped == refused._count
+    await conn.shutdown()
