@@ -249,6 +249,56 @@ next_field(const uint8_t **pp, const uint8_t *end, uint32_t *field, int *wt, sli
     return skip_fast(pp, end, *field, *wt);
 }
 
+/* the usual field at *pp read quickly: 1 (*pp past it, *tag its one-byte tag, *s its bytes
+ * when length-delimited) when it has a one-byte tag and is a length of one or two bytes and
+ * its bytes, a one-byte varint or a fixed width (a span's fields but its flags), as
+ * next_field reads it;
+ * 0 (nothing read) for anything else, errors included: next_field's (~a third of its
+ * instructions for such a field) */
+static inline __attribute__((always_inline)) int
+quick_field(const uint8_t **pp, const uint8_t *end, unsigned *tag, slice *s)
+{
+    const uint8_t *p = *pp;
+    unsigned t = p[0]; /* (p < end) */
+    if (end - p < 2 || t - 8u >= 0x78u) /* a field number > 0 in one byte */
+        return 0;
+    *tag = t;
+    switch (t & 7) {
+    case 2: {
+        unsigned n = p[1];
+        const uint8_t *q = p + 2;
+        if (n >= 0x80) { /* a length of two bytes (a span in its ScopeSpans, most often) */
+            if (end - p < 3 || p[2] >= 0x80)
+                return 0;
+            n = (n & 0x7F) | (unsigned)p[2] << 7;
+            q = p + 3;
+        }
+        if ((Py_ssize_t)n > end - q)
+            return 0;
+        s->p = q;
+        s->n = (Py_ssize_t)n;
+        *pp = q + n;
+        return 1;
+    }
+    case 1:
+        if (end - p < 9)
+            return 0;
+        *pp = p + 9;
+        return 1;
+    case 0:
+        if (p[1] >= 0x80)
+            return 0;
+        *pp = p + 2;
+        return 1;
+    case 5:
+        if (end - p < 5)
+            return 0;
+        *pp = p + 5;
+        return 1;
+    }
+    return 0;
+}
+
 /* growable array of slices */
 /* A growable array's storage with room for more: its capacity doubled (or `first` when it
  * has none); NULL with MemoryError set (the old storage and *cap unchanged) on failure. */
@@ -294,7 +344,12 @@ parse_container(slice msg, slice *one, slices *twos, slice *three)
         uint32_t f;
         int wt;
         slice s;
-        if (next_field(&p, end, &f, &wt, &s) < 0)
+        unsigned tag;
+        if (quick_field(&p, end, &tag, &s)) {
+            f = tag >> 3;
+            wt = (int)(tag & 7);
+        }
+        else if (next_field(&p, end, &f, &wt, &s) < 0)
             return -1;
         if (wt == 2 && f <= 3) {
             if (f == 1)
@@ -367,6 +422,37 @@ hash_slice(slice s)
     return h ^ (h >> 29);
 }
 
+/* hash_slice for the entries' table: a 16-byte trace id as two words (a multiply-xor mix),
+ * not byte by byte; the table's order is nowhere seen (entries keep their first appearance) */
+static inline uint64_t
+hash_tid(slice s)
+{
+    if (s.n != 16)
+        return hash_slice(s);
+    uint64_t a, b;
+    memcpy(&a, s.p, 8);
+    memcpy(&b, s.p + 8, 8);
+    uint64_t h = (a ^ (b * 0x9E3779B97F4A7C15ULL)) * 0xFF51AFD7ED558CCDULL;
+    return h ^ (h >> 32);
+}
+
+/* whether two trace ids are equal (16 bytes as two words, without a call of memcmp) */
+static inline int
+same_tid(slice a, slice b)
+{
+    if (a.n != b.n)
+        return 0;
+    if (a.n == 16) {
+        uint64_t x0, x1, y0, y1;
+        memcpy(&x0, a.p, 8);
+        memcpy(&x1, a.p + 8, 8);
+        memcpy(&y0, b.p, 8);
+        memcpy(&y1, b.p + 8, 8);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    return memcmp(a.p, b.p, (size_t)a.n) == 0;
+}
+
 static void
 entry_clear(entry *t)
 {
@@ -412,7 +498,7 @@ static int
 table_insert(entries *e, Py_ssize_t index)
 {
     Py_ssize_t mask = e->tcap - 1;
-    Py_ssize_t i = (Py_ssize_t)(hash_slice(e->items[index].tid) & (uint64_t)mask);
+    Py_ssize_t i = (Py_ssize_t)(hash_tid(e->items[index].tid) & (uint64_t)mask);
     while (e->table[i])
         i = (i + 1) & mask;
     e->table[i] = index + 1;
@@ -442,11 +528,11 @@ entry_for(entries *e, slice tid)
 {
     if (e->tcap) {
         Py_ssize_t mask = e->tcap - 1;
-        Py_ssize_t i = (Py_ssize_t)(hash_slice(tid) & (uint64_t)mask);
+        Py_ssize_t i = (Py_ssize_t)(hash_tid(tid) & (uint64_t)mask);
         Py_ssize_t k;
         while ((k = e->table[i])) {
             entry *t = &e->items[k - 1];
-            if (t->tid.n == tid.n && memcmp(t->tid.p, tid.p, (size_t)tid.n) == 0)
+            if (same_tid(t->tid, tid))
                 return k - 1;
             i = (i + 1) & mask;
         }
@@ -773,9 +859,15 @@ scan_span(slice span, const facts_cfg *cfg, span_facts *sf)
         uint32_t f;
         int wt;
         slice s;
-        if (next_field(&p, end, &f, &wt, &s) < 0)
+        unsigned tag;
+        if (quick_field(&p, end, &tag, &s)) {
+            if ((tag & 7) != 2)
+                continue;
+            f = tag >> 3;
+        }
+        else if (next_field(&p, end, &f, &wt, &s) < 0)
             goto undecided;
-        if (wt != 2)
+        else if (wt != 2)
             continue;
         if (f == 5)
             sf->name = s;
@@ -869,8 +961,31 @@ looks_like_run_id(slice s)
  * value of K_AGENT, K_AGENT_ID not shaped like a per-run id, as a str ("" when none) in
  * *agent, and the first run-id-shaped one in *run (n 0: none): 0, 1 (undecided: a value that
  * is not a short string) or -1 (error) */
+#define MEMO_SLOTS 8 /* (apply_memo's, below) */
+
+/* the agents and workflow types interned by apply_memo (MEMO_SLOTS each, or NULL): what a
+ * root reads again, from one root and request to the next */
+typedef struct {
+    PyObject *const *agents, *const *types;
+} known_strs;
+
+/* b decoded as UTF-8 ("replace"), or the str of slots (MEMO_SLOTS of them, or NULL) whose
+ * ASCII b is: the str decoding gives, without decoding (a new reference) */
+static PyObject *
+decode_known(PyObject *const *slots, slice b)
+{
+    if (slots != NULL)
+        for (int k = 0; k < MEMO_SLOTS; k++) {
+            PyObject *x = slots[k];
+            if (x != NULL && PyUnicode_IS_COMPACT_ASCII(x) && PyUnicode_GET_LENGTH(x) == b.n &&
+                memcmp(PyUnicode_DATA(x), b.p, (size_t)b.n) == 0)
+                return Py_NewRef(x);
+        }
+    return PyUnicode_DecodeUTF8((const char *)b.p, b.n, "replace");
+}
+
 static int
-agent_of(const span_facts *sf, PyObject **agent, slice *run)
+agent_of(const span_facts *sf, PyObject **agent, slice *run, PyObject *const *known)
 {
     static const int keys[2] = {K_AGENT, K_AGENT_ID};
     run->p = (const uint8_t *)"";
@@ -893,7 +1008,7 @@ agent_of(const span_facts *sf, PyObject **agent, slice *run)
         b = v;
         break;
     }
-    *agent = PyUnicode_DecodeUTF8((const char *)b.p, b.n, "replace");
+    *agent = decode_known(known, b);
     return *agent == NULL ? -1 : 0;
 }
 
@@ -988,7 +1103,8 @@ facts_tuple(Py_ssize_t index, PyObject *agent, PyObject *workflow, PyObject *wf_
  * prefix (skip: its length) if that is neither empty nor run-id-shaped, else "unknown"; as a
  * str in *out: 0, 1 (undecided: a value that is not a short string) or -1 (error) */
 static int
-workflow_type_of(const span_facts *sf, slice name, Py_ssize_t skip, PyObject **out)
+workflow_type_of(const span_facts *sf, slice name, Py_ssize_t skip, PyObject **out,
+                 PyObject *const *known)
 {
     static const int keys[2] = {K_WF_TYPE, K_WF_NAME};
     for (int i = 0; i < 2; i++) {
@@ -1000,12 +1116,12 @@ workflow_type_of(const span_facts *sf, slice name, Py_ssize_t skip, PyObject **o
             return 1;
         if (v.n == 0 || looks_like_run_id(v))
             continue;
-        *out = PyUnicode_DecodeUTF8((const char *)v.p, v.n, "replace");
+        *out = decode_known(known, v);
         return *out == NULL ? -1 : 0;
     }
     slice rest = {name.p + skip, name.n - skip};
     if (rest.n && !looks_like_run_id(rest))
-        *out = PyUnicode_DecodeUTF8((const char *)rest.p, rest.n, "replace");
+        *out = decode_known(known, rest);
     else
         *out = PyUnicode_FromString("unknown");
     return *out == NULL ? -1 : 0;
@@ -1015,12 +1131,12 @@ workflow_type_of(const span_facts *sf, slice name, Py_ssize_t skip, PyObject **o
  * status message, stamp keys present as a bit mask) */
 static int
 root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t index,
-           PyObject **agent_out, PyObject **out)
+           PyObject **agent_out, PyObject **out, const known_strs *known)
 {
     PyObject *agent = NULL, *wf_id = NULL, *wf_type = NULL, *given = NULL, *error = NULL;
     PyObject *message = NULL, *exception = NULL;
     slice run;
-    int rc = agent_of(sf, &agent, &run);
+    int rc = agent_of(sf, &agent, &run, known->agents);
     if (rc)
         return rc;
     slice name = sf->name;
@@ -1066,7 +1182,7 @@ root_facts(entry *t, const span_facts *sf, const facts_cfg *cfg, Py_ssize_t inde
     }
     if ((rc = value_str(sf, K_WF_OUTCOME, &given)) != 0)
         goto fail;
-    if ((rc = workflow_type_of(sf, name, prefixed ? cfg->prefix.n : 0, &wf_type)) != 0)
+    if ((rc = workflow_type_of(sf, name, prefixed ? cfg->prefix.n : 0, &wf_type, known->types)) != 0)
         goto fail;
     if ((rc = value_str(sf, K_WF_ID, &wf_id)) != 0)
         goto fail;
@@ -1146,7 +1262,7 @@ has_agent_marker(slice span, const agent_needles *a)
 /* the facts of one special span of entry t: 0, 1 (the entry falls back) or -1 (error) */
 static int
 span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg *cfg,
-              const agent_needles *agent_marker)
+              const agent_needles *agent_marker, const known_strs *known)
 {
     int agent_open = !t->agent_set && (t->agent == NULL || PyUnicode_GET_LENGTH(t->agent) == 0);
     if (!(flags & (F_TOOL | F_ROOT)) && !agent_open)
@@ -1179,7 +1295,7 @@ span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg
     }
     if (flags & F_ROOT) {
         PyObject *facts = NULL, *agent = NULL;
-        int rc = root_facts(t, &sf, cfg, index, &agent, &facts);
+        int rc = root_facts(t, &sf, cfg, index, &agent, &facts, known);
         if (rc)
             return rc;
         /* a root that is a workflow stays the trace's root: another parentless span of the
@@ -1199,7 +1315,7 @@ span_facts_of(entry *t, slice span, int flags, Py_ssize_t index, const facts_cfg
              ((flags & F_AGENT) || ((flags & F_TOOL) && has_agent_marker(span, agent_marker)))) {
         PyObject *agent;
         slice run;
-        int rc = agent_of(&sf, &agent, &run);
+        int rc = agent_of(&sf, &agent, &run, known->agents);
         if (rc)
             return rc;
         Py_XSETREF(t->agent, agent);
@@ -1228,40 +1344,201 @@ common_needle(needle *out, slice a, slice b)
     needle_init(out, a.p + at, best);
 }
 
+/* Where a needle first occurs: the searches above with the place (the lowest start of a
+ * block's candidates is the first: the blocks go forward and a position in the overlapping
+ * last block was already found not to match), Horspool without SIMD */
+#ifdef HAVE_SSE2_SEARCH
+static Py_ssize_t
+find_sse2_at(const uint8_t *s, Py_ssize_t n, slice hay)
+{
+    const uint8_t *h = hay.p;
+    Py_ssize_t limit = hay.n - n; /* the last possible start */
+    if (limit < 15) {
+        for (Py_ssize_t i = 0; i <= limit; i++)
+            if (h[i] == s[0] && h[i + n - 1] == s[n - 1] &&
+                memcmp(h + i + 1, s + 1, (size_t)(n - 2)) == 0)
+                return i;
+        return -1;
+    }
+    Py_ssize_t mid = n / 2, final = limit - 15;
+    const __m128i first = _mm_set1_epi8((char)s[0]), last = _mm_set1_epi8((char)s[n - 1]);
+    const __m128i middle = _mm_set1_epi8((char)s[mid]);
+    for (Py_ssize_t i = 0;; i += 16) {
+        if (i > final)
+            i = final;
+        const uint8_t *b = h + i;
+        unsigned mask = (unsigned)_mm_movemask_epi8(_mm_and_si128(
+            _mm_and_si128(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)b), first),
+                          _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(b + n - 1)), last)),
+            _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(b + mid)), middle)));
+        while (mask) {
+            int bit = __builtin_ctz(mask);
+            if (memcmp(b + bit + 1, s + 1, (size_t)(n - 2)) == 0)
+                return i + bit;
+            mask &= mask - 1;
+        }
+        if (i == final)
+            return -1;
+    }
+}
+#endif
+
+#ifdef HAVE_AVX2_SEARCH
+/* the candidates of block_avx2 (the positions of h[0 .. 31] whose three bytes match) */
+__attribute__((target("avx2"))) static inline __attribute__((always_inline)) unsigned
+mask_avx2(const uint8_t *h, Py_ssize_t n, Py_ssize_t mid, __m256i first, __m256i middle,
+          __m256i last)
+{
+    return (unsigned)_mm256_movemask_epi8(_mm256_and_si256(
+        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)h), first),
+                         _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(h + n - 1)), last)),
+        _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(h + mid)), middle)));
+}
+
+/* the first candidate of mask at h that is s (its offset from h), or -1 */
+static inline __attribute__((always_inline)) Py_ssize_t
+first_of(unsigned mask, const uint8_t *h, const uint8_t *s, Py_ssize_t n)
+{
+    while (mask) {
+        int bit = __builtin_ctz(mask);
+        if (memcmp(h + bit + 1, s + 1, (size_t)(n - 2)) == 0)
+            return bit;
+        mask &= mask - 1;
+    }
+    return -1;
+}
+
+/* find_sse2_at, 64 positions at a time (two blocks of 32, one test for both: a long search
+ * costs about half the instructions of find_avx2's), then 32; hay at least n + 31 bytes */
+__attribute__((target("avx2"))) static Py_ssize_t
+find_avx2_at(const uint8_t *s, Py_ssize_t n, slice hay)
+{
+    const uint8_t *h = hay.p;
+    Py_ssize_t mid = n / 2, final = hay.n - n - 31, i = 0, at;
+    const __m256i first = _mm256_set1_epi8((char)s[0]), last = _mm256_set1_epi8((char)s[n - 1]);
+    const __m256i middle = _mm256_set1_epi8((char)s[mid]);
+    for (; i + 32 <= final; i += 64) {
+        unsigned a = mask_avx2(h + i, n, mid, first, middle, last);
+        unsigned b = mask_avx2(h + i + 32, n, mid, first, middle, last);
+        if ((a | b) == 0)
+            continue;
+        if ((at = first_of(a, h + i, s, n)) >= 0)
+            return i + at;
+        if ((at = first_of(b, h + i + 32, s, n)) >= 0)
+            return i + 32 + at;
+    }
+    for (;; i += 32) {
+        if (i > final)
+            i = final;
+        at = first_of(mask_avx2(h + i, n, mid, first, middle, last), h + i, s, n);
+        if (at >= 0)
+            return i + at;
+        if (i == final)
+            return -1;
+    }
+}
+#endif
+
+/* the offset of nd's first occurrence in hay, or -1 (needle_in with the place) */
+static Py_ssize_t
+needle_at(const needle *nd, slice hay)
+{
+    Py_ssize_t n = nd->n;
+    if (n == 0)
+        return 0;
+    if (n > hay.n)
+        return -1;
+#ifdef HAVE_SSE2_SEARCH
+    if (n >= 2) {
+#ifdef HAVE_AVX2_SEARCH
+        if (have_avx2 && hay.n - n >= 31)
+            return find_avx2_at(nd->p, n, hay);
+#endif
+        return find_sse2_at(nd->p, n, hay);
+    }
+#endif
+    const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
+    uint8_t tail = nd->p[n - 1];
+    while (p <= last) {
+        uint8_t c = p[n - 1];
+        if (c == tail && memcmp(p, nd->p, (size_t)(n - 1)) == 0)
+            return p - hay.p;
+        p += nd->shift[c];
+    }
+    return -1;
+}
+
+/* The common part of the tool markers looked for once along a ScopeSpans' spans, not once in
+ * each span: at is the first occurrence at or after the last span asked about (NULL: not
+ * looked for yet; end: none), end the end of the spans' bytes. The spans asked about are
+ * slices of [.., end) in increasing order: the first occurrence at or after a span's start
+ * is in the span when it ends inside it (any other starts later, so ends later). */
+typedef struct {
+    const uint8_t *at, *end;
+} marker_cursor;
+
+static inline int
+cursor_in(marker_cursor *c, const needle *nd, slice span)
+{
+    if (c->at == NULL || c->at < span.p) {
+        Py_ssize_t off = needle_at(nd, (slice){span.p, c->end - span.p});
+        c->at = off < 0 ? c->end : span.p + off;
+    }
+    return c->at != c->end && c->at + nd->n <= span.p + span.n;
+}
+
 /* whether span contains tool_a or tool_b: a span without their common part (tools, n > 0)
  * contains neither (one search instead of two for most spans) */
 static inline int
-has_tool_marker(slice span, const needle *tool_a, const needle *tool_b, const needle *tools)
+has_tool_marker(slice span, const needle *tool_a, const needle *tool_b, const needle *tools,
+                marker_cursor *cursor)
 {
-    if (tools != NULL && tools->n && !needle_in(tools, span))
+    if (tools != NULL && tools->n && !cursor_in(cursor, tools, span))
         return 0;
     return needle_in(tool_a, span) || needle_in(tool_b, span);
+}
+
+/* the trace, span and parent span ids of a span (the last of each wins) as its top-level
+ * fields are walked: 0, or -1 when malformed */
+static inline int
+span_ids(slice span, slice *tid, slice *sid, slice *parent)
+{
+    const uint8_t *p = span.p, *end = span.p + span.n;
+    while (p < end) {
+        unsigned tag;
+        uint32_t f;
+        int w;
+        slice s;
+        if (quick_field(&p, end, &tag, &s)) {
+            if (tag > 0x22) /* past the ids (4: parent_span_id, length-delimited) */
+                continue;
+            f = tag >> 3;
+            w = (int)(tag & 7);
+        }
+        else if (next_field(&p, end, &f, &w, &s) < 0)
+            return -1;
+        if (w == 2) {
+            if (f == 1)
+                *tid = s;
+            else if (f == 2)
+                *sid = s;
+            else if (f == 4)
+                *parent = s;
+        }
+    }
+    return 0;
 }
 
 static int
 ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const needle *tool_a,
             const needle *tool_b, const agent_needles *agent, const facts_cfg *cfg,
-            const needle *tools)
+            const needle *tools, marker_cursor *cursor, const known_strs *known)
 {
-    const uint8_t *p = span.p, *end = span.p + span.n;
     slice tid = {span.p, 0}, sid = {span.p, 0}, parent = {span.p, 0};
-    while (p < end) {
-        uint32_t f;
-        int wt;
-        slice s;
-        if (next_field(&p, end, &f, &wt, &s) < 0)
-            return -1;
-        if (wt == 2) {
-            if (f == 1)
-                tid = s;
-            else if (f == 2)
-                sid = s;
-            else if (f == 4)
-                parent = s;
-        }
-    }
+    if (span_ids(span, &tid, &sid, &parent) < 0)
+        return -1;
     entry *t = *last >= 0 ? &e->items[*last] : NULL;
-    if (t == NULL || t->tid.n != tid.n || memcmp(t->tid.p, tid.p, (size_t)tid.n) != 0) {
+    if (t == NULL || !same_tid(t->tid, tid)) {
         Py_ssize_t at = entry_for(e, tid);
         if (at < 0)
             return -1;
@@ -1276,7 +1553,7 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
     /* with facts, the flags only pick the spans span_facts_of reads: no search for what it
      * would not look at (an entry falling back, the agent once the entry knows it) */
     int want = cfg == NULL || !t->fallback;
-    if (want && has_tool_marker(span, tool_a, tool_b, tools))
+    if (want && has_tool_marker(span, tool_a, tool_b, tools, cursor))
         flags |= F_TOOL;
     if (cfg != NULL)
         want = want && !t->agent_set &&
@@ -1288,7 +1565,7 @@ ingest_span(entries *e, Py_ssize_t *last, slice span, Py_ssize_t group, const ne
         flags |= F_AGENT;
     if (cfg != NULL) {
         if (flags && !t->fallback) {
-            int rc = span_facts_of(t, span, flags, t->len, cfg, agent);
+            int rc = span_facts_of(t, span, flags, t->len, cfg, agent, known);
             if (rc < 0)
                 return -1;
             if (rc)
@@ -1654,7 +1931,9 @@ put_id(uint64_t *v, uint16_t *len, slice id, Py_ssize_t in_span, uint32_t span_o
 {
     if (id.n <= 8) {
         *v = 0;
-        if (id.n)
+        if (id.n == 8) /* (the usual span id: one load, not a call of memcpy) */
+            memcpy(v, id.p, 8);
+        else if (id.n)
             memcpy(v, id.p, (size_t)id.n);
         *len = (uint16_t)id.n;
         return;
@@ -2165,7 +2444,6 @@ entry_execs(entry *t, TraceObject *tr, const exec_markers *ex, PyObject *cands)
  * from one request to the next), a few of each, replaced in turn: calls of `outcome` (a pure
  * function: the same arguments give an equal result, so equal arguments reuse it) and the
  * workflow types interned (an equal str interns to that same object while it is held here). */
-#define MEMO_SLOTS 8
 
 typedef struct {
     PyObject *fn, *args[5], *result;
@@ -2180,7 +2458,8 @@ typedef struct {
 typedef struct {
     outcome_call calls[MEMO_SLOTS];
     PyObject *types[MEMO_SLOTS];
-    int next_call, next_type;
+    PyObject *agents[MEMO_SLOTS]; /* the agents interned, as the types */
+    int next_call, next_type, next_agent;
     entry *spare_items;
     Py_ssize_t spare_cap;
     Py_ssize_t *spare_table;
@@ -2262,6 +2541,7 @@ apply_memo_clear(apply_memo *m)
             Py_CLEAR(c->args[i]);
         Py_CLEAR(c->result);
         Py_CLEAR(m->types[k]);
+        Py_CLEAR(m->agents[k]);
     }
 }
 
@@ -2309,18 +2589,26 @@ memo_outcome(apply_memo *m, PyObject *fn, PyObject *const *args)
     return result;
 }
 
-/* the exact str s interned (a new reference), through the memo's */
+/* the exact str s interned (a new reference), through the strings interned in slots (a
+ * memo's, MEMO_SLOTS of them, *next the one replaced next): one found equal is the object
+ * PyUnicode_InternInPlace would give, without hashing s and looking it up */
+static PyObject *
+memo_intern_in(PyObject **slots, int *next, PyObject *s)
+{
+    for (int k = 0; k < MEMO_SLOTS; k++)
+        if (slots[k] != NULL && same_value(slots[k], s))
+            return Py_NewRef(slots[k]);
+    Py_INCREF(s);
+    PyUnicode_InternInPlace(&s);
+    Py_XSETREF(slots[*next], Py_NewRef(s));
+    *next = (*next + 1) % MEMO_SLOTS;
+    return s;
+}
+
 static PyObject *
 memo_intern(apply_memo *m, PyObject *s)
 {
-    for (int k = 0; k < MEMO_SLOTS; k++)
-        if (m->types[k] != NULL && same_value(m->types[k], s))
-            return Py_NewRef(m->types[k]);
-    Py_INCREF(s);
-    PyUnicode_InternInPlace(&s);
-    Py_XSETREF(m->types[m->next_type], Py_NewRef(s));
-    m->next_type = (m->next_type + 1) % MEMO_SLOTS;
-    return s;
+    return memo_intern_in(m->types, &m->next_type, s);
 }
 
 /* (leftovers, added_bytes, added_spans[, cands]) without Py_BuildValue's format; steals
@@ -2521,9 +2809,10 @@ apply_entries(entries *e, PyObject *groups, PyObject *apply, const agent_needles
         }
         if (t->agent && (t->agent_set || (PyUnicode_GET_LENGTH(t->agent) &&
                                           PyUnicode_GET_LENGTH(tr->agent_id) == 0))) {
-            PyObject *agent_id = Py_NewRef(t->agent); /* repeats: interned, as the type */
-            if (PyUnicode_CheckExact(agent_id))
-                PyUnicode_InternInPlace(&agent_id);
+            /* repeats: interned, as the type */
+            PyObject *agent_id = PyUnicode_CheckExact(t->agent)
+                                     ? memo_intern_in(memo->agents, &memo->next_agent, t->agent)
+                                     : Py_NewRef(t->agent);
             Py_SETREF(tr->agent_id, agent_id);
         }
         if (entry_execs(t, tr, ex, cands) < 0) {
@@ -2560,6 +2849,11 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
     if (memo != NULL)
         entries_from_spares(&e, memo);
     slices scopes = {0}, spans = {0};
+    known_strs known = {NULL, NULL};
+    if (memo != NULL) {
+        known.agents = memo->agents;
+        known.types = memo->types;
+    }
     /* the group of every ScopeSpans (interned), referred to by index */
     if ((groups = PyList_New(0)) == NULL)
         goto done;
@@ -2639,9 +2933,10 @@ ingest_run(const uint8_t *raw, Py_ssize_t raw_len, PyObject *interned, const nee
             if (PyList_Append(groups, g) < 0)
                 goto scope_fail;
             Py_ssize_t gi = PyList_GET_SIZE(groups) - 1;
+            marker_cursor cursor = {NULL, scopes.items[i].p + scopes.items[i].n};
             for (Py_ssize_t j = 0; j < spans.len; j++) {
                 if (ingest_span(&e, &last, spans.items[j], gi, nd_tool_a, nd_tool_b, nd_agent,
-                                cfg, nd_tools) < 0)
+                                cfg, nd_tools, &cursor, &known) < 0)
                     goto scope_fail;
             }
         }

@@ -297,6 +297,91 @@ def test_tool_markers_sharing_a_part_match_python() -> None:
         assert got == ([(0, 2)] if tool else None), (k, tool_a, tool_b, filler)
 
 
+@pytest.mark.parametrize(
+    ("tool_a", "tool_b"),
+    [
+        (b"zzq\x12tail", b"head zzq\x12"),  # common part b"zzq\x12"
+        (b"\x0a\x10\x01\x01\x01", b"zz\x0a\x10\x01\x01"),  # b"\x0a\x10\x01\x01": a span's start
+    ],
+)
+def test_tool_markers_across_the_spans_of_a_scope_match_python(
+    tool_a: bytes, tool_b: bytes
+) -> None:
+    """The common part of the tool markers, looked for once along a ScopeSpans' spans (not in
+    each span): several spans, several scopes and resources, the part zero to three times in
+    a span, at a span's start (the second pair: every span's first bytes) and end, and across
+    the end of a span (a span ending in its first bytes, the next span's framing, the tag
+    0x12, ending it: not in either span)."""
+    rng = random.Random(19)
+    pieces = [b"zzq", b"\x12", b"zzq\x12", tool_a, tool_b, b"q", b"x" * 40, b"y" * 3]
+    for k in range(1500):
+        scopes: list[list[bytes]] = []
+        for _ in range(rng.randint(1, 3)):
+            spans = []
+            for _ in range(rng.randint(1, 6)):
+                body = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 5)))
+                end = rng.choice((b"", b"zzq", b"zz", tool_a, b"zzq\x12"))
+                # the span's last bytes are `end` (its last field's)
+                spans.append(raw_span(T1, b"a" * 8, b"p" * 8, ld(9, body + end)))
+            scopes.append(spans)
+        raw = request(
+            [resource_spans([scope_spans(spans, b"s")]) for spans in scopes[:1]]
+            + [resource_spans([scope_spans(spans) for spans in scopes[1:]], b"r")]
+        )
+        got = tw.ingest(raw, {}, tool_a, tool_b, b"\xfe" * 20)
+        every = [span for spans in scopes for span in spans]
+        expected = [(i, 2) for i, span in enumerate(every) if tool_a in span or tool_b in span]
+        assert got[0][6] == (expected or None), (k, scopes)
+
+
+def _span_field(rng: random.Random) -> bytes:
+    """One top-level field of a span of any shape the span walk reads: the ids and other
+    length-delimited fields with one- and two-byte lengths, varints of one and more bytes,
+    fixed widths under one- and two-byte tags, other wire types on the ids' numbers, a group."""
+    kind = rng.randrange(9)
+    if kind == 0:  # an id (trace, span, parent), any length: the last of each wins
+        return ld(rng.choice((1, 2, 4)), bytes(rng.randrange(256) for _ in range(
+            rng.choice((0, 8, 16, 127, 128, 200)))))  # fmt: skip
+    if kind == 1:  # another length-delimited field: name, attributes, events, status
+        n = rng.choice((0, 5, 127, 128, 300, 16_383, 16_384))  # lengths of 1, 2 and 3 bytes
+        return ld(rng.choice((3, 5, 9, 11, 15, 17)), b"v" * n)
+    if kind == 2:  # a varint: kind (6), dropped counts, or on an id's number
+        return varint(rng.choice((6, 10, 1, 2, 4)) << 3) + varint(rng.choice((0, 1, 127, 128, 300)))
+    if kind == 3:  # fixed64: start and end times, or on an id's number
+        return varint(rng.choice((7, 8, 1, 4)) << 3 | 1) + bytes(range(8))
+    if kind == 4:  # fixed32: flags (a two-byte tag), or under a one-byte tag
+        return varint(rng.choice((16, 13, 2)) << 3 | 5) + b"\x01\x02\x03\x04"
+    if kind == 5:  # a group
+        return varint(14 << 3 | 3) + varint(1 << 3 | 0) + b"\x05" + varint(14 << 3 | 4)
+    if kind == 6:  # an id under a two-byte tag (not the shortest encoding)
+        return bytes([rng.choice((1, 2, 4)) << 3 | 2 | 0x80, 0]) + varint(8) + b"i" * 8
+    if kind == 7:  # a field number above 15 (two-byte tag), length-delimited
+        return ld(rng.choice((16, 20, 300)), b"w" * rng.choice((0, 9)))
+    return ld(9, ld(1, b"gen_ai.operation.name") + ld(2, ld(1, b"chat")))
+
+
+def test_the_span_walk_reads_every_field_shape_as_python() -> None:
+    """The span walk (the ids read in one loop for the usual fields, anything else field by
+    field as before): spans of random fields of every shape, the first cut at every length
+    for some (inside its framing: the span's own fields truncated), give the ids, groups and
+    flags the upb parsers give, or are rejected by both."""
+    rng = random.Random(23)
+    for k in range(1500):
+        spans = [b"".join(_span_field(rng) for _ in range(rng.randint(0, 8))) for _ in range(3)]
+        firsts = [spans[0]]
+        if k % 10 == 0 and len(spans[0]) < 2000:
+            firsts = [spans[0][:n] for n in range(len(spans[0]) + 1)]
+        for first in firsts:
+            cut = request([resource_spans([scope_spans([first, *spans[1:]], b"s")], b"r")])
+            try:
+                expected: Any = reference_ingest(cut)
+            except DecodeError:
+                with pytest.raises(ValueError):
+                    native_ingest(cut)
+                continue
+            assert native_ingest(cut) == expected, (k, first, spans[1:])
+
+
 def test_ingest_interns_groups() -> None:
     raw = INGEST_CASES["several resources and scopes, trace across them"]
     interned: dict[Any, Any] = {}
@@ -686,6 +771,36 @@ def facts_workload(seed: int) -> list[bytes]:
 def test_facts_give_identical_results_on_both_paths(seed: int) -> None:
     """Duplicate keys, non-string and long values, statuses, exception events, odd names."""
     reqs = facts_workload(seed)
+    native_out, native_state = asyncio.run(run(True, reqs, []))
+    python_out, python_state = asyncio.run(run(False, reqs, []))
+    assert native_out == python_out
+    assert native_state == python_state
+
+
+@pytest.mark.usefixtures("same_accounting")
+def test_agents_and_types_read_again_give_what_decoding_gives() -> None:
+    """The agents and workflow types a root names are taken from those interned before when
+    their bytes are one's ASCII, not decoded again: names of one length a byte apart, a name
+    and its prefix, non-ASCII and invalid UTF-8 (decoded with replacement), more names than
+    are kept (the oldest replaced), each read again in later requests and within one; on
+    both paths, the same stamps, agents and root facts."""
+    rng = random.Random(29)
+    names = [b"alpha", b"alphb", b"alph", b"alphaa", b"bravo", "\u00e9t\u00e9".encode(),
+             b"\xff\xfeab", b"caf\xc3", b"delta", b"echo1", b"echo2", b"echo3", b"fox"]  # fmt: skip
+    reqs = []
+    for r in range(6):
+        spans = []
+        for t in range(12):
+            trace_id = (r * 100 + t + 1).to_bytes(16, "big")
+            agent, kind = rng.choice(names), rng.choice(names)
+            attrs = kv(b"gen_ai.agent.name", s_(agent))
+            if rng.random() < 0.5:
+                attrs += kv(b"workflow.type", s_(kind))
+            name = b"workflow." + rng.choice(names)
+            spans.append(ld(1, trace_id) + ld(2, b"r" * 8) + ld(5, name) + attrs)
+            child = kv(b"gen_ai.agent.name", s_(rng.choice(names)))
+            spans.append(ld(1, trace_id) + ld(2, b"c" * 8) + ld(4, b"q" * 8) + ld(5, b"op") + child)
+        reqs.append(request([resource_spans([scope_spans(spans)])]))
     native_out, native_state = asyncio.run(run(True, reqs, []))
     python_out, python_state = asyncio.run(run(False, reqs, []))
     assert native_out == python_out
