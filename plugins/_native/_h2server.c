@@ -753,36 +753,40 @@ Session_feed(SessionObject *S, PyObject *arg)
 static PyObject *
 session_output(nghttp2_session *session)
 {
+    /* written straight into the bytes returned (grown fourfold: a request's DATA frames come
+     * 16 KiB at a time, and each growth may copy what was gathered; cut to its length at the
+     * end): no copy of the whole output made after it was gathered */
     PyObject *out = NULL;
-    char *acc = NULL;
-    size_t total = 0, cap = 0;
+    Py_ssize_t total = 0, cap = 0;
     for (;;) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(session, &data);
         if (n < 0) {
             PyErr_Format(PyExc_ValueError, "HTTP/2: %s", nghttp2_strerror((int)n));
-            goto done;
+            Py_XDECREF(out);
+            return NULL;
         }
         if (n == 0)
             break;
-        if (total + (size_t)n > cap) {
-            size_t ncap = cap ? cap * 2 : 4096;
-            while (ncap < total + (size_t)n)
+        if (total + n > cap) {
+            Py_ssize_t ncap = cap ? cap * 4 : 4096;
+            while (ncap < total + n)
                 ncap *= 2;
-            char *fresh = PyMem_Realloc(acc, ncap);
-            if (fresh == NULL) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            acc = fresh;
+            if (out == NULL)
+                out = PyBytes_FromStringAndSize(NULL, ncap);
+            else
+                _PyBytes_Resize(&out, ncap); /* on failure: out freed, NULL */
+            if (out == NULL)
+                return NULL;
             cap = ncap;
         }
-        memcpy(acc + total, data, (size_t)n);
-        total += (size_t)n;
+        memcpy(PyBytes_AS_STRING(out) + total, data, (size_t)n);
+        total += n;
     }
-    out = PyBytes_FromStringAndSize(acc ? acc : "", (Py_ssize_t)total);
-done:
-    PyMem_Free(acc);
+    if (out == NULL)
+        return PyBytes_FromStringAndSize("", 0);
+    if (total != cap)
+        _PyBytes_Resize(&out, total);
     return out;
 }
 
@@ -1268,7 +1272,11 @@ static PyTypeObject SessionType = {
 
 typedef struct ccall {
     int32_t id;
-    uint8_t *req;
+    /* the request: the 5-byte gRPC message prefix, then the message itself, read where the
+     * caller's bytes are (a buffer held until sent, not copied) */
+    uint8_t prefix[5];
+    Py_buffer msg;
+    int has_msg;
     size_t req_len, req_off;
     uint8_t *body;
     size_t body_len, body_cap;
@@ -1297,7 +1305,8 @@ ccall_free(ClientObject *C, ccall *x)
     if (x->next)
         x->next->prev = x->prev;
     C->ncalls--;
-    PyMem_Free(x->req);
+    if (x->has_msg)
+        PyBuffer_Release(&x->msg);
     PyMem_Free(x->body);
     PyMem_Free(x->message);
     PyMem_Free(x->details);
@@ -1424,15 +1433,26 @@ c_read_request(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t
                uint32_t *data_flags, nghttp2_data_source *source, void *user)
 {
     ccall *x = source->ptr;
-    size_t n = x->req_len - x->req_off;
+    size_t n = x->req_len - x->req_off, done = 0;
     if (n > length)
         n = length;
-    memcpy(buf, x->req + x->req_off, n);
-    x->req_off += n;
+    if (x->req_off < 5 && n > 0) { /* the prefix first */
+        done = 5 - x->req_off;
+        if (done > n)
+            done = n;
+        memcpy(buf, x->prefix + x->req_off, done);
+        x->req_off += done;
+    }
+    if (done < n) {
+        memcpy(buf + done, (const uint8_t *)x->msg.buf + (x->req_off - 5), n - done);
+        x->req_off += n - done;
+    }
     if (x->req_off == x->req_len) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        PyMem_Free(x->req); /* sent: not needed any more */
-        x->req = NULL;
+        if (x->has_msg) { /* sent: not needed any more */
+            PyBuffer_Release(&x->msg);
+            x->has_msg = 0;
+        }
         x->req_len = x->req_off = 0;
     }
     return (ssize_t)n;
@@ -1544,17 +1564,15 @@ Client_request(ClientObject *C, PyObject *args)
     }
     x->grpc_status = -1;
     x->req_len = (size_t)message.len + 5;
-    x->req = PyMem_Malloc(x->req_len);
-    if (x->req == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    x->req[0] = compressed ? 1 : 0;
-    x->req[1] = (uint8_t)((size_t)message.len >> 24);
-    x->req[2] = (uint8_t)((size_t)message.len >> 16);
-    x->req[3] = (uint8_t)((size_t)message.len >> 8);
-    x->req[4] = (uint8_t)message.len;
-    memcpy(x->req + 5, message.buf, (size_t)message.len);
+    x->prefix[0] = compressed ? 1 : 0;
+    x->prefix[1] = (uint8_t)((size_t)message.len >> 24);
+    x->prefix[2] = (uint8_t)((size_t)message.len >> 16);
+    x->prefix[3] = (uint8_t)((size_t)message.len >> 8);
+    x->prefix[4] = (uint8_t)message.len;
+    /* the message's buffer held by the call (read as it is sent, not copied) */
+    x->msg = message;
+    x->has_msg = 1;
+    message.obj = NULL;
     nghttp2_data_provider provider;
     provider.source.ptr = x;
     provider.read_callback = c_read_request;
@@ -1573,7 +1591,8 @@ Client_request(ClientObject *C, PyObject *args)
     result = PyLong_FromLong(id);
 done:
     if (x != NULL) {
-        PyMem_Free(x->req);
+        if (x->has_msg)
+            PyBuffer_Release(&x->msg);
         PyMem_Free(x);
     }
     PyMem_Free(nv);

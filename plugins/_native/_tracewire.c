@@ -3449,6 +3449,40 @@ next_other(PyObject *others, Py_ssize_t k)
     return v < 0 ? -1 : v;
 }
 
+/* Whether a chunk's spans may hold one of the markers: the common part searched once through
+ * the bytes the chunk's spans span (not span by span), without the span at skip_index (the root
+ * given its own suffix, never searched; its bytes often hold a stamp key). Spans are disjoint
+ * ranges of the chunk's data: a span holding the common part has it inside the range searched.
+ * 0: none of the chunk's searched spans can hold a marker; 1: some may (searched span by span). */
+static int
+chunk_may_hold_marker(const chunk *ch, Py_ssize_t first_index, Py_ssize_t skip_index,
+                      common_part common)
+{
+    Py_ssize_t lo = PY_SSIZE_T_MAX, hi = 0, skip_lo = -1, skip_hi = -1;
+    for (Py_ssize_t j = 0; j < ch->n; j++) {
+        const rec *r = &ch->recs[j];
+        Py_ssize_t a = (Py_ssize_t)r->off, e = a + (Py_ssize_t)r->len;
+        if (first_index + j == skip_index) {
+            skip_lo = a;
+            skip_hi = e;
+            continue;
+        }
+        if (a < lo)
+            lo = a;
+        if (e > hi)
+            hi = e;
+    }
+    if (hi <= lo)
+        return 0;
+    const uint8_t *d = chunk_data(ch);
+    if (skip_lo >= lo && skip_hi <= hi) { /* the skipped span in between: its two sides */
+        slice before = {d + lo, skip_lo - lo}, after = {d + skip_hi, hi - skip_hi};
+        return contains(before, common.p, common.n) || contains(after, common.p, common.n);
+    }
+    slice all = {d + lo, hi - lo};
+    return contains(all, common.p, common.n);
+}
+
 /* a held trace's spans into the buckets, as add_item, the span at root_index followed by
  * root_extra too when it is not NULL, and (a stamp given) each span in the trace's others
  * followed by its others_extra (the trace is kept alive by the caller; its chunks stay where
@@ -3471,8 +3505,14 @@ add_trace(buckets *b, PyObject *keep, TraceObject *t, PyObject *suffix, PyObject
         if ((other = next_other(others, 0)) == -2)
             return -1;
     }
+    /* the root given its own suffix is not searched */
+    Py_ssize_t skip_index = root_suffix != NULL && stamp != Py_None ? root_index : -1;
     for (Py_ssize_t c = 0; c < nchunks; c++) {
         const chunk *ch = t->chunks[c];
+        /* a chunk of several spans searched once first: most hold no marker */
+        int chunk_search = search && common.n && ch->n > 1
+                               ? chunk_may_hold_marker(ch, index, skip_index, common)
+                               : search;
         for (Py_ssize_t j = 0; j < ch->n; j++, index++) {
             const rec *r = &ch->recs[j];
             slice span = rec_span(ch, r);
@@ -3485,7 +3525,7 @@ add_trace(buckets *b, PyObject *keep, TraceObject *t, PyObject *suffix, PyObject
             PyObject *sfx = suffix;
             if (index == root_index && root_suffix != NULL && stamp != Py_None)
                 sfx = root_suffix;
-            else if (search && has_marker_filtered(span, markers, common)) {
+            else if (chunk_search && has_marker_filtered(span, markers, common)) {
                 PyObject *arg = bytes_of(span);
                 if (arg == NULL)
                     return -1;

@@ -92,12 +92,37 @@ def test_pieces_compress_to_their_concatenation(backend: str, level: int) -> Non
 
 @pytest.mark.skipif(compression.BACKEND != "isal", reason="ISA-L not installed")
 @pytest.mark.parametrize("level", [0, 1, 9])
-def test_isal_pieces_give_the_whole_buffers_bytes(level: int) -> None:
-    """With ISA-L the pieces are joined and compressed in one call (cheaper than its streaming
-    compressor): the member is byte for byte the one of the whole buffer."""
-    for pieces in pieces_cases():
-        if len(pieces) > 1:
-            assert gzip_compress(pieces, level) == gzip_compress(b"".join(pieces), level)
+def test_isal_takes_long_pieces_as_they_are_and_short_ones_joined_in_runs(
+    level: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ISA-L a piece of STREAM_PIECE bytes or more goes to the compressor as it is (not
+    copied into a join of the whole batch); consecutive shorter pieces are joined into runs of
+    about STREAM_PIECE (a call costs about what joining that much does); the member decodes to
+    the concatenation."""
+    fed: list[bytes] = []
+    real = compression._isal.compressobj
+
+    class Spy:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self.comp = real(*args, **kwargs)
+
+        def compress(self, data: bytes) -> bytes:
+            fed.append(data)
+            return bytes(self.comp.compress(data))
+
+        def flush(self) -> bytes:
+            return bytes(self.comp.flush())
+
+    monkeypatch.setattr(compression._isal, "compressobj", Spy)
+    big = compression.STREAM_PIECE
+    rng = random.Random(5)
+    long1, long2 = rng.randbytes(big), bytes(rng.randrange(4) for _ in range(3 * big))
+    short = [bytes(rng.randrange(4) for _ in range(big // 3 + 1)) for _ in range(4)]
+    pieces = [short[0], long1, short[1], short[2], short[3], long2, short[0]]
+    packed = gzip_compress(pieces, level)
+    assert gzip.decompress(packed) == b"".join(pieces)
+    assert fed[1] is long1 and fed[3] is long2  # the long pieces themselves: no copy
+    assert fed == [short[0], long1, b"".join(short[1:4]), long2, short[0]]
 
 
 def test_pieces_compress_as_well_as_the_whole() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import sys
 from typing import Any
 
 import h2.config
@@ -813,3 +814,33 @@ def test_client_protocol_garbage() -> None:
     ended += c.take_done()
     assert c.usable() is False and c.want_io() is False
     assert [e[0] for e in ended] in ([], [sid])
+
+
+def test_client_sends_the_callers_message_where_it_is_and_lets_it_go_once_sent() -> None:
+    """A request holds the caller's message (a reference, no copy of it made) until its last
+    byte was handed out by data_to_send(), then releases it; a call cancelled or a session
+    dropped before that releases it too. What arrives is the message, framed, whole."""
+    b = Both()
+    message = bytes(range(256)) * 1200  # 307,200 bytes: many DATA frames, window updates
+    base = sys.getrefcount(message)
+    sid = b.client.request(CLIENT_HEADERS, message, True)
+    assert sys.getrefcount(message) == base + 1  # held by the call, not copied
+    b.pump()
+    assert [(c[0], c[4], c[5]) for c in b.calls] == [(sid, 1, message)]
+    assert sys.getrefcount(message) == base  # sent: released
+    b.server.respond(sid, 0)
+    b.pump()
+    assert [e[:3] for e in b.ended] == [(sid, 200, 0)]
+
+    held = bytes(100_000)
+    base = sys.getrefcount(held)
+    gone = b.client.request(CLIENT_HEADERS, held, False)
+    b.client.cancel(gone)
+    b.pump()
+    assert sys.getrefcount(held) == base
+    c = h2server.ClientSession(stream_window=65535, connection_window=65535)
+    c.request(CLIENT_HEADERS, held, False)
+    c.data_to_send()  # the first 64 KiB: the rest waits for the server's window
+    assert sys.getrefcount(held) == base + 1
+    del c
+    assert sys.getrefcount(held) == base

@@ -1251,6 +1251,54 @@ def test_release_reads_the_chunks_even_while_a_callback_adds_to_the_trace() -> N
     assert markers  # the stamp keys are the markers searched for
 
 
+def test_release_searches_a_chunk_once_and_asks_for_exactly_the_marked_spans() -> None:
+    """A chunk of several spans is searched for the markers' common part once (without the
+    root given its own suffix, whose bytes hold a stamp key) before span by span: suffix_for
+    is asked for exactly the spans holding a marker, wherever the root and they are in the
+    chunk, the marker at a span's first or last bytes, in a first or a second chunk."""
+    marker = kv(b"workflow.type", s_(b"preset"))
+    group = (b"res", b"", b"scope", b"")
+    for n in (2, 3, 5):
+        for root_at in range(n):
+            for marked_at in [None, *range(n)]:
+                for present in ((), ("workflow.type",)):
+                    for second_chunk in (False, True):
+                        spans = []
+                        for i in range(n):
+                            sid = bytes([65 + i]) * 8
+                            parent = b"" if i == root_at else bytes([65 + root_at]) * 8
+                            extra = marker if i in (root_at, marked_at) else b""
+                            if i == marked_at and i % 2:  # the marker at the span's start
+                                spans.append(marker + raw_span(T1, sid, parent))
+                            else:
+                                spans.append(raw_span(T1, sid, parent, extra))
+                        trace = tw.Trace(0.0, 0.0, 0.0, 400)
+                        ids = [bytes([65 + i]) * 8 for i in range(n)]
+                        parents = [b"" if i == root_at else ids[root_at] for i in range(n)]
+                        if second_chunk:  # a first chunk without a marker before them
+                            trace.add([raw_span(T1, b"z" * 8, ids[root_at])] * 2, [group] * 2,
+                                      [b"z" * 8] * 2, [ids[root_at]] * 2)  # fmt: skip
+                        trace.add(spans, [group] * n, ids, parents)
+                        trace.root = (True, "wf-1", "support", "success", ())
+                        trace.root_index = root_at + (2 if second_chunk else 0)
+                        trace.root_present = present
+                        asked: list[bytes] = []
+
+                        def suffix_for(span_raw: bytes, stamp: Any, asked: list = asked) -> bytes:
+                            asked.append(span_raw)
+                            return b"+"
+
+                        tw.release(*release_args([(T1, trace, "wait")], suffix_for=suffix_for))
+                        # the root (holding the marker) is searched when it gets no suffix
+                        # of its own, and only then
+                        want = [
+                            spans[i]
+                            for i in range(n)
+                            if (i == root_at and not present) or (i != root_at and i == marked_at)
+                        ]
+                        assert asked == want, (n, root_at, marked_at, present, second_chunk)
+
+
 def big_workload(seed: int) -> list[bytes]:
     """Traces of 65 to 150 spans (the depth is computed through a hash table), span and parent
     ids of odd lengths (duplicates and cycles among them), each trace over three requests and
