@@ -49,6 +49,7 @@ enum { B_TOOL, B_HTTP, B_WORKFLOW, B_A2A, NBOUNDS };
 #define CACHE_SLOTS 8192 /* power of two */
 #define MAX_DEFER_KEYS 64
 #define MAX_SHAPE_KEYS 1024
+#define WF_ROOT_MEMO 32
 
 /* -- Memory: the joiner's bounded memories (calls.py _Memory.items) --------------------------
  *
@@ -768,6 +769,11 @@ typedef struct {
      * the size failed_miss_size (a shape added makes it grow; one removed, forget_shapes) */
     uint64_t failed_miss[FAILED_MISSES];
     Py_ssize_t failed_miss_size;
+    /* learned's misses (the hashes, | 1, of shapes not in join_shapes, looked up there) while
+     * join_shapes has the size learned_miss_size, as failed_miss (a failed span's plain shape is
+     * looked up at every scan: its exception type makes the key learned) */
+    uint64_t learned_miss[FAILED_MISSES];
+    Py_ssize_t learned_miss_size;
     PyObject *failures;     /* dict or NULL: the last scan's failed spans' facts (take_failures) */
     PyObject *roots;        /* dict or NULL: the last scan's failed workflow roots' facts (take_roots) */
     /* the calls settle_simple counted since the last take_calls() (an aggs, see below) */
@@ -776,6 +782,13 @@ typedef struct {
     Py_ssize_t calls_n, calls_cap;
     void *calls_memo; /* memo_slot[MEMO_SLOTS]: get_entry's direct-mapped memo of calls_index */
     Py_ssize_t scratch_cap;
+    /* a scan's work buffers, kept from one scan to the next (taken by a scan, given back at its
+     * end; see scan_buffers_take): its held items, A2A producers and consumers, the join's
+     * groups (finish_join) and get_entry's memo (emptied) */
+    void *keep_held, *keep_a2a[2], *keep_groups, *keep_memo;
+    Py_ssize_t keep_held_cap, keep_a2a_cap[2], keep_groups_cap;
+    /* bit b set: a defer_names prefix starts with byte b (all set: an empty prefix) */
+    uint8_t defer_first[32];
     /* the settle paths' configuration (configure_settle): read once, kept until given again */
     settle_config settle;
     /* the workflow roots the last scan counted, for put_roots: their trace ids (end to end in
@@ -786,6 +799,8 @@ typedef struct {
     uint8_t *wf_root_ids;
     Py_ssize_t nwf_root_ids, capwf_root_ids;
     PyObject *wf_root_last;
+    PyObject *wf_root_memo[WF_ROOT_MEMO]; /* owned (NULL: not made yet); see remember_root */
+    int wf_root_memo_next;
 } Scanner;
 
 /* -- wire reading: pbwire.h -------------------------------------------------------------- */
@@ -1118,19 +1133,27 @@ static void observe(Scanner *self, entry *e, int which, double value, slice trac
     while (i < nb && b[i] < value) i++; /* bisect_left */
     e->buckets[i]++;
     if (self->max_exemplars && trace_id.n) {
+        /* (written in its slot: the next free one, else the oldest; ids read only inline and
+         * only as far as trace_n and span_n) */
+        exemplar *x;
+        if (e->nex < self->max_exemplars) x = &e->ex[e->nex++];
+        else { x = &e->ex[e->exnext]; e->exnext = (e->exnext + 1) % self->max_exemplars; }
+        x->value = value;
+        x->trace_n = trace_id.n;
+        x->span_n = span_id.n;
+        x->pos = -1;
         /* an absent span id has no place in the buffer (its pointer is NULL): offset 0 */
-        exemplar x = {value, 0, trace_id.n, 0, span_id.n, 0, {0}, -1};
         if (base != NULL) {
-            x.trace_off = trace_id.p - base;
-            x.span_off = span_id.n ? span_id.p - base : 0;
+            x->inl = 0;
+            x->trace_off = trace_id.p - base;
+            x->span_off = span_id.n ? span_id.p - base : 0;
         } else { /* inline (settle_simple): trace id 16 bytes, span id at most 8 */
-            x.inl = 1;
-            x.span_off = 16;
-            memcpy(x.ids, trace_id.p, trace_id.n);
-            if (span_id.n) memcpy(x.ids + 16, span_id.p, span_id.n);
+            x->inl = 1;
+            x->trace_off = 0;
+            x->span_off = 16;
+            memcpy(x->ids, trace_id.p, trace_id.n);
+            if (span_id.n) memcpy(x->ids + 16, span_id.p, span_id.n);
         }
-        if (e->nex < self->max_exemplars) e->ex[e->nex++] = x;
-        else { e->ex[e->exnext] = x; e->exnext = (e->exnext + 1) % self->max_exemplars; }
     }
 }
 
@@ -1384,6 +1407,29 @@ typedef struct {
 
 typedef struct { a2a_span *items; Py_ssize_t n, cap; } a2a_list;
 
+/* A scan's work buffers are kept by the scanner from one scan to the next (no allocation and
+ * growth per request): a scan takes one (the scanner's slot left empty: a scan within a scan, if
+ * any, allocates its own) and gives it back at its end, freed instead when the slot was filled
+ * meanwhile or it is larger than KEEP_MAX_BYTES. */
+#define KEEP_MAX_BYTES ((size_t)4 << 20)
+static void *take_buffer(void **keep, Py_ssize_t *keep_cap, Py_ssize_t *cap) {
+    void *buf = *keep;
+    *cap = buf != NULL ? *keep_cap : 0;
+    *keep = NULL;
+    *keep_cap = 0;
+    return buf;
+}
+
+static void keep_buffer(void **keep, Py_ssize_t *keep_cap, void *buf, Py_ssize_t cap, size_t item) {
+    if (buf == NULL) return;
+    if (*keep == NULL && (size_t)cap * item <= KEEP_MAX_BYTES) {
+        *keep = buf;
+        *keep_cap = cap;
+    } else {
+        PyMem_Free(buf);
+    }
+}
+
 static a2a_span *a2a_push(a2a_list *l) {
     if (l->n == l->cap) {
         Py_ssize_t cap = l->cap ? l->cap * 2 : 64;
@@ -1392,9 +1438,9 @@ static a2a_span *a2a_push(a2a_list *l) {
         l->items = items;
         l->cap = cap;
     }
-    a2a_span *x = &l->items[l->n++];
-    memset(x, 0, sizeof(*x));
-    return x;
+    /* (not cleared: a producer's span id and start are set, read and nothing else; a consumer's
+     * every field is set) */
+    return &l->items[l->n++];
 }
 
 /* A map of byte strings (slices into the request) to indexes >= 0: the traces of the join's
@@ -1404,9 +1450,24 @@ typedef struct { smap_slot *slots; Py_ssize_t cap, used; } smap;
 
 static uint64_t hash_mem(const uint8_t *p, Py_ssize_t n, uint64_t h);
 
+/* (a trace id, 16 bytes, mixed inline: hash_mem's loop and call cost more than the rest) */
+static inline uint64_t smap_hash(slice key) {
+    /* (8 to 24 bytes: a trace id, and a span id after it (link_only_clashes): the first two
+     * words and the last, overlapping, with the length) */
+    if (key.n < 8 || key.n > 24) return hash_mem(key.p, key.n, 7);
+    uint64_t a, b = 0, c;
+    memcpy(&a, key.p, 8);
+    if (key.n >= 16) memcpy(&b, key.p + 8, 8);
+    memcpy(&c, key.p + key.n - 8, 8);
+    uint64_t h = (a ^ 0x9E3779B97F4A7C15ULL ^ (uint64_t)key.n) * 0xBF58476D1CE4E5B9ULL;
+    h = (h ^ (h >> 31) ^ b) * 0x94D049BB133111EBULL;
+    h = (h ^ (h >> 29) ^ c) * 0xBF58476D1CE4E5B9ULL;
+    return h ^ (h >> 32);
+}
+
 static Py_ssize_t smap_find(const smap *m, slice key) {
     if (m->used == 0) return -1;
-    uint64_t h = hash_mem(key.p, key.n, 7);
+    uint64_t h = smap_hash(key);
     for (Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)(m->cap - 1));; i = (i + 1) & (m->cap - 1)) {
         const smap_slot *x = &m->slots[i];
         if (x->val < 0) return -1;
@@ -1432,7 +1493,7 @@ static int smap_put(smap *m, slice key, Py_ssize_t val) {
         m->slots = slots;
         m->cap = cap;
     }
-    uint64_t h = hash_mem(key.p, key.n, 7);
+    uint64_t h = smap_hash(key);
     Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)(m->cap - 1));
     for (;; i = (i + 1) & (m->cap - 1)) {
         smap_slot *x = &m->slots[i];
@@ -1479,25 +1540,46 @@ typedef struct {
     uint8_t link_only; /* a fallback item of a link-only shape (-2): its trace is not touched */
 } held_item;
 
+#define WF_MEMO 16
+#define VALID_OUTCOMES 4
 typedef struct {
     PyObject *fallback, *consumers; /* lists */
     int join;                       /* the join's common case is on */
     held_item *held;                /* the spans left to Python, in order (join only) */
     Py_ssize_t nheld, capheld;
     smap touched;                   /* traces with a span read in Python (join only) */
+    slice last_touched;             /* the last trace scan_spans put there (n -1: none) */
     Py_ssize_t nlink_only;          /* held fallback items of link-only shapes */
     PyObject *res_obj, *scope_obj;  /* the current resource and scope messages as bytes */
+    /* (learned) objects found equal to the current resource and scope messages (owned) */
+    PyObject *same_res, *same_scope;
     Py_ssize_t rs_start, rs_end, sc_start, sc_end; /* the current resource and scope messages */
     uint64_t ctx_hash; /* of the current resource and scope (0: not computed yet) */
     int scope_deferred; /* the current scope's name starts with a defer prefix */
     a2a_list producers, pending;    /* this request's producers and consumers */
     PyObject *workflows;                        /* dict: (type, outcome) -> [durations] */
+    /* count_execution's memo of workflows by identity: (type, outcome) (owned: their addresses
+     * are not reused while held) -> their list of durations (borrowed: the dict holds it) */
+    struct { PyObject *type, *outcome, *list; } wf_memo[WF_MEMO];
+    int nwf_memo;
+    PyObject *valid_outcomes[VALID_OUTCOMES]; /* (handle_span) outcome objects found valid: owned */
+    int nvalid_outcomes;
     aggs a;
     /* the request is scanned part by part (scan() given the encodings of a merged payload: their
      * concatenation is the request); every offset handed out is one into that concatenation */
     const uint8_t *part;  /* the part being scanned */
     Py_ssize_t part_off;  /* its offset in the request */
 } scan_state;
+
+static void wf_memo_clear(scan_state *st) {
+    for (int i = 0; i < st->nwf_memo; i++) {
+        Py_CLEAR(st->wf_memo[i].type);
+        Py_CLEAR(st->wf_memo[i].outcome);
+    }
+    st->nwf_memo = 0;
+    for (int i = 0; i < st->nvalid_outcomes; i++) Py_CLEAR(st->valid_outcomes[i]);
+    st->nvalid_outcomes = 0;
+}
 
 /* the offset in the request of a pointer into the part being scanned */
 static inline Py_ssize_t st_off(const scan_state *st, const uint8_t *p) { return st->part_off + (p - st->part); }
@@ -1537,7 +1619,47 @@ error:
 /* exception.type of the span's first exception event that has one (Span.events = 11, Event.name
  * = 2, Event.attributes = 3), as plugins._agentconv.exception_type: the AnyValue's string, ""
  * for another kind. found = 0 when no exception event names one. */
+static int exception_attr_walk(slice raw, const char *KEY, Py_ssize_t keylen, slice *out, int *found);
+
+/* exception_attr_of's answers for the span last asked about, per key (a failed span is asked
+ * about its exception type and message by several readers: failed_learned, failure_facts,
+ * root_facts), while exc_memo_on (a scan: the request's bytes do not move or change) */
+static struct {
+    const uint8_t *p;
+    Py_ssize_t n, keylen;
+    int rc, found;
+    slice out;
+} exc_memo[2];
+static int exc_memo_on;
+
+static void exc_memo_set(int on) {
+    exc_memo_on = on;
+    exc_memo[0].p = exc_memo[1].p = NULL;
+}
+
 static int exception_attr_of(slice raw, const char *KEY, Py_ssize_t keylen, slice *out, int *found) {
+    if (!exc_memo_on) return exception_attr_walk(raw, KEY, keylen, out, found);
+    int k = keylen == 14 ? 0 : 1; /* (exception.type, exception.message: a slot each) */
+    if (exc_memo[k].p == raw.p && exc_memo[k].p != NULL && exc_memo[k].n == raw.n && exc_memo[k].keylen == keylen) {
+        *found = exc_memo[k].found;
+        if (exc_memo[k].found) *out = exc_memo[k].out;
+        return exc_memo[k].rc;
+    }
+    int rc = exception_attr_walk(raw, KEY, keylen, out, found);
+    if (rc < 0) { /* (not kept: the error is raised again by the walk) */
+        exc_memo[k].p = NULL;
+        return rc;
+    }
+    exc_memo[k].p = raw.p;
+    exc_memo[k].n = raw.n;
+    exc_memo[k].keylen = keylen;
+    exc_memo[k].rc = rc;
+    exc_memo[k].found = *found;
+    if (*found) exc_memo[k].out = *out;
+    return rc;
+}
+
+static int exception_attr_walk(slice raw, const char *KEY, Py_ssize_t keylen, slice *out, int *found) {
     static const char EXC[] = "exception";
     *found = 0;
     reader r = {raw.p, raw.p + raw.n};
@@ -1588,7 +1710,7 @@ static int exception_type_of(slice raw, slice *out, int *found) {
     return exception_attr_of(raw, "exception.type", 14, out, found);
 }
 
-static int is_ascii(slice s) {
+static inline int is_ascii(slice s) {
     Py_ssize_t i = 0;
     uint64_t any = 0;
     for (; i + 8 <= s.n; i += 8) {
@@ -1596,7 +1718,13 @@ static int is_ascii(slice s) {
         memcpy(&w, s.p + i, 8);
         any |= w;
     }
-    for (; i < s.n; i++) any |= s.p[i];
+    if (i < s.n && s.n >= 8) { /* (the rest as the last word, overlapping the one before) */
+        uint64_t w;
+        memcpy(&w, s.p + s.n - 8, 8);
+        any |= w;
+    } else {
+        for (; i < s.n; i++) any |= s.p[i];
+    }
     return (any & 0x8080808080808080ULL) == 0;
 }
 
@@ -1790,8 +1918,11 @@ static PyObject *root_facts(Scanner *self, span_info *s) {
         }
         recoverable = rec ? self->s_true : self->s_false;
     }
-    out = Py_BuildValue("(OOOOdOOO)", wf_type, agent, outcome, tier, duration, error_label, severity,
-                        recoverable);
+    /* (as Py_BuildValue("(OOOOdOOO)") makes it) */
+    PyObject *items[8] = {Py_NewRef(wf_type), Py_NewRef(agent), Py_NewRef(outcome), Py_NewRef(tier),
+                          PyFloat_FromDouble(duration), Py_NewRef(error_label), Py_NewRef(severity),
+                          Py_NewRef(recoverable)};
+    out = tuple_steal(8, items);
 done:
     Py_XDECREF(owned_error);
     Py_XDECREF(owned_type);
@@ -1808,6 +1939,13 @@ static int has_prefix(slice text, PyObject *prefixes) {
         if (text.n >= n && memcmp(text.p, PyBytes_AS_STRING(b), n) == 0) return 1;
     }
     return 0;
+}
+
+/* has_prefix(name, self->defer_names), a name whose first byte starts no prefix answered
+ * without comparing (defer_first) */
+static inline int defer_name(Scanner *self, slice name) {
+    if (name.n && !(self->defer_first[name.p[0] >> 3] & (1u << (name.p[0] & 7)))) return 0;
+    return has_prefix(name, self->defer_names);
 }
 
 /* -- the workflow roots a scan counted (put_roots) ----------------------------------------------
@@ -1830,10 +1968,25 @@ static void wf_roots_clear(Scanner *self) {
 /* keeps the root of trace counted with (wf_type, agent): 0, or -1 on error */
 static int remember_root(Scanner *self, slice trace, Py_ssize_t at, PyObject *wf_type, PyObject *agent) {
     PyObject *value = self->wf_root_last;
-    /* (the last tuple holds its items: an object at the same address is the same object) */
+    /* (the last tuple holds its items: an object at the same address is the same object; so do
+     * the tuples of wf_root_memo, the last WF_ROOT_MEMO made, shared by every root of their
+     * type and agent objects) */
     if (value == NULL || PyTuple_GET_ITEM(value, 0) != wf_type || PyTuple_GET_ITEM(value, 1) != agent) {
-        if ((value = PyTuple_Pack(2, wf_type, agent)) == NULL) return -1;
-        Py_XSETREF(self->wf_root_last, value);
+        value = NULL;
+        for (int i = 0; i < WF_ROOT_MEMO && self->wf_root_memo[i] != NULL; i++) {
+            PyObject *t = self->wf_root_memo[i];
+            if (PyTuple_GET_ITEM(t, 0) == wf_type && PyTuple_GET_ITEM(t, 1) == agent) {
+                value = t;
+                break;
+            }
+        }
+        if (value == NULL) {
+            if ((value = PyTuple_Pack(2, wf_type, agent)) == NULL) return -1;
+            int at = self->wf_root_memo_next;
+            self->wf_root_memo_next = (at + 1) % WF_ROOT_MEMO;
+            Py_XSETREF(self->wf_root_memo[at], value); /* (the memo's reference) */
+        }
+        Py_XSETREF(self->wf_root_last, Py_NewRef(value));
     }
     if (self->nwf_roots == self->capwf_roots) {
         Py_ssize_t cap = self->capwf_roots ? self->capwf_roots * 2 : 16;
@@ -1872,19 +2025,32 @@ static int count_execution(Scanner *self, scan_state *st, span_info *s, PyObject
     e = get_entry(&st->a, M_WF_DURATION, wf_type, tier, NULL, NULL);
     if (e == NULL) return -1;
     observe_scan(self, e, B_WORKFLOW, duration, s->trace_id, s->span_id, ST_OFF(st, s->trace_id), ST_OFF(st, s->span_id));
-    PyObject *key = PyTuple_Pack(2, wf_type, outcome);
-    if (key == NULL) return -1;
-    PyObject *durations = PyDict_GetItemWithError(st->workflows, key);
-    if (durations == NULL) {
-        if (PyErr_Occurred() || (durations = PyList_New(0)) == NULL ||
-            PyDict_SetItem(st->workflows, key, durations) < 0) {
-            Py_XDECREF(durations);
-            Py_DECREF(key);
-            return -1;
+    PyObject *durations = NULL;
+    for (int i = 0; i < st->nwf_memo; i++)
+        if (st->wf_memo[i].type == wf_type && st->wf_memo[i].outcome == outcome) {
+            durations = st->wf_memo[i].list;
+            break;
         }
-        Py_DECREF(durations); /* the dict holds it */
+    if (durations == NULL) {
+        PyObject *key = PyTuple_Pack(2, wf_type, outcome);
+        if (key == NULL) return -1;
+        durations = PyDict_GetItemWithError(st->workflows, key);
+        if (durations == NULL) {
+            if (PyErr_Occurred() || (durations = PyList_New(0)) == NULL ||
+                PyDict_SetItem(st->workflows, key, durations) < 0) {
+                Py_XDECREF(durations);
+                Py_DECREF(key);
+                return -1;
+            }
+            Py_DECREF(durations); /* the dict holds it */
+        }
+        Py_DECREF(key);
+        if (st->nwf_memo < WF_MEMO) { /* (the first WF_MEMO pairs of the request) */
+            st->wf_memo[st->nwf_memo].type = Py_NewRef(wf_type);
+            st->wf_memo[st->nwf_memo].outcome = Py_NewRef(outcome);
+            st->wf_memo[st->nwf_memo++].list = durations;
+        }
     }
-    Py_DECREF(key);
     PyObject *d = PyFloat_FromDouble(duration);
     if (d == NULL || PyList_Append(durations, d) < 0) { Py_XDECREF(d); return -1; }
     Py_DECREF(d);
@@ -1900,7 +2066,7 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
     int root = s->parent.n == 0;
     int kind = (int)s->kind;
     /* joined across spans and requests, or classified by the dialect tables: Python's */
-    if (failed || tool || s->defer || st->scope_deferred || has_prefix(s->name, self->defer_names)) return 1;
+    if (failed || tool || s->defer || st->scope_deferred || defer_name(self, s->name)) return 1;
     if (!(root || kind == KIND_SERVER || kind == KIND_PRODUCER || kind == KIND_CONSUMER))
         return 0;
     PyObject *error_value = GET(K_ERROR_TYPE);
@@ -1941,8 +2107,14 @@ static int handle_span(Scanner *self, span_info *s, scan_state *st) {
         if (outcome == NULL && PyErr_Occurred()) return -1;
         int valid = 0;
         if (outcome != NULL) {
-            valid = PySequence_Contains(self->outcomes, outcome);
-            if (valid < 0) return -1;
+            /* (an outcome object found valid before in this scan: held in st, valid again) */
+            for (int i = 0; i < st->nvalid_outcomes && !valid; i++) valid = st->valid_outcomes[i] == outcome;
+            if (!valid) {
+                valid = PySequence_Contains(self->outcomes, outcome);
+                if (valid < 0) return -1;
+                if (valid && st->nvalid_outcomes < VALID_OUTCOMES)
+                    st->valid_outcomes[st->nvalid_outcomes++] = Py_NewRef(outcome);
+            }
         }
         if (!valid) {
             if (!(failed || truthy(error_value))) outcome = self->s_success_outcome;
@@ -2317,8 +2489,25 @@ static int find_message(slice msg, int number, slice *out) {
     int rc;
     out->p = NULL;
     out->n = 0;
-    while ((rc = next_field(&r, &f)) == 0)
+    for (;;) {
+        /* a length-delimited field of a one-byte tag and a length of one or two bytes (the spans
+         * of a scope, mostly) skipped at once, as next_field reads it; anything else (and what
+         * runs past the end: its error) read by next_field */
+        const uint8_t *p = r.p;
+        Py_ssize_t left = r.end - p;
+        if (left >= 3 && p[0] >= 8 && p[0] < 0x80 && (p[0] & 7) == 2) {
+            Py_ssize_t n = -1, h = 0;
+            if (p[1] < 0x80) { n = p[1]; h = 2; }
+            else if (p[2] < 0x80) { n = (Py_ssize_t)(p[1] & 0x7f) | ((Py_ssize_t)p[2] << 7); h = 3; }
+            if (n >= 0 && n <= left - h) {
+                if ((p[0] >> 3) == number) { out->p = p + h; out->n = n; }
+                r.p = p + h + n;
+                continue;
+            }
+        }
+        if ((rc = next_field(&r, &f)) != 0) break;
         if (f.number == (uint32_t)number && f.wire == 2) *out = f.data;
+    }
     return rc < 0 ? -1 : 0;
 }
 
@@ -2519,6 +2708,13 @@ static int join_id_of_span(const span_info *s, PyObject *key, slice *out) {
             if (!slice_eq(k, want)) continue;
             entry_usual(d + 2 + d[1], d + rec->entry.n, &v);
             nval = v.p != NULL;
+        } else if ((rec->flags & REC_HEAD) && entry_usual(rec->entry.p + 2 + rec->entry.p[1],
+                                                           rec->entry.p + rec->entry.n, &v)) {
+            /* (the usual encoding, as join_id_entry's first case reads it, without the call) */
+            const uint8_t *d = rec->entry.p;
+            k = (slice){d + 2, d[1]};
+            if (!slice_eq(k, want)) continue;
+            nval = v.p != NULL;
         } else {
             if (!join_id_entry(rec->entry, &k, &v, &nval)) return 0;
             if (!slice_eq(k, want)) continue;
@@ -2614,12 +2810,12 @@ static held_item *held_push(scan_state *st) {
     return x;
 }
 
-static void held_clear(scan_state *st) {
+static void held_clear(Scanner *self, scan_state *st) {
     for (Py_ssize_t i = 0; i < st->nheld; i++) {
         Py_CLEAR(st->held[i].item);
         Py_CLEAR(st->held[i].shape);
     }
-    PyMem_Free(st->held);
+    keep_buffer(&self->keep_held, &self->keep_held_cap, st->held, st->capheld, sizeof(held_item));
     st->held = NULL;
     st->nheld = st->capheld = 0;
 }
@@ -2639,8 +2835,39 @@ static uint64_t hash_mem(const uint8_t *p, Py_ssize_t n, uint64_t h) {
     return h ^ (h >> 32);
 }
 
+/* The hash of a shape (learned, failed_learned): two words at a time in two lanes, mixed at the
+ * end (hash_mem's mixing per word costs more on shapes of a few hundred bytes). Its values are
+ * only compared with each other (learned_cache, failed_miss): a collision costs a comparison,
+ * or leaves a failed span to Python (failed_learned). */
+static uint64_t shape_hash(const uint8_t *p, Py_ssize_t n, uint64_t h) {
+    uint64_t a = h ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL), b = 0xC2B2AE3D27D4EB4FULL ^ (h >> 7);
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        uint64_t w0, w1;
+        memcpy(&w0, p + i, 8);
+        memcpy(&w1, p + i + 8, 8);
+        a = (a ^ w0) * 0x9E3779B97F4A7C15ULL;
+        b = (b ^ w1) * 0xBF58476D1CE4E5B9ULL;
+        a ^= b >> 32;
+    }
+    if (i + 8 <= n) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        a = (a ^ w) * 0x9E3779B97F4A7C15ULL;
+        i += 8;
+    }
+    uint64_t w = 0;
+    if (i < n) memcpy(&w, p + i, (size_t)(n - i));
+    b = (b ^ w) * 0xBF58476D1CE4E5B9ULL;
+    uint64_t x = a ^ ((b << 31) | (b >> 33));
+    x ^= x >> 29;
+    x *= 0x94D049BB133111EBULL;
+    return x ^ (x >> 32);
+}
+
 static void learned_forget(Scanner *self) {
     self->failed_miss_size = -1; /* (failed_learned's misses forgotten too) */
+    self->learned_miss_size = -1;
     if (self->learned_cache == NULL || self->learned_used == 0) return;
     for (Py_ssize_t i = 0; i < LEARNED_SLOTS; i++) Py_CLEAR(self->learned_cache[i].key);
     self->learned_used = 0;
@@ -2652,7 +2879,8 @@ static inline int bytes_is(PyObject *b, const uint8_t *p, Py_ssize_t n) {
 
 /* 1 and *series when the Python side learned the shape in self->scratch[0..used) in the current
  * resource and scope, 0 when not, -1 on error. *shape: NULL, or that shape as bytes (a new
- * reference: made for the dict lookup, always when the answer is 0). What the dict gave is
+ * reference: made for the dict lookup, when the answer is 0 but for a miss remembered, see
+ * learned_miss). What the dict gave is
  * remembered by content (learned_cache): a shape learned is looked up in C the next times,
  * until the Python side removes or changes shapes (and calls forget_shapes). What is not there
  * is not remembered (the Python side may add it). */
@@ -2665,22 +2893,38 @@ static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series,
     *shape = NULL;
     if (st->ctx_hash == 0) st->ctx_hash = hash_mem(scope, nscope, hash_mem(res, nres, 1)) | 1;
     /* (*hash given: the hash of a key made of the one before it and more, see failed_learned) */
-    uint64_t h = *hash ? *hash : hash_mem(self->scratch, used, st->ctx_hash);
+    int plain = *hash == 0;
+    uint64_t h = plain ? shape_hash(self->scratch, used, st->ctx_hash) : *hash;
     *hash = h;
     learned_slot *cache = self->learned_cache;
     size_t i = (size_t)h & (LEARNED_SLOTS - 1);
     for (;;) {
         learned_slot *x = &cache[i];
         if (x->key == NULL) break;
-        if (x->hash == h && bytes_is(PyTuple_GET_ITEM(x->key, 2), self->scratch, used) &&
-            bytes_is(PyTuple_GET_ITEM(x->key, 0), res, nres) &&
-            bytes_is(PyTuple_GET_ITEM(x->key, 1), scope, nscope) &&
-            x->series < PyList_GET_SIZE(self->join_series)) {
-            *series = x->series;
-            return 1;
+        if (x->hash == h && bytes_is(PyTuple_GET_ITEM(x->key, 2), self->scratch, used)) {
+            /* (the resource and scope objects found equal before in this scope are held in st:
+             * the same object again is equal without comparing) */
+            PyObject *kres = PyTuple_GET_ITEM(x->key, 0), *kscope = PyTuple_GET_ITEM(x->key, 1);
+            int same = (kres == st->same_res || bytes_is(kres, res, nres)) &&
+                       (kscope == st->same_scope || bytes_is(kscope, scope, nscope));
+            if (same && x->series < PyList_GET_SIZE(self->join_series)) {
+                if (kres != st->same_res) Py_XSETREF(st->same_res, Py_NewRef(kres));
+                if (kscope != st->same_scope) Py_XSETREF(st->same_scope, Py_NewRef(kscope));
+                *series = x->series;
+                return 1;
+            }
         }
         i = (i + 1) & (LEARNED_SLOTS - 1);
     }
+    /* a plain shape missed before, join_shapes unchanged since: missed again without making
+     * the key (a failed span's: see learned_miss) */
+    Py_ssize_t size = PyDict_GET_SIZE(self->join_shapes);
+    if (self->learned_miss_size != size) {
+        memset(self->learned_miss, 0, sizeof(self->learned_miss));
+        self->learned_miss_size = size;
+    }
+    uint64_t *miss = &self->learned_miss[h & (FAILED_MISSES - 1)];
+    if (plain && *miss == (h | 1)) return 0;
     if (st->res_obj == NULL) {
         st->res_obj = PyBytes_FromStringAndSize((const char *)res, nres);
         if (st->res_obj == NULL) return -1;
@@ -2694,7 +2938,12 @@ static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series,
     PyObject *key = PyTuple_Pack(3, st->res_obj, st->scope_obj, *shape);
     if (key == NULL) return -1;
     PyObject *v = PyDict_GetItemWithError(self->join_shapes, key); /* borrowed */
-    if (v == NULL) { Py_DECREF(key); return PyErr_Occurred() ? -1 : 0; }
+    if (v == NULL) {
+        Py_DECREF(key);
+        if (PyErr_Occurred()) return -1;
+        if (plain && size == PyDict_GET_SIZE(self->join_shapes)) *miss = h | 1;
+        return 0;
+    }
     long n = PyLong_Check(v) ? PyLong_AsLong(v) : -2;
     if (!PyLong_Check(v)) PyErr_SetString(PyExc_TypeError, "join shapes map to int");
     else if (!(n == -1 && PyErr_Occurred()) && (n < -6 || n >= PyList_GET_SIZE(self->join_series)))
@@ -2712,7 +2961,13 @@ static int learned(Scanner *self, scan_state *st, Py_ssize_t used, long *series,
     return 1;
 }
 
-static void put_u64(uint8_t *o, uint64_t v) { for (int i = 0; i < 8; i++) o[i] = (uint8_t)(v >> (8 * i)); }
+static inline void put_u64(uint8_t *o, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(o, &v, 8); /* (the bytes below, least significant first) */
+#else
+    for (int i = 0; i < 8; i++) o[i] = (uint8_t)(v >> (8 * i));
+#endif
+}
 static uint64_t get_u64(const uint8_t *o) {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--) v = (v << 8) | o[i];
@@ -2747,28 +3002,41 @@ typedef struct {
  * has the span id of another span left to Python (packed or link-only) is touched: all of it
  * goes to Python. */
 static int link_only_clashes(scan_state *st) {
+    /* (a trace is touched when a link-only span's (trace, span) is another's of the spans left to
+     * Python, packed or link-only: the link-only spans' keys first, then the others' looked up
+     * among them) */
     smap seen = {NULL, 0, 0};
-    uint8_t *keys = PyMem_Malloc(st->nheld * 24);
+    uint8_t *keys = PyMem_Malloc(st->nlink_only * 24 + 24);
     int rc = -1;
     if (keys == NULL) { PyErr_NoMemory(); return -1; }
-    if (smap_reserve(&seen, st->nheld) < 0) goto done;
+    if (smap_reserve(&seen, st->nlink_only) < 0) goto done;
+    Py_ssize_t nkeys = 0;
     for (Py_ssize_t i = 0; i < st->nheld; i++) {
         held_item *x = &st->held[i];
-        if (x->item != NULL && !x->link_only) continue;
+        if (!x->link_only) continue;
         if (x->trace.n != 16 || x->span.n > 8) { /* (not packed: see scan_spans) */
-            if (x->link_only && smap_put(&st->touched, x->trace, 0) < 0) goto done;
+            if (smap_put(&st->touched, x->trace, 0) < 0) goto done;
             continue;
         }
-        uint8_t *k = keys + i * 24;
+        if (nkeys >= st->nlink_only) break; /* (cannot be: nlink_only counts them) */
+        uint8_t *k = keys + nkeys++ * 24;
         memcpy(k, x->trace.p, 16);
         memcpy(k + 16, x->span.p, x->span.n);
         slice key = {k, 16 + x->span.n};
-        Py_ssize_t j = smap_find(&seen, key);
-        if (j < 0) {
+        if (smap_find(&seen, key) < 0) {
             if (smap_put(&seen, key, i) < 0) goto done;
-        } else if ((x->link_only || st->held[j].link_only) && smap_put(&st->touched, x->trace, 0) < 0) {
+        } else if (smap_put(&st->touched, x->trace, 0) < 0) {
             goto done;
         }
+    }
+    uint8_t *k = keys + st->nlink_only * 24; /* (the lookups' key) */
+    for (Py_ssize_t i = 0; seen.used && i < st->nheld; i++) {
+        held_item *x = &st->held[i];
+        if (x->item != NULL || x->trace.n != 16 || x->span.n > 8) continue;
+        memcpy(k, x->trace.p, 16);
+        memcpy(k + 16, x->span.p, x->span.n);
+        slice key = {k, 16 + x->span.n};
+        if (smap_find(&seen, key) >= 0 && smap_put(&st->touched, x->trace, 0) < 0) goto done;
     }
     rc = 0;
 done:
@@ -2959,19 +3227,33 @@ static int finish_join(Scanner *self, scan_state *st) {
     PyObject *pending_hex = NULL; /* the hex of a trace whose group is not made yet */
     Py_ssize_t ngroups = 0;
     int rc = -1;
-    if (st->nheld) {
-        groups = PyMem_Calloc(st->nheld, sizeof(join_group));
-        if (groups == NULL) { PyErr_NoMemory(); goto done; }
+    /* (the kept buffer, see take_buffer: a group zeroed when made) */
+    Py_ssize_t groups_cap;
+    groups = take_buffer(&self->keep_groups, &self->keep_groups_cap, &groups_cap);
+    if (groups_cap < st->nheld) {
+        PyMem_Free(groups);
+        groups_cap = st->nheld;
+        groups = st->nheld ? PyMem_Malloc(st->nheld * sizeof(join_group)) : NULL;
+        if (st->nheld && groups == NULL) { PyErr_NoMemory(); goto done; }
     }
     if (st->nlink_only && link_only_clashes(st) < 0) goto done;
+    /* (the spans of a trace come one after the other, mostly: the last trace's lookups kept) */
+    slice last = {NULL, -1};
+    int last_touched = 0;
+    Py_ssize_t last_k = -1;
     for (Py_ssize_t i = 0; i < st->nheld; i++) {
         held_item *x = &st->held[i];
         if (x->item != NULL) continue;
-        if (smap_find(&st->touched, x->trace) >= 0) {
+        if (!slice_eq(last, x->trace)) {
+            last = x->trace;
+            last_touched = smap_find(&st->touched, x->trace) >= 0;
+            last_k = smap_find(&index, x->trace);
+        }
+        if (last_touched) {
             x->group = -1;
             continue;
         }
-        Py_ssize_t k = smap_find(&index, x->trace);
+        Py_ssize_t k = last_k;
         PyObject *trace = k >= 0 ? Py_NewRef(groups[k].trace) : bytes_of(x->trace);
         if (trace == NULL) goto done;
         if (x->series >= 0) {
@@ -3009,11 +3291,13 @@ static int finish_join(Scanner *self, scan_state *st) {
         }
         if (k < 0) {
             k = ngroups++;
+            memset(&groups[k], 0, sizeof(join_group));
             groups[k].trace = trace; /* owned */
             groups[k].hex = pending_hex; /* owned (or NULL) */
             pending_hex = NULL;
             groups[k].first = groups[k].first_link = -1;
             if (smap_put(&index, x->trace, k) < 0) goto done;
+            last_k = k;
         } else {
             Py_DECREF(trace);
         }
@@ -3089,7 +3373,7 @@ done:
         Py_XDECREF(groups[k].hex);
     }
     Py_XDECREF(pending_hex);
-    PyMem_Free(groups);
+    keep_buffer(&self->keep_groups, &self->keep_groups_cap, groups, groups_cap, sizeof(join_group));
     smap_free(&index);
     return rc;
 }
@@ -3119,7 +3403,7 @@ static int failed_learned(Scanner *self, scan_state *st, span_info *s, Py_ssize_
      * hashed again); a key missed before, join_shapes unchanged since: missed again without the
      * dict lookup (its shape and key objects made); a hash that is another key's only leaves the
      * span to Python */
-    uint64_t h = hash_mem(self->scratch + used, ext - used, plain) | 2;
+    uint64_t h = shape_hash(self->scratch + used, ext - used, plain) | 2;
     Py_ssize_t size = PyDict_GET_SIZE(self->join_shapes);
     if (self->failed_miss_size != size) {
         memset(self->failed_miss, 0, sizeof(self->failed_miss));
@@ -3196,6 +3480,8 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
     st->scope_deferred = scope_name.p != NULL && has_prefix(scope_name, self->defer_scopes);
     Py_CLEAR(st->res_obj); /* (made when needed: see learned) */
     Py_CLEAR(st->scope_obj);
+    Py_CLEAR(st->same_res);
+    Py_CLEAR(st->same_scope);
     st->ctx_hash = 0;
     reader r = {scope_spans.p, scope_spans.p + scope_spans.n};
     field f;
@@ -3319,7 +3605,10 @@ static int scan_spans(Scanner *self, slice scope_spans, scan_state *st) {
                     st->nlink_only++;
                     continue;
                 }
-                if (smap_put(&st->touched, s.trace_id, 0) < 0) return -1;
+                if (!slice_eq(st->last_touched, s.trace_id)) { /* (put already: the span before's trace) */
+                    if (smap_put(&st->touched, s.trace_id, 0) < 0) return -1;
+                    st->last_touched = s.trace_id;
+                }
                 continue;
             }
             if (PyList_Append(st->fallback, item) < 0) { Py_DECREF(item); return -1; }
@@ -3527,7 +3816,10 @@ static PyObject *build_result(Scanner *self, aggs *a, PyObject *buffer) {
                 exemplar *x = &e->ex[(e->nex < self->max_exemplars ? k : (e->exnext + k) % e->nex)];
                 const char *tp = x->inl ? (const char *)x->ids + x->trace_off : request_at(buffer, x->trace_off);
                 const char *sp = x->inl ? (const char *)x->ids + x->span_off : request_at(buffer, x->span_off);
-                PyObject *t = Py_BuildValue("(dy#y#n)", x->value, tp, x->trace_n, sp, x->span_n, x->pos);
+                /* (value, trace id, span id, position), as Py_BuildValue("(dy#y#n)") makes it */
+                PyObject *parts[4] = {PyFloat_FromDouble(x->value), PyBytes_FromStringAndSize(tp, x->trace_n),
+                                      PyBytes_FromStringAndSize(sp, x->span_n), PyLong_FromSsize_t(x->pos)};
+                PyObject *t = tuple_steal(4, parts);
                 if (t == NULL || PyList_Append(exemplars, t) < 0) {
                     Py_XDECREF(t); Py_DECREF(buckets); Py_DECREF(exemplars); Py_DECREF(labels);
                     goto error;
@@ -3539,7 +3831,10 @@ static PyObject *build_result(Scanner *self, aggs *a, PyObject *buffer) {
          * exemplars ends where as many observe() calls leave it, not only with the same ones):
          * with the ring full, its count modulo the ring's size is what matters (exnext) */
         int seen = e->nex < self->max_exemplars ? e->nex : self->max_exemplars + e->exnext;
-        PyObject *item = Py_BuildValue("(iNLdNNi)", e->metric, labels, e->count, e->sum, buckets, exemplars, seen);
+        /* (as Py_BuildValue("(iNLdNNi)") makes it: labels, buckets and exemplars stolen) */
+        PyObject *parts[7] = {PyLong_FromLong(e->metric), labels, PyLong_FromLongLong(e->count),
+                              PyFloat_FromDouble(e->sum), buckets, exemplars, PyLong_FromLong(seen)};
+        PyObject *item = tuple_steal(7, parts);
         if (item == NULL || PyList_Append(out, item) < 0) { Py_XDECREF(item); goto error; }
         Py_DECREF(item);
     }
@@ -3608,6 +3903,7 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
         return NULL;
     }
     if (scan_begin(self) < 0) return NULL;
+    exc_memo_set(1);
     self->join_late = 0; /* (take_late: this scan's) */
     Py_CLEAR(self->failures); /* (take_failures: this scan's) */
     Py_CLEAR(self->roots);    /* (take_roots: this scan's) */
@@ -3618,8 +3914,15 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     st.consumers = PyList_New(0);
     st.workflows = PyDict_New();
     st.a.index = PyDict_New();
-    st.a.memo = PyMem_Calloc(MEMO_SLOTS, sizeof(memo_slot));
+    /* (the kept buffers: see take_buffer; the memo kept empty) */
+    st.a.memo = self->keep_memo;
+    self->keep_memo = NULL;
+    if (st.a.memo == NULL) st.a.memo = PyMem_Calloc(MEMO_SLOTS, sizeof(memo_slot));
+    st.held = take_buffer(&self->keep_held, &self->keep_held_cap, &st.capheld);
+    st.producers.items = take_buffer(&self->keep_a2a[0], &self->keep_a2a_cap[0], &st.producers.cap);
+    st.pending.items = take_buffer(&self->keep_a2a[1], &self->keep_a2a_cap[1], &st.pending.cap);
     st.join = self->join_shapes != NULL && self->nshape_keys;
+    st.last_touched.n = -1;
     PyObject *result = NULL;
     if (st.fallback == NULL || st.consumers == NULL || st.workflows == NULL || st.a.index == NULL ||
         st.a.memo == NULL) {
@@ -3642,16 +3945,25 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *arg) {
     if (series == NULL) goto done;
     result = Py_BuildValue("(NOOO)", series, st.fallback, st.consumers, st.workflows);
 done:
-    held_clear(&st);
+    exc_memo_set(0);
+    held_clear(self, &st);
     smap_free(&st.touched);
     Py_XDECREF(st.res_obj);
     Py_XDECREF(st.scope_obj);
+    Py_XDECREF(st.same_res);
+    Py_XDECREF(st.same_scope);
+    wf_memo_clear(&st);
     Py_XDECREF(st.workflows);
     Py_XDECREF(st.fallback);
-    PyMem_Free(st.producers.items);
-    PyMem_Free(st.pending.items);
+    keep_buffer(&self->keep_a2a[0], &self->keep_a2a_cap[0], st.producers.items, st.producers.cap, sizeof(a2a_span));
+    keep_buffer(&self->keep_a2a[1], &self->keep_a2a_cap[1], st.pending.items, st.pending.cap, sizeof(a2a_span));
     Py_XDECREF(st.consumers);
     Py_XDECREF(st.a.index);
+    if (st.a.memo != NULL && self->keep_memo == NULL) {
+        memo_reset(st.a.memo);
+        self->keep_memo = st.a.memo;
+        st.a.memo = NULL;
+    }
     aggs_memo_clear(&st.a);
     PyMem_Free(st.a.entries);
     return result;
@@ -5996,6 +6308,12 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     }
     Py_XSETREF(self->defer_keys_obj, Py_NewRef(tuples[0]));
     Py_XSETREF(self->defer_names, Py_NewRef(tuples[1]));
+    memset(self->defer_first, 0, sizeof(self->defer_first));
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(tuples[1]); k++) {
+        PyObject *b = PyTuple_GET_ITEM(tuples[1], k);
+        if (PyBytes_GET_SIZE(b) == 0) memset(self->defer_first, 0xff, sizeof(self->defer_first));
+        else self->defer_first[(uint8_t)PyBytes_AS_STRING(b)[0] >> 3] |= (uint8_t)(1u << ((uint8_t)PyBytes_AS_STRING(b)[0] & 7));
+    }
     Py_XSETREF(self->defer_scopes, Py_NewRef(tuples[2]));
     Py_DECREF(empty);
     if (cache_size < 0) {
@@ -6118,10 +6436,16 @@ static void Scanner_dealloc(Scanner *self) {
     memo_reset(self->calls_memo);
     PyMem_Free(self->calls_memo);
     PyMem_Free(self->scratch);
+    PyMem_Free(self->keep_held);
+    PyMem_Free(self->keep_a2a[0]);
+    PyMem_Free(self->keep_a2a[1]);
+    PyMem_Free(self->keep_groups);
+    PyMem_Free(self->keep_memo); /* (kept empty) */
     wf_roots_clear(self);
     PyMem_Free(self->wf_roots);
     PyMem_Free(self->wf_root_ids);
     Py_XDECREF(self->wf_root_last);
+    for (int i = 0; i < WF_ROOT_MEMO; i++) Py_XDECREF(self->wf_root_memo[i]);
     PyObject **strs[] = {&self->s_success_outcome, &self->s_failed_outcome, &self->s_timeout,
                          &self->s_cancelled, &self->s_critical, &self->s_workflow,&self->s_unknown, &self->s_none, &self->s_error, &self->s_success,
                          &self->s_other, &self->s_true, &self->s_false, &self->s_failed,

@@ -1455,3 +1455,151 @@ async def test_the_connector_counts_a_merged_payload_as_its_joined_bytes(
         assert [[s.exemplars for s in m.series.values()] for m in merged.aggregator.metrics] == [
             [s.exemplars for s in m.series.values()] for m in whole.aggregator.metrics
         ]
+
+
+def workflow_roots(types: int, agents: int, trace0: int) -> tuple[bytes, list[Any], list[Any]]:
+    """A request of workflow roots that did not fail (counted in C), every (type, outcome) and
+    (type, agent) pair several times, interleaved: the request, its workflows in span order
+    ((type, outcome, duration)) and its roots ((trace id, (type, agent)))."""
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    outcomes = ("success", "failed", "timeout", "cancelled")
+    workflows, roots = [], []
+    n = 0
+    for rep in range(3):
+        for t in range(types):
+            for a in range(agents):
+                n += 1
+                outcome = outcomes[(t + a + rep) % 4]
+                span = ss.spans.add(
+                    trace_id=tid(trace0 + n),
+                    span_id=sid(n),
+                    name=f"workflow.type{t}",
+                    start_time_unix_nano=T0,
+                    end_time_unix_nano=T0 + n * 1_000_000,
+                )
+                span.attributes.extend(
+                    [
+                        kv("workflow.type", f"type{t}"),
+                        kv("workflow.outcome", outcome),
+                        kv("workflow.agent.id", f"agent-{a}"),
+                    ]
+                )
+                workflows.append((f"type{t}", outcome, round(n / 1000, 9)))
+                roots.append((tid(trace0 + n), (f"type{t}", f"agent-{a}")))
+    return req.SerializeToString(), workflows, roots
+
+
+def test_workflows_and_roots_of_many_pairs_are_each_their_own() -> None:
+    """The scan's workflows ((type, outcome) -> durations) and the roots it puts ((type, agent)
+    of each trace) for more pairs than its memos of them hold (count_execution's, by the
+    objects' identity; remember_root's shared tuples), in a scanner that scans again."""
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    scanner = conn._scanner
+    for trace0, types, agents in ((0, 9, 5), (10_000, 2, 2), (20_000, 13, 4)):
+        raw, workflows, roots = workflow_roots(types, agents, trace0)
+        _series, fallback, _consumers, got = scanner.scan(raw)
+        assert fallback == []
+        want: dict[tuple[str, str], list[float]] = {}
+        for wf_type, outcome, duration in workflows:
+            want.setdefault((wf_type, outcome), []).append(duration)
+        assert {k: [round(d, 9) for d in v] for k, v in got.items()} == want
+        assert list(got) == list(want)
+        memory = native.RootMemory(1 << 20)
+        scanner.put_roots(memory)
+        assert memory.items() == roots
+
+
+def test_a_span_named_with_a_defer_prefix_is_left_to_python() -> None:
+    """A span whose name starts with a prefix of the dialects' (defer_names) goes to Python, one
+    whose name only starts with the same byte, or is empty, is counted in C."""
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    prefixes = conn._defer_names
+    assert prefixes and b"" not in prefixes
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    want = []
+    names = [p + b"tail" for p in prefixes] + [p[:1] + b"\x01" for p in prefixes] + [b""]
+    for n, name in enumerate(names, 1):
+        span = ss.spans.add(trace_id=tid(n), span_id=sid(n), name=name.decode(), kind=2)
+        span.attributes.append(kv("http.request.method", "GET"))
+        if name.startswith(prefixes):
+            want.append(n)
+    assert want and len(want) < len(names)
+    raw = req.SerializeToString()
+    _series, fallback, _consumers, _workflows = conn._scanner.scan(raw)
+    left = [Span.FromString(raw[item[0] : item[1]]).span_id for item in fallback]
+    assert left == [sid(n) for n in want]
+
+
+def bench_requests(seed: int, count: int) -> list[bytes]:
+    """``count`` requests of the agent benchmark (``benchmarks.agent_pipeline``: 20 workflow
+    traces of 10 spans, tool calls with call ids, A2A pairs, every 5th workflow failed), fresh
+    trace ids."""
+    from benchmarks.agent_pipeline import Load, build_template, fill, marker_offsets
+
+    load = Load()
+    rng = random.Random(seed)
+    out = []
+    for variant in range(count):
+        template = build_template(load, variant % 8)
+        offsets = marker_offsets(template, load.traces_per_request)
+        ids = [rng.randbytes(16) for _ in range(load.traces_per_request)]
+        out.append(fill(template, offsets, ids))
+    return out
+
+
+async def test_requests_of_other_sizes_count_as_on_the_python_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The benchmark's requests, one, three or five joined, one after the other (the scanner's
+    work buffers kept from a larger request to a smaller one and back; the join's layers packed
+    once their shapes are learned): the metrics of the Python path."""
+    monkeypatch.setattr(time, "time_ns", lambda: T0)
+    fast, slow = connector(monkeypatch, "1"), connector(monkeypatch, "0")
+    reqs = bench_requests(11, 30)
+    at = 0
+    for size in (5, 1, 3, 1, 5, 1, 5, 3, 1, 5):
+        raw = b"".join(reqs[at : at + size])
+        at += size
+        await fast.consume(Traces(raw))
+        await slow.consume(Traces(raw))
+    assert fast._scanner is not None and fast.joiner.native_calls + len(fast.joiner) > 0
+    a, b = state(fast), state(slow)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name] == b[name], name
+
+
+def test_a_scanner_scans_each_request_as_a_fresh_one() -> None:
+    """A scanner keeps its work buffers (held spans, A2A spans, the join's groups, its memo of
+    series) from one scan to the next: requests of other sizes and kinds, scanned one after the
+    other, give what a fresh scanner gives for each (its scan, failures, roots, late layers)."""
+    bench = bench_requests(7, 3)
+    big = b"".join(bench)  # (600 spans, 60 traces)
+    roots_rng = random.Random(3)
+    failed = ExportTraceServiceRequest()
+    ss = failed.resource_spans.add().scope_spans.add()
+    ss.spans.extend(failed_root(roots_rng, 500 + k) for k in range(40))
+    sequence = [
+        big,
+        bench[1],
+        odd_ids_request(),
+        failed.SerializeToString(),
+        big,
+        workflow_roots(4, 3, 900)[0],
+        b"",
+        bench[2],
+        big,
+    ]
+    conn = AgentMetricsConnector(
+        settings(Kind.CONNECTOR, "agentmetrics"), AgentMetricsConfig(), Capture()
+    )
+    scanner = conn._scanner
+    for raw in sequence:
+        got = scanner.scan(raw), scanner.take_failures(), scanner.take_roots(), scanner.take_late()
+        assert got == scan_all(raw)
