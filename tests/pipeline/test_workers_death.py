@@ -239,6 +239,27 @@ def _owner(buf: Any, n: int) -> int:
     return _route.claim(_route.OwnerTable(buf, 0, 120), _tid(n), 2, int(time.time()))
 
 
+def _send_theirs(endpoint: str, routing: str, run_dir: str) -> tuple[list[int], int]:
+    """Traces worker 1 owns, their first spans sent and accepted, and how many spans were sent
+    in all: by trace id the 8 odd trace ids; by first arrival the first 4 traces the kernel's
+    placing (a new connection each) gave worker 1, worker 0's claimed on the way."""
+    if routing == "trace_id":
+        theirs = [2 * k + 1 for k in range(8)]  # odd trace ids: worker 1's
+        for n in theirs:
+            assert _send(endpoint, n)
+        return theirs, len(theirs)
+    theirs = []
+    with _table(run_dir) as buf:
+        for n in range(1, 200):  # a new connection each: the kernel places them
+            assert _send(endpoint, n)
+            if _owner(buf, n) == 1:
+                theirs.append(n)
+            if len(theirs) == 4:
+                break
+    assert len(theirs) == 4
+    return theirs, n
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("routing", ["trace_id", "first_arrival", "balanced"])
 def test_a_killed_workers_traces_are_taken_over_and_nothing_acknowledged_is_lost(
@@ -263,22 +284,7 @@ def test_a_killed_workers_traces_are_taken_over_and_nothing_acknowledged_is_lost
             "run_dir"
         ]
         # traces worker 1 owns, their first spans accepted before its death
-        if routing == "trace_id":
-            theirs = [2 * k + 1 for k in range(8)]
-            for n in theirs:
-                assert _send(endpoint, n)
-                accepted += 1
-        else:
-            theirs = []
-            with _table(run_dir) as buf:
-                for n in range(1, 200):  # a new connection each: the kernel places them
-                    assert _send(endpoint, n)
-                    accepted += 1
-                    if _owner(buf, n) == 1:
-                        theirs.append(n)
-                    if len(theirs) == 4:
-                        break
-            assert len(theirs) == 4
+        theirs, accepted = _send_theirs(endpoint, routing, run_dir)
         killed = time.monotonic()
         os.kill(worker_pids(gw)[1], signal.SIGKILL)
 
@@ -463,26 +469,10 @@ def test_parts_handed_over_to_a_worker_that_dies_go_to_the_adopter_not_late_to_i
                 if r.get("msg") == "everything is ready; serving" and r.get("worker") == 1
             )
 
-        accepted = 0
-        if routing == "trace_id":
-            theirs = [2 * k + 1 for k in range(8)]  # odd trace ids: worker 1's
-            for n in theirs:
-                assert _send(endpoint, n)
-                accepted += 1
-        else:
-            run_dir = next(
-                r for r in records() if r.get("msg") == "every worker is ready; serving"
-            )["run_dir"]
-            theirs = []
-            with _table(run_dir) as buf:
-                for n in range(1, 200):  # a new connection each: the kernel places them
-                    assert _send(endpoint, n)
-                    accepted += 1
-                    if _owner(buf, n) == 1:
-                        theirs.append(n)
-                    if len(theirs) == 4:
-                        break
-            assert len(theirs) == 4
+        run_dir = next(r for r in records() if r.get("msg") == "every worker is ready; serving")[
+            "run_dir"
+        ]
+        theirs, accepted = _send_theirs(endpoint, routing, run_dir)
         wait_for(lambda: sunk() >= accepted, timeout=60)  # what worker 1 took is delivered
         pid = worker_pids(gw)[1]
         text = config.read_text()
