@@ -588,35 +588,14 @@ needle_init(needle *nd, const void *p, Py_ssize_t n)
 #include <emmintrin.h>
 #define HAVE_SSE2_SEARCH 1
 
-/* whether s (n >= 2 bytes) starts at one of the 16 positions h[0 .. 15], given the vectors
- * of its first, middle and last bytes: those whose three bytes match compared in full. Reads
- * h[0 .. 15], h[mid .. mid+15] and h[n-1 .. n+14]. Three bytes, not two: a KeyValue key
- * marker starts with the tag every KeyValue and AnyValue string starts with. */
-static inline __attribute__((always_inline)) int
-block_sse2(const uint8_t *h, const uint8_t *s, Py_ssize_t n, Py_ssize_t mid, __m128i first,
-           __m128i middle, __m128i last)
-{
-    __m128i a = _mm_loadu_si128((const __m128i *)h);
-    __m128i m = _mm_loadu_si128((const __m128i *)(h + mid));
-    __m128i b = _mm_loadu_si128((const __m128i *)(h + n - 1));
-    unsigned mask = (unsigned)_mm_movemask_epi8(
-        _mm_and_si128(_mm_and_si128(_mm_cmpeq_epi8(a, first), _mm_cmpeq_epi8(b, last)),
-                      _mm_cmpeq_epi8(m, middle)));
-    while (mask) {
-        int bit = __builtin_ctz(mask);
-        if (memcmp(h + bit + 1, s + 1, (size_t)(n - 2)) == 0)
-            return 1;
-        mask &= mask - 1;
-    }
-    return 0;
-}
-
-/* whether hay contains s (2 <= n <= hay.n): 16 positions at a time, the last block ending at
- * the last possible start (overlapping the one before it: a position looked at twice only
- * repeats its answer), so every load stays inside hay (a block at i <= limit - 15 reads up to
- * h[i+n+14] <= h[hay.n-1]); fewer than 16 positions one by one */
-static int
-find_sse2(const uint8_t *s, Py_ssize_t n, slice hay)
+/* where s (2 <= n <= hay.n) first occurs in hay, or -1: 16 positions at a time (a block's
+ * candidates are those whose first, middle and last bytes match: three bytes, not two, since a
+ * KeyValue key marker starts with the tag every KeyValue and AnyValue string starts with),
+ * the last block ending at the last possible start (overlapping the one before it: a position
+ * looked at twice was already found not to match, so the lowest candidate is the first), so
+ * every load stays inside hay; fewer than 16 positions one by one */
+static Py_ssize_t
+find_sse2_at(const uint8_t *s, Py_ssize_t n, slice hay)
 {
     const uint8_t *h = hay.p;
     Py_ssize_t limit = hay.n - n; /* the last possible start */
@@ -624,16 +603,29 @@ find_sse2(const uint8_t *s, Py_ssize_t n, slice hay)
         for (Py_ssize_t i = 0; i <= limit; i++)
             if (h[i] == s[0] && h[i + n - 1] == s[n - 1] &&
                 memcmp(h + i + 1, s + 1, (size_t)(n - 2)) == 0)
-                return 1;
-        return 0;
+                return i;
+        return -1;
     }
     Py_ssize_t mid = n / 2, final = limit - 15;
     const __m128i first = _mm_set1_epi8((char)s[0]), last = _mm_set1_epi8((char)s[n - 1]);
     const __m128i middle = _mm_set1_epi8((char)s[mid]);
-    for (Py_ssize_t i = 0; i < final; i += 16)
-        if (block_sse2(h + i, s, n, mid, first, middle, last))
-            return 1;
-    return block_sse2(h + final, s, n, mid, first, middle, last);
+    for (Py_ssize_t i = 0;; i += 16) {
+        if (i > final)
+            i = final;
+        const uint8_t *b = h + i;
+        unsigned mask = (unsigned)_mm_movemask_epi8(_mm_and_si128(
+            _mm_and_si128(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)b), first),
+                          _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(b + n - 1)), last)),
+            _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(b + mid)), middle)));
+        while (mask) {
+            int bit = __builtin_ctz(mask);
+            if (memcmp(b + bit + 1, s + 1, (size_t)(n - 2)) == 0)
+                return i + bit;
+            mask &= mask - 1;
+        }
+        if (i == final)
+            return -1;
+    }
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -641,74 +633,102 @@ find_sse2(const uint8_t *s, Py_ssize_t n, slice hay)
 #define HAVE_AVX2_SEARCH 1
 static int have_avx2; /* set once at import (the CPU's AVX2, checked at run time) */
 
-/* block_sse2 for the 32 positions h[0 .. 31] (reads up to h[n+30]) */
-__attribute__((target("avx2"))) static inline __attribute__((always_inline)) int
-block_avx2(const uint8_t *h, const uint8_t *s, Py_ssize_t n, Py_ssize_t mid, __m256i first,
-           __m256i middle, __m256i last)
+/* the candidates among the 32 positions h[0 .. 31] (those whose first, middle and last bytes
+ * match s's; reads up to h[n+30]) */
+__attribute__((target("avx2"))) static inline __attribute__((always_inline)) unsigned
+mask_avx2(const uint8_t *h, Py_ssize_t n, Py_ssize_t mid, __m256i first, __m256i middle,
+          __m256i last)
 {
-    __m256i a = _mm256_loadu_si256((const __m256i *)h);
-    __m256i m = _mm256_loadu_si256((const __m256i *)(h + mid));
-    __m256i b = _mm256_loadu_si256((const __m256i *)(h + n - 1));
-    unsigned mask = (unsigned)_mm256_movemask_epi8(_mm256_and_si256(
-        _mm256_and_si256(_mm256_cmpeq_epi8(a, first), _mm256_cmpeq_epi8(b, last)),
-        _mm256_cmpeq_epi8(m, middle)));
+    return (unsigned)_mm256_movemask_epi8(_mm256_and_si256(
+        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)h), first),
+                         _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(h + n - 1)), last)),
+        _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(h + mid)), middle)));
+}
+
+/* the first candidate of mask at h that is s (its offset from h), or -1 */
+static inline __attribute__((always_inline)) Py_ssize_t
+first_of(unsigned mask, const uint8_t *h, const uint8_t *s, Py_ssize_t n)
+{
     while (mask) {
         int bit = __builtin_ctz(mask);
         if (memcmp(h + bit + 1, s + 1, (size_t)(n - 2)) == 0)
-            return 1;
+            return bit;
         mask &= mask - 1;
     }
-    return 0;
+    return -1;
 }
 
-/* find_sse2 with 32 positions at a time (hay at least n + 31 bytes long) */
-__attribute__((target("avx2"))) static int
-find_avx2(const uint8_t *s, Py_ssize_t n, slice hay)
+/* find_sse2_at, 64 positions at a time (two blocks of 32, one test for both: a long search
+ * costs about half the instructions of 32 at a time), then 32; hay at least n + 31 bytes */
+__attribute__((target("avx2"))) static Py_ssize_t
+find_avx2_at(const uint8_t *s, Py_ssize_t n, slice hay)
 {
     const uint8_t *h = hay.p;
-    Py_ssize_t mid = n / 2, final = hay.n - n - 31;
+    Py_ssize_t mid = n / 2, final = hay.n - n - 31, i = 0, at;
     const __m256i first = _mm256_set1_epi8((char)s[0]), last = _mm256_set1_epi8((char)s[n - 1]);
     const __m256i middle = _mm256_set1_epi8((char)s[mid]);
-    for (Py_ssize_t i = 0; i < final; i += 32)
-        if (block_avx2(h + i, s, n, mid, first, middle, last))
-            return 1;
-    return block_avx2(h + final, s, n, mid, first, middle, last);
+    for (; i + 32 <= final; i += 64) {
+        unsigned a = mask_avx2(h + i, n, mid, first, middle, last);
+        unsigned b = mask_avx2(h + i + 32, n, mid, first, middle, last);
+        if ((a | b) == 0)
+            continue;
+        if ((at = first_of(a, h + i, s, n)) >= 0)
+            return i + at;
+        if ((at = first_of(b, h + i + 32, s, n)) >= 0)
+            return i + 32 + at;
+    }
+    for (;; i += 32) {
+        if (i > final)
+            i = final;
+        at = first_of(mask_avx2(h + i, n, mid, first, middle, last), h + i, s, n);
+        if (at >= 0)
+            return i + at;
+        if (i == final)
+            return -1;
+    }
 }
 #endif
 
-/* whether hay contains s (2 <= n <= hay.n) */
-static inline int
-find_fast(const uint8_t *s, Py_ssize_t n, slice hay)
+/* where s (2 <= n <= hay.n) first occurs in hay, or -1 */
+static inline Py_ssize_t
+find_fast_at(const uint8_t *s, Py_ssize_t n, slice hay)
 {
 #ifdef HAVE_AVX2_SEARCH
     if (have_avx2 && hay.n - n >= 31)
-        return find_avx2(s, n, hay);
+        return find_avx2_at(s, n, hay);
 #endif
-    return find_sse2(s, n, hay);
+    return find_sse2_at(s, n, hay);
 }
 #endif
 
-static int
-needle_in(const needle *nd, slice hay)
+/* the offset of nd's first occurrence in hay, or -1 (Horspool without SIMD) */
+static Py_ssize_t
+needle_at(const needle *nd, slice hay)
 {
     Py_ssize_t n = nd->n;
     if (n == 0)
-        return 1;
-    if (n > hay.n)
         return 0;
+    if (n > hay.n)
+        return -1;
 #ifdef HAVE_SSE2_SEARCH
     if (n >= 2)
-        return find_fast(nd->p, n, hay);
+        return find_fast_at(nd->p, n, hay);
 #endif
     const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
     uint8_t tail = nd->p[n - 1];
     while (p <= last) {
         uint8_t c = p[n - 1];
         if (c == tail && memcmp(p, nd->p, (size_t)(n - 1)) == 0)
-            return 1;
+            return p - hay.p;
         p += nd->shift[c];
     }
-    return 0;
+    return -1;
+}
+
+static inline int
+needle_in(const needle *nd, slice hay)
+{
+    return needle_at(nd, hay) >= 0;
 }
 
 static int
@@ -720,7 +740,7 @@ contains(slice hay, const char *s, Py_ssize_t n)
         return 0;
 #ifdef HAVE_SSE2_SEARCH
     if (n >= 2)
-        return find_fast((const uint8_t *)s, n, hay);
+        return find_fast_at((const uint8_t *)s, n, hay) >= 0;
 #endif
 #ifdef _WIN32
     const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
@@ -1342,130 +1362,6 @@ common_needle(needle *out, slice a, slice b)
     if (best < 4)
         best = 0;
     needle_init(out, a.p + at, best);
-}
-
-/* Where a needle first occurs: the searches above with the place (the lowest start of a
- * block's candidates is the first: the blocks go forward and a position in the overlapping
- * last block was already found not to match), Horspool without SIMD */
-#ifdef HAVE_SSE2_SEARCH
-static Py_ssize_t
-find_sse2_at(const uint8_t *s, Py_ssize_t n, slice hay)
-{
-    const uint8_t *h = hay.p;
-    Py_ssize_t limit = hay.n - n; /* the last possible start */
-    if (limit < 15) {
-        for (Py_ssize_t i = 0; i <= limit; i++)
-            if (h[i] == s[0] && h[i + n - 1] == s[n - 1] &&
-                memcmp(h + i + 1, s + 1, (size_t)(n - 2)) == 0)
-                return i;
-        return -1;
-    }
-    Py_ssize_t mid = n / 2, final = limit - 15;
-    const __m128i first = _mm_set1_epi8((char)s[0]), last = _mm_set1_epi8((char)s[n - 1]);
-    const __m128i middle = _mm_set1_epi8((char)s[mid]);
-    for (Py_ssize_t i = 0;; i += 16) {
-        if (i > final)
-            i = final;
-        const uint8_t *b = h + i;
-        unsigned mask = (unsigned)_mm_movemask_epi8(_mm_and_si128(
-            _mm_and_si128(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)b), first),
-                          _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(b + n - 1)), last)),
-            _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(b + mid)), middle)));
-        while (mask) {
-            int bit = __builtin_ctz(mask);
-            if (memcmp(b + bit + 1, s + 1, (size_t)(n - 2)) == 0)
-                return i + bit;
-            mask &= mask - 1;
-        }
-        if (i == final)
-            return -1;
-    }
-}
-#endif
-
-#ifdef HAVE_AVX2_SEARCH
-/* the candidates of block_avx2 (the positions of h[0 .. 31] whose three bytes match) */
-__attribute__((target("avx2"))) static inline __attribute__((always_inline)) unsigned
-mask_avx2(const uint8_t *h, Py_ssize_t n, Py_ssize_t mid, __m256i first, __m256i middle,
-          __m256i last)
-{
-    return (unsigned)_mm256_movemask_epi8(_mm256_and_si256(
-        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)h), first),
-                         _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(h + n - 1)), last)),
-        _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(h + mid)), middle)));
-}
-
-/* the first candidate of mask at h that is s (its offset from h), or -1 */
-static inline __attribute__((always_inline)) Py_ssize_t
-first_of(unsigned mask, const uint8_t *h, const uint8_t *s, Py_ssize_t n)
-{
-    while (mask) {
-        int bit = __builtin_ctz(mask);
-        if (memcmp(h + bit + 1, s + 1, (size_t)(n - 2)) == 0)
-            return bit;
-        mask &= mask - 1;
-    }
-    return -1;
-}
-
-/* find_sse2_at, 64 positions at a time (two blocks of 32, one test for both: a long search
- * costs about half the instructions of find_avx2's), then 32; hay at least n + 31 bytes */
-__attribute__((target("avx2"))) static Py_ssize_t
-find_avx2_at(const uint8_t *s, Py_ssize_t n, slice hay)
-{
-    const uint8_t *h = hay.p;
-    Py_ssize_t mid = n / 2, final = hay.n - n - 31, i = 0, at;
-    const __m256i first = _mm256_set1_epi8((char)s[0]), last = _mm256_set1_epi8((char)s[n - 1]);
-    const __m256i middle = _mm256_set1_epi8((char)s[mid]);
-    for (; i + 32 <= final; i += 64) {
-        unsigned a = mask_avx2(h + i, n, mid, first, middle, last);
-        unsigned b = mask_avx2(h + i + 32, n, mid, first, middle, last);
-        if ((a | b) == 0)
-            continue;
-        if ((at = first_of(a, h + i, s, n)) >= 0)
-            return i + at;
-        if ((at = first_of(b, h + i + 32, s, n)) >= 0)
-            return i + 32 + at;
-    }
-    for (;; i += 32) {
-        if (i > final)
-            i = final;
-        at = first_of(mask_avx2(h + i, n, mid, first, middle, last), h + i, s, n);
-        if (at >= 0)
-            return i + at;
-        if (i == final)
-            return -1;
-    }
-}
-#endif
-
-/* the offset of nd's first occurrence in hay, or -1 (needle_in with the place) */
-static Py_ssize_t
-needle_at(const needle *nd, slice hay)
-{
-    Py_ssize_t n = nd->n;
-    if (n == 0)
-        return 0;
-    if (n > hay.n)
-        return -1;
-#ifdef HAVE_SSE2_SEARCH
-    if (n >= 2) {
-#ifdef HAVE_AVX2_SEARCH
-        if (have_avx2 && hay.n - n >= 31)
-            return find_avx2_at(nd->p, n, hay);
-#endif
-        return find_sse2_at(nd->p, n, hay);
-    }
-#endif
-    const uint8_t *p = hay.p, *last = hay.p + hay.n - n;
-    uint8_t tail = nd->p[n - 1];
-    while (p <= last) {
-        uint8_t c = p[n - 1];
-        if (c == tail && memcmp(p, nd->p, (size_t)(n - 1)) == 0)
-            return p - hay.p;
-        p += nd->shift[c];
-    }
-    return -1;
 }
 
 /* The common part of the tool markers looked for once along a ScopeSpans' spans, not once in
