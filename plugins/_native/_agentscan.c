@@ -857,6 +857,8 @@ typedef struct keyent {
     uint32_t kmask;  /* bit k: keys[k] equals it */
     uint32_t kmore;  /* kmask but k0 */
     int8_t k0;       /* the first k of kmask, NKEYS: none (see span_info) */
+    uint16_t voff, poff; /* the offsets of values[k0] and present[k0] in a span_info */
+    uint64_t wm;     /* a key of 15 bytes or more: its bytes 6 to 14 */
     uint8_t defer;   /* a defer key */
     uint8_t shape;   /* 0: no shape key, 1: its entry is part of the shape, 2: its presence */
     uint8_t ascii;   /* the key is ASCII */
@@ -1262,8 +1264,8 @@ static inline __attribute__((always_inline)) int entry_usual(const uint8_t *v, c
 static inline __attribute__((always_inline)) void attr_take(span_info *s, const keyent *e, slice value) {
     if (e == NULL) return;
     s->defer |= e->defer;
-    s->values[e->k0] = value;
-    s->present[e->k0] = 1;
+    memcpy((char *)s + e->voff, &value, sizeof value); /* (values[k0], present[k0]) */
+    ((uint8_t *)s)[e->poff] = 1;
     for (uint32_t mask = e->kmore; __builtin_expect(mask != 0, 0); mask &= mask - 1) {
         int k = __builtin_ctz(mask);
         s->values[k] = value;
@@ -1407,10 +1409,9 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
             const keyent *e = &keytab[x];
             if (e->w0 == w0 && e->w1 == w1 && klen <= 22) {
                 if (klen > 14) { /* (H's bytes 8 to 16, the key's 6 to 14) */
-                    uint64_t m0, m1;
+                    uint64_t m0;
                     memcpy(&m0, d + 8, 8);
-                    memcpy(&m1, e->key.p + 6, 8);
-                    if (m0 != m1) e = keytab_probe(self, d, klen, w0, w1, i);
+                    if (m0 != e->wm) e = keytab_probe(self, d, klen, w0, w1, i);
                 }
             } else {
                 e = keytab_probe(self, d, klen, w0, w1, i);
@@ -6035,6 +6036,7 @@ static int keytab_make(Scanner *self) {
                 e = &self->keytab[n];
                 e->key = key;
                 e->k0 = NKEYS;
+                if (key.n > 14) memcpy(&e->wm, key.p + 6, 8);
                 key_words(key, &e->w0, &e->w1);
                 e->ascii = (uint8_t)is_ascii(key);
                 size_t i = key_hash(e->w0, e->w1);
@@ -6047,6 +6049,8 @@ static int keytab_make(Scanner *self) {
                 else e->kmore |= 1u << k;
             } else if (t == 1) e->defer = 1;
             else if (e->shape == 0) e->shape = (uint8_t)(1 + self->shape_presence[k]);
+            e->voff = (uint16_t)(offsetof(span_info, values) + (size_t)e->k0 * sizeof(slice));
+            e->poff = (uint16_t)(offsetof(span_info, present) + (size_t)e->k0);
         }
     }
     return 0;
