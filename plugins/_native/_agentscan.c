@@ -712,7 +712,6 @@ typedef struct {
     Py_ssize_t cache_size; /* its bound (0: no cache) */
     double bounds[NBOUNDS][MAX_BUCKETS];
     int nbounds[NBOUNDS];
-    uint32_t key_sig[256]; /* bit k set: key k has this signature (see sig()) */
     PyObject *wf_prefix; /* bytes */
     PyObject *outcomes;  /* tuple of str: the valid workflow outcomes */
     int max_exemplars;
@@ -731,7 +730,6 @@ typedef struct {
     /* spans left to Python: attribute keys, span-name and scope-name prefixes (bytes) */
     slice defer_keys[MAX_DEFER_KEYS];
     int ndefer_keys;
-    uint64_t defer_sig[256]; /* bit k set: defer key k has this signature */
     PyObject *defer_keys_obj, *defer_names, *defer_scopes; /* owned tuples of bytes */
     /* the attribute keys a deferred span's shape holds (see span_shape); none configured: no
      * shapes (the fallback items have their short form) */
@@ -744,7 +742,7 @@ typedef struct {
     /* every distinct configured key (keys, defer keys, shape keys) by content, for parse_span
      * and the shapes: one lookup per attribute key (see keytab_find); NULL until initialised */
     struct keyent *keytab;
-    int16_t keyhead[256]; /* the first of keytab's keys of a signature (see sig()), -1: none */
+    int16_t *keyslot; /* keytab's hash table, KEYSLOTS (see keytab_probe): keytab index, -1: none */
     uint8_t *scratch;         /* the shape being built */
     /* the tool-call join's common case (see "the join's common case" below): the Python side's
      * learned shapes, its series table and its memory of settled layers (all Python-owned, read
@@ -805,10 +803,33 @@ typedef struct {
 
 /* -- wire reading: pbwire.h -------------------------------------------------------------- */
 
-/* A cheap signature of an attribute key (length, first and last byte): most attribute keys
- * of a span match no configured key's signature and are skipped without a comparison. */
-static inline unsigned sig(slice k) {
-    return k.n ? (unsigned)((k.n * 31u + k.p[0] * 7u + k.p[k.n - 1]) & 255u) : 0u;
+/* A configured key is found by its words (see keyent): those of its head in an attribute entry
+ * of the usual encoding, H = 0x0a, n (a one-byte length, or 0x80 | n & 0x7f for a key too long
+ * for one: never in such an entry), the key: H's first 8 bytes (zero-padded) and its last 8 (0
+ * when it has fewer): read from the entry as it is (the usual encoding, a key of 6 bytes or
+ * more: two loads), so that a key is told by one slot of a table and two comparisons (its length
+ * is in the first word); made from the key alone for the keys found otherwise (key_words). */
+#define KEYSLOTS 4096 /* keyslot's size: a power of two, at least 2 x (NKEYS + MAX_DEFER_KEYS + MAX_SHAPE_KEYS) */
+#define KEYSLOT_SHIFT 52 /* 64 - log2(KEYSLOTS) */
+
+static inline __attribute__((always_inline)) size_t key_hash(uint64_t w0, uint64_t w1) {
+    return (size_t)(((w0 ^ (w1 << 23 | w1 >> 41)) * 0x9E3779B97F4A7C15ULL) >> KEYSLOT_SHIFT);
+}
+
+/* the words of key k (as an entry of the usual encoding would give them, see above) */
+static void key_words(slice k, uint64_t *w0, uint64_t *w1) {
+    uint8_t h[16] = {0x0a, (uint8_t)(k.n < 0x80 ? k.n : 0x80 | (k.n & 0x7f))};
+    if (k.n >= 8) {
+        uint64_t a;
+        memcpy(&a, k.p, 8);
+        *w0 = (uint64_t)h[0] | (uint64_t)h[1] << 8 | a << 16;
+        memcpy(w1, k.p + k.n - 8, 8);
+        return;
+    }
+    if (k.n) memcpy(h + 2, k.p, (size_t)k.n); /* (H whole: at most 9 bytes) */
+    memcpy(w0, h, 8);
+    if (k.n >= 6) memcpy(w1, h + k.n + 2 - 8, 8);
+    else *w1 = 0;
 }
 
 /* (inline, a word at a time: attribute keys are short, a call to memcmp costs more; the
@@ -844,24 +865,56 @@ static inline int slice_eq(slice a, slice b) {
 
 /* A distinct configured attribute key: the scan keys equal to it, whether it is a defer key, and
  * what it is to a shape (is_shape_key's answer), so that an attribute key is looked up once
- * (keytab_find) instead of compared with every key of its signature in each table. */
+ * (keytab_probe, keytab_find) instead of compared with every key in each table. */
 typedef struct keyent {
-    slice key; /* (into key_bytes, defer_keys_obj or shape_keys_obj) */
-    int16_t next;   /* the next key of its signature, -1: none */
-    uint32_t kmask; /* bit k: keys[k] equals it */
-    uint8_t defer;  /* a defer key */
-    uint8_t shape;  /* 0: no shape key, 1: its entry is part of the shape, 2: its presence */
-    uint8_t ascii;  /* the key is ASCII */
+    uint64_t w0, w1; /* its words (see key_words) */
+    slice key;       /* (into key_bytes, defer_keys_obj or shape_keys_obj) */
+    uint32_t kmask;  /* bit k: keys[k] equals it */
+    uint32_t kmore;  /* kmask but k0 */
+    int8_t k0;       /* the first k of kmask, NKEYS: none (see span_info) */
+    uint16_t voff, poff; /* the offsets of values[k0] and present[k0] in a span_info */
+    uint64_t wm;     /* a key of 15 bytes or more: its bytes 6 to 14 */
+    uint8_t defer;   /* a defer key */
+    uint8_t shape;   /* 0: no shape key, 1: its entry is part of the shape, 2: its presence */
+    uint8_t ascii;   /* the key is ASCII */
 } keyent;
 
-/* the configured key equal to k, or NULL; g: sig(k) */
-static inline __attribute__((always_inline)) const keyent *keytab_find_sig(const Scanner *self, slice k, unsigned g) {
-    for (int i = self->keyhead[g]; i >= 0; i = self->keytab[i].next)
-        if (slice_eq(self->keytab[i].key, k)) return &self->keytab[i];
-    return NULL;
+/* the configured key at the head of the attribute entry d (of the usual encoding: tag 0x0a, the
+ * key's one-byte length klen, at least 6, and the key), whose words w0 and w1 are d's first 8
+ * bytes and the 8 ending with the key, from slot i (key_hash(w0, w1)) on; NULL: none. (parse_span
+ * looks at slot i itself: most keys of none end there, the table being mostly empty, and a
+ * configured key up to 14 bytes long is equal when its words are; a longer one also compared
+ * between them here.) */
+static __attribute__((noinline)) const keyent *keytab_probe(const Scanner *self, const uint8_t *d, Py_ssize_t klen,
+                                                             uint64_t w0, uint64_t w1, size_t i) {
+    for (;; i = (i + 1) & (KEYSLOTS - 1)) {
+        int x = self->keyslot[i];
+        if (x < 0) return NULL;
+        const keyent *e = &self->keytab[x];
+        if (e->w0 == w0 && e->w1 == w1) {
+            Py_ssize_t j = 8;
+            for (; j < klen - 6; j += 8) { /* (H's bytes between the words) */
+                uint64_t a, b;
+                memcpy(&a, d + j, 8);
+                memcpy(&b, e->key.p + j - 2, 8);
+                if (a != b) break;
+            }
+            if (j >= klen - 6) return e;
+        }
+    }
 }
 
-static inline const keyent *keytab_find(const Scanner *self, slice k) { return keytab_find_sig(self, k, sig(k)); }
+/* the configured key equal to k, or NULL */
+static const keyent *keytab_find(const Scanner *self, slice k) {
+    uint64_t w0, w1;
+    key_words(k, &w0, &w1);
+    for (size_t i = key_hash(w0, w1);; i = (i + 1) & (KEYSLOTS - 1)) {
+        int x = self->keyslot[i];
+        if (x < 0) return NULL;
+        const keyent *e = &self->keytab[x];
+        if (e->w0 == w0 && e->w1 == w1 && slice_eq(e->key, k)) return e;
+    }
+}
 
 /* -- decoded label values ----------------------------------------------------------------- */
 
@@ -922,9 +975,16 @@ static PyObject *cached_value(Scanner *self, slice raw, cache_slot **slot);
 
 /* cached_value of scan key k's value: the same text, without hashing the encoding when it is
  * the one the key had last (the values of a key repeat from span to span) */
-static inline PyObject *key_value(Scanner *self, int k, slice raw) {
+static __attribute__((noinline)) PyObject *key_value_cached(Scanner *self, int k, slice raw);
+
+static inline __attribute__((always_inline)) PyObject *key_value(Scanner *self, int k, slice raw) {
     if (self->value_memo[k].text != NULL && slice_eq((slice){self->value_memo[k].raw, self->value_memo[k].n}, raw))
         return self->value_memo[k].text;
+    return key_value_cached(self, k, raw);
+}
+
+/* key_value past its memo */
+static __attribute__((noinline)) PyObject *key_value_cached(Scanner *self, int k, slice raw) {
     cache_slot *slot;
     PyObject *text = cached_value(self, raw, &slot);
     if (slot != NULL) {
@@ -1198,8 +1258,8 @@ typedef struct {
     int64_t status_code;
     slice status_message;
     slice status; /* the last Status message (the shape's) */
-    slice values[NKEYS];
-    int present[NKEYS];
+    slice values[NKEYS + 1]; /* (values[NKEYS], present[NKEYS]: what keys of no scan key write) */
+    uint8_t present[NKEYS + 1];
     slice raw; /* the whole span */
     int defer; /* has one of the defer keys */
     int nattrs; /* attribute entries in attrs (more than MAX_ATTR_RECS: MAX_ATTR_RECS + 1) */
@@ -1223,53 +1283,36 @@ static inline __attribute__((always_inline)) int entry_usual(const uint8_t *v, c
     return 0;
 }
 
-/* one attribute entry (KeyValue) of a span, for parse_span */
-static inline __attribute__((always_inline)) int parse_attr(Scanner *self, span_info *s, slice data, int *nattrs) {
-    /* the usual encoding starts with the key (tag 0x0a, a one-byte length): a key
-     * whose signature no key or defer key has is skipped without reading further,
-     * another looked up among the configured keys; when only the value follows
-     * (entry_usual), both are taken as they are (the walk would find the same) */
+/* what a span's attribute entry of configured key e and value `value` says (e NULL: nothing) */
+static inline __attribute__((always_inline)) void attr_take(span_info *s, const keyent *e, slice value) {
+    if (e == NULL) return;
+    s->defer |= e->defer;
+    memcpy((char *)s + e->voff, &value, sizeof value); /* (values[k0], present[k0]) */
+    ((uint8_t *)s)[e->poff] = 1;
+    for (uint32_t mask = e->kmore; __builtin_expect(mask != 0, 0); mask &= mask - 1) {
+        int k = __builtin_ctz(mask);
+        s->values[k] = value;
+        s->present[k] = 1;
+    }
+}
+
+/* one attribute entry (KeyValue) of a span, for parse_span, in rec: the usual encoding (the key,
+ * tag 0x0a and a one-byte length, then nothing or only the value: entry_usual) taken as it is
+ * (the walk would find the same), anything else walked. (parse_span takes the usual entries of
+ * keys of 6 bytes or more itself: see there.) */
+static __attribute__((noinline)) int parse_attr(Scanner *self, span_info *s, slice data, attr_rec *rec) {
     const uint8_t *d = data.p;
     Py_ssize_t n = data.n;
     slice key = {NULL, 0}, value = {(const uint8_t *)"", 0};
-    attr_rec *rec;
-    if (__builtin_expect(*nattrs < MAX_ATTR_RECS, 1)) {
-        rec = &s->attrs[(*nattrs)++];
-    } else { /* (beyond: the spare last slot, nattrs MAX_ATTR_RECS + 1) */
-        rec = &s->attrs[MAX_ATTR_RECS];
-        *nattrs = MAX_ATTR_RECS + 1;
-    }
     rec->entry = data;
-    rec->flags = 0;
-    if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n) {
-        slice k0 = {d + 2, d[1]};
-        unsigned g = sig(k0);
-        if (self->key_sig[g] == 0 && self->defer_sig[g] == 0) {
-            rec->flags = REC_HEAD;
-            return 0;
-        }
-        const keyent *e = keytab_find_sig(self, k0, g);
+    if (n >= 2 && d[0] == 0x0a && d[1] < 0x80 && d[1] + 2 <= n && entry_usual(d + 2 + d[1], d + n, &value)) {
+        const keyent *e = keytab_find(self, (slice){d + 2, d[1]});
         rec->e = e;
-        if (e == NULL || (e->kmask == 0 && !e->defer)) {
-            /* no key and no defer key: nothing to take (an entry not of the usual
-             * encoding is walked, as before) */
-            if (entry_usual(d + 2 + d[1], d + n, &value)) {
-                rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
-                return 0;
-            }
-            rec->flags = REC_HEAD | REC_LOOKED;
-        } else if (entry_usual(d + 2 + d[1], d + n, &value)) {
-            rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
-            if (e->defer) s->defer = 1;
-            for (uint32_t mask = e->kmask; mask; mask &= mask - 1) {
-                int k = __builtin_ctz(mask);
-                s->values[k] = value;
-                s->present[k] = 1;
-            }
-            return 0;
-        }
+        rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
+        attr_take(s, e, value);
+        return 0;
     }
-    /* anything else: walked */
+    rec->flags = 0;
     reader kr = {d, d + n};
     field kf;
     int krc;
@@ -1278,42 +1321,168 @@ static inline __attribute__((always_inline)) int parse_attr(Scanner *self, span_
         else if (kf.number == 2 && kf.wire == 2) value = kf.data;
     }
     if (krc < 0) return -1;
-    if (key.p == NULL) return 0;
-    uint64_t dmask = self->defer_sig[sig(key)];
-    while (dmask && !s->defer) {
-        int k = __builtin_ctzll(dmask);
-        dmask &= dmask - 1;
-        if (slice_eq(key, self->defer_keys[k])) s->defer = 1;
-    }
-    uint32_t mask = self->key_sig[sig(key)];
-    while (mask) {
-        int k = __builtin_ctz(mask);
-        mask &= mask - 1;
-        if (slice_eq(key, self->keys[k])) { s->values[k] = value; s->present[k] = 1; }
-    }
+    if (key.p != NULL) attr_take(s, keytab_find(self, key), value);
     return 0;
 }
 
+/* a span's Status message (field 15), for parse_span */
+static __attribute__((noinline)) int parse_status(span_info *s, slice data) {
+    s->status = data;
+    reader sr = {data.p, data.p + data.n};
+    field sf;
+    int src;
+    while ((src = next_field(&sr, &sf)) == 0) {
+        if (sf.number == 3 && sf.wire == 0) s->status_code = (int64_t)sf.value;
+        else if (sf.number == 2 && sf.wire == 2) s->status_message = sf.data;
+    }
+    return src < 0 ? -1 : 0;
+}
+
+/* a span field of a one-byte tag and a one-byte length: its data in *out, the reader past it */
+#define SPAN_BYTES(out)                                                    \
+    if (len < 0x80 && len <= left - 2) {                                   \
+        (out) = (slice){p + 2, len};                                       \
+        p += 2 + len;                                                      \
+        continue;                                                          \
+    }                                                                      \
+    break
+
 static int parse_span(Scanner *self, slice raw, span_info *s) {
     /* (values[k] is read only where present[k]: not cleared) */
-    memset(s, 0, offsetof(span_info, values));
+    s->trace_id = s->span_id = s->parent = s->name = s->status_message = s->status = (slice){NULL, 0};
+    s->kind = s->status_code = 0;
+    s->start = s->end = 0;
     memset(s->present, 0, sizeof(s->present));
     s->defer = 0;
     s->raw = raw;
-    reader r = {raw.p, raw.p + raw.n};
-    field f;
-    int rc;
-    int nattrs = 0; /* (s->nattrs) */
+    const uint8_t *p = raw.p, *end = raw.p + raw.n;
+    /* the next attribute entry's record; those beyond MAX_ATTR_RECS all in the spare last one
+     * (over set) */
+    attr_rec *next = s->attrs;
+    int over = 0;
+    const int16_t *slots = self->keyslot;
+    const keyent *keytab = self->keytab;
+    /* the fields before the attributes in the order an encoder writes them (trace id, span id,
+     * parent, name, kind, start, end: the trace state is the loop's), each taken here when it
+     * has a one-byte tag and length (or varint), as the loop below would take it */
+#define SPAN_HEAD(tag, out)                                                          \
+    if (end - p >= 2 && p[0] == (tag) && p[1] < 0x80 && p[1] <= end - p - 2) {     \
+        (out) = (slice){p + 2, p[1]};                                                \
+        p += 2 + p[1];                                                               \
+    }
+    SPAN_HEAD(0x0a, s->trace_id)
+    SPAN_HEAD(0x12, s->span_id)
+    SPAN_HEAD(0x22, s->parent)
+    SPAN_HEAD(0x2a, s->name)
+#undef SPAN_HEAD
+    if (end - p >= 2 && p[0] == 0x30 && p[1] < 0x80) {
+        s->kind = p[1];
+        p += 2;
+    }
+    if (end - p >= 9 && p[0] == 0x39) {
+        memcpy(&s->start, p + 1, 8);
+        p += 9;
+    }
+    if (end - p >= 9 && p[0] == 0x41) {
+        memcpy(&s->end, p + 1, 8);
+        p += 9;
+    }
     for (;;) {
-        /* an attribute entry of the usual encoding (tag 0x4a, a one-byte length) taken without
-         * next_field (which finds the same: anything else, or a length past the end, goes there) */
-        if (r.end - r.p >= 2 && r.p[0] == 0x4a && r.p[1] < 0x80 && r.p[1] <= r.end - r.p - 2) {
-            slice entry = {r.p + 2, r.p[1]};
-            r.p += 2 + entry.n;
-            if (parse_attr(self, s, entry, &nattrs) < 0) return -1;
+        /* the usual fields (a one-byte tag, then a one-byte length, a one-byte varint or 8 bytes;
+         * an attribute entry's length of two bytes) taken without next_field, which finds the
+         * same (anything else, or a length past the end, goes there) */
+        Py_ssize_t left = end - p;
+        slice entry;
+        attr_rec *rec;
+        if (__builtin_expect(left < 2, 0)) goto field;
+        Py_ssize_t len = p[1];
+        if (p[0] == 0x4a) { /* an attribute entry (9): a length of one or two bytes */
+            const uint8_t *d = p + 2;
+            if (__builtin_expect(len >= 0x80, 0)) {
+                if (left < 3 || p[2] >= 0x80) goto field;
+                len = (len & 0x7f) | (Py_ssize_t)p[2] << 7;
+                d++;
+            }
+            if (len > end - d) goto field;
+            p = d + len;
+            rec = next;
+            if (__builtin_expect(rec != &s->attrs[MAX_ATTR_RECS], 1)) next = rec + 1;
+            else over = 1;
+            rec->entry = (slice){d, len};
+            /* the usual encoding (the key, tag 0x0a and a one-byte length, then nothing or only
+             * the value: entry_usual), a key of 6 bytes or more: its words read from the entry
+             * and looked up (see keytab_probe: the first slot here, and a key up to 22 bytes
+             * compared), the value as entry_usual finds it; anything else: parse_attr */
+            uint64_t w0, w1;
+            if (len < 8) goto attr;
+            memcpy(&w0, d, 8);
+            if ((w0 & 0x80ff) != 0x0a) goto attr;
+            Py_ssize_t klen = (uint8_t)(w0 >> 8);
+            if (klen < 6 || klen + 2 > len) goto attr;
+            slice value = {(const uint8_t *)"", 0};
+            if (!entry_usual(d + 2 + klen, d + len, &value)) goto attr;
+            memcpy(&w1, d + klen - 6, 8);
+            rec->flags = REC_HEAD | REC_LOOKED | REC_USUAL;
+            size_t i = key_hash(w0, w1);
+            int x = slots[i];
+            if (x < 0) { /* (a key of none, mostly) */
+                rec->e = NULL;
+                continue;
+            }
+            const keyent *e = &keytab[x];
+            if (e->w0 == w0 && e->w1 == w1 && klen <= 22) {
+                if (klen > 14) { /* (H's bytes 8 to 16, the key's 6 to 14) */
+                    uint64_t m0;
+                    memcpy(&m0, d + 8, 8);
+                    if (m0 != e->wm) e = keytab_probe(self, d, klen, w0, w1, i);
+                }
+            } else {
+                e = keytab_probe(self, d, klen, w0, w1, i);
+            }
+            rec->e = e;
+            attr_take(s, e, value);
             continue;
+        attr:
+            entry = (slice){d, len};
+            goto take;
         }
-        if ((rc = next_field(&r, &f)) != 0) break;
+        switch (p[0]) {
+        case 0x0a: SPAN_BYTES(s->trace_id); /* (1) */
+        case 0x12: SPAN_BYTES(s->span_id);  /* (2) */
+        case 0x22: SPAN_BYTES(s->parent);   /* (4) */
+        case 0x2a: SPAN_BYTES(s->name);     /* (5) */
+        case 0x30:                          /* kind (6) */
+            if (len < 0x80) {
+                s->kind = len;
+                p += 2;
+                continue;
+            }
+            break;
+        case 0x39: /* start (7) */
+            if (left >= 9) {
+                memcpy(&s->start, p + 1, 8);
+                p += 9;
+                continue;
+            }
+            break;
+        case 0x41: /* end (8) */
+            if (left >= 9) {
+                memcpy(&s->end, p + 1, 8);
+                p += 9;
+                continue;
+            }
+            break;
+        default: break;
+        }
+    field:;
+        reader r = {p, end};
+        field f;
+        int rc = next_field(&r, &f);
+        if (rc != 0) {
+            s->nattrs = over ? MAX_ATTR_RECS + 1 : (int)(next - s->attrs);
+            return rc < 0 ? -1 : 0;
+        }
+        p = r.p;
         switch (f.number) {
         case 1: if (f.wire == 2) s->trace_id = f.data; break;
         case 2: if (f.wire == 2) s->span_id = f.data; break;
@@ -1322,28 +1491,24 @@ static int parse_span(Scanner *self, slice raw, span_info *s) {
         case 6: if (f.wire == 0) s->kind = (int64_t)f.value; break;
         case 7: if (f.wire == 1) s->start = f.value; break;
         case 8: if (f.wire == 1) s->end = f.value; break;
-        case 9:
-            if (f.wire == 2 && parse_attr(self, s, f.data, &nattrs) < 0) return -1;
+        case 9: /* an attribute entry of another encoding */
+            if (f.wire == 2) {
+                entry = f.data;
+                rec = next;
+                if (__builtin_expect(rec != &s->attrs[MAX_ATTR_RECS], 1)) next = rec + 1;
+                else over = 1;
+            take:
+                if (parse_attr(self, s, entry, rec) < 0) return -1;
+            }
             break;
         case 15:
-            if (f.wire == 2) {
-                s->status = f.data;
-                reader sr = {f.data.p, f.data.p + f.data.n};
-                field sf;
-                int src;
-                while ((src = next_field(&sr, &sf)) == 0) {
-                    if (sf.number == 3 && sf.wire == 0) s->status_code = (int64_t)sf.value;
-                    else if (sf.number == 2 && sf.wire == 2) s->status_message = sf.data;
-                }
-                if (src < 0) return -1;
-            }
+            if (f.wire == 2 && parse_status(s, f.data) < 0) return -1;
             break;
         default: break;
         }
     }
-    s->nattrs = nattrs;
-    return rc < 0 ? -1 : 0;
 }
+#undef SPAN_BYTES
 
 /* get(): the decoded value, or NULL when absent (borrowed; NULL with an error set on failure) */
 #define GET(k) (s->present[k] ? key_value(self, k, s->values[k]) : NULL)
@@ -6160,7 +6325,9 @@ static PyObject *intern(const char *s) { return PyUnicode_InternFromString(s); }
 
 static void keytab_free(Scanner *self) {
     PyMem_Free(self->keytab);
+    PyMem_Free(self->keyslot);
     self->keytab = NULL;
+    self->keyslot = NULL;
 }
 
 /* keytab_find's table of the keys, defer keys and shape keys set (see keyent) */
@@ -6168,27 +6335,34 @@ static int keytab_make(Scanner *self) {
     int most = NKEYS + self->ndefer_keys + self->nshape_keys;
     keytab_free(self);
     self->keytab = PyMem_Calloc(most, sizeof(keyent));
-    if (self->keytab == NULL) { PyErr_NoMemory(); return -1; }
-    memset(self->keyhead, 0xff, sizeof(self->keyhead)); /* -1: none */
+    self->keyslot = PyMem_Malloc(KEYSLOTS * sizeof(int16_t));
+    if (self->keytab == NULL || self->keyslot == NULL) { keytab_free(self); PyErr_NoMemory(); return -1; }
+    memset(self->keyslot, 0xff, KEYSLOTS * sizeof(int16_t)); /* -1: none */
     int n = 0;
     for (int t = 0; t < 3; t++) {
         int count = t == 0 ? NKEYS : t == 1 ? self->ndefer_keys : self->nshape_keys;
         for (int k = 0; k < count; k++) {
             slice key = t == 0 ? self->keys[k] : t == 1 ? self->defer_keys[k] : self->shape_keys[k];
             keyent *e = (keyent *)keytab_find(self, key);
-            if (e == NULL) { /* (appended to its signature's chain: the chains keep the keys' order) */
-                unsigned g = sig(key);
-                int16_t *link = &self->keyhead[g];
-                while (*link >= 0) link = &self->keytab[*link].next;
+            if (e == NULL) {
                 e = &self->keytab[n];
-                *link = (int16_t)n++;
-                e->next = -1;
                 e->key = key;
+                e->k0 = NKEYS;
+                if (key.n > 14) memcpy(&e->wm, key.p + 6, 8);
+                key_words(key, &e->w0, &e->w1);
                 e->ascii = (uint8_t)is_ascii(key);
+                size_t i = key_hash(e->w0, e->w1);
+                while (self->keyslot[i] >= 0) i = (i + 1) & (KEYSLOTS - 1);
+                self->keyslot[i] = (int16_t)n++;
             }
-            if (t == 0) e->kmask |= 1u << k;
-            else if (t == 1) e->defer = 1;
+            if (t == 0) {
+                e->kmask |= 1u << k;
+                if (e->k0 == NKEYS) e->k0 = (int8_t)k;
+                else e->kmore |= 1u << k;
+            } else if (t == 1) e->defer = 1;
             else if (e->shape == 0) e->shape = (uint8_t)(1 + self->shape_presence[k]);
+            e->voff = (uint16_t)(offsetof(span_info, values) + (size_t)e->k0 * sizeof(slice));
+            e->poff = (uint16_t)(offsetof(span_info, present) + (size_t)e->k0);
         }
     }
     return 0;
@@ -6298,13 +6472,11 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         PyErr_Format(PyExc_ValueError, "at most %d defer keys", MAX_DEFER_KEYS);
         return -1;
     }
-    memset(self->defer_sig, 0, sizeof(self->defer_sig));
     self->ndefer_keys = (int)PyTuple_GET_SIZE(tuples[0]);
     for (int k = 0; k < self->ndefer_keys; k++) {
         PyObject *b = PyTuple_GET_ITEM(tuples[0], k);
         self->defer_keys[k].p = (const uint8_t *)PyBytes_AS_STRING(b);
         self->defer_keys[k].n = PyBytes_GET_SIZE(b);
-        self->defer_sig[sig(self->defer_keys[k])] |= 1ull << k;
     }
     Py_XSETREF(self->defer_keys_obj, Py_NewRef(tuples[0]));
     Py_XSETREF(self->defer_names, Py_NewRef(tuples[1]));
@@ -6334,7 +6506,6 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         PyErr_Format(PyExc_ValueError, "max_exemplars must be between 0 and %d", MAX_EXEMPLARS);
         return -1;
     }
-    memset(self->key_sig, 0, sizeof(self->key_sig));
     for (int k = 0; k < NKEYS; k++) {
         PyObject *b = PyTuple_GET_ITEM(keys, k);
         if (!PyBytes_Check(b)) {
@@ -6343,7 +6514,6 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         }
         self->keys[k].p = (const uint8_t *)PyBytes_AS_STRING(b);
         self->keys[k].n = PyBytes_GET_SIZE(b);
-        self->key_sig[sig(self->keys[k])] |= 1u << k;
     }
     Py_XSETREF(self->key_bytes, Py_NewRef(keys));
     Py_XSETREF(self->tool_op, Py_NewRef(tool_op));

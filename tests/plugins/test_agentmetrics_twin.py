@@ -942,3 +942,97 @@ async def test_workflow_tokens_of_hostile_trace_ids_give_the_same_output(max_tra
     # kept: the newest 4 x max_traces roots (3, 0, 39, 38, ...)
     kept = [3, 0, *(t for t in range(39, 0, -1) if t != 3)][: 4 * max_traces]
     assert input_tokens(split) == sum(10 + t for t in kept)
+
+
+# -- attribute keys near a configured key (the scanner's key table, keytab_probe) ---------------
+# configured keys of each kind of lookup: up to 14 bytes (told by the words of the key's head and
+# end), 15 to 22 (and the word between), longer (compared whole); each read by a span of the
+# request below, so that taking a near key for it changes the output
+NEAR_KEYS = [
+    "error.type",
+    "http.route",
+    "http.request.method",
+    "a2a.message.type",
+    "gen_ai.operation.name",
+    "workflow.complexity_tier",
+]
+
+
+def near_keys(key: str) -> list[str]:
+    """Keys that share the length of ``key`` and all its bytes but one (each position: the
+    first, the last, the head's and the end's words, the bytes between), and its prefix and
+    extension by one byte."""
+    out = {key[:-1], key + "e", key + key[-1], key[1:]}
+    for i in range(len(key)):
+        out.add(key[:i] + ("#" if key[i] != "#" else "$") + key[i + 1 :])
+    out.discard(key)
+    return sorted(out)
+
+
+def near_key_spans(with_near: bool) -> bytes:
+    """A workflow root (a server span) per near key, the near key (when ``with_near``) valued as
+    the key it is near would change the root's reading: an error type (a failed outcome), a
+    route, a method, an A2A message type (a producer: counted as sent), a tool call's operation
+    (the span would be left to Python), a complexity tier (a label)."""
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add().spans
+    trace = 0
+    for key in NEAR_KEYS:
+        for near in near_keys(key):
+            trace += 1
+            attrs = {"http.request.method": "GET", "http.route": "/r"}
+            if with_near:
+                attrs[near] = "execute_tool" if key == "gen_ai.operation.name" else "near"
+            kind = Span.SPAN_KIND_PRODUCER if key == "a2a.message.type" else Span.SPAN_KIND_SERVER
+            spans.append(span(trace, 1, None, "workflow.t", kind=kind, attrs=attrs))
+    return req.SerializeToString()
+
+
+async def test_keys_near_a_configured_key_are_not_taken_for_it() -> None:
+    """An attribute key one byte away from a configured key (same length, any position), a
+    prefix or an extension of it is no such key: the same output on both paths, and as if the
+    spans had no such attribute (a wrong dispatch in the scanner's key table, say one that
+    compared a key's length and head and end only, fails this)."""
+    got = await assert_same_output([[near_key_spans(True)]])
+    without = await output(True, [[near_key_spans(False)]], {})
+    assert normalised(got, {}) == normalised(without, {})
+    names = {name for name, _, _ in points(got)}
+    assert "agent_workflow_executions" in names and "a2a_messages_sent" not in names
+
+
+def _ld(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (its length a varint)."""
+    n, head = len(payload), bytearray([number << 3 | 2])
+    while n >= 0x80:
+        head.append(n & 0x7F | 0x80)
+        n >>= 7
+    head.append(n)
+    return bytes(head) + payload
+
+
+def two_key_entry(first: str, key: str, value: str) -> bytes:
+    """An attribute entry (KeyValue) with two keys, ``first`` then ``key``, and a string value:
+    a full parse takes the last key."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    return (_ld(1, first.encode()) + _ld(1, key.encode())
+            + _ld(2, AnyValue(string_value=value).SerializeToString()))  # fmt: skip
+
+
+async def test_an_attribute_entry_with_two_keys_is_read_by_its_last_key() -> None:
+    """An attribute entry of two keys is the last key's (as protobuf, the Python path's full
+    parse, reads it), whatever the first: a route or a tool call's operation there counts on
+    both paths as on the Python path (the scanner once skipped such an entry when its first key
+    was of no interest)."""
+    body = b""
+    firsts = ["app.attr.0", "x", "zz.unknown", "service.version", "http.route"]
+    for n, first in enumerate(firsts):
+        for k, (key, value) in enumerate((("http.route", "/two"),
+                                          ("gen_ai.operation.name", "execute_tool"))):  # fmt: skip
+            s = span(2 * n + k + 1, 1, None, "GET /a", kind=Span.SPAN_KIND_SERVER,
+                     attrs={"http.request.method": "GET"})  # fmt: skip
+            body += _ld(2, s.SerializeToString() + _ld(9, two_key_entry(first, key, value)))
+    got = await assert_same_output([[_ld(1, _ld(2, body))]])
+    routes = {dict((kv.key, kv.value.string_value) for kv in dp.attributes).get("endpoint")
+              for name, _, dp in points(got) if name == "http_request_duration"}  # fmt: skip
+    assert "/two" in routes, routes
