@@ -302,16 +302,30 @@ def _calls_one_after_another(port: int, bodies: list[bytes]) -> list[str]:
                     ("te", "trailers"),
                 ],
             )
-            conn.send_data(sid, body, end_stream=True)
-            sock.sendall(conn.data_to_send())
             status = None
-            while status is None:
+
+            def receive() -> str | None:
                 data = sock.recv(65536)
                 assert data, "the server closed the connection"
+                found = None
                 for e in conn.receive_data(data):
                     if isinstance(e, h2.events.TrailersReceived | h2.events.ResponseReceived):
-                        status = dict(e.headers).get("grpc-status", status)
+                        found = dict(e.headers).get("grpc-status", found)
                 sock.sendall(conn.data_to_send())
+                return found
+
+            sent = 0
+            while sent < len(body):  # in frames, within the server's flow-control windows
+                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if room <= 0:
+                    status = receive() or status
+                    continue
+                chunk = body[sent : sent + room]
+                sent += len(chunk)
+                conn.send_data(sid, chunk, end_stream=sent == len(body))
+                sock.sendall(conn.data_to_send())
+            while status is None:
+                status = receive()
             statuses.append(status)
     return statuses
 
