@@ -740,6 +740,8 @@ class Result:
     traces_held_peak: float | None
     series: float | None
     lag_s: float
+    # the kernel's share of cpu_s_per_million (sockets, loopback TCP, page faults, timers)
+    sys_s_per_million: float | None = None
 
 
 def _telemetry_value(port: int, name: str, **labels: str) -> float | None:
@@ -930,7 +932,8 @@ def run_case(
         base_out = _out_spans(telemetry) if case.server not in ("rotel", "floor") else 0.0
         if case.server == "agent":
             _wait_joined(telemetry, timeout=30)
-        cpu0 = sum(ps.cpu_times()[:2])
+        times0 = ps.cpu_times()
+        cpu0 = times0.user + times0.system
         peak = {"rss": ps.memory_info().rss, "held": 0.0}
         stop = threading.Event()
         loaded = threading.Event()
@@ -977,7 +980,8 @@ def run_case(
                 _wait_joined(telemetry, timeout=30, loaded_at=loaded_at, held=_settle(case))
         else:
             time.sleep(0.5)  # rotel's batch timeout is 200 ms
-        cpu = sum(ps.cpu_times()[:2]) - cpu0
+        times1 = ps.cpu_times()
+        cpu = times1.user + times1.system - cpu0
         profiling.close()
         if spy_out is not None and spy_out.exists():
             spy_out.rename(spy_out.with_name(f"{spy_out.stem}-spans{stats['sent_spans']}.txt"))
@@ -996,6 +1000,7 @@ def run_case(
         out_spans=int(out) if out is not None else None,
         cpu_s=round(cpu, 3),
         cpu_s_per_million=round(cpu / stats["sent_spans"] * 1e6, 2),
+        sys_s_per_million=round((times1.system - times0.system) / stats["sent_spans"] * 1e6, 2),
         peak_rss_mib=round(peak["rss"] / 2**20, 1),
         traces_held_peak=peak["held"] if case.server == "agent" else None,
         series=series,
@@ -1175,14 +1180,17 @@ def report(results: list[Result], path: Path, note: str) -> None:
         note,
         "",
         "| case | server | spans/trace | attrs/span | rate (spans/s) | sent | out | CPU-s | "
-        "CPU-s per 1M spans | peak RSS MiB | traces held (peak) | series | load lag s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "CPU-s per 1M spans | of it sys | peak RSS MiB | traces held (peak) | series | "
+        "load lag s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.case} | {r.server} | {r.spans_per_trace} | {r.attrs_per_span} | {r.rate} | "
             f"{r.sent_spans} | {r.out_spans if r.out_spans is not None else 'n/a'} | {r.cpu_s} | "
-            f"{r.cpu_s_per_million} | {r.peak_rss_mib} | "
+            f"{r.cpu_s_per_million} | "
+            f"{r.sys_s_per_million if r.sys_s_per_million is not None else ''} | "
+            f"{r.peak_rss_mib} | "
             f"{r.traces_held_peak if r.traces_held_peak is not None else ''} | "
             f"{r.series if r.series is not None else ''} | {r.lag_s} |"
         )

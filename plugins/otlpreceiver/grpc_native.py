@@ -296,6 +296,12 @@ class _Connection(asyncio.Protocol):
 
     async def _authenticate_later(self, stream_id: int, pending: Awaitable[Any]) -> None:
         try:
+            await self._authenticate_pending(stream_id, pending)
+        finally:
+            self.server.ended()
+
+    async def _authenticate_pending(self, stream_id: int, pending: Awaitable[Any]) -> None:
+        try:
             info = await pending
         except AuthenticationError as exc:
             self.respond(stream_id, UNAUTHENTICATED, str(exc))
@@ -372,6 +378,20 @@ class _Connection(asyncio.Protocol):
         wbits: int = 0,
         encoding: str = "",
         auth: Mapping[str, Any] | None = None,
+    ) -> None:
+        try:
+            await self._export_call(stream_id, signal, data, wbits, encoding, auth)
+        finally:
+            self.server.ended()
+
+    async def _export_call(
+        self,
+        stream_id: int,
+        signal: Signal,
+        data: bytes,
+        wbits: int,
+        encoding: str,
+        auth: Mapping[str, Any] | None,
     ) -> None:
         receiver = self.server.receiver
         if wbits:
@@ -632,9 +652,15 @@ class NativeGRPCServer:
         return self._loop or asyncio.get_running_loop()
 
     def spawn(self, coro: Any) -> None:
-        task = (self._loop or asyncio.get_running_loop()).create_task(coro)
-        self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
+        """Run a call's coroutine in a task of its own, kept in ``_calls`` until it ends: the
+        coroutine calls :meth:`ended` as its last step (a done callback instead would take one
+        more turn of the loop a call, an ``epoll_wait`` and a callback, once the answer left)."""
+        self._calls.add((self._loop or asyncio.get_running_loop()).create_task(coro))
+
+    def ended(self) -> None:
+        """The running call's task is over (the last step of a coroutine given to
+        :meth:`spawn`)."""
+        self._calls.discard(asyncio.current_task(self.loop))
 
     def refused(self, reason: str, n: int = 1) -> None:
         """Count a call (or connection) refused before it reached the pipeline:
@@ -707,6 +733,7 @@ class NativeGRPCServer:
             task.cancel()
         if self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
+            self._calls.clear()  # a task cancelled before its first step never said it ended
         # let the last answers reach the sockets, then close what is left
         for conn in list(self.connections):
             conn.flush()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import selectors
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +264,98 @@ def test_grpc_message_and_details_encoding() -> None:
     assert st.details[0].Unpack(info)
     assert info.retry_delay.seconds == 2 and info.retry_delay.nanos == 500_000_000
     assert b"=" not in details
+
+
+class _CountingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The event loop's selector, counting its calls: one a turn of the loop (an
+    ``epoll_wait``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selects = 0
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        self.selects += 1
+        return super().select(timeout)  # type: ignore[no-any-return]
+
+
+def _calls_one_after_another(port: int, bodies: list[bytes]) -> list[str]:
+    """A blocking HTTP/2 client (``h2`` over a socket, in its own thread): each call sent
+    once the previous one was answered; their ``grpc-status``."""
+    statuses = []
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        for body in bodies:
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(
+                sid,
+                [
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", TRACE_EXPORT),
+                    (":authority", "127.0.0.1"),
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                ],
+            )
+            status = None
+
+            def receive() -> str | None:
+                data = sock.recv(65536)
+                assert data, "the server closed the connection"
+                found = None
+                for e in conn.receive_data(data):
+                    if isinstance(e, h2.events.TrailersReceived | h2.events.ResponseReceived):
+                        found = dict(e.headers).get("grpc-status", found)
+                sock.sendall(conn.data_to_send())
+                return found
+
+            sent = 0
+            while sent < len(body):  # in frames, within the server's flow-control windows
+                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if room <= 0:
+                    status = receive() or status
+                    continue
+                chunk = body[sent : sent + room]
+                sent += len(chunk)
+                conn.send_data(sid, chunk, end_stream=sent == len(body))
+                sock.sendall(conn.data_to_send())
+            while status is None:
+                status = receive()
+            statuses.append(status)
+    return statuses
+
+
+def test_a_call_answered_at_once_takes_no_turn_of_the_loop_after_its_answer(
+    tmp_path: Path, native: None
+) -> None:
+    """A call the pipeline takes without waiting costs the server two turns of its loop (the
+    read; then the call's task, its answer and the write): none more once it is over (its
+    task is dropped by its last step, not by a done callback run in a turn of its own: one
+    ``epoll_wait`` and one callback a call less). The client is in another thread, its calls
+    one after the other, so that each turn of the loop is the server's."""
+    selector = _CountingSelector()
+    calls = 40
+
+    async def run() -> float:
+        port = free_port()
+        async with running_service(config(port), tmp_path) as service:
+            bodies = [framed(request(1, name=f"c{i}-")) for i in range(calls + 1)]
+            assert await asyncio.to_thread(_calls_one_after_another, port, bodies[:1]) == ["0"]
+            await wait_until(lambda: accepted(service) == 1)
+            before = selector.selects
+            done = asyncio.get_running_loop().run_in_executor(
+                None, _calls_one_after_another, port, bodies[1:]
+            )
+            assert await done == ["0"] * calls
+            turns = (selector.selects - before) / calls
+            await wait_until(lambda: accepted(service) == calls + 1)
+            return turns
+
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(selector)) as runner:
+        turns = runner.run(run())
+    assert turns < 2.6, turns
