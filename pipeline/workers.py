@@ -110,9 +110,6 @@ _CONSUME_IN_FLIGHT = 1
 # (one consume) and its callers are answered a round trip sooner, while this worker, idle,
 # pays nothing for the extra write
 _CONSUME_IN_FLIGHT_IDLE = 4
-# ... when at least this many parts wait (client requests queue up: under load); a single part
-# queued behind the one in flight (a low rate on a slow machine) waits for its answer as before
-_IDLE_FLUSH_PARTS = 2
 # a worker busy with its clients' requests (another in progress as one starts) reads what its
 # siblings sent between them, at most this often (seconds), instead of once its event loop
 # turned (WorkerContext.poll_siblings); an idle worker leaves it to its loop
@@ -1086,13 +1083,11 @@ class _Peer:
 
     def send_idle(self) -> bool:
         """This worker is about to wait for events: send what is queued now when fewer than
-        ``_CONSUME_IN_FLIGHT_IDLE`` consume requests await their answer, the connection
-        takes writes and at least ``_IDLE_FLUSH_PARTS`` parts wait; whether anything was
-        sent."""
+        ``_CONSUME_IN_FLIGHT_IDLE`` consume requests await their answer and the connection
+        takes writes; whether anything was sent."""
         proto = self._proto
         if (
             not self._queued
-            or sum(len(futs) for _, futs, _ in self._queued.values()) < _IDLE_FLUSH_PARTS
             or proto is None
             or proto.transport is None
             or not proto.writable
