@@ -104,12 +104,6 @@ _SEND_BUFFER = 4 << 20
 # consume requests to one sibling awaiting their answer before the next parts wait for one:
 # what arrives meanwhile is joined into one request (one write, one wake-up, one answer)
 _CONSUME_IN_FLIGHT = 1
-# ... unless this worker's event loop is about to wait for events (nothing left to run): then
-# the parts queued for a sibling leave at once, up to this many consume requests in flight to
-# it (WorkerContext._watch_idle): the owner reads them with the one in flight when it is busy
-# (one consume) and its callers are answered a round trip sooner, while this worker, idle,
-# pays nothing for the extra write
-_CONSUME_IN_FLIGHT_IDLE = 4
 # a worker busy with its clients' requests (another in progress as one starts) reads what its
 # siblings sent between them, at most this often (seconds), instead of once its event loop
 # turned (WorkerContext.poll_siblings); an idle worker leaves it to its loop
@@ -183,8 +177,6 @@ class WorkerContext:
     _deaths_epoch: int = -1
     _dead: bytes | None = None
     _adopted: Any = None
-    # the contexts whose queued parts leave as the event loop goes idle (_watch_idle)
-    _watched: list[WorkerContext] | None = None
 
     @property
     def primary(self) -> bool:
@@ -400,45 +392,8 @@ class WorkerContext:
         if self.meter is not None:
             self.meter.install(loop)
         self._server = await loop.create_unix_server(lambda: _ServerProtocol(self), path=path)
-        self._watch_idle(loop)
-
-    def _watch_idle(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Send the parts queued for siblings as this worker's event loop is about to wait
-        for events (its selector asked to wait: no callback ready to run), instead of after
-        the answer to the consume request in flight (:meth:`_Peer.send_idle`). Under load a
-        worker whose clients all wait for a sibling's answer sat idle with the parts of the
-        next requests queued for that sibling (an instrumented saturation run: 4-25 % of
-        each worker's time), and those parts waited a whole round trip more. For the
-        selector event loop (``loop._selector``); another loop keeps the plain rule."""
-        selector = getattr(loop, "_selector", None)
-        if selector is None:
-            return
-        watched: list[WorkerContext] | None = getattr(selector, "_worker_contexts", None)
-        if watched is None:
-            watched = []
-            select = selector.select
-
-            def select_idle(timeout: float | None = None) -> Any:
-                if timeout is None or timeout > 0:
-                    sent = False
-                    for ctx in watched:
-                        for peer in ctx._peers.values():
-                            if peer._queued:
-                                sent = peer.send_idle() or sent
-                    if sent:  # what the writes scheduled runs before the loop waits
-                        timeout = 0
-                return select(timeout)
-
-            selector.select = select_idle
-            selector._worker_contexts = watched
-        if all(ctx is not self for ctx in watched):
-            watched.append(self)
-        self._watched = watched
 
     async def close(self) -> None:
-        if self._watched is not None:
-            self._watched[:] = [ctx for ctx in self._watched if ctx is not self]
-            self._watched = None
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -1080,22 +1035,6 @@ class _Peer:
         await their answer and the connection takes writes."""
         proto = self._proto
         return proto is not None and proto.writable and proto.consuming < _CONSUME_IN_FLIGHT
-
-    def send_idle(self) -> bool:
-        """This worker is about to wait for events: send what is queued now when fewer than
-        ``_CONSUME_IN_FLIGHT_IDLE`` consume requests await their answer and the connection
-        takes writes; whether anything was sent."""
-        proto = self._proto
-        if (
-            not self._queued
-            or proto is None
-            or proto.transport is None
-            or not proto.writable
-            or proto.consuming >= _CONSUME_IN_FLIGHT_IDLE
-        ):
-            return False
-        self._flush()
-        return True
 
     async def call(self, op: int, key: str, body: bytes, items: int | None = None) -> bytes:
         fut = self.submit(op, key, body, items)

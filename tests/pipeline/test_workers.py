@@ -689,59 +689,6 @@ def test_parts_behind_a_request_in_flight_are_joined_and_answered_after_it(
     asyncio.run(main())
 
 
-class _EnteringSink(_SlowSink):
-    """A :class:`_SlowSink` that keeps what each consume brought as it entered."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entering: list[bytes] = []
-
-    async def consume(self, data: Any) -> None:
-        self.entering.append(data.to_bytes())
-        await super().consume(data)
-
-
-def test_parts_queued_behind_a_request_in_flight_leave_as_the_sender_goes_idle(
-    tmp_path: Path,
-) -> None:
-    """A part handed over while a request to the same sibling awaits its answer leaves as
-    the sender's event loop goes idle (nothing else to run), not after that answer: the
-    owner takes it while the first is still held, both callers are answered as before, and
-    with the sender busy the part waits (joined with the others of the turn)."""
-    import asyncio
-
-    from pipeline.pdata import Signal
-    from pipeline.workers import WorkerContext
-
-    async def main() -> None:
-        a = WorkerContext(0, 2, tmp_path)
-        b = WorkerContext(1, 2, tmp_path)
-        sink = _EnteringSink()
-        b.service = _Service(sink)
-        await b.open()
-        await a.open()
-        try:
-            first = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x01"))
-            await asyncio.wait_for(sink.entered.wait(), 5)
-            # two parts in one turn of the sender's loop: queued, and joined as it goes idle
-            second = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x02"))
-            third = asyncio.ensure_future(a.forward(1, Signal.TRACES, ["traces"], b"\x0a\x03"))
-            for _ in range(500):
-                if len(sink.entering) == 2:
-                    break
-                await asyncio.sleep(0.01)
-            assert sink.entering == [b"\x0a\x01", b"\x0a\x02\x0a\x03"]  # the first held
-            assert not first.done() and not second.done() and not third.done()
-            sink.release.set()
-            await asyncio.wait_for(asyncio.gather(first, second, third), 5)
-            assert sorted(sink.got) == [b"\x0a\x01", b"\x0a\x02\x0a\x03"]
-        finally:
-            await a.close()
-            await b.close()
-
-    asyncio.run(main())
-
-
 class _CountingSink(_Sink):
     def __init__(self) -> None:
         super().__init__()
