@@ -33,7 +33,7 @@ from plugins.otlpreceiver.receiver import OTLPReceiver
 from tests.otlp_support import Rotel, rotel_binary
 from tests.plugins._native_support import both_paths
 from tests.plugins.otlpreceiver.test_grpc_native import RawClient, framed
-from tests.plugins.otlpreceiver.test_grpc_server import TRACE_EXPORT, request
+from tests.plugins.otlpreceiver.test_grpc_server import GRPC_HEADERS, TRACE_EXPORT, request
 from tests.support import free_port, require_program, running_service, wait_until
 from tests.tls_support import PKI, make_pki
 
@@ -361,18 +361,7 @@ async def test_grpc_refusal_comes_before_the_body(gateway: Gateway) -> None:
         assert client.headers(sid)["grpc-status"] == "16"
         # a good call on the same connection afterwards
         sid2 = int(client.conn.get_next_available_stream_id())
-        client.conn.send_headers(
-            sid2,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", TRACE_EXPORT),
-                (":authority", "127.0.0.1"),
-                ("content-type", "application/grpc"),
-                ("te", "trailers"),
-                ("authorization", "Bearer token-a"),
-            ],
-        )
+        client.conn.send_headers(sid2, [*GRPC_HEADERS, ("authorization", "Bearer token-a")])
         client.conn.send_data(sid2, framed(request(2)), end_stream=True)
         await client.flush()
         await client.read_until(lambda: client.ended(sid2))

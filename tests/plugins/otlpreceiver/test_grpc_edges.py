@@ -25,19 +25,12 @@ from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame
 from tests.edge_support import EdgeGateway, rss_bound, sdk_grpc_export, wait_for
 from tests.plugins._native_support import require_native
 from tests.plugins.otlpreceiver.test_grpc_native import framed
-from tests.plugins.otlpreceiver.test_grpc_server import TRACE_EXPORT, request
+from tests.plugins.otlpreceiver.test_grpc_server import GRPC_HEADERS, request
 
 require_native("_h2server")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-HEADERS = [
-    (":method", "POST"),
-    (":scheme", "http"),
-    (":path", TRACE_EXPORT),
-    (":authority", "127.0.0.1"),
-    ("content-type", "application/grpc"),
-    ("te", "trailers"),
-]
+HEADERS = GRPC_HEADERS
 
 
 @pytest.fixture(scope="module")

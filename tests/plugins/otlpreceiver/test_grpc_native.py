@@ -24,6 +24,7 @@ from plugins.otlpreceiver.grpc_native import percent_encode, status_details
 from plugins.otlpreceiver.receiver import OTLPReceiver
 from tests.plugins._native_support import require_native
 from tests.plugins.otlpreceiver.test_grpc_server import (
+    GRPC_HEADERS,
     TRACE_EXPORT,
     accepted,
     config,
@@ -291,17 +292,7 @@ def _calls_one_after_another(port: int, bodies: list[bytes]) -> list[str]:
         sock.sendall(conn.data_to_send())
         for body in bodies:
             sid = conn.get_next_available_stream_id()
-            conn.send_headers(
-                sid,
-                [
-                    (":method", "POST"),
-                    (":scheme", "http"),
-                    (":path", TRACE_EXPORT),
-                    (":authority", "127.0.0.1"),
-                    ("content-type", "application/grpc"),
-                    ("te", "trailers"),
-                ],
-            )
+            conn.send_headers(sid, GRPC_HEADERS)
             status = None
 
             def receive() -> str | None:

@@ -19,6 +19,15 @@ from tests.plugins._native_support import both_paths
 from tests.support import free_port, running_service, wait_until
 
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+# an OTLP/gRPC trace export's request headers, as a client sends them
+GRPC_HEADERS = [
+    (":method", "POST"),
+    (":scheme", "http"),
+    (":path", TRACE_EXPORT),
+    (":authority", "127.0.0.1"),
+    ("content-type", "application/grpc"),
+    ("te", "trailers"),
+]
 
 server = both_paths("_h2server", disable=lambda mp: mp.setenv("PIPELINE_GRPC_SERVER", "grpcio"))
 
