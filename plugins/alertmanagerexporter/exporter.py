@@ -201,6 +201,12 @@ class AlertmanagerExporter(Component):
             "Alerts fired and resolved.",
             ("exporter", "state"),
         )
+        self._unchanged = svc.counter(
+            "otelcol_exporter_alertmanager_unchanged_log_records",
+            "Log records consumed that changed no alert (matched no condition, or an alert "
+            "already firing or already resolved): nothing posted for them.",
+            ("exporter",),
+        ).labels(settings.name)
 
     # -- records to alerts ----------------------------------------------------------------------
     def translate(self, data: Payload, now: float | None = None) -> list[Alert]:
@@ -372,6 +378,9 @@ class AlertmanagerExporter(Component):
         now = self.clock()
         changed = self.translate(data, now)  # no await between: the admission holds
         if not changed:
+            # consumed, not dropped: counted apart from the sent ones (a payload that changed
+            # an alert counts its records in the helper's otelcol_exporter_sent_log_records)
+            self._unchanged.inc(data.item_count())
             return
         try:
             await self.helper.consume(self._batch(changed, now, data.item_count()))

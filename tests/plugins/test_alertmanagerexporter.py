@@ -284,6 +284,30 @@ async def test_active_alerts_are_resent_with_a_valid_until() -> None:
     )
 
 
+async def test_records_that_change_no_alert_are_counted_apart_from_the_sent() -> None:
+    """A payload whose records change no alert (no condition matches; the alert of one that
+    matches already fires) posts nothing: its records are counted as unchanged, not left out
+    of every counter."""
+    exp = exporter(
+        "http://127.0.0.1:1",
+        conditions=[{"name": "Boom", "match": {"severity_min": "ERROR", "body": "^boom"}}],
+    )
+    registry = exp.settings.telemetry.service.registry
+
+    def unchanged() -> float | None:
+        return registry.get_sample_value(
+            "otelcol_exporter_alertmanager_unchanged_log_records_total",
+            {"exporter": "alertmanager"},
+        )
+
+    exp.translate(log_record("boom"))  # fires Boom (translate alone: nothing consumed)
+    assert unchanged() == 0
+    await exp.consume(log_record("quiet", severity=9))  # matches nothing
+    await exp.consume(log_record("boom again"))  # Boom already firing: nothing to post
+    assert unchanged() == 2
+    assert len(exp.active) == 1
+
+
 async def test_alertmanager_refuses_a_bad_alert_permanently(tmp_path: Path) -> None:
     """Alertmanager answers 400 to an alert it cannot take; nothing is retried."""
     async with alertmanager(tmp_path) as (am, _):
