@@ -451,10 +451,12 @@ class WorkerContext:
         """With ``acknowledge: handover``, between the receivers' stop and the pipelines'
         (``Service.shutdown``): deliver what this worker still holds for its siblings (the
         clients were answered already), then close its connections to them, which tells
-        each sibling that nothing more comes from this worker, and take the siblings'
-        hand-overs until each closed its connection to this worker the same way (or went
-        away); each wait gets half of what is left of ``within``. Parts still undelivered
-        then are lost: logged with their count."""
+        each sibling that nothing more comes from this worker (and so does
+        ``run_dir/drained-N``: a sibling that never connected to it, a restarted one, may
+        still have parts for it), and take the siblings' hand-overs until each closed its
+        connection to this worker and said so the same way (or went away: its connection
+        closed, dead on the supervisor's board); each wait gets half of what is left of
+        ``within``. Parts still undelivered then are lost: logged with their count."""
         if self.acknowledge != "handover":
             return
         loop = asyncio.get_running_loop()
@@ -473,10 +475,29 @@ class WorkerContext:
             )
         for peer in peers:
             peer.close()
+        # nothing more comes from this worker: said on the run's board as well as by the
+        # closed connections, for a sibling this worker never connected to (a restarted
+        # worker's connections are made on its first hand-over: one may still be coming)
+        (self.run_dir / f"drained-{self.index}").write_text("")
         end = loop.time() + max(start + within - loop.time(), 0.0) / 2
-        while self._inbound and self.service is not None and loop.time() < end:
+        while (
+            (self._inbound or not self._siblings_drained())
+            and self.service is not None
+            and loop.time() < end
+        ):
             await asyncio.sleep(0.01)
         self.closed_to_siblings = True
+
+    def _siblings_drained(self) -> bool:
+        """Whether every sibling said it sends nothing more (:meth:`drain`'s
+        ``run_dir/drained-N``) or is dead (the supervisor's board: it sends nothing)."""
+        board = self._deaths
+        return all(
+            i == self.index
+            or (board is not None and board[1 + i] != DEATH_SERVING)
+            or (self.run_dir / f"drained-{i}").exists()
+            for i in range(self.count)
+        )
 
     def count_dropped(self, parts: Iterable[tuple[str, bytes, int]]) -> int:
         """Count the items of handed-over ``parts`` (key, encoded body, items or -1: read
